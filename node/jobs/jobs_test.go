@@ -1,0 +1,131 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func collect(t *testing.T, j *Job, after int64) []Event {
+	t.Helper()
+	var out []Event
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, j.Follow(ctx, after, func(ev Event) error { out = append(out, ev); return nil }))
+	return out
+}
+
+func TestJobLifecycle(t *testing.T) {
+	cases := []struct {
+		name     string
+		fn       Func
+		types    []string
+		status   string
+		wantCode string
+	}{
+		{"ok", func(ctx context.Context, em Emitter) error {
+			em.Narrate("a", "b", "hello %d", 1)
+			em.Progress(1, 2, "bytes")
+			return em.Result(map[string]int{"x": 1})
+		}, []string{TypeNarration, TypeProgress, TypeResult, TypeDone}, "ok", ""},
+		{"coded error", func(ctx context.Context, em Emitter) error {
+			return Errorf(CodeNotFound, "no such thing")
+		}, []string{TypeError, TypeDone}, "failed", CodeNotFound},
+		{"plain error", func(ctx context.Context, em Emitter) error {
+			return errors.New("boom")
+		}, []string{TypeError, TypeDone}, "failed", CodeInternal},
+		{"panic", func(ctx context.Context, em Emitter) error {
+			panic("bad")
+		}, []string{TypeError, TypeDone}, "failed", CodeInternal},
+		{"reported", func(ctx context.Context, em Emitter) error {
+			em.Emit(Event{Type: TypeError, Code: CodeUnknownHive, Message: "remote"})
+			return ErrReported
+		}, []string{TypeError, TypeDone}, "failed", CodeUnknownHive},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := New(Config{Node: "n1"})
+			defer m.Close()
+			j, err := m.Submit(context.Background(), "x", tc.fn)
+			require.NoError(t, err)
+			evs := collect(t, j, 0)
+			var types []string
+			for i, ev := range evs {
+				types = append(types, ev.Type)
+				require.Equal(t, int64(i+1), ev.Seq)
+				require.Equal(t, "n1", ev.Node)
+				if ev.Type == TypeError {
+					require.Equal(t, tc.wantCode, ev.Code)
+				}
+			}
+			require.Equal(t, tc.types, types)
+			require.Equal(t, tc.status, j.Status())
+			require.Equal(t, tc.status, evs[len(evs)-1].Status)
+		})
+	}
+}
+
+func TestReplayAfterSeq(t *testing.T) {
+	m := New(Config{})
+	defer m.Close()
+	j, err := m.Submit(context.Background(), "x", func(ctx context.Context, em Emitter) error {
+		for i := 0; i < 5; i++ {
+			em.Narrate("t", "n", "%d", i)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	all := collect(t, j, 0)
+	require.Len(t, all, 6)
+	rest := collect(t, j, 3)
+	require.Equal(t, all[3:], rest)
+	require.Empty(t, collect(t, j, 6))
+}
+
+func TestCancel(t *testing.T) {
+	m := New(Config{})
+	defer m.Close()
+	started := make(chan struct{})
+	j, err := m.Submit(context.Background(), "x", func(ctx context.Context, em Emitter) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	require.NoError(t, err)
+	<-started
+	require.NoError(t, m.Cancel(j.ID))
+	evs := collect(t, j, 0)
+	require.Equal(t, TypeError, evs[0].Type)
+	require.Equal(t, CodeCancelled, evs[0].Code)
+	require.ErrorIs(t, m.Cancel("job_nope"), ErrNotFound)
+}
+
+func TestRetentionBound(t *testing.T) {
+	m := New(Config{MaxJobs: 3})
+	defer m.Close()
+	for i := 0; i < 10; i++ {
+		j, err := m.Submit(context.Background(), "x", func(ctx context.Context, em Emitter) error { return nil })
+		require.NoError(t, err)
+		collect(t, j, 0)
+	}
+	require.LessOrEqual(t, len(m.List()), 3)
+}
+
+func TestEventCap(t *testing.T) {
+	m := New(Config{MaxEvents: 10})
+	defer m.Close()
+	j, err := m.Submit(context.Background(), "x", func(ctx context.Context, em Emitter) error {
+		for i := 0; i < 100; i++ {
+			em.Narrate("t", "n", "%d", i)
+		}
+		return errors.New("late")
+	})
+	require.NoError(t, err)
+	evs := collect(t, j, 0)
+	require.Len(t, evs, 10)
+	require.Equal(t, TypeError, evs[8].Type)
+	require.Equal(t, TypeDone, evs[9].Type)
+}
