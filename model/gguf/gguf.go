@@ -1,0 +1,279 @@
+// Package gguf reads and writes GGUF files, the model container format of
+// ggml/llama.cpp (versions 2 and 3, little-endian).
+//
+// Open memory-maps a file and validates its whole header before returning:
+// every count and length is checked against the bytes that remain, tensor
+// shapes, types and data ranges are checked against the file, and duplicate
+// keys or tensor names are rejected, so hostile or truncated files give an
+// error, never a panic or an allocation larger than the file. A *File is
+// immutable after Open/Parse and safe for concurrent readers; Close must not
+// race with readers of TensorData slices.
+package gguf
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+
+	"github.com/rbee-project/rbee/model/quant"
+)
+
+// Magic is the 4-byte file signature "GGUF".
+const Magic = "GGUF"
+
+// DefaultAlignment is the tensor data alignment when general.alignment is absent.
+const DefaultAlignment = 32
+
+// KeyAlignment is the metadata key that overrides the tensor data alignment.
+const KeyAlignment = "general.alignment"
+
+// Limits that keep hostile files from causing deep recursion or huge work.
+const (
+	// MaxDims is ggml's GGML_MAX_DIMS.
+	MaxDims = 4
+	// MaxNameLen mirrors ggml's GGML_MAX_NAME (64, including the NUL): longer
+	// tensor names are rejected by ggml, so no valid file has them.
+	MaxNameLen = 63
+	// maxArrayDepth bounds nesting of arrays of arrays; real files use depth 1.
+	maxArrayDepth = 8
+)
+
+// Sentinel errors; returned errors wrap one of them with %w.
+var (
+	// ErrMagic: the file does not start with "GGUF".
+	ErrMagic = errors.New("gguf: bad magic")
+	// ErrVersion: unsupported version (v1, big-endian, or unknown).
+	ErrVersion = errors.New("gguf: unsupported version")
+	// ErrTruncated: the file ends before the header or a tensor's data does.
+	ErrTruncated = errors.New("gguf: truncated file")
+	// ErrInvalid: the header is malformed (bad type, count, shape, offset, alignment, duplicate ...).
+	ErrInvalid = errors.New("gguf: invalid file")
+	// ErrNotFound: no such tensor or key.
+	ErrNotFound = errors.New("gguf: not found")
+	// ErrClosed: the file has been closed.
+	ErrClosed = errors.New("gguf: file closed")
+)
+
+// KV is one metadata key/value pair, in file order.
+type KV struct {
+	Key   string
+	Value Value
+}
+
+// TensorInfo describes one tensor. Dims are in GGUF/ggml order: Dims[0]
+// (ne0) is the length of a row, the fastest-varying dimension.
+type TensorInfo struct {
+	Name   string
+	Dims   []uint64
+	Type   quant.Type
+	Offset uint64 // relative to the start of the data section (File.DataOffset)
+	Size   uint64 // bytes of data, computed from Dims and Type
+}
+
+// NumElements returns the product of the dimensions.
+func (t *TensorInfo) NumElements() uint64 {
+	n := uint64(1)
+	for _, d := range t.Dims {
+		n *= d
+	}
+	return n
+}
+
+// File is a parsed GGUF file. All fields are read-only after parsing.
+type File struct {
+	Version    uint32
+	Alignment  uint64
+	DataOffset uint64 // absolute offset of the tensor data section
+	KVs        []KV
+	Tensors    []TensorInfo
+
+	data    []byte // the whole file (mapping or caller's slice)
+	kvIndex map[string]int
+	tIndex  map[string]int
+	unmap   func() error
+	closed  bool
+}
+
+// Size returns the length in bytes of the underlying file or slice.
+func (f *File) Size() int64 { return int64(len(f.data)) }
+
+// Close releases the memory mapping (a no-op for Parse). Slices returned by
+// TensorData must not be used afterwards. Calling Close twice is harmless.
+func (f *File) Close() error {
+	if f.closed {
+		return nil
+	}
+	f.closed = true
+	f.data = nil
+	if f.unmap != nil {
+		err := f.unmap()
+		f.unmap = nil
+		return err
+	}
+	return nil
+}
+
+// Tensor returns the tensor with the given name.
+func (f *File) Tensor(name string) (*TensorInfo, bool) {
+	i, ok := f.tIndex[name]
+	if !ok {
+		return nil, false
+	}
+	return &f.Tensors[i], true
+}
+
+// TensorData returns t's bytes as a slice of the file (no copy). t must
+// describe a tensor of f (normally from Tensor or Tensors); the range is
+// bounds-checked again so a forged TensorInfo cannot read outside the file.
+func (f *File) TensorData(t *TensorInfo) ([]byte, error) {
+	if f.closed {
+		return nil, ErrClosed
+	}
+	if t == nil {
+		return nil, fmt.Errorf("%w: nil tensor", ErrNotFound)
+	}
+	start, ok1 := addU64(f.DataOffset, t.Offset)
+	end, ok2 := addU64(start, t.Size)
+	if !ok1 || !ok2 || end > uint64(len(f.data)) {
+		return nil, fmt.Errorf("%w: tensor %q data [%d, %d) outside file of %d bytes", ErrTruncated, t.Name, start, end, len(f.data))
+	}
+	return f.data[start:end:end], nil
+}
+
+// Get returns the value of a metadata key.
+func (f *File) Get(key string) (Value, bool) {
+	i, ok := f.kvIndex[key]
+	if !ok {
+		return Value{}, false
+	}
+	return f.KVs[i].Value, true
+}
+
+// String returns a string metadata value.
+func (f *File) String(key string) (string, bool) {
+	v, ok := f.Get(key)
+	if !ok {
+		return "", false
+	}
+	s, ok := v.Data.(string)
+	return s, ok
+}
+
+// Uint returns an integer metadata value (any integer type, non-negative) as uint64.
+func (f *File) Uint(key string) (uint64, bool) {
+	v, ok := f.Get(key)
+	if !ok {
+		return 0, false
+	}
+	return v.Uint()
+}
+
+// Float returns a float32/float64 (or integer) metadata value as float64.
+func (f *File) Float(key string) (float64, bool) {
+	v, ok := f.Get(key)
+	if !ok {
+		return 0, false
+	}
+	return v.Float()
+}
+
+// Bool returns a bool metadata value.
+func (f *File) Bool(key string) (bool, bool) {
+	v, ok := f.Get(key)
+	if !ok {
+		return false, false
+	}
+	b, ok := v.Data.(bool)
+	return b, ok
+}
+
+// Strings returns a string-array metadata value. The slice is shared; do not modify it.
+func (f *File) Strings(key string) ([]string, bool) {
+	v, ok := f.Get(key)
+	if !ok {
+		return nil, false
+	}
+	s, ok := v.Data.([]string)
+	return s, ok
+}
+
+// Float32s returns a float array (float32, or float64 converted) metadata value.
+// A float32 array is returned shared; do not modify it.
+func (f *File) Float32s(key string) ([]float32, bool) {
+	v, ok := f.Get(key)
+	if !ok {
+		return nil, false
+	}
+	switch a := v.Data.(type) {
+	case []float32:
+		return a, true
+	case []float64:
+		out := make([]float32, len(a))
+		for i, x := range a {
+			out[i] = float32(x)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// Int32s returns an integer array metadata value as []int32. An int32 array
+// is returned shared (do not modify it); other integer arrays are converted
+// when every element fits in int32 (unsigned values are reinterpreted if they
+// fit in uint32, so a uint32 0xFFFFFFFF becomes -1, as in C).
+func (f *File) Int32s(key string) ([]int32, bool) {
+	v, ok := f.Get(key)
+	if !ok {
+		return nil, false
+	}
+	switch a := v.Data.(type) {
+	case []int32:
+		return a, true
+	case []uint32:
+		return convInts(a, func(x uint32) (int32, bool) { return int32(x), true })
+	case []int8:
+		return convInts(a, func(x int8) (int32, bool) { return int32(x), true })
+	case []uint8:
+		return convInts(a, func(x uint8) (int32, bool) { return int32(x), true })
+	case []int16:
+		return convInts(a, func(x int16) (int32, bool) { return int32(x), true })
+	case []uint16:
+		return convInts(a, func(x uint16) (int32, bool) { return int32(x), true })
+	case []int64:
+		return convInts(a, func(x int64) (int32, bool) { return int32(x), x >= math.MinInt32 && x <= math.MaxInt32 })
+	case []uint64:
+		return convInts(a, func(x uint64) (int32, bool) { return int32(x), x <= math.MaxUint32 })
+	}
+	return nil, false
+}
+
+func convInts[T any](a []T, conv func(T) (int32, bool)) ([]int32, bool) {
+	out := make([]int32, len(a))
+	for i, x := range a {
+		v, ok := conv(x)
+		if !ok {
+			return nil, false
+		}
+		out[i] = v
+	}
+	return out, true
+}
+
+func addU64(a, b uint64) (uint64, bool) {
+	s, c := bits.Add64(a, b, 0)
+	return s, c == 0
+}
+
+func mulU64(a, b uint64) (uint64, bool) {
+	hi, lo := bits.Mul64(a, b)
+	return lo, hi == 0
+}
+
+func alignUp(x, a uint64) (uint64, bool) {
+	s, ok := addU64(x, a-1)
+	if !ok {
+		return 0, false
+	}
+	return s / a * a, true
+}

@@ -1,0 +1,42 @@
+//go:build unix
+
+package gguf
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Open memory-maps the file at path read-only and parses it. Tensor data
+// returned by TensorData aliases the mapping until Close.
+func Open(path string) (*File, error) {
+	fd, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("gguf: open: %w", err)
+	}
+	defer fd.Close()
+	st, err := fd.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("gguf: stat: %w", err)
+	}
+	size := st.Size()
+	if size < 8 {
+		return nil, fmt.Errorf("%w: %s has %d bytes", ErrTruncated, path, size)
+	}
+	if int64(int(size)) != size {
+		return nil, fmt.Errorf("%w: %s is too large to map", ErrInvalid, path)
+	}
+	data, err := unix.Mmap(int(fd.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("gguf: mmap %s: %w", path, err)
+	}
+	f, err := Parse(data)
+	if err != nil {
+		_ = unix.Munmap(data)
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	f.unmap = func() error { return unix.Munmap(data) }
+	return f, nil
+}

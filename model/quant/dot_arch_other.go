@@ -1,0 +1,5 @@
+//go:build !amd64
+
+package quant
+
+var dotF32Impl = dotF32Generic

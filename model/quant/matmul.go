@@ -1,0 +1,282 @@
+package quant
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// Matrix is a row-major weight matrix in ggml layout: Rows rows of Cols
+// elements each (ggml's ne0 = Cols, ne1 = Rows), every row stored as
+// Cols/BlockSize consecutive blocks. Data usually aliases a memory-mapped
+// GGUF file and is never written.
+type Matrix struct {
+	Type       Type
+	Rows, Cols int
+	Data       []byte
+}
+
+// vecDotType returns the type the activations are quantised to for a
+// weight type, exactly as ggml-cpu's type_traits_cpu[t].vec_dot_type.
+func vecDotType(t Type) Type {
+	switch t {
+	case Q4_0, Q5_0, Q8_0, IQ4_NL:
+		return Q8_0
+	case Q4_1, Q5_1:
+		return Q8_1
+	case Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS:
+		return Q8_K
+	case F16:
+		return F16
+	case BF16:
+		return BF16
+	default:
+		return F32
+	}
+}
+
+// VecDotType reports the type MatMul quantises activations to for weights of
+// type t, and whether MatMul supports t at all.
+func VecDotType(t Type) (Type, bool) {
+	_, ok := dotKernels[t]
+	return vecDotType(t), ok
+}
+
+// dotFunc computes the dot product of one weight row w (cols elements of the
+// weight type) with one activation row x (cols elements of the vec_dot type).
+type dotFunc func(cols int, w, x []byte) float32
+
+// dotKernels is filled with the generic kernels here and overridden by
+// architecture-specific init functions where SIMD versions exist.
+var dotKernels = map[Type]dotFunc{
+	F16:    dotF16Generic,
+	BF16:   dotBF16Generic,
+	Q4_0:   dotQ4_0Generic,
+	Q4_1:   dotQ4_1Generic,
+	Q5_0:   dotQ5_0Generic,
+	Q5_1:   dotQ5_1Generic,
+	Q8_0:   dotQ8_0Generic,
+	IQ4_NL: dotIQ4NLGeneric,
+	Q2_K:   dotQ2KGeneric,
+	Q3_K:   dotQ3KGeneric,
+	Q4_K:   dotQ4KGeneric,
+	Q5_K:   dotQ5KGeneric,
+	Q6_K:   dotQ6KGeneric,
+	IQ4_XS: dotIQ4XSGeneric,
+}
+
+// quantizeActivations converts x (len a multiple of the block size of t) to
+// vec_dot type t into dst, as ggml-cpu's from_float for that type does.
+func quantizeActivations(t Type, x []float32, dst []byte) {
+	switch t {
+	case Q8_0:
+		quantizeRowQ8_0(x, dst)
+	case Q8_1:
+		quantizeRowQ8_1(x, dst)
+	case Q8_K:
+		quantizeRowQ8K(x, dst)
+	case F16:
+		for i, v := range x {
+			binary.LittleEndian.PutUint16(dst[2*i:], F32ToF16(v))
+		}
+	case BF16:
+		for i, v := range x {
+			binary.LittleEndian.PutUint16(dst[2*i:], F32ToBF16(v))
+		}
+	}
+}
+
+// quantizeRowQ8_0 is ggml-cpu's x86 quantize_row_q8_0: d = amax/127,
+// q = round-half-even(x*127/amax).
+func quantizeRowQ8_0(x []float32, dst []byte) {
+	for i := 0; i < len(x)/QK; i++ {
+		xb := x[i*QK : (i+1)*QK]
+		b := dst[i*34 : (i+1)*34]
+		var amax float32
+		for _, v := range xb {
+			if a := abs32(v); a > amax {
+				amax = a
+			}
+		}
+		d := amax / 127
+		binary.LittleEndian.PutUint16(b, F32ToF16(d))
+		var id float32
+		if amax != 0 {
+			id = 127 / amax
+		}
+		for j, v := range xb {
+			b[2+j] = byte(int8(math.RoundToEven(float64(v * id))))
+		}
+	}
+}
+
+// quantizeRowQ8_1 is ggml-cpu's x86 quantize_row_q8_1: like Q8_0 plus
+// s = d * sum(q).
+func quantizeRowQ8_1(x []float32, dst []byte) {
+	for i := 0; i < len(x)/QK; i++ {
+		xb := x[i*QK : (i+1)*QK]
+		b := dst[i*36 : (i+1)*36]
+		var amax float32
+		for _, v := range xb {
+			if a := abs32(v); a > amax {
+				amax = a
+			}
+		}
+		d := amax / 127
+		binary.LittleEndian.PutUint16(b, F32ToF16(d))
+		var id float32
+		if amax != 0 {
+			id = 127 / amax
+		}
+		var sum int32
+		for j, v := range xb {
+			q := int8(math.RoundToEven(float64(v * id)))
+			sum += int32(q)
+			b[4+j] = byte(q)
+		}
+		binary.LittleEndian.PutUint16(b[2:], F32ToF16(d*float32(sum)))
+	}
+}
+
+// nearestInt is ggml's nearest_int: round-half-even via the 1.5*2^23 trick,
+// valid for |f| <= 4194303.
+func nearestInt(f float32) int32 {
+	v := math.Float32bits(f + 12582912)
+	return int32(v&0x007fffff) - 0x00400000
+}
+
+// quantizeRowQ8K is ggml's quantize_row_q8_K_ref. Block: d (float32),
+// qs[256] int8, bsums[16] int16.
+func quantizeRowQ8K(x []float32, dst []byte) {
+	for i := 0; i < len(x)/QKK; i++ {
+		xb := x[i*QKK : (i+1)*QKK]
+		b := dst[i*292 : (i+1)*292]
+		var max, amax float32
+		for _, v := range xb {
+			if a := abs32(v); a > amax {
+				amax, max = a, v
+			}
+		}
+		if amax == 0 {
+			clear(b)
+			continue
+		}
+		iscale := -127 / max
+		for j, v := range xb {
+			q := nearestInt(iscale * v)
+			if q > 127 {
+				q = 127
+			}
+			b[4+j] = byte(int8(q))
+		}
+		for j := 0; j < 16; j++ {
+			var s int16
+			for _, q := range b[4+16*j : 4+16*j+16] {
+				s += int16(int8(q))
+			}
+			binary.LittleEndian.PutUint16(b[4+QKK+2*j:], uint16(s))
+		}
+		binary.LittleEndian.PutUint32(b, math.Float32bits(1/iscale))
+	}
+}
+
+func abs32(f float32) float32 { return math.Float32frombits(math.Float32bits(f) &^ (1 << 31)) }
+
+// matmulJob is the Pool task of one MatMul call; the Pool owns one so that
+// steady-state calls allocate nothing.
+type matmulJob struct {
+	m      *Matrix
+	dst    []float32
+	x      []float32
+	xq     []byte
+	n      int
+	rowB   int // bytes per weight row
+	xB     int // bytes per quantised activation row
+	dot    dotFunc
+	isF32  bool
+	quantT Type
+}
+
+// rowsPerTask is how many weight rows one unit of parallel work covers when
+// MatMul splits rows across workers; rows are split into contiguous ranges.
+func (j *matmulJob) run(worker, start, end int) {
+	m, n := j.m, j.n
+	for r := start; r < end; r++ {
+		w := m.Data[r*j.rowB : (r+1)*j.rowB]
+		if j.isF32 {
+			wf := bytesToF32(w)
+			for i := 0; i < n; i++ {
+				j.dst[i*m.Rows+r] = DotF32(wf, j.x[i*m.Cols:(i+1)*m.Cols])
+			}
+			continue
+		}
+		for i := 0; i < n; i++ {
+			j.dst[i*m.Rows+r] = j.dot(m.Cols, w, j.xq[i*j.xB:(i+1)*j.xB])
+		}
+	}
+}
+
+// quantJob quantises the n activation vectors in parallel.
+type quantJob struct{ j *matmulJob }
+
+func (q *quantJob) run(worker, start, end int) {
+	j := q.j
+	for i := start; i < end; i++ {
+		quantizeActivations(j.quantT, j.x[i*j.m.Cols:(i+1)*j.m.Cols], j.xq[i*j.xB:(i+1)*j.xB])
+	}
+}
+
+// MatMul computes dst[i*m.Rows+r] = dot(row r of m, x[i*m.Cols:(i+1)*m.Cols])
+// for the n vectors in x. Like ggml's CPU backend, the activations are first
+// quantised once to the weight type's vec_dot type (Q8_0, Q8_1, Q8_K, F16,
+// BF16 or F32 — see VecDotType) and the dot products then run on quantised
+// blocks with integer arithmetic; weights are never dequantised as a whole.
+// Rows are split across the Pool's workers. Scratch memory lives in the Pool,
+// so steady-state calls do not allocate.
+//
+// MatMul panics if the sizes are inconsistent (len(x) < n*Cols,
+// len(dst) < n*Rows, len(m.Data) too small, Cols not a multiple of the
+// block size) or if the type is not supported (check with VecDotType);
+// these are programming errors, like an out-of-range slice index.
+func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
+	if n <= 0 || m.Rows == 0 {
+		return
+	}
+	rowB, err := m.Type.RowBytes(m.Cols)
+	if err != nil {
+		panic("quant.MatMul: " + err.Error())
+	}
+	if len(m.Data) < rowB*m.Rows || len(x) < n*m.Cols || len(dst) < n*m.Rows {
+		panic("quant.MatMul: slice too short for matrix dimensions")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	j := &p.mm
+	*j = matmulJob{m: m, dst: dst, x: x, n: n, rowB: rowB}
+	if m.Type == F32 {
+		j.isF32 = true
+	} else {
+		dot, ok := dotKernels[m.Type]
+		if !ok {
+			panic("quant.MatMul: unsupported weight type " + m.Type.String())
+		}
+		j.dot = dot
+		j.quantT = vecDotType(m.Type)
+		xB, err := j.quantT.RowBytes(m.Cols)
+		if err != nil {
+			panic("quant.MatMul: " + err.Error())
+		}
+		j.xB = xB
+		if cap(p.xq) < n*xB {
+			p.xq = make([]byte, n*xB)
+		}
+		j.xq = p.xq[:n*xB]
+		p.qj.j = j
+		if n == 1 {
+			p.qj.run(0, 0, 1)
+		} else {
+			p.runLocked(n, &p.qj)
+		}
+	}
+	p.runLocked(m.Rows, j)
+	*j = matmulJob{}
+}

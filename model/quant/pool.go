@@ -1,0 +1,123 @@
+package quant
+
+import (
+	"runtime"
+	"sync"
+)
+
+// task is what a Pool runs: run is called once per worker with a disjoint
+// [start, end) range. Using an interface (implemented by pointer types the
+// Pool owns) instead of a closure keeps MatMul free of per-call allocations.
+type task interface {
+	run(worker, start, end int)
+}
+
+type funcTask func(worker, start, end int)
+
+func (f funcTask) run(worker, start, end int) { f(worker, start, end) }
+
+// Pool is a fixed set of persistent worker goroutines that run parallel-for
+// loops, plus per-worker scratch memory that MatMul reuses between calls.
+//
+// A Pool runs one Run/MatMul at a time: concurrent calls on the same Pool
+// are serialised by an internal mutex. Use one Pool per concurrently running
+// computation (for example one per inference session) to run them in parallel.
+type Pool struct {
+	threads int
+
+	mu    sync.Mutex // serialises Run and MatMul callers
+	start []chan struct{}
+	wg    sync.WaitGroup
+
+	// Current job, valid while mu is held and workers run.
+	cur task
+	n   int
+
+	closeOnce sync.Once
+
+	// Scratch owned by MatMul (guarded by mu).
+	mm     matmulJob
+	qj     quantJob
+	xq     []byte    // quantised activations
+	rowBuf [][]float32 // per-worker float rows for dequantising fallbacks
+}
+
+// NewPool starts a pool of threads workers (threads <= 0 means
+// runtime.NumCPU()). The calling goroutine of Run counts as worker 0, so
+// threads-1 goroutines are started. Close stops them.
+func NewPool(threads int) *Pool {
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	p := &Pool{threads: threads, start: make([]chan struct{}, threads)}
+	p.rowBuf = make([][]float32, threads)
+	for w := 1; w < threads; w++ {
+		ch := make(chan struct{}, 1)
+		p.start[w] = ch
+		go p.worker(w, ch)
+	}
+	return p
+}
+
+// Threads returns the number of workers (including the caller of Run).
+func (p *Pool) Threads() int { return p.threads }
+
+// Close stops the worker goroutines. It must not be called concurrently with
+// Run or MatMul; calling it twice is harmless. A closed Pool must not be used.
+func (p *Pool) Close() {
+	p.closeOnce.Do(func() {
+		for w := 1; w < p.threads; w++ {
+			close(p.start[w])
+		}
+	})
+}
+
+func (p *Pool) worker(w int, ch chan struct{}) {
+	for range ch {
+		s, e := split(p.n, p.threads, w)
+		if s < e {
+			p.cur.run(w, s, e)
+		}
+		p.wg.Done()
+	}
+}
+
+// split returns worker w's share [s, e) of n items over t workers.
+func split(n, t, w int) (int, int) {
+	return n * w / t, n * (w + 1) / t
+}
+
+// Run calls fn(worker, start, end) on every worker with disjoint ranges that
+// together cover [0, n), and returns when all calls have returned. fn must be
+// safe to call concurrently with itself. worker is in [0, Threads()).
+func (p *Pool) Run(n int, fn func(worker, start, end int)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.runLocked(n, funcTask(fn))
+}
+
+// runLocked runs t over [0, n); p.mu must be held.
+func (p *Pool) runLocked(n int, t task) {
+	if n <= 0 {
+		return
+	}
+	workers := p.threads
+	if workers > n {
+		workers = n
+	}
+	if workers == 1 {
+		t.run(0, 0, n)
+		return
+	}
+	p.cur, p.n = t, n
+	p.wg.Add(p.threads - 1)
+	for w := 1; w < p.threads; w++ {
+		p.start[w] <- struct{}{}
+	}
+	s, e := split(n, p.threads, 0)
+	if s < e {
+		t.run(0, s, e)
+	}
+	p.wg.Wait()
+	p.cur = nil
+}
