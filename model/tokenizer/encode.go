@@ -1,0 +1,395 @@
+package tokenizer
+
+import (
+	"container/heap"
+	"strings"
+	"unicode/utf8"
+)
+
+// fragment is either a special token (tok >= 0) or the raw text s[lo:hi].
+type fragment struct {
+	tok    int32
+	lo, hi int
+}
+
+// Encode converts text to token ids.
+//
+// addBOS prepends the BOS token (when the vocabulary has one); pass
+// t.AddBOS() for the model's convention. EOS is never appended.
+//
+// parseSpecial makes the text of control tokens (e.g. "<|im_start|>")
+// become those tokens, longest match first; without it such text is
+// tokenized as plain text. As in llama.cpp, user-defined tokens are matched
+// either way.
+//
+// SentencePiece vocabularies get llama.cpp's dummy-prefix space in front of
+// the text and of every text run that follows a special token (unless
+// tokenizer.ggml.add_space_prefix is false). Invalid UTF-8 is tolerated:
+// SentencePiece encodes the stray bytes with byte tokens, byte-level BPE
+// reads each of them as U+FFFD.
+func (t *Tokenizer) Encode(text string, addBOS, parseSpecial bool) []int32 {
+	out := make([]int32, 0, len(text)/3+2)
+	if addBOS && t.bos != noToken {
+		out = append(out, t.bos)
+	}
+	if text == "" {
+		return out
+	}
+	frags := t.partition(text, parseSpecial)
+	switch t.kind {
+	case kindSPM:
+		var s spmSession
+		prevSpecial := true
+		var buf strings.Builder
+		for _, f := range frags {
+			if f.tok >= 0 {
+				out = append(out, f.tok)
+				prevSpecial = true
+				continue
+			}
+			buf.Reset()
+			if t.addSpace && prevSpecial {
+				buf.WriteString("▁")
+			}
+			buf.WriteString(strings.ReplaceAll(text[f.lo:f.hi], " ", "▁"))
+			out = s.tokenize(t, buf.String(), out)
+			prevSpecial = false
+		}
+	case kindBPE:
+		var s bpeSession
+		for _, f := range frags {
+			if f.tok >= 0 {
+				out = append(out, f.tok)
+				continue
+			}
+			out = s.tokenize(t, text[f.lo:f.hi], out)
+		}
+	}
+	return out
+}
+
+// partition splits text at special-token occurrences (llama.cpp's
+// tokenizer_st_partition): special tokens are tried longest first, each
+// splitting every remaining text fragment at all its occurrences.
+func (t *Tokenizer) partition(text string, parseSpecial bool) []fragment {
+	frags := []fragment{{tok: noToken, lo: 0, hi: len(text)}}
+	var next []fragment
+	for _, id := range t.special {
+		a := t.attrs[id]
+		if !parseSpecial && a&(attrControl|attrUnknown) != 0 {
+			continue
+		}
+		word := t.tokens[id]
+		found := false
+		for _, f := range frags {
+			if f.tok < 0 && strings.Contains(text[f.lo:f.hi], word) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			continue
+		}
+		next = next[:0]
+		for _, f := range frags {
+			if f.tok >= 0 {
+				next = append(next, f)
+				continue
+			}
+			lo, hi := f.lo, f.hi
+			for lo < hi {
+				i := strings.Index(text[lo:hi], word)
+				if i < 0 {
+					next = append(next, fragment{tok: noToken, lo: lo, hi: hi})
+					break
+				}
+				m := lo + i
+				left := m
+				if a&attrLStrip != 0 {
+					for left > lo && isASCIISpace(text[left-1]) {
+						left--
+					}
+				}
+				if left > lo {
+					next = append(next, fragment{tok: noToken, lo: lo, hi: left})
+				}
+				next = append(next, fragment{tok: id, lo: m, hi: m + len(word)})
+				lo = m + len(word)
+				if a&attrRStrip != 0 {
+					for lo < hi && isASCIISpace(text[lo]) {
+						lo++
+					}
+				}
+			}
+		}
+		frags, next = next, frags
+	}
+	return frags
+}
+
+func isASCIISpace(b byte) bool {
+	return b == ' ' || (b >= '\t' && b <= '\r')
+}
+
+// ---- SentencePiece (llm_tokenizer_spm) ----
+
+type symbol struct {
+	prev, next int
+	lo, n      int // text[lo:lo+n]
+}
+
+type spmBigram struct {
+	left, right int
+	score       float32
+	size        int
+}
+
+type spmQueue []spmBigram
+
+func (q spmQueue) Len() int { return len(q) }
+func (q spmQueue) Less(i, j int) bool {
+	if q[i].score != q[j].score {
+		return q[i].score > q[j].score
+	}
+	return q[i].left < q[j].left
+}
+func (q spmQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *spmQueue) Push(x any)   { *q = append(*q, x.(spmBigram)) }
+func (q *spmQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
+
+type spmSession struct {
+	syms     []symbol
+	queue    spmQueue
+	revMerge map[string][2]int
+	text     string
+}
+
+func (s *spmSession) tokenize(t *Tokenizer, text string, out []int32) []int32 {
+	s.text = text
+	s.syms = s.syms[:0]
+	s.queue = s.queue[:0]
+	s.revMerge = map[string][2]int{}
+	for off := 0; off < len(text); {
+		n := utf8LenFromLead(text[off])
+		if off+n > len(text) {
+			n = len(text) - off
+		}
+		idx := len(s.syms)
+		next := idx + 1
+		if off+n == len(text) {
+			next = -1
+		}
+		s.syms = append(s.syms, symbol{prev: idx - 1, next: next, lo: off, n: n})
+		off += n
+	}
+	for i := 1; i < len(s.syms); i++ {
+		s.tryAdd(t, i-1, i)
+	}
+	for s.queue.Len() > 0 {
+		b := heap.Pop(&s.queue).(spmBigram)
+		l, r := &s.syms[b.left], &s.syms[b.right]
+		if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
+			continue
+		}
+		l.n += r.n
+		r.n = 0
+		l.next = r.next
+		if r.next >= 0 {
+			s.syms[r.next].prev = b.left
+		}
+		s.tryAdd(t, l.prev, b.left)
+		s.tryAdd(t, b.left, l.next)
+	}
+	for i := 0; i != -1 && len(s.syms) > 0; i = s.syms[i].next {
+		out = s.resegment(t, i, out, 0)
+	}
+	return out
+}
+
+// utf8LenFromLead is llama.cpp's unicode_len_utf8: the sequence length
+// announced by a lead byte (1 for continuation and invalid bytes).
+func utf8LenFromLead(b byte) int {
+	switch b >> 4 {
+	case 0xC, 0xD:
+		return 2
+	case 0xE:
+		return 3
+	case 0xF:
+		return 4
+	}
+	return 1
+}
+
+func (s *spmSession) tryAdd(t *Tokenizer, left, right int) {
+	if left < 0 || right < 0 {
+		return
+	}
+	l, r := s.syms[left], s.syms[right]
+	text := s.text[l.lo : l.lo+l.n+r.n]
+	id, ok := t.ids[text]
+	if !ok {
+		return
+	}
+	heap.Push(&s.queue, spmBigram{left: left, right: right, score: t.scores[id], size: len(text)})
+	s.revMerge[text] = [2]int{left, right}
+}
+
+// resegment emits symbol i: its token if the text is one, else the two
+// symbols it was merged from, else its bytes as byte tokens.
+func (s *spmSession) resegment(t *Tokenizer, i int, out []int32, depth int) []int32 {
+	sym := s.syms[i]
+	text := s.text[sym.lo : sym.lo+sym.n]
+	if id, ok := t.ids[text]; ok {
+		return append(out, id)
+	}
+	if p, ok := s.revMerge[text]; ok && depth < len(s.syms) {
+		out = s.resegment(t, p[0], out, depth+1)
+		return s.resegment(t, p[1], out, depth+1)
+	}
+	for j := 0; j < len(text); j++ {
+		if id := t.spmBytes[text[j]]; id != noToken {
+			out = append(out, id)
+		} else if t.unk != noToken {
+			out = append(out, t.unk)
+		}
+	}
+	return out
+}
+
+// ---- byte-level BPE (llm_tokenizer_bpe) ----
+
+type bpeBigram struct {
+	left, right int
+	rank        int32
+	size        int
+}
+
+type bpeQueue []bpeBigram
+
+func (q bpeQueue) Len() int { return len(q) }
+func (q bpeQueue) Less(i, j int) bool {
+	if q[i].rank != q[j].rank {
+		return q[i].rank < q[j].rank
+	}
+	return q[i].left < q[j].left
+}
+func (q bpeQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *bpeQueue) Push(x any)   { *q = append(*q, x.(bpeBigram)) }
+func (q *bpeQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
+
+type bpeSession struct {
+	rt      reText
+	offs    []int
+	tmp     []int
+	word    []byte
+	syms    []symbol
+	queue   bpeQueue
+	key     []byte
+	scratch []byte
+}
+
+func (s *bpeSession) tokenize(t *Tokenizer, text string, out []int32) []int32 {
+	s.rt.cpts = decodeCodepoints(text, s.rt.cpts)
+	s.rt.flags = s.rt.flags[:0]
+	for _, r := range s.rt.cpts {
+		s.rt.flags = append(s.rt.flags, flagsOf(r))
+	}
+	s.offs = append(s.offs[:0], len(s.rt.cpts))
+	for _, sp := range t.splitters {
+		s.tmp = sp.split(&s.rt, s.offs, s.tmp[:0])
+		s.offs, s.tmp = s.tmp, s.offs
+	}
+	start := 0
+	for _, n := range s.offs {
+		s.scratch = s.scratch[:0]
+		for _, r := range s.rt.cpts[start : start+n] {
+			s.scratch = utf8.AppendRune(s.scratch, r)
+		}
+		start += n
+		s.word = byteEncode(s.word[:0], string(s.scratch))
+		out = s.mergeWord(t, out)
+	}
+	return out
+}
+
+func (s *bpeSession) mergeWord(t *Tokenizer, out []int32) []int32 {
+	word := string(s.word)
+	if t.ignoreMerges {
+		if id, ok := t.ids[word]; ok {
+			return append(out, id)
+		}
+	}
+	s.syms = s.syms[:0]
+	s.queue = s.queue[:0]
+	for off := 0; off < len(word); {
+		n := utf8LenFromLead(word[off])
+		if off+n > len(word) {
+			n = len(word) - off
+		}
+		idx := len(s.syms)
+		next := idx + 1
+		if off+n == len(word) {
+			next = -1
+		}
+		s.syms = append(s.syms, symbol{prev: idx - 1, next: next, lo: off, n: n})
+		off += n
+	}
+	for i := 1; i < len(s.syms); i++ {
+		s.tryAdd(t, word, i-1, i)
+	}
+	for s.queue.Len() > 0 {
+		b := heap.Pop(&s.queue).(bpeBigram)
+		l, r := &s.syms[b.left], &s.syms[b.right]
+		if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
+			continue // stale: one side changed since the pair was queued
+		}
+		l.n += r.n
+		r.n = 0
+		l.next = r.next
+		if r.next >= 0 {
+			s.syms[r.next].prev = b.left
+		}
+		s.tryAdd(t, word, l.prev, b.left)
+		s.tryAdd(t, word, b.left, l.next)
+	}
+	for i := 0; i != -1 && len(s.syms) > 0; i = s.syms[i].next {
+		sym := s.syms[i]
+		piece := word[sym.lo : sym.lo+sym.n]
+		if id, ok := t.ids[piece]; ok {
+			out = append(out, id)
+			continue
+		}
+		// Not a token: llama.cpp looks each raw byte up on its own.
+		for j := 0; j < len(piece); j++ {
+			if id, ok := t.ids[piece[j:j+1]]; ok {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
+}
+
+func (s *bpeSession) tryAdd(t *Tokenizer, word string, left, right int) {
+	if left < 0 || right < 0 {
+		return
+	}
+	l, r := s.syms[left], s.syms[right]
+	s.key = append(s.key[:0], word[l.lo:l.lo+l.n]...)
+	s.key = append(s.key, ' ')
+	s.key = append(s.key, word[r.lo:r.lo+r.n]...)
+	rank, ok := t.merges[string(s.key)]
+	if !ok {
+		return
+	}
+	heap.Push(&s.queue, bpeBigram{left: left, right: right, rank: rank, size: l.n + r.n})
+}
