@@ -1,0 +1,385 @@
+package fsm
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+)
+
+// State is an immutable view of the registry at one log index. The FSM
+// never modifies a State it has published: every applied command builds a
+// new State that shares the unchanged maps with the previous one
+// (copy-on-write per table). A *State is therefore safe for concurrent use
+// without locks, and accessors return deep copies so callers cannot alter it.
+type State struct {
+	index    uint64
+	nodes    map[string]Node
+	workers  map[string]Worker
+	models   map[string]ModelHolding
+	binaries map[string]BinaryHolding
+	hosts    map[string]Host
+}
+
+func emptyState() *State {
+	return &State{
+		nodes:    map[string]Node{},
+		workers:  map[string]Worker{},
+		models:   map[string]ModelHolding{},
+		binaries: map[string]BinaryHolding{},
+		hosts:    map[string]Host{},
+	}
+}
+
+// Index returns the Raft log index of the last successfully applied command
+// (or of the restored snapshot).
+func (s *State) Index() uint64 { return s.index }
+
+// Nodes returns all nodes sorted by id.
+func (s *State) Nodes() []Node {
+	out := make([]Node, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		out = append(out, n.Clone())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Node returns the node with the given peer id.
+func (s *State) Node(id string) (Node, bool) {
+	n, ok := s.nodes[id]
+	if !ok {
+		return Node{}, false
+	}
+	return n.Clone(), true
+}
+
+// NodeByName returns the node with the given name. Names are not unique
+// keys; when several nodes share a name the one with the smallest id wins,
+// so every replica answers the same.
+func (s *State) NodeByName(name string) (Node, bool) {
+	var best *Node
+	for id := range s.nodes {
+		n := s.nodes[id]
+		if n.Name == name && (best == nil || n.ID < best.ID) {
+			best = &n
+		}
+	}
+	if best == nil {
+		return Node{}, false
+	}
+	return best.Clone(), true
+}
+
+// Workers returns all workers sorted by id.
+func (s *State) Workers() []Worker {
+	out := make([]Worker, 0, len(s.workers))
+	for _, w := range s.workers {
+		out = append(out, w)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Worker returns the worker with the given id.
+func (s *State) Worker(id string) (Worker, bool) {
+	w, ok := s.workers[id]
+	return w, ok
+}
+
+// Models returns all model holdings sorted by (node id, model id).
+func (s *State) Models() []ModelHolding {
+	out := make([]ModelHolding, 0, len(s.models))
+	for _, m := range s.models {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}
+
+// Binaries returns all binary holdings sorted by key.
+func (s *State) Binaries() []BinaryHolding {
+	out := make([]BinaryHolding, 0, len(s.binaries))
+	for _, b := range s.binaries {
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}
+
+// Hosts returns all inventory hosts sorted by name.
+func (s *State) Hosts() []Host {
+	out := make([]Host, 0, len(s.hosts))
+	for _, h := range s.hosts {
+		out = append(out, h)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Host returns the inventory host with the given name.
+func (s *State) Host(name string) (Host, bool) {
+	h, ok := s.hosts[name]
+	return h, ok
+}
+
+// txn builds the next State from a base, cloning each table on its first
+// write so untouched tables stay shared.
+type txn struct {
+	base  *State
+	next  State
+	dirty [5]bool
+}
+
+func newTxn(base *State) *txn {
+	return &txn{base: base, next: *base}
+}
+
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func (t *txn) nodesW() map[string]Node {
+	if !t.dirty[0] {
+		t.next.nodes, t.dirty[0] = cloneMap(t.base.nodes), true
+	}
+	return t.next.nodes
+}
+
+func (t *txn) workersW() map[string]Worker {
+	if !t.dirty[1] {
+		t.next.workers, t.dirty[1] = cloneMap(t.base.workers), true
+	}
+	return t.next.workers
+}
+
+func (t *txn) modelsW() map[string]ModelHolding {
+	if !t.dirty[2] {
+		t.next.models, t.dirty[2] = cloneMap(t.base.models), true
+	}
+	return t.next.models
+}
+
+func (t *txn) binariesW() map[string]BinaryHolding {
+	if !t.dirty[3] {
+		t.next.binaries, t.dirty[3] = cloneMap(t.base.binaries), true
+	}
+	return t.next.binaries
+}
+
+func (t *txn) hostsW() map[string]Host {
+	if !t.dirty[4] {
+		t.next.hosts, t.dirty[4] = cloneMap(t.base.hosts), true
+	}
+	return t.next.hosts
+}
+
+func (c UpsertNode) apply(t *txn) (bool, error) {
+	n := c.Node.Clone()
+	old, ok := t.next.nodes[n.ID]
+	if ok {
+		if n.Capabilities == nil && old.Capabilities != nil {
+			caps := old.Capabilities.Clone()
+			n.Capabilities = &caps
+		}
+		if n.JoinedAt.IsZero() {
+			n.JoinedAt = old.JoinedAt
+		}
+		if reflect.DeepEqual(old, n) {
+			return false, nil
+		}
+	} else if n.JoinedAt.IsZero() {
+		n.JoinedAt = n.UpdatedAt
+	}
+	t.nodesW()[n.ID] = n
+	return true, nil
+}
+
+func (c SetNodeCapabilities) apply(t *txn) (bool, error) {
+	n, ok := t.next.nodes[c.ID]
+	if !ok {
+		return false, fmt.Errorf("%w: node %q", ErrNotFound, c.ID)
+	}
+	caps := c.Capabilities.Clone()
+	if n.Capabilities != nil && reflect.DeepEqual(*n.Capabilities, caps) {
+		return false, nil
+	}
+	n = n.Clone()
+	n.Capabilities = &caps
+	n.UpdatedAt = c.At
+	t.nodesW()[n.ID] = n
+	return true, nil
+}
+
+func (c SetNodeState) apply(t *txn) (bool, error) {
+	n, ok := t.next.nodes[c.ID]
+	if !ok {
+		return false, fmt.Errorf("%w: node %q", ErrNotFound, c.ID)
+	}
+	if n.State == c.State {
+		return false, nil
+	}
+	n = n.Clone()
+	n.State = c.State
+	n.UpdatedAt = c.At
+	t.nodesW()[n.ID] = n
+	return true, nil
+}
+
+func (c DeleteNode) apply(t *txn) (bool, error) {
+	if _, ok := t.next.nodes[c.ID]; !ok {
+		return false, nil
+	}
+	delete(t.nodesW(), c.ID)
+	// Cascade: workers and holdings cannot outlive their node.
+	for id, w := range t.next.workers {
+		if w.NodeID == c.ID {
+			delete(t.workersW(), id)
+		}
+	}
+	for k, m := range t.next.models {
+		if m.NodeID == c.ID {
+			delete(t.modelsW(), k)
+		}
+	}
+	for k, b := range t.next.binaries {
+		if b.NodeID == c.ID {
+			delete(t.binariesW(), k)
+		}
+	}
+	return true, nil
+}
+
+func (c UpsertWorker) apply(t *txn) (bool, error) {
+	w := c.Worker
+	old, ok := t.next.workers[w.ID]
+	if ok {
+		if old.State == WorkerGone {
+			return false, fmt.Errorf("%w: worker %q is gone", ErrConflict, w.ID)
+		}
+		if w.RegisteredAt.IsZero() {
+			w.RegisteredAt = old.RegisteredAt
+		}
+		if old == w {
+			return false, nil
+		}
+	} else if w.RegisteredAt.IsZero() {
+		w.RegisteredAt = w.UpdatedAt
+	}
+	t.workersW()[w.ID] = w
+	return true, nil
+}
+
+func (c SetWorkerState) apply(t *txn) (bool, error) {
+	w, ok := t.next.workers[c.ID]
+	if !ok {
+		return false, fmt.Errorf("%w: worker %q", ErrNotFound, c.ID)
+	}
+	if w.State == c.State {
+		return false, nil
+	}
+	if w.State == WorkerGone {
+		return false, fmt.Errorf("%w: worker %q is gone", ErrConflict, c.ID)
+	}
+	w.State = c.State
+	w.UpdatedAt = c.At
+	t.workersW()[w.ID] = w
+	return true, nil
+}
+
+func (c DeleteWorker) apply(t *txn) (bool, error) {
+	if _, ok := t.next.workers[c.ID]; !ok {
+		return false, nil
+	}
+	delete(t.workersW(), c.ID)
+	return true, nil
+}
+
+func (c UpsertModelHolding) apply(t *txn) (bool, error) {
+	k := c.Holding.Key()
+	if old, ok := t.next.models[k]; ok && old == c.Holding {
+		return false, nil
+	}
+	t.modelsW()[k] = c.Holding
+	return true, nil
+}
+
+func (c DeleteModelHolding) apply(t *txn) (bool, error) {
+	k := ModelHolding{NodeID: c.NodeID, ModelID: c.ModelID}.Key()
+	if _, ok := t.next.models[k]; !ok {
+		return false, nil
+	}
+	delete(t.modelsW(), k)
+	return true, nil
+}
+
+func (c UpsertBinaryHolding) apply(t *txn) (bool, error) {
+	k := c.Holding.Key()
+	if old, ok := t.next.binaries[k]; ok && old == c.Holding {
+		return false, nil
+	}
+	t.binariesW()[k] = c.Holding
+	return true, nil
+}
+
+func (c DeleteBinaryHolding) apply(t *txn) (bool, error) {
+	k := BinaryHolding{NodeID: c.NodeID, Type: c.WorkerType, Version: c.Version, OS: c.OS, Arch: c.Arch}.Key()
+	if _, ok := t.next.binaries[k]; !ok {
+		return false, nil
+	}
+	delete(t.binariesW(), k)
+	return true, nil
+}
+
+func (c UpsertHost) apply(t *txn) (bool, error) {
+	if old, ok := t.next.hosts[c.Host.Name]; ok && old == c.Host {
+		return false, nil
+	}
+	t.hostsW()[c.Host.Name] = c.Host
+	return true, nil
+}
+
+func (c DeleteHost) apply(t *txn) (bool, error) {
+	if _, ok := t.next.hosts[c.Name]; !ok {
+		return false, nil
+	}
+	delete(t.hostsW(), c.Name)
+	return true, nil
+}
+
+// keyOf names the entity a command touches, for change events.
+func keyOf(cmd Command) string {
+	switch c := cmd.(type) {
+	case *UpsertNode:
+		return c.Node.ID
+	case *SetNodeCapabilities:
+		return c.ID
+	case *SetNodeState:
+		return c.ID
+	case *DeleteNode:
+		return c.ID
+	case *UpsertWorker:
+		return c.Worker.ID
+	case *SetWorkerState:
+		return c.ID
+	case *DeleteWorker:
+		return c.ID
+	case *UpsertModelHolding:
+		return strings.ReplaceAll(c.Holding.Key(), "\x00", "/")
+	case *DeleteModelHolding:
+		return c.NodeID + "/" + c.ModelID
+	case *UpsertBinaryHolding:
+		return strings.ReplaceAll(c.Holding.Key(), "\x00", "/")
+	case *DeleteBinaryHolding:
+		return strings.Join([]string{c.NodeID, c.WorkerType, c.Version, c.OS, c.Arch}, "/")
+	case *UpsertHost:
+		return c.Host.Name
+	case *DeleteHost:
+		return c.Name
+	}
+	return ""
+}

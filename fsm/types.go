@@ -1,0 +1,269 @@
+package fsm
+
+import (
+	"fmt"
+	"time"
+)
+
+// NodeState is a node's membership state as recorded in the registry. The
+// leader derives it from gossip and writes it only when it changes.
+type NodeState string
+
+// Node states.
+const (
+	NodeAlive  NodeState = "alive"
+	NodeFailed NodeState = "failed"
+	NodeLeft   NodeState = "left"
+)
+
+// Valid reports whether s is one of the defined node states.
+func (s NodeState) Valid() bool {
+	switch s {
+	case NodeAlive, NodeFailed, NodeLeft:
+		return true
+	}
+	return false
+}
+
+// WorkerState is the registry lifecycle of a worker process. Heartbeats and
+// load never pass through the registry; only these transitions do.
+type WorkerState string
+
+// Worker states. WorkerGone is terminal: a gone worker never comes back
+// (a respawned process gets a new id).
+const (
+	WorkerRegistered WorkerState = "registered"
+	WorkerReady      WorkerState = "ready"
+	WorkerRetiring   WorkerState = "retiring"
+	WorkerGone       WorkerState = "gone"
+)
+
+// Valid reports whether s is one of the defined worker states.
+func (s WorkerState) Valid() bool {
+	switch s {
+	case WorkerRegistered, WorkerReady, WorkerRetiring, WorkerGone:
+		return true
+	}
+	return false
+}
+
+// HostState is the state of an SSH inventory host.
+type HostState string
+
+// Host states.
+const (
+	HostKnown     HostState = "known"
+	HostInstalled HostState = "installed"
+	HostRunning   HostState = "running"
+	HostStopped   HostState = "stopped"
+)
+
+// Valid reports whether s is one of the defined host states.
+func (s HostState) Valid() bool {
+	switch s {
+	case HostKnown, HostInstalled, HostRunning, HostStopped:
+		return true
+	}
+	return false
+}
+
+// Node is one cluster member as recorded in the registry. ID is the node's
+// libp2p peer id, which is also its memberlist name and Raft server id.
+type Node struct {
+	ID           string        `json:"id"`
+	Name         string        `json:"name"`
+	HTTPAddr     string        `json:"http_addr,omitempty"`
+	GossipAddr   string        `json:"gossip_addr,omitempty"`
+	P2PAddrs     []string      `json:"p2p_addrs,omitempty"`
+	Version      string        `json:"version,omitempty"`
+	State        NodeState     `json:"state"`
+	Capabilities *Capabilities `json:"capabilities,omitempty"`
+	JoinedAt     time.Time     `json:"joined_at"`
+	UpdatedAt    time.Time     `json:"updated_at"`
+}
+
+// Capabilities is the hardware a node reported the last time it detected it.
+type Capabilities struct {
+	CPUModel string   `json:"cpu_model,omitempty"`
+	Cores    int      `json:"cores,omitempty"`
+	Threads  int      `json:"threads,omitempty"`
+	Flags    []string `json:"flags,omitempty"`
+	RAMTotal uint64   `json:"ram_total,omitempty"`
+	RAMFree  uint64   `json:"ram_free,omitempty"`
+	OS       string   `json:"os,omitempty"`
+	Arch     string   `json:"arch,omitempty"`
+	GPUs     []GPU    `json:"gpus,omitempty"`
+}
+
+// GPU is one accelerator of a node.
+type GPU struct {
+	Vendor    string `json:"vendor"`
+	Name      string `json:"name"`
+	VRAMTotal uint64 `json:"vram_total,omitempty"`
+	VRAMFree  uint64 `json:"vram_free,omitempty"`
+	Index     int    `json:"index"`
+}
+
+// Worker is a worker process registered in the cluster.
+type Worker struct {
+	ID           string      `json:"id"`
+	NodeID       string      `json:"node_id"`
+	Model        string      `json:"model"`
+	Device       string      `json:"device,omitempty"`
+	Port         int         `json:"port,omitempty"`
+	PID          int         `json:"pid,omitempty"`
+	State        WorkerState `json:"state"`
+	RegisteredAt time.Time   `json:"registered_at"`
+	UpdatedAt    time.Time   `json:"updated_at"`
+}
+
+// ModelHolding records that a node has a model file on its disk. Its key is
+// (NodeID, ModelID).
+type ModelHolding struct {
+	NodeID       string    `json:"node_id"`
+	ModelID      string    `json:"model_id"`
+	SHA256       string    `json:"sha256,omitempty"`
+	File         string    `json:"file,omitempty"`
+	Size         uint64    `json:"size,omitempty"`
+	Quantization string    `json:"quantization,omitempty"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// Key returns the holding's registry key.
+func (m ModelHolding) Key() string { return m.NodeID + "\x00" + m.ModelID }
+
+// BinaryHolding records that a node has a worker binary in its catalog. Its
+// key is (NodeID, Type, Version, OS, Arch).
+type BinaryHolding struct {
+	NodeID    string    `json:"node_id"`
+	Type      string    `json:"type"`
+	Version   string    `json:"version"`
+	OS        string    `json:"os"`
+	Arch      string    `json:"arch"`
+	SHA256    string    `json:"sha256,omitempty"`
+	Size      uint64    `json:"size,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Key returns the holding's registry key.
+func (b BinaryHolding) Key() string {
+	return b.NodeID + "\x00" + b.Type + "\x00" + b.Version + "\x00" + b.OS + "\x00" + b.Arch
+}
+
+// Host is an SSH inventory entry; Name is its key.
+type Host struct {
+	Name         string    `json:"name"`
+	Host         string    `json:"host"`
+	Port         int       `json:"port,omitempty"`
+	User         string    `json:"user,omitempty"`
+	IdentityFile string    `json:"identity_file,omitempty"`
+	InstallPath  string    `json:"install_path,omitempty"`
+	State        HostState `json:"state"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// maxIDLen bounds ids, names and other key strings: peer ids are ~52
+// characters and model references a few hundred; 1 KiB leaves room without
+// letting one command bloat every replica.
+const maxIDLen = 1024
+
+func checkID(field, v string) error {
+	if v == "" {
+		return fmt.Errorf("%w: %s is empty", ErrInvalid, field)
+	}
+	if len(v) > maxIDLen {
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, field, maxIDLen)
+	}
+	return nil
+}
+
+func (n *Node) validate() error {
+	if err := checkID("node id", n.ID); err != nil {
+		return err
+	}
+	if !n.State.Valid() {
+		return fmt.Errorf("%w: node state %q", ErrInvalid, n.State)
+	}
+	return nil
+}
+
+func (c *Capabilities) validate() error {
+	if c.Cores < 0 || c.Threads < 0 {
+		return fmt.Errorf("%w: negative core or thread count", ErrInvalid)
+	}
+	for _, g := range c.GPUs {
+		if g.Index < 0 {
+			return fmt.Errorf("%w: negative gpu index", ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func (w *Worker) validate() error {
+	if err := checkID("worker id", w.ID); err != nil {
+		return err
+	}
+	if err := checkID("worker node id", w.NodeID); err != nil {
+		return err
+	}
+	if !w.State.Valid() {
+		return fmt.Errorf("%w: worker state %q", ErrInvalid, w.State)
+	}
+	if w.Port < 0 || w.Port > 65535 {
+		return fmt.Errorf("%w: worker port %d", ErrInvalid, w.Port)
+	}
+	return nil
+}
+
+func (m *ModelHolding) validate() error {
+	if err := checkID("model holding node id", m.NodeID); err != nil {
+		return err
+	}
+	return checkID("model id", m.ModelID)
+}
+
+func (b *BinaryHolding) validate() error {
+	if err := checkID("binary holding node id", b.NodeID); err != nil {
+		return err
+	}
+	return checkID("binary type", b.Type)
+}
+
+func (h *Host) validate() error {
+	if err := checkID("host name", h.Name); err != nil {
+		return err
+	}
+	if !h.State.Valid() {
+		return fmt.Errorf("%w: host state %q", ErrInvalid, h.State)
+	}
+	if h.Port < 0 || h.Port > 65535 {
+		return fmt.Errorf("%w: host port %d", ErrInvalid, h.Port)
+	}
+	return nil
+}
+
+// Clone returns a deep copy of n.
+func (n Node) Clone() Node {
+	n.P2PAddrs = cloneStrings(n.P2PAddrs)
+	if n.Capabilities != nil {
+		c := n.Capabilities.Clone()
+		n.Capabilities = &c
+	}
+	return n
+}
+
+// Clone returns a deep copy of c.
+func (c Capabilities) Clone() Capabilities {
+	c.Flags = cloneStrings(c.Flags)
+	if c.GPUs != nil {
+		c.GPUs = append([]GPU(nil), c.GPUs...)
+	}
+	return c
+}
+
+func cloneStrings(s []string) []string {
+	if s == nil {
+		return nil
+	}
+	return append([]string(nil), s...)
+}
