@@ -38,7 +38,7 @@ type Pool struct {
 	// Scratch owned by MatMul (guarded by mu).
 	mm     matmulJob
 	qj     quantJob
-	xq     []byte    // quantised activations
+	xq     []byte      // quantised activations
 	rowBuf [][]float32 // per-worker float rows for dequantising fallbacks
 }
 

@@ -55,3 +55,25 @@ func TestDequantizeMatchesReference(t *testing.T) {
 		})
 	}
 }
+
+func TestQuantizeMatchesReference(t *testing.T) {
+	f := openRef(t)
+	src := tensorF32(t, f, "source")
+	for _, name := range refTypes {
+		t.Run(name, func(t *testing.T) {
+			ti, ok := f.Tensor(name)
+			require.True(t, ok)
+			want, err := f.TensorData(ti)
+			require.NoError(t, err)
+			require.True(t, quant.CanQuantize(ti.Type))
+			got := make([]byte, len(want))
+			require.NoError(t, quant.Quantize(ti.Type, src, got))
+			for i := range want {
+				if got[i] != want[i] {
+					bb := ti.Type.BlockBytes()
+					t.Fatalf("byte %d (block %d, offset %d): got %#x, want %#x", i, i/bb, i%bb, got[i], want[i])
+				}
+			}
+		})
+	}
+}
