@@ -1,0 +1,108 @@
+// Command rbee-worker serves one model over HTTP for an rbee node.
+//
+//	rbee-worker --model FILE --port P --id ID [--node URL] [--device cpu]
+//	            [--threads N] [--slots K] [--host 127.0.0.1] [--heartbeat-interval 2s]
+//	            [--queue N] [--ctx N] [--drain-timeout 30s] [--log-level info]
+//
+// SIGTERM or SIGINT drains the worker (new requests get 503, in-flight ones
+// finish within the drain timeout) and exits 0; a second signal stops at
+// once. A model that fails to load exits 1; bad flags exit 2.
+// All behaviour lives in package worker; this file only parses flags and
+// handles signals.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rbee-project/rbee/worker"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	cfg := worker.DefaultConfig()
+	fs := flag.NewFlagSet("rbee-worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.ModelPath, "model", "", "GGUF model file to serve (required)")
+	fs.IntVar(&cfg.Port, "port", 0, "listen port (0 picks a free one)")
+	fs.StringVar(&cfg.ID, "id", "", "worker id (required)")
+	fs.StringVar(&cfg.NodeURL, "node", "", "node base URL that receives heartbeats")
+	fs.StringVar(&cfg.Device, "device", cfg.Device, "compute device (cpu)")
+	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "compute threads (0 = all cores)")
+	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "concurrent generations")
+	fs.StringVar(&cfg.Host, "host", cfg.Host, "listen address")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "time between heartbeats")
+	fs.IntVar(&cfg.Queue, "queue", cfg.Queue, "requests that may wait for a slot")
+	fs.IntVar(&cfg.ContextSize, "ctx", cfg.ContextSize, "context size per slot (0 = the model's)")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "bound on finishing in-flight requests at shutdown")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "rbee-worker: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "rbee-worker: --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	cfg.Logger = log
+
+	s, err := worker.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "rbee-worker: %v\n", err)
+		return 2
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	if err := s.Start(context.Background()); err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	loaded := make(chan error, 1)
+	go func() { loaded <- s.WaitReady(context.Background()) }()
+
+	select {
+	case err := <-loaded:
+		if err != nil {
+			log.Error("model load failed", "err", err)
+			_ = s.Close()
+			return 1
+		}
+		log.Info("ready", "addr", s.Addr().String())
+		<-sigs
+	case <-sigs:
+	}
+
+	drained := make(chan error, 1)
+	go func() { drained <- s.Drain(context.Background()) }()
+	select {
+	case err := <-drained:
+		if err != nil {
+			log.Warn("drain incomplete", "err", err)
+		}
+	case <-sigs:
+		log.Warn("second signal: stopping now")
+		_ = s.Close()
+		<-drained
+	}
+	return 0
+}

@@ -1,0 +1,298 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"time"
+)
+
+// Handler returns the worker's HTTP API:
+//
+//	GET  /health               200 {"state": "ready"|"busy"} once loaded, 503 while loading, draining or failed
+//	GET  /v1/info              Info
+//	GET  /v1/models            OpenAI model list (the one model)
+//	POST /v1/infer             native SSE stream: started, token…, end | error
+//	POST /v1/chat/completions  OpenAI chat completions, streaming or not
+//	POST /v1/completions       OpenAI text completions, streaming or not
+//
+// Start serves it; it is exported so that it can be mounted elsewhere.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.handleHealth)
+	mux.HandleFunc("GET /v1/info", s.handleInfo)
+	mux.HandleFunc("GET /v1/models", s.handleModels)
+	mux.HandleFunc("POST /v1/infer", s.handleInfer)
+	mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
+	mux.HandleFunc("POST /v1/completions", s.handleCompletion)
+	return mux
+}
+
+// Health is the body of GET /health.
+type Health struct {
+	Status string `json:"status"` // "ok" or "unavailable"
+	State  State  `json:"state"`
+	Error  string `json:"error,omitempty"`
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	st := s.stateLocked()
+	var msg string
+	if s.loadErr != nil {
+		msg = s.loadErr.Error()
+	}
+	s.mu.Unlock()
+	if st == StateReady || st == StateBusy {
+		writeJSON(w, http.StatusOK, Health{Status: "ok", State: st})
+		return
+	}
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusServiceUnavailable, Health{Status: "unavailable", State: st, Error: msg})
+}
+
+func (s *Server) handleInfo(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Info())
+}
+
+func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request) {
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"object": "list",
+		"data":   []model{{ID: s.modelName, Object: "model", Created: time.Now().Unix(), OwnedBy: "rbee"}},
+	})
+}
+
+// job is one admitted request holding a slot.
+type job struct {
+	s      *Server
+	id     string
+	model  Model
+	g      genRequest
+	req    GenerateRequest
+	slot   *slot
+	pool   *slotPool
+	ctx    context.Context
+	cancel context.CancelFunc
+	stop   func() bool
+}
+
+// begin admits, decodes and validates a request and waits for a slot. It
+// writes the error response itself and returns false when the request
+// cannot run. On true the caller must call finish.
+func (s *Server) begin(w http.ResponseWriter, r *http.Request, mode endpoint, idPrefix string) (*job, bool) {
+	m, pool, st, err := s.admit()
+	if err != nil {
+		code := string(st)
+		msg := "worker is " + code
+		if st == StateStopped {
+			code, msg = "draining", "worker is shutting down"
+		}
+		writeError(w, &apiError{status: http.StatusServiceUnavailable, typ: errTypeUnavailable, code: code, msg: msg})
+		return nil, false
+	}
+	j := &job{s: s, id: idPrefix + newID(), model: m, pool: pool}
+	if aerr := decodeBody(w, r, &j.g); aerr != nil {
+		s.reqs.Done()
+		writeError(w, aerr)
+		return nil, false
+	}
+	req, aerr := prepare(m, &j.g, mode)
+	if aerr != nil {
+		s.reqs.Done()
+		writeError(w, aerr)
+		return nil, false
+	}
+	j.req = req
+	j.ctx, j.cancel = context.WithCancel(r.Context())
+	j.stop = context.AfterFunc(s.hardCtx, j.cancel)
+
+	sl, err := pool.acquire(j.ctx)
+	if err != nil {
+		j.stop()
+		j.cancel()
+		s.reqs.Done()
+		switch {
+		case errors.Is(err, ErrQueueFull):
+			writeError(w, &apiError{status: http.StatusTooManyRequests, typ: errTypeRateLimit, code: "queue_full",
+				msg: fmt.Sprintf("all %d slots are busy and %d requests are already queued; retry later", s.cfg.Slots, s.cfg.Queue)})
+		case s.hardCtx.Err() != nil:
+			writeError(w, &apiError{status: http.StatusServiceUnavailable, typ: errTypeUnavailable, code: "draining", msg: "worker is shutting down"})
+		}
+		// Otherwise the client went away while queued: nobody to answer.
+		return nil, false
+	}
+	j.slot = sl
+	s.mu.Lock()
+	s.inFlight++
+	s.mu.Unlock()
+	return j, true
+}
+
+// finish releases everything begin took.
+func (j *job) finish() {
+	j.s.mu.Lock()
+	j.s.inFlight--
+	j.s.mu.Unlock()
+	j.pool.release(j.slot)
+	j.stop()
+	j.cancel()
+	j.s.reqs.Done()
+}
+
+// generate runs the request on the job's slot and records the speed.
+func (j *job) generate(emit func(Token) error) (Result, error) {
+	res, err := j.slot.session.Generate(j.ctx, j.req, emit)
+	if err == nil && res.StopReason != StopCancelled {
+		j.s.recordSpeed(res.CompletionTokens, res.GenDuration)
+	}
+	return res, err
+}
+
+// interrupted reports why a generation ended early: the client left
+// (nothing to answer) or the server is stopping.
+func (j *job) interrupted(res Result, err error) (clientGone, stopping bool) {
+	if j.s.hardCtx.Err() != nil && (res.StopReason == StopCancelled || err != nil) {
+		return false, true
+	}
+	if j.ctx.Err() != nil && (res.StopReason == StopCancelled || err != nil) {
+		return true, false
+	}
+	return false, false
+}
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// sse writes server-sent events, flushing each one.
+type sse struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func newSSE(w http.ResponseWriter) *sse {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // no proxy buffering of the stream
+	w.WriteHeader(http.StatusOK)
+	return &sse{w: w, rc: http.NewResponseController(w)}
+}
+
+// event writes "event: typ\ndata: json\n\n" (typ "" omits the event line).
+func (e *sse) event(typ string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return e.raw(typ, data)
+}
+
+func (e *sse) raw(typ string, data []byte) error {
+	buf := make([]byte, 0, len(data)+32)
+	if typ != "" {
+		buf = append(buf, "event: "...)
+		buf = append(buf, typ...)
+		buf = append(buf, '\n')
+	}
+	buf = append(buf, "data: "...)
+	buf = append(buf, data...)
+	buf = append(buf, "\n\n"...)
+	if _, err := e.w.Write(buf); err != nil {
+		return err
+	}
+	return e.rc.Flush()
+}
+
+// Native SSE events of POST /v1/infer.
+
+// StartedEvent is the first event of a stream.
+type StartedEvent struct {
+	ID           string `json:"id"`
+	PromptTokens int    `json:"prompt_tokens"`
+	MaxTokens    int    `json:"max_tokens"`
+	Slot         int    `json:"slot"`
+}
+
+// TokenEvent carries one generated token. Text may be empty while a
+// multi-byte character is incomplete; concatenating all texts gives the
+// completion.
+type TokenEvent struct {
+	Text  string `json:"text"`
+	Index int    `json:"index"`
+	ID    int32  `json:"id"`
+}
+
+// EndEvent is the last event of a successful stream. StopReason is "eos",
+// "stop" or "length".
+type EndEvent struct {
+	StopReason      string  `json:"stop_reason"`
+	TokensIn        int     `json:"tokens_in"`
+	TokensOut       int     `json:"tokens_out"`
+	PromptMS        float64 `json:"prompt_ms"`
+	GenMS           float64 `json:"gen_ms"`
+	TokensPerSecond float64 `json:"tokens_per_second"`
+}
+
+// ErrorEvent ends a stream that failed after it started.
+type ErrorEvent struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())) / 1000 }
+
+func tokensPerSecond(n int, d time.Duration) float64 {
+	if n == 0 || d <= 0 {
+		return 0
+	}
+	return math.Round(float64(n)/d.Seconds()*100) / 100
+}
+
+func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.begin(w, r, endpointInfer, "req-")
+	if !ok {
+		return
+	}
+	defer j.finish()
+	out := newSSE(w)
+	if err := out.event("started", StartedEvent{ID: j.id, PromptTokens: len(j.req.Prompt), MaxTokens: j.req.MaxTokens, Slot: j.slot.id}); err != nil {
+		return
+	}
+	res, err := j.generate(func(t Token) error {
+		return out.event("token", TokenEvent{Text: t.Text, Index: t.Index, ID: t.ID})
+	})
+	gone, stopping := j.interrupted(res, err)
+	switch {
+	case gone:
+		return
+	case stopping:
+		_ = out.event("error", ErrorEvent{Code: "draining", Message: "worker is shutting down; generation cancelled"})
+		return
+	case err != nil:
+		s.log.Error("generation failed", "request", j.id, "err", err)
+		_ = out.event("error", ErrorEvent{Code: "internal_error", Message: err.Error()})
+		return
+	}
+	_ = out.event("end", EndEvent{
+		StopReason:      res.StopReason,
+		TokensIn:        res.PromptTokens,
+		TokensOut:       res.CompletionTokens,
+		PromptMS:        ms(res.PromptDuration),
+		GenMS:           ms(res.GenDuration),
+		TokensPerSecond: tokensPerSecond(res.CompletionTokens, res.GenDuration),
+	})
+}

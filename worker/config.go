@@ -1,0 +1,138 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"time"
+)
+
+// Version is the worker's version, reported in /v1/info and heartbeats.
+const Version = "0.1.0"
+
+// Sentinel errors. Errors returned by this package wrap them with %w.
+var (
+	// ErrBadConfig reports an invalid Config field.
+	ErrBadConfig = errors.New("worker: invalid config")
+	// ErrLoad reports that the model could not be loaded.
+	ErrLoad = errors.New("worker: model load failed")
+	// ErrNotStarted is returned by calls that need a started server.
+	ErrNotStarted = errors.New("worker: server not started")
+	// ErrAlreadyStarted is returned by a second Start.
+	ErrAlreadyStarted = errors.New("worker: server already started")
+	// ErrClosed is returned once the server has been closed.
+	ErrClosed = errors.New("worker: server closed")
+	// ErrQueueFull reports that all slots are busy and the wait queue is full.
+	ErrQueueFull = errors.New("worker: queue full")
+	// ErrUnavailable reports that the worker is loading or draining.
+	ErrUnavailable = errors.New("worker: not accepting requests")
+)
+
+const (
+	// DefaultSlots is one concurrent generation: on a CPU the engine already
+	// spreads one generation over all cores, so more slots trade latency for
+	// fairness and are opt-in.
+	DefaultSlots = 1
+	// DefaultQueue bounds waiting requests so a burst gets a quick 429
+	// instead of an unbounded wait (and unbounded memory).
+	DefaultQueue = 16
+	// DefaultHeartbeatInterval matches the node's expectation of a beat every
+	// couple of seconds; a few missed beats mark the worker stale.
+	DefaultHeartbeatInterval = 2 * time.Second
+	// DefaultDrainTimeout bounds how long a drain waits for in-flight
+	// requests: long enough for a typical completion, short enough for a
+	// service manager's stop timeout.
+	DefaultDrainTimeout = 30 * time.Second
+	// MaxBodyBytes bounds a request body (prompts are text; 1 MiB is far
+	// beyond any context window this worker serves).
+	MaxBodyBytes = 1 << 20
+	// DefaultMaxTokens is used when a request gives no max_tokens.
+	DefaultMaxTokens = 256
+)
+
+// Config configures a Server. Start from DefaultConfig and override fields.
+type Config struct {
+	// ID names this worker in heartbeats and /v1/info. Required.
+	ID string
+	// ModelPath is the GGUF file to serve. Required.
+	ModelPath string
+	// Host is the listen address; loopback by default because the node
+	// reaches its workers on localhost.
+	Host string
+	// Port is the listen port; 0 picks a free one (see Server.Addr).
+	Port int
+	// Device is the compute device; only "cpu" exists.
+	Device string
+	// Threads is the engine's compute threads; 0 means all cores.
+	Threads int
+	// Slots is the number of concurrent generations (each with its own KV cache).
+	Slots int
+	// Queue is the number of requests that may wait for a slot; more get 429.
+	Queue int
+	// ContextSize is the context per slot; 0 means the model's (engine-capped).
+	ContextSize int
+	// NodeURL, when set, receives heartbeats at NodeURL/v1/workers/heartbeat.
+	NodeURL string
+	// HeartbeatInterval is the time between heartbeats.
+	HeartbeatInterval time.Duration
+	// DrainTimeout bounds Drain when its context has no earlier deadline.
+	DrainTimeout time.Duration
+	// Load loads the model; DefaultConfig sets LoadEngine.
+	Load LoadFunc
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every optional field set to its default.
+func DefaultConfig() Config {
+	return Config{
+		Host:              "127.0.0.1",
+		Device:            "cpu",
+		Slots:             DefaultSlots,
+		Queue:             DefaultQueue,
+		HeartbeatInterval: DefaultHeartbeatInterval,
+		DrainTimeout:      DefaultDrainTimeout,
+		Load:              LoadEngine,
+	}
+}
+
+func (c *Config) validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrBadConfig, field, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.ID == "":
+		return bad("ID", "required")
+	case c.ModelPath == "":
+		return bad("ModelPath", "required")
+	case c.Host == "" || net.ParseIP(c.Host) == nil && c.Host != "localhost":
+		return bad("Host", "%q is not an IP address", c.Host)
+	case c.Port < 0 || c.Port > 65535:
+		return bad("Port", "%d out of range 0..65535", c.Port)
+	case c.Device != "cpu":
+		return bad("Device", "%q unsupported (only \"cpu\")", c.Device)
+	case c.Threads < 0:
+		return bad("Threads", "%d is negative", c.Threads)
+	case c.Slots < 1 || c.Slots > 256:
+		return bad("Slots", "%d out of range 1..256", c.Slots)
+	case c.Queue < 0:
+		return bad("Queue", "%d is negative", c.Queue)
+	case c.ContextSize < 0:
+		return bad("ContextSize", "%d is negative", c.ContextSize)
+	case c.HeartbeatInterval <= 0:
+		return bad("HeartbeatInterval", "must be positive")
+	case c.DrainTimeout <= 0:
+		return bad("DrainTimeout", "must be positive")
+	case c.Load == nil:
+		return bad("Load", "required")
+	}
+	if c.NodeURL != "" {
+		u, err := url.Parse(c.NodeURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad("NodeURL", "%q is not an http(s) URL", c.NodeURL)
+		}
+	}
+	return nil
+}

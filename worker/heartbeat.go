@@ -1,0 +1,145 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Heartbeat is the JSON a worker POSTs to its node at
+// NodeURL/v1/workers/heartbeat every HeartbeatInterval. The node decodes the
+// same type. State is one of "loading", "ready", "busy" (every slot in use),
+// "draining", "stopped" (the last beat of a worker) or "failed" (the model
+// could not be loaded).
+type Heartbeat struct {
+	ID              string  `json:"id"`
+	PID             int     `json:"pid"`
+	Port            int     `json:"port"`
+	Model           string  `json:"model"`
+	ModelPath       string  `json:"model_path"`
+	Device          string  `json:"device"`
+	State           State   `json:"state"`
+	InFlight        int     `json:"in_flight"`
+	Queued          int     `json:"queued"`
+	Slots           int     `json:"slots"`
+	TokensPerSecond float64 `json:"tokens_per_second"`
+	ContextLength   int     `json:"context_length"`
+	Version         string  `json:"version"`
+}
+
+// finalBeatTimeout bounds the last ("stopped") heartbeat so a dead node
+// cannot hold up the worker's exit.
+const finalBeatTimeout = 2 * time.Second
+
+// heartbeater posts heartbeats on a ticker and on demand. Failures are
+// logged and never stop it.
+type heartbeater struct {
+	url      string
+	interval time.Duration
+	build    func() Heartbeat
+	log      *slog.Logger
+	client   *http.Client
+
+	kick    chan struct{} // early beat, coalesced
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	mu      sync.Mutex // serializes posts so beats arrive in order
+	started bool
+}
+
+func newHeartbeater(url string, interval time.Duration, build func() Heartbeat, log *slog.Logger) *heartbeater {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &heartbeater{
+		url:      url,
+		interval: interval,
+		build:    build,
+		log:      log,
+		// A beat older than one interval is stale anyway.
+		client: &http.Client{Timeout: interval},
+		kick:   make(chan struct{}, 1),
+		ctx:    ctx,
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
+}
+
+func (h *heartbeater) start() {
+	h.started = true
+	go h.loop()
+}
+
+func (h *heartbeater) loop() {
+	defer close(h.done)
+	t := time.NewTicker(h.interval)
+	defer t.Stop()
+	for {
+		h.send(h.ctx)
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+		case <-h.kick:
+		}
+	}
+}
+
+// kickNow requests an early beat from the loop (non-blocking).
+func (h *heartbeater) kickNow() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// beatNow sends a beat synchronously (bounded by finalBeatTimeout).
+func (h *heartbeater) beatNow() {
+	ctx, cancel := context.WithTimeout(context.Background(), finalBeatTimeout)
+	defer cancel()
+	h.send(ctx)
+}
+
+// stop ends the loop and sends the final beat.
+func (h *heartbeater) stop() {
+	h.cancel()
+	if h.started {
+		<-h.done
+	}
+	h.beatNow()
+}
+
+func (h *heartbeater) send(ctx context.Context) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.post(ctx, h.build()); err != nil && ctx.Err() == nil {
+		h.log.Warn("heartbeat failed", "url", h.url, "err", err)
+	}
+}
+
+func (h *heartbeater) post(ctx context.Context, hb Heartbeat) error {
+	body, err := json.Marshal(hb)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("node answered %s", resp.Status)
+	}
+	return nil
+}

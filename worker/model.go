@@ -1,0 +1,113 @@
+package worker
+
+import (
+	"context"
+	"time"
+)
+
+// Model is what the worker needs from an inference engine: one loaded model
+// that hands out independent sessions. The worker declares it (the consumer
+// owns the interface) so that the HTTP layer does not depend on the engine's
+// internals; LoadEngine adapts model/engine to it.
+//
+// Implementations must be safe for concurrent use: Encode, ChatPrompt and
+// Info are called from many request goroutines, and several Sessions run at
+// the same time.
+type Model interface {
+	// Info describes the loaded model.
+	Info() ModelInfo
+	// Encode tokenizes text the way a prompt is fed to the model: with the
+	// model's BOS token when its metadata asks for one, special tokens parsed.
+	Encode(text string) []int32
+	// ChatPrompt renders chat messages with the model's chat template.
+	ChatPrompt(msgs []Message) (string, error)
+	// NewSession returns a session with its own KV cache. A session is used
+	// by one goroutine at a time; the worker keeps one per slot and reuses it.
+	NewSession() Session
+	// Close releases the model. No session may be used afterwards.
+	Close() error
+}
+
+// Session generates tokens for one request at a time.
+type Session interface {
+	// Generate runs the prompt and samples up to req.MaxTokens tokens,
+	// calling emit for each one in order. It returns when the model emits an
+	// end-of-generation token, a stop string matches, MaxTokens is reached, ctx
+	// is done (StopReason "cancelled") or emit returns an error.
+	Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error)
+}
+
+// ModelInfo describes a loaded model (mirrors engine.Info).
+type ModelInfo struct {
+	Name               string
+	Arch               string
+	ContextLength      int // the context the sessions are built with
+	TrainContextLength int
+	VocabSize          int
+	Params             int64
+	Quantization       string
+	Layers, Dim        int
+	Heads, KVHeads     int
+}
+
+// Message is one chat message.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// SampleParams are the sampling settings of one request (mirrors
+// engine.SampleParams). Temperature 0 means greedy.
+type SampleParams struct {
+	Temperature   float32
+	TopK          int
+	TopP, MinP    float32
+	RepeatPenalty float32
+	RepeatLastN   int
+	Seed          uint64
+}
+
+// GenerateRequest is one generation (mirrors engine.GenerateRequest).
+type GenerateRequest struct {
+	Prompt    []int32
+	MaxTokens int
+	Sample    SampleParams
+	Stop      []string
+}
+
+// Token is one generated token (mirrors engine.Token). Text is a UTF-8-safe
+// piece and may be empty while a multi-byte character is incomplete.
+type Token struct {
+	ID    int32
+	Text  string
+	Index int
+}
+
+// Result summarizes a generation (mirrors engine.Result).
+type Result struct {
+	PromptTokens, CompletionTokens int
+	// StopReason is "eos", "stop", "length" or "cancelled".
+	StopReason     string
+	PromptDuration time.Duration
+	GenDuration    time.Duration
+}
+
+// Stop reasons reported by a Session.
+const (
+	StopEOS       = "eos"
+	StopString    = "stop"
+	StopLength    = "length"
+	StopCancelled = "cancelled"
+)
+
+// LoadOptions are passed to a LoadFunc.
+type LoadOptions struct {
+	// Threads is the number of compute threads; 0 means all cores.
+	Threads int
+	// ContextSize is the context per session; 0 means the model's own,
+	// capped by the engine.
+	ContextSize int
+}
+
+// LoadFunc loads the model file at path.
+type LoadFunc func(path string, opts LoadOptions) (Model, error)

@@ -1,0 +1,235 @@
+package worker
+
+import (
+	"net/http"
+	"strings"
+	"time"
+)
+
+// OpenAI-compatible shapes. Only the fields rbee fills are declared.
+
+// Usage counts tokens of one completion.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// ChatCompletion is the non-streaming answer of /v1/chat/completions.
+type ChatCompletion struct {
+	ID      string       `json:"id"`
+	Object  string       `json:"object"` // "chat.completion"
+	Created int64        `json:"created"`
+	Model   string       `json:"model"`
+	Choices []ChatChoice `json:"choices"`
+	Usage   Usage        `json:"usage"`
+}
+
+// ChatChoice is one choice of a ChatCompletion.
+type ChatChoice struct {
+	Index        int     `json:"index"`
+	Message      Message `json:"message"`
+	FinishReason string  `json:"finish_reason"`
+}
+
+// ChatCompletionChunk is one streamed event of /v1/chat/completions.
+type ChatCompletionChunk struct {
+	ID      string            `json:"id"`
+	Object  string            `json:"object"` // "chat.completion.chunk"
+	Created int64             `json:"created"`
+	Model   string            `json:"model"`
+	Choices []ChatChunkChoice `json:"choices"`
+	Usage   *Usage            `json:"usage,omitempty"`
+}
+
+// ChatChunkChoice is one choice of a chunk; FinishReason is null until the last.
+type ChatChunkChoice struct {
+	Index        int       `json:"index"`
+	Delta        ChatDelta `json:"delta"`
+	FinishReason *string   `json:"finish_reason"`
+}
+
+// ChatDelta is the increment of a streamed message.
+type ChatDelta struct {
+	Role    string `json:"role,omitempty"`
+	Content string `json:"content,omitempty"`
+}
+
+// TextCompletion is the answer (and, with object "text_completion" too, each
+// streamed chunk) of /v1/completions.
+type TextCompletion struct {
+	ID      string       `json:"id"`
+	Object  string       `json:"object"` // "text_completion"
+	Created int64        `json:"created"`
+	Model   string       `json:"model"`
+	Choices []TextChoice `json:"choices"`
+	Usage   *Usage       `json:"usage,omitempty"`
+}
+
+// TextChoice is one choice of a TextCompletion; FinishReason is null in
+// streamed chunks until the last.
+type TextChoice struct {
+	Text         string  `json:"text"`
+	Index        int     `json:"index"`
+	Logprobs     any     `json:"logprobs"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+// finishReason maps a stop reason to OpenAI's: the end of the text or a
+// stop string is "stop", the token limit is "length".
+func finishReason(stop string) string {
+	if stop == StopLength {
+		return "length"
+	}
+	return "stop"
+}
+
+func usage(res Result) Usage {
+	return Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens}
+}
+
+// failStream ends an OpenAI stream whose generation failed: an error object
+// as data, as OpenAI does.
+func (s *Server) failStream(j *job, out *sse, res Result, err error) bool {
+	gone, stopping := j.interrupted(res, err)
+	switch {
+	case gone:
+		return true
+	case stopping:
+		_ = out.event("", (&apiError{typ: errTypeUnavailable, code: "draining", msg: "worker is shutting down; generation cancelled"}).body())
+		return true
+	case err != nil:
+		s.log.Error("generation failed", "request", j.id, "err", err)
+		_ = out.event("", (&apiError{typ: errTypeServer, code: "internal_error", msg: err.Error()}).body())
+		return true
+	}
+	return false
+}
+
+// failJSON answers a non-streaming request whose generation failed.
+func (s *Server) failJSON(j *job, w http.ResponseWriter, res Result, err error) bool {
+	gone, stopping := j.interrupted(res, err)
+	switch {
+	case gone:
+		return true
+	case stopping:
+		writeError(w, &apiError{status: http.StatusServiceUnavailable, typ: errTypeUnavailable, code: "draining", msg: "worker is shutting down; generation cancelled"})
+		return true
+	case err != nil:
+		s.log.Error("generation failed", "request", j.id, "err", err)
+		writeError(w, &apiError{status: http.StatusInternalServerError, typ: errTypeServer, code: "internal_error", msg: err.Error()})
+		return true
+	}
+	return false
+}
+
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.begin(w, r, endpointChat, "chatcmpl-")
+	if !ok {
+		return
+	}
+	defer j.finish()
+	created := time.Now().Unix()
+
+	if !j.g.Stream {
+		var text strings.Builder
+		res, err := j.generate(func(t Token) error {
+			text.WriteString(t.Text)
+			return nil
+		})
+		if s.failJSON(j, w, res, err) {
+			return
+		}
+		writeJSON(w, http.StatusOK, ChatCompletion{
+			ID: j.id, Object: "chat.completion", Created: created, Model: s.modelName,
+			Choices: []ChatChoice{{Message: Message{Role: "assistant", Content: text.String()}, FinishReason: finishReason(res.StopReason)}},
+			Usage:   usage(res),
+		})
+		return
+	}
+
+	out := newSSE(w)
+	chunk := func(d ChatDelta, finish *string) ChatCompletionChunk {
+		return ChatCompletionChunk{ID: j.id, Object: "chat.completion.chunk", Created: created, Model: s.modelName,
+			Choices: []ChatChunkChoice{{Delta: d, FinishReason: finish}}}
+	}
+	if out.event("", chunk(ChatDelta{Role: "assistant"}, nil)) != nil {
+		return
+	}
+	res, err := j.generate(func(t Token) error {
+		if t.Text == "" {
+			return nil
+		}
+		return out.event("", chunk(ChatDelta{Content: t.Text}, nil))
+	})
+	if s.failStream(j, out, res, err) {
+		return
+	}
+	fr := finishReason(res.StopReason)
+	if out.event("", chunk(ChatDelta{}, &fr)) != nil {
+		return
+	}
+	if j.g.StreamOptions != nil && j.g.StreamOptions.IncludeUsage {
+		u := usage(res)
+		if out.event("", ChatCompletionChunk{ID: j.id, Object: "chat.completion.chunk", Created: created, Model: s.modelName,
+			Choices: []ChatChunkChoice{}, Usage: &u}) != nil {
+			return
+		}
+	}
+	_ = out.raw("", []byte("[DONE]"))
+}
+
+func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.begin(w, r, endpointCompletion, "cmpl-")
+	if !ok {
+		return
+	}
+	defer j.finish()
+	created := time.Now().Unix()
+
+	if !j.g.Stream {
+		var text strings.Builder
+		res, err := j.generate(func(t Token) error {
+			text.WriteString(t.Text)
+			return nil
+		})
+		if s.failJSON(j, w, res, err) {
+			return
+		}
+		fr := finishReason(res.StopReason)
+		u := usage(res)
+		writeJSON(w, http.StatusOK, TextCompletion{
+			ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
+			Choices: []TextChoice{{Text: text.String(), FinishReason: &fr}},
+			Usage:   &u,
+		})
+		return
+	}
+
+	out := newSSE(w)
+	chunk := func(text string, finish *string) TextCompletion {
+		return TextCompletion{ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
+			Choices: []TextChoice{{Text: text, FinishReason: finish}}}
+	}
+	res, err := j.generate(func(t Token) error {
+		if t.Text == "" {
+			return nil
+		}
+		return out.event("", chunk(t.Text, nil))
+	})
+	if s.failStream(j, out, res, err) {
+		return
+	}
+	fr := finishReason(res.StopReason)
+	if out.event("", chunk("", &fr)) != nil {
+		return
+	}
+	if j.g.StreamOptions != nil && j.g.StreamOptions.IncludeUsage {
+		u := usage(res)
+		if out.event("", TextCompletion{ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
+			Choices: []TextChoice{}, Usage: &u}) != nil {
+			return
+		}
+	}
+	_ = out.raw("", []byte("[DONE]"))
+}

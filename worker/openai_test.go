@@ -1,0 +1,229 @@
+package worker
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// openAIStream reads a "data: {...}" stream up to "[DONE]" and returns the
+// decoded chunks; it fails if [DONE] is missing or not last.
+func openAIStream[T any](t *testing.T, resp *http.Response) []T {
+	t.Helper()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+	evs := readAllSSE(t, resp.Body)
+	require.NotEmpty(t, evs)
+	require.Equal(t, "[DONE]", evs[len(evs)-1].Data)
+	out := make([]T, 0, len(evs)-1)
+	for _, ev := range evs[:len(evs)-1] {
+		require.Empty(t, ev.Event, "OpenAI streams carry no event names")
+		var c T
+		require.NoError(t, json.Unmarshal([]byte(ev.Data), &c), ev.Data)
+		out = append(out, c)
+	}
+	return out
+}
+
+func TestChatCompletions(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	msgs := []Message{{Role: "user", Content: "Once upon a time"}}
+
+	// Non-streaming, greedy.
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"model": "whatever", "messages": msgs, "max_tokens": 10, "temperature": 0})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	var cc ChatCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+	require.True(t, strings.HasPrefix(cc.ID, "chatcmpl-"), cc.ID)
+	require.Equal(t, "chat.completion", cc.Object)
+	require.Positive(t, cc.Created)
+	require.Equal(t, "stories260K", cc.Model)
+	require.Len(t, cc.Choices, 1)
+	require.Equal(t, 0, cc.Choices[0].Index)
+	require.Equal(t, "assistant", cc.Choices[0].Message.Role)
+	require.NotEmpty(t, cc.Choices[0].Message.Content)
+	require.Equal(t, "length", cc.Choices[0].FinishReason)
+	require.Equal(t, 10, cc.Usage.CompletionTokens)
+	require.Positive(t, cc.Usage.PromptTokens)
+	require.Equal(t, cc.Usage.PromptTokens+10, cc.Usage.TotalTokens)
+
+	// Streaming, same request: same text, chunk shapes, usage chunk, [DONE].
+	resp = post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{
+		"messages": msgs, "max_tokens": 10, "temperature": 0, "stream": true,
+		"stream_options": map[string]any{"include_usage": true},
+	})
+	chunks := openAIStream[ChatCompletionChunk](t, resp)
+	require.GreaterOrEqual(t, len(chunks), 3)
+	var text strings.Builder
+	for i, c := range chunks {
+		require.Equal(t, "chat.completion.chunk", c.Object)
+		require.Equal(t, chunks[0].ID, c.ID)
+		require.True(t, strings.HasPrefix(c.ID, "chatcmpl-"))
+		require.Equal(t, "stories260K", c.Model)
+		last := i == len(chunks)-1
+		if last {
+			require.Empty(t, c.Choices, "usage chunk has no choices")
+			require.NotNil(t, c.Usage)
+			require.Equal(t, cc.Usage, *c.Usage)
+			continue
+		}
+		require.Len(t, c.Choices, 1)
+		require.Nil(t, c.Usage)
+		if i == 0 {
+			require.Equal(t, "assistant", c.Choices[0].Delta.Role)
+		}
+		if i == len(chunks)-2 {
+			require.NotNil(t, c.Choices[0].FinishReason)
+			require.Equal(t, "length", *c.Choices[0].FinishReason)
+		} else {
+			require.Nil(t, c.Choices[0].FinishReason)
+		}
+		text.WriteString(c.Choices[0].Delta.Content)
+	}
+	require.Equal(t, cc.Choices[0].Message.Content, text.String())
+}
+
+func TestCompletions(t *testing.T) {
+	realEngine(t)
+	_, base := startServer(t, testConfig(t))
+	ref := loadLlamacppRef(t)
+	var run = ref.Runs[0]
+	for _, r := range ref.Runs {
+		if r.Prompt == "Joe loves writing stories" && r.KVCacheType == "f32" {
+			run = r
+		}
+	}
+	require.Equal(t, "Joe loves writing stories", run.Prompt)
+
+	resp := post(t, testCtx(t), base+"/v1/completions", map[string]any{"prompt": run.Prompt, "max_tokens": run.NPredict, "temperature": 0})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var tc TextCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tc))
+	require.True(t, strings.HasPrefix(tc.ID, "cmpl-"), tc.ID)
+	require.Equal(t, "text_completion", tc.Object)
+	require.Positive(t, tc.Created)
+	require.Equal(t, "stories260K", tc.Model)
+	require.Len(t, tc.Choices, 1)
+	require.Equal(t, run.GeneratedText, tc.Choices[0].Text)
+	require.NotNil(t, tc.Choices[0].FinishReason)
+	require.Equal(t, "length", *tc.Choices[0].FinishReason)
+	require.NotNil(t, tc.Usage)
+	require.Equal(t, Usage{PromptTokens: len(run.PromptIDs), CompletionTokens: run.NPredict, TotalTokens: len(run.PromptIDs) + run.NPredict}, *tc.Usage)
+
+	// A prompt given as a one-element array, streamed.
+	resp = post(t, testCtx(t), base+"/v1/completions", map[string]any{"prompt": []string{run.Prompt}, "max_tokens": run.NPredict, "temperature": 0, "stream": true})
+	chunks := openAIStream[TextCompletion](t, resp)
+	var text strings.Builder
+	for i, c := range chunks {
+		require.Equal(t, "text_completion", c.Object)
+		require.Equal(t, chunks[0].ID, c.ID)
+		require.Len(t, c.Choices, 1)
+		if i == len(chunks)-1 {
+			require.NotNil(t, c.Choices[0].FinishReason)
+			require.Equal(t, "length", *c.Choices[0].FinishReason)
+		} else {
+			require.Nil(t, c.Choices[0].FinishReason)
+		}
+		text.WriteString(c.Choices[0].Text)
+	}
+	require.Equal(t, run.GeneratedText, text.String())
+}
+
+// TestBadRequests: every invalid request gets its status and names the
+// field at fault, on each endpoint that takes the field.
+func TestBadRequests(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ContextSize = 64
+	_, base := startServer(t, cfg)
+	long := strings.Repeat("Once upon a time there was a girl. ", 20) // far over 64 tokens
+
+	const (
+		infer  = "/v1/infer"
+		chat   = "/v1/chat/completions"
+		cmpl   = "/v1/completions"
+		noPar  = "<null>"
+		okCode = 200
+	)
+	msgs := `"messages":[{"role":"user","content":"hi"}]`
+	for _, tc := range []struct {
+		name   string
+		path   string
+		body   string
+		status int
+		param  string
+	}{
+		{"empty body", infer, ``, 400, noPar},
+		{"malformed json", infer, `{"prompt": "hi"`, 400, noPar},
+		{"not an object", cmpl, `[1,2]`, 400, noPar},
+		{"no prompt", infer, `{"max_tokens": 3}`, 400, "prompt"},
+		{"empty prompt", infer, `{"prompt": ""}`, 400, "prompt"},
+		{"empty prompt completions", cmpl, `{"prompt": ""}`, 400, "prompt"},
+		{"two prompts", cmpl, `{"prompt": ["a","b"]}`, 400, "prompt"},
+		{"prompt wrong type", infer, `{"prompt": 5}`, 400, noPar},
+		{"no messages", chat, `{"prompt": "hi"}`, 400, "messages"},
+		{"empty messages", chat, `{"messages": []}`, 400, "messages"},
+		{"message without role", chat, `{"messages":[{"content":"hi"}]}`, 400, "messages[0].role"},
+		{"max_tokens zero", infer, `{"prompt":"hi","max_tokens":0}`, 400, "max_tokens"},
+		{"max_tokens negative", cmpl, `{"prompt":"hi","max_tokens":-1}`, 400, "max_tokens"},
+		{"max_tokens over context", chat, `{` + msgs + `,"max_tokens":65}`, 400, "max_tokens"},
+		{"max_completion_tokens zero", chat, `{` + msgs + `,"max_completion_tokens":0}`, 400, "max_completion_tokens"},
+		{"max_tokens wrong type", infer, `{"prompt":"hi","max_tokens":"ten"}`, 400, "max_tokens"},
+		{"prompt over context", infer, `{"prompt":"` + long + `"}`, 400, "prompt"},
+		{"prompt over context completions", cmpl, `{"prompt":"` + long + `"}`, 400, "prompt"},
+		{"messages over context", chat, `{"messages":[{"role":"user","content":"` + long + `"}]}`, 400, "messages"},
+		{"temperature negative", infer, `{"prompt":"hi","temperature":-1}`, 400, "temperature"},
+		{"temperature too high", chat, `{` + msgs + `,"temperature":3}`, 400, "temperature"},
+		{"top_p zero", cmpl, `{"prompt":"hi","top_p":0}`, 400, "top_p"},
+		{"top_k negative", infer, `{"prompt":"hi","top_k":-2}`, 400, "top_k"},
+		{"min_p over one", infer, `{"prompt":"hi","min_p":1.5}`, 400, "min_p"},
+		{"repeat_penalty zero", infer, `{"prompt":"hi","repeat_penalty":0}`, 400, "repeat_penalty"},
+		{"empty stop", chat, `{` + msgs + `,"stop":[""]}`, 400, "stop"},
+		{"n two", chat, `{` + msgs + `,"n":2}`, 400, "n"},
+		{"unknown fields ignored", infer, `{"prompt":"hi","max_tokens":2,"frobnicate":true}`, okCode, ""},
+		{"stop as string", cmpl, `{"prompt":"hi","max_tokens":2,"stop":"\n"}`, okCode, ""},
+		{"negative seed is random", infer, `{"prompt":"hi","max_tokens":2,"seed":-1}`, okCode, ""},
+		{"max_tokens at context", infer, `{"prompt":"hi","max_tokens":64}`, okCode, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := post(t, testCtx(t), base+tc.path, tc.body)
+			require.Equal(t, tc.status, resp.StatusCode)
+			if tc.status == okCode {
+				readAllSSE(t, resp.Body)
+				return
+			}
+			require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+			var eb ErrorBody
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+			require.Equal(t, "invalid_request_error", eb.Error.Type)
+			require.NotEmpty(t, eb.Error.Message)
+			require.NotEmpty(t, eb.Error.Code)
+			if tc.param == noPar {
+				require.Nil(t, eb.Error.Param, "param")
+			} else {
+				require.NotNil(t, eb.Error.Param, "param")
+				require.Equal(t, tc.param, *eb.Error.Param)
+			}
+		})
+	}
+
+	t.Run("body over 1 MiB", func(t *testing.T) {
+		big := `{"prompt":"` + strings.Repeat("a", MaxBodyBytes) + `"}`
+		resp := post(t, testCtx(t), base+infer, big)
+		require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+		var eb ErrorBody
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+		require.Equal(t, "request_too_large", eb.Error.Code)
+	})
+	t.Run("wrong method", func(t *testing.T) {
+		var v map[string]any
+		resp, err := http.Get(base + infer)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+		_ = v
+	})
+}

@@ -1,0 +1,98 @@
+package worker
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestProcess builds cmd/rbee-worker, runs it as a real process against a
+// node recorder, serves a greedy generation, and drains on SIGTERM.
+func TestProcess(t *testing.T) {
+	realEngine(t)
+	if testing.Short() {
+		t.Skip("builds a binary")
+	}
+	bin := filepath.Join(t.TempDir(), "rbee-worker")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/rbee-worker")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+
+	// Bad flags exit 2 without starting.
+	bad := exec.Command(bin, "--model", testModelPath)
+	require.Error(t, bad.Run())
+	require.Equal(t, 2, bad.ProcessState.ExitCode())
+
+	node := newNodeRecorder(t)
+	model, err := filepath.Abs(testModelPath)
+	require.NoError(t, err)
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "--model", model, "--port", "0", "--id", "w-proc", "--node", node.srv.URL,
+		"--heartbeat-interval", "50ms", "--threads", "1", "--slots", "2", "--log-level", "debug")
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("worker stderr:\n%s", stderr.String())
+		}
+	})
+
+	// The heartbeat tells the node (and us) the port.
+	var ready Heartbeat
+	require.Eventually(t, func() bool {
+		for _, hb := range node.all() {
+			if hb.State == StateReady {
+				ready = hb
+				return true
+			}
+		}
+		return false
+	}, reqTimeout, 10*time.Millisecond)
+	require.Equal(t, "w-proc", ready.ID)
+	require.Equal(t, cmd.Process.Pid, ready.PID)
+	require.Equal(t, model, ready.ModelPath)
+	require.Equal(t, 2, ready.Slots)
+	require.Positive(t, ready.Port)
+	base := fmt.Sprintf("http://127.0.0.1:%d", ready.Port)
+
+	var in Info
+	require.Equal(t, http.StatusOK, getJSON(t, base+"/v1/info", &in))
+	require.Equal(t, "w-proc", in.ID)
+	require.Equal(t, 2048, in.ContextLength)
+
+	ref := loadUpstreamRef(t)
+	for _, c := range ref.Cases {
+		if c.ExpectedFirstGeneratedText == "" {
+			continue
+		}
+		got := infer(t, base, map[string]any{"prompt": c.Prompt, "max_tokens": len(c.DerivedFirstGeneratedIDs), "temperature": 0})
+		require.Equal(t, c.ExpectedFirstGeneratedText, got.text())
+	}
+
+	// SIGTERM drains and exits 0; the last beats are draining, stopped.
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-exited:
+		require.NoError(t, err, "exit status")
+		exited <- nil // for the cleanup
+	case <-time.After(reqTimeout):
+		t.Fatal("worker did not exit after SIGTERM")
+	}
+	beats := node.all()
+	require.GreaterOrEqual(t, len(beats), 2)
+	require.Equal(t, StateStopped, beats[len(beats)-1].State)
+	require.Equal(t, StateDraining, beats[len(beats)-2].State)
+}

@@ -1,0 +1,255 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+)
+
+// Sampling defaults follow llama.cpp's server so that requests moved between
+// the two behave alike.
+const (
+	defaultTemperature   = 0.8
+	defaultTopK          = 40
+	defaultTopP          = 0.95
+	defaultMinP          = 0.05
+	defaultRepeatPenalty = 1.0 // 1 = off
+	defaultRepeatLastN   = 64
+
+	// maxStops bounds the stop list: each stop string is checked after every
+	// token, so the list must stay short.
+	maxStops = 16
+	// maxStopLen bounds one stop string.
+	maxStopLen = 1024
+	// maxTemperature is OpenAI's documented upper bound.
+	maxTemperature = 2
+	// maxRepeatPenalty is far beyond any useful setting.
+	maxRepeatPenalty = 10
+)
+
+// stringList decodes a JSON string or array of strings (OpenAI's "stop" and
+// "prompt" accept both).
+type stringList []string
+
+func (l *stringList) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if bytes.Equal(b, []byte("null")) {
+		*l = nil
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*l = stringList{s}
+		return nil
+	}
+	var ss []string
+	if err := json.Unmarshal(b, &ss); err != nil {
+		return errors.New("must be a string or an array of strings")
+	}
+	*l = ss
+	return nil
+}
+
+// genRequest is the union of the fields the three inference endpoints take.
+// Unknown fields are ignored; numeric options are pointers so that absent
+// and zero differ.
+type genRequest struct {
+	Prompt              stringList `json:"prompt"`
+	Messages            []Message  `json:"messages"`
+	MaxTokens           *int       `json:"max_tokens"`
+	MaxCompletionTokens *int       `json:"max_completion_tokens"`
+	Temperature         *float32   `json:"temperature"`
+	TopK                *int       `json:"top_k"`
+	TopP                *float32   `json:"top_p"`
+	MinP                *float32   `json:"min_p"`
+	RepeatPenalty       *float32   `json:"repeat_penalty"`
+	RepeatLastN         *int       `json:"repeat_last_n"`
+	Seed                *int64     `json:"seed"`
+	Stop                stringList `json:"stop"`
+	Stream              bool       `json:"stream"`
+	StreamOptions       *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+	N *int `json:"n"`
+}
+
+// decodeBody reads a JSON body of at most MaxBytesBytes into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &apiError{status: http.StatusRequestEntityTooLarge, typ: errTypeInvalid, code: "request_too_large",
+				msg: fmt.Sprintf("request body exceeds %d bytes", MaxBodyBytes)}
+		}
+		return &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "bad_body", msg: "reading body: " + err.Error()}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("", "missing", "request body is empty; expected a JSON object")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return badRequest(te.Field, "invalid_type", fmt.Sprintf("%s: expected %s, got JSON %s", te.Field, te.Type, te.Value))
+		}
+		// stringList errors carry no field name from encoding/json; the
+		// message says what is wrong.
+		return badRequest("", "malformed_json", "malformed JSON body: "+err.Error())
+	}
+	return nil
+}
+
+// sampling validates and fills the sampling parameters.
+func (g *genRequest) sampling() (SampleParams, *apiError) {
+	sp := SampleParams{
+		Temperature:   defaultTemperature,
+		TopK:          defaultTopK,
+		TopP:          defaultTopP,
+		MinP:          defaultMinP,
+		RepeatPenalty: defaultRepeatPenalty,
+		RepeatLastN:   defaultRepeatLastN,
+		Seed:          rand.Uint64(),
+	}
+	if v := g.Temperature; v != nil {
+		if !(*v >= 0 && *v <= maxTemperature) {
+			return sp, badRequest("temperature", "invalid_value", fmt.Sprintf("temperature must be between 0 and %d", maxTemperature))
+		}
+		sp.Temperature = *v
+	}
+	if v := g.TopK; v != nil {
+		if *v < 0 {
+			return sp, badRequest("top_k", "invalid_value", "top_k must be >= 0 (0 disables it)")
+		}
+		sp.TopK = *v
+	}
+	if v := g.TopP; v != nil {
+		if !(*v > 0 && *v <= 1) {
+			return sp, badRequest("top_p", "invalid_value", "top_p must be in (0, 1]")
+		}
+		sp.TopP = *v
+	}
+	if v := g.MinP; v != nil {
+		if !(*v >= 0 && *v <= 1) {
+			return sp, badRequest("min_p", "invalid_value", "min_p must be in [0, 1]")
+		}
+		sp.MinP = *v
+	}
+	if v := g.RepeatPenalty; v != nil {
+		if !(*v > 0 && *v <= maxRepeatPenalty) {
+			return sp, badRequest("repeat_penalty", "invalid_value", fmt.Sprintf("repeat_penalty must be in (0, %d] (1 disables it)", maxRepeatPenalty))
+		}
+		sp.RepeatPenalty = *v
+	}
+	if v := g.RepeatLastN; v != nil {
+		if *v < 0 {
+			return sp, badRequest("repeat_last_n", "invalid_value", "repeat_last_n must be >= 0")
+		}
+		sp.RepeatLastN = *v
+	}
+	if v := g.Seed; v != nil && *v >= 0 {
+		sp.Seed = uint64(*v)
+	}
+	return sp, nil
+}
+
+// prepare validates g against the model and builds the engine request.
+// chat selects the chat form (messages required, template applied); raw is
+// the native endpoint, where either a prompt or messages may be given.
+func prepare(m Model, g *genRequest, mode endpoint) (GenerateRequest, *apiError) {
+	var gr GenerateRequest
+	if g.N != nil && *g.N != 1 {
+		return gr, badRequest("n", "invalid_value", "only n = 1 is supported")
+	}
+	var text, promptParam string
+	switch {
+	case mode == endpointChat || (mode == endpointInfer && len(g.Messages) > 0):
+		promptParam = "messages"
+		if len(g.Messages) == 0 {
+			return gr, badRequest("messages", "missing", "messages must be a non-empty array")
+		}
+		for i, msg := range g.Messages {
+			if strings.TrimSpace(msg.Role) == "" {
+				return gr, badRequest(fmt.Sprintf("messages[%d].role", i), "missing", "every message needs a role")
+			}
+		}
+		var err error
+		text, err = m.ChatPrompt(g.Messages)
+		if err != nil {
+			return gr, badRequest("messages", "invalid_value", "applying the chat template: "+err.Error())
+		}
+	default:
+		promptParam = "prompt"
+		switch len(g.Prompt) {
+		case 0:
+			if mode == endpointInfer {
+				return gr, badRequest("prompt", "missing", "prompt (or messages) is required")
+			}
+			return gr, badRequest("prompt", "missing", "prompt is required")
+		case 1:
+			text = g.Prompt[0]
+		default:
+			return gr, badRequest("prompt", "invalid_value", "only one prompt per request is supported")
+		}
+		if text == "" {
+			return gr, badRequest("prompt", "missing", "prompt is empty")
+		}
+	}
+
+	ctxLen := m.Info().ContextLength
+	ids := m.Encode(text)
+	if len(ids) == 0 {
+		return gr, badRequest(promptParam, "invalid_value", "prompt tokenizes to nothing")
+	}
+	if len(ids) >= ctxLen {
+		return gr, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "context_length_exceeded", param: promptParam,
+			msg: fmt.Sprintf("prompt is %d tokens; the context holds %d, leaving no room to generate", len(ids), ctxLen)}
+	}
+	room := ctxLen - len(ids)
+
+	maxTokens, maxParam := g.MaxTokens, "max_tokens"
+	if maxTokens == nil && g.MaxCompletionTokens != nil {
+		maxTokens, maxParam = g.MaxCompletionTokens, "max_completion_tokens"
+	}
+	gr.MaxTokens = min(DefaultMaxTokens, room)
+	if maxTokens != nil {
+		if *maxTokens < 1 || *maxTokens > ctxLen {
+			return gr, badRequest(maxParam, "invalid_value", fmt.Sprintf("%s must be between 1 and the context length %d", maxParam, ctxLen))
+		}
+		// Longer than the room left: generate to the end of the context
+		// and finish with "length", as llama.cpp does.
+		gr.MaxTokens = min(*maxTokens, room)
+	}
+
+	if len(g.Stop) > maxStops {
+		return gr, badRequest("stop", "invalid_value", fmt.Sprintf("at most %d stop strings", maxStops))
+	}
+	for _, st := range g.Stop {
+		if st == "" || len(st) > maxStopLen {
+			return gr, badRequest("stop", "invalid_value", fmt.Sprintf("stop strings must be 1..%d bytes", maxStopLen))
+		}
+	}
+	sp, aerr := g.sampling()
+	if aerr != nil {
+		return gr, aerr
+	}
+	gr.Prompt = ids
+	gr.Sample = sp
+	gr.Stop = []string(g.Stop)
+	return gr, nil
+}
+
+type endpoint int
+
+const (
+	endpointInfer endpoint = iota
+	endpointChat
+	endpointCompletion
+)
