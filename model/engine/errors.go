@@ -1,0 +1,31 @@
+// Package engine runs llama-family GGUF models (architectures llama and
+// qwen2) on the CPU: the forward pass with a per-Session f32 KV cache and
+// batched prompt processing, the sampling chain, the generation loop with
+// stop strings, and chat templates.
+//
+// A Model is loaded once (weights stay memory-mapped) and is safe for
+// concurrent use; each Session owns a KV cache and scratch buffers and is used
+// by one goroutine at a time. See DESIGN.md.
+package engine
+
+import "errors"
+
+// Sentinel errors; functions wrap them with %w and add detail.
+var (
+	// ErrContextOverflow: the prompt plus one generated token does not fit
+	// the context window.
+	ErrContextOverflow = errors.New("engine: prompt does not fit the context window")
+	// ErrEmptyPrompt: a generation request without any prompt token.
+	ErrEmptyPrompt = errors.New("engine: empty prompt")
+	// ErrBadRequest: a request field is out of range (token id, sampling
+	// parameter, max tokens).
+	ErrBadRequest = errors.New("engine: bad request")
+	// ErrUnsupportedModel: the GGUF file's architecture or shape is not one
+	// this engine runs.
+	ErrUnsupportedModel = errors.New("engine: unsupported model")
+	// ErrBadModel: the GGUF file lacks a required key or tensor, or a tensor
+	// has the wrong shape.
+	ErrBadModel = errors.New("engine: malformed model")
+	// ErrClosed: the Model was closed.
+	ErrClosed = errors.New("engine: model closed")
+)

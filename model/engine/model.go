@@ -1,0 +1,438 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ardanlabs/jinja"
+
+	"github.com/rbee-project/rbee/model/gguf"
+	"github.com/rbee-project/rbee/model/quant"
+)
+
+// Options configure Load. The zero value is ready to use.
+type Options struct {
+	// Threads is the number of compute goroutines; 0 means all cores.
+	Threads int
+	// ContextSize is the context window in tokens; 0 means the model's
+	// trained context, capped at MaxDefaultContext.
+	ContextSize int
+	// Logger receives load-time notes; nil discards them.
+	Logger *slog.Logger
+}
+
+// MaxDefaultContext caps the context taken from the model when
+// Options.ContextSize is 0: a 128k-context model would otherwise reserve a
+// KV cache of many GiB per Session.
+const MaxDefaultContext = 4096
+
+// defaultTrainContext is used when the model does not say (llama.cpp's
+// n_ctx_train is required; old llama2.c conversions use 2048).
+const defaultTrainContext = 2048
+
+// Info describes a loaded model.
+type Info struct {
+	Name               string
+	Arch               string
+	ContextLength      int // effective context of Sessions
+	TrainContextLength int // {arch}.context_length
+	VocabSize          int
+	Params             int64  // total elements of all tensors
+	Quantization       string // the type holding most weight elements, e.g. "Q4_K"
+	Layers             int
+	Dim                int
+	Heads              int
+	KVHeads            int
+}
+
+type hparams struct {
+	arch     string
+	dim      int
+	nLayer   int
+	nHead    int
+	nHeadKV  int
+	headDim  int
+	ff       int
+	vocab    int
+	eps      float32
+	trainCtx int
+	nCtx     int
+}
+
+type layer struct {
+	attnNorm, ffnNorm []float32
+	wq, wk, wv, wo    *quant.Matrix
+	bq, bk, bv        []float32 // nil when the model has no bias
+	wGate, wUp, wDown *quant.Matrix
+}
+
+// Model is a loaded GGUF model. Its methods are safe for concurrent use.
+// Weights stay memory-mapped until Close; Sessions must not be used after
+// Close.
+type Model struct {
+	file   *gguf.File
+	hp     hparams
+	info   Info
+	tok    *tokenizerT
+	embd   *quant.Matrix
+	outN   []float32
+	output *quant.Matrix
+	layers []layer
+	rope   ropeTable
+	pool   *quant.Pool
+	log    *slog.Logger
+
+	// computeMu serialises forward passes of concurrent Sessions: a
+	// quant.Pool runs one MatMul at a time, and one forward pass already
+	// uses every thread.
+	computeMu sync.Mutex
+
+	chatTmpl *jinja.Template // nil when the model has none or it does not compile
+	chatErr  error
+
+	closed atomic.Bool
+}
+
+// Load opens a GGUF model file (memory-mapped) and prepares it for inference.
+func Load(path string, opts Options) (*Model, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("engine: open %s: %w", path, err)
+	}
+	m, err := newModel(f, opts)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func newModel(f *gguf.File, opts Options) (*Model, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	m := &Model{file: f, log: log}
+	if err := m.readHparams(opts); err != nil {
+		return nil, err
+	}
+	if err := m.loadTensors(); err != nil {
+		return nil, err
+	}
+	tok, err := loadTokenizer(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tokenizer: %w", ErrBadModel, err)
+	}
+	m.tok = tok
+	if tok.VocabSize() != m.hp.vocab {
+		log.Warn("tokenizer and embedding vocab sizes differ", "tokenizer", tok.VocabSize(), "embedding", m.hp.vocab)
+	}
+	if err := m.readRope(); err != nil {
+		return nil, err
+	}
+	m.initChat()
+	threads := opts.Threads
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	m.pool = quant.NewPool(threads)
+	m.info = m.buildInfo()
+	return m, nil
+}
+
+func (m *Model) key(k string) string { return m.hp.arch + "." + k }
+
+func (m *Model) needUint(k string) (int, error) {
+	v, ok := m.file.Uint(m.key(k))
+	if !ok {
+		return 0, fmt.Errorf("%w: missing or non-integer key %s", ErrBadModel, m.key(k))
+	}
+	if v == 0 || v > 1<<24 {
+		return 0, fmt.Errorf("%w: %s = %d out of range", ErrBadModel, m.key(k), v)
+	}
+	return int(v), nil
+}
+
+func (m *Model) optUint(k string, def int) (int, error) {
+	if _, ok := m.file.Get(m.key(k)); !ok {
+		return def, nil
+	}
+	return m.needUint(k)
+}
+
+func (m *Model) readHparams(opts Options) error {
+	arch, ok := m.file.String("general.architecture")
+	if !ok {
+		return fmt.Errorf("%w: missing general.architecture", ErrBadModel)
+	}
+	switch arch {
+	case "llama", "qwen2":
+	default:
+		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2)", ErrUnsupportedModel, arch)
+	}
+	hp := &m.hp
+	hp.arch = arch
+	var err error
+	if hp.dim, err = m.needUint("embedding_length"); err != nil {
+		return err
+	}
+	if hp.nLayer, err = m.needUint("block_count"); err != nil {
+		return err
+	}
+	if hp.ff, err = m.needUint("feed_forward_length"); err != nil {
+		return err
+	}
+	if hp.nHead, err = m.needUint("attention.head_count"); err != nil {
+		return err
+	}
+	if hp.nHeadKV, err = m.optUint("attention.head_count_kv", hp.nHead); err != nil {
+		return err
+	}
+	if hp.dim%hp.nHead != 0 {
+		return fmt.Errorf("%w: embedding_length %d not divisible by head_count %d", ErrUnsupportedModel, hp.dim, hp.nHead)
+	}
+	if hp.headDim, err = m.optUint("attention.key_length", hp.dim/hp.nHead); err != nil {
+		return err
+	}
+	if vl, err := m.optUint("attention.value_length", hp.headDim); err != nil {
+		return err
+	} else if vl != hp.headDim {
+		return fmt.Errorf("%w: value_length %d != key_length %d", ErrUnsupportedModel, vl, hp.headDim)
+	}
+	if hp.nHead%hp.nHeadKV != 0 {
+		return fmt.Errorf("%w: head_count %d not a multiple of head_count_kv %d", ErrUnsupportedModel, hp.nHead, hp.nHeadKV)
+	}
+	hp.eps = 1e-5
+	if v, ok := m.file.Float(m.key("attention.layer_norm_rms_epsilon")); ok {
+		if !(v > 0 && v < 1) {
+			return fmt.Errorf("%w: layer_norm_rms_epsilon %v", ErrBadModel, v)
+		}
+		hp.eps = float32(v)
+	}
+	if hp.trainCtx, err = m.optUint("context_length", defaultTrainContext); err != nil {
+		return err
+	}
+	hp.nCtx = opts.ContextSize
+	if hp.nCtx <= 0 {
+		hp.nCtx = min(hp.trainCtx, MaxDefaultContext)
+	}
+	if hp.nCtx > 1<<20 {
+		return fmt.Errorf("%w: context size %d too large", ErrBadRequest, hp.nCtx)
+	}
+	return nil
+}
+
+func (m *Model) tensor(name string) (*gguf.TensorInfo, bool) { return m.file.Tensor(name) }
+
+// matrix maps a 2-D weight tensor of rows×cols (GGUF dims [cols, rows]).
+func (m *Model) matrix(name string, rows, cols int) (*quant.Matrix, error) {
+	t, ok := m.tensor(name)
+	if !ok {
+		return nil, fmt.Errorf("%w: missing tensor %s", ErrBadModel, name)
+	}
+	if len(t.Dims) != 2 || t.Dims[0] != uint64(cols) || (rows >= 0 && t.Dims[1] != uint64(rows)) {
+		return nil, fmt.Errorf("%w: tensor %s has dims %v, want [%d %d]", ErrBadModel, name, t.Dims, cols, rows)
+	}
+	if _, err := t.Type.RowBytes(cols); err != nil {
+		return nil, fmt.Errorf("%w: tensor %s: %w", ErrUnsupportedModel, name, err)
+	}
+	if _, ok := quant.VecDotType(t.Type); !ok && t.Type != quant.F32 {
+		return nil, fmt.Errorf("%w: tensor %s: no matrix product for type %s", ErrUnsupportedModel, name, t.Type)
+	}
+	data, err := m.file.TensorData(t)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tensor %s: %w", ErrBadModel, name, err)
+	}
+	return &quant.Matrix{Type: t.Type, Rows: int(t.Dims[1]), Cols: cols, Data: data}, nil
+}
+
+// vector dequantises a 1-D tensor of n elements; with optional, a missing
+// tensor gives nil.
+func (m *Model) vector(name string, n int, optional bool) ([]float32, error) {
+	t, ok := m.tensor(name)
+	if !ok {
+		if optional {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: missing tensor %s", ErrBadModel, name)
+	}
+	if len(t.Dims) != 1 || t.Dims[0] != uint64(n) {
+		return nil, fmt.Errorf("%w: tensor %s has dims %v, want [%d]", ErrBadModel, name, t.Dims, n)
+	}
+	data, err := m.file.TensorData(t)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tensor %s: %w", ErrBadModel, name, err)
+	}
+	out := make([]float32, n)
+	if err := quant.Dequantize(t.Type, data, out); err != nil {
+		return nil, fmt.Errorf("%w: tensor %s: %w", ErrUnsupportedModel, name, err)
+	}
+	return out, nil
+}
+
+func (m *Model) loadTensors() error {
+	hp := &m.hp
+	var err error
+	if m.embd, err = m.matrix("token_embd.weight", -1, hp.dim); err != nil {
+		return err
+	}
+	hp.vocab = m.embd.Rows
+	if hp.vocab < 1 {
+		return fmt.Errorf("%w: empty vocabulary", ErrBadModel)
+	}
+	if m.outN, err = m.vector("output_norm.weight", hp.dim, false); err != nil {
+		return err
+	}
+	if _, ok := m.tensor("output.weight"); ok {
+		if m.output, err = m.matrix("output.weight", hp.vocab, hp.dim); err != nil {
+			return err
+		}
+	} else {
+		m.output = m.embd // tied embeddings
+	}
+	qDim, kvDim := hp.nHead*hp.headDim, hp.nHeadKV*hp.headDim
+	m.layers = make([]layer, hp.nLayer)
+	for i := range m.layers {
+		l := &m.layers[i]
+		p := "blk." + strconv.Itoa(i) + "."
+		steps := []struct {
+			dst        **quant.Matrix
+			name       string
+			rows, cols int
+		}{
+			{&l.wq, "attn_q.weight", qDim, hp.dim},
+			{&l.wk, "attn_k.weight", kvDim, hp.dim},
+			{&l.wv, "attn_v.weight", kvDim, hp.dim},
+			{&l.wo, "attn_output.weight", hp.dim, qDim},
+			{&l.wGate, "ffn_gate.weight", hp.ff, hp.dim},
+			{&l.wUp, "ffn_up.weight", hp.ff, hp.dim},
+			{&l.wDown, "ffn_down.weight", hp.dim, hp.ff},
+		}
+		for _, s := range steps {
+			if *s.dst, err = m.matrix(p+s.name, s.rows, s.cols); err != nil {
+				return err
+			}
+		}
+		if l.attnNorm, err = m.vector(p+"attn_norm.weight", hp.dim, false); err != nil {
+			return err
+		}
+		if l.ffnNorm, err = m.vector(p+"ffn_norm.weight", hp.dim, false); err != nil {
+			return err
+		}
+		if l.bq, err = m.vector(p+"attn_q.bias", qDim, true); err != nil {
+			return err
+		}
+		if l.bk, err = m.vector(p+"attn_k.bias", kvDim, true); err != nil {
+			return err
+		}
+		if l.bv, err = m.vector(p+"attn_v.bias", kvDim, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Model) readRope() error {
+	hp := &m.hp
+	p := ropeParams{mode: ropeNorm, freqBase: 10000, freqScale: 1, attnFactor: 1, origCtx: hp.trainCtx}
+	if hp.arch == "qwen2" {
+		p.mode = ropeNeox
+	}
+	var err error
+	if p.nRot, err = m.optUint("rope.dimension_count", hp.headDim); err != nil {
+		return err
+	}
+	if p.nRot%2 != 0 || p.nRot > hp.headDim {
+		return fmt.Errorf("%w: rope.dimension_count %d (head_dim %d)", ErrBadModel, p.nRot, hp.headDim)
+	}
+	if v, ok := m.file.Float(m.key("rope.freq_base")); ok {
+		if !(v > 1) {
+			return fmt.Errorf("%w: rope.freq_base %v", ErrBadModel, v)
+		}
+		p.freqBase = float32(v)
+	}
+	factor := 0.0
+	if v, ok := m.file.Float(m.key("rope.scaling.factor")); ok {
+		factor = v
+	} else if v, ok := m.file.Float(m.key("rope.scale_linear")); ok {
+		factor = v
+	}
+	typ, _ := m.file.String(m.key("rope.scaling.type"))
+	if typ == "" && factor > 0 && factor != 1 {
+		typ = "linear"
+	}
+	switch typ {
+	case "", "none":
+	case "linear", "yarn":
+		if !(factor > 0) {
+			return fmt.Errorf("%w: rope scaling %s without a positive factor", ErrBadModel, typ)
+		}
+		p.freqScale = float32(1 / factor)
+		if typ == "yarn" {
+			p.extFactor = 1
+			if p.origCtx, err = m.optUint("rope.scaling.original_context_length", hp.trainCtx); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("%w: rope scaling type %q", ErrUnsupportedModel, typ)
+	}
+	if p.freqFactor, err = m.vector("rope_freqs.weight", p.nRot/2, true); err != nil {
+		return err
+	}
+	m.rope = newRopeTable(p, hp.nCtx)
+	return nil
+}
+
+func (m *Model) buildInfo() Info {
+	hp := m.hp
+	name, _ := m.file.String("general.name")
+	var params int64
+	byType := map[quant.Type]uint64{}
+	for i := range m.file.Tensors {
+		t := &m.file.Tensors[i]
+		n := t.NumElements()
+		params += int64(n)
+		if len(t.Dims) == 2 {
+			byType[t.Type] += n
+		}
+	}
+	var best quant.Type
+	var bestN uint64
+	for t, n := range byType {
+		if n > bestN || (n == bestN && t < best) {
+			best, bestN = t, n
+		}
+	}
+	return Info{
+		Name: name, Arch: hp.arch, ContextLength: hp.nCtx, TrainContextLength: hp.trainCtx,
+		VocabSize: hp.vocab, Params: params, Quantization: best.String(),
+		Layers: hp.nLayer, Dim: hp.dim, Heads: hp.nHead, KVHeads: hp.nHeadKV,
+	}
+}
+
+// Info describes the model.
+func (m *Model) Info() Info { return m.info }
+
+// Tokenizer returns the model's tokenizer.
+func (m *Model) Tokenizer() *tokenizerT { return m.tok }
+
+// File returns the underlying GGUF file (valid until Close).
+func (m *Model) File() *gguf.File { return m.file }
+
+// Close stops the compute pool and unmaps the weights. Sessions must not be
+// used afterwards. Close is idempotent.
+func (m *Model) Close() error {
+	if m.closed.Swap(true) {
+		return nil
+	}
+	m.computeMu.Lock()
+	defer m.computeMu.Unlock()
+	m.pool.Close()
+	return m.file.Close()
+}
