@@ -1,0 +1,692 @@
+// Package consensus runs rbee's Raft group: bootstrap, a leader loop that
+// turns gossip membership into raft servers and registry entries, and write
+// forwarding from followers to the leader.
+//
+// The replicated state is an *fsm.FSM. The transport is raft's
+// NetworkTransport over a Network supplied by the node (libp2p in
+// production, TCP in tests); raft server ids and addresses are peer ids.
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/rbee-project/rbee/fsm"
+)
+
+// Errors returned (wrapped) by this package.
+var (
+	// ErrNoLeader: no leader was known before the context ended.
+	ErrNoLeader = errors.New("consensus: no leader")
+	// ErrNotLeader: the call needs this server to be the leader.
+	ErrNotLeader = errors.New("consensus: not the leader")
+	// ErrClosed: Close was called (or Start never was).
+	ErrClosed = errors.New("consensus: closed")
+	// ErrRejected: the registry rejected the command; the error also wraps
+	// the fsm sentinel (fsm.ErrInvalid, fsm.ErrNotFound, ...).
+	ErrRejected = errors.New("consensus: command rejected")
+	// ErrConfig: the Config is invalid.
+	ErrConfig = errors.New("consensus: invalid config")
+	// ErrForward: a forwarded request failed in transit or the peer answered
+	// with an error that is not a registry rejection.
+	ErrForward = errors.New("consensus: forward failed")
+)
+
+// MemberState is a member's gossip state.
+type MemberState int
+
+// Member states. The zero value is invalid so that a forgotten field is
+// never mistaken for "alive".
+const (
+	MemberAlive MemberState = iota + 1
+	MemberSuspect
+	MemberFailed
+	MemberLeft
+)
+
+// String returns the lower-case state name.
+func (s MemberState) String() string {
+	switch s {
+	case MemberAlive:
+		return "alive"
+	case MemberSuspect:
+		return "suspect"
+	case MemberFailed:
+		return "failed"
+	case MemberLeft:
+		return "left"
+	}
+	return "MemberState(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Member is one gossip member as the node sees it. ID is the peer id.
+type Member struct {
+	ID              string
+	Name            string
+	HTTPAddr        string
+	GossipAddr      string
+	P2PAddrs        []string
+	Version         string
+	State           MemberState
+	BootstrapExpect int
+}
+
+// Server is one server of the raft configuration.
+type Server struct {
+	ID       string
+	Address  string
+	Suffrage string // "voter" or "nonvoter"
+}
+
+// Profiles select raft timings.
+const (
+	// ProfileLAN: a new leader in about 0.5–1.1 s after a leader dies.
+	ProfileLAN = "lan"
+	// ProfileLocal: tighter timings for in-process clusters (tests).
+	ProfileLocal = "local"
+)
+
+// Config configures a Consensus. Start from DefaultConfig.
+type Config struct {
+	// DataDir holds raft/raft.db (log and stable store) and raft/snapshots.
+	DataDir string
+	// LocalID is this server's peer id; it must equal Network.LocalID().
+	LocalID string
+	// LocalName is the human name of this node (for logs).
+	LocalName string
+	// BootstrapExpect: 0 bootstraps a single-node cluster unless Join is
+	// set; N>0 waits for N alive members announcing the same N.
+	BootstrapExpect int
+	// Join: the node was started to join an existing cluster; it never
+	// bootstraps alone (it waits to be added by the leader).
+	Join bool
+	// MaxVoters caps the voters; further members become non-voters.
+	MaxVoters int
+	// Network reaches the other servers.
+	Network Network
+	// FSM is the replicated registry.
+	FSM *fsm.FSM
+	// Members returns the gossip view, including failed and left members
+	// for as long as gossip remembers them: a member absent from the list
+	// is reaped. Called from the leader and bootstrap loops; must be safe
+	// for concurrent use and fast. Nil means "no members".
+	Members func() []Member
+	// Profile is ProfileLAN or ProfileLocal.
+	Profile string
+	// ReconcileInterval is the period of the leader's full reconcile pass
+	// (membership kicks trigger one at once as well).
+	ReconcileInterval time.Duration
+	// ApplyTimeout bounds one raft apply or membership change attempt.
+	ApplyTimeout time.Duration
+	// TrailingLogs is how many log entries stay after a snapshot (0: raft's
+	// default, 10240). Small values force followers that were away to
+	// catch up by snapshot.
+	TrailingLogs uint64
+	// SnapshotThreshold is how many new entries trigger a snapshot (0:
+	// raft's default, 8192).
+	SnapshotThreshold uint64
+	// Logger receives consensus and raft logs; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the production defaults; callers set DataDir,
+// LocalID, Network, FSM and Members.
+func DefaultConfig() Config {
+	return Config{
+		MaxVoters:         5,                // 5 voters tolerate 2 failures; more only slow commits
+		Profile:           ProfileLAN,       //
+		ReconcileInterval: 30 * time.Second, // kicks do the prompt work; the pass repairs missed events
+		ApplyTimeout:      10 * time.Second, // far above a LAN commit (ms), below a user's patience
+	}
+}
+
+type timings struct {
+	heartbeat, election, lease, commit time.Duration
+	bootstrapPoll                      time.Duration
+}
+
+// profileTimings: raft's followers start an election after a random
+// heartbeat timeout in [HT, 2·HT); a LAN round trip is ~1 ms, so HT=500 ms
+// gives a new leader within about 0.5–1.1 s without spurious elections.
+// LeaderLeaseTimeout must not exceed HT.
+func profileTimings(p string) (timings, error) {
+	switch p {
+	case ProfileLAN, "":
+		return timings{500 * time.Millisecond, 500 * time.Millisecond, 250 * time.Millisecond, 50 * time.Millisecond, time.Second}, nil
+	case ProfileLocal:
+		return timings{300 * time.Millisecond, 300 * time.Millisecond, 150 * time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond}, nil
+	}
+	return timings{}, fmt.Errorf("%w: unknown profile %q", ErrConfig, p)
+}
+
+// Bootstrap states reported by Stats()["bootstrap"].
+const (
+	bootExisting  = "existing-state"
+	bootJoin      = "join"
+	bootWaiting   = "waiting"
+	bootConflict  = "conflict"
+	bootDone      = "bootstrapped"
+	bootJoinedIn  = "joined-existing"
+	bootNotStated = "not-started"
+)
+
+// LeaderEvent is sent to leadership subscribers when the known leader
+// changes ("" while there is none).
+type LeaderEvent struct {
+	LeaderID string
+	IsLeader bool
+}
+
+// leaderSubBuffer: leadership changes are rare; 16 absorbs a flapping burst.
+const leaderSubBuffer = 16
+
+// Consensus is one raft server. All methods are safe for concurrent use.
+type Consensus struct {
+	cfg Config
+	log *slog.Logger
+	tm  timings
+
+	store *raftboltdb.BoltStore
+	snaps raft.SnapshotStore
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex // guards raft, transport, started
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	started   bool
+	closeOnce sync.Once
+	closed    atomic.Bool
+
+	kickLeader chan struct{}
+	kickBoot   chan struct{}
+	notifyCh   chan bool
+	obsCh      chan raft.Observation
+	observer   *raft.Observer
+
+	bootstrap     atomic.Value // string
+	leaderChanges atomic.Uint64
+
+	subMu sync.Mutex
+	subs  map[chan LeaderEvent]struct{}
+
+	leftMu sync.Mutex
+	left   map[string]time.Time // servers that asked to leave, by id
+}
+
+// New validates cfg and opens the stores under DataDir. Nothing runs until
+// Start.
+func New(cfg Config) (*Consensus, error) {
+	switch {
+	case cfg.DataDir == "":
+		return nil, fmt.Errorf("%w: DataDir is empty", ErrConfig)
+	case cfg.LocalID == "":
+		return nil, fmt.Errorf("%w: LocalID is empty", ErrConfig)
+	case cfg.Network == nil:
+		return nil, fmt.Errorf("%w: Network is nil", ErrConfig)
+	case cfg.FSM == nil:
+		return nil, fmt.Errorf("%w: FSM is nil", ErrConfig)
+	case cfg.Network.LocalID() != cfg.LocalID:
+		return nil, fmt.Errorf("%w: LocalID %q differs from Network.LocalID %q", ErrConfig, cfg.LocalID, cfg.Network.LocalID())
+	case cfg.BootstrapExpect < 0:
+		return nil, fmt.Errorf("%w: BootstrapExpect %d", ErrConfig, cfg.BootstrapExpect)
+	}
+	def := DefaultConfig()
+	if cfg.MaxVoters <= 0 {
+		cfg.MaxVoters = def.MaxVoters
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = def.ReconcileInterval
+	}
+	if cfg.ApplyTimeout <= 0 {
+		cfg.ApplyTimeout = def.ApplyTimeout
+	}
+	if cfg.Members == nil {
+		cfg.Members = func() []Member { return nil }
+	}
+	tm, err := profileTimings(cfg.Profile)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "consensus")
+
+	dir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("consensus: create %s: %w", dir, err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: boltOptions()})
+	if err != nil {
+		return nil, fmt.Errorf("consensus: open raft.db: %w", err)
+	}
+	// Retain 2 snapshots: the newest, plus one in case the newest is bad.
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLogger(log, "snapshots"))
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("consensus: snapshot store: %w", err)
+	}
+	c := &Consensus{
+		cfg:        cfg,
+		log:        log,
+		tm:         tm,
+		store:      store,
+		snaps:      snaps,
+		kickLeader: make(chan struct{}, 1),
+		kickBoot:   make(chan struct{}, 1),
+		notifyCh:   make(chan bool, 16),
+		obsCh:      make(chan raft.Observation, 64),
+		subs:       map[chan LeaderEvent]struct{}{},
+		left:       map[string]time.Time{},
+	}
+	c.bootstrap.Store(bootNotStated)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// Start creates the raft server, serves forwarded requests, and bootstraps
+// if the configuration says so (never over existing state). It returns
+// once raft runs; bootstrap-expect waits in the background. ctx only
+// bounds the start itself.
+func (c *Consensus) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if c.started {
+		return errors.New("consensus: already started")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.started = true
+
+	hasState, err := raft.HasExistingState(c.store, c.store, c.snaps)
+	if err != nil {
+		return fmt.Errorf("consensus: read raft state: %w", err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(c.cfg.LocalID)
+	rc.HeartbeatTimeout = c.tm.heartbeat
+	rc.ElectionTimeout = c.tm.election
+	rc.LeaderLeaseTimeout = c.tm.lease
+	rc.CommitTimeout = c.tm.commit
+	rc.ShutdownOnRemove = false
+	rc.NotifyCh = c.notifyCh
+	rc.Logger = newHCLogger(c.log, "raft")
+	if c.cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = c.cfg.TrailingLogs
+	}
+	if c.cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = c.cfg.SnapshotThreshold
+	}
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+
+	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener()}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  sl,
+		MaxPool: 3,                // raft's default pool size per peer
+		Timeout: 10 * time.Second, // I/O deadline of one RPC; snapshots stream in chunks
+		Logger:  newHCLogger(c.log, "raft-net"),
+	})
+	r, err := raft.NewRaft(rc, c.cfg.FSM, c.store, c.store, c.snaps, trans)
+	if err != nil {
+		trans.Close()
+		return fmt.Errorf("consensus: start raft: %w", err)
+	}
+	c.raft, c.transport = r, trans
+	c.observer = raft.NewObserver(c.obsCh, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r.RegisterObserver(c.observer)
+
+	c.wg.Add(3)
+	go c.serveForward(c.cfg.Network.ForwardListener())
+	go c.monitorLeadership()
+	go c.observe()
+
+	switch {
+	case hasState:
+		c.bootstrap.Store(bootExisting)
+		c.log.Info("raft has existing state; not bootstrapping")
+	case c.cfg.BootstrapExpect == 0 && c.cfg.Join:
+		c.bootstrap.Store(bootJoin)
+		c.log.Info("joining: waiting for a leader to add this server")
+	case c.cfg.BootstrapExpect <= 1:
+		err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			ID: raft.ServerID(c.cfg.LocalID), Address: raft.ServerAddress(c.cfg.LocalID), Suffrage: raft.Voter,
+		}}}).Error()
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("consensus: bootstrap: %w", err)
+		}
+		c.bootstrap.Store(bootDone)
+		c.log.Info("bootstrapped single-server cluster")
+	default:
+		c.bootstrap.Store(bootWaiting)
+		c.wg.Add(1)
+		go c.bootstrapLoop()
+	}
+	return nil
+}
+
+// Close stops raft, the loops and the listeners, and closes the stores. It
+// does not leave the cluster (see Leave). Safe to call more than once.
+func (c *Consensus) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.cancel()
+		c.mu.Lock()
+		r, trans, started := c.raft, c.transport, c.started
+		c.mu.Unlock()
+		if r != nil {
+			if e := r.Shutdown().Error(); e != nil {
+				err = errors.Join(err, e)
+			}
+			r.DeregisterObserver(c.observer)
+		}
+		if trans != nil {
+			_ = trans.Close()
+		}
+		if started {
+			_ = c.cfg.Network.ForwardListener().Close()
+		}
+		c.wg.Wait()
+		if e := c.store.Close(); e != nil {
+			err = errors.Join(err, e)
+		}
+		c.subMu.Lock()
+		for ch := range c.subs {
+			close(ch)
+		}
+		c.subs = map[chan LeaderEvent]struct{}{}
+		c.subMu.Unlock()
+	})
+	return err
+}
+
+// running returns the raft server, or ErrClosed.
+func (c *Consensus) running() (*raft.Raft, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.raft == nil {
+		return nil, ErrClosed
+	}
+	return c.raft, nil
+}
+
+// MembershipChanged tells the leader loop (and a waiting bootstrap) that
+// gossip membership changed. It never blocks; kicks coalesce.
+func (c *Consensus) MembershipChanged() {
+	for _, ch := range []chan struct{}{c.kickLeader, c.kickBoot} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// IsLeader reports whether this server is the leader now.
+func (c *Consensus) IsLeader() bool {
+	r, err := c.running()
+	return err == nil && r.State() == raft.Leader
+}
+
+// LeaderID returns the current leader's id, "" when none is known.
+func (c *Consensus) LeaderID() string {
+	r, err := c.running()
+	if err != nil {
+		return ""
+	}
+	_, id := r.LeaderWithID()
+	return string(id)
+}
+
+// State returns the raft state: "Follower", "Candidate", "Leader" or
+// "Shutdown".
+func (c *Consensus) State() string {
+	r, err := c.running()
+	if err != nil {
+		return raft.Shutdown.String()
+	}
+	return r.State().String()
+}
+
+// Servers returns the latest raft configuration, sorted by id.
+func (c *Consensus) Servers() ([]Server, error) {
+	r, err := c.running()
+	if err != nil {
+		return nil, err
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("consensus: configuration: %w", err)
+	}
+	var out []Server
+	for _, s := range f.Configuration().Servers {
+		suf := "voter"
+		if s.Suffrage != raft.Voter {
+			suf = "nonvoter"
+		}
+		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Suffrage: suf})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Stats returns raft's stats plus "bootstrap" (the bootstrap state),
+// "leader_id" and "leader_changes" (leader changes seen by this server).
+func (c *Consensus) Stats() map[string]string {
+	out := map[string]string{}
+	if r, err := c.running(); err == nil {
+		out = r.Stats()
+	}
+	out["bootstrap"] = c.bootstrap.Load().(string)
+	out["leader_id"] = c.LeaderID()
+	out["leader_changes"] = strconv.FormatUint(c.leaderChanges.Load(), 10)
+	return out
+}
+
+// LeaderChanges returns how many times this server saw a new leader.
+func (c *Consensus) LeaderChanges() uint64 { return c.leaderChanges.Load() }
+
+// SubscribeLeadership returns a channel of leader changes and a function
+// that ends the subscription. Sends never block; a full buffer drops events
+// (re-read LeaderID/IsLeader). The channel is closed by cancel or Close.
+func (c *Consensus) SubscribeLeadership() (<-chan LeaderEvent, func()) {
+	ch := make(chan LeaderEvent, leaderSubBuffer)
+	c.subMu.Lock()
+	if c.closed.Load() {
+		c.subMu.Unlock()
+		close(ch)
+		return ch, func() {}
+	}
+	c.subs[ch] = struct{}{}
+	c.subMu.Unlock()
+	return ch, func() {
+		c.subMu.Lock()
+		defer c.subMu.Unlock()
+		if _, ok := c.subs[ch]; ok {
+			delete(c.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+// Barrier waits until every preceding log entry is applied to the local
+// FSM. Leader only.
+func (c *Consensus) Barrier(ctx context.Context) error {
+	r, err := c.running()
+	if err != nil {
+		return err
+	}
+	if r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	return translate(r.Barrier(c.timeout(ctx)).Error())
+}
+
+// LeadershipTransfer hands leadership to another voter and waits for the
+// transfer to finish. Leader only.
+func (c *Consensus) LeadershipTransfer(ctx context.Context) error {
+	r, err := c.running()
+	if err != nil {
+		return err
+	}
+	if r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	return translate(waitFuture(ctx, r.LeadershipTransfer()))
+}
+
+// Snapshot asks raft to take a snapshot now (and compact the log).
+func (c *Consensus) Snapshot() error {
+	r, err := c.running()
+	if err != nil {
+		return err
+	}
+	return translate(r.Snapshot().Error())
+}
+
+// timeout returns the time left in ctx, capped at ApplyTimeout.
+func (c *Consensus) timeout(ctx context.Context) time.Duration {
+	d := c.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl); left < d {
+			d = left
+		}
+	}
+	if d <= 0 {
+		d = time.Millisecond
+	}
+	return d
+}
+
+// waitFuture waits for f or ctx.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// translate maps raft errors to this package's sentinels.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %v", ErrClosed, err)
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return err
+}
+
+// monitorLeadership starts the leader loop when this server becomes the
+// leader and stops it when it loses leadership.
+func (c *Consensus) monitorLeadership() {
+	defer c.wg.Done()
+	var run *leaderRun
+	defer func() { run.stop() }()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case isLeader := <-c.notifyCh:
+			switch {
+			case isLeader && run == nil:
+				c.log.Info("gained leadership")
+				run = c.startLeaderLoop()
+			case !isLeader && run != nil:
+				c.log.Info("lost leadership")
+				run.stop()
+				run = nil
+			}
+		}
+	}
+}
+
+// leaderRun is one running leader loop.
+type leaderRun struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (c *Consensus) startLeaderLoop() *leaderRun {
+	ctx, cancel := context.WithCancel(c.ctx)
+	run := &leaderRun{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(run.done)
+		c.leaderLoop(ctx)
+	}()
+	return run
+}
+
+// stop cancels the loop and waits for it; nil-safe.
+func (l *leaderRun) stop() {
+	if l == nil {
+		return
+	}
+	l.cancel()
+	<-l.done
+}
+
+// observe counts leader changes and fans them out to subscribers.
+func (c *Consensus) observe() {
+	defer c.wg.Done()
+	last := ""
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case o := <-c.obsCh:
+			lo, ok := o.Data.(raft.LeaderObservation)
+			if !ok {
+				continue
+			}
+			id := string(lo.LeaderID)
+			if id != "" && id != last {
+				c.leaderChanges.Add(1)
+			}
+			last = id
+			ev := LeaderEvent{LeaderID: id, IsLeader: id == c.cfg.LocalID}
+			c.subMu.Lock()
+			for ch := range c.subs {
+				select {
+				case ch <- ev:
+				default:
+				}
+			}
+			c.subMu.Unlock()
+		}
+	}
+}

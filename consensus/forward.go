@@ -1,0 +1,407 @@
+package consensus
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/rbee-project/rbee/fsm"
+)
+
+// Forward protocol (ConnForward), one request per connection:
+//
+//	request:  uint32 big-endian length n, then n bytes: op byte + body
+//	response: uint32 big-endian length n, then n bytes of JSON forwardResponse
+//
+// Ops are append-only like fsm command types.
+const (
+	opApply  byte = 1 // body: an encoded fsm command
+	opStatus byte = 2 // body: empty; answers peerStatus
+	opRemove byte = 3 // body: the server id to remove (a leaving server)
+
+	// maxFrame caps both directions: the largest command plus headroom.
+	maxFrame = fsm.MaxCommandSize + 1024
+	// forwardIOTimeout bounds one forwarded exchange when ctx has no
+	// earlier deadline: an apply on a healthy LAN cluster takes ms.
+	forwardIOTimeout = 15 * time.Second
+)
+
+// Response codes.
+const (
+	codeOK        = "ok"
+	codeNotLeader = "not_leader"
+	codeRejected  = "rejected" // registry rejected the command; FSMCode says why
+	codeError     = "error"
+)
+
+type forwardResponse struct {
+	Code    string      `json:"code"`
+	FSMCode string      `json:"fsm_code,omitempty"`
+	Message string      `json:"message,omitempty"`
+	Result  *fsm.Result `json:"result,omitempty"`
+	Status  *peerStatus `json:"status,omitempty"`
+}
+
+// peerStatus is what a server tells a bootstrapping peer.
+type peerStatus struct {
+	ID       string `json:"id"`
+	HasState bool   `json:"has_state"`
+	LeaderID string `json:"leader_id,omitempty"`
+}
+
+var errFrameTooLarge = errors.New("frame too large")
+
+func writeFrame(w io.Writer, payload []byte) error {
+	if len(payload) > maxFrame {
+		return errFrameTooLarge
+	}
+	buf := make([]byte, 4+len(payload))
+	binary.BigEndian.PutUint32(buf, uint32(len(payload)))
+	copy(buf[4:], payload)
+	_, err := w.Write(buf)
+	return err
+}
+
+func readFrame(r io.Reader) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > maxFrame {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", errFrameTooLarge, n, maxFrame)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// parseRequest splits a request frame into op and body.
+func parseRequest(frame []byte) (byte, []byte, error) {
+	if len(frame) == 0 {
+		return 0, nil, errors.New("empty request")
+	}
+	switch frame[0] {
+	case opApply, opStatus, opRemove:
+		return frame[0], frame[1:], nil
+	}
+	return 0, nil, fmt.Errorf("unknown op %d", frame[0])
+}
+
+// serveForward accepts forwarded requests until the listener closes.
+func (c *Consensus) serveForward(ln net.Listener) {
+	defer c.wg.Done()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if c.closed.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			c.log.Warn("forward accept failed", "err", err)
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.handleForward(conn)
+		}()
+	}
+}
+
+func (c *Consensus) handleForward(conn net.Conn) {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(forwardIOTimeout))
+	frame, err := readFrame(conn)
+	if err != nil {
+		c.log.Debug("forward read failed", "err", err)
+		return
+	}
+	resp := c.handleRequest(frame)
+	out, err := json.Marshal(resp)
+	if err != nil {
+		return
+	}
+	if err := writeFrame(conn, out); err != nil {
+		c.log.Debug("forward write failed", "err", err)
+	}
+}
+
+// handleRequest executes one request frame. It never forwards further: a
+// server that is not the leader answers not_leader and the caller retries.
+func (c *Consensus) handleRequest(frame []byte) forwardResponse {
+	op, body, err := parseRequest(frame)
+	if err != nil {
+		return forwardResponse{Code: codeError, Message: err.Error()}
+	}
+	r, err := c.running()
+	if err != nil {
+		return forwardResponse{Code: codeError, Message: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ApplyTimeout)
+	defer cancel()
+	switch op {
+	case opStatus:
+		_, leader := r.LeaderWithID()
+		return forwardResponse{Code: codeOK, Status: &peerStatus{
+			ID: c.cfg.LocalID, HasState: r.LastIndex() > 0, LeaderID: string(leader),
+		}}
+	case opApply:
+		if r.State() != raft.Leader {
+			return forwardResponse{Code: codeNotLeader}
+		}
+		res, err := c.applyLocal(r, ctx, body)
+		return responseFor(res, err)
+	case opRemove:
+		if r.State() != raft.Leader {
+			return forwardResponse{Code: codeNotLeader}
+		}
+		id := string(body)
+		if id == "" || id == c.cfg.LocalID {
+			return forwardResponse{Code: codeError, Message: "refusing to remove " + fmt.Sprintf("%q", id)}
+		}
+		c.markLeaving(id)
+		if err := r.RemoveServer(raft.ServerID(id), 0, c.timeout(ctx)).Error(); err != nil {
+			return responseFor(nil, translate(err))
+		}
+		c.log.Info("removed leaving server", "id", id)
+		return forwardResponse{Code: codeOK}
+	}
+	return forwardResponse{Code: codeError, Message: "unreachable"}
+}
+
+func responseFor(res *fsm.Result, err error) forwardResponse {
+	switch {
+	case err == nil:
+		return forwardResponse{Code: codeOK, Result: res}
+	case errors.Is(err, ErrRejected):
+		return forwardResponse{Code: codeRejected, FSMCode: fsm.ErrorCode(err), Message: err.Error()}
+	case errors.Is(err, ErrNotLeader):
+		return forwardResponse{Code: codeNotLeader, Message: err.Error()}
+	}
+	return forwardResponse{Code: codeError, Message: err.Error()}
+}
+
+// errFromResponse turns a non-ok response into an error.
+func errFromResponse(resp forwardResponse) error {
+	switch resp.Code {
+	case codeOK:
+		return nil
+	case codeNotLeader:
+		return ErrNotLeader
+	case codeRejected:
+		return fmt.Errorf("%w: %w", ErrRejected, fsm.ErrorFromCode(resp.FSMCode, resp.Message))
+	}
+	return fmt.Errorf("%w: remote: %s", ErrForward, resp.Message)
+}
+
+// call sends one request to server id and returns its response.
+func (c *Consensus) call(ctx context.Context, id string, op byte, body []byte) (forwardResponse, error) {
+	if len(body)+1 > maxFrame {
+		return forwardResponse{}, fmt.Errorf("%w: request of %d bytes", ErrForward, len(body)+1)
+	}
+	ctx, cancel := context.WithTimeout(ctx, forwardIOTimeout)
+	defer cancel()
+	conn, err := c.cfg.Network.Dial(ctx, id, ConnForward)
+	if err != nil {
+		return forwardResponse{}, fmt.Errorf("%w: dial %s: %v", ErrForward, id, err)
+	}
+	defer conn.Close()
+	dl, _ := ctx.Deadline()
+	_ = conn.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := writeFrame(conn, append([]byte{op}, body...)); err != nil {
+		return forwardResponse{}, fmt.Errorf("%w: write to %s: %v", ErrForward, id, err)
+	}
+	frame, err := readFrame(conn)
+	if err != nil {
+		return forwardResponse{}, fmt.Errorf("%w: read from %s: %v", ErrForward, id, err)
+	}
+	var resp forwardResponse
+	if err := json.Unmarshal(frame, &resp); err != nil {
+		return forwardResponse{}, fmt.Errorf("%w: bad response from %s: %v", ErrForward, id, err)
+	}
+	return resp, nil
+}
+
+// applyLocal applies cmd through raft on this (leader) server.
+func (c *Consensus) applyLocal(r *raft.Raft, ctx context.Context, cmd []byte) (*fsm.Result, error) {
+	f := r.Apply(cmd, c.timeout(ctx))
+	if err := waitFuture(ctx, f); err != nil {
+		return nil, translate(err)
+	}
+	switch v := f.Response().(type) {
+	case fsm.Result:
+		return &v, nil
+	case error:
+		return nil, fmt.Errorf("%w: %w", ErrRejected, v)
+	}
+	return nil, fmt.Errorf("%w: unexpected fsm response %T", ErrForward, f.Response())
+}
+
+// retryable reports whether an Apply attempt may be repeated: the leader
+// changed or could not be reached. A command whose leader lost leadership
+// while committing may already be applied; registry commands are
+// idempotent upserts and deletes, so repeating them is harmless.
+func retryable(err error) bool {
+	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrForward) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrEnqueueTimeout)
+}
+
+// Apply commits an encoded fsm command (see fsm.Encode) and returns the
+// fsm.Result. On the leader it goes through raft directly; on a follower it
+// is forwarded to the leader. While there is no leader, or the leader
+// changes, Apply retries with backoff until ctx ends; then it returns an
+// error wrapping ErrNoLeader (and ctx.Err()). A command the registry
+// rejects returns an error wrapping ErrRejected and the fsm sentinel.
+func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
+	if len(cmd) == 0 || len(cmd) > fsm.MaxCommandSize {
+		return nil, fmt.Errorf("%w: %w: command of %d bytes", ErrRejected, fsm.ErrMalformed, len(cmd))
+	}
+	backoff := 10 * time.Millisecond
+	var lastErr error
+	for {
+		r, err := c.running()
+		if err != nil {
+			return nil, err
+		}
+		var res *fsm.Result
+		if r.State() == raft.Leader {
+			res, err = c.applyLocal(r, ctx, cmd)
+		} else if _, leader := r.LeaderWithID(); leader != "" {
+			var resp forwardResponse
+			resp, err = c.call(ctx, string(leader), opApply, cmd)
+			if err == nil {
+				err = errFromResponse(resp)
+				res = resp.Result
+				if err == nil && res == nil {
+					err = fmt.Errorf("%w: ok response without result", ErrForward)
+				}
+			}
+		} else {
+			err = nil
+		}
+		if err == nil && res != nil {
+			return *res, nil
+		}
+		if err != nil && !retryable(err) {
+			return nil, err
+		}
+		if err != nil {
+			lastErr = err
+			c.log.Debug("apply attempt failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			if lastErr != nil {
+				return nil, fmt.Errorf("%w: %w (last error: %v)", ErrNoLeader, ctx.Err(), lastErr)
+			}
+			return nil, fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+// queryStatus asks a peer whether it already has raft state.
+func (c *Consensus) queryStatus(ctx context.Context, id string) (peerStatus, error) {
+	resp, err := c.call(ctx, id, opStatus, nil)
+	if err != nil {
+		return peerStatus{}, err
+	}
+	if err := errFromResponse(resp); err != nil {
+		return peerStatus{}, err
+	}
+	if resp.Status == nil {
+		return peerStatus{}, fmt.Errorf("%w: status response without status", ErrForward)
+	}
+	return *resp.Status, nil
+}
+
+// Leave removes this server from the raft configuration gracefully: a
+// leader first transfers leadership, then the (new) leader is asked to
+// remove this server. A server that is the only voter has nobody to hand
+// over to and returns nil after logging. Call it before the gossip leave;
+// the leader will not re-add a server that asked to leave for a while.
+// Leave does not Close.
+func (c *Consensus) Leave(ctx context.Context) error {
+	r, err := c.running()
+	if err != nil {
+		return err
+	}
+	if r.State() == raft.Leader {
+		servers, err := c.Servers()
+		if err != nil {
+			return err
+		}
+		voters := 0
+		for _, s := range servers {
+			if s.Suffrage == "voter" && s.ID != c.cfg.LocalID {
+				voters++
+			}
+		}
+		if voters == 0 {
+			c.log.Warn("leave: this is the only voter; nothing to hand over")
+			return nil
+		}
+		if err := c.LeadershipTransfer(ctx); err != nil {
+			return fmt.Errorf("consensus: leave: leadership transfer: %w", err)
+		}
+	}
+	backoff := 20 * time.Millisecond
+	for {
+		var err error
+		_, leader := r.LeaderWithID()
+		switch {
+		case r.State() == raft.Leader:
+			err = ErrNotLeader // leadership came back (transfer raced); try again
+			if e := c.LeadershipTransfer(ctx); e != nil {
+				err = e
+			}
+		case leader != "":
+			var resp forwardResponse
+			resp, err = c.call(ctx, string(leader), opRemove, []byte(c.cfg.LocalID))
+			if err == nil {
+				err = errFromResponse(resp)
+			}
+			if err == nil {
+				c.log.Info("left the raft configuration")
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ErrNoLeader
+			}
+			return fmt.Errorf("consensus: leave: %w: %w", ctx.Err(), err)
+		case <-c.ctx.Done():
+			return ErrClosed
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}

@@ -1,0 +1,77 @@
+package consensus
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// ConnKind says which service a dialed connection is for.
+type ConnKind uint8
+
+// Connection kinds. The values may appear on the wire of a Network
+// implementation (e.g. as part of a protocol id), so they never change.
+const (
+	// ConnRaft carries raft RPCs (NetworkTransport framing).
+	ConnRaft ConnKind = 1
+	// ConnForward carries one forwarded request and its response.
+	ConnForward ConnKind = 2
+)
+
+// String returns "raft" or "forward".
+func (k ConnKind) String() string {
+	switch k {
+	case ConnRaft:
+		return "raft"
+	case ConnForward:
+		return "forward"
+	}
+	return fmt.Sprintf("ConnKind(%d)", uint8(k))
+}
+
+// Network is how consensus reaches other servers. The node implements it
+// over libp2p (one protocol per ConnKind); servers are addressed by their
+// peer id, which is also their raft.ServerID and raft.ServerAddress.
+//
+// Consensus takes ownership of both listeners when it starts: Close closes
+// them. Dial must honour ctx (deadline and cancellation) and be safe for
+// concurrent use.
+type Network interface {
+	// RaftListener accepts incoming ConnRaft connections.
+	RaftListener() net.Listener
+	// ForwardListener accepts incoming ConnForward connections.
+	ForwardListener() net.Listener
+	// Dial opens a connection of the given kind to the server with that id.
+	Dial(ctx context.Context, serverID string, kind ConnKind) (net.Conn, error)
+	// LocalID returns this server's id.
+	LocalID() string
+}
+
+// peerAddr is a net.Addr naming a server by id.
+type peerAddr string
+
+func (a peerAddr) Network() string { return "rbee" }
+func (a peerAddr) String() string  { return string(a) }
+
+// streamLayer adapts a Network to raft.StreamLayer: raft addresses are peer
+// ids, resolved by the Network.
+type streamLayer struct {
+	ctx context.Context
+	nw  Network
+	ln  net.Listener
+}
+
+var _ raft.StreamLayer = (*streamLayer)(nil)
+
+func (s *streamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
+func (s *streamLayer) Close() error              { return s.ln.Close() }
+func (s *streamLayer) Addr() net.Addr            { return peerAddr(s.nw.LocalID()) }
+
+func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	defer cancel()
+	return s.nw.Dial(ctx, string(address), ConnRaft)
+}
