@@ -228,8 +228,9 @@ type StartedEvent struct {
 }
 
 // TokenEvent carries one generated token. Text may be empty while a
-// multi-byte character is incomplete; concatenating all texts gives the
-// completion.
+// multi-byte character or a possible stop string is pending; ID is -1 for a
+// final text-only chunk that flushes such text. Concatenating all texts
+// gives the completion.
 type TokenEvent struct {
 	Text  string `json:"text"`
 	Index int    `json:"index"`

@@ -29,12 +29,12 @@ func (m *devModel) Encode(text string) []int32 {
 	}
 	return ids
 }
-func (m *devModel) ChatPrompt(msgs []Message) (string, error) {
+func (m *devModel) EncodeChat(msgs []Message) ([]int32, error) {
 	var b strings.Builder
 	for _, x := range msgs {
 		b.WriteString(x.Role + ": " + x.Content + "\n")
 	}
-	return b.String(), nil
+	return m.Encode(b.String()), nil
 }
 func (m *devModel) NewSession() Session { return devSession{} }
 func (m *devModel) Close() error        { return nil }

@@ -3,9 +3,9 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
-	"net"
 	"os"
 	"sync"
 	"testing"

@@ -172,10 +172,13 @@ func (s inferStream) text() string {
 	return b.String()
 }
 
+// ids returns the generated token ids (without text-only chunks, id -1).
 func (s inferStream) ids() []int32 {
-	ids := make([]int32, len(s.Tokens))
-	for i, tk := range s.Tokens {
-		ids[i] = tk.ID
+	ids := make([]int32, 0, len(s.Tokens))
+	for _, tk := range s.Tokens {
+		if tk.ID >= 0 {
+			ids = append(ids, tk.ID)
+		}
 	}
 	return ids
 }

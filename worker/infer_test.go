@@ -145,7 +145,9 @@ func TestInferStop(t *testing.T) {
 	got := infer(t, base, map[string]any{"prompt": run.Prompt, "max_tokens": run.NPredict, "temperature": 0, "stop": []string{stop}})
 	require.Equal(t, StopString, got.End.StopReason)
 	require.Less(t, got.End.TokensOut, run.NPredict)
-	require.True(t, strings.HasPrefix(full.text(), strings.TrimSuffix(got.text(), stop)), "stopped text %q is a prefix of %q", got.text(), full.text())
+	// The stop string and what follows are not sent.
+	require.True(t, strings.HasPrefix(full.text(), got.text()+stop), "%q + stop %q is a prefix of %q", got.text(), stop, full.text())
+	require.NotContains(t, got.text(), stop)
 }
 
 // TestMaxTokensBeyondRoom: a max_tokens within the context but beyond the

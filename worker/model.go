@@ -16,11 +16,13 @@ import (
 type Model interface {
 	// Info describes the loaded model.
 	Info() ModelInfo
-	// Encode tokenizes text the way a prompt is fed to the model: with the
-	// model's BOS token when its metadata asks for one, special tokens parsed.
+	// Encode tokenizes a raw prompt the way it is fed to the model: with
+	// the model's BOS token when its metadata asks for one, special tokens
+	// parsed (as llama.cpp's server does).
 	Encode(text string) []int32
-	// ChatPrompt renders chat messages with the model's chat template.
-	ChatPrompt(msgs []Message) (string, error)
+	// EncodeChat renders chat messages with the model's chat template (or
+	// the engine's documented fallback) and tokenizes the result.
+	EncodeChat(msgs []Message) ([]int32, error)
 	// NewSession returns a session with its own KV cache. A session is used
 	// by one goroutine at a time; the worker keeps one per slot and reuses it.
 	NewSession() Session
@@ -76,7 +78,9 @@ type GenerateRequest struct {
 }
 
 // Token is one generated token (mirrors engine.Token). Text is a UTF-8-safe
-// piece and may be empty while a multi-byte character is incomplete.
+// piece and may be empty while a multi-byte character (or a possible stop
+// string) is pending. ID is -1 for a final text-only chunk that flushes such
+// pending text.
 type Token struct {
 	ID    int32
 	Text  string

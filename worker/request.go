@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"reflect"
 	"strings"
 )
 
@@ -52,10 +53,28 @@ func (l *stringList) UnmarshalJSON(b []byte) error {
 	}
 	var ss []string
 	if err := json.Unmarshal(b, &ss); err != nil {
-		return errors.New("must be a string or an array of strings")
+		// A type error lets encoding/json name the field at fault.
+		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: reflect.TypeFor[stringList]()}
 	}
 	*l = ss
 	return nil
+}
+
+// jsonKind names the kind of a JSON value for error messages.
+func jsonKind(b []byte) string {
+	if len(b) == 0 {
+		return "nothing"
+	}
+	switch b[0] {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "bool"
+	default:
+		return "number"
+	}
 }
 
 // genRequest is the union of the fields the three inference endpoints take.
@@ -98,7 +117,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
 	if err := json.Unmarshal(body, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return badRequest(te.Field, "invalid_type", fmt.Sprintf("%s: expected %s, got JSON %s", te.Field, te.Type, te.Value))
+			want := te.Type.String()
+			if te.Type == reflect.TypeFor[stringList]() {
+				want = "a string or an array of strings"
+			}
+			return badRequest(te.Field, "invalid_type", fmt.Sprintf("%s: expected %s, got JSON %s", te.Field, want, te.Value))
 		}
 		// stringList errors carry no field name from encoding/json; the
 		// message says what is wrong.
@@ -131,8 +154,8 @@ func (g *genRequest) sampling() (SampleParams, *apiError) {
 		sp.TopK = *v
 	}
 	if v := g.TopP; v != nil {
-		if !(*v > 0 && *v <= 1) {
-			return sp, badRequest("top_p", "invalid_value", "top_p must be in (0, 1]")
+		if !(*v >= 0 && *v <= 1) {
+			return sp, badRequest("top_p", "invalid_value", "top_p must be in [0, 1] (0 and 1 disable it)")
 		}
 		sp.TopP = *v
 	}
@@ -143,14 +166,14 @@ func (g *genRequest) sampling() (SampleParams, *apiError) {
 		sp.MinP = *v
 	}
 	if v := g.RepeatPenalty; v != nil {
-		if !(*v > 0 && *v <= maxRepeatPenalty) {
-			return sp, badRequest("repeat_penalty", "invalid_value", fmt.Sprintf("repeat_penalty must be in (0, %d] (1 disables it)", maxRepeatPenalty))
+		if !(*v >= 0 && *v <= maxRepeatPenalty) {
+			return sp, badRequest("repeat_penalty", "invalid_value", fmt.Sprintf("repeat_penalty must be in [0, %d] (0 and 1 disable it)", maxRepeatPenalty))
 		}
 		sp.RepeatPenalty = *v
 	}
 	if v := g.RepeatLastN; v != nil {
-		if *v < 0 {
-			return sp, badRequest("repeat_last_n", "invalid_value", "repeat_last_n must be >= 0")
+		if *v < -1 {
+			return sp, badRequest("repeat_last_n", "invalid_value", "repeat_last_n must be >= -1 (-1 = the whole context)")
 		}
 		sp.RepeatLastN = *v
 	}
@@ -168,7 +191,8 @@ func prepare(m Model, g *genRequest, mode endpoint) (GenerateRequest, *apiError)
 	if g.N != nil && *g.N != 1 {
 		return gr, badRequest("n", "invalid_value", "only n = 1 is supported")
 	}
-	var text, promptParam string
+	var ids []int32
+	var promptParam string
 	switch {
 	case mode == endpointChat || (mode == endpointInfer && len(g.Messages) > 0):
 		promptParam = "messages"
@@ -181,12 +205,12 @@ func prepare(m Model, g *genRequest, mode endpoint) (GenerateRequest, *apiError)
 			}
 		}
 		var err error
-		text, err = m.ChatPrompt(g.Messages)
-		if err != nil {
+		if ids, err = m.EncodeChat(g.Messages); err != nil {
 			return gr, badRequest("messages", "invalid_value", "applying the chat template: "+err.Error())
 		}
 	default:
 		promptParam = "prompt"
+		var text string
 		switch len(g.Prompt) {
 		case 0:
 			if mode == endpointInfer {
@@ -201,10 +225,10 @@ func prepare(m Model, g *genRequest, mode endpoint) (GenerateRequest, *apiError)
 		if text == "" {
 			return gr, badRequest("prompt", "missing", "prompt is empty")
 		}
+		ids = m.Encode(text)
 	}
 
 	ctxLen := m.Info().ContextLength
-	ids := m.Encode(text)
 	if len(ids) == 0 {
 		return gr, badRequest(promptParam, "invalid_value", "prompt tokenizes to nothing")
 	}
