@@ -1,0 +1,207 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// matmulTypes are the weight types MatMul supports.
+var matmulTypes = []Type{F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS}
+
+func randVec(r *rand.Rand, n int, scale float32) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64()) * scale
+	}
+	return v
+}
+
+// quantMatrix quantises random weights to typ and returns the matrix and its
+// dequantised values (what the matrix really holds).
+func quantMatrix(t testing.TB, r *rand.Rand, typ Type, rows, cols int) (*Matrix, []float32) {
+	w := randVec(r, rows*cols, 0.05)
+	nb, err := typ.RowBytes(cols)
+	require.NoError(t, err)
+	data := make([]byte, nb*rows)
+	require.NoError(t, Quantize(typ, w, data))
+	deq := make([]float32, rows*cols)
+	require.NoError(t, Dequantize(typ, data, deq))
+	return &Matrix{Type: typ, Rows: rows, Cols: cols, Data: data}, deq
+}
+
+// relTol is the error bound relative to sum |w*x| that the activation
+// quantisation of each vec_dot type allows: 8-bit activations lose up to
+// half a step of amax/127 per element, F16/BF16 their mantissa precision.
+func relTol(typ Type) float64 {
+	switch vecDotType(typ) {
+	case F32:
+		return 1e-5
+	case F16:
+		return 2e-3
+	case BF16:
+		return 1e-2
+	}
+	return 2e-2
+}
+
+func TestMatMulMatchesDequantizedDot(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	pool := NewPool(3)
+	defer pool.Close()
+	for _, typ := range matmulTypes {
+		for _, n := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/n=%d", typ, n), func(t *testing.T) {
+				const rows, cols = 37, 512
+				m, deq := quantMatrix(t, r, typ, rows, cols)
+				x := randVec(r, n*cols, 1)
+				dst := make([]float32, n*rows)
+				MatMul(pool, dst, m, x, n)
+				for i := 0; i < n; i++ {
+					xi := x[i*cols : (i+1)*cols]
+					for row := 0; row < rows; row++ {
+						var want, mag float64
+						for c := 0; c < cols; c++ {
+							p := float64(deq[row*cols+c]) * float64(xi[c])
+							want += p
+							mag += math.Abs(p)
+						}
+						got := float64(dst[i*rows+row])
+						require.InDelta(t, want, got, relTol(typ)*mag+1e-6, "vector %d row %d", i, row)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestMatMulSingleThreadEqualsParallel(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	p1, p4 := NewPool(1), NewPool(4)
+	defer p1.Close()
+	defer p4.Close()
+	for _, typ := range matmulTypes {
+		m, _ := quantMatrix(t, r, typ, 67, 256)
+		x := randVec(r, 2*256, 1)
+		a, b := make([]float32, 2*67), make([]float32, 2*67)
+		MatMul(p1, a, m, x, 2)
+		MatMul(p4, b, m, x, 2)
+		require.Equal(t, a, b, typ.String())
+	}
+}
+
+func TestMatMulNoAllocSteadyState(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	p := NewPool(2)
+	defer p.Close()
+	for _, typ := range []Type{F32, Q8_0, Q4_K, F16} {
+		m, _ := quantMatrix(t, r, typ, 64, 256)
+		x := randVec(r, 4*256, 1)
+		dst := make([]float32, 4*64)
+		MatMul(p, dst, m, x, 4) // warm up scratch
+		allocs := testing.AllocsPerRun(20, func() { MatMul(p, dst, m, x, 4) })
+		require.Zero(t, allocs, typ.String())
+	}
+}
+
+func TestPoolRunCoversRange(t *testing.T) {
+	for _, threads := range []int{1, 2, 5} {
+		p := NewPool(threads)
+		require.Equal(t, threads, p.Threads())
+		for _, n := range []int{0, 1, 3, 100} {
+			hits := make([]int32, n)
+			p.Run(n, func(w, s, e int) {
+				require.True(t, w >= 0 && w < threads)
+				for i := s; i < e; i++ {
+					hits[i]++
+				}
+			})
+			for i, h := range hits {
+				require.EqualValues(t, 1, h, "threads %d n %d index %d", threads, n, i)
+			}
+		}
+		p.Close()
+		p.Close()
+	}
+}
+
+func TestHalfConversions(t *testing.T) {
+	// Exhaustive: every half converts to float32 and back unchanged (NaNs stay NaN).
+	for h := 0; h < 1<<16; h++ {
+		f := F16ToF32(uint16(h))
+		back := F32ToF16(f)
+		if f != f {
+			require.True(t, back&0x7c00 == 0x7c00 && back&0x3ff != 0, "NaN %#x", h)
+			continue
+		}
+		require.Equal(t, uint16(h), back, "half %#x -> %v", h, f)
+	}
+	cases := []struct {
+		f    float32
+		want uint16
+	}{
+		{1, 0x3c00}, {-2, 0xc000}, {65504, 0x7bff}, {65520, 0x7c00}, {1e9, 0x7c00},
+		{float32(math.Inf(-1)), 0xfc00}, {5.960464477539063e-08, 0x0001}, {2.98e-08, 0x0000},
+		{1 + 1.0/2048, 0x3c00},             // tie, rounds to even
+		{1 + 3.0/2048, 0x3c02},             // tie, rounds to even (up)
+		{6.103515625e-05, 0x0400},          // smallest normal
+		{6.097555160522461e-05, 0x03ff},    // largest subnormal
+		{float32(math.Copysign(0, -1)), 0x8000},
+	}
+	for _, c := range cases {
+		require.Equal(t, c.want, F32ToF16(c.f), "%v", c.f)
+	}
+	require.Equal(t, uint16(0x3f80), F32ToBF16(1))
+	require.Equal(t, uint16(0x3f80), F32ToBF16(math.Float32frombits(0x3f808000))) // tie to even (down)
+	require.Equal(t, uint16(0x3f82), F32ToBF16(math.Float32frombits(0x3f818000))) // tie to even (up)
+	require.Equal(t, float32(1), BF16ToF32(0x3f80))
+	require.Equal(t, uint16(0x7fc1), F32ToBF16(math.Float32frombits(0x7f810000))) // NaN made quiet
+}
+
+func TestTypeSizes(t *testing.T) {
+	cases := []struct {
+		typ         Type
+		name        string
+		block, size int
+	}{
+		{F32, "F32", 1, 4}, {F16, "F16", 1, 2}, {BF16, "BF16", 1, 2},
+		{Q4_0, "Q4_0", 32, 18}, {Q4_1, "Q4_1", 32, 20}, {Q5_0, "Q5_0", 32, 22}, {Q5_1, "Q5_1", 32, 24},
+		{Q8_0, "Q8_0", 32, 34}, {Q8_1, "Q8_1", 32, 36}, {Q2_K, "Q2_K", 256, 84}, {Q3_K, "Q3_K", 256, 110},
+		{Q4_K, "Q4_K", 256, 144}, {Q5_K, "Q5_K", 256, 176}, {Q6_K, "Q6_K", 256, 210}, {Q8_K, "Q8_K", 256, 292},
+		{IQ4_NL, "IQ4_NL", 32, 18}, {IQ4_XS, "IQ4_XS", 256, 136}, {IQ2_XXS, "IQ2_XXS", 256, 66},
+		{IQ3_S, "IQ3_S", 256, 110}, {TQ1_0, "TQ1_0", 256, 54}, {TQ2_0, "TQ2_0", 256, 66}, {MXFP4, "MXFP4", 32, 17},
+	}
+	for _, c := range cases {
+		require.Equal(t, c.name, c.typ.String())
+		require.Equal(t, c.block, c.typ.BlockSize(), c.name)
+		require.Equal(t, c.size, c.typ.BlockBytes(), c.name)
+		p, err := ParseType(c.name)
+		require.NoError(t, err)
+		require.Equal(t, c.typ, p)
+	}
+	p, err := ParseType("q4_k")
+	require.NoError(t, err)
+	require.Equal(t, Q4_K, p)
+	_, err = ParseType("q9_9")
+	require.ErrorIs(t, err, ErrUnknownType)
+	require.Equal(t, "Type(99)", Type(99).String())
+	n, err := Q4_K.RowBytes(512)
+	require.NoError(t, err)
+	require.Equal(t, 288, n)
+	_, err = Q4_K.RowBytes(100)
+	require.ErrorIs(t, err, ErrSize)
+	_, err = Type(99).RowBytes(32)
+	require.ErrorIs(t, err, ErrUnknownType)
+}
+
+func TestDequantizeQuantizeErrors(t *testing.T) {
+	require.ErrorIs(t, Dequantize(Q4_0, make([]byte, 17), make([]float32, 32)), ErrSize)
+	require.ErrorIs(t, Dequantize(Q4_0, make([]byte, 18), make([]float32, 31)), ErrSize)
+	require.ErrorIs(t, Dequantize(IQ2_XXS, make([]byte, 66), make([]float32, 256)), ErrUnsupported)
+	require.ErrorIs(t, Dequantize(Type(77), nil, nil), ErrUnknownType)
+	require.ErrorIs(t, Quantize(Q8_0, make([]float32, 32), make([]byte, 33)), ErrSize)
+	require.ErrorIs(t, Quantize(IQ2_XXS, make([]float32, 256), make([]byte, 66)), ErrUnsupported)
+}
