@@ -14,9 +14,9 @@ import (
 // hdr builds a raw GGUF byte stream piece by piece for hostile-input tests.
 type hdr struct{ bytes.Buffer }
 
-func (h *hdr) u32(v uint32) *hdr { binary.Write(&h.Buffer, binary.LittleEndian, v); return h }
-func (h *hdr) u64(v uint64) *hdr { binary.Write(&h.Buffer, binary.LittleEndian, v); return h }
-func (h *hdr) str(s string) *hdr { h.u64(uint64(len(s))); h.WriteString(s); return h }
+func (h *hdr) u32(v uint32) *hdr  { binary.Write(&h.Buffer, binary.LittleEndian, v); return h }
+func (h *hdr) u64(v uint64) *hdr  { binary.Write(&h.Buffer, binary.LittleEndian, v); return h }
+func (h *hdr) str(s string) *hdr  { h.u64(uint64(len(s))); h.WriteString(s); return h }
 func (h *hdr) raw(b ...byte) *hdr { h.Write(b); return h }
 
 func start(version uint32, nTensors, nKV uint64) *hdr {
@@ -61,13 +61,13 @@ func TestParseRejectsHostileInput(t *testing.T) {
 		{"no counts", start(3, 0, 0).Bytes()[:12], ErrTruncated},
 		{"huge kv count", start(3, 0, 1<<60).Bytes(), ErrTruncated},
 		{"huge tensor count", start(3, 1<<62, 0).Bytes(), ErrTruncated},
-		{"key length past end", start(3, 0, 1).u64(1 << 40).raw(0, 0, 0, 0, 0, 0, 0, 0, 0).Bytes(), ErrTruncated},
+		{"key length past end", start(3, 0, 1).u64(1<<40).raw(0, 0, 0, 0, 0, 0, 0, 0, 0).Bytes(), ErrTruncated},
 		{"empty key", start(3, 0, 1).str("").u32(0).raw(1).Bytes(), ErrInvalid},
 		{"unknown value type", start(3, 0, 1).str("k").u32(13).raw(0, 0, 0, 0).Bytes(), ErrInvalid},
 		{"truncated value", start(3, 0, 1).str("k").u32(uint32(TypeUint64)).raw(1, 2).Bytes(), ErrTruncated},
 		{"bad bool", start(3, 0, 1).str("k").u32(uint32(TypeBool)).raw(2).Bytes(), ErrInvalid},
 		{"duplicate key", start(3, 0, 2).str("k").u32(0).raw(1).str("k").u32(0).raw(2).Bytes(), ErrInvalid},
-		{"huge array", start(3, 0, 1).str("k").u32(uint32(TypeArray)).u32(uint32(TypeUint32)).u64(1 << 61).raw(0, 0, 0, 0).Bytes(), ErrTruncated},
+		{"huge array", start(3, 0, 1).str("k").u32(uint32(TypeArray)).u32(uint32(TypeUint32)).u64(1<<61).raw(0, 0, 0, 0).Bytes(), ErrTruncated},
 		{"huge string array", start(3, 0, 1).str("k").u32(uint32(TypeArray)).u32(uint32(TypeString)).u64(1 << 40).raw(make([]byte, 64)...).Bytes(), ErrTruncated},
 		{"bad array elem type", start(3, 0, 1).str("k").u32(uint32(TypeArray)).u32(99).u64(0).Bytes(), ErrInvalid},
 		{"deep nesting", deepArray(100), ErrInvalid},

@@ -145,10 +145,10 @@ func TestHalfConversions(t *testing.T) {
 	}{
 		{1, 0x3c00}, {-2, 0xc000}, {65504, 0x7bff}, {65520, 0x7c00}, {1e9, 0x7c00},
 		{float32(math.Inf(-1)), 0xfc00}, {5.960464477539063e-08, 0x0001}, {2.98e-08, 0x0000},
-		{1 + 1.0/2048, 0x3c00},             // tie, rounds to even
-		{1 + 3.0/2048, 0x3c02},             // tie, rounds to even (up)
-		{6.103515625e-05, 0x0400},          // smallest normal
-		{6.097555160522461e-05, 0x03ff},    // largest subnormal
+		{1 + 1.0/2048, 0x3c00},          // tie, rounds to even
+		{1 + 3.0/2048, 0x3c02},          // tie, rounds to even (up)
+		{6.103515625e-05, 0x0400},       // smallest normal
+		{6.097555160522461e-05, 0x03ff}, // largest subnormal
 		{float32(math.Copysign(0, -1)), 0x8000},
 	}
 	for _, c := range cases {
