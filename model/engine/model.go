@@ -13,6 +13,7 @@ import (
 
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
+	"github.com/rbee-project/rbee/model/tokenizer"
 )
 
 // Options configure Load. The zero value is ready to use.
@@ -78,7 +79,7 @@ type Model struct {
 	file   *gguf.File
 	hp     hparams
 	info   Info
-	tok    *tokenizerT
+	tok    *tokenizer.Tokenizer
 	embd   *quant.Matrix
 	outN   []float32
 	output *quant.Matrix
@@ -124,7 +125,7 @@ func newModel(f *gguf.File, opts Options) (*Model, error) {
 	if err := m.loadTensors(); err != nil {
 		return nil, err
 	}
-	tok, err := loadTokenizer(f)
+	tok, err := tokenizer.FromGGUF(f)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tokenizer: %w", ErrBadModel, err)
 	}
@@ -420,7 +421,7 @@ func (m *Model) buildInfo() Info {
 func (m *Model) Info() Info { return m.info }
 
 // Tokenizer returns the model's tokenizer.
-func (m *Model) Tokenizer() *tokenizerT { return m.tok }
+func (m *Model) Tokenizer() *tokenizer.Tokenizer { return m.tok }
 
 // File returns the underlying GGUF file (valid until Close).
 func (m *Model) File() *gguf.File { return m.file }
