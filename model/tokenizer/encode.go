@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"strings"
 	"unicode/utf8"
 )
@@ -144,27 +143,16 @@ type spmBigram struct {
 	size        int
 }
 
-type spmQueue []spmBigram
-
-func (q spmQueue) Len() int { return len(q) }
-func (q spmQueue) Less(i, j int) bool {
-	if q[i].score != q[j].score {
-		return q[i].score > q[j].score
+func spmLess(a, b spmBigram) bool {
+	if a.score != b.score {
+		return a.score > b.score
 	}
-	return q[i].left < q[j].left
-}
-func (q spmQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *spmQueue) Push(x any)   { *q = append(*q, x.(spmBigram)) }
-func (q *spmQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
+	return a.left < b.left
 }
 
 type spmSession struct {
 	syms     []symbol
-	queue    spmQueue
+	queue    pqueue[spmBigram]
 	revMerge map[string][2]int
 	text     string
 }
@@ -172,8 +160,11 @@ type spmSession struct {
 func (s *spmSession) tokenize(t *Tokenizer, text string, out []int32) []int32 {
 	s.text = text
 	s.syms = s.syms[:0]
-	s.queue = s.queue[:0]
-	s.revMerge = map[string][2]int{}
+	s.queue.reset(spmLess)
+	if s.revMerge == nil {
+		s.revMerge = map[string][2]int{}
+	}
+	clear(s.revMerge)
 	for off := 0; off < len(text); {
 		n := utf8LenFromLead(text[off])
 		if off+n > len(text) {
@@ -190,8 +181,8 @@ func (s *spmSession) tokenize(t *Tokenizer, text string, out []int32) []int32 {
 	for i := 1; i < len(s.syms); i++ {
 		s.tryAdd(t, i-1, i)
 	}
-	for s.queue.Len() > 0 {
-		b := heap.Pop(&s.queue).(spmBigram)
+	for s.queue.len() > 0 {
+		b := s.queue.pop()
 		l, r := &s.syms[b.left], &s.syms[b.right]
 		if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
 			continue
@@ -235,7 +226,7 @@ func (s *spmSession) tryAdd(t *Tokenizer, left, right int) {
 	if !ok {
 		return
 	}
-	heap.Push(&s.queue, spmBigram{left: left, right: right, score: t.scores[id], size: len(text)})
+	s.queue.push(spmBigram{left: left, right: right, score: t.scores[id], size: len(text)})
 	s.revMerge[text] = [2]int{left, right}
 }
 
@@ -269,33 +260,21 @@ type bpeBigram struct {
 	size        int
 }
 
-type bpeQueue []bpeBigram
-
-func (q bpeQueue) Len() int { return len(q) }
-func (q bpeQueue) Less(i, j int) bool {
-	if q[i].rank != q[j].rank {
-		return q[i].rank < q[j].rank
+func bpeLess(a, b bpeBigram) bool {
+	if a.rank != b.rank {
+		return a.rank < b.rank
 	}
-	return q[i].left < q[j].left
-}
-func (q bpeQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *bpeQueue) Push(x any)   { *q = append(*q, x.(bpeBigram)) }
-func (q *bpeQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
+	return a.left < b.left
 }
 
 type bpeSession struct {
-	rt      reText
-	offs    []int
-	tmp     []int
-	word    []byte
-	syms    []symbol
-	queue   bpeQueue
-	key     []byte
-	scratch []byte
+	rt    reText
+	offs  []int
+	tmp   []int
+	word  []byte
+	syms  []symbol
+	queue pqueue[bpeBigram]
+	key   []byte
 }
 
 func (s *bpeSession) tokenize(t *Tokenizer, text string, out []int32) []int32 {
@@ -311,26 +290,28 @@ func (s *bpeSession) tokenize(t *Tokenizer, text string, out []int32) []int32 {
 	}
 	start := 0
 	for _, n := range s.offs {
-		s.scratch = s.scratch[:0]
+		s.word = s.word[:0]
 		for _, r := range s.rt.cpts[start : start+n] {
-			s.scratch = utf8.AppendRune(s.scratch, r)
+			var enc [utf8.UTFMax]byte
+			for _, b := range utf8.AppendRune(enc[:0], r) {
+				s.word = utf8.AppendRune(s.word, byteLevel.toRune[b])
+			}
 		}
 		start += n
-		s.word = byteEncode(s.word[:0], string(s.scratch))
 		out = s.mergeWord(t, out)
 	}
 	return out
 }
 
 func (s *bpeSession) mergeWord(t *Tokenizer, out []int32) []int32 {
-	word := string(s.word)
+	word := s.word
 	if t.ignoreMerges {
-		if id, ok := t.ids[word]; ok {
+		if id, ok := t.ids[string(word)]; ok {
 			return append(out, id)
 		}
 	}
 	s.syms = s.syms[:0]
-	s.queue = s.queue[:0]
+	s.queue.reset(bpeLess)
 	for off := 0; off < len(word); {
 		n := utf8LenFromLead(word[off])
 		if off+n > len(word) {
@@ -347,8 +328,8 @@ func (s *bpeSession) mergeWord(t *Tokenizer, out []int32) []int32 {
 	for i := 1; i < len(s.syms); i++ {
 		s.tryAdd(t, word, i-1, i)
 	}
-	for s.queue.Len() > 0 {
-		b := heap.Pop(&s.queue).(bpeBigram)
+	for s.queue.len() > 0 {
+		b := s.queue.pop()
 		l, r := &s.syms[b.left], &s.syms[b.right]
 		if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
 			continue // stale: one side changed since the pair was queued
@@ -365,13 +346,13 @@ func (s *bpeSession) mergeWord(t *Tokenizer, out []int32) []int32 {
 	for i := 0; i != -1 && len(s.syms) > 0; i = s.syms[i].next {
 		sym := s.syms[i]
 		piece := word[sym.lo : sym.lo+sym.n]
-		if id, ok := t.ids[piece]; ok {
+		if id, ok := t.ids[string(piece)]; ok {
 			out = append(out, id)
 			continue
 		}
 		// Not a token: llama.cpp looks each raw byte up on its own.
 		for j := 0; j < len(piece); j++ {
-			if id, ok := t.ids[piece[j:j+1]]; ok {
+			if id, ok := t.ids[string(piece[j:j+1])]; ok {
 				out = append(out, id)
 			}
 		}
@@ -379,7 +360,7 @@ func (s *bpeSession) mergeWord(t *Tokenizer, out []int32) []int32 {
 	return out
 }
 
-func (s *bpeSession) tryAdd(t *Tokenizer, word string, left, right int) {
+func (s *bpeSession) tryAdd(t *Tokenizer, word []byte, left, right int) {
 	if left < 0 || right < 0 {
 		return
 	}
@@ -391,5 +372,54 @@ func (s *bpeSession) tryAdd(t *Tokenizer, word string, left, right int) {
 	if !ok {
 		return
 	}
-	heap.Push(&s.queue, bpeBigram{left: left, right: right, rank: rank, size: l.n + r.n})
+	s.queue.push(bpeBigram{left: left, right: right, rank: rank, size: l.n + r.n})
+}
+
+// pqueue is a binary heap ordered by less (the top is the least element),
+// typed to avoid container/heap's interface boxing on every push.
+type pqueue[T any] struct {
+	items []T
+	less  func(a, b T) bool
+}
+
+func (q *pqueue[T]) reset(less func(a, b T) bool) {
+	q.items = q.items[:0]
+	q.less = less
+}
+
+func (q *pqueue[T]) len() int { return len(q.items) }
+
+func (q *pqueue[T]) push(x T) {
+	q.items = append(q.items, x)
+	i := len(q.items) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !q.less(q.items[i], q.items[p]) {
+			break
+		}
+		q.items[i], q.items[p] = q.items[p], q.items[i]
+		i = p
+	}
+}
+
+func (q *pqueue[T]) pop() T {
+	top := q.items[0]
+	last := len(q.items) - 1
+	q.items[0] = q.items[last]
+	q.items = q.items[:last]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < last && q.less(q.items[l], q.items[m]) {
+			m = l
+		}
+		if r < last && q.less(q.items[r], q.items[m]) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		q.items[i], q.items[m] = q.items[m], q.items[i]
+		i = m
+	}
+	return top
 }

@@ -1,0 +1,96 @@
+package tokenizer
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzEncode checks that encoding never panics and that for valid UTF-8
+// Decode(Encode(s)) == s, for SentencePiece with byte fallback (llama-spm)
+// and byte-level BPE (gpt-2, qwen2).
+func FuzzEncode(f *testing.F) {
+	for _, s := range []string{"", " ", "Hello world", "\n\n\t x", "ied 4 ½ months", "🦙.cpp", "Cửa Việt",
+		"<s>x</s>", "<|im_start|>a<|im_end|>", "\xff\xfe", "I'm 12345 !!!", "нещо на Български"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	toks := map[string]*Tokenizer{}
+	for _, name := range []string{"llama-spm", "gpt-2", "qwen2"} {
+		toks[name] = loadVocab(f, name)
+	}
+	f.Fuzz(func(t *testing.T, s string, special bool) {
+		if len(s) > 1<<12 {
+			return
+		}
+		for name, tok := range toks {
+			ids := tok.Encode(s, special, special)
+			for _, id := range ids {
+				if id < 0 || int(id) >= tok.VocabSize() {
+					t.Fatalf("%s: id %d out of range", name, id)
+				}
+			}
+			d := tok.NewStreamDecoder()
+			var b strings.Builder
+			for _, id := range ids {
+				chunk := d.Next(id)
+				if !utf8.ValidString(chunk) {
+					t.Fatalf("%s: stream chunk %q is not valid UTF-8", name, chunk)
+				}
+				b.WriteString(chunk)
+			}
+			if rest := d.Flush(); !utf8.ValidString(rest) {
+				t.Fatalf("%s: flush %q is not valid UTF-8", name, rest)
+			}
+			if special || !utf8.ValidString(s) {
+				continue
+			}
+			// SentencePiece spells spaces as U+2581, so that character cannot round-trip.
+			if tok.kind == kindSPM && strings.ContainsRune(s, '▁') {
+				continue
+			}
+			if got := tok.Decode(ids); got != s {
+				t.Fatalf("%s: Decode(Encode(%q)) = %q (ids %v)", name, s, got, ids)
+			}
+		}
+	})
+}
+
+// benchText is a few KB of mixed prose, code, numbers and non-Latin text.
+func benchText() string {
+	const para = "The quick brown fox jumps over the lazy dog. It's 2024-06-01, and we've got 1,234,567 tokens! " +
+		"func main() { fmt.Println(\"héllo, wörld\") }\n\t// 测试中文分词 и немного кириллицы; emoji 🦙🚀 done.\n\n"
+	return strings.Repeat(para, 20)
+}
+
+func BenchmarkEncode(b *testing.B) {
+	text := benchText()
+	for _, name := range []string{"llama-spm", "gpt-2", "qwen2"} {
+		tok := loadVocab(b, name)
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			b.ReportAllocs()
+			for b.Loop() {
+				tok.Encode(text, true, true)
+			}
+		})
+	}
+}
+
+func BenchmarkSplitRegexEngine(b *testing.B) {
+	text := benchText()
+	rt := reText{cpts: []rune(text)}
+	for _, r := range rt.cpts {
+		rt.flags = append(rt.flags, flagsOf(r))
+	}
+	re, err := compileRegex(reQwen2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sp := &regexSplitter{re: re}
+	b.SetBytes(int64(len(text)))
+	var out []int
+	for b.Loop() {
+		out = sp.split(&rt, []int{len(rt.cpts)}, out[:0])
+	}
+}
