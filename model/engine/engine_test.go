@@ -1,0 +1,283 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/quant"
+	"github.com/rbee-project/rbee/model/synth"
+)
+
+const storiesPath = "../../testdata/model/stories260K.gguf"
+
+func loadStories(t testing.TB) *Model {
+	t.Helper()
+	m, err := Load(storiesPath, Options{Threads: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func TestInfo(t *testing.T) {
+	m := loadStories(t)
+	info := m.Info()
+	require.Equal(t, "llama", info.Arch)
+	require.Equal(t, 5, info.Layers)
+	require.Equal(t, 64, info.Dim)
+	require.Equal(t, 8, info.Heads)
+	require.Equal(t, 4, info.KVHeads)
+	require.Equal(t, 512, info.VocabSize)
+	require.Equal(t, 2048, info.TrainContextLength)
+	require.Equal(t, 2048, info.ContextLength)
+	require.Equal(t, "F32", info.Quantization)
+	// 2 × 512×64 embeddings + 5 × (64·64·2 + 64·32·2 + 3·64·172 + 2·64) + 64
+	require.EqualValues(t, 2*512*64+5*(64*64*2+64*32*2+3*64*172+2*64)+64, info.Params)
+}
+
+func TestLoadErrors(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "missing.gguf"), Options{})
+	require.Error(t, err)
+	// A GGUF without a supported architecture.
+	_, err = Load("../../testdata/gguf/ggml-quant-ref.gguf", Options{})
+	require.ErrorIs(t, err, ErrUnsupportedModel)
+	// A tokenizer-only file has no weights.
+	_, err = Load("../../testdata/tokenizer/ggml-vocab-llama-spm.gguf", Options{})
+	require.Error(t, err)
+}
+
+func collect(t *testing.T, s *Session, req GenerateRequest) ([]int32, string, Result, error) {
+	t.Helper()
+	var ids []int32
+	var sb strings.Builder
+	res, err := s.Generate(context.Background(), req, func(tk Token) error {
+		if tk.ID >= 0 {
+			ids = append(ids, tk.ID)
+		}
+		sb.WriteString(tk.Text)
+		return nil
+	})
+	return ids, sb.String(), res, err
+}
+
+func TestGenerateErrors(t *testing.T) {
+	m := loadStories(t)
+	s := m.NewSession()
+	cases := []struct {
+		name string
+		req  GenerateRequest
+		want error
+	}{
+		{"empty prompt", GenerateRequest{}, ErrEmptyPrompt},
+		{"bad id", GenerateRequest{Prompt: []int32{1, 512}}, ErrBadRequest},
+		{"negative id", GenerateRequest{Prompt: []int32{-1}}, ErrBadRequest},
+		{"negative max", GenerateRequest{Prompt: []int32{1}, MaxTokens: -1}, ErrBadRequest},
+		{"bad temperature", GenerateRequest{Prompt: []int32{1}, Sample: SampleParams{Temperature: -1}}, ErrBadRequest},
+		{"bad top_p", GenerateRequest{Prompt: []int32{1}, Sample: SampleParams{TopP: 2}}, ErrBadRequest},
+		{"empty stop", GenerateRequest{Prompt: []int32{1}, Stop: []string{""}}, ErrBadRequest},
+		{"overflow", GenerateRequest{Prompt: make([]int32, 2048)}, ErrContextOverflow},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, _, err := collect(t, s, c.req)
+			require.ErrorIs(t, err, c.want)
+		})
+	}
+	// With a 16-token context, a 15-token prompt leaves room to evaluate
+	// one generated token, whose logits give a second one.
+	m2, err := Load(storiesPath, Options{Threads: 1, ContextSize: 16})
+	require.NoError(t, err)
+	defer m2.Close()
+	ids, _, res, err := collect(t, m2.NewSession(), GenerateRequest{Prompt: make([]int32, 15)})
+	require.NoError(t, err)
+	require.Len(t, ids, 2)
+	require.Equal(t, StopLength, res.StopReason)
+	_, _, _, err = collect(t, m2.NewSession(), GenerateRequest{Prompt: make([]int32, 16)})
+	require.ErrorIs(t, err, ErrContextOverflow)
+}
+
+func TestGenerateStopsAndCancel(t *testing.T) {
+	m := loadStories(t)
+	bos := []int32{m.Tokenizer().BOS()}
+	_, full, _, err := collect(t, m.NewSession(), GenerateRequest{Prompt: bos, MaxTokens: 60})
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(full, " Once upon a time, there was a little girl named Lily."), full)
+
+	// A stop string ends generation; it and what follows are not emitted.
+	ids, text, res, err := collect(t, m.NewSession(), GenerateRequest{Prompt: bos, MaxTokens: 60, Stop: []string{"little girl"}})
+	require.NoError(t, err)
+	require.Equal(t, StopString, res.StopReason)
+	require.Equal(t, " Once upon a time, there was a ", text)
+	require.Equal(t, len(ids), res.CompletionTokens)
+
+	// A stop string that never occurs changes nothing.
+	_, text, res, err = collect(t, m.NewSession(), GenerateRequest{Prompt: bos, MaxTokens: 60, Stop: []string{"zebra!"}})
+	require.NoError(t, err)
+	require.Equal(t, full, text)
+	require.Equal(t, StopLength, res.StopReason)
+
+	// Cancellation between tokens.
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	res, err = m.NewSession().Generate(ctx, GenerateRequest{Prompt: bos, MaxTokens: 100}, func(Token) error {
+		n++
+		if n == 3 {
+			cancel()
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, StopCancelled, res.StopReason)
+	require.Equal(t, 3, res.CompletionTokens)
+
+	// An emit error is returned as is.
+	boom := errors.New("boom")
+	_, err = m.NewSession().Generate(context.Background(), GenerateRequest{Prompt: bos, MaxTokens: 5}, func(Token) error { return boom })
+	require.ErrorIs(t, err, boom)
+}
+
+func TestPrefixReuseGivesSameResult(t *testing.T) {
+	m := loadStories(t)
+	tok := m.Tokenizer()
+	p1 := tok.Encode("Once upon a time", true, false)
+	p2 := tok.Encode("Once upon a time there was a dog", true, false)
+	s := m.NewSession()
+	_, _, _, err := collect(t, s, GenerateRequest{Prompt: p1, MaxTokens: 5})
+	require.NoError(t, err)
+	got, _, _, err := collect(t, s, GenerateRequest{Prompt: p2, MaxTokens: 20})
+	require.NoError(t, err)
+	want, _, _, err := collect(t, m.NewSession(), GenerateRequest{Prompt: p2, MaxTokens: 20})
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+	// Same prompt again: only the last token is re-evaluated, same output.
+	again, _, _, err := collect(t, s, GenerateRequest{Prompt: p2, MaxTokens: 20})
+	require.NoError(t, err)
+	require.Equal(t, want, again)
+}
+
+func TestSampledGenerationIsSeeded(t *testing.T) {
+	m := loadStories(t)
+	bos := []int32{m.Tokenizer().BOS()}
+	p := SampleParams{Temperature: 1.0, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1, Seed: 42}
+	a, _, _, err := collect(t, m.NewSession(), GenerateRequest{Prompt: bos, MaxTokens: 40, Sample: p})
+	require.NoError(t, err)
+	b, _, _, err := collect(t, m.NewSession(), GenerateRequest{Prompt: bos, MaxTokens: 40, Sample: p})
+	require.NoError(t, err)
+	require.Equal(t, a, b)
+	p.Seed = 7
+	c, _, _, err := collect(t, m.NewSession(), GenerateRequest{Prompt: bos, MaxTokens: 40, Sample: p})
+	require.NoError(t, err)
+	require.NotEqual(t, a, c)
+}
+
+func TestConcurrentSessions(t *testing.T) {
+	m := loadStories(t)
+	bos := []int32{m.Tokenizer().BOS()}
+	want, _, _, err := collect(t, m.NewSession(), GenerateRequest{Prompt: bos, MaxTokens: 30})
+	require.NoError(t, err)
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			s := m.NewSession()
+			var got []int32
+			_, err := s.Generate(context.Background(), GenerateRequest{Prompt: bos, MaxTokens: 30}, func(tk Token) error {
+				got = append(got, tk.ID)
+				return nil
+			})
+			if err == nil && !slicesEqual(got, want) {
+				err = errors.New("concurrent session diverged")
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 4; i++ {
+		require.NoError(t, <-errs)
+	}
+}
+
+func slicesEqual(a, b []int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestDecodeStepDoesNotAllocate: the per-token forward pass reuses the
+// Session's buffers.
+func TestDecodeStepDoesNotAllocate(t *testing.T) {
+	for _, path := range []string{storiesPath, "../../testdata/gguf/kquant/kquant-Q4_K.gguf"} {
+		m, err := Load(path, Options{Threads: 2, ContextSize: 512})
+		require.NoError(t, err)
+		s := m.NewSession()
+		ctx := context.Background()
+		_, err = s.eval(ctx, []int32{1, 300, 301})
+		require.NoError(t, err)
+		allocs := testing.AllocsPerRun(50, func() {
+			s.one[0] = 300
+			if _, err := s.eval(ctx, s.one[:]); err != nil {
+				panic(err)
+			}
+		})
+		require.Zero(t, allocs, path)
+		// Sampling with the full chain does not allocate either.
+		p := SampleParams{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1}
+		allocs = testing.AllocsPerRun(50, func() { s.smp.sample(s.logits, p, s.tokens) })
+		require.Zero(t, allocs)
+		m.Close()
+	}
+}
+
+func writeSynth(t testing.TB, cfg synth.Config) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "synth.gguf")
+	require.NoError(t, synth.Write(path, cfg))
+	return path
+}
+
+// TestSynthModels: synthetic models of every supported arch and several
+// weight types load and generate; batched prompt processing gives the same
+// logits as token-by-token evaluation.
+func TestSynthModels(t *testing.T) {
+	cases := []struct {
+		arch string
+		typ  quant.Type
+	}{
+		{"llama", quant.F32}, {"llama", quant.Q8_0}, {"llama", quant.Q4_K}, {"qwen2", quant.F16}, {"qwen2", quant.Q6_K},
+	}
+	for _, c := range cases {
+		t.Run(c.arch+"-"+c.typ.String(), func(t *testing.T) {
+			cfg := synth.DefaultConfig()
+			cfg.Arch, cfg.Type = c.arch, c.typ
+			cfg.Dim, cfg.Heads, cfg.KVHeads, cfg.FF = 256, 4, 2, 256
+			m, err := Load(writeSynth(t, cfg), Options{Threads: 2})
+			require.NoError(t, err)
+			defer m.Close()
+			require.Equal(t, c.arch, m.Info().Arch)
+			prompt := m.Tokenizer().Encode("the quick brown fox jumps over the lazy dog", true, false)
+			require.Greater(t, len(prompt), 5)
+			batched, err := m.NewSession().eval(context.Background(), prompt)
+			require.NoError(t, err)
+			batched = append([]float32(nil), batched...)
+			s := m.NewSession()
+			var one []float32
+			for _, id := range prompt {
+				one, err = s.eval(context.Background(), []int32{id})
+				require.NoError(t, err)
+			}
+			// Same math, different batch shapes: equal up to float rounding.
+			require.Less(t, maxAbsDiff(batched, one), 1e-4)
+			ids, _, res, err := collect(t, m.NewSession(), GenerateRequest{Prompt: prompt, MaxTokens: 8})
+			require.NoError(t, err)
+			require.Equal(t, res.CompletionTokens, len(ids))
+		})
+	}
+}

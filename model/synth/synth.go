@@ -1,0 +1,309 @@
+// Package synth writes random-weight llama/qwen2 GGUF models of any shape
+// with a valid SentencePiece-style vocabulary, for benchmarks and tests of
+// the engine. The files load with engine.Load and run like real models; the
+// text they generate is meaningless.
+package synth
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+
+	"github.com/rbee-project/rbee/model/gguf"
+	"github.com/rbee-project/rbee/model/quant"
+)
+
+// ErrConfig is returned (wrapped) for an impossible model shape.
+var ErrConfig = errors.New("synth: bad config")
+
+// Config is the shape of the model to write. Start from DefaultConfig.
+type Config struct {
+	Arch    string     // "llama" or "qwen2"
+	Dim     int        // embedding length
+	Layers  int        // transformer blocks
+	Heads   int        // query heads
+	KVHeads int        // key/value heads (divides Heads)
+	FF      int        // feed-forward length
+	Vocab   int        // tokens, at least MinVocab
+	Type    quant.Type // type of the 2-D weights (see Write for the fallback)
+	Seed    uint64     // weights are a function of the seed and the shape
+	Ctx     int        // context_length written to the file
+	// Std is the standard deviation of the random weights.
+	Std float32
+}
+
+// MinVocab is the smallest vocabulary: <unk>, <s>, </s> and 256 byte tokens,
+// plus one piece.
+const MinVocab = 3 + 256 + 1
+
+// DefaultConfig is a tiny llama-architecture F32 model.
+func DefaultConfig() Config {
+	return Config{
+		Arch: "llama", Dim: 64, Layers: 2, Heads: 4, KVHeads: 4, FF: 128, Vocab: 512,
+		Type: quant.F32, Seed: 1, Ctx: 512,
+		// 0.02 is the usual initialiser scale (GPT-2, Llama); it keeps
+		// activations in a realistic range.
+		Std: 0.02,
+	}
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Arch != "llama" && c.Arch != "qwen2":
+		return fmt.Errorf("%w: arch %q (llama or qwen2)", ErrConfig, c.Arch)
+	case c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FF <= 0 || c.Ctx <= 0:
+		return fmt.Errorf("%w: dim, layers, heads, kv-heads, ff and ctx must be positive", ErrConfig)
+	case c.Dim%c.Heads != 0:
+		return fmt.Errorf("%w: dim %d not divisible by heads %d", ErrConfig, c.Dim, c.Heads)
+	case (c.Dim/c.Heads)%2 != 0:
+		return fmt.Errorf("%w: head dim %d must be even for RoPE", ErrConfig, c.Dim/c.Heads)
+	case c.Heads%c.KVHeads != 0:
+		return fmt.Errorf("%w: heads %d not a multiple of kv-heads %d", ErrConfig, c.Heads, c.KVHeads)
+	case c.Vocab < MinVocab:
+		return fmt.Errorf("%w: vocab %d < %d", ErrConfig, c.Vocab, MinVocab)
+	case c.Vocab > 1<<20 || c.Dim > 1<<16 || c.FF > 1<<18 || c.Layers > 1024:
+		return fmt.Errorf("%w: shape too large", ErrConfig)
+	case !(c.Std > 0):
+		return fmt.Errorf("%w: std must be positive", ErrConfig)
+	}
+	if _, err := c.Type.RowBytes(c.Type.BlockSize()); err != nil || c.Type.BlockSize() == 0 {
+		return fmt.Errorf("%w: type %v", ErrConfig, c.Type)
+	}
+	return nil
+}
+
+// StoredType is the type Write uses for a row of cols values when cfg asks
+// for t: llama-quantize's fallback when the row is not a multiple of the
+// block (K-quants → Q5_0/Q5_1/Q8_0/Q4_0, then F16).
+func StoredType(t quant.Type, cols int) quant.Type {
+	if cols%t.BlockSize() == 0 {
+		return t
+	}
+	switch t {
+	case quant.Q4_K:
+		t = quant.Q5_0
+	case quant.Q5_K:
+		t = quant.Q5_1
+	case quant.Q6_K:
+		t = quant.Q8_0
+	case quant.Q2_K, quant.Q3_K, quant.IQ4_XS:
+		t = quant.IQ4_NL
+	default:
+		return quant.F16
+	}
+	if cols%t.BlockSize() != 0 {
+		return quant.F16
+	}
+	return t
+}
+
+// Vocab returns the n token pieces, their scores and types of the synthetic
+// SentencePiece vocabulary: <unk>, <s>, </s>, the byte tokens <0x00>…<0xFF>,
+// then "▁", letters, punctuation and "▁"-prefixed and plain letter n-grams,
+// each reachable by merging two shorter pieces, scored by rank.
+func Vocab(n int) (tokens []string, scores []float32, types []int32) {
+	const (
+		typeNormal  = 1
+		typeUnknown = 2
+		typeControl = 3
+		typeByte    = 6
+	)
+	add := func(s string, typ int32) {
+		tokens = append(tokens, s)
+		scores = append(scores, -float32(len(tokens)))
+		types = append(types, typ)
+	}
+	add("<unk>", typeUnknown)
+	add("<s>", typeControl)
+	add("</s>", typeControl)
+	for b := 0; b < 256; b++ {
+		add(fmt.Sprintf("<0x%02X>", b), typeByte)
+	}
+	seen := map[string]bool{}
+	piece := func(s string) bool {
+		if len(tokens) >= n {
+			return false
+		}
+		if !seen[s] {
+			seen[s] = true
+			add(s, typeNormal)
+		}
+		return len(tokens) < n
+	}
+	const letters = "etaoinshrdlcumwfgypbvkjxqz"
+	singles := "▁" + letters + "ETAOINSHRDLCUMWFGYPBVKJXQZ" + ".,!?'\"-:;()0123456789"
+	for _, r := range singles {
+		if !piece(string(r)) {
+			return
+		}
+	}
+	prev := []string{""}
+	for len(tokens) < n {
+		var next []string
+		for _, p := range prev {
+			for _, r := range letters {
+				s := p + string(r)
+				next = append(next, s)
+				if !piece("▁"+s) || !piece(s) {
+					return
+				}
+			}
+		}
+		prev = next
+	}
+	return
+}
+
+// Write builds the model described by cfg and writes it to path atomically.
+// 2-D weights use cfg.Type, or StoredType's fallback for rows the type's
+// block does not divide; norms are F32 ones; embeddings are tied (no
+// output.weight), like llama2.c's models. qwen2 models get q/k/v biases.
+func Write(path string, cfg Config) error {
+	w, err := Build(cfg)
+	if err != nil {
+		return err
+	}
+	return w.WriteFile(path)
+}
+
+// Build returns a gguf.Writer holding the model described by cfg.
+func Build(cfg Config) (*gguf.Writer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	w := gguf.NewWriter()
+	a := cfg.Arch
+	headDim := cfg.Dim / cfg.Heads
+	ropeBase := float32(10000)
+	if a == "qwen2" {
+		ropeBase = 1e6 // Qwen2's rope_theta
+	}
+	kvs := []struct {
+		k string
+		v any
+	}{
+		{"general.architecture", a},
+		{"general.name", "synth-" + a},
+		{"general.description", fmt.Sprintf("rbee synth: random weights N(0, %g), seed %d", cfg.Std, cfg.Seed)},
+		{a + ".context_length", uint32(cfg.Ctx)},
+		{a + ".embedding_length", uint32(cfg.Dim)},
+		{a + ".block_count", uint32(cfg.Layers)},
+		{a + ".feed_forward_length", uint32(cfg.FF)},
+		{a + ".attention.head_count", uint32(cfg.Heads)},
+		{a + ".attention.head_count_kv", uint32(cfg.KVHeads)},
+		{a + ".rope.dimension_count", uint32(headDim)},
+		{a + ".rope.freq_base", ropeBase},
+		{a + ".attention.layer_norm_rms_epsilon", float32(1e-5)},
+	}
+	tokens, scores, types := Vocab(cfg.Vocab)
+	kvs = append(kvs, []struct {
+		k string
+		v any
+	}{
+		{"tokenizer.ggml.model", "llama"},
+		{"tokenizer.ggml.tokens", tokens},
+		{"tokenizer.ggml.scores", scores},
+		{"tokenizer.ggml.token_type", types},
+		{"tokenizer.ggml.bos_token_id", uint32(1)},
+		{"tokenizer.ggml.eos_token_id", uint32(2)},
+		{"tokenizer.ggml.unknown_token_id", uint32(0)},
+	}...)
+	for _, kv := range kvs {
+		if err := w.AddKV(kv.k, kv.v); err != nil {
+			return nil, fmt.Errorf("synth: %s: %w", kv.k, err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.Dim)<<32|uint64(cfg.Layers)))
+	buf := make([]float32, 0)
+	randn := func(n int) []float32 {
+		if cap(buf) < n {
+			buf = make([]float32, n)
+		}
+		buf = buf[:n]
+		for i := range buf {
+			buf[i] = float32(rng.NormFloat64()) * cfg.Std
+		}
+		return buf
+	}
+	ones := func(n int) []byte {
+		b := make([]byte, 4*n)
+		for i := 0; i < n; i++ {
+			putF32(b[4*i:], 1)
+		}
+		return b
+	}
+	addMat := func(name string, rows, cols int) error {
+		t := StoredType(cfg.Type, cols)
+		rb, err := t.RowBytes(cols)
+		if err != nil {
+			return fmt.Errorf("synth: %s: %w", name, err)
+		}
+		data := make([]byte, rb*rows)
+		// Quantise row by row so the float buffer stays one row long.
+		for r := 0; r < rows; r++ {
+			if err := quant.Quantize(t, randn(cols), data[r*rb:(r+1)*rb]); err != nil {
+				return fmt.Errorf("synth: %s: %w", name, err)
+			}
+		}
+		return w.AddTensor(name, t, []uint64{uint64(cols), uint64(rows)}, data)
+	}
+	addVec := func(name string, data []byte, n int) error {
+		return w.AddTensor(name, quant.F32, []uint64{uint64(n)}, data)
+	}
+	kvDim := cfg.KVHeads * headDim
+	if err := addMat("token_embd.weight", cfg.Vocab, cfg.Dim); err != nil {
+		return nil, err
+	}
+	for l := 0; l < cfg.Layers; l++ {
+		p := "blk." + strconv.Itoa(l) + "."
+		if err := addVec(p+"attn_norm.weight", ones(cfg.Dim), cfg.Dim); err != nil {
+			return nil, err
+		}
+		mats := []struct {
+			name       string
+			rows, cols int
+		}{
+			{"attn_q.weight", cfg.Dim, cfg.Dim},
+			{"attn_k.weight", kvDim, cfg.Dim},
+			{"attn_v.weight", kvDim, cfg.Dim},
+			{"attn_output.weight", cfg.Dim, cfg.Dim},
+			{"ffn_gate.weight", cfg.FF, cfg.Dim},
+			{"ffn_up.weight", cfg.FF, cfg.Dim},
+			{"ffn_down.weight", cfg.Dim, cfg.FF},
+		}
+		for _, m := range mats {
+			if err := addMat(p+m.name, m.rows, m.cols); err != nil {
+				return nil, err
+			}
+		}
+		if a == "qwen2" {
+			for _, b := range []struct {
+				name string
+				n    int
+			}{{"attn_q.bias", cfg.Dim}, {"attn_k.bias", kvDim}, {"attn_v.bias", kvDim}} {
+				v := randn(b.n)
+				data := make([]byte, 4*b.n)
+				for i, f := range v {
+					putF32(data[4*i:], f)
+				}
+				if err := addVec(p+b.name, data, b.n); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if err := addVec(p+"ffn_norm.weight", ones(cfg.Dim), cfg.Dim); err != nil {
+			return nil, err
+		}
+	}
+	if err := addVec("output_norm.weight", ones(cfg.Dim), cfg.Dim); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func putF32(b []byte, f float32) {
+	u := math.Float32bits(f)
+	b[0], b[1], b[2], b[3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+}
