@@ -352,6 +352,12 @@ func TestPeerIDStableAcrossRestart(t *testing.T) {
 		require.NoError(t, err)
 		ids = append(ids, h.ID())
 		require.NoError(t, h.Close())
+		// Let the client notice the old connection is gone, as a peer would
+		// before reconnecting; otherwise its next stream may race the
+		// stale connection's teardown.
+		require.Eventually(t, func() bool {
+			return client.Libp2p().Network().Connectedness(h.ID()) != network.Connected
+		}, 10*time.Second, 10*time.Millisecond)
 	}
 	require.Equal(t, ids[0], ids[1])
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -29,10 +30,21 @@ const (
 )
 
 // Ping measures one round trip to peer id over ProtocolPing, dialing if
-// needed. The duration covers the echo only, not the dial.
+// needed. The duration covers the echo only, not the dial. A ping is
+// idempotent, so a failed first attempt (typically a stale connection to a
+// peer that just restarted) is retried once on a fresh stream.
 func (h *Host) Ping(ctx context.Context, id peer.ID) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
+	rtt, err := h.pingOnce(ctx, id)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotStarted) {
+		h.log.Debug("ping failed, retrying once", "peer", id, "err", err)
+		rtt, err = h.pingOnce(ctx, id)
+	}
+	return rtt, err
+}
+
+func (h *Host) pingOnce(ctx context.Context, id peer.ID) (time.Duration, error) {
 	s, err := h.NewStream(ctx, id, ProtocolPing)
 	if err != nil {
 		return 0, err
