@@ -41,7 +41,7 @@ func (c *Consensus) tryBootstrap() bool {
 	}
 	if r.LastIndex() > 0 {
 		// A leader added this server before it bootstrapped.
-		c.bootstrap.Store(bootJoinedIn)
+		c.bootstrap.Store(BootstrapJoinedExisting)
 		c.log.Info("bootstrap: already part of a cluster")
 		return true
 	}
@@ -53,7 +53,7 @@ func (c *Consensus) tryBootstrap() bool {
 			continue
 		}
 		if m.BootstrapExpect != 0 && m.BootstrapExpect != expect {
-			c.bootstrap.Store(bootConflict)
+			c.bootstrap.Store(BootstrapConflict)
 			c.log.Error("bootstrap: member expects a different cluster size; all servers must use the same --bootstrap-expect",
 				"member", m.ID, "name", m.Name, "theirs", m.BootstrapExpect, "ours", expect)
 			return false
@@ -66,7 +66,7 @@ func (c *Consensus) tryBootstrap() bool {
 		}
 		peers = append(peers, m)
 	}
-	c.bootstrap.Store(bootWaiting)
+	c.bootstrap.Store(BootstrapWaiting)
 	if len(peers) < expect || !self {
 		return false
 	}
@@ -82,7 +82,7 @@ func (c *Consensus) tryBootstrap() bool {
 			return false
 		}
 		if st.HasState {
-			c.bootstrap.Store(bootJoinedIn)
+			c.bootstrap.Store(BootstrapJoinedExisting)
 			c.log.Info("bootstrap: a peer already has raft state; waiting to be added", "peer", p.ID)
 			return true
 		}
@@ -101,7 +101,7 @@ func (c *Consensus) tryBootstrap() bool {
 		c.log.Error("bootstrap failed", "err", err)
 		return false
 	}
-	c.bootstrap.Store(bootDone)
+	c.bootstrap.Store(BootstrapDone)
 	c.log.Info("bootstrapped cluster", "servers", fmt.Sprint(seen))
 	return true
 }

@@ -171,16 +171,19 @@ func profileTimings(p string) (timings, error) {
 	return timings{}, fmt.Errorf("%w: unknown profile %q", ErrConfig, p)
 }
 
-// Bootstrap states reported by Stats()["bootstrap"].
+// Bootstrap states, reported by BootstrapState and Stats()["bootstrap"].
 const (
-	bootExisting  = "existing-state"
-	bootJoin      = "join"
-	bootWaiting   = "waiting"
-	bootConflict  = "conflict"
-	bootDone      = "bootstrapped"
-	bootJoinedIn  = "joined-existing"
-	bootNotStated = "not-started"
+	BootstrapNotStarted     = "not-started"     // Start not called yet
+	BootstrapExistingState  = "existing-state"  // restarted with raft state; no bootstrap
+	BootstrapJoin           = "join"            // Join set: waits to be added by a leader
+	BootstrapWaiting        = "waiting"         // BootstrapExpect: waiting for enough members
+	BootstrapConflict       = "conflict"        // a member announces a different expect
+	BootstrapDone           = "bootstrapped"    // this server bootstrapped the cluster
+	BootstrapJoinedExisting = "joined-existing" // a peer already had a cluster; added by it
 )
+
+// BootstrapState returns one of the Bootstrap* constants.
+func (c *Consensus) BootstrapState() string { return c.bootstrap.Load().(string) }
 
 // LeaderEvent is sent to leadership subscribers when the known leader
 // changes ("" while there is none).
@@ -295,7 +298,7 @@ func New(cfg Config) (*Consensus, error) {
 		subs:       map[chan LeaderEvent]struct{}{},
 		left:       map[string]time.Time{},
 	}
-	c.bootstrap.Store(bootNotStated)
+	c.bootstrap.Store(BootstrapNotStarted)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -368,10 +371,10 @@ func (c *Consensus) Start(ctx context.Context) error {
 
 	switch {
 	case hasState:
-		c.bootstrap.Store(bootExisting)
+		c.bootstrap.Store(BootstrapExistingState)
 		c.log.Info("raft has existing state; not bootstrapping")
 	case c.cfg.BootstrapExpect == 0 && c.cfg.Join:
-		c.bootstrap.Store(bootJoin)
+		c.bootstrap.Store(BootstrapJoin)
 		c.log.Info("joining: waiting for a leader to add this server")
 	case c.cfg.BootstrapExpect <= 1:
 		err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
@@ -380,10 +383,10 @@ func (c *Consensus) Start(ctx context.Context) error {
 		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return fmt.Errorf("consensus: bootstrap: %w", err)
 		}
-		c.bootstrap.Store(bootDone)
+		c.bootstrap.Store(BootstrapDone)
 		c.log.Info("bootstrapped single-server cluster")
 	default:
-		c.bootstrap.Store(bootWaiting)
+		c.bootstrap.Store(BootstrapWaiting)
 		c.wg.Add(1)
 		go c.bootstrapLoop()
 	}

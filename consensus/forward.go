@@ -279,6 +279,10 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 	if len(cmd) == 0 || len(cmd) > fsm.MaxCommandSize {
 		return nil, fmt.Errorf("%w: %w: command of %d bytes", ErrRejected, fsm.ErrMalformed, len(cmd))
 	}
+	// Reject what can never apply before it takes a log entry.
+	if _, err := fsm.Decode(cmd); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
 	backoff := 10 * time.Millisecond
 	var lastErr error
 	for {

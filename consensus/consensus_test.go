@@ -1,0 +1,363 @@
+package consensus_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/consensus"
+	"github.com/rbee-project/rbee/consensus/consensustest"
+	"github.com/rbee-project/rbee/fsm"
+)
+
+func TestConfigValidation(t *testing.T) {
+	reg := consensustest.NewRegistry()
+	nw, err := reg.Listen("a")
+	require.NoError(t, err)
+	defer nw.Close()
+	good := func() consensus.Config {
+		c := consensus.DefaultConfig()
+		c.DataDir, c.LocalID, c.Network, c.FSM = t.TempDir(), "a", nw, fsm.New(nil)
+		return c
+	}
+	tests := []struct {
+		name string
+		mod  func(*consensus.Config)
+	}{
+		{"no data dir", func(c *consensus.Config) { c.DataDir = "" }},
+		{"no id", func(c *consensus.Config) { c.LocalID = "" }},
+		{"id mismatch", func(c *consensus.Config) { c.LocalID = "b" }},
+		{"no network", func(c *consensus.Config) { c.Network = nil }},
+		{"no fsm", func(c *consensus.Config) { c.FSM = nil }},
+		{"bad profile", func(c *consensus.Config) { c.Profile = "wan" }},
+		{"negative expect", func(c *consensus.Config) { c.BootstrapExpect = -1 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good()
+			tc.mod(&cfg)
+			_, err := consensus.New(cfg)
+			require.ErrorIs(t, err, consensus.ErrConfig)
+		})
+	}
+	c, err := consensus.New(good())
+	require.NoError(t, err)
+	_, err = c.Apply(context.Background(), []byte{1})
+	require.Error(t, err)
+	require.NoError(t, c.Close())
+	require.NoError(t, c.Close())
+	require.ErrorIs(t, c.Start(context.Background()), consensus.ErrClosed)
+}
+
+func TestSingleNodeBootstrapAndRestart(t *testing.T) {
+	cl := newCluster(t)
+	cfg := cl.config("solo")
+	n := cl.start(cfg)
+	cl.waitLeader()
+	require.Equal(t, consensus.BootstrapDone, n.c.Stats()["bootstrap"])
+
+	// The leader loop registers itself in the registry.
+	require.Eventually(t, func() bool {
+		node, ok := n.fsm.Node("solo")
+		return ok && node.State == fsm.NodeAlive && node.Name == "name-solo"
+	}, 10*time.Second, 10*time.Millisecond)
+
+	res := apply(t, n, host("h1"))
+	require.True(t, res.Changed)
+	require.NotZero(t, res.Index)
+	require.NoError(t, n.c.Barrier(context.Background()))
+
+	// Restart on the same data dir: existing state, no bootstrap, same data.
+	cl.stop("solo")
+	require.Equal(t, "Shutdown", n.c.State())
+	_, err := n.c.Apply(context.Background(), mustEncode(t, host("x")))
+	require.ErrorIs(t, err, consensus.ErrClosed)
+	cl.setState("solo", consensus.MemberAlive)
+	n2 := cl.start(cfg)
+	require.Equal(t, consensus.BootstrapExistingState, n2.c.Stats()["bootstrap"])
+	cl.waitLeader()
+	waitHost(t, "h1", n2)
+	apply(t, n2, host("h2"))
+}
+
+func mustEncode(t *testing.T, cmd fsm.Command) []byte {
+	b, err := fsm.Encode(cmd)
+	require.NoError(t, err)
+	return b
+}
+
+func TestThreeNodeExpectLifecycle(t *testing.T) {
+	cl := newCluster(t)
+	names := ids("n", 3)
+	cfgs := map[string]consensus.Config{}
+	for _, id := range names {
+		cfg := cl.config(id)
+		cfg.BootstrapExpect = 3
+		cfg.TrailingLogs = 4 // a server that was away must catch up by snapshot
+		cfgs[id] = cfg
+	}
+	// Start all three at once: a bootstrap race.
+	var wg sync.WaitGroup
+	for _, id := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl.start(cfgs[id])
+		}()
+	}
+	wg.Wait()
+	cl.kick()
+	leader := cl.waitLeader()
+	for _, n := range cl.running() {
+		voters, nonvoters := suffrages(t, n)
+		require.Equal(t, names, voters, "on %s", n.id)
+		require.Empty(t, nonvoters)
+		require.Contains(t, []string{consensus.BootstrapDone, consensus.BootstrapJoinedExisting}, n.c.Stats()["bootstrap"])
+	}
+
+	// Every member gets a registry entry.
+	require.Eventually(t, func() bool {
+		for _, n := range cl.running() {
+			if len(n.fsm.Nodes()) != 3 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+
+	// A write from a follower lands everywhere.
+	f := cl.followers(leader)
+	apply(t, f[0], host("from-follower"))
+	waitHost(t, "from-follower", cl.running()...)
+
+	// Rejected commands come back typed, through the forward path too.
+	_, err := f[1].c.Apply(context.Background(), mustEncode(t, fsm.SetNodeState{ID: "ghost", State: fsm.NodeLeft}))
+	require.ErrorIs(t, err, consensus.ErrRejected)
+	require.ErrorIs(t, err, fsm.ErrNotFound)
+	_, err = f[1].c.Apply(context.Background(), []byte{250, '{', '}'})
+	require.ErrorIs(t, err, fsm.ErrUnknownCommand)
+
+	// Kill the leader: a new one takes over and writes resume.
+	changes := f[0].c.LeaderChanges()
+	old := leader.id
+	cl.stop(old)
+	leader = cl.waitLeader()
+	require.NotEqual(t, old, leader.id)
+	require.Greater(t, f[0].c.LeaderChanges(), changes)
+	survivors := cl.running()
+	for i := 0; i < 10; i++ {
+		apply(t, survivors[i%2], host("while-down"))
+	}
+	waitHost(t, "while-down", survivors...)
+	// The gossip view says the old leader failed; the registry follows.
+	require.Eventually(t, func() bool {
+		n, ok := leader.fsm.Node(old)
+		return ok && n.State == fsm.NodeFailed
+	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, leader.c.Snapshot())
+
+	// Restart it on its data dir: it rejoins and catches up.
+	cl.setState(old, consensus.MemberAlive)
+	back := cl.start(cfgs[old])
+	require.Equal(t, consensus.BootstrapExistingState, back.c.Stats()["bootstrap"])
+	waitHost(t, "while-down", back)
+	cl.waitLeader()
+	apply(t, back, host("after-restart"))
+	waitHost(t, "after-restart", cl.running()...)
+	require.Eventually(t, func() bool {
+		n, ok := back.fsm.Node(old)
+		return ok && n.State == fsm.NodeAlive
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, cl.running()[0].fsm.Nodes(), back.fsm.Nodes())
+}
+
+func TestBootstrapExpectMismatchRefused(t *testing.T) {
+	cl := newCluster(t)
+	var nodes []*testNode
+	for i, id := range ids("m", 3) {
+		cfg := cl.config(id)
+		cfg.BootstrapExpect = 3
+		if i == 2 {
+			cfg.BootstrapExpect = 2
+		}
+		nodes = append(nodes, cl.start(cfg))
+	}
+	require.Eventually(t, func() bool {
+		for _, n := range nodes {
+			if n.c.Stats()["bootstrap"] != consensus.BootstrapConflict {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+	// The conflict is detected before any bootstrap: no configuration at all.
+	for _, n := range nodes {
+		servers, err := n.c.Servers()
+		require.NoError(t, err)
+		require.Empty(t, servers)
+		require.False(t, n.c.IsLeader())
+	}
+
+	// Once the odd one is gone, the other two still wait for a third.
+	cl.stop("m2")
+	cl.forget("m2")
+	require.Eventually(t, func() bool {
+		return nodes[0].c.Stats()["bootstrap"] == consensus.BootstrapWaiting
+	}, 10*time.Second, 10*time.Millisecond)
+	// A third with the right expect completes the cluster.
+	cfg := cl.config("m3")
+	cfg.BootstrapExpect = 3
+	cl.start(cfg)
+	cl.waitLeader()
+	voters, _ := suffrages(t, nodes[0])
+	require.Equal(t, []string{"m0", "m1", "m3"}, voters)
+}
+
+func TestJoinNeverBootstrapsAlone(t *testing.T) {
+	cl := newCluster(t)
+	cfg := cl.config("joiner")
+	cfg.Join = true
+	n := cl.start(cfg)
+	require.Equal(t, consensus.BootstrapJoin, n.c.Stats()["bootstrap"])
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := n.c.Apply(ctx, mustEncode(t, host("h")))
+	require.ErrorIs(t, err, consensus.ErrNoLeader)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.False(t, n.c.IsLeader())
+	servers, err := n.c.Servers()
+	require.NoError(t, err)
+	require.Empty(t, servers)
+	require.ErrorIs(t, n.c.Barrier(context.Background()), consensus.ErrNotLeader)
+
+	// A write issued while there is no leader is held, then lands once a
+	// leader appears and adds this server.
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := n.c.Apply(ctx, mustEncode(t, host("held")))
+		done <- err
+	}()
+	seed := cl.start(cl.config("seed"))
+	require.NoError(t, <-done)
+	waitHost(t, "held", n, seed)
+}
+
+func TestSixNodesNonVotersLeftAndReaped(t *testing.T) {
+	cl := newCluster(t)
+	names := ids("s", 6)
+	cl.start(cl.config(names[0]))
+	cl.waitLeader()
+	for _, id := range names[1:] {
+		cfg := cl.config(id)
+		cfg.Join = true
+		cl.start(cfg)
+	}
+	leader := cl.waitLeader()
+	require.Equal(t, names[0], leader.id)
+	require.Eventually(t, func() bool {
+		voters, nonvoters := suffrages(t, leader)
+		return len(voters) == 5 && len(nonvoters) == 1
+	}, 20*time.Second, 20*time.Millisecond)
+	_, nonvoters := suffrages(t, leader)
+	nv := cl.nodes[nonvoters[0]]
+
+	// The non-voter replicates and forwards writes.
+	apply(t, nv, host("via-nonvoter"))
+	waitHost(t, "via-nonvoter", cl.running()...)
+	require.Eventually(t, func() bool { return len(nv.fsm.Nodes()) == 6 }, 10*time.Second, 10*time.Millisecond)
+
+	// A voter leaves: removed from raft, marked left, the non-voter promoted.
+	var leaving string
+	voters, _ := suffrages(t, leader)
+	for _, v := range voters {
+		if v != leader.id {
+			leaving = v
+			break
+		}
+	}
+	cl.setState(leaving, consensus.MemberLeft)
+	require.Eventually(t, func() bool {
+		voters, nonvoters := suffrages(t, leader)
+		n, ok := leader.fsm.Node(leaving)
+		return len(voters) == 5 && len(nonvoters) == 0 && !contains(voters, leaving) &&
+			contains(voters, nv.id) && ok && n.State == fsm.NodeLeft
+	}, 20*time.Second, 20*time.Millisecond)
+
+	// Gossip forgets it: the registry drops it.
+	cl.stop(leaving)
+	cl.forget(leaving)
+	require.Eventually(t, func() bool {
+		_, ok := leader.fsm.Node(leaving)
+		return !ok
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Len(t, leader.fsm.Nodes(), 5)
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func TestLeaveTransfersAndRemoves(t *testing.T) {
+	cl := newCluster(t)
+	names := ids("l", 3)
+	for _, id := range names {
+		cfg := cl.config(id)
+		cfg.BootstrapExpect = 3
+		cl.start(cfg)
+	}
+	leader := cl.waitLeader()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	require.NoError(t, leader.c.Leave(ctx))
+	require.False(t, leader.c.IsLeader())
+	var other *testNode
+	for _, n := range cl.running() {
+		if n != leader {
+			other = n
+		}
+	}
+	require.Eventually(t, func() bool {
+		voters, _ := suffrages(t, other)
+		return len(voters) == 2 && !contains(voters, leader.id)
+	}, 10*time.Second, 20*time.Millisecond)
+	// The leader does not re-add it although gossip still says alive.
+	cl.kick()
+	cl.stop(leader.id)
+	cl.setState(leader.id, consensus.MemberLeft)
+	newLeader := cl.waitLeader()
+	apply(t, newLeader, host("after-leave"))
+	voters, _ := suffrages(t, newLeader)
+	require.Len(t, voters, 2)
+}
+
+func TestLeadershipSubscription(t *testing.T) {
+	cl := newCluster(t)
+	cfg := cl.config("sub")
+	reg := consensustest.NewRegistry()
+	_ = reg
+	n := cl.start(cfg)
+	ch, cancel := n.c.SubscribeLeadership()
+	defer cancel()
+	cl.waitLeader()
+	// The subscription may have been registered after the election; the
+	// counter and state are authoritative, events are hints.
+	require.GreaterOrEqual(t, n.c.LeaderChanges(), uint64(1))
+	require.Equal(t, "Leader", n.c.State())
+	require.Equal(t, "sub", n.c.Stats()["leader_id"])
+	cl.stop("sub")
+	for range ch { // closed by Close
+	}
+	_, err := n.c.Servers()
+	require.True(t, errors.Is(err, consensus.ErrClosed))
+}
