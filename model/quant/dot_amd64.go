@@ -1,5 +1,132 @@
-//go:build amd64
+//go:build amd64 && !purego
 
 package quant
 
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// hasAVX2 reports whether the AVX2 kernels can run: they also use FMA and
+// F16C (VCVTPH2PS), present on every AVX2 CPU in practice but checked anyway.
+var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
+
+//go:noescape
+func dotF32AVX2(a, b *float32, n int) float32
+
+//go:noescape
+func dotF16AVX2(a, b *byte, n int) float32
+
+//go:noescape
+func dotQ8_0AVX2(nb int, w, x *byte) float32
+
+//go:noescape
+func dotQ4_0AVX2(nb int, w, x *byte) float32
+
+//go:noescape
+func dotQ4KAVX2(nb int, w, x *byte) float32
+
+//go:noescape
+func dotQ6KAVX2(nb int, w, x *byte) float32
+
 var dotF32Impl = dotF32Generic
+
+func init() {
+	if hasAVX2 {
+		useSIMD(true)
+	}
+}
+
+// simdKernels are the amd64 replacements of the generic dot kernels.
+var simdKernels = map[Type]dotFunc{
+	F16:  dotF16SIMD,
+	Q8_0: dotQ8_0SIMD,
+	Q4_0: dotQ4_0SIMD,
+	Q4_K: dotQ4KSIMD,
+	Q6_K: dotQ6KSIMD,
+}
+
+// useSIMD switches between the assembly and the generic kernels (tests and
+// benchmarks compare the two). It must not be called concurrently with MatMul.
+func useSIMD(on bool) bool {
+	if on && !hasAVX2 {
+		return false
+	}
+	for t, g := range genericKernels {
+		dotKernels[t] = g
+	}
+	dotF32Impl = dotF32Generic
+	if on {
+		for t, k := range simdKernels {
+			dotKernels[t] = k
+		}
+		dotF32Impl = dotF32SIMD
+	}
+	return true
+}
+
+func dotF32SIMD(a, b []float32) float32 {
+	n := min(len(a), len(b))
+	n8 := n &^ 7
+	var s float32
+	if n8 > 0 {
+		s = dotF32AVX2(&a[0], &b[0], n8)
+	}
+	for i := n8; i < n; i++ {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
+func dotF16SIMD(cols int, w, x []byte) float32 {
+	n8 := cols &^ 7
+	_ = w[2*cols-1]
+	_ = x[2*cols-1]
+	var s float32
+	if n8 > 0 {
+		s = dotF16AVX2(&w[0], &x[0], n8)
+	}
+	for i := n8; i < cols; i++ {
+		s += F16ToF32(le16(w[2*i:])) * F16ToF32(le16(x[2*i:]))
+	}
+	return s
+}
+
+func checkBlocks(cols, bs int, w []byte, wb int, x []byte, xb int) int {
+	nb := cols / bs
+	if nb == 0 {
+		return 0
+	}
+	_ = w[nb*wb-1]
+	_ = x[nb*xb-1]
+	return nb
+}
+
+func dotQ8_0SIMD(cols int, w, x []byte) float32 {
+	if nb := checkBlocks(cols, QK, w, 34, x, 34); nb > 0 {
+		return dotQ8_0AVX2(nb, unsafe.SliceData(w), unsafe.SliceData(x))
+	}
+	return 0
+}
+
+func dotQ4_0SIMD(cols int, w, x []byte) float32 {
+	if nb := checkBlocks(cols, QK, w, 18, x, 34); nb > 0 {
+		return dotQ4_0AVX2(nb, unsafe.SliceData(w), unsafe.SliceData(x))
+	}
+	return 0
+}
+
+func dotQ4KSIMD(cols int, w, x []byte) float32 {
+	if nb := checkBlocks(cols, QKK, w, 144, x, 292); nb > 0 {
+		return dotQ4KAVX2(nb, unsafe.SliceData(w), unsafe.SliceData(x))
+	}
+	return 0
+}
+
+func dotQ6KSIMD(cols int, w, x []byte) float32 {
+	if nb := checkBlocks(cols, QKK, w, 210, x, 292); nb > 0 {
+		return dotQ6KAVX2(nb, unsafe.SliceData(w), unsafe.SliceData(x))
+	}
+	return 0
+}

@@ -1,5 +1,8 @@
-//go:build !amd64
+//go:build !amd64 || purego
 
 package quant
 
 var dotF32Impl = dotF32Generic
+
+// useSIMD reports false: there are no assembly kernels for this build.
+func useSIMD(on bool) bool { return !on }

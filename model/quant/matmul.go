@@ -45,9 +45,8 @@ func VecDotType(t Type) (Type, bool) {
 // weight type) with one activation row x (cols elements of the vec_dot type).
 type dotFunc func(cols int, w, x []byte) float32
 
-// dotKernels is filled with the generic kernels here and overridden by
-// architecture-specific init functions where SIMD versions exist.
-var dotKernels = map[Type]dotFunc{
+// genericKernels are the portable reference kernels.
+var genericKernels = map[Type]dotFunc{
 	F16:    dotF16Generic,
 	BF16:   dotBF16Generic,
 	Q4_0:   dotQ4_0Generic,
@@ -63,6 +62,17 @@ var dotKernels = map[Type]dotFunc{
 	Q6_K:   dotQ6KGeneric,
 	IQ4_XS: dotIQ4XSGeneric,
 }
+
+// dotKernels are the kernels MatMul uses: the generic ones, replaced at
+// init by SIMD versions where the CPU supports them (see useSIMD). It is
+// written only during package init and by tests.
+var dotKernels = func() map[Type]dotFunc {
+	m := make(map[Type]dotFunc, len(genericKernels))
+	for t, k := range genericKernels {
+		m[t] = k
+	}
+	return m
+}()
 
 // quantizeActivations converts x (len a multiple of the block size of t) to
 // vec_dot type t into dst, as ggml-cpu's from_float for that type does.

@@ -1,0 +1,500 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// AVX2/FMA/F16C kernels. Each mirrors the generic Go kernel of the same
+// type (dot_generic.go) and ggml-cpu's AVX2 vec_dot: integer products with
+// VPMADDUBSW/VPMADDWD on the quantised blocks, one float FMA per block.
+// Callers guarantee the pointer arguments cover nb whole blocks.
+
+DATA k4shuf<>+0(SB)/8, $0x0100010001000100
+DATA k4shuf<>+8(SB)/8, $0x0100010001000100
+DATA k4shuf<>+16(SB)/8, $0x0100010001000100
+DATA k4shuf<>+24(SB)/8, $0x0100010001000100
+DATA k4shuf<>+32(SB)/8, $0x0302030203020302
+DATA k4shuf<>+40(SB)/8, $0x0302030203020302
+DATA k4shuf<>+48(SB)/8, $0x0302030203020302
+DATA k4shuf<>+56(SB)/8, $0x0302030203020302
+DATA k4shuf<>+64(SB)/8, $0x0504050405040504
+DATA k4shuf<>+72(SB)/8, $0x0504050405040504
+DATA k4shuf<>+80(SB)/8, $0x0504050405040504
+DATA k4shuf<>+88(SB)/8, $0x0504050405040504
+DATA k4shuf<>+96(SB)/8, $0x0706070607060706
+DATA k4shuf<>+104(SB)/8, $0x0706070607060706
+DATA k4shuf<>+112(SB)/8, $0x0706070607060706
+DATA k4shuf<>+120(SB)/8, $0x0706070607060706
+DATA k4shuf<>+128(SB)/8, $0x0908090809080908
+DATA k4shuf<>+136(SB)/8, $0x0908090809080908
+DATA k4shuf<>+144(SB)/8, $0x0908090809080908
+DATA k4shuf<>+152(SB)/8, $0x0908090809080908
+DATA k4shuf<>+160(SB)/8, $0x0b0a0b0a0b0a0b0a
+DATA k4shuf<>+168(SB)/8, $0x0b0a0b0a0b0a0b0a
+DATA k4shuf<>+176(SB)/8, $0x0b0a0b0a0b0a0b0a
+DATA k4shuf<>+184(SB)/8, $0x0b0a0b0a0b0a0b0a
+DATA k4shuf<>+192(SB)/8, $0x0d0c0d0c0d0c0d0c
+DATA k4shuf<>+200(SB)/8, $0x0d0c0d0c0d0c0d0c
+DATA k4shuf<>+208(SB)/8, $0x0d0c0d0c0d0c0d0c
+DATA k4shuf<>+216(SB)/8, $0x0d0c0d0c0d0c0d0c
+DATA k4shuf<>+224(SB)/8, $0x0f0e0f0e0f0e0f0e
+DATA k4shuf<>+232(SB)/8, $0x0f0e0f0e0f0e0f0e
+DATA k4shuf<>+240(SB)/8, $0x0f0e0f0e0f0e0f0e
+DATA k4shuf<>+248(SB)/8, $0x0f0e0f0e0f0e0f0e
+GLOBL k4shuf<>(SB), RODATA|NOPTR, $256
+
+DATA q6shuf<>+0(SB)/8, $0x0000000000000000
+DATA q6shuf<>+8(SB)/8, $0x0101010101010101
+DATA q6shuf<>+16(SB)/8, $0x0202020202020202
+DATA q6shuf<>+24(SB)/8, $0x0303030303030303
+DATA q6shuf<>+32(SB)/8, $0x0404040404040404
+DATA q6shuf<>+40(SB)/8, $0x0505050505050505
+DATA q6shuf<>+48(SB)/8, $0x0606060606060606
+DATA q6shuf<>+56(SB)/8, $0x0707070707070707
+DATA q6shuf<>+64(SB)/8, $0x0808080808080808
+DATA q6shuf<>+72(SB)/8, $0x0909090909090909
+DATA q6shuf<>+80(SB)/8, $0x0a0a0a0a0a0a0a0a
+DATA q6shuf<>+88(SB)/8, $0x0b0b0b0b0b0b0b0b
+DATA q6shuf<>+96(SB)/8, $0x0c0c0c0c0c0c0c0c
+DATA q6shuf<>+104(SB)/8, $0x0d0d0d0d0d0d0d0d
+DATA q6shuf<>+112(SB)/8, $0x0e0e0e0e0e0e0e0e
+DATA q6shuf<>+120(SB)/8, $0x0f0f0f0f0f0f0f0f
+GLOBL q6shuf<>(SB), RODATA|NOPTR, $128
+
+// func dotF32AVX2(a, b *float32, n int) float32
+// n must be a multiple of 8.
+TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
+	MOVQ a+0(FP), SI
+	MOVQ b+8(FP), DI
+	MOVQ n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+f32loop32:
+	CMPQ CX, $32
+	JLT  f32loop8
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VMOVUPS 64(SI), Y6
+	VMOVUPS 96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ $128, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	JMP  f32loop32
+f32loop8:
+	CMPQ CX, $8
+	JLT  f32done
+	VMOVUPS (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  f32loop8
+f32done:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotF16AVX2(a, b *byte, n int) float32
+// a and b hold n halves; n must be a multiple of 8.
+TEXT ·dotF16AVX2(SB), NOSPLIT, $0-28
+	MOVQ a+0(FP), SI
+	MOVQ b+8(FP), DI
+	MOVQ n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+f16loop32:
+	CMPQ CX, $32
+	JLT  f16loop8
+	VCVTPH2PS (SI), Y4
+	VCVTPH2PS 16(SI), Y5
+	VCVTPH2PS 32(SI), Y6
+	VCVTPH2PS 48(SI), Y7
+	VCVTPH2PS (DI), Y8
+	VCVTPH2PS 16(DI), Y9
+	VCVTPH2PS 32(DI), Y10
+	VCVTPH2PS 48(DI), Y11
+	VFMADD231PS Y8, Y4, Y0
+	VFMADD231PS Y9, Y5, Y1
+	VFMADD231PS Y10, Y6, Y2
+	VFMADD231PS Y11, Y7, Y3
+	ADDQ $64, SI
+	ADDQ $64, DI
+	SUBQ $32, CX
+	JMP  f16loop32
+f16loop8:
+	CMPQ CX, $8
+	JLT  f16done
+	VCVTPH2PS (SI), Y4
+	VCVTPH2PS (DI), Y8
+	VFMADD231PS Y8, Y4, Y0
+	ADDQ $16, SI
+	ADDQ $16, DI
+	SUBQ $8, CX
+	JMP  f16loop8
+f16done:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// Block product of 32 signed weight bytes in Y2 with the 32 activation
+// bytes at off(DI), scaled by the float in X1 and accumulated into ACC.
+// Uses Y4-Y6; Y15 must hold int16 ones.
+#define Q8BLOCK(off, ACC) \
+	VMOVDQU off(DI), Y3 \
+	VPSIGNB Y2, Y2, Y4 \
+	VPSIGNB Y2, Y3, Y5 \
+	VPMADDUBSW Y5, Y4, Y6 \
+	VPMADDWD Y15, Y6, Y6 \
+	VCVTDQ2PS Y6, Y6 \
+	VBROADCASTSS X1, Y1 \
+	VFMADD231PS Y6, Y1, ACC
+
+// Loads the product of the f16 scales at (SI) and (DI) into X1.
+#define SCALES \
+	MOVWLZX (SI), AX \
+	MOVWLZX (DI), BX \
+	VMOVD AX, X1 \
+	VMOVD BX, X7 \
+	VCVTPH2PS X1, X1 \
+	VCVTPH2PS X7, X7 \
+	VMULSS X7, X1, X1
+
+// func dotQ8_0AVX2(nb int, w, x *byte) float32
+TEXT ·dotQ8_0AVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y8, Y8, Y8
+	VPCMPEQW Y15, Y15, Y15
+	VPSRLW $15, Y15, Y15
+q8loop2:
+	CMPQ CX, $2
+	JLT  q8loop1
+	SCALES
+	VMOVDQU 2(SI), Y2
+	Q8BLOCK(2, Y0)
+	ADDQ $34, SI
+	ADDQ $34, DI
+	SCALES
+	VMOVDQU 2(SI), Y2
+	Q8BLOCK(2, Y8)
+	ADDQ $34, SI
+	ADDQ $34, DI
+	SUBQ $2, CX
+	JMP  q8loop2
+q8loop1:
+	TESTQ CX, CX
+	JEQ  q8done
+	SCALES
+	VMOVDQU 2(SI), Y2
+	Q8BLOCK(2, Y0)
+q8done:
+	VADDPS Y8, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// Expands the 16 nibble bytes at 2(SI) into 32 signed bytes (q-8) in Y2.
+// Y14 must hold 0x0F bytes, Y13 0x08 bytes.
+#define Q4EXPAND \
+	VMOVDQU 2(SI), X2 \
+	VPSRLW $4, X2, X3 \
+	VINSERTI128 $1, X3, Y2, Y2 \
+	VPAND Y14, Y2, Y2 \
+	VPSUBB Y13, Y2, Y2
+
+// func dotQ4_0AVX2(nb int, w, x *byte) float32
+TEXT ·dotQ4_0AVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y8, Y8, Y8
+	VPCMPEQW Y15, Y15, Y15
+	VPSRLW $15, Y15, Y15
+	MOVL $0x0F0F0F0F, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	MOVL $0x08080808, AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+q4loop2:
+	CMPQ CX, $2
+	JLT  q4loop1
+	SCALES
+	Q4EXPAND
+	Q8BLOCK(2, Y0)
+	ADDQ $18, SI
+	ADDQ $34, DI
+	SCALES
+	Q4EXPAND
+	Q8BLOCK(2, Y8)
+	ADDQ $18, SI
+	ADDQ $34, DI
+	SUBQ $2, CX
+	JMP  q4loop2
+q4loop1:
+	TESTQ CX, CX
+	JEQ  q4done
+	SCALES
+	Q4EXPAND
+	Q8BLOCK(2, Y0)
+q4done:
+	VADDPS Y8, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotQ4KAVX2(nb int, w, x *byte) float32
+// w: Q4_K blocks (d, dmin, scales[12], qs[128]); x: Q8_K blocks
+// (d float32, qs[256], bsums[16] int16).
+TEXT ·dotQ4KAVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0          // acc
+	VXORPS X8, X8, X8          // acc_m (mins)
+	MOVL $0x0F0F0F0F, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	TESTQ CX, CX
+	JEQ  q4kdone
+q4kloop:
+	// d = y.d * x.d ; dmin = -(y.d * x.dmin)
+	MOVWLZX (SI), AX
+	MOVWLZX 2(SI), BX
+	VMOVD AX, X1
+	VMOVD BX, X2
+	VCVTPH2PS X1, X1
+	VCVTPH2PS X2, X2
+	VMOVSS (DI), X3
+	VMULSS X3, X1, X1          // d
+	VMULSS X3, X2, X2          // dmin (positive)
+	// unpack scales/mins: utmp0..2 = scales[0:12]
+	MOVL 4(SI), AX             // utmp0
+	MOVL 8(SI), BX             // utmp1
+	MOVL 12(SI), DX            // utmp2
+	// utmp3 = ((utmp2 >> 4) & 0x0f0f0f0f) | (((utmp1 >> 6) & 0x03030303) << 4)
+	MOVL DX, R8
+	SHRL $4, R8
+	ANDL $0x0f0f0f0f, R8
+	MOVL BX, R9
+	SHRL $6, R9
+	ANDL $0x03030303, R9
+	SHLL $4, R9
+	ORL  R9, R8                // R8 = utmp3
+	// uaux = utmp1 & 0x3f3f3f3f
+	MOVL BX, R10
+	ANDL $0x3f3f3f3f, R10      // R10 = uaux = new utmp2
+	// utmp1 = (utmp2 & 0x0f0f0f0f) | (((utmp0 >> 6) & 0x03030303) << 4)
+	ANDL $0x0f0f0f0f, DX
+	MOVL AX, R9
+	SHRL $6, R9
+	ANDL $0x03030303, R9
+	SHLL $4, R9
+	ORL  R9, DX                // DX = new utmp1
+	ANDL $0x3f3f3f3f, AX       // AX = new utmp0
+	// scales: AX | DX<<32 ; mins: R10 | R8<<32
+	SHLQ $32, DX
+	ORQ  DX, AX
+	SHLQ $32, R8
+	ORQ  R8, R10
+	VMOVQ AX, X4
+	VPMOVZXBW X4, X4           // 8 int16 scales
+	VINSERTI128 $1, X4, Y4, Y4 // replicated in both lanes
+	VMOVQ R10, X5
+	VPMOVZXBW X5, X5           // 8 int16 mins
+	// mins: madd(mins, hadd(bsums lo, bsums hi))
+	VMOVDQU 260(DI), X6
+	VMOVDQU 276(DI), X7
+	VPHADDW X7, X6, X6
+	VPMADDWD X6, X5, X5
+	VCVTDQ2PS X5, X5
+	VBROADCASTSS X2, X2
+	VFMADD231PS X5, X2, X8
+	// sums over the 4 groups of 64
+	VPXOR Y9, Y9, Y9           // sumi
+	LEAQ 16(SI), R11           // q4
+	LEAQ 4(DI), R12            // q8
+	MOVQ $0, R13
+	LEAQ k4shuf<>(SB), R14
+q4kinner:
+	VPSHUFB (R14), Y4, Y10     // scale_l
+	VPSHUFB 32(R14), Y4, Y11   // scale_h
+	VMOVDQU (R11), Y2
+	VPSRLW $4, Y2, Y3
+	VPAND Y14, Y2, Y2          // q4l
+	VPAND Y14, Y3, Y3          // q4h
+	VPMADDUBSW (R12), Y2, Y2
+	VPMADDWD Y10, Y2, Y2
+	VPMADDUBSW 32(R12), Y3, Y3
+	VPMADDWD Y11, Y3, Y3
+	VPADDD Y2, Y9, Y9
+	VPADDD Y3, Y9, Y9
+	ADDQ $32, R11
+	ADDQ $64, R12
+	ADDQ $64, R14
+	INCQ R13
+	CMPQ R13, $4
+	JLT  q4kinner
+	VCVTDQ2PS Y9, Y9
+	VBROADCASTSS X1, Y1
+	VFMADD231PS Y9, Y1, Y0
+	ADDQ $144, SI
+	ADDQ $292, DI
+	DECQ CX
+	JNZ  q4kloop
+q4kdone:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VSUBPS X8, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotQ6KAVX2(nb int, w, x *byte) float32
+// w: Q6_K blocks (ql[128], qh[64], scales[16] int8, d); x: Q8_K blocks.
+TEXT ·dotQ6KAVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	MOVL $0x0F0F0F0F, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14      // m4
+	MOVL $0x03030303, AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13      // m2
+	MOVL $0x20202020, AX
+	VMOVD AX, X12
+	VPBROADCASTD X12, Y12      // 32s
+	TESTQ CX, CX
+	JEQ  q6kdone
+q6kloop:
+	MOVWLZX 208(SI), AX
+	VMOVD AX, X1
+	VCVTPH2PS X1, X1
+	VMULSS (DI), X1, X1        // d
+	VMOVDQU 192(SI), X15       // 16 int8 scales
+	VPXOR Y9, Y9, Y9           // sumi
+	MOVQ SI, R11               // ql
+	LEAQ 128(SI), R10          // qh
+	LEAQ 4(DI), R12            // q8
+	LEAQ q6shuf<>(SB), R14
+	MOVQ $0, R13
+q6kinner:
+	VMOVDQU (R11), Y2          // q4bits1
+	VMOVDQU 32(R11), Y3        // q4bits2
+	VMOVDQU (R10), Y4          // q4bitsH
+	// high parts
+	VPAND Y13, Y4, Y5
+	VPSLLW $4, Y5, Y5          // q4h_0
+	VPSRLW $2, Y4, Y6
+	VPAND Y13, Y6, Y6
+	VPSLLW $4, Y6, Y6          // q4h_1
+	VPSRLW $4, Y4, Y7
+	VPAND Y13, Y7, Y7
+	VPSLLW $4, Y7, Y7          // q4h_2
+	VPSRLW $6, Y4, Y8
+	VPAND Y13, Y8, Y8
+	VPSLLW $4, Y8, Y8          // q4h_3
+	// q4_0 = (q4bits1 & m4) | q4h_0 ; q4_2 = ((q4bits1>>4) & m4) | q4h_2
+	VPAND Y14, Y2, Y10
+	VPOR Y5, Y10, Y10          // q4_0
+	VPSRLW $4, Y2, Y2
+	VPAND Y14, Y2, Y2
+	VPOR Y7, Y2, Y7            // q4_2 in Y7
+	VPAND Y14, Y3, Y11
+	VPOR Y6, Y11, Y11          // q4_1
+	VPSRLW $4, Y3, Y3
+	VPAND Y14, Y3, Y3
+	VPOR Y8, Y3, Y8            // q4_3 in Y8
+	// k = 0: q4_0 (Y10) with q8[0:32]
+	VMOVDQU (R12), Y2
+	VPMADDUBSW Y2, Y12, Y3     // 32*q8
+	VPMADDUBSW Y2, Y10, Y10
+	VPSUBW Y3, Y10, Y10
+	VPSHUFB (R14), X15, X4
+	VPMOVSXBW X4, Y4
+	VPMADDWD Y4, Y10, Y10
+	VPADDD Y10, Y9, Y9
+	// k = 1: q4_1 (Y11) with q8[32:64]
+	VMOVDQU 32(R12), Y2
+	VPMADDUBSW Y2, Y12, Y3
+	VPMADDUBSW Y2, Y11, Y11
+	VPSUBW Y3, Y11, Y11
+	VPSHUFB 16(R14), X15, X4
+	VPMOVSXBW X4, Y4
+	VPMADDWD Y4, Y11, Y11
+	VPADDD Y11, Y9, Y9
+	// k = 2: q4_2 (Y7) with q8[64:96]
+	VMOVDQU 64(R12), Y2
+	VPMADDUBSW Y2, Y12, Y3
+	VPMADDUBSW Y2, Y7, Y7
+	VPSUBW Y3, Y7, Y7
+	VPSHUFB 32(R14), X15, X4
+	VPMOVSXBW X4, Y4
+	VPMADDWD Y4, Y7, Y7
+	VPADDD Y7, Y9, Y9
+	// k = 3: q4_3 (Y8) with q8[96:128]
+	VMOVDQU 96(R12), Y2
+	VPMADDUBSW Y2, Y12, Y3
+	VPMADDUBSW Y2, Y8, Y8
+	VPSUBW Y3, Y8, Y8
+	VPSHUFB 48(R14), X15, X4
+	VPMOVSXBW X4, Y4
+	VPMADDWD Y4, Y8, Y8
+	VPADDD Y8, Y9, Y9
+	ADDQ $64, R11
+	ADDQ $32, R10
+	ADDQ $128, R12
+	ADDQ $64, R14
+	INCQ R13
+	CMPQ R13, $2
+	JLT  q6kinner
+	VCVTDQ2PS Y9, Y9
+	VBROADCASTSS X1, Y1
+	VFMADD231PS Y9, Y1, Y0
+	ADDQ $210, SI
+	ADDQ $292, DI
+	DECQ CX
+	JNZ  q6kloop
+q6kdone:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
