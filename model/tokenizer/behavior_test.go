@@ -2,7 +2,9 @@ package tokenizer
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -231,4 +233,41 @@ func TestStreamDecoder(t *testing.T) {
 	require.Equal(t, "", d.Flush())
 	require.Equal(t, "\uFFFD", d.Next(ff))
 	require.Equal(t, " Hello", d.Next(15043))
+}
+
+func TestPieceSpecial(t *testing.T) {
+	tok := loadVocab(t, "qwen2")
+	end, _ := tok.TokenID("<|im_end|>")
+	require.Equal(t, "", tok.Piece(end))
+	require.Equal(t, "<|im_end|>", tok.PieceSpecial(end))
+	require.Equal(t, "", tok.PieceSpecial(151700), "unused padding stays empty")
+	hello := tok.Encode(" Hello", false, false)
+	require.Len(t, hello, 1)
+	require.Equal(t, " Hello", tok.PieceSpecial(hello[0]))
+}
+
+// TestConcurrentEncode shares one Tokenizer between goroutines (run with -race).
+func TestConcurrentEncode(t *testing.T) {
+	tok := loadVocab(t, "qwen2")
+	text := benchText()[:600]
+	want := tok.Encode(text, false, true)
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5 {
+				if got := tok.Encode(text, false, true); !slices.Equal(got, want) {
+					errs <- "concurrent Encode differs"
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
 }

@@ -57,6 +57,19 @@ func (t *Tokenizer) Piece(id int32) string {
 	return t.pieces[id]
 }
 
+// PieceSpecial is Piece with control and unknown tokens rendered as their
+// vocabulary text (llama.cpp's token_to_piece with special = true), for
+// showing prompts and debugging. Unused and undefined tokens still render as "".
+func (t *Tokenizer) PieceSpecial(id int32) string {
+	if id < 0 || int(id) >= len(t.pieces) {
+		return ""
+	}
+	if t.attrs[id]&(attrUnknown|attrControl) != 0 {
+		return t.tokens[id]
+	}
+	return t.pieces[id]
+}
+
 // Decode returns the text of ids: the concatenation of their pieces, minus
 // the one leading space that Encode's SentencePiece dummy prefix adds (it is
 // taken off the first token that renders as something), so that
