@@ -53,8 +53,8 @@ func (m *Model) ChatPrompt(msgs []Message) (string, error) {
 		out, err := m.chatTmpl.Render(map[string]any{
 			"messages":              list,
 			"add_generation_prompt": true,
-			"bos_token":             m.tok.Piece(m.tok.BOS()),
-			"eos_token":             m.tok.Piece(m.tok.EOS()),
+			"bos_token":             m.tok.TokenText(m.tok.BOS()),
+			"eos_token":             m.tok.TokenText(m.tok.EOS()),
 		})
 		if err == nil {
 			return out, nil
@@ -94,7 +94,7 @@ func (m *Model) ChatTokens(msgs []Message) ([]int32, error) {
 		return nil, err
 	}
 	addBOS := m.tok.AddBOS()
-	if bos := m.tok.Piece(m.tok.BOS()); bos != "" && strings.HasPrefix(text, bos) {
+	if bos := m.tok.TokenText(m.tok.BOS()); bos != "" && strings.HasPrefix(text, bos) {
 		addBOS = false
 	}
 	return m.tok.Encode(text, addBOS, true), nil

@@ -32,6 +32,8 @@ type Config struct {
 	Ctx     int        // context_length written to the file
 	// Std is the standard deviation of the random weights.
 	Std float32
+	// ChatTemplate, when set, is written as tokenizer.chat_template.
+	ChatTemplate string
 }
 
 // MinVocab is the smallest vocabulary: <unk>, <s>, </s> and 256 byte tokens,
@@ -210,6 +212,12 @@ func Build(cfg Config) (*gguf.Writer, error) {
 		{"tokenizer.ggml.eos_token_id", uint32(2)},
 		{"tokenizer.ggml.unknown_token_id", uint32(0)},
 	}...)
+	if cfg.ChatTemplate != "" {
+		kvs = append(kvs, struct {
+			k string
+			v any
+		}{"tokenizer.chat_template", cfg.ChatTemplate})
+	}
 	for _, kv := range kvs {
 		if err := w.AddKV(kv.k, kv.v); err != nil {
 			return nil, fmt.Errorf("synth: %s: %w", kv.k, err)

@@ -1,0 +1,140 @@
+package engine
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestGreedyLowestIDOnTies(t *testing.T) {
+	s := newSampler(5)
+	require.EqualValues(t, 1, s.sample([]float32{0, 3, 1, 3, 2}, SampleParams{}, nil))
+	require.EqualValues(t, 0, s.sample([]float32{-1, -1, -1, -1, -1}, SampleParams{}, nil))
+}
+
+func TestRepeatPenalty(t *testing.T) {
+	s := newSampler(4)
+	logits := []float32{2, -2, 1.9, 0}
+	// Token 0 seen twice and token 1 once: each is penalised once.
+	id := s.sample(logits, SampleParams{RepeatPenalty: 2, RepeatLastN: 8}, []int32{0, 1, 0})
+	require.EqualValues(t, 2, id)
+	require.Equal(t, []float32{1, -4, 1.9, 0}, logits)
+	// The window only covers the last N tokens.
+	logits = []float32{2, -2, 1.9, 0}
+	s.sample(logits, SampleParams{RepeatPenalty: 2, RepeatLastN: 1}, []int32{0, 1})
+	require.Equal(t, []float32{2, -4, 1.9, 0}, logits)
+}
+
+// draw returns the empirical distribution of many seeded draws.
+func draw(t *testing.T, logits []float32, p SampleParams, n int) []float64 {
+	t.Helper()
+	s := newSampler(len(logits))
+	s.reseed(p.Seed)
+	counts := make([]float64, len(logits))
+	buf := make([]float32, len(logits))
+	for i := 0; i < n; i++ {
+		copy(buf, logits)
+		counts[s.sample(buf, p, nil)]++
+	}
+	for i := range counts {
+		counts[i] /= float64(n)
+	}
+	return counts
+}
+
+func TestSamplingChain(t *testing.T) {
+	// Probabilities at T=1: softmax(log p) = p.
+	probs := []float64{0.5, 0.25, 0.15, 0.07, 0.03}
+	logits := make([]float32, len(probs))
+	for i, p := range probs {
+		logits[i] = float32(math.Log(p))
+	}
+	const n = 20000
+	cases := []struct {
+		name string
+		p    SampleParams
+		want []float64
+	}{
+		{"plain", SampleParams{Temperature: 1}, probs},
+		{"top-k 2", SampleParams{Temperature: 1, TopK: 2}, []float64{2. / 3, 1. / 3, 0, 0, 0}},
+		// cumulative 0.5, 0.75, 0.9 → keeps 3 tokens.
+		{"top-p 0.8", SampleParams{Temperature: 1, TopP: 0.8}, []float64{0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0, 0}},
+		// min-p 0.2: keep p >= 0.1.
+		{"min-p 0.2", SampleParams{Temperature: 1, MinP: 0.2}, []float64{0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0, 0}},
+		// T=0.5 squares the probabilities.
+		{"temperature 0.5", SampleParams{Temperature: 0.5, TopK: 2}, []float64{0.8, 0.2, 0, 0, 0}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := draw(t, logits, c.p, n)
+			for i := range got {
+				// 4.5 binomial standard deviations.
+				sd := math.Sqrt(c.want[i]*(1-c.want[i])/n) + 1e-9
+				require.InDeltaf(t, c.want[i], got[i], 4.5*sd+1e-9, "token %d: %v", i, got)
+			}
+		})
+	}
+}
+
+func TestSamplingIsDeterministicPerSeed(t *testing.T) {
+	logits := []float32{1, 1, 1, 1, 1, 1, 1, 1}
+	p := SampleParams{Temperature: 1, Seed: 99}
+	seq := func(seed uint64) []int32 {
+		s := newSampler(len(logits))
+		s.reseed(seed)
+		var out []int32
+		for i := 0; i < 32; i++ {
+			out = append(out, s.sample(append([]float32(nil), logits...), p, nil))
+		}
+		return out
+	}
+	require.Equal(t, seq(99), seq(99))
+	require.NotEqual(t, seq(99), seq(100))
+}
+
+func TestTopKMatchesSort(t *testing.T) {
+	c := make([]candidate, 1000)
+	for i := range c {
+		c[i] = candidate{id: int32(i), logit: float32((i * 7919) % 101)}
+	}
+	ref := append([]candidate(nil), c...)
+	full := topK(ref, 0)
+	for _, k := range []int{1, 5, 40, 999} {
+		got := topK(append([]candidate(nil), c...), k)
+		require.Equal(t, full[:k], got, "k=%d", k)
+	}
+}
+
+func TestStopper(t *testing.T) {
+	cases := []struct {
+		name   string
+		stops  []string
+		pieces []string
+		out    []string
+		hitAt  int // index of the piece that completes a stop string; -1 none
+		held   string
+	}{
+		{"no stops", nil, []string{"a", "b"}, []string{"a", "b"}, -1, ""},
+		{"split stop", []string{"END"}, []string{"xE", "N", "Dy"}, []string{"x", "", ""}, 2, ""},
+		{"false start", []string{"END"}, []string{"xE", "Nq"}, []string{"x", "ENq"}, -1, ""},
+		{"held at end", []string{"END"}, []string{"abEN"}, []string{"ab"}, -1, "EN"},
+		{"earliest of two", []string{"cd", "bc"}, []string{"abcd"}, []string{"a"}, 0, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st := stopper{stops: c.stops}
+			hitAt := -1
+			for i, p := range c.pieces {
+				out, hit := st.push(p)
+				require.Equal(t, c.out[i], out, "piece %d", i)
+				if hit {
+					hitAt = i
+					break
+				}
+			}
+			require.Equal(t, c.hitAt, hitAt)
+			require.Equal(t, c.held, st.held)
+		})
+	}
+}
