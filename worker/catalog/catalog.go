@@ -1,0 +1,666 @@
+// Package catalog keeps the worker binaries of one hive: which worker types
+// exist (the type registry), which binaries of them are installed (type,
+// version, OS/arch, size, sha256, where they came from), and the three ways
+// a binary arrives — built from Go source, downloaded from a release folder
+// over HTTP, or copied from a peer — all of them verified and installed
+// atomically. See DESIGN.md.
+package catalog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Sentinel errors. Errors returned by this package wrap them with %w.
+var (
+	// ErrBadName reports a type, version, OS, arch or binary name that is
+	// not a safe path component, or another malformed argument.
+	ErrBadName = errors.New("catalog: invalid name")
+	// ErrUnknownType reports a worker type that is not in the registry.
+	ErrUnknownType = errors.New("catalog: unknown worker type")
+	// ErrNotFound reports that no catalog entry matches.
+	ErrNotFound = errors.New("catalog: no such worker binary")
+	// ErrInUse reports that Delete was refused because a running process
+	// uses the binary (Config.InUse said so).
+	ErrInUse = errors.New("catalog: worker binary in use")
+	// ErrChecksum reports a binary whose sha256 or size does not match
+	// what its source promised; nothing was installed.
+	ErrChecksum = errors.New("catalog: checksum mismatch")
+	// ErrTooLarge reports a binary over Config.MaxBinarySize.
+	ErrTooLarge = errors.New("catalog: binary too large")
+	// ErrNotBuildable reports a type that has no Go source to build from.
+	ErrNotBuildable = errors.New("catalog: worker type cannot be built from source")
+	// ErrBuild reports a failed build; the error text carries the
+	// compiler's output.
+	ErrBuild = errors.New("catalog: build failed")
+	// ErrDownload reports a failed download (HTTP status, network, or a
+	// SHA256SUMS file without the binary).
+	ErrDownload = errors.New("catalog: download failed")
+)
+
+// Source says how a binary came into the catalog.
+type Source string
+
+// Sources.
+const (
+	SourceBuilt      Source = "built"
+	SourceDownloaded Source = "downloaded"
+	SourcePeer       Source = "peer"
+	// SourceAdded is a file handed to Add by the caller.
+	SourceAdded Source = "added"
+)
+
+const (
+	// DefaultMaxBinarySize bounds one binary. rbee-worker is ~10 MiB; a
+	// llama-server with GPU kernels can reach a few hundred MiB. 2 GiB is
+	// far above both and still stops a runaway peer or server.
+	DefaultMaxBinarySize = 2 << 30
+	// indexFile is the catalog's index inside Config.Dir.
+	indexFile = "index.json"
+	// indexFormat is bumped when the index layout changes incompatibly.
+	indexFormat = 1
+	// tmpPrefix marks temp files; leftovers of a crash are removed by New.
+	tmpPrefix = ".tmp-"
+)
+
+// Entry is one installed worker binary.
+type Entry struct {
+	Type    string `json:"type"`
+	Version string `json:"version"`
+	OS      string `json:"os"`
+	Arch    string `json:"arch"`
+	// Binary is the executable's file name.
+	Binary string `json:"binary"`
+	// Path is the absolute path of the executable. It is derived from the
+	// names above and Config.Dir, never read from the index.
+	Path   string    `json:"path"`
+	Size   int64     `json:"size"`
+	SHA256 string    `json:"sha256"`
+	Source Source    `json:"source"`
+	Added  time.Time `json:"added"`
+}
+
+func (e Entry) key() string { return e.Type + "/" + e.Version + "/" + e.OS + "-" + e.Arch }
+
+// Config configures a Catalog. Start from DefaultConfig and override fields.
+type Config struct {
+	// Dir holds the binaries and the index (the node passes
+	// <datadir>/workers). Required; created if missing.
+	Dir string
+	// Types is the type registry; nil means DefaultTypes().
+	Types []WorkerType
+	// InUse, when set, is asked by Delete for every entry it would remove;
+	// true refuses the delete with ErrInUse. It is called with the
+	// catalog's lock held and must not call back into the Catalog.
+	InUse func(Entry) bool
+	// MaxBinarySize bounds one binary in bytes.
+	MaxBinarySize int64
+	// HTTPClient is used by Download; nil means a client without a global
+	// timeout (downloads are bounded by ctx and MaxBinarySize instead).
+	HTTPClient *http.Client
+	// ReleaseBaseURL is the release location Download uses when its
+	// options give none (layout: {base}/{version}/{binary}-{os}-{arch}).
+	ReleaseBaseURL string
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every optional field set.
+func DefaultConfig() Config {
+	return Config{
+		Types:         DefaultTypes(),
+		MaxBinarySize: DefaultMaxBinarySize,
+	}
+}
+
+// Catalog is the set of worker binaries under one directory. All methods
+// are safe for concurrent use; slow work (hashing, copying, building,
+// downloading) runs outside the lock, only the final rename and index
+// write are serialised.
+type Catalog struct {
+	dir    string
+	types  map[string]WorkerType
+	order  []string
+	inUse  func(Entry) bool
+	max    int64
+	client *http.Client
+	base   string
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	entries map[string]Entry
+}
+
+// New opens (or creates) the catalog in cfg.Dir. Entries of the index
+// whose file is missing or has another size are dropped with a warning;
+// temp files left by a crash are removed.
+func New(cfg Config) (*Catalog, error) {
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("%w: Config.Dir is required", ErrBadName)
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	if cfg.Types == nil {
+		cfg.Types = DefaultTypes()
+	}
+	if cfg.MaxBinarySize <= 0 {
+		cfg.MaxBinarySize = DefaultMaxBinarySize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{}
+	}
+	c := &Catalog{
+		dir:     dir,
+		types:   make(map[string]WorkerType, len(cfg.Types)),
+		inUse:   cfg.InUse,
+		max:     cfg.MaxBinarySize,
+		client:  cfg.HTTPClient,
+		base:    cfg.ReleaseBaseURL,
+		log:     cfg.Logger,
+		entries: make(map[string]Entry),
+	}
+	for _, t := range cfg.Types {
+		if err := t.validate(); err != nil {
+			return nil, err
+		}
+		if _, dup := c.types[t.Name]; dup {
+			return nil, fmt.Errorf("%w: type %q registered twice", ErrBadName, t.Name)
+		}
+		c.types[t.Name] = t
+		c.order = append(c.order, t.Name)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Dir returns the catalog's absolute directory.
+func (c *Catalog) Dir() string { return c.dir }
+
+// Types returns the type registry in registration order.
+func (c *Catalog) Types() []WorkerType {
+	out := make([]WorkerType, 0, len(c.order))
+	for _, n := range c.order {
+		out = append(out, c.types[n])
+	}
+	return out
+}
+
+// Type returns the registered type called name.
+func (c *Catalog) Type(name string) (WorkerType, error) {
+	if err := ValidName("type", name); err != nil {
+		return WorkerType{}, err
+	}
+	t, ok := c.types[name]
+	if !ok {
+		return WorkerType{}, fmt.Errorf("%w: %q", ErrUnknownType, name)
+	}
+	return t, nil
+}
+
+// List returns every entry, sorted by type, OS/arch, then newest first.
+func (c *Catalog) List() []Entry {
+	c.mu.Lock()
+	out := make([]Entry, 0, len(c.entries))
+	for _, e := range c.entries {
+		out = append(out, e)
+	}
+	c.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Type != b.Type {
+			return a.Type < b.Type
+		}
+		if a.OS+a.Arch != b.OS+b.Arch {
+			return a.OS+"/"+a.Arch < b.OS+"/"+b.Arch
+		}
+		return newer(a, b)
+	})
+	return out
+}
+
+// newer orders entries newest first: by time added, then version.
+func newer(a, b Entry) bool {
+	if !a.Added.Equal(b.Added) {
+		return a.Added.After(b.Added)
+	}
+	return a.Version > b.Version
+}
+
+// Get returns the entry of typ for this machine's OS and architecture;
+// version "" means the newest one installed.
+func (c *Catalog) Get(typ, version string) (Entry, error) {
+	return c.Lookup(typ, version, runtime.GOOS, runtime.GOARCH)
+}
+
+// Lookup is Get for any OS and architecture (a node serving a peer of
+// another platform); version "" means the newest.
+func (c *Catalog) Lookup(typ, version, goos, goarch string) (Entry, error) {
+	if err := validNames(typ, version, goos, goarch, version == ""); err != nil {
+		return Entry{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var best Entry
+	found := false
+	for _, e := range c.entries {
+		if e.Type != typ || e.OS != goos || e.Arch != goarch || (version != "" && e.Version != version) {
+			continue
+		}
+		if !found || newer(e, best) {
+			best, found = e, true
+		}
+	}
+	if !found {
+		v := version
+		if v == "" {
+			v = "any version"
+		}
+		return Entry{}, fmt.Errorf("%w: %s %s %s/%s", ErrNotFound, typ, v, goos, goarch)
+	}
+	return best, nil
+}
+
+// Open opens the binary of an entry for reading (to serve it to a peer).
+// The caller closes the reader.
+func (c *Catalog) Open(typ, version, goos, goarch string) (io.ReadCloser, Entry, error) {
+	e, err := c.Lookup(typ, version, goos, goarch)
+	if err != nil {
+		return nil, Entry{}, err
+	}
+	f, err := os.Open(e.Path)
+	if err != nil {
+		return nil, Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	return f, e, nil
+}
+
+// Delete removes every entry of typ (all platforms) with the given
+// version, or every version when version is "". If Config.InUse reports
+// any of them in use, nothing is removed and the error wraps ErrInUse.
+// It returns the removed entries.
+func (c *Catalog) Delete(typ, version string) ([]Entry, error) {
+	if err := ValidName("type", typ); err != nil {
+		return nil, err
+	}
+	if version != "" {
+		if err := ValidName("version", version); err != nil {
+			return nil, err
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var victims []Entry
+	for _, e := range c.entries {
+		if e.Type == typ && (version == "" || e.Version == version) {
+			victims = append(victims, e)
+		}
+	}
+	if len(victims) == 0 {
+		return nil, fmt.Errorf("%w: %s %s", ErrNotFound, typ, version)
+	}
+	if c.inUse != nil {
+		for _, e := range victims {
+			if c.inUse(e) {
+				return nil, fmt.Errorf("%w: %s %s (%s/%s) at %s", ErrInUse, e.Type, e.Version, e.OS, e.Arch, e.Path)
+			}
+		}
+	}
+	next := make(map[string]Entry, len(c.entries))
+	for k, e := range c.entries {
+		next[k] = e
+	}
+	for _, e := range victims {
+		delete(next, e.key())
+	}
+	if err := c.writeIndex(next); err != nil {
+		return nil, err
+	}
+	c.entries = next
+	for _, e := range victims {
+		if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			c.log.Warn("removing worker binary", "path", e.Path, "err", err)
+		}
+		c.pruneDirs(filepath.Dir(e.Path))
+	}
+	sort.Slice(victims, func(i, j int) bool { return victims[i].key() < victims[j].key() })
+	return victims, nil
+}
+
+// pruneDirs removes empty directories from dir up to (not including) the
+// catalog root.
+func (c *Catalog) pruneDirs(dir string) {
+	for dir != c.dir && strings.HasPrefix(dir, c.dir+string(filepath.Separator)) {
+		if os.Remove(dir) != nil {
+			return
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// AddOptions describes a binary being added.
+type AddOptions struct {
+	Type    string
+	Version string
+	// OS and Arch default to this machine's.
+	OS, Arch string
+	// Source defaults to SourceAdded.
+	Source Source
+	// SHA256 (hex), when set, must match the content or nothing is added.
+	SHA256 string
+	// Size, when > 0, must match the content length.
+	Size int64
+	// Progress, when set, is called as bytes are copied (total is Size,
+	// or -1 when unknown).
+	Progress func(done, total int64)
+}
+
+// Add installs the file at src (which is only read) as a catalog entry.
+// See AddReader.
+func (c *Catalog) Add(ctx context.Context, opts AddOptions, src string) (Entry, error) {
+	f, err := os.Open(src)
+	if err != nil {
+		return Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+		return Entry{}, fmt.Errorf("%w: %s is not a regular file", ErrBadName, src)
+	}
+	return c.AddReader(ctx, opts, f)
+}
+
+// AddReader installs the content of r as a catalog entry: it is copied
+// into a temp file in the entry's directory while hashed, checked against
+// opts.SHA256 and opts.Size, fsynced, made executable (0755) and renamed
+// into place; then the index is rewritten atomically. On any error the
+// catalog is unchanged. An existing entry with the same type, version, OS
+// and arch is replaced (a running process keeps its old file).
+func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (Entry, error) {
+	if opts.OS == "" {
+		opts.OS = runtime.GOOS
+	}
+	if opts.Arch == "" {
+		opts.Arch = runtime.GOARCH
+	}
+	if opts.Source == "" {
+		opts.Source = SourceAdded
+	}
+	if err := validNames(opts.Type, opts.Version, opts.OS, opts.Arch, false); err != nil {
+		return Entry{}, err
+	}
+	t, err := c.Type(opts.Type)
+	if err != nil {
+		return Entry{}, err
+	}
+	want := strings.ToLower(opts.SHA256)
+	if want != "" && !isHexSHA256(want) {
+		return Entry{}, fmt.Errorf("%w: sha256 %q is not 64 hex digits", ErrBadName, opts.SHA256)
+	}
+	if opts.Size > c.max {
+		return Entry{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, opts.Size, c.max)
+	}
+	e := Entry{
+		Type: opts.Type, Version: opts.Version, OS: opts.OS, Arch: opts.Arch,
+		Binary: t.BinaryName(opts.OS), Source: opts.Source,
+	}
+	e.Path = c.pathOf(e)
+	dir := filepath.Dir(e.Path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, tmpPrefix+e.Binary+"-*")
+	if err != nil {
+		c.pruneDirs(dir)
+		return Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	installed := false
+	defer func() {
+		if !installed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			c.pruneDirs(dir)
+		}
+	}()
+
+	total := opts.Size
+	if total <= 0 {
+		total = -1
+	}
+	h := sha256.New()
+	cr := &countingReader{ctx: ctx, r: io.LimitReader(r, c.max+1), progress: opts.Progress, total: total}
+	n, err := io.Copy(io.MultiWriter(tmp, h), cr)
+	if err != nil {
+		return Entry{}, fmt.Errorf("catalog: copying %s: %w", e.Binary, err)
+	}
+	if n > c.max {
+		return Entry{}, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, c.max)
+	}
+	if n == 0 {
+		return Entry{}, fmt.Errorf("%w: empty binary", ErrChecksum)
+	}
+	if opts.Size > 0 && n != opts.Size {
+		return Entry{}, fmt.Errorf("%w: got %d bytes, want %d", ErrChecksum, n, opts.Size)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if want != "" && sum != want {
+		return Entry{}, fmt.Errorf("%w: %s has sha256 %s, want %s", ErrChecksum, e.Binary, sum, want)
+	}
+	if err := tmp.Chmod(0o755); err != nil {
+		return Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Entry{}, err
+	}
+	e.Size, e.SHA256, e.Added = n, sum, time.Now().UTC()
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := make(map[string]Entry, len(c.entries)+1)
+	for k, v := range c.entries {
+		next[k] = v
+	}
+	next[e.key()] = e
+	// Rename first: an index that names a file which is not there yet
+	// would be worse than a file the index does not name (New ignores it).
+	if err := os.Rename(tmp.Name(), e.Path); err != nil {
+		return Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	installed = true
+	syncDir(dir)
+	if err := c.writeIndex(next); err != nil {
+		if _, had := c.entries[e.key()]; !had {
+			os.Remove(e.Path)
+			c.pruneDirs(dir)
+		}
+		return Entry{}, err
+	}
+	c.entries = next
+	c.log.Info("worker binary added", "type", e.Type, "version", e.Version, "os", e.OS, "arch", e.Arch,
+		"size", e.Size, "sha256", e.SHA256, "source", e.Source)
+	return e, nil
+}
+
+// pathOf derives an entry's path from its (validated) names.
+func (c *Catalog) pathOf(e Entry) string {
+	return filepath.Join(c.dir, e.Type, e.Version, e.OS+"-"+e.Arch, e.Binary)
+}
+
+func validNames(typ, version, goos, goarch string, versionOptional bool) error {
+	if err := ValidName("type", typ); err != nil {
+		return err
+	}
+	if version != "" || !versionOptional {
+		if err := ValidName("version", version); err != nil {
+			return err
+		}
+	}
+	if err := ValidName("os", goos); err != nil {
+		return err
+	}
+	return ValidName("arch", goarch)
+}
+
+func isHexSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// countingReader reports progress and stops when ctx is done.
+type countingReader struct {
+	ctx      context.Context
+	r        io.Reader
+	done     int64
+	total    int64
+	progress func(done, total int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.done += int64(n)
+		if c.progress != nil {
+			c.progress(c.done, c.total)
+		}
+	}
+	return n, err
+}
+
+type indexDoc struct {
+	Format  int     `json:"format"`
+	Entries []Entry `json:"entries"`
+}
+
+// load reads the index and removes leftover temp files.
+func (c *Catalog) load() error {
+	_ = filepath.WalkDir(c.dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), tmpPrefix) {
+			os.RemoveAll(p)
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+		}
+		return nil
+	})
+	data, err := os.ReadFile(filepath.Join(c.dir, indexFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	var doc indexDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("catalog: corrupt index %s: %w", indexFile, err)
+	}
+	if doc.Format != indexFormat {
+		return fmt.Errorf("catalog: index format %d, want %d", doc.Format, indexFormat)
+	}
+	for _, e := range doc.Entries {
+		if err := validNames(e.Type, e.Version, e.OS, e.Arch, false); err != nil {
+			c.log.Warn("dropping bad index entry", "err", err)
+			continue
+		}
+		if err := ValidName("binary", e.Binary); err != nil {
+			c.log.Warn("dropping bad index entry", "err", err)
+			continue
+		}
+		e.Path = c.pathOf(e)
+		fi, err := os.Stat(e.Path)
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() != e.Size {
+			c.log.Warn("dropping index entry whose file is missing or changed", "path", e.Path)
+			continue
+		}
+		c.entries[e.key()] = e
+	}
+	return nil
+}
+
+// writeIndex writes entries as the index, atomically. Caller holds c.mu.
+func (c *Catalog) writeIndex(entries map[string]Entry) error {
+	doc := indexDoc{Format: indexFormat, Entries: make([]Entry, 0, len(entries))}
+	for _, e := range entries {
+		doc.Entries = append(doc.Entries, e)
+	}
+	sort.Slice(doc.Entries, func(i, j int) bool { return doc.Entries[i].key() < doc.Entries[j].key() })
+	data, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(c.dir, indexFile), append(data, '\n'), 0o644)
+}
+
+// writeFileAtomic writes data to a temp file next to path, fsyncs it and
+// renames it over path, so readers see the old or the new content, never
+// a torn one.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, tmpPrefix+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	syncDir(dir)
+	return nil
+}
+
+// syncDir makes a rename in dir durable; errors are ignored because some
+// filesystems cannot fsync a directory and the rename itself succeeded.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}

@@ -1,0 +1,110 @@
+package catalog
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Launch describes one worker process to start; a WorkerType turns it into
+// the command line of its binary.
+type Launch struct {
+	ModelPath string
+	WorkerID  string
+	Port      int
+	Host      string // listen address; "" means the binary's default (loopback)
+	NodeURL   string // "" means no heartbeats
+	Device    string // "" means the binary's default
+	Threads   int    // 0 means the binary's default
+	Slots     int    // 0 means the binary's default
+}
+
+// WorkerType describes one kind of worker binary: its file name, how to
+// build it from Go source (if it can be) and how to launch it.
+type WorkerType struct {
+	// Name is the catalog type, e.g. "cpu".
+	Name string
+	// Binary is the executable's base name (without ".exe").
+	Binary string
+	// Module is the Go module that holds the binary's main package; with
+	// Package it makes the type buildable. Empty means "download only"
+	// (for instance llama.cpp's llama-server, which needs a C++ toolchain).
+	Module string
+	// Package is the main package relative to the module root ("./cmd/x").
+	Package string
+	// HealthPath answers 200 once the worker is ready to serve.
+	HealthPath string
+	// Args returns the command-line arguments (without the program name)
+	// that start the binary for l.
+	Args func(l Launch) []string
+}
+
+// Buildable reports whether Build can produce this type from Go source.
+func (t WorkerType) Buildable() bool { return t.Module != "" && t.Package != "" }
+
+// BinaryName is the executable's file name on goos.
+func (t WorkerType) BinaryName(goos string) string {
+	if goos == "windows" {
+		return t.Binary + ".exe"
+	}
+	return t.Binary
+}
+
+func (t WorkerType) validate() error {
+	if err := ValidName("type", t.Name); err != nil {
+		return err
+	}
+	if err := ValidName("binary", t.Binary); err != nil {
+		return err
+	}
+	if t.Args == nil {
+		return fmt.Errorf("%w: type %q has no Args", ErrBadName, t.Name)
+	}
+	return nil
+}
+
+// TypeCPU is the type of rbee's own pure-Go worker.
+const TypeCPU = "cpu"
+
+// RbeeModule is the module that holds cmd/rbee-worker.
+const RbeeModule = "github.com/rbee-project/rbee"
+
+// RbeeWorkerArgs is the command line of cmd/rbee-worker:
+//
+//	--model FILE --port P --id ID [--host H] [--node URL] [--device D] [--threads N] [--slots K]
+func RbeeWorkerArgs(l Launch) []string {
+	args := []string{"--model", l.ModelPath, "--port", strconv.Itoa(l.Port), "--id", l.WorkerID}
+	if l.Host != "" {
+		args = append(args, "--host", l.Host)
+	}
+	if l.NodeURL != "" {
+		args = append(args, "--node", l.NodeURL)
+	}
+	if l.Device != "" {
+		args = append(args, "--device", l.Device)
+	}
+	if l.Threads > 0 {
+		args = append(args, "--threads", strconv.Itoa(l.Threads))
+	}
+	if l.Slots > 0 {
+		args = append(args, "--slots", strconv.Itoa(l.Slots))
+	}
+	return args
+}
+
+// CPUType is the "cpu" worker type: cmd/rbee-worker, built from this
+// module.
+func CPUType() WorkerType {
+	return WorkerType{
+		Name:       TypeCPU,
+		Binary:     "rbee-worker",
+		Module:     RbeeModule,
+		Package:    "./cmd/rbee-worker",
+		HealthPath: "/health",
+		Args:       RbeeWorkerArgs,
+	}
+}
+
+// DefaultTypes returns the types every node knows. A node that supports
+// more (e.g. a "llamacpp" type whose Binary is "llama-server", download
+// only, with its own Args) appends them to Config.Types.
+func DefaultTypes() []WorkerType { return []WorkerType{CPUType()} }
