@@ -130,3 +130,12 @@ func dotQ6KSIMD(cols int, w, x []byte) float32 {
 	}
 	return 0
 }
+
+// hasSIMDKernel reports whether MatMul has an assembly kernel for t.
+func hasSIMDKernel(t Type) bool {
+	if t == F32 {
+		return hasAVX2
+	}
+	_, ok := simdKernels[t]
+	return ok && hasAVX2
+}

@@ -6,3 +6,5 @@ var dotF32Impl = dotF32Generic
 
 // useSIMD reports false: there are no assembly kernels for this build.
 func useSIMD(on bool) bool { return !on }
+
+func hasSIMDKernel(Type) bool { return false }

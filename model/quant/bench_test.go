@@ -1,0 +1,62 @@
+package quant
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+)
+
+// benchMatrix builds a rows×cols matrix of type typ by quantising 16 random
+// rows and tiling them (fast setup; the kernels' speed does not depend on
+// the values).
+func benchMatrix(b *testing.B, typ Type, rows, cols int) *Matrix {
+	r := rand.New(rand.NewPCG(1, 1))
+	const tile = 16
+	m, _ := quantMatrix(b, r, typ, tile, cols)
+	rb, _ := typ.RowBytes(cols)
+	data := make([]byte, rb*rows)
+	for i := 0; i < rows; i += tile {
+		copy(data[i*rb:], m.Data)
+	}
+	return &Matrix{Type: typ, Rows: rows, Cols: cols, Data: data}
+}
+
+// BenchmarkMatMul measures MatMul per weight type, shape and batch size with
+// the generic and the SIMD kernels. Metrics: GFLOP/s (2·rows·cols·n per op)
+// and GB/s of weight data streamed.
+func BenchmarkMatMul(b *testing.B) {
+	defer useSIMD(true)
+	shapes := []struct{ rows, cols int }{{768, 768}, {4096, 4096}}
+	types := []Type{F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, BF16}
+	p := NewPool(runtime.NumCPU())
+	defer p.Close()
+	for _, typ := range types {
+		for _, sh := range shapes {
+			m := benchMatrix(b, typ, sh.rows, sh.cols)
+			for _, n := range []int{1, 32} {
+				x := randVec(rand.New(rand.NewPCG(2, 2)), n*sh.cols, 1)
+				dst := make([]float32, n*sh.rows)
+				for _, impl := range []string{"generic", "simd"} {
+					name := fmt.Sprintf("%s/%dx%d/n=%d/%s", typ, sh.rows, sh.cols, n, impl)
+					b.Run(name, func(b *testing.B) {
+						if !useSIMD(impl == "simd") {
+							b.Skip("no SIMD kernels")
+						}
+						if impl == "simd" && !hasSIMDKernel(typ) {
+							b.Skip("no SIMD kernel for this type")
+						}
+						MatMul(p, dst, m, x, n)
+						b.ResetTimer()
+						for i := 0; i < b.N; i++ {
+							MatMul(p, dst, m, x, n)
+						}
+						sec := b.Elapsed().Seconds() / float64(b.N)
+						b.ReportMetric(2*float64(sh.rows)*float64(sh.cols)*float64(n)/sec/1e9, "GFLOP/s")
+						b.ReportMetric(float64(len(m.Data))/sec/1e9, "GB/s")
+					})
+				}
+			}
+		}
+	}
+}
