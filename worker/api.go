@@ -285,7 +285,7 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		s.log.Error("generation failed", "request", j.id, "err", err)
-		_ = out.event("error", ErrorEvent{Code: "internal_error", Message: err.Error()})
+		_ = out.event("error", ErrorEvent{Code: errCode(err), Message: err.Error()})
 		return
 	}
 	_ = out.event("end", EndEvent{
@@ -296,4 +296,12 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 		GenMS:           ms(res.GenDuration),
 		TokensPerSecond: tokensPerSecond(res.CompletionTokens, res.GenDuration),
 	})
+}
+
+// errCode names a generation failure for error events.
+func errCode(err error) string {
+	if errors.Is(err, ErrInvalidRequest) {
+		return "invalid_request"
+	}
+	return "internal_error"
 }

@@ -28,6 +28,9 @@ var (
 	ErrQueueFull = errors.New("worker: queue full")
 	// ErrUnavailable reports that the worker is loading or draining.
 	ErrUnavailable = errors.New("worker: not accepting requests")
+	// ErrInvalidRequest is wrapped around an engine's rejection of a request
+	// that passed the worker's own validation.
+	ErrInvalidRequest = errors.New("worker: invalid request")
 )
 
 const (

@@ -1,9 +1,81 @@
 package worker
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
 
-// LoadEngine loads path with rbee's pure-Go engine (model/engine).
-// TEMPORARY: the engine has not landed yet.
+	"github.com/rbee-project/rbee/model/engine"
+)
+
+// LoadEngine loads path with rbee's pure-Go engine (model/engine) and
+// adapts it to Model. It is DefaultConfig's LoadFunc.
 func LoadEngine(path string, opts LoadOptions) (Model, error) {
-	return nil, errors.New("engine not available yet")
+	m, err := engine.Load(path, engine.Options{Threads: opts.Threads, ContextSize: opts.ContextSize, Logger: opts.Logger})
+	if err != nil {
+		return nil, err
+	}
+	return engineModel{m: m}, nil
+}
+
+// engineModel adapts *engine.Model; the engine's methods are safe for
+// concurrent use, so the adapter adds no locking.
+type engineModel struct{ m *engine.Model }
+
+func (e engineModel) Info() ModelInfo {
+	i := e.m.Info()
+	return ModelInfo{
+		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
+		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization,
+		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads,
+	}
+}
+
+func (e engineModel) Encode(text string) []int32 {
+	tok := e.m.Tokenizer()
+	return tok.Encode(text, tok.AddBOS(), true)
+}
+
+func (e engineModel) EncodeChat(msgs []Message) ([]int32, error) {
+	em := make([]engine.Message, len(msgs))
+	for i, msg := range msgs {
+		em[i] = engine.Message{Role: msg.Role, Content: msg.Content}
+	}
+	return e.m.ChatTokens(em)
+}
+
+func (e engineModel) NewSession() Session { return engineSession{s: e.m.NewSession()} }
+
+func (e engineModel) Close() error { return e.m.Close() }
+
+type engineSession struct{ s *engine.Session }
+
+func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error) {
+	sp := req.Sample
+	start := time.Now()
+	r, err := es.s.Generate(ctx, engine.GenerateRequest{
+		Prompt:    req.Prompt,
+		MaxTokens: req.MaxTokens,
+		Stop:      req.Stop,
+		Sample: engine.SampleParams{
+			Temperature: sp.Temperature, TopK: sp.TopK, TopP: sp.TopP, MinP: sp.MinP,
+			RepeatPenalty: sp.RepeatPenalty, RepeatLastN: sp.RepeatLastN, Seed: sp.Seed,
+		},
+	}, func(t engine.Token) error {
+		return emit(Token{ID: t.ID, Text: t.Text, Index: t.Index})
+	})
+	if err != nil && (errors.Is(err, engine.ErrBadRequest) || errors.Is(err, engine.ErrContextOverflow) || errors.Is(err, engine.ErrEmptyPrompt)) {
+		err = fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	res := Result{
+		PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, StopReason: r.StopReason,
+		PromptDuration: r.PromptDuration, GenDuration: r.GenDuration,
+	}
+	if res.GenDuration == 0 && res.CompletionTokens > 0 {
+		// Engines that do not time the decode phase: it is what follows
+		// the prompt.
+		res.GenDuration = max(time.Since(start)-res.PromptDuration, time.Nanosecond)
+	}
+	return res, err
 }

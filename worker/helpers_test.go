@@ -20,7 +20,7 @@ import (
 const testModelPath = "../testdata/model/stories260K.gguf"
 
 // testLoad is the engine the tests run on.
-var testLoad LoadFunc = devLoad
+var testLoad LoadFunc = LoadEngine
 
 // reqTimeout bounds every HTTP exchange of a test so a bug fails fast
 // instead of hanging the package.

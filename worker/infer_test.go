@@ -53,7 +53,6 @@ func loadUpstreamRef(t *testing.T) upstreamRef {
 // /v1/infer and compares them with llama.cpp's recorded output (f32 KV
 // cache, the engine's precision).
 func TestInferGreedyMatchesReference(t *testing.T) {
-	realEngine(t)
 	_, base := startServer(t, testConfig(t))
 	ref := loadLlamacppRef(t)
 	n := 0
@@ -87,7 +86,6 @@ func TestInferGreedyMatchesReference(t *testing.T) {
 // TestInferUpstreamExpectations checks the third-party expectations: the
 // first greedy tokens of onicai's test and llama.cpp's prompt token counts.
 func TestInferUpstreamExpectations(t *testing.T) {
-	realEngine(t)
 	_, base := startServer(t, testConfig(t))
 	ref := loadUpstreamRef(t)
 	checked := 0
@@ -133,7 +131,6 @@ func TestInferMessages(t *testing.T) {
 
 // TestInferStop checks that a stop string ends generation with "stop".
 func TestInferStop(t *testing.T) {
-	realEngine(t)
 	_, base := startServer(t, testConfig(t))
 	ref := loadLlamacppRef(t)
 	run := ref.Runs[len(ref.Runs)-1]

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"log/slog"
 	"time"
 )
 
@@ -111,6 +112,8 @@ type LoadOptions struct {
 	// ContextSize is the context per session; 0 means the model's own,
 	// capped by the engine.
 	ContextSize int
+	// Logger receives the engine's load-time notes; nil discards them.
+	Logger *slog.Logger
 }
 
 // LoadFunc loads the model file at path.

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -100,7 +101,7 @@ func (s *Server) failStream(j *job, out *sse, res Result, err error) bool {
 		return true
 	case err != nil:
 		s.log.Error("generation failed", "request", j.id, "err", err)
-		_ = out.event("", (&apiError{typ: errTypeServer, code: "internal_error", msg: err.Error()}).body())
+		_ = out.event("", (&apiError{typ: errTypeServer, code: errCode(err), msg: err.Error()}).body())
 		return true
 	}
 	return false
@@ -117,7 +118,11 @@ func (s *Server) failJSON(j *job, w http.ResponseWriter, res Result, err error) 
 		return true
 	case err != nil:
 		s.log.Error("generation failed", "request", j.id, "err", err)
-		writeError(w, &apiError{status: http.StatusInternalServerError, typ: errTypeServer, code: "internal_error", msg: err.Error()})
+		ae := &apiError{status: http.StatusInternalServerError, typ: errTypeServer, code: errCode(err), msg: err.Error()}
+		if errors.Is(err, ErrInvalidRequest) {
+			ae.status, ae.typ = http.StatusBadRequest, errTypeInvalid
+		}
+		writeError(w, ae)
 		return true
 	}
 	return false

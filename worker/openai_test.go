@@ -88,7 +88,6 @@ func TestChatCompletions(t *testing.T) {
 }
 
 func TestCompletions(t *testing.T) {
-	realEngine(t)
 	_, base := startServer(t, testConfig(t))
 	ref := loadLlamacppRef(t)
 	var run = ref.Runs[0]

@@ -17,7 +17,6 @@ import (
 // TestProcess builds cmd/rbee-worker, runs it as a real process against a
 // node recorder, serves a greedy generation, and drains on SIGTERM.
 func TestProcess(t *testing.T) {
-	realEngine(t)
 	if testing.Short() {
 		t.Skip("builds a binary")
 	}
