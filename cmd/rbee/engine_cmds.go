@@ -1,0 +1,315 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rbee-project/rbee/model/engine"
+	"github.com/rbee-project/rbee/model/gguf"
+	"github.com/rbee-project/rbee/model/quant"
+	"github.com/rbee-project/rbee/model/synth"
+	"github.com/rbee-project/rbee/model/tokenizer"
+)
+
+// newModelEngineCommands returns `run`, `tokenize`, `inspect` and `synth`,
+// the local-file model commands that live under `rbee model`.
+func newModelEngineCommands() []*cobra.Command {
+	return []*cobra.Command{newModelRunCmd(), newModelTokenizeCmd(), newModelInspectCmd(), newModelSynthCmd()}
+}
+
+// outputFlag adds -o/--output (table|json) to cmd; it shadows the root's
+// persistent flag of the same name so that the command also works alone.
+func outputFlag(cmd *cobra.Command, dst *string) {
+	cmd.Flags().StringVarP(dst, "output", "o", "table", "output format: table or json")
+}
+
+func checkOutput(o string) error {
+	if o != "table" && o != "json" {
+		return fmt.Errorf("-o must be table or json, not %q", o)
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// runOutput is `rbee model run -o json`'s object.
+type runOutput struct {
+	PromptIDs    []int32 `json:"prompt_ids"`
+	GeneratedIDs []int32 `json:"generated_ids"`
+	Text         string  `json:"text"`
+}
+
+func newModelRunCmd() *cobra.Command {
+	var (
+		prompt, output              string
+		n, threads, topK, ctxSize   int
+		temp, topP, minP, repeatPen float32
+		seed                        int64
+		chat                        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run FILE.gguf",
+		Short: "Generate text from a local GGUF model (streams the text to stdout)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			m, err := engine.Load(args[0], engine.Options{Threads: threads, ContextSize: ctxSize})
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			tok := m.Tokenizer()
+			var ids []int32
+			switch {
+			case chat:
+				if ids, err = m.ChatTokens([]engine.Message{{Role: "user", Content: prompt}}); err != nil {
+					return err
+				}
+			case prompt == "":
+				if tok.BOS() < 0 {
+					return errors.New("empty prompt and the model has no BOS token")
+				}
+				ids = []int32{tok.BOS()}
+			default:
+				ids = tok.Encode(prompt, tok.AddBOS(), false)
+			}
+			s := uint64(seed)
+			if seed < 0 {
+				s = uint64(time.Now().UnixNano())
+			}
+			req := engine.GenerateRequest{Prompt: ids, MaxTokens: n, Sample: engine.SampleParams{
+				Temperature: temp, TopK: topK, TopP: topP, MinP: minP, RepeatPenalty: repeatPen, Seed: s,
+			}}
+			out := cmd.OutOrStdout()
+			var gen []int32
+			var text strings.Builder
+			_, err = m.NewSession().Generate(cmd.Context(), req, func(t engine.Token) error {
+				if t.ID >= 0 {
+					gen = append(gen, t.ID)
+				}
+				if output == "json" {
+					text.WriteString(t.Text)
+					return nil
+				}
+				_, err := io.WriteString(out, t.Text)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				if gen == nil {
+					gen = []int32{}
+				}
+				b, err := json.Marshal(runOutput{PromptIDs: ids, GeneratedIDs: gen, Text: text.String()})
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(out, "%s\n", b)
+				return err
+			}
+			_, err = fmt.Fprintln(out)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&prompt, "prompt", "", "prompt text (empty: start from BOS alone)")
+	f.IntVarP(&n, "n", "n", 128, "tokens to generate (0: until the context is full)")
+	f.Float32Var(&temp, "temperature", 0.8, "sampling temperature (0: greedy)")
+	f.IntVar(&topK, "top-k", 40, "top-k (0: off)")
+	f.Float32Var(&topP, "top-p", 0.95, "top-p (1: off)")
+	f.Float32Var(&minP, "min-p", 0.05, "min-p (0: off)")
+	f.Float32Var(&repeatPen, "repeat-penalty", 1, "repetition penalty over the last 64 tokens (1: off)")
+	f.Int64Var(&seed, "seed", -1, "random seed (-1: from the clock)")
+	f.IntVar(&threads, "threads", 0, "compute threads (0: all cores)")
+	f.IntVar(&ctxSize, "ctx", 0, "context size (0: the model's, at most 4096)")
+	f.BoolVar(&chat, "chat", false, "wrap the prompt as a user message in the model's chat template")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func newModelTokenizeCmd() *cobra.Command {
+	var (
+		text, textFile, output string
+		bos, special           bool
+	)
+	cmd := &cobra.Command{
+		Use:   "tokenize FILE.gguf (--text TEXT | --text-file F)",
+		Short: "Print the token ids of a text with a GGUF model's tokenizer",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("text") == cmd.Flags().Changed("text-file") {
+				return errors.New("give exactly one of --text and --text-file")
+			}
+			if textFile != "" {
+				b, err := os.ReadFile(textFile)
+				if err != nil {
+					return err
+				}
+				text = string(b)
+			}
+			f, err := gguf.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			tok, err := tokenizer.FromGGUF(f)
+			if err != nil {
+				return err
+			}
+			ids := tok.Encode(text, bos, special)
+			if ids == nil {
+				ids = []int32{}
+			}
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				b, err := json.Marshal(ids)
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(out, "%s\n", b)
+				return err
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tPIECE")
+			for _, id := range ids {
+				fmt.Fprintf(tw, "%d\t%q\n", id, tok.PieceSpecial(id))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&text, "text", "", "text to tokenize")
+	cmd.Flags().StringVar(&textFile, "text-file", "", "file whose content to tokenize")
+	cmd.Flags().BoolVar(&bos, "bos", false, "prepend the BOS token")
+	cmd.Flags().BoolVar(&special, "special", false, "parse special-token text (e.g. <s>) as special tokens")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func newModelInspectCmd() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "inspect FILE.gguf",
+		Short: "Show a GGUF file's metadata and tensors",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			f, err := gguf.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			ins := engine.Inspect(f)
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				return writeJSON(out, ins)
+			}
+			fmt.Fprintf(out, "GGUF v%d, alignment %d, data offset %d, %d metadata pairs, %d tensors\n\n",
+				ins.Version, ins.Alignment, ins.DataOffset, len(ins.Metadata), len(ins.Tensors))
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "KEY\tTYPE\tVALUE")
+			for _, e := range ins.Metadata {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Key, e.Type, e.Summary)
+			}
+			fmt.Fprintln(tw, "\t\t")
+			fmt.Fprintln(tw, "TENSOR\tTYPE\tDIMS\tBYTES")
+			for _, t := range ins.Tensors {
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\n", t.Name, t.Type, t.Dims, t.Bytes)
+			}
+			return tw.Flush()
+		},
+	}
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func newModelSynthCmd() *cobra.Command {
+	cfg := synth.DefaultConfig()
+	var typ string
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "synth OUT.gguf",
+		Short: "Write a random-weight llama/qwen2 model of a given shape (for benchmarks)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := quant.ParseType(typ)
+			if err != nil {
+				return err
+			}
+			cfg.Type, cfg.Seed = t, seed
+			if err := synth.Write(args[0], cfg); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s\n", args[0])
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Arch, "arch", cfg.Arch, "architecture: llama or qwen2")
+	f.IntVar(&cfg.Dim, "dim", cfg.Dim, "embedding length")
+	f.IntVar(&cfg.Layers, "layers", cfg.Layers, "transformer blocks")
+	f.IntVar(&cfg.Heads, "heads", cfg.Heads, "attention heads")
+	f.IntVar(&cfg.KVHeads, "kv-heads", cfg.KVHeads, "key/value heads")
+	f.IntVar(&cfg.FF, "ff", cfg.FF, "feed-forward length")
+	f.IntVar(&cfg.Vocab, "vocab", cfg.Vocab, "vocabulary size")
+	f.IntVar(&cfg.Ctx, "ctx", cfg.Ctx, "context length")
+	f.StringVar(&typ, "type", "f32", "weight type: f32, f16, q8_0, q4_0, q4_k, q6_k, ... (K-quants fall back for rows not a multiple of 256)")
+	f.Uint64Var(&seed, "seed", 1, "random seed")
+	return cmd
+}
+
+// newBenchEngineCommand returns `engine`, added under `rbee bench`.
+func newBenchEngineCommand() *cobra.Command {
+	var (
+		model         string
+		threads, p, n int
+		reps          int
+	)
+	cmd := &cobra.Command{
+		Use:   "engine --model FILE.gguf",
+		Short: "Measure prompt processing (pp) and generation (tg) speed of the local engine, as JSON",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if model == "" {
+				return errors.New("--model is required")
+			}
+			ctxSize := max(p, n) + 1
+			m, err := engine.Load(model, engine.Options{Threads: threads, ContextSize: ctxSize})
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			res, err := engine.Bench(cmd.Context(), m, engine.BenchConfig{PromptTokens: p, GenTokens: n, Reps: reps})
+			if err != nil {
+				return err
+			}
+			res.Model = model
+			return writeJSON(cmd.OutOrStdout(), res)
+		},
+	}
+	cmd.Flags().StringVar(&model, "model", "", "GGUF model file")
+	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: all cores)")
+	cmd.Flags().IntVarP(&p, "p", "p", 128, "prompt tokens")
+	cmd.Flags().IntVarP(&n, "n", "n", 128, "generated tokens")
+	cmd.Flags().IntVar(&reps, "reps", 3, "repetitions")
+	return cmd
+}
