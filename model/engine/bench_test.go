@@ -1,0 +1,99 @@
+package engine
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/quant"
+	"github.com/rbee-project/rbee/model/synth"
+)
+
+// benchModel writes a small synthetic model (dim 256, 4 layers, vocab 4096)
+// of type typ into the benchmark's TempDir and loads it.
+func benchModel(b *testing.B, typ quant.Type) *Model {
+	b.Helper()
+	cfg := synth.DefaultConfig()
+	cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab, cfg.Type = 256, 4, 4, 4, 768, 4096, typ
+	m, err := Load(writeSynth(b, cfg), Options{})
+	require.NoError(b, err)
+	b.Cleanup(func() { m.Close() })
+	return m
+}
+
+// BenchmarkDecode measures one single-token forward pass (tg) at a short
+// context; reported per token.
+func BenchmarkDecode(b *testing.B) {
+	for _, typ := range []quant.Type{quant.F32, quant.Q8_0, quant.Q4_K} {
+		b.Run(typ.String(), func(b *testing.B) {
+			m := benchModel(b, typ)
+			s := m.NewSession()
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if len(s.tokens)+1 > m.hp.nCtx || i%256 == 0 {
+					s.Reset()
+				}
+				s.one[0] = int32(i % m.hp.vocab)
+				if _, err := s.eval(ctx, s.one[:]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPrompt measures processing a 128-token prompt (pp) from an empty
+// cache; tokens/s is reported.
+func BenchmarkPrompt(b *testing.B) {
+	const n = 128
+	for _, typ := range []quant.Type{quant.F32, quant.Q8_0, quant.Q4_K} {
+		b.Run(typ.String(), func(b *testing.B) {
+			m := benchModel(b, typ)
+			s := m.NewSession()
+			prompt := make([]int32, n)
+			for i := range prompt {
+				prompt[i] = int32((i * 31) % m.hp.vocab)
+			}
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				s.Reset()
+				if _, err := s.eval(ctx, prompt); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
+}
+
+func TestBenchAndInspect(t *testing.T) {
+	m := loadStories(t)
+	res, err := Bench(context.Background(), m, BenchConfig{PromptTokens: 16, GenTokens: 8, Reps: 3})
+	require.NoError(t, err)
+	require.Equal(t, 3, res.Reps)
+	for _, st := range []BenchStats{res.PP, res.TG} {
+		require.Positive(t, st.Min)
+		require.LessOrEqual(t, st.Min, st.Median)
+		require.LessOrEqual(t, st.Median, st.Max)
+	}
+	_, err = Bench(context.Background(), m, BenchConfig{PromptTokens: 16, Reps: 0})
+	require.ErrorIs(t, err, ErrBadRequest)
+	_, err = Bench(context.Background(), m, BenchConfig{PromptTokens: 5000, Reps: 1})
+	require.ErrorIs(t, err, ErrContextOverflow)
+
+	ins := Inspect(m.File())
+	require.EqualValues(t, 3, ins.Version)
+	require.Len(t, ins.Metadata, 19)
+	require.Len(t, ins.Tensors, 48)
+	require.Equal(t, "token_embd.weight", ins.Tensors[0].Name)
+	require.EqualValues(t, 64*512*4, ins.Tensors[0].Bytes)
+	for _, e := range ins.Metadata {
+		if e.Key == "tokenizer.ggml.tokens" {
+			require.Contains(t, e.Summary, "(512 elements)")
+		}
+	}
+}
