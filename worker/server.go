@@ -136,6 +136,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.httpSrv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second, // slow-header clients cannot pin connections
+		IdleTimeout:       2 * time.Minute,  // keep-alive connections from the node are reused, not kept forever
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	go func() {
