@@ -30,6 +30,27 @@ func dotQ4KAVX2(nb int, w, x *byte) float32
 //go:noescape
 func dotQ6KAVX2(nb int, w, x *byte) float32
 
+//go:noescape
+func dotIQ4NLAVX2(nb int, w, x *byte) float32
+
+//go:noescape
+func dotQ5_0AVX2(nb int, w, x *byte) float32
+
+//go:noescape
+func dotQ4_1AVX2(nb int, w, x *byte) float32
+
+//go:noescape
+func dotQ5_1AVX2(nb int, w, x *byte) float32
+
+//go:noescape
+func dotBF16AVX2(a, b *byte, n int) float32
+
+//go:noescape
+func dotQ5KAVX2(nb int, w, x *byte) float32
+
+//go:noescape
+func dotIQ4XSAVX2(nb int, w, x *byte) float32
+
 var dotF32Impl = dotF32Generic
 
 func init() {
@@ -40,11 +61,18 @@ func init() {
 
 // simdKernels are the amd64 replacements of the generic dot kernels.
 var simdKernels = map[Type]dotFunc{
-	F16:  dotF16SIMD,
-	Q8_0: dotQ8_0SIMD,
-	Q4_0: dotQ4_0SIMD,
-	Q4_K: dotQ4KSIMD,
-	Q6_K: dotQ6KSIMD,
+	F16:    dotF16SIMD,
+	Q8_0:   dotQ8_0SIMD,
+	Q4_0:   dotQ4_0SIMD,
+	Q4_K:   dotQ4KSIMD,
+	Q6_K:   dotQ6KSIMD,
+	Q5_K:   dotQ5KSIMD,
+	IQ4_NL: dotIQ4NLSIMD,
+	IQ4_XS: dotIQ4XSSIMD,
+	Q5_0:   dotQ5_0SIMD,
+	Q4_1:   dotQ4_1SIMD,
+	Q5_1:   dotQ5_1SIMD,
+	BF16:   dotBF16SIMD,
 }
 
 // useSIMD switches between the assembly and the generic kernels (tests and
@@ -138,4 +166,38 @@ func hasSIMDKernel(t Type) bool {
 	}
 	_, ok := simdKernels[t]
 	return ok && hasAVX2
+}
+
+// blockKernel adapts an assembly kernel over whole blocks to a dotFunc,
+// bounds-checking the slices first.
+func blockKernel(k func(nb int, w, x *byte) float32, bs, wb, xb int) dotFunc {
+	return func(cols int, w, x []byte) float32 {
+		if nb := checkBlocks(cols, bs, w, wb, x, xb); nb > 0 {
+			return k(nb, unsafe.SliceData(w), unsafe.SliceData(x))
+		}
+		return 0
+	}
+}
+
+var (
+	dotQ5KSIMD   = blockKernel(dotQ5KAVX2, QKK, 176, 292)
+	dotIQ4XSSIMD = blockKernel(dotIQ4XSAVX2, QKK, 136, 292)
+	dotIQ4NLSIMD = blockKernel(dotIQ4NLAVX2, QK, 18, 34)
+	dotQ5_0SIMD  = blockKernel(dotQ5_0AVX2, QK, 22, 34)
+	dotQ4_1SIMD  = blockKernel(dotQ4_1AVX2, QK, 20, 36)
+	dotQ5_1SIMD  = blockKernel(dotQ5_1AVX2, QK, 24, 36)
+)
+
+func dotBF16SIMD(cols int, w, x []byte) float32 {
+	n8 := cols &^ 7
+	_ = w[2*cols-1]
+	_ = x[2*cols-1]
+	var s float32
+	if n8 > 0 {
+		s = dotBF16AVX2(&w[0], &x[0], n8)
+	}
+	for i := n8; i < cols; i++ {
+		s += BF16ToF32(le16(w[2*i:])) * BF16ToF32(le16(x[2*i:]))
+	}
+	return s
 }

@@ -498,3 +498,445 @@ q6kdone:
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
 	RET
+
+DATA iq4nlvals<>+0(SB)/8, $0xf6eaddcfbfad9881
+DATA iq4nlvals<>+8(SB)/8, $0x7159453526190d01
+DATA iq4nlvals<>+16(SB)/8, $0xf6eaddcfbfad9881
+DATA iq4nlvals<>+24(SB)/8, $0x7159453526190d01
+GLOBL iq4nlvals<>(SB), RODATA|NOPTR, $32
+
+DATA bitsshuf<>+0(SB)/8, $0x0000000000000000
+DATA bitsshuf<>+8(SB)/8, $0x0101010101010101
+DATA bitsshuf<>+16(SB)/8, $0x0202020202020202
+DATA bitsshuf<>+24(SB)/8, $0x0303030303030303
+GLOBL bitsshuf<>(SB), RODATA|NOPTR, $32
+
+DATA bitsmask<>+0(SB)/8, $0x7fbfdfeff7fbfdfe
+DATA bitsmask<>+8(SB)/8, $0x7fbfdfeff7fbfdfe
+DATA bitsmask<>+16(SB)/8, $0x7fbfdfeff7fbfdfe
+DATA bitsmask<>+24(SB)/8, $0x7fbfdfeff7fbfdfe
+GLOBL bitsmask<>(SB), RODATA|NOPTR, $32
+
+// Expands the 32 bits of qh at off(SI) into 32 bytes (0xFF where the bit
+// is set) in Y3, like ggml's bytes_from_bits_32. Needs Y13 = bitsshuf,
+// Y12 = bitsmask, Y11 = all ones.
+#define BITS32(off) \
+	MOVL off(SI), AX \
+	VMOVD AX, X3 \
+	VPBROADCASTD X3, Y3 \
+	VPSHUFB Y13, Y3, Y3 \
+	VPOR Y12, Y3, Y3 \
+	VPCMPEQB Y11, Y3, Y3
+
+// Expands the 16 nibble bytes at off(SI) into 32 bytes 0..15 in Y2
+// (low nibbles first). Y14 must hold 0x0F bytes.
+#define NIBBLES(off) \
+	VMOVDQU off(SI), X2 \
+	VPSRLW $4, X2, X3 \
+	VINSERTI128 $1, X3, Y2, Y2 \
+	VPAND Y14, Y2, Y2
+
+#define LOADCONSTS \
+	VPCMPEQW Y15, Y15, Y15 \
+	VPSRLW $15, Y15, Y15 \
+	MOVL $0x0F0F0F0F, AX \
+	VMOVD AX, X14 \
+	VPBROADCASTD X14, Y14 \
+	VMOVDQU bitsshuf<>(SB), Y13 \
+	VMOVDQU bitsmask<>(SB), Y12 \
+	VPCMPEQB Y11, Y11, Y11
+
+// Signed weights in Y2 times signed activations at off(DI), scaled by X1,
+// accumulated into Y0.
+#define SDOT(off) \
+	VMOVDQU off(DI), Y3 \
+	VPSIGNB Y2, Y2, Y4 \
+	VPSIGNB Y2, Y3, Y5 \
+	VPMADDUBSW Y5, Y4, Y6 \
+	VPMADDWD Y15, Y6, Y6 \
+	VCVTDQ2PS Y6, Y6 \
+	VBROADCASTSS X1, Y1 \
+	VFMADD231PS Y6, Y1, Y0
+
+// Unsigned weights in Y2 times signed activations at off(DI).
+#define UDOT(off) \
+	VPMADDUBSW off(DI), Y2, Y6 \
+	VPMADDWD Y15, Y6, Y6 \
+	VCVTDQ2PS Y6, Y6 \
+	VBROADCASTSS X1, Y1 \
+	VFMADD231PS Y6, Y1, Y0
+
+// X1 = f16(wOff(SI)) * f16(xOff(DI)).
+#define SCALES2(wOff, xOff) \
+	MOVWLZX wOff(SI), AX \
+	MOVWLZX xOff(DI), BX \
+	VMOVD AX, X1 \
+	VMOVD BX, X7 \
+	VCVTPH2PS X1, X1 \
+	VCVTPH2PS X7, X7 \
+	VMULSS X7, X1, X1
+
+// X8 += f16(wOff(SI)) * f16(xOff(DI)) (the min term of Q4_1/Q5_1); clobbers Y5, Y6.
+#define MINTERM(wOff, xOff) \
+	MOVWLZX wOff(SI), AX \
+	MOVWLZX xOff(DI), BX \
+	VMOVD AX, X5 \
+	VMOVD BX, X6 \
+	VCVTPH2PS X5, X5 \
+	VCVTPH2PS X6, X6 \
+	VFMADD231SS X6, X5, X8
+
+// func dotIQ4NLAVX2(nb int, w, x *byte) float32
+TEXT ·dotIQ4NLAVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	LOADCONSTS
+	VMOVDQU iq4nlvals<>(SB), Y10
+	TESTQ CX, CX
+	JEQ  iq4nldone
+iq4nlloop:
+	SCALES2(0, 0)
+	NIBBLES(2)
+	VPSHUFB Y2, Y10, Y2
+	SDOT(2)
+	ADDQ $18, SI
+	ADDQ $34, DI
+	DECQ CX
+	JNZ  iq4nlloop
+iq4nldone:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotQ5_0AVX2(nb int, w, x *byte) float32
+TEXT ·dotQ5_0AVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	LOADCONSTS
+	MOVL $0xF0F0F0F0, AX
+	VMOVD AX, X10
+	VPBROADCASTD X10, Y10
+	TESTQ CX, CX
+	JEQ  q50done
+q50loop:
+	SCALES2(0, 0)
+	NIBBLES(6)
+	BITS32(2)
+	VPANDN Y10, Y3, Y3         // 0xF0 where the high bit is 0: q - 16
+	VPOR Y3, Y2, Y2
+	SDOT(2)
+	ADDQ $22, SI
+	ADDQ $34, DI
+	DECQ CX
+	JNZ  q50loop
+q50done:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotQ4_1AVX2(nb int, w, x *byte) float32
+TEXT ·dotQ4_1AVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS X8, X8, X8
+	LOADCONSTS
+	TESTQ CX, CX
+	JEQ  q41done
+q41loop:
+	SCALES2(0, 0)
+	MINTERM(2, 2)
+	NIBBLES(4)
+	UDOT(4)
+	ADDQ $20, SI
+	ADDQ $36, DI
+	DECQ CX
+	JNZ  q41loop
+q41done:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VADDSS X8, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotQ5_1AVX2(nb int, w, x *byte) float32
+TEXT ·dotQ5_1AVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS X8, X8, X8
+	LOADCONSTS
+	MOVL $0x10101010, AX
+	VMOVD AX, X10
+	VPBROADCASTD X10, Y10
+	TESTQ CX, CX
+	JEQ  q51done
+q51loop:
+	SCALES2(0, 0)
+	MINTERM(2, 2)
+	NIBBLES(8)
+	BITS32(4)
+	VPAND Y10, Y3, Y3
+	VPOR Y3, Y2, Y2
+	UDOT(4)
+	ADDQ $24, SI
+	ADDQ $36, DI
+	DECQ CX
+	JNZ  q51loop
+q51done:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VADDSS X8, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotBF16AVX2(a, b *byte, n int) float32
+// n must be a multiple of 8.
+TEXT ·dotBF16AVX2(SB), NOSPLIT, $0-28
+	MOVQ a+0(FP), SI
+	MOVQ b+8(FP), DI
+	MOVQ n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+bf16loop16:
+	CMPQ CX, $16
+	JLT  bf16loop8
+	VPMOVZXWD (SI), Y4
+	VPMOVZXWD 16(SI), Y5
+	VPMOVZXWD (DI), Y6
+	VPMOVZXWD 16(DI), Y7
+	VPSLLD $16, Y4, Y4
+	VPSLLD $16, Y5, Y5
+	VPSLLD $16, Y6, Y6
+	VPSLLD $16, Y7, Y7
+	VFMADD231PS Y6, Y4, Y0
+	VFMADD231PS Y7, Y5, Y1
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $16, CX
+	JMP  bf16loop16
+bf16loop8:
+	CMPQ CX, $8
+	JLT  bf16done
+	VPMOVZXWD (SI), Y4
+	VPMOVZXWD (DI), Y6
+	VPSLLD $16, Y4, Y4
+	VPSLLD $16, Y6, Y6
+	VFMADD231PS Y6, Y4, Y0
+	ADDQ $16, SI
+	ADDQ $16, DI
+	SUBQ $8, CX
+	JMP  bf16loop8
+bf16done:
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// One 64-element group of Q5_K: low/high nibbles of 32 bytes at qoff(R11),
+// high bits b0/b1 of the qh bytes in Y13, activations at q8off(R12),
+// scales shuffles at soff(R14). Accumulates int32 into Y9.
+#define Q5KGROUP(qoff, q8off, soff, sh0, sh1) \
+	VPSHUFB soff(R14), Y4, Y10 \
+	VPSHUFB soff+32(R14), Y4, Y11 \
+	VMOVDQU qoff(R11), Y2 \
+	VPSRLW $4, Y2, Y3 \
+	VPAND Y14, Y2, Y2 \
+	VPAND Y14, Y3, Y3 \
+	VPSRLW $sh0, Y13, Y5 \
+	VPAND Y12, Y5, Y5 \
+	VPSLLW $4, Y5, Y5 \
+	VPOR Y5, Y2, Y2 \
+	VPSRLW $sh1, Y13, Y6 \
+	VPAND Y12, Y6, Y6 \
+	VPSLLW $4, Y6, Y6 \
+	VPOR Y6, Y3, Y3 \
+	VPMADDUBSW q8off(R12), Y2, Y2 \
+	VPMADDWD Y10, Y2, Y2 \
+	VPMADDUBSW q8off+32(R12), Y3, Y3 \
+	VPMADDWD Y11, Y3, Y3 \
+	VPADDD Y2, Y9, Y9 \
+	VPADDD Y3, Y9, Y9
+
+// func dotQ5KAVX2(nb int, w, x *byte) float32
+// w: Q5_K blocks (d, dmin, scales[12], qh[32], qs[128]); x: Q8_K blocks.
+TEXT ·dotQ5KAVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS X8, X8, X8
+	MOVL $0x0F0F0F0F, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	MOVL $0x01010101, AX
+	VMOVD AX, X12
+	VPBROADCASTD X12, Y12
+	TESTQ CX, CX
+	JEQ  q5kdone
+q5kloop:
+	MOVWLZX (SI), AX
+	MOVWLZX 2(SI), BX
+	VMOVD AX, X1
+	VMOVD BX, X2
+	VCVTPH2PS X1, X1
+	VCVTPH2PS X2, X2
+	VMOVSS (DI), X3
+	VMULSS X3, X1, X1
+	VMULSS X3, X2, X2
+	MOVL 4(SI), AX
+	MOVL 8(SI), BX
+	MOVL 12(SI), DX
+	MOVL DX, R8
+	SHRL $4, R8
+	ANDL $0x0f0f0f0f, R8
+	MOVL BX, R9
+	SHRL $6, R9
+	ANDL $0x03030303, R9
+	SHLL $4, R9
+	ORL  R9, R8
+	MOVL BX, R10
+	ANDL $0x3f3f3f3f, R10
+	ANDL $0x0f0f0f0f, DX
+	MOVL AX, R9
+	SHRL $6, R9
+	ANDL $0x03030303, R9
+	SHLL $4, R9
+	ORL  R9, DX
+	ANDL $0x3f3f3f3f, AX
+	SHLQ $32, DX
+	ORQ  DX, AX
+	SHLQ $32, R8
+	ORQ  R8, R10
+	VMOVQ AX, X4
+	VPMOVZXBW X4, X4
+	VINSERTI128 $1, X4, Y4, Y4
+	VMOVQ R10, X5
+	VPMOVZXBW X5, X5
+	VMOVDQU 260(DI), X6
+	VMOVDQU 276(DI), X7
+	VPHADDW X7, X6, X6
+	VPMADDWD X6, X5, X5
+	VCVTDQ2PS X5, X5
+	VBROADCASTSS X2, X2
+	VFMADD231PS X5, X2, X8
+	VMOVDQU 16(SI), Y13        // qh
+	VPXOR Y9, Y9, Y9
+	LEAQ 48(SI), R11
+	LEAQ 4(DI), R12
+	LEAQ k4shuf<>(SB), R14
+	Q5KGROUP(0, 0, 0, 0, 1)
+	Q5KGROUP(32, 64, 64, 2, 3)
+	Q5KGROUP(64, 128, 128, 4, 5)
+	Q5KGROUP(96, 192, 192, 6, 7)
+	VCVTDQ2PS Y9, Y9
+	VBROADCASTSS X1, Y1
+	VFMADD231PS Y9, Y1, Y0
+	ADDQ $176, SI
+	ADDQ $292, DI
+	DECQ CX
+	JNZ  q5kloop
+q5kdone:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VSUBPS X8, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotIQ4XSAVX2(nb int, w, x *byte) float32
+// w: IQ4_XS blocks (d, scales_h u16, scales_l[4], qs[128]); x: Q8_K blocks.
+TEXT ·dotIQ4XSAVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	VPCMPEQW Y15, Y15, Y15
+	VPSRLW $15, Y15, Y15
+	MOVL $0x0F0F0F0F, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	VMOVDQU iq4nlvals<>(SB), Y10
+	TESTQ CX, CX
+	JEQ  iq4xsdone
+iq4xsloop:
+	MOVWLZX (SI), AX
+	VMOVD AX, X1
+	VCVTPH2PS X1, X1
+	VMULSS (DI), X1, X1
+	MOVWLZX 2(SI), R8          // scales_h
+	MOVL 4(SI), R9             // scales_l[0:4]
+	VPXOR Y9, Y9, Y9
+	LEAQ 8(SI), R11
+	LEAQ 4(DI), R12
+	MOVQ $0, R13
+iq4xsinner:
+	// ls = ((scales_l >> 4*ib) & 0xf) | (((scales_h >> 2*ib) & 3) << 4), minus 32
+	MOVL R9, AX
+	ANDL $0xf, AX
+	MOVL R8, BX
+	ANDL $3, BX
+	SHLL $4, BX
+	ORL  BX, AX
+	SUBL $32, AX
+	SHRL $4, R9
+	SHRL $2, R8
+	VMOVD AX, X5
+	VPBROADCASTW X5, Y5
+	VMOVDQU (R11), X2
+	VPSRLW $4, X2, X3
+	VINSERTI128 $1, X3, Y2, Y2
+	VPAND Y14, Y2, Y2
+	VPSHUFB Y2, Y10, Y2
+	VMOVDQU (R12), Y3
+	VPSIGNB Y2, Y2, Y4
+	VPSIGNB Y2, Y3, Y6
+	VPMADDUBSW Y6, Y4, Y6
+	VPMADDWD Y5, Y6, Y6
+	VPADDD Y6, Y9, Y9
+	ADDQ $16, R11
+	ADDQ $32, R12
+	INCQ R13
+	CMPQ R13, $8
+	JLT  iq4xsinner
+	VCVTDQ2PS Y9, Y9
+	VBROADCASTSS X1, Y1
+	VFMADD231PS Y9, Y1, Y0
+	ADDQ $136, SI
+	ADDQ $292, DI
+	DECQ CX
+	JNZ  iq4xsloop
+iq4xsdone:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
