@@ -201,3 +201,48 @@ func TestDrainTimeout(t *testing.T) {
 	require.Equal(t, "draining", st.Err.Code)
 	require.Equal(t, StateStopped, s.State())
 }
+
+// TestLoading: while the model loads, health and inference answer 503
+// "loading" and the node hears "loading"; then the worker turns ready.
+func TestLoading(t *testing.T) {
+	node := newNodeRecorder(t)
+	release := make(chan struct{})
+	cfg := testConfig(t)
+	cfg.NodeURL = node.srv.URL
+	cfg.HeartbeatInterval = 20 * time.Millisecond
+	cfg.Load = func(path string, opts LoadOptions) (Model, error) {
+		<-release // a slow disk
+		return LoadEngine(path, opts)
+	}
+	s, err := New(cfg)
+	require.NoError(t, err)
+	ctx := testCtx(t)
+	require.NoError(t, s.Start(ctx))
+	defer s.Close()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	base := "http://" + s.Addr().String()
+
+	var h Health
+	require.Equal(t, http.StatusServiceUnavailable, getJSON(t, base+"/health", &h))
+	require.Equal(t, StateLoading, h.State)
+	resp := post(t, ctx, base+"/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}]}`)
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Equal(t, "1", resp.Header.Get("Retry-After"))
+	var eb ErrorBody
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+	require.Equal(t, "loading", eb.Error.Code)
+	require.Eventually(t, func() bool { return node.has(func(h Heartbeat) bool { return h.State == StateLoading }) }, reqTimeout, 5*time.Millisecond)
+
+	close(release)
+	require.NoError(t, s.WaitReady(ctx))
+	require.Equal(t, http.StatusOK, getJSON(t, base+"/health", &h))
+	require.Eventually(t, func() bool {
+		return node.has(func(h Heartbeat) bool { return h.State == StateReady && h.ContextLength == 2048 })
+	}, reqTimeout, 5*time.Millisecond)
+}
