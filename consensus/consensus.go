@@ -269,7 +269,7 @@ func New(cfg Config) (*Consensus, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("component", "consensus")
+	log = log.With("component", "consensus", "node", cfg.LocalName)
 
 	dir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
