@@ -51,6 +51,12 @@ func dotQ5KAVX2(nb int, w, x *byte) float32
 //go:noescape
 func dotIQ4XSAVX2(nb int, w, x *byte) float32
 
+//go:noescape
+func dotQ2KAVX2(nb int, w, x *byte) float32
+
+//go:noescape
+func dotQ3KAVX2(nb int, w, x *byte) float32
+
 var dotF32Impl = dotF32Generic
 
 func init() {
@@ -73,6 +79,8 @@ var simdKernels = map[Type]dotFunc{
 	Q4_1:   dotQ4_1SIMD,
 	Q5_1:   dotQ5_1SIMD,
 	BF16:   dotBF16SIMD,
+	Q2_K:   dotQ2KSIMD,
+	Q3_K:   dotQ3KSIMD,
 }
 
 // useSIMD switches between the assembly and the generic kernels (tests and
@@ -180,6 +188,8 @@ func blockKernel(k func(nb int, w, x *byte) float32, bs, wb, xb int) dotFunc {
 }
 
 var (
+	dotQ2KSIMD   = blockKernel(dotQ2KAVX2, QKK, 84, 292)
+	dotQ3KSIMD   = blockKernel(dotQ3KAVX2, QKK, 110, 292)
 	dotQ5KSIMD   = blockKernel(dotQ5KAVX2, QKK, 176, 292)
 	dotIQ4XSSIMD = blockKernel(dotIQ4XSAVX2, QKK, 136, 292)
 	dotIQ4NLSIMD = blockKernel(dotIQ4NLAVX2, QK, 18, 34)

@@ -940,3 +940,217 @@ iq4xsdone:
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
 	RET
+
+DATA q3shuf<>+0(SB)/8, $0x0100010001000100
+DATA q3shuf<>+8(SB)/8, $0x0100010001000100
+DATA q3shuf<>+16(SB)/8, $0x0302030203020302
+DATA q3shuf<>+24(SB)/8, $0x0302030203020302
+DATA q3shuf<>+32(SB)/8, $0x0504050405040504
+DATA q3shuf<>+40(SB)/8, $0x0504050405040504
+DATA q3shuf<>+48(SB)/8, $0x0706070607060706
+DATA q3shuf<>+56(SB)/8, $0x0706070607060706
+DATA q3shuf<>+64(SB)/8, $0x0908090809080908
+DATA q3shuf<>+72(SB)/8, $0x0908090809080908
+DATA q3shuf<>+80(SB)/8, $0x0b0a0b0a0b0a0b0a
+DATA q3shuf<>+88(SB)/8, $0x0b0a0b0a0b0a0b0a
+DATA q3shuf<>+96(SB)/8, $0x0d0c0d0c0d0c0d0c
+DATA q3shuf<>+104(SB)/8, $0x0d0c0d0c0d0c0d0c
+DATA q3shuf<>+112(SB)/8, $0x0f0e0f0e0f0e0f0e
+DATA q3shuf<>+120(SB)/8, $0x0f0e0f0e0f0e0f0e
+GLOBL q3shuf<>(SB), RODATA|NOPTR, $128
+
+// One 32-byte group of 2-bit values: (Y2 >> shift) & 3 times activations at
+// q8off(R12), scaled by the int16 scales selected by soff(R14) from SC.
+// Accumulates into Y9. Y13 = 0x03 bytes.
+#define Q2GROUP(shift, q8off, soff, SC) \
+	VPSRLW $shift, Y2, Y3 \
+	VPAND Y13, Y3, Y3 \
+	VPMADDUBSW q8off(R12), Y3, Y3 \
+	VPSHUFB soff(R14), SC, Y5 \
+	VPMADDWD Y5, Y3, Y3 \
+	VPADDD Y3, Y9, Y9
+
+// func dotQ2KAVX2(nb int, w, x *byte) float32
+// w: Q2_K blocks (scales[16], qs[64], d, dmin); x: Q8_K blocks.
+TEXT ·dotQ2KAVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y8, Y8, Y8
+	MOVL $0x0F0F0F0F, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	MOVL $0x03030303, AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+	LEAQ q3shuf<>(SB), R14
+	TESTQ CX, CX
+	JEQ  q2kdone
+q2kloop:
+	MOVWLZX 80(SI), AX
+	MOVWLZX 82(SI), BX
+	VMOVD AX, X1
+	VMOVD BX, X2
+	VCVTPH2PS X1, X1
+	VCVTPH2PS X2, X2
+	VMOVSS (DI), X3
+	VMULSS X3, X1, X1          // d
+	VMULSS X3, X2, X2          // dmin
+	VMOVDQU (SI), X4
+	VPSRLW $4, X4, X5
+	VPAND X14, X5, X5          // mins8
+	VPAND X14, X4, X4          // scales8
+	VPMOVZXBW X5, Y5
+	VPMADDWD 260(DI), Y5, Y5
+	VCVTDQ2PS Y5, Y5
+	VBROADCASTSS X2, Y2
+	VFMADD231PS Y5, Y2, Y8
+	VPMOVZXBW X4, Y4
+	VINSERTI128 $1, X4, Y4, Y10 // low 8 scales in both lanes
+	VEXTRACTI128 $1, Y4, X11
+	VINSERTI128 $1, X11, Y11, Y11 // high 8 scales in both lanes
+	VPXOR Y9, Y9, Y9
+	LEAQ 4(DI), R12
+	VMOVDQU 16(SI), Y2
+	Q2GROUP(0, 0, 0, Y10)
+	Q2GROUP(2, 32, 32, Y10)
+	Q2GROUP(4, 64, 64, Y10)
+	Q2GROUP(6, 96, 96, Y10)
+	VMOVDQU 48(SI), Y2
+	Q2GROUP(0, 128, 0, Y11)
+	Q2GROUP(2, 160, 32, Y11)
+	Q2GROUP(4, 192, 64, Y11)
+	Q2GROUP(6, 224, 96, Y11)
+	VCVTDQ2PS Y9, Y9
+	VBROADCASTSS X1, Y1
+	VFMADD231PS Y9, Y1, Y0
+	ADDQ $84, SI
+	ADDQ $292, DI
+	DECQ CX
+	JNZ  q2kloop
+q2kdone:
+	VSUBPS Y8, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// One 32-byte group of Q3_K: low bits (Y2 >> shift) & 3, minus 4 where
+// bit hbit of ~hmask (Y15) is set; activations at q8off(R12); scales as in
+// Q2GROUP. Y13 = 0x03 bytes, Y12 = 0x01 bytes.
+#define Q3GROUP(shift, hbit, q8off, soff, SC) \
+	VPSRLW $shift, Y2, Y3 \
+	VPAND Y13, Y3, Y3 \
+	VPSRLW $hbit, Y15, Y4 \
+	VPAND Y12, Y4, Y4 \
+	VPSLLW $2, Y4, Y4 \
+	VMOVDQU q8off(R12), Y6 \
+	VPMADDUBSW Y6, Y3, Y3 \
+	VPMADDUBSW Y6, Y4, Y4 \
+	VPSUBW Y4, Y3, Y3 \
+	VPSHUFB soff(R14), SC, Y5 \
+	VPMADDWD Y5, Y3, Y3 \
+	VPADDD Y3, Y9, Y9
+
+// func dotQ3KAVX2(nb int, w, x *byte) float32
+// w: Q3_K blocks (hmask[32], qs[64], scales[12], d); x: Q8_K blocks.
+TEXT ·dotQ3KAVX2(SB), NOSPLIT, $0-28
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	MOVL $0x03030303, AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+	MOVL $0x01010101, AX
+	VMOVD AX, X12
+	VPBROADCASTD X12, Y12
+	MOVL $0x20202020, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, X14      // 32s (xmm)
+	VPCMPEQB Y7, Y7, Y7        // all ones
+	LEAQ q3shuf<>(SB), R14
+	TESTQ CX, CX
+	JEQ  q3kdone
+q3kloop:
+	MOVWLZX 108(SI), AX
+	VMOVD AX, X1
+	VCVTPH2PS X1, X1
+	VMULSS (DI), X1, X1        // d
+	MOVL 96(SI), AX            // aux0
+	MOVL 100(SI), BX           // aux1
+	MOVL 104(SI), DX           // aux2
+	// s0 = (aux0 & k2) | ((aux2 & k1) << 4)
+	MOVL AX, R8
+	ANDL $0x0f0f0f0f, R8
+	MOVL DX, R9
+	ANDL $0x03030303, R9
+	SHLL $4, R9
+	ORL  R9, R8
+	// s1 = (aux1 & k2) | (((aux2 >> 2) & k1) << 4)
+	MOVL BX, R10
+	ANDL $0x0f0f0f0f, R10
+	MOVL DX, R9
+	SHRL $2, R9
+	ANDL $0x03030303, R9
+	SHLL $4, R9
+	ORL  R9, R10
+	SHLQ $32, R10
+	ORQ  R10, R8               // R8 = s0 | s1<<32
+	// s2 = ((aux0 >> 4) & k2) | (((aux2 >> 4) & k1) << 4)
+	SHRL $4, AX
+	ANDL $0x0f0f0f0f, AX
+	MOVL DX, R9
+	SHRL $4, R9
+	ANDL $0x03030303, R9
+	SHLL $4, R9
+	ORL  R9, AX
+	// s3 = ((aux1 >> 4) & k2) | (((aux2 >> 6) & k1) << 4)
+	SHRL $4, BX
+	ANDL $0x0f0f0f0f, BX
+	SHRL $6, DX
+	ANDL $0x03030303, DX
+	SHLL $4, DX
+	ORL  DX, BX
+	SHLQ $32, BX
+	ORQ  BX, AX                // AX = s2 | s3<<32
+	VMOVQ R8, X4
+	VPINSRQ $1, AX, X4, X4
+	VPSUBB X14, X4, X4
+	VPMOVSXBW X4, Y4
+	VINSERTI128 $1, X4, Y4, Y10
+	VEXTRACTI128 $1, Y4, X11
+	VINSERTI128 $1, X11, Y11, Y11
+	VMOVDQU (SI), Y15
+	VPXOR Y7, Y15, Y15         // ~hmask
+	VPXOR Y9, Y9, Y9
+	LEAQ 4(DI), R12
+	VMOVDQU 32(SI), Y2
+	Q3GROUP(0, 0, 0, 0, Y10)
+	Q3GROUP(2, 1, 32, 32, Y10)
+	Q3GROUP(4, 2, 64, 64, Y10)
+	Q3GROUP(6, 3, 96, 96, Y10)
+	VMOVDQU 64(SI), Y2
+	Q3GROUP(0, 4, 128, 0, Y11)
+	Q3GROUP(2, 5, 160, 32, Y11)
+	Q3GROUP(4, 6, 192, 64, Y11)
+	Q3GROUP(6, 7, 224, 96, Y11)
+	VCVTDQ2PS Y9, Y9
+	VBROADCASTSS X1, Y1
+	VFMADD231PS Y9, Y1, Y0
+	ADDQ $110, SI
+	ADDQ $292, DI
+	DECQ CX
+	JNZ  q3kloop
+q3kdone:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
