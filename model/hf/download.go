@@ -1,0 +1,427 @@
+package hf
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	// DefaultProgressInterval throttles progress callbacks: ten a second is
+	// smooth for a progress bar and cheap for an event stream.
+	DefaultProgressInterval = 100 * time.Millisecond
+	// DefaultRetries is a sensible Spec.Retries for callers: a few resumes
+	// absorb a flaky link without hiding a dead one for long.
+	DefaultRetries = 3
+	// defaultRetryBackoff is the first pause before a resume; it doubles.
+	defaultRetryBackoff = 500 * time.Millisecond
+	// spaceReserve is kept free on the file system beyond the download, so
+	// a model does not fill the disk to the last byte (index, logs, raft).
+	spaceReserve = 16 << 20
+	// copyBuffer is the read size of the copy loop.
+	copyBuffer = 256 << 10
+)
+
+// Progress is one progress report of a Transfer.
+type Progress struct {
+	// Done is the number of bytes in the partial file, including resumed ones.
+	Done int64
+	// Total is the expected size, or -1 when unknown.
+	Total int64
+	// Resumed is how many bytes were already present when the transfer started.
+	Resumed int64
+	// Rate is the average speed of this transfer in bytes per second.
+	Rate float64
+	// ETA is the estimated time left, or -1 when unknown.
+	ETA time.Duration
+}
+
+// Opener opens the content at offset. It returns the body, the offset the
+// body really starts at (offset, or 0 when the source ignored the range) and
+// the total size (0 when unknown). Errors wrapped with Retryable may be
+// retried by Transfer.
+type Opener func(ctx context.Context, offset int64) (body io.ReadCloser, start, total int64, err error)
+
+// Spec describes one Transfer.
+type Spec struct {
+	// Partial is the partial file ("<dir>/.partial/<name>.part"); its
+	// directory is created. An existing partial is resumed.
+	Partial string
+	// Size is the expected size in bytes; 0 means unknown (learnt from the
+	// source when it says).
+	Size int64
+	// SHA256 is the expected lower-case hex sha256; "" means compute only.
+	SHA256 string
+	// Progress, when set, is called at most every ProgressInterval and once
+	// at the end, from the calling goroutine.
+	Progress func(Progress)
+	// ProgressInterval defaults to DefaultProgressInterval.
+	ProgressInterval time.Duration
+	// Retries is how many times a retryable failure (cut connection, 5xx,
+	// 429) is resumed from the partial within this call; 0 means none.
+	Retries int
+	// RetryBackoff is the first pause between retries (doubling); 0 means
+	// 500 ms.
+	RetryBackoff time.Duration
+}
+
+// Result is a completed, verified Transfer.
+type Result struct {
+	// Path is Spec.Partial, now complete, fsynced and verified.
+	Path string
+	// Size is its size in bytes.
+	Size int64
+	// SHA256 is its lower-case hex sha256.
+	SHA256 string
+	// Resumed is how many bytes came from an earlier partial.
+	Resumed int64
+}
+
+type retryable struct{ err error }
+
+func (r retryable) Error() string { return r.err.Error() }
+func (r retryable) Unwrap() error { return r.err }
+
+// Retryable marks err as worth a retry for Transfer (network trouble, not
+// a refusal).
+func Retryable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return retryable{err}
+}
+
+func isRetryable(err error) bool {
+	var r retryable
+	return errors.As(err, &r)
+}
+
+// Transfer copies the content that open serves into spec.Partial, resuming
+// from what the partial already holds, and verifies size and sha256 before
+// returning. It checks the free disk space first (ErrNoSpace). On a sha256
+// or size mismatch it deletes the partial and returns ErrChecksum. When ctx
+// is cancelled or the source fails, the partial stays for a later resume.
+// Transfer must not run twice at once on the same partial (the caller
+// serialises per file).
+func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
+	spec.SHA256 = strings.ToLower(spec.SHA256)
+	if spec.SHA256 != "" && !sha256RE.MatchString(spec.SHA256) {
+		return Result{}, fmt.Errorf("%w: expected sha256 %q is not 64 hex digits", ErrChecksum, spec.SHA256)
+	}
+	if spec.Partial == "" || spec.Size < 0 {
+		return Result{}, fmt.Errorf("hf: transfer needs a partial path and a non-negative size")
+	}
+	if spec.ProgressInterval <= 0 {
+		spec.ProgressInterval = DefaultProgressInterval
+	}
+	if spec.RetryBackoff <= 0 {
+		spec.RetryBackoff = defaultRetryBackoff
+	}
+	dir := filepath.Dir(spec.Partial)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Result{}, fmt.Errorf("hf: %w", err)
+	}
+	f, err := os.OpenFile(spec.Partial, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return Result{}, fmt.Errorf("hf: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Result{}, fmt.Errorf("hf: %w", err)
+	}
+	t := &transfer{f: f, spec: spec, h: sha256.New(), n: st.Size(), total: spec.Size, began: time.Now()}
+	if spec.Size > 0 && t.n > spec.Size {
+		if err := t.restart(); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := t.checkSpace(); err != nil {
+		return Result{}, err
+	}
+	// Hash what an earlier attempt left, so the final sum covers the file.
+	if t.n > 0 {
+		if _, err := io.Copy(t.h, io.NewSectionReader(f, 0, t.n)); err != nil {
+			return Result{}, fmt.Errorf("hf: reading partial: %w", err)
+		}
+	}
+	t.resumed = t.n
+	if spec.Size == 0 || t.n < spec.Size {
+		backoff := spec.RetryBackoff
+		for attempt := 0; ; attempt++ {
+			err := t.once(ctx, open)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return Result{}, fmt.Errorf("hf: download interrupted, %d bytes kept in %s: %w", t.n, spec.Partial, ctx.Err())
+			}
+			if !isRetryable(err) || attempt >= spec.Retries {
+				return Result{}, fmt.Errorf("%w (%d bytes kept in %s for a resume)", err, t.n, spec.Partial)
+			}
+			select {
+			case <-ctx.Done():
+				return Result{}, fmt.Errorf("hf: download interrupted, %d bytes kept in %s: %w", t.n, spec.Partial, ctx.Err())
+			case <-time.After(backoff):
+			}
+			backoff *= 2
+		}
+	}
+	t.report(true)
+	if t.total > 0 && t.n != t.total {
+		t.discard()
+		return Result{}, fmt.Errorf("%w: got %d bytes, expected %d; partial deleted", ErrChecksum, t.n, t.total)
+	}
+	sum := hex.EncodeToString(t.h.Sum(nil))
+	if spec.SHA256 != "" && sum != spec.SHA256 {
+		t.discard()
+		return Result{}, fmt.Errorf("%w: sha256 %s, expected %s; partial deleted", ErrChecksum, sum, spec.SHA256)
+	}
+	if err := f.Sync(); err != nil {
+		return Result{}, fmt.Errorf("hf: %w", err)
+	}
+	return Result{Path: spec.Partial, Size: t.n, SHA256: sum, Resumed: t.resumed}, nil
+}
+
+type transfer struct {
+	f       *os.File
+	spec    Spec
+	h       hash.Hash
+	n       int64 // bytes in the partial (and hashed)
+	total   int64 // expected size, 0 unknown
+	resumed int64
+	began   time.Time
+	lastRep time.Time
+}
+
+func (t *transfer) restart() error {
+	if err := t.f.Truncate(0); err != nil {
+		return fmt.Errorf("hf: %w", err)
+	}
+	t.n = 0
+	t.h.Reset()
+	return nil
+}
+
+func (t *transfer) discard() {
+	t.f.Close()
+	os.Remove(t.spec.Partial)
+}
+
+func (t *transfer) checkSpace() error {
+	if t.total <= 0 || t.n >= t.total {
+		return nil
+	}
+	need := uint64(t.total-t.n) + spaceReserve
+	free, ok, err := freeBytes(filepath.Dir(t.spec.Partial))
+	if err != nil || !ok {
+		return err
+	}
+	if free < need {
+		return fmt.Errorf("%w: %d bytes to download (+%d reserve), %d free in %s", ErrNoSpace, t.total-t.n, spaceReserve, free, filepath.Dir(t.spec.Partial))
+	}
+	return nil
+}
+
+// once opens the source at t.n and copies until EOF or an error.
+func (t *transfer) once(ctx context.Context, open Opener) error {
+	body, start, total, err := open(ctx, t.n)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if start != t.n {
+		if start != 0 {
+			return fmt.Errorf("%w: asked for offset %d, got %d", ErrBadRange, t.n, start)
+		}
+		// The source ignored the range: start over cleanly.
+		if err := t.restart(); err != nil {
+			return err
+		}
+	}
+	if total > 0 {
+		if t.total > 0 && total != t.total {
+			return fmt.Errorf("%w: source has %d bytes, expected %d", ErrChecksum, total, t.total)
+		}
+		if t.total == 0 {
+			t.total = total
+			if err := t.checkSpace(); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := t.f.Seek(t.n, io.SeekStart); err != nil {
+		return fmt.Errorf("hf: %w", err)
+	}
+	buf := make([]byte, copyBuffer)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		k, rerr := body.Read(buf)
+		if k > 0 {
+			if t.total > 0 && t.n+int64(k) > t.total {
+				return fmt.Errorf("%w: source sent more than %d bytes", ErrChecksum, t.total)
+			}
+			if _, err := t.f.Write(buf[:k]); err != nil {
+				return fmt.Errorf("hf: writing %s: %w", t.spec.Partial, err)
+			}
+			t.h.Write(buf[:k])
+			t.n += int64(k)
+			t.report(false)
+		}
+		if rerr == io.EOF {
+			if t.total > 0 && t.n < t.total {
+				return Retryable(fmt.Errorf("hf: source ended at %d of %d bytes: %w", t.n, t.total, io.ErrUnexpectedEOF))
+			}
+			return nil
+		}
+		if rerr != nil {
+			return Retryable(fmt.Errorf("hf: reading body at %d bytes: %w", t.n, rerr))
+		}
+	}
+}
+
+func (t *transfer) report(final bool) {
+	if t.spec.Progress == nil {
+		return
+	}
+	now := time.Now()
+	if !final && now.Sub(t.lastRep) < t.spec.ProgressInterval {
+		return
+	}
+	t.lastRep = now
+	p := Progress{Done: t.n, Total: -1, Resumed: t.resumed, ETA: -1}
+	if t.total > 0 {
+		p.Total = t.total
+	}
+	if el := now.Sub(t.began).Seconds(); el > 0 {
+		p.Rate = float64(t.n-t.resumed) / el
+	}
+	if p.Total >= 0 && p.Rate > 0 {
+		p.ETA = time.Duration(float64(p.Total-p.Done) / p.Rate * float64(time.Second))
+	}
+	t.spec.Progress(p)
+}
+
+// URLOpener returns an Opener that GETs target, asking for "Range:
+// bytes=N-" when resuming. The Authorization header is sent only when target
+// is on the Hub endpoint's host, and dropped on redirects to other hosts.
+// A 206 answer must carry a Content-Range starting at the offset; a 200
+// answer means the server ignored the range (Transfer restarts cleanly).
+func (c *Client) URLOpener(target string) Opener {
+	return func(ctx context.Context, offset int64) (io.ReadCloser, int64, int64, error) {
+		return c.openRange(ctx, target, offset, true)
+	}
+}
+
+func (c *Client) openRange(ctx context.Context, target string, offset int64, retry416 bool) (io.ReadCloser, int64, int64, error) {
+	hdr := http.Header{"Accept-Encoding": {"identity"}}
+	if offset > 0 {
+		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+	}
+	resp, err := c.do(ctx, http.MethodGet, target, hdr, true)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, 0, 0, err
+		}
+		return nil, 0, 0, Retryable(err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		total := resp.ContentLength
+		if total < 0 {
+			total = 0
+		}
+		return resp.Body, 0, total, nil
+	case http.StatusPartialContent:
+		start, _, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+		if err != nil || start != offset {
+			resp.Body.Close()
+			return nil, 0, 0, fmt.Errorf("%w: asked for bytes=%d-, got Content-Range %q", ErrBadRange, offset, resp.Header.Get("Content-Range"))
+		}
+		return resp.Body, start, total, nil
+	case http.StatusRequestedRangeNotSatisfiable:
+		resp.Body.Close()
+		// "bytes */T": complete when the partial already has T bytes.
+		cr := resp.Header.Get("Content-Range")
+		if t, ok := strings.CutPrefix(cr, "bytes */"); ok {
+			if n, err := strconv.ParseInt(t, 10, 64); err == nil && n == offset {
+				return io.NopCloser(strings.NewReader("")), offset, n, nil
+			}
+		}
+		if retry416 && offset > 0 {
+			return c.openRange(ctx, target, 0, false)
+		}
+		return nil, 0, 0, fmt.Errorf("%w: HTTP 416 for bytes=%d- (Content-Range %q)", ErrBadRange, offset, cr)
+	}
+	err = checkStatus(resp, redact(target))
+	resp.Body.Close()
+	if retryableStatus(resp.StatusCode) {
+		return nil, 0, 0, Retryable(err)
+	}
+	return nil, 0, 0, err
+}
+
+// parseContentRange parses "bytes FIRST-LAST/TOTAL" (TOTAL may be "*",
+// returned as 0).
+func parseContentRange(s string) (first, last, total int64, err error) {
+	bad := fmt.Errorf("%w: Content-Range %q", ErrBadRange, s)
+	rest, ok := strings.CutPrefix(s, "bytes ")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	rng, tot, ok := strings.Cut(rest, "/")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	a, b, ok := strings.Cut(rng, "-")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	if first, err = strconv.ParseInt(a, 10, 64); err != nil || first < 0 {
+		return 0, 0, 0, bad
+	}
+	if last, err = strconv.ParseInt(b, 10, 64); err != nil || last < first {
+		return 0, 0, 0, bad
+	}
+	if tot != "*" {
+		if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total <= last {
+			return 0, 0, 0, bad
+		}
+	}
+	return first, last, total, nil
+}
+
+// DownloadFile downloads a repo file (from ListFiles or PickGGUF) through
+// the resolve endpoint into spec.Partial, with f's size and LFS sha256 as
+// the expectations unless spec sets them. Every (re)try goes through the
+// Hub again, so an expired signed CDN URL is never reused.
+func (c *Client) DownloadFile(ctx context.Context, repo, revision string, f File, spec Spec) (Result, error) {
+	if err := ValidateRepoID(repo); err != nil {
+		return Result{}, err
+	}
+	if err := validateRevision(revision); err != nil {
+		return Result{}, err
+	}
+	if err := ValidatePath(f.Path); err != nil {
+		return Result{}, err
+	}
+	if spec.Size == 0 && f.Size > 0 {
+		spec.Size = f.Size
+	}
+	if spec.SHA256 == "" {
+		spec.SHA256 = f.SHA256
+	}
+	return Transfer(ctx, c.URLOpener(c.ResolveURL(repo, revision, f.Path)), spec)
+}
