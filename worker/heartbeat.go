@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,9 +34,18 @@ type Heartbeat struct {
 	Version         string  `json:"version"`
 }
 
-// finalBeatTimeout bounds the last ("stopped") heartbeat so a dead node
-// cannot hold up the worker's exit.
-const finalBeatTimeout = 2 * time.Second
+const (
+	// finalBeatTimeout bounds the "draining" and "stopped" heartbeats so a
+	// dead node cannot hold up the worker's exit.
+	finalBeatTimeout = 2 * time.Second
+	// minBeatTimeout is the least time a periodic beat gets: with short
+	// intervals (tests, fast failure detection) a busy machine would
+	// otherwise time out beats that are merely slow.
+	minBeatTimeout = time.Second
+	// failureLogEvery: of consecutive failed beats, the first and then every
+	// 30th (a minute at the default interval) are logged at warn level.
+	failureLogEvery = 30
+)
 
 // heartbeater posts heartbeats on a ticker and on demand. Failures are
 // logged and never stop it.
@@ -46,12 +56,13 @@ type heartbeater struct {
 	log      *slog.Logger
 	client   *http.Client
 
-	kick    chan struct{} // early beat, coalesced
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-	mu      sync.Mutex // serializes posts so beats arrive in order
-	started bool
+	kick     chan struct{} // early beat, coalesced
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	mu       sync.Mutex // serializes posts so beats arrive in order
+	failures int        // consecutive failed beats; guarded by mu
+	started  bool
 }
 
 func newHeartbeater(url string, interval time.Duration, build func() Heartbeat, log *slog.Logger) *heartbeater {
@@ -61,12 +72,11 @@ func newHeartbeater(url string, interval time.Duration, build func() Heartbeat, 
 		interval: interval,
 		build:    build,
 		log:      log,
-		// A beat older than one interval is stale anyway.
-		client: &http.Client{Timeout: interval},
-		kick:   make(chan struct{}, 1),
-		ctx:    ctx,
-		cancel: cancel,
-		done:   make(chan struct{}),
+		client:   &http.Client{},
+		kick:     make(chan struct{}, 1),
+		ctx:      ctx,
+		cancel:   cancel,
+		done:     make(chan struct{}),
 	}
 }
 
@@ -79,8 +89,12 @@ func (h *heartbeater) loop() {
 	defer close(h.done)
 	t := time.NewTicker(h.interval)
 	defer t.Stop()
+	// A beat older than one interval is stale anyway, within reason.
+	timeout := max(h.interval, minBeatTimeout)
 	for {
-		h.send(h.ctx)
+		ctx, cancel := context.WithTimeout(h.ctx, timeout)
+		h.send(ctx)
+		cancel()
 		select {
 		case <-h.ctx.Done():
 			return
@@ -117,8 +131,23 @@ func (h *heartbeater) stop() {
 func (h *heartbeater) send(ctx context.Context) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err := h.post(ctx, h.build()); err != nil && ctx.Err() == nil {
-		h.log.Warn("heartbeat failed", "url", h.url, "err", err)
+	err := h.post(ctx, h.build())
+	switch {
+	case err == nil:
+		if h.failures > 0 {
+			h.log.Info("heartbeats reach the node again", "failed_beats", h.failures)
+		}
+		h.failures = 0
+	case errors.Is(err, context.Canceled) && h.ctx.Err() != nil:
+		// Cut short by stop(): not a failure.
+	default:
+		h.failures++
+		// A node that is down would otherwise log every interval.
+		if h.failures%failureLogEvery == 1 {
+			h.log.Warn("heartbeat failed", "url", h.url, "err", err, "consecutive", h.failures)
+		} else {
+			h.log.Debug("heartbeat failed", "url", h.url, "err", err, "consecutive", h.failures)
+		}
 	}
 }
 
