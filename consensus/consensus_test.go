@@ -343,21 +343,34 @@ func TestLeaveTransfersAndRemoves(t *testing.T) {
 
 func TestLeadershipSubscription(t *testing.T) {
 	cl := newCluster(t)
-	cfg := cl.config("sub")
-	reg := consensustest.NewRegistry()
-	_ = reg
-	n := cl.start(cfg)
-	ch, cancel := n.c.SubscribeLeadership()
+	for _, id := range ids("sub", 3) {
+		cfg := cl.config(id)
+		cfg.BootstrapExpect = 3
+		cl.start(cfg)
+	}
+	leader := cl.waitLeader()
+	f := cl.followers(leader)[0]
+	require.Eventually(t, func() bool { return f.c.LeaderChanges() >= 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, "Leader", leader.c.State())
+	require.Equal(t, "Follower", f.c.State())
+	require.Equal(t, leader.id, f.c.Stats()["leader_id"])
+
+	ch, cancel := f.c.SubscribeLeadership()
 	defer cancel()
-	cl.waitLeader()
-	// The subscription may have been registered after the election; the
-	// counter and state are authoritative, events are hints.
-	require.GreaterOrEqual(t, n.c.LeaderChanges(), uint64(1))
-	require.Equal(t, "Leader", n.c.State())
-	require.Equal(t, "sub", n.c.Stats()["leader_id"])
-	cl.stop("sub")
+	before := f.c.LeaderChanges()
+	cl.stop(leader.id)
+	next := cl.waitLeader()
+	var ev consensus.LeaderEvent
+	for ev.LeaderID == "" { // "" events mark the interregnum
+		ev = <-ch
+	}
+	require.Equal(t, next.id, ev.LeaderID)
+	require.Equal(t, next.id == f.id, ev.IsLeader)
+	require.Eventually(t, func() bool { return f.c.LeaderChanges() > before }, 10*time.Second, 10*time.Millisecond)
+
+	cl.stop(f.id)
 	for range ch { // closed by Close
 	}
-	_, err := n.c.Servers()
+	_, err := f.c.Servers()
 	require.True(t, errors.Is(err, consensus.ErrClosed))
 }
