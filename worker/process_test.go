@@ -81,8 +81,23 @@ func TestProcess(t *testing.T) {
 		require.Equal(t, c.ExpectedFirstGeneratedText, got.text())
 	}
 
-	// SIGTERM drains and exits 0; the last beats are draining, stopped.
+	// SIGTERM drains: a request already streaming runs to its end, then the
+	// process exits 0; the last beats are draining, stopped.
+	resp := post(t, testCtx(t), base+"/v1/infer", map[string]any{"prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	rd := newSSEReader(resp.Body)
+	first, ok := rd.next()
+	require.True(t, ok)
+	require.Equal(t, "started", first.Event)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	var rest []sseEvent
+	for ev, ok := rd.next(); ok; ev, ok = rd.next() {
+		rest = append(rest, ev)
+	}
+	st := parseInfer(t, append([]sseEvent{first}, rest...))
+	require.NotNil(t, st.End, "events %v", st.Order[max(0, len(st.Order)-3):])
+	require.Contains(t, []string{StopLength, StopEOS}, st.End.StopReason)
+	require.Equal(t, st.End.TokensOut, len(st.ids()))
 	select {
 	case err := <-exited:
 		require.NoError(t, err, "exit status")
