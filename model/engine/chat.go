@@ -24,7 +24,7 @@ func (m *Model) initChat() {
 		m.chatErr = ErrNoChatTemplate
 		return
 	}
-	t, err := jinja.Compile(src)
+	t, err := compileTemplate(src)
 	if err != nil {
 		m.chatErr = fmt.Errorf("engine: compile chat template: %w", err)
 		m.log.Warn("chat template does not compile; using the fallback format", "err", err)
@@ -50,7 +50,7 @@ func (m *Model) ChatPrompt(msgs []Message) (string, error) {
 		for i, msg := range msgs {
 			list[i] = map[string]any{"role": msg.Role, "content": msg.Content}
 		}
-		out, err := m.chatTmpl.Render(map[string]any{
+		out, err := renderTemplate(m.chatTmpl, map[string]any{
 			"messages":              list,
 			"add_generation_prompt": true,
 			"bos_token":             m.tok.TokenText(m.tok.BOS()),
@@ -98,4 +98,26 @@ func (m *Model) ChatTokens(msgs []Message) ([]int32, error) {
 		addBOS = false
 	}
 	return m.tok.Encode(text, addBOS, true), nil
+}
+
+// errTemplatePanic reports a template engine panic, turned into an error:
+// templates come from model files and must not crash the process.
+var errTemplatePanic = errors.New("engine: chat template engine panicked")
+
+func compileTemplate(src string) (t *jinja.Template, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			t, err = nil, fmt.Errorf("%w: %v", errTemplatePanic, r)
+		}
+	}()
+	return jinja.Compile(src)
+}
+
+func renderTemplate(t *jinja.Template, data map[string]any) (out string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = "", fmt.Errorf("%w: %v", errTemplatePanic, r)
+		}
+	}()
+	return t.Render(data)
 }

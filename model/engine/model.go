@@ -185,6 +185,11 @@ func (m *Model) readHparams(opts Options) error {
 	if hp.nLayer, err = m.needUint("block_count"); err != nil {
 		return err
 	}
+	// Every block has 9 tensors; the bound keeps a corrupt count from
+	// allocating before the missing tensors are noticed.
+	if hp.nLayer > len(m.file.Tensors)/9 {
+		return fmt.Errorf("%w: block_count %d but only %d tensors", ErrBadModel, hp.nLayer, len(m.file.Tensors))
+	}
 	if hp.ff, err = m.needUint("feed_forward_length"); err != nil {
 		return err
 	}
@@ -204,6 +209,9 @@ func (m *Model) readHparams(opts Options) error {
 		return err
 	} else if vl != hp.headDim {
 		return fmt.Errorf("%w: value_length %d != key_length %d", ErrUnsupportedModel, vl, hp.headDim)
+	}
+	if hp.nHead > hp.dim || hp.nHeadKV > hp.nHead || hp.headDim > hp.dim*4 {
+		return fmt.Errorf("%w: %d heads, %d kv heads, head dim %d for embedding %d", ErrBadModel, hp.nHead, hp.nHeadKV, hp.headDim, hp.dim)
 	}
 	if hp.nHead%hp.nHeadKV != 0 {
 		return fmt.Errorf("%w: head_count %d not a multiple of head_count_kv %d", ErrUnsupportedModel, hp.nHead, hp.nHeadKV)
