@@ -125,7 +125,7 @@ func (c *Catalog) buildSource(ctx context.Context, t WorkerType, opts BuildOptio
 	root := filepath.Dir(gomod)
 	bin = filepath.Join(tmp, t.BinaryName(runtime.GOOS))
 	out(fmt.Sprintf("building %s in %s", t.Package, root))
-	if err := runGo(ctx, opts, root, nil, out, "build", "-trimpath", "-o", bin, t.Package); err != nil {
+	if err := runGo(ctx, opts, root, nil, out, "build", "-v", "-trimpath", "-o", bin, t.Package); err != nil {
 		return "", "", err
 	}
 	return bin, gitDescribe(ctx, root), nil
@@ -151,7 +151,7 @@ func (c *Catalog) buildModule(ctx context.Context, t WorkerType, opts BuildOptio
 	}
 	out(fmt.Sprintf("installing %s@%s", pkg, v))
 	if err := runGo(ctx, opts, work, []string{"GOBIN=" + gobin, "GO111MODULE=on", "GOWORK=off"}, out,
-		"install", "-trimpath", pkg+"@"+v); err != nil {
+		"install", "-v", "-trimpath", pkg+"@"+v); err != nil {
 		return "", "", err
 	}
 	bin = filepath.Join(gobin, t.BinaryName(runtime.GOOS))
