@@ -1,8 +1,10 @@
 package consensus_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -173,6 +175,46 @@ func TestThreeNodeExpectLifecycle(t *testing.T) {
 		return ok && n.State == fsm.NodeAlive
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, cl.running()[0].fsm.Nodes(), back.fsm.Nodes())
+
+	// Determinism through raft: once every replica applied the same index,
+	// their registries encode to identical snapshot bytes.
+	apply(t, back, host("final"))
+	require.Eventually(t, func() bool {
+		nodes := cl.running()
+		idx := nodes[0].fsm.Index()
+		for _, n := range nodes {
+			if n.fsm.Index() != idx {
+				return false
+			}
+		}
+		return idx > 0
+	}, 10*time.Second, 10*time.Millisecond)
+	var want []byte
+	for _, n := range cl.running() {
+		var buf bytes.Buffer
+		require.NoError(t, fsm.WriteSnapshot(&buf, n.fsm.State()))
+		if want == nil {
+			want = buf.Bytes()
+		}
+		require.Equal(t, want, buf.Bytes(), "replica %s differs", n.id)
+	}
+}
+
+func TestCloseReleasesHeldApplyAndGoroutines(t *testing.T) {
+	base := runtime.NumGoroutine()
+	cl := newCluster(t)
+	cfg := cl.config("lonely")
+	cfg.Join = true
+	n := cl.start(cfg)
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.c.Apply(context.Background(), mustEncode(t, host("never")))
+		done <- err
+	}()
+	cl.stop("lonely")
+	require.ErrorIs(t, <-done, consensus.ErrClosed)
+	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= base+1 }, 10*time.Second, 20*time.Millisecond,
+		"goroutines leaked: %d before, %d after", base, runtime.NumGoroutine())
 }
 
 func TestBootstrapExpectMismatchRefused(t *testing.T) {
