@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rbee-project/rbee/node/localcluster"
+)
+
+// stats summarises durations in milliseconds.
+type stats struct {
+	Median float64   `json:"median"`
+	P95    float64   `json:"p95"`
+	Min    float64   `json:"min"`
+	Max    float64   `json:"max"`
+	Values []float64 `json:"values"`
+}
+
+func summarize(ds []time.Duration) stats {
+	if len(ds) == 0 {
+		return stats{}
+	}
+	v := make([]float64, len(ds))
+	for i, d := range ds {
+		v[i] = float64(d.Microseconds()) / 1000
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	p := func(q float64) float64 {
+		i := int(q*float64(len(s)-1) + 0.5)
+		return s[i]
+	}
+	return stats{Median: p(0.5), P95: p(0.95), Min: s[0], Max: s[len(s)-1], Values: v}
+}
+
+func newBenchFailoverCmd(g *globals) *cobra.Command {
+	var rounds int
+	var profile, keep string
+	cmd := &cobra.Command{
+		Use:   "failover",
+		Short: "Start a local 3-node cluster, kill the leader N times, print time to a new leader and to the first accepted write (JSON)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if rounds < 1 || rounds > 100 {
+				return fmt.Errorf("--rounds must be 1..100")
+			}
+			bin, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			dir := keep
+			if dir == "" {
+				if dir, err = os.MkdirTemp("", "rbee-bench-failover-"); err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+			}
+			ctx := cmd.Context()
+			cl, err := localcluster.New(localcluster.Config{Binary: bin, Dir: dir, Nodes: 3, Profile: profile})
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if err := cl.Start(ctx); err != nil {
+				return err
+			}
+			wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			_, err = cl.WaitConverged(wctx, 3)
+			cancel()
+			if err != nil {
+				return err
+			}
+			var toLeader, toWrite []time.Duration
+			for r := 0; r < rounds; r++ {
+				dl, dw, err := failoverRound(ctx, cl)
+				if err != nil {
+					return fmt.Errorf("round %d: %w", r+1, err)
+				}
+				toLeader, toWrite = append(toLeader, dl), append(toWrite, dw)
+				fmt.Fprintf(os.Stderr, "round %d: new leader after %v, first write after %v\n", r+1, dl.Round(time.Millisecond), dw.Round(time.Millisecond))
+			}
+			return printJSON(cmd.OutOrStdout(), map[string]any{
+				"benchmark": "failover", "nodes": 3, "rounds": rounds, "profile": profile,
+				"time_to_leader_ms": summarize(toLeader), "time_to_write_ms": summarize(toWrite),
+			})
+		},
+	}
+	cmd.Flags().IntVar(&rounds, "rounds", 5, "how many times to kill the leader")
+	cmd.Flags().StringVar(&profile, "profile", "lan", "timing profile of the nodes: lan (defaults) or local")
+	cmd.Flags().StringVar(&keep, "dir", "", "keep data dirs and logs here (default: a temp dir, removed)")
+	return cmd
+}
+
+// failoverRound kills the leader, measures, then restarts it and waits for
+// the cluster to be whole again.
+func failoverRound(ctx context.Context, cl *localcluster.Cluster) (toLeader, toWrite time.Duration, err error) {
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	leaderName, err := cl.WaitConverged(wctx, 3)
+	if err != nil {
+		return 0, 0, err
+	}
+	victim := cl.ByName(leaderName)
+	var survivor *localcluster.Node
+	for _, n := range cl.Nodes {
+		if n != victim {
+			survivor = n
+			break
+		}
+	}
+	t0 := time.Now()
+	if err := cl.Kill(victim); err != nil {
+		return 0, 0, err
+	}
+	for {
+		sctx, c := context.WithTimeout(wctx, time.Second)
+		st, err := localcluster.GetStatus(sctx, survivor)
+		c()
+		if err == nil && st.Leader != "" && st.Leader != leaderName {
+			toLeader = time.Since(t0)
+			break
+		}
+		if wctx.Err() != nil {
+			return 0, 0, fmt.Errorf("no new leader: %w", wctx.Err())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for {
+		sctx, c := context.WithTimeout(wctx, 5*time.Second)
+		err := survivor.Client().Result(sctx, map[string]any{"operation": "hive_refresh_capabilities", "hive": survivor.Name}, nil, nil)
+		c()
+		if err == nil {
+			toWrite = time.Since(t0)
+			break
+		}
+		if wctx.Err() != nil {
+			return 0, 0, fmt.Errorf("no write accepted: %w", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cl.StartNode(wctx, victim, nil); err != nil {
+		return 0, 0, err
+	}
+	if err := localcluster.WaitHealthy(wctx, victim); err != nil {
+		return 0, 0, err
+	}
+	return toLeader, toWrite, nil
+}

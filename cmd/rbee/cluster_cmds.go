@@ -1,0 +1,296 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// hive mirrors the API's node view (only what the CLI prints).
+type hive struct {
+	Name         string   `json:"name"`
+	ID           string   `json:"id"`
+	State        string   `json:"state"`
+	Voter        bool     `json:"voter"`
+	Suffrage     string   `json:"suffrage"`
+	Leader       bool     `json:"leader"`
+	HTTPAddr     string   `json:"http_addr"`
+	GossipAddr   string   `json:"gossip_addr"`
+	P2PAddrs     []string `json:"p2p_addrs"`
+	Version      string   `json:"version"`
+	Capabilities *struct {
+		CPUModel string `json:"cpu_model"`
+		Cores    int    `json:"cores"`
+		Threads  int    `json:"threads"`
+		RAMTotal uint64 `json:"ram_total"`
+		OS       string `json:"os"`
+		Arch     string `json:"arch"`
+		GPUs     []struct {
+			Vendor    string `json:"vendor"`
+			Name      string `json:"name"`
+			VRAMTotal uint64 `json:"vram_total"`
+		} `json:"gpus"`
+	} `json:"capabilities"`
+}
+
+func (h hive) role() string {
+	switch {
+	case h.Leader:
+		return "leader"
+	case h.Suffrage != "":
+		return h.Suffrage
+	}
+	return "-"
+}
+
+func (h hive) hardware() string {
+	c := h.Capabilities
+	if c == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%d cores, %s", c.Cores, humanBytes(c.RAMTotal))
+	for _, g := range c.GPUs {
+		s += fmt.Sprintf(", %s %s", g.Vendor, humanBytes(g.VRAMTotal))
+	}
+	return s
+}
+
+func hiveRows(hs []hive) [][]string {
+	var rows [][]string
+	for _, h := range hs {
+		rows = append(rows, []string{h.Name, h.State, h.role(), orDash(h.HTTPAddr), orDash(h.Version), h.hardware()})
+	}
+	return rows
+}
+
+var hiveHeader = []string{"NAME", "STATE", "ROLE", "API", "VERSION", "HARDWARE"}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster: leader, nodes, workers, models",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := waitCtx(cmd.Context())
+			defer cancel()
+			var raw json.RawMessage
+			if err := g.client().Result(ctx, map[string]any{"operation": "status"}, &raw, narrate); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), raw)
+			}
+			var st struct {
+				Node      string            `json:"node"`
+				Leader    string            `json:"leader"`
+				RaftState string            `json:"raft_state"`
+				Nodes     []hive            `json:"nodes"`
+				Workers   []json.RawMessage `json:"workers"`
+				Models    []json.RawMessage `json:"models"`
+				InFlight  int               `json:"in_flight"`
+			}
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			leader := st.Leader
+			if leader == "" {
+				leader = "(none: election in progress or no quorum)"
+			}
+			fmt.Fprintf(out, "Leader (queen): %s\nAnswered by:    %s (%s)\n", leader, st.Node, st.RaftState)
+			fmt.Fprintf(out, "Workers: %d   Models: %d   In flight: %d\n\n", len(st.Workers), len(st.Models), st.InFlight)
+			table(out, hiveHeader, hiveRows(st.Nodes))
+			return nil
+		},
+	}
+}
+
+func newHiveCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "hive", Short: "Hives: the machines of the cluster"}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the hives (members and known hosts)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := waitCtx(cmd.Context())
+			defer cancel()
+			var res struct {
+				Hives []hive `json:"hives"`
+			}
+			var raw json.RawMessage
+			if err := g.client().Result(ctx, map[string]any{"operation": "hive_list"}, &raw, narrate); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), raw)
+			}
+			if err := json.Unmarshal(raw, &res); err != nil {
+				return err
+			}
+			table(cmd.OutOrStdout(), hiveHeader, hiveRows(res.Hives))
+			return nil
+		},
+	}
+	get := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show one hive",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := waitCtx(cmd.Context())
+			defer cancel()
+			var raw json.RawMessage
+			if err := g.client().Result(ctx, map[string]any{"operation": "hive_get", "name": args[0]}, &raw, narrate); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), raw)
+			}
+			var h hive
+			if err := json.Unmarshal(raw, &h); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			rows := [][]string{{"name", h.Name}, {"id", h.ID}, {"state", h.State}, {"role", h.role()},
+				{"api", orDash(h.HTTPAddr)}, {"gossip", orDash(h.GossipAddr)}, {"p2p", orDash(strings.Join(h.P2PAddrs, " "))},
+				{"version", orDash(h.Version)}}
+			if c := h.Capabilities; c != nil {
+				rows = append(rows, []string{"cpu", fmt.Sprintf("%s (%d cores, %d threads)", c.CPUModel, c.Cores, c.Threads)},
+					[]string{"ram", humanBytes(c.RAMTotal)}, []string{"os/arch", c.OS + "/" + c.Arch})
+				for i, gpu := range c.GPUs {
+					rows = append(rows, []string{"gpu" + strconv.Itoa(i), fmt.Sprintf("%s %s, %s VRAM", gpu.Vendor, gpu.Name, humanBytes(gpu.VRAMTotal))})
+				}
+			}
+			table(out, []string{"FIELD", "VALUE"}, rows)
+			return nil
+		},
+	}
+	status := &cobra.Command{
+		Use:   "status NAME",
+		Short: "Check a hive: gossip state, p2p round trip, API health",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := waitCtx(cmd.Context())
+			defer cancel()
+			var raw json.RawMessage
+			if err := g.client().Result(ctx, map[string]any{"operation": "hive_status", "name": args[0]}, &raw, narrate); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), raw)
+			}
+			var st struct {
+				Name        string  `json:"name"`
+				GossipState string  `json:"gossip_state"`
+				RTT         float64 `json:"p2p_rtt_ms"`
+				P2PError    string  `json:"p2p_error"`
+				APIHealthy  bool    `json:"api_healthy"`
+				APIError    string  `json:"api_error"`
+				RaftState   string  `json:"raft_state"`
+			}
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return err
+			}
+			p2p := fmt.Sprintf("%.2f ms", st.RTT)
+			if st.P2PError != "" {
+				p2p = "unreachable: " + st.P2PError
+			}
+			api := "healthy"
+			if !st.APIHealthy {
+				api = "unhealthy: " + st.APIError
+			}
+			table(cmd.OutOrStdout(), []string{"FIELD", "VALUE"}, [][]string{{"name", st.Name}, {"gossip", st.GossipState},
+				{"p2p round trip", p2p}, {"api", api}, {"raft", orDash(st.RaftState)}})
+			return nil
+		},
+	}
+	refresh := &cobra.Command{
+		Use:   "refresh-capabilities NAME",
+		Short: "Re-detect a hive's CPU, RAM and GPUs and store them in the registry",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := waitCtx(cmd.Context())
+			defer cancel()
+			var raw json.RawMessage
+			if err := g.client().Result(ctx, map[string]any{"operation": "hive_refresh_capabilities", "hive": args[0]}, &raw, narrate); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), raw)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "capabilities stored")
+			return nil
+		},
+	}
+	cmd.AddCommand(list, get, status, refresh)
+	return cmd
+}
+
+func newJoinCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "join ADDR...",
+		Short: "Tell the running node to join the cluster at ADDR (a gossip address, port 7834 by default)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := waitCtx(cmd.Context())
+			defer cancel()
+			for i, a := range args {
+				if !strings.Contains(a, ":") {
+					args[i] = a + ":7834"
+				}
+			}
+			n, err := g.client().Join(ctx, args)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), map[string]int{"joined": n})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "joined: contacted %d node(s)\n", n)
+			return nil
+		},
+	}
+}
+
+func newLeaveCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "leave",
+		Short: "Leave the cluster gracefully and stop the node",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := waitCtx(cmd.Context())
+			defer cancel()
+			if err := g.client().Leave(ctx); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), map[string]string{"status": "leaving"})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "the node is leaving the cluster")
+			return nil
+		},
+	}
+}
+
+func newTokenCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "token",
+		Short: "Print the cluster token (asks the local node's API)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := waitCtx(cmd.Context())
+			defer cancel()
+			tok, join, err := g.client().ClusterToken(ctx)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), map[string]string{"token": tok, "join_command": join})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,272 @@
+package node
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rbee-project/rbee/node/jobs"
+)
+
+// sseKeepAlive keeps idle SSE connections open through proxies and lets a
+// client notice a dead node.
+const sseKeepAlive = 15 * time.Second
+
+// APIError is the JSON body of a non-2xx API answer.
+type APIError struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// Handler is the node's HTTP API.
+func (n *Node) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", n.handleHealth)
+	mux.HandleFunc("POST /v1/jobs", n.handleSubmit)
+	mux.HandleFunc("GET /v1/jobs", n.handleListJobs)
+	mux.HandleFunc("GET /v1/jobs/{id}", n.handleGetJob)
+	mux.HandleFunc("GET /v1/jobs/{id}/events", n.handleEvents)
+	mux.HandleFunc("DELETE /v1/jobs/{id}", n.handleCancel)
+	mux.HandleFunc("GET /v1/token", n.handleToken)
+	mux.HandleFunc("POST /v1/join", n.handleJoin)
+	mux.HandleFunc("POST /v1/leave", n.handleLeave)
+	return n.auth(mux)
+}
+
+// isLoopback reports whether the request comes from this machine.
+func isLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// auth lets loopback clients through and requires the cluster token
+// (Authorization: Bearer) from everyone else. /health stays open: it says
+// nothing but "up".
+func (n *Node) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" || (isLoopback(r) && !n.cfg.RequireToken) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if tok == "" {
+			writeError(w, http.StatusUnauthorized, jobs.CodeForbidden, "this node requires the cluster token off loopback: pass --token or set RBEE_TOKEN")
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(n.secret)) != 1 {
+			writeError(w, http.StatusUnauthorized, jobs.CodeForbidden, "wrong cluster token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	var e APIError
+	e.Error.Code, e.Error.Message = code, msg
+	writeJSON(w, status, e)
+}
+
+func statusForCode(code string) int {
+	switch code {
+	case jobs.CodeBadRequest, jobs.CodeUnknownOperation:
+		return http.StatusBadRequest
+	case jobs.CodeNotFound, jobs.CodeUnknownHive:
+		return http.StatusNotFound
+	case jobs.CodeConflict:
+		return http.StatusConflict
+	case jobs.CodeForbidden:
+		return http.StatusForbidden
+	case jobs.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node": n.cfg.Name, "id": n.ID(), "version": n.cfg.Version})
+}
+
+func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, jobs.CodeBadRequest, fmt.Sprintf("job request over %d bytes", maxRequestBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, jobs.CodeBadRequest, "read body: "+err.Error())
+		return
+	}
+	req, err := n.ParseRequest(body)
+	if err != nil {
+		code := jobs.CodeOf(err)
+		writeError(w, statusForCode(code), code, err.Error())
+		return
+	}
+	job, err := n.Submit(r.Context(), req)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, jobs.CodeUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"job_id": job.ID, "events_url": "/v1/jobs/" + job.ID + "/events"})
+}
+
+type jobView struct {
+	ID        string    `json:"job_id"`
+	Operation string    `json:"operation"`
+	Status    string    `json:"status"`
+	Created   time.Time `json:"created"`
+}
+
+func (n *Node) handleListJobs(w http.ResponseWriter, r *http.Request) {
+	out := []jobView{}
+	for _, j := range n.jobs.List() {
+		out = append(out, jobView{j.ID, j.Operation, j.Status(), j.Created})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": out})
+}
+
+func (n *Node) handleGetJob(w http.ResponseWriter, r *http.Request) {
+	j, err := n.jobs.Get(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, jobs.CodeNotFound, err.Error())
+		return
+	}
+	evs, _, _ := j.Events(0)
+	writeJSON(w, http.StatusOK, map[string]any{"job_id": j.ID, "operation": j.Operation, "status": j.Status(), "created": j.Created, "events": evs})
+}
+
+// handleEvents streams a job's events as SSE: "id: seq", "event: type",
+// "data: json". Last-Event-ID (header) or ?after= resumes after that seq.
+func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
+	j, err := n.jobs.Get(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, jobs.CodeNotFound, err.Error())
+		return
+	}
+	after := int64(0)
+	for _, v := range []string{r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after")} {
+		if v == "" {
+			continue
+		}
+		a, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || a < 0 {
+			writeError(w, http.StatusBadRequest, jobs.CodeBadRequest, "Last-Event-ID must be a non-negative event sequence number")
+			return
+		}
+		after = a
+	}
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	ctx := r.Context()
+	ticker := time.NewTicker(sseKeepAlive)
+	defer ticker.Stop()
+	for {
+		evs, more, done := j.Events(after)
+		for _, ev := range evs {
+			b, _ := json.Marshal(ev)
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Type, b); err != nil {
+				return
+			}
+			after = ev.Seq
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		if done {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-more:
+		case <-ticker.C:
+			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (n *Node) handleCancel(w http.ResponseWriter, r *http.Request) {
+	if err := n.jobs.Cancel(r.PathValue("id")); err != nil {
+		writeError(w, http.StatusNotFound, jobs.CodeNotFound, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "cancelling"})
+}
+
+// handleToken returns the cluster secret, to loopback clients only.
+func (n *Node) handleToken(w http.ResponseWriter, r *http.Request) {
+	if !isLoopback(r) {
+		writeError(w, http.StatusForbidden, jobs.CodeForbidden, "the token is only shown to clients on this machine")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"token": n.secret, "join_command": n.JoinCommand()})
+}
+
+// JoinCommand is the command another machine runs to join this cluster.
+func (n *Node) JoinCommand() string {
+	return fmt.Sprintf("rbee node --join %s --token %s", n.gsp.Addr(), n.secret)
+}
+
+func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Addrs []string `json:"addrs"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil || len(req.Addrs) == 0 {
+		writeError(w, http.StatusBadRequest, jobs.CodeBadRequest, "body must be {\"addrs\": [\"host:port\", ...]}")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	cnt, err := n.Join(ctx, req.Addrs)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, jobs.CodeUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"joined": cnt})
+}
+
+// handleLeave answers first, then leaves: the client gets its answer before
+// the API goes away.
+func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "leaving"})
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := n.Leave(ctx); err != nil {
+			n.log.Warn("leave", "err", err)
+		}
+	}()
+}

@@ -1,0 +1,286 @@
+// Package client talks to a node's HTTP API: it submits jobs and follows
+// their SSE event streams, reconnecting with Last-Event-ID when a stream
+// breaks. A Client is safe for concurrent use.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rbee-project/rbee/node/jobs"
+)
+
+// maxSSELine bounds one SSE line: a result event carries at most a few MiB.
+const maxSSELine = 8 << 20
+
+// reconnects bounds how often one Follow reconnects a broken stream.
+const reconnects = 5
+
+// Sentinel errors.
+var (
+	// ErrJobFailed: the job ended with done "failed"; the error event's
+	// code and message are in the wrapping *JobError.
+	ErrJobFailed = errors.New("job failed")
+	// ErrAPI: the node answered with a non-2xx status.
+	ErrAPI = errors.New("node API error")
+)
+
+// JobError is a failed job's error event.
+type JobError struct {
+	Code    string
+	Message string
+}
+
+func (e *JobError) Error() string { return fmt.Sprintf("%s (%s)", e.Message, e.Code) }
+func (e *JobError) Unwrap() error { return ErrJobFailed }
+
+// APIError is a non-2xx answer.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("%s (HTTP %d, %s)", e.Message, e.Status, e.Code)
+}
+func (e *APIError) Unwrap() error { return ErrAPI }
+
+// Client is a node API client.
+type Client struct {
+	Base  string
+	Token string
+	HTTP  *http.Client
+}
+
+// New makes a client for base (e.g. http://127.0.0.1:7833).
+func New(base, token string) *Client {
+	return &Client{Base: strings.TrimRight(base, "/"), Token: token, HTTP: &http.Client{}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the node at %s: %w (is `rbee node` running? set --node or RBEE_NODE)", c.Base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxSSELine))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return decodeAPIError(resp.StatusCode, data)
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func decodeAPIError(status int, data []byte) error {
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+		return &APIError{Status: status, Code: e.Error.Code, Message: e.Error.Message}
+	}
+	return &APIError{Status: status, Code: "http", Message: strings.TrimSpace(string(data))}
+}
+
+// Submit starts a job; req is the operation's JSON object.
+func (c *Client) Submit(ctx context.Context, req any) (string, error) {
+	var out struct {
+		JobID string `json:"job_id"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/v1/jobs", req, &out); err != nil {
+		return "", err
+	}
+	return out.JobID, nil
+}
+
+// Cancel cancels a job.
+func (c *Client) Cancel(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/jobs/"+id, nil, nil)
+}
+
+// Follow streams a job's events to fn until done. It reconnects with
+// Last-Event-ID when the stream breaks. The returned error is a *JobError
+// when the job failed.
+func (c *Client) Follow(ctx context.Context, id string, fn func(jobs.Event) error) error {
+	var last int64
+	var jobErr *JobError
+	for attempt := 0; ; attempt++ {
+		done, err := c.followOnce(ctx, id, &last, func(ev jobs.Event) error {
+			if ev.Type == jobs.TypeError {
+				jobErr = &JobError{Code: ev.Code, Message: ev.Message}
+			}
+			if ev.Type == jobs.TypeDone && ev.Status != "ok" && jobErr == nil {
+				jobErr = &JobError{Code: jobs.CodeInternal, Message: "job failed"}
+			}
+			return fn(ev)
+		})
+		if done {
+			if jobErr != nil {
+				return jobErr
+			}
+			return nil
+		}
+		if err != nil && (ctx.Err() != nil || attempt >= reconnects || errors.Is(err, ErrAPI)) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Client) followOnce(ctx context.Context, id string, last *int64, fn func(jobs.Event) error) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base+"/v1/jobs/"+id+"/events", nil)
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if *last > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatInt(*last, 10))
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return false, decodeAPIError(resp.StatusCode, data)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), maxSSELine)
+	var data []byte
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if len(data) == 0 {
+				continue
+			}
+			var ev jobs.Event
+			if err := json.Unmarshal(data, &ev); err != nil {
+				return false, fmt.Errorf("bad event from node: %w", err)
+			}
+			data = data[:0]
+			*last = ev.Seq
+			if err := fn(ev); err != nil {
+				return true, err
+			}
+			if ev.Type == jobs.TypeDone {
+				return true, nil
+			}
+		case strings.HasPrefix(line, "data:"):
+			data = append(data, strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")...)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return false, err
+	}
+	return false, io.ErrUnexpectedEOF
+}
+
+// Run submits a job and follows it.
+func (c *Client) Run(ctx context.Context, req any, fn func(jobs.Event) error) error {
+	id, err := c.Submit(ctx, req)
+	if err != nil {
+		return err
+	}
+	err = c.Follow(ctx, id, fn)
+	if ctx.Err() != nil {
+		// The user went away (Ctrl-C): cancel the job on the node too.
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = c.Cancel(cctx, id)
+		cancel()
+	}
+	return err
+}
+
+// Result runs a job and decodes its (last) result event into out.
+func (c *Client) Result(ctx context.Context, req any, out any, onEvent func(jobs.Event)) error {
+	var result json.RawMessage
+	err := c.Run(ctx, req, func(ev jobs.Event) error {
+		if ev.Type == jobs.TypeResult {
+			result = ev.Result
+		}
+		if onEvent != nil {
+			onEvent(ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if out != nil && result != nil {
+		return json.Unmarshal(result, out)
+	}
+	return nil
+}
+
+// Token fetches the cluster secret (loopback only).
+func (c *Client) ClusterToken(ctx context.Context) (token, joinCmd string, err error) {
+	var out struct {
+		Token string `json:"token"`
+		Join  string `json:"join_command"`
+	}
+	err = c.do(ctx, http.MethodGet, "/v1/token", nil, &out)
+	return out.Token, out.Join, err
+}
+
+// Join asks the node to join addrs.
+func (c *Client) Join(ctx context.Context, addrs []string) (int, error) {
+	var out struct {
+		Joined int `json:"joined"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/join", map[string]any{"addrs": addrs}, &out)
+	return out.Joined, err
+}
+
+// Leave asks the node to leave the cluster and shut down.
+func (c *Client) Leave(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/leave", nil, nil)
+}
+
+// Health checks /health.
+func (c *Client) Health(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/health", nil, nil)
+}

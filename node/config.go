@@ -1,0 +1,67 @@
+package node
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Default ports. 7833 spells "RBEE" on a phone keypad (7-2-3-3 would be
+// "RBEE" too; 7833 keeps the three ports adjacent and unprivileged).
+const (
+	DefaultHTTPAddr   = "127.0.0.1:7833"
+	DefaultGossipAddr = "0.0.0.0:7834"
+	DefaultP2PAddr    = "0.0.0.0:7835"
+)
+
+// Config is everything a node needs. The cmd layer fills it from flags;
+// tests override fields of DefaultConfig.
+type Config struct {
+	// Name is the human hive name users type (default: hostname).
+	Name string
+	// DataDir holds the identity, secret, raft state, peers and catalogs.
+	DataDir string
+	// HTTPAddr is the API listen address; loopback by default.
+	HTTPAddr string
+	// GossipAddr is the memberlist bind address (TCP and UDP).
+	GossipAddr string
+	// GossipAdvertise overrides the address gossiped to others.
+	GossipAdvertise string
+	// P2PAddr is the libp2p TCP listen address.
+	P2PAddr string
+	// Join lists gossip addresses to join at start.
+	Join []string
+	// BootstrapExpect > 0 waits for that many servers before bootstrapping.
+	BootstrapExpect int
+	// Token is the cluster secret given on the command line ("" = use the
+	// stored one, or generate one on a fresh first node).
+	Token string
+	// MDNS enables LAN discovery of peers.
+	MDNS bool
+	// Profile selects timings: "lan" (default) or "local" (tight timings
+	// for tests on one machine).
+	Profile string
+	// ReconcileInterval is the leader's periodic full reconcile pass.
+	ReconcileInterval time.Duration
+	// Version is reported in gossip metadata and status.
+	Version string
+	// RequireToken makes loopback clients present the token too (a shared
+	// machine with untrusted local users).
+	RequireToken bool
+	// WorkerHeartbeatTimeout takes a silent worker out of the schedule.
+	WorkerHeartbeatTimeout time.Duration
+	Logger                 *slog.Logger
+}
+
+// DefaultConfig returns LAN defaults.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:               DefaultHTTPAddr,
+		GossipAddr:             DefaultGossipAddr,
+		P2PAddr:                DefaultP2PAddr,
+		MDNS:                   true,
+		Profile:                "lan",
+		ReconcileInterval:      30 * time.Second,
+		Version:                "dev",
+		WorkerHeartbeatTimeout: 30 * time.Second,
+	}
+}

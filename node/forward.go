@@ -1,0 +1,217 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/p2p"
+)
+
+// Node-to-node protocols.
+const (
+	// protoInfo answers a peer's identity, gossip address and health.
+	protoInfo protocol.ID = "/rbee/info/1.0.0"
+	// protoJob runs an operation on this node for another node: one request
+	// frame in, event frames out until the done event.
+	protoJob protocol.ID = "/rbee/job/1.0.0"
+)
+
+// Frame caps: an info answer is a few hundred bytes; a job request is
+// bounded like the HTTP body; one event carries at most a result document.
+const (
+	maxInfoFrame  = 64 << 10
+	maxEventFrame = 4 << 20
+	infoDeadline  = 5 * time.Second
+)
+
+// peerInfoMsg is the answer of protoInfo.
+type peerInfoMsg struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	GossipAddr string `json:"gossip_addr"`
+	HTTPAddr   string `json:"http_addr"`
+	Version    string `json:"version"`
+	RaftState  string `json:"raft_state"`
+	APIHealthy bool   `json:"api_healthy"`
+	APIError   string `json:"api_error,omitempty"`
+}
+
+func (n *Node) registerP2PHandlers() {
+	n.host.Handle(protoInfo, n.handleInfo)
+	n.host.Handle(protoJob, n.handleJob)
+}
+
+func (n *Node) handleInfo(s network.Stream) {
+	_ = s.SetDeadline(time.Now().Add(infoDeadline))
+	ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+	apiErr := n.checkLocalAPI(ctx)
+	cancel()
+	msg := peerInfoMsg{ID: n.ID(), Name: n.cfg.Name, GossipAddr: n.gsp.Addr(), HTTPAddr: n.HTTPAddr(),
+		Version: n.cfg.Version, RaftState: n.cons.State(), APIHealthy: apiErr == nil}
+	if apiErr != nil {
+		msg.APIError = apiErr.Error()
+	}
+	if err := p2p.WriteJSON(s, msg); err != nil {
+		_ = s.Reset()
+		return
+	}
+	_ = s.Close()
+}
+
+// peerInfo asks a peer for its info over libp2p.
+func (n *Node) peerInfo(ctx context.Context, id peer.ID) (peerInfoMsg, error) {
+	var msg peerInfoMsg
+	s, err := n.host.NewStream(ctx, id, protoInfo)
+	if err != nil {
+		return msg, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	} else {
+		_ = s.SetDeadline(time.Now().Add(infoDeadline))
+	}
+	if err := p2p.ReadJSON(s, maxInfoFrame, &msg); err != nil {
+		_ = s.Reset()
+		return msg, err
+	}
+	_ = s.Close()
+	return msg, nil
+}
+
+// handleJob runs a forwarded operation locally and streams its events back.
+// The requester resetting the stream cancels the operation.
+func (n *Node) handleJob(s network.Stream) {
+	_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	body, err := p2p.ReadFrame(s, maxRequestBytes)
+	if err != nil {
+		_ = s.Reset()
+		return
+	}
+	_ = s.SetReadDeadline(time.Time{})
+	ctx, cancel := context.WithCancel(n.ctx)
+	defer cancel()
+	// A read that ends (EOF after the requester's CloseWrite is normal;
+	// a reset is not) tells us the requester went away.
+	go func() {
+		var b [1]byte
+		for {
+			if _, err := s.Read(b[:]); err != nil {
+				if !errors.Is(err, io.EOF) {
+					cancel()
+				}
+				return
+			}
+		}
+	}()
+	em := &streamEmitter{s: s, node: n.cfg.Name}
+	req, err := n.ParseRequest(body)
+	if err == nil {
+		req.Hive = "" // run here
+		err = n.ops[req.Operation].run(ctx, em, req)
+	}
+	if err != nil {
+		em.Emit(jobs.Event{Type: jobs.TypeError, Code: jobs.CodeOf(err), Message: err.Error()})
+		em.Emit(jobs.Event{Type: jobs.TypeDone, Status: "failed"})
+	} else {
+		em.Emit(jobs.Event{Type: jobs.TypeDone, Status: "ok"})
+	}
+	if em.err != nil {
+		_ = s.Reset()
+		return
+	}
+	_ = s.Close()
+}
+
+// streamEmitter writes events as frames to a libp2p stream.
+type streamEmitter struct {
+	s    network.Stream
+	node string
+	err  error
+}
+
+func (e *streamEmitter) Emit(ev jobs.Event) {
+	if e.err != nil {
+		return
+	}
+	if ev.Node == "" {
+		ev.Node = e.node
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	_ = e.s.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	e.err = p2p.WriteJSON(e.s, ev)
+}
+
+func (e *streamEmitter) Narrate(actor, action, format string, args ...any) {
+	e.Emit(jobs.Event{Type: jobs.TypeNarration, Actor: actor, Action: action, Message: fmt.Sprintf(format, args...)})
+}
+
+func (e *streamEmitter) Progress(done, total int64, unit string) {
+	e.Emit(jobs.Event{Type: jobs.TypeProgress, Done: done, Total: total, Unit: unit})
+}
+
+func (e *streamEmitter) Result(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	e.Emit(jobs.Event{Type: jobs.TypeResult, Result: b})
+	return e.err
+}
+
+// forwardJob runs req on target over libp2p and relays its events into em.
+// The remote error event is relayed as is; the local job then fails with
+// the remote code.
+func (n *Node) forwardJob(ctx context.Context, target hiveInfo, req Request, em jobs.Emitter) error {
+	pid, err := peer.Decode(target.ID)
+	if err != nil {
+		return jobs.Errorf(jobs.CodeInternal, "bad peer id %q", target.ID)
+	}
+	em.Narrate("node", "forward", "forwarding %s to %s", req.Operation, target.Name)
+	s, err := n.host.NewStream(ctx, pid, protoJob)
+	if err != nil {
+		return jobs.Errorf(jobs.CodeUnavailable, "cannot reach hive %s over p2p: %v", target.Name, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	_ = s.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := p2p.WriteFrame(s, req.Raw); err != nil {
+		_ = s.Reset()
+		return jobs.Errorf(jobs.CodeUnavailable, "send to %s: %v", target.Name, err)
+	}
+	_ = s.CloseWrite()
+	for {
+		var ev jobs.Event
+		if err := p2p.ReadJSON(s, maxEventFrame, &ev); err != nil {
+			_ = s.Reset()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return jobs.Errorf(jobs.CodeUnavailable, "hive %s went away during %s: %v", target.Name, req.Operation, err)
+		}
+		switch ev.Type {
+		case jobs.TypeDone:
+			_ = s.Close()
+			if ev.Status != "ok" {
+				return jobs.ErrReported
+			}
+			return nil
+		case jobs.TypeError:
+			em.Emit(ev)
+			// remember the code: the job's final error event repeats it
+		default:
+			ev.Seq = 0
+			em.Emit(ev)
+		}
+	}
+}

@@ -1,0 +1,523 @@
+// Package node is rbee's composition root: it wires gossip, consensus, the
+// registry FSM and the libp2p host into one daemon and serves the HTTP API.
+//
+// A Node is created with New, started with Start and stopped with Close (a
+// crash-like stop: no leave) or Leave (graceful: leadership handed over,
+// removed from Raft, gossip leave). All exported methods are safe for
+// concurrent use.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/rbee-project/rbee/consensus"
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/gossip"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/p2p"
+)
+
+// Files in the data dir.
+const (
+	identityFile = "node.key"
+	peersFile    = "peers.json"
+)
+
+// joinAttempts and joinBackoff bound how long a node started with --join
+// tries before it gives up with an error: long enough for peers that start at
+// the same moment, short enough that a wrong address or token fails visibly.
+const (
+	joinAttempts = 10
+	joinBackoff  = 500 * time.Millisecond
+)
+
+// Sentinel errors.
+var (
+	// ErrJoinFailed: none of the --join addresses could be joined.
+	ErrJoinFailed = errors.New("could not join the cluster")
+	// ErrUnknownHive: no node of that name is known.
+	ErrUnknownHive = errors.New("unknown hive")
+	// ErrClosed: the node is shut down.
+	ErrClosed = errors.New("node closed")
+)
+
+// Node is one rbee daemon.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	secret        string
+	secretCreated bool
+	peerID        peer.ID
+
+	host *p2p.Host
+	gsp  *gossip.Gossip
+	reg  *fsm.FSM
+	cons *consensus.Consensus
+	jobs *jobs.Manager
+
+	httpSrv *http.Server
+	httpLn  net.Listener
+
+	ops map[string]op
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	stopped   chan struct{} // closed when the node has shut down (Close or Leave)
+
+	peersMu sync.Mutex
+}
+
+// New validates cfg and prepares a node; nothing listens until Start.
+func New(cfg Config) (*Node, error) {
+	d := DefaultConfig()
+	if cfg.DataDir == "" {
+		return nil, errors.New("node: data dir is required")
+	}
+	if cfg.Name == "" {
+		h, _ := os.Hostname()
+		cfg.Name = h
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = d.HTTPAddr
+	}
+	if cfg.GossipAddr == "" {
+		cfg.GossipAddr = d.GossipAddr
+	}
+	if cfg.P2PAddr == "" {
+		cfg.P2PAddr = d.P2PAddr
+	}
+	if cfg.Profile == "" {
+		cfg.Profile = d.Profile
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = d.ReconcileInterval
+		if cfg.Profile == "local" {
+			cfg.ReconcileInterval = 2 * time.Second
+		}
+	}
+	if cfg.Version == "" {
+		cfg.Version = d.Version
+	}
+	if cfg.WorkerHeartbeatTimeout <= 0 {
+		cfg.WorkerHeartbeatTimeout = d.WorkerHeartbeatTimeout
+	}
+	if cfg.BootstrapExpect < 0 {
+		return nil, errors.New("node: bootstrap-expect must be >= 0")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{})}
+	n.registerOps()
+	return n, nil
+}
+
+// Start brings the node up: identity, p2p, registry, gossip, raft, HTTP.
+// It returns once the node serves its API and, with --join, has joined.
+func (n *Node) Start(ctx context.Context) (err error) {
+	n.ctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		if err != nil {
+			n.shutdown()
+		}
+	}()
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	n.secret, n.secretCreated, err = loadOrCreateSecret(n.cfg.DataDir, n.cfg.Token)
+	if err != nil {
+		return err
+	}
+	key, err := p2p.LoadOrCreateIdentity(filepath.Join(n.cfg.DataDir, identityFile))
+	if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+
+	pcfg := p2p.DefaultConfig()
+	pcfg.PrivateKey = key
+	pcfg.ListenAddr = n.cfg.P2PAddr
+	pcfg.Secret = []byte(n.secret)
+	pcfg.EnableMDNS = n.cfg.MDNS
+	pcfg.Logger = n.log.With("component", "p2p")
+	if n.host, err = p2p.New(pcfg); err != nil {
+		return fmt.Errorf("p2p: %w", err)
+	}
+	if err := n.host.Start(n.ctx); err != nil {
+		return fmt.Errorf("p2p: %w", err)
+	}
+	n.peerID = n.host.ID()
+	n.log = n.log.With("id", shortID(n.peerID.String()))
+
+	n.jobs = jobs.New(jobs.Config{Node: n.cfg.Name, Logger: n.log.With("component", "jobs")})
+
+	// The HTTP listener is bound before gossip so its real address (port 0
+	// in tests) goes into the metadata others see.
+	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("http listen %s: %w", n.cfg.HTTPAddr, err)
+	}
+
+	n.reg = fsm.New(n.log.With("component", "fsm"))
+
+	gcfg := gossip.DefaultConfig()
+	gcfg.NodeID = n.peerID.String()
+	gcfg.BindAddr = n.cfg.GossipAddr
+	gcfg.AdvertiseAddr = n.cfg.GossipAdvertise
+	gcfg.Secret = []byte(n.secret)
+	gcfg.Profile = n.cfg.Profile
+	gcfg.Meta = n.localMeta()
+	gcfg.Logger = n.log.With("component", "gossip")
+	if n.gsp, err = gossip.New(gcfg); err != nil {
+		return fmt.Errorf("gossip: %w", err)
+	}
+	if err := n.gsp.Start(n.ctx); err != nil {
+		return fmt.Errorf("gossip: %w", err)
+	}
+
+	net := newRaftNetwork(n.host)
+	peersKnown := len(n.loadPeers()) > 0
+	ccfg := consensus.DefaultConfig()
+	ccfg.DataDir = filepath.Join(n.cfg.DataDir, "raft")
+	ccfg.LocalID = n.peerID.String()
+	ccfg.LocalName = n.cfg.Name
+	ccfg.BootstrapExpect = n.cfg.BootstrapExpect
+	ccfg.Join = len(n.cfg.Join) > 0 || peersKnown
+	ccfg.Network = net
+	ccfg.FSM = n.reg
+	ccfg.Members = n.consensusMembers
+	ccfg.Profile = n.cfg.Profile
+	ccfg.ReconcileInterval = n.cfg.ReconcileInterval
+	ccfg.Logger = n.log.With("component", "raft")
+	if n.cons, err = consensus.New(ccfg); err != nil {
+		return fmt.Errorf("consensus: %w", err)
+	}
+	if err := n.cons.Start(n.ctx); err != nil {
+		return fmt.Errorf("consensus: %w", err)
+	}
+
+	n.registerP2PHandlers()
+
+	n.wg.Add(1)
+	go n.gossipLoop()
+	if n.cfg.MDNS {
+		n.wg.Add(1)
+		go n.mdnsLoop()
+	}
+
+	n.httpSrv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server", "err", err)
+		}
+	}()
+
+	switch {
+	case len(n.cfg.Join) > 0:
+		if err := n.joinWithRetry(ctx, n.cfg.Join, joinAttempts); err != nil {
+			return err
+		}
+	case peersKnown:
+		// A restarted node rejoins the peers it knew, in the background:
+		// they may be restarting too.
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.joinWithRetry(n.ctx, n.loadPeers(), 1<<30); err != nil && n.ctx.Err() == nil {
+				n.log.Warn("rejoin failed", "err", err)
+			}
+		}()
+	}
+
+	n.wg.Add(1)
+	go n.capabilitiesLoop()
+
+	n.log.Info("node started", "http", n.HTTPAddr(), "gossip", n.gsp.Addr(), "p2p", n.host.Addrs())
+	return nil
+}
+
+// joinWithRetry joins any of addrs, retrying up to attempts times.
+func (n *Node) joinWithRetry(ctx context.Context, addrs []string, attempts int) error {
+	var last error
+	for i := 0; i < attempts; i++ {
+		cnt, err := n.gsp.Join(ctx, addrs)
+		if err == nil && cnt > 0 {
+			n.log.Info("joined cluster", "via", addrs, "contacted", cnt)
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(joinBackoff):
+		}
+	}
+	return fmt.Errorf("%w via %v: %v (check the address and that --token is this cluster's secret)", ErrJoinFailed, addrs, last)
+}
+
+// Join asks gossip to join addrs now (the `rbee join` command).
+func (n *Node) Join(ctx context.Context, addrs []string) (int, error) {
+	cnt, err := n.gsp.Join(ctx, addrs)
+	if err != nil {
+		return cnt, fmt.Errorf("%w: %v", ErrJoinFailed, err)
+	}
+	return cnt, nil
+}
+
+func (n *Node) localMeta() gossip.Meta {
+	return gossip.Meta{
+		Name:            n.cfg.Name,
+		HTTPAddr:        n.HTTPAddr(),
+		P2PAddrs:        n.host.Addrs(),
+		Version:         n.cfg.Version,
+		BootstrapExpect: n.cfg.BootstrapExpect,
+	}
+}
+
+// HTTPAddr is the address the API listens on.
+func (n *Node) HTTPAddr() string {
+	if n.httpLn == nil {
+		return n.cfg.HTTPAddr
+	}
+	return n.httpLn.Addr().String()
+}
+
+// URL is the API base URL.
+func (n *Node) URL() string { return "http://" + n.HTTPAddr() }
+
+// GossipAddr is the address other nodes join.
+func (n *Node) GossipAddr() string { return n.gsp.Addr() }
+
+// ID is the node's peer id (memberlist name, raft server id).
+func (n *Node) ID() string { return n.peerID.String() }
+
+// Name is the human hive name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Secret is the cluster secret.
+func (n *Node) Secret() string { return n.secret }
+
+// SecretCreated reports whether this start generated the secret.
+func (n *Node) SecretCreated() bool { return n.secretCreated }
+
+// IsLeader reports whether this node is the Raft leader (the queen).
+func (n *Node) IsLeader() bool { return n.cons != nil && n.cons.IsLeader() }
+
+// LeaderID is the current leader's id, "" when there is none.
+func (n *Node) LeaderID() string { return n.cons.LeaderID() }
+
+// Registry is the local replica of the registry.
+func (n *Node) Registry() *fsm.FSM { return n.reg }
+
+// Apply proposes a registry command (forwarded to the leader if needed).
+func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) { return n.cons.Apply(ctx, cmd) }
+
+// Consensus exposes the raft wrapper (tests, bench).
+func (n *Node) Consensus() *consensus.Consensus { return n.cons }
+
+// Gossip exposes the gossip layer (tests).
+func (n *Node) Gossip() *gossip.Gossip { return n.gsp }
+
+// Stopped is closed when the node has shut down.
+func (n *Node) Stopped() <-chan struct{} { return n.stopped }
+
+// gossipLoop turns gossip events into peerstore entries, raft reconcile
+// kicks and the persisted peer list.
+func (n *Node) gossipLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case ev, ok := <-n.gsp.Events():
+			if !ok {
+				return
+			}
+			m := ev.Member
+			if m.ID != n.ID() && len(m.Meta.P2PAddrs) > 0 {
+				if pid, err := peer.Decode(m.ID); err == nil {
+					if err := n.host.AddPeer(pid, m.Meta.P2PAddrs); err != nil {
+						n.log.Debug("add peer", "peer", m.Meta.Name, "err", err)
+					}
+				}
+			}
+			n.log.Debug("member event", "type", ev.Type, "member", m.Meta.Name, "state", m.State.String())
+			n.cons.MembershipChanged()
+			n.savePeers()
+		}
+	}
+}
+
+// mdnsLoop joins LAN peers found by mDNS: it asks each for its gossip
+// address over p2p (which only a node with the same secret can answer).
+func (n *Node) mdnsLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case ai, ok := <-n.host.Discovered():
+			if !ok {
+				return
+			}
+			if ai.ID == n.peerID {
+				continue
+			}
+			if _, known := n.gsp.Member(ai.ID.String()); known {
+				continue
+			}
+			addrs := make([]string, 0, len(ai.Addrs))
+			for _, a := range ai.Addrs {
+				addrs = append(addrs, a.String())
+			}
+			_ = n.host.AddPeer(ai.ID, addrs)
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			info, err := n.peerInfo(ctx, ai.ID)
+			if err == nil && info.GossipAddr != "" {
+				_, err = n.gsp.Join(ctx, []string{info.GossipAddr})
+			}
+			cancel()
+			if err != nil {
+				n.log.Debug("mdns peer not joined", "peer", ai.ID, "err", err)
+			} else {
+				n.log.Info("joined peer found by mDNS", "peer", info.Name)
+			}
+		}
+	}
+}
+
+// consensusMembers maps gossip members to what the leader loop needs.
+func (n *Node) consensusMembers() []consensus.Member {
+	ms := n.gsp.Members()
+	out := make([]consensus.Member, 0, len(ms))
+	for _, m := range ms {
+		st := consensus.MemberAlive
+		switch m.State {
+		case gossip.StateSuspect:
+			st = consensus.MemberSuspect
+		case gossip.StateDead:
+			st = consensus.MemberFailed
+		case gossip.StateLeft:
+			st = consensus.MemberLeft
+		}
+		out = append(out, consensus.Member{
+			ID: m.ID, Name: m.Meta.Name, HTTPAddr: m.Meta.HTTPAddr, GossipAddr: m.Addr,
+			P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version, State: st,
+			BootstrapExpect: m.Meta.BootstrapExpect,
+		})
+	}
+	return out
+}
+
+// loadPeers reads the persisted gossip addresses of other members.
+func (n *Node) loadPeers() []string {
+	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, peersFile))
+	if err != nil {
+		return nil
+	}
+	var addrs []string
+	if json.Unmarshal(b, &addrs) != nil {
+		return nil
+	}
+	return addrs
+}
+
+// savePeers persists the gossip addresses of the other live members so a
+// restarted node rejoins without flags.
+func (n *Node) savePeers() {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	var addrs []string
+	for _, m := range n.gsp.Members() {
+		if m.ID == n.ID() || m.State == gossip.StateLeft || m.State == gossip.StateDead {
+			continue
+		}
+		addrs = append(addrs, m.Addr)
+	}
+	if len(addrs) == 0 {
+		return // keep the last known list: everybody else may be restarting
+	}
+	sort.Strings(addrs)
+	b, _ := json.Marshal(addrs)
+	if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, peersFile), b, 0o600); err != nil {
+		n.log.Warn("save peers", "err", err)
+	}
+}
+
+// Leave leaves the cluster gracefully and shuts the node down.
+func (n *Node) Leave(ctx context.Context) error {
+	var errs []error
+	if err := n.cons.Leave(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("raft leave: %w", err))
+	}
+	if err := n.gsp.Leave(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("gossip leave: %w", err))
+	}
+	// The cluster no longer counts this node: forget the peers so a
+	// restart does not silently rejoin.
+	_ = os.Remove(filepath.Join(n.cfg.DataDir, peersFile))
+	n.shutdown()
+	return errors.Join(errs...)
+}
+
+// Close stops the node without leaving (others see it fail).
+func (n *Node) Close() error {
+	n.shutdown()
+	return nil
+}
+
+func (n *Node) shutdown() {
+	n.closeOnce.Do(func() {
+		if n.cancel != nil {
+			n.cancel()
+		}
+		if n.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = n.httpSrv.Shutdown(ctx)
+			cancel()
+		} else if n.httpLn != nil {
+			n.httpLn.Close()
+		}
+		if n.jobs != nil {
+			n.jobs.Close()
+		}
+		if n.cons != nil {
+			if err := n.cons.Close(); err != nil {
+				n.log.Warn("close consensus", "err", err)
+			}
+		}
+		if n.gsp != nil {
+			_ = n.gsp.Close()
+		}
+		if n.host != nil {
+			_ = n.host.Close()
+		}
+		n.wg.Wait()
+		close(n.stopped)
+	})
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[len(id)-8:]
+	}
+	return id
+}

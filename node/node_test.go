@@ -1,0 +1,205 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/client"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/nodetest"
+)
+
+func status(t *testing.T, n *node.Node) node.StatusResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var st node.StatusResult
+	require.NoError(t, client.New(n.URL(), "").Result(ctx, map[string]any{"operation": "status"}, &st, nil))
+	return st
+}
+
+func TestClusterFormsAndAnswersEverywhere(t *testing.T) {
+	c := nodetest.New(t, 3)
+	leader := c.WaitLeader()
+	for _, n := range c.Nodes {
+		st := status(t, n)
+		require.Equal(t, leader.Name(), st.Leader)
+		require.Len(t, st.Nodes, 3)
+		for _, h := range st.Nodes {
+			require.Equal(t, "alive", h.State)
+			require.True(t, h.Voter)
+		}
+	}
+	// The leader loop writes every member into the registry, and each node
+	// stores its capabilities there.
+	require.Eventually(t, func() bool {
+		for _, n := range c.Nodes {
+			nodes := n.Registry().Nodes()
+			if len(nodes) != 3 {
+				return false
+			}
+			for _, rn := range nodes {
+				if rn.Capabilities == nil || rn.Capabilities.Cores == 0 {
+					return false
+				}
+			}
+		}
+		return true
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+}
+
+func TestForwardedOperationRunsOnTargetHive(t *testing.T) {
+	c := nodetest.New(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var nodesSeen []string
+	err := client.New(c.Nodes[0].URL(), "").Run(ctx, map[string]any{"operation": "hive_refresh_capabilities", "hive": "node1"}, func(ev jobs.Event) error {
+		nodesSeen = append(nodesSeen, ev.Node)
+		return nil
+	})
+	require.NoError(t, err)
+	require.Contains(t, nodesSeen, "node1", "events from the target hive are relayed")
+
+	// hive_status reaches the other node over p2p.
+	var hs node.HiveStatus
+	require.NoError(t, client.New(c.Nodes[0].URL(), "").Result(ctx, map[string]any{"operation": "hive_status", "name": "node1"}, &hs, nil))
+	require.Equal(t, "alive", hs.GossipState)
+	require.True(t, hs.APIHealthy, hs.APIError)
+	require.Empty(t, hs.P2PError)
+}
+
+func TestLeaderFailoverAndRejoin(t *testing.T) {
+	c := nodetest.New(t, 3)
+	leader := c.WaitLeader()
+	li := c.Index(leader)
+	c.Kill(li)
+	newLeader := c.WaitLeader()
+	require.NotEqual(t, leader.ID(), newLeader.ID())
+	// Reads keep answering on the survivors and writes resume.
+	for _, n := range c.Running() {
+		st := status(t, n)
+		require.Equal(t, newLeader.Name(), st.Leader)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	survivor := c.Running()[0]
+	require.NoError(t, client.New(survivor.URL(), "").Result(ctx, map[string]any{"operation": "hive_refresh_capabilities"}, nil, nil))
+
+	// The killed node comes back with its data dir and no flags.
+	back := c.Restart(li)
+	require.Eventually(t, func() bool {
+		return back.LeaderID() == newLeader.ID() || back.LeaderID() != ""
+	}, nodetest.WaitTimeout, 20*time.Millisecond)
+	c.WaitConverged(3)
+	st := status(t, back)
+	alive := 0
+	for _, h := range st.Nodes {
+		if h.State == "alive" {
+			alive++
+		}
+	}
+	require.Equal(t, 3, alive)
+}
+
+func TestGracefulLeave(t *testing.T) {
+	c := nodetest.New(t, 3)
+	leaver := c.Nodes[2]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, leaver.Leave(ctx))
+	c.Nodes[2] = nil
+	require.Eventually(t, func() bool {
+		servers, err := c.Nodes[0].Consensus().Servers()
+		if err != nil || len(servers) != 2 {
+			return false
+		}
+		for _, h := range status(t, c.Nodes[0]).Nodes {
+			if h.Name == "node2" && h.State != "left" {
+				return false
+			}
+		}
+		return true
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+}
+
+func TestBadInput(t *testing.T) {
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {})
+	n := c.Nodes[0]
+	before := n.Registry().Index()
+	cases := []struct {
+		name   string
+		body   string
+		status int
+		code   string
+	}{
+		{"malformed", `{"operation":`, 400, "bad_request"},
+		{"not an object", `[1,2]`, 400, "bad_request"},
+		{"trailing", `{"operation":"status"} {}`, 400, "bad_request"},
+		{"missing op", `{}`, 400, "bad_request"},
+		{"unknown op", `{"operation":"format_disk"}`, 400, "unknown_operation"},
+		{"unknown hive", `{"operation":"hive_get","name":"nope"}`, 404, "unknown_hive"},
+		{"unknown target", `{"operation":"hive_refresh_capabilities","hive":"nope"}`, 404, "unknown_hive"},
+		{"oversized", `{"operation":"status","pad":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "bad_request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.Post(n.URL()+"/v1/jobs", "application/json", bytes.NewBufferString(tc.body))
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			require.Equal(t, tc.status, resp.StatusCode)
+			var e node.APIError
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&e))
+			require.Equal(t, tc.code, e.Error.Code)
+			require.NotEmpty(t, e.Error.Message)
+		})
+	}
+	resp, err := http.Get(n.URL() + "/v1/jobs/job_nope/events")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 404, resp.StatusCode)
+	require.Equal(t, before, n.Registry().Index(), "bad input changed the registry")
+}
+
+func TestTokenRequired(t *testing.T) {
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) { cfg.RequireToken = true })
+	n := c.Nodes[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tok := range []string{"", "wrong_token_wrong_token"} {
+		_, err := client.New(n.URL(), tok).Submit(ctx, map[string]any{"operation": "status"})
+		var ae *client.APIError
+		require.ErrorAs(t, err, &ae)
+		require.Equal(t, 401, ae.Status)
+	}
+	_, err := client.New(n.URL(), nodetest.Token).Submit(ctx, map[string]any{"operation": "status"})
+	require.NoError(t, err)
+}
+
+func TestNodeWithAnotherSecretCannotJoin(t *testing.T) {
+	c := nodetest.New(t, 1)
+	cfg := node.DefaultConfig()
+	cfg.Name = "stranger"
+	cfg.DataDir = filepath.Join(t.TempDir(), "stranger")
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Token = "rbee_some_other_cluster_secret_xx"
+	cfg.MDNS = false
+	cfg.Profile = "local"
+	cfg.Join = []string{c.Nodes[0].GossipAddr()}
+	stranger, err := node.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = stranger.Start(ctx)
+	require.ErrorIs(t, err, node.ErrJoinFailed)
+	st := status(t, c.Nodes[0])
+	require.Len(t, st.Nodes, 1)
+}

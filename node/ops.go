@@ -1,0 +1,380 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/node/jobs"
+)
+
+// Request is a job request: the operation, the optional target hive, and the
+// operation's own fields in Raw.
+type Request struct {
+	Operation string          `json:"operation"`
+	Hive      string          `json:"hive,omitempty"`
+	Name      string          `json:"name,omitempty"`
+	Raw       json.RawMessage `json:"-"`
+}
+
+// maxRequestBytes bounds a job request body: operations carry names,
+// prompts and options, never files.
+const maxRequestBytes = 1 << 20
+
+// op is one operation.
+type op struct {
+	// onHive: the operation runs on the node named by the request's hive
+	// field (forwarded over libp2p when that is another node).
+	onHive bool
+	// needsName: the request's name field must name a known hive.
+	needsName bool
+	run       func(ctx context.Context, em jobs.Emitter, req Request) error
+}
+
+func (n *Node) registerOps() {
+	n.ops = map[string]op{
+		"status":                    {run: n.opStatus},
+		"hive_list":                 {run: n.opHiveList},
+		"hive_get":                  {needsName: true, run: n.opHiveGet},
+		"hive_status":               {needsName: true, run: n.opHiveStatus},
+		"hive_refresh_capabilities": {onHive: true, run: n.opRefreshCapabilities},
+	}
+}
+
+// Operations lists the operation names this node serves.
+func (n *Node) Operations() []string {
+	out := make([]string, 0, len(n.ops))
+	for k := range n.ops {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ParseRequest decodes and validates a job request body. Errors are
+// *jobs.Error with a code (bad_request, unknown_operation, unknown_hive).
+func (n *Node) ParseRequest(body []byte) (Request, error) {
+	var req Request
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	if err := dec.Decode(&req); err != nil {
+		return req, jobs.Errorf(jobs.CodeBadRequest, "malformed job JSON: %v", err)
+	}
+	if dec.More() {
+		return req, jobs.Errorf(jobs.CodeBadRequest, "malformed job JSON: trailing data after the object")
+	}
+	req.Raw = append(json.RawMessage(nil), body...)
+	if req.Operation == "" {
+		return req, jobs.Errorf(jobs.CodeBadRequest, "missing field \"operation\"")
+	}
+	o, ok := n.ops[req.Operation]
+	if !ok {
+		return req, jobs.Errorf(jobs.CodeUnknownOperation, "unknown operation %q (known: %s)", req.Operation, strings.Join(n.Operations(), ", "))
+	}
+	if o.onHive && req.Hive != "" {
+		if _, err := n.resolveHive(req.Hive); err != nil {
+			return req, err
+		}
+	}
+	if o.needsName {
+		if req.Name == "" {
+			req.Name = req.Hive
+		}
+		if req.Name == "" {
+			return req, jobs.Errorf(jobs.CodeBadRequest, "operation %s needs field \"name\" (a hive name)", req.Operation)
+		}
+		if _, err := n.resolveHive(req.Name); err != nil {
+			return req, err
+		}
+	}
+	return req, nil
+}
+
+// Submit starts a validated request as a job.
+func (n *Node) Submit(ctx context.Context, req Request) (*jobs.Job, error) {
+	o := n.ops[req.Operation]
+	return n.jobs.Submit(ctx, req.Operation, func(ctx context.Context, em jobs.Emitter) error {
+		if o.onHive && req.Hive != "" && req.Hive != n.cfg.Name {
+			target, err := n.resolveHive(req.Hive)
+			if err != nil {
+				return err
+			}
+			if target.ID != n.ID() {
+				return n.forwardJob(ctx, target, req, em)
+			}
+		}
+		return o.run(ctx, em, req)
+	})
+}
+
+// Jobs exposes the job manager.
+func (n *Node) Jobs() *jobs.Manager { return n.jobs }
+
+// hiveInfo is what the API reports of one node.
+type hiveInfo struct {
+	Name         string            `json:"name"`
+	ID           string            `json:"id"`
+	State        string            `json:"state"`
+	Voter        bool              `json:"voter"`
+	Suffrage     string            `json:"suffrage,omitempty"`
+	Leader       bool              `json:"leader"`
+	HTTPAddr     string            `json:"http_addr,omitempty"`
+	GossipAddr   string            `json:"gossip_addr,omitempty"`
+	P2PAddrs     []string          `json:"p2p_addrs,omitempty"`
+	Version      string            `json:"version,omitempty"`
+	Capabilities *fsm.Capabilities `json:"capabilities,omitempty"`
+}
+
+// hives merges gossip members, registry nodes and raft servers into one
+// list, sorted by name.
+func (n *Node) hives() []hiveInfo {
+	suffrage := map[string]string{}
+	if servers, err := n.cons.Servers(); err == nil {
+		for _, s := range servers {
+			suffrage[s.ID] = s.Suffrage
+		}
+	}
+	leader := n.cons.LeaderID()
+	byID := map[string]*hiveInfo{}
+	for _, m := range n.gsp.Members() {
+		h := &hiveInfo{
+			Name: m.Meta.Name, ID: m.ID, State: m.State.String(), HTTPAddr: m.Meta.HTTPAddr,
+			GossipAddr: m.Addr, P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version,
+		}
+		byID[m.ID] = h
+	}
+	for _, rn := range n.reg.Nodes() {
+		h, ok := byID[rn.ID]
+		if !ok {
+			state := string(rn.State)
+			if rn.State == fsm.NodeFailed {
+				state = "dead"
+			}
+			h = &hiveInfo{Name: rn.Name, ID: rn.ID, State: state, HTTPAddr: rn.HTTPAddr,
+				GossipAddr: rn.GossipAddr, P2PAddrs: rn.P2PAddrs, Version: rn.Version}
+			byID[rn.ID] = h
+		}
+		if rn.Capabilities != nil {
+			c := rn.Capabilities.Clone()
+			h.Capabilities = &c
+		}
+	}
+	out := make([]hiveInfo, 0, len(byID))
+	for id, h := range byID {
+		h.Suffrage = suffrage[id]
+		h.Voter = h.Suffrage == "voter"
+		h.Leader = id == leader && leader != ""
+		out = append(out, *h)
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].Name != out[b].Name {
+			return out[a].Name < out[b].Name
+		}
+		return out[a].ID < out[b].ID
+	})
+	return out
+}
+
+// resolveHive finds a node by hive name (or peer id). A name that is only a
+// left or dead node's still resolves; the caller decides what it can do.
+func (n *Node) resolveHive(name string) (hiveInfo, error) {
+	var found []hiveInfo
+	for _, h := range n.hives() {
+		if h.Name == name || h.ID == name {
+			found = append(found, h)
+		}
+	}
+	if len(found) == 0 {
+		return hiveInfo{}, &jobs.Error{Code: jobs.CodeUnknownHive, Err: fmt.Errorf("%w %q (see `rbee hive list`)", ErrUnknownHive, name)}
+	}
+	// Prefer a live node when a name was reused.
+	for _, h := range found {
+		if h.State == "alive" {
+			return h, nil
+		}
+	}
+	return found[0], nil
+}
+
+// StatusResult is the result of the status operation.
+type StatusResult struct {
+	Node      string     `json:"node"`
+	NodeID    string     `json:"node_id"`
+	Leader    string     `json:"leader"`
+	LeaderID  string     `json:"leader_id"`
+	RaftState string     `json:"raft_state"`
+	Nodes     []hiveInfo `json:"nodes"`
+	Workers   []any      `json:"workers"`
+	Models    []any      `json:"models"`
+	InFlight  int        `json:"in_flight"`
+}
+
+func (n *Node) status() StatusResult {
+	hs := n.hives()
+	res := StatusResult{Node: n.cfg.Name, NodeID: n.ID(), LeaderID: n.cons.LeaderID(), RaftState: n.cons.State(),
+		Nodes: hs, Workers: []any{}, Models: []any{}}
+	for _, h := range hs {
+		if h.Leader {
+			res.Leader = h.Name
+		}
+	}
+	for _, w := range n.reg.Workers() {
+		res.Workers = append(res.Workers, w)
+	}
+	for _, m := range n.reg.Models() {
+		res.Models = append(res.Models, m)
+	}
+	return res
+}
+
+func (n *Node) opStatus(ctx context.Context, em jobs.Emitter, req Request) error {
+	return em.Result(n.status())
+}
+
+func (n *Node) opHiveList(ctx context.Context, em jobs.Emitter, req Request) error {
+	return em.Result(map[string]any{"hives": n.hives()})
+}
+
+func (n *Node) opHiveGet(ctx context.Context, em jobs.Emitter, req Request) error {
+	h, err := n.resolveHive(req.Name)
+	if err != nil {
+		return err
+	}
+	return em.Result(h)
+}
+
+// HiveStatus is the result of hive_status.
+type HiveStatus struct {
+	Name        string  `json:"name"`
+	ID          string  `json:"id"`
+	GossipState string  `json:"gossip_state"`
+	P2PRTTMs    float64 `json:"p2p_rtt_ms,omitempty"`
+	P2PError    string  `json:"p2p_error,omitempty"`
+	APIHealthy  bool    `json:"api_healthy"`
+	APIError    string  `json:"api_error,omitempty"`
+	RaftState   string  `json:"raft_state,omitempty"`
+	Version     string  `json:"version,omitempty"`
+}
+
+func (n *Node) opHiveStatus(ctx context.Context, em jobs.Emitter, req Request) error {
+	h, err := n.resolveHive(req.Name)
+	if err != nil {
+		return err
+	}
+	st := HiveStatus{Name: h.Name, ID: h.ID, GossipState: h.State, Version: h.Version}
+	em.Narrate("node", "hive_status", "checking %s: gossip says %s", h.Name, h.State)
+	pid, err := peer.Decode(h.ID)
+	if err != nil {
+		return jobs.Errorf(jobs.CodeInternal, "bad peer id %q: %v", h.ID, err)
+	}
+	if h.ID == n.ID() {
+		st.P2PRTTMs = 0
+		st.APIHealthy = true
+		st.RaftState = n.cons.State()
+	} else {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		rtt, err := n.host.Ping(pctx, pid)
+		cancel()
+		if err != nil {
+			st.P2PError = err.Error()
+		} else {
+			st.P2PRTTMs = float64(rtt.Microseconds()) / 1000
+		}
+		ictx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		info, err := n.peerInfo(ictx, pid)
+		cancel()
+		if err != nil {
+			st.APIError = err.Error()
+		} else {
+			st.APIHealthy = info.APIHealthy
+			st.RaftState = info.RaftState
+			if !info.APIHealthy {
+				st.APIError = info.APIError
+			}
+		}
+	}
+	return em.Result(st)
+}
+
+// checkLocalAPI makes a real request to this node's own HTTP API.
+func (n *Node) checkLocalAPI(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL()+"/health", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("health answered %s", resp.Status)
+	}
+	return nil
+}
+
+func (n *Node) opRefreshCapabilities(ctx context.Context, em jobs.Emitter, req Request) error {
+	em.Narrate("hive", "detect", "detecting CPU, RAM and GPUs on %s", n.cfg.Name)
+	caps := DetectCapabilities(ctx)
+	if err := n.storeCapabilities(ctx, caps); err != nil {
+		return jobs.Errorf(jobs.CodeUnavailable, "store capabilities: %v", err)
+	}
+	em.Narrate("hive", "stored", "%s: %s, %d cores, %s RAM, %d GPU(s)", n.cfg.Name, caps.CPUModel, caps.Cores, humanBytes(caps.RAMTotal), len(caps.GPUs))
+	return em.Result(caps)
+}
+
+func (n *Node) storeCapabilities(ctx context.Context, caps fsm.Capabilities) error {
+	cmd, err := fsm.Encode(fsm.SetNodeCapabilities{ID: n.ID(), Capabilities: caps, At: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	_, err = n.cons.Apply(ctx, cmd)
+	return err
+}
+
+// capabilitiesLoop stores this node's capabilities once its node entry is
+// in the registry (the leader creates it when it sees the member).
+func (n *Node) capabilitiesLoop() {
+	defer n.wg.Done()
+	caps := DetectCapabilities(n.ctx)
+	for attempt := 0; ; attempt++ {
+		if rn, ok := n.reg.Node(n.ID()); ok && rn.State == fsm.NodeAlive {
+			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			err := n.storeCapabilities(ctx, caps)
+			cancel()
+			if err == nil {
+				return
+			}
+			n.log.Debug("store capabilities", "err", err)
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	d := 100 * time.Millisecond << min(attempt, 6)
+	return min(d, 5*time.Second)
+}
+
+func humanBytes(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for v := b / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,89 @@
+package node
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// secretFile is the cluster secret's file in the data dir.
+const secretFile = "cluster.secret"
+
+// minSecretLen rejects secrets too short to be a key: 16 characters of the
+// generated alphabet carry 80 bits.
+const minSecretLen = 16
+
+// ErrSecretMismatch: --token differs from the secret stored in the data dir.
+var ErrSecretMismatch = errors.New("the given token differs from this node's stored cluster secret")
+
+// GenerateSecret returns a new random cluster secret (32 random bytes, base32).
+func GenerateSecret() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return "rbee_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// loadOrCreateSecret returns the cluster secret: the stored one, else token,
+// else a generated one (created reports that). The result is kept 0600.
+func loadOrCreateSecret(dataDir, token string) (secret string, created bool, err error) {
+	path := filepath.Join(dataDir, secretFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		stored := strings.TrimSpace(string(b))
+		if len(stored) < minSecretLen {
+			return "", false, fmt.Errorf("stored secret %s is corrupt (too short)", path)
+		}
+		if token != "" && token != stored {
+			return "", false, ErrSecretMismatch
+		}
+		return stored, false, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", false, fmt.Errorf("read secret: %w", err)
+	}
+	secret = token
+	if secret == "" {
+		secret = GenerateSecret()
+		created = true
+	}
+	if len(secret) < minSecretLen {
+		return "", false, fmt.Errorf("token too short: at least %d characters", minSecretLen)
+	}
+	if err := writeFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", false, err
+	}
+	return secret, created, nil
+}
+
+// writeFileAtomic writes via a temp file, fsync and rename.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
