@@ -128,6 +128,10 @@ type Config struct {
 	// ReconcileInterval is the period of the leader's full reconcile pass
 	// (membership kicks trigger one at once as well).
 	ReconcileInterval time.Duration
+	// ReapGrace is how long a registry node must stay absent from
+	// Members() (as seen by the current leader) before it is removed from
+	// raft and the registry. 0 means the default; negative reaps at once.
+	ReapGrace time.Duration
 	// ApplyTimeout bounds one raft apply or membership change attempt.
 	ApplyTimeout time.Duration
 	// TrailingLogs is how many log entries stay after a snapshot (0: raft's
@@ -149,6 +153,7 @@ func DefaultConfig() Config {
 		Profile:           ProfileLAN,       //
 		ReconcileInterval: 30 * time.Second, // kicks do the prompt work; the pass repairs missed events
 		ApplyTimeout:      10 * time.Second, // far above a LAN commit (ms), below a user's patience
+		ReapGrace:         time.Minute,      // longer than gossip needs to converge after a restart
 	}
 }
 
@@ -254,6 +259,11 @@ func New(cfg Config) (*Consensus, error) {
 	}
 	if cfg.ReconcileInterval <= 0 {
 		cfg.ReconcileInterval = def.ReconcileInterval
+	}
+	if cfg.ReapGrace == 0 {
+		cfg.ReapGrace = def.ReapGrace
+	} else if cfg.ReapGrace < 0 {
+		cfg.ReapGrace = 0 // negative: reap on the first pass (tests)
 	}
 	if cfg.ApplyTimeout <= 0 {
 		cfg.ApplyTimeout = def.ApplyTimeout

@@ -85,6 +85,7 @@ func (cl *cluster) config(id string) consensus.Config {
 	cfg.Members = cl.Members
 	cfg.ReconcileInterval = time.Second
 	cfg.ApplyTimeout = 5 * time.Second
+	cfg.ReapGrace = 300 * time.Millisecond
 	cfg.Logger = testLogger(cl.t)
 	return cfg
 }

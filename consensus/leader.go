@@ -16,6 +16,14 @@ import (
 // to leave: long enough for its gossip leave to arrive.
 const leavingGrace = time.Minute
 
+// kickLeaderLoop asks the leader loop for a reconcile pass; non-blocking.
+func (c *Consensus) kickLeaderLoop() {
+	select {
+	case c.kickLeader <- struct{}{}:
+	default:
+	}
+}
+
 func (c *Consensus) markLeaving(id string) {
 	c.leftMu.Lock()
 	defer c.leftMu.Unlock()
@@ -59,8 +67,12 @@ func (c *Consensus) leaderLoop(ctx context.Context) {
 	}
 	ticker := time.NewTicker(c.cfg.ReconcileInterval)
 	defer ticker.Stop()
+	// absent: when this leader first saw each registry node missing from
+	// Members(). Per leadership term on purpose: a new leader waits a full
+	// ReapGrace before reaping, whatever its predecessor saw.
+	absent := map[string]time.Time{}
 	for {
-		if err := c.reconcile(ctx, r); err != nil && ctx.Err() == nil {
+		if err := c.reconcile(ctx, r, absent); err != nil && ctx.Err() == nil {
 			c.log.Warn("reconcile failed", "err", err)
 		}
 		select {
@@ -74,7 +86,7 @@ func (c *Consensus) leaderLoop(ctx context.Context) {
 
 // reconcile makes the raft configuration and the registry's node entries
 // match the gossip view. Only differences are written.
-func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft) error {
+func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[string]time.Time) error {
 	if r.State() != raft.Leader {
 		return ErrNotLeader
 	}
@@ -159,16 +171,28 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft) error {
 	}
 
 	// Reap: members gossip no longer knows about. Only when gossip knows
-	// this server itself, i.e. the view is not an empty startup list.
+	// this server itself (the view is not an empty startup list), and only
+	// after the node has been absent for ReapGrace in this leader's eyes, so
+	// that a gossip view that has not converged yet cannot shrink the
+	// cluster.
 	if _, selfSeen := members[c.cfg.LocalID]; selfSeen {
+		stillAbsent := map[string]bool{}
 		for _, n := range st.Nodes() {
 			if _, ok := members[n.ID]; ok || n.ID == c.cfg.LocalID {
 				continue
 			}
+			stillAbsent[n.ID] = true
+			first, seen := absent[n.ID]
+			if !seen {
+				first = time.Now()
+				absent[n.ID] = first
+			}
 			if n.State == fsm.NodeAlive {
-				// Vanished without a failure seen by this leader: mark it
-				// failed first; a later pass reaps it.
+				// Vanished without a failure seen by gossip: mark it failed.
 				errs = append(errs, c.propose(ctx, r, fsm.SetNodeState{ID: n.ID, State: fsm.NodeFailed, At: now}))
+			}
+			if wait := c.cfg.ReapGrace - time.Since(first); wait > 0 {
+				time.AfterFunc(wait, c.kickLeaderLoop)
 				continue
 			}
 			if srv, ok := servers[n.ID]; ok {
@@ -183,6 +207,11 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft) error {
 				delete(servers, n.ID)
 			}
 			errs = append(errs, c.propose(ctx, r, fsm.DeleteNode{ID: n.ID}))
+		}
+		for id := range absent {
+			if !stillAbsent[id] {
+				delete(absent, id)
+			}
 		}
 	}
 
