@@ -43,6 +43,7 @@ func newLogger(level, format string) (*slog.Logger, error) {
 func newNodeCmd(g *globals) *cobra.Command {
 	cfg := node.DefaultConfig()
 	var noMDNS bool
+	var tokenFile string
 	var logLevel, logFormat string
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -65,10 +66,17 @@ A node restarted with its data dir rejoins without flags.`,
 			cfg.Logger = log
 			cfg.MDNS = !noMDNS
 			cfg.Version = version
-			if cmd.Flags().Changed("token") {
+			switch {
+			case tokenFile != "":
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				cfg.Token = strings.TrimSpace(string(b))
+			case cmd.Flags().Changed("token"):
 				cfg.Token = g.token
-			} else if t := os.Getenv("RBEE_TOKEN"); t != "" {
-				cfg.Token = t
+			case os.Getenv("RBEE_TOKEN") != "":
+				cfg.Token = os.Getenv("RBEE_TOKEN")
 			}
 			if cfg.Name == "" {
 				h, err := os.Hostname()
@@ -115,6 +123,7 @@ A node restarted with its data dir rejoins without flags.`,
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip address(es) of cluster members to join (repeatable)")
 	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "wait for this many nodes before bootstrapping the cluster (all must agree)")
 	f.BoolVar(&cfg.RequireToken, "require-token", false, "require the token from loopback clients too")
+	f.StringVar(&tokenFile, "token-file", "", "read the cluster token from this file (keeps it out of `ps`)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "do not discover LAN peers with mDNS")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
