@@ -148,3 +148,27 @@ func FuzzSplit(f *testing.F) {
 		}
 	})
 }
+
+// TestLongRuns feeds long runs of one character class through the
+// lookahead-heavy expressions; repetitions must not recurse per character.
+func TestLongRuns(t *testing.T) {
+	inputs := []string{
+		strings.Repeat("aB", 20_000),
+		strings.Repeat("É", 20_000),
+		strings.Repeat("7", 3_000), // superbpe's digit lookahead is quadratic, in every regex engine
+		strings.Repeat(" ", 20_000) + "x",
+		strings.Repeat("!?", 10_000),
+	}
+	for _, pre := range []string{"gpt-4o", "tekken", "superbpe", "deepseek-v3", "default"} {
+		pt, _ := preTokenizerFor(pre)
+		sp, err := compileSplitters(pt.exprs)
+		require.NoError(t, err)
+		for _, in := range inputs {
+			words := splitWords(t, sp, in)
+			require.Equal(t, in, strings.Join(words, ""), pre)
+		}
+	}
+	pt, _ := preTokenizerFor("gpt-4o")
+	sp, _ := compileSplitters(pt.exprs)
+	require.Equal(t, []string{"HELLOWorld", " ÉCOLEécole"}, splitWords(t, sp, "HELLOWorld ÉCOLEécole"))
+}

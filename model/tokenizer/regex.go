@@ -113,8 +113,78 @@ type reRepeat struct {
 	min, max int // max < 0: unbounded
 }
 
+// single is a node that always consumes exactly one code point, decided by
+// that code point alone.
+type single interface {
+	reNode
+	matches(r rune, f cptFlags) bool
+}
+
+// reAnd is a sequence of lookaheads on one-code-point classes followed by one
+// class, such as `(?=[\p{L}])[^a-z]`: it is a single code-point test, which
+// lets repetitions of it run without recursion.
+type reAnd struct {
+	pos, neg []*reClass
+	cls      *reClass
+}
+
+func (a *reAnd) matches(r rune, f cptFlags) bool {
+	for _, c := range a.pos {
+		if !c.matches(r, f) {
+			return false
+		}
+	}
+	for _, c := range a.neg {
+		if c.matches(r, f) {
+			return false
+		}
+	}
+	return a.cls.matches(r, f)
+}
+
+func (a *reAnd) match(c *reCtx, pos int, k func(int) bool) bool {
+	if pos < c.hi && a.matches(c.t.cpts[pos], c.t.flags[pos]) {
+		return k(pos + 1)
+	}
+	return false
+}
+
+// asSingle turns n into a single code-point test where that is exact.
+func asSingle(n reNode) reNode {
+	seq, ok := n.(reSeq)
+	if !ok {
+		return n
+	}
+	and := &reAnd{}
+	for i, e := range seq {
+		switch e := e.(type) {
+		case *reLook:
+			cl, ok := e.sub.(*reClass)
+			if !ok || i == len(seq)-1 {
+				return n
+			}
+			if e.neg {
+				and.neg = append(and.neg, cl)
+			} else {
+				and.pos = append(and.pos, cl)
+			}
+		case *reClass:
+			if i != len(seq)-1 {
+				return n
+			}
+			and.cls = e
+		default:
+			return n
+		}
+	}
+	if and.cls == nil {
+		return n
+	}
+	return and
+}
+
 func (r *reRepeat) match(c *reCtx, pos int, k func(int) bool) bool {
-	if cl, ok := r.sub.(*reClass); ok {
+	if cl, ok := r.sub.(single); ok {
 		// Single-code-point body: count the run, then back off greedily.
 		n := 0
 		for pos+n < c.hi && (r.max < 0 || n < r.max) && cl.matches(c.t.cpts[pos+n], c.t.flags[pos+n]) {
@@ -298,7 +368,7 @@ func (p *reParser) parseQuant(atom reNode) (reNode, error) {
 		if _, isLook := atom.(*reLook); isLook {
 			return nil, errors.New("quantified lookahead")
 		}
-		atom = &reRepeat{sub: atom, min: min, max: max}
+		atom = &reRepeat{sub: asSingle(atom), min: min, max: max}
 	}
 	return atom, nil
 }
