@@ -184,9 +184,12 @@ func siftDown(h []candidate, i int) {
 	}
 }
 
-// softmax fills c[i].p from c[i].logit; c must be sorted descending.
+// softmax fills c[i].p from c[i].logit (any order).
 func softmax(c []candidate) {
 	maxL := c[0].logit
+	for i := range c {
+		maxL = max(maxL, c[i].logit)
+	}
 	var sum float64
 	for i := range c {
 		e := float32(math.Exp(float64(c[i].logit - maxL)))
@@ -219,8 +222,13 @@ func (s *sampler) sample(logits []float32, p SampleParams, history []int32) int3
 	for i, v := range logits {
 		c[i] = candidate{id: int32(i), logit: v}
 	}
-	c = topK(c, p.TopK)
-	if p.TopP > 0 && p.TopP < 1 && len(c) > 1 {
+	topP := p.TopP > 0 && p.TopP < 1
+	if p.TopK > 0 || topP {
+		// Sorted from here on (top-p needs the order; a full sort only
+		// when top-k is off).
+		c = topK(c, p.TopK)
+	}
+	if topP && len(c) > 1 {
 		softmax(c)
 		var cum float32
 		for i := range c {
@@ -233,10 +241,17 @@ func (s *sampler) sample(logits []float32, p SampleParams, history []int32) int3
 	}
 	if p.MinP > 0 && len(c) > 1 {
 		// min-p on logits: p_i >= minP·p_max  ⇔  l_i >= l_max + ln(minP).
-		thr := c[0].logit + float32(math.Log(float64(p.MinP)))
-		n := 1
-		for n < len(c) && c[n].logit >= thr {
-			n++
+		maxL := c[0].logit
+		for i := range c {
+			maxL = max(maxL, c[i].logit)
+		}
+		thr := maxL + float32(math.Log(float64(p.MinP)))
+		n := 0
+		for i := range c {
+			if c[i].logit >= thr {
+				c[n] = c[i]
+				n++
+			}
 		}
 		c = c[:n]
 	}
