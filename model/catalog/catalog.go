@@ -1,0 +1,551 @@
+// Package catalog keeps the GGUF models of one node under a directory (the
+// node passes <datadir>/models), and fetches them: from a peer that has the
+// same sha256, from the Hugging Face Hub, from a URL, from a local file, or
+// from the binary (builtin models). See DESIGN.md.
+//
+// A Catalog is safe for concurrent use by the goroutines of one process;
+// two processes must not share a directory.
+package catalog
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rbee-project/rbee/model/gguf"
+	"github.com/rbee-project/rbee/model/quant"
+)
+
+// Sentinel errors. Functions wrap them with %w and add context.
+var (
+	// ErrNotFound: no entry with that id (or sha256).
+	ErrNotFound = errors.New("catalog: model not found")
+	// ErrInUse: Delete refused because Config.InUse says a worker uses the model.
+	ErrInUse = errors.New("catalog: model in use")
+	// ErrBadName: an id or file name could escape the directory or is malformed.
+	ErrBadName = errors.New("catalog: bad name")
+	// ErrBadRef: a model reference does not parse.
+	ErrBadRef = errors.New("catalog: bad model reference")
+	// ErrExists: an entry with that id but different content exists.
+	ErrExists = errors.New("catalog: a different model with this id exists")
+	// ErrNotGGUF: the file is not a readable GGUF model.
+	ErrNotGGUF = errors.New("catalog: not a GGUF model")
+	// ErrClosed: the catalog was closed.
+	ErrClosed = errors.New("catalog: closed")
+)
+
+const (
+	// IndexFile is the name of the index inside the catalog directory.
+	IndexFile = "index.json"
+	// PartialDir holds downloads in progress (<name>.part) inside the catalog
+	// directory, on the same file system so finished files are renamed in.
+	PartialDir = ".partial"
+	// indexVersion is written into the index; a newer version is refused.
+	indexVersion = 1
+	// maxIndexBytes bounds the index read at start (a 10,000-model index is ~5 MiB).
+	maxIndexBytes = 64 << 20
+)
+
+// Entry is one model in the catalog. JSON field names are the API's.
+type Entry struct {
+	// ID is stable and file-system safe (see IDFor); the directory name.
+	ID string `json:"id"`
+	// Ref is the resolved reference the file came from
+	// ("hf:org/repo/file.gguf", a URL, a path, "builtin:name").
+	Ref string `json:"ref"`
+	// FileName is the file's name inside <dir>/<id>/.
+	FileName string `json:"file_name"`
+	// Path is the absolute path of the file (not stored; derived).
+	Path string `json:"path"`
+	// Size in bytes.
+	Size int64 `json:"size"`
+	// SHA256 is the lower-case hex sha256 of the file.
+	SHA256 string `json:"sha256"`
+	// Quantization is the type holding most weights of the matrices (e.g.
+	// "Q4_K" for a Q4_K_M file); not general.file_type, which is often absent
+	// or wrong.
+	Quantization string `json:"quantization"`
+	// Architecture is general.architecture ("llama", "qwen2", ...).
+	Architecture string `json:"architecture"`
+	// Parameters is the total number of tensor elements.
+	Parameters uint64 `json:"parameters"`
+	// ContextLength is <arch>.context_length, 0 if absent.
+	ContextLength uint64 `json:"context_length"`
+	// Source says where the bytes came from.
+	Source Source `json:"source"`
+	// AddedAt is when the file entered the catalog (UTC).
+	AddedAt time.Time `json:"added_at"`
+}
+
+// Config configures a Catalog. Start from DefaultConfig.
+type Config struct {
+	// Dir is the catalog directory; created if missing.
+	Dir string
+	// InUse, when set, is asked by Delete; true refuses with ErrInUse. It
+	// is called with the catalog's lock held and must not call back into it.
+	InUse func(id string) bool
+	// Logger receives warnings (skipped index entries) and debug logs; nil
+	// discards.
+	Logger *slog.Logger
+	// Now is the clock for AddedAt; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns a Config for dir.
+func DefaultConfig(dir string) Config { return Config{Dir: dir} }
+
+// Catalog is the model catalog of one node.
+type Catalog struct {
+	dir   string
+	inUse func(string) bool
+	log   *slog.Logger
+	now   func() time.Time
+
+	mu      sync.Mutex
+	entries map[string]Entry
+	closed  bool
+
+	fmu      sync.Mutex
+	inflight map[string]chan struct{} // partial name → closed when its fetch ends
+}
+
+type indexFile struct {
+	Version int     `json:"version"`
+	Models  []Entry `json:"models"`
+}
+
+// New opens (or creates) the catalog in cfg.Dir and loads its index.
+// Index entries with a bad name or a missing or resized file are dropped
+// (and logged); a malformed index is an error rather than an empty catalog.
+func New(cfg Config) (*Catalog, error) {
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("catalog: Config.Dir is empty")
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, PartialDir), 0o755); err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	c := &Catalog{dir: dir, inUse: cfg.InUse, log: cfg.Logger, now: cfg.Now,
+		entries: map[string]Entry{}, inflight: map[string]chan struct{}{}}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Dir returns the absolute catalog directory.
+func (c *Catalog) Dir() string { return c.dir }
+
+// Close marks the catalog closed; later calls fail with ErrClosed. Files
+// stay on disk.
+func (c *Catalog) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	return nil
+}
+
+func (c *Catalog) load() error {
+	f, err := os.Open(filepath.Join(c.dir, IndexFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	defer f.Close()
+	var idx indexFile
+	if err := json.NewDecoder(io.LimitReader(f, maxIndexBytes)).Decode(&idx); err != nil {
+		return fmt.Errorf("catalog: index %s is malformed: %w", f.Name(), err)
+	}
+	if idx.Version > indexVersion {
+		return fmt.Errorf("catalog: index version %d is newer than this rbee (%d)", idx.Version, indexVersion)
+	}
+	for _, e := range idx.Models {
+		if ValidateID(e.ID) != nil || ValidateFileName(e.FileName) != nil || !isSHA256(e.SHA256) {
+			c.log.Warn("catalog: dropping index entry with a bad id, file name or sha256", "id", e.ID)
+			continue
+		}
+		e.Path = c.pathOf(e.ID, e.FileName)
+		st, err := os.Stat(e.Path)
+		if err != nil || !st.Mode().IsRegular() || st.Size() != e.Size {
+			c.log.Warn("catalog: dropping index entry whose file is missing or changed", "id", e.ID, "path", e.Path)
+			continue
+		}
+		c.entries[e.ID] = e
+	}
+	return nil
+}
+
+func (c *Catalog) pathOf(id, file string) string { return filepath.Join(c.dir, id, file) }
+
+// saveLocked writes the index atomically (temp file, fsync, rename, fsync
+// of the directory). c.mu must be held.
+func (c *Catalog) saveLocked(entries map[string]Entry) error {
+	idx := indexFile{Version: indexVersion, Models: sortedEntries(entries)}
+	for i := range idx.Models {
+		idx.Models[i].Path = ""
+	}
+	b, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(c.dir, IndexFile), append(b, '\n'))
+}
+
+func writeFileAtomic(path string, data []byte) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(data); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	syncDir(filepath.Dir(path))
+	return nil
+}
+
+// syncDir makes a rename durable; errors are ignored because some file
+// systems (and Windows) cannot fsync directories.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+func sortedEntries(m map[string]Entry) []Entry {
+	out := make([]Entry, 0, len(m))
+	for _, e := range m {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+// List returns every entry, sorted by id.
+func (c *Catalog) List() ([]Entry, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	return sortedEntries(c.entries), nil
+}
+
+// Get returns the entry with this id: ErrBadName for a malformed id,
+// ErrNotFound for an unknown one.
+func (c *Catalog) Get(id string) (Entry, error) {
+	if err := ValidateID(id); err != nil {
+		return Entry{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return Entry{}, ErrClosed
+	}
+	e, ok := c.entries[id]
+	if !ok {
+		return Entry{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return e, nil
+}
+
+// FindBySHA256 returns an entry whose file has this sha256 (lower-case
+// hex), the first by id if several do.
+func (c *Catalog) FindBySHA256(sum string) (Entry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.findLocked(sum)
+}
+
+func (c *Catalog) findLocked(sum string) (Entry, bool) {
+	if c.closed || !isSHA256(sum) {
+		return Entry{}, false
+	}
+	for _, e := range sortedEntries(c.entries) {
+		if e.SHA256 == sum {
+			return e, true
+		}
+	}
+	return Entry{}, false
+}
+
+// OpenBySHA256 opens the file with this sha256 for reading, for serving it
+// to a peer (seek to the requested offset). The caller closes the file;
+// deleting the entry meanwhile does not disturb an open file on Unix.
+func (c *Catalog) OpenBySHA256(sum string) (*os.File, Entry, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.findLocked(sum)
+	if !ok {
+		return nil, Entry{}, fmt.Errorf("%w: no model with sha256 %q", ErrNotFound, sum)
+	}
+	f, err := os.Open(e.Path)
+	if err != nil {
+		return nil, Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	return f, e, nil
+}
+
+// Delete removes the entry and its directory. It refuses with ErrInUse
+// when Config.InUse(id) is true. The index is updated first, so a crash
+// leaves at worst an orphan directory, never an entry without a file.
+func (c *Catalog) Delete(id string) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if _, ok := c.entries[id]; !ok {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if c.inUse != nil && c.inUse(id) {
+		return fmt.Errorf("%w: %q is loaded by a worker; stop the worker first", ErrInUse, id)
+	}
+	next := cloneWithout(c.entries, id)
+	if err := c.saveLocked(next); err != nil {
+		return err
+	}
+	c.entries = next
+	if err := os.RemoveAll(filepath.Join(c.dir, id)); err != nil {
+		c.log.Warn("catalog: model removed from the index but its files remain", "id", id, "err", err)
+	}
+	return nil
+}
+
+func cloneWithout(m map[string]Entry, drop string) map[string]Entry {
+	out := make(map[string]Entry, len(m))
+	for k, v := range m {
+		if k != drop {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// NewEntry describes a file for Add.
+type NewEntry struct {
+	// ID of the entry (see IDFor); validated.
+	ID string
+	// Ref is recorded as is.
+	Ref string
+	// FileName under <dir>/<id>/; validated.
+	FileName string
+	// SHA256 is the verified sha256 of the file; "" makes Add compute it.
+	SHA256 string
+	// Source of the bytes.
+	Source Source
+}
+
+// Add moves the completed, verified file at tmp into the catalog as
+// <dir>/<id>/<file name> and records it: the file is fsynced, renamed into
+// place (copied when tmp is on another file system), the directory fsynced
+// and the index rewritten atomically. tmp should live in <dir>/.partial.
+//
+// If the id exists with the same sha256, tmp is removed and the existing
+// entry returned; with another sha256 Add fails with ErrExists and leaves
+// tmp alone. A file that is not a GGUF model fails with ErrNotGGUF (tmp left
+// alone). Names are validated (ErrBadName).
+func (c *Catalog) Add(tmp string, ne NewEntry) (Entry, error) {
+	if err := ValidateID(ne.ID); err != nil {
+		return Entry{}, err
+	}
+	if err := ValidateFileName(ne.FileName); err != nil {
+		return Entry{}, err
+	}
+	f, err := os.Open(tmp)
+	if err != nil {
+		return Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return Entry{}, fmt.Errorf("catalog: %s is not a regular file", tmp)
+	}
+	if ne.SHA256 == "" {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			f.Close()
+			return Entry{}, fmt.Errorf("catalog: hashing %s: %w", tmp, err)
+		}
+		ne.SHA256 = hex.EncodeToString(h.Sum(nil))
+	}
+	if !isSHA256(ne.SHA256) {
+		f.Close()
+		return Entry{}, fmt.Errorf("catalog: sha256 %q is not 64 lower-case hex digits", ne.SHA256)
+	}
+	syncErr := f.Sync()
+	f.Close()
+	if syncErr != nil {
+		return Entry{}, fmt.Errorf("catalog: %w", syncErr)
+	}
+	info, err := inspect(tmp)
+	if err != nil {
+		return Entry{}, err
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return Entry{}, ErrClosed
+	}
+	if old, ok := c.entries[ne.ID]; ok {
+		if old.SHA256 == ne.SHA256 {
+			os.Remove(tmp)
+			return old, nil
+		}
+		return Entry{}, fmt.Errorf("%w: %q has sha256 %s, the new file %s; delete it first", ErrExists, ne.ID, old.SHA256, ne.SHA256)
+	}
+	e := info
+	e.ID, e.Ref, e.FileName, e.SHA256, e.Source = ne.ID, ne.Ref, ne.FileName, ne.SHA256, ne.Source
+	e.Size = st.Size()
+	e.AddedAt = c.now().UTC()
+	e.Path = c.pathOf(e.ID, e.FileName)
+
+	modelDir := filepath.Join(c.dir, e.ID)
+	if err := os.RemoveAll(modelDir); err != nil { // an orphan from a crash between index and files
+		return Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	if err := os.Mkdir(modelDir, 0o755); err != nil {
+		return Entry{}, fmt.Errorf("catalog: %w", err)
+	}
+	if err := moveFile(tmp, e.Path); err != nil {
+		os.RemoveAll(modelDir)
+		return Entry{}, err
+	}
+	syncDir(modelDir)
+	syncDir(c.dir)
+	next := cloneWithout(c.entries, "")
+	next[e.ID] = e
+	if err := c.saveLocked(next); err != nil {
+		// Put the file back so the caller may retry.
+		_ = os.Rename(e.Path, tmp)
+		os.RemoveAll(modelDir)
+		return Entry{}, err
+	}
+	c.entries = next
+	return e, nil
+}
+
+// moveFile renames src to dst, copying (with fsync) across file systems.
+func moveFile(src, dst string) error {
+	err := os.Rename(src, dst)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, syscall.EXDEV) {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return fmt.Errorf("catalog: copying %s: %w", src, err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("catalog: %w", err)
+	}
+	os.Remove(src)
+	return nil
+}
+
+// inspect reads the GGUF header of path for the entry's model fields.
+func inspect(path string) (Entry, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%w: %v", ErrNotGGUF, err)
+	}
+	defer f.Close()
+	var e Entry
+	e.Architecture, _ = f.String("general.architecture")
+	if e.Architecture != "" {
+		e.ContextLength, _ = f.Uint(e.Architecture + ".context_length")
+	}
+	e.Quantization = dominantType(f.Tensors)
+	for i := range f.Tensors {
+		e.Parameters += f.Tensors[i].NumElements()
+	}
+	return e, nil
+}
+
+// dominantType returns the type holding the most elements among the
+// matrices (tensors of 2+ dimensions; norms and biases are F32 in every
+// file), or among all tensors when there are no matrices. Ties go to the
+// lower type id, so the answer is deterministic.
+func dominantType(ts []gguf.TensorInfo) string {
+	count := map[quant.Type]uint64{}
+	for i := range ts {
+		if len(ts[i].Dims) >= 2 {
+			count[ts[i].Type] += ts[i].NumElements()
+		}
+	}
+	if len(count) == 0 {
+		for i := range ts {
+			count[ts[i].Type] += ts[i].NumElements()
+		}
+	}
+	if len(count) == 0 {
+		return ""
+	}
+	best, bestN := quant.Type(0), uint64(0)
+	first := true
+	for t, n := range count {
+		if first || n > bestN || (n == bestN && t < best) {
+			best, bestN, first = t, n, false
+		}
+	}
+	return best.String()
+}

@@ -1,0 +1,358 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"time"
+
+	"github.com/rbee-project/rbee/model/builtin"
+	"github.com/rbee-project/rbee/model/hf"
+)
+
+// PeerSource finds a file on the other nodes of the cluster. The node
+// implements it over libp2p and the registry.
+type PeerSource interface {
+	// OpenRange opens the file with this sha256 on some peer that has it,
+	// starting at offset, and returns its total size. The body must start
+	// exactly at offset. Any error means "not from a peer now"; Fetch then
+	// goes to the ref's origin (resuming what the peer delivered).
+	OpenRange(ctx context.Context, sha256 string, offset int64) (body io.ReadCloser, size int64, err error)
+}
+
+// Progress is one progress report of Fetch.
+type Progress struct {
+	hf.Progress
+	// ID is the entry being fetched.
+	ID string `json:"id"`
+	// Source is where the bytes are coming from right now (peer, hf, url,
+	// local, builtin).
+	Source Source `json:"source"`
+}
+
+// FetchOptions are the dependencies and knobs of one Fetch.
+type FetchOptions struct {
+	// HF is the Hub client; needed for hf refs. Its http.Client also serves
+	// URL downloads (the token only ever goes to the Hub host). nil makes
+	// URL downloads use a client for the public Hub.
+	HF *hf.Client
+	// Peers, when set, is asked first for any file whose sha256 is known
+	// before downloading (hf refs, URLs with #sha256=).
+	Peers PeerSource
+	// Revision of hf refs; "" means hf.DefaultRevision.
+	Revision string
+	// Progress receives throttled progress reports (see hf.Spec).
+	Progress func(Progress)
+	// ProgressInterval defaults to hf.DefaultProgressInterval.
+	ProgressInterval time.Duration
+	// Retries per source after a cut connection; 0 means hf.DefaultRetries,
+	// negative means none.
+	Retries int
+	// LinkLocal hard-links local files into the catalog instead of copying
+	// them (saves space; later edits of the original would then change the
+	// catalog's copy, which a mismatching sha256 does not catch).
+	LinkLocal bool
+}
+
+// target is a resolved ref: what to store and where to get it.
+type target struct {
+	id, ref, file string
+	sha           string // "" when unknown before download
+	size          int64  // 0 when unknown
+	source        Source
+	origin        hf.Opener
+	link          string // local file to try to hard-link (LinkLocal)
+}
+
+// Fetch brings the model of ref into the catalog and returns its entry;
+// the node's model_download calls it. In order:
+//
+//  1. resolve the ref (hf: the tree API or a HEAD; url; local; builtin) to
+//     an id (IDFor), a file name, and the sha256 and size when knowable;
+//  2. if the id is present with that sha256 (or, sha256 unknown, at all),
+//     return it; a different sha256 is ErrExists;
+//  3. if another entry has the sha256, copy or hard-link its file;
+//  4. if opts.Peers is set and the sha256 is known, copy from a peer (ranged,
+//     resumable, verified), falling back to step 5 on any failure, keeping
+//     what arrived (the content is the same, so the origin resumes it);
+//  5. download from the origin into <dir>/.partial/<id>[-<sha prefix>].part
+//     (resume, sha256 check, disk-space check, retries, progress);
+//  6. Add the verified file (ErrNotGGUF deletes it).
+//
+// Cancelling ctx stops the transfer and keeps the partial for a later
+// Fetch. Concurrent Fetches of the same file wait for each other.
+func (c *Catalog) Fetch(ctx context.Context, ref Ref, opts FetchOptions) (Entry, error) {
+	t, err := c.resolve(ctx, ref, opts)
+	if err != nil {
+		return Entry{}, err
+	}
+	if err := ValidateID(t.id); err != nil {
+		return Entry{}, err
+	}
+	if err := ValidateFileName(t.file); err != nil {
+		return Entry{}, err
+	}
+	partName := t.id
+	if t.sha != "" {
+		partName += "-" + t.sha[:16]
+	}
+	unlock, err := c.lockPartial(ctx, partName)
+	if err != nil {
+		return Entry{}, err
+	}
+	defer unlock()
+	if e, ok, err := c.existing(t); ok || err != nil {
+		return e, err
+	}
+	partial := filepath.Join(c.dir, PartialDir, partName+".part")
+	spec := func(src Source) hf.Spec {
+		s := hf.Spec{Partial: partial, Size: t.size, SHA256: t.sha, ProgressInterval: opts.ProgressInterval}
+		switch {
+		case opts.Retries == 0:
+			s.Retries = hf.DefaultRetries
+		case opts.Retries > 0:
+			s.Retries = opts.Retries
+		}
+		if opts.Progress != nil {
+			s.Progress = func(p hf.Progress) { opts.Progress(Progress{Progress: p, ID: t.id, Source: src}) }
+		}
+		return s
+	}
+
+	// 3. Same content already here under another id.
+	if t.sha != "" {
+		if other, ok := c.FindBySHA256(t.sha); ok {
+			tryLink(other.Path, partial)
+			res, err := hf.Transfer(ctx, fileOpener(other.Path), spec(SourceLocal))
+			if err == nil {
+				return c.addFetched(res, t, t.source)
+			}
+			if ctx.Err() != nil {
+				return Entry{}, err
+			}
+			c.log.Warn("catalog: copying an existing entry failed; downloading", "id", t.id, "from", other.ID, "err", err)
+		}
+	}
+	// 4. A peer.
+	if opts.Peers != nil && t.sha != "" && t.source != SourceBuiltin && t.source != SourceLocal {
+		res, err := hf.Transfer(ctx, peerOpener(opts.Peers, t.sha), spec(SourcePeer))
+		if err == nil {
+			return c.addFetched(res, t, SourcePeer)
+		}
+		if ctx.Err() != nil {
+			return Entry{}, err
+		}
+		c.log.Info("catalog: no peer copy, using the origin", "id", t.id, "err", err)
+	}
+	// 5. The origin.
+	switch {
+	case t.link != "":
+		tryLink(t.link, partial)
+	case t.source == SourceLocal:
+		// A local copy is cheap to redo, and a stale partial of another file
+		// with the same name must not be "resumed" (its sha256 is unknown).
+		os.Remove(partial)
+	}
+	res, err := hf.Transfer(ctx, t.origin, spec(t.source))
+	if err != nil {
+		return Entry{}, fmt.Errorf("catalog: fetching %s: %w", t.ref, err)
+	}
+	return c.addFetched(res, t, t.source)
+}
+
+func (c *Catalog) addFetched(res hf.Result, t target, src Source) (Entry, error) {
+	e, err := c.Add(res.Path, NewEntry{ID: t.id, Ref: t.ref, FileName: t.file, SHA256: res.SHA256, Source: src})
+	if errors.Is(err, ErrNotGGUF) {
+		os.Remove(res.Path)
+		return Entry{}, fmt.Errorf("catalog: %s: %w", t.ref, err)
+	}
+	return e, err
+}
+
+// existing returns the entry that already satisfies t, if any.
+func (c *Catalog) existing(t target) (Entry, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return Entry{}, false, ErrClosed
+	}
+	e, ok := c.entries[t.id]
+	if !ok {
+		return Entry{}, false, nil
+	}
+	if t.sha == "" || t.sha == e.SHA256 {
+		return e, true, nil
+	}
+	return Entry{}, false, fmt.Errorf("%w: %q has sha256 %s but %s now has %s; delete it first", ErrExists, t.id, e.SHA256, t.ref, t.sha)
+}
+
+// lockPartial serialises fetches of one partial file.
+func (c *Catalog) lockPartial(ctx context.Context, name string) (func(), error) {
+	for {
+		c.fmu.Lock()
+		ch, busy := c.inflight[name]
+		if !busy {
+			ch = make(chan struct{})
+			c.inflight[name] = ch
+			c.fmu.Unlock()
+			return func() {
+				c.fmu.Lock()
+				delete(c.inflight, name)
+				c.fmu.Unlock()
+				close(ch)
+			}, nil
+		}
+		c.fmu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (target, error) {
+	switch ref.Source {
+	case SourceBuiltin:
+		m, err := builtin.Lookup(ref.Name)
+		if err != nil {
+			return target{}, fmt.Errorf("%w: %v", ErrBadRef, err)
+		}
+		return target{id: IDFor(ref, m.FileName), ref: ref.String(), file: m.FileName, sha: m.SHA256, size: m.Size,
+			source: SourceBuiltin, origin: builtinOpener(m.Name)}, nil
+
+	case SourceLocal:
+		st, err := os.Stat(ref.Path)
+		if err != nil {
+			hint := ""
+			if errors.Is(err, os.ErrNotExist) && !filepath.IsAbs(ref.Path) {
+				hint = " (for a Hugging Face repo write hf:" + filepath.ToSlash(ref.Path) + ")"
+			}
+			return target{}, fmt.Errorf("catalog: local model %s: %w%s", ref.Path, err, hint)
+		}
+		if !st.Mode().IsRegular() {
+			return target{}, fmt.Errorf("catalog: local model %s is not a regular file", ref.Path)
+		}
+		abs, err := filepath.Abs(ref.Path)
+		if err != nil {
+			return target{}, fmt.Errorf("catalog: %w", err)
+		}
+		name := filepath.Base(abs)
+		t := target{id: IDFor(ref, name), ref: abs, file: name, size: st.Size(), source: SourceLocal, origin: fileOpener(abs)}
+		if opts.LinkLocal {
+			t.link = abs
+		}
+		return t, nil
+
+	case SourceURL:
+		u, err := url.Parse(ref.URL)
+		if err != nil {
+			return target{}, fmt.Errorf("%w: %v", ErrBadRef, err)
+		}
+		name, err := urlFileName(u)
+		if err != nil {
+			return target{}, fmt.Errorf("%w: %v", ErrBadRef, err)
+		}
+		client := opts.HF
+		if client == nil {
+			if client, err = hf.New(hf.DefaultConfig()); err != nil {
+				return target{}, err
+			}
+		}
+		return target{id: IDFor(ref, name), ref: ref.String(), file: name, sha: ref.SHA256, source: SourceURL,
+			origin: client.URLOpener(ref.URL)}, nil
+
+	case SourceHF:
+		if opts.HF == nil {
+			return target{}, fmt.Errorf("catalog: %s needs a Hugging Face client (FetchOptions.HF)", ref)
+		}
+		rev := opts.Revision
+		if rev == "" {
+			rev = hf.DefaultRevision
+		}
+		var f hf.File
+		if ref.File != "" {
+			m, err := opts.HF.FileMetadata(ctx, ref.Repo, rev, ref.File)
+			if err != nil {
+				return target{}, err
+			}
+			f = hf.File{Path: ref.File, SHA256: m.SHA256}
+			if m.Size > 0 {
+				f.Size = m.Size
+			}
+		} else {
+			files, err := opts.HF.ListFiles(ctx, ref.Repo, rev)
+			if err != nil {
+				return target{}, err
+			}
+			if f, err = hf.PickGGUF(files, "", ref.Quant); err != nil {
+				return target{}, fmt.Errorf("catalog: %s: %w", ref, err)
+			}
+		}
+		name := path.Base(f.Path)
+		exact := Ref{Source: SourceHF, Repo: ref.Repo, File: f.Path}
+		return target{id: IDFor(ref, f.Path), ref: exact.String(), file: name, sha: f.SHA256, size: f.Size, source: SourceHF,
+			origin: opts.HF.URLOpener(opts.HF.ResolveURL(ref.Repo, rev, f.Path))}, nil
+	}
+	return target{}, fmt.Errorf("%w: empty reference", ErrBadRef)
+}
+
+// tryLink hard-links src to the partial path when no partial exists yet;
+// failure (other file system, no permission) just means a copy.
+func tryLink(src, partial string) {
+	if _, err := os.Lstat(partial); err == nil {
+		return
+	}
+	_ = os.MkdirAll(filepath.Dir(partial), 0o755)
+	_ = os.Link(src, partial)
+}
+
+func fileOpener(p string) hf.Opener {
+	return func(_ context.Context, off int64) (io.ReadCloser, int64, int64, error) {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("catalog: %w", err)
+		}
+		st, err := f.Stat()
+		if err == nil {
+			_, err = f.Seek(off, io.SeekStart)
+		}
+		if err != nil {
+			f.Close()
+			return nil, 0, 0, fmt.Errorf("catalog: %w", err)
+		}
+		return f, off, st.Size(), nil
+	}
+}
+
+func builtinOpener(name string) hf.Opener {
+	return func(_ context.Context, off int64) (io.ReadCloser, int64, int64, error) {
+		r, size, _, err := builtin.Open(name)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		if _, err := io.CopyN(io.Discard, r, off); err != nil {
+			return nil, 0, 0, fmt.Errorf("catalog: builtin %s: offset %d: %w", name, off, err)
+		}
+		return io.NopCloser(r), off, size, nil
+	}
+}
+
+func peerOpener(p PeerSource, sha string) hf.Opener {
+	return func(ctx context.Context, off int64) (io.ReadCloser, int64, int64, error) {
+		body, size, err := p.OpenRange(ctx, sha, off)
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("catalog: peer: %w", err)
+		}
+		if size <= 0 || off > size {
+			body.Close()
+			return nil, 0, 0, fmt.Errorf("catalog: peer reports size %d for offset %d", size, off)
+		}
+		return body, off, size, nil
+	}
+}
