@@ -1,0 +1,865 @@
+// Package process starts and supervises worker processes on one hive:
+// Spawn picks a loopback port, starts the worker in its own process group
+// with its output in a log file and waits until it answers its health
+// check; every started process is recorded in processes.json, so a
+// restarted node re-adopts the workers that still run. Stop only ever
+// signals processes this manager started. See DESIGN.md.
+package process
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rbee-project/rbee/worker/catalog"
+	gproc "github.com/shirou/gopsutil/v4/process"
+)
+
+// Sentinel errors. Errors returned by this package wrap them with %w.
+var (
+	// ErrBadOptions reports invalid SpawnOptions or Config.
+	ErrBadOptions = errors.New("process: invalid options")
+	// ErrNotOurs reports a pid this manager did not start (or that has
+	// already exited); nothing was signalled.
+	ErrNotOurs = errors.New("process: not a worker process started by rbee")
+	// ErrExitedEarly reports a worker that exited before it was ready; the
+	// error text carries the tail of its log.
+	ErrExitedEarly = errors.New("process: worker exited before it was ready")
+	// ErrNotReady reports a worker that was not ready in time (or whose
+	// Spawn context ended); it has been killed. The error carries its log tail.
+	ErrNotReady = errors.New("process: worker not ready")
+	// ErrExitUnknown is passed to OnExit when an adopted process (not a
+	// child of this node, so its exit status cannot be read) disappears.
+	ErrExitUnknown = errors.New("process: adopted worker exited (status unknown)")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("process: manager closed")
+)
+
+const (
+	// DefaultReadyTimeout bounds the wait for a worker's health check: a
+	// large model can take a minute to map and warm up on a slow disk.
+	DefaultReadyTimeout = 2 * time.Minute
+	// DefaultHealthInterval is the pause between health probes while a
+	// worker starts: short, as a small model is ready in milliseconds.
+	DefaultHealthInterval = 50 * time.Millisecond
+	// DefaultPollInterval is how often adopted workers (not our children,
+	// so no Wait) are checked for exit.
+	DefaultPollInterval = 500 * time.Millisecond
+	// DefaultGrace is Stop's SIGTERM-to-SIGKILL wait when it is given 0:
+	// a bit more than a typical in-flight completion.
+	DefaultGrace = 10 * time.Second
+	// logTailBytes is how much of a worker's log an early-exit error carries.
+	logTailBytes = 4 << 10
+	// probeTimeout bounds one health probe.
+	probeTimeout = 2 * time.Second
+	// killWait bounds the wait for a SIGKILLed process to be gone.
+	killWait = 5 * time.Second
+	// stateFile lists the processes this manager started.
+	stateFile  = "processes.json"
+	stateVer   = 1
+	logsSubdir = "logs"
+)
+
+// Config configures a Manager. Start from DefaultConfig and override fields.
+type Config struct {
+	// Dir holds processes.json and logs/<worker-id>.log. Required.
+	Dir string
+	// Host is the address workers listen on and are probed at.
+	Host string
+	// ReadyTimeout bounds Spawn's wait for the health check (ctx may end it
+	// sooner).
+	ReadyTimeout time.Duration
+	// HealthInterval is the pause between health probes during Spawn.
+	HealthInterval time.Duration
+	// PollInterval is how often adopted workers are checked for exit.
+	PollInterval time.Duration
+	// OnExit, when set, is called once for every supervised worker that
+	// exits after it was ready (or was adopted), including those stopped by
+	// Stop (WorkerInfo.Stopped is then true). err is nil for exit status 0,
+	// the *exec.ExitError otherwise, and wraps ErrExitUnknown for adopted
+	// workers. It runs on its own goroutine per exit, never under the
+	// manager's lock, and is not called after Close.
+	OnExit func(WorkerInfo, error)
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every optional field set.
+func DefaultConfig() Config {
+	return Config{
+		Host:           "127.0.0.1",
+		ReadyTimeout:   DefaultReadyTimeout,
+		HealthInterval: DefaultHealthInterval,
+		PollInterval:   DefaultPollInterval,
+	}
+}
+
+// SpawnOptions describes one worker to start.
+type SpawnOptions struct {
+	// Binary is the worker executable (a catalog entry's Path). Required.
+	Binary string
+	// Type says how to launch Binary; the zero value means catalog.CPUType().
+	Type catalog.WorkerType
+	// ModelPath is the model file. Required.
+	ModelPath string
+	// ModelID is the model's catalog name, recorded for List.
+	ModelID string
+	// WorkerID names the worker; "" generates one ("w-" and 8 hex digits).
+	WorkerID string
+	// Device, Threads, Slots and NodeURL are passed to the worker.
+	Device  string
+	Threads int
+	Slots   int
+	NodeURL string
+	// ExtraArgs are appended to the command line.
+	ExtraArgs []string
+	// Env, when set, is appended to this process's environment for the
+	// worker.
+	Env []string
+}
+
+// WorkerInfo describes a supervised worker process.
+type WorkerInfo struct {
+	PID       int      `json:"pid"`
+	WorkerID  string   `json:"worker_id"`
+	Type      string   `json:"type"`
+	ModelID   string   `json:"model_id,omitempty"`
+	ModelPath string   `json:"model_path"`
+	Port      int      `json:"port"`
+	Binary    string   `json:"binary"`
+	Cmdline   []string `json:"cmdline"`
+	// CreateTime is the process start time as the OS reports it (ms since
+	// the epoch); with Cmdline it tells our process from a reused pid.
+	CreateTime int64     `json:"create_time_ms"`
+	StartedAt  time.Time `json:"started_at"`
+	LogPath    string    `json:"log_path"`
+	// Adopted is true for a worker found running at New (started by an
+	// earlier run of the node).
+	Adopted bool `json:"adopted,omitempty"`
+	// Stopped is true once Stop was asked to end the worker.
+	Stopped bool `json:"-"`
+}
+
+// Status is a WorkerInfo with live resource figures.
+type Status struct {
+	WorkerInfo
+	// RSS is the resident memory in bytes.
+	RSS uint64 `json:"rss_bytes"`
+	// CPUPercent is CPU time over wall time since start (100 = one core).
+	CPUPercent float64       `json:"cpu_percent"`
+	Uptime     time.Duration `json:"uptime_ns"`
+}
+
+// proc is one supervised process. info is guarded by Manager.mu.
+type proc struct {
+	info    WorkerInfo
+	cmd     *exec.Cmd // nil when adopted
+	done    chan struct{}
+	once    sync.Once
+	notify  bool // OnExit is due when it exits (ready or adopted)
+	exitErr error
+}
+
+// Manager supervises worker processes. All methods are safe for
+// concurrent use.
+type Manager struct {
+	cfg    Config
+	dir    string
+	log    *slog.Logger
+	client *http.Client
+
+	mu     sync.Mutex
+	procs  map[int]*proc
+	closed bool
+
+	stopPoll context.CancelFunc
+	pollDone chan struct{}
+}
+
+// New opens the manager's directory and re-adopts the processes recorded
+// in processes.json that still run with the same start time and command
+// line; the other entries (exited, or a pid reused by another program) are
+// dropped without being signalled. Adopted workers are watched by polling.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("%w: Config.Dir is required", ErrBadOptions)
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("process: %w", err)
+	}
+	def := DefaultConfig()
+	if cfg.Host == "" {
+		cfg.Host = def.Host
+	}
+	if net.ParseIP(cfg.Host) == nil {
+		return nil, fmt.Errorf("%w: Host %q is not an IP address", ErrBadOptions, cfg.Host)
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = def.ReadyTimeout
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = def.HealthInterval
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = def.PollInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, logsSubdir), 0o755); err != nil {
+		return nil, fmt.Errorf("process: %w", err)
+	}
+	m := &Manager{
+		cfg: cfg,
+		dir: dir,
+		log: cfg.Logger,
+		client: &http.Client{
+			Timeout:   probeTimeout,
+			Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		},
+		procs:    make(map[int]*proc),
+		pollDone: make(chan struct{}),
+	}
+	if err := m.adopt(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stopPoll = cancel
+	go m.poll(ctx)
+	return m, nil
+}
+
+// Close stops supervising: adopted workers are no longer polled, OnExit is
+// no longer called and processes.json is no longer written. The worker
+// processes keep running, so that a restarted node re-adopts them; use
+// StopAll first to end them. Close is idempotent.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+	m.stopPoll()
+	<-m.pollDone
+	return nil
+}
+
+// Spawn starts a worker and waits until its health check answers 200. It
+// returns the worker's pid, port and id. The worker outlives ctx (which
+// only bounds the wait for readiness); a worker that exits before it is
+// ready gives ErrExitedEarly, one not ready within Config.ReadyTimeout or
+// before ctx ends is killed and gives ErrNotReady; both errors carry the
+// tail of its log (<Dir>/logs/<worker-id>.log).
+func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, error) {
+	if opts.Type.Name == "" {
+		opts.Type = catalog.CPUType()
+	}
+	if opts.Type.Args == nil {
+		return WorkerInfo{}, fmt.Errorf("%w: worker type %q has no Args", ErrBadOptions, opts.Type.Name)
+	}
+	bin, err := checkBinary(opts.Binary)
+	if err != nil {
+		return WorkerInfo{}, err
+	}
+	if opts.ModelPath == "" {
+		return WorkerInfo{}, fmt.Errorf("%w: ModelPath is required", ErrBadOptions)
+	}
+	model, err := filepath.Abs(opts.ModelPath)
+	if err != nil {
+		return WorkerInfo{}, fmt.Errorf("%w: %v", ErrBadOptions, err)
+	}
+	if fi, err := os.Stat(model); err != nil || !fi.Mode().IsRegular() {
+		return WorkerInfo{}, fmt.Errorf("%w: model %s is not a readable file", ErrBadOptions, model)
+	}
+	if opts.WorkerID == "" {
+		opts.WorkerID = newWorkerID()
+	}
+	if err := catalog.ValidName("worker id", opts.WorkerID); err != nil {
+		return WorkerInfo{}, fmt.Errorf("%w: %w", ErrBadOptions, err)
+	}
+	if opts.Threads < 0 || opts.Slots < 0 {
+		return WorkerInfo{}, fmt.Errorf("%w: negative threads or slots", ErrBadOptions)
+	}
+
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return WorkerInfo{}, ErrClosed
+	}
+	for _, p := range m.procs {
+		if p.info.WorkerID == opts.WorkerID {
+			m.mu.Unlock()
+			return WorkerInfo{}, fmt.Errorf("%w: worker id %q is already running (pid %d)", ErrBadOptions, opts.WorkerID, p.info.PID)
+		}
+	}
+	m.mu.Unlock()
+
+	port, err := m.freePort()
+	if err != nil {
+		return WorkerInfo{}, err
+	}
+	args := opts.Type.Args(catalog.Launch{
+		ModelPath: model, WorkerID: opts.WorkerID, Port: port, Host: m.cfg.Host, NodeURL: opts.NodeURL,
+		Device: opts.Device, Threads: opts.Threads, Slots: opts.Slots,
+	})
+	args = append(args, opts.ExtraArgs...)
+
+	logPath := filepath.Join(m.dir, logsSubdir, opts.WorkerID+".log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return WorkerInfo{}, fmt.Errorf("process: %w", err)
+	}
+	logStart, _ := logf.Seek(0, io.SeekEnd)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), opts.Env...)
+	}
+	setGroup(cmd)
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return WorkerInfo{}, fmt.Errorf("process: starting %s: %w", bin, err)
+	}
+	info := WorkerInfo{
+		PID: cmd.Process.Pid, WorkerID: opts.WorkerID, Type: opts.Type.Name, ModelID: opts.ModelID,
+		ModelPath: model, Port: port, Binary: bin, Cmdline: cmd.Args, StartedAt: time.Now().UTC(), LogPath: logPath,
+	}
+	// Record what the OS reports, as New compares against the OS. Start
+	// returns after the exec, so the command line is already the worker's.
+	if gp, err := gproc.NewProcess(int32(info.PID)); err == nil {
+		if ct, err := gp.CreateTime(); err == nil {
+			info.CreateTime = ct
+			info.StartedAt = time.UnixMilli(ct).UTC()
+		}
+		if cl, err := gp.CmdlineSlice(); err == nil && len(cl) > 0 {
+			info.Cmdline = cl
+		}
+	}
+	p := &proc{info: info, cmd: cmd, done: make(chan struct{})}
+
+	m.mu.Lock()
+	m.procs[info.PID] = p
+	m.saveLocked()
+	m.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		m.exited(p, err)
+	}()
+	m.log.Info("worker started", "worker", info.WorkerID, "pid", info.PID, "port", port, "binary", bin)
+
+	if err := m.waitReady(ctx, p, opts.Type.HealthPath); err != nil {
+		tail := readTail(logPath, logStart, logTailBytes)
+		if !errors.Is(err, ErrExitedEarly) {
+			_ = killGroup(info.PID)
+			select {
+			case <-p.done:
+			case <-time.After(killWait):
+			}
+		}
+		return WorkerInfo{}, fmt.Errorf("%w (worker %s, pid %d); log %s:\n%s", err, info.WorkerID, info.PID, logPath, tail)
+	}
+	m.mu.Lock()
+	_, running := m.procs[info.PID]
+	p.notify = running
+	info = p.info
+	m.mu.Unlock()
+	if !running { // exited between the probe and now: no OnExit for it
+		return WorkerInfo{}, fmt.Errorf("%w (worker %s, pid %d): exited right after its health check", ErrExitedEarly, info.WorkerID, info.PID)
+	}
+	m.log.Info("worker ready", "worker", info.WorkerID, "pid", info.PID, "port", port)
+	return info, nil
+}
+
+// waitReady probes the health path until it answers 200.
+func (m *Manager) waitReady(ctx context.Context, p *proc, path string) error {
+	if path == "" {
+		path = "/health"
+	}
+	url := "http://" + net.JoinHostPort(m.cfg.Host, strconv.Itoa(p.info.Port)) + path
+	timer := time.NewTimer(m.cfg.ReadyTimeout)
+	defer timer.Stop()
+	tick := time.NewTicker(m.cfg.HealthInterval)
+	defer tick.Stop()
+	for {
+		if m.probe(ctx, url) {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%w: %v", ErrExitedEarly, p.exitErr)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
+		case <-timer.C:
+			return fmt.Errorf("%w: no 200 from %s within %s", ErrNotReady, url, m.cfg.ReadyTimeout)
+		case <-tick.C:
+		}
+	}
+}
+
+func (m *Manager) probe(ctx context.Context, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// exited records that p is gone: it leaves the table and processes.json,
+// and OnExit is called if due. Safe to call more than once.
+func (m *Manager) exited(p *proc, err error) {
+	p.once.Do(func() {
+		m.mu.Lock()
+		p.exitErr = err
+		if cur, ok := m.procs[p.info.PID]; ok && cur == p {
+			delete(m.procs, p.info.PID)
+			if !m.closed {
+				m.saveLocked()
+			}
+		}
+		notify := p.notify && !m.closed && m.cfg.OnExit != nil
+		info := p.info
+		m.mu.Unlock()
+		close(p.done)
+		m.log.Info("worker exited", "worker", info.WorkerID, "pid", info.PID, "err", err)
+		if notify {
+			go m.cfg.OnExit(info, err)
+		}
+	})
+}
+
+// Stop ends a worker this manager started: SIGTERM, then, if it has not
+// exited after grace (0 means DefaultGrace) or when ctx ends, SIGKILL to
+// its process group. It returns once the process is gone and its entry
+// removed. A pid this manager did not start gives ErrNotOurs and nothing
+// is signalled.
+func (m *Manager) Stop(ctx context.Context, pid int, grace time.Duration) error {
+	if grace <= 0 {
+		grace = DefaultGrace
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	p, ok := m.procs[pid]
+	if !ok {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: pid %d", ErrNotOurs, pid)
+	}
+	p.info.Stopped = true
+	info := p.info
+	m.mu.Unlock()
+
+	if err := m.signal(p, sigTERM); err != nil {
+		return err
+	}
+	m.log.Info("stopping worker", "worker", info.WorkerID, "pid", pid, "grace", grace)
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	if m.waitGone(ctx, p, timer.C) {
+		return nil
+	}
+	m.log.Warn("worker ignored SIGTERM: killing its process group", "worker", info.WorkerID, "pid", pid)
+	if p.cmd != nil || m.stillOurs(p) {
+		if err := killGroup(pid); err != nil {
+			return fmt.Errorf("process: killing pid %d: %w", pid, err)
+		}
+	}
+	kctx, cancel := context.WithTimeout(context.Background(), killWait)
+	defer cancel()
+	if !m.waitGone(kctx, p, nil) {
+		return fmt.Errorf("process: pid %d still running after SIGKILL", pid)
+	}
+	return nil
+}
+
+// StopAll stops every supervised worker concurrently (see Stop) and
+// returns the first error.
+func (m *Manager) StopAll(ctx context.Context, grace time.Duration) error {
+	m.mu.Lock()
+	pids := make([]int, 0, len(m.procs))
+	for pid := range m.procs {
+		pids = append(pids, pid)
+	}
+	m.mu.Unlock()
+	errs := make(chan error, len(pids))
+	for _, pid := range pids {
+		go func() { errs <- m.Stop(ctx, pid, grace) }()
+	}
+	var first error
+	for range pids {
+		if err := <-errs; err != nil && !errors.Is(err, ErrNotOurs) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// signal sends sig to p: through os.Process for a child (which cannot hit
+// a reused pid), after re-checking identity for an adopted process.
+func (m *Manager) signal(p *proc, sig syscall.Signal) error {
+	if p.cmd != nil {
+		err := p.cmd.Process.Signal(sig)
+		if err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("process: signalling pid %d: %w", p.info.PID, err)
+		}
+		return nil
+	}
+	if !m.stillOurs(p) {
+		m.exited(p, ErrExitUnknown)
+		return nil
+	}
+	if err := signalPID(p.info.PID, sig); err != nil {
+		return fmt.Errorf("process: signalling pid %d: %w", p.info.PID, err)
+	}
+	return nil
+}
+
+// waitGone waits until p has exited, deadline fires or ctx ends; it
+// reports whether p is gone. Adopted processes are checked every few
+// milliseconds rather than at the poll interval.
+func (m *Manager) waitGone(ctx context.Context, p *proc, deadline <-chan time.Time) bool {
+	var tick <-chan time.Time
+	if p.cmd == nil {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-p.done:
+			return true
+		case <-deadline:
+			return false
+		case <-ctx.Done():
+			return false
+		case <-tick:
+			if !m.stillOurs(p) {
+				m.exited(p, ErrExitUnknown)
+				return true
+			}
+		}
+	}
+}
+
+// stillOurs reports whether p's pid still runs the process we recorded:
+// same start time and command line, and not a zombie.
+func (m *Manager) stillOurs(p *proc) bool {
+	return alive(p.info)
+}
+
+func alive(info WorkerInfo) bool {
+	gp, err := gproc.NewProcess(int32(info.PID))
+	if err != nil {
+		return false
+	}
+	ct, err := gp.CreateTime()
+	if err != nil || ct != info.CreateTime {
+		return false
+	}
+	cl, err := gp.CmdlineSlice()
+	if err != nil || !slices.Equal(cl, info.Cmdline) {
+		return false
+	}
+	if st, err := gp.Status(); err == nil && slices.Contains(st, gproc.Zombie) {
+		return false
+	}
+	return true
+}
+
+// poll watches adopted processes until Close.
+func (m *Manager) poll(ctx context.Context) {
+	defer close(m.pollDone)
+	t := time.NewTicker(m.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		var adopted []*proc
+		for _, p := range m.procs {
+			if p.cmd == nil {
+				adopted = append(adopted, p)
+			}
+		}
+		m.mu.Unlock()
+		for _, p := range adopted {
+			if !m.stillOurs(p) {
+				m.exited(p, ErrExitUnknown)
+			}
+		}
+	}
+}
+
+// List returns every supervised worker with live figures, by pid.
+func (m *Manager) List() []Status {
+	m.mu.Lock()
+	infos := make([]WorkerInfo, 0, len(m.procs))
+	for _, p := range m.procs {
+		infos = append(infos, p.info)
+	}
+	m.mu.Unlock()
+	sort.Slice(infos, func(i, j int) bool { return infos[i].PID < infos[j].PID })
+	out := make([]Status, 0, len(infos))
+	for _, info := range infos {
+		out = append(out, status(info))
+	}
+	return out
+}
+
+// Get returns one supervised worker with live figures; a pid this
+// manager does not supervise gives ErrNotOurs.
+func (m *Manager) Get(pid int) (Status, error) {
+	m.mu.Lock()
+	p, ok := m.procs[pid]
+	var info WorkerInfo
+	if ok {
+		info = p.info
+	}
+	m.mu.Unlock()
+	if !ok {
+		return Status{}, fmt.Errorf("%w: pid %d", ErrNotOurs, pid)
+	}
+	return status(info), nil
+}
+
+// ByWorkerID returns the supervised worker called id.
+func (m *Manager) ByWorkerID(id string) (Status, error) {
+	m.mu.Lock()
+	var info WorkerInfo
+	found := false
+	for _, p := range m.procs {
+		if p.info.WorkerID == id {
+			info, found = p.info, true
+			break
+		}
+	}
+	m.mu.Unlock()
+	if !found {
+		return Status{}, fmt.Errorf("%w: worker id %q", ErrNotOurs, id)
+	}
+	return status(info), nil
+}
+
+// BinaryInUse reports whether a supervised worker runs the executable at
+// path; it fits catalog.Config.InUse.
+func (m *Manager) BinaryInUse(path string) bool {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.procs {
+		if p.info.Binary == abs {
+			return true
+		}
+	}
+	return false
+}
+
+func status(info WorkerInfo) Status {
+	s := Status{WorkerInfo: info, Uptime: time.Since(info.StartedAt)}
+	if gp, err := gproc.NewProcess(int32(info.PID)); err == nil {
+		if mi, err := gp.MemoryInfo(); err == nil {
+			s.RSS = mi.RSS
+		}
+		if c, err := gp.CPUPercent(); err == nil {
+			s.CPUPercent = c
+		}
+	}
+	return s
+}
+
+// freePort picks a free TCP port on the host, avoiding the ports of
+// workers that are still starting.
+func (m *Manager) freePort() (int, error) {
+	for range 10 {
+		l, err := net.Listen("tcp", net.JoinHostPort(m.cfg.Host, "0"))
+		if err != nil {
+			return 0, fmt.Errorf("process: finding a free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		m.mu.Lock()
+		taken := false
+		for _, p := range m.procs {
+			taken = taken || p.info.Port == port
+		}
+		m.mu.Unlock()
+		if !taken {
+			return port, nil
+		}
+	}
+	return 0, errors.New("process: no free port")
+}
+
+func checkBinary(path string) (string, error) {
+	if path == "" {
+		return "", fmt.Errorf("%w: Binary is required", ErrBadOptions)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadOptions, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("%w: binary: %v", ErrBadOptions, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("%w: binary %s is not an executable file", ErrBadOptions, abs)
+	}
+	return abs, nil
+}
+
+func newWorkerID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "w-" + hex.EncodeToString(b[:])
+}
+
+// readTail returns up to max bytes of the end of the file from offset on.
+func readTail(path string, from int64, max int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	start := max64(from, fi.Size()-max)
+	b := make([]byte, fi.Size()-start)
+	n, _ := f.ReadAt(b, start)
+	return string(b[:n])
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+type stateDoc struct {
+	Format    int          `json:"format"`
+	Processes []WorkerInfo `json:"processes"`
+}
+
+// saveLocked writes processes.json atomically. Caller holds m.mu.
+func (m *Manager) saveLocked() {
+	doc := stateDoc{Format: stateVer, Processes: make([]WorkerInfo, 0, len(m.procs))}
+	for _, p := range m.procs {
+		info := p.info
+		info.Adopted = false
+		doc.Processes = append(doc.Processes, info)
+	}
+	sort.Slice(doc.Processes, func(i, j int) bool { return doc.Processes[i].PID < doc.Processes[j].PID })
+	data, err := json.MarshalIndent(doc, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(m.dir, stateFile), append(data, '\n'))
+	}
+	if err != nil {
+		m.log.Error("writing process table", "err", err)
+	}
+}
+
+// adopt loads processes.json and keeps the entries that still run.
+func (m *Manager) adopt() error {
+	path := filepath.Join(m.dir, stateFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("process: %w", err)
+	}
+	var doc stateDoc
+	if err := json.Unmarshal(data, &doc); err != nil || doc.Format != stateVer {
+		// Unreadable: start empty (nothing is signalled), keep the file
+		// for a human.
+		m.log.Error("process table unreadable; starting empty", "path", path, "err", err, "format", doc.Format)
+		_ = os.Rename(path, path+".bad")
+		return nil
+	}
+	for _, info := range doc.Processes {
+		if info.PID <= 0 || len(info.Cmdline) == 0 || info.CreateTime == 0 || catalog.ValidName("worker id", info.WorkerID) != nil {
+			m.log.Warn("dropping malformed process entry", "pid", info.PID)
+			continue
+		}
+		if !alive(info) {
+			m.log.Info("dropping process entry: not running (or pid reused)", "worker", info.WorkerID, "pid", info.PID)
+			continue
+		}
+		if _, dup := m.procs[info.PID]; dup {
+			continue
+		}
+		info.Adopted = true
+		info.Stopped = false
+		m.procs[info.PID] = &proc{info: info, done: make(chan struct{}), notify: true}
+		m.log.Info("re-adopted worker", "worker", info.WorkerID, "pid", info.PID, "port", info.Port)
+	}
+	m.mu.Lock()
+	m.saveLocked()
+	m.mu.Unlock()
+	return nil
+}
+
+// writeFileAtomic writes data next to path, fsyncs and renames it over path.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}

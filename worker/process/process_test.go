@@ -1,0 +1,470 @@
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rbee-project/rbee/worker/catalog"
+	gproc "github.com/shirou/gopsutil/v4/process"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const modelPath = "../../testdata/model/stories260K.gguf"
+
+// workerBin is the real rbee-worker, built once per test run by TestMain.
+var workerBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		dir, err := os.MkdirTemp("", "rbee-process-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		workerBin = filepath.Join(dir, "rbee-worker")
+		out, err := exec.Command("go", "build", "-o", workerBin, "../../cmd/rbee-worker").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building rbee-worker: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}())
+}
+
+// exits records OnExit calls.
+type exits struct {
+	mu   sync.Mutex
+	got  map[int]error
+	info map[int]WorkerInfo
+}
+
+func newExits() *exits { return &exits{got: map[int]error{}, info: map[int]WorkerInfo{}} }
+
+func (e *exits) on(info WorkerInfo, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.got[info.PID] = err
+	e.info[info.PID] = info
+}
+
+func (e *exits) has(pid int) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.info[pid]
+	return ok
+}
+
+func (e *exits) get(pid int) (WorkerInfo, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.info[pid], e.got[pid]
+}
+
+func newManager(t *testing.T, dir string, ex *exits, mod func(*Config)) *Manager {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Dir = dir
+	cfg.PollInterval = 50 * time.Millisecond
+	if ex != nil {
+		cfg.OnExit = ex.on
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// stopAllAtEnd ends whatever a test left running (never anything but
+// processes the manager started).
+func stopAllAtEnd(t *testing.T, m *Manager) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = m.StopAll(ctx, 2*time.Second)
+	})
+}
+
+func health(port int) (int, error) {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/health")
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func portClosed(port int) bool {
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
+	if err != nil {
+		return true
+	}
+	c.Close()
+	return false
+}
+
+func running(pid int) bool {
+	p, err := gproc.NewProcess(int32(pid))
+	if err != nil {
+		return false
+	}
+	st, err := p.Status()
+	return err == nil && len(st) > 0 && st[0] != gproc.Zombie
+}
+
+func stateEntries(t *testing.T, dir string) []WorkerInfo {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	require.NoError(t, err)
+	var doc stateDoc
+	require.NoError(t, json.Unmarshal(b, &doc))
+	return doc.Processes
+}
+
+func spawn(t *testing.T, m *Manager, id string) WorkerInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := m.Spawn(ctx, SpawnOptions{Binary: workerBin, ModelPath: modelPath, ModelID: "stories260K", WorkerID: id, Threads: 1})
+	require.NoError(t, err)
+	return w
+}
+
+func TestSpawnHealthListStop(t *testing.T) {
+	dir := t.TempDir()
+	ex := newExits()
+	m := newManager(t, dir, ex, nil)
+	stopAllAtEnd(t, m)
+
+	w := spawn(t, m, "")
+	assert.Regexp(t, `^w-[0-9a-f]{8}$`, w.WorkerID)
+	assert.Positive(t, w.PID)
+	assert.Positive(t, w.Port)
+	assert.Equal(t, catalog.TypeCPU, w.Type)
+	assert.Equal(t, "stories260K", w.ModelID)
+	assert.Equal(t, workerBin, w.Binary)
+	assert.Positive(t, w.CreateTime)
+	assert.Equal(t, filepath.Join(dir, "logs", w.WorkerID+".log"), w.LogPath)
+	assert.Contains(t, w.Cmdline, "--port")
+	assert.Contains(t, w.Cmdline, strconv.Itoa(w.Port))
+	code, err := health(w.Port)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, code)
+
+	list := m.List()
+	require.Len(t, list, 1)
+	assert.Equal(t, w.PID, list[0].PID)
+	assert.Positive(t, list[0].RSS, "RSS of a live Go process")
+	assert.GreaterOrEqual(t, list[0].CPUPercent, 0.0)
+	assert.GreaterOrEqual(t, list[0].Uptime, time.Duration(0))
+	got, err := m.Get(w.PID)
+	require.NoError(t, err)
+	assert.Equal(t, w.WorkerID, got.WorkerID)
+	byID, err := m.ByWorkerID(w.WorkerID)
+	require.NoError(t, err)
+	assert.Equal(t, w.PID, byID.PID)
+	state := stateEntries(t, dir)
+	require.Len(t, state, 1)
+	assert.Equal(t, w.PID, state[0].PID)
+	assert.Equal(t, w.Cmdline, state[0].Cmdline)
+	assert.True(t, m.BinaryInUse(workerBin))
+
+	// The same worker id twice is refused.
+	_, err = m.Spawn(context.Background(), SpawnOptions{Binary: workerBin, ModelPath: modelPath, WorkerID: w.WorkerID})
+	require.ErrorIs(t, err, ErrBadOptions)
+
+	require.NoError(t, m.Stop(context.Background(), w.PID, 10*time.Second))
+	assert.False(t, running(w.PID))
+	assert.True(t, portClosed(w.Port))
+	_, err = m.Get(w.PID)
+	require.ErrorIs(t, err, ErrNotOurs)
+	assert.Empty(t, m.List())
+	assert.Empty(t, stateEntries(t, dir))
+	assert.False(t, m.BinaryInUse(workerBin))
+	require.Eventually(t, func() bool { return ex.has(w.PID) }, 10*time.Second, 10*time.Millisecond)
+	info, exitErr := ex.get(w.PID)
+	assert.True(t, info.Stopped)
+	assert.NoError(t, exitErr, "SIGTERM drains and exits 0")
+	logData, err := os.ReadFile(w.LogPath)
+	require.NoError(t, err)
+	assert.Contains(t, string(logData), "ready")
+	assert.Contains(t, string(logData), "draining")
+
+	require.ErrorIs(t, m.Stop(context.Background(), w.PID, time.Second), ErrNotOurs)
+}
+
+func TestExitNoticedWhenKilledFromOutside(t *testing.T) {
+	ex := newExits()
+	m := newManager(t, t.TempDir(), ex, nil)
+	stopAllAtEnd(t, m)
+	w := spawn(t, m, "victim")
+	require.NoError(t, syscall.Kill(w.PID, syscall.SIGKILL))
+	require.Eventually(t, func() bool { return ex.has(w.PID) }, 10*time.Second, 5*time.Millisecond)
+	info, err := ex.get(w.PID)
+	assert.False(t, info.Stopped)
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	assert.Empty(t, m.List())
+}
+
+func TestSpawnFailures(t *testing.T) {
+	dir := t.TempDir()
+	ex := newExits()
+	m := newManager(t, dir, ex, func(c *Config) { c.ReadyTimeout = 500 * time.Millisecond })
+	stopAllAtEnd(t, m)
+	ctx := context.Background()
+
+	notModel := filepath.Join(t.TempDir(), "notamodel.gguf")
+	require.NoError(t, os.WriteFile(notModel, []byte("this is not GGUF"), 0o644))
+	nonExec := filepath.Join(t.TempDir(), "worker")
+	require.NoError(t, os.WriteFile(nonExec, []byte("#!/bin/sh\n"), 0o644))
+	tests := []struct {
+		name string
+		opts SpawnOptions
+		want error
+		text string
+	}{
+		{"no binary", SpawnOptions{ModelPath: modelPath}, ErrBadOptions, "Binary"},
+		{"missing binary", SpawnOptions{Binary: "/nonexistent/rbee-worker", ModelPath: modelPath}, ErrBadOptions, "no such file"},
+		{"not executable", SpawnOptions{Binary: nonExec, ModelPath: modelPath}, ErrBadOptions, "not an executable"},
+		{"directory as binary", SpawnOptions{Binary: t.TempDir(), ModelPath: modelPath}, ErrBadOptions, "not an executable"},
+		{"no model", SpawnOptions{Binary: workerBin}, ErrBadOptions, "ModelPath"},
+		{"missing model", SpawnOptions{Binary: workerBin, ModelPath: "/nonexistent.gguf"}, ErrBadOptions, "model"},
+		{"hostile worker id", SpawnOptions{Binary: workerBin, ModelPath: modelPath, WorkerID: "../../etc/x"}, ErrBadOptions, "worker id"},
+		{"negative threads", SpawnOptions{Binary: workerBin, ModelPath: modelPath, Threads: -1}, ErrBadOptions, "negative"},
+		// The worker starts, fails to load the model and exits 1: the error
+		// carries its own log line.
+		{"model load fails", SpawnOptions{Binary: workerBin, ModelPath: notModel, WorkerID: "bad-model"}, ErrExitedEarly, "model load failed"},
+		// The worker rejects an unknown flag and exits 2.
+		{"bad flag", SpawnOptions{Binary: workerBin, ModelPath: modelPath, ExtraArgs: []string{"--bogus"}}, ErrExitedEarly, "bogus"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := m.Spawn(ctx, tt.opts)
+			require.ErrorIs(t, err, tt.want)
+			assert.Contains(t, err.Error(), tt.text)
+			assert.Empty(t, m.List())
+			assert.Empty(t, stateEntries(t, dir))
+		})
+	}
+
+	// A process that never answers its health check is killed, with its
+	// whole group, after ReadyTimeout or when ctx ends.
+	script := filepath.Join(t.TempDir(), "silent.sh")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\necho starting but never serving\nsleep 60 &\nwait\n"), 0o755))
+	for _, withCtx := range []bool{false, true} {
+		sctx, cancel := context.WithCancel(ctx)
+		if withCtx {
+			time.AfterFunc(100*time.Millisecond, cancel)
+		}
+		_, err := m.Spawn(sctx, SpawnOptions{Binary: script, ModelPath: modelPath, WorkerID: "silent"})
+		cancel()
+		require.ErrorIs(t, err, ErrNotReady)
+		assert.Contains(t, err.Error(), "starting but never serving")
+		if withCtx {
+			require.ErrorIs(t, err, context.Canceled)
+		}
+		assert.Empty(t, m.List())
+	}
+	// None of the failed spawns is reported as an exit of a ready worker.
+	ex.mu.Lock()
+	assert.Empty(t, ex.got)
+	ex.mu.Unlock()
+}
+
+func TestStopRefusesForeignProcess(t *testing.T) {
+	m := newManager(t, t.TempDir(), nil, nil)
+	stopAllAtEnd(t, m)
+	sleep := exec.Command("sleep", "60")
+	require.NoError(t, sleep.Start())
+	t.Cleanup(func() { _ = sleep.Process.Kill(); _ = sleep.Wait() })
+
+	for _, pid := range []int{sleep.Process.Pid, os.Getpid(), 1, 0, -1} {
+		err := m.Stop(context.Background(), pid, 100*time.Millisecond)
+		require.ErrorIs(t, err, ErrNotOurs, "pid %d", pid)
+		_, err = m.Get(pid)
+		require.ErrorIs(t, err, ErrNotOurs)
+	}
+	assert.True(t, running(sleep.Process.Pid), "Stop must never signal a process it did not start")
+	require.NoError(t, sleep.Process.Signal(syscall.Signal(0)))
+}
+
+func TestStopEscalatesToKillingTheGroup(t *testing.T) {
+	m := newManager(t, t.TempDir(), nil, nil)
+	stopAllAtEnd(t, m)
+	// A launcher that ignores SIGTERM and runs the real worker as its child
+	// in the same process group: only SIGKILL to the group ends both.
+	script := filepath.Join(t.TempDir(), "stubborn.sh")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\ntrap '' TERM\n\"$WORKER\" \"$@\" &\nwait\nwait\n"), 0o755))
+	w, err := m.Spawn(context.Background(), SpawnOptions{Binary: script, ModelPath: modelPath, WorkerID: "stubborn",
+		Env: []string{"WORKER=" + workerBin}})
+	require.NoError(t, err)
+	code, err := health(w.Port)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
+
+	require.NoError(t, m.Stop(context.Background(), w.PID, 300*time.Millisecond))
+	assert.False(t, running(w.PID))
+	// The worker in the launcher's group was killed too (its socket closes
+	// as the kernel tears it down, a moment after the leader is reaped).
+	require.Eventually(t, func() bool { return portClosed(w.Port) }, 10*time.Second, 10*time.Millisecond)
+	assert.Empty(t, m.List())
+}
+
+func TestReadoptAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	a := newManager(t, dir, nil, nil)
+	w := spawn(t, a, "survivor")
+	w2 := spawn(t, a, "second")
+	require.NoError(t, a.Close())
+
+	// Stale entries: a pid that has exited, and a live process (our own
+	// sleep) recorded under another command line and under another start
+	// time. Neither may be adopted nor signalled.
+	done := exec.Command("true")
+	require.NoError(t, done.Run())
+	sleep := exec.Command("sleep", "60")
+	require.NoError(t, sleep.Start())
+	t.Cleanup(func() { _ = sleep.Process.Kill(); _ = sleep.Wait() })
+	sp, err := gproc.NewProcess(int32(sleep.Process.Pid))
+	require.NoError(t, err)
+	sleepCT, err := sp.CreateTime()
+	require.NoError(t, err)
+	state := stateEntries(t, dir)
+	require.Len(t, state, 2)
+	state = append(state,
+		WorkerInfo{PID: done.Process.Pid, WorkerID: "exited", Cmdline: []string{"true"}, CreateTime: 1},
+		WorkerInfo{PID: sleep.Process.Pid, WorkerID: "reused", Cmdline: []string{"sleep", "61"}, CreateTime: sleepCT},
+		WorkerInfo{PID: sleep.Process.Pid, WorkerID: "reused2", Cmdline: []string{"sleep", "60"}, CreateTime: sleepCT - 1000},
+		WorkerInfo{PID: -5, WorkerID: "../bad", Cmdline: []string{"x"}, CreateTime: 1},
+	)
+	b, err := json.Marshal(stateDoc{Format: stateVer, Processes: state})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, stateFile), b, 0o644))
+
+	ex := newExits()
+	m := newManager(t, dir, ex, nil)
+	stopAllAtEnd(t, m)
+	list := m.List()
+	require.Len(t, list, 2)
+	assert.ElementsMatch(t, []int{w.PID, w2.PID}, []int{list[0].PID, list[1].PID})
+	for _, s := range list {
+		assert.True(t, s.Adopted)
+		assert.Positive(t, s.RSS)
+	}
+	assert.Len(t, stateEntries(t, dir), 2, "stale entries are dropped from the file")
+	assert.True(t, running(sleep.Process.Pid))
+	code, err := health(w.Port)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, code)
+	assert.True(t, m.BinaryInUse(workerBin))
+	require.ErrorIs(t, m.Stop(context.Background(), sleep.Process.Pid, time.Second), ErrNotOurs)
+
+	// Stop works on an adopted worker (SIGTERM; it drains and exits).
+	require.NoError(t, m.Stop(context.Background(), w.PID, 10*time.Second))
+	assert.True(t, portClosed(w.Port))
+	require.Eventually(t, func() bool { return ex.has(w.PID) }, 5*time.Second, 10*time.Millisecond)
+	info, exitErr := ex.get(w.PID)
+	assert.True(t, info.Stopped)
+	require.ErrorIs(t, exitErr, ErrExitUnknown)
+
+	// An adopted worker killed from outside is noticed by polling.
+	require.NoError(t, syscall.Kill(w2.PID, syscall.SIGKILL))
+	require.Eventually(t, func() bool { return ex.has(w2.PID) }, 10*time.Second, 10*time.Millisecond)
+	assert.Empty(t, m.List())
+	assert.Empty(t, stateEntries(t, dir))
+	assert.True(t, running(sleep.Process.Pid), "the foreign sleep survived everything")
+}
+
+func TestCorruptStateStartsEmpty(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, stateFile), []byte("{garbage"), 0o644))
+	m := newManager(t, dir, nil, nil)
+	assert.Empty(t, m.List())
+	assert.FileExists(t, filepath.Join(dir, stateFile+".bad"))
+	require.NoError(t, m.Close())
+	require.NoError(t, m.Close())
+	_, err := m.Spawn(context.Background(), SpawnOptions{Binary: workerBin, ModelPath: modelPath})
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = New(Config{})
+	require.ErrorIs(t, err, ErrBadOptions)
+	_, err = New(Config{Dir: t.TempDir(), Host: "localhost:1"})
+	require.ErrorIs(t, err, ErrBadOptions)
+}
+
+// TestCatalogDeleteRefusedWhileRunning wires the two packages the way the
+// node does: the catalog asks the manager whether a binary is in use.
+func TestCatalogDeleteRefusedWhileRunning(t *testing.T) {
+	m := newManager(t, t.TempDir(), nil, nil)
+	stopAllAtEnd(t, m)
+	ccfg := catalog.DefaultConfig()
+	ccfg.Dir = t.TempDir()
+	ccfg.InUse = func(e catalog.Entry) bool { return m.BinaryInUse(e.Path) }
+	cat, err := catalog.New(ccfg)
+	require.NoError(t, err)
+	e, err := cat.Add(context.Background(), catalog.AddOptions{Type: catalog.TypeCPU, Version: "test"}, workerBin)
+	require.NoError(t, err)
+
+	w, err := m.Spawn(context.Background(), SpawnOptions{Binary: e.Path, ModelPath: modelPath})
+	require.NoError(t, err)
+	_, err = cat.Delete(catalog.TypeCPU, "")
+	require.ErrorIs(t, err, catalog.ErrInUse)
+	assert.FileExists(t, e.Path)
+
+	require.NoError(t, m.Stop(context.Background(), w.PID, 10*time.Second))
+	gone, err := cat.Delete(catalog.TypeCPU, "")
+	require.NoError(t, err)
+	assert.Len(t, gone, 1)
+	assert.NoFileExists(t, e.Path)
+}
+
+func TestConcurrentSpawns(t *testing.T) {
+	m := newManager(t, t.TempDir(), nil, nil)
+	stopAllAtEnd(t, m)
+	const n = 3
+	var wg sync.WaitGroup
+	infos := make([]WorkerInfo, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			infos[i], errs[i] = m.Spawn(context.Background(), SpawnOptions{Binary: workerBin, ModelPath: modelPath, Threads: 1})
+		}()
+	}
+	wg.Wait()
+	ports := map[int]bool{}
+	for i := range n {
+		require.NoError(t, errs[i])
+		ports[infos[i].Port] = true
+	}
+	assert.Len(t, ports, n)
+	assert.Len(t, m.List(), n)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, m.StopAll(ctx, 5*time.Second))
+	assert.Empty(t, m.List())
+	for _, w := range infos {
+		assert.False(t, running(w.PID))
+	}
+}

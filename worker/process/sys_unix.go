@@ -1,0 +1,42 @@
+//go:build unix
+
+package process
+
+import (
+	"errors"
+	"os/exec"
+	"syscall"
+)
+
+// setGroup makes the child the leader of its own process group, so a
+// SIGKILL of the group reaches anything the worker started and a signal
+// to the node's group (a terminal's Ctrl-C) does not reach the worker.
+func setGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+}
+
+// signalPID sends sig to one process.
+func signalPID(pid int, sig syscall.Signal) error {
+	err := syscall.Kill(pid, sig)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// killGroup sends SIGKILL to the process group led by pid, if pid still
+// leads one.
+func killGroup(pid int) error {
+	if pgid, err := syscall.Getpgid(pid); err == nil && pgid != pid {
+		// pid no longer leads its group (it was reused): kill nothing but it
+		// is not ours either, so do nothing.
+		return nil
+	}
+	err := syscall.Kill(-pid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+const sigTERM = syscall.SIGTERM
