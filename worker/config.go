@@ -61,6 +61,10 @@ type Config struct {
 	ID string
 	// ModelPath is the GGUF file to serve. Required.
 	ModelPath string
+	// ModelName is the name the model is served under (OpenAI "model",
+	// heartbeats); empty means the file's base name without extension. The
+	// node passes its catalog id.
+	ModelName string
 	// Host is the listen address; loopback by default because the node
 	// reaches its workers on localhost.
 	Host string

@@ -87,6 +87,9 @@ type Server struct {
 
 // New validates cfg and returns a Server that is not yet listening.
 func New(cfg Config) (*Server, error) {
+	if cfg.ModelName == "" {
+		cfg.ModelName = strings.TrimSuffix(filepath.Base(cfg.ModelPath), filepath.Ext(cfg.ModelPath))
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -101,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:       cfg,
 		log:       log.With("worker", cfg.ID),
-		modelName: strings.TrimSuffix(filepath.Base(cfg.ModelPath), filepath.Ext(cfg.ModelPath)),
+		modelName: cfg.ModelName,
 		threads:   threads,
 		state:     StateLoading,
 		loaded:    make(chan struct{}),

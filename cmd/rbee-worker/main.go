@@ -34,6 +34,7 @@ func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("rbee-worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.ModelPath, "model", "", "GGUF model file to serve (required)")
+	fs.StringVar(&cfg.ModelName, "model-name", "", "name to serve the model under (default: the file name)")
 	fs.IntVar(&cfg.Port, "port", 0, "listen port (0 picks a free one)")
 	fs.StringVar(&cfg.ID, "id", "", "worker id (required)")
 	fs.StringVar(&cfg.NodeURL, "node", "", "node base URL that receives heartbeats")
