@@ -330,6 +330,19 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 	}
 }
 
+// ApplyCommand encodes cmd and applies it like Apply.
+func (c *Consensus) ApplyCommand(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	b, err := fsm.Encode(cmd)
+	if err != nil {
+		return fsm.Result{}, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	res, err := c.Apply(ctx, b)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	return res.(fsm.Result), nil
+}
+
 // queryStatus asks a peer whether it already has raft state.
 func (c *Consensus) queryStatus(ctx context.Context, id string) (peerStatus, error) {
 	resp, err := c.call(ctx, id, opStatus, nil)

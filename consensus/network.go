@@ -38,7 +38,8 @@ func (k ConnKind) String() string {
 //
 // Consensus takes ownership of both listeners when it starts: Close closes
 // them. Dial must honour ctx (deadline and cancellation) and be safe for
-// concurrent use.
+// concurrent use; its connections must support deadlines (raft's
+// NetworkTransport and the forward protocol set them), as libp2p streams do.
 type Network interface {
 	// RaftListener accepts incoming ConnRaft connections.
 	RaftListener() net.Listener
