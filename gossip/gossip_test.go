@@ -208,7 +208,7 @@ func TestUpdateMetaPropagates(t *testing.T) {
 
 	// Oversized metadata is refused and changes nothing.
 	big := m
-	big.P2PAddrs = slices.Repeat([]string{"/ip4/192.168.100.100/tcp/7835/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"}, 8)
+	big.P2PAddrs = slices.Repeat([]string{"/ip6/fd00:1234:5678:9abc:def0:1234:5678:9abc/tcp/7835"}, 10)
 	require.ErrorIs(t, gs[1].UpdateMeta(ctxT(t), big), ErrMetaTooLarge)
 	require.Equal(t, m, gs[1].LocalMember().Meta)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/hashicorp/memberlist"
@@ -36,7 +37,10 @@ type Meta struct {
 //	then TLV   field tag (1 byte), value length (uvarint), value bytes
 //
 // Fields are written in tag order and omitted when zero. Strings are UTF-8.
-// P2PAddr and Tag repeat; a Tag value is uvarint(len(key)) key value. A
+// P2PAddr and Tag repeat; a Tag value is uvarint(len(key)) key value. When
+// two or more P2P addresses end in the same "/p2p/<id>" component it is
+// written once as P2PSuffix and stripped from each address (host addresses
+// of a wildcard listen would otherwise overflow the 512 bytes). A
 // decoder skips tags it does not know, so new fields can be added without a
 // version bump; the version only changes if the framing itself does.
 const (
@@ -49,6 +53,10 @@ const (
 	tagBootstrapExpect byte = 5
 	tagRole            byte = 6
 	tagTag             byte = 7
+	tagP2PSuffix       byte = 8
+
+	// p2pComponent starts the libp2p peer-id component of a multiaddr.
+	p2pComponent = "/p2p/"
 
 	// maxBootstrapExpect bounds BootstrapExpect: raft clusters have 3 or 5
 	// voters; anything past 1000 is a typo or an attack.
@@ -78,11 +86,12 @@ func EncodeMeta(m Meta) ([]byte, error) {
 	}
 	str(tagName, "name", m.Name)
 	str(tagHTTPAddr, "http addr", m.HTTPAddr)
+	suffix := commonP2PSuffix(m.P2PAddrs)
 	for _, a := range m.P2PAddrs {
 		if a == "" {
 			return nil, fmt.Errorf("%w: empty p2p address", ErrBadConfig)
 		}
-		str(tagP2PAddr, "p2p addr", a)
+		str(tagP2PAddr, "p2p addr", a[:len(a)-len(suffix)])
 	}
 	str(tagVersion, "version", m.Version)
 	if m.BootstrapExpect > 0 {
@@ -107,6 +116,7 @@ func EncodeMeta(m Meta) ([]byte, error) {
 		val = append(val, v...)
 		b = appendField(b, tagTag, val)
 	}
+	str(tagP2PSuffix, "p2p suffix", suffix)
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +124,34 @@ func EncodeMeta(m Meta) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMetaTooLarge, len(b), memberlist.MetaMaxSize)
 	}
 	return b, nil
+}
+
+// commonP2PSuffix returns the "/p2p/<id>" component every address ends
+// with, if there are at least two addresses, or "".
+func commonP2PSuffix(addrs []string) string {
+	if len(addrs) < 2 {
+		return ""
+	}
+	i := strings.LastIndex(addrs[0], p2pComponent)
+	if i < 0 {
+		return ""
+	}
+	suffix := addrs[0][i:]
+	if !validP2PSuffix(suffix) {
+		return ""
+	}
+	for _, a := range addrs {
+		if len(a) <= len(suffix) || !strings.HasSuffix(a, suffix) {
+			return ""
+		}
+	}
+	return suffix
+}
+
+// validP2PSuffix reports whether s is one "/p2p/<id>" component.
+func validP2PSuffix(s string) bool {
+	id, ok := strings.CutPrefix(s, p2pComponent)
+	return ok && id != "" && !strings.Contains(id, "/")
 }
 
 func appendField(b []byte, tag byte, val []byte) []byte {
@@ -137,6 +175,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		return m, fmt.Errorf("%w: %d", ErrMetaVersion, b[0])
 	}
 	seen := make(map[byte]bool)
+	var suffix string
 	rest := b[1:]
 	for len(rest) > 0 {
 		tag := rest[0]
@@ -147,7 +186,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		val := rest[1+k : 1+k+int(n)]
 		rest = rest[1+k+int(n):]
 		switch tag {
-		case tagName, tagHTTPAddr, tagVersion, tagBootstrapExpect, tagRole:
+		case tagName, tagHTTPAddr, tagVersion, tagBootstrapExpect, tagRole, tagP2PSuffix:
 			if seen[tag] {
 				return Meta{}, fmt.Errorf("%w: field %d repeated", ErrMetaMalformed, tag)
 			}
@@ -156,7 +195,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		switch tag {
 		case 0:
 			return Meta{}, fmt.Errorf("%w: field tag 0", ErrMetaMalformed)
-		case tagName, tagHTTPAddr, tagP2PAddr, tagVersion, tagRole:
+		case tagName, tagHTTPAddr, tagP2PAddr, tagVersion, tagRole, tagP2PSuffix:
 			if len(val) == 0 || !utf8.Valid(val) {
 				return Meta{}, fmt.Errorf("%w: field %d: empty or invalid UTF-8 string", ErrMetaMalformed, tag)
 			}
@@ -172,6 +211,11 @@ func DecodeMeta(b []byte) (Meta, error) {
 				m.Version = s
 			case tagRole:
 				m.Role = s
+			case tagP2PSuffix:
+				if !validP2PSuffix(s) {
+					return Meta{}, fmt.Errorf("%w: bad p2p suffix %q", ErrMetaMalformed, s)
+				}
+				suffix = s
 			}
 		case tagBootstrapExpect:
 			v, k := binary.Uvarint(val)
@@ -197,6 +241,11 @@ func DecodeMeta(b []byte) (Meta, error) {
 			m.Tags[string(key)] = string(v)
 		default:
 			// A field from a newer build: skip it.
+		}
+	}
+	if suffix != "" {
+		for i := range m.P2PAddrs {
+			m.P2PAddrs[i] += suffix
 		}
 	}
 	return m, nil

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -42,6 +43,31 @@ func TestMetaRoundTrip(t *testing.T) {
 	}
 }
 
+func TestMetaSharesPeerIDSuffix(t *testing.T) {
+	const id = "/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
+	// A wildcard listen on a host with many interfaces (docker bridges,
+	// VPNs) yields many addresses, each ending in the peer id.
+	var addrs []string
+	for i := range 10 {
+		addrs = append(addrs, "/ip4/172.17."+strings.Repeat("1", i%3+1)+".1/tcp/7835"+id)
+	}
+	m := Meta{Name: "hive", HTTPAddr: "127.0.0.1:7833", P2PAddrs: addrs, Version: "0.1.0"}
+	b, err := EncodeMeta(m)
+	require.NoError(t, err, "10 addresses fit because the peer id is written once")
+	require.Equal(t, 1, strings.Count(string(b), id))
+	got, err := DecodeMeta(b)
+	require.NoError(t, err)
+	require.Equal(t, m, got)
+
+	// Addresses that do not share the suffix are written whole.
+	mixed := Meta{P2PAddrs: []string{"/ip4/1.2.3.4/tcp/1" + id, "/ip4/1.2.3.4/tcp/2"}}
+	b, err = EncodeMeta(mixed)
+	require.NoError(t, err)
+	got, err = DecodeMeta(b)
+	require.NoError(t, err)
+	require.Equal(t, mixed, got)
+}
+
 func TestMetaEncodingIsCompactAndStable(t *testing.T) {
 	b, err := EncodeMeta(Meta{Name: "ab", BootstrapExpect: 3})
 	require.NoError(t, err)
@@ -65,7 +91,7 @@ func TestEncodeMetaErrors(t *testing.T) {
 		want error
 	}{
 		{"too large", Meta{Name: long}, ErrMetaTooLarge},
-		{"many addrs", Meta{P2PAddrs: strings.Split(strings.Repeat("/ip4/10.0.0.1/tcp/7835/p2p/12D3KooWxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx,", 8), ",")[:8]}, ErrMetaTooLarge},
+		{"many addrs", Meta{P2PAddrs: slices.Repeat([]string{"/ip6/fd00:1234:5678:9abc:def0:1234:5678:9abc/tcp/7835"}, 10)}, ErrMetaTooLarge},
 		{"bad utf8", Meta{Name: "\xff"}, ErrBadConfig},
 		{"bad utf8 tag", Meta{Tags: map[string]string{"k": "\xff"}}, ErrBadConfig},
 		{"empty tag key", Meta{Tags: map[string]string{"": "v"}}, ErrBadConfig},
@@ -104,6 +130,9 @@ func TestDecodeMetaErrors(t *testing.T) {
 		{"tag empty key", []byte{1, tagTag, 2, 0, 'v'}, ErrMetaMalformed},
 		{"tag key past end", []byte{1, tagTag, 2, 5, 'k'}, ErrMetaMalformed},
 		{"repeated tag key", []byte{1, tagTag, 2, 1, 'k', tagTag, 2, 1, 'k'}, ErrMetaMalformed},
+		{"suffix not p2p", []byte{1, tagP2PAddr, 1, '/', tagP2PSuffix, 2, '/', 'x'}, ErrMetaMalformed},
+		{"suffix two components", append([]byte{1, tagP2PSuffix, 9}, "/p2p/a/bc"...), ErrMetaMalformed},
+		{"suffix empty id", append([]byte{1, tagP2PSuffix, 5}, "/p2p/"...), ErrMetaMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
