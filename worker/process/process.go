@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -357,6 +358,13 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	p := &proc{info: info, cmd: cmd, done: make(chan struct{})}
 
 	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		_ = killGroup(info.PID)
+		_ = cmd.Wait()
+		logf.Close()
+		return WorkerInfo{}, ErrClosed
+	}
 	m.procs[info.PID] = p
 	m.saveLocked()
 	m.mu.Unlock()
@@ -794,6 +802,37 @@ func (m *Manager) saveLocked() {
 	}
 }
 
+// maxStateBytes bounds processes.json: a few hundred bytes per worker, and
+// a hive runs a handful of workers; 4 MiB means something is badly wrong.
+const maxStateBytes = 4 << 20
+
+// parseState decodes processes.json, dropping malformed entries (bad pid,
+// no command line or start time, unsafe worker id, duplicate pid).
+func parseState(data []byte) ([]WorkerInfo, error) {
+	if len(data) > maxStateBytes {
+		return nil, fmt.Errorf("process: %s larger than %d bytes", stateFile, maxStateBytes)
+	}
+	var doc stateDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("process: %s: %w", stateFile, err)
+	}
+	if doc.Format != stateVer {
+		return nil, fmt.Errorf("process: %s format %d, want %d", stateFile, doc.Format, stateVer)
+	}
+	seen := make(map[int]bool, len(doc.Processes))
+	out := make([]WorkerInfo, 0, len(doc.Processes))
+	for _, info := range doc.Processes {
+		if info.PID <= 0 || info.PID > math.MaxInt32 || len(info.Cmdline) == 0 || info.CreateTime <= 0 ||
+			catalog.ValidName("worker id", info.WorkerID) != nil || seen[info.PID] {
+			continue
+		}
+		seen[info.PID] = true
+		info.Adopted, info.Stopped = false, false
+		out = append(out, info)
+	}
+	return out, nil
+}
+
 // adopt loads processes.json and keeps the entries that still run.
 func (m *Manager) adopt() error {
 	path := filepath.Join(m.dir, stateFile)
@@ -804,28 +843,20 @@ func (m *Manager) adopt() error {
 	if err != nil {
 		return fmt.Errorf("process: %w", err)
 	}
-	var doc stateDoc
-	if err := json.Unmarshal(data, &doc); err != nil || doc.Format != stateVer {
+	infos, err := parseState(data)
+	if err != nil {
 		// Unreadable: start empty (nothing is signalled), keep the file
 		// for a human.
-		m.log.Error("process table unreadable; starting empty", "path", path, "err", err, "format", doc.Format)
+		m.log.Error("process table unreadable; starting empty", "path", path, "err", err)
 		_ = os.Rename(path, path+".bad")
 		return nil
 	}
-	for _, info := range doc.Processes {
-		if info.PID <= 0 || len(info.Cmdline) == 0 || info.CreateTime == 0 || catalog.ValidName("worker id", info.WorkerID) != nil {
-			m.log.Warn("dropping malformed process entry", "pid", info.PID)
-			continue
-		}
+	for _, info := range infos {
 		if !alive(info) {
 			m.log.Info("dropping process entry: not running (or pid reused)", "worker", info.WorkerID, "pid", info.PID)
 			continue
 		}
-		if _, dup := m.procs[info.PID]; dup {
-			continue
-		}
 		info.Adopted = true
-		info.Stopped = false
 		m.procs[info.PID] = &proc{info: info, done: make(chan struct{}), notify: true}
 		m.log.Info("re-adopted worker", "worker", info.WorkerID, "pid", info.PID, "port", info.Port)
 	}
