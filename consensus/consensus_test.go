@@ -166,6 +166,9 @@ func TestThreeNodeExpectLifecycle(t *testing.T) {
 		n, ok := leader.fsm.Node(old)
 		return ok && n.State == fsm.NodeFailed
 	}, 10*time.Second, 10*time.Millisecond)
+	// Failed servers stay in the configuration until reaped.
+	voters, _ := suffrages(t, leader)
+	require.Contains(t, voters, old)
 	require.NoError(t, leader.c.Snapshot())
 
 	// Restart it on its data dir: it rejoins and catches up.

@@ -126,20 +126,19 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[stri
 		case MemberAlive:
 			if id != c.cfg.LocalID && !c.isLeaving(id) {
 				if !inConfig || srv.Address != raft.ServerAddress(id) {
-					add := r.AddNonvoter
-					suffrage := "nonvoter"
+					add, suffrage := r.AddNonvoter, raft.Nonvoter
 					if voters < c.cfg.MaxVoters || (inConfig && srv.Suffrage == raft.Voter) {
-						add, suffrage = r.AddVoter, "voter"
-						if !inConfig {
-							voters++
-						}
+						add, suffrage = r.AddVoter, raft.Voter
 					}
-					c.log.Info("adding server", "id", id, "name", m.Name, "as", suffrage)
+					c.log.Info("adding server", "id", id, "name", m.Name, "as", suffrage.String())
 					if err := add(raft.ServerID(id), raft.ServerAddress(id), 0, c.cfg.ApplyTimeout).Error(); err != nil {
 						errs = append(errs, err)
 						continue
 					}
-					servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(id)}
+					if suffrage == raft.Voter && !inConfig {
+						voters++
+					}
+					servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(id), Suffrage: suffrage}
 				}
 			}
 			errs = append(errs, c.ensureNode(ctx, r, st, m, fsm.NodeAlive, now))
