@@ -26,7 +26,8 @@ const minKVTokens = 64
 type Session struct {
 	m      *Model
 	tokens []int32     // evaluated tokens; the KV cache holds exactly these
-	kc, vc [][]float32 // per layer: capTok × kvDim keys / values (post-RoPE keys)
+	kc     [][]float32 // per layer: capTok × kvDim keys after RoPE, row per position
+	vc     [][]float32 // per layer: kvDim × capTok values, transposed (row per dimension)
 	capTok int
 
 	batchCap                          int
@@ -87,12 +88,16 @@ func (s *Session) ensureKV(nTok int) {
 	c := max(nTok, 2*s.capTok, minKVTokens)
 	c = min(c, hp.nCtx)
 	kvDim := hp.nHeadKV * hp.headDim
-	used := len(s.tokens) * kvDim
+	used := len(s.tokens)
 	for l := range s.kc {
 		nk := make([]float32, c*kvDim)
 		nv := make([]float32, c*kvDim)
-		copy(nk, s.kc[l][:used])
-		copy(nv, s.vc[l][:used])
+		if used > 0 {
+			copy(nk, s.kc[l][:used*kvDim])
+			for r := 0; r < kvDim; r++ {
+				copy(nv[r*c:r*c+used], s.vc[l][r*s.capTok:r*s.capTok+used])
+			}
+		}
 		s.kc[l], s.vc[l] = nk, nv
 	}
 	s.capTok = c
@@ -181,7 +186,11 @@ func (s *Session) forward(ids []int32, wantLogits bool) error {
 			}
 		}
 		copy(kc[pos0*kvDim:(pos0+n)*kvDim], k)
-		copy(vc[pos0*kvDim:(pos0+n)*kvDim], v)
+		for i := 0; i < n; i++ {
+			for r, val := range v[i*kvDim : (i+1)*kvDim] {
+				vc[r*s.capTok+pos0+i] = val
+			}
+		}
 		s.aLayer, s.aN, s.aPos0 = li, n, pos0
 		pool.Run(n*hp.nHead, s.attnFn)
 		quant.MatMul(pool, xb2, l.wo, att, n)
@@ -221,7 +230,7 @@ func (s *Session) attention(worker, start, end int) {
 		ko := (h / group) * hd
 		mx := float32(math.Inf(-1))
 		for j := 0; j <= pos; j++ {
-			d := dot(q, kc[j*kvDim+ko:j*kvDim+ko+hd]) * scale
+			d := quant.DotF32(q, kc[j*kvDim+ko:j*kvDim+ko+hd]) * scale
 			sc[j] = d
 			if d > mx {
 				mx = d
@@ -234,10 +243,14 @@ func (s *Session) attention(worker, start, end int) {
 			sum += float64(e)
 		}
 		inv := float32(1 / sum)
+		w := sc[:pos+1]
+		for j := range w {
+			w[j] *= inv
+		}
 		out := s.att[i*qDim+h*hd : i*qDim+(h+1)*hd]
-		clear(out)
-		for j := 0; j <= pos; j++ {
-			axpy(out, vc[j*kvDim+ko:j*kvDim+ko+hd], sc[j]*inv)
+		for d := range out {
+			row := (ko + d) * s.capTok
+			out[d] = quant.DotF32(w, vc[row:row+pos+1])
 		}
 	}
 }
@@ -283,28 +296,5 @@ func swiglu(g, u []float32) {
 	u = u[:len(g)]
 	for i, v := range g {
 		g[i] = v / (1 + float32(math.Exp(float64(-v)))) * u[i]
-	}
-}
-
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
-func axpy(dst, x []float32, a float32) {
-	x = x[:len(dst)]
-	for i, v := range x {
-		dst[i] += a * v
 	}
 }
