@@ -35,15 +35,15 @@ const (
 // Progress is one progress report of a Transfer.
 type Progress struct {
 	// Done is the number of bytes in the partial file, including resumed ones.
-	Done int64
+	Done int64 `json:"done"`
 	// Total is the expected size, or -1 when unknown.
-	Total int64
+	Total int64 `json:"total"`
 	// Resumed is how many bytes were already present when the transfer started.
-	Resumed int64
+	Resumed int64 `json:"resumed"`
 	// Rate is the average speed of this transfer in bytes per second.
-	Rate float64
-	// ETA is the estimated time left, or -1 when unknown.
-	ETA time.Duration
+	Rate float64 `json:"rate"`
+	// ETA is the estimated time left, or -1 when unknown (JSON: nanoseconds).
+	ETA time.Duration `json:"eta_ns"`
 }
 
 // Opener opens the content at offset. It returns the body, the offset the

@@ -1,0 +1,456 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rbee-project/rbee/model/hf"
+	"github.com/rbee-project/rbee/model/hf/hubtest"
+	"github.com/rbee-project/rbee/model/quant"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const stories260KSHA = "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d"
+
+type fixture struct {
+	hub    *hubtest.Hub
+	client *hf.Client
+	cat    *Catalog
+	q4     []byte // org/repo model-Q4_K_M.gguf
+	q8     []byte // org/repo model-Q8_0.gguf
+	f16    []byte // org/repo sub/model-F16.gguf
+}
+
+func newFixture(t *testing.T, token string) *fixture {
+	t.Helper()
+	f := &fixture{hub: hubtest.New()}
+	t.Cleanup(f.hub.Close)
+	f.q4 = ggufBytes(t, quant.Q4_K, 1)
+	f.q8 = ggufBytes(t, quant.Q8_0, 2)
+	f.f16 = ggufBytes(t, quant.F16, 3)
+	f.hub.AddFile("org/repo", "model-Q4_K_M.gguf", f.q4)
+	f.hub.AddFile("org/repo", "model-Q8_0.gguf", f.q8)
+	f.hub.AddFile("org/repo", "sub/model-F16.gguf", f.f16)
+	f.hub.AddFile("org/repo", "mmproj-model-f16.gguf", ggufBytes(t, quant.F16, 4))
+	f.hub.AddGitFile("org/repo", "README.md", []byte("# model\n"))
+	cfg := hf.DefaultConfig()
+	cfg.Endpoint = f.hub.URL()
+	cfg.Token = token
+	var err error
+	f.client, err = hf.New(cfg)
+	require.NoError(t, err)
+	f.cat = newCatalog(t, t.TempDir(), nil)
+	return f
+}
+
+func (f *fixture) fetch(t *testing.T, ref string, opts FetchOptions) (Entry, error) {
+	t.Helper()
+	r, err := ParseRef(ref)
+	require.NoError(t, err)
+	if opts.HF == nil {
+		opts.HF = f.client
+	}
+	return f.cat.Fetch(context.Background(), r, opts)
+}
+
+func (f *fixture) cdnGets() []hubtest.Request {
+	var out []hubtest.Request
+	for _, r := range f.hub.Requests() {
+		if r.Server == "cdn" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func partials(t *testing.T, c *Catalog) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(c.Dir(), PartialDir))
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestFetchHF(t *testing.T) {
+	for _, tc := range []struct {
+		ref, id, file, quant string
+		data                 func(*fixture) []byte
+	}{
+		{"hf:org/repo", "hf--org--repo--model-q4_k_m", "model-Q4_K_M.gguf", "Q4_K", func(f *fixture) []byte { return f.q4 }},
+		{"hf:org/repo:q8_0", "hf--org--repo--model-q8_0", "model-Q8_0.gguf", "Q8_0", func(f *fixture) []byte { return f.q8 }},
+		{"hf:org/repo/sub/model-F16.gguf", "hf--org--repo--sub--model-f16", "model-F16.gguf", "F16", func(f *fixture) []byte { return f.f16 }},
+	} {
+		t.Run(tc.ref, func(t *testing.T) {
+			f := newFixture(t, "")
+			var last Progress
+			e, err := f.fetch(t, tc.ref, FetchOptions{Progress: func(p Progress) { last = p }})
+			require.NoError(t, err)
+			data := tc.data(f)
+			require.Equal(t, tc.id, e.ID)
+			require.Equal(t, tc.file, e.FileName)
+			require.Equal(t, tc.quant, e.Quantization)
+			require.Equal(t, sha(data), e.SHA256)
+			require.Equal(t, SourceHF, e.Source)
+			require.True(t, strings.HasPrefix(e.Ref, "hf:org/repo/"), e.Ref)
+			got, err := os.ReadFile(e.Path)
+			require.NoError(t, err)
+			require.Equal(t, data, got)
+			require.EqualValues(t, len(data), last.Done)
+			require.Equal(t, tc.id, last.ID)
+			require.Equal(t, SourceHF, last.Source)
+			require.Empty(t, partials(t, f.cat), "no partial left")
+
+			// A second fetch is answered from the catalog.
+			n := len(f.cdnGets())
+			again, err := f.fetch(t, tc.ref, FetchOptions{})
+			require.NoError(t, err)
+			require.Equal(t, e, again)
+			require.Len(t, f.cdnGets(), n)
+		})
+	}
+}
+
+func TestFetchHFErrors(t *testing.T) {
+	f := newFixture(t, "")
+	for _, tc := range []struct {
+		ref string
+		err error
+	}{
+		{"hf:org/missing", hf.ErrNotFound},
+		{"hf:org/repo/nope.gguf", hf.ErrNotFound},
+		{"hf:org/repo:Q2_K", hf.ErrNoGGUF},
+	} {
+		_, err := f.fetch(t, tc.ref, FetchOptions{})
+		require.ErrorIs(t, err, tc.err, tc.ref)
+	}
+	list, _ := f.cat.List()
+	require.Empty(t, list)
+}
+
+func TestFetchGated(t *testing.T) {
+	f := newFixture(t, "")
+	f.hub.AddFile("org/gated", "g-Q4_K_M.gguf", f.q4)
+	f.hub.Gate("org/gated", "hf_good")
+
+	_, err := f.fetch(t, "hf:org/gated", FetchOptions{})
+	require.ErrorIs(t, err, hf.ErrGated)
+	require.ErrorContains(t, err, "set HF_TOKEN")
+	_, err = f.fetch(t, "hf:org/gated/g-Q4_K_M.gguf", FetchOptions{})
+	require.ErrorIs(t, err, hf.ErrGated)
+	list, _ := f.cat.List()
+	require.Empty(t, list)
+
+	cfg := hf.DefaultConfig()
+	cfg.Endpoint = f.hub.URL()
+	cfg.Token = "hf_good"
+	authed, err := hf.New(cfg)
+	require.NoError(t, err)
+	e, err := f.fetch(t, "hf:org/gated", FetchOptions{HF: authed})
+	require.NoError(t, err)
+	require.Equal(t, sha(f.q4), e.SHA256)
+	for _, r := range f.cdnGets() {
+		require.Empty(t, r.Authorization, "the token must not reach the CDN")
+	}
+}
+
+func TestFetchCorruptedAddsNothing(t *testing.T) {
+	f := newFixture(t, "")
+	f.hub.Corrupt(sha(f.q4))
+	_, err := f.fetch(t, "hf:org/repo", FetchOptions{})
+	require.ErrorIs(t, err, hf.ErrChecksum)
+	list, _ := f.cat.List()
+	require.Empty(t, list)
+	require.Empty(t, partials(t, f.cat), "corrupt partial deleted")
+}
+
+func TestFetchResumesAfterCut(t *testing.T) {
+	f := newFixture(t, "")
+	f.hub.CutNext(sha(f.q8), 1000)
+	e, err := f.fetch(t, "hf:org/repo:Q8_0", FetchOptions{Retries: 1})
+	require.NoError(t, err)
+	require.Equal(t, sha(f.q8), e.SHA256)
+	gets := f.cdnGets()
+	require.Len(t, gets, 2)
+	require.Equal(t, "bytes=1000-", gets[1].Range)
+}
+
+func TestFetchResumesAcrossCalls(t *testing.T) {
+	f := newFixture(t, "")
+	f.hub.CutNext(sha(f.q8), 1500)
+	_, err := f.fetch(t, "hf:org/repo:Q8_0", FetchOptions{Retries: -1})
+	require.Error(t, err)
+	require.Len(t, partials(t, f.cat), 1, "the partial stays")
+	list, _ := f.cat.List()
+	require.Empty(t, list)
+
+	e, err := f.fetch(t, "hf:org/repo:Q8_0", FetchOptions{Retries: -1})
+	require.NoError(t, err)
+	require.Equal(t, sha(f.q8), e.SHA256)
+	gets := f.cdnGets()
+	require.Equal(t, "bytes=1500-", gets[len(gets)-1].Range)
+	require.Empty(t, partials(t, f.cat))
+}
+
+func TestFetchCancelKeepsPartial(t *testing.T) {
+	f := newFixture(t, "")
+	big := make([]byte, 0, 4<<20)
+	big = append(big, f.q8...)
+	big = append(big, make([]byte, 4<<20-len(f.q8))...) // still a valid GGUF: trailing bytes are ignored
+	f.hub.AddFile("org/big", "big-Q8_0.gguf", big)
+	r, err := ParseRef("hf:org/big")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err = f.cat.Fetch(ctx, r, FetchOptions{HF: f.client, Progress: func(p Progress) {
+		if p.Done > 0 {
+			cancel()
+		}
+	}})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Len(t, partials(t, f.cat), 1)
+	list, _ := f.cat.List()
+	require.Empty(t, list)
+
+	e, err := f.cat.Fetch(context.Background(), r, FetchOptions{HF: f.client})
+	require.NoError(t, err)
+	require.Equal(t, sha(big), e.SHA256)
+	gets := f.cdnGets()
+	require.True(t, strings.HasPrefix(gets[len(gets)-1].Range, "bytes="), "resumed with a range")
+}
+
+func TestFetchNotGGUFDeleted(t *testing.T) {
+	f := newFixture(t, "")
+	f.hub.AddFile("org/junk", "junk.gguf", []byte("not a gguf at all"))
+	_, err := f.fetch(t, "hf:org/junk", FetchOptions{})
+	require.ErrorIs(t, err, ErrNotGGUF)
+	require.Empty(t, partials(t, f.cat))
+}
+
+func TestFetchURL(t *testing.T) {
+	f := newFixture(t, "secret")
+	blob := f.hub.CDN.URL + "/blobs/" + sha(f.q8)
+
+	e, err := f.fetch(t, blob, FetchOptions{})
+	require.NoError(t, err)
+	require.Equal(t, sha(f.q8), e.SHA256, "recorded as computed")
+	require.Equal(t, SourceURL, e.Source)
+	require.Equal(t, MakeID("url", "127.0.0.1", sha(f.q8)), e.ID)
+	require.Equal(t, sha(f.q8)+".gguf", e.FileName)
+
+	// With #sha256= the hash is checked: a wrong one is rejected.
+	f2 := newFixture(t, "")
+	wrong := strings.Repeat("0", 64)
+	_, err = f2.fetch(t, f2.hub.CDN.URL+"/blobs/"+sha(f2.q4)+"#sha256="+wrong, FetchOptions{})
+	require.ErrorIs(t, err, hf.ErrChecksum)
+	list, _ := f2.cat.List()
+	require.Empty(t, list)
+	e, err = f2.fetch(t, f2.hub.CDN.URL+"/blobs/"+sha(f2.q4)+"#sha256="+sha(f2.q4), FetchOptions{})
+	require.NoError(t, err)
+	require.Equal(t, sha(f2.q4), e.SHA256)
+	for _, r := range append(f.cdnGets(), f2.cdnGets()...) {
+		require.Empty(t, r.Authorization)
+	}
+}
+
+func TestFetchLocal(t *testing.T) {
+	for _, link := range []bool{false, true} {
+		t.Run(fmt.Sprint("link=", link), func(t *testing.T) {
+			f := newFixture(t, "")
+			src := filepath.Join(t.TempDir(), "My Model.gguf")
+			require.NoError(t, os.WriteFile(src, f.f16, 0o644))
+			e, err := f.fetch(t, src, FetchOptions{LinkLocal: link})
+			require.NoError(t, err)
+			require.Equal(t, "local--my-model", e.ID)
+			require.Equal(t, "My Model.gguf", e.FileName)
+			require.Equal(t, sha(f.f16), e.SHA256)
+			require.Equal(t, src, e.Ref)
+			got, err := os.ReadFile(e.Path)
+			require.NoError(t, err)
+			require.Equal(t, f.f16, got)
+			_, err = os.Stat(src)
+			require.NoError(t, err, "the original stays")
+		})
+	}
+	f := newFixture(t, "")
+	_, err := f.fetch(t, "org/repo", FetchOptions{})
+	require.ErrorContains(t, err, "hf:org/repo")
+	dir := t.TempDir()
+	_, err = f.fetch(t, dir, FetchOptions{})
+	require.ErrorContains(t, err, "not a regular file")
+}
+
+func TestFetchBuiltin(t *testing.T) {
+	f := newFixture(t, "")
+	e, err := f.fetch(t, "builtin:stories260k", FetchOptions{Peers: failingPeer{t}})
+	require.NoError(t, err)
+	require.Equal(t, "builtin--stories260k", e.ID)
+	require.Equal(t, stories260KSHA, e.SHA256)
+	require.EqualValues(t, 1185376, e.Size)
+	require.Equal(t, "stories260K.gguf", e.FileName)
+	require.Equal(t, "llama", e.Architecture)
+	require.Equal(t, "F32", e.Quantization)
+	require.EqualValues(t, 2048, e.ContextLength)
+	require.Equal(t, SourceBuiltin, e.Source)
+	require.Equal(t, "builtin:stories260k", e.Ref)
+	fixture, err := os.ReadFile("../../testdata/model/stories260K.gguf")
+	require.NoError(t, err)
+	got, err := os.ReadFile(e.Path)
+	require.NoError(t, err)
+	require.Equal(t, fixture, got)
+}
+
+// failingPeer fails the test if asked: builtin and local refs never go to peers.
+type failingPeer struct{ t *testing.T }
+
+func (p failingPeer) OpenRange(context.Context, string, int64) (io.ReadCloser, int64, error) {
+	p.t.Error("peer asked")
+	return nil, 0, errors.New("no")
+}
+
+// catalogPeer serves files from another node's Catalog the way the node's
+// libp2p handler does (OpenBySHA256 + seek), with fault injection.
+type catalogPeer struct {
+	c         *Catalog
+	mu        sync.Mutex
+	calls     []int64 // offsets asked
+	cutAfter  int64   // > 0: the first stream breaks after this many bytes, later opens fail
+	corrupt   bool
+	streamsOK int
+}
+
+func (p *catalogPeer) OpenRange(_ context.Context, sum string, off int64) (io.ReadCloser, int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, off)
+	if p.cutAfter > 0 && len(p.calls) > 1 {
+		return nil, 0, errors.New("peer went away")
+	}
+	f, e, err := p.c.OpenBySHA256(sum)
+	if err != nil {
+		return nil, 0, err
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	var r io.Reader = f
+	if p.corrupt {
+		b, _ := io.ReadAll(f)
+		b[len(b)/2] ^= 1
+		r = strings.NewReader(string(b))
+	}
+	if p.cutAfter > 0 {
+		r = io.MultiReader(io.LimitReader(r, p.cutAfter), errReader{})
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{r, f}, e.Size, nil
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("stream reset") }
+
+func TestFetchFromPeer(t *testing.T) {
+	f := newFixture(t, "")
+	// Node B already has the file (downloaded from the Hub).
+	nodeB := newCatalog(t, t.TempDir(), nil)
+	bEntry, err := nodeB.Fetch(context.Background(), Ref{Source: SourceHF, Repo: "org/repo", Quant: "Q8_0"}, FetchOptions{HF: f.client})
+	require.NoError(t, err)
+	cdnBefore := len(f.cdnGets())
+
+	peer := &catalogPeer{c: nodeB}
+	var sources []Source
+	e, err := f.fetch(t, "hf:org/repo:Q8_0", FetchOptions{Peers: peer, Progress: func(p Progress) { sources = append(sources, p.Source) }})
+	require.NoError(t, err)
+	require.Equal(t, SourcePeer, e.Source)
+	require.Equal(t, bEntry.ID, e.ID, "same id on every node")
+	require.Equal(t, bEntry.SHA256, e.SHA256)
+	require.Len(t, f.cdnGets(), cdnBefore, "nothing downloaded from the internet")
+	require.Contains(t, sources, SourcePeer)
+	require.Equal(t, []int64{0}, peer.calls)
+}
+
+func TestFetchPeerCorruptFallsBackToHub(t *testing.T) {
+	f := newFixture(t, "")
+	nodeB := newCatalog(t, t.TempDir(), nil)
+	_, err := nodeB.Fetch(context.Background(), Ref{Source: SourceHF, Repo: "org/repo"}, FetchOptions{HF: f.client})
+	require.NoError(t, err)
+	e, err := f.fetch(t, "hf:org/repo", FetchOptions{Peers: &catalogPeer{c: nodeB, corrupt: true}})
+	require.NoError(t, err)
+	require.Equal(t, SourceHF, e.Source)
+	require.Equal(t, sha(f.q4), e.SHA256)
+}
+
+func TestFetchPeerCutResumesFromHub(t *testing.T) {
+	f := newFixture(t, "")
+	nodeB := newCatalog(t, t.TempDir(), nil)
+	_, err := nodeB.Fetch(context.Background(), Ref{Source: SourceHF, Repo: "org/repo"}, FetchOptions{HF: f.client})
+	require.NoError(t, err)
+	cdnBefore := len(f.cdnGets())
+	peer := &catalogPeer{c: nodeB, cutAfter: 1234}
+	e, err := f.fetch(t, "hf:org/repo", FetchOptions{Peers: peer, Retries: 1})
+	require.NoError(t, err)
+	require.Equal(t, sha(f.q4), e.SHA256)
+	require.Equal(t, []int64{0, 1234}, peer.calls, "the peer is asked to resume first")
+	gets := f.cdnGets()[cdnBefore:]
+	require.Len(t, gets, 1)
+	require.Equal(t, "bytes=1234-", gets[0].Range, "the Hub continues where the peer stopped")
+}
+
+func TestFetchSameContentUnderNewID(t *testing.T) {
+	f := newFixture(t, "")
+	_, err := f.fetch(t, "hf:org/repo:Q8_0", FetchOptions{})
+	require.NoError(t, err)
+	n := len(f.cdnGets())
+	e, err := f.fetch(t, f.hub.CDN.URL+"/blobs/"+sha(f.q8)+"#sha256="+sha(f.q8), FetchOptions{})
+	require.NoError(t, err)
+	require.Equal(t, SourceURL, e.Source)
+	require.Len(t, f.cdnGets(), n, "copied from the existing entry")
+	list, _ := f.cat.List()
+	require.Len(t, list, 2)
+}
+
+func TestFetchConcurrentSameRef(t *testing.T) {
+	f := newFixture(t, "")
+	var wg sync.WaitGroup
+	entries := make([]Entry, 3)
+	for i := range entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, _ := ParseRef("hf:org/repo")
+			e, err := f.cat.Fetch(context.Background(), r, FetchOptions{HF: f.client})
+			assert.NoError(t, err)
+			entries[i] = e
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, entries[0], entries[1])
+	require.Equal(t, entries[0], entries[2])
+	require.Len(t, f.cdnGets(), 1, "one download")
+}
+
+func TestFetchExistsConflict(t *testing.T) {
+	f := newFixture(t, "")
+	e, err := f.fetch(t, "hf:org/repo:Q8_0", FetchOptions{})
+	require.NoError(t, err)
+	// Upstream replaces the file under the same name.
+	f.hub.AddFile("org/repo", "model-Q8_0.gguf", ggufBytes(t, quant.Q8_0, 99))
+	_, err = f.fetch(t, "hf:org/repo:Q8_0", FetchOptions{})
+	require.ErrorIs(t, err, ErrExists)
+	got, _ := f.cat.Get(e.ID)
+	require.Equal(t, e, got)
+}
