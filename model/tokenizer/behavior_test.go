@@ -271,3 +271,45 @@ func TestConcurrentEncode(t *testing.T) {
 		t.Fatal(e)
 	}
 }
+
+// TestEveryTokenAndCodepoint is in the spirit of llama.cpp's
+// test-tokenizer-1-{bpe,spm}: every normal token's text, and every Unicode
+// scalar value, survives Decode(Encode(x)).
+func TestEveryTokenAndCodepoint(t *testing.T) {
+	for _, name := range vocabNames(t) {
+		tok := loadVocab(t, name)
+		bad := 0
+		for id := range int32(tok.VocabSize()) {
+			if tok.attrs[id]&attrNormal == 0 {
+				continue
+			}
+			s := tok.Decode([]int32{id})
+			if !utf8.ValidString(s) || (tok.kind == kindSPM && strings.ContainsRune(s, '▁')) {
+				continue
+			}
+			if got := tok.Decode(tok.Encode(s, false, true)); got != s {
+				bad++
+				if bad < 5 {
+					t.Errorf("%s: token %d %q round-trips to %q", name, id, s, got)
+				}
+			}
+		}
+		// Every BMP code point; the supplementary planes sampled.
+		for r := rune(0); r <= utf8.MaxRune; r++ {
+			if r > 0xFFFF {
+				r += 96
+			}
+			if !utf8.ValidRune(r) || (tok.kind == kindSPM && r == '▁') {
+				continue
+			}
+			s := string(r)
+			if got := tok.Decode(tok.Encode(s, false, false)); got != s {
+				bad++
+				if bad < 10 {
+					t.Errorf("%s: U+%04X round-trips to %q", name, r, got)
+				}
+			}
+		}
+		require.Zero(t, bad, name)
+	}
+}
