@@ -14,6 +14,11 @@ import (
 // enough that the activation scratch stays a few MiB for 7B-class shapes.
 const promptBatch = 128
 
+// parallelSwiGLU is the element count from which the SwiGLU activation runs
+// on the pool: below it (a decode step of a small model) the hand-off costs
+// more than the exp calls it spreads.
+const parallelSwiGLU = 16384
+
 // minKVTokens is the first KV-cache allocation; the cache then doubles up to
 // the context size, so short sessions on long-context models stay small.
 const minKVTokens = 64
@@ -36,6 +41,7 @@ type Session struct {
 	scores                            []float32 // threads × nCtx attention weights
 	aLayer, aN, aPos0                 int       // arguments of the running attention
 	attnFn                            func(worker, start, end int)
+	swigluFn                          func(worker, start, end int) // SwiGLU over elements [start, end) of hb, hb2
 	smp                               *sampler
 	one                               [1]int32 // the decode step's input, kept here so it does not escape
 }
@@ -53,6 +59,7 @@ func (m *Model) NewSession() *Session {
 		smp:    newSampler(hp.vocab),
 	}
 	s.attnFn = s.attention
+	s.swigluFn = func(_, start, end int) { swiglu(s.hb[start:end], s.hb2[start:end]) }
 	return s
 }
 
@@ -200,7 +207,11 @@ func (s *Session) forward(ids []int32, wantLogits bool) error {
 		}
 		quant.MatMul(pool, hb, l.wGate, xb, n)
 		quant.MatMul(pool, hb2, l.wUp, xb, n)
-		swiglu(hb, hb2)
+		if len(hb) >= parallelSwiGLU {
+			pool.Run(len(hb), s.swigluFn)
+		} else {
+			swiglu(hb, hb2)
+		}
 		quant.MatMul(pool, xb2, l.wDown, hb, n)
 		addTo(x, xb2)
 	}
