@@ -30,6 +30,9 @@ const (
 	spaceReserve = 16 << 20
 	// copyBuffer is the read size of the copy loop.
 	copyBuffer = 256 << 10
+	// DefaultIdleTimeout: a connection silent for a minute is dead (TCP
+	// would take far longer to say so); resuming costs one request.
+	DefaultIdleTimeout = 60 * time.Second
 )
 
 // Progress is one progress report of a Transfer.
@@ -73,6 +76,10 @@ type Spec struct {
 	// RetryBackoff is the first pause between retries (doubling); 0 means
 	// 500 ms.
 	RetryBackoff time.Duration
+	// IdleTimeout aborts an attempt (retryably) when no byte arrives for
+	// this long, including the wait for the response; 0 means
+	// DefaultIdleTimeout. A whole download has no deadline: models take hours.
+	IdleTimeout time.Duration
 }
 
 // Result is a completed, verified Transfer.
@@ -126,6 +133,9 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 	}
 	if spec.RetryBackoff <= 0 {
 		spec.RetryBackoff = defaultRetryBackoff
+	}
+	if spec.IdleTimeout <= 0 {
+		spec.IdleTimeout = DefaultIdleTimeout
 	}
 	dir := filepath.Dir(spec.Partial)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -234,8 +244,22 @@ func (t *transfer) checkSpace() error {
 }
 
 // once opens the source at t.n and copies until EOF or an error.
-func (t *transfer) once(ctx context.Context, open Opener) error {
-	body, start, total, err := open(ctx, t.n)
+// errStalled is the cancellation cause of an attempt that went idle.
+var errStalled = errors.New("hf: no data received within the idle timeout")
+
+func (t *transfer) once(ctx context.Context, open Opener) (err error) {
+	// The attempt has its own context so a stall can abort the request (and
+	// unblock a Read) without cancelling the caller's ctx.
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := time.AfterFunc(t.spec.IdleTimeout, func() { cancel(errStalled) })
+	defer idle.Stop()
+	defer func() {
+		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(actx), errStalled) {
+			err = Retryable(fmt.Errorf("%w (%s at %d bytes)", errStalled, t.spec.IdleTimeout, t.n))
+		}
+	}()
+	body, start, total, err := open(actx, t.n)
 	if err != nil {
 		return err
 	}
@@ -270,6 +294,7 @@ func (t *transfer) once(ctx context.Context, open Opener) error {
 		}
 		k, rerr := body.Read(buf)
 		if k > 0 {
+			idle.Reset(t.spec.IdleTimeout)
 			if t.total > 0 && t.n+int64(k) > t.total {
 				return fmt.Errorf("%w: source sent more than %d bytes", ErrChecksum, t.total)
 			}

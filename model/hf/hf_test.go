@@ -446,3 +446,28 @@ func TestTransferRejectsOverlongSource(t *testing.T) {
 	_, err = hf.Transfer(context.Background(), open, hf.Spec{Partial: filepath.Join(t.TempDir(), "y.part"), SHA256: "xyz"})
 	require.ErrorIs(t, err, hf.ErrChecksum)
 }
+
+func TestStalledConnectionIsRetried(t *testing.T) {
+	h := newHub(t)
+	data := bigBlob(7, 1<<20)
+	sha := h.AddFile("org/repo", "m.gguf", data)
+	h.StallNext(sha, 4096)
+	c := newClient(t, h.URL(), "")
+	res, err := c.DownloadFile(context.Background(), "org/repo", "main", hf.File{Path: "m.gguf", Size: int64(len(data)), SHA256: sha},
+		hf.Spec{Partial: filepath.Join(t.TempDir(), "m.part"), Retries: 1, RetryBackoff: time.Millisecond, IdleTimeout: 200 * time.Millisecond})
+	require.NoError(t, err)
+	require.Equal(t, sha, res.SHA256)
+	reqs := cdnRequests(h)
+	require.Len(t, reqs, 2)
+	require.Equal(t, "bytes=4096-", reqs[1].Range)
+
+	// Without retries the stall is reported as such, and the partial kept.
+	h.StallNext(sha, 4096)
+	part := filepath.Join(t.TempDir(), "n.part")
+	_, err = c.DownloadFile(context.Background(), "org/repo", "main", hf.File{Path: "m.gguf", Size: int64(len(data)), SHA256: sha},
+		hf.Spec{Partial: part, IdleTimeout: 200 * time.Millisecond})
+	require.ErrorContains(t, err, "idle timeout")
+	st, err := os.Stat(part)
+	require.NoError(t, err)
+	require.EqualValues(t, 4096, st.Size())
+}

@@ -55,6 +55,7 @@ type Hub struct {
 	gated    map[string]string
 	blobs    map[string][]byte // sha256 → bytes served by the CDN
 	cuts     map[string]int64  // sha256 → cut the next GET after n bytes
+	stalls   map[string]int64  // sha256 → the next GET stalls after n bytes
 	noRange  bool
 	pageSize int
 	requests []Request
@@ -67,6 +68,7 @@ func New() *Hub {
 		gated:    map[string]string{},
 		blobs:    map[string][]byte{},
 		cuts:     map[string]int64{},
+		stalls:   map[string]int64{},
 		pageSize: 2,
 	}
 	// Two muxes: the API and the resolve paths overlap as patterns.
@@ -139,6 +141,14 @@ func (h *Hub) CutNext(sha string, n int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.cuts[sha] = n
+}
+
+// StallNext makes the next CDN GET of the blob with this sha256 send n
+// body bytes and then nothing, until the client gives up.
+func (h *Hub) StallNext(sha string, n int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stalls[sha] = n
 }
 
 // IgnoreRange makes the CDN answer every GET with 200 and the whole body.
@@ -317,6 +327,8 @@ func (h *Hub) blob(w http.ResponseWriter, r *http.Request) {
 	data, ok := h.blobs[sha]
 	cut, hasCut := h.cuts[sha]
 	delete(h.cuts, sha)
+	stall, hasStall := h.stalls[sha]
+	delete(h.stalls, sha)
 	noRange := h.noRange
 	h.mu.Unlock()
 	if !ok {
@@ -346,6 +358,14 @@ func (h *Hub) blob(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	if start > 0 {
 		w.WriteHeader(http.StatusPartialContent)
+	}
+	if hasStall && stall < int64(len(body)) {
+		_, _ = w.Write(body[:stall])
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		<-r.Context().Done() // the client hangs up (or the server closes)
+		return
 	}
 	if hasCut && cut < int64(len(body)) {
 		_, _ = w.Write(body[:cut])
