@@ -147,7 +147,11 @@ type WorkerInfo struct {
 	Cmdline   []string `json:"cmdline"`
 	// CreateTime is the process start time as the OS reports it (ms since
 	// the epoch); with Cmdline it tells our process from a reused pid.
-	CreateTime int64     `json:"create_time_ms"`
+	CreateTime int64 `json:"create_time_ms"`
+	// StartTicks is the start time in clock ticks since boot where the OS
+	// exposes it (Linux); it is immune to clock steps and, when recorded,
+	// is compared instead of CreateTime.
+	StartTicks uint64    `json:"start_ticks,omitempty"`
 	StartedAt  time.Time `json:"started_at"`
 	LogPath    string    `json:"log_path"`
 	// Adopted is true for a worker found running at New (started by an
@@ -355,6 +359,9 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 			info.Cmdline = cl
 		}
 	}
+	if st, ok := startTicks(info.PID); ok {
+		info.StartTicks = st
+	}
 	p := &proc{info: info, cmd: cmd, done: make(chan struct{})}
 
 	m.mu.Lock()
@@ -494,6 +501,11 @@ func (m *Manager) Stop(ctx context.Context, pid int, grace time.Duration) error 
 		return nil
 	}
 	m.log.Warn("worker ignored SIGTERM: killing its process group", "worker", info.WorkerID, "pid", pid)
+	select {
+	case <-p.done: // exited just now: its pid may no longer lead a group of ours
+		return nil
+	default:
+	}
 	if p.cmd != nil || m.stillOurs(p) {
 		if err := killGroup(pid); err != nil {
 			return fmt.Errorf("process: killing pid %d: %w", pid, err)
@@ -587,8 +599,11 @@ func alive(info WorkerInfo) bool {
 	if err != nil {
 		return false
 	}
-	ct, err := gp.CreateTime()
-	if err != nil || ct != info.CreateTime {
+	if st, ok := startTicks(info.PID); ok && info.StartTicks != 0 {
+		if st != info.StartTicks {
+			return false
+		}
+	} else if ct, err := gp.CreateTime(); err != nil || ct != info.CreateTime {
 		return false
 	}
 	cl, err := gp.CmdlineSlice()

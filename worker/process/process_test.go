@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -343,19 +344,35 @@ func TestReadoptAfterRestart(t *testing.T) {
 	// time. Neither may be adopted nor signalled.
 	done := exec.Command("true")
 	require.NoError(t, done.Run())
-	sleep := exec.Command("sleep", "60")
-	require.NoError(t, sleep.Start())
-	t.Cleanup(func() { _ = sleep.Process.Kill(); _ = sleep.Wait() })
-	sp, err := gproc.NewProcess(int32(sleep.Process.Pid))
-	require.NoError(t, err)
-	sleepCT, err := sp.CreateTime()
-	require.NoError(t, err)
+	sleeps := make([]*exec.Cmd, 3)
+	cts := make([]int64, 3)
+	for i := range sleeps {
+		sleeps[i] = exec.Command("sleep", "60")
+		require.NoError(t, sleeps[i].Start())
+		s := sleeps[i]
+		t.Cleanup(func() { _ = s.Process.Kill(); _ = s.Wait() })
+		sp, err := gproc.NewProcess(int32(s.Process.Pid))
+		require.NoError(t, err)
+		cts[i], err = sp.CreateTime()
+		require.NoError(t, err)
+	}
 	state := stateEntries(t, dir)
 	require.Len(t, state, 2)
+	for i := range state {
+		if runtime.GOOS == "linux" {
+			require.NotZero(t, state[i].StartTicks)
+		}
+		if state[i].PID == w2.PID && state[i].StartTicks != 0 {
+			// The wall clock was stepped since: the create time moved, the
+			// start ticks did not, and the worker is still recognised.
+			state[i].CreateTime -= 5000
+		}
+	}
 	state = append(state,
 		WorkerInfo{PID: done.Process.Pid, WorkerID: "exited", Cmdline: []string{"true"}, CreateTime: 1},
-		WorkerInfo{PID: sleep.Process.Pid, WorkerID: "reused", Cmdline: []string{"sleep", "61"}, CreateTime: sleepCT},
-		WorkerInfo{PID: sleep.Process.Pid, WorkerID: "reused2", Cmdline: []string{"sleep", "60"}, CreateTime: sleepCT - 1000},
+		WorkerInfo{PID: sleeps[0].Process.Pid, WorkerID: "other-cmdline", Cmdline: []string{"sleep", "61"}, CreateTime: cts[0]},
+		WorkerInfo{PID: sleeps[1].Process.Pid, WorkerID: "other-start", Cmdline: []string{"sleep", "60"}, CreateTime: cts[1] - 1000},
+		WorkerInfo{PID: sleeps[2].Process.Pid, WorkerID: "other-ticks", Cmdline: []string{"sleep", "60"}, CreateTime: cts[2], StartTicks: 1},
 		WorkerInfo{PID: -5, WorkerID: "../bad", Cmdline: []string{"x"}, CreateTime: 1},
 	)
 	b, err := json.Marshal(stateDoc{Format: stateVer, Processes: state})
@@ -373,12 +390,16 @@ func TestReadoptAfterRestart(t *testing.T) {
 		assert.Positive(t, s.RSS)
 	}
 	assert.Len(t, stateEntries(t, dir), 2, "stale entries are dropped from the file")
-	assert.True(t, running(sleep.Process.Pid))
+	for _, s := range sleeps {
+		assert.True(t, running(s.Process.Pid))
+	}
 	code, err := health(w.Port)
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, code)
 	assert.True(t, m.BinaryInUse(workerBin))
-	require.ErrorIs(t, m.Stop(context.Background(), sleep.Process.Pid, time.Second), ErrNotOurs)
+	for _, s := range sleeps {
+		require.ErrorIs(t, m.Stop(context.Background(), s.Process.Pid, time.Second), ErrNotOurs)
+	}
 
 	// Stop works on an adopted worker (SIGTERM; it drains and exits).
 	require.NoError(t, m.Stop(context.Background(), w.PID, 10*time.Second))
@@ -393,7 +414,9 @@ func TestReadoptAfterRestart(t *testing.T) {
 	require.Eventually(t, func() bool { return ex.has(w2.PID) }, 10*time.Second, 10*time.Millisecond)
 	assert.Empty(t, m.List())
 	assert.Empty(t, stateEntries(t, dir))
-	assert.True(t, running(sleep.Process.Pid), "the foreign sleep survived everything")
+	for _, s := range sleeps {
+		assert.True(t, running(s.Process.Pid), "the foreign sleeps survived everything")
+	}
 }
 
 func TestCorruptStateStartsEmpty(t *testing.T) {
@@ -467,4 +490,23 @@ func TestConcurrentSpawns(t *testing.T) {
 	for _, w := range infos {
 		assert.False(t, running(w.PID))
 	}
+}
+
+func TestStartTicksIdentifiesProcess(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("start ticks are read from /proc")
+	}
+	a, ok := startTicks(os.Getpid())
+	require.True(t, ok)
+	b, ok := startTicks(os.Getpid())
+	require.True(t, ok)
+	assert.Equal(t, a, b)
+	s := exec.Command("sleep", "60")
+	require.NoError(t, s.Start())
+	defer func() { _ = s.Process.Kill(); _ = s.Wait() }()
+	c, ok := startTicks(s.Process.Pid)
+	require.True(t, ok)
+	assert.GreaterOrEqual(t, c, a, "a later process started later")
+	_, ok = startTicks(-1)
+	assert.False(t, ok)
 }
