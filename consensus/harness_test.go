@@ -23,10 +23,11 @@ type cluster struct {
 	t   *testing.T
 	reg *consensustest.Registry
 
-	mu      sync.Mutex
-	members map[string]consensus.Member
-	nodes   map[string]*testNode
-	dirs    map[string]string
+	members *consensustest.Membership
+
+	mu    sync.Mutex
+	nodes map[string]*testNode
+	dirs  map[string]string
 }
 
 type testNode struct {
@@ -37,7 +38,7 @@ type testNode struct {
 
 func newCluster(t *testing.T) *cluster {
 	cl := &cluster{t: t, reg: consensustest.NewRegistry(),
-		members: map[string]consensus.Member{}, nodes: map[string]*testNode{}, dirs: map[string]string{}}
+		members: consensustest.NewMembership(), nodes: map[string]*testNode{}, dirs: map[string]string{}}
 	t.Cleanup(func() {
 		cl.mu.Lock()
 		nodes := cl.nodes
@@ -49,16 +50,7 @@ func newCluster(t *testing.T) *cluster {
 	return cl
 }
 
-func (cl *cluster) Members() []consensus.Member {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	out := make([]consensus.Member, 0, len(cl.members))
-	for _, m := range cl.members {
-		out = append(out, m)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
-}
+func (cl *cluster) Members() []consensus.Member { return cl.members.Members() }
 
 func testLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("RBEE_TEST_LOG") != "" {
@@ -104,12 +96,12 @@ func (cl *cluster) start(cfg consensus.Config) *testNode {
 	n := &testNode{id: cfg.LocalID, fsm: f, c: c}
 	cl.mu.Lock()
 	cl.nodes[n.id] = n
-	cl.members[n.id] = consensus.Member{
+	cl.mu.Unlock()
+	cl.members.Set(consensus.Member{
 		ID: n.id, Name: cfg.LocalName, HTTPAddr: "127.0.0.1:1/" + n.id,
 		P2PAddrs: []string{"/ip4/127.0.0.1/tcp/1/" + n.id}, Version: "test",
 		State: consensus.MemberAlive, BootstrapExpect: cfg.BootstrapExpect,
-	}
-	cl.mu.Unlock()
+	})
 	cl.kick()
 	return n
 }
@@ -124,19 +116,13 @@ func (cl *cluster) stop(id string) {
 	cl.setState(id, consensus.MemberFailed)
 }
 
-func (cl *cluster) setState(id string, s consensus.MemberState) {
-	cl.mu.Lock()
-	m := cl.members[id]
-	m.State = s
-	cl.members[id] = m
-	cl.mu.Unlock()
+func (cl *cluster) setState(id string, st consensus.MemberState) {
+	require.True(cl.t, cl.members.SetState(id, st), "unknown member %s", id)
 	cl.kick()
 }
 
 func (cl *cluster) forget(id string) {
-	cl.mu.Lock()
-	delete(cl.members, id)
-	cl.mu.Unlock()
+	cl.members.Remove(id)
 	cl.kick()
 }
 
