@@ -1,9 +1,12 @@
 package tokenizer
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/rbee-project/rbee/model/gguf"
 )
 
 // FuzzEncode checks that encoding never panics and that for valid UTF-8
@@ -93,4 +96,71 @@ func BenchmarkSplitRegexEngine(b *testing.B) {
 	for b.Loop() {
 		out = sp.split(&rt, []int{len(rt.cpts)}, out[:0])
 	}
+}
+
+// FuzzFromGGUF builds vocabularies from arbitrary token, merge and type
+// lists (written with gguf.Writer, read back with gguf.Parse) and checks
+// that loading either fails with an error or yields a tokenizer whose
+// Encode/Decode/StreamDecoder never panic and only return in-range ids.
+func FuzzFromGGUF(f *testing.F) {
+	f.Add("a\x00b\x00ab\x00<s>", "a b", []byte{1, 1, 1, 3}, "gpt-2", true, "abab <s>a")
+	f.Add("▁\x00a\x00▁a\x00<0x41>", "", []byte{1, 1, 1, 6}, "", false, "a aA")
+	f.Add("x\x00y", "x y\x00 \x00x  y", []byte{9, 0}, "qwen2", true, "xyxy")
+	f.Add("h\x00i\x00hi", "h i", []byte{}, "gpt-4o", true, "Hi hi HI")
+	f.Fuzz(func(t *testing.T, tokens, merges string, types []byte, pre string, bpe bool, text string) {
+		if len(tokens) > 1<<12 || len(merges) > 1<<12 || len(text) > 1<<10 {
+			return
+		}
+		w := gguf.NewWriter()
+		model := "llama"
+		if bpe {
+			model = "gpt2"
+		}
+		toks := strings.Split(tokens, "\x00")
+		kv := map[string]any{
+			"tokenizer.ggml.model":  model,
+			"tokenizer.ggml.tokens": toks,
+			"tokenizer.ggml.merges": strings.Split(merges, "\x00"),
+			"tokenizer.ggml.pre":    pre,
+		}
+		if len(types) > 0 {
+			tt := make([]int32, len(types))
+			for i, b := range types {
+				tt[i] = int32(b % 8)
+			}
+			kv["tokenizer.ggml.token_type"] = tt
+			kv["tokenizer.ggml.scores"] = make([]float32, len(types))
+		}
+		for k, v := range kv {
+			if err := w.AddKV(k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var buf bytes.Buffer
+		if _, err := w.WriteTo(&buf); err != nil {
+			t.Fatal(err)
+		}
+		file, err := gguf.Parse(buf.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := FromGGUF(file)
+		if err != nil {
+			return
+		}
+		for _, special := range []bool{false, true} {
+			ids := tok.Encode(text, special, special)
+			d := tok.NewStreamDecoder()
+			for _, id := range ids {
+				if id < 0 || int(id) >= tok.VocabSize() {
+					t.Fatalf("id %d out of range", id)
+				}
+				if s := d.Next(id); !utf8.ValidString(s) {
+					t.Fatalf("invalid UTF-8 from stream: %q", s)
+				}
+			}
+			d.Flush()
+			tok.Decode(ids)
+		}
+	})
 }
