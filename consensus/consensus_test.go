@@ -425,3 +425,54 @@ func TestLeadershipSubscription(t *testing.T) {
 	_, err := f.c.Servers()
 	require.True(t, errors.Is(err, consensus.ErrClosed))
 }
+
+// A fresh server configured with the same bootstrap-expect as a running
+// cluster must not bootstrap a second cluster: its peers report existing
+// state, so it waits and is added by the leader.
+func TestLateExpectServerJoinsExistingCluster(t *testing.T) {
+	cl := newCluster(t)
+	for _, id := range ids("e", 3) {
+		cfg := cl.config(id)
+		cfg.BootstrapExpect = 3
+		cl.start(cfg)
+	}
+	leader := cl.waitLeader()
+	apply(t, leader, host("before-late"))
+
+	cfg := cl.config("e9")
+	cfg.BootstrapExpect = 3
+	late := cl.start(cfg)
+	require.Eventually(t, func() bool {
+		return late.c.BootstrapState() == consensus.BootstrapJoinedExisting
+	}, 10*time.Second, 10*time.Millisecond)
+	waitHost(t, "before-late", late)
+	require.Eventually(t, func() bool {
+		voters, _ := suffrages(t, leader)
+		return len(voters) == 4 && contains(voters, "e9")
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, leader.id, cl.waitLeader().id)
+}
+
+// A member announced in gossip before its raft server runs is added as a
+// voter at once; the one-voter cluster that became two cannot commit until
+// the new server is up, and then recovers by itself.
+func TestVoterAddedBeforeItsRaftRuns(t *testing.T) {
+	cl := newCluster(t)
+	a := cl.start(cl.config("r0"))
+	cl.waitLeader()
+	cl.members.Set(consensus.Member{ID: "r1", Name: "name-r1", State: consensus.MemberAlive})
+	a.c.MembershipChanged()
+	require.Eventually(t, func() bool {
+		voters, _ := suffrages(t, a)
+		return contains(voters, "r1")
+	}, 10*time.Second, 10*time.Millisecond)
+
+	cfg := cl.config("r1")
+	cfg.Join = true
+	b := cl.start(cfg)
+	leader := cl.waitLeader()
+	apply(t, b, host("recovered"))
+	waitHost(t, "recovered", a, b)
+	voters, _ := suffrages(t, leader)
+	require.Equal(t, []string{"r0", "r1"}, voters)
+}
