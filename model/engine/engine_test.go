@@ -281,3 +281,15 @@ func TestSynthModels(t *testing.T) {
 		})
 	}
 }
+
+func TestCloseStopsSessions(t *testing.T) {
+	m, err := Load(storiesPath, Options{Threads: 1})
+	require.NoError(t, err)
+	s := m.NewSession()
+	_, _, _, err = collect(t, s, GenerateRequest{Prompt: []int32{1}, MaxTokens: 2})
+	require.NoError(t, err)
+	require.NoError(t, m.Close())
+	require.NoError(t, m.Close(), "Close is idempotent")
+	_, _, _, err = collect(t, s, GenerateRequest{Prompt: []int32{1, 400}, MaxTokens: 2})
+	require.ErrorIs(t, err, ErrClosed)
+}
