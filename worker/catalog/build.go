@@ -41,7 +41,8 @@ type BuildOptions struct {
 	GoBinary string
 	// Env is appended to the environment the go command runs with (which
 	// starts from this process's environment, as go needs HOME, PATH and
-	// its caches): e.g. GOPROXY or GOFLAGS. CGO_ENABLED=0 always wins.
+	// its caches): e.g. GOPROXY or GOFLAGS. CGO_ENABLED=0 and this
+	// machine's GOOS/GOARCH always win.
 	Env []string
 	// Output, when set, receives the go command's output line by line
 	// (stdout and stderr interleaved, as produced), from one goroutine.
@@ -179,7 +180,9 @@ func (c *Catalog) buildModule(ctx context.Context, t WorkerType, opts BuildOptio
 func goEnv(opts BuildOptions, extra []string) []string {
 	env := append(os.Environ(), opts.Env...)
 	env = append(env, extra...)
-	return append(env, "CGO_ENABLED=0")
+	// The entry is recorded for this machine, so the binary is built for
+	// it whatever GOOS/GOARCH the environment names; later values win.
+	return append(env, "CGO_ENABLED=0", "GOOS="+runtime.GOOS, "GOARCH="+runtime.GOARCH)
 }
 
 // goOutput runs a short go subcommand and returns its trimmed stdout.
