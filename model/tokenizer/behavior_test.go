@@ -313,3 +313,9 @@ func TestEveryTokenAndCodepoint(t *testing.T) {
 		require.Zero(t, bad, name)
 	}
 }
+
+func TestEOTPrefersTurnEnd(t *testing.T) {
+	tok := loadVocab(t, "qwen2")
+	end, _ := tok.TokenID("<|im_end|>")
+	require.Equal(t, end, tok.EOT())
+}

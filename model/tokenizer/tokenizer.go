@@ -314,10 +314,10 @@ func (t *Tokenizer) detectSpecial(modelName string) {
 		return noToken
 	}
 	if t.eot == noToken {
-		t.eot = findFirstByID(t, eotTexts)
+		t.eot = findFirstByText(t, eotTexts)
 	}
 	if t.eom == noToken {
-		t.eom = findFirstByID(t, eomTexts)
+		t.eom = findFirstByText(t, eomTexts)
 	}
 	for _, id := range []int32{t.eot, t.eom} {
 		if id != noToken {
@@ -393,15 +393,16 @@ func (t *Tokenizer) detectSpecial(modelName string) {
 	}
 }
 
-// findFirstByID returns the lowest id whose text is in texts.
-func findFirstByID(t *Tokenizer, texts []string) int32 {
-	best := noToken
+// findFirstByText returns the id of the first text in texts that the
+// vocabulary has (llama.cpp takes whichever its hash map yields first; the
+// list order prefers chat-turn ends such as <|im_end|> over <|endoftext|>).
+func findFirstByText(t *Tokenizer, texts []string) int32 {
 	for _, s := range texts {
-		if id, ok := t.ids[s]; ok && (best == noToken || id < best) {
-			best = id
+		if id, ok := t.ids[s]; ok {
+			return id
 		}
 	}
-	return best
+	return noToken
 }
 
 // BOS returns the beginning-of-sequence token id, or -1 if the vocabulary has none.
