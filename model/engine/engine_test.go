@@ -119,6 +119,10 @@ func TestGenerateStopsAndCancel(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, full, text)
 	require.Equal(t, StopLength, res.StopReason)
+	require.Equal(t, 1, res.PromptTokens)
+	require.Equal(t, 60, res.CompletionTokens)
+	require.Positive(t, res.PromptDuration)
+	require.Positive(t, res.GenDuration)
 
 	// Cancellation between tokens.
 	ctx, cancel := context.WithCancel(context.Background())

@@ -59,8 +59,7 @@ type Result struct {
 //
 // The Session's cache keeps the evaluated tokens: when the next prompt
 // starts with them, only the new suffix is evaluated.
-func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error) {
-	var res Result
+func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (res Result, err error) {
 	hp := &s.m.hp
 	if len(req.Prompt) == 0 {
 		return res, ErrEmptyPrompt
@@ -97,7 +96,8 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 	s.tokens = s.tokens[:common]
 
 	start := time.Now()
-	logits, err := s.eval(ctx, req.Prompt[common:])
+	var logits []float32
+	logits, err = s.eval(ctx, req.Prompt[common:])
 	res.PromptDuration = time.Since(start)
 	if err != nil {
 		s.tokens = s.tokens[:common] // partial chunks are not trusted

@@ -39,7 +39,7 @@ type Session struct {
 	x, xb, xb2, q, k, v, att, hb, hb2 []float32
 	logits                            []float32
 	scores                            []float32 // threads × nCtx attention weights
-	aLayer, aN, aPos0                 int       // arguments of the running attention
+	aLayer, aPos0                     int       // arguments of the running attention
 	attnFn                            func(worker, start, end int)
 	swigluFn                          func(worker, start, end int) // SwiGLU over elements [start, end) of hb, hb2
 	smp                               *sampler
@@ -66,7 +66,9 @@ func (m *Model) NewSession() *Session {
 // Reset forgets the evaluated tokens (the cache memory is kept).
 func (s *Session) Reset() { s.tokens = s.tokens[:0] }
 
-// Tokens returns the ids whose keys and values are in the cache.
+// Tokens returns the ids whose keys and values are in the cache. The slice
+// is the Session's own: read it, do not modify it, and do not keep it past
+// the next call.
 func (s *Session) Tokens() []int32 { return s.tokens }
 
 func (s *Session) ensureBatch(n int) {
@@ -198,7 +200,7 @@ func (s *Session) forward(ids []int32, wantLogits bool) error {
 				vc[r*s.capTok+pos0+i] = val
 			}
 		}
-		s.aLayer, s.aN, s.aPos0 = li, n, pos0
+		s.aLayer, s.aPos0 = li, pos0
 		pool.Run(n*hp.nHead, s.attnFn)
 		quant.MatMul(pool, xb2, l.wo, att, n)
 		addTo(x, xb2)
