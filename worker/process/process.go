@@ -318,6 +318,9 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	}
 	m.mu.Unlock()
 
+	if err := ctx.Err(); err != nil {
+		return WorkerInfo{}, fmt.Errorf("%w: %w", ErrNotReady, err)
+	}
 	port, err := m.freePort()
 	if err != nil {
 		return WorkerInfo{}, err
@@ -691,6 +694,25 @@ func (m *Manager) ByWorkerID(id string) (Status, error) {
 		return Status{}, fmt.Errorf("%w: worker id %q", ErrNotOurs, id)
 	}
 	return status(info), nil
+}
+
+// LogTail returns up to maxBytes (0 means 4 KiB) of the end of a
+// supervised worker's log.
+func (m *Manager) LogTail(pid int, maxBytes int64) (string, error) {
+	if maxBytes <= 0 {
+		maxBytes = logTailBytes
+	}
+	m.mu.Lock()
+	p, ok := m.procs[pid]
+	var path string
+	if ok {
+		path = p.info.LogPath
+	}
+	m.mu.Unlock()
+	if !ok {
+		return "", fmt.Errorf("%w: pid %d", ErrNotOurs, pid)
+	}
+	return readTail(path, 0, maxBytes), nil
 }
 
 // BinaryInUse reports whether a supervised worker runs the executable at

@@ -189,6 +189,14 @@ func TestSpawnHealthListStop(t *testing.T) {
 	assert.Equal(t, w.PID, state[0].PID)
 	assert.Equal(t, w.Cmdline, state[0].Cmdline)
 	assert.True(t, m.BinaryInUse(workerBin))
+	tail, err := m.LogTail(w.PID, 0)
+	require.NoError(t, err)
+	assert.Contains(t, tail, "worker listening")
+	short, err := m.LogTail(w.PID, 10)
+	require.NoError(t, err)
+	assert.Len(t, short, 10)
+	_, err = m.LogTail(os.Getpid(), 0)
+	require.ErrorIs(t, err, ErrNotOurs)
 
 	// The same worker id twice is refused.
 	_, err = m.Spawn(context.Background(), SpawnOptions{Binary: workerBin, ModelPath: modelPath, WorkerID: w.WorkerID})
@@ -268,6 +276,12 @@ func TestSpawnFailures(t *testing.T) {
 			assert.Empty(t, stateEntries(t, dir))
 		})
 	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err := m.Spawn(cctx, SpawnOptions{Binary: workerBin, ModelPath: modelPath})
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Empty(t, m.List())
 
 	// A process that never answers its health check is killed, with its
 	// whole group, after ReadyTimeout or when ctx ends.
