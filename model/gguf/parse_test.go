@@ -181,7 +181,7 @@ func TestWriterRoundTrip(t *testing.T) {
 		v, _ := f.Get("i64")
 		i64, ok := v.Int()
 		require.True(t, ok)
-		require.EqualValues(t, -1<<60, i64)
+		require.Equal(t, int64(-1<<60), i64)
 		fl, ok := f.Float("f32")
 		require.True(t, ok)
 		require.Equal(t, 1.5, fl)
