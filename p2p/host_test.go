@@ -361,3 +361,31 @@ func TestPeerIDStableAcrossRestart(t *testing.T) {
 	}
 	require.Equal(t, ids[0], ids[1])
 }
+
+// TestDiscoveredDelivery drives the mDNS callback directly (tests never send
+// multicast): self is ignored, others are delivered, a full channel drops
+// instead of blocking, and finds after Close are ignored.
+func TestDiscoveredDelivery(t *testing.T) {
+	h, other := newHost(t, "s3cret"), newHost(t, "s3cret")
+	n := notifee{h}
+	n.HandlePeerFound(peer.AddrInfo{ID: h.ID()})
+	n.HandlePeerFound(peer.AddrInfo{ID: other.ID(), Addrs: other.Libp2p().Addrs()})
+	got := <-h.Discovered()
+	require.Equal(t, other.ID(), got.ID)
+	select {
+	case extra := <-h.Discovered():
+		t.Fatalf("unexpected find %v", extra)
+	default:
+	}
+	for range discoveredBuffer + 10 {
+		n.HandlePeerFound(peer.AddrInfo{ID: other.ID()})
+	}
+	require.Len(t, h.Discovered(), discoveredBuffer)
+	require.NoError(t, h.Close())
+	n.HandlePeerFound(peer.AddrInfo{ID: other.ID()}) // must not panic
+	count := 0
+	for range h.Discovered() {
+		count++
+	}
+	require.Equal(t, discoveredBuffer, count)
+}
