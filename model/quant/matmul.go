@@ -38,7 +38,7 @@ func vecDotType(t Type) Type {
 // type t, and whether MatMul supports t at all.
 func VecDotType(t Type) (Type, bool) {
 	_, ok := dotKernels[t]
-	return vecDotType(t), ok
+	return vecDotType(t), ok || t == F32
 }
 
 // dotFunc computes the dot product of one weight row w (cols elements of the
@@ -206,21 +206,35 @@ type matmulJob struct {
 	quantT Type
 }
 
-// rowsPerTask is how many weight rows one unit of parallel work covers when
-// MatMul splits rows across workers; rows are split into contiguous ranges.
+// tileBytes bounds the quantised activations one worker sweeps per pass over
+// its rows: with n vectors of xB bytes, vectors are processed in tiles of
+// tileBytes/xB so a tile stays in L2 (256 KiB is half of a small L2) while
+// each weight row, read once per tile, stays in L1 across the tile.
+const tileBytes = 256 << 10
+
 func (j *matmulJob) run(worker, start, end int) {
 	m, n := j.m, j.n
-	for r := start; r < end; r++ {
-		w := m.Data[r*j.rowB : (r+1)*j.rowB]
-		if j.isF32 {
-			wf := bytesToF32(w)
-			for i := 0; i < n; i++ {
-				j.dst[i*m.Rows+r] = DotF32(wf, j.x[i*m.Cols:(i+1)*m.Cols])
+	if j.isF32 {
+		tile := max(1, tileBytes/(4*m.Cols))
+		for i0 := 0; i0 < n; i0 += tile {
+			i1 := min(n, i0+tile)
+			for r := start; r < end; r++ {
+				wf := bytesToF32(m.Data[r*j.rowB : (r+1)*j.rowB])
+				for i := i0; i < i1; i++ {
+					j.dst[i*m.Rows+r] = DotF32(wf, j.x[i*m.Cols:(i+1)*m.Cols])
+				}
 			}
-			continue
 		}
-		for i := 0; i < n; i++ {
-			j.dst[i*m.Rows+r] = j.dot(m.Cols, w, j.xq[i*j.xB:(i+1)*j.xB])
+		return
+	}
+	tile := max(1, tileBytes/j.xB)
+	for i0 := 0; i0 < n; i0 += tile {
+		i1 := min(n, i0+tile)
+		for r := start; r < end; r++ {
+			w := m.Data[r*j.rowB : (r+1)*j.rowB]
+			for i := i0; i < i1; i++ {
+				j.dst[i*m.Rows+r] = j.dot(m.Cols, w, j.xq[i*j.xB:(i+1)*j.xB])
+			}
 		}
 	}
 }
