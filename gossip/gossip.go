@@ -75,8 +75,8 @@ type StateDelegate interface {
 	// MergeRemoteState merges a peer's LocalState. buf is owned by the
 	// callee.
 	MergeRemoteState(buf []byte)
-	// NotifyMsg receives a message sent with Broadcast by any member
-	// (including, never, this one). msg is owned by the callee.
+	// NotifyMsg receives a message another member sent with Broadcast (a
+	// member never receives its own). msg is owned by the callee.
 	NotifyMsg(msg []byte)
 }
 
