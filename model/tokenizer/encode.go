@@ -37,7 +37,8 @@ func (t *Tokenizer) Encode(text string, addBOS, parseSpecial bool) []int32 {
 	frags := t.partition(text, parseSpecial)
 	switch t.kind {
 	case kindSPM:
-		var s spmSession
+		s := t.spmPool.Get().(*spmSession)
+		defer t.spmPool.Put(s)
 		prevSpecial := true
 		var buf strings.Builder
 		for _, f := range frags {
@@ -55,7 +56,8 @@ func (t *Tokenizer) Encode(text string, addBOS, parseSpecial bool) []int32 {
 			prevSpecial = false
 		}
 	case kindBPE:
-		var s bpeSession
+		s := t.bpePool.Get().(*bpeSession)
+		defer t.bpePool.Put(s)
 		for _, f := range frags {
 			if f.tok >= 0 {
 				out = append(out, f.tok)
@@ -151,20 +153,15 @@ func spmLess(a, b spmBigram) bool {
 }
 
 type spmSession struct {
-	syms     []symbol
-	queue    pqueue[spmBigram]
-	revMerge map[string][2]int
-	text     string
+	syms  []symbol
+	queue pqueue[spmBigram]
+	text  string
 }
 
 func (s *spmSession) tokenize(t *Tokenizer, text string, out []int32) []int32 {
 	s.text = text
 	s.syms = s.syms[:0]
 	s.queue.reset(spmLess)
-	if s.revMerge == nil {
-		s.revMerge = map[string][2]int{}
-	}
-	clear(s.revMerge)
 	for off := 0; off < len(text); {
 		n := utf8LenFromLead(text[off])
 		if off+n > len(text) {
@@ -197,7 +194,7 @@ func (s *spmSession) tokenize(t *Tokenizer, text string, out []int32) []int32 {
 		s.tryAdd(t, b.left, l.next)
 	}
 	for i := 0; i != -1 && len(s.syms) > 0; i = s.syms[i].next {
-		out = s.resegment(t, i, out, 0)
+		out = s.emit(t, i, out)
 	}
 	return out
 }
@@ -227,20 +224,17 @@ func (s *spmSession) tryAdd(t *Tokenizer, left, right int) {
 		return
 	}
 	s.queue.push(spmBigram{left: left, right: right, score: t.scores[id], size: len(text)})
-	s.revMerge[text] = [2]int{left, right}
 }
 
-// resegment emits symbol i: its token if the text is one, else the two
-// symbols it was merged from, else its bytes as byte tokens.
-func (s *spmSession) resegment(t *Tokenizer, i int, out []int32, depth int) []int32 {
+// emit appends symbol i: its token if the text is one, else its bytes as
+// byte tokens. (llama.cpp's resegment also looks the text up among the
+// merges it made, but a merge only ever produces a vocabulary token and a
+// lone character never equals a pair of symbols, so that branch is dead.)
+func (s *spmSession) emit(t *Tokenizer, i int, out []int32) []int32 {
 	sym := s.syms[i]
 	text := s.text[sym.lo : sym.lo+sym.n]
 	if id, ok := t.ids[text]; ok {
 		return append(out, id)
-	}
-	if p, ok := s.revMerge[text]; ok && depth < len(s.syms) {
-		out = s.resegment(t, p[0], out, depth+1)
-		return s.resegment(t, p[1], out, depth+1)
 	}
 	for j := 0; j < len(text); j++ {
 		if id := t.spmBytes[text[j]]; id != noToken {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Errors returned by FromGGUF, wrapped with details.
@@ -95,6 +96,10 @@ type Tokenizer struct {
 	spmBytes [256]int32 // SPM byte-fallback token per byte, noToken if none
 
 	warnings []string
+
+	// Scratch state of Encode, reused across calls (sync.Pool is safe for
+	// concurrent use).
+	spmPool, bpePool sync.Pool
 }
 
 // FromGGUF builds the tokenizer described by the tokenizer.ggml.* keys of md.
@@ -104,6 +109,8 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 		return nil, fmt.Errorf("%w: tokenizer.ggml.model missing", ErrNoVocab)
 	}
 	t := &Tokenizer{eot: noToken, eom: noToken, pad: noToken}
+	t.spmPool.New = func() any { return new(spmSession) }
+	t.bpePool.New = func() any { return new(bpeSession) }
 	switch model {
 	case "llama":
 		t.kind = kindSPM
