@@ -52,10 +52,16 @@ func TestMatMulMatchesDequantizedDot(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	pool := NewPool(3)
 	defer pool.Close()
+	type shape struct{ rows, cols, n int }
 	for _, typ := range matmulTypes {
-		for _, n := range []int{1, 3} {
-			t.Run(fmt.Sprintf("%s/n=%d", typ, n), func(t *testing.T) {
-				const rows, cols = 37, 512
+		shapes := []shape{{37, 512, 1}, {37, 512, 3}}
+		if typ == Q4_K || typ == Q8_0 || typ == F32 {
+			// Batches larger than one activation tile (tileBytes).
+			shapes = append(shapes, shape{9, 4096, 70})
+		}
+		for _, sh := range shapes {
+			t.Run(fmt.Sprintf("%s/%dx%d/n=%d", typ, sh.rows, sh.cols, sh.n), func(t *testing.T) {
+				rows, cols, n := sh.rows, sh.cols, sh.n
 				m, deq := quantMatrix(t, r, typ, rows, cols)
 				x := randVec(r, n*cols, 1)
 				dst := make([]float32, n*rows)
@@ -70,7 +76,9 @@ func TestMatMulMatchesDequantizedDot(t *testing.T) {
 							mag += math.Abs(p)
 						}
 						got := float64(dst[i*rows+row])
-						require.InDelta(t, want, got, relTol(typ)*mag+1e-6, "vector %d row %d", i, row)
+						if math.Abs(want-got) > relTol(typ)*mag+1e-6 {
+							t.Fatalf("vector %d row %d: got %v, want %v (tolerance %v)", i, row, got, want, relTol(typ)*mag+1e-6)
+						}
 					}
 				}
 			})
