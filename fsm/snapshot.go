@@ -116,7 +116,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 			return nil, fmt.Errorf("%w: snapshot has node %q twice", ErrMalformed, n.ID)
 		}
 		n.normalize()
-		st.nodes[n.ID] = n
+		st.nodes[n.ID] = &n
 	}
 	for _, w := range doc.Workers {
 		if err := w.validate(); err != nil {
@@ -126,7 +126,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 			return nil, fmt.Errorf("%w: snapshot has worker %q twice", ErrMalformed, w.ID)
 		}
 		w.normalize()
-		st.workers[w.ID] = w
+		st.workers[w.ID] = &w
 	}
 	for _, m := range doc.Models {
 		if err := m.validate(); err != nil {
@@ -136,7 +136,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 			return nil, fmt.Errorf("%w: snapshot has model holding %q/%q twice", ErrMalformed, m.NodeID, m.ModelID)
 		}
 		m.UpdatedAt = m.UpdatedAt.UTC()
-		st.models[m.Key()] = m
+		st.models[m.Key()] = &m
 	}
 	for _, b := range doc.Binaries {
 		if err := b.validate(); err != nil {
@@ -146,7 +146,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 			return nil, fmt.Errorf("%w: snapshot has a binary holding twice", ErrMalformed)
 		}
 		b.UpdatedAt = b.UpdatedAt.UTC()
-		st.binaries[b.Key()] = b
+		st.binaries[b.Key()] = &b
 	}
 	for _, h := range doc.Hosts {
 		if err := h.validate(); err != nil {
@@ -156,7 +156,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 			return nil, fmt.Errorf("%w: snapshot has host %q twice", ErrMalformed, h.Name)
 		}
 		h.UpdatedAt = h.UpdatedAt.UTC()
-		st.hosts[h.Name] = h
+		st.hosts[h.Name] = &h
 	}
 	return st, nil
 }

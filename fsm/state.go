@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"sort"
 	"strings"
@@ -14,20 +15,22 @@ import (
 // without locks, and accessors return deep copies so callers cannot alter it.
 type State struct {
 	index    uint64
-	nodes    map[string]Node
-	workers  map[string]Worker
-	models   map[string]ModelHolding
-	binaries map[string]BinaryHolding
-	hosts    map[string]Host
+	// Values are pointers for cheap table clones; a stored value is never
+	// modified (writers store a new pointer).
+	nodes    map[string]*Node
+	workers  map[string]*Worker
+	models   map[string]*ModelHolding
+	binaries map[string]*BinaryHolding
+	hosts    map[string]*Host
 }
 
 func emptyState() *State {
 	return &State{
-		nodes:    map[string]Node{},
-		workers:  map[string]Worker{},
-		models:   map[string]ModelHolding{},
-		binaries: map[string]BinaryHolding{},
-		hosts:    map[string]Host{},
+		nodes:    map[string]*Node{},
+		workers:  map[string]*Worker{},
+		models:   map[string]*ModelHolding{},
+		binaries: map[string]*BinaryHolding{},
+		hosts:    map[string]*Host{},
 	}
 }
 
@@ -59,10 +62,9 @@ func (s *State) Node(id string) (Node, bool) {
 // so every replica answers the same.
 func (s *State) NodeByName(name string) (Node, bool) {
 	var best *Node
-	for id := range s.nodes {
-		n := s.nodes[id]
+	for _, n := range s.nodes {
 		if n.Name == name && (best == nil || n.ID < best.ID) {
-			best = &n
+			best = n
 		}
 	}
 	if best == nil {
@@ -75,7 +77,7 @@ func (s *State) NodeByName(name string) (Node, bool) {
 func (s *State) Workers() []Worker {
 	out := make([]Worker, 0, len(s.workers))
 	for _, w := range s.workers {
-		out = append(out, w)
+		out = append(out, *w)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -84,14 +86,17 @@ func (s *State) Workers() []Worker {
 // Worker returns the worker with the given id.
 func (s *State) Worker(id string) (Worker, bool) {
 	w, ok := s.workers[id]
-	return w, ok
+	if !ok {
+		return Worker{}, false
+	}
+	return *w, true
 }
 
 // Models returns all model holdings sorted by (node id, model id).
 func (s *State) Models() []ModelHolding {
 	out := make([]ModelHolding, 0, len(s.models))
 	for _, m := range s.models {
-		out = append(out, m)
+		out = append(out, *m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return out
@@ -101,7 +106,7 @@ func (s *State) Models() []ModelHolding {
 func (s *State) Binaries() []BinaryHolding {
 	out := make([]BinaryHolding, 0, len(s.binaries))
 	for _, b := range s.binaries {
-		out = append(out, b)
+		out = append(out, *b)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return out
@@ -111,7 +116,7 @@ func (s *State) Binaries() []BinaryHolding {
 func (s *State) Hosts() []Host {
 	out := make([]Host, 0, len(s.hosts))
 	for _, h := range s.hosts {
-		out = append(out, h)
+		out = append(out, *h)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -120,7 +125,10 @@ func (s *State) Hosts() []Host {
 // Host returns the inventory host with the given name.
 func (s *State) Host(name string) (Host, bool) {
 	h, ok := s.hosts[name]
-	return h, ok
+	if !ok {
+		return Host{}, false
+	}
+	return *h, true
 }
 
 // txn builds the next State from a base, cloning each table on its first
@@ -135,43 +143,42 @@ func newTxn(base *State) *txn {
 	return &txn{base: base, next: *base}
 }
 
-func cloneMap[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m)+1)
-	for k, v := range m {
-		out[k] = v
+func cloneMap[V any](m map[string]*V) map[string]*V {
+	if out := maps.Clone(m); out != nil {
+		return out
 	}
-	return out
+	return map[string]*V{}
 }
 
-func (t *txn) nodesW() map[string]Node {
+func (t *txn) nodesW() map[string]*Node {
 	if !t.dirty[0] {
 		t.next.nodes, t.dirty[0] = cloneMap(t.base.nodes), true
 	}
 	return t.next.nodes
 }
 
-func (t *txn) workersW() map[string]Worker {
+func (t *txn) workersW() map[string]*Worker {
 	if !t.dirty[1] {
 		t.next.workers, t.dirty[1] = cloneMap(t.base.workers), true
 	}
 	return t.next.workers
 }
 
-func (t *txn) modelsW() map[string]ModelHolding {
+func (t *txn) modelsW() map[string]*ModelHolding {
 	if !t.dirty[2] {
 		t.next.models, t.dirty[2] = cloneMap(t.base.models), true
 	}
 	return t.next.models
 }
 
-func (t *txn) binariesW() map[string]BinaryHolding {
+func (t *txn) binariesW() map[string]*BinaryHolding {
 	if !t.dirty[3] {
 		t.next.binaries, t.dirty[3] = cloneMap(t.base.binaries), true
 	}
 	return t.next.binaries
 }
 
-func (t *txn) hostsW() map[string]Host {
+func (t *txn) hostsW() map[string]*Host {
 	if !t.dirty[4] {
 		t.next.hosts, t.dirty[4] = cloneMap(t.base.hosts), true
 	}
@@ -189,44 +196,44 @@ func (c UpsertNode) apply(t *txn) (bool, error) {
 		if n.JoinedAt.IsZero() {
 			n.JoinedAt = old.JoinedAt
 		}
-		if reflect.DeepEqual(old, n) {
+		if reflect.DeepEqual(*old, n) {
 			return false, nil
 		}
 	} else if n.JoinedAt.IsZero() {
 		n.JoinedAt = n.UpdatedAt
 	}
-	t.nodesW()[n.ID] = n
+	t.nodesW()[n.ID] = &n
 	return true, nil
 }
 
 func (c SetNodeCapabilities) apply(t *txn) (bool, error) {
-	n, ok := t.next.nodes[c.ID]
+	old, ok := t.next.nodes[c.ID]
 	if !ok {
 		return false, fmt.Errorf("%w: node %q", ErrNotFound, c.ID)
 	}
 	caps := c.Capabilities.Clone()
-	if n.Capabilities != nil && reflect.DeepEqual(*n.Capabilities, caps) {
+	if old.Capabilities != nil && reflect.DeepEqual(*old.Capabilities, caps) {
 		return false, nil
 	}
-	n = n.Clone()
+	n := old.Clone()
 	n.Capabilities = &caps
 	n.UpdatedAt = c.At
-	t.nodesW()[n.ID] = n
+	t.nodesW()[n.ID] = &n
 	return true, nil
 }
 
 func (c SetNodeState) apply(t *txn) (bool, error) {
-	n, ok := t.next.nodes[c.ID]
+	old, ok := t.next.nodes[c.ID]
 	if !ok {
 		return false, fmt.Errorf("%w: node %q", ErrNotFound, c.ID)
 	}
-	if n.State == c.State {
+	if old.State == c.State {
 		return false, nil
 	}
-	n = n.Clone()
+	n := old.Clone()
 	n.State = c.State
 	n.UpdatedAt = c.At
-	t.nodesW()[n.ID] = n
+	t.nodesW()[n.ID] = &n
 	return true, nil
 }
 
@@ -235,7 +242,8 @@ func (c DeleteNode) apply(t *txn) (bool, error) {
 		return false, nil
 	}
 	delete(t.nodesW(), c.ID)
-	// Cascade: workers and holdings cannot outlive their node.
+	// Cascade: workers and holdings cannot outlive their node. Only
+	// deletions happen in these loops, so map order does not matter.
 	for id, w := range t.next.workers {
 		if w.NodeID == c.ID {
 			delete(t.workersW(), id)
@@ -264,30 +272,31 @@ func (c UpsertWorker) apply(t *txn) (bool, error) {
 		if w.RegisteredAt.IsZero() {
 			w.RegisteredAt = old.RegisteredAt
 		}
-		if old == w {
+		if *old == w {
 			return false, nil
 		}
 	} else if w.RegisteredAt.IsZero() {
 		w.RegisteredAt = w.UpdatedAt
 	}
-	t.workersW()[w.ID] = w
+	t.workersW()[w.ID] = &w
 	return true, nil
 }
 
 func (c SetWorkerState) apply(t *txn) (bool, error) {
-	w, ok := t.next.workers[c.ID]
+	old, ok := t.next.workers[c.ID]
 	if !ok {
 		return false, fmt.Errorf("%w: worker %q", ErrNotFound, c.ID)
 	}
-	if w.State == c.State {
+	if old.State == c.State {
 		return false, nil
 	}
-	if w.State == WorkerGone {
+	if old.State == WorkerGone {
 		return false, fmt.Errorf("%w: worker %q is gone", ErrConflict, c.ID)
 	}
+	w := *old
 	w.State = c.State
 	w.UpdatedAt = c.At
-	t.workersW()[w.ID] = w
+	t.workersW()[w.ID] = &w
 	return true, nil
 }
 
@@ -300,11 +309,12 @@ func (c DeleteWorker) apply(t *txn) (bool, error) {
 }
 
 func (c UpsertModelHolding) apply(t *txn) (bool, error) {
-	k := c.Holding.Key()
-	if old, ok := t.next.models[k]; ok && old == c.Holding {
+	h := c.Holding
+	k := h.Key()
+	if old, ok := t.next.models[k]; ok && *old == h {
 		return false, nil
 	}
-	t.modelsW()[k] = c.Holding
+	t.modelsW()[k] = &h
 	return true, nil
 }
 
@@ -318,11 +328,12 @@ func (c DeleteModelHolding) apply(t *txn) (bool, error) {
 }
 
 func (c UpsertBinaryHolding) apply(t *txn) (bool, error) {
-	k := c.Holding.Key()
-	if old, ok := t.next.binaries[k]; ok && old == c.Holding {
+	h := c.Holding
+	k := h.Key()
+	if old, ok := t.next.binaries[k]; ok && *old == h {
 		return false, nil
 	}
-	t.binariesW()[k] = c.Holding
+	t.binariesW()[k] = &h
 	return true, nil
 }
 
@@ -336,10 +347,11 @@ func (c DeleteBinaryHolding) apply(t *txn) (bool, error) {
 }
 
 func (c UpsertHost) apply(t *txn) (bool, error) {
-	if old, ok := t.next.hosts[c.Host.Name]; ok && old == c.Host {
+	h := c.Host
+	if old, ok := t.next.hosts[h.Name]; ok && *old == h {
 		return false, nil
 	}
-	t.hostsW()[c.Host.Name] = c.Host
+	t.hostsW()[h.Name] = &h
 	return true, nil
 }
 
