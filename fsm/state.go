@@ -14,7 +14,7 @@ import (
 // (copy-on-write per table). A *State is therefore safe for concurrent use
 // without locks, and accessors return deep copies so callers cannot alter it.
 type State struct {
-	index    uint64
+	index uint64
 	// Values are pointers for cheap table clones; a stored value is never
 	// modified (writers store a new pointer).
 	nodes    map[string]*Node
