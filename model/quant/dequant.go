@@ -68,8 +68,9 @@ func dequantF32(src []byte, dst []float32) {
 }
 
 func dequantF16(src []byte, dst []float32) {
+	tab := f16Table()
 	for i := range dst {
-		dst[i] = F16ToF32(le16(src[2*i:]))
+		dst[i] = tab[le16(src[2*i:])]
 	}
 }
 

@@ -3,6 +3,7 @@ package quant
 import (
 	"encoding/binary"
 	"math"
+	"sync"
 	"unsafe"
 )
 
@@ -45,12 +46,29 @@ func dotF32Generic(a, b []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-func dotF16Generic(cols int, w, x []byte) float32 {
-	var s float64
-	for i := 0; i < cols; i++ {
-		s += float64(F16ToF32(le16(w[2*i:])) * F16ToF32(le16(x[2*i:])))
+// f16Table maps every half to its float32 value, like ggml's
+// ggml_table_f32_f16; built on first use (256 KiB) and read-only after.
+var f16Table = sync.OnceValue(func() *[1 << 16]float32 {
+	t := new([1 << 16]float32)
+	for i := range t {
+		t[i] = F16ToF32(uint16(i))
 	}
-	return float32(s)
+	return t
+})
+
+func dotF16Generic(cols int, w, x []byte) float32 {
+	tab := f16Table()
+	w, x = w[:2*cols], x[:2*cols]
+	var s0, s1 float32
+	i := 0
+	for ; i+4 <= 2*cols; i += 4 {
+		s0 += tab[le16(w[i:])] * tab[le16(x[i:])]
+		s1 += tab[le16(w[i+2:])] * tab[le16(x[i+2:])]
+	}
+	for ; i < 2*cols; i += 2 {
+		s0 += tab[le16(w[i:])] * tab[le16(x[i:])]
+	}
+	return s0 + s1
 }
 
 func dotBF16Generic(cols int, w, x []byte) float32 {
