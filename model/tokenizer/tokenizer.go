@@ -73,6 +73,10 @@ const (
 // noToken marks an absent special token id.
 const noToken int32 = -1
 
+// maxVocab bounds the vocabulary so ids fit int32 with room to spare; real
+// vocabularies are below 300k tokens.
+const maxVocab = 1 << 30
+
 // Tokenizer encodes and decodes text for one vocabulary.
 type Tokenizer struct {
 	kind   kind
@@ -118,7 +122,7 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 		t.addSpace, t.addBOS = true, true
 	case "gpt2":
 		t.kind = kindBPE
-		t.bos, t.eos, t.unk = 11, 11, noToken
+		t.bos, t.eos, t.unk = 11, 11, noToken // llama.cpp's (odd) BPE defaults
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnsupported, model)
 	}
@@ -127,7 +131,7 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 	if !ok || len(tokens) == 0 {
 		return nil, fmt.Errorf("%w: tokenizer.ggml.tokens missing or empty", ErrNoVocab)
 	}
-	if len(tokens) > 1<<30 {
+	if len(tokens) > maxVocab {
 		return nil, fmt.Errorf("%w: %d tokens", ErrBadMetadata, len(tokens))
 	}
 	n := len(tokens)
