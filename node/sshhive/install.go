@@ -1,0 +1,435 @@
+package sshhive
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/pkg/sftp"
+)
+
+// Remote defaults, all under the remote user's home so that no step needs
+// root: the XDG user locations that `rbee node` itself uses.
+const (
+	DefaultBinaryPath  = "~/.local/bin/rbee"
+	DefaultStateDir    = "~/.local/share/rbee" // also `rbee node`'s default data dir
+	DefaultUnitDir     = "~/.config/systemd/user"
+	DefaultServiceName = "rbee"
+)
+
+// Files this package writes in the state dir. Uninstall removes exactly
+// these (and the binary and unit), nothing else, unless purging.
+const (
+	startScriptName = "rbee-start.sh" // script mode: launch in the background
+	runScriptName   = "rbee-node.sh"  // the node's command line, rewritten by Start
+	pidFileName     = "rbee.pid"
+	logFileName     = "rbee.log"
+	tokenFileName   = "join.token"
+	modeFileName    = "rbee-service" // "systemd" or "script"
+)
+
+// ServiceMode is how the node runs on the remote host.
+type ServiceMode string
+
+// Service modes.
+const (
+	// ServiceAuto picks systemd when a user manager answers, else script.
+	ServiceAuto ServiceMode = ""
+	// ServiceSystemd is a systemd user unit (survives logout with lingering).
+	ServiceSystemd ServiceMode = "systemd"
+	// ServiceScript is a start script that runs the node with nohup,
+	// writes a pid file and logs to a file.
+	ServiceScript ServiceMode = "script"
+)
+
+// Layout says where rbee lives on the remote host. Paths may start with
+// "~/" (the remote $HOME); after expansion they must be absolute. The zero
+// value means the defaults. Install, Start, Stop and Uninstall of one host
+// must use the same Layout.
+type Layout struct {
+	BinaryPath  string // DefaultBinaryPath
+	StateDir    string // DefaultStateDir: scripts, pid file, log, token file
+	UnitDir     string // DefaultUnitDir
+	ServiceName string // DefaultServiceName: the unit is ServiceName.service
+}
+
+// paths is a Layout resolved against the remote home.
+type paths struct {
+	home, binary, stateDir, unit                                   string
+	startScript, runScript, pidFile, logFile, tokenFile, modeFile string
+	service                                                        string
+}
+
+func (l Layout) resolve(ctx context.Context, c *Client) (paths, error) {
+	home, err := c.Home(ctx)
+	if err != nil {
+		return paths{}, err
+	}
+	def := func(v, d string) string {
+		if v == "" {
+			return d
+		}
+		return v
+	}
+	p := paths{home: home, service: def(l.ServiceName, DefaultServiceName)}
+	if strings.ContainsAny(p.service, "/ \t\n'\"$`\\") {
+		return p, fmt.Errorf("%w: service name %q", ErrInvalid, p.service)
+	}
+	for _, x := range []struct {
+		dst      *string
+		val, def string
+	}{
+		{&p.binary, l.BinaryPath, DefaultBinaryPath},
+		{&p.stateDir, l.StateDir, DefaultStateDir},
+		{&p.unit, l.UnitDir, DefaultUnitDir},
+	} {
+		v, err := remoteAbs(def(x.val, x.def), home)
+		if err != nil {
+			return p, err
+		}
+		*x.dst = v
+	}
+	p.unit = path.Join(p.unit, p.service+".service")
+	p.startScript = path.Join(p.stateDir, startScriptName)
+	p.runScript = path.Join(p.stateDir, runScriptName)
+	p.pidFile = path.Join(p.stateDir, pidFileName)
+	p.logFile = path.Join(p.stateDir, logFileName)
+	p.tokenFile = path.Join(p.stateDir, tokenFileName)
+	p.modeFile = path.Join(p.stateDir, modeFileName)
+	return p, nil
+}
+
+// remoteAbs expands "~" against home and requires an absolute, clean path.
+func remoteAbs(p, home string) (string, error) {
+	switch {
+	case p == "~":
+		p = home
+	case strings.HasPrefix(p, "~/"):
+		p = path.Join(home, p[2:])
+	}
+	if !path.IsAbs(p) || strings.ContainsAny(p, "\n\x00") {
+		return "", fmt.Errorf("%w: remote path %q is not absolute", ErrInvalid, p)
+	}
+	return path.Clean(p), nil
+}
+
+// InstallOptions controls Install.
+type InstallOptions struct {
+	Layout
+	// LocalBinary is the rbee binary to copy: this program's own when the
+	// remote OS/arch match (see Test), else one for that platform. Required.
+	LocalBinary string
+	// Service picks the service mode; ServiceAuto detects it.
+	Service ServiceMode
+	// NodeArgs are the `rbee node` arguments the service runs with until
+	// Start rewrites them (e.g. after a reboot before any Start).
+	NodeArgs []string
+}
+
+// InstallResult says what Install put on the host.
+type InstallResult struct {
+	BinaryPath  string
+	Version     string // `rbee --version` run there
+	Service     ServiceMode
+	ServiceFile string // the unit file or the start script
+	// Warnings are non-fatal problems (e.g. lingering could not be enabled,
+	// so a systemd user service stops when the user logs out).
+	Warnings []string
+}
+
+// Install copies opts.LocalBinary to the host (SFTP to a temporary name in
+// the same directory, chmod 0755, rename over the target: a running node
+// keeps its old inode), installs the service (systemd user unit, enabled
+// but not started; or the start script), and checks `rbee --version` there.
+// Running it again upgrades in place.
+func Install(ctx context.Context, c *Client, opts InstallOptions) (InstallResult, error) {
+	var res InstallResult
+	st, err := os.Stat(opts.LocalBinary)
+	switch {
+	case opts.LocalBinary == "":
+		return res, fmt.Errorf("%w: no local binary to install", ErrInvalid)
+	case err != nil:
+		return res, fmt.Errorf("%w: local binary: %v", ErrInvalid, err)
+	case !st.Mode().IsRegular():
+		return res, fmt.Errorf("%w: local binary %s is not a regular file", ErrInvalid, opts.LocalBinary)
+	}
+	if err := checkNodeArgs(opts.NodeArgs); err != nil {
+		return res, err
+	}
+	p, err := opts.Layout.resolve(ctx, c)
+	if err != nil {
+		return res, err
+	}
+	sc, err := c.SFTP()
+	if err != nil {
+		return res, err
+	}
+	if err := mkdirs(sc, path.Dir(p.binary), false); err != nil {
+		return res, err
+	}
+	// The state dir holds the join token: private, even if it existed.
+	if err := mkdirs(sc, p.stateDir, true); err != nil {
+		return res, err
+	}
+	f, err := os.Open(opts.LocalBinary)
+	if err != nil {
+		return res, fmt.Errorf("%w: local binary: %v", ErrInvalid, err)
+	}
+	err = putFile(ctx, sc, p.binary, f, 0o755)
+	f.Close()
+	if err != nil {
+		return res, err
+	}
+	res.BinaryPath = p.binary
+
+	mode := opts.Service
+	switch mode {
+	case ServiceAuto:
+		mode = ServiceScript
+		if _, err := c.Run(ctx, "systemctl --user show-environment >/dev/null 2>&1"); err == nil {
+			mode = ServiceSystemd
+		} else if !errors.Is(err, ErrRemoteCommand) {
+			return res, err
+		}
+	case ServiceSystemd, ServiceScript:
+	default:
+		return res, fmt.Errorf("%w: service mode %q", ErrInvalid, mode)
+	}
+	res.Service = mode
+
+	if err := writeFile(ctx, sc, p.runScript, []byte(runScript(p, opts.NodeArgs)), 0o700); err != nil {
+		return res, err
+	}
+	switch mode {
+	case ServiceSystemd:
+		if err := mkdirs(sc, path.Dir(p.unit), false); err != nil {
+			return res, err
+		}
+		if err := writeFile(ctx, sc, p.unit, []byte(systemdUnit(p)), 0o644); err != nil {
+			return res, err
+		}
+		if _, err := c.Run(ctx, "systemctl --user daemon-reload && systemctl --user enable "+shellQuote(p.service+".service")); err != nil {
+			return res, err
+		}
+		if _, err := c.Run(ctx, `loginctl enable-linger "$(id -un)"`); err != nil {
+			if !errors.Is(err, ErrRemoteCommand) {
+				return res, err
+			}
+			res.Warnings = append(res.Warnings, "could not enable lingering: the rbee user service stops when the user logs out ("+err.Error()+")")
+		}
+		res.ServiceFile = p.unit
+	case ServiceScript:
+		if err := writeFile(ctx, sc, p.startScript, []byte(startScript(p)), 0o700); err != nil {
+			return res, err
+		}
+		res.ServiceFile = p.startScript
+	}
+	if err := writeFile(ctx, sc, p.modeFile, []byte(string(mode)+"\n"), 0o600); err != nil {
+		return res, err
+	}
+
+	out, err := c.Run(ctx, shellQuote(p.binary)+" --version")
+	if err != nil {
+		return res, fmt.Errorf("installed binary does not run there (wrong platform?): %w", err)
+	}
+	res.Version = strings.TrimSpace(out)
+	return res, nil
+}
+
+// UninstallOptions controls Uninstall.
+type UninstallOptions struct {
+	Layout
+	// Purge also removes DataDir (the node's registry replica, models,
+	// worker binaries, cluster secret).
+	Purge bool
+	// DataDir is the node's data dir; "" means DefaultStateDir (the
+	// default of `rbee node` and of Start).
+	DataDir string
+	// Stop is how a running node is stopped first.
+	Stop StopOptions
+}
+
+// UninstallResult lists the remote paths Uninstall removed.
+type UninstallResult struct {
+	Removed []string
+}
+
+// Uninstall stops the node if it runs, removes the service (unit or start
+// script), the binary and the files this package wrote in the state dir;
+// with Purge also the data dir. It removes nothing else: the state dir is
+// removed only when that leaves it empty. Running it on a host without rbee
+// removes nothing and is not an error.
+func Uninstall(ctx context.Context, c *Client, opts UninstallOptions) (UninstallResult, error) {
+	var res UninstallResult
+	p, err := opts.Layout.resolve(ctx, c)
+	if err != nil {
+		return res, err
+	}
+	dataDir := p.stateDir
+	if opts.DataDir != "" {
+		if dataDir, err = remoteAbs(opts.DataDir, p.home); err != nil {
+			return res, err
+		}
+	}
+	if opts.Purge {
+		if err := checkPurgeable(dataDir, p); err != nil {
+			return res, err
+		}
+	}
+	mode, err := readMode(ctx, c, p)
+	if err != nil && !errors.Is(err, ErrNotInstalled) {
+		return res, err
+	}
+	if mode != "" {
+		so := opts.Stop
+		so.Layout = opts.Layout
+		if _, err := Stop(ctx, c, so); err != nil && !errors.Is(err, ErrNotRunning) {
+			return res, fmt.Errorf("stopping before uninstall: %w", err)
+		}
+	}
+	if mode == ServiceSystemd {
+		_, _ = c.Run(ctx, "systemctl --user disable "+shellQuote(p.service+".service")+" >/dev/null 2>&1")
+	}
+	sc, err := c.SFTP()
+	if err != nil {
+		return res, err
+	}
+	for _, f := range []string{p.unit, p.binary, p.startScript, p.runScript, p.pidFile, p.tokenFile, p.logFile, p.modeFile} {
+		switch err := sc.Remove(f); {
+		case err == nil:
+			res.Removed = append(res.Removed, f)
+		case errors.Is(err, fs.ErrNotExist):
+		default:
+			return res, fmt.Errorf("remove %s: %w", f, err)
+		}
+	}
+	if mode == ServiceSystemd {
+		_, _ = c.Run(ctx, "systemctl --user daemon-reload >/dev/null 2>&1")
+	}
+	if opts.Purge {
+		if _, err := c.Run(ctx, "rm -rf -- "+shellQuote(dataDir)); err != nil {
+			return res, fmt.Errorf("purge %s: %w", dataDir, err)
+		}
+		res.Removed = append(res.Removed, dataDir)
+	}
+	if sc.RemoveDirectory(p.stateDir) == nil {
+		res.Removed = append(res.Removed, p.stateDir)
+	}
+	return res, nil
+}
+
+// checkPurgeable refuses to rm -rf a directory that is obviously not a data
+// dir: the root, the home itself or one of its ancestors, or a directory
+// that holds the binary or the unit.
+func checkPurgeable(dir string, p paths) error {
+	switch {
+	case dir == "/" || dir == p.home || strings.HasPrefix(p.home, dir+"/"):
+		return fmt.Errorf("%w: refusing to purge %s", ErrInvalid, dir)
+	case strings.HasPrefix(p.binary, dir+"/") || strings.HasPrefix(p.unit, dir+"/"):
+		return fmt.Errorf("%w: refusing to purge %s: it holds the binary or the unit", ErrInvalid, dir)
+	case strings.Count(dir, "/") < 2:
+		return fmt.Errorf("%w: refusing to purge top-level directory %s", ErrInvalid, dir)
+	}
+	return nil
+}
+
+func readMode(ctx context.Context, c *Client, p paths) (ServiceMode, error) {
+	sc, err := c.SFTP()
+	if err != nil {
+		return "", err
+	}
+	f, err := sc.Open(p.modeFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%w: no %s on %s (run hive install first)", ErrNotInstalled, p.modeFile, c.target.Host)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", p.modeFile, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 64))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", p.modeFile, err)
+	}
+	switch m := ServiceMode(strings.TrimSpace(string(b))); m {
+	case ServiceSystemd, ServiceScript:
+		return m, nil
+	default:
+		return "", fmt.Errorf("%w: %s says %q", ErrNotInstalled, p.modeFile, m)
+	}
+}
+
+// mkdirs creates dir and its parents (with the server's default mode); a
+// private dir is then set to 0700 even if it existed.
+func mkdirs(sc *sftp.Client, dir string, private bool) error {
+	if err := sc.MkdirAll(dir); err != nil {
+		return fmt.Errorf("mkdir %s: %w", dir, err)
+	}
+	if !private {
+		return nil
+	}
+	if err := sc.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("chmod %s: %w", dir, err)
+	}
+	return nil
+}
+
+func writeFile(ctx context.Context, sc *sftp.Client, dst string, data []byte, perm os.FileMode) error {
+	return putFile(ctx, sc, dst, strings.NewReader(string(data)), perm)
+}
+
+// putFile writes r to dst atomically: a temporary file in the same
+// directory, its mode set before any byte is written (so a secret is never
+// readable by others), then renamed over dst.
+func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm os.FileMode) error {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := dst + ".tmp-" + hex.EncodeToString(rnd[:])
+	f, err := sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
+	}
+	fail := func(err error) error {
+		_ = f.Close()
+		_ = sc.Remove(tmp)
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		return fail(fmt.Errorf("chmod %s: %w", tmp, err))
+	}
+	if _, err := io.Copy(f, ctxReader{ctx, r}); err != nil {
+		return fail(fmt.Errorf("write %s: %w", tmp, err))
+	}
+	if err := f.Close(); err != nil {
+		_ = sc.Remove(tmp)
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := sc.PosixRename(tmp, dst); err != nil {
+		// Servers without the posix-rename extension: plain rename
+		// refuses to replace, so remove first (not atomic, but rare).
+		_ = sc.Remove(dst)
+		if err2 := sc.Rename(tmp, dst); err2 != nil {
+			_ = sc.Remove(tmp)
+			return fmt.Errorf("rename %s to %s: %w", tmp, dst, err2)
+		}
+	}
+	return nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

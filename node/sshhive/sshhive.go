@@ -1,0 +1,439 @@
+// Package sshhive manages rbee hives over SSH: it imports hosts from an
+// OpenSSH client config, connects with host-key verification against
+// known_hosts, probes a host (round trip, OS, architecture, installed rbee),
+// installs the rbee binary and a service, and starts and stops a node there.
+//
+// The package never writes to the cluster registry: it returns values
+// (fsm.Host entries, results) and the node applies them through Raft. It
+// never reads flags or the environment: the caller passes the agent socket,
+// the home directory and the known_hosts file.
+//
+// A *Client is safe for concurrent use by several goroutines (each remote
+// command runs in its own SSH session); the package-level functions are
+// stateless.
+package sshhive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/rbee-project/rbee/fsm"
+)
+
+// Errors returned by this package, wrapped with %w and details; test with
+// errors.Is.
+var (
+	// ErrUnknownHost: the host's key is not in known_hosts and AcceptNew
+	// was not set. The message carries the key's SHA256 fingerprint.
+	ErrUnknownHost = errors.New("sshhive: host key not known")
+	// ErrHostKeyMismatch: known_hosts holds a different key for the host
+	// (or the key is revoked). Never accepted automatically.
+	ErrHostKeyMismatch = errors.New("sshhive: host key mismatch")
+	// ErrAuth: the server refused every key offered, or no key was usable.
+	ErrAuth = errors.New("sshhive: authentication failed")
+	// ErrUnreachable: no SSH server answered at the address (refused,
+	// timed out, name not resolved, handshake aborted).
+	ErrUnreachable = errors.New("sshhive: host unreachable")
+	// ErrRemoteCommand: a remote command exited non-zero; errors.As to
+	// *CommandError for the exit status and stderr.
+	ErrRemoteCommand = errors.New("sshhive: remote command failed")
+	// ErrInvalid: bad input (target, options, config values).
+	ErrInvalid = errors.New("sshhive: invalid input")
+	// ErrNotInstalled: the host has no rbee service installed by Install.
+	ErrNotInstalled = errors.New("sshhive: rbee is not installed there")
+	// ErrNotRunning: the remote node is not running (or already exited).
+	ErrNotRunning = errors.New("sshhive: rbee node is not running there")
+)
+
+// DefaultPort is the SSH port used when a Target or host has none.
+const DefaultPort = 22
+
+// DefaultDialTimeout bounds TCP connect, handshake and authentication: a LAN
+// host answers in milliseconds, 10 s leaves room for a slow DNS lookup or a
+// loaded machine without letting a dead host stall an operation.
+const DefaultDialTimeout = 10 * time.Second
+
+// Output caps: a remote command's stdout is read into memory (the commands
+// this package runs print a line or two), stderr is kept for error messages.
+const (
+	maxStdout = 1 << 20
+	maxStderr = 8 << 10
+)
+
+// Target says how to reach and authenticate to one host.
+type Target struct {
+	// Host is the address (name or IP) to connect to. Required.
+	Host string
+	// Port defaults to 22.
+	Port int
+	// User is the remote login. Required.
+	User string
+	// IdentityFiles are private key files tried before the agent's keys.
+	// Missing files are skipped; passphrase-protected ones are skipped
+	// with a warning (load them into the agent instead).
+	IdentityFiles []string
+	// KnownHostsFile is the known_hosts file used to verify the host key
+	// and, with AcceptNew, to record a new one. Required: there is no
+	// insecure mode.
+	KnownHostsFile string
+	// AcceptNew records the key of a host not yet in KnownHostsFile (like
+	// OpenSSH's StrictHostKeyChecking=accept-new). A changed key is always
+	// refused.
+	AcceptNew bool
+	// AgentSocket is the ssh-agent socket (the caller passes SSH_AUTH_SOCK);
+	// empty means no agent.
+	AgentSocket string
+	// Timeout bounds connect + handshake + authentication; 0 means
+	// DefaultDialTimeout.
+	Timeout time.Duration
+	// Logger receives warnings (skipped keys, agent failures); nil discards.
+	Logger *slog.Logger
+}
+
+// TargetFromHost builds a Target from an inventory entry. The caller adds
+// the agent socket, known_hosts file and default identity files it wants.
+func TargetFromHost(h fsm.Host, knownHostsFile string) Target {
+	t := Target{Host: h.Host, Port: h.Port, User: h.User, KnownHostsFile: knownHostsFile}
+	if t.Host == "" {
+		t.Host = h.Name
+	}
+	if h.IdentityFile != "" {
+		t.IdentityFiles = []string{h.IdentityFile}
+	}
+	return t
+}
+
+// Addr is host:port as dialed (and as recorded in known_hosts).
+func (t Target) Addr() string {
+	p := t.Port
+	if p == 0 {
+		p = DefaultPort
+	}
+	return net.JoinHostPort(t.Host, strconv.Itoa(p))
+}
+
+func (t Target) validate() error {
+	switch {
+	case t.Host == "":
+		return fmt.Errorf("%w: target has no host", ErrInvalid)
+	case t.User == "":
+		return fmt.Errorf("%w: target %s has no user", ErrInvalid, t.Host)
+	case t.Port < 0 || t.Port > 65535:
+		return fmt.Errorf("%w: target port %d", ErrInvalid, t.Port)
+	case t.KnownHostsFile == "":
+		return fmt.Errorf("%w: target %s has no known_hosts file", ErrInvalid, t.Host)
+	}
+	return nil
+}
+
+// CommandError is a remote command that exited non-zero. It matches
+// ErrRemoteCommand with errors.Is.
+type CommandError struct {
+	Command    string
+	ExitStatus int    // -1 when the command ended without a status (killed by a signal)
+	Stderr     string // the last bytes of stderr, trimmed
+}
+
+func (e *CommandError) Error() string {
+	msg := fmt.Sprintf("remote command %q exited with status %d", firstLine(e.Command), e.ExitStatus)
+	if e.Stderr != "" {
+		msg += ": " + e.Stderr
+	}
+	return msg
+}
+
+// Unwrap makes errors.Is(err, ErrRemoteCommand) true.
+func (e *CommandError) Unwrap() error { return ErrRemoteCommand }
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}
+
+// Client is an authenticated SSH connection to one host. Close it when done.
+type Client struct {
+	conn   *ssh.Client
+	target Target
+	log    *slog.Logger
+
+	mu   sync.Mutex
+	home string
+	sftp *sftp.Client
+}
+
+// Dial connects to t, verifies the host key against t.KnownHostsFile and
+// authenticates with t.IdentityFiles and the agent. Errors match
+// ErrUnreachable, ErrUnknownHost, ErrHostKeyMismatch, ErrAuth or ErrInvalid.
+// ctx cancels the connection attempt; it does not bound the Client's life.
+func Dial(ctx context.Context, t Target) (*Client, error) {
+	if err := t.validate(); err != nil {
+		return nil, err
+	}
+	log := t.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	timeout := t.Timeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	signers, closeAgent, err := loadSigners(t, log)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAgent()
+
+	hk, err := newHostKeyChecker(t.KnownHostsFile, t.AcceptNew, log)
+	if err != nil {
+		return nil, err
+	}
+	addr := t.Addr()
+	cfg := &ssh.ClientConfig{
+		User:              t.User,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
+		HostKeyCallback:   hk.callback,
+		HostKeyAlgorithms: hk.algorithmsFor(addr),
+		Timeout:           timeout,
+	}
+
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("ssh dial %s: %w", addr, ctx.Err())
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, addr, err)
+	}
+	_ = nc.SetDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(dctx, func() { _ = nc.Close() })
+	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
+	stopped := stop()
+	if err != nil {
+		_ = nc.Close()
+		switch {
+		case hk.err != nil:
+			return nil, hk.err
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("ssh dial %s: %w", addr, ctx.Err())
+		case hk.checked && isAuthError(err):
+			return nil, fmt.Errorf("%w: %s@%s: the server refused the %d key(s) offered: %v", ErrAuth, t.User, addr, len(signers), err)
+		case hk.checked:
+			return nil, fmt.Errorf("ssh %s: %w", addr, err)
+		case strings.Contains(err.Error(), "no common algorithm for host key"):
+			return nil, fmt.Errorf("%w: %s offers none of the key types recorded in %s: %v", ErrHostKeyMismatch, addr, t.KnownHostsFile, err)
+		default:
+			return nil, fmt.Errorf("%w: %s: no SSH handshake: %v", ErrUnreachable, addr, err)
+		}
+	}
+	if !stopped {
+		// The deadline fired just as the handshake finished: nc is closed.
+		_ = sc.Close()
+		return nil, fmt.Errorf("%w: %s: handshake timed out", ErrUnreachable, addr)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return &Client{conn: ssh.NewClient(sc, chans, reqs), target: t, log: log}, nil
+}
+
+func isAuthError(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "unable to authenticate") || strings.Contains(s, "no supported methods remain")
+}
+
+// loadSigners returns the identity files' keys followed by the agent's. The
+// returned func releases the agent connection (signing happens during the
+// handshake, so it stays open until Dial returns).
+func loadSigners(t Target, log *slog.Logger) ([]ssh.Signer, func(), error) {
+	var signers []ssh.Signer
+	var skipped []string
+	for _, f := range t.IdentityFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				log.Warn("identity file unreadable", "file", f, "err", err)
+			}
+			skipped = append(skipped, f+" (unreadable)")
+			continue
+		}
+		s, err := ssh.ParsePrivateKey(b)
+		if err != nil {
+			var pm *ssh.PassphraseMissingError
+			if errors.As(err, &pm) {
+				log.Warn("identity file is passphrase-protected; add it to the agent", "file", f)
+				skipped = append(skipped, f+" (passphrase-protected: add it to ssh-agent)")
+			} else {
+				log.Warn("identity file is not a private key", "file", f, "err", err)
+				skipped = append(skipped, f+" (not a private key)")
+			}
+			continue
+		}
+		signers = append(signers, s)
+	}
+	closeAgent := func() {}
+	if t.AgentSocket != "" {
+		conn, err := net.Dial("unix", t.AgentSocket)
+		if err != nil {
+			log.Warn("ssh-agent unreachable", "socket", t.AgentSocket, "err", err)
+			skipped = append(skipped, "agent (unreachable)")
+		} else {
+			as, err := agent.NewClient(conn).Signers()
+			if err != nil {
+				log.Warn("ssh-agent signers", "err", err)
+			}
+			signers = append(signers, as...)
+			closeAgent = func() { _ = conn.Close() }
+		}
+	}
+	if len(signers) == 0 {
+		closeAgent()
+		return nil, nil, fmt.Errorf("%w: no usable key for %s (tried: %s; agent socket: %q)", ErrAuth, t.Host,
+			strings.Join(skipped, ", "), t.AgentSocket)
+	}
+	return signers, closeAgent, nil
+}
+
+// Target returns the target the client was dialed with.
+func (c *Client) Target() Target { return c.target }
+
+// Close closes the SFTP session (if any) and the connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	s := c.sftp
+	c.sftp = nil
+	c.mu.Unlock()
+	if s != nil {
+		_ = s.Close()
+	}
+	return c.conn.Close()
+}
+
+// Run runs cmd through the remote user's shell and returns its stdout. A
+// non-zero exit is a *CommandError (ErrRemoteCommand). Cancelling ctx kills
+// the remote command and returns ctx's error.
+func (c *Client) Run(ctx context.Context, cmd string) (string, error) {
+	return c.RunInput(ctx, cmd, nil)
+}
+
+// RunInput is Run with stdin fed from in (nil: empty stdin).
+func (c *Client) RunInput(ctx context.Context, cmd string, in io.Reader) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	s, err := c.conn.NewSession()
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: new session: %v", ErrUnreachable, c.target.Addr(), err)
+	}
+	defer s.Close()
+	var stdout, stderr capBuffer
+	stdout.max, stderr.max, stderr.tail = maxStdout, maxStderr, true
+	s.Stdout, s.Stderr, s.Stdin = &stdout, &stderr, in
+	if err := s.Start(cmd); err != nil {
+		return "", fmt.Errorf("%w: %s: start %q: %v", ErrUnreachable, c.target.Addr(), firstLine(cmd), err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		_ = s.Signal(ssh.SIGKILL)
+		_ = s.Close()
+		<-done
+		return stdout.String(), ctx.Err()
+	}
+	if err != nil {
+		var ee *ssh.ExitError
+		var em *ssh.ExitMissingError
+		switch {
+		case errors.As(err, &ee):
+			return stdout.String(), &CommandError{Command: cmd, ExitStatus: ee.ExitStatus(), Stderr: strings.TrimSpace(stderr.String())}
+		case errors.As(err, &em):
+			return stdout.String(), &CommandError{Command: cmd, ExitStatus: -1, Stderr: strings.TrimSpace(stderr.String())}
+		}
+		return stdout.String(), fmt.Errorf("%w: %s: %q: %v", ErrUnreachable, c.target.Addr(), firstLine(cmd), err)
+	}
+	return stdout.String(), nil
+}
+
+// capBuffer keeps at most max bytes: the first ones, or with tail the last.
+type capBuffer struct {
+	b    []byte
+	max  int
+	tail bool
+}
+
+func (w *capBuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	w.b = append(w.b, p...)
+	if len(w.b) > w.max {
+		if w.tail {
+			w.b = append(w.b[:0], w.b[len(w.b)-w.max:]...)
+		} else {
+			w.b = w.b[:w.max]
+		}
+	}
+	return n, nil
+}
+
+func (w *capBuffer) String() string { return string(w.b) }
+
+// Home returns the remote user's $HOME (cached).
+func (c *Client) Home(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	h := c.home
+	c.mu.Unlock()
+	if h != "" {
+		return h, nil
+	}
+	out, err := c.Run(ctx, `printf '%s' "$HOME"`)
+	if err != nil {
+		return "", err
+	}
+	h = strings.TrimSpace(out)
+	if h == "" || !strings.HasPrefix(h, "/") {
+		return "", fmt.Errorf("%w: remote $HOME is %q, not an absolute path", ErrInvalid, h)
+	}
+	c.mu.Lock()
+	c.home = h
+	c.mu.Unlock()
+	return h, nil
+}
+
+// SFTP returns the connection's SFTP client, opening it on first use. It is
+// closed by Close.
+func (c *Client) SFTP() (*sftp.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sftp != nil {
+		return c.sftp, nil
+	}
+	s, err := sftp.NewClient(c.conn)
+	if err != nil {
+		return nil, fmt.Errorf("sftp on %s: %w", c.target.Addr(), err)
+	}
+	c.sftp = s
+	return s, nil
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@,+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
