@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -163,4 +164,21 @@ func FuzzFromGGUF(f *testing.F) {
 			tok.Decode(ids)
 		}
 	})
+}
+
+func BenchmarkFromGGUF(b *testing.B) {
+	for _, name := range []string{"llama-spm", "qwen2"} {
+		b.Run(name, func(b *testing.B) {
+			f, err := gguf.Open(filepath.Join(vocabDir, "ggml-vocab-"+name+".gguf"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			for b.Loop() {
+				if _, err := FromGGUF(f); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
