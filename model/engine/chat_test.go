@@ -1,6 +1,9 @@
 package engine
 
 import (
+	"encoding/json"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -47,4 +50,45 @@ func TestChatPrompt(t *testing.T) {
 	m := loadStories(t)
 	_, err := m.ChatPrompt(nil)
 	require.ErrorIs(t, err, ErrBadRequest)
+}
+
+// llama3Template is Meta-Llama-3-8B-Instruct's tokenizer.chat_template.
+const llama3Template = `{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}`
+
+// TestRealChatTemplates renders published templates: Qwen's ChatML template
+// (from testdata/tokenizer/qwen2/tokenizer_config.json, without the marker
+// rtp-llm appended; see PROVENANCE.md) must equal the qwen2 fallback, and
+// Llama 3's must give its documented layout.
+func TestRealChatTemplates(t *testing.T) {
+	raw, err := os.ReadFile("../../testdata/tokenizer/qwen2/tokenizer_config.json")
+	require.NoError(t, err)
+	var tc struct {
+		ChatTemplate string `json:"chat_template"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &tc))
+	qwenTmpl, ok := strings.CutSuffix(tc.ChatTemplate, "template ends here")
+	require.True(t, ok)
+	msgs := []Message{{Role: "system", Content: "You are helpful."}, {Role: "user", Content: " Hi there "}, {Role: "assistant", Content: "Hello!"}, {Role: "user", Content: "Bye"}}
+
+	cfg := synth.DefaultConfig()
+	cfg.Arch, cfg.ChatTemplate = "qwen2", qwenTmpl
+	m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
+	require.NoError(t, err)
+	defer m.Close()
+	got, err := m.ChatPrompt(msgs)
+	require.NoError(t, err)
+	require.Equal(t, fallbackChat("qwen2", msgs), got)
+
+	cfg.Arch, cfg.ChatTemplate = "llama", llama3Template
+	m3, err := Load(writeSynth(t, cfg), Options{Threads: 1})
+	require.NoError(t, err)
+	defer m3.Close()
+	got, err = m3.ChatPrompt(msgs)
+	require.NoError(t, err)
+	want := "<s><|start_header_id|>system<|end_header_id|>\n\nYou are helpful.<|eot_id|>" +
+		"<|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>" +
+		"<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>" +
+		"<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>" +
+		"<|start_header_id|>assistant<|end_header_id|>\n\n"
+	require.Equal(t, want, got)
 }
