@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // benchMatrix builds a rows×cols matrix of type typ by quantising 16 random
@@ -58,5 +59,53 @@ func BenchmarkMatMul(b *testing.B) {
 				}
 			}
 		}
+	}
+}
+
+// BenchmarkKernelSpeedup times the generic and the SIMD dot kernel of each
+// type on the same 64 rows × 4096 columns within one benchmark, so the
+// reported ratio (simd_speedup) is not skewed by load changes between
+// separate benchmarks. Single-threaded.
+func BenchmarkKernelSpeedup(b *testing.B) {
+	if !useSIMD(true) {
+		b.Skip("no SIMD kernels")
+	}
+	defer useSIMD(true)
+	const rows, cols = 64, 4096
+	types := append([]Type{F32}, matmulTypes[1:]...)
+	for _, typ := range types {
+		b.Run(typ.String(), func(b *testing.B) {
+			m := benchMatrix(b, typ, rows, cols)
+			x := randVec(rand.New(rand.NewPCG(3, 3)), cols, 1)
+			vt := vecDotType(typ)
+			xb, _ := vt.RowBytes(cols)
+			xq := make([]byte, xb)
+			quantizeActivations(vt, x, xq)
+			gen, simd := genericKernels[typ], dotKernels[typ]
+			if typ == F32 {
+				gen = func(c int, w, _ []byte) float32 { return dotF32Generic(bytesToF32(w), x) }
+				simd = func(c int, w, _ []byte) float32 { return dotF32Impl(bytesToF32(w), x) }
+			}
+			var tg, ts time.Duration
+			var sink float32
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				for r := 0; r < rows; r++ {
+					sink += gen(cols, m.Data[r*len(m.Data)/rows:(r+1)*len(m.Data)/rows], xq)
+				}
+				t1 := time.Now()
+				for r := 0; r < rows; r++ {
+					sink += simd(cols, m.Data[r*len(m.Data)/rows:(r+1)*len(m.Data)/rows], xq)
+				}
+				ts += time.Since(t1)
+				tg += t1.Sub(t0)
+			}
+			if sink == 42 {
+				b.Log(sink)
+			}
+			b.ReportMetric(float64(tg)/float64(ts), "simd_speedup")
+			b.ReportMetric(2*rows*cols*float64(b.N)/ts.Seconds()/1e9, "simd_GFLOP/s")
+			b.ReportMetric(2*rows*cols*float64(b.N)/tg.Seconds()/1e9, "generic_GFLOP/s")
+		})
 	}
 }
