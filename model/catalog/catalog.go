@@ -9,6 +9,7 @@ package catalog
 
 import (
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -321,6 +322,25 @@ func (c *Catalog) OpenBySHA256(sum string) (*os.File, Entry, error) {
 		return nil, Entry{}, fmt.Errorf("catalog: %w", err)
 	}
 	return f, e, nil
+}
+
+// OpenRange is the serving side of PeerSource: it opens the file with this
+// sha256 positioned at offset and returns its total size, for the node's
+// peer-copy handler to stream. Offsets outside [0, size] are refused.
+func (c *Catalog) OpenRange(_ context.Context, sum string, offset int64) (io.ReadCloser, int64, error) {
+	f, e, err := c.OpenBySHA256(sum)
+	if err != nil {
+		return nil, 0, err
+	}
+	if offset < 0 || offset > e.Size {
+		f.Close()
+		return nil, 0, fmt.Errorf("catalog: offset %d outside the %d bytes of %s", offset, e.Size, sum)
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("catalog: %w", err)
+	}
+	return f, e.Size, nil
 }
 
 // Delete removes the entry and its directory. It refuses with ErrInUse

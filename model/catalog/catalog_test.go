@@ -1,8 +1,10 @@
 package catalog
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -350,4 +352,28 @@ func TestConcurrentAddListGet(t *testing.T) {
 	wg.Wait()
 	list, _ := c.List()
 	require.Len(t, list, 4)
+}
+
+func TestOpenRange(t *testing.T) {
+	c := newCatalog(t, t.TempDir(), nil)
+	data := ggufBytes(t, quant.Q8_0, 1)
+	_, err := c.Add(writeTemp(t, c, "a.part", data), NewEntry{ID: "a", FileName: "a.gguf", Source: SourceLocal})
+	require.NoError(t, err)
+	for _, off := range []int64{0, 100, int64(len(data))} {
+		rc, size, err := c.OpenRange(context.Background(), sha(data), off)
+		require.NoError(t, err)
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		require.NoError(t, err)
+		require.EqualValues(t, len(data), size)
+		require.Equal(t, data[off:], got)
+	}
+	for _, off := range []int64{-1, int64(len(data)) + 1} {
+		_, _, err := c.OpenRange(context.Background(), sha(data), off)
+		require.Error(t, err)
+	}
+	_, _, err = c.OpenRange(context.Background(), strings.Repeat("0", 64), 0)
+	require.ErrorIs(t, err, ErrNotFound)
+	_, _, err = c.OpenRange(context.Background(), "../../etc/passwd", 0)
+	require.ErrorIs(t, err, ErrNotFound)
 }

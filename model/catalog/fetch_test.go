@@ -318,15 +318,14 @@ func (p failingPeer) OpenRange(context.Context, string, int64) (io.ReadCloser, i
 	return nil, 0, errors.New("no")
 }
 
-// catalogPeer serves files from another node's Catalog the way the node's
-// libp2p handler does (OpenBySHA256 + seek), with fault injection.
+// catalogPeer serves files from another node's Catalog through its
+// OpenRange, as the node's libp2p handler does, with fault injection.
 type catalogPeer struct {
-	c         *Catalog
-	mu        sync.Mutex
-	calls     []int64 // offsets asked
-	cutAfter  int64   // > 0: the first stream breaks after this many bytes, later opens fail
-	corrupt   bool
-	streamsOK int
+	c        *Catalog
+	mu       sync.Mutex
+	calls    []int64 // offsets asked
+	cutAfter int64   // > 0: the first stream breaks after this many bytes, later opens fail
+	corrupt  bool
 }
 
 func (p *catalogPeer) OpenRange(_ context.Context, sum string, off int64) (io.ReadCloser, int64, error) {
@@ -336,12 +335,8 @@ func (p *catalogPeer) OpenRange(_ context.Context, sum string, off int64) (io.Re
 	if p.cutAfter > 0 && len(p.calls) > 1 {
 		return nil, 0, errors.New("peer went away")
 	}
-	f, e, err := p.c.OpenBySHA256(sum)
+	f, size, err := p.c.OpenRange(context.Background(), sum, off)
 	if err != nil {
-		return nil, 0, err
-	}
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		f.Close()
 		return nil, 0, err
 	}
 	var r io.Reader = f
@@ -356,7 +351,7 @@ func (p *catalogPeer) OpenRange(_ context.Context, sum string, off int64) (io.Re
 	return struct {
 		io.Reader
 		io.Closer
-	}{r, f}, e.Size, nil
+	}{r, f}, size, nil
 }
 
 type errReader struct{}
