@@ -46,8 +46,14 @@ func TestConfigValidation(t *testing.T) {
 			require.ErrorIs(t, err, consensus.ErrConfig)
 		})
 	}
-	c, err := consensus.New(good())
+	held := good()
+	c, err := consensus.New(held)
 	require.NoError(t, err)
+	// A second server on the same data dir fails fast (bolt file lock).
+	second := good()
+	second.DataDir = held.DataDir
+	_, err = consensus.New(second)
+	require.Error(t, err)
 	_, err = c.Apply(context.Background(), []byte{1})
 	require.Error(t, err)
 	require.NoError(t, c.Close())

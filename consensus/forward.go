@@ -129,6 +129,14 @@ func (c *Consensus) serveForward(ln net.Listener) {
 	}
 }
 
+// PeerIdentifier is implemented by Network connections that know the
+// authenticated peer id of the remote end (libp2p streams do). When the
+// forward connection implements it, a remove request is only honoured for
+// the caller's own id.
+type PeerIdentifier interface {
+	RemotePeerID() string
+}
+
 func (c *Consensus) handleForward(conn net.Conn) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(forwardIOTimeout))
@@ -137,7 +145,12 @@ func (c *Consensus) handleForward(conn net.Conn) {
 		c.log.Debug("forward read failed", "err", err)
 		return
 	}
-	resp := c.handleRequest(frame)
+	var resp forwardResponse
+	if pi, ok := conn.(PeerIdentifier); ok && len(frame) > 0 && frame[0] == opRemove && string(frame[1:]) != pi.RemotePeerID() {
+		resp = forwardResponse{Code: codeError, Message: "a server may only remove itself"}
+	} else {
+		resp = c.handleRequest(frame)
+	}
 	out, err := json.Marshal(resp)
 	if err != nil {
 		return
