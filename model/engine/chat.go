@@ -14,14 +14,14 @@ type Message struct {
 	Content string
 }
 
-// ErrNoChatTemplate is reported (wrapped, through the logger) when a model
+// errNoChatTemplate is recorded when a model
 // has no tokenizer.chat_template and ChatPrompt uses the fallback format.
-var ErrNoChatTemplate = errors.New("engine: model has no chat template")
+var errNoChatTemplate = errors.New("engine: model has no chat template")
 
 func (m *Model) initChat() {
 	src, ok := m.file.String("tokenizer.chat_template")
 	if !ok || strings.TrimSpace(src) == "" {
-		m.chatErr = ErrNoChatTemplate
+		m.chatErr = errNoChatTemplate
 		return
 	}
 	t, err := compileTemplate(src)
