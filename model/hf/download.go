@@ -161,7 +161,7 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 	}
 	// Hash what an earlier attempt left, so the final sum covers the file.
 	if t.n > 0 {
-		if _, err := io.Copy(t.h, io.NewSectionReader(f, 0, t.n)); err != nil {
+		if _, err := io.Copy(t.h, ctxReader{ctx, io.NewSectionReader(f, 0, t.n)}); err != nil {
 			return Result{}, fmt.Errorf("hf: reading partial: %w", err)
 		}
 	}
@@ -201,6 +201,20 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 		return Result{}, fmt.Errorf("hf: %w", err)
 	}
 	return Result{Path: spec.Partial, Size: t.n, SHA256: sum, Resumed: t.resumed}, nil
+}
+
+// ctxReader stops reading once ctx is done (re-hashing a partial of many
+// GB takes seconds).
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 type transfer struct {
