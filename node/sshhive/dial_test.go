@@ -1,0 +1,305 @@
+package sshhive
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
+)
+
+// TestHostKeyPolicy walks the known_hosts life cycle against a real sshd:
+// unknown host refused (file untouched), accept-new records it, the
+// recorded key then verifies, a changed key is refused even with
+// accept-new.
+func TestHostKeyPolicy(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	kh := filepath.Join(t.TempDir(), "ssh", "known_hosts")
+	tg := s.target(kh)
+
+	_, err := Dial(ctx, tg)
+	require.ErrorIs(t, err, ErrUnknownHost)
+	require.Contains(t, err.Error(), ssh.FingerprintSHA256(s.hostKey))
+	require.Contains(t, err.Error(), "--accept-new")
+	_, statErr := os.Stat(kh)
+	require.ErrorIs(t, statErr, os.ErrNotExist, "a refused unknown host must not touch known_hosts")
+
+	tg.AcceptNew = true
+	c, err := Dial(ctx, tg)
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	b, err := os.ReadFile(kh)
+	require.NoError(t, err)
+	require.Equal(t, 1, strings.Count(string(b), "\n"))
+	require.Contains(t, string(b), "[127.0.0.1]:")
+	require.Contains(t, string(b), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.hostKey))))
+	st, err := os.Stat(kh)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+
+	// Recorded: now verifies without accept-new, and nothing is appended.
+	tg.AcceptNew = false
+	c, err = Dial(ctx, tg)
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	b2, err := os.ReadFile(kh)
+	require.NoError(t, err)
+	require.Equal(t, b, b2)
+
+	// OpenSSH's own client agrees with what we recorded.
+	if sshBin, err := exec.LookPath("ssh"); err == nil {
+		out, err := exec.CommandContext(ctx, sshBin, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+			"-o", "UserKnownHostsFile="+kh, "-o", "GlobalKnownHostsFile=/dev/null", "-i", s.key,
+			"-p", strconv.Itoa(s.port), s.user+"@127.0.0.1", "echo ok").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), "ok")
+	}
+
+	old := ssh.FingerprintSHA256(s.hostKey)
+	s.newHostKey()
+	for _, acceptNew := range []bool{false, true} {
+		tg.AcceptNew = acceptNew
+		_, err = Dial(ctx, tg)
+		require.ErrorIs(t, err, ErrHostKeyMismatch, "accept-new=%v", acceptNew)
+		require.Contains(t, err.Error(), ssh.FingerprintSHA256(s.hostKey))
+		require.Contains(t, err.Error(), old)
+	}
+	b3, err := os.ReadFile(kh)
+	require.NoError(t, err)
+	require.Equal(t, b, b3, "a changed key must never be recorded")
+}
+
+func TestDialErrors(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	wrongKey := filepath.Join(dir, "wrong")
+	writeKey(t, wrongKey)
+	notAKey := filepath.Join(dir, "notakey")
+	require.NoError(t, os.WriteFile(notAKey, []byte("hello"), 0o600))
+
+	tests := []struct {
+		name   string
+		mutate func(*Target)
+		want   error
+		msg    string
+	}{
+		{"wrong key", func(tg *Target) { tg.IdentityFiles = []string{wrongKey} }, ErrAuth, "refused"},
+		{"no usable key", func(tg *Target) { tg.IdentityFiles = []string{filepath.Join(dir, "missing"), notAKey} }, ErrAuth, "not a private key"},
+		{"unreachable port", func(tg *Target) { tg.Port = freePort(t) }, ErrUnreachable, "127.0.0.1"},
+		{"no user", func(tg *Target) { tg.User = "" }, ErrInvalid, "no user"},
+		{"no known_hosts", func(tg *Target) { tg.KnownHostsFile = "" }, ErrInvalid, "known_hosts"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := s.trustedTarget()
+			tc.mutate(&tg)
+			c, err := Dial(ctx, tg)
+			if c != nil {
+				c.Close()
+			}
+			require.ErrorIs(t, err, tc.want)
+			require.Contains(t, err.Error(), tc.msg)
+		})
+	}
+
+	t.Run("not an ssh server", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+				c.Close()
+			}
+		}()
+		tg := s.trustedTarget()
+		tg.Port = l.Addr().(*net.TCPAddr).Port
+		_, err = Dial(ctx, tg)
+		require.ErrorIs(t, err, ErrUnreachable)
+	})
+
+	t.Run("cancelled", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		_, err := Dial(cctx, s.trustedTarget())
+		require.ErrorIs(t, err, context.Canceled)
+	})
+}
+
+// TestAgentAuth authenticates with a real ssh-agent holding the key, while
+// the identity file is passphrase-protected (skipped, named in the error
+// when there is no agent).
+func TestAgentAuth(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	agentBin, err := exec.LookPath("ssh-agent")
+	if err != nil {
+		t.Skip("ssh-agent not installed (package openssh-client)")
+	}
+	dir := t.TempDir()
+	// Re-encrypt the authorized key with a passphrase.
+	raw, err := os.ReadFile(s.key)
+	require.NoError(t, err)
+	k, err := ssh.ParseRawPrivateKey(raw)
+	require.NoError(t, err)
+	blk, err := ssh.MarshalPrivateKeyWithPassphrase(*k.(*ed25519.PrivateKey), "", []byte("secret"))
+	require.NoError(t, err)
+	enc := filepath.Join(dir, "enc_key")
+	require.NoError(t, os.WriteFile(enc, pem.EncodeToMemory(blk), 0o600))
+
+	tg := s.trustedTarget()
+	tg.IdentityFiles = []string{enc}
+	_, err = Dial(ctx, tg)
+	require.ErrorIs(t, err, ErrAuth)
+	require.Contains(t, err.Error(), "passphrase-protected")
+
+	sock := filepath.Join(dir, "agent.sock")
+	agent := exec.Command(agentBin, "-D", "-a", sock)
+	require.NoError(t, agent.Start())
+	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	require.Eventually(t, func() bool { _, err := os.Stat(sock); return err == nil }, 10*time.Second, 10*time.Millisecond)
+	add := exec.Command("ssh-add", s.key)
+	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	out, err := add.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	tg.AgentSocket = sock
+	c, err := Dial(ctx, tg)
+	require.NoError(t, err)
+	defer c.Close()
+	out2, err := c.Run(ctx, "echo via-agent")
+	require.NoError(t, err)
+	require.Equal(t, "via-agent\n", out2)
+}
+
+func TestRun(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	c := s.dial(ctx)
+
+	out, err := c.Run(ctx, "echo hello; echo to-stderr >&2")
+	require.NoError(t, err)
+	require.Equal(t, "hello\n", out)
+
+	_, err = c.Run(ctx, "echo partial; echo 'disk on fire' >&2; exit 7")
+	require.ErrorIs(t, err, ErrRemoteCommand)
+	var ce *CommandError
+	require.True(t, errors.As(err, &ce))
+	require.Equal(t, 7, ce.ExitStatus)
+	require.Equal(t, "disk on fire", ce.Stderr)
+	require.Contains(t, err.Error(), "status 7")
+
+	out, err = c.RunInput(ctx, "cat", strings.NewReader("from stdin"))
+	require.NoError(t, err)
+	require.Equal(t, "from stdin", out)
+
+	home, err := c.Home(ctx)
+	require.NoError(t, err)
+	require.Equal(t, s.home, home)
+
+	// Cancelling kills the remote command instead of waiting for it.
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := c.Run(cctx, "sleep 600"); done <- err }()
+	cancel()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	// The connection stays usable.
+	out, err = c.Run(ctx, "echo still-here")
+	require.NoError(t, err)
+	require.Equal(t, "still-here\n", out)
+}
+
+func TestProbe(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	res, err := Test(ctx, s.trustedTarget(), "")
+	require.NoError(t, err)
+	// The remote host is this machine.
+	require.Equal(t, runtime.GOOS, res.OS)
+	require.Equal(t, runtime.GOARCH, res.Arch)
+	require.Positive(t, res.RoundTrip)
+	require.Positive(t, res.Connect)
+	require.Empty(t, res.RbeeVersion, "nothing installed under the temp home yet")
+
+	// A fake rbee at the probed path is reported.
+	fake := filepath.Join(s.home, "bin", "rbee")
+	require.NoError(t, os.MkdirAll(filepath.Dir(fake), 0o755))
+	require.NoError(t, os.WriteFile(fake, []byte("#!/bin/sh\necho 'rbee version v9.9.9'\n"), 0o755))
+	res, err = Test(ctx, s.trustedTarget(), "~/bin/rbee")
+	require.NoError(t, err)
+	require.Equal(t, "rbee version v9.9.9", res.RbeeVersion)
+
+	_, err = Test(ctx, s.target(filepath.Join(t.TempDir(), "kh")), "")
+	require.ErrorIs(t, err, ErrUnknownHost)
+}
+
+func TestParseUname(t *testing.T) {
+	tests := []struct {
+		in, os, arch string
+		err          bool
+	}{
+		{"Linux x86_64", "linux", "amd64", false},
+		{"Linux aarch64\n", "linux", "arm64", false},
+		{"Darwin arm64", "darwin", "arm64", false},
+		{"Darwin x86_64", "darwin", "amd64", false},
+		{"Linux armv7l", "linux", "arm", false},
+		{"Linux riscv64", "linux", "riscv64", false},
+		{"FreeBSD amd64", "freebsd", "amd64", false},
+		{"MINGW64_NT-10.0-19045 x86_64", "windows", "amd64", false},
+		{"Linux i686", "linux", "386", false},
+		{"Linux loongarch64", "linux", "loong64", false},
+		{"Plan9 x86_64", "", "", true},
+		{"Linux vax", "", "", true},
+		{"Linux", "", "", true},
+		{"", "", "", true},
+	}
+	for _, tc := range tests {
+		goos, goarch, err := ParseUname(tc.in)
+		if tc.err {
+			require.ErrorIs(t, err, ErrInvalid, tc.in)
+			continue
+		}
+		require.NoError(t, err, tc.in)
+		require.Equal(t, tc.os, goos, tc.in)
+		require.Equal(t, tc.arch, goarch, tc.in)
+	}
+}
+
+func TestKnownHostsAppendKeepsLines(t *testing.T) {
+	// A file without a trailing newline gets the new entry on its own line.
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	k, err := ssh.NewPublicKey(pub)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(kh, []byte("otherhost "+strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))), 0o600))
+	require.NoError(t, appendKnownHost(kh, "h.lan:22", k))
+	b, err := os.ReadFile(kh)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	require.Len(t, lines, 2)
+	require.True(t, strings.HasPrefix(lines[1], "h.lan ssh-ed25519 "), lines[1])
+}
