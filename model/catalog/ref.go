@@ -57,7 +57,7 @@ type Ref struct {
 
 // ParseRef parses a model reference:
 //
-//	hf:ORG/REPO                 a GGUF chosen by hf.QuantPreference
+//	hf:ORG/REPO                 a GGUF chosen by hf.QuantPreference()
 //	hf:ORG/REPO:Q4_K_M          the GGUF with that quantization tag
 //	hf:ORG/REPO/PATH/FILE.gguf  that file
 //	https://HOST/PATH[#sha256=HEX]   (http:// too, for LAN mirrors)

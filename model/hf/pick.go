@@ -8,15 +8,17 @@ import (
 	"strings"
 )
 
-// QuantPreference is the order in which PickGGUF chooses a file when the
-// ref names neither a file nor a quantization: the usual quality/size sweet
-// spot first (Q4_K_M, as llama.cpp and LM Studio default to), then larger
-// K-quants and Q8_0, then legacy and smaller quants, then the unquantized
-// formats, which are large and slow on CPUs.
-var QuantPreference = []string{
-	"Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q8_0", "Q6_K",
-	"Q4_0", "IQ4_XS", "IQ4_NL", "Q4_1", "Q5_0", "Q5_1",
-	"Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "BF16", "F16", "F32",
+// QuantPreference returns (a fresh copy of) the order in which PickGGUF
+// chooses a file when the ref names neither a file nor a quantization: the
+// usual quality/size sweet spot first (Q4_K_M, as llama.cpp and LM Studio
+// default to), then larger K-quants and Q8_0, then legacy and smaller
+// quants, then the unquantized formats, which are large and slow on CPUs.
+func QuantPreference() []string {
+	return []string{
+		"Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q8_0", "Q6_K",
+		"Q4_0", "IQ4_XS", "IQ4_NL", "Q4_1", "Q5_0", "Q5_1",
+		"Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "BF16", "F16", "F32",
+	}
 }
 
 // splitRE matches llama.cpp's gguf-split shard names (model-00001-of-00003.gguf).
@@ -68,7 +70,7 @@ func isAlnum(c byte) bool {
 //   - file != "": exactly that path (it must be a GGUF and not a split shard);
 //   - quant != "": the GGUF whose name carries that quantization tag
 //     (HasQuantTag), the first by path if several do;
-//   - otherwise the first tag of QuantPreference that some GGUF carries, or
+//   - otherwise the first tag of QuantPreference() that some GGUF carries, or
 //     the only GGUF when there is exactly one.
 //
 // Split shards and mmproj files are never chosen implicitly. The error wraps
@@ -108,7 +110,7 @@ func PickGGUF(files []File, file, quant string) (File, error) {
 		}
 		return File{}, fmt.Errorf("%w: no GGUF with quantization %s (GGUF files: %s)", ErrNoGGUF, quant, listGGUF(cands))
 	}
-	for _, tag := range QuantPreference {
+	for _, tag := range QuantPreference() {
 		for _, f := range cands {
 			if HasQuantTag(f.Path, tag) {
 				return f, nil
