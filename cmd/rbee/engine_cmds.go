@@ -38,6 +38,16 @@ func checkOutput(o string) error {
 	return nil
 }
 
+// isTerminal reports whether w is a character device such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -122,7 +132,9 @@ func newModelRunCmd() *cobra.Command {
 				_, err = fmt.Fprintf(out, "%s\n", b)
 				return err
 			}
-			_, err = fmt.Fprintln(out)
+			if isTerminal(out) { // keep the shell prompt off the text; pipes get the text only
+				_, err = fmt.Fprintln(out)
+			}
 			return err
 		},
 	}
