@@ -40,6 +40,13 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/token", n.handleToken)
 	mux.HandleFunc("POST /v1/join", n.handleJoin)
 	mux.HandleFunc("POST /v1/leave", n.handleLeave)
+	mux.HandleFunc("POST /v1/workers/heartbeat", n.handleHeartbeat)
+	mux.HandleFunc("GET /v1/models", n.handleModels)
+	mux.HandleFunc("POST /v1/chat/completions", n.proxyOpenAI)
+	mux.HandleFunc("POST /v1/completions", n.proxyOpenAI)
+	mux.HandleFunc("GET /api/tags", n.handleOllamaTags)
+	mux.HandleFunc("POST /api/generate", n.handleOllamaGenerate)
+	mux.HandleFunc("POST /api/chat", n.handleOllamaChat)
 	return n.auth(mux)
 }
 
@@ -58,7 +65,7 @@ func isLoopback(r *http.Request) bool {
 // nothing but "up".
 func (n *Node) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" || (isLoopback(r) && !n.cfg.RequireToken) {
+		if r.URL.Path == "/health" || (isLoopback(r) && (!n.cfg.RequireToken || r.URL.Path == "/v1/workers/heartbeat")) {
 			next.ServeHTTP(w, r)
 			return
 		}

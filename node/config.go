@@ -47,6 +47,17 @@ type Config struct {
 	// RequireToken makes loopback clients present the token too (a shared
 	// machine with untrusted local users).
 	RequireToken bool
+	// HFEndpoint and HFToken configure Hugging Face downloads (the cmd
+	// layer reads HF_ENDPOINT and HF_TOKEN).
+	HFEndpoint string
+	HFToken    string
+	// WorkerReleaseURL is where `worker download` finds release binaries.
+	WorkerReleaseURL string
+	// WorkerBinary is an rbee-worker executable to catalog when the
+	// catalog has none (the one built next to rbee).
+	WorkerBinary string
+	// SourceDir is the rbee source tree `worker build` compiles from.
+	SourceDir string
 	// WorkerHeartbeatTimeout takes a silent worker out of the schedule.
 	WorkerHeartbeatTimeout time.Duration
 	Logger                 *slog.Logger

@@ -48,6 +48,8 @@ type peerInfoMsg struct {
 func (n *Node) registerP2PHandlers() {
 	n.host.Handle(protoInfo, n.handleInfo)
 	n.host.Handle(protoJob, n.handleJob)
+	n.host.Handle(protoWorkerHTTP, n.handleWorkerHTTP)
+	n.host.Handle(protoBlob, n.handleBlob)
 }
 
 func (n *Node) handleInfo(s network.Stream) {

@@ -26,8 +26,12 @@ import (
 	"github.com/rbee-project/rbee/consensus"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/p2p"
+	workercat "github.com/rbee-project/rbee/worker/catalog"
+	"github.com/rbee-project/rbee/worker/process"
 )
 
 // Files in the data dir.
@@ -73,6 +77,21 @@ type Node struct {
 	httpLn  net.Listener
 
 	ops map[string]op
+
+	local         localWorkers
+	loads         *loadTable
+	reconcileKick chan struct{}
+	retireMu      sync.Mutex
+	retiring      map[string]bool
+	workerClient  *http.Client
+
+	models   *modelcat.Catalog
+	binaries *workercat.Catalog
+	procs    *process.Manager
+	hf       *hf.Client
+
+	pendingMu     sync.Mutex
+	pending       map[string]int // requests this node has in flight per worker
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -125,7 +144,11 @@ func New(cfg Config) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}),
+		loads: newLoadTable(), reconcileKick: make(chan struct{}, 1), pending: map[string]int{},
+		retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
+	n.local.m = map[string]*localWorker{}
+	n.loads.changed = n.kickReconcile
 	n.registerOps()
 	return n, nil
 }
@@ -175,6 +198,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	n.reg = fsm.New(n.log.With("component", "fsm"))
+	if err := n.openHive(); err != nil {
+		return err
+	}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeID = n.peerID.String()
@@ -184,6 +210,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	gcfg.Profile = n.cfg.Profile
 	gcfg.Meta = n.localMeta()
 	gcfg.Logger = n.log.With("component", "gossip")
+	gcfg.Delegate = n.loads
 	if n.gsp, err = gossip.New(gcfg); err != nil {
 		return fmt.Errorf("gossip: %w", err)
 	}
@@ -214,8 +241,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	n.registerP2PHandlers()
 
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.gossipLoop()
+	go n.workerLoop()
 	if n.cfg.MDNS {
 		n.wg.Add(1)
 		go n.mdnsLoop()
@@ -360,7 +388,11 @@ func (n *Node) gossipLoop() {
 				}
 			}
 			n.log.Debug("member event", "type", ev.Type, "member", m.Meta.Name, "state", m.State.String())
+			if ev.Type == gossip.EventLeave && m.State == gossip.StateLeft {
+				n.loads.forget(m.ID)
+			}
 			n.cons.MembershipChanged()
+			n.kickReconcile()
 			n.savePeers()
 		}
 	}
@@ -510,6 +542,7 @@ func (n *Node) shutdown() {
 		if n.host != nil {
 			_ = n.host.Close()
 		}
+		n.closeHive()
 		n.wg.Wait()
 		close(n.stopped)
 	})

@@ -35,7 +35,9 @@ type op struct {
 	onHive bool
 	// needsName: the request's name field must name a known hive.
 	needsName bool
-	run       func(ctx context.Context, em jobs.Emitter, req Request) error
+	// validate checks the operation's own fields before a job exists.
+	validate func(req Request) error
+	run      func(ctx context.Context, em jobs.Emitter, req Request) error
 }
 
 func (n *Node) registerOps() {
@@ -45,6 +47,25 @@ func (n *Node) registerOps() {
 		"hive_get":                  {needsName: true, run: n.opHiveGet},
 		"hive_status":               {needsName: true, run: n.opHiveStatus},
 		"hive_refresh_capabilities": {onHive: true, run: n.opRefreshCapabilities},
+
+		"infer":                {validate: validateInfer, run: n.opInfer},
+		"active_worker_list":   {run: n.opWorkerList},
+		"active_worker_get":    {validate: validateWorkerID, run: n.opWorkerGet},
+		"active_worker_retire": {validate: validateWorkerID, run: n.opWorkerRetire},
+
+		"worker_spawn":          {onHive: true, validate: validateHive("model"), run: n.opWorkerSpawn},
+		"worker_process_list":   {onHive: true, run: n.opProcessList},
+		"worker_process_get":    {onHive: true, validate: validateHive("pid"), run: n.opProcessGet},
+		"worker_process_delete": {onHive: true, validate: validateHive("pid"), run: n.opProcessDelete},
+		"worker_binary_list":    {onHive: true, run: n.opBinaryList},
+		"worker_binary_get":     {onHive: true, validate: validateHive(), run: n.opBinaryGet},
+		"worker_binary_delete":  {onHive: true, validate: validateHive(), run: n.opBinaryDelete},
+		"worker_build":          {onHive: true, validate: validateHive(), run: n.opWorkerBuild},
+		"worker_download":       {onHive: true, validate: validateHive(), run: n.opWorkerDownload},
+		"model_download":        {onHive: true, validate: validateHive("model"), run: n.opModelDownload},
+		"model_list":            {onHive: true, run: n.opModelList},
+		"model_get":             {onHive: true, validate: validateHive("id"), run: n.opModelGet},
+		"model_delete":          {onHive: true, validate: validateHive("id"), run: n.opModelDelete},
 	}
 }
 
@@ -77,8 +98,13 @@ func (n *Node) ParseRequest(body []byte) (Request, error) {
 	if !ok {
 		return req, jobs.Errorf(jobs.CodeUnknownOperation, "unknown operation %q (known: %s)", req.Operation, strings.Join(n.Operations(), ", "))
 	}
-	if o.onHive && req.Hive != "" {
+	if req.Hive != "" {
 		if _, err := n.resolveHive(req.Hive); err != nil {
+			return req, err
+		}
+	}
+	if o.validate != nil {
+		if err := o.validate(req); err != nil {
 			return req, err
 		}
 	}
@@ -204,31 +230,31 @@ func (n *Node) resolveHive(name string) (hiveInfo, error) {
 
 // StatusResult is the result of the status operation.
 type StatusResult struct {
-	Node      string     `json:"node"`
-	NodeID    string     `json:"node_id"`
-	Leader    string     `json:"leader"`
-	LeaderID  string     `json:"leader_id"`
-	RaftState string     `json:"raft_state"`
-	Nodes     []hiveInfo `json:"nodes"`
-	Workers   []any      `json:"workers"`
-	Models    []any      `json:"models"`
-	InFlight  int        `json:"in_flight"`
+	Node      string             `json:"node"`
+	NodeID    string             `json:"node_id"`
+	Leader    string             `json:"leader"`
+	LeaderID  string             `json:"leader_id"`
+	RaftState string             `json:"raft_state"`
+	Nodes     []hiveInfo         `json:"nodes"`
+	Workers   []WorkerView       `json:"workers"`
+	Models    []fsm.ModelHolding `json:"models"`
+	InFlight  int                `json:"in_flight"`
 }
 
 func (n *Node) status() StatusResult {
 	hs := n.hives()
 	res := StatusResult{Node: n.cfg.Name, NodeID: n.ID(), LeaderID: n.cons.LeaderID(), RaftState: n.cons.State(),
-		Nodes: hs, Workers: []any{}, Models: []any{}}
+		Nodes: hs, Workers: n.workerViews(), Models: n.reg.Models()}
+	if res.Models == nil {
+		res.Models = []fsm.ModelHolding{}
+	}
 	for _, h := range hs {
 		if h.Leader {
 			res.Leader = h.Name
 		}
 	}
-	for _, w := range n.reg.Workers() {
-		res.Workers = append(res.Workers, w)
-	}
-	for _, m := range n.reg.Models() {
-		res.Models = append(res.Models, m)
+	for _, w := range res.Workers {
+		res.InFlight += w.InFlight + w.Queued
 	}
 	return res
 }

@@ -51,10 +51,11 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("RBEE_TOKEN"), "cluster token, needed for a node off loopback (env RBEE_TOKEN)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 
-	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g))
+	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g), newWorkerCmd(g), newInferCmd(g))
 
 	model := &cobra.Command{Use: "model", Short: "Models: run, tokenize, inspect, synthesize GGUF files"}
 	model.AddCommand(newModelEngineCommands()...)
+	model.AddCommand(newModelClientCommands(g)...)
 	root.AddCommand(model)
 
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks that print machine-readable JSON"}

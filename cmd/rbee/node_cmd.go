@@ -90,6 +90,14 @@ A node restarted with its data dir rejoins without flags.`,
 					cfg.Join[i] = j + ":7834"
 				}
 			}
+			cfg.HFEndpoint = os.Getenv("HF_ENDPOINT")
+			cfg.HFToken = os.Getenv("HF_TOKEN")
+			if cfg.WorkerBinary == "" {
+				cfg.WorkerBinary = siblingWorker()
+			}
+			if cfg.SourceDir == "" {
+				cfg.SourceDir = findSourceTree()
+			}
 			n, err := node.New(cfg)
 			if err != nil {
 				return err
@@ -129,9 +137,51 @@ A node restarted with its data dir rejoins without flags.`,
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&cfg.Profile, "profile", "lan", "timing profile: lan, or local for clusters on one machine (tests)")
 	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 0, "leader's periodic full reconcile (default 30s)")
+	f.StringVar(&cfg.WorkerReleaseURL, "worker-release-url", "", "release location of worker binaries ({url}/{version}/rbee-worker-{os}-{arch} and SHA256SUMS)")
+	f.StringVar(&cfg.SourceDir, "source-dir", "", "rbee source tree for `worker build` (default: the checkout the current directory is in, if any)")
+	f.StringVar(&cfg.WorkerBinary, "worker-binary", "", "rbee-worker to catalog when the catalog has none (default: the one next to rbee)")
+	f.DurationVar(&cfg.WorkerHeartbeatTimeout, "worker-timeout", 30*time.Second, "a worker whose heartbeats stop this long leaves the schedule")
 	_ = f.MarkHidden("profile")
 	_ = f.MarkHidden("reconcile-interval")
 	return cmd
+}
+
+// siblingWorker is the rbee-worker installed next to this binary, if any.
+func siblingWorker() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if p := filepath.Join(filepath.Dir(exe), "rbee-worker"); fileExists(p) {
+		return p
+	}
+	return ""
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+// findSourceTree walks up from the working directory to an rbee checkout.
+func findSourceTree() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
+			if strings.Contains(string(b), "module github.com/rbee-project/rbee\n") && fileExists(filepath.Join(dir, "cmd", "rbee-worker", "main.go")) {
+				return dir
+			}
+			return ""
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
 }
 
 // waitCtx bounds client calls that should answer quickly.

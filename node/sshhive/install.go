@@ -62,9 +62,9 @@ type Layout struct {
 
 // paths is a Layout resolved against the remote home.
 type paths struct {
-	home, binary, stateDir, unit                                   string
+	home, binary, stateDir, unit                                  string
 	startScript, runScript, pidFile, logFile, tokenFile, modeFile string
-	service                                                        string
+	service                                                       string
 }
 
 func (l Layout) resolve(ctx context.Context, c *Client) (paths, error) {

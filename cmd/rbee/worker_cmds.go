@@ -1,0 +1,361 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/rbee-project/rbee/node/jobs"
+)
+
+// confirm asks a yes/no question on a terminal. Without a terminal it
+// refuses: destructive commands need --yes in scripts.
+func confirm(cmd *cobra.Command, yes bool, question string) error {
+	if yes {
+		return nil
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return errors.New("refusing without confirmation: pass --yes")
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s [y/N] ", question)
+	line, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+	if a := strings.ToLower(strings.TrimSpace(line)); a == "y" || a == "yes" {
+		return nil
+	}
+	return errors.New("cancelled")
+}
+
+// runOp runs an operation and prints its result: JSON as is with -o json,
+// else through table (which may be nil: then the JSON is printed).
+func runOp(cmd *cobra.Command, g *globals, req map[string]any, timeout time.Duration, table func(out io.Writer, raw json.RawMessage) error) error {
+	ctx := cmd.Context()
+	if timeout > 0 {
+		var cancel func()
+		ctx, cancel = contextWithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var raw json.RawMessage
+	pb := newProgress(cmd.ErrOrStderr())
+	err := g.client().Result(ctx, req, &raw, func(ev jobs.Event) {
+		if ev.Type == jobs.TypeProgress {
+			pb.update(ev)
+			return
+		}
+		pb.clear()
+		narrate(ev)
+	})
+	pb.clear()
+	if err != nil {
+		return err
+	}
+	if g.json() || table == nil {
+		return printJSON(cmd.OutOrStdout(), raw)
+	}
+	return table(cmd.OutOrStdout(), raw)
+}
+
+func hiveFlag(cmd *cobra.Command, hive *string) {
+	cmd.Flags().StringVar(hive, "hive", "", "the hive (node name) to run on (default: the node the CLI talks to)")
+}
+
+func withHive(req map[string]any, hive string) map[string]any {
+	if hive != "" {
+		req["hive"] = hive
+	}
+	return req
+}
+
+type workerView struct {
+	ID          string  `json:"id"`
+	Node        string  `json:"node"`
+	Model       string  `json:"model"`
+	Device      string  `json:"device"`
+	State       string  `json:"state"`
+	LiveState   string  `json:"live_state"`
+	InFlight    int     `json:"in_flight"`
+	Queued      int     `json:"queued"`
+	TPS         float64 `json:"tokens_per_second"`
+	AgeMs       int64   `json:"last_heartbeat_age_ms"`
+	Schedulable bool    `json:"schedulable"`
+}
+
+func workerRows(ws []workerView) [][]string {
+	var rows [][]string
+	for _, w := range ws {
+		age := "-"
+		if w.AgeMs >= 0 {
+			age = (time.Duration(w.AgeMs) * time.Millisecond).Round(100 * time.Millisecond).String()
+		}
+		rows = append(rows, []string{w.ID, w.Node, w.Model, w.Device, w.State, orDash(w.LiveState),
+			strconv.Itoa(w.InFlight + w.Queued), fmt.Sprintf("%.1f", w.TPS), age})
+	}
+	return rows
+}
+
+var workerHeader = []string{"ID", "NODE", "MODEL", "DEVICE", "STATE", "LIVE", "IN FLIGHT", "TOK/S", "HEARTBEAT"}
+
+func newWorkerCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "worker", Short: "Workers: the cluster's workers, and binaries and processes on a hive"}
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List every worker in the cluster (from the registry)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runOp(cmd, g, map[string]any{"operation": "active_worker_list"}, 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
+				var res struct {
+					Workers []workerView `json:"workers"`
+				}
+				if err := json.Unmarshal(raw, &res); err != nil {
+					return err
+				}
+				if len(res.Workers) == 0 {
+					fmt.Fprintln(out, "no workers (start one with `rbee worker spawn --model builtin:stories260k`)")
+					return nil
+				}
+				table(out, workerHeader, workerRows(res.Workers))
+				return nil
+			})
+		},
+	}
+	get := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show one worker",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runOp(cmd, g, map[string]any{"operation": "active_worker_get", "worker_id": args[0]}, 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
+				var w workerView
+				if err := json.Unmarshal(raw, &w); err != nil {
+					return err
+				}
+				table(out, workerHeader, workerRows([]workerView{w}))
+				return nil
+			})
+		},
+	}
+	var yes bool
+	retire := &cobra.Command{
+		Use:   "retire ID",
+		Short: "Stop routing new requests to a worker, let in-flight ones finish, then stop it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, yes, fmt.Sprintf("Retire worker %s?", args[0])); err != nil {
+				return err
+			}
+			return runOp(cmd, g, map[string]any{"operation": "active_worker_retire", "worker_id": args[0]}, 60*time.Second, func(out io.Writer, raw json.RawMessage) error {
+				fmt.Fprintf(out, "worker %s is retiring\n", args[0])
+				return nil
+			})
+		},
+	}
+	retire.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+
+	var sp struct {
+		model, device, typ, hive, id string
+		threads, slots               int
+	}
+	spawn := &cobra.Command{
+		Use:   "spawn --model M",
+		Short: "Start a worker process on a hive; it is registered when ready",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if sp.model == "" {
+				return errors.New("--model is required (a catalog id or a model reference such as builtin:stories260k)")
+			}
+			req := withHive(map[string]any{"operation": "worker_spawn", "model": sp.model, "device": sp.device, "type": sp.typ,
+				"threads": sp.threads, "slots": sp.slots, "worker_id": sp.id}, sp.hive)
+			return runOp(cmd, g, req, 0, func(out io.Writer, raw json.RawMessage) error {
+				var res struct {
+					WorkerID string `json:"worker_id"`
+					PID      int    `json:"pid"`
+					Port     int    `json:"port"`
+					Node     string `json:"node"`
+					Model    string `json:"model"`
+					State    string `json:"state"`
+				}
+				if err := json.Unmarshal(raw, &res); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "worker %s (%s) on %s: pid %d, port %d, %s\n", res.WorkerID, res.Model, res.Node, res.PID, res.Port, res.State)
+				return nil
+			})
+		},
+	}
+	spawn.Flags().StringVar(&sp.model, "model", "", "model: a catalog id or a reference (hf:ORG/REPO[:QUANT], URL, path, builtin:stories260k)")
+	spawn.Flags().StringVar(&sp.device, "device", "cpu", "device")
+	spawn.Flags().StringVar(&sp.typ, "type", "cpu", "worker type")
+	spawn.Flags().IntVar(&sp.threads, "threads", 0, "threads (0 = all cores)")
+	spawn.Flags().IntVar(&sp.slots, "slots", 0, "concurrent generations (0 = the worker's default)")
+	spawn.Flags().StringVar(&sp.id, "worker-id", "", "worker id (default: generated)")
+	hiveFlag(spawn, &sp.hive)
+
+	cmd.AddCommand(list, get, retire, spawn, newBinaryCmd(g), newProcessCmd(g), newBuildCmd(g), newDownloadCmd(g))
+	return cmd
+}
+
+func newBinaryCmd(g *globals) *cobra.Command {
+	var hive string
+	var yes bool
+	cmd := &cobra.Command{Use: "binary", Short: "The worker binary catalog of a hive"}
+	printEntries := func(out io.Writer, raw json.RawMessage) error {
+		var res struct {
+			Binaries []struct {
+				Type, Version, OS, Arch, SHA256, Source string
+				Size                                    int64
+			} `json:"binaries"`
+		}
+		if err := json.Unmarshal(raw, &res); err != nil {
+			return err
+		}
+		var rows [][]string
+		for _, b := range res.Binaries {
+			rows = append(rows, []string{b.Type, b.Version, b.OS + "/" + b.Arch, humanBytes(uint64(b.Size)), string(b.Source), short(b.SHA256)})
+		}
+		table(out, []string{"TYPE", "VERSION", "PLATFORM", "SIZE", "SOURCE", "SHA256"}, rows)
+		return nil
+	}
+	list := &cobra.Command{Use: "list", Short: "List worker binaries", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_binary_list"}, hive), 30*time.Second, printEntries)
+		}}
+	get := &cobra.Command{Use: "get TYPE", Short: "Show a worker binary", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_binary_get", "type": args[0]}, hive), 30*time.Second, nil)
+		}}
+	del := &cobra.Command{Use: "delete TYPE", Short: "Delete a worker binary (refused while a process of it runs)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, yes, fmt.Sprintf("Delete the %s worker binaries?", args[0])); err != nil {
+				return err
+			}
+			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_binary_delete", "type": args[0]}, hive), 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
+				fmt.Fprintln(out, "deleted")
+				return nil
+			})
+		}}
+	del.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	for _, c := range []*cobra.Command{list, get, del} {
+		hiveFlag(c, &hive)
+	}
+	cmd.AddCommand(list, get, del)
+	return cmd
+}
+
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return orDash(s)
+}
+
+func newProcessCmd(g *globals) *cobra.Command {
+	var hive string
+	var yes bool
+	cmd := &cobra.Command{Use: "process", Short: "Worker processes rbee started on a hive"}
+	list := &cobra.Command{Use: "list", Short: "List worker processes", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_process_list"}, hive), 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
+				var res struct {
+					Processes []struct {
+						PID        int     `json:"pid"`
+						WorkerID   string  `json:"worker_id"`
+						ModelID    string  `json:"model_id"`
+						Port       int     `json:"port"`
+						RSS        uint64  `json:"rss_bytes"`
+						CPU        float64 `json:"cpu_percent"`
+						UptimeNs   int64   `json:"uptime"`
+						StartedAtS string  `json:"started_at"`
+					} `json:"processes"`
+				}
+				if err := json.Unmarshal(raw, &res); err != nil {
+					return err
+				}
+				var rows [][]string
+				for _, p := range res.Processes {
+					rows = append(rows, []string{strconv.Itoa(p.PID), p.WorkerID, p.ModelID, strconv.Itoa(p.Port), humanBytes(p.RSS),
+						fmt.Sprintf("%.1f%%", p.CPU), time.Duration(p.UptimeNs).Round(time.Second).String()})
+				}
+				table(out, []string{"PID", "WORKER", "MODEL", "PORT", "RSS", "CPU", "UPTIME"}, rows)
+				return nil
+			})
+		}}
+	get := &cobra.Command{Use: "get PID", Short: "Show a worker process", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := strconv.Atoi(args[0])
+			if err != nil || pid <= 0 {
+				return fmt.Errorf("PID must be a positive number")
+			}
+			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_process_get", "pid": pid}, hive), 30*time.Second, nil)
+		}}
+	del := &cobra.Command{Use: "delete PID", Short: "Stop a worker process rbee started (SIGTERM, then SIGKILL)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := strconv.Atoi(args[0])
+			if err != nil || pid <= 0 {
+				return fmt.Errorf("PID must be a positive number")
+			}
+			if err := confirm(cmd, yes, fmt.Sprintf("Stop worker process %d?", pid)); err != nil {
+				return err
+			}
+			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_process_delete", "pid": pid}, hive), 2*time.Minute, func(out io.Writer, raw json.RawMessage) error {
+				fmt.Fprintf(out, "stopped %d\n", pid)
+				return nil
+			})
+		}}
+	del.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	for _, c := range []*cobra.Command{list, get, del} {
+		hiveFlag(c, &hive)
+	}
+	cmd.AddCommand(list, get, del)
+	return cmd
+}
+
+func newBuildCmd(g *globals) *cobra.Command {
+	var hive, typ, module string
+	cmd := &cobra.Command{Use: "build", Short: "Build a worker binary on a hive from source (streams the build output)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := withHive(map[string]any{"operation": "worker_build", "type": typ}, hive)
+			if module != "" {
+				req["module_version"] = module
+			}
+			return runOp(cmd, g, req, 0, func(out io.Writer, raw json.RawMessage) error {
+				var e struct{ Type, Version, Path string }
+				_ = json.Unmarshal(raw, &e)
+				fmt.Fprintf(out, "built %s %s: %s\n", e.Type, e.Version, e.Path)
+				return nil
+			})
+		}}
+	cmd.Flags().StringVar(&typ, "type", "cpu", "worker type")
+	cmd.Flags().StringVar(&module, "module-version", "", "build this module version instead of the node's source tree")
+	hiveFlag(cmd, &hive)
+	return cmd
+}
+
+func newDownloadCmd(g *globals) *cobra.Command {
+	var hive, typ, version, base string
+	cmd := &cobra.Command{Use: "download", Short: "Download a worker binary to a hive (from a peer or the release location)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := withHive(map[string]any{"operation": "worker_download", "type": typ, "version": version}, hive)
+			if base != "" {
+				req["base_url"] = base
+			}
+			return runOp(cmd, g, req, 0, func(out io.Writer, raw json.RawMessage) error {
+				var e struct{ Type, Version, Path string }
+				_ = json.Unmarshal(raw, &e)
+				fmt.Fprintf(out, "downloaded %s %s: %s\n", e.Type, e.Version, e.Path)
+				return nil
+			})
+		}}
+	cmd.Flags().StringVar(&typ, "type", "cpu", "worker type")
+	cmd.Flags().StringVar(&version, "version", "", "version (default: the latest release)")
+	cmd.Flags().StringVar(&base, "base-url", "", "release location (default: the node's --worker-release-url)")
+	hiveFlag(cmd, &hive)
+	return cmd
+}

@@ -1,0 +1,205 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/rbee-project/rbee/fsm"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/model/hf"
+	workercat "github.com/rbee-project/rbee/worker/catalog"
+	"github.com/rbee-project/rbee/worker/process"
+)
+
+// Data dir subdirectories of the hive.
+const (
+	modelsDir    = "models"
+	workersDir   = "workers"
+	processesDir = "processes"
+)
+
+// workerStopGrace is how long a retired or deleted worker gets to finish
+// its in-flight requests after SIGTERM before it is killed: a little more
+// than the worker's own drain timeout (30 s).
+const workerStopGrace = 35 * time.Second
+
+// openHive opens the model and binary catalogs and the process manager,
+// re-adopting worker processes an earlier run started.
+func (n *Node) openHive() error {
+	var err error
+	n.models, err = modelcat.New(modelcat.Config{Dir: filepath.Join(n.cfg.DataDir, modelsDir), InUse: n.modelInUse,
+		Logger: n.log.With("component", "models")})
+	if err != nil {
+		return fmt.Errorf("model catalog: %w", err)
+	}
+	wc := workercat.DefaultConfig()
+	wc.Dir = filepath.Join(n.cfg.DataDir, workersDir)
+	wc.InUse = n.binaryInUse
+	wc.ReleaseBaseURL = n.cfg.WorkerReleaseURL
+	wc.Logger = n.log.With("component", "binaries")
+	if n.binaries, err = workercat.New(wc); err != nil {
+		return fmt.Errorf("worker catalog: %w", err)
+	}
+	pc := process.DefaultConfig()
+	pc.Dir = filepath.Join(n.cfg.DataDir, processesDir)
+	pc.OnExit = func(info process.WorkerInfo, err error) {
+		n.log.Info("worker process exited", "worker", info.WorkerID, "pid", info.PID, "err", err)
+		n.workerGone(info.WorkerID)
+	}
+	pc.Logger = n.log.With("component", "processes")
+	if n.procs, err = process.New(pc); err != nil {
+		return fmt.Errorf("process manager: %w", err)
+	}
+	hcfg := hf.Config{Endpoint: n.cfg.HFEndpoint, Token: n.cfg.HFToken, UserAgent: "rbee/" + n.cfg.Version,
+		Logger: n.log.With("component", "hf")}
+	if n.hf, err = hf.New(hcfg); err != nil {
+		return fmt.Errorf("hugging face client: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) closeHive() {
+	if n.procs != nil {
+		// Workers keep running across a node restart and are re-adopted.
+		_ = n.procs.Close()
+	}
+	if n.models != nil {
+		_ = n.models.Close()
+	}
+}
+
+// modelInUse reports whether a local worker process serves the model.
+func (n *Node) modelInUse(id string) bool {
+	if n.procs == nil {
+		return false
+	}
+	for _, p := range n.procs.List() {
+		if p.ModelID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Node) binaryInUse(e workercat.Entry) bool {
+	return n.procs != nil && n.procs.BinaryInUse(e.Path)
+}
+
+// workerBinary finds the binary for a worker type on this machine. When the
+// catalog has none and the node was given a worker binary (the rbee-worker
+// built next to rbee), that binary is catalogued first.
+func (n *Node) workerBinary(ctx context.Context, typ string) (workercat.Entry, error) {
+	e, err := n.binaries.Lookup(typ, "", runtime.GOOS, runtime.GOARCH)
+	if err == nil {
+		return e, nil
+	}
+	if typ == workercat.TypeCPU && n.cfg.WorkerBinary != "" {
+		if _, serr := os.Stat(n.cfg.WorkerBinary); serr == nil {
+			e, aerr := n.binaries.Add(ctx, workercat.AddOptions{Type: typ, Version: n.cfg.Version, Source: workercat.SourceBuilt}, n.cfg.WorkerBinary)
+			if aerr == nil {
+				n.recordBinary(ctx, e)
+				return e, nil
+			}
+			err = aerr
+		}
+	}
+	return workercat.Entry{}, fmt.Errorf("no %s worker binary for %s/%s on %s: %w (run `rbee worker build --type %s --hive %s` or `rbee worker download --type %s --hive %s`)",
+		typ, runtime.GOOS, runtime.GOARCH, n.cfg.Name, err, typ, n.cfg.Name, typ, n.cfg.Name)
+}
+
+// stopWorker drains and stops a worker this node started.
+func (n *Node) stopWorker(ctx context.Context, workerID string) error {
+	st, err := n.procs.ByWorkerID(workerID)
+	if err != nil {
+		if errors.Is(err, process.ErrNotOurs) {
+			return errNotManaged
+		}
+		return err
+	}
+	return n.procs.Stop(ctx, st.PID, workerStopGrace)
+}
+
+// recordModel writes a model holding into the registry (best effort: the
+// catalog on disk is the truth; the registry is the cluster's index).
+func (n *Node) recordModel(ctx context.Context, e modelcat.Entry) {
+	n.applyBackground(ctx, fsm.UpsertModelHolding{Holding: fsm.ModelHolding{NodeID: n.ID(), ModelID: e.ID, SHA256: e.SHA256,
+		File: e.FileName, Size: uint64(e.Size), Quantization: e.Quantization, UpdatedAt: time.Now().UTC()}})
+}
+
+func (n *Node) recordBinary(ctx context.Context, e workercat.Entry) {
+	n.applyBackground(ctx, fsm.UpsertBinaryHolding{Holding: fsm.BinaryHolding{NodeID: n.ID(), Type: e.Type, Version: e.Version,
+		OS: e.OS, Arch: e.Arch, SHA256: e.SHA256, Size: uint64(e.Size), UpdatedAt: time.Now().UTC()}})
+}
+
+// applyBackground proposes a registry command, retrying in the background
+// while there is no leader (the node's context bounds it).
+func (n *Node) applyBackground(ctx context.Context, c fsm.Command) {
+	b, err := fsm.Encode(c)
+	if err != nil {
+		n.log.Error("encode", "err", err)
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for attempt := 0; ; attempt++ {
+			actx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			_, err := n.cons.Apply(actx, b)
+			cancel()
+			if err == nil || n.ctx.Err() != nil {
+				return
+			}
+			n.log.Debug("registry write retry", "cmd", fmt.Sprintf("%T", c), "err", err)
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(backoff(attempt)):
+			}
+		}
+	}()
+}
+
+// syncHoldings makes the registry's holdings of this node match its disk
+// (after a restart, or when a write was lost).
+func (n *Node) syncHoldings() {
+	entries, err := n.models.List()
+	if err != nil {
+		return
+	}
+	have := map[string]bool{}
+	for _, e := range entries {
+		have[e.ID] = true
+		found := false
+		for _, h := range n.reg.Models() {
+			if h.NodeID == n.ID() && h.ModelID == e.ID && h.SHA256 == e.SHA256 {
+				found = true
+				break
+			}
+		}
+		if !found {
+			n.recordModel(n.ctx, e)
+		}
+	}
+	for _, h := range n.reg.Models() {
+		if h.NodeID == n.ID() && !have[h.ModelID] {
+			n.applyBackground(n.ctx, fsm.DeleteModelHolding{NodeID: n.ID(), ModelID: h.ModelID})
+		}
+	}
+	for _, e := range n.binaries.List() {
+		found := false
+		for _, h := range n.reg.Binaries() {
+			if h.NodeID == n.ID() && h.Type == e.Type && h.Version == e.Version && h.OS == e.OS && h.Arch == e.Arch {
+				found = true
+				break
+			}
+		}
+		if !found {
+			n.recordBinary(n.ctx, e)
+		}
+	}
+}

@@ -1,0 +1,146 @@
+package node
+
+import (
+	"encoding/json"
+	"sort"
+	"sync"
+	"time"
+)
+
+// WorkerLoad is one worker's live state and load as its node last reported
+// it: heartbeats become these, and they travel by gossip, never by Raft.
+type WorkerLoad struct {
+	ID            string  `json:"id"`
+	NodeID        string  `json:"node_id"`
+	Model         string  `json:"model"`
+	Device        string  `json:"device"`
+	Port          int     `json:"port"`
+	PID           int     `json:"pid,omitempty"`
+	State         string  `json:"state"` // loading, ready, busy, draining
+	InFlight      int     `json:"in_flight"`
+	Queued        int     `json:"queued"`
+	Slots         int     `json:"slots"`
+	TPS           float64 `json:"tps"`
+	ContextLength int     `json:"ctx,omitempty"`
+	// AgeMs is the age of the worker's last heartbeat when the report was
+	// made; receivers add the time since they got the report.
+	AgeMs int64 `json:"age_ms"`
+}
+
+// loadReport is one node's report of its workers. Seq orders reports of one
+// node (its wall clock in nanoseconds: monotonic enough across restarts).
+type loadReport struct {
+	NodeID  string       `json:"node"`
+	Seq     int64        `json:"seq"`
+	Workers []WorkerLoad `json:"workers"`
+
+	received time.Time
+}
+
+// maxLoadState bounds what a peer may push to us in one anti-entropy
+// exchange; a report is ~200 bytes per worker.
+const maxLoadState = 1 << 20
+
+// loadTable holds the latest report of every node (this one included). It
+// is the gossip StateDelegate of the node: reports arrive as broadcasts and
+// push/pull state. Safe for concurrent use.
+type loadTable struct {
+	mu      sync.Mutex
+	reports map[string]*loadReport
+	changed func() // called (outside the lock) when a report changed
+}
+
+func newLoadTable() *loadTable {
+	return &loadTable{reports: map[string]*loadReport{}}
+}
+
+// put stores r if it is newer than what we have; it reports whether it did.
+func (t *loadTable) put(r loadReport) bool {
+	if r.NodeID == "" || len(r.Workers) > 10000 {
+		return false
+	}
+	t.mu.Lock()
+	old, ok := t.reports[r.NodeID]
+	if ok && old.Seq >= r.Seq {
+		t.mu.Unlock()
+		return false
+	}
+	r.received = time.Now()
+	t.reports[r.NodeID] = &r
+	t.mu.Unlock()
+	if t.changed != nil {
+		t.changed()
+	}
+	return true
+}
+
+// report returns a node's latest report.
+func (t *loadTable) report(nodeID string) (loadReport, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.reports[nodeID]
+	if !ok {
+		return loadReport{}, false
+	}
+	return *r, true
+}
+
+// workers returns every reported worker with its heartbeat age as of now.
+func (t *loadTable) workers() []WorkerLoad {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []WorkerLoad
+	now := time.Now()
+	for _, r := range t.reports {
+		extra := now.Sub(r.received).Milliseconds()
+		for _, w := range r.Workers {
+			w.AgeMs += extra
+			w.NodeID = r.NodeID
+			out = append(out, w)
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+// forget drops a node's report (it left or was reaped).
+func (t *loadTable) forget(nodeID string) {
+	t.mu.Lock()
+	delete(t.reports, nodeID)
+	t.mu.Unlock()
+}
+
+// LocalState implements gossip.StateDelegate: every report we know.
+func (t *loadTable) LocalState() []byte {
+	t.mu.Lock()
+	rs := make([]loadReport, 0, len(t.reports))
+	for _, r := range t.reports {
+		rs = append(rs, *r)
+	}
+	t.mu.Unlock()
+	b, _ := json.Marshal(rs)
+	return b
+}
+
+// MergeRemoteState implements gossip.StateDelegate.
+func (t *loadTable) MergeRemoteState(buf []byte) {
+	if len(buf) > maxLoadState {
+		return
+	}
+	var rs []loadReport
+	if json.Unmarshal(buf, &rs) != nil {
+		return
+	}
+	for _, r := range rs {
+		t.put(r)
+	}
+}
+
+// NotifyMsg implements gossip.StateDelegate: one report per broadcast.
+func (t *loadTable) NotifyMsg(msg []byte) {
+	var r loadReport
+	if json.Unmarshal(msg, &r) != nil {
+		return
+	}
+	t.put(r)
+}

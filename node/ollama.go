@@ -1,0 +1,262 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/rbee-project/rbee/worker"
+)
+
+// The Ollama-compatible API: /api/tags, /api/generate and /api/chat,
+// streaming NDJSON by default as Ollama does. Requests are translated to the
+// worker's /v1/infer and scheduled like any other.
+
+func ollamaError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func (n *Node) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
+	type details struct {
+		Format            string `json:"format"`
+		Family            string `json:"family"`
+		QuantizationLevel string `json:"quantization_level"`
+	}
+	type model struct {
+		Name       string    `json:"name"`
+		Model      string    `json:"model"`
+		ModifiedAt time.Time `json:"modified_at"`
+		Size       uint64    `json:"size"`
+		Digest     string    `json:"digest"`
+		Details    details   `json:"details"`
+	}
+	holdings := n.reg.Models()
+	out := []model{}
+	for _, id := range n.ServedModels() {
+		m := model{Name: id, Model: id, ModifiedAt: time.Now().UTC(), Details: details{Format: "gguf"}}
+		for _, h := range holdings {
+			if h.ModelID == id {
+				m.Size, m.Digest, m.ModifiedAt, m.Details.QuantizationLevel = h.Size, h.SHA256, h.UpdatedAt, h.Quantization
+				break
+			}
+		}
+		out = append(out, m)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": out})
+}
+
+// ollamaOptions is the subset of Ollama's options rbee maps.
+type ollamaOptions struct {
+	Temperature   *float64 `json:"temperature,omitempty"`
+	TopK          *int     `json:"top_k,omitempty"`
+	TopP          *float64 `json:"top_p,omitempty"`
+	MinP          *float64 `json:"min_p,omitempty"`
+	Seed          *int64   `json:"seed,omitempty"`
+	NumPredict    *int     `json:"num_predict,omitempty"`
+	RepeatPenalty *float64 `json:"repeat_penalty,omitempty"`
+	Stop          []string `json:"stop,omitempty"`
+}
+
+type ollamaReq struct {
+	Model    string           `json:"model"`
+	Prompt   string           `json:"prompt"`
+	System   string           `json:"system"`
+	Messages []worker.Message `json:"messages"`
+	Stream   *bool            `json:"stream"`
+	Options  ollamaOptions    `json:"options"`
+}
+
+func (o ollamaReq) inferBody(chat bool) ([]byte, error) {
+	m := map[string]any{}
+	if chat {
+		m["messages"] = o.Messages
+	} else if o.System != "" {
+		m["messages"] = []worker.Message{{Role: "system", Content: o.System}, {Role: "user", Content: o.Prompt}}
+	} else {
+		m["prompt"] = o.Prompt
+	}
+	op := o.Options
+	set := func(k string, v any, ok bool) {
+		if ok {
+			m[k] = v
+		}
+	}
+	set("temperature", op.Temperature, op.Temperature != nil)
+	set("top_k", op.TopK, op.TopK != nil)
+	set("top_p", op.TopP, op.TopP != nil)
+	set("min_p", op.MinP, op.MinP != nil)
+	set("seed", op.Seed, op.Seed != nil)
+	set("repeat_penalty", op.RepeatPenalty, op.RepeatPenalty != nil)
+	set("stop", op.Stop, len(op.Stop) > 0)
+	if op.NumPredict != nil && *op.NumPredict > 0 {
+		m["max_tokens"] = *op.NumPredict
+	}
+	return json.Marshal(m)
+}
+
+func (n *Node) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) { n.ollama(w, r, false) }
+func (n *Node) handleOllamaChat(w http.ResponseWriter, r *http.Request)     { n.ollama(w, r, true) }
+
+func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		ollamaError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		return
+	}
+	var req ollamaReq
+	if err := json.Unmarshal(raw, &req); err != nil {
+		ollamaError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
+		return
+	}
+	if req.Model == "" {
+		ollamaError(w, http.StatusBadRequest, "model is required")
+		return
+	}
+	if chat && len(req.Messages) == 0 || !chat && req.Prompt == "" {
+		ollamaError(w, http.StatusBadRequest, "prompt (or messages for /api/chat) is required")
+		return
+	}
+	body, err := req.inferBody(chat)
+	if err != nil {
+		ollamaError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	stream := req.Stream == nil || *req.Stream
+	resp, _, done := n.openWorkerOllama(w, r, req.Model, body)
+	if resp == nil {
+		return
+	}
+	defer done()
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var eb worker.ErrorBody
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		msg := string(b)
+		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
+			msg = eb.Error.Message
+		}
+		ollamaError(w, resp.StatusCode, msg)
+		return
+	}
+	start := time.Now()
+	var full []byte
+	flusher, _ := w.(http.Flusher)
+	line := func(v any) bool {
+		b, _ := json.Marshal(v)
+		if _, err := w.Write(append(b, '\n')); err != nil {
+			return false
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return true
+	}
+	chunk := func(text string, doneFlag bool) map[string]any {
+		c := map[string]any{"model": req.Model, "created_at": time.Now().UTC().Format(time.RFC3339Nano), "done": doneFlag}
+		if chat {
+			c["message"] = worker.Message{Role: "assistant", Content: text}
+		} else {
+			c["response"] = text
+		}
+		return c
+	}
+	if stream {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+	}
+	var end worker.EndEvent
+	err = readSSE(resp.Body, func(event string, data []byte) error {
+		switch event {
+		case "token":
+			var te worker.TokenEvent
+			if err := json.Unmarshal(data, &te); err != nil {
+				return err
+			}
+			if stream {
+				if te.Text != "" && !line(chunk(te.Text, false)) {
+					return errors.New("client went away")
+				}
+			} else {
+				full = append(full, te.Text...)
+			}
+		case "end":
+			if err := json.Unmarshal(data, &end); err != nil {
+				return err
+			}
+			return io.EOF
+		case "error":
+			var ev worker.ErrorEvent
+			_ = json.Unmarshal(data, &ev)
+			return fmt.Errorf("%s (%s)", ev.Message, ev.Code)
+		}
+		return nil
+	})
+	if !errors.Is(err, io.EOF) {
+		msg := "the worker stream ended early"
+		if err != nil {
+			msg = err.Error()
+		}
+		if stream {
+			line(map[string]string{"error": msg})
+		} else {
+			ollamaError(w, http.StatusBadGateway, msg)
+		}
+		return
+	}
+	final := chunk(string(full), true)
+	if stream {
+		final = chunk("", true)
+	}
+	reason := "stop"
+	if end.StopReason == "length" {
+		reason = "length"
+	}
+	final["done_reason"] = reason
+	final["total_duration"] = time.Since(start).Nanoseconds()
+	final["prompt_eval_count"] = end.TokensIn
+	final["prompt_eval_duration"] = int64(end.PromptMS * 1e6)
+	final["eval_count"] = end.TokensOut
+	final["eval_duration"] = int64(end.GenMS * 1e6)
+	if stream {
+		line(final)
+		return
+	}
+	writeJSON(w, http.StatusOK, final)
+}
+
+// openWorkerOllama schedules like openWorker but answers errors in
+// Ollama's shape.
+func (n *Node) openWorkerOllama(w http.ResponseWriter, r *http.Request, model string, body []byte) (*http.Response, Target, func()) {
+	f := RouteFilter{Model: model, Exclude: map[string]bool{}}
+	var last error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		t, err := n.pick(f)
+		if err != nil {
+			if attempt == 0 {
+				ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", model))
+				return nil, Target{}, nil
+			}
+			break
+		}
+		done := n.track(t.Registry.ID)
+		resp, err := n.callWorker(r.Context(), t, http.MethodPost, "/v1/infer", body)
+		if err == nil && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+			return resp, t, done
+		}
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("worker %s answered %d", t.Registry.ID, resp.StatusCode)
+		}
+		done()
+		last = err
+		if r.Context().Err() != nil {
+			return nil, Target{}, nil
+		}
+		f.Exclude[t.Registry.ID] = true
+	}
+	ollamaError(w, http.StatusServiceUnavailable, fmt.Sprintf("no worker could take the request: %v", last))
+	return nil, Target{}, nil
+}

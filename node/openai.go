@@ -1,0 +1,163 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rbee-project/rbee/worker"
+)
+
+// The OpenAI-compatible API of every node: requests are scheduled like
+// infer jobs and proxied to the chosen worker's own OpenAI endpoints, which
+// speak the protocol; the node adds routing, retries before the first byte
+// and cluster-wide /v1/models.
+
+// openAIError writes an error in OpenAI's shape.
+func openAIError(w http.ResponseWriter, status int, typ, code, param, msg string) {
+	d := worker.ErrorDetail{Message: msg, Type: typ, Code: code}
+	if param != "" {
+		d.Param = &param
+	}
+	writeJSON(w, status, worker.ErrorBody{Error: d})
+}
+
+func (n *Node) handleModels(w http.ResponseWriter, r *http.Request) {
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	data := []model{}
+	now := time.Now().Unix()
+	for _, m := range n.ServedModels() {
+		data = append(data, model{ID: m, Object: "model", Created: now, OwnedBy: "rbee"})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}
+
+// readOpenAIBody reads and minimally parses an OpenAI request.
+func readOpenAIBody(w http.ResponseWriter, r *http.Request) (body []byte, model string, stream bool, ok bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			openAIError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large", "", fmt.Sprintf("request body over %d bytes", maxRequestBytes))
+			return nil, "", false, false
+		}
+		openAIError(w, http.StatusBadRequest, "invalid_request_error", "invalid_body", "", err.Error())
+		return nil, "", false, false
+	}
+	var head struct {
+		Model  string `json:"model"`
+		Stream bool   `json:"stream"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		openAIError(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", "", "malformed JSON: "+err.Error())
+		return nil, "", false, false
+	}
+	if head.Model == "" {
+		openAIError(w, http.StatusBadRequest, "invalid_request_error", "missing_model", "model", "you must provide a model parameter")
+		return nil, "", false, false
+	}
+	return body, head.Model, head.Stream, true
+}
+
+// openWorker schedules a request and opens the worker's response, trying
+// other workers while nothing has been received. On failure it has written
+// the error to w and returns nil.
+func (n *Node) openWorker(ctx context.Context, w http.ResponseWriter, model, path string, body []byte) (*http.Response, Target, func()) {
+	f := RouteFilter{Model: model, Exclude: map[string]bool{}}
+	var lastErr string
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		t, err := n.pick(f)
+		if err != nil {
+			if attempt == 0 {
+				openAIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
+					fmt.Sprintf("the model %q is not served by any ready worker in this cluster (see GET /v1/models)", model))
+				return nil, Target{}, nil
+			}
+			break
+		}
+		done := n.track(t.Registry.ID)
+		resp, err := n.callWorker(ctx, t, http.MethodPost, path, body)
+		if err == nil && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+			return resp, t, done
+		}
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			lastErr = fmt.Sprintf("worker %s answered %d: %s", t.Registry.ID, resp.StatusCode, strings.TrimSpace(string(b)))
+		} else {
+			lastErr = err.Error()
+		}
+		done()
+		if ctx.Err() != nil {
+			return nil, Target{}, nil
+		}
+		f.Exclude[t.Registry.ID] = true
+		n.log.Warn("worker failed before the first byte; retrying", "worker", t.Registry.ID, "err", lastErr)
+	}
+	openAIError(w, http.StatusServiceUnavailable, "server_error", "worker_unavailable", "", "no worker could take the request: "+lastErr)
+	return nil, Target{}, nil
+}
+
+// proxyOpenAI serves /v1/chat/completions and /v1/completions.
+func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
+	body, model, stream, ok := readOpenAIBody(w, r)
+	if !ok {
+		return
+	}
+	resp, _, done := n.openWorker(r.Context(), w, model, r.URL.Path, body)
+	if resp == nil {
+		return
+	}
+	defer done()
+	defer resp.Body.Close()
+	if !stream || resp.StatusCode != http.StatusOK {
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		if err != nil {
+			openAIError(w, http.StatusBadGateway, "server_error", "worker_failed", "", "the worker failed mid-answer: "+err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(b)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		k, err := resp.Body.Read(buf)
+		if k > 0 {
+			if _, werr := w.Write(buf[:k]); werr != nil {
+				return // the client went away; closing the body cancels the worker
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && r.Context().Err() == nil {
+				b, _ := json.Marshal(worker.ErrorBody{Error: worker.ErrorDetail{Message: "the worker failed mid-stream: " + err.Error(), Type: "server_error", Code: "worker_failed"}})
+				fmt.Fprintf(w, "data: %s\n\n", b)
+				if flusher != nil {
+					flusher.Flush()
+				}
+			}
+			return
+		}
+	}
+}

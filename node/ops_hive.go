@@ -1,0 +1,395 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/rbee-project/rbee/fsm"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/model/hf"
+	"github.com/rbee-project/rbee/node/jobs"
+	workercat "github.com/rbee-project/rbee/worker/catalog"
+	"github.com/rbee-project/rbee/worker/process"
+)
+
+// hiveReq holds the fields of the hive operations.
+type hiveReq struct {
+	Model    string `json:"model"`
+	Ref      string `json:"ref"`
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Version  string `json:"version"`
+	Device   string `json:"device"`
+	Threads  int    `json:"threads"`
+	Slots    int    `json:"slots"`
+	WorkerID string `json:"worker_id"`
+	PID      int    `json:"pid"`
+	All      bool   `json:"all"`
+	BaseURL  string `json:"base_url"`
+	Module   string `json:"module_version"`
+}
+
+func decodeHive(req Request) (hiveReq, error) {
+	var r hiveReq
+	if err := json.Unmarshal(req.Raw, &r); err != nil {
+		return r, jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
+	}
+	if r.Type == "" {
+		r.Type = workercat.TypeCPU
+	}
+	return r, nil
+}
+
+func need(field, v, op string) error {
+	if v == "" {
+		return jobs.Errorf(jobs.CodeBadRequest, "%s needs field %q", op, field)
+	}
+	return nil
+}
+
+func validateHive(fields ...string) func(Request) error {
+	return func(req Request) error {
+		r, err := decodeHive(req)
+		if err != nil {
+			return err
+		}
+		for _, f := range fields {
+			switch f {
+			case "model":
+				if r.Model == "" && r.Ref == "" {
+					return jobs.Errorf(jobs.CodeBadRequest, "%s needs field \"model\"", req.Operation)
+				}
+			case "id":
+				if err := need("id", r.ID, req.Operation); err != nil {
+					return err
+				}
+			case "pid":
+				if r.PID <= 0 {
+					return jobs.Errorf(jobs.CodeBadRequest, "%s needs field \"pid\" (a positive number)", req.Operation)
+				}
+			}
+		}
+		if r.Threads < 0 || r.Threads > 1024 || r.Slots < 0 || r.Slots > 256 {
+			return jobs.Errorf(jobs.CodeBadRequest, "threads must be 0..1024 and slots 0..256")
+		}
+		if r.Device != "" && r.Device != "cpu" {
+			return jobs.Errorf(jobs.CodeBadRequest, "device %q is not supported by the cpu worker (use cpu)", r.Device)
+		}
+		return nil
+	}
+}
+
+// catalogError maps catalog and download errors to job error codes.
+func catalogError(err error) error {
+	switch {
+	case errors.Is(err, modelcat.ErrNotFound), errors.Is(err, workercat.ErrNotFound), errors.Is(err, hf.ErrNotFound), errors.Is(err, hf.ErrNoGGUF):
+		return &jobs.Error{Code: jobs.CodeNotFound, Err: err}
+	case errors.Is(err, modelcat.ErrInUse), errors.Is(err, workercat.ErrInUse), errors.Is(err, modelcat.ErrExists):
+		return &jobs.Error{Code: jobs.CodeConflict, Err: err}
+	case errors.Is(err, modelcat.ErrBadName), errors.Is(err, modelcat.ErrBadRef), errors.Is(err, workercat.ErrBadName),
+		errors.Is(err, workercat.ErrUnknownType), errors.Is(err, hf.ErrBadRepo), errors.Is(err, modelcat.ErrNotGGUF):
+		return &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
+	case errors.Is(err, hf.ErrGated):
+		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
+	case errors.Is(err, process.ErrNotOurs):
+		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
+	}
+	return err
+}
+
+// resolveModel returns a catalog entry for a catalog id or a REF, fetching
+// it (from a peer first) when it is not on this hive yet.
+func (n *Node) resolveModel(ctx context.Context, em jobs.Emitter, ref string) (modelcat.Entry, error) {
+	if e, err := n.models.Get(ref); err == nil {
+		return e, nil
+	}
+	r, err := modelcat.ParseRef(ref)
+	if err != nil {
+		return modelcat.Entry{}, catalogError(fmt.Errorf("%w (a model is a catalog id, hf:ORG/REPO[:QUANT], hf:ORG/REPO/FILE.gguf, an https:// URL, a path or builtin:stories260k)", err))
+	}
+	em.Narrate("hive", "model", "fetching %s on %s", ref, n.cfg.Name)
+	var last time.Time
+	e, err := n.models.Fetch(ctx, r, modelcat.FetchOptions{HF: n.hf, Peers: n.peerModels(), Progress: func(p modelcat.Progress) {
+		em.Emit(jobs.Event{Type: jobs.TypeProgress, Done: p.Done, Total: p.Total, Unit: "bytes", Message: string(p.Source)})
+		if time.Since(last) > 5*time.Second {
+			last = time.Now()
+		}
+	}})
+	if err != nil {
+		return modelcat.Entry{}, catalogError(err)
+	}
+	n.recordModel(ctx, e)
+	em.Narrate("hive", "model", "%s is in the catalog of %s as %s (%s, %s)", ref, n.cfg.Name, e.ID, humanBytes(uint64(e.Size)), e.Quantization)
+	return e, nil
+}
+
+// SpawnResult is the result of worker_spawn.
+type SpawnResult struct {
+	WorkerID string `json:"worker_id"`
+	PID      int    `json:"pid"`
+	Port     int    `json:"port"`
+	Model    string `json:"model"`
+	Node     string `json:"node"`
+	Device   string `json:"device"`
+	State    string `json:"state"`
+}
+
+// spawnReadyTimeout bounds the wait for the registry to list a spawned
+// worker as ready (the leader writes it on the worker's first heartbeats).
+const spawnReadyTimeout = 60 * time.Second
+
+func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, err := decodeHive(req)
+	if err != nil {
+		return err
+	}
+	ref := r.Model
+	if ref == "" {
+		ref = r.Ref
+	}
+	model, err := n.resolveModel(ctx, em, ref)
+	if err != nil {
+		return err
+	}
+	bin, err := n.workerBinary(ctx, r.Type)
+	if err != nil {
+		return catalogError(&jobs.Error{Code: jobs.CodeNotFound, Err: err})
+	}
+	typ, err := n.binaries.Type(r.Type)
+	if err != nil {
+		return catalogError(err)
+	}
+	device := r.Device
+	if device == "" {
+		device = "cpu"
+	}
+	em.Narrate("hive", "spawn", "starting a %s worker for %s on %s", r.Type, model.ID, n.cfg.Name)
+	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
+		WorkerID: r.WorkerID, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
+		ExtraArgs: []string{"--model-name", model.ID}})
+	if err != nil {
+		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
+	}
+	em.Narrate("hive", "spawn", "worker %s runs as pid %d on port %d; waiting for the registry", info.WorkerID, info.PID, info.Port)
+	res := SpawnResult{WorkerID: info.WorkerID, PID: info.PID, Port: info.Port, Model: model.ID, Node: n.cfg.Name, Device: device}
+	wctx, cancel := context.WithTimeout(ctx, spawnReadyTimeout)
+	defer cancel()
+	for {
+		if w, ok := n.reg.Worker(info.WorkerID); ok && w.State == fsm.WorkerReady {
+			res.State = string(w.State)
+			em.Narrate("queen", "registered", "worker %s is ready", info.WorkerID)
+			return em.Result(res)
+		}
+		if _, err := n.procs.Get(info.PID); err != nil {
+			return jobs.Errorf(jobs.CodeUnavailable, "worker %s exited before it was registered (log: %s)", info.WorkerID, info.LogPath)
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// It runs and serves; the registry write waits for a leader.
+			res.State = "registering"
+			em.Narrate("queen", "registered", "worker %s runs but is not registered yet (no leader?)", info.WorkerID)
+			return em.Result(res)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) opProcessList(ctx context.Context, em jobs.Emitter, req Request) error {
+	ps := n.procs.List()
+	if ps == nil {
+		ps = []process.Status{}
+	}
+	return em.Result(map[string]any{"node": n.cfg.Name, "processes": ps})
+}
+
+func (n *Node) opProcessGet(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, _ := decodeHive(req)
+	st, err := n.procs.Get(r.PID)
+	if err != nil {
+		return catalogError(err)
+	}
+	return em.Result(st)
+}
+
+func (n *Node) opProcessDelete(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, _ := decodeHive(req)
+	st, err := n.procs.Get(r.PID)
+	if err != nil {
+		return catalogError(fmt.Errorf("%w (rbee only stops worker processes it started; see `rbee worker process list`)", err))
+	}
+	em.Narrate("hive", "stop", "stopping worker %s (pid %d): SIGTERM, then SIGKILL after %v", st.WorkerID, st.PID, workerStopGrace)
+	if err := n.procs.Stop(ctx, r.PID, workerStopGrace); err != nil {
+		return catalogError(err)
+	}
+	n.workerGone(st.WorkerID)
+	return em.Result(map[string]any{"pid": st.PID, "worker_id": st.WorkerID, "stopped": true})
+}
+
+func (n *Node) opBinaryList(ctx context.Context, em jobs.Emitter, req Request) error {
+	es := n.binaries.List()
+	if es == nil {
+		es = []workercat.Entry{}
+	}
+	return em.Result(map[string]any{"node": n.cfg.Name, "binaries": es})
+}
+
+func (n *Node) opBinaryGet(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, _ := decodeHive(req)
+	e, err := n.binaries.Get(r.Type, r.Version)
+	if err != nil {
+		return catalogError(err)
+	}
+	return em.Result(e)
+}
+
+func (n *Node) opBinaryDelete(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, _ := decodeHive(req)
+	removed, err := n.binaries.Delete(r.Type, r.Version)
+	if err != nil {
+		return catalogError(err)
+	}
+	for _, e := range removed {
+		n.applyBackground(ctx, fsm.DeleteBinaryHolding{NodeID: n.ID(), WorkerType: e.Type, Version: e.Version, OS: e.OS, Arch: e.Arch})
+		em.Narrate("hive", "delete", "deleted %s %s (%s/%s)", e.Type, e.Version, e.OS, e.Arch)
+	}
+	return em.Result(map[string]any{"deleted": removed})
+}
+
+func (n *Node) opWorkerBuild(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, _ := decodeHive(req)
+	if r.Module == "" && n.cfg.SourceDir == "" {
+		return jobs.Errorf(jobs.CodeBadRequest, "hive %s has no rbee source tree to build from (start the node with --source-dir, or pass a module version)", n.cfg.Name)
+	}
+	em.Narrate("hive", "build", "building the %s worker on %s", r.Type, n.cfg.Name)
+	e, err := n.binaries.Build(ctx, workercat.BuildOptions{Type: r.Type, SourceDir: n.cfg.SourceDir, ModuleVersion: r.Module,
+		Output: func(line string) {
+			em.Emit(jobs.Event{Type: jobs.TypeNarration, Actor: "go", Action: "build", Message: line})
+		}})
+	if err != nil {
+		return jobs.Errorf(jobs.CodeInternal, "%v", err)
+	}
+	n.recordBinary(ctx, e)
+	em.Narrate("hive", "build", "built %s %s (%s)", e.Type, e.Version, humanBytes(uint64(e.Size)))
+	return em.Result(e)
+}
+
+func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, _ := decodeHive(req)
+	progress := func(done, total int64) { em.Progress(done, total, "bytes") }
+	// A peer with the same type, version and platform first.
+	if peer := n.peerBinaries(); r.Version != "" {
+		for _, h := range n.reg.Binaries() {
+			if h.NodeID == n.ID() || h.Type != r.Type || h.Version != r.Version || h.OS != runtime.GOOS || h.Arch != runtime.GOARCH {
+				continue
+			}
+			em.Narrate("hive", "download", "copying %s %s from a peer", r.Type, r.Version)
+			e, err := n.binaries.FetchFromPeer(ctx, peer, workercat.PeerOptions{Type: r.Type, Version: r.Version, Progress: progress})
+			if err == nil {
+				n.recordBinary(ctx, e)
+				return em.Result(e)
+			}
+			em.Narrate("hive", "download", "peer copy failed (%v); trying the release location", err)
+			break
+		}
+	}
+	if r.BaseURL == "" && n.cfg.WorkerReleaseURL == "" {
+		return jobs.Errorf(jobs.CodeBadRequest, "no release location configured on %s (start the node with --worker-release-url) and no peer has %s %s", n.cfg.Name, r.Type, orAny(r.Version))
+	}
+	e, err := n.binaries.Download(ctx, workercat.DownloadOptions{Type: r.Type, Version: r.Version, BaseURL: r.BaseURL, Progress: progress})
+	if err != nil {
+		return catalogError(err)
+	}
+	n.recordBinary(ctx, e)
+	return em.Result(e)
+}
+
+func orAny(v string) string {
+	if v == "" {
+		return "(latest)"
+	}
+	return v
+}
+
+func (n *Node) opModelDownload(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, _ := decodeHive(req)
+	ref := r.Model
+	if ref == "" {
+		ref = r.Ref
+	}
+	e, err := n.resolveModel(ctx, em, ref)
+	if err != nil {
+		return err
+	}
+	return em.Result(e)
+}
+
+// ModelView is one line of the cluster-wide model list.
+type ModelView struct {
+	ID           string   `json:"id"`
+	Nodes        []string `json:"nodes"`
+	SHA256       string   `json:"sha256"`
+	Size         uint64   `json:"size"`
+	Quantization string   `json:"quantization"`
+	File         string   `json:"file"`
+}
+
+func (n *Node) opModelList(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, _ := decodeHive(req)
+	if r.All {
+		names := map[string]string{}
+		for _, rn := range n.reg.Nodes() {
+			names[rn.ID] = rn.Name
+		}
+		byID := map[string]*ModelView{}
+		var order []string
+		for _, h := range n.reg.Models() {
+			key := h.ModelID + "\x00" + h.SHA256
+			v, ok := byID[key]
+			if !ok {
+				v = &ModelView{ID: h.ModelID, SHA256: h.SHA256, Size: h.Size, Quantization: h.Quantization, File: h.File}
+				byID[key] = v
+				order = append(order, key)
+			}
+			v.Nodes = append(v.Nodes, names[h.NodeID])
+		}
+		out := []ModelView{}
+		for _, k := range order {
+			out = append(out, *byID[k])
+		}
+		return em.Result(map[string]any{"models": out, "cluster": true})
+	}
+	es, err := n.models.List()
+	if err != nil {
+		return err
+	}
+	if es == nil {
+		es = []modelcat.Entry{}
+	}
+	return em.Result(map[string]any{"node": n.cfg.Name, "models": es})
+}
+
+func (n *Node) opModelGet(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, _ := decodeHive(req)
+	e, err := n.models.Get(r.ID)
+	if err != nil {
+		return catalogError(err)
+	}
+	return em.Result(e)
+}
+
+func (n *Node) opModelDelete(ctx context.Context, em jobs.Emitter, req Request) error {
+	r, _ := decodeHive(req)
+	if err := n.models.Delete(r.ID); err != nil {
+		return catalogError(err)
+	}
+	n.applyBackground(ctx, fsm.DeleteModelHolding{NodeID: n.ID(), ModelID: r.ID})
+	em.Narrate("hive", "delete", "deleted model %s from %s", r.ID, n.cfg.Name)
+	return em.Result(map[string]any{"deleted": r.ID, "node": n.cfg.Name})
+}

@@ -1,0 +1,171 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/node/jobs"
+)
+
+// WorkerView is what worker list/get report of one worker.
+type WorkerView struct {
+	ID                 string  `json:"id"`
+	Node               string  `json:"node"`
+	NodeID             string  `json:"node_id"`
+	Model              string  `json:"model"`
+	Device             string  `json:"device"`
+	State              string  `json:"state"`
+	LiveState          string  `json:"live_state,omitempty"`
+	InFlight           int     `json:"in_flight"`
+	Queued             int     `json:"queued"`
+	Slots              int     `json:"slots,omitempty"`
+	TokensPerSecond    float64 `json:"tokens_per_second"`
+	Port               int     `json:"port,omitempty"`
+	PID                int     `json:"pid,omitempty"`
+	LastHeartbeatAgeMs int64   `json:"last_heartbeat_age_ms"`
+	Schedulable        bool    `json:"schedulable"`
+}
+
+// workerViews joins the registry with the gossip load reports.
+func (n *Node) workerViews() []WorkerView {
+	names := map[string]string{}
+	for _, m := range n.gsp.Members() {
+		names[m.ID] = m.Meta.Name
+	}
+	for _, rn := range n.reg.Nodes() {
+		if names[rn.ID] == "" {
+			names[rn.ID] = rn.Name
+		}
+	}
+	live := map[string]WorkerLoad{}
+	for _, w := range n.loads.workers() {
+		live[w.ID] = w
+	}
+	sched := map[string]bool{}
+	for _, t := range n.candidates(RouteFilter{}) {
+		sched[t.Registry.ID] = true
+	}
+	out := []WorkerView{}
+	for _, rw := range n.reg.Workers() {
+		v := WorkerView{ID: rw.ID, Node: names[rw.NodeID], NodeID: rw.NodeID, Model: rw.Model, Device: rw.Device,
+			State: string(rw.State), Port: rw.Port, PID: rw.PID, LastHeartbeatAgeMs: -1, Schedulable: sched[rw.ID]}
+		if w, ok := live[rw.ID]; ok {
+			v.LiveState, v.InFlight, v.Queued, v.Slots, v.TokensPerSecond, v.LastHeartbeatAgeMs = w.State, w.InFlight, w.Queued, w.Slots, w.TPS, w.AgeMs
+		}
+		out = append(out, v)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+type workerIDReq struct {
+	WorkerID string `json:"worker_id"`
+	ID       string `json:"id"`
+}
+
+func (r workerIDReq) id() string {
+	if r.WorkerID != "" {
+		return r.WorkerID
+	}
+	return r.ID
+}
+
+func validateWorkerID(req Request) error {
+	var r workerIDReq
+	if err := json.Unmarshal(req.Raw, &r); err != nil {
+		return jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
+	}
+	if r.id() == "" {
+		return jobs.Errorf(jobs.CodeBadRequest, "%s needs field \"worker_id\"", req.Operation)
+	}
+	return nil
+}
+
+func (n *Node) opWorkerList(ctx context.Context, em jobs.Emitter, req Request) error {
+	return em.Result(map[string]any{"workers": n.workerViews()})
+}
+
+func (n *Node) findWorker(id string) (WorkerView, error) {
+	for _, v := range n.workerViews() {
+		if v.ID == id {
+			return v, nil
+		}
+	}
+	return WorkerView{}, jobs.Errorf(jobs.CodeNotFound, "no worker %q in the registry (see `rbee worker list`)", id)
+}
+
+func (n *Node) opWorkerGet(ctx context.Context, em jobs.Emitter, req Request) error {
+	var r workerIDReq
+	_ = json.Unmarshal(req.Raw, &r)
+	v, err := n.findWorker(r.id())
+	if err != nil {
+		return err
+	}
+	return em.Result(v)
+}
+
+// opWorkerRetire marks a worker retiring in the registry (the write goes to
+// the leader). Schedulers stop choosing it at once; its node drains it and
+// stops it, and the leader then removes it.
+func (n *Node) opWorkerRetire(ctx context.Context, em jobs.Emitter, req Request) error {
+	var r workerIDReq
+	_ = json.Unmarshal(req.Raw, &r)
+	v, err := n.findWorker(r.id())
+	if err != nil {
+		return err
+	}
+	if v.State == string(fsm.WorkerRetiring) {
+		em.Narrate("queen", "retire", "worker %s is already retiring", v.ID)
+		return em.Result(v)
+	}
+	cmd, err := fsm.Encode(fsm.SetWorkerState{ID: v.ID, State: fsm.WorkerRetiring, At: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	if _, err := n.cons.Apply(ctx, cmd); err != nil {
+		return jobs.Errorf(jobs.CodeUnavailable, "retire %s: %v", v.ID, err)
+	}
+	em.Narrate("queen", "retire", "worker %s on %s is retiring: no new requests; %d in flight will finish, then %s stops it", v.ID, v.Node, v.InFlight, v.Node)
+	v.State = string(fsm.WorkerRetiring)
+	v.Schedulable = false
+	return em.Result(v)
+}
+
+// retireLocalWorkers stops this node's workers that the registry marks
+// retiring (once each). Called from the worker loop.
+func (n *Node) retireLocalWorkers() {
+	for _, rw := range n.reg.Workers() {
+		if rw.NodeID != n.ID() || rw.State != fsm.WorkerRetiring {
+			continue
+		}
+		n.retireMu.Lock()
+		started := n.retiring[rw.ID]
+		if !started {
+			n.retiring[rw.ID] = true
+		}
+		n.retireMu.Unlock()
+		if started {
+			continue
+		}
+		n.wg.Add(1)
+		go func(id string) {
+			defer n.wg.Done()
+			if err := n.stopWorker(n.ctx, id); err != nil {
+				n.log.Warn("retire worker", "worker", id, "err", err)
+				n.retireMu.Lock()
+				delete(n.retiring, id)
+				n.retireMu.Unlock()
+				return
+			}
+			n.log.Info("worker retired", "worker", id)
+		}(rw.ID)
+	}
+}
+
+// errNotManaged: the worker was not started by this node, so rbee will not
+// signal it.
+var errNotManaged = fmt.Errorf("worker was not started by this node; stop it yourself")
