@@ -90,8 +90,8 @@ type Node struct {
 	procs    *process.Manager
 	hf       *hf.Client
 
-	pendingMu     sync.Mutex
-	pending       map[string]int // requests this node has in flight per worker
+	pendingMu sync.Mutex
+	pending   map[string]int // requests this node has in flight per worker
 
 	ctx    context.Context
 	cancel context.CancelFunc
