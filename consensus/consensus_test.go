@@ -3,7 +3,10 @@ package consensus_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"io"
 	"runtime"
 	"sync"
 	"testing"
@@ -481,4 +484,44 @@ func TestVoterAddedBeforeItsRaftRuns(t *testing.T) {
 	waitHost(t, "recovered", a, b)
 	voters, _ := suffrages(t, leader)
 	require.Equal(t, []string{"r0", "r1"}, voters)
+}
+
+// The forward protocol refuses a request to remove another server when the
+// connection knows who the caller is (consensustest conns do, as libp2p
+// streams do).
+func TestRemoveRequestOnlyForCaller(t *testing.T) {
+	cl := newCluster(t)
+	for _, id := range ids("v", 3) {
+		cfg := cl.config(id)
+		cfg.BootstrapExpect = 3
+		cl.start(cfg)
+	}
+	leader := cl.waitLeader()
+	victim := cl.followers(leader)[0].id
+
+	outsider, err := cl.reg.Listen("outsider")
+	require.NoError(t, err)
+	defer outsider.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := outsider.Dial(ctx, leader.id, consensus.ConnForward)
+	require.NoError(t, err)
+	defer conn.Close()
+	req := append([]byte{0, 0, 0, 0, 3}, victim...)
+	binary.BigEndian.PutUint32(req, uint32(1+len(victim)))
+	_, err = conn.Write(req)
+	require.NoError(t, err)
+	var hdr [4]byte
+	_, err = io.ReadFull(conn, hdr[:])
+	require.NoError(t, err)
+	body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+	_, err = io.ReadFull(conn, body)
+	require.NoError(t, err)
+	var resp struct{ Code, Message string }
+	require.NoError(t, json.Unmarshal(body, &resp))
+	require.Equal(t, "error", resp.Code)
+	require.Contains(t, resp.Message, "only remove itself")
+
+	voters, _ := suffrages(t, leader)
+	require.Contains(t, voters, victim)
 }

@@ -3,11 +3,13 @@
 package consensustest
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/rbee-project/rbee/consensus"
 )
@@ -43,8 +45,46 @@ func (r *Registry) Listen(id string) (*Network, error) {
 	r.mu.Lock()
 	r.addrs[id] = [2]string{raftLn.Addr().String(), fwdLn.Addr().String()}
 	r.mu.Unlock()
-	return &Network{id: id, reg: r, raftLn: raftLn, fwdLn: fwdLn}, nil
+	return &Network{id: id, reg: r, raftLn: &idListener{raftLn}, fwdLn: &idListener{fwdLn}}, nil
 }
+
+// Every dialed connection starts with a one-line hello carrying the
+// caller's id (a stand-in for libp2p's authenticated peer id); accepted
+// connections expose it through RemotePeerID (consensus.PeerIdentifier).
+const maxHello = 256
+
+// idListener reads the hello of each accepted connection.
+type idListener struct{ net.Listener }
+
+func (l *idListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		r := bufio.NewReaderSize(c, maxHello)
+		line, err := r.ReadSlice('\n')
+		if err != nil || len(line) < 2 {
+			c.Close() // not one of ours; keep accepting
+			continue
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		return &idConn{Conn: c, r: r, peer: string(line[:len(line)-1])}, nil
+	}
+}
+
+// idConn is an accepted connection whose caller said who it is.
+type idConn struct {
+	net.Conn
+	r    *bufio.Reader
+	peer string
+}
+
+func (c *idConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// RemotePeerID implements consensus.PeerIdentifier.
+func (c *idConn) RemotePeerID() string { return c.peer }
 
 func (r *Registry) lookup(id string, kind consensus.ConnKind) (string, error) {
 	r.mu.Lock()
@@ -88,7 +128,19 @@ func (n *Network) Dial(ctx context.Context, serverID string, kind consensus.Conn
 		return nil, err
 	}
 	var d net.Dialer
-	return d.DialContext(ctx, "tcp", addr)
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetWriteDeadline(dl)
+	}
+	if _, err := c.Write([]byte(n.id + "\n")); err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetWriteDeadline(time.Time{})
+	return c, nil
 }
 
 // Close closes both listeners (Consensus.Close does too; closing twice is
