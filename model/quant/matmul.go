@@ -249,6 +249,12 @@ func (q *quantJob) run(worker, start, end int) {
 	}
 }
 
+// minMACsPerWorker is the least work (multiply-adds) worth waking another
+// worker for: handing a job to a parked goroutine costs a few microseconds,
+// about what 64K quantised multiply-adds take, so smaller products (the
+// matrices of tiny models) run on fewer threads.
+const minMACsPerWorker = 1 << 16
+
 // MatMul computes dst[i*m.Rows+r] = dot(row r of m, x[i*m.Cols:(i+1)*m.Cols])
 // for the n vectors in x. Like ggml's CPU backend, the activations are first
 // quantised once to the weight type's vec_dot type (Q8_0, Q8_1, Q8_K, F16,
@@ -301,6 +307,6 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 			p.runLocked(n, &p.qj)
 		}
 	}
-	p.runLocked(m.Rows, j)
+	p.runLockedN(m.Rows, m.Rows*m.Cols*n/minMACsPerWorker, j)
 	*j = matmulJob{}
 }

@@ -92,8 +92,9 @@ func TestMatMulSingleThreadEqualsParallel(t *testing.T) {
 	defer p1.Close()
 	defer p4.Close()
 	for _, typ := range matmulTypes {
-		m, _ := quantMatrix(t, r, typ, 67, 256)
-		x := randVec(r, 2*256, 1)
+		// 67×2048×2 multiply-adds: enough work for 4 workers (minMACsPerWorker).
+		m, _ := quantMatrix(t, r, typ, 67, 2048)
+		x := randVec(r, 2*2048, 1)
 		a, b := make([]float32, 2*67), make([]float32, 2*67)
 		MatMul(p1, a, m, x, 2)
 		MatMul(p4, b, m, x, 2)

@@ -30,8 +30,9 @@ type Pool struct {
 	wg    sync.WaitGroup
 
 	// Current job, valid while mu is held and workers run.
-	cur task
-	n   int
+	cur  task
+	n    int
+	used int // workers taking part in the current job
 
 	closeOnce sync.Once
 
@@ -74,7 +75,7 @@ func (p *Pool) Close() {
 
 func (p *Pool) worker(w int, ch chan struct{}) {
 	for range ch {
-		s, e := split(p.n, p.threads, w)
+		s, e := split(p.n, p.used, w)
 		if s < e {
 			p.cur.run(w, s, e)
 		}
@@ -87,37 +88,38 @@ func split(n, t, w int) (int, int) {
 	return n * w / t, n * (w + 1) / t
 }
 
-// Run calls fn(worker, start, end) on every worker with disjoint ranges that
-// together cover [0, n), and returns when all calls have returned. fn must be
-// safe to call concurrently with itself. worker is in [0, Threads()).
+// Run calls fn(worker, start, end) on the workers with disjoint, non-empty
+// ranges that together cover [0, n), and returns when all calls have
+// returned. fn must be safe to call concurrently with itself; worker is in
+// [0, Threads()). fn must not call Run or MatMul on the same Pool (the Pool
+// is busy until Run returns: that would deadlock).
 func (p *Pool) Run(n int, fn func(worker, start, end int)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.runLocked(n, funcTask(fn))
 }
 
-// runLocked runs t over [0, n); p.mu must be held.
-func (p *Pool) runLocked(n int, t task) {
+// runLocked runs t over [0, n) on all workers; p.mu must be held.
+func (p *Pool) runLocked(n int, t task) { p.runLockedN(n, p.threads, t) }
+
+// runLockedN runs t over [0, n) on at most used workers (the caller is
+// worker 0 and the others are not woken); p.mu must be held.
+func (p *Pool) runLockedN(n, used int, t task) {
 	if n <= 0 {
 		return
 	}
-	workers := p.threads
-	if workers > n {
-		workers = n
-	}
-	if workers == 1 {
+	used = max(1, min(used, p.threads, n))
+	if used == 1 {
 		t.run(0, 0, n)
 		return
 	}
-	p.cur, p.n = t, n
-	p.wg.Add(p.threads - 1)
-	for w := 1; w < p.threads; w++ {
+	p.cur, p.n, p.used = t, n, used
+	p.wg.Add(used - 1)
+	for w := 1; w < used; w++ {
 		p.start[w] <- struct{}{}
 	}
-	s, e := split(n, p.threads, 0)
-	if s < e {
-		t.run(0, s, e)
-	}
+	s, e := split(n, used, 0)
+	t.run(0, s, e)
 	p.wg.Wait()
 	p.cur = nil
 }
