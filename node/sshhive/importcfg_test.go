@@ -147,7 +147,7 @@ func TestImportConfigErrors(t *testing.T) {
 		want  string
 	}{
 		{"include loop", map[string]string{"config": "Include config\nHost a\n"}, nil, "deeper than"},
-		{"bad pattern", map[string]string{"config": "Host\n"}, nil, "ssh config"},
+		{"bare Match", map[string]string{"config": "Host a\nMatch\n"}, nil, "criterion"},
 		{"relative include without home", map[string]string{"config": "Include x\n"},
 			func(string) ImportOptions { return ImportOptions{} }, "needs a home"},
 		{"match exec only", map[string]string{"config": "Match exec \"rm -rf /\"\n  User x\nHost ok\n"}, nil, ""},
