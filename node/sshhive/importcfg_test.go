@@ -184,7 +184,7 @@ func TestImportConfigErrors(t *testing.T) {
 func TestImportThenDial(t *testing.T) {
 	s := startSSHD(t)
 	home := writeHome(t, map[string]string{
-		"config": "Include ~/.ssh/hosts/*\n\nHost *.test\n    HostName 127.0.0.1\n    User " + s.user + "\n",
+		"config":    "Include ~/.ssh/hosts/*\n\nHost *.test\n    HostName 127.0.0.1\n    User " + s.user + "\n",
 		"hosts/lab": fmt.Sprintf("Host box.test\n    Port %d\n    IdentityFile %s\n", s.port, s.key),
 	})
 	res, err := ImportConfigFile("", nil, ImportOptions{Home: home})
