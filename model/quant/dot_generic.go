@@ -80,31 +80,38 @@ func dotBF16Generic(cols int, w, x []byte) float32 {
 }
 
 func dotQ8_0Generic(cols int, w, x []byte) float32 {
+	nb := cols / QK
+	w, x = w[:nb*34], x[:nb*34]
 	var sum float32
-	for b := 0; b < cols/QK; b++ {
-		wb := w[b*34 : b*34+34]
-		xb := x[b*34 : b*34+34]
-		var s int32
-		for j := 2; j < 34; j++ {
-			s += int32(int8(wb[j])) * int32(int8(xb[j]))
+	for b := 0; b < nb; b++ {
+		// Array pointers let the compiler drop the per-element bounds checks.
+		wb := (*[34]byte)(w[b*34:])
+		xb := (*[34]byte)(x[b*34:])
+		var s0, s1, s2, s3 int32
+		for j := 2; j < 34; j += 4 {
+			s0 += int32(int8(wb[j])) * int32(int8(xb[j]))
+			s1 += int32(int8(wb[j+1])) * int32(int8(xb[j+1]))
+			s2 += int32(int8(wb[j+2])) * int32(int8(xb[j+2]))
+			s3 += int32(int8(wb[j+3])) * int32(int8(xb[j+3]))
 		}
-		sum += float32(s) * (f16at(wb) * f16at(xb))
+		sum += float32((s0+s1)+(s2+s3)) * (f16at(wb[:]) * f16at(xb[:]))
 	}
 	return sum
 }
 
 func dotQ4_0Generic(cols int, w, x []byte) float32 {
+	nb := cols / QK
+	w, x = w[:nb*18], x[:nb*34]
 	var sum float32
-	for b := 0; b < cols/QK; b++ {
-		wb := w[b*18 : b*18+18]
-		xb := x[b*34 : b*34+34]
-		q := xb[2:34]
-		var s int32
+	for b := 0; b < nb; b++ {
+		wb := (*[18]byte)(w[b*18:])
+		xb := (*[34]byte)(x[b*34:])
+		var s0, s1 int32
 		for j := 0; j < 16; j++ {
-			s += (int32(wb[2+j]&0xf) - 8) * int32(int8(q[j]))
-			s += (int32(wb[2+j]>>4) - 8) * int32(int8(q[j+16]))
+			s0 += (int32(wb[2+j]&0xf) - 8) * int32(int8(xb[2+j]))
+			s1 += (int32(wb[2+j]>>4) - 8) * int32(int8(xb[18+j]))
 		}
-		sum += float32(s) * (f16at(wb) * f16at(xb))
+		sum += float32(s0+s1) * (f16at(wb[:]) * f16at(xb[:]))
 	}
 	return sum
 }
@@ -166,17 +173,18 @@ func dotQ5_1Generic(cols int, w, x []byte) float32 {
 }
 
 func dotIQ4NLGeneric(cols int, w, x []byte) float32 {
+	nb := cols / QK
+	w, x = w[:nb*18], x[:nb*34]
 	var sum float32
-	for b := 0; b < cols/QK; b++ {
-		wb := w[b*18 : b*18+18]
-		xb := x[b*34 : b*34+34]
-		q := xb[2:34]
-		var s int32
+	for b := 0; b < nb; b++ {
+		wb := (*[18]byte)(w[b*18:])
+		xb := (*[34]byte)(x[b*34:])
+		var s0, s1 int32
 		for j := 0; j < 16; j++ {
-			s += int32(kvaluesIQ4NL[wb[2+j]&0xf]) * int32(int8(q[j]))
-			s += int32(kvaluesIQ4NL[wb[2+j]>>4]) * int32(int8(q[j+16]))
+			s0 += int32(kvaluesIQ4NL[wb[2+j]&0xf]) * int32(int8(xb[2+j]))
+			s1 += int32(kvaluesIQ4NL[wb[2+j]>>4]) * int32(int8(xb[18+j]))
 		}
-		sum += float32(s) * (f16at(wb) * f16at(xb))
+		sum += float32(s0+s1) * (f16at(wb[:]) * f16at(xb[:]))
 	}
 	return sum
 }
@@ -269,30 +277,32 @@ func k4Scales(s []byte) (sc, mn [8]uint8) {
 }
 
 func dotQ4KGeneric(cols int, w, x []byte) float32 {
+	nb := cols / QKK
+	w, x = w[:nb*144], x[:nb*292]
 	var sum float32
-	for b := 0; b < cols/QKK; b++ {
-		wb := w[b*144 : b*144+144]
-		xb := x[b*292 : b*292+292]
+	for b := 0; b < nb; b++ {
+		wb := (*[144]byte)(w[b*144:])
+		xb := (*[292]byte)(x[b*292:])
 		sc, mn := k4Scales(wb[4:16])
-		q4 := wb[16:144]
-		q8 := xb[4 : 4+QKK]
 		var summ int32
 		for j := 0; j < 16; j++ {
-			summ += q8kBsum(xb, j) * int32(mn[j/2])
+			summ += q8kBsum(xb[:], j) * int32(mn[j/2])
 		}
 		var isum int32
 		for j := 0; j < 4; j++ {
-			var s0, s1 int32
-			for l := 0; l < 32; l++ {
+			q4 := (*[32]byte)(wb[16+32*j:])
+			q8 := (*[64]byte)(xb[4+64*j:])
+			var s0, s1, s2, s3 int32
+			for l := 0; l < 32; l += 2 {
 				s0 += int32(q4[l]&0xf) * int32(int8(q8[l]))
 				s1 += int32(q4[l]>>4) * int32(int8(q8[l+32]))
+				s2 += int32(q4[l+1]&0xf) * int32(int8(q8[l+1]))
+				s3 += int32(q4[l+1]>>4) * int32(int8(q8[l+33]))
 			}
-			isum += int32(sc[2*j])*s0 + int32(sc[2*j+1])*s1
-			q4 = q4[32:]
-			q8 = q8[64:]
+			isum += int32(sc[2*j])*(s0+s2) + int32(sc[2*j+1])*(s1+s3)
 		}
-		yd := q8kD(xb)
-		sum += f16at(wb)*yd*float32(isum) - f16at(wb[2:])*yd*float32(summ)
+		yd := q8kD(xb[:])
+		sum += f16at(wb[:])*yd*float32(isum) - f16at(wb[2:])*yd*float32(summ)
 	}
 	return sum
 }
@@ -339,23 +349,26 @@ func dotQ5KGeneric(cols int, w, x []byte) float32 {
 }
 
 func dotQ6KGeneric(cols int, w, x []byte) float32 {
+	nb := cols / QKK
+	w, x = w[:nb*210], x[:nb*292]
 	var sum float32
-	for b := 0; b < cols/QKK; b++ {
-		wb := w[b*210 : b*210+210]
-		xb := x[b*292 : b*292+292]
-		ql := wb[0:128]
-		qh := wb[128:192]
-		sc := wb[192:208]
-		q8 := xb[4 : 4+QKK]
+	for b := 0; b < nb; b++ {
+		wb := (*[210]byte)(w[b*210:])
+		xb := (*[292]byte)(x[b*292:])
 		var isum int32
 		for n := 0; n < 2; n++ {
+			ql := (*[64]byte)(wb[64*n:])
+			qh := (*[32]byte)(wb[128+32*n:])
+			sc := (*[8]byte)(wb[192+8*n:])
+			q8 := (*[128]byte)(xb[4+128*n:])
 			var s [8]int32
 			for l := 0; l < 32; l++ {
 				is := l / 16
-				q1 := int32(ql[l]&0xf|((qh[l]>>0)&3)<<4) - 32
-				q2 := int32(ql[l+32]&0xf|((qh[l]>>2)&3)<<4) - 32
-				q3 := int32(ql[l]>>4|((qh[l]>>4)&3)<<4) - 32
-				q4 := int32(ql[l+32]>>4|((qh[l]>>6)&3)<<4) - 32
+				h := qh[l]
+				q1 := int32(ql[l]&0xf|(h&3)<<4) - 32
+				q2 := int32(ql[l+32]&0xf|((h>>2)&3)<<4) - 32
+				q3 := int32(ql[l]>>4|((h>>4)&3)<<4) - 32
+				q4 := int32(ql[l+32]>>4|((h>>6)&3)<<4) - 32
 				s[is+0] += q1 * int32(int8(q8[l]))
 				s[is+2] += q2 * int32(int8(q8[l+32]))
 				s[is+4] += q3 * int32(int8(q8[l+64]))
@@ -364,12 +377,8 @@ func dotQ6KGeneric(cols int, w, x []byte) float32 {
 			for k := 0; k < 8; k++ {
 				isum += int32(int8(sc[k])) * s[k]
 			}
-			ql = ql[64:]
-			qh = qh[32:]
-			sc = sc[8:]
-			q8 = q8[128:]
 		}
-		sum += f16at(wb[208:]) * q8kD(xb) * float32(isum)
+		sum += f16at(wb[208:]) * q8kD(xb[:]) * float32(isum)
 	}
 	return sum
 }
