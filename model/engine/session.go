@@ -19,6 +19,11 @@ const promptBatch = 128
 // more than the exp calls it spreads.
 const parallelSwiGLU = 16384
 
+// parallelAttention is the attention work (multiply-adds of q·k) from
+// which attention runs on the pool; a decode step at a short context is
+// cheaper than waking the workers.
+const parallelAttention = 1 << 16
+
 // minKVTokens is the first KV-cache allocation; the cache then doubles up to
 // the context size, so short sessions on long-context models stay small.
 const minKVTokens = 64
@@ -201,7 +206,11 @@ func (s *Session) forward(ids []int32, wantLogits bool) error {
 			}
 		}
 		s.aLayer, s.aPos0 = li, pos0
-		pool.Run(n*hp.nHead, s.attnFn)
+		if work := n * hp.nHead * (pos0 + n) * hd; work >= parallelAttention {
+			pool.Run(n*hp.nHead, s.attnFn)
+		} else {
+			s.attention(0, 0, n*hp.nHead)
+		}
 		quant.MatMul(pool, xb2, l.wo, att, n)
 		addTo(x, xb2)
 		for i := 0; i < n; i++ {
