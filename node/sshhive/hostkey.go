@@ -11,22 +11,31 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 // hostKeyChecker verifies a server's host key against one known_hosts file.
-// It is used for a single Dial: the handshake calls callback once, then Dial
-// reads checked and err (the handshake goroutine has finished by then).
+// It serves one Dial: the handshake goroutine calls callback (again on each
+// key re-exchange), Dial reads the outcome with result.
 type hostKeyChecker struct {
 	file      string
 	acceptNew bool
 	log       *slog.Logger
 	db        ssh.HostKeyCallback // nil while the file does not exist
 
+	mu      sync.Mutex
 	checked bool  // the key was verified (or recorded)
 	err     error // why the key was refused
+}
+
+// result reports whether a key was verified and, if one was refused, why.
+func (h *hostKeyChecker) result() (checked bool, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.checked, h.err
 }
 
 func newHostKeyChecker(file string, acceptNew bool, log *slog.Logger) (*hostKeyChecker, error) {
@@ -91,6 +100,8 @@ var dummyAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}
 // with acceptNew, else ErrUnknownHost; different or revoked key →
 // ErrHostKeyMismatch, always.
 func (h *hostKeyChecker) callback(addr string, remote net.Addr, key ssh.PublicKey) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	fp := ssh.FingerprintSHA256(key)
 	err := h.lookup(addr, remote, key)
 	var ke *knownhosts.KeyError

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/kevinburke/ssh_config"
 
@@ -184,14 +185,20 @@ func hostFrom(alias string, v map[string][]string, opts ImportOptions) (fsm.Host
 		h.IdentityFile = expandTilde(percentExpand(id, h.Host, h.User, opts), opts.Home)
 		break
 	}
-	if strings.ContainsAny(h.Host, " \t") || h.Host == "" {
+	switch {
+	case len(alias) > 253 || strings.ContainsFunc(alias, badNameRune):
+		return h, "the name is not a host name (too long, or has spaces or control characters)"
+	case h.Host == "" || len(h.Host) > 253 || strings.ContainsFunc(h.Host, badNameRune):
 		return h, fmt.Sprintf("HostName %q is not a host name", h.Host)
-	}
-	if len(alias) > 253 {
-		return h, "name longer than 253 characters"
+	case strings.ContainsFunc(h.User, badNameRune) || len(h.User) > 256:
+		return h, fmt.Sprintf("User %q is not a user name", h.User)
+	case len(h.IdentityFile) > 4096 || strings.ContainsFunc(h.IdentityFile, unicode.IsControl):
+		return h, "IdentityFile is not a usable path"
 	}
 	return h, ""
 }
+
+func badNameRune(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
 
 // percentExpand expands the ssh_config tokens that make sense here: %h (host
 // name), %r (remote user), %u (local user), %d (local home), %%.
@@ -295,7 +302,7 @@ func (l *cfgLoader) parse(b []byte, name string, depth int) (*cfgFile, error) {
 		return []byte("Host !* " + matchMarker)
 	})
 
-	cfg, err := ssh_config.DecodeBytes(text)
+	cfg, err := decodeSSHConfig(text)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
 	}
@@ -440,4 +447,16 @@ func (f *cfgFile) eval(alias string, v map[string][]string) {
 			}
 		}
 	}
+}
+
+// decodeSSHConfig parses with the library, turning any panic it lets
+// through (it re-panics runtime errors) into an error: bad input must not
+// crash the node.
+func decodeSSHConfig(b []byte) (cfg *ssh_config.Config, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cfg, err = nil, fmt.Errorf("parser failure: %v", r)
+		}
+	}()
+	return ssh_config.DecodeBytes(b)
 }

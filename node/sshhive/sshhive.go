@@ -227,14 +227,15 @@ func Dial(ctx context.Context, t Target) (*Client, error) {
 	stopped := stop()
 	if err != nil {
 		_ = nc.Close()
+		checked, hkErr := hk.result()
 		switch {
-		case hk.err != nil:
-			return nil, hk.err
+		case hkErr != nil:
+			return nil, hkErr
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ssh dial %s: %w", addr, ctx.Err())
-		case hk.checked && isAuthError(err):
+		case checked && isAuthError(err):
 			return nil, fmt.Errorf("%w: %s@%s: the server refused the %d key(s) offered: %v", ErrAuth, t.User, addr, len(signers), err)
-		case hk.checked:
+		case checked:
 			return nil, fmt.Errorf("ssh %s: %w", addr, err)
 		case strings.Contains(err.Error(), "no common algorithm for host key"):
 			return nil, fmt.Errorf("%w: %s offers none of the key types recorded in %s: %v", ErrHostKeyMismatch, addr, t.KnownHostsFile, err)
