@@ -240,6 +240,8 @@ func TestProbe(t *testing.T) {
 	// The remote host is this machine.
 	require.Equal(t, runtime.GOOS, res.OS)
 	require.Equal(t, runtime.GOARCH, res.Arch)
+	require.True(t, res.SamePlatform())
+	require.False(t, TestResult{OS: "plan9", Arch: res.Arch}.SamePlatform())
 	require.Positive(t, res.RoundTrip)
 	require.Positive(t, res.Connect)
 	require.Empty(t, res.RbeeVersion, "nothing installed under the temp home yet")

@@ -3,6 +3,7 @@ package sshhive
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -132,4 +133,11 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// SamePlatform reports whether the probed host runs the OS and architecture
+// this binary was built for, so the caller can install its own executable
+// (os.Executable) instead of fetching one from the catalog.
+func (r TestResult) SamePlatform() bool {
+	return r.OS == runtime.GOOS && r.Arch == runtime.GOARCH
 }

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,6 +115,21 @@ func TargetFromHost(h fsm.Host, knownHostsFile string) Target {
 		t.IdentityFiles = []string{h.IdentityFile}
 	}
 	return t
+}
+
+// DefaultIdentityFiles are the private keys OpenSSH tries when a host names
+// none, under the local user's home.
+func DefaultIdentityFiles(home string) []string {
+	var out []string
+	for _, n := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
+		out = append(out, filepath.Join(home, ".ssh", n))
+	}
+	return out
+}
+
+// DefaultKnownHostsFile is the local user's known_hosts file.
+func DefaultKnownHostsFile(home string) string {
+	return filepath.Join(home, ".ssh", "known_hosts")
 }
 
 // Addr is host:port as dialed (and as recorded in known_hosts).
