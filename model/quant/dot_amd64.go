@@ -129,16 +129,6 @@ func dotF16SIMD(cols int, w, x []byte) float32 {
 	return s
 }
 
-func checkBlocks(cols, bs int, w []byte, wb int, x []byte, xb int) int {
-	nb := cols / bs
-	if nb == 0 {
-		return 0
-	}
-	_ = w[nb*wb-1]
-	_ = x[nb*xb-1]
-	return nb
-}
-
 func dotQ8_0SIMD(cols int, w, x []byte) float32 {
 	if nb := checkBlocks(cols, QK, w, 34, x, 34); nb > 0 {
 		return dotQ8_0AVX2(nb, unsafe.SliceData(w), unsafe.SliceData(x))
@@ -174,17 +164,6 @@ func hasSIMDKernel(t Type) bool {
 	}
 	_, ok := simdKernels[t]
 	return ok && hasAVX2
-}
-
-// blockKernel adapts an assembly kernel over whole blocks to a dotFunc,
-// bounds-checking the slices first.
-func blockKernel(k func(nb int, w, x *byte) float32, bs, wb, xb int) dotFunc {
-	return func(cols int, w, x []byte) float32 {
-		if nb := checkBlocks(cols, bs, w, wb, x, xb); nb > 0 {
-			return k(nb, unsafe.SliceData(w), unsafe.SliceData(x))
-		}
-		return 0
-	}
 }
 
 var (

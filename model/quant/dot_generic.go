@@ -408,3 +408,27 @@ func dotIQ4XSGeneric(cols int, w, x []byte) float32 {
 	}
 	return sum
 }
+
+// checkBlocks returns the number of whole blocks of bs elements in cols and
+// bounds-checks that w and x (wb and xb bytes per block) hold them, so the
+// assembly kernels never read past a slice.
+func checkBlocks(cols, bs int, w []byte, wb int, x []byte, xb int) int {
+	nb := cols / bs
+	if nb == 0 {
+		return 0
+	}
+	_ = w[nb*wb-1]
+	_ = x[nb*xb-1]
+	return nb
+}
+
+// blockKernel adapts an assembly kernel over whole blocks to a dotFunc,
+// bounds-checking the slices first.
+func blockKernel(k func(nb int, w, x *byte) float32, bs, wb, xb int) dotFunc {
+	return func(cols int, w, x []byte) float32 {
+		if nb := checkBlocks(cols, bs, w, wb, x, xb); nb > 0 {
+			return k(nb, unsafe.SliceData(w), unsafe.SliceData(x))
+		}
+		return 0
+	}
+}

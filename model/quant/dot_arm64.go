@@ -1,0 +1,149 @@
+//go:build arm64 && !purego
+
+package quant
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// hasDotProd reports the ARMv8.2 SDOT instruction (Apple M1+, Graviton2+,
+// Cortex-A76+), needed by the quantised NEON kernels. F32 and F16 kernels
+// only need base ASIMD, which every arm64 CPU has.
+var hasDotProd = cpu.ARM64.HasASIMDDP
+
+//go:noescape
+func dotF32NEON(n int, a, b *float32) float32
+
+//go:noescape
+func dotF16NEON(n int, a, b *byte) float32
+
+//go:noescape
+func dotQ8_0NEON(nb int, w, x *byte) float32
+
+//go:noescape
+func dotQ4_0NEON(nb int, w, x *byte) float32
+
+//go:noescape
+func subdotsQ4KNEON(nb int, w, x *byte, out *int32)
+
+//go:noescape
+func subdotsQ6KNEON(nb int, w, x *byte, out *int32)
+
+var dotF32Impl = dotF32Generic
+
+func init() { useSIMD(true) }
+
+// simdKernels are the arm64 replacements of the generic dot kernels.
+func simdKernels() map[Type]dotFunc {
+	m := map[Type]dotFunc{F16: dotF16SIMD}
+	if hasDotProd {
+		m[Q8_0] = blockKernel(dotQ8_0NEON, QK, 34, 34)
+		m[Q4_0] = blockKernel(dotQ4_0NEON, QK, 18, 34)
+		m[Q4_K] = dotQ4KSIMD
+		m[Q6_K] = dotQ6KSIMD
+	}
+	return m
+}
+
+// useSIMD switches between the NEON and the generic kernels. It must not be
+// called concurrently with MatMul.
+func useSIMD(on bool) bool {
+	for t, g := range genericKernels {
+		dotKernels[t] = g
+	}
+	dotF32Impl = dotF32Generic
+	if on {
+		for t, k := range simdKernels() {
+			dotKernels[t] = k
+		}
+		dotF32Impl = dotF32SIMD
+	}
+	return true
+}
+
+// hasSIMDKernel reports whether MatMul has an assembly kernel for t.
+func hasSIMDKernel(t Type) bool {
+	if t == F32 {
+		return true
+	}
+	_, ok := simdKernels()[t]
+	return ok
+}
+
+func dotF32SIMD(a, b []float32) float32 {
+	n := min(len(a), len(b))
+	n16 := n &^ 15
+	var s float32
+	if n16 > 0 {
+		s = dotF32NEON(n16, &a[0], &b[0])
+	}
+	for i := n16; i < n; i++ {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
+func dotF16SIMD(cols int, w, x []byte) float32 {
+	n8 := cols &^ 7
+	_ = w[2*cols-1]
+	_ = x[2*cols-1]
+	var s float32
+	if n8 > 0 {
+		s = dotF16NEON(n8, &w[0], &x[0])
+	}
+	for i := n8; i < cols; i++ {
+		s += F16ToF32(le16(w[2*i:])) * F16ToF32(le16(x[2*i:]))
+	}
+	return s
+}
+
+// subdotChunk is how many super-blocks one assembly call handles; their
+// integer sub-block dots go to a stack buffer that Go then scales.
+const subdotChunk = 32
+
+func dotQ4KSIMD(cols int, w, x []byte) float32 {
+	nb := checkBlocks(cols, QKK, w, 144, x, 292)
+	var buf [8 * subdotChunk]int32
+	var sum float32
+	for b0 := 0; b0 < nb; b0 += subdotChunk {
+		k := min(subdotChunk, nb-b0)
+		subdotsQ4KNEON(k, unsafe.SliceData(w[b0*144:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		for b := 0; b < k; b++ {
+			wb := w[(b0+b)*144 : (b0+b+1)*144]
+			xb := x[(b0+b)*292 : (b0+b+1)*292]
+			sc, mn := k4Scales(wb[4:16])
+			var summ, isum int32
+			for j := 0; j < 16; j++ {
+				summ += q8kBsum(xb, j) * int32(mn[j/2])
+			}
+			for j := 0; j < 8; j++ {
+				isum += int32(sc[j]) * buf[8*b+j]
+			}
+			yd := q8kD(xb)
+			sum += f16at(wb)*yd*float32(isum) - f16at(wb[2:])*yd*float32(summ)
+		}
+	}
+	return sum
+}
+
+func dotQ6KSIMD(cols int, w, x []byte) float32 {
+	nb := checkBlocks(cols, QKK, w, 210, x, 292)
+	var buf [16 * subdotChunk]int32
+	var sum float32
+	for b0 := 0; b0 < nb; b0 += subdotChunk {
+		k := min(subdotChunk, nb-b0)
+		subdotsQ6KNEON(k, unsafe.SliceData(w[b0*210:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		for b := 0; b < k; b++ {
+			wb := w[(b0+b)*210 : (b0+b+1)*210]
+			xb := x[(b0+b)*292 : (b0+b+1)*292]
+			var isum int32
+			for j := 0; j < 16; j++ {
+				isum += int32(int8(wb[192+j])) * buf[16*b+j]
+			}
+			sum += f16at(wb[208:]) * q8kD(xb) * float32(isum)
+		}
+	}
+	return sum
+}
