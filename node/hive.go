@@ -28,6 +28,18 @@ const (
 // than the worker's own drain timeout (30 s).
 const workerStopGrace = 35 * time.Second
 
+// ProcessesDir is where a node with that data dir keeps its worker
+// process records (tests use it to clean up after killed nodes).
+func ProcessesDir(dataDir string) string { return filepath.Join(dataDir, processesDir) }
+
+// StopWorkers stops every worker process this node started.
+func (n *Node) StopWorkers(ctx context.Context) error {
+	if n.procs == nil {
+		return nil
+	}
+	return n.procs.StopAll(ctx, 10*time.Second)
+}
+
 // openHive opens the model and binary catalogs and the process manager,
 // re-adopting worker processes an earlier run started.
 func (n *Node) openHive() error {

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/worker/process"
 )
 
 // Token is the cluster secret every harness node uses.
@@ -83,12 +84,23 @@ func (c *Cluster) start(cfg node.Config) *node.Node {
 	return nd
 }
 
-// Close stops every node.
+// Close stops every node and every worker process the nodes started (also
+// those of killed nodes, which a crash leaves running).
 func (c *Cluster) Close() {
 	for _, n := range c.Nodes {
 		if n != nil {
 			_ = n.Close()
 		}
+	}
+	for _, cfg := range c.cfgs {
+		m, err := process.New(process.Config{Dir: node.ProcessesDir(cfg.DataDir), Host: "127.0.0.1", PollInterval: time.Second})
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		_ = m.StopAll(ctx, 5*time.Second)
+		cancel()
+		_ = m.Close()
 	}
 }
 

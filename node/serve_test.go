@@ -1,0 +1,378 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/engine"
+	"github.com/rbee-project/rbee/model/synth"
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/client"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/nodetest"
+)
+
+var (
+	workerOnce sync.Once
+	workerBin  string
+	workerErr  error
+)
+
+// buildWorker compiles the real rbee-worker once per test binary.
+func buildWorker(t *testing.T) string {
+	t.Helper()
+	workerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "rbee-worker-bin-")
+		if err != nil {
+			workerErr = err
+			return
+		}
+		workerBin = filepath.Join(dir, "rbee-worker")
+		_, file, _, _ := runtime.Caller(0)
+		cmd := exec.Command("go", "build", "-o", workerBin, "./cmd/rbee-worker")
+		cmd.Dir = filepath.Dir(filepath.Dir(file))
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			workerErr = fmt.Errorf("build rbee-worker: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, workerErr)
+	return workerBin
+}
+
+// servingCluster is an in-process cluster whose nodes can spawn the real
+// worker on the bundled model.
+func servingCluster(t *testing.T, n int) *nodetest.Cluster {
+	bin := buildWorker(t)
+	return nodetest.New(t, n, func(i int, cfg *node.Config) {
+		cfg.WorkerBinary = bin
+		cfg.WorkerHeartbeatTimeout = 5 * time.Second
+	})
+}
+
+func run(t *testing.T, n *node.Node, req map[string]any, out any) []jobs.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var evs []jobs.Event
+	err := client.New(n.URL(), "").Result(ctx, req, out, func(ev jobs.Event) { evs = append(evs, ev) })
+	require.NoError(t, err, "events: %+v", evs)
+	return evs
+}
+
+func spawn(t *testing.T, via *node.Node, hive string, slots int) node.SpawnResult {
+	return spawnModel(t, via, hive, "builtin:stories260k", slots)
+}
+
+func spawnModel(t *testing.T, via *node.Node, hive, model string, slots int) node.SpawnResult {
+	t.Helper()
+	var res node.SpawnResult
+	run(t, via, map[string]any{"operation": "worker_spawn", "hive": hive, "model": model, "threads": 1, "slots": slots}, &res)
+	require.Equal(t, "ready", res.State)
+	return res
+}
+
+// greedy is what the engine itself generates for prompt: the reference the
+// cluster's answers must equal.
+func greedy(t *testing.T, prompt string, n int) string {
+	t.Helper()
+	m, err := engine.Load("../testdata/model/stories260K.gguf", engine.Options{Threads: 1})
+	require.NoError(t, err)
+	defer m.Close()
+	ids := m.Tokenizer().Encode(prompt, m.Tokenizer().AddBOS(), false)
+	var sb strings.Builder
+	_, err = m.NewSession().Generate(context.Background(), engine.GenerateRequest{Prompt: ids, MaxTokens: n}, func(tok engine.Token) error {
+		sb.WriteString(tok.Text)
+		return nil
+	})
+	require.NoError(t, err)
+	return sb.String()
+}
+
+// waitSchedulable waits until every node can route to want workers.
+func waitSchedulable(t *testing.T, c *nodetest.Cluster, want int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, n := range c.Running() {
+			var res struct {
+				Workers []node.WorkerView `json:"workers"`
+			}
+			run(t, n, map[string]any{"operation": "active_worker_list"}, &res)
+			k := 0
+			for _, w := range res.Workers {
+				if w.Schedulable {
+					k++
+				}
+			}
+			if k != want {
+				return false
+			}
+		}
+		return true
+	}, nodetest.WaitTimeout, 100*time.Millisecond)
+}
+
+func infer(t *testing.T, n *node.Node, req map[string]any) (node.InferResult, string) {
+	t.Helper()
+	base := map[string]any{"operation": "infer", "model": "stories260k", "temperature": 0, "max_tokens": 24}
+	for k, v := range req {
+		base[k] = v
+	}
+	var res node.InferResult
+	evs := run(t, n, base, &res)
+	var sb strings.Builder
+	for _, ev := range evs {
+		if ev.Type == jobs.TypeToken {
+			sb.WriteString(ev.Text)
+		}
+	}
+	require.Equal(t, res.Text, sb.String(), "streamed tokens and the result disagree")
+	return res, sb.String()
+}
+
+func TestServeAcrossTheCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 3)
+	w1 := spawn(t, c.Nodes[0], "node1", 1)
+	w2 := spawn(t, c.Nodes[1], "node2", 1)
+	waitSchedulable(t, c, 2)
+	want := greedy(t, "Once upon a time", 24)
+
+	// Through every node, to a worker on another node (and the local one).
+	for _, n := range c.Nodes {
+		for _, w := range []node.SpawnResult{w1, w2} {
+			res, text := infer(t, n, map[string]any{"prompt": "Once upon a time", "worker_id": w.WorkerID})
+			require.Equal(t, want, text)
+			require.Equal(t, w.WorkerID, res.WorkerID)
+			require.Equal(t, w.Node, res.Node)
+		}
+	}
+	// node0 hosts no worker: plain routing from it lands on another node.
+	res, text := infer(t, c.Nodes[0], map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, want, text)
+	require.NotEqual(t, "node0", res.Node)
+
+	// A model nobody serves is a clear error.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := client.New(c.Nodes[0].URL(), "").Run(ctx, map[string]any{"operation": "infer", "model": "nope", "prompt": "x"}, func(jobs.Event) error { return nil })
+	var je *client.JobError
+	require.ErrorAs(t, err, &je)
+	require.Equal(t, node.CodeNoWorker, je.Code)
+
+	// OpenAI API with the official client, through a node with no worker.
+	oc := openai.NewClient(option.WithBaseURL(c.Nodes[0].URL()+"/v1/"), option.WithAPIKey("unused-on-loopback"))
+	models, err := oc.Models.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, models.Data, 1)
+	require.Equal(t, "builtin--stories260k", models.Data[0].ID)
+	comp, err := oc.Completions.New(ctx, openai.CompletionNewParams{
+		Model:       openai.CompletionNewParamsModel("stories260k"),
+		Prompt:      openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")},
+		MaxTokens:   openai.Int(24),
+		Temperature: openai.Float(0),
+	})
+	require.NoError(t, err)
+	require.Equal(t, want, comp.Choices[0].Text)
+	stream := oc.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+		Model:       "stories260k",
+		Messages:    []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Tell me a story")},
+		MaxTokens:   openai.Int(16),
+		Temperature: openai.Float(0),
+	})
+	var acc openai.ChatCompletionAccumulator
+	chunks := 0
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+		chunks++
+	}
+	require.NoError(t, stream.Err())
+	require.Greater(t, chunks, 2)
+	require.NotEmpty(t, acc.Choices[0].Message.Content)
+	_, err = oc.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "nope", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")}})
+	var apiErr *openai.Error
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, http.StatusNotFound, apiErr.StatusCode)
+
+	// Ollama API.
+	resp, err := http.Post(c.Nodes[2].URL()+"/api/generate", "application/json",
+		bytes.NewBufferString(`{"model":"stories260k","prompt":"Once upon a time","stream":false,"options":{"temperature":0,"num_predict":24}}`))
+	require.NoError(t, err)
+	var og struct {
+		Response string `json:"response"`
+		Done     bool   `json:"done"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&og))
+	resp.Body.Close()
+	require.True(t, og.Done)
+	require.Equal(t, want, og.Response)
+}
+
+func TestWorkerExitAndRetire(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 3)
+	w1 := spawn(t, c.Nodes[1], "node1", 1)
+	w2 := spawn(t, c.Nodes[2], "node2", 1)
+	waitSchedulable(t, c, 2)
+
+	// Kill w1's process from outside: it leaves the schedule, requests go to w2.
+	p, err := os.FindProcess(w1.PID)
+	require.NoError(t, err)
+	require.NoError(t, p.Kill())
+	waitSchedulable(t, c, 1)
+	for i := 0; i < 3; i++ {
+		res, _ := infer(t, c.Nodes[0], map[string]any{"prompt": "Lily"})
+		require.Equal(t, w2.WorkerID, res.WorkerID)
+	}
+	require.Eventually(t, func() bool {
+		_, ok := c.Nodes[0].Registry().Worker(w1.WorkerID)
+		return !ok
+	}, nodetest.WaitTimeout, 50*time.Millisecond, "the leader removes the dead worker")
+
+	// Retire a worker while a long request runs on it: the request
+	// finishes, then the worker stops and leaves the registry.
+	w3 := spawnModel(t, c.Nodes[0], "node1", slowModel(t), 1)
+	waitSchedulable(t, c, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	firstTok := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	var res node.InferResult
+	go func() {
+		done <- client.New(c.Nodes[0].URL(), "").Result(ctx, map[string]any{"operation": "infer", "model": "slow",
+			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 300}, &res, func(ev jobs.Event) {
+			if ev.Type == jobs.TypeToken {
+				once.Do(func() { close(firstTok) })
+			}
+		})
+	}()
+	<-firstTok
+	run(t, c.Nodes[2], map[string]any{"operation": "active_worker_retire", "worker_id": w3.WorkerID}, nil)
+	// Retiring: no new request goes to it.
+	err = client.New(c.Nodes[2].URL(), "").Run(ctx, map[string]any{"operation": "infer", "model": "slow", "prompt": "x", "max_tokens": 2}, func(jobs.Event) error { return nil })
+	var je *client.JobError
+	require.ErrorAs(t, err, &je)
+	require.Equal(t, node.CodeNoWorker, je.Code)
+	require.NoError(t, <-done, "the in-flight request finishes")
+	require.Equal(t, w3.WorkerID, res.WorkerID)
+	require.Equal(t, 300, res.TokensOut)
+	require.Eventually(t, func() bool {
+		_, ok := c.Nodes[0].Registry().Worker(w3.WorkerID)
+		return !ok
+	}, nodetest.WaitTimeout, 100*time.Millisecond, "the retired worker leaves the registry")
+	require.Eventually(t, func() bool { return processGone(w3.PID) }, nodetest.WaitTimeout, 100*time.Millisecond)
+	// The other worker keeps serving.
+	res2, _ := infer(t, c.Nodes[1], map[string]any{"prompt": "Lily"})
+	require.Equal(t, w2.WorkerID, res2.WorkerID)
+}
+
+func processGone(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return true
+	}
+	return p.Signal(syscall.Signal(0)) != nil
+}
+
+// slowModel writes a random-weight model whose large f32 output layer
+// makes each token cost a few milliseconds: streams then last seconds, long
+// enough to kill a node in the middle of one.
+func slowModel(t *testing.T) string {
+	t.Helper()
+	cfg := synth.DefaultConfig()
+	cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab, cfg.Ctx = 256, 1, 4, 4, 512, 65536, 2048
+	path := filepath.Join(t.TempDir(), "slow.gguf")
+	require.NoError(t, synth.Write(path, cfg))
+	return path
+}
+
+func TestNodeLossDuringStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 3)
+	leader := c.WaitLeader()
+	li := c.Index(leader)
+	// Put one worker on a non-leader (survivor) and one on another.
+	var others []int
+	for i := range c.Nodes {
+		if i != li {
+			others = append(others, i)
+		}
+	}
+	entry := c.Nodes[others[0]]
+	host := c.Nodes[others[1]]
+	w := spawnModel(t, entry, host.Name(), slowModel(t), 1)
+	waitSchedulable(t, c, 1)
+
+	// Killing the leader while a stream runs on a surviving worker: the
+	// stream finishes.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	firstTok := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	var res node.InferResult
+	go func() {
+		done <- client.New(entry.URL(), "").Result(ctx, map[string]any{"operation": "infer", "model": "slow",
+			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 400}, &res, func(ev jobs.Event) {
+			if ev.Type == jobs.TypeToken {
+				once.Do(func() { close(firstTok) })
+			}
+		})
+	}()
+	<-firstTok
+	c.Kill(li)
+	require.NoError(t, <-done)
+	require.Equal(t, w.WorkerID, res.WorkerID)
+	require.Equal(t, 400, res.TokensOut, "the stream ran to its end")
+
+	// Killing the node that hosts a busy worker: the client gets an
+	// error (or a retry elsewhere), never a hang.
+	firstTok2 := make(chan struct{})
+	var once2 sync.Once
+	go func() {
+		done <- client.New(entry.URL(), "").Run(ctx, map[string]any{"operation": "infer", "model": "slow",
+			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 1500}, func(ev jobs.Event) error {
+			if ev.Type == jobs.TypeToken {
+				once2.Do(func() { close(firstTok2) })
+			}
+			return nil
+		})
+	}()
+	<-firstTok2
+	c.Kill(c.Index(host))
+	select {
+	case err := <-done:
+		var je *client.JobError
+		require.ErrorAs(t, err, &je)
+		require.Equal(t, jobs.CodeUnavailable, je.Code)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the client hangs after the worker's node died")
+	}
+	// The orphaned worker process is still ours to clean up.
+	if p, err := os.FindProcess(w.PID); err == nil {
+		_ = p.Kill()
+	}
+}
