@@ -150,7 +150,9 @@ func quantizeRowQ8_1(x []float32, dst []byte) {
 // nearestInt is ggml's nearest_int: round-half-even via the 1.5*2^23 trick,
 // valid for |f| <= 4194303.
 func nearestInt(f float32) int32 {
-	v := math.Float32bits(f + 12582912)
+	// float32(f) keeps an inlined caller's product (nearestInt(a*b)) from
+	// being fused with this addition into an FMA (Go may fuse on arm64).
+	v := math.Float32bits(float32(f) + 12582912)
 	return int32(v&0x007fffff) - 0x00400000
 }
 

@@ -119,8 +119,8 @@ func quantQ4_0(src []float32, dst []byte) {
 		}
 		putF16(b, d)
 		for j := 0; j < 16; j++ {
-			x0 := x[j] * id
-			x1 := x[j+16] * id
+			x0 := float32(x[j] * id)
+			x1 := float32(x[j+16] * id)
 			xi0 := min(15, cInt8(x0+8.5))
 			xi1 := min(15, cInt8(x1+8.5))
 			b[2+j] = byte(xi0) | byte(xi1)<<4
@@ -141,8 +141,8 @@ func quantQ4_1(src []float32, dst []byte) {
 		putF16(b, d)
 		putF16(b[2:], mn)
 		for j := 0; j < 16; j++ {
-			x0 := (x[j] - mn) * id
-			x1 := (x[j+16] - mn) * id
+			x0 := float32((x[j] - mn) * id)
+			x1 := float32((x[j+16] - mn) * id)
 			xi0 := min(15, cInt8(x0+0.5))
 			xi1 := min(15, cInt8(x1+0.5))
 			b[4+j] = byte(xi0) | byte(xi1)<<4
@@ -163,8 +163,8 @@ func quantQ5_0(src []float32, dst []byte) {
 		putF16(b, d)
 		var qh uint32
 		for j := 0; j < 16; j++ {
-			x0 := x[j] * id
-			x1 := x[j+16] * id
+			x0 := float32(x[j] * id)
+			x1 := float32(x[j+16] * id)
 			xi0 := uint32(uint8(min(31, cInt8(x0+16.5))))
 			xi1 := uint32(uint8(min(31, cInt8(x1+16.5))))
 			b[6+j] = byte(xi0&0xf) | byte(xi1&0xf)<<4
@@ -189,8 +189,8 @@ func quantQ5_1(src []float32, dst []byte) {
 		putF16(b[2:], mn)
 		var qh uint32
 		for j := 0; j < 16; j++ {
-			x0 := (x[j] - mn) * id
-			x1 := (x[j+16] - mn) * id
+			x0 := float32((x[j] - mn) * id)
+			x1 := float32((x[j+16] - mn) * id)
 			xi0 := uint32(uint8(int32(x0 + 0.5)))
 			xi1 := uint32(uint8(int32(x1 + 0.5)))
 			b[8+j] = byte(xi0&0xf) | byte(xi1&0xf)<<4
@@ -521,7 +521,7 @@ func quantK4Common(x []float32, b []byte, L *[QKK]uint8, nmax int, rmin float32,
 		xb := x[32*j : 32*j+32]
 		var sumX2 float32
 		for _, v := range xb {
-			sumX2 += v * v
+			sumX2 += float32(v * v)
 		}
 		avX := float32(math.Sqrt(float64(sumX2 / 32)))
 		for l, v := range xb {
@@ -757,7 +757,7 @@ func quantIQ4Impl(superSize int, x []float32, dh []byte, q4 []byte, scalesH []by
 	var weight [32]float32
 	var sigma2 float32
 	for j := 0; j < superSize; j++ {
-		sigma2 += x[j] * x[j]
+		sigma2 += float32(x[j] * x[j])
 	}
 	_ = sigma2 // only used with importance weights
 	clear(q4[:superSize/2])
