@@ -14,7 +14,8 @@ import (
 
 func newDevCmd(g *globals) *cobra.Command {
 	var nodes int
-	var dir string
+	var dir, model string
+	var noWorker bool
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Start a local cluster of `rbee node` processes on loopback and keep it running until Ctrl-C (what `make run` does)",
@@ -51,17 +52,33 @@ func newDevCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(out, "cluster is up; leader (queen): %s\n\n", leader)
-			sub := newRootCmd()
-			sub.SetArgs([]string{"status", "--node", cl.Nodes[0].URL()})
-			sub.SetOut(out)
-			if err := sub.ExecuteContext(ctx); err != nil {
+			sub := func(args ...string) error {
+				c := newRootCmd()
+				c.SetArgs(args)
+				c.SetOut(out)
+				return c.ExecuteContext(ctx)
+			}
+			host := cl.Nodes[len(cl.Nodes)-1]
+			entry := cl.Nodes[0]
+			if !noWorker {
+				fmt.Fprintf(out, "$ rbee worker spawn --model %s --hive %s\n", model, host.Name)
+				if err := sub("worker", "spawn", "--model", model, "--hive", host.Name, "--node", entry.URL()); err != nil {
+					return fmt.Errorf("spawn a worker: %w (is rbee-worker built next to rbee? `make build` does it)", err)
+				}
+				fmt.Fprintf(out, "\n$ rbee infer --model stories260k --node %s \"Once upon a time\"   # %s has no worker: the request hops over libp2p\n", entry.URL(), entry.Name)
+				if err := sub("infer", "--model", "stories260k", "--temperature", "0", "-n", "60", "--node", entry.URL(), "Once upon a time"); err != nil {
+					return err
+				}
+				fmt.Fprintln(out)
+			}
+			if err := sub("status", "--node", entry.URL()); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "\nTry (in another terminal):\n")
-			for _, n := range cl.Nodes {
-				fmt.Fprintf(out, "  rbee status --node %s\n", n.URL())
-			}
-			fmt.Fprintf(out, "  rbee hive list --node %s\n  rbee hive status node2 --node %s\n", cl.Nodes[0].URL(), cl.Nodes[0].URL())
+			fmt.Fprintf(out, "  export RBEE_NODE=%s\n", entry.URL())
+			fmt.Fprintf(out, "  rbee status\n  rbee worker list\n  rbee infer --model stories260k \"Lily went to the park\"\n")
+			fmt.Fprintf(out, "  curl -s %s/v1/chat/completions -d '{\"model\":\"stories260k\",\"messages\":[{\"role\":\"user\",\"content\":\"Tell me a story\"}],\"max_tokens\":60}'\n", entry.URL())
+			fmt.Fprintf(out, "  rbee hive list\n  rbee hive status %s\n", host.Name)
 			fmt.Fprintf(out, "Logs: %s\nPress Ctrl-C to stop.\n", filepath.Join(dir, "node*.log"))
 			<-ctx.Done()
 			fmt.Fprintln(out, "\nstopping ...")
@@ -69,6 +86,8 @@ func newDevCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes")
+	cmd.Flags().StringVar(&model, "model", "builtin:stories260k", "model to serve")
+	cmd.Flags().BoolVar(&noWorker, "no-worker", false, "start the nodes only")
 	cmd.Flags().StringVar(&dir, "dir", "", "keep data dirs and logs here (default: a temp dir, removed on exit)")
 	return cmd
 }

@@ -18,7 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
+	"github.com/rbee-project/rbee/worker/process"
 )
 
 // Config describes the cluster.
@@ -225,7 +227,8 @@ func (c *Cluster) signal(n *Node, sig syscall.Signal, wait time.Duration) error 
 	}
 }
 
-// Close stops every node.
+// Close stops every node, then the worker processes the nodes started
+// (a node leaves its workers running across its own restarts).
 func (c *Cluster) Close() {
 	var wg sync.WaitGroup
 	for _, n := range c.Nodes {
@@ -233,6 +236,21 @@ func (c *Cluster) Close() {
 		go func() { defer wg.Done(); _ = c.Stop(n) }()
 	}
 	wg.Wait()
+	for _, n := range c.Nodes {
+		StopWorkers(n.DataDir)
+	}
+}
+
+// StopWorkers stops the worker processes recorded in a node's data dir.
+func StopWorkers(dataDir string) {
+	m, err := process.New(process.Config{Dir: node.ProcessesDir(dataDir), Host: "127.0.0.1", PollInterval: time.Second})
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_ = m.StopAll(ctx, 5*time.Second)
+	_ = m.Close()
 }
 
 // WaitHealthy polls the node's /health until it answers or ctx ends.
