@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/web"
 )
 
 // sseKeepAlive keeps idle SSE connections open through proxies and lets a
@@ -41,6 +42,10 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/join", n.handleJoin)
 	mux.HandleFunc("POST /v1/leave", n.handleLeave)
 	mux.HandleFunc("POST /v1/workers/heartbeat", n.handleHeartbeat)
+	mux.Handle("GET /{$}", web.Handler())
+	mux.Handle("GET /ui/", web.Handler())
+	mux.HandleFunc("GET /v1/cluster", n.handleClusterState)
+	mux.HandleFunc("GET /v1/cluster/events", n.handleClusterEvents)
 	mux.HandleFunc("GET /v1/models", n.handleModels)
 	mux.HandleFunc("POST /v1/chat/completions", n.proxyOpenAI)
 	mux.HandleFunc("POST /v1/completions", n.proxyOpenAI)
@@ -65,7 +70,7 @@ func isLoopback(r *http.Request) bool {
 // nothing but "up".
 func (n *Node) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" || (isLoopback(r) && (!n.cfg.RequireToken || r.URL.Path == "/v1/workers/heartbeat")) {
+		if r.URL.Path == "/health" || r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/ui/") || (isLoopback(r) && (!n.cfg.RequireToken || r.URL.Path == "/v1/workers/heartbeat")) {
 			next.ServeHTTP(w, r)
 			return
 		}

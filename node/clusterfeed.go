@@ -1,0 +1,97 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/rbee-project/rbee/node/jobs"
+)
+
+// feedInterval is how often the cluster feed recomputes its snapshot; a
+// snapshot is sent only when it changed, so idle pages cost nothing.
+const feedInterval = time.Second
+
+// ClusterSnapshot is what the web page shows: the status plus the jobs of
+// this node with their latest progress.
+type ClusterSnapshot struct {
+	Status StatusResult `json:"status"`
+	Jobs   []JobSummary `json:"jobs"`
+}
+
+// JobSummary is one job of this node.
+type JobSummary struct {
+	ID        string    `json:"job_id"`
+	Operation string    `json:"operation"`
+	Status    string    `json:"status"`
+	Created   time.Time `json:"created"`
+	Done      int64     `json:"done,omitempty"`
+	Total     int64     `json:"total,omitempty"`
+	Message   string    `json:"message,omitempty"`
+}
+
+// Snapshot returns the current cluster snapshot.
+func (n *Node) Snapshot() ClusterSnapshot {
+	s := ClusterSnapshot{Status: n.status(), Jobs: []JobSummary{}}
+	for i, j := range n.jobs.List() {
+		if i >= 50 {
+			break
+		}
+		js := JobSummary{ID: j.ID, Operation: j.Operation, Status: j.Status(), Created: j.Created}
+		evs, _, _ := j.Events(0)
+		for k := len(evs) - 1; k >= 0; k-- {
+			ev := evs[k]
+			if ev.Type == jobs.TypeProgress && js.Total == 0 {
+				js.Done, js.Total = ev.Done, ev.Total
+			}
+			if (ev.Type == jobs.TypeNarration || ev.Type == jobs.TypeError) && js.Message == "" {
+				js.Message = ev.Message
+			}
+		}
+		s.Jobs = append(s.Jobs, js)
+	}
+	return s
+}
+
+// handleClusterEvents streams snapshots as SSE "state" events.
+func (n *Node) handleClusterEvents(w http.ResponseWriter, r *http.Request) {
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	tick := time.NewTicker(feedInterval)
+	defer tick.Stop()
+	var last []byte
+	quiet := 0
+	for {
+		b, _ := json.Marshal(n.Snapshot())
+		if !bytes.Equal(b, last) {
+			if _, err := fmt.Fprintf(w, "event: state\ndata: %s\n\n", b); err != nil {
+				return
+			}
+			last, quiet = b, 0
+		} else if quiet++; quiet >= int(sseKeepAlive/feedInterval) {
+			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+			quiet = 0
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (n *Node) handleClusterState(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, n.Snapshot())
+}
