@@ -207,6 +207,12 @@ func TestRun(t *testing.T) {
 	require.Equal(t, "disk on fire", ce.Stderr)
 	require.Contains(t, err.Error(), "status 7")
 
+	// Run's script is read whole before it runs; its commands see an empty
+	// stdin instead of the rest of the script.
+	out, err = c.Run(ctx, "cat\necho after-cat\nexit 3\necho never")
+	require.ErrorIs(t, err, ErrRemoteCommand)
+	require.Equal(t, "after-cat\n", out)
+
 	out, err = c.RunInput(ctx, "cat", strings.NewReader("from stdin"))
 	require.NoError(t, err)
 	require.Equal(t, "from stdin", out)

@@ -340,15 +340,24 @@ func (c *Client) Close() error {
 	return c.conn.Close()
 }
 
-// Run runs cmd through the remote user's shell and returns its stdout. A
-// non-zero exit is a *CommandError (ErrRemoteCommand). Cancelling ctx kills
-// the remote command and returns ctx's error.
+// Run runs the POSIX shell script cmd with /bin/sh on the host, whatever
+// the user's login shell (fish, csh, ...), and returns its stdout. The
+// script travels on sh's stdin wrapped in a { } group, so sh reads all of it
+// before running any, and the group's stdin is /dev/null. A non-zero exit is
+// a *CommandError (ErrRemoteCommand). Cancelling ctx kills the remote
+// command and returns ctx's error.
 func (c *Client) Run(ctx context.Context, cmd string) (string, error) {
-	return c.RunInput(ctx, cmd, nil)
+	return c.run(ctx, cmd, "/bin/sh -s", strings.NewReader("{\n"+cmd+"\n} </dev/null\n"))
 }
 
-// RunInput is Run with stdin fed from in (nil: empty stdin).
+// RunInput runs cmd through the remote user's login shell (as `ssh host
+// cmd` does) with stdin fed from in. Prefer Run for scripts: this one's
+// syntax is the login shell's.
 func (c *Client) RunInput(ctx context.Context, cmd string, in io.Reader) (string, error) {
+	return c.run(ctx, cmd, cmd, in)
+}
+
+func (c *Client) run(ctx context.Context, cmd, line string, in io.Reader) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -360,7 +369,7 @@ func (c *Client) RunInput(ctx context.Context, cmd string, in io.Reader) (string
 	var stdout, stderr capBuffer
 	stdout.max, stderr.max, stderr.tail = maxStdout, maxStderr, true
 	s.Stdout, s.Stderr, s.Stdin = &stdout, &stderr, in
-	if err := s.Start(cmd); err != nil {
+	if err := s.Start(line); err != nil {
 		return "", fmt.Errorf("%w: %s: start %q: %v", ErrUnreachable, c.target.Addr(), firstLine(cmd), err)
 	}
 	done := make(chan error, 1)
