@@ -29,6 +29,9 @@ func dotQ4_0NEON(nb int, w, x *byte) float32
 func subdotsQ4KNEON(nb int, w, x *byte, out *int32)
 
 //go:noescape
+func subdotsQ5KNEON(nb int, w, x *byte, out *int32)
+
+//go:noescape
 func subdotsQ6KNEON(nb int, w, x *byte, out *int32)
 
 var dotF32Impl = dotF32Generic
@@ -42,6 +45,7 @@ func simdKernels() map[Type]dotFunc {
 		m[Q8_0] = blockKernel(dotQ8_0NEON, QK, 34, 34)
 		m[Q4_0] = blockKernel(dotQ4_0NEON, QK, 18, 34)
 		m[Q4_K] = dotQ4KSIMD
+		m[Q5_K] = dotQ5KSIMD
 		m[Q6_K] = dotQ6KSIMD
 	}
 	return m
@@ -104,14 +108,31 @@ func dotF16SIMD(cols int, w, x []byte) float32 {
 const subdotChunk = 32
 
 func dotQ4KSIMD(cols int, w, x []byte) float32 {
-	nb := checkBlocks(cols, QKK, w, 144, x, 292)
+	return dotK4SIMD(cols, w, x, 144)
+}
+
+func dotQ5KSIMD(cols int, w, x []byte) float32 {
+	return dotK4SIMD(cols, w, x, 176)
+}
+
+// dotK4SIMD finishes Q4_K (144 bytes per block) and Q5_K (176): the assembly computes
+// the 8 integer sub-block dots per block, Go applies the 6-bit scales and
+// mins and the float scales.
+// The assembly functions are called directly (not through a func value) so
+// that buf stays on the stack.
+func dotK4SIMD(cols int, w, x []byte, wbytes int) float32 {
+	nb := checkBlocks(cols, QKK, w, wbytes, x, 292)
 	var buf [8 * subdotChunk]int32
 	var sum float32
 	for b0 := 0; b0 < nb; b0 += subdotChunk {
 		k := min(subdotChunk, nb-b0)
-		subdotsQ4KNEON(k, unsafe.SliceData(w[b0*144:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		if wbytes == 144 {
+			subdotsQ4KNEON(k, unsafe.SliceData(w[b0*wbytes:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		} else {
+			subdotsQ5KNEON(k, unsafe.SliceData(w[b0*wbytes:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		}
 		for b := 0; b < k; b++ {
-			wb := w[(b0+b)*144 : (b0+b+1)*144]
+			wb := w[(b0+b)*wbytes : (b0+b+1)*wbytes]
 			xb := x[(b0+b)*292 : (b0+b+1)*292]
 			sc, mn := k4Scales(wb[4:16])
 			var summ, isum int32
