@@ -84,7 +84,8 @@ func TestLifecycle(t *testing.T) {
 	require.Contains(t, tr.RbeeVersion, testVersion)
 
 	// Bad flags: the node exits at once and Start says why.
-	_, err = Start(ctx, c, StartOptions{DataDir: "~/rbee-data", ExtraArgs: []string{"--log-format", "bogus"}})
+	// A long Settle costs nothing here: Start returns as soon as it exits.
+	_, err = Start(ctx, c, StartOptions{DataDir: "~/rbee-data", ExtraArgs: []string{"--log-format", "bogus"}, Settle: 30 * time.Second})
 	require.ErrorIs(t, err, ErrNotRunning)
 	require.Contains(t, err.Error(), "--log-format must be text or json")
 	// The token never goes on a command line.

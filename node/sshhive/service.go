@@ -176,14 +176,12 @@ func Start(ctx context.Context, c *Client, opts StartOptions) (StartResult, erro
 			return res, err
 		}
 	}
-	if err := sleepCtx(ctx, orDefault(opts.Settle, DefaultSettle)); err != nil {
-		return res, err
-	}
-	ok, err := alive(ctx, c, p, res.PID)
+	// Watch it for Settle: an early exit is reported as soon as it happens.
+	gone, err := waitGone(ctx, c, p, res.PID, orDefault(opts.Settle, DefaultSettle))
 	if err != nil {
 		return res, err
 	}
-	if !ok {
+	if gone {
 		return res, fmt.Errorf("%w: pid %d exited right after start%s", ErrNotRunning, res.PID, tailLog(ctx, c, p, mode))
 	}
 	return res, nil
