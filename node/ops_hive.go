@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/rbee-project/rbee/fsm"
@@ -26,6 +27,7 @@ type hiveReq struct {
 	Device   string `json:"device"`
 	Threads  int    `json:"threads"`
 	Slots    int    `json:"slots"`
+	Queue    int    `json:"queue"`
 	WorkerID string `json:"worker_id"`
 	PID      int    `json:"pid"`
 	All      bool   `json:"all"`
@@ -73,8 +75,8 @@ func validateHive(fields ...string) func(Request) error {
 				}
 			}
 		}
-		if r.Threads < 0 || r.Threads > 1024 || r.Slots < 0 || r.Slots > 256 {
-			return jobs.Errorf(jobs.CodeBadRequest, "threads must be 0..1024 and slots 0..256")
+		if r.Threads < 0 || r.Threads > 1024 || r.Slots < 0 || r.Slots > 256 || r.Queue < 0 || r.Queue > 4096 {
+			return jobs.Errorf(jobs.CodeBadRequest, "threads must be 0..1024, slots 0..256 and queue 0..4096")
 		}
 		if r.Device != "" && r.Device != "cpu" {
 			return jobs.Errorf(jobs.CodeBadRequest, "device %q is not supported by the cpu worker (use cpu)", r.Device)
@@ -167,10 +169,14 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if device == "" {
 		device = "cpu"
 	}
+	extra := []string{"--model-name", model.ID}
+	if r.Queue > 0 {
+		extra = append(extra, "--queue", strconv.Itoa(r.Queue))
+	}
 	em.Narrate("hive", "spawn", "starting a %s worker for %s on %s", r.Type, model.ID, n.cfg.Name)
 	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
 		WorkerID: r.WorkerID, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
-		ExtraArgs: []string{"--model-name", model.ID}})
+		ExtraArgs: extra})
 	if err != nil {
 		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
 	}

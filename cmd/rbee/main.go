@@ -59,7 +59,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(model)
 
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks that print machine-readable JSON"}
-	bench.AddCommand(newBenchFailoverCmd(g), newBenchEngineCommand())
+	bench.AddCommand(newBenchFailoverCmd(g), newBenchEngineCommand(), newBenchRouteCmd(g), newBenchTransferCmd(g))
 	root.AddCommand(bench)
 	return root
 }

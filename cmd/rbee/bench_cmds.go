@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rbee-project/rbee/model/quant"
+	"github.com/rbee-project/rbee/model/synth"
+	"github.com/rbee-project/rbee/node/localcluster"
+)
+
+// startBenchCluster starts n local node processes in a temp dir.
+func startBenchCluster(ctx context.Context, n int) (*localcluster.Cluster, func(), error) {
+	bin, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp("", "rbee-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := localcluster.New(localcluster.Config{Binary: bin, Dir: dir, Nodes: n, Profile: "local"})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	cleanup := func() { cl.Close(); os.RemoveAll(dir) }
+	if err := cl.Start(ctx); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if _, err := cl.WaitConverged(wctx, n); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return cl, cleanup, nil
+}
+
+// routeSample is one streamed completion.
+type routeSample struct {
+	ttft   time.Duration
+	total  time.Duration
+	tokens int
+	err    error
+}
+
+// streamCompletion sends one streaming /v1/completions request and times
+// its first token and its end.
+func streamCompletion(ctx context.Context, hc *http.Client, url string, body []byte) routeSample {
+	start := time.Now()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/completions", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return routeSample{err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return routeSample{err: fmt.Errorf("%s: %s", resp.Status, b)}
+	}
+	s := routeSample{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "data: ") || line == "data: [DONE]" {
+			continue
+		}
+		var chunk struct {
+			Choices []struct {
+				Text string `json:"text"`
+			} `json:"choices"`
+		}
+		if json.Unmarshal([]byte(line[6:]), &chunk) != nil || len(chunk.Choices) == 0 {
+			continue
+		}
+		if s.tokens == 0 {
+			s.ttft = time.Since(start)
+		}
+		s.tokens++
+	}
+	s.total = time.Since(start)
+	s.err = sc.Err()
+	return s
+}
+
+type routeStats struct {
+	Requests     int     `json:"requests"`
+	Errors       int     `json:"errors"`
+	TTFTMedianMs float64 `json:"ttft_median_ms"`
+	TTFTP95Ms    float64 `json:"ttft_p95_ms"`
+	TokensPerSec float64 `json:"tokens_per_second"`
+}
+
+func runRoute(ctx context.Context, url string, c, r int, body []byte) routeStats {
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c + 4}}
+	var mu sync.Mutex
+	var samples []routeSample
+	next := make(chan struct{}, r)
+	for i := 0; i < r; i++ {
+		next <- struct{}{}
+	}
+	close(next)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < c; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range next {
+				s := streamCompletion(ctx, hc, url, body)
+				mu.Lock()
+				samples = append(samples, s)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	st := routeStats{Requests: len(samples)}
+	var ttfts []time.Duration
+	tokens := 0
+	for _, s := range samples {
+		if s.err != nil {
+			st.Errors++
+			continue
+		}
+		ttfts = append(ttfts, s.ttft)
+		tokens += s.tokens
+	}
+	if len(ttfts) > 0 {
+		sort.Slice(ttfts, func(a, b int) bool { return ttfts[a] < ttfts[b] })
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		st.TTFTMedianMs = ms(ttfts[len(ttfts)/2])
+		st.TTFTP95Ms = ms(ttfts[min(len(ttfts)-1, int(0.95*float64(len(ttfts))))])
+	}
+	st.TokensPerSec = float64(tokens) / wall.Seconds()
+	return st
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func newBenchRouteCmd(g *globals) *cobra.Command {
+	var concurrency []int
+	var requests, maxTokens, slots int
+	cmd := &cobra.Command{
+		Use:   "route",
+		Short: "Time to first token and tokens/s straight to a worker, through its node, and through another node (the libp2p hop); JSON",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			cl, cleanup, err := startBenchCluster(ctx, 2)
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			own, other := cl.Nodes[1], cl.Nodes[0]
+			maxC := 1
+			for _, c := range concurrency {
+				maxC = max(maxC, c)
+			}
+			var sp struct {
+				Port int `json:"port"`
+			}
+			req := map[string]any{"operation": "worker_spawn", "hive": own.Name, "model": "builtin:stories260k", "slots": slots, "queue": maxC * 2}
+			if err := own.Client().Result(ctx, req, &sp, nil); err != nil {
+				return fmt.Errorf("spawn worker: %w", err)
+			}
+			direct := fmt.Sprintf("http://127.0.0.1:%d", sp.Port)
+			body, _ := json.Marshal(map[string]any{"model": "stories260k", "prompt": "Once upon a time", "max_tokens": maxTokens, "temperature": 0, "stream": true})
+			// Warm up every path (connections, the other node's replica).
+			for _, u := range []string{direct, own.URL(), other.URL()} {
+				deadline := time.Now().Add(30 * time.Second)
+				for streamCompletion(ctx, http.DefaultClient, u, body).err != nil {
+					if time.Now().After(deadline) {
+						return fmt.Errorf("path %s never answered", u)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			type row struct {
+				Concurrency int                `json:"concurrency"`
+				Direct      routeStats         `json:"direct"`
+				OwnNode     routeStats         `json:"own_node"`
+				OtherNode   routeStats         `json:"other_node"`
+				Ratios      map[string]float64 `json:"ratio_to_direct"`
+			}
+			var rows []row
+			for _, c := range concurrency {
+				r := row{Concurrency: c}
+				r.Direct = runRoute(ctx, direct, c, requests, body)
+				r.OwnNode = runRoute(ctx, own.URL(), c, requests, body)
+				r.OtherNode = runRoute(ctx, other.URL(), c, requests, body)
+				r.Ratios = map[string]float64{
+					"own_node_ttft":       ratio(r.OwnNode.TTFTMedianMs, r.Direct.TTFTMedianMs),
+					"other_node_ttft":     ratio(r.OtherNode.TTFTMedianMs, r.Direct.TTFTMedianMs),
+					"own_node_tps":        ratio(r.OwnNode.TokensPerSec, r.Direct.TokensPerSec),
+					"other_node_tps":      ratio(r.OtherNode.TokensPerSec, r.Direct.TokensPerSec),
+					"hop_added_ttft_ms":   r.OtherNode.TTFTMedianMs - r.Direct.TTFTMedianMs,
+					"own_added_ttft_ms":   r.OwnNode.TTFTMedianMs - r.Direct.TTFTMedianMs,
+					"other_node_tps_loss": 1 - ratio(r.OtherNode.TokensPerSec, r.Direct.TokensPerSec),
+				}
+				rows = append(rows, r)
+				fmt.Fprintf(os.Stderr, "concurrency %d: ttft direct %.2f ms, own node %.2f ms, other node %.2f ms\n", c, r.Direct.TTFTMedianMs, r.OwnNode.TTFTMedianMs, r.OtherNode.TTFTMedianMs)
+			}
+			return printJSON(cmd.OutOrStdout(), map[string]any{"benchmark": "route", "model": "builtin:stories260k",
+				"requests": requests, "max_tokens": maxTokens, "slots": slots, "results": rows})
+		},
+	}
+	cmd.Flags().IntSliceVar(&concurrency, "concurrency", []int{1, 64}, "concurrent clients (repeatable)")
+	cmd.Flags().IntVar(&requests, "requests", 200, "requests per path and concurrency")
+	cmd.Flags().IntVar(&maxTokens, "max-tokens", 32, "tokens per request")
+	cmd.Flags().IntVar(&slots, "slots", 4, "worker slots")
+	return cmd
+}
+
+func newBenchTransferCmd(g *globals) *cobra.Command {
+	var sizeMB int
+	cmd := &cobra.Command{
+		Use:   "transfer",
+		Short: "Throughput of a peer model copy over libp2p on loopback next to a plain local file copy of the same size (JSON)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if sizeMB < 1 || sizeMB > 8192 {
+				return fmt.Errorf("--size-mb must be 1..8192")
+			}
+			ctx := cmd.Context()
+			tmp, err := os.MkdirTemp("", "rbee-bench-transfer-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			// A valid GGUF of about the requested size: the tied f32
+			// embedding dominates (vocab x 1024 x 4 bytes).
+			cfg := synth.DefaultConfig()
+			cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Type = 1024, 1, 8, 8, 1024, quant.F32
+			cfg.Vocab = max(synth.MinVocab, sizeMB<<20/(1024*4))
+			src := filepath.Join(tmp, "transfer.gguf")
+			if err := synth.Write(src, cfg); err != nil {
+				return err
+			}
+			st, err := os.Stat(src)
+			if err != nil {
+				return err
+			}
+			sum, err := fileSHA(src)
+			if err != nil {
+				return err
+			}
+			// Baseline: a plain local copy of the same file.
+			t0 := time.Now()
+			if err := copyFile(src, filepath.Join(tmp, "copy.gguf")); err != nil {
+				return err
+			}
+			local := time.Since(t0)
+
+			cl, cleanup, err := startBenchCluster(ctx, 2)
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			var e struct {
+				ID string `json:"id"`
+			}
+			if err := cl.Nodes[0].Client().Result(ctx, map[string]any{"operation": "model_download", "model": src}, &e, nil); err != nil {
+				return fmt.Errorf("catalog on node1: %w", err)
+			}
+			// Wait until node2's replica knows node1 holds it.
+			for deadline := time.Now().Add(30 * time.Second); ; {
+				var all struct {
+					Models []struct {
+						SHA256 string `json:"sha256"`
+					} `json:"models"`
+				}
+				_ = cl.Nodes[1].Client().Result(ctx, map[string]any{"operation": "model_list", "all": true}, &all, nil)
+				found := false
+				for _, m := range all.Models {
+					found = found || m.SHA256 == sum
+				}
+				if found {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("node2 never learned that node1 holds the file")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			// The origin is unreachable on purpose: the bytes must come from the peer.
+			ref := "http://127.0.0.1:9/transfer.gguf#sha256=" + sum
+			var e2 struct {
+				Source string `json:"source"`
+				SHA256 string `json:"sha256"`
+			}
+			t1 := time.Now()
+			if err := cl.Nodes[1].Client().Result(ctx, map[string]any{"operation": "model_download", "model": ref}, &e2, nil); err != nil {
+				return fmt.Errorf("peer copy: %w", err)
+			}
+			peer := time.Since(t1)
+			if e2.SHA256 != sum {
+				return fmt.Errorf("peer copy has sha256 %s, want %s", e2.SHA256, sum)
+			}
+			mbps := func(d time.Duration) float64 { return float64(st.Size()) / (1 << 20) / d.Seconds() }
+			return printJSON(cmd.OutOrStdout(), map[string]any{
+				"benchmark": "transfer", "bytes": st.Size(), "source": e2.Source,
+				"peer_copy":  map[string]float64{"seconds": peer.Seconds(), "mib_per_s": mbps(peer)},
+				"local_copy": map[string]float64{"seconds": local.Seconds(), "mib_per_s": mbps(local)},
+				"ratio_peer_to_local": mbps(peer) / mbps(local),
+				"note":                "the peer copy includes the request, sha256 verification and the atomic catalog add",
+			})
+		},
+	}
+	cmd.Flags().IntVar(&sizeMB, "size-mb", 256, "file size in MiB")
+	return cmd
+}
+
+func fileSHA(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
