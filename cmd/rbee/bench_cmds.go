@@ -324,8 +324,8 @@ func newBenchTransferCmd(g *globals) *cobra.Command {
 			mbps := func(d time.Duration) float64 { return float64(st.Size()) / (1 << 20) / d.Seconds() }
 			return printJSON(cmd.OutOrStdout(), map[string]any{
 				"benchmark": "transfer", "bytes": st.Size(), "source": e2.Source,
-				"peer_copy":  map[string]float64{"seconds": peer.Seconds(), "mib_per_s": mbps(peer)},
-				"local_copy": map[string]float64{"seconds": local.Seconds(), "mib_per_s": mbps(local)},
+				"peer_copy":           map[string]float64{"seconds": peer.Seconds(), "mib_per_s": mbps(peer)},
+				"local_copy":          map[string]float64{"seconds": local.Seconds(), "mib_per_s": mbps(local)},
 				"ratio_peer_to_local": mbps(peer) / mbps(local),
 				"note":                "the peer copy includes the request, sha256 verification and the atomic catalog add",
 			})
