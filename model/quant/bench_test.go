@@ -109,3 +109,45 @@ func BenchmarkKernelSpeedup(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDot4 compares a four-vector kernel with four single-vector calls
+// (single thread, 64 rows × 4096 columns); the metric x4_speedup is their
+// time ratio, measured side by side.
+func BenchmarkDot4(b *testing.B) {
+	if !useSIMD(true) || len(dot4Kernels) == 0 {
+		b.Skip("no four-vector kernels")
+	}
+	const rows, cols = 64, 4096
+	for typ, k4 := range dot4Kernels {
+		b.Run(typ.String(), func(b *testing.B) {
+			m := benchMatrix(b, typ, rows, cols)
+			rb := len(m.Data) / rows
+			vt := vecDotType(typ)
+			xB, _ := vt.RowBytes(cols)
+			xq := make([]byte, 4*xB)
+			r := rand.New(rand.NewPCG(4, 4))
+			for v := 0; v < 4; v++ {
+				quantizeActivations(vt, randVec(r, cols, 1), xq[v*xB:(v+1)*xB])
+			}
+			k1 := dotKernels[typ]
+			var out [4]float32
+			var t1, t4 time.Duration
+			for i := 0; i < b.N; i++ {
+				s := time.Now()
+				for row := 0; row < rows; row++ {
+					for v := 0; v < 4; v++ {
+						out[v] = k1(cols, m.Data[row*rb:(row+1)*rb], xq[v*xB:(v+1)*xB])
+					}
+				}
+				m1 := time.Now()
+				for row := 0; row < rows; row++ {
+					k4(cols, m.Data[row*rb:(row+1)*rb], xq, xB, &out)
+				}
+				t4 += time.Since(m1)
+				t1 += m1.Sub(s)
+			}
+			b.ReportMetric(float64(t1)/float64(t4), "x4_speedup")
+			b.ReportMetric(2*4*rows*cols*float64(b.N)/t4.Seconds()/1e9, "x4_GFLOP/s")
+		})
+	}
+}

@@ -57,6 +57,9 @@ func dotQ2KAVX2(nb int, w, x *byte) float32
 //go:noescape
 func dotQ3KAVX2(nb int, w, x *byte) float32
 
+//go:noescape
+func dotQ4Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+
 var dotF32Impl = dotF32Generic
 
 func init() {
@@ -93,9 +96,13 @@ func useSIMD(on bool) bool {
 		dotKernels[t] = g
 	}
 	dotF32Impl = dotF32Generic
+	clear(dot4Kernels)
 	if on {
 		for t, k := range simdKernels {
 			dotKernels[t] = k
+		}
+		for t, k := range simd4Kernels {
+			dot4Kernels[t] = k
 		}
 		dotF32Impl = dotF32SIMD
 	}
@@ -189,4 +196,20 @@ func dotBF16SIMD(cols int, w, x []byte) float32 {
 		s += BF16ToF32(le16(w[2*i:])) * BF16ToF32(le16(x[2*i:]))
 	}
 	return s
+}
+
+// simd4Kernels are the four-vector kernels (see dot4Func).
+var simd4Kernels = map[Type]dot4Func{
+	Q4_K: dotQ4Kx4SIMD,
+}
+
+func dotQ4Kx4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
+	nb := cols / QKK
+	if nb == 0 {
+		*out = [4]float32{}
+		return
+	}
+	_ = w[nb*144-1]
+	_ = x[3*xB+nb*292-1]
+	dotQ4Kx4AVX2(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
 }

@@ -1154,3 +1154,169 @@ q3kdone:
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
 	RET
+
+// One 64-element group of Q4_K against vector v: activations at
+// goff(XR)/goff+32(XR), nibbles in Y12/Y13, scales in Y6/Y7; sum into SUM.
+#define Q4KX4GROUP(XR, goff, SUM) \
+	VPMADDUBSW goff(XR), Y12, Y5 \
+	VPMADDWD Y6, Y5, Y5 \
+	VPADDD Y5, SUM, SUM \
+	VPMADDUBSW goff+32(XR), Y13, Y5 \
+	VPMADDWD Y7, Y5, Y5 \
+	VPADDD Y5, SUM, SUM
+
+// Mins term of vector v: ACC -= (y.d * dmin) * sum_j mins[j]*bsums(j), using
+// X4 = 8 int16 mins and X15 = f16 dmin as float; clobbers Y5, Y6.
+#define Q4KX4MINS(XR, ACC) \
+	VMOVDQU 260(XR), X5 \
+	VPHADDW 276(XR), X5, X5 \
+	VPMADDWD X5, X4, X5 \
+	VCVTDQ2PS Y5, Y5 \
+	VMULSS (XR), X15, X6 \
+	VBROADCASTSS X6, Y6 \
+	VFNMADD231PS Y5, Y6, ACC
+
+// Block scale of vector v: ACC += (y.d * d) * float(SUM); X14 = f16 d as float.
+#define Q4KX4FIN(XR, SUM, ACC) \
+	VCVTDQ2PS SUM, SUM \
+	VMULSS (XR), X14, X5 \
+	VBROADCASTSS X5, Y5 \
+	VFMADD231PS SUM, Y5, ACC
+
+// Horizontal sum of ACC into X5 (ggml's hsum_float_8 order) and store to off(DX).
+#define HSUMSTORE(ACC, XACC, off) \
+	VEXTRACTF128 $1, ACC, X5 \
+	VADDPS XACC, X5, X5 \
+	VMOVHLPS X5, X5, X6 \
+	VADDPS X6, X5, X5 \
+	VMOVSHDUP X5, X6 \
+	VADDSS X6, X5, X5 \
+	VMOVSS X5, off(DX)
+
+// func dotQ4Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+// Four activation rows (Q8_K, xstride bytes apart) against one Q4_K row:
+// the weights are unpacked once per group and used for all four.
+TEXT ·dotQ4Kx4AVX2(SB), NOSPLIT, $0-40
+	MOVQ nb+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), R8
+	MOVQ xstride+24(FP), AX
+	LEAQ (R8)(AX*1), R9
+	LEAQ (R9)(AX*1), R10
+	LEAQ (R10)(AX*1), R11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	TESTQ CX, CX
+	JEQ  q4kx4done
+q4kx4loop:
+	// d and dmin of the weights as floats in X14, X15.
+	MOVWLZX (SI), AX
+	VMOVD AX, X14
+	VCVTPH2PS X14, X14
+	MOVWLZX 2(SI), AX
+	VMOVD AX, X15
+	VCVTPH2PS X15, X15
+	// unpack scales (AX) and mins (R12) as in dotQ4KAVX2
+	MOVL 4(SI), AX
+	MOVL 8(SI), BX
+	MOVL 12(SI), DX
+	MOVL DX, R12
+	SHRL $4, R12
+	ANDL $0x0f0f0f0f, R12
+	MOVL BX, R13
+	SHRL $6, R13
+	ANDL $0x03030303, R13
+	SHLL $4, R13
+	ORL  R13, R12              // utmp3
+	MOVL BX, R14
+	ANDL $0x3f3f3f3f, R14      // uaux
+	ANDL $0x0f0f0f0f, DX
+	MOVL AX, R13
+	SHRL $6, R13
+	ANDL $0x03030303, R13
+	SHLL $4, R13
+	ORL  R13, DX               // utmp1
+	ANDL $0x3f3f3f3f, AX       // utmp0
+	SHLQ $32, DX
+	ORQ  DX, AX                // scales
+	SHLQ $32, R12
+	ORQ  R14, R12              // mins
+	VMOVQ R12, X4
+	VPMOVZXBW X4, X4           // 8 int16 mins
+	Q4KX4MINS(R8, Y0)
+	Q4KX4MINS(R9, Y1)
+	Q4KX4MINS(R10, Y2)
+	Q4KX4MINS(R11, Y3)
+	VMOVQ AX, X4
+	VPMOVZXBW X4, X4
+	VINSERTI128 $1, X4, Y4, Y4 // 8 int16 scales in both lanes
+	MOVL $0x0F0F0F0F, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15      // nibble mask (dmin no longer needed)
+	VPXOR Y8, Y8, Y8
+	VPXOR Y9, Y9, Y9
+	VPXOR Y10, Y10, Y10
+	VPXOR Y11, Y11, Y11
+	LEAQ k4shuf<>(SB), R13
+	// group 0..3
+	VMOVDQU 16(SI), Y12
+	VPSRLW $4, Y12, Y13
+	VPAND Y15, Y12, Y12
+	VPAND Y15, Y13, Y13
+	VPSHUFB (R13), Y4, Y6
+	VPSHUFB 32(R13), Y4, Y7
+	Q4KX4GROUP(R8, 4, Y8)
+	Q4KX4GROUP(R9, 4, Y9)
+	Q4KX4GROUP(R10, 4, Y10)
+	Q4KX4GROUP(R11, 4, Y11)
+	VMOVDQU 48(SI), Y12
+	VPSRLW $4, Y12, Y13
+	VPAND Y15, Y12, Y12
+	VPAND Y15, Y13, Y13
+	VPSHUFB 64(R13), Y4, Y6
+	VPSHUFB 96(R13), Y4, Y7
+	Q4KX4GROUP(R8, 68, Y8)
+	Q4KX4GROUP(R9, 68, Y9)
+	Q4KX4GROUP(R10, 68, Y10)
+	Q4KX4GROUP(R11, 68, Y11)
+	VMOVDQU 80(SI), Y12
+	VPSRLW $4, Y12, Y13
+	VPAND Y15, Y12, Y12
+	VPAND Y15, Y13, Y13
+	VPSHUFB 128(R13), Y4, Y6
+	VPSHUFB 160(R13), Y4, Y7
+	Q4KX4GROUP(R8, 132, Y8)
+	Q4KX4GROUP(R9, 132, Y9)
+	Q4KX4GROUP(R10, 132, Y10)
+	Q4KX4GROUP(R11, 132, Y11)
+	VMOVDQU 112(SI), Y12
+	VPSRLW $4, Y12, Y13
+	VPAND Y15, Y12, Y12
+	VPAND Y15, Y13, Y13
+	VPSHUFB 192(R13), Y4, Y6
+	VPSHUFB 224(R13), Y4, Y7
+	Q4KX4GROUP(R8, 196, Y8)
+	Q4KX4GROUP(R9, 196, Y9)
+	Q4KX4GROUP(R10, 196, Y10)
+	Q4KX4GROUP(R11, 196, Y11)
+	Q4KX4FIN(R8, Y8, Y0)
+	Q4KX4FIN(R9, Y9, Y1)
+	Q4KX4FIN(R10, Y10, Y2)
+	Q4KX4FIN(R11, Y11, Y3)
+	ADDQ $144, SI
+	ADDQ $292, R8
+	ADDQ $292, R9
+	ADDQ $292, R10
+	ADDQ $292, R11
+	DECQ CX
+	JNZ  q4kx4loop
+q4kx4done:
+	MOVQ out+32(FP), DX
+	HSUMSTORE(Y0, X0, 0)
+	HSUMSTORE(Y1, X1, 4)
+	HSUMSTORE(Y2, X2, 8)
+	HSUMSTORE(Y3, X3, 12)
+	VZEROUPPER
+	RET

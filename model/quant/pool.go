@@ -37,10 +37,10 @@ type Pool struct {
 	closeOnce sync.Once
 
 	// Scratch owned by MatMul (guarded by mu).
-	mm     matmulJob
-	qj     quantJob
-	xq     []byte      // quantised activations
-	rowBuf [][]float32 // per-worker float rows for dequantising fallbacks
+	mm   matmulJob
+	qj   quantJob
+	xq   []byte        // quantised activations
+	outs [][16]float32 // per-worker results of four-vector kernels (64 bytes each: no false sharing)
 }
 
 // NewPool starts a pool of threads workers (threads <= 0 means
@@ -51,7 +51,7 @@ func NewPool(threads int) *Pool {
 		threads = runtime.NumCPU()
 	}
 	p := &Pool{threads: threads, start: make([]chan struct{}, threads)}
-	p.rowBuf = make([][]float32, threads)
+	p.outs = make([][16]float32, threads)
 	for w := 1; w < threads; w++ {
 		ch := make(chan struct{}, 1)
 		p.start[w] = ch

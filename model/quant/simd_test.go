@@ -80,3 +80,32 @@ func TestSIMDSwitch(t *testing.T) {
 		}
 	}
 }
+
+// TestDot4MatchesSingle checks every four-vector kernel against four calls
+// of the single-vector kernel of its type.
+func TestDot4MatchesSingle(t *testing.T) {
+	if !useSIMD(true) || len(dot4Kernels) == 0 {
+		t.Skip("no four-vector kernels on this CPU/build")
+	}
+	r := rand.New(rand.NewPCG(13, 14))
+	for typ, k4 := range dot4Kernels {
+		bs := typ.BlockSize()
+		for _, cols := range []int{bs, 2 * bs, 3 * bs, 16 * bs} {
+			t.Run(fmt.Sprintf("%s/%d", typ, cols), func(t *testing.T) {
+				m, _ := quantMatrix(t, r, typ, 1, cols)
+				vt := vecDotType(typ)
+				xB, _ := vt.RowBytes(cols)
+				xq := make([]byte, 4*xB)
+				for v := 0; v < 4; v++ {
+					quantizeActivations(vt, randVec(r, cols, float32(v+1)), xq[v*xB:(v+1)*xB])
+				}
+				var out [4]float32
+				k4(cols, m.Data, xq, xB, &out)
+				for v := 0; v < 4; v++ {
+					want := dotKernels[typ](cols, m.Data, xq[v*xB:(v+1)*xB])
+					require.InDelta(t, want, out[v], 1e-5*math.Abs(float64(want))+1e-5, "vector %d", v)
+				}
+			})
+		}
+	}
+}
