@@ -58,6 +58,12 @@ func dotQ2KAVX2(nb int, w, x *byte) float32
 func dotQ3KAVX2(nb int, w, x *byte) float32
 
 //go:noescape
+func dotQ8_0x4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+
+//go:noescape
+func dotQ4_0x4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+
+//go:noescape
 func dotQ4Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 
 var dotF32Impl = dotF32Generic
@@ -201,6 +207,30 @@ func dotBF16SIMD(cols int, w, x []byte) float32 {
 // simd4Kernels are the four-vector kernels (see dot4Func).
 var simd4Kernels = map[Type]dot4Func{
 	Q4_K: dotQ4Kx4SIMD,
+	Q8_0: dotQ8_0x4SIMD,
+	Q4_0: dotQ4_0x4SIMD,
+}
+
+func dotQ8_0x4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
+	nb := cols / QK
+	if nb == 0 {
+		*out = [4]float32{}
+		return
+	}
+	_ = w[nb*34-1]
+	_ = x[3*xB+nb*34-1]
+	dotQ8_0x4AVX2(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
+}
+
+func dotQ4_0x4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
+	nb := cols / QK
+	if nb == 0 {
+		*out = [4]float32{}
+		return
+	}
+	_ = w[nb*18-1]
+	_ = x[3*xB+nb*34-1]
+	dotQ4_0x4AVX2(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
 }
 
 func dotQ4Kx4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {

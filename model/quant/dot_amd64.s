@@ -1320,3 +1320,112 @@ q4kx4done:
 	HSUMSTORE(Y3, X3, 12)
 	VZEROUPPER
 	RET
+
+// Per-block body shared by the four-vector Q8_0-activation kernels: the
+// signed weights are in Y13 and their f16 scale at (SI). Loads the four
+// activation scales, forms d_w*d_x for each in tmp-16(SP), then accumulates
+// each vector's block product into Y0-Y3.
+#define Q80X4SCALES \
+	MOVWLZX (SI), AX \
+	VMOVD AX, X4 \
+	VCVTPH2PS X4, X4 \
+	VBROADCASTSS X4, X4 \
+	MOVWLZX (R8), AX \
+	VMOVD AX, X5 \
+	VPINSRW $1, (R9), X5, X5 \
+	VPINSRW $2, (R10), X5, X5 \
+	VPINSRW $3, (R11), X5, X5 \
+	VCVTPH2PS X5, X5 \
+	VMULPS X4, X5, X5 \
+	VMOVUPS X5, tmp-16(SP) \
+	VPSIGNB Y13, Y13, Y12
+
+#define Q80X4VEC(XR, off, ACC) \
+	VMOVDQU 2(XR), Y4 \
+	VPSIGNB Y13, Y4, Y4 \
+	VPMADDUBSW Y4, Y12, Y4 \
+	VPMADDWD Y15, Y4, Y4 \
+	VCVTDQ2PS Y4, Y4 \
+	VBROADCASTSS tmp-16+off(SP), Y5 \
+	VFMADD231PS Y4, Y5, ACC
+
+#define Q80X4ADVANCE(wb) \
+	ADDQ $wb, SI \
+	ADDQ $34, R8 \
+	ADDQ $34, R9 \
+	ADDQ $34, R10 \
+	ADDQ $34, R11
+
+#define X4PROLOGUE \
+	MOVQ nb+0(FP), CX \
+	MOVQ w+8(FP), SI \
+	MOVQ x+16(FP), R8 \
+	MOVQ xstride+24(FP), AX \
+	LEAQ (R8)(AX*1), R9 \
+	LEAQ (R9)(AX*1), R10 \
+	LEAQ (R10)(AX*1), R11 \
+	VXORPS Y0, Y0, Y0 \
+	VXORPS Y1, Y1, Y1 \
+	VXORPS Y2, Y2, Y2 \
+	VXORPS Y3, Y3, Y3 \
+	VPCMPEQW Y15, Y15, Y15 \
+	VPSRLW $15, Y15, Y15
+
+// func dotQ8_0x4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+TEXT ·dotQ8_0x4AVX2(SB), NOSPLIT, $16-40
+	X4PROLOGUE
+	TESTQ CX, CX
+	JEQ  q80x4done
+q80x4loop:
+	VMOVDQU 2(SI), Y13
+	Q80X4SCALES
+	Q80X4VEC(R8, 0, Y0)
+	Q80X4VEC(R9, 4, Y1)
+	Q80X4VEC(R10, 8, Y2)
+	Q80X4VEC(R11, 12, Y3)
+	Q80X4ADVANCE(34)
+	DECQ CX
+	JNZ  q80x4loop
+q80x4done:
+	MOVQ out+32(FP), DX
+	HSUMSTORE(Y0, X0, 0)
+	HSUMSTORE(Y1, X1, 4)
+	HSUMSTORE(Y2, X2, 8)
+	HSUMSTORE(Y3, X3, 12)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+TEXT ·dotQ4_0x4AVX2(SB), NOSPLIT, $48-40
+	X4PROLOGUE
+	MOVL $0x0F0F0F0F, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	MOVL $0x08080808, AX
+	VMOVD AX, X11
+	VPBROADCASTD X11, Y11
+	VMOVDQU Y11, tmp-48(SP)
+	TESTQ CX, CX
+	JEQ  q40x4done
+q40x4loop:
+	VMOVDQU 2(SI), X13
+	VPSRLW $4, X13, X6
+	VINSERTI128 $1, X6, Y13, Y13
+	VPAND Y14, Y13, Y13
+	VPSUBB tmp-48(SP), Y13, Y13
+	Q80X4SCALES
+	Q80X4VEC(R8, 0, Y0)
+	Q80X4VEC(R9, 4, Y1)
+	Q80X4VEC(R10, 8, Y2)
+	Q80X4VEC(R11, 12, Y3)
+	Q80X4ADVANCE(18)
+	DECQ CX
+	JNZ  q40x4loop
+q40x4done:
+	MOVQ out+32(FP), DX
+	HSUMSTORE(Y0, X0, 0)
+	HSUMSTORE(Y1, X1, 4)
+	HSUMSTORE(Y2, X2, 8)
+	HSUMSTORE(Y3, X3, 12)
+	VZEROUPPER
+	RET
