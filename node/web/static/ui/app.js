@@ -317,13 +317,14 @@
     chatAbort = ctrl;
     $('chat-send').disabled = true;
     $('chat-stop').disabled = false;
-    let text = '', failed = '';
+    let text = '', failed = '', chunks = 0;
     try {
       const max = parseInt($('chat-max').value, 10) || 128;
+      const temp = parseFloat($('chat-temp').value);
       const res = await api('/v1/chat/completions', {
         method: 'POST', signal: ctrl.signal,
         headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream' },
-        body: JSON.stringify({ model, messages: history, stream: true, max_tokens: max }),
+        body: JSON.stringify({ model, messages: history, stream: true, max_tokens: max, temperature: Number.isFinite(temp) ? temp : undefined }),
       });
       if (!res.ok) {
         failed = await errorText(res);
@@ -337,6 +338,7 @@
           const piece = (ch.delta && ch.delta.content) || ch.text || '';
           if (piece) {
             text += piece;
+            out.el.dataset.chunks = String(++chunks);
             out.body.textContent = text;
             $('chat-log').scrollTop = $('chat-log').scrollHeight;
           }
