@@ -58,6 +58,16 @@ type Config struct {
 	WorkerBinary string
 	// SourceDir is the rbee source tree `worker build` compiles from.
 	SourceDir string
+	// RbeeBinary is the rbee executable `hive install` copies to hosts of
+	// this platform (default: the running executable).
+	RbeeBinary string
+	// SSHHome is the home whose ~/.ssh (config, keys, known_hosts) the
+	// SSH operations use (default: the user's home).
+	SSHHome string
+	// SSHKnownHosts overrides ~/.ssh/known_hosts.
+	SSHKnownHosts string
+	// SSHAgentSocket is SSH_AUTH_SOCK (the cmd layer reads it).
+	SSHAgentSocket string
 	// WorkerHeartbeatTimeout takes a silent worker out of the schedule.
 	WorkerHeartbeatTimeout time.Duration
 	Logger                 *slog.Logger

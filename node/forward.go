@@ -175,6 +175,12 @@ func (e *streamEmitter) Result(v any) error {
 // The remote error event is relayed as is; the local job then fails with
 // the remote code.
 func (n *Node) forwardJob(ctx context.Context, target hiveInfo, req Request, em jobs.Emitter) error {
+	if target.ID == "" {
+		return jobs.Errorf(jobs.CodeUnavailable, "%s is an inventory host that runs no node (state %s): start one with `rbee hive start %s`", target.Name, target.State, target.Name)
+	}
+	if target.State != "alive" {
+		return jobs.Errorf(jobs.CodeUnavailable, "hive %s is %s", target.Name, target.State)
+	}
 	pid, err := peer.Decode(target.ID)
 	if err != nil {
 		return jobs.Errorf(jobs.CodeInternal, "bad peer id %q", target.ID)

@@ -66,6 +66,14 @@ func (n *Node) registerOps() {
 		"model_list":            {onHive: true, run: n.opModelList},
 		"model_get":             {onHive: true, validate: validateHive("id"), run: n.opModelGet},
 		"model_delete":          {onHive: true, validate: validateHive("id"), run: n.opModelDelete},
+
+		"hive_import_ssh": {run: n.opImportSSH},
+		"ssh_test":        {validate: n.validateHostName, run: n.opSSHTest},
+		"hive_install":    {validate: n.validateHostName, run: n.opInstall},
+		"hive_uninstall":  {validate: n.validateHostName, run: n.opUninstall},
+		"hive_start":      {validate: n.validateHostName, run: n.opStartHost},
+		"hive_stop":       {validate: n.validateHostName, run: n.opStopHost},
+		"node_leave":      {onHive: true, run: n.opNodeLeave},
 	}
 }
 
@@ -155,6 +163,8 @@ type hiveInfo struct {
 	P2PAddrs     []string          `json:"p2p_addrs,omitempty"`
 	Version      string            `json:"version,omitempty"`
 	Capabilities *fsm.Capabilities `json:"capabilities,omitempty"`
+	// Host is the SSH inventory entry of this name, if any.
+	Host *fsm.Host `json:"host,omitempty"`
 }
 
 // hives merges gossip members, registry nodes and raft servers into one
@@ -190,6 +200,18 @@ func (n *Node) hives() []hiveInfo {
 			c := rn.Capabilities.Clone()
 			h.Capabilities = &c
 		}
+	}
+	names := map[string]*hiveInfo{}
+	for _, h := range byID {
+		names[h.Name] = h
+	}
+	for _, host := range n.reg.Hosts() {
+		host := host
+		if h, ok := names[host.Name]; ok {
+			h.Host = &host
+			continue
+		}
+		byID["host:"+host.Name] = &hiveInfo{Name: host.Name, ID: "", State: string(host.State), Host: &host}
 	}
 	out := make([]hiveInfo, 0, len(byID))
 	for id, h := range byID {
@@ -294,6 +316,11 @@ func (n *Node) opHiveStatus(ctx context.Context, em jobs.Emitter, req Request) e
 		return err
 	}
 	st := HiveStatus{Name: h.Name, ID: h.ID, GossipState: h.State, Version: h.Version}
+	if h.ID == "" {
+		st.GossipState = "not a member"
+		st.APIError = "no node runs on this inventory host (state " + h.State + ")"
+		return em.Result(st)
+	}
 	em.Narrate("node", "hive_status", "checking %s: gossip says %s", h.Name, h.State)
 	pid, err := peer.Decode(h.ID)
 	if err != nil {

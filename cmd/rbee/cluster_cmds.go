@@ -225,6 +225,7 @@ func newHiveCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.AddCommand(list, get, status, refresh)
+	cmd.AddCommand(sshCommands(g)...)
 	return cmd
 }
 

@@ -92,6 +92,7 @@ A node restarted with its data dir rejoins without flags.`,
 			}
 			cfg.HFEndpoint = os.Getenv("HF_ENDPOINT")
 			cfg.HFToken = os.Getenv("HF_TOKEN")
+			cfg.SSHAgentSocket = os.Getenv("SSH_AUTH_SOCK")
 			if cfg.WorkerBinary == "" {
 				cfg.WorkerBinary = siblingWorker()
 			}

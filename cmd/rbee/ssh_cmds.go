@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// sshCommands are the `rbee hive` subcommands that manage hosts over SSH.
+func sshCommands(g *globals) []*cobra.Command {
+	var sshConfig string
+	var overwrite, acceptNew, purge, yes bool
+	var path, dataDir string
+	done := func(msg string) func(io.Writer, json.RawMessage) error {
+		return func(out io.Writer, raw json.RawMessage) error {
+			fmt.Fprintln(out, msg)
+			return nil
+		}
+	}
+	imp := &cobra.Command{
+		Use:   "import-ssh",
+		Short: "Add the hosts of an OpenSSH config (default ~/.ssh/config of the node's user) to the inventory",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := map[string]any{"operation": "hive_import_ssh", "overwrite": overwrite}
+			if sshConfig != "" {
+				req["ssh_config"] = sshConfig
+			}
+			return runOp(cmd, g, req, time.Minute, func(out io.Writer, raw json.RawMessage) error {
+				var res struct {
+					Added, Updated []struct{ Name string }
+					Skipped        []struct {
+						Host   struct{ Name string }
+						Reason string
+					}
+				}
+				if err := json.Unmarshal(raw, &res); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "added %d, updated %d, skipped %d host(s); see `rbee hive list`\n", len(res.Added), len(res.Updated), len(res.Skipped))
+				return nil
+			})
+		},
+	}
+	imp.Flags().StringVar(&sshConfig, "ssh-config", "", "OpenSSH client config to read (a path on the node)")
+	imp.Flags().BoolVar(&overwrite, "overwrite", false, "replace existing inventory entries")
+
+	test := &cobra.Command{
+		Use:   "ssh-test NAME",
+		Short: "Connect to a host, verify its key against known_hosts, run a command",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runOp(cmd, g, map[string]any{"operation": "ssh_test", "name": args[0], "accept_new": acceptNew}, time.Minute, func(out io.Writer, raw json.RawMessage) error {
+				var r struct {
+					OS          string  `json:"os"`
+					Arch        string  `json:"arch"`
+					RTT         float64 `json:"round_trip_ms"`
+					RbeeVersion string  `json:"rbee_version"`
+				}
+				if err := json.Unmarshal(raw, &r); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "%s: ok, %s/%s, round trip %.2f ms, rbee %s\n", args[0], r.OS, r.Arch, r.RTT, orDash(r.RbeeVersion))
+				return nil
+			})
+		},
+	}
+	test.Flags().BoolVar(&acceptNew, "accept-new", false, "record an unknown host key (like OpenSSH's accept-new); a changed key is always refused")
+
+	install := &cobra.Command{
+		Use:   "install NAME",
+		Short: "Copy rbee to a host over SFTP and install a service there",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := map[string]any{"operation": "hive_install", "name": args[0]}
+			if path != "" {
+				req["path"] = path
+			}
+			return runOp(cmd, g, req, 5*time.Minute, done("installed"))
+		},
+	}
+	install.Flags().StringVar(&path, "path", "", "where the binary goes on the host (default ~/.local/bin/rbee)")
+
+	start := &cobra.Command{
+		Use:   "start NAME",
+		Short: "Start a node on a host that joins this cluster (the secret travels in a 0600 file, never on a command line)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := map[string]any{"operation": "hive_start", "name": args[0]}
+			if dataDir != "" {
+				req["data_dir"] = dataDir
+			}
+			return runOp(cmd, g, req, 3*time.Minute, done(args[0]+" joined the cluster"))
+		},
+	}
+	start.Flags().StringVar(&dataDir, "data-dir", "", "data dir on the host (default: the node's default there)")
+
+	stop := &cobra.Command{
+		Use:   "stop NAME",
+		Short: "Stop the node on a host: graceful leave over p2p (workers first), SSH as the fallback",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runOp(cmd, g, map[string]any{"operation": "hive_stop", "name": args[0]}, 3*time.Minute, done(args[0]+" stopped"))
+		},
+	}
+
+	uninstall := &cobra.Command{
+		Use:   "uninstall NAME",
+		Short: "Stop rbee on a host and remove its binary and service (--purge: its data dir too)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			what := "binary and service"
+			if purge {
+				what += " and data dir"
+			}
+			if err := confirm(cmd, yes, fmt.Sprintf("Remove rbee's %s from %s?", what, args[0])); err != nil {
+				return err
+			}
+			req := map[string]any{"operation": "hive_uninstall", "name": args[0], "purge": purge}
+			if dataDir != "" {
+				req["data_dir"] = dataDir
+			}
+			return runOp(cmd, g, req, 3*time.Minute, done("uninstalled"))
+		},
+	}
+	uninstall.Flags().BoolVar(&purge, "purge", false, "also remove the node's data dir there")
+	uninstall.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	uninstall.Flags().StringVar(&dataDir, "data-dir", "", "the data dir to purge (default: the one hive start used)")
+	return []*cobra.Command{imp, test, install, start, stop, uninstall}
+}

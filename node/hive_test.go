@@ -1,0 +1,179 @@
+package node_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/client"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/nodetest"
+)
+
+func runErr(t *testing.T, n *node.Node, req map[string]any) *client.JobError {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := client.New(n.URL(), "").Run(ctx, req, func(jobs.Event) error { return nil })
+	var je *client.JobError
+	if err == nil {
+		t.Fatalf("%v succeeded, want an error", req)
+	}
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		return &client.JobError{Code: ae.Code, Message: ae.Message}
+	}
+	require.ErrorAs(t, err, &je)
+	return je
+}
+
+func TestBootstrapExpect(t *testing.T) {
+	c := nodetest.New(t, 3, func(i int, cfg *node.Config) { cfg.BootstrapExpect = 3 })
+	leader := c.WaitConverged(3)
+	require.NotNil(t, leader)
+	for _, n := range c.Nodes {
+		require.Equal(t, leader.ID(), n.LeaderID())
+	}
+}
+
+func TestHiveCatalogOperations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 2)
+	n0 := c.Nodes[0]
+
+	// Hostile and bad requests change nothing.
+	for _, tc := range []struct {
+		req  map[string]any
+		code string
+	}{
+		{map[string]any{"operation": "model_download", "model": "hf:../../../etc/passwd"}, "bad_request"},
+		{map[string]any{"operation": "model_get", "id": "../../etc"}, "bad_request"},
+		{map[string]any{"operation": "model_delete", "id": "/etc/passwd"}, "bad_request"},
+		{map[string]any{"operation": "model_get", "id": "nope"}, "not_found"},
+		{map[string]any{"operation": "worker_binary_get", "type": "../x"}, "bad_request"},
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "device": "tpu"}, "bad_request"},
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:nope"}, "bad_request"},
+		{map[string]any{"operation": "worker_process_delete", "pid": os.Getpid()}, "forbidden"},
+		{map[string]any{"operation": "worker_process_delete", "pid": 1}, "forbidden"},
+		{map[string]any{"operation": "model_list", "hive": "nohive"}, "unknown_hive"},
+	} {
+		je := runErr(t, n0, tc.req)
+		require.Equal(t, tc.code, je.Code, "%v: %s", tc.req, je.Message)
+	}
+
+	// Spawn on node1 through node0; the model and binary are recorded in
+	// the registry; both refuse deletion while the worker runs.
+	w := spawn(t, n0, "node1", 1)
+	var ml struct {
+		Models []node.ModelView `json:"models"`
+	}
+	require.Eventually(t, func() bool {
+		run(t, n0, map[string]any{"operation": "model_list", "all": true}, &ml)
+		return len(ml.Models) == 1 && len(ml.Models[0].Nodes) == 1 && ml.Models[0].Nodes[0] == "node1"
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+	je := runErr(t, n0, map[string]any{"operation": "model_delete", "hive": "node1", "id": "builtin--stories260k"})
+	require.Equal(t, "conflict", je.Code)
+	je = runErr(t, n0, map[string]any{"operation": "worker_binary_delete", "hive": "node1", "type": "cpu"})
+	require.Equal(t, "conflict", je.Code)
+
+	var procs struct {
+		Processes []struct {
+			PID      int    `json:"pid"`
+			WorkerID string `json:"worker_id"`
+			Port     int    `json:"port"`
+			RSS      uint64 `json:"rss_bytes"`
+		} `json:"processes"`
+	}
+	run(t, n0, map[string]any{"operation": "worker_process_list", "hive": "node1"}, &procs)
+	require.Len(t, procs.Processes, 1)
+	require.Equal(t, w.PID, procs.Processes[0].PID)
+	require.Positive(t, procs.Processes[0].RSS)
+
+	// Stop it; then deletes succeed.
+	run(t, n0, map[string]any{"operation": "worker_process_delete", "hive": "node1", "pid": w.PID}, nil)
+	run(t, n0, map[string]any{"operation": "model_delete", "hive": "node1", "id": "builtin--stories260k"}, nil)
+	run(t, n0, map[string]any{"operation": "worker_binary_delete", "hive": "node1", "type": "cpu"}, nil)
+	require.Eventually(t, func() bool {
+		run(t, n0, map[string]any{"operation": "model_list", "all": true}, &ml)
+		return len(ml.Models) == 0
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+
+	// Worker download from a release location (checksum verified), then a
+	// peer copy of the same version to the other node.
+	bin := buildWorker(t)
+	data, err := os.ReadFile(bin)
+	require.NoError(t, err)
+	sum := sha256.Sum256(data)
+	asset := fmt.Sprintf("rbee-worker-%s-%s", runtime.GOOS, runtime.GOARCH)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v9.9.9/"+asset, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(data) })
+	mux.HandleFunc("/v9.9.9/SHA256SUMS", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s  %s\n", hex.EncodeToString(sum[:]), asset)
+	})
+	mux.HandleFunc("/v6.6.6/"+asset, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(data[:len(data)/2]) })
+	mux.HandleFunc("/v6.6.6/SHA256SUMS", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s  %s\n", hex.EncodeToString(sum[:]), asset)
+	})
+	rel := httptest.NewServer(mux)
+	defer rel.Close()
+	je = runErr(t, n0, map[string]any{"operation": "worker_download", "hive": "node1", "version": "v6.6.6", "base_url": rel.URL})
+	require.NotEmpty(t, je.Message)
+	var bl struct {
+		Binaries []struct{ Version string } `json:"binaries"`
+	}
+	run(t, n0, map[string]any{"operation": "worker_binary_list", "hive": "node1"}, &bl)
+	require.Empty(t, bl.Binaries, "a corrupt download must not enter the catalog")
+	var be struct {
+		Version, SHA256, Source string
+	}
+	run(t, n0, map[string]any{"operation": "worker_download", "hive": "node1", "version": "v9.9.9", "base_url": rel.URL}, &be)
+	require.Equal(t, "v9.9.9", be.Version)
+	require.Equal(t, "downloaded", be.Source)
+	// node0 has only the auto-catalogued dev build; v9.9.9 comes from node1.
+	require.Eventually(t, func() bool {
+		for _, h := range n0.Registry().Binaries() {
+			if h.Version == "v9.9.9" {
+				return true
+			}
+		}
+		return false
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+	rel.Close()
+	var pe struct{ Version, Source string }
+	run(t, n0, map[string]any{"operation": "worker_download", "hive": "node0", "version": "v9.9.9"}, &pe)
+	require.Equal(t, "peer", pe.Source)
+}
+
+func TestWorkerBuildOperation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles the worker")
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Dir(filepath.Dir(file))
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) { cfg.SourceDir = root })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var e struct{ Type, Version, Source string }
+	err := client.New(c.Nodes[0].URL(), "").Result(ctx, map[string]any{"operation": "worker_build", "type": "cpu"}, &e, nil)
+	require.NoError(t, err)
+	require.Equal(t, "built", e.Source)
+	require.Equal(t, "cpu", e.Type)
+}
+
+func runQuiet(ctx context.Context, n *node.Node, req map[string]any) error {
+	return client.New(n.URL(), "").Run(ctx, req, func(jobs.Event) error { return nil })
+}
