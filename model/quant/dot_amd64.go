@@ -67,6 +67,9 @@ func dotQ4_0x4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 func dotQ6Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 
 //go:noescape
+func dotQ5Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+
+//go:noescape
 func dotQ4Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 
 var dotF32Impl = dotF32Generic
@@ -213,6 +216,18 @@ var simd4Kernels = map[Type]dot4Func{
 	Q8_0: dotQ8_0x4SIMD,
 	Q4_0: dotQ4_0x4SIMD,
 	Q6_K: dotQ6Kx4SIMD,
+	Q5_K: dotQ5Kx4SIMD,
+}
+
+func dotQ5Kx4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
+	nb := cols / QKK
+	if nb == 0 {
+		*out = [4]float32{}
+		return
+	}
+	_ = w[nb*176-1]
+	_ = x[3*xB+nb*292-1]
+	dotQ5Kx4AVX2(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
 }
 
 func dotQ6Kx4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
