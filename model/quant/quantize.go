@@ -755,11 +755,6 @@ func quantIQ4Impl(superSize int, x []float32, dh []byte, q4 []byte, scalesH []by
 	var L [QKK]uint8
 	var scales [QKK / 32]float32
 	var weight [32]float32
-	var sigma2 float32
-	for j := 0; j < superSize; j++ {
-		sigma2 += float32(x[j] * x[j])
-	}
-	_ = sigma2 // only used with importance weights
 	clear(q4[:superSize/2])
 	putF16(dh, 0)
 	values := &kvaluesIQ4NL
