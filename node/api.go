@@ -47,6 +47,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/cluster", n.handleClusterState)
 	mux.HandleFunc("GET /v1/cluster/events", n.handleClusterEvents)
 	mux.HandleFunc("GET /v1/models", n.handleModels)
+	mux.Handle("GET /metrics", n.handleMetrics())
 	mux.HandleFunc("POST /v1/chat/completions", n.proxyOpenAI)
 	mux.HandleFunc("POST /v1/completions", n.proxyOpenAI)
 	mux.HandleFunc("GET /api/tags", n.handleOllamaTags)

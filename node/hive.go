@@ -161,7 +161,7 @@ func (n *Node) applyBackground(ctx context.Context, c fsm.Command) {
 		defer n.wg.Done()
 		for attempt := 0; ; attempt++ {
 			actx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-			_, err := n.cons.Apply(actx, b)
+			_, err := n.apply(actx, b)
 			cancel()
 			if err == nil || n.ctx.Err() != nil {
 				return

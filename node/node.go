@@ -90,6 +90,8 @@ type Node struct {
 	procs    *process.Manager
 	hf       *hf.Client
 
+	metrics *metrics
+
 	pendingMu sync.Mutex
 	pending   map[string]int // requests this node has in flight per worker
 
@@ -148,6 +150,7 @@ func New(cfg Config) (*Node, error) {
 		loads: newLoadTable(), reconcileKick: make(chan struct{}, 1), pending: map[string]int{},
 		retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
 	n.local.m = map[string]*localWorker{}
+	n.metrics = newMetrics(n)
 	n.loads.changed = n.kickReconcile
 	n.registerOps()
 	return n, nil
@@ -356,7 +359,7 @@ func (n *Node) LeaderID() string { return n.cons.LeaderID() }
 func (n *Node) Registry() *fsm.FSM { return n.reg }
 
 // Apply proposes a registry command (forwarded to the leader if needed).
-func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) { return n.cons.Apply(ctx, cmd) }
+func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) { return n.apply(ctx, cmd) }
 
 // Consensus exposes the raft wrapper (tests, bench).
 func (n *Node) Consensus() *consensus.Consensus { return n.cons }

@@ -69,6 +69,9 @@ func readOpenAIBody(w http.ResponseWriter, r *http.Request) (body []byte, model 
 	return body, head.Model, head.Stream, true
 }
 
+// errNoAnswer marks a request no worker answered.
+var errNoAnswer = errors.New("no worker answered")
+
 // openWorker schedules a request and opens the worker's response, trying
 // other workers while nothing has been received. On failure it has written
 // the error to w and returns nil.
@@ -114,14 +117,20 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	resp, _, done := n.openWorker(r.Context(), w, model, r.URL.Path, body)
+	start := time.Now()
+	resp, t, done := n.openWorker(r.Context(), w, model, r.URL.Path, body)
 	if resp == nil {
+		n.observeRequest("openai", model, "", errNoAnswer, 0, 0)
 		return
 	}
 	defer done()
 	defer resp.Body.Close()
+	var ttft time.Duration
+	var streamErr error
+	defer func() { n.observeRequest("openai", t.Registry.Model, t.Registry.ID, streamErr, ttft, 0) }()
 	if !stream || resp.StatusCode != http.StatusOK {
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		streamErr = err
 		if err != nil {
 			openAIError(w, http.StatusBadGateway, "server_error", "worker_failed", "", "the worker failed mid-answer: "+err.Error())
 			return
@@ -142,6 +151,9 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	for {
 		k, err := resp.Body.Read(buf)
 		if k > 0 {
+			if ttft == 0 {
+				ttft = time.Since(start)
+			}
 			if _, werr := w.Write(buf[:k]); werr != nil {
 				return // the client went away; closing the body cancels the worker
 			}
@@ -151,6 +163,7 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && r.Context().Err() == nil {
+				streamErr = err
 				b, _ := json.Marshal(worker.ErrorBody{Error: worker.ErrorDetail{Message: "the worker failed mid-stream: " + err.Error(), Type: "server_error", Code: "worker_failed"}})
 				fmt.Fprintf(w, "data: %s\n\n", b)
 				if flusher != nil {

@@ -387,7 +387,7 @@ func (n *Node) storeCapabilities(ctx context.Context, caps fsm.Capabilities) err
 	if err != nil {
 		return err
 	}
-	_, err = n.cons.Apply(ctx, cmd)
+	_, err = n.apply(ctx, cmd)
 	return err
 }
 

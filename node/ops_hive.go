@@ -114,11 +114,12 @@ func (n *Node) resolveModel(ctx context.Context, em jobs.Emitter, ref string) (m
 		return modelcat.Entry{}, catalogError(fmt.Errorf("%w (a model is a catalog id, hf:ORG/REPO[:QUANT], hf:ORG/REPO/FILE.gguf, an https:// URL, a path or builtin:stories260k)", err))
 	}
 	em.Narrate("hive", "model", "fetching %s on %s", ref, n.cfg.Name)
-	var last time.Time
+	var counted int64
 	e, err := n.models.Fetch(ctx, r, modelcat.FetchOptions{HF: n.hf, Peers: n.peerModels(), Progress: func(p modelcat.Progress) {
 		em.Emit(jobs.Event{Type: jobs.TypeProgress, Done: p.Done, Total: p.Total, Unit: "bytes", Message: string(p.Source)})
-		if time.Since(last) > 5*time.Second {
-			last = time.Now()
+		if d := p.Done - p.Resumed - counted; d > 0 {
+			n.metrics.downloaded.WithLabelValues("model").Add(float64(d))
+			counted += d
 		}
 	}})
 	if err != nil {
@@ -288,7 +289,14 @@ func (n *Node) opWorkerBuild(ctx context.Context, em jobs.Emitter, req Request) 
 
 func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Request) error {
 	r, _ := decodeHive(req)
-	progress := func(done, total int64) { em.Progress(done, total, "bytes") }
+	var counted int64
+	progress := func(done, total int64) {
+		em.Progress(done, total, "bytes")
+		if done > counted {
+			n.metrics.downloaded.WithLabelValues("binary").Add(float64(done - counted))
+			counted = done
+		}
+	}
 	// A peer with the same type, version and platform first.
 	if peer := n.peerBinaries(); r.Version != "" {
 		for _, h := range n.reg.Binaries() {

@@ -126,7 +126,7 @@ func (n *Node) opWorkerRetire(ctx context.Context, em jobs.Emitter, req Request)
 	if err != nil {
 		return err
 	}
-	if _, err := n.cons.Apply(ctx, cmd); err != nil {
+	if _, err := n.apply(ctx, cmd); err != nil {
 		return jobs.Errorf(jobs.CodeUnavailable, "retire %s: %v", v.ID, err)
 	}
 	// Read your writes: this node's replica (and so its scheduler) has the

@@ -18,6 +18,9 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/model/engine"
@@ -224,6 +227,57 @@ func TestServeAcrossTheCluster(t *testing.T) {
 	resp.Body.Close()
 	require.True(t, og.Done)
 	require.Equal(t, want, og.Response)
+
+	// Prometheus metrics, scraped and parsed.
+	mf := scrape(t, c.Nodes[0])
+	require.Equal(t, 3.0, gauge(mf, "rbee_gossip_members", "state", "alive"))
+	require.Equal(t, 2.0, gauge(mf, "rbee_workers", "state", "ready"))
+	var reqs float64
+	for _, m := range mf["rbee_requests_total"].GetMetric() {
+		reqs += m.GetCounter().GetValue()
+	}
+	require.GreaterOrEqual(t, reqs, 3.0)
+	var ttftCount uint64
+	for _, m := range mf["rbee_time_to_first_token_seconds"].GetMetric() {
+		ttftCount += m.GetHistogram().GetSampleCount()
+	}
+	require.Positive(t, ttftCount)
+	require.Contains(t, mf, "rbee_raft_apply_seconds")
+	leaders := 0.0
+	for _, n := range c.Nodes {
+		leaders += gauge(scrape(t, n), "rbee_raft_is_leader", "", "")
+	}
+	require.Equal(t, 1.0, leaders)
+}
+
+func scrape(t *testing.T, n *node.Node) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(n.URL() + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mf, err := parser.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err)
+	return mf
+}
+
+func gauge(mf map[string]*dto.MetricFamily, name, label, value string) float64 {
+	f, ok := mf[name]
+	if !ok {
+		return -1
+	}
+	for _, m := range f.GetMetric() {
+		if label == "" {
+			return m.GetGauge().GetValue()
+		}
+		for _, l := range m.GetLabel() {
+			if l.GetName() == label && l.GetValue() == value {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
 }
 
 func TestWorkerExitAndRetire(t *testing.T) {

@@ -99,7 +99,7 @@ func (n *Node) putHost(ctx context.Context, h fsm.Host) error {
 	if err != nil {
 		return err
 	}
-	if _, err := n.cons.Apply(ctx, b); err != nil {
+	if _, err := n.apply(ctx, b); err != nil {
 		return jobs.Errorf(jobs.CodeUnavailable, "record host %s: %v", h.Name, err)
 	}
 	return nil

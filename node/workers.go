@@ -241,7 +241,7 @@ func (n *Node) reconcileWorkers() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-		_, err = n.cons.Apply(ctx, b)
+		_, err = n.apply(ctx, b)
 		cancel()
 		if err != nil {
 			n.log.Debug("worker reconcile write", "cmd", fmt.Sprintf("%T", c), "err", err)

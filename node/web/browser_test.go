@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -260,6 +263,17 @@ func TestPageInBrowser(t *testing.T) {
 	tb.wait("the model listed on node2", `!!document.querySelector('#models tr[data-node=node2]')`, nodetest.WaitTimeout)
 	tb.wait("the spawn in the jobs list", `!!document.querySelector('#jobs tr[data-status=ok]')`, nodetest.WaitTimeout)
 
+	// Download through the page: the model a peer has is copied to node1,
+	// with progress, and the page lists it on node1.
+	tb.do(
+		chromedp.SetValue(chromedp.ID("download-hive"), "node1"),
+		chromedp.SetValue(chromedp.ID("download-model"), model),
+		chromedp.Click(chromedp.ID("download-go")),
+	)
+	tb.wait("the download job to finish", `document.querySelector('#actions-log .job')?.dataset.status === 'ok'`, 90*time.Second)
+	require.Contains(t, eval[string](tb, `document.querySelector('#actions-log .job .title').textContent`), "download")
+	tb.wait("the model listed on node1", `!!document.querySelector('#models tr[data-node=node1]')`, nodetest.WaitTimeout)
+
 	// Chat: the served model shows up in the picker; a greedy answer is
 	// streamed in several chunks and equals the non-streamed answer.
 	tb.wait("a model to chat with", `document.getElementById('chat-model').value !== '' && !document.getElementById('chat-model').disabled`, nodetest.WaitTimeout)
@@ -313,5 +327,20 @@ func TestPageInBrowser(t *testing.T) {
 	t2.wait("three nodes with the token", `document.querySelectorAll('#nodes .node').length === 3`, nodetest.WaitTimeout)
 	require.Equal(t, nodetest.Token, eval[string](t2, `localStorage.getItem('rbee.token')`))
 	t2.noErrors()
-	_ = model
+
+	// The feed reconnects: a proxy in front of node0 drops every
+	// connection; the page goes offline, then live again by itself.
+	target, err := url.Parse(c.Nodes[0].URL())
+	require.NoError(t, err)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	proxy := httptest.NewServer(rp)
+	t.Cleanup(proxy.Close)
+	t3 := newTab(t, bctx, shots)
+	t3.do(chromedp.Navigate(proxy.URL + "/"))
+	t3.wait("live through the proxy", `document.getElementById('conn').textContent === 'live' && document.querySelectorAll('#nodes .node').length === 3`, nodetest.WaitTimeout)
+	proxy.CloseClientConnections()
+	t3.wait("offline after the drop", `document.getElementById('conn').textContent.startsWith('offline')`, 10*time.Second)
+	t3.wait("live again", `document.getElementById('conn').textContent === 'live'`, 30*time.Second)
+	t3.noErrors()
 }

@@ -1,0 +1,135 @@
+package node
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rbee-project/rbee/gossip"
+)
+
+// metrics are the node's Prometheus metrics, in a registry of their own
+// (no global state: several nodes share a test process).
+type metrics struct {
+	reg *prometheus.Registry
+
+	requests   *prometheus.CounterVec   // by api, model, worker, outcome
+	ttft       *prometheus.HistogramVec // by model, worker
+	tps        *prometheus.HistogramVec // by model, worker
+	applyTime  prometheus.Histogram
+	downloaded *prometheus.CounterVec // by kind
+}
+
+// Buckets: time to first token from sub-millisecond (a local worker on a
+// tiny model) to tens of seconds (a long prompt on a big one); generation
+// speed from 1 to ~16k tokens/s.
+var (
+	ttftBuckets  = prometheus.ExponentialBuckets(0.0005, 2, 17)
+	tpsBuckets   = prometheus.ExponentialBuckets(1, 2, 15)
+	applyBuckets = prometheus.ExponentialBuckets(0.0005, 2, 14)
+)
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rbee_requests_total",
+		Help: "Inference requests this node routed, by API, model, worker and outcome."}, []string{"api", "model", "worker", "outcome"})
+	m.ttft = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rbee_time_to_first_token_seconds",
+		Help: "Time from routing a request to its first token, as seen by this node.", Buckets: ttftBuckets}, []string{"model", "worker"})
+	m.tps = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rbee_tokens_per_second",
+		Help: "Generation speed of completed requests.", Buckets: tpsBuckets}, []string{"model", "worker"})
+	m.applyTime = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rbee_raft_apply_seconds",
+		Help: "Latency of registry writes proposed by this node (forwarding to the leader included).", Buckets: applyBuckets})
+	m.downloaded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rbee_download_bytes_total",
+		Help: "Bytes of models and worker binaries fetched by this node."}, []string{"kind"})
+	m.reg.MustRegister(m.requests, m.ttft, m.tps, m.applyTime, m.downloaded,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rbee_in_flight_requests",
+		Help: "Requests this node has in flight to workers."}, func() float64 { return float64(n.InFlight()) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_raft_leader_changes_total",
+		Help: "Leadership changes this node observed."}, func() float64 { return float64(n.cons.LeaderChanges()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rbee_raft_is_leader",
+		Help: "1 when this node is the Raft leader (the queen)."}, func() float64 {
+		if n.IsLeader() {
+			return 1
+		}
+		return 0
+	}))
+	m.reg.MustRegister(&stateCollector{n: n})
+	return m
+}
+
+// stateCollector reports gauges computed at scrape time: workers by state,
+// queue depth and gossip members by state.
+type stateCollector struct{ n *Node }
+
+var (
+	workersDesc = prometheus.NewDesc("rbee_workers", "Workers in the registry by state.", []string{"state"}, nil)
+	queueDesc   = prometheus.NewDesc("rbee_queue_depth", "Requests waiting in workers' queues, by worker.", []string{"worker", "model"}, nil)
+	workerIF    = prometheus.NewDesc("rbee_worker_in_flight", "Requests a worker is generating, by worker.", []string{"worker", "model"}, nil)
+	membersDesc = prometheus.NewDesc("rbee_gossip_members", "Gossip members by state.", []string{"state"}, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- workersDesc
+	ch <- queueDesc
+	ch <- workerIF
+	ch <- membersDesc
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	states := map[string]int{"registered": 0, "ready": 0, "retiring": 0}
+	for _, w := range c.n.reg.Workers() {
+		states[string(w.State)]++
+	}
+	for s, v := range states {
+		ch <- prometheus.MustNewConstMetric(workersDesc, prometheus.GaugeValue, float64(v), s)
+	}
+	for _, w := range c.n.loads.workers() {
+		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(w.Queued), w.ID, w.Model)
+		ch <- prometheus.MustNewConstMetric(workerIF, prometheus.GaugeValue, float64(w.InFlight), w.ID, w.Model)
+	}
+	members := map[string]int{}
+	for _, s := range []gossip.State{gossip.StateAlive, gossip.StateSuspect, gossip.StateDead, gossip.StateLeft} {
+		members[s.String()] = 0
+	}
+	for _, m := range c.n.gsp.Members() {
+		members[m.State.String()]++
+	}
+	for s, v := range members {
+		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(v), s)
+	}
+}
+
+func (n *Node) handleMetrics() http.Handler {
+	return promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{})
+}
+
+// apply proposes a registry command and records its latency.
+func (n *Node) apply(ctx context.Context, cmd []byte) (any, error) {
+	start := time.Now()
+	res, err := n.cons.Apply(ctx, cmd)
+	if err == nil {
+		n.metrics.applyTime.Observe(time.Since(start).Seconds())
+	}
+	return res, err
+}
+
+// observeRequest records one routed request.
+func (n *Node) observeRequest(api, model, worker string, err error, ttft time.Duration, tps float64) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	n.metrics.requests.WithLabelValues(api, model, worker, outcome).Inc()
+	if ttft > 0 {
+		n.metrics.ttft.WithLabelValues(model, worker).Observe(ttft.Seconds())
+	}
+	if tps > 0 {
+		n.metrics.tps.WithLabelValues(model, worker).Observe(tps)
+	}
+}
