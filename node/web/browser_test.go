@@ -155,6 +155,16 @@ func (tb *tab) wait(what, expr string, timeout time.Duration) {
 	}
 }
 
+// jobOK waits for the newest job card of the page to end and requires it
+// to have succeeded.
+func (tb *tab) jobOK(what string, timeout time.Duration) {
+	tb.t.Helper()
+	tb.wait("the "+what+" job to end", `['ok', 'failed'].includes(document.querySelector('#actions-log .job')?.dataset.status)`, timeout)
+	card := eval[string](tb, `document.querySelector('#actions-log .job').innerText`)
+	require.Equal(tb.t, "ok", eval[string](tb, `document.querySelector('#actions-log .job').dataset.status`), "the %s job failed:\n%s", what, card)
+	require.Contains(tb.t, card, what)
+}
+
 func (tb *tab) screenshot(name string) string {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, 30*time.Second)
@@ -254,7 +264,7 @@ func TestPageInBrowser(t *testing.T) {
 		chromedp.SetValue(chromedp.ID("spawn-model"), "builtin:stories260k"),
 		chromedp.Click(chromedp.ID("spawn-go")),
 	)
-	tb.wait("the spawn job to finish", `document.querySelector('#actions-log .job')?.dataset.status === 'ok'`, 90*time.Second)
+	tb.jobOK("spawn", 90*time.Second)
 	require.Contains(t, eval[string](tb, `document.querySelector('#actions-log .job').textContent`), "ready")
 	tb.wait("a ready worker on node2", `[...document.querySelectorAll('#workers .worker[data-state=ready]')].some(w => w.textContent.includes('node2'))`, nodetest.WaitTimeout)
 	workerID := eval[string](tb, `document.querySelector('#workers .worker').dataset.id`)
@@ -267,17 +277,19 @@ func TestPageInBrowser(t *testing.T) {
 	// with progress, and the page lists it on node1.
 	tb.do(
 		chromedp.SetValue(chromedp.ID("download-hive"), "node1"),
-		chromedp.SetValue(chromedp.ID("download-model"), model),
+		chromedp.SetValue(chromedp.ID("download-model"), "builtin:stories260k"),
 		chromedp.Click(chromedp.ID("download-go")),
 	)
-	tb.wait("the download job to finish", `document.querySelector('#actions-log .job')?.dataset.status === 'ok'`, 90*time.Second)
-	require.Contains(t, eval[string](tb, `document.querySelector('#actions-log .job .title').textContent`), "download")
+	tb.jobOK("download", 90*time.Second)
+	require.True(t, eval[bool](tb, `(() => { const p = document.querySelector('#actions-log .job progress'); return !p.closest('[hidden]') && p.max > 1 && p.value === p.max; })()`),
+		"the download's progress bar did not reach its total")
 	tb.wait("the model listed on node1", `!!document.querySelector('#models tr[data-node=node1]')`, nodetest.WaitTimeout)
 
 	// Chat: the served model shows up in the picker; a greedy answer is
 	// streamed in several chunks and equals the non-streamed answer.
 	tb.wait("a model to chat with", `document.getElementById('chat-model').value !== '' && !document.getElementById('chat-model').disabled`, nodetest.WaitTimeout)
 	chatModel := eval[string](tb, `document.getElementById('chat-model').value`)
+	require.Equal(t, model, chatModel, "the chat picker should offer the spawned worker's model")
 	const prompt, maxTokens = "Once upon a time", 32
 	want := chatReference(t, via, chatModel, prompt, maxTokens)
 	require.NotEmpty(t, want)
@@ -312,7 +324,7 @@ func TestPageInBrowser(t *testing.T) {
 	// Retire through the page (confirm() accepted): the job finishes and
 	// the worker leaves the page.
 	tb.do(chromedp.Click(chromedp.CSS(`#workers .worker[data-id="` + workerID + `"] button.retire`)))
-	tb.wait("the retire job to finish", `document.querySelector('#actions-log .job')?.dataset.status === 'ok'`, 60*time.Second)
+	tb.jobOK("retire", 60*time.Second)
 	tb.wait("the worker to leave", `!document.querySelector('#workers .worker[data-id=`+js(workerID)+`]')`, nodetest.WaitTimeout)
 	tb.wait("the chat picker to empty", `document.getElementById('chat-model').disabled`, nodetest.WaitTimeout)
 	tb.noErrors()

@@ -7,6 +7,7 @@
   const BACKOFF_MIN = 1000, BACKOFF_MAX = 30000; // feed reconnect, ms
   const MAX_JOB_CARDS = 20; // actions started from this page that stay shown
   const MAX_JOBS_SHOWN = 20; // jobs of the snapshot shown
+  const BUNDLED_MODEL = 'builtin:stories260k'; // the tiny model every rbee can fetch
 
   const $ = (id) => document.getElementById(id);
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -265,7 +266,9 @@
 
     const hives = nodes.filter((n) => n.state === 'alive').map((n) => n.name);
     document.querySelectorAll('.hive-select').forEach((s) => fillSelect(s, hives));
-    const refs = [...new Set(models.map((m) => m.model_id).concat(workers.map((w) => w.model)))].filter(Boolean).sort();
+    // Catalog ids (spawn on a node that has the model) and the bundled
+    // model, which every node can fetch.
+    const refs = [...new Set(models.map((m) => m.model_id).concat(workers.map((w) => w.model), [BUNDLED_MODEL]))].filter(Boolean).sort();
     $('model-refs').replaceChildren(...refs.map((r) => h('option', { value: r })));
 
     // The chat's model list follows the servable models; fetch it only when
