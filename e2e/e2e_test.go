@@ -19,19 +19,24 @@ import (
 	"github.com/rbee-project/rbee/node/localcluster"
 )
 
-// buildRbee compiles the CLI once per test binary run.
-func buildRbee(t *testing.T) string {
+// build compiles the named commands into one temp dir (a node catalogs
+// the rbee-worker next to its own binary) and returns the dir.
+func build(t *testing.T, cmds ...string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "rbee")
+	dir := t.TempDir()
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Dir(filepath.Dir(file))
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/rbee")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return bin
+	for _, p := range cmds {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, p), "./cmd/"+p)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "go build %s: %s", p, out)
+	}
+	return dir
 }
+
+func buildRbee(t *testing.T) string { return filepath.Join(build(t, "rbee"), "rbee") }
 
 // cli runs the rbee CLI and returns stdout; it fails the test on a non-zero exit.
 func cli(t *testing.T, bin string, args ...string) string {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,23 +19,6 @@ import (
 	"github.com/rbee-project/rbee/node/localcluster"
 )
 
-// buildBoth compiles rbee and rbee-worker side by side (a node catalogs
-// the rbee-worker next to its own binary).
-func buildBoth(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Dir(filepath.Dir(file))
-	for _, p := range []string{"rbee", "rbee-worker"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, p), "./cmd/"+p)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "go build %s: %s", p, out)
-	}
-	return filepath.Join(dir, "rbee")
-}
-
 func TestServeEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
@@ -48,7 +30,7 @@ func TestServeEndToEnd(t *testing.T) {
 	hub.AddFile("acme/tiny-GGUF", "tiny-Q8_0.gguf", gg)
 	t.Setenv("HF_ENDPOINT", hub.URL())
 
-	bin := buildBoth(t)
+	bin := filepath.Join(build(t, "rbee", "rbee-worker"), "rbee")
 	dir := t.TempDir()
 	cl, err := localcluster.New(localcluster.Config{Binary: bin, Dir: dir, Nodes: 3, Profile: "local"})
 	require.NoError(t, err)

@@ -93,23 +93,9 @@ func (n *Node) handleBlob(s network.Stream) {
 		_ = s.Reset()
 		return
 	}
-	buf := make([]byte, 256<<10)
-	for {
-		k, rerr := rc.Read(buf)
-		if k > 0 {
-			_ = s.SetWriteDeadline(time.Now().Add(blobIdle))
-			if _, err := s.Write(buf[:k]); err != nil {
-				_ = s.Reset()
-				return
-			}
-		}
-		if rerr != nil {
-			if !errors.Is(rerr, io.EOF) {
-				_ = s.Reset()
-				return
-			}
-			break
-		}
+	if err := pump(rc, 256<<10, blobIdle, s, func(b []byte) error { _, err := s.Write(b); return err }); err != nil {
+		_ = s.Reset()
+		return
 	}
 	_ = s.Close()
 }

@@ -99,21 +99,8 @@ func (n *Node) handleJob(s network.Stream) {
 		return
 	}
 	_ = s.SetReadDeadline(time.Time{})
-	ctx, cancel := context.WithCancel(n.ctx)
+	ctx, cancel := watchRequester(n.ctx, s)
 	defer cancel()
-	// A read that ends (EOF after the requester's CloseWrite is normal;
-	// a reset is not) tells us the requester went away.
-	go func() {
-		var b [1]byte
-		for {
-			if _, err := s.Read(b[:]); err != nil {
-				if !errors.Is(err, io.EOF) {
-					cancel()
-				}
-				return
-			}
-		}
-	}()
 	em := &streamEmitter{s: s, node: n.cfg.Name}
 	req, err := n.ParseRequest(body)
 	if err == nil {
@@ -131,6 +118,25 @@ func (n *Node) handleJob(s network.Stream) {
 		return
 	}
 	_ = s.Close()
+}
+
+// watchRequester returns a context that ends when the requester resets
+// the stream (its CloseWrite after the request is a normal EOF), so a
+// handler's work stops when the other side goes away.
+func watchRequester(parent context.Context, s network.Stream) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	go func() {
+		var b [1]byte
+		for {
+			if _, err := s.Read(b[:]); err != nil {
+				if !errors.Is(err, io.EOF) {
+					cancel()
+				}
+				return
+			}
+		}
+	}()
+	return ctx, cancel
 }
 
 // streamEmitter writes events as frames to a libp2p stream.

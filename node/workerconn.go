@@ -159,6 +159,28 @@ func (b *frameBody) Close() error {
 	return b.s.Reset()
 }
 
+// pump copies r to write in reads of up to chunk bytes as they come (a
+// streaming response is relayed without waiting for a full buffer), with a
+// write deadline per chunk. io.EOF ends it without error.
+func pump(r io.Reader, chunk int, idle time.Duration, s network.Stream, write func([]byte) error) error {
+	buf := make([]byte, chunk)
+	for {
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			_ = s.SetWriteDeadline(time.Now().Add(idle))
+			if err := write(buf[:k]); err != nil {
+				return err
+			}
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return nil
+			}
+			return rerr
+		}
+	}
+}
+
 // handleWorkerHTTP serves protoWorkerHTTP: it calls a local worker on
 // loopback and streams the answer back.
 func (n *Node) handleWorkerHTTP(s network.Stream) {
@@ -186,19 +208,8 @@ func (n *Node) handleWorkerHTTP(s network.Stream) {
 		fail("no such worker on " + n.cfg.Name)
 		return
 	}
-	ctx, cancel := context.WithCancel(n.ctx)
+	ctx, cancel := watchRequester(n.ctx, s)
 	defer cancel()
-	go func() {
-		var b [1]byte
-		for {
-			if _, err := s.Read(b[:]); err != nil {
-				if !errors.Is(err, io.EOF) {
-					cancel()
-				}
-				return
-			}
-		}
-	}()
 	done := n.track(req.WorkerID)
 	defer done()
 	var body []byte
@@ -215,23 +226,9 @@ func (n *Node) handleWorkerHTTP(s network.Stream) {
 		_ = s.Reset()
 		return
 	}
-	buf := make([]byte, bodyChunk)
-	for {
-		k, rerr := resp.Body.Read(buf)
-		if k > 0 {
-			_ = s.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			if err := p2p.WriteFrame(s, buf[:k]); err != nil {
-				_ = s.Reset()
-				return
-			}
-		}
-		if rerr != nil {
-			if !errors.Is(rerr, io.EOF) {
-				_ = s.Reset()
-				return
-			}
-			break
-		}
+	if err := pump(resp.Body, bodyChunk, 30*time.Second, s, func(b []byte) error { return p2p.WriteFrame(s, b) }); err != nil {
+		_ = s.Reset()
+		return
 	}
 	if err := p2p.WriteFrame(s, nil); err != nil {
 		_ = s.Reset()

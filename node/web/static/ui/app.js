@@ -101,44 +101,7 @@
     return res;
   }
 
-  // readSSE reads a text/event-stream body and calls onEvent({event, data,
-  // id}) for each event; it returns when the stream ends. onEvent may
-  // return true to stop reading.
-  async function readSSE(res, onEvent) {
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = '';
-    let ev = { event: 'message', data: [], id: '' };
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        buf += value;
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          let line = buf.slice(0, i);
-          buf = buf.slice(i + 1);
-          if (line.endsWith('\r')) line = line.slice(0, -1);
-          if (line === '') {
-            if (ev.data.length) {
-              if (onEvent({ event: ev.event, data: ev.data.join('\n'), id: ev.id }) === true) return;
-            }
-            ev = { event: 'message', data: [], id: ev.id };
-            continue;
-          }
-          if (line.startsWith(':')) continue; // comment, keep-alive
-          const c = line.indexOf(':');
-          const field = c < 0 ? line : line.slice(0, c);
-          let val = c < 0 ? '' : line.slice(c + 1);
-          if (val.startsWith(' ')) val = val.slice(1);
-          if (field === 'data') ev.data.push(val);
-          else if (field === 'event') ev.event = val;
-          else if (field === 'id') ev.id = val;
-        }
-      }
-    } finally {
-      reader.cancel().catch(() => {});
-    }
-  }
+  const readSSE = window.rbeeSSE.readSSE;
 
   // ---- cluster feed -------------------------------------------------------
 
@@ -189,6 +152,14 @@
       h('span', null, fmtBytes(used) + ' / ' + fmtBytes(total)))];
   }
 
+  // pageLink links to another node's page when its API address is one a
+  // browser can reach (not a wildcard listen address).
+  function pageLink(addr) {
+    const host = addr.replace(/:\d+$/, '');
+    if (['0.0.0.0', '[::]', '::', ''].includes(host)) return h('code', null, addr);
+    return h('a', { href: 'http://' + addr + '/', rel: 'noopener' }, h('code', null, addr));
+  }
+
   function nodeCard(n) {
     const cap = n.capabilities || {};
     const dl = h('dl', null,
@@ -199,7 +170,7 @@
       (cap.gpus || []).length ? null : [h('dt', null, 'GPU'), h('dd', { class: 'muted' }, 'none')],
       cap.os ? [h('dt', null, 'OS'), h('dd', null, cap.os + '/' + (cap.arch || '?'))] : null,
       n.version ? [h('dt', null, 'version'), h('dd', null, n.version)] : null,
-      n.http_addr ? [h('dt', null, 'API'), h('dd', null, h('code', null, n.http_addr))] : null);
+      n.http_addr ? [h('dt', null, 'API'), h('dd', null, pageLink(n.http_addr))] : null);
     return h('article', { class: 'card node' + (n.leader ? ' leader' : ''), dataset: { name: n.name, state: n.state || '', leader: String(!!n.leader) } },
       h('div', { class: 'title' }, h('span', { class: 'name' }, n.name),
         h('span', { class: 'pill ' + stateClass(n.state) }, n.state || 'unknown'),
@@ -476,6 +447,5 @@
     runJob(req, 'download ' + req.model + ' to ' + req.hive);
   });
 
-  loadModels();
-  feed();
+  feed(); // its first snapshot loads the chat's models
 })();
