@@ -70,6 +70,12 @@ func dotQ6Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 func dotQ5Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 
 //go:noescape
+func dotIQ4NLx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+
+//go:noescape
+func dotQ5_0x4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+
+//go:noescape
 func dotQ4Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 
 var dotF32Impl = dotF32Generic
@@ -212,11 +218,28 @@ func dotBF16SIMD(cols int, w, x []byte) float32 {
 
 // simd4Kernels are the four-vector kernels (see dot4Func).
 var simd4Kernels = map[Type]dot4Func{
-	Q4_K: dotQ4Kx4SIMD,
-	Q8_0: dotQ8_0x4SIMD,
-	Q4_0: dotQ4_0x4SIMD,
-	Q6_K: dotQ6Kx4SIMD,
-	Q5_K: dotQ5Kx4SIMD,
+	Q4_K:   dotQ4Kx4SIMD,
+	Q8_0:   dotQ8_0x4SIMD,
+	Q4_0:   dotQ4_0x4SIMD,
+	Q6_K:   dotQ6Kx4SIMD,
+	Q5_K:   dotQ5Kx4SIMD,
+	IQ4_NL: blockKernel4(dotIQ4NLx4AVX2, QK, 18, 34),
+	Q5_0:   blockKernel4(dotQ5_0x4AVX2, QK, 22, 34),
+}
+
+// blockKernel4 adapts a four-vector assembly kernel over whole blocks to a
+// dot4Func, bounds-checking the slices first.
+func blockKernel4(k func(nb int, w, x *byte, xstride int, out *[4]float32), bs, wb, xb int) dot4Func {
+	return func(cols int, w, x []byte, xB int, out *[4]float32) {
+		nb := cols / bs
+		if nb == 0 {
+			*out = [4]float32{}
+			return
+		}
+		_ = w[nb*wb-1]
+		_ = x[3*xB+nb*xb-1]
+		k(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
+	}
 }
 
 func dotQ5Kx4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
