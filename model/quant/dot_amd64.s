@@ -1939,3 +1939,44 @@ q50x4done:
 	HSUMSTORE(Y3, X3, 12)
 	VZEROUPPER
 	RET
+
+// func dotF16x4AVX2(n int, w, x *byte, xstride int, out *[4]float32)
+// Four f16 activation rows (xstride bytes apart) against one f16 weight
+// row; n (elements) must be a multiple of 8. Each converted weight vector
+// feeds four FMAs.
+TEXT ·dotF16x4AVX2(SB), NOSPLIT, $0-40
+	MOVQ n+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), R8
+	MOVQ xstride+24(FP), AX
+	LEAQ (R8)(AX*1), R9
+	LEAQ (R9)(AX*1), R10
+	LEAQ (R10)(AX*1), R11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ BX, BX
+f16x4loop:
+	LEAQ 8(BX), AX
+	CMPQ AX, CX
+	JGT  f16x4done
+	VCVTPH2PS (SI)(BX*2), Y4
+	VCVTPH2PS (R8)(BX*2), Y5
+	VCVTPH2PS (R9)(BX*2), Y6
+	VCVTPH2PS (R10)(BX*2), Y7
+	VCVTPH2PS (R11)(BX*2), Y8
+	VFMADD231PS Y5, Y4, Y0
+	VFMADD231PS Y6, Y4, Y1
+	VFMADD231PS Y7, Y4, Y2
+	VFMADD231PS Y8, Y4, Y3
+	MOVQ AX, BX
+	JMP  f16x4loop
+f16x4done:
+	MOVQ out+32(FP), DX
+	HSUMSTORE(Y0, X0, 0)
+	HSUMSTORE(Y1, X1, 4)
+	HSUMSTORE(Y2, X2, 8)
+	HSUMSTORE(Y3, X3, 12)
+	VZEROUPPER
+	RET

@@ -90,7 +90,11 @@ func TestDot4MatchesSingle(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
 	for typ, k4 := range dot4Kernels {
 		bs := typ.BlockSize()
-		for _, cols := range []int{bs, 2 * bs, 3 * bs, 16 * bs} {
+		lengths := []int{bs, 2 * bs, 3 * bs, 16 * bs}
+		if bs == 1 {
+			lengths = []int{1, 7, 8, 9, 33, 100, 4096}
+		}
+		for _, cols := range lengths {
 			t.Run(fmt.Sprintf("%s/%d", typ, cols), func(t *testing.T) {
 				m, _ := quantMatrix(t, r, typ, 1, cols)
 				vt := vecDotType(typ)
