@@ -335,6 +335,10 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 			p.runLocked(n, &p.qj)
 		}
 	}
-	p.runLockedN(m.Rows, m.Rows*m.Cols*n/minMACsPerWorker, j)
+	used := m.Rows * m.Cols * n / minMACsPerWorker
+	// Chunks of rows claimed dynamically: about 4 per worker, but at least
+	// minMACsPerWorker/4 multiply-adds each so claiming stays cheap.
+	chunk := max((m.Rows+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(m.Cols*n)+1)
+	p.runLockedN(m.Rows, used, chunk, j)
 	*j = matmulJob{}
 }

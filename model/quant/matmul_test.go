@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -213,4 +214,30 @@ func TestDequantizeQuantizeErrors(t *testing.T) {
 	require.ErrorIs(t, Dequantize(Type(77), nil, nil), ErrUnknownType)
 	require.ErrorIs(t, Quantize(Q8_0, make([]float32, 32), make([]byte, 33)), ErrSize)
 	require.ErrorIs(t, Quantize(IQ2_XXS, make([]float32, 256), make([]byte, 66)), ErrUnsupported)
+}
+
+type countTask struct{ hits []atomic.Int32 }
+
+func (c *countTask) run(_, s, e int) {
+	for i := s; i < e; i++ {
+		c.hits[i].Add(1)
+	}
+}
+
+func TestPoolChunkedCoversRange(t *testing.T) {
+	for _, threads := range []int{1, 2, 3} {
+		p := NewPool(threads)
+		for _, n := range []int{1, 10, 100} {
+			for _, chunk := range []int{0, 1, 3, 7, 1000} {
+				c := &countTask{hits: make([]atomic.Int32, n)}
+				p.mu.Lock()
+				p.runLockedN(n, threads, chunk, c)
+				p.mu.Unlock()
+				for i := range c.hits {
+					require.EqualValues(t, 1, c.hits[i].Load(), "threads %d n %d chunk %d index %d", threads, n, chunk, i)
+				}
+			}
+		}
+		p.Close()
+	}
 }

@@ -3,6 +3,7 @@ package quant
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // task is what a Pool runs: run is called once per worker with a disjoint
@@ -30,9 +31,11 @@ type Pool struct {
 	wg    sync.WaitGroup
 
 	// Current job, valid while mu is held and workers run.
-	cur  task
-	n    int
-	used int // workers taking part in the current job
+	cur   task
+	n     int
+	used  int          // workers taking part in the current job
+	chunk int          // > 0: workers take chunks of this size from next
+	next  atomic.Int64 // next unclaimed index in chunked mode
 
 	closeOnce sync.Once
 
@@ -75,11 +78,27 @@ func (p *Pool) Close() {
 
 func (p *Pool) worker(w int, ch chan struct{}) {
 	for range ch {
-		s, e := split(p.n, p.used, w)
-		if s < e {
+		p.work(w)
+		p.wg.Done()
+	}
+}
+
+// work runs worker w's part of the current job: its static share, or in
+// chunked mode chunks claimed from p.next until none are left.
+func (p *Pool) work(w int) {
+	if p.chunk == 0 {
+		if s, e := split(p.n, p.used, w); s < e {
 			p.cur.run(w, s, e)
 		}
-		p.wg.Done()
+		return
+	}
+	c := int64(p.chunk)
+	for {
+		s := p.next.Add(c) - c
+		if s >= int64(p.n) {
+			return
+		}
+		p.cur.run(w, int(s), int(min(s+c, int64(p.n))))
 	}
 }
 
@@ -99,12 +118,16 @@ func (p *Pool) Run(n int, fn func(worker, start, end int)) {
 	p.runLocked(n, funcTask(fn))
 }
 
-// runLocked runs t over [0, n) on all workers; p.mu must be held.
-func (p *Pool) runLocked(n int, t task) { p.runLockedN(n, p.threads, t) }
+// runLocked runs t over [0, n) on all workers, one static share each;
+// p.mu must be held.
+func (p *Pool) runLocked(n int, t task) { p.runLockedN(n, p.threads, 0, t) }
 
 // runLockedN runs t over [0, n) on at most used workers (the caller is
-// worker 0 and the others are not woken); p.mu must be held.
-func (p *Pool) runLockedN(n, used int, t task) {
+// worker 0 and the others are not woken); p.mu must be held. With chunk > 0
+// the workers claim chunks of that many items dynamically, so a worker that
+// the OS delays does not hold up the others; with chunk == 0 each worker
+// gets one contiguous share.
+func (p *Pool) runLockedN(n, used, chunk int, t task) {
 	if n <= 0 {
 		return
 	}
@@ -113,13 +136,13 @@ func (p *Pool) runLockedN(n, used int, t task) {
 		t.run(0, 0, n)
 		return
 	}
-	p.cur, p.n, p.used = t, n, used
+	p.cur, p.n, p.used, p.chunk = t, n, used, chunk
+	p.next.Store(0)
 	p.wg.Add(used - 1)
 	for w := 1; w < used; w++ {
 		p.start[w] <- struct{}{}
 	}
-	s, e := split(n, used, 0)
-	t.run(0, s, e)
+	p.work(0)
 	p.wg.Wait()
 	p.cur = nil
 }
