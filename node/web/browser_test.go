@@ -132,11 +132,11 @@ func (tb *tab) do(actions ...chromedp.Action[chromedp.Void]) {
 	require.NoError(tb.t, chromedp.Do(ctx, actions...))
 }
 
-func eval[T any](tb *tab, expr string) T {
+func eval[T any](tb *tab, expr string, opts ...chromedp.EvaluateOption) T {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, 30*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, opts...))
 	require.NoError(tb.t, err, "evaluate %s", expr)
 	return v
 }

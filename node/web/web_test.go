@@ -59,6 +59,9 @@ func TestPageHasItsParts(t *testing.T) {
 		require.Contains(t, page, `id="`+id+`"`, "page lacks #%s", id)
 	}
 	require.Contains(t, page, `name="viewport"`)
+	// The SSE reader loads before the app that uses it.
+	sse, app := strings.Index(page, `src="/ui/sse.js?v=`), strings.Index(page, `src="/ui/app.js?v=`)
+	require.True(t, sse > 0 && app > sse, "sse.js must be linked (versioned) before app.js")
 	// No external resources and nothing inline the CSP would block.
 	require.NotRegexp(t, `(src|href)="(https?:)?//`, page)
 	require.NotRegexp(t, `<script>|<style|style="|\son[a-z]+="`, page)

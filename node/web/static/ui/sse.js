@@ -3,39 +3,53 @@
 // Loaded before app.js; the browser test also drives it directly.
 'use strict';
 (() => {
-  // readSSE reads a text/event-stream body and calls onEvent({event, data,
-  // id}) for each event; it returns when the stream ends. onEvent may
-  // return true to stop reading.
+  const EOL = /\r\n|\r|\n/g;
+
+  // readSSE reads a text/event-stream body (a fetch Response) and calls
+  // onEvent({event, data, id}) for each event, as the HTML standard parses
+  // them: CRLF, CR or LF line ends, comments, multi-line data, "event"
+  // defaulting to "message", the last id carried over. An event the stream
+  // ends in the middle of is dropped. It returns when the stream ends, or
+  // as soon as onEvent returns true (then it cancels the body).
   async function readSSE(res, onEvent) {
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = '';
-    let ev = { event: 'message', data: [], id: '' };
+    let id = '';
+    let event = '';
+    let data = [];
+    // line handles one line; true stops reading.
+    const line = (l) => {
+      if (l === '') {
+        const stop = data.length > 0 && onEvent({ event: event || 'message', data: data.join('\n'), id }) === true;
+        event = '';
+        data = [];
+        return stop;
+      }
+      if (l[0] === ':') return false; // comment, keep-alive
+      const c = l.indexOf(':');
+      const field = c < 0 ? l : l.slice(0, c);
+      let val = c < 0 ? '' : l.slice(c + 1);
+      if (val[0] === ' ') val = val.slice(1);
+      if (field === 'data') data.push(val);
+      else if (field === 'event') event = val;
+      else if (field === 'id' && !val.includes('\0')) id = val;
+      return false;
+    };
     try {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) return;
         buf += value;
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          let line = buf.slice(0, i);
-          buf = buf.slice(i + 1);
-          if (line.endsWith('\r')) line = line.slice(0, -1);
-          if (line === '') {
-            if (ev.data.length) {
-              if (onEvent({ event: ev.event, data: ev.data.join('\n'), id: ev.id }) === true) return;
-            }
-            ev = { event: 'message', data: [], id: ev.id };
-            continue;
-          }
-          if (line.startsWith(':')) continue; // comment, keep-alive
-          const c = line.indexOf(':');
-          const field = c < 0 ? line : line.slice(0, c);
-          let val = c < 0 ? '' : line.slice(c + 1);
-          if (val.startsWith(' ')) val = val.slice(1);
-          if (field === 'data') ev.data.push(val);
-          else if (field === 'event') ev.event = val;
-          else if (field === 'id') ev.id = val;
+        let pos = 0;
+        for (;;) {
+          EOL.lastIndex = pos;
+          const m = EOL.exec(buf);
+          // A CR at the end may be the first half of a CRLF: wait.
+          if (!m || (m[0] === '\r' && m.index === buf.length - 1)) break;
+          if (line(buf.slice(pos, m.index))) return;
+          pos = m.index + m[0].length;
         }
+        buf = buf.slice(pos);
       }
     } finally {
       reader.cancel().catch(() => {});
