@@ -79,6 +79,12 @@ func dotQ5_0x4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 func dotF16x4AVX2(n int, w, x *byte, xstride int, out *[4]float32)
 
 //go:noescape
+func cvtF16ToF32AVX2(dst *float32, src *uint16, n int)
+
+//go:noescape
+func cvtF32ToF16AVX2(dst *uint16, src *float32, n int)
+
+//go:noescape
 func dotQ4Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 
 var dotF32Impl = dotF32Generic
@@ -316,4 +322,30 @@ func dotQ4Kx4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
 	_ = w[nb*144-1]
 	_ = x[3*xB+nb*292-1]
 	dotQ4Kx4AVX2(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
+}
+
+func f16ToF32sImpl(dst []float32, src []uint16) {
+	n := min(len(dst), len(src))
+	n8 := n &^ 7
+	if hasAVX2 && n8 > 0 {
+		cvtF16ToF32AVX2(&dst[0], &src[0], n8)
+	} else {
+		n8 = 0
+	}
+	for i := n8; i < n; i++ {
+		dst[i] = F16ToF32(src[i])
+	}
+}
+
+func f32ToF16sImpl(dst []uint16, src []float32) {
+	n := min(len(dst), len(src))
+	n8 := n &^ 7
+	if hasAVX2 && n8 > 0 {
+		cvtF32ToF16AVX2(&dst[0], &src[0], n8)
+	} else {
+		n8 = 0
+	}
+	for i := n8; i < n; i++ {
+		dst[i] = F32ToF16(src[i])
+	}
 }

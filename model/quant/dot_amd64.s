@@ -1980,3 +1980,40 @@ f16x4done:
 	HSUMSTORE(Y3, X3, 12)
 	VZEROUPPER
 	RET
+
+// func cvtF16ToF32AVX2(dst *float32, src *uint16, n int)
+// n must be a multiple of 8.
+TEXT ·cvtF16ToF32AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	XORQ BX, BX
+cvt16loop:
+	CMPQ BX, CX
+	JGE  cvt16done
+	VCVTPH2PS (SI)(BX*2), Y0
+	VMOVUPS Y0, (DI)(BX*4)
+	ADDQ $8, BX
+	JMP  cvt16loop
+cvt16done:
+	VZEROUPPER
+	RET
+
+// func cvtF32ToF16AVX2(dst *uint16, src *float32, n int)
+// n must be a multiple of 8. Rounds to nearest even (imm 0).
+TEXT ·cvtF32ToF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	XORQ BX, BX
+cvt32loop:
+	CMPQ BX, CX
+	JGE  cvt32done
+	VMOVUPS (SI)(BX*4), Y0
+	VCVTPS2PH $0, Y0, X1
+	VMOVDQU X1, (DI)(BX*2)
+	ADDQ $8, BX
+	JMP  cvt32loop
+cvt32done:
+	VZEROUPPER
+	RET

@@ -168,3 +168,15 @@ func dotQ6KSIMD(cols int, w, x []byte) float32 {
 	}
 	return sum
 }
+
+func f16ToF32sImpl(dst []float32, src []uint16) {
+	for i := range min(len(dst), len(src)) {
+		dst[i] = F16ToF32(src[i])
+	}
+}
+
+func f32ToF16sImpl(dst []uint16, src []float32) {
+	for i := range min(len(dst), len(src)) {
+		dst[i] = F32ToF16(src[i])
+	}
+}

@@ -4,14 +4,17 @@ import "math"
 
 // F16ToF32 converts an IEEE 754 half-precision value to float32 exactly
 // (every half value is representable in float32), like ggml's
-// GGML_FP16_TO_FP32 including subnormals, infinities and NaNs.
+// GGML_FP16_TO_FP32 including subnormals and infinities; NaNs keep their
+// payload and become quiet.
 func F16ToF32(h uint16) float32 {
 	sign := uint32(h&0x8000) << 16
 	exp := uint32(h>>10) & 0x1f
 	mant := uint32(h & 0x3ff)
 	switch {
-	case exp == 0x1f: // Inf or NaN
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	case exp == 0x1f && mant == 0: // Inf
+		return math.Float32frombits(sign | 0x7f800000)
+	case exp == 0x1f: // NaN, made quiet as F16C and ggml's scalar path do
+		return math.Float32frombits(sign | 0x7fc00000 | mant<<13)
 	case exp != 0: // normal
 		return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
 	case mant == 0:
@@ -78,3 +81,11 @@ func F32ToBF16(f float32) uint16 {
 	}
 	return uint16((u + (0x7fff + ((u >> 16) & 1))) >> 16)
 }
+
+// F16ToF32s converts min(len(dst), len(src)) halves to float32, exactly as
+// F16ToF32 does (with F16C on amd64), for example to read an f16 KV cache.
+func F16ToF32s(dst []float32, src []uint16) { f16ToF32sImpl(dst, src) }
+
+// F32ToF16s converts min(len(dst), len(src)) floats to halves, exactly as
+// F32ToF16 does (round-to-nearest-even; F16C on amd64).
+func F32ToF16s(dst []uint16, src []float32) { f32ToF16sImpl(dst, src) }

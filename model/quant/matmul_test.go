@@ -241,3 +241,45 @@ func TestPoolChunkedCoversRange(t *testing.T) {
 		p.Close()
 	}
 }
+
+func TestHalfSliceConversions(t *testing.T) {
+	// Every half, through the bulk converter, equals the scalar one.
+	src := make([]uint16, 1<<16)
+	for i := range src {
+		src[i] = uint16(i)
+	}
+	got := make([]float32, len(src)+3)
+	F16ToF32s(got, src)
+	for i, h := range src {
+		want := F16ToF32(h)
+		if math.Float32bits(got[i]) != math.Float32bits(want) {
+			t.Fatalf("half %#x: got %#x, want %#x", h, math.Float32bits(got[i]), math.Float32bits(want))
+		}
+	}
+	// Floats: every half's value, midpoints (ties), random bits, specials.
+	r := rand.New(rand.NewPCG(17, 18))
+	var fs []float32
+	for h := 0; h < 1<<16; h++ {
+		f := F16ToF32(uint16(h))
+		fs = append(fs, f, math.Nextafter32(f, float32(math.Inf(1))))
+	}
+	for i := 0; i < 1<<16; i++ {
+		fs = append(fs, math.Float32frombits(r.Uint32()))
+	}
+	fs = append(fs, 65504, 65519.99, 65520, 1e-8, -1e-8, 5.9604645e-08, 2.9802322e-08, 2.9802326e-08)
+	halves := make([]uint16, len(fs)+5)
+	F32ToF16s(halves, fs)
+	for i, f := range fs {
+		want := F32ToF16(f)
+		if f != f {
+			if halves[i]&0x7c00 != 0x7c00 || halves[i]&0x3ff == 0 {
+				t.Fatalf("NaN %#x -> %#x", math.Float32bits(f), halves[i])
+			}
+			continue
+		}
+		if halves[i] != want {
+			t.Fatalf("%v (%#x): got %#x, want %#x", f, math.Float32bits(f), halves[i], want)
+		}
+	}
+	require.Zero(t, halves[len(fs)], "nothing written past min(len(dst), len(src))")
+}
