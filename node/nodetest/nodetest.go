@@ -172,9 +172,12 @@ func (c *Cluster) WaitConverged(voters int) *node.Node {
 }
 
 // Kill stops node i without leaving (a crash as far as the others see).
+// A restart reuses its API address, as a real node's fixed port would be:
+// its worker processes keep sending heartbeats there.
 func (c *Cluster) Kill(i int) {
 	c.t.Helper()
 	require.NotNil(c.t, c.Nodes[i], "node %d already killed", i)
+	c.cfgs[i].HTTPAddr = c.Nodes[i].HTTPAddr()
 	require.NoError(c.t, c.Nodes[i].Close())
 	c.Nodes[i] = nil
 }

@@ -1,0 +1,143 @@
+package node_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/nodetest"
+)
+
+func workerInFlight(t *testing.T, port int) int {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v1/info", port))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var info struct {
+		InFlight int `json:"in_flight"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&info))
+	return info.InFlight
+}
+
+// A client that goes away cancels the request on the worker, across the
+// libp2p hop.
+func TestClientGoneCancelsOnWorker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 2)
+	w := spawnModel(t, c.Nodes[0], "node1", slowModel(t), 1)
+	waitSchedulable(t, c, 1)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	body := `{"model":"slow","prompt":"Once upon a time","max_tokens":1500,"temperature":0,"stream":true}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Nodes[0].URL()+"/v1/completions", bytes.NewBufferString(body))
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data: ") {
+			break // the first chunk: the worker is generating
+		}
+	}
+	require.Equal(t, 1, workerInFlight(t, w.Port))
+	cancel()
+	resp.Body.Close()
+	require.Eventually(t, func() bool { return workerInFlight(t, w.Port) == 0 }, 10*time.Second, 20*time.Millisecond,
+		"the worker still generates for a client that went away")
+}
+
+// A worker whose heartbeats stop (its process is frozen) leaves the
+// schedule after the heartbeat timeout, and comes back when it resumes.
+func TestSilentWorkerLeavesSchedule(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	bin := buildWorker(t)
+	c := nodetest.New(t, 2, func(i int, cfg *node.Config) {
+		cfg.WorkerBinary = bin
+		cfg.WorkerHeartbeatTimeout = 3 * time.Second
+	})
+	w := spawn(t, c.Nodes[0], "node1", 1)
+	waitSchedulable(t, c, 1)
+	require.NoError(t, syscall.Kill(w.PID, syscall.SIGSTOP))
+	defer syscall.Kill(w.PID, syscall.SIGCONT)
+	waitSchedulable(t, c, 0)
+	require.NoError(t, syscall.Kill(w.PID, syscall.SIGCONT))
+	waitSchedulable(t, c, 1)
+	res, _ := infer(t, c.Nodes[0], map[string]any{"prompt": "Lily"})
+	require.Equal(t, w.WorkerID, res.WorkerID)
+}
+
+// Worker processes survive a node restart and are re-adopted: listed,
+// stoppable and serving again.
+func TestWorkersReadoptedAfterNodeRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 3)
+	w := spawn(t, c.Nodes[0], "node2", 1)
+	waitSchedulable(t, c, 1)
+	c.Kill(2)
+	require.NoError(t, syscall.Kill(w.PID, 0), "the worker process outlives its node")
+	back := c.Restart(2)
+	var procs struct {
+		Processes []struct {
+			PID      int    `json:"pid"`
+			WorkerID string `json:"worker_id"`
+			Adopted  bool   `json:"adopted"`
+		} `json:"processes"`
+	}
+	run(t, back, map[string]any{"operation": "worker_process_list"}, &procs)
+	require.Len(t, procs.Processes, 1)
+	require.Equal(t, w.PID, procs.Processes[0].PID)
+	require.True(t, procs.Processes[0].Adopted)
+	waitSchedulable(t, c, 1)
+	res, _ := infer(t, c.Nodes[0], map[string]any{"prompt": "Lily"})
+	require.Equal(t, w.WorkerID, res.WorkerID)
+	run(t, c.Nodes[0], map[string]any{"operation": "worker_process_delete", "hive": "node2", "pid": w.PID}, nil)
+	require.Eventually(t, func() bool { return processGone(w.PID) }, nodetest.WaitTimeout, 50*time.Millisecond)
+}
+
+// A model copied between two nodes of the in-process cluster: the origin is
+// unreachable, so the bytes can only come from the peer.
+func TestModelPeerCopy(t *testing.T) {
+	c := nodetest.New(t, 2)
+	path := slowModel(t)
+	var e struct {
+		ID     string `json:"id"`
+		SHA256 string `json:"sha256"`
+		Size   int64  `json:"size"`
+	}
+	run(t, c.Nodes[0], map[string]any{"operation": "model_download", "hive": "node0", "model": path}, &e)
+	require.Eventually(t, func() bool {
+		for _, h := range c.Nodes[1].Registry().Models() {
+			if h.SHA256 == e.SHA256 {
+				return true
+			}
+		}
+		return false
+	}, nodetest.WaitTimeout, 20*time.Millisecond)
+	var e2 struct {
+		SHA256 string `json:"sha256"`
+		Size   int64  `json:"size"`
+		Source string `json:"source"`
+	}
+	run(t, c.Nodes[0], map[string]any{"operation": "model_download", "hive": "node1", "model": "http://127.0.0.1:9/slow.gguf#sha256=" + e.SHA256}, &e2)
+	require.Equal(t, e.SHA256, e2.SHA256)
+	require.Equal(t, e.Size, e2.Size)
+	require.Equal(t, "peer", e2.Source)
+}
