@@ -32,6 +32,12 @@ func subdotsQ4KNEON(nb int, w, x *byte, out *int32)
 func subdotsQ5KNEON(nb int, w, x *byte, out *int32)
 
 //go:noescape
+func subdotsQ2KNEON(nb int, w, x *byte, out *int32)
+
+//go:noescape
+func subdotsQ3KNEON(nb int, w, x *byte, out *int32)
+
+//go:noescape
 func subdotsQ6KNEON(nb int, w, x *byte, out *int32)
 
 var dotF32Impl = dotF32Generic
@@ -47,6 +53,8 @@ func simdKernels() map[Type]dotFunc {
 		m[Q4_K] = dotQ4KSIMD
 		m[Q5_K] = dotQ5KSIMD
 		m[Q6_K] = dotQ6KSIMD
+		m[Q2_K] = dotQ2KSIMD
+		m[Q3_K] = dotQ3KSIMD
 	}
 	return m
 }
@@ -179,4 +187,48 @@ func f32ToF16sImpl(dst []uint16, src []float32) {
 	for i := range min(len(dst), len(src)) {
 		dst[i] = F32ToF16(src[i])
 	}
+}
+
+func dotQ2KSIMD(cols int, w, x []byte) float32 {
+	nb := checkBlocks(cols, QKK, w, 84, x, 292)
+	var buf [16 * subdotChunk]int32
+	var sum float32
+	for b0 := 0; b0 < nb; b0 += subdotChunk {
+		k := min(subdotChunk, nb-b0)
+		subdotsQ2KNEON(k, unsafe.SliceData(w[b0*84:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		for b := 0; b < k; b++ {
+			wb := w[(b0+b)*84 : (b0+b+1)*84]
+			xb := x[(b0+b)*292 : (b0+b+1)*292]
+			var isum, summs int32
+			for j := 0; j < 16; j++ {
+				isum += int32(wb[j]&0xf) * buf[16*b+j]
+				summs += q8kBsum(xb, j) * int32(wb[j]>>4)
+			}
+			yd := q8kD(xb)
+			sum += yd*f16at(wb[80:])*float32(isum) - yd*f16at(wb[82:])*float32(summs)
+		}
+	}
+	return sum
+}
+
+func dotQ3KSIMD(cols int, w, x []byte) float32 {
+	nb := checkBlocks(cols, QKK, w, 110, x, 292)
+	var buf [16 * subdotChunk]int32
+	var scales [16]int8
+	var sum float32
+	for b0 := 0; b0 < nb; b0 += subdotChunk {
+		k := min(subdotChunk, nb-b0)
+		subdotsQ3KNEON(k, unsafe.SliceData(w[b0*110:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		for b := 0; b < k; b++ {
+			wb := w[(b0+b)*110 : (b0+b+1)*110]
+			xb := x[(b0+b)*292 : (b0+b+1)*292]
+			q3kScales(wb[96:108], &scales)
+			var isum int32
+			for j := 0; j < 16; j++ {
+				isum += (int32(scales[j]) - 32) * buf[16*b+j]
+			}
+			sum += f16at(wb[108:]) * q8kD(xb) * float32(isum)
+		}
+	}
+	return sum
 }

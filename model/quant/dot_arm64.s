@@ -169,7 +169,7 @@ TEXT ·subdotsQ5KNEON(SB), NOSPLIT, $0-32
 	MOVD out+24(FP), R3
 	WORD $0x4f00e5f0 // movi v16.16b, #0xf
 	WORD $0x4f00e611 // movi v17.16b, #0x10
-	WORD $0xb4000f20 // cbz x0, 504 <q5k_end>
+	WORD $0xb4000f20 // cbz x0, 504 <q2k_body>
 	WORD $0x9100c024 // add x4, x1, #0x30
 	WORD $0x91001045 // add x5, x2, #0x4
 	WORD $0x91004027 // add x7, x1, #0x10
@@ -290,6 +290,325 @@ TEXT ·subdotsQ5KNEON(SB), NOSPLIT, $0-32
 	WORD $0x91049042 // add x2, x2, #0x124
 	WORD $0xf1000400 // subs x0, x0, #0x1
 	WORD $0x54fff121 // b.ne 324 <q5k_body+0xc>
+	RET
+
+// func subdotsQ2KNEON(nb int, w, x *byte, out *int32)
+TEXT ·subdotsQ2KNEON(SB), NOSPLIT, $0-32
+	MOVD nb+0(FP), R0
+	MOVD w+8(FP), R1
+	MOVD x+16(FP), R2
+	MOVD out+24(FP), R3
+	WORD $0x4f00e470 // movi v16.16b, #0x3
+	WORD $0xb4000dc0 // cbz x0, 6c0 <q2k_end>
+	WORD $0x91001045 // add x5, x2, #0x4
+	WORD $0x91004024 // add x4, x1, #0x10
+	WORD $0x4c40a081 // ld1 {v1.16b, v2.16b}, [x4]
+	WORD $0x4e301c23 // and v3.16b, v1.16b, v16.16b
+	WORD $0x4e301c44 // and v4.16b, v2.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0e0423 // ushr v3.16b, v1.16b, #2
+	WORD $0x6f0e0444 // ushr v4.16b, v2.16b, #2
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0c0423 // ushr v3.16b, v1.16b, #4
+	WORD $0x6f0c0444 // ushr v4.16b, v2.16b, #4
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0a0423 // ushr v3.16b, v1.16b, #6
+	WORD $0x6f0a0444 // ushr v4.16b, v2.16b, #6
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x9100c024 // add x4, x1, #0x30
+	WORD $0x4c40a081 // ld1 {v1.16b, v2.16b}, [x4]
+	WORD $0x4e301c23 // and v3.16b, v1.16b, v16.16b
+	WORD $0x4e301c44 // and v4.16b, v2.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0e0423 // ushr v3.16b, v1.16b, #2
+	WORD $0x6f0e0444 // ushr v4.16b, v2.16b, #2
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0c0423 // ushr v3.16b, v1.16b, #4
+	WORD $0x6f0c0444 // ushr v4.16b, v2.16b, #4
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0a0423 // ushr v3.16b, v1.16b, #6
+	WORD $0x6f0a0444 // ushr v4.16b, v2.16b, #6
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x91015021 // add x1, x1, #0x54
+	WORD $0x91049042 // add x2, x2, #0x124
+	WORD $0xf1000400 // subs x0, x0, #0x1
+	WORD $0x54fff281 // b.ne 50c <q2k_body+0x8>
+	RET
+
+// func subdotsQ3KNEON(nb int, w, x *byte, out *int32)
+TEXT ·subdotsQ3KNEON(SB), NOSPLIT, $0-32
+	MOVD nb+0(FP), R0
+	MOVD w+8(FP), R1
+	MOVD x+16(FP), R2
+	MOVD out+24(FP), R3
+	WORD $0x4f00e470 // movi v16.16b, #0x3
+	WORD $0x4f00e431 // movi v17.16b, #0x1
+	WORD $0x4f00e492 // movi v18.16b, #0x4
+	WORD $0xb40017a0 // cbz x0, 9c0 <q3k_end>
+	WORD $0x91001045 // add x5, x2, #0x4
+	WORD $0x4c40a036 // ld1 {v22.16b, v23.16b}, [x1]
+	WORD $0x91008024 // add x4, x1, #0x20
+	WORD $0x4c40a081 // ld1 {v1.16b, v2.16b}, [x4]
+	WORD $0x4e301c23 // and v3.16b, v1.16b, v16.16b
+	WORD $0x4e301c44 // and v4.16b, v2.16b, v16.16b
+	WORD $0x4e311ed8 // and v24.16b, v22.16b, v17.16b
+	WORD $0x4e311ef9 // and v25.16b, v23.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0e0423 // ushr v3.16b, v1.16b, #2
+	WORD $0x6f0e0444 // ushr v4.16b, v2.16b, #2
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0f06d8 // ushr v24.16b, v22.16b, #1
+	WORD $0x6f0f06f9 // ushr v25.16b, v23.16b, #1
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0c0423 // ushr v3.16b, v1.16b, #4
+	WORD $0x6f0c0444 // ushr v4.16b, v2.16b, #4
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0e06d8 // ushr v24.16b, v22.16b, #2
+	WORD $0x6f0e06f9 // ushr v25.16b, v23.16b, #2
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0a0423 // ushr v3.16b, v1.16b, #6
+	WORD $0x6f0a0444 // ushr v4.16b, v2.16b, #6
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0d06d8 // ushr v24.16b, v22.16b, #3
+	WORD $0x6f0d06f9 // ushr v25.16b, v23.16b, #3
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x91010024 // add x4, x1, #0x40
+	WORD $0x4c40a081 // ld1 {v1.16b, v2.16b}, [x4]
+	WORD $0x4e301c23 // and v3.16b, v1.16b, v16.16b
+	WORD $0x4e301c44 // and v4.16b, v2.16b, v16.16b
+	WORD $0x6f0c06d8 // ushr v24.16b, v22.16b, #4
+	WORD $0x6f0c06f9 // ushr v25.16b, v23.16b, #4
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0e0423 // ushr v3.16b, v1.16b, #2
+	WORD $0x6f0e0444 // ushr v4.16b, v2.16b, #2
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0b06d8 // ushr v24.16b, v22.16b, #5
+	WORD $0x6f0b06f9 // ushr v25.16b, v23.16b, #5
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0c0423 // ushr v3.16b, v1.16b, #4
+	WORD $0x6f0c0444 // ushr v4.16b, v2.16b, #4
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0a06d8 // ushr v24.16b, v22.16b, #6
+	WORD $0x6f0a06f9 // ushr v25.16b, v23.16b, #6
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0a0423 // ushr v3.16b, v1.16b, #6
+	WORD $0x6f0a0444 // ushr v4.16b, v2.16b, #6
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0906d8 // ushr v24.16b, v22.16b, #7
+	WORD $0x6f0906f9 // ushr v25.16b, v23.16b, #7
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x4e859474 // sdot v20.4s, v3.16b, v5.16b
+	WORD $0x4e869495 // sdot v21.4s, v4.16b, v6.16b
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x9101b821 // add x1, x1, #0x6e
+	WORD $0x91049042 // add x2, x2, #0x124
+	WORD $0xf1000400 // subs x0, x0, #0x1
+	WORD $0x54ffe8a1 // b.ne 6d0 <q2k_end+0x10>
 	RET
 
 // func subdotsQ6KNEON(nb int, w, x *byte, out *int32)
