@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"golang.org/x/term"
+
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
@@ -18,14 +20,107 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// table prints rows under a header, aligned.
+// table prints rows under a header, aligned. On a terminal the widest
+// columns are shortened (with "…") to fit its width and states are
+// coloured; elsewhere (pipes, files) the text is plain and complete.
 func table(w io.Writer, header []string, rows [][]string) {
+	width, tty := termWidth(w)
+	if tty {
+		rows = fitRows(header, rows, width)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		cells := r
+		if tty && colorOK() {
+			cells = make([]string, len(r))
+			for i, c := range r {
+				cells[i] = colorize(c)
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	tw.Flush()
+}
+
+func termWidth(w io.Writer) (int, bool) {
+	f, ok := w.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return 0, false
+	}
+	width, _, err := term.GetSize(int(f.Fd()))
+	if err != nil || width <= 0 {
+		return 80, true
+	}
+	return width, true
+}
+
+// colorOK honours NO_COLOR (https://no-color.org).
+func colorOK() bool { return os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb" }
+
+// colorize paints state words; tabwriter counts the escape bytes, so every
+// coloured word gets the same number of them and columns stay aligned.
+func colorize(c string) string {
+	code := ""
+	switch c {
+	case "alive", "ready", "leader", "running", "ok", "healthy":
+		code = "32"
+	case "suspect", "busy", "retiring", "loading", "registering", "draining", "installed":
+		code = "33"
+	case "dead", "failed", "stopped", "left", "gone":
+		code = "31"
+	default:
+		return c
+	}
+	return "\033[" + code + "m" + c + "\033[0m"
+}
+
+// fitRows shortens the widest columns until a row fits width.
+func fitRows(header []string, rows [][]string, width int) [][]string {
+	const gap, minCol = 2, 8
+	widths := make([]int, len(header))
+	measure := func(r []string) {
+		for i, c := range r {
+			if i < len(widths) && len([]rune(c)) > widths[i] {
+				widths[i] = len([]rune(c))
+			}
+		}
+	}
+	measure(header)
+	for _, r := range rows {
+		measure(r)
+	}
+	total := func() int {
+		t := 0
+		for _, w := range widths {
+			t += w + gap
+		}
+		return t
+	}
+	for total() > width {
+		widest := 0
+		for i, w := range widths {
+			if w > widths[widest] {
+				widest = i
+			}
+		}
+		if widths[widest] <= minCol {
+			break
+		}
+		widths[widest]--
+	}
+	out := make([][]string, len(rows))
+	for i, r := range rows {
+		out[i] = make([]string, len(r))
+		for j, c := range r {
+			rs := []rune(c)
+			if j < len(widths) && len(rs) > widths[j] {
+				c = string(rs[:widths[j]-1]) + "…"
+			}
+			out[i][j] = c
+		}
+	}
+	return out
 }
 
 // narrate prints narration and progress events to stderr: stdout is kept
