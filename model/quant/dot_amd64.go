@@ -85,6 +85,12 @@ func cvtF16ToF32AVX2(dst *float32, src *uint16, n int)
 func cvtF32ToF16AVX2(dst *uint16, src *float32, n int)
 
 //go:noescape
+func dotQ2Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+
+//go:noescape
+func dotQ3Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+
+//go:noescape
 func dotQ4Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 
 var dotF32Impl = dotF32Generic
@@ -235,6 +241,8 @@ var simd4Kernels = map[Type]dot4Func{
 	IQ4_NL: blockKernel4(dotIQ4NLx4AVX2, QK, 18, 34),
 	Q5_0:   blockKernel4(dotQ5_0x4AVX2, QK, 22, 34),
 	F16:    dotF16x4SIMD,
+	Q2_K:   blockKernel4(dotQ2Kx4AVX2, QKK, 84, 292),
+	Q3_K:   blockKernel4(dotQ3Kx4AVX2, QKK, 110, 292),
 }
 
 func dotF16x4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
