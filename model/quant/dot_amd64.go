@@ -91,6 +91,9 @@ func dotQ2Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 func dotQ3Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 
 //go:noescape
+func dotIQ4XSx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
+
+//go:noescape
 func dotQ4Kx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 
 var dotF32Impl = dotF32Generic
@@ -243,6 +246,7 @@ var simd4Kernels = map[Type]dot4Func{
 	F16:    dotF16x4SIMD,
 	Q2_K:   blockKernel4(dotQ2Kx4AVX2, QKK, 84, 292),
 	Q3_K:   blockKernel4(dotQ3Kx4AVX2, QKK, 110, 292),
+	IQ4_XS: blockKernel4(dotIQ4XSx4AVX2, QKK, 136, 292),
 }
 
 func dotF16x4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
