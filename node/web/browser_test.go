@@ -269,6 +269,11 @@ func TestPageInBrowser(t *testing.T) {
 	require.Contains(t, eval[string](tb, `document.querySelector('#actions-log .job').textContent`), "ready")
 	tb.wait("a ready worker on node2", `[...document.querySelectorAll('#workers .worker[data-state=ready]')].some(w => w.textContent.includes('node2'))`, nodetest.WaitTimeout)
 	workerID := eval[string](tb, `document.querySelector('#workers .worker').dataset.id`)
+	// Heartbeats update the card in place: the element (and the button a
+	// user may be pressing) stays across snapshots.
+	hb := eval[string](tb, `(() => { const w = document.querySelector('#workers .worker'); w.dataset.probe = 'kept'; return w.querySelector('.hb').textContent; })()`)
+	tb.wait("a newer heartbeat", `document.querySelector('#workers .worker .hb').textContent !== `+js(hb), nodetest.WaitTimeout)
+	require.Equal(t, "kept", eval[string](tb, `document.querySelector('#workers .worker').dataset.probe || 'rebuilt'`))
 	model := eval[string](tb, `document.querySelector('#workers .worker').dataset.model`)
 	require.NotEmpty(t, workerID)
 	tb.wait("the model listed on node2", `!!document.querySelector('#models tr[data-node=node2]')`, nodetest.WaitTimeout)

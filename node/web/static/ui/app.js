@@ -188,14 +188,57 @@
       h('dl', null,
         h('dt', null, 'model'), h('dd', { class: 'model' }, w.model),
         h('dt', null, 'node'), h('dd', null, w.node + ' · ' + (w.device || 'cpu')),
-        h('dt', null, 'in flight'), h('dd', { class: 'inflight' }, String(w.in_flight || 0) + (w.queued ? ' (+' + w.queued + ' queued)' : '')),
-        h('dt', null, 'tokens/s'), h('dd', { class: 'tps' }, (w.tokens_per_second || 0).toFixed(1)),
-        h('dt', null, 'heartbeat'), h('dd', null, w.last_heartbeat_age_ms >= 0 ? (w.last_heartbeat_age_ms / 1000).toFixed(1) + ' s ago' : '—')),
+        h('dt', null, 'in flight'), h('dd', { class: 'inflight' }),
+        h('dt', null, 'tokens/s'), h('dd', { class: 'tps' }),
+        h('dt', null, 'heartbeat'), h('dd', { class: 'hb' })),
       h('div', { class: 'row' }, h('button', { type: 'button', class: 'danger retire', disabled: retiring, onclick: () => retire(w) }, retiring ? 'retiring…' : 'Retire')));
+  }
+
+  // The fields of a worker that change with every heartbeat: updated in
+  // place, so that the card (and the button under the pointer) stays.
+  const WORKER_LIVE = ['in_flight', 'queued', 'tokens_per_second', 'last_heartbeat_age_ms'];
+
+  function workerLive(el, w) {
+    el.querySelector('.inflight').textContent = String(w.in_flight || 0) + (w.queued ? ' (+' + w.queued + ' queued)' : '');
+    el.querySelector('.tps').textContent = (w.tokens_per_second || 0).toFixed(1);
+    el.querySelector('.hb').textContent = w.last_heartbeat_age_ms >= 0 ? (w.last_heartbeat_age_ms / 1000).toFixed(1) + ' s ago' : '—';
   }
 
   function replace(el, kids, emptyText) {
     el.replaceChildren(...(kids.length ? kids : [h('p', { class: 'empty' }, emptyText)]));
+  }
+
+  // keyed renders a list of items into container, reusing the element of
+  // an item whose signature did not change (live() then refreshes its
+  // volatile parts) and touching the DOM only when something changed.
+  const built = new WeakMap(); // container -> Map(key -> {sig, el})
+  function keyed(container, items, keyOf, sigOf, make, live, emptyText) {
+    const prev = built.get(container) || new Map();
+    const next = new Map();
+    const els = items.map((it) => {
+      const k = keyOf(it), sig = sigOf(it);
+      let e = prev.get(k);
+      if (!e || e.sig !== sig) e = { sig, el: make(it) };
+      if (live) live(e.el, it);
+      next.set(k, e);
+      return e.el;
+    });
+    built.set(container, next);
+    const cur = container.children;
+    if (els.length === 0) {
+      if (!(cur.length === 1 && cur[0].classList.contains('empty'))) replace(container, [], emptyText);
+    } else if (cur.length !== els.length || els.some((el, i) => cur[i] !== el)) {
+      container.replaceChildren(...els);
+    }
+  }
+
+  // memo re-renders a container only when its data changed.
+  const shown = new WeakMap(); // container -> last data JSON
+  function memo(container, data, draw) {
+    const sig = JSON.stringify(data);
+    if (shown.get(container) === sig) return;
+    shown.set(container, sig);
+    draw();
   }
 
   // fillSelect sets a select's options, keeping the chosen value if it is
@@ -217,30 +260,35 @@
     $('summary').textContent = '· ' + alive + '/' + nodes.length + ' alive · ' + workers.length + ' worker' + (workers.length === 1 ? '' : 's') + ' · ' + (st.in_flight || 0) + ' in flight';
     document.title = 'rbee · ' + (st.node || '') + (st.leader ? ' (queen ' + st.leader + ')' : '');
 
-    replace($('nodes'), nodes.map(nodeCard), 'no nodes');
-    replace($('workers'), workers.map(workerCard), 'no workers: spawn one below');
+    keyed($('nodes'), nodes, (n) => n.id || n.name, (n) => JSON.stringify(n), nodeCard, null, 'no nodes');
+    keyed($('workers'), workers, (w) => w.id,
+      (w) => JSON.stringify(w, (k, v) => (WORKER_LIVE.includes(k) ? undefined : v)), workerCard, workerLive, 'no workers: spawn one below');
 
     const names = {};
     nodes.forEach((n) => { names[n.id] = n.name; });
-    const rows = models.slice().sort((a, b) => (names[a.node_id] || a.node_id).localeCompare(names[b.node_id] || b.node_id) || a.model_id.localeCompare(b.model_id))
-      .map((m) => h('tr', { dataset: { node: names[m.node_id] || m.node_id, model: m.model_id } },
-        h('td', null, names[m.node_id] || m.node_id), h('td', null, m.model_id),
-        h('td', null, fmtBytes(m.size)), h('td', { class: 'opt' }, m.quantization || '')));
-    replace($('models'), rows.length ? [h('table', null, h('thead', null, h('tr', null, h('th', null, 'node'), h('th', null, 'model'), h('th', null, 'size'), h('th', { class: 'opt' }, 'quant'))), h('tbody', null, rows))] : [], 'no models on any node');
+    memo($('models'), [models, names], () => {
+      const rows = models.slice().sort((a, b) => (names[a.node_id] || a.node_id).localeCompare(names[b.node_id] || b.node_id) || a.model_id.localeCompare(b.model_id))
+        .map((m) => h('tr', { dataset: { node: names[m.node_id] || m.node_id, model: m.model_id } },
+          h('td', null, names[m.node_id] || m.node_id), h('td', null, m.model_id),
+          h('td', null, fmtBytes(m.size)), h('td', { class: 'opt' }, m.quantization || '')));
+      replace($('models'), rows.length ? [h('table', null, h('thead', null, h('tr', null, h('th', null, 'node'), h('th', null, 'model'), h('th', null, 'size'), h('th', { class: 'opt' }, 'quant'))), h('tbody', null, rows))] : [], 'no models on any node');
+    });
 
-    const jobRows = jobs.slice(0, MAX_JOBS_SHOWN).map((j) => h('tr', { dataset: { job: j.job_id, status: j.status } },
-      h('td', null, j.operation, h('br'), h('code', { class: 'muted' }, j.job_id)),
-      h('td', null, h('span', { class: 'pill ' + stateClass(j.status) }, j.status)),
-      h('td', null, j.total ? h('div', { class: 'bar' }, h('progress', { max: j.total, value: j.done || 0 }), h('span', null, Math.floor(100 * (j.done || 0) / j.total) + '%')) : null,
-        j.message ? h('div', { class: 'muted' }, j.message) : null)));
-    replace($('jobs'), jobRows.length ? [h('table', null, h('thead', null, h('tr', null, h('th', null, 'job'), h('th', null, 'status'), h('th', null, 'progress'))), h('tbody', null, jobRows))] : [], 'no jobs on this node');
+    memo($('jobs'), jobs.slice(0, MAX_JOBS_SHOWN), () => {
+      const jobRows = jobs.slice(0, MAX_JOBS_SHOWN).map((j) => h('tr', { dataset: { job: j.job_id, status: j.status } },
+        h('td', null, j.operation, h('br'), h('code', { class: 'muted' }, j.job_id)),
+        h('td', null, h('span', { class: 'pill ' + stateClass(j.status) }, j.status)),
+        h('td', null, j.total ? h('div', { class: 'bar' }, h('progress', { max: j.total, value: j.done || 0 }), h('span', null, Math.floor(100 * (j.done || 0) / j.total) + '%')) : null,
+          j.message ? h('div', { class: 'muted' }, j.message) : null)));
+      replace($('jobs'), jobRows.length ? [h('table', null, h('thead', null, h('tr', null, h('th', null, 'job'), h('th', null, 'status'), h('th', null, 'progress'))), h('tbody', null, jobRows))] : [], 'no jobs on this node');
+    });
 
     const hives = nodes.filter((n) => n.state === 'alive').map((n) => n.name);
     document.querySelectorAll('.hive-select').forEach((s) => fillSelect(s, hives));
     // Catalog ids (spawn on a node that has the model) and the bundled
     // model, which every node can fetch.
     const refs = [...new Set(models.map((m) => m.model_id).concat(workers.map((w) => w.model), [BUNDLED_MODEL]))].filter(Boolean).sort();
-    $('model-refs').replaceChildren(...refs.map((r) => h('option', { value: r })));
+    memo($('model-refs'), refs, () => $('model-refs').replaceChildren(...refs.map((r) => h('option', { value: r }))));
 
     // The chat's model list follows the servable models; fetch it only when
     // that set changes.
