@@ -8,10 +8,10 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// hasDotProd reports the ARMv8.2 SDOT instruction (Apple M1+, Graviton2+,
-// Cortex-A76+), needed by the quantised NEON kernels. F32 and F16 kernels
-// only need base ASIMD, which every arm64 CPU has.
-var hasDotProd = cpu.ARM64.HasASIMDDP
+// armDotProd selects the quantised kernels that use the ARMv8.2 SDOT
+// instruction (Apple M1+, Graviton2+, Cortex-A76+); without it their ARMv8.0
+// twins (suffix 80, SMULL/SADALP) run. Set at init; tests flip it.
+var armDotProd = cpu.ARM64.HasASIMDDP
 
 //go:noescape
 func dotF32NEON(n int, a, b *float32) float32
@@ -40,21 +40,46 @@ func subdotsQ3KNEON(nb int, w, x *byte, out *int32)
 //go:noescape
 func subdotsQ6KNEON(nb int, w, x *byte, out *int32)
 
+//go:noescape
+func dotQ8_0NEON80(nb int, w, x *byte) float32
+
+//go:noescape
+func dotQ4_0NEON80(nb int, w, x *byte) float32
+
+//go:noescape
+func subdotsQ4KNEON80(nb int, w, x *byte, out *int32)
+
+//go:noescape
+func subdotsQ5KNEON80(nb int, w, x *byte, out *int32)
+
+//go:noescape
+func subdotsQ2KNEON80(nb int, w, x *byte, out *int32)
+
+//go:noescape
+func subdotsQ3KNEON80(nb int, w, x *byte, out *int32)
+
+//go:noescape
+func subdotsQ6KNEON80(nb int, w, x *byte, out *int32)
+
 var dotF32Impl = dotF32Generic
 
 func init() { useSIMD(true) }
 
 // simdKernels are the arm64 replacements of the generic dot kernels.
 func simdKernels() map[Type]dotFunc {
-	m := map[Type]dotFunc{F16: dotF16SIMD}
-	if hasDotProd {
+	m := map[Type]dotFunc{
+		F16:  dotF16SIMD,
+		Q8_0: blockKernel(dotQ8_0NEON80, QK, 34, 34),
+		Q4_0: blockKernel(dotQ4_0NEON80, QK, 18, 34),
+		Q4_K: dotQ4KSIMD,
+		Q5_K: dotQ5KSIMD,
+		Q6_K: dotQ6KSIMD,
+		Q2_K: dotQ2KSIMD,
+		Q3_K: dotQ3KSIMD,
+	}
+	if armDotProd {
 		m[Q8_0] = blockKernel(dotQ8_0NEON, QK, 34, 34)
 		m[Q4_0] = blockKernel(dotQ4_0NEON, QK, 18, 34)
-		m[Q4_K] = dotQ4KSIMD
-		m[Q5_K] = dotQ5KSIMD
-		m[Q6_K] = dotQ6KSIMD
-		m[Q2_K] = dotQ2KSIMD
-		m[Q3_K] = dotQ3KSIMD
 	}
 	return m
 }
@@ -134,10 +159,16 @@ func dotK4SIMD(cols int, w, x []byte, wbytes int) float32 {
 	var sum float32
 	for b0 := 0; b0 < nb; b0 += subdotChunk {
 		k := min(subdotChunk, nb-b0)
-		if wbytes == 144 {
-			subdotsQ4KNEON(k, unsafe.SliceData(w[b0*wbytes:]), unsafe.SliceData(x[b0*292:]), &buf[0])
-		} else {
-			subdotsQ5KNEON(k, unsafe.SliceData(w[b0*wbytes:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		wp, xp := unsafe.SliceData(w[b0*wbytes:]), unsafe.SliceData(x[b0*292:])
+		switch {
+		case wbytes == 144 && armDotProd:
+			subdotsQ4KNEON(k, wp, xp, &buf[0])
+		case wbytes == 144:
+			subdotsQ4KNEON80(k, wp, xp, &buf[0])
+		case armDotProd:
+			subdotsQ5KNEON(k, wp, xp, &buf[0])
+		default:
+			subdotsQ5KNEON80(k, wp, xp, &buf[0])
 		}
 		for b := 0; b < k; b++ {
 			wb := w[(b0+b)*wbytes : (b0+b+1)*wbytes]
@@ -163,7 +194,11 @@ func dotQ6KSIMD(cols int, w, x []byte) float32 {
 	var sum float32
 	for b0 := 0; b0 < nb; b0 += subdotChunk {
 		k := min(subdotChunk, nb-b0)
-		subdotsQ6KNEON(k, unsafe.SliceData(w[b0*210:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		if armDotProd {
+			subdotsQ6KNEON(k, unsafe.SliceData(w[b0*210:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		} else {
+			subdotsQ6KNEON80(k, unsafe.SliceData(w[b0*210:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		}
 		for b := 0; b < k; b++ {
 			wb := w[(b0+b)*210 : (b0+b+1)*210]
 			xb := x[(b0+b)*292 : (b0+b+1)*292]
@@ -195,7 +230,11 @@ func dotQ2KSIMD(cols int, w, x []byte) float32 {
 	var sum float32
 	for b0 := 0; b0 < nb; b0 += subdotChunk {
 		k := min(subdotChunk, nb-b0)
-		subdotsQ2KNEON(k, unsafe.SliceData(w[b0*84:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		if armDotProd {
+			subdotsQ2KNEON(k, unsafe.SliceData(w[b0*84:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		} else {
+			subdotsQ2KNEON80(k, unsafe.SliceData(w[b0*84:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		}
 		for b := 0; b < k; b++ {
 			wb := w[(b0+b)*84 : (b0+b+1)*84]
 			xb := x[(b0+b)*292 : (b0+b+1)*292]
@@ -218,7 +257,11 @@ func dotQ3KSIMD(cols int, w, x []byte) float32 {
 	var sum float32
 	for b0 := 0; b0 < nb; b0 += subdotChunk {
 		k := min(subdotChunk, nb-b0)
-		subdotsQ3KNEON(k, unsafe.SliceData(w[b0*110:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		if armDotProd {
+			subdotsQ3KNEON(k, unsafe.SliceData(w[b0*110:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		} else {
+			subdotsQ3KNEON80(k, unsafe.SliceData(w[b0*110:]), unsafe.SliceData(x[b0*292:]), &buf[0])
+		}
 		for b := 0; b < k; b++ {
 			wb := w[(b0+b)*110 : (b0+b+1)*110]
 			xb := x[(b0+b)*292 : (b0+b+1)*292]

@@ -8,8 +8,9 @@
 // FCVTL, SCVTF (vector) and friends, so the bodies are emitted as WORDs
 // assembled with GNU as (the instruction is in each comment). Only R0-R7
 // and V0-V7, V16-V31 are used; branches are PC-relative within each body.
-// The quantised kernels use SDOT (ARMv8.2 dotprod) and are selected only
-// when cpu.ARM64.HasASIMDDP.
+// The quantised kernels use SDOT (ARMv8.2 dotprod) and are selected when
+// cpu.ARM64.HasASIMDDP; their "...80" twins do the same with ARMv8.0
+// SMULL/SADALP for older cores (Cortex-A53/A72).
 
 // func dotF32NEON(n int, a, b *float32) float32
 TEXT ·dotF32NEON(SB), NOSPLIT, $0-28
@@ -705,4 +706,842 @@ TEXT ·subdotsQ6KNEON(SB), NOSPLIT, $0-32
 	WORD $0x91049042 // add x2, x2, #0x124
 	WORD $0xf1000400 // subs x0, x0, #0x1
 	WORD $0x54fff5a1 // b.ne 1c8 <q4k_end+0x10>
+	RET
+
+// func dotQ8_0NEON80(nb int, w, x *byte) float32
+TEXT ·dotQ8_0NEON80(SB), NOSPLIT, $0-28
+	MOVD nb+0(FP), R0
+	MOVD w+8(FP), R1
+	MOVD x+16(FP), R2
+	WORD $0x4f000400 // movi v0.4s, #0x0
+	WORD $0xb4000320 // cbz x0, a28 <q3k_end+0x68>
+	WORD $0x7d400021 // ldr h1, [x1]
+	WORD $0x7d400042 // ldr h2, [x2]
+	WORD $0x1ee24021 // fcvt s1, h1
+	WORD $0x1ee24042 // fcvt s2, h2
+	WORD $0x1e220821 // fmul s1, s1, s2
+	WORD $0x3cc02023 // ldur q3, [x1, #2]
+	WORD $0x3cc12024 // ldur q4, [x1, #18]
+	WORD $0x3cc02045 // ldur q5, [x2, #2]
+	WORD $0x3cc12046 // ldur q6, [x2, #18]
+	WORD $0x4f000407 // movi v7.4s, #0x0
+	WORD $0x0e25c070 // smull v16.8h, v3.8b, v5.8b
+	WORD $0x4e25c071 // smull2 v17.8h, v3.16b, v5.16b
+	WORD $0x4e606a07 // sadalp v7.4s, v16.8h
+	WORD $0x4e606a27 // sadalp v7.4s, v17.8h
+	WORD $0x0e26c090 // smull v16.8h, v4.8b, v6.8b
+	WORD $0x4e26c091 // smull2 v17.8h, v4.16b, v6.16b
+	WORD $0x4e606a07 // sadalp v7.4s, v16.8h
+	WORD $0x4e606a27 // sadalp v7.4s, v17.8h
+	WORD $0x4e21d8e7 // scvtf v7.4s, v7.4s
+	WORD $0x4f8110e0 // fmla v0.4s, v7.4s, v1.s[0]
+	WORD $0x91008821 // add x1, x1, #0x22
+	WORD $0x91008842 // add x2, x2, #0x22
+	WORD $0xf1000400 // subs x0, x0, #0x1
+	WORD $0x54fffd21 // b.ne 9c8 <q3k_end+0x8>
+	WORD $0x6e20d400 // faddp v0.4s, v0.4s, v0.4s
+	WORD $0x7e30d800 // faddp s0, v0.2s
+	FMOVS F0, ret+24(FP)
+	RET
+
+// func dotQ4_0NEON80(nb int, w, x *byte) float32
+TEXT ·dotQ4_0NEON80(SB), NOSPLIT, $0-28
+	MOVD nb+0(FP), R0
+	MOVD w+8(FP), R1
+	MOVD x+16(FP), R2
+	WORD $0x4f000400 // movi v0.4s, #0x0
+	WORD $0x4f00e5f0 // movi v16.16b, #0xf
+	WORD $0x4f00e511 // movi v17.16b, #0x8
+	WORD $0xb4000380 // cbz x0, aac <q4_080_body+0x7c>
+	WORD $0x7d400021 // ldr h1, [x1]
+	WORD $0x7d400042 // ldr h2, [x2]
+	WORD $0x1ee24021 // fcvt s1, h1
+	WORD $0x1ee24042 // fcvt s2, h2
+	WORD $0x1e220821 // fmul s1, s1, s2
+	WORD $0x3cc02023 // ldur q3, [x1, #2]
+	WORD $0x4e301c64 // and v4.16b, v3.16b, v16.16b
+	WORD $0x6f0c0463 // ushr v3.16b, v3.16b, #4
+	WORD $0x6e318484 // sub v4.16b, v4.16b, v17.16b
+	WORD $0x6e318463 // sub v3.16b, v3.16b, v17.16b
+	WORD $0x3cc02045 // ldur q5, [x2, #2]
+	WORD $0x3cc12046 // ldur q6, [x2, #18]
+	WORD $0x4f000407 // movi v7.4s, #0x0
+	WORD $0x0e25c092 // smull v18.8h, v4.8b, v5.8b
+	WORD $0x4e25c093 // smull2 v19.8h, v4.16b, v5.16b
+	WORD $0x4e606a47 // sadalp v7.4s, v18.8h
+	WORD $0x4e606a67 // sadalp v7.4s, v19.8h
+	WORD $0x0e26c072 // smull v18.8h, v3.8b, v6.8b
+	WORD $0x4e26c073 // smull2 v19.8h, v3.16b, v6.16b
+	WORD $0x4e606a47 // sadalp v7.4s, v18.8h
+	WORD $0x4e606a67 // sadalp v7.4s, v19.8h
+	WORD $0x4e21d8e7 // scvtf v7.4s, v7.4s
+	WORD $0x4f8110e0 // fmla v0.4s, v7.4s, v1.s[0]
+	WORD $0x91004821 // add x1, x1, #0x12
+	WORD $0x91008842 // add x2, x2, #0x22
+	WORD $0xf1000400 // subs x0, x0, #0x1
+	WORD $0x54fffcc1 // b.ne a40 <q4_080_body+0x10>
+	WORD $0x6e20d400 // faddp v0.4s, v0.4s, v0.4s
+	WORD $0x7e30d800 // faddp s0, v0.2s
+	FMOVS F0, ret+24(FP)
+	RET
+
+// func subdotsQ4KNEON80(nb int, w, x *byte, out *int32)
+TEXT ·subdotsQ4KNEON80(SB), NOSPLIT, $0-32
+	MOVD nb+0(FP), R0
+	MOVD w+8(FP), R1
+	MOVD x+16(FP), R2
+	MOVD out+24(FP), R3
+	WORD $0x4f00e5f0 // movi v16.16b, #0xf
+	WORD $0xb40004c0 // cbz x0, b50 <q4k80_end>
+	WORD $0x91004024 // add x4, x1, #0x10
+	WORD $0x91001045 // add x5, x2, #0x4
+	WORD $0xd2800086 // mov x6, #0x4
+	WORD $0x4cdfa081 // ld1 {v1.16b, v2.16b}, [x4], #32
+	WORD $0x4cdf20a3 // ld1 {v3.16b-v6.16b}, [x5], #64
+	WORD $0x4e301c27 // and v7.16b, v1.16b, v16.16b
+	WORD $0x4e301c52 // and v18.16b, v2.16b, v16.16b
+	WORD $0x6f0c0421 // ushr v1.16b, v1.16b, #4
+	WORD $0x6f0c0442 // ushr v2.16b, v2.16b, #4
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e23c0e0 // smull v0.8h, v7.8b, v3.8b
+	WORD $0x4e23c0f1 // smull2 v17.8h, v7.16b, v3.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e606a34 // sadalp v20.4s, v17.8h
+	WORD $0x0e24c240 // smull v0.8h, v18.8b, v4.8b
+	WORD $0x4e24c251 // smull2 v17.8h, v18.16b, v4.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e606a34 // sadalp v20.4s, v17.8h
+	WORD $0x0e25c020 // smull v0.8h, v1.8b, v5.8b
+	WORD $0x4e25c031 // smull2 v17.8h, v1.16b, v5.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e606a35 // sadalp v21.4s, v17.8h
+	WORD $0x0e26c040 // smull v0.8h, v2.8b, v6.8b
+	WORD $0x4e26c051 // smull2 v17.8h, v2.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e606a35 // sadalp v21.4s, v17.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0xf10004c6 // subs x6, x6, #0x1
+	WORD $0x54fffc61 // b.ne ac8 <q4_080_end+0x14>
+	WORD $0x91024021 // add x1, x1, #0x90
+	WORD $0x91049042 // add x2, x2, #0x124
+	WORD $0xf1000400 // subs x0, x0, #0x1
+	WORD $0x54fffb81 // b.ne abc <q4_080_end+0x8>
+	RET
+
+// func subdotsQ5KNEON80(nb int, w, x *byte, out *int32)
+TEXT ·subdotsQ5KNEON80(SB), NOSPLIT, $0-32
+	MOVD nb+0(FP), R0
+	MOVD w+8(FP), R1
+	MOVD x+16(FP), R2
+	MOVD out+24(FP), R3
+	WORD $0x4f00e5f0 // movi v16.16b, #0xf
+	WORD $0x4f00e611 // movi v17.16b, #0x10
+	WORD $0xb4001520 // cbz x0, fbc <q2k80_body>
+	WORD $0x9100c024 // add x4, x1, #0x30
+	WORD $0x91001045 // add x5, x2, #0x4
+	WORD $0x91004027 // add x7, x1, #0x10
+	WORD $0x4c40a0fa // ld1 {v26.16b, v27.16b}, [x7]
+	WORD $0x4cdfa081 // ld1 {v1.16b, v2.16b}, [x4], #32
+	WORD $0x4cdf20a3 // ld1 {v3.16b-v6.16b}, [x5], #64
+	WORD $0x4e301c27 // and v7.16b, v1.16b, v16.16b
+	WORD $0x4e301c52 // and v18.16b, v2.16b, v16.16b
+	WORD $0x6f0c0421 // ushr v1.16b, v1.16b, #4
+	WORD $0x6f0c0442 // ushr v2.16b, v2.16b, #4
+	WORD $0x4f0c5753 // shl v19.16b, v26.16b, #4
+	WORD $0x4f0c5774 // shl v20.16b, v27.16b, #4
+	WORD $0x4e311e73 // and v19.16b, v19.16b, v17.16b
+	WORD $0x4e311e94 // and v20.16b, v20.16b, v17.16b
+	WORD $0x4eb31ce7 // orr v7.16b, v7.16b, v19.16b
+	WORD $0x4eb41e52 // orr v18.16b, v18.16b, v20.16b
+	WORD $0x4f0b5753 // shl v19.16b, v26.16b, #3
+	WORD $0x4f0b5774 // shl v20.16b, v27.16b, #3
+	WORD $0x4e311e73 // and v19.16b, v19.16b, v17.16b
+	WORD $0x4e311e94 // and v20.16b, v20.16b, v17.16b
+	WORD $0x4eb31c21 // orr v1.16b, v1.16b, v19.16b
+	WORD $0x4eb41c42 // orr v2.16b, v2.16b, v20.16b
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e23c0e0 // smull v0.8h, v7.8b, v3.8b
+	WORD $0x4e23c0f6 // smull2 v22.8h, v7.16b, v3.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e606ad4 // sadalp v20.4s, v22.8h
+	WORD $0x0e24c240 // smull v0.8h, v18.8b, v4.8b
+	WORD $0x4e24c256 // smull2 v22.8h, v18.16b, v4.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e606ad4 // sadalp v20.4s, v22.8h
+	WORD $0x0e25c020 // smull v0.8h, v1.8b, v5.8b
+	WORD $0x4e25c036 // smull2 v22.8h, v1.16b, v5.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e606ad5 // sadalp v21.4s, v22.8h
+	WORD $0x0e26c040 // smull v0.8h, v2.8b, v6.8b
+	WORD $0x4e26c056 // smull2 v22.8h, v2.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e606ad5 // sadalp v21.4s, v22.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x4cdfa081 // ld1 {v1.16b, v2.16b}, [x4], #32
+	WORD $0x4cdf20a3 // ld1 {v3.16b-v6.16b}, [x5], #64
+	WORD $0x4e301c27 // and v7.16b, v1.16b, v16.16b
+	WORD $0x4e301c52 // and v18.16b, v2.16b, v16.16b
+	WORD $0x6f0c0421 // ushr v1.16b, v1.16b, #4
+	WORD $0x6f0c0442 // ushr v2.16b, v2.16b, #4
+	WORD $0x4f0a5753 // shl v19.16b, v26.16b, #2
+	WORD $0x4f0a5774 // shl v20.16b, v27.16b, #2
+	WORD $0x4e311e73 // and v19.16b, v19.16b, v17.16b
+	WORD $0x4e311e94 // and v20.16b, v20.16b, v17.16b
+	WORD $0x4eb31ce7 // orr v7.16b, v7.16b, v19.16b
+	WORD $0x4eb41e52 // orr v18.16b, v18.16b, v20.16b
+	WORD $0x4f095753 // shl v19.16b, v26.16b, #1
+	WORD $0x4f095774 // shl v20.16b, v27.16b, #1
+	WORD $0x4e311e73 // and v19.16b, v19.16b, v17.16b
+	WORD $0x4e311e94 // and v20.16b, v20.16b, v17.16b
+	WORD $0x4eb31c21 // orr v1.16b, v1.16b, v19.16b
+	WORD $0x4eb41c42 // orr v2.16b, v2.16b, v20.16b
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e23c0e0 // smull v0.8h, v7.8b, v3.8b
+	WORD $0x4e23c0f6 // smull2 v22.8h, v7.16b, v3.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e606ad4 // sadalp v20.4s, v22.8h
+	WORD $0x0e24c240 // smull v0.8h, v18.8b, v4.8b
+	WORD $0x4e24c256 // smull2 v22.8h, v18.16b, v4.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e606ad4 // sadalp v20.4s, v22.8h
+	WORD $0x0e25c020 // smull v0.8h, v1.8b, v5.8b
+	WORD $0x4e25c036 // smull2 v22.8h, v1.16b, v5.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e606ad5 // sadalp v21.4s, v22.8h
+	WORD $0x0e26c040 // smull v0.8h, v2.8b, v6.8b
+	WORD $0x4e26c056 // smull2 v22.8h, v2.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e606ad5 // sadalp v21.4s, v22.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x4cdfa081 // ld1 {v1.16b, v2.16b}, [x4], #32
+	WORD $0x4cdf20a3 // ld1 {v3.16b-v6.16b}, [x5], #64
+	WORD $0x4e301c27 // and v7.16b, v1.16b, v16.16b
+	WORD $0x4e301c52 // and v18.16b, v2.16b, v16.16b
+	WORD $0x6f0c0421 // ushr v1.16b, v1.16b, #4
+	WORD $0x6f0c0442 // ushr v2.16b, v2.16b, #4
+	WORD $0x4eba1f53 // mov v19.16b, v26.16b
+	WORD $0x4ebb1f74 // mov v20.16b, v27.16b
+	WORD $0x4e311e73 // and v19.16b, v19.16b, v17.16b
+	WORD $0x4e311e94 // and v20.16b, v20.16b, v17.16b
+	WORD $0x4eb31ce7 // orr v7.16b, v7.16b, v19.16b
+	WORD $0x4eb41e52 // orr v18.16b, v18.16b, v20.16b
+	WORD $0x6f0f0753 // ushr v19.16b, v26.16b, #1
+	WORD $0x6f0f0774 // ushr v20.16b, v27.16b, #1
+	WORD $0x4e311e73 // and v19.16b, v19.16b, v17.16b
+	WORD $0x4e311e94 // and v20.16b, v20.16b, v17.16b
+	WORD $0x4eb31c21 // orr v1.16b, v1.16b, v19.16b
+	WORD $0x4eb41c42 // orr v2.16b, v2.16b, v20.16b
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e23c0e0 // smull v0.8h, v7.8b, v3.8b
+	WORD $0x4e23c0f6 // smull2 v22.8h, v7.16b, v3.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e606ad4 // sadalp v20.4s, v22.8h
+	WORD $0x0e24c240 // smull v0.8h, v18.8b, v4.8b
+	WORD $0x4e24c256 // smull2 v22.8h, v18.16b, v4.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e606ad4 // sadalp v20.4s, v22.8h
+	WORD $0x0e25c020 // smull v0.8h, v1.8b, v5.8b
+	WORD $0x4e25c036 // smull2 v22.8h, v1.16b, v5.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e606ad5 // sadalp v21.4s, v22.8h
+	WORD $0x0e26c040 // smull v0.8h, v2.8b, v6.8b
+	WORD $0x4e26c056 // smull2 v22.8h, v2.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e606ad5 // sadalp v21.4s, v22.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x4cdfa081 // ld1 {v1.16b, v2.16b}, [x4], #32
+	WORD $0x4cdf20a3 // ld1 {v3.16b-v6.16b}, [x5], #64
+	WORD $0x4e301c27 // and v7.16b, v1.16b, v16.16b
+	WORD $0x4e301c52 // and v18.16b, v2.16b, v16.16b
+	WORD $0x6f0c0421 // ushr v1.16b, v1.16b, #4
+	WORD $0x6f0c0442 // ushr v2.16b, v2.16b, #4
+	WORD $0x6f0e0753 // ushr v19.16b, v26.16b, #2
+	WORD $0x6f0e0774 // ushr v20.16b, v27.16b, #2
+	WORD $0x4e311e73 // and v19.16b, v19.16b, v17.16b
+	WORD $0x4e311e94 // and v20.16b, v20.16b, v17.16b
+	WORD $0x4eb31ce7 // orr v7.16b, v7.16b, v19.16b
+	WORD $0x4eb41e52 // orr v18.16b, v18.16b, v20.16b
+	WORD $0x6f0d0753 // ushr v19.16b, v26.16b, #3
+	WORD $0x6f0d0774 // ushr v20.16b, v27.16b, #3
+	WORD $0x4e311e73 // and v19.16b, v19.16b, v17.16b
+	WORD $0x4e311e94 // and v20.16b, v20.16b, v17.16b
+	WORD $0x4eb31c21 // orr v1.16b, v1.16b, v19.16b
+	WORD $0x4eb41c42 // orr v2.16b, v2.16b, v20.16b
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e23c0e0 // smull v0.8h, v7.8b, v3.8b
+	WORD $0x4e23c0f6 // smull2 v22.8h, v7.16b, v3.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e606ad4 // sadalp v20.4s, v22.8h
+	WORD $0x0e24c240 // smull v0.8h, v18.8b, v4.8b
+	WORD $0x4e24c256 // smull2 v22.8h, v18.16b, v4.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e606ad4 // sadalp v20.4s, v22.8h
+	WORD $0x0e25c020 // smull v0.8h, v1.8b, v5.8b
+	WORD $0x4e25c036 // smull2 v22.8h, v1.16b, v5.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e606ad5 // sadalp v21.4s, v22.8h
+	WORD $0x0e26c040 // smull v0.8h, v2.8b, v6.8b
+	WORD $0x4e26c056 // smull2 v22.8h, v2.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e606ad5 // sadalp v21.4s, v22.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x9102c021 // add x1, x1, #0xb0
+	WORD $0x91049042 // add x2, x2, #0x124
+	WORD $0xf1000400 // subs x0, x0, #0x1
+	WORD $0x54ffeb21 // b.ne d1c <q5k80_body+0xc>
+	RET
+
+// func subdotsQ2KNEON80(nb int, w, x *byte, out *int32)
+TEXT ·subdotsQ2KNEON80(SB), NOSPLIT, $0-32
+	MOVD nb+0(FP), R0
+	MOVD w+8(FP), R1
+	MOVD x+16(FP), R2
+	MOVD out+24(FP), R3
+	WORD $0x4f00e470 // movi v16.16b, #0x3
+	WORD $0xb40013c0 // cbz x0, 1238 <q2k80_end>
+	WORD $0x91001045 // add x5, x2, #0x4
+	WORD $0x91004024 // add x4, x1, #0x10
+	WORD $0x4c40a081 // ld1 {v1.16b, v2.16b}, [x4]
+	WORD $0x4e301c23 // and v3.16b, v1.16b, v16.16b
+	WORD $0x4e301c44 // and v4.16b, v2.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0e0423 // ushr v3.16b, v1.16b, #2
+	WORD $0x6f0e0444 // ushr v4.16b, v2.16b, #2
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0c0423 // ushr v3.16b, v1.16b, #4
+	WORD $0x6f0c0444 // ushr v4.16b, v2.16b, #4
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0a0423 // ushr v3.16b, v1.16b, #6
+	WORD $0x6f0a0444 // ushr v4.16b, v2.16b, #6
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x9100c024 // add x4, x1, #0x30
+	WORD $0x4c40a081 // ld1 {v1.16b, v2.16b}, [x4]
+	WORD $0x4e301c23 // and v3.16b, v1.16b, v16.16b
+	WORD $0x4e301c44 // and v4.16b, v2.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0e0423 // ushr v3.16b, v1.16b, #2
+	WORD $0x6f0e0444 // ushr v4.16b, v2.16b, #2
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0c0423 // ushr v3.16b, v1.16b, #4
+	WORD $0x6f0c0444 // ushr v4.16b, v2.16b, #4
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0a0423 // ushr v3.16b, v1.16b, #6
+	WORD $0x6f0a0444 // ushr v4.16b, v2.16b, #6
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x91015021 // add x1, x1, #0x54
+	WORD $0x91049042 // add x2, x2, #0x124
+	WORD $0xf1000400 // subs x0, x0, #0x1
+	WORD $0x54ffec81 // b.ne fc4 <q2k80_body+0x8>
+	RET
+
+// func subdotsQ3KNEON80(nb int, w, x *byte, out *int32)
+TEXT ·subdotsQ3KNEON80(SB), NOSPLIT, $0-32
+	MOVD nb+0(FP), R0
+	MOVD w+8(FP), R1
+	MOVD x+16(FP), R2
+	MOVD out+24(FP), R3
+	WORD $0x4f00e470 // movi v16.16b, #0x3
+	WORD $0x4f00e431 // movi v17.16b, #0x1
+	WORD $0x4f00e492 // movi v18.16b, #0x4
+	WORD $0xb4001da0 // cbz x0, 15f8 <q3k80_end>
+	WORD $0x91001045 // add x5, x2, #0x4
+	WORD $0x4c40a036 // ld1 {v22.16b, v23.16b}, [x1]
+	WORD $0x91008024 // add x4, x1, #0x20
+	WORD $0x4c40a081 // ld1 {v1.16b, v2.16b}, [x4]
+	WORD $0x4e301c23 // and v3.16b, v1.16b, v16.16b
+	WORD $0x4e301c44 // and v4.16b, v2.16b, v16.16b
+	WORD $0x4e311ed8 // and v24.16b, v22.16b, v17.16b
+	WORD $0x4e311ef9 // and v25.16b, v23.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0e0423 // ushr v3.16b, v1.16b, #2
+	WORD $0x6f0e0444 // ushr v4.16b, v2.16b, #2
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0f06d8 // ushr v24.16b, v22.16b, #1
+	WORD $0x6f0f06f9 // ushr v25.16b, v23.16b, #1
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0c0423 // ushr v3.16b, v1.16b, #4
+	WORD $0x6f0c0444 // ushr v4.16b, v2.16b, #4
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0e06d8 // ushr v24.16b, v22.16b, #2
+	WORD $0x6f0e06f9 // ushr v25.16b, v23.16b, #2
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0a0423 // ushr v3.16b, v1.16b, #6
+	WORD $0x6f0a0444 // ushr v4.16b, v2.16b, #6
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0d06d8 // ushr v24.16b, v22.16b, #3
+	WORD $0x6f0d06f9 // ushr v25.16b, v23.16b, #3
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x91010024 // add x4, x1, #0x40
+	WORD $0x4c40a081 // ld1 {v1.16b, v2.16b}, [x4]
+	WORD $0x4e301c23 // and v3.16b, v1.16b, v16.16b
+	WORD $0x4e301c44 // and v4.16b, v2.16b, v16.16b
+	WORD $0x6f0c06d8 // ushr v24.16b, v22.16b, #4
+	WORD $0x6f0c06f9 // ushr v25.16b, v23.16b, #4
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0e0423 // ushr v3.16b, v1.16b, #2
+	WORD $0x6f0e0444 // ushr v4.16b, v2.16b, #2
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0b06d8 // ushr v24.16b, v22.16b, #5
+	WORD $0x6f0b06f9 // ushr v25.16b, v23.16b, #5
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0c0423 // ushr v3.16b, v1.16b, #4
+	WORD $0x6f0c0444 // ushr v4.16b, v2.16b, #4
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0a06d8 // ushr v24.16b, v22.16b, #6
+	WORD $0x6f0a06f9 // ushr v25.16b, v23.16b, #6
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x6f0a0423 // ushr v3.16b, v1.16b, #6
+	WORD $0x6f0a0444 // ushr v4.16b, v2.16b, #6
+	WORD $0x4e301c63 // and v3.16b, v3.16b, v16.16b
+	WORD $0x4e301c84 // and v4.16b, v4.16b, v16.16b
+	WORD $0x6f0906d8 // ushr v24.16b, v22.16b, #7
+	WORD $0x6f0906f9 // ushr v25.16b, v23.16b, #7
+	WORD $0x4e311f18 // and v24.16b, v24.16b, v17.16b
+	WORD $0x4e311f39 // and v25.16b, v25.16b, v17.16b
+	WORD $0x4f0a5718 // shl v24.16b, v24.16b, #2
+	WORD $0x4f0a5739 // shl v25.16b, v25.16b, #2
+	WORD $0x4eb81c63 // orr v3.16b, v3.16b, v24.16b
+	WORD $0x4eb91c84 // orr v4.16b, v4.16b, v25.16b
+	WORD $0x6e328463 // sub v3.16b, v3.16b, v18.16b
+	WORD $0x6e328484 // sub v4.16b, v4.16b, v18.16b
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4f000414 // movi v20.4s, #0x0
+	WORD $0x4f000415 // movi v21.4s, #0x0
+	WORD $0x0e25c060 // smull v0.8h, v3.8b, v5.8b
+	WORD $0x4e25c067 // smull2 v7.8h, v3.16b, v5.16b
+	WORD $0x4e606814 // sadalp v20.4s, v0.8h
+	WORD $0x4e6068f4 // sadalp v20.4s, v7.8h
+	WORD $0x0e26c080 // smull v0.8h, v4.8b, v6.8b
+	WORD $0x4e26c087 // smull2 v7.8h, v4.16b, v6.16b
+	WORD $0x4e606815 // sadalp v21.4s, v0.8h
+	WORD $0x4e6068f5 // sadalp v21.4s, v7.8h
+	WORD $0x4eb1ba94 // addv s20, v20.4s
+	WORD $0x4eb1bab5 // addv s21, v21.4s
+	WORD $0x0d9f8074 // st1 {v20.s}[0], [x3], #4
+	WORD $0x0d9f8075 // st1 {v21.s}[0], [x3], #4
+	WORD $0x9101b821 // add x1, x1, #0x6e
+	WORD $0x91049042 // add x2, x2, #0x124
+	WORD $0xf1000400 // subs x0, x0, #0x1
+	WORD $0x54ffe2a1 // b.ne 1248 <q2k80_end+0x10>
+	RET
+
+// func subdotsQ6KNEON80(nb int, w, x *byte, out *int32)
+TEXT ·subdotsQ6KNEON80(SB), NOSPLIT, $0-32
+	MOVD nb+0(FP), R0
+	MOVD w+8(FP), R1
+	MOVD x+16(FP), R2
+	MOVD out+24(FP), R3
+	WORD $0x4f00e5f0 // movi v16.16b, #0xf
+	WORD $0x4f01e611 // movi v17.16b, #0x30
+	WORD $0x4f01e412 // movi v18.16b, #0x20
+	WORD $0xb4000da0 // cbz x0, d10 <q5k80_body>
+	WORD $0xaa0103e4 // mov x4, x1
+	WORD $0x91020025 // add x5, x1, #0x80
+	WORD $0x91001047 // add x7, x2, #0x4
+	WORD $0xd2800046 // mov x6, #0x2
+	WORD $0x4cdf2081 // ld1 {v1.16b-v4.16b}, [x4], #64
+	WORD $0x4cdfa0a5 // ld1 {v5.16b, v6.16b}, [x5], #32
+	WORD $0x4e301c33 // and v19.16b, v1.16b, v16.16b
+	WORD $0x4f0c54b7 // shl v23.16b, v5.16b, #4
+	WORD $0x4e311ef7 // and v23.16b, v23.16b, v17.16b
+	WORD $0x4eb71e73 // orr v19.16b, v19.16b, v23.16b
+	WORD $0x4e301c54 // and v20.16b, v2.16b, v16.16b
+	WORD $0x4f0c54d7 // shl v23.16b, v6.16b, #4
+	WORD $0x4e311ef7 // and v23.16b, v23.16b, v17.16b
+	WORD $0x4eb71e94 // orr v20.16b, v20.16b, v23.16b
+	WORD $0x4e301c75 // and v21.16b, v3.16b, v16.16b
+	WORD $0x4f0a54b7 // shl v23.16b, v5.16b, #2
+	WORD $0x4e311ef7 // and v23.16b, v23.16b, v17.16b
+	WORD $0x4eb71eb5 // orr v21.16b, v21.16b, v23.16b
+	WORD $0x4e301c96 // and v22.16b, v4.16b, v16.16b
+	WORD $0x4f0a54d7 // shl v23.16b, v6.16b, #2
+	WORD $0x4e311ef7 // and v23.16b, v23.16b, v17.16b
+	WORD $0x4eb71ed6 // orr v22.16b, v22.16b, v23.16b
+	WORD $0x6f0c0438 // ushr v24.16b, v1.16b, #4
+	WORD $0x4e311cb7 // and v23.16b, v5.16b, v17.16b
+	WORD $0x4eb71f18 // orr v24.16b, v24.16b, v23.16b
+	WORD $0x6f0c0459 // ushr v25.16b, v2.16b, #4
+	WORD $0x4e311cd7 // and v23.16b, v6.16b, v17.16b
+	WORD $0x4eb71f39 // orr v25.16b, v25.16b, v23.16b
+	WORD $0x6f0c047a // ushr v26.16b, v3.16b, #4
+	WORD $0x6f0e04b7 // ushr v23.16b, v5.16b, #2
+	WORD $0x4e311ef7 // and v23.16b, v23.16b, v17.16b
+	WORD $0x4eb71f5a // orr v26.16b, v26.16b, v23.16b
+	WORD $0x6f0c049b // ushr v27.16b, v4.16b, #4
+	WORD $0x6f0e04d7 // ushr v23.16b, v6.16b, #2
+	WORD $0x4e311ef7 // and v23.16b, v23.16b, v17.16b
+	WORD $0x4eb71f7b // orr v27.16b, v27.16b, v23.16b
+	WORD $0x6e328673 // sub v19.16b, v19.16b, v18.16b
+	WORD $0x6e328694 // sub v20.16b, v20.16b, v18.16b
+	WORD $0x6e3286b5 // sub v21.16b, v21.16b, v18.16b
+	WORD $0x6e3286d6 // sub v22.16b, v22.16b, v18.16b
+	WORD $0x6e328718 // sub v24.16b, v24.16b, v18.16b
+	WORD $0x6e328739 // sub v25.16b, v25.16b, v18.16b
+	WORD $0x6e32875a // sub v26.16b, v26.16b, v18.16b
+	WORD $0x6e32877b // sub v27.16b, v27.16b, v18.16b
+	WORD $0x4cdf20e1 // ld1 {v1.16b-v4.16b}, [x7], #64
+	WORD $0x4f000400 // movi v0.4s, #0x0
+	WORD $0x4f00041d // movi v29.4s, #0x0
+	WORD $0x4f00041e // movi v30.4s, #0x0
+	WORD $0x4f00041f // movi v31.4s, #0x0
+	WORD $0x0e21c267 // smull v7.8h, v19.8b, v1.8b
+	WORD $0x4e21c27c // smull2 v28.8h, v19.16b, v1.16b
+	WORD $0x4e6068e0 // sadalp v0.4s, v7.8h
+	WORD $0x4e606b80 // sadalp v0.4s, v28.8h
+	WORD $0x0e22c287 // smull v7.8h, v20.8b, v2.8b
+	WORD $0x4e22c29c // smull2 v28.8h, v20.16b, v2.16b
+	WORD $0x4e6068fd // sadalp v29.4s, v7.8h
+	WORD $0x4e606b9d // sadalp v29.4s, v28.8h
+	WORD $0x0e23c2a7 // smull v7.8h, v21.8b, v3.8b
+	WORD $0x4e23c2bc // smull2 v28.8h, v21.16b, v3.16b
+	WORD $0x4e6068fe // sadalp v30.4s, v7.8h
+	WORD $0x4e606b9e // sadalp v30.4s, v28.8h
+	WORD $0x0e24c2c7 // smull v7.8h, v22.8b, v4.8b
+	WORD $0x4e24c2dc // smull2 v28.8h, v22.16b, v4.16b
+	WORD $0x4e6068ff // sadalp v31.4s, v7.8h
+	WORD $0x4e606b9f // sadalp v31.4s, v28.8h
+	WORD $0x4eb1b800 // addv s0, v0.4s
+	WORD $0x4eb1bbbd // addv s29, v29.4s
+	WORD $0x4eb1bbde // addv s30, v30.4s
+	WORD $0x4eb1bbff // addv s31, v31.4s
+	WORD $0x0d9f8060 // st1 {v0.s}[0], [x3], #4
+	WORD $0x0d9f807d // st1 {v29.s}[0], [x3], #4
+	WORD $0x0d9f807e // st1 {v30.s}[0], [x3], #4
+	WORD $0x0d9f807f // st1 {v31.s}[0], [x3], #4
+	WORD $0x4cdf20e1 // ld1 {v1.16b-v4.16b}, [x7], #64
+	WORD $0x4f000400 // movi v0.4s, #0x0
+	WORD $0x4f00041d // movi v29.4s, #0x0
+	WORD $0x4f00041e // movi v30.4s, #0x0
+	WORD $0x4f00041f // movi v31.4s, #0x0
+	WORD $0x0e21c307 // smull v7.8h, v24.8b, v1.8b
+	WORD $0x4e21c31c // smull2 v28.8h, v24.16b, v1.16b
+	WORD $0x4e6068e0 // sadalp v0.4s, v7.8h
+	WORD $0x4e606b80 // sadalp v0.4s, v28.8h
+	WORD $0x0e22c327 // smull v7.8h, v25.8b, v2.8b
+	WORD $0x4e22c33c // smull2 v28.8h, v25.16b, v2.16b
+	WORD $0x4e6068fd // sadalp v29.4s, v7.8h
+	WORD $0x4e606b9d // sadalp v29.4s, v28.8h
+	WORD $0x0e23c347 // smull v7.8h, v26.8b, v3.8b
+	WORD $0x4e23c35c // smull2 v28.8h, v26.16b, v3.16b
+	WORD $0x4e6068fe // sadalp v30.4s, v7.8h
+	WORD $0x4e606b9e // sadalp v30.4s, v28.8h
+	WORD $0x0e24c367 // smull v7.8h, v27.8b, v4.8b
+	WORD $0x4e24c37c // smull2 v28.8h, v27.16b, v4.16b
+	WORD $0x4e6068ff // sadalp v31.4s, v7.8h
+	WORD $0x4e606b9f // sadalp v31.4s, v28.8h
+	WORD $0x4eb1b800 // addv s0, v0.4s
+	WORD $0x4eb1bbbd // addv s29, v29.4s
+	WORD $0x4eb1bbde // addv s30, v30.4s
+	WORD $0x4eb1bbff // addv s31, v31.4s
+	WORD $0x0d9f8060 // st1 {v0.s}[0], [x3], #4
+	WORD $0x0d9f807d // st1 {v29.s}[0], [x3], #4
+	WORD $0x0d9f807e // st1 {v30.s}[0], [x3], #4
+	WORD $0x0d9f807f // st1 {v31.s}[0], [x3], #4
+	WORD $0xf10004c6 // subs x6, x6, #0x1
+	WORD $0x54fff3a1 // b.ne b70 <q4k80_end+0x20>
+	WORD $0x91034821 // add x1, x1, #0xd2
+	WORD $0x91049042 // add x2, x2, #0x124
+	WORD $0xf1000400 // subs x0, x0, #0x1
+	WORD $0x54fff2a1 // b.ne b60 <q4k80_end+0x10>
 	RET
