@@ -76,9 +76,6 @@ func dotIQ4NLx4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 func dotQ5_0x4AVX2(nb int, w, x *byte, xstride int, out *[4]float32)
 
 //go:noescape
-func dotF16x4AVX2(n int, w, x *byte, xstride int, out *[4]float32)
-
-//go:noescape
 func cvtF16ToF32AVX2(dst *float32, src *uint16, n int)
 
 //go:noescape
@@ -243,27 +240,9 @@ var simd4Kernels = map[Type]dot4Func{
 	Q5_K:   dotQ5Kx4SIMD,
 	IQ4_NL: blockKernel4(dotIQ4NLx4AVX2, QK, 18, 34),
 	Q5_0:   blockKernel4(dotQ5_0x4AVX2, QK, 22, 34),
-	F16:    dotF16x4SIMD,
 	Q2_K:   blockKernel4(dotQ2Kx4AVX2, QKK, 84, 292),
 	Q3_K:   blockKernel4(dotQ3Kx4AVX2, QKK, 110, 292),
 	IQ4_XS: blockKernel4(dotIQ4XSx4AVX2, QKK, 136, 292),
-}
-
-func dotF16x4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
-	_ = w[2*cols-1]
-	_ = x[3*xB+2*cols-1]
-	n8 := cols &^ 7
-	if n8 > 0 {
-		dotF16x4AVX2(n8, &w[0], &x[0], xB, out)
-	} else {
-		*out = [4]float32{}
-	}
-	for i := n8; i < cols; i++ {
-		wi := F16ToF32(le16(w[2*i:]))
-		for v := 0; v < 4; v++ {
-			out[v] += wi * F16ToF32(le16(x[v*xB+2*i:]))
-		}
-	}
 }
 
 // blockKernel4 adapts a four-vector assembly kernel over whole blocks to a

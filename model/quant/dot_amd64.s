@@ -59,6 +59,18 @@ DATA q6shuf<>+112(SB)/8, $0x0e0e0e0e0e0e0e0e
 DATA q6shuf<>+120(SB)/8, $0x0f0f0f0f0f0f0f0f
 GLOBL q6shuf<>(SB), RODATA|NOPTR, $128
 
+// Horizontal sum of the 8 floats of ACC into X5 in ggml's hsum_float_8
+// order ((hi+lo), then pairs, then the last two); clobbers X6. Every
+// quantised kernel and its four-vector twin reduce this way, so both give
+// bit-identical results.
+#define HSUM8(ACC, XACC) \
+	VEXTRACTF128 $1, ACC, X5 \
+	VADDPS XACC, X5, X5 \
+	VMOVHLPS X5, X5, X6 \
+	VADDPS X6, X5, X5 \
+	VMOVSHDUP X5, X6 \
+	VADDSS X6, X5, X5
+
 // func dotF32AVX2(a, b *float32, n int) float32
 // n must be a multiple of 8.
 TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
@@ -185,38 +197,22 @@ TEXT ·dotQ8_0AVX2(SB), NOSPLIT, $0-28
 	MOVQ w+8(FP), SI
 	MOVQ x+16(FP), DI
 	VXORPS Y0, Y0, Y0
-	VXORPS Y8, Y8, Y8
 	VPCMPEQW Y15, Y15, Y15
 	VPSRLW $15, Y15, Y15
-q8loop2:
-	CMPQ CX, $2
-	JLT  q8loop1
-	SCALES
-	VMOVDQU 2(SI), Y2
-	Q8BLOCK(2, Y0)
-	ADDQ $34, SI
-	ADDQ $34, DI
-	SCALES
-	VMOVDQU 2(SI), Y2
-	Q8BLOCK(2, Y8)
-	ADDQ $34, SI
-	ADDQ $34, DI
-	SUBQ $2, CX
-	JMP  q8loop2
-q8loop1:
+q8loop:
 	TESTQ CX, CX
 	JEQ  q8done
 	SCALES
 	VMOVDQU 2(SI), Y2
 	Q8BLOCK(2, Y0)
+	ADDQ $34, SI
+	ADDQ $34, DI
+	DECQ CX
+	JMP  q8loop
 q8done:
-	VADDPS Y8, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM8(Y0, X0)
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
+	MOVSS X5, ret+24(FP)
 	RET
 
 // Expands the 16 nibble bytes at 2(SI) into 32 signed bytes (q-8) in Y2.
@@ -234,7 +230,6 @@ TEXT ·dotQ4_0AVX2(SB), NOSPLIT, $0-28
 	MOVQ w+8(FP), SI
 	MOVQ x+16(FP), DI
 	VXORPS Y0, Y0, Y0
-	VXORPS Y8, Y8, Y8
 	VPCMPEQW Y15, Y15, Y15
 	VPSRLW $15, Y15, Y15
 	MOVL $0x0F0F0F0F, AX
@@ -243,35 +238,20 @@ TEXT ·dotQ4_0AVX2(SB), NOSPLIT, $0-28
 	MOVL $0x08080808, AX
 	VMOVD AX, X13
 	VPBROADCASTD X13, Y13
-q4loop2:
-	CMPQ CX, $2
-	JLT  q4loop1
-	SCALES
-	Q4EXPAND
-	Q8BLOCK(2, Y0)
-	ADDQ $18, SI
-	ADDQ $34, DI
-	SCALES
-	Q4EXPAND
-	Q8BLOCK(2, Y8)
-	ADDQ $18, SI
-	ADDQ $34, DI
-	SUBQ $2, CX
-	JMP  q4loop2
-q4loop1:
+q4loop:
 	TESTQ CX, CX
 	JEQ  q4done
 	SCALES
 	Q4EXPAND
 	Q8BLOCK(2, Y0)
+	ADDQ $18, SI
+	ADDQ $34, DI
+	DECQ CX
+	JMP  q4loop
 q4done:
-	VADDPS Y8, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM8(Y0, X0)
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
+	MOVSS X5, ret+24(FP)
 	RET
 
 // func dotQ4KAVX2(nb int, w, x *byte) float32
@@ -282,7 +262,6 @@ TEXT ·dotQ4KAVX2(SB), NOSPLIT, $0-28
 	MOVQ w+8(FP), SI
 	MOVQ x+16(FP), DI
 	VXORPS Y0, Y0, Y0          // acc
-	VXORPS X8, X8, X8          // acc_m (mins)
 	MOVL $0x0F0F0F0F, AX
 	VMOVD AX, X14
 	VPBROADCASTD X14, Y14
@@ -335,12 +314,11 @@ q4kloop:
 	VPMOVZXBW X5, X5           // 8 int16 mins
 	// mins: madd(mins, hadd(bsums lo, bsums hi))
 	VMOVDQU 260(DI), X6
-	VMOVDQU 276(DI), X7
-	VPHADDW X7, X6, X6
-	VPMADDWD X6, X5, X5
-	VCVTDQ2PS X5, X5
-	VBROADCASTSS X2, X2
-	VFMADD231PS X5, X2, X8
+	VPHADDW 276(DI), X6, X6
+	VPMADDWD X6, X5, X5        // VEX.128: upper half of Y5 is zero
+	VCVTDQ2PS Y5, Y5
+	VBROADCASTSS X2, Y2
+	VFNMADD231PS Y5, Y2, Y0    // acc -= dmin*y.d * sum(mins*bsums)
 	// sums over the 4 groups of 64
 	VPXOR Y9, Y9, Y9           // sumi
 	LEAQ 16(SI), R11           // q4
@@ -374,13 +352,9 @@ q4kinner:
 	DECQ CX
 	JNZ  q4kloop
 q4kdone:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VSUBPS X8, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM8(Y0, X0)
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
+	MOVSS X5, ret+24(FP)
 	RET
 
 // func dotQ6KAVX2(nb int, w, x *byte) float32
@@ -396,9 +370,6 @@ TEXT ·dotQ6KAVX2(SB), NOSPLIT, $0-28
 	MOVL $0x03030303, AX
 	VMOVD AX, X13
 	VPBROADCASTD X13, Y13      // m2
-	MOVL $0x20202020, AX
-	VMOVD AX, X12
-	VPBROADCASTD X12, Y12      // 32s
 	TESTQ CX, CX
 	JEQ  q6kdone
 q6kloop:
@@ -441,37 +412,25 @@ q6kinner:
 	VPAND Y14, Y3, Y3
 	VPOR Y8, Y3, Y8            // q4_3 in Y8
 	// k = 0: q4_0 (Y10) with q8[0:32]
-	VMOVDQU (R12), Y2
-	VPMADDUBSW Y2, Y12, Y3     // 32*q8
-	VPMADDUBSW Y2, Y10, Y10
-	VPSUBW Y3, Y10, Y10
+	VPMADDUBSW (R12), Y10, Y10
 	VPSHUFB (R14), X15, X4
 	VPMOVSXBW X4, Y4
 	VPMADDWD Y4, Y10, Y10
 	VPADDD Y10, Y9, Y9
 	// k = 1: q4_1 (Y11) with q8[32:64]
-	VMOVDQU 32(R12), Y2
-	VPMADDUBSW Y2, Y12, Y3
-	VPMADDUBSW Y2, Y11, Y11
-	VPSUBW Y3, Y11, Y11
+	VPMADDUBSW 32(R12), Y11, Y11
 	VPSHUFB 16(R14), X15, X4
 	VPMOVSXBW X4, Y4
 	VPMADDWD Y4, Y11, Y11
 	VPADDD Y11, Y9, Y9
 	// k = 2: q4_2 (Y7) with q8[64:96]
-	VMOVDQU 64(R12), Y2
-	VPMADDUBSW Y2, Y12, Y3
-	VPMADDUBSW Y2, Y7, Y7
-	VPSUBW Y3, Y7, Y7
+	VPMADDUBSW 64(R12), Y7, Y7
 	VPSHUFB 32(R14), X15, X4
 	VPMOVSXBW X4, Y4
 	VPMADDWD Y4, Y7, Y7
 	VPADDD Y7, Y9, Y9
 	// k = 3: q4_3 (Y8) with q8[96:128]
-	VMOVDQU 96(R12), Y2
-	VPMADDUBSW Y2, Y12, Y3
-	VPMADDUBSW Y2, Y8, Y8
-	VPSUBW Y3, Y8, Y8
+	VPMADDUBSW 96(R12), Y8, Y8
 	VPSHUFB 48(R14), X15, X4
 	VPMOVSXBW X4, Y4
 	VPMADDWD Y4, Y8, Y8
@@ -483,6 +442,11 @@ q6kinner:
 	INCQ R13
 	CMPQ R13, $2
 	JLT  q6kinner
+	// the -32 offset of every value: sumi -= 32 * sum_k scale_k * bsum_k
+	VPMOVSXBW 192(SI), Y2
+	VPMADDWD 260(DI), Y2, Y12
+	VPSLLD $5, Y12, Y12
+	VPSUBD Y12, Y9, Y9
 	VCVTDQ2PS Y9, Y9
 	VBROADCASTSS X1, Y1
 	VFMADD231PS Y9, Y1, Y0
@@ -491,12 +455,9 @@ q6kinner:
 	DECQ CX
 	JNZ  q6kloop
 q6kdone:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM8(Y0, X0)
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
+	MOVSS X5, ret+24(FP)
 	RET
 
 DATA iq4nlvals<>+0(SB)/8, $0xf6eaddcfbfad9881
@@ -606,12 +567,9 @@ iq4nlloop:
 	DECQ CX
 	JNZ  iq4nlloop
 iq4nldone:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM8(Y0, X0)
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
+	MOVSS X5, ret+24(FP)
 	RET
 
 // func dotQ5_0AVX2(nb int, w, x *byte) float32
@@ -638,12 +596,9 @@ q50loop:
 	DECQ CX
 	JNZ  q50loop
 q50done:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM8(Y0, X0)
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
+	MOVSS X5, ret+24(FP)
 	RET
 
 // func dotQ4_1AVX2(nb int, w, x *byte) float32
@@ -789,7 +744,6 @@ TEXT ·dotQ5KAVX2(SB), NOSPLIT, $0-28
 	MOVQ w+8(FP), SI
 	MOVQ x+16(FP), DI
 	VXORPS Y0, Y0, Y0
-	VXORPS X8, X8, X8
 	MOVL $0x0F0F0F0F, AX
 	VMOVD AX, X14
 	VPBROADCASTD X14, Y14
@@ -838,12 +792,11 @@ q5kloop:
 	VMOVQ R10, X5
 	VPMOVZXBW X5, X5
 	VMOVDQU 260(DI), X6
-	VMOVDQU 276(DI), X7
-	VPHADDW X7, X6, X6
-	VPMADDWD X6, X5, X5
-	VCVTDQ2PS X5, X5
-	VBROADCASTSS X2, X2
-	VFMADD231PS X5, X2, X8
+	VPHADDW 276(DI), X6, X6
+	VPMADDWD X6, X5, X5        // VEX.128: upper half of Y5 is zero
+	VCVTDQ2PS Y5, Y5
+	VBROADCASTSS X2, Y2
+	VFNMADD231PS Y5, Y2, Y0    // acc -= dmin*y.d * sum(mins*bsums)
 	VMOVDQU 16(SI), Y13        // qh
 	VPXOR Y9, Y9, Y9
 	LEAQ 48(SI), R11
@@ -861,13 +814,9 @@ q5kloop:
 	DECQ CX
 	JNZ  q5kloop
 q5kdone:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VSUBPS X8, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM8(Y0, X0)
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
+	MOVSS X5, ret+24(FP)
 	RET
 
 // func dotIQ4XSAVX2(nb int, w, x *byte) float32
@@ -933,12 +882,9 @@ iq4xsinner:
 	DECQ CX
 	JNZ  iq4xsloop
 iq4xsdone:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM8(Y0, X0)
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
+	MOVSS X5, ret+24(FP)
 	RET
 
 DATA q3shuf<>+0(SB)/8, $0x0100010001000100
@@ -977,7 +923,6 @@ TEXT ·dotQ2KAVX2(SB), NOSPLIT, $0-28
 	MOVQ w+8(FP), SI
 	MOVQ x+16(FP), DI
 	VXORPS Y0, Y0, Y0
-	VXORPS Y8, Y8, Y8
 	MOVL $0x0F0F0F0F, AX
 	VMOVD AX, X14
 	VPBROADCASTD X14, Y14
@@ -1005,7 +950,7 @@ q2kloop:
 	VPMADDWD 260(DI), Y5, Y5
 	VCVTDQ2PS Y5, Y5
 	VBROADCASTSS X2, Y2
-	VFMADD231PS Y5, Y2, Y8
+	VFNMADD231PS Y5, Y2, Y0    // acc -= dmin*y.d * sum(mins*bsums)
 	VPMOVZXBW X4, Y4
 	VINSERTI128 $1, X4, Y4, Y10 // low 8 scales in both lanes
 	VEXTRACTI128 $1, Y4, X11
@@ -1030,13 +975,9 @@ q2kloop:
 	DECQ CX
 	JNZ  q2kloop
 q2kdone:
-	VSUBPS Y8, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM8(Y0, X0)
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
+	MOVSS X5, ret+24(FP)
 	RET
 
 // One 32-byte group of Q3_K: low bits (Y2 >> shift) & 3, minus 4 where
@@ -1147,12 +1088,9 @@ q3kloop:
 	DECQ CX
 	JNZ  q3kloop
 q3kdone:
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	HSUM8(Y0, X0)
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
+	MOVSS X5, ret+24(FP)
 	RET
 
 // One 64-element group of Q4_K against vector v: activations at
@@ -1940,46 +1878,6 @@ q50x4done:
 	VZEROUPPER
 	RET
 
-// func dotF16x4AVX2(n int, w, x *byte, xstride int, out *[4]float32)
-// Four f16 activation rows (xstride bytes apart) against one f16 weight
-// row; n (elements) must be a multiple of 8. Each converted weight vector
-// feeds four FMAs.
-TEXT ·dotF16x4AVX2(SB), NOSPLIT, $0-40
-	MOVQ n+0(FP), CX
-	MOVQ w+8(FP), SI
-	MOVQ x+16(FP), R8
-	MOVQ xstride+24(FP), AX
-	LEAQ (R8)(AX*1), R9
-	LEAQ (R9)(AX*1), R10
-	LEAQ (R10)(AX*1), R11
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ BX, BX
-f16x4loop:
-	LEAQ 8(BX), AX
-	CMPQ AX, CX
-	JGT  f16x4done
-	VCVTPH2PS (SI)(BX*2), Y4
-	VCVTPH2PS (R8)(BX*2), Y5
-	VCVTPH2PS (R9)(BX*2), Y6
-	VCVTPH2PS (R10)(BX*2), Y7
-	VCVTPH2PS (R11)(BX*2), Y8
-	VFMADD231PS Y5, Y4, Y0
-	VFMADD231PS Y6, Y4, Y1
-	VFMADD231PS Y7, Y4, Y2
-	VFMADD231PS Y8, Y4, Y3
-	MOVQ AX, BX
-	JMP  f16x4loop
-f16x4done:
-	MOVQ out+32(FP), DX
-	HSUMSTORE(Y0, X0, 0)
-	HSUMSTORE(Y1, X1, 4)
-	HSUMSTORE(Y2, X2, 8)
-	HSUMSTORE(Y3, X3, 12)
-	VZEROUPPER
-	RET
 
 // func cvtF16ToF32AVX2(dst *float32, src *uint16, n int)
 // n must be a multiple of 8.

@@ -283,3 +283,28 @@ func TestHalfSliceConversions(t *testing.T) {
 	}
 	require.Zero(t, halves[len(fs)], "nothing written past min(len(dst), len(src))")
 }
+
+// TestMatMulBatchInvariant: a vector's results are bit-identical whether it
+// is multiplied alone or in a batch (the engine compares batched prompt
+// evaluation with token-by-token evaluation), for every type.
+func TestMatMulBatchInvariant(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	p := NewPool(3)
+	defer p.Close()
+	for _, typ := range matmulTypes {
+		const rows, cols, n = 19, 512, 9
+		m, _ := quantMatrix(t, r, typ, rows, cols)
+		x := randVec(r, n*cols, 1)
+		batch := make([]float32, n*rows)
+		MatMul(p, batch, m, x, n)
+		one := make([]float32, rows)
+		for i := 0; i < n; i++ {
+			MatMul(p, one, m, x[i*cols:(i+1)*cols], 1)
+			for row := range one {
+				if math.Float32bits(one[row]) != math.Float32bits(batch[i*rows+row]) {
+					t.Fatalf("%s vector %d row %d: alone %v, in batch %v", typ, i, row, one[row], batch[i*rows+row])
+				}
+			}
+		}
+	}
+}
