@@ -27,13 +27,13 @@ func streamingInfer(t *testing.T, bin, nodeURL string, args ...string) (wait fun
 	cmd.Env = append(os.Environ(), "RBEE_NODE=", "RBEE_TOKEN=")
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var stderr strings.Builder
+	var stderr strings.Builder // read only after Wait
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	r := bufio.NewReader(stdout)
 	first := make([]byte, 1)
 	_, err = io.ReadFull(r, first)
-	require.NoError(t, err, "no output from rbee infer: %s", stderr.String())
+	require.NoError(t, err, "no output from rbee infer")
 	return func() (string, string, error) {
 		defer cancel()
 		rest, _ := io.ReadAll(r)
@@ -51,8 +51,8 @@ func TestServeFailuresEndToEnd(t *testing.T) {
 	// A random-weight model whose large output layer makes every token cost
 	// milliseconds: streams last long enough to break things in the middle.
 	slow := filepath.Join(dir, "slow.gguf")
-	cli(t, bin, "model", "synth", slow, "--arch", "llama", "--dim", "256", "--layers", "1", "--heads", "4", "--kv-heads", "4",
-		"--ff", "512", "--vocab", "65536", "--type", "f32", "--ctx", "2048")
+	cli(t, bin, "model", "synth", slow, "--arch", "llama", "--dim", "384", "--layers", "1", "--heads", "4", "--kv-heads", "4",
+		"--ff", "512", "--vocab", "98304", "--type", "f32", "--ctx", "2048")
 
 	cl, err := localcluster.New(localcluster.Config{Binary: bin, Dir: dir, Nodes: 3, Profile: "local"})
 	require.NoError(t, err)
@@ -112,7 +112,7 @@ func TestServeFailuresEndToEnd(t *testing.T) {
 	require.NoError(t, err, "the stream must survive the leader's death: %s", errOut)
 
 	// kill -9 the node hosting a busy worker: the client gets an error, not a hang.
-	wait = streamingInfer(t, bin, entry.URL(), "--model", "slow", "--temperature", "0", "-n", "1500", "Once upon a time")
+	wait = streamingInfer(t, bin, entry.URL(), "--model", "slow", "--temperature", "0", "-n", "2000", "Once upon a time")
 	require.NoError(t, cl.Kill(host))
 	localcluster.StopWorkers(host.DataDir)
 	done := make(chan error, 1)

@@ -42,7 +42,7 @@ func TestClientGoneCancelsOnWorker(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	body := `{"model":"slow","prompt":"Once upon a time","max_tokens":1500,"temperature":0,"stream":true}`
+	body := `{"model":"slow","prompt":"Once upon a time","max_tokens":2000,"temperature":0,"stream":true}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Nodes[0].URL()+"/v1/completions", bytes.NewBufferString(body))
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
@@ -69,7 +69,8 @@ func TestSilentWorkerLeavesSchedule(t *testing.T) {
 	bin := buildWorker(t)
 	c := nodetest.New(t, 2, func(i int, cfg *node.Config) {
 		cfg.WorkerBinary = bin
-		cfg.WorkerHeartbeatTimeout = 3 * time.Second
+		// Three heartbeat intervals (2 s): a loaded machine never flaps.
+		cfg.WorkerHeartbeatTimeout = 6 * time.Second
 	})
 	w := spawn(t, c.Nodes[0], "node1", 1)
 	waitSchedulable(t, c, 1)

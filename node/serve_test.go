@@ -355,7 +355,7 @@ func processGone(pid int) bool {
 func slowModel(t *testing.T) string {
 	t.Helper()
 	cfg := synth.DefaultConfig()
-	cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab, cfg.Ctx = 256, 1, 4, 4, 512, 65536, 2048
+	cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab, cfg.Ctx = 384, 1, 4, 4, 512, 98304, 2048
 	path := filepath.Join(t.TempDir(), "slow.gguf")
 	require.NoError(t, synth.Write(path, cfg))
 	return path
@@ -390,7 +390,7 @@ func TestNodeLossDuringStream(t *testing.T) {
 	var res node.InferResult
 	go func() {
 		done <- client.New(entry.URL(), "").Result(ctx, map[string]any{"operation": "infer", "model": "slow",
-			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 400}, &res, func(ev jobs.Event) {
+			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 300}, &res, func(ev jobs.Event) {
 			if ev.Type == jobs.TypeToken {
 				once.Do(func() { close(firstTok) })
 			}
@@ -400,7 +400,7 @@ func TestNodeLossDuringStream(t *testing.T) {
 	c.Kill(li)
 	require.NoError(t, <-done)
 	require.Equal(t, w.WorkerID, res.WorkerID)
-	require.Equal(t, 400, res.TokensOut, "the stream ran to its end")
+	require.Equal(t, 300, res.TokensOut, "the stream ran to its end")
 
 	// Killing the node that hosts a busy worker: the client gets an
 	// error (or a retry elsewhere), never a hang.
@@ -408,7 +408,7 @@ func TestNodeLossDuringStream(t *testing.T) {
 	var once2 sync.Once
 	go func() {
 		done <- client.New(entry.URL(), "").Run(ctx, map[string]any{"operation": "infer", "model": "slow",
-			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 1500}, func(ev jobs.Event) error {
+			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 2000}, func(ev jobs.Event) error {
 			if ev.Type == jobs.TypeToken {
 				once2.Do(func() { close(firstTok2) })
 			}

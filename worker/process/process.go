@@ -594,7 +594,10 @@ func (m *Manager) waitGone(ctx context.Context, p *proc, deadline <-chan time.Ti
 // stillOurs reports whether p's pid still runs the process we recorded:
 // same start time and command line, and not a zombie.
 func (m *Manager) stillOurs(p *proc) bool {
-	return alive(p.info)
+	m.mu.Lock()
+	info := p.info // Stop writes p.info under the lock
+	m.mu.Unlock()
+	return alive(info)
 }
 
 func alive(info WorkerInfo) bool {

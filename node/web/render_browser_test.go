@@ -1,0 +1,97 @@
+package web_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/web"
+)
+
+// snapshotJSON is a cluster snapshot with what a test cluster on one CPU
+// machine cannot show: GPUs, a non-voter, a dead node, a busy worker, a
+// job half done; and names that would be markup if the page parsed them.
+// It goes through node.ClusterSnapshot, so a field the node does not send
+// (a misspelt name) is dropped here and the test fails on the page.
+const snapshotJSON = `{
+ "status": {"node": "gpu-box", "leader": "queen<i>1</i>", "raft_state": "Follower", "in_flight": 3,
+  "nodes": [
+   {"name": "queen<i>1</i>", "id": "id-q", "state": "alive", "voter": true, "leader": true, "http_addr": "10.0.0.1:7777", "version": "v1",
+    "capabilities": {"cpu_model": "EPYC", "cores": 8, "threads": 16, "ram_total": 68719476736, "ram_free": 34359738368, "os": "linux", "arch": "amd64"}},
+   {"name": "gpu-box", "id": "id-g", "state": "alive", "voter": false, "leader": false, "http_addr": "0.0.0.0:7777",
+    "capabilities": {"cpu_model": "Ryzen", "cores": 16, "ram_total": 137438953472, "ram_free": 68719476736, "os": "linux", "arch": "amd64",
+     "gpus": [{"vendor": "nvidia", "name": "RTX <img src=x onerror=alert(1)>", "vram_total": 25769803776, "vram_free": 21474836480, "index": 0}]}},
+   {"name": "gone", "id": "id-d", "state": "dead", "voter": true}],
+  "workers": [{"id": "w-1", "node": "gpu-box", "node_id": "id-g", "model": "llama<script>", "device": "cuda:0", "state": "ready", "live_state": "busy",
+   "in_flight": 2, "queued": 1, "tokens_per_second": 12.5, "last_heartbeat_age_ms": 1500, "schedulable": true}],
+  "models": [{"node_id": "id-g", "model_id": "llama<script>", "size": 4294967296, "quantization": "Q4_K_M", "sha256": "ab"}]},
+ "jobs": [{"job_id": "job_1", "operation": "model_download", "status": "running", "created": "2026-01-01T00:00:00Z", "done": 50, "total": 100, "message": "from hf"}]
+}`
+
+func TestPageRendersSnapshot(t *testing.T) {
+	exe := findChromium()
+	if exe == "" {
+		t.Skip("no Chromium found: apt-get install chromium")
+	}
+	var snap node.ClusterSnapshot
+	require.NoError(t, json.Unmarshal([]byte(snapshotJSON), &snap))
+	data, err := json.Marshal(snap)
+	require.NoError(t, err)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", web.Handler())
+	mux.Handle("GET /ui/", web.Handler())
+	mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "event: state\ndata: %s\n\n", data)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"object":"list","data":[{"id":"llama<script>","object":"model"}]}`)
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	tb := newTab(t, browser(t, exe), artifactDir(t))
+	tb.do(chromedp.Navigate(srv.URL + "/"))
+	tb.wait("the snapshot", `document.querySelectorAll('#nodes .node').length === 3`, 10*time.Second)
+
+	// Markup in names is text, never elements.
+	require.Zero(t, eval[int](tb, `document.querySelectorAll('main i, main img, main script').length`))
+	require.Equal(t, "queen<i>1</i>", eval[string](tb, `document.querySelector('#nodes .node.leader').dataset.name`))
+	gpu := eval[string](tb, `document.querySelector('#nodes .node[data-name=gpu-box]').innerText`)
+	require.Contains(t, gpu, "nvidia RTX <img src=x onerror=alert(1)>")
+	require.Contains(t, gpu, "4.0 GiB / 24 GiB", "VRAM used / total")
+	require.Contains(t, gpu, "64 GiB / 128 GiB", "RAM used / total")
+	require.Contains(t, gpu, "non-voter")
+	require.Contains(t, gpu, "Ryzen · 16 cores")
+	require.Equal(t, 2, eval[int](tb, `document.querySelectorAll('#nodes .node[data-name=gpu-box] meter').length`))
+	require.Contains(t, eval[string](tb, `document.querySelector('#nodes .node[data-name=gone]').innerText`), "dead")
+	// Only a reachable address becomes a link.
+	require.Equal(t, "http://10.0.0.1:7777/", eval[string](tb, `document.querySelector('#nodes .node.leader a').getAttribute('href')`))
+	require.Zero(t, eval[int](tb, `document.querySelectorAll('#nodes .node[data-name=gpu-box] a').length`))
+
+	w := eval[string](tb, `document.querySelector('#workers .worker[data-id=w-1]').innerText`)
+	for _, s := range []string{"llama<script>", "gpu-box · cuda:0", "busy", "2 (+1 queued)", "12.5", "1.5 s ago"} {
+		require.Contains(t, w, s)
+	}
+	require.Contains(t, eval[string](tb, `document.getElementById('models').innerText`), "4.0 GiB")
+	job := eval[string](tb, `document.querySelector('#jobs tr[data-job=job_1]').innerText`)
+	require.Contains(t, job, "50%")
+	require.Contains(t, job, "from hf")
+	require.Contains(t, eval[string](tb, `document.getElementById('summary').textContent`), "2/3 alive")
+	// Only alive nodes are offered to the actions.
+	require.Equal(t, []string{"queen<i>1</i>", "gpu-box"}, eval[[]string](tb, `[...document.getElementById('spawn-hive').options].map(o => o.value)`))
+	tb.wait("the chat model", `document.getElementById('chat-model').value === 'llama<script>'`, 10*time.Second)
+	tb.screenshot("page-gpu-snapshot")
+	tb.noErrors()
+}
