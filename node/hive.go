@@ -51,6 +51,7 @@ func (n *Node) openHive() error {
 	}
 	wc := workercat.DefaultConfig()
 	wc.Dir = filepath.Join(n.cfg.DataDir, workersDir)
+	wc.Types = append(workercat.DefaultTypes(), workercat.RbeeType())
 	wc.InUse = n.binaryInUse
 	wc.ReleaseBaseURL = n.cfg.WorkerReleaseURL
 	wc.Logger = n.log.With("component", "binaries")

@@ -177,3 +177,44 @@ func TestWorkerBuildOperation(t *testing.T) {
 func runQuiet(ctx context.Context, n *node.Node, req map[string]any) error {
 	return client.New(n.URL(), "").Run(ctx, req, func(jobs.Event) error { return nil })
 }
+
+// hive install picks this binary for a host of the same platform, and the
+// catalogued rbee of the host's platform otherwise.
+func TestInstallBinaryForOtherPlatforms(t *testing.T) {
+	bin := buildRbee(t)
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) { cfg.RbeeBinary = bin })
+	n0 := c.Nodes[0]
+	p, err := n0.RbeeBinaryFor(runtime.GOOS, runtime.GOARCH)
+	require.NoError(t, err)
+	require.Equal(t, bin, p)
+
+	other := "arm64"
+	if runtime.GOARCH == "arm64" {
+		other = "amd64"
+	}
+	_, err = n0.RbeeBinaryFor("linux", other)
+	require.ErrorContains(t, err, "rbee worker build --type rbee --os linux --arch "+other)
+
+	// A release folder with rbee for the other platform.
+	data := []byte("#!/bin/sh\necho rbee for another platform\n")
+	sum := sha256.Sum256(data)
+	asset := "rbee-linux-" + other
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1.2.3/"+asset, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(data) })
+	mux.HandleFunc("/v1.2.3/SHA256SUMS", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s  %s\n", hex.EncodeToString(sum[:]), asset)
+	})
+	rel := httptest.NewServer(mux)
+	defer rel.Close()
+	var e struct{ OS, Arch, Type string }
+	run(t, n0, map[string]any{"operation": "worker_download", "type": "rbee", "version": "v1.2.3", "os": "linux", "arch": other, "base_url": rel.URL}, &e)
+	require.Equal(t, other, e.Arch)
+	p, err = n0.RbeeBinaryFor("linux", other)
+	require.NoError(t, err)
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	require.Equal(t, data, got)
+	// rbee is not a worker.
+	je := runErr(t, n0, map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "type": "rbee"})
+	require.Equal(t, "bad_request", je.Code)
+}

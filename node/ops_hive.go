@@ -32,6 +32,8 @@ type hiveReq struct {
 	PID      int    `json:"pid"`
 	All      bool   `json:"all"`
 	BaseURL  string `json:"base_url"`
+	OS       string `json:"os"`
+	Arch     string `json:"arch"`
 	Module   string `json:"module_version"`
 }
 
@@ -149,6 +151,9 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	r, err := decodeHive(req)
 	if err != nil {
 		return err
+	}
+	if r.Type == workercat.TypeRbee {
+		return jobs.Errorf(jobs.CodeBadRequest, "type %q is rbee itself, not a worker", r.Type)
 	}
 	ref := r.Model
 	if ref == "" {
@@ -275,7 +280,7 @@ func (n *Node) opWorkerBuild(ctx context.Context, em jobs.Emitter, req Request) 
 		return jobs.Errorf(jobs.CodeBadRequest, "hive %s has no rbee source tree to build from (start the node with --source-dir, or pass a module version)", n.cfg.Name)
 	}
 	em.Narrate("hive", "build", "building the %s worker on %s", r.Type, n.cfg.Name)
-	e, err := n.binaries.Build(ctx, workercat.BuildOptions{Type: r.Type, SourceDir: n.cfg.SourceDir, ModuleVersion: r.Module,
+	e, err := n.binaries.Build(ctx, workercat.BuildOptions{Type: r.Type, SourceDir: n.cfg.SourceDir, ModuleVersion: r.Module, OS: r.OS, Arch: r.Arch,
 		Output: func(line string) {
 			em.Emit(jobs.Event{Type: jobs.TypeNarration, Actor: "go", Action: "build", Message: line})
 		}})
@@ -298,13 +303,20 @@ func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Reques
 		}
 	}
 	// A peer with the same type, version and platform first.
+	goos, goarch := r.OS, r.Arch
+	if goos == "" {
+		goos = runtime.GOOS
+	}
+	if goarch == "" {
+		goarch = runtime.GOARCH
+	}
 	if peer := n.peerBinaries(); r.Version != "" {
 		for _, h := range n.reg.Binaries() {
-			if h.NodeID == n.ID() || h.Type != r.Type || h.Version != r.Version || h.OS != runtime.GOOS || h.Arch != runtime.GOARCH {
+			if h.NodeID == n.ID() || h.Type != r.Type || h.Version != r.Version || h.OS != goos || h.Arch != goarch {
 				continue
 			}
-			em.Narrate("hive", "download", "copying %s %s from a peer", r.Type, r.Version)
-			e, err := n.binaries.FetchFromPeer(ctx, peer, workercat.PeerOptions{Type: r.Type, Version: r.Version, Progress: progress})
+			em.Narrate("hive", "download", "copying %s %s (%s/%s) from a peer", r.Type, r.Version, goos, goarch)
+			e, err := n.binaries.FetchFromPeer(ctx, peer, workercat.PeerOptions{Type: r.Type, Version: r.Version, OS: goos, Arch: goarch, Progress: progress})
 			if err == nil {
 				n.recordBinary(ctx, e)
 				return em.Result(e)
@@ -316,7 +328,7 @@ func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Reques
 	if r.BaseURL == "" && n.cfg.WorkerReleaseURL == "" {
 		return jobs.Errorf(jobs.CodeBadRequest, "no release location configured on %s (start the node with --worker-release-url) and no peer has %s %s", n.cfg.Name, r.Type, orAny(r.Version))
 	}
-	e, err := n.binaries.Download(ctx, workercat.DownloadOptions{Type: r.Type, Version: r.Version, BaseURL: r.BaseURL, Progress: progress})
+	e, err := n.binaries.Download(ctx, workercat.DownloadOptions{Type: r.Type, Version: r.Version, OS: r.OS, Arch: r.Arch, BaseURL: r.BaseURL, Progress: progress})
 	if err != nil {
 		return catalogError(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/sshhive"
+	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
 
 // sshReq holds the fields of the SSH hive operations.
@@ -202,15 +203,9 @@ func (n *Node) opInstall(ctx context.Context, em jobs.Emitter, req Request) erro
 	if err != nil {
 		return sshError(err)
 	}
-	if goos != runtime.GOOS || goarch != runtime.GOARCH {
-		return jobs.Errorf(jobs.CodeConflict, "%s is %s/%s and this node is %s/%s: build rbee for it (GOOS=%s GOARCH=%s make build) and install from a node of that platform",
-			h.Name, goos, goarch, runtime.GOOS, runtime.GOARCH, goos, goarch)
-	}
-	self := n.cfg.RbeeBinary
-	if self == "" {
-		if self, err = os.Executable(); err != nil {
-			return err
-		}
+	self, err := n.rbeeBinaryFor(goos, goarch)
+	if err != nil {
+		return err
 	}
 	em.Narrate("ssh", "install", "copying rbee to %s over SFTP", h.Name)
 	res, err := sshhive.Install(ctx, c, sshhive.InstallOptions{Layout: layoutOf(h), LocalBinary: self})
@@ -227,6 +222,24 @@ func (n *Node) opInstall(ctx context.Context, em jobs.Emitter, req Request) erro
 		return err
 	}
 	return em.Result(res)
+}
+
+// rbeeBinaryFor is the rbee executable for a host's platform: this binary
+// when the platforms match, else one from the catalog (type "rbee": built
+// with `rbee worker build --type rbee --os O --arch A`, or downloaded).
+func (n *Node) rbeeBinaryFor(goos, goarch string) (string, error) {
+	if goos == runtime.GOOS && goarch == runtime.GOARCH {
+		if n.cfg.RbeeBinary != "" {
+			return n.cfg.RbeeBinary, nil
+		}
+		return os.Executable()
+	}
+	e, err := n.binaries.Lookup(workercat.TypeRbee, "", goos, goarch)
+	if err != nil {
+		return "", jobs.Errorf(jobs.CodeNotFound, "the host is %s/%s and this node is %s/%s: put rbee for %s/%s in the catalog first (`rbee worker build --type rbee --os %s --arch %s --hive %s` or `rbee worker download --type rbee --os %s --arch %s --hive %s`)",
+			goos, goarch, runtime.GOOS, runtime.GOARCH, goos, goarch, goos, goarch, n.cfg.Name, goos, goarch, n.cfg.Name)
+	}
+	return e.Path, nil
 }
 
 // memberByName finds a gossip member by hive name.

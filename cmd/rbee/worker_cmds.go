@@ -318,10 +318,10 @@ func newProcessCmd(g *globals) *cobra.Command {
 }
 
 func newBuildCmd(g *globals) *cobra.Command {
-	var hive, typ, module string
+	var hive, typ, module, goos, goarch string
 	cmd := &cobra.Command{Use: "build", Short: "Build a worker binary on a hive from source (streams the build output)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := withHive(map[string]any{"operation": "worker_build", "type": typ}, hive)
+			req := withHive(map[string]any{"operation": "worker_build", "type": typ, "os": goos, "arch": goarch}, hive)
 			if module != "" {
 				req["module_version"] = module
 			}
@@ -332,17 +332,19 @@ func newBuildCmd(g *globals) *cobra.Command {
 				return nil
 			})
 		}}
-	cmd.Flags().StringVar(&typ, "type", "cpu", "worker type")
+	cmd.Flags().StringVar(&typ, "type", "cpu", "worker type (or rbee: rbee itself, for `hive install` on other platforms)")
 	cmd.Flags().StringVar(&module, "module-version", "", "build this module version instead of the node's source tree")
+	cmd.Flags().StringVar(&goos, "os", "", "target OS (default: the hive's); cross-compiles from the source tree")
+	cmd.Flags().StringVar(&goarch, "arch", "", "target architecture (default: the hive's)")
 	hiveFlag(cmd, &hive)
 	return cmd
 }
 
 func newDownloadCmd(g *globals) *cobra.Command {
-	var hive, typ, version, base string
+	var hive, typ, version, base, goos, goarch string
 	cmd := &cobra.Command{Use: "download", Short: "Download a worker binary to a hive (from a peer or the release location)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := withHive(map[string]any{"operation": "worker_download", "type": typ, "version": version}, hive)
+			req := withHive(map[string]any{"operation": "worker_download", "type": typ, "version": version, "os": goos, "arch": goarch}, hive)
 			if base != "" {
 				req["base_url"] = base
 			}
@@ -356,6 +358,8 @@ func newDownloadCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&typ, "type", "cpu", "worker type")
 	cmd.Flags().StringVar(&version, "version", "", "version (default: the latest release)")
 	cmd.Flags().StringVar(&base, "base-url", "", "release location (default: the node's --worker-release-url)")
+	cmd.Flags().StringVar(&goos, "os", "", "target OS (default: the hive's)")
+	cmd.Flags().StringVar(&goarch, "arch", "", "target architecture (default: the hive's)")
 	hiveFlag(cmd, &hive)
 	return cmd
 }

@@ -59,7 +59,9 @@ func TestPageRendersSnapshot(t *testing.T) {
 		fmt.Fprint(w, `{"object":"list","data":[{"id":"llama<script>","object":"model"}]}`)
 	})
 	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	// Registered before the browser starts, so it runs after the browser
+	// is gone; the feed handler above only returns when its client does.
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
 
 	tb := newTab(t, browser(t, exe), artifactDir(t))
 	tb.do(chromedp.Navigate(srv.URL + "/"))
@@ -75,7 +77,9 @@ func TestPageRendersSnapshot(t *testing.T) {
 	require.Contains(t, gpu, "non-voter")
 	require.Contains(t, gpu, "Ryzen · 16 cores")
 	require.Equal(t, 2, eval[int](tb, `document.querySelectorAll('#nodes .node[data-name=gpu-box] meter').length`))
-	require.Contains(t, eval[string](tb, `document.querySelector('#nodes .node[data-name=gone]').innerText`), "dead")
+	gone := eval[string](tb, `document.querySelector('#nodes .node[data-name=gone]').innerText`)
+	require.Contains(t, gone, "dead")
+	require.NotContains(t, gone, "GPU", "no capabilities known: say nothing about GPUs")
 	// Only a reachable address becomes a link.
 	require.Equal(t, "http://10.0.0.1:7777/", eval[string](tb, `document.querySelector('#nodes .node.leader a').getAttribute('href')`))
 	require.Zero(t, eval[int](tb, `document.querySelectorAll('#nodes .node[data-name=gpu-box] a').length`))

@@ -30,7 +30,7 @@ func TestSSEParserInBrowser(t *testing.T) {
 		t.Skip("no Chromium found: apt-get install chromium")
 	}
 	srv := httptest.NewServer(web.Handler())
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after the browser's cleanup: it runs first
 	tb := newTab(t, browser(t, exe), t.TempDir())
 	tb.do(chromedp.Navigate(srv.URL + "/"))
 	tb.wait("sse.js", `window.rbeeSSE && typeof window.rbeeSSE.readSSE === 'function'`, 10*time.Second)

@@ -44,6 +44,10 @@ type BuildOptions struct {
 	// its caches): e.g. GOPROXY or GOFLAGS. CGO_ENABLED=0 and this
 	// machine's GOOS/GOARCH always win.
 	Env []string
+	// OS and Arch are the target platform; "" means this machine's. A
+	// source build cross-compiles (the code is pure Go); a module build
+	// cannot (go install refuses cross-compiled binaries with GOBIN set).
+	OS, Arch string
 	// Output, when set, receives the go command's output line by line
 	// (stdout and stderr interleaved, as produced), from one goroutine.
 	Output func(line string)
@@ -75,6 +79,18 @@ func (c *Catalog) Build(ctx context.Context, opts BuildOptions) (Entry, error) {
 	if opts.GoBinary == "" {
 		opts.GoBinary = "go"
 	}
+	if opts.OS == "" {
+		opts.OS = runtime.GOOS
+	}
+	if opts.Arch == "" {
+		opts.Arch = runtime.GOARCH
+	}
+	if err := validNames(t.Name, "x", opts.OS, opts.Arch, false); err != nil {
+		return Entry{}, err
+	}
+	if opts.ModuleVersion != "" && (opts.OS != runtime.GOOS || opts.Arch != runtime.GOARCH) {
+		return Entry{}, fmt.Errorf("%w: a module build cannot cross-compile; build from a source tree", ErrNotBuildable)
+	}
 	out := opts.Output
 	if out == nil {
 		out = func(string) {}
@@ -105,7 +121,7 @@ func (c *Catalog) Build(ctx context.Context, opts BuildOptions) (Entry, error) {
 		return Entry{}, err
 	}
 	out(fmt.Sprintf("adding %s %s to the catalog", t.Name, version))
-	return c.Add(ctx, AddOptions{Type: t.Name, Version: version, Source: SourceBuilt}, bin)
+	return c.Add(ctx, AddOptions{Type: t.Name, Version: version, OS: opts.OS, Arch: opts.Arch, Source: SourceBuilt}, bin)
 }
 
 func (c *Catalog) buildSource(ctx context.Context, t WorkerType, opts BuildOptions, tmp string, out func(string)) (bin, version string, err error) {
@@ -124,8 +140,8 @@ func (c *Catalog) buildSource(ctx context.Context, t WorkerType, opts BuildOptio
 		return "", "", fmt.Errorf("%w: %s is not inside a Go module", ErrBuild, src)
 	}
 	root := filepath.Dir(gomod)
-	bin = filepath.Join(tmp, t.BinaryName(runtime.GOOS))
-	out(fmt.Sprintf("building %s in %s", t.Package, root))
+	bin = filepath.Join(tmp, t.BinaryName(opts.OS))
+	out(fmt.Sprintf("building %s for %s/%s in %s", t.Package, opts.OS, opts.Arch, root))
 	if err := runGo(ctx, opts, root, nil, out, "build", "-v", "-trimpath", "-o", bin, t.Package); err != nil {
 		return "", "", err
 	}
@@ -180,9 +196,16 @@ func (c *Catalog) buildModule(ctx context.Context, t WorkerType, opts BuildOptio
 func goEnv(opts BuildOptions, extra []string) []string {
 	env := append(os.Environ(), opts.Env...)
 	env = append(env, extra...)
-	// The entry is recorded for this machine, so the binary is built for
-	// it whatever GOOS/GOARCH the environment names; later values win.
-	return append(env, "CGO_ENABLED=0", "GOOS="+runtime.GOOS, "GOARCH="+runtime.GOARCH)
+	// The entry is recorded for opts.OS/Arch, so the binary is built for
+	// them whatever GOOS/GOARCH the environment names; later values win.
+	goos, goarch := opts.OS, opts.Arch
+	if goos == "" {
+		goos = runtime.GOOS
+	}
+	if goarch == "" {
+		goarch = runtime.GOARCH
+	}
+	return append(env, "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch)
 }
 
 // goOutput runs a short go subcommand and returns its trimmed stdout.

@@ -3,9 +3,11 @@ package catalog
 import (
 	"archive/zip"
 	"context"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -49,7 +51,7 @@ func TestBuildFromRepository(t *testing.T) {
 	assert.Equal(t, SourceBuilt, e.Source)
 	assert.Equal(t, "rbee-worker", e.Binary)
 	require.NoError(t, ValidName("version", e.Version))
-	assert.Contains(t, out.all(), "building ./cmd/rbee-worker in ")
+	assert.Contains(t, out.all(), "building ./cmd/rbee-worker for "+runtime.GOOS+"/"+runtime.GOARCH+" in ")
 	assert.Contains(t, out.all(), "adding cpu "+e.Version)
 	sum, err := fileSHA256(e.Path)
 	require.NoError(t, err)
@@ -61,6 +63,29 @@ func TestBuildFromRepository(t *testing.T) {
 	got, err := c.Get(TypeCPU, "")
 	require.NoError(t, err)
 	assert.Equal(t, e.Path, got.Path)
+}
+
+// A source build cross-compiles: the entry is recorded for the target
+// platform and the file is an executable of that architecture.
+func TestBuildCrossCompiles(t *testing.T) {
+	root := tempModule(t, helloMain)
+	c := newCatalog(t, t.TempDir(), nil)
+	target, machine := "arm64", elf.EM_AARCH64
+	if runtime.GOARCH == "arm64" {
+		target, machine = "amd64", elf.EM_X86_64
+	}
+	e, err := c.Build(context.Background(), BuildOptions{SourceDir: root, OS: "linux", Arch: target})
+	require.NoError(t, err)
+	assert.Equal(t, "linux", e.OS)
+	assert.Equal(t, target, e.Arch)
+	f, err := elf.Open(e.Path)
+	require.NoError(t, err)
+	defer f.Close()
+	assert.Equal(t, machine, f.Machine)
+	_, err = c.Lookup(TypeCPU, "", "linux", target)
+	require.NoError(t, err)
+	_, err = c.Build(context.Background(), BuildOptions{SourceDir: root, OS: "../x", Arch: target})
+	require.ErrorIs(t, err, ErrBadName)
 }
 
 func TestBuildTempModule(t *testing.T) {

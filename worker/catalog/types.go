@@ -104,6 +104,22 @@ func CPUType() WorkerType {
 	}
 }
 
+// TypeRbee is rbee itself. It is no worker: the node catalogues it so that
+// `hive install` can copy rbee to hosts of another OS or architecture.
+const TypeRbee = "rbee"
+
+// RbeeType is the "rbee" type: cmd/rbee, buildable (and cross-compilable)
+// from this module; it has no worker command line.
+func RbeeType() WorkerType {
+	return WorkerType{
+		Name:    TypeRbee,
+		Binary:  "rbee",
+		Module:  RbeeModule,
+		Package: "./cmd/rbee",
+		Args:    func(Launch) []string { return nil },
+	}
+}
+
 // DefaultTypes returns the types every node knows. A node that supports
 // more (e.g. a "llamacpp" type whose Binary is "llama-server", download
 // only, with its own Args) appends them to Config.Types.

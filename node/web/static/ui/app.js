@@ -24,7 +24,7 @@
       else if (k in el && typeof v !== 'string') el[k] = v;
       else el.setAttribute(k, v === true ? '' : String(v));
     }
-    for (const k of kids.flat()) {
+    for (const k of kids.flat(Infinity)) {
       if (k === undefined || k === null || k === false) continue;
       el.append(k instanceof Node ? k : document.createTextNode(String(k)));
     }
@@ -167,7 +167,7 @@
       cap.cpu_model || cap.cores ? [h('dt', null, 'CPU'), h('dd', null, (cap.cpu_model || 'cpu') + (cap.cores ? ' · ' + cap.cores + ' cores' : '') + (cap.threads ? ' / ' + cap.threads + ' threads' : ''))] : null,
       usage('RAM', cap.ram_total, cap.ram_free),
       (cap.gpus || []).map((g) => [h('dt', null, 'GPU'), h('dd', null, [g.vendor, g.name].filter(Boolean).join(' ')), usage('VRAM', g.vram_total, g.vram_free)]),
-      (cap.gpus || []).length ? null : [h('dt', null, 'GPU'), h('dd', { class: 'muted' }, 'none')],
+      (cap.gpus || []).length || !n.capabilities ? null : [h('dt', null, 'GPU'), h('dd', { class: 'muted' }, 'none')],
       cap.os ? [h('dt', null, 'OS'), h('dd', null, cap.os + '/' + (cap.arch || '?'))] : null,
       n.version ? [h('dt', null, 'version'), h('dd', null, n.version)] : null,
       n.http_addr ? [h('dt', null, 'API'), h('dd', null, pageLink(n.http_addr))] : null);
