@@ -341,6 +341,11 @@ func TestPageInBrowser(t *testing.T) {
 	t2.do(chromedp.Navigate(c.Nodes[2].URL() + "/"))
 	t2.wait("the token form", `!document.getElementById('token-form').hidden`, 30*time.Second)
 	require.Contains(t, eval[string](t2, `document.getElementById('token-why').textContent`), "forbidden")
+	t2.screenshot("page-token-form")
+	// A wrong token is refused and the form comes back saying so.
+	t2.do(chromedp.SetValue(chromedp.ID("token-input"), "not-the-token"), chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
+	t2.wait("the form again", `!document.getElementById('token-form').hidden && document.getElementById('token-why').textContent.includes('wrong cluster token')`, 30*time.Second)
+	require.Zero(t, eval[int](t2, `document.querySelectorAll('#nodes .node').length`))
 	t2.do(chromedp.SetValue(chromedp.ID("token-input"), nodetest.Token), chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
 	t2.wait("three nodes with the token", `document.querySelectorAll('#nodes .node').length === 3`, nodetest.WaitTimeout)
 	require.Equal(t, nodetest.Token, eval[string](t2, `localStorage.getItem('rbee.token')`))
