@@ -127,3 +127,38 @@ func TestMountedLikeTheNode(t *testing.T) {
 		}
 	}
 }
+
+// FuzzHandler sends arbitrary paths and queries: the handler never panics,
+// answers only 200/304/404/405, and 200 only for the page and its assets.
+func FuzzHandler(f *testing.F) {
+	for _, s := range []string{"/", "/ui/app.js", "/ui/app.js?v=0123456789abcdef", "/ui/", "/ui/../web.go", "/ui/%2e%2e/web.go", "/ui//app.js", "/ui/app.js/", "//", "/x?y=%zz"} {
+		f.Add(http.MethodGet, s)
+	}
+	f.Add(http.MethodPost, "/")
+	f.Add(http.MethodHead, "/ui/style.css")
+	h := Handler()
+	known := map[string]bool{"/": true}
+	for name := range h.(*site).assets {
+		known["/ui/"+name] = true
+	}
+	f.Fuzz(func(t *testing.T, method, target string) {
+		req, err := http.NewRequest(method, "http://node"+target, nil)
+		if err != nil || req.URL.Path == "" {
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusOK, http.StatusNotModified:
+			if !known[req.URL.Path] {
+				t.Fatalf("%s %q answered %d", method, target, rec.Code)
+			}
+		case http.StatusNotFound, http.StatusMethodNotAllowed:
+		default:
+			t.Fatalf("%s %q answered %d", method, target, rec.Code)
+		}
+		if rec.Header().Get("Content-Security-Policy") != CSP {
+			t.Fatalf("%s %q: no CSP", method, target)
+		}
+	})
+}
