@@ -264,7 +264,12 @@ type StatusResult struct {
 }
 
 func (n *Node) status() StatusResult {
-	hs := n.hives()
+	var hs []hiveInfo
+	for _, h := range n.hives() {
+		if h.ID != "" { // inventory hosts without a node are in hive_list only
+			hs = append(hs, h)
+		}
+	}
 	res := StatusResult{Node: n.cfg.Name, NodeID: n.ID(), LeaderID: n.cons.LeaderID(), RaftState: n.cons.State(),
 		Nodes: hs, Workers: n.workerViews(), Models: n.reg.Models()}
 	if res.Models == nil {
