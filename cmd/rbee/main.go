@@ -53,7 +53,7 @@ func newRootCmd() *cobra.Command {
 
 	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g), newWorkerCmd(g), newInferCmd(g))
 
-	model := &cobra.Command{Use: "model", Short: "Models: run, tokenize, inspect, synthesize GGUF files"}
+	model := &cobra.Command{Use: "model", Short: "Models: download, list, get, delete on a hive; run, tokenize, inspect, synthesize GGUF files locally"}
 	model.AddCommand(newModelEngineCommands()...)
 	model.AddCommand(newModelClientCommands(g)...)
 	root.AddCommand(model)
