@@ -77,7 +77,7 @@ func (n *Node) auth(next http.Handler) http.Handler {
 		}
 		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if tok == "" {
-			writeError(w, http.StatusUnauthorized, jobs.CodeForbidden, "this node requires the cluster token off loopback: pass --token or set RBEE_TOKEN")
+			writeError(w, http.StatusUnauthorized, jobs.CodeForbidden, "this node requires the cluster token from clients off its machine (HTTP: Authorization: Bearer <token>; CLI: --token or RBEE_TOKEN; `rbee token` on the node prints it)")
 			return
 		}
 		if subtle.ConstantTimeCompare([]byte(tok), []byte(n.secret)) != 1 {
