@@ -134,6 +134,12 @@ func TestGracefulLeave(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {})
 	n := c.Nodes[0]
+	// Let the node's own start-up writes (its entry, its capabilities) land
+	// first: only then is any later change the bad input's doing.
+	require.Eventually(t, func() bool {
+		rn, ok := n.Registry().Node(n.ID())
+		return ok && rn.Capabilities != nil
+	}, nodetest.WaitTimeout, 20*time.Millisecond)
 	before := n.Registry().Index()
 	cases := []struct {
 		name   string
