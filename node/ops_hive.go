@@ -118,7 +118,11 @@ func (n *Node) resolveModel(ctx context.Context, em jobs.Emitter, ref string) (m
 	em.Narrate("hive", "model", "fetching %s on %s", ref, n.cfg.Name)
 	var counted int64
 	e, err := n.models.Fetch(ctx, r, modelcat.FetchOptions{HF: n.hf, Peers: n.peerModels(), Progress: func(p modelcat.Progress) {
-		em.Emit(jobs.Event{Type: jobs.TypeProgress, Done: p.Done, Total: p.Total, Unit: "bytes", Message: string(p.Source)})
+		ev := jobs.Event{Type: jobs.TypeProgress, Done: p.Done, Total: p.Total, Unit: "bytes", Message: string(p.Source), Rate: p.Rate}
+		if p.ETA > 0 {
+			ev.ETAMs = p.ETA.Milliseconds()
+		}
+		em.Emit(ev)
 		if d := p.Done - p.Resumed - counted; d > 0 {
 			n.metrics.downloaded.WithLabelValues("model").Add(float64(d))
 			counted += d

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/nodetest"
 )
 
@@ -137,8 +138,18 @@ func TestModelPeerCopy(t *testing.T) {
 		Size   int64  `json:"size"`
 		Source string `json:"source"`
 	}
-	run(t, c.Nodes[0], map[string]any{"operation": "model_download", "hive": "node1", "model": "http://127.0.0.1:9/slow.gguf#sha256=" + e.SHA256}, &e2)
+	evs := run(t, c.Nodes[0], map[string]any{"operation": "model_download", "hive": "node1", "model": "http://127.0.0.1:9/slow.gguf#sha256=" + e.SHA256}, &e2)
 	require.Equal(t, e.SHA256, e2.SHA256)
+	var last jobs.Event
+	for _, ev := range evs {
+		if ev.Type == jobs.TypeProgress {
+			last = ev
+		}
+	}
+	require.Equal(t, e.Size, last.Total, "progress events carry the size")
+	require.Equal(t, last.Total, last.Done)
+	require.Positive(t, last.Rate, "progress events carry the rate")
+	require.Equal(t, "peer", last.Message, "progress events say where the bytes come from")
 	require.Equal(t, e.Size, e2.Size)
 	require.Equal(t, "peer", e2.Source)
 }

@@ -43,8 +43,8 @@ func (p *progress) update(ev jobs.Event) {
 	width := 30
 	line := ""
 	el := time.Since(p.start).Seconds()
-	rate := 0.0
-	if el > 0 {
+	rate := ev.Rate // the node's figure, when it sends one
+	if rate == 0 && el > 0 {
 		rate = float64(ev.Done) / el
 	}
 	if ev.Total > 0 {
@@ -54,7 +54,9 @@ func (p *progress) update(ev jobs.Event) {
 		}
 		fill := int(frac * float64(width))
 		eta := "-"
-		if rate > 0 {
+		if ev.ETAMs > 0 {
+			eta = (time.Duration(ev.ETAMs) * time.Millisecond).Round(time.Second).String()
+		} else if rate > 0 {
 			eta = (time.Duration(float64(ev.Total-ev.Done)/rate) * time.Second).Round(time.Second).String()
 		}
 		line = fmt.Sprintf("[%s%s] %5.1f%% %s/%s %s/s ETA %s", strings.Repeat("=", fill), strings.Repeat(" ", width-fill),

@@ -68,10 +68,13 @@ type Event struct {
 	Action  string `json:"action,omitempty"`
 	Message string `json:"message,omitempty"`
 
-	// progress
-	Done  int64  `json:"done,omitempty"`
-	Total int64  `json:"total,omitempty"`
-	Unit  string `json:"unit,omitempty"`
+	// progress: done of total units; for transfers also the average rate
+	// (units per second) and the estimated time left.
+	Done  int64   `json:"done,omitempty"`
+	Total int64   `json:"total,omitempty"`
+	Unit  string  `json:"unit,omitempty"`
+	Rate  float64 `json:"rate,omitempty"`
+	ETAMs int64   `json:"eta_ms,omitempty"`
 
 	// token
 	Text  string `json:"text,omitempty"`
