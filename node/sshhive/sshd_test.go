@@ -1,16 +1,11 @@
 package sshhive
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,60 +15,25 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/rbee-project/rbee/node/sshhive/sshdtest"
 )
 
-// sshdPath is the OpenSSH server the tests run (Debian/Ubuntu package
-// openssh-server).
-const sshdPath = "/usr/sbin/sshd"
-
-// sshd is a real OpenSSH server on 127.0.0.1, run as the current user with
-// everything (host key, authorized_keys, pid file, the remote $HOME) in a
-// temp dir.
+// sshd is a real OpenSSH server on 127.0.0.1 (sshdtest), with the fields
+// the tests of this package use.
 type sshd struct {
-	t        *testing.T
-	dir      string
-	port     int
-	home     string // $HOME of remote sessions (sshd SetEnv)
-	user     string
-	hostKey  ssh.PublicKey
-	key      string // client private key file (authorized)
-	cfgPath  string
-	cmd      *exec.Cmd
-	stderr   *lockedBuffer
-	stopOnce func()
+	t       *testing.T
+	srv     *sshdtest.Server
+	port    int
+	home    string // $HOME of remote sessions
+	user    string
+	dir     string
+	key     string // client private key file (authorized)
+	hostKey ssh.PublicKey
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// writeKey writes a new unencrypted ed25519 private key (OpenSSH format) to
-// path and its public key to path.pub.
-func writeKey(t *testing.T, path string) ssh.PublicKey {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	blk, err := ssh.MarshalPrivateKey(priv, "")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(blk), 0o600))
-	sp, err := ssh.NewPublicKey(pub)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(path+".pub", ssh.MarshalAuthorizedKey(sp), 0o644))
-	return sp
-}
+// writeKey writes a new unencrypted ed25519 key to path and path.pub.
+func writeKey(t *testing.T, path string) ssh.PublicKey { return sshdtest.WriteKey(t, path) }
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -86,79 +46,15 @@ func freePort(t *testing.T) int {
 // startSSHD starts sshd, or skips the test when it is not installed.
 func startSSHD(t *testing.T) *sshd {
 	t.Helper()
-	if _, err := os.Stat(sshdPath); err != nil {
-		t.Skipf("%s not found: install the openssh-server package to run the SSH tests", sshdPath)
-	}
-	u, err := user.Current()
-	require.NoError(t, err)
-	if os.Geteuid() == 0 {
-		// sshd started as root insists on its privilege separation dir.
-		require.NoError(t, os.MkdirAll("/run/sshd", 0o755))
-	}
-	dir := t.TempDir()
-	s := &sshd{t: t, dir: dir, home: filepath.Join(dir, "home"), user: u.Username,
-		key: filepath.Join(dir, "client_key"), cfgPath: filepath.Join(dir, "sshd_config")}
-	require.NoError(t, os.MkdirAll(s.home, 0o755))
-	pub := writeKey(t, s.key)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(pub), 0o600))
-	s.hostKey = writeKey(t, filepath.Join(dir, "host_key"))
-	s.port = freePort(t)
-	s.start()
-	return s
-}
-
-func (s *sshd) start() {
-	t := s.t
-	t.Helper()
-	cfg := fmt.Sprintf(`ListenAddress 127.0.0.1:%d
-HostKey %[2]s/host_key
-PidFile %[2]s/sshd.pid
-AuthorizedKeysFile %[2]s/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-StrictModes no
-UsePAM no
-SetEnv HOME=%[3]s
-Subsystem sftp internal-sftp
-LogLevel VERBOSE
-`, s.port, s.dir, s.home)
-	require.NoError(t, os.WriteFile(s.cfgPath, []byte(cfg), 0o600))
-	s.stderr = &lockedBuffer{}
-	s.cmd = exec.Command(sshdPath, "-D", "-e", "-f", s.cfgPath)
-	s.cmd.Stderr = s.stderr
-	require.NoError(t, s.cmd.Start())
-	exited := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(exited) }()
-	var once sync.Once
-	s.stopOnce = func() {
-		once.Do(func() {
-			_ = s.cmd.Process.Kill()
-			<-exited
-		})
-	}
-	t.Cleanup(func() {
-		s.stopOnce()
-		if t.Failed() {
-			t.Logf("sshd log:\n%s", s.stderr.String())
-		}
-	})
-	require.Eventually(t, func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("sshd exited: %s", s.stderr.String())
-		default:
-		}
-		return strings.Contains(s.stderr.String(), "Server listening")
-	}, 20*time.Second, 20*time.Millisecond, "sshd did not start: %s", s.stderr.String())
+	srv := sshdtest.Start(t)
+	return &sshd{t: t, srv: srv, port: srv.Port, home: srv.Home, user: srv.User, dir: srv.Dir, key: srv.KeyFile, hostKey: srv.HostKey}
 }
 
 // newHostKey restarts sshd on the same port with a new host key, as after a
 // reinstall.
 func (s *sshd) newHostKey() {
-	s.stopOnce()
-	s.hostKey = writeKey(s.t, filepath.Join(s.dir, "host_key"))
-	s.start()
+	s.srv.NewHostKey(s.t)
+	s.hostKey = s.srv.HostKey
 }
 
 // target is a Target for this server with the authorized key and a

@@ -35,6 +35,10 @@ type Server struct {
 	KeyFile string // an authorized client private key
 	HostKey ssh.PublicKey
 
+	cfgPath string
+	stop    func()
+	starts  int // "Server listening" lines seen so far
+
 	mu     sync.Mutex
 	stderr bytes.Buffer
 }
@@ -52,6 +56,47 @@ func (s *Server) Log() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stderr.String()
+}
+
+// start runs sshd on the config and waits until it listens.
+func (s *Server) start(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(Path, "-D", "-e", "-f", s.cfgPath)
+	cmd.Stderr = lockedWriter{s}
+	require.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			<-exited
+		})
+	}
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			t.Logf("sshd log:\n%s", s.Log())
+		}
+	})
+	require.Eventually(t, func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("sshd exited: %s", s.Log())
+		default:
+		}
+		return strings.Count(s.Log(), "Server listening") > s.starts
+	}, 20*time.Second, 20*time.Millisecond, "sshd did not start")
+	s.starts++
+}
+
+// NewHostKey restarts sshd on the same port with a new host key, as after
+// a reinstall of the host.
+func (s *Server) NewHostKey(t testing.TB) {
+	t.Helper()
+	s.stop()
+	s.HostKey = WriteKey(t, filepath.Join(s.Dir, "host_key"))
+	s.start(t)
 }
 
 // WriteKey writes a new unencrypted ed25519 key (OpenSSH format) to path
@@ -103,27 +148,8 @@ SetEnv HOME=%[3]s
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
 `, s.Port, dir, s.Home)
-	cfgPath := filepath.Join(dir, "sshd_config")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o600))
-	cmd := exec.Command(Path, "-D", "-e", "-f", cfgPath)
-	cmd.Stderr = lockedWriter{s}
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("sshd log:\n%s", s.Log())
-		}
-	})
-	require.Eventually(t, func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("sshd exited: %s", s.Log())
-		default:
-		}
-		return strings.Contains(s.Log(), "Server listening")
-	}, 20*time.Second, 20*time.Millisecond, "sshd did not start")
+	s.cfgPath = filepath.Join(dir, "sshd_config")
+	require.NoError(t, os.WriteFile(s.cfgPath, []byte(cfg), 0o600))
+	s.start(t)
 	return s
 }
