@@ -74,12 +74,10 @@ func cliStatus(t *testing.T, bin string, n *localcluster.Node) statusDoc {
 	return st
 }
 
-func TestClusterEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process test")
-	}
-	bin := buildRbee(t)
-	dir := t.TempDir()
+// startCluster runs a 3-node cluster of bin until the test ends (logs are
+// printed when it fails) and returns it with its leader.
+func startCluster(t *testing.T, bin, dir string) (*localcluster.Cluster, string) {
+	t.Helper()
 	cl, err := localcluster.New(localcluster.Config{Binary: bin, Dir: dir, Nodes: 3, Profile: "local"})
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -91,11 +89,23 @@ func TestClusterEndToEnd(t *testing.T) {
 			}
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	require.NoError(t, cl.Start(ctx))
 	leader, err := cl.WaitConverged(ctx, 3)
 	require.NoError(t, err)
+	return cl, leader
+}
+
+func TestClusterEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	bin := buildRbee(t)
+	dir := t.TempDir()
+	cl, leader := startCluster(t, bin, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 
 	// Every node answers, through the CLI, with the same leader and three alive voters.
 	for _, n := range cl.Nodes {

@@ -54,22 +54,7 @@ func TestServeFailuresEndToEnd(t *testing.T) {
 	cli(t, bin, "model", "synth", slow, "--arch", "llama", "--dim", "384", "--layers", "1", "--heads", "4", "--kv-heads", "4",
 		"--ff", "512", "--vocab", "98304", "--type", "f32", "--ctx", "2048")
 
-	cl, err := localcluster.New(localcluster.Config{Binary: bin, Dir: dir, Nodes: 3, Profile: "local"})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		cl.Close()
-		if t.Failed() {
-			for _, n := range cl.Nodes {
-				b, _ := os.ReadFile(n.LogPath)
-				t.Logf("==== %s log (tail)\n%s", n.Name, tail(string(b), 3000))
-			}
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	require.NoError(t, cl.Start(ctx))
-	leader, err := cl.WaitConverged(ctx, 3)
-	require.NoError(t, err)
+	cl, leader := startCluster(t, bin, dir)
 	var others []*localcluster.Node
 	for _, n := range cl.Nodes {
 		if n.Name != leader {

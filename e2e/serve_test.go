@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/rbee-project/rbee/model/hf/hubtest"
 	"github.com/rbee-project/rbee/model/quant"
-	"github.com/rbee-project/rbee/node/localcluster"
 )
 
 func TestServeEndToEnd(t *testing.T) {
@@ -31,23 +28,7 @@ func TestServeEndToEnd(t *testing.T) {
 	t.Setenv("HF_ENDPOINT", hub.URL())
 
 	bin := filepath.Join(build(t, "rbee", "rbee-worker"), "rbee")
-	dir := t.TempDir()
-	cl, err := localcluster.New(localcluster.Config{Binary: bin, Dir: dir, Nodes: 3, Profile: "local"})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		cl.Close()
-		if t.Failed() {
-			for _, n := range cl.Nodes {
-				b, _ := os.ReadFile(n.LogPath)
-				t.Logf("==== %s log (tail)\n%s", n.Name, tail(string(b), 3000))
-			}
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	require.NoError(t, cl.Start(ctx))
-	_, err = cl.WaitConverged(ctx, 3)
-	require.NoError(t, err)
+	cl, _ := startCluster(t, bin, t.TempDir())
 	n1, n3 := cl.Nodes[0], cl.Nodes[2]
 
 	// Spawn a worker on node3 through node1.
