@@ -497,9 +497,16 @@ func (n *Node) savePeers() {
 	}
 }
 
-// Leave leaves the cluster gracefully and shuts the node down.
+// Leave leaves the cluster gracefully and shuts the node down: its worker
+// processes are drained and stopped, leadership is handed over if it leads,
+// it is removed from Raft and leaves gossip.
 func (n *Node) Leave(ctx context.Context) error {
 	var errs []error
+	// Workers first: in-flight requests finish (the workers drain on
+	// SIGTERM) while the node still relays them.
+	if err := n.StopWorkers(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop workers: %w", err))
+	}
 	if err := n.cons.Leave(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("raft leave: %w", err))
 	}

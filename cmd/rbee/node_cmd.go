@@ -114,7 +114,7 @@ A node restarted with its data dir rejoins without flags.`,
 			}
 			select {
 			case <-ctx.Done():
-				fmt.Fprintln(os.Stderr, "shutting down (Ctrl-C); the node stays a member and rejoins on restart: use `rbee leave` to leave for good")
+				fmt.Fprintln(os.Stderr, "shutting down (Ctrl-C); the node stays a member and rejoins on restart, and its workers keep running to be re-adopted: use `rbee leave` to leave for good")
 				return n.Close()
 			case <-n.Stopped():
 				fmt.Fprintln(os.Stderr, "node left the cluster")
