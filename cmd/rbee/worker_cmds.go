@@ -271,7 +271,7 @@ func newProcessCmd(g *globals) *cobra.Command {
 						Port       int     `json:"port"`
 						RSS        uint64  `json:"rss_bytes"`
 						CPU        float64 `json:"cpu_percent"`
-						UptimeNs   int64   `json:"uptime"`
+						UptimeNs   int64   `json:"uptime_ns"`
 						StartedAtS string  `json:"started_at"`
 					} `json:"processes"`
 				}
