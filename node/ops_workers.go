@@ -131,12 +131,10 @@ func (n *Node) opWorkerRetire(ctx context.Context, em jobs.Emitter, req Request)
 	}
 	// Read your writes: this node's replica (and so its scheduler) has the
 	// change before the operation answers.
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		if w, ok := n.reg.Worker(v.ID); !ok || w.State != fsm.WorkerReady {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	n.waitReplica(ctx, func() bool {
+		w, ok := n.reg.Worker(v.ID)
+		return !ok || w.State != fsm.WorkerReady
+	})
 	em.Narrate("queen", "retire", "worker %s on %s is retiring: no new requests; %d in flight will finish, then %s stops it", v.ID, v.Node, v.InFlight, v.Node)
 	v.State = string(fsm.WorkerRetiring)
 	v.Schedulable = false

@@ -103,7 +103,26 @@ func (n *Node) putHost(ctx context.Context, h fsm.Host) error {
 	if _, err := n.apply(ctx, b); err != nil {
 		return jobs.Errorf(jobs.CodeUnavailable, "record host %s: %v", h.Name, err)
 	}
+	// Read your writes: when another node leads, this replica applies the
+	// entry a moment later; the operation answers once it has.
+	n.waitReplica(ctx, func() bool {
+		cur, ok := n.reg.Host(h.Name)
+		return ok && cur.State == h.State && cur.InstallPath == h.InstallPath
+	})
 	return nil
+}
+
+// replicaWait bounds waitReplica: a follower applies a committed entry
+// within a heartbeat or two.
+const replicaWait = 10 * time.Second
+
+// waitReplica polls until done reports that this node's replica shows a
+// write, or replicaWait or ctx ends.
+func (n *Node) waitReplica(ctx context.Context, done func() bool) {
+	deadline := time.Now().Add(replicaWait)
+	for !done() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (n *Node) opImportSSH(ctx context.Context, em jobs.Emitter, req Request) error {
