@@ -414,11 +414,13 @@ func (n *Node) capabilitiesLoop() {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-time.After(backoff(attempt)):
+		case <-time.After(min(backoff(attempt), time.Second)):
 		}
 	}
 }
 
+// backoff grows from 100 ms to 5 s: retries of a write while an election
+// runs (about a second) stay quick, a long outage costs little.
 func backoff(attempt int) time.Duration {
 	d := 100 * time.Millisecond << min(attempt, 6)
 	return min(d, 5*time.Second)
