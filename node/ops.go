@@ -407,6 +407,9 @@ func (n *Node) capabilitiesLoop() {
 			err := n.storeCapabilities(ctx, caps)
 			cancel()
 			if err == nil {
+				// The registry can now take this node's holdings: make
+				// them match its disk (after a restart or a lost write).
+				n.syncHoldings()
 				return
 			}
 			n.log.Debug("store capabilities", "err", err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/nodetest"
@@ -152,4 +153,34 @@ func TestModelPeerCopy(t *testing.T) {
 	require.Equal(t, "peer", last.Message, "progress events say where the bytes come from")
 	require.Equal(t, e.Size, e2.Size)
 	require.Equal(t, "peer", e2.Source)
+}
+
+// A restarted node makes the registry's record of its files match its
+// disk again (here: a holding lost while it was down).
+func TestHoldingsResyncAfterRestart(t *testing.T) {
+	c := nodetest.New(t, 3)
+	var e struct {
+		ID string `json:"id"`
+	}
+	run(t, c.Nodes[0], map[string]any{"operation": "model_download", "hive": "node2", "model": "builtin:stories260k"}, &e)
+	holds := func() bool {
+		for _, h := range c.Nodes[0].Registry().Models() {
+			if h.ModelID == e.ID && h.NodeID == c.Nodes[2].ID() {
+				return true
+			}
+		}
+		return false
+	}
+	require.Eventually(t, holds, nodetest.WaitTimeout, 20*time.Millisecond)
+	id := c.Nodes[2].ID()
+	c.Kill(2)
+	b, err := fsm.Encode(fsm.DeleteModelHolding{NodeID: id, ModelID: e.ID})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = c.Nodes[0].Apply(ctx, b)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return !holds() }, nodetest.WaitTimeout, 20*time.Millisecond)
+	c.Restart(2)
+	require.Eventually(t, holds, nodetest.WaitTimeout, 20*time.Millisecond, "the restarted node records its model again")
 }
