@@ -153,8 +153,7 @@ func (b *blobBody) Close() error {
 	return b.s.Reset()
 }
 
-// aliveHolders returns the alive peers (not this node) for which have
-// says true.
+// aliveOthers returns the ids of the alive peers (not this node).
 func (n *Node) aliveOthers() map[string]bool {
 	out := map[string]bool{}
 	for _, m := range n.gsp.Members() {
@@ -186,17 +185,6 @@ func (p *peerModelSource) OpenRange(ctx context.Context, sha string, offset int6
 		return rc, head.Size, nil
 	}
 	return nil, 0, last
-}
-
-// HasPeerModel reports whether an alive peer holds a file with that sha256.
-func (n *Node) HasPeerModel(sha string) bool {
-	alive := n.aliveOthers()
-	for _, h := range n.reg.Models() {
-		if h.SHA256 == sha && alive[h.NodeID] {
-			return true
-		}
-	}
-	return false
 }
 
 // peerBinarySource implements the worker catalog's PeerSource.

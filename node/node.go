@@ -343,9 +343,6 @@ func (n *Node) ID() string { return n.peerID.String() }
 // Name is the human hive name.
 func (n *Node) Name() string { return n.cfg.Name }
 
-// Secret is the cluster secret.
-func (n *Node) Secret() string { return n.secret }
-
 // SecretCreated reports whether this start generated the secret.
 func (n *Node) SecretCreated() bool { return n.secretCreated }
 
@@ -363,9 +360,6 @@ func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) { return n.ap
 
 // Consensus exposes the raft wrapper (tests, bench).
 func (n *Node) Consensus() *consensus.Consensus { return n.cons }
-
-// Gossip exposes the gossip layer (tests).
-func (n *Node) Gossip() *gossip.Gossip { return n.gsp }
 
 // Stopped is closed when the node has shut down.
 func (n *Node) Stopped() <-chan struct{} { return n.stopped }

@@ -125,8 +125,14 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	stream := req.Stream == nil || *req.Stream
-	resp, _, done := n.openWorkerOllama(w, r, req.Model, body)
-	if resp == nil {
+	resp, _, done, err := n.openRouted(r.Context(), req.Model, "/v1/infer", body)
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrNoWorker):
+			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
+		case r.Context().Err() == nil:
+			ollamaError(w, http.StatusServiceUnavailable, err.Error())
+		}
 		return
 	}
 	defer done()
@@ -225,38 +231,4 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	writeJSON(w, http.StatusOK, final)
-}
-
-// openWorkerOllama schedules like openWorker but answers errors in
-// Ollama's shape.
-func (n *Node) openWorkerOllama(w http.ResponseWriter, r *http.Request, model string, body []byte) (*http.Response, Target, func()) {
-	f := RouteFilter{Model: model, Exclude: map[string]bool{}}
-	var last error
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		t, err := n.pick(f)
-		if err != nil {
-			if attempt == 0 {
-				ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", model))
-				return nil, Target{}, nil
-			}
-			break
-		}
-		done := n.track(t.Registry.ID)
-		resp, err := n.callWorker(r.Context(), t, http.MethodPost, "/v1/infer", body)
-		if err == nil && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
-			return resp, t, done
-		}
-		if err == nil {
-			resp.Body.Close()
-			err = fmt.Errorf("worker %s answered %d", t.Registry.ID, resp.StatusCode)
-		}
-		done()
-		last = err
-		if r.Context().Err() != nil {
-			return nil, Target{}, nil
-		}
-		f.Exclude[t.Registry.ID] = true
-	}
-	ollamaError(w, http.StatusServiceUnavailable, fmt.Sprintf("no worker could take the request: %v", last))
-	return nil, Target{}, nil
 }

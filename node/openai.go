@@ -69,47 +69,45 @@ func readOpenAIBody(w http.ResponseWriter, r *http.Request) (body []byte, model 
 	return body, head.Model, head.Stream, true
 }
 
-// errNoAnswer marks a request no worker answered.
-var errNoAnswer = errors.New("no worker answered")
-
-// openWorker schedules a request and opens the worker's response, trying
-// other workers while nothing has been received. On failure it has written
-// the error to w and returns nil.
-func (n *Node) openWorker(ctx context.Context, w http.ResponseWriter, model, path string, body []byte) (*http.Response, Target, func()) {
+// openRouted schedules a request for model and opens the chosen worker's
+// response at path, trying other workers while nothing has been received
+// (connection errors, 5xx, 429). The error wraps ErrNoWorker when no worker
+// serves the model, ErrAllFailed when every one tried failed; done must be
+// called when the response is finished with.
+func (n *Node) openRouted(ctx context.Context, model, path string, body []byte) (resp *http.Response, t Target, done func(), err error) {
 	f := RouteFilter{Model: model, Exclude: map[string]bool{}}
-	var lastErr string
+	var last error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		t, err := n.pick(f)
 		if err != nil {
-			if attempt == 0 {
-				openAIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
-					fmt.Sprintf("the model %q is not served by any ready worker in this cluster (see GET /v1/models)", model))
-				return nil, Target{}, nil
+			if last == nil {
+				return nil, Target{}, nil, err
 			}
 			break
 		}
 		done := n.track(t.Registry.ID)
 		resp, err := n.callWorker(ctx, t, http.MethodPost, path, body)
 		if err == nil && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
-			return resp, t, done
+			return resp, t, done, nil
 		}
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
-			lastErr = fmt.Sprintf("worker %s answered %d: %s", t.Registry.ID, resp.StatusCode, strings.TrimSpace(string(b)))
-		} else {
-			lastErr = err.Error()
+			err = fmt.Errorf("worker %s answered %d: %s", t.Registry.ID, resp.StatusCode, strings.TrimSpace(string(b)))
 		}
 		done()
 		if ctx.Err() != nil {
-			return nil, Target{}, nil
+			return nil, Target{}, nil, ctx.Err()
 		}
+		last = err
 		f.Exclude[t.Registry.ID] = true
-		n.log.Warn("worker failed before the first byte; retrying", "worker", t.Registry.ID, "err", lastErr)
+		n.log.Warn("worker failed before the first byte; retrying", "worker", t.Registry.ID, "err", err)
 	}
-	openAIError(w, http.StatusServiceUnavailable, "server_error", "worker_unavailable", "", "no worker could take the request: "+lastErr)
-	return nil, Target{}, nil
+	return nil, Target{}, nil, fmt.Errorf("%w: %v", ErrAllFailed, last)
 }
+
+// ErrAllFailed: every worker tried failed before answering.
+var ErrAllFailed = errors.New("no worker could take the request")
 
 // proxyOpenAI serves /v1/chat/completions and /v1/completions.
 func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
@@ -118,9 +116,16 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	resp, t, done := n.openWorker(r.Context(), w, model, r.URL.Path, body)
-	if resp == nil {
-		n.observeRequest("openai", model, "", errNoAnswer, 0, 0)
+	resp, t, done, err := n.openRouted(r.Context(), model, r.URL.Path, body)
+	if err != nil {
+		n.observeRequest("openai", model, "", err, 0, 0)
+		switch {
+		case errors.Is(err, ErrNoWorker):
+			openAIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
+				fmt.Sprintf("the model %q is not served by any ready worker in this cluster (see GET /v1/models)", model))
+		case r.Context().Err() == nil:
+			openAIError(w, http.StatusServiceUnavailable, "server_error", "worker_unavailable", "", err.Error())
+		}
 		return
 	}
 	defer done()

@@ -203,7 +203,7 @@ func (n *Node) handleWorkerHTTP(s network.Stream) {
 		fail("path not allowed: " + req.Path)
 		return
 	}
-	hb, ok := n.localWorker(req.WorkerID)
+	hb, ok := n.localHeartbeat(req.WorkerID)
 	if !ok {
 		fail("no such worker on " + n.cfg.Name)
 		return

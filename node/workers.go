@@ -90,8 +90,8 @@ func (n *Node) workerGone(id string) {
 	}
 }
 
-// localWorker returns a local worker by id.
-func (n *Node) localWorker(id string) (worker.Heartbeat, bool) {
+// localHeartbeat returns the last heartbeat of a local worker.
+func (n *Node) localHeartbeat(id string) (worker.Heartbeat, bool) {
 	n.local.mu.Lock()
 	defer n.local.mu.Unlock()
 	lw, ok := n.local.m[id]
