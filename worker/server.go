@@ -316,6 +316,12 @@ func (s *Server) shutdown(ctx context.Context) error {
 			// (bounded: a client that does not read cannot hold us up).
 			s.hardCancel()
 			waitTimeout(&s.reqs, cancelGrace)
+			// The handlers have written their error events; let net/http
+			// finish those responses (the chunked terminator is written
+			// after a handler returns) before connections are cut.
+			fctx, cancel := context.WithTimeout(context.Background(), cancelGrace)
+			_ = s.httpSrv.Shutdown(fctx)
+			cancel()
 			_ = s.httpSrv.Close()
 			s.reqs.Wait()
 			<-s.serveDone
