@@ -428,7 +428,8 @@ func (n *Node) opNodeLeave(ctx context.Context, em jobs.Emitter, req Request) er
 	}
 	em.Narrate("node", "leave", "%s is leaving the cluster", n.cfg.Name)
 	go func() {
-		time.Sleep(100 * time.Millisecond) // let the answer reach the requester
+		// ctx ends once this operation's answer (its done event) is out.
+		<-ctx.Done()
 		lctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := n.Leave(lctx); err != nil {
