@@ -2,15 +2,14 @@ package node
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/node/jobs"
@@ -38,7 +37,6 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/jobs/{id}", n.handleGetJob)
 	mux.HandleFunc("GET /v1/jobs/{id}/events", n.handleEvents)
 	mux.HandleFunc("DELETE /v1/jobs/{id}", n.handleCancel)
-	mux.HandleFunc("GET /v1/token", n.handleToken)
 	mux.HandleFunc("POST /v1/join", n.handleJoin)
 	mux.HandleFunc("POST /v1/leave", n.handleLeave)
 	mux.HandleFunc("POST /v1/workers/heartbeat", n.handleHeartbeat)
@@ -53,7 +51,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /api/tags", n.handleOllamaTags)
 	mux.HandleFunc("POST /api/generate", n.handleOllamaGenerate)
 	mux.HandleFunc("POST /api/chat", n.handleOllamaChat)
-	return n.auth(mux)
+	return n.bounded(n.guard(mux))
 }
 
 // isLoopback reports whether the request comes from this machine.
@@ -64,28 +62,6 @@ func isLoopback(r *http.Request) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// auth lets loopback clients through and requires the cluster token
-// (Authorization: Bearer) from everyone else. /health stays open: it says
-// nothing but "up".
-func (n *Node) auth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" || r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/ui/") || (isLoopback(r) && (!n.cfg.RequireToken || r.URL.Path == "/v1/workers/heartbeat")) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if tok == "" {
-			writeError(w, http.StatusUnauthorized, jobs.CodeForbidden, "this node requires the cluster token from clients off its machine (HTTP: Authorization: Bearer <token>; CLI: --token or RBEE_TOKEN; `rbee token` on the node prints it)")
-			return
-		}
-		if subtle.ConstantTimeCompare([]byte(tok), []byte(n.secret)) != 1 {
-			writeError(w, http.StatusUnauthorized, jobs.CodeForbidden, "wrong cluster token")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -116,8 +92,17 @@ func statusForCode(code string) int {
 	return http.StatusInternalServerError
 }
 
+// handleHealth answers "up". A client on this machine also learns the data
+// dir, where the CLI finds the admin key when its user may read it (the
+// file is 0600: naming the directory grants nothing).
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node": n.cfg.Name, "id": n.ID(), "version": n.cfg.Version})
+	out := map[string]any{"status": "ok", "node": n.cfg.Name, "id": n.ID(), "version": n.cfg.Version}
+	if isLoopback(r) {
+		if abs, err := filepath.Abs(n.cfg.DataDir); err == nil {
+			out["data_dir"] = abs
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
@@ -137,7 +122,12 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusForCode(code), code, err.Error())
 		return
 	}
-	job, err := n.Submit(r.Context(), req)
+	p := principalFrom(r.Context())
+	if need := n.opPerm(req.Operation); !p.can(need) {
+		writeError(w, http.StatusForbidden, jobs.CodeForbidden, needMessage(need, "operation "+req.Operation))
+		return
+	}
+	job, err := n.submitAs(r.Context(), req, p.owner)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, jobs.CodeUnavailable, err.Error())
 		return
@@ -154,14 +144,30 @@ type jobView struct {
 
 func (n *Node) handleListJobs(w http.ResponseWriter, r *http.Request) {
 	out := []jobView{}
+	p := principalFrom(r.Context())
 	for _, j := range n.jobs.List() {
-		out = append(out, jobView{j.ID, j.Operation, j.Status(), j.Created})
+		if p.mayRead(j.Owner, true) {
+			out = append(out, jobView{j.ID, j.Operation, j.Status(), j.Created})
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"jobs": out})
 }
 
-func (n *Node) handleGetJob(w http.ResponseWriter, r *http.Request) {
+// ownJob returns the request's job if the caller may see it; another
+// user's job is "not found", like one that never existed.
+func (n *Node) ownJob(r *http.Request) (*jobs.Job, error) {
 	j, err := n.jobs.Get(r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	if !principalFrom(r.Context()).mayRead(j.Owner, false) {
+		return nil, jobs.ErrNotFound
+	}
+	return j, nil
+}
+
+func (n *Node) handleGetJob(w http.ResponseWriter, r *http.Request) {
+	j, err := n.ownJob(r)
 	if err != nil {
 		writeError(w, http.StatusNotFound, jobs.CodeNotFound, err.Error())
 		return
@@ -173,7 +179,7 @@ func (n *Node) handleGetJob(w http.ResponseWriter, r *http.Request) {
 // handleEvents streams a job's events as SSE: "id: seq", "event: type",
 // "data: json". Last-Event-ID (header) or ?after= resumes after that seq.
 func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
-	j, err := n.jobs.Get(r.PathValue("id"))
+	j, err := n.ownJob(r)
 	if err != nil {
 		writeError(w, http.StatusNotFound, jobs.CodeNotFound, err.Error())
 		return
@@ -229,26 +235,32 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleCancel(w http.ResponseWriter, r *http.Request) {
-	if err := n.jobs.Cancel(r.PathValue("id")); err != nil {
+	j, err := n.ownJob(r)
+	if err == nil {
+		err = n.jobs.Cancel(j.ID)
+	}
+	if err != nil {
 		writeError(w, http.StatusNotFound, jobs.CodeNotFound, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "cancelling"})
 }
 
-// handleToken returns the cluster secret, to loopback clients only.
-func (n *Node) handleToken(w http.ResponseWriter, r *http.Request) {
-	if !isLoopback(r) {
-		writeError(w, http.StatusForbidden, jobs.CodeForbidden, "the token is only shown to clients on this machine")
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"token": n.secret, "join_command": n.JoinCommand()})
+// JoinCommand is the command another machine runs to join this cluster.
+// The secret travels in the environment, never in argv, where `ps` would
+// show it to every user of the joining machine.
+func (n *Node) JoinCommand() string {
+	return JoinCommand(n.gsp.Addr(), n.secret)
 }
 
-// JoinCommand is the command another machine runs to join this cluster.
-func (n *Node) JoinCommand() string {
-	return fmt.Sprintf("rbee node --join %s --token %s", n.gsp.Addr(), n.secret)
+// JoinCommand is the join command for a cluster member at gossipAddr.
+func JoinCommand(gossipAddr, secret string) string {
+	return fmt.Sprintf("%s=%s rbee node --join %s", ClusterTokenEnv, secret, gossipAddr)
 }
+
+// ClusterTokenEnv is the environment variable `rbee node` reads the cluster
+// secret from (the cmd layer reads it; the join command sets it).
+const ClusterTokenEnv = "RBEE_CLUSTER_TOKEN"
 
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var req struct {

@@ -13,6 +13,11 @@ const (
 	DefaultP2PAddr    = "0.0.0.0:7835"
 )
 
+// DefaultMaxDownloadSize caps one model download: the largest GGUF files
+// published (a 405B model at 8 bits) are under 512 GiB; a server that
+// streams without end is stopped there, or earlier by the free-space check.
+const DefaultMaxDownloadSize int64 = 512 << 30
+
 // Config is everything a node needs. The cmd layer fills it from flags;
 // tests override fields of DefaultConfig.
 type Config struct {
@@ -44,9 +49,25 @@ type Config struct {
 	ReconcileInterval time.Duration
 	// Version is reported in gossip metadata and status.
 	Version string
-	// RequireToken makes loopback clients present the token too (a shared
-	// machine with untrusted local users).
+	// RequireToken makes loopback clients present a credential too, for
+	// inference and reads as well (the admin key on loopback).
 	RequireToken bool
+	// AllowedHosts are extra names or addresses a request's Host header
+	// may carry (besides the node's name, the hostname, localhost and the
+	// machine's addresses); anything else is refused (DNS rebinding).
+	AllowedHosts []string
+	// CORSOrigins are browser origins besides the node's own that may
+	// call the API (e.g. a chat UI served elsewhere).
+	CORSOrigins []string
+	// MaxConnsPerClient caps open HTTP connections per client address.
+	MaxConnsPerClient int
+	// HTTPBodyTimeout bounds reading a request body; HTTPIdleTimeout closes
+	// idle keep-alive connections. Responses (streams) are not bounded.
+	HTTPBodyTimeout time.Duration
+	HTTPIdleTimeout time.Duration
+	// MaxDownloadSize caps a model download whose size the server does
+	// not announce (and any download), in bytes.
+	MaxDownloadSize int64
 	// HFEndpoint and HFToken configure Hugging Face downloads (the cmd
 	// layer reads HF_ENDPOINT and HF_TOKEN).
 	HFEndpoint string
@@ -84,5 +105,9 @@ func DefaultConfig() Config {
 		ReconcileInterval:      30 * time.Second,
 		Version:                "dev",
 		WorkerHeartbeatTimeout: 30 * time.Second,
+		MaxConnsPerClient:      DefaultMaxConnsPerClient,
+		HTTPBodyTimeout:        DefaultHTTPBodyTimeout,
+		HTTPIdleTimeout:        DefaultHTTPIdleTimeout,
+		MaxDownloadSize:        DefaultMaxDownloadSize,
 	}
 }

@@ -26,7 +26,7 @@ func runErr(t *testing.T, n *node.Node, req map[string]any) *client.JobError {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	err := client.New(n.URL(), "").Run(ctx, req, func(jobs.Event) error { return nil })
+	err := client.New(n.URL(), n.AdminKey()).Run(ctx, req, func(jobs.Event) error { return nil })
 	var je *client.JobError
 	if err == nil {
 		t.Fatalf("%v succeeded, want an error", req)
@@ -168,14 +168,14 @@ func TestWorkerBuildOperation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var e struct{ Type, Version, Source string }
-	err := client.New(c.Nodes[0].URL(), "").Result(ctx, map[string]any{"operation": "worker_build", "type": "cpu"}, &e, nil)
+	err := client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Result(ctx, map[string]any{"operation": "worker_build", "type": "cpu"}, &e, nil)
 	require.NoError(t, err)
 	require.Equal(t, "built", e.Source)
 	require.Equal(t, "cpu", e.Type)
 }
 
 func runQuiet(ctx context.Context, n *node.Node, req map[string]any) error {
-	return client.New(n.URL(), "").Run(ctx, req, func(jobs.Event) error { return nil })
+	return client.New(n.URL(), n.AdminKey()).Run(ctx, req, func(jobs.Event) error { return nil })
 }
 
 // hive install picks this binary for a host of the same platform, and the

@@ -65,6 +65,9 @@ type Node struct {
 
 	secret        string
 	secretCreated bool
+	adminKey      string       // the local admin credential (admin.key)
+	authFails     *authLimiter // failed API authentications per address
+	connLimit     *limitListener
 	peerID        peer.ID
 
 	host *p2p.Host
@@ -139,6 +142,18 @@ func New(cfg Config) (*Node, error) {
 	if cfg.WorkerHeartbeatTimeout <= 0 {
 		cfg.WorkerHeartbeatTimeout = d.WorkerHeartbeatTimeout
 	}
+	if cfg.HTTPBodyTimeout <= 0 {
+		cfg.HTTPBodyTimeout = d.HTTPBodyTimeout
+	}
+	if cfg.HTTPIdleTimeout <= 0 {
+		cfg.HTTPIdleTimeout = d.HTTPIdleTimeout
+	}
+	if cfg.MaxConnsPerClient <= 0 {
+		cfg.MaxConnsPerClient = d.MaxConnsPerClient
+	}
+	if cfg.MaxDownloadSize <= 0 {
+		cfg.MaxDownloadSize = d.MaxDownloadSize
+	}
 	if cfg.BootstrapExpect < 0 {
 		return nil, errors.New("node: bootstrap-expect must be >= 0")
 	}
@@ -150,6 +165,7 @@ func New(cfg Config) (*Node, error) {
 		loads: newLoadTable(), reconcileKick: make(chan struct{}, 1), pending: map[string]int{},
 		retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
 	n.local.m = map[string]*localWorker{}
+	n.authFails = newAuthLimiter()
 	n.metrics = newMetrics(n)
 	n.loads.changed = n.kickReconcile
 	n.registerOps()
@@ -171,6 +187,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.secret, n.secretCreated, err = loadOrCreateSecret(n.cfg.DataDir, n.cfg.Token)
 	if err != nil {
 		return err
+	}
+	n.adminKey = deriveAdminKey(n.secret)
+	if err := writeAdminKey(n.cfg.DataDir, n.adminKey); err != nil {
+		return fmt.Errorf("admin key: %w", err)
 	}
 	key, err := p2p.LoadOrCreateIdentity(filepath.Join(n.cfg.DataDir, identityFile))
 	if err != nil {
@@ -252,14 +272,20 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		go n.mdnsLoop()
 	}
 
-	n.httpSrv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.httpSrv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: headerTimeout, IdleTimeout: n.cfg.HTTPIdleTimeout,
+		ConnContext: connContext, ErrorLog: slog.NewLogLogger(n.log.With("component", "http").Handler(), slog.LevelDebug)}
+	n.connLimit = newLimitListener(n.httpLn, n.cfg.MaxConnsPerClient)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.httpSrv.Serve(n.connLimit); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server", "err", err)
 		}
 	}()
+
+	if err := n.writeNodeInfo(); err != nil {
+		n.log.Warn("write node.json", "err", err)
+	}
 
 	switch {
 	case len(n.cfg.Join) > 0:

@@ -23,7 +23,7 @@ func status(t *testing.T, n *node.Node) node.StatusResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var st node.StatusResult
-	require.NoError(t, client.New(n.URL(), "").Result(ctx, map[string]any{"operation": "status"}, &st, nil))
+	require.NoError(t, client.New(n.URL(), n.AdminKey()).Result(ctx, map[string]any{"operation": "status"}, &st, nil))
 	return st
 }
 
@@ -62,7 +62,7 @@ func TestForwardedOperationRunsOnTargetHive(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var nodesSeen []string
-	err := client.New(c.Nodes[0].URL(), "").Run(ctx, map[string]any{"operation": "hive_refresh_capabilities", "hive": "node1"}, func(ev jobs.Event) error {
+	err := client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Run(ctx, map[string]any{"operation": "hive_refresh_capabilities", "hive": "node1"}, func(ev jobs.Event) error {
 		nodesSeen = append(nodesSeen, ev.Node)
 		return nil
 	})
@@ -71,7 +71,7 @@ func TestForwardedOperationRunsOnTargetHive(t *testing.T) {
 
 	// hive_status reaches the other node over p2p.
 	var hs node.HiveStatus
-	require.NoError(t, client.New(c.Nodes[0].URL(), "").Result(ctx, map[string]any{"operation": "hive_status", "name": "node1"}, &hs, nil))
+	require.NoError(t, client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Result(ctx, map[string]any{"operation": "hive_status", "name": "node1"}, &hs, nil))
 	require.Equal(t, "alive", hs.GossipState)
 	require.True(t, hs.APIHealthy, hs.APIError)
 	require.Empty(t, hs.P2PError)
@@ -92,7 +92,7 @@ func TestLeaderFailoverAndRejoin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	survivor := c.Running()[0]
-	require.NoError(t, client.New(survivor.URL(), "").Result(ctx, map[string]any{"operation": "hive_refresh_capabilities"}, nil, nil))
+	require.NoError(t, client.New(survivor.URL(), survivor.AdminKey()).Result(ctx, map[string]any{"operation": "hive_refresh_capabilities"}, nil, nil))
 
 	// The killed node comes back with its data dir and no flags.
 	back := c.Restart(li)
@@ -180,13 +180,15 @@ func TestTokenRequired(t *testing.T) {
 	n := c.Nodes[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, tok := range []string{"", "wrong_token_wrong_token"} {
+	// No credential, a wrong one, and the cluster secret (which joins
+	// nodes and is no API credential on loopback) are all refused.
+	for _, tok := range []string{"", "wrong_token_wrong_token", nodetest.Token} {
 		_, err := client.New(n.URL(), tok).Submit(ctx, map[string]any{"operation": "status"})
 		var ae *client.APIError
 		require.ErrorAs(t, err, &ae)
 		require.Equal(t, 401, ae.Status)
 	}
-	_, err := client.New(n.URL(), nodetest.Token).Submit(ctx, map[string]any{"operation": "status"})
+	_, err := client.New(n.URL(), n.AdminKey()).Submit(ctx, map[string]any{"operation": "status"})
 	require.NoError(t, err)
 }
 

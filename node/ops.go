@@ -37,34 +37,38 @@ type op struct {
 	needsName bool
 	// validate checks the operation's own fields before a job exists.
 	validate func(req Request) error
-	run      func(ctx context.Context, em jobs.Emitter, req Request) error
+	// perm is what a caller needs to submit the operation (permAdmin when
+	// unset): reads and inference are open to local users, everything that
+	// downloads, runs, changes or reveals secrets is admin only.
+	perm perm
+	run  func(ctx context.Context, em jobs.Emitter, req Request) error
 }
 
 func (n *Node) registerOps() {
 	n.ops = map[string]op{
-		"status":                    {run: n.opStatus},
-		"hive_list":                 {run: n.opHiveList},
-		"hive_get":                  {needsName: true, run: n.opHiveGet},
-		"hive_status":               {needsName: true, run: n.opHiveStatus},
+		"status":                    {perm: permRead, run: n.opStatus},
+		"hive_list":                 {perm: permRead, run: n.opHiveList},
+		"hive_get":                  {perm: permRead, needsName: true, run: n.opHiveGet},
+		"hive_status":               {perm: permRead, needsName: true, run: n.opHiveStatus},
 		"hive_refresh_capabilities": {onHive: true, run: n.opRefreshCapabilities},
 
-		"infer":                {validate: validateInfer, run: n.opInfer},
-		"active_worker_list":   {run: n.opWorkerList},
-		"active_worker_get":    {validate: validateWorkerID, run: n.opWorkerGet},
+		"infer":                {perm: permInference, validate: validateInfer, run: n.opInfer},
+		"active_worker_list":   {perm: permRead, run: n.opWorkerList},
+		"active_worker_get":    {perm: permRead, validate: validateWorkerID, run: n.opWorkerGet},
 		"active_worker_retire": {validate: validateWorkerID, run: n.opWorkerRetire},
 
 		"worker_spawn":          {onHive: true, validate: validateHive("model"), run: n.opWorkerSpawn},
-		"worker_process_list":   {onHive: true, run: n.opProcessList},
-		"worker_process_get":    {onHive: true, validate: validateHive("pid"), run: n.opProcessGet},
+		"worker_process_list":   {perm: permRead, onHive: true, run: n.opProcessList},
+		"worker_process_get":    {perm: permRead, onHive: true, validate: validateHive("pid"), run: n.opProcessGet},
 		"worker_process_delete": {onHive: true, validate: validateHive("pid"), run: n.opProcessDelete},
-		"worker_binary_list":    {onHive: true, run: n.opBinaryList},
-		"worker_binary_get":     {onHive: true, validate: validateHive(), run: n.opBinaryGet},
+		"worker_binary_list":    {perm: permRead, onHive: true, run: n.opBinaryList},
+		"worker_binary_get":     {perm: permRead, onHive: true, validate: validateHive(), run: n.opBinaryGet},
 		"worker_binary_delete":  {onHive: true, validate: validateHive(), run: n.opBinaryDelete},
 		"worker_build":          {onHive: true, validate: validateHive(), run: n.opWorkerBuild},
 		"worker_download":       {onHive: true, validate: validateHive(), run: n.opWorkerDownload},
 		"model_download":        {onHive: true, validate: validateHive("model"), run: n.opModelDownload},
-		"model_list":            {onHive: true, run: n.opModelList},
-		"model_get":             {onHive: true, validate: validateHive("id"), run: n.opModelGet},
+		"model_list":            {perm: permRead, onHive: true, run: n.opModelList},
+		"model_get":             {perm: permRead, onHive: true, validate: validateHive("id"), run: n.opModelGet},
 		"model_delete":          {onHive: true, validate: validateHive("id"), run: n.opModelDelete},
 
 		"hive_import_ssh": {run: n.opImportSSH},
@@ -75,6 +79,14 @@ func (n *Node) registerOps() {
 		"hive_stop":       {validate: n.validateHostName, run: n.opStopHost},
 		"node_leave":      {onHive: true, run: n.opNodeLeave},
 	}
+}
+
+// opPerm is what a caller needs to submit operation.
+func (n *Node) opPerm(operation string) perm {
+	if p := n.ops[operation].perm; p != 0 {
+		return p
+	}
+	return permAdmin
 }
 
 // Operations lists the operation names this node serves.
@@ -130,10 +142,15 @@ func (n *Node) ParseRequest(body []byte) (Request, error) {
 	return req, nil
 }
 
-// Submit starts a validated request as a job.
+// Submit starts a validated request as a job owned by the admin.
 func (n *Node) Submit(ctx context.Context, req Request) (*jobs.Job, error) {
+	return n.submitAs(ctx, req, ownerAdmin)
+}
+
+// submitAs starts a validated request as a job of owner.
+func (n *Node) submitAs(ctx context.Context, req Request, owner string) (*jobs.Job, error) {
 	o := n.ops[req.Operation]
-	return n.jobs.Submit(ctx, req.Operation, func(ctx context.Context, em jobs.Emitter) error {
+	return n.jobs.SubmitOwned(ctx, req.Operation, owner, func(ctx context.Context, em jobs.Emitter) error {
 		if o.onHive && req.Hive != "" && req.Hive != n.cfg.Name {
 			target, err := n.resolveHive(req.Hive)
 			if err != nil {

@@ -117,7 +117,7 @@ func (n *Node) resolveModel(ctx context.Context, em jobs.Emitter, ref string) (m
 	}
 	em.Narrate("hive", "model", "fetching %s on %s", ref, n.cfg.Name)
 	var counted int64
-	e, err := n.models.Fetch(ctx, r, modelcat.FetchOptions{HF: n.hf, Peers: n.peerModels(), Progress: func(p modelcat.Progress) {
+	e, err := n.models.Fetch(ctx, r, modelcat.FetchOptions{HF: n.hf, Peers: n.peerModels(), MaxSize: n.cfg.MaxDownloadSize, Progress: func(p modelcat.Progress) {
 		ev := jobs.Event{Type: jobs.TypeProgress, Done: p.Done, Total: p.Total, Unit: "bytes", Message: string(p.Source), Rate: p.Rate}
 		if p.ETA > 0 {
 			ev.ETAMs = p.ETA.Milliseconds()

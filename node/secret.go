@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -17,8 +18,13 @@ const secretFile = "cluster.secret"
 // generated alphabet carry 80 bits.
 const minSecretLen = 16
 
-// ErrSecretMismatch: --token differs from the secret stored in the data dir.
-var ErrSecretMismatch = errors.New("the given token differs from this node's stored cluster secret")
+// Sentinel errors of the cluster secret.
+var (
+	// ErrSecretMismatch: --token differs from the secret stored in the data dir.
+	ErrSecretMismatch = errors.New("the given token differs from this node's stored cluster secret")
+	// ErrInsecureSecretFile: cluster.secret is readable by group or others.
+	ErrInsecureSecretFile = errors.New("cluster secret file is readable by other users")
+)
 
 // GenerateSecret returns a new random cluster secret (32 random bytes, base32).
 func GenerateSecret() string {
@@ -33,6 +39,9 @@ func GenerateSecret() string {
 // else a generated one (created reports that). The result is kept 0600.
 func loadOrCreateSecret(dataDir, token string) (secret string, created bool, err error) {
 	path := filepath.Join(dataDir, secretFile)
+	if st, err := os.Stat(path); err == nil && runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
+		return "", false, fmt.Errorf("%w: %s has mode %#o, want 0600 (chmod 600 %s)", ErrInsecureSecretFile, path, st.Mode().Perm(), path)
+	}
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:

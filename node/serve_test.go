@@ -74,7 +74,7 @@ func run(t *testing.T, n *node.Node, req map[string]any, out any) []jobs.Event {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	var evs []jobs.Event
-	err := client.New(n.URL(), "").Result(ctx, req, out, func(ev jobs.Event) { evs = append(evs, ev) })
+	err := client.New(n.URL(), n.AdminKey()).Result(ctx, req, out, func(ev jobs.Event) { evs = append(evs, ev) })
 	require.NoError(t, err, "events: %+v", evs)
 	return evs
 }
@@ -176,7 +176,7 @@ func TestServeAcrossTheCluster(t *testing.T) {
 	// A model nobody serves is a clear error.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := client.New(c.Nodes[0].URL(), "").Run(ctx, map[string]any{"operation": "infer", "model": "nope", "prompt": "x"}, func(jobs.Event) error { return nil })
+	err := client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Run(ctx, map[string]any{"operation": "infer", "model": "nope", "prompt": "x"}, func(jobs.Event) error { return nil })
 	var je *client.JobError
 	require.ErrorAs(t, err, &je)
 	require.Equal(t, node.CodeNoWorker, je.Code)
@@ -314,7 +314,7 @@ func TestWorkerExitAndRetire(t *testing.T) {
 	done := make(chan error, 1)
 	var res node.InferResult
 	go func() {
-		done <- client.New(c.Nodes[0].URL(), "").Result(ctx, map[string]any{"operation": "infer", "model": "slow",
+		done <- client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Result(ctx, map[string]any{"operation": "infer", "model": "slow",
 			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 300}, &res, func(ev jobs.Event) {
 			if ev.Type == jobs.TypeToken {
 				once.Do(func() { close(firstTok) })
@@ -324,7 +324,7 @@ func TestWorkerExitAndRetire(t *testing.T) {
 	<-firstTok
 	run(t, c.Nodes[2], map[string]any{"operation": "active_worker_retire", "worker_id": w3.WorkerID}, nil)
 	// Retiring: no new request goes to it.
-	err = client.New(c.Nodes[2].URL(), "").Run(ctx, map[string]any{"operation": "infer", "model": "slow", "prompt": "x", "max_tokens": 2}, func(jobs.Event) error { return nil })
+	err = client.New(c.Nodes[2].URL(), c.Nodes[2].AdminKey()).Run(ctx, map[string]any{"operation": "infer", "model": "slow", "prompt": "x", "max_tokens": 2}, func(jobs.Event) error { return nil })
 	var je *client.JobError
 	require.ErrorAs(t, err, &je)
 	require.Equal(t, node.CodeNoWorker, je.Code)
@@ -389,7 +389,7 @@ func TestNodeLossDuringStream(t *testing.T) {
 	done := make(chan error, 1)
 	var res node.InferResult
 	go func() {
-		done <- client.New(entry.URL(), "").Result(ctx, map[string]any{"operation": "infer", "model": "slow",
+		done <- client.New(entry.URL(), entry.AdminKey()).Result(ctx, map[string]any{"operation": "infer", "model": "slow",
 			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 300}, &res, func(ev jobs.Event) {
 			if ev.Type == jobs.TypeToken {
 				once.Do(func() { close(firstTok) })
@@ -407,7 +407,7 @@ func TestNodeLossDuringStream(t *testing.T) {
 	firstTok2 := make(chan struct{})
 	var once2 sync.Once
 	go func() {
-		done <- client.New(entry.URL(), "").Run(ctx, map[string]any{"operation": "infer", "model": "slow",
+		done <- client.New(entry.URL(), entry.AdminKey()).Run(ctx, map[string]any{"operation": "infer", "model": "slow",
 			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 2000}, func(ev jobs.Event) error {
 			if ev.Type == jobs.TypeToken {
 				once2.Do(func() { close(firstTok2) })

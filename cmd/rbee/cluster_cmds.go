@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/rbee-project/rbee/node"
 	"strconv"
 	"strings"
 
@@ -276,17 +277,38 @@ func newLeaveCmd(g *globals) *cobra.Command {
 }
 
 func newTokenCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var admin bool
+	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Print the cluster token (asks the local node's API)",
-		Args:  cobra.NoArgs,
+		Short: "Print the cluster token and the join command (reads the node's data dir)",
+		Long: `Print the cluster secret and the command that joins another machine, read
+from the node's data dir (--data-dir, env RBEE_DATA_DIR): only the node's own user
+can read them. With --admin, print the node's local admin key instead: the
+credential the CLI uses on the node's machine, e.g. for the web page.
+
+The cluster secret joins nodes; it is not an API credential on this machine.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := waitCtx(cmd.Context())
-			defer cancel()
-			tok, join, err := g.client().ClusterToken(ctx)
-			if err != nil {
-				return err
+			if admin {
+				k, err := node.ReadAdminKey(g.dataDir)
+				if err != nil {
+					return fmt.Errorf("%w (run as the node's user, or point --data-dir at its data dir)", err)
+				}
+				if g.json() {
+					return printJSON(cmd.OutOrStdout(), map[string]string{"admin_key": k})
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), k)
+				return nil
 			}
+			tok, err := node.ReadSecret(g.dataDir)
+			if err != nil {
+				return fmt.Errorf("read the cluster secret: %w (run as the node's user, or point --data-dir at its data dir)", err)
+			}
+			addr := "<this-node>:7834"
+			if ni, err := node.ReadNodeInfo(g.dataDir); err == nil && ni.GossipAddr != "" {
+				addr = ni.GossipAddr
+			}
+			join := node.JoinCommand(addr, tok)
 			if g.json() {
 				return printJSON(cmd.OutOrStdout(), map[string]string{"token": tok, "join_command": join})
 			}
@@ -294,4 +316,6 @@ func newTokenCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&admin, "admin", false, "print the local admin key instead of the cluster secret")
+	return cmd
 }

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 )
 
@@ -19,12 +22,56 @@ var version = "dev"
 
 // globals are the flags every client command shares.
 type globals struct {
-	node   string
-	token  string
-	output string
+	node    string
+	token   string
+	output  string
+	dataDir string
+	// tokenSet: --token was given on the command line; dataDirSet:
+	// --data-dir or RBEE_DATA_DIR was.
+	tokenSet, dataDirSet bool
+	adminOnce            sync.Once
+	adminKey             string
 }
 
-func (g *globals) client() *client.Client { return client.New(g.node, g.token) }
+// client is a client of --node with the credential credential() picks.
+func (g *globals) client() *client.Client { return client.New(g.node, g.credential()) }
+
+// credential picks what the CLI presents: --token when given; else, for a
+// node on this machine, the node's admin key from the data dir when this
+// user can read it (the node's own user); else RBEE_TOKEN. The admin key
+// never goes to a node off loopback.
+func (g *globals) credential() string {
+	if g.tokenSet {
+		return g.token
+	}
+	if client.IsLoopbackURL(g.node) {
+		g.adminOnce.Do(func() { g.adminKey = g.findAdminKey() })
+		if g.adminKey != "" {
+			return g.adminKey
+		}
+	}
+	return g.token
+}
+
+// findAdminKey reads the admin key of the node at --node: from --data-dir
+// when given, else from the data dir the node names in /health (so a CLI
+// pointed at any local node finds that node's key), else the default dir.
+func (g *globals) findAdminKey() string {
+	dirs := []string{g.dataDir}
+	if !g.dataDirSet {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if d, err := client.New(g.node, "").DataDir(ctx); err == nil && d != "" {
+			dirs = []string{d, g.dataDir}
+		}
+	}
+	for _, d := range dirs {
+		if k, err := node.ReadAdminKey(d); err == nil {
+			return k
+		}
+	}
+	return ""
+}
 
 func (g *globals) json() bool { return g.output == "json" }
 
@@ -37,6 +84,8 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			g.tokenSet = cmd.Flags().Changed("token")
+			g.dataDirSet = cmd.Flags().Changed("data-dir") || os.Getenv("RBEE_DATA_DIR") != ""
 			if g.output != "table" && g.output != "json" {
 				return fmt.Errorf("-o must be table or json, not %q", g.output)
 			}
@@ -48,7 +97,12 @@ func newRootCmd() *cobra.Command {
 		defNode = "http://127.0.0.1:7833"
 	}
 	root.PersistentFlags().StringVar(&g.node, "node", defNode, "node API URL (env RBEE_NODE)")
-	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("RBEE_TOKEN"), "cluster token, needed for a node off loopback (env RBEE_TOKEN)")
+	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("RBEE_TOKEN"), "API credential, needed for a node off loopback (env RBEE_TOKEN); on this machine the CLI uses the node's admin key from --data-dir when it can read it")
+	defData := os.Getenv("RBEE_DATA_DIR")
+	if defData == "" {
+		defData = defaultDataDir()
+	}
+	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", defData, "the node's data directory (env RBEE_DATA_DIR); client commands read the admin key there")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 
 	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g), newWorkerCmd(g), newInferCmd(g))

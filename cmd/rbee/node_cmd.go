@@ -52,9 +52,13 @@ func newNodeCmd(g *globals) *cobra.Command {
 
   rbee node
 
-Every other machine joins it with the token the first one printed:
+Every other machine joins it with the command the first one printed, which
+passes the cluster secret in the environment (never on the command line,
+where ps shows it to every user):
 
-  rbee node --join 192.168.1.10:7834 --token <token>
+  RBEE_CLUSTER_TOKEN=<token> rbee node --join 192.168.1.10:7834
+
+--token-file FILE works as well; --token still works, with a warning.
 
 A node restarted with its data dir rejoins without flags.`,
 		Args: cobra.NoArgs,
@@ -66,6 +70,7 @@ A node restarted with its data dir rejoins without flags.`,
 			cfg.Logger = log
 			cfg.MDNS = !noMDNS
 			cfg.Version = version
+			cfg.DataDir = g.dataDir
 			switch {
 			case tokenFile != "":
 				b, err := os.ReadFile(tokenFile)
@@ -73,7 +78,10 @@ A node restarted with its data dir rejoins without flags.`,
 					return fmt.Errorf("--token-file: %w", err)
 				}
 				cfg.Token = strings.TrimSpace(string(b))
+			case os.Getenv(node.ClusterTokenEnv) != "":
+				cfg.Token = os.Getenv(node.ClusterTokenEnv)
 			case cmd.Flags().Changed("token"):
+				fmt.Fprintf(os.Stderr, "warning: --token puts the cluster secret on the command line, where every user of this machine can read it with ps; use %s=… or --token-file\n", node.ClusterTokenEnv)
 				cfg.Token = g.token
 			case os.Getenv("RBEE_TOKEN") != "":
 				cfg.Token = os.Getenv("RBEE_TOKEN")
@@ -124,15 +132,18 @@ A node restarted with its data dir rejoins without flags.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Name, "name", "", "hive name (default: hostname)")
-	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "data directory")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", node.DefaultHTTPAddr, "API listen address (loopback unless told otherwise; off loopback clients need the token)")
+	f.StringSliceVar(&cfg.AllowedHosts, "allowed-host", nil, "extra name or address clients may use in the Host header (repeatable; the node's name, hostname, localhost and its addresses are always allowed)")
+	f.StringSliceVar(&cfg.CORSOrigins, "cors-origin", nil, "browser origin besides the node's own that may call the API, e.g. http://chat.lan:3000 (repeatable)")
+	f.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", node.DefaultMaxConnsPerClient, "open API connections allowed per client address")
+	f.Int64Var(&cfg.MaxDownloadSize, "max-download-size", node.DefaultMaxDownloadSize, "largest model download in bytes (also caps downloads of unknown size)")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", node.DefaultGossipAddr, "gossip (memberlist) bind address")
 	f.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "gossip address to advertise (default: detected)")
 	f.StringVar(&cfg.P2PAddr, "p2p-addr", node.DefaultP2PAddr, "libp2p listen address")
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip address(es) of cluster members to join (repeatable)")
 	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "wait for this many nodes before bootstrapping the cluster (all must agree)")
-	f.BoolVar(&cfg.RequireToken, "require-token", false, "require the token from loopback clients too")
-	f.StringVar(&tokenFile, "token-file", "", "read the cluster token from this file (keeps it out of `ps`)")
+	f.BoolVar(&cfg.RequireToken, "require-token", false, "require a credential from loopback clients too, for inference and reads as well")
+	f.StringVar(&tokenFile, "token-file", "", "read the cluster token from this file (env RBEE_CLUSTER_TOKEN works too; both keep it out of ps)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "do not discover LAN peers with mDNS")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/model/builtin"
+	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/hf"
 )
 
@@ -57,6 +58,8 @@ type FetchOptions struct {
 	// them (saves space; later edits of the original would then change the
 	// catalog's copy, which a mismatching sha256 does not catch).
 	LinkLocal bool
+	// MaxSize, when > 0, caps the model file (see hf.Spec.MaxSize).
+	MaxSize int64
 }
 
 // target is a resolved ref: what to store and where to get it.
@@ -111,7 +114,10 @@ func (c *Catalog) Fetch(ctx context.Context, ref Ref, opts FetchOptions) (Entry,
 	}
 	partial := filepath.Join(c.dir, PartialDir, partName+".part")
 	spec := func(src Source) hf.Spec {
-		s := hf.Spec{Partial: partial, Size: t.size, SHA256: t.sha, ProgressInterval: opts.ProgressInterval}
+		// Every source must start with a GGUF header: a non-model stops at
+		// its first bytes, before it is stored or downloaded whole.
+		s := hf.Spec{Partial: partial, Size: t.size, SHA256: t.sha, ProgressInterval: opts.ProgressInterval,
+			MaxSize: opts.MaxSize, CheckHead: checkHead, HeadSize: gguf.HeaderSize}
 		switch {
 		case opts.Retries == 0:
 			s.Retries = hf.DefaultRetries
@@ -238,6 +244,9 @@ func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (targ
 		if !st.Mode().IsRegular() {
 			return target{}, fmt.Errorf("catalog: local model %s is not a regular file", ref.Path)
 		}
+		if err := checkLocalHead(ref.Path); err != nil {
+			return target{}, fmt.Errorf("catalog: local model %s: %w", ref.Path, err)
+		}
 		abs, err := filepath.Abs(ref.Path)
 		if err != nil {
 			return target{}, fmt.Errorf("catalog: %w", err)
@@ -304,6 +313,31 @@ func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (targ
 
 // tryLink hard-links src to the partial path when no partial exists yet;
 // failure (other file system, no permission) just means a copy.
+// checkHead is hf.Spec.CheckHead for model files.
+func checkHead(head []byte) error {
+	if err := gguf.CheckHeader(head); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotGGUF, err)
+	}
+	return nil
+}
+
+// checkLocalHead reads a local file's first bytes and checks them: nothing
+// of a file that is not a model is copied (and none of its bytes appear
+// in the error).
+func checkLocalHead(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, gguf.HeaderSize)
+	k, err := io.ReadFull(f, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return err
+	}
+	return checkHead(head[:k])
+}
+
 func tryLink(src, partial string) {
 	if _, err := os.Lstat(partial); err == nil {
 		return

@@ -89,6 +89,35 @@ func (r *reader) str(what string) string {
 	return string(b)
 }
 
+// HeaderSize is how many leading bytes CheckHeader needs: magic and version.
+const HeaderSize = 8
+
+// CheckHeader checks that head (a file's first HeaderSize or more bytes)
+// starts a GGUF file of a supported version: a cheap test before a file is
+// copied or downloaded whole. The error never contains the bytes.
+func CheckHeader(head []byte) error {
+	if len(head) < HeaderSize {
+		return fmt.Errorf("%w: %d bytes, a GGUF header has %d", ErrTruncated, len(head), HeaderSize)
+	}
+	if string(head[:4]) != Magic {
+		return fmt.Errorf("%w: the file does not start with %q", ErrMagic, Magic)
+	}
+	return checkVersion(binary.LittleEndian.Uint32(head[4:8]))
+}
+
+func checkVersion(version uint32) error {
+	switch {
+	case version == 2 || version == 3:
+		return nil
+	case version == 1:
+		return fmt.Errorf("%w: version 1 (32-bit counts) is obsolete", ErrVersion)
+	case version&0xffff == 0 && bits32Swap(version) <= 3:
+		return fmt.Errorf("%w: big-endian file (version %d byte-swapped)", ErrVersion, bits32Swap(version))
+	default:
+		return fmt.Errorf("%w: %d", ErrVersion, version)
+	}
+}
+
 // Parse parses a GGUF file held in data. The returned File references data
 // (tensor data is not copied), so data must stay unchanged while it is used.
 func Parse(data []byte) (*File, error) {
@@ -98,20 +127,16 @@ func Parse(data []byte) (*File, error) {
 		return nil, r.err
 	}
 	if string(magic) != Magic {
-		return nil, fmt.Errorf("%w: %q", ErrMagic, magic)
+		// The bytes read are never echoed: the file may be anything (a
+		// secret that a request named), and errors travel to clients.
+		return nil, fmt.Errorf("%w: the file does not start with %q", ErrMagic, Magic)
 	}
 	version := r.u32("version")
 	if r.err != nil {
 		return nil, r.err
 	}
-	switch {
-	case version == 2 || version == 3:
-	case version == 1:
-		return nil, fmt.Errorf("%w: version 1 (32-bit counts) is obsolete", ErrVersion)
-	case version&0xffff == 0 && bits32Swap(version) <= 3:
-		return nil, fmt.Errorf("%w: big-endian file (version %d byte-swapped)", ErrVersion, bits32Swap(version))
-	default:
-		return nil, fmt.Errorf("%w: %d", ErrVersion, version)
+	if err := checkVersion(version); err != nil {
+		return nil, err
 	}
 	f := &File{Version: version, Alignment: DefaultAlignment}
 

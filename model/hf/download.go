@@ -1,6 +1,7 @@
 package hf
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -28,6 +29,9 @@ const (
 	// spaceReserve is kept free on the file system beyond the download, so
 	// a model does not fill the disk to the last byte (index, logs, raft).
 	spaceReserve = 16 << 20
+	// spaceCheckEvery: a download of unknown size checks the free space
+	// each time it grows by this much (a statfs per 64 MiB costs nothing).
+	spaceCheckEvery = 64 << 20
 	// copyBuffer is the read size of the copy loop.
 	copyBuffer = 256 << 10
 	// DefaultIdleTimeout: a connection silent for a minute is dead (TCP
@@ -80,6 +84,15 @@ type Spec struct {
 	// this long, including the wait for the response; 0 means
 	// DefaultIdleTimeout. A whole download has no deadline: models take hours.
 	IdleTimeout time.Duration
+	// MaxSize, when > 0, caps the file: a source announcing more is refused
+	// before a byte is written, one sending more (of unknown size) is cut
+	// there and the partial deleted (ErrTooLarge).
+	MaxSize int64
+	// CheckHead, when set, checks the first HeadSize bytes of the file
+	// before anything is written (a format's magic); an error stops the
+	// transfer, deletes the partial and is returned as is.
+	CheckHead func(head []byte) error
+	HeadSize  int
 }
 
 // Result is a completed, verified Transfer.
@@ -127,6 +140,9 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 	}
 	if spec.Partial == "" || spec.Size < 0 {
 		return Result{}, fmt.Errorf("hf: transfer needs a partial path and a non-negative size")
+	}
+	if spec.MaxSize > 0 && spec.Size > spec.MaxSize {
+		return Result{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, spec.Size, spec.MaxSize)
 	}
 	if spec.ProgressInterval <= 0 {
 		spec.ProgressInterval = DefaultProgressInterval
@@ -177,6 +193,9 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 				return Result{}, fmt.Errorf("hf: download interrupted, %d bytes kept in %s: %w", t.n, spec.Partial, ctx.Err())
 			}
 			if !isRetryable(err) || attempt >= spec.Retries {
+				if _, serr := os.Stat(spec.Partial); serr != nil {
+					return Result{}, err // deleted: nothing kept
+				}
 				return Result{}, fmt.Errorf("%w (%d bytes kept in %s for a resume)", err, t.n, spec.Partial)
 			}
 			select {
@@ -292,11 +311,30 @@ func (t *transfer) once(ctx context.Context, open Opener) (err error) {
 			return fmt.Errorf("%w: source has %d bytes, expected %d", ErrChecksum, total, t.total)
 		}
 		if t.total == 0 {
+			if t.spec.MaxSize > 0 && total > t.spec.MaxSize {
+				t.discard()
+				return fmt.Errorf("%w: the source has %d bytes, the limit is %d", ErrTooLarge, total, t.spec.MaxSize)
+			}
 			t.total = total
 			if err := t.checkSpace(); err != nil {
 				return err
 			}
 		}
+	}
+	if t.n == 0 && t.spec.CheckHead != nil {
+		head := make([]byte, t.spec.HeadSize)
+		k, rerr := io.ReadFull(body, head)
+		if rerr != nil && rerr != io.ErrUnexpectedEOF && rerr != io.EOF {
+			return Retryable(fmt.Errorf("hf: reading the first bytes: %w", rerr))
+		}
+		if err := t.spec.CheckHead(head[:k]); err != nil {
+			t.discard()
+			return err
+		}
+		body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(head[:k]), body), body}
 	}
 	if _, err := t.f.Seek(t.n, io.SeekStart); err != nil {
 		return fmt.Errorf("hf: %w", err)
@@ -311,6 +349,17 @@ func (t *transfer) once(ctx context.Context, open Opener) (err error) {
 			idle.Reset(t.spec.IdleTimeout)
 			if t.total > 0 && t.n+int64(k) > t.total {
 				return fmt.Errorf("%w: source sent more than %d bytes", ErrChecksum, t.total)
+			}
+			if t.spec.MaxSize > 0 && t.n+int64(k) > t.spec.MaxSize {
+				t.discard()
+				return fmt.Errorf("%w: the source sent more than %d bytes; partial deleted", ErrTooLarge, t.spec.MaxSize)
+			}
+			if t.total == 0 && t.n/spaceCheckEvery != (t.n+int64(k))/spaceCheckEvery {
+				// Of unknown size: keep the reserve free as it grows.
+				if free, ok, err := freeBytes(filepath.Dir(t.spec.Partial)); err == nil && ok && free < uint64(k)+spaceReserve {
+					t.discard()
+					return fmt.Errorf("%w: %d bytes free in %s after %d bytes of a download of unknown size; partial deleted", ErrNoSpace, free, filepath.Dir(t.spec.Partial), t.n)
+				}
 			}
 			if _, err := t.f.Write(buf[:k]); err != nil {
 				return fmt.Errorf("hf: writing %s: %w", t.spec.Partial, err)

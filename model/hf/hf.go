@@ -64,6 +64,8 @@ var (
 	ErrChecksum = errors.New("hf: checksum mismatch")
 	// ErrNoSpace: the destination file system has not enough free space.
 	ErrNoSpace = errors.New("hf: not enough disk space")
+	// ErrTooLarge: the file is over the transfer's MaxSize.
+	ErrTooLarge = errors.New("hf: file too large")
 	// ErrBadRange: the server answered a range request with an inconsistent
 	// Content-Range.
 	ErrBadRange = errors.New("hf: bad range response")

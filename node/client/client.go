@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +62,21 @@ type Client struct {
 	Base  string
 	Token string
 	HTTP  *http.Client
+}
+
+// IsLoopbackURL reports whether a node URL points at this machine
+// (localhost or a loopback address).
+func IsLoopbackURL(base string) bool {
+	u, err := url.Parse(base)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // New makes a client for base (e.g. http://127.0.0.1:7833).
@@ -256,16 +273,6 @@ func (c *Client) Result(ctx context.Context, req any, out any, onEvent func(jobs
 	return nil
 }
 
-// Token fetches the cluster secret (loopback only).
-func (c *Client) ClusterToken(ctx context.Context) (token, joinCmd string, err error) {
-	var out struct {
-		Token string `json:"token"`
-		Join  string `json:"join_command"`
-	}
-	err = c.do(ctx, http.MethodGet, "/v1/token", nil, &out)
-	return out.Token, out.Join, err
-}
-
 // Join asks the node to join addrs.
 func (c *Client) Join(ctx context.Context, addrs []string) (int, error) {
 	var out struct {
@@ -278,6 +285,16 @@ func (c *Client) Join(ctx context.Context, addrs []string) (int, error) {
 // Leave asks the node to leave the cluster and shut down.
 func (c *Client) Leave(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/leave", nil, nil)
+}
+
+// DataDir asks a node on this machine for its data dir ("" if it does not
+// say).
+func (c *Client) DataDir(ctx context.Context) (string, error) {
+	var out struct {
+		DataDir string `json:"data_dir"`
+	}
+	err := c.do(ctx, http.MethodGet, "/health", nil, &out)
+	return out.DataDir, err
 }
 
 // Health checks /health.

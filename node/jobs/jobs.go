@@ -187,6 +187,9 @@ type Job struct {
 	ID        string
 	Operation string
 	Created   time.Time
+	// Owner names who submitted the job (the API decides who may read it);
+	// "" when the submitter gave none.
+	Owner string
 
 	m      *Manager
 	cancel context.CancelFunc
@@ -199,6 +202,11 @@ type Job struct {
 
 // Submit starts fn as a new job and returns at once.
 func (m *Manager) Submit(parent context.Context, operation string, fn Func) (*Job, error) {
+	return m.SubmitOwned(parent, operation, "", fn)
+}
+
+// SubmitOwned is Submit for a job that records its owner.
+func (m *Manager) SubmitOwned(parent context.Context, operation, owner string, fn Func) (*Job, error) {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -210,7 +218,7 @@ func (m *Manager) Submit(parent context.Context, operation string, fn Func) (*Jo
 		return nil, ErrTooMany
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
-	j := &Job{ID: newID(), Operation: operation, Created: time.Now(), m: m, cancel: cancel, notify: make(chan struct{})}
+	j := &Job{ID: newID(), Operation: operation, Owner: owner, Created: time.Now(), m: m, cancel: cancel, notify: make(chan struct{})}
 	m.jobs[j.ID] = j
 	m.wg.Add(1)
 	m.mu.Unlock()

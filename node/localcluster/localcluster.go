@@ -57,7 +57,11 @@ type Node struct {
 func (n *Node) URL() string { return "http://" + n.HTTPAddr }
 
 // Client returns an API client for the node.
-func (n *Node) Client() *client.Client { return client.New(n.URL(), "") }
+// It presents the node's admin key, read from its data dir.
+func (n *Node) Client() *client.Client {
+	k, _ := node.ReadAdminKey(n.DataDir)
+	return client.New(n.URL(), k)
+}
 
 // Running reports whether the process is alive.
 func (n *Node) Running() bool {
@@ -171,7 +175,7 @@ func (c *Cluster) Token() string { return c.cfg.Token }
 func (c *Cluster) StartNode(ctx context.Context, n *Node, join []string) error {
 	args := []string{"node", "--name", n.Name, "--data-dir", n.DataDir, "--http-addr", n.HTTPAddr,
 		"--gossip-addr", n.GossipAddr, "--p2p-addr", n.P2PAddr, "--no-mdns", "--profile", c.cfg.Profile,
-		"--token", c.cfg.Token, "--log-level", "debug"}
+		"--log-level", "debug"}
 	for _, j := range join {
 		args = append(args, "--join", j)
 	}
@@ -182,7 +186,7 @@ func (c *Cluster) StartNode(ctx context.Context, n *Node, join []string) error {
 	}
 	cmd := exec.Command(c.cfg.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "RBEE_NODE=", "RBEE_TOKEN=")
+	cmd.Env = append(os.Environ(), "RBEE_NODE=", "RBEE_TOKEN=", "RBEE_DATA_DIR=", node.ClusterTokenEnv+"="+c.cfg.Token)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -268,6 +268,10 @@ func TestPageInBrowser(t *testing.T) {
 		chromedp.SetValue(chromedp.ID("spawn-model"), "builtin:stories260k"),
 		chromedp.Click(chromedp.ID("spawn-go")),
 	)
+	// Spawning needs the admin key: without it the node refuses (403) and
+	// the page asks for a key, then retries the job with it.
+	tb.wait("the key form for an admin action", `!document.getElementById('token-form').hidden && document.getElementById('token-why').textContent.includes('admin')`, 30*time.Second)
+	tb.do(chromedp.SetValue(chromedp.ID("token-input"), via.AdminKey()), chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
 	tb.jobOK("spawn", 90*time.Second)
 	require.Contains(t, eval[string](tb, `document.querySelector('#actions-log .job').textContent`), "ready")
 	tb.wait("a ready worker on node2", `[...document.querySelectorAll('#workers .worker[data-state=ready]')].some(w => w.textContent.includes('node2'))`, nodetest.WaitTimeout)
@@ -351,15 +355,19 @@ func TestPageInBrowser(t *testing.T) {
 	t2 := newTab(t, bctx, shots)
 	t2.do(chromedp.Navigate(c.Nodes[2].URL() + "/"))
 	t2.wait("the token form", `!document.getElementById('token-form').hidden`, 30*time.Second)
-	require.Contains(t, eval[string](t2, `document.getElementById('token-why').textContent`), "forbidden")
+	require.Contains(t, eval[string](t2, `document.getElementById('token-why').textContent`), "unauthorized")
 	t2.screenshot("page-token-form")
 	// A wrong token is refused and the form comes back saying so.
 	t2.do(chromedp.SetValue(chromedp.ID("token-input"), "not-the-token"), chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
-	t2.wait("the form again", `!document.getElementById('token-form').hidden && document.getElementById('token-why').textContent.includes('wrong cluster token')`, 30*time.Second)
+	t2.wait("the form again", `!document.getElementById('token-form').hidden && document.getElementById('token-why').textContent.includes('refused')`, 30*time.Second)
 	require.Zero(t, eval[int](t2, `document.querySelectorAll('#nodes .node').length`))
+	// The cluster secret is no credential on loopback: refused too.
 	t2.do(chromedp.SetValue(chromedp.ID("token-input"), nodetest.Token), chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
-	t2.wait("three nodes with the token", `document.querySelectorAll('#nodes .node').length === 3`, nodetest.WaitTimeout)
-	require.Equal(t, nodetest.Token, eval[string](t2, `localStorage.getItem('rbee.token')`))
+	t2.wait("the form again for the cluster secret", `!document.getElementById('token-form').hidden && document.getElementById('token-why').textContent.includes('refused')`, 30*time.Second)
+	key := c.Nodes[2].AdminKey()
+	t2.do(chromedp.SetValue(chromedp.ID("token-input"), key), chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
+	t2.wait("three nodes with the key", `document.querySelectorAll('#nodes .node').length === 3`, nodetest.WaitTimeout)
+	require.Equal(t, key, eval[string](t2, `localStorage.getItem('rbee.token')`))
 	t2.noErrors()
 
 	// The feed reconnects: a proxy in front of node0 drops every

@@ -95,7 +95,14 @@
     const res = await fetch(path, Object.assign({}, opts, { headers, cache: 'no-store' }));
     if (res.status === 401) {
       const msg = await errorText(res);
-      askToken(t ? 'The saved token was refused (' + msg + '). Enter the cluster token.' : 'This node asks for the cluster token: ' + msg);
+      askToken(t ? 'The saved key was refused (' + msg + '). Enter a key.' : 'This node asks for a key: ' + msg);
+      throw new AuthError(msg);
+    }
+    if (res.status === 403 && opts.method === 'POST') {
+      // An action beyond this key's rights (e.g. spawn without the admin
+      // key): ask for a better key and let the caller retry.
+      const msg = await errorText(res);
+      askToken('This action needs the admin key: ' + msg);
       throw new AuthError(msg);
     }
     return res;

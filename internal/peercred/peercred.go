@@ -1,0 +1,34 @@
+// Package peercred finds the local user behind a loopback TCP connection.
+//
+// A node's HTTP API serves clients on its own machine without a credential
+// (inference, status). To keep one local user's jobs from another's, the API
+// needs to know which user opened a connection. On Linux the kernel lists
+// every TCP socket with its owner's uid in /proc/net/tcp and /proc/net/tcp6
+// (what identd reads); the client's end of a loopback connection is the entry
+// whose local address is the connection's remote address and whose remote
+// address is the server's local address.
+//
+// Lookups read procfs and are safe for concurrent use. Elsewhere, or when the
+// entry is gone (the client already closed), the uid is unknown.
+package peercred
+
+import (
+	"errors"
+	"net"
+)
+
+// ErrUnknown: the connection's owner could not be found (not loopback, not
+// Linux, or the socket is gone).
+var ErrUnknown = errors.New("peercred: owner of the connection unknown")
+
+// LoopbackUID returns the uid of the process that owns the client end of a
+// loopback TCP connection, given the server's local and remote addresses of
+// that connection (net.Conn.LocalAddr, RemoteAddr).
+func LoopbackUID(local, remote net.Addr) (uint32, error) {
+	l, ok1 := local.(*net.TCPAddr)
+	r, ok2 := remote.(*net.TCPAddr)
+	if !ok1 || !ok2 || !r.IP.IsLoopback() {
+		return 0, ErrUnknown
+	}
+	return lookup(l, r)
+}

@@ -1,0 +1,85 @@
+package peercred
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestLoopbackUIDOwnProcess(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("procfs socket tables are Linux only")
+	}
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			addr := "127.0.0.1:0"
+			if network == "tcp6" {
+				addr = "[::1]:0"
+			}
+			ln, err := net.Listen(network, addr)
+			if err != nil {
+				t.Skipf("no %s loopback: %v", network, err)
+			}
+			defer ln.Close()
+			c, err := net.Dial(network, ln.Addr().String())
+			require.NoError(t, err)
+			defer c.Close()
+			s, err := ln.Accept()
+			require.NoError(t, err)
+			defer s.Close()
+			uid, err := LoopbackUID(s.LocalAddr(), s.RemoteAddr())
+			require.NoError(t, err)
+			require.Equal(t, uint32(os.Getuid()), uid)
+		})
+	}
+}
+
+// TestLoopbackUIDOtherUser connects from a process running as another user
+// (nobody) and finds that user's uid, not ours.
+func TestLoopbackUIDOtherUser(t *testing.T) {
+	if runtime.GOOS != "linux" || os.Getuid() != 0 {
+		t.Skip("needs root on Linux to start a process as another user")
+	}
+	const nobody = 65534
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	// bash's /dev/tcp opens the connection and holds it for a moment.
+	cmd := exec.Command("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/"+strconv.Itoa(port)+"; sleep 5")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	require.NoError(t, cmd.Start())
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	require.NoError(t, ln.(*net.TCPListener).SetDeadline(time.Now().Add(10*time.Second)))
+	s, err := ln.Accept()
+	require.NoError(t, err)
+	defer s.Close()
+	uid, err := LoopbackUID(s.LocalAddr(), s.RemoteAddr())
+	require.NoError(t, err)
+	require.Equal(t, uint32(nobody), uid)
+}
+
+func TestLoopbackUIDNotLoopback(t *testing.T) {
+	_, err := LoopbackUID(&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 2})
+	require.ErrorIs(t, err, ErrUnknown)
+	_, err = LoopbackUID(&net.UnixAddr{}, &net.UnixAddr{})
+	require.ErrorIs(t, err, ErrUnknown)
+}
+
+func TestEncodeAddr(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("linux encoding")
+	}
+	got := encodeAddr(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 0x1e99})
+	// little-endian machines print 0100007F; big-endian 7F000001.
+	require.True(t, strings.HasSuffix(got, ":1E99"), got)
+	require.Contains(t, []string{"0100007F:1E99", "7F000001:1E99"}, got)
+}

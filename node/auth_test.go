@@ -1,0 +1,364 @@
+package node_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/nodetest"
+)
+
+// apiCall sends one request to n's API and returns the status and the
+// error code of the answer ("" for a 2xx).
+func apiCall(t *testing.T, n *node.Node, method, path, token, ctype, body string, hdr map[string]string) (int, string, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, n.URL()+path, strings.NewReader(body))
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var e node.APIError
+	_ = json.Unmarshal(data, &e)
+	return resp.StatusCode, e.Error.Code, data
+}
+
+func jobCount(n *node.Node) int { return len(n.Jobs().List()) }
+
+// TestLoopbackIsNotRoot: a local client without a credential may read and
+// run inference; every operation that downloads, runs, changes or reveals
+// secrets needs the admin key, and the cluster secret is no credential on
+// loopback. A refused request starts no job.
+func TestLoopbackIsNotRoot(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	admin := n.AdminKey()
+	require.True(t, strings.HasPrefix(admin, "rbeeadm_"))
+	// The key is in the data dir, readable by the node's user only.
+	fi, err := os.Stat(filepath.Join(n.DataDir(), "admin.key"))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	k, err := node.ReadAdminKey(n.DataDir())
+	require.NoError(t, err)
+	require.Equal(t, admin, k)
+
+	adminOps := []string{
+		`{"operation":"worker_spawn","model":"builtin:stories260k"}`,
+		`{"operation":"worker_download","type":"cpu"}`,
+		`{"operation":"worker_build","type":"cpu"}`,
+		`{"operation":"model_download","model":"/etc/shadow"}`,
+		`{"operation":"model_delete","id":"x"}`,
+		`{"operation":"hive_import_ssh","ssh_config":"/tmp/x"}`,
+		`{"operation":"active_worker_retire","worker_id":"w-1"}`,
+		`{"operation":"node_leave"}`,
+		`{"operation":"worker_process_delete","pid":1}`,
+		`{"operation":"worker_binary_delete","type":"cpu","version":"v1"}`,
+	}
+	before := jobCount(n)
+	for _, tok := range []string{"", "sk-whatever-openai-clients-send", nodetest.Token} {
+		for _, body := range adminOps {
+			st, code, data := apiCall(t, n, "POST", "/v1/jobs", tok, "application/json", body, nil)
+			require.Equal(t, 403, st, "%s with %q: %s", body, tok, data)
+			require.Equal(t, "forbidden", code)
+			require.Contains(t, string(data), "admin")
+		}
+		for _, p := range []string{"/v1/join", "/v1/leave"} {
+			st, _, _ := apiCall(t, n, "POST", p, tok, "application/json", `{"addrs":["127.0.0.1:1"]}`, nil)
+			require.Equal(t, 403, st, p)
+		}
+		// Reads and inference-side routes answer.
+		st, _, data := apiCall(t, n, "POST", "/v1/jobs", tok, "application/json", `{"operation":"status"}`, nil)
+		require.Equal(t, 202, st, string(data))
+		for _, p := range []string{"/v1/cluster", "/v1/models", "/api/tags", "/metrics", "/v1/jobs"} {
+			st, _, data := apiCall(t, n, "GET", p, tok, "", "", nil)
+			require.Equal(t, 200, st, "%s: %s", p, data)
+		}
+	}
+	require.Equal(t, before+3, jobCount(n), "only the three status jobs may exist")
+	// The token route is gone.
+	st, _, _ := apiCall(t, n, "GET", "/v1/token", "", "", "", nil)
+	require.Equal(t, 404, st)
+	st, _, _ = apiCall(t, n, "GET", "/v1/token", admin, "", "", nil)
+	require.Equal(t, 404, st)
+	// The admin key may do what the others may not.
+	st, _, data := apiCall(t, n, "POST", "/v1/jobs", admin, "application/json", `{"operation":"model_delete","id":"none"}`, nil)
+	require.Equal(t, 202, st, string(data))
+}
+
+// TestJobsArePrivate: a local client sees the jobs it created and not the
+// admin's; the admin sees all. Another user's process sees none of ours.
+func TestJobsArePrivate(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	admin := n.AdminKey()
+	submit := func(tok string) string {
+		st, _, data := apiCall(t, n, "POST", "/v1/jobs", tok, "application/json", `{"operation":"status"}`, nil)
+		require.Equal(t, 202, st, string(data))
+		var out struct {
+			JobID string `json:"job_id"`
+		}
+		require.NoError(t, json.Unmarshal(data, &out))
+		return out.JobID
+	}
+	list := func(tok string) []string {
+		st, _, data := apiCall(t, n, "GET", "/v1/jobs", tok, "", "", nil)
+		require.Equal(t, 200, st)
+		var out struct {
+			Jobs []struct {
+				ID string `json:"job_id"`
+			} `json:"jobs"`
+		}
+		require.NoError(t, json.Unmarshal(data, &out))
+		var ids []string
+		for _, j := range out.Jobs {
+			ids = append(ids, j.ID)
+		}
+		return ids
+	}
+	adminJob := submit(admin)
+	mine := submit("")
+	require.ElementsMatch(t, []string{mine}, list(""), "a local client lists only its own jobs")
+	require.Subset(t, list(admin), []string{adminJob, mine})
+	for _, p := range []string{"/v1/jobs/" + adminJob, "/v1/jobs/" + adminJob + "/events"} {
+		st, _, _ := apiCall(t, n, "GET", p, "", "", "", nil)
+		require.Equal(t, 404, st, "another principal's job must look absent: %s", p)
+	}
+	st, _, _ := apiCall(t, n, "DELETE", "/v1/jobs/"+adminJob, "", "", "", nil)
+	require.Equal(t, 404, st)
+	st, _, _ = apiCall(t, n, "GET", "/v1/jobs/"+mine, "", "", "", nil)
+	require.Equal(t, 200, st)
+	st, _, _ = apiCall(t, n, "GET", "/v1/jobs/"+mine+"/events", admin, "", "", nil)
+	require.Equal(t, 200, st)
+
+	// A process of another user (nobody) lists nothing of ours, cannot
+	// read our job, and its own job is not ours.
+	if runtime.GOOS != "linux" || os.Getuid() != 0 {
+		t.Log("not root on Linux: the other-user part needs a process started as nobody")
+		return
+	}
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Log("no curl: skipping the other-user part")
+		return
+	}
+	asNobody := func(args ...string) string {
+		cmd := exec.Command(curl, append([]string{"-sS"}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.Output()
+		require.NoError(t, err)
+		return string(out)
+	}
+	out := asNobody(n.URL() + "/v1/jobs")
+	require.NotContains(t, out, mine)
+	require.NotContains(t, out, adminJob)
+	out = asNobody("-o", "/dev/null", "-w", "%{http_code}", n.URL()+"/v1/jobs/"+mine+"/events")
+	require.Equal(t, "404", out)
+	out = asNobody("--json", `{"operation":"status"}`, n.URL()+"/v1/jobs")
+	var sub struct {
+		JobID string `json:"job_id"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &sub), out)
+	require.NotContains(t, list(""), sub.JobID, "nobody's job is not root's")
+	require.Contains(t, asNobody(n.URL()+"/v1/jobs"), sub.JobID)
+	// nobody cannot read the admin key.
+	out = asNobody("-o", "/dev/null", "-w", "%{http_code}", "--json", `{"operation":"worker_spawn","model":"builtin:stories260k"}`, n.URL()+"/v1/jobs")
+	require.Equal(t, "403", out)
+}
+
+// TestBrowserAttacksRefused: a foreign Host (DNS rebinding), a foreign
+// Origin and a form content type are refused, and nothing runs.
+func TestBrowserAttacksRefused(t *testing.T) {
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {
+		cfg.AllowedHosts = []string{"rbee.lan"}
+		cfg.CORSOrigins = []string{"http://chat.lan:3000"}
+	})
+	n := c.Nodes[0]
+	admin := n.AdminKey()
+	port := n.HTTPAddr()[strings.LastIndex(n.HTTPAddr(), ":")+1:]
+	before := jobCount(n)
+	cases := []struct {
+		name   string
+		path   string
+		ctype  string
+		hdr    map[string]string
+		status int
+	}{
+		{"rebinding host", "/v1/jobs", "application/json", map[string]string{"Host": "evil.example:" + port}, 403},
+		{"rebinding host, cluster state", "/v1/cluster", "", map[string]string{"Host": "evil.example:" + port}, 403},
+		{"foreign origin", "/v1/jobs", "application/json", map[string]string{"Origin": "https://evil.example"}, 403},
+		{"null origin", "/v1/jobs", "application/json", map[string]string{"Origin": "null"}, 403},
+		{"text/plain", "/v1/jobs", "text/plain", nil, 415},
+		{"form", "/v1/jobs", "application/x-www-form-urlencoded", nil, 415},
+		{"multipart", "/v1/jobs", "multipart/form-data; boundary=x", nil, 415},
+		{"text/plain chat", "/v1/chat/completions", "text/plain", nil, 415},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			method := "POST"
+			body := `{"operation":"status"}`
+			if tc.path == "/v1/cluster" {
+				method, body = "GET", ""
+			}
+			// Even with the admin key: a browser may carry one.
+			st, _, data := apiCall(t, n, method, tc.path, admin, tc.ctype, body, tc.hdr)
+			require.Equal(t, tc.status, st, string(data))
+		})
+	}
+	require.Equal(t, before, jobCount(n), "a refused request ran a job")
+	// Allowed: the node's own origin, --cors-origin, --allowed-host,
+	// localhost names, and /health from anywhere.
+	ok := []map[string]string{
+		{"Origin": n.URL()},
+		{"Origin": "http://chat.lan:3000"},
+		{"Host": "rbee.lan:" + port},
+		{"Host": "localhost:" + port},
+		{"Host": "[::1]:" + port},
+	}
+	for _, h := range ok {
+		st, _, data := apiCall(t, n, "POST", "/v1/jobs", admin, "application/json", `{"operation":"status"}`, h)
+		require.Equal(t, 202, st, "%v: %s", h, data)
+	}
+	st, _, _ := apiCall(t, n, "GET", "/health", "", "", "", map[string]string{"Host": "evil.example"})
+	require.Equal(t, 200, st)
+}
+
+// TestOffLoopbackCredentials drives the handler with requests from a LAN
+// address (no traffic leaves the process): no credential and the admin key
+// are refused there, failed attempts are rate-limited per address.
+func TestOffLoopbackCredentials(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	h := n.Handler()
+	do := func(addr, tok string) int {
+		r := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(`{"operation":"status"}`))
+		r.RemoteAddr = addr
+		r.Host = "127.0.0.1"
+		r.Header.Set("Content-Type", "application/json")
+		if tok != "" {
+			r.Header.Set("Authorization", "Bearer "+tok)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	require.Equal(t, 401, do("192.0.2.7:5000", ""))
+	require.Equal(t, 401, do("192.0.2.7:5000", n.AdminKey()), "the local admin key is for loopback only")
+	require.Equal(t, 202, do("192.0.2.8:5000", nodetest.Token))
+	// 192.0.2.7 has failed once with a key; after the limit it gets 429
+	// even with a good credential, while other addresses are unaffected.
+	for i := 0; i < 20; i++ {
+		do("192.0.2.7:5000", fmt.Sprintf("guess-%d", i))
+	}
+	require.Equal(t, 429, do("192.0.2.7:5000", nodetest.Token))
+	require.Equal(t, 202, do("192.0.2.9:5000", nodetest.Token))
+}
+
+// TestBoundedConnections: a trickled body is cut after the body timeout, an
+// idle keep-alive connection after the idle timeout, a stream outlives
+// both, and connections per address are capped.
+func TestBoundedConnections(t *testing.T) {
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {
+		cfg.HTTPBodyTimeout = 500 * time.Millisecond
+		cfg.HTTPIdleTimeout = 700 * time.Millisecond
+		cfg.MaxConnsPerClient = 8
+	})
+	n := c.Nodes[0]
+	closedWithin := func(conn net.Conn, d time.Duration) bool {
+		_ = conn.SetReadDeadline(time.Now().Add(d))
+		_, err := io.Copy(io.Discard, conn)
+		return err == nil // EOF: the server closed it; a timeout is an error
+	}
+
+	// A trickled body: headers promise 1000 bytes, 10 arrive.
+	conn, err := net.Dial("tcp", n.HTTPAddr())
+	require.NoError(t, err)
+	fmt.Fprintf(conn, "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"operatio")
+	require.True(t, closedWithin(conn, 10*time.Second), "a trickled body kept its connection")
+	conn.Close()
+
+	// An idle keep-alive connection.
+	conn, err = net.Dial("tcp", n.HTTPAddr())
+	require.NoError(t, err)
+	fmt.Fprintf(conn, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.True(t, closedWithin(conn, 10*time.Second), "an idle connection stayed open")
+	conn.Close()
+
+	// A stream (the cluster feed, SSE) lives on past both timeouts: after
+	// the first event, a read waits out its own deadline (timeout), never
+	// meeting the end of the connection.
+	stream, err := net.Dial("tcp", n.HTTPAddr())
+	require.NoError(t, err)
+	defer stream.Close()
+	fmt.Fprintf(stream, "GET /v1/cluster/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	sr := bufio.NewReader(stream)
+	sresp, err := http.ReadResponse(sr, nil)
+	require.NoError(t, err)
+	require.Equal(t, 200, sresp.StatusCode)
+	start := time.Now()
+	for time.Since(start) < 2*time.Second {
+		_ = stream.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err := sr.ReadByte()
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			continue
+		}
+		require.NoError(t, err, "the stream was cut")
+	}
+
+	// Connections per address: 8 are held, the 9th is answered 429.
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	// The open stream holds one slot already.
+	for i := 0; i < 7; i++ {
+		c, err := net.Dial("tcp", n.HTTPAddr())
+		require.NoError(t, err)
+		held = append(held, c)
+	}
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", n.HTTPAddr())
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(c)
+		return bytes.Contains(b, []byte("429 Too Many Requests"))
+	}, 10*time.Second, 50*time.Millisecond)
+}

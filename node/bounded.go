@@ -1,0 +1,142 @@
+package node
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// HTTP connection limits. Streams (SSE, chunked inference) may run for
+// minutes, so there is no write timeout and no whole-request read timeout;
+// instead each phase a client controls has its own bound.
+const (
+	// headerTimeout bounds reading a request's headers.
+	headerTimeout = 10 * time.Second
+	// DefaultHTTPBodyTimeout bounds reading a request's body: a job or a
+	// prompt of at most a few MiB arrives well within a minute even on a
+	// slow link; a client that trickles bytes to hold the connection does
+	// not.
+	DefaultHTTPBodyTimeout = 60 * time.Second
+	// DefaultHTTPIdleTimeout closes keep-alive connections idle this long.
+	DefaultHTTPIdleTimeout = 120 * time.Second
+	// DefaultMaxConnsPerClient caps open connections per client address.
+	// Every local client shares 127.0.0.1, so the cap leaves room for a
+	// benchmark's 64 concurrent streams and the keep-alive connections
+	// their clients hold, while 500 trickling connections from one
+	// address are refused.
+	DefaultMaxConnsPerClient = 256
+)
+
+// bounded sets the body read deadline of every request that has a body and
+// lifts it once the body is read, so a response may then stream for as long
+// as it needs.
+func (n *Node) bounded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(n.cfg.HTTPBodyTimeout)); err != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		r.Body = &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts the read deadline when the body has been read to its
+// end. After any other error (the deadline itself) the deadline stays, so
+// the server's drain of the rest cannot wait on the client either.
+type deadlineBody struct {
+	io.ReadCloser
+	once sync.Once
+	lift func()
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.once.Do(b.lift)
+	}
+	return n, err
+}
+
+// limitListener caps the open connections per remote IP. A connection over
+// the cap is answered 429 and closed at once.
+type limitListener struct {
+	net.Listener
+	max int
+	mu  sync.Mutex
+	per map[string]int
+}
+
+func newLimitListener(ln net.Listener, max int) *limitListener {
+	return &limitListener{Listener: ln, max: max, per: map[string]int{}}
+}
+
+// tooManyConnsBody answers a connection over the cap.
+const tooManyConnsBody = `{"error":{"code":"too_many_connections","message":"too many open connections from this address"}}`
+
+// tooManyConns is the whole HTTP answer to a connection over the cap.
+var tooManyConns = fmt.Sprintf("HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(tooManyConnsBody), tooManyConnsBody)
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := connIP(c)
+		l.mu.Lock()
+		if l.per[ip] >= l.max {
+			l.mu.Unlock()
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = io.WriteString(c, tooManyConns)
+			_ = c.Close()
+			continue
+		}
+		l.per[ip]++
+		l.mu.Unlock()
+		return &countedConn{Conn: c, release: func() { l.release(ip) }}, nil
+	}
+}
+
+func (l *limitListener) release(ip string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.per[ip]--; l.per[ip] <= 0 {
+		delete(l.per, ip)
+	}
+}
+
+// open reports the connections open from ip (tests).
+func (l *limitListener) open(ip string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.per[ip]
+}
+
+func connIP(c net.Conn) string {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return c.RemoteAddr().String()
+}
+
+// countedConn gives its slot back once, on the first Close.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
