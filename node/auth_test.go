@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"bufio"
+	"context"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -361,4 +362,26 @@ func TestBoundedConnections(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		return bytes.Contains(b, []byte("429 Too Many Requests"))
 	}, 10*time.Second, 50*time.Millisecond)
+}
+
+// TestSecretStaysPrivate: the join command carries the secret in the
+// environment, not argv; a secret file others can read is refused at start.
+func TestSecretStaysPrivate(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	join := n.JoinCommand()
+	require.True(t, strings.HasPrefix(join, node.ClusterTokenEnv+"="+nodetest.Token+" rbee node --join "), join)
+	require.NotContains(t, join, "--token")
+
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "cluster.secret"), []byte(nodetest.Token+"\n"), 0o644))
+	cfg := node.DefaultConfig()
+	cfg.Name, cfg.DataDir, cfg.MDNS = "loose", dir, false
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	n2, err := node.New(cfg)
+	require.NoError(t, err)
+	err = n2.Start(context.Background())
+	require.ErrorIs(t, err, node.ErrInsecureSecretFile)
+	require.Contains(t, err.Error(), "0600")
+	_ = n2.Close()
 }

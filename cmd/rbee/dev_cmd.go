@@ -77,7 +77,7 @@ func newDevCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(out, "\nTry (in another terminal):\n")
 			fmt.Fprintf(out, "  export RBEE_NODE=%s\n", entry.URL())
 			fmt.Fprintf(out, "  rbee status\n  rbee worker list\n  rbee infer --model stories260k \"Lily went to the park\"\n")
-			fmt.Fprintf(out, "  curl -s %s/v1/chat/completions -d '{\"model\":\"stories260k\",\"messages\":[{\"role\":\"user\",\"content\":\"Tell me a story\"}],\"max_tokens\":60}'\n", entry.URL())
+			fmt.Fprintf(out, "  curl -s %s/v1/chat/completions --json '{\"model\":\"stories260k\",\"messages\":[{\"role\":\"user\",\"content\":\"Tell me a story\"}],\"max_tokens\":60}'\n", entry.URL())
 			fmt.Fprintf(out, "  rbee hive list\n  rbee hive status %s\n", host.Name)
 			fmt.Fprintf(out, "Logs: %s\nPress Ctrl-C to stop.\n", filepath.Join(dir, "node*.log"))
 			<-ctx.Done()

@@ -136,6 +136,8 @@ A node restarted with its data dir rejoins without flags.`,
 	f.StringSliceVar(&cfg.AllowedHosts, "allowed-host", nil, "extra name or address clients may use in the Host header (repeatable; the node's name, hostname, localhost and its addresses are always allowed)")
 	f.StringSliceVar(&cfg.CORSOrigins, "cors-origin", nil, "browser origin besides the node's own that may call the API, e.g. http://chat.lan:3000 (repeatable)")
 	f.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", node.DefaultMaxConnsPerClient, "open API connections allowed per client address")
+	f.DurationVar(&cfg.HTTPBodyTimeout, "http-body-timeout", node.DefaultHTTPBodyTimeout, "a request body must arrive within this time")
+	f.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", node.DefaultHTTPIdleTimeout, "idle keep-alive API connections close after this time")
 	f.Int64Var(&cfg.MaxDownloadSize, "max-download-size", node.DefaultMaxDownloadSize, "largest model download in bytes (also caps downloads of unknown size)")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", node.DefaultGossipAddr, "gossip (memberlist) bind address")
 	f.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "gossip address to advertise (default: detected)")

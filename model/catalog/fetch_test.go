@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/rbee-project/rbee/model/hf"
@@ -448,4 +451,54 @@ func TestFetchExistsConflict(t *testing.T) {
 	require.ErrorIs(t, err, ErrExists)
 	got, _ := f.cat.Get(e.ID)
 	require.Equal(t, e, got)
+}
+
+// TestFetchChecksHeadFirst: a file that is not a model is refused at its
+// first bytes: a local secret is not copied and its bytes are not in the
+// error; a URL serving a web page or an endless stream writes nothing.
+func TestFetchChecksHeadFirst(t *testing.T) {
+	f := newFixture(t, "")
+	secret := filepath.Join(t.TempDir(), "shadow")
+	require.NoError(t, os.WriteFile(secret, []byte("root:$6$very-secret-hash:19000:0:99999:7:::\n"), 0o600))
+	_, err := f.fetch(t, secret, FetchOptions{})
+	require.ErrorIs(t, err, ErrNotGGUF)
+	require.NotContains(t, err.Error(), "root")
+	require.NotContains(t, err.Error(), "secret-hash")
+	require.Empty(t, partials(t, f.cat))
+	list, _ := f.cat.List()
+	require.Empty(t, list)
+
+	// A web server that answers HTML, and one that streams forever.
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/page.gguf" {
+			_, _ = io.WriteString(w, "<!doctype html><p>INTERNAL-ONLY: db_password=hunter2</p>")
+			return
+		}
+		// Valid GGUF magic, then bytes without end and without a length.
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write([]byte("GGUF\x03\x00\x00\x00"))
+		buf := make([]byte, 64<<10)
+		for i := 0; i < 1<<14 && r.Context().Err() == nil; i++ {
+			k, err := w.Write(buf)
+			served.Add(int64(k))
+			if err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer srv.Close()
+	_, err = f.fetch(t, srv.URL+"/page.gguf", FetchOptions{})
+	require.ErrorIs(t, err, ErrNotGGUF)
+	require.NotContains(t, err.Error(), "hunter2")
+	require.Empty(t, partials(t, f.cat))
+
+	const max = 4 << 20
+	_, err = f.fetch(t, srv.URL+"/endless.gguf", FetchOptions{MaxSize: max, Retries: -1})
+	require.ErrorIs(t, err, hf.ErrTooLarge)
+	require.Empty(t, partials(t, f.cat), "the cut download left its partial")
+	require.Less(t, served.Load(), int64(64<<20), "the download was not stopped near its cap")
+	list, _ = f.cat.List()
+	require.Empty(t, list)
 }
