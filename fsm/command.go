@@ -29,6 +29,8 @@ const (
 	TypeDeleteBinaryHolding CommandType = 11
 	TypeUpsertHost          CommandType = 12
 	TypeDeleteHost          CommandType = 13
+	TypeCreateAPIKey        CommandType = 14
+	TypeDeleteAPIKey        CommandType = 15
 )
 
 // String returns the command name.
@@ -60,6 +62,10 @@ func (t CommandType) String() string {
 		return "UpsertHost"
 	case TypeDeleteHost:
 		return "DeleteHost"
+	case TypeCreateAPIKey:
+		return "CreateAPIKey"
+	case TypeDeleteAPIKey:
+		return "DeleteAPIKey"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -160,6 +166,18 @@ type DeleteHost struct {
 	Name string `json:"name"`
 }
 
+// CreateAPIKey adds an API key. A key of the same name must not exist
+// (ErrConflict): a key is revoked and created anew, never replaced, so a
+// revocation cannot be undone by a late duplicate.
+type CreateAPIKey struct {
+	Key APIKey `json:"key"`
+}
+
+// DeleteAPIKey revokes an API key. Deleting a missing key changes nothing.
+type DeleteAPIKey struct {
+	Name string `json:"name"`
+}
+
 // Type implements Command.
 func (UpsertNode) Type() CommandType { return TypeUpsertNode }
 
@@ -198,6 +216,12 @@ func (UpsertHost) Type() CommandType { return TypeUpsertHost }
 
 // Type implements Command.
 func (DeleteHost) Type() CommandType { return TypeDeleteHost }
+
+// Type implements Command.
+func (CreateAPIKey) Type() CommandType { return TypeCreateAPIKey }
+
+// Type implements Command.
+func (DeleteAPIKey) Type() CommandType { return TypeDeleteAPIKey }
 
 func (c UpsertNode) validate() error { return c.Node.validate() }
 
@@ -250,6 +274,10 @@ func (c UpsertHost) validate() error { return c.Host.validate() }
 
 func (c DeleteHost) validate() error { return checkID("host name", c.Name) }
 
+func (c CreateAPIKey) validate() error { return c.Key.validate() }
+
+func (c DeleteAPIKey) validate() error { return checkID("api key name", c.Name) }
+
 // newCommand returns an empty command of type t, or nil for an unknown type.
 func newCommand(t CommandType) Command {
 	switch t {
@@ -279,6 +307,10 @@ func newCommand(t CommandType) Command {
 		return &UpsertHost{}
 	case TypeDeleteHost:
 		return &DeleteHost{}
+	case TypeCreateAPIKey:
+		return &CreateAPIKey{}
+	case TypeDeleteAPIKey:
+		return &DeleteAPIKey{}
 	}
 	return nil
 }

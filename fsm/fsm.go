@@ -172,6 +172,9 @@ func (f *FSM) Hosts() []Host { return f.State().Hosts() }
 // Host returns the inventory host with the given name.
 func (f *FSM) Host(name string) (Host, bool) { return f.State().Host(name) }
 
+// APIKeys returns the API keys (hashes, never keys) sorted by name.
+func (f *FSM) APIKeys() []APIKey { return f.State().APIKeys() }
+
 // Subscribe returns a channel that receives an Event after every change of
 // the state, and a function that ends the subscription and closes the
 // channel. Sending never blocks Apply: when a subscriber's buffer is full,
@@ -288,6 +291,8 @@ func normalizeTimes(cmd Command) {
 		c.Holding.UpdatedAt = c.Holding.UpdatedAt.UTC()
 	case *UpsertHost:
 		c.Host.UpdatedAt = c.Host.UpdatedAt.UTC()
+	case *CreateAPIKey:
+		c.Key.Created = c.Key.Created.UTC()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -337,7 +338,9 @@ func TestCorruptSnapshotRejected(t *testing.T) {
 		{"short header", []byte("RBE"), ErrMalformed},
 		{"bad magic", append([]byte("XXXX\x01"), good[hdr:]...), ErrMalformed},
 		{"version 0", append([]byte("RBEE\x00"), good[hdr:]...), ErrSnapshotVersion},
-		{"version 2", append([]byte("RBEE\x02"), good[hdr:]...), ErrSnapshotVersion},
+		{"version 3", append([]byte("RBEE\x03"), good[hdr:]...), ErrSnapshotVersion},
+		{"api keys in a version 1 snapshot", append([]byte("RBEE\x01"), `{"api_keys":[{"name":"k","scope":"read","hash":"`+strings.Repeat("a", 64)+`"}]}`...), ErrMalformed},
+		{"bad api key scope", append([]byte("RBEE\x02"), `{"api_keys":[{"name":"k","scope":"root","hash":"`+strings.Repeat("a", 64)+`"}]}`...), ErrInvalid},
 		{"truncated", good[:len(good)/2], ErrMalformed},
 		{"trailing", append(append([]byte{}, good...), "{}"...), ErrMalformed},
 		{"garbage body", append([]byte("RBEE\x01"), "not json"...), ErrMalformed},
@@ -356,6 +359,40 @@ func TestCorruptSnapshotRejected(t *testing.T) {
 			require.True(t, ok)
 		})
 	}
+}
+
+// TestAPIKeys: keys are created once (a second create of the name
+// conflicts), revoked idempotently, survive a snapshot and a version 1
+// snapshot still restores.
+func TestAPIKeys(t *testing.T) {
+	f := New(nil)
+	k := APIKey{Name: "webui", Scope: ScopeInference, Hash: strings.Repeat("ab", 32), Created: time.Unix(100, 0)}
+	applyAll(t, f, CreateAPIKey{Key: k})
+	data, err := Encode(CreateAPIKey{Key: k})
+	require.NoError(t, err)
+	_, err = f.ApplyCommand(f.Index()+1, data)
+	require.ErrorIs(t, err, ErrConflict)
+	for _, bad := range []APIKey{
+		{Name: "x y", Scope: ScopeRead, Hash: k.Hash},
+		{Name: "x", Scope: "root", Hash: k.Hash},
+		{Name: "x", Scope: ScopeRead, Hash: "ABCD"},
+	} {
+		_, err := Encode(CreateAPIKey{Key: bad})
+		require.ErrorIs(t, err, ErrInvalid, "%+v", bad)
+	}
+	var buf bytes.Buffer
+	require.NoError(t, WriteSnapshot(&buf, f.State()))
+	st, err := ReadSnapshot(&buf)
+	require.NoError(t, err)
+	require.Equal(t, f.APIKeys(), st.APIKeys())
+	require.Equal(t, "webui", st.APIKeys()[0].Name)
+	applyAll(t, f, DeleteAPIKey{Name: "webui"}, DeleteAPIKey{Name: "webui"})
+	require.Empty(t, f.APIKeys())
+
+	v1 := append([]byte("RBEE\x01"), `{"index":7,"hosts":[]}`...)
+	st, err = ReadSnapshot(bytes.NewReader(v1))
+	require.NoError(t, err)
+	require.Equal(t, uint64(7), st.Index())
 }
 
 func TestSubscribe(t *testing.T) {

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -21,6 +22,10 @@ func FuzzApply(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{byte(TypeDeleteNode), '{', '}'})
+	if b, err := Encode(CreateAPIKey{Key: APIKey{Name: "webui", Scope: ScopeInference, Hash: strings.Repeat("0f", 32)}}); err == nil {
+		f.Add(b)
+	}
+	f.Add(append([]byte{byte(TypeDeleteAPIKey)}, `{"name":"webui"}`...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsm := New(nil)
 		for i, c := range sampleCommands() {

@@ -15,8 +15,11 @@ import (
 // meaning changes; a reader rejects versions it does not know rather than
 // guessing.
 const (
-	snapshotMagic   = "RBEE"
-	SnapshotVersion = 1
+	snapshotMagic = "RBEE"
+	// SnapshotVersion 2 added api_keys. Version 1 documents (without
+	// them) are still read; a build that knows only version 1 refuses a
+	// version 2 snapshot instead of silently dropping the keys.
+	SnapshotVersion = 2
 	// maxSnapshotSize caps what Restore reads. A registry of thousands of
 	// nodes and workers is a few MiB; 256 MiB means something is wrong.
 	maxSnapshotSize = 256 << 20
@@ -29,6 +32,7 @@ type snapshotDoc struct {
 	Models   []ModelHolding  `json:"models"`
 	Binaries []BinaryHolding `json:"binaries"`
 	Hosts    []Host          `json:"hosts"`
+	APIKeys  []APIKey        `json:"api_keys,omitempty"`
 }
 
 type snapshot struct {
@@ -57,6 +61,7 @@ func WriteSnapshot(w io.Writer, st *State) error {
 		Models:   st.Models(),
 		Binaries: st.Binaries(),
 		Hosts:    st.Hosts(),
+		APIKeys:  st.APIKeys(),
 	}
 	bw := bufio.NewWriter(w)
 	if _, err := bw.WriteString(snapshotMagic); err != nil {
@@ -83,8 +88,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	if !bytes.Equal(hdr[:len(snapshotMagic)], []byte(snapshotMagic)) {
 		return nil, fmt.Errorf("%w: snapshot magic %q", ErrMalformed, hdr[:len(snapshotMagic)])
 	}
-	if v := hdr[len(snapshotMagic)]; v != SnapshotVersion {
-		return nil, fmt.Errorf("%w: version %d, this build reads %d", ErrSnapshotVersion, v, SnapshotVersion)
+	version := hdr[len(snapshotMagic)]
+	if version != 1 && version != SnapshotVersion {
+		return nil, fmt.Errorf("%w: version %d, this build reads 1 to %d", ErrSnapshotVersion, version, SnapshotVersion)
 	}
 	body, err := io.ReadAll(br)
 	if err != nil {
@@ -157,6 +163,19 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		}
 		h.UpdatedAt = h.UpdatedAt.UTC()
 		st.hosts[h.Name] = &h
+	}
+	if version < 2 && len(doc.APIKeys) > 0 {
+		return nil, fmt.Errorf("%w: a version 1 snapshot with api_keys", ErrMalformed)
+	}
+	for _, k := range doc.APIKeys {
+		if err := k.validate(); err != nil {
+			return nil, fmt.Errorf("snapshot api key: %w", err)
+		}
+		if _, dup := st.apiKeys[k.Name]; dup {
+			return nil, fmt.Errorf("%w: snapshot has api key %q twice", ErrMalformed, k.Name)
+		}
+		k.Created = k.Created.UTC()
+		st.apiKeys[k.Name] = &k
 	}
 	return st, nil
 }

@@ -22,6 +22,7 @@ type State struct {
 	models   map[string]*ModelHolding
 	binaries map[string]*BinaryHolding
 	hosts    map[string]*Host
+	apiKeys  map[string]*APIKey
 }
 
 func emptyState() *State {
@@ -31,7 +32,18 @@ func emptyState() *State {
 		models:   map[string]*ModelHolding{},
 		binaries: map[string]*BinaryHolding{},
 		hosts:    map[string]*Host{},
+		apiKeys:  map[string]*APIKey{},
 	}
+}
+
+// APIKeys returns the API keys sorted by name.
+func (s *State) APIKeys() []APIKey {
+	out := make([]APIKey, 0, len(s.apiKeys))
+	for _, k := range s.apiKeys {
+		out = append(out, *k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // Index returns the Raft log index of the last successfully applied command
@@ -136,7 +148,7 @@ func (s *State) Host(name string) (Host, bool) {
 type txn struct {
 	base  *State
 	next  State
-	dirty [5]bool
+	dirty [6]bool
 }
 
 func newTxn(base *State) *txn {
@@ -183,6 +195,13 @@ func (t *txn) hostsW() map[string]*Host {
 		t.next.hosts, t.dirty[4] = cloneMap(t.base.hosts), true
 	}
 	return t.next.hosts
+}
+
+func (t *txn) apiKeysW() map[string]*APIKey {
+	if !t.dirty[5] {
+		t.next.apiKeys, t.dirty[5] = cloneMap(t.base.apiKeys), true
+	}
+	return t.next.apiKeys
 }
 
 func (c UpsertNode) apply(t *txn) (bool, error) {
@@ -363,6 +382,23 @@ func (c DeleteHost) apply(t *txn) (bool, error) {
 	return true, nil
 }
 
+func (c CreateAPIKey) apply(t *txn) (bool, error) {
+	if _, ok := t.next.apiKeys[c.Key.Name]; ok {
+		return false, fmt.Errorf("%w: an API key named %q exists (revoke it first)", ErrConflict, c.Key.Name)
+	}
+	k := c.Key
+	t.apiKeysW()[k.Name] = &k
+	return true, nil
+}
+
+func (c DeleteAPIKey) apply(t *txn) (bool, error) {
+	if _, ok := t.next.apiKeys[c.Name]; !ok {
+		return false, nil
+	}
+	delete(t.apiKeysW(), c.Name)
+	return true, nil
+}
+
 // keyOf names the entity a command touches, for change events.
 func keyOf(cmd Command) string {
 	switch c := cmd.(type) {
@@ -391,6 +427,10 @@ func keyOf(cmd Command) string {
 	case *UpsertHost:
 		return c.Host.Name
 	case *DeleteHost:
+		return c.Name
+	case *CreateAPIKey:
+		return c.Key.Name
+	case *DeleteAPIKey:
 		return c.Name
 	}
 	return ""

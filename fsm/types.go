@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -160,6 +161,45 @@ type Host struct {
 	InstallPath  string    `json:"install_path,omitempty"`
 	State        HostState `json:"state"`
 	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// APIKey is a client credential of the HTTP API. The registry keeps the
+// sha256 of the key, never the key: a replica or snapshot that leaks gives
+// no credential.
+type APIKey struct {
+	Name string `json:"name"`
+	// Scope is what the key may do: "inference", "read" or "admin".
+	Scope string `json:"scope"`
+	// Hash is the lower-case hex sha256 of the key.
+	Hash    string    `json:"hash"`
+	Created time.Time `json:"created"`
+}
+
+// API key scopes.
+const (
+	ScopeInference = "inference"
+	ScopeRead      = "read"
+	ScopeAdmin     = "admin"
+)
+
+func (k *APIKey) validate() error {
+	if err := checkID("api key name", k.Name); err != nil {
+		return err
+	}
+	if len(k.Name) > 64 || strings.ContainsFunc(k.Name, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) {
+		return fmt.Errorf("%w: api key name %q: 1-64 letters, digits, '-', '_' or '.'", ErrInvalid, k.Name)
+	}
+	switch k.Scope {
+	case ScopeInference, ScopeRead, ScopeAdmin:
+	default:
+		return fmt.Errorf("%w: api key scope %q (inference, read or admin)", ErrInvalid, k.Scope)
+	}
+	if len(k.Hash) != 64 || strings.Trim(k.Hash, "0123456789abcdef") != "" {
+		return fmt.Errorf("%w: api key hash must be 64 lower-case hex digits", ErrInvalid)
+	}
+	return nil
 }
 
 // maxIDLen bounds ids, names and other key strings: peer ids are ~52

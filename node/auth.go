@@ -31,8 +31,9 @@ import (
 //   - Everything else needs the node's admin key: the file admin.key in the
 //     data dir, 0600, readable only by the node's user. The CLI reads it
 //     from --data-dir. It is accepted on loopback only.
-//   - Off loopback the cluster secret is the admin credential, until scoped
-//     API keys replace it.
+//   - API keys (replicated, scoped inference|read|admin) work everywhere;
+//     off loopback they are the only credential. The cluster secret is
+//     never an API credential.
 //   - --require-token makes loopback clients present a credential too.
 
 // perm is a set of permissions; a route or operation needs any one of the
@@ -297,19 +298,20 @@ func tokenEqual(a, b string) bool {
 }
 
 // authenticate finds the request's principal. ok false means the request
-// must be refused with 401 (status and message are written by the caller).
+// must be refused with 401 (why says what to do).
 func (n *Node) authenticate(r *http.Request) (p principal, ok bool, why string) {
 	tok := bearer(r)
-	if isLoopback(r) {
-		if tokenEqual(tok, n.adminKey) {
+	loopback := isLoopback(r)
+	if tok != "" {
+		if k, found := n.lookupAPIKey(tok); found {
+			n.keyUse.touch(k.Name, time.Now().UTC().Truncate(time.Second))
+			return principal{perms: scopePerms(k.Scope), owner: "key:" + k.Name}, true, ""
+		}
+		if loopback && tokenEqual(tok, n.adminKey) {
 			return principal{perms: permAdmin | permRead | permInference, owner: ownerAdmin}, true, ""
 		}
-		if n.cfg.RequireToken {
-			if tok == "" {
-				return principal{}, false, "this node requires a credential from every client (--require-token): the admin key (`rbee token --admin` on the node) as Authorization: Bearer"
-			}
-			return principal{}, false, "the credential was refused"
-		}
+	}
+	if loopback && !n.cfg.RequireToken {
 		// A bearer that is not a valid key counts as no credential, as
 		// llama-server without --api-key does: OpenAI clients always send
 		// some key.
@@ -319,11 +321,13 @@ func (n *Node) authenticate(r *http.Request) (p principal, ok bool, why string) 
 		}
 		return principal{perms: permRead | permInference, owner: owner}, true, ""
 	}
-	if tok == "" {
-		return principal{}, false, "clients off this node's machine need a credential: Authorization: Bearer <token> (CLI: --token or RBEE_TOKEN)"
-	}
-	if tokenEqual(tok, n.secret) {
-		return principal{perms: permAdmin | permRead | permInference, owner: ownerAdmin}, true, ""
+	switch {
+	case tok == "" && loopback:
+		return principal{}, false, "this node requires a credential from every client (--require-token): an API key (rbee apikey create) or, for the node's user, the admin key (rbee token --admin), as Authorization: Bearer"
+	case tok == "":
+		return principal{}, false, "clients off this node's machine need an API key: Authorization: Bearer <key> (CLI: --token or RBEE_TOKEN; an admin creates one with `rbee apikey create`)"
+	case tokenEqual(tok, n.secret):
+		return principal{}, false, "the cluster secret joins nodes and is no API credential: use an API key (`rbee apikey create` on a node)"
 	}
 	return principal{}, false, "the credential was refused"
 }

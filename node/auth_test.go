@@ -252,35 +252,114 @@ func TestBrowserAttacksRefused(t *testing.T) {
 	require.Equal(t, 200, st)
 }
 
-// TestOffLoopbackCredentials drives the handler with requests from a LAN
-// address (no traffic leaves the process): no credential and the admin key
-// are refused there, failed attempts are rate-limited per address.
+// offLoopback drives n's handler with a request from a LAN address (no
+// traffic leaves the process) and returns the status.
+func offLoopback(n *node.Node, addr, method, path, tok, body string) int {
+	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	r.RemoteAddr = addr
+	r.Host = "127.0.0.1"
+	if body != "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	if tok != "" {
+		r.Header.Set("Authorization", "Bearer "+tok)
+	}
+	w := httptest.NewRecorder()
+	n.Handler().ServeHTTP(w, r)
+	return w.Code
+}
+
+// createKey makes an API key through n's API with the admin key.
+func createKey(t *testing.T, n *node.Node, name, scope string) string {
+	t.Helper()
+	var res node.APIKeyCreated
+	run(t, n, map[string]any{"operation": "apikey_create", "name": name, "scope": scope}, &res)
+	require.Equal(t, name, res.Name)
+	require.True(t, strings.HasPrefix(res.Key, "rbk_"), res.Key)
+	return res.Key
+}
+
+// TestOffLoopbackCredentials: off loopback only API keys are credentials:
+// no credential, the local admin key and the cluster secret get 401;
+// failed attempts are rate-limited per address.
 func TestOffLoopbackCredentials(t *testing.T) {
 	c := nodetest.New(t, 1)
 	n := c.Nodes[0]
-	h := n.Handler()
-	do := func(addr, tok string) int {
-		r := httptest.NewRequest("POST", "/v1/jobs", strings.NewReader(`{"operation":"status"}`))
-		r.RemoteAddr = addr
-		r.Host = "127.0.0.1"
-		r.Header.Set("Content-Type", "application/json")
-		if tok != "" {
-			r.Header.Set("Authorization", "Bearer "+tok)
-		}
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w.Code
+	const job = `{"operation":"status"}`
+	require.Equal(t, 401, offLoopback(n, "192.0.2.7:5000", "POST", "/v1/jobs", "", job))
+	require.Equal(t, 401, offLoopback(n, "192.0.2.7:5000", "POST", "/v1/jobs", n.AdminKey(), job), "the local admin key is for loopback only")
+	require.Equal(t, 401, offLoopback(n, "192.0.2.8:5000", "POST", "/v1/jobs", nodetest.Token, job), "the cluster secret is no API credential")
+	for _, p := range []string{"/v1/models", "/metrics", "/v1/cluster", "/v1/jobs"} {
+		require.Equal(t, 401, offLoopback(n, "192.0.2.8:5000", "GET", p, nodetest.Token, ""), p)
 	}
-	require.Equal(t, 401, do("192.0.2.7:5000", ""))
-	require.Equal(t, 401, do("192.0.2.7:5000", n.AdminKey()), "the local admin key is for loopback only")
-	require.Equal(t, 202, do("192.0.2.8:5000", nodetest.Token))
-	// 192.0.2.7 has failed once with a key; after the limit it gets 429
-	// even with a good credential, while other addresses are unaffected.
+	admin := createKey(t, n, "ops", "admin")
+	require.Equal(t, 202, offLoopback(n, "192.0.2.9:5000", "POST", "/v1/jobs", admin, job))
+	// 192.0.2.7 keeps failing: after the limit it gets 429 even with a
+	// good key, while other addresses are unaffected.
 	for i := 0; i < 20; i++ {
-		do("192.0.2.7:5000", fmt.Sprintf("guess-%d", i))
+		offLoopback(n, "192.0.2.7:5000", "POST", "/v1/jobs", fmt.Sprintf("rbk_guess%d", i), job)
 	}
-	require.Equal(t, 429, do("192.0.2.7:5000", nodetest.Token))
-	require.Equal(t, 202, do("192.0.2.9:5000", nodetest.Token))
+	require.Equal(t, 429, offLoopback(n, "192.0.2.7:5000", "POST", "/v1/jobs", admin, job))
+	require.Equal(t, 202, offLoopback(n, "192.0.2.10:5000", "POST", "/v1/jobs", admin, job))
+}
+
+// TestAPIKeys: scoped keys are created on one node and work on another;
+// a call outside its scope gets 403 naming the scope it needs; the
+// registry holds no key; a revoked key is refused on both nodes within 2 s.
+func TestAPIKeys(t *testing.T) {
+	c := nodetest.New(t, 2)
+	n0, n1 := c.Nodes[0], c.Nodes[1]
+	inf := createKey(t, n0, "webui", "inference")
+	read := createKey(t, n0, "prometheus", "read")
+	for _, k := range n1.Registry().APIKeys() {
+		require.NotEqual(t, inf, k.Hash)
+		require.Len(t, k.Hash, 64)
+	}
+	const lan = "192.0.2.20:4000"
+	require.Eventually(t, func() bool { return len(n1.Registry().APIKeys()) == 2 }, nodetest.WaitTimeout, 20*time.Millisecond)
+	require.Equal(t, 200, offLoopback(n1, lan, "GET", "/v1/models", inf, ""))
+	require.Equal(t, 200, offLoopback(n1, lan, "GET", "/api/tags", inf, ""))
+	require.Equal(t, 403, offLoopback(n1, lan, "POST", "/v1/jobs", inf, `{"operation":"status"}`))
+	require.Equal(t, 403, offLoopback(n1, lan, "GET", "/metrics", inf, ""))
+	require.Equal(t, 403, offLoopback(n1, lan, "POST", "/v1/jobs", inf, `{"operation":"worker_spawn","model":"builtin:stories260k"}`))
+	require.Equal(t, 200, offLoopback(n1, lan, "GET", "/metrics", read, ""))
+	require.Equal(t, 202, offLoopback(n1, lan, "POST", "/v1/jobs", read, `{"operation":"status"}`))
+	require.Equal(t, 403, offLoopback(n1, lan, "POST", "/v1/chat/completions", read, `{"model":"x","messages":[]}`))
+	// The 403 names the scope needed.
+	st, code, data := apiCall(t, n1, "POST", "/v1/jobs", read, "application/json", `{"operation":"apikey_create","name":"x","scope":"admin"}`, nil)
+	require.Equal(t, 403, st)
+	require.Equal(t, "forbidden", code)
+	require.Contains(t, string(data), "admin")
+	st, _, data = apiCall(t, n1, "POST", "/v1/chat/completions", read, "application/json", `{"model":"x","messages":[]}`, nil)
+	require.Equal(t, 403, st)
+	require.Contains(t, string(data), "inference")
+
+	// Creating the same name again conflicts; bad names and scopes are
+	// refused before a job exists.
+	st, _, _ = apiCall(t, n0, "POST", "/v1/jobs", n0.AdminKey(), "application/json", `{"operation":"apikey_create","name":"webui","scope":"read"}`, nil)
+	require.Equal(t, 202, st) // the job runs and fails with conflict
+	for _, body := range []string{`{"operation":"apikey_create","name":"a b","scope":"read"}`, `{"operation":"apikey_create","name":"x","scope":"root"}`} {
+		st, code, _ := apiCall(t, n0, "POST", "/v1/jobs", n0.AdminKey(), "application/json", body, nil)
+		require.Equal(t, 400, st, body)
+		require.Equal(t, "bad_request", code)
+	}
+
+	// last used shows on the node that accepted the key.
+	var list struct {
+		Keys []node.APIKeyView `json:"keys"`
+	}
+	run(t, n1, map[string]any{"operation": "apikey_list"}, &list)
+	require.Len(t, list.Keys, 2)
+	for _, k := range list.Keys {
+		require.NotNil(t, k.LastUsed, k.Name)
+	}
+
+	// Revoke on n1: refused on both within 2 s.
+	run(t, n1, map[string]any{"operation": "apikey_revoke", "name": "webui"}, nil)
+	require.Eventually(t, func() bool {
+		return offLoopback(n0, lan, "GET", "/v1/models", inf, "") == 401 && offLoopback(n1, lan, "GET", "/v1/models", inf, "") == 401
+	}, 2*time.Second, 10*time.Millisecond)
+	require.Equal(t, 200, offLoopback(n0, lan, "GET", "/metrics", read, ""), "the other key still works")
 }
 
 // TestBoundedConnections: a trickled body is cut after the body timeout, an

@@ -67,6 +67,7 @@ type Node struct {
 	secretCreated bool
 	adminKey      string       // the local admin credential (admin.key)
 	authFails     *authLimiter // failed API authentications per address
+	keyUse        keyUse       // when this node last accepted each API key
 	connLimit     *limitListener
 	peerID        peer.ID
 

@@ -78,6 +78,10 @@ func (n *Node) registerOps() {
 		"hive_start":      {validate: n.validateHostName, run: n.opStartHost},
 		"hive_stop":       {validate: n.validateHostName, run: n.opStopHost},
 		"node_leave":      {onHive: true, run: n.opNodeLeave},
+
+		"apikey_create": {validate: validateAPIKeyReq(true), run: n.opAPIKeyCreate},
+		"apikey_list":   {run: n.opAPIKeyList},
+		"apikey_revoke": {validate: validateAPIKeyReq(false), run: n.opAPIKeyRevoke},
 	}
 }
 

@@ -282,15 +282,16 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Use:   "token",
 		Short: "Print the cluster token and the join command (reads the node's data dir)",
 		Long: `Print the cluster secret and the command that joins another machine, read
-from the node's data dir (--data-dir, env RBEE_DATA_DIR): only the node's own user
-can read them. With --admin, print the node's local admin key instead: the
+from the node's data dir (--data-dir, env RBEE_DATA_DIR, else the one the node at
+--node names): only the node's own user can read them. With --admin, print the node's local admin key instead: the
 credential the CLI uses on the node's machine, e.g. for the web page.
 
 The cluster secret joins nodes; it is not an API credential on this machine.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := g.dataDirs()[0]
 			if admin {
-				k, err := node.ReadAdminKey(g.dataDir)
+				k, err := node.ReadAdminKey(dir)
 				if err != nil {
 					return fmt.Errorf("%w (run as the node's user, or point --data-dir at its data dir)", err)
 				}
@@ -300,12 +301,12 @@ The cluster secret joins nodes; it is not an API credential on this machine.`,
 				fmt.Fprintln(cmd.OutOrStdout(), k)
 				return nil
 			}
-			tok, err := node.ReadSecret(g.dataDir)
+			tok, err := node.ReadSecret(dir)
 			if err != nil {
 				return fmt.Errorf("read the cluster secret: %w (run as the node's user, or point --data-dir at its data dir)", err)
 			}
 			addr := "<this-node>:7834"
-			if ni, err := node.ReadNodeInfo(g.dataDir); err == nil && ni.GossipAddr != "" {
+			if ni, err := node.ReadNodeInfo(dir); err == nil && ni.GossipAddr != "" {
 				addr = ni.GossipAddr
 			}
 			join := node.JoinCommand(addr, tok)

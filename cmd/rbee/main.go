@@ -57,20 +57,27 @@ func (g *globals) credential() string {
 // when given, else from the data dir the node names in /health (so a CLI
 // pointed at any local node finds that node's key), else the default dir.
 func (g *globals) findAdminKey() string {
-	dirs := []string{g.dataDir}
-	if !g.dataDirSet {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		if d, err := client.New(g.node, "").DataDir(ctx); err == nil && d != "" {
-			dirs = []string{d, g.dataDir}
-		}
-	}
-	for _, d := range dirs {
+	for _, d := range g.dataDirs() {
 		if k, err := node.ReadAdminKey(d); err == nil {
 			return k
 		}
 	}
 	return ""
+}
+
+// dataDirs are the data dirs to read the node's files from, first first:
+// --data-dir (or RBEE_DATA_DIR) when given; else the one a local node at
+// --node names in /health, then the default.
+func (g *globals) dataDirs() []string {
+	if g.dataDirSet || !client.IsLoopbackURL(g.node) {
+		return []string{g.dataDir}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if d, err := client.New(g.node, "").DataDir(ctx); err == nil && d != "" && d != g.dataDir {
+		return []string{d, g.dataDir}
+	}
+	return []string{g.dataDir}
 }
 
 func (g *globals) json() bool { return g.output == "json" }

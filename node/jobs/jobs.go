@@ -330,6 +330,11 @@ func (m *Manager) gcLocked() {
 func (j *Job) Emit(ev Event) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.emitLocked(ev)
+}
+
+// emitLocked appends ev and wakes followers; j.mu is held.
+func (j *Job) emitLocked(ev Event) {
 	if j.done {
 		return
 	}
@@ -368,12 +373,15 @@ func (j *Job) Result(v any) error {
 	return nil
 }
 
+// finish appends the done event and marks the job done under one lock: a
+// follower that sees the done event also sees done, and one that read
+// before it holds the notify channel this closes.
 func (j *Job) finish(status string) {
-	j.Emit(Event{Type: TypeDone, Status: status})
 	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.emitLocked(Event{Type: TypeDone, Status: status})
 	j.done = true
 	j.ended = time.Now()
-	j.mu.Unlock()
 }
 
 // Done reports whether the job has ended.

@@ -1,0 +1,209 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/node/jobs"
+)
+
+// API keys are the clients' credentials: created by an admin, replicated
+// in the registry as a sha256 (never the key), checked by every node, and
+// revoked everywhere by one Raft entry. The registry is the only place a
+// key lives besides the client; "last used" is this node's own memory (it
+// changes on every request, so it never goes through Raft).
+
+// apiKeyPrefix starts every API key: a scanner or a log filter can tell a
+// key from other tokens (the cluster secret is "rbee_", the local admin
+// key "rbeeadm_").
+const apiKeyPrefix = "rbk_"
+
+// maxAPIKeyLen bounds a presented credential before it is hashed.
+const maxAPIKeyLen = 256
+
+// NewAPIKey returns a new random key (32 random bytes) and its registry hash.
+func NewAPIKey() (key, hash string) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	key = apiKeyPrefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+	return key, HashAPIKey(key)
+}
+
+// HashAPIKey is what the registry stores of key: lower-case hex sha256.
+func HashAPIKey(key string) string {
+	s := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(s[:])
+}
+
+// ParseAPIKey checks the shape of a presented key without looking it up:
+// the prefix, the length and the alphabet. It never echoes the key.
+func ParseAPIKey(tok string) error {
+	if len(tok) > maxAPIKeyLen {
+		return errors.New("api key too long")
+	}
+	rest, ok := strings.CutPrefix(tok, apiKeyPrefix)
+	if !ok {
+		return errors.New("not an api key (they start with " + apiKeyPrefix + ")")
+	}
+	if len(rest) == 0 || strings.Trim(rest, "abcdefghijklmnopqrstuvwxyz234567") != "" {
+		return errors.New("api key has characters outside its alphabet")
+	}
+	return nil
+}
+
+// lookupAPIKey finds the registry entry of a presented key.
+func (n *Node) lookupAPIKey(tok string) (fsm.APIKey, bool) {
+	if ParseAPIKey(tok) != nil {
+		return fsm.APIKey{}, false
+	}
+	h := []byte(HashAPIKey(tok))
+	for _, k := range n.reg.APIKeys() {
+		if subtle.ConstantTimeCompare(h, []byte(k.Hash)) == 1 {
+			return k, true
+		}
+	}
+	return fsm.APIKey{}, false
+}
+
+// scopePerms maps a key's scope to permissions.
+func scopePerms(scope string) perm {
+	switch scope {
+	case fsm.ScopeAdmin:
+		return permAdmin | permRead | permInference
+	case fsm.ScopeRead:
+		return permRead
+	case fsm.ScopeInference:
+		return permInference
+	}
+	return 0
+}
+
+// keyUse remembers when this node last accepted each key.
+type keyUse struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (u *keyUse) touch(name string, at time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.last == nil {
+		u.last = map[string]time.Time{}
+	}
+	u.last[name] = at
+}
+
+func (u *keyUse) get(name string) (time.Time, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	t, ok := u.last[name]
+	return t, ok
+}
+
+// APIKeyView is what apikey_list shows of a key.
+type APIKeyView struct {
+	Name     string     `json:"name"`
+	Scope    string     `json:"scope"`
+	Created  time.Time  `json:"created"`
+	LastUsed *time.Time `json:"last_used,omitempty"`
+}
+
+// APIKeyCreated is apikey_create's result: the key is shown this once.
+type APIKeyCreated struct {
+	APIKeyView
+	Key string `json:"key"`
+}
+
+type apiKeyReq struct {
+	Name  string `json:"name"`
+	Scope string `json:"scope"`
+}
+
+func validateAPIKeyReq(needScope bool) func(Request) error {
+	return func(req Request) error {
+		var r apiKeyReq
+		if err := json.Unmarshal(req.Raw, &r); err != nil {
+			return jobs.Errorf(jobs.CodeBadRequest, "malformed api key request: %v", err)
+		}
+		k := fsm.APIKey{Name: r.Name, Scope: r.Scope, Hash: strings.Repeat("0", 64)}
+		if !needScope {
+			k.Scope = fsm.ScopeRead
+		}
+		if _, err := fsm.Encode(fsm.CreateAPIKey{Key: k}); err != nil {
+			return jobs.Errorf(jobs.CodeBadRequest, "%v", err)
+		}
+		return nil
+	}
+}
+
+func (n *Node) opAPIKeyCreate(ctx context.Context, em jobs.Emitter, req Request) error {
+	var r apiKeyReq
+	_ = json.Unmarshal(req.Raw, &r)
+	key, hash := NewAPIKey()
+	k := fsm.APIKey{Name: r.Name, Scope: r.Scope, Hash: hash, Created: time.Now().UTC().Truncate(time.Second)}
+	b, err := fsm.Encode(fsm.CreateAPIKey{Key: k})
+	if err != nil {
+		return jobs.Errorf(jobs.CodeBadRequest, "%v", err)
+	}
+	if _, err := n.apply(ctx, b); err != nil {
+		if errors.Is(err, fsm.ErrConflict) {
+			return jobs.Errorf(jobs.CodeConflict, "an API key named %q exists: revoke it first, or pick another name", r.Name)
+		}
+		return jobs.Errorf(jobs.CodeUnavailable, "store the key: %v", err)
+	}
+	// Read your writes: the key works on this node when the answer is out.
+	n.waitReplica(ctx, func() bool { _, ok := n.lookupAPIKey(key); return ok })
+	em.Narrate("apikey", "created", "API key %s (%s) created; it is shown once", k.Name, k.Scope)
+	return em.Result(APIKeyCreated{APIKeyView: APIKeyView{Name: k.Name, Scope: k.Scope, Created: k.Created}, Key: key})
+}
+
+func (n *Node) opAPIKeyList(ctx context.Context, em jobs.Emitter, req Request) error {
+	out := []APIKeyView{}
+	for _, k := range n.reg.APIKeys() {
+		v := APIKeyView{Name: k.Name, Scope: k.Scope, Created: k.Created}
+		if t, ok := n.keyUse.get(k.Name); ok {
+			v.LastUsed = &t
+		}
+		out = append(out, v)
+	}
+	return em.Result(map[string]any{"keys": out})
+}
+
+func (n *Node) opAPIKeyRevoke(ctx context.Context, em jobs.Emitter, req Request) error {
+	var r apiKeyReq
+	_ = json.Unmarshal(req.Raw, &r)
+	if _, ok := n.findAPIKey(r.Name); !ok {
+		return jobs.Errorf(jobs.CodeNotFound, "no API key named %q (rbee apikey list)", r.Name)
+	}
+	b, err := fsm.Encode(fsm.DeleteAPIKey{Name: r.Name})
+	if err != nil {
+		return jobs.Errorf(jobs.CodeBadRequest, "%v", err)
+	}
+	if _, err := n.apply(ctx, b); err != nil {
+		return jobs.Errorf(jobs.CodeUnavailable, "revoke the key: %v", err)
+	}
+	n.waitReplica(ctx, func() bool { _, ok := n.findAPIKey(r.Name); return !ok })
+	em.Narrate("apikey", "revoked", "API key %s revoked on every node", r.Name)
+	return em.Result(map[string]string{"revoked": r.Name})
+}
+
+func (n *Node) findAPIKey(name string) (fsm.APIKey, bool) {
+	for _, k := range n.reg.APIKeys() {
+		if k.Name == name {
+			return k, true
+		}
+	}
+	return fsm.APIKey{}, false
+}
