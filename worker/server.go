@@ -129,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 // streams end with an error event.
 func (s *Server) orphaned(silent time.Duration) {
 	err := fmt.Errorf("%w: none accepted for %s (grace %s) by %s", ErrOrphaned,
-		silent.Round(time.Second), s.cfg.OrphanGrace, s.cfg.NodeURL)
+		silent.Round(100*time.Millisecond), s.cfg.OrphanGrace, s.cfg.NodeURL)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
