@@ -3,6 +3,8 @@ package node
 import (
 	"log/slog"
 	"time"
+
+	"github.com/rbee-project/rbee/worker"
 )
 
 // Default ports. 7833 spells "RBEE" on a phone keypad (7-2-3-3 would be
@@ -91,7 +93,14 @@ type Config struct {
 	SSHAgentSocket string
 	// WorkerHeartbeatTimeout takes a silent worker out of the schedule.
 	WorkerHeartbeatTimeout time.Duration
-	Logger                 *slog.Logger
+	// WorkerOrphanGrace is given to every worker this node spawns
+	// (rbee-worker --orphan-grace): a worker exits on its own once the node
+	// has accepted none of its heartbeats for this long (a node stopped
+	// without --stop-workers, killed, or replaced by another node on its
+	// address). A restart within it re-adopts the workers. 0 means
+	// worker.DefaultOrphanGrace; negative means never.
+	WorkerOrphanGrace time.Duration
+	Logger            *slog.Logger
 }
 
 // DefaultConfig returns LAN defaults.
@@ -109,5 +118,6 @@ func DefaultConfig() Config {
 		HTTPBodyTimeout:        DefaultHTTPBodyTimeout,
 		HTTPIdleTimeout:        DefaultHTTPIdleTimeout,
 		MaxDownloadSize:        DefaultMaxDownloadSize,
+		WorkerOrphanGrace:      worker.DefaultOrphanGrace,
 	}
 }

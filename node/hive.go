@@ -12,6 +12,7 @@ import (
 	"github.com/rbee-project/rbee/fsm"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
+	"github.com/rbee-project/rbee/worker"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 	"github.com/rbee-project/rbee/worker/process"
 )
@@ -38,6 +39,49 @@ func (n *Node) StopWorkers(ctx context.Context) error {
 		return nil
 	}
 	return n.procs.StopAll(ctx, 10*time.Second)
+}
+
+// WorkerProcesses is the number of worker processes this node supervises.
+// Close leaves them running: a restart with the same data dir re-adopts
+// them, and each exits on its own after WorkerOrphanGrace without one.
+func (n *Node) WorkerProcesses() int {
+	if n.procs == nil {
+		return 0
+	}
+	return len(n.procs.List())
+}
+
+// WorkerOrphanGrace is the orphan grace this node gives the workers it
+// spawns; 0 means they never exit on their own.
+func (n *Node) WorkerOrphanGrace() time.Duration {
+	switch g := n.cfg.WorkerOrphanGrace; {
+	case g < 0:
+		return 0
+	case g == 0:
+		return worker.DefaultOrphanGrace
+	default:
+		return g
+	}
+}
+
+// stopSecretless stops the workers re-adopted from a process table written
+// before workers had secrets: they can neither report to this node nor be
+// called by it, so they would only hold memory.
+func (n *Node) stopSecretless() {
+	for _, st := range n.procs.List() {
+		if _, _, ok := n.procs.Secret(st.WorkerID); ok {
+			continue
+		}
+		n.log.Warn("stopping a worker started by an older rbee: it has no secret to report or be called with",
+			"worker", st.WorkerID, "pid", st.PID)
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.procs.Stop(n.ctx, st.PID, workerStopGrace); err != nil {
+				n.log.Warn("stop worker", "worker", st.WorkerID, "pid", st.PID, "err", err)
+			}
+		}()
+	}
 }
 
 // openHive opens the model and binary catalogs and the process manager,
@@ -68,6 +112,7 @@ func (n *Node) openHive() error {
 	if n.procs, err = process.New(pc); err != nil {
 		return fmt.Errorf("process manager: %w", err)
 	}
+	n.stopSecretless()
 	hcfg := hf.Config{Endpoint: n.cfg.HFEndpoint, Token: n.cfg.HFToken, UserAgent: "rbee/" + n.cfg.Version,
 		Logger: n.log.With("component", "hf")}
 	if n.hf, err = hf.New(hcfg); err != nil {

@@ -183,6 +183,9 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if r.Queue > 0 {
 		extra = append(extra, "--queue", strconv.Itoa(r.Queue))
 	}
+	if typ.Name == workercat.TypeCPU {
+		extra = append(extra, "--orphan-grace", n.WorkerOrphanGrace().String())
+	}
 	em.Narrate("hive", "spawn", "starting a %s worker for %s on %s", r.Type, model.ID, n.cfg.Name)
 	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
 		WorkerID: r.WorkerID, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),

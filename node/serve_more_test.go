@@ -20,9 +20,14 @@ import (
 	"github.com/rbee-project/rbee/node/nodetest"
 )
 
-func workerInFlight(t *testing.T, port int) int {
+// workerInFlight asks a worker process directly (with its secret, as its
+// node does) how many requests it is generating.
+func workerInFlight(t *testing.T, c *nodetest.Cluster, w node.SpawnResult) int {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v1/info", port))
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/v1/info", w.Port), nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+c.WorkerSecret(w.WorkerID))
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var info struct {
@@ -55,10 +60,10 @@ func TestClientGoneCancelsOnWorker(t *testing.T) {
 			break // the first chunk: the worker is generating
 		}
 	}
-	require.Equal(t, 1, workerInFlight(t, w.Port))
+	require.Equal(t, 1, workerInFlight(t, c, w))
 	cancel()
 	resp.Body.Close()
-	require.Eventually(t, func() bool { return workerInFlight(t, w.Port) == 0 }, 10*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return workerInFlight(t, c, w) == 0 }, 10*time.Second, 20*time.Millisecond,
 		"the worker still generates for a client that went away")
 }
 

@@ -64,7 +64,7 @@ func newWorkerHTTP() *http.Client {
 // else over libp2p through its node. The response body streams.
 func (n *Node) callWorker(ctx context.Context, t Target, method, path string, body []byte) (*http.Response, error) {
 	if t.Local {
-		return n.callLocalWorker(ctx, t.Load.Port, method, path, body)
+		return n.callLocalWorker(ctx, t.Registry.ID, method, path, body)
 	}
 	pid, err := peer.Decode(t.Registry.NodeID)
 	if err != nil {
@@ -103,7 +103,20 @@ func (n *Node) callWorker(ctx context.Context, t Target, method, path string, bo
 		Header: h, Body: &frameBody{s: s, stop: stop}}, nil
 }
 
-func (n *Node) callLocalWorker(ctx context.Context, port int, method, path string, body []byte) (*http.Response, error) {
+// callLocalWorker calls a worker process of this node on loopback, at the
+// port its process manager gave it and with its secret: a worker answers
+// nobody else. Requests that arrive from other nodes over libp2p come here
+// too, so the secret never leaves this machine.
+func (n *Node) callLocalWorker(ctx context.Context, workerID, method, path string, body []byte) (*http.Response, error) {
+	var secret string
+	var port int
+	ok := false
+	if n.procs != nil {
+		secret, port, ok = n.procs.Secret(workerID)
+	}
+	if !ok {
+		return nil, fmt.Errorf("worker %s is not a worker process of %s", workerID, n.cfg.Name)
+	}
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -115,6 +128,7 @@ func (n *Node) callLocalWorker(ctx context.Context, port int, method, path strin
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+secret)
 	return n.workerClient.Do(req)
 }
 
@@ -203,8 +217,7 @@ func (n *Node) handleWorkerHTTP(s network.Stream) {
 		fail("path not allowed: " + req.Path)
 		return
 	}
-	hb, ok := n.localHeartbeat(req.WorkerID)
-	if !ok {
+	if _, ok := n.localHeartbeat(req.WorkerID); !ok {
 		fail("no such worker on " + n.cfg.Name)
 		return
 	}
@@ -216,7 +229,7 @@ func (n *Node) handleWorkerHTTP(s network.Stream) {
 	if req.Method == http.MethodPost {
 		body = req.Body
 	}
-	resp, err := n.callLocalWorker(ctx, hb.Port, req.Method, req.Path, body)
+	resp, err := n.callLocalWorker(ctx, req.WorkerID, req.Method, req.Path, body)
 	if err != nil {
 		fail(err.Error())
 		return

@@ -2,10 +2,13 @@ package node
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +28,9 @@ const (
 	workerTick = 500 * time.Millisecond
 	// maxHeartbeatBytes bounds a heartbeat body (a few hundred bytes).
 	maxHeartbeatBytes = 64 << 10
+	// refusedLogEvery: a refused heartbeat is logged at warn at most this
+	// often (a stranger's worker beats every 2 s until its grace ends).
+	refusedLogEvery = time.Minute
 )
 
 // localWorker is a worker process on this node, known from its heartbeats.
@@ -35,12 +41,18 @@ type localWorker struct {
 
 // localWorkers is this node's view of its own workers.
 type localWorkers struct {
-	mu sync.Mutex
-	m  map[string]*localWorker
+	mu        sync.Mutex
+	m         map[string]*localWorker
+	refusedAt time.Time // last refused heartbeat logged at warn
 }
 
 // handleHeartbeat receives a worker's heartbeat. Only processes on this
-// machine may report.
+// machine may report, and only workers this node's process manager started
+// (or re-adopted from this data dir): the heartbeat carries the worker's
+// own secret (Authorization: Bearer), handed at spawn, on the port it was
+// given. Anything else is a 401 and changes nothing. The API's client
+// authentication does not cover this route: workers hold no client token,
+// their secret is the credential.
 func (n *Node) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	if !isLoopback(r) {
 		writeError(w, http.StatusForbidden, jobs.CodeForbidden, "heartbeats are accepted from this machine only")
@@ -55,8 +67,50 @@ func (n *Node) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, jobs.CodeBadRequest, "heartbeat needs an id and a port")
 		return
 	}
+	if !n.workerAuthentic(hb, r) {
+		n.logRefused(hb)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rbee-worker"`)
+		writeError(w, http.StatusUnauthorized, jobs.CodeForbidden,
+			"unknown worker or wrong worker secret: this node accepts heartbeats only from workers it started")
+		return
+	}
 	n.heartbeat(hb)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// workerAuthentic reports whether a heartbeat comes from a worker this
+// node supervises: its secret (compared in constant time) and the port the
+// process manager gave it. The port check keeps the node from ever sending
+// a worker's secret to another port.
+func (n *Node) workerAuthentic(hb worker.Heartbeat, r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" || n.procs == nil {
+		return false
+	}
+	// Worker ids are no secret (`worker list` shows them): an unknown one
+	// may answer sooner.
+	secret, port, known := n.procs.Secret(hb.ID)
+	if !known {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(secret)) == 1 && port == hb.Port
+}
+
+// logRefused logs a refused heartbeat: at warn once per refusedLogEvery,
+// else at debug.
+func (n *Node) logRefused(hb worker.Heartbeat) {
+	n.local.mu.Lock()
+	loud := time.Since(n.local.refusedAt) >= refusedLogEvery
+	if loud {
+		n.local.refusedAt = time.Now()
+	}
+	n.local.mu.Unlock()
+	lvl := slog.LevelDebug
+	if loud {
+		lvl = slog.LevelWarn
+	}
+	n.log.Log(n.ctx, lvl, "refused a heartbeat: not a worker this node started, or the wrong secret (a worker of another node, or of this node's data dir before it was replaced?)",
+		"worker", hb.ID, "port", hb.Port, "pid", hb.PID)
 }
 
 // heartbeat records a heartbeat and publishes at once when the worker is

@@ -21,7 +21,9 @@ import (
 //	POST /v1/chat/completions  OpenAI chat completions, streaming or not
 //	POST /v1/completions       OpenAI text completions, streaming or not
 //
-// Start serves it; it is exported so that it can be mounted elsewhere.
+// Every route, /health included, answers 401 without the worker's secret
+// (Authorization: Bearer, see Config.Secret). Start serves it; it is
+// exported so that it can be mounted elsewhere (with the same check).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.handleHealth)
@@ -30,7 +32,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/infer", s.handleInfer)
 	mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
 	mux.HandleFunc("POST /v1/completions", s.handleCompletion)
-	return mux
+	return s.requireSecret(mux)
 }
 
 // Health is the body of GET /health.

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"net/http"
 	"testing"
 	"time"
 )
@@ -11,7 +10,7 @@ import (
 // engine) on stories260K: 64 greedy tokens after "Once upon a time".
 func BenchmarkInfer(b *testing.B) {
 	cfg := DefaultConfig()
-	cfg.ID, cfg.ModelPath, cfg.Threads = "bench", testModelPath, 1
+	cfg.ID, cfg.ModelPath, cfg.Threads, cfg.Secret = "bench", testModelPath, 1, testSecret
 	s, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -30,7 +29,7 @@ func BenchmarkInfer(b *testing.B) {
 	tokens := 0
 	b.ResetTimer()
 	for b.Loop() {
-		resp, err := http.Post(url, "application/json", bytesReader(body))
+		resp, err := authed.Post(url, "application/json", bytesReader(body))
 		if err != nil {
 			b.Fatal(err)
 		}

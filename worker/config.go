@@ -31,7 +31,16 @@ var (
 	// ErrInvalidRequest is wrapped around an engine's rejection of a request
 	// that passed the worker's own validation.
 	ErrInvalidRequest = errors.New("worker: invalid request")
+	// ErrOrphaned is returned by Server.Err when the worker stopped itself
+	// because no heartbeat was accepted by its node within OrphanGrace.
+	ErrOrphaned = errors.New("worker: no heartbeat accepted by the node within the orphan grace")
 )
+
+// SecretEnv is the environment variable through which the node hands a
+// worker its secret at spawn (never on the command line, which every local
+// user can read). cmd/rbee-worker reads it into Config.Secret and removes it
+// from its own environment.
+const SecretEnv = "RBEE_WORKER_SECRET"
 
 const (
 	// DefaultSlots is one concurrent generation: on a CPU the engine already
@@ -53,6 +62,15 @@ const (
 	MaxBodyBytes = 1 << 20
 	// DefaultMaxTokens is used when a request gives no max_tokens.
 	DefaultMaxTokens = 256
+	// DefaultOrphanGrace is how long a worker outlives the last heartbeat
+	// its node accepted: long enough for a node restart or upgrade (which
+	// re-adopts the worker), short enough that a worker whose node is gone
+	// for good does not hold its memory (or a port a stranger could use)
+	// for long.
+	DefaultOrphanGrace = 5 * time.Minute
+	// MinSecretLen is the shortest Secret accepted: 16 characters is 64 bits
+	// even as hex; the node hands out 64 hex characters (256 random bits).
+	MinSecretLen = 16
 )
 
 // Config configures a Server. Start from DefaultConfig and override fields.
@@ -82,6 +100,15 @@ type Config struct {
 	ContextSize int
 	// NodeURL, when set, receives heartbeats at NodeURL/v1/workers/heartbeat.
 	NodeURL string
+	// Secret is shared with the node only: every request to the worker must
+	// carry it (Authorization: Bearer), and heartbeats carry it to the node.
+	// Required (at least MinSecretLen characters).
+	Secret string
+	// OrphanGrace: with NodeURL set, the worker stops itself (Server.Err
+	// then wraps ErrOrphaned) once this long has passed since the last
+	// heartbeat its node accepted (a 2xx answer), counted from Start when
+	// none was. 0 means never.
+	OrphanGrace time.Duration
 	// HeartbeatInterval is the time between heartbeats.
 	HeartbeatInterval time.Duration
 	// DrainTimeout bounds Drain when its context has no earlier deadline.
@@ -101,6 +128,7 @@ func DefaultConfig() Config {
 		Queue:             DefaultQueue,
 		HeartbeatInterval: DefaultHeartbeatInterval,
 		DrainTimeout:      DefaultDrainTimeout,
+		OrphanGrace:       DefaultOrphanGrace,
 		Load:              LoadEngine,
 	}
 }
@@ -132,6 +160,12 @@ func (c *Config) validate() error {
 		return bad("HeartbeatInterval", "must be positive")
 	case c.DrainTimeout <= 0:
 		return bad("DrainTimeout", "must be positive")
+	case len(c.Secret) < MinSecretLen:
+		return bad("Secret", "required, at least %d characters (the node passes it in %s)", MinSecretLen, SecretEnv)
+	case c.OrphanGrace < 0:
+		return bad("OrphanGrace", "%v is negative", c.OrphanGrace)
+	case c.OrphanGrace > 0 && c.OrphanGrace < c.HeartbeatInterval:
+		return bad("OrphanGrace", "%v is shorter than the heartbeat interval %v", c.OrphanGrace, c.HeartbeatInterval)
 	case c.Load == nil:
 		return bad("Load", "required")
 	}

@@ -15,12 +15,14 @@ import (
 )
 
 // nodeRecorder is the node side of the heartbeat protocol: an HTTP server
-// that decodes worker.Heartbeat and records each one.
+// that checks the worker's secret, decodes worker.Heartbeat and records
+// each one. A beat without the test secret is answered 401 and not recorded.
 type nodeRecorder struct {
-	srv    *httptest.Server
-	mu     sync.Mutex
-	beats  []Heartbeat
-	status int // answer; 0 = 204
+	srv     *httptest.Server
+	mu      sync.Mutex
+	beats   []Heartbeat
+	status  int // answer; 0 = 204
+	refused int // beats without the secret
 }
 
 func newNodeRecorder(t *testing.T) *nodeRecorder {
@@ -28,6 +30,13 @@ func newNodeRecorder(t *testing.T) *nodeRecorder {
 	n.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.URL.Path != "/v1/workers/heartbeat" || r.Header.Get("Content-Type") != "application/json" {
 			http.Error(w, "unexpected request", http.StatusNotFound)
+			return
+		}
+		if r.Header.Get("Authorization") != "Bearer "+testSecret {
+			n.mu.Lock()
+			n.refused++
+			n.mu.Unlock()
+			http.Error(w, "no worker secret", http.StatusUnauthorized)
 			return
 		}
 		var hb Heartbeat
@@ -175,7 +184,7 @@ func TestDrain(t *testing.T) {
 	beats := node.all()
 	require.Equal(t, StateStopped, beats[len(beats)-1].State)
 	require.Equal(t, StateDraining, beats[len(beats)-2].State)
-	_, err := http.Get(base + "/health")
+	_, err := authed.Get(base + "/health")
 	require.Error(t, err, "listener closed after drain")
 }
 

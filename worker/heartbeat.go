@@ -48,11 +48,16 @@ const (
 )
 
 // heartbeater posts heartbeats on a ticker and on demand. Failures are
-// logged and never stop it.
+// logged and never stop it. With an orphan grace it also watches for a node
+// that is gone: once no beat has been accepted (2xx) for the grace, it calls
+// onOrphan, once.
 type heartbeater struct {
 	url      string
+	secret   string
 	interval time.Duration
+	grace    time.Duration // 0: never orphaned
 	build    func() Heartbeat
+	onOrphan func(silent time.Duration)
 	log      *slog.Logger
 	client   *http.Client
 
@@ -62,15 +67,26 @@ type heartbeater struct {
 	done     chan struct{}
 	mu       sync.Mutex // serializes posts so beats arrive in order
 	failures int        // consecutive failed beats; guarded by mu
+	accepted time.Time  // last beat the node accepted (start when none); guarded by mu
+	orphaned bool       // onOrphan was called; guarded by mu
 	started  bool
 }
 
-func newHeartbeater(url string, interval time.Duration, build func() Heartbeat, log *slog.Logger) *heartbeater {
+// errRefused marks a beat the node answered 401: it does not know this
+// worker's secret (another node on the same port, or the node lost its
+// state). Such a beat is not accepted: the orphan grace keeps running.
+var errRefused = errors.New("node refused the worker's secret (401): this worker was not started by the node now at that address")
+
+func newHeartbeater(url, secret string, interval, grace time.Duration, build func() Heartbeat,
+	onOrphan func(time.Duration), log *slog.Logger) *heartbeater {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &heartbeater{
 		url:      url,
+		secret:   secret,
 		interval: interval,
+		grace:    grace,
 		build:    build,
+		onOrphan: onOrphan,
 		log:      log,
 		client:   &http.Client{},
 		kick:     make(chan struct{}, 1),
@@ -82,6 +98,9 @@ func newHeartbeater(url string, interval time.Duration, build func() Heartbeat, 
 
 func (h *heartbeater) start() {
 	h.started = true
+	h.mu.Lock()
+	h.accepted = time.Now()
+	h.mu.Unlock()
 	go h.loop()
 }
 
@@ -91,17 +110,47 @@ func (h *heartbeater) loop() {
 	defer t.Stop()
 	// A beat older than one interval is stale anyway, within reason.
 	timeout := max(h.interval, minBeatTimeout)
+	// With an orphan grace, a timer also wakes the loop when the grace
+	// ends before the next tick.
+	var orphan *time.Timer
+	var orphanC <-chan time.Time
+	if h.grace > 0 {
+		orphan = time.NewTimer(h.grace)
+		defer orphan.Stop()
+		orphanC = orphan.C
+	}
 	for {
 		ctx, cancel := context.WithTimeout(h.ctx, timeout)
 		h.send(ctx)
 		cancel()
+		if orphan != nil {
+			orphan.Reset(h.checkOrphan())
+		}
 		select {
 		case <-h.ctx.Done():
 			return
 		case <-t.C:
 		case <-h.kick:
+		case <-orphanC:
 		}
 	}
+}
+
+// checkOrphan calls onOrphan (once, on its own goroutine: it stops the
+// server, which stops this loop) when the grace has passed since the last
+// accepted beat, and returns the time left until it will have.
+func (h *heartbeater) checkOrphan() time.Duration {
+	h.mu.Lock()
+	silent := time.Since(h.accepted)
+	fire := silent >= h.grace && !h.orphaned
+	if fire {
+		h.orphaned = true
+	}
+	h.mu.Unlock()
+	if fire && h.onOrphan != nil {
+		go h.onOrphan(silent)
+	}
+	return max(h.grace-silent, h.interval)
 }
 
 // kickNow requests an early beat from the loop (non-blocking).
@@ -138,13 +187,15 @@ func (h *heartbeater) send(ctx context.Context) {
 			h.log.Info("heartbeats reach the node again", "failed_beats", h.failures)
 		}
 		h.failures = 0
+		h.accepted = time.Now()
 	case errors.Is(err, context.Canceled) && h.ctx.Err() != nil:
 		// Cut short by stop(): not a failure.
 	default:
 		h.failures++
 		// A node that is down would otherwise log every interval.
 		if h.failures%failureLogEvery == 1 {
-			h.log.Warn("heartbeat failed", "url", h.url, "err", err, "consecutive", h.failures)
+			h.log.Warn("heartbeat failed", "url", h.url, "err", err, "consecutive", h.failures,
+				"last_accepted", time.Since(h.accepted).Round(time.Second), "orphan_grace", h.grace)
 		} else {
 			h.log.Debug("heartbeat failed", "url", h.url, "err", err, "consecutive", h.failures)
 		}
@@ -161,12 +212,16 @@ func (h *heartbeater) post(ctx context.Context, hb Heartbeat) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+h.secret)
 	resp, err := h.client.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode == http.StatusUnauthorized {
+		return errRefused
+	}
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("node answered %s", resp.Status)
 	}

@@ -39,8 +39,30 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// testSecret is the secret of every test worker; authed sends it.
+const testSecret = "test-secret-0123456789abcdef"
+
+// bearer adds "Authorization: Bearer <secret>" to every request that has
+// none, as the node does for its workers.
+type bearer struct {
+	secret string
+	next   http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+b.secret)
+	}
+	return b.next.RoundTrip(r)
+}
+
+// authed is the client of the tests: it holds the test worker's secret.
+var authed = &http.Client{Transport: bearer{secret: testSecret, next: http.DefaultTransport}}
+
 func testConfig(t *testing.T) Config {
 	cfg := DefaultConfig()
+	cfg.Secret = testSecret
 	cfg.ID = "w-test"
 	cfg.ModelPath = testModelPath
 	cfg.Threads = 1
@@ -79,7 +101,7 @@ func post(t *testing.T, ctx context.Context, url string, body any) *http.Respons
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, rd)
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := authed.Do(req)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = resp.Body.Close() })
 	return resp
@@ -91,7 +113,7 @@ func getJSON(t *testing.T, url string, v any) int {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := authed.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -232,6 +233,10 @@ func TestConfigValidation(t *testing.T) {
 		{"DrainTimeout", func(c *Config) { c.DrainTimeout = -1 }},
 		{"Load", func(c *Config) { c.Load = nil }},
 		{"NodeURL", func(c *Config) { c.NodeURL = "ftp://x" }},
+		{"Secret", func(c *Config) { c.Secret = "" }},
+		{"Secret", func(c *Config) { c.Secret = "short" }},
+		{"OrphanGrace", func(c *Config) { c.OrphanGrace = -time.Second }},
+		{"OrphanGrace", func(c *Config) { c.OrphanGrace, c.HeartbeatInterval = time.Second, 2*time.Second }},
 	} {
 		t.Run(tc.field, func(t *testing.T) {
 			cfg := testConfig(t)

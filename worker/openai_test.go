@@ -222,7 +222,7 @@ func TestBadRequests(t *testing.T) {
 	})
 	t.Run("wrong method", func(t *testing.T) {
 		var v map[string]any
-		resp, err := http.Get(base + infer)
+		resp, err := authed.Get(base + infer)
 		require.NoError(t, err)
 		resp.Body.Close()
 		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)

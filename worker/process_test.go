@@ -26,17 +26,26 @@ func TestProcess(t *testing.T) {
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
 
-	// Bad flags exit 2 without starting.
+	// Bad flags exit 2 without starting; so does a missing secret.
 	bad := exec.Command(bin, "--model", testModelPath)
+	bad.Env = append(os.Environ(), SecretEnv+"="+testSecret)
 	require.Error(t, bad.Run())
 	require.Equal(t, 2, bad.ProcessState.ExitCode())
-
-	node := newNodeRecorder(t)
 	model, err := filepath.Abs(testModelPath)
 	require.NoError(t, err)
+	var noSecretErr bytes.Buffer
+	noSecret := exec.Command(bin, "--model", model, "--id", "w-nosecret")
+	noSecret.Env = append(os.Environ(), SecretEnv+"=")
+	noSecret.Stderr = &noSecretErr
+	require.Error(t, noSecret.Run())
+	require.Equal(t, 2, noSecret.ProcessState.ExitCode())
+	require.Contains(t, noSecretErr.String(), SecretEnv)
+
+	node := newNodeRecorder(t)
 	var stderr bytes.Buffer
 	cmd := exec.Command(bin, "--model", model, "--port", "0", "--id", "w-proc", "--node", node.srv.URL,
 		"--heartbeat-interval", "50ms", "--threads", "1", "--slots", "2", "--log-level", "debug")
+	cmd.Env = append(os.Environ(), SecretEnv+"="+testSecret)
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
@@ -109,4 +118,28 @@ func TestProcess(t *testing.T) {
 	require.GreaterOrEqual(t, len(beats), 2)
 	require.Equal(t, StateStopped, beats[len(beats)-1].State)
 	require.Equal(t, StateDraining, beats[len(beats)-2].State)
+
+	// A worker whose node is gone (nobody listens there) exits 3 after its
+	// orphan grace and says why.
+	gone := newNodeRecorder(t)
+	gone.srv.Close()
+	var orphanErr bytes.Buffer
+	orphan := exec.Command(bin, "--model", model, "--port", "0", "--id", "w-orphan", "--node", gone.srv.URL,
+		"--heartbeat-interval", "50ms", "--orphan-grace", "500ms", "--threads", "1")
+	orphan.Env = append(os.Environ(), SecretEnv+"="+testSecret)
+	orphan.Stderr = &orphanErr
+	started := time.Now()
+	require.NoError(t, orphan.Start())
+	orphanExit := make(chan error, 1)
+	go func() { orphanExit <- orphan.Wait() }()
+	select {
+	case <-orphanExit:
+	case <-time.After(reqTimeout):
+		_ = orphan.Process.Kill()
+		<-orphanExit
+		t.Fatalf("orphaned worker did not exit; stderr:\n%s", orphanErr.String())
+	}
+	require.Equal(t, 3, orphan.ProcessState.ExitCode(), orphanErr.String())
+	require.GreaterOrEqual(t, time.Since(started), 500*time.Millisecond)
+	require.Contains(t, orphanErr.String(), "node is gone")
 }

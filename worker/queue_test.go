@@ -22,7 +22,7 @@ func asyncPost(t *testing.T, ctx context.Context, url string, body any) <-chan *
 			ch <- nil
 			return
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := authed.Do(req)
 		if err != nil {
 			ch <- nil
 			return

@@ -83,6 +83,8 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 	serveDone chan struct{}
+	stopped   chan struct{} // closed when shutdown has finished
+	stopErr   error         // why the server stopped itself (ErrOrphaned); guarded by mu
 }
 
 // New validates cfg and returns a Server that is not yet listening.
@@ -109,12 +111,49 @@ func New(cfg Config) (*Server, error) {
 		state:     StateLoading,
 		loaded:    make(chan struct{}),
 		serveDone: make(chan struct{}),
+		stopped:   make(chan struct{}),
 	}
 	s.hardCtx, s.hardCancel = context.WithCancel(context.Background())
 	if cfg.NodeURL != "" {
-		s.hb = newHeartbeater(strings.TrimRight(cfg.NodeURL, "/")+"/v1/workers/heartbeat", cfg.HeartbeatInterval, s.heartbeat, s.log)
+		s.hb = newHeartbeater(strings.TrimRight(cfg.NodeURL, "/")+"/v1/workers/heartbeat", cfg.Secret,
+			cfg.HeartbeatInterval, cfg.OrphanGrace, s.heartbeat, s.orphaned, s.log)
 	}
 	return s, nil
+}
+
+// orphaned stops a worker whose node has not accepted a heartbeat for the
+// orphan grace: the node is gone (crashed and not restarted), or the
+// process now at its address is another node that does not know this
+// worker. Staying up would keep the model's memory and leave a worker no
+// node supervises. Accepted requests get DrainTimeout to finish; then their
+// streams end with an error event.
+func (s *Server) orphaned(silent time.Duration) {
+	err := fmt.Errorf("%w: none accepted for %s (grace %s) by %s", ErrOrphaned,
+		silent.Round(100*time.Millisecond), s.cfg.OrphanGrace, s.cfg.NodeURL)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.stopErr = err
+	s.mu.Unlock()
+	s.log.Error("stopping: this worker's node is gone (heartbeats failed or were refused for the orphan grace)",
+		"err", err, "in_flight", s.Info().InFlight)
+	if derr := s.Drain(context.Background()); derr != nil {
+		s.log.Warn("orphan drain incomplete", "err", derr)
+	}
+}
+
+// Done is closed once the server has stopped: after Drain or Close, or
+// when it stopped itself (see Err).
+func (s *Server) Done() <-chan struct{} { return s.stopped }
+
+// Err tells why the server stopped itself: an error wrapping ErrOrphaned
+// when no heartbeat was accepted within Config.OrphanGrace; nil otherwise.
+func (s *Server) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopErr
 }
 
 // Start binds the listener, starts serving and heartbeats, and begins
@@ -341,6 +380,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 			s.closeErr = m.Close()
 		}
 		s.log.Info("worker stopped")
+		close(s.stopped)
 	})
 	return s.closeErr
 }

@@ -1,14 +1,22 @@
 // Command rbee-worker serves one model over HTTP for an rbee node.
 //
-//	rbee-worker --model FILE --port P --id ID [--node URL] [--device cpu]
+//	RBEE_WORKER_SECRET=… rbee-worker --model FILE --port P --id ID [--node URL] [--device cpu]
 //	            [--threads N] [--slots K] [--host 127.0.0.1] [--heartbeat-interval 2s]
-//	            [--queue N] [--ctx N] [--drain-timeout 30s] [--log-level info]
+//	            [--orphan-grace 5m] [--queue N] [--ctx N] [--drain-timeout 30s] [--log-level info]
+//
+// The secret shared with the node comes in the environment variable
+// RBEE_WORKER_SECRET (never a flag: every local user can read a command
+// line); the worker removes it from its environment once read. Every
+// request must carry it as "Authorization: Bearer", and heartbeats carry it
+// to the node.
 //
 // SIGTERM or SIGINT drains the worker (new requests get 503, in-flight ones
 // finish within the drain timeout) and exits 0; a second signal stops at
-// once. A model that fails to load exits 1; bad flags exit 2.
-// All behaviour lives in package worker; this file only parses flags and
-// handles signals.
+// once. A model that fails to load exits 1; bad flags or a missing secret
+// exit 2. A worker whose node accepted no heartbeat for --orphan-grace
+// drains and exits 3.
+// All behaviour lives in package worker; this file only parses flags, reads
+// the secret and handles signals.
 package main
 
 import (
@@ -43,6 +51,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "concurrent generations")
 	fs.StringVar(&cfg.Host, "host", cfg.Host, "listen address")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "time between heartbeats")
+	fs.DurationVar(&cfg.OrphanGrace, "orphan-grace", cfg.OrphanGrace, "with --node: exit once the node has accepted no heartbeat for this long (0 = never)")
 	fs.IntVar(&cfg.Queue, "queue", cfg.Queue, "requests that may wait for a slot")
 	fs.IntVar(&cfg.ContextSize, "ctx", cfg.ContextSize, "context size per slot (0 = the model's)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "bound on finishing in-flight requests at shutdown")
@@ -64,6 +73,13 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Logger = log
+	cfg.Secret = os.Getenv(worker.SecretEnv)
+	// Nothing this process starts inherits the secret.
+	_ = os.Unsetenv(worker.SecretEnv)
+	if cfg.Secret == "" {
+		fmt.Fprintf(stderr, "rbee-worker: %s is not set: the worker answers only whoever holds its secret (the node that spawns it sets it)\n", worker.SecretEnv)
+		return 2
+	}
 
 	s, err := worker.New(cfg)
 	if err != nil {
@@ -83,14 +99,33 @@ func run(args []string, stderr io.Writer) int {
 
 	select {
 	case err := <-loaded:
-		if err != nil {
+		switch {
+		case err != nil && s.Err() != nil:
+			// Stopped itself while loading.
+		case err != nil:
 			log.Error("model load failed", "err", err)
 			_ = s.Close()
 			return 1
+		default:
+			log.Info("ready", "addr", s.Addr().String())
+			select {
+			case <-sigs:
+			case <-s.Done():
+			}
 		}
-		log.Info("ready", "addr", s.Addr().String())
-		<-sigs
 	case <-sigs:
+	case <-s.Done():
+	}
+	if s.Err() != nil {
+		// It stops itself (its node is gone; the server logged why).
+		select {
+		case <-s.Done():
+		case <-sigs:
+			log.Warn("signal: stopping now")
+			_ = s.Close()
+		}
+		log.Error("exiting", "err", s.Err())
+		return 3
 	}
 
 	drained := make(chan error, 1)

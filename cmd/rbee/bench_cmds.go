@@ -21,7 +21,9 @@ import (
 
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
+	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/localcluster"
+	"github.com/rbee-project/rbee/worker/process"
 )
 
 // startBenchCluster starts n local node processes in a temp dir.
@@ -63,10 +65,13 @@ type routeSample struct {
 
 // streamCompletion sends one streaming /v1/completions request and times
 // its first token and its end.
-func streamCompletion(ctx context.Context, hc *http.Client, url string, body []byte) routeSample {
+func streamCompletion(ctx context.Context, hc *http.Client, url, bearer string, body []byte) routeSample {
 	start := time.Now()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/completions", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return routeSample{err: err}
@@ -109,7 +114,7 @@ type routeStats struct {
 	TokensPerSec float64 `json:"tokens_per_second"`
 }
 
-func runRoute(ctx context.Context, url string, c, r int, body []byte) routeStats {
+func runRoute(ctx context.Context, url, bearer string, c, r int, body []byte) routeStats {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c + 4}}
 	var mu sync.Mutex
 	var samples []routeSample
@@ -125,7 +130,7 @@ func runRoute(ctx context.Context, url string, c, r int, body []byte) routeStats
 		go func() {
 			defer wg.Done()
 			for range next {
-				s := streamCompletion(ctx, hc, url, body)
+				s := streamCompletion(ctx, hc, url, bearer, body)
 				mu.Lock()
 				samples = append(samples, s)
 				mu.Unlock()
@@ -182,18 +187,30 @@ func newBenchRouteCmd(g *globals) *cobra.Command {
 				maxC = max(maxC, c)
 			}
 			var sp struct {
-				Port int `json:"port"`
+				WorkerID string `json:"worker_id"`
+				Port     int    `json:"port"`
 			}
 			req := map[string]any{"operation": "worker_spawn", "hive": own.Name, "model": "builtin:stories260k", "slots": slots, "queue": maxC * 2}
 			if err := own.Client().Result(ctx, req, &sp, nil); err != nil {
 				return fmt.Errorf("spawn worker: %w", err)
 			}
 			direct := fmt.Sprintf("http://127.0.0.1:%d", sp.Port)
+			// The worker answers its node only: the benchmark acts as the
+			// node, with the secret from the node's process table.
+			secrets, err := process.ReadSecrets(node.ProcessesDir(own.DataDir))
+			if err != nil {
+				return fmt.Errorf("worker secret: %w", err)
+			}
+			secret := secrets[sp.WorkerID]
 			body, _ := json.Marshal(map[string]any{"model": "stories260k", "prompt": "Once upon a time", "max_tokens": maxTokens, "temperature": 0, "stream": true})
 			// Warm up every path (connections, the other node's replica).
 			for _, u := range []string{direct, own.URL(), other.URL()} {
 				deadline := time.Now().Add(30 * time.Second)
-				for streamCompletion(ctx, http.DefaultClient, u, body).err != nil {
+				bearer := ""
+				if u == direct {
+					bearer = secret
+				}
+				for streamCompletion(ctx, http.DefaultClient, u, bearer, body).err != nil {
 					if time.Now().After(deadline) {
 						return fmt.Errorf("path %s never answered", u)
 					}
@@ -210,9 +227,9 @@ func newBenchRouteCmd(g *globals) *cobra.Command {
 			var rows []row
 			for _, c := range concurrency {
 				r := row{Concurrency: c}
-				r.Direct = runRoute(ctx, direct, c, requests, body)
-				r.OwnNode = runRoute(ctx, own.URL(), c, requests, body)
-				r.OtherNode = runRoute(ctx, other.URL(), c, requests, body)
+				r.Direct = runRoute(ctx, direct, secret, c, requests, body)
+				r.OwnNode = runRoute(ctx, own.URL(), "", c, requests, body)
+				r.OtherNode = runRoute(ctx, other.URL(), "", c, requests, body)
 				r.Ratios = map[string]float64{
 					"own_node_ttft":       ratio(r.OwnNode.TTFTMedianMs, r.Direct.TTFTMedianMs),
 					"other_node_ttft":     ratio(r.OtherNode.TTFTMedianMs, r.Direct.TTFTMedianMs),

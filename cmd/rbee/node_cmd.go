@@ -45,6 +45,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 	var noMDNS bool
 	var tokenFile string
 	var logLevel, logFormat string
+	var stopWorkers bool
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run the rbee daemon on this machine (a hive of the cluster)",
@@ -60,7 +61,13 @@ where ps shows it to every user):
 
 --token-file FILE works as well; --token still works, with a warning.
 
-A node restarted with its data dir rejoins without flags.`,
+A node restarted with its data dir rejoins without flags.
+
+Stopping the node (Ctrl-C, SIGTERM) leaves its worker processes running, so
+that a restart or an upgrade with the same data dir re-adopts them; it prints
+how many keep running. A worker whose node accepts none of its heartbeats
+for --worker-orphan-grace (5m) exits on its own; --stop-workers stops them
+with the node, and ` + "`rbee leave`" + ` always does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := newLogger(logLevel, logFormat)
@@ -107,6 +114,9 @@ A node restarted with its data dir rejoins without flags.`,
 			if cfg.SourceDir == "" {
 				cfg.SourceDir = findSourceTree()
 			}
+			if cmd.Flags().Changed("worker-orphan-grace") && cfg.WorkerOrphanGrace == 0 {
+				cfg.WorkerOrphanGrace = -1 // the flag's 0 is "never"; the config's 0 is the default
+			}
 			n, err := node.New(cfg)
 			if err != nil {
 				return err
@@ -122,7 +132,16 @@ A node restarted with its data dir rejoins without flags.`,
 			}
 			select {
 			case <-ctx.Done():
-				fmt.Fprintln(os.Stderr, "shutting down (Ctrl-C); the node stays a member and rejoins on restart, and its workers keep running to be re-adopted: use `rbee leave` to leave for good")
+				fmt.Fprintln(os.Stderr, "shutting down; the node stays a member and rejoins on restart: use `rbee leave` to leave for good")
+				if stopWorkers {
+					fmt.Fprintln(os.Stderr, "stopping this node's workers (--stop-workers): in-flight requests finish first")
+					sctx, cancel := context.WithTimeout(context.Background(), workerStopTimeout)
+					if err := n.StopWorkers(sctx); err != nil {
+						fmt.Fprintf(os.Stderr, "stopping workers: %v\n", err)
+					}
+					cancel()
+				}
+				fmt.Fprintln(os.Stderr, keptWorkersNotice(n.WorkerProcesses(), n.WorkerOrphanGrace()))
 				return n.Close()
 			case <-n.Stopped():
 				fmt.Fprintln(os.Stderr, "node left the cluster")
@@ -155,9 +174,28 @@ A node restarted with its data dir rejoins without flags.`,
 	f.StringVar(&cfg.SourceDir, "source-dir", "", "rbee source tree for `worker build` (default: the checkout the current directory is in, if any)")
 	f.StringVar(&cfg.WorkerBinary, "worker-binary", "", "rbee-worker to catalog when the catalog has none (default: the one next to rbee)")
 	f.DurationVar(&cfg.WorkerHeartbeatTimeout, "worker-timeout", 30*time.Second, "a worker whose heartbeats stop this long leaves the schedule")
+	f.DurationVar(&cfg.WorkerOrphanGrace, "worker-orphan-grace", cfg.WorkerOrphanGrace, "a worker this node spawns exits on its own once the node has accepted none of its heartbeats for this long (0 = never)")
+	f.BoolVar(&stopWorkers, "stop-workers", false, "stop this node's worker processes when it stops (by default they keep running for a restart to re-adopt)")
 	_ = f.MarkHidden("profile")
 	_ = f.MarkHidden("reconcile-interval")
 	return cmd
+}
+
+// workerStopTimeout bounds --stop-workers at shutdown: the workers get 10 s
+// after SIGTERM (node.StopWorkers), and a service manager's stop timeout is
+// typically a minute.
+const workerStopTimeout = 30 * time.Second
+
+// keptWorkersNotice says, at a stop, what happens to the worker processes
+// the node leaves running.
+func keptWorkersNotice(count int, grace time.Duration) string {
+	switch {
+	case count == 0:
+		return "no worker processes of this node are running"
+	case grace <= 0:
+		return fmt.Sprintf("%d worker process(es) keep running, without end (--worker-orphan-grace 0): a restart with this data dir re-adopts them; `rbee node --stop-workers` or `rbee leave` stops them with the node", count)
+	}
+	return fmt.Sprintf("%d worker process(es) keep running: a restart with this data dir within %s re-adopts them; otherwise each exits %s after its last heartbeat this node accepted (the grace set when it was spawned). `rbee node --stop-workers` or `rbee leave` stops them with the node", count, grace, grace)
 }
 
 // siblingWorker is the rbee-worker installed next to this binary, if any.

@@ -104,6 +104,20 @@ func (c *Cluster) Close() {
 	}
 }
 
+// WorkerSecret returns the secret of a worker process one of the nodes
+// started (read from the node's data dir), for tests that call a worker's
+// port as its node does.
+func (c *Cluster) WorkerSecret(workerID string) string {
+	c.t.Helper()
+	for _, cfg := range c.cfgs {
+		if s, err := process.ReadSecrets(node.ProcessesDir(cfg.DataDir)); err == nil && s[workerID] != "" {
+			return s[workerID]
+		}
+	}
+	c.t.Fatalf("no node of the cluster started worker %s", workerID)
+	return ""
+}
+
 // Leader returns the node that leads, or nil.
 func (c *Cluster) Leader() *node.Node {
 	for _, n := range c.Nodes {

@@ -23,7 +23,13 @@ func TestParseState(t *testing.T) {
 			{"pid":4294967297,"worker_id":"w","cmdline":["a"],"create_time_ms":5},
 			{"pid":14,"worker_id":"w","cmdline":["a"],"create_time_ms":5},
 			{"pid":14,"worker_id":"w2","cmdline":["b"],"create_time_ms":6}]}`, []int{14}, false},
-		{"wrong format", `{"format":2,"processes":[]}`, nil, true},
+		{"version 2 needs a secret", `{"format":2,"processes":[
+			{"pid":15,"worker_id":"w","cmdline":["a"],"create_time_ms":5},
+			{"pid":16,"worker_id":"w","cmdline":["a"],"create_time_ms":5,"secret":"not-hex-and-short"},
+			{"pid":17,"worker_id":"w","cmdline":["a"],"create_time_ms":5,"secret":"` + strings.Repeat("ab", 32) + `"}]}`, []int{17}, false},
+		{"version 1 secrets are ignored", `{"format":1,"processes":[
+			{"pid":18,"worker_id":"w","cmdline":["a"],"create_time_ms":5,"secret":"x"}]}`, []int{18}, false},
+		{"wrong format", `{"format":3,"processes":[]}`, nil, true},
 		{"not json", `{`, nil, true},
 		{"too large", strings.Repeat(" ", maxStateBytes+1), nil, true},
 	}
@@ -46,6 +52,11 @@ func TestParseState(t *testing.T) {
 			if len(pids) != len(tt.pids) || (len(pids) > 0 && pids[0] != tt.pids[0]) {
 				t.Fatalf("pids %v, want %v", pids, tt.pids)
 			}
+			for _, w := range got {
+				if w.Secret != "" && !validSecret(w.Secret) {
+					t.Fatalf("accepted secret %q", w.Secret)
+				}
+			}
 		})
 	}
 }
@@ -66,7 +77,18 @@ func FuzzParseState(f *testing.F) {
 			if catalog.ValidName("worker id", w.WorkerID) != nil {
 				t.Fatalf("accepted worker id %q", w.WorkerID)
 			}
+			if w.Secret != "" && !validSecret(w.Secret) {
+				t.Fatalf("accepted secret %q", w.Secret)
+			}
 			seen[w.PID] = true
 		}
 	})
+}
+
+func TestWorkerEnv(t *testing.T) {
+	env := workerEnv([]string{"HOME=/h", SecretEnv + "=inherited", "PATH=/bin"}, []string{"X=1", SecretEnv + "=extra"}, "s3cret")
+	want := []string{"HOME=/h", "PATH=/bin", "X=1", SecretEnv + "=s3cret"}
+	if strings.Join(env, "|") != strings.Join(want, "|") {
+		t.Fatalf("env %q, want %q", env, want)
+	}
 }

@@ -2,7 +2,10 @@
 // Spawn picks a loopback port, starts the worker in its own process group
 // with its output in a log file and waits until it answers its health
 // check; every started process is recorded in processes.json, so a
-// restarted node re-adopts the workers that still run. Stop only ever
+// restarted node re-adopts the workers that still run. Each worker gets a
+// secret of its own at spawn (in its environment, never on its command
+// line), kept in processes.json (0600) so that only this manager's node —
+// the same data dir — can talk to it after a restart. Stop only ever
 // signals processes this manager started. See DESIGN.md.
 package process
 
@@ -24,6 +27,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -71,11 +75,22 @@ const (
 	probeTimeout = 2 * time.Second
 	// killWait bounds the wait for a SIGKILLed process to be gone.
 	killWait = 5 * time.Second
-	// stateFile lists the processes this manager started.
-	stateFile  = "processes.json"
-	stateVer   = 1
+	// stateFile lists the processes this manager started, with their
+	// secrets: readable by the node's user alone.
+	stateFile = "processes.json"
+	// stateVer 2 added the per-worker secrets; version 1 files (written
+	// before secrets existed) are still read.
+	stateVer   = 2
+	stateVer1  = 1
 	logsSubdir = "logs"
+	// secretBytes of crypto/rand make a worker secret (hex-encoded): 256
+	// bits, beyond guessing however many requests a local user sends.
+	secretBytes = 32
 )
+
+// SecretEnv is the environment variable that hands a worker its secret
+// (cmd/rbee-worker reads it; worker.SecretEnv has the same name).
+const SecretEnv = "RBEE_WORKER_SECRET"
 
 // Config configures a Manager. Start from DefaultConfig and override fields.
 type Config struct {
@@ -131,7 +146,7 @@ type SpawnOptions struct {
 	// ExtraArgs are appended to the command line.
 	ExtraArgs []string
 	// Env, when set, is appended to this process's environment for the
-	// worker.
+	// worker. SecretEnv is always set by Spawn (and cannot be overridden).
 	Env []string
 }
 
@@ -174,6 +189,7 @@ type Status struct {
 // proc is one supervised process. info is guarded by Manager.mu.
 type proc struct {
 	info    WorkerInfo
+	secret  string    // "" for a worker adopted from a version 1 state file
 	cmd     *exec.Cmd // nil when adopted
 	done    chan struct{}
 	once    sync.Once
@@ -189,9 +205,12 @@ type Manager struct {
 	log    *slog.Logger
 	client *http.Client
 
-	mu     sync.Mutex
-	procs  map[int]*proc
-	closed bool
+	mu    sync.Mutex
+	procs map[int]*proc
+	// starting holds the workers between exec and their entry in procs,
+	// by worker id: their first heartbeat may come that early.
+	starting map[string]*proc
+	closed   bool
 
 	stopPoll context.CancelFunc
 	pollDone chan struct{}
@@ -228,7 +247,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, logsSubdir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, logsSubdir), 0o700); err != nil {
 		return nil, fmt.Errorf("process: %w", err)
 	}
 	m := &Manager{
@@ -240,6 +259,7 @@ func New(cfg Config) (*Manager, error) {
 			Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
 		},
 		procs:    make(map[int]*proc),
+		starting: make(map[string]*proc),
 		pollDone: make(chan struct{}),
 	}
 	if err := m.adopt(); err != nil {
@@ -316,7 +336,22 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 			return WorkerInfo{}, fmt.Errorf("%w: worker id %q is already running (pid %d)", ErrBadOptions, opts.WorkerID, p.info.PID)
 		}
 	}
+	if _, ok := m.starting[opts.WorkerID]; ok {
+		m.mu.Unlock()
+		return WorkerInfo{}, fmt.Errorf("%w: worker id %q is already starting", ErrBadOptions, opts.WorkerID)
+	}
+	// Reserve the id (its port comes next) and hand out the secret.
+	p := &proc{info: WorkerInfo{WorkerID: opts.WorkerID}, secret: newSecret(), done: make(chan struct{})}
+	m.starting[opts.WorkerID] = p
 	m.mu.Unlock()
+	reserved := true
+	defer func() {
+		if reserved {
+			m.mu.Lock()
+			delete(m.starting, opts.WorkerID)
+			m.mu.Unlock()
+		}
+	}()
 
 	if err := ctx.Err(); err != nil {
 		return WorkerInfo{}, fmt.Errorf("%w: %w", ErrNotReady, err)
@@ -325,6 +360,9 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	if err != nil {
 		return WorkerInfo{}, err
 	}
+	m.mu.Lock()
+	p.info.Port = port
+	m.mu.Unlock()
 	args := opts.Type.Args(catalog.Launch{
 		ModelPath: model, WorkerID: opts.WorkerID, Port: port, Host: m.cfg.Host, NodeURL: opts.NodeURL,
 		Device: opts.Device, Threads: opts.Threads, Slots: opts.Slots,
@@ -339,9 +377,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if len(opts.Env) > 0 {
-		cmd.Env = append(os.Environ(), opts.Env...)
-	}
+	cmd.Env = workerEnv(os.Environ(), opts.Env, p.secret)
 	setGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -365,7 +401,6 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	if st, ok := startTicks(info.PID); ok {
 		info.StartTicks = st
 	}
-	p := &proc{info: info, cmd: cmd, done: make(chan struct{})}
 
 	m.mu.Lock()
 	if m.closed {
@@ -375,7 +410,10 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 		logf.Close()
 		return WorkerInfo{}, ErrClosed
 	}
+	p.info, p.cmd = info, cmd
 	m.procs[info.PID] = p
+	delete(m.starting, opts.WorkerID)
+	reserved = false
 	m.saveLocked()
 	m.mu.Unlock()
 	go func() {
@@ -385,7 +423,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	}()
 	m.log.Info("worker started", "worker", info.WorkerID, "pid", info.PID, "port", port, "binary", bin)
 
-	if err := m.waitReady(ctx, p, opts.Type.HealthPath); err != nil {
+	if err := m.waitReady(ctx, p, opts.Type.HealthPath, p.secret); err != nil {
 		tail := readTail(logPath, logStart, logTailBytes)
 		if !errors.Is(err, ErrExitedEarly) {
 			_ = killGroup(info.PID)
@@ -408,8 +446,9 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	return info, nil
 }
 
-// waitReady probes the health path until it answers 200.
-func (m *Manager) waitReady(ctx context.Context, p *proc, path string) error {
+// waitReady probes the health path (with the worker's secret) until it
+// answers 200.
+func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string) error {
 	if path == "" {
 		path = "/health"
 	}
@@ -419,7 +458,7 @@ func (m *Manager) waitReady(ctx context.Context, p *proc, path string) error {
 	tick := time.NewTicker(m.cfg.HealthInterval)
 	defer tick.Stop()
 	for {
-		if m.probe(ctx, url) {
+		if m.probe(ctx, url, secret) {
 			return nil
 		}
 		select {
@@ -434,11 +473,12 @@ func (m *Manager) waitReady(ctx context.Context, p *proc, path string) error {
 	}
 }
 
-func (m *Manager) probe(ctx context.Context, url string) bool {
+func (m *Manager) probe(ctx context.Context, url, secret string) bool {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false
 	}
+	req.Header.Set("Authorization", "Bearer "+secret)
 	resp, err := m.client.Do(req)
 	if err != nil {
 		return false
@@ -763,6 +803,9 @@ func (m *Manager) freePort() (int, error) {
 		for _, p := range m.procs {
 			taken = taken || p.info.Port == port
 		}
+		for _, p := range m.starting {
+			taken = taken || p.info.Port == port
+		}
 		m.mu.Unlock()
 		if !taken {
 			return port, nil
@@ -795,6 +838,77 @@ func newWorkerID() string {
 	return "w-" + hex.EncodeToString(b[:])
 }
 
+// newSecret returns a fresh worker secret: secretBytes from crypto/rand,
+// hex-encoded. crypto/rand.Read does not fail (it aborts the program
+// rather than return weak bytes).
+func newSecret() string {
+	b := make([]byte, secretBytes)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// validSecret reports whether s looks like a secret newSecret made.
+func validSecret(s string) bool {
+	if len(s) != 2*secretBytes {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// workerEnv is the worker's environment: ours and extra, with SecretEnv
+// set to secret alone (an inherited or extra value is dropped).
+func workerEnv(base, extra []string, secret string) []string {
+	env := make([]string, 0, len(base)+len(extra)+1)
+	for _, kv := range append(slices.Clip(base), extra...) {
+		if k, _, _ := strings.Cut(kv, "="); k == SecretEnv {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, SecretEnv+"="+secret)
+}
+
+// Secret returns the secret handed to the worker called id and the port it
+// was given, for a worker this manager supervises (ready, adopted, or still
+// starting). ok is false for any other id, and for a worker adopted from a
+// state file written before secrets existed. Compare secrets with
+// crypto/subtle.ConstantTimeCompare.
+func (m *Manager) Secret(id string) (secret string, port int, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.procs {
+		if p.info.WorkerID == id {
+			return p.secret, p.info.Port, p.secret != ""
+		}
+	}
+	if p, found := m.starting[id]; found && p.info.Port != 0 {
+		return p.secret, p.info.Port, true
+	}
+	return "", 0, false
+}
+
+// ReadSecrets returns the worker secrets recorded in dir's processes.json by
+// worker id, without adopting anything or writing the file: for tools and
+// test harnesses that act as the node (whose user alone can read the file).
+func ReadSecrets(dir string) (map[string]string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		return nil, fmt.Errorf("process: %w", err)
+	}
+	entries, err := parseState(data)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(entries))
+	for _, e := range entries {
+		if e.Secret != "" {
+			out[e.WorkerID] = e.Secret
+		}
+	}
+	return out, nil
+}
+
 // readTail returns up to max bytes of the end of the file from offset on.
 func readTail(path string, from int64, max int64) string {
 	f, err := os.Open(path)
@@ -819,18 +933,26 @@ func max64(a, b int64) int64 {
 	return b
 }
 
-type stateDoc struct {
-	Format    int          `json:"format"`
-	Processes []WorkerInfo `json:"processes"`
+// stateEntry is one line of processes.json: the worker and its secret
+// (kept out of WorkerInfo, which the node's API shows).
+type stateEntry struct {
+	WorkerInfo
+	Secret string `json:"secret,omitempty"`
 }
 
-// saveLocked writes processes.json atomically. Caller holds m.mu.
+type stateDoc struct {
+	Format    int          `json:"format"`
+	Processes []stateEntry `json:"processes"`
+}
+
+// saveLocked writes processes.json atomically, readable by the node's user
+// alone (it holds the secrets). Caller holds m.mu.
 func (m *Manager) saveLocked() {
-	doc := stateDoc{Format: stateVer, Processes: make([]WorkerInfo, 0, len(m.procs))}
+	doc := stateDoc{Format: stateVer, Processes: make([]stateEntry, 0, len(m.procs))}
 	for _, p := range m.procs {
 		info := p.info
 		info.Adopted = false
-		doc.Processes = append(doc.Processes, info)
+		doc.Processes = append(doc.Processes, stateEntry{WorkerInfo: info, Secret: p.secret})
 	}
 	sort.Slice(doc.Processes, func(i, j int) bool { return doc.Processes[i].PID < doc.Processes[j].PID })
 	data, err := json.MarshalIndent(doc, "", "  ")
@@ -847,8 +969,10 @@ func (m *Manager) saveLocked() {
 const maxStateBytes = 4 << 20
 
 // parseState decodes processes.json, dropping malformed entries (bad pid,
-// no command line or start time, unsafe worker id, duplicate pid).
-func parseState(data []byte) ([]WorkerInfo, error) {
+// no command line or start time, unsafe worker id, duplicate pid; in the
+// current format also a missing or malformed secret). Entries of a
+// version 1 file have no secret.
+func parseState(data []byte) ([]stateEntry, error) {
 	if len(data) > maxStateBytes {
 		return nil, fmt.Errorf("process: %s larger than %d bytes", stateFile, maxStateBytes)
 	}
@@ -856,24 +980,31 @@ func parseState(data []byte) ([]WorkerInfo, error) {
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("process: %s: %w", stateFile, err)
 	}
-	if doc.Format != stateVer {
+	if doc.Format != stateVer && doc.Format != stateVer1 {
 		return nil, fmt.Errorf("process: %s format %d, want %d", stateFile, doc.Format, stateVer)
 	}
 	seen := make(map[int]bool, len(doc.Processes))
-	out := make([]WorkerInfo, 0, len(doc.Processes))
-	for _, info := range doc.Processes {
-		if info.PID <= 0 || info.PID > math.MaxInt32 || len(info.Cmdline) == 0 || info.CreateTime <= 0 ||
-			catalog.ValidName("worker id", info.WorkerID) != nil || seen[info.PID] {
+	out := make([]stateEntry, 0, len(doc.Processes))
+	for _, e := range doc.Processes {
+		if e.PID <= 0 || e.PID > math.MaxInt32 || len(e.Cmdline) == 0 || e.CreateTime <= 0 ||
+			catalog.ValidName("worker id", e.WorkerID) != nil || seen[e.PID] {
 			continue
 		}
-		seen[info.PID] = true
-		info.Adopted, info.Stopped = false, false
-		out = append(out, info)
+		switch {
+		case doc.Format == stateVer1:
+			e.Secret = ""
+		case !validSecret(e.Secret):
+			continue
+		}
+		seen[e.PID] = true
+		e.Adopted, e.Stopped = false, false
+		out = append(out, e)
 	}
 	return out, nil
 }
 
-// adopt loads processes.json and keeps the entries that still run.
+// adopt loads processes.json and keeps the entries that still run, with
+// their secrets.
 func (m *Manager) adopt() error {
 	path := filepath.Join(m.dir, stateFile)
 	data, err := os.ReadFile(path)
@@ -883,7 +1014,7 @@ func (m *Manager) adopt() error {
 	if err != nil {
 		return fmt.Errorf("process: %w", err)
 	}
-	infos, err := parseState(data)
+	entries, err := parseState(data)
 	if err != nil {
 		// Unreadable: start empty (nothing is signalled), keep the file
 		// for a human.
@@ -891,13 +1022,14 @@ func (m *Manager) adopt() error {
 		_ = os.Rename(path, path+".bad")
 		return nil
 	}
-	for _, info := range infos {
+	for _, e := range entries {
+		info := e.WorkerInfo
 		if !alive(info) {
 			m.log.Info("dropping process entry: not running (or pid reused)", "worker", info.WorkerID, "pid", info.PID)
 			continue
 		}
 		info.Adopted = true
-		m.procs[info.PID] = &proc{info: info, done: make(chan struct{}), notify: true}
+		m.procs[info.PID] = &proc{info: info, secret: e.Secret, done: make(chan struct{}), notify: true}
 		m.log.Info("re-adopted worker", "worker", info.WorkerID, "pid", info.PID, "port", info.Port)
 	}
 	m.mu.Lock()
@@ -906,7 +1038,8 @@ func (m *Manager) adopt() error {
 	return nil
 }
 
-// writeFileAtomic writes data next to path, fsyncs and renames it over path.
+// writeFileAtomic writes data next to path (mode 0600), fsyncs and renames
+// it over path.
 func writeFileAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
@@ -914,6 +1047,10 @@ func writeFileAtomic(path string, data []byte) error {
 		return err
 	}
 	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err

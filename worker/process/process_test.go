@@ -102,9 +102,23 @@ func stopAllAtEnd(t *testing.T, m *Manager) {
 	})
 }
 
-func health(port int) (int, error) {
+// health probes a worker's /health with the secret the manager holds for
+// it, as the node does.
+func health(m *Manager, w WorkerInfo) (int, error) {
+	secret, _, _ := m.Secret(w.WorkerID)
+	return healthWith(w.Port, secret)
+}
+
+func healthWith(port int, secret string) (int, error) {
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/health")
+	req, err := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+"/health", nil)
+	if err != nil {
+		return 0, err
+	}
+	if secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -130,7 +144,7 @@ func running(pid int) bool {
 	return err == nil && len(st) > 0 && st[0] != gproc.Zombie
 }
 
-func stateEntries(t *testing.T, dir string) []WorkerInfo {
+func stateEntries(t *testing.T, dir string) []stateEntry {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, os.ErrNotExist) {
@@ -168,9 +182,39 @@ func TestSpawnHealthListStop(t *testing.T) {
 	assert.Equal(t, filepath.Join(dir, "logs", w.WorkerID+".log"), w.LogPath)
 	assert.Contains(t, w.Cmdline, "--port")
 	assert.Contains(t, w.Cmdline, strconv.Itoa(w.Port))
-	code, err := health(w.Port)
+	code, err := health(m, w)
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, code)
+
+	// The worker's secret: 256 random bits, in its environment and the
+	// state file (0600), never on its command line; without it the
+	// worker's port answers 401.
+	secret, port, ok := m.Secret(w.WorkerID)
+	require.True(t, ok)
+	assert.Equal(t, w.Port, port)
+	assert.Regexp(t, `^[0-9a-f]{64}$`, secret)
+	for _, arg := range w.Cmdline {
+		assert.NotContains(t, arg, secret)
+	}
+	if runtime.GOOS == "linux" {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", w.PID))
+		require.NoError(t, err)
+		assert.Contains(t, string(env), "\x00"+SecretEnv+"="+secret+"\x00")
+	}
+	code, err = healthWith(w.Port, "")
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusUnauthorized, code)
+	code, err = healthWith(w.Port, newSecret())
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusUnauthorized, code)
+	_, _, ok = m.Secret("w-unknown")
+	assert.False(t, ok)
+	fi, err := os.Stat(filepath.Join(dir, stateFile))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	secrets, err := ReadSecrets(dir)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{w.WorkerID: secret}, secrets)
 
 	list := m.List()
 	require.Len(t, list, 1)
@@ -334,7 +378,7 @@ func TestStopEscalatesToKillingTheGroup(t *testing.T) {
 	w, err := m.Spawn(context.Background(), SpawnOptions{Binary: script, ModelPath: modelPath, WorkerID: "stubborn",
 		Env: []string{"WORKER=" + workerBin}})
 	require.NoError(t, err)
-	code, err := health(w.Port)
+	code, err := health(m, w)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, code)
 
@@ -351,6 +395,12 @@ func TestReadoptAfterRestart(t *testing.T) {
 	a := newManager(t, dir, nil, nil)
 	w := spawn(t, a, "survivor")
 	w2 := spawn(t, a, "second")
+	secrets := make([]string, 2)
+	for i, id := range []string{w.WorkerID, w2.WorkerID} {
+		var ok bool
+		secrets[i], _, ok = a.Secret(id)
+		require.True(t, ok)
+	}
 	require.NoError(t, a.Close())
 
 	// Stale entries: a pid that has exited, and a live process (our own
@@ -382,12 +432,13 @@ func TestReadoptAfterRestart(t *testing.T) {
 			state[i].CreateTime -= 5000
 		}
 	}
+	sec := newSecret()
 	state = append(state,
-		WorkerInfo{PID: done.Process.Pid, WorkerID: "exited", Cmdline: []string{"true"}, CreateTime: 1},
-		WorkerInfo{PID: sleeps[0].Process.Pid, WorkerID: "other-cmdline", Cmdline: []string{"sleep", "61"}, CreateTime: cts[0]},
-		WorkerInfo{PID: sleeps[1].Process.Pid, WorkerID: "other-start", Cmdline: []string{"sleep", "60"}, CreateTime: cts[1] - 1000},
-		WorkerInfo{PID: sleeps[2].Process.Pid, WorkerID: "other-ticks", Cmdline: []string{"sleep", "60"}, CreateTime: cts[2], StartTicks: 1},
-		WorkerInfo{PID: -5, WorkerID: "../bad", Cmdline: []string{"x"}, CreateTime: 1},
+		stateEntry{WorkerInfo{PID: done.Process.Pid, WorkerID: "exited", Cmdline: []string{"true"}, CreateTime: 1}, sec},
+		stateEntry{WorkerInfo{PID: sleeps[0].Process.Pid, WorkerID: "other-cmdline", Cmdline: []string{"sleep", "61"}, CreateTime: cts[0]}, sec},
+		stateEntry{WorkerInfo{PID: sleeps[1].Process.Pid, WorkerID: "other-start", Cmdline: []string{"sleep", "60"}, CreateTime: cts[1] - 1000}, sec},
+		stateEntry{WorkerInfo{PID: sleeps[2].Process.Pid, WorkerID: "other-ticks", Cmdline: []string{"sleep", "60"}, CreateTime: cts[2], StartTicks: 1}, sec},
+		stateEntry{WorkerInfo{PID: -5, WorkerID: "../bad", Cmdline: []string{"x"}, CreateTime: 1}, sec},
 	)
 	b, err := json.Marshal(stateDoc{Format: stateVer, Processes: state})
 	require.NoError(t, err)
@@ -407,9 +458,17 @@ func TestReadoptAfterRestart(t *testing.T) {
 	for _, s := range sleeps {
 		assert.True(t, running(s.Process.Pid))
 	}
-	code, err := health(w.Port)
+	code, err := health(m, w)
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, code)
+	// The secrets come back with the workers: the node that spawned them
+	// still talks to them.
+	for i, id := range []string{w.WorkerID, w2.WorkerID} {
+		got, port, ok := m.Secret(id)
+		require.True(t, ok, id)
+		assert.Equal(t, secrets[i], got)
+		assert.Equal(t, []int{w.Port, w2.Port}[i], port)
+	}
 	assert.True(t, m.BinaryInUse(workerBin))
 	for _, s := range sleeps {
 		require.ErrorIs(t, m.Stop(context.Background(), s.Process.Pid, time.Second), ErrNotOurs)
@@ -523,4 +582,37 @@ func TestStartTicksIdentifiesProcess(t *testing.T) {
 	assert.GreaterOrEqual(t, c, a, "a later process started later")
 	_, ok = startTicks(-1)
 	assert.False(t, ok)
+}
+
+// TestReadoptVersion1State: a state file from before secrets existed still
+// gives the node its workers to stop, but no secret to talk to them with.
+func TestReadoptVersion1State(t *testing.T) {
+	dir := t.TempDir()
+	a := newManager(t, dir, nil, nil)
+	w := spawn(t, a, "old")
+	require.NoError(t, a.Close())
+	var v1 struct {
+		Format    int          `json:"format"`
+		Processes []WorkerInfo `json:"processes"`
+	}
+	for _, e := range stateEntries(t, dir) {
+		v1.Processes = append(v1.Processes, e.WorkerInfo)
+	}
+	v1.Format = stateVer1
+	b, err := json.Marshal(v1)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, stateFile), b, 0o644))
+
+	m := newManager(t, dir, nil, nil)
+	stopAllAtEnd(t, m)
+	list := m.List()
+	require.Len(t, list, 1)
+	assert.True(t, list[0].Adopted)
+	_, _, ok := m.Secret(w.WorkerID)
+	assert.False(t, ok, "no secret for a worker of a version 1 file")
+	fi, err := os.Stat(filepath.Join(dir, stateFile))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "rewritten readable by the owner alone")
+	require.NoError(t, m.Stop(context.Background(), w.PID, 10*time.Second))
+	assert.False(t, running(w.PID))
 }
