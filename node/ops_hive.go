@@ -123,6 +123,9 @@ func catalogError(err error) error {
 		return &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
 	case errors.Is(err, workercat.ErrUnsigned), errors.Is(err, workercat.ErrSignature):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: fmt.Errorf("%w (rbee installs worker releases signed by the rbee release key or a key given to the node with --worker-release-key)", err)}
+	case errors.Is(err, workercat.ErrChecksum):
+		// Refused like an unsigned release: not what the signer vouched for.
+		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, hf.ErrGated):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, process.ErrNotOurs):

@@ -158,8 +158,8 @@ func TestSignedWorkerReleases(t *testing.T) {
 		version, code, says string
 	}{
 		{"v6.6.1", "forbidden", "SHA256SUMS.sig"},
-		{"v6.6.2", "internal", "signed SHA256SUMS"},
-		{"v6.6.3", "internal", "lists no " + asset},
+		{"v6.6.2", "forbidden", "signed SHA256SUMS"},
+		{"v6.6.3", "forbidden", "lists no " + asset},
 		{"v6.6.4", "forbidden", "trusted key"},
 	} {
 		je := runErr(t, n0, map[string]any{"operation": "worker_download", "hive": "node1", "version": tt.version})
