@@ -105,7 +105,7 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 	if proof.Sig, err = c.fetchSmall(ctx, folder+SigFile, maxSigBytes); err != nil {
 		var se *statusError
 		if errors.As(err, &se) && se.code == http.StatusNotFound {
-			return Entry{}, fmt.Errorf("%w: %s has no %s; rbee installs only signed releases (see `rbee release sign`)", ErrUnsigned, folder, SigFile)
+			return Entry{}, fmt.Errorf("%w: %s has no %s", ErrUnsigned, folder, SigFile)
 		}
 		return Entry{}, err
 	}
