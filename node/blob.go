@@ -14,6 +14,7 @@ import (
 
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/p2p"
+	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
 
 // protoBlob copies a catalogued file between nodes: one request frame,
@@ -23,6 +24,10 @@ const protoBlob protocol.ID = "/rbee/blob/1.0.0"
 
 // blobIdle bounds how long a transfer may stall before it is reset.
 const blobIdle = 30 * time.Second
+
+// maxBlobHead bounds a head frame: a binary's head carries its release's
+// SHA256SUMS (at most 1 MiB, base64 in JSON: 1.34 MiB) and signature.
+const maxBlobHead = 2 << 20
 
 type blobReq struct {
 	Kind    string `json:"kind"` // "model" or "binary"
@@ -38,6 +43,12 @@ type blobHead struct {
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
 	Error  string `json:"error,omitempty"`
+	// Sums and SumsSig (binaries) are the release's SHA256SUMS and
+	// SHA256SUMS.sig as the serving node keeps them; the receiver checks
+	// the binary against them with its own trusted keys. A node serves
+	// only signed binaries.
+	Sums    []byte `json:"sums,omitempty"`
+	SumsSig []byte `json:"sums_sig,omitempty"`
 }
 
 // handleBlob serves a catalogued file.
@@ -77,12 +88,12 @@ func (n *Node) handleBlob(s network.Stream) {
 		}
 		rc, head = f, blobHead{Size: e.Size, SHA256: e.SHA256}
 	case "binary":
-		r, e, err := n.binaries.Open(req.Type, req.Version, req.OS, req.Arch)
+		r, e, proof, err := n.binaries.OpenRelease(req.Type, req.Version, req.OS, req.Arch)
 		if err != nil {
 			fail(err.Error())
 			return
 		}
-		rc, head = r, blobHead{Size: e.Size, SHA256: e.SHA256}
+		rc, head = r, blobHead{Size: e.Size, SHA256: e.SHA256, Sums: proof.Sums, SumsSig: proof.Sig}
 	default:
 		fail("unknown kind")
 		return
@@ -117,7 +128,7 @@ func (n *Node) openBlob(ctx context.Context, nodeID string, req blobReq) (io.Rea
 	}
 	_ = s.CloseWrite()
 	var head blobHead
-	if err := p2p.ReadJSON(s, 4096, &head); err != nil {
+	if err := p2p.ReadJSON(s, maxBlobHead, &head); err != nil {
 		_ = s.Reset()
 		return nil, blobHead{}, err
 	}
@@ -192,7 +203,7 @@ type peerBinarySource struct{ n *Node }
 
 func (n *Node) peerBinaries() *peerBinarySource { return &peerBinarySource{n} }
 
-func (p *peerBinarySource) Open(ctx context.Context, typ, version, goos, goarch string) (io.ReadCloser, int64, string, error) {
+func (p *peerBinarySource) Open(ctx context.Context, typ, version, goos, goarch string) (workercat.PeerBinary, error) {
 	if goos == "" {
 		goos = runtime.GOOS
 	}
@@ -210,7 +221,10 @@ func (p *peerBinarySource) Open(ctx context.Context, typ, version, goos, goarch 
 			last = err
 			continue
 		}
-		return rc, head.Size, head.SHA256, nil
+		// What the peer says of the sha256 is not used: the catalog
+		// checks the copy against the signed SHA256SUMS.
+		return workercat.PeerBinary{Body: rc, Size: head.Size,
+			Release: workercat.ReleaseProof{Sums: head.Sums, Sig: head.SumsSig}}, nil
 	}
-	return nil, 0, "", last
+	return workercat.PeerBinary{}, last
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/ed25519"
 	"log/slog"
 	"time"
 
@@ -74,8 +75,14 @@ type Config struct {
 	// layer reads HF_ENDPOINT and HF_TOKEN).
 	HFEndpoint string
 	HFToken    string
-	// WorkerReleaseURL is where `worker download` finds release binaries.
+	// WorkerReleaseURL is where `worker download` finds release binaries:
+	// the only release location; a job cannot name another.
 	WorkerReleaseURL string
+	// WorkerReleaseKeys are ed25519 public keys trusted to sign worker
+	// releases besides the built-in rbee release key (self-built
+	// releases, signed with `rbee release sign`). Downloads and peer
+	// copies of binaries are checked against them.
+	WorkerReleaseKeys []ed25519.PublicKey
 	// WorkerBinary is an rbee-worker executable to catalog when the
 	// catalog has none (the one built next to rbee).
 	WorkerBinary string

@@ -98,6 +98,8 @@ func (n *Node) openHive() error {
 	wc.Types = append(workercat.DefaultTypes(), workercat.RbeeType())
 	wc.InUse = n.binaryInUse
 	wc.ReleaseBaseURL = n.cfg.WorkerReleaseURL
+	wc.ReleaseKeys = n.cfg.WorkerReleaseKeys
+	wc.Version = n.cfg.Version
 	wc.Logger = n.log.With("component", "binaries")
 	if n.binaries, err = workercat.New(wc); err != nil {
 		return fmt.Errorf("worker catalog: %w", err)
@@ -148,11 +150,22 @@ func (n *Node) binaryInUse(e workercat.Entry) bool {
 	return n.procs != nil && n.procs.BinaryInUse(e.Path)
 }
 
-// workerBinary finds the binary for a worker type on this machine. When the
-// catalog has none and the node was given a worker binary (the rbee-worker
-// built next to rbee), that binary is catalogued first.
-func (n *Node) workerBinary(ctx context.Context, typ string) (workercat.Entry, error) {
-	e, err := n.binaries.Lookup(typ, "", runtime.GOOS, runtime.GOARCH)
+// workerBinary finds the binary a spawn uses for a worker type on this
+// machine: the given version, or else the catalog's default (a pinned
+// binary, else the newest built here or of this node's version: a
+// downloaded release of another version is used only when named or
+// pinned). When there is no default and the node was given a worker
+// binary (the rbee-worker next to rbee), that binary is catalogued first
+// as this node's version.
+func (n *Node) workerBinary(ctx context.Context, typ, version string) (workercat.Entry, error) {
+	if version != "" {
+		e, err := n.binaries.Lookup(typ, version, runtime.GOOS, runtime.GOARCH)
+		if err != nil {
+			return workercat.Entry{}, fmt.Errorf("%w (`rbee worker binary list --hive %s` shows what %s has)", err, n.cfg.Name, n.cfg.Name)
+		}
+		return e, nil
+	}
+	e, err := n.binaries.Default(typ, runtime.GOOS, runtime.GOARCH)
 	if err == nil {
 		return e, nil
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/fsm"
@@ -31,10 +32,12 @@ type hiveReq struct {
 	WorkerID string `json:"worker_id"`
 	PID      int    `json:"pid"`
 	All      bool   `json:"all"`
-	BaseURL  string `json:"base_url"`
 	OS       string `json:"os"`
 	Arch     string `json:"arch"`
 	Module   string `json:"module_version"`
+	// Default (worker_download) makes the downloaded binary the spawn
+	// default of its type and platform, whatever its version.
+	Default bool `json:"default"`
 }
 
 func decodeHive(req Request) (hiveReq, error) {
@@ -55,10 +58,31 @@ func need(field, v, op string) error {
 	return nil
 }
 
+// refuseURLs refuses a request that names a URL in a field of its own
+// (base_url, release_url, url, …): where a node fetches executables from
+// is its configuration, and a node that fetched what a request named
+// would fetch (and report on) any address its user can reach.
+func refuseURLs(req Request) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(req.Raw, &fields); err != nil {
+		return jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
+	}
+	for k := range fields {
+		lk := strings.ToLower(k)
+		if strings.HasSuffix(lk, "url") || strings.HasSuffix(lk, "uri") {
+			return jobs.Errorf(jobs.CodeBadRequest, "%s: field %q is not accepted: a job cannot name a location to fetch from; worker releases come from the node's configuration (start the node with --worker-release-url)", req.Operation, k)
+		}
+	}
+	return nil
+}
+
 func validateHive(fields ...string) func(Request) error {
 	return func(req Request) error {
 		r, err := decodeHive(req)
 		if err != nil {
+			return err
+		}
+		if err := refuseURLs(req); err != nil {
 			return err
 		}
 		for _, f := range fields {
@@ -97,6 +121,11 @@ func catalogError(err error) error {
 	case errors.Is(err, modelcat.ErrBadName), errors.Is(err, modelcat.ErrBadRef), errors.Is(err, workercat.ErrBadName),
 		errors.Is(err, workercat.ErrUnknownType), errors.Is(err, hf.ErrBadRepo), errors.Is(err, modelcat.ErrNotGGUF):
 		return &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
+	case errors.Is(err, workercat.ErrUnsigned), errors.Is(err, workercat.ErrSignature):
+		return &jobs.Error{Code: jobs.CodeForbidden, Err: fmt.Errorf("%w (rbee installs worker releases signed by the rbee release key or a key given to the node with --worker-release-key)", err)}
+	case errors.Is(err, workercat.ErrChecksum):
+		// Refused like an unsigned release: not what the signer vouched for.
+		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, hf.ErrGated):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, process.ErrNotOurs):
@@ -145,6 +174,8 @@ type SpawnResult struct {
 	Node     string `json:"node"`
 	Device   string `json:"device"`
 	State    string `json:"state"`
+	// BinaryVersion is the version of the worker binary it runs.
+	BinaryVersion string `json:"binary_version"`
 }
 
 // spawnReadyTimeout bounds the wait for the registry to list a spawned
@@ -167,7 +198,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if err != nil {
 		return err
 	}
-	bin, err := n.workerBinary(ctx, r.Type)
+	bin, err := n.workerBinary(ctx, r.Type, r.Version)
 	if err != nil {
 		return catalogError(&jobs.Error{Code: jobs.CodeNotFound, Err: err})
 	}
@@ -186,7 +217,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if typ.Name == workercat.TypeCPU {
 		extra = append(extra, "--orphan-grace", n.WorkerOrphanGrace().String())
 	}
-	em.Narrate("hive", "spawn", "starting a %s worker for %s on %s", r.Type, model.ID, n.cfg.Name)
+	em.Narrate("hive", "spawn", "starting a %s worker (binary %s, %s) for %s on %s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name)
 	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
 		WorkerID: r.WorkerID, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
 		ExtraArgs: extra})
@@ -194,7 +225,8 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
 	}
 	em.Narrate("hive", "spawn", "worker %s runs as pid %d on port %d; waiting for the registry", info.WorkerID, info.PID, info.Port)
-	res := SpawnResult{WorkerID: info.WorkerID, PID: info.PID, Port: info.Port, Model: model.ID, Node: n.cfg.Name, Device: device}
+	res := SpawnResult{WorkerID: info.WorkerID, PID: info.PID, Port: info.Port, Model: model.ID, Node: n.cfg.Name, Device: device,
+		BinaryVersion: bin.Version}
 	wctx, cancel := context.WithTimeout(ctx, spawnReadyTimeout)
 	defer cancel()
 	for {
@@ -301,6 +333,11 @@ func (n *Node) opWorkerBuild(ctx context.Context, em jobs.Emitter, req Request) 
 
 func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Request) error {
 	r, _ := decodeHive(req)
+	// Checked again here: a forwarded job is validated on arrival too, but
+	// this is the operation that fetches.
+	if err := refuseURLs(req); err != nil {
+		return err
+	}
 	var counted int64
 	progress := func(done, total int64) {
 		em.Progress(done, total, "bytes")
@@ -309,7 +346,9 @@ func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Reques
 			counted = done
 		}
 	}
-	// A peer with the same type, version and platform first.
+	// A peer with the same type, version and platform first; the copy is
+	// checked against the release's signed SHA256SUMS, which the peer
+	// sends with it, using this node's trusted keys.
 	goos, goarch := r.OS, r.Arch
 	if goos == "" {
 		goos = runtime.GOOS
@@ -323,24 +362,43 @@ func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Reques
 				continue
 			}
 			em.Narrate("hive", "download", "copying %s %s (%s/%s) from a peer", r.Type, r.Version, goos, goarch)
-			e, err := n.binaries.FetchFromPeer(ctx, peer, workercat.PeerOptions{Type: r.Type, Version: r.Version, OS: goos, Arch: goarch, Progress: progress})
+			e, err := n.binaries.FetchFromPeer(ctx, peer, workercat.PeerOptions{Type: r.Type, Version: r.Version, OS: goos, Arch: goarch,
+				Pin: r.Default, Progress: progress})
 			if err == nil {
 				n.recordBinary(ctx, e)
+				n.narrateDefault(em, e)
 				return em.Result(e)
 			}
-			em.Narrate("hive", "download", "peer copy failed (%v); trying the release location", err)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			em.Narrate("hive", "download", "peer copy refused or failed (%v); trying the release location", err)
 			break
 		}
 	}
-	if r.BaseURL == "" && n.cfg.WorkerReleaseURL == "" {
-		return jobs.Errorf(jobs.CodeBadRequest, "no release location configured on %s (start the node with --worker-release-url) and no peer has %s %s", n.cfg.Name, r.Type, orAny(r.Version))
+	if n.cfg.WorkerReleaseURL == "" {
+		return jobs.Errorf(jobs.CodeBadRequest, "no release location configured on %s (start the node with --worker-release-url) and no peer has a signed %s %s", n.cfg.Name, r.Type, orAny(r.Version))
 	}
-	e, err := n.binaries.Download(ctx, workercat.DownloadOptions{Type: r.Type, Version: r.Version, OS: r.OS, Arch: r.Arch, BaseURL: r.BaseURL, Progress: progress})
+	e, err := n.binaries.Download(ctx, workercat.DownloadOptions{Type: r.Type, Version: r.Version, OS: r.OS, Arch: r.Arch, Pin: r.Default, Progress: progress})
 	if err != nil {
 		return catalogError(err)
 	}
 	n.recordBinary(ctx, e)
+	n.narrateDefault(em, e)
 	return em.Result(e)
+}
+
+// narrateDefault tells whether a new binary is what spawns now use.
+func (n *Node) narrateDefault(em jobs.Emitter, e workercat.Entry) {
+	if e.OS != runtime.GOOS || e.Arch != runtime.GOARCH {
+		return
+	}
+	if d, err := n.binaries.Default(e.Type, e.OS, e.Arch); err == nil && d.Version == e.Version {
+		em.Narrate("hive", "download", "%s %s is the default for new %s workers on %s", e.Type, e.Version, e.Type, n.cfg.Name)
+		return
+	}
+	em.Narrate("hive", "download", "%s %s is in the catalog; spawns use it when they name its version (this node runs %s; make it the default with \"default\": true)",
+		e.Type, e.Version, n.cfg.Version)
 }
 
 func orAny(v string) string {

@@ -112,7 +112,8 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", defData, "the node's data directory (env RBEE_DATA_DIR); client commands read the admin key there")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 
-	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g), newWorkerCmd(g), newInferCmd(g))
+	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g), newWorkerCmd(g), newInferCmd(g),
+		newReleaseCmd())
 
 	model := &cobra.Command{Use: "model", Short: "Models: download, list, get, delete on a hive; run, tokenize, inspect, synthesize GGUF files locally"}
 	model.AddCommand(newModelEngineCommands()...)

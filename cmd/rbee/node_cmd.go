@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rbee-project/rbee/node"
+	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
 
 // defaultDataDir is $XDG_DATA_HOME/rbee, else ~/.local/share/rbee.
@@ -46,6 +47,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 	var tokenFile string
 	var logLevel, logFormat string
 	var stopWorkers bool
+	var releaseKeys []string
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run the rbee daemon on this machine (a hive of the cluster)",
@@ -108,6 +110,13 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 			cfg.HFEndpoint = os.Getenv("HF_ENDPOINT")
 			cfg.HFToken = os.Getenv("HF_TOKEN")
 			cfg.SSHAgentSocket = os.Getenv("SSH_AUTH_SOCK")
+			for _, k := range releaseKeys {
+				pub, err := workercat.ParsePublicKey(k)
+				if err != nil {
+					return fmt.Errorf("--worker-release-key: %w", err)
+				}
+				cfg.WorkerReleaseKeys = append(cfg.WorkerReleaseKeys, pub)
+			}
 			if cfg.WorkerBinary == "" {
 				cfg.WorkerBinary = siblingWorker()
 			}
@@ -170,7 +179,8 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&cfg.Profile, "profile", "lan", "timing profile: lan, or local for clusters on one machine (tests)")
 	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 0, "leader's periodic full reconcile (default 30s)")
-	f.StringVar(&cfg.WorkerReleaseURL, "worker-release-url", "", "release location of worker binaries ({url}/{version}/rbee-worker-{os}-{arch} and SHA256SUMS)")
+	f.StringVar(&cfg.WorkerReleaseURL, "worker-release-url", "", "release location of worker binaries ({url}/{version}/rbee-worker-{os}-{arch}, SHA256SUMS, SHA256SUMS.sig; {url}/LATEST); jobs cannot name another")
+	f.StringSliceVar(&releaseKeys, "worker-release-key", nil, "also trust this ed25519 public key (base64, as rbee release keygen prints it) to sign worker releases, besides the built-in rbee release key (repeatable or comma-separated)")
 	f.StringVar(&cfg.SourceDir, "source-dir", "", "rbee source tree for `worker build` (default: the checkout the current directory is in, if any)")
 	f.StringVar(&cfg.WorkerBinary, "worker-binary", "", "rbee-worker to catalog when the catalog has none (default: the one next to rbee)")
 	f.DurationVar(&cfg.WorkerHeartbeatTimeout, "worker-timeout", 30*time.Second, "a worker whose heartbeats stop this long leaves the schedule")

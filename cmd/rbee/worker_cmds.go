@@ -160,8 +160,8 @@ func newWorkerCmd(g *globals) *cobra.Command {
 	retire.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
 
 	var sp struct {
-		model, device, typ, hive, id string
-		threads, slots               int
+		model, device, typ, hive, id, version string
+		threads, slots                        int
 	}
 	spawn := &cobra.Command{
 		Use:   "spawn --model M",
@@ -172,7 +172,7 @@ func newWorkerCmd(g *globals) *cobra.Command {
 				return errors.New("--model is required (a catalog id or a model reference such as builtin:stories260k)")
 			}
 			req := withHive(map[string]any{"operation": "worker_spawn", "model": sp.model, "device": sp.device, "type": sp.typ,
-				"threads": sp.threads, "slots": sp.slots, "worker_id": sp.id}, sp.hive)
+				"threads": sp.threads, "slots": sp.slots, "worker_id": sp.id, "version": sp.version}, sp.hive)
 			return runOp(cmd, g, req, 0, func(out io.Writer, raw json.RawMessage) error {
 				var res struct {
 					WorkerID string `json:"worker_id"`
@@ -181,11 +181,12 @@ func newWorkerCmd(g *globals) *cobra.Command {
 					Node     string `json:"node"`
 					Model    string `json:"model"`
 					State    string `json:"state"`
+					Binary   string `json:"binary_version"`
 				}
 				if err := json.Unmarshal(raw, &res); err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "worker %s (%s) on %s: pid %d, port %d, %s\n", res.WorkerID, res.Model, res.Node, res.PID, res.Port, res.State)
+				fmt.Fprintf(out, "worker %s (%s) on %s: pid %d, port %d, binary %s, %s\n", res.WorkerID, res.Model, res.Node, res.PID, res.Port, res.Binary, res.State)
 				return nil
 			})
 		},
@@ -193,6 +194,7 @@ func newWorkerCmd(g *globals) *cobra.Command {
 	spawn.Flags().StringVar(&sp.model, "model", "", "model: a catalog id or a reference (hf:ORG/REPO[:QUANT], URL, path, builtin:stories260k)")
 	spawn.Flags().StringVar(&sp.device, "device", "cpu", "device")
 	spawn.Flags().StringVar(&sp.typ, "type", "cpu", "worker type")
+	spawn.Flags().StringVar(&sp.version, "version", "", "worker binary version (default: the hive's default binary: pinned, else built there or of the node's version)")
 	spawn.Flags().IntVar(&sp.threads, "threads", 0, "threads (0 = all cores)")
 	spawn.Flags().IntVar(&sp.slots, "slots", 0, "concurrent generations (0 = the worker's default)")
 	spawn.Flags().StringVar(&sp.id, "worker-id", "", "worker id (default: generated)")
@@ -341,23 +343,40 @@ func newBuildCmd(g *globals) *cobra.Command {
 }
 
 func newDownloadCmd(g *globals) *cobra.Command {
-	var hive, typ, version, base, goos, goarch string
-	cmd := &cobra.Command{Use: "download", Short: "Download a worker binary to a hive (from a peer or the release location)", Args: cobra.NoArgs,
+	var hive, typ, version, goos, goarch string
+	var pin bool
+	cmd := &cobra.Command{Use: "download", Short: "Download a signed worker release to a hive (from a peer, else the node's release location)",
+		Long: `Download a worker binary to a hive: a copy from a peer that has the same
+version and platform, else the release location the node was started with
+(rbee node --worker-release-url). Either way the binary must be part of a
+release signed by the rbee release key or a key the node trusts
+(rbee node --worker-release-key); anything else is refused.
+
+A downloaded binary becomes the default for new workers only when its version
+is the node's own or with --default; otherwise spawn it by version:
+rbee worker spawn --version V.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := withHive(map[string]any{"operation": "worker_download", "type": typ, "version": version, "os": goos, "arch": goarch}, hive)
-			if base != "" {
-				req["base_url"] = base
+			if pin {
+				req["default"] = true
 			}
 			return runOp(cmd, g, req, 0, func(out io.Writer, raw json.RawMessage) error {
-				var e struct{ Type, Version, Path string }
+				var e struct {
+					Type, Version, Path string
+					Pinned              bool
+				}
 				_ = json.Unmarshal(raw, &e)
 				fmt.Fprintf(out, "downloaded %s %s: %s\n", e.Type, e.Version, e.Path)
+				if e.Pinned {
+					fmt.Fprintf(out, "%s %s is now the default for new %s workers\n", e.Type, e.Version, e.Type)
+				}
 				return nil
 			})
 		}}
 	cmd.Flags().StringVar(&typ, "type", "cpu", "worker type")
 	cmd.Flags().StringVar(&version, "version", "", "version (default: the latest release)")
-	cmd.Flags().StringVar(&base, "base-url", "", "release location (default: the node's --worker-release-url)")
+	cmd.Flags().BoolVar(&pin, "default", false, "make this binary the default for new workers of its type, whatever its version")
 	cmd.Flags().StringVar(&goos, "os", "", "target OS (default: the hive's)")
 	cmd.Flags().StringVar(&goarch, "arch", "", "target architecture (default: the hive's)")
 	hiveFlag(cmd, &hive)

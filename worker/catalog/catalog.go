@@ -8,6 +8,7 @@ package catalog
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -38,8 +39,18 @@ var (
 	// uses the binary (Config.InUse said so).
 	ErrInUse = errors.New("catalog: worker binary in use")
 	// ErrChecksum reports a binary whose sha256 or size does not match
-	// what its source promised; nothing was installed.
+	// what its source promised, or that the signed SHA256SUMS of its
+	// release does not list; nothing was installed.
 	ErrChecksum = errors.New("catalog: checksum mismatch")
+	// ErrUnsigned reports a binary that comes without a release signature
+	// (a release folder without SHA256SUMS.sig, or a peer's binary that was
+	// built or added locally there); nothing was installed.
+	ErrUnsigned = errors.New("catalog: not a signed release")
+	// ErrSignature reports a release signature that is malformed or that
+	// no trusted key verifies; nothing was installed.
+	ErrSignature = errors.New("catalog: release signature does not verify")
+	// ErrBadKey reports a malformed release key.
+	ErrBadKey = errors.New("catalog: invalid release key")
 	// ErrTooLarge reports a binary over Config.MaxBinarySize.
 	ErrTooLarge = errors.New("catalog: binary too large")
 	// ErrNotBuildable reports a type that has no Go source to build from.
@@ -47,8 +58,9 @@ var (
 	// ErrBuild reports a failed build; the error text carries the
 	// compiler's output.
 	ErrBuild = errors.New("catalog: build failed")
-	// ErrDownload reports a failed download (HTTP status, network, or a
-	// SHA256SUMS file without the binary).
+	// ErrDownload reports a failed download (no release location, an HTTP
+	// status, the network, a malformed LATEST, a peer that failed). Its
+	// text never includes bytes of a remote answer.
 	ErrDownload = errors.New("catalog: download failed")
 )
 
@@ -92,6 +104,14 @@ type Entry struct {
 	SHA256 string    `json:"sha256"`
 	Source Source    `json:"source"`
 	Added  time.Time `json:"added"`
+	// Signed is true when the catalog keeps the signed SHA256SUMS of the
+	// binary's release next to it (checked with the trusted keys when it
+	// arrived and when the catalog opens). Only signed binaries are
+	// copied to peers.
+	Signed bool `json:"signed,omitempty"`
+	// Pinned marks the binary an admin made the default of its type and
+	// platform (at most one per type and platform); see Default.
+	Pinned bool `json:"pinned,omitempty"`
 }
 
 func (e Entry) key() string { return e.Type + "/" + e.Version + "/" + e.OS + "-" + e.Arch }
@@ -112,9 +132,16 @@ type Config struct {
 	// HTTPClient is used by Download; nil means a client without a global
 	// timeout (downloads are bounded by ctx and MaxBinarySize instead).
 	HTTPClient *http.Client
-	// ReleaseBaseURL is the release location Download uses when its
-	// options give none (layout: {base}/{version}/{binary}-{os}-{arch}).
+	// ReleaseBaseURL is the one release location Download uses (layout:
+	// {base}/{version}/{binary}-{os}-{arch}, SHA256SUMS, SHA256SUMS.sig).
+	// It comes from the node's configuration only; no per-call URL exists.
 	ReleaseBaseURL string
+	// ReleaseKeys are ed25519 public keys trusted to sign releases in
+	// addition to the built-in ReleasePublicKey (self-built releases).
+	ReleaseKeys []ed25519.PublicKey
+	// Version is the running rbee's version: a downloaded or peer-copied
+	// binary of this version may be the default (see Default).
+	Version string
 	// Logger receives operational logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -139,6 +166,8 @@ type Catalog struct {
 	max    int64
 	client *http.Client
 	base   string
+	keys   []ed25519.PublicKey
+	ver    string
 	log    *slog.Logger
 
 	mu      sync.Mutex
@@ -175,8 +204,16 @@ func New(cfg Config) (*Catalog, error) {
 		max:     cfg.MaxBinarySize,
 		client:  cfg.HTTPClient,
 		base:    cfg.ReleaseBaseURL,
+		keys:    []ed25519.PublicKey{BuiltinReleaseKey()},
+		ver:     cfg.Version,
 		log:     cfg.Logger,
 		entries: make(map[string]Entry),
+	}
+	for i, k := range cfg.ReleaseKeys {
+		if len(k) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("%w: Config.ReleaseKeys[%d] has %d bytes, want %d", ErrBadKey, i, len(k), ed25519.PublicKeySize)
+		}
+		c.keys = append(c.keys, k)
 	}
 	for _, t := range cfg.Types {
 		if err := t.validate(); err != nil {
@@ -284,6 +321,69 @@ func (c *Catalog) Lookup(typ, version, goos, goarch string) (Entry, error) {
 	return best, nil
 }
 
+// Default returns the binary a spawn without a version uses for typ on
+// goos/goarch: the pinned entry if there is one; else the newest of the
+// entries that are eligible without a pin — those built or added on this
+// node, and releases (downloaded or copied from a peer) whose version is
+// Config.Version. A release of another version is never the default by
+// merely arriving: an admin pins it (AddOptions.Pin) or a spawn names its
+// version. The error wraps ErrNotFound and lists what the catalog has.
+func (c *Catalog) Default(typ, goos, goarch string) (Entry, error) {
+	if err := validNames(typ, "", goos, goarch, true); err != nil {
+		return Entry{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var best, pinned Entry
+	found, isPinned := false, false
+	var others []string
+	for _, e := range c.entries {
+		if e.Type != typ || e.OS != goos || e.Arch != goarch {
+			continue
+		}
+		if e.Pinned && (!isPinned || newer(e, pinned)) {
+			// One pin per platform; a hand-edited index with more gets
+			// the newest, deterministically.
+			pinned, isPinned = e, true
+		}
+		if !c.eligible(e) {
+			others = append(others, e.Version+" ("+string(e.Source)+")")
+			continue
+		}
+		if !found || newer(e, best) {
+			best, found = e, true
+		}
+	}
+	if isPinned {
+		return pinned, nil
+	}
+	if found {
+		return best, nil
+	}
+	if len(others) == 0 {
+		return Entry{}, fmt.Errorf("%w: %s any version %s/%s", ErrNotFound, typ, goos, goarch)
+	}
+	sort.Strings(others)
+	return Entry{}, fmt.Errorf("%w: no default %s binary for %s/%s: the catalog has %s, and a release becomes the default only when its version is this node's (%s) or it is pinned (worker_download with \"default\": true); or name the version",
+		ErrNotFound, typ, goos, goarch, strings.Join(others, ", "), orNone(c.ver))
+}
+
+// eligible reports whether e may be the default without a pin.
+func (c *Catalog) eligible(e Entry) bool {
+	switch e.Source {
+	case SourceBuilt, SourceAdded:
+		return true
+	}
+	return c.ver != "" && e.Version == c.ver
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
 // Open opens the binary of an entry for reading (to serve it to a peer).
 // The caller closes the reader.
 func (c *Catalog) Open(typ, version, goos, goarch string) (io.ReadCloser, Entry, error) {
@@ -344,6 +444,7 @@ func (c *Catalog) Delete(typ, version string) ([]Entry, error) {
 		if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			c.log.Warn("removing worker binary", "path", e.Path, "err", err)
 		}
+		c.removeProof(filepath.Dir(e.Path))
 		c.pruneDirs(filepath.Dir(e.Path))
 	}
 	sort.Slice(victims, func(i, j int) bool { return victims[i].key() < victims[j].key() })
@@ -376,6 +477,16 @@ type AddOptions struct {
 	// Progress, when set, is called as bytes are copied (total is Size,
 	// or -1 when unknown).
 	Progress func(done, total int64)
+	// Release, when set, is the signed SHA256SUMS of the binary's release:
+	// it must verify with a trusted key for Version and list the binary's
+	// asset name (AssetName), whose sha256 the content must have (SHA256,
+	// if also set, must agree). It is kept next to the binary, and the
+	// entry is Signed.
+	Release *ReleaseProof
+	// Pin makes the entry the default of its type and platform (see
+	// Default), unpinning any other. Without it, an entry that replaces one
+	// with the same type, version and platform keeps that one's pin.
+	Pin bool
 }
 
 // Add installs the file at src (which is only read) as a catalog entry.
@@ -418,6 +529,16 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	want := strings.ToLower(opts.SHA256)
 	if want != "" && !isHexSHA256(want) {
 		return Entry{}, fmt.Errorf("%w: sha256 %q is not 64 hex digits", ErrBadName, opts.SHA256)
+	}
+	if opts.Release != nil {
+		signed, err := c.signedSum(t, opts.Version, opts.OS, opts.Arch, *opts.Release)
+		if err != nil {
+			return Entry{}, err
+		}
+		if want != "" && want != signed {
+			return Entry{}, fmt.Errorf("%w: the expected sha256 differs from the signed %s", ErrChecksum, SumsFile)
+		}
+		want = signed
 	}
 	if opts.Size > c.max {
 		return Entry{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, opts.Size, c.max)
@@ -466,7 +587,11 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if want != "" && sum != want {
-		return Entry{}, fmt.Errorf("%w: %s has sha256 %s, want %s", ErrChecksum, e.Binary, sum, want)
+		what := "the expected sha256"
+		if opts.Release != nil {
+			what = "the sha256 in the signed " + SumsFile
+		}
+		return Entry{}, fmt.Errorf("%w: %s (%d bytes) has sha256 %s, not %s", ErrChecksum, e.Binary, n, sum, what)
 	}
 	if err := tmp.Chmod(0o755); err != nil {
 		return Entry{}, fmt.Errorf("catalog: %w", err)
@@ -481,32 +606,146 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 		return Entry{}, err
 	}
 	e.Size, e.SHA256, e.Added = n, sum, time.Now().UTC()
+	e.Signed = opts.Release != nil
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next := make(map[string]Entry, len(c.entries)+1)
 	for k, v := range c.entries {
+		if opts.Pin && v.Type == e.Type && v.OS == e.OS && v.Arch == e.Arch {
+			v.Pinned = false
+		}
 		next[k] = v
 	}
+	old, had := c.entries[e.key()]
+	e.Pinned = opts.Pin || old.Pinned
 	next[e.key()] = e
+	// The proof goes in before the binary: a crash in between leaves an
+	// unlisted proof, never a listed signed binary without one.
+	if opts.Release != nil {
+		if err := c.writeProof(dir, *opts.Release); err != nil {
+			return Entry{}, err
+		}
+	}
 	// Rename first: an index that names a file which is not there yet
 	// would be worse than a file the index does not name (New ignores it).
 	if err := os.Rename(tmp.Name(), e.Path); err != nil {
+		if !had {
+			c.removeProof(dir)
+		}
 		return Entry{}, fmt.Errorf("catalog: %w", err)
 	}
 	installed = true
 	syncDir(dir)
+	if opts.Release == nil {
+		c.removeProof(dir) // of an entry this one replaces
+	}
 	if err := c.writeIndex(next); err != nil {
-		if _, had := c.entries[e.key()]; !had {
+		if !had {
 			os.Remove(e.Path)
+			c.removeProof(dir)
 			c.pruneDirs(dir)
 		}
 		return Entry{}, err
 	}
 	c.entries = next
 	c.log.Info("worker binary added", "type", e.Type, "version", e.Version, "os", e.OS, "arch", e.Arch,
-		"size", e.Size, "sha256", e.SHA256, "source", e.Source)
+		"size", e.Size, "sha256", e.SHA256, "source", e.Source, "signed", e.Signed, "pinned", e.Pinned)
 	return e, nil
+}
+
+// signedSum verifies a release proof for version with the trusted keys
+// and returns the signed sha256 of t's asset for goos/goarch.
+func (c *Catalog) signedSum(t WorkerType, version, goos, goarch string, p ReleaseProof) (string, error) {
+	sums, err := VerifyRelease(c.keys, version, p.Sums, p.Sig)
+	if err != nil {
+		return "", err
+	}
+	asset := AssetName(t, goos, goarch)
+	sum, ok := sums[asset]
+	if !ok {
+		return "", fmt.Errorf("%w: the signed %s of %s lists no %s", ErrChecksum, SumsFile, version, asset)
+	}
+	return sum, nil
+}
+
+// writeProof stores a release proof in an entry's directory. Caller holds
+// c.mu.
+func (c *Catalog) writeProof(dir string, p ReleaseProof) error {
+	if err := writeFileAtomic(filepath.Join(dir, SumsFile), p.Sums, 0o644); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, SigFile), p.Sig, 0o644); err != nil {
+		os.Remove(filepath.Join(dir, SumsFile))
+		return err
+	}
+	return nil
+}
+
+// removeProof removes the release proof from an entry's directory.
+func (c *Catalog) removeProof(dir string) {
+	for _, name := range []string{SumsFile, SigFile} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			c.log.Warn("removing release proof", "path", filepath.Join(dir, name), "err", err)
+		}
+	}
+}
+
+// readProof reads the release proof kept with e (bounded like a download).
+func (c *Catalog) readProof(e Entry) (ReleaseProof, error) {
+	dir := filepath.Dir(e.Path)
+	sums, err := readBounded(filepath.Join(dir, SumsFile), maxSumsBytes)
+	if err != nil {
+		return ReleaseProof{}, err
+	}
+	sig, err := readBounded(filepath.Join(dir, SigFile), maxSigBytes)
+	if err != nil {
+		return ReleaseProof{}, err
+	}
+	return ReleaseProof{Sums: sums, Sig: sig}, nil
+}
+
+func readBounded(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%w: %s larger than %d bytes", ErrBadName, path, max)
+	}
+	return b, nil
+}
+
+// OpenRelease opens a signed binary to serve it to a peer, with the
+// release proof the peer checks it against. An entry that is not signed
+// (built or added here) is refused with ErrUnsigned: peers accept only
+// signed releases. The caller closes the reader.
+func (c *Catalog) OpenRelease(typ, version, goos, goarch string) (io.ReadCloser, Entry, ReleaseProof, error) {
+	if version == "" {
+		return nil, Entry{}, ReleaseProof{}, fmt.Errorf("%w: a peer copy names its version", ErrBadName)
+	}
+	e, err := c.Lookup(typ, version, goos, goarch)
+	if err != nil {
+		return nil, Entry{}, ReleaseProof{}, err
+	}
+	if !e.Signed {
+		return nil, Entry{}, ReleaseProof{}, fmt.Errorf("%w: %s %s (%s/%s) here is %s, not a signed release; only signed releases are copied between nodes",
+			ErrUnsigned, e.Type, e.Version, e.OS, e.Arch, e.Source)
+	}
+	p, err := c.readProof(e)
+	if err != nil {
+		return nil, Entry{}, ReleaseProof{}, err
+	}
+	f, err := os.Open(e.Path)
+	if err != nil {
+		return nil, Entry{}, ReleaseProof{}, fmt.Errorf("catalog: %w", err)
+	}
+	return f, e, p, nil
 }
 
 // pathOf derives an entry's path from its (validated) names.
@@ -605,7 +844,35 @@ func (c *Catalog) load() error {
 			c.log.Warn("dropping index entry whose file is missing or changed", "path", e.Path)
 			continue
 		}
+		if e.Signed {
+			if err := c.checkProof(e); err != nil {
+				// Still usable here; no longer copied to peers.
+				c.log.Warn("worker binary's release proof does not verify; treating it as unsigned", "path", e.Path, "err", err)
+				e.Signed = false
+			}
+		}
 		c.entries[e.key()] = e
+	}
+	return nil
+}
+
+// checkProof verifies the proof kept with a signed entry against the
+// trusted keys and the entry's recorded sha256.
+func (c *Catalog) checkProof(e Entry) error {
+	t, ok := c.types[e.Type]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownType, e.Type)
+	}
+	p, err := c.readProof(e)
+	if err != nil {
+		return err
+	}
+	sum, err := c.signedSum(t, e.Version, e.OS, e.Arch, p)
+	if err != nil {
+		return err
+	}
+	if sum != e.SHA256 {
+		return fmt.Errorf("%w: recorded sha256 differs from the signed %s", ErrChecksum, SumsFile)
 	}
 	return nil
 }

@@ -225,6 +225,8 @@ func TestHostileNames(t *testing.T) {
 		{Name: "../x", Binary: "w", Args: RbeeWorkerArgs},
 		{Name: "x", Binary: "../../bin/sh", Args: RbeeWorkerArgs},
 		{Name: "x", Binary: "w"},
+		{Name: "x", Binary: SumsFile, Args: RbeeWorkerArgs},
+		{Name: "x", Binary: SigFile, Args: RbeeWorkerArgs},
 	} {
 		cfg := DefaultConfig()
 		cfg.Dir = t.TempDir()

@@ -2,8 +2,11 @@ package catalog
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -29,7 +32,9 @@ func AssetName(t WorkerType, goos, goarch string) string {
 	return name
 }
 
-// DownloadOptions says which binary to download from a release location.
+// DownloadOptions says which binary to download from the release
+// location (Config.ReleaseBaseURL; there is deliberately no per-call URL:
+// where executables come from is node configuration, not a request).
 type DownloadOptions struct {
 	// Type is the worker type; "" means TypeCPU.
 	Type string
@@ -38,19 +43,22 @@ type DownloadOptions struct {
 	Version string
 	// OS and Arch default to this machine's.
 	OS, Arch string
-	// BaseURL is the release location; "" means Config.ReleaseBaseURL.
-	// Layout: {base}/{version}/{asset} and {base}/{version}/SHA256SUMS,
-	// where asset is AssetName (e.g. rbee-worker-linux-amd64).
-	BaseURL string
+	// Pin makes the binary the default of its type and platform (see
+	// Catalog.Default and AddOptions.Pin).
+	Pin bool
 	// Progress, when set, is called as bytes arrive (total is -1 when the
 	// server sends no length).
 	Progress func(done, total int64)
 }
 
-// Download fetches a worker binary from a release location, verifies it
-// against the folder's SHA256SUMS and adds it with SourceDownloaded. The
-// binary streams into a temp file in the catalog (see AddReader); on a
-// checksum mismatch, an HTTP error or a cancelled ctx nothing is added.
+// Download fetches a worker binary from the release location, checks the
+// release signature (SHA256SUMS.sig over SHA256SUMS and the version, by a
+// trusted key) before it fetches the binary, verifies the binary against
+// the signed SHA256SUMS and adds it with SourceDownloaded, keeping the
+// signed sums with it. The binary streams into a temp file in the catalog
+// (see AddReader); on a missing or bad signature, a checksum mismatch, an
+// HTTP error or a cancelled ctx nothing is added. Errors describe what
+// went wrong (status, size, which file) without quoting the server.
 func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, error) {
 	if opts.Type == "" {
 		opts.Type = TypeCPU
@@ -61,15 +69,12 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 	if opts.Arch == "" {
 		opts.Arch = runtime.GOARCH
 	}
-	base := opts.BaseURL
+	base := c.base
 	if base == "" {
-		base = c.base
-	}
-	if base == "" {
-		return Entry{}, fmt.Errorf("%w: no release base URL configured", ErrDownload)
+		return Entry{}, fmt.Errorf("%w: no release location configured", ErrDownload)
 	}
 	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		return Entry{}, fmt.Errorf("%w: release base URL %q is not http(s)", ErrBadName, base)
+		return Entry{}, fmt.Errorf("%w: the release location is not an http(s) URL", ErrBadName)
 	}
 	base = strings.TrimRight(base, "/")
 	t, err := c.Type(opts.Type)
@@ -81,7 +86,11 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 		if err != nil {
 			return Entry{}, err
 		}
-		opts.Version = strings.TrimSpace(string(b))
+		v := strings.TrimSpace(string(b))
+		if ValidName("version", v) != nil {
+			return Entry{}, fmt.Errorf("%w: %s is not a version string (%d bytes; want 1-128 of [A-Za-z0-9._+-])", ErrDownload, LatestFile, len(b))
+		}
+		opts.Version = v
 	}
 	if err := validNames(t.Name, opts.Version, opts.OS, opts.Arch, false); err != nil {
 		return Entry{}, err
@@ -89,17 +98,20 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 	folder := base + "/" + opts.Version + "/"
 	asset := AssetName(t, opts.OS, opts.Arch)
 
-	sumsData, err := c.fetchSmall(ctx, folder+SumsFile, maxSumsBytes)
-	if err != nil {
+	var proof ReleaseProof
+	if proof.Sums, err = c.fetchSmall(ctx, folder+SumsFile, maxSumsBytes); err != nil {
 		return Entry{}, err
 	}
-	sums, err := ParseSHA256SUMS(sumsData)
-	if err != nil {
-		return Entry{}, fmt.Errorf("%w: %s: %w", ErrDownload, folder+SumsFile, err)
+	if proof.Sig, err = c.fetchSmall(ctx, folder+SigFile, maxSigBytes); err != nil {
+		var se *statusError
+		if errors.As(err, &se) && se.code == http.StatusNotFound {
+			return Entry{}, fmt.Errorf("%w: %s has no %s", ErrUnsigned, folder, SigFile)
+		}
+		return Entry{}, err
 	}
-	want, ok := sums[asset]
-	if !ok {
-		return Entry{}, fmt.Errorf("%w: %s lists no %s", ErrDownload, folder+SumsFile, asset)
+	// Refuse before fetching the binary; AddReader checks again.
+	if _, err := c.signedSum(t, opts.Version, opts.OS, opts.Arch, proof); err != nil {
+		return Entry{}, err
 	}
 
 	resp, err := c.get(ctx, folder+asset)
@@ -109,23 +121,35 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 	defer resp.Body.Close()
 	return c.AddReader(ctx, AddOptions{
 		Type: t.Name, Version: opts.Version, OS: opts.OS, Arch: opts.Arch,
-		Source: SourceDownloaded, SHA256: want, Size: resp.ContentLength, Progress: opts.Progress,
-	}, resp.Body)
+		Source: SourceDownloaded, Size: resp.ContentLength, Progress: opts.Progress,
+		Release: &proof, Pin: opts.Pin,
+	}, &quietBody{ctx: ctx, r: resp.Body})
+}
+
+// statusError is an HTTP answer other than 200. It keeps the code only:
+// the reason phrase is the server's text and is not repeated.
+type statusError struct {
+	url  string
+	code int
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("GET %s: HTTP %d %s", e.url, e.code, http.StatusText(e.code))
 }
 
 // get issues a GET and turns any status but 200 into an ErrDownload.
 func (c *Catalog) get(ctx context.Context, url string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrDownload, err)
+		return nil, fmt.Errorf("%w: the release location is not a valid URL", ErrDownload)
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrDownload, err)
+		return nil, fmt.Errorf("%w: GET %s: %w", ErrDownload, url, transportError(ctx, err))
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
-		return nil, fmt.Errorf("%w: GET %s: %s", ErrDownload, url, resp.Status)
+		return nil, fmt.Errorf("%w: %w", ErrDownload, &statusError{url: url, code: resp.StatusCode})
 	}
 	return resp, nil
 }
@@ -139,7 +163,7 @@ func (c *Catalog) fetchSmall(ctx context.Context, url string, max int64) ([]byte
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: GET %s: %v", ErrDownload, url, err)
+		return nil, fmt.Errorf("%w: GET %s: %w", ErrDownload, url, transportError(ctx, err))
 	}
 	if int64(len(b)) > max {
 		return nil, fmt.Errorf("%w: GET %s: larger than %d bytes", ErrDownload, url, max)
@@ -147,12 +171,70 @@ func (c *Catalog) fetchSmall(ctx context.Context, url string, max int64) ([]byte
 	return b, nil
 }
 
+// errBadResponse stands for any transport failure whose text could carry
+// bytes of the server's answer (net/http quotes a malformed status line
+// or header, for instance).
+var errBadResponse = errors.New("malformed or interrupted HTTP response")
+
+// transportError keeps what is safe to show of a failed request or body
+// read: the context's own error, a timeout, a connection-level error
+// (addresses and the OS error), a DNS failure, or else a generic
+// errBadResponse: never text the server sent.
+func transportError(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return errors.New("timed out")
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe
+	}
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		return de
+	}
+	var ce *tls.CertificateVerificationError
+	if errors.As(err, &ce) {
+		return errors.New("the server's TLS certificate does not verify")
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return errBadResponse
+}
+
+// quietBody is a response body whose read errors go through
+// transportError (a chunked body's trailer error would quote the server).
+type quietBody struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (q *quietBody) Read(p []byte) (int, error) {
+	n, err := q.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = transportError(q.ctx, err)
+	}
+	return n, err
+}
+
+// PeerBinary is a binary a peer serves: the content, its size as the
+// peer announces it, and the release proof the peer keeps with it.
+type PeerBinary struct {
+	Body    io.ReadCloser
+	Size    int64
+	Release ReleaseProof
+}
+
 // PeerSource is a node that already has a binary: the node implements it
-// over libp2p (the serving side answers with Catalog.Open). Open returns
-// the content, its size and its hex sha256 as the peer's catalog records
-// them; the caller closes the reader.
+// over libp2p (the serving side answers with Catalog.OpenRelease). The
+// caller closes Body. What the peer says about the binary's sha256 does
+// not matter: the copy is checked against the signed SHA256SUMS.
 type PeerSource interface {
-	Open(ctx context.Context, typ, version, goos, goarch string) (rc io.ReadCloser, size int64, sha256 string, err error)
+	Open(ctx context.Context, typ, version, goos, goarch string) (PeerBinary, error)
 }
 
 // PeerOptions says which binary to copy from a peer. Version is required
@@ -161,12 +243,20 @@ type PeerOptions struct {
 	Type     string
 	Version  string
 	OS, Arch string
+	// Pin: see DownloadOptions.Pin.
+	Pin      bool
 	Progress func(done, total int64)
 }
 
-// FetchFromPeer copies a binary from a peer and adds it with SourcePeer,
-// verified against the size and sha256 the peer announced, exactly as
-// Download does: on a mismatch nothing is added.
+// maxPeerError bounds how much of a peer's error text is repeated.
+const maxPeerError = 200
+
+// FetchFromPeer copies a signed binary from a peer and adds it with
+// SourcePeer. The peer sends the release proof it keeps with the binary;
+// this catalog verifies the signature with its own trusted keys, then the
+// content against the signed sha256 (AddReader). A binary without a proof
+// (built or added on the peer) is refused with ErrUnsigned; on any
+// mismatch nothing is added.
 func (c *Catalog) FetchFromPeer(ctx context.Context, src PeerSource, opts PeerOptions) (Entry, error) {
 	if opts.Type == "" {
 		opts.Type = TypeCPU
@@ -180,22 +270,45 @@ func (c *Catalog) FetchFromPeer(ctx context.Context, src PeerSource, opts PeerOp
 	if err := validNames(opts.Type, opts.Version, opts.OS, opts.Arch, false); err != nil {
 		return Entry{}, err
 	}
-	if _, err := c.Type(opts.Type); err != nil {
+	t, err := c.Type(opts.Type)
+	if err != nil {
 		return Entry{}, err
 	}
-	rc, size, sum, err := src.Open(ctx, opts.Type, opts.Version, opts.OS, opts.Arch)
+	pb, err := src.Open(ctx, opts.Type, opts.Version, opts.OS, opts.Arch)
 	if err != nil {
-		return Entry{}, fmt.Errorf("%w: from peer: %w", ErrDownload, err)
+		if errors.Is(err, ErrUnsigned) || errors.Is(err, ErrNotFound) {
+			return Entry{}, fmt.Errorf("%w: from peer: %w", ErrDownload, err)
+		}
+		return Entry{}, fmt.Errorf("%w: from peer: %s", ErrDownload, clip(err.Error(), maxPeerError))
 	}
-	defer rc.Close()
-	if size <= 0 {
-		return Entry{}, fmt.Errorf("%w: peer announced size %d", ErrChecksum, size)
+	defer pb.Body.Close()
+	if len(pb.Release.Sig) == 0 {
+		return Entry{}, fmt.Errorf("%w: the peer sent %s %s without a signed %s; only signed releases are copied between nodes",
+			ErrUnsigned, opts.Type, opts.Version, SumsFile)
 	}
-	if !isHexSHA256(strings.ToLower(sum)) {
-		return Entry{}, fmt.Errorf("%w: peer announced sha256 %q", ErrChecksum, sum)
+	if _, err := c.signedSum(t, opts.Version, opts.OS, opts.Arch, pb.Release); err != nil {
+		return Entry{}, err
+	}
+	if pb.Size <= 0 {
+		return Entry{}, fmt.Errorf("%w: peer announced size %d", ErrChecksum, pb.Size)
 	}
 	return c.AddReader(ctx, AddOptions{
 		Type: opts.Type, Version: opts.Version, OS: opts.OS, Arch: opts.Arch,
-		Source: SourcePeer, SHA256: sum, Size: size, Progress: opts.Progress,
-	}, rc)
+		Source: SourcePeer, Size: pb.Size, Progress: opts.Progress,
+		Release: &pb.Release, Pin: opts.Pin,
+	}, pb.Body)
+}
+
+// clip shortens s to at most n bytes and drops control characters.
+func clip(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "…"
+	}
+	return s
 }

@@ -56,6 +56,10 @@ func (t WorkerType) validate() error {
 	if err := ValidName("binary", t.Binary); err != nil {
 		return err
 	}
+	if t.Binary == SumsFile || t.Binary == SigFile {
+		// A release proof is kept next to the binary under these names.
+		return fmt.Errorf("%w: type %q: binary name %q is reserved", ErrBadName, t.Name, t.Binary)
+	}
 	if t.Args == nil {
 		return fmt.Errorf("%w: type %q has no Args", ErrBadName, t.Name)
 	}

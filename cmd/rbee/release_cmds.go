@@ -1,0 +1,174 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	workercat "github.com/rbee-project/rbee/worker/catalog"
+)
+
+// newReleaseCmd is the tooling for signed worker releases: a key pair for
+// self-built releases, and the signature of a release folder.
+func newReleaseCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "release",
+		Short: "Sign worker releases (for self-built releases: keygen, sign)",
+		Long: `A worker release folder holds the binaries (rbee-worker-{os}-{arch}, ...),
+SHA256SUMS (sha256sum format) and SHA256SUMS.sig: one line per signature, the
+base64 of an ed25519 signature over "rbee-release-v1\n" + VERSION + "\n" +
+SHA256SUMS, where VERSION is the folder's name. Nodes install only releases
+signed by the built-in rbee release key or a key given with
+rbee node --worker-release-key.
+
+  rbee release keygen --out ~/rbee-release.key   # once; prints the public key
+  rbee release sign --key ~/rbee-release.key --write-sums dist/v1.2.3
+  # serve dist/ as the release location: rbee node --worker-release-url URL --worker-release-key PUBKEY`,
+	}
+	cmd.AddCommand(newReleaseKeygenCmd(), newReleaseSignCmd())
+	return cmd
+}
+
+func newReleaseKeygenCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "keygen --out FILE",
+		Short: "Create a release signing key (private key to FILE, mode 0600; prints the public key)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("--out FILE is required")
+			}
+			pub, priv, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				return err
+			}
+			// O_EXCL: a key is never overwritten by accident.
+			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("--out: %w", err)
+			}
+			if _, err := f.Write(workercat.MarshalPrivateKey(priv)); err != nil {
+				f.Close()
+				os.Remove(out)
+				return err
+			}
+			if err := f.Sync(); err != nil {
+				f.Close()
+				os.Remove(out)
+				return err
+			}
+			if err := f.Close(); err != nil {
+				os.Remove(out)
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintln(w, workercat.FormatPublicKey(pub))
+			fmt.Fprintf(cmd.ErrOrStderr(), "private key written to %s (keep it secret, never commit it)\n"+
+				"nodes trust releases it signs with: rbee node --worker-release-key %s\n", out, workercat.FormatPublicKey(pub))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "file for the private key (must not exist)")
+	return cmd
+}
+
+func newReleaseSignCmd() *cobra.Command {
+	var keyFile, version string
+	var writeSums bool
+	cmd := &cobra.Command{
+		Use:   "sign --key FILE DIR",
+		Short: "Sign DIR/SHA256SUMS (DIR is a release folder, named by its version) into DIR/SHA256SUMS.sig",
+		Long: `Sign a release folder: writes DIR/SHA256SUMS.sig, the signature of DIR/SHA256SUMS
+for the version (DIR's name unless --version says otherwise) with the private
+key from FILE. With --write-sums, DIR/SHA256SUMS is first (re)written from the
+regular files in DIR (hidden files, SHA256SUMS and SHA256SUMS.sig left out).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if keyFile == "" {
+				return errors.New("--key FILE is required (create one with rbee release keygen --out FILE)")
+			}
+			dir := args[0]
+			if version == "" {
+				abs, err := filepath.Abs(dir)
+				if err != nil {
+					return err
+				}
+				version = filepath.Base(abs)
+			}
+			if err := workercat.ValidName("version", version); err != nil {
+				return fmt.Errorf("the release folder's name is its version: %w (or pass --version)", err)
+			}
+			b, err := os.ReadFile(keyFile)
+			if err != nil {
+				return fmt.Errorf("--key: %w", err)
+			}
+			priv, err := workercat.ParsePrivateKey(b)
+			if err != nil {
+				return fmt.Errorf("--key %s: %w", keyFile, err)
+			}
+			sumsPath := filepath.Join(dir, workercat.SumsFile)
+			if writeSums {
+				sums, err := workercat.ReleaseSums(dir)
+				if err != nil {
+					return err
+				}
+				if err := writeFileReplacing(sumsPath, sums, 0o644); err != nil {
+					return err
+				}
+			}
+			sums, err := os.ReadFile(sumsPath)
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("%s does not exist (pass --write-sums to create it from the files in %s)", sumsPath, dir)
+			}
+			if err != nil {
+				return err
+			}
+			sig, err := workercat.SignRelease(priv, version, sums)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sumsPath, err)
+			}
+			pub := priv.Public().(ed25519.PublicKey)
+			if _, err := workercat.VerifyRelease([]ed25519.PublicKey{pub}, version, sums, sig); err != nil {
+				return fmt.Errorf("the new signature does not verify: %w", err)
+			}
+			sigPath := filepath.Join(dir, workercat.SigFile)
+			if err := writeFileReplacing(sigPath, sig, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "signed %s for version %s with key %s: %s\n", sumsPath, version, workercat.FormatPublicKey(pub), sigPath)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "private key file (from rbee release keygen)")
+	cmd.Flags().StringVar(&version, "version", "", "release version (default: DIR's name)")
+	cmd.Flags().BoolVar(&writeSums, "write-sums", false, "(re)write DIR/SHA256SUMS from the files in DIR first")
+	return cmd
+}
+
+// writeFileReplacing writes path through a temp file and a rename, so a
+// reader never sees half a file.
+func writeFileReplacing(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

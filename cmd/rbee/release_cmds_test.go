@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	workercat "github.com/rbee-project/rbee/worker/catalog"
+)
+
+// rbee runs the CLI in-process and returns stdout.
+func rbee(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestReleaseKeygenAndSign(t *testing.T) {
+	tmp := t.TempDir()
+	keyFile := filepath.Join(tmp, "release.key")
+	out, err := rbee(t, "release", "keygen", "--out", keyFile)
+	require.NoError(t, err)
+	pub, err := workercat.ParsePublicKey(strings.TrimSpace(out))
+	require.NoError(t, err, "keygen prints the public key: %q", out)
+	fi, err := os.Stat(keyFile)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	_, err = rbee(t, "release", "keygen", "--out", keyFile)
+	require.Error(t, err, "an existing key is never overwritten")
+
+	dir := filepath.Join(tmp, "v1.2.3")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "rbee-worker-linux-amd64"), []byte("#!/bin/sh\n"), 0o755))
+	_, err = rbee(t, "release", "sign", "--key", keyFile, dir)
+	require.ErrorContains(t, err, "--write-sums", "no SHA256SUMS yet")
+	_, err = rbee(t, "release", "sign", "--key", keyFile, "--write-sums", dir)
+	require.NoError(t, err)
+
+	sums, err := os.ReadFile(filepath.Join(dir, workercat.SumsFile))
+	require.NoError(t, err)
+	sig, err := os.ReadFile(filepath.Join(dir, workercat.SigFile))
+	require.NoError(t, err)
+	got, err := workercat.VerifyRelease([]ed25519.PublicKey{pub}, "v1.2.3", sums, sig)
+	require.NoError(t, err)
+	require.Contains(t, got, "rbee-worker-linux-amd64")
+	_, err = workercat.VerifyRelease([]ed25519.PublicKey{workercat.BuiltinReleaseKey()}, "v1.2.3", sums, sig)
+	require.ErrorIs(t, err, workercat.ErrSignature)
+
+	// Re-signing an existing SHA256SUMS for another version name.
+	_, err = rbee(t, "release", "sign", "--key", keyFile, "--version", "v9", dir)
+	require.NoError(t, err)
+	sig, err = os.ReadFile(filepath.Join(dir, workercat.SigFile))
+	require.NoError(t, err)
+	_, err = workercat.VerifyRelease([]ed25519.PublicKey{pub}, "v9", sums, sig)
+	require.NoError(t, err)
+
+	for _, args := range [][]string{
+		{"release", "sign", dir},                                                  // no key
+		{"release", "sign", "--key", filepath.Join(tmp, "x"), dir},                // missing key file
+		{"release", "sign", "--key", filepath.Join(dir, workercat.SumsFile), dir}, // not a key
+		{"release", "keygen"},                                                     // no --out
+	} {
+		_, err := rbee(t, args...)
+		require.Error(t, err, "%v", args)
+	}
+}
+
+func TestNodeRefusesABadReleaseKey(t *testing.T) {
+	_, err := rbee(t, "node", "--data-dir", t.TempDir(), "--worker-release-key", "not-a-key", "--http-addr", "127.0.0.1:0")
+	require.ErrorContains(t, err, "--worker-release-key")
+}
