@@ -95,7 +95,7 @@ func TestJobsCannotNameAReleaseLocation(t *testing.T) {
 		{"on spawn", map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "worker_release_url": rel.URL}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := client.New(c.Nodes[0].URL(), "").Submit(ctx, tt.req)
+			_, err := client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Submit(ctx, tt.req)
 			var ae *client.APIError
 			require.ErrorAs(t, err, &ae)
 			require.Equal(t, http.StatusBadRequest, ae.Status)
@@ -218,7 +218,7 @@ func TestSignedWorkerReleases(t *testing.T) {
 	defer cancel()
 	for _, v := range []string{"v8.8.8", "dev"} {
 		var narration []string
-		err := client.New(n0.URL(), "").Run(ctx, map[string]any{"operation": "worker_download", "version": v}, func(ev jobs.Event) error {
+		err := client.New(n0.URL(), n0.AdminKey()).Run(ctx, map[string]any{"operation": "worker_download", "version": v}, func(ev jobs.Event) error {
 			narration = append(narration, ev.Message)
 			return nil
 		})
