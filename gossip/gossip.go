@@ -174,6 +174,7 @@ type Gossip struct {
 	states   *stateReader // nil when memberlist's layout is not the expected one
 	queue    *memberlist.TransmitLimitedQueue
 	events   chan Event
+	logw     *slogWriter
 
 	mu       sync.RWMutex // guards the fields below
 	ml       *memberlist.Memberlist
@@ -249,7 +250,8 @@ func New(cfg Config) (*Gossip, error) {
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*eventDelegate)(g)
 	mc.LogOutput = nil
-	mc.Logger = log.New(slogWriter{lg}, "", 0)
+	g.logw = newSlogWriter(lg)
+	mc.Logger = log.New(g.logw, "", 0)
 	g.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       g.NumMembers,
 		RetransmitMult: mc.RetransmitMult,
@@ -464,6 +466,10 @@ func (g *Gossip) LocalMember() Member {
 	}
 	return Member{ID: g.mlCfg.Name, Addr: g.addr, State: st, Meta: cloneMeta(g.meta)}
 }
+
+// Problems counts the warnings and errors memberlist reported (bad
+// packets, failed probes), including those the log rate limit dropped.
+func (g *Gossip) Problems() uint64 { return g.logw.problems.Load() }
 
 // Events returns the membership event stream: joins (this node's first),
 // updates, graceful leaves and failures. It is buffered (Config.EventBuffer)

@@ -50,6 +50,14 @@ func newMetrics(n *Node) *metrics {
 
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rbee_in_flight_requests",
 		Help: "Requests this node has in flight to workers."}, func() float64 { return float64(n.InFlight()) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_gossip_problems_total",
+		Help: "Warnings and errors of the gossip layer (junk or undecryptable packets, failed probes); the log shows at most one per 10 s."},
+		func() float64 {
+			if n.gsp == nil {
+				return 0
+			}
+			return float64(n.gsp.Problems())
+		}))
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_raft_leader_changes_total",
 		Help: "Leadership changes this node observed."}, func() float64 { return float64(n.cons.LeaderChanges()) }))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rbee_raft_is_leader",
