@@ -151,3 +151,37 @@ func TestPrivilegeOnANode(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, string(outb), "0600")
 }
+
+// TestOneBinaryServes: a machine with only the rbee binary (no rbee-worker,
+// no source tree, no release location) spawns a cpu worker and serves: the
+// node catalogs its own executable as the worker.
+func TestOneBinaryServes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	dir := build(t, "rbee")
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "only rbee is installed")
+	bin := filepath.Join(dir, "rbee")
+	cl, err := localcluster.New(localcluster.Config{Binary: bin, Dir: t.TempDir(), Nodes: 1, Profile: "local"})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cl.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(cl.Nodes[0].LogPath)
+			t.Logf("==== node log (tail)\n%s", tail(string(b), 4000))
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	require.NoError(t, cl.Start(ctx))
+	n := cl.Nodes[0]
+	// Started from an empty working directory: no source tree to find.
+	out := cli(t, bin, "--node", n.URL(), "worker", "spawn", "--model", "builtin:stories260k", "--threads", "1")
+	require.Contains(t, out, "ready")
+	out = cli(t, bin, "--node", n.URL(), "worker", "binary", "list", "-o", "json")
+	require.Contains(t, out, "rbee-worker")
+	text := cli(t, bin, "--node", n.URL(), "infer", "--model", "stories260k", "--max-tokens", "8", "Once upon a time")
+	require.NotEmpty(t, strings.TrimSpace(text))
+}

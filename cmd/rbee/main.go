@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/internal/workercmd"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 )
@@ -127,6 +130,11 @@ func newRootCmd() *cobra.Command {
 }
 
 func main() {
+	// Started under the worker's name (the node catalogs this executable
+	// as its cpu worker, file name rbee-worker), rbee is the worker.
+	if strings.TrimSuffix(filepath.Base(os.Args[0]), ".exe") == workercmd.Name {
+		os.Exit(workercmd.Run(os.Args[1:], os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRootCmd()

@@ -208,7 +208,10 @@ func keptWorkersNotice(count int, grace time.Duration) string {
 	return fmt.Sprintf("%d worker process(es) keep running: a restart with this data dir within %s re-adopts them; otherwise each exits %s after its last heartbeat this node accepted (the grace set when it was spawned). `rbee node --stop-workers` or `rbee leave` stops them with the node", count, grace, grace)
 }
 
-// siblingWorker is the rbee-worker installed next to this binary, if any.
+// siblingWorker is the cpu worker this node catalogs when it has none: the
+// rbee-worker installed next to this binary, else this binary itself, which
+// runs the worker when started under the name rbee-worker (the catalog
+// stores it under that name). A machine with only rbee serves models.
 func siblingWorker() string {
 	exe, err := os.Executable()
 	if err != nil {
@@ -217,7 +220,10 @@ func siblingWorker() string {
 	if p := filepath.Join(filepath.Dir(exe), "rbee-worker"); fileExists(p) {
 		return p
 	}
-	return ""
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		return p
+	}
+	return exe
 }
 
 func fileExists(p string) bool {
