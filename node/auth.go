@@ -346,9 +346,22 @@ func (n *Node) guard(routes *http.ServeMux) http.Handler {
 			writeError(w, http.StatusForbidden, jobs.CodeForbidden, "request Host "+quoteShort(r.Host)+" is not one of this node's names or addresses (add it with --allowed-host)")
 			return
 		}
-		if o := r.Header.Get("Origin"); o != "" && !n.originAllowed(o, r.Host) {
-			writeError(w, http.StatusForbidden, jobs.CodeForbidden, "cross-origin request from "+quoteShort(o)+" refused (allow an origin with --cors-origin)")
-			return
+		if o := r.Header.Get("Origin"); o != "" {
+			if !n.originAllowed(o, r.Host) {
+				writeError(w, http.StatusForbidden, jobs.CodeForbidden, "cross-origin request from "+quoteShort(o)+" refused (allow an origin with --cors-origin)")
+				return
+			}
+			w.Header().Set("Access-Control-Allow-Origin", o)
+			w.Header().Add("Vary", "Origin")
+			if r.Method == http.MethodOptions {
+				// A preflight: the browser asks before it sends a request
+				// with a JSON body or an Authorization header.
+				w.Header().Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+				w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
+				w.Header().Set("Access-Control-Max-Age", "600")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
 		}
 		if !jsonOrNoBody(r) {
 			writeError(w, http.StatusUnsupportedMediaType, jobs.CodeBadRequest, "this route takes application/json, not "+quoteShort(r.Header.Get("Content-Type")))

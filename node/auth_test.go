@@ -250,6 +250,32 @@ func TestBrowserAttacksRefused(t *testing.T) {
 	}
 	st, _, _ := apiCall(t, n, "GET", "/health", "", "", "", map[string]string{"Host": "evil.example"})
 	require.Equal(t, 200, st)
+
+	// A CORS preflight from an allowed origin is answered; from another
+	// origin it is refused; an allowed cross-origin answer names the origin.
+	req, _ := http.NewRequest("OPTIONS", n.URL()+"/v1/chat/completions", nil)
+	req.Header.Set("Origin", "http://chat.lan:3000")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "authorization, content-type")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 204, resp.StatusCode)
+	require.Equal(t, "http://chat.lan:3000", resp.Header.Get("Access-Control-Allow-Origin"))
+	require.Contains(t, resp.Header.Get("Access-Control-Allow-Headers"), "Authorization")
+	req.Header.Set("Origin", "https://evil.example")
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 403, resp.StatusCode)
+	require.Empty(t, resp.Header.Get("Access-Control-Allow-Origin"))
+	req, _ = http.NewRequest("GET", n.URL()+"/v1/models", nil)
+	req.Header.Set("Origin", "http://chat.lan:3000")
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "http://chat.lan:3000", resp.Header.Get("Access-Control-Allow-Origin"))
 }
 
 // offLoopback drives n's handler with a request from a LAN address (no

@@ -3,6 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"golang.org/x/term"
+	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,14 +19,20 @@ func newInferCmd(g *globals) *cobra.Command {
 	var temp, topP float64
 	var seed int64
 	cmd := &cobra.Command{
-		Use:   "infer --model M PROMPT",
+		Use:   "infer --model M [PROMPT | -]",
 		Short: "Run a prompt on the cluster: the text streams to stdout, narration to stderr",
-		Args:  cobra.MinimumNArgs(1),
+		Long: `Run a prompt on the cluster: the text streams to stdout, narration to stderr.
+The prompt is the arguments; with "-", or with none while stdin is not a terminal,
+it is read from stdin (echo "Once upon" | rbee infer --model stories260k).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if model == "" && workerID == "" {
 				return errors.New("--model is required (see `rbee worker list` for the models served)")
 			}
-			req := map[string]any{"operation": "infer", "model": model, "prompt": strings.Join(args, " "), "max_tokens": n}
+			prompt, err := promptFrom(args, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			req := map[string]any{"operation": "infer", "model": model, "prompt": prompt, "max_tokens": n}
 			if hive != "" {
 				req["hive"] = hive
 			}
@@ -48,7 +57,7 @@ func newInferCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			var result []byte
-			err := g.client().Run(cmd.Context(), req, func(ev jobs.Event) error {
+			err = g.client().Run(cmd.Context(), req, func(ev jobs.Event) error {
 				switch ev.Type {
 				case jobs.TypeToken:
 					if !g.json() {
@@ -91,4 +100,36 @@ func (j jsonRaw) MarshalJSON() ([]byte, error) {
 		return []byte("null"), nil
 	}
 	return j, nil
+}
+
+// maxStdinPrompt bounds a prompt read from stdin: the node refuses job
+// requests over 1 MiB anyway.
+const maxStdinPrompt = 1 << 20
+
+// promptFrom is the prompt of `rbee infer`: the arguments, or stdin for
+// "-" or for no arguments when stdin is not a terminal.
+func promptFrom(args []string, stdin io.Reader) (string, error) {
+	fromStdin := len(args) == 1 && args[0] == "-"
+	if len(args) == 0 {
+		f, ok := stdin.(*os.File)
+		if ok && term.IsTerminal(int(f.Fd())) {
+			return "", errors.New("a prompt is required: as arguments, or on stdin (rbee infer --model M - < prompt.txt)")
+		}
+		fromStdin = true
+	}
+	if !fromStdin {
+		return strings.Join(args, " "), nil
+	}
+	b, err := io.ReadAll(io.LimitReader(stdin, maxStdinPrompt+1))
+	if err != nil {
+		return "", fmt.Errorf("read the prompt from stdin: %w", err)
+	}
+	if len(b) > maxStdinPrompt {
+		return "", fmt.Errorf("the prompt on stdin is over %d bytes", maxStdinPrompt)
+	}
+	p := strings.TrimRight(string(b), "\n")
+	if strings.TrimSpace(p) == "" {
+		return "", errors.New("the prompt on stdin is empty")
+	}
+	return p, nil
 }

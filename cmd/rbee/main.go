@@ -126,7 +126,34 @@ func newRootCmd() *cobra.Command {
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks that print machine-readable JSON"}
 	bench.AddCommand(newBenchFailoverCmd(g), newBenchEngineCommand(), newBenchRouteCmd(g), newBenchTransferCmd(g))
 	root.AddCommand(bench)
+	strictGroups(root)
 	return root
+}
+
+// strictGroups makes every command group (a command with subcommands and
+// no action of its own) refuse an unknown subcommand with an error and a
+// non-zero exit, as the root does, instead of printing help and exiting 0.
+func strictGroups(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
+	if c == c.Root() || !c.HasSubCommands() || c.Run != nil || c.RunE != nil {
+		return
+	}
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2
+		}
+		if sugg := cmd.SuggestionsFor(args[0]); len(sugg) > 0 {
+			msg += "; did you mean " + strings.Join(sugg, ", ") + "?"
+		}
+		return errors.New(msg)
+	}
+	c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
 }
 
 func main() {
