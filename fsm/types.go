@@ -121,13 +121,17 @@ type Worker struct {
 // ModelHolding records that a node has a model file on its disk. Its key is
 // (NodeID, ModelID).
 type ModelHolding struct {
-	NodeID       string    `json:"node_id"`
-	ModelID      string    `json:"model_id"`
-	SHA256       string    `json:"sha256,omitempty"`
-	File         string    `json:"file,omitempty"`
-	Size         uint64    `json:"size,omitempty"`
-	Quantization string    `json:"quantization,omitempty"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	NodeID       string `json:"node_id"`
+	ModelID      string `json:"model_id"`
+	SHA256       string `json:"sha256,omitempty"`
+	File         string `json:"file,omitempty"`
+	Size         uint64 `json:"size,omitempty"`
+	Quantization string `json:"quantization,omitempty"`
+	// Ref is the reference the file came from (hf:org/repo/file.gguf, a
+	// URL, builtin:name): with SHA256 it lets any node copy the file from
+	// this one by the name a user typed, without asking the origin.
+	Ref       string    `json:"ref,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Key returns the holding's registry key.
@@ -258,6 +262,9 @@ func (w *Worker) validate() error {
 func (m *ModelHolding) validate() error {
 	if err := checkID("model holding node id", m.NodeID); err != nil {
 		return err
+	}
+	if len(m.Ref) > maxIDLen {
+		return fmt.Errorf("%w: model ref longer than %d bytes", ErrInvalid, maxIDLen)
 	}
 	return checkID("model id", m.ModelID)
 }

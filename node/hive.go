@@ -199,7 +199,17 @@ func (n *Node) stopWorker(ctx context.Context, workerID string) error {
 // catalog on disk is the truth; the registry is the cluster's index).
 func (n *Node) recordModel(ctx context.Context, e modelcat.Entry) {
 	n.applyBackground(ctx, fsm.UpsertModelHolding{Holding: fsm.ModelHolding{NodeID: n.ID(), ModelID: e.ID, SHA256: e.SHA256,
-		File: e.FileName, Size: uint64(e.Size), Quantization: e.Quantization, UpdatedAt: time.Now().UTC()}})
+		File: e.FileName, Size: uint64(e.Size), Quantization: e.Quantization, Ref: modelRefForRegistry(e), UpdatedAt: time.Now().UTC()}})
+}
+
+// modelRefForRegistry is the reference others may copy a model by: the
+// origin of hub, URL and builtin models; a local path names a file on this
+// machine only, so it is not shared.
+func modelRefForRegistry(e modelcat.Entry) string {
+	if e.Source == modelcat.SourceLocal {
+		return ""
+	}
+	return e.Ref
 }
 
 func (n *Node) recordBinary(ctx context.Context, e workercat.Entry) {

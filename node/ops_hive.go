@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/model/builtin"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -134,19 +136,58 @@ func catalogError(err error) error {
 	return err
 }
 
-// resolveModel returns a catalog entry for a catalog id or a REF, fetching
-// it (from a peer first) when it is not on this hive yet.
+// resolveModel returns a catalog entry for what a user named: a catalog
+// id, a short name or a REF. In order: this hive's catalog (by id, then by
+// name or reference); a copy from a live node whose holding in the
+// registry matches (no origin is asked, so an air-gapped LAN copies any
+// model one node has); else the REF is fetched (peers first when its
+// sha256 is known, then its origin).
 func (n *Node) resolveModel(ctx context.Context, em jobs.Emitter, ref string) (modelcat.Entry, error) {
+	ref = strings.TrimSpace(ref)
 	if e, err := n.models.Get(ref); err == nil {
 		return e, nil
 	}
+	if e, ok := n.localModel(ref); ok {
+		return e, nil
+	}
+	opts := n.fetchOptions(em)
+	if h, ok := n.heldElsewhere(ref); ok {
+		em.Narrate("hive", "model", "copying %s (%s) to %s from a peer that holds it", ref, h.ModelID, n.cfg.Name)
+		e, err := n.models.FetchPeer(ctx, modelcat.PeerCopy{ID: h.ModelID, Ref: h.Ref, FileName: h.File, SHA256: h.SHA256, Size: int64(h.Size)}, opts)
+		if err == nil {
+			n.recordModel(ctx, e)
+			em.Narrate("hive", "model", "%s is in the catalog of %s as %s (%s, %s)", ref, n.cfg.Name, e.ID, humanBytes(uint64(e.Size)), e.Quantization)
+			return e, nil
+		}
+		if ctx.Err() != nil {
+			return modelcat.Entry{}, catalogError(err)
+		}
+		em.Narrate("hive", "model", "the peer copy failed (%v); trying the reference itself", err)
+	}
 	r, err := modelcat.ParseRef(ref)
 	if err != nil {
-		return modelcat.Entry{}, catalogError(fmt.Errorf("%w (a model is a catalog id, hf:ORG/REPO[:QUANT], hf:ORG/REPO/FILE.gguf, an https:// URL, a path or builtin:stories260k)", err))
+		return modelcat.Entry{}, catalogError(fmt.Errorf("%w (a model is a catalog id, a short name the cluster holds, hf:ORG/REPO[:QUANT], hf:ORG/REPO/FILE.gguf, an https:// URL, a path or builtin:stories260k)", err))
+	}
+	if r.Source == modelcat.SourceLocal {
+		if _, serr := os.Stat(r.Path); serr != nil {
+			return modelcat.Entry{}, n.unknownModel(ref)
+		}
 	}
 	em.Narrate("hive", "model", "fetching %s on %s", ref, n.cfg.Name)
+	e, err := n.models.Fetch(ctx, r, opts)
+	if err != nil {
+		return modelcat.Entry{}, catalogError(err)
+	}
+	n.recordModel(ctx, e)
+	em.Narrate("hive", "model", "%s is in the catalog of %s as %s (%s, %s)", ref, n.cfg.Name, e.ID, humanBytes(uint64(e.Size)), e.Quantization)
+	return e, nil
+}
+
+// fetchOptions are the catalog fetch options of a job: the hub client,
+// peers, the size cap, progress events and the download metric.
+func (n *Node) fetchOptions(em jobs.Emitter) modelcat.FetchOptions {
 	var counted int64
-	e, err := n.models.Fetch(ctx, r, modelcat.FetchOptions{HF: n.hf, Peers: n.peerModels(), MaxSize: n.cfg.MaxDownloadSize, Progress: func(p modelcat.Progress) {
+	return modelcat.FetchOptions{HF: n.hf, Peers: n.peerModels(), MaxSize: n.cfg.MaxDownloadSize, Progress: func(p modelcat.Progress) {
 		ev := jobs.Event{Type: jobs.TypeProgress, Done: p.Done, Total: p.Total, Unit: "bytes", Message: string(p.Source), Rate: p.Rate}
 		if p.ETA > 0 {
 			ev.ETAMs = p.ETA.Milliseconds()
@@ -156,13 +197,49 @@ func (n *Node) resolveModel(ctx context.Context, em jobs.Emitter, ref string) (m
 			n.metrics.downloaded.WithLabelValues("model").Add(float64(d))
 			counted += d
 		}
-	}})
+	}}
+}
+
+// localModel finds a catalog entry by short name or by the reference it
+// came from.
+func (n *Node) localModel(ref string) (modelcat.Entry, bool) {
+	es, err := n.models.List()
 	if err != nil {
-		return modelcat.Entry{}, catalogError(err)
+		return modelcat.Entry{}, false
 	}
-	n.recordModel(ctx, e)
-	em.Narrate("hive", "model", "%s is in the catalog of %s as %s (%s, %s)", ref, n.cfg.Name, e.ID, humanBytes(uint64(e.Size)), e.Quantization)
-	return e, nil
+	for _, e := range es {
+		if strings.EqualFold(e.Ref, ref) || modelMatches(e.ID, ref) {
+			return e, true
+		}
+	}
+	return modelcat.Entry{}, false
+}
+
+// heldElsewhere finds a registry holding on a live other node that matches
+// ref (id, short name or reference) and has a sha256 to verify a copy by.
+func (n *Node) heldElsewhere(ref string) (fsm.ModelHolding, bool) {
+	alive := n.aliveOthers()
+	for _, h := range n.reg.Models() {
+		if !alive[h.NodeID] || h.SHA256 == "" || h.File == "" {
+			continue
+		}
+		if (h.Ref != "" && strings.EqualFold(h.Ref, ref)) || modelMatches(h.ModelID, ref) {
+			return h, true
+		}
+	}
+	return fsm.ModelHolding{}, false
+}
+
+// unknownModel is the not-found error for a name that is neither in the
+// cluster nor a file, with the hint that fits.
+func (n *Node) unknownModel(ref string) error {
+	hint := "a model is a catalog id, a short name the cluster holds (`rbee model list`), hf:ORG/REPO[:QUANT], an https:// URL, a path on the hive or builtin:NAME"
+	if _, err := builtin.Lookup(ref); err == nil {
+		hint = "did you mean builtin:" + ref + "?"
+	} else if strings.Count(ref, "/") == 1 && !strings.HasPrefix(ref, "/") && !strings.HasPrefix(ref, ".") {
+		hint = "for a Hugging Face repo write hf:" + ref
+	}
+	return jobs.Errorf(jobs.CodeNotFound, "no model %q on %s or any live node of the cluster, and no such file (%s)", ref, n.cfg.Name, hint)
 }
 
 // SpawnResult is the result of worker_spawn.

@@ -49,9 +49,11 @@ func newModelClientCommands(g *globals) []*cobra.Command {
 	}
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List the models of a hive (or, with --all, which node holds what across the cluster)",
+		Short: "List the models of the cluster and the nodes holding each (with --hive, one hive's catalog)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// The cluster view unless a hive is named.
+			all := all || hive == ""
 			req := withHive(map[string]any{"operation": "model_list", "all": all}, hive)
 			return runOp(cmd, g, req, 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
 				if all {
@@ -87,7 +89,7 @@ func newModelClientCommands(g *globals) []*cobra.Command {
 			})
 		},
 	}
-	list.Flags().BoolVar(&all, "all", false, "cluster-wide: every model and the nodes holding it")
+	list.Flags().BoolVar(&all, "all", false, "cluster-wide even with --hive (the default without it)")
 	get := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show a model of a hive's catalog",

@@ -94,6 +94,37 @@ func (c *Catalog) Fetch(ctx context.Context, ref Ref, opts FetchOptions) (Entry,
 	if err != nil {
 		return Entry{}, err
 	}
+	return c.fetchTarget(ctx, t, opts)
+}
+
+// PeerCopy names a file another node holds: what the registry records of
+// it (id, the reference it came from, file name, sha256, size).
+type PeerCopy struct {
+	ID, Ref, FileName, SHA256 string
+	Size                      int64
+}
+
+// FetchPeer copies a file that another node holds from opts.Peers, under
+// that node's id and reference: no origin (hub, URL) is asked, so a LAN
+// without internet can copy any model one node has. The copy is verified
+// against the sha256 like every fetch.
+func (c *Catalog) FetchPeer(ctx context.Context, pc PeerCopy, opts FetchOptions) (Entry, error) {
+	if opts.Peers == nil {
+		return Entry{}, fmt.Errorf("%w: a peer copy needs a peer source", ErrBadRef)
+	}
+	if !isSHA256(pc.SHA256) {
+		return Entry{}, fmt.Errorf("%w: a peer copy needs the file's sha256", ErrBadRef)
+	}
+	t := target{id: pc.ID, ref: pc.Ref, file: pc.FileName, sha: pc.SHA256, size: pc.Size, source: SourcePeer,
+		origin: peerOpener(opts.Peers, pc.SHA256)}
+	if t.ref == "" {
+		t.ref = "peer:" + pc.ID
+	}
+	return c.fetchTarget(ctx, t, opts)
+}
+
+// fetchTarget runs steps 2-6 of Fetch for a resolved target.
+func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) (Entry, error) {
 	if err := ValidateID(t.id); err != nil {
 		return Entry{}, err
 	}
@@ -145,7 +176,7 @@ func (c *Catalog) Fetch(ctx context.Context, ref Ref, opts FetchOptions) (Entry,
 		}
 	}
 	// 4. A peer.
-	if opts.Peers != nil && t.sha != "" && t.source != SourceBuiltin && t.source != SourceLocal {
+	if opts.Peers != nil && t.sha != "" && t.source != SourceBuiltin && t.source != SourceLocal && t.source != SourcePeer {
 		res, err := hf.Transfer(ctx, peerOpener(opts.Peers, t.sha), spec(SourcePeer))
 		if err == nil {
 			return c.addFetched(res, t, SourcePeer)

@@ -1,0 +1,79 @@
+package node_test
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/hf/hubtest"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/nodetest"
+)
+
+// TestModelsByAnyNameOnAnyHive: a model one node holds is found on another
+// hive by its short name, its catalog id or the REF it came from, and
+// copied from that node, with the hub gone (an air-gapped LAN). A name
+// nobody holds is a 404 with a hint, not an internal error.
+func TestModelsByAnyNameOnAnyHive(t *testing.T) {
+	data, err := os.ReadFile("../testdata/model/stories260K.gguf")
+	require.NoError(t, err)
+	hub := hubtest.New()
+	hub.AddFile("org/stories-GGUF", "stories260K-Q8_0.gguf", data)
+	c := nodetest.New(t, 3, func(i int, cfg *node.Config) { cfg.HFEndpoint = hub.URL() })
+	n0, n1, n2 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+
+	// Nobody holds the bundled model yet: its short name gets a hint.
+	je := runErr(t, n1, map[string]any{"operation": "model_download", "model": "stories260k"})
+	require.Equal(t, "not_found", je.Code)
+	require.Contains(t, je.Message, "did you mean builtin:stories260k")
+
+	var e modelcat.Entry
+	run(t, n0, map[string]any{"operation": "model_download", "model": "hf:org/stories-GGUF:Q8_0"}, &e)
+	require.Equal(t, modelcat.SourceHF, e.Source)
+	hub.Close() // from here on the hub is unreachable
+	require.Eventually(t, func() bool {
+		for _, h := range n1.Registry().Models() {
+			if h.ModelID == e.ID && h.Ref != "" && h.SHA256 == e.SHA256 {
+				return true
+			}
+		}
+		return false
+	}, nodetest.WaitTimeout, 20*time.Millisecond)
+
+	// By the REF the user typed, on another hive: a peer copy.
+	var e1 modelcat.Entry
+	run(t, n1, map[string]any{"operation": "model_download", "model": "hf:org/stories-GGUF:Q8_0"}, &e1)
+	require.Equal(t, e.ID, e1.ID)
+	require.Equal(t, e.SHA256, e1.SHA256)
+	require.Equal(t, modelcat.SourcePeer, e1.Source)
+
+	// By catalog id, through a forwarded job to node2.
+	var e2 modelcat.Entry
+	run(t, n0, map[string]any{"operation": "model_download", "model": e.ID, "hive": n2.Name()}, &e2)
+	require.Equal(t, e.SHA256, e2.SHA256)
+
+	// A builtin model by its short name on a hive that lacks it.
+	var b modelcat.Entry
+	run(t, n0, map[string]any{"operation": "model_download", "model": "builtin:stories260k"}, &b)
+	require.Eventually(t, func() bool {
+		for _, h := range n2.Registry().Models() {
+			if h.ModelID == b.ID && h.NodeID == n0.ID() {
+				return true
+			}
+		}
+		return false
+	}, nodetest.WaitTimeout, 20*time.Millisecond)
+	var b2 modelcat.Entry
+	run(t, n2, map[string]any{"operation": "model_download", "model": "stories260k"}, &b2)
+	require.Equal(t, b.SHA256, b2.SHA256)
+
+	// Nobody holds it: 404 with the hint that fits.
+	je = runErr(t, n0, map[string]any{"operation": "model_download", "model": "nosuchmodel"})
+	require.Equal(t, "not_found", je.Code)
+	je = runErr(t, n0, map[string]any{"operation": "model_download", "model": "org/repo"})
+	require.Equal(t, "not_found", je.Code)
+	require.Contains(t, je.Message, "hf:org/repo")
+}
