@@ -7,8 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/rbee-project/rbee/model/hf/hubtest"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/model/hf/hubtest"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/nodetest"
 )
