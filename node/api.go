@@ -45,12 +45,19 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/cluster", n.handleClusterState)
 	mux.HandleFunc("GET /v1/cluster/events", n.handleClusterEvents)
 	mux.HandleFunc("GET /v1/models", n.handleModels)
+	mux.HandleFunc("GET /v1/models/{id}", n.handleModel)
+	mux.HandleFunc("GET /api/version", n.handleOllamaVersion)
+	mux.HandleFunc("GET /api/ps", n.handleOllamaPS)
 	mux.Handle("GET /metrics", n.handleMetrics())
 	mux.HandleFunc("POST /v1/chat/completions", n.proxyOpenAI)
 	mux.HandleFunc("POST /v1/completions", n.proxyOpenAI)
 	mux.HandleFunc("GET /api/tags", n.handleOllamaTags)
 	mux.HandleFunc("POST /api/generate", n.handleOllamaGenerate)
 	mux.HandleFunc("POST /api/chat", n.handleOllamaChat)
+	// Anything else is a JSON error, never the mux's text/plain page.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, jobs.CodeNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
 	return n.bounded(n.guard(mux))
 }
 

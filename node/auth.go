@@ -420,7 +420,7 @@ func routePerm(r *http.Request) (need perm, public bool) {
 		return 0, true
 	case p == "/v1/chat/completions" || p == "/v1/completions" || p == "/api/generate" || p == "/api/chat":
 		return permInference, false
-	case p == "/v1/models" || p == "/api/tags":
+	case p == "/v1/models" || strings.HasPrefix(p, "/v1/models/") || p == "/api/tags" || p == "/api/ps" || p == "/api/version":
 		return permRead | permInference, false
 	case p == "/v1/join" || p == "/v1/leave":
 		return permAdmin, false

@@ -77,3 +77,25 @@ func TestModelsByAnyNameOnAnyHive(t *testing.T) {
 	require.Equal(t, "not_found", je.Code)
 	require.Contains(t, je.Message, "hf:org/repo")
 }
+
+// TestAPIRoutesAnswerJSON: unknown routes and models are JSON errors; the
+// Ollama version and ps routes answer.
+func TestAPIRoutesAnswerJSON(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		want         string
+	}{
+		{"GET", "/v1/nope", 404, `"code":"not_found"`},
+		{"POST", "/api/nope", 404, `"code":"not_found"`},
+		{"GET", "/v1/models/nosuch", 404, `"model_not_found"`},
+		{"GET", "/api/version", 200, `"version":`},
+		{"GET", "/api/ps", 200, `"models":[]`},
+	} {
+		st, _, data := apiCall(t, n, tc.method, tc.path, "", "", "", nil)
+		require.Equal(t, tc.status, st, "%s %s: %s", tc.method, tc.path, data)
+		require.Contains(t, string(data), tc.want, "%s %s", tc.method, tc.path)
+	}
+}

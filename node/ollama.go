@@ -48,6 +48,45 @@ func (n *Node) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"models": out})
 }
 
+// ollamaCompatVersion is the Ollama API version rbee answers /api/version
+// with: clients such as Open WebUI check it before they use the API, and
+// rbee implements the routes of that version it lists in the README.
+const ollamaCompatVersion = "0.5.0"
+
+func (n *Node) handleOllamaVersion(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"version": ollamaCompatVersion})
+}
+
+// handleOllamaPS answers /api/ps: the models loaded in workers, cluster-wide.
+func (n *Node) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
+	type details struct {
+		Format            string `json:"format"`
+		QuantizationLevel string `json:"quantization_level,omitempty"`
+	}
+	type running struct {
+		Name      string  `json:"name"`
+		Model     string  `json:"model"`
+		Size      uint64  `json:"size"`
+		Digest    string  `json:"digest"`
+		Details   details `json:"details"`
+		ExpiresAt string  `json:"expires_at"`
+		SizeVRAM  uint64  `json:"size_vram"`
+	}
+	holdings := n.reg.Models()
+	out := []running{}
+	for _, id := range n.ServedModels() {
+		m := running{Name: id, Model: id, Details: details{Format: "gguf"}, ExpiresAt: "0001-01-01T00:00:00Z"}
+		for _, h := range holdings {
+			if h.ModelID == id {
+				m.Size, m.Digest, m.Details.QuantizationLevel = h.Size, h.SHA256, h.Quantization
+				break
+			}
+		}
+		out = append(out, m)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": out})
+}
+
 // ollamaOptions is the subset of Ollama's options rbee maps.
 type ollamaOptions struct {
 	Temperature   *float64 `json:"temperature,omitempty"`

@@ -42,6 +42,19 @@ func (n *Node) handleModels(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }
 
+// handleModel answers GET /v1/models/{id}: a served model by id or any
+// name that routes to it, else an OpenAI 404.
+func (n *Node) handleModel(w http.ResponseWriter, r *http.Request) {
+	want := r.PathValue("id")
+	for _, m := range n.ServedModels() {
+		if m == want || modelMatches(m, want) {
+			writeJSON(w, http.StatusOK, map[string]any{"id": m, "object": "model", "created": time.Now().Unix(), "owned_by": "rbee"})
+			return
+		}
+	}
+	openAIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model", fmt.Sprintf("no worker serves model %q (GET /v1/models lists the served ones)", want))
+}
+
 // readOpenAIBody reads and minimally parses an OpenAI request.
 func readOpenAIBody(w http.ResponseWriter, r *http.Request) (body []byte, model string, stream bool, ok bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
