@@ -51,6 +51,17 @@ func TestChatCompletions(t *testing.T) {
 	require.Positive(t, cc.Usage.PromptTokens)
 	require.Equal(t, cc.Usage.PromptTokens+10, cc.Usage.TotalTokens)
 
+	// The same prompt as an array of text parts gives the same answer.
+	resp = post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []map[string]any{{"role": "user",
+		"content": []map[string]any{{"type": "text", "text": "Once upon"}, {"type": "text", "text": "a time"}}}}, "max_tokens": 10, "temperature": 0})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var parts ChatCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&parts))
+	resp = post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []Message{{Role: "user", Content: "Once upon\na time"}}, "max_tokens": 10, "temperature": 0})
+	var joined ChatCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&joined))
+	require.Equal(t, joined.Choices[0].Message.Content, parts.Choices[0].Message.Content)
+
 	// Streaming, same request: same text, chunk shapes, usage chunk, [DONE].
 	resp = post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{
 		"messages": msgs, "max_tokens": 10, "temperature": 0, "stream": true,
@@ -168,6 +179,9 @@ func TestBadRequests(t *testing.T) {
 		{"no messages", chat, `{"prompt": "hi"}`, 400, "messages"},
 		{"empty messages", chat, `{"messages": []}`, 400, "messages"},
 		{"message without role", chat, `{"messages":[{"content":"hi"}]}`, 400, "messages[0].role"},
+		{"image part on a text model", chat, `{"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]}]}`, 400, "messages[0].content"},
+		{"content of a wrong type", chat, `{"messages":[{"role":"user","content":5}]}`, 400, "messages.content"},
+		{"text part without text", chat, `{"messages":[{"role":"user","content":[{"type":"text"}]}]}`, 400, "messages.content"},
 		{"max_tokens zero", infer, `{"prompt":"hi","max_tokens":0}`, 400, "max_tokens"},
 		{"max_tokens negative", cmpl, `{"prompt":"hi","max_tokens":-1}`, 400, "max_tokens"},
 		{"max_tokens over context", chat, `{` + msgs + `,"max_tokens":65}`, 400, "max_tokens"},

@@ -60,6 +60,62 @@ func (l *stringList) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// chatMessage is a chat message as clients send it: the content is a
+// string, null, or an array of typed parts (OpenAI's content parts).
+type chatMessage struct {
+	Role    string         `json:"role"`
+	Content messageContent `json:"content"`
+}
+
+// messageContent is a message's text: a string, or the text parts of an
+// array joined by newlines. other names the first part type that is not
+// text ("image_url", "input_audio", ...), which a text model refuses.
+type messageContent struct {
+	text  string
+	other string
+}
+
+func (c *messageContent) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case bytes.Equal(b, []byte("null")):
+		*c = messageContent{}
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*c = messageContent{text: s}
+		return nil
+	}
+	var parts []struct {
+		Type string  `json:"type"`
+		Text *string `json:"text"`
+	}
+	if err := json.Unmarshal(b, &parts); err != nil {
+		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: reflect.TypeFor[messageContent]()}
+	}
+	var texts []string
+	out := messageContent{}
+	for _, p := range parts {
+		switch {
+		case p.Type == "text" && p.Text != nil:
+			texts = append(texts, *p.Text)
+		case p.Type == "text":
+			return &json.UnmarshalTypeError{Value: "text part without text", Type: reflect.TypeFor[messageContent]()}
+		case out.other == "":
+			out.other = p.Type
+			if out.other == "" {
+				out.other = "untyped"
+			}
+		}
+	}
+	out.text = strings.Join(texts, "\n")
+	*c = out
+	return nil
+}
+
 // jsonKind names the kind of a JSON value for error messages.
 func jsonKind(b []byte) string {
 	if len(b) == 0 {
@@ -82,7 +138,7 @@ func jsonKind(b []byte) string {
 // and zero differ.
 type genRequest struct {
 	Prompt              stringList `json:"prompt"`
-	Messages            []Message  `json:"messages"`
+	Messages            []chatMessage `json:"messages"`
 	MaxTokens           *int       `json:"max_tokens"`
 	MaxCompletionTokens *int       `json:"max_completion_tokens"`
 	Temperature         *float32   `json:"temperature"`
@@ -118,8 +174,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
 			want := te.Type.String()
-			if te.Type == reflect.TypeFor[stringList]() {
+			switch te.Type {
+			case reflect.TypeFor[stringList]():
 				want = "a string or an array of strings"
+			case reflect.TypeFor[messageContent]():
+				want = "a string or an array of content parts ({\"type\":\"text\",\"text\":...})"
 			}
 			return badRequest(te.Field, "invalid_type", fmt.Sprintf("%s: expected %s, got JSON %s", te.Field, want, te.Value))
 		}
@@ -199,13 +258,19 @@ func prepare(m Model, g *genRequest, mode endpoint) (GenerateRequest, *apiError)
 		if len(g.Messages) == 0 {
 			return gr, badRequest("messages", "missing", "messages must be a non-empty array")
 		}
+		msgs := make([]Message, len(g.Messages))
 		for i, msg := range g.Messages {
 			if strings.TrimSpace(msg.Role) == "" {
 				return gr, badRequest(fmt.Sprintf("messages[%d].role", i), "missing", "every message needs a role")
 			}
+			if msg.Content.other != "" {
+				return gr, badRequest(fmt.Sprintf("messages[%d].content", i), "unsupported_content",
+					fmt.Sprintf("%s parts need a model that reads them; %s reads text only", msg.Content.other, m.Info().Name))
+			}
+			msgs[i] = Message{Role: msg.Role, Content: msg.Content.text}
 		}
 		var err error
-		if ids, err = m.EncodeChat(g.Messages); err != nil {
+		if ids, err = m.EncodeChat(msgs); err != nil {
 			return gr, badRequest("messages", "invalid_value", "applying the chat template: "+err.Error())
 		}
 	default:
