@@ -137,19 +137,19 @@ func jsonKind(b []byte) string {
 // Unknown fields are ignored; numeric options are pointers so that absent
 // and zero differ.
 type genRequest struct {
-	Prompt              stringList `json:"prompt"`
+	Prompt              stringList    `json:"prompt"`
 	Messages            []chatMessage `json:"messages"`
-	MaxTokens           *int       `json:"max_tokens"`
-	MaxCompletionTokens *int       `json:"max_completion_tokens"`
-	Temperature         *float32   `json:"temperature"`
-	TopK                *int       `json:"top_k"`
-	TopP                *float32   `json:"top_p"`
-	MinP                *float32   `json:"min_p"`
-	RepeatPenalty       *float32   `json:"repeat_penalty"`
-	RepeatLastN         *int       `json:"repeat_last_n"`
-	Seed                *int64     `json:"seed"`
-	Stop                stringList `json:"stop"`
-	Stream              bool       `json:"stream"`
+	MaxTokens           *int          `json:"max_tokens"`
+	MaxCompletionTokens *int          `json:"max_completion_tokens"`
+	Temperature         *float32      `json:"temperature"`
+	TopK                *int          `json:"top_k"`
+	TopP                *float32      `json:"top_p"`
+	MinP                *float32      `json:"min_p"`
+	RepeatPenalty       *float32      `json:"repeat_penalty"`
+	RepeatLastN         *int          `json:"repeat_last_n"`
+	Seed                *int64        `json:"seed"`
+	Stop                stringList    `json:"stop"`
+	Stream              bool          `json:"stream"`
 	StreamOptions       *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
