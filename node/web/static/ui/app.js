@@ -133,7 +133,7 @@
         throw new Error('the feed ended');
       } catch (e) {
         if (e instanceof AuthError) {
-          setConn('token needed', 'bad');
+          setConn('key needed', 'bad');
           await tokenReady();
           continue;
         }
