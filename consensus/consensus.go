@@ -42,6 +42,14 @@ var (
 	// ErrForward: a forwarded request failed in transit or the peer answered
 	// with an error that is not a registry rejection.
 	ErrForward = errors.New("consensus: forward failed")
+	// ErrNoQuorum: no leader could be reached for NoLeaderTimeout (this
+	// server is on the minority side of a partition, or the cluster lost
+	// a majority of its voters). The message names the voters this
+	// server's gossip view does not see alive.
+	ErrNoQuorum = errors.New("consensus: no quorum")
+	// ErrOutcomeUnknown: the write reached a leader but no answer came
+	// back before the call gave up: it may still commit.
+	ErrOutcomeUnknown = errors.New("consensus: the write was sent and may still commit")
 )
 
 // MemberState is a member's gossip state.
@@ -134,6 +142,9 @@ type Config struct {
 	ReapGrace time.Duration
 	// ApplyTimeout bounds one raft apply or membership change attempt.
 	ApplyTimeout time.Duration
+	// NoLeaderTimeout ends an Apply with ErrNoQuorum once no leader has
+	// been reachable for this long; 0 waits for the caller's context.
+	NoLeaderTimeout time.Duration
 	// TrailingLogs is how many log entries stay after a snapshot (0: raft's
 	// default, 10240). Small values force followers that were away to
 	// catch up by snapshot.
@@ -153,6 +164,9 @@ func DefaultConfig() Config {
 		Profile:           ProfileLAN,       //
 		ReconcileInterval: 30 * time.Second, // kicks do the prompt work; the pass repairs missed events
 		ApplyTimeout:      10 * time.Second, // far above a LAN commit (ms), below a user's patience
+		// An election takes about a second on a LAN; five seconds
+		// without any leader means there is no majority to elect one.
+		NoLeaderTimeout: 5 * time.Second,
 		ReapGrace:         time.Minute,      // longer than gossip needs to converge after a restart
 	}
 }

@@ -531,3 +531,45 @@ func TestRemoveRequestOnlyForCaller(t *testing.T) {
 	voters, _ := suffrages(t, leader)
 	require.Contains(t, voters, victim)
 }
+
+// TestWritesWithoutQuorumFailFast: on a server that lost the majority, a
+// write fails with ErrNoQuorum once no leader has been reachable for
+// NoLeaderTimeout (not when the caller's context ends), naming the
+// unreachable voters.
+func TestWritesWithoutQuorumFailFast(t *testing.T) {
+	cl := newCluster(t)
+	names := ids("q", 3)
+	var wg sync.WaitGroup
+	for _, id := range names {
+		cfg := cl.config(id)
+		cfg.BootstrapExpect = 3
+		cfg.NoLeaderTimeout = 2 * time.Second
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl.start(cfg)
+		}()
+	}
+	wg.Wait()
+	cl.kick()
+	leader := cl.waitLeader()
+	apply(t, leader, host("before"))
+	survivor := cl.followers(leader)[0]
+	for _, n := range cl.running() {
+		if n != survivor {
+			cl.stop(n.id)
+		}
+	}
+	start := time.Now()
+	_, err := survivor.c.Apply(context.Background(), mustEncode(t, host("after")))
+	took := time.Since(start)
+	require.ErrorIs(t, err, consensus.ErrNoQuorum)
+	t.Logf("no quorum after %s: %v", took, err)
+	require.Less(t, took, 30*time.Second, "bounded by NoLeaderTimeout plus the election timeouts, not the context")
+	require.Contains(t, err.Error(), "2 of 3 voters unreachable")
+	for _, id := range names {
+		if id != survivor.id {
+			require.Contains(t, err.Error(), "name-"+id)
+		}
+	}
+}

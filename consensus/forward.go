@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -249,7 +251,7 @@ func (c *Consensus) call(ctx context.Context, id string, op byte, body []byte) (
 	}
 	frame, err := readFrame(conn)
 	if err != nil {
-		return forwardResponse{}, fmt.Errorf("%w: read from %s: %v", ErrForward, id, err)
+		return forwardResponse{}, fmt.Errorf("%w: read from %s: %w: %v", ErrForward, id, errSent, err)
 	}
 	var resp forwardResponse
 	if err := json.Unmarshal(frame, &resp); err != nil {
@@ -258,10 +260,18 @@ func (c *Consensus) call(ctx context.Context, id string, op byte, body []byte) (
 	return resp, nil
 }
 
+// errSent marks an attempt whose request reached a leader without an
+// answer: its outcome is unknown.
+var errSent = errors.New("sent, no answer")
+
 // applyLocal applies cmd through raft on this (leader) server.
 func (c *Consensus) applyLocal(r *raft.Raft, ctx context.Context, cmd []byte) (*fsm.Result, error) {
 	f := r.Apply(cmd, c.timeout(ctx))
 	if err := waitFuture(ctx, f); err != nil {
+		if ctx.Err() != nil || errors.Is(err, raft.ErrLeadershipLost) {
+			// In the log, maybe replicated: it may still commit.
+			return nil, fmt.Errorf("%w: %w", errSent, translate(err))
+		}
 		return nil, translate(err)
 	}
 	switch v := f.Response().(type) {
@@ -298,15 +308,27 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 	}
 	backoff := 10 * time.Millisecond
 	var lastErr error
+	sent := false            // some attempt reached a leader without an answer
+	var leaderless time.Time // since when no leader was known (zero: one is)
 	for {
 		r, err := c.running()
 		if err != nil {
 			return nil, err
 		}
 		var res *fsm.Result
+		_, leader := r.LeaderWithID()
+		if r.State() != raft.Leader && leader == "" {
+			if leaderless.IsZero() {
+				leaderless = time.Now()
+			} else if c.cfg.NoLeaderTimeout > 0 && time.Since(leaderless) >= c.cfg.NoLeaderTimeout {
+				return nil, c.noQuorum(sent)
+			}
+		} else {
+			leaderless = time.Time{}
+		}
 		if r.State() == raft.Leader {
 			res, err = c.applyLocal(r, ctx, cmd)
-		} else if _, leader := r.LeaderWithID(); leader != "" {
+		} else if leader != "" {
 			var resp forwardResponse
 			resp, err = c.call(ctx, string(leader), opApply, cmd)
 			if err == nil {
@@ -322,7 +344,10 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 		if err == nil && res != nil {
 			return *res, nil
 		}
-		if err != nil && !retryable(err) {
+		if errors.Is(err, errSent) {
+			sent = true
+		}
+		if err != nil && !retryable(err) && !errors.Is(err, errSent) {
 			return nil, err
 		}
 		if err != nil {
@@ -331,6 +356,9 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 		}
 		select {
 		case <-ctx.Done():
+			if sent {
+				return nil, fmt.Errorf("%w: %w: %w (last error: %v)", ErrNoLeader, ErrOutcomeUnknown, ctx.Err(), lastErr)
+			}
 			if lastErr != nil {
 				return nil, fmt.Errorf("%w: %w (last error: %v)", ErrNoLeader, ctx.Err(), lastErr)
 			}
@@ -341,6 +369,43 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 		}
 		backoff = min(backoff*2, 500*time.Millisecond)
 	}
+}
+
+// noQuorum is the error of an Apply that found no leader for
+// NoLeaderTimeout: it names the voters this server does not see alive.
+func (c *Consensus) noQuorum(sent bool) error {
+	alive := map[string]string{}
+	names := map[string]string{}
+	for _, m := range c.cfg.Members() {
+		names[m.ID] = m.Name
+		if m.State == MemberAlive {
+			alive[m.ID] = m.Name
+		}
+	}
+	var gone []string
+	voters := 0
+	if servers, err := c.Servers(); err == nil {
+		for _, s := range servers {
+			if s.Suffrage != "voter" {
+				continue
+			}
+			voters++
+			if _, ok := alive[s.ID]; ok || s.ID == c.cfg.LocalID {
+				continue
+			}
+			name := names[s.ID]
+			if name == "" {
+				name = s.ID
+			}
+			gone = append(gone, name)
+		}
+	}
+	sort.Strings(gone)
+	msg := fmt.Sprintf("no leader for %s: %d of %d voters unreachable (%s); writes need a majority", c.cfg.NoLeaderTimeout, len(gone), voters, strings.Join(gone, ", "))
+	if sent {
+		return fmt.Errorf("%w: %w: %s", ErrNoQuorum, ErrOutcomeUnknown, msg)
+	}
+	return fmt.Errorf("%w: %s", ErrNoQuorum, msg)
 }
 
 // ApplyCommand encodes cmd and applies it like Apply.

@@ -93,7 +93,7 @@ func statusForCode(code string) int {
 		return http.StatusConflict
 	case jobs.CodeForbidden:
 		return http.StatusForbidden
-	case jobs.CodeUnavailable:
+	case jobs.CodeUnavailable, jobs.CodeNoQuorum:
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError

@@ -161,7 +161,7 @@ func (n *Node) opAPIKeyCreate(ctx context.Context, em jobs.Emitter, req Request)
 		if errors.Is(err, fsm.ErrConflict) {
 			return jobs.Errorf(jobs.CodeConflict, "an API key named %q exists: revoke it first, or pick another name", r.Name)
 		}
-		return jobs.Errorf(jobs.CodeUnavailable, "store the key: %v", err)
+		return writeFailed(err, "store the key")
 	}
 	// Read your writes: the key works on this node when the answer is out.
 	n.waitReplica(ctx, func() bool { _, ok := n.lookupAPIKey(key); return ok })
@@ -192,7 +192,7 @@ func (n *Node) opAPIKeyRevoke(ctx context.Context, em jobs.Emitter, req Request)
 		return jobs.Errorf(jobs.CodeBadRequest, "%v", err)
 	}
 	if _, err := n.apply(ctx, b); err != nil {
-		return jobs.Errorf(jobs.CodeUnavailable, "revoke the key: %v", err)
+		return writeFailed(err, "revoke the key")
 	}
 	n.waitReplica(ctx, func() bool { _, ok := n.findAPIKey(r.Name); return !ok })
 	em.Narrate("apikey", "revoked", "API key %s revoked on every node", r.Name)

@@ -2,6 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"github.com/rbee-project/rbee/consensus"
+	"github.com/rbee-project/rbee/node/jobs"
 	"net/http"
 	"time"
 
@@ -125,6 +129,17 @@ func (n *Node) apply(ctx context.Context, cmd []byte) (any, error) {
 		n.metrics.applyTime.Observe(time.Since(start).Seconds())
 	}
 	return res, err
+}
+
+// writeFailed is the job error of a failed registry write: no_quorum when
+// no leader was reachable, unavailable otherwise. The message says when the
+// write may still commit.
+func writeFailed(err error, format string, args ...any) error {
+	code := jobs.CodeUnavailable
+	if errors.Is(err, consensus.ErrNoQuorum) {
+		code = jobs.CodeNoQuorum
+	}
+	return &jobs.Error{Code: code, Err: fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)}
 }
 
 // observeRequest records one routed request.

@@ -99,3 +99,20 @@ func TestAPIRoutesAnswerJSON(t *testing.T) {
 		require.Contains(t, string(data), tc.want, "%s %s", tc.method, tc.path)
 	}
 }
+
+// TestWriteWithoutQuorumFailsFast: on a node that lost its majority, a
+// write job ends within seconds with code no_quorum naming the lost voters,
+// not after a context deadline (or never).
+func TestWriteWithoutQuorumFailsFast(t *testing.T) {
+	c := nodetest.New(t, 3)
+	survivor := c.Nodes[0]
+	c.Kill(1)
+	c.Kill(2)
+	start := time.Now()
+	je := runErr(t, survivor, map[string]any{"operation": "apikey_create", "name": "k", "scope": "read"})
+	t.Logf("failed after %s: %s", time.Since(start), je.Message)
+	require.Equal(t, "no_quorum", je.Code)
+	require.Contains(t, je.Message, "node1")
+	require.Contains(t, je.Message, "node2")
+	require.Less(t, time.Since(start), 40*time.Second)
+}

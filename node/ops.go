@@ -402,7 +402,7 @@ func (n *Node) opRefreshCapabilities(ctx context.Context, em jobs.Emitter, req R
 	em.Narrate("hive", "detect", "detecting CPU, RAM and GPUs on %s", n.cfg.Name)
 	caps := DetectCapabilities(ctx)
 	if err := n.storeCapabilities(ctx, caps); err != nil {
-		return jobs.Errorf(jobs.CodeUnavailable, "store capabilities: %v", err)
+		return writeFailed(err, "store capabilities")
 	}
 	em.Narrate("hive", "stored", "%s: %s, %d cores, %s RAM, %d GPU(s)", n.cfg.Name, caps.CPUModel, caps.Cores, humanBytes(caps.RAMTotal), len(caps.GPUs))
 	return em.Result(caps)

@@ -127,7 +127,7 @@ func (n *Node) opWorkerRetire(ctx context.Context, em jobs.Emitter, req Request)
 		return err
 	}
 	if _, err := n.apply(ctx, cmd); err != nil {
-		return jobs.Errorf(jobs.CodeUnavailable, "retire %s: %v", v.ID, err)
+		return writeFailed(err, "retire %s", v.ID)
 	}
 	// Read your writes: this node's replica (and so its scheduler) has the
 	// change before the operation answers.

@@ -101,7 +101,7 @@ func (n *Node) putHost(ctx context.Context, h fsm.Host) error {
 		return err
 	}
 	if _, err := n.apply(ctx, b); err != nil {
-		return jobs.Errorf(jobs.CodeUnavailable, "record host %s: %v", h.Name, err)
+		return writeFailed(err, "record host %s", h.Name)
 	}
 	// Read your writes: when another node leads, this replica applies the
 	// entry a moment later; the operation answers once it has.

@@ -41,6 +41,9 @@ const (
 	CodeInternal         = "internal"
 	CodeConflict         = "conflict"
 	CodeForbidden        = "forbidden"
+	// CodeNoQuorum: a registry write found no leader (no majority of
+	// voters reachable); it changed nothing unless it says it may commit.
+	CodeNoQuorum = "no_quorum"
 )
 
 // Sentinel errors.
