@@ -167,7 +167,7 @@ func DefaultConfig() Config {
 		// An election takes about a second on a LAN; five seconds
 		// without any leader means there is no majority to elect one.
 		NoLeaderTimeout: 5 * time.Second,
-		ReapGrace:         time.Minute,      // longer than gossip needs to converge after a restart
+		ReapGrace:       time.Minute, // longer than gossip needs to converge after a restart
 	}
 }
 
