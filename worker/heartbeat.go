@@ -67,6 +67,7 @@ type heartbeater struct {
 	done     chan struct{}
 	mu       sync.Mutex // serializes posts so beats arrive in order
 	failures int        // consecutive failed beats; guarded by mu
+	refused  bool       // the last failure was the node refusing the secret; guarded by mu
 	accepted time.Time  // last beat the node accepted (start when none); guarded by mu
 	orphaned bool       // onOrphan was called; guarded by mu
 	started  bool
@@ -187,13 +188,19 @@ func (h *heartbeater) send(ctx context.Context) {
 			h.log.Info("heartbeats reach the node again", "failed_beats", h.failures)
 		}
 		h.failures = 0
+		h.refused = false
 		h.accepted = time.Now()
 	case errors.Is(err, context.Canceled) && h.ctx.Err() != nil:
 		// Cut short by stop(): not a failure.
 	default:
 		h.failures++
-		// A node that is down would otherwise log every interval.
-		if h.failures%failureLogEvery == 1 {
+		refused := errors.Is(err, errRefused)
+		changed := refused != h.refused
+		h.refused = refused
+		// A node that is down would otherwise log every interval; a
+		// change of cause (down, then a stranger refusing) is logged at
+		// once.
+		if h.failures%failureLogEvery == 1 || changed {
 			h.log.Warn("heartbeat failed", "url", h.url, "err", err, "consecutive", h.failures,
 				"last_accepted", time.Since(h.accepted).Round(time.Second), "orphan_grace", h.grace)
 		} else {
