@@ -33,7 +33,10 @@ func streamingInfer(t *testing.T, bin, nodeURL string, args ...string) (wait fun
 	r := bufio.NewReader(stdout)
 	first := make([]byte, 1)
 	_, err = io.ReadFull(r, first)
-	require.NoError(t, err, "no output from rbee infer")
+	if err != nil {
+		werr := cmd.Wait()
+		require.NoError(t, err, "no output from rbee infer (exit: %v): %s", werr, stderr.String())
+	}
 	return func() (string, string, error) {
 		defer cancel()
 		rest, _ := io.ReadAll(r)
