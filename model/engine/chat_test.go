@@ -36,10 +36,10 @@ func TestChatPrompt(t *testing.T) {
 			m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
 			require.NoError(t, err)
 			defer m.Close()
-			got, err := m.ChatPrompt(msgs)
+			got, err := m.ChatPrompt(t.Context(), msgs)
 			require.NoError(t, err)
 			require.Equal(t, c.want, got)
-			ids, err := m.ChatTokens(msgs)
+			ids, err := m.ChatTokens(t.Context(), msgs)
 			require.NoError(t, err)
 			require.Equal(t, m.Tokenizer().BOS(), ids[0])
 			if len(ids) > 1 {
@@ -48,7 +48,7 @@ func TestChatPrompt(t *testing.T) {
 		})
 	}
 	m := loadStories(t)
-	_, err := m.ChatPrompt(nil)
+	_, err := m.ChatPrompt(t.Context(), nil)
 	require.ErrorIs(t, err, ErrBadRequest)
 }
 
@@ -75,7 +75,7 @@ func TestRealChatTemplates(t *testing.T) {
 	m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
 	require.NoError(t, err)
 	defer m.Close()
-	got, err := m.ChatPrompt(msgs)
+	got, err := m.ChatPrompt(t.Context(), msgs)
 	require.NoError(t, err)
 	require.Equal(t, fallbackChat("qwen2", msgs), got)
 
@@ -83,7 +83,7 @@ func TestRealChatTemplates(t *testing.T) {
 	m3, err := Load(writeSynth(t, cfg), Options{Threads: 1})
 	require.NoError(t, err)
 	defer m3.Close()
-	got, err = m3.ChatPrompt(msgs)
+	got, err = m3.ChatPrompt(t.Context(), msgs)
 	require.NoError(t, err)
 	want := "<s><|start_header_id|>system<|end_header_id|>\n\nYou are helpful.<|eot_id|>" +
 		"<|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>" +
