@@ -409,14 +409,46 @@ func splitWhitespace(s string, maxsplit int) []string {
 	}
 }
 
+// isLineBreak reports the characters Python's str.splitlines splits at.
+func isLineBreak(r rune) bool {
+	switch r {
+	case '\n', '\r', '\v', '\f', 0x1c, 0x1d, 0x1e, 0x85, 0x2028, 0x2029:
+		return true
+	}
+	return false
+}
+
+// countLines counts the line breaks splitLines would split s at.
+func countLines(s string) int {
+	n := 0
+	for i, r := range s {
+		if isLineBreak(r) && !(r == '\n' && i > 0 && s[i-1] == '\r') {
+			n++
+		}
+	}
+	return n
+}
+
+// countFields bounds how many fields splitting s at whitespace gives.
+func countFields(s string) int {
+	n, in := 0, false
+	for _, r := range s {
+		sp := pyIsSpace(r)
+		if !sp && !in {
+			n++
+		}
+		in = !sp
+	}
+	return n
+}
+
 // splitLines is Python's str.splitlines.
 func splitLines(s string, keepends bool) []string {
 	var out []string
 	start := 0
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])
-		switch r {
-		case '\n', '\r', '\v', '\f', 0x1c, 0x1d, 0x1e, 0x85, 0x2028, 0x2029:
+		if isLineBreak(r) {
 			end := i + n
 			if r == '\r' && end < len(s) && s[end] == '\n' {
 				end++
@@ -494,8 +526,27 @@ func (ev *evaluator) strMethod(s, name string, a *args) (any, error) {
 				return nil, err
 			}
 		}
+		// Size the result before splitting.
+		count := 0
+		if set {
+			if sep == "" {
+				return nil, ev.errf("empty separator")
+			}
+			count = strings.Count(s, sep) + 1
+		} else {
+			count = countFields(s)
+		}
+		if maxsplit >= 0 && int64(count) > maxsplit+1 {
+			count = int(maxsplit) + 1
+		}
+		if err := ev.newList(count); err != nil {
+			return nil, err
+		}
 		if !set {
 			if name == "rsplit" && maxsplit >= 0 {
+				if err := ev.newString(len(s) * 8); err != nil { // the reversals' runes
+					return nil, err
+				}
 				parts := splitWhitespace(reverseString(s), int(maxsplit))
 				for i, p := range parts {
 					parts[i] = reverseString(p)
@@ -538,6 +589,9 @@ func (ev *evaluator) strMethod(s, name string, a *args) (any, error) {
 	case "splitlines":
 		v, err := a.bind(ev, name, "keepends")
 		if err != nil {
+			return nil, err
+		}
+		if err := ev.newList(countLines(s) + 1); err != nil {
 			return nil, err
 		}
 		return ev.strList(splitLines(s, has(v[0]) && truthy(v[0])))

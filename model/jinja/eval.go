@@ -82,6 +82,9 @@ type scope struct {
 	parent *scope
 	names  []string
 	vals   []any
+	// captured: a macro or call block closed over this scope, so a loop
+	// may not reuse it for its next iteration.
+	captured bool
 }
 
 func (s *scope) lookup(name string) (any, bool) {
@@ -162,9 +165,10 @@ func (ev *evaluator) newString(n int) error {
 	return ev.alloc(int64(n))
 }
 
-// newList checks and charges a list of n items about to be built.
+// newList checks and charges a list of n items about to be built. A list
+// counts against MaxString by the bytes of its slots (16 per item).
 func (ev *evaluator) newList(n int) error {
-	if n < 0 || n > ev.b.MaxString {
+	if n < 0 || n > ev.b.MaxString/16 {
 		return ev.limit(LimitString, int64(ev.b.MaxString), 0)
 	}
 	return ev.alloc(int64(n)*16 + 32)
@@ -173,7 +177,7 @@ func (ev *evaluator) newList(n int) error {
 // growList checks and charges adding more items to a list of n (append
 // amortizes, so only the new items are charged).
 func (ev *evaluator) growList(n, more int) error {
-	if more > ev.b.MaxString-n {
+	if more > ev.b.MaxString/16-n {
 		return ev.limit(LimitString, int64(ev.b.MaxString), 0)
 	}
 	return ev.alloc(int64(more)*32 + 16)
@@ -295,9 +299,11 @@ func (ev *evaluator) exec(s stmt, sc *scope) (ctrl, error) {
 		}
 		return c, ev.assign(sc, names, s.nsName, s.attr, v)
 	case *macroStmt:
+		sc.captured = true
 		sc.set(s.name, &macro{def: s.mac, closure: sc})
 		return 0, nil
 	case *callBlockStmt:
+		sc.captured = true
 		v, err := ev.evalCall(s.call, sc, &macro{def: s.caller, closure: sc})
 		if err != nil {
 			return 0, err
@@ -415,7 +421,9 @@ func (ev *evaluator) execFor(s *forStmt, sc *scope) (ctrl, error) {
 		return 0, ev.limit(LimitLoop, int64(ev.b.MaxLoop), s.line)
 	}
 	inner := &scope{parent: sc}
+	var filterScope *scope
 	if s.filter != nil {
+		filterScope = inner
 		if err := ev.newList(len(items)); err != nil {
 			return 0, err
 		}
@@ -451,6 +459,14 @@ func (ev *evaluator) execFor(s *forStmt, sc *scope) (ctrl, error) {
 			return 0, err
 		}
 		ls.index0 = i
+		// As in Jinja, each iteration starts from the enclosing scope:
+		// what the body set in one iteration is gone in the next.
+		if inner.captured || inner == filterScope {
+			inner = &scope{parent: sc}
+		} else {
+			clear(inner.vals)
+			inner.names, inner.vals = inner.names[:0], inner.vals[:0]
+		}
 		if err := ev.bind(inner, s.targets, item); err != nil {
 			return 0, err
 		}
@@ -844,7 +860,7 @@ func (ev *evaluator) callMacro(m *macro, a *args, caller *macro) (any, error) {
 		}
 		sc.set(p, v)
 	}
-	varargs := &list{}
+	varargs := &list{tuple: true}
 	if len(pos) > len(def.params) {
 		varargs.items = pos[len(def.params):]
 	}

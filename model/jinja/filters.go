@@ -534,14 +534,19 @@ func fIndent(ev *evaluator, v any, a *args) (any, error) {
 	if err := ev.work(len(s)); err != nil {
 		return nil, err
 	}
-	lines := splitLines(s+"\n", false)
-	size := len(s) + (len(lines)+1)*(len(ind)+1)
-	if size > ev.b.MaxString {
+	// Size the result before splitting: every line may get ind.
+	nlines := countLines(s) + 1
+	if len(ind) > 0 && nlines > (ev.b.MaxString-len(s))/len(ind) {
 		return nil, ev.limit(LimitString, int64(ev.b.MaxString), 0)
 	}
+	size := len(s) + nlines*len(ind)
 	if err := ev.newString(size); err != nil {
 		return nil, err
 	}
+	if err := ev.newList(nlines); err != nil {
+		return nil, err
+	}
+	lines := splitLines(s+"\n", false)
 	var b strings.Builder
 	b.Grow(size)
 	if first {
@@ -815,7 +820,7 @@ func fRejectattr(ev *evaluator, v any, a *args) (any, error) {
 
 func fReverse(ev *evaluator, v any, _ *args) (any, error) {
 	if s, ok := v.(string); ok {
-		if err := ev.newString(len(s)); err != nil {
+		if err := ev.newString(len(s) * 5); err != nil { // runes, then the string
 			return nil, err
 		}
 		return reverseString(s), nil

@@ -219,7 +219,14 @@ func Compile(src string) (*Template, error) {
 
 // CompileBudget parses src; b bounds the parser's nesting (MaxDepth) and is
 // the budget of every Render of the template.
-func CompileBudget(src string, b Budget) (*Template, error) {
+func CompileBudget(src string, b Budget) (t *Template, err error) {
+	defer func() {
+		// The parser is written not to panic; this only keeps a bug from
+		// taking the process down. FuzzRender fails on it.
+		if r := recover(); r != nil {
+			t, err = nil, &Error{Msg: fmt.Sprintf("internal error: %v", r)}
+		}
+	}()
 	b = b.withDefaults()
 	toks, err := lex(src)
 	if err != nil {

@@ -99,7 +99,7 @@ func (ev *evaluator) binary(op string, l, r any) (any, error) {
 				if ri <= 0 {
 					return &list{tuple: a.tuple}, nil
 				}
-				if len(a.items) > 0 && ri > int64(ev.b.MaxString/len(a.items)) {
+				if len(a.items) > 0 && ri > int64(ev.b.MaxString/16/len(a.items)) {
 					return nil, ev.limit(LimitString, int64(ev.b.MaxString), 0)
 				}
 				n := len(a.items) * int(ri)

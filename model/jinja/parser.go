@@ -205,6 +205,8 @@ func (p *parser) parseStatement(name string, line int) (stmt, error) {
 		return &blockStmt{body: body, line: line}, p.endTag()
 	case "include", "import", "from", "extends", "block":
 		return nil, errorf(line, "the '%s' tag is not supported in chat templates", name)
+	case "elif", "else", "endif", "endfor", "endset", "endmacro", "endcall", "endfilter", "endwith", "endgeneration", "endraw":
+		return nil, errorf(line, "unexpected '%s'", name)
 	}
 	return nil, errorf(line, "unknown tag '%s'", name)
 }

@@ -348,6 +348,9 @@ func (ev *evaluator) fromGo(v any, depth int) (any, error) {
 		}
 		return f, nil
 	case []any:
+		if x == nil {
+			return nil, nil
+		}
 		l := &list{items: make([]any, len(x))}
 		if err := ev.alloc(int64(len(x)) * 16); err != nil {
 			return nil, err
@@ -374,6 +377,9 @@ func (ev *evaluator) fromGo(v any, depth int) (any, error) {
 		}
 		return d, nil
 	case map[string]any:
+		if x == nil {
+			return nil, nil
+		}
 		keys := make([]string, 0, len(x))
 		for k := range x {
 			keys = append(keys, k)
