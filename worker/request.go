@@ -210,7 +210,8 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 			if errors.Is(err, ErrTemplate) {
 				// The model's template, not the request, is at fault;
 				// still a 400: retrying elsewhere runs the same template.
-				return gr, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: codeTemplate, param: "messages", msg: err.Error()}
+				msg := strings.TrimPrefix(err.Error(), ErrTemplate.Error()+": ")
+				return gr, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: codeTemplate, param: "messages", msg: msg}
 			}
 			return gr, badRequest("messages", "invalid_value", "applying the chat template: "+err.Error())
 		}

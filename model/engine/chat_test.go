@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/model/jinja"
 	"github.com/rbee-project/rbee/model/synth"
 )
 
@@ -91,4 +93,47 @@ func TestRealChatTemplates(t *testing.T) {
 		"<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>" +
 		"<|start_header_id|>assistant<|end_header_id|>\n\n"
 	require.Equal(t, want, got)
+}
+
+// TestChatTemplateBudget: a template over its budget is an ErrTemplate
+// error that names the limit, not a fallback prompt; the model keeps
+// working for the next request.
+func TestChatTemplateBudget(t *testing.T) {
+	msgs := []Message{{Role: "user", Content: "Hi"}}
+	cases := []struct{ name, tmpl, limit string }{
+		{"recursive macro", `{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}`, jinja.LimitDepth},
+		{"huge range", `{% for i in range(20000000) %}{% endfor %}`, jinja.LimitLoop},
+		{"string repetition", `{{ 'a' * 100000000 }}`, jinja.LimitString},
+		{"nested loops", `{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}`, jinja.LimitSteps},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := synth.DefaultConfig()
+			cfg.ChatTemplate = c.tmpl
+			m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
+			require.NoError(t, err)
+			defer m.Close()
+			_, err = m.ChatPrompt(t.Context(), msgs)
+			require.ErrorIs(t, err, ErrTemplate)
+			require.ErrorIs(t, err, jinja.ErrBudget)
+			require.ErrorContains(t, err, c.limit)
+			var le *jinja.LimitError
+			require.ErrorAs(t, err, &le)
+			require.Equal(t, c.limit, le.Limit)
+			_, err = m.ChatTokens(t.Context(), msgs)
+			require.ErrorIs(t, err, ErrTemplate)
+		})
+	}
+
+	// A cancelled context is reported, not papered over with the fallback.
+	cfg := synth.DefaultConfig()
+	cfg.ChatTemplate = `{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}`
+	m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
+	require.NoError(t, err)
+	defer m.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err = m.ChatPrompt(ctx, msgs)
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotErrorIs(t, err, ErrTemplate)
 }
