@@ -100,27 +100,14 @@ func (ev *evaluator) rangeFn(a *args) (any, error) {
 	if step == 0 {
 		return nil, ev.errf("range() arg 3 must not be zero")
 	}
-	// Count without overflow: compare in float first, then exactly.
-	var count int64
-	span := float64(stop) - float64(start)
-	if step < 0 {
-		span = -span
+	// Count in uint64, where the span and |step| cannot overflow.
+	var count uint64
+	if step > 0 && stop > start {
+		count = (uint64(stop)-uint64(start)-1)/uint64(step) + 1
+	} else if step < 0 && start > stop {
+		count = (uint64(start)-uint64(stop)-1)/(-uint64(step)) + 1
 	}
-	abs := float64(step)
-	if abs < 0 {
-		abs = -abs
-	}
-	if span > 0 {
-		if span/abs > float64(ev.b.MaxLoop)+1 {
-			return nil, ev.limit(LimitLoop, int64(ev.b.MaxLoop), 0)
-		}
-		if step > 0 {
-			count = (stop - start + step - 1) / step
-		} else {
-			count = (start - stop - step - 1) / -step
-		}
-	}
-	if count > int64(ev.b.MaxLoop) {
+	if count > uint64(ev.b.MaxLoop) {
 		return nil, ev.limit(LimitLoop, int64(ev.b.MaxLoop), 0)
 	}
 	if err := ev.newList(int(count)); err != nil {

@@ -183,6 +183,14 @@ func (ev *evaluator) growList(n, more int) error {
 	return ev.alloc(int64(more)*32 + 16)
 }
 
+// keyCost charges hashing or comparing a dict key.
+func (ev *evaluator) keyCost(k any) error {
+	if s, ok := k.(string); ok && len(s) > 64 {
+		return ev.work(len(s))
+	}
+	return nil
+}
+
 func (ev *evaluator) enter(line int) error {
 	ev.depth++
 	if ev.depth > ev.b.MaxDepth {
@@ -563,6 +571,9 @@ func (ev *evaluator) eval(e expr, sc *scope) (any, error) {
 		for i, kx := range e.keys {
 			k, err := ev.eval(kx, sc)
 			if err != nil {
+				return nil, err
+			}
+			if err := ev.keyCost(k); err != nil {
 				return nil, err
 			}
 			hk, ok := hashKey(k)
@@ -992,13 +1003,16 @@ func (ev *evaluator) simpleBounds(n int, idx [3]*int64) (int, int) {
 // sliceIndices lists the positions a Python slice selects from n items.
 func (ev *evaluator) sliceIndices(n int, idx [3]*int64) ([]int, error) {
 	step := int64(1)
+	ln := int64(n)
 	if idx[2] != nil {
 		step = *idx[2]
 		if step == 0 {
 			return nil, ev.errf("slice step cannot be zero")
 		}
+		// A step longer than the sequence picks at most one item; clamp
+		// it so the arithmetic below cannot overflow.
+		step = max(min(step, ln+1), -(ln + 1))
 	}
-	ln := int64(n)
 	var lower, upper int64 = 0, ln
 	if step < 0 {
 		lower, upper = -1, ln-1
@@ -1096,6 +1110,9 @@ func (ev *evaluator) getAttr(x any, name string) any {
 func (ev *evaluator) getItem(x, k any) (any, error) {
 	switch v := x.(type) {
 	case *dict:
+		if err := ev.keyCost(k); err != nil {
+			return nil, err
+		}
 		if hk, ok := hashKey(k); ok {
 			if val, ok := v.get(hk); ok {
 				return val, nil

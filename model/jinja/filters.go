@@ -602,7 +602,7 @@ func fTruncate(ev *evaluator, v any, a *args) (any, error) {
 	if leeway < 0 {
 		return nil, ev.errf("expected leeway >= 0, got %d", leeway)
 	}
-	if int64(len(rs)) <= length+leeway {
+	if n := int64(len(rs)); n <= length || n-length <= leeway {
 		return s, nil
 	}
 	cut := string(rs[:length-endN])
@@ -697,6 +697,11 @@ func (ev *evaluator) attrPath(v, attr any) (any, error) {
 }
 
 func fMap(ev *evaluator, v any, a *args) (any, error) {
+	// map can apply map: count the nesting like any call.
+	if err := ev.enter(ev.line); err != nil {
+		return nil, err
+	}
+	defer ev.leave()
 	items, err := ev.iterate(v)
 	if err != nil {
 		return nil, err
@@ -758,6 +763,10 @@ func fMap(ev *evaluator, v any, a *args) (any, error) {
 
 // selectItems implements select, reject, selectattr and rejectattr.
 func (ev *evaluator) selectItems(v any, a *args, byAttr, keep bool) (any, error) {
+	if err := ev.enter(ev.line); err != nil {
+		return nil, err
+	}
+	defer ev.leave()
 	items, err := ev.iterate(v)
 	if err != nil {
 		return nil, err
@@ -977,6 +986,9 @@ func fUnique(ev *evaluator, v any, a *args) (any, error) {
 	var seenOther []any
 	out := make([]any, 0, len(items))
 	for i, it := range items {
+		if err := ev.keyCost(keys[i]); err != nil {
+			return nil, err
+		}
 		if hk, ok := hashKey(keys[i]); ok {
 			if _, dup := seen.get(hk); dup {
 				continue

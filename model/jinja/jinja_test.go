@@ -176,6 +176,11 @@ func TestRender(t *testing.T) {
 		{"tojson ascii sort separators", `{{ {'b': 'é', 'a': 1} | tojson(ensure_ascii=true, sort_keys=true) }} {{ [1, 2] | tojson(separators=(',', ':')) }}`, `{"a": 1, "b": "\u00e9"} [1,2]`},
 		{"tojson tuple string number", `{{ (1, 'x') | tojson }} {{ 'a' | tojson }} {{ 1.0 | tojson }}`, `[1, "x"] "a" 1.0`},
 
+		// integer extremes
+		{"extreme slice steps", "{{ 'abc'[::-9223372036854775807] }} {{ [1, 2, 3][::9223372036854775807] }} {{ [1, 2, 3][-9223372036854775807:9223372036854775807] }}", "c [1] [1, 2, 3]"},
+		{"extreme range step", "{{ range(-5, 5, 9223372036854775807) | list }} {{ range(5, -5, -9223372036854775807) | list }}", "[-5] [5]"},
+		{"extreme truncate", "{{ 'hello world' | truncate(9223372036854775807) }}", "hello world"},
+
 		// globals
 		{"range", "{{ range(3) | list }} {{ range(1, 7, 2) | list }} {{ range(3, 0, -1) | list }} {{ range(0) | list }}", "[0, 1, 2] [1, 3, 5] [3, 2, 1] []"},
 		{"dict global", "{{ dict(a=1, b=2) }}", "{'a': 1, 'b': 2}"},

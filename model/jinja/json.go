@@ -21,7 +21,7 @@ type jsonOpts struct {
 
 // writeJSON writes v as Python's json.dumps does.
 func (ev *evaluator) writeJSON(b *sbuf, v any, o *jsonOpts, depth int) error {
-	if depth > ev.b.MaxDepth {
+	if ev.depth+depth > ev.b.MaxDepth {
 		return ev.limit(LimitDepth, int64(ev.b.MaxDepth), 0)
 	}
 	if err := ev.step(); err != nil {

@@ -276,7 +276,7 @@ func (ev *evaluator) compareOp(op string, l, r any) (bool, error) {
 
 // equal is Python's ==; depth bounds the walk of nested values.
 func (ev *evaluator) equal(a, b any, depth int) (bool, error) {
-	if depth > ev.b.MaxDepth {
+	if ev.depth+depth > ev.b.MaxDepth {
 		return false, ev.limit(LimitDepth, int64(ev.b.MaxDepth), 0)
 	}
 	if _, af, aInt, aNum := toNumber(a); aNum {
@@ -359,7 +359,7 @@ func (ev *evaluator) equal(a, b any, depth int) (bool, error) {
 // compare orders a and b for <, <=, >, >= (and sort): numbers, strings,
 // and lists or tuples of comparable items.
 func (ev *evaluator) compare(a, b any, op string, depth int) (int, error) {
-	if depth > ev.b.MaxDepth {
+	if ev.depth+depth > ev.b.MaxDepth {
 		return 0, ev.limit(LimitDepth, int64(ev.b.MaxDepth), 0)
 	}
 	ai, af, aInt, aNum := toNumber(a)
@@ -445,6 +445,9 @@ func (ev *evaluator) contains(container, item any) (bool, error) {
 		}
 		return false, nil
 	case *dict:
+		if err := ev.keyCost(item); err != nil {
+			return false, err
+		}
 		hk, ok := hashKey(item)
 		if !ok {
 			return false, nil
@@ -519,7 +522,7 @@ func (ev *evaluator) toStr(v any) (string, error) {
 
 // writeRepr writes Python's repr(v).
 func (ev *evaluator) writeRepr(b *sbuf, v any, depth int) error {
-	if depth > ev.b.MaxDepth {
+	if ev.depth+depth > ev.b.MaxDepth {
 		return ev.limit(LimitDepth, int64(ev.b.MaxDepth), 0)
 	}
 	if err := ev.step(); err != nil {
