@@ -78,6 +78,7 @@ func TestBudgetLimits(t *testing.T) {
 		{"string repeat 10**9", `{{ 'a' * 10**9 }}`, Budget{}, LimitString},
 		{"int times string", `{{ 1000000000 * 'ab' }}`, Budget{}, LimitString},
 		{"list repeat", `{{ [1, 2] * 10**9 }}`, Budget{}, LimitString},
+		{"empty list repeat", `{{ ([] * 10**18) ~ ('' * 10**18) }}{{ 'x' * 10**7 }}`, Budget{}, LimitString},
 		{"concat doubling", `{% set ns = namespace(s='ab') %}{% for i in range(100) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}`, Budget{}, LimitString},
 		{"plus doubling", `{% set ns = namespace(s='ab') %}{% for i in range(100) %}{% set ns.s = ns.s + ns.s %}{% endfor %}`, Budget{}, LimitString},
 		{"list doubling", `{% set ns = namespace(l=[1]) %}{% for i in range(100) %}{% set ns.l = ns.l + ns.l %}{% endfor %}`, Budget{}, LimitString},

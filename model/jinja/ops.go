@@ -96,7 +96,7 @@ func (ev *evaluator) binary(op string, l, r any) (any, error) {
 			case string:
 				return ev.repeatString(a, ri)
 			case *list:
-				if ri <= 0 {
+				if ri <= 0 || len(a.items) == 0 {
 					return &list{tuple: a.tuple}, nil
 				}
 				if len(a.items) > 0 && ri > int64(ev.b.MaxString/16/len(a.items)) {
