@@ -82,31 +82,61 @@ type scope struct {
 	parent *scope
 	names  []string
 	vals   []any
+	index  map[string]int // by name, once there are many
 	// captured: a macro or call block closed over this scope, so a loop
 	// may not reuse it for its next iteration.
 	captured bool
 }
 
+// scopeIndexAt is the number of names above which a scope keeps a map
+// (templates rarely set more than a handful per scope).
+const scopeIndexAt = 16
+
+func (s *scope) find(name string) int {
+	if s.index != nil {
+		if i, ok := s.index[name]; ok {
+			return i
+		}
+		return -1
+	}
+	for i, n := range s.names {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
+
 func (s *scope) lookup(name string) (any, bool) {
 	for sc := s; sc != nil; sc = sc.parent {
-		for i, n := range sc.names {
-			if n == name {
-				return sc.vals[i], true
-			}
+		if i := sc.find(name); i >= 0 {
+			return sc.vals[i], true
 		}
 	}
 	return nil, false
 }
 
 func (s *scope) set(name string, v any) {
-	for i, n := range s.names {
-		if n == name {
-			s.vals[i] = v
-			return
-		}
+	if i := s.find(name); i >= 0 {
+		s.vals[i] = v
+		return
 	}
 	s.names = append(s.names, name)
 	s.vals = append(s.vals, v)
+	if s.index != nil {
+		s.index[name] = len(s.names) - 1
+	} else if len(s.names) > scopeIndexAt {
+		s.index = make(map[string]int, 2*len(s.names))
+		for i, n := range s.names {
+			s.index[n] = i
+		}
+	}
+}
+
+// reset empties the scope for reuse.
+func (s *scope) reset() {
+	clear(s.vals)
+	s.names, s.vals, s.index = s.names[:0], s.vals[:0], nil
 }
 
 // Budget accounting.
@@ -472,8 +502,7 @@ func (ev *evaluator) execFor(s *forStmt, sc *scope) (ctrl, error) {
 		if inner.captured || inner == filterScope {
 			inner = &scope{parent: sc}
 		} else {
-			clear(inner.vals)
-			inner.names, inner.vals = inner.names[:0], inner.vals[:0]
+			inner.reset()
 		}
 		if err := ev.bind(inner, s.targets, item); err != nil {
 			return 0, err

@@ -3,6 +3,7 @@ package jinja
 import (
 	"cmp"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -867,6 +868,10 @@ func (ev *evaluator) sortKey(it, attr any, caseSensitive bool) (any, error) {
 
 // sortItems sorts items (a fresh slice) stably by key.
 func (ev *evaluator) sortItems(items []any, keys []any, reverse bool) error {
+	// n log n comparisons (string and list comparisons charge more).
+	if err := ev.cost(int64(len(items)) * int64(bits.Len(uint(len(items))))); err != nil {
+		return err
+	}
 	idx := make([]int, len(items))
 	for i := range idx {
 		idx[i] = i

@@ -2,6 +2,8 @@ package jinja
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -322,4 +324,17 @@ func TestConcurrentRender(t *testing.T) {
 	for range 8 {
 		require.NoError(t, <-done)
 	}
+}
+
+// TestManyVariables: a scope with many names (indexed past 16) still
+// resolves, rebinds and shadows correctly.
+func TestManyVariables(t *testing.T) {
+	var b strings.Builder
+	for i := range 40 {
+		fmt.Fprintf(&b, "{%% set v%d = %d %%}", i, i)
+	}
+	b.WriteString("{{ v3 + v38 }}{% set v3 = 100 %},{{ v3 }},{% for i in [1] %}{% set v38 = 0 %}{{ v38 }}{% endfor %},{{ v38 }}")
+	got, err := render(t, b.String(), map[string]any{"v0": "shadowed"})
+	require.NoError(t, err)
+	require.Equal(t, "41,100,0,38", got)
 }
