@@ -101,9 +101,10 @@ func fallbackChat(arch string, msgs []Message) string {
 	return b.String()
 }
 
-// ChatTokens renders msgs with ChatPrompt (its errors included) and tokenizes the result with
-// special tokens parsed, adding BOS only when the model wants one and the
-// rendered text does not already start with it.
+// ChatTokens renders msgs with ChatPrompt (returning its errors, ErrTemplate
+// included) and tokenizes the result with special tokens parsed, adding BOS
+// only when the model wants one and the rendered text does not already
+// start with it.
 func (m *Model) ChatTokens(ctx context.Context, msgs []Message) ([]int32, error) {
 	text, err := m.ChatPrompt(ctx, msgs)
 	if err != nil {
