@@ -495,7 +495,12 @@ func lexString(s string) (string, int, int, error) {
 				}
 				b.WriteRune(rune(v))
 			case 'x', 'u', 'U':
-				n := map[byte]int{'x': 2, 'u': 4, 'U': 8}[e]
+				n := 2
+				if e == 'u' {
+					n = 4
+				} else if e == 'U' {
+					n = 8
+				}
 				if i+n > len(s) {
 					return "", 0, 0, lexErr("truncated \\" + string(e) + " escape")
 				}

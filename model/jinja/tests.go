@@ -114,10 +114,8 @@ func lookupTest(name string) testFunc {
 			if err != nil {
 				return false, err
 			}
-			switch v.(type) {
-			case nil, bool, int64, float64, string, undefined:
-				return v == p[0], nil
-			}
+			// Scalars compare by value (Python interns the small ones),
+			// containers by identity.
 			return v == p[0], nil
 		}
 	}

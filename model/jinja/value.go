@@ -185,7 +185,8 @@ func truthy(v any) bool {
 	return true
 }
 
-// isNumber reports int, float or bool (Python's numbers.Number).
+// toNumber reports whether v is a number (int, float or bool, as Python's
+// numbers.Number) and gives it as int64 (when isInt) and float64.
 func toNumber(v any) (i int64, f float64, isInt, ok bool) {
 	switch x := v.(type) {
 	case bool:
