@@ -182,6 +182,11 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		msg := string(b)
 		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
 			msg = eb.Error.Message
+			if eb.Error.Code != "" {
+				// Ollama's error has no code field; keep the worker's
+				// (e.g. template_error) as the stream path does.
+				msg = fmt.Sprintf("%s (%s)", msg, eb.Error.Code)
+			}
 		}
 		ollamaError(w, resp.StatusCode, msg)
 		return

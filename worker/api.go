@@ -109,7 +109,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, mode endpoint, id
 		writeError(w, aerr)
 		return nil, false
 	}
-	req, aerr := prepare(m, &j.g, mode)
+	req, aerr := prepare(r.Context(), m, &j.g, mode)
 	if aerr != nil {
 		s.reqs.Done()
 		writeError(w, aerr)

@@ -37,12 +37,16 @@ func (e engineModel) Encode(text string) []int32 {
 	return tok.Encode(text, tok.AddBOS(), true)
 }
 
-func (e engineModel) EncodeChat(msgs []Message) ([]int32, error) {
+func (e engineModel) EncodeChat(ctx context.Context, msgs []Message) ([]int32, error) {
 	em := make([]engine.Message, len(msgs))
 	for i, msg := range msgs {
 		em[i] = engine.Message{Role: msg.Role, Content: msg.Content}
 	}
-	return e.m.ChatTokens(em)
+	ids, err := e.m.ChatTokens(ctx, em)
+	if errors.Is(err, engine.ErrTemplate) {
+		err = fmt.Errorf("%w: %w", ErrTemplate, err)
+	}
+	return ids, err
 }
 
 func (e engineModel) NewSession() Session { return engineSession{s: e.m.NewSession()} }

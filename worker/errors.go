@@ -2,8 +2,18 @@ package worker
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 )
+
+// ErrTemplate is wrapped by Model.EncodeChat when the model's chat template
+// failed within the engine (it went over its render budget: a hostile or
+// broken template). The request is answered 400 with code "template_error",
+// and the worker keeps serving.
+var ErrTemplate = errors.New("worker: chat template failed")
+
+// codeTemplate is the error code of a request whose chat template failed.
+const codeTemplate = "template_error"
 
 // Error types in OpenAI's error object (the same names llama.cpp's server uses).
 const (

@@ -47,7 +47,7 @@ func FuzzPrepare(f *testing.F) {
 			checkRejected(t, aerr)
 			return
 		}
-		gr, aerr := prepare(m, &g, endpoint(mode%3))
+		gr, aerr := prepare(t.Context(), m, &g, endpoint(mode%3))
 		if aerr != nil {
 			checkRejected(t, aerr)
 			return

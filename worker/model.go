@@ -11,7 +11,7 @@ import (
 // owns the interface) so that the HTTP layer does not depend on the engine's
 // internals; LoadEngine adapts model/engine to it.
 //
-// Implementations must be safe for concurrent use: Encode, ChatPrompt and
+// Implementations must be safe for concurrent use: Encode, EncodeChat and
 // Info are called from many request goroutines, and several Sessions run at
 // the same time.
 type Model interface {
@@ -22,8 +22,11 @@ type Model interface {
 	// parsed (as llama.cpp's server does).
 	Encode(text string) []int32
 	// EncodeChat renders chat messages with the model's chat template (or
-	// the engine's documented fallback) and tokenizes the result.
-	EncodeChat(msgs []Message) ([]int32, error)
+	// the engine's documented fallback) and tokenizes the result. ctx
+	// bounds the rendering. An error wrapping ErrTemplate means the model's
+	// template itself failed (it went over its render budget): the worker
+	// answers 400 template_error.
+	EncodeChat(ctx context.Context, msgs []Message) ([]int32, error)
 	// NewSession returns a session with its own KV cache. A session is used
 	// by one goroutine at a time; the worker keeps one per slot and reuses it.
 	NewSession() Session

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -245,7 +246,7 @@ func (g *genRequest) sampling() (SampleParams, *apiError) {
 // prepare validates g against the model and builds the engine request.
 // chat selects the chat form (messages required, template applied); raw is
 // the native endpoint, where either a prompt or messages may be given.
-func prepare(m Model, g *genRequest, mode endpoint) (GenerateRequest, *apiError) {
+func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (GenerateRequest, *apiError) {
 	var gr GenerateRequest
 	if g.N != nil && *g.N != 1 {
 		return gr, badRequest("n", "invalid_value", "only n = 1 is supported")
@@ -270,7 +271,13 @@ func prepare(m Model, g *genRequest, mode endpoint) (GenerateRequest, *apiError)
 			msgs[i] = Message{Role: msg.Role, Content: msg.Content.text}
 		}
 		var err error
-		if ids, err = m.EncodeChat(msgs); err != nil {
+		if ids, err = m.EncodeChat(ctx, msgs); err != nil {
+			if errors.Is(err, ErrTemplate) {
+				// The model's template, not the request, is at fault;
+				// still a 400: retrying elsewhere runs the same template.
+				msg := strings.TrimPrefix(err.Error(), ErrTemplate.Error()+": ")
+				return gr, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: codeTemplate, param: "messages", msg: msg}
+			}
 			return gr, badRequest("messages", "invalid_value", "applying the chat template: "+err.Error())
 		}
 	default:

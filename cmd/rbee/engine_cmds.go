@@ -86,7 +86,7 @@ func newModelRunCmd() *cobra.Command {
 			var ids []int32
 			switch {
 			case chat:
-				if ids, err = m.ChatTokens([]engine.Message{{Role: "user", Content: prompt}}); err != nil {
+				if ids, err = m.ChatTokens(cmd.Context(), []engine.Message{{Role: "user", Content: prompt}}); err != nil {
 					return err
 				}
 			case prompt == "":

@@ -1,11 +1,12 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 
-	"github.com/ardanlabs/jinja"
+	"github.com/rbee-project/rbee/model/jinja"
 )
 
 // Message is one chat turn.
@@ -24,7 +25,7 @@ func (m *Model) initChat() {
 		m.chatErr = errNoChatTemplate
 		return
 	}
-	t, err := compileTemplate(src)
+	t, err := jinja.Compile(src)
 	if err != nil {
 		m.chatErr = fmt.Errorf("engine: compile chat template: %w", err)
 		m.log.Warn("chat template does not compile; using the fallback format", "err", err)
@@ -35,29 +36,44 @@ func (m *Model) initChat() {
 
 // ChatPrompt renders msgs with the model's tokenizer.chat_template (Jinja,
 // with messages, add_generation_prompt = true, bos_token and eos_token) and
-// ends with the assistant's turn opened. If the model has no template, or it
-// fails to render, it falls back to ChatML for qwen2 and to a plain
-// "User: …\nAssistant:" layout otherwise (see DESIGN.md); the fallback never
-// fails. The text may contain special tokens such as the BOS text: tokenize it
+// ends with the assistant's turn opened. The template runs under
+// model/jinja's default budget; ctx's deadline, if sooner, bounds it too.
+//
+// If the model has no template, or it does not compile or fails to render
+// with an ordinary error (raise_exception, a type error...), ChatPrompt falls
+// back to ChatML for qwen2 and to a plain "User: …\nAssistant:" layout
+// otherwise (see DESIGN.md); the fallback never fails. A template that hits
+// a budget limit (recursion, steps, output, string or memory size, loop
+// length, deadline) is hostile or broken, not merely unusual: ChatPrompt
+// returns an error wrapping ErrTemplate that names the limit, and no
+// prompt. A cancelled ctx returns its error.
+//
+// The text may contain special tokens such as the BOS text: tokenize it
 // with parseSpecial = true, and without adding a second BOS when it already
 // starts with one (see ChatTokens).
-func (m *Model) ChatPrompt(msgs []Message) (string, error) {
+func (m *Model) ChatPrompt(ctx context.Context, msgs []Message) (string, error) {
 	if len(msgs) == 0 {
 		return "", fmt.Errorf("%w: no messages", ErrBadRequest)
 	}
 	if m.chatTmpl != nil {
 		list := make([]any, len(msgs))
 		for i, msg := range msgs {
-			list[i] = map[string]any{"role": msg.Role, "content": msg.Content}
+			list[i] = jinja.Object{{Key: "role", Value: msg.Role}, {Key: "content", Value: msg.Content}}
 		}
-		out, err := renderTemplate(m.chatTmpl, map[string]any{
+		out, err := m.chatTmpl.Render(ctx, map[string]any{
 			"messages":              list,
 			"add_generation_prompt": true,
 			"bos_token":             m.tok.TokenText(m.tok.BOS()),
 			"eos_token":             m.tok.TokenText(m.tok.EOS()),
 		})
-		if err == nil {
+		switch {
+		case err == nil:
 			return out, nil
+		case errors.Is(err, jinja.ErrBudget):
+			m.log.Warn("chat template exceeded its budget", "err", err)
+			return "", fmt.Errorf("%w: %w", ErrTemplate, err)
+		case ctx.Err() != nil:
+			return "", fmt.Errorf("engine: chat template: %w", ctx.Err())
 		}
 		m.log.Warn("chat template failed to render; using the fallback format", "err", err)
 	}
@@ -85,11 +101,12 @@ func fallbackChat(arch string, msgs []Message) string {
 	return b.String()
 }
 
-// ChatTokens renders msgs with ChatPrompt and tokenizes the result with
-// special tokens parsed, adding BOS only when the model wants one and the
-// rendered text does not already start with it.
-func (m *Model) ChatTokens(msgs []Message) ([]int32, error) {
-	text, err := m.ChatPrompt(msgs)
+// ChatTokens renders msgs with ChatPrompt (returning its errors, ErrTemplate
+// included) and tokenizes the result with special tokens parsed, adding BOS
+// only when the model wants one and the rendered text does not already
+// start with it.
+func (m *Model) ChatTokens(ctx context.Context, msgs []Message) ([]int32, error) {
+	text, err := m.ChatPrompt(ctx, msgs)
 	if err != nil {
 		return nil, err
 	}
@@ -98,26 +115,4 @@ func (m *Model) ChatTokens(msgs []Message) ([]int32, error) {
 		addBOS = false
 	}
 	return m.tok.Encode(text, addBOS, true), nil
-}
-
-// errTemplatePanic reports a template engine panic, turned into an error:
-// templates come from model files and must not crash the process.
-var errTemplatePanic = errors.New("engine: chat template engine panicked")
-
-func compileTemplate(src string) (t *jinja.Template, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			t, err = nil, fmt.Errorf("%w: %v", errTemplatePanic, r)
-		}
-	}()
-	return jinja.Compile(src)
-}
-
-func renderTemplate(t *jinja.Template, data map[string]any) (out string, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			out, err = "", fmt.Errorf("%w: %v", errTemplatePanic, r)
-		}
-	}()
-	return t.Render(data)
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/model/jinja"
 	"github.com/rbee-project/rbee/model/synth"
 )
 
@@ -36,10 +38,10 @@ func TestChatPrompt(t *testing.T) {
 			m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
 			require.NoError(t, err)
 			defer m.Close()
-			got, err := m.ChatPrompt(msgs)
+			got, err := m.ChatPrompt(t.Context(), msgs)
 			require.NoError(t, err)
 			require.Equal(t, c.want, got)
-			ids, err := m.ChatTokens(msgs)
+			ids, err := m.ChatTokens(t.Context(), msgs)
 			require.NoError(t, err)
 			require.Equal(t, m.Tokenizer().BOS(), ids[0])
 			if len(ids) > 1 {
@@ -48,7 +50,7 @@ func TestChatPrompt(t *testing.T) {
 		})
 	}
 	m := loadStories(t)
-	_, err := m.ChatPrompt(nil)
+	_, err := m.ChatPrompt(t.Context(), nil)
 	require.ErrorIs(t, err, ErrBadRequest)
 }
 
@@ -75,7 +77,7 @@ func TestRealChatTemplates(t *testing.T) {
 	m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
 	require.NoError(t, err)
 	defer m.Close()
-	got, err := m.ChatPrompt(msgs)
+	got, err := m.ChatPrompt(t.Context(), msgs)
 	require.NoError(t, err)
 	require.Equal(t, fallbackChat("qwen2", msgs), got)
 
@@ -83,7 +85,7 @@ func TestRealChatTemplates(t *testing.T) {
 	m3, err := Load(writeSynth(t, cfg), Options{Threads: 1})
 	require.NoError(t, err)
 	defer m3.Close()
-	got, err = m3.ChatPrompt(msgs)
+	got, err = m3.ChatPrompt(t.Context(), msgs)
 	require.NoError(t, err)
 	want := "<s><|start_header_id|>system<|end_header_id|>\n\nYou are helpful.<|eot_id|>" +
 		"<|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>" +
@@ -91,4 +93,49 @@ func TestRealChatTemplates(t *testing.T) {
 		"<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>" +
 		"<|start_header_id|>assistant<|end_header_id|>\n\n"
 	require.Equal(t, want, got)
+}
+
+// TestChatTemplateBudget: a template over its budget is an ErrTemplate
+// error that names the limit, not a fallback prompt; the model keeps
+// working for the next request.
+func TestChatTemplateBudget(t *testing.T) {
+	msgs := []Message{{Role: "user", Content: "Hi"}}
+	cases := []struct{ name, tmpl, limit string }{
+		{"recursive macro", `{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}`, jinja.LimitDepth},
+		{"huge range", `{% for i in range(20000000) %}{% endfor %}`, jinja.LimitLoop},
+		{"string repetition", `{{ 'a' * 100000000 }}`, jinja.LimitString},
+		// 5 M steps take about 0.3 s, but several seconds under the race
+		// detector: then the deadline stops it first.
+		{"nested loops", `{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}`, jinja.LimitSteps + "|" + jinja.LimitDeadline},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := synth.DefaultConfig()
+			cfg.ChatTemplate = c.tmpl
+			m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
+			require.NoError(t, err)
+			defer m.Close()
+			_, err = m.ChatPrompt(t.Context(), msgs)
+			require.ErrorIs(t, err, ErrTemplate)
+			require.ErrorIs(t, err, jinja.ErrBudget)
+			require.Regexp(t, c.limit, err.Error())
+			var le *jinja.LimitError
+			require.ErrorAs(t, err, &le)
+			require.Regexp(t, "^("+c.limit+")$", le.Limit)
+			_, err = m.ChatTokens(t.Context(), msgs)
+			require.ErrorIs(t, err, ErrTemplate)
+		})
+	}
+
+	// A cancelled context is reported, not papered over with the fallback.
+	cfg := synth.DefaultConfig()
+	cfg.ChatTemplate = `{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}`
+	m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
+	require.NoError(t, err)
+	defer m.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err = m.ChatPrompt(ctx, msgs)
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotErrorIs(t, err, ErrTemplate)
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/synth"
 )
 
 // TestCLI builds the rbee binary and runs the engine commands
@@ -89,6 +91,24 @@ func TestCLI(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(run("model", "run", synthPath, "--prompt", "the cat", "-n", "4", "--temperature", "0", "-o", "json"), &res))
 	require.Len(t, res.GeneratedIDs, 4)
+
+	// A chat template over its budget: the error is printed and rbee
+	// exits 1 (the old engine died with a fatal stack overflow).
+	cfg := synth.DefaultConfig()
+	cfg.ChatTemplate = `{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}`
+	hostile := filepath.Join(t.TempDir(), "hostile.gguf")
+	require.NoError(t, synth.Write(hostile, cfg))
+	cmd := exec.CommandContext(ctx, bin, "model", "run", hostile, "--chat", "--prompt", "hi", "-n", "2")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "stderr: %s", stderr.String())
+	require.Equal(t, 1, ee.ExitCode(), "stderr: %s", stderr.String())
+	require.Contains(t, stderr.String(), "error: engine: chat template exceeded its budget")
+	require.Contains(t, stderr.String(), "recursion_depth")
+	require.NotContains(t, stderr.String(), "fatal error")
+	require.Empty(t, stdout.String())
 
 	var b BenchResult
 	require.NoError(t, json.Unmarshal(run("bench", "engine", "--model", synthPath, "-p", "8", "-n", "8", "--reps", "1", "--threads", "1"), &b))

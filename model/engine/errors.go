@@ -28,4 +28,10 @@ var (
 	ErrBadModel = errors.New("engine: malformed model")
 	// ErrClosed: the Model was closed.
 	ErrClosed = errors.New("engine: model closed")
+	// ErrTemplate: the model's chat template went over its render budget
+	// (model/jinja's limits: recursion depth, steps, output, string or
+	// memory size, loop length, deadline), so ChatPrompt and ChatTokens
+	// return no prompt rather than a fallback; the wrapped
+	// *jinja.LimitError names the limit. Only the model file can fix it.
+	ErrTemplate = errors.New("engine: chat template exceeded its budget")
 )

@@ -16,7 +16,7 @@ func Example() {
 		return
 	}
 	defer m.Close()
-	prompt, err := m.ChatTokens([]engine.Message{{Role: "user", Content: "Tell me a story."}})
+	prompt, err := m.ChatTokens(context.Background(), []engine.Message{{Role: "user", Content: "Tell me a story."}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return

@@ -46,7 +46,7 @@ func FuzzNewModel(f *testing.F) {
 		defer m.Close()
 		s := m.NewSession()
 		_, _ = s.eval(t.Context(), []int32{0, 1, int32(m.hp.vocab - 1)})
-		_, _ = m.ChatPrompt([]Message{{Role: "user", Content: "hi"}})
+		_, _ = m.ChatPrompt(t.Context(), []Message{{Role: "user", Content: "hi"}})
 	})
 }
 

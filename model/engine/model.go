@@ -9,9 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/ardanlabs/jinja"
-
 	"github.com/rbee-project/rbee/model/gguf"
+	"github.com/rbee-project/rbee/model/jinja"
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/tokenizer"
 )

@@ -1,0 +1,6 @@
+//go:build race
+
+package jinja
+
+// raceEnabled: the race detector slows the evaluator several times over.
+const raceEnabled = true

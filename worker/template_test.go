@@ -1,0 +1,81 @@
+package worker
+
+import (
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/jinja"
+	"github.com/rbee-project/rbee/model/synth"
+)
+
+// hostileTemplate renders normally unless the last message asks for one
+// of the attacks a malicious tokenizer.chat_template could carry.
+const hostileTemplate = `{%- macro f(n) %}{{ f(n) }}{% endmacro -%}
+{%- set attack = messages[-1].content -%}
+{%- if attack == 'recurse' %}{{ f(1) }}
+{%- elif attack == 'range' %}{% for i in range(20000000) %}{% endfor %}
+{%- elif attack == 'repeat' %}{{ 'a' * 100000000 }}
+{%- elif attack == 'spin' %}{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}
+{%- else %}{% for m in messages %}{{ m.role }}: {{ m.content }}
+{% endfor %}assistant:{% endif %}`
+
+// TestHostileChatTemplate runs a worker on a model whose chat template
+// attacks the process: each attack is answered 400 template_error naming
+// the limit, on the OpenAI and the native endpoint, and the worker keeps
+// serving chat and completion requests.
+func TestHostileChatTemplate(t *testing.T) {
+	mcfg := synth.DefaultConfig()
+	mcfg.ChatTemplate = hostileTemplate
+	path := filepath.Join(t.TempDir(), "hostile.gguf")
+	require.NoError(t, synth.Write(path, mcfg))
+	cfg := testConfig(t)
+	cfg.ModelPath = path
+	_, base := startServer(t, cfg)
+
+	chat := func(content string) map[string]any {
+		return map[string]any{"messages": []Message{{Role: "user", Content: content}}, "max_tokens": 3, "temperature": 0}
+	}
+	for _, c := range []struct{ attack, limit string }{
+		{"recurse", jinja.LimitDepth},
+		{"range", jinja.LimitLoop},
+		{"repeat", jinja.LimitString},
+		// 5 M steps take about 0.3 s, but several seconds under the race
+		// detector: then the deadline stops it first.
+		{"spin", jinja.LimitSteps + "|" + jinja.LimitDeadline},
+	} {
+		for _, endpoint := range []string{"/v1/chat/completions", "/v1/infer"} {
+			t.Run(c.attack+endpoint, func(t *testing.T) {
+				resp := post(t, testCtx(t), base+endpoint, chat(c.attack))
+				require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+				require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+				var eb ErrorBody
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+				require.Equal(t, "template_error", eb.Error.Code)
+				require.Equal(t, errTypeInvalid, eb.Error.Type)
+				require.NotNil(t, eb.Error.Param)
+				require.Equal(t, "messages", *eb.Error.Param)
+				require.Regexp(t, c.limit, eb.Error.Message)
+				require.Contains(t, eb.Error.Message, "chat template")
+			})
+		}
+	}
+
+	// Still alive: a benign chat renders the template and generates, and
+	// a raw completion works.
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", chat("Once upon a time"))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var cc ChatCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+	require.Equal(t, 3, cc.Usage.CompletionTokens)
+	resp = post(t, testCtx(t), base+"/v1/completions", map[string]any{"prompt": "Once upon a time", "max_tokens": 3})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var tc TextCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tc))
+	require.Equal(t, 3, tc.Usage.CompletionTokens)
+	var h map[string]any
+	require.Equal(t, http.StatusOK, getJSON(t, base+"/health", &h))
+}
