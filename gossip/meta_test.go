@@ -13,6 +13,7 @@ func fullMeta() Meta {
 	return Meta{
 		Name:            "hive-1",
 		HTTPAddr:        "192.168.1.10:7833",
+		HTTPSAddr:       "0.0.0.0:7843",
 		P2PAddrs:        []string{"/ip4/192.168.1.10/tcp/7835", "/ip4/127.0.0.1/tcp/7835"},
 		Version:         "0.1.0",
 		BootstrapExpect: 3,
