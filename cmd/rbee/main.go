@@ -3,8 +3,10 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -31,10 +33,40 @@ type globals struct {
 	tokenSet, dataDirSet bool
 	adminOnce            sync.Once
 	adminKey             string
+	// caFile (--ca, RBEE_CA) and caFingerprint (--ca-fingerprint,
+	// RBEE_CA_FINGERPRINT) say how an https:// node is verified; hc is the
+	// HTTP client built from them.
+	caFile, caFingerprint string
+	hc                    *http.Client
 }
 
 // client is a client of --node with the credential credential() picks.
-func (g *globals) client() *client.Client { return client.New(g.node, g.credential()) }
+func (g *globals) client() *client.Client {
+	c := client.New(g.node, g.credential())
+	if g.hc != nil {
+		c.HTTP = g.hc
+	}
+	return c
+}
+
+// setupTLS builds the HTTP client that verifies https:// nodes.
+func (g *globals) setupTLS() error {
+	var t client.TLS
+	if g.caFile != "" {
+		b, err := os.ReadFile(g.caFile)
+		if err != nil {
+			return fmt.Errorf("--ca: %w", err)
+		}
+		t.CAPEM = b
+	}
+	t.Fingerprint = g.caFingerprint
+	hc, err := client.NewHTTPClient(t)
+	if err != nil {
+		return fmt.Errorf("--ca / --ca-fingerprint: %w", err)
+	}
+	g.hc = hc
+	return nil
+}
 
 // credential picks what the CLI presents: --token when given; else, for a
 // node on this machine, the node's admin key from the data dir when this
@@ -74,7 +106,11 @@ func (g *globals) dataDirs() []string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if d, err := client.New(g.node, "").DataDir(ctx); err == nil && d != "" && d != g.dataDir {
+	c := client.New(g.node, "")
+	if g.hc != nil {
+		c.HTTP = g.hc
+	}
+	if d, err := c.DataDir(ctx); err == nil && d != "" && d != g.dataDir {
 		return []string{d, g.dataDir}
 	}
 	return []string{g.dataDir}
@@ -96,7 +132,10 @@ func newRootCmd() *cobra.Command {
 			if g.output != "table" && g.output != "json" {
 				return fmt.Errorf("-o must be table or json, not %q", g.output)
 			}
-			return nil
+			if cmd.Name() == "node" && cmd.Parent() == cmd.Root() {
+				return nil // the daemon reads --ca-fingerprint itself
+			}
+			return g.setupTLS()
 		},
 	}
 	defNode := os.Getenv("RBEE_NODE")
@@ -111,9 +150,11 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", defData, "the node's data directory (env RBEE_DATA_DIR); client commands read the admin key there")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().StringVar(&g.caFile, "ca", os.Getenv("RBEE_CA"), "CA certificate file (PEM) to verify an https:// node with, e.g. from `rbee tls ca` (env RBEE_CA; default: the system's roots)")
+	root.PersistentFlags().StringVar(&g.caFingerprint, "ca-fingerprint", os.Getenv(node.CAFingerprintEnv), "the cluster CA's fingerprint (sha256:…, printed by the first node and `rbee tls ca -o json`): the CLI accepts only an https:// node whose certificate comes from that CA, and `rbee node` refuses to join a cluster with another CA (env "+node.CAFingerprintEnv+")")
 
 	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g), newWorkerCmd(g), newInferCmd(g),
-		newReleaseCmd())
+		newReleaseCmd(), newAPIKeyCmd(g), newTLSCmd(g))
 
 	model := &cobra.Command{Use: "model", Short: "Models: download, list, get, delete on a hive; run, tokenize, inspect, synthesize GGUF files locally"}
 	model.AddCommand(newModelEngineCommands()...)
@@ -135,6 +176,10 @@ func main() {
 		var je *client.JobError
 		if errors.As(err, &je) && je.Code == "unknown_hive" {
 			fmt.Fprintln(os.Stderr, "hint: `rbee hive list` shows the hives this cluster knows")
+		}
+		var ua x509.UnknownAuthorityError
+		if errors.As(err, &ua) {
+			fmt.Fprintln(os.Stderr, "hint: trust the cluster CA with --ca FILE (from `rbee tls ca` on a node) or --ca-fingerprint sha256:… (env RBEE_CA, RBEE_CA_FINGERPRINT)")
 		}
 		os.Exit(1)
 	}
