@@ -135,6 +135,10 @@ type Config struct {
 	// worker.DefaultOrphanGrace; negative means never.
 	WorkerOrphanGrace time.Duration
 	Logger            *slog.Logger
+
+	// noAutoCA keeps the leader from creating the cluster CA (tests that
+	// race creators themselves; see export_test.go).
+	noAutoCA bool
 }
 
 // DefaultConfig returns LAN defaults.

@@ -336,6 +336,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	if n.cfg.CAFingerprint != "" {
 		if err := n.waitPinnedCA(ctx); err != nil {
+			n.leaveRefused()
 			return err
 		}
 	}

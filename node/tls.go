@@ -228,7 +228,7 @@ func (n *Node) tlsLoop() {
 func (n *Node) tlsCheck(full bool) {
 	rec, ok := n.reg.ClusterCA()
 	if !ok {
-		if n.IsLeader() && n.cfg.CAFingerprint == "" {
+		if n.IsLeader() && n.cfg.CAFingerprint == "" && !n.cfg.noAutoCA {
 			ctx, cancel := context.WithTimeout(n.ctx, caCreateTimeout)
 			if _, err := n.ensureClusterCA(ctx); err != nil && n.ctx.Err() == nil {
 				n.log.Warn("create the cluster CA", "err", err)
@@ -253,6 +253,12 @@ func (n *Node) ensureClusterCA(ctx context.Context) (*tlsca.CA, error) {
 	if rec, ok := n.reg.ClusterCA(); ok {
 		return tlsca.OpenCA(rec.CertPEM, rec.SealedKey, n.secret)
 	}
+	return n.proposeClusterCA(ctx)
+}
+
+// proposeClusterCA creates a CA and proposes it; whichever CA the registry
+// holds afterwards (this one, or one that won a race) is returned.
+func (n *Node) proposeClusterCA(ctx context.Context) (*tlsca.CA, error) {
 	now := time.Now().UTC()
 	ca, err := tlsca.NewCA(n.cfg.Name, now)
 	if err != nil {
@@ -301,7 +307,7 @@ func (n *Node) learnCA(rec fsm.ClusterCA) (changed bool, err error) {
 	if n.cfg.CAFingerprint != "" {
 		if err := checkPinnedCA(n.cfg.CAFingerprint, fp); err != nil {
 			if n.started.Load() {
-				n.fail(err)
+				n.fail(err, true)
 			}
 			return false, err
 		}
@@ -553,8 +559,8 @@ func (n *Node) loadUserCert(force bool) error {
 
 // fail stops the node with err (Err reports it): a condition found after
 // Start under which the node must not serve, such as a pinned CA that the
-// cluster does not have.
-func (n *Node) fail(err error) {
+// cluster does not have. With leave, the node first leaves the cluster.
+func (n *Node) fail(err error, leave bool) {
 	n.failMu.Lock()
 	first := n.failErr == nil
 	if first {
@@ -563,7 +569,31 @@ func (n *Node) fail(err error) {
 	n.failMu.Unlock()
 	if first {
 		n.log.Error("node stops", "err", err)
-		go n.shutdown()
+		go func() {
+			if leave {
+				n.leaveRefused()
+			}
+			n.shutdown()
+		}()
+	}
+}
+
+// refusedLeaveTimeout bounds leaving a cluster the node refuses.
+const refusedLeaveTimeout = 10 * time.Second
+
+// leaveRefused leaves a cluster this node refuses (its CA is not the
+// pinned one): the leader may already count the node as a voter, and a
+// voter that just vanished would cost a small cluster its quorum. Its
+// workers are left alone, and peers.json stays, so a restart with the
+// right fingerprint rejoins.
+func (n *Node) leaveRefused() {
+	ctx, cancel := context.WithTimeout(context.Background(), refusedLeaveTimeout)
+	defer cancel()
+	if err := n.cons.Leave(ctx); err != nil {
+		n.log.Warn("leave the refused cluster (raft)", "err", err)
+	}
+	if err := n.gsp.Leave(ctx); err != nil {
+		n.log.Warn("leave the refused cluster (gossip)", "err", err)
 	}
 }
 
