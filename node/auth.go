@@ -421,6 +421,11 @@ func routePerm(r *http.Request) (need perm, public bool) {
 	case p == "/v1/jobs" && r.Method == http.MethodPost:
 		// Each operation has its own permission, checked after parsing.
 		return permRead | permInference, false
+	case p == "/v1/jobs" || strings.HasPrefix(p, "/v1/jobs/"):
+		// Listing, following and cancelling jobs: a caller sees only its
+		// own (principal.mayRead), so whoever may submit one (an
+		// inference key's infer) may follow it.
+		return permRead | permInference, false
 	}
 	return permRead, false
 }

@@ -255,6 +255,12 @@ func TestBrowserAttacksRefused(t *testing.T) {
 // offLoopback drives n's handler with a request from a LAN address (no
 // traffic leaves the process) and returns the status.
 func offLoopback(n *node.Node, addr, method, path, tok, body string) int {
+	code, _ := offLoopbackBody(n, addr, method, path, tok, body)
+	return code
+}
+
+// offLoopbackBody is offLoopback with the answer's body.
+func offLoopbackBody(n *node.Node, addr, method, path, tok, body string) (int, string) {
 	r := httptest.NewRequest(method, path, strings.NewReader(body))
 	r.RemoteAddr = addr
 	r.Host = "127.0.0.1"
@@ -266,7 +272,7 @@ func offLoopback(n *node.Node, addr, method, path, tok, body string) int {
 	}
 	w := httptest.NewRecorder()
 	n.Handler().ServeHTTP(w, r)
-	return w.Code
+	return w.Code, w.Body.String()
 }
 
 // createKey makes an API key through n's API with the admin key.
@@ -324,6 +330,21 @@ func TestAPIKeys(t *testing.T) {
 	require.Equal(t, 403, offLoopback(n1, lan, "POST", "/v1/jobs", inf, `{"operation":"worker_spawn","model":"builtin:stories260k"}`))
 	require.Equal(t, 200, offLoopback(n1, lan, "GET", "/metrics", read, ""))
 	require.Equal(t, 202, offLoopback(n1, lan, "POST", "/v1/jobs", read, `{"operation":"status"}`))
+	// An inference key follows the infer job it submitted (the CLI's
+	// `rbee infer`), and sees no one else's jobs.
+	st, body := offLoopbackBody(n1, lan, "POST", "/v1/jobs", inf, `{"operation":"infer","model":"no-such-model","prompt":"x"}`)
+	require.Equal(t, 202, st, body)
+	var sub struct {
+		JobID string `json:"job_id"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &sub))
+	st, body = offLoopbackBody(n1, lan, "GET", "/v1/jobs/"+sub.JobID+"/events", inf, "")
+	require.Equal(t, 200, st, body)
+	require.Contains(t, body, "event: done")
+	st, body = offLoopbackBody(n1, lan, "GET", "/v1/jobs", inf, "")
+	require.Equal(t, 200, st)
+	require.Contains(t, body, sub.JobID)
+	require.Equal(t, 404, offLoopback(n1, lan, "GET", "/v1/jobs/"+sub.JobID, read, ""), "another key's job")
 	require.Equal(t, 403, offLoopback(n1, lan, "POST", "/v1/chat/completions", read, `{"model":"x","messages":[]}`))
 	// The 403 names the scope needed.
 	st, code, data := apiCall(t, n1, "POST", "/v1/jobs", read, "application/json", `{"operation":"apikey_create","name":"x","scope":"admin"}`, nil)
