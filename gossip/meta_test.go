@@ -164,6 +164,7 @@ func FuzzDecodeMeta(f *testing.F) {
 	f.Add([]byte{1})
 	f.Add([]byte{1, tagTag, 3, 1, 'k', 'v'})
 	f.Add([]byte{1, 42, 3, 'n', 'e', 'w', tagName, 1, 'h'})
+	f.Add([]byte{1, tagHTTPSAddr, 1, 'a', tagHTTPSAddr, 1, 'b'})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := DecodeMeta(in)
 		if err != nil {
