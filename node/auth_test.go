@@ -23,6 +23,7 @@ import (
 
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/nodetest"
+	"github.com/rbee-project/rbee/node/tlsca"
 )
 
 // apiCall sends one request to n's API and returns the status and the
@@ -385,12 +386,14 @@ func TestAPIKeys(t *testing.T) {
 
 // TestBoundedConnections: a trickled body is cut after the body timeout, an
 // idle keep-alive connection after the idle timeout, a stream outlives
-// both, and connections per address are capped.
+// both, and connections per address are capped, over the HTTP and the
+// HTTPS listener together.
 func TestBoundedConnections(t *testing.T) {
 	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {
 		cfg.HTTPBodyTimeout = 500 * time.Millisecond
 		cfg.HTTPIdleTimeout = 700 * time.Millisecond
 		cfg.MaxConnsPerClient = 8
+		cfg.HTTPSAddr = "127.0.0.1:0"
 	})
 	n := c.Nodes[0]
 	closedWithin := func(conn net.Conn, d time.Duration) bool {
@@ -462,6 +465,16 @@ func TestBoundedConnections(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		return bytes.Contains(b, []byte("429 Too Many Requests"))
 	}, 10*time.Second, 50*time.Millisecond)
+	// The HTTPS listener counts the same slots: it closes the connection
+	// (a TLS client could not read a plain 429).
+	waitCert(t, n)
+	_, err = handshake(t, n.HTTPSAddr(), tlsca.ClientConfig("127.0.0.1", caPool(t, n), nil))
+	require.Error(t, err, "a connection over the cap got through the HTTPS listener")
+	held[0].Close()
+	require.Eventually(t, func() bool {
+		_, err := handshake(t, n.HTTPSAddr(), tlsca.ClientConfig("127.0.0.1", caPool(t, n), nil))
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond, "a freed slot serves HTTPS")
 }
 
 // TestSecretStaysPrivate: the join command carries the secret in the

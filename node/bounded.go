@@ -95,13 +95,6 @@ func (c *connCounts) release(ip string) {
 	}
 }
 
-// open reports the connections open from ip (tests).
-func (c *connCounts) open(ip string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.per[ip]
-}
-
 // limitListener caps the open connections per remote IP. A connection over
 // the cap is closed at once; on a plain HTTP listener it is answered 429
 // first (a TLS client could not read that answer).
