@@ -202,10 +202,16 @@ func (n *Node) tlsLoop() {
 	defer n.wg.Done()
 	events, stop := n.reg.Subscribe()
 	defer stop()
-	full := true
+	// Full checks keep their own schedule: registry changes in between
+	// (a busy cluster has many) do not postpone them.
+	nextFull := time.Now()
 	for {
+		full := !time.Now().Before(nextFull)
+		if full {
+			nextFull = time.Now().Add(n.cfg.CertCheckInterval)
+		}
 		n.tlsCheck(full)
-		wait := n.cfg.CertCheckInterval
+		wait := time.Until(nextFull)
 		if n.CAFingerprint() == "" {
 			wait = min(wait, caPollInterval)
 		}
@@ -215,9 +221,7 @@ func (n *Node) tlsLoop() {
 			t.Stop()
 			return
 		case <-events:
-			full = false
 		case <-t.C:
-			full = true
 		}
 		t.Stop()
 	}
@@ -226,6 +230,11 @@ func (n *Node) tlsLoop() {
 // tlsCheck is one pass of tlsLoop; full also looks at the certificate's
 // age, the addresses and the user's files.
 func (n *Node) tlsCheck(full bool) {
+	if full && n.cfg.TLSCertFile != "" && n.httpsLn != nil {
+		if err := n.loadUserCert(false); err != nil {
+			n.log.Warn("reload --tls-cert/--tls-key (the previous certificate stays)", "err", err)
+		}
+	}
 	rec, ok := n.reg.ClusterCA()
 	if !ok {
 		if n.IsLeader() && n.cfg.CAFingerprint == "" && !n.cfg.noAutoCA {
@@ -242,7 +251,7 @@ func (n *Node) tlsCheck(full bool) {
 		return
 	}
 	if changed || full {
-		n.refreshCert(full)
+		n.refreshCert()
 	}
 }
 
@@ -375,17 +384,10 @@ func (n *Node) waitPinnedCA(ctx context.Context) error {
 	}
 }
 
-// refreshCert issues, renews or reloads the served certificate.
-func (n *Node) refreshCert(full bool) {
-	if n.httpsLn == nil {
-		return
-	}
-	if n.cfg.TLSCertFile != "" {
-		if full {
-			if err := n.loadUserCert(false); err != nil {
-				n.log.Warn("reload --tls-cert/--tls-key (the previous certificate stays)", "err", err)
-			}
-		}
+// refreshCert issues or renews the served certificate from the cluster CA
+// (not with --tls-cert: tlsCheck reloads that one).
+func (n *Node) refreshCert() {
+	if n.httpsLn == nil || n.cfg.TLSCertFile != "" {
 		return
 	}
 	n.tls.mu.Lock()
