@@ -143,15 +143,15 @@ func newRootCmd() *cobra.Command {
 		defNode = "http://127.0.0.1:7833"
 	}
 	root.PersistentFlags().StringVar(&g.node, "node", defNode, "node API URL (env RBEE_NODE)")
-	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("RBEE_TOKEN"), "API credential, needed for a node off loopback (env RBEE_TOKEN); on this machine the CLI uses the node's admin key from --data-dir when it can read it")
+	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("RBEE_TOKEN"), "API key (rbee apikey create), needed for a node off this machine (env RBEE_TOKEN); on this machine the CLI uses the node's admin key from --data-dir when it can read it")
 	defData := os.Getenv("RBEE_DATA_DIR")
 	if defData == "" {
 		defData = defaultDataDir()
 	}
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", defData, "the node's data directory (env RBEE_DATA_DIR); client commands read the admin key there")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.PersistentFlags().StringVar(&g.caFile, "ca", os.Getenv("RBEE_CA"), "CA certificate file (PEM) to verify an https:// node with, e.g. from `rbee tls ca` (env RBEE_CA; default: the system's roots)")
-	root.PersistentFlags().StringVar(&g.caFingerprint, "ca-fingerprint", os.Getenv(node.CAFingerprintEnv), "the cluster CA's fingerprint (sha256:…, printed by the first node and `rbee tls ca -o json`): the CLI accepts only an https:// node whose certificate comes from that CA, and `rbee node` refuses to join a cluster with another CA (env "+node.CAFingerprintEnv+")")
+	root.PersistentFlags().StringVar(&g.caFile, "ca", os.Getenv("RBEE_CA"), "CA certificate `FILE` (PEM) to verify an https:// node with, e.g. the output of 'rbee tls ca' (env RBEE_CA; default: the system's roots)")
+	root.PersistentFlags().StringVar(&g.caFingerprint, "ca-fingerprint", os.Getenv(node.CAFingerprintEnv), "pin the cluster CA by its `FINGERPRINT` (sha256:…, printed by the first node and by 'rbee tls ca -o json'): the CLI accepts only an https:// node whose certificate comes from that CA, and 'rbee node' refuses to join a cluster with another CA (env "+node.CAFingerprintEnv+")")
 
 	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g), newWorkerCmd(g), newInferCmd(g),
 		newReleaseCmd(), newAPIKeyCmd(g), newTLSCmd(g))
