@@ -84,6 +84,7 @@ type Member struct {
 	ID              string
 	Name            string
 	HTTPAddr        string
+	HTTPSAddr       string
 	GossipAddr      string
 	P2PAddrs        []string
 	Version         string

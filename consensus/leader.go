@@ -241,7 +241,7 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[stri
 // ensureNode writes the member's node entry if it differs from the registry.
 func (c *Consensus) ensureNode(ctx context.Context, r *raft.Raft, st *fsm.State, m Member, state fsm.NodeState, now time.Time) error {
 	want := fsm.Node{
-		ID: m.ID, Name: m.Name, HTTPAddr: m.HTTPAddr, GossipAddr: m.GossipAddr,
+		ID: m.ID, Name: m.Name, HTTPAddr: m.HTTPAddr, HTTPSAddr: m.HTTPSAddr, GossipAddr: m.GossipAddr,
 		P2PAddrs: m.P2PAddrs, Version: m.Version, State: state,
 	}
 	if len(want.P2PAddrs) == 0 {
@@ -250,7 +250,7 @@ func (c *Consensus) ensureNode(ctx context.Context, r *raft.Raft, st *fsm.State,
 	old, ok := st.Node(m.ID)
 	if ok {
 		got := fsm.Node{
-			ID: old.ID, Name: old.Name, HTTPAddr: old.HTTPAddr, GossipAddr: old.GossipAddr,
+			ID: old.ID, Name: old.Name, HTTPAddr: old.HTTPAddr, HTTPSAddr: old.HTTPSAddr, GossipAddr: old.GossipAddr,
 			P2PAddrs: old.P2PAddrs, Version: old.Version, State: old.State,
 		}
 		if reflect.DeepEqual(got, want) {

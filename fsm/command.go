@@ -31,6 +31,7 @@ const (
 	TypeDeleteHost          CommandType = 13
 	TypeCreateAPIKey        CommandType = 14
 	TypeDeleteAPIKey        CommandType = 15
+	TypeCreateClusterCA     CommandType = 16
 )
 
 // String returns the command name.
@@ -66,6 +67,8 @@ func (t CommandType) String() string {
 		return "CreateAPIKey"
 	case TypeDeleteAPIKey:
 		return "DeleteAPIKey"
+	case TypeCreateClusterCA:
+		return "CreateClusterCA"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -178,6 +181,14 @@ type DeleteAPIKey struct {
 	Name string `json:"name"`
 }
 
+// CreateClusterCA stores the cluster's certificate authority. It succeeds
+// once: when a CA exists the command is a conflict (ErrConflict) and
+// changes nothing, so two nodes that race to create one end with the CA
+// whose entry the log ordered first, on every replica.
+type CreateClusterCA struct {
+	CA ClusterCA `json:"ca"`
+}
+
 // Type implements Command.
 func (UpsertNode) Type() CommandType { return TypeUpsertNode }
 
@@ -222,6 +233,9 @@ func (CreateAPIKey) Type() CommandType { return TypeCreateAPIKey }
 
 // Type implements Command.
 func (DeleteAPIKey) Type() CommandType { return TypeDeleteAPIKey }
+
+// Type implements Command.
+func (CreateClusterCA) Type() CommandType { return TypeCreateClusterCA }
 
 func (c UpsertNode) validate() error { return c.Node.validate() }
 
@@ -278,6 +292,8 @@ func (c CreateAPIKey) validate() error { return c.Key.validate() }
 
 func (c DeleteAPIKey) validate() error { return checkID("api key name", c.Name) }
 
+func (c CreateClusterCA) validate() error { return c.CA.validate() }
+
 // newCommand returns an empty command of type t, or nil for an unknown type.
 func newCommand(t CommandType) Command {
 	switch t {
@@ -311,6 +327,8 @@ func newCommand(t CommandType) Command {
 		return &CreateAPIKey{}
 	case TypeDeleteAPIKey:
 		return &DeleteAPIKey{}
+	case TypeCreateClusterCA:
+		return &CreateClusterCA{}
 	}
 	return nil
 }

@@ -175,6 +175,9 @@ func (f *FSM) Host(name string) (Host, bool) { return f.State().Host(name) }
 // APIKeys returns the API keys (hashes, never keys) sorted by name.
 func (f *FSM) APIKeys() []APIKey { return f.State().APIKeys() }
 
+// ClusterCA returns the cluster's certificate authority, if one exists.
+func (f *FSM) ClusterCA() (ClusterCA, bool) { return f.State().ClusterCA() }
+
 // Subscribe returns a channel that receives an Event after every change of
 // the state, and a function that ends the subscription and closes the
 // channel. Sending never blocks Apply: when a subscriber's buffer is full,
@@ -293,6 +296,8 @@ func normalizeTimes(cmd Command) {
 		c.Host.UpdatedAt = c.Host.UpdatedAt.UTC()
 	case *CreateAPIKey:
 		c.Key.Created = c.Key.Created.UTC()
+	case *CreateClusterCA:
+		c.CA.Created = c.CA.Created.UTC()
 	}
 }
 

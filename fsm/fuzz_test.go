@@ -26,6 +26,10 @@ func FuzzApply(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add(append([]byte{byte(TypeDeleteAPIKey)}, `{"name":"webui"}`...))
+	if b, err := Encode(CreateClusterCA{CA: testCA(f)}); err == nil {
+		f.Add(b)
+	}
+	f.Add(append([]byte{byte(TypeCreateClusterCA)}, `{"ca":{"cert_pem":"-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n","sealed_key":"AAAA"}}`...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsm := New(nil)
 		for i, c := range sampleCommands() {
@@ -95,6 +99,7 @@ func FuzzRestore(f *testing.F) {
 	f.Add(good.Bytes())
 	f.Add([]byte("RBEE\x01{}"))
 	f.Add([]byte("RBEE\x02{}"))
+	f.Add([]byte("RBEE\x03{\"cluster_ca\":" + caJSON(f) + "}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsm := New(nil)
 		before := fsm.State()

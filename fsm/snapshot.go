@@ -16,10 +16,11 @@ import (
 // guessing.
 const (
 	snapshotMagic = "RBEE"
-	// SnapshotVersion 2 added api_keys. Version 1 documents (without
-	// them) are still read; a build that knows only version 1 refuses a
-	// version 2 snapshot instead of silently dropping the keys.
-	SnapshotVersion = 2
+	// SnapshotVersion 2 added api_keys, version 3 cluster_ca (and the
+	// nodes' https_addr). Versions 1 and 2 are still read; a build that
+	// knows only an older version refuses a newer snapshot instead of
+	// silently dropping what it does not know.
+	SnapshotVersion = 3
 	// maxSnapshotSize caps what Restore reads. A registry of thousands of
 	// nodes and workers is a few MiB; 256 MiB means something is wrong.
 	maxSnapshotSize = 256 << 20
@@ -33,6 +34,7 @@ type snapshotDoc struct {
 	Binaries []BinaryHolding `json:"binaries"`
 	Hosts    []Host          `json:"hosts"`
 	APIKeys  []APIKey        `json:"api_keys,omitempty"`
+	CA       *ClusterCA      `json:"cluster_ca,omitempty"`
 }
 
 type snapshot struct {
@@ -62,6 +64,7 @@ func WriteSnapshot(w io.Writer, st *State) error {
 		Binaries: st.Binaries(),
 		Hosts:    st.Hosts(),
 		APIKeys:  st.APIKeys(),
+		CA:       st.ca,
 	}
 	bw := bufio.NewWriter(w)
 	if _, err := bw.WriteString(snapshotMagic); err != nil {
@@ -89,7 +92,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		return nil, fmt.Errorf("%w: snapshot magic %q", ErrMalformed, hdr[:len(snapshotMagic)])
 	}
 	version := hdr[len(snapshotMagic)]
-	if version != 1 && version != SnapshotVersion {
+	if version < 1 || version > SnapshotVersion {
 		return nil, fmt.Errorf("%w: version %d, this build reads 1 to %d", ErrSnapshotVersion, version, SnapshotVersion)
 	}
 	body, err := io.ReadAll(br)
@@ -176,6 +179,17 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		}
 		k.Created = k.Created.UTC()
 		st.apiKeys[k.Name] = &k
+	}
+	if doc.CA != nil {
+		if version < 3 {
+			return nil, fmt.Errorf("%w: a version %d snapshot with a cluster_ca", ErrMalformed, version)
+		}
+		if err := doc.CA.validate(); err != nil {
+			return nil, fmt.Errorf("snapshot cluster CA: %w", err)
+		}
+		ca := *doc.CA
+		ca.Created = ca.Created.UTC()
+		st.ca = &ca
 	}
 	return st, nil
 }

@@ -23,6 +23,9 @@ type State struct {
 	binaries map[string]*BinaryHolding
 	hosts    map[string]*Host
 	apiKeys  map[string]*APIKey
+	// ca is the cluster CA, nil until one is created; the pointed-to
+	// value is never modified.
+	ca *ClusterCA
 }
 
 func emptyState() *State {
@@ -44,6 +47,14 @@ func (s *State) APIKeys() []APIKey {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// ClusterCA returns the cluster's certificate authority, if one exists.
+func (s *State) ClusterCA() (ClusterCA, bool) {
+	if s.ca == nil {
+		return ClusterCA{}, false
+	}
+	return *s.ca, true
 }
 
 // Index returns the Raft log index of the last successfully applied command
@@ -399,6 +410,18 @@ func (c DeleteAPIKey) apply(t *txn) (bool, error) {
 	return true, nil
 }
 
+func (c CreateClusterCA) apply(t *txn) (bool, error) {
+	if t.next.ca != nil {
+		return false, fmt.Errorf("%w: the cluster already has a CA", ErrConflict)
+	}
+	ca := c.CA
+	t.next.ca = &ca
+	return true, nil
+}
+
+// clusterCAKey is the change-event key of the cluster CA (there is one).
+const clusterCAKey = "cluster_ca"
+
 // keyOf names the entity a command touches, for change events.
 func keyOf(cmd Command) string {
 	switch c := cmd.(type) {
@@ -432,6 +455,8 @@ func keyOf(cmd Command) string {
 		return c.Key.Name
 	case *DeleteAPIKey:
 		return c.Name
+	case *CreateClusterCA:
+		return clusterCAKey
 	}
 	return ""
 }

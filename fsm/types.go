@@ -1,6 +1,10 @@
 package fsm
 
 import (
+	"bytes"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"strings"
 	"time"
@@ -74,6 +78,7 @@ type Node struct {
 	ID           string        `json:"id"`
 	Name         string        `json:"name"`
 	HTTPAddr     string        `json:"http_addr,omitempty"`
+	HTTPSAddr    string        `json:"https_addr,omitempty"` // the TLS API address, "" when off
 	GossipAddr   string        `json:"gossip_addr,omitempty"`
 	P2PAddrs     []string      `json:"p2p_addrs,omitempty"`
 	Version      string        `json:"version,omitempty"`
@@ -204,6 +209,69 @@ func (k *APIKey) validate() error {
 		return fmt.Errorf("%w: api key hash must be 64 lower-case hex digits", ErrInvalid)
 	}
 	return nil
+}
+
+// ClusterCA is the certificate authority of the cluster's HTTPS API. The
+// certificate is public. The private key is sealed (AES-256-GCM) under a
+// key that every node derives from the cluster secret, so any node can
+// issue itself a certificate, and a replica or snapshot that leaks gives
+// no key to someone without the secret. The registry only stores and
+// checks the shape; node/tlsca seals, opens and issues.
+type ClusterCA struct {
+	// CertPEM is the CA certificate: one PEM "CERTIFICATE" block.
+	CertPEM string `json:"cert_pem"`
+	// SealedKey is the standard base64 of nonce || AES-GCM ciphertext of
+	// the CA's PKCS #8 private key.
+	SealedKey string    `json:"sealed_key"`
+	Created   time.Time `json:"created"`
+}
+
+// CA record bounds. A P-256 CA certificate is about 600 bytes of PEM and
+// its sealed key about 200 bytes of base64; the caps leave room for RSA
+// keys of a future version while keeping one entry far below the command
+// size limit.
+const (
+	maxCACertPEM   = 16 << 10
+	maxCASealedKey = 8 << 10
+)
+
+func (c *ClusterCA) validate() error {
+	if _, err := ParseCACert(c.CertPEM); err != nil {
+		return err
+	}
+	if len(c.SealedKey) > maxCASealedKey {
+		return fmt.Errorf("%w: sealed CA key longer than %d bytes", ErrInvalid, maxCASealedKey)
+	}
+	// A 12-byte nonce and a 16-byte tag around a non-empty key.
+	if k, err := base64.StdEncoding.DecodeString(c.SealedKey); err != nil || len(k) <= 28 {
+		return fmt.Errorf("%w: sealed CA key is not base64 of a nonce, a key and a tag", ErrInvalid)
+	}
+	return nil
+}
+
+// ParseCACert parses a CA record's certificate: exactly one PEM
+// CERTIFICATE block (surrounding white space allowed, nothing else) that
+// parses as an X.509 CA certificate. Every replica runs the same check, so
+// a record that one replica accepts, all accept.
+func ParseCACert(certPEM string) (*x509.Certificate, error) {
+	if len(certPEM) > maxCACertPEM {
+		return nil, fmt.Errorf("%w: CA certificate longer than %d bytes", ErrInvalid, maxCACertPEM)
+	}
+	blk, rest := pem.Decode([]byte(certPEM))
+	if blk == nil || blk.Type != "CERTIFICATE" || len(blk.Headers) != 0 {
+		return nil, fmt.Errorf("%w: CA certificate is not one PEM CERTIFICATE block", ErrInvalid)
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, fmt.Errorf("%w: data after the CA certificate", ErrInvalid)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: CA certificate: %v", ErrInvalid, err)
+	}
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		return nil, fmt.Errorf("%w: the certificate is not a CA", ErrInvalid)
+	}
+	return cert, nil
 }
 
 // maxIDLen bounds ids, names and other key strings: peer ids are ~52

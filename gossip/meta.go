@@ -19,6 +19,8 @@ type Meta struct {
 	Name string
 	// HTTPAddr is the node's API address, "host:port".
 	HTTPAddr string
+	// HTTPSAddr is the node's TLS API address ("" when it has none).
+	HTTPSAddr string
 	// P2PAddrs are the node's libp2p multiaddrs.
 	P2PAddrs []string
 	// Version is the rbee version the node runs.
@@ -54,6 +56,7 @@ const (
 	tagRole            byte = 6
 	tagTag             byte = 7
 	tagP2PSuffix       byte = 8
+	tagHTTPSAddr       byte = 9
 
 	// p2pComponent starts the libp2p peer-id component of a multiaddr.
 	p2pComponent = "/p2p/"
@@ -117,6 +120,7 @@ func EncodeMeta(m Meta) ([]byte, error) {
 		b = appendField(b, tagTag, val)
 	}
 	str(tagP2PSuffix, "p2p suffix", suffix)
+	str(tagHTTPSAddr, "https addr", m.HTTPSAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +190,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		val := rest[1+k : 1+k+int(n)]
 		rest = rest[1+k+int(n):]
 		switch tag {
-		case tagName, tagHTTPAddr, tagVersion, tagBootstrapExpect, tagRole, tagP2PSuffix:
+		case tagName, tagHTTPAddr, tagVersion, tagBootstrapExpect, tagRole, tagP2PSuffix, tagHTTPSAddr:
 			if seen[tag] {
 				return Meta{}, fmt.Errorf("%w: field %d repeated", ErrMetaMalformed, tag)
 			}
@@ -195,7 +199,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		switch tag {
 		case 0:
 			return Meta{}, fmt.Errorf("%w: field tag 0", ErrMetaMalformed)
-		case tagName, tagHTTPAddr, tagP2PAddr, tagVersion, tagRole, tagP2PSuffix:
+		case tagName, tagHTTPAddr, tagP2PAddr, tagVersion, tagRole, tagP2PSuffix, tagHTTPSAddr:
 			if len(val) == 0 || !utf8.Valid(val) {
 				return Meta{}, fmt.Errorf("%w: field %d: empty or invalid UTF-8 string", ErrMetaMalformed, tag)
 			}
@@ -205,6 +209,8 @@ func DecodeMeta(b []byte) (Meta, error) {
 				m.Name = s
 			case tagHTTPAddr:
 				m.HTTPAddr = s
+			case tagHTTPSAddr:
+				m.HTTPSAddr = s
 			case tagP2PAddr:
 				m.P2PAddrs = append(m.P2PAddrs, s)
 			case tagVersion:

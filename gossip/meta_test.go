@@ -13,6 +13,7 @@ func fullMeta() Meta {
 	return Meta{
 		Name:            "hive-1",
 		HTTPAddr:        "192.168.1.10:7833",
+		HTTPSAddr:       "0.0.0.0:7843",
 		P2PAddrs:        []string{"/ip4/192.168.1.10/tcp/7835", "/ip4/127.0.0.1/tcp/7835"},
 		Version:         "0.1.0",
 		BootstrapExpect: 3,
@@ -163,6 +164,7 @@ func FuzzDecodeMeta(f *testing.F) {
 	f.Add([]byte{1})
 	f.Add([]byte{1, tagTag, 3, 1, 'k', 'v'})
 	f.Add([]byte{1, 42, 3, 'n', 'e', 'w', tagName, 1, 'h'})
+	f.Add([]byte{1, tagHTTPSAddr, 1, 'a', tagHTTPSAddr, 1, 'b'})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := DecodeMeta(in)
 		if err != nil {

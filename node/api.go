@@ -48,6 +48,8 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/models/{id}", n.handleModel)
 	mux.HandleFunc("GET /api/version", n.handleOllamaVersion)
 	mux.HandleFunc("GET /api/ps", n.handleOllamaPS)
+	mux.HandleFunc("GET /v1/tls/ca", n.handleCA)
+	mux.HandleFunc("GET /v1/tls/ca.pem", n.handleCA)
 	mux.Handle("GET /metrics", n.handleMetrics())
 	mux.HandleFunc("POST /v1/chat/completions", n.proxyOpenAI)
 	mux.HandleFunc("POST /v1/completions", n.proxyOpenAI)
@@ -255,14 +257,21 @@ func (n *Node) handleCancel(w http.ResponseWriter, r *http.Request) {
 
 // JoinCommand is the command another machine runs to join this cluster.
 // The secret travels in the environment, never in argv, where `ps` would
-// show it to every user of the joining machine.
+// show it to every user of the joining machine. Once the node knows the
+// cluster CA, the command pins its fingerprint.
 func (n *Node) JoinCommand() string {
-	return JoinCommand(n.gsp.Addr(), n.secret)
+	return JoinCommand(n.gsp.Addr(), n.secret, n.CAFingerprint())
 }
 
-// JoinCommand is the join command for a cluster member at gossipAddr.
-func JoinCommand(gossipAddr, secret string) string {
-	return fmt.Sprintf("%s=%s rbee node --join %s", ClusterTokenEnv, secret, gossipAddr)
+// JoinCommand is the join command for a cluster member at gossipAddr;
+// caFingerprint ("" = none) makes the joining node refuse a cluster with
+// another CA.
+func JoinCommand(gossipAddr, secret, caFingerprint string) string {
+	cmd := fmt.Sprintf("%s=%s rbee node --join %s", ClusterTokenEnv, secret, gossipAddr)
+	if caFingerprint != "" {
+		cmd += " --ca-fingerprint " + caFingerprint
+	}
+	return cmd
 }
 
 // ClusterTokenEnv is the environment variable `rbee node` reads the cluster

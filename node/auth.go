@@ -163,7 +163,10 @@ type NodeInfo struct {
 	ID         string `json:"id"`
 	Name       string `json:"name"`
 	APIURL     string `json:"api_url"`
+	HTTPSURL   string `json:"https_url,omitempty"`
 	GossipAddr string `json:"gossip_addr"`
+	// CAFingerprint is the cluster CA's, once the node knows it.
+	CAFingerprint string `json:"ca_fingerprint,omitempty"`
 }
 
 // ReadNodeInfo reads node.json from a data dir.
@@ -178,7 +181,7 @@ func ReadNodeInfo(dataDir string) (NodeInfo, error) {
 }
 
 func (n *Node) writeNodeInfo() error {
-	b, err := json.Marshal(NodeInfo{ID: n.ID(), Name: n.cfg.Name, APIURL: n.URL(), GossipAddr: n.GossipAddr()})
+	b, err := json.Marshal(NodeInfo{ID: n.ID(), Name: n.cfg.Name, APIURL: n.URL(), HTTPSURL: n.HTTPSURL(), GossipAddr: n.GossipAddr(), CAFingerprint: n.CAFingerprint()})
 	if err != nil {
 		return err
 	}
@@ -416,6 +419,10 @@ func routePerm(r *http.Request) (need perm, public bool) {
 	switch {
 	case p == "/" || strings.HasPrefix(p, "/ui/"):
 		return 0, true
+	case p == "/v1/tls/ca" || p == "/v1/tls/ca.pem":
+		// The CA certificate is public; a client that pins its
+		// fingerprint fetches it before it has a key.
+		return 0, true
 	case p == "/v1/workers/heartbeat":
 		return 0, true
 	case p == "/v1/chat/completions" || p == "/v1/completions" || p == "/api/generate" || p == "/api/chat":
@@ -426,6 +433,11 @@ func routePerm(r *http.Request) (need perm, public bool) {
 		return permAdmin, false
 	case p == "/v1/jobs" && r.Method == http.MethodPost:
 		// Each operation has its own permission, checked after parsing.
+		return permRead | permInference, false
+	case p == "/v1/jobs" || strings.HasPrefix(p, "/v1/jobs/"):
+		// Listing, following and cancelling jobs: a caller sees only its
+		// own (principal.mayRead), so whoever may submit one (an
+		// inference key's infer) may follow it.
 		return permRead | permInference, false
 	}
 	return permRead, false
@@ -513,7 +525,10 @@ func (n *Node) ownIP(ip net.IP) bool {
 			return true
 		}
 	}
-	if ln := n.httpLn; ln != nil {
+	for _, ln := range []net.Listener{n.httpLn, n.httpsLn} {
+		if ln == nil {
+			continue
+		}
 		if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.Equal(ip) {
 			return true
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/nodetest"
+	"github.com/rbee-project/rbee/node/tlsca"
 )
 
 // apiCall sends one request to n's API and returns the status and the
@@ -281,6 +282,12 @@ func TestBrowserAttacksRefused(t *testing.T) {
 // offLoopback drives n's handler with a request from a LAN address (no
 // traffic leaves the process) and returns the status.
 func offLoopback(n *node.Node, addr, method, path, tok, body string) int {
+	code, _ := offLoopbackBody(n, addr, method, path, tok, body)
+	return code
+}
+
+// offLoopbackBody is offLoopback with the answer's body.
+func offLoopbackBody(n *node.Node, addr, method, path, tok, body string) (int, string) {
 	r := httptest.NewRequest(method, path, strings.NewReader(body))
 	r.RemoteAddr = addr
 	r.Host = "127.0.0.1"
@@ -292,7 +299,7 @@ func offLoopback(n *node.Node, addr, method, path, tok, body string) int {
 	}
 	w := httptest.NewRecorder()
 	n.Handler().ServeHTTP(w, r)
-	return w.Code
+	return w.Code, w.Body.String()
 }
 
 // createKey makes an API key through n's API with the admin key.
@@ -350,6 +357,21 @@ func TestAPIKeys(t *testing.T) {
 	require.Equal(t, 403, offLoopback(n1, lan, "POST", "/v1/jobs", inf, `{"operation":"worker_spawn","model":"builtin:stories260k"}`))
 	require.Equal(t, 200, offLoopback(n1, lan, "GET", "/metrics", read, ""))
 	require.Equal(t, 202, offLoopback(n1, lan, "POST", "/v1/jobs", read, `{"operation":"status"}`))
+	// An inference key follows the infer job it submitted (the CLI's
+	// `rbee infer`), and sees no one else's jobs.
+	st, body := offLoopbackBody(n1, lan, "POST", "/v1/jobs", inf, `{"operation":"infer","model":"no-such-model","prompt":"x"}`)
+	require.Equal(t, 202, st, body)
+	var sub struct {
+		JobID string `json:"job_id"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &sub))
+	st, body = offLoopbackBody(n1, lan, "GET", "/v1/jobs/"+sub.JobID+"/events", inf, "")
+	require.Equal(t, 200, st, body)
+	require.Contains(t, body, "event: done")
+	st, body = offLoopbackBody(n1, lan, "GET", "/v1/jobs", inf, "")
+	require.Equal(t, 200, st)
+	require.Contains(t, body, sub.JobID)
+	require.Equal(t, 404, offLoopback(n1, lan, "GET", "/v1/jobs/"+sub.JobID, read, ""), "another key's job")
 	require.Equal(t, 403, offLoopback(n1, lan, "POST", "/v1/chat/completions", read, `{"model":"x","messages":[]}`))
 	// The 403 names the scope needed.
 	st, code, data := apiCall(t, n1, "POST", "/v1/jobs", read, "application/json", `{"operation":"apikey_create","name":"x","scope":"admin"}`, nil)
@@ -390,12 +412,14 @@ func TestAPIKeys(t *testing.T) {
 
 // TestBoundedConnections: a trickled body is cut after the body timeout, an
 // idle keep-alive connection after the idle timeout, a stream outlives
-// both, and connections per address are capped.
+// both, and connections per address are capped, over the HTTP and the
+// HTTPS listener together.
 func TestBoundedConnections(t *testing.T) {
 	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {
 		cfg.HTTPBodyTimeout = 500 * time.Millisecond
 		cfg.HTTPIdleTimeout = 700 * time.Millisecond
 		cfg.MaxConnsPerClient = 8
+		cfg.HTTPSAddr = "127.0.0.1:0"
 	})
 	n := c.Nodes[0]
 	closedWithin := func(conn net.Conn, d time.Duration) bool {
@@ -467,6 +491,16 @@ func TestBoundedConnections(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		return bytes.Contains(b, []byte("429 Too Many Requests"))
 	}, 10*time.Second, 50*time.Millisecond)
+	// The HTTPS listener counts the same slots: it closes the connection
+	// (a TLS client could not read a plain 429).
+	waitCert(t, n)
+	_, err = handshake(t, n.HTTPSAddr(), tlsca.ClientConfig("127.0.0.1", caPool(t, n), nil))
+	require.Error(t, err, "a connection over the cap got through the HTTPS listener")
+	held[0].Close()
+	require.Eventually(t, func() bool {
+		_, err := handshake(t, n.HTTPSAddr(), tlsca.ClientConfig("127.0.0.1", caPool(t, n), nil))
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond, "a freed slot serves HTTPS")
 }
 
 // TestSecretStaysPrivate: the join command carries the secret in the

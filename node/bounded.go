@@ -66,17 +66,46 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// limitListener caps the open connections per remote IP. A connection over
-// the cap is answered 429 and closed at once.
-type limitListener struct {
-	net.Listener
+// connCounts counts open connections per remote IP across the API's
+// listeners (HTTP and HTTPS), so a client's cap is one cap.
+type connCounts struct {
 	max int
 	mu  sync.Mutex
 	per map[string]int
 }
 
-func newLimitListener(ln net.Listener, max int) *limitListener {
-	return &limitListener{Listener: ln, max: max, per: map[string]int{}}
+func newConnCounts(max int) *connCounts { return &connCounts{max: max, per: map[string]int{}} }
+
+// take counts a new connection from ip, false when ip is at the cap.
+func (c *connCounts) take(ip string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.per[ip] >= c.max {
+		return false
+	}
+	c.per[ip]++
+	return true
+}
+
+func (c *connCounts) release(ip string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.per[ip]--; c.per[ip] <= 0 {
+		delete(c.per, ip)
+	}
+}
+
+// limitListener caps the open connections per remote IP. A connection over
+// the cap is closed at once; on a plain HTTP listener it is answered 429
+// first (a TLS client could not read that answer).
+type limitListener struct {
+	net.Listener
+	counts *connCounts
+	answer bool
+}
+
+func newLimitListener(ln net.Listener, counts *connCounts, answer bool) *limitListener {
+	return &limitListener{Listener: ln, counts: counts, answer: answer}
 }
 
 // tooManyConnsBody answers a connection over the cap.
@@ -92,33 +121,16 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := connIP(c)
-		l.mu.Lock()
-		if l.per[ip] >= l.max {
-			l.mu.Unlock()
-			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = io.WriteString(c, tooManyConns)
+		if !l.counts.take(ip) {
+			if l.answer {
+				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+				_, _ = io.WriteString(c, tooManyConns)
+			}
 			_ = c.Close()
 			continue
 		}
-		l.per[ip]++
-		l.mu.Unlock()
-		return &countedConn{Conn: c, release: func() { l.release(ip) }}, nil
+		return &countedConn{Conn: c, release: func() { l.counts.release(ip) }}, nil
 	}
-}
-
-func (l *limitListener) release(ip string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.per[ip]--; l.per[ip] <= 0 {
-		delete(l.per, ip)
-	}
-}
-
-// open reports the connections open from ip (tests).
-func (l *limitListener) open(ip string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.per[ip]
 }
 
 func connIP(c net.Conn) string {

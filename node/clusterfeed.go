@@ -20,6 +20,9 @@ const feedInterval = time.Second
 type ClusterSnapshot struct {
 	Status StatusResult `json:"status"`
 	Jobs   []JobSummary `json:"jobs"`
+	// InsecureHTTP: this node serves plain HTTP off loopback
+	// (--insecure-http); the page shows a warning.
+	InsecureHTTP bool `json:"insecure_http"`
 }
 
 // JobSummary is one job of this node.
@@ -35,7 +38,7 @@ type JobSummary struct {
 
 // Snapshot returns the current cluster snapshot.
 func (n *Node) Snapshot() ClusterSnapshot {
-	s := ClusterSnapshot{Status: n.status(), Jobs: []JobSummary{}}
+	s := ClusterSnapshot{Status: n.status(), Jobs: []JobSummary{}, InsecureHTTP: !loopbackHostPort(n.cfg.HTTPAddr)}
 	for i, j := range n.jobs.List() {
 		if i >= 50 {
 			break

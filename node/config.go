@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/rbee-project/rbee/node/tlsca"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -14,6 +15,10 @@ const (
 	DefaultHTTPAddr   = "127.0.0.1:7833"
 	DefaultGossipAddr = "0.0.0.0:7834"
 	DefaultP2PAddr    = "0.0.0.0:7835"
+	// ExampleHTTPSAddr is what the docs and error messages suggest for
+	// --https-addr (off by default): 7843 is the HTTP port + 10, clear of
+	// the gossip and p2p ports.
+	ExampleHTTPSAddr = "0.0.0.0:7843"
 )
 
 // DefaultMaxDownloadSize caps one model download: the largest GGUF files
@@ -28,8 +33,30 @@ type Config struct {
 	Name string
 	// DataDir holds the identity, secret, raft state, peers and catalogs.
 	DataDir string
-	// HTTPAddr is the API listen address; loopback by default.
+	// HTTPAddr is the plain HTTP API listen address: loopback (the
+	// default), unless InsecureHTTP.
 	HTTPAddr string
+	// HTTPSAddr is the TLS API listen address for clients on the LAN, e.g.
+	// 0.0.0.0:7843 ("" = none): the same API, served with a certificate
+	// from the cluster CA (or TLSCertFile).
+	HTTPSAddr string
+	// InsecureHTTP allows HTTPAddr off loopback: plain HTTP on the
+	// network. The node warns in its log and on its web page.
+	InsecureHTTP bool
+	// TLSCertFile and TLSKeyFile are the user's own certificate chain and
+	// key (PEM) for the HTTPS listener instead of one from the cluster CA;
+	// they are reloaded when the files change.
+	TLSCertFile string
+	TLSKeyFile  string
+	// CAFingerprint pins the cluster CA ("sha256:<hex>"): a node whose
+	// cluster's CA differs refuses it (Start fails with ErrCAMismatch, or
+	// the node stops when the CA arrives later).
+	CAFingerprint string
+	// CertLifetime is the lifetime of the certificate the node issues
+	// itself (renewed at 2/3 of it); CertCheckInterval is how often it
+	// checks the certificate's age and its addresses.
+	CertLifetime      time.Duration
+	CertCheckInterval time.Duration
 	// GossipAddr is the memberlist bind address (TCP and UDP).
 	GossipAddr string
 	// GossipAdvertise overrides the address gossiped to others.
@@ -108,6 +135,10 @@ type Config struct {
 	// worker.DefaultOrphanGrace; negative means never.
 	WorkerOrphanGrace time.Duration
 	Logger            *slog.Logger
+
+	// noAutoCA keeps the leader from creating the cluster CA (tests that
+	// race creators themselves; see export_test.go).
+	noAutoCA bool
 }
 
 // DefaultConfig returns LAN defaults.
@@ -126,5 +157,7 @@ func DefaultConfig() Config {
 		HTTPIdleTimeout:        DefaultHTTPIdleTimeout,
 		MaxDownloadSize:        DefaultMaxDownloadSize,
 		WorkerOrphanGrace:      worker.DefaultOrphanGrace,
+		CertLifetime:           tlsca.DefaultCertLifetime,
+		CertCheckInterval:      DefaultCertCheckInterval,
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -56,6 +57,10 @@ var (
 	ErrUnknownHive = errors.New("unknown hive")
 	// ErrClosed: the node is shut down.
 	ErrClosed = errors.New("node closed")
+	// ErrInsecureHTTP: --http-addr is off loopback without --insecure-http.
+	ErrInsecureHTTP = errors.New("plain HTTP API off loopback refused")
+	// ErrCAMismatch: the cluster's CA is not the one --ca-fingerprint pins.
+	ErrCAMismatch = errors.New("cluster CA fingerprint mismatch")
 )
 
 // Node is one rbee daemon.
@@ -68,7 +73,7 @@ type Node struct {
 	adminKey      string       // the local admin credential (admin.key)
 	authFails     *authLimiter // failed API authentications per address
 	keyUse        keyUse       // when this node last accepted each API key
-	connLimit     *limitListener
+	connCounts    *connCounts  // open API connections per client, both listeners
 	peerID        peer.ID
 
 	host *p2p.Host
@@ -77,8 +82,11 @@ type Node struct {
 	cons *consensus.Consensus
 	jobs *jobs.Manager
 
-	httpSrv *http.Server
-	httpLn  net.Listener
+	httpSrv  *http.Server
+	httpLn   net.Listener
+	httpsSrv *http.Server
+	httpsLn  net.Listener
+	tls      tlsState
 
 	ops map[string]op
 
@@ -105,6 +113,9 @@ type Node struct {
 
 	closeOnce sync.Once
 	stopped   chan struct{} // closed when the node has shut down (Close or Leave)
+	started   atomic.Bool   // Start has returned without an error
+	failMu    sync.Mutex
+	failErr   error // why the node stopped on its own (Err)
 
 	peersMu sync.Mutex
 }
@@ -155,6 +166,15 @@ func New(cfg Config) (*Node, error) {
 	if cfg.MaxDownloadSize <= 0 {
 		cfg.MaxDownloadSize = d.MaxDownloadSize
 	}
+	if cfg.CertLifetime <= 0 {
+		cfg.CertLifetime = d.CertLifetime
+	}
+	if cfg.CertCheckInterval <= 0 {
+		cfg.CertCheckInterval = d.CertCheckInterval
+	}
+	if err := checkTLSConfig(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.BootstrapExpect < 0 {
 		return nil, errors.New("node: bootstrap-expect must be >= 0")
 	}
@@ -167,6 +187,7 @@ func New(cfg Config) (*Node, error) {
 		retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
 	n.local.m = map[string]*localWorker{}
 	n.authFails = newAuthLimiter()
+	n.connCounts = newConnCounts(cfg.MaxConnsPerClient)
 	n.metrics = newMetrics(n)
 	n.loads.changed = n.kickReconcile
 	n.registerOps()
@@ -220,6 +241,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("http listen %s: %w", n.cfg.HTTPAddr, err)
 	}
+	if !loopbackHostPort(n.cfg.HTTPAddr) {
+		n.log.Warn("the API serves plain HTTP off loopback (--insecure-http): API keys and prompts cross the network unencrypted; use --https-addr", "http", n.HTTPAddr())
+	}
+	if err := n.startHTTPS(); err != nil {
+		return err
+	}
 
 	n.reg = fsm.New(n.log.With("component", "fsm"))
 	if err := n.openHive(); err != nil {
@@ -265,24 +292,26 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	n.registerP2PHandlers()
 
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.gossipLoop()
 	go n.workerLoop()
+	go n.tlsLoop()
 	if n.cfg.MDNS {
 		n.wg.Add(1)
 		go n.mdnsLoop()
 	}
 
-	n.httpSrv = &http.Server{Handler: n.Handler(), ReadHeaderTimeout: headerTimeout, IdleTimeout: n.cfg.HTTPIdleTimeout,
-		ConnContext: connContext, ErrorLog: slog.NewLogLogger(n.log.With("component", "http").Handler(), slog.LevelDebug)}
-	n.connLimit = newLimitListener(n.httpLn, n.cfg.MaxConnsPerClient)
+	handler := n.Handler()
+	n.httpSrv = n.newHTTPServer(handler)
+	httpLn := newLimitListener(n.httpLn, n.connCounts, true)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.httpSrv.Serve(n.connLimit); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server", "err", err)
 		}
 	}()
+	n.serveHTTPS(handler)
 
 	if err := n.writeNodeInfo(); err != nil {
 		n.log.Warn("write node.json", "err", err)
@@ -305,11 +334,26 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}()
 	}
 
+	if n.cfg.CAFingerprint != "" {
+		if err := n.waitPinnedCA(ctx); err != nil {
+			n.leaveRefused()
+			return err
+		}
+	}
+
 	n.wg.Add(1)
 	go n.capabilitiesLoop()
 
-	n.log.Info("node started", "http", n.HTTPAddr(), "gossip", n.gsp.Addr(), "p2p", n.host.Addrs())
+	n.started.Store(true)
+	n.log.Info("node started", "http", n.HTTPAddr(), "https", n.HTTPSAddr(), "gossip", n.gsp.Addr(), "p2p", n.host.Addrs())
 	return nil
+}
+
+// newHTTPServer is an API server with the connection bounds (see
+// bounded.go); HTTP and HTTPS listeners get one each.
+func (n *Node) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, IdleTimeout: n.cfg.HTTPIdleTimeout,
+		ConnContext: connContext, ErrorLog: slog.NewLogLogger(n.log.With("component", "http").Handler(), slog.LevelDebug)}
 }
 
 // joinWithRetry joins any of addrs, retrying up to attempts times.
@@ -344,6 +388,7 @@ func (n *Node) localMeta() gossip.Meta {
 	return gossip.Meta{
 		Name:            n.cfg.Name,
 		HTTPAddr:        n.HTTPAddr(),
+		HTTPSAddr:       n.HTTPSAddr(),
 		P2PAddrs:        n.host.Addrs(),
 		Version:         n.cfg.Version,
 		BootstrapExpect: n.cfg.BootstrapExpect,
@@ -475,7 +520,7 @@ func (n *Node) consensusMembers() []consensus.Member {
 			st = consensus.MemberLeft
 		}
 		out = append(out, consensus.Member{
-			ID: m.ID, Name: m.Meta.Name, HTTPAddr: m.Meta.HTTPAddr, GossipAddr: m.Addr,
+			ID: m.ID, Name: m.Meta.Name, HTTPAddr: m.Meta.HTTPAddr, HTTPSAddr: m.Meta.HTTPSAddr, GossipAddr: m.Addr,
 			P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version, State: st,
 			BootstrapExpect: m.Meta.BootstrapExpect,
 		})
@@ -552,12 +597,17 @@ func (n *Node) shutdown() {
 		if n.cancel != nil {
 			n.cancel()
 		}
-		if n.httpSrv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = n.httpSrv.Shutdown(ctx)
-			cancel()
-		} else if n.httpLn != nil {
-			n.httpLn.Close()
+		for _, s := range []struct {
+			srv *http.Server
+			ln  net.Listener
+		}{{n.httpSrv, n.httpLn}, {n.httpsSrv, n.httpsLn}} {
+			if s.srv != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_ = s.srv.Shutdown(ctx)
+				cancel()
+			} else if s.ln != nil {
+				s.ln.Close()
+			}
 		}
 		if n.jobs != nil {
 			n.jobs.Close()

@@ -180,6 +180,7 @@ type hiveInfo struct {
 	Suffrage     string            `json:"suffrage,omitempty"`
 	Leader       bool              `json:"leader"`
 	HTTPAddr     string            `json:"http_addr,omitempty"`
+	HTTPSAddr    string            `json:"https_addr,omitempty"`
 	GossipAddr   string            `json:"gossip_addr,omitempty"`
 	P2PAddrs     []string          `json:"p2p_addrs,omitempty"`
 	Version      string            `json:"version,omitempty"`
@@ -201,7 +202,7 @@ func (n *Node) hives() []hiveInfo {
 	byID := map[string]*hiveInfo{}
 	for _, m := range n.gsp.Members() {
 		h := &hiveInfo{
-			Name: m.Meta.Name, ID: m.ID, State: m.State.String(), HTTPAddr: m.Meta.HTTPAddr,
+			Name: m.Meta.Name, ID: m.ID, State: m.State.String(), HTTPAddr: m.Meta.HTTPAddr, HTTPSAddr: m.Meta.HTTPSAddr,
 			GossipAddr: m.Addr, P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version,
 		}
 		byID[m.ID] = h
@@ -213,7 +214,7 @@ func (n *Node) hives() []hiveInfo {
 			if rn.State == fsm.NodeFailed {
 				state = "dead"
 			}
-			h = &hiveInfo{Name: rn.Name, ID: rn.ID, State: state, HTTPAddr: rn.HTTPAddr,
+			h = &hiveInfo{Name: rn.Name, ID: rn.ID, State: state, HTTPAddr: rn.HTTPAddr, HTTPSAddr: rn.HTTPSAddr,
 				GossipAddr: rn.GossipAddr, P2PAddrs: rn.P2PAddrs, Version: rn.Version}
 			byID[rn.ID] = h
 		}

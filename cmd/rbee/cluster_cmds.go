@@ -19,6 +19,7 @@ type hive struct {
 	Suffrage     string   `json:"suffrage"`
 	Leader       bool     `json:"leader"`
 	HTTPAddr     string   `json:"http_addr"`
+	HTTPSAddr    string   `json:"https_addr"`
 	GossipAddr   string   `json:"gossip_addr"`
 	P2PAddrs     []string `json:"p2p_addrs"`
 	Version      string   `json:"version"`
@@ -62,12 +63,12 @@ func (h hive) hardware() string {
 func hiveRows(hs []hive) [][]string {
 	var rows [][]string
 	for _, h := range hs {
-		rows = append(rows, []string{h.Name, h.State, h.role(), orDash(h.HTTPAddr), orDash(h.Version), h.hardware()})
+		rows = append(rows, []string{h.Name, h.State, h.role(), orDash(h.HTTPAddr), orDash(h.HTTPSAddr), orDash(h.Version), h.hardware()})
 	}
 	return rows
 }
 
-var hiveHeader = []string{"NAME", "STATE", "ROLE", "API", "VERSION", "HARDWARE"}
+var hiveHeader = []string{"NAME", "STATE", "ROLE", "API", "HTTPS", "VERSION", "HARDWARE"}
 
 func newStatusCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
@@ -155,7 +156,7 @@ func newHiveCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			rows := [][]string{{"name", h.Name}, {"id", h.ID}, {"state", h.State}, {"role", h.role()},
-				{"api", orDash(h.HTTPAddr)}, {"gossip", orDash(h.GossipAddr)}, {"p2p", orDash(strings.Join(h.P2PAddrs, " "))},
+				{"api", orDash(h.HTTPAddr)}, {"https", orDash(h.HTTPSAddr)}, {"gossip", orDash(h.GossipAddr)}, {"p2p", orDash(strings.Join(h.P2PAddrs, " "))},
 				{"version", orDash(h.Version)}}
 			if c := h.Capabilities; c != nil {
 				rows = append(rows, []string{"cpu", fmt.Sprintf("%s (%d cores, %d threads)", c.CPUModel, c.Cores, c.Threads)},
@@ -281,8 +282,8 @@ func newTokenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
 		Short: "Print the cluster token and the join command (reads the node's data dir)",
-		Long: `Print the cluster secret and the command that joins another machine, read
-from the node's data dir (--data-dir, env RBEE_DATA_DIR, else the one the node at
+		Long: `Print the cluster secret and the command that joins another machine (with
+the cluster CA's fingerprint once the node knows it), read from the node's data dir (--data-dir, env RBEE_DATA_DIR, else the one the node at
 --node names): only the node's own user can read them. With --admin, print the node's local admin key instead: the
 credential the CLI uses on the node's machine, e.g. for the web page.
 
@@ -305,13 +306,20 @@ The cluster secret joins nodes; it is not an API credential on this machine.`,
 			if err != nil {
 				return fmt.Errorf("read the cluster secret: %w (run as the node's user, or point --data-dir at its data dir)", err)
 			}
-			addr := "<this-node>:7834"
-			if ni, err := node.ReadNodeInfo(dir); err == nil && ni.GossipAddr != "" {
-				addr = ni.GossipAddr
+			addr, fp := "<this-node>:7834", ""
+			if ni, err := node.ReadNodeInfo(dir); err == nil {
+				if ni.GossipAddr != "" {
+					addr = ni.GossipAddr
+				}
+				fp = ni.CAFingerprint
 			}
-			join := node.JoinCommand(addr, tok)
+			join := node.JoinCommand(addr, tok, fp)
 			if g.json() {
-				return printJSON(cmd.OutOrStdout(), map[string]string{"token": tok, "join_command": join})
+				out := map[string]string{"token": tok, "join_command": join}
+				if fp != "" {
+					out["ca_fingerprint"] = fp
+				}
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), tok)
 			return nil

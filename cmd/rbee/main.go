@@ -3,8 +3,10 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,10 +36,40 @@ type globals struct {
 	tokenSet, dataDirSet bool
 	adminOnce            sync.Once
 	adminKey             string
+	// caFile (--ca, RBEE_CA) and caFingerprint (--ca-fingerprint,
+	// RBEE_CA_FINGERPRINT) say how an https:// node is verified; hc is the
+	// HTTP client built from them.
+	caFile, caFingerprint string
+	hc                    *http.Client
 }
 
 // client is a client of --node with the credential credential() picks.
-func (g *globals) client() *client.Client { return client.New(g.node, g.credential()) }
+func (g *globals) client() *client.Client {
+	c := client.New(g.node, g.credential())
+	if g.hc != nil {
+		c.HTTP = g.hc
+	}
+	return c
+}
+
+// setupTLS builds the HTTP client that verifies https:// nodes.
+func (g *globals) setupTLS() error {
+	var t client.TLS
+	if g.caFile != "" {
+		b, err := os.ReadFile(g.caFile)
+		if err != nil {
+			return fmt.Errorf("--ca: %w", err)
+		}
+		t.CAPEM = b
+	}
+	t.Fingerprint = g.caFingerprint
+	hc, err := client.NewHTTPClient(t)
+	if err != nil {
+		return fmt.Errorf("--ca / --ca-fingerprint: %w", err)
+	}
+	g.hc = hc
+	return nil
+}
 
 // credential picks what the CLI presents: --token when given; else, for a
 // node on this machine, the node's admin key from the data dir when this
@@ -77,7 +109,11 @@ func (g *globals) dataDirs() []string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if d, err := client.New(g.node, "").DataDir(ctx); err == nil && d != "" && d != g.dataDir {
+	c := client.New(g.node, "")
+	if g.hc != nil {
+		c.HTTP = g.hc
+	}
+	if d, err := c.DataDir(ctx); err == nil && d != "" && d != g.dataDir {
 		return []string{d, g.dataDir}
 	}
 	return []string{g.dataDir}
@@ -99,7 +135,10 @@ func newRootCmd() *cobra.Command {
 			if g.output != "table" && g.output != "json" {
 				return fmt.Errorf("-o must be table or json, not %q", g.output)
 			}
-			return nil
+			if cmd.Name() == "node" && cmd.Parent() == cmd.Root() {
+				return nil // the daemon reads --ca-fingerprint itself
+			}
+			return g.setupTLS()
 		},
 	}
 	defNode := os.Getenv("RBEE_NODE")
@@ -107,16 +146,18 @@ func newRootCmd() *cobra.Command {
 		defNode = "http://127.0.0.1:7833"
 	}
 	root.PersistentFlags().StringVar(&g.node, "node", defNode, "node API URL (env RBEE_NODE)")
-	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("RBEE_TOKEN"), "API credential, needed for a node off loopback (env RBEE_TOKEN); on this machine the CLI uses the node's admin key from --data-dir when it can read it")
+	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("RBEE_TOKEN"), "API key (rbee apikey create), needed for a node off this machine (env RBEE_TOKEN); on this machine the CLI uses the node's admin key from --data-dir when it can read it")
 	defData := os.Getenv("RBEE_DATA_DIR")
 	if defData == "" {
 		defData = defaultDataDir()
 	}
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", defData, "the node's data directory (env RBEE_DATA_DIR); client commands read the admin key there")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().StringVar(&g.caFile, "ca", os.Getenv("RBEE_CA"), "CA certificate `FILE` (PEM) to verify an https:// node with, e.g. the output of 'rbee tls ca' (env RBEE_CA; default: the system's roots)")
+	root.PersistentFlags().StringVar(&g.caFingerprint, "ca-fingerprint", os.Getenv(node.CAFingerprintEnv), "pin the cluster CA by its `FINGERPRINT` (sha256:…, printed by the first node and by 'rbee tls ca -o json'): the CLI accepts only an https:// node whose certificate comes from that CA, and 'rbee node' refuses to join a cluster with another CA (env "+node.CAFingerprintEnv+")")
 
 	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g), newWorkerCmd(g), newInferCmd(g),
-		newReleaseCmd())
+		newReleaseCmd(), newAPIKeyCmd(g), newTLSCmd(g))
 
 	model := &cobra.Command{Use: "model", Short: "Models: download, list, get, delete on a hive; run, tokenize, inspect, synthesize GGUF files locally"}
 	model.AddCommand(newModelEngineCommands()...)
@@ -170,6 +211,10 @@ func main() {
 		var je *client.JobError
 		if errors.As(err, &je) && je.Code == "unknown_hive" {
 			fmt.Fprintln(os.Stderr, "hint: `rbee hive list` shows the hives this cluster knows")
+		}
+		var ua x509.UnknownAuthorityError
+		if errors.As(err, &ua) {
+			fmt.Fprintln(os.Stderr, "hint: trust the cluster CA with --ca FILE (from `rbee tls ca` on a node) or --ca-fingerprint sha256:… (env RBEE_CA, RBEE_CA_FINGERPRINT)")
 		}
 		os.Exit(1)
 	}

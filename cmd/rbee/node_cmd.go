@@ -57,9 +57,14 @@ func newNodeCmd(g *globals) *cobra.Command {
 
 Every other machine joins it with the command the first one printed, which
 passes the cluster secret in the environment (never on the command line,
-where ps shows it to every user):
+where ps shows it to every user) and pins the cluster CA:
 
-  RBEE_CLUSTER_TOKEN=<token> rbee node --join 192.168.1.10:7834
+  RBEE_CLUSTER_TOKEN=<token> rbee node --join 192.168.1.10:7834 --ca-fingerprint sha256:…
+
+The API listens on loopback (--http-addr 127.0.0.1:7833). Clients on the LAN
+use HTTPS with an API key: --https-addr 0.0.0.0:7843 serves the same API with
+a certificate from the cluster CA, which the first node creates and every node
+issues itself from (rbee tls ca prints it; rbee apikey create makes a key).
 
 --token-file FILE works as well; --token still works, with a warning.
 
@@ -80,6 +85,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 			cfg.MDNS = !noMDNS
 			cfg.Version = version
 			cfg.DataDir = g.dataDir
+			cfg.CAFingerprint = g.caFingerprint
 			switch {
 			case tokenFile != "":
 				b, err := os.ReadFile(tokenFile)
@@ -135,7 +141,21 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "rbee node %q (id %s) is up\n  API:    %s\n  gossip: %s\n", n.Name(), n.ID(), n.URL(), n.GossipAddr())
+			fmt.Fprintf(out, "rbee node %q (id %s) is up\n  API:    %s\n", n.Name(), n.ID(), n.URL())
+			if u := n.HTTPSURL(); u != "" {
+				fmt.Fprintf(out, "  HTTPS:  %s (%s)\n", u, n.HTTPSAddr())
+			}
+			fmt.Fprintf(out, "  gossip: %s\n", n.GossipAddr())
+			if n.SecretCreated() {
+				// The leader of a new cluster creates the CA in a moment;
+				// the join command pins it.
+				wctx, cancel := context.WithTimeout(ctx, caPrintWait)
+				_, _ = n.WaitClusterCA(wctx)
+				cancel()
+			}
+			if fp := n.CAFingerprint(); fp != "" {
+				fmt.Fprintf(out, "  cluster CA: %s (rbee tls ca prints it)\n", fp)
+			}
 			if n.SecretCreated() {
 				fmt.Fprintf(out, "\nA new cluster secret was created and kept in %s.\nJoin other machines with:\n\n  %s\n\n", filepath.Join(cfg.DataDir, "cluster.secret"), n.JoinCommand())
 			}
@@ -153,6 +173,9 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 				fmt.Fprintln(os.Stderr, keptWorkersNotice(n.WorkerProcesses(), n.WorkerOrphanGrace()))
 				return n.Close()
 			case <-n.Stopped():
+				if err := n.Err(); err != nil {
+					return err
+				}
 				fmt.Fprintln(os.Stderr, "node left the cluster")
 				return nil
 			}
@@ -160,7 +183,13 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Name, "name", "", "hive name (default: hostname)")
-	f.StringVar(&cfg.HTTPAddr, "http-addr", node.DefaultHTTPAddr, "API listen address (loopback unless told otherwise; off loopback clients need the token)")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", node.DefaultHTTPAddr, "plain HTTP API listen address, for clients on this machine: loopback only, unless --insecure-http")
+	f.StringVar(&cfg.HTTPSAddr, "https-addr", "", "HTTPS API listen address for clients on the LAN, e.g. "+node.ExampleHTTPSAddr+" (off by default); the certificate comes from the cluster CA (rbee tls ca)")
+	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "allow --http-addr off loopback: plain HTTP on the network (keys and prompts unencrypted); the node warns in its log and on its page")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "serve this certificate chain (PEM) on --https-addr instead of one from the cluster CA (reloaded when it changes)")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "the private key (PEM) of --tls-cert")
+	f.DurationVar(&cfg.CertLifetime, "tls-cert-lifetime", cfg.CertLifetime, "lifetime of the certificate the node issues itself from the cluster CA (renewed at 2/3 of it)")
+	f.DurationVar(&cfg.CertCheckInterval, "tls-check-interval", cfg.CertCheckInterval, "how often the node checks its certificate's age and its addresses")
 	f.StringSliceVar(&cfg.AllowedHosts, "allowed-host", nil, "extra name or address clients may use in the Host header (repeatable; the node's name, hostname, localhost and its addresses are always allowed)")
 	f.StringSliceVar(&cfg.CORSOrigins, "cors-origin", nil, "browser origin besides the node's own that may call the API, e.g. http://chat.lan:3000 (repeatable)")
 	f.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", node.DefaultMaxConnsPerClient, "open API connections allowed per client address")
@@ -187,9 +216,16 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.DurationVar(&cfg.WorkerOrphanGrace, "worker-orphan-grace", cfg.WorkerOrphanGrace, "a worker this node spawns exits on its own once the node has accepted none of its heartbeats for this long (0 = never)")
 	f.BoolVar(&stopWorkers, "stop-workers", false, "stop this node's worker processes when it stops (by default they keep running for a restart to re-adopt)")
 	_ = f.MarkHidden("profile")
+	_ = f.MarkHidden("tls-cert-lifetime")
+	_ = f.MarkHidden("tls-check-interval")
 	_ = f.MarkHidden("reconcile-interval")
 	return cmd
 }
+
+// caPrintWait bounds how long a new cluster's first node waits for its CA
+// before it prints the join command: the CA comes a moment after the
+// election (about a second); without it the command pins nothing.
+const caPrintWait = 10 * time.Second
 
 // workerStopTimeout bounds --stop-workers at shutdown: the workers get 10 s
 // after SIGTERM (node.StopWorkers), and a service manager's stop timeout is

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/tlsca"
 )
 
 // maxSSELine bounds one SSE line: a result event carries at most a few MiB.
@@ -105,7 +107,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the node at %s: %w (is `rbee node` running? set --node or RBEE_NODE)", c.Base, err)
+		return reachError(c.Base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxSSELine))
@@ -119,6 +121,16 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// reachError says why a request to the node at base got no answer: a
+// certificate the client does not trust, or no node there.
+func reachError(base string, err error) error {
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) || errors.Is(err, tlsca.ErrWrongCA) {
+		return fmt.Errorf("the node at %s is not trusted: %w", base, err)
+	}
+	return fmt.Errorf("cannot reach the node at %s: %w (is `rbee node` running? set --node or RBEE_NODE)", base, err)
 }
 
 func decodeAPIError(status int, data []byte) error {
@@ -300,4 +312,19 @@ func (c *Client) DataDir(ctx context.Context) (string, error) {
 // Health checks /health.
 func (c *Client) Health(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/health", nil, nil)
+}
+
+// CA fetches the cluster CA certificate the node serves (public).
+func (c *Client) CA(ctx context.Context) (CAInfo, error) {
+	var out CAInfo
+	err := c.do(ctx, http.MethodGet, "/v1/tls/ca", nil, &out)
+	return out, err
+}
+
+// CAInfo is the answer of GET /v1/tls/ca.
+type CAInfo struct {
+	CertPEM     string    `json:"cert_pem"`
+	Fingerprint string    `json:"fingerprint"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
 }

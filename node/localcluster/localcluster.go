@@ -47,6 +47,11 @@ type Node struct {
 	GossipAddr string
 	P2PAddr    string
 	LogPath    string
+	// HTTPSAddr, when set before the node starts, is its --https-addr.
+	HTTPSAddr string
+	// ExtraArgs are appended to this node's command line (after the
+	// cluster's).
+	ExtraArgs []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -55,6 +60,14 @@ type Node struct {
 
 // URL is the node's API base URL.
 func (n *Node) URL() string { return "http://" + n.HTTPAddr }
+
+// HTTPSURL is the node's HTTPS API base URL ("" without HTTPSAddr).
+func (n *Node) HTTPSURL() string {
+	if n.HTTPSAddr == "" {
+		return ""
+	}
+	return "https://" + n.HTTPSAddr
+}
 
 // Client returns an API client for the node.
 // It presents the node's admin key, read from its data dir.
@@ -179,14 +192,18 @@ func (c *Cluster) StartNode(ctx context.Context, n *Node, join []string) error {
 	for _, j := range join {
 		args = append(args, "--join", j)
 	}
+	if n.HTTPSAddr != "" {
+		args = append(args, "--https-addr", n.HTTPSAddr)
+	}
 	args = append(args, c.cfg.ExtraArgs...)
+	args = append(args, n.ExtraArgs...)
 	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command(c.cfg.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "RBEE_NODE=", "RBEE_TOKEN=", "RBEE_DATA_DIR=", node.ClusterTokenEnv+"="+c.cfg.Token)
+	cmd.Env = append(os.Environ(), "RBEE_NODE=", "RBEE_TOKEN=", "RBEE_DATA_DIR=", "RBEE_CA=", node.CAFingerprintEnv+"=", node.ClusterTokenEnv+"="+c.cfg.Token)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -257,6 +257,7 @@ func TestPageInBrowser(t *testing.T) {
 	require.Equal(t, 1, eval[int](tb, `document.querySelectorAll('#nodes .node.leader').length`))
 	require.Equal(t, "live", eval[string](tb, `document.getElementById('conn').textContent`))
 	require.Contains(t, eval[string](tb, `document.getElementById('here').textContent`), via.Name())
+	require.True(t, eval[bool](tb, `document.getElementById('insecure-banner').hidden`), "a node on loopback shows no plain-HTTP warning")
 	// Capabilities are shown (each node records its own after it starts):
 	// every node card gets a RAM meter.
 	tb.wait("RAM of every node", `[...document.querySelectorAll('#nodes .node')].every(n => n.querySelector('meter'))`, nodetest.WaitTimeout)

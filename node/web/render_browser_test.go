@@ -32,7 +32,8 @@ const snapshotJSON = `{
   "workers": [{"id": "w-1", "node": "gpu-box", "node_id": "id-g", "model": "llama<script>", "device": "cuda:0", "state": "ready", "live_state": "busy",
    "in_flight": 2, "queued": 1, "tokens_per_second": 12.5, "last_heartbeat_age_ms": 1500, "schedulable": true}],
   "models": [{"node_id": "id-g", "model_id": "llama<script>", "size": 4294967296, "quantization": "Q4_K_M", "sha256": "ab"}]},
- "jobs": [{"job_id": "job_1", "operation": "model_download", "status": "running", "created": "2026-01-01T00:00:00Z", "done": 50, "total": 100, "message": "from hf"}]
+ "jobs": [{"job_id": "job_1", "operation": "model_download", "status": "running", "created": "2026-01-01T00:00:00Z", "done": 50, "total": 100, "message": "from hf"}],
+ "insecure_http": true
 }`
 
 func TestPageRendersSnapshot(t *testing.T) {
@@ -93,6 +94,9 @@ func TestPageRendersSnapshot(t *testing.T) {
 	require.Contains(t, job, "50%")
 	require.Contains(t, job, "from hf")
 	require.Contains(t, eval[string](tb, `document.getElementById('summary').textContent`), "2/3 alive")
+	// A node that serves plain HTTP off loopback says so, visibly.
+	require.True(t, eval[bool](tb, `!document.getElementById('insecure-banner').hidden && document.getElementById('insecure-banner').offsetHeight > 0`))
+	require.Contains(t, eval[string](tb, `document.getElementById('insecure-banner').innerText`), "--https-addr")
 	// Only alive nodes are offered to the actions.
 	require.Equal(t, []string{"queen<i>1</i>", "gpu-box"}, eval[[]string](tb, `[...document.getElementById('spawn-hive').options].map(o => o.value)`))
 	tb.wait("the chat model", `document.getElementById('chat-model').value === 'llama<script>'`, 10*time.Second)

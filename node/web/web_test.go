@@ -55,7 +55,7 @@ func TestPageHasItsParts(t *testing.T) {
 	page := body(t, get(t, Handler(), http.MethodGet, "/", nil))
 	for _, id := range []string{"nodes", "workers", "models", "jobs", "conn", "token-form", "token-input",
 		"chat-model", "chat-prompt", "chat-log", "chat-send", "spawn-form", "spawn-hive", "spawn-model",
-		"download-form", "download-hive", "download-model", "actions-log"} {
+		"download-form", "download-hive", "download-model", "actions-log", "insecure-banner"} {
 		require.Contains(t, page, `id="`+id+`"`, "page lacks #%s", id)
 	}
 	require.Contains(t, page, `name="viewport"`)

@@ -1,6 +1,6 @@
 // rbee node page: live cluster view, chat, job actions. Vanilla JS, no
 // dependencies. It talks only to the node that served it, with fetch()
-// (streams for SSE, so it can send the cluster token as a bearer token).
+// (streams for SSE, so it can send a key as a bearer token).
 'use strict';
 (() => {
   const TOKEN_KEY = 'rbee.token';
@@ -51,7 +51,7 @@
   class AuthError extends Error {}
 
   function askToken(why) {
-    $('token-why').textContent = why || 'This node asks for the cluster token.';
+    $('token-why').textContent = why || 'This node asks for a key.';
     $('token-form').hidden = false;
     $('token-input').focus();
   }
@@ -266,6 +266,7 @@
     const alive = nodes.filter((n) => n.state === 'alive').length;
     $('summary').textContent = '· ' + alive + '/' + nodes.length + ' alive · ' + workers.length + ' worker' + (workers.length === 1 ? '' : 's') + ' · ' + (st.in_flight || 0) + ' in flight';
     document.title = 'rbee · ' + (st.node || '') + (st.leader ? ' (queen ' + st.leader + ')' : '');
+    $('insecure-banner').hidden = !snap.insecure_http;
 
     keyed($('nodes'), nodes, (n) => n.id || n.name, (n) => JSON.stringify(n), nodeCard, null, 'no nodes');
     keyed($('workers'), workers, (w) => w.id,
