@@ -86,6 +86,8 @@ const (
 	// secretBytes of crypto/rand make a worker secret (hex-encoded): 256
 	// bits, beyond guessing however many requests a local user sends.
 	secretBytes = 32
+	// maxGPUIndex bounds a GPU index: far above any machine's GPU count.
+	maxGPUIndex = 255
 )
 
 // SecretEnv is the environment variable that hands a worker its secret
@@ -143,6 +145,12 @@ type SpawnOptions struct {
 	Threads int
 	Slots   int
 	NodeURL string
+	// Ctx (context tokens, 0 = the engine's default), GPUs (visible GPU
+	// indices; empty = the engine's default) and GPULayers (< 0 = the
+	// engine's default) are passed to engines that take them.
+	Ctx       int
+	GPUs      []int
+	GPULayers int
 	// ExtraArgs are appended to the command line.
 	ExtraArgs []string
 	// Env, when set, is appended to this process's environment for the
@@ -169,6 +177,11 @@ type WorkerInfo struct {
 	StartTicks uint64    `json:"start_ticks,omitempty"`
 	StartedAt  time.Time `json:"started_at"`
 	LogPath    string    `json:"log_path"`
+	// Device and GPUs are what the worker was started for; HealthPath is
+	// its type's health check (external engines are polled there).
+	Device     string `json:"device,omitempty"`
+	GPUs       []int  `json:"gpus,omitempty"`
+	HealthPath string `json:"health_path,omitempty"`
 	// Adopted is true for a worker found running at New (started by an
 	// earlier run of the node).
 	Adopted bool `json:"adopted,omitempty"`
@@ -321,8 +334,13 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	if err := catalog.ValidName("worker id", opts.WorkerID); err != nil {
 		return WorkerInfo{}, fmt.Errorf("%w: %w", ErrBadOptions, err)
 	}
-	if opts.Threads < 0 || opts.Slots < 0 {
-		return WorkerInfo{}, fmt.Errorf("%w: negative threads or slots", ErrBadOptions)
+	if opts.Threads < 0 || opts.Slots < 0 || opts.Ctx < 0 {
+		return WorkerInfo{}, fmt.Errorf("%w: negative threads, slots or context", ErrBadOptions)
+	}
+	for _, g := range opts.GPUs {
+		if g < 0 || g > maxGPUIndex {
+			return WorkerInfo{}, fmt.Errorf("%w: GPU index %d", ErrBadOptions, g)
+		}
 	}
 
 	m.mu.Lock()
@@ -363,11 +381,16 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	m.mu.Lock()
 	p.info.Port = port
 	m.mu.Unlock()
-	args := opts.Type.Args(catalog.Launch{
+	launch := catalog.Launch{
 		ModelPath: model, WorkerID: opts.WorkerID, Port: port, Host: m.cfg.Host, NodeURL: opts.NodeURL,
 		Device: opts.Device, Threads: opts.Threads, Slots: opts.Slots,
-	})
-	args = append(args, opts.ExtraArgs...)
+		ModelID: opts.ModelID, Ctx: opts.Ctx, GPUs: slices.Clone(opts.GPUs), GPULayers: opts.GPULayers,
+	}
+	args := append(opts.Type.Args(launch), opts.ExtraArgs...)
+	extraEnv := opts.Env
+	if opts.Type.Env != nil {
+		extraEnv = append(opts.Type.Env(launch), opts.Env...)
+	}
 
 	logPath := filepath.Join(m.dir, logsSubdir, opts.WorkerID+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -377,7 +400,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = workerEnv(os.Environ(), opts.Env, p.secret)
+	cmd.Env = workerEnv(os.Environ(), extraEnv, p.secret, opts.Type.SecretEnv)
 	setGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -386,6 +409,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	info := WorkerInfo{
 		PID: cmd.Process.Pid, WorkerID: opts.WorkerID, Type: opts.Type.Name, ModelID: opts.ModelID,
 		ModelPath: model, Port: port, Binary: bin, Cmdline: cmd.Args, StartedAt: time.Now().UTC(), LogPath: logPath,
+		Device: opts.Device, GPUs: launch.GPUs, HealthPath: opts.Type.HealthPath,
 	}
 	// Record what the OS reports, as New compares against the OS. Start
 	// returns after the exec, so the command line is already the worker's.
@@ -858,15 +882,21 @@ func validSecret(s string) bool {
 
 // workerEnv is the worker's environment: ours and extra, with SecretEnv
 // set to secret alone (an inherited or extra value is dropped).
-func workerEnv(base, extra []string, secret string) []string {
-	env := make([]string, 0, len(base)+len(extra)+1)
+func workerEnv(base, extra []string, secret, engineSecretEnv string) []string {
+	env := make([]string, 0, len(base)+len(extra)+2)
 	for _, kv := range append(slices.Clip(base), extra...) {
-		if k, _, _ := strings.Cut(kv, "="); k == SecretEnv {
+		if k, _, _ := strings.Cut(kv, "="); k == SecretEnv || (engineSecretEnv != "" && k == engineSecretEnv) {
 			continue
 		}
 		env = append(env, kv)
 	}
-	return append(env, SecretEnv+"="+secret)
+	env = append(env, SecretEnv+"="+secret)
+	if engineSecretEnv != "" && engineSecretEnv != SecretEnv {
+		// An engine that checks a bearer key gets the worker's secret as
+		// its key, so only the node can call it.
+		env = append(env, engineSecretEnv+"="+secret)
+	}
+	return env
 }
 
 // Secret returns the secret handed to the worker called id and the port it
