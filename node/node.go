@@ -265,9 +265,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	n.registerP2PHandlers()
 
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.gossipLoop()
 	go n.workerLoop()
+	go n.engineLoop()
 	if n.cfg.MDNS {
 		n.wg.Add(1)
 		go n.mdnsLoop()

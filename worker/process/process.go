@@ -763,6 +763,30 @@ func (m *Manager) ByWorkerID(id string) (Status, error) {
 	return status(info), nil
 }
 
+// Info returns the record of the supervised worker called id, without the
+// live figures ByWorkerID reads from the OS (cheap: for every request).
+func (m *Manager) Info(id string) (WorkerInfo, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.procs {
+		if p.info.WorkerID == id {
+			return p.info, true
+		}
+	}
+	return WorkerInfo{}, false
+}
+
+// Infos returns the records of every supervised worker (no live figures).
+func (m *Manager) Infos() []WorkerInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]WorkerInfo, 0, len(m.procs))
+	for _, p := range m.procs {
+		out = append(out, p.info)
+	}
+	return out
+}
+
 // LogTail returns up to maxBytes (0 means 4 KiB) of the end of a
 // supervised worker's log.
 func (m *Manager) LogTail(pid int, maxBytes int64) (string, error) {
