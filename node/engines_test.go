@@ -291,3 +291,57 @@ func TestRealLlamaServer(t *testing.T) {
 	defer cancel()
 	require.NoError(t, n0.StopWorkers(ctx))
 }
+
+// An engine spawn without a hive goes to a hive and GPU that fit, by the
+// VRAM the hives detected (here from a recorded nvidia-smi output: GPU 0
+// with 7.8 GiB free, GPU 1 with 312 MiB), and one that cannot fit is
+// refused with what was missing.
+func TestGPUPlacement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns engine processes")
+	}
+	bin := buildFakeLlamaServer(t)
+	smi := t.TempDir()
+	rec, err := filepath.Abs("hw/testdata/nvidia-smi-busy.csv")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(smi, "nvidia-smi"), []byte("#!/bin/sh\nexec cat "+rec+"\n"), 0o755))
+	t.Setenv("PATH", smi+string(os.PathListSeparator)+os.Getenv("PATH"))
+	c := nodetest.New(t, 2, func(i int, cfg *node.Config) { cfg.WorkerHeartbeatTimeout = 5 * time.Second })
+	n0 := c.Nodes[0]
+	require.Eventually(t, func() bool {
+		for _, n := range c.Nodes {
+			rn, ok := n0.Registry().Node(n.ID())
+			if !ok || rn.Capabilities == nil || len(rn.Capabilities.GPUs) != 2 {
+				return false
+			}
+		}
+		return true
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+	// Only node1 has the engine.
+	run(t, n0, map[string]any{"operation": "worker_binary_add", "hive": "node1", "type": "llama-server", "path": bin}, nil)
+	require.Eventually(t, func() bool { return len(n0.Registry().Binaries()) > 0 }, nodetest.WaitTimeout, 50*time.Millisecond)
+
+	var sr node.SpawnResult
+	evs := run(t, n0, map[string]any{"operation": "worker_spawn", "type": "llama-server", "model": "builtin:stories260k"}, &sr)
+	require.Equal(t, "node1", sr.Node)
+	require.Equal(t, "ready", sr.State)
+	var placed string
+	for _, ev := range evs {
+		if ev.Action == "place" {
+			placed = ev.Message
+		}
+	}
+	require.Contains(t, placed, "placing it on node1, GPU 0 (7.8 GiB free)")
+	var ps struct {
+		Processes []process.Status `json:"processes"`
+	}
+	run(t, n0, map[string]any{"operation": "worker_process_list", "hive": "node1"}, &ps)
+	require.Len(t, ps.Processes, 1)
+	require.Equal(t, []int{0}, ps.Processes[0].GPUs)
+
+	je := runErr(t, n0, map[string]any{"operation": "worker_spawn", "hive": "node1", "type": "llama-server", "model": "builtin:stories260k", "gpus": []int{1}})
+	require.Contains(t, je.Message, "GPU 1 on node1 has 312 MiB free")
+	je = runErr(t, n0, map[string]any{"operation": "worker_spawn", "type": "llama-server", "model": "builtin:stories260k", "gpus": []int{1}})
+	require.Contains(t, je.Message, "spawn refused: needs 515 MiB VRAM, GPU 1 on node1 has 312 MiB free")
+	require.NoError(t, c.Nodes[1].StopWorkers(context.Background()))
+}

@@ -43,6 +43,9 @@ type hiveReq struct {
 	GPUs      []int `json:"gpus"`
 	Ctx       int   `json:"ctx"`
 	GPULayers *int  `json:"gpu_layers"`
+	// Hive is the hive the request named: a forwarded request runs with
+	// Request.Hive cleared, but keeps this.
+	Hive string `json:"hive"`
 	// worker_binary_add: an engine the user installed on the hive.
 	Path     string   `json:"path"`
 	Template string   `json:"template"`
@@ -231,9 +234,20 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if err != nil {
 		return catalogError(err)
 	}
+	wantGPU := typ.External && r.Device != "cpu"
+	if wantGPU && r.Hive == "" {
+		if fwd, err := n.placeSpawn(ctx, em, req, &r, ref); err != nil || fwd {
+			return err
+		}
+	}
 	model, err := n.resolveModel(ctx, em, ref)
 	if err != nil {
 		return err
+	}
+	if wantGPU {
+		if err := n.fitLocalGPUs(em, &r, model); err != nil {
+			return err
+		}
 	}
 	bin, err := n.workerBinary(ctx, r.Type, r.Version)
 	if err != nil {
@@ -278,6 +292,9 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		// No heartbeats from an engine: report it now rather than at the
 		// next poll.
 		n.pollEngine(info, typ)
+		if len(r.GPUs) > 0 {
+			n.refreshCapabilitiesSoon()
+		}
 	}
 	em.Narrate("hive", "spawn", "worker %s runs as pid %d on port %d; waiting for the registry", info.WorkerID, info.PID, info.Port)
 	res := SpawnResult{WorkerID: info.WorkerID, PID: info.PID, Port: info.Port, Model: model.ID, Node: n.cfg.Name, Device: device,
