@@ -244,8 +244,13 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if err != nil {
 		return err
 	}
-	if wantGPU {
+	switch {
+	case wantGPU:
 		if err := n.fitLocalGPUs(em, &r, model); err != nil {
+			return err
+		}
+	case typ.External:
+		if err := n.fitLocalRAM(em, r, model); err != nil {
 			return err
 		}
 	}

@@ -366,3 +366,17 @@ func (n *Node) fitLocalGPUs(em jobs.Emitter, r *hiveReq, model modelcat.Entry) e
 	r.GPUs = p.GPUs
 	return nil
 }
+
+// fitLocalRAM checks that an engine spawned on the CPU fits this hive's
+// free RAM (as last detected).
+func (n *Node) fitLocalRAM(em jobs.Emitter, r hiveReq, model modelcat.Entry) error {
+	rn, ok := n.reg.Node(n.ID())
+	if !ok || rn.Capabilities == nil || rn.Capabilities.RAMFree == 0 {
+		return nil
+	}
+	est := estimateLocal(model, r.Ctx)
+	if free := rn.Capabilities.RAMFree; est.Total() > free {
+		return jobs.Errorf(jobs.CodeUnavailable, "spawn refused: needs %s RAM, %s has %s free (estimate: %s)", gib(est.Total()), n.cfg.Name, gib(free), est)
+	}
+	return nil
+}
