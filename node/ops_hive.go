@@ -214,6 +214,10 @@ type SpawnResult struct {
 	BinaryVersion string `json:"binary_version"`
 }
 
+// engineReadyTimeout bounds an engine's start: vLLM compiles kernels and
+// captures CUDA graphs, and a large model loads onto GPUs for minutes.
+const engineReadyTimeout = 15 * time.Minute
+
 // spawnReadyTimeout bounds the wait for the registry to list a spawned
 // worker as ready (the leader writes it on the worker's first heartbeats).
 const spawnReadyTimeout = 60 * time.Second
@@ -282,6 +286,10 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 			device = bin.Devices[0]
 		}
 	}
+	var readyTimeout time.Duration // the process manager's
+	if typ.External {
+		readyTimeout = engineReadyTimeout
+	}
 	where := ""
 	if len(r.GPUs) > 0 {
 		where = " on GPU " + workercat.GPUList(r.GPUs)
@@ -289,7 +297,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	em.Narrate("hive", "spawn", "starting a %s worker (binary %s, %s) for %s on %s%s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name, where)
 	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
 		WorkerID: r.WorkerID, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
-		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra})
+		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra, ReadyTimeout: readyTimeout})
 	if err != nil {
 		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
 	}

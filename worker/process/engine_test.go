@@ -81,4 +81,11 @@ func TestSpawnLlamaServer(t *testing.T) {
 	require.ErrorIs(t, err, ErrExitedEarly)
 	assert.Contains(t, err.Error(), "invalid device ordinal")
 	assert.Contains(t, err.Error(), "no usable GPU found for CUDA_VISIBLE_DEVICES=9")
+
+	// Still loading when its own ready timeout ends: killed, with its log.
+	_, err = m.Spawn(ctx, SpawnOptions{Binary: bin, Type: catalog.LlamaServerType(), ModelPath: modelPath, WorkerID: "slow",
+		GPULayers: -1, Env: []string{"FAKE_LLAMA_LOAD_MS=60000"}, ReadyTimeout: 500 * time.Millisecond})
+	require.ErrorIs(t, err, ErrNotReady)
+	assert.Contains(t, err.Error(), "loading model")
+	require.Len(t, m.List(), 1, "the slow engine was killed")
 }

@@ -153,6 +153,9 @@ type SpawnOptions struct {
 	GPULayers int
 	// ExtraArgs are appended to the command line.
 	ExtraArgs []string
+	// ReadyTimeout, when > 0, replaces Config.ReadyTimeout for this spawn
+	// (an engine that loads a large model onto GPUs can take minutes).
+	ReadyTimeout time.Duration
 	// Env, when set, is appended to this process's environment for the
 	// worker. SecretEnv is always set by Spawn (and cannot be overridden).
 	Env []string
@@ -447,7 +450,11 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	}()
 	m.log.Info("worker started", "worker", info.WorkerID, "pid", info.PID, "port", port, "binary", bin)
 
-	if err := m.waitReady(ctx, p, opts.Type.HealthPath, p.secret); err != nil {
+	readyTimeout := m.cfg.ReadyTimeout
+	if opts.ReadyTimeout > 0 {
+		readyTimeout = opts.ReadyTimeout
+	}
+	if err := m.waitReady(ctx, p, opts.Type.HealthPath, p.secret, readyTimeout); err != nil {
 		tail := readTail(logPath, logStart, logTailBytes)
 		if !errors.Is(err, ErrExitedEarly) {
 			_ = killGroup(info.PID)
@@ -472,12 +479,12 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 
 // waitReady probes the health path (with the worker's secret) until it
 // answers 200.
-func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string) error {
+func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string, readyTimeout time.Duration) error {
 	if path == "" {
 		path = "/health"
 	}
 	url := "http://" + net.JoinHostPort(m.cfg.Host, strconv.Itoa(p.info.Port)) + path
-	timer := time.NewTimer(m.cfg.ReadyTimeout)
+	timer := time.NewTimer(readyTimeout)
 	defer timer.Stop()
 	tick := time.NewTicker(m.cfg.HealthInterval)
 	defer tick.Stop()
@@ -491,7 +498,7 @@ func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string) e
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
 		case <-timer.C:
-			return fmt.Errorf("%w: no 200 from %s within %s", ErrNotReady, url, m.cfg.ReadyTimeout)
+			return fmt.Errorf("%w: no 200 from %s within %s", ErrNotReady, url, readyTimeout)
 		case <-tick.C:
 		}
 	}
