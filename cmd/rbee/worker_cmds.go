@@ -227,8 +227,9 @@ func newBinaryCmd(g *globals) *cobra.Command {
 	printEntries := func(out io.Writer, raw json.RawMessage) error {
 		var res struct {
 			Binaries []struct {
-				Type, Version, OS, Arch, SHA256, Source string
-				Size                                    int64
+				Type, Version, OS, Arch, SHA256, Source, Path string
+				Size                                          int64
+				Devices                                       []string
 			} `json:"binaries"`
 		}
 		if err := json.Unmarshal(raw, &res); err != nil {
@@ -236,9 +237,14 @@ func newBinaryCmd(g *globals) *cobra.Command {
 		}
 		var rows [][]string
 		for _, b := range res.Binaries {
-			rows = append(rows, []string{b.Type, b.Version, b.OS + "/" + b.Arch, humanBytes(uint64(b.Size)), string(b.Source), short(b.SHA256)})
+			where := short(b.SHA256)
+			if b.Source == "registered" {
+				where = b.Path // the user's file, not a catalog copy
+			}
+			rows = append(rows, []string{b.Type, b.Version, b.OS + "/" + b.Arch, humanBytes(uint64(b.Size)), string(b.Source),
+				orDash(strings.Join(b.Devices, ",")), where})
 		}
-		table(out, []string{"TYPE", "VERSION", "PLATFORM", "SIZE", "SOURCE", "SHA256"}, rows)
+		table(out, []string{"TYPE", "VERSION", "PLATFORM", "SIZE", "SOURCE", "DEVICES", "SHA256 / PATH"}, rows)
 		return nil
 	}
 	list := &cobra.Command{Use: "list", Short: "List worker binaries", Args: cobra.NoArgs,
