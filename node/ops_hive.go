@@ -155,7 +155,8 @@ func catalogError(err error) error {
 	case errors.Is(err, modelcat.ErrInUse), errors.Is(err, workercat.ErrInUse), errors.Is(err, modelcat.ErrExists):
 		return &jobs.Error{Code: jobs.CodeConflict, Err: err}
 	case errors.Is(err, modelcat.ErrBadName), errors.Is(err, modelcat.ErrBadRef), errors.Is(err, workercat.ErrBadName),
-		errors.Is(err, workercat.ErrUnknownType), errors.Is(err, hf.ErrBadRepo), errors.Is(err, modelcat.ErrNotGGUF):
+		errors.Is(err, workercat.ErrUnknownType), errors.Is(err, hf.ErrBadRepo), errors.Is(err, modelcat.ErrNotGGUF),
+		errors.Is(err, workercat.ErrNotExecutable):
 		return &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
 	case errors.Is(err, workercat.ErrUnsigned), errors.Is(err, workercat.ErrSignature):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: fmt.Errorf("%w (rbee installs worker releases signed by the rbee release key or a key given to the node with --worker-release-key)", err)}

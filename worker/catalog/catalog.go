@@ -58,6 +58,9 @@ var (
 	// ErrBuild reports a failed build; the error text carries the
 	// compiler's output.
 	ErrBuild = errors.New("catalog: build failed")
+	// ErrNotExecutable reports an engine path that is not absolute, or not
+	// an existing regular file with an execute bit (Register).
+	ErrNotExecutable = errors.New("catalog: not an executable file")
 	// ErrDownload reports a failed download (no release location, an HTTP
 	// status, the network, a malformed LATEST, a peer that failed). Its
 	// text never includes bytes of a remote answer.

@@ -105,6 +105,9 @@ func TestRegister(t *testing.T) {
 			e, err := c.Register(tt.opts)
 			if tt.err != "" {
 				require.Error(t, err)
+				if tt.name == "missing file" || tt.name == "directory" || tt.name == "not executable" || tt.name == "relative" {
+					require.ErrorIs(t, err, ErrNotExecutable)
+				}
 				require.ErrorContains(t, err, tt.err)
 				return
 			}

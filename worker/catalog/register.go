@@ -44,16 +44,16 @@ var knownDevices = []string{"cpu", "cuda", "rocm", "vulkan", "metal"}
 // regular file with an execute bit.
 func checkExecutable(path string) error {
 	if !filepath.IsAbs(path) {
-		return fmt.Errorf("%w: %q is not an absolute path", ErrBadName, path)
+		return fmt.Errorf("%w: %q is not an absolute path", ErrNotExecutable, path)
 	}
 	fi, err := os.Stat(path)
 	switch {
 	case err != nil:
-		return fmt.Errorf("%w: %s: no such file", ErrBadName, path)
+		return fmt.Errorf("%w: %s: no such file", ErrNotExecutable, path)
 	case !fi.Mode().IsRegular():
-		return fmt.Errorf("%w: %s is not a regular file", ErrBadName, path)
+		return fmt.Errorf("%w: %s is not a regular file", ErrNotExecutable, path)
 	case runtime.GOOS != "windows" && fi.Mode().Perm()&0o111 == 0:
-		return fmt.Errorf("%w: %s is not executable", ErrBadName, path)
+		return fmt.Errorf("%w: %s is not executable", ErrNotExecutable, path)
 	}
 	return nil
 }
