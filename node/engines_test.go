@@ -226,7 +226,14 @@ func TestLlamaServerEngine(t *testing.T) {
 	checkServes(n0)
 
 	// Retire: the engine is stopped and leaves the registry.
-	run(t, n0, map[string]any{"operation": "active_worker_retire", "worker_id": sr.WorkerID}, nil)
+	// (The leader may still be replacing the entry it dropped when the old
+	// node1 left: retry until the registry has it.)
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return client.New(n0.URL(), n0.AdminKey()).Run(ctx, map[string]any{"operation": "active_worker_retire", "worker_id": sr.WorkerID},
+			func(jobs.Event) error { return nil }) == nil
+	}, nodetest.WaitTimeout, 200*time.Millisecond)
 	require.Eventually(t, func() bool {
 		_, ok := liveWorker(t, n0, sr.WorkerID)
 		return !ok
