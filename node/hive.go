@@ -179,11 +179,18 @@ func (n *Node) workerBinary(ctx context.Context, typ, version string) (workercat
 			err = aerr
 		}
 	}
+	if t, terr := n.binaries.Type(typ); terr == nil && t.External {
+		return workercat.Entry{}, fmt.Errorf("no %s engine on %s: %w (install it there, then `rbee worker binary add --hive %s --type %s --path /path/to/%s`)",
+			typ, n.cfg.Name, err, n.cfg.Name, typ, t.Binary)
+	}
 	return workercat.Entry{}, fmt.Errorf("no %s worker binary for %s/%s on %s: %w (run `rbee worker build --type %s --hive %s` or `rbee worker download --type %s --hive %s`)",
 		typ, runtime.GOOS, runtime.GOARCH, n.cfg.Name, err, typ, n.cfg.Name, typ, n.cfg.Name)
 }
 
-// stopWorker drains and stops a worker this node started.
+// stopWorker drains and stops a worker this node started. A cpu worker
+// drains itself on SIGTERM; an engine may not, so the node first waits
+// (up to workerStopGrace) for the requests it has sent it to finish: no
+// new ones come once the registry says retiring.
 func (n *Node) stopWorker(ctx context.Context, workerID string) error {
 	st, err := n.procs.ByWorkerID(workerID)
 	if err != nil {
@@ -191,6 +198,21 @@ func (n *Node) stopWorker(ctx context.Context, workerID string) error {
 			return errNotManaged
 		}
 		return err
+	}
+	if _, ok := n.engineType(st.WorkerInfo); ok {
+		deadline := time.Now().Add(workerStopGrace)
+		for time.Now().Before(deadline) && ctx.Err() == nil {
+			n.pendingMu.Lock()
+			busy := n.pending[workerID] > 0
+			n.pendingMu.Unlock()
+			if !busy {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
 	return n.procs.Stop(ctx, st.PID, workerStopGrace)
 }

@@ -292,10 +292,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	n.registerP2PHandlers()
 
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.gossipLoop()
 	go n.workerLoop()
 	go n.tlsLoop()
+	go n.engineLoop()
 	if n.cfg.MDNS {
 		n.wg.Add(1)
 		go n.mdnsLoop()

@@ -37,10 +37,31 @@ type hiveReq struct {
 	OS       string `json:"os"`
 	Arch     string `json:"arch"`
 	Module   string `json:"module_version"`
-	// Default (worker_download) makes the downloaded binary the spawn
-	// default of its type and platform, whatever its version.
+	// Default (worker_download, worker_binary_add) makes the binary the
+	// spawn default of its type and platform, whatever its version.
 	Default bool `json:"default"`
+	// Engines (worker_spawn): visible GPUs, context tokens, layers to
+	// offload (unset: all with GPUs, none without).
+	GPUs      []int `json:"gpus"`
+	Ctx       int   `json:"ctx"`
+	GPULayers *int  `json:"gpu_layers"`
+	// Hive is the hive the request named: a forwarded request runs with
+	// Request.Hive cleared, but keeps this.
+	Hive string `json:"hive"`
+	// worker_binary_add: an engine the user installed on the hive.
+	Path     string   `json:"path"`
+	Template string   `json:"template"`
+	Health   string   `json:"health"`
+	Devices  []string `json:"devices"`
 }
+
+// engineDevices are the devices a worker of an external engine may be
+// spawned for ("gpu" is any).
+var engineDevices = map[string]bool{"cpu": true, "gpu": true, "cuda": true, "rocm": true, "vulkan": true, "metal": true}
+
+// maxSpawnCtx bounds a requested context: far above any model's, below
+// anything that overflows an engine's arithmetic.
+const maxSpawnCtx = 1 << 22
 
 func decodeHive(req Request) (hiveReq, error) {
 	var r hiveReq
@@ -106,8 +127,23 @@ func validateHive(fields ...string) func(Request) error {
 		if r.Threads < 0 || r.Threads > 1024 || r.Slots < 0 || r.Slots > 256 || r.Queue < 0 || r.Queue > 4096 {
 			return jobs.Errorf(jobs.CodeBadRequest, "threads must be 0..1024, slots 0..256 and queue 0..4096")
 		}
-		if r.Device != "" && r.Device != "cpu" {
-			return jobs.Errorf(jobs.CodeBadRequest, "device %q is not supported by the cpu worker (use cpu)", r.Device)
+		if r.Type == workercat.TypeCPU {
+			if r.Device != "" && r.Device != "cpu" {
+				return jobs.Errorf(jobs.CodeBadRequest, "device %q is not supported by the cpu worker (use cpu, or an engine type such as --type llama-server)", r.Device)
+			}
+			if len(r.GPUs) > 0 {
+				return jobs.Errorf(jobs.CodeBadRequest, "the cpu worker uses no GPU: spawn an engine type (--type llama-server) for --gpu")
+			}
+		} else if r.Device != "" && !engineDevices[r.Device] {
+			return jobs.Errorf(jobs.CodeBadRequest, "device %q (want cpu, gpu, cuda, rocm, vulkan or metal)", r.Device)
+		}
+		if len(r.GPUs) > 16 || r.Ctx < 0 || r.Ctx > maxSpawnCtx || r.GPULayers != nil && (*r.GPULayers < 0 || *r.GPULayers > 100000) {
+			return jobs.Errorf(jobs.CodeBadRequest, "at most 16 GPUs; ctx 0..%d; gpu_layers 0..100000", maxSpawnCtx)
+		}
+		for _, g := range r.GPUs {
+			if g < 0 || g > 255 {
+				return jobs.Errorf(jobs.CodeBadRequest, "GPU index %d (want 0..255, as nvidia-smi or rocm-smi number them)", g)
+			}
 		}
 		return nil
 	}
@@ -121,7 +157,8 @@ func catalogError(err error) error {
 	case errors.Is(err, modelcat.ErrInUse), errors.Is(err, workercat.ErrInUse), errors.Is(err, modelcat.ErrExists):
 		return &jobs.Error{Code: jobs.CodeConflict, Err: err}
 	case errors.Is(err, modelcat.ErrBadName), errors.Is(err, modelcat.ErrBadRef), errors.Is(err, workercat.ErrBadName),
-		errors.Is(err, workercat.ErrUnknownType), errors.Is(err, hf.ErrBadRepo), errors.Is(err, modelcat.ErrNotGGUF):
+		errors.Is(err, workercat.ErrUnknownType), errors.Is(err, hf.ErrBadRepo), errors.Is(err, modelcat.ErrNotGGUF),
+		errors.Is(err, workercat.ErrNotExecutable):
 		return &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
 	case errors.Is(err, workercat.ErrUnsigned), errors.Is(err, workercat.ErrSignature):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: fmt.Errorf("%w (rbee installs worker releases signed by the rbee release key or a key given to the node with --worker-release-key)", err)}
@@ -255,6 +292,10 @@ type SpawnResult struct {
 	BinaryVersion string `json:"binary_version"`
 }
 
+// engineReadyTimeout bounds an engine's start: vLLM compiles kernels and
+// captures CUDA graphs, and a large model loads onto GPUs for minutes.
+const engineReadyTimeout = 15 * time.Minute
+
 // spawnReadyTimeout bounds the wait for the registry to list a spawned
 // worker as ready (the leader writes it on the worker's first heartbeats).
 const spawnReadyTimeout = 60 * time.Second
@@ -271,35 +312,80 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if ref == "" {
 		ref = r.Ref
 	}
+	typ, err := n.binaries.Type(r.Type)
+	if err != nil {
+		return catalogError(err)
+	}
+	wantGPU := typ.External && r.Device != "cpu"
+	if wantGPU && r.Hive == "" {
+		if fwd, err := n.placeSpawn(ctx, em, req, &r, ref); err != nil || fwd {
+			return err
+		}
+	}
 	model, err := n.resolveModel(ctx, em, ref)
 	if err != nil {
 		return err
+	}
+	switch {
+	case wantGPU:
+		if err := n.fitLocalGPUs(em, &r, model); err != nil {
+			return err
+		}
+	case typ.External:
+		if err := n.fitLocalRAM(em, r, model); err != nil {
+			return err
+		}
 	}
 	bin, err := n.workerBinary(ctx, r.Type, r.Version)
 	if err != nil {
 		return catalogError(&jobs.Error{Code: jobs.CodeNotFound, Err: err})
 	}
-	typ, err := n.binaries.Type(r.Type)
-	if err != nil {
+	if typ, err = typ.ForEntry(bin); err != nil {
 		return catalogError(err)
 	}
 	device := r.Device
-	if device == "" {
-		device = "cpu"
+	layers := -1
+	if r.GPULayers != nil {
+		layers = *r.GPULayers
 	}
-	extra := []string{"--model-name", model.ID}
-	if r.Queue > 0 {
-		extra = append(extra, "--queue", strconv.Itoa(r.Queue))
+	var extra []string
+	switch {
+	case !typ.External:
+		if device == "" {
+			device = "cpu"
+		}
+		extra = []string{"--model-name", model.ID, "--orphan-grace", n.WorkerOrphanGrace().String()}
+		if r.Queue > 0 {
+			extra = append(extra, "--queue", strconv.Itoa(r.Queue))
+		}
+	case device == "":
+		device = "gpu"
+		if len(r.GPUs) == 0 && len(bin.Devices) > 0 {
+			device = bin.Devices[0]
+		}
 	}
-	if typ.Name == workercat.TypeCPU {
-		extra = append(extra, "--orphan-grace", n.WorkerOrphanGrace().String())
+	var readyTimeout time.Duration // the process manager's
+	if typ.External {
+		readyTimeout = engineReadyTimeout
 	}
-	em.Narrate("hive", "spawn", "starting a %s worker (binary %s, %s) for %s on %s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name)
+	where := ""
+	if len(r.GPUs) > 0 {
+		where = " on GPU " + workercat.GPUList(r.GPUs)
+	}
+	em.Narrate("hive", "spawn", "starting a %s worker (binary %s, %s) for %s on %s%s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name, where)
 	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
 		WorkerID: r.WorkerID, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
-		ExtraArgs: extra})
+		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra, ReadyTimeout: readyTimeout})
 	if err != nil {
 		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
+	}
+	if typ.External {
+		// No heartbeats from an engine: report it now rather than at the
+		// next poll.
+		n.pollEngine(info, typ)
+		if len(r.GPUs) > 0 {
+			n.refreshCapabilitiesSoon()
+		}
 	}
 	em.Narrate("hive", "spawn", "worker %s runs as pid %d on port %d; waiting for the registry", info.WorkerID, info.PID, info.Port)
 	res := SpawnResult{WorkerID: info.WorkerID, PID: info.PID, Port: info.Port, Model: model.ID, Node: n.cfg.Name, Device: device,

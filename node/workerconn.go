@@ -117,6 +117,9 @@ func (n *Node) callLocalWorker(ctx context.Context, workerID, method, path strin
 	if !ok {
 		return nil, fmt.Errorf("worker %s is not a worker process of %s", workerID, n.cfg.Name)
 	}
+	if st, _, isEngine := n.localEngine(workerID); isEngine {
+		return n.callEngine(ctx, st, port, secret, method, path, body)
+	}
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)

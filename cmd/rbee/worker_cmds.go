@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -161,18 +162,30 @@ func newWorkerCmd(g *globals) *cobra.Command {
 
 	var sp struct {
 		model, device, typ, hive, id, version string
-		threads, slots                        int
+		threads, slots, ctx, gpuLayers        int
+		gpus                                  []int
 	}
 	spawn := &cobra.Command{
 		Use:   "spawn --model M",
 		Short: "Start a worker process on a hive; it is registered when ready",
-		Args:  cobra.NoArgs,
+		Long: `Start a worker process on a hive; it is registered when ready.
+
+--type cpu (the default) is rbee's own engine. --type llama-server, vllm,
+ollama or openai start an engine registered on the hive with
+` + "`rbee worker binary add`" + `, on loopback, with the worker's secret as its
+API key where the engine takes one (llama-server, vLLM):
+
+  rbee worker spawn --type llama-server --model hf:ORG/REPO:Q4_K_M --hive gpu-box --gpu 0 --ctx 8192`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if sp.model == "" {
 				return errors.New("--model is required (a catalog id or a model reference such as builtin:stories260k)")
 			}
 			req := withHive(map[string]any{"operation": "worker_spawn", "model": sp.model, "device": sp.device, "type": sp.typ,
-				"threads": sp.threads, "slots": sp.slots, "worker_id": sp.id, "version": sp.version}, sp.hive)
+				"threads": sp.threads, "slots": sp.slots, "worker_id": sp.id, "version": sp.version, "gpus": sp.gpus, "ctx": sp.ctx}, sp.hive)
+			if sp.gpuLayers >= 0 {
+				req["gpu_layers"] = sp.gpuLayers
+			}
 			return runOp(cmd, g, req, 0, func(out io.Writer, raw json.RawMessage) error {
 				var res struct {
 					WorkerID string `json:"worker_id"`
@@ -192,8 +205,11 @@ func newWorkerCmd(g *globals) *cobra.Command {
 		},
 	}
 	spawn.Flags().StringVar(&sp.model, "model", "", "model: a catalog id or a reference (hf:ORG/REPO[:QUANT], URL, path, builtin:stories260k)")
-	spawn.Flags().StringVar(&sp.device, "device", "cpu", "device")
-	spawn.Flags().StringVar(&sp.typ, "type", "cpu", "worker type")
+	spawn.Flags().StringVar(&sp.device, "device", "", "device: cpu, or for engines gpu, cuda, rocm, vulkan, metal (default: cpu for the cpu worker, gpu for engines)")
+	spawn.Flags().StringVar(&sp.typ, "type", "cpu", "worker type: cpu, llama-server, vllm, ollama, openai")
+	spawn.Flags().IntSliceVar(&sp.gpus, "gpu", nil, "GPU index the engine may use (repeat for several; default: the engine's choice)")
+	spawn.Flags().IntVar(&sp.ctx, "ctx", 0, "context length in tokens for engines (0 = the engine's default)")
+	spawn.Flags().IntVar(&sp.gpuLayers, "gpu-layers", -1, "layers to offload to the GPUs (-1 = all with --gpu, none without)")
 	spawn.Flags().StringVar(&sp.version, "version", "", "worker binary version (default: the hive's default binary: pinned, else built there or of the node's version)")
 	spawn.Flags().IntVar(&sp.threads, "threads", 0, "threads (0 = all cores)")
 	spawn.Flags().IntVar(&sp.slots, "slots", 0, "concurrent generations (0 = the worker's default)")
@@ -211,8 +227,9 @@ func newBinaryCmd(g *globals) *cobra.Command {
 	printEntries := func(out io.Writer, raw json.RawMessage) error {
 		var res struct {
 			Binaries []struct {
-				Type, Version, OS, Arch, SHA256, Source string
-				Size                                    int64
+				Type, Version, OS, Arch, SHA256, Source, Path string
+				Size                                          int64
+				Devices                                       []string
 			} `json:"binaries"`
 		}
 		if err := json.Unmarshal(raw, &res); err != nil {
@@ -220,9 +237,14 @@ func newBinaryCmd(g *globals) *cobra.Command {
 		}
 		var rows [][]string
 		for _, b := range res.Binaries {
-			rows = append(rows, []string{b.Type, b.Version, b.OS + "/" + b.Arch, humanBytes(uint64(b.Size)), string(b.Source), short(b.SHA256)})
+			where := short(b.SHA256)
+			if b.Source == "registered" {
+				where = b.Path // the user's file, not a catalog copy
+			}
+			rows = append(rows, []string{b.Type, b.Version, b.OS + "/" + b.Arch, humanBytes(uint64(b.Size)), string(b.Source),
+				orDash(strings.Join(b.Devices, ",")), where})
 		}
-		table(out, []string{"TYPE", "VERSION", "PLATFORM", "SIZE", "SOURCE", "SHA256"}, rows)
+		table(out, []string{"TYPE", "VERSION", "PLATFORM", "SIZE", "SOURCE", "DEVICES", "SHA256 / PATH"}, rows)
 		return nil
 	}
 	list := &cobra.Command{Use: "list", Short: "List worker binaries", Args: cobra.NoArgs,
@@ -244,10 +266,56 @@ func newBinaryCmd(g *globals) *cobra.Command {
 			})
 		}}
 	del.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
-	for _, c := range []*cobra.Command{list, get, del} {
+	var add struct {
+		typ, path, version, template, health string
+		devices                              []string
+		pin                                  bool
+	}
+	addCmd := &cobra.Command{Use: "add --type T --path P", Short: "Register an engine installed on a hive (llama-server, vllm, ollama, or any OpenAI-compatible server)",
+		Long: `Register an engine you installed on the hive, where it is (its shared libraries
+stay next to it; deleting the entry never deletes the file). The path must be an
+existing executable file on the hive. Admin only.
+
+  rbee worker binary add --type llama-server --path /opt/llama.cpp/build/bin/llama-server --device cuda
+  rbee worker binary add --type openai --path /usr/local/bin/my-server       --template '--model {model} --port {port} --ctx-size {ctx} --n-gpu-layers {gpu_layers}' --health /health
+
+A template (type openai only) is split at blanks, without a shell; leading
+NAME=value words become environment variables. Placeholders: {model} {model_id}
+{port} {host} {ctx} {gpu_layers} {threads} {gpus} {id}; {port} is required.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if add.path == "" {
+				return errors.New("--path is required (the engine's executable on the hive)")
+			}
+			p := add.path
+			if hive == "" && !filepath.IsAbs(p) {
+				if abs, err := filepath.Abs(p); err == nil {
+					p = abs
+				}
+			}
+			req := withHive(map[string]any{"operation": "worker_binary_add", "type": add.typ, "path": p, "version": add.version,
+				"template": add.template, "health": add.health, "devices": add.devices, "default": add.pin}, hive)
+			return runOp(cmd, g, req, 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
+				var e struct{ Type, Version, Path string }
+				if err := json.Unmarshal(raw, &e); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "%s %s registered: %s\n", e.Type, e.Version, e.Path)
+				return nil
+			})
+		}}
+	addCmd.Flags().StringVar(&add.typ, "type", "", "engine type: llama-server, vllm, ollama, openai")
+	addCmd.Flags().StringVar(&add.path, "path", "", "the engine's executable on the hive")
+	addCmd.Flags().StringVar(&add.version, "version", "", "a version name of your choice (default: local)")
+	addCmd.Flags().StringVar(&add.template, "template", "", "command template (type openai only)")
+	addCmd.Flags().StringVar(&add.health, "health", "", "health path that answers 200 once ready (default: /health)")
+	addCmd.Flags().StringSliceVar(&add.devices, "device", nil, "devices the build drives: cuda, rocm, vulkan, metal, cpu (repeatable)")
+	addCmd.Flags().BoolVar(&add.pin, "default", false, "make it the default binary of its type")
+	_ = addCmd.MarkFlagRequired("type")
+	for _, c := range []*cobra.Command{list, get, del, addCmd} {
 		hiveFlag(c, &hive)
 	}
-	cmd.AddCommand(list, get, del)
+	cmd.AddCommand(list, get, del, addCmd)
 	return cmd
 }
 

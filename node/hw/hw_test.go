@@ -24,6 +24,15 @@ func TestParsers(t *testing.T) {
 			{Vendor: "amd", Name: "Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]", Index: 0, VRAMTotal: 17163091968, VRAMFree: 17163091968 - 15130624},
 			{Vendor: "amd", Name: "Navi 23 [Radeon RX 6600/6600 XT/6600M]", Index: 1, VRAMTotal: 8573157376, VRAMFree: 8000000000},
 		}},
+		// Two GPUs, one of them nearly full (another process holds it).
+		{"nvidia-smi-busy.csv", ParseNvidiaSMI, []GPU{
+			{Vendor: "nvidia", Name: "NVIDIA GeForce RTX 3070", Index: 0, VRAMTotal: 8192 * mib, VRAMFree: 7987 * mib},
+			{Vendor: "nvidia", Name: "NVIDIA GeForce RTX 3060", Index: 1, VRAMTotal: 12288 * mib, VRAMFree: 312 * mib},
+		}},
+		{"rocm-smi-busy.json", ParseROCmSMI, []GPU{
+			{Vendor: "amd", Name: "Navi 31 [Radeon RX 7900 XTX]", Index: 0, VRAMTotal: 25753026560, VRAMFree: 301000000},
+			{Vendor: "amd", Name: "Navi 21 [Radeon RX 6800/6800 XT / 6900 XT]", Index: 1, VRAMTotal: 17163091968, VRAMFree: 17000000000},
+		}},
 		{"system_profiler-m1.json", ParseSystemProfiler, []GPU{{Vendor: "apple", Name: "Apple M1 Pro", Index: 0}}},
 		{"system_profiler-intel.json", ParseSystemProfiler, []GPU{
 			{Vendor: "intel", Name: "Intel UHD Graphics 630", Index: 0, VRAMTotal: 1536 << 20},

@@ -58,6 +58,9 @@ var (
 	// ErrBuild reports a failed build; the error text carries the
 	// compiler's output.
 	ErrBuild = errors.New("catalog: build failed")
+	// ErrNotExecutable reports an engine path that is not absolute, or not
+	// an existing regular file with an execute bit (Register).
+	ErrNotExecutable = errors.New("catalog: not an executable file")
 	// ErrDownload reports a failed download (no release location, an HTTP
 	// status, the network, a malformed LATEST, a peer that failed). Its
 	// text never includes bytes of a remote answer.
@@ -74,6 +77,10 @@ const (
 	SourcePeer       Source = "peer"
 	// SourceAdded is a file handed to Add by the caller.
 	SourceAdded Source = "added"
+	// SourceRegistered is an engine the user installed, registered where
+	// it is (Register): the catalog records its path and never copies,
+	// moves or deletes the file.
+	SourceRegistered Source = "registered"
 )
 
 const (
@@ -98,7 +105,9 @@ type Entry struct {
 	// Binary is the executable's file name.
 	Binary string `json:"binary"`
 	// Path is the absolute path of the executable. It is derived from the
-	// names above and Config.Dir, never read from the index.
+	// names above and Config.Dir, never read from the index — except for a
+	// registered engine (SourceRegistered), whose file lives where the
+	// user installed it and is never removed by the catalog.
 	Path   string    `json:"path"`
 	Size   int64     `json:"size"`
 	SHA256 string    `json:"sha256"`
@@ -112,6 +121,15 @@ type Entry struct {
 	// Pinned marks the binary an admin made the default of its type and
 	// platform (at most one per type and platform); see Default.
 	Pinned bool `json:"pinned,omitempty"`
+	// Devices are the devices the binary can drive ("cuda", "rocm",
+	// "vulkan", "metal", "cpu"), as given when it was registered; empty
+	// means unknown.
+	Devices []string `json:"devices,omitempty"`
+	// Template and HealthPath describe how to launch a binary of the
+	// generic type (see ParseTemplate); HealthPath may also override a
+	// known engine's.
+	Template   string `json:"template,omitempty"`
+	HealthPath string `json:"health_path,omitempty"`
 }
 
 func (e Entry) key() string { return e.Type + "/" + e.Version + "/" + e.OS + "-" + e.Arch }
@@ -371,7 +389,7 @@ func (c *Catalog) Default(typ, goos, goarch string) (Entry, error) {
 // eligible reports whether e may be the default without a pin.
 func (c *Catalog) eligible(e Entry) bool {
 	switch e.Source {
-	case SourceBuilt, SourceAdded:
+	case SourceBuilt, SourceAdded, SourceRegistered:
 		return true
 	}
 	return c.ver != "" && e.Version == c.ver
@@ -441,6 +459,9 @@ func (c *Catalog) Delete(typ, version string) ([]Entry, error) {
 	}
 	c.entries = next
 	for _, e := range victims {
+		if e.Source == SourceRegistered {
+			continue // the user's file, outside the catalog
+		}
 		if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			c.log.Warn("removing worker binary", "path", e.Path, "err", err)
 		}
@@ -836,6 +857,14 @@ func (c *Catalog) load() error {
 		}
 		if err := ValidName("binary", e.Binary); err != nil {
 			c.log.Warn("dropping bad index entry", "err", err)
+			continue
+		}
+		if e.Source == SourceRegistered {
+			if err := checkExecutable(e.Path); err != nil {
+				c.log.Warn("dropping registered engine whose file is gone or not executable", "path", e.Path, "err", err)
+				continue
+			}
+			c.entries[e.key()] = e
 			continue
 		}
 		e.Path = c.pathOf(e)

@@ -373,7 +373,11 @@ func TestTypes(t *testing.T) {
 	cpu, err := c.Type(TypeCPU)
 	require.NoError(t, err)
 	assert.True(t, cpu.Buildable())
-	assert.Equal(t, []string{"cpu", "llamacpp"}, []string{c.Types()[0].Name, c.Types()[1].Name})
+	var names []string
+	for _, ty := range c.Types() {
+		names = append(names, ty.Name)
+	}
+	assert.Equal(t, []string{"cpu", "llama-server", "vllm", "ollama", "openai", "llamacpp"}, names)
 	_, err = c.Type("cuda")
 	require.ErrorIs(t, err, ErrUnknownType)
 	_, err = c.Build(context.Background(), BuildOptions{Type: "llamacpp", SourceDir: "."})

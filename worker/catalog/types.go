@@ -16,6 +16,17 @@ type Launch struct {
 	Device    string // "" means the binary's default
 	Threads   int    // 0 means the binary's default
 	Slots     int    // 0 means the binary's default
+	// ModelID is the model's catalog name (an engine that checks the
+	// request's "model" field serves it under this name).
+	ModelID string
+	// Ctx is the context length in tokens; 0 means the binary's default.
+	Ctx int
+	// GPUs are the GPU indices the worker may use (device visibility);
+	// empty means the engine's default (all it sees, or none).
+	GPUs []int
+	// GPULayers is how many layers an engine offloads to the GPUs; < 0
+	// means the engine's default.
+	GPULayers int
 }
 
 // WorkerType describes one kind of worker binary: its file name, how to
@@ -36,6 +47,30 @@ type WorkerType struct {
 	// Args returns the command-line arguments (without the program name)
 	// that start the binary for l.
 	Args func(l Launch) []string
+	// External marks an engine rbee does not build (llama-server, vLLM,
+	// Ollama, any OpenAI-compatible server): it sends no heartbeats (the
+	// node polls it), does not check rbee's worker secret unless SecretEnv
+	// hands it over, and speaks the OpenAI API instead of /v1/infer.
+	External bool
+	// Env returns extra environment variables ("NAME=value") for l: GPU
+	// visibility, listen address. nil adds none.
+	Env func(l Launch) []string
+	// SecretEnv, when set, is the environment variable that hands the
+	// worker's secret to an external engine that checks a bearer key
+	// (llama-server reads LLAMA_API_KEY as its --api-key); "" means the
+	// engine checks none, so only its loopback address protects it.
+	SecretEnv string
+	// LoadPath is polled (with the secret) for the engine's load while it
+	// runs: "/slots" (llama-server's JSON slots) or "/metrics"
+	// (Prometheus text with a requests-running gauge); "" means the node
+	// counts the requests it proxies.
+	LoadPath string
+	// Templated marks a type whose command line and health path come from
+	// each binary's command template (the generic "openai" type; see
+	// ParseTemplate and ForEntry).
+	Templated bool
+	// Template is the template ForEntry expanded.
+	Template string
 }
 
 // Buildable reports whether Build can produce this type from Go source.
@@ -60,10 +95,34 @@ func (t WorkerType) validate() error {
 		// A release proof is kept next to the binary under these names.
 		return fmt.Errorf("%w: type %q: binary name %q is reserved", ErrBadName, t.Name, t.Binary)
 	}
-	if t.Args == nil {
+	if t.Args == nil && !t.Generic() {
 		return fmt.Errorf("%w: type %q has no Args", ErrBadName, t.Name)
 	}
 	return nil
+}
+
+// Generic reports whether the type's command line comes from each
+// binary's command template (the "openai" type).
+func (t WorkerType) Generic() bool { return t.Templated }
+
+// ForEntry returns the type as it launches e: for the generic type, the
+// command line and health path come from the entry's template.
+func (t WorkerType) ForEntry(e Entry) (WorkerType, error) {
+	if !t.Generic() {
+		return t, nil
+	}
+	if e.Template == "" {
+		return WorkerType{}, fmt.Errorf("%w: %s binary %s has no command template", ErrBadName, e.Type, e.Version)
+	}
+	tpl, err := ParseTemplate(e.Template)
+	if err != nil {
+		return WorkerType{}, err
+	}
+	t.Args, t.Env, t.Template = tpl.Args, tpl.Env, e.Template
+	if e.HealthPath != "" {
+		t.HealthPath = e.HealthPath
+	}
+	return t, nil
 }
 
 // TypeCPU is the type of rbee's own pure-Go worker.
@@ -124,7 +183,6 @@ func RbeeType() WorkerType {
 	}
 }
 
-// DefaultTypes returns the types every node knows. A node that supports
-// more (e.g. a "llamacpp" type whose Binary is "llama-server", download
-// only, with its own Args) appends them to Config.Types.
-func DefaultTypes() []WorkerType { return []WorkerType{CPUType()} }
+// DefaultTypes returns the types every node knows: rbee's own cpu worker
+// and the external engines (EngineTypes).
+func DefaultTypes() []WorkerType { return append([]WorkerType{CPUType()}, EngineTypes()...) }

@@ -86,7 +86,7 @@ func FuzzParseState(f *testing.F) {
 }
 
 func TestWorkerEnv(t *testing.T) {
-	env := workerEnv([]string{"HOME=/h", SecretEnv + "=inherited", "PATH=/bin"}, []string{"X=1", SecretEnv + "=extra"}, "s3cret")
+	env := workerEnv([]string{"HOME=/h", SecretEnv + "=inherited", "PATH=/bin"}, []string{"X=1", SecretEnv + "=extra"}, "s3cret", "")
 	want := []string{"HOME=/h", "PATH=/bin", "X=1", SecretEnv + "=s3cret"}
 	if strings.Join(env, "|") != strings.Join(want, "|") {
 		t.Fatalf("env %q, want %q", env, want)

@@ -86,6 +86,8 @@ const (
 	// secretBytes of crypto/rand make a worker secret (hex-encoded): 256
 	// bits, beyond guessing however many requests a local user sends.
 	secretBytes = 32
+	// maxGPUIndex bounds a GPU index: far above any machine's GPU count.
+	maxGPUIndex = 255
 )
 
 // SecretEnv is the environment variable that hands a worker its secret
@@ -143,8 +145,17 @@ type SpawnOptions struct {
 	Threads int
 	Slots   int
 	NodeURL string
+	// Ctx (context tokens, 0 = the engine's default), GPUs (visible GPU
+	// indices; empty = the engine's default) and GPULayers (< 0 = the
+	// engine's default) are passed to engines that take them.
+	Ctx       int
+	GPUs      []int
+	GPULayers int
 	// ExtraArgs are appended to the command line.
 	ExtraArgs []string
+	// ReadyTimeout, when > 0, replaces Config.ReadyTimeout for this spawn
+	// (an engine that loads a large model onto GPUs can take minutes).
+	ReadyTimeout time.Duration
 	// Env, when set, is appended to this process's environment for the
 	// worker. SecretEnv is always set by Spawn (and cannot be overridden).
 	Env []string
@@ -169,6 +180,11 @@ type WorkerInfo struct {
 	StartTicks uint64    `json:"start_ticks,omitempty"`
 	StartedAt  time.Time `json:"started_at"`
 	LogPath    string    `json:"log_path"`
+	// Device and GPUs are what the worker was started for; HealthPath is
+	// its type's health check (external engines are polled there).
+	Device     string `json:"device,omitempty"`
+	GPUs       []int  `json:"gpus,omitempty"`
+	HealthPath string `json:"health_path,omitempty"`
 	// Adopted is true for a worker found running at New (started by an
 	// earlier run of the node).
 	Adopted bool `json:"adopted,omitempty"`
@@ -321,8 +337,13 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	if err := catalog.ValidName("worker id", opts.WorkerID); err != nil {
 		return WorkerInfo{}, fmt.Errorf("%w: %w", ErrBadOptions, err)
 	}
-	if opts.Threads < 0 || opts.Slots < 0 {
-		return WorkerInfo{}, fmt.Errorf("%w: negative threads or slots", ErrBadOptions)
+	if opts.Threads < 0 || opts.Slots < 0 || opts.Ctx < 0 {
+		return WorkerInfo{}, fmt.Errorf("%w: negative threads, slots or context", ErrBadOptions)
+	}
+	for _, g := range opts.GPUs {
+		if g < 0 || g > maxGPUIndex {
+			return WorkerInfo{}, fmt.Errorf("%w: GPU index %d", ErrBadOptions, g)
+		}
 	}
 
 	m.mu.Lock()
@@ -363,11 +384,16 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	m.mu.Lock()
 	p.info.Port = port
 	m.mu.Unlock()
-	args := opts.Type.Args(catalog.Launch{
+	launch := catalog.Launch{
 		ModelPath: model, WorkerID: opts.WorkerID, Port: port, Host: m.cfg.Host, NodeURL: opts.NodeURL,
 		Device: opts.Device, Threads: opts.Threads, Slots: opts.Slots,
-	})
-	args = append(args, opts.ExtraArgs...)
+		ModelID: opts.ModelID, Ctx: opts.Ctx, GPUs: slices.Clone(opts.GPUs), GPULayers: opts.GPULayers,
+	}
+	args := append(opts.Type.Args(launch), opts.ExtraArgs...)
+	extraEnv := opts.Env
+	if opts.Type.Env != nil {
+		extraEnv = append(opts.Type.Env(launch), opts.Env...)
+	}
 
 	logPath := filepath.Join(m.dir, logsSubdir, opts.WorkerID+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -377,7 +403,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = workerEnv(os.Environ(), opts.Env, p.secret)
+	cmd.Env = workerEnv(os.Environ(), extraEnv, p.secret, opts.Type.SecretEnv)
 	setGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -386,6 +412,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	info := WorkerInfo{
 		PID: cmd.Process.Pid, WorkerID: opts.WorkerID, Type: opts.Type.Name, ModelID: opts.ModelID,
 		ModelPath: model, Port: port, Binary: bin, Cmdline: cmd.Args, StartedAt: time.Now().UTC(), LogPath: logPath,
+		Device: opts.Device, GPUs: launch.GPUs, HealthPath: opts.Type.HealthPath,
 	}
 	// Record what the OS reports, as New compares against the OS. Start
 	// returns after the exec, so the command line is already the worker's.
@@ -423,7 +450,11 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	}()
 	m.log.Info("worker started", "worker", info.WorkerID, "pid", info.PID, "port", port, "binary", bin)
 
-	if err := m.waitReady(ctx, p, opts.Type.HealthPath, p.secret); err != nil {
+	readyTimeout := m.cfg.ReadyTimeout
+	if opts.ReadyTimeout > 0 {
+		readyTimeout = opts.ReadyTimeout
+	}
+	if err := m.waitReady(ctx, p, opts.Type.HealthPath, p.secret, readyTimeout); err != nil {
 		tail := readTail(logPath, logStart, logTailBytes)
 		if !errors.Is(err, ErrExitedEarly) {
 			_ = killGroup(info.PID)
@@ -448,12 +479,12 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 
 // waitReady probes the health path (with the worker's secret) until it
 // answers 200.
-func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string) error {
+func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string, readyTimeout time.Duration) error {
 	if path == "" {
 		path = "/health"
 	}
 	url := "http://" + net.JoinHostPort(m.cfg.Host, strconv.Itoa(p.info.Port)) + path
-	timer := time.NewTimer(m.cfg.ReadyTimeout)
+	timer := time.NewTimer(readyTimeout)
 	defer timer.Stop()
 	tick := time.NewTicker(m.cfg.HealthInterval)
 	defer tick.Stop()
@@ -467,7 +498,7 @@ func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string) e
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
 		case <-timer.C:
-			return fmt.Errorf("%w: no 200 from %s within %s", ErrNotReady, url, m.cfg.ReadyTimeout)
+			return fmt.Errorf("%w: no 200 from %s within %s", ErrNotReady, url, readyTimeout)
 		case <-tick.C:
 		}
 	}
@@ -739,6 +770,30 @@ func (m *Manager) ByWorkerID(id string) (Status, error) {
 	return status(info), nil
 }
 
+// Info returns the record of the supervised worker called id, without the
+// live figures ByWorkerID reads from the OS (cheap: for every request).
+func (m *Manager) Info(id string) (WorkerInfo, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.procs {
+		if p.info.WorkerID == id {
+			return p.info, true
+		}
+	}
+	return WorkerInfo{}, false
+}
+
+// Infos returns the records of every supervised worker (no live figures).
+func (m *Manager) Infos() []WorkerInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]WorkerInfo, 0, len(m.procs))
+	for _, p := range m.procs {
+		out = append(out, p.info)
+	}
+	return out
+}
+
 // LogTail returns up to maxBytes (0 means 4 KiB) of the end of a
 // supervised worker's log.
 func (m *Manager) LogTail(pid int, maxBytes int64) (string, error) {
@@ -858,15 +913,21 @@ func validSecret(s string) bool {
 
 // workerEnv is the worker's environment: ours and extra, with SecretEnv
 // set to secret alone (an inherited or extra value is dropped).
-func workerEnv(base, extra []string, secret string) []string {
-	env := make([]string, 0, len(base)+len(extra)+1)
+func workerEnv(base, extra []string, secret, engineSecretEnv string) []string {
+	env := make([]string, 0, len(base)+len(extra)+2)
 	for _, kv := range append(slices.Clip(base), extra...) {
-		if k, _, _ := strings.Cut(kv, "="); k == SecretEnv {
+		if k, _, _ := strings.Cut(kv, "="); k == SecretEnv || (engineSecretEnv != "" && k == engineSecretEnv) {
 			continue
 		}
 		env = append(env, kv)
 	}
-	return append(env, SecretEnv+"="+secret)
+	env = append(env, SecretEnv+"="+secret)
+	if engineSecretEnv != "" && engineSecretEnv != SecretEnv {
+		// An engine that checks a bearer key gets the worker's secret as
+		// its key, so only the node can call it.
+		env = append(env, engineSecretEnv+"="+secret)
+	}
+	return env
 }
 
 // Secret returns the secret handed to the worker called id and the port it

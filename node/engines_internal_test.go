@@ -1,0 +1,84 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseEngineMetrics(t *testing.T) {
+	tests := []struct {
+		name             string
+		text             string
+		running, waiting int
+	}{
+		{"llama-server", "# HELP x\n# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing 2\nllamacpp:requests_deferred 1\n", 2, 1},
+		{"vllm with labels", `vllm:num_requests_running{model_name="a"} 3.0` + "\n" + `vllm:num_requests_waiting{model_name="a"} 4` + "\n" +
+			`vllm:num_requests_running{model_name="b"} 1` + "\n", 4, 4},
+		{"nothing known", "other_metric 5\ngarbage\n{\n", 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, w := parseEngineMetrics([]byte(tt.text))
+			assert.Equal(t, tt.running, r)
+			assert.Equal(t, tt.waiting, w)
+		})
+	}
+}
+
+func TestEngineRequest(t *testing.T) {
+	path, b, err := engineRequest([]byte(`{"prompt":"hi","max_tokens":3,"temperature":0,"slots":9}`), "m1")
+	require.NoError(t, err)
+	assert.Equal(t, "/v1/completions", path)
+	assert.JSONEq(t, `{"model":"m1","prompt":"hi","max_tokens":3,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}`, string(b))
+	path, b, err = engineRequest([]byte(`{"messages":[{"role":"user","content":"x"}],"prompt":"ignored"}`), "m1")
+	require.NoError(t, err)
+	assert.Equal(t, "/v1/chat/completions", path)
+	assert.JSONEq(t, `{"model":"m1","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true}}`, string(b))
+	assert.JSONEq(t, `{"model":"m1","prompt":"p"}`, string(setModel([]byte(`{"model":"alias","prompt":"p"}`), "m1")))
+}
+
+func TestTranslateEngineStream(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     string
+		tokens []string
+		end    string // stop reason, "" for an error event
+	}{
+		{"completion", "data: {\"choices\":[{\"text\":\"Once\",\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"text\":\" upon\",\"finish_reason\":null}]}\n\n" +
+			"data: {\"choices\":[{\"text\":\"\",\"finish_reason\":\"length\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
+			[]string{"Once", " upon"}, "length"},
+		{"chat", "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n" +
+			"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n", []string{"Hi"}, "stop"},
+		{"cut short", "data: {\"choices\":[{\"text\":\"On\"}]}\n\n", []string{"On"}, ""},
+		{"engine error", "data: {\"error\":{\"message\":\"out of memory\"}}\n\n", nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			require.NoError(t, translateEngineStream(strings.NewReader(tt.in), &out))
+			var tokens []string
+			end, failed := "", false
+			require.NoError(t, readSSE(&out, func(event string, data []byte) error {
+				var v map[string]any
+				require.NoError(t, json.Unmarshal(data, &v))
+				switch event {
+				case "token":
+					tokens = append(tokens, v["text"].(string))
+				case "end":
+					end = v["stop_reason"].(string)
+				case "error":
+					failed = true
+				}
+				return nil
+			}))
+			assert.Equal(t, tt.tokens, tokens)
+			assert.Equal(t, tt.end, end)
+			assert.Equal(t, tt.end == "", failed)
+		})
+	}
+}

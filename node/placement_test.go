@@ -1,0 +1,96 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/node/hw"
+)
+
+const gb = 1 << 30
+
+func TestEstimateMemory(t *testing.T) {
+	// stories260K: 5 layers, 4 KV heads of 8, trained on 2048 tokens.
+	d, err := readDims("../testdata/model/stories260K.gguf")
+	require.NoError(t, err)
+	assert.Equal(t, ggufDims{Layers: 5, HeadsKV: 4, KeyLen: 8, ValLen: 8, TrainCtx: 2048}, d)
+	tests := []struct {
+		name    string
+		weights uint64
+		d       ggufDims
+		ctx     int
+		kv      uint64
+		ctxUsed int
+	}{
+		{"default context, capped at the trained one", 1 << 20, d, 0, 2 * 5 * 4 * 16 * 2048, 2048},
+		{"named context", 1 << 20, d, 8192, 2 * 5 * 4 * 16 * 8192, 8192},
+		// A Llama-3-8B-like model: 32 layers, 8 KV heads of 128, at 8192.
+		{"8B at 8k", 4920 << 20, ggufDims{Layers: 32, HeadsKV: 8, KeyLen: 128, ValLen: 128, TrainCtx: 8192}, 8192, 1 << 30, 8192},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := estimateMemory(tt.weights, tt.d, tt.ctx)
+			assert.Equal(t, tt.kv, e.KV)
+			assert.Equal(t, tt.ctxUsed, e.Ctx)
+			assert.Equal(t, uint64(marginFixed)+(tt.weights+tt.kv)/10, e.Margin)
+			assert.Equal(t, tt.weights+tt.kv+e.Margin, e.Total())
+		})
+	}
+}
+
+// gpusFrom parses a recorded nvidia-smi or rocm-smi output.
+func gpusFrom(t *testing.T, file string) []fsm.GPU {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("hw", "testdata", file))
+	require.NoError(t, err)
+	parse := hw.ParseNvidiaSMI
+	if filepath.Ext(file) == ".json" {
+		parse = hw.ParseROCmSMI
+	}
+	gs, err := parse(b)
+	require.NoError(t, err)
+	var out []fsm.GPU
+	for _, g := range gs {
+		out = append(out, fsm.GPU{Vendor: g.Vendor, Name: g.Name, Index: g.Index, VRAMTotal: g.VRAMTotal, VRAMFree: g.VRAMFree})
+	}
+	return out
+}
+
+func TestPlaceGPU(t *testing.T) {
+	box := hiveGPUs{NodeID: "id-box", Name: "gpu-box", GPUs: gpusFrom(t, "nvidia-smi-busy.csv")} // 7.8 GiB free on 0, 312 MiB on 1
+	big := hiveGPUs{NodeID: "id-big", Name: "big", GPUs: gpusFrom(t, "nvidia-smi.csv")}          // 23.7 and 11.6 GiB free
+	amd := hiveGPUs{NodeID: "id-amd", Name: "amd", GPUs: gpusFrom(t, "rocm-smi-busy.json")}      // 287 MiB on 0, 15.8 GiB on 1
+	tests := []struct {
+		name  string
+		need  uint64
+		hives []hiveGPUs
+		want  placement
+		err   string
+	}{
+		{"fits the free GPU, not the full one", 2 * gb, []hiveGPUs{box}, placement{NodeID: "id-box", Name: "gpu-box", GPUs: []int{0}, Free: 7987 << 20}, ""},
+		{"most free GPU in the cluster", 2 * gb, []hiveGPUs{box, big}, placement{NodeID: "id-big", Name: "big", GPUs: []int{0}, Free: 24245 << 20}, ""},
+		{"the AMD card with room", 10 * gb, []hiveGPUs{box, amd}, placement{NodeID: "id-amd", Name: "amd", GPUs: []int{1}, Free: 17000000000}, ""},
+		{"split over a hive's GPUs", 30 * gb, []hiveGPUs{big}, placement{NodeID: "id-big", Name: "big", GPUs: []int{0, 1}, Free: (24245 + 11918) << 20}, ""},
+		{"too big", 91 * gb / 10, []hiveGPUs{box}, placement{}, "needs 9.1 GiB VRAM, largest free is 7.8 GiB on gpu-box:0"},
+		{"no GPU anywhere", gb, nil, placement{}, "no hive reports a GPU"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := placeGPU(tt.need, tt.hives)
+			if tt.err != "" {
+				require.ErrorContains(t, err, tt.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, p)
+		})
+	}
+	require.NoError(t, checkGPUs(7*gb, box, []int{0}))
+	require.ErrorContains(t, checkGPUs(gb, box, []int{1}), "needs 1.0 GiB VRAM, GPU 1 on gpu-box has 312 MiB free")
+	require.ErrorContains(t, checkGPUs(gb, box, []int{3}), "gpu-box has no GPU 3")
+}

@@ -1,0 +1,140 @@
+package catalog
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestEngineArgsAndEnv(t *testing.T) {
+	l := Launch{ModelPath: "/m.gguf", ModelID: "tiny", Port: 9000, Host: "127.0.0.1", Ctx: 4096, Threads: 4, GPUs: []int{0, 1}, GPULayers: -1}
+	tests := []struct {
+		name string
+		typ  WorkerType
+		l    Launch
+		args []string
+		env  []string
+	}{
+		{"llama-server on two GPUs", LlamaServerType(), l,
+			[]string{"-m", "/m.gguf", "--host", "127.0.0.1", "--port", "9000", "-c", "4096", "-ngl", "999", "-t", "4", "--alias", "tiny", "--metrics"},
+			[]string{"CUDA_VISIBLE_DEVICES=0,1", "HIP_VISIBLE_DEVICES=0,1", "GGML_VK_VISIBLE_DEVICES=0,1"}},
+		{"llama-server on the CPU", LlamaServerType(), Launch{ModelPath: "/m.gguf", Port: 1, Device: "cpu", GPULayers: -1},
+			[]string{"-m", "/m.gguf", "--host", "127.0.0.1", "--port", "1", "-ngl", "0", "--metrics"}, nil},
+		{"llama-server, engine default layers", LlamaServerType(), Launch{ModelPath: "/m.gguf", Port: 1, GPULayers: -1},
+			[]string{"-m", "/m.gguf", "--host", "127.0.0.1", "--port", "1", "--metrics"}, nil},
+		{"vllm tensor parallel", VLLMType(), l,
+			[]string{"serve", "/m.gguf", "--host", "127.0.0.1", "--port", "9000", "--served-model-name", "tiny", "--max-model-len", "4096", "--tensor-parallel-size", "2"},
+			[]string{"CUDA_VISIBLE_DEVICES=0,1", "HIP_VISIBLE_DEVICES=0,1", "GGML_VK_VISIBLE_DEVICES=0,1"}},
+		{"ollama", OllamaType(), Launch{Port: 7, Ctx: 2048, GPULayers: -1}, []string{"serve"},
+			[]string{"OLLAMA_HOST=127.0.0.1:7", "OLLAMA_CONTEXT_LENGTH=2048"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.args, tt.typ.Args(tt.l))
+			assert.Equal(t, tt.env, tt.typ.Env(tt.l))
+			assert.True(t, tt.typ.External)
+		})
+	}
+}
+
+func TestTemplate(t *testing.T) {
+	l := Launch{ModelPath: "/m.gguf", ModelID: "tiny", WorkerID: "w1", Port: 9000, Ctx: 512, Threads: 2, GPUs: []int{1}, GPULayers: -1}
+	tests := []struct {
+		tpl  string
+		args []string
+		env  []string
+		err  string
+	}{
+		{tpl: "--model {model} --port {port} -c {ctx} -ngl {gpu_layers} -t {threads}",
+			args: []string{"--model", "/m.gguf", "--port", "9000", "-c", "512", "-ngl", "999", "-t", "2"},
+			env:  []string{"CUDA_VISIBLE_DEVICES=1", "HIP_VISIBLE_DEVICES=1", "GGML_VK_VISIBLE_DEVICES=1"}},
+		{tpl: "FOO=bar X={model_id} serve --listen={host}:{port} --id {id} --gpus {gpus}",
+			args: []string{"serve", "--listen=127.0.0.1:9000", "--id", "w1", "--gpus", "1"},
+			env:  []string{"CUDA_VISIBLE_DEVICES=1", "HIP_VISIBLE_DEVICES=1", "GGML_VK_VISIBLE_DEVICES=1", "FOO=bar", "X=tiny"}},
+		{tpl: "--model {model}", err: "must contain {port}"},
+		{tpl: "--port {port} {secret}", err: "unknown placeholder {secret}"},
+		{tpl: "--port {port}\n--x", err: "line break"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.tpl, func(t *testing.T) {
+			tp, err := ParseTemplate(tt.tpl)
+			if tt.err != "" {
+				require.ErrorIs(t, err, ErrBadName)
+				require.ErrorContains(t, err, tt.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.args, tp.Args(l))
+			assert.Equal(t, tt.env, tp.Env(l))
+		})
+	}
+}
+
+func TestRegister(t *testing.T) {
+	bin := t.TempDir()
+	exe := filepath.Join(bin, "llama-server")
+	require.NoError(t, os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755))
+	plain := filepath.Join(bin, "notes.txt")
+	require.NoError(t, os.WriteFile(plain, []byte("x"), 0o644))
+	dir := t.TempDir()
+	c := newCatalog(t, dir, nil)
+	tests := []struct {
+		name string
+		opts RegisterOptions
+		err  string
+	}{
+		{"missing file", RegisterOptions{Type: TypeLlamaServer, Path: filepath.Join(bin, "nope")}, "no such file"},
+		{"directory", RegisterOptions{Type: TypeLlamaServer, Path: bin}, "not a regular file"},
+		{"not executable", RegisterOptions{Type: TypeLlamaServer, Path: plain}, "not executable"},
+		{"relative", RegisterOptions{Type: TypeLlamaServer, Path: "llama-server"}, "not an absolute path"},
+		{"cpu is no engine", RegisterOptions{Type: TypeCPU, Path: exe}, "not an external engine"},
+		{"unknown type", RegisterOptions{Type: "tgi", Path: exe}, "unknown worker type"},
+		{"generic needs a template", RegisterOptions{Type: TypeOpenAI, Path: exe}, "needs a command template"},
+		{"template only for generic", RegisterOptions{Type: TypeLlamaServer, Path: exe, Template: "--port {port}"}, "own command line"},
+		{"bad health path", RegisterOptions{Type: TypeLlamaServer, Path: exe, HealthPath: "health"}, "health path"},
+		{"bad device", RegisterOptions{Type: TypeLlamaServer, Path: exe, Devices: []string{"tpu"}}, "device"},
+		{"ok", RegisterOptions{Type: TypeLlamaServer, Path: exe, Devices: []string{"cuda"}}, ""},
+		{"ok generic", RegisterOptions{Type: TypeOpenAI, Version: "v2", Path: exe, Template: "--port {port}", HealthPath: "/v1/models"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := c.Register(tt.opts)
+			if tt.err != "" {
+				require.Error(t, err)
+				if tt.name == "missing file" || tt.name == "directory" || tt.name == "not executable" || tt.name == "relative" {
+					require.ErrorIs(t, err, ErrNotExecutable)
+				}
+				require.ErrorContains(t, err, tt.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, exe, e.Path)
+			assert.Equal(t, SourceRegistered, e.Source)
+		})
+	}
+	// The record survives a reopen, is the default of its type, and a
+	// delete leaves the user's file alone.
+	c = newCatalog(t, dir, nil)
+	e, err := c.Default(TypeLlamaServer, runtime.GOOS, runtime.GOARCH)
+	require.NoError(t, err)
+	assert.Equal(t, DefaultRegisteredVersion, e.Version)
+	assert.Equal(t, []string{"cuda"}, e.Devices)
+	g, err := c.Get(TypeOpenAI, "v2")
+	require.NoError(t, err)
+	gt, err := OpenAIType().ForEntry(g)
+	require.NoError(t, err)
+	assert.Equal(t, "/v1/models", gt.HealthPath)
+	assert.Equal(t, []string{"--port", "5"}, gt.Args(Launch{Port: 5}))
+	_, err = c.Delete(TypeLlamaServer, "")
+	require.NoError(t, err)
+	assert.FileExists(t, exe)
+	// A registered engine whose file went away is dropped at open.
+	require.NoError(t, os.Remove(exe))
+	c = newCatalog(t, dir, nil)
+	_, err = c.Get(TypeOpenAI, "v2")
+	require.ErrorIs(t, err, ErrNotFound)
+}
