@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/internal/peercred"
 	"github.com/rbee-project/rbee/node/jobs"
 )
@@ -182,7 +183,7 @@ func (n *Node) writeNodeInfo() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(n.cfg.DataDir, nodeInfoFile), b, 0o600)
+	return atomicfile.WriteFile(filepath.Join(n.cfg.DataDir, nodeInfoFile), b, 0o600)
 }
 
 // writeAdminKey keeps key in dataDir/admin.key, 0600.
@@ -193,7 +194,7 @@ func writeAdminKey(dataDir, key string) error {
 			return nil
 		}
 	}
-	return writeFileAtomic(path, []byte(key+"\n"), 0o600)
+	return atomicfile.WriteFile(path, []byte(key+"\n"), 0o600)
 }
 
 // Auth failure limits: a source address that fails authfailLimit times

@@ -26,6 +26,7 @@ import (
 	"github.com/rbee-project/rbee/consensus"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
+	"github.com/rbee-project/rbee/internal/atomicfile"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -513,7 +514,7 @@ func (n *Node) savePeers() {
 	}
 	sort.Strings(addrs)
 	b, _ := json.Marshal(addrs)
-	if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, peersFile), b, 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(n.cfg.DataDir, peersFile), b, 0o600); err != nil {
 		n.log.Warn("save peers", "err", err)
 	}
 }
