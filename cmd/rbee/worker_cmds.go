@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
@@ -95,7 +96,7 @@ func workerRows(ws []workerView) [][]string {
 		if w.AgeMs >= 0 {
 			age = (time.Duration(w.AgeMs) * time.Millisecond).Round(100 * time.Millisecond).String()
 		}
-		rows = append(rows, []string{w.ID, w.Node, w.Model, w.Device, w.State, orDash(w.LiveState),
+		rows = append(rows, []string{w.ID, w.Node, w.Model, w.Device, w.State, humanize.OrDash(w.LiveState),
 			strconv.Itoa(w.InFlight + w.Queued), fmt.Sprintf("%.1f", w.TPS), age})
 	}
 	return rows
@@ -220,7 +221,7 @@ func newBinaryCmd(g *globals) *cobra.Command {
 		}
 		var rows [][]string
 		for _, b := range res.Binaries {
-			rows = append(rows, []string{b.Type, b.Version, b.OS + "/" + b.Arch, humanBytes(uint64(b.Size)), string(b.Source), short(b.SHA256)})
+			rows = append(rows, []string{b.Type, b.Version, b.OS + "/" + b.Arch, humanize.Bytes(uint64(b.Size)), string(b.Source), short(b.SHA256)})
 		}
 		table(out, []string{"TYPE", "VERSION", "PLATFORM", "SIZE", "SOURCE", "SHA256"}, rows)
 		return nil
@@ -255,7 +256,7 @@ func short(s string) string {
 	if len(s) > 12 {
 		return s[:12]
 	}
-	return orDash(s)
+	return humanize.OrDash(s)
 }
 
 func newProcessCmd(g *globals) *cobra.Command {
@@ -282,7 +283,7 @@ func newProcessCmd(g *globals) *cobra.Command {
 				}
 				var rows [][]string
 				for _, p := range res.Processes {
-					rows = append(rows, []string{strconv.Itoa(p.PID), p.WorkerID, p.ModelID, strconv.Itoa(p.Port), humanBytes(p.RSS),
+					rows = append(rows, []string{strconv.Itoa(p.PID), p.WorkerID, p.ModelID, strconv.Itoa(p.Port), humanize.Bytes(p.RSS),
 						fmt.Sprintf("%.1f%%", p.CPU), time.Duration(p.UptimeNs).Round(time.Second).String()})
 				}
 				table(out, []string{"PID", "WORKER", "MODEL", "PORT", "RSS", "CPU", "UPTIME"}, rows)
