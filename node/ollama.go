@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -174,11 +175,11 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		w.WriteHeader(http.StatusOK)
 	}
 	var end worker.EndEvent
-	err = readSSE(resp.Body, func(event string, data []byte) error {
-		switch event {
+	err = sse.Read(resp.Body, maxWorkerEvent, func(ev sse.Event) error {
+		switch ev.Type {
 		case "token":
 			var te worker.TokenEvent
-			if err := json.Unmarshal(data, &te); err != nil {
+			if err := json.Unmarshal(ev.Data, &te); err != nil {
 				return err
 			}
 			if stream {
@@ -189,14 +190,14 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 				full = append(full, te.Text...)
 			}
 		case "end":
-			if err := json.Unmarshal(data, &end); err != nil {
+			if err := json.Unmarshal(ev.Data, &end); err != nil {
 				return err
 			}
 			return io.EOF
 		case "error":
-			var ev worker.ErrorEvent
-			_ = json.Unmarshal(data, &ev)
-			return fmt.Errorf("%s (%s)", ev.Message, ev.Code)
+			var ee worker.ErrorEvent
+			_ = json.Unmarshal(ev.Data, &ee)
+			return fmt.Errorf("%s (%s)", ee.Message, ee.Code)
 		}
 		return nil
 	})
