@@ -208,6 +208,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.host, err = p2p.New(pcfg); err != nil {
 		return fmt.Errorf("p2p: %w", err)
 	}
+	if err := declareP2PServices(n.host); err != nil {
+		return fmt.Errorf("p2p: %w", err)
+	}
 	if err := n.host.Start(n.ctx); err != nil {
 		return fmt.Errorf("p2p: %w", err)
 	}
