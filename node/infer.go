@@ -105,7 +105,7 @@ func (n *Node) opInfer(ctx context.Context, em jobs.Emitter, req Request) error 
 		}
 		em.Narrate("scheduler", "route", "routing to worker %s on %s (load %d)", t.Registry.ID, t.NodeName, n.score(t))
 		res, err := n.streamInfer(ctx, t, body, em)
-		n.observeRequest("job", t.Registry.Model, t.Registry.ID, err, time.Duration(res.TTFTMs*float64(time.Millisecond)), res.TPS)
+		n.observeRequest("job", t.Registry.Model, t.NodeName, err, time.Duration(res.TTFTMs*float64(time.Millisecond)), res.TPS)
 		if err == nil {
 			res.Attempts = attempt
 			return em.Result(res)

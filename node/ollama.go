@@ -126,8 +126,10 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	stream := req.Stream == nil || *req.Stream
-	resp, _, done, err := n.openRouted(r.Context(), req.Model, "/v1/infer", body)
+	routed := time.Now()
+	resp, t, done, err := n.openRouted(r.Context(), req.Model, "/v1/infer", body)
 	if err != nil {
+		n.observeRequest("ollama", req.Model, "", err, 0, 0)
 		switch {
 		case errors.Is(err, ErrNoWorker):
 			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
@@ -138,6 +140,12 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	}
 	defer done()
 	defer resp.Body.Close()
+	// Recorded as the other APIs do: a stream that broke or carried an
+	// error event is an error; TTFT counts from routing.
+	var ttft time.Duration
+	var tps float64
+	var streamErr error
+	defer func() { n.observeRequest("ollama", t.Registry.Model, t.NodeName, streamErr, ttft, tps) }()
 	if resp.StatusCode != http.StatusOK {
 		var eb worker.ErrorBody
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -182,6 +190,9 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 			if err := json.Unmarshal(ev.Data, &te); err != nil {
 				return err
 			}
+			if ttft == 0 {
+				ttft = time.Since(routed)
+			}
 			if stream {
 				if te.Text != "" && !line(chunk(te.Text, false)) {
 					return errors.New("client went away")
@@ -193,6 +204,7 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 			if err := json.Unmarshal(ev.Data, &end); err != nil {
 				return err
 			}
+			tps = end.TokensPerSecond
 			return io.EOF
 		case "error":
 			var ee worker.ErrorEvent
@@ -205,6 +217,9 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		msg := "the worker stream ended early"
 		if err != nil {
 			msg = err.Error()
+		}
+		if r.Context().Err() == nil { // a client that went away is no failure
+			streamErr = errors.New(msg)
 		}
 		if stream {
 			line(map[string]string{"error": msg})

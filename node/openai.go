@@ -133,7 +133,7 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	defer resp.Body.Close()
 	var ttft time.Duration
 	var streamErr error
-	defer func() { n.observeRequest("openai", t.Registry.Model, t.Registry.ID, streamErr, ttft, 0) }()
+	defer func() { n.observeRequest("openai", t.Registry.Model, t.NodeName, streamErr, ttft, 0) }()
 	if !stream || resp.StatusCode != http.StatusOK {
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 		streamErr = err
