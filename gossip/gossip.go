@@ -556,7 +556,8 @@ func (g *Gossip) Broadcast(key string, msg []byte) error {
 	return nil
 }
 
-// QueuedBroadcasts returns how many broadcasts are still being spread.
+// QueuedBroadcasts returns how many broadcasts (Broadcast's messages and
+// leave intents) are still being spread.
 func (g *Gossip) QueuedBroadcasts() int { return g.queue.NumQueued() - 1 } // minus the anchor
 
 // toMember converts a memberlist node; its state is the table's business.
