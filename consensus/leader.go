@@ -90,9 +90,86 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[stri
 	if r.State() != raft.Leader {
 		return ErrNotLeader
 	}
+	cf := r.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return err
+	}
+	p := c.newPass(raftOps{c: c, ctx: ctx, r: r}, c.cfg.FSM.State(), cf.Configuration().Servers)
+	var members []Member
+	if c.cfg.Members != nil {
+		members = c.cfg.Members()
+	}
+	return p.run(ctx, members, absent)
+}
+
+// reconcileOps are the changes a reconcile pass makes: raft's
+// configuration and registry commands. raftOps applies them to the running
+// raft; tests record them.
+type reconcileOps interface {
+	addServer(id string, voter bool) error
+	removeServer(id string) error
+	propose(cmd fsm.Command) error
+}
+
+// raftOps applies reconcile changes through raft, as the leader.
+type raftOps struct {
+	c   *Consensus
+	ctx context.Context
+	r   *raft.Raft
+}
+
+func (o raftOps) addServer(id string, voter bool) error {
+	add := o.r.AddNonvoter
+	if voter {
+		add = o.r.AddVoter
+	}
+	return add(raft.ServerID(id), raft.ServerAddress(id), 0, o.c.cfg.ApplyTimeout).Error()
+}
+
+func (o raftOps) removeServer(id string) error {
+	return o.r.RemoveServer(raft.ServerID(id), 0, o.c.cfg.ApplyTimeout).Error()
+}
+
+func (o raftOps) propose(cmd fsm.Command) error { return o.c.propose(o.ctx, o.r, cmd) }
+
+// reconcilePass is one reconcile pass: the raft configuration as it
+// changes during the pass, the registry as it was at its start, and the
+// errors met (the pass goes on after an error and reports them all).
+type reconcilePass struct {
+	c       *Consensus
+	ops     reconcileOps
+	st      *fsm.State
+	now     time.Time // UTC, for registry timestamps
+	clock   time.Time // monotonic, for the absence bookkeeping
+	servers map[string]raft.Server
+	voters  int
+	errs    []error
+	// kickAfter asks for another pass after d (a node becomes reapable).
+	kickAfter func(d time.Duration)
+}
+
+func (c *Consensus) newPass(ops reconcileOps, st *fsm.State, servers []raft.Server) *reconcilePass {
+	now := time.Now()
+	p := &reconcilePass{
+		c: c, ops: ops, st: st, now: now.UTC(), clock: now,
+		servers:   make(map[string]raft.Server, len(servers)),
+		kickAfter: func(d time.Duration) { time.AfterFunc(d, c.kickLeaderLoop) },
+	}
+	for _, s := range servers {
+		p.servers[string(s.ID)] = s
+		if s.Suffrage == raft.Voter {
+			p.voters++
+		}
+	}
+	return p
+}
+
+// run reconciles every member (in id order), reaps registry nodes gossip
+// no longer knows, and promotes non-voters while there is room.
+func (p *reconcilePass) run(ctx context.Context, list []Member, absent map[string]time.Time) error {
 	members := map[string]Member{}
 	var ids []string
-	for _, m := range c.cfg.Members() {
+	for _, m := range list {
 		if m.ID == "" {
 			continue
 		}
@@ -102,121 +179,143 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[stri
 		members[m.ID] = m
 	}
 	sort.Strings(ids)
-
-	cf := r.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return err
-	}
-	servers := map[string]raft.Server{}
-	voters := 0
-	for _, s := range cf.Configuration().Servers {
-		servers[string(s.ID)] = s
-		if s.Suffrage == raft.Voter {
-			voters++
-		}
-	}
-	st := c.cfg.FSM.State()
-	now := time.Now().UTC()
-
-	var errs []error
 	for _, id := range ids {
-		m := members[id]
-		srv, inConfig := servers[id]
-		switch m.State {
-		case MemberAlive:
-			if id != c.cfg.LocalID && !c.isLeaving(id) {
-				if !inConfig || srv.Address != raft.ServerAddress(id) {
-					add, suffrage := r.AddNonvoter, raft.Nonvoter
-					if voters < c.cfg.MaxVoters || (inConfig && srv.Suffrage == raft.Voter) {
-						add, suffrage = r.AddVoter, raft.Voter
-					}
-					c.log.Info("adding server", "id", id, "name", m.Name, "as", suffrage.String())
-					if err := add(raft.ServerID(id), raft.ServerAddress(id), 0, c.cfg.ApplyTimeout).Error(); err != nil {
-						errs = append(errs, err)
-						continue
-					}
-					if suffrage == raft.Voter && !inConfig {
-						voters++
-					}
-					servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(id), Suffrage: suffrage}
-				}
-			}
-			errs = append(errs, c.ensureNode(ctx, r, st, m, fsm.NodeAlive, now))
-		case MemberSuspect:
-			// Transient: keep raft as it is; make sure the node is known.
-			if _, ok := st.Node(id); !ok {
-				errs = append(errs, c.ensureNode(ctx, r, st, m, fsm.NodeAlive, now))
-			}
-		case MemberFailed:
-			// Kept in raft (it may come back) until reaped.
-			errs = append(errs, c.ensureNode(ctx, r, st, m, fsm.NodeFailed, now))
-		case MemberLeft:
-			if inConfig && id != c.cfg.LocalID {
-				c.log.Info("removing left server", "id", id, "name", m.Name)
-				if err := r.RemoveServer(raft.ServerID(id), 0, c.cfg.ApplyTimeout).Error(); err != nil {
-					errs = append(errs, err)
-				} else if srv.Suffrage == raft.Voter {
-					voters--
-				}
-				delete(servers, id)
-			}
-			if n, ok := st.Node(id); ok && n.State != fsm.NodeLeft {
-				errs = append(errs, c.propose(ctx, r, fsm.SetNodeState{ID: id, State: fsm.NodeLeft, At: now}))
-			}
-		}
+		p.reconcileMember(members[id])
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
+	// Reap only when gossip knows this server itself: an empty startup
+	// view must not shrink the cluster.
+	if _, selfSeen := members[p.c.cfg.LocalID]; selfSeen {
+		p.reconcileReaped(members, absent)
+	}
+	p.promoteNonvoters(members)
+	return errors.Join(p.errs...)
+}
 
-	// Reap: members gossip no longer knows about. Only when gossip knows
-	// this server itself (the view is not an empty startup list), and only
-	// after the node has been absent for ReapGrace in this leader's eyes, so
-	// that a gossip view that has not converged yet cannot shrink the
-	// cluster.
-	if _, selfSeen := members[c.cfg.LocalID]; selfSeen {
-		stillAbsent := map[string]bool{}
-		for _, n := range st.Nodes() {
-			if _, ok := members[n.ID]; ok || n.ID == c.cfg.LocalID {
-				continue
-			}
-			stillAbsent[n.ID] = true
-			first, seen := absent[n.ID]
-			if !seen {
-				first = time.Now()
-				absent[n.ID] = first
-			}
-			if n.State == fsm.NodeAlive {
-				// Vanished without a failure seen by gossip: mark it failed.
-				errs = append(errs, c.propose(ctx, r, fsm.SetNodeState{ID: n.ID, State: fsm.NodeFailed, At: now}))
-			}
-			if wait := c.cfg.ReapGrace - time.Since(first); wait > 0 {
-				time.AfterFunc(wait, c.kickLeaderLoop)
-				continue
-			}
-			if srv, ok := servers[n.ID]; ok {
-				c.log.Info("reaping server", "id", n.ID, "name", n.Name)
-				if err := r.RemoveServer(raft.ServerID(n.ID), 0, c.cfg.ApplyTimeout).Error(); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				if srv.Suffrage == raft.Voter {
-					voters--
-				}
-				delete(servers, n.ID)
-			}
-			errs = append(errs, c.propose(ctx, r, fsm.DeleteNode{ID: n.ID}))
+// reconcileMember brings raft and the registry in line with one member.
+func (p *reconcilePass) reconcileMember(m Member) {
+	switch m.State {
+	case MemberAlive:
+		p.handleAliveMember(m)
+	case MemberSuspect:
+		p.handleSuspectMember(m)
+	case MemberFailed:
+		p.handleFailedMember(m)
+	case MemberLeft:
+		p.handleLeftMember(m)
+	}
+}
+
+// handleAliveMember adds an alive member to raft (a voter while there is
+// room or when it already was one; not this server, not one that asked to
+// leave) and records it alive in the registry. If raft refuses it, its
+// registry entry waits for the next pass.
+func (p *reconcilePass) handleAliveMember(m Member) {
+	id := m.ID
+	srv, inConfig := p.servers[id]
+	if id != p.c.cfg.LocalID && !p.c.isLeaving(id) && (!inConfig || srv.Address != raft.ServerAddress(id)) {
+		voter := p.voters < p.c.cfg.MaxVoters || (inConfig && srv.Suffrage == raft.Voter)
+		suffrage := raft.Nonvoter
+		if voter {
+			suffrage = raft.Voter
 		}
-		for id := range absent {
-			if !stillAbsent[id] {
-				delete(absent, id)
+		p.c.log.Info("adding server", "id", id, "name", m.Name, "as", suffrage.String())
+		if err := p.ops.addServer(id, voter); err != nil {
+			p.errs = append(p.errs, err)
+			return
+		}
+		if voter && !inConfig {
+			p.voters++
+		}
+		p.servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(id), Suffrage: suffrage}
+	}
+	p.errs = append(p.errs, p.ensureNode(m, fsm.NodeAlive))
+}
+
+// handleSuspectMember leaves raft as it is (suspicion is transient) and
+// only makes sure the registry knows the node.
+func (p *reconcilePass) handleSuspectMember(m Member) {
+	if _, ok := p.st.Node(m.ID); !ok {
+		p.errs = append(p.errs, p.ensureNode(m, fsm.NodeAlive))
+	}
+}
+
+// handleFailedMember keeps a failed member in raft (it may come back)
+// until it is reaped, and records it failed in the registry.
+func (p *reconcilePass) handleFailedMember(m Member) {
+	p.errs = append(p.errs, p.ensureNode(m, fsm.NodeFailed))
+}
+
+// handleLeftMember removes a member that left from raft (never this
+// server) and records it left in the registry.
+func (p *reconcilePass) handleLeftMember(m Member) {
+	id := m.ID
+	if srv, inConfig := p.servers[id]; inConfig && id != p.c.cfg.LocalID {
+		p.c.log.Info("removing left server", "id", id, "name", m.Name)
+		if err := p.ops.removeServer(id); err != nil {
+			p.errs = append(p.errs, err)
+		} else if srv.Suffrage == raft.Voter {
+			p.voters--
+		}
+		delete(p.servers, id)
+	}
+	if n, ok := p.st.Node(id); ok && n.State != fsm.NodeLeft {
+		p.errs = append(p.errs, p.ops.propose(fsm.SetNodeState{ID: id, State: fsm.NodeLeft, At: p.now}))
+	}
+}
+
+// reconcileReaped handles registry nodes that gossip no longer knows: an
+// alive one is marked failed at once; after it has been absent for
+// ReapGrace in this leader's eyes (absent remembers since when, per
+// leadership term), it leaves raft and the registry. A node that shows up
+// again is forgotten from absent.
+func (p *reconcilePass) reconcileReaped(members map[string]Member, absent map[string]time.Time) {
+	stillAbsent := map[string]bool{}
+	for _, n := range p.st.Nodes() {
+		if _, ok := members[n.ID]; ok || n.ID == p.c.cfg.LocalID {
+			continue
+		}
+		stillAbsent[n.ID] = true
+		first, seen := absent[n.ID]
+		if !seen {
+			first = p.clock
+			absent[n.ID] = first
+		}
+		if n.State == fsm.NodeAlive {
+			// Vanished without a failure seen by gossip: mark it failed.
+			p.errs = append(p.errs, p.ops.propose(fsm.SetNodeState{ID: n.ID, State: fsm.NodeFailed, At: p.now}))
+		}
+		if wait := p.c.cfg.ReapGrace - p.clock.Sub(first); wait > 0 {
+			p.kickAfter(wait)
+			continue
+		}
+		if srv, ok := p.servers[n.ID]; ok {
+			p.c.log.Info("reaping server", "id", n.ID, "name", n.Name)
+			if err := p.ops.removeServer(n.ID); err != nil {
+				p.errs = append(p.errs, err)
+				continue
 			}
+			if srv.Suffrage == raft.Voter {
+				p.voters--
+			}
+			delete(p.servers, n.ID)
+		}
+		p.errs = append(p.errs, p.ops.propose(fsm.DeleteNode{ID: n.ID}))
+	}
+	for id := range absent {
+		if !stillAbsent[id] {
+			delete(absent, id)
 		}
 	}
+}
 
-	// Promote alive non-voters while there is room.
+// promoteNonvoters makes alive non-voters voters, in id order, while there
+// are fewer than MaxVoters.
+func (p *reconcilePass) promoteNonvoters(members map[string]Member) {
 	var nonvoters []string
-	for id, s := range servers {
+	for id, s := range p.servers {
 		if s.Suffrage != raft.Voter {
 			if m, ok := members[id]; ok && m.State == MemberAlive {
 				nonvoters = append(nonvoters, id)
@@ -225,21 +324,20 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[stri
 	}
 	sort.Strings(nonvoters)
 	for _, id := range nonvoters {
-		if voters >= c.cfg.MaxVoters {
+		if p.voters >= p.c.cfg.MaxVoters {
 			break
 		}
-		c.log.Info("promoting non-voter", "id", id)
-		if err := r.AddVoter(raft.ServerID(id), raft.ServerAddress(id), 0, c.cfg.ApplyTimeout).Error(); err != nil {
-			errs = append(errs, err)
+		p.c.log.Info("promoting non-voter", "id", id)
+		if err := p.ops.addServer(id, true); err != nil {
+			p.errs = append(p.errs, err)
 			continue
 		}
-		voters++
+		p.voters++
 	}
-	return errors.Join(errs...)
 }
 
 // ensureNode writes the member's node entry if it differs from the registry.
-func (c *Consensus) ensureNode(ctx context.Context, r *raft.Raft, st *fsm.State, m Member, state fsm.NodeState, now time.Time) error {
+func (p *reconcilePass) ensureNode(m Member, state fsm.NodeState) error {
 	want := fsm.Node{
 		ID: m.ID, Name: m.Name, HTTPAddr: m.HTTPAddr, HTTPSAddr: m.HTTPSAddr, GossipAddr: m.GossipAddr,
 		P2PAddrs: m.P2PAddrs, Version: m.Version, State: state,
@@ -247,7 +345,7 @@ func (c *Consensus) ensureNode(ctx context.Context, r *raft.Raft, st *fsm.State,
 	if len(want.P2PAddrs) == 0 {
 		want.P2PAddrs = nil
 	}
-	old, ok := st.Node(m.ID)
+	old, ok := p.st.Node(m.ID)
 	if ok {
 		got := fsm.Node{
 			ID: old.ID, Name: old.Name, HTTPAddr: old.HTTPAddr, HTTPSAddr: old.HTTPSAddr, GossipAddr: old.GossipAddr,
@@ -257,11 +355,11 @@ func (c *Consensus) ensureNode(ctx context.Context, r *raft.Raft, st *fsm.State,
 			return nil
 		}
 		if old.State != state && reflect.DeepEqual(withState(got, state), want) {
-			return c.propose(ctx, r, fsm.SetNodeState{ID: m.ID, State: state, At: now})
+			return p.ops.propose(fsm.SetNodeState{ID: m.ID, State: state, At: p.now})
 		}
 	}
-	want.UpdatedAt = now
-	return c.propose(ctx, r, fsm.UpsertNode{Node: want})
+	want.UpdatedAt = p.now
+	return p.ops.propose(fsm.UpsertNode{Node: want})
 }
 
 func withState(n fsm.Node, s fsm.NodeState) fsm.Node {

@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"time"
+
 	"github.com/hashicorp/memberlist"
 )
 
@@ -31,8 +33,34 @@ func (d *delegate) NotifyMsg(b []byte) {
 		if g.delegate != nil {
 			g.delegate.NotifyMsg(append([]byte(nil), b[1:]...))
 		}
+	case msgLeaveIntent:
+		g.learnIntent(b)
 	default:
 		g.log.Debug("dropping gossip message of unknown type", "type", b[0], "size", len(b))
+	}
+}
+
+// learnIntent records a leave intent from the network and passes a new
+// one on, so that it reaches every member before the leave itself.
+func (g *Gossip) learnIntent(b []byte) {
+	id, nonce, ok := decodeIntent(b)
+	if !ok {
+		g.log.Debug("dropping malformed leave intent", "size", len(b))
+		return
+	}
+	g.mu.RLock()
+	own := id == g.mlCfg.Name && !g.left
+	g.mu.RUnlock()
+	if own {
+		return // a stale intent of an earlier run of this node
+	}
+	fresh, left, m := g.table.intent(id, nonce)
+	if !fresh {
+		return
+	}
+	g.queue.QueueBroadcast(&intentBroadcast{id: id, msg: append([]byte(nil), b...)})
+	if left {
+		(*eventDelegate)(g).emit(EventLeave, m)
 	}
 }
 
@@ -62,37 +90,53 @@ type eventDelegate Gossip
 
 var _ memberlist.EventDelegate = (*eventDelegate)(nil)
 
-func (e *eventDelegate) NotifyJoin(n *memberlist.Node) { e.emit(EventJoin, n, memberlist.StateAlive) }
+func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
+	g := (*Gossip)(e)
+	e.emit(EventJoin, g.table.join(g.toMember(n.Name, n.Address(), n.Meta)))
+}
 
 func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) {
-	e.emit(EventUpdate, n, memberlist.StateAlive)
+	g := (*Gossip)(e)
+	e.emit(EventUpdate, g.table.update(g.toMember(n.Name, n.Address(), n.Meta)))
 }
 
 func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 	g := (*Gossip)(e)
-	st := memberlist.StateDead
-	if g.states != nil {
-		st = g.states.stateOf(n)
-	}
-	if st == memberlist.StateLeft {
-		e.emit(EventLeave, n, st)
+	m := g.table.depart(g.toMember(n.Name, n.Address(), n.Meta))
+	if m.State == StateLeft {
+		e.emit(EventLeave, m)
 		return
 	}
-	e.emit(EventFailed, n, memberlist.StateDead)
+	e.emit(EventFailed, m)
 }
 
-func (e *eventDelegate) emit(t EventType, n *memberlist.Node, st memberlist.NodeStateType) {
+func (e *eventDelegate) emit(t EventType, m Member) {
 	g := (*Gossip)(e)
-	ev := Event{Type: t, Member: g.toMember(n.Name, n.Address(), n.Meta, st)}
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if g.closed {
 		return
 	}
 	select {
-	case g.events <- ev:
+	case g.events <- Event{Type: t, Member: m}:
 	default:
-		g.log.Warn("event buffer full, dropping membership event", "type", t, "node", n.Name)
+		g.log.Warn("event buffer full, dropping membership event", "type", t, "node", m.ID)
+	}
+}
+
+// pingDelegate implements memberlist.PingDelegate on a Gossip: a member
+// that answers this node's direct probe is no longer suspect here.
+type pingDelegate Gossip
+
+var _ memberlist.PingDelegate = (*pingDelegate)(nil)
+
+// AckPayload adds nothing to acks.
+func (p *pingDelegate) AckPayload() []byte { return nil }
+
+func (p *pingDelegate) NotifyPingComplete(n *memberlist.Node, _ time.Duration, _ []byte) {
+	g := (*Gossip)(p)
+	if g.table.answered(n.Name) {
+		g.log.Debug("member no longer suspect", "node", n.Name)
 	}
 }
 

@@ -6,12 +6,14 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"fmt"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -61,9 +63,28 @@ const (
 // the anchor the queue is never empty, so ids never repeat.
 const anchorSize = 70_000
 
-// msgUser marks a Broadcast payload; the first byte of every gossip user
-// message is its type, so internal message kinds can be added later.
-const msgUser byte = 1
+// Gossip user message types: the first byte of every message this package
+// sends through memberlist's user channel.
+const (
+	// msgUser marks a Broadcast payload.
+	msgUser byte = 1
+	// msgLeaveIntent announces that a member leaves (see members.go).
+	msgLeaveIntent byte = 2
+)
+
+// intentWait bounds how long Leave waits for its intent to be sent before
+// memberlist's leave message, like serf's broadcast timeout: a few gossip
+// rounds suffice, an unreachable cluster must not hold Leave up.
+const intentWait = 5 * time.Second
+
+// suspectPrefix and suspectSuffix frame the message memberlist logs, then
+// acts on, when this node's probe of a member failed (memberlist v0.5.4
+// state.go, probeNode): the only public trace of its suspicion (see
+// members.go). TestCrashedMemberBecomesSuspectThenDead notices a change.
+const (
+	suspectPrefix = "Suspect "
+	suspectSuffix = " has failed, no acks received"
+)
 
 // StateDelegate lets a higher layer ride on gossip. Implementations must be
 // safe for concurrent use and fast: memberlist calls them from its network
@@ -171,7 +192,7 @@ type Gossip struct {
 	log      *slog.Logger
 	mlCfg    *memberlist.Config
 	delegate StateDelegate
-	states   *stateReader // nil when memberlist's layout is not the expected one
+	table    *memberTable
 	queue    *memberlist.TransmitLimitedQueue
 	events   chan Event
 	logw     *slogWriter
@@ -242,15 +263,15 @@ func New(cfg Config) (*Gossip, error) {
 		meta:     cloneMeta(cfg.Meta),
 		metaEnc:  metaEnc,
 	}
-	if g.states, err = newStateReader(); err != nil {
-		lg.Warn("memberlist internals differ from the pinned version: suspect, dead and left states are approximated", "err", err)
-	}
+	g.table = newMemberTable(mc.GossipToTheDeadTime)
 	mc.Name = cfg.NodeID
 	mc.SecretKey = deriveKey(cfg.Secret)
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*eventDelegate)(g)
+	mc.Ping = (*pingDelegate)(g)
 	mc.LogOutput = nil
 	g.logw = newSlogWriter(lg)
+	g.logw.observe = g.observeLog
 	mc.Logger = log.New(g.logw, "", 0)
 	g.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       g.NumMembers,
@@ -353,10 +374,11 @@ func timeoutFrom(ctx context.Context) time.Duration {
 	return defaultOpTimeout
 }
 
-// Leave broadcasts this node's graceful departure and waits (bounded by
-// ctx, 5 s without a deadline) until it has been sent; other members then
-// see this node as StateLeft. After Leave the node still answers probes
-// until Close, but cannot rejoin: Close it and create a new Gossip.
+// Leave announces this node's graceful departure, then leaves memberlist,
+// waiting (bounded by ctx, 5 s without a deadline) until both have been
+// sent; other members then see this node as StateLeft. After Leave the
+// node still answers probes until Close, but cannot rejoin: Close it and
+// create a new Gossip.
 func (g *Gossip) Leave(ctx context.Context) error {
 	ml, err := g.member()
 	if err != nil {
@@ -365,7 +387,22 @@ func (g *Gossip) Leave(ctx context.Context) error {
 	g.mu.Lock()
 	g.left = true
 	g.mu.Unlock()
-	if err := ml.Leave(timeoutFrom(ctx)); err != nil {
+	deadline := time.Now().Add(timeoutFrom(ctx))
+	self := g.mlCfg.Name
+	nonce := rand.Uint64()
+	g.table.intent(self, nonce) // our own departure is a leave too
+	if ml.NumMembers() > 1 {
+		b := &intentBroadcast{id: self, msg: encodeIntent(self, nonce), notify: make(chan struct{})}
+		g.queue.QueueBroadcast(b)
+		wait := time.NewTimer(min(time.Until(deadline), intentWait))
+		select {
+		case <-b.notify:
+		case <-wait.C:
+			g.log.Warn("leave intent not sent in time; some members may see this node fail instead of leave")
+		}
+		wait.Stop()
+	}
+	if err := ml.Leave(max(time.Until(deadline), time.Millisecond)); err != nil {
 		return fmt.Errorf("gossip: leave: %w", err)
 	}
 	g.log.Info("left cluster")
@@ -421,9 +458,10 @@ func (g *Gossip) NumMembers() int {
 	return ml.NumMembers()
 }
 
-// Members returns every member memberlist knows, this node included: alive
-// and suspect ones, and dead and left ones until memberlist reaps them
-// (GossipToTheDeadTime: 30 s on a LAN). Empty before Start.
+// Members returns every member this node knows, itself included, sorted
+// by id: alive and suspect ones, and dead and left ones until they are
+// forgotten (GossipToTheDeadTime after they departed: 30 s on a LAN, as
+// memberlist does). Empty before Start and after Close.
 func (g *Gossip) Members() []Member {
 	g.mu.RLock()
 	ml, closed := g.ml, g.closed
@@ -431,19 +469,7 @@ func (g *Gossip) Members() []Member {
 	if ml == nil || closed {
 		return nil
 	}
-	var snaps []nodeSnap
-	if g.states != nil {
-		snaps = g.states.snapshot(ml)
-	} else {
-		for _, n := range ml.Members() {
-			snaps = append(snaps, nodeSnap{Name: n.Name, Addr: n.Address(), Meta: n.Meta, State: memberlist.StateAlive})
-		}
-	}
-	out := make([]Member, 0, len(snaps))
-	for _, s := range snaps {
-		out = append(out, g.toMember(s.Name, s.Addr, s.Meta, s.State))
-	}
-	return out
+	return g.table.list()
 }
 
 // Member returns the member with the given id, as Members would.
@@ -530,12 +556,13 @@ func (g *Gossip) Broadcast(key string, msg []byte) error {
 	return nil
 }
 
-// QueuedBroadcasts returns how many broadcasts are still being spread.
+// QueuedBroadcasts returns how many broadcasts (Broadcast's messages and
+// leave intents) are still being spread.
 func (g *Gossip) QueuedBroadcasts() int { return g.queue.NumQueued() - 1 } // minus the anchor
 
-// toMember converts memberlist's view of a node.
-func (g *Gossip) toMember(name, addr string, meta []byte, st memberlist.NodeStateType) Member {
-	m := Member{ID: name, Addr: addr, State: fromML(st)}
+// toMember converts a memberlist node; its state is the table's business.
+func (g *Gossip) toMember(name, addr string, meta []byte) Member {
+	m := Member{ID: name, Addr: addr}
 	if len(meta) > 0 {
 		md, err := DecodeMeta(meta)
 		if err != nil {
@@ -544,6 +571,17 @@ func (g *Gossip) toMember(name, addr string, meta []byte, st memberlist.NodeStat
 		m.Meta = md
 	}
 	return m
+}
+
+// observeLog learns suspicion from memberlist's log (see members.go).
+func (g *Gossip) observeLog(msg []byte) {
+	rest, ok := bytes.CutPrefix(msg, []byte(suspectPrefix))
+	if !ok {
+		return
+	}
+	if id, ok := bytes.CutSuffix(rest, []byte(suspectSuffix)); ok && g.table.suspect(string(id)) {
+		g.log.Debug("member suspect", "node", string(id))
+	}
 }
 
 func cloneMeta(m Meta) Meta {

@@ -441,13 +441,6 @@ func TestConfigErrors(t *testing.T) {
 	require.ErrorIs(t, err, ErrMetaTooLarge)
 }
 
-func TestStateReaderMatchesPinnedMemberlist(t *testing.T) {
-	// If this fails after a memberlist upgrade, suspect/dead/left states
-	// are no longer read; see mlstate.go.
-	_, err := newStateReader()
-	require.NoError(t, err)
-}
-
 func TestDeriveKey(t *testing.T) {
 	k := deriveKey([]byte("s"))
 	require.Len(t, k, 32)

@@ -22,6 +22,9 @@ const logWindow = 10 * time.Second
 type slogWriter struct {
 	log *slog.Logger
 	now func() time.Time
+	// observe, when set, sees every message (without level and
+	// "memberlist: " prefix) before rate limiting; it must be fast.
+	observe func(msg []byte)
 
 	problems atomic.Uint64 // warnings and errors seen, logged or not
 
@@ -55,6 +58,9 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 		}
 	}
 	line = bytes.TrimPrefix(line, []byte("memberlist: "))
+	if w.observe != nil {
+		w.observe(line)
+	}
 	if level < slog.LevelWarn {
 		w.log.Log(context.Background(), level, string(line))
 		return len(p), nil

@@ -1,10 +1,6 @@
 package gossip
 
-import (
-	"fmt"
-
-	"github.com/hashicorp/memberlist"
-)
+import "fmt"
 
 // State is a member's liveness as this node sees it.
 type State int
@@ -34,18 +30,6 @@ func (s State) String() string {
 		return "left"
 	}
 	return fmt.Sprintf("State(%d)", int(s))
-}
-
-func fromML(s memberlist.NodeStateType) State {
-	switch s {
-	case memberlist.StateSuspect:
-		return StateSuspect
-	case memberlist.StateDead:
-		return StateDead
-	case memberlist.StateLeft:
-		return StateLeft
-	}
-	return StateAlive
 }
 
 // Member is one node of the cluster.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/web"
 )
@@ -205,14 +206,7 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		after = a
 	}
-	flusher, _ := w.(http.Flusher)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	if flusher != nil {
-		flusher.Flush()
-	}
+	sw := sse.Start(w)
 	ctx := r.Context()
 	ticker := time.NewTicker(sseKeepAlive)
 	defer ticker.Stop()
@@ -220,13 +214,10 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 		evs, more, done := j.Events(after)
 		for _, ev := range evs {
 			b, _ := json.Marshal(ev)
-			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Type, b); err != nil {
+			if err := sw.Event(sse.Event{ID: strconv.FormatInt(ev.Seq, 10), Type: ev.Type, Data: b}); err != nil {
 				return
 			}
 			after = ev.Seq
-		}
-		if flusher != nil {
-			flusher.Flush()
 		}
 		if done {
 			return
@@ -236,7 +227,7 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-more:
 		case <-ticker.C:
-			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+			if err := sw.KeepAlive(); err != nil {
 				return
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/internal/peercred"
 	"github.com/rbee-project/rbee/node/jobs"
 )
@@ -185,7 +186,7 @@ func (n *Node) writeNodeInfo() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(n.cfg.DataDir, nodeInfoFile), b, 0o600)
+	return atomicfile.WriteFile(filepath.Join(n.cfg.DataDir, nodeInfoFile), b, 0o600)
 }
 
 // writeAdminKey keeps key in dataDir/admin.key, 0600.
@@ -196,7 +197,7 @@ func writeAdminKey(dataDir, key string) error {
 			return nil
 		}
 	}
-	return writeFileAtomic(path, []byte(key+"\n"), 0o600)
+	return atomicfile.WriteFile(path, []byte(key+"\n"), 0o600)
 }
 
 // Auth failure limits: a source address that fails authfailLimit times

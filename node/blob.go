@@ -25,6 +25,10 @@ const protoBlob protocol.ID = "/rbee/blob/1.0.0"
 // blobIdle bounds how long a transfer may stall before it is reset.
 const blobIdle = 30 * time.Second
 
+// blobChunk is the serving side's copy buffer: large reads keep a
+// multi-GiB model transfer at disk and network speed.
+const blobChunk = 256 << 10
+
 // maxBlobHead bounds a head frame: a binary's head carries its release's
 // SHA256SUMS (at most 1 MiB, base64 in JSON: 1.34 MiB) and signature.
 const maxBlobHead = 2 << 20
@@ -104,7 +108,7 @@ func (n *Node) handleBlob(s network.Stream) {
 		_ = s.Reset()
 		return
 	}
-	if err := pump(rc, 256<<10, blobIdle, s, func(b []byte) error { _, err := s.Write(b); return err }); err != nil {
+	if err := pump(rc, blobChunk, blobIdle, s, func(b []byte) error { _, err := s.Write(b); return err }); err != nil {
 		_ = s.Reset()
 		return
 	}

@@ -3,11 +3,10 @@ package node
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
@@ -61,10 +60,7 @@ func (n *Node) Snapshot() ClusterSnapshot {
 
 // handleClusterEvents streams snapshots as SSE "state" events.
 func (n *Node) handleClusterEvents(w http.ResponseWriter, r *http.Request) {
-	flusher, _ := w.(http.Flusher)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
+	sw := sse.Start(w)
 	tick := time.NewTicker(feedInterval)
 	defer tick.Stop()
 	var last []byte
@@ -72,18 +68,15 @@ func (n *Node) handleClusterEvents(w http.ResponseWriter, r *http.Request) {
 	for {
 		b, _ := json.Marshal(n.Snapshot())
 		if !bytes.Equal(b, last) {
-			if _, err := fmt.Fprintf(w, "event: state\ndata: %s\n\n", b); err != nil {
+			if err := sw.Data("state", b); err != nil {
 				return
 			}
 			last, quiet = b, 0
 		} else if quiet++; quiet >= int(sseKeepAlive/feedInterval) {
-			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+			if err := sw.KeepAlive(); err != nil {
 				return
 			}
 			quiet = 0
-		}
-		if flusher != nil {
-			flusher.Flush()
 		}
 		select {
 		case <-r.Context().Done():

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/worker"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
@@ -357,7 +358,8 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 		_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
 		return err
 	}
-	err := readSSE(r, func(_ string, data []byte) error {
+	err := sse.Read(r, maxWorkerEvent, func(ev sse.Event) error {
+		data := ev.Data
 		if string(data) == "[DONE]" {
 			return io.EOF
 		}

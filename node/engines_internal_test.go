@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/sse"
 )
 
 func TestParseEngineMetrics(t *testing.T) {
@@ -63,7 +65,8 @@ func TestTranslateEngineStream(t *testing.T) {
 			require.NoError(t, translateEngineStream(strings.NewReader(tt.in), &out))
 			var tokens []string
 			end, failed := "", false
-			require.NoError(t, readSSE(&out, func(event string, data []byte) error {
+			require.NoError(t, sse.Read(&out, maxWorkerEvent, func(ev sse.Event) error {
+				event, data := ev.Type, ev.Data
 				var v map[string]any
 				require.NoError(t, json.Unmarshal(data, &v))
 				switch event {

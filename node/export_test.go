@@ -3,6 +3,9 @@ package node
 import (
 	"context"
 	"net"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/network"
 )
 
 // WithoutAutoCA keeps the leader from creating the cluster CA.
@@ -42,3 +45,31 @@ func (n *Node) LocalWorkerPorts() map[string]int {
 	}
 	return out
 }
+
+// P2PServices maps every rbee protocol the node's libp2p host handles to
+// the name of its resource-manager service ("" when it has none).
+func (n *Node) P2PServices() map[string]string {
+	out := map[string]string{}
+	for _, p := range n.host.Libp2p().Mux().Protocols() {
+		if !strings.HasPrefix(string(p), "/rbee/") {
+			continue
+		}
+		svc, _ := n.host.Service(p)
+		out[string(p)] = svc.Name
+	}
+	return out
+}
+
+// P2PServiceStat is the resource manager's view of one service of the
+// node's host.
+func (n *Node) P2PServiceStat(name string) network.ScopeStat {
+	var st network.ScopeStat
+	_ = n.host.Libp2p().Network().ResourceManager().ViewService(name, func(s network.ServiceScope) error {
+		st = s.Stat()
+		return nil
+	})
+	return st
+}
+
+// RaftConnMemory is what one raft stream reserves.
+const RaftConnMemory = raftConnMemory

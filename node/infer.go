@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/worker"
 )
@@ -18,6 +18,10 @@ import (
 // maxAttempts bounds how many workers one request tries before its first
 // token: enough to route around a crashed worker or two, never a loop.
 const maxAttempts = 3
+
+// maxWorkerEvent bounds one line and one event of a worker's token stream:
+// events are a token or a summary, far below 4 MiB.
+const maxWorkerEvent = 4 << 20
 
 // inferFields are the job fields that steer routing; everything else in the
 // job goes to the worker, which validates it.
@@ -101,7 +105,7 @@ func (n *Node) opInfer(ctx context.Context, em jobs.Emitter, req Request) error 
 		}
 		em.Narrate("scheduler", "route", "routing to worker %s on %s (load %d)", t.Registry.ID, t.NodeName, n.score(t))
 		res, err := n.streamInfer(ctx, t, body, em)
-		n.observeRequest("job", t.Registry.Model, t.Registry.ID, err, time.Duration(res.TTFTMs*float64(time.Millisecond)), res.TPS)
+		n.observeRequest("job", t.Registry.Model, t.NodeName, err, time.Duration(res.TTFTMs*float64(time.Millisecond)), res.TPS)
 		if err == nil {
 			res.Attempts = attempt
 			return em.Result(res)
@@ -151,11 +155,11 @@ func (n *Node) streamInfer(ctx context.Context, t Target, body []byte, em jobs.E
 	}
 	var text strings.Builder
 	tokens := 0
-	err = readSSE(resp.Body, func(event string, data []byte) error {
-		switch event {
+	err = sse.Read(resp.Body, maxWorkerEvent, func(ev sse.Event) error {
+		switch ev.Type {
 		case "token":
 			var te worker.TokenEvent
-			if err := json.Unmarshal(data, &te); err != nil {
+			if err := json.Unmarshal(ev.Data, &te); err != nil {
 				return err
 			}
 			if tokens == 0 {
@@ -166,15 +170,15 @@ func (n *Node) streamInfer(ctx context.Context, t Target, body []byte, em jobs.E
 			em.Emit(jobs.Event{Type: jobs.TypeToken, Text: te.Text, Index: te.Index, ID: te.ID})
 		case "end":
 			var ee worker.EndEvent
-			if err := json.Unmarshal(data, &ee); err != nil {
+			if err := json.Unmarshal(ev.Data, &ee); err != nil {
 				return err
 			}
 			res.StopReason, res.TokensIn, res.TokensOut, res.TPS = ee.StopReason, ee.TokensIn, ee.TokensOut, ee.TokensPerSecond
 			return io.EOF
 		case "error":
-			var ev worker.ErrorEvent
-			_ = json.Unmarshal(data, &ev)
-			return &jobs.Error{Code: jobs.CodeUnavailable, Err: fmt.Errorf("worker %s: %s (%s)", t.Registry.ID, ev.Message, ev.Code)}
+			var ee worker.ErrorEvent
+			_ = json.Unmarshal(ev.Data, &ee)
+			return &jobs.Error{Code: jobs.CodeUnavailable, Err: fmt.Errorf("worker %s: %s (%s)", t.Registry.ID, ee.Message, ee.Code)}
 		}
 		return nil
 	})
@@ -192,33 +196,4 @@ func (n *Node) streamInfer(ctx context.Context, t Target, body []byte, em jobs.E
 		return res, &retryable{err}
 	}
 	return res, &jobs.Error{Code: jobs.CodeUnavailable, Err: fmt.Errorf("worker %s on %s failed mid-stream after %d tokens: %w", t.Registry.ID, t.NodeName, tokens, err)}
-}
-
-// readSSE calls fn for every event of an SSE stream until fn returns an
-// error or the stream ends (nil).
-func readSSE(r io.Reader, fn func(event string, data []byte) error) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	event := ""
-	var data []byte
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if len(data) > 0 || event != "" {
-				if err := fn(event, data); err != nil {
-					return err
-				}
-			}
-			event, data = "", data[:0]
-		case strings.HasPrefix(line, "event:"):
-			event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
-		case strings.HasPrefix(line, "data:"):
-			if len(data) > 0 {
-				data = append(data, '\n')
-			}
-			data = append(data, strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")...)
-		}
-	}
-	return sc.Err()
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/rbee-project/rbee/consensus"
-	"github.com/rbee-project/rbee/node/jobs"
 	"net/http"
 	"time"
 
@@ -13,7 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/rbee-project/rbee/consensus"
 	"github.com/rbee-project/rbee/gossip"
+	"github.com/rbee-project/rbee/node/jobs"
 )
 
 // metrics are the node's Prometheus metrics, in a registry of their own
@@ -21,9 +21,9 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	requests   *prometheus.CounterVec   // by api, model, worker, outcome
-	ttft       *prometheus.HistogramVec // by model, worker
-	tps        *prometheus.HistogramVec // by model, worker
+	requests   *prometheus.CounterVec   // by api, model, node, outcome
+	ttft       *prometheus.HistogramVec // by model, node
+	tps        *prometheus.HistogramVec // by model, node
 	applyTime  prometheus.Histogram
 	downloaded *prometheus.CounterVec // by kind
 }
@@ -37,14 +37,19 @@ var (
 	applyBuckets = prometheus.ExponentialBuckets(0.0005, 2, 14)
 )
 
+// Request metrics are labelled by model and by the node that ran the
+// worker, never by worker id: workers come and go (every spawn is a new
+// id), and a series per worker would grow without bound; models and nodes
+// are few and stay. Per-worker load is in rbee_queue_depth and
+// rbee_worker_in_flight, which only report the workers that exist now.
 func newMetrics(n *Node) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rbee_requests_total",
-		Help: "Inference requests this node routed, by API, model, worker and outcome."}, []string{"api", "model", "worker", "outcome"})
+		Help: "Inference requests this node routed, by API, model, node of the worker and outcome."}, []string{"api", "model", "node", "outcome"})
 	m.ttft = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rbee_time_to_first_token_seconds",
-		Help: "Time from routing a request to its first token, as seen by this node.", Buckets: ttftBuckets}, []string{"model", "worker"})
+		Help: "Time from routing a request to its first token, as seen by this node, by model and node of the worker.", Buckets: ttftBuckets}, []string{"model", "node"})
 	m.tps = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rbee_tokens_per_second",
-		Help: "Generation speed of completed requests.", Buckets: tpsBuckets}, []string{"model", "worker"})
+		Help: "Generation speed of completed requests, by model and node of the worker.", Buckets: tpsBuckets}, []string{"model", "node"})
 	m.applyTime = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rbee_raft_apply_seconds",
 		Help: "Latency of registry writes proposed by this node (forwarding to the leader included).", Buckets: applyBuckets})
 	m.downloaded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rbee_download_bytes_total",
@@ -142,17 +147,18 @@ func writeFailed(err error, format string, args ...any) error {
 	return &jobs.Error{Code: code, Err: fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)}
 }
 
-// observeRequest records one routed request.
-func (n *Node) observeRequest(api, model, worker string, err error, ttft time.Duration, tps float64) {
+// observeRequest records one routed request; node is the name of the node
+// whose worker served it ("" when none was reached).
+func (n *Node) observeRequest(api, model, node string, err error, ttft time.Duration, tps float64) {
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
 	}
-	n.metrics.requests.WithLabelValues(api, model, worker, outcome).Inc()
+	n.metrics.requests.WithLabelValues(api, model, node, outcome).Inc()
 	if ttft > 0 {
-		n.metrics.ttft.WithLabelValues(model, worker).Observe(ttft.Seconds())
+		n.metrics.ttft.WithLabelValues(model, node).Observe(ttft.Seconds())
 	}
 	if tps > 0 {
-		n.metrics.tps.WithLabelValues(model, worker).Observe(tps)
+		n.metrics.tps.WithLabelValues(model, node).Observe(tps)
 	}
 }

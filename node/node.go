@@ -27,6 +27,7 @@ import (
 	"github.com/rbee-project/rbee/consensus"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
+	"github.com/rbee-project/rbee/internal/atomicfile"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -226,6 +227,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	pcfg.EnableMDNS = n.cfg.MDNS
 	pcfg.Logger = n.log.With("component", "p2p")
 	if n.host, err = p2p.New(pcfg); err != nil {
+		return fmt.Errorf("p2p: %w", err)
+	}
+	if err := declareP2PServices(n.host); err != nil {
 		return fmt.Errorf("p2p: %w", err)
 	}
 	if err := n.host.Start(n.ctx); err != nil {
@@ -559,7 +563,7 @@ func (n *Node) savePeers() {
 	}
 	sort.Strings(addrs)
 	b, _ := json.Marshal(addrs)
-	if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, peersFile), b, 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(n.cfg.DataDir, peersFile), b, 0o600); err != nil {
 		n.log.Warn("save peers", "err", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -164,8 +165,10 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	stream := req.Stream == nil || *req.Stream
-	resp, _, done, err := n.openRouted(r.Context(), req.Model, "/v1/infer", body)
+	routed := time.Now()
+	resp, t, done, err := n.openRouted(r.Context(), req.Model, "/v1/infer", body)
 	if err != nil {
+		n.observeRequest("ollama", req.Model, "", err, 0, 0)
 		switch {
 		case errors.Is(err, ErrNoWorker):
 			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
@@ -176,6 +179,12 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	}
 	defer done()
 	defer resp.Body.Close()
+	// Recorded as the other APIs do: a stream that broke or carried an
+	// error event is an error; TTFT counts from routing.
+	var ttft time.Duration
+	var tps float64
+	var streamErr error
+	defer func() { n.observeRequest("ollama", t.Registry.Model, t.NodeName, streamErr, ttft, tps) }()
 	if resp.StatusCode != http.StatusOK {
 		var eb worker.ErrorBody
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -218,12 +227,15 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		w.WriteHeader(http.StatusOK)
 	}
 	var end worker.EndEvent
-	err = readSSE(resp.Body, func(event string, data []byte) error {
-		switch event {
+	err = sse.Read(resp.Body, maxWorkerEvent, func(ev sse.Event) error {
+		switch ev.Type {
 		case "token":
 			var te worker.TokenEvent
-			if err := json.Unmarshal(data, &te); err != nil {
+			if err := json.Unmarshal(ev.Data, &te); err != nil {
 				return err
+			}
+			if ttft == 0 {
+				ttft = time.Since(routed)
 			}
 			if stream {
 				if te.Text != "" && !line(chunk(te.Text, false)) {
@@ -233,14 +245,15 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 				full = append(full, te.Text...)
 			}
 		case "end":
-			if err := json.Unmarshal(data, &end); err != nil {
+			if err := json.Unmarshal(ev.Data, &end); err != nil {
 				return err
 			}
+			tps = end.TokensPerSecond
 			return io.EOF
 		case "error":
-			var ev worker.ErrorEvent
-			_ = json.Unmarshal(data, &ev)
-			return fmt.Errorf("%s (%s)", ev.Message, ev.Code)
+			var ee worker.ErrorEvent
+			_ = json.Unmarshal(ev.Data, &ee)
+			return fmt.Errorf("%s (%s)", ee.Message, ee.Code)
 		}
 		return nil
 	})
@@ -248,6 +261,9 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		msg := "the worker stream ended early"
 		if err != nil {
 			msg = err.Error()
+		}
+		if r.Context().Err() == nil { // a client that went away is no failure
+			streamErr = errors.New(msg)
 		}
 		if stream {
 			line(map[string]string{"error": msg})

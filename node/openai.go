@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -145,7 +146,7 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	defer resp.Body.Close()
 	var ttft time.Duration
 	var streamErr error
-	defer func() { n.observeRequest("openai", t.Registry.Model, t.Registry.ID, streamErr, ttft, 0) }()
+	defer func() { n.observeRequest("openai", t.Registry.Model, t.NodeName, streamErr, ttft, 0) }()
 	if !stream || resp.StatusCode != http.StatusOK {
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 		streamErr = err
@@ -158,13 +159,8 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(b)
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	flusher, _ := w.(http.Flusher)
-	if flusher != nil {
-		flusher.Flush()
-	}
+	// The worker's events are relayed byte for byte as they arrive.
+	sw := sse.Start(w)
 	buf := make([]byte, 32<<10)
 	for {
 		k, err := resp.Body.Read(buf)
@@ -175,18 +171,12 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 			if _, werr := w.Write(buf[:k]); werr != nil {
 				return // the client went away; closing the body cancels the worker
 			}
-			if flusher != nil {
-				flusher.Flush()
-			}
+			_ = sw.Flush()
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && r.Context().Err() == nil {
 				streamErr = err
-				b, _ := json.Marshal(worker.ErrorBody{Error: worker.ErrorDetail{Message: "the worker failed mid-stream: " + err.Error(), Type: "server_error", Code: "worker_failed"}})
-				fmt.Fprintf(w, "data: %s\n\n", b)
-				if flusher != nil {
-					flusher.Flush()
-				}
+				_ = sw.JSON("", worker.ErrorBody{Error: worker.ErrorDetail{Message: "the worker failed mid-stream: " + err.Error(), Type: "server_error", Code: "worker_failed"}})
 			}
 			return
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
@@ -407,7 +408,7 @@ func (n *Node) opRefreshCapabilities(ctx context.Context, em jobs.Emitter, req R
 	if err := n.storeCapabilities(ctx, caps); err != nil {
 		return writeFailed(err, "store capabilities")
 	}
-	em.Narrate("hive", "stored", "%s: %s, %d cores, %s RAM, %d GPU(s)", n.cfg.Name, caps.CPUModel, caps.Cores, humanBytes(caps.RAMTotal), len(caps.GPUs))
+	em.Narrate("hive", "stored", "%s: %s, %d cores, %s RAM, %d GPU(s)", n.cfg.Name, caps.CPUModel, caps.Cores, humanize.Bytes(caps.RAMTotal), len(caps.GPUs))
 	return em.Result(caps)
 }
 
@@ -451,17 +452,4 @@ func (n *Node) capabilitiesLoop() {
 func backoff(attempt int) time.Duration {
 	d := 100 * time.Millisecond << min(attempt, 6)
 	return min(d, 5*time.Second)
-}
-
-func humanBytes(b uint64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%d B", b)
-	}
-	div, exp := uint64(unit), 0
-	for v := b / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }

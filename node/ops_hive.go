@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/model/builtin"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
@@ -193,7 +194,7 @@ func (n *Node) resolveModel(ctx context.Context, em jobs.Emitter, ref string) (m
 		e, err := n.models.FetchPeer(ctx, modelcat.PeerCopy{ID: h.ModelID, Ref: h.Ref, FileName: h.File, SHA256: h.SHA256, Size: int64(h.Size)}, opts)
 		if err == nil {
 			n.recordModel(ctx, e)
-			em.Narrate("hive", "model", "%s is in the catalog of %s as %s (%s, %s)", ref, n.cfg.Name, e.ID, humanBytes(uint64(e.Size)), e.Quantization)
+			em.Narrate("hive", "model", "%s is in the catalog of %s as %s (%s, %s)", ref, n.cfg.Name, e.ID, humanize.Bytes(uint64(e.Size)), e.Quantization)
 			return e, nil
 		}
 		if ctx.Err() != nil {
@@ -216,7 +217,7 @@ func (n *Node) resolveModel(ctx context.Context, em jobs.Emitter, ref string) (m
 		return modelcat.Entry{}, catalogError(err)
 	}
 	n.recordModel(ctx, e)
-	em.Narrate("hive", "model", "%s is in the catalog of %s as %s (%s, %s)", ref, n.cfg.Name, e.ID, humanBytes(uint64(e.Size)), e.Quantization)
+	em.Narrate("hive", "model", "%s is in the catalog of %s as %s (%s, %s)", ref, n.cfg.Name, e.ID, humanize.Bytes(uint64(e.Size)), e.Quantization)
 	return e, nil
 }
 
@@ -490,7 +491,7 @@ func (n *Node) opWorkerBuild(ctx context.Context, em jobs.Emitter, req Request) 
 		return jobs.Errorf(jobs.CodeInternal, "%v", err)
 	}
 	n.recordBinary(ctx, e)
-	em.Narrate("hive", "build", "built %s %s (%s)", e.Type, e.Version, humanBytes(uint64(e.Size)))
+	em.Narrate("hive", "build", "built %s %s (%s)", e.Type, e.Version, humanize.Bytes(uint64(e.Size)))
 	return em.Result(e)
 }
 

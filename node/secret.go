@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/rbee-project/rbee/internal/atomicfile"
 )
 
 // secretFile is the cluster secret's file in the data dir.
@@ -64,35 +66,8 @@ func loadOrCreateSecret(dataDir, token string) (secret string, created bool, err
 	if len(secret) < minSecretLen {
 		return "", false, fmt.Errorf("token too short: at least %d characters", minSecretLen)
 	}
-	if err := writeFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
 		return "", false, err
 	}
 	return secret, created, nil
-}
-
-// writeFileAtomic writes via a temp file, fsync and rename.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

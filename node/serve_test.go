@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -216,6 +217,7 @@ func TestServeAcrossTheCluster(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, apiErr.StatusCode)
 
 	// Ollama API.
+	before := scrape(t, c.Nodes[2])
 	resp, err := http.Post(c.Nodes[2].URL()+"/api/generate", "application/json",
 		bytes.NewBufferString(`{"model":"stories260k","prompt":"Once upon a time","stream":false,"options":{"temperature":0,"num_predict":24}}`))
 	require.NoError(t, err)
@@ -237,11 +239,35 @@ func TestServeAcrossTheCluster(t *testing.T) {
 		reqs += m.GetCounter().GetValue()
 	}
 	require.GreaterOrEqual(t, reqs, 3.0)
+	// Request series are labelled by model and the worker's node, never by
+	// worker id (which would grow without bound).
 	var ttftCount uint64
 	for _, m := range mf["rbee_time_to_first_token_seconds"].GetMetric() {
 		ttftCount += m.GetHistogram().GetSampleCount()
+		require.Equal(t, []string{"model", "node"}, labelNames(m))
+		require.Contains(t, []string{"node1", "node2"}, labelValue(m, "node"))
 	}
 	require.Positive(t, ttftCount)
+	for _, name := range []string{"rbee_requests_total", "rbee_tokens_per_second"} {
+		require.Contains(t, mf, name)
+		for _, m := range mf[name].GetMetric() {
+			require.NotContains(t, labelNames(m), "worker", name)
+			require.Contains(t, labelNames(m), "node", name)
+		}
+	}
+	// The Ollama request went through node 2, which recorded it like the
+	// others: a request, its time to first token and its speed.
+	mf2 := scrape(t, c.Nodes[2])
+	ollama := 0.0
+	for _, m := range mf2["rbee_requests_total"].GetMetric() {
+		if labelValue(m, "api") == "ollama" && labelValue(m, "outcome") == "ok" {
+			ollama += m.GetCounter().GetValue()
+		}
+	}
+	require.Equal(t, 1.0, ollama)
+	for _, name := range []string{"rbee_time_to_first_token_seconds", "rbee_tokens_per_second"} {
+		require.Equal(t, samples(before, name)+1, samples(mf2, name), "%s on node2", name)
+	}
 	require.Contains(t, mf, "rbee_raft_apply_seconds")
 	leaders := 0.0
 	for _, n := range c.Nodes {
@@ -260,6 +286,35 @@ func scrape(t *testing.T, n *node.Node) map[string]*dto.MetricFamily {
 	mf, err := parser.TextToMetricFamilies(resp.Body)
 	require.NoError(t, err)
 	return mf
+}
+
+// samples counts the observations of histogram name, all series together.
+func samples(mf map[string]*dto.MetricFamily, name string) uint64 {
+	var n uint64
+	for _, m := range mf[name].GetMetric() {
+		n += m.GetHistogram().GetSampleCount()
+	}
+	return n
+}
+
+// labelNames returns the names of m's labels, sorted.
+func labelNames(m *dto.Metric) []string {
+	var out []string
+	for _, l := range m.GetLabel() {
+		out = append(out, l.GetName())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// labelValue returns the value of m's label name ("" without it).
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }
 
 func gauge(mf map[string]*dto.MetricFamily, name, label, value string) float64 {

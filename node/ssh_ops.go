@@ -13,6 +13,7 @@ import (
 
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
+	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/sshhive"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
@@ -189,16 +190,9 @@ func (n *Node) opSSHTest(ctx context.Context, em jobs.Emitter, req Request) erro
 	if err != nil {
 		return sshError(err)
 	}
-	em.Narrate("ssh", "test", "%s: %s/%s, round trip %v, rbee %s", h.Name, res.OS, res.Arch, res.RoundTrip.Round(time.Microsecond), orDash(res.RbeeVersion))
+	em.Narrate("ssh", "test", "%s: %s/%s, round trip %v, rbee %s", h.Name, res.OS, res.Arch, res.RoundTrip.Round(time.Microsecond), humanize.OrDash(res.RbeeVersion))
 	return em.Result(map[string]any{"name": h.Name, "round_trip_ms": float64(res.RoundTrip.Microseconds()) / 1000,
 		"connect_ms": float64(res.Connect.Microseconds()) / 1000, "os": res.OS, "arch": res.Arch, "uname": res.Uname, "rbee_version": res.RbeeVersion})
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 func layoutOf(h fsm.Host) sshhive.Layout { return sshhive.Layout{BinaryPath: h.InstallPath} }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/tlsca"
 )
@@ -332,7 +333,7 @@ func (n *Node) learnCA(rec fsm.ClusterCA) (changed bool, err error) {
 	n.log.Info("cluster CA", "fingerprint", fp, "not_after", ca.Cert.NotAfter.Format(time.DateOnly))
 	dir := filepath.Join(n.cfg.DataDir, tlsDir)
 	if err := os.MkdirAll(dir, 0o700); err == nil {
-		if err := writeFileAtomic(filepath.Join(dir, caCertFile), []byte(rec.CertPEM), 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, caCertFile), []byte(rec.CertPEM), 0o644); err != nil {
 			n.log.Warn("keep the CA certificate", "err", err)
 		}
 	}
@@ -496,8 +497,8 @@ func (n *Node) keepCert(c *tls.Certificate) {
 	if err == nil {
 		dir := filepath.Join(n.cfg.DataDir, tlsDir)
 		if err = os.MkdirAll(dir, 0o700); err == nil {
-			if err = writeFileAtomic(filepath.Join(dir, nodeKeyFile), key, 0o600); err == nil {
-				err = writeFileAtomic(filepath.Join(dir, nodeCertFile), chain, 0o644)
+			if err = atomicfile.WriteFile(filepath.Join(dir, nodeKeyFile), key, 0o600); err == nil {
+				err = atomicfile.WriteFile(filepath.Join(dir, nodeCertFile), chain, 0o644)
 			}
 		}
 	}

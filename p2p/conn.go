@@ -73,7 +73,8 @@ func (h *Host) Dial(ctx context.Context, id peer.ID, proto protocol.ID) (net.Con
 // listening again, or calling Handle for the same protocol, replaces the
 // handler. Closing the listener removes the handler and resets streams that
 // were not accepted yet; accepted conns stay open. Addr().String() is this
-// host's peer id.
+// host's peer id. Streams are attached to proto's Service (see AddService)
+// before Accept returns them; closing a conn returns its reservation.
 func (h *Host) Listen(proto protocol.ID) net.Listener {
 	l := &listener{
 		h:      h,
@@ -82,7 +83,7 @@ func (h *Host) Listen(proto protocol.ID) net.Listener {
 		closed: make(chan struct{}),
 		addr:   Addr{ID: h.ID()},
 	}
-	h.h.SetStreamHandler(proto, l.handle)
+	h.Handle(proto, l.handle)
 	return l
 }
 

@@ -44,4 +44,13 @@ var (
 	// ErrPingMismatch is returned by Ping when the echo does not match what
 	// was sent.
 	ErrPingMismatch = errors.New("p2p: ping echo mismatch")
+
+	// ErrNoService is returned by NewStream and Dial (and makes Handle and
+	// Listen reset inbound streams) for a protocol without a Service: every
+	// stream belongs to a resource-manager service.
+	ErrNoService = errors.New("p2p: no service declared for protocol")
+
+	// ErrBadService is returned by AddService for a Service without a name
+	// or protocol, or with negative memory.
+	ErrBadService = errors.New("p2p: invalid service")
 )

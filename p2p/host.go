@@ -99,6 +99,9 @@ type Host struct {
 	mdns    mdns.Service
 	disc    chan peer.AddrInfo
 
+	svcMu    sync.RWMutex            // guards services
+	services map[protocol.ID]Service // by protocol, see AddService
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -146,13 +149,18 @@ func New(cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("p2p: create host: %w", err)
 	}
 	hst := &Host{
-		cfg:    cfg,
-		log:    log.With("component", "p2p"),
-		listen: listen,
-		h:      h,
-		disc:   make(chan peer.AddrInfo, discoveredBuffer),
+		cfg:      cfg,
+		log:      log.With("component", "p2p"),
+		listen:   listen,
+		h:        h,
+		disc:     make(chan peer.AddrInfo, discoveredBuffer),
+		services: map[protocol.ID]Service{},
 	}
-	h.SetStreamHandler(ProtocolPing, hst.handlePing)
+	if err := hst.AddService(pingService()); err != nil {
+		_ = h.Close()
+		return nil, err
+	}
+	hst.Handle(ProtocolPing, hst.handlePing)
 	return hst, nil
 }
 
@@ -319,10 +327,12 @@ func (h *Host) Connect(ctx context.Context, id peer.ID) error {
 
 // Handle registers fn for inbound streams of protocol proto (replacing any
 // previous handler). fn runs on its own goroutine per stream and owns the
-// stream: it must Close it on success or Reset it on error, and should set
-// deadlines. Protocol ids are versioned, e.g. "/rbee/jobs/1.0.0".
+// stream: it must Close it on success or Reset it on error (which also
+// returns the stream's memory reservation), and should set deadlines.
+// Protocol ids are versioned, e.g. "/rbee/jobs/1.0.0". Each stream is
+// attached to proto's Service before fn sees it (see AddService).
 func (h *Host) Handle(proto protocol.ID, fn func(s network.Stream)) {
-	h.h.SetStreamHandler(proto, fn)
+	h.h.SetStreamHandler(proto, h.attached(proto, fn))
 }
 
 // RemoveHandler unregisters the handler of proto; new streams for it are
@@ -331,16 +341,24 @@ func (h *Host) RemoveHandler(proto protocol.ID) {
 	h.h.RemoveStreamHandler(proto)
 }
 
-// NewStream opens a stream to peer id speaking proto, dialing if needed.
-// ctx bounds the dial and protocol negotiation, not the stream's life; set
-// deadlines on the stream for that. The caller must Close or Reset it.
+// NewStream opens a stream to peer id speaking proto, dialing if needed,
+// attached to proto's Service (see AddService). ctx bounds the dial and
+// protocol negotiation, not the stream's life; set deadlines on the stream
+// for that. The caller must Close or Reset it.
 func (h *Host) NewStream(ctx context.Context, id peer.ID, proto protocol.ID) (network.Stream, error) {
 	if err := h.ready(); err != nil {
 		return nil, err
 	}
+	if _, ok := h.Service(proto); !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNoService, proto)
+	}
 	s, err := h.h.NewStream(ctx, id, proto)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: open %s stream to %s: %w", proto, id, err)
+	}
+	if err := h.attach(s, proto); err != nil {
+		_ = s.Reset()
+		return nil, err
 	}
 	return s, nil
 }

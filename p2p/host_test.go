@@ -29,6 +29,9 @@ func newHost(t testing.TB, secret string) *Host {
 	h, err := New(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = h.Close() })
+	for _, p := range []protocol.ID{testProto, benchProto} {
+		require.NoError(t, h.AddService(Service{Name: "rbee.test", Protocol: p, Memory: 64 << 10}))
+	}
 	require.NoError(t, h.Start(context.Background()))
 	return h
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/pnet"
+
+	"github.com/rbee-project/rbee/internal/atomicfile"
 )
 
 // pskInfo is the HKDF info label for the private-network key. It is fixed
@@ -103,37 +105,21 @@ func createIdentity(path string) (crypto.PrivKey, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("p2p: create identity dir: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".identity-*.tmp") // mode 0600
+	f, err := atomicfile.Create(path, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: create identity: %w", err)
 	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName)
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
+	defer f.Abort()
+	if _, err := f.Write(b); err != nil {
 		return nil, fmt.Errorf("p2p: write identity: %w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("p2p: sync identity: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("p2p: close identity: %w", err)
-	}
-	// A hard link publishes the complete file atomically and fails if the
-	// path appeared meanwhile, in which case the other writer's key wins.
-	if err := os.Link(tmpName, path); err != nil {
+	// Publish only if the path is still free: when another process created
+	// the key meanwhile, its key wins.
+	if err := f.CommitNew(); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return loadIdentity(path)
 		}
-		// Filesystems without hard links: rename is still atomic.
-		if err := os.Rename(tmpName, path); err != nil {
-			return nil, fmt.Errorf("p2p: publish identity: %w", err)
-		}
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // make the new directory entry durable; best effort
-		d.Close()
+		return nil, fmt.Errorf("p2p: publish identity: %w", err)
 	}
 	return k, nil
 }

@@ -4,12 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/sse"
 )
 
 // Handler returns the worker's HTTP API:
@@ -179,46 +180,6 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// sse writes server-sent events, flushing each one.
-type sse struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
-}
-
-func newSSE(w http.ResponseWriter) *sse {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // no proxy buffering of the stream
-	w.WriteHeader(http.StatusOK)
-	return &sse{w: w, rc: http.NewResponseController(w)}
-}
-
-// event writes "event: typ\ndata: json\n\n" (typ "" omits the event line).
-func (e *sse) event(typ string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return e.raw(typ, data)
-}
-
-func (e *sse) raw(typ string, data []byte) error {
-	buf := make([]byte, 0, len(data)+32)
-	if typ != "" {
-		buf = append(buf, "event: "...)
-		buf = append(buf, typ...)
-		buf = append(buf, '\n')
-	}
-	buf = append(buf, "data: "...)
-	buf = append(buf, data...)
-	buf = append(buf, "\n\n"...)
-	if _, err := e.w.Write(buf); err != nil {
-		return err
-	}
-	return e.rc.Flush()
-}
-
 // Native SSE events of POST /v1/infer.
 
 // StartedEvent is the first event of a stream.
@@ -271,26 +232,26 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer j.finish()
-	out := newSSE(w)
-	if err := out.event("started", StartedEvent{ID: j.id, PromptTokens: len(j.req.Prompt), MaxTokens: j.req.MaxTokens, Slot: j.slot.id}); err != nil {
+	out := sse.Start(w)
+	if err := out.JSON("started", StartedEvent{ID: j.id, PromptTokens: len(j.req.Prompt), MaxTokens: j.req.MaxTokens, Slot: j.slot.id}); err != nil {
 		return
 	}
 	res, err := j.generate(func(t Token) error {
-		return out.event("token", TokenEvent{Text: t.Text, Index: t.Index, ID: t.ID})
+		return out.JSON("token", TokenEvent{Text: t.Text, Index: t.Index, ID: t.ID})
 	})
 	gone, stopping := j.interrupted(res, err)
 	switch {
 	case gone:
 		return
 	case stopping:
-		_ = out.event("error", ErrorEvent{Code: "draining", Message: "worker is shutting down; generation cancelled"})
+		_ = out.JSON("error", ErrorEvent{Code: "draining", Message: "worker is shutting down; generation cancelled"})
 		return
 	case err != nil:
 		s.log.Error("generation failed", "request", j.id, "err", err)
-		_ = out.event("error", ErrorEvent{Code: errCode(err), Message: err.Error()})
+		_ = out.JSON("error", ErrorEvent{Code: errCode(err), Message: err.Error()})
 		return
 	}
-	_ = out.event("end", EndEvent{
+	_ = out.JSON("end", EndEvent{
 		StopReason:      res.StopReason,
 		TokensIn:        res.PromptTokens,
 		TokensOut:       res.CompletionTokens,

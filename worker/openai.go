@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/sse"
 )
 
 // OpenAI-compatible shapes. Only the fields rbee fills are declared.
@@ -91,17 +93,17 @@ func usage(res Result) Usage {
 
 // failStream ends an OpenAI stream whose generation failed: an error object
 // as data, as OpenAI does.
-func (s *Server) failStream(j *job, out *sse, res Result, err error) bool {
+func (s *Server) failStream(j *job, out *sse.Writer, res Result, err error) bool {
 	gone, stopping := j.interrupted(res, err)
 	switch {
 	case gone:
 		return true
 	case stopping:
-		_ = out.event("", (&apiError{typ: errTypeUnavailable, code: "draining", msg: "worker is shutting down; generation cancelled"}).body())
+		_ = out.JSON("", (&apiError{typ: errTypeUnavailable, code: "draining", msg: "worker is shutting down; generation cancelled"}).body())
 		return true
 	case err != nil:
 		s.log.Error("generation failed", "request", j.id, "err", err)
-		_ = out.event("", (&apiError{typ: errTypeServer, code: errCode(err), msg: err.Error()}).body())
+		_ = out.JSON("", (&apiError{typ: errTypeServer, code: errCode(err), msg: err.Error()}).body())
 		return true
 	}
 	return false
@@ -153,35 +155,35 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	out := newSSE(w)
+	out := sse.Start(w)
 	chunk := func(d ChatDelta, finish *string) ChatCompletionChunk {
 		return ChatCompletionChunk{ID: j.id, Object: "chat.completion.chunk", Created: created, Model: s.modelName,
 			Choices: []ChatChunkChoice{{Delta: d, FinishReason: finish}}}
 	}
-	if out.event("", chunk(ChatDelta{Role: "assistant"}, nil)) != nil {
+	if out.JSON("", chunk(ChatDelta{Role: "assistant"}, nil)) != nil {
 		return
 	}
 	res, err := j.generate(func(t Token) error {
 		if t.Text == "" {
 			return nil
 		}
-		return out.event("", chunk(ChatDelta{Content: t.Text}, nil))
+		return out.JSON("", chunk(ChatDelta{Content: t.Text}, nil))
 	})
 	if s.failStream(j, out, res, err) {
 		return
 	}
 	fr := finishReason(res.StopReason)
-	if out.event("", chunk(ChatDelta{}, &fr)) != nil {
+	if out.JSON("", chunk(ChatDelta{}, &fr)) != nil {
 		return
 	}
 	if j.g.StreamOptions != nil && j.g.StreamOptions.IncludeUsage {
 		u := usage(res)
-		if out.event("", ChatCompletionChunk{ID: j.id, Object: "chat.completion.chunk", Created: created, Model: s.modelName,
+		if out.JSON("", ChatCompletionChunk{ID: j.id, Object: "chat.completion.chunk", Created: created, Model: s.modelName,
 			Choices: []ChatChunkChoice{}, Usage: &u}) != nil {
 			return
 		}
 	}
-	_ = out.raw("", []byte("[DONE]"))
+	_ = out.Data("", []byte("[DONE]"))
 }
 
 func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
@@ -211,7 +213,7 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	out := newSSE(w)
+	out := sse.Start(w)
 	chunk := func(text string, finish *string) TextCompletion {
 		return TextCompletion{ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
 			Choices: []TextChoice{{Text: text, FinishReason: finish}}}
@@ -220,21 +222,21 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		if t.Text == "" {
 			return nil
 		}
-		return out.event("", chunk(t.Text, nil))
+		return out.JSON("", chunk(t.Text, nil))
 	})
 	if s.failStream(j, out, res, err) {
 		return
 	}
 	fr := finishReason(res.StopReason)
-	if out.event("", chunk("", &fr)) != nil {
+	if out.JSON("", chunk("", &fr)) != nil {
 		return
 	}
 	if j.g.StreamOptions != nil && j.g.StreamOptions.IncludeUsage {
 		u := usage(res)
-		if out.event("", TextCompletion{ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
+		if out.JSON("", TextCompletion{ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
 			Choices: []TextChoice{}, Usage: &u}) != nil {
 			return
 		}
 	}
-	_ = out.raw("", []byte("[DONE]"))
+	_ = out.Data("", []byte("[DONE]"))
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -13,12 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
 	"github.com/rbee-project/rbee/node"
@@ -82,27 +81,25 @@ func streamCompletion(ctx context.Context, hc *http.Client, url, bearer string, 
 		return routeSample{err: fmt.Errorf("%s: %s", resp.Status, b)}
 	}
 	s := routeSample{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "data: ") || line == "data: [DONE]" {
-			continue
+	s.err = sse.Read(resp.Body, 0, func(ev sse.Event) error {
+		if string(ev.Data) == "[DONE]" {
+			return nil
 		}
 		var chunk struct {
 			Choices []struct {
 				Text string `json:"text"`
 			} `json:"choices"`
 		}
-		if json.Unmarshal([]byte(line[6:]), &chunk) != nil || len(chunk.Choices) == 0 {
-			continue
+		if json.Unmarshal(ev.Data, &chunk) != nil || len(chunk.Choices) == 0 {
+			return nil
 		}
 		if s.tokens == 0 {
 			s.ttft = time.Since(start)
 		}
 		s.tokens++
-	}
+		return nil
+	})
 	s.total = time.Since(start)
-	s.err = sc.Err()
 	return s
 }
 

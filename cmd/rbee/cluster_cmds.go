@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/rbee-project/rbee/node"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rbee-project/rbee/internal/humanize"
+	"github.com/rbee-project/rbee/node"
 )
 
 // hive mirrors the API's node view (only what the CLI prints).
@@ -53,9 +55,9 @@ func (h hive) hardware() string {
 	if c == nil {
 		return "-"
 	}
-	s := fmt.Sprintf("%d cores, %s", c.Cores, humanBytes(c.RAMTotal))
+	s := fmt.Sprintf("%d cores, %s", c.Cores, humanize.Bytes(c.RAMTotal))
 	for _, g := range c.GPUs {
-		s += fmt.Sprintf(", %s %s", g.Vendor, humanBytes(g.VRAMTotal))
+		s += fmt.Sprintf(", %s %s", g.Vendor, humanize.Bytes(g.VRAMTotal))
 	}
 	return s
 }
@@ -63,7 +65,7 @@ func (h hive) hardware() string {
 func hiveRows(hs []hive) [][]string {
 	var rows [][]string
 	for _, h := range hs {
-		rows = append(rows, []string{h.Name, h.State, h.role(), orDash(h.HTTPAddr), orDash(h.HTTPSAddr), orDash(h.Version), h.hardware()})
+		rows = append(rows, []string{h.Name, h.State, h.role(), humanize.OrDash(h.HTTPAddr), humanize.OrDash(h.HTTPSAddr), humanize.OrDash(h.Version), h.hardware()})
 	}
 	return rows
 }
@@ -156,13 +158,13 @@ func newHiveCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			rows := [][]string{{"name", h.Name}, {"id", h.ID}, {"state", h.State}, {"role", h.role()},
-				{"api", orDash(h.HTTPAddr)}, {"https", orDash(h.HTTPSAddr)}, {"gossip", orDash(h.GossipAddr)}, {"p2p", orDash(strings.Join(h.P2PAddrs, " "))},
-				{"version", orDash(h.Version)}}
+				{"api", humanize.OrDash(h.HTTPAddr)}, {"https", humanize.OrDash(h.HTTPSAddr)}, {"gossip", humanize.OrDash(h.GossipAddr)}, {"p2p", humanize.OrDash(strings.Join(h.P2PAddrs, " "))},
+				{"version", humanize.OrDash(h.Version)}}
 			if c := h.Capabilities; c != nil {
 				rows = append(rows, []string{"cpu", fmt.Sprintf("%s (%d cores, %d threads)", c.CPUModel, c.Cores, c.Threads)},
-					[]string{"ram", humanBytes(c.RAMTotal)}, []string{"os/arch", c.OS + "/" + c.Arch})
+					[]string{"ram", humanize.Bytes(c.RAMTotal)}, []string{"os/arch", c.OS + "/" + c.Arch})
 				for i, gpu := range c.GPUs {
-					rows = append(rows, []string{"gpu" + strconv.Itoa(i), fmt.Sprintf("%s %s, %s VRAM", gpu.Vendor, gpu.Name, humanBytes(gpu.VRAMTotal))})
+					rows = append(rows, []string{"gpu" + strconv.Itoa(i), fmt.Sprintf("%s %s, %s VRAM", gpu.Vendor, gpu.Name, humanize.Bytes(gpu.VRAMTotal))})
 				}
 			}
 			table(out, []string{"FIELD", "VALUE"}, rows)
@@ -204,7 +206,7 @@ func newHiveCmd(g *globals) *cobra.Command {
 				api = "unhealthy: " + st.APIError
 			}
 			table(cmd.OutOrStdout(), []string{"FIELD", "VALUE"}, [][]string{{"name", st.Name}, {"gossip", st.GossipState},
-				{"p2p round trip", p2p}, {"api", api}, {"raft", orDash(st.RaftState)}})
+				{"p2p round trip", p2p}, {"api", api}, {"raft", humanize.OrDash(st.RaftState)}})
 			return nil
 		},
 	}

@@ -3,12 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"golang.org/x/term"
 	"io"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/rbee-project/rbee/node/jobs"
 )

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rbee-project/rbee/internal/humanize"
 )
 
 type modelEntry struct {
@@ -42,7 +44,7 @@ func newModelClientCommands(g *globals) []*cobra.Command {
 				if err := json.Unmarshal(raw, &e); err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "%s: %s, %s, %s\n", e.ID, e.FileName, humanBytes(uint64(e.Size)), e.Quantization)
+				fmt.Fprintf(out, "%s: %s, %s, %s\n", e.ID, e.FileName, humanize.Bytes(uint64(e.Size)), e.Quantization)
 				return nil
 			})
 		},
@@ -69,7 +71,7 @@ func newModelClientCommands(g *globals) []*cobra.Command {
 					}
 					var rows [][]string
 					for _, m := range res.Models {
-						rows = append(rows, []string{m.ID, humanBytes(m.Size), orDash(m.Quantization), short(m.SHA256), strings.Join(m.Nodes, ",")})
+						rows = append(rows, []string{m.ID, humanize.Bytes(m.Size), humanize.OrDash(m.Quantization), short(m.SHA256), strings.Join(m.Nodes, ",")})
 					}
 					table(out, []string{"ID", "SIZE", "QUANT", "SHA256", "NODES"}, rows)
 					return nil
@@ -82,7 +84,7 @@ func newModelClientCommands(g *globals) []*cobra.Command {
 				}
 				var rows [][]string
 				for _, m := range res.Models {
-					rows = append(rows, []string{m.ID, m.FileName, humanBytes(uint64(m.Size)), orDash(m.Quantization), short(m.SHA256)})
+					rows = append(rows, []string{m.ID, m.FileName, humanize.Bytes(uint64(m.Size)), humanize.OrDash(m.Quantization), short(m.SHA256)})
 				}
 				table(out, []string{"ID", "FILE", "SIZE", "QUANT", "SHA256"}, rows)
 				return nil
@@ -100,7 +102,7 @@ func newModelClientCommands(g *globals) []*cobra.Command {
 				if err := json.Unmarshal(raw, &e); err != nil {
 					return err
 				}
-				table(out, []string{"FIELD", "VALUE"}, [][]string{{"id", e.ID}, {"file", e.FileName}, {"size", humanBytes(uint64(e.Size))},
+				table(out, []string{"FIELD", "VALUE"}, [][]string{{"id", e.ID}, {"file", e.FileName}, {"size", humanize.Bytes(uint64(e.Size))},
 					{"sha256", e.SHA256}, {"architecture", e.Architecture}, {"parameters", fmt.Sprint(e.Parameters)},
 					{"quantization", e.Quantization}, {"context", fmt.Sprint(e.ContextLength)}, {"source", e.Source}})
 				return nil

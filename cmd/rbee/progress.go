@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
@@ -60,9 +61,9 @@ func (p *progress) update(ev jobs.Event) {
 			eta = (time.Duration(float64(ev.Total-ev.Done)/rate) * time.Second).Round(time.Second).String()
 		}
 		line = fmt.Sprintf("[%s%s] %5.1f%% %s/%s %s/s ETA %s", strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
-			frac*100, humanBytes(uint64(ev.Done)), humanBytes(uint64(ev.Total)), humanBytes(uint64(rate)), eta)
+			frac*100, humanize.Bytes(uint64(ev.Done)), humanize.Bytes(uint64(ev.Total)), humanize.Bytes(uint64(rate)), eta)
 	} else {
-		line = fmt.Sprintf("%s %s/s", humanBytes(uint64(ev.Done)), humanBytes(uint64(rate)))
+		line = fmt.Sprintf("%s %s/s", humanize.Bytes(uint64(ev.Done)), humanize.Bytes(uint64(rate)))
 	}
 	fmt.Fprintf(p.w, "\r\033[K%s", line)
 	p.drawn = true

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/internal/atomicfile"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
 
@@ -48,24 +49,18 @@ func newReleaseKeygenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// O_EXCL: a key is never overwritten by accident.
-			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			// Published only where no file is: a key is never overwritten
+			// by accident, and never left half written.
+			f, err := atomicfile.Create(out, 0o600)
 			if err != nil {
 				return fmt.Errorf("--out: %w", err)
 			}
+			defer f.Abort()
 			if _, err := f.Write(workercat.MarshalPrivateKey(priv)); err != nil {
-				f.Close()
-				os.Remove(out)
 				return err
 			}
-			if err := f.Sync(); err != nil {
-				f.Close()
-				os.Remove(out)
-				return err
-			}
-			if err := f.Close(); err != nil {
-				os.Remove(out)
-				return err
+			if err := f.CommitNew(); err != nil {
+				return fmt.Errorf("--out: %w", err)
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintln(w, workercat.FormatPublicKey(pub))
@@ -118,7 +113,7 @@ regular files in DIR (hidden files, SHA256SUMS and SHA256SUMS.sig left out).`,
 				if err != nil {
 					return err
 				}
-				if err := writeFileReplacing(sumsPath, sums, 0o644); err != nil {
+				if err := atomicfile.WriteFile(sumsPath, sums, 0o644); err != nil {
 					return err
 				}
 			}
@@ -138,7 +133,7 @@ regular files in DIR (hidden files, SHA256SUMS and SHA256SUMS.sig left out).`,
 				return fmt.Errorf("the new signature does not verify: %w", err)
 			}
 			sigPath := filepath.Join(dir, workercat.SigFile)
-			if err := writeFileReplacing(sigPath, sig, 0o644); err != nil {
+			if err := atomicfile.WriteFile(sigPath, sig, 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "signed %s for version %s with key %s: %s\n", sumsPath, version, workercat.FormatPublicKey(pub), sigPath)
@@ -149,26 +144,4 @@ regular files in DIR (hidden files, SHA256SUMS and SHA256SUMS.sig left out).`,
 	cmd.Flags().StringVar(&version, "version", "", "release version (default: DIR's name)")
 	cmd.Flags().BoolVar(&writeSums, "write-sums", false, "(re)write DIR/SHA256SUMS from the files in DIR first")
 	return cmd
-}
-
-// writeFileReplacing writes path through a temp file and a rename, so a
-// reader never sees half a file.
-func writeFileReplacing(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rbee-project/rbee/internal/humanize"
 )
 
 // sshCommands are the `rbee hive` subcommands that manage hosts over SSH.
@@ -63,7 +65,7 @@ func sshCommands(g *globals) []*cobra.Command {
 				if err := json.Unmarshal(raw, &r); err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "%s: ok, %s/%s, round trip %.2f ms, rbee %s\n", args[0], r.OS, r.Arch, r.RTT, orDash(r.RbeeVersion))
+				fmt.Fprintf(out, "%s: ok, %s/%s, round trip %.2f ms, rbee %s\n", args[0], r.OS, r.Arch, r.RTT, humanize.OrDash(r.RbeeVersion))
 				return nil
 			})
 		},

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
@@ -96,7 +97,7 @@ func workerRows(ws []workerView) [][]string {
 		if w.AgeMs >= 0 {
 			age = (time.Duration(w.AgeMs) * time.Millisecond).Round(100 * time.Millisecond).String()
 		}
-		rows = append(rows, []string{w.ID, w.Node, w.Model, w.Device, w.State, orDash(w.LiveState),
+		rows = append(rows, []string{w.ID, w.Node, w.Model, w.Device, w.State, humanize.OrDash(w.LiveState),
 			strconv.Itoa(w.InFlight + w.Queued), fmt.Sprintf("%.1f", w.TPS), age})
 	}
 	return rows
@@ -241,8 +242,8 @@ func newBinaryCmd(g *globals) *cobra.Command {
 			if b.Source == "registered" {
 				where = b.Path // the user's file, not a catalog copy
 			}
-			rows = append(rows, []string{b.Type, b.Version, b.OS + "/" + b.Arch, humanBytes(uint64(b.Size)), string(b.Source),
-				orDash(strings.Join(b.Devices, ",")), where})
+			rows = append(rows, []string{b.Type, b.Version, b.OS + "/" + b.Arch, humanize.Bytes(uint64(b.Size)), string(b.Source),
+				humanize.OrDash(strings.Join(b.Devices, ",")), where})
 		}
 		table(out, []string{"TYPE", "VERSION", "PLATFORM", "SIZE", "SOURCE", "DEVICES", "SHA256 / PATH"}, rows)
 		return nil
@@ -323,7 +324,7 @@ func short(s string) string {
 	if len(s) > 12 {
 		return s[:12]
 	}
-	return orDash(s)
+	return humanize.OrDash(s)
 }
 
 func newProcessCmd(g *globals) *cobra.Command {
@@ -350,7 +351,7 @@ func newProcessCmd(g *globals) *cobra.Command {
 				}
 				var rows [][]string
 				for _, p := range res.Processes {
-					rows = append(rows, []string{strconv.Itoa(p.PID), p.WorkerID, p.ModelID, strconv.Itoa(p.Port), humanBytes(p.RSS),
+					rows = append(rows, []string{strconv.Itoa(p.PID), p.WorkerID, p.ModelID, strconv.Itoa(p.Port), humanize.Bytes(p.RSS),
 						fmt.Sprintf("%.1f%%", p.CPU), time.Duration(p.UptimeNs).Round(time.Second).String()})
 				}
 				table(out, []string{"PID", "WORKER", "MODEL", "PORT", "RSS", "CPU", "UPTIME"}, rows)

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
 )
@@ -211,33 +212,9 @@ func (c *Catalog) saveLocked(entries map[string]Entry) error {
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(c.dir, IndexFile), append(b, '\n'))
-}
-
-func writeFileAtomic(path string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(c.dir, IndexFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("catalog: %w", err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("catalog: %w", err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("catalog: %w", err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("catalog: %w", err)
-	}
-	syncDir(filepath.Dir(path))
 	return nil
 }
 

@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 
+	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/model/quant"
 )
 
@@ -360,32 +359,17 @@ func each[T any](a []T, f func(any) error) error {
 
 // WriteFile writes the file atomically: to a temporary file in the same
 // directory, fsynced, then renamed over path.
-func (w *Writer) WriteFile(path string) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+func (w *Writer) WriteFile(path string) error {
+	f, err := atomicfile.Create(path, 0o600)
 	if err != nil {
 		return fmt.Errorf("gguf: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = w.WriteTo(tmp); err != nil {
+	defer f.Abort()
+	if _, err := w.WriteTo(f); err != nil {
 		return err
 	}
-	if err = tmp.Sync(); err != nil {
+	if err := f.Commit(); err != nil {
 		return fmt.Errorf("gguf: %w", err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("gguf: %w", err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("gguf: %w", err)
-	}
-	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

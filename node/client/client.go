@@ -4,7 +4,6 @@
 package client
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -19,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/tlsca"
 )
@@ -200,7 +200,7 @@ func (c *Client) followOnce(ctx context.Context, id string, last *int64, fn func
 	if err != nil {
 		return false, err
 	}
-	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Accept", sse.ContentType)
 	if *last > 0 {
 		req.Header.Set("Last-Event-ID", strconv.FormatInt(*last, 10))
 	}
@@ -216,36 +216,30 @@ func (c *Client) followOnce(ctx context.Context, id string, last *int64, fn func
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return false, decodeAPIError(resp.StatusCode, data)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), maxSSELine)
-	var data []byte
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if len(data) == 0 {
-				continue
-			}
-			var ev jobs.Event
-			if err := json.Unmarshal(data, &ev); err != nil {
-				return false, fmt.Errorf("bad event from node: %w", err)
-			}
-			data = data[:0]
-			*last = ev.Seq
-			if err := fn(ev); err != nil {
-				return true, err
-			}
-			if ev.Type == jobs.TypeDone {
-				return true, nil
-			}
-		case strings.HasPrefix(line, "data:"):
-			data = append(data, strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")...)
+	sr := sse.NewReader(resp.Body, maxSSELine)
+	for {
+		se, err := sr.Next()
+		if errors.Is(err, io.EOF) {
+			return false, io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return false, err
+		}
+		if len(se.Data) == 0 {
+			continue
+		}
+		var ev jobs.Event
+		if err := json.Unmarshal(se.Data, &ev); err != nil {
+			return false, fmt.Errorf("bad event from node: %w", err)
+		}
+		*last = ev.Seq
+		if err := fn(ev); err != nil {
+			return true, err
+		}
+		if ev.Type == jobs.TypeDone {
+			return true, nil
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return false, err
-	}
-	return false, io.ErrUnexpectedEOF
 }
 
 // Run submits a job and follows it.

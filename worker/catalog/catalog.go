@@ -24,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/atomicfile"
 )
 
 // Sentinel errors. Errors returned by this package wrap them with %w.
@@ -92,8 +94,9 @@ const (
 	indexFile = "index.json"
 	// indexFormat is bumped when the index layout changes incompatibly.
 	indexFormat = 1
-	// tmpPrefix marks temp files; leftovers of a crash are removed by New.
-	tmpPrefix = ".tmp-"
+	// tmpPrefix marks temp files (atomicfile's, and build directories);
+	// leftovers of a crash are removed by New.
+	tmpPrefix = atomicfile.TempPrefix
 )
 
 // Entry is one installed worker binary.
@@ -573,7 +576,7 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Entry{}, fmt.Errorf("catalog: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, tmpPrefix+e.Binary+"-*")
+	tmp, err := atomicfile.Create(e.Path, 0o755)
 	if err != nil {
 		c.pruneDirs(dir)
 		return Entry{}, fmt.Errorf("catalog: %w", err)
@@ -581,8 +584,7 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	installed := false
 	defer func() {
 		if !installed {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			tmp.Abort()
 			c.pruneDirs(dir)
 		}
 	}()
@@ -614,13 +616,8 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 		}
 		return Entry{}, fmt.Errorf("%w: %s (%d bytes) has sha256 %s, not %s", ErrChecksum, e.Binary, n, sum, what)
 	}
-	if err := tmp.Chmod(0o755); err != nil {
-		return Entry{}, fmt.Errorf("catalog: %w", err)
-	}
+	// Sync now, outside c.mu: Commit then has little left to flush.
 	if err := tmp.Sync(); err != nil {
-		return Entry{}, fmt.Errorf("catalog: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
 		return Entry{}, fmt.Errorf("catalog: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -650,14 +647,13 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	}
 	// Rename first: an index that names a file which is not there yet
 	// would be worse than a file the index does not name (New ignores it).
-	if err := os.Rename(tmp.Name(), e.Path); err != nil {
+	if err := tmp.Commit(); err != nil {
 		if !had {
 			c.removeProof(dir)
 		}
 		return Entry{}, fmt.Errorf("catalog: %w", err)
 	}
 	installed = true
-	syncDir(dir)
 	if opts.Release == nil {
 		c.removeProof(dir) // of an entry this one replaces
 	}
@@ -693,10 +689,10 @@ func (c *Catalog) signedSum(t WorkerType, version, goos, goarch string, p Releas
 // writeProof stores a release proof in an entry's directory. Caller holds
 // c.mu.
 func (c *Catalog) writeProof(dir string, p ReleaseProof) error {
-	if err := writeFileAtomic(filepath.Join(dir, SumsFile), p.Sums, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, SumsFile), p.Sums, 0o644); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, SigFile), p.Sig, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, SigFile), p.Sig, 0o644); err != nil {
 		os.Remove(filepath.Join(dir, SumsFile))
 		return err
 	}
@@ -917,46 +913,5 @@ func (c *Catalog) writeIndex(entries map[string]Entry) error {
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(c.dir, indexFile), append(data, '\n'), 0o644)
-}
-
-// writeFileAtomic writes data to a temp file next to path, fsyncs it and
-// renames it over path, so readers see the old or the new content, never
-// a torn one.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, tmpPrefix+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("catalog: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("catalog: %w", err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("catalog: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("catalog: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("catalog: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("catalog: %w", err)
-	}
-	syncDir(dir)
-	return nil
-}
-
-// syncDir makes a rename in dir durable; errors are ignored because some
-// filesystems cannot fsync a directory and the rename itself succeeded.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	return atomicfile.WriteFile(filepath.Join(c.dir, indexFile), append(data, '\n'), 0o644)
 }

@@ -34,6 +34,8 @@ import (
 
 	"github.com/rbee-project/rbee/worker/catalog"
 	gproc "github.com/shirou/gopsutil/v4/process"
+
+	"github.com/rbee-project/rbee/internal/atomicfile"
 )
 
 // Sentinel errors. Errors returned by this package wrap them with %w.
@@ -1018,7 +1020,7 @@ func (m *Manager) saveLocked() {
 	sort.Slice(doc.Processes, func(i, j int) bool { return doc.Processes[i].PID < doc.Processes[j].PID })
 	data, err := json.MarshalIndent(doc, "", "  ")
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(m.dir, stateFile), append(data, '\n'))
+		err = atomicfile.WriteFile(filepath.Join(m.dir, stateFile), append(data, '\n'), 0o600)
 	}
 	if err != nil {
 		m.log.Error("writing process table", "err", err)
@@ -1096,39 +1098,5 @@ func (m *Manager) adopt() error {
 	m.mu.Lock()
 	m.saveLocked()
 	m.mu.Unlock()
-	return nil
-}
-
-// writeFileAtomic writes data next to path (mode 0600), fsyncs and renames
-// it over path.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 	return nil
 }

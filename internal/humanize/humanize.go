@@ -1,0 +1,29 @@
+// Package humanize formats values for people: the CLI's tables and the
+// narration of node operations use the same spelling.
+package humanize
+
+import "fmt"
+
+// Bytes formats b in binary units with one decimal: "512 B", "1.5 KiB",
+// "3.8 GiB", up to EiB.
+func Bytes(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for v := b / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+// OrDash returns s, or "-" when s is empty, so an unknown value still fills
+// its table cell.
+func OrDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

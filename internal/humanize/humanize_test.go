@@ -1,0 +1,43 @@
+package humanize
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestBytes(t *testing.T) {
+	tests := []struct {
+		in   uint64
+		want string
+	}{
+		{0, "0 B"},
+		{1, "1 B"},
+		{1023, "1023 B"},
+		{1024, "1.0 KiB"},
+		{1536, "1.5 KiB"},
+		{1<<20 - 1, "1024.0 KiB"},
+		{1 << 20, "1.0 MiB"},
+		{4_080_218_931, "3.8 GiB"},
+		{1 << 40, "1.0 TiB"},
+		{1 << 50, "1.0 PiB"},
+		{1 << 60, "1.0 EiB"},
+		{math.MaxUint64, "16.0 EiB"},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, Bytes(tt.in), "Bytes(%d)", tt.in)
+	}
+}
+
+func TestOrDash(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", "-"},
+		{"v1.2.3", "v1.2.3"},
+		{" ", " "},
+		{"-", "-"},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, OrDash(tt.in), "OrDash(%q)", tt.in)
+	}
+}

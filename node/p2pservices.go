@@ -1,0 +1,48 @@
+package node
+
+import (
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/rbee-project/rbee/p2p"
+)
+
+// Resource-manager accounting of the node's libp2p protocols: every stream
+// joins its protocol's service and reserves the buffers it keeps for its
+// life (see p2p.Service). Frames bigger than a read chunk are allocated as
+// their bytes arrive and are not reserved.
+const (
+	// frameChunk is what p2p.ReadFrame allocates up front for a frame.
+	frameChunk = 64 << 10
+	// raftConnMemory: hashicorp/raft's NetworkTransport buffers each
+	// connection with 256 KiB (connReceiveBufferSize on the accepting side,
+	// connSendBufferSize on the dialing side) plus a 4 KiB bufio on the
+	// other direction.
+	raftConnMemory = 256<<10 + 4<<10
+)
+
+// p2pServices declares one service per protocol of the node. Raft and the
+// info probe are control traffic and always get their memory; inference
+// and jobs may fill their scopes to 80 %, bulk copies to 60 %, so bulk
+// traffic cannot starve them.
+func p2pServices() []p2p.Service {
+	return []p2p.Service{
+		{Name: "rbee.raft", Protocol: protoRaft, Memory: raftConnMemory},
+		{Name: "rbee.raft-forward", Protocol: protoForward, Memory: frameChunk},
+		{Name: "rbee.info", Protocol: protoInfo, Memory: maxInfoFrame},
+		{Name: "rbee.job", Protocol: protoJob, Memory: frameChunk, Priority: network.ReservationPriorityHigh},
+		// The serving side's pump buffer, and the frame the other side reads.
+		{Name: "rbee.worker-http", Protocol: protoWorkerHTTP, Memory: 2 * bodyChunk, Priority: network.ReservationPriorityHigh},
+		{Name: "rbee.blob", Protocol: protoBlob, Memory: blobChunk, Priority: network.ReservationPriorityMedium},
+	}
+}
+
+// declareP2PServices registers the node's services on its host, before
+// any stream of them can be opened or accepted.
+func declareP2PServices(h *p2p.Host) error {
+	for _, svc := range p2pServices() {
+		if err := h.AddService(svc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
