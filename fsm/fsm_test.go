@@ -370,7 +370,12 @@ func TestAPIKeys(t *testing.T) {
 	f := New(nil)
 	k := APIKey{Name: "webui", Scope: ScopeInference, Hash: strings.Repeat("ab", 32), Created: time.Unix(100, 0)}
 	applyAll(t, f, CreateAPIKey{Key: k})
-	data, err := Encode(CreateAPIKey{Key: k})
+	// The same create again (a retried write) changes nothing; another key
+	// under the name conflicts.
+	applyAll(t, f, CreateAPIKey{Key: k})
+	other := k
+	other.Hash = strings.Repeat("cd", 32)
+	data, err := Encode(CreateAPIKey{Key: other})
 	require.NoError(t, err)
 	_, err = f.ApplyCommand(f.Index()+1, data)
 	require.ErrorIs(t, err, ErrConflict)

@@ -394,7 +394,12 @@ func (c DeleteHost) apply(t *txn) (bool, error) {
 }
 
 func (c CreateAPIKey) apply(t *txn) (bool, error) {
-	if _, ok := t.next.apiKeys[c.Key.Name]; ok {
+	if old, ok := t.next.apiKeys[c.Key.Name]; ok {
+		if old.Hash == c.Key.Hash && old.Scope == c.Key.Scope {
+			// The same create again: a retry of a write whose first
+			// attempt committed unacknowledged (leader change).
+			return false, nil
+		}
 		return false, fmt.Errorf("%w: an API key named %q exists (revoke it first)", ErrConflict, c.Key.Name)
 	}
 	k := c.Key
