@@ -105,6 +105,20 @@ func (u *keyUse) touch(name string, at time.Time) {
 	u.last[name] = at
 }
 
+// snapshot returns the last uses as unix seconds, nil when none.
+func (u *keyUse) snapshot() map[string]int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.last) == 0 {
+		return nil
+	}
+	out := make(map[string]int64, len(u.last))
+	for k, v := range u.last {
+		out[k] = v.Unix()
+	}
+	return out
+}
+
 func (u *keyUse) get(name string) (time.Time, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -171,10 +185,17 @@ func (n *Node) opAPIKeyCreate(ctx context.Context, em jobs.Emitter, req Request)
 
 func (n *Node) opAPIKeyList(ctx context.Context, em jobs.Emitter, req Request) error {
 	out := []APIKeyView{}
+	// Last use anywhere in the cluster: this node's own memory, and what
+	// the other nodes gossip with their load reports.
+	used := n.loads.keysUsed()
 	for _, k := range n.reg.APIKeys() {
 		v := APIKeyView{Name: k.Name, Scope: k.Scope, Created: k.Created}
-		if t, ok := n.keyUse.get(k.Name); ok {
-			v.LastUsed = &t
+		last, ok := n.keyUse.get(k.Name)
+		if sec, seen := used[k.Name]; seen && (!ok || sec > last.Unix()) {
+			last, ok = time.Unix(sec, 0).UTC(), true
+		}
+		if ok {
+			v.LastUsed = &last
 		}
 		out = append(out, v)
 	}

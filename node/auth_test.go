@@ -392,14 +392,24 @@ func TestAPIKeys(t *testing.T) {
 		require.Equal(t, "bad_request", code)
 	}
 
-	// last used shows on the node that accepted the key.
-	var list struct {
-		Keys []node.APIKeyView `json:"keys"`
-	}
-	run(t, n1, map[string]any{"operation": "apikey_list"}, &list)
-	require.Len(t, list.Keys, 2)
-	for _, k := range list.Keys {
-		require.NotNil(t, k.LastUsed, k.Name)
+	// Last used shows on every node: the keys were used on n1 only, and n0
+	// learns it from n1's gossip.
+	for _, n := range []*node.Node{n1, n0} {
+		require.Eventually(t, func() bool {
+			var list struct {
+				Keys []node.APIKeyView `json:"keys"`
+			}
+			run(t, n, map[string]any{"operation": "apikey_list"}, &list)
+			if len(list.Keys) != 2 {
+				return false
+			}
+			for _, k := range list.Keys {
+				if k.LastUsed == nil {
+					return false
+				}
+			}
+			return true
+		}, nodetest.WaitTimeout, 100*time.Millisecond, "last used on %s", n.Name())
 	}
 
 	// Revoke on n1: refused on both within 2 s.

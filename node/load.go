@@ -33,9 +33,17 @@ type loadReport struct {
 	NodeID  string       `json:"node"`
 	Seq     int64        `json:"seq"`
 	Workers []WorkerLoad `json:"workers"`
+	// KeysUsed is when this node last accepted each API key (unix
+	// seconds): "last used" changes on every request, so it travels by
+	// gossip like load, never by Raft.
+	KeysUsed map[string]int64 `json:"keys_used,omitempty"`
 
 	received time.Time
 }
+
+// maxKeysUsed bounds the API keys one report may name: far more keys than
+// a LAN cluster hands out.
+const maxKeysUsed = 10000
 
 // maxLoadState bounds what a peer may push to us in one anti-entropy
 // exchange; a report is ~200 bytes per worker.
@@ -56,7 +64,7 @@ func newLoadTable() *loadTable {
 
 // put stores r if it is newer than what we have; it reports whether it did.
 func (t *loadTable) put(r loadReport) bool {
-	if r.NodeID == "" || len(r.Workers) > 10000 {
+	if r.NodeID == "" || len(r.Workers) > 10000 || len(r.KeysUsed) > maxKeysUsed {
 		return false
 	}
 	t.mu.Lock()
@@ -143,4 +151,20 @@ func (t *loadTable) NotifyMsg(msg []byte) {
 		return
 	}
 	t.put(r)
+}
+
+// keysUsed merges every node's report of when it last accepted each key:
+// the latest time wins.
+func (t *loadTable) keysUsed() map[string]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string]int64{}
+	for _, r := range t.reports {
+		for k, v := range r.KeysUsed {
+			if v > out[k] {
+				out[k] = v
+			}
+		}
+	}
+	return out
 }

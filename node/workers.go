@@ -168,6 +168,7 @@ func (n *Node) publishLoad() {
 	}
 	n.local.mu.Unlock()
 	sort.Slice(r.Workers, func(a, b int) bool { return r.Workers[a].ID < r.Workers[b].ID })
+	r.KeysUsed = n.keyUse.snapshot()
 	n.loads.put(r)
 	b, _ := json.Marshal(r)
 	if err := n.gsp.Broadcast("load/"+n.ID(), b); err != nil {
