@@ -123,6 +123,32 @@ func TestPrivilegeOnANode(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "403", code)
 	}
+	// What a website can make the machine's browser send: a foreign Host
+	// (DNS rebinding), a foreign Origin, a text/plain post. Each is refused
+	// even with the admin key, and no job runs.
+	admin := strings.TrimSpace(cli(t, bin, "--node", n.URL(), "token", "--admin"))
+	port := n.HTTPAddr[strings.LastIndex(n.HTTPAddr, ":")+1:]
+	listJobs := func() string {
+		out, err := exec.Command("curl", "-sS", "-H", "Authorization: Bearer "+admin, n.URL()+"/v1/jobs").Output()
+		require.NoError(t, err)
+		return string(out)
+	}
+	before := strings.Count(listJobs(), "job_id")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-H", "Host: evil.example:" + port, "--json", `{"operation":"status"}`}, "403"},
+		{[]string{"-H", "Origin: https://evil.example", "--json", `{"operation":"status"}`}, "403"},
+		{[]string{"-H", "Content-Type: text/plain", "--data", `{"operation":"status"}`}, "415"},
+	} {
+		args := append([]string{"-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer " + admin}, tc.args...)
+		out, err := exec.Command("curl", append(args, n.URL()+"/v1/jobs")...).Output()
+		require.NoError(t, err)
+		require.Equal(t, tc.want, string(out), "%v", tc.args)
+	}
+	require.Equal(t, before, strings.Count(listJobs(), "job_id"), "a refused request ran a job")
+
 	// nobody does not see the node user's jobs (the spawn above).
 	jobsOut, _, err := asUser("/usr/bin/curl", "-sS", n.URL()+"/v1/jobs")
 	require.NoError(t, err)
