@@ -28,7 +28,7 @@ func (e engineModel) Info() ModelInfo {
 	return ModelInfo{
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization,
-		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads,
+		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
 	}
 }
 

@@ -54,6 +54,8 @@ type ModelInfo struct {
 	Quantization       string
 	Layers, Dim        int
 	Heads, KVHeads     int
+	// MaxTokenBytes: no token stands for more input bytes (see engine.Info).
+	MaxTokenBytes int
 }
 
 // Message is one chat message.

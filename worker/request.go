@@ -61,6 +61,21 @@ func (l *stringList) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// tooLongToTokenize refuses a text that cannot fit the context whatever its
+// tokens: every token stands for at most MaxTokenBytes bytes, so n bytes
+// are at least n/MaxTokenBytes tokens. Tokenizing a huge text first would
+// cost memory in proportion to it (hundreds of MB for a 1 MB prompt).
+func tooLongToTokenize(info ModelInfo, n int, param string) *apiError {
+	if info.MaxTokenBytes <= 0 || info.ContextLength <= 0 {
+		return nil
+	}
+	if least := n / info.MaxTokenBytes; least >= info.ContextLength {
+		return &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "context_length_exceeded", param: param,
+			msg: fmt.Sprintf("prompt is %d bytes, at least %d tokens; the context holds %d", n, least, info.ContextLength)}
+	}
+	return nil
+}
+
 // chatMessage is a chat message as clients send it: the content is a
 // string, null, or an array of typed parts (OpenAI's content parts).
 type chatMessage struct {
@@ -259,6 +274,13 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		if len(g.Messages) == 0 {
 			return gr, badRequest("messages", "missing", "messages must be a non-empty array")
 		}
+		textBytes := 0
+		for _, msg := range g.Messages {
+			textBytes += len(msg.Content.text)
+		}
+		if err := tooLongToTokenize(m.Info(), textBytes, "messages"); err != nil {
+			return gr, err
+		}
 		msgs := make([]Message, len(g.Messages))
 		for i, msg := range g.Messages {
 			if strings.TrimSpace(msg.Role) == "" {
@@ -296,6 +318,9 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		}
 		if text == "" {
 			return gr, badRequest("prompt", "missing", "prompt is empty")
+		}
+		if err := tooLongToTokenize(m.Info(), len(text), "prompt"); err != nil {
+			return gr, err
 		}
 		ids = m.Encode(text)
 	}

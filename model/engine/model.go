@@ -48,6 +48,10 @@ type Info struct {
 	Dim                int
 	Heads              int
 	KVHeads            int
+	// MaxTokenBytes bounds the input bytes one token stands for: a text
+	// longer than ContextLength*MaxTokenBytes cannot fit the context, which
+	// a server may tell before it tokenizes the text.
+	MaxTokenBytes int
 }
 
 type hparams struct {
@@ -420,7 +424,7 @@ func (m *Model) buildInfo() Info {
 	return Info{
 		Name: name, Arch: hp.arch, ContextLength: hp.nCtx, TrainContextLength: hp.trainCtx,
 		VocabSize: hp.vocab, Params: params, Quantization: best.String(),
-		Layers: hp.nLayer, Dim: hp.dim, Heads: hp.nHead, KVHeads: hp.nHeadKV,
+		Layers: hp.nLayer, Dim: hp.dim, Heads: hp.nHead, KVHeads: hp.nHeadKV, MaxTokenBytes: m.tok.MaxTokenBytes(),
 	}
 }
 

@@ -437,6 +437,19 @@ func (t *Tokenizer) AddBOS() bool { return t.addBOS }
 // AddEOS reports tokenizer.ggml.add_eos_token (default false). Encode never adds EOS itself.
 func (t *Tokenizer) AddEOS() bool { return t.addEOS }
 
+// MaxTokenBytes is the length in bytes of the longest token text: no token
+// stands for more bytes of input text than that (a SentencePiece "▁" is
+// three bytes for one space, a byte token "<0x0A>" six for one byte, a
+// byte-level BPE character one or two for one byte), so a text of n bytes
+// has at least n/MaxTokenBytes tokens. It scans the vocabulary: call once.
+func (t *Tokenizer) MaxTokenBytes() int {
+	longest := 1
+	for _, s := range t.tokens {
+		longest = max(longest, len(s))
+	}
+	return longest
+}
+
 // VocabSize returns the number of tokens.
 func (t *Tokenizer) VocabSize() int { return len(t.tokens) }
 
