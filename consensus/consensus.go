@@ -180,13 +180,17 @@ type timings struct {
 // profileTimings: raft's followers start an election after a random
 // heartbeat timeout in [HT, 2·HT); a LAN round trip is ~1 ms, so HT=500 ms
 // gives a new leader within about 0.5–1.1 s without spurious elections.
-// LeaderLeaseTimeout must not exceed HT.
+// The leader lease (how long a leader keeps leading without hearing from a
+// quorum) is as long as raft allows, HT: a dead leader's successor does not
+// wait for it, while a live leader on a busy machine (a core taken by a
+// browser starting) no longer steps down for a few late heartbeats, as it
+// did with half of HT.
 func profileTimings(p string) (timings, error) {
 	switch p {
 	case ProfileLAN, "":
-		return timings{500 * time.Millisecond, 500 * time.Millisecond, 250 * time.Millisecond, 50 * time.Millisecond, time.Second}, nil
+		return timings{500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 50 * time.Millisecond, time.Second}, nil
 	case ProfileLocal:
-		return timings{300 * time.Millisecond, 300 * time.Millisecond, 150 * time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond}, nil
+		return timings{300 * time.Millisecond, 300 * time.Millisecond, 300 * time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond}, nil
 	}
 	return timings{}, fmt.Errorf("%w: unknown profile %q", ErrConfig, p)
 }
