@@ -57,6 +57,11 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /api/tags", n.handleOllamaTags)
 	mux.HandleFunc("POST /api/generate", n.handleOllamaGenerate)
 	mux.HandleFunc("POST /api/chat", n.handleOllamaChat)
+	mux.HandleFunc("POST /api/show", n.handleOllamaShow)
+	mux.HandleFunc("POST /api/pull", n.handleOllamaPull)
+	mux.HandleFunc("DELETE /api/delete", n.handleOllamaDelete)
+	mux.HandleFunc("POST /api/embed", n.handleOllamaEmbed)
+	mux.HandleFunc("POST /api/embeddings", n.handleOllamaEmbed)
 	// Anything else is a JSON error, never the mux's text/plain page.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, jobs.CodeNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
