@@ -105,7 +105,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, mode endpoint, id
 		return nil, false
 	}
 	j := &job{s: s, id: idPrefix + newID(), model: m, pool: pool}
-	if aerr := decodeBody(w, r, &j.g); aerr != nil {
+	if aerr := decodeBody(w, r, &j.g, mode); aerr != nil {
 		s.reqs.Done()
 		writeError(w, aerr)
 		return nil, false
