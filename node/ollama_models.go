@@ -339,17 +339,19 @@ func (n *Node) handleOllamaPull(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleOllamaDelete answers DELETE /api/delete: the model leaves the
-// catalog of every node that holds it (a model_delete on each).
+// catalog of every node that holds it (a model_delete on each). While a
+// worker serves it anywhere nothing is deleted: the answer names the
+// workers to retire first.
 func (n *Node) handleOllamaDelete(w http.ResponseWriter, r *http.Request) {
 	name, ok := ollamaModelName(w, r, nil)
 	if !ok {
 		return
 	}
-	type target struct{ node, id string }
+	type target struct{ nodeID, node, id string }
 	var targets []target
 	seen := map[target]bool{}
 	if e, ok := n.localModel(name); ok {
-		t := target{n.cfg.Name, e.ID}
+		t := target{n.ID(), n.cfg.Name, e.ID}
 		targets, seen[t] = append(targets, t), true
 	}
 	for _, h := range n.reg.Models() {
@@ -360,13 +362,26 @@ func (n *Node) handleOllamaDelete(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			continue
 		}
-		t := target{nd.Name, h.ModelID}
+		t := target{h.NodeID, nd.Name, h.ModelID}
 		if !seen[t] {
 			targets, seen[t] = append(targets, t), true
 		}
 	}
 	if len(targets) == 0 {
 		ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found", name))
+		return
+	}
+	var busy []string
+	for _, wk := range n.reg.Workers() {
+		for _, t := range targets {
+			if wk.NodeID == t.nodeID && wk.Model == t.id {
+				busy = append(busy, wk.ID+" on "+t.node)
+			}
+		}
+	}
+	if len(busy) > 0 {
+		sort.Strings(busy)
+		ollamaError(w, http.StatusConflict, fmt.Sprintf("model %q is in use by worker %s: retire it first (rbee worker retire ID); nothing was deleted", name, strings.Join(busy, ", ")))
 		return
 	}
 	sort.Slice(targets, func(i, j int) bool { return targets[i].node < targets[j].node })

@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/nodetest"
 )
 
 // ollamaCall sends one Ollama API request; key "" sends none (a loopback
@@ -68,7 +70,7 @@ func TestOllamaOpenWebUI(t *testing.T) {
 		t.Skip("spawns worker processes")
 	}
 	c := servingCluster(t, 2)
-	spawn(t, c.Nodes[1], "node1", 1)
+	w := spawn(t, c.Nodes[1], "node1", 1)
 	waitSchedulable(t, c, 1)
 
 	for _, n := range c.Nodes {
@@ -183,11 +185,25 @@ func TestOllamaOpenWebUI(t *testing.T) {
 	_, b = ollamaCall(t, n0, "POST", "/api/show", "", `{"model":"stories260k"}`)
 	require.Contains(t, string(b), "tokenizer.ggml.tokens", "node0 now reads the GGUF itself")
 
-	// Delete: from every node holding it; node1's copy is in use by its
-	// worker, which is said.
+	// Delete: refused while a worker serves the model, nothing deleted.
 	st, b = ollamaCall(t, n0, "DELETE", "/api/delete", n0.AdminKey(), `{"model":"stories260k:latest"}`)
-	require.Equal(t, 500, st, string(b))
+	require.Equal(t, http.StatusConflict, st, string(b))
 	require.Contains(t, string(b), "node1")
+	require.Contains(t, string(b), "retire")
 	_, b = ollamaCall(t, n0, "POST", "/api/show", "", `{"model":"stories260k"}`)
-	require.NotContains(t, string(b), "tokenizer.ggml.tokens", "node0's copy is gone")
+	require.Contains(t, string(b), "tokenizer.ggml.tokens", "node0's copy is still there")
+
+	// Once the worker is retired, the model leaves every node.
+	run(t, n0, map[string]any{"operation": "active_worker_retire", "worker_id": w.WorkerID}, nil)
+	require.Eventually(t, func() bool {
+		_, ok := n0.Registry().Worker(w.WorkerID)
+		return !ok
+	}, nodetest.WaitTimeout, 50*time.Millisecond, "the retired worker leaves the registry")
+	st, b = ollamaCall(t, n0, "DELETE", "/api/delete", n0.AdminKey(), `{"model":"stories260k:latest"}`)
+	require.Equal(t, http.StatusOK, st, string(b))
+	require.Eventually(t, func() bool {
+		return len(n0.Registry().Models()) == 0
+	}, nodetest.WaitTimeout, 50*time.Millisecond, "no node holds the model")
+	st, _ = ollamaCall(t, n0, "POST", "/api/show", "", `{"model":"stories260k"}`)
+	require.Equal(t, http.StatusNotFound, st)
 }
