@@ -33,6 +33,9 @@ const (
 var supportedParams = []string{"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
 	"repeat_penalty", "repeat_last_n", "seed", "stop", "stream", "stream_options", "n"}
 
+// embedParams are implemented by /v1/embeddings besides its input.
+var embedParams = []string{"model", "encoding_format"}
+
 // ignoredParams have no effect on an answer by OpenAI's own semantics.
 var ignoredParams = []string{"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
 
@@ -69,9 +72,12 @@ func checkOpenAIParams(body []byte, mode endpoint) *apiError {
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return nil // decodeBody has answered already
 	}
-	prompt := "prompt"
-	if mode == endpointChat {
+	prompt, supported, unsupported := "prompt", supportedParams, unsupportedParams
+	switch mode {
+	case endpointChat:
 		prompt = "messages"
+	case endpointEmbed:
+		prompt, supported, unsupported = "input", embedParams, map[string][]string{"dimensions": nil}
 	}
 	names := make([]string, 0, len(fields))
 	for k := range fields {
@@ -79,12 +85,12 @@ func checkOpenAIParams(body []byte, mode endpoint) *apiError {
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		if k == prompt || slices.Contains(supportedParams, k) || slices.Contains(ignoredParams, k) {
+		if k == prompt || slices.Contains(supported, k) || slices.Contains(ignoredParams, k) {
 			continue
 		}
-		neutral, known := unsupportedParams[k]
+		neutral, known := unsupported[k]
 		if !known {
-			return badRequest(k, codeUnknownParam, fmt.Sprintf("unknown parameter %q: rbee takes %s, %v and ignores %v", k, prompt, supportedParams, ignoredParams))
+			return badRequest(k, codeUnknownParam, fmt.Sprintf("unknown parameter %q: rbee takes %s, %v and ignores %v", k, prompt, supported, ignoredParams))
 		}
 		var buf bytes.Buffer
 		if json.Compact(&buf, fields[k]) != nil {

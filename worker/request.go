@@ -352,4 +352,5 @@ const (
 	endpointInfer endpoint = iota
 	endpointChat
 	endpointCompletion
+	endpointEmbed
 )
