@@ -426,7 +426,7 @@ func routePerm(r *http.Request) (need perm, public bool) {
 		return 0, true
 	case p == "/v1/workers/heartbeat":
 		return 0, true
-	case p == "/v1/chat/completions" || p == "/v1/completions" || p == "/api/generate" || p == "/api/chat" ||
+	case p == "/v1/chat/completions" || p == "/v1/completions" || p == "/v1/embeddings" || p == "/api/generate" || p == "/api/chat" ||
 		p == "/api/embed" || p == "/api/embeddings":
 		return permInference, false
 	case p == "/v1/models" || strings.HasPrefix(p, "/v1/models/") || p == "/api/tags" || p == "/api/ps" || p == "/api/version" || p == "/api/show":

@@ -360,7 +360,8 @@ func TestAPIKeys(t *testing.T) {
 	}{
 		{"POST", "/api/show", inf, 404}, // allowed; no such model
 		{"POST", "/api/show", read, 404},
-		{"POST", "/api/embed", inf, 501}, // allowed; not implemented
+		{"POST", "/api/embed", inf, 400}, // allowed; no input
+		{"POST", "/v1/embeddings", read, 403},
 		{"POST", "/api/embeddings", read, 403},
 		{"POST", "/api/pull", inf, 403},
 		{"POST", "/api/pull", read, 403},

@@ -22,9 +22,6 @@ import (
 // this node's catalog when it holds the model, else from a worker serving
 // it (its /v1/info), else from the registry's holding.
 
-// ErrNoEmbeddings: the engine has no pooled-embedding output.
-var ErrNoEmbeddings = errors.New("embeddings are not implemented: rbee's engine produces next-token logits only, it has no pooled hidden-state (embedding) output, and no worker type rbee runs exposes one through the Ollama API")
-
 // ollamaName turns an Ollama model name into the name rbee routes by: the
 // default tag ":latest" is dropped ("stories260k:latest" → "stories260k").
 // Other colons stay: they are part of rbee references (hf:org/repo:Q4_K_M).
@@ -242,9 +239,86 @@ func (n *Node) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// handleOllamaEmbed answers /api/embed and /api/embeddings: not served.
-func (n *Node) handleOllamaEmbed(w http.ResponseWriter, r *http.Request) {
-	ollamaError(w, http.StatusNotImplemented, ErrNoEmbeddings.Error())
+// handleOllamaEmbed answers POST /api/embed ({"model", "input": a string
+// or strings} → {"embeddings": [[...]]}) and handleOllamaEmbeddings the
+// older POST /api/embeddings ({"model", "prompt"} → {"embedding": [...]}):
+// both are the worker's /v1/embeddings.
+func (n *Node) handleOllamaEmbed(w http.ResponseWriter, r *http.Request) { n.ollamaEmbed(w, r, false) }
+func (n *Node) handleOllamaEmbeddings(w http.ResponseWriter, r *http.Request) {
+	n.ollamaEmbed(w, r, true)
+}
+
+func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) {
+	var req struct {
+		Input  json.RawMessage `json:"input"`
+		Prompt *string         `json:"prompt"`
+	}
+	name, ok := ollamaModelName(w, r, &req)
+	if !ok {
+		return
+	}
+	input := req.Input
+	if legacy {
+		if req.Prompt == nil || *req.Prompt == "" {
+			ollamaError(w, http.StatusBadRequest, "prompt is required")
+			return
+		}
+		input, _ = json.Marshal(*req.Prompt)
+	} else if len(input) == 0 || string(input) == "null" {
+		ollamaError(w, http.StatusBadRequest, "input is required")
+		return
+	}
+	body, _ := json.Marshal(map[string]json.RawMessage{"input": input})
+	start := time.Now()
+	resp, t, done, err := n.openRouted(r.Context(), name, "/v1/embeddings", body)
+	if err != nil {
+		n.observeRequest("ollama", name, "", err, 0, 0)
+		switch {
+		case errors.Is(err, ErrNoWorker):
+			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", name))
+		case r.Context().Err() == nil:
+			ollamaError(w, http.StatusServiceUnavailable, err.Error())
+		}
+		return
+	}
+	defer done()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		var eb worker.ErrorBody
+		msg := string(b)
+		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
+			msg = fmt.Sprintf("%s (%s)", eb.Error.Message, eb.Error.Code)
+		}
+		err = errors.New(msg)
+	}
+	var er worker.EmbedResponse
+	if err == nil {
+		err = json.Unmarshal(b, &er)
+	}
+	n.observeRequest("ollama", t.Registry.Model, t.NodeName, err, 0, 0)
+	if err != nil {
+		status := resp.StatusCode
+		if status == http.StatusOK {
+			status = http.StatusBadGateway
+		}
+		ollamaError(w, status, err.Error())
+		return
+	}
+	if legacy {
+		var v []float32
+		if len(er.Data) > 0 {
+			v = er.Data[0].Embedding
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"embedding": v})
+		return
+	}
+	vs := make([][]float32, len(er.Data))
+	for i, d := range er.Data {
+		vs[i] = d.Embedding
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"model": name, "embeddings": vs,
+		"total_duration": time.Since(start).Nanoseconds(), "prompt_eval_count": er.Usage.PromptTokens})
 }
 
 // ollamaJob runs an operation as a job owned by the caller and calls fn for

@@ -3,6 +3,7 @@ package node_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/node"
@@ -153,8 +156,10 @@ func TestOllamaOpenWebUI(t *testing.T) {
 	}{
 		{"show unknown", "POST", "/api/show", "", `{"model":"nope:latest"}`, 404, `not found`},
 		{"show without model", "POST", "/api/show", "", `{}`, 400, `model is required`},
-		{"embed", "POST", "/api/embed", "", `{"model":"stories260k","input":"x"}`, 501, `embedding`},
-		{"embeddings", "POST", "/api/embeddings", "", `{"model":"stories260k","prompt":"x"}`, 501, `embedding`},
+		{"embed unknown model", "POST", "/api/embed", "", `{"model":"nope","input":"x"}`, 404, `not found`},
+		{"embed without input", "POST", "/api/embed", "", `{"model":"stories260k"}`, 400, `input is required`},
+		{"embeddings without prompt", "POST", "/api/embeddings", "", `{"model":"stories260k"}`, 400, `prompt is required`},
+		{"embed empty input", "POST", "/api/embed", "", `{"model":"stories260k","input":[""]}`, 400, `must not be empty`},
 		{"pull needs admin", "POST", "/api/pull", "", `{"model":"builtin:stories260k"}`, 403, `admin`},
 		{"delete needs admin", "DELETE", "/api/delete", "", `{"model":"stories260k"}`, 403, `admin`},
 		{"delete unknown", "DELETE", "/api/delete", n0.AdminKey(), `{"model":"nope"}`, 404, `not found`},
@@ -166,6 +171,33 @@ func TestOllamaOpenWebUI(t *testing.T) {
 			require.Contains(t, string(b), tc.contains)
 		})
 	}
+
+	// Embeddings: Ollama's two routes and OpenAI's, through the node
+	// without the worker, agree.
+	st, b = ollamaCall(t, n0, "POST", "/api/embed", "", `{"model":"stories260k:latest","input":["Once upon a time","The cat"]}`)
+	require.Equal(t, 200, st, string(b))
+	var emb struct {
+		Embeddings [][]float64 `json:"embeddings"`
+	}
+	require.NoError(t, json.Unmarshal(b, &emb))
+	require.Len(t, emb.Embeddings, 2)
+	require.Len(t, emb.Embeddings[0], 64)
+	require.NotEqual(t, emb.Embeddings[0], emb.Embeddings[1])
+	st, b = ollamaCall(t, n0, "POST", "/api/embeddings", "", `{"model":"stories260k","prompt":"Once upon a time"}`)
+	require.Equal(t, 200, st, string(b))
+	var legacy struct {
+		Embedding []float64 `json:"embedding"`
+	}
+	require.NoError(t, json.Unmarshal(b, &legacy))
+	require.InDeltaSlice(t, emb.Embeddings[0], legacy.Embedding, 1e-6)
+	oc := openai.NewClient(option.WithBaseURL(n0.URL()+"/v1/"), option.WithAPIKey("unused-on-loopback"))
+	oe, err := oc.Embeddings.New(context.Background(), openai.EmbeddingNewParams{
+		Model: "stories260k",
+		Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("Once upon a time")},
+	})
+	require.NoError(t, err)
+	require.Len(t, oe.Data, 1)
+	require.InDeltaSlice(t, emb.Embeddings[0], oe.Data[0].Embedding, 1e-6)
 
 	// Pull: Ollama's progress stream over a model_download to node0 (a
 	// copy from node1, which holds the model).
