@@ -2,7 +2,10 @@ package worker
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 )
@@ -50,8 +53,8 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	if req.EncodingFormat != "" && req.EncodingFormat != "float" {
-		writeError(w, badRequest("encoding_format", codeUnsupportedParam, "only encoding_format \"float\" is supported"))
+	if req.EncodingFormat != "" && req.EncodingFormat != "float" && req.EncodingFormat != "base64" {
+		writeError(w, badRequest("encoding_format", "invalid_value", "encoding_format must be \"float\" or \"base64\""))
 		return
 	}
 	switch {
@@ -114,6 +117,25 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		res.Data = append(res.Data, Embedding{Object: "embedding", Index: i, Embedding: slices.Clip(vec)})
+	}
+	if req.EncodingFormat == "base64" {
+		// What OpenAI's Python and Node clients ask for by default: the
+		// little-endian float32 bytes of each vector, in base64.
+		type b64 struct {
+			Object    string `json:"object"`
+			Index     int    `json:"index"`
+			Embedding string `json:"embedding"`
+		}
+		data := make([]b64, len(res.Data))
+		for i, d := range res.Data {
+			buf := make([]byte, 4*len(d.Embedding))
+			for k, v := range d.Embedding {
+				binary.LittleEndian.PutUint32(buf[4*k:], math.Float32bits(v))
+			}
+			data[i] = b64{Object: d.Object, Index: d.Index, Embedding: base64.StdEncoding.EncodeToString(buf)}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"object": res.Object, "data": data, "model": res.Model, "usage": res.Usage})
+		return
 	}
 	writeJSON(w, http.StatusOK, res)
 }

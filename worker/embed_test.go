@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -39,10 +41,27 @@ func TestEmbeddings(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&one))
 	require.Equal(t, er.Data[0].Embedding, one.Data[0].Embedding, "a string input is one input")
 
+	// base64, as OpenAI's Python and Node clients ask by default: the
+	// float32 bytes, little-endian.
+	resp = post(t, testCtx(t), url, `{"input":"Once upon a time","encoding_format":"base64"}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var b64 struct {
+		Data []struct {
+			Embedding string `json:"embedding"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&b64))
+	raw, err := base64.StdEncoding.DecodeString(b64.Data[0].Embedding)
+	require.NoError(t, err)
+	require.Len(t, raw, 4*64)
+	for k, want := range one.Data[0].Embedding {
+		require.Equal(t, want, math.Float32frombits(binary.LittleEndian.Uint32(raw[4*k:])))
+	}
+
 	for _, tc := range []struct{ name, body, param, code string }{
 		{"no input", `{"model":"x"}`, "input", "missing"},
 		{"empty input", `{"input":["a",""]}`, "input[1]", "missing"},
-		{"base64", `{"input":"a","encoding_format":"base64"}`, "encoding_format", codeUnsupportedParam},
+		{"other encoding", `{"input":"a","encoding_format":"int8"}`, "encoding_format", "invalid_value"},
 		{"dimensions", `{"input":"a","dimensions":8}`, "dimensions", codeUnsupportedParam},
 		{"unknown", `{"input":"a","pooling":"cls"}`, "pooling", codeUnknownParam},
 		{"input of a wrong type", `{"input":[1,2]}`, "input", "invalid_type"},
