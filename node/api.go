@@ -54,9 +54,15 @@ func (n *Node) Handler() http.Handler {
 	mux.Handle("GET /metrics", n.handleMetrics())
 	mux.HandleFunc("POST /v1/chat/completions", n.proxyOpenAI)
 	mux.HandleFunc("POST /v1/completions", n.proxyOpenAI)
+	mux.HandleFunc("POST /v1/embeddings", n.proxyOpenAI)
 	mux.HandleFunc("GET /api/tags", n.handleOllamaTags)
 	mux.HandleFunc("POST /api/generate", n.handleOllamaGenerate)
 	mux.HandleFunc("POST /api/chat", n.handleOllamaChat)
+	mux.HandleFunc("POST /api/show", n.handleOllamaShow)
+	mux.HandleFunc("POST /api/pull", n.handleOllamaPull)
+	mux.HandleFunc("DELETE /api/delete", n.handleOllamaDelete)
+	mux.HandleFunc("POST /api/embed", n.handleOllamaEmbed)
+	mux.HandleFunc("POST /api/embeddings", n.handleOllamaEmbeddings)
 	// Anything else is a JSON error, never the mux's text/plain page.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, jobs.CodeNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))

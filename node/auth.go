@@ -426,11 +426,13 @@ func routePerm(r *http.Request) (need perm, public bool) {
 		return 0, true
 	case p == "/v1/workers/heartbeat":
 		return 0, true
-	case p == "/v1/chat/completions" || p == "/v1/completions" || p == "/api/generate" || p == "/api/chat":
+	case p == "/v1/chat/completions" || p == "/v1/completions" || p == "/v1/embeddings" || p == "/api/generate" || p == "/api/chat" ||
+		p == "/api/embed" || p == "/api/embeddings":
 		return permInference, false
-	case p == "/v1/models" || strings.HasPrefix(p, "/v1/models/") || p == "/api/tags" || p == "/api/ps" || p == "/api/version":
+	case p == "/v1/models" || strings.HasPrefix(p, "/v1/models/") || p == "/api/tags" || p == "/api/ps" || p == "/api/version" || p == "/api/show":
 		return permRead | permInference, false
-	case p == "/v1/join" || p == "/v1/leave":
+	case p == "/v1/join" || p == "/v1/leave" || p == "/api/pull" || p == "/api/delete":
+		// Ollama's pull and delete are model_download and model_delete.
 		return permAdmin, false
 	case p == "/v1/jobs" && r.Method == http.MethodPost:
 		// Each operation has its own permission, checked after parsing.

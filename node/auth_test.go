@@ -352,6 +352,24 @@ func TestAPIKeys(t *testing.T) {
 	require.Eventually(t, func() bool { return len(n1.Registry().APIKeys()) == 2 }, nodetest.WaitTimeout, 20*time.Millisecond)
 	require.Equal(t, 200, offLoopback(n1, lan, "GET", "/v1/models", inf, ""))
 	require.Equal(t, 200, offLoopback(n1, lan, "GET", "/api/tags", inf, ""))
+	// The Ollama model routes: show is a read, embed inference, pull and
+	// delete (model_download, model_delete) admin.
+	for _, tc := range []struct {
+		method, path, key string
+		want              int
+	}{
+		{"POST", "/api/show", inf, 404}, // allowed; no such model
+		{"POST", "/api/show", read, 404},
+		{"POST", "/api/embed", inf, 400}, // allowed; no input
+		{"POST", "/v1/embeddings", read, 403},
+		{"POST", "/api/embeddings", read, 403},
+		{"POST", "/api/pull", inf, 403},
+		{"POST", "/api/pull", read, 403},
+		{"DELETE", "/api/delete", inf, 403},
+		{"DELETE", "/api/delete", read, 403},
+	} {
+		require.Equal(t, tc.want, offLoopback(n1, lan, tc.method, tc.path, tc.key, `{"model":"none"}`), "%s %s", tc.method, tc.path)
+	}
 	require.Equal(t, 403, offLoopback(n1, lan, "POST", "/v1/jobs", inf, `{"operation":"status"}`))
 	require.Equal(t, 403, offLoopback(n1, lan, "GET", "/metrics", inf, ""))
 	require.Equal(t, 403, offLoopback(n1, lan, "POST", "/v1/jobs", inf, `{"operation":"worker_spawn","model":"builtin:stories260k"}`))

@@ -285,7 +285,7 @@ func (n *Node) callEngine(ctx context.Context, st process.WorkerInfo, port int, 
 			return nil, err
 		}
 		path, body = p, b
-	case path == "/v1/chat/completions" || path == "/v1/completions":
+	case path == "/v1/chat/completions" || path == "/v1/completions" || path == "/v1/embeddings":
 		body = setModel(body, st.ModelID)
 	}
 	var rd io.Reader

@@ -21,30 +21,21 @@ func ollamaError(w http.ResponseWriter, status int, msg string) {
 }
 
 func (n *Node) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
-	type details struct {
-		Format            string `json:"format"`
-		Family            string `json:"family"`
-		QuantizationLevel string `json:"quantization_level"`
-	}
 	type model struct {
-		Name       string    `json:"name"`
-		Model      string    `json:"model"`
-		ModifiedAt time.Time `json:"modified_at"`
-		Size       uint64    `json:"size"`
-		Digest     string    `json:"digest"`
-		Details    details   `json:"details"`
+		Name       string        `json:"name"`
+		Model      string        `json:"model"`
+		ModifiedAt time.Time     `json:"modified_at"`
+		Size       uint64        `json:"size"`
+		Digest     string        `json:"digest"`
+		Details    ollamaDetails `json:"details"`
 	}
-	holdings := n.reg.Models()
 	out := []model{}
 	for _, id := range n.ServedModels() {
-		m := model{Name: id, Model: id, ModifiedAt: time.Now().UTC(), Details: details{Format: "gguf"}}
-		for _, h := range holdings {
-			if h.ModelID == id {
-				m.Size, m.Digest, m.ModifiedAt, m.Details.QuantizationLevel = h.Size, h.SHA256, h.UpdatedAt, h.Quantization
-				break
-			}
+		f, _ := n.modelFactsOf(r.Context(), id, false)
+		if f.Modified.IsZero() {
+			f.Modified = time.Now().UTC()
 		}
-		out = append(out, m)
+		out = append(out, model{Name: id, Model: id, ModifiedAt: f.Modified, Size: f.Size, Digest: f.SHA256, Details: f.details()})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": out})
 }
@@ -60,30 +51,20 @@ func (n *Node) handleOllamaVersion(w http.ResponseWriter, r *http.Request) {
 
 // handleOllamaPS answers /api/ps: the models loaded in workers, cluster-wide.
 func (n *Node) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
-	type details struct {
-		Format            string `json:"format"`
-		QuantizationLevel string `json:"quantization_level,omitempty"`
-	}
 	type running struct {
-		Name      string  `json:"name"`
-		Model     string  `json:"model"`
-		Size      uint64  `json:"size"`
-		Digest    string  `json:"digest"`
-		Details   details `json:"details"`
-		ExpiresAt string  `json:"expires_at"`
-		SizeVRAM  uint64  `json:"size_vram"`
+		Name      string        `json:"name"`
+		Model     string        `json:"model"`
+		Size      uint64        `json:"size"`
+		Digest    string        `json:"digest"`
+		Details   ollamaDetails `json:"details"`
+		ExpiresAt string        `json:"expires_at"`
+		SizeVRAM  uint64        `json:"size_vram"`
 	}
-	holdings := n.reg.Models()
 	out := []running{}
 	for _, id := range n.ServedModels() {
-		m := running{Name: id, Model: id, Details: details{Format: "gguf"}, ExpiresAt: "0001-01-01T00:00:00Z"}
-		for _, h := range holdings {
-			if h.ModelID == id {
-				m.Size, m.Digest, m.Details.QuantizationLevel = h.Size, h.SHA256, h.Quantization
-				break
-			}
-		}
-		out = append(out, m)
+		f, _ := n.modelFactsOf(r.Context(), id, false)
+		// Workers stay until retired: no expiry, as Ollama's keep_alive -1.
+		out = append(out, running{Name: id, Model: id, Size: f.Size, Digest: f.SHA256, Details: f.details(), ExpiresAt: "0001-01-01T00:00:00Z"})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": out})
 }
@@ -151,12 +132,25 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		ollamaError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
 		return
 	}
+	req.Model = ollamaName(req.Model)
 	if req.Model == "" {
 		ollamaError(w, http.StatusBadRequest, "model is required")
 		return
 	}
-	if chat && len(req.Messages) == 0 || !chat && req.Prompt == "" {
-		ollamaError(w, http.StatusBadRequest, "prompt (or messages for /api/chat) is required")
+	if chat && len(req.Messages) == 0 || !chat && req.Prompt == "" && req.System == "" {
+		// Ollama loads the model and answers done: rbee's models are
+		// loaded while a worker serves them, so this checks one does.
+		if _, err := n.pick(RouteFilter{Model: req.Model}); err != nil {
+			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
+			return
+		}
+		c := map[string]any{"model": req.Model, "created_at": time.Now().UTC().Format(time.RFC3339Nano), "done": true, "done_reason": "load"}
+		if chat {
+			c["message"] = worker.Message{Role: "assistant", Content: ""}
+		} else {
+			c["response"] = ""
+		}
+		writeJSON(w, http.StatusOK, c)
 		return
 	}
 	body, err := req.inferBody(chat)

@@ -35,7 +35,7 @@ const (
 
 // workerPaths are the worker endpoints other nodes may reach.
 var workerPaths = map[string]bool{"/v1/infer": true, "/v1/chat/completions": true, "/v1/completions": true,
-	"/health": true, "/v1/info": true}
+	"/v1/embeddings": true, "/health": true, "/v1/info": true}
 
 type workerReq struct {
 	WorkerID string `json:"worker_id"`

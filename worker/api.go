@@ -21,6 +21,7 @@ import (
 //	POST /v1/infer             native SSE stream: started, token…, end | error
 //	POST /v1/chat/completions  OpenAI chat completions, streaming or not
 //	POST /v1/completions       OpenAI text completions, streaming or not
+//	POST /v1/embeddings        OpenAI embeddings (mean-pooled final hidden states)
 //
 // Every route, /health included, answers 401 without the worker's secret
 // (Authorization: Bearer, see Config.Secret). Start serves it; it is
@@ -33,6 +34,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/infer", s.handleInfer)
 	mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
 	mux.HandleFunc("POST /v1/completions", s.handleCompletion)
+	mux.HandleFunc("POST /v1/embeddings", s.handleEmbeddings)
 	return s.requireSecret(mux)
 }
 
@@ -96,16 +98,11 @@ type job struct {
 func (s *Server) begin(w http.ResponseWriter, r *http.Request, mode endpoint, idPrefix string) (*job, bool) {
 	m, pool, st, err := s.admit()
 	if err != nil {
-		code := string(st)
-		msg := "worker is " + code
-		if st == StateStopped {
-			code, msg = "draining", "worker is shutting down"
-		}
-		writeError(w, &apiError{status: http.StatusServiceUnavailable, typ: errTypeUnavailable, code: code, msg: msg})
+		writeError(w, notAdmitted(st))
 		return nil, false
 	}
 	j := &job{s: s, id: idPrefix + newID(), model: m, pool: pool}
-	if aerr := decodeBody(w, r, &j.g); aerr != nil {
+	if aerr := decodeBody(w, r, &j.g, mode); aerr != nil {
 		s.reqs.Done()
 		writeError(w, aerr)
 		return nil, false
@@ -125,12 +122,8 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, mode endpoint, id
 		j.stop()
 		j.cancel()
 		s.reqs.Done()
-		switch {
-		case errors.Is(err, ErrQueueFull):
-			writeError(w, &apiError{status: http.StatusTooManyRequests, typ: errTypeRateLimit, code: "queue_full",
-				msg: fmt.Sprintf("all %d slots are busy and %d requests are already queued; retry later", s.cfg.Slots, s.cfg.Queue)})
-		case s.hardCtx.Err() != nil:
-			writeError(w, &apiError{status: http.StatusServiceUnavailable, typ: errTypeUnavailable, code: "draining", msg: "worker is shutting down"})
+		if aerr := s.notAcquired(err); aerr != nil {
+			writeError(w, aerr)
 		}
 		// Otherwise the client went away while queued: nobody to answer.
 		return nil, false
@@ -140,6 +133,29 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, mode endpoint, id
 	s.inFlight++
 	s.mu.Unlock()
 	return j, true
+}
+
+// notAdmitted is the answer to a request the worker's state refuses.
+func notAdmitted(st State) *apiError {
+	code := string(st)
+	msg := "worker is " + code
+	if st == StateStopped {
+		code, msg = "draining", "worker is shutting down"
+	}
+	return &apiError{status: http.StatusServiceUnavailable, typ: errTypeUnavailable, code: code, msg: msg}
+}
+
+// notAcquired is the answer to a request that got no slot; nil when the
+// client went away while queued (nobody to answer).
+func (s *Server) notAcquired(err error) *apiError {
+	switch {
+	case errors.Is(err, ErrQueueFull):
+		return &apiError{status: http.StatusTooManyRequests, typ: errTypeRateLimit, code: "queue_full",
+			msg: fmt.Sprintf("all %d slots are busy and %d requests are already queued; retry later", s.cfg.Slots, s.cfg.Queue)}
+	case s.hardCtx.Err() != nil:
+		return &apiError{status: http.StatusServiceUnavailable, typ: errTypeUnavailable, code: "draining", msg: "worker is shutting down"}
+	}
+	return nil
 }
 
 // finish releases everything begin took.

@@ -24,6 +24,7 @@ func TestSecretRequired(t *testing.T) {
 		{http.MethodPost, "/v1/infer", `{"prompt":"Once upon a time","max_tokens":2}`},
 		{http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2}`},
 		{http.MethodPost, "/v1/completions", `{"prompt":"Once upon a time","max_tokens":2}`},
+		{http.MethodPost, "/v1/embeddings", `{"input":"Once upon a time"}`},
 	}
 	for _, auth := range []string{"", "Bearer ", "Bearer wrong-secret-0123456789", "Bearer " + testSecret + "x",
 		"Bearer " + testSecret[:len(testSecret)-1], "Basic " + testSecret, testSecret, "bearer " + testSecret} {

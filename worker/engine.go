@@ -55,6 +55,10 @@ func (e engineModel) Close() error { return e.m.Close() }
 
 type engineSession struct{ s *engine.Session }
 
+func (es engineSession) Embed(ctx context.Context, prompt []int32) ([]float32, error) {
+	return es.s.Embed(ctx, prompt)
+}
+
 func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error) {
 	sp := req.Sample
 	start := time.Now()

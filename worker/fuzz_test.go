@@ -43,7 +43,7 @@ func FuzzPrepare(f *testing.F) {
 		w := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
 		var g genRequest
-		if aerr := decodeBody(w, r, &g); aerr != nil {
+		if aerr := decodeBody(w, r, &g, endpoint(mode%3)); aerr != nil {
 			checkRejected(t, aerr)
 			return
 		}

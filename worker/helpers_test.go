@@ -276,6 +276,10 @@ type gatedSession struct {
 	g     *gate
 }
 
+func (s gatedSession) Embed(ctx context.Context, prompt []int32) ([]float32, error) {
+	return s.inner.Embed(ctx, prompt)
+}
+
 func (s gatedSession) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error) {
 	first := true
 	return s.inner.Generate(ctx, req, func(tk Token) error {

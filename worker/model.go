@@ -41,6 +41,9 @@ type Session interface {
 	// end-of-generation token, a stop string matches, MaxTokens is reached, ctx
 	// is done (StopReason "cancelled") or emit returns an error.
 	Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error)
+	// Embed returns the prompt's embedding: the model's final hidden
+	// states pooled (mean) over its tokens, L2-normalised.
+	Embed(ctx context.Context, prompt []int32) ([]float32, error)
 }
 
 // ModelInfo describes a loaded model (mirrors engine.Info).

@@ -150,8 +150,8 @@ func jsonKind(b []byte) string {
 }
 
 // genRequest is the union of the fields the three inference endpoints take.
-// Unknown fields are ignored; numeric options are pointers so that absent
-// and zero differ.
+// The OpenAI endpoints refuse fields outside their set (checkOpenAIParams);
+// numeric options are pointers so that absent and zero differ.
 type genRequest struct {
 	Prompt              stringList    `json:"prompt"`
 	Messages            []chatMessage `json:"messages"`
@@ -172,8 +172,9 @@ type genRequest struct {
 	N *int `json:"n"`
 }
 
-// decodeBody reads a JSON body of at most MaxBytesBytes into v.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
+// decodeBody reads a JSON body of at most MaxBytesBytes into v; for the
+// OpenAI endpoints it checks the parameters first.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, mode endpoint) *apiError {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -201,6 +202,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
 		// stringList errors carry no field name from encoding/json; the
 		// message says what is wrong.
 		return badRequest("", "malformed_json", "malformed JSON body: "+err.Error())
+	}
+	if mode != endpointInfer {
+		return checkOpenAIParams(body, mode)
 	}
 	return nil
 }
@@ -373,4 +377,5 @@ const (
 	endpointInfer endpoint = iota
 	endpointChat
 	endpointCompletion
+	endpointEmbed
 )

@@ -2,9 +2,12 @@ package main
 
 import (
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 )
 
@@ -56,4 +59,35 @@ func TestPromptFrom(t *testing.T) {
 			require.Equal(t, tc.want, got)
 		})
 	}
+}
+
+// walk calls fn for c and every command below it.
+func walk(c *cobra.Command, fn func(*cobra.Command)) {
+	fn(c)
+	for _, sub := range c.Commands() {
+		walk(sub, fn)
+	}
+}
+
+// TestFlagUsagesHaveNoBackticks: pflag takes the first `backquoted` word of
+// a flag's usage as its value placeholder, so a command quoted that way
+// turns into one ("--source-dir worker build"). A usage may hold one pair
+// of backticks only around a deliberate placeholder: one upper-case word
+// ("CA certificate `FILE`" prints "--ca FILE").
+func TestFlagUsagesHaveNoBackticks(t *testing.T) {
+	placeholder := regexp.MustCompile("^[^`]*`[A-Z][A-Z0-9_]*`[^`]*$")
+	var bad []string
+	n := 0
+	walk(newRootCmd(), func(c *cobra.Command) {
+		for _, fs := range []*pflag.FlagSet{c.LocalFlags(), c.PersistentFlags()} {
+			fs.VisitAll(func(f *pflag.Flag) {
+				n++
+				if strings.Contains(f.Usage, "`") && !placeholder.MatchString(f.Usage) {
+					bad = append(bad, c.CommandPath()+" --"+f.Name+": "+f.Usage)
+				}
+			})
+		}
+	})
+	require.Greater(t, n, 50, "the walk reached the commands' flags")
+	require.Empty(t, bad)
 }

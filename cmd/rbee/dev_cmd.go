@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,10 +31,10 @@ func newDevCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if dir == "" {
+				// Kept after exit with the logs in it: the user deletes it.
 				if dir, err = os.MkdirTemp("", "rbee-dev-"); err != nil {
 					return err
 				}
-				defer os.RemoveAll(dir)
 			}
 			ctx := cmd.Context()
 			cl, err := localcluster.New(localcluster.Config{Binary: bin, Dir: dir, Nodes: nodes, Profile: "local"})
@@ -74,20 +76,38 @@ func newDevCmd(g *globals) *cobra.Command {
 			if err := sub("status", "--node", entry.URL()); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "\nTry (in another terminal):\n")
-			fmt.Fprintf(out, "  export RBEE_NODE=%s\n", entry.URL())
-			fmt.Fprintf(out, "  rbee status\n  rbee worker list\n  rbee infer --model stories260k \"Lily went to the park\"\n")
-			fmt.Fprintf(out, "  curl -s %s/v1/chat/completions --json '{\"model\":\"stories260k\",\"messages\":[{\"role\":\"user\",\"content\":\"Tell me a story\"}],\"max_tokens\":60}'\n", entry.URL())
-			fmt.Fprintf(out, "  rbee hive list\n  rbee hive status %s\n", host.Name)
-			fmt.Fprintf(out, "Logs: %s\nPress Ctrl-C to stop.\n", filepath.Join(dir, "node*.log"))
+			devTry(out, bin, dir, cl.Nodes, host.Name)
 			<-ctx.Done()
 			fmt.Fprintln(out, "\nstopping ...")
+			defer fmt.Fprintf(out, "stopped; data dirs and logs are kept in %s (delete it when done: rm -r %s)\n", dir, dir)
 			return nil
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes")
 	cmd.Flags().StringVar(&model, "model", "builtin:stories260k", "model to serve")
 	cmd.Flags().BoolVar(&noWorker, "no-worker", false, "start the nodes only")
-	cmd.Flags().StringVar(&dir, "dir", "", "keep data dirs and logs here (default: a temp dir, removed on exit)")
+	cmd.Flags().StringVar(&dir, "dir", "", "keep data dirs and logs here (default: a new temp dir, kept after exit)")
 	return cmd
+}
+
+// devTry prints how to use a running dev cluster: its nodes' ports, the
+// commands to try with the running rbee binary's absolute path (it is
+// usually not on PATH: make build puts it in bin/), and where the logs are.
+func devTry(out io.Writer, bin, dir string, nodes []*localcluster.Node, host string) {
+	entry := nodes[0]
+	fmt.Fprintf(out, "\nNodes:\n")
+	for _, n := range nodes {
+		fmt.Fprintf(out, "  %-6s api %s  gossip %s  p2p %s  log %s\n", n.Name, n.URL(), n.GossipAddr, n.P2PAddr, n.LogPath)
+	}
+	rbee := bin
+	if strings.ContainsAny(rbee, " '\"$\\") {
+		rbee = "'" + strings.ReplaceAll(rbee, "'", `'\''`) + "'"
+	}
+	fmt.Fprintf(out, "\nTry (in another terminal):\n")
+	fmt.Fprintf(out, "  export RBEE_NODE=%s\n", entry.URL())
+	fmt.Fprintf(out, "  %s status\n  %s worker list\n  %s infer --model stories260k \"Lily went to the park\"\n", rbee, rbee, rbee)
+	fmt.Fprintf(out, "  curl -s %s/v1/chat/completions --json '{\"model\":\"stories260k\",\"messages\":[{\"role\":\"user\",\"content\":\"Tell me a story\"}],\"max_tokens\":60}'\n", entry.URL())
+	fmt.Fprintf(out, "  %s hive list\n  %s hive status %s\n", rbee, rbee, host)
+	fmt.Fprintf(out, "  open %s/ in a browser for the web page\n", entry.URL())
+	fmt.Fprintf(out, "Logs: %s (kept after exit)\nPress Ctrl-C to stop.\n", filepath.Join(dir, "node*.log"))
 }

@@ -168,6 +168,7 @@ func newRootCmd() *cobra.Command {
 	bench.AddCommand(newBenchFailoverCmd(g), newBenchEngineCommand(), newBenchRouteCmd(g), newBenchTransferCmd(g))
 	root.AddCommand(bench)
 	strictGroups(root)
+	registerCompletions(root, g)
 	return root
 }
 

@@ -210,7 +210,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 0, "leader's periodic full reconcile (default 30s)")
 	f.StringVar(&cfg.WorkerReleaseURL, "worker-release-url", "", "release location of worker binaries ({url}/{version}/rbee-worker-{os}-{arch}, SHA256SUMS, SHA256SUMS.sig; {url}/LATEST); jobs cannot name another")
 	f.StringSliceVar(&releaseKeys, "worker-release-key", nil, "also trust this ed25519 public key (base64, as rbee release keygen prints it) to sign worker releases, besides the built-in rbee release key (repeatable or comma-separated)")
-	f.StringVar(&cfg.SourceDir, "source-dir", "", "rbee source tree for `worker build` (default: the checkout the current directory is in, if any)")
+	f.StringVar(&cfg.SourceDir, "source-dir", "", "rbee source tree for 'rbee worker build' (default: the checkout the current directory is in, if any)")
 	f.StringVar(&cfg.WorkerBinary, "worker-binary", "", "rbee-worker to catalog when the catalog has none (default: the one next to rbee)")
 	f.DurationVar(&cfg.WorkerHeartbeatTimeout, "worker-timeout", 30*time.Second, "a worker whose heartbeats stop this long leaves the schedule")
 	f.DurationVar(&cfg.WorkerOrphanGrace, "worker-orphan-grace", cfg.WorkerOrphanGrace, "a worker this node spawns exits on its own once the node has accepted none of its heartbeats for this long (0 = never)")

@@ -403,7 +403,7 @@ func newBuildCmd(g *globals) *cobra.Command {
 				return nil
 			})
 		}}
-	cmd.Flags().StringVar(&typ, "type", "cpu", "worker type (or rbee: rbee itself, for `hive install` on other platforms)")
+	cmd.Flags().StringVar(&typ, "type", "cpu", "worker type (or rbee: rbee itself, for 'rbee hive install' on other platforms)")
 	cmd.Flags().StringVar(&module, "module-version", "", "build this module version instead of the node's source tree")
 	cmd.Flags().StringVar(&goos, "os", "", "target OS (default: the hive's); cross-compiles from the source tree")
 	cmd.Flags().StringVar(&goarch, "arch", "", "target architecture (default: the hive's)")

@@ -49,6 +49,9 @@ type Session struct {
 	swigluFn                          func(worker, start, end int) // SwiGLU over elements [start, end) of hb, hb2
 	smp                               *sampler
 	one                               [1]int32 // the decode step's input, kept here so it does not escape
+	// pooled, while Embed runs, sums the final-normed hidden state of
+	// every evaluated token.
+	pooled []float32
 }
 
 // NewSession returns a Session with an empty KV cache.
@@ -66,6 +69,34 @@ func (m *Model) NewSession() *Session {
 	s.attnFn = s.attention
 	s.swigluFn = func(_, start, end int) { swiglu(s.hb[start:end], s.hb2[start:end]) }
 	return s
+}
+
+// Embed returns the embedding of a prompt: the mean over its tokens of the
+// model's final hidden state (after the output norm, before the output
+// projection), L2-normalised. The session is reset first (every token must
+// be evaluated); afterwards its cache holds ids, like after a prompt.
+func (s *Session) Embed(ctx context.Context, ids []int32) ([]float32, error) {
+	s.Reset()
+	dim := s.m.hp.dim
+	s.pooled = make([]float32, dim)
+	defer func() { s.pooled = nil }()
+	if _, err := s.eval(ctx, ids); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	out := s.pooled
+	var norm float64
+	for i := range out {
+		out[i] /= float32(len(ids))
+		norm += float64(out[i]) * float64(out[i])
+	}
+	if norm > 0 {
+		inv := float32(1 / math.Sqrt(norm))
+		for i := range out {
+			out[i] *= inv
+		}
+	}
+	return out, nil
 }
 
 // Reset forgets the evaluated tokens (the cache memory is kept).
@@ -225,6 +256,12 @@ func (s *Session) forward(ids []int32, wantLogits bool) error {
 		}
 		quant.MatMul(pool, xb2, l.wDown, hb, n)
 		addTo(x, xb2)
+	}
+	if s.pooled != nil {
+		for i := 0; i < n; i++ {
+			rmsNorm(xb[:dim], x[i*dim:(i+1)*dim], m.outN, hp.eps)
+			addTo(s.pooled, xb[:dim])
+		}
 	}
 	s.tokens = append(s.tokens, ids...)
 	if wantLogits {

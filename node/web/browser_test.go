@@ -264,9 +264,11 @@ func TestPageInBrowser(t *testing.T) {
 
 	// Spawn through the page's own action, on another node than the page's.
 	tb.wait("node2 in the spawn form", `[...document.getElementById('spawn-hive').options].some(o => o.value === 'node2')`, nodetest.WaitTimeout)
+	// The model field comes filled with the bundled model: a new user can
+	// press Spawn as it is.
+	require.Equal(t, "builtin:stories260k", eval[string](tb, `document.getElementById('spawn-model').value`))
 	tb.do(
 		chromedp.SetValue(chromedp.ID("spawn-hive"), "node2"),
-		chromedp.SetValue(chromedp.ID("spawn-model"), "builtin:stories260k"),
 		chromedp.Click(chromedp.ID("spawn-go")),
 	)
 	// Spawning needs the admin key: without it the node refuses (403) and

@@ -1,0 +1,473 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rbee-project/rbee/model/gguf"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/worker"
+)
+
+// The Ollama API's model routes: /api/show, /api/pull, /api/delete, and the
+// embedding routes rbee does not serve. Model facts come from the GGUF in
+// this node's catalog when it holds the model, else from a worker serving
+// it (its /v1/info), else from the registry's holding.
+
+// ollamaName turns an Ollama model name into the name rbee routes by: the
+// default tag ":latest" is dropped ("stories260k:latest" → "stories260k").
+// Other colons stay: they are part of rbee references (hf:org/repo:Q4_K_M).
+func ollamaName(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > len(":latest") && strings.EqualFold(s[len(s)-len(":latest"):], ":latest") {
+		s = s[:len(s)-len(":latest")]
+	}
+	return s
+}
+
+// modelFacts is what /api/show, /api/tags and /api/ps say of a model.
+type modelFacts struct {
+	ID           string
+	Arch         string
+	Params       uint64
+	Quantization string
+	Size         uint64
+	SHA256       string
+	Modified     time.Time
+	ContextLen   uint64
+	// From the GGUF only (a model in this node's catalog):
+	Template  string
+	ModelInfo map[string]any
+}
+
+// ollamaDetails is Ollama's "details" object.
+type ollamaDetails struct {
+	ParentModel       string   `json:"parent_model"`
+	Format            string   `json:"format"`
+	Family            string   `json:"family"`
+	Families          []string `json:"families"`
+	ParameterSize     string   `json:"parameter_size"`
+	QuantizationLevel string   `json:"quantization_level"`
+}
+
+func (f modelFacts) details() ollamaDetails {
+	d := ollamaDetails{Format: "gguf", Family: f.Arch, ParameterSize: parameterSize(f.Params), QuantizationLevel: f.Quantization}
+	if f.Arch != "" {
+		d.Families = []string{f.Arch}
+	}
+	return d
+}
+
+// parameterSize formats a parameter count as Ollama does: "260K", "15M",
+// "0.5B", "8.0B".
+func parameterSize(p uint64) string {
+	switch {
+	case p == 0:
+		return ""
+	case p >= 100_000_000:
+		return strconv.FormatFloat(float64(p)/1e9, 'f', 1, 64) + "B"
+	case p >= 1_000_000:
+		return strconv.FormatUint((p+500_000)/1_000_000, 10) + "M"
+	case p >= 1_000:
+		return strconv.FormatUint((p+500)/1_000, 10) + "K"
+	}
+	return strconv.FormatUint(p, 10)
+}
+
+// maxShownArray is the longest GGUF array /api/show writes out; longer
+// ones (the tokenizer's vocabulary, merges, scores) are null, as Ollama
+// writes them unless asked to be verbose.
+const maxShownArray = 64
+
+// modelFactsOf finds what is known of the model a client named. ok is false
+// when no catalog, worker or holding knows it.
+func (n *Node) modelFactsOf(ctx context.Context, name string, withGGUF bool) (modelFacts, bool) {
+	if e, ok := n.localModel(name); ok {
+		f := modelFacts{ID: e.ID, Arch: e.Architecture, Params: e.Parameters, Quantization: e.Quantization,
+			Size: uint64(e.Size), SHA256: e.SHA256, Modified: e.AddedAt, ContextLen: e.ContextLength}
+		if withGGUF {
+			f.readGGUF(e.Path)
+		}
+		return f, true
+	}
+	var f modelFacts
+	found := false
+	for _, h := range n.reg.Models() {
+		if modelMatches(h.ModelID, name) {
+			f = modelFacts{ID: h.ModelID, Quantization: h.Quantization, Size: h.Size, SHA256: h.SHA256, Modified: h.UpdatedAt}
+			found = true
+			break
+		}
+	}
+	if t, err := n.pick(RouteFilter{Model: name}); err == nil {
+		if in, err := n.workerInfo(ctx, t); err == nil {
+			if !found {
+				f = modelFacts{ID: t.Registry.Model, Modified: time.Now().UTC()}
+				found = true
+			}
+			f.Arch, f.Params, f.ContextLen = in.Architecture, uint64(in.Params), uint64(in.TrainContextLength)
+			if f.Quantization == "" {
+				f.Quantization = in.Quantization
+			}
+		}
+	}
+	return f, found
+}
+
+// workerInfo asks a worker for its /v1/info, briefly.
+func (n *Node) workerInfo(ctx context.Context, t Target) (worker.Info, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := n.callWorker(ctx, t, http.MethodGet, "/v1/info", nil)
+	if err != nil {
+		return worker.Info{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return worker.Info{}, fmt.Errorf("worker %s answered %d to /v1/info", t.Registry.ID, resp.StatusCode)
+	}
+	var in worker.Info
+	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&in)
+	return in, err
+}
+
+// readGGUF fills the template and model_info from the file's metadata.
+func (f *modelFacts) readGGUF(path string) {
+	g, err := gguf.Open(path)
+	if err != nil {
+		return
+	}
+	defer g.Close()
+	f.ModelInfo = map[string]any{}
+	for _, kv := range g.KVs {
+		if kv.Key == "tokenizer.chat_template" {
+			f.Template, _ = kv.Value.Data.(string)
+			continue
+		}
+		if kv.Value.Type == gguf.TypeArray && kv.Value.Len() > maxShownArray {
+			f.ModelInfo[kv.Key] = nil
+			continue
+		}
+		f.ModelInfo[kv.Key] = kv.Value.Data
+	}
+	if _, ok := f.ModelInfo["general.parameter_count"]; !ok && f.Params > 0 {
+		f.ModelInfo["general.parameter_count"] = f.Params
+	}
+}
+
+// ollamaModelName reads the model of an Ollama request: "model", or
+// "name" as older clients send.
+func ollamaModelName(w http.ResponseWriter, r *http.Request, dst any) (string, bool) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		ollamaError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		return "", false
+	}
+	var head struct {
+		Model string `json:"model"`
+		Name  string `json:"name"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		ollamaError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
+		return "", false
+	}
+	if dst != nil {
+		_ = json.Unmarshal(raw, dst)
+	}
+	name := head.Model
+	if name == "" {
+		name = head.Name
+	}
+	if name == "" {
+		ollamaError(w, http.StatusBadRequest, "model is required")
+		return "", false
+	}
+	return ollamaName(name), true
+}
+
+// handleOllamaShow answers POST /api/show.
+func (n *Node) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
+	name, ok := ollamaModelName(w, r, nil)
+	if !ok {
+		return
+	}
+	f, ok := n.modelFactsOf(r.Context(), name, true)
+	if !ok {
+		ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found", name))
+		return
+	}
+	if f.ModelInfo == nil {
+		f.ModelInfo = map[string]any{}
+		if f.Arch != "" {
+			f.ModelInfo["general.architecture"] = f.Arch
+			if f.ContextLen > 0 {
+				f.ModelInfo[f.Arch+".context_length"] = f.ContextLen
+			}
+		}
+		if f.Params > 0 {
+			f.ModelInfo["general.parameter_count"] = f.Params
+		}
+	}
+	// rbee's sampling defaults (the worker's), in Modelfile syntax.
+	params := "temperature 0.8\ntop_k 40\ntop_p 0.95\nmin_p 0.05\nrepeat_penalty 1"
+	if f.ContextLen > 0 {
+		params = "num_ctx " + strconv.FormatUint(f.ContextLen, 10) + "\n" + params
+	}
+	modelfile := "# Modelfile generated by rbee\nFROM " + f.ID + "\n"
+	if f.Template != "" {
+		modelfile += "TEMPLATE " + strconv.Quote(f.Template) + "\n"
+	}
+	for _, p := range strings.Split(params, "\n") {
+		modelfile += "PARAMETER " + p + "\n"
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"modelfile":    modelfile,
+		"parameters":   params,
+		"template":     f.Template,
+		"details":      f.details(),
+		"model_info":   f.ModelInfo,
+		"capabilities": []string{"completion"},
+		"modified_at":  f.Modified,
+	})
+}
+
+// handleOllamaEmbed answers POST /api/embed ({"model", "input": a string
+// or strings} → {"embeddings": [[...]]}) and handleOllamaEmbeddings the
+// older POST /api/embeddings ({"model", "prompt"} → {"embedding": [...]}):
+// both are the worker's /v1/embeddings.
+func (n *Node) handleOllamaEmbed(w http.ResponseWriter, r *http.Request) { n.ollamaEmbed(w, r, false) }
+func (n *Node) handleOllamaEmbeddings(w http.ResponseWriter, r *http.Request) {
+	n.ollamaEmbed(w, r, true)
+}
+
+func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) {
+	var req struct {
+		Input  json.RawMessage `json:"input"`
+		Prompt *string         `json:"prompt"`
+	}
+	name, ok := ollamaModelName(w, r, &req)
+	if !ok {
+		return
+	}
+	input := req.Input
+	if legacy {
+		if req.Prompt == nil || *req.Prompt == "" {
+			ollamaError(w, http.StatusBadRequest, "prompt is required")
+			return
+		}
+		input, _ = json.Marshal(*req.Prompt)
+	} else if len(input) == 0 || string(input) == "null" {
+		ollamaError(w, http.StatusBadRequest, "input is required")
+		return
+	}
+	body, _ := json.Marshal(map[string]json.RawMessage{"input": input})
+	start := time.Now()
+	resp, t, done, err := n.openRouted(r.Context(), name, "/v1/embeddings", body)
+	if err != nil {
+		n.observeRequest("ollama", name, "", err, 0, 0)
+		switch {
+		case errors.Is(err, ErrNoWorker):
+			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", name))
+		case r.Context().Err() == nil:
+			ollamaError(w, http.StatusServiceUnavailable, err.Error())
+		}
+		return
+	}
+	defer done()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		var eb worker.ErrorBody
+		msg := string(b)
+		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
+			msg = fmt.Sprintf("%s (%s)", eb.Error.Message, eb.Error.Code)
+		}
+		err = errors.New(msg)
+	}
+	var er worker.EmbedResponse
+	if err == nil {
+		err = json.Unmarshal(b, &er)
+	}
+	n.observeRequest("ollama", t.Registry.Model, t.NodeName, err, 0, 0)
+	if err != nil {
+		status := resp.StatusCode
+		if status == http.StatusOK {
+			status = http.StatusBadGateway
+		}
+		ollamaError(w, status, err.Error())
+		return
+	}
+	if legacy {
+		var v []float32
+		if len(er.Data) > 0 {
+			v = er.Data[0].Embedding
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"embedding": v})
+		return
+	}
+	vs := make([][]float32, len(er.Data))
+	for i, d := range er.Data {
+		vs[i] = d.Embedding
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"model": name, "embeddings": vs,
+		"total_duration": time.Since(start).Nanoseconds(), "prompt_eval_count": er.Usage.PromptTokens})
+}
+
+// ollamaJob runs an operation as a job owned by the caller and calls fn for
+// each of its events; it returns the job's error event (nil when it ended
+// well).
+func (n *Node) ollamaJob(r *http.Request, req map[string]any, fn func(jobs.Event)) (*jobs.Event, error) {
+	b, _ := json.Marshal(req)
+	parsed, err := n.ParseRequest(b)
+	if err != nil {
+		return nil, err
+	}
+	j, err := n.submitAs(r.Context(), parsed, principalFrom(r.Context()).owner)
+	if err != nil {
+		return nil, err
+	}
+	var failed *jobs.Event
+	err = j.Follow(r.Context(), 0, func(ev jobs.Event) error {
+		if ev.Type == jobs.TypeError {
+			e := ev
+			failed = &e
+		}
+		if fn != nil {
+			fn(ev)
+		}
+		return nil
+	})
+	return failed, err
+}
+
+// handleOllamaPull answers POST /api/pull: a model_download on this node,
+// reported as Ollama's NDJSON progress (stream, the default) or one answer.
+func (n *Node) handleOllamaPull(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Stream *bool `json:"stream"`
+	}
+	name, ok := ollamaModelName(w, r, &req)
+	if !ok {
+		return
+	}
+	stream := req.Stream == nil || *req.Stream
+	flusher, _ := w.(http.Flusher)
+	line := func(v any) {
+		if !stream {
+			return
+		}
+		b, _ := json.Marshal(v)
+		_, _ = w.Write(append(b, '\n'))
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	if stream {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+	}
+	line(map[string]string{"status": "pulling manifest"})
+	var digest string
+	failed, err := n.ollamaJob(r, map[string]any{"operation": "model_download", "hive": n.cfg.Name, "model": name}, func(ev jobs.Event) {
+		switch ev.Type {
+		case jobs.TypeProgress:
+			if ev.Unit == "bytes" {
+				line(map[string]any{"status": "downloading " + name, "digest": name, "total": ev.Total, "completed": ev.Done})
+			}
+		case jobs.TypeResult:
+			var e struct {
+				SHA256 string `json:"sha256"`
+			}
+			_ = json.Unmarshal(ev.Result, &e)
+			digest = e.SHA256
+		}
+	})
+	if err == nil && failed != nil {
+		err = errors.New(failed.Message)
+	}
+	if err != nil {
+		if stream {
+			line(map[string]string{"error": err.Error()})
+			return
+		}
+		ollamaError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if digest != "" {
+		line(map[string]string{"status": "verifying sha256 digest", "digest": "sha256:" + digest})
+	}
+	line(map[string]string{"status": "writing manifest"})
+	if stream {
+		line(map[string]string{"status": "success"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "success"})
+}
+
+// handleOllamaDelete answers DELETE /api/delete: the model leaves the
+// catalog of every node that holds it (a model_delete on each). While a
+// worker serves it anywhere nothing is deleted: the answer names the
+// workers to retire first.
+func (n *Node) handleOllamaDelete(w http.ResponseWriter, r *http.Request) {
+	name, ok := ollamaModelName(w, r, nil)
+	if !ok {
+		return
+	}
+	type target struct{ nodeID, node, id string }
+	var targets []target
+	seen := map[target]bool{}
+	if e, ok := n.localModel(name); ok {
+		t := target{n.ID(), n.cfg.Name, e.ID}
+		targets, seen[t] = append(targets, t), true
+	}
+	for _, h := range n.reg.Models() {
+		if !modelMatches(h.ModelID, name) {
+			continue
+		}
+		nd, ok := n.reg.Node(h.NodeID)
+		if !ok {
+			continue
+		}
+		t := target{h.NodeID, nd.Name, h.ModelID}
+		if !seen[t] {
+			targets, seen[t] = append(targets, t), true
+		}
+	}
+	if len(targets) == 0 {
+		ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found", name))
+		return
+	}
+	var busy []string
+	for _, wk := range n.reg.Workers() {
+		for _, t := range targets {
+			if wk.NodeID == t.nodeID && wk.Model == t.id {
+				busy = append(busy, wk.ID+" on "+t.node)
+			}
+		}
+	}
+	if len(busy) > 0 {
+		sort.Strings(busy)
+		ollamaError(w, http.StatusConflict, fmt.Sprintf("model %q is in use by worker %s: retire it first (rbee worker retire ID); nothing was deleted", name, strings.Join(busy, ", ")))
+		return
+	}
+	sort.Slice(targets, func(i, j int) bool { return targets[i].node < targets[j].node })
+	for _, t := range targets {
+		failed, err := n.ollamaJob(r, map[string]any{"operation": "model_delete", "hive": t.node, "id": t.id}, nil)
+		if err == nil && failed != nil {
+			err = fmt.Errorf("%s (%s)", failed.Message, failed.Code)
+		}
+		if err != nil {
+			ollamaError(w, http.StatusInternalServerError, fmt.Sprintf("deleting %s on %s: %v", t.id, t.node, err))
+			return
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+}

@@ -1,0 +1,79 @@
+package worker
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestEmbeddings(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	url := base + "/v1/embeddings"
+
+	resp := post(t, testCtx(t), url, `{"model":"x","input":["Once upon a time","The cat sat",  "Once upon a time"],"encoding_format":"float","user":"u"}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var er EmbedResponse
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&er))
+	require.Equal(t, "list", er.Object)
+	require.Len(t, er.Data, 3)
+	for i, d := range er.Data {
+		require.Equal(t, i, d.Index)
+		require.Equal(t, "embedding", d.Object)
+		require.Len(t, d.Embedding, 64) // stories260K's hidden size
+		var n float64
+		for _, v := range d.Embedding {
+			n += float64(v) * float64(v)
+		}
+		require.InDelta(t, 1, math.Sqrt(n), 1e-4)
+	}
+	require.Equal(t, er.Data[0].Embedding, er.Data[2].Embedding)
+	require.NotEqual(t, er.Data[0].Embedding, er.Data[1].Embedding)
+	require.Positive(t, er.Usage.PromptTokens)
+
+	resp = post(t, testCtx(t), url, `{"input":"Once upon a time"}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var one EmbedResponse
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&one))
+	require.Equal(t, er.Data[0].Embedding, one.Data[0].Embedding, "a string input is one input")
+
+	// base64, as OpenAI's Python and Node clients ask by default: the
+	// float32 bytes, little-endian.
+	resp = post(t, testCtx(t), url, `{"input":"Once upon a time","encoding_format":"base64"}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var b64 struct {
+		Data []struct {
+			Embedding string `json:"embedding"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&b64))
+	raw, err := base64.StdEncoding.DecodeString(b64.Data[0].Embedding)
+	require.NoError(t, err)
+	require.Len(t, raw, 4*64)
+	for k, want := range one.Data[0].Embedding {
+		require.Equal(t, want, math.Float32frombits(binary.LittleEndian.Uint32(raw[4*k:])))
+	}
+
+	for _, tc := range []struct{ name, body, param, code string }{
+		{"no input", `{"model":"x"}`, "input", "missing"},
+		{"empty input", `{"input":["a",""]}`, "input[1]", "missing"},
+		{"other encoding", `{"input":"a","encoding_format":"int8"}`, "encoding_format", "invalid_value"},
+		{"dimensions", `{"input":"a","dimensions":8}`, "dimensions", codeUnsupportedParam},
+		{"unknown", `{"input":"a","pooling":"cls"}`, "pooling", codeUnknownParam},
+		{"input of a wrong type", `{"input":[1,2]}`, "input", "invalid_type"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := post(t, testCtx(t), url, tc.body)
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+			var eb ErrorBody
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+			require.NotNil(t, eb.Error.Param)
+			require.Equal(t, tc.param, *eb.Error.Param)
+			require.Equal(t, tc.code, eb.Error.Code)
+		})
+	}
+}

@@ -1,0 +1,42 @@
+package worker
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestCheckOpenAIParams: the code of a refusal says whether rbee knows the
+// parameter (unsupported_parameter) or not (unknown_parameter).
+func TestCheckOpenAIParams(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		mode       endpoint
+		code       string // "" = accepted
+		param      string
+	}{
+		{"plain chat", `{"model":"m","messages":[]}`, endpointChat, "", ""},
+		{"ignored fields", `{"messages":[],"user":"u","metadata":{},"store":true,"service_tier":"auto"}`, endpointChat, "", ""},
+		{"null unsupported", `{"messages":[],"tools":null,"response_format":null,"logit_bias":null}`, endpointChat, "", ""},
+		{"neutral with spaces", `{"messages":[],"response_format":{ "type" : "text" }}`, endpointChat, "", ""},
+		{"tools", `{"messages":[],"tools":[{}]}`, endpointChat, codeUnsupportedParam, "tools"},
+		{"json mode", `{"messages":[],"response_format":{"type":"json_schema"}}`, endpointChat, codeUnsupportedParam, "response_format"},
+		{"first in name order", `{"messages":[],"zeta":1,"alpha":2}`, endpointChat, codeUnknownParam, "alpha"},
+		{"prompt on chat", `{"messages":[],"prompt":"x"}`, endpointChat, codeUnknownParam, "prompt"},
+		{"messages on completions", `{"prompt":"x","messages":[]}`, endpointCompletion, codeUnknownParam, "messages"},
+		{"echo", `{"prompt":"x","echo":true}`, endpointCompletion, codeUnsupportedParam, "echo"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			aerr := checkOpenAIParams([]byte(tc.body), tc.mode)
+			if tc.code == "" {
+				require.Nil(t, aerr)
+				return
+			}
+			require.NotNil(t, aerr)
+			require.Equal(t, tc.code, aerr.code)
+			require.Equal(t, tc.param, aerr.param)
+			require.Contains(t, aerr.msg, tc.param)
+			require.Equal(t, 400, aerr.status)
+		})
+	}
+}
