@@ -277,15 +277,21 @@ func (n *Node) resolveHive(name string) (hiveInfo, error) {
 
 // StatusResult is the result of the status operation.
 type StatusResult struct {
-	Node      string             `json:"node"`
-	NodeID    string             `json:"node_id"`
-	Leader    string             `json:"leader"`
-	LeaderID  string             `json:"leader_id"`
-	RaftState string             `json:"raft_state"`
-	Nodes     []hiveInfo         `json:"nodes"`
-	Workers   []WorkerView       `json:"workers"`
-	Models    []fsm.ModelHolding `json:"models"`
-	InFlight  int                `json:"in_flight"`
+	Node      string `json:"node"`
+	NodeID    string `json:"node_id"`
+	Leader    string `json:"leader"`
+	LeaderID  string `json:"leader_id"`
+	RaftState string `json:"raft_state"`
+	// Stale: no leader is known (or none was heard from lately), so the
+	// registry below is this node's last known copy.
+	Stale bool `json:"stale"`
+	// LastLeaderContact: when this node last heard from a leader (also
+	// in an earlier run); absent when never.
+	LastLeaderContact *time.Time         `json:"last_leader_contact,omitempty"`
+	Nodes             []hiveInfo         `json:"nodes"`
+	Workers           []WorkerView       `json:"workers"`
+	Models            []fsm.ModelHolding `json:"models"`
+	InFlight          int                `json:"in_flight"`
 }
 
 func (n *Node) status() StatusResult {
@@ -296,7 +302,11 @@ func (n *Node) status() StatusResult {
 		}
 	}
 	res := StatusResult{Node: n.cfg.Name, NodeID: n.ID(), LeaderID: n.cons.LeaderID(), RaftState: n.cons.State(),
-		Nodes: hs, Workers: n.workerViews(), Models: n.reg.Models()}
+		Nodes: hs, Workers: n.workerViews(), Models: n.reg.Models(), Stale: n.cons.Stale()}
+	if lc := n.cons.LastLeaderContact(); !lc.IsZero() {
+		lc = lc.UTC()
+		res.LastLeaderContact = &lc
+	}
 	if res.Models == nil {
 		res.Models = []fsm.ModelHolding{}
 	}
