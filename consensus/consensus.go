@@ -410,8 +410,9 @@ func (c *Consensus) Start(ctx context.Context) error {
 	})
 	r.RegisterObserver(c.observer)
 
+	changes, unsubscribe := c.cfg.FSM.Subscribe()
 	c.wg.Add(4)
-	go c.persistLoop()
+	go c.persistLoop(changes, unsubscribe)
 	go c.serveForward(c.cfg.Network.ForwardListener())
 	go c.monitorLeadership()
 	go c.observe()

@@ -18,10 +18,10 @@ var (
 	keyLeaderContact = []byte("rbee_leader_contact_unix_ms")
 )
 
-// persistInterval: how often the applied index and the last leader contact
-// are written to the stable store. An entry applied within the last
-// interval before a crash is missing after the restart until a leader
-// sends it; a graceful Close writes both at the end.
+// persistInterval: how often the last leader contact (and the applied
+// index, should a change event have been dropped) is written to the stable
+// store. The applied index is also written after every registry change;
+// a graceful Close writes both at the end.
 const persistInterval = 500 * time.Millisecond
 
 // errReplayAhead: raft asked for a snapshot before it had caught up with
@@ -115,19 +115,23 @@ func (c *Consensus) replayLocal(w *replayFSM) (ownRestore bool, replayed int, er
 	return true, replayed, nil
 }
 
-// persistLoop writes the applied index and the last leader contact every
-// persistInterval until the server closes.
-func (c *Consensus) persistLoop() {
+// persistLoop writes the applied index after every registry change (a
+// stable-store write per registry write: those are state changes, not
+// heartbeats, so they are rare) and, with the last leader contact, every
+// persistInterval, until the server closes.
+func (c *Consensus) persistLoop(changes <-chan fsm.Event, unsubscribe func()) {
 	defer c.wg.Done()
+	defer unsubscribe()
 	t := time.NewTicker(persistInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-changes:
 		case <-t.C:
-			c.persist()
 		}
+		c.persist()
 	}
 }
 
