@@ -253,6 +253,11 @@ type Consensus struct {
 
 	leftMu sync.Mutex
 	left   map[string]time.Time // servers that asked to leave, by id
+
+	replay           *replayFSM
+	lastContact      atomic.Uint64 // unix ms of the newest leader contact known
+	persistedIndex   atomic.Uint64
+	persistedContact atomic.Uint64
 }
 
 // New validates cfg and opens the stores under DataDir. Nothing runs until
@@ -327,6 +332,11 @@ func New(cfg Config) (*Consensus, error) {
 		subs:       map[chan LeaderEvent]struct{}{},
 		left:       map[string]time.Time{},
 	}
+	c.replay = &replayFSM{inner: cfg.FSM}
+	if ms, err := store.GetUint64(keyLeaderContact); err == nil {
+		c.lastContact.Store(ms)
+		c.persistedContact.Store(ms)
+	}
 	c.bootstrap.Store(BootstrapNotStarted)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
@@ -373,6 +383,17 @@ func (c *Consensus) Start(ctx context.Context) error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
+	if hasState {
+		own, n, err := c.replayLocal(c.replay)
+		switch {
+		case err != nil:
+			c.log.Warn("registry not restored before raft; raft restores its snapshot", "err", err)
+		case own:
+			rc.NoSnapshotRestoreOnStart = true
+			c.log.Info("registry restored from the local snapshot and log", "index", c.cfg.FSM.Index(), "replayed", n)
+		}
+		c.persistedIndex.Store(c.cfg.FSM.Index())
+	}
 
 	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener()}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
@@ -381,7 +402,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 		Timeout: 10 * time.Second, // I/O deadline of one RPC; snapshots stream in chunks
 		Logger:  newHCLogger(c.log, "raft-net"),
 	})
-	r, err := raft.NewRaft(rc, c.cfg.FSM, c.store, c.store, c.snaps, trans)
+	r, err := raft.NewRaft(rc, c.replay, c.store, c.store, c.snaps, trans)
 	if err != nil {
 		trans.Close()
 		return fmt.Errorf("consensus: start raft: %w", err)
@@ -393,7 +414,9 @@ func (c *Consensus) Start(ctx context.Context) error {
 	})
 	r.RegisterObserver(c.observer)
 
-	c.wg.Add(3)
+	changes, unsubscribe := c.cfg.FSM.Subscribe()
+	c.wg.Add(4)
+	go c.persistLoop(changes, unsubscribe)
 	go c.serveForward(c.cfg.Network.ForwardListener())
 	go c.monitorLeadership()
 	go c.observe()
@@ -427,6 +450,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 func (c *Consensus) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		c.LastLeaderContact() // record the contact raft knows before it stops
 		c.closed.Store(true)
 		c.cancel()
 		c.mu.Lock()
@@ -445,6 +469,9 @@ func (c *Consensus) Close() error {
 			_ = c.cfg.Network.ForwardListener().Close()
 		}
 		c.wg.Wait()
+		if started {
+			c.persist() // raft is down: the FSM's index is final
+		}
 		if e := c.store.Close(); e != nil {
 			err = errors.Join(err, e)
 		}

@@ -70,6 +70,10 @@ type Config struct {
 	// Token is the cluster secret given on the command line ("" = use the
 	// stored one, or generate one on a fresh first node).
 	Token string
+	// ReapGrace is how long the leader waits, after gossip forgot a
+	// member, before it removes the member from Raft and the registry (0:
+	// consensus's default, a minute; tests shorten it).
+	ReapGrace time.Duration
 	// MDNS enables LAN discovery of peers.
 	MDNS bool
 	// Profile selects timings: "lan" (default) or "local" (tight timings

@@ -93,6 +93,13 @@ func (n *Node) engineLoop() {
 		for _, st := range n.procs.Infos() {
 			t, ok := n.engineType(st)
 			if !ok {
+				if first {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						n.probeAdopted(st)
+					}()
+				}
 				continue
 			}
 			wg.Add(1)
@@ -103,6 +110,28 @@ func (n *Node) engineLoop() {
 		}
 		wg.Wait()
 	}
+}
+
+// probeAdopted asks a re-adopted rbee worker for its health once at
+// start: a ready one is routable from this node at once, not only after
+// its next heartbeat (up to its heartbeat interval later). Its heartbeats
+// then take over.
+func (n *Node) probeAdopted(st process.WorkerInfo) {
+	secret, port, ok := n.procs.Secret(st.WorkerID)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, engineProbeTimeout)
+	defer cancel()
+	status, _, err := n.engineGet(ctx, port, secret, "/health")
+	if err != nil || status != http.StatusOK {
+		return
+	}
+	if _, known := n.localHeartbeat(st.WorkerID); known {
+		return // a heartbeat came first
+	}
+	n.heartbeat(worker.Heartbeat{ID: st.WorkerID, PID: st.PID, Port: port, Model: st.ModelID, ModelPath: st.ModelPath,
+		Device: st.Device, State: worker.StateReady, Slots: 1})
 }
 
 // pollEngine reports one engine: loading while its health check answers

@@ -73,3 +73,6 @@ func (n *Node) P2PServiceStat(name string) network.ScopeStat {
 
 // RaftConnMemory is what one raft stream reserves.
 const RaftConnMemory = raftConnMemory
+
+// Status is the status operation's result, without a job.
+func (n *Node) Status() StatusResult { return n.status() }

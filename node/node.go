@@ -119,6 +119,7 @@ type Node struct {
 	failErr   error // why the node stopped on its own (Err)
 
 	peersMu sync.Mutex
+	reconn  *reconnector
 }
 
 // New validates cfg and prepares a node; nothing listens until Start.
@@ -286,6 +287,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	ccfg.Members = n.consensusMembers
 	ccfg.Profile = n.cfg.Profile
 	ccfg.ReconcileInterval = n.cfg.ReconcileInterval
+	ccfg.ReapGrace = n.cfg.ReapGrace
 	ccfg.Logger = n.log.With("component", "raft")
 	if n.cons, err = consensus.New(ccfg); err != nil {
 		return fmt.Errorf("consensus: %w", err)
@@ -296,8 +298,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	n.registerP2PHandlers()
 
-	n.wg.Add(4)
+	n.reconn = newReconnector()
+	n.wg.Add(5)
 	go n.gossipLoop()
+	go n.reconnectLoop()
 	go n.workerLoop()
 	go n.tlsLoop()
 	go n.engineLoop()

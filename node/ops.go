@@ -277,15 +277,21 @@ func (n *Node) resolveHive(name string) (hiveInfo, error) {
 
 // StatusResult is the result of the status operation.
 type StatusResult struct {
-	Node      string             `json:"node"`
-	NodeID    string             `json:"node_id"`
-	Leader    string             `json:"leader"`
-	LeaderID  string             `json:"leader_id"`
-	RaftState string             `json:"raft_state"`
-	Nodes     []hiveInfo         `json:"nodes"`
-	Workers   []WorkerView       `json:"workers"`
-	Models    []fsm.ModelHolding `json:"models"`
-	InFlight  int                `json:"in_flight"`
+	Node      string `json:"node"`
+	NodeID    string `json:"node_id"`
+	Leader    string `json:"leader"`
+	LeaderID  string `json:"leader_id"`
+	RaftState string `json:"raft_state"`
+	// Stale: no leader is known (or none was heard from lately), so the
+	// registry below is this node's last known copy.
+	Stale bool `json:"stale"`
+	// LastLeaderContact: when this node last heard from a leader (also
+	// in an earlier run); absent when never.
+	LastLeaderContact *time.Time         `json:"last_leader_contact,omitempty"`
+	Nodes             []hiveInfo         `json:"nodes"`
+	Workers           []WorkerView       `json:"workers"`
+	Models            []fsm.ModelHolding `json:"models"`
+	InFlight          int                `json:"in_flight"`
 }
 
 func (n *Node) status() StatusResult {
@@ -296,7 +302,11 @@ func (n *Node) status() StatusResult {
 		}
 	}
 	res := StatusResult{Node: n.cfg.Name, NodeID: n.ID(), LeaderID: n.cons.LeaderID(), RaftState: n.cons.State(),
-		Nodes: hs, Workers: n.workerViews(), Models: n.reg.Models()}
+		Nodes: hs, Workers: n.workerViews(), Models: n.reg.Models(), Stale: n.cons.Stale()}
+	if lc := n.cons.LastLeaderContact(); !lc.IsZero() {
+		lc = lc.UTC()
+		res.LastLeaderContact = &lc
+	}
 	if res.Models == nil {
 		res.Models = []fsm.ModelHolding{}
 	}
@@ -421,28 +431,57 @@ func (n *Node) storeCapabilities(ctx context.Context, caps fsm.Capabilities) err
 	return err
 }
 
-// capabilitiesLoop stores this node's capabilities once its node entry is
-// in the registry (the leader creates it when it sees the member).
+// holdingsCheckInterval: how often the node compares its registry entry's
+// holdings with its disk besides reacting to registry events (repairs a
+// lost write; registry events are dropped for a subscriber that falls
+// behind).
+const holdingsCheckInterval = 30 * time.Second
+
+// capabilitiesLoop stores this node's capabilities and holdings whenever
+// the leader (re)creates its node entry: once after start, and again after
+// the node was reaped (DeleteNode cascades to its holdings) and re-admitted,
+// which an entry without capabilities shows. Every holdingsCheckInterval,
+// while a leader is known, it also makes the holdings match the disk.
 func (n *Node) capabilitiesLoop() {
 	defer n.wg.Done()
+	events, unsubscribe := n.reg.Subscribe()
+	defer unsubscribe()
+	check := time.NewTicker(holdingsCheckInterval)
+	defer check.Stop()
 	caps := DetectCapabilities(n.ctx)
-	for attempt := 0; ; attempt++ {
-		if rn, ok := n.reg.Node(n.ID()); ok && rn.State == fsm.NodeAlive {
+	synced := false // the current registry entry has this node's capabilities and holdings
+	var retry <-chan time.Time
+	for attempt := 0; ; {
+		rn, ok := n.reg.Node(n.ID())
+		if !ok {
+			synced = false // reaped: store everything again when the leader re-creates the entry
+		}
+		if ok && rn.State == fsm.NodeAlive && (!synced || rn.Capabilities == nil) && retry == nil {
 			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 			err := n.storeCapabilities(ctx, caps)
 			cancel()
 			if err == nil {
 				// The registry can now take this node's holdings: make
-				// them match its disk (after a restart or a lost write).
+				// them match its disk (after a restart, a lost write or
+				// a re-admission).
 				n.syncHoldings()
-				return
+				synced, attempt = true, 0
+			} else {
+				n.log.Debug("store capabilities", "err", err)
+				retry = time.After(min(backoff(attempt), time.Second))
+				attempt++
 			}
-			n.log.Debug("store capabilities", "err", err)
 		}
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-time.After(min(backoff(attempt), time.Second)):
+		case <-events:
+		case <-retry:
+			retry = nil
+		case <-check.C:
+			if synced && !n.cons.Stale() {
+				n.syncHoldings()
+			}
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/worker"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 	"github.com/rbee-project/rbee/worker/process"
 )
@@ -401,6 +402,12 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		}
 		if _, err := n.procs.Get(info.PID); err != nil {
 			return jobs.Errorf(jobs.CodeUnavailable, "worker %s exited before it was registered (log: %s)", info.WorkerID, info.LogPath)
+		}
+		if hb, ok := n.localHeartbeat(info.WorkerID); ok && (hb.State == worker.StateReady || hb.State == worker.StateBusy) && n.cons.Stale() {
+			// No leader to register it: this node routes to it already.
+			res.State = "registering"
+			em.Narrate("queen", "registered", "worker %s serves from this node; the registry write waits for a leader", info.WorkerID)
+			return em.Result(res)
 		}
 		select {
 		case <-wctx.Done():

@@ -77,7 +77,9 @@ func modelMatches(have, want string) bool {
 
 // candidates returns the workers the scheduler may use: ready (not
 // retiring) in the registry replica, reported live by their node's gossip,
-// on a node gossip sees alive, and matching the filter. It needs no leader.
+// on a node gossip sees alive, and matching the filter; plus this node's
+// own live workers the registry does not list as decided yet. It needs no
+// leader.
 func (n *Node) candidates(f RouteFilter) []Target {
 	alive := map[string]string{}
 	for _, m := range n.gsp.Members() {
@@ -93,8 +95,18 @@ func (n *Node) candidates(f RouteFilter) []Target {
 			}
 		}
 	}
+	matches := func(rw fsm.Worker, name string) bool {
+		return (f.WorkerID == "" || f.WorkerID == rw.ID) &&
+			(f.Model == "" || modelMatches(rw.Model, f.Model)) &&
+			(f.Device == "" || strings.EqualFold(f.Device, rw.Device)) &&
+			(f.Hive == "" || f.Hive == name || f.Hive == rw.NodeID)
+	}
 	var out []Target
+	decided := map[string]bool{} // workers whose registry entry is past registration
 	for _, rw := range n.reg.Workers() {
+		if rw.State != fsm.WorkerRegistered {
+			decided[rw.ID] = true
+		}
 		if rw.State != fsm.WorkerReady || f.Exclude[rw.ID] {
 			continue
 		}
@@ -103,22 +115,23 @@ func (n *Node) candidates(f RouteFilter) []Target {
 			continue
 		}
 		w, ok := live[rw.ID]
-		if !ok || w.NodeID != rw.NodeID {
-			continue
-		}
-		if f.WorkerID != "" && f.WorkerID != rw.ID {
-			continue
-		}
-		if f.Model != "" && !modelMatches(rw.Model, f.Model) {
-			continue
-		}
-		if f.Device != "" && !strings.EqualFold(f.Device, rw.Device) {
-			continue
-		}
-		if f.Hive != "" && f.Hive != name && f.Hive != rw.NodeID {
+		if !ok || w.NodeID != rw.NodeID || !matches(rw, name) {
 			continue
 		}
 		out = append(out, Target{Load: w, Registry: rw, NodeName: name, Local: rw.NodeID == n.ID()})
+	}
+	// This node's own live workers are routable from here before the
+	// registry lists them as ready: after a restart without quorum, or
+	// while the leader has not written them yet. Only a registry entry
+	// that is ready, retiring or gone overrides the node's own view.
+	for id, w := range live {
+		if w.NodeID != n.ID() || decided[id] || f.Exclude[id] {
+			continue
+		}
+		rw := fsm.Worker{ID: id, NodeID: w.NodeID, Model: w.Model, Device: w.Device, Port: w.Port, PID: w.PID, State: fsm.WorkerReady}
+		if matches(rw, n.cfg.Name) {
+			out = append(out, Target{Load: w, Registry: rw, NodeName: n.cfg.Name, Local: true})
+		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Registry.ID < out[b].Registry.ID })
 	return out

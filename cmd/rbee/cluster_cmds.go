@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -91,6 +92,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 				Node      string            `json:"node"`
 				Leader    string            `json:"leader"`
 				RaftState string            `json:"raft_state"`
+				Stale     bool              `json:"stale"`
+				Contact   *time.Time        `json:"last_leader_contact"`
 				Nodes     []hive            `json:"nodes"`
 				Workers   []json.RawMessage `json:"workers"`
 				Models    []json.RawMessage `json:"models"`
@@ -105,6 +108,13 @@ func newStatusCmd(g *globals) *cobra.Command {
 				leader = "(none: election in progress or no quorum)"
 			}
 			fmt.Fprintf(out, "Leader (queen): %s\nAnswered by:    %s (%s)\n", leader, st.Node, st.RaftState)
+			if st.Stale {
+				contact := "never"
+				if st.Contact != nil {
+					contact = st.Contact.Local().Format(time.RFC3339) + " (" + time.Since(*st.Contact).Round(time.Second).String() + " ago)"
+				}
+				fmt.Fprintf(out, "Registry:       STALE (last known copy; last leader contact: %s)\n", contact)
+			}
 			fmt.Fprintf(out, "Workers: %d   Models: %d   In flight: %d\n\n", len(st.Workers), len(st.Models), st.InFlight)
 			table(out, hiveHeader, hiveRows(st.Nodes))
 			return nil

@@ -186,12 +186,14 @@ func (c *Cluster) WaitConverged(voters int) *node.Node {
 }
 
 // Kill stops node i without leaving (a crash as far as the others see).
-// A restart reuses its API address, as a real node's fixed port would be:
-// its worker processes keep sending heartbeats there.
+// A restart reuses its API and gossip addresses, as a real node's fixed
+// ports would be: its worker processes keep sending heartbeats there, and
+// the other nodes know it there.
 func (c *Cluster) Kill(i int) {
 	c.t.Helper()
 	require.NotNil(c.t, c.Nodes[i], "node %d already killed", i)
 	c.cfgs[i].HTTPAddr = c.Nodes[i].HTTPAddr()
+	c.cfgs[i].GossipAddr = c.Nodes[i].GossipAddr()
 	require.NoError(c.t, c.Nodes[i].Close())
 	c.Nodes[i] = nil
 }
@@ -206,6 +208,15 @@ func (c *Cluster) Restart(i int) *node.Node {
 	cfg.Token = ""
 	c.Nodes[i] = c.start(cfg)
 	return c.Nodes[i]
+}
+
+// ForgetPeers deletes a killed node's peers.json: restarted, it knows no
+// member to rejoin and waits for the others to reach it.
+func (c *Cluster) ForgetPeers(i int) {
+	c.t.Helper()
+	require.Nil(c.t, c.Nodes[i], "node %d is running", i)
+	err := os.Remove(filepath.Join(c.cfgs[i].DataDir, "peers.json"))
+	require.True(c.t, err == nil || os.IsNotExist(err), "remove peers.json: %v", err)
 }
 
 // Index returns the index of a node.

@@ -1,0 +1,210 @@
+package consensus
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/rbee-project/rbee/fsm"
+)
+
+// Keys of this package's own values in raft's stable store (raft's keys
+// are "CurrentTerm", "LastVoteTerm", "LastVoteCand").
+var (
+	keyAppliedIndex  = []byte("rbee_applied_index")
+	keyLeaderContact = []byte("rbee_leader_contact_unix_ms")
+)
+
+// persistInterval: how often the last leader contact (and the applied
+// index, should a change event have been dropped) is written to the stable
+// store. The applied index is also written after every registry change;
+// a graceful Close writes both at the end.
+const persistInterval = 500 * time.Millisecond
+
+// errReplayAhead: raft asked for a snapshot before it had caught up with
+// the entries replayed at start; the state is ahead of raft's index, so a
+// snapshot now would be labelled with the wrong index. Raft retries later.
+var errReplayAhead = errors.New("consensus: registry replayed ahead of raft; snapshot later")
+
+// replayFSM wraps the registry so that a restarted server serves the
+// registry it last knew at once. hashicorp/raft restores the newest
+// snapshot at start but applies later log entries only once a leader tells
+// it the commit index; without a quorum that never happens. Every entry the
+// FSM applied was committed, so Start replays the log from the snapshot up
+// to the index this server persisted as applied, and the wrapper skips those
+// entries when raft hands them over again.
+//
+// Apply, Snapshot and Restore run on raft's FSM goroutine; the atomics are
+// read by the persist loop.
+type replayFSM struct {
+	inner *fsm.FSM
+	// skipThrough: entries at or below it were replayed at start.
+	skipThrough uint64
+	// seen: the highest index raft handed to Apply.
+	seen uint64
+}
+
+// Apply implements raft.FSM.
+func (r *replayFSM) Apply(l *raft.Log) any {
+	r.seen = l.Index
+	if l.Index <= r.skipThrough {
+		// Replayed at start: no future waits for it (futures belong to
+		// entries appended by this run, all above the log's end at start).
+		return nil
+	}
+	return r.inner.Apply(l)
+}
+
+// Snapshot implements raft.FSM.
+func (r *replayFSM) Snapshot() (raft.FSMSnapshot, error) {
+	if r.seen < r.skipThrough {
+		return nil, errReplayAhead
+	}
+	return r.inner.Snapshot()
+}
+
+// Restore implements raft.FSM: a snapshot from the leader replaces the
+// state, so nothing replayed is left to skip.
+func (r *replayFSM) Restore(rc io.ReadCloser) error {
+	r.skipThrough = 0
+	return r.inner.Restore(rc)
+}
+
+// replayLocal restores the newest snapshot and applies the committed log
+// entries after it, up to the persisted applied index. It reports whether
+// it restored the snapshot itself (raft must then skip its own restore) and
+// how many entries it replayed. On any failure it leaves the registry as it
+// was and raft restores as usual.
+func (c *Consensus) replayLocal(w *replayFSM) (ownRestore bool, replayed int, err error) {
+	metas, err := c.snaps.List()
+	if err != nil {
+		return false, 0, fmt.Errorf("list snapshots: %w", err)
+	}
+	var from uint64
+	if len(metas) > 0 {
+		// Raft tries the newest first; with NoSnapshotRestoreOnStart it
+		// takes that one's index as applied, so restore exactly that one.
+		_, rc, err := c.snaps.Open(metas[0].ID)
+		if err != nil {
+			return false, 0, fmt.Errorf("open snapshot %s: %w", metas[0].ID, err)
+		}
+		if err := w.inner.Restore(rc); err != nil {
+			return false, 0, fmt.Errorf("restore snapshot %s: %w", metas[0].ID, err)
+		}
+		from = metas[0].Index
+	}
+	applied, _ := c.store.GetUint64(keyAppliedIndex) // absent: nothing to replay
+	var through uint64
+	for i := from + 1; i <= applied; i++ {
+		var l raft.Log
+		if err := c.store.GetLog(i, &l); err != nil {
+			break // compacted or never stored: the prefix replayed so far is consistent
+		}
+		through = i
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if _, err := w.inner.ApplyCommand(i, l.Data); err == nil {
+			replayed++
+		}
+	}
+	w.skipThrough = through
+	return true, replayed, nil
+}
+
+// persistLoop writes the applied index after every registry change (a
+// stable-store write per registry write: those are state changes, not
+// heartbeats, so they are rare) and, with the last leader contact, every
+// persistInterval, until the server closes.
+func (c *Consensus) persistLoop(changes <-chan fsm.Event, unsubscribe func()) {
+	defer c.wg.Done()
+	defer unsubscribe()
+	t := time.NewTicker(persistInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-changes:
+		case <-t.C:
+		}
+		c.persist()
+	}
+}
+
+// persist writes what changed since the last write.
+func (c *Consensus) persist() {
+	if idx := c.cfg.FSM.Index(); idx != c.persistedIndex.Load() {
+		if err := c.store.SetUint64(keyAppliedIndex, idx); err != nil {
+			c.log.Warn("persist applied index", "err", err)
+		} else {
+			c.persistedIndex.Store(idx)
+		}
+	}
+	lc := c.LastLeaderContact()
+	if ms := uint64(lc.UnixMilli()); !lc.IsZero() && ms != c.persistedContact.Load() {
+		if err := c.store.SetUint64(keyLeaderContact, ms); err != nil {
+			c.log.Warn("persist leader contact", "err", err)
+		} else {
+			c.persistedContact.Store(ms)
+		}
+	}
+}
+
+// staleAfter: a follower that heard nothing from a leader for this many
+// heartbeat timeouts serves a stale registry (raft itself starts an
+// election after one or two).
+const staleAfter = 4
+
+// LastLeaderContact returns when this server last knew a leader: now on
+// the leader, the last message from it on a follower, else the newest
+// contact recorded (also by an earlier run of this data dir). Zero when
+// never.
+func (c *Consensus) LastLeaderContact() time.Time {
+	if r, err := c.running(); err == nil {
+		switch {
+		case r.State() == raft.Leader:
+			c.noteContact(time.Now())
+		case r.Leader() != "":
+			if lc := r.LastContact(); !lc.IsZero() {
+				c.noteContact(lc)
+			}
+		}
+	}
+	ms := c.lastContact.Load()
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(ms))
+}
+
+func (c *Consensus) noteContact(t time.Time) {
+	ms := uint64(t.UnixMilli())
+	for {
+		old := c.lastContact.Load()
+		if ms <= old || c.lastContact.CompareAndSwap(old, ms) {
+			return
+		}
+	}
+}
+
+// Stale reports whether the local registry replica may be behind: no
+// leader is known, or none was heard from for staleAfter heartbeat
+// timeouts. Reads still answer from it.
+func (c *Consensus) Stale() bool {
+	r, err := c.running()
+	if err != nil {
+		return true
+	}
+	if r.State() == raft.Leader {
+		return false
+	}
+	if r.Leader() == "" {
+		return true
+	}
+	lc := c.LastLeaderContact()
+	return lc.IsZero() || time.Since(lc) > staleAfter*c.tm.heartbeat
+}

@@ -1,0 +1,168 @@
+package node
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/gossip"
+)
+
+// Reconnect timings. A member that is down or across a partition is tried
+// again after reconnectMinBackoff, doubling up to reconnectMaxBackoff, and
+// never given up on (serf reconnects failed members every 30 s for days;
+// Consul's retry-join has no end either). Only a graceful leave ends it.
+const (
+	reconnectTick       = time.Second      // how often the loop looks for members to try
+	reconnectMinBackoff = time.Second      // a member that just failed is tried quickly: it may be restarting
+	reconnectMaxBackoff = 30 * time.Second // serf's reconnect interval: cheap for a member gone for good
+	reconnectTimeout    = 5 * time.Second  // one join attempt (memberlist's TCP push/pull)
+)
+
+// reconnectTarget is one member this node knew and tries to reach again
+// while gossip does not see it alive.
+type reconnectTarget struct {
+	addr    string
+	attempt int
+	next    time.Time
+}
+
+// reconnector remembers the gossip addresses of every member this node
+// has known (gossip members, registry node entries, peers.json), by id
+// (or "addr:<address>" for a peers.json entry of unknown id), and forgets
+// one only when it left gracefully. memberlist itself forgets a dead
+// member after a while and never contacts it again, so without this two
+// sides of a long partition stay apart once the network is back.
+type reconnector struct {
+	mu      sync.Mutex
+	targets map[string]*reconnectTarget
+}
+
+func newReconnector() *reconnector {
+	return &reconnector{targets: map[string]*reconnectTarget{}}
+}
+
+// reconnectLoop runs the reconnector until the node stops.
+func (n *Node) reconnectLoop() {
+	defer n.wg.Done()
+	for _, a := range n.loadPeers() {
+		n.reconn.learn("addr:"+a, a)
+	}
+	t := time.NewTicker(reconnectTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+			n.reconnectOnce(time.Now())
+		}
+	}
+}
+
+// learn records (or updates) a target's address.
+func (r *reconnector) learn(key, addr string) {
+	if addr == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t, ok := r.targets[key]; ok {
+		if t.addr != addr {
+			t.addr, t.attempt, t.next = addr, 0, time.Time{}
+		}
+		return
+	}
+	r.targets[key] = &reconnectTarget{addr: addr}
+	if key != "addr:"+addr {
+		delete(r.targets, "addr:"+addr) // the peers.json entry now has a name
+	}
+}
+
+func (r *reconnector) forget(key string) {
+	r.mu.Lock()
+	delete(r.targets, key)
+	r.mu.Unlock()
+}
+
+// reachable resets a target's backoff: gossip sees it.
+func (r *reconnector) reachable(key string) {
+	r.mu.Lock()
+	if t, ok := r.targets[key]; ok {
+		t.attempt, t.next = 0, time.Time{}
+	}
+	r.mu.Unlock()
+}
+
+// due returns the targets to try now and schedules their next attempt.
+func (r *reconnector) due(now time.Time, skip func(key, addr string) bool) map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]string{}
+	for key, t := range r.targets {
+		if skip(key, t.addr) || now.Before(t.next) {
+			continue
+		}
+		out[key] = t.addr
+		t.next = now.Add(min(reconnectMinBackoff<<min(t.attempt, 5), reconnectMaxBackoff))
+		t.attempt++
+	}
+	return out
+}
+
+// reconnectOnce refreshes the targets from gossip and the registry, then
+// tries every due one that gossip does not see alive.
+func (n *Node) reconnectOnce(now time.Time) {
+	self := n.ID()
+	up := map[string]bool{}   // ids gossip sees alive or suspect
+	upAt := map[string]bool{} // their addresses
+	for _, m := range n.gsp.Members() {
+		if m.ID == self {
+			upAt[m.Addr] = true
+			continue
+		}
+		switch m.State {
+		case gossip.StateLeft:
+			n.reconn.forget(m.ID) // a graceful leave: not retried
+			continue
+		case gossip.StateAlive, gossip.StateSuspect:
+			up[m.ID], upAt[m.Addr] = true, true
+			n.reconn.reachable(m.ID)
+		}
+		n.reconn.learn(m.ID, m.Addr)
+	}
+	for _, rn := range n.reg.Nodes() {
+		if rn.ID == self {
+			continue
+		}
+		if rn.State == fsm.NodeLeft {
+			n.reconn.forget(rn.ID)
+			continue
+		}
+		if _, known := n.gsp.Member(rn.ID); !known {
+			n.reconn.learn(rn.ID, rn.GossipAddr)
+		}
+	}
+	due := n.reconn.due(now, func(key, addr string) bool { return up[key] || upAt[addr] })
+	if len(due) == 0 {
+		return
+	}
+	keys := make([]string, 0, len(due))
+	for k := range due {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ctx, cancel := context.WithTimeout(n.ctx, reconnectTimeout)
+		cnt, err := n.gsp.Join(ctx, []string{due[k]})
+		cancel()
+		if err == nil && cnt > 0 {
+			n.log.Info("reconnected to a known member", "member", k, "addr", due[k])
+			n.reconn.reachable(k)
+		} else {
+			n.log.Debug("reconnect failed", "member", k, "addr", due[k], "err", err)
+		}
+	}
+}
