@@ -202,6 +202,8 @@ func TestOneBinaryServes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	require.NoError(t, cl.Start(ctx))
+	_, err = cl.WaitConverged(ctx, 1)
+	require.NoError(t, err)
 	n := cl.Nodes[0]
 	// Started from an empty working directory: no source tree to find.
 	out := cli(t, bin, "--node", n.URL(), "worker", "spawn", "--model", "builtin:stories260k", "--threads", "1")
