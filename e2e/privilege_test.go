@@ -205,7 +205,8 @@ func TestOneBinaryServes(t *testing.T) {
 	_, err = cl.WaitConverged(ctx, 1)
 	require.NoError(t, err)
 	n := cl.Nodes[0]
-	// Started from an empty working directory: no source tree to find.
+	// No rbee-worker next to rbee and no release location: the node serves
+	// with its own executable.
 	out := cli(t, bin, "--node", n.URL(), "worker", "spawn", "--model", "builtin:stories260k", "--threads", "1")
 	require.Contains(t, out, "ready")
 	out = cli(t, bin, "--node", n.URL(), "worker", "binary", "list", "-o", "json")
