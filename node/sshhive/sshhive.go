@@ -357,6 +357,10 @@ func (c *Client) RunInput(ctx context.Context, cmd string, in io.Reader) (string
 	return c.run(ctx, cmd, cmd, in)
 }
 
+// cancelWait bounds how long a cancelled Run waits for the remote side to
+// close the session after the kill signal.
+const cancelWait = 2 * time.Second
+
 func (c *Client) run(ctx context.Context, cmd, line string, in io.Reader) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -379,7 +383,13 @@ func (c *Client) run(ctx context.Context, cmd, line string, in io.Reader) (strin
 	case <-ctx.Done():
 		_ = s.Signal(ssh.SIGKILL)
 		_ = s.Close()
-		<-done
+		// An sshd that cannot signal (no privilege separation) keeps the
+		// session until the command ends: do not wait for that. The
+		// waiting goroutine ends with the command or the connection.
+		select {
+		case <-done:
+		case <-time.After(cancelWait):
+		}
 		return stdout.String(), ctx.Err()
 	}
 	if err != nil {
@@ -398,12 +408,15 @@ func (c *Client) run(ctx context.Context, cmd, line string, in io.Reader) (strin
 
 // capBuffer keeps at most max bytes: the first ones, or with tail the last.
 type capBuffer struct {
+	mu   sync.Mutex // a cancelled Run may read while the session still writes
 	b    []byte
 	max  int
 	tail bool
 }
 
 func (w *capBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	n := len(p)
 	w.b = append(w.b, p...)
 	if len(w.b) > w.max {
@@ -416,7 +429,11 @@ func (w *capBuffer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (w *capBuffer) String() string { return string(w.b) }
+func (w *capBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.b)
+}
 
 // Home returns the remote user's $HOME (cached).
 func (c *Client) Home(ctx context.Context) (string, error) {

@@ -436,7 +436,10 @@ func TestReadoptAfterRestart(t *testing.T) {
 	state = append(state,
 		stateEntry{WorkerInfo{PID: done.Process.Pid, WorkerID: "exited", Cmdline: []string{"true"}, CreateTime: 1}, sec},
 		stateEntry{WorkerInfo{PID: sleeps[0].Process.Pid, WorkerID: "other-cmdline", Cmdline: []string{"sleep", "61"}, CreateTime: cts[0]}, sec},
-		stateEntry{WorkerInfo{PID: sleeps[1].Process.Pid, WorkerID: "other-start", Cmdline: []string{"sleep", "60"}, CreateTime: cts[1] - 1000}, sec},
+		// An hour off: the create time gopsutil reports may move by a
+		// second between calls (boot time estimated from the uptime), so
+		// an offset of one second sometimes matched.
+		stateEntry{WorkerInfo{PID: sleeps[1].Process.Pid, WorkerID: "other-start", Cmdline: []string{"sleep", "60"}, CreateTime: cts[1] - 3_600_000}, sec},
 		stateEntry{WorkerInfo{PID: sleeps[2].Process.Pid, WorkerID: "other-ticks", Cmdline: []string{"sleep", "60"}, CreateTime: cts[2], StartTicks: 1}, sec},
 		stateEntry{WorkerInfo{PID: -5, WorkerID: "../bad", Cmdline: []string{"x"}, CreateTime: 1}, sec},
 	)
