@@ -500,8 +500,28 @@ func (n *Node) hostAllowed(hostport string) bool {
 	return false
 }
 
-// hostNames are the names a Host header may carry, lower case.
-func (n *Node) hostNames() []string {
+// hostIDRefresh: the machine's hostname and interface addresses are read
+// at most this often for the Host check, not on every request (DHCP and a
+// renamed host are picked up within it).
+const hostIDRefresh = 10 * time.Second
+
+// hostID caches what the Host check compares with; safe for concurrent use.
+type hostID struct {
+	mu    sync.Mutex
+	at    time.Time
+	names []string // lower case: node name, hostname (and its short form), --allowed-host names
+	ips   []net.IP // the machine's interface addresses, --allowed-host addresses
+}
+
+// hostIdentity returns the cached names and addresses, reading them again when
+// they are older than hostIDRefresh.
+func (n *Node) hostIdentity() ([]string, []net.IP) {
+	c := &n.hostID
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < hostIDRefresh {
+		return c.names, c.ips
+	}
 	names := []string{strings.ToLower(n.cfg.Name)}
 	if h, err := os.Hostname(); err == nil && h != "" {
 		h = strings.ToLower(h)
@@ -510,24 +530,39 @@ func (n *Node) hostNames() []string {
 			names = append(names, short)
 		}
 	}
+	var ips []net.IP
 	for _, a := range n.cfg.AllowedHosts {
 		a = strings.ToLower(strings.TrimSpace(a))
 		if h, _, err := net.SplitHostPort(a); err == nil {
 			a = h
 		}
-		names = append(names, strings.TrimSuffix(strings.Trim(a, "[]"), "."))
+		a = strings.TrimSuffix(strings.Trim(a, "[]"), ".")
+		if ip := net.ParseIP(a); ip != nil {
+			ips = append(ips, ip)
+			continue
+		}
+		names = append(names, a)
 	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if in, ok := a.(*net.IPNet); ok {
+				ips = append(ips, in.IP)
+			}
+		}
+	}
+	c.names, c.ips, c.at = names, ips, time.Now()
+	return names, ips
+}
+
+// hostNames are the names a Host header may carry, lower case.
+func (n *Node) hostNames() []string {
+	names, _ := n.hostIdentity()
 	return names
 }
 
-// ownIP reports whether ip is an address of this machine (or an
-// --allowed-host address).
+// ownIP reports whether ip is an address of this machine, of one of its
+// listeners, or an --allowed-host address.
 func (n *Node) ownIP(ip net.IP) bool {
-	for _, a := range n.cfg.AllowedHosts {
-		if aip := net.ParseIP(strings.Trim(a, "[]")); aip != nil && aip.Equal(ip) {
-			return true
-		}
-	}
 	for _, ln := range []net.Listener{n.httpLn, n.httpsLn} {
 		if ln == nil {
 			continue
@@ -536,12 +571,9 @@ func (n *Node) ownIP(ip net.IP) bool {
 			return true
 		}
 	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, a := range addrs {
-		if in, ok := a.(*net.IPNet); ok && in.IP.Equal(ip) {
+	_, ips := n.hostIdentity()
+	for _, own := range ips {
+		if own.Equal(ip) {
 			return true
 		}
 	}

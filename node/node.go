@@ -74,6 +74,7 @@ type Node struct {
 	adminKey      string       // the local admin credential (admin.key)
 	authFails     *authLimiter // failed API authentications per address
 	keyUse        keyUse       // when this node last accepted each API key
+	hostID        hostID       // names and addresses the Host check accepts
 	connCounts    *connCounts  // open API connections per client, both listeners
 	peerID        peer.ID
 
