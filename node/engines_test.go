@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,33 +23,10 @@ import (
 	"github.com/rbee-project/rbee/worker/process"
 )
 
-var (
-	fakeLlamaOnce sync.Once
-	fakeLlamaBin  string
-	fakeLlamaErr  error
-)
-
 // buildFakeLlamaServer builds testdata/engines/llama-server: llama-server's
 // CLI flags, /health, /slots and /metrics, with deterministic text.
 func buildFakeLlamaServer(t *testing.T) string {
-	t.Helper()
-	fakeLlamaOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "rbee-fake-llama-")
-		if err != nil {
-			fakeLlamaErr = err
-			return
-		}
-		fakeLlamaBin = filepath.Join(dir, "llama-server")
-		_, file, _, _ := runtime.Caller(0)
-		cmd := exec.Command("go", "build", "-o", fakeLlamaBin, "./testdata/engines/llama-server")
-		cmd.Dir = filepath.Dir(filepath.Dir(file))
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fakeLlamaErr = fmt.Errorf("build fake llama-server: %v\n%s", err, out)
-		}
-	})
-	require.NoError(t, fakeLlamaErr)
-	return fakeLlamaBin
+	return goBuild(t, "./testdata/engines/llama-server", "llama-server")
 }
 
 // postJob submits a job over HTTP as the admin and returns the status code

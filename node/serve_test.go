@@ -32,33 +32,53 @@ import (
 	"github.com/rbee-project/rbee/node/nodetest"
 )
 
-var (
-	workerOnce sync.Once
-	workerBin  string
-	workerErr  error
-)
+// built holds the binaries goBuild compiled, once per test binary.
+var built struct {
+	mu   sync.Mutex
+	bins map[string]*builtBin
+}
 
-// buildWorker compiles the real rbee-worker once per test binary.
-func buildWorker(t *testing.T) string {
+type builtBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// goBuild compiles the package at pkg (relative to the repository root)
+// into a binary called name, once per test binary, and returns its path.
+func goBuild(t *testing.T, pkg, name string) string {
 	t.Helper()
-	workerOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "rbee-worker-bin-")
+	built.mu.Lock()
+	if built.bins == nil {
+		built.bins = map[string]*builtBin{}
+	}
+	b := built.bins[pkg]
+	if b == nil {
+		b = &builtBin{}
+		built.bins[pkg] = b
+	}
+	built.mu.Unlock()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "rbee-test-bin-")
 		if err != nil {
-			workerErr = err
+			b.err = err
 			return
 		}
-		workerBin = filepath.Join(dir, "rbee-worker")
+		b.path = filepath.Join(dir, name)
 		_, file, _, _ := runtime.Caller(0)
-		cmd := exec.Command("go", "build", "-o", workerBin, "./cmd/rbee-worker")
+		cmd := exec.Command("go", "build", "-o", b.path, pkg)
 		cmd.Dir = filepath.Dir(filepath.Dir(file))
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			workerErr = fmt.Errorf("build rbee-worker: %v\n%s", err, out)
+			b.err = fmt.Errorf("build %s: %v\n%s", pkg, err, out)
 		}
 	})
-	require.NoError(t, workerErr)
-	return workerBin
+	require.NoError(t, b.err)
+	return b.path
 }
+
+// buildWorker compiles the real rbee-worker once per test binary.
+func buildWorker(t *testing.T) string { return goBuild(t, "./cmd/rbee-worker", "rbee-worker") }
 
 // servingCluster is an in-process cluster whose nodes can spawn the real
 // worker on the bundled model.
