@@ -91,9 +91,6 @@ func (p principal) mayRead(owner string, listing bool) bool {
 const (
 	ownerAdmin = "admin"
 	ownerAnon  = "anon"
-	// ownerPeer owns jobs forwarded by another node of the cluster: the
-	// node that accepted the request checked its caller.
-	ownerPeer = "peer"
 )
 
 type principalKey struct{}
