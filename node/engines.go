@@ -109,6 +109,9 @@ func (n *Node) engineLoop() {
 			}()
 		}
 		wg.Wait()
+		if first {
+			close(n.adopted)
+		}
 	}
 }
 

@@ -95,6 +95,11 @@ type Node struct {
 	local         localWorkers
 	loads         *loadTable
 	reconcileKick chan struct{}
+	// adopted is closed when the engine loop's first pass (the health
+	// probe of every worker re-adopted after a restart) is done: the
+	// worker loop publishes no load report before, so peers never see
+	// this node's adopted workers missing.
+	adopted chan struct{}
 	retireMu      sync.Mutex
 	retiring      map[string]bool
 	workerClient  *http.Client
@@ -186,7 +191,7 @@ func New(cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}),
-		loads: newLoadTable(), reconcileKick: make(chan struct{}, 1), pending: map[string]int{},
+		loads: newLoadTable(), reconcileKick: make(chan struct{}, 1), adopted: make(chan struct{}), pending: map[string]int{},
 		retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
 	n.local.m = map[string]*localWorker{}
 	n.authFails = newAuthLimiter()
@@ -415,6 +420,14 @@ func (n *Node) HTTPAddr() string {
 
 // URL is the API base URL.
 func (n *Node) URL() string { return "http://" + n.HTTPAddr() }
+
+// P2PAddr is the host:port libp2p listens on.
+func (n *Node) P2PAddr() string {
+	if a := n.host.ListenAddr(); a != "" {
+		return a
+	}
+	return n.cfg.P2PAddr
+}
 
 // GossipAddr is the address other nodes join.
 func (n *Node) GossipAddr() string { return n.gsp.Addr() }

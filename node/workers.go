@@ -157,6 +157,11 @@ func (n *Node) localHeartbeat(id string) (worker.Heartbeat, bool) {
 
 // publishLoad broadcasts this node's report of its workers.
 func (n *Node) publishLoad() {
+	select {
+	case <-n.adopted:
+	default:
+		return // the worker loop publishes once adoption is done
+	}
 	now := time.Now()
 	r := loadReport{NodeID: n.ID(), Seq: now.UnixNano()}
 	n.local.mu.Lock()
@@ -183,6 +188,13 @@ func (n *Node) workerLoop() {
 	tick := time.NewTicker(workerTick)
 	defer tick.Stop()
 	lastPublish := time.Time{}
+	// An empty first report would tell every peer that this node's
+	// re-adopted workers are gone (and the leader would drop them).
+	select {
+	case <-n.ctx.Done():
+		return
+	case <-n.adopted:
+	}
 	for {
 		select {
 		case <-n.ctx.Done():

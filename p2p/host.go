@@ -313,13 +313,35 @@ func (h *Host) AddPeer(id peer.ID, addrs []string) error {
 	return nil
 }
 
+// ListenAddr returns the host:port of the TCP listener ("" before Start):
+// what a restart passes as its listen address to keep the same port.
+func (h *Host) ListenAddr() string {
+	if err := h.ready(); err != nil {
+		return ""
+	}
+	for _, a := range h.h.Network().ListenAddresses() {
+		ip, err := a.ValueForProtocol(ma.P_IP4)
+		if err != nil {
+			if ip, err = a.ValueForProtocol(ma.P_IP6); err != nil {
+				continue
+			}
+		}
+		port, err := a.ValueForProtocol(ma.P_TCP)
+		if err != nil {
+			continue
+		}
+		return net.JoinHostPort(ip, port)
+	}
+	return ""
+}
+
 // Connect makes sure there is a connection to peer id (whose addresses must
 // be known, see AddPeer).
 func (h *Host) Connect(ctx context.Context, id peer.ID) error {
 	if err := h.ready(); err != nil {
 		return err
 	}
-	if err := h.h.Connect(ctx, peer.AddrInfo{ID: id}); err != nil {
+	if err := h.h.Connect(noBackoff(ctx), peer.AddrInfo{ID: id}); err != nil {
 		return fmt.Errorf("p2p: connect %s: %w", id, err)
 	}
 	return nil
@@ -352,7 +374,7 @@ func (h *Host) NewStream(ctx context.Context, id peer.ID, proto protocol.ID) (ne
 	if _, ok := h.Service(proto); !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNoService, proto)
 	}
-	s, err := h.h.NewStream(ctx, id, proto)
+	s, err := h.h.NewStream(noBackoff(ctx), id, proto)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: open %s stream to %s: %w", proto, id, err)
 	}
@@ -361,6 +383,16 @@ func (h *Host) NewStream(ctx context.Context, id peer.ID, proto protocol.ID) (ne
 		return nil, err
 	}
 	return s, nil
+}
+
+// noBackoff makes a dial ignore libp2p's dial backoff. After failed dials
+// to a peer (it was down), libp2p refuses to dial it again for 5 s, growing
+// to 5 min; a restarted node would stay unreachable long after it is back.
+// Liveness here is gossip's call: callers only dial members gossip sees
+// (and raft backs off on its own), so a dial always really tries. There
+// are no relays, so "direct" excludes nothing.
+func noBackoff(ctx context.Context) context.Context {
+	return network.WithForceDirectDial(ctx, "gossip decides liveness")
 }
 
 // ready reports whether the host can open streams.

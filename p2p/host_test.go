@@ -392,3 +392,44 @@ func TestDiscoveredDelivery(t *testing.T) {
 	}
 	require.Equal(t, discoveredBuffer, count)
 }
+
+// A peer that was down and restarts on the same address is reachable at
+// once: a dial that failed while it was down leaves no backoff behind
+// (libp2p's own would refuse to dial it again for 5 s or more).
+func TestRestartedPeerReachableAtOnce(t *testing.T) {
+	keyPath := t.TempDir() + "/identity.key"
+	key, err := LoadOrCreateIdentity(keyPath)
+	require.NoError(t, err)
+	start := func(addr string) *Host {
+		cfg := DefaultConfig()
+		cfg.PrivateKey = key
+		cfg.ListenAddr = addr
+		cfg.Secret = []byte("s3cret")
+		h, err := New(cfg)
+		require.NoError(t, err)
+		require.NoError(t, h.Start(context.Background()))
+		t.Cleanup(func() { _ = h.Close() })
+		return h
+	}
+	client := newHost(t, "s3cret")
+	srv := start("127.0.0.1:0")
+	addr := srv.ListenAddr()
+	require.NotEmpty(t, addr)
+	introduce(t, client, srv)
+	_, err = client.Ping(ctxT(t), srv.ID())
+	require.NoError(t, err)
+	require.NoError(t, srv.Close())
+	require.Eventually(t, func() bool {
+		return client.Libp2p().Network().Connectedness(srv.ID()) != network.Connected
+	}, 10*time.Second, 10*time.Millisecond)
+	for range 3 { // dials while it is down fail
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err = client.Ping(ctx, srv.ID())
+		cancel()
+		require.Error(t, err)
+	}
+	srv = start(addr)
+	require.Equal(t, addr, srv.ListenAddr())
+	_, err = client.Ping(ctxT(t), srv.ID())
+	require.NoError(t, err, "the restarted peer must be reachable without waiting out a dial backoff")
+}

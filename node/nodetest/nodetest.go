@@ -194,6 +194,7 @@ func (c *Cluster) Kill(i int) {
 	require.NotNil(c.t, c.Nodes[i], "node %d already killed", i)
 	c.cfgs[i].HTTPAddr = c.Nodes[i].HTTPAddr()
 	c.cfgs[i].GossipAddr = c.Nodes[i].GossipAddr()
+	c.cfgs[i].P2PAddr = c.Nodes[i].P2PAddr()
 	require.NoError(c.t, c.Nodes[i].Close())
 	c.Nodes[i] = nil
 }
