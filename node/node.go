@@ -99,10 +99,10 @@ type Node struct {
 	// probe of every worker re-adopted after a restart) is done: the
 	// worker loop publishes no load report before, so peers never see
 	// this node's adopted workers missing.
-	adopted chan struct{}
-	retireMu      sync.Mutex
-	retiring      map[string]bool
-	workerClient  *http.Client
+	adopted      chan struct{}
+	retireMu     sync.Mutex
+	retiring     map[string]bool
+	workerClient *http.Client
 
 	models   *modelcat.Catalog
 	binaries *workercat.Catalog
