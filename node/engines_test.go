@@ -3,11 +3,13 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/nodetest"
+	workercat "github.com/rbee-project/rbee/worker/catalog"
 	"github.com/rbee-project/rbee/worker/process"
 )
 
@@ -325,4 +328,75 @@ func TestGPUPlacement(t *testing.T) {
 	je = runErr(t, n0, map[string]any{"operation": "worker_spawn", "type": "llama-server", "model": "builtin:stories260k", "gpus": []int{1}})
 	require.Contains(t, je.Message, "spawn refused: needs 515 MiB VRAM, GPU 1 on node1 has 312 MiB free")
 	require.NoError(t, c.Nodes[1].StopWorkers(context.Background()))
+}
+
+// `worker download --type llama-server` fetches the engine's archive for
+// the hive's accelerator from the release location, checks it against the
+// signed SHA256SUMS, unpacks it with its libraries and spawns from it; a
+// tampered archive installs nothing.
+func TestLlamaServerDownloadedArchive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns engine processes")
+	}
+	// A release as llama.cpp packs one: the server in build/bin with a
+	// shared library beside it, made with the real tar.
+	stage := t.TempDir()
+	binDir := filepath.Join(stage, "build", "bin")
+	require.NoError(t, os.MkdirAll(binDir, 0o755))
+	server, err := os.ReadFile(buildFakeLlamaServer(t))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(binDir, "llama-server"), server, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(binDir, "libggml.so.0"), []byte("lib"), 0o644))
+	require.NoError(t, os.Symlink("libggml.so.0", filepath.Join(binDir, "libggml.so")))
+	archive := filepath.Join(t.TempDir(), "a.tar.gz")
+	out, err := exec.Command("tar", "-czf", archive, "-C", stage, "build").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	tgz, err := os.ReadFile(archive)
+	require.NoError(t, err)
+
+	asset := workercat.ArchiveAssets(workercat.LlamaServerType(), runtime.GOOS, runtime.GOARCH, "cpu")[0]
+	root := t.TempDir()
+	engines := filepath.Join(root, "llama-server")
+	writeSignedRelease(t, engines, "b7000", map[string][]byte{asset: tgz}, releaseKey1)
+	writeSignedRelease(t, engines, "b6999", map[string][]byte{asset: tgz}, releaseKey1)
+	require.NoError(t, os.WriteFile(filepath.Join(engines, "b6999", asset), append(tgz, 0), 0o644)) // tampered after signing
+	require.NoError(t, os.WriteFile(filepath.Join(engines, workercat.LatestFile), []byte("b7000\n"), 0o644))
+	rel, _ := releaseServer(t, root)
+
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {
+		cfg.WorkerHeartbeatTimeout = 5 * time.Second
+		cfg.WorkerReleaseURL = rel.URL
+		cfg.WorkerReleaseKeys = []ed25519.PublicKey{pubOf(releaseKey1)}
+	})
+	n0 := c.Nodes[0]
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = client.New(n0.URL(), n0.AdminKey()).Result(ctx, map[string]any{"operation": "worker_download", "type": "llama-server", "version": "b6999", "accel": "cpu"}, nil, nil)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "sha256")
+
+	var e workercat.Entry
+	run(t, n0, map[string]any{"operation": "worker_download", "type": "llama-server", "accel": "cpu"}, &e)
+	require.Equal(t, "b7000", e.Version)
+	require.Equal(t, asset, e.Archive)
+	require.Equal(t, "build/bin/llama-server", e.Exec)
+	require.True(t, e.Signed)
+	lib, err := os.ReadFile(filepath.Join(filepath.Dir(e.Path), "libggml.so"))
+	require.NoError(t, err)
+	require.Equal(t, "lib", string(lib))
+
+	var bl struct{ Binaries []workercat.Entry }
+	run(t, n0, map[string]any{"operation": "worker_binary_list"}, &bl)
+	require.Len(t, bl.Binaries, 1, "the tampered release left nothing")
+
+	var sr node.SpawnResult
+	run(t, n0, map[string]any{"operation": "worker_spawn", "type": "llama-server", "version": "b7000", "model": "builtin:stories260k", "device": "cpu", "ctx": 256}, &sr)
+	require.Equal(t, "ready", sr.State)
+	waitSchedulable(t, c, 1)
+	_, text := infer(t, n0, map[string]any{"prompt": "Once", "max_tokens": 8})
+	require.Equal(t, "Once upon a time there was a little", text)
+	stop, cancelStop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelStop()
+	require.NoError(t, n0.StopWorkers(stop))
 }

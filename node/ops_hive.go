@@ -55,6 +55,35 @@ type hiveReq struct {
 	Template string   `json:"template"`
 	Health   string   `json:"health"`
 	Devices  []string `json:"devices"`
+	// Accel (worker_download of an engine archive): the build to fetch;
+	// "" picks it from the hive's GPUs (defaultAccel).
+	Accel string `json:"accel"`
+}
+
+// defaultAccel is the engine build a hive's GPUs want: CUDA for NVIDIA,
+// ROCm for AMD, Metal on Apple, Vulkan for other GPUs (Intel), else cpu.
+func defaultAccel(caps *fsm.Capabilities) string {
+	if caps == nil {
+		return "cpu"
+	}
+	best := "cpu"
+	for _, g := range caps.GPUs {
+		switch g.Vendor {
+		case "nvidia":
+			return "cuda"
+		case "amd":
+			best = "rocm"
+		case "apple":
+			if best == "cpu" {
+				best = "metal"
+			}
+		default:
+			if best == "cpu" {
+				best = "vulkan"
+			}
+		}
+	}
+	return best
 }
 
 // engineDevices are the devices a worker of an external engine may be
@@ -527,7 +556,18 @@ func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Reques
 	if goarch == "" {
 		goarch = runtime.GOARCH
 	}
-	if peer := n.peerBinaries(); r.Version != "" {
+	archive := false
+	if t, err := n.binaries.Type(r.Type); err == nil && t.Archive {
+		// Engine archives are built per accelerator; every hive fetches
+		// its own from the release location.
+		archive = true
+		if r.Accel == "" {
+			rn, _ := n.reg.Node(n.ID())
+			r.Accel = defaultAccel(rn.Capabilities)
+		}
+		em.Narrate("hive", "download", "fetching the %s build of %s for %s/%s", r.Accel, r.Type, goos, goarch)
+	}
+	if peer := n.peerBinaries(); r.Version != "" && !archive {
 		for _, h := range n.reg.Binaries() {
 			if h.NodeID == n.ID() || h.Type != r.Type || h.Version != r.Version || h.OS != goos || h.Arch != goarch {
 				continue
@@ -550,7 +590,7 @@ func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Reques
 	if n.cfg.WorkerReleaseURL == "" {
 		return jobs.Errorf(jobs.CodeBadRequest, "no release location configured on %s (start the node with --worker-release-url) and no peer has a signed %s %s", n.cfg.Name, r.Type, orAny(r.Version))
 	}
-	e, err := n.binaries.Download(ctx, workercat.DownloadOptions{Type: r.Type, Version: r.Version, OS: r.OS, Arch: r.Arch, Pin: r.Default, Progress: progress})
+	e, err := n.binaries.Download(ctx, workercat.DownloadOptions{Type: r.Type, Version: r.Version, OS: r.OS, Arch: r.Arch, Accel: r.Accel, Pin: r.Default, Progress: progress})
 	if err != nil {
 		return catalogError(err)
 	}

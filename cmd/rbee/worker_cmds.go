@@ -412,7 +412,7 @@ func newBuildCmd(g *globals) *cobra.Command {
 }
 
 func newDownloadCmd(g *globals) *cobra.Command {
-	var hive, typ, version, goos, goarch string
+	var hive, typ, version, goos, goarch, accel string
 	var pin bool
 	cmd := &cobra.Command{Use: "download", Short: "Download a signed worker release to a hive (from a peer, else the node's release location)",
 		Long: `Download a worker binary to a hive: a copy from a peer that has the same
@@ -423,10 +423,17 @@ release signed by the rbee release key or a key the node trusts
 
 A downloaded binary becomes the default for new workers only when its version
 is the node's own or with --default; otherwise spawn it by version:
-rbee worker spawn --version V.`,
+rbee worker spawn --version V.
+
+--type llama-server fetches llama.cpp's server as an archive built for the
+hive's accelerator (--accel, default from its GPUs: cuda for NVIDIA, rocm
+for AMD, metal on Apple, vulkan for others, else cpu) from
+{release location}/llama-server/{version}/, checks it against the signed
+SHA256SUMS, unpacks it (with its shared libraries) and installs it
+atomically. Engine archives are not copied between hives.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := withHive(map[string]any{"operation": "worker_download", "type": typ, "version": version, "os": goos, "arch": goarch}, hive)
+			req := withHive(map[string]any{"operation": "worker_download", "type": typ, "version": version, "os": goos, "arch": goarch, "accel": accel}, hive)
 			if pin {
 				req["default"] = true
 			}
@@ -443,8 +450,9 @@ rbee worker spawn --version V.`,
 				return nil
 			})
 		}}
-	cmd.Flags().StringVar(&typ, "type", "cpu", "worker type")
+	cmd.Flags().StringVar(&typ, "type", "cpu", "worker type: cpu, or llama-server (an engine archive)")
 	cmd.Flags().StringVar(&version, "version", "", "version (default: the latest release)")
+	cmd.Flags().StringVar(&accel, "accel", "", "llama-server build: cpu, cuda, rocm, vulkan or metal (default: from the hive's GPUs)")
 	cmd.Flags().BoolVar(&pin, "default", false, "make this binary the default for new workers of its type, whatever its version")
 	cmd.Flags().StringVar(&goos, "os", "", "target OS (default: the hive's)")
 	cmd.Flags().StringVar(&goarch, "arch", "", "target architecture (default: the hive's)")

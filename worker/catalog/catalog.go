@@ -18,8 +18,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -133,6 +135,13 @@ type Entry struct {
 	// known engine's.
 	Template   string `json:"template,omitempty"`
 	HealthPath string `json:"health_path,omitempty"`
+	// Archive is set for an engine installed from an archive release (a
+	// type with Archive): the asset's name, kept next to the unpacked
+	// tree; Size and SHA256 are the archive's. Exec is the executable's
+	// path inside the tree (slash-separated, relative); Path is derived
+	// from it.
+	Archive string `json:"archive,omitempty"`
+	Exec    string `json:"exec,omitempty"`
 }
 
 func (e Entry) key() string { return e.Type + "/" + e.Version + "/" + e.OS + "-" + e.Arch }
@@ -462,14 +471,7 @@ func (c *Catalog) Delete(typ, version string) ([]Entry, error) {
 	}
 	c.entries = next
 	for _, e := range victims {
-		if e.Source == SourceRegistered {
-			continue // the user's file, outside the catalog
-		}
-		if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			c.log.Warn("removing worker binary", "path", e.Path, "err", err)
-		}
-		c.removeProof(filepath.Dir(e.Path))
-		c.pruneDirs(filepath.Dir(e.Path))
+		c.removeFiles(e)
 	}
 	sort.Slice(victims, func(i, j int) bool { return victims[i].key() < victims[j].key() })
 	return victims, nil
@@ -511,6 +513,13 @@ type AddOptions struct {
 	// Default), unpinning any other. Without it, an entry that replaces one
 	// with the same type, version and platform keeps that one's pin.
 	Pin bool
+	// Accel is the accelerator of an archive type's build ("cpu", "cuda",
+	// "rocm", "vulkan", "metal"; "" = cpu): it picks the asset
+	// (ArchiveAssets) and becomes the entry's Devices.
+	Accel string
+	// Asset names the archive (one of ArchiveAssets) when no Release
+	// lists it; with a Release it is looked up there when empty.
+	Asset string
 }
 
 // Add installs the file at src (which is only read) as a catalog entry.
@@ -554,8 +563,19 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	if want != "" && !isHexSHA256(want) {
 		return Entry{}, fmt.Errorf("%w: sha256 %q is not 64 hex digits", ErrBadName, opts.SHA256)
 	}
+	e := Entry{
+		Type: opts.Type, Version: opts.Version, OS: opts.OS, Arch: opts.Arch,
+		Binary: t.BinaryName(opts.OS), Source: opts.Source,
+	}
+	asset := AssetName(t, opts.OS, opts.Arch)
+	if t.Archive {
+		if asset, err = c.archiveAsset(t, &opts); err != nil {
+			return Entry{}, err
+		}
+		e.Archive, e.Devices = asset, []string{opts.Accel}
+	}
 	if opts.Release != nil {
-		signed, err := c.signedSum(t, opts.Version, opts.OS, opts.Arch, *opts.Release)
+		signed, err := c.signedSumOf(asset, opts.Version, *opts.Release)
 		if err != nil {
 			return Entry{}, err
 		}
@@ -567,24 +587,31 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	if opts.Size > c.max {
 		return Entry{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, opts.Size, c.max)
 	}
-	e := Entry{
-		Type: opts.Type, Version: opts.Version, OS: opts.OS, Arch: opts.Arch,
-		Binary: t.BinaryName(opts.OS), Source: opts.Source,
-	}
-	e.Path = c.pathOf(e)
-	dir := filepath.Dir(e.Path)
+	dir := c.entryDir(e)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Entry{}, fmt.Errorf("catalog: %w", err)
 	}
-	tmp, err := atomicfile.Create(e.Path, 0o755)
+	mode := os.FileMode(0o755)
+	if t.Archive {
+		mode = 0o644
+	}
+	storedName := e.Binary
+	if t.Archive {
+		storedName = asset
+	}
+	tmp, err := atomicfile.Create(filepath.Join(dir, storedName), mode)
 	if err != nil {
 		c.pruneDirs(dir)
 		return Entry{}, fmt.Errorf("catalog: %w", err)
 	}
 	installed := false
+	var tree string // an archive's unpacked files, until renamed into place
 	defer func() {
 		if !installed {
 			tmp.Abort()
+			if tree != "" {
+				os.RemoveAll(tree)
+			}
 			c.pruneDirs(dir)
 		}
 	}()
@@ -597,7 +624,7 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	cr := &countingReader{ctx: ctx, r: io.LimitReader(r, c.max+1), progress: opts.Progress, total: total}
 	n, err := io.Copy(io.MultiWriter(tmp, h), cr)
 	if err != nil {
-		return Entry{}, fmt.Errorf("catalog: copying %s: %w", e.Binary, err)
+		return Entry{}, fmt.Errorf("catalog: copying %s: %w", asset, err)
 	}
 	if n > c.max {
 		return Entry{}, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, c.max)
@@ -614,15 +641,29 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 		if opts.Release != nil {
 			what = "the sha256 in the signed " + SumsFile
 		}
-		return Entry{}, fmt.Errorf("%w: %s (%d bytes) has sha256 %s, not %s", ErrChecksum, e.Binary, n, sum, what)
+		return Entry{}, fmt.Errorf("%w: %s (%d bytes) has sha256 %s, not %s", ErrChecksum, asset, n, sum, what)
 	}
 	// Sync now, outside c.mu: Commit then has little left to flush.
 	if err := tmp.Sync(); err != nil {
 		return Entry{}, fmt.Errorf("catalog: %w", err)
 	}
+	if t.Archive {
+		// Unpacked only once its sha256 is known good; into a temp dir
+		// that replaces the tree in one rename.
+		if tree, err = os.MkdirTemp(dir, tmpPrefix+"tree-"); err != nil {
+			return Entry{}, fmt.Errorf("catalog: %w", err)
+		}
+		if err := os.Chmod(tree, 0o755); err != nil {
+			return Entry{}, fmt.Errorf("catalog: %w", err)
+		}
+		if e.Exec, err = unpack(tmp.Name(), asset, tree, e.Binary); err != nil {
+			return Entry{}, err
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
 	}
+	e.Path = c.pathOf(e)
 	e.Size, e.SHA256, e.Added = n, sum, time.Now().UTC()
 	e.Signed = opts.Release != nil
 
@@ -647,6 +688,15 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	}
 	// Rename first: an index that names a file which is not there yet
 	// would be worse than a file the index does not name (New ignores it).
+	if tree != "" {
+		if err := c.swapTree(dir, tree); err != nil {
+			if !had {
+				c.removeProof(dir)
+			}
+			return Entry{}, err
+		}
+		tree = ""
+	}
 	if err := tmp.Commit(); err != nil {
 		if !had {
 			c.removeProof(dir)
@@ -657,28 +707,111 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	if opts.Release == nil {
 		c.removeProof(dir) // of an entry this one replaces
 	}
+	if had && old.Archive != "" && old.Archive != e.Archive {
+		os.Remove(filepath.Join(dir, old.Archive)) // another format or accelerator
+	}
 	if err := c.writeIndex(next); err != nil {
 		if !had {
-			os.Remove(e.Path)
-			c.removeProof(dir)
-			c.pruneDirs(dir)
+			c.removeFiles(e)
 		}
 		return Entry{}, err
 	}
 	c.entries = next
 	c.log.Info("worker binary added", "type", e.Type, "version", e.Version, "os", e.OS, "arch", e.Arch,
-		"size", e.Size, "sha256", e.SHA256, "source", e.Source, "signed", e.Signed, "pinned", e.Pinned)
+		"size", e.Size, "sha256", e.SHA256, "source", e.Source, "signed", e.Signed, "pinned", e.Pinned, "archive", e.Archive)
 	return e, nil
+}
+
+// archiveAsset picks the asset name of an archive release: the one
+// opts.Asset names, else the first of ArchiveAssets the signed sums list.
+// It defaults opts.Accel to "cpu" and checks it.
+func (c *Catalog) archiveAsset(t WorkerType, opts *AddOptions) (string, error) {
+	if opts.Accel == "" {
+		opts.Accel = "cpu"
+	}
+	if !slices.Contains(knownDevices, opts.Accel) {
+		return "", fmt.Errorf("%w: accelerator %q (want one of %s)", ErrBadName, opts.Accel, strings.Join(knownDevices, ", "))
+	}
+	names := ArchiveAssets(t, opts.OS, opts.Arch, opts.Accel)
+	if opts.Asset != "" {
+		if !slices.Contains(names, opts.Asset) {
+			return "", fmt.Errorf("%w: %s archive %q: want one of %s", ErrBadName, t.Name, opts.Asset, strings.Join(names, ", "))
+		}
+		return opts.Asset, nil
+	}
+	if opts.Release == nil {
+		return "", fmt.Errorf("%w: name the %s archive (one of %s)", ErrBadName, t.Name, strings.Join(names, ", "))
+	}
+	sums, err := VerifyRelease(c.keys, opts.Version, opts.Release.Sums, opts.Release.Sig)
+	if err != nil {
+		return "", err
+	}
+	for _, n := range names {
+		if _, ok := sums[n]; ok {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("%w: the signed %s of %s lists none of %s", ErrNotFound, SumsFile, opts.Version, strings.Join(names, ", "))
+}
+
+// swapTree renames an unpacked tree into place as dir/tree, replacing
+// (then removing) the tree an earlier entry left. Caller holds c.mu.
+func (c *Catalog) swapTree(dir, tree string) error {
+	final := filepath.Join(dir, treeDir)
+	var old string
+	if _, err := os.Lstat(final); err == nil {
+		d, err := os.MkdirTemp(dir, tmpPrefix+"old-")
+		if err != nil {
+			return fmt.Errorf("catalog: %w", err)
+		}
+		old = filepath.Join(d, treeDir)
+		if err := os.Rename(final, old); err != nil {
+			os.Remove(d)
+			return fmt.Errorf("catalog: %w", err)
+		}
+		defer os.RemoveAll(d)
+	}
+	if err := os.Rename(tree, final); err != nil {
+		if old != "" {
+			os.Rename(old, final)
+		}
+		return fmt.Errorf("catalog: %w", err)
+	}
+	return nil
+}
+
+// removeFiles removes what the catalog stored for e (never a registered
+// engine's file) and prunes the empty directories left.
+func (c *Catalog) removeFiles(e Entry) {
+	if e.Source == SourceRegistered {
+		return // the user's file, outside the catalog
+	}
+	dir := c.entryDir(e)
+	if e.Archive != "" {
+		if err := os.RemoveAll(filepath.Join(dir, treeDir)); err != nil {
+			c.log.Warn("removing engine files", "path", filepath.Join(dir, treeDir), "err", err)
+		}
+	}
+	if err := os.Remove(c.stored(e)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		c.log.Warn("removing worker binary", "path", c.stored(e), "err", err)
+	}
+	c.removeProof(dir)
+	c.pruneDirs(dir)
 }
 
 // signedSum verifies a release proof for version with the trusted keys
 // and returns the signed sha256 of t's asset for goos/goarch.
 func (c *Catalog) signedSum(t WorkerType, version, goos, goarch string, p ReleaseProof) (string, error) {
+	return c.signedSumOf(AssetName(t, goos, goarch), version, p)
+}
+
+// signedSumOf verifies a release proof for version and returns the signed
+// sha256 of asset.
+func (c *Catalog) signedSumOf(asset, version string, p ReleaseProof) (string, error) {
 	sums, err := VerifyRelease(c.keys, version, p.Sums, p.Sig)
 	if err != nil {
 		return "", err
 	}
-	asset := AssetName(t, goos, goarch)
 	sum, ok := sums[asset]
 	if !ok {
 		return "", fmt.Errorf("%w: the signed %s of %s lists no %s", ErrChecksum, SumsFile, version, asset)
@@ -710,7 +843,7 @@ func (c *Catalog) removeProof(dir string) {
 
 // readProof reads the release proof kept with e (bounded like a download).
 func (c *Catalog) readProof(e Entry) (ReleaseProof, error) {
-	dir := filepath.Dir(e.Path)
+	dir := c.entryDir(e)
 	sums, err := readBounded(filepath.Join(dir, SumsFile), maxSumsBytes)
 	if err != nil {
 		return ReleaseProof{}, err
@@ -754,6 +887,10 @@ func (c *Catalog) OpenRelease(typ, version, goos, goarch string) (io.ReadCloser,
 		return nil, Entry{}, ReleaseProof{}, fmt.Errorf("%w: %s %s (%s/%s) here is %s, not a signed release; only signed releases are copied between nodes",
 			ErrUnsigned, e.Type, e.Version, e.OS, e.Arch, e.Source)
 	}
+	if e.Archive != "" {
+		return nil, Entry{}, ReleaseProof{}, fmt.Errorf("%w: %s %s is an engine archive: each hive downloads it from the release location for its own accelerator",
+			ErrNotFound, e.Type, e.Version)
+	}
 	p, err := c.readProof(e)
 	if err != nil {
 		return nil, Entry{}, ReleaseProof{}, err
@@ -767,7 +904,24 @@ func (c *Catalog) OpenRelease(typ, version, goos, goarch string) (io.ReadCloser,
 
 // pathOf derives an entry's path from its (validated) names.
 func (c *Catalog) pathOf(e Entry) string {
-	return filepath.Join(c.dir, e.Type, e.Version, e.OS+"-"+e.Arch, e.Binary)
+	if e.Archive != "" {
+		return filepath.Join(c.entryDir(e), treeDir, filepath.FromSlash(e.Exec))
+	}
+	return filepath.Join(c.entryDir(e), e.Binary)
+}
+
+// entryDir is the directory of an entry's files and release proof.
+func (c *Catalog) entryDir(e Entry) string {
+	return filepath.Join(c.dir, e.Type, e.Version, e.OS+"-"+e.Arch)
+}
+
+// stored is the file whose size and sha256 the entry records: the
+// archive of an archive entry, else the binary.
+func (c *Catalog) stored(e Entry) string {
+	if e.Archive != "" {
+		return filepath.Join(c.entryDir(e), e.Archive)
+	}
+	return e.Path
 }
 
 func validNames(typ, version, goos, goarch string, versionOptional bool) error {
@@ -863,11 +1017,21 @@ func (c *Catalog) load() error {
 			c.entries[e.key()] = e
 			continue
 		}
-		e.Path = c.pathOf(e)
-		fi, err := os.Stat(e.Path)
-		if err != nil || !fi.Mode().IsRegular() || fi.Size() != e.Size {
-			c.log.Warn("dropping index entry whose file is missing or changed", "path", e.Path)
+		if err := c.checkArchiveEntry(e); err != nil {
+			c.log.Warn("dropping bad index entry", "err", err)
 			continue
+		}
+		e.Path = c.pathOf(e)
+		fi, err := os.Stat(c.stored(e))
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() != e.Size {
+			c.log.Warn("dropping index entry whose file is missing or changed", "path", c.stored(e))
+			continue
+		}
+		if e.Archive != "" {
+			if err := checkExecutable(e.Path); err != nil {
+				c.log.Warn("dropping engine whose unpacked executable is gone", "path", e.Path, "err", err)
+				continue
+			}
 		}
 		if e.Signed {
 			if err := c.checkProof(e); err != nil {
@@ -877,6 +1041,26 @@ func (c *Catalog) load() error {
 			}
 		}
 		c.entries[e.key()] = e
+	}
+	return nil
+}
+
+// checkArchiveEntry checks the archive fields of an index entry: a known
+// archive type, an asset name of that type and platform, and an Exec path
+// inside the tree named like the type's binary.
+func (c *Catalog) checkArchiveEntry(e Entry) error {
+	t, ok := c.types[e.Type]
+	if !ok || !t.Archive || e.Archive == "" && e.Exec == "" {
+		if e.Archive != "" || e.Exec != "" {
+			return fmt.Errorf("%w: %s entry with archive fields", ErrBadName, e.Type)
+		}
+		return nil
+	}
+	if len(e.Devices) != 1 || !slices.Contains(ArchiveAssets(t, e.OS, e.Arch, e.Devices[0]), e.Archive) {
+		return fmt.Errorf("%w: %s archive %q", ErrBadName, e.Type, e.Archive)
+	}
+	if e.Exec == "" || !filepath.IsLocal(filepath.FromSlash(e.Exec)) || path.Base(e.Exec) != e.Binary {
+		return fmt.Errorf("%w: %s executable %q", ErrBadName, e.Type, e.Exec)
 	}
 	return nil
 }
@@ -892,7 +1076,11 @@ func (c *Catalog) checkProof(e Entry) error {
 	if err != nil {
 		return err
 	}
-	sum, err := c.signedSum(t, e.Version, e.OS, e.Arch, p)
+	asset := AssetName(t, e.OS, e.Arch)
+	if e.Archive != "" {
+		asset = e.Archive
+	}
+	sum, err := c.signedSumOf(asset, e.Version, p)
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,9 @@ type DownloadOptions struct {
 	Version string
 	// OS and Arch default to this machine's.
 	OS, Arch string
+	// Accel picks an archive type's build: "cpu" (default), "cuda",
+	// "rocm", "vulkan" or "metal" (see ArchiveAssets).
+	Accel string
 	// Pin makes the binary the default of its type and platform (see
 	// Catalog.Default and AddOptions.Pin).
 	Pin bool
@@ -81,6 +84,14 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 	if err != nil {
 		return Entry{}, err
 	}
+	if t.External && !t.Archive {
+		return Entry{}, fmt.Errorf("%w: rbee does not download %s; install it and register it (rbee worker binary add --type %s --path P)", ErrBadName, t.Name, t.Name)
+	}
+	if t.Archive {
+		// Engines have their own versions: their releases live in a
+		// folder per type, each with its own LATEST.
+		base += "/" + t.Name
+	}
 	if opts.Version == "" {
 		b, err := c.fetchSmall(ctx, base+"/"+LatestFile, maxLatestBytes)
 		if err != nil {
@@ -96,7 +107,6 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 		return Entry{}, err
 	}
 	folder := base + "/" + opts.Version + "/"
-	asset := AssetName(t, opts.OS, opts.Arch)
 
 	var proof ReleaseProof
 	if proof.Sums, err = c.fetchSmall(ctx, folder+SumsFile, maxSumsBytes); err != nil {
@@ -110,7 +120,19 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 		return Entry{}, err
 	}
 	// Refuse before fetching the binary; AddReader checks again.
-	if _, err := c.signedSum(t, opts.Version, opts.OS, opts.Arch, proof); err != nil {
+	add := AddOptions{
+		Type: t.Name, Version: opts.Version, OS: opts.OS, Arch: opts.Arch,
+		Source: SourceDownloaded, Progress: opts.Progress,
+		Release: &proof, Pin: opts.Pin, Accel: opts.Accel,
+	}
+	asset := AssetName(t, opts.OS, opts.Arch)
+	if t.Archive {
+		if asset, err = c.archiveAsset(t, &add); err != nil {
+			return Entry{}, err
+		}
+		add.Asset = asset
+	}
+	if _, err := c.signedSumOf(asset, opts.Version, proof); err != nil {
 		return Entry{}, err
 	}
 
@@ -119,11 +141,8 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 		return Entry{}, err
 	}
 	defer resp.Body.Close()
-	return c.AddReader(ctx, AddOptions{
-		Type: t.Name, Version: opts.Version, OS: opts.OS, Arch: opts.Arch,
-		Source: SourceDownloaded, Size: resp.ContentLength, Progress: opts.Progress,
-		Release: &proof, Pin: opts.Pin,
-	}, &quietBody{ctx: ctx, r: resp.Body})
+	add.Size = resp.ContentLength
+	return c.AddReader(ctx, add, &quietBody{ctx: ctx, r: resp.Body})
 }
 
 // statusError is an HTTP answer other than 200. It keeps the code only:
@@ -273,6 +292,9 @@ func (c *Catalog) FetchFromPeer(ctx context.Context, src PeerSource, opts PeerOp
 	t, err := c.Type(opts.Type)
 	if err != nil {
 		return Entry{}, err
+	}
+	if t.Archive {
+		return Entry{}, fmt.Errorf("%w: %s is an engine archive, built per accelerator: download it from the release location", ErrDownload, t.Name)
 	}
 	pb, err := src.Open(ctx, opts.Type, opts.Version, opts.OS, opts.Arch)
 	if err != nil {

@@ -105,7 +105,7 @@ func LlamaServerArgs(l Launch) []string {
 // LlamaServerType is llama.cpp's server.
 func LlamaServerType() WorkerType {
 	return WorkerType{
-		Name: TypeLlamaServer, Binary: "llama-server", HealthPath: "/health", External: true,
+		Name: TypeLlamaServer, Binary: "llama-server", HealthPath: "/health", External: true, Archive: true,
 		Args: LlamaServerArgs, Env: func(l Launch) []string { return GPUEnv(l.GPUs) },
 		SecretEnv: "LLAMA_API_KEY", LoadPath: "/slots",
 	}

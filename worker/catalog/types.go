@@ -65,6 +65,11 @@ type WorkerType struct {
 	// (Prometheus text with a requests-running gauge); "" means the node
 	// counts the requests it proxies.
 	LoadPath string
+	// Archive marks an engine released as an archive (tar.gz or zip) per
+	// OS, architecture and accelerator, unpacked whole: its executable
+	// needs the shared libraries next to it (llama.cpp's builds). See
+	// ArchiveAssets.
+	Archive bool
 	// Templated marks a type whose command line and health path come from
 	// each binary's command template (the generic "openai" type; see
 	// ParseTemplate and ForEntry).
