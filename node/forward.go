@@ -177,6 +177,10 @@ func (e *streamEmitter) Result(v any) error {
 	return e.err
 }
 
+// forwardDialTimeout bounds reaching a hive to forward a job: a LAN dial
+// takes milliseconds; a hive that does not answer within this is down.
+const forwardDialTimeout = 10 * time.Second
+
 // forwardJob runs req on target over libp2p and relays its events into em.
 // The remote error event is relayed as is; the local job then fails with
 // the remote code.
@@ -184,7 +188,9 @@ func (n *Node) forwardJob(ctx context.Context, target hiveInfo, req Request, em 
 	if target.ID == "" {
 		return jobs.Errorf(jobs.CodeUnavailable, "%s is an inventory host that runs no node (state %s): start one with `rbee hive start %s`", target.Name, target.State, target.Name)
 	}
-	if target.State != "alive" {
+	// A suspect hive missed a gossip probe (a busy machine does) and may
+	// well answer: try it; a dead or departed one is refused at once.
+	if target.State != "alive" && target.State != "suspect" {
 		return jobs.Errorf(jobs.CodeUnavailable, "hive %s is %s", target.Name, target.State)
 	}
 	pid, err := peer.Decode(target.ID)
@@ -192,9 +198,11 @@ func (n *Node) forwardJob(ctx context.Context, target hiveInfo, req Request, em 
 		return jobs.Errorf(jobs.CodeInternal, "bad peer id %q", target.ID)
 	}
 	em.Narrate("node", "forward", "forwarding %s to %s", req.Operation, target.Name)
-	s, err := n.host.NewStream(ctx, pid, protoJob)
+	dialCtx, cancelDial := context.WithTimeout(ctx, forwardDialTimeout)
+	s, err := n.host.NewStream(dialCtx, pid, protoJob)
+	cancelDial()
 	if err != nil {
-		return jobs.Errorf(jobs.CodeUnavailable, "cannot reach hive %s over p2p: %v", target.Name, err)
+		return jobs.Errorf(jobs.CodeUnavailable, "cannot reach hive %s (%s) over p2p: %v", target.Name, target.State, err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
