@@ -622,6 +622,28 @@ func (c *Consensus) LeadershipTransfer(ctx context.Context) error {
 	return translate(waitFuture(ctx, r.LeadershipTransfer()))
 }
 
+// LeadershipTransferTo hands leadership to the voter with the given id
+// (this node must lead).
+func (c *Consensus) LeadershipTransferTo(ctx context.Context, id string) error {
+	r, err := c.running()
+	if err != nil {
+		return err
+	}
+	if r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	servers, err := c.Servers()
+	if err != nil {
+		return err
+	}
+	for _, s := range servers {
+		if s.ID == id && s.Suffrage == "voter" {
+			return translate(waitFuture(ctx, r.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(s.Address))))
+		}
+	}
+	return fmt.Errorf("%w: no voter %q", ErrConfig, id)
+}
+
 // Snapshot asks raft to take a snapshot now (and compact the log).
 func (c *Consensus) Snapshot() error {
 	r, err := c.running()

@@ -32,6 +32,7 @@ const (
 	TypeCreateAPIKey        CommandType = 14
 	TypeDeleteAPIKey        CommandType = 15
 	TypeCreateClusterCA     CommandType = 16
+	TypeSetRegistryVersion  CommandType = 17
 )
 
 // String returns the command name.
@@ -69,6 +70,8 @@ func (t CommandType) String() string {
 		return "DeleteAPIKey"
 	case TypeCreateClusterCA:
 		return "CreateClusterCA"
+	case TypeSetRegistryVersion:
+		return "SetRegistryVersion"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -329,6 +332,8 @@ func newCommand(t CommandType) Command {
 		return &DeleteAPIKey{}
 	case TypeCreateClusterCA:
 		return &CreateClusterCA{}
+	case TypeSetRegistryVersion:
+		return &SetRegistryVersion{}
 	}
 	return nil
 }

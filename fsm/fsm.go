@@ -9,6 +9,7 @@ package fsm
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -117,6 +118,13 @@ const subscriberBuffer = 64
 // from any goroutine.
 type FSM struct {
 	log *slog.Logger
+	// supports is the newest registry version this FSM applies: Version,
+	// or less to act as an older build (WithSupportedVersion, for tests of
+	// mixed clusters).
+	supports int
+	// halted is set (under mu) when a log entry could not be applied
+	// because this build does not know it; see Halted.
+	halted error
 
 	mu    sync.RWMutex
 	state *State
@@ -125,12 +133,40 @@ type FSM struct {
 	subs  map[chan Event]struct{}
 }
 
+// Option configures an FSM.
+type Option func(*FSM)
+
+// WithSupportedVersion makes the FSM behave as a build that supports
+// registry versions 1..v only: newer command types are unknown to it and
+// newer snapshot formats unreadable. Tests of rolling upgrades use it to
+// run "old builds" next to new ones.
+func WithSupportedVersion(v int) Option {
+	return func(f *FSM) { f.supports = min(max(v, 1), Version) }
+}
+
 // New returns an FSM with an empty registry. A nil logger discards.
-func New(logger *slog.Logger) *FSM {
+func New(logger *slog.Logger, opts ...Option) *FSM {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &FSM{log: logger, state: emptyState(), subs: map[chan Event]struct{}{}}
+	f := &FSM{log: logger, supports: Version, state: emptyState(), subs: map[chan Event]struct{}{}}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
+}
+
+// SupportedVersion is the newest registry version this FSM applies.
+func (f *FSM) SupportedVersion() int { return f.supports }
+
+// Halted returns the error that stopped this replica (wrapping ErrHalted),
+// or nil. A halted replica applies nothing more and takes no snapshots
+// (so raft keeps the log it has not applied); a snapshot restore from a
+// leader, or a restart with a newer build, resumes it.
+func (f *FSM) Halted() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.halted
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -229,6 +265,13 @@ func (f *FSM) Apply(l *raft.Log) any {
 // the body of Apply, exported for tools and tests that replay a log without
 // raft. Callers must not call it concurrently with Apply or Restore.
 func (f *FSM) ApplyCommand(index uint64, data []byte) (Result, error) {
+	if err := f.Halted(); err != nil {
+		return Result{}, err
+	}
+	// Type 0 is reserved and never written: corruption, rejected by Decode.
+	if len(data) > 0 && data[0] != 0 && (Since(CommandType(data[0])) == 0 || Since(CommandType(data[0])) > f.supports) {
+		return f.unknown(index, CommandType(data[0]))
+	}
 	cmd, err := Decode(data)
 	if err != nil {
 		return Result{}, err
@@ -250,10 +293,32 @@ func (f *FSM) ApplyCommand(index uint64, data []byte) (Result, error) {
 	return Result{Index: index, Type: cmd.Type(), Changed: changed}, nil
 }
 
+// unknown handles a log entry whose type this build does not know: an
+// ignorable one is skipped (state and index unchanged); any other halts
+// the replica, which would otherwise diverge from those that applied it.
+func (f *FSM) unknown(index uint64, t CommandType) (Result, error) {
+	if t&IgnorableFlag != 0 {
+		f.log.Warn("skipping an ignorable registry command this build does not know", "index", index, "type", uint8(t))
+		return Result{Index: index, Type: t}, nil
+	}
+	err := fmt.Errorf("%w at log index %d: command type %d is unknown to this build (registry version %d): a newer build wrote it; upgrade this node to resume",
+		ErrHalted, index, uint8(t), f.supports)
+	f.mu.Lock()
+	f.halted = err
+	f.mu.Unlock()
+	f.log.Error("registry replica halted", "err", err)
+	return Result{}, err
+}
+
 // Snapshot implements raft.FSM. It is O(1): it captures the current
 // immutable state, which Persist later encodes without holding any lock.
+// A halted replica refuses: a snapshot would let raft compact the log
+// entries it has not applied.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	return &snapshot{state: f.State()}, nil
+	if err := f.Halted(); err != nil {
+		return nil, err
+	}
+	return &snapshot{state: f.State(), format: snapshotFormatFor(f.State(), f.supports)}, nil
 }
 
 // Restore implements raft.FSM. It decodes the whole snapshot into a new
@@ -261,12 +326,13 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // leaves the current state untouched and returns an error.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, err := ReadSnapshot(rc)
+	st, err := readSnapshot(rc, f.supports)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	f.state = st
+	f.halted = nil // the leader's state at a later index: consistent again
 	f.mu.Unlock()
 	f.notify(Event{Index: st.index})
 	f.log.Info("registry restored from snapshot", "index", st.index,

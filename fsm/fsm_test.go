@@ -169,7 +169,7 @@ func TestBadCommandsChangeNothing(t *testing.T) {
 	}{
 		{"empty", nil, ErrMalformed},
 		{"type zero", []byte{0, '{', '}'}, ErrUnknownCommand},
-		{"unknown type", []byte{200, '{', '}'}, ErrUnknownCommand},
+		{"unknown type", []byte{99, '{', '}'}, ErrHalted},
 		{"malformed body", append([]byte{byte(TypeUpsertNode)}, `{"node":`...), ErrMalformed},
 		{"wrong json type", append([]byte{byte(TypeUpsertNode)}, `{"node":{"id":5}}`...), ErrMalformed},
 		{"trailing data", append([]byte{byte(TypeDeleteNode)}, `{"id":"x"} {}`...), ErrMalformed},
@@ -338,7 +338,7 @@ func TestCorruptSnapshotRejected(t *testing.T) {
 		{"short header", []byte("RBE"), ErrMalformed},
 		{"bad magic", append([]byte("XXXX\x01"), good[hdr:]...), ErrMalformed},
 		{"version 0", append([]byte("RBEE\x00"), good[hdr:]...), ErrSnapshotVersion},
-		{"version 4", append([]byte("RBEE\x04"), good[hdr:]...), ErrSnapshotVersion},
+		{"version 5", append([]byte("RBEE\x05"), good[hdr:]...), ErrSnapshotVersion},
 		{"cluster CA in a version 2 snapshot", append([]byte("RBEE\x02"), `{"cluster_ca":`+caJSON(t)+`}`...), ErrMalformed},
 		{"bad cluster CA", append([]byte("RBEE\x03"), `{"cluster_ca":{"cert_pem":"x","sealed_key":"AAAA"}}`...), ErrInvalid},
 		{"api keys in a version 1 snapshot", append([]byte("RBEE\x01"), `{"api_keys":[{"name":"k","scope":"read","hash":"`+strings.Repeat("a", 64)+`"}]}`...), ErrMalformed},
@@ -411,7 +411,7 @@ func TestSubscribe(t *testing.T) {
 
 	// A no-op command sends nothing; a failed one neither.
 	applyAll(t, f, UpsertNode{Node: sampleNode("a", "a")})
-	f.Apply(&raft.Log{Index: 3, Type: raft.LogCommand, Data: []byte{99}})
+	f.Apply(&raft.Log{Index: 3, Type: raft.LogCommand, Data: []byte{byte(TypeDeleteNode)}})
 	applyAll(t, f, SetNodeState{ID: "a", State: NodeLeft, At: t0})
 	ev = <-ch
 	require.Equal(t, TypeSetNodeState, ev.Type)

@@ -26,6 +26,9 @@ type State struct {
 	// ca is the cluster CA, nil until one is created; the pointed-to
 	// value is never modified.
 	ca *ClusterCA
+	// version is the registry version the cluster agreed on (0 = 1; see
+	// SetRegistryVersion).
+	version int
 }
 
 func emptyState() *State {

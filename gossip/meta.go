@@ -31,6 +31,10 @@ type Meta struct {
 	Role string
 	// Tags are extra key/value labels.
 	Tags map[string]string
+	// RegistryVersion is the newest registry version (fsm.Version) the
+	// node's build supports; 0 from builds older than the field (which
+	// support version 1).
+	RegistryVersion int
 }
 
 // Meta encoding, version 1:
@@ -57,6 +61,7 @@ const (
 	tagTag             byte = 7
 	tagP2PSuffix       byte = 8
 	tagHTTPSAddr       byte = 9
+	tagRegistryVersion byte = 10
 
 	// p2pComponent starts the libp2p peer-id component of a multiaddr.
 	p2pComponent = "/p2p/"
@@ -64,6 +69,9 @@ const (
 	// maxBootstrapExpect bounds BootstrapExpect: raft clusters have 3 or 5
 	// voters; anything past 1000 is a typo or an attack.
 	maxBootstrapExpect = 1000
+	// maxRegistryVersion bounds RegistryVersion (one per format change:
+	// a thousand is centuries away).
+	maxRegistryVersion = 1000
 )
 
 // EncodeMeta encodes m in the current version. It fails with
@@ -73,6 +81,9 @@ const (
 func EncodeMeta(m Meta) ([]byte, error) {
 	if m.BootstrapExpect < 0 || m.BootstrapExpect > maxBootstrapExpect {
 		return nil, fmt.Errorf("%w: bootstrap expect %d outside 0..%d", ErrBadConfig, m.BootstrapExpect, maxBootstrapExpect)
+	}
+	if m.RegistryVersion < 0 || m.RegistryVersion > maxRegistryVersion {
+		return nil, fmt.Errorf("%w: registry version %d outside 0..%d", ErrBadConfig, m.RegistryVersion, maxRegistryVersion)
 	}
 	b := make([]byte, 0, 128)
 	b = append(b, metaVersion)
@@ -121,6 +132,9 @@ func EncodeMeta(m Meta) ([]byte, error) {
 	}
 	str(tagP2PSuffix, "p2p suffix", suffix)
 	str(tagHTTPSAddr, "https addr", m.HTTPSAddr)
+	if m.RegistryVersion > 0 {
+		b = appendField(b, tagRegistryVersion, binary.AppendUvarint(nil, uint64(m.RegistryVersion)))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +204,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		val := rest[1+k : 1+k+int(n)]
 		rest = rest[1+k+int(n):]
 		switch tag {
-		case tagName, tagHTTPAddr, tagVersion, tagBootstrapExpect, tagRole, tagP2PSuffix, tagHTTPSAddr:
+		case tagName, tagHTTPAddr, tagVersion, tagBootstrapExpect, tagRole, tagP2PSuffix, tagHTTPSAddr, tagRegistryVersion:
 			if seen[tag] {
 				return Meta{}, fmt.Errorf("%w: field %d repeated", ErrMetaMalformed, tag)
 			}
@@ -229,6 +243,12 @@ func DecodeMeta(b []byte) (Meta, error) {
 				return Meta{}, fmt.Errorf("%w: bad bootstrap expect", ErrMetaMalformed)
 			}
 			m.BootstrapExpect = int(v)
+		case tagRegistryVersion:
+			v, k := binary.Uvarint(val)
+			if k <= 0 || k != len(val) || v == 0 || v > maxRegistryVersion {
+				return Meta{}, fmt.Errorf("%w: bad registry version", ErrMetaMalformed)
+			}
+			m.RegistryVersion = int(v)
 		case tagTag:
 			kl, k := binary.Uvarint(val)
 			if k <= 0 || kl == 0 || kl > uint64(len(val)-k) {

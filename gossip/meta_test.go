@@ -19,6 +19,7 @@ func fullMeta() Meta {
 		BootstrapExpect: 3,
 		Role:            "voter",
 		Tags:            map[string]string{"gpu": "rtx4090", "zone": "lab"},
+		RegistryVersion: 2,
 	}
 }
 
@@ -99,6 +100,8 @@ func TestEncodeMetaErrors(t *testing.T) {
 		{"empty addr", Meta{P2PAddrs: []string{""}}, ErrBadConfig},
 		{"negative expect", Meta{BootstrapExpect: -1}, ErrBadConfig},
 		{"huge expect", Meta{BootstrapExpect: 1001}, ErrBadConfig},
+		{"negative registry version", Meta{RegistryVersion: -1}, ErrBadConfig},
+		{"huge registry version", Meta{RegistryVersion: 1001}, ErrBadConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,6 +131,9 @@ func TestDecodeMetaErrors(t *testing.T) {
 		{"expect 0", []byte{1, tagBootstrapExpect, 1, 0}, ErrMetaMalformed},
 		{"expect trailing", []byte{1, tagBootstrapExpect, 2, 3, 0}, ErrMetaMalformed},
 		{"expect huge", []byte{1, tagBootstrapExpect, 2, 0xe9, 0x07}, ErrMetaMalformed},
+		{"registry version 0", []byte{1, tagRegistryVersion, 1, 0}, ErrMetaMalformed},
+		{"registry version trailing", []byte{1, tagRegistryVersion, 2, 2, 0}, ErrMetaMalformed},
+		{"registry version repeated", []byte{1, tagRegistryVersion, 1, 2, tagRegistryVersion, 1, 2}, ErrMetaMalformed},
 		{"tag empty key", []byte{1, tagTag, 2, 0, 'v'}, ErrMetaMalformed},
 		{"tag key past end", []byte{1, tagTag, 2, 5, 'k'}, ErrMetaMalformed},
 		{"repeated tag key", []byte{1, tagTag, 2, 1, 'k', tagTag, 2, 1, 'k'}, ErrMetaMalformed},

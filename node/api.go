@@ -98,7 +98,7 @@ func statusForCode(code string) int {
 		return http.StatusBadRequest
 	case jobs.CodeNotFound, jobs.CodeUnknownHive:
 		return http.StatusNotFound
-	case jobs.CodeConflict:
+	case jobs.CodeConflict, jobs.CodeUpgradeRequired:
 		return http.StatusConflict
 	case jobs.CodeForbidden:
 		return http.StatusForbidden

@@ -61,6 +61,10 @@ type Config struct {
 	GossipAddr string
 	// GossipAdvertise overrides the address gossiped to others.
 	GossipAdvertise string
+	// RegistryVersion is the newest registry version (fsm.Version) this
+	// node applies; 0 means this build's. A lower value makes the node act
+	// as an older build: for tests of rolling upgrades.
+	RegistryVersion int
 	// P2PAddr is the libp2p TCP listen address.
 	P2PAddr string
 	// Join lists gossip addresses to join at start.

@@ -76,3 +76,8 @@ const RaftConnMemory = raftConnMemory
 
 // Status is the status operation's result, without a job.
 func (n *Node) Status() StatusResult { return n.status() }
+
+// TransferLeadershipTo hands leadership (this node must lead) to a voter.
+func (n *Node) TransferLeadershipTo(ctx context.Context, id string) error {
+	return n.cons.LeadershipTransferTo(ctx, id)
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rbee-project/rbee/consensus"
+	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/node/jobs"
 )
@@ -128,6 +129,10 @@ func (n *Node) handleMetrics() http.Handler {
 
 // apply proposes a registry command and records its latency.
 func (n *Node) apply(ctx context.Context, cmd []byte) (any, error) {
+	// Never write what a server's build does not know: it would halt it.
+	if err := fsm.CheckWritable(cmd, n.reg.RegistryVersion()); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	res, err := n.cons.Apply(ctx, cmd)
 	if err == nil {
@@ -141,8 +146,11 @@ func (n *Node) apply(ctx context.Context, cmd []byte) (any, error) {
 // write may still commit.
 func writeFailed(err error, format string, args ...any) error {
 	code := jobs.CodeUnavailable
-	if errors.Is(err, consensus.ErrNoQuorum) {
+	switch {
+	case errors.Is(err, consensus.ErrNoQuorum):
 		code = jobs.CodeNoQuorum
+	case errors.Is(err, fsm.ErrNeedsVersion):
+		code = jobs.CodeUpgradeRequired
 	}
 	return &jobs.Error{Code: code, Err: fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)}
 }

@@ -259,7 +259,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	n.reg = fsm.New(n.log.With("component", "fsm"))
+	regVersion := fsm.Version
+	if n.cfg.RegistryVersion > 0 {
+		regVersion = n.cfg.RegistryVersion
+	}
+	n.reg = fsm.New(n.log.With("component", "fsm"), fsm.WithSupportedVersion(regVersion))
 	if err := n.openHive(); err != nil {
 		return err
 	}
@@ -406,6 +410,7 @@ func (n *Node) localMeta() gossip.Meta {
 		HTTPSAddr:       n.HTTPSAddr(),
 		P2PAddrs:        n.host.Addrs(),
 		Version:         n.cfg.Version,
+		RegistryVersion: n.reg.SupportedVersion(),
 		BootstrapExpect: n.cfg.BootstrapExpect,
 	}
 }

@@ -287,11 +287,16 @@ type StatusResult struct {
 	Stale bool `json:"stale"`
 	// LastLeaderContact: when this node last heard from a leader (also
 	// in an earlier run); absent when never.
-	LastLeaderContact *time.Time         `json:"last_leader_contact,omitempty"`
-	Nodes             []hiveInfo         `json:"nodes"`
-	Workers           []WorkerView       `json:"workers"`
-	Models            []fsm.ModelHolding `json:"models"`
-	InFlight          int                `json:"in_flight"`
+	LastLeaderContact *time.Time `json:"last_leader_contact,omitempty"`
+	// RegistryVersion is the registry version the cluster agreed on;
+	// RegistryHalted says why this node's replica stopped applying (it met
+	// a command of a newer build: upgrade this node), absent when it runs.
+	RegistryVersion int                `json:"registry_version"`
+	RegistryHalted  string             `json:"registry_halted,omitempty"`
+	Nodes           []hiveInfo         `json:"nodes"`
+	Workers         []WorkerView       `json:"workers"`
+	Models          []fsm.ModelHolding `json:"models"`
+	InFlight        int                `json:"in_flight"`
 }
 
 func (n *Node) status() StatusResult {
@@ -302,7 +307,10 @@ func (n *Node) status() StatusResult {
 		}
 	}
 	res := StatusResult{Node: n.cfg.Name, NodeID: n.ID(), LeaderID: n.cons.LeaderID(), RaftState: n.cons.State(),
-		Nodes: hs, Workers: n.workerViews(), Models: n.reg.Models(), Stale: n.cons.Stale()}
+		Nodes: hs, Workers: n.workerViews(), Models: n.reg.Models(), Stale: n.cons.Stale(), RegistryVersion: n.reg.RegistryVersion()}
+	if err := n.reg.Halted(); err != nil {
+		res.RegistryHalted = err.Error()
+	}
 	if lc := n.cons.LastLeaderContact(); !lc.IsZero() {
 		lc = lc.UTC()
 		res.LastLeaderContact = &lc

@@ -218,6 +218,7 @@ func (n *Node) workerLoop() {
 		}
 		if n.IsLeader() {
 			n.reconcileWorkers()
+			n.raiseRegistryVersion()
 		}
 		n.retireLocalWorkers()
 	}

@@ -93,6 +93,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 				Leader    string            `json:"leader"`
 				RaftState string            `json:"raft_state"`
 				Stale     bool              `json:"stale"`
+				Halted    string            `json:"registry_halted"`
 				Contact   *time.Time        `json:"last_leader_contact"`
 				Nodes     []hive            `json:"nodes"`
 				Workers   []json.RawMessage `json:"workers"`
@@ -114,6 +115,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 					contact = st.Contact.Local().Format(time.RFC3339) + " (" + time.Since(*st.Contact).Round(time.Second).String() + " ago)"
 				}
 				fmt.Fprintf(out, "Registry:       STALE (last known copy; last leader contact: %s)\n", contact)
+			}
+			if st.Halted != "" {
+				fmt.Fprintf(out, "Registry:       HALTED on %s: %s\n", st.Node, st.Halted)
 			}
 			fmt.Fprintf(out, "Workers: %d   Models: %d   In flight: %d\n\n", len(st.Workers), len(st.Models), st.InFlight)
 			table(out, hiveHeader, hiveRows(st.Nodes))

@@ -44,6 +44,9 @@ const (
 	// CodeNoQuorum: a registry write found no leader (no majority of
 	// voters reachable); it changed nothing unless it says it may commit.
 	CodeNoQuorum = "no_quorum"
+	// CodeUpgradeRequired: the write needs a registry version the cluster
+	// has not reached (a server runs an older build); upgrade it first.
+	CodeUpgradeRequired = "upgrade_required"
 )
 
 // Sentinel errors.

@@ -203,7 +203,17 @@ func (c *Cluster) Kill(i int) {
 // rejoin from what it persisted.
 func (c *Cluster) Restart(i int) *node.Node {
 	c.t.Helper()
+	return c.RestartWith(i, nil)
+}
+
+// RestartWith is Restart with mod applied to the node's configuration
+// first (and kept for later restarts): a new build, another flag.
+func (c *Cluster) RestartWith(i int, mod func(*node.Config)) *node.Node {
+	c.t.Helper()
 	require.Nil(c.t, c.Nodes[i], "node %d is running", i)
+	if mod != nil {
+		mod(&c.cfgs[i])
+	}
 	cfg := c.cfgs[i]
 	cfg.Join = nil
 	cfg.Token = ""
