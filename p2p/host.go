@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -23,9 +24,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/x/rate"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -134,7 +137,12 @@ func New(cfg Config) (*Host, error) {
 			return nil, fmt.Errorf("p2p: generate identity: %w", err)
 		}
 	}
+	rm, err := newResourceManager()
+	if err != nil {
+		return nil, err
+	}
 	h, err := libp2p.New(
+		libp2p.ResourceManager(rm),
 		libp2p.Identity(key),
 		libp2p.NoListenAddrs, // Start listens
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -146,6 +154,7 @@ func New(cfg Config) (*Host, error) {
 		libp2p.DisableMetrics(),
 	)
 	if err != nil {
+		_ = rm.Close()
 		return nil, fmt.Errorf("p2p: create host: %w", err)
 	}
 	hst := &Host{
@@ -162,6 +171,42 @@ func New(cfg Config) (*Host, error) {
 	}
 	hst.Handle(ProtocolPing, hst.handlePing)
 	return hst, nil
+}
+
+// LAN connection rate limit per peer address. A LAN cluster's nodes redial
+// each other after every partition, restart and failover; libp2p's
+// Internet default (a burst of 16 new connections per address, then one
+// every 5 s, both directions, loopback exempt) kept a healed peer
+// unreachable for minutes ("rate limit exceeded"). 5/s with a burst of 100
+// still stops a flood from one address; strangers are refused at the
+// handshake anyway (the cluster's pre-shared key).
+const (
+	connRatePerAddr  = 5
+	connBurstPerAddr = 100
+)
+
+// newResourceManager is libp2p's default resource manager (its scaled
+// limits and service limits) with LAN-sized connection rate limits.
+func newResourceManager() (network.ResourceManager, error) {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	lan := rate.Limit{RPS: connRatePerAddr, Burst: connBurstPerAddr}
+	limiter := &rate.Limiter{
+		NetworkPrefixLimits: []rate.PrefixLimit{
+			{Prefix: netip.MustParsePrefix("127.0.0.0/8")},
+			{Prefix: netip.MustParsePrefix("::1/128")},
+		},
+		SubnetRateLimiter: rate.SubnetLimiter{
+			IPv4SubnetLimits: []rate.SubnetLimit{{PrefixLength: 32, Limit: lan}},
+			IPv6SubnetLimits: []rate.SubnetLimit{{PrefixLength: 64, Limit: lan}},
+			GracePeriod:      time.Minute,
+		},
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()), rcmgr.WithConnRateLimiters(limiter))
+	if err != nil {
+		return nil, fmt.Errorf("p2p: resource manager: %w", err)
+	}
+	return rm, nil
 }
 
 // tcpMultiaddr turns "ip:port" into /ip4|ip6/<ip>/tcp/<port>.

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/stretchr/testify/require"
 )
 
@@ -432,4 +433,19 @@ func TestRestartedPeerReachableAtOnce(t *testing.T) {
 	require.Equal(t, addr, srv.ListenAddr())
 	_, err = client.Ping(ctxT(t), srv.ID())
 	require.NoError(t, err, "the restarted peer must be reachable without waiting out a dial backoff")
+}
+
+// A LAN peer may open many connections in a row (redials after partitions
+// and restarts): libp2p's Internet default refuses the 17th from one
+// address for seconds; rbee's limit lets a LAN burst through.
+func TestLANConnectionRate(t *testing.T) {
+	h := newHost(t, "s3cret")
+	rm := h.Libp2p().Network().ResourceManager()
+	addr, err := ma.NewMultiaddr("/ip4/10.214.0.7/tcp/7835")
+	require.NoError(t, err)
+	for i := range 60 {
+		scope, err := rm.OpenConnection(network.DirInbound, true, addr)
+		require.NoError(t, err, "connection %d from one LAN address", i+1)
+		scope.Done()
+	}
 }

@@ -208,6 +208,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&cfg.Profile, "profile", "lan", "timing profile: lan, or local for clusters on one machine (tests)")
 	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 0, "leader's periodic full reconcile (default 30s)")
+	f.DurationVar(&cfg.ReapGrace, "reap-grace", 0, "how long the leader keeps a node gossip lost (failed or partitioned away) in the raft configuration and registry before it removes it (default 1m; it rejoins as a voter when it comes back)")
 	f.StringVar(&cfg.WorkerReleaseURL, "worker-release-url", "", "release location of worker binaries ({url}/{version}/rbee-worker-{os}-{arch}, SHA256SUMS, SHA256SUMS.sig; {url}/LATEST); jobs cannot name another")
 	f.StringSliceVar(&releaseKeys, "worker-release-key", nil, "also trust this ed25519 public key (base64, as rbee release keygen prints it) to sign worker releases, besides the built-in rbee release key (repeatable or comma-separated)")
 	f.StringVar(&cfg.SourceDir, "source-dir", "", "rbee source tree for 'rbee worker build' (default: the checkout the current directory is in, if any)")
