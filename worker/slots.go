@@ -32,11 +32,26 @@ func newSlotPool(slots []*slot, maxQueue int) *slotPool {
 
 // acquire returns a free slot, waiting in the queue if needed. It returns
 // ErrQueueFull when the queue is full, or ctx.Err() if ctx ends first.
-func (p *slotPool) acquire(ctx context.Context) (*slot, error) {
+func (p *slotPool) acquire(ctx context.Context) (*slot, error) { return p.acquireFor(ctx, nil) }
+
+// acquireFor is acquire for a generation of prompt: of the free slots it
+// takes the one whose cache holds the longest prefix of prompt (earlier
+// turns of the same chat: that prefix is not evaluated again); on a tie,
+// the one released longest ago, so recently used caches live longest. A
+// slot handed to a waiter is whichever was released.
+func (p *slotPool) acquireFor(ctx context.Context, prompt []int32) (*slot, error) {
 	p.mu.Lock()
 	if len(p.free) > 0 && len(p.waiters) == 0 {
-		s := p.free[len(p.free)-1]
-		p.free = p.free[:len(p.free)-1]
+		best, bestN := len(p.free)-1, -1
+		if len(prompt) > 0 {
+			for i, s := range p.free {
+				if n := s.session.CachedPrefix(prompt); n > bestN {
+					best, bestN = i, n
+				}
+			}
+		}
+		s := p.free[best]
+		p.free = append(p.free[:best], p.free[best+1:]...)
 		p.mu.Unlock()
 		return s, nil
 	}
