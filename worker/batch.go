@@ -24,6 +24,9 @@ type batcher struct {
 	join chan *genJob
 	quit chan struct{}
 	done chan struct{}
+	// steps counts forward passes, advanced the sequences they advanced
+	// (written by the loop; read after done is closed).
+	steps, advanced int
 }
 
 // genJob is one generation handed to the batcher.
@@ -40,16 +43,23 @@ type genJob struct {
 	abandoned atomic.Bool
 }
 
+// newBatcher starts the step loop of m.
 func newBatcher(m *engine.Model, log *slog.Logger) *batcher {
-	bt := &batcher{
+	bt := makeBatcher(m, log, 0)
+	go bt.run()
+	return bt
+}
+
+// makeBatcher returns a batcher whose loop is not running yet; joinQueue
+// generations can be submitted before it runs (tests fill a first step).
+func makeBatcher(m *engine.Model, log *slog.Logger, joinQueue int) *batcher {
+	return &batcher{
 		b:    m.NewBatch(),
 		log:  log,
-		join: make(chan *genJob),
+		join: make(chan *genJob, joinQueue),
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
 	}
-	go bt.run()
-	return bt
 }
 
 // close stops the loop; generations still in it end with engine.ErrClosed.
@@ -124,6 +134,8 @@ func (bt *batcher) run() {
 		}
 		err := bt.b.Step(seqs)
 		clear(seqs)
+		bt.steps++
+		bt.advanced += len(active)
 		if err != nil {
 			bt.log.Error("batched step failed", "err", err, "sequences", len(active))
 			for _, j := range active {
