@@ -418,6 +418,7 @@ func newBenchServeCmd() *cobra.Command {
 	f.IntVar(&cfg.Threads, "threads", 0, "worker compute threads (0: all cores)")
 	f.IntVar(&cfg.MaxTokens, "max-tokens", servebench.DefaultMaxTokens, "tokens generated per request")
 	f.IntVar(&cfg.RequestsPerClient, "requests-per-client", servebench.DefaultRequestsPerClient, "requests each client sends per level")
+	f.IntVar(&cfg.Rounds, "rounds", 1, "times every level is run, interleaved (the median tokens/s is reported)")
 	f.IntVar(&cfg.ReuseWords, "reuse-words", servebench.DefaultReuseWords, "words of the long first chat turn of the prefix-reuse measurement (-1: skip it)")
 	return cmd
 }

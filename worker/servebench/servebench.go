@@ -63,8 +63,11 @@ type Config struct {
 	Threads int
 	// MaxTokens is generated per request; 0 means DefaultMaxTokens.
 	MaxTokens int
-	// RequestsPerClient per level; 0 means DefaultRequestsPerClient.
+	// RequestsPerClient per level and round; 0 means
+	// DefaultRequestsPerClient.
 	RequestsPerClient int
+	// Rounds runs every level this many times, interleaved; 0 means 1.
+	Rounds int
 	// ReuseWords sizes the prefix-reuse first turn; 0 means
 	// DefaultReuseWords, < 0 skips the measurement.
 	ReuseWords int
@@ -77,9 +80,11 @@ type Level struct {
 	Concurrency int `json:"concurrency"`
 	Requests    int `json:"requests"`
 	Errors      int `json:"errors"`
-	// GenTokens is the completion tokens of all requests; TokensPerSecond
-	// is GenTokens over the level's wall time (aggregate generation).
-	GenTokens int `json:"gen_tokens"`
+	// GenTokens is the completion tokens of all requests. Each round's
+	// aggregate generation speed is its tokens over its wall time (Rounds);
+	// TokensPerSecond is their median.
+	GenTokens int       `json:"gen_tokens"`
+	Rounds    []float64 `json:"tokens_per_second_rounds"`
 	// PromptTokens is the mean prompt length of the requests.
 	PromptTokens    float64 `json:"prompt_tokens_mean"`
 	TokensPerSecond float64 `json:"tokens_per_second"`
@@ -110,6 +115,7 @@ type Result struct {
 	Model       string  `json:"model"`
 	Slots       int     `json:"slots"`
 	Threads     int     `json:"threads"`
+	Rounds      int     `json:"rounds"`
 	MaxTokens   int     `json:"max_tokens"`
 	Levels      []Level `json:"levels"`
 	PrefixReuse *Reuse  `json:"prefix_reuse,omitempty"`
@@ -127,7 +133,7 @@ func (c *Config) fill() error {
 			return fmt.Errorf("%w: concurrency %d (1..1024)", ErrBadConfig, n)
 		}
 	}
-	if c.Slots < 0 || c.Threads < 0 || c.MaxTokens < 0 || c.RequestsPerClient < 0 {
+	if c.Slots < 0 || c.Threads < 0 || c.MaxTokens < 0 || c.RequestsPerClient < 0 || c.Rounds < 0 {
 		return fmt.Errorf("%w: negative slots, threads, max tokens or requests", ErrBadConfig)
 	}
 	if c.Slots == 0 {
@@ -135,6 +141,9 @@ func (c *Config) fill() error {
 	}
 	if c.MaxTokens == 0 {
 		c.MaxTokens = DefaultMaxTokens
+	}
+	if c.Rounds == 0 {
+		c.Rounds = 1
 	}
 	if c.RequestsPerClient == 0 {
 		c.RequestsPerClient = DefaultRequestsPerClient
@@ -159,23 +168,36 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	defer w.stop()
-	res := Result{Benchmark: "serve", Model: cfg.Model, Slots: cfg.Slots, Threads: cfg.Threads, MaxTokens: cfg.MaxTokens}
+	res := Result{Benchmark: "serve", Model: cfg.Model, Slots: cfg.Slots, Threads: cfg.Threads, Rounds: cfg.Rounds, MaxTokens: cfg.MaxTokens}
 	// Warm up: the first request maps the weights in.
 	if s := w.infer(ctx, request{Prompt: "Warm up.", MaxTokens: 4}); s.err != nil {
 		return res, fmt.Errorf("servebench: warm-up request: %w", s.err)
 	}
+	// Rounds interleave the levels, so that a change of the machine's load
+	// during the run falls on every level alike.
+	samples := make([][]sample, len(cfg.Concurrency))
+	tps := make([][]float64, len(cfg.Concurrency))
+	for round := 0; round < cfg.Rounds; round++ {
+		for li, c := range cfg.Concurrency {
+			got, wall := w.level(ctx, c, c*cfg.RequestsPerClient, cfg.MaxTokens, (round*len(cfg.Concurrency)+li)*100000)
+			samples[li] = append(samples[li], got...)
+			tps[li] = append(tps[li], float64(genTokens(got))/wall.Seconds())
+			cfg.Logger.Info("level done", "round", round+1, "concurrency", c, "tokens_per_second", tps[li][len(tps[li])-1])
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
+		}
+	}
 	for li, c := range cfg.Concurrency {
-		lv := w.level(ctx, c, c*cfg.RequestsPerClient, cfg.MaxTokens, li)
-		if len(res.Levels) > 0 && res.Levels[0].TokensPerSecond > 0 {
-			lv.RatioToFirst = lv.TokensPerSecond / res.Levels[0].TokensPerSecond
-		} else if len(res.Levels) == 0 {
-			lv.RatioToFirst = 1
+		lv := summarize(c, samples[li], tps[li])
+		lv.RatioToFirst = 1
+		if li > 0 {
+			lv.RatioToFirst = 0
+			if first := res.Levels[0].TokensPerSecond; first > 0 {
+				lv.RatioToFirst = lv.TokensPerSecond / first
+			}
 		}
-		cfg.Logger.Info("level done", "concurrency", c, "tokens_per_second", lv.TokensPerSecond, "ttft_median_ms", lv.TTFTMedianMs, "errors", lv.Errors)
 		res.Levels = append(res.Levels, lv)
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
 	}
 	if cfg.ReuseWords > 0 {
 		r, err := w.reuse(ctx, cfg.ReuseWords)
@@ -354,8 +376,9 @@ func prompt(seed, words int) string {
 // levels measure generation, not prefill.
 const levelPromptWords = 16
 
-// level runs n requests from c concurrent clients.
-func (w *runningWorker) level(ctx context.Context, c, n, maxTokens, levelIdx int) Level {
+// level runs n requests from c concurrent clients and returns them with
+// the wall time they took; seed makes the prompts unique.
+func (w *runningWorker) level(ctx context.Context, c, n, maxTokens, seed int) ([]sample, time.Duration) {
 	next := make(chan int, n)
 	for i := 0; i < n; i++ {
 		next <- i
@@ -369,13 +392,28 @@ func (w *runningWorker) level(ctx context.Context, c, n, maxTokens, levelIdx int
 		go func() {
 			defer wg.Done()
 			for k := range next {
-				samples[k] = w.infer(ctx, request{Prompt: prompt(levelIdx*100000+k, levelPromptWords), MaxTokens: maxTokens})
+				samples[k] = w.infer(ctx, request{Prompt: prompt(seed+k, levelPromptWords), MaxTokens: maxTokens})
 			}
 		}()
 	}
 	wg.Wait()
-	wall := time.Since(start)
-	lv := Level{Concurrency: c, Requests: n}
+	return samples, time.Since(start)
+}
+
+func genTokens(samples []sample) int {
+	n := 0
+	for _, s := range samples {
+		if s.err == nil {
+			n += s.tokensOut
+		}
+	}
+	return n
+}
+
+// summarize builds a level's report from its samples of every round and
+// each round's aggregate tokens per second (their median is reported).
+func summarize(c int, samples []sample, tps []float64) Level {
+	lv := Level{Concurrency: c, Requests: len(samples), Rounds: tps}
 	var ttfts []time.Duration
 	for _, s := range samples {
 		if s.err != nil {
@@ -393,7 +431,11 @@ func (w *runningWorker) level(ctx context.Context, c, n, maxTokens, levelIdx int
 		lv.PromptTokens /= float64(len(ttfts))
 	}
 	lv.TTFTMedianMs, lv.TTFTP95Ms = quantileMs(ttfts, 0.5), quantileMs(ttfts, 0.95)
-	lv.TokensPerSecond = float64(lv.GenTokens) / wall.Seconds()
+	sorted := slices.Clone(tps)
+	slices.Sort(sorted)
+	if len(sorted) > 0 {
+		lv.TokensPerSecond = sorted[len(sorted)/2]
+	}
 	return lv
 }
 

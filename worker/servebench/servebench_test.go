@@ -29,14 +29,15 @@ func TestRun(t *testing.T) {
 	defer cancel()
 	res, err := Run(ctx, Config{
 		Binary: bin, Model: "../../testdata/model/stories260K.gguf",
-		Concurrency: []int{1, 3}, Threads: 1, MaxTokens: 8, RequestsPerClient: 2, ReuseWords: 150,
+		Concurrency: []int{1, 3}, Threads: 1, MaxTokens: 8, RequestsPerClient: 1, Rounds: 2, ReuseWords: 150,
 	})
 	require.NoError(t, err)
 	require.Equal(t, 3, res.Slots)
 	require.Len(t, res.Levels, 2)
 	for i, lv := range res.Levels {
 		require.Zero(t, lv.Errors, lv.FirstError)
-		require.Equal(t, lv.Concurrency*2, lv.Requests)
+		require.Equal(t, lv.Concurrency*2, lv.Requests, "one request per client and round")
+		require.Len(t, lv.Rounds, 2)
 		require.Positive(t, lv.GenTokens)
 		require.Positive(t, lv.TokensPerSecond)
 		require.Positive(t, lv.TTFTMedianMs)
