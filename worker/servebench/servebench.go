@@ -431,11 +431,7 @@ func summarize(c int, samples []sample, tps []float64) Level {
 		lv.PromptTokens /= float64(len(ttfts))
 	}
 	lv.TTFTMedianMs, lv.TTFTP95Ms = quantileMs(ttfts, 0.5), quantileMs(ttfts, 0.95)
-	sorted := slices.Clone(tps)
-	slices.Sort(sorted)
-	if len(sorted) > 0 {
-		lv.TokensPerSecond = sorted[len(sorted)/2]
-	}
+	lv.TokensPerSecond = median(tps)
 	return lv
 }
 
@@ -469,6 +465,20 @@ func (w *runningWorker) reuse(ctx context.Context, words int) (Reuse, error) {
 		r.Speedup = r.ColdTTFTMedianMs / r.ReusedTTFTMedianMs
 	}
 	return r, nil
+}
+
+// median returns the median of v (the mean of the middle two for an even
+// count), 0 for none.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // quantileMs returns the q-quantile of ds (nearest rank) in milliseconds.

@@ -56,3 +56,19 @@ func TestRun(t *testing.T) {
 	_, err = Run(ctx, Config{Binary: bin, Model: "x.gguf"})
 	require.ErrorIs(t, err, ErrBadConfig)
 }
+
+func TestMedianAndQuantile(t *testing.T) {
+	cases := []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0}, {[]float64{3}, 3}, {[]float64{4, 1}, 2.5}, {[]float64{5, 1, 3}, 3},
+	}
+	for _, c := range cases {
+		require.Equal(t, c.want, median(c.in), "%v", c.in)
+	}
+	ds := []time.Duration{4 * time.Millisecond, time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond}
+	require.Equal(t, 3.0, quantileMs(ds, 0.5))
+	require.Equal(t, 4.0, quantileMs(ds, 0.95))
+	require.Zero(t, quantileMs(nil, 0.5))
+}
