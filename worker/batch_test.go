@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -138,4 +139,55 @@ func TestPrefixReuseSlot(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	st := parseInfer(t, readAllSSE(t, resp.Body))
 	require.Equal(t, other.Started.Slot, st.Started.Slot)
+}
+
+// TestSlowClientDoesNotStallOthers: a generation whose client does not
+// read (its emit blocks) runs to the end of the context in the step loop
+// without holding up another generation; it then delivers every token.
+func TestSlowClientDoesNotStallOthers(t *testing.T) {
+	const ctxLen = 64
+	m, err := LoadEngine(testModelPath, LoadOptions{Threads: 1, ContextSize: ctxLen})
+	require.NoError(t, err)
+	defer m.Close()
+	prompt := m.Encode("Once upon a time")
+	release := make(chan struct{})
+	first := make(chan struct{})
+	type outcome struct {
+		res Result
+		n   int
+		err error
+	}
+	slow := make(chan outcome, 1)
+	go func() {
+		n := 0
+		res, err := m.NewSession().Generate(context.Background(), GenerateRequest{Prompt: prompt, Sample: SampleParams{Temperature: 0}}, func(Token) error {
+			if n == 0 {
+				close(first)
+				<-release
+			}
+			n++
+			return nil
+		})
+		slow <- outcome{res, n, err}
+	}()
+	<-first
+	fast := make(chan outcome, 1)
+	go func() {
+		res, err := m.NewSession().Generate(context.Background(), GenerateRequest{Prompt: m.Encode("The dog"), MaxTokens: 8}, func(Token) error { return nil })
+		fast <- outcome{res: res, err: err}
+	}()
+	select {
+	case o := <-fast:
+		require.NoError(t, o.err)
+		require.Equal(t, 8, o.res.CompletionTokens)
+	case <-time.After(reqTimeout):
+		t.Fatal("a generation whose client does not read stalled the step loop")
+	}
+	close(release)
+	o := <-slow
+	require.NoError(t, o.err)
+	require.GreaterOrEqual(t, o.n, o.res.CompletionTokens)
+	// It filled the context: the final token is sampled, not evaluated.
+	require.Equal(t, StopLength, o.res.StopReason)
+	require.Equal(t, ctxLen-len(prompt)+1, o.res.CompletionTokens)
 }

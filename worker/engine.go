@@ -102,13 +102,14 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 		}
 		return Result{}, err
 	}
-	// Room for every token the generation can produce, plus the final
-	// text-only chunk: the loop never waits for this consumer.
-	room := es.ctxLen - len(req.Prompt)
+	// Room for every token the generation can produce (the last one
+	// sampled when the context is full is emitted, not evaluated) plus the
+	// final text-only chunk: the loop never waits for this consumer.
+	most := es.ctxLen - len(req.Prompt) + 1
 	if req.MaxTokens > 0 {
-		room = min(room, req.MaxTokens)
+		most = min(most, req.MaxTokens)
 	}
-	j := &genJob{ctx: ctx, seq: seq, out: make(chan engine.Token, room+1)}
+	j := &genJob{ctx: ctx, seq: seq, out: make(chan engine.Token, most+1)}
 	if !es.bt.submit(j) {
 		return Result{}, engine.ErrClosed
 	}
