@@ -117,7 +117,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, mode endpoint, id
 	j.ctx, j.cancel = context.WithCancel(r.Context())
 	j.stop = context.AfterFunc(s.hardCtx, j.cancel)
 
-	sl, err := pool.acquire(j.ctx)
+	sl, err := pool.acquireFor(j.ctx, j.req.Prompt)
 	if err != nil {
 		j.stop()
 		j.cancel()

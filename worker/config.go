@@ -44,8 +44,9 @@ const SecretEnv = "RBEE_WORKER_SECRET"
 
 const (
 	// DefaultSlots is one concurrent generation: on a CPU the engine already
-	// spreads one generation over all cores, so more slots trade latency for
-	// fairness and are opt-in.
+	// spreads one generation over all cores. More slots are batched (one
+	// forward pass per step for all of them): more tokens per second in
+	// all, fewer per request, and a KV cache each; opt-in.
 	DefaultSlots = 1
 	// DefaultQueue bounds waiting requests so a burst gets a quick 429
 	// instead of an unbounded wait (and unbounded memory).

@@ -4,26 +4,36 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/rbee-project/rbee/model/engine"
 )
 
 // LoadEngine loads path with rbee's pure-Go engine (model/engine) and
-// adapts it to Model. It is DefaultConfig's LoadFunc.
+// adapts it to Model. It is DefaultConfig's LoadFunc. The model's sessions
+// generate through one step loop (see batcher): concurrent generations
+// share each forward pass.
 func LoadEngine(path string, opts LoadOptions) (Model, error) {
 	m, err := engine.Load(path, engine.Options{Threads: opts.Threads, ContextSize: opts.ContextSize, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
-	return engineModel{m: m}, nil
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &engineModel{m: m, bt: newBatcher(m, log)}, nil
 }
 
 // engineModel adapts *engine.Model; the engine's methods are safe for
-// concurrent use, so the adapter adds no locking.
-type engineModel struct{ m *engine.Model }
+// concurrent use, and generations go through the batcher.
+type engineModel struct {
+	m  *engine.Model
+	bt *batcher
+}
 
-func (e engineModel) Info() ModelInfo {
+func (e *engineModel) Info() ModelInfo {
 	i := e.m.Info()
 	return ModelInfo{
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
@@ -32,12 +42,12 @@ func (e engineModel) Info() ModelInfo {
 	}
 }
 
-func (e engineModel) Encode(text string) []int32 {
+func (e *engineModel) Encode(text string) []int32 {
 	tok := e.m.Tokenizer()
 	return tok.Encode(text, tok.AddBOS(), true)
 }
 
-func (e engineModel) EncodeChat(ctx context.Context, msgs []Message) ([]int32, error) {
+func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message) ([]int32, error) {
 	em := make([]engine.Message, len(msgs))
 	for i, msg := range msgs {
 		em[i] = engine.Message{Role: msg.Role, Content: msg.Content}
@@ -49,20 +59,35 @@ func (e engineModel) EncodeChat(ctx context.Context, msgs []Message) ([]int32, e
 	return ids, err
 }
 
-func (e engineModel) NewSession() Session { return engineSession{s: e.m.NewSession()} }
+func (e *engineModel) NewSession() Session {
+	return engineSession{s: e.m.NewSession(), bt: e.bt, ctxLen: e.m.Info().ContextLength}
+}
 
-func (e engineModel) Close() error { return e.m.Close() }
+// Close stops the step loop, then releases the model.
+func (e *engineModel) Close() error {
+	e.bt.close()
+	return e.m.Close()
+}
 
-type engineSession struct{ s *engine.Session }
+type engineSession struct {
+	s      *engine.Session
+	bt     *batcher
+	ctxLen int
+}
 
 func (es engineSession) Embed(ctx context.Context, prompt []int32) ([]float32, error) {
 	return es.s.Embed(ctx, prompt)
 }
 
+func (es engineSession) CachedPrefix(prompt []int32) int { return es.s.CommonPrefix(prompt) }
+
+// Generate starts the request on the session and hands it to the step
+// loop; the tokens are emitted here, on the caller's goroutine, so a slow
+// emit (a slow client) delays only this request.
 func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error) {
 	sp := req.Sample
 	start := time.Now()
-	r, err := es.s.Generate(ctx, engine.GenerateRequest{
+	seq, err := es.s.Begin(engine.GenerateRequest{
 		Prompt:    req.Prompt,
 		MaxTokens: req.MaxTokens,
 		Stop:      req.Stop,
@@ -70,12 +95,34 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 			Temperature: sp.Temperature, TopK: sp.TopK, TopP: sp.TopP, MinP: sp.MinP,
 			RepeatPenalty: sp.RepeatPenalty, RepeatLastN: sp.RepeatLastN, Seed: sp.Seed,
 		},
-	}, func(t engine.Token) error {
-		return emit(Token{ID: t.ID, Text: t.Text, Index: t.Index})
 	})
-	if err != nil && (errors.Is(err, engine.ErrBadRequest) || errors.Is(err, engine.ErrContextOverflow) || errors.Is(err, engine.ErrEmptyPrompt)) {
-		err = fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	if err != nil {
+		if errors.Is(err, engine.ErrBadRequest) || errors.Is(err, engine.ErrContextOverflow) || errors.Is(err, engine.ErrEmptyPrompt) {
+			err = fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+		}
+		return Result{}, err
 	}
+	// Room for every token the generation can produce (the last one
+	// sampled when the context is full is emitted, not evaluated) plus the
+	// final text-only chunk: the loop never waits for this consumer.
+	most := es.ctxLen - len(req.Prompt) + 1
+	if req.MaxTokens > 0 {
+		most = min(most, req.MaxTokens)
+	}
+	j := &genJob{ctx: ctx, seq: seq, out: make(chan engine.Token, most+1)}
+	if !es.bt.submit(j) {
+		return Result{}, engine.ErrClosed
+	}
+	var emitErr error
+	for t := range j.out {
+		if emitErr != nil {
+			continue
+		}
+		if emitErr = emit(Token{ID: t.ID, Text: t.Text, Index: t.Index}); emitErr != nil {
+			j.abandoned.Store(true)
+		}
+	}
+	r := j.res
 	res := Result{
 		PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, StopReason: r.StopReason,
 		PromptDuration: r.PromptDuration, GenDuration: r.GenDuration,
@@ -85,5 +132,8 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 		// the prompt.
 		res.GenDuration = max(time.Since(start)-res.PromptDuration, time.Nanosecond)
 	}
-	return res, err
+	if emitErr != nil {
+		return res, emitErr
+	}
+	return res, j.err
 }

@@ -280,6 +280,8 @@ func (s gatedSession) Embed(ctx context.Context, prompt []int32) ([]float32, err
 	return s.inner.Embed(ctx, prompt)
 }
 
+func (s gatedSession) CachedPrefix(prompt []int32) int { return s.inner.CachedPrefix(prompt) }
+
 func (s gatedSession) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error) {
 	first := true
 	return s.inner.Generate(ctx, req, func(tk Token) error {

@@ -44,6 +44,10 @@ type Session interface {
 	// Embed returns the prompt's embedding: the model's final hidden
 	// states pooled (mean) over its tokens, L2-normalised.
 	Embed(ctx context.Context, prompt []int32) ([]float32, error)
+	// CachedPrefix returns how many leading tokens of prompt the session's
+	// cache holds (a Generate of prompt would not evaluate them again).
+	// Called only while the session is idle.
+	CachedPrefix(prompt []int32) int
 }
 
 // ModelInfo describes a loaded model (mirrors engine.Info).

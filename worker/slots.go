@@ -5,6 +5,12 @@ import (
 	"sync"
 )
 
+// minReusePrefix is the shortest cached prefix worth steering a request to
+// a slot for: every prompt shares its first tokens (BOS, the chat
+// template's header) with every other, and evicting another conversation's
+// cache to save a handful of prompt tokens is a bad trade.
+const minReusePrefix = 16
+
 // slot is one concurrent generation: an engine session whose KV cache is
 // reused from request to request.
 type slot struct {
@@ -32,11 +38,28 @@ func newSlotPool(slots []*slot, maxQueue int) *slotPool {
 
 // acquire returns a free slot, waiting in the queue if needed. It returns
 // ErrQueueFull when the queue is full, or ctx.Err() if ctx ends first.
-func (p *slotPool) acquire(ctx context.Context) (*slot, error) {
+func (p *slotPool) acquire(ctx context.Context) (*slot, error) { return p.acquireFor(ctx, nil) }
+
+// acquireFor is acquire for a generation of prompt. Of the free slots it
+// takes the one whose cache holds the longest prefix of prompt (earlier
+// turns of the same chat: that prefix is not evaluated again), if that
+// prefix is at least minReusePrefix tokens; otherwise the slot released
+// longest ago, so that the caches of recent conversations live longest. A
+// slot handed to a waiter is whichever was released.
+func (p *slotPool) acquireFor(ctx context.Context, prompt []int32) (*slot, error) {
 	p.mu.Lock()
 	if len(p.free) > 0 && len(p.waiters) == 0 {
-		s := p.free[len(p.free)-1]
-		p.free = p.free[:len(p.free)-1]
+		best, bestN := 0, 0
+		for i, s := range p.free {
+			if len(prompt) == 0 {
+				break
+			}
+			if n := s.session.CachedPrefix(prompt); n >= minReusePrefix && n > bestN {
+				best, bestN = i, n
+			}
+		}
+		s := p.free[best]
+		p.free = append(p.free[:best], p.free[best+1:]...)
 		p.mu.Unlock()
 		return s, nil
 	}

@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,6 +25,7 @@ import (
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/localcluster"
 	"github.com/rbee-project/rbee/worker/process"
+	"github.com/rbee-project/rbee/worker/servebench"
 )
 
 // startBenchCluster starts n local node processes in a temp dir.
@@ -381,4 +384,41 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// newBenchServeCmd returns `serve`: continuous-batching throughput of a
+// real worker process (package worker/servebench).
+func newBenchServeCmd() *cobra.Command {
+	cfg := servebench.Config{}
+	cmd := &cobra.Command{
+		Use:   "serve --model FILE.gguf [--concurrency N]...",
+		Short: "Aggregate generation tokens/s and time to first token of a worker at several concurrency levels, and the TTFT of a chat's second turn with and without prefix reuse (JSON)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfg.Model == "" {
+				return errors.New("--model is required")
+			}
+			bin, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			cfg.Binary = bin
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			res, err := servebench.Run(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), res)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Model, "model", "", "GGUF model file")
+	f.IntSliceVar(&cfg.Concurrency, "concurrency", []int{1, 4, 8, 16}, "concurrent clients (repeatable)")
+	f.IntVar(&cfg.Slots, "slots", 0, "worker slots (0: the largest concurrency)")
+	f.IntVar(&cfg.Threads, "threads", 0, "worker compute threads (0: all cores)")
+	f.IntVar(&cfg.MaxTokens, "max-tokens", servebench.DefaultMaxTokens, "tokens generated per request")
+	f.IntVar(&cfg.RequestsPerClient, "requests-per-client", servebench.DefaultRequestsPerClient, "requests each client sends per level")
+	f.IntVar(&cfg.Rounds, "rounds", 1, "times every level is run, interleaved (the median tokens/s is reported)")
+	f.IntVar(&cfg.ReuseWords, "reuse-words", servebench.DefaultReuseWords, "words of the long first chat turn of the prefix-reuse measurement (-1: skip it)")
+	return cmd
 }

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -95,5 +97,47 @@ func TestBenchAndInspect(t *testing.T) {
 		if e.Key == "tokenizer.ggml.tokens" {
 			require.Contains(t, e.Summary, "(512 elements)")
 		}
+	}
+}
+
+// BenchmarkBatchDecode measures one batched decode step of 1, 4, 8 and 16
+// sequences at a short context (the worker's continuous batching);
+// tokens/s counts all sequences. RBEE_BENCH_MODEL selects a model file
+// instead of the synthetic Q4_K one.
+func BenchmarkBatchDecode(b *testing.B) {
+	for _, n := range []int{1, 4, 8, 16} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var m *Model
+			if p := os.Getenv("RBEE_BENCH_MODEL"); p != "" {
+				var err error
+				m, err = Load(p, Options{ContextSize: 512})
+				require.NoError(b, err)
+				b.Cleanup(func() { m.Close() })
+			} else {
+				m = benchModel(b, quant.Q4_K)
+			}
+			batch := m.NewBatch()
+			plan := make([]segment, n)
+			for i := range plan {
+				s := m.NewSession()
+				s.ensureKV(256)
+				plan[i] = segment{s: s, ids: s.one[:], logits: true}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				for k := range plan {
+					s := plan[k].s
+					if len(s.tokens)+1 > 256 {
+						s.Reset()
+					}
+					s.one[0] = int32((i + k) % m.hp.vocab)
+				}
+				if err := batch.forward(plan); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
 	}
 }

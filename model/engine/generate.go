@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/rbee-project/rbee/model/tokenizer"
 )
 
 // GenerateRequest is one completion request.
@@ -51,6 +53,14 @@ type Result struct {
 	GenDuration      time.Duration
 }
 
+// prefillChunk bounds the prompt rows of one Batch step (all prefilling
+// sequences together): a newcomer's prompt is evaluated in chunks of at most
+// this many tokens, each in one step with the decoding sequences' rows, so
+// the decoders wait at most one chunk's forward pass for it. 128 is the
+// single-session prompt batch: weights are streamed once per 128 prompt
+// tokens either way.
+const prefillChunk = promptBatch
+
 // Generate evaluates req.Prompt and samples up to req.MaxTokens tokens,
 // calling emit for each in order. It stops at an end-of-generation token
 // (not emitted), a stop string, MaxTokens, a full context, ctx cancellation
@@ -59,108 +69,218 @@ type Result struct {
 //
 // The Session's cache keeps the evaluated tokens: when the next prompt
 // starts with them, only the new suffix is evaluated.
-func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (res Result, err error) {
+//
+// Generate is the one-sequence case of Begin and Batch.Step, run on the
+// Session's own Batch.
+func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error) {
+	q, err := s.Begin(req)
+	if err != nil {
+		return Result{}, err
+	}
+	seqs := []*Sequence{q}
+	for !q.done {
+		if err := ctx.Err(); err != nil {
+			q.Cancel()
+			return q.res, err
+		}
+		if err := s.b.Step(seqs); err != nil {
+			return q.res, err
+		}
+		for _, t := range q.out {
+			if err := emit(t); err != nil {
+				return q.res, err
+			}
+		}
+	}
+	return q.res, nil
+}
+
+// Sequence is one generation in progress on a Session: Begin starts it and
+// Batch.Step advances it, together with the sequences of other Sessions,
+// one prompt chunk or one token per step. The Session must not be used in
+// any other way until the Sequence is done (or cancelled).
+type Sequence struct {
+	s      *Session
+	req    GenerateRequest
+	prompt []int32 // the part of the prompt not in the cache when it began
+	pi     int     // prompt tokens evaluated so far
+	next   int32   // sampled, emitted, not yet evaluated
+	dec    *tokenizer.StreamDecoder
+	st     stopper
+	out    []Token // produced by the last step
+	done   bool
+	res    Result
+	start  time.Time
+	gen    time.Time
+}
+
+// Begin validates req and starts a generation on s; the cached prefix of
+// the prompt is reused (at least one token is evaluated for logits). Bad
+// requests (empty prompt, token ids outside the vocabulary, a prompt that
+// leaves no room in the context, bad sampling parameters or stop strings)
+// are errors wrapping ErrEmptyPrompt, ErrBadRequest or ErrContextOverflow
+// that leave the Session as it was.
+func (s *Session) Begin(req GenerateRequest) (*Sequence, error) {
 	hp := &s.m.hp
 	if len(req.Prompt) == 0 {
-		return res, ErrEmptyPrompt
+		return nil, ErrEmptyPrompt
 	}
 	if req.MaxTokens < 0 {
-		return res, fmt.Errorf("%w: max_tokens %d must be >= 0", ErrBadRequest, req.MaxTokens)
+		return nil, fmt.Errorf("%w: max_tokens %d must be >= 0", ErrBadRequest, req.MaxTokens)
 	}
 	if err := req.Sample.validate(); err != nil {
-		return res, err
+		return nil, err
 	}
 	for _, st := range req.Stop {
 		if st == "" {
-			return res, fmt.Errorf("%w: empty stop string", ErrBadRequest)
+			return nil, fmt.Errorf("%w: empty stop string", ErrBadRequest)
 		}
 	}
-	for _, id := range req.Prompt {
-		if id < 0 || int(id) >= hp.vocab {
-			return res, fmt.Errorf("%w: prompt token id %d outside vocabulary of %d", ErrBadRequest, id, hp.vocab)
-		}
+	if err := s.checkIDs(req.Prompt, "prompt "); err != nil {
+		return nil, err
 	}
 	if len(req.Prompt)+1 > hp.nCtx {
-		return res, fmt.Errorf("%w: %d prompt tokens + 1 > context %d", ErrContextOverflow, len(req.Prompt), hp.nCtx)
+		return nil, fmt.Errorf("%w: %d prompt tokens + 1 > context %d", ErrContextOverflow, len(req.Prompt), hp.nCtx)
 	}
-	res.PromptTokens = len(req.Prompt)
-
-	// Reuse the cached prefix; at least one token is evaluated for logits.
-	common := 0
-	for common < len(s.tokens) && common < len(req.Prompt) && s.tokens[common] == req.Prompt[common] {
-		common++
-	}
-	if common == len(req.Prompt) {
-		common--
-	}
+	common := s.CommonPrefix(req.Prompt)
 	s.tokens = s.tokens[:common]
-
-	start := time.Now()
-	var logits []float32
-	logits, err = s.eval(ctx, req.Prompt[common:])
-	res.PromptDuration = time.Since(start)
-	if err != nil {
-		s.tokens = s.tokens[:common] // partial chunks are not trusted
-		if ctx.Err() != nil {
-			res.StopReason = StopCancelled
-		}
-		return res, err
-	}
 	s.smp.reseed(req.Sample.Seed)
-	dec := s.m.tok.NewStreamDecoder()
-	st := stopper{stops: req.Stop}
-	genStart := time.Now()
-	defer func() { res.GenDuration = time.Since(genStart) }()
-	for {
-		if err := ctx.Err(); err != nil {
-			res.StopReason = StopCancelled
-			return res, err
+	return &Sequence{
+		s: s, req: req, prompt: req.Prompt[common:],
+		dec:   s.m.tok.NewStreamDecoder(),
+		st:    stopper{stops: req.Stop},
+		out:   make([]Token, 0, 2),
+		res:   Result{PromptTokens: len(req.Prompt)},
+		start: time.Now(),
+	}, nil
+}
+
+// Session returns the Session the sequence runs on.
+func (q *Sequence) Session() *Session { return q.s }
+
+// Tokens returns what the last Step produced: nothing (a prompt chunk), one
+// token, and at the end possibly a final text-only Token (ID -1). The slice
+// is reused by the next Step.
+func (q *Sequence) Tokens() []Token { return q.out }
+
+// Done reports whether the generation has ended; Result then says why.
+func (q *Sequence) Done() bool { return q.done }
+
+// Result returns the generation's summary so far.
+func (q *Sequence) Result() Result { return q.res }
+
+// Prefilling reports whether part of the prompt is still to be evaluated.
+func (q *Sequence) Prefilling() bool { return q.pi < len(q.prompt) }
+
+// Cancel ends the generation with StopReason "cancelled". The tokens
+// evaluated so far stay in the Session's cache.
+func (q *Sequence) Cancel() {
+	if q.done {
+		return
+	}
+	q.out = q.out[:0]
+	q.done = true
+	q.res.StopReason = StopCancelled
+	q.timeGen()
+}
+
+func (q *Sequence) timeGen() {
+	if !q.gen.IsZero() {
+		q.res.GenDuration = time.Since(q.gen)
+	}
+}
+
+// Step runs one forward pass for seqs (sequences of distinct Sessions of
+// this Batch's Model; done ones are skipped): a decoding sequence adds the
+// token it sampled last, a prefilling one the next chunk of its prompt
+// (prefillChunk tokens at most for all of them together, given in the
+// order of seqs; those left out wait for a later step). Every sequence that
+// has evaluated its whole prompt then samples its next token; see Tokens
+// and Done. An error (ErrClosed) leaves the sequences unchanged.
+func (b *Batch) Step(seqs []*Sequence) error {
+	b.plan = b.plan[:0]
+	budget := prefillChunk
+	for _, q := range seqs {
+		q.out = q.out[:0]
+		if q.done {
+			continue
 		}
-		id := s.smp.sample(logits, req.Sample, s.tokens)
-		if s.m.tok.IsEOG(id) {
-			res.StopReason = StopEOS
-			break
-		}
-		text, hit := st.push(dec.Next(id))
-		idx := res.CompletionTokens
-		res.CompletionTokens++
-		if err := emit(Token{ID: id, Text: text, Index: idx}); err != nil {
-			return res, err
-		}
-		if hit {
-			res.StopReason = StopString
-			return res, nil
-		}
-		if req.MaxTokens > 0 && res.CompletionTokens >= req.MaxTokens {
-			res.StopReason = StopLength
-			break
-		}
-		if len(s.tokens)+1 > hp.nCtx {
-			res.StopReason = StopLength
-			break
-		}
-		s.one[0] = id
-		if logits, err = s.eval(ctx, s.one[:]); err != nil {
-			if ctx.Err() != nil {
-				res.StopReason = StopCancelled
+		if q.pi < len(q.prompt) {
+			n := min(len(q.prompt)-q.pi, budget)
+			if n == 0 {
+				continue
 			}
-			return res, err
+			budget -= n
+			b.plan = append(b.plan, segment{s: q.s, ids: q.prompt[q.pi : q.pi+n], logits: q.pi+n == len(q.prompt), q: q})
+			continue
+		}
+		q.s.one[0] = q.next
+		b.plan = append(b.plan, segment{s: q.s, ids: q.s.one[:], logits: true, q: q})
+	}
+	if len(b.plan) == 0 {
+		return nil
+	}
+	if err := b.forward(b.plan); err != nil {
+		return err
+	}
+	for i := range b.plan {
+		sg := &b.plan[i]
+		q := sg.q
+		if q.pi < len(q.prompt) {
+			q.pi += len(sg.ids)
+			if q.pi == len(q.prompt) {
+				q.res.PromptDuration = time.Since(q.start)
+				q.gen = time.Now()
+			}
+		}
+		if sg.logits {
+			q.sample(b.logitsOf(sg))
 		}
 	}
-	// Flush what the decoder and the stop matcher still hold.
-	rest, hit := st.push(dec.Flush())
+	return nil
+}
+
+// sample picks the next token from logits and applies the stop rules: the
+// body of the generation loop.
+func (q *Sequence) sample(logits []float32) {
+	s := q.s
+	id := s.smp.sample(logits, q.req.Sample, s.tokens)
+	if s.m.tok.IsEOG(id) {
+		q.finish(StopEOS)
+		return
+	}
+	text, hit := q.st.push(q.dec.Next(id))
+	q.out = append(q.out, Token{ID: id, Text: text, Index: q.res.CompletionTokens})
+	q.res.CompletionTokens++
+	switch {
+	case hit:
+		q.done = true
+		q.res.StopReason = StopString
+		q.timeGen()
+	case q.req.MaxTokens > 0 && q.res.CompletionTokens >= q.req.MaxTokens,
+		len(s.tokens)+1 > s.m.hp.nCtx:
+		q.finish(StopLength)
+	default:
+		q.next = id
+	}
+}
+
+// finish ends the generation, flushing what the decoder and the stop
+// matcher still hold as a final text-only Token.
+func (q *Sequence) finish(reason string) {
+	rest, hit := q.st.push(q.dec.Flush())
 	if !hit {
-		rest += st.held
+		rest += q.st.held
 	}
 	if hit {
-		res.StopReason = StopString
+		reason = StopString
 	}
 	if rest != "" {
-		if err := emit(Token{ID: -1, Text: rest, Index: res.CompletionTokens}); err != nil {
-			return res, err
-		}
+		q.out = append(q.out, Token{ID: -1, Text: rest, Index: q.res.CompletionTokens})
 	}
-	return res, nil
+	q.done = true
+	q.res.StopReason = reason
+	q.timeGen()
 }
 
 // stopper holds back decoded text that might begin a stop string and

@@ -91,7 +91,7 @@ type Model struct {
 	pool   *quant.Pool
 	log    *slog.Logger
 
-	// computeMu serialises forward passes of concurrent Sessions: a
+	// computeMu serialises forward passes (of Sessions and Batches): a
 	// quant.Pool runs one MatMul at a time, and one forward pass already
 	// uses every thread.
 	computeMu sync.Mutex

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-
-	"github.com/rbee-project/rbee/model/quant"
 )
 
 // promptBatch is the most tokens one forward pass processes. Prompts are
@@ -29,10 +27,11 @@ const parallelAttention = 1 << 16
 const minKVTokens = 64
 
 // Session is one conversation state: the tokens evaluated so far and their
-// KV cache, plus preallocated scratch buffers, so that decoding a token
-// allocates nothing. A Session must be used by one goroutine at a time; many
-// Sessions may run concurrently on one Model (their forward passes are
-// serialised, each using all of the Model's threads).
+// KV cache, plus the scratch of its own forward passes, so that decoding a
+// token allocates nothing. A Session must be used by one goroutine at a
+// time; many Sessions may run concurrently on one Model (their forward
+// passes are serialised, each using all of the Model's threads), or advance
+// together, one forward pass for all, through a Batch (see Begin).
 type Session struct {
 	m      *Model
 	tokens []int32     // evaluated tokens; the KV cache holds exactly these
@@ -40,15 +39,11 @@ type Session struct {
 	vc     [][]float32 // per layer: kvDim × capTok values, transposed (row per dimension)
 	capTok int
 
-	batchCap                          int
-	x, xb, xb2, q, k, v, att, hb, hb2 []float32
-	logits                            []float32
-	scores                            []float32 // threads × nCtx attention weights
-	aLayer, aPos0                     int       // arguments of the running attention
-	attnFn                            func(worker, start, end int)
-	swigluFn                          func(worker, start, end int) // SwiGLU over elements [start, end) of hb, hb2
-	smp                               *sampler
-	one                               [1]int32 // the decode step's input, kept here so it does not escape
+	b      *Batch    // scratch of this Session's own forward passes (eval)
+	segs   []segment // eval's one segment, kept so that it does not escape
+	logits []float32 // the logits of the last eval, a view into b
+	smp    *sampler
+	one    [1]int32 // the decode step's input, kept here so it does not escape
 	// pooled, while Embed runs, sums the final-normed hidden state of
 	// every evaluated token.
 	pooled []float32
@@ -57,18 +52,15 @@ type Session struct {
 // NewSession returns a Session with an empty KV cache.
 func (m *Model) NewSession() *Session {
 	hp := &m.hp
-	s := &Session{
+	return &Session{
 		m:      m,
 		tokens: make([]int32, 0, hp.nCtx),
 		kc:     make([][]float32, hp.nLayer),
 		vc:     make([][]float32, hp.nLayer),
-		logits: make([]float32, hp.vocab),
-		scores: make([]float32, m.pool.Threads()*hp.nCtx),
+		b:      m.NewBatch(),
+		segs:   make([]segment, 1),
 		smp:    newSampler(hp.vocab),
 	}
-	s.attnFn = s.attention
-	s.swigluFn = func(_, start, end int) { swiglu(s.hb[start:end], s.hb2[start:end]) }
-	return s
 }
 
 // Embed returns the embedding of a prompt: the mean over its tokens of the
@@ -107,22 +99,24 @@ func (s *Session) Reset() { s.tokens = s.tokens[:0] }
 // the next call.
 func (s *Session) Tokens() []int32 { return s.tokens }
 
-func (s *Session) ensureBatch(n int) {
-	if n <= s.batchCap {
-		return
+// CommonPrefix returns how many leading tokens of prompt the cache already
+// holds: what a generation of prompt on this Session would not evaluate
+// again (at most len(prompt)-1, since the last token is always evaluated
+// for its logits).
+func (s *Session) CommonPrefix(prompt []int32) int {
+	n := commonPrefix(s.tokens, prompt)
+	if n > 0 && n == len(prompt) {
+		n--
 	}
-	hp := &s.m.hp
-	qDim, kvDim := hp.nHead*hp.headDim, hp.nHeadKV*hp.headDim
-	s.batchCap = n
-	s.x = make([]float32, n*hp.dim)
-	s.xb = make([]float32, n*max(hp.dim, qDim))
-	s.xb2 = make([]float32, n*hp.dim)
-	s.q = make([]float32, n*qDim)
-	s.k = make([]float32, n*kvDim)
-	s.v = make([]float32, n*kvDim)
-	s.att = make([]float32, n*qDim)
-	s.hb = make([]float32, n*hp.ff)
-	s.hb2 = make([]float32, n*hp.ff)
+	return n
+}
+
+func commonPrefix(a, b []int32) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
 }
 
 func (s *Session) ensureKV(nTok int) {
@@ -148,6 +142,16 @@ func (s *Session) ensureKV(nTok int) {
 	s.capTok = c
 }
 
+// checkIDs refuses token ids outside the vocabulary.
+func (s *Session) checkIDs(ids []int32, what string) error {
+	for _, id := range ids {
+		if id < 0 || int(id) >= s.m.hp.vocab {
+			return fmt.Errorf("%w: %stoken id %d outside vocabulary of %d", ErrBadRequest, what, id, s.m.hp.vocab)
+		}
+	}
+	return nil
+}
+
 // eval appends ids to the evaluated tokens and returns the logits that
 // predict the token after the last of them. The slice is owned by the
 // Session and valid until the next call.
@@ -159,159 +163,22 @@ func (s *Session) eval(ctx context.Context, ids []int32) ([]float32, error) {
 	if len(s.tokens)+len(ids) > hp.nCtx {
 		return nil, fmt.Errorf("%w: %d cached + %d new tokens > context %d", ErrContextOverflow, len(s.tokens), len(ids), hp.nCtx)
 	}
-	for _, id := range ids {
-		if id < 0 || int(id) >= hp.vocab {
-			return nil, fmt.Errorf("%w: token id %d outside vocabulary of %d", ErrBadRequest, id, hp.vocab)
-		}
+	if err := s.checkIDs(ids, ""); err != nil {
+		return nil, err
 	}
-	s.ensureKV(len(s.tokens) + len(ids))
 	for len(ids) > 0 {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		n := min(len(ids), promptBatch)
-		if err := s.forward(ids[:n], len(ids) == n); err != nil {
+		s.segs[0] = segment{s: s, ids: ids[:n], logits: len(ids) == n}
+		if err := s.b.forward(s.segs); err != nil {
 			return nil, err
 		}
 		ids = ids[n:]
 	}
+	s.logits = s.b.logitsOf(&s.segs[0])
 	return s.logits, nil
-}
-
-// forward runs the transformer over one batch of tokens at positions
-// len(s.tokens)…, appends their keys and values to the cache and, when
-// wantLogits, computes the logits of the last token into s.logits.
-func (s *Session) forward(ids []int32, wantLogits bool) error {
-	m := s.m
-	m.computeMu.Lock()
-	defer m.computeMu.Unlock()
-	if m.closed.Load() {
-		return ErrClosed
-	}
-	hp := &m.hp
-	n := len(ids)
-	s.ensureBatch(n)
-	dim, hd := hp.dim, hp.headDim
-	qDim, kvDim := hp.nHead*hd, hp.nHeadKV*hd
-	pos0 := len(s.tokens)
-	pool := m.pool
-
-	rb, err := m.embd.Type.RowBytes(dim)
-	if err != nil {
-		return err
-	}
-	for i, id := range ids {
-		row := m.embd.Data[int(id)*rb : (int(id)+1)*rb]
-		if err := quant.Dequantize(m.embd.Type, row, s.x[i*dim:(i+1)*dim]); err != nil {
-			return fmt.Errorf("engine: embedding row %d: %w", id, err)
-		}
-	}
-	x, xb, xb2 := s.x[:n*dim], s.xb[:n*dim], s.xb2[:n*dim]
-	q, k, v := s.q[:n*qDim], s.k[:n*kvDim], s.v[:n*kvDim]
-	att, hb, hb2 := s.att[:n*qDim], s.hb[:n*hp.ff], s.hb2[:n*hp.ff]
-	for li := range m.layers {
-		l := &m.layers[li]
-		for i := 0; i < n; i++ {
-			rmsNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.attnNorm, hp.eps)
-		}
-		quant.MatMul(pool, q, l.wq, xb, n)
-		quant.MatMul(pool, k, l.wk, xb, n)
-		quant.MatMul(pool, v, l.wv, xb, n)
-		addBias(q, l.bq)
-		addBias(k, l.bk)
-		addBias(v, l.bv)
-		kc, vc := s.kc[li], s.vc[li]
-		for i := 0; i < n; i++ {
-			pos := pos0 + i
-			for h := 0; h < hp.nHead; h++ {
-				m.rope.apply(q[i*qDim+h*hd:i*qDim+(h+1)*hd], pos)
-			}
-			for h := 0; h < hp.nHeadKV; h++ {
-				m.rope.apply(k[i*kvDim+h*hd:i*kvDim+(h+1)*hd], pos)
-			}
-		}
-		copy(kc[pos0*kvDim:(pos0+n)*kvDim], k)
-		for i := 0; i < n; i++ {
-			for r, val := range v[i*kvDim : (i+1)*kvDim] {
-				vc[r*s.capTok+pos0+i] = val
-			}
-		}
-		s.aLayer, s.aPos0 = li, pos0
-		if work := n * hp.nHead * (pos0 + n) * hd; work >= parallelAttention {
-			pool.Run(n*hp.nHead, s.attnFn)
-		} else {
-			s.attention(0, 0, n*hp.nHead)
-		}
-		quant.MatMul(pool, xb2, l.wo, att, n)
-		addTo(x, xb2)
-		for i := 0; i < n; i++ {
-			rmsNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.ffnNorm, hp.eps)
-		}
-		quant.MatMul(pool, hb, l.wGate, xb, n)
-		quant.MatMul(pool, hb2, l.wUp, xb, n)
-		if len(hb) >= parallelSwiGLU {
-			pool.Run(len(hb), s.swigluFn)
-		} else {
-			swiglu(hb, hb2)
-		}
-		quant.MatMul(pool, xb2, l.wDown, hb, n)
-		addTo(x, xb2)
-	}
-	if s.pooled != nil {
-		for i := 0; i < n; i++ {
-			rmsNorm(xb[:dim], x[i*dim:(i+1)*dim], m.outN, hp.eps)
-			addTo(s.pooled, xb[:dim])
-		}
-	}
-	s.tokens = append(s.tokens, ids...)
-	if wantLogits {
-		last := x[(n-1)*dim : n*dim]
-		rmsNorm(xb[:dim], last, m.outN, hp.eps)
-		quant.MatMul(pool, s.logits, m.output, xb[:dim], 1)
-	}
-	return nil
-}
-
-// attention computes causal softmax attention for the (token, head) pairs
-// [start, end) of the running forward pass. worker selects the score buffer.
-func (s *Session) attention(worker, start, end int) {
-	hp := &s.m.hp
-	hd := hp.headDim
-	group := hp.nHead / hp.nHeadKV
-	qDim, kvDim := hp.nHead*hd, hp.nHeadKV*hd
-	kc, vc := s.kc[s.aLayer], s.vc[s.aLayer]
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	sc := s.scores[worker*hp.nCtx : (worker+1)*hp.nCtx]
-	for t := start; t < end; t++ {
-		i, h := t/hp.nHead, t%hp.nHead
-		pos := s.aPos0 + i
-		q := s.q[i*qDim+h*hd : i*qDim+(h+1)*hd]
-		ko := (h / group) * hd
-		mx := float32(math.Inf(-1))
-		for j := 0; j <= pos; j++ {
-			d := quant.DotF32(q, kc[j*kvDim+ko:j*kvDim+ko+hd]) * scale
-			sc[j] = d
-			if d > mx {
-				mx = d
-			}
-		}
-		var sum float64
-		for j := 0; j <= pos; j++ {
-			e := float32(math.Exp(float64(sc[j] - mx)))
-			sc[j] = e
-			sum += float64(e)
-		}
-		inv := float32(1 / sum)
-		w := sc[:pos+1]
-		for j := range w {
-			w[j] *= inv
-		}
-		out := s.att[i*qDim+h*hd : i*qDim+(h+1)*hd]
-		for d := range out {
-			row := (ko + d) * s.capTok
-			out[d] = quant.DotF32(w, vc[row:row+pos+1])
-		}
-	}
 }
 
 // rmsNorm writes x·w/√(mean(x²)+eps) to dst, summing in float64 like ggml.

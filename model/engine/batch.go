@@ -1,0 +1,246 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/rbee-project/rbee/model/quant"
+)
+
+// segment is one Session's rows in a forward pass: ids are evaluated at
+// positions len(s.tokens)… and appended to its cache.
+type segment struct {
+	s      *Session
+	ids    []int32
+	logits bool // compute the logits of the last row
+	q      *Sequence
+
+	// Set by forward.
+	pos0, row0 int
+	lrow       int // row of the logits buffer, when logits
+}
+
+// Batch holds the scratch of forward passes that evaluate rows of several
+// Sessions at once: every weight product runs once over all rows, so the
+// weights are streamed from memory once per step whatever the number of
+// sequences; RoPE, the KV append and attention run per row against that
+// row's Session. The buffers grow to the largest step seen and are reused,
+// so steady-state steps allocate nothing. A Batch is used by one goroutine
+// at a time; forward passes of different Batches on one Model are
+// serialised.
+type Batch struct {
+	m *Model
+
+	rowCap, logitCap                  int
+	x, xb, xb2, q, k, v, att, hb, hb2 []float32
+	lx                                []float32 // final-normed rows that want logits
+	logits                            []float32 // logitCap × vocab
+	rowSeg                            []int32   // segment of each row
+	scores                            []float32 // threads × nCtx attention weights
+	segs                              []segment // the running forward pass
+	plan                              []segment // Step's segments, reused
+	aLayer                            int       // layer of the running attention
+	attnFn                            func(worker, start, end int)
+	swigluFn                          func(worker, start, end int) // SwiGLU over elements [start, end) of hb, hb2
+}
+
+// NewBatch returns an empty Batch for m.
+func (m *Model) NewBatch() *Batch {
+	b := &Batch{m: m, scores: make([]float32, m.pool.Threads()*m.hp.nCtx)}
+	b.attnFn = b.attention
+	b.swigluFn = func(_, start, end int) { swiglu(b.hb[start:end], b.hb2[start:end]) }
+	return b
+}
+
+func (b *Batch) ensureRows(n, nLogits int) {
+	hp := &b.m.hp
+	if n > b.rowCap {
+		qDim, kvDim := hp.nHead*hp.headDim, hp.nHeadKV*hp.headDim
+		b.rowCap = n
+		b.x = make([]float32, n*hp.dim)
+		b.xb = make([]float32, n*max(hp.dim, qDim))
+		b.xb2 = make([]float32, n*hp.dim)
+		b.q = make([]float32, n*qDim)
+		b.k = make([]float32, n*kvDim)
+		b.v = make([]float32, n*kvDim)
+		b.att = make([]float32, n*qDim)
+		b.hb = make([]float32, n*hp.ff)
+		b.hb2 = make([]float32, n*hp.ff)
+		b.rowSeg = make([]int32, n)
+	}
+	if nLogits > b.logitCap {
+		b.logitCap = nLogits
+		b.lx = make([]float32, nLogits*hp.dim)
+		b.logits = make([]float32, nLogits*hp.vocab)
+	}
+}
+
+// logitsOf returns the logits the last forward pass computed for sg.
+func (b *Batch) logitsOf(sg *segment) []float32 {
+	v := b.m.hp.vocab
+	return b.logits[sg.lrow*v : (sg.lrow+1)*v]
+}
+
+// forward runs the transformer over the rows of segs (each Session at most
+// once), appends their keys and values to their caches and computes the
+// logits of the last row of each segment that asks for them. The callers
+// have checked the ids and that every segment fits its context.
+func (b *Batch) forward(segs []segment) error {
+	m := b.m
+	m.computeMu.Lock()
+	defer m.computeMu.Unlock()
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	hp := &m.hp
+	n, nl, work := 0, 0, 0
+	for i := range segs {
+		sg := &segs[i]
+		sg.pos0, sg.row0 = len(sg.s.tokens), n
+		sg.s.ensureKV(sg.pos0 + len(sg.ids))
+		n += len(sg.ids)
+		work += len(sg.ids) * (sg.pos0 + len(sg.ids))
+		if sg.logits {
+			sg.lrow = nl
+			nl++
+		}
+	}
+	b.ensureRows(n, nl)
+	b.segs = segs
+	defer func() { b.segs = nil }()
+	dim, hd := hp.dim, hp.headDim
+	qDim, kvDim := hp.nHead*hd, hp.nHeadKV*hd
+	pool := m.pool
+
+	rb, err := m.embd.Type.RowBytes(dim)
+	if err != nil {
+		return err
+	}
+	for si := range segs {
+		sg := &segs[si]
+		for j, id := range sg.ids {
+			i := sg.row0 + j
+			b.rowSeg[i] = int32(si)
+			row := m.embd.Data[int(id)*rb : (int(id)+1)*rb]
+			if err := quant.Dequantize(m.embd.Type, row, b.x[i*dim:(i+1)*dim]); err != nil {
+				return fmt.Errorf("engine: embedding row %d: %w", id, err)
+			}
+		}
+	}
+	x, xb, xb2 := b.x[:n*dim], b.xb[:n*dim], b.xb2[:n*dim]
+	q, k, v := b.q[:n*qDim], b.k[:n*kvDim], b.v[:n*kvDim]
+	att, hb, hb2 := b.att[:n*qDim], b.hb[:n*hp.ff], b.hb2[:n*hp.ff]
+	for li := range m.layers {
+		l := &m.layers[li]
+		for i := 0; i < n; i++ {
+			rmsNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.attnNorm, hp.eps)
+		}
+		quant.MatMul(pool, q, l.wq, xb, n)
+		quant.MatMul(pool, k, l.wk, xb, n)
+		quant.MatMul(pool, v, l.wv, xb, n)
+		addBias(q, l.bq)
+		addBias(k, l.bk)
+		addBias(v, l.bv)
+		for si := range segs {
+			sg := &segs[si]
+			kc, vc, capTok := sg.s.kc[li], sg.s.vc[li], sg.s.capTok
+			for j := range sg.ids {
+				i, pos := sg.row0+j, sg.pos0+j
+				for h := 0; h < hp.nHead; h++ {
+					m.rope.apply(q[i*qDim+h*hd:i*qDim+(h+1)*hd], pos)
+				}
+				for h := 0; h < hp.nHeadKV; h++ {
+					m.rope.apply(k[i*kvDim+h*hd:i*kvDim+(h+1)*hd], pos)
+				}
+				copy(kc[pos*kvDim:(pos+1)*kvDim], k[i*kvDim:(i+1)*kvDim])
+				for r, val := range v[i*kvDim : (i+1)*kvDim] {
+					vc[r*capTok+pos] = val
+				}
+			}
+		}
+		b.aLayer = li
+		if work*hp.nHead*hd >= parallelAttention {
+			pool.Run(n*hp.nHead, b.attnFn)
+		} else {
+			b.attention(0, 0, n*hp.nHead)
+		}
+		quant.MatMul(pool, xb2, l.wo, att, n)
+		addTo(x, xb2)
+		for i := 0; i < n; i++ {
+			rmsNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.ffnNorm, hp.eps)
+		}
+		quant.MatMul(pool, hb, l.wGate, xb, n)
+		quant.MatMul(pool, hb2, l.wUp, xb, n)
+		if len(hb) >= parallelSwiGLU {
+			pool.Run(len(hb), b.swigluFn)
+		} else {
+			swiglu(hb, hb2)
+		}
+		quant.MatMul(pool, xb2, l.wDown, hb, n)
+		addTo(x, xb2)
+	}
+	for si := range segs {
+		sg := &segs[si]
+		s := sg.s
+		if s.pooled != nil {
+			for j := range sg.ids {
+				i := sg.row0 + j
+				rmsNorm(xb[:dim], x[i*dim:(i+1)*dim], m.outN, hp.eps)
+				addTo(s.pooled, xb[:dim])
+			}
+		}
+		s.tokens = append(s.tokens, sg.ids...)
+		if sg.logits {
+			last := sg.row0 + len(sg.ids) - 1
+			rmsNorm(b.lx[sg.lrow*dim:(sg.lrow+1)*dim], x[last*dim:(last+1)*dim], m.outN, hp.eps)
+		}
+	}
+	if nl > 0 {
+		quant.MatMul(pool, b.logits, m.output, b.lx[:nl*dim], nl)
+	}
+	return nil
+}
+
+// attention computes causal softmax attention for the (row, head) pairs
+// [start, end) of the running forward pass, each row against its own
+// Session's cache. worker selects the score buffer.
+func (b *Batch) attention(worker, start, end int) {
+	hp := &b.m.hp
+	hd := hp.headDim
+	group := hp.nHead / hp.nHeadKV
+	qDim, kvDim := hp.nHead*hd, hp.nHeadKV*hd
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	sc := b.scores[worker*hp.nCtx : (worker+1)*hp.nCtx]
+	for t := start; t < end; t++ {
+		i, h := t/hp.nHead, t%hp.nHead
+		sg := &b.segs[b.rowSeg[i]]
+		pos := sg.pos0 + i - sg.row0
+		kc, vc, capTok := sg.s.kc[b.aLayer], sg.s.vc[b.aLayer], sg.s.capTok
+		q := b.q[i*qDim+h*hd : i*qDim+(h+1)*hd]
+		ko := (h / group) * hd
+		mx := float32(math.Inf(-1))
+		for j := 0; j <= pos; j++ {
+			d := quant.DotF32(q, kc[j*kvDim+ko:j*kvDim+ko+hd]) * scale
+			sc[j] = d
+			if d > mx {
+				mx = d
+			}
+		}
+		var sum float64
+		for j := 0; j <= pos; j++ {
+			e := float32(math.Exp(float64(sc[j] - mx)))
+			sc[j] = e
+			sum += float64(e)
+		}
+		inv := float32(1 / sum)
+		w := sc[:pos+1]
+		for j := range w {
+			w[j] *= inv
+		}
+		out := b.att[i*qDim+h*hd : i*qDim+(h+1)*hd]
+		for d := range out {
+			row := (ko + d) * capTok
+			out[d] = quant.DotF32(w, vc[row:row+pos+1])
+		}
+	}
+}

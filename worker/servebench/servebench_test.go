@@ -1,0 +1,74 @@
+package servebench
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestRun builds the worker, benchmarks it on the test model at two
+// levels and checks the report: every request answered, tokens counted,
+// TTFTs measured for both second turns of the prefix-reuse measurement
+// (their speed is the benchmark's to report, not a test's to assert).
+func TestRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a binary and runs a worker process")
+	}
+	bin := filepath.Join(t.TempDir(), "rbee-worker")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/rbee-worker")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Config{
+		Binary: bin, Model: "../../testdata/model/stories260K.gguf",
+		Concurrency: []int{1, 3}, Threads: 1, MaxTokens: 8, RequestsPerClient: 1, Rounds: 2, ReuseWords: 150,
+	})
+	require.NoError(t, err)
+	require.Equal(t, 3, res.Slots)
+	require.Len(t, res.Levels, 2)
+	for i, lv := range res.Levels {
+		require.Zero(t, lv.Errors, lv.FirstError)
+		require.Equal(t, lv.Concurrency*2, lv.Requests, "one request per client and round")
+		require.Len(t, lv.Rounds, 2)
+		require.Positive(t, lv.GenTokens)
+		require.Positive(t, lv.TokensPerSecond)
+		require.Positive(t, lv.TTFTMedianMs)
+		require.GreaterOrEqual(t, lv.TTFTP95Ms, lv.TTFTMedianMs)
+		require.Positive(t, lv.PromptTokens)
+		if i == 0 {
+			require.Equal(t, 1.0, lv.RatioToFirst)
+		}
+	}
+	r := res.PrefixReuse
+	require.NotNil(t, r)
+	require.Greater(t, r.SecondTurnPromptTokens, r.FirstTurnPromptTokens)
+	require.Positive(t, r.ReusedTTFTMedianMs)
+	require.Positive(t, r.ColdTTFTMedianMs)
+
+	_, err = Run(ctx, Config{Binary: bin, Model: "x.gguf"})
+	require.ErrorIs(t, err, ErrBadConfig)
+}
+
+func TestMedianAndQuantile(t *testing.T) {
+	cases := []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0}, {[]float64{3}, 3}, {[]float64{4, 1}, 2.5}, {[]float64{5, 1, 3}, 3},
+	}
+	for _, c := range cases {
+		require.Equal(t, c.want, median(c.in), "%v", c.in)
+	}
+	ds := []time.Duration{4 * time.Millisecond, time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond}
+	require.Equal(t, 3.0, quantileMs(ds, 0.5))
+	require.Equal(t, 4.0, quantileMs(ds, 0.95))
+	require.Zero(t, quantileMs(nil, 0.5))
+}
