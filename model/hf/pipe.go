@@ -48,7 +48,7 @@ func (p *pipe) write(off int64) {
 			p.free <- b[:cap(b)]
 			continue
 		}
-		if _, err := p.f.Write(b); err != nil {
+		if err := writeInPieces(p.f, b); err != nil {
 			p.werr = err
 			close(p.failed)
 			p.free <- b[:cap(b)]
@@ -166,4 +166,16 @@ func firstErr(a, b error) error {
 		return a
 	}
 	return b
+}
+
+// writeInPieces writes b to f in writes of at most writePiece bytes.
+func writeInPieces(f *os.File, b []byte) error {
+	for len(b) > 0 {
+		k := min(len(b), writePiece)
+		if _, err := f.Write(b[:k]); err != nil {
+			return err
+		}
+		b = b[k:]
+	}
+	return nil
 }
