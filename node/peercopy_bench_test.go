@@ -2,15 +2,15 @@ package node_test
 
 import (
 	"context"
-	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/internal/cputime"
+	"github.com/rbee-project/rbee/internal/localcopy"
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
 	"github.com/rbee-project/rbee/node/client"
@@ -54,10 +54,10 @@ func BenchmarkModelPeerCopy(b *testing.B) {
 	b.SetBytes(st.Size())
 	b.ResetTimer()
 	for b.Loop() {
-		t0, c0 := time.Now(), cpuTime(b)
-		require.NoError(b, copyFileSync(src, dst))
+		t0, c0 := time.Now(), cpuNow(b)
+		require.NoError(b, localcopy.Copy(src, dst))
 		local += time.Since(t0)
-		localCPU += cpuTime(b) - c0
+		localCPU += cpuNow(b) - c0
 		require.NoError(b, os.Remove(dst))
 
 		var e2 struct {
@@ -65,10 +65,10 @@ func BenchmarkModelPeerCopy(b *testing.B) {
 			SHA256 string `json:"sha256"`
 			Source string `json:"source"`
 		}
-		t1, c1 := time.Now(), cpuTime(b)
+		t1, c1 := time.Now(), cpuNow(b)
 		do(1, map[string]any{"operation": "model_download", "model": "http://127.0.0.1:9/bench.gguf#sha256=" + e.SHA256}, &e2)
 		peer += time.Since(t1)
-		peerCPU += cpuTime(b) - c1
+		peerCPU += cpuNow(b) - c1
 		require.Equal(b, e.SHA256, e2.SHA256)
 		require.Equal(b, "peer", e2.Source)
 		do(1, map[string]any{"operation": "model_delete", "id": e2.ID}, nil)
@@ -86,30 +86,11 @@ func BenchmarkModelPeerCopy(b *testing.B) {
 	b.ReportMetric(perByte(localCPU), "local-cpu-ns/B")
 }
 
-// cpuTime is the user + system CPU time of this process so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func copyFileSync(src, dst string) error {
-	in, err := os.Open(src)
+// cpuNow is this process's CPU time so far.
+func cpuNow(b *testing.B) time.Duration {
+	d, err := cputime.Self()
 	if err != nil {
-		return err
+		b.Skip(err)
 	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return d
 }

@@ -5,12 +5,13 @@ import (
 	"crypto/cipher"
 	"crypto/sha256"
 	"io"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/salsa20"
+
+	"github.com/rbee-project/rbee/internal/cputime"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -38,7 +39,7 @@ func BenchmarkStreamThroughput(b *testing.B) {
 	}
 	_ = s.SetDeadline(time.Now().Add(5 * time.Minute))
 	b.SetBytes(int64(len(chunk)))
-	c0 := cpuTime(b)
+	c0 := cpuNow(b)
 	for b.Loop() {
 		if _, err := s.Write(chunk); err != nil {
 			b.Fatal(err)
@@ -51,17 +52,8 @@ func BenchmarkStreamThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	// Both hosts run in this process: this is the CPU of both ends.
-	b.ReportMetric(float64((cpuTime(b)-c0).Nanoseconds())/float64(b.N*len(chunk)), "cpu-ns/B")
+	b.ReportMetric(float64((cpuNow(b)-c0).Nanoseconds())/float64(b.N*len(chunk)), "cpu-ns/B")
 	_ = s.Close()
-}
-
-// cpuTime is the user + system CPU time of this process so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkByteCost measures, per 64 KiB block (a Noise message), the
@@ -108,4 +100,13 @@ func BenchmarkByteCost(b *testing.B) {
 			}
 		})
 	}
+}
+
+// cpuNow is this process's CPU time so far.
+func cpuNow(b *testing.B) time.Duration {
+	d, err := cputime.Self()
+	if err != nil {
+		b.Skip(err)
+	}
+	return d
 }
