@@ -14,11 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/internal/cputime"
+	"github.com/rbee-project/rbee/internal/localcopy"
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
@@ -253,15 +256,35 @@ func newBenchRouteCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// transferRound is one round of bench transfer.
+type transferRound struct {
+	LocalMiBps  float64 `json:"local_mib_per_s"`
+	PeerMiBps   float64 `json:"peer_mib_per_s"`
+	Ratio       float64 `json:"ratio_peer_to_local"`
+	LocalCPUNsB float64 `json:"local_cpu_ns_per_byte"`
+	PeerCPUNsB  float64 `json:"peer_cpu_ns_per_byte,omitempty"`
+	LoadAvg     string  `json:"loadavg,omitempty"`
+}
+
 func newBenchTransferCmd(g *globals) *cobra.Command {
-	var sizeMB int
+	var sizeMB, rounds int
 	cmd := &cobra.Command{
 		Use:   "transfer",
-		Short: "Throughput of a peer model copy over libp2p on loopback next to a plain local file copy of the same size (JSON)",
-		Args:  cobra.NoArgs,
+		Short: "Throughput of a peer model copy over libp2p on loopback next to a plain local file copy of the same file, several rounds, medians (JSON)",
+		Long: `Copies one synthetic model of --size-mb from node1 to node2 of a local
+two-node cluster (TCP + private network + Noise + yamux on loopback,
+sha256-verified, fsynced, added to the catalog) and, in the same round, the
+same file locally (io.Copy + fsync). Each round reports both rates, their
+ratio, the CPU time per byte (both node processes for the peer copy; this
+process for the local one: it does not depend on the machine's load, the
+rates do) and /proc/loadavg. The summary holds the medians.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if sizeMB < 1 || sizeMB > 8192 {
 				return fmt.Errorf("--size-mb must be 1..8192")
+			}
+			if rounds < 1 || rounds > 100 {
+				return fmt.Errorf("--rounds must be 1..100")
 			}
 			ctx := cmd.Context()
 			tmp, err := os.MkdirTemp("", "rbee-bench-transfer-")
@@ -286,13 +309,6 @@ func newBenchTransferCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// Baseline: a plain local copy of the same file.
-			t0 := time.Now()
-			if err := copyFile(src, filepath.Join(tmp, "copy.gguf")); err != nil {
-				return err
-			}
-			local := time.Since(t0)
-
 			cl, cleanup, err := startBenchCluster(ctx, 2)
 			if err != nil {
 				return err
@@ -324,31 +340,88 @@ func newBenchTransferCmd(g *globals) *cobra.Command {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
-			// The origin is unreachable on purpose: the bytes must come from the peer.
-			ref := "http://127.0.0.1:9/transfer.gguf#sha256=" + sum
-			var e2 struct {
-				Source string `json:"source"`
-				SHA256 string `json:"sha256"`
+			nodesCPU := func() (time.Duration, bool) {
+				var total time.Duration
+				for _, n := range cl.Nodes {
+					d, err := cputime.Process(n.PID())
+					if err != nil {
+						return 0, false
+					}
+					total += d
+				}
+				return total, true
 			}
-			t1 := time.Now()
-			if err := cl.Nodes[1].Client().Result(ctx, map[string]any{"operation": "model_download", "model": ref}, &e2, nil); err != nil {
-				return fmt.Errorf("peer copy: %w", err)
+			mibps := func(d time.Duration) float64 { return float64(st.Size()) / (1 << 20) / d.Seconds() }
+			perByte := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(st.Size()) }
+			var all []transferRound
+			for range rounds {
+				var r transferRound
+				if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+					r.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
+				}
+				// Baseline: a plain local copy of the same file.
+				dst := filepath.Join(tmp, "copy.gguf")
+				c0, _ := cputime.Self()
+				t0 := time.Now()
+				if err := localcopy.Copy(src, dst); err != nil {
+					return err
+				}
+				local := time.Since(t0)
+				c1, _ := cputime.Self()
+				if err := os.Remove(dst); err != nil {
+					return err
+				}
+				r.LocalMiBps, r.LocalCPUNsB = mibps(local), perByte(c1-c0)
+
+				// The origin is unreachable on purpose: the bytes must come from the peer.
+				ref := "http://127.0.0.1:9/transfer.gguf#sha256=" + sum
+				var e2 struct {
+					ID     string `json:"id"`
+					Source string `json:"source"`
+					SHA256 string `json:"sha256"`
+				}
+				p0, cpuOK := nodesCPU()
+				t1 := time.Now()
+				if err := cl.Nodes[1].Client().Result(ctx, map[string]any{"operation": "model_download", "model": ref}, &e2, nil); err != nil {
+					return fmt.Errorf("peer copy: %w", err)
+				}
+				peer := time.Since(t1)
+				if p1, ok := nodesCPU(); ok && cpuOK {
+					r.PeerCPUNsB = perByte(p1 - p0)
+				}
+				if e2.SHA256 != sum || e2.Source != "peer" {
+					return fmt.Errorf("peer copy has sha256 %s from %s, want %s from a peer", e2.SHA256, e2.Source, sum)
+				}
+				r.PeerMiBps = mibps(peer)
+				r.Ratio = r.PeerMiBps / r.LocalMiBps
+				all = append(all, r)
+				if err := cl.Nodes[1].Client().Result(ctx, map[string]any{"operation": "model_delete", "id": e2.ID}, nil, nil); err != nil {
+					return fmt.Errorf("deleting the copy: %w", err)
+				}
 			}
-			peer := time.Since(t1)
-			if e2.SHA256 != sum {
-				return fmt.Errorf("peer copy has sha256 %s, want %s", e2.SHA256, sum)
+			pick := func(f func(transferRound) float64) float64 {
+				v := make([]float64, len(all))
+				for i, r := range all {
+					v[i] = f(r)
+				}
+				sort.Float64s(v)
+				return v[len(v)/2]
 			}
-			mbps := func(d time.Duration) float64 { return float64(st.Size()) / (1 << 20) / d.Seconds() }
 			return printJSON(cmd.OutOrStdout(), map[string]any{
-				"benchmark": "transfer", "bytes": st.Size(), "source": e2.Source,
-				"peer_copy":           map[string]float64{"seconds": peer.Seconds(), "mib_per_s": mbps(peer)},
-				"local_copy":          map[string]float64{"seconds": local.Seconds(), "mib_per_s": mbps(local)},
-				"ratio_peer_to_local": mbps(peer) / mbps(local),
-				"note":                "the peer copy includes the request, sha256 verification and the atomic catalog add",
+				"benchmark": "transfer", "bytes": st.Size(), "rounds": all,
+				"median": transferRound{
+					LocalMiBps:  pick(func(r transferRound) float64 { return r.LocalMiBps }),
+					PeerMiBps:   pick(func(r transferRound) float64 { return r.PeerMiBps }),
+					Ratio:       pick(func(r transferRound) float64 { return r.Ratio }),
+					LocalCPUNsB: pick(func(r transferRound) float64 { return r.LocalCPUNsB }),
+					PeerCPUNsB:  pick(func(r transferRound) float64 { return r.PeerCPUNsB }),
+				},
+				"note": "the peer copy includes the request, sha256 verification, fsync and the atomic catalog add; peer CPU is both node processes (10 ms resolution)",
 			})
 		},
 	}
 	cmd.Flags().IntVar(&sizeMB, "size-mb", 256, "file size in MiB")
+	cmd.Flags().IntVar(&rounds, "rounds", 3, "rounds (each: one local copy, one peer copy); the summary holds the medians")
 	return cmd
 }
 
@@ -364,28 +437,6 @@ func fileSHA(p string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
 // newBenchServeCmd returns `serve`: continuous-batching throughput of a
 // real worker process (package worker/servebench).
 func newBenchServeCmd() *cobra.Command {

@@ -1,0 +1,181 @@
+package hf
+
+import (
+	"context"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// pipe writes and hashes the copy loop's buffers on two goroutines of
+// their own, so reading the source (for a peer copy: decrypting the
+// libp2p stream), writing the partial and hashing it overlap instead of
+// taking turns. Buffers go reader → writer → hasher → free; written counts
+// the bytes that are both in the file and in the hash.
+type pipe struct {
+	f       *os.File
+	h       hash.Hash
+	toWrite chan []byte
+	toHash  chan []byte
+	free    chan []byte
+	failed  chan struct{} // closed when a write fails; werr says why
+	done    chan struct{} // closed when the hasher has finished
+	werr    error         // written by the writer before it closes failed
+	written int64         // read after done is closed
+}
+
+// newPipe starts the writer and the hasher; f must be positioned where
+// the first buffer goes. close stops them.
+func newPipe(f *os.File, h hash.Hash, off int64) *pipe {
+	p := &pipe{f: f, h: h, toWrite: make(chan []byte, copyBuffers), toHash: make(chan []byte, copyBuffers),
+		free: make(chan []byte, copyBuffers), failed: make(chan struct{}), done: make(chan struct{})}
+	for range copyBuffers {
+		p.free <- make([]byte, copyBuffer)
+	}
+	go p.write(off)
+	go p.hash()
+	return p
+}
+
+func (p *pipe) write(off int64) {
+	defer close(p.toHash)
+	since := int64(0)
+	for b := range p.toWrite {
+		if p.werr != nil {
+			p.free <- b[:cap(b)]
+			continue
+		}
+		if err := writeInPieces(p.f, b); err != nil {
+			p.werr = err
+			close(p.failed)
+			p.free <- b[:cap(b)]
+			continue
+		}
+		if since += int64(len(b)); since >= writebackEvery {
+			startWriteback(p.f, off, since)
+			off, since = off+since, 0
+		}
+		p.toHash <- b
+	}
+}
+
+func (p *pipe) hash() {
+	defer close(p.done)
+	for b := range p.toHash {
+		p.h.Write(b)
+		p.written += int64(len(b))
+		p.free <- b[:cap(b)]
+	}
+}
+
+// get returns an empty buffer, or nil when a write failed.
+func (p *pipe) get() []byte {
+	select {
+	case b := <-p.free:
+		return b
+	case <-p.failed:
+		return nil
+	}
+}
+
+// close hands b (possibly empty) to the writer, waits until everything
+// handed over is written and hashed, and returns the bytes that are and
+// the write error, if any.
+func (p *pipe) close(b []byte) (int64, error) {
+	if len(b) > 0 {
+		p.toWrite <- b
+	}
+	close(p.toWrite)
+	<-p.done
+	return p.written, p.werr
+}
+
+// copyBody copies body into the partial from t.n on, through a pipe, and
+// checks the size limits on every read. Whatever arrived intact before an
+// error is written and hashed (t.n counts it), so a retry resumes there;
+// bytes that break a limit are not written.
+func (t *transfer) copyBody(ctx context.Context, body io.Reader, idle *time.Timer) error {
+	p := newPipe(t.f, t.h, t.n)
+	buf, fill := p.get(), 0
+	got := t.n // bytes received: in the partial, in the pipe or in buf
+	finish := func(keep bool) error {
+		if !keep {
+			fill = 0
+		}
+		w, werr := p.close(buf[:fill])
+		t.n += w
+		if werr != nil {
+			return fmt.Errorf("hf: writing %s: %w", t.spec.Partial, werr)
+		}
+		return nil
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return firstErr(finish(true), err)
+		}
+		k, rerr := body.Read(buf[fill:])
+		if k > 0 {
+			idle.Reset(t.spec.IdleTimeout)
+			next := got + int64(k)
+			if t.total > 0 && next > t.total {
+				return firstErr(finish(false), fmt.Errorf("%w: source sent more than %d bytes", ErrChecksum, t.total))
+			}
+			if t.spec.MaxSize > 0 && next > t.spec.MaxSize {
+				werr := finish(false)
+				t.discard()
+				return firstErr(werr, fmt.Errorf("%w: the source sent more than %d bytes; partial deleted", ErrTooLarge, t.spec.MaxSize))
+			}
+			if t.total == 0 && got/spaceCheckEvery != next/spaceCheckEvery {
+				// Of unknown size: keep the reserve free as it grows.
+				if free, ok, err := freeBytes(filepath.Dir(t.spec.Partial)); err == nil && ok && free < uint64(k)+spaceReserve {
+					werr := finish(false)
+					t.discard()
+					return firstErr(werr, fmt.Errorf("%w: %d bytes free in %s after %d bytes of a download of unknown size; partial deleted", ErrNoSpace, free, filepath.Dir(t.spec.Partial), got))
+				}
+			}
+			got, fill = next, fill+k
+			if fill == len(buf) {
+				p.toWrite <- buf
+				if buf, fill = p.get(), 0; buf == nil {
+					return finish(false)
+				}
+			}
+			t.report(got, false)
+		}
+		if rerr == io.EOF {
+			if err := finish(true); err != nil {
+				return err
+			}
+			if t.total > 0 && t.n < t.total {
+				return Retryable(fmt.Errorf("hf: source ended at %d of %d bytes: %w", t.n, t.total, io.ErrUnexpectedEOF))
+			}
+			return nil
+		}
+		if rerr != nil {
+			return firstErr(finish(true), Retryable(fmt.Errorf("hf: reading body at %d bytes: %w", got, rerr)))
+		}
+	}
+}
+
+// firstErr returns a when it is not nil, else b.
+func firstErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// writeInPieces writes b to f in writes of at most writePiece bytes.
+func writeInPieces(f *os.File, b []byte) error {
+	for len(b) > 0 {
+		k := min(len(b), writePiece)
+		if _, err := f.Write(b[:k]); err != nil {
+			return err
+		}
+		b = b[k:]
+	}
+	return nil
+}
