@@ -19,6 +19,17 @@ type GenerateRequest struct {
 	// Stop ends generation as soon as the decoded text contains one of these
 	// strings; the stop string and what follows are not emitted.
 	Stop []string
+	// Resume continues an interrupted generation of the same request: the
+	// last Resume ids of Prompt are the tokens it had generated (and emitted)
+	// so far. They are replayed through the text decoder and the stop
+	// matcher without being emitted, the random draw is advanced by one draw
+	// per replayed token (the sampler takes exactly one per non-greedy
+	// token), Index and CompletionTokens count from Resume, MaxTokens counts
+	// them too, and PromptTokens excludes them. With the same model, Sample
+	// and Stop the emitted tokens are those the uninterrupted generation
+	// would have emitted after the first Resume ones. It must leave at least
+	// one prompt token.
+	Resume int
 }
 
 // Token is one generated token as emitted by Generate.
@@ -80,10 +91,13 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 			return res, fmt.Errorf("%w: prompt token id %d outside vocabulary of %d", ErrBadRequest, id, hp.vocab)
 		}
 	}
+	if req.Resume < 0 || req.Resume >= len(req.Prompt) {
+		return res, fmt.Errorf("%w: resume %d must leave at least one of the %d prompt tokens", ErrBadRequest, req.Resume, len(req.Prompt))
+	}
 	if len(req.Prompt)+1 > hp.nCtx {
 		return res, fmt.Errorf("%w: %d prompt tokens + 1 > context %d", ErrContextOverflow, len(req.Prompt), hp.nCtx)
 	}
-	res.PromptTokens = len(req.Prompt)
+	res.PromptTokens = len(req.Prompt) - req.Resume
 
 	// Reuse the cached prefix; at least one token is evaluated for logits.
 	common := 0
@@ -97,7 +111,16 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 
 	start := time.Now()
 	var logits []float32
-	logits, err = s.eval(ctx, req.Prompt[common:])
+	// Resumed tokens are evaluated one at a time, as the decode loop that
+	// generated them did: batched and single evaluation agree only up to
+	// float rounding, which could flip a near-tie of the next draw.
+	split := len(req.Prompt) - req.Resume
+	if common < split {
+		logits, err = s.eval(ctx, req.Prompt[common:split])
+	}
+	for i := max(common, split); err == nil && i < len(req.Prompt); i++ {
+		logits, err = s.eval(ctx, req.Prompt[i:i+1])
+	}
 	res.PromptDuration = time.Since(start)
 	if err != nil {
 		s.tokens = s.tokens[:common] // partial chunks are not trusted
@@ -107,11 +130,24 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 		return res, err
 	}
 	s.smp.reseed(req.Sample.Seed)
+	s.smp.skip(req.Resume)
 	dec := s.m.tok.NewStreamDecoder()
 	st := stopper{stops: req.Stop}
 	genStart := time.Now()
 	defer func() { res.GenDuration = time.Since(genStart) }()
+	res.CompletionTokens = req.Resume
+	for _, id := range req.Prompt[len(req.Prompt)-req.Resume:] {
+		if _, hit := st.push(dec.Next(id)); hit {
+			// The interrupted generation had ended on a stop string.
+			res.StopReason = StopString
+			return res, nil
+		}
+	}
 	for {
+		if req.Resume > 0 && req.MaxTokens > 0 && res.CompletionTokens >= req.MaxTokens {
+			res.StopReason = StopLength // interrupted after its last token
+			break
+		}
 		if err := ctx.Err(); err != nil {
 			res.StopReason = StopCancelled
 			return res, err
