@@ -32,8 +32,9 @@ const TokenIDEvent = "rbee_token"
 // plus these ids, the remaining max_tokens, the same sampling parameters
 // and seed (the random draw is advanced by one draw per resumed token, as
 // the engine draws once per non-greedy token), with text decoding and stop
-// strings resumed mid-stream. Token indexes and counts go on from there;
-// the OpenAI chat stream starts without its role chunk.
+// strings resumed mid-stream. Token indexes and counts go on from there.
+// A chat stream that resumes tokens or keeps an ID continues one its client
+// has begun, so it starts without its role chunk.
 type Ext struct {
 	V int `json:"v"`
 	// TokenIDs asks an OpenAI stream for a TokenIDEvent before each token.
@@ -82,8 +83,9 @@ func (e *Ext) resume(ids []int32, ctxLen int, param string) ([]int32, int, *apiE
 	return append(append(make([]int32, 0, len(ids)+len(e.Resume)), ids...), e.Resume...), len(e.Resume), nil
 }
 
-// resumed reports whether the job continues an interrupted stream.
-func (j *job) resumed() bool { return j.req.Resume > 0 }
+// resumed reports whether the job continues a stream its client has
+// begun to receive: it resumes tokens, or keeps a completion id.
+func (j *job) resumed() bool { return j.req.Resume > 0 || (j.g.Rbee != nil && j.g.Rbee.ID != "") }
 
 // tokenIDs reports whether the job's OpenAI stream carries TokenIDEvents.
 func (j *job) tokenIDs() bool { return j.g.Rbee != nil && j.g.Rbee.TokenIDs }

@@ -1,0 +1,253 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/client"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/localcluster"
+)
+
+// spawnWorker starts a worker of the bundled model on hive through n's
+// job API with the given slots and queue, and waits until it serves.
+func spawnWorker(t *testing.T, n *localcluster.Node, hive string, slots, queue int) node.SpawnResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var sp node.SpawnResult
+	require.NoError(t, n.Client().Result(ctx, map[string]any{"operation": "worker_spawn", "hive": hive, "model": "builtin:stories260k",
+		"threads": 1, "slots": slots, "queue": queue}, &sp, nil))
+	require.Positive(t, sp.PID)
+	require.Eventually(t, func() bool {
+		return n.Client().Run(ctx, map[string]any{"operation": "infer", "worker_id": sp.WorkerID, "prompt": "x", "max_tokens": 1},
+			func(jobs.Event) error { return nil }) == nil
+	}, 30*time.Second, 100*time.Millisecond, "worker %s serves", sp.WorkerID)
+	return sp
+}
+
+// resumeStream is one client stream of the test: an infer job or an
+// OpenAI completion stream.
+type resumeStream struct {
+	openAI bool
+	req    map[string]any
+	want   string
+}
+
+// runStream runs s through n; first is called at its first token. It
+// returns the text, how many workers served it, and the error.
+func runStream(ctx context.Context, n *localcluster.Node, s resumeStream, first func()) (string, int, error) {
+	var once sync.Once
+	if !s.openAI {
+		var res node.InferResult
+		err := client.New(n.URL(), "").Result(ctx, s.req, &res, func(ev jobs.Event) {
+			if ev.Type == jobs.TypeToken {
+				once.Do(first)
+			}
+		})
+		return res.Text, res.Attempts, err
+	}
+	body, _ := json.Marshal(s.req)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.URL()+"/v1/completions", bytes.NewReader(body))
+	if err != nil {
+		return "", 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", 0, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	var text strings.Builder
+	var ids []string
+	done := false
+	err = sse.Read(resp.Body, 1<<20, func(ev sse.Event) error {
+		if ev.Type != "" {
+			return fmt.Errorf("event %q reached the client", ev.Type)
+		}
+		if string(ev.Data) == "[DONE]" {
+			done = true
+			return nil
+		}
+		var c struct {
+			ID      string          `json:"id"`
+			Error   json.RawMessage `json:"error"`
+			Choices []struct {
+				Text string `json:"text"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal(ev.Data, &c); err != nil {
+			return err
+		}
+		if c.Error != nil {
+			return fmt.Errorf("error chunk: %s", c.Error)
+		}
+		ids = append(ids, c.ID)
+		for _, ch := range c.Choices {
+			if ch.Text != "" {
+				once.Do(first)
+			}
+			text.WriteString(ch.Text)
+		}
+		return nil
+	})
+	if err == nil && !done {
+		err = fmt.Errorf("stream ended without [DONE]")
+	}
+	for _, id := range ids {
+		if id != ids[0] {
+			return text.String(), 0, fmt.Errorf("completion id changed mid-stream: %s → %s", ids[0], id)
+		}
+	}
+	return text.String(), 0, err
+}
+
+// killMidStream runs the streams concurrently through entry, SIGKILLs pid
+// once busy of them have received a token (the workers' slots are full;
+// the rest wait in their queues), and checks that every client got the
+// text of an uninterrupted run; at least one job stream must have gone on
+// on another worker.
+func killMidStream(t *testing.T, entry *localcluster.Node, pid, busy int, streams []resumeStream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	type outcome struct {
+		text     string
+		attempts int
+		err      error
+	}
+	out := make([]outcome, len(streams))
+	var firsts atomic.Int32
+	enough := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, s := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			text, attempts, err := runStream(ctx, entry, s, func() {
+				if firsts.Add(1) == int32(busy) {
+					close(enough)
+				}
+			})
+			out[i] = outcome{text, attempts, err}
+		}()
+	}
+	<-enough
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	wg.Wait()
+	resumed := 0
+	for i, o := range out {
+		require.NoError(t, o.err, "stream %d", i)
+		require.Equal(t, streams[i].want, o.text, "stream %d (%v)", i, streams[i].req)
+		if o.attempts > 1 {
+			resumed++
+		}
+	}
+	require.Positive(t, resumed, "no job stream went on on another worker: the kill came too late")
+	t.Logf("%d of %d streams went on on another worker", resumed, len(streams))
+}
+
+// TestStreamsResumeWhenWorkerDies: workers of the bundled model on two
+// nodes, concurrent streams through a third, one worker SIGKILLed in the
+// middle of them: every client gets the whole text of an uninterrupted
+// run, greedy and seeded, infer jobs and OpenAI streams alike. With no
+// other worker left, the client gets the error event.
+func TestStreamsResumeWhenWorkerDies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	bin := filepath.Join(build(t, "rbee", "rbee-worker"), "rbee")
+	cl, _ := startCluster(t, bin, t.TempDir())
+	entry, h2, h3 := cl.Nodes[0], cl.Nodes[1], cl.Nodes[2]
+	// Few slots and a short queue: the killed worker's queued requests
+	// must find places on the survivor without 503s.
+	const slots, queue, perStream = 4, 6, 200
+	wA := spawnWorker(t, entry, h2.Name, slots, queue)
+	wB := spawnWorker(t, entry, h3.Name, slots, queue)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	reference := func(s resumeStream) resumeStream {
+		text, _, err := runStream(ctx, entry, s, func() {})
+		require.NoError(t, err)
+		require.NotEmpty(t, text)
+		s.want = text
+		return s
+	}
+	mix := func(sample map[string]any, n int) []resumeStream {
+		prompts := []string{"Once upon a time", "Lily and Tom", "The little dog"}
+		var refs []resumeStream
+		for i, p := range prompts {
+			job := map[string]any{"operation": "infer", "model": "stories260k", "prompt": p, "max_tokens": perStream}
+			oai := map[string]any{"model": "stories260k", "prompt": p, "max_tokens": perStream, "stream": true}
+			for k, v := range sample {
+				job[k], oai[k] = v, v
+			}
+			refs = append(refs, reference(resumeStream{req: job}))
+			if i == 0 {
+				refs = append(refs, reference(resumeStream{openAI: true, req: oai}))
+			}
+		}
+		out := make([]resumeStream, n)
+		for i := range out {
+			out[i] = refs[i%len(refs)]
+		}
+		return out
+	}
+
+	t.Run("greedy", func(t *testing.T) {
+		killMidStream(t, entry, wA.PID, 2*slots, mix(map[string]any{"temperature": 0}, 20))
+	})
+	// A fresh worker for the next kill.
+	spawnWorker(t, entry, h2.Name, slots, queue)
+	t.Run("seeded", func(t *testing.T) {
+		killMidStream(t, entry, wB.PID, 2*slots, mix(map[string]any{"temperature": 1, "top_k": 0, "top_p": 1, "min_p": 0, "seed": 1234}, 12))
+	})
+	t.Run("no other worker", func(t *testing.T) {
+		// A random-weight model whose large output layer makes every token
+		// cost milliseconds, served by one worker only.
+		slow := filepath.Join(t.TempDir(), "slow.gguf")
+		cli(t, bin, "model", "synth", slow, "--arch", "llama", "--dim", "384", "--layers", "1", "--heads", "4", "--kv-heads", "4",
+			"--ff", "512", "--vocab", "98304", "--type", "f32", "--ctx", "2048")
+		var sp node.SpawnResult
+		require.NoError(t, entry.Client().Result(ctx, map[string]any{"operation": "worker_spawn", "hive": h3.Name, "model": slow, "threads": 1}, &sp, nil))
+		done := make(chan error, 1)
+		first := make(chan struct{})
+		require.Eventually(t, func() bool {
+			go func() {
+				_, _, err := runStream(ctx, entry, resumeStream{req: map[string]any{"operation": "infer", "model": "slow",
+					"prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0}}, func() { close(first) })
+				done <- err
+			}()
+			select {
+			case <-first:
+				return true
+			case <-done: // not serving yet
+				return false
+			}
+		}, 30*time.Second, 100*time.Millisecond)
+		require.NoError(t, syscall.Kill(sp.PID, syscall.SIGKILL))
+		err := <-done
+		var je *client.JobError
+		require.ErrorAs(t, err, &je)
+		require.Equal(t, jobs.CodeUnavailable, je.Code)
+		require.Contains(t, je.Message, "no other worker")
+	})
+}
