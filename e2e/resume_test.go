@@ -120,8 +120,8 @@ func runStream(ctx context.Context, n *localcluster.Node, s resumeStream, onToke
 }
 
 // killMidStream runs the streams concurrently through entry, SIGKILLs pid
-// once busy of them have received a token (the workers' slots are full;
-// the rest wait in their queues), and checks that every client got the
+// once busy of them have received a token (the workers' slots are
+// filling; the rest wait in their queues), and checks that every client got the
 // text of an uninterrupted run; at least one job stream must have gone on
 // on another worker.
 func killMidStream(t *testing.T, entry *localcluster.Node, pid, busy int, streams []resumeStream) {
@@ -182,7 +182,7 @@ func TestStreamsSurviveWorkerFailures(t *testing.T) {
 	entry, h2, h3 := cl.Nodes[0], cl.Nodes[1], cl.Nodes[2]
 	// Few slots and a short queue: the killed worker's queued requests
 	// must find places on the survivor without 503s.
-	const slots, queue, perStream = 4, 6, 200
+	const slots, queue, perStream = 4, 6, 300
 	wA := spawnWorker(t, entry, h2.Name, slots, queue)
 	wB := spawnWorker(t, entry, h3.Name, slots, queue)
 
@@ -217,12 +217,12 @@ func TestStreamsSurviveWorkerFailures(t *testing.T) {
 	}
 
 	t.Run("greedy", func(t *testing.T) {
-		killMidStream(t, entry, wA.PID, 2*slots, mix(map[string]any{"temperature": 0}, 20))
+		killMidStream(t, entry, wA.PID, slots, mix(map[string]any{"temperature": 0}, 20))
 	})
 	// A fresh worker for the next kill, on the other node.
 	spawnWorker(t, entry, h3.Name, slots, queue)
 	t.Run("seeded", func(t *testing.T) {
-		killMidStream(t, entry, wB.PID, 2*slots, mix(map[string]any{"temperature": 1, "top_k": 0, "top_p": 1, "min_p": 0, "seed": 1234}, 12))
+		killMidStream(t, entry, wB.PID, slots, mix(map[string]any{"temperature": 1, "top_k": 0, "top_p": 1, "min_p": 0, "seed": 1234}, 12))
 	})
 	// A fresh worker on the first node, whose node then drops off.
 	wC := spawnWorker(t, entry, h2.Name, slots, queue)

@@ -163,24 +163,32 @@ type streamWatch struct {
 func (n *Node) watchStream(s network.Stream, nodeID string, keepalives bool) *streamWatch {
 	w := &streamWatch{done: make(chan struct{})}
 	w.touch()
-	go func() {
-		tk := time.NewTicker(watchEvery)
-		defer tk.Stop()
-		for {
-			select {
-			case <-w.done:
-				return
-			case <-tk.C:
-			}
-			idle := time.Duration(time.Now().UnixNano() - w.last.Load())
-			if (keepalives && idle > streamIdle) || (idle > suspectIdle && !n.memberAlive(nodeID)) {
-				w.idle.Store(int64(idle))
-				_ = s.Reset()
-				return
-			}
+	go every(w.done, watchEvery, func() bool {
+		idle := time.Duration(time.Now().UnixNano() - w.last.Load())
+		if (keepalives && idle > streamIdle) || (idle > suspectIdle && !n.memberAlive(nodeID)) {
+			w.idle.Store(int64(idle))
+			_ = s.Reset()
+			return false
 		}
-	}()
+		return true
+	})
 	return w
+}
+
+// every calls fn every d until it returns false or done is closed.
+func every(done <-chan struct{}, d time.Duration, fn func() bool) {
+	tk := time.NewTicker(d)
+	defer tk.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tk.C:
+		}
+		if !fn() {
+			return
+		}
+	}
 }
 
 func (w *streamWatch) touch() { w.last.Store(time.Now().UnixNano()) }
@@ -341,23 +349,12 @@ type frameWriter struct {
 func newFrameWriter(s network.Stream, typed bool) *frameWriter {
 	fw := &frameWriter{s: s, typed: typed, last: time.Now(), done: make(chan struct{})}
 	if typed {
-		go func() {
-			tk := time.NewTicker(keepaliveEvery / 2)
-			defer tk.Stop()
-			for {
-				select {
-				case <-fw.done:
-					return
-				case <-tk.C:
-				}
-				fw.mu.Lock()
-				quiet := time.Since(fw.last) >= keepaliveEvery
-				fw.mu.Unlock()
-				if quiet && fw.write(frameKeepalive, nil, streamIdle) != nil {
-					return
-				}
-			}
-		}()
+		go every(fw.done, keepaliveEvery/2, func() bool {
+			fw.mu.Lock()
+			quiet := time.Since(fw.last) >= keepaliveEvery
+			fw.mu.Unlock()
+			return !quiet || fw.write(frameKeepalive, nil, streamIdle) == nil
+		})
 	}
 	return fw
 }
