@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -40,19 +41,22 @@ func spawnWorker(t *testing.T, n *localcluster.Node, hive string, slots, queue i
 	return sp
 }
 
-// resumeStream is one client stream of the test: an infer job or an
-// OpenAI completion stream.
+// resumeStream is one client stream of the test: an infer job, an
+// OpenAI completion stream or an Ollama generate stream.
 type resumeStream struct {
-	openAI bool
-	req    map[string]any
-	want   string
+	api  string // "", "openai" or "ollama"
+	req  map[string]any
+	want string
 }
 
 // runStream runs s through n; onToken is called at each token (each
-// chunk with text of an OpenAI stream). It returns the text, how many
-// workers served it (job streams), and the error.
+// chunk or line with text of an OpenAI or Ollama stream). It returns the
+// text, how many workers served it (job streams), and the error.
 func runStream(ctx context.Context, n *localcluster.Node, s resumeStream, onToken func()) (string, int, error) {
-	if !s.openAI {
+	switch s.api {
+	case "ollama":
+		return runOllama(ctx, n, s, onToken)
+	case "":
 		var res node.InferResult
 		err := client.New(n.URL(), "").Result(ctx, s.req, &res, func(ev jobs.Event) {
 			if ev.Type == jobs.TypeToken {
@@ -119,6 +123,45 @@ func runStream(ctx context.Context, n *localcluster.Node, s resumeStream, onToke
 	return text.String(), 0, err
 }
 
+// runOllama runs an Ollama /api/generate stream (NDJSON lines).
+func runOllama(ctx context.Context, n *localcluster.Node, s resumeStream, onToken func()) (string, int, error) {
+	body, _ := json.Marshal(s.req)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.URL()+"/api/generate", bytes.NewReader(body))
+	if err != nil {
+		return "", 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", 0, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	var text strings.Builder
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var line struct {
+			Response string `json:"response"`
+			Done     bool   `json:"done"`
+			Error    string `json:"error"`
+		}
+		if err := dec.Decode(&line); err != nil {
+			return text.String(), 0, fmt.Errorf("stream ended without done: %w", err)
+		}
+		switch {
+		case line.Error != "":
+			return text.String(), 0, errors.New(line.Error)
+		case line.Done:
+			return text.String(), 0, nil
+		case line.Response != "":
+			onToken()
+			text.WriteString(line.Response)
+		}
+	}
+}
+
 // killMidStream runs the streams concurrently through entry, SIGKILLs pid
 // once busy of them have received a token (the workers' slots are
 // filling; the rest wait in their queues), and checks that every client got the
@@ -170,7 +213,7 @@ func killMidStream(t *testing.T, entry *localcluster.Node, pid, busy int, stream
 // TestStreamsSurviveWorkerFailures: workers of the bundled model on two
 // nodes, concurrent streams through a third, one worker SIGKILLed in the
 // middle of them: every client gets the whole text of an uninterrupted
-// run, greedy and seeded, infer jobs and OpenAI streams alike; the same
+// run, greedy and seeded, infer jobs, OpenAI and Ollama streams alike; the same
 // when a worker's node drops off silently (see silentDrop). With no other
 // worker left, the client gets the error event.
 func TestStreamsSurviveWorkerFailures(t *testing.T) {
@@ -201,12 +244,16 @@ func TestStreamsSurviveWorkerFailures(t *testing.T) {
 		for i, p := range prompts {
 			job := map[string]any{"operation": "infer", "model": "stories260k", "prompt": p, "max_tokens": perStream}
 			oai := map[string]any{"model": "stories260k", "prompt": p, "max_tokens": perStream, "stream": true}
+			opts := map[string]any{"num_predict": perStream}
 			for k, v := range sample {
-				job[k], oai[k] = v, v
+				job[k], oai[k], opts[k] = v, v, v
 			}
 			refs = append(refs, reference(resumeStream{req: job}))
-			if i == 0 {
-				refs = append(refs, reference(resumeStream{openAI: true, req: oai}))
+			switch i {
+			case 0:
+				refs = append(refs, reference(resumeStream{api: "openai", req: oai}))
+			case 1:
+				refs = append(refs, reference(resumeStream{api: "ollama", req: map[string]any{"model": "stories260k", "prompt": p, "options": opts}}))
 			}
 		}
 		out := make([]resumeStream, n)

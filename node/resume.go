@@ -196,6 +196,7 @@ func (n *Node) openWorker(ctx context.Context, f RouteFilter, path string, body 
 			resp.Body.Close()
 			done()
 			full[t.Registry.ID] = true
+			n.log.Debug("worker queue full; asking another", "worker", t.Registry.ID, "node", t.NodeName)
 			continue
 		case resp.StatusCode >= 500:
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
