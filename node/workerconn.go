@@ -46,15 +46,15 @@ const (
 
 // Liveness of worker streams. keepaliveEvery is far below streamIdle so
 // that a node under load misses several keepalives before its streams are
-// given up; a node gossip suspects gets suspectIdle, a little more than two
-// keepalives: if it is alive after all, its keepalives still arrive. A
-// silent drop so ends a stream after the suspicion (about a second) plus
-// suspectIdle, and after streamIdle at the latest, where libp2p's own
-// keepalive took 38 s.
+// given up (a loaded 2-core machine was seen to miss 1.4 s of them); a node
+// gossip suspects gets suspectIdle, four keepalives: if it is alive after
+// all, its keepalives still arrive. A silent drop so ends a stream after
+// suspectIdle (gossip suspects within a second), and after streamIdle at
+// the latest, where libp2p's own keepalive took 38 s.
 const (
 	keepaliveEvery = 500 * time.Millisecond
-	streamIdle     = 3 * time.Second
-	suspectIdle    = 1200 * time.Millisecond
+	streamIdle     = 4 * time.Second
+	suspectIdle    = 2 * time.Second
 	// watchEvery is how often a stream's watcher looks.
 	watchEvery = 200 * time.Millisecond
 )
@@ -259,7 +259,7 @@ func (b *frameBody) frame(want byte) ([]byte, error) {
 	for {
 		f, err := p2p.ReadFrame(b.s, max(bodyChunk, maxHeadFrame)+1)
 		if err != nil {
-			return nil, b.w.explain(err)
+			return nil, err
 		}
 		b.w.touch()
 		if !b.typed {
@@ -288,7 +288,7 @@ func (b *frameBody) Read(p []byte) (int, error) {
 		}
 		f, err := b.frame(frameData)
 		if err != nil {
-			b.err = fmt.Errorf("worker stream broke: %w", err)
+			b.err = fmt.Errorf("worker stream broke: %w", b.w.explain(err))
 			return 0, b.err
 		}
 		if len(f) == 0 {
