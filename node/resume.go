@@ -139,7 +139,7 @@ func (n *Node) forwardStream(ctx context.Context, f RouteFilter, path string, bo
 		case !errors.As(err, &rt):
 			return t, tried, err
 		case st.delivered && st.unresumable:
-			return t, tried, &jobs.Error{Code: jobs.CodeUnavailable, Err: fmt.Errorf("%v (its engine cannot resume the stream elsewhere)", err)}
+			return t, tried, &jobs.Error{Code: jobs.CodeUnavailable, Err: fmt.Errorf("%v (the stream cannot go on elsewhere: the client has text whose token ids are unknown)", err)}
 		case tried >= maxAttempts:
 			return t, tried, &jobs.Error{Code: jobs.CodeUnavailable, Err: fmt.Errorf("%w: gave up after %d workers; last: %v", ErrAllFailed, tried, err)}
 		}
