@@ -65,20 +65,11 @@ func runStream(ctx context.Context, n *localcluster.Node, s resumeStream, onToke
 		})
 		return res.Text, res.Attempts, err
 	}
-	body, _ := json.Marshal(s.req)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.URL()+"/v1/completions", bytes.NewReader(body))
-	if err != nil {
-		return "", 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := postJSON(ctx, n.URL()+"/v1/completions", s.req)
 	if err != nil {
 		return "", 0, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", 0, fmt.Errorf("status %d", resp.StatusCode)
-	}
 	var text strings.Builder
 	var ids []string
 	done := false
@@ -123,22 +114,32 @@ func runStream(ctx context.Context, n *localcluster.Node, s resumeStream, onToke
 	return text.String(), 0, err
 }
 
-// runOllama runs an Ollama /api/generate stream (NDJSON lines).
-func runOllama(ctx context.Context, n *localcluster.Node, s resumeStream, onToken func()) (string, int, error) {
-	body, _ := json.Marshal(s.req)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.URL()+"/api/generate", bytes.NewReader(body))
+// postJSON posts v and returns the response if it is a 200.
+func postJSON(ctx context.Context, url string, v any) (*http.Response, error) {
+	body, _ := json.Marshal(v)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return "", 0, err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return resp, nil
+}
+
+// runOllama runs an Ollama /api/generate stream (NDJSON lines).
+func runOllama(ctx context.Context, n *localcluster.Node, s resumeStream, onToken func()) (string, int, error) {
+	resp, err := postJSON(ctx, n.URL()+"/api/generate", s.req)
+	if err != nil {
 		return "", 0, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", 0, fmt.Errorf("status %d", resp.StatusCode)
-	}
 	var text strings.Builder
 	dec := json.NewDecoder(resp.Body)
 	for {
