@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,7 +103,12 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	var ttft time.Duration
 	st := streamState{tokenIDs: stream}
 	var sw *sse.Writer
-	t, _, err := n.forwardStream(r.Context(), RouteFilter{Model: model}, r.URL.Path, body, &st, func(resp *http.Response, t Target) error {
+	relay := func(resp *http.Response, t Target) error {
+		if st.tokenIDs && resp.StatusCode == http.StatusBadRequest {
+			if err := refusedExt(resp); err != nil {
+				return err
+			}
+		}
 		if !stream || resp.StatusCode != http.StatusOK {
 			return relayWhole(w, resp, t, &st)
 		}
@@ -114,7 +120,14 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 				ttft = time.Since(start)
 			}
 		})
-	})
+	}
+	t, _, err := n.forwardStream(r.Context(), RouteFilter{Model: model}, r.URL.Path, body, &st, relay)
+	if errors.Is(err, errExtRefused) {
+		// A worker of an older version: the stream goes without token
+		// ids, and so cannot be resumed.
+		st.tokenIDs = false
+		t, _, err = n.forwardStream(r.Context(), RouteFilter{Model: model}, r.URL.Path, body, &st, relay)
+	}
 	if t.Registry.ID != "" {
 		n.observeRequest("openai", t.Registry.Model, t.NodeName, err, ttft, 0)
 	} else {
@@ -130,6 +143,22 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	default:
 		openAIError(w, http.StatusServiceUnavailable, "server_error", "worker_unavailable", "", err.Error())
 	}
+}
+
+// errExtRefused: a worker refused rbee's extension field (an older
+// version, which knows no such parameter).
+var errExtRefused = errors.New("the worker does not take rbee's extension field")
+
+// refusedExt reads a 400 answer and returns errExtRefused when it refuses
+// the extension field, else nil with the answer put back for the relay.
+func refusedExt(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var eb worker.ErrorBody
+	if json.Unmarshal(b, &eb) == nil && eb.Error.Param != nil && *eb.Error.Param == worker.ExtField {
+		return errExtRefused
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return nil
 }
 
 // relayWhole passes a complete answer on (a non-streaming one, or an error
