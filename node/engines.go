@@ -264,6 +264,28 @@ func (n *Node) engineGet(ctx context.Context, port int, secret, path string) (in
 	return resp.StatusCode, b, err
 }
 
+// errEngineResume: an external engine cannot continue a stream from
+// token ids; the node goes on on another worker or ends the stream.
+var errEngineResume = errors.New("an external engine cannot resume a stream")
+
+// withoutExt strips rbee's extension field (worker.Ext) from a request
+// body for an engine, which would ignore or refuse it, and reports whether
+// it asked to resume a stream.
+func withoutExt(body []byte) ([]byte, bool) {
+	var in map[string]json.RawMessage
+	if json.Unmarshal(body, &in) != nil || in[worker.ExtField] == nil {
+		return body, false
+	}
+	var ext worker.Ext
+	_ = json.Unmarshal(in[worker.ExtField], &ext)
+	delete(in, worker.ExtField)
+	out, err := json.Marshal(in)
+	if err != nil {
+		return body, false
+	}
+	return out, len(ext.Resume) > 0
+}
+
 // engineInferFields are the /v1/infer fields an OpenAI-compatible engine
 // takes as they are (llama-server and vLLM also take top_k, min_p and
 // repeat_penalty; the others ignore them).
@@ -309,6 +331,10 @@ func setModel(body []byte, model string) []byte {
 
 // callEngine is callLocalWorker for an external engine.
 func (n *Node) callEngine(ctx context.Context, st process.WorkerInfo, port int, secret, method, path string, body []byte) (*http.Response, error) {
+	body, resume := withoutExt(body)
+	if resume {
+		return nil, errEngineResume
+	}
 	infer := path == "/v1/infer"
 	switch {
 	case infer:

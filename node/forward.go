@@ -49,6 +49,7 @@ func (n *Node) registerP2PHandlers() {
 	n.host.Handle(protoInfo, n.handleInfo)
 	n.host.Handle(protoJob, n.handleJob)
 	n.host.Handle(protoWorkerHTTP, n.handleWorkerHTTP)
+	n.host.Handle(protoWorkerHTTP11, n.handleWorkerHTTP11)
 	n.host.Handle(protoBlob, n.handleBlob)
 }
 

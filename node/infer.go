@@ -3,14 +3,10 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/worker"
 )
@@ -89,111 +85,44 @@ func (n *Node) opInfer(ctx context.Context, em jobs.Emitter, req Request) error 
 	if err := json.Unmarshal(req.Raw, &ir); err != nil {
 		return jobs.Errorf(jobs.CodeBadRequest, "infer: %v", err)
 	}
-	body, err := workerBody(req.Raw)
+	raw, err := workerBody(req.Raw)
 	if err != nil {
 		return jobs.Errorf(jobs.CodeBadRequest, "infer: %v", err)
 	}
-	f := RouteFilter{Model: ir.Model, Device: ir.Device, WorkerID: ir.WorkerID, Hive: ir.Hive, Exclude: map[string]bool{}}
-	var last error
-	for attempt := 1; attempt <= maxAttempts; attempt++ {
-		t, err := n.pick(f)
-		if err != nil {
-			if last != nil {
-				return jobs.Errorf(jobs.CodeUnavailable, "every worker tried failed before the first token; last: %v", last)
-			}
-			return err
-		}
-		em.Narrate("scheduler", "route", "routing to worker %s on %s (load %d)", t.Registry.ID, t.NodeName, n.score(t))
-		res, err := n.streamInfer(ctx, t, body, em)
-		n.observeRequest("job", t.Registry.Model, t.NodeName, err, time.Duration(res.TTFTMs*float64(time.Millisecond)), res.TPS)
-		if err == nil {
-			res.Attempts = attempt
-			return em.Result(res)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		var rt *retryable
-		if !errors.As(err, &rt) {
-			return err
-		}
-		last = err
-		f.Exclude[t.Registry.ID] = true
-		em.Narrate("scheduler", "retry", "worker %s failed before the first token (%v); trying another", t.Registry.ID, err)
-	}
-	return jobs.Errorf(jobs.CodeUnavailable, "gave up after %d workers: %v", maxAttempts, last)
-}
-
-// streamInfer runs one attempt: tokens go to em as they arrive. An error
-// before the first token is *retryable unless the worker rejected the
-// request itself.
-func (n *Node) streamInfer(ctx context.Context, t Target, body []byte, em jobs.Emitter) (InferResult, error) {
-	res := InferResult{WorkerID: t.Registry.ID, Node: t.NodeName, Model: t.Registry.Model}
-	done := n.track(t.Registry.ID)
-	defer done()
-	start := time.Now()
-	resp, err := n.callWorker(ctx, t, http.MethodPost, "/v1/infer", body)
+	body, err := newStreamBody(raw, true)
 	if err != nil {
-		return res, &retryable{err}
+		return jobs.Errorf(jobs.CodeBadRequest, "infer: %v", err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var eb worker.ErrorBody
-		msg := strings.TrimSpace(string(b))
-		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
-			msg = eb.Error.Message
-			if eb.Error.Param != nil {
-				msg += " (field " + *eb.Error.Param + ")"
-			}
-		}
-		err := fmt.Errorf("worker %s answered %d: %s", t.Registry.ID, resp.StatusCode, msg)
-		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
-			return res, &retryable{err}
-		}
-		return res, &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
-	}
+	f := RouteFilter{Model: ir.Model, Device: ir.Device, WorkerID: ir.WorkerID, Hive: ir.Hive}
+	var st streamState
 	var text strings.Builder
-	tokens := 0
-	err = sse.Read(resp.Body, maxWorkerEvent, func(ev sse.Event) error {
-		switch ev.Type {
-		case "token":
-			var te worker.TokenEvent
-			if err := json.Unmarshal(ev.Data, &te); err != nil {
-				return err
-			}
-			if tokens == 0 {
+	var res InferResult
+	start := time.Now()
+	var cur Target
+	t, attempts, err := n.forwardStream(ctx, f, "/v1/infer", body, &st, func(resp *http.Response, t Target) error {
+		if cur.Registry.ID != "" {
+			em.Narrate("scheduler", "resume", "worker %s failed; going on on worker %s on %s after %d tokens", cur.Registry.ID, t.Registry.ID, t.NodeName, len(st.ids))
+		} else {
+			em.Narrate("scheduler", "route", "routing to worker %s on %s (load %d)", t.Registry.ID, t.NodeName, n.score(t))
+		}
+		cur = t
+		end, err := relayInfer(resp, t, &st, func(te worker.TokenEvent) error {
+			if res.TTFTMs == 0 {
 				res.TTFTMs = float64(time.Since(start).Microseconds()) / 1000
 			}
-			tokens++
 			text.WriteString(te.Text)
 			em.Emit(jobs.Event{Type: jobs.TypeToken, Text: te.Text, Index: te.Index, ID: te.ID})
-		case "end":
-			var ee worker.EndEvent
-			if err := json.Unmarshal(ev.Data, &ee); err != nil {
-				return err
-			}
-			res.StopReason, res.TokensIn, res.TokensOut, res.TPS = ee.StopReason, ee.TokensIn, ee.TokensOut, ee.TokensPerSecond
-			return io.EOF
-		case "error":
-			var ee worker.ErrorEvent
-			_ = json.Unmarshal(ev.Data, &ee)
-			return &jobs.Error{Code: jobs.CodeUnavailable, Err: fmt.Errorf("worker %s: %s (%s)", t.Registry.ID, ee.Message, ee.Code)}
-		}
-		return nil
+			return nil
+		})
+		res.StopReason, res.TokensIn, res.TokensOut, res.TPS = end.StopReason, end.TokensIn, end.TokensOut, end.TokensPerSecond
+		return err
 	})
-	if errors.Is(err, io.EOF) {
-		res.Text = text.String()
-		return res, nil
+	if t.Registry.ID != "" {
+		n.observeRequest("job", t.Registry.Model, t.NodeName, err, time.Duration(res.TTFTMs*float64(time.Millisecond)), res.TPS)
 	}
-	if err == nil {
-		err = errors.New("stream ended without an end event")
+	if err != nil {
+		return err
 	}
-	if ctx.Err() != nil {
-		return res, ctx.Err()
-	}
-	if tokens == 0 {
-		return res, &retryable{err}
-	}
-	return res, &jobs.Error{Code: jobs.CodeUnavailable, Err: fmt.Errorf("worker %s on %s failed mid-stream after %d tokens: %w", t.Registry.ID, t.NodeName, tokens, err)}
+	res.WorkerID, res.Node, res.Model, res.Text, res.Attempts = t.Registry.ID, t.NodeName, t.Registry.Model, text.String(), attempts
+	return em.Result(res)
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -159,42 +159,15 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	stream := req.Stream == nil || *req.Stream
-	routed := time.Now()
-	resp, t, done, err := n.openRouted(r.Context(), req.Model, "/v1/infer", body)
+	sb, err := newStreamBody(body, true)
 	if err != nil {
-		n.observeRequest("ollama", req.Model, "", err, 0, 0)
-		switch {
-		case errors.Is(err, ErrNoWorker):
-			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
-		case r.Context().Err() == nil:
-			ollamaError(w, http.StatusServiceUnavailable, err.Error())
-		}
+		ollamaError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	defer done()
-	defer resp.Body.Close()
+	routed := time.Now()
 	// Recorded as the other APIs do: a stream that broke or carried an
 	// error event is an error; TTFT counts from routing.
 	var ttft time.Duration
-	var tps float64
-	var streamErr error
-	defer func() { n.observeRequest("ollama", t.Registry.Model, t.NodeName, streamErr, ttft, tps) }()
-	if resp.StatusCode != http.StatusOK {
-		var eb worker.ErrorBody
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		msg := string(b)
-		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
-			msg = eb.Error.Message
-			if eb.Error.Code != "" {
-				// Ollama's error has no code field; keep the worker's
-				// (e.g. template_error) as the stream path does.
-				msg = fmt.Sprintf("%s (%s)", msg, eb.Error.Code)
-			}
-		}
-		ollamaError(w, resp.StatusCode, msg)
-		return
-	}
-	start := time.Now()
 	var full []byte
 	flusher, _ := w.(http.Flusher)
 	line := func(v any) bool {
@@ -216,56 +189,61 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		}
 		return c
 	}
-	if stream {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		w.WriteHeader(http.StatusOK)
-	}
 	var end worker.EndEvent
-	err = sse.Read(resp.Body, maxWorkerEvent, func(ev sse.Event) error {
-		switch ev.Type {
-		case "token":
-			var te worker.TokenEvent
-			if err := json.Unmarshal(ev.Data, &te); err != nil {
-				return err
-			}
+	var st streamState
+	started := false
+	t, _, err := n.forwardStream(r.Context(), RouteFilter{Model: req.Model}, "/v1/infer", sb, &st, func(resp *http.Response, t Target) error {
+		if stream && !started && resp.StatusCode == http.StatusOK {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+		}
+		var err error
+		end, err = relayInfer(resp, t, &st, func(te worker.TokenEvent) error {
 			if ttft == 0 {
 				ttft = time.Since(routed)
 			}
-			if stream {
-				if te.Text != "" && !line(chunk(te.Text, false)) {
-					return errors.New("client went away")
-				}
-			} else {
+			if !stream {
 				full = append(full, te.Text...)
+			} else if te.Text != "" && !line(chunk(te.Text, false)) {
+				return errors.New("client went away")
 			}
-		case "end":
-			if err := json.Unmarshal(ev.Data, &end); err != nil {
-				return err
-			}
-			tps = end.TokensPerSecond
-			return io.EOF
-		case "error":
-			var ee worker.ErrorEvent
-			_ = json.Unmarshal(ev.Data, &ee)
-			return fmt.Errorf("%s (%s)", ee.Message, ee.Code)
-		}
-		return nil
+			return nil
+		})
+		return err
 	})
-	if !errors.Is(err, io.EOF) {
-		msg := "the worker stream ended early"
-		if err != nil {
-			msg = err.Error()
+	if r.Context().Err() != nil || errors.Is(err, errClientGone) {
+		err = nil // a client that went away is no failure
+	}
+	n.observeRequest("ollama", cmp.Or(t.Registry.Model, req.Model), t.NodeName, err, ttft, end.TokensPerSecond)
+	var rj *rejected
+	switch {
+	case err == nil && r.Context().Err() != nil:
+		return
+	case err == nil:
+	case started:
+		line(map[string]string{"error": err.Error()})
+		return
+	case errors.Is(err, ErrNoWorker):
+		ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
+		return
+	case errors.As(err, &rj):
+		msg := rj.body.Message
+		if rj.body.Code != "" {
+			// Ollama's error has no code field; keep the worker's
+			// (e.g. template_error) as the stream path does.
+			msg = fmt.Sprintf("%s (%s)", msg, rj.body.Code)
 		}
-		if r.Context().Err() == nil { // a client that went away is no failure
-			streamErr = errors.New(msg)
-		}
-		if stream {
-			line(map[string]string{"error": msg})
-		} else {
-			ollamaError(w, http.StatusBadGateway, msg)
-		}
+		ollamaError(w, rj.status, msg)
+		return
+	case !stream && st.delivered:
+		ollamaError(w, http.StatusBadGateway, err.Error())
+		return
+	default:
+		ollamaError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
+	start := routed
 	final := chunk(string(full), true)
 	if stream {
 		final = chunk("", true)

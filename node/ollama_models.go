@@ -268,9 +268,17 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 		ollamaError(w, http.StatusBadRequest, "input is required")
 		return
 	}
-	body, _ := json.Marshal(map[string]json.RawMessage{"input": input})
 	start := time.Now()
-	resp, t, done, err := n.openRouted(r.Context(), name, "/v1/embeddings", body)
+	var b []byte
+	var status int
+	t, _, err := n.forwardStream(r.Context(), RouteFilter{Model: name}, "/v1/embeddings", streamBody{"input": input}, &streamState{},
+		func(resp *http.Response, t Target) (err error) {
+			if b, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20)); err != nil {
+				return &retryable{err}
+			}
+			status = resp.StatusCode
+			return nil
+		})
 	if err != nil {
 		n.observeRequest("ollama", name, "", err, 0, 0)
 		switch {
@@ -281,10 +289,7 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 		}
 		return
 	}
-	defer done()
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err == nil && resp.StatusCode != http.StatusOK {
+	if status != http.StatusOK {
 		var eb worker.ErrorBody
 		msg := string(b)
 		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
@@ -298,7 +303,6 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 	}
 	n.observeRequest("ollama", t.Registry.Model, t.NodeName, err, 0, 0)
 	if err != nil {
-		status := resp.StatusCode
 		if status == http.StatusOK {
 			status = http.StatusBadGateway
 		}

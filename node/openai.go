@@ -1,16 +1,16 @@
 package node
 
 import (
-	"context"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -83,102 +83,180 @@ func readOpenAIBody(w http.ResponseWriter, r *http.Request) (body []byte, model 
 	return body, head.Model, head.Stream, true
 }
 
-// openRouted schedules a request for model and opens the chosen worker's
-// response at path, trying other workers while nothing has been received
-// (connection errors, 5xx, 429). The error wraps ErrNoWorker when no worker
-// serves the model, ErrAllFailed when every one tried failed; done must be
-// called when the response is finished with.
-func (n *Node) openRouted(ctx context.Context, model, path string, body []byte) (resp *http.Response, t Target, done func(), err error) {
-	f := RouteFilter{Model: model, Exclude: map[string]bool{}}
-	var last error
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		t, err := n.pick(f)
-		if err != nil {
-			if last == nil {
-				return nil, Target{}, nil, err
-			}
-			break
-		}
-		done := n.track(t.Registry.ID)
-		resp, err := n.callWorker(ctx, t, http.MethodPost, path, body)
-		if err == nil && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
-			return resp, t, done, nil
-		}
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-			resp.Body.Close()
-			err = fmt.Errorf("worker %s answered %d: %s", t.Registry.ID, resp.StatusCode, strings.TrimSpace(string(b)))
-		}
-		done()
-		if ctx.Err() != nil {
-			return nil, Target{}, nil, ctx.Err()
-		}
-		last = err
-		f.Exclude[t.Registry.ID] = true
-		n.log.Warn("worker failed before the first byte; retrying", "worker", t.Registry.ID, "err", err)
-	}
-	return nil, Target{}, nil, fmt.Errorf("%w: %v", ErrAllFailed, last)
-}
-
 // ErrAllFailed: every worker tried failed before answering.
 var ErrAllFailed = errors.New("no worker could take the request")
 
-// proxyOpenAI serves /v1/chat/completions and /v1/completions.
+// proxyOpenAI serves /v1/chat/completions, /v1/completions and
+// /v1/embeddings through forwardStream: a stream goes on on another worker
+// when its worker fails.
 func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
-	body, model, stream, ok := readOpenAIBody(w, r)
+	raw, model, stream, ok := readOpenAIBody(w, r)
 	if !ok {
 		return
 	}
-	start := time.Now()
-	resp, t, done, err := n.openRouted(r.Context(), model, r.URL.Path, body)
+	body, err := newStreamBody(raw, r.URL.Path != "/v1/embeddings")
 	if err != nil {
-		n.observeRequest("openai", model, "", err, 0, 0)
-		switch {
-		case errors.Is(err, ErrNoWorker):
-			openAIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
-				fmt.Sprintf("the model %q is not served by any ready worker in this cluster (see GET /v1/models)", model))
-		case r.Context().Err() == nil:
-			openAIError(w, http.StatusServiceUnavailable, "server_error", "worker_unavailable", "", err.Error())
-		}
+		openAIError(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", "", err.Error())
 		return
 	}
-	defer done()
-	defer resp.Body.Close()
+	start := time.Now()
 	var ttft time.Duration
-	var streamErr error
-	defer func() { n.observeRequest("openai", t.Registry.Model, t.NodeName, streamErr, ttft, 0) }()
-	if !stream || resp.StatusCode != http.StatusOK {
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		streamErr = err
-		if err != nil {
-			openAIError(w, http.StatusBadGateway, "server_error", "worker_failed", "", "the worker failed mid-answer: "+err.Error())
-			return
+	st := streamState{tokenIDs: stream}
+	var sw *sse.Writer
+	relay := func(resp *http.Response, t Target) error {
+		if st.tokenIDs && resp.StatusCode == http.StatusBadRequest {
+			if err := refusedExt(resp); err != nil {
+				return err
+			}
 		}
-		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
-		w.WriteHeader(resp.StatusCode)
-		_, _ = w.Write(b)
-		return
-	}
-	// The worker's events are relayed byte for byte as they arrive.
-	sw := sse.Start(w)
-	buf := make([]byte, 32<<10)
-	for {
-		k, err := resp.Body.Read(buf)
-		if k > 0 {
+		if !stream || resp.StatusCode != http.StatusOK {
+			return relayWhole(w, resp, t, &st)
+		}
+		if sw == nil {
+			sw = sse.Start(w)
+		}
+		return relayOpenAIStream(sw, resp, t, &st, func() {
 			if ttft == 0 {
 				ttft = time.Since(start)
 			}
-			if _, werr := w.Write(buf[:k]); werr != nil {
-				return // the client went away; closing the body cancels the worker
-			}
-			_ = sw.Flush()
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) && r.Context().Err() == nil {
-				streamErr = err
-				_ = sw.JSON("", worker.ErrorBody{Error: worker.ErrorDetail{Message: "the worker failed mid-stream: " + err.Error(), Type: "server_error", Code: "worker_failed"}})
-			}
-			return
+		})
+	}
+	t, _, err := n.forwardStream(r.Context(), RouteFilter{Model: model}, r.URL.Path, body, &st, relay)
+	if errors.Is(err, errExtRefused) {
+		// A worker of an older version: the stream goes without token
+		// ids, and so cannot be resumed.
+		st.tokenIDs = false
+		t, _, err = n.forwardStream(r.Context(), RouteFilter{Model: model}, r.URL.Path, body, &st, relay)
+	}
+	if t.Registry.ID != "" {
+		n.observeRequest("openai", t.Registry.Model, t.NodeName, err, ttft, 0)
+	} else {
+		n.observeRequest("openai", model, "", err, 0, 0)
+	}
+	switch {
+	case err == nil || r.Context().Err() != nil || errors.Is(err, errClientGone):
+	case sw != nil:
+		_ = sw.JSON("", worker.ErrorBody{Error: worker.ErrorDetail{Message: "the worker failed mid-stream: " + err.Error(), Type: "server_error", Code: "worker_failed"}})
+	case errors.Is(err, ErrNoWorker):
+		openAIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
+			fmt.Sprintf("the model %q is not served by any ready worker in this cluster (see GET /v1/models)", model))
+	default:
+		openAIError(w, http.StatusServiceUnavailable, "server_error", "worker_unavailable", "", err.Error())
+	}
+}
+
+// errExtRefused: a worker refused rbee's extension field (an older
+// version, which knows no such parameter).
+var errExtRefused = errors.New("the worker does not take rbee's extension field")
+
+// refusedExt reads a 400 answer and returns errExtRefused when it refuses
+// the extension field, else nil with the answer put back for the relay.
+func refusedExt(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var eb worker.ErrorBody
+	if json.Unmarshal(b, &eb) == nil && eb.Error.Param != nil && *eb.Error.Param == worker.ExtField {
+		return errExtRefused
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return nil
+}
+
+// relayWhole passes a complete answer on (a non-streaming one, or an error
+// answer): a worker that fails while it is read has sent the client
+// nothing yet, so the request can start again elsewhere.
+func relayWhole(w http.ResponseWriter, resp *http.Response, t Target, st *streamState) error {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return &retryable{fmt.Errorf("worker %s on %s failed mid-answer: %w", t.Registry.ID, t.NodeName, err)}
+	}
+	st.delivered = true
+	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(b)
+	return nil
+}
+
+// relayOpenAIStream relays a worker's OpenAI stream event by event. The
+// worker's TokenIDEvent before each token's chunk is consumed: its id is
+// recorded once the chunk that follows has been passed on (or the next
+// token began: its text is still held back), so st.ids are always the
+// tokens whose text the client has. A chunk carrying an error, or a stream
+// that ends before [DONE], is the worker's failure; first is called at the
+// first chunk passed on.
+func relayOpenAIStream(sw *sse.Writer, resp *http.Response, t Target, st *streamState, first func()) error {
+	pending := int32(-1)
+	commit := func() {
+		if pending >= 0 {
+			st.ids = append(st.ids, pending)
+			pending = -1
 		}
 	}
+	err := sse.Read(resp.Body, maxWorkerEvent, func(ev sse.Event) error {
+		switch ev.Type {
+		case worker.TokenIDEvent:
+			var ti worker.TokenID
+			if err := json.Unmarshal(ev.Data, &ti); err != nil || ti.ID < 0 {
+				return fmt.Errorf("malformed %s event", worker.TokenIDEvent)
+			}
+			commit()
+			pending = ti.ID
+			return nil
+		case "":
+		default:
+			return nil
+		}
+		done := string(ev.Data) == "[DONE]"
+		if !done {
+			var c struct {
+				ID      string          `json:"id"`
+				Created int64           `json:"created"`
+				Error   json.RawMessage `json:"error"`
+				Choices []struct {
+					Text  string `json:"text"`
+					Delta struct {
+						Content string `json:"content"`
+					} `json:"delta"`
+				} `json:"choices"`
+			}
+			if err := json.Unmarshal(ev.Data, &c); err != nil {
+				return fmt.Errorf("malformed chunk: %w", err)
+			}
+			if len(c.Error) > 0 && string(c.Error) != "null" {
+				var eb worker.ErrorBody
+				_ = json.Unmarshal(ev.Data, &eb)
+				err := fmt.Errorf("worker %s: %s (%s)", t.Registry.ID, eb.Error.Message, eb.Error.Code)
+				if eb.Error.Code == "invalid_request" {
+					return &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
+				}
+				return &retryable{err}
+			}
+			if st.id == "" {
+				st.id, st.created = c.ID, c.Created
+			}
+			for _, ch := range c.Choices {
+				if ch.Text+ch.Delta.Content != "" && pending < 0 {
+					// Text without its id: an engine's stream, or the
+					// final flush of held-back text.
+					st.unresumable = true
+				}
+			}
+		}
+		first()
+		if err := sw.Data("", ev.Data); err != nil {
+			return fmt.Errorf("%w: %v", errClientGone, err)
+		}
+		st.delivered = true
+		commit()
+		if done {
+			return io.EOF
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err == nil:
+		err = errors.New("stream ended before [DONE]")
+	}
+	return workerFailed(t, st, err)
 }

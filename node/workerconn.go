@@ -3,18 +3,22 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/p2p"
 )
 
@@ -23,6 +27,37 @@ import (
 // frame ends the body. The requester resetting the stream cancels the
 // request on the worker.
 const protoWorkerHTTP protocol.ID = "/rbee/worker-http/1.0.0"
+
+// protoWorkerHTTP11 is protoWorkerHTTP with liveness: after the request
+// frame every frame of the serving node starts with a type byte (frameHead
+// + the head's JSON, frameData + body bytes, frameEnd), and while it has
+// nothing else to write it sends a frameKeepalive every keepaliveEvery, so
+// the requester tells a quiet node (a long prompt, a full queue) from a
+// node that dropped off without a FIN or RST (see streamWatch).
+const protoWorkerHTTP11 protocol.ID = "/rbee/worker-http/1.1.0"
+
+// Frame types of protoWorkerHTTP11.
+const (
+	frameHead      byte = 'h'
+	frameData      byte = 'd'
+	frameEnd       byte = 'e'
+	frameKeepalive byte = 'k'
+)
+
+// Liveness of worker streams. keepaliveEvery is far below streamIdle so
+// that a node under load misses several keepalives before its streams are
+// given up (a loaded 2-core machine was seen to miss 1.4 s of them); a node
+// gossip suspects gets suspectIdle, four keepalives: if it is alive after
+// all, its keepalives still arrive. A silent drop so ends a stream after
+// suspectIdle (gossip suspects within a second), and after streamIdle at
+// the latest, where libp2p's own keepalive took 38 s.
+const (
+	keepaliveEvery = 500 * time.Millisecond
+	streamIdle     = 4 * time.Second
+	suspectIdle    = 2 * time.Second
+	// watchEvery is how often a stream's watcher looks.
+	watchEvery = 200 * time.Millisecond
+)
 
 // Frame caps and chunking of proxied worker traffic: requests are bounded
 // like the API body; body chunks are what one Read of the worker's
@@ -70,37 +105,108 @@ func (n *Node) callWorker(ctx context.Context, t Target, method, path string, bo
 	if err != nil {
 		return nil, err
 	}
-	s, err := n.host.NewStream(ctx, pid, protoWorkerHTTP)
+	s, err := n.host.NewStream(ctx, pid, protoWorkerHTTP11, protoWorkerHTTP)
 	if err != nil {
 		return nil, fmt.Errorf("reach %s over p2p: %w", t.NodeName, err)
 	}
+	typed := s.Protocol() == protoWorkerHTTP11
+	w := n.watchStream(s, t.Registry.NodeID, typed)
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
-	_ = s.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := p2p.WriteJSON(s, workerReq{WorkerID: t.Registry.ID, Method: method, Path: path, Body: body}); err != nil {
+	fail := func(err error) (*http.Response, error) {
 		stop()
-		_ = s.Reset()
-		return nil, fmt.Errorf("send to %s: %w", t.NodeName, err)
-	}
-	_ = s.SetWriteDeadline(time.Time{})
-	_ = s.CloseWrite()
-	var head workerRespHead
-	if err := p2p.ReadJSON(s, maxHeadFrame, &head); err != nil {
-		stop()
+		w.close()
 		_ = s.Reset()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("response from %s: %w", t.NodeName, err)
+		return nil, w.explain(err)
+	}
+	_ = s.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := p2p.WriteJSON(s, workerReq{WorkerID: t.Registry.ID, Method: method, Path: path, Body: body}); err != nil {
+		return fail(fmt.Errorf("send to %s: %w", t.NodeName, err))
+	}
+	_ = s.SetWriteDeadline(time.Time{})
+	_ = s.CloseWrite()
+	b := &frameBody{s: s, typed: typed, w: w}
+	hb, err := b.frame(frameHead)
+	if err != nil {
+		return fail(fmt.Errorf("response from %s: %w", t.NodeName, err))
+	}
+	var head workerRespHead
+	if err := json.Unmarshal(hb, &head); err != nil {
+		return fail(fmt.Errorf("response from %s: %w", t.NodeName, err))
 	}
 	if head.Error != "" {
 		stop()
+		w.close()
 		_ = s.Close()
 		return nil, fmt.Errorf("worker %s on %s: %s", t.Registry.ID, t.NodeName, head.Error)
 	}
+	b.stop = stop
 	h := http.Header{}
 	h.Set("Content-Type", head.ContentType)
 	return &http.Response{StatusCode: head.Status, Status: strconv.Itoa(head.Status) + " " + http.StatusText(head.Status),
-		Header: h, Body: &frameBody{s: s, stop: stop}}, nil
+		Header: h, Body: b}, nil
+}
+
+// streamWatch resets a worker stream whose node went quiet: with
+// keepalives (protoWorkerHTTP11), after streamIdle without a frame, or
+// suspectIdle while gossip does not see the node alive; without (an older
+// node), only the latter.
+type streamWatch struct {
+	last   atomic.Int64 // unix nanos of the last frame
+	idle   atomic.Int64 // how long it was quiet when reset; 0 while not
+	done   chan struct{}
+	closed sync.Once
+}
+
+func (n *Node) watchStream(s network.Stream, nodeID string, keepalives bool) *streamWatch {
+	w := &streamWatch{done: make(chan struct{})}
+	w.touch()
+	go every(w.done, watchEvery, func() bool {
+		idle := time.Duration(time.Now().UnixNano() - w.last.Load())
+		if (keepalives && idle > streamIdle) || (idle > suspectIdle && !n.memberAlive(nodeID)) {
+			w.idle.Store(int64(idle))
+			_ = s.Reset()
+			return false
+		}
+		return true
+	})
+	return w
+}
+
+// every calls fn every d until it returns false or done is closed.
+func every(done <-chan struct{}, d time.Duration, fn func() bool) {
+	tk := time.NewTicker(d)
+	defer tk.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tk.C:
+		}
+		if !fn() {
+			return
+		}
+	}
+}
+
+func (w *streamWatch) touch() { w.last.Store(time.Now().UnixNano()) }
+
+func (w *streamWatch) close() { w.closed.Do(func() { close(w.done) }) }
+
+// explain names the silence behind err when the watcher reset the stream.
+func (w *streamWatch) explain(err error) error {
+	if idle := time.Duration(w.idle.Load()); idle > 0 {
+		return fmt.Errorf("%w: its node sent nothing for %v (dropped off)", err, idle.Round(time.Millisecond))
+	}
+	return err
+}
+
+// memberAlive reports whether gossip sees the node alive.
+func (n *Node) memberAlive(nodeID string) bool {
+	m, ok := n.gsp.Member(nodeID)
+	return ok && m.State == gossip.StateAlive
 }
 
 // callLocalWorker calls a worker process of this node on loopback, at the
@@ -137,11 +243,39 @@ func (n *Node) callLocalWorker(ctx context.Context, workerID, method, path strin
 
 // frameBody reads a proxied response body from frames.
 type frameBody struct {
-	s    network.Stream
-	stop func() bool
-	buf  []byte
-	eof  bool
-	err  error
+	s     network.Stream
+	typed bool // protoWorkerHTTP11 framing
+	w     *streamWatch
+	stop  func() bool
+	buf   []byte
+	eof   bool
+	err   error
+}
+
+// frame reads the next frame that is not a keepalive; with typed framing
+// it must be of type want (frameData also accepts frameEnd, returned as an
+// empty frame) and comes without its type byte.
+func (b *frameBody) frame(want byte) ([]byte, error) {
+	for {
+		f, err := p2p.ReadFrame(b.s, max(bodyChunk, maxHeadFrame)+1)
+		if err != nil {
+			return nil, err
+		}
+		b.w.touch()
+		if !b.typed {
+			return f, nil
+		}
+		if len(f) == 0 {
+			return nil, errors.New("empty frame")
+		}
+		switch {
+		case f[0] == frameKeepalive:
+			continue
+		case f[0] == want, want == frameData && f[0] == frameEnd && len(f) == 1:
+			return f[1:], nil
+		}
+		return nil, fmt.Errorf("unexpected frame type %q", f[0])
+	}
 }
 
 func (b *frameBody) Read(p []byte) (int, error) {
@@ -152,9 +286,9 @@ func (b *frameBody) Read(p []byte) (int, error) {
 		if b.err != nil {
 			return 0, b.err
 		}
-		f, err := p2p.ReadFrame(b.s, bodyChunk)
+		f, err := b.frame(frameData)
 		if err != nil {
-			b.err = fmt.Errorf("worker stream broke: %w", err)
+			b.err = fmt.Errorf("worker stream broke: %w", b.w.explain(err))
 			return 0, b.err
 		}
 		if len(f) == 0 {
@@ -170,6 +304,7 @@ func (b *frameBody) Read(p []byte) (int, error) {
 
 func (b *frameBody) Close() error {
 	b.stop()
+	b.w.close()
 	if b.eof {
 		return b.s.Close()
 	}
@@ -198,9 +333,66 @@ func pump(r io.Reader, chunk int, idle time.Duration, s network.Stream, write fu
 	}
 }
 
-// handleWorkerHTTP serves protoWorkerHTTP: it calls a local worker on
-// loopback and streams the answer back.
-func (n *Node) handleWorkerHTTP(s network.Stream) {
+// frameWriter writes the serving side's frames of a worker stream: plain
+// (protoWorkerHTTP) or typed, with keepalives while nothing else is
+// written (protoWorkerHTTP11). Safe for concurrent use.
+type frameWriter struct {
+	s     network.Stream
+	typed bool
+	mu    sync.Mutex
+	last  time.Time
+	err   error
+	done  chan struct{}
+}
+
+// newFrameWriter starts the keepalives of a typed stream; close stops them.
+func newFrameWriter(s network.Stream, typed bool) *frameWriter {
+	fw := &frameWriter{s: s, typed: typed, last: time.Now(), done: make(chan struct{})}
+	if typed {
+		go every(fw.done, keepaliveEvery/2, func() bool {
+			fw.mu.Lock()
+			quiet := time.Since(fw.last) >= keepaliveEvery
+			fw.mu.Unlock()
+			return !quiet || fw.write(frameKeepalive, nil, streamIdle) == nil
+		})
+	}
+	return fw
+}
+
+func (fw *frameWriter) close() { close(fw.done) }
+
+// write sends one frame of type typ (the type byte only when typed).
+func (fw *frameWriter) write(typ byte, b []byte, deadline time.Duration) error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if fw.err != nil {
+		return fw.err
+	}
+	if fw.typed {
+		b = append([]byte{typ}, b...)
+	}
+	_ = fw.s.SetWriteDeadline(time.Now().Add(deadline))
+	fw.err = p2p.WriteFrame(fw.s, b)
+	fw.last = time.Now()
+	return fw.err
+}
+
+func (fw *frameWriter) head(h workerRespHead) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	return fw.write(frameHead, b, 5*time.Second)
+}
+
+// handleWorkerHTTP serves protoWorkerHTTP, handleWorkerHTTP11 its typed
+// version with keepalives.
+func (n *Node) handleWorkerHTTP(s network.Stream)   { n.serveWorkerHTTP(s, false) }
+func (n *Node) handleWorkerHTTP11(s network.Stream) { n.serveWorkerHTTP(s, true) }
+
+// serveWorkerHTTP calls a local worker on loopback and streams the answer
+// back.
+func (n *Node) serveWorkerHTTP(s network.Stream, typed bool) {
 	_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var req workerReq
 	if err := p2p.ReadJSON(s, maxWorkerReqFrame, &req); err != nil {
@@ -208,9 +400,10 @@ func (n *Node) handleWorkerHTTP(s network.Stream) {
 		return
 	}
 	_ = s.SetReadDeadline(time.Time{})
+	fw := newFrameWriter(s, typed)
+	defer fw.close()
 	fail := func(msg string) {
-		_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if p2p.WriteJSON(s, workerRespHead{Error: msg}) != nil {
+		if fw.head(workerRespHead{Error: msg}) != nil {
 			_ = s.Reset()
 			return
 		}
@@ -238,15 +431,15 @@ func (n *Node) handleWorkerHTTP(s network.Stream) {
 		return
 	}
 	defer resp.Body.Close()
-	if err := p2p.WriteJSON(s, workerRespHead{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}); err != nil {
+	if err := fw.head(workerRespHead{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}); err != nil {
 		_ = s.Reset()
 		return
 	}
-	if err := pump(resp.Body, bodyChunk, 30*time.Second, s, func(b []byte) error { return p2p.WriteFrame(s, b) }); err != nil {
+	if err := pump(resp.Body, bodyChunk, 30*time.Second, s, func(b []byte) error { return fw.write(frameData, b, 30*time.Second) }); err != nil {
 		_ = s.Reset()
 		return
 	}
-	if err := p2p.WriteFrame(s, nil); err != nil {
+	if err := fw.write(frameEnd, nil, 5*time.Second); err != nil {
 		_ = s.Reset()
 		return
 	}

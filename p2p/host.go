@@ -409,21 +409,26 @@ func (h *Host) RemoveHandler(proto protocol.ID) {
 }
 
 // NewStream opens a stream to peer id speaking proto, dialing if needed,
-// attached to proto's Service (see AddService). ctx bounds the dial and
-// protocol negotiation, not the stream's life; set deadlines on the stream
-// for that. The caller must Close or Reset it.
-func (h *Host) NewStream(ctx context.Context, id peer.ID, proto protocol.ID) (network.Stream, error) {
+// attached to proto's Service (see AddService). With older protocol
+// versions in fallback, the first one the peer speaks is used when it
+// does not speak proto (the stream's Protocol() says which). ctx bounds the
+// dial and protocol negotiation, not the stream's life; set deadlines on
+// the stream for that. The caller must Close or Reset it.
+func (h *Host) NewStream(ctx context.Context, id peer.ID, proto protocol.ID, fallback ...protocol.ID) (network.Stream, error) {
 	if err := h.ready(); err != nil {
 		return nil, err
 	}
-	if _, ok := h.Service(proto); !ok {
-		return nil, fmt.Errorf("%w: %s", ErrNoService, proto)
+	protos := append([]protocol.ID{proto}, fallback...)
+	for _, p := range protos {
+		if _, ok := h.Service(p); !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNoService, p)
+		}
 	}
-	s, err := h.h.NewStream(noBackoff(ctx), id, proto)
+	s, err := h.h.NewStream(noBackoff(ctx), id, protos...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: open %s stream to %s: %w", proto, id, err)
 	}
-	if err := h.attach(s, proto); err != nil {
+	if err := h.attach(s, s.Protocol()); err != nil {
 		_ = s.Reset()
 		return nil, err
 	}

@@ -114,6 +114,9 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, mode endpoint, id
 		return nil, false
 	}
 	j.req = req
+	if e := j.g.Rbee; e != nil && e.ID != "" {
+		j.id = e.ID
+	}
 	j.ctx, j.cancel = context.WithCancel(r.Context())
 	j.stop = context.AfterFunc(s.hardCtx, j.cancel)
 
@@ -204,6 +207,9 @@ type StartedEvent struct {
 	PromptTokens int    `json:"prompt_tokens"`
 	MaxTokens    int    `json:"max_tokens"`
 	Slot         int    `json:"slot"`
+	// Resumed is the number of tokens the request resumed from (Ext.Resume):
+	// a node checks it before relaying a continuation.
+	Resumed int `json:"resumed,omitempty"`
 }
 
 // TokenEvent carries one generated token. Text may be empty while a
@@ -249,7 +255,7 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 	}
 	defer j.finish()
 	out := sse.Start(w)
-	if err := out.JSON("started", StartedEvent{ID: j.id, PromptTokens: len(j.req.Prompt), MaxTokens: j.req.MaxTokens, Slot: j.slot.id}); err != nil {
+	if err := out.JSON("started", StartedEvent{ID: j.id, PromptTokens: len(j.req.Prompt) - j.req.Resume, MaxTokens: j.req.MaxTokens, Slot: j.slot.id, Resumed: j.req.Resume}); err != nil {
 		return
 	}
 	res, err := j.generate(func(t Token) error {

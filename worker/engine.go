@@ -91,6 +91,7 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 		Prompt:    req.Prompt,
 		MaxTokens: req.MaxTokens,
 		Stop:      req.Stop,
+		Resume:    req.Resume,
 		Sample: engine.SampleParams{
 			Temperature: sp.Temperature, TopK: sp.TopK, TopP: sp.TopP, MinP: sp.MinP,
 			RepeatPenalty: sp.RepeatPenalty, RepeatLastN: sp.RepeatLastN, Seed: sp.Seed,

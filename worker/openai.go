@@ -130,13 +130,22 @@ func (s *Server) failJSON(j *job, w http.ResponseWriter, res Result, err error) 
 	return false
 }
 
+// created is the completion's creation time: now, or the one a resumed
+// stream keeps.
+func (j *job) created() int64 {
+	if e := j.g.Rbee; e != nil && e.Created > 0 {
+		return e.Created
+	}
+	return time.Now().Unix()
+}
+
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	j, ok := s.begin(w, r, endpointChat, "chatcmpl-")
 	if !ok {
 		return
 	}
 	defer j.finish()
-	created := time.Now().Unix()
+	created := j.created()
 
 	if !j.g.Stream {
 		var text strings.Builder
@@ -160,12 +169,12 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return ChatCompletionChunk{ID: j.id, Object: "chat.completion.chunk", Created: created, Model: s.modelName,
 			Choices: []ChatChunkChoice{{Delta: d, FinishReason: finish}}}
 	}
-	if out.JSON("", chunk(ChatDelta{Role: "assistant"}, nil)) != nil {
+	if !j.resumed() && out.JSON("", chunk(ChatDelta{Role: "assistant"}, nil)) != nil {
 		return
 	}
 	res, err := j.generate(func(t Token) error {
-		if t.Text == "" {
-			return nil
+		if err := j.emitTokenID(out, t); err != nil || t.Text == "" {
+			return err
 		}
 		return out.JSON("", chunk(ChatDelta{Content: t.Text}, nil))
 	})
@@ -192,7 +201,7 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer j.finish()
-	created := time.Now().Unix()
+	created := j.created()
 
 	if !j.g.Stream {
 		var text strings.Builder
@@ -219,8 +228,8 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 			Choices: []TextChoice{{Text: text, FinishReason: finish}}}
 	}
 	res, err := j.generate(func(t Token) error {
-		if t.Text == "" {
-			return nil
+		if err := j.emitTokenID(out, t); err != nil || t.Text == "" {
+			return err
 		}
 		return out.JSON("", chunk(t.Text, nil))
 	})

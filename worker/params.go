@@ -31,7 +31,7 @@ const (
 // supportedParams are implemented by both OpenAI endpoints; the prompt
 // field of each is added per endpoint.
 var supportedParams = []string{"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
-	"repeat_penalty", "repeat_last_n", "seed", "stop", "stream", "stream_options", "n"}
+	"repeat_penalty", "repeat_last_n", "seed", "stop", "stream", "stream_options", "n", ExtField}
 
 // embedParams are implemented by /v1/embeddings besides its input.
 var embedParams = []string{"model", "encoding_format"}

@@ -170,6 +170,8 @@ type genRequest struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
 	N *int `json:"n"`
+	// Rbee is the node's extension (see Ext).
+	Rbee *Ext `json:"rbee"`
 }
 
 // decodeBody reads a JSON body of at most MaxBytesBytes into v; for the
@@ -270,6 +272,9 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	if g.N != nil && *g.N != 1 {
 		return gr, badRequest("n", "invalid_value", "only n = 1 is supported")
 	}
+	if aerr := g.Rbee.check(); aerr != nil {
+		return gr, aerr
+	}
 	var ids []int32
 	var promptParam string
 	switch {
@@ -363,6 +368,11 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	}
 	sp, aerr := g.sampling()
 	if aerr != nil {
+		return gr, aerr
+	}
+	// Resumed tokens count towards max_tokens, and the room above is the
+	// original prompt's: the limits of the interrupted attempt hold.
+	if ids, gr.Resume, aerr = g.Rbee.resume(ids, ctxLen, promptParam); aerr != nil {
 		return gr, aerr
 	}
 	gr.Prompt = ids

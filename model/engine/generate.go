@@ -21,6 +21,17 @@ type GenerateRequest struct {
 	// Stop ends generation as soon as the decoded text contains one of these
 	// strings; the stop string and what follows are not emitted.
 	Stop []string
+	// Resume continues an interrupted generation of the same request: the
+	// last Resume ids of Prompt are the tokens it had generated (and emitted)
+	// so far. They are replayed through the text decoder and the stop
+	// matcher without being emitted, the random draw is advanced by one draw
+	// per replayed token (the sampler takes exactly one per non-greedy
+	// token), Index and CompletionTokens count from Resume, MaxTokens counts
+	// them too, and PromptTokens excludes them. With the same model, Sample
+	// and Stop the emitted tokens are those the uninterrupted generation
+	// would have emitted after the first Resume ones. It must leave at least
+	// one prompt token.
+	Resume int
 }
 
 // Token is one generated token as emitted by Generate.
@@ -103,6 +114,7 @@ type Sequence struct {
 	s      *Session
 	req    GenerateRequest
 	prompt []int32 // the part of the prompt not in the cache when it began
+	split  int     // index in prompt where resumed tokens (GenerateRequest.Resume) begin
 	pi     int     // prompt tokens evaluated so far
 	next   int32   // sampled, emitted, not yet evaluated
 	dec    *tokenizer.StreamDecoder
@@ -139,20 +151,37 @@ func (s *Session) Begin(req GenerateRequest) (*Sequence, error) {
 	if err := s.checkIDs(req.Prompt, "prompt "); err != nil {
 		return nil, err
 	}
+	if req.Resume < 0 || req.Resume >= len(req.Prompt) {
+		return nil, fmt.Errorf("%w: resume %d must leave at least one of the %d prompt tokens", ErrBadRequest, req.Resume, len(req.Prompt))
+	}
 	if len(req.Prompt)+1 > hp.nCtx {
 		return nil, fmt.Errorf("%w: %d prompt tokens + 1 > context %d", ErrContextOverflow, len(req.Prompt), hp.nCtx)
 	}
 	common := s.CommonPrefix(req.Prompt)
 	s.tokens = s.tokens[:common]
 	s.smp.reseed(req.Sample.Seed)
-	return &Sequence{
+	s.smp.skip(req.Resume)
+	q := &Sequence{
 		s: s, req: req, prompt: req.Prompt[common:],
+		split: max(0, len(req.Prompt)-req.Resume-common),
 		dec:   s.m.tok.NewStreamDecoder(),
 		st:    stopper{stops: req.Stop},
 		out:   make([]Token, 0, 2),
-		res:   Result{PromptTokens: len(req.Prompt)},
+		res:   Result{PromptTokens: len(req.Prompt) - req.Resume, CompletionTokens: req.Resume},
 		start: time.Now(),
-	}, nil
+	}
+	// Resumed tokens were sent by an earlier attempt: they go through the
+	// decoder and the stop matcher again, unsent.
+	for _, id := range req.Prompt[len(req.Prompt)-req.Resume:] {
+		if _, hit := q.st.push(q.dec.Next(id)); hit {
+			q.done, q.res.StopReason = true, StopString // it had ended on a stop string
+			return q, nil
+		}
+	}
+	if req.Resume > 0 && req.MaxTokens > 0 && q.res.CompletionTokens >= req.MaxTokens {
+		q.done, q.res.StopReason = true, StopLength // interrupted after its last token
+	}
+	return q, nil
 }
 
 // Session returns the Session the sequence runs on.
@@ -207,6 +236,15 @@ func (b *Batch) Step(seqs []*Sequence) error {
 		}
 		if q.pi < len(q.prompt) {
 			n := min(len(q.prompt)-q.pi, budget)
+			if q.pi >= q.split {
+				// Resumed tokens go one per step, as the decoding that
+				// produced them evaluated them: a chunk agrees with
+				// single-token evaluation only up to float rounding,
+				// which could flip a near-tie of the next draw.
+				n = min(n, 1)
+			} else {
+				n = min(n, q.split-q.pi)
+			}
 			if n == 0 {
 				continue
 			}

@@ -89,6 +89,13 @@ func newSampler(vocab int) *sampler {
 // constant so that seed 0 is as good as any other.
 func (s *sampler) reseed(seed uint64) { s.pcg.Seed(seed, 0x9e3779b97f4a7c15) }
 
+// skip advances the random stream by n draws, as n non-greedy samples do.
+func (s *sampler) skip(n int) {
+	for range n {
+		s.rng.Float64()
+	}
+}
+
 // argmax returns the index of the largest value, the lowest one on ties.
 func argmax(logits []float32) int32 {
 	best, bi := float32(math.Inf(-1)), 0
