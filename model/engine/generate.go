@@ -19,6 +19,27 @@ type GenerateRequest struct {
 	// Stop ends generation as soon as the decoded text contains one of these
 	// strings; the stop string and what follows are not emitted.
 	Stop []string
+	// Constraint, if set, restricts every sampled token (a grammar, see
+	// model/grammar); generation ends with StopEOS once it is Done.
+	Constraint Constraint
+	// Logprobs asks for each token's log-probability (Token.Logprob) and
+	// TopLogprobs (0..MaxTopLogprobs) of the most likely alternatives.
+	Logprobs    bool
+	TopLogprobs int
+}
+
+// Constraint restricts which tokens may be sampled. One Constraint serves
+// one generation; the engine calls Mask before each draw, then Accept with
+// the drawn token (end-of-generation tokens included).
+type Constraint interface {
+	// Mask sets the logits of the tokens that may not come next to -Inf;
+	// it must leave at least one token allowed.
+	Mask(logits []float32)
+	// Accept advances past id; an error (a token Mask forbade) ends the
+	// generation with that error.
+	Accept(id int32) error
+	// Done reports that the output is complete: nothing may follow.
+	Done() bool
 }
 
 // Token is one generated token as emitted by Generate.
@@ -32,6 +53,12 @@ type Token struct {
 	Text string
 	// Index counts generated tokens from 0.
 	Index int
+	// Logprob is the token's log-probability under the raw logits (before
+	// penalties, temperature and constraints), and TopLogprobs the most
+	// likely tokens; both only when GenerateRequest.Logprobs is set and
+	// ID >= 0.
+	Logprob     float32
+	TopLogprobs []TokenLogprob
 }
 
 // Stop reasons reported in Result.StopReason.
@@ -69,6 +96,9 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 	}
 	if err := req.Sample.validate(); err != nil {
 		return res, err
+	}
+	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs {
+		return res, fmt.Errorf("%w: top_logprobs %d must be in [0, %d]", ErrBadRequest, req.TopLogprobs, MaxTopLogprobs)
 	}
 	for _, st := range req.Stop {
 		if st == "" {
@@ -116,7 +146,20 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 			res.StopReason = StopCancelled
 			return res, err
 		}
+		var raw []float32
+		if req.Logprobs {
+			s.smp.raw = append(s.smp.raw[:0], logits...)
+			raw = s.smp.raw
+		}
+		if req.Constraint != nil {
+			req.Constraint.Mask(logits)
+		}
 		id := s.smp.sample(logits, req.Sample, s.tokens)
+		if req.Constraint != nil {
+			if err := req.Constraint.Accept(id); err != nil {
+				return res, err
+			}
+		}
 		if s.m.tok.IsEOG(id) {
 			res.StopReason = StopEOS
 			break
@@ -124,12 +167,23 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 		text, hit := st.push(dec.Next(id))
 		idx := res.CompletionTokens
 		res.CompletionTokens++
-		if err := emit(Token{ID: id, Text: text, Index: idx}); err != nil {
+		tok := Token{ID: id, Text: text, Index: idx}
+		if raw != nil {
+			tok.Logprob, tok.TopLogprobs = s.smp.logprobs(raw, id, req.TopLogprobs)
+			for i := range tok.TopLogprobs {
+				tok.TopLogprobs[i].Text = s.m.tok.Piece(tok.TopLogprobs[i].ID)
+			}
+		}
+		if err := emit(tok); err != nil {
 			return res, err
 		}
 		if hit {
 			res.StopReason = StopString
 			return res, nil
+		}
+		if req.Constraint != nil && req.Constraint.Done() {
+			res.StopReason = StopEOS
+			break
 		}
 		if req.MaxTokens > 0 && res.CompletionTokens >= req.MaxTokens {
 			res.StopReason = StopLength
