@@ -1,0 +1,58 @@
+package grammar
+
+import (
+	"testing"
+
+	"github.com/rbee-project/rbee/model/gguf"
+	"github.com/rbee-project/rbee/model/tokenizer"
+	"github.com/stretchr/testify/require"
+)
+
+// llamaVocab is Llama 2's 32000-token SentencePiece vocabulary.
+func llamaVocab(b testing.TB) *Vocab {
+	f, err := gguf.Open("../../testdata/tokenizer/ggml-vocab-llama-spm.gguf")
+	require.NoError(b, err)
+	b.Cleanup(func() { f.Close() })
+	tok, err := tokenizer.FromGGUF(f)
+	require.NoError(b, err)
+	pieces := make([]string, tok.VocabSize())
+	var eog []int32
+	for id := range pieces {
+		pieces[id] = tok.Piece(int32(id))
+		if tok.IsEOG(int32(id)) {
+			eog = append(eog, int32(id))
+		}
+	}
+	return NewVocab(pieces, eog)
+}
+
+// BenchmarkMask measures one mask over a 32k vocabulary, uncached (a new
+// Matcher each time, the cost of the first visit of a state) and cached
+// (the same state again), at states of increasing breadth.
+func BenchmarkMask(b *testing.B) {
+	v := llamaVocab(b)
+	s, err := CompileSchema([]byte(testSchemas[0]))
+	require.NoError(b, err)
+	for _, tc := range []struct{ name, prefix string }{
+		{"start", ``},
+		{"key", `{"`},
+		{"string", `{"name":"Jo`},
+		{"number", `{"name":"Jo","age":1`},
+	} {
+		b.Run(tc.name+"/uncached", func(b *testing.B) {
+			for b.Loop() {
+				m := s.NewMatcher(v)
+				require.NoError(b, m.Write([]byte(tc.prefix)))
+				m.Allowed()
+			}
+		})
+		b.Run(tc.name+"/cached", func(b *testing.B) {
+			m := s.NewMatcher(v)
+			require.NoError(b, m.Write([]byte(tc.prefix)))
+			logits := make([]float32, len(v.pieces))
+			for b.Loop() {
+				m.Mask(logits)
+			}
+		})
+	}
+}
