@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/rbee-project/rbee/model/engine"
+	"github.com/rbee-project/rbee/model/grammar"
 )
 
 // LoadEngine loads path with rbee's pure-Go engine (model/engine) and
@@ -16,12 +18,17 @@ func LoadEngine(path string, opts LoadOptions) (Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return engineModel{m: m}, nil
+	return engineModel{m: m, vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}, nil
 }
 
 // engineModel adapts *engine.Model; the engine's methods are safe for
-// concurrent use, so the adapter adds no locking.
-type engineModel struct{ m *engine.Model }
+// concurrent use, so the adapter adds no locking. vocab is the
+// vocabulary prepared for constrained sampling, built at the first
+// constrained request.
+type engineModel struct {
+	m     *engine.Model
+	vocab func() *grammar.Vocab
+}
 
 func (e engineModel) Info() ModelInfo {
 	i := e.m.Info()
@@ -49,11 +56,14 @@ func (e engineModel) EncodeChat(ctx context.Context, msgs []Message) ([]int32, e
 	return ids, err
 }
 
-func (e engineModel) NewSession() Session { return engineSession{s: e.m.NewSession()} }
+func (e engineModel) NewSession() Session { return engineSession{s: e.m.NewSession(), vocab: e.vocab} }
 
 func (e engineModel) Close() error { return e.m.Close() }
 
-type engineSession struct{ s *engine.Session }
+type engineSession struct {
+	s     *engine.Session
+	vocab func() *grammar.Vocab
+}
 
 func (es engineSession) Embed(ctx context.Context, prompt []int32) ([]float32, error) {
 	return es.s.Embed(ctx, prompt)
@@ -62,7 +72,7 @@ func (es engineSession) Embed(ctx context.Context, prompt []int32) ([]float32, e
 func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error) {
 	sp := req.Sample
 	start := time.Now()
-	r, err := es.s.Generate(ctx, engine.GenerateRequest{
+	egr := engine.GenerateRequest{
 		Prompt:    req.Prompt,
 		MaxTokens: req.MaxTokens,
 		Stop:      req.Stop,
@@ -70,8 +80,17 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 			Temperature: sp.Temperature, TopK: sp.TopK, TopP: sp.TopP, MinP: sp.MinP,
 			RepeatPenalty: sp.RepeatPenalty, RepeatLastN: sp.RepeatLastN, Seed: sp.Seed,
 		},
-	}, func(t engine.Token) error {
-		return emit(Token{ID: t.ID, Text: t.Text, Index: t.Index})
+		Logprobs: req.Logprobs, TopLogprobs: req.TopLogprobs,
+	}
+	if req.Schema != nil {
+		egr.Constraint = req.Schema.NewMatcher(es.vocab())
+	}
+	r, err := es.s.Generate(ctx, egr, func(t engine.Token) error {
+		tok := Token{ID: t.ID, Text: t.Text, Index: t.Index, Piece: t.Piece, Logprob: t.Logprob}
+		for _, alt := range t.TopLogprobs {
+			tok.TopLogprobs = append(tok.TopLogprobs, TokenLogprob{Piece: alt.Text, Logprob: alt.Logprob})
+		}
+		return emit(tok)
 	})
 	if err != nil && (errors.Is(err, engine.ErrBadRequest) || errors.Is(err, engine.ErrContextOverflow) || errors.Is(err, engine.ErrEmptyPrompt)) {
 		err = fmt.Errorf("%w: %w", ErrInvalidRequest, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/rbee-project/rbee/model/grammar"
 )
 
 // Model is what the worker needs from an inference engine: one loaded model
@@ -84,6 +86,14 @@ type GenerateRequest struct {
 	MaxTokens int
 	Sample    SampleParams
 	Stop      []string
+	// Schema, if set, constrains the output to a JSON document matching
+	// it (response_format, a forced tool call); generation ends when the
+	// document is complete.
+	Schema *grammar.Schema
+	// Logprobs asks for each token's log-probability and TopLogprobs
+	// (0..20) alternatives.
+	Logprobs    bool
+	TopLogprobs int
 }
 
 // Token is one generated token (mirrors engine.Token). Text is a UTF-8-safe
@@ -94,6 +104,18 @@ type Token struct {
 	ID    int32
 	Text  string
 	Index int
+	// With GenerateRequest.Logprobs, for ID >= 0: the token's bytes, its
+	// log-probability under the model's raw distribution, and the most
+	// likely alternatives.
+	Piece       string
+	Logprob     float32
+	TopLogprobs []TokenLogprob
+}
+
+// TokenLogprob is one alternative token and its log-probability.
+type TokenLogprob struct {
+	Piece   string
+	Logprob float32
 }
 
 // Result summarizes a generation (mirrors engine.Result).

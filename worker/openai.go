@@ -30,9 +30,10 @@ type ChatCompletion struct {
 
 // ChatChoice is one choice of a ChatCompletion.
 type ChatChoice struct {
-	Index        int     `json:"index"`
-	Message      Message `json:"message"`
-	FinishReason string  `json:"finish_reason"`
+	Index        int             `json:"index"`
+	Message      Message         `json:"message"`
+	Logprobs     *ChoiceLogprobs `json:"logprobs"`
+	FinishReason string          `json:"finish_reason"`
 }
 
 // ChatCompletionChunk is one streamed event of /v1/chat/completions.
@@ -47,9 +48,10 @@ type ChatCompletionChunk struct {
 
 // ChatChunkChoice is one choice of a chunk; FinishReason is null until the last.
 type ChatChunkChoice struct {
-	Index        int       `json:"index"`
-	Delta        ChatDelta `json:"delta"`
-	FinishReason *string   `json:"finish_reason"`
+	Index        int             `json:"index"`
+	Delta        ChatDelta       `json:"delta"`
+	Logprobs     *ChoiceLogprobs `json:"logprobs"`
+	FinishReason *string         `json:"finish_reason"`
 }
 
 // ChatDelta is the increment of a streamed message.
@@ -72,10 +74,10 @@ type TextCompletion struct {
 // TextChoice is one choice of a TextCompletion; FinishReason is null in
 // streamed chunks until the last.
 type TextChoice struct {
-	Text         string  `json:"text"`
-	Index        int     `json:"index"`
-	Logprobs     any     `json:"logprobs"`
-	FinishReason *string `json:"finish_reason"`
+	Text         string        `json:"text"`
+	Index        int           `json:"index"`
+	Logprobs     *TextLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
 }
 
 // finishReason maps a stop reason to OpenAI's: the end of the text or a
@@ -140,8 +142,15 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 
 	if !j.g.Stream {
 		var text strings.Builder
+		var lp *ChoiceLogprobs
+		if j.req.Logprobs {
+			lp = &ChoiceLogprobs{Content: []LogprobContent{}}
+		}
 		res, err := j.generate(func(t Token) error {
 			text.WriteString(t.Text)
+			if c, ok := logprobContent(t); ok && lp != nil {
+				lp.Content = append(lp.Content, c)
+			}
 			return nil
 		})
 		if s.failJSON(j, w, res, err) {
@@ -149,7 +158,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, ChatCompletion{
 			ID: j.id, Object: "chat.completion", Created: created, Model: s.modelName,
-			Choices: []ChatChoice{{Message: Message{Role: "assistant", Content: text.String()}, FinishReason: finishReason(res.StopReason)}},
+			Choices: []ChatChoice{{Message: Message{Role: "assistant", Content: text.String()}, Logprobs: lp, FinishReason: finishReason(res.StopReason)}},
 			Usage:   usage(res),
 		})
 		return
@@ -164,10 +173,14 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := j.generate(func(t Token) error {
-		if t.Text == "" {
+		c := chunk(ChatDelta{Content: t.Text}, nil)
+		if lc, ok := logprobContent(t); ok && j.req.Logprobs {
+			// Every token's entry goes out, also while its text is held back.
+			c.Choices[0].Logprobs = &ChoiceLogprobs{Content: []LogprobContent{lc}}
+		} else if t.Text == "" {
 			return nil
 		}
-		return out.JSON("", chunk(ChatDelta{Content: t.Text}, nil))
+		return out.JSON("", c)
 	})
 	if s.failStream(j, out, res, err) {
 		return
@@ -196,7 +209,14 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 
 	if !j.g.Stream {
 		var text strings.Builder
+		var lp *TextLogprobs
+		if j.req.Logprobs {
+			lp = &TextLogprobs{}
+		}
 		res, err := j.generate(func(t Token) error {
+			if lp != nil {
+				lp.add(t, text.Len())
+			}
 			text.WriteString(t.Text)
 			return nil
 		})
@@ -207,7 +227,7 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		u := usage(res)
 		writeJSON(w, http.StatusOK, TextCompletion{
 			ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
-			Choices: []TextChoice{{Text: text.String(), FinishReason: &fr}},
+			Choices: []TextChoice{{Text: text.String(), Logprobs: lp, FinishReason: &fr}},
 			Usage:   &u,
 		})
 		return
@@ -218,11 +238,17 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		return TextCompletion{ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
 			Choices: []TextChoice{{Text: text, FinishReason: finish}}}
 	}
+	off := 0
 	res, err := j.generate(func(t Token) error {
-		if t.Text == "" {
+		c := chunk(t.Text, nil)
+		if j.req.Logprobs && t.ID >= 0 {
+			c.Choices[0].Logprobs = &TextLogprobs{}
+			c.Choices[0].Logprobs.add(t, off)
+		} else if t.Text == "" {
 			return nil
 		}
-		return out.JSON("", chunk(t.Text, nil))
+		off += len(t.Text)
+		return out.JSON("", c)
 	})
 	if s.failStream(j, out, res, err) {
 		return

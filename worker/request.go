@@ -170,6 +170,11 @@ type genRequest struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
 	N *int `json:"n"`
+
+	// Structured output and log-probabilities (structured.go).
+	ResponseFormat *responseFormat `json:"response_format"`
+	Logprobs       json.RawMessage `json:"logprobs"`
+	TopLogprobs    *int            `json:"top_logprobs"`
 }
 
 // decodeBody reads a JSON body of at most MaxBytesBytes into v; for the
@@ -368,6 +373,12 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	gr.Prompt = ids
 	gr.Sample = sp
 	gr.Stop = []string(g.Stop)
+	if gr.Logprobs, gr.TopLogprobs, aerr = g.logprobRequest(mode); aerr != nil {
+		return gr, aerr
+	}
+	if gr.Schema, aerr = g.ResponseFormat.schema(); aerr != nil {
+		return gr, aerr
+	}
 	return gr, nil
 }
 

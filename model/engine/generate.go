@@ -56,9 +56,10 @@ type Token struct {
 	// Logprob is the token's log-probability under the raw logits (before
 	// penalties, temperature and constraints), and TopLogprobs the most
 	// likely tokens; both only when GenerateRequest.Logprobs is set and
-	// ID >= 0.
+	// ID >= 0. Piece is then the token's own bytes (tokenizer.Piece).
 	Logprob     float32
 	TopLogprobs []TokenLogprob
+	Piece       string
 }
 
 // Stop reasons reported in Result.StopReason.
@@ -169,6 +170,7 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 		res.CompletionTokens++
 		tok := Token{ID: id, Text: text, Index: idx}
 		if raw != nil {
+			tok.Piece = s.m.tok.Piece(id)
 			tok.Logprob, tok.TopLogprobs = s.smp.logprobs(raw, id, req.TopLogprobs)
 			for i := range tok.TopLogprobs {
 				tok.TopLogprobs[i].Text = s.m.tok.Piece(tok.TopLogprobs[i].ID)

@@ -15,15 +15,7 @@ func llamaVocab(b testing.TB) *Vocab {
 	b.Cleanup(func() { f.Close() })
 	tok, err := tokenizer.FromGGUF(f)
 	require.NoError(b, err)
-	pieces := make([]string, tok.VocabSize())
-	var eog []int32
-	for id := range pieces {
-		pieces[id] = tok.Piece(int32(id))
-		if tok.IsEOG(int32(id)) {
-			eog = append(eog, int32(id))
-		}
-	}
-	return NewVocab(pieces, eog)
+	return TokenizerVocab(tok)
 }
 
 // BenchmarkMask measures one mask over a 32k vocabulary, uncached (a new

@@ -277,7 +277,7 @@ func TestSelfReferenceTerminates(t *testing.T) {
 // (id 0) and a control token that writes nothing (id 1).
 func testVocab() *Vocab {
 	pieces := []string{"", "", "{", "}", `"`, `{"`, `":`, `",`, "name", "age", "Ann", " ", "\n", "1", "12", "-", ".", "[", "]", ",", `"}`,
-		"tags", "a", "b", "c", " d", "null", "true", "x", "\\", "n", "e", "}}", "[]", "é", "v", "t", "point", "k", "i", "d", "l", "o", "y", "s", "m"}
+		"tags", "a", "b", "c", " d", "null", "true", "x", "\\", "n", "e", "}}", "[]", "é", "v", "t", "point", "k", "i", "d", "l", "o", "y", "s", "m", ":"}
 	return NewVocab(pieces, []int32{0})
 }
 
@@ -287,6 +287,7 @@ func TestMaskAgreesWithAccept(t *testing.T) {
 		s, err := CompileSchema([]byte(src))
 		require.NoError(t, err)
 		m := s.NewMatcher(v)
+		written := ""
 		// Walk a few steps, always taking the lowest allowed id >= 2, and
 		// check at each step that exactly the allowed tokens are accepted.
 		for step := 0; step < 12 && !m.Done(); step++ {
@@ -304,7 +305,8 @@ func TestMaskAgreesWithAccept(t *testing.T) {
 					pick = int32(id)
 				}
 			}
-			require.GreaterOrEqual(t, pick, int32(0), "schema %d: no token allowed", i)
+			require.GreaterOrEqual(t, pick, int32(0), "schema %d: no token allowed after %q", i, written)
+			written += v.pieces[pick]
 			require.NoError(t, m.Accept(pick))
 		}
 	}

@@ -64,7 +64,7 @@ type frame struct {
 	node int32 // -1: the document root
 	n    int32 // string: code points; array: items; literal: bytes matched; number: bytes; object: current property (-1: additional)
 	st   uint8
-	ws   uint8 // consecutive whitespace
+	ws   uint8 // whitespace since the last token: 0 none, 1 a space, 2+k a newline and k indentation bytes
 	esc  uint8 // string escape: 1 after '\', 2..5 hex digits of \u to go (+1)
 	seen uint64
 	// object key: declared names still possible are names[lo:hi]; kpos
@@ -203,7 +203,7 @@ func isNumber(k kind) bool { return k == kNumber || k == kInteger }
 
 func numComplete(st uint8) bool { return st == nZero || st == nInt || st == nFrac || st == nExp }
 
-func isWS(b byte) bool { return b == ' ' || b == '\n' || b == '\t' || b == '\r' }
+func isWS(b byte) bool { return b == ' ' || b == '\n' || b == '\t' }
 
 // step feeds b to every thread of src and writes the survivors to dst; it
 // reports whether any survived.
@@ -313,12 +313,20 @@ func (m *Matcher) childOf(f *frame) int32 {
 	return n.additional
 }
 
-// space consumes whitespace between tokens, at most maxWS in a row.
-func space(f *frame) result {
-	if f.ws >= maxWS {
+// space consumes whitespace between tokens, as llama.cpp's JSON grammar
+// allows it: one space, or a newline and up to maxIndent spaces or tabs.
+// More would only let a model stall in blank output.
+func space(f *frame, b byte) result {
+	switch {
+	case f.ws == 0 && b == ' ':
+		f.ws = 1
+	case f.ws == 0 && b == '\n':
+		f.ws = 2
+	case f.ws >= 2 && f.ws < 2+maxIndent && (b == ' ' || b == '\t'):
+		f.ws++
+	default:
 		return rej
 	}
-	f.ws++
 	return ok
 }
 
@@ -327,7 +335,7 @@ func (m *Matcher) frameStep(f *frame, b byte) result {
 	if f.node < 0 { // the document
 		switch {
 		case isWS(b):
-			return space(f)
+			return space(f, b)
 		case f.st == rValue:
 			f.st, f.ws = rDone, 0
 			return push
@@ -490,7 +498,7 @@ func (m *Matcher) arrayStep(f *frame, n *node, b byte) result {
 		return rej
 	}
 	if isWS(b) {
-		return space(f)
+		return space(f, b)
 	}
 	switch f.st {
 	case aFirst, aNext:
@@ -539,7 +547,7 @@ func (m *Matcher) objectStep(f *frame, n *node, b byte) result {
 		return keyStep(f, n, b)
 	}
 	if isWS(b) {
-		return space(f)
+		return space(f, b)
 	}
 	f.ws = 0
 	switch {

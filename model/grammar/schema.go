@@ -44,9 +44,10 @@ const (
 	// maxNumber bounds a number's length in bytes, so a model cannot
 	// spin on digits forever; 24 holds any int64 and a float64's digits.
 	maxNumber = 24
-	// maxWS bounds consecutive whitespace between tokens of the document;
-	// 20, as llama.cpp's JSON grammar, lets a model indent a few levels.
-	maxWS = 20
+	// maxIndent bounds the spaces or tabs after a newline between tokens
+	// of the document; 20, as llama.cpp's JSON grammar, lets a model
+	// indent a few levels.
+	maxIndent = 20
 )
 
 type kind uint8
