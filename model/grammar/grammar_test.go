@@ -340,6 +340,26 @@ func TestAnyObject(t *testing.T) {
 	}
 }
 
+func TestWrap(t *testing.T) {
+	s, err := CompileSchema([]byte(`{"type":"object","properties":{"name":{"const":"f"},"arguments":{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}},"required":["name","arguments"]}`))
+	require.NoError(t, err)
+	w := s.Wrap("<tool_call>\n", "\n</tool_call>")
+	m := w.NewMatcher(nil)
+	require.NoError(t, m.Write([]byte("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"n\": 12}}")))
+	require.False(t, m.CanEnd())
+	require.NoError(t, m.Write([]byte("\n</tool_call>")))
+	require.True(t, m.Done())
+	require.Error(t, w.NewMatcher(nil).Write([]byte(`{"name"`)))
+	// A number right before the suffix ends at its first byte.
+	n, err := CompileSchema([]byte(`{"type":"integer"}`))
+	require.NoError(t, err)
+	m = n.Wrap("<", ">").NewMatcher(nil)
+	require.NoError(t, m.Write([]byte("<42")))
+	require.False(t, m.CanEnd())
+	require.NoError(t, m.Write([]byte(">")))
+	require.True(t, m.Done())
+}
+
 func FuzzMatcher(f *testing.F) {
 	for i := range testSchemas {
 		f.Add(uint8(i), []byte(`{"name":"x","age":1}`))

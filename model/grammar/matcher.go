@@ -20,9 +20,11 @@ const (
 
 // Sub-states of a frame, per kind.
 const (
-	// root (node -1)
+	// root (node -1); n counts the bytes of the prefix or suffix matched
 	rValue = iota
 	rDone
+	rPrefix
+	rSuffix
 )
 
 const (
@@ -149,7 +151,11 @@ type Matcher struct {
 // (Write).
 func (s *Schema) NewMatcher(v *Vocab) *Matcher {
 	m := &Matcher{s: s, v: v, leaves: s.expand(), cache: map[string][]uint64{}}
-	m.cur.frames = append(m.cur.frames, frame{node: -1})
+	root := frame{node: -1}
+	if s.prefix != "" {
+		root.st = rPrefix
+	}
+	m.cur.frames = append(m.cur.frames, root)
 	m.cur.ends = append(m.cur.ends, 1)
 	return m
 }
@@ -192,7 +198,7 @@ func (m *Matcher) CanEnd() bool {
 		if len(t) == 1 && t[0].st == rDone {
 			return true
 		}
-		if len(t) == 2 && isNumber(m.s.nodes[t[1].node].kind) && numComplete(t[1].st) {
+		if len(t) == 2 && m.s.suffix == "" && isNumber(m.s.nodes[t[1].node].kind) && numComplete(t[1].st) {
 			return true
 		}
 	}
@@ -334,10 +340,30 @@ func space(f *frame, b byte) result {
 func (m *Matcher) frameStep(f *frame, b byte) result {
 	if f.node < 0 { // the document
 		switch {
+		case f.st == rPrefix || f.st == rSuffix:
+			lit := m.s.prefix
+			if f.st == rSuffix {
+				lit = m.s.suffix
+			}
+			if lit[f.n] != b {
+				return rej
+			}
+			if f.n++; int(f.n) == len(lit) {
+				f.n = 0
+				if f.st == rPrefix {
+					f.st = rValue
+				} else {
+					f.st = rDone
+				}
+			}
+			return ok
 		case isWS(b):
 			return space(f, b)
 		case f.st == rValue:
 			f.st, f.ws = rDone, 0
+			if m.s.suffix != "" {
+				f.st = rSuffix
+			}
 			return push
 		}
 		return rej

@@ -88,6 +88,17 @@ type node struct {
 type Schema struct {
 	nodes []node
 	root  int32
+	// prefix and suffix are literal text around the document (Wrap).
+	prefix, suffix string
+}
+
+// Wrap returns a Schema whose output is prefix, then a document matching
+// s, then suffix, all literal: a tool call in a model's markup, such as
+// Qwen's "<tool_call>\n" … "\n</tool_call>".
+func (s *Schema) Wrap(prefix, suffix string) *Schema {
+	w := *s
+	w.prefix, w.suffix = prefix, suffix
+	return &w
 }
 
 // AnyObject is json_object mode: any JSON object.
