@@ -2,8 +2,10 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,7 +20,12 @@ func LoadEngine(path string, opts LoadOptions) (Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return engineModel{m: m, vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}, nil
+	style := ToolStyleJSON
+	if strings.Contains(m.ChatTemplate(), toolCallOpen) {
+		style = ToolStyleHermes
+	}
+	return engineModel{m: m, toolStyle: style,
+		vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}, nil
 }
 
 // engineModel adapts *engine.Model; the engine's methods are safe for
@@ -26,8 +33,9 @@ func LoadEngine(path string, opts LoadOptions) (Model, error) {
 // vocabulary prepared for constrained sampling, built at the first
 // constrained request.
 type engineModel struct {
-	m     *engine.Model
-	vocab func() *grammar.Vocab
+	m         *engine.Model
+	vocab     func() *grammar.Vocab
+	toolStyle string
 }
 
 func (e engineModel) Info() ModelInfo {
@@ -36,6 +44,7 @@ func (e engineModel) Info() ModelInfo {
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
+		ToolStyle: e.toolStyle,
 	}
 }
 
@@ -44,12 +53,15 @@ func (e engineModel) Encode(text string) []int32 {
 	return tok.Encode(text, tok.AddBOS(), true)
 }
 
-func (e engineModel) EncodeChat(ctx context.Context, msgs []Message) ([]int32, error) {
+func (e engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage) ([]int32, error) {
 	em := make([]engine.Message, len(msgs))
 	for i, msg := range msgs {
-		em[i] = engine.Message{Role: msg.Role, Content: msg.Content}
+		em[i] = engine.Message{Role: msg.Role, Content: msg.Content, ToolCallID: msg.ToolCallID, Name: msg.Name}
+		for _, c := range msg.ToolCalls {
+			em[i].ToolCalls = append(em[i].ToolCalls, engine.ToolCall{ID: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
+		}
 	}
-	ids, err := e.m.ChatTokens(ctx, em)
+	ids, err := e.m.ChatTokensTools(ctx, em, tools)
 	if errors.Is(err, engine.ErrTemplate) {
 		err = fmt.Errorf("%w: %w", ErrTemplate, err)
 	}

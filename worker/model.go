@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"time"
 
@@ -28,7 +29,9 @@ type Model interface {
 	// bounds the rendering. An error wrapping ErrTemplate means the model's
 	// template itself failed (it went over its render budget): the worker
 	// answers 400 template_error.
-	EncodeChat(ctx context.Context, msgs []Message) ([]int32, error)
+	// tools (OpenAI function definitions, JSON) are passed to the
+	// template as `tools`; nil renders none.
+	EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage) ([]int32, error)
 	// NewSession returns a session with its own KV cache. A session is used
 	// by one goroutine at a time; the worker keeps one per slot and reuses it.
 	NewSession() Session
@@ -61,12 +64,19 @@ type ModelInfo struct {
 	Heads, KVHeads     int
 	// MaxTokenBytes: no token stands for more input bytes (see engine.Info).
 	MaxTokenBytes int
+	// ToolStyle is how the chat template asks the model to write tool
+	// calls: ToolStyleHermes or ToolStyleJSON.
+	ToolStyle string
 }
 
-// Message is one chat message.
+// Message is one chat message. An assistant message may carry the tool
+// calls it made; a "tool" message answers the call ToolCallID.
 type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role       string     `json:"role"`
+	Content    string     `json:"content"`
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
+	Name       string     `json:"name,omitempty"`
 }
 
 // SampleParams are the sampling settings of one request (mirrors

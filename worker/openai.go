@@ -56,8 +56,9 @@ type ChatChunkChoice struct {
 
 // ChatDelta is the increment of a streamed message.
 type ChatDelta struct {
-	Role    string `json:"role,omitempty"`
-	Content string `json:"content,omitempty"`
+	Role      string     `json:"role,omitempty"`
+	Content   string     `json:"content,omitempty"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // TextCompletion is the answer (and, with object "text_completion" too, each
@@ -156,9 +157,13 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		if s.failJSON(j, w, res, err) {
 			return
 		}
+		msg, fr := Message{Role: "assistant", Content: text.String()}, finishReason(res.StopReason)
+		if content, calls := parseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
+			msg.Content, msg.ToolCalls, fr = content, calls, "tool_calls"
+		}
 		writeJSON(w, http.StatusOK, ChatCompletion{
 			ID: j.id, Object: "chat.completion", Created: created, Model: s.modelName,
-			Choices: []ChatChoice{{Message: Message{Role: "assistant", Content: text.String()}, Logprobs: lp, FinishReason: finishReason(res.StopReason)}},
+			Choices: []ChatChoice{{Message: msg, Logprobs: lp, FinishReason: fr}},
 			Usage:   usage(res),
 		})
 		return
@@ -172,12 +177,20 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if out.JSON("", chunk(ChatDelta{Role: "assistant"}, nil)) != nil {
 		return
 	}
+	var ts *toolStream
+	if j.g.tools.names != nil {
+		ts = &toolStream{}
+	}
 	res, err := j.generate(func(t Token) error {
-		c := chunk(ChatDelta{Content: t.Text}, nil)
+		text := t.Text
+		if ts != nil {
+			text = ts.push(text)
+		}
+		c := chunk(ChatDelta{Content: text}, nil)
 		if lc, ok := logprobContent(t); ok && j.req.Logprobs {
 			// Every token's entry goes out, also while its text is held back.
 			c.Choices[0].Logprobs = &ChoiceLogprobs{Content: []LogprobContent{lc}}
-		} else if t.Text == "" {
+		} else if text == "" {
 			return nil
 		}
 		return out.JSON("", c)
@@ -186,6 +199,19 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fr := finishReason(res.StopReason)
+	if ts != nil {
+		rest, calls := ts.finish(j.g.tools.names)
+		if rest != "" && out.JSON("", chunk(ChatDelta{Content: rest}, nil)) != nil {
+			return
+		}
+		for i, c := range calls {
+			c.Index = &i
+			if out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{c}}, nil)) != nil {
+				return
+			}
+			fr = "tool_calls"
+		}
+	}
 	if out.JSON("", chunk(ChatDelta{}, &fr)) != nil {
 		return
 	}

@@ -35,7 +35,7 @@ var supportedParams = []string{"model", "max_tokens", "max_completion_tokens", "
 	"response_format", "logprobs"}
 
 // chatParams are implemented by /v1/chat/completions alone.
-var chatParams = []string{"top_logprobs"}
+var chatParams = []string{"top_logprobs", "tools", "tool_choice", "parallel_tool_calls"}
 
 // embedParams are implemented by /v1/embeddings besides its input.
 var embedParams = []string{"model", "encoding_format"}
@@ -49,11 +49,8 @@ var unsupportedParams = map[string][]string{
 	"frequency_penalty":   {"0", "0.0"},
 	"presence_penalty":    {"0", "0.0"},
 	"logit_bias":          {"{}"},
-	"tools":               {"[]"},
 	"functions":           {"[]"},
-	"tool_choice":         {`"none"`, `"auto"`},
 	"function_call":       {`"none"`, `"auto"`},
-	"parallel_tool_calls": {"true", "false"}, // means nothing without tools
 	"modalities":          {`["text"]`},
 	"audio":               nil,
 	"prediction":          nil,

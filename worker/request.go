@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+
+	"github.com/rbee-project/rbee/model/grammar"
 )
 
 // Sampling defaults follow llama.cpp's server so that requests moved between
@@ -79,8 +81,11 @@ func tooLongToTokenize(info ModelInfo, n int, param string) *apiError {
 // chatMessage is a chat message as clients send it: the content is a
 // string, null, or an array of typed parts (OpenAI's content parts).
 type chatMessage struct {
-	Role    string         `json:"role"`
-	Content messageContent `json:"content"`
+	Role       string         `json:"role"`
+	Content    messageContent `json:"content"`
+	ToolCalls  []ToolCall     `json:"tool_calls"`
+	ToolCallID string         `json:"tool_call_id"`
+	Name       string         `json:"name"`
 }
 
 // messageContent is a message's text: a string, or the text parts of an
@@ -175,6 +180,13 @@ type genRequest struct {
 	ResponseFormat *responseFormat `json:"response_format"`
 	Logprobs       json.RawMessage `json:"logprobs"`
 	TopLogprobs    *int            `json:"top_logprobs"`
+
+	// Tool calling (tools.go); tools are kept raw for the template.
+	Tools             []json.RawMessage `json:"tools"`
+	ToolChoice        json.RawMessage   `json:"tool_choice"`
+	ParallelToolCalls *bool             `json:"parallel_tool_calls"`
+	// tools is prepare's decision, for the handlers.
+	tools toolPlan
 }
 
 // decodeBody reads a JSON body of at most MaxBytesBytes into v; for the
@@ -277,6 +289,7 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	}
 	var ids []int32
 	var promptParam string
+	var forced *grammar.Schema // a forced tool call
 	switch {
 	case mode == endpointChat || (mode == endpointInfer && len(g.Messages) > 0):
 		promptParam = "messages"
@@ -299,10 +312,20 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 				return gr, badRequest(fmt.Sprintf("messages[%d].content", i), "unsupported_content",
 					fmt.Sprintf("%s parts need a model that reads them; %s reads text only", msg.Content.other, m.Info().Name))
 			}
-			msgs[i] = Message{Role: msg.Role, Content: msg.Content.text}
+			msgs[i] = Message{Role: msg.Role, Content: msg.Content.text, ToolCalls: msg.ToolCalls, ToolCallID: msg.ToolCallID, Name: msg.Name}
+			for j, c := range msg.ToolCalls {
+				if c.Function.Name == "" || !json.Valid([]byte(c.Function.Arguments)) {
+					return gr, badRequest(fmt.Sprintf("messages[%d].tool_calls[%d]", i, j), "invalid_value", "a tool call needs function.name and function.arguments, a JSON object as a string")
+				}
+			}
+		}
+		var tools []json.RawMessage
+		var aerr *apiError
+		if tools, g.tools, forced, aerr = g.readTools(m.Info().ToolStyle); aerr != nil {
+			return gr, aerr
 		}
 		var err error
-		if ids, err = m.EncodeChat(ctx, msgs); err != nil {
+		if ids, err = m.EncodeChat(ctx, msgs, tools); err != nil {
 			if errors.Is(err, ErrTemplate) {
 				// The model's template, not the request, is at fault;
 				// still a 400: retrying elsewhere runs the same template.
@@ -378,6 +401,12 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	}
 	if gr.Schema, aerr = g.ResponseFormat.schema(); aerr != nil {
 		return gr, aerr
+	}
+	if forced != nil {
+		if gr.Schema != nil {
+			return gr, badRequest("tool_choice", "invalid_value", "a forced tool_choice and a JSON response_format cannot both shape the answer")
+		}
+		gr.Schema = forced
 	}
 	return gr, nil
 }
