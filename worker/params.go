@@ -46,19 +46,19 @@ var ignoredParams = []string{"user", "metadata", "store", "service_tier", "safet
 // unsupportedParams maps an unimplemented parameter to the JSON values
 // that ask for nothing (compared after compacting).
 var unsupportedParams = map[string][]string{
-	"frequency_penalty":   {"0", "0.0"},
-	"presence_penalty":    {"0", "0.0"},
-	"logit_bias":          {"{}"},
-	"functions":           {"[]"},
-	"function_call":       {`"none"`, `"auto"`},
-	"modalities":          {`["text"]`},
-	"audio":               nil,
-	"prediction":          nil,
-	"reasoning_effort":    nil,
-	"web_search_options":  nil,
-	"echo":                {"false"},
-	"best_of":             {"1"},
-	"suffix":              {`""`},
+	"frequency_penalty":  {"0", "0.0"},
+	"presence_penalty":   {"0", "0.0"},
+	"logit_bias":         {"{}"},
+	"functions":          {"[]"},
+	"function_call":      {`"none"`, `"auto"`},
+	"modalities":         {`["text"]`},
+	"audio":              nil,
+	"prediction":         nil,
+	"reasoning_effort":   nil,
+	"web_search_options": nil,
+	"echo":               {"false"},
+	"best_of":            {"1"},
+	"suffix":             {`""`},
 }
 
 // checkOpenAIParams refuses a request that has a field outside the
