@@ -158,7 +158,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		msg, fr := Message{Role: "assistant", Content: text.String()}, finishReason(res.StopReason)
-		if content, calls := parseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
+		if content, calls := ParseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
 			msg.Content, msg.ToolCalls, fr = content, calls, "tool_calls"
 		}
 		writeJSON(w, http.StatusOK, ChatCompletion{
@@ -177,14 +177,14 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if out.JSON("", chunk(ChatDelta{Role: "assistant"}, nil)) != nil {
 		return
 	}
-	var ts *toolStream
+	var ts *ToolStream
 	if j.g.tools.names != nil {
-		ts = &toolStream{}
+		ts = &ToolStream{}
 	}
 	res, err := j.generate(func(t Token) error {
 		text := t.Text
 		if ts != nil {
-			text = ts.push(text)
+			text = ts.Push(text)
 		}
 		c := chunk(ChatDelta{Content: text}, nil)
 		if lc, ok := logprobContent(t); ok && j.req.Logprobs {
@@ -200,7 +200,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	fr := finishReason(res.StopReason)
 	if ts != nil {
-		rest, calls := ts.finish(j.g.tools.names)
+		rest, calls := ts.Finish(j.g.tools.names)
 		if rest != "" && out.JSON("", chunk(ChatDelta{Content: rest}, nil)) != nil {
 			return
 		}

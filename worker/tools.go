@@ -166,10 +166,10 @@ func callSchema(defs []toolDef, only, style string) (*grammar.Schema, *apiError)
 	return s, nil
 }
 
-// parseToolCalls finds the tool calls in a generated text: the text
+// ParseToolCalls finds the tool calls in a generated text: the text
 // outside them is the content. A call must name one of names and carry an
 // object of arguments; otherwise the text is all content.
-func parseToolCalls(text string, names []string) (content string, calls []ToolCall) {
+func ParseToolCalls(text string, names []string) (content string, calls []ToolCall) {
 	if len(names) == 0 {
 		return text, nil
 	}
@@ -227,17 +227,17 @@ func parseCall(body string, names []string) (ToolCall, bool) {
 	return ToolCall{ID: "call_" + newID(), Type: "function", Function: ToolCallFunction{Name: c.Name, Arguments: buf.String()}}, true
 }
 
-// toolStream streams the content of an answer that may contain tool
+// ToolStream streams the content of an answer that may contain tool
 // calls: text that may begin a call is held back until the end, when
-// parseToolCalls decides.
-type toolStream struct {
+// decides.
+type ToolStream struct {
 	all  strings.Builder
 	sent int  // bytes of all streamed as content
 	held bool // a call has begun: nothing more is streamed
 }
 
-// push adds generated text and returns the content to stream now.
-func (ts *toolStream) push(text string) string {
+// Push adds generated text and returns the content to stream now.
+func (ts *ToolStream) Push(text string) string {
 	ts.all.WriteString(text)
 	if ts.held {
 		return ""
@@ -270,11 +270,11 @@ func (ts *toolStream) push(text string) string {
 	return rest[:len(rest)-keep]
 }
 
-// finish parses the whole answer: the calls, or the content not yet
+// Finish parses the whole answer: the calls, or the content not yet
 // streamed.
-func (ts *toolStream) finish(names []string) (rest string, calls []ToolCall) {
+func (ts *ToolStream) Finish(names []string) (rest string, calls []ToolCall) {
 	all := ts.all.String()
-	if _, calls = parseToolCalls(all, names); len(calls) > 0 {
+	if _, calls = ParseToolCalls(all, names); len(calls) > 0 {
 		return "", calls
 	}
 	return all[ts.sent:], nil

@@ -30,7 +30,7 @@ func TestParseToolCalls(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			content, calls := parseToolCalls(tc.text, names)
+			content, calls := ParseToolCalls(tc.text, names)
 			require.Equal(t, tc.content, content)
 			require.Len(t, calls, len(tc.calls))
 			for i, c := range calls {
@@ -41,7 +41,7 @@ func TestParseToolCalls(t *testing.T) {
 			}
 		})
 	}
-	content, calls := parseToolCalls(cases[0].text, nil)
+	content, calls := ParseToolCalls(cases[0].text, nil)
 	require.Equal(t, cases[0].text, content, "without tools nothing is a call")
 	require.Nil(t, calls)
 }
@@ -63,12 +63,12 @@ func TestToolStream(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var ts toolStream
+			var ts ToolStream
 			var out strings.Builder
 			for _, p := range tc.pieces {
-				out.WriteString(ts.push(p))
+				out.WriteString(ts.Push(p))
 			}
-			rest, calls := ts.finish(names)
+			rest, calls := ts.Finish(names)
 			require.Equal(t, tc.streamed, out.String())
 			require.Equal(t, tc.rest, rest)
 			require.Len(t, calls, tc.calls)
