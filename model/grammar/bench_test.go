@@ -25,6 +25,24 @@ func BenchmarkMask(b *testing.B) {
 	v := llamaVocab(b)
 	s, err := CompileSchema([]byte(testSchemas[0]))
 	require.NoError(b, err)
+	// The baseline: one greedy pass over the same logits, what sampling
+	// costs without a grammar.
+	b.Run("baseline-argmax", func(b *testing.B) {
+		logits := make([]float32, len(v.pieces))
+		for i := range logits {
+			logits[i] = float32(i % 97)
+		}
+		var best int
+		for b.Loop() {
+			best = 0
+			for i, l := range logits {
+				if l > logits[best] {
+					best = i
+				}
+			}
+		}
+		_ = best
+	})
 	for _, tc := range []struct{ name, prefix string }{
 		{"start", ``},
 		{"key", `{"`},

@@ -104,8 +104,8 @@ const (
 	push               // the parent expects a value: push child and give it the byte
 )
 
-// leaves returns the non-anyOf nodes that node stands for, computed at
-// NewMatcher.
+// expand computes leaves: the non-anyOf nodes each node stands for (a
+// $ref cycle of anyOf stands for nothing).
 func (s *Schema) expand() [][]int32 {
 	out := make([][]int32, len(s.nodes))
 	for id := range s.nodes {
@@ -150,7 +150,7 @@ type Matcher struct {
 // vocabulary Mask and Accept work on; it may be nil for byte-level use
 // (Write).
 func (s *Schema) NewMatcher(v *Vocab) *Matcher {
-	m := &Matcher{s: s, v: v, leaves: s.expand(), cache: map[string][]uint64{}}
+	m := &Matcher{s: s, v: v, leaves: s.leaves, cache: map[string][]uint64{}}
 	root := frame{node: -1}
 	if s.prefix != "" {
 		root.st = rPrefix

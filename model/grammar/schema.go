@@ -90,6 +90,8 @@ type Schema struct {
 	root  int32
 	// prefix and suffix are literal text around the document (Wrap).
 	prefix, suffix string
+	// leaves[id]: the non-anyOf nodes that node id stands for.
+	leaves [][]int32
 }
 
 // Wrap returns a Schema whose output is prefix, then a document matching
@@ -106,7 +108,9 @@ func AnyObject() *Schema {
 	c := newCompiler()
 	any := c.anyValue()
 	obj := c.add(node{kind: kObject, additional: any})
-	return &Schema{nodes: c.nodes, root: obj}
+	s := &Schema{nodes: c.nodes, root: obj}
+	s.leaves = s.expand()
+	return s
 }
 
 // annotations are keywords with no effect on which documents match.
@@ -135,7 +139,9 @@ func CompileSchema(src []byte) (*Schema, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Schema{nodes: c.nodes, root: root}, nil
+	s := &Schema{nodes: c.nodes, root: root}
+	s.leaves = s.expand()
+	return s, nil
 }
 
 type compiler struct {
