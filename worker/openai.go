@@ -159,7 +159,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		}
 		msg, fr := Message{Role: "assistant", Content: text.String()}, finishReason(res.StopReason)
 		if content, calls := ParseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
-			msg.Content, msg.ToolCalls, fr = content, calls, "tool_calls"
+			msg.Content, msg.ToolCalls, fr = content, j.g.tools.limit(calls), "tool_calls"
 		}
 		writeJSON(w, http.StatusOK, ChatCompletion{
 			ID: j.id, Object: "chat.completion", Created: created, Model: s.modelName,
@@ -204,7 +204,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		if rest != "" && out.JSON("", chunk(ChatDelta{Content: rest}, nil)) != nil {
 			return
 		}
-		for i, c := range calls {
+		for i, c := range j.g.tools.limit(calls) {
 			c.Index = &i
 			if out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{c}}, nil)) != nil {
 				return

@@ -66,7 +66,16 @@ type toolChoice struct {
 
 // toolPlan is what prepare decided about tools for the handlers.
 type toolPlan struct {
-	names []string // the callable functions; nil: tools are off
+	names  []string // the callable functions; nil: tools are off
+	single bool     // parallel_tool_calls: false
+}
+
+// limit keeps only the first call when parallel calls are off.
+func (p toolPlan) limit(calls []ToolCall) []ToolCall {
+	if p.single && len(calls) > 1 {
+		return calls[:1]
+	}
+	return calls
 }
 
 // readTools validates tools and tool_choice and returns the tools to
@@ -119,6 +128,7 @@ func (g *genRequest) readTools(style string) (render []json.RawMessage, plan too
 	for _, d := range defs {
 		plan.names = append(plan.names, d.Function.Name)
 	}
+	plan.single = g.ParallelToolCalls != nil && !*g.ParallelToolCalls
 	if tc.mode == "function" && !slices.Contains(plan.names, tc.name) {
 		return nil, plan, nil, badRequest("tool_choice", "invalid_value", fmt.Sprintf("tool_choice names %q, which is not in tools", tc.name))
 	}

@@ -41,6 +41,9 @@ func TestParseToolCalls(t *testing.T) {
 			}
 		})
 	}
+	_, calls := ParseToolCalls(cases[1].text, names)
+	require.Len(t, toolPlan{single: true}.limit(calls), 1, "parallel_tool_calls false keeps the first call")
+	require.Len(t, toolPlan{}.limit(calls), 2)
 	content, calls := ParseToolCalls(cases[0].text, nil)
 	require.Equal(t, cases[0].text, content, "without tools nothing is a call")
 	require.Nil(t, calls)

@@ -258,6 +258,7 @@ func TestCompileErrors(t *testing.T) {
 		{`{"type":"object","properties":{"a":{}},"required":["b"]}`, ErrUnsupported, `"b"`},
 		{`{"type":"array","minItems":3,"maxItems":2}`, ErrBadSchema, "maxItems"},
 		{`[`, ErrBadSchema, ""},
+		{`{"enum":[` + strings.Repeat(`1,`, 64) + `2]}`, ErrUnsupported, "65 alternatives"},
 		{`false`, ErrBadSchema, "false"},
 	}
 	for _, tc := range cases {

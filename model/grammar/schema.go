@@ -234,6 +234,9 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		if k == "allOf" && len(list) != 1 {
 			return 0, fmt.Errorf("%w: allOf with more than one member at %s", ErrUnsupported, path)
 		}
+		if err := checkAlternatives(len(list), path+"/"+k); err != nil {
+			return 0, err
+		}
 		var alts []int32
 		for i, sub := range list {
 			id, err := c.compile(sub, fmt.Sprintf("%s/%s/%d", path, k, i), depth+1)
@@ -292,6 +295,15 @@ func (c *compiler) anyOf(alts []int32) int32 {
 		return alts[0]
 	}
 	return c.add(node{kind: kAnyOf, alts: alts})
+}
+
+// checkAlternatives refuses more alternatives than a Matcher follows at
+// once (maxThreads): the ones past it would be silently unreachable.
+func checkAlternatives(n int, path string) error {
+	if n > maxThreads {
+		return fmt.Errorf("%w: %s has %d alternatives; at most %d are supported", ErrUnsupported, path, n, maxThreads)
+	}
+	return nil
 }
 
 func (c *compiler) typed(t string, s map[string]any, path string, depth int) (int32, error) {
@@ -429,6 +441,9 @@ func (c *compiler) object(s map[string]any, path string, depth int) (int32, erro
 
 // literals returns the node matching exactly the JSON values list.
 func (c *compiler) literals(list []any, path string) (int32, error) {
+	if err := checkAlternatives(len(list), path); err != nil {
+		return 0, err
+	}
 	var alts []int32
 	seen := map[string]bool{}
 	for _, v := range list {
