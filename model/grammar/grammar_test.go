@@ -3,6 +3,7 @@ package grammar
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -231,6 +232,16 @@ func TestMatcherDocuments(t *testing.T) {
 	}
 }
 
+func TestLiteralsAreWrittenPlain(t *testing.T) {
+	s, err := CompileSchema([]byte(`{"type":"object","properties":{"a<b":{"enum":["x&y", 1.5, null, {"k": [true]}]}},"required":["a<b"]}`))
+	require.NoError(t, err)
+	for _, doc := range []string{`{"a<b":"x&y"}`, `{"a<b":1.5}`, `{"a<b":null}`, `{"a<b":{"k":[true]}}`} {
+		m := s.NewMatcher(nil)
+		require.NoError(t, m.Write([]byte(doc)), doc)
+		require.True(t, m.Done(), doc)
+	}
+}
+
 func TestWriteLeavesStateOnError(t *testing.T) {
 	s, err := CompileSchema([]byte(testSchemas[0]))
 	require.NoError(t, err)
@@ -259,6 +270,7 @@ func TestCompileErrors(t *testing.T) {
 		{`{"type":"array","minItems":3,"maxItems":2}`, ErrBadSchema, "maxItems"},
 		{`[`, ErrBadSchema, ""},
 		{`{"enum":[` + strings.Repeat(`1,`, 64) + `2]}`, ErrUnsupported, "65 alternatives"},
+		{`{"anyOf":[{"enum":` + numbers(0, 40) + `},{"enum":` + numbers(40, 80) + `}]}`, ErrUnsupported, "more than 64 alternatives"},
 		{`false`, ErrBadSchema, "false"},
 	}
 	for _, tc := range cases {
@@ -266,6 +278,18 @@ func TestCompileErrors(t *testing.T) {
 		require.ErrorIs(t, err, tc.want, tc.schema)
 		require.Contains(t, err.Error(), tc.names, tc.schema)
 	}
+}
+
+// numbers is the JSON array [lo, ..., hi-1].
+func numbers(lo, hi int) string {
+	var b strings.Builder
+	for i := lo; i < hi; i++ {
+		if i > lo {
+			b.WriteByte(',')
+		}
+		fmt.Fprint(&b, i)
+	}
+	return "[" + b.String() + "]"
 }
 
 func TestSelfReferenceTerminates(t *testing.T) {
@@ -359,6 +383,27 @@ func TestWrap(t *testing.T) {
 	require.False(t, m.CanEnd())
 	require.NoError(t, m.Write([]byte(">")))
 	require.True(t, m.Done())
+}
+
+// FuzzCompileSchema: any input compiles or fails with a sentinel error,
+// and a compiled schema's matcher takes any bytes without panicking.
+func FuzzCompileSchema(f *testing.F) {
+	for _, src := range testSchemas {
+		f.Add([]byte(src), []byte(`{"a":[1,"x",null]}`))
+	}
+	f.Add([]byte(`{"$defs":{"a":{"$ref":"#/$defs/b"},"b":{"$ref":"#/$defs/a"}},"$ref":"#/$defs/a"}`), []byte(`1`))
+	f.Fuzz(func(t *testing.T, src, doc []byte) {
+		s, err := CompileSchema(src)
+		if err != nil {
+			require.True(t, errors.Is(err, ErrUnsupported) || errors.Is(err, ErrBadSchema), err.Error())
+			return
+		}
+		m := s.NewMatcher(nil)
+		for i := range doc {
+			_ = m.Write(doc[i : i+1])
+		}
+		m.CanEnd()
+	})
 }
 
 func FuzzMatcher(f *testing.F) {

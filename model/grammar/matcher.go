@@ -104,29 +104,45 @@ const (
 	push               // the parent expects a value: push child and give it the byte
 )
 
-// expand computes leaves: the non-anyOf nodes each node stands for (a
-// $ref cycle of anyOf stands for nothing).
-func (s *Schema) expand() [][]int32 {
+// expand computes leaves: the non-anyOf nodes each node stands for,
+// memoised (a $ref cycle made only of anyOf stands for nothing). It fails
+// when a node stands for more than maxThreads alternatives.
+func (s *Schema) expand() ([][]int32, error) {
 	out := make([][]int32, len(s.nodes))
-	for id := range s.nodes {
-		seen := map[int32]bool{}
-		var walk func(int32)
-		walk = func(n int32) {
-			if seen[n] {
-				return
+	state := make([]uint8, len(s.nodes)) // 0 new, 1 in progress, 2 done
+	var walk func(n int32) error
+	walk = func(n int32) error {
+		if state[n] != 0 {
+			return nil
+		}
+		if s.nodes[n].kind != kAnyOf {
+			out[n], state[n] = []int32{n}, 2
+			return nil
+		}
+		state[n] = 1
+		var leaves []int32
+		for _, a := range s.nodes[n].alts {
+			if err := walk(a); err != nil {
+				return err
 			}
-			seen[n] = true
-			if s.nodes[n].kind != kAnyOf {
-				out[id] = append(out[id], n)
-				return
+			for _, l := range out[a] {
+				if !slices.Contains(leaves, l) {
+					leaves = append(leaves, l)
+				}
 			}
-			for _, a := range s.nodes[n].alts {
-				walk(a)
+			if len(leaves) > maxThreads {
+				return fmt.Errorf("%w: a value has more than %d alternatives (nested anyOf/enum)", ErrUnsupported, maxThreads)
 			}
 		}
-		walk(int32(id))
+		out[n], state[n] = leaves, 2
+		return nil
 	}
-	return out
+	for id := range s.nodes {
+		if err := walk(int32(id)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // Matcher checks and steers one output against a Schema. It implements

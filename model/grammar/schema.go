@@ -109,7 +109,7 @@ func AnyObject() *Schema {
 	any := c.anyValue()
 	obj := c.add(node{kind: kObject, additional: any})
 	s := &Schema{nodes: c.nodes, root: obj}
-	s.leaves = s.expand()
+	s.leaves, _ = s.expand() // any value: 7 alternatives
 	return s
 }
 
@@ -140,7 +140,9 @@ func CompileSchema(src []byte) (*Schema, error) {
 		return nil, err
 	}
 	s := &Schema{nodes: c.nodes, root: root}
-	s.leaves = s.expand()
+	if s.leaves, err = s.expand(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -388,7 +390,7 @@ func (c *compiler) object(s map[string]any, path string, depth int) (int32, erro
 	}
 	list := make([]prop, 0, len(props))
 	for name := range props {
-		b, _ := json.Marshal(name)
+		b, _ := marshal(name)
 		list = append(list, prop{raw: name, enc: string(b[1 : len(b)-1])})
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].enc < list[j].enc })
@@ -447,7 +449,7 @@ func (c *compiler) literals(list []any, path string) (int32, error) {
 	var alts []int32
 	seen := map[string]bool{}
 	for _, v := range list {
-		b, err := json.Marshal(v)
+		b, err := marshal(v)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %s: %v", ErrBadSchema, path, err)
 		}
@@ -457,6 +459,18 @@ func (c *compiler) literals(list []any, path string) (int32, error) {
 		}
 	}
 	return c.anyOf(alts), nil
+}
+
+// marshal writes v as compact JSON without HTML escaping: the text a
+// model writes for a name or value ("a<b", not "a\u003cb").
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // ref compiles a local reference, once per target (cycles refer back to
