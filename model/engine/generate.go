@@ -170,11 +170,7 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 		res.CompletionTokens++
 		tok := Token{ID: id, Text: text, Index: idx}
 		if raw != nil {
-			tok.Piece = s.m.tok.Piece(id)
-			tok.Logprob, tok.TopLogprobs = s.smp.logprobs(raw, id, req.TopLogprobs)
-			for i := range tok.TopLogprobs {
-				tok.TopLogprobs[i].Text = s.m.tok.Piece(tok.TopLogprobs[i].ID)
-			}
+			s.fillLogprobs(&tok, raw, req.TopLogprobs)
 		}
 		if err := emit(tok); err != nil {
 			return res, err

@@ -282,6 +282,16 @@ type TokenLogprob struct {
 // MaxTopLogprobs bounds GenerateRequest.TopLogprobs; it is OpenAI's limit.
 const MaxTopLogprobs = 20
 
+// fillLogprobs sets tok's piece, log-probability and n alternatives from
+// the raw logits.
+func (s *Session) fillLogprobs(tok *Token, raw []float32, n int) {
+	tok.Piece = s.m.tok.Piece(tok.ID)
+	tok.Logprob, tok.TopLogprobs = s.smp.logprobs(raw, tok.ID, n)
+	for i := range tok.TopLogprobs {
+		tok.TopLogprobs[i].Text = s.m.tok.Piece(tok.TopLogprobs[i].ID)
+	}
+}
+
 // logprobs returns the log-softmax of raw at id and the n most likely
 // tokens (descending, lowest id first on ties), reusing s.cands. raw is the
 // unmodified logits: OpenAI reports the model's distribution, before
