@@ -8,9 +8,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// llamaVocab is Llama 2's 32000-token SentencePiece vocabulary.
-func llamaVocab(b testing.TB) *Vocab {
-	f, err := gguf.Open("../../testdata/tokenizer/ggml-vocab-llama-spm.gguf")
+// vocabFile prepares the vocabulary of a tokenizer-only GGUF in
+// testdata/tokenizer.
+func vocabFile(b testing.TB, name string) *Vocab {
+	f, err := gguf.Open("../../testdata/tokenizer/" + name)
 	require.NoError(b, err)
 	b.Cleanup(func() { f.Close() })
 	tok, err := tokenizer.FromGGUF(f)
@@ -18,11 +19,17 @@ func llamaVocab(b testing.TB) *Vocab {
 	return TokenizerVocab(tok)
 }
 
-// BenchmarkMask measures one mask over a 32k vocabulary, uncached (a new
-// Matcher each time, the cost of the first visit of a state) and cached
-// (the same state again), at states of increasing breadth.
-func BenchmarkMask(b *testing.B) {
-	v := llamaVocab(b)
+// BenchmarkMask measures one mask over Llama 2's 32000-token vocabulary,
+// uncached (a new Matcher each time, the cost of the first visit of a
+// state) and cached (the same state again), at states of increasing
+// breadth.
+func BenchmarkMask(b *testing.B) { benchMask(b, vocabFile(b, "ggml-vocab-llama-spm.gguf")) }
+
+// BenchmarkMaskQwen2 is BenchmarkMask over Qwen2's 151k-token byte-level
+// BPE vocabulary.
+func BenchmarkMaskQwen2(b *testing.B) { benchMask(b, vocabFile(b, "ggml-vocab-qwen2.gguf")) }
+
+func benchMask(b *testing.B, v *Vocab) {
 	s, err := CompileSchema([]byte(testSchemas[0]))
 	require.NoError(b, err)
 	// The baseline: one greedy pass over the same logits, what sampling
