@@ -212,6 +212,27 @@ func TestCompletionLogprobs(t *testing.T) {
 		require.LessOrEqual(t, len(top), 2)
 		require.Equal(t, lp.TokenLogprobs[i], top[lp.Tokens[i]])
 	}
+
+	// Streamed: each chunk carries its token, offsets continue.
+	var tokens []string
+	var offsets []int
+	for _, c := range openAIStream[TextCompletion](t, post(t, testCtx(t), base+"/v1/completions",
+		map[string]any{"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0, "logprobs": 2, "stream": true})) {
+		if len(c.Choices) > 0 && c.Choices[0].Logprobs != nil {
+			tokens = append(tokens, c.Choices[0].Logprobs.Tokens...)
+			offsets = append(offsets, c.Choices[0].Logprobs.TextOffset...)
+		}
+	}
+	require.Equal(t, lp.Tokens, tokens)
+	require.Equal(t, lp.TextOffset, offsets)
+
+	// response_format applies to completions too (as in llama.cpp).
+	resp = post(t, testCtx(t), base+"/v1/completions", map[string]any{"prompt": "Once upon a time", "max_tokens": 100, "temperature": 0,
+		"response_format": map[string]any{"type": "json_object", "schema": map[string]any{"type": "array", "items": map[string]any{"type": "integer"}, "minItems": 1, "maxItems": 3}}})
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tc))
+	var ints []int
+	require.NoError(t, json.Unmarshal([]byte(tc.Choices[0].Text), &ints), tc.Choices[0].Text)
+	require.NotEmpty(t, ints)
 }
 
 func readAll(t *testing.T, resp *http.Response) string {

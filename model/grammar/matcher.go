@@ -523,7 +523,7 @@ func numberStep(f *frame, b byte, integer bool) result {
 		}
 		return rej
 	}
-	if f.n >= maxNumber {
+	if f.n >= maxNumber || integer && f.n >= maxInteger {
 		return rej
 	}
 	f.n++

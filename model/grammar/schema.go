@@ -42,8 +42,12 @@ const (
 	// maxDepth bounds the nesting of a generated document (stack frames).
 	maxDepth = 64
 	// maxNumber bounds a number's length in bytes, so a model cannot
-	// spin on digits forever; 24 holds any int64 and a float64's digits.
+	// spin on digits forever; 24 holds a float64's 17 significant digits
+	// with sign, point and exponent.
 	maxNumber = 24
+	// maxInteger bounds an integer: a sign and 16 digits (llama.cpp's
+	// limit too), so that it fits an int64 and a float64 exactly.
+	maxInteger = 17
 	// maxIndent bounds the spaces or tabs after a newline between tokens
 	// of the document; 20, as llama.cpp's JSON grammar, lets a model
 	// indent a few levels.
