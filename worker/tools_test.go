@@ -3,10 +3,14 @@ package worker
 import (
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/synth"
 )
 
 func TestParseToolCalls(t *testing.T) {
@@ -191,4 +195,39 @@ func TestToolErrors(t *testing.T) {
 			require.Contains(t, eb.Error.Message, tc.text)
 		})
 	}
+}
+
+// A model whose template is Qwen 2.5's (tool calls in <tool_call> tags): a
+// forced call is written in that markup and parsed back.
+func TestForcedToolCallHermes(t *testing.T) {
+	src, err := os.ReadFile("../model/jinja/testdata/templates/qwen-2.5-tools.jinja")
+	require.NoError(t, err)
+	mcfg := synth.DefaultConfig()
+	mcfg.Arch, mcfg.ChatTemplate = "qwen2", string(src)
+	mcfg.Ctx = 2048 // the template's tool preamble, in a tiny vocabulary, is ~600 tokens
+	path := filepath.Join(t.TempDir(), "qwen-tools.gguf")
+	require.NoError(t, synth.Write(path, mcfg))
+	m, err := LoadEngine(path, LoadOptions{Threads: 1})
+	require.NoError(t, err)
+	require.Equal(t, ToolStyleHermes, m.Info().ToolStyle)
+	require.NoError(t, m.Close())
+
+	cfg := testConfig(t)
+	cfg.ModelPath = path
+	_, base := startServer(t, cfg)
+	body := map[string]any{"messages": []Message{{Role: "user", Content: "Add 1 and 2"}}, "max_tokens": 300, "temperature": 0,
+		"tools": []map[string]any{{"type": "function", "function": map[string]any{"name": "add", "parameters": map[string]any{
+			"type": "object", "properties": map[string]any{"a": map[string]any{"type": "integer"}, "b": map[string]any{"type": "integer"}}, "required": []string{"a", "b"}}}}},
+		"tool_choice": map[string]any{"type": "function", "function": map[string]any{"name": "add"}}}
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
+	raw := readAll(t, resp)
+	require.Equal(t, http.StatusOK, resp.StatusCode, raw)
+	var cc ChatCompletion
+	require.NoError(t, json.Unmarshal([]byte(raw), &cc))
+	require.Equal(t, "tool_calls", cc.Choices[0].FinishReason, cc.Choices[0].Message.Content)
+	require.Len(t, cc.Choices[0].Message.ToolCalls, 1)
+	require.Equal(t, "add", cc.Choices[0].Message.ToolCalls[0].Function.Name)
+	var args struct{ A, B *int }
+	require.NoError(t, json.Unmarshal([]byte(cc.Choices[0].Message.ToolCalls[0].Function.Arguments), &args))
+	require.True(t, args.A != nil && args.B != nil)
 }
