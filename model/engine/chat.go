@@ -73,7 +73,7 @@ func (m *Model) ChatPrompt(ctx context.Context, msgs []Message) (string, error) 
 // ChatPromptTools is ChatPrompt with the tools (OpenAI's function
 // definitions, JSON) passed to the template as `tools`, the way Hugging
 // Face's apply_chat_template and llama.cpp do; nil passes no tools. The
-// fallback formats render no tools. Malformed tool JSON or tool-call
+// fallback formats render no tools, but do write messages' tool calls. Malformed tool JSON or tool-call
 // arguments are an error wrapping ErrBadRequest.
 func (m *Model) ChatPromptTools(ctx context.Context, msgs []Message, tools []json.RawMessage) (string, error) {
 	if len(msgs) == 0 {
@@ -147,7 +147,7 @@ func fallbackChat(arch string, msgs []Message) string {
 	var b strings.Builder
 	if arch == "qwen2" {
 		for _, msg := range msgs {
-			fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", msg.Role, msg.Content)
+			fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", msg.Role, fallbackContent(arch, msg))
 		}
 		b.WriteString("<|im_start|>assistant\n")
 		return b.String()
@@ -157,9 +157,29 @@ func fallbackChat(arch string, msgs []Message) string {
 		if role != "" {
 			role = strings.ToUpper(role[:1]) + role[1:]
 		}
-		fmt.Fprintf(&b, "%s: %s\n", role, msg.Content)
+		fmt.Fprintf(&b, "%s: %s\n", role, fallbackContent(arch, msg))
 	}
 	b.WriteString("Assistant:")
+	return b.String()
+}
+
+// fallbackContent is a message's text in the fallback formats: its tool
+// calls follow as {"name", "arguments"} objects, in <tool_call> tags for
+// ChatML (the markup Qwen's templates use).
+func fallbackContent(arch string, msg Message) string {
+	var b strings.Builder
+	b.WriteString(msg.Content)
+	for _, c := range msg.ToolCalls {
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		name, _ := json.Marshal(c.Name)
+		call := fmt.Sprintf(`{"name": %s, "arguments": %s}`, name, c.Arguments)
+		if arch == "qwen2" {
+			call = "<tool_call>\n" + call + "\n</tool_call>"
+		}
+		b.WriteString(call)
+	}
 	return b.String()
 }
 

@@ -65,8 +65,10 @@ func TestToolTemplates(t *testing.T) {
 		})
 	}
 	m := loadStories(t)
-	_, err := m.ChatPromptTools(t.Context(), msgs, []json.RawMessage{json.RawMessage(`{"type":`)})
+	got, err := m.ChatPromptTools(t.Context(), msgs, []json.RawMessage{json.RawMessage(`{"type":`)})
 	require.NoError(t, err, "no template: the fallback renders no tools")
+	require.Equal(t, "User: Weather in Paris?\nAssistant: {\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\"}}\nTool: 22C\nAssistant:", got)
+	require.Contains(t, fallbackChat("qwen2", msgs), "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call><|im_end|>")
 	bad := []Message{{Role: "assistant", ToolCalls: []ToolCall{{Name: "f", Arguments: `{"a":`}}}}
 	cfg := synth.DefaultConfig()
 	src, err := os.ReadFile("../jinja/testdata/templates/qwen-2.5-tools.jinja")
