@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 )
 
 // maxJSONDepth bounds the nesting ParseJSON accepts; Render's depth budget
@@ -21,7 +22,7 @@ func ParseJSON(data []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := d.Token(); err == nil {
+	if _, err := d.Token(); err != io.EOF {
 		return nil, fmt.Errorf("jinja: trailing data after the JSON value")
 	}
 	return v, nil
