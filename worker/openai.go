@@ -205,8 +205,12 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for i, c := range j.g.tools.limit(calls) {
-			c.Index = &i
-			if out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{c}}, nil)) != nil {
+			// OpenAI's pattern: the call's id, type and name with empty
+			// arguments, then the arguments.
+			args := c.Function.Arguments
+			c.Index, c.Function.Arguments = &i, ""
+			if out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{c}}, nil)) != nil ||
+				out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{{Index: &i, Function: ToolCallFunction{Arguments: args}}}}, nil)) != nil {
 				return
 			}
 			fr = "tool_calls"

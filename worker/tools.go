@@ -34,18 +34,19 @@ const (
 )
 
 // ToolCall is one function call of an assistant message (OpenAI's shape).
-// Index is set only in streamed deltas.
+// Index is set only in streamed deltas, where a call's later deltas carry
+// only more of its arguments.
 type ToolCall struct {
 	Index    *int             `json:"index,omitempty"`
-	ID       string           `json:"id"`
-	Type     string           `json:"type"`
+	ID       string           `json:"id,omitempty"`
+	Type     string           `json:"type,omitempty"`
 	Function ToolCallFunction `json:"function"`
 }
 
 // ToolCallFunction is the function and its arguments, a JSON object as a
 // string.
 type ToolCallFunction struct {
-	Name      string `json:"name"`
+	Name      string `json:"name,omitempty"`
 	Arguments string `json:"arguments"`
 }
 

@@ -134,20 +134,29 @@ func TestForcedToolCall(t *testing.T) {
 	// Streamed: one tool_calls delta with index 0, then finish_reason tool_calls.
 	resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": msgs, "tools": tools, "tool_choice": "required",
 		"max_tokens": 200, "temperature": 0, "stream": true})
-	var calls []ToolCall
+	// OpenAI's pattern: id, type and name with empty arguments first, then
+	// the arguments, all under index 0.
+	var deltas []ToolCall
 	var finish string
 	for _, c := range openAIStream[ChatCompletionChunk](t, resp) {
-		calls = append(calls, c.Choices[0].Delta.ToolCalls...)
+		deltas = append(deltas, c.Choices[0].Delta.ToolCalls...)
 		if f := c.Choices[0].FinishReason; f != nil {
 			finish = *f
 		}
 		require.Empty(t, c.Choices[0].Delta.Content)
 	}
 	require.Equal(t, "tool_calls", finish)
-	require.Len(t, calls, 1)
-	require.NotNil(t, calls[0].Index)
-	require.Equal(t, 0, *calls[0].Index)
-	require.True(t, json.Valid([]byte(calls[0].Function.Arguments)))
+	require.Len(t, deltas, 2)
+	for _, d := range deltas {
+		require.NotNil(t, d.Index)
+		require.Equal(t, 0, *d.Index)
+	}
+	require.True(t, strings.HasPrefix(deltas[0].ID, "call_"))
+	require.Equal(t, "function", deltas[0].Type)
+	require.NotEmpty(t, deltas[0].Function.Name)
+	require.Empty(t, deltas[0].Function.Arguments)
+	require.Empty(t, deltas[1].ID+deltas[1].Type+deltas[1].Function.Name)
+	require.True(t, json.Valid([]byte(deltas[1].Function.Arguments)))
 
 	// tool_choice none: no tools rendered, a plain answer.
 	resp = post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": msgs[:1], "tools": tools, "tool_choice": "none", "max_tokens": 5})
