@@ -105,8 +105,10 @@ const (
 )
 
 // expand computes leaves: the non-anyOf nodes each node stands for,
-// memoised (a $ref cycle made only of anyOf stands for nothing). It fails
-// when a node stands for more than maxThreads alternatives.
+// memoised. A cycle made only of anyOf and $ref (no object or array in
+// between) contributes no alternatives where it closes: the matcher then
+// accepts fewer documents, never an invalid one. It fails when a node
+// stands for more than maxThreads alternatives.
 func (s *Schema) expand() ([][]int32, error) {
 	out := make([][]int32, len(s.nodes))
 	state := make([]uint8, len(s.nodes)) // 0 new, 1 in progress, 2 done
@@ -159,7 +161,6 @@ type Matcher struct {
 	depth  []state // scratch of the vocabulary walk, per byte of a token
 	cache  map[string][]uint64
 	key    []byte
-	allow  []uint64
 }
 
 // NewMatcher returns a Matcher at the start of a document. v is the
