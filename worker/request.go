@@ -287,6 +287,15 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	if g.N != nil && *g.N != 1 {
 		return gr, badRequest("n", "invalid_value", "only n = 1 is supported")
 	}
+	// The cheap checks first: a bad one costs no template rendering.
+	logprobs, topLogprobs, aerr := g.logprobRequest(mode)
+	if aerr != nil {
+		return gr, aerr
+	}
+	schema, aerr := g.ResponseFormat.schema()
+	if aerr != nil {
+		return gr, aerr
+	}
 	var ids []int32
 	var promptParam string
 	var forced *grammar.Schema // a forced tool call
@@ -320,7 +329,6 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 			}
 		}
 		var tools []json.RawMessage
-		var aerr *apiError
 		if tools, g.tools, forced, aerr = g.readTools(m.Info().ToolStyle); aerr != nil {
 			return gr, aerr
 		}
@@ -396,12 +404,7 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	gr.Prompt = ids
 	gr.Sample = sp
 	gr.Stop = []string(g.Stop)
-	if gr.Logprobs, gr.TopLogprobs, aerr = g.logprobRequest(mode); aerr != nil {
-		return gr, aerr
-	}
-	if gr.Schema, aerr = g.ResponseFormat.schema(); aerr != nil {
-		return gr, aerr
-	}
+	gr.Logprobs, gr.TopLogprobs, gr.Schema = logprobs, topLogprobs, schema
 	if forced != nil {
 		if gr.Schema != nil {
 			return gr, badRequest("tool_choice", "invalid_value", "a forced tool_choice and a JSON response_format cannot both shape the answer")
