@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -82,18 +83,79 @@ type ollamaOptions struct {
 }
 
 type ollamaReq struct {
-	Model    string           `json:"model"`
-	Prompt   string           `json:"prompt"`
-	System   string           `json:"system"`
-	Messages []worker.Message `json:"messages"`
-	Stream   *bool            `json:"stream"`
-	Options  ollamaOptions    `json:"options"`
+	Model    string          `json:"model"`
+	Prompt   string          `json:"prompt"`
+	System   string          `json:"system"`
+	Messages []ollamaMessage `json:"messages"`
+	Stream   *bool           `json:"stream"`
+	Options  ollamaOptions   `json:"options"`
+	// Format is "json" or a JSON schema: the answer is constrained to it.
+	Format json.RawMessage `json:"format"`
+	// Tools are OpenAI-style function definitions (chat only).
+	Tools []json.RawMessage `json:"tools"`
+}
+
+// ollamaMessage is a chat message in Ollama's shape: tool calls carry
+// their arguments as an object, and a tool's answer names the tool.
+type ollamaMessage struct {
+	Role      string           `json:"role"`
+	Content   string           `json:"content"`
+	ToolCalls []ollamaToolCall `json:"tool_calls,omitempty"`
+	ToolName  string           `json:"tool_name,omitempty"`
+}
+
+type ollamaToolCall struct {
+	Function struct {
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+	} `json:"function"`
+}
+
+// toolNames lists the functions of tools (the worker validates them).
+func (o ollamaReq) toolNames() []string {
+	var names []string
+	for _, raw := range o.Tools {
+		var t struct {
+			Function struct {
+				Name string `json:"name"`
+			} `json:"function"`
+		}
+		if json.Unmarshal(raw, &t) == nil && t.Function.Name != "" {
+			names = append(names, t.Function.Name)
+		}
+	}
+	return names
+}
+
+// ollamaCalls converts the worker's tool calls to Ollama's shape.
+func ollamaCalls(calls []worker.ToolCall) []ollamaToolCall {
+	out := make([]ollamaToolCall, len(calls))
+	for i, c := range calls {
+		out[i].Function.Name = c.Function.Name
+		out[i].Function.Arguments = json.RawMessage(c.Function.Arguments)
+	}
+	return out
 }
 
 func (o ollamaReq) inferBody(chat bool) ([]byte, error) {
 	m := map[string]any{}
 	if chat {
-		m["messages"] = o.Messages
+		msgs := make([]worker.Message, len(o.Messages))
+		for i, om := range o.Messages {
+			msgs[i] = worker.Message{Role: om.Role, Content: om.Content, Name: om.ToolName}
+			for j, c := range om.ToolCalls {
+				args := string(c.Function.Arguments)
+				if len(args) == 0 {
+					args = "{}"
+				}
+				msgs[i].ToolCalls = append(msgs[i].ToolCalls, worker.ToolCall{ID: fmt.Sprintf("call_%d_%d", i, j), Type: "function",
+					Function: worker.ToolCallFunction{Name: c.Function.Name, Arguments: args}})
+			}
+		}
+		m["messages"] = msgs
+		if len(o.Tools) > 0 {
+			m["tools"] = o.Tools
+		}
 	} else if o.System != "" {
 		m["messages"] = []worker.Message{{Role: "system", Content: o.System}, {Role: "user", Content: o.Prompt}}
 	} else {
@@ -114,6 +176,15 @@ func (o ollamaReq) inferBody(chat bool) ([]byte, error) {
 	set("stop", op.Stop, len(op.Stop) > 0)
 	if op.NumPredict != nil && *op.NumPredict > 0 {
 		m["max_tokens"] = *op.NumPredict
+	}
+	switch f := bytes.TrimSpace(o.Format); {
+	case len(f) == 0, string(f) == "null", string(f) == `""`:
+	case string(f) == `"json"`:
+		m["response_format"] = map[string]string{"type": "json_object"}
+	case f[0] == '{':
+		m["response_format"] = map[string]any{"type": "json_object", "schema": json.RawMessage(f)}
+	default:
+		return nil, fmt.Errorf("format must be \"json\" or a JSON schema object, not %s", f)
 	}
 	return json.Marshal(m)
 }
@@ -146,7 +217,7 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		}
 		c := map[string]any{"model": req.Model, "created_at": time.Now().UTC().Format(time.RFC3339Nano), "done": true, "done_reason": "load"}
 		if chat {
-			c["message"] = worker.Message{Role: "assistant", Content: ""}
+			c["message"] = ollamaMessage{Role: "assistant"}
 		} else {
 			c["response"] = ""
 		}
@@ -183,11 +254,17 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	chunk := func(text string, doneFlag bool) map[string]any {
 		c := map[string]any{"model": req.Model, "created_at": time.Now().UTC().Format(time.RFC3339Nano), "done": doneFlag}
 		if chat {
-			c["message"] = worker.Message{Role: "assistant", Content: text}
+			c["message"] = ollamaMessage{Role: "assistant", Content: text}
 		} else {
 			c["response"] = text
 		}
 		return c
+	}
+	// With tools, text that may begin a call is held back until the end.
+	names := req.toolNames()
+	var tools *worker.ToolStream
+	if chat && len(names) > 0 {
+		tools = &worker.ToolStream{}
 	}
 	var end worker.EndEvent
 	var st streamState
@@ -205,7 +282,13 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 			}
 			if !stream {
 				full = append(full, te.Text...)
-			} else if te.Text != "" && !line(chunk(te.Text, false)) {
+				return nil
+			}
+			text := te.Text
+			if tools != nil {
+				text = tools.Push(text)
+			}
+			if text != "" && !line(chunk(text, false)) {
 				return errors.New("client went away")
 			}
 			return nil
@@ -247,6 +330,26 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	final := chunk(string(full), true)
 	if stream {
 		final = chunk("", true)
+	}
+	if tools != nil {
+		var rest string
+		var calls []worker.ToolCall
+		if stream {
+			rest, calls = tools.Finish(names)
+			if rest != "" {
+				line(chunk(rest, false))
+			}
+		} else {
+			rest, calls = worker.ParseToolCalls(string(full), names)
+		}
+		if len(calls) > 0 {
+			msg := final["message"].(ollamaMessage)
+			msg.ToolCalls = ollamaCalls(calls)
+			if !stream {
+				msg.Content = rest
+			}
+			final["message"] = msg
+		}
 	}
 	reason := "stop"
 	if end.StopReason == "length" {

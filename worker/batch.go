@@ -152,7 +152,7 @@ func (bt *batcher) run() {
 				j.out <- t // never blocks: out holds the whole generation
 			}
 			if j.seq.Done() {
-				j.end(nil)
+				j.end(j.seq.Err())
 				continue
 			}
 			kept = append(kept, j)

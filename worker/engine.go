@@ -2,12 +2,16 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/rbee-project/rbee/model/engine"
+	"github.com/rbee-project/rbee/model/grammar"
 )
 
 // LoadEngine loads path with rbee's pure-Go engine (model/engine) and
@@ -23,14 +27,23 @@ func LoadEngine(path string, opts LoadOptions) (Model, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &engineModel{m: m, bt: newBatcher(m, log)}, nil
+	style := ToolStyleJSON
+	if strings.Contains(m.ChatTemplate(), toolCallOpen) {
+		style = ToolStyleHermes
+	}
+	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style,
+		vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}, nil
 }
 
 // engineModel adapts *engine.Model; the engine's methods are safe for
-// concurrent use, and generations go through the batcher.
+// concurrent use, and generations go through the batcher. vocab is the
+// vocabulary prepared for constrained sampling, built at the first
+// constrained request.
 type engineModel struct {
-	m  *engine.Model
-	bt *batcher
+	m         *engine.Model
+	bt        *batcher
+	vocab     func() *grammar.Vocab
+	toolStyle string
 }
 
 func (e *engineModel) Info() ModelInfo {
@@ -39,6 +52,7 @@ func (e *engineModel) Info() ModelInfo {
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
+		ToolStyle: e.toolStyle,
 	}
 }
 
@@ -47,12 +61,15 @@ func (e *engineModel) Encode(text string) []int32 {
 	return tok.Encode(text, tok.AddBOS(), true)
 }
 
-func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message) ([]int32, error) {
+func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage) ([]int32, error) {
 	em := make([]engine.Message, len(msgs))
 	for i, msg := range msgs {
-		em[i] = engine.Message{Role: msg.Role, Content: msg.Content}
+		em[i] = engine.Message{Role: msg.Role, Content: msg.Content, ToolCallID: msg.ToolCallID, Name: msg.Name}
+		for _, c := range msg.ToolCalls {
+			em[i].ToolCalls = append(em[i].ToolCalls, engine.ToolCall{ID: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
+		}
 	}
-	ids, err := e.m.ChatTokens(ctx, em)
+	ids, err := e.m.ChatTokensTools(ctx, em, tools)
 	if errors.Is(err, engine.ErrTemplate) {
 		err = fmt.Errorf("%w: %w", ErrTemplate, err)
 	}
@@ -60,7 +77,7 @@ func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message) ([]int32, 
 }
 
 func (e *engineModel) NewSession() Session {
-	return engineSession{s: e.m.NewSession(), bt: e.bt, ctxLen: e.m.Info().ContextLength}
+	return engineSession{s: e.m.NewSession(), bt: e.bt, ctxLen: e.m.Info().ContextLength, vocab: e.vocab}
 }
 
 // Close stops the step loop, then releases the model.
@@ -73,6 +90,7 @@ type engineSession struct {
 	s      *engine.Session
 	bt     *batcher
 	ctxLen int
+	vocab  func() *grammar.Vocab
 }
 
 func (es engineSession) Embed(ctx context.Context, prompt []int32) ([]float32, error) {
@@ -87,7 +105,7 @@ func (es engineSession) CachedPrefix(prompt []int32) int { return es.s.CommonPre
 func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit func(Token) error) (Result, error) {
 	sp := req.Sample
 	start := time.Now()
-	seq, err := es.s.Begin(engine.GenerateRequest{
+	egr := engine.GenerateRequest{
 		Prompt:    req.Prompt,
 		MaxTokens: req.MaxTokens,
 		Stop:      req.Stop,
@@ -96,7 +114,12 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 			Temperature: sp.Temperature, TopK: sp.TopK, TopP: sp.TopP, MinP: sp.MinP,
 			RepeatPenalty: sp.RepeatPenalty, RepeatLastN: sp.RepeatLastN, Seed: sp.Seed,
 		},
-	})
+		Logprobs: req.Logprobs, TopLogprobs: req.TopLogprobs,
+	}
+	if req.Schema != nil {
+		egr.Constraint = req.Schema.NewMatcher(es.vocab())
+	}
+	seq, err := es.s.Begin(egr)
 	if err != nil {
 		if errors.Is(err, engine.ErrBadRequest) || errors.Is(err, engine.ErrContextOverflow) || errors.Is(err, engine.ErrEmptyPrompt) {
 			err = fmt.Errorf("%w: %w", ErrInvalidRequest, err)
@@ -119,7 +142,11 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 		if emitErr != nil {
 			continue
 		}
-		if emitErr = emit(Token{ID: t.ID, Text: t.Text, Index: t.Index}); emitErr != nil {
+		tok := Token{ID: t.ID, Text: t.Text, Index: t.Index, Piece: t.Piece, Logprob: t.Logprob}
+		for _, alt := range t.TopLogprobs {
+			tok.TopLogprobs = append(tok.TopLogprobs, TokenLogprob{Piece: alt.Text, Logprob: alt.Logprob})
+		}
+		if emitErr = emit(tok); emitErr != nil {
 			j.abandoned.Store(true)
 		}
 	}

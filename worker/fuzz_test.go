@@ -27,6 +27,9 @@ func FuzzPrepare(f *testing.F) {
 		`{"prompt":5}`,
 		`[]`,
 		`{"prompt":"<s></s>","stop":"x","n":1,"max_completion_tokens":3}`,
+		`{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","properties":{"a":{"enum":[1,"b"]}}}}},"logprobs":true,"top_logprobs":2}`,
+		`{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"1"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"tool_choice":"required"}`,
+		`{"prompt":"x","logprobs":5,"response_format":{"type":"json_object"}}`,
 	} {
 		for mode := range 3 {
 			f.Add([]byte(seed), uint8(mode))

@@ -30,9 +30,10 @@ type ChatCompletion struct {
 
 // ChatChoice is one choice of a ChatCompletion.
 type ChatChoice struct {
-	Index        int     `json:"index"`
-	Message      Message `json:"message"`
-	FinishReason string  `json:"finish_reason"`
+	Index        int             `json:"index"`
+	Message      Message         `json:"message"`
+	Logprobs     *ChoiceLogprobs `json:"logprobs"`
+	FinishReason string          `json:"finish_reason"`
 }
 
 // ChatCompletionChunk is one streamed event of /v1/chat/completions.
@@ -47,15 +48,17 @@ type ChatCompletionChunk struct {
 
 // ChatChunkChoice is one choice of a chunk; FinishReason is null until the last.
 type ChatChunkChoice struct {
-	Index        int       `json:"index"`
-	Delta        ChatDelta `json:"delta"`
-	FinishReason *string   `json:"finish_reason"`
+	Index        int             `json:"index"`
+	Delta        ChatDelta       `json:"delta"`
+	Logprobs     *ChoiceLogprobs `json:"logprobs"`
+	FinishReason *string         `json:"finish_reason"`
 }
 
 // ChatDelta is the increment of a streamed message.
 type ChatDelta struct {
-	Role    string `json:"role,omitempty"`
-	Content string `json:"content,omitempty"`
+	Role      string     `json:"role,omitempty"`
+	Content   string     `json:"content,omitempty"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // TextCompletion is the answer (and, with object "text_completion" too, each
@@ -72,10 +75,10 @@ type TextCompletion struct {
 // TextChoice is one choice of a TextCompletion; FinishReason is null in
 // streamed chunks until the last.
 type TextChoice struct {
-	Text         string  `json:"text"`
-	Index        int     `json:"index"`
-	Logprobs     any     `json:"logprobs"`
-	FinishReason *string `json:"finish_reason"`
+	Text         string        `json:"text"`
+	Index        int           `json:"index"`
+	Logprobs     *TextLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
 }
 
 // finishReason maps a stop reason to OpenAI's: the end of the text or a
@@ -149,16 +152,27 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 
 	if !j.g.Stream {
 		var text strings.Builder
+		var lp *ChoiceLogprobs
+		if j.req.Logprobs {
+			lp = &ChoiceLogprobs{Content: []LogprobContent{}}
+		}
 		res, err := j.generate(func(t Token) error {
 			text.WriteString(t.Text)
+			if c, ok := logprobContent(t); ok && lp != nil {
+				lp.Content = append(lp.Content, c)
+			}
 			return nil
 		})
 		if s.failJSON(j, w, res, err) {
 			return
 		}
+		msg, fr := Message{Role: "assistant", Content: text.String()}, finishReason(res.StopReason)
+		if content, calls := ParseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
+			msg.Content, msg.ToolCalls, fr = content, j.g.tools.limit(calls), "tool_calls"
+		}
 		writeJSON(w, http.StatusOK, ChatCompletion{
 			ID: j.id, Object: "chat.completion", Created: created, Model: s.modelName,
-			Choices: []ChatChoice{{Message: Message{Role: "assistant", Content: text.String()}, FinishReason: finishReason(res.StopReason)}},
+			Choices: []ChatChoice{{Message: msg, Logprobs: lp, FinishReason: fr}},
 			Usage:   usage(res),
 		})
 		return
@@ -172,16 +186,53 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if !j.resumed() && out.JSON("", chunk(ChatDelta{Role: "assistant"}, nil)) != nil {
 		return
 	}
+	var ts *ToolStream
+	if j.g.tools.names != nil {
+		ts = &ToolStream{}
+	}
 	res, err := j.generate(func(t Token) error {
-		if err := j.emitTokenID(out, t); err != nil || t.Text == "" {
-			return err
+		// A tool stream holds text back and rewrites it: a resumed worker
+		// could not rebuild that, so its token ids are not offered (the
+		// node then does not resume this stream).
+		if ts == nil {
+			if err := j.emitTokenID(out, t); err != nil {
+				return err
+			}
 		}
-		return out.JSON("", chunk(ChatDelta{Content: t.Text}, nil))
+		text := t.Text
+		if ts != nil {
+			text = ts.Push(text)
+		}
+		c := chunk(ChatDelta{Content: text}, nil)
+		if lc, ok := logprobContent(t); ok && j.req.Logprobs {
+			// Every token's entry goes out, also while its text is held back.
+			c.Choices[0].Logprobs = &ChoiceLogprobs{Content: []LogprobContent{lc}}
+		} else if text == "" {
+			return nil
+		}
+		return out.JSON("", c)
 	})
 	if s.failStream(j, out, res, err) {
 		return
 	}
 	fr := finishReason(res.StopReason)
+	if ts != nil {
+		rest, calls := ts.Finish(j.g.tools.names)
+		if rest != "" && out.JSON("", chunk(ChatDelta{Content: rest}, nil)) != nil {
+			return
+		}
+		for i, c := range j.g.tools.limit(calls) {
+			// OpenAI's pattern: the call's id, type and name with empty
+			// arguments, then the arguments.
+			args := c.Function.Arguments
+			c.Index, c.Function.Arguments = &i, ""
+			if out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{c}}, nil)) != nil ||
+				out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{{Index: &i, Function: ToolCallFunction{Arguments: args}}}}, nil)) != nil {
+				return
+			}
+			fr = "tool_calls"
+		}
+	}
 	if out.JSON("", chunk(ChatDelta{}, &fr)) != nil {
 		return
 	}
@@ -205,7 +256,14 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 
 	if !j.g.Stream {
 		var text strings.Builder
+		var lp *TextLogprobs
+		if j.req.Logprobs {
+			lp = &TextLogprobs{}
+		}
 		res, err := j.generate(func(t Token) error {
+			if lp != nil {
+				lp.add(t, text.Len())
+			}
 			text.WriteString(t.Text)
 			return nil
 		})
@@ -216,7 +274,7 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		u := usage(res)
 		writeJSON(w, http.StatusOK, TextCompletion{
 			ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
-			Choices: []TextChoice{{Text: text.String(), FinishReason: &fr}},
+			Choices: []TextChoice{{Text: text.String(), Logprobs: lp, FinishReason: &fr}},
 			Usage:   &u,
 		})
 		return
@@ -227,11 +285,20 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		return TextCompletion{ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
 			Choices: []TextChoice{{Text: text, FinishReason: finish}}}
 	}
+	off := 0
 	res, err := j.generate(func(t Token) error {
-		if err := j.emitTokenID(out, t); err != nil || t.Text == "" {
+		if err := j.emitTokenID(out, t); err != nil {
 			return err
 		}
-		return out.JSON("", chunk(t.Text, nil))
+		c := chunk(t.Text, nil)
+		if j.req.Logprobs && t.ID >= 0 {
+			c.Choices[0].Logprobs = &TextLogprobs{}
+			c.Choices[0].Logprobs.add(t, off)
+		} else if t.Text == "" {
+			return nil
+		}
+		off += len(t.Text)
+		return out.JSON("", c)
 	})
 	if s.failStream(j, out, res, err) {
 		return

@@ -31,7 +31,11 @@ const (
 // supportedParams are implemented by both OpenAI endpoints; the prompt
 // field of each is added per endpoint.
 var supportedParams = []string{"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
-	"repeat_penalty", "repeat_last_n", "seed", "stop", "stream", "stream_options", "n", ExtField}
+	"repeat_penalty", "repeat_last_n", "seed", "stop", "stream", "stream_options", "n",
+	"response_format", "logprobs", ExtField}
+
+// chatParams are implemented by /v1/chat/completions alone.
+var chatParams = []string{"top_logprobs", "tools", "tool_choice", "parallel_tool_calls"}
 
 // embedParams are implemented by /v1/embeddings besides its input.
 var embedParams = []string{"model", "encoding_format"}
@@ -42,25 +46,19 @@ var ignoredParams = []string{"user", "metadata", "store", "service_tier", "safet
 // unsupportedParams maps an unimplemented parameter to the JSON values
 // that ask for nothing (compared after compacting).
 var unsupportedParams = map[string][]string{
-	"frequency_penalty":   {"0", "0.0"},
-	"presence_penalty":    {"0", "0.0"},
-	"logit_bias":          {"{}"},
-	"logprobs":            {"false", "0"},
-	"top_logprobs":        {"0"},
-	"tools":               {"[]"},
-	"functions":           {"[]"},
-	"tool_choice":         {`"none"`, `"auto"`},
-	"function_call":       {`"none"`, `"auto"`},
-	"parallel_tool_calls": {"true", "false"}, // means nothing without tools
-	"response_format":     {`{"type":"text"}`},
-	"modalities":          {`["text"]`},
-	"audio":               nil,
-	"prediction":          nil,
-	"reasoning_effort":    nil,
-	"web_search_options":  nil,
-	"echo":                {"false"},
-	"best_of":             {"1"},
-	"suffix":              {`""`},
+	"frequency_penalty":  {"0", "0.0"},
+	"presence_penalty":   {"0", "0.0"},
+	"logit_bias":         {"{}"},
+	"functions":          {"[]"},
+	"function_call":      {`"none"`, `"auto"`},
+	"modalities":         {`["text"]`},
+	"audio":              nil,
+	"prediction":         nil,
+	"reasoning_effort":   nil,
+	"web_search_options": nil,
+	"echo":               {"false"},
+	"best_of":            {"1"},
+	"suffix":             {`""`},
 }
 
 // checkOpenAIParams refuses a request that has a field outside the
@@ -76,6 +74,7 @@ func checkOpenAIParams(body []byte, mode endpoint) *apiError {
 	switch mode {
 	case endpointChat:
 		prompt = "messages"
+		supported = slices.Concat(supportedParams, chatParams)
 	case endpointEmbed:
 		prompt, supported, unsupported = "input", embedParams, map[string][]string{"dimensions": nil}
 	}

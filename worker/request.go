@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+
+	"github.com/rbee-project/rbee/model/grammar"
 )
 
 // Sampling defaults follow llama.cpp's server so that requests moved between
@@ -79,8 +81,11 @@ func tooLongToTokenize(info ModelInfo, n int, param string) *apiError {
 // chatMessage is a chat message as clients send it: the content is a
 // string, null, or an array of typed parts (OpenAI's content parts).
 type chatMessage struct {
-	Role    string         `json:"role"`
-	Content messageContent `json:"content"`
+	Role       string         `json:"role"`
+	Content    messageContent `json:"content"`
+	ToolCalls  []ToolCall     `json:"tool_calls"`
+	ToolCallID string         `json:"tool_call_id"`
+	Name       string         `json:"name"`
 }
 
 // messageContent is a message's text: a string, or the text parts of an
@@ -172,6 +177,18 @@ type genRequest struct {
 	N *int `json:"n"`
 	// Rbee is the node's extension (see Ext).
 	Rbee *Ext `json:"rbee"`
+
+	// Structured output and log-probabilities (structured.go).
+	ResponseFormat *responseFormat `json:"response_format"`
+	Logprobs       json.RawMessage `json:"logprobs"`
+	TopLogprobs    *int            `json:"top_logprobs"`
+
+	// Tool calling (tools.go); tools are kept raw for the template.
+	Tools             []json.RawMessage `json:"tools"`
+	ToolChoice        json.RawMessage   `json:"tool_choice"`
+	ParallelToolCalls *bool             `json:"parallel_tool_calls"`
+	// tools is prepare's decision, for the handlers.
+	tools toolPlan
 }
 
 // decodeBody reads a JSON body of at most MaxBytesBytes into v; for the
@@ -272,11 +289,21 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	if g.N != nil && *g.N != 1 {
 		return gr, badRequest("n", "invalid_value", "only n = 1 is supported")
 	}
+	// The cheap checks first: a bad one costs no template rendering.
 	if aerr := g.Rbee.check(); aerr != nil {
+		return gr, aerr
+	}
+	logprobs, topLogprobs, aerr := g.logprobRequest(mode)
+	if aerr != nil {
+		return gr, aerr
+	}
+	schema, aerr := g.ResponseFormat.schema()
+	if aerr != nil {
 		return gr, aerr
 	}
 	var ids []int32
 	var promptParam string
+	var forced *grammar.Schema // a forced tool call
 	switch {
 	case mode == endpointChat || (mode == endpointInfer && len(g.Messages) > 0):
 		promptParam = "messages"
@@ -299,10 +326,19 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 				return gr, badRequest(fmt.Sprintf("messages[%d].content", i), "unsupported_content",
 					fmt.Sprintf("%s parts need a model that reads them; %s reads text only", msg.Content.other, m.Info().Name))
 			}
-			msgs[i] = Message{Role: msg.Role, Content: msg.Content.text}
+			msgs[i] = Message{Role: msg.Role, Content: msg.Content.text, ToolCalls: msg.ToolCalls, ToolCallID: msg.ToolCallID, Name: msg.Name}
+			for j, c := range msg.ToolCalls {
+				if c.Function.Name == "" || !json.Valid([]byte(c.Function.Arguments)) {
+					return gr, badRequest(fmt.Sprintf("messages[%d].tool_calls[%d]", i, j), "invalid_value", "a tool call needs function.name and function.arguments, a JSON object as a string")
+				}
+			}
+		}
+		var tools []json.RawMessage
+		if tools, g.tools, forced, aerr = g.readTools(m.Info().ToolStyle); aerr != nil {
+			return gr, aerr
 		}
 		var err error
-		if ids, err = m.EncodeChat(ctx, msgs); err != nil {
+		if ids, err = m.EncodeChat(ctx, msgs, tools); err != nil {
 			if errors.Is(err, ErrTemplate) {
 				// The model's template, not the request, is at fault;
 				// still a 400: retrying elsewhere runs the same template.
@@ -378,6 +414,13 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	gr.Prompt = ids
 	gr.Sample = sp
 	gr.Stop = []string(g.Stop)
+	gr.Logprobs, gr.TopLogprobs, gr.Schema = logprobs, topLogprobs, schema
+	if forced != nil {
+		if gr.Schema != nil {
+			return gr, badRequest("tool_choice", "invalid_value", "a forced tool_choice and a JSON response_format cannot both shape the answer")
+		}
+		gr.Schema = forced
+	}
 	return gr, nil
 }
 

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,8 +12,22 @@ import (
 
 // Message is one chat turn.
 type Message struct {
-	Role    string // "system", "user", "assistant" (templates may accept more)
+	Role    string // "system", "user", "assistant", "tool" (templates may accept more)
 	Content string
+	// ToolCalls are the calls an assistant turn made; templates see them
+	// as tool_calls[].{id, type, function: {name, arguments}}, arguments
+	// parsed into an object (as Hugging Face's templates expect).
+	ToolCalls []ToolCall
+	// ToolCallID is the call a "tool" turn answers; Name the tool's name.
+	ToolCallID string
+	Name       string
+}
+
+// ToolCall is one function call of an assistant turn.
+type ToolCall struct {
+	ID        string
+	Name      string
+	Arguments string // a JSON object, as OpenAI sends it
 }
 
 // errNoChatTemplate is recorded when a model
@@ -52,20 +67,26 @@ func (m *Model) initChat() {
 // with parseSpecial = true, and without adding a second BOS when it already
 // starts with one (see ChatTokens).
 func (m *Model) ChatPrompt(ctx context.Context, msgs []Message) (string, error) {
+	return m.ChatPromptTools(ctx, msgs, nil)
+}
+
+// ChatPromptTools is ChatPrompt with the tools (OpenAI's function
+// definitions, JSON) passed to the template as `tools`, the way Hugging
+// Face's apply_chat_template and llama.cpp do; nil passes no tools. The
+// fallback formats render no tools, but do write messages' tool calls. Malformed tool JSON or tool-call
+// arguments are an error wrapping ErrBadRequest.
+func (m *Model) ChatPromptTools(ctx context.Context, msgs []Message, tools []json.RawMessage) (string, error) {
 	if len(msgs) == 0 {
 		return "", fmt.Errorf("%w: no messages", ErrBadRequest)
 	}
 	if m.chatTmpl != nil {
-		list := make([]any, len(msgs))
-		for i, msg := range msgs {
-			list[i] = jinja.Object{{Key: "role", Value: msg.Role}, {Key: "content", Value: msg.Content}}
+		data, err := chatData(msgs, tools)
+		if err != nil {
+			return "", err
 		}
-		out, err := m.chatTmpl.Render(ctx, map[string]any{
-			"messages":              list,
-			"add_generation_prompt": true,
-			"bos_token":             m.tok.TokenText(m.tok.BOS()),
-			"eos_token":             m.tok.TokenText(m.tok.EOS()),
-		})
+		data["bos_token"] = m.tok.TokenText(m.tok.BOS())
+		data["eos_token"] = m.tok.TokenText(m.tok.EOS())
+		out, err := m.chatTmpl.Render(ctx, data)
 		switch {
 		case err == nil:
 			return out, nil
@@ -80,12 +101,53 @@ func (m *Model) ChatPrompt(ctx context.Context, msgs []Message) (string, error) 
 	return fallbackChat(m.hp.arch, msgs), nil
 }
 
+// chatData is the template's input: messages (role, content and, when
+// present, tool_calls, tool_call_id, name), add_generation_prompt, tools.
+func chatData(msgs []Message, tools []json.RawMessage) (map[string]any, error) {
+	list := make([]any, len(msgs))
+	for i, msg := range msgs {
+		o := jinja.Object{{Key: "role", Value: msg.Role}, {Key: "content", Value: msg.Content}}
+		if len(msg.ToolCalls) > 0 {
+			calls := make([]any, len(msg.ToolCalls))
+			for j, c := range msg.ToolCalls {
+				args, err := jinja.ParseJSON([]byte(c.Arguments))
+				if err != nil {
+					return nil, fmt.Errorf("%w: messages[%d].tool_calls[%d].function.arguments is not JSON: %v", ErrBadRequest, i, j, err)
+				}
+				calls[j] = jinja.Object{{Key: "id", Value: c.ID}, {Key: "type", Value: "function"},
+					{Key: "function", Value: jinja.Object{{Key: "name", Value: c.Name}, {Key: "arguments", Value: args}}}}
+			}
+			o = append(o, jinja.KV{Key: "tool_calls", Value: calls})
+		}
+		if msg.ToolCallID != "" {
+			o = append(o, jinja.KV{Key: "tool_call_id", Value: msg.ToolCallID})
+		}
+		if msg.Name != "" {
+			o = append(o, jinja.KV{Key: "name", Value: msg.Name})
+		}
+		list[i] = o
+	}
+	data := map[string]any{"messages": list, "add_generation_prompt": true}
+	if len(tools) > 0 {
+		tl := make([]any, len(tools))
+		for i, raw := range tools {
+			v, err := jinja.ParseJSON(raw)
+			if err != nil {
+				return nil, fmt.Errorf("%w: tools[%d] is not JSON: %v", ErrBadRequest, i, err)
+			}
+			tl[i] = v
+		}
+		data["tools"] = tl
+	}
+	return data, nil
+}
+
 // fallbackChat formats msgs without a model template.
 func fallbackChat(arch string, msgs []Message) string {
 	var b strings.Builder
 	if arch == "qwen2" {
 		for _, msg := range msgs {
-			fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", msg.Role, msg.Content)
+			fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", msg.Role, fallbackContent(arch, msg))
 		}
 		b.WriteString("<|im_start|>assistant\n")
 		return b.String()
@@ -95,9 +157,29 @@ func fallbackChat(arch string, msgs []Message) string {
 		if role != "" {
 			role = strings.ToUpper(role[:1]) + role[1:]
 		}
-		fmt.Fprintf(&b, "%s: %s\n", role, msg.Content)
+		fmt.Fprintf(&b, "%s: %s\n", role, fallbackContent(arch, msg))
 	}
 	b.WriteString("Assistant:")
+	return b.String()
+}
+
+// fallbackContent is a message's text in the fallback formats: its tool
+// calls follow as {"name", "arguments"} objects, in <tool_call> tags for
+// ChatML (the markup Qwen's templates use).
+func fallbackContent(arch string, msg Message) string {
+	var b strings.Builder
+	b.WriteString(msg.Content)
+	for _, c := range msg.ToolCalls {
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		name, _ := json.Marshal(c.Name)
+		call := fmt.Sprintf(`{"name": %s, "arguments": %s}`, name, c.Arguments)
+		if arch == "qwen2" {
+			call = "<tool_call>\n" + call + "\n</tool_call>"
+		}
+		b.WriteString(call)
+	}
 	return b.String()
 }
 
@@ -106,7 +188,12 @@ func fallbackChat(arch string, msgs []Message) string {
 // only when the model wants one and the rendered text does not already
 // start with it.
 func (m *Model) ChatTokens(ctx context.Context, msgs []Message) ([]int32, error) {
-	text, err := m.ChatPrompt(ctx, msgs)
+	return m.ChatTokensTools(ctx, msgs, nil)
+}
+
+// ChatTokensTools is ChatTokens with tools (see ChatPromptTools).
+func (m *Model) ChatTokensTools(ctx context.Context, msgs []Message, tools []json.RawMessage) ([]int32, error) {
+	text, err := m.ChatPromptTools(ctx, msgs, tools)
 	if err != nil {
 		return nil, err
 	}
@@ -115,4 +202,12 @@ func (m *Model) ChatTokens(ctx context.Context, msgs []Message) ([]int32, error)
 		addBOS = false
 	}
 	return m.tok.Encode(text, addBOS, true), nil
+}
+
+// ChatTemplate returns the model's tokenizer.chat_template source, "" if
+// it has none (callers read it to learn, e.g., how the model writes tool
+// calls).
+func (m *Model) ChatTemplate() string {
+	src, _ := m.file.String("tokenizer.chat_template")
+	return src
 }

@@ -32,6 +32,27 @@ type GenerateRequest struct {
 	// would have emitted after the first Resume ones. It must leave at least
 	// one prompt token.
 	Resume int
+	// Constraint, if set, restricts every sampled token (a grammar, see
+	// model/grammar); generation ends with StopEOS once it is Done.
+	Constraint Constraint
+	// Logprobs asks for each token's log-probability (Token.Logprob) and
+	// TopLogprobs (0..MaxTopLogprobs) of the most likely alternatives.
+	Logprobs    bool
+	TopLogprobs int
+}
+
+// Constraint restricts which tokens may be sampled. One Constraint serves
+// one generation; the engine calls Mask before each draw, then Accept with
+// the drawn token (end-of-generation tokens included).
+type Constraint interface {
+	// Mask sets the logits of the tokens that may not come next to -Inf;
+	// it must leave at least one token allowed.
+	Mask(logits []float32)
+	// Accept advances past id; an error (a token Mask forbade) ends the
+	// generation with that error.
+	Accept(id int32) error
+	// Done reports that the output is complete: nothing may follow.
+	Done() bool
 }
 
 // Token is one generated token as emitted by Generate.
@@ -45,6 +66,13 @@ type Token struct {
 	Text string
 	// Index counts generated tokens from 0.
 	Index int
+	// Logprob is the token's log-probability under the raw logits (before
+	// penalties, temperature and constraints), and TopLogprobs the most
+	// likely tokens; both only when GenerateRequest.Logprobs is set and
+	// ID >= 0. Piece is then the token's own bytes (tokenizer.Piece).
+	Logprob     float32
+	TopLogprobs []TokenLogprob
+	Piece       string
 }
 
 // Stop reasons reported in Result.StopReason.
@@ -103,7 +131,7 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 			}
 		}
 	}
-	return q.res, nil
+	return q.res, q.err
 }
 
 // Sequence is one generation in progress on a Session: Begin starts it and
@@ -121,6 +149,7 @@ type Sequence struct {
 	st     stopper
 	out    []Token // produced by the last step
 	done   bool
+	err    error // a constraint refused the drawn token (see Err)
 	res    Result
 	start  time.Time
 	gen    time.Time
@@ -142,6 +171,9 @@ func (s *Session) Begin(req GenerateRequest) (*Sequence, error) {
 	}
 	if err := req.Sample.validate(); err != nil {
 		return nil, err
+	}
+	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs {
+		return nil, fmt.Errorf("%w: top_logprobs %d must be in [0, %d]", ErrBadRequest, req.TopLogprobs, MaxTopLogprobs)
 	}
 	for _, st := range req.Stop {
 		if st == "" {
@@ -173,6 +205,11 @@ func (s *Session) Begin(req GenerateRequest) (*Sequence, error) {
 	// Resumed tokens were sent by an earlier attempt: they go through the
 	// decoder and the stop matcher again, unsent.
 	for _, id := range req.Prompt[len(req.Prompt)-req.Resume:] {
+		if req.Constraint != nil {
+			if err := req.Constraint.Accept(id); err != nil {
+				return nil, fmt.Errorf("%w: resumed token %d: %v", ErrBadRequest, id, err)
+			}
+		}
 		if _, hit := q.st.push(q.dec.Next(id)); hit {
 			q.done, q.res.StopReason = true, StopString // it had ended on a stop string
 			return q, nil
@@ -197,6 +234,10 @@ func (q *Sequence) Done() bool { return q.done }
 
 // Result returns the generation's summary so far.
 func (q *Sequence) Result() Result { return q.res }
+
+// Err is the error that ended the generation, if any: the Constraint
+// refused the token drawn under its own mask (a bug in the constraint).
+func (q *Sequence) Err() error { return q.err }
 
 // Prefilling reports whether part of the prompt is still to be evaluated.
 func (q *Sequence) Prefilling() bool { return q.pi < len(q.prompt) }
@@ -282,19 +323,40 @@ func (b *Batch) Step(seqs []*Sequence) error {
 // body of the generation loop.
 func (q *Sequence) sample(logits []float32) {
 	s := q.s
+	var raw []float32
+	if q.req.Logprobs {
+		s.smp.raw = append(s.smp.raw[:0], logits...)
+		raw = s.smp.raw
+	}
+	if q.req.Constraint != nil {
+		q.req.Constraint.Mask(logits)
+	}
 	id := s.smp.sample(logits, q.req.Sample, s.tokens)
+	if q.req.Constraint != nil {
+		if err := q.req.Constraint.Accept(id); err != nil {
+			q.err = err
+			q.finish(StopEOS)
+			return
+		}
+	}
 	if s.m.tok.IsEOG(id) {
 		q.finish(StopEOS)
 		return
 	}
 	text, hit := q.st.push(q.dec.Next(id))
-	q.out = append(q.out, Token{ID: id, Text: text, Index: q.res.CompletionTokens})
+	tok := Token{ID: id, Text: text, Index: q.res.CompletionTokens}
+	if raw != nil {
+		s.fillLogprobs(&tok, raw, q.req.TopLogprobs)
+	}
+	q.out = append(q.out, tok)
 	q.res.CompletionTokens++
 	switch {
 	case hit:
 		q.done = true
 		q.res.StopReason = StopString
 		q.timeGen()
+	case q.req.Constraint != nil && q.req.Constraint.Done():
+		q.finish(StopEOS) // the constrained output is complete
 	case q.req.MaxTokens > 0 && q.res.CompletionTokens >= q.req.MaxTokens,
 		len(s.tokens)+1 > s.m.hp.nCtx:
 		q.finish(StopLength)

@@ -73,6 +73,7 @@ type sampler struct {
 	stamp uint32
 	rng   *rand.Rand
 	pcg   *rand.PCG
+	raw   []float32 // the logits before sampling, kept when logprobs are asked for
 }
 
 func newSampler(vocab int) *sampler {
@@ -275,4 +276,52 @@ func (s *sampler) sample(logits []float32, p SampleParams, history []int32) int3
 		}
 	}
 	return c[len(c)-1].id
+}
+
+// TokenLogprob is one token's log-probability under the model's raw
+// distribution.
+type TokenLogprob struct {
+	ID      int32
+	Text    string // the token's piece (see tokenizer.Piece)
+	Logprob float32
+}
+
+// MaxTopLogprobs bounds GenerateRequest.TopLogprobs; it is OpenAI's limit.
+const MaxTopLogprobs = 20
+
+// fillLogprobs sets tok's piece, log-probability and n alternatives from
+// the raw logits.
+func (s *Session) fillLogprobs(tok *Token, raw []float32, n int) {
+	tok.Piece = s.m.tok.Piece(tok.ID)
+	tok.Logprob, tok.TopLogprobs = s.smp.logprobs(raw, tok.ID, n)
+	for i := range tok.TopLogprobs {
+		tok.TopLogprobs[i].Text = s.m.tok.Piece(tok.TopLogprobs[i].ID)
+	}
+}
+
+// logprobs returns the log-softmax of raw at id and the n most likely
+// tokens (descending, lowest id first on ties), reusing s.cands. raw is the
+// unmodified logits: OpenAI reports the model's distribution, before
+// penalties, temperature and constraints.
+func (s *sampler) logprobs(raw []float32, id int32, n int) (float32, []TokenLogprob) {
+	maxL := raw[argmax(raw)]
+	var sum float64
+	for _, v := range raw {
+		sum += math.Exp(float64(v - maxL))
+	}
+	lse := float64(maxL) + math.Log(sum)
+	chosen := float32(float64(raw[id]) - lse)
+	if n <= 0 {
+		return chosen, nil
+	}
+	c := s.cands[:len(raw)]
+	for i, v := range raw {
+		c[i] = candidate{id: int32(i), logit: v}
+	}
+	c = topK(c, min(n, len(c)))
+	top := make([]TokenLogprob, len(c))
+	for i, cd := range c {
+		top[i] = TokenLogprob{ID: cd.id, Logprob: float32(float64(cd.logit) - lse)}
+	}
+	return chosen, top
 }

@@ -1,0 +1,435 @@
+package grammar
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
+)
+
+// testSchemas are used by the table tests, the fuzz test and the engine
+// tests' generation checks.
+var testSchemas = []string{
+	`{"type":"object","properties":{"name":{"type":"string","maxLength":12},"age":{"type":"integer"},"tags":{"type":"array","items":{"type":"string","enum":["a","b","c d"]},"maxItems":3}},"required":["name","age"]}`,
+	`{"type":"array","items":{"anyOf":[{"type":"number"},{"type":"null"},{"type":"boolean"}]},"minItems":1,"maxItems":4}`,
+	`{"$defs":{"node":{"type":"object","properties":{"v":{"type":"integer"},"next":{"anyOf":[{"$ref":"#/$defs/node"},{"type":"null"}]}},"required":["v","next"],"additionalProperties":false}},"$ref":"#/$defs/node"}`,
+	`{"type":"object","properties":{"kind":{"const":"point"},"x":{"type":"number"},"label":{"type":["string","null"],"minLength":2,"maxLength":5}},"required":["kind","x","label"],"additionalProperties":{"type":"boolean"}}`,
+	`{}`,
+	`{"type":"string","enum":["yes","no","maybe \"so\""]}`,
+}
+
+// valid is an independent validator for the subset, over decoded JSON.
+func valid(v any, s any) bool {
+	if b, ok := s.(bool); ok {
+		return b
+	}
+	m := s.(map[string]any)
+	if c, ok := m["const"]; ok {
+		return jsonEq(v, c)
+	}
+	if e, ok := m["enum"]; ok {
+		for _, c := range e.([]any) {
+			if jsonEq(v, c) {
+				return true
+			}
+		}
+		return false
+	}
+	if alts, ok := m["anyOf"]; ok {
+		for _, a := range alts.([]any) {
+			if valid(v, a) {
+				return true
+			}
+		}
+		return false
+	}
+	if r, ok := m["$ref"]; ok {
+		return valid(v, resolve(r.(string)))
+	}
+	types := []string{}
+	switch t := m["type"].(type) {
+	case string:
+		types = append(types, t)
+	case []any:
+		for _, e := range t {
+			types = append(types, e.(string))
+		}
+	default:
+		return true
+	}
+	for _, t := range types {
+		if validType(v, t, m) {
+			return true
+		}
+	}
+	return false
+}
+
+var refRoot any
+
+func resolve(r string) any {
+	cur := refRoot
+	for _, p := range strings.Split(strings.TrimPrefix(r, "#/"), "/") {
+		cur = cur.(map[string]any)[p]
+	}
+	return cur
+}
+
+func num(m map[string]any, k string, def float64) float64 {
+	if v, ok := m[k].(float64); ok {
+		return v
+	}
+	return def
+}
+
+func validType(v any, t string, m map[string]any) bool {
+	switch t {
+	case "null":
+		return v == nil
+	case "boolean":
+		_, ok := v.(bool)
+		return ok
+	case "number":
+		_, ok := v.(float64)
+		return ok
+	case "integer":
+		f, ok := v.(float64)
+		return ok && f == math.Trunc(f)
+	case "string":
+		s, ok := v.(string)
+		n := float64(utf8.RuneCountInString(s))
+		return ok && n >= num(m, "minLength", 0) && n <= num(m, "maxLength", math.Inf(1))
+	case "array":
+		a, ok := v.([]any)
+		if !ok || float64(len(a)) < num(m, "minItems", 0) || float64(len(a)) > num(m, "maxItems", math.Inf(1)) {
+			return false
+		}
+		items, has := m["items"]
+		for _, e := range a {
+			if has && !valid(e, items) {
+				return false
+			}
+		}
+		return true
+	case "object":
+		o, ok := v.(map[string]any)
+		if !ok {
+			return false
+		}
+		props, _ := m["properties"].(map[string]any)
+		for _, r := range m["required"].([]any) {
+			if _, ok := o[r.(string)]; !ok {
+				return false
+			}
+		}
+		add, has := m["additionalProperties"]
+		if !has {
+			add = len(props) == 0
+		}
+		for k, e := range o {
+			if ps, ok := props[k]; ok {
+				if !valid(e, ps) {
+					return false
+				}
+			} else if !valid(e, add) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func jsonEq(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+// checkDoc reports whether doc parses and validates against schema src.
+func checkDoc(t testing.TB, src, doc string) {
+	t.Helper()
+	var s, v any
+	require.NoError(t, json.Unmarshal([]byte(src), &s))
+	if m, ok := s.(map[string]any); ok && m["required"] == nil {
+		m["required"] = []any{}
+	}
+	fixRequired(s)
+	refRoot = s
+	require.NoError(t, json.Unmarshal([]byte(doc), &v), "output %q is not JSON", doc)
+	require.True(t, valid(v, s), "output %q does not match %s", doc, src)
+}
+
+// fixRequired gives every object schema a required list, so the
+// validator can range over it.
+func fixRequired(s any) {
+	switch m := s.(type) {
+	case map[string]any:
+		if m["required"] == nil {
+			m["required"] = []any{}
+		}
+		for _, v := range m {
+			fixRequired(v)
+		}
+	case []any:
+		for _, v := range m {
+			fixRequired(v)
+		}
+	}
+}
+
+func TestMatcherDocuments(t *testing.T) {
+	cases := []struct {
+		schema int
+		good   []string
+		bad    []string
+	}{
+		{0, []string{
+			`{"name":"Ann","age":7}`,
+			`{ "age": -12 , "name": "\u00e9\"x", "tags": ["a","c d"] }`,
+			`{"tags":[],"name":"","age":0}`,
+		}, []string{
+			`{"name":"Ann"}`,                                // age required
+			`{"name":"Ann","age":7,"x":1}`,                  // no additional
+			`{"name":"Ann","age":7.5}`,                      // integer
+			`{"name":"Ann","name":"B","age":1}`,             // duplicate
+			`{"name":"abcdefghijklm","age":1}`,              // maxLength 12
+			`{"name":"A","age":1,"tags":["e"]}`,             // enum
+			`{"name":"A","age":01}`,                         // leading zero
+			`{"name":"A\x01","age":1}`,                      // control character
+			`{"name":"A","age":1,"tags":["a","a","a","a"]}`, // maxItems
+			`{"name":"A","age":1}x`,
+		}},
+		{1, []string{`[1]`, `[-0.5e+3, null, true, false]`, `[ 0 ]`}, []string{`[]`, `[1,2,3,4,5]`, `["x"]`, `[1.]`, `[tru]`}},
+		{2, []string{`{"v":1,"next":null}`, `{"v":1,"next":{"v":2,"next":{"v":3,"next":null}}}`}, []string{`{"v":1}`, `{"v":1,"next":{"v":2}}`}},
+		{3, []string{`{"kind":"point","x":1,"label":null}`, `{"kind":"point","x":2.5,"label":"ab","extra":true,"zz":false}`},
+			[]string{`{"kind":"pointy","x":1,"label":null}`, `{"kind":"point","x":1,"label":"a"}`, `{"kind":"point","x":1,"label":null,"e":1}`}},
+		{4, []string{`{}`, `[1,{"a":[]}]`, `"s"`, `12`, `null`}, []string{`{a:1}`, `[1,]`, `nul`}},
+		{5, []string{`"yes"`, `"maybe \"so\""`}, []string{`"ye"`, `"nope"`}},
+	}
+	for _, tc := range cases {
+		s, err := CompileSchema([]byte(testSchemas[tc.schema]))
+		require.NoError(t, err)
+		for _, doc := range tc.good {
+			m := s.NewMatcher(nil)
+			require.NoError(t, m.Write([]byte(doc)), doc)
+			require.True(t, m.CanEnd(), doc)
+			checkDoc(t, testSchemas[tc.schema], doc)
+		}
+		for _, doc := range tc.bad {
+			m := s.NewMatcher(nil)
+			err := m.Write([]byte(doc))
+			require.True(t, err != nil || !m.CanEnd(), "schema %d accepted %s", tc.schema, doc)
+			if err != nil {
+				require.ErrorIs(t, err, ErrRejected)
+			}
+		}
+	}
+}
+
+func TestLiteralsAreWrittenPlain(t *testing.T) {
+	s, err := CompileSchema([]byte(`{"type":"object","properties":{"a<b":{"enum":["x&y", 1.5, null, {"k": [true]}]}},"required":["a<b"]}`))
+	require.NoError(t, err)
+	for _, doc := range []string{`{"a<b":"x&y"}`, `{"a<b":1.5}`, `{"a<b":null}`, `{"a<b":{"k":[true]}}`} {
+		m := s.NewMatcher(nil)
+		require.NoError(t, m.Write([]byte(doc)), doc)
+		require.True(t, m.Done(), doc)
+	}
+}
+
+func TestWriteLeavesStateOnError(t *testing.T) {
+	s, err := CompileSchema([]byte(testSchemas[0]))
+	require.NoError(t, err)
+	m := s.NewMatcher(nil)
+	require.NoError(t, m.Write([]byte(`{"na`)))
+	require.ErrorIs(t, m.Write([]byte(`mX`)), ErrRejected)
+	require.NoError(t, m.Write([]byte(`me":"x","age":1}`)))
+	require.True(t, m.Done())
+}
+
+func TestCompileErrors(t *testing.T) {
+	cases := []struct {
+		schema string
+		want   error
+		names  string
+	}{
+		{`{"type":"string","pattern":"^a"}`, ErrUnsupported, `"pattern"`},
+		{`{"type":"object","properties":{"a":{"type":"integer","minimum":3}}}`, ErrUnsupported, `"minimum"`},
+		{`{"type":"string","format":"date-time"}`, ErrUnsupported, `"format"`},
+		{`{"$ref":"http://x/y"}`, ErrUnsupported, "only local"},
+		{`{"allOf":[{},{}]}`, ErrUnsupported, "allOf"},
+		{`{"type":"strin"}`, ErrBadSchema, `"strin"`},
+		{`{"enum":[]}`, ErrBadSchema, "enum"},
+		{`{"$ref":"#/$defs/x"}`, ErrBadSchema, "does not resolve"},
+		{`{"type":"object","properties":{"a":{}},"required":["b"]}`, ErrUnsupported, `"b"`},
+		{`{"type":"array","minItems":3,"maxItems":2}`, ErrBadSchema, "maxItems"},
+		{`[`, ErrBadSchema, ""},
+		{`{"enum":[` + strings.Repeat(`1,`, 64) + `2]}`, ErrUnsupported, "65 alternatives"},
+		{`{"anyOf":[{"enum":` + numbers(0, 40) + `},{"enum":` + numbers(40, 80) + `}]}`, ErrUnsupported, "more than 64 alternatives"},
+		{`false`, ErrBadSchema, "false"},
+	}
+	for _, tc := range cases {
+		_, err := CompileSchema([]byte(tc.schema))
+		require.ErrorIs(t, err, tc.want, tc.schema)
+		require.Contains(t, err.Error(), tc.names, tc.schema)
+	}
+}
+
+// numbers is the JSON array [lo, ..., hi-1].
+func numbers(lo, hi int) string {
+	var b strings.Builder
+	for i := lo; i < hi; i++ {
+		if i > lo {
+			b.WriteByte(',')
+		}
+		fmt.Fprint(&b, i)
+	}
+	return "[" + b.String() + "]"
+}
+
+func TestSelfReferenceTerminates(t *testing.T) {
+	s, err := CompileSchema([]byte(`{"$defs":{"a":{"$ref":"#/$defs/a"}},"$ref":"#/$defs/a"}`))
+	require.NoError(t, err)
+	require.ErrorIs(t, s.NewMatcher(nil).Write([]byte(`1`)), ErrRejected)
+}
+
+// testVocab is a small vocabulary with multi-byte tokens, an EOG token
+// (id 0) and a control token that writes nothing (id 1).
+func testVocab() *Vocab {
+	pieces := []string{"", "", "{", "}", `"`, `{"`, `":`, `",`, "name", "age", "Ann", " ", "\n", "1", "12", "-", ".", "[", "]", ",", `"}`,
+		"tags", "a", "b", "c", " d", "null", "true", "x", "\\", "n", "e", "}}", "[]", "é", "v", "t", "point", "k", "i", "d", "l", "o", "y", "s", "m", ":"}
+	return NewVocab(pieces, []int32{0})
+}
+
+func TestMaskAgreesWithAccept(t *testing.T) {
+	v := testVocab()
+	for i, src := range testSchemas {
+		s, err := CompileSchema([]byte(src))
+		require.NoError(t, err)
+		m := s.NewMatcher(v)
+		written := ""
+		// Walk a few steps, always taking the lowest allowed id >= 2, and
+		// check at each step that exactly the allowed tokens are accepted.
+		for step := 0; step < 12 && !m.Done(); step++ {
+			logits := make([]float32, len(v.pieces))
+			m.Mask(logits)
+			var pick int32 = -1
+			for id := range v.pieces {
+				probe := s.NewMatcher(v)
+				probe.cur.frames = append(probe.cur.frames[:0], m.cur.frames...)
+				probe.cur.ends = append(probe.cur.ends[:0], m.cur.ends...)
+				err := probe.Accept(int32(id))
+				allowed := !math.IsInf(float64(logits[id]), -1)
+				require.Equal(t, allowed, err == nil, "schema %d step %d token %q", i, step, v.pieces[id])
+				if allowed && pick < 0 && id >= 2 {
+					pick = int32(id)
+				}
+			}
+			require.GreaterOrEqual(t, pick, int32(0), "schema %d: no token allowed after %q", i, written)
+			written += v.pieces[pick]
+			require.NoError(t, m.Accept(pick))
+		}
+	}
+}
+
+func TestEOGOnlyWhenComplete(t *testing.T) {
+	v := testVocab()
+	s, err := CompileSchema([]byte(`{"type":"integer"}`))
+	require.NoError(t, err)
+	m := s.NewMatcher(v)
+	require.ErrorIs(t, m.Accept(0), ErrRejected)
+	require.ErrorIs(t, m.Accept(1), ErrRejected) // writes nothing
+	require.NoError(t, m.Accept(14))             // "12"
+	require.False(t, m.Done())
+	logits := make([]float32, len(v.pieces))
+	m.Mask(logits)
+	require.False(t, math.IsInf(float64(logits[0]), -1), "EOG allowed after a complete number")
+	require.NoError(t, m.Accept(0))
+	require.True(t, m.Done())
+}
+
+func TestAnyObject(t *testing.T) {
+	s := AnyObject()
+	for _, doc := range []string{`{}`, `{"a":[1,{"b":null}],"c":"d"}`} {
+		m := s.NewMatcher(nil)
+		require.NoError(t, m.Write([]byte(doc)))
+		require.True(t, m.Done())
+	}
+	for _, doc := range []string{`[]`, `"x"`, `1`} {
+		require.Error(t, s.NewMatcher(nil).Write([]byte(doc)))
+	}
+}
+
+func TestWrap(t *testing.T) {
+	s, err := CompileSchema([]byte(`{"type":"object","properties":{"name":{"const":"f"},"arguments":{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}},"required":["name","arguments"]}`))
+	require.NoError(t, err)
+	w := s.Wrap("<tool_call>\n", "\n</tool_call>")
+	m := w.NewMatcher(nil)
+	require.NoError(t, m.Write([]byte("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"n\": 12}}")))
+	require.False(t, m.CanEnd())
+	require.NoError(t, m.Write([]byte("\n</tool_call>")))
+	require.True(t, m.Done())
+	require.Error(t, w.NewMatcher(nil).Write([]byte(`{"name"`)))
+	// A number right before the suffix ends at its first byte.
+	n, err := CompileSchema([]byte(`{"type":"integer"}`))
+	require.NoError(t, err)
+	m = n.Wrap("<", ">").NewMatcher(nil)
+	require.NoError(t, m.Write([]byte("<42")))
+	require.False(t, m.CanEnd())
+	require.NoError(t, m.Write([]byte(">")))
+	require.True(t, m.Done())
+}
+
+// FuzzCompileSchema: any input compiles or fails with a sentinel error,
+// and a compiled schema's matcher takes any bytes without panicking.
+func FuzzCompileSchema(f *testing.F) {
+	for _, src := range testSchemas {
+		f.Add([]byte(src), []byte(`{"a":[1,"x",null]}`))
+	}
+	f.Add([]byte(`{"$defs":{"a":{"$ref":"#/$defs/b"},"b":{"$ref":"#/$defs/a"}},"$ref":"#/$defs/a"}`), []byte(`1`))
+	f.Fuzz(func(t *testing.T, src, doc []byte) {
+		s, err := CompileSchema(src)
+		if err != nil {
+			require.True(t, errors.Is(err, ErrUnsupported) || errors.Is(err, ErrBadSchema), err.Error())
+			return
+		}
+		m := s.NewMatcher(nil)
+		for i := range doc {
+			_ = m.Write(doc[i : i+1])
+		}
+		m.CanEnd()
+	})
+}
+
+func FuzzMatcher(f *testing.F) {
+	for i := range testSchemas {
+		f.Add(uint8(i), []byte(`{"name":"x","age":1}`))
+		f.Add(uint8(i), []byte(`[1,null]`))
+	}
+	schemas := make([]*Schema, len(testSchemas))
+	for i, src := range testSchemas {
+		s, err := CompileSchema([]byte(src))
+		require.NoError(f, err)
+		schemas[i] = s
+	}
+	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
+		i := int(which) % len(schemas)
+		m := schemas[i].NewMatcher(nil)
+		n := 0
+		for n < len(data) && m.Write(data[n:n+1]) == nil {
+			n++
+		}
+		if m.CanEnd() {
+			checkDoc(t, testSchemas[i], string(data[:n]))
+		}
+		if n < len(data) {
+			err := m.Write(data[n:])
+			require.True(t, errors.Is(err, ErrRejected))
+		}
+	})
+}

@@ -1,0 +1,512 @@
+// Package grammar constrains generation to JSON that matches a schema.
+//
+// CompileSchema turns a JSON schema (the common subset, see DESIGN.md) into
+// a graph of nodes; a Matcher walks that graph one byte at a time as a set of
+// pushdown stacks (one per live alternative of anyOf/enum), and masks the
+// vocabulary so that every sampled token keeps the output a valid prefix of
+// a matching document. A Schema is immutable and safe for concurrent use; a
+// Matcher serves one generation.
+package grammar
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Sentinel errors; functions wrap them with %w and add detail.
+var (
+	// ErrUnsupported: the schema uses a keyword or value outside the
+	// supported subset; the message names it.
+	ErrUnsupported = errors.New("grammar: unsupported schema keyword")
+	// ErrBadSchema: the schema is not a valid JSON schema (wrong type of
+	// a keyword's value, a dangling $ref, an empty enum...).
+	ErrBadSchema = errors.New("grammar: invalid schema")
+	// ErrRejected: a token or byte does not continue the output validly.
+	ErrRejected = errors.New("grammar: token rejected")
+)
+
+// Limits of a schema. They keep the matcher's state small and its work per
+// byte bounded whatever the request.
+const (
+	// maxNodes bounds the compiled graph (a schema is request input).
+	maxNodes = 4096
+	// maxProps bounds an object's declared properties: the seen set is
+	// one uint64.
+	maxProps = 64
+	// maxDepth bounds the nesting of a generated document (stack frames).
+	maxDepth = 64
+	// maxNumber bounds a number's length in bytes, so a model cannot
+	// spin on digits forever; 24 holds a float64's 17 significant digits
+	// with sign, point and exponent.
+	maxNumber = 24
+	// maxInteger bounds an integer: a sign and 16 digits (llama.cpp's
+	// limit too), so that it fits an int64 and a float64 exactly.
+	maxInteger = 17
+	// maxIndent bounds the spaces or tabs after a newline between tokens
+	// of the document; 20, as llama.cpp's JSON grammar, lets a model
+	// indent a few levels.
+	maxIndent = 20
+)
+
+type kind uint8
+
+const (
+	kObject kind = iota
+	kArray
+	kString
+	kNumber
+	kInteger
+	kLiteral
+	kAnyOf
+)
+
+// node is one schema in the compiled graph. Nodes refer to each other by
+// index, so recursive schemas ($ref cycles) are finite graphs.
+type node struct {
+	kind kind
+	// object: names are the declared property names as JSON string
+	// contents (escaped), sorted; props the value node of each.
+	names      []string
+	props      []int32
+	required   uint64 // bit i: names[i] is required
+	additional int32  // node of undeclared properties' values, -1: none allowed
+	// array
+	items              int32
+	minItems, maxItems int32 // maxItems -1: unbounded
+	// string: lengths in code points
+	minLen, maxLen int32 // maxLen -1: unbounded
+	// literal: the exact JSON text (enum, const, true, false, null)
+	lit string
+	// anyOf: the alternatives (a Matcher expands nested anyOf)
+	alts []int32
+}
+
+// Schema is a compiled JSON schema. It is immutable and safe for
+// concurrent use.
+type Schema struct {
+	nodes []node
+	root  int32
+	// prefix and suffix are literal text around the document (Wrap).
+	prefix, suffix string
+	// leaves[id]: the non-anyOf nodes that node id stands for.
+	leaves [][]int32
+}
+
+// Wrap returns a Schema whose output is prefix, then a document matching
+// s, then suffix, all literal: a tool call in a model's markup, such as
+// Qwen's "<tool_call>\n" … "\n</tool_call>".
+func (s *Schema) Wrap(prefix, suffix string) *Schema {
+	w := *s
+	w.prefix, w.suffix = prefix, suffix
+	return &w
+}
+
+// AnyObject is json_object mode: any JSON object.
+func AnyObject() *Schema {
+	c := newCompiler()
+	any := c.anyValue()
+	obj := c.add(node{kind: kObject, additional: any})
+	s := &Schema{nodes: c.nodes, root: obj}
+	s.leaves, _ = s.expand() // any value: 7 alternatives
+	return s
+}
+
+// annotations are keywords with no effect on which documents match.
+var annotations = []string{"title", "description", "default", "examples", "$schema", "$id", "$comment",
+	"deprecated", "readOnly", "writeOnly", "strict"}
+
+// CompileSchema compiles a JSON schema. Supported: type (a name or a list),
+// properties, required, additionalProperties (a bool or a schema; it
+// defaults to false when properties are given, as llama.cpp does, so the
+// model writes only declared keys, and to true otherwise), items,
+// minItems, maxItems, minLength, maxLength, enum, const, anyOf, oneOf
+// (treated as anyOf), allOf with one member, $ref to "#", "#/$defs/…" or
+// "#/definitions/…", and annotations (title, description, default...).
+// Any other keyword is an error wrapping ErrUnsupported that names it; a
+// malformed schema is an error wrapping ErrBadSchema.
+func CompileSchema(src []byte) (*Schema, error) {
+	var doc any
+	d := json.NewDecoder(bytes.NewReader(src))
+	d.UseNumber()
+	if err := d.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSchema, err)
+	}
+	c := newCompiler()
+	c.doc = doc
+	root, err := c.compile(doc, "#", 0)
+	if err != nil {
+		return nil, err
+	}
+	s := &Schema{nodes: c.nodes, root: root}
+	if s.leaves, err = s.expand(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+type compiler struct {
+	nodes []node
+	doc   any
+	refs  map[string]int32 // compiled $ref targets (placeholders while compiling)
+	anyID int32
+}
+
+func newCompiler() *compiler { return &compiler{refs: map[string]int32{}, anyID: -1} }
+
+func (c *compiler) add(n node) int32 {
+	c.nodes = append(c.nodes, n)
+	return int32(len(c.nodes) - 1)
+}
+
+// anyValue returns the node of any JSON value (compiled once).
+func (c *compiler) anyValue() int32 {
+	if c.anyID >= 0 {
+		return c.anyID
+	}
+	c.anyID = c.add(node{kind: kAnyOf})
+	obj := c.add(node{kind: kObject, additional: c.anyID})
+	arr := c.add(node{kind: kArray, items: c.anyID, maxItems: -1})
+	str := c.add(node{kind: kString, maxLen: -1})
+	num := c.add(node{kind: kNumber})
+	alts := []int32{obj, arr, str, num}
+	for _, l := range []string{"true", "false", "null"} {
+		alts = append(alts, c.add(node{kind: kLiteral, lit: l}))
+	}
+	c.nodes[c.anyID].alts = alts
+	return c.anyID
+}
+
+func (c *compiler) compile(v any, path string, depth int) (int32, error) {
+	if len(c.nodes) > maxNodes || depth > maxDepth {
+		return 0, fmt.Errorf("%w: the schema at %s is too large or deep (at most %d nodes, %d levels)", ErrUnsupported, path, maxNodes, maxDepth)
+	}
+	switch s := v.(type) {
+	case bool:
+		if s {
+			return c.anyValue(), nil
+		}
+		return 0, fmt.Errorf("%w: %s is the schema false, which nothing matches", ErrBadSchema, path)
+	case map[string]any:
+		return c.compileObject(s, path, depth)
+	}
+	return 0, fmt.Errorf("%w: %s must be an object or a boolean", ErrBadSchema, path)
+}
+
+func (c *compiler) compileObject(s map[string]any, path string, depth int) (int32, error) {
+	keys := make([]string, 0, len(s))
+	for k := range s {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	known := []string{"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+		"minLength", "maxLength", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions"}
+	for _, k := range keys {
+		if !slices.Contains(known, k) && !slices.Contains(annotations, k) {
+			return 0, fmt.Errorf("%w: %q at %s (supported: %s)", ErrUnsupported, k, path, strings.Join(known, ", "))
+		}
+	}
+	if ref, ok := s["$ref"]; ok {
+		r, ok := ref.(string)
+		if !ok {
+			return 0, fmt.Errorf("%w: %s/$ref must be a string", ErrBadSchema, path)
+		}
+		return c.ref(r, depth)
+	}
+	if e, ok := s["const"]; ok {
+		return c.literals([]any{e}, path+"/const")
+	}
+	if e, ok := s["enum"]; ok {
+		list, ok := e.([]any)
+		if !ok || len(list) == 0 {
+			return 0, fmt.Errorf("%w: %s/enum must be a non-empty array", ErrBadSchema, path)
+		}
+		return c.literals(list, path+"/enum")
+	}
+	for _, k := range []string{"anyOf", "oneOf", "allOf"} {
+		e, ok := s[k]
+		if !ok {
+			continue
+		}
+		list, ok := e.([]any)
+		if !ok || len(list) == 0 {
+			return 0, fmt.Errorf("%w: %s/%s must be a non-empty array", ErrBadSchema, path, k)
+		}
+		if k == "allOf" && len(list) != 1 {
+			return 0, fmt.Errorf("%w: allOf with more than one member at %s", ErrUnsupported, path)
+		}
+		if err := checkAlternatives(len(list), path+"/"+k); err != nil {
+			return 0, err
+		}
+		var alts []int32
+		for i, sub := range list {
+			id, err := c.compile(sub, fmt.Sprintf("%s/%s/%d", path, k, i), depth+1)
+			if err != nil {
+				return 0, err
+			}
+			alts = append(alts, id)
+		}
+		return c.anyOf(alts), nil
+	}
+	var types []string
+	switch t := s["type"].(type) {
+	case nil:
+		if _, ok := s["type"]; ok {
+			return 0, fmt.Errorf("%w: %s/type must be a string or an array of strings", ErrBadSchema, path)
+		}
+		// Guess the type from the keywords, as validators accept any value.
+		switch {
+		case s["properties"] != nil || s["additionalProperties"] != nil || s["required"] != nil:
+			types = []string{"object"}
+		case s["items"] != nil:
+			types = []string{"array"}
+		default:
+			return c.anyValue(), nil
+		}
+	case string:
+		types = []string{t}
+	case []any:
+		for _, e := range t {
+			name, ok := e.(string)
+			if !ok {
+				return 0, fmt.Errorf("%w: %s/type must be a string or an array of strings", ErrBadSchema, path)
+			}
+			types = append(types, name)
+		}
+	default:
+		return 0, fmt.Errorf("%w: %s/type must be a string or an array of strings", ErrBadSchema, path)
+	}
+	var alts []int32
+	for _, t := range types {
+		id, err := c.typed(t, s, path, depth)
+		if err != nil {
+			return 0, err
+		}
+		alts = append(alts, id)
+	}
+	if len(alts) == 0 {
+		return 0, fmt.Errorf("%w: %s/type is an empty list", ErrBadSchema, path)
+	}
+	return c.anyOf(alts), nil
+}
+
+// anyOf returns the node matching any of alts.
+func (c *compiler) anyOf(alts []int32) int32 {
+	if len(alts) == 1 {
+		return alts[0]
+	}
+	return c.add(node{kind: kAnyOf, alts: alts})
+}
+
+// checkAlternatives refuses more alternatives than a Matcher follows at
+// once (maxThreads): the ones past it would be silently unreachable.
+func checkAlternatives(n int, path string) error {
+	if n > maxThreads {
+		return fmt.Errorf("%w: %s has %d alternatives; at most %d are supported", ErrUnsupported, path, n, maxThreads)
+	}
+	return nil
+}
+
+func (c *compiler) typed(t string, s map[string]any, path string, depth int) (int32, error) {
+	switch t {
+	case "object":
+		return c.object(s, path, depth)
+	case "array":
+		n := node{kind: kArray, maxItems: -1}
+		var err error
+		if n.minItems, err = count(s, "minItems", 0, path); err != nil {
+			return 0, err
+		}
+		if n.maxItems, err = count(s, "maxItems", -1, path); err != nil {
+			return 0, err
+		}
+		if n.maxItems >= 0 && n.maxItems < n.minItems {
+			return 0, fmt.Errorf("%w: %s: maxItems < minItems", ErrBadSchema, path)
+		}
+		items, ok := s["items"]
+		if !ok {
+			items = true
+		}
+		id := c.add(n)
+		it, err := c.compile(items, path+"/items", depth+1)
+		if err != nil {
+			return 0, err
+		}
+		c.nodes[id].items = it
+		return id, nil
+	case "string":
+		n := node{kind: kString}
+		var err error
+		if n.minLen, err = count(s, "minLength", 0, path); err != nil {
+			return 0, err
+		}
+		if n.maxLen, err = count(s, "maxLength", -1, path); err != nil {
+			return 0, err
+		}
+		if n.maxLen >= 0 && n.maxLen < n.minLen {
+			return 0, fmt.Errorf("%w: %s: maxLength < minLength", ErrBadSchema, path)
+		}
+		return c.add(n), nil
+	case "number":
+		return c.add(node{kind: kNumber}), nil
+	case "integer":
+		return c.add(node{kind: kInteger}), nil
+	case "boolean":
+		return c.anyOf([]int32{c.add(node{kind: kLiteral, lit: "true"}), c.add(node{kind: kLiteral, lit: "false"})}), nil
+	case "null":
+		return c.add(node{kind: kLiteral, lit: "null"}), nil
+	}
+	return 0, fmt.Errorf("%w: %s/type %q is not a JSON schema type", ErrBadSchema, path, t)
+}
+
+// count reads a non-negative integer keyword; def when absent.
+func count(s map[string]any, k string, def int32, path string) (int32, error) {
+	v, ok := s[k]
+	if !ok {
+		return def, nil
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0, fmt.Errorf("%w: %s/%s must be a number", ErrBadSchema, path, k)
+	}
+	i, err := n.Int64()
+	if err != nil || i < 0 || i > math.MaxInt32 {
+		return 0, fmt.Errorf("%w: %s/%s must be a non-negative integer", ErrBadSchema, path, k)
+	}
+	return int32(i), nil
+}
+
+func (c *compiler) object(s map[string]any, path string, depth int) (int32, error) {
+	props, _ := s["properties"].(map[string]any)
+	if p, ok := s["properties"]; ok && props == nil && p != nil {
+		return 0, fmt.Errorf("%w: %s/properties must be an object", ErrBadSchema, path)
+	}
+	if len(props) > maxProps {
+		return 0, fmt.Errorf("%w: %s has %d properties; at most %d are supported", ErrUnsupported, path, len(props), maxProps)
+	}
+	type prop struct {
+		raw, enc string
+	}
+	list := make([]prop, 0, len(props))
+	for name := range props {
+		b, _ := marshal(name)
+		list = append(list, prop{raw: name, enc: string(b[1 : len(b)-1])})
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].enc < list[j].enc })
+	id := c.add(node{kind: kObject, additional: -1})
+	n := node{kind: kObject, additional: -1}
+	for _, p := range list {
+		v, err := c.compile(props[p.raw], path+"/properties/"+p.raw, depth+1)
+		if err != nil {
+			return 0, err
+		}
+		n.names = append(n.names, p.enc)
+		n.props = append(n.props, v)
+	}
+	if r, ok := s["required"]; ok {
+		req, ok := r.([]any)
+		if !ok {
+			return 0, fmt.Errorf("%w: %s/required must be an array of strings", ErrBadSchema, path)
+		}
+		for _, e := range req {
+			name, ok := e.(string)
+			if !ok {
+				return 0, fmt.Errorf("%w: %s/required must be an array of strings", ErrBadSchema, path)
+			}
+			i := slices.IndexFunc(list, func(p prop) bool { return p.raw == name })
+			if i < 0 {
+				return 0, fmt.Errorf("%w: %s/required names %q, which is not in properties", ErrUnsupported, path, name)
+			}
+			n.required |= 1 << i
+		}
+	}
+	switch a := s["additionalProperties"].(type) {
+	case nil:
+		if _, given := s["additionalProperties"]; given || len(props) == 0 {
+			n.additional = c.anyValue()
+		}
+	case bool:
+		if a {
+			n.additional = c.anyValue()
+		}
+	default:
+		v, err := c.compile(a, path+"/additionalProperties", depth+1)
+		if err != nil {
+			return 0, err
+		}
+		n.additional = v
+	}
+	c.nodes[id] = n
+	return id, nil
+}
+
+// literals returns the node matching exactly the JSON values list.
+func (c *compiler) literals(list []any, path string) (int32, error) {
+	if err := checkAlternatives(len(list), path); err != nil {
+		return 0, err
+	}
+	var alts []int32
+	seen := map[string]bool{}
+	for _, v := range list {
+		b, err := marshal(v)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s: %v", ErrBadSchema, path, err)
+		}
+		if !seen[string(b)] {
+			seen[string(b)] = true
+			alts = append(alts, c.add(node{kind: kLiteral, lit: string(b)}))
+		}
+	}
+	return c.anyOf(alts), nil
+}
+
+// marshal writes v as compact JSON without HTML escaping: the text a
+// model writes for a name or value ("a<b", not "a\u003cb").
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// ref compiles a local reference, once per target (cycles refer back to
+// the node being compiled).
+func (c *compiler) ref(r string, depth int) (int32, error) {
+	if id, ok := c.refs[r]; ok {
+		return id, nil
+	}
+	if r != "#" && !strings.HasPrefix(r, "#/") {
+		return 0, fmt.Errorf("%w: $ref %q (only local references, #/...)", ErrUnsupported, r)
+	}
+	var target any = c.doc
+	if r != "#" {
+		for _, part := range strings.Split(r[2:], "/") {
+			part = strings.ReplaceAll(strings.ReplaceAll(part, "~1", "/"), "~0", "~")
+			m, ok := target.(map[string]any)
+			if !ok {
+				return 0, fmt.Errorf("%w: $ref %q does not resolve", ErrBadSchema, r)
+			}
+			if target, ok = m[part]; !ok {
+				return 0, fmt.Errorf("%w: $ref %q does not resolve", ErrBadSchema, r)
+			}
+		}
+	}
+	// A placeholder anyOf of one alternative, filled once compiled, so a
+	// cycle reaching r again uses it.
+	ph := c.add(node{kind: kAnyOf})
+	c.refs[r] = ph
+	id, err := c.compile(target, r, depth+1)
+	if err != nil {
+		return 0, err
+	}
+	c.nodes[ph].alts = []int32{id}
+	return ph, nil
+}

@@ -1,0 +1,244 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The story model never writes JSON by itself: every parse below is the
+// grammar's doing.
+func TestResponseFormatJSONSchema(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	strict := func(doc string, v any) error {
+		d := json.NewDecoder(strings.NewReader(doc))
+		d.DisallowUnknownFields()
+		if err := d.Decode(v); err != nil {
+			return err
+		}
+		if d.More() {
+			return json.Unmarshal([]byte(`x`), v) // trailing data
+		}
+		return nil
+	}
+	cases := []struct {
+		name   string
+		format map[string]any
+		check  func(t *testing.T, doc string)
+	}{
+		{"object", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "person", "strict": true, "schema": map[string]any{
+			"type": "object", "required": []string{"name", "age", "ok"},
+			"properties": map[string]any{"name": map[string]any{"type": "string", "maxLength": 20}, "age": map[string]any{"type": "integer"}, "ok": map[string]any{"type": "boolean"}},
+		}}}, func(t *testing.T, doc string) {
+			var v struct {
+				Name *string
+				Age  *int
+				OK   *bool `json:"ok"`
+			}
+			require.NoError(t, strict(doc, &v), doc)
+			require.True(t, v.Name != nil && v.Age != nil && v.OK != nil, doc)
+			require.LessOrEqual(t, utf8.RuneCountInString(*v.Name), 20)
+		}},
+		{"enum array", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "colors", "schema": map[string]any{
+			"type": "array", "items": map[string]any{"enum": []string{"red", "green", "blue"}}, "minItems": 1, "maxItems": 3,
+		}}}, func(t *testing.T, doc string) {
+			var v []string
+			require.NoError(t, strict(doc, &v), doc)
+			require.True(t, len(v) >= 1 && len(v) <= 3, doc)
+			for _, c := range v {
+				require.Contains(t, []string{"red", "green", "blue"}, c)
+			}
+		}},
+		{"anyOf nested", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "m", "schema": map[string]any{
+			"type": "object", "required": []string{"v", "tags"}, "additionalProperties": false,
+			"properties": map[string]any{
+				"v":    map[string]any{"anyOf": []any{map[string]any{"type": "number"}, map[string]any{"type": "null"}}},
+				"tags": map[string]any{"type": "array", "maxItems": 2, "items": map[string]any{"type": "string", "maxLength": 8}},
+			},
+		}}}, func(t *testing.T, doc string) {
+			var v struct {
+				V    json.RawMessage
+				Tags *[]string
+			}
+			require.NoError(t, strict(doc, &v), doc)
+			require.NotNil(t, v.Tags, doc)
+			require.LessOrEqual(t, len(*v.Tags), 2)
+			var f *float64
+			require.NoError(t, json.Unmarshal(v.V, &f), doc)
+		}},
+		{"json_object with a schema (llama.cpp's form)", map[string]any{"type": "json_object", "schema": map[string]any{
+			"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}, "required": []string{"n"}}},
+			func(t *testing.T, doc string) {
+				var v struct{ N *int }
+				require.NoError(t, strict(doc, &v), doc)
+				require.NotNil(t, v.N, doc)
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for seed, temp := range []float64{0, 1, 1, 1} {
+				resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{
+					"messages": []Message{{Role: "user", Content: "Once upon a time"}}, "max_tokens": 400,
+					"temperature": temp, "seed": seed, "response_format": tc.format})
+				require.Equal(t, http.StatusOK, resp.StatusCode)
+				var cc ChatCompletion
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+				require.Equal(t, "stop", cc.Choices[0].FinishReason, cc.Choices[0].Message.Content)
+				tc.check(t, cc.Choices[0].Message.Content)
+			}
+		})
+	}
+	// Plain json_object: any object, which this model keeps writing (keys
+	// and values without end), so only the start is certain.
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{
+		"messages": []Message{{Role: "user", Content: "Once upon a time"}}, "max_tokens": 30, "temperature": 0,
+		"response_format": map[string]any{"type": "json_object"}})
+	var cc ChatCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+	require.True(t, strings.HasPrefix(strings.TrimSpace(cc.Choices[0].Message.Content), "{"), cc.Choices[0].Message.Content)
+	if cc.Choices[0].FinishReason == "stop" {
+		require.True(t, json.Valid([]byte(cc.Choices[0].Message.Content)))
+	}
+
+	// Streamed, the deltas join into the same document.
+	resp = post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{
+		"messages": []Message{{Role: "user", Content: "Once upon a time"}}, "max_tokens": 400, "temperature": 0,
+		"stream": true, "response_format": cases[0].format})
+	var doc strings.Builder
+	for _, c := range openAIStream[ChatCompletionChunk](t, resp) {
+		doc.WriteString(c.Choices[0].Delta.Content)
+	}
+	cases[0].check(t, doc.String())
+}
+
+func TestResponseFormatErrors(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	msgs := []Message{{Role: "user", Content: "hi"}}
+	for _, tc := range []struct {
+		name       string
+		body       map[string]any
+		code, text string
+	}{
+		{"pattern", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "string", "pattern": "^a"}}}},
+			codeUnsupportedSchema, `"pattern"`},
+		{"bad type", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "text"}}}},
+			codeInvalidSchema, `"text"`},
+		{"no schema", map[string]any{"response_format": map[string]any{"type": "json_schema"}}, "missing", "json_schema.schema"},
+		{"format type", map[string]any{"response_format": map[string]any{"type": "xml"}}, "invalid_value", "xml"},
+		{"top_logprobs range", map[string]any{"logprobs": true, "top_logprobs": 21}, "invalid_value", "[0, 20]"},
+		{"top_logprobs alone", map[string]any{"top_logprobs": 2}, "invalid_value", "logprobs: true"},
+		{"logprobs type", map[string]any{"logprobs": 3}, "invalid_type", "boolean"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := map[string]any{"messages": msgs, "max_tokens": 5}
+			for k, v := range tc.body {
+				body[k] = v
+			}
+			resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+			var eb ErrorBody
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+			require.Equal(t, tc.code, eb.Error.Code)
+			require.Contains(t, eb.Error.Message, tc.text)
+		})
+	}
+}
+
+func TestChatLogprobs(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	body := map[string]any{"messages": []Message{{Role: "user", Content: "Once upon a time"}}, "max_tokens": 12, "temperature": 0,
+		"logprobs": true, "top_logprobs": 3}
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var cc ChatCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+	lp := cc.Choices[0].Logprobs
+	require.NotNil(t, lp)
+	require.Len(t, lp.Content, cc.Usage.CompletionTokens)
+	var text []byte
+	for _, c := range lp.Content {
+		require.Len(t, c.TopLogprobs, 3)
+		// Greedy: the chosen token is the most likely one.
+		require.Equal(t, c.Token, c.TopLogprobs[0].Token)
+		require.Equal(t, c.Logprob, c.TopLogprobs[0].Logprob)
+		sum := 0.0
+		for _, alt := range c.TopLogprobs {
+			sum += math.Exp(float64(alt.Logprob))
+		}
+		require.LessOrEqual(t, sum, 1+1e-5)
+		for _, b := range c.Bytes {
+			text = append(text, byte(b))
+		}
+	}
+	// The tokens' bytes make the text.
+	require.Equal(t, cc.Choices[0].Message.Content, string(text))
+
+	// Streamed: the same entries, chunk by chunk.
+	body["stream"] = true
+	var streamed []LogprobContent
+	for _, c := range openAIStream[ChatCompletionChunk](t, post(t, testCtx(t), base+"/v1/chat/completions", body)) {
+		if lp := c.Choices; len(lp) > 0 && lp[0].Logprobs != nil {
+			streamed = append(streamed, lp[0].Logprobs.Content...)
+		}
+	}
+	require.Equal(t, lp.Content, streamed)
+
+	// Without logprobs, the field is null.
+	resp = post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []Message{{Role: "user", Content: "Once"}}, "max_tokens": 3})
+	raw := readAll(t, resp)
+	require.Contains(t, raw, `"logprobs":null`)
+}
+
+func TestCompletionLogprobs(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	resp := post(t, testCtx(t), base+"/v1/completions", map[string]any{"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0, "logprobs": 2})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var tc TextCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tc))
+	lp := tc.Choices[0].Logprobs
+	require.NotNil(t, lp)
+	require.Len(t, lp.Tokens, 8)
+	require.Len(t, lp.TokenLogprobs, 8)
+	require.Len(t, lp.TopLogprobs, 8)
+	require.True(t, slices.IsSorted(lp.TextOffset))
+	for i, top := range lp.TopLogprobs {
+		require.LessOrEqual(t, len(top), 2)
+		require.Equal(t, lp.TokenLogprobs[i], top[lp.Tokens[i]])
+	}
+
+	// Streamed: each chunk carries its token, offsets continue.
+	var tokens []string
+	var offsets []int
+	for _, c := range openAIStream[TextCompletion](t, post(t, testCtx(t), base+"/v1/completions",
+		map[string]any{"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0, "logprobs": 2, "stream": true})) {
+		if len(c.Choices) > 0 && c.Choices[0].Logprobs != nil {
+			tokens = append(tokens, c.Choices[0].Logprobs.Tokens...)
+			offsets = append(offsets, c.Choices[0].Logprobs.TextOffset...)
+		}
+	}
+	require.Equal(t, lp.Tokens, tokens)
+	require.Equal(t, lp.TextOffset, offsets)
+
+	// response_format applies to completions too (as in llama.cpp).
+	resp = post(t, testCtx(t), base+"/v1/completions", map[string]any{"prompt": "Once upon a time", "max_tokens": 100, "temperature": 0,
+		"response_format": map[string]any{"type": "json_object", "schema": map[string]any{"type": "array", "items": map[string]any{"type": "integer"}, "minItems": 1, "maxItems": 3}}})
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tc))
+	var ints []int
+	require.NoError(t, json.Unmarshal([]byte(tc.Choices[0].Text), &ints), tc.Choices[0].Text)
+	require.NotEmpty(t, ints)
+}
+
+func readAll(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	var b bytes.Buffer
+	_, err := b.ReadFrom(resp.Body)
+	require.NoError(t, err)
+	return b.String()
+}

@@ -1,0 +1,292 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/rbee-project/rbee/model/grammar"
+)
+
+// Tool calling on /v1/chat/completions: tools are rendered by the model's
+// chat template (as Hugging Face and llama.cpp pass them), and calls are
+// parsed back from the generated text in the two common markups:
+//   - Hermes/Qwen 2.5: <tool_call>{"name": ..., "arguments": {...}}</tool_call>,
+//     any number of them, after optional text;
+//   - Llama 3.x: the whole answer is {"name": ..., "parameters": {...}}
+//     (after <|python_tag|> when the model writes it as text).
+// tool_choice "required" or a named function constrains the output with
+// the grammar to one call in the model's markup.
+
+// Tool-call markups, by what the chat template asks the model to write.
+const (
+	ToolStyleHermes = "hermes" // <tool_call>…</tool_call>
+	ToolStyleJSON   = "json"   // a bare {"name", "parameters"} object
+)
+
+// Markup of the Hermes style.
+const (
+	toolCallOpen  = "<tool_call>"
+	toolCallClose = "</tool_call>"
+	pythonTag     = "<|python_tag|>"
+)
+
+// ToolCall is one function call of an assistant message (OpenAI's shape).
+// Index is set only in streamed deltas, where a call's later deltas carry
+// only more of its arguments.
+type ToolCall struct {
+	Index    *int             `json:"index,omitempty"`
+	ID       string           `json:"id,omitempty"`
+	Type     string           `json:"type,omitempty"`
+	Function ToolCallFunction `json:"function"`
+}
+
+// ToolCallFunction is the function and its arguments, a JSON object as a
+// string.
+type ToolCallFunction struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
+}
+
+// toolDef is one entry of a request's tools.
+type toolDef struct {
+	Type     string `json:"type"`
+	Function struct {
+		Name       string          `json:"name"`
+		Parameters json.RawMessage `json:"parameters"`
+	} `json:"function"`
+}
+
+// toolChoice is a request's tool_choice, read.
+type toolChoice struct {
+	mode string // "none", "auto", "required", "function"
+	name string // mode "function": the forced function
+}
+
+// toolPlan is what prepare decided about tools for the handlers.
+type toolPlan struct {
+	names  []string // the callable functions; nil: tools are off
+	single bool     // parallel_tool_calls: false
+}
+
+// limit keeps only the first call when parallel calls are off.
+func (p toolPlan) limit(calls []ToolCall) []ToolCall {
+	if p.single && len(calls) > 1 {
+		return calls[:1]
+	}
+	return calls
+}
+
+// readTools validates tools and tool_choice and returns the tools to
+// render (nil for none), the plan, and the grammar of a forced call.
+func (g *genRequest) readTools(style string) (render []json.RawMessage, plan toolPlan, forced *grammar.Schema, aerr *apiError) {
+	defs := make([]toolDef, len(g.Tools))
+	for i, raw := range g.Tools {
+		param := fmt.Sprintf("tools[%d]", i)
+		d := &defs[i]
+		if err := json.Unmarshal(raw, d); err != nil {
+			return nil, plan, nil, badRequest(param, "invalid_type", param+": expected {\"type\":\"function\",\"function\":{\"name\":...}}")
+		}
+		if d.Type != "function" {
+			return nil, plan, nil, badRequest(param+".type", "invalid_value", fmt.Sprintf("%s.type %q: only function tools are supported", param, d.Type))
+		}
+		if d.Function.Name == "" {
+			return nil, plan, nil, badRequest(param+".function.name", "missing", "every tool needs function.name")
+		}
+		if slices.ContainsFunc(defs[:i], func(o toolDef) bool { return o.Function.Name == d.Function.Name }) {
+			return nil, plan, nil, badRequest(param+".function.name", "invalid_value", fmt.Sprintf("two tools are named %q", d.Function.Name))
+		}
+	}
+	tc := toolChoice{mode: "auto"}
+	raw := bytes.TrimSpace(g.ToolChoice)
+	switch {
+	case len(raw) == 0 || string(raw) == "null":
+	case raw[0] == '"':
+		_ = json.Unmarshal(raw, &tc.mode)
+		if !slices.Contains([]string{"none", "auto", "required"}, tc.mode) {
+			return nil, plan, nil, badRequest("tool_choice", "invalid_value", fmt.Sprintf("tool_choice %q: expected none, auto, required or {\"type\":\"function\",\"function\":{\"name\":...}}", tc.mode))
+		}
+	default:
+		var named struct {
+			Type     string `json:"type"`
+			Function struct {
+				Name string `json:"name"`
+			} `json:"function"`
+		}
+		if json.Unmarshal(raw, &named) != nil || named.Type != "function" || named.Function.Name == "" {
+			return nil, plan, nil, badRequest("tool_choice", "invalid_value", "tool_choice: expected none, auto, required or {\"type\":\"function\",\"function\":{\"name\":...}}")
+		}
+		tc = toolChoice{mode: "function", name: named.Function.Name}
+	}
+	if len(defs) == 0 || tc.mode == "none" {
+		if tc.mode == "required" || tc.mode == "function" {
+			return nil, plan, nil, badRequest("tool_choice", "invalid_value", "tool_choice "+tc.mode+" needs tools")
+		}
+		return nil, plan, nil, nil
+	}
+	for _, d := range defs {
+		plan.names = append(plan.names, d.Function.Name)
+	}
+	plan.single = g.ParallelToolCalls != nil && !*g.ParallelToolCalls
+	if tc.mode == "function" && !slices.Contains(plan.names, tc.name) {
+		return nil, plan, nil, badRequest("tool_choice", "invalid_value", fmt.Sprintf("tool_choice names %q, which is not in tools", tc.name))
+	}
+	if tc.mode == "required" || tc.mode == "function" {
+		if forced, aerr = callSchema(defs, tc.name, style); aerr != nil {
+			return nil, plan, nil, aerr
+		}
+	}
+	return g.Tools, plan, forced, nil
+}
+
+// callSchema is the grammar of one call of a tool (the named one, or any),
+// in the model's markup.
+func callSchema(defs []toolDef, only, style string) (*grammar.Schema, *apiError) {
+	argsKey := "parameters"
+	if style == ToolStyleHermes {
+		argsKey = "arguments"
+	}
+	var alts []any
+	for _, d := range defs {
+		if only != "" && d.Function.Name != only {
+			continue
+		}
+		params := d.Function.Parameters
+		if len(bytes.TrimSpace(params)) == 0 || string(params) == "null" {
+			params = json.RawMessage(`{"type":"object"}`)
+		}
+		alts = append(alts, map[string]any{
+			"type": "object", "required": []string{"name", argsKey}, "additionalProperties": false,
+			"properties": map[string]any{"name": map[string]any{"const": d.Function.Name}, argsKey: params},
+		})
+	}
+	src, err := json.Marshal(map[string]any{"anyOf": alts})
+	if err != nil {
+		return nil, badRequest("tools", codeInvalidSchema, "tools: "+err.Error())
+	}
+	s, aerr := compileSchema(src, "tools")
+	if aerr != nil {
+		aerr.msg = "a tool's function.parameters: " + aerr.msg
+		return nil, aerr
+	}
+	if style == ToolStyleHermes {
+		s = s.Wrap(toolCallOpen+"\n", "\n"+toolCallClose)
+	}
+	return s, nil
+}
+
+// ParseToolCalls finds the tool calls in a generated text: the text
+// outside them is the content. A call must name one of names and carry an
+// object of arguments; otherwise the text is all content.
+func ParseToolCalls(text string, names []string) (content string, calls []ToolCall) {
+	if len(names) == 0 {
+		return text, nil
+	}
+	if i := strings.Index(text, toolCallOpen); i >= 0 {
+		var b strings.Builder
+		b.WriteString(text[:i])
+		rest := text[i:]
+		for strings.HasPrefix(rest, toolCallOpen) {
+			body := rest[len(toolCallOpen):]
+			end := strings.Index(body, toolCallClose)
+			next := ""
+			if end >= 0 {
+				body, next = body[:end], body[end+len(toolCallClose):]
+			}
+			c, ok := parseCall(body, names)
+			if !ok {
+				return text, nil
+			}
+			calls = append(calls, c)
+			if j := strings.Index(next, toolCallOpen); j >= 0 {
+				b.WriteString(next[:j])
+				rest = next[j:]
+			} else {
+				b.WriteString(next)
+				rest = ""
+			}
+		}
+		return strings.TrimSpace(b.String()), calls
+	}
+	body := strings.TrimPrefix(strings.TrimSpace(text), pythonTag)
+	if c, ok := parseCall(body, names); ok {
+		return "", []ToolCall{c}
+	}
+	return text, nil
+}
+
+// parseCall reads one {"name", "arguments"|"parameters"} object.
+func parseCall(body string, names []string) (ToolCall, bool) {
+	var c struct {
+		Name       string          `json:"name"`
+		Arguments  json.RawMessage `json:"arguments"`
+		Parameters json.RawMessage `json:"parameters"`
+	}
+	if json.Unmarshal([]byte(strings.TrimSpace(body)), &c) != nil || !slices.Contains(names, c.Name) {
+		return ToolCall{}, false
+	}
+	args := c.Arguments
+	if args == nil {
+		args = c.Parameters
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, args) != nil || buf.Len() == 0 || buf.Bytes()[0] != '{' {
+		return ToolCall{}, false
+	}
+	return ToolCall{ID: "call_" + newID(), Type: "function", Function: ToolCallFunction{Name: c.Name, Arguments: buf.String()}}, true
+}
+
+// ToolStream streams the content of an answer that may contain tool
+// calls: text that may begin a call is held back until the end, when
+// decides.
+type ToolStream struct {
+	all  strings.Builder
+	sent int  // bytes of all streamed as content
+	held bool // a call has begun: nothing more is streamed
+}
+
+// Push adds generated text and returns the content to stream now.
+func (ts *ToolStream) Push(text string) string {
+	ts.all.WriteString(text)
+	if ts.held {
+		return ""
+	}
+	all := ts.all.String()
+	rest := all[ts.sent:]
+	if ts.sent == 0 {
+		lead := strings.TrimLeft(rest, " \n\t")
+		switch {
+		case lead == "", strings.HasPrefix(toolCallOpen, lead), strings.HasPrefix(pythonTag, lead):
+			return "" // may still become a call
+		case strings.HasPrefix(lead, "{"), strings.HasPrefix(lead, toolCallOpen), strings.HasPrefix(lead, pythonTag):
+			ts.held = true
+			return ""
+		}
+	}
+	if i := strings.Index(rest, toolCallOpen); i >= 0 {
+		ts.held = true
+		ts.sent += i
+		return rest[:i]
+	}
+	keep := 0
+	for k := min(len(toolCallOpen)-1, len(rest)); k > 0; k-- {
+		if strings.HasSuffix(rest, toolCallOpen[:k]) {
+			keep = k
+			break
+		}
+	}
+	ts.sent += len(rest) - keep
+	return rest[:len(rest)-keep]
+}
+
+// Finish parses the whole answer: the calls, or the content not yet
+// streamed.
+func (ts *ToolStream) Finish(names []string) (rest string, calls []ToolCall) {
+	all := ts.all.String()
+	if _, calls = ParseToolCalls(all, names); len(calls) > 0 {
+		return "", calls
+	}
+	return all[ts.sent:], nil
+}

@@ -1,0 +1,242 @@
+package worker
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/synth"
+)
+
+func TestParseToolCalls(t *testing.T) {
+	names := []string{"get_weather", "add"}
+	type call struct{ name, args string }
+	cases := []struct {
+		name, text, content string
+		calls               []call
+	}{
+		{"qwen one", "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>", "",
+			[]call{{"get_weather", `{"city":"Paris"}`}}},
+		{"qwen two with text", "Let me check.\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>",
+			"Let me check.", []call{{"add", `{"a":1,"b":2}`}, {"get_weather", `{}`}}},
+		{"qwen unclosed at the end", "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1}}", "", []call{{"add", `{"a":1}`}}},
+		{"qwen unknown tool", "<tool_call>\n{\"name\": \"rm\", \"arguments\": {}}\n</tool_call>", "<tool_call>\n{\"name\": \"rm\", \"arguments\": {}}\n</tool_call>", nil},
+		{"qwen bad json", "<tool_call>\n{\"name\": \"add\", \"arguments\": {\n</tool_call>", "<tool_call>\n{\"name\": \"add\", \"arguments\": {\n</tool_call>", nil},
+		{"llama parameters", " {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}", "", []call{{"get_weather", `{"city":"Oslo"}`}}},
+		{"llama python tag", "<|python_tag|>{\"name\": \"add\", \"parameters\": {\"a\": 3}}", "", []call{{"add", `{"a":3}`}}},
+		{"arguments not an object", `{"name": "add", "parameters": [1]}`, `{"name": "add", "parameters": [1]}`, nil},
+		{"plain text", "It is sunny.", "It is sunny.", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			content, calls := ParseToolCalls(tc.text, names)
+			require.Equal(t, tc.content, content)
+			require.Len(t, calls, len(tc.calls))
+			for i, c := range calls {
+				require.Equal(t, tc.calls[i].name, c.Function.Name)
+				require.Equal(t, tc.calls[i].args, c.Function.Arguments)
+				require.Equal(t, "function", c.Type)
+				require.True(t, strings.HasPrefix(c.ID, "call_"))
+			}
+		})
+	}
+	_, calls := ParseToolCalls(cases[1].text, names)
+	require.Len(t, toolPlan{single: true}.limit(calls), 1, "parallel_tool_calls false keeps the first call")
+	require.Len(t, toolPlan{}.limit(calls), 2)
+	content, calls := ParseToolCalls(cases[0].text, nil)
+	require.Equal(t, cases[0].text, content, "without tools nothing is a call")
+	require.Nil(t, calls)
+}
+
+func TestToolStream(t *testing.T) {
+	names := []string{"add"}
+	cases := []struct {
+		name     string
+		pieces   []string
+		streamed string
+		rest     string
+		calls    int
+	}{
+		{"text then call", []string{"Sure", ", <tool", "_call>\n{\"name\": \"add\", ", "\"arguments\": {}}\n</tool_call>"}, "Sure, ", "", 1},
+		{"bare call", []string{" {\"name\"", ": \"add\", \"parameters\": {\"a\": 1}}"}, "", "", 1},
+		{"text only", []string{"Hello", " <tool", "box> there"}, "Hello <toolbox> there", "", 0},
+		{"json that is no call", []string{"{\"x\":", " 1}"}, "", "{\"x\": 1}", 0},
+		{"held prefix at the end", []string{"a <tool_c"}, "a ", "<tool_c", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var ts ToolStream
+			var out strings.Builder
+			for _, p := range tc.pieces {
+				out.WriteString(ts.Push(p))
+			}
+			rest, calls := ts.Finish(names)
+			require.Equal(t, tc.streamed, out.String())
+			require.Equal(t, tc.rest, rest)
+			require.Len(t, calls, tc.calls)
+		})
+	}
+}
+
+// The story model knows nothing of tools: a forced tool_choice makes it
+// write a call anyway, and the worker answers with tool_calls.
+func TestForcedToolCall(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	tools := []map[string]any{
+		{"type": "function", "function": map[string]any{"name": "get_weather", "parameters": map[string]any{
+			"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string", "maxLength": 10}}, "required": []string{"city"}}}},
+		{"type": "function", "function": map[string]any{"name": "add", "parameters": map[string]any{
+			"type": "object", "properties": map[string]any{"a": map[string]any{"type": "integer"}, "b": map[string]any{"type": "integer"}}, "required": []string{"a", "b"}}}},
+	}
+	msgs := []map[string]any{
+		{"role": "user", "content": "Once upon a time"},
+		{"role": "assistant", "content": nil, "tool_calls": []map[string]any{{"id": "call_0", "type": "function", "function": map[string]any{"name": "add", "arguments": `{"a":1,"b":2}`}}}},
+		{"role": "tool", "tool_call_id": "call_0", "content": "3"},
+	}
+	for _, tc := range []struct {
+		name   string
+		choice any
+		want   string
+	}{
+		{"named", map[string]any{"type": "function", "function": map[string]any{"name": "get_weather"}}, "get_weather"},
+		{"required", "required", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for seed := range 3 {
+				resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": msgs, "tools": tools, "tool_choice": tc.choice,
+					"max_tokens": 200, "temperature": 1, "seed": seed})
+				require.Equal(t, http.StatusOK, resp.StatusCode)
+				var cc ChatCompletion
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+				ch := cc.Choices[0]
+				require.Equal(t, "tool_calls", ch.FinishReason, ch.Message.Content)
+				require.Len(t, ch.Message.ToolCalls, 1)
+				c := ch.Message.ToolCalls[0]
+				if tc.want != "" {
+					require.Equal(t, tc.want, c.Function.Name)
+				}
+				var args map[string]any
+				require.NoError(t, json.Unmarshal([]byte(c.Function.Arguments), &args))
+				if c.Function.Name == "get_weather" {
+					require.IsType(t, "", args["city"])
+				} else {
+					require.Contains(t, args, "a")
+					require.Contains(t, args, "b")
+				}
+			}
+		})
+	}
+	// Streamed: one tool_calls delta with index 0, then finish_reason tool_calls.
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": msgs, "tools": tools, "tool_choice": "required",
+		"max_tokens": 200, "temperature": 0, "stream": true})
+	// OpenAI's pattern: id, type and name with empty arguments first, then
+	// the arguments, all under index 0.
+	var deltas []ToolCall
+	var finish string
+	for _, c := range openAIStream[ChatCompletionChunk](t, resp) {
+		deltas = append(deltas, c.Choices[0].Delta.ToolCalls...)
+		if f := c.Choices[0].FinishReason; f != nil {
+			finish = *f
+		}
+		require.Empty(t, c.Choices[0].Delta.Content)
+	}
+	require.Equal(t, "tool_calls", finish)
+	require.Len(t, deltas, 2)
+	for _, d := range deltas {
+		require.NotNil(t, d.Index)
+		require.Equal(t, 0, *d.Index)
+	}
+	require.True(t, strings.HasPrefix(deltas[0].ID, "call_"))
+	require.Equal(t, "function", deltas[0].Type)
+	require.NotEmpty(t, deltas[0].Function.Name)
+	require.Empty(t, deltas[0].Function.Arguments)
+	require.Empty(t, deltas[1].ID+deltas[1].Type+deltas[1].Function.Name)
+	require.True(t, json.Valid([]byte(deltas[1].Function.Arguments)))
+
+	// tool_choice none: no tools rendered, a plain answer.
+	resp = post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": msgs[:1], "tools": tools, "tool_choice": "none", "max_tokens": 5})
+	var cc ChatCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+	require.Empty(t, cc.Choices[0].Message.ToolCalls)
+}
+
+func TestToolErrors(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	msgs := []map[string]any{{"role": "user", "content": "hi"}}
+	fn := func(name string, params any) map[string]any {
+		return map[string]any{"type": "function", "function": map[string]any{"name": name, "parameters": params}}
+	}
+	for _, tc := range []struct {
+		name       string
+		body       map[string]any
+		param      string
+		code, text string
+	}{
+		{"not a function", map[string]any{"tools": []any{map[string]any{"type": "retrieval"}}}, "tools[0].type", "invalid_value", "retrieval"},
+		{"no name", map[string]any{"tools": []any{fn("", nil)}}, "tools[0].function.name", "missing", "name"},
+		{"duplicate", map[string]any{"tools": []any{fn("a", nil), fn("a", nil)}}, "tools[1].function.name", "invalid_value", `"a"`},
+		{"unknown choice", map[string]any{"tools": []any{fn("a", nil)}, "tool_choice": "always"}, "tool_choice", "invalid_value", "always"},
+		{"named missing", map[string]any{"tools": []any{fn("a", nil)}, "tool_choice": map[string]any{"type": "function", "function": map[string]any{"name": "b"}}}, "tool_choice", "invalid_value", `"b"`},
+		{"required without tools", map[string]any{"tool_choice": "required"}, "tool_choice", "invalid_value", "needs tools"},
+		{"unsupported parameters", map[string]any{"tools": []any{fn("a", map[string]any{"type": "object", "properties": map[string]any{"x": map[string]any{"type": "string", "format": "email"}}})}, "tool_choice": "required"},
+			"tools", codeUnsupportedSchema, `"format"`},
+		{"both constraints", map[string]any{"tools": []any{fn("a", nil)}, "tool_choice": "required", "response_format": map[string]any{"type": "json_object"}}, "tool_choice", "invalid_value", "response_format"},
+		{"bad call arguments", map[string]any{"messages": []any{map[string]any{"role": "assistant", "tool_calls": []any{map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "a", "arguments": "{"}}}}}},
+			"messages[0].tool_calls[0]", "invalid_value", "arguments"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := map[string]any{"messages": msgs, "max_tokens": 5}
+			for k, v := range tc.body {
+				body[k] = v
+			}
+			resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+			var eb ErrorBody
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+			require.Equal(t, tc.code, eb.Error.Code)
+			require.NotNil(t, eb.Error.Param)
+			require.Equal(t, tc.param, *eb.Error.Param)
+			require.Contains(t, eb.Error.Message, tc.text)
+		})
+	}
+}
+
+// A model whose template is Qwen 2.5's (tool calls in <tool_call> tags): a
+// forced call is written in that markup and parsed back.
+func TestForcedToolCallHermes(t *testing.T) {
+	src, err := os.ReadFile("../model/jinja/testdata/templates/qwen-2.5-tools.jinja")
+	require.NoError(t, err)
+	mcfg := synth.DefaultConfig()
+	mcfg.Arch, mcfg.ChatTemplate = "qwen2", string(src)
+	mcfg.Ctx = 2048 // the template's tool preamble, in a tiny vocabulary, is ~600 tokens
+	path := filepath.Join(t.TempDir(), "qwen-tools.gguf")
+	require.NoError(t, synth.Write(path, mcfg))
+	m, err := LoadEngine(path, LoadOptions{Threads: 1})
+	require.NoError(t, err)
+	require.Equal(t, ToolStyleHermes, m.Info().ToolStyle)
+	require.NoError(t, m.Close())
+
+	cfg := testConfig(t)
+	cfg.ModelPath = path
+	_, base := startServer(t, cfg)
+	body := map[string]any{"messages": []Message{{Role: "user", Content: "Add 1 and 2"}}, "max_tokens": 300, "temperature": 0,
+		"tools": []map[string]any{{"type": "function", "function": map[string]any{"name": "add", "parameters": map[string]any{
+			"type": "object", "properties": map[string]any{"a": map[string]any{"type": "integer"}, "b": map[string]any{"type": "integer"}}, "required": []string{"a", "b"}}}}},
+		"tool_choice": map[string]any{"type": "function", "function": map[string]any{"name": "add"}}}
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
+	raw := readAll(t, resp)
+	require.Equal(t, http.StatusOK, resp.StatusCode, raw)
+	var cc ChatCompletion
+	require.NoError(t, json.Unmarshal([]byte(raw), &cc))
+	require.Equal(t, "tool_calls", cc.Choices[0].FinishReason, cc.Choices[0].Message.Content)
+	require.Len(t, cc.Choices[0].Message.ToolCalls, 1)
+	require.Equal(t, "add", cc.Choices[0].Message.ToolCalls[0].Function.Name)
+	var args struct{ A, B *int }
+	require.NoError(t, json.Unmarshal([]byte(cc.Choices[0].Message.ToolCalls[0].Function.Arguments), &args))
+	require.True(t, args.A != nil && args.B != nil)
+}
