@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -39,16 +42,22 @@ func summarize(ds []time.Duration) stats {
 }
 
 func newBenchFailoverCmd(g *globals) *cobra.Command {
-	var rounds int
+	var rounds, busy int
 	var profile, keep string
+	var watch time.Duration
 	cmd := &cobra.Command{
 		Use:   "failover",
 		Short: "Start a local 3-node cluster, kill the leader N times, print time to a new leader and to the first accepted write (JSON)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if rounds < 1 || rounds > 100 {
-				return fmt.Errorf("--rounds must be 1..100")
+			if rounds < 0 || rounds > 100 {
+				return fmt.Errorf("--rounds must be 0..100")
 			}
+			if busy < 0 || busy > runtime.NumCPU() {
+				return fmt.Errorf("--busy-cores must be 0..%d", runtime.NumCPU())
+			}
+			stopBusy := spinCores(busy)
+			defer stopBusy()
 			bin, err := os.Executable()
 			if err != nil {
 				return err
@@ -84,16 +93,94 @@ func newBenchFailoverCmd(g *globals) *cobra.Command {
 				toLeader, toWrite = append(toLeader, dl), append(toWrite, dw)
 				fmt.Fprintf(os.Stderr, "round %d: new leader after %v, first write after %v\n", r+1, dl.Round(time.Millisecond), dw.Round(time.Millisecond))
 			}
-			return printJSON(cmd.OutOrStdout(), map[string]any{
-				"benchmark": "failover", "nodes": 3, "rounds": rounds, "profile": profile,
+			out := map[string]any{
+				"benchmark": "failover", "nodes": 3, "rounds": rounds, "profile": profile, "busy_cores": busy,
 				"time_to_leader_ms": summarize(toLeader), "time_to_write_ms": summarize(toWrite),
-			})
+			}
+			if watch > 0 {
+				changes, err := watchLeader(ctx, cl, watch)
+				if err != nil {
+					return err
+				}
+				out["watch_s"] = watch.Seconds()
+				out["leader_changes"] = changes
+			}
+			return printJSON(cmd.OutOrStdout(), out)
 		},
 	}
 	cmd.Flags().IntVar(&rounds, "rounds", 5, "how many times to kill the leader")
 	cmd.Flags().StringVar(&profile, "profile", "lan", "timing profile of the nodes: lan (defaults) or local")
 	cmd.Flags().StringVar(&keep, "dir", "", "keep data dirs and logs here (default: a temp dir, removed)")
+	cmd.Flags().IntVar(&busy, "busy-cores", 0, "keep this many cores busy with a spinning thread of this process while measuring (a browser starting, a build)")
+	cmd.Flags().DurationVar(&watch, "watch", 0, "after the rounds, watch the idle cluster this long and count leader changes (spurious elections)")
 	return cmd
+}
+
+// spinCores keeps n cores busy (one locked thread each) until the
+// returned func is called.
+func spinCores(n int) (stop func()) {
+	var quit atomic.Bool
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			x := 0
+			for !quit.Load() {
+				for i := 0; i < 1<<16; i++ {
+					x += i
+				}
+			}
+			_ = x
+		}()
+	}
+	return func() { quit.Store(true); wg.Wait() }
+}
+
+// watchLeader polls every node's status for d and returns the most leader
+// changes one node saw (a spell without a leader, then a leader again,
+// counts as one).
+func watchLeader(ctx context.Context, cl *localcluster.Cluster, d time.Duration) (int, error) {
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	first, err := cl.WaitConverged(wctx, 3)
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	last := map[string]string{}
+	for _, n := range cl.Nodes {
+		last[n.Name] = first
+	}
+	seen := map[string]int{}
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		for _, n := range cl.Nodes {
+			sctx, c := context.WithTimeout(ctx, 2*time.Second)
+			st, err := localcluster.GetStatus(sctx, n)
+			c()
+			if err != nil || st.Leader == last[n.Name] {
+				continue
+			}
+			{
+				fmt.Fprintf(os.Stderr, "%s: %s sees leader %q (was %q)\n", time.Now().Format(time.TimeOnly), n.Name, st.Leader, last[n.Name])
+			}
+			if st.Leader != "" {
+				seen[n.Name]++
+			}
+			last[n.Name] = st.Leader
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	most := 0
+	for _, c := range seen {
+		most = max(most, c)
+	}
+	return most, nil
 }
 
 // failoverRound kills the leader, measures, then restarts it and waits for
