@@ -161,6 +161,10 @@ func (n *Node) pollEngine(st process.WorkerInfo, t workercat.WorkerType) {
 		n.heartbeat(hb)
 		return
 	}
+	if isOllama(t) && !n.ollamaModelReady(ctx, port, st.ModelID) {
+		n.heartbeat(hb) // the spawn is still importing the model
+		return
+	}
 	hb.State = worker.StateReady
 	hb.Slots, hb.InFlight, hb.Queued, hb.ContextLength = n.engineLoad(ctx, port, secret, t.LoadPath)
 	// The engine may not know of requests this node has sent that it has
@@ -250,18 +254,7 @@ func parseEngineMetrics(b []byte) (running, waiting int) {
 
 // engineGet is one bounded GET to a local engine with the worker's secret.
 func (n *Node) engineGet(ctx context.Context, port int, secret, path string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+path, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+secret)
-	resp, err := n.workerClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxEngineBody))
-	return resp.StatusCode, b, err
+	return n.engineDo(ctx, http.MethodGet, port, secret, path, nil, "", -1)
 }
 
 // errEngineResume: an external engine cannot continue a stream from

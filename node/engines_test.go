@@ -400,3 +400,49 @@ func TestLlamaServerDownloadedArchive(t *testing.T) {
 	defer cancelStop()
 	require.NoError(t, n0.StopWorkers(stop))
 }
+
+// An Ollama engine serves only models in its own store: the spawn imports
+// the hive's GGUF into it (blob push, then create) and the engine counts as
+// loading until Ollama has the model; requests then reach it under the
+// catalog id.
+func TestOllamaEngineImportsModel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns engine processes")
+	}
+	bin := goBuild(t, "./testdata/engines/llama-server", "ollama")
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) { cfg.WorkerHeartbeatTimeout = 5 * time.Second })
+	n0 := c.Nodes[0]
+	run(t, n0, map[string]any{"operation": "worker_binary_add", "type": "ollama", "path": bin}, nil)
+	var sr node.SpawnResult
+	evs := run(t, n0, map[string]any{"operation": "worker_spawn", "type": "ollama", "model": "builtin:stories260k", "device": "cpu", "ctx": 512}, &sr)
+	require.Equal(t, "ready", sr.State)
+	var said []string
+	for _, ev := range evs {
+		said = append(said, ev.Message)
+	}
+	require.Contains(t, strings.Join(said, "\n"), "into Ollama's store")
+	waitSchedulable(t, c, 1)
+	res, text := infer(t, n0, map[string]any{"prompt": "Once", "max_tokens": 8})
+	require.Equal(t, "Once upon a time there was a little", text)
+	require.Equal(t, sr.WorkerID, res.WorkerID)
+
+	// The OpenAI API through the node, by the model's short name.
+	oc := openai.NewClient(option.WithBaseURL(n0.URL()+"/v1"), option.WithAPIKey(n0.AdminKey()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cc, err := oc.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model:     "stories260k",
+		Messages:  []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+		MaxTokens: openai.Int(4),
+	})
+	require.NoError(t, err)
+	require.Equal(t, "Once upon a time", cc.Choices[0].Message.Content)
+
+	// A second spawn of the same model finds the blob already there.
+	var sr2 node.SpawnResult
+	run(t, n0, map[string]any{"operation": "worker_spawn", "type": "ollama", "model": "builtin:stories260k", "device": "cpu"}, &sr2)
+	require.Equal(t, "ready", sr2.State)
+	stop, cancelStop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelStop()
+	require.NoError(t, n0.StopWorkers(stop))
+}

@@ -410,6 +410,14 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if err != nil {
 		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
 	}
+	if isOllama(typ) {
+		if err := n.importIntoOllama(ctx, em, info, model); err != nil {
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+			_ = n.procs.Stop(stopCtx, info.PID, 10*time.Second)
+			cancel()
+			return jobs.Errorf(jobs.CodeUnavailable, "spawn %s: %v (engine log: %s)", r.Type, err, info.LogPath)
+		}
+	}
 	if typ.External {
 		// No heartbeats from an engine: report it now rather than at the
 		// next poll.

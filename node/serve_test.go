@@ -52,10 +52,11 @@ func goBuild(t *testing.T, pkg, name string) string {
 	if built.bins == nil {
 		built.bins = map[string]*builtBin{}
 	}
-	b := built.bins[pkg]
+	key := pkg + " as " + name // one package may be built under several names
+	b := built.bins[key]
 	if b == nil {
 		b = &builtBin{}
-		built.bins[pkg] = b
+		built.bins[key] = b
 	}
 	built.mu.Unlock()
 	b.once.Do(func() {

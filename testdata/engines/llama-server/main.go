@@ -6,6 +6,9 @@
 // streams OpenAI completions and chat completions. The text is
 // deterministic (words of a fixed story, one per token), not a model's.
 //
+// Built (or linked) under the name "ollama" it is a stand-in for `ollama
+// serve` instead (see ollama.go).
+//
 // Test knobs: FAKE_LLAMA_GPUS (default 2) is how many GPUs the machine
 // "has": a CUDA_VISIBLE_DEVICES naming a higher index fails like a missing
 // device; FAKE_LLAMA_LOAD_MS (default 300) is the loading time;
@@ -22,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +57,10 @@ type server struct {
 }
 
 func main() {
+	if filepath.Base(os.Args[0]) == "ollama" {
+		ollamaMain()
+		return
+	}
 	model := flag.String("m", "", "model path")
 	host := flag.String("host", "127.0.0.1", "listen address")
 	port := flag.Int("port", 8080, "listen port")
@@ -196,7 +204,8 @@ func (s *server) freeSlot(i int) {
 }
 
 type request struct {
-	Prompt    any   `json:"prompt"`
+	Model     string `json:"model"`
+	Prompt    any    `json:"prompt"`
 	Messages  []any `json:"messages"`
 	MaxTokens *int  `json:"max_tokens"`
 	Stream    bool  `json:"stream"`
