@@ -206,9 +206,9 @@ func (s *server) freeSlot(i int) {
 type request struct {
 	Model     string `json:"model"`
 	Prompt    any    `json:"prompt"`
-	Messages  []any `json:"messages"`
-	MaxTokens *int  `json:"max_tokens"`
-	Stream    bool  `json:"stream"`
+	Messages  []any  `json:"messages"`
+	MaxTokens *int   `json:"max_tokens"`
+	Stream    bool   `json:"stream"`
 	Options   struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
