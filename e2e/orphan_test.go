@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -176,4 +178,59 @@ func TestWorkerWithoutItsNodeEndToEnd(t *testing.T) {
 		"the worker of a killed node did not exit")
 	require.GreaterOrEqual(t, time.Since(killed), grace-3*time.Second, "the worker exited before its grace")
 	require.True(t, fileContains(t, filepath.Join(node.ProcessesDir(b.DataDir), "logs", w2.WorkerID+".log"), "node is gone"))
+}
+
+// TestEngineWithoutItsNodeEndToEnd: an external engine (here the
+// llama-server stand-in) runs under the node's engine guard; when its node
+// is killed for good, guard and engine exit after the orphan grace.
+func TestEngineWithoutItsNodeEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	const grace = 4 * time.Second
+	const exitSlack = 15 * time.Second
+	dir := build(t, "rbee")
+	bin := filepath.Join(dir, "rbee")
+	engine := filepath.Join(dir, "llama-server")
+	_, file, _, _ := runtime.Caller(0)
+	cmd := exec.Command("go", "build", "-o", engine, "./testdata/engines/llama-server")
+	cmd.Dir = filepath.Dir(filepath.Dir(file))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	cl, err := localcluster.New(localcluster.Config{Binary: bin, Dir: t.TempDir(), Nodes: 1, Profile: "local",
+		ExtraArgs: []string{"--worker-orphan-grace", grace.String()}})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	require.NoError(t, cl.Start(ctx))
+	a := cl.Nodes[0]
+	cli(t, bin, "worker", "binary", "add", "--type", "llama-server", "--path", engine, "--node", a.URL())
+	var sp spawned
+	out2 := cli(t, bin, "worker", "spawn", "--type", "llama-server", "--model", "builtin:stories260k", "--device", "cpu", "-o", "json", "--node", a.URL())
+	require.NoError(t, json.Unmarshal([]byte(out2), &sp), out2)
+	guard, err := gproc.NewProcess(int32(sp.PID))
+	require.NoError(t, err)
+	args, err := guard.CmdlineSlice()
+	require.NoError(t, err)
+	require.Contains(t, args, "engine-guard", "engines run under the guard")
+	var child int32
+	require.Eventually(t, func() bool {
+		kids, err := guard.Children()
+		if err != nil || len(kids) == 0 {
+			return false
+		}
+		child = kids[0].Pid
+		return true
+	}, 10*time.Second, 50*time.Millisecond)
+	inferWorks(t, bin, a)
+
+	require.NoError(t, cl.Kill(a))
+	killed := time.Now()
+	require.True(t, alive(sp.PID) && alive(int(child)), "the engine outlives its node for the grace")
+	require.Eventually(t, func() bool { return !alive(sp.PID) && !alive(int(child)) }, grace+exitSlack, 200*time.Millisecond,
+		"the engine of a killed node did not exit")
+	require.GreaterOrEqual(t, time.Since(killed), grace-2*time.Second, "the engine exited before its grace")
 }

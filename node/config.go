@@ -61,6 +61,11 @@ type Config struct {
 	GossipAddr string
 	// GossipAdvertise overrides the address gossiped to others.
 	GossipAdvertise string
+	// EngineGuard is an rbee executable: external engines (llama-server,
+	// vLLM, Ollama, ...) are started under `EngineGuard engine-guard`, which
+	// stops them after WorkerOrphanGrace once this node is gone for good,
+	// as rbee's own workers stop themselves. "" starts engines unguarded.
+	EngineGuard string
 	// RegistryVersion is the newest registry version (fsm.Version) this
 	// node applies; 0 means this build's. A lower value makes the node act
 	// as an older build: for tests of rolling upgrades.

@@ -404,9 +404,13 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		where = " on GPU " + workercat.GPUList(r.GPUs)
 	}
 	em.Narrate("hive", "spawn", "starting a %s worker (binary %s, %s) for %s on %s%s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name, where)
+	var guard []string
+	if typ.External && n.cfg.EngineGuard != "" && n.WorkerOrphanGrace() > 0 {
+		guard = []string{n.cfg.EngineGuard, "engine-guard", "--node", n.URL(), "--node-id", n.ID(), "--grace", n.WorkerOrphanGrace().String()}
+	}
 	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
 		WorkerID: r.WorkerID, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
-		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra, ReadyTimeout: readyTimeout})
+		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra, ReadyTimeout: readyTimeout, Guard: guard})
 	if err != nil {
 		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
 	}

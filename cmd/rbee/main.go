@@ -204,6 +204,9 @@ func main() {
 	if strings.TrimSuffix(filepath.Base(os.Args[0]), ".exe") == workercmd.Name {
 		os.Exit(workercmd.Run(os.Args[1:], os.Stderr))
 	}
+	if isEngineGuard() {
+		os.Exit(engineGuardCmd(os.Args[2:], os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRootCmd()

@@ -129,6 +129,9 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 			if cfg.SourceDir == "" {
 				cfg.SourceDir = findSourceTree()
 			}
+			if exe, err := os.Executable(); err == nil {
+				cfg.EngineGuard = exe // this rbee runs `rbee engine-guard`
+			}
 			if cmd.Flags().Changed("worker-orphan-grace") && cfg.WorkerOrphanGrace == 0 {
 				cfg.WorkerOrphanGrace = -1 // the flag's 0 is "never"; the config's 0 is the default
 			}

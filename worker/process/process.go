@@ -161,6 +161,10 @@ type SpawnOptions struct {
 	// Env, when set, is appended to this process's environment for the
 	// worker. SecretEnv is always set by Spawn (and cannot be overridden).
 	Env []string
+	// Guard, when set, is a command that runs the worker as its child:
+	// the process started is Guard..., "--", the worker's command line
+	// (the node's engine guard). Signals and the pid go to the guard.
+	Guard []string
 }
 
 // WorkerInfo describes a supervised worker process.
@@ -404,6 +408,9 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	}
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd := exec.Command(bin, args...)
+	if len(opts.Guard) > 0 {
+		cmd = exec.Command(opts.Guard[0], append(append(append([]string{}, opts.Guard[1:]...), "--", bin), args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = workerEnv(os.Environ(), extraEnv, p.secret, opts.Type.SecretEnv)
 	setGroup(cmd)
