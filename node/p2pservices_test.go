@@ -21,6 +21,7 @@ func TestP2PStreamsJoinTheirServices(t *testing.T) {
 		"/rbee/info/1.0.0":         "rbee.info",
 		"/rbee/job/1.0.0":          "rbee.job",
 		"/rbee/worker-http/1.0.0":  "rbee.worker-http",
+		"/rbee/worker-http/1.1.0":  "rbee.worker-http-1.1",
 		"/rbee/blob/1.0.0":         "rbee.blob",
 		"/rbee/raft/1.0.0":         "rbee.raft",
 		"/rbee/raft-forward/1.0.0": "rbee.raft-forward",
