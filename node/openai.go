@@ -109,6 +109,12 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 				return err
 			}
 		}
+		if stream && sw != nil && resp.StatusCode != http.StatusOK {
+			// The client's stream has begun: an answer that is not a
+			// stream (a resumed attempt refused) cannot be passed on; it
+			// ends the stream with an error event below.
+			return rejectedBy(resp, t)
+		}
 		if !stream || resp.StatusCode != http.StatusOK {
 			return relayWhole(w, resp, t, &st)
 		}

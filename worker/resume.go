@@ -76,7 +76,10 @@ func (e *Ext) resume(ids []int32, ctxLen int, param string) ([]int32, int, *apiE
 	if e == nil || len(e.Resume) == 0 {
 		return ids, 0, nil
 	}
-	if len(ids)+len(e.Resume) >= ctxLen {
+	// Equal is allowed: the interrupted attempt filled the context (its
+	// last token was emitted, never evaluated); the engine then ends
+	// with "length" at once.
+	if len(ids)+len(e.Resume) > ctxLen {
 		return nil, 0, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "context_length_exceeded", param: ExtField + ".resume",
 			msg: fmt.Sprintf("%s (%d tokens) and %d resumed tokens fill the context of %d", param, len(ids), len(e.Resume), ctxLen)}
 	}

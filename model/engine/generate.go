@@ -117,6 +117,13 @@ func (s *Session) Generate(ctx context.Context, req GenerateRequest, emit func(T
 		return Result{}, err
 	}
 	seqs := []*Sequence{q}
+	if q.done { // a resumed generation that had already ended
+		for _, t := range q.out {
+			if err := emit(t); err != nil {
+				return q.res, err
+			}
+		}
+	}
 	for !q.done {
 		if err := ctx.Err(); err != nil {
 			q.Cancel()
@@ -186,7 +193,10 @@ func (s *Session) Begin(req GenerateRequest) (*Sequence, error) {
 	if req.Resume < 0 || req.Resume >= len(req.Prompt) {
 		return nil, fmt.Errorf("%w: resume %d must leave at least one of the %d prompt tokens", ErrBadRequest, req.Resume, len(req.Prompt))
 	}
-	if len(req.Prompt)+1 > hp.nCtx {
+	// A resumed generation may have filled the context: its last token
+	// was emitted, never evaluated; it ends at once (below).
+	full := req.Resume > 0 && len(req.Prompt) == hp.nCtx
+	if len(req.Prompt)+1 > hp.nCtx && !full {
 		return nil, fmt.Errorf("%w: %d prompt tokens + 1 > context %d", ErrContextOverflow, len(req.Prompt), hp.nCtx)
 	}
 	common := s.CommonPrefix(req.Prompt)
@@ -215,8 +225,13 @@ func (s *Session) Begin(req GenerateRequest) (*Sequence, error) {
 			return q, nil
 		}
 	}
-	if req.Resume > 0 && req.MaxTokens > 0 && q.res.CompletionTokens >= req.MaxTokens {
-		q.done, q.res.StopReason = true, StopLength // interrupted after its last token
+	// An attempt interrupted after its last token ends here, flushing what
+	// the decoder and the stop matcher still hold (Tokens, before any Step).
+	switch {
+	case req.Resume > 0 && req.Constraint != nil && req.Constraint.Done():
+		q.finish(StopEOS)
+	case req.Resume > 0 && (req.MaxTokens > 0 && q.res.CompletionTokens >= req.MaxTokens || full):
+		q.finish(StopLength)
 	}
 	return q, nil
 }
@@ -271,10 +286,10 @@ func (b *Batch) Step(seqs []*Sequence) error {
 	b.plan = b.plan[:0]
 	budget := prefillChunk
 	for _, q := range seqs {
-		q.out = q.out[:0]
 		if q.done {
-			continue
+			continue // a sequence done at Begin keeps its final Tokens
 		}
+		q.out = q.out[:0]
 		if q.pi < len(q.prompt) {
 			n := min(len(q.prompt)-q.pi, budget)
 			if q.pi >= q.split {
