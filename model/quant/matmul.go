@@ -84,6 +84,14 @@ type dot4Func func(cols int, w, x []byte, xB int, out *[4]float32)
 // useSIMD on architectures that have them; types without one use dotFunc.
 var dot4Kernels = map[Type]dot4Func{}
 
+// dot8Func is dot4Func for eight activation vectors; the results must be
+// bit-identical to eight single-vector calls.
+type dot8Func func(cols int, w, x []byte, xB int, out *[8]float32)
+
+// dot8Kernels are the eight-vector kernels MatMul uses for n >= 8 (amd64
+// with AVX-512 VNNI), filled by useSIMD.
+var dot8Kernels = map[Type]dot8Func{}
+
 // quantizeActivations converts x (len a multiple of the block size of t) to
 // vec_dot type t into dst, as ggml-cpu's from_float for that type does.
 func quantizeActivations(t Type, x []float32, dst []byte) {
@@ -215,6 +223,7 @@ type matmulJob struct {
 	xB     int // bytes per quantised activation row
 	dot    dotFunc
 	dot4   dot4Func // nil when the type has no four-vector kernel
+	dot8   dot8Func // nil when the type has no eight-vector kernel
 	outs   [][16]float32
 	isF32  bool
 	quantT Type
@@ -241,13 +250,22 @@ func (j *matmulJob) run(worker, start, end int) {
 		}
 		return
 	}
-	tile := max(4, tileBytes/j.xB)
+	tile := max(8, tileBytes/j.xB)
 	out := (*[4]float32)(j.outs[worker][:4]) // per-worker: a local would escape through dot4
+	out8 := (*[8]float32)(j.outs[worker][:8])
 	for i0 := 0; i0 < n; i0 += tile {
 		i1 := min(n, i0+tile)
 		for r := start; r < end; r++ {
 			w := m.Data[r*j.rowB : (r+1)*j.rowB]
 			i := i0
+			if j.dot8 != nil {
+				for ; i+8 <= i1; i += 8 {
+					j.dot8(m.Cols, w, j.xq[i*j.xB:(i+8)*j.xB], j.xB, out8)
+					for k, v := range out8 {
+						j.dst[(i+k)*m.Rows+r] = v
+					}
+				}
+			}
 			if j.dot4 != nil {
 				for ; i+4 <= i1; i += 4 {
 					j.dot4(m.Cols, w, j.xq[i*j.xB:(i+4)*j.xB], j.xB, out)
@@ -317,6 +335,9 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 		j.dot = dot
 		if n >= 4 {
 			j.dot4 = dot4Kernels[m.Type]
+		}
+		if n >= 8 {
+			j.dot8 = dot8Kernels[m.Type]
 		}
 		j.quantT = vecDotType(m.Type)
 		xB, err := j.quantT.RowBytes(m.Cols)

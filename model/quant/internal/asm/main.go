@@ -1,0 +1,348 @@
+// Command asm generates model/quant's AVX-512 VNNI batch kernels
+// (dot_vnni_amd64.s and its Go declarations) with avo. Run it through
+// `go generate ./model/quant` (see the go:generate line in dot_amd64.go); it
+// lives in its own module so the main module does not depend on avo.
+//
+// The kernels multiply one weight row with NV (4 or 8) activation rows and
+// perform, for every vector, exactly the float operations of the AVX2
+// single-vector kernel of the type (same eight int32 lanes per block, same
+// per-block FMAs into eight float lanes, same ggml hsum order), so results
+// are bit-identical to it; only the integer work changes. Two vectors share a
+// 512-bit register: lanes 0-7 hold vector 2p's eight lanes, lanes 8-15 vector
+// 2p+1's, and each float instruction does the work of two AVX2 ones.
+//
+// avo v0.5.0 has no AVX-512 VNNI instructions, so VPDPBUSD is emitted raw.
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	"github.com/mmcloughlin/avo/ir"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+func vpdpbusd(s8, u8, acc Op) {
+	Instruction(&ir.Instruction{Opcode: "VPDPBUSD", Operands: []Op{s8, u8, acc}})
+}
+
+var (
+	pidx   Mem // per pair p: 16 dwords [2p x8, 2p+1 x8]
+	midx   Mem // mins lanes: [0 1 2 3 0 0 0 0 4 5 6 7 0 0 0 0]
+	scshuf Mem // per group g: 16 bytes [2g x8, 2g+1 x8]
+	nibsh  Mem // 16 words 0, then 16 words 4 (VPSRLVW counts)
+	q4sh   Mem // words: 0 in 128-bit lanes 0 and 2, 4 in lanes 1 and 3
+	b0F    Mem // 0x0F bytes
+	b08    Mem // 0x08 bytes
+)
+
+func consts() {
+	pidx = GLOBL("vnnipidx", RODATA|NOPTR)
+	for p := 0; p < 4; p++ {
+		for l := 0; l < 16; l++ {
+			DATA(64*p+4*l, U32(2*p+l/8))
+		}
+	}
+	midx = GLOBL("vnnimidx", RODATA|NOPTR)
+	for l, v := range []uint32{0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7, 0, 0, 0, 0} {
+		DATA(4*l, U32(v))
+	}
+	scshuf = GLOBL("vnniscshuf", RODATA|NOPTR)
+	for g := 0; g < 4; g++ {
+		for l := 0; l < 16; l++ {
+			DATA(16*g+l, U8(2*g+l/8))
+		}
+	}
+	nibsh = GLOBL("vnninibsh", RODATA|NOPTR)
+	for l := 0; l < 32; l++ {
+		DATA(2*l, U16(4*(l/16)))
+	}
+	q4sh = GLOBL("vnniq4sh", RODATA|NOPTR)
+	for l := 0; l < 32; l++ {
+		DATA(2*l, U16(4*((l/8)%2)))
+	}
+	b0F = GLOBL("vnnib0f", RODATA|NOPTR)
+	for l := 0; l < 16; l++ {
+		DATA(4*l, U32(0x0F0F0F0F))
+	}
+	b08 = GLOBL("vnnib08", RODATA|NOPTR)
+	for l := 0; l < 16; l++ {
+		DATA(4*l, U32(0x08080808))
+	}
+}
+
+// xaddr addresses byte disp of activation vector v: R8 = x, R9 = stride,
+// R10 = x+3*stride, R11 = x+6*stride.
+func xaddr(v, disp int) Mem {
+	switch v {
+	case 0:
+		return Mem{Base: R8, Disp: disp}
+	case 1:
+		return Mem{Base: R8, Index: R9, Scale: 1, Disp: disp}
+	case 2:
+		return Mem{Base: R8, Index: R9, Scale: 2, Disp: disp}
+	case 3:
+		return Mem{Base: R10, Disp: disp}
+	case 4:
+		return Mem{Base: R8, Index: R9, Scale: 4, Disp: disp}
+	case 5:
+		return Mem{Base: R10, Index: R9, Scale: 2, Disp: disp}
+	case 6:
+		return Mem{Base: R11, Disp: disp}
+	case 7:
+		return Mem{Base: R11, Index: R9, Scale: 1, Disp: disp}
+	}
+	panic("vector")
+}
+
+var accs = []VecPhysical{Z0, Z1, Z2, Z3}
+
+func prologue(name string, nv int) {
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(nb int, w, x *byte, xstride int, out *[%d]float32)", nv))
+	Pragma("noescape")
+	Load(Param("nb"), RCX)
+	Load(Param("w"), RSI)
+	Load(Param("x"), R8)
+	Load(Param("xstride"), R9)
+	LEAQ(Mem{Base: R8, Index: R9, Scale: 2}, R10)
+	ADDQ(R9, R10)
+	if nv > 4 {
+		LEAQ(Mem{Base: R10, Index: R9, Scale: 2}, R11)
+		ADDQ(R9, R11)
+	}
+	for p := 0; p < nv/2; p++ {
+		VPXORD(accs[p], accs[p], accs[p])
+	}
+}
+
+func advance(nv, wb, xb int) {
+	ADDQ(U32(wb), RSI)
+	ADDQ(U32(xb), R8)
+	ADDQ(U32(xb), R10)
+	if nv > 4 {
+		ADDQ(U32(xb), R11)
+	}
+}
+
+// epilogue reduces every vector's eight lanes in ggml's hsum_float_8 order
+// (as the AVX2 HSUM8 macro) and stores them to out.
+func epilogue(nv int) {
+	Load(Param("out"), RDX)
+	for p := 0; p < nv/2; p++ {
+		for h := 0; h < 2; h++ {
+			y := accs[p].AsY()
+			x := accs[p].AsX()
+			if h == 1 {
+				VEXTRACTF64X4(U8(1), accs[p], Y7)
+				y, x = Y7, X7
+			}
+			VEXTRACTF128(U8(1), y, X5)
+			VADDPS(x, X5, X5)
+			VMOVHLPS(X5, X5, X6)
+			VADDPS(X6, X5, X5)
+			VMOVSHDUP(X5, X6)
+			VADDSS(X6, X5, X5)
+			VMOVSS(X5, Mem{Base: RDX, Disp: 4 * (2*p + h)})
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// q80 generates the Q8_0 (q4 = false) or Q4_0 (q4 = true) kernel: weight
+// blocks of 34 or 18 bytes against Q8_0 activation blocks (34 bytes).
+func q80(name string, nv int, q4 bool) {
+	wb := 34
+	if q4 {
+		wb = 18
+	}
+	prologue(name, nv)
+	Comment("Z11 = 0; Z12 = 0x0F bytes; Z13 = 0x08 bytes; Z14 = nibble shifts")
+	VPXORD(Z11, Z11, Z11)
+	if q4 {
+		VMOVDQU32(b0F, Z12)
+		VMOVDQU32(b08, Z13)
+		VMOVDQU32(q4sh, Z14)
+	}
+	TESTQ(RCX, RCX)
+	JEQ(LabelRef(name + "done"))
+	Label(name + "loop")
+	Comment("Y4 = d_x[v] * d_w for the vectors")
+	MOVWLZX(xaddr(0, 0), EAX)
+	VMOVD(EAX, X4)
+	for v := 1; v < nv; v++ {
+		VPINSRW(U8(v), xaddr(v, 0), X4, X4)
+	}
+	if nv > 4 {
+		VCVTPH2PS(X4, Y4)
+	} else {
+		VCVTPH2PS(X4, X4)
+	}
+	MOVWLZX(Mem{Base: RSI}, EAX)
+	VMOVD(EAX, X5)
+	VCVTPH2PS(X5, X5)
+	VBROADCASTSS(X5, Y5)
+	VMULPS(Y5, Y4, Y4)
+	Comment("Z6 = the 32 signed weights in both halves, Z7 = |w|, K1 = w < 0")
+	if q4 {
+		VBROADCASTI32X4(Mem{Base: RSI, Disp: 2}, Z6)
+		VPSRLVW(Z14, Z6, Z6)
+		VPANDD(Z12, Z6, Z6)
+		VPSUBB(Z13, Z6, Z6)
+	} else {
+		VBROADCASTI64X4(Mem{Base: RSI, Disp: 2}, Z6)
+	}
+	VPABSB(Z6, Z7)
+	VPMOVB2M(Z6, K1)
+	for p := 0; p < nv/2; p++ {
+		a, b := 2*p, 2*p+1
+		VMOVDQU(xaddr(a, 2), Y8)
+		VINSERTI64X4(U8(1), xaddr(b, 2), Z8, Z8)
+		VPSUBB(Z8, Z11, K1, Z8) // x = -x where w < 0 (VPSIGNB)
+		VPXORD(Z9, Z9, Z9)
+		vpdpbusd(Z8, Z7, Z9)
+		VCVTDQ2PS(Z9, Z9)
+		VMOVDQU32(pidx.Offset(64*p), Z10)
+		VPERMPS(Z4, Z10, Z10)
+		VFMADD231PS(Z9, Z10, accs[p])
+	}
+	advance(nv, wb, 34)
+	DECQ(RCX)
+	JNZ(LabelRef(name + "loop"))
+	Label(name + "done")
+	epilogue(nv)
+}
+
+// q4k generates the Q4_K kernel (144-byte weight blocks, 292-byte Q8_K
+// activation blocks: d float32, qs[256], bsums[16] int16).
+func q4k(name string, nv int) {
+	prologue(name, nv)
+	VMOVDQU32(nibsh, Z24)
+	VMOVDQU32(b0F, Z25)
+	VMOVDQU32(midx, Z26)
+	MOVL(U32(0x0F0F), EAX)
+	KMOVW(EAX, K2)
+	TESTQ(RCX, RCX)
+	JEQ(LabelRef(name + "done"))
+	Label(name + "loop")
+	Comment("Y12 = y.d[v] * d, Y13 = y.d[v] * dmin")
+	MOVWLZX(Mem{Base: RSI}, EAX)
+	VMOVD(EAX, X14)
+	VCVTPH2PS(X14, X14)
+	VBROADCASTSS(X14, Y14)
+	MOVWLZX(Mem{Base: RSI, Disp: 2}, EAX)
+	VMOVD(EAX, X15)
+	VCVTPH2PS(X15, X15)
+	VBROADCASTSS(X15, Y15)
+	VMOVSS(xaddr(0, 0), X4)
+	for v := 1; v < min(nv, 4); v++ {
+		VINSERTPS(U8(v<<4), xaddr(v, 0), X4, X4)
+	}
+	if nv > 4 {
+		VMOVSS(xaddr(4, 0), X5)
+		for v := 5; v < 8; v++ {
+			VINSERTPS(U8((v-4)<<4), xaddr(v, 0), X5, X5)
+		}
+		VINSERTF128(U8(1), X5, Y4, Y4)
+	}
+	VMULPS(Y14, Y4, Y12)
+	VMULPS(Y15, Y4, Y13)
+	Comment("unpack scales (AX) and mins (R12) as in dotQ4KAVX2")
+	MOVL(Mem{Base: RSI, Disp: 4}, EAX)
+	MOVL(Mem{Base: RSI, Disp: 8}, EBX)
+	MOVL(Mem{Base: RSI, Disp: 12}, EDX)
+	MOVL(EDX, R12L)
+	SHRL(U8(4), R12L)
+	ANDL(U32(0x0f0f0f0f), R12L)
+	MOVL(EBX, R13L)
+	SHRL(U8(6), R13L)
+	ANDL(U32(0x03030303), R13L)
+	SHLL(U8(4), R13L)
+	ORL(R13L, R12L)
+	MOVL(EBX, R14L)
+	ANDL(U32(0x3f3f3f3f), R14L)
+	ANDL(U32(0x0f0f0f0f), EDX)
+	MOVL(EAX, R13L)
+	SHRL(U8(6), R13L)
+	ANDL(U32(0x03030303), R13L)
+	SHLL(U8(4), R13L)
+	ORL(R13L, EDX)
+	ANDL(U32(0x3f3f3f3f), EAX)
+	SHLQ(U8(32), RDX)
+	ORQ(RDX, RAX)
+	SHLQ(U8(32), R12)
+	ORQ(R14, R12)
+	Comment("Y6 = 8 int16 mins in both lanes; Z16-Z19 = int32 scales of sub-blocks 2g, 2g+1")
+	VMOVQ(R12, X6)
+	VPMOVZXBW(X6, X6)
+	VINSERTI128(U8(1), X6, Y6, Y6)
+	VMOVQ(RAX, X7)
+	scs := []VecPhysical{Z16, Z17, Z18, Z19}
+	for g := 0; g < 4; g++ {
+		VPSHUFB(scshuf.Offset(16*g), X7, X8)
+		VPMOVZXBD(X8, scs[g])
+	}
+	Comment("Z20-Z23 = nibbles of sub-blocks 2g (low half) and 2g+1 (high half)")
+	ws := []VecPhysical{Z20, Z21, Z22, Z23}
+	for g := 0; g < 4; g++ {
+		VBROADCASTI64X4(Mem{Base: RSI, Disp: 16 + 32*g}, ws[g])
+		VPSRLVW(Z24, ws[g], ws[g])
+		VPANDD(Z25, ws[g], ws[g])
+	}
+	ta := []VecPhysical{Z5, Z7, Z8, Z9}
+	tb := []VecPhysical{Z10, Z11, Z14, Z15}
+	for p := 0; p < nv/2; p++ {
+		a, b := 2*p, 2*p+1
+		Comment(fmt.Sprintf("vectors %d and %d: mins term first", a, b))
+		VMOVDQU(xaddr(a, 260), X14)
+		VINSERTI128(U8(1), xaddr(b, 260), Y14, Y14)
+		VMOVDQU(xaddr(a, 276), X15)
+		VINSERTI128(U8(1), xaddr(b, 276), Y15, Y15)
+		VPHADDW(Y15, Y14, Y14)
+		VPMADDWD(Y6, Y14, Y14)
+		VPERMD_Z(Z14, Z26, K2, Z29)
+		VCVTDQ2PS(Z29, Z29)
+		VMOVDQU32(pidx.Offset(64*p), Z27)
+		VPERMPS(Z13, Z27, Z28)
+		VFNMADD231PS(Z29, Z28, accs[p])
+		for i, v := range []int{a, b} {
+			t := ta
+			if i == 1 {
+				t = tb
+			}
+			for g := 0; g < 4; g++ {
+				VPXORD(t[g], t[g], t[g])
+				vpdpbusd(xaddr(v, 4+64*g), ws[g], t[g])
+			}
+			for g := 0; g < 4; g++ {
+				VPMULLD(scs[g], t[g], t[g])
+			}
+			VPADDD(t[1], t[0], t[0])
+			VPADDD(t[3], t[2], t[2])
+			VPADDD(t[2], t[0], t[0])
+		}
+		VSHUFI64X2(U8(0x44), tb[0], ta[0], Z30)
+		VSHUFI64X2(U8(0xEE), tb[0], ta[0], Z31)
+		VPADDD(Z31, Z30, Z30)
+		VCVTDQ2PS(Z30, Z30)
+		VPERMPS(Z12, Z27, Z28)
+		VFMADD231PS(Z30, Z28, accs[p])
+	}
+	advance(nv, 144, 292)
+	DECQ(RCX)
+	JNZ(LabelRef(name + "loop"))
+	Label(name + "done")
+	epilogue(nv)
+}
+
+func main() {
+	ConstraintExpr("!purego")
+	consts()
+	for _, nv := range []int{4, 8} {
+		q80(fmt.Sprintf("dotQ8_0x%dVNNI", nv), nv, false)
+		q80(fmt.Sprintf("dotQ4_0x%dVNNI", nv), nv, true)
+		q4k(fmt.Sprintf("dotQ4Kx%dVNNI", nv), nv)
+	}
+	Generate()
+}

@@ -1,0 +1,205 @@
+//go:build amd64 && !purego
+
+package quant
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// batchPaths lists the batch-kernel sets this CPU can run: AVX2 four-vector
+// kernels always (with AVX2), AVX-512 VNNI four- and eight-vector kernels
+// when the CPU has them.
+func batchPaths() []string {
+	paths := []string{}
+	if hasAVX2 {
+		paths = append(paths, "avx2")
+	}
+	if hasVNNI {
+		paths = append(paths, "vnni")
+	}
+	return paths
+}
+
+// rawWeights returns rows of random weight bytes of type typ (every bit
+// pattern of the quants, including -128 for Q8_0 and all 6-bit K-quant
+// scales) with finite f16 scales.
+func rawWeights(r *rand.Rand, typ Type, cols int) []byte {
+	rb, _ := typ.RowBytes(cols)
+	w := make([]byte, rb)
+	for i := range w {
+		w[i] = byte(r.Uint32())
+	}
+	bb := typ.BlockBytes()
+	nscales := 1
+	if typ == Q4_K {
+		nscales = 2
+	}
+	for b := 0; b < len(w); b += bb {
+		for s := 0; s < nscales; s++ {
+			h := F32ToF16(float32(r.NormFloat64()) * 0.01)
+			w[b+2*s], w[b+2*s+1] = byte(h), byte(h>>8)
+		}
+	}
+	return w
+}
+
+// TestBatchKernelsAllPaths runs every batch kernel (four- and eight-vector,
+// AVX2 and AVX-512 VNNI as the CPU allows) against the single-vector kernel
+// of its type on quantised and raw random weights: results must be
+// bit-identical, as MatMul's output must not depend on the batch size.
+func TestBatchKernelsAllPaths(t *testing.T) {
+	defer useVNNI(hasVNNI)
+	r := rand.New(rand.NewPCG(23, 24))
+	for _, path := range batchPaths() {
+		if !useVNNI(path == "vnni") {
+			t.Fatalf("cannot select %s", path)
+		}
+		if path == "vnni" {
+			for _, typ := range []Type{Q4_K, Q8_0, Q4_0} {
+				require.NotNil(t, dot4Kernels[typ], "%s x4", typ)
+				require.NotNil(t, dot8Kernels[typ], "%s x8", typ)
+			}
+		} else {
+			require.Empty(t, dot8Kernels)
+		}
+		for typ := range dot4Kernels {
+			bs := typ.BlockSize()
+			for _, nb := range []int{1, 2, 3, 16} {
+				cols := nb * bs
+				for _, raw := range []bool{false, true} {
+					t.Run(fmt.Sprintf("%s/%s/%d/raw=%v", path, typ, cols, raw), func(t *testing.T) {
+						var w []byte
+						if raw {
+							if typ != Q4_K && typ != Q8_0 && typ != Q4_0 {
+								t.Skip("raw weights only for Q4_K, Q8_0, Q4_0")
+							}
+							w = rawWeights(r, typ, cols)
+						} else {
+							m, _ := quantMatrix(t, r, typ, 1, cols)
+							w = m.Data
+						}
+						vt := vecDotType(typ)
+						xB, _ := vt.RowBytes(cols)
+						xq := make([]byte, 8*xB)
+						for v := 0; v < 8; v++ {
+							quantizeActivations(vt, randVec(r, cols, float32(v+1)), xq[v*xB:(v+1)*xB])
+						}
+						want := make([]float32, 8)
+						for v := range want {
+							want[v] = dotKernels[typ](cols, w, xq[v*xB:(v+1)*xB])
+						}
+						var out4 [4]float32
+						dot4Kernels[typ](cols, w, xq, xB, &out4)
+						for v := range out4 {
+							require.Equal(t, math.Float32bits(want[v]), math.Float32bits(out4[v]), "x4 vector %d: %v vs %v", v, want[v], out4[v])
+						}
+						if k8 := dot8Kernels[typ]; k8 != nil {
+							var out8 [8]float32
+							k8(cols, w, xq, xB, &out8)
+							for v := range out8 {
+								require.Equal(t, math.Float32bits(want[v]), math.Float32bits(out8[v]), "x8 vector %d: %v vs %v", v, want[v], out8[v])
+							}
+						}
+					})
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulBatchInvariantAllPaths repeats TestMatMulBatchInvariant's check
+// (batched rows bit-identical to single rows) for each batch-kernel path,
+// with batch sizes that exercise the x8, x4 and single tails.
+func TestMatMulBatchInvariantAllPaths(t *testing.T) {
+	defer useVNNI(hasVNNI)
+	r := rand.New(rand.NewPCG(25, 26))
+	p := NewPool(2)
+	defer p.Close()
+	for _, path := range batchPaths() {
+		useVNNI(path == "vnni")
+		for _, typ := range []Type{Q4_K, Q8_0, Q4_0} {
+			const rows, cols = 11, 512
+			m, _ := quantMatrix(t, r, typ, rows, cols)
+			for _, n := range []int{4, 8, 13, 20} {
+				x := randVec(r, n*cols, 1)
+				batch := make([]float32, n*rows)
+				MatMul(p, batch, m, x, n)
+				one := make([]float32, rows)
+				for i := 0; i < n; i++ {
+					MatMul(p, one, m, x[i*cols:(i+1)*cols], 1)
+					for row := range one {
+						require.Equal(t, math.Float32bits(one[row]), math.Float32bits(batch[i*rows+row]),
+							"%s %s n=%d vector %d row %d", path, typ, n, i, row)
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkBatchKernels times, side by side in one benchmark (single
+// thread, 64 rows x 4096 columns, 8 activation vectors), the AVX2
+// four-vector kernel (two calls), the VNNI four-vector kernel (two calls)
+// and the VNNI eight-vector kernel; it reports ns per row for each and the
+// speedups over AVX2 x4.
+func BenchmarkBatchKernels(b *testing.B) {
+	if !hasVNNI {
+		b.Skip("no AVX-512 VNNI")
+	}
+	defer useVNNI(true)
+	const rows, cols = 64, 4096
+	for _, typ := range []Type{Q4_K, Q4_0, Q8_0} {
+		b.Run(typ.String(), func(b *testing.B) {
+			m := benchMatrix(b, typ, rows, cols)
+			rb := len(m.Data) / rows
+			vt := vecDotType(typ)
+			xB, _ := vt.RowBytes(cols)
+			xq := make([]byte, 8*xB)
+			r := rand.New(rand.NewPCG(4, 4))
+			for v := 0; v < 8; v++ {
+				quantizeActivations(vt, randVec(r, cols, 1), xq[v*xB:(v+1)*xB])
+			}
+			useVNNI(false)
+			avx2 := dot4Kernels[typ]
+			useVNNI(true)
+			v4, v8 := dot4Kernels[typ], dot8Kernels[typ]
+			var out4 [4]float32
+			var out8 [8]float32
+			var ta, t4, t8 time.Duration
+			for i := 0; i < b.N; i++ {
+				s := time.Now()
+				for row := 0; row < rows; row++ {
+					w := m.Data[row*rb : (row+1)*rb]
+					avx2(cols, w, xq, xB, &out4)
+					avx2(cols, w, xq[4*xB:], xB, &out4)
+				}
+				s1 := time.Now()
+				for row := 0; row < rows; row++ {
+					w := m.Data[row*rb : (row+1)*rb]
+					v4(cols, w, xq, xB, &out4)
+					v4(cols, w, xq[4*xB:], xB, &out4)
+				}
+				s2 := time.Now()
+				for row := 0; row < rows; row++ {
+					v8(cols, m.Data[row*rb:(row+1)*rb], xq, xB, &out8)
+				}
+				s3 := time.Now()
+				ta += s1.Sub(s)
+				t4 += s2.Sub(s1)
+				t8 += s3.Sub(s2)
+			}
+			per := float64(b.N * rows)
+			b.ReportMetric(float64(ta.Nanoseconds())/per, "avx2x4_ns/row8")
+			b.ReportMetric(float64(t4.Nanoseconds())/per, "vnnix4_ns/row8")
+			b.ReportMetric(float64(t8.Nanoseconds())/per, "vnnix8_ns/row8")
+			b.ReportMetric(float64(ta)/float64(t4), "x4_speedup")
+			b.ReportMetric(float64(ta)/float64(t8), "x8_speedup")
+		})
+	}
+}
