@@ -27,6 +27,10 @@ func vpdpbusd(s8, u8, acc Op) {
 	Instruction(&ir.Instruction{Opcode: "VPDPBUSD", Operands: []Op{s8, u8, acc}})
 }
 
+func vpdpwssd(a, b, acc Op) {
+	Instruction(&ir.Instruction{Opcode: "VPDPWSSD", Operands: []Op{a, b, acc}})
+}
+
 var (
 	pidx   Mem // per pair p: 16 dwords [2p x8, 2p+1 x8]
 	midx   Mem // mins lanes: [0 1 2 3 0 0 0 0 4 5 6 7 0 0 0 0]
@@ -315,12 +319,13 @@ func q4k(name string, nv int) {
 				VPXORD(t[g], t[g], t[g])
 				vpdpbusd(xaddr(v, 4+64*g), ws[g], t[g])
 			}
-			for g := 0; g < 4; g++ {
-				VPMULLD(scs[g], t[g], t[g])
+			// Each lane of t[g] is a sum of four products |.| <= 15*128*4,
+			// so it is its own sign-extended low word: VPMADDWD with the
+			// zero-extended scale dwords multiplies it by the scale.
+			VPMADDWD(scs[0], t[0], t[0])
+			for g := 1; g < 4; g++ {
+				vpdpwssd(scs[g], t[g], t[0])
 			}
-			VPADDD(t[1], t[0], t[0])
-			VPADDD(t[3], t[2], t[2])
-			VPADDD(t[2], t[0], t[0])
 		}
 		VSHUFI64X2(U8(0x44), tb[0], ta[0], Z30)
 		VSHUFI64X2(U8(0xEE), tb[0], ta[0], Z31)
