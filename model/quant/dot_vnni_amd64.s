@@ -4,72 +4,6 @@
 
 #include "textflag.h"
 
-DATA vnnipidx<>+0(SB)/4, $0x00000000
-DATA vnnipidx<>+4(SB)/4, $0x00000000
-DATA vnnipidx<>+8(SB)/4, $0x00000000
-DATA vnnipidx<>+12(SB)/4, $0x00000000
-DATA vnnipidx<>+16(SB)/4, $0x00000000
-DATA vnnipidx<>+20(SB)/4, $0x00000000
-DATA vnnipidx<>+24(SB)/4, $0x00000000
-DATA vnnipidx<>+28(SB)/4, $0x00000000
-DATA vnnipidx<>+32(SB)/4, $0x00000001
-DATA vnnipidx<>+36(SB)/4, $0x00000001
-DATA vnnipidx<>+40(SB)/4, $0x00000001
-DATA vnnipidx<>+44(SB)/4, $0x00000001
-DATA vnnipidx<>+48(SB)/4, $0x00000001
-DATA vnnipidx<>+52(SB)/4, $0x00000001
-DATA vnnipidx<>+56(SB)/4, $0x00000001
-DATA vnnipidx<>+60(SB)/4, $0x00000001
-DATA vnnipidx<>+64(SB)/4, $0x00000002
-DATA vnnipidx<>+68(SB)/4, $0x00000002
-DATA vnnipidx<>+72(SB)/4, $0x00000002
-DATA vnnipidx<>+76(SB)/4, $0x00000002
-DATA vnnipidx<>+80(SB)/4, $0x00000002
-DATA vnnipidx<>+84(SB)/4, $0x00000002
-DATA vnnipidx<>+88(SB)/4, $0x00000002
-DATA vnnipidx<>+92(SB)/4, $0x00000002
-DATA vnnipidx<>+96(SB)/4, $0x00000003
-DATA vnnipidx<>+100(SB)/4, $0x00000003
-DATA vnnipidx<>+104(SB)/4, $0x00000003
-DATA vnnipidx<>+108(SB)/4, $0x00000003
-DATA vnnipidx<>+112(SB)/4, $0x00000003
-DATA vnnipidx<>+116(SB)/4, $0x00000003
-DATA vnnipidx<>+120(SB)/4, $0x00000003
-DATA vnnipidx<>+124(SB)/4, $0x00000003
-DATA vnnipidx<>+128(SB)/4, $0x00000004
-DATA vnnipidx<>+132(SB)/4, $0x00000004
-DATA vnnipidx<>+136(SB)/4, $0x00000004
-DATA vnnipidx<>+140(SB)/4, $0x00000004
-DATA vnnipidx<>+144(SB)/4, $0x00000004
-DATA vnnipidx<>+148(SB)/4, $0x00000004
-DATA vnnipidx<>+152(SB)/4, $0x00000004
-DATA vnnipidx<>+156(SB)/4, $0x00000004
-DATA vnnipidx<>+160(SB)/4, $0x00000005
-DATA vnnipidx<>+164(SB)/4, $0x00000005
-DATA vnnipidx<>+168(SB)/4, $0x00000005
-DATA vnnipidx<>+172(SB)/4, $0x00000005
-DATA vnnipidx<>+176(SB)/4, $0x00000005
-DATA vnnipidx<>+180(SB)/4, $0x00000005
-DATA vnnipidx<>+184(SB)/4, $0x00000005
-DATA vnnipidx<>+188(SB)/4, $0x00000005
-DATA vnnipidx<>+192(SB)/4, $0x00000006
-DATA vnnipidx<>+196(SB)/4, $0x00000006
-DATA vnnipidx<>+200(SB)/4, $0x00000006
-DATA vnnipidx<>+204(SB)/4, $0x00000006
-DATA vnnipidx<>+208(SB)/4, $0x00000006
-DATA vnnipidx<>+212(SB)/4, $0x00000006
-DATA vnnipidx<>+216(SB)/4, $0x00000006
-DATA vnnipidx<>+220(SB)/4, $0x00000006
-DATA vnnipidx<>+224(SB)/4, $0x00000007
-DATA vnnipidx<>+228(SB)/4, $0x00000007
-DATA vnnipidx<>+232(SB)/4, $0x00000007
-DATA vnnipidx<>+236(SB)/4, $0x00000007
-DATA vnnipidx<>+240(SB)/4, $0x00000007
-DATA vnnipidx<>+244(SB)/4, $0x00000007
-DATA vnnipidx<>+248(SB)/4, $0x00000007
-DATA vnnipidx<>+252(SB)/4, $0x00000007
-GLOBL vnnipidx<>(SB), RODATA|NOPTR, $256
-
 DATA vnnimidx<>+0(SB)/4, $0x00000000
 DATA vnnimidx<>+4(SB)/4, $0x00000001
 DATA vnnimidx<>+8(SB)/4, $0x00000002
@@ -259,7 +193,7 @@ DATA vnnib08<>+60(SB)/4, $0x08080808
 GLOBL vnnib08<>(SB), RODATA|NOPTR, $64
 
 // func dotQ8_0x4VNNI(nb int, w *byte, x *byte, xstride int, out *[4]float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F, F16C
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, F16C
 TEXT ·dotQ8_0x4VNNI(SB), NOSPLIT, $0-40
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
@@ -272,22 +206,17 @@ TEXT ·dotQ8_0x4VNNI(SB), NOSPLIT, $0-40
 
 	// Z11 = 0; Z12 = 0x0F bytes; Z13 = 0x08 bytes; Z14 = nibble shifts
 	VPXORD Z11, Z11, Z11
+	MOVL   $0x0000ff00, AX
+	KMOVW  AX, K4
 	TESTQ  CX, CX
 	JEQ    dotQ8_0x4VNNIdone
 
 dotQ8_0x4VNNIloop:
-	// Y4 = d_x[v] * d_w for the vectors
-	MOVWLZX      (R8), AX
-	VMOVD        AX, X4
-	VPINSRW      $0x01, (R8)(R9*1), X4, X4
-	VPINSRW      $0x02, (R8)(R9*2), X4, X4
-	VPINSRW      $0x03, (R10), X4, X4
-	VCVTPH2PS    X4, X4
+	// Z5 = d_w in every lane
 	MOVWLZX      (SI), AX
 	VMOVD        AX, X5
 	VCVTPH2PS    X5, X5
-	VBROADCASTSS X5, Y5
-	VMULPS       Y5, Y4, Y4
+	VBROADCASTSS X5, Z5
 
 	// Z6 = the 32 signed weights in both halves, Z7 = |w|, K1 = w < 0
 	VBROADCASTI64X4 2(SI), Z6
@@ -299,8 +228,10 @@ dotQ8_0x4VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+0(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R8), Y10
+	VPBROADCASTW    (R8)(R9*1), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z0
 	VMOVDQU         2(R8)(R9*2), Y8
 	VINSERTI64X4    $0x01, 2(R10), Z8, Z8
@@ -308,8 +239,10 @@ dotQ8_0x4VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+64(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R8)(R9*2), Y10
+	VPBROADCASTW    (R10), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z1
 	ADDQ            $0x00000022, SI
 	ADDQ            $0x00000022, R8
@@ -353,7 +286,7 @@ dotQ8_0x4VNNIdone:
 	RET
 
 // func dotQ4_0x4VNNI(nb int, w *byte, x *byte, xstride int, out *[4]float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F, F16C
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, F16C
 TEXT ·dotQ4_0x4VNNI(SB), NOSPLIT, $0-40
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
@@ -366,6 +299,8 @@ TEXT ·dotQ4_0x4VNNI(SB), NOSPLIT, $0-40
 
 	// Z11 = 0; Z12 = 0x0F bytes; Z13 = 0x08 bytes; Z14 = nibble shifts
 	VPXORD    Z11, Z11, Z11
+	MOVL      $0x0000ff00, AX
+	KMOVW     AX, K4
 	VMOVDQU32 vnnib0f<>+0(SB), Z12
 	VMOVDQU32 vnnib08<>+0(SB), Z13
 	VMOVDQU32 vnniq4sh<>+0(SB), Z14
@@ -373,18 +308,11 @@ TEXT ·dotQ4_0x4VNNI(SB), NOSPLIT, $0-40
 	JEQ       dotQ4_0x4VNNIdone
 
 dotQ4_0x4VNNIloop:
-	// Y4 = d_x[v] * d_w for the vectors
-	MOVWLZX      (R8), AX
-	VMOVD        AX, X4
-	VPINSRW      $0x01, (R8)(R9*1), X4, X4
-	VPINSRW      $0x02, (R8)(R9*2), X4, X4
-	VPINSRW      $0x03, (R10), X4, X4
-	VCVTPH2PS    X4, X4
+	// Z5 = d_w in every lane
 	MOVWLZX      (SI), AX
 	VMOVD        AX, X5
 	VCVTPH2PS    X5, X5
-	VBROADCASTSS X5, Y5
-	VMULPS       Y5, Y4, Y4
+	VBROADCASTSS X5, Z5
 
 	// Z6 = the 32 signed weights in both halves, Z7 = |w|, K1 = w < 0
 	VBROADCASTI32X4 2(SI), Z6
@@ -399,8 +327,10 @@ dotQ4_0x4VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+0(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R8), Y10
+	VPBROADCASTW    (R8)(R9*1), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z0
 	VMOVDQU         2(R8)(R9*2), Y8
 	VINSERTI64X4    $0x01, 2(R10), Z8, Z8
@@ -408,8 +338,10 @@ dotQ4_0x4VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+64(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R8)(R9*2), Y10
+	VPBROADCASTW    (R10), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z1
 	ADDQ            $0x00000012, SI
 	ADDQ            $0x00000022, R8
@@ -468,25 +400,21 @@ TEXT ·dotQ4Kx4VNNI(SB), NOSPLIT, $0-40
 	VMOVDQU32 vnnimidx<>+0(SB), Z26
 	MOVL      $0x00000f0f, AX
 	KMOVW     AX, K2
+	MOVL      $0x0000ff00, AX
+	KMOVW     AX, K4
 	TESTQ     CX, CX
 	JEQ       dotQ4Kx4VNNIdone
 
 dotQ4Kx4VNNIloop:
-	// Y12 = y.d[v] * d, Y13 = y.d[v] * dmin
+	// Z12 = d, Z13 = dmin in every lane
 	MOVWLZX      (SI), AX
 	VMOVD        AX, X14
 	VCVTPH2PS    X14, X14
-	VBROADCASTSS X14, Y14
+	VBROADCASTSS X14, Z12
 	MOVWLZX      2(SI), AX
 	VMOVD        AX, X15
 	VCVTPH2PS    X15, X15
-	VBROADCASTSS X15, Y15
-	VMOVSS       (R8), X4
-	VINSERTPS    $0x10, (R8)(R9*1), X4, X4
-	VINSERTPS    $0x20, (R8)(R9*2), X4, X4
-	VINSERTPS    $0x30, (R10), X4, X4
-	VMULPS       Y14, Y4, Y12
-	VMULPS       Y15, Y4, Y13
+	VBROADCASTSS X15, Z13
 
 	// unpack scales (AX) and mins (R12) as in dotQ4KAVX2
 	MOVL 4(SI), AX
@@ -551,8 +479,9 @@ dotQ4Kx4VNNIloop:
 	VPMADDWD     Y6, Y14, Y14
 	VPERMD.Z     Z14, Z26, K2, Z29
 	VCVTDQ2PS    Z29, Z29
-	VMOVDQU32    vnnipidx<>+0(SB), Z27
-	VPERMPS      Z13, Z27, Z28
+	VBROADCASTSS (R8), Z27
+	VBROADCASTSS (R8)(R9*1), K4, Z27
+	VMULPS       Z13, Z27, Z28
 	VFNMADD231PS Z29, Z28, Z0
 	VPXORD       Z5, Z5, Z5
 	VPDPBUSD     4(R8), Z20, Z5
@@ -582,7 +511,7 @@ dotQ4Kx4VNNIloop:
 	VSHUFI64X2   $0xee, Z10, Z5, Z31
 	VPADDD       Z31, Z30, Z30
 	VCVTDQ2PS    Z30, Z30
-	VPERMPS      Z12, Z27, Z28
+	VMULPS       Z12, Z27, Z28
 	VFMADD231PS  Z30, Z28, Z0
 
 	// vectors 2 and 3: mins term first
@@ -594,8 +523,9 @@ dotQ4Kx4VNNIloop:
 	VPMADDWD     Y6, Y14, Y14
 	VPERMD.Z     Z14, Z26, K2, Z29
 	VCVTDQ2PS    Z29, Z29
-	VMOVDQU32    vnnipidx<>+64(SB), Z27
-	VPERMPS      Z13, Z27, Z28
+	VBROADCASTSS (R8)(R9*2), Z27
+	VBROADCASTSS (R10), K4, Z27
+	VMULPS       Z13, Z27, Z28
 	VFNMADD231PS Z29, Z28, Z1
 	VPXORD       Z5, Z5, Z5
 	VPDPBUSD     4(R8)(R9*2), Z20, Z5
@@ -625,7 +555,7 @@ dotQ4Kx4VNNIloop:
 	VSHUFI64X2   $0xee, Z10, Z5, Z31
 	VPADDD       Z31, Z30, Z30
 	VCVTDQ2PS    Z30, Z30
-	VPERMPS      Z12, Z27, Z28
+	VMULPS       Z12, Z27, Z28
 	VFMADD231PS  Z30, Z28, Z1
 	ADDQ         $0x00000090, SI
 	ADDQ         $0x00000124, R8
@@ -669,7 +599,7 @@ dotQ4Kx4VNNIdone:
 	RET
 
 // func dotQ8_0x8VNNI(nb int, w *byte, x *byte, xstride int, out *[8]float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F, F16C
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, F16C
 TEXT ·dotQ8_0x8VNNI(SB), NOSPLIT, $0-40
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
@@ -686,26 +616,17 @@ TEXT ·dotQ8_0x8VNNI(SB), NOSPLIT, $0-40
 
 	// Z11 = 0; Z12 = 0x0F bytes; Z13 = 0x08 bytes; Z14 = nibble shifts
 	VPXORD Z11, Z11, Z11
+	MOVL   $0x0000ff00, AX
+	KMOVW  AX, K4
 	TESTQ  CX, CX
 	JEQ    dotQ8_0x8VNNIdone
 
 dotQ8_0x8VNNIloop:
-	// Y4 = d_x[v] * d_w for the vectors
-	MOVWLZX      (R8), AX
-	VMOVD        AX, X4
-	VPINSRW      $0x01, (R8)(R9*1), X4, X4
-	VPINSRW      $0x02, (R8)(R9*2), X4, X4
-	VPINSRW      $0x03, (R10), X4, X4
-	VPINSRW      $0x04, (R8)(R9*4), X4, X4
-	VPINSRW      $0x05, (R10)(R9*2), X4, X4
-	VPINSRW      $0x06, (R11), X4, X4
-	VPINSRW      $0x07, (R11)(R9*1), X4, X4
-	VCVTPH2PS    X4, Y4
+	// Z5 = d_w in every lane
 	MOVWLZX      (SI), AX
 	VMOVD        AX, X5
 	VCVTPH2PS    X5, X5
-	VBROADCASTSS X5, Y5
-	VMULPS       Y5, Y4, Y4
+	VBROADCASTSS X5, Z5
 
 	// Z6 = the 32 signed weights in both halves, Z7 = |w|, K1 = w < 0
 	VBROADCASTI64X4 2(SI), Z6
@@ -717,8 +638,10 @@ dotQ8_0x8VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+0(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R8), Y10
+	VPBROADCASTW    (R8)(R9*1), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z0
 	VMOVDQU         2(R8)(R9*2), Y8
 	VINSERTI64X4    $0x01, 2(R10), Z8, Z8
@@ -726,8 +649,10 @@ dotQ8_0x8VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+64(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R8)(R9*2), Y10
+	VPBROADCASTW    (R10), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z1
 	VMOVDQU         2(R8)(R9*4), Y8
 	VINSERTI64X4    $0x01, 2(R10)(R9*2), Z8, Z8
@@ -735,8 +660,10 @@ dotQ8_0x8VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+128(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R8)(R9*4), Y10
+	VPBROADCASTW    (R10)(R9*2), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z2
 	VMOVDQU         2(R11), Y8
 	VINSERTI64X4    $0x01, 2(R11)(R9*1), Z8, Z8
@@ -744,8 +671,10 @@ dotQ8_0x8VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+192(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R11), Y10
+	VPBROADCASTW    (R11)(R9*1), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z3
 	ADDQ            $0x00000022, SI
 	ADDQ            $0x00000022, R8
@@ -820,7 +749,7 @@ dotQ8_0x8VNNIdone:
 	RET
 
 // func dotQ4_0x8VNNI(nb int, w *byte, x *byte, xstride int, out *[8]float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F, F16C
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, F16C
 TEXT ·dotQ4_0x8VNNI(SB), NOSPLIT, $0-40
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
@@ -837,6 +766,8 @@ TEXT ·dotQ4_0x8VNNI(SB), NOSPLIT, $0-40
 
 	// Z11 = 0; Z12 = 0x0F bytes; Z13 = 0x08 bytes; Z14 = nibble shifts
 	VPXORD    Z11, Z11, Z11
+	MOVL      $0x0000ff00, AX
+	KMOVW     AX, K4
 	VMOVDQU32 vnnib0f<>+0(SB), Z12
 	VMOVDQU32 vnnib08<>+0(SB), Z13
 	VMOVDQU32 vnniq4sh<>+0(SB), Z14
@@ -844,22 +775,11 @@ TEXT ·dotQ4_0x8VNNI(SB), NOSPLIT, $0-40
 	JEQ       dotQ4_0x8VNNIdone
 
 dotQ4_0x8VNNIloop:
-	// Y4 = d_x[v] * d_w for the vectors
-	MOVWLZX      (R8), AX
-	VMOVD        AX, X4
-	VPINSRW      $0x01, (R8)(R9*1), X4, X4
-	VPINSRW      $0x02, (R8)(R9*2), X4, X4
-	VPINSRW      $0x03, (R10), X4, X4
-	VPINSRW      $0x04, (R8)(R9*4), X4, X4
-	VPINSRW      $0x05, (R10)(R9*2), X4, X4
-	VPINSRW      $0x06, (R11), X4, X4
-	VPINSRW      $0x07, (R11)(R9*1), X4, X4
-	VCVTPH2PS    X4, Y4
+	// Z5 = d_w in every lane
 	MOVWLZX      (SI), AX
 	VMOVD        AX, X5
 	VCVTPH2PS    X5, X5
-	VBROADCASTSS X5, Y5
-	VMULPS       Y5, Y4, Y4
+	VBROADCASTSS X5, Z5
 
 	// Z6 = the 32 signed weights in both halves, Z7 = |w|, K1 = w < 0
 	VBROADCASTI32X4 2(SI), Z6
@@ -874,8 +794,10 @@ dotQ4_0x8VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+0(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R8), Y10
+	VPBROADCASTW    (R8)(R9*1), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z0
 	VMOVDQU         2(R8)(R9*2), Y8
 	VINSERTI64X4    $0x01, 2(R10), Z8, Z8
@@ -883,8 +805,10 @@ dotQ4_0x8VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+64(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R8)(R9*2), Y10
+	VPBROADCASTW    (R10), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z1
 	VMOVDQU         2(R8)(R9*4), Y8
 	VINSERTI64X4    $0x01, 2(R10)(R9*2), Z8, Z8
@@ -892,8 +816,10 @@ dotQ4_0x8VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+128(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R8)(R9*4), Y10
+	VPBROADCASTW    (R10)(R9*2), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z2
 	VMOVDQU         2(R11), Y8
 	VINSERTI64X4    $0x01, 2(R11)(R9*1), Z8, Z8
@@ -901,8 +827,10 @@ dotQ4_0x8VNNIloop:
 	VPXORD          Z9, Z9, Z9
 	VPDPBUSD        Z8, Z7, Z9
 	VCVTDQ2PS       Z9, Z9
-	VMOVDQU32       vnnipidx<>+192(SB), Z10
-	VPERMPS         Z4, Z10, Z10
+	VPBROADCASTW    (R11), Y10
+	VPBROADCASTW    (R11)(R9*1), K4, Y10
+	VCVTPH2PS       Y10, Z10
+	VMULPS          Z5, Z10, Z10
 	VFMADD231PS     Z9, Z10, Z3
 	ADDQ            $0x00000012, SI
 	ADDQ            $0x00000022, R8
@@ -996,30 +924,21 @@ TEXT ·dotQ4Kx8VNNI(SB), NOSPLIT, $0-40
 	VMOVDQU32 vnnimidx<>+0(SB), Z26
 	MOVL      $0x00000f0f, AX
 	KMOVW     AX, K2
+	MOVL      $0x0000ff00, AX
+	KMOVW     AX, K4
 	TESTQ     CX, CX
 	JEQ       dotQ4Kx8VNNIdone
 
 dotQ4Kx8VNNIloop:
-	// Y12 = y.d[v] * d, Y13 = y.d[v] * dmin
+	// Z12 = d, Z13 = dmin in every lane
 	MOVWLZX      (SI), AX
 	VMOVD        AX, X14
 	VCVTPH2PS    X14, X14
-	VBROADCASTSS X14, Y14
+	VBROADCASTSS X14, Z12
 	MOVWLZX      2(SI), AX
 	VMOVD        AX, X15
 	VCVTPH2PS    X15, X15
-	VBROADCASTSS X15, Y15
-	VMOVSS       (R8), X4
-	VINSERTPS    $0x10, (R8)(R9*1), X4, X4
-	VINSERTPS    $0x20, (R8)(R9*2), X4, X4
-	VINSERTPS    $0x30, (R10), X4, X4
-	VMOVSS       (R8)(R9*4), X5
-	VINSERTPS    $0x10, (R10)(R9*2), X5, X5
-	VINSERTPS    $0x20, (R11), X5, X5
-	VINSERTPS    $0x30, (R11)(R9*1), X5, X5
-	VINSERTF128  $0x01, X5, Y4, Y4
-	VMULPS       Y14, Y4, Y12
-	VMULPS       Y15, Y4, Y13
+	VBROADCASTSS X15, Z13
 
 	// unpack scales (AX) and mins (R12) as in dotQ4KAVX2
 	MOVL 4(SI), AX
@@ -1084,8 +1003,9 @@ dotQ4Kx8VNNIloop:
 	VPMADDWD     Y6, Y14, Y14
 	VPERMD.Z     Z14, Z26, K2, Z29
 	VCVTDQ2PS    Z29, Z29
-	VMOVDQU32    vnnipidx<>+0(SB), Z27
-	VPERMPS      Z13, Z27, Z28
+	VBROADCASTSS (R8), Z27
+	VBROADCASTSS (R8)(R9*1), K4, Z27
+	VMULPS       Z13, Z27, Z28
 	VFNMADD231PS Z29, Z28, Z0
 	VPXORD       Z5, Z5, Z5
 	VPDPBUSD     4(R8), Z20, Z5
@@ -1115,7 +1035,7 @@ dotQ4Kx8VNNIloop:
 	VSHUFI64X2   $0xee, Z10, Z5, Z31
 	VPADDD       Z31, Z30, Z30
 	VCVTDQ2PS    Z30, Z30
-	VPERMPS      Z12, Z27, Z28
+	VMULPS       Z12, Z27, Z28
 	VFMADD231PS  Z30, Z28, Z0
 
 	// vectors 2 and 3: mins term first
@@ -1127,8 +1047,9 @@ dotQ4Kx8VNNIloop:
 	VPMADDWD     Y6, Y14, Y14
 	VPERMD.Z     Z14, Z26, K2, Z29
 	VCVTDQ2PS    Z29, Z29
-	VMOVDQU32    vnnipidx<>+64(SB), Z27
-	VPERMPS      Z13, Z27, Z28
+	VBROADCASTSS (R8)(R9*2), Z27
+	VBROADCASTSS (R10), K4, Z27
+	VMULPS       Z13, Z27, Z28
 	VFNMADD231PS Z29, Z28, Z1
 	VPXORD       Z5, Z5, Z5
 	VPDPBUSD     4(R8)(R9*2), Z20, Z5
@@ -1158,7 +1079,7 @@ dotQ4Kx8VNNIloop:
 	VSHUFI64X2   $0xee, Z10, Z5, Z31
 	VPADDD       Z31, Z30, Z30
 	VCVTDQ2PS    Z30, Z30
-	VPERMPS      Z12, Z27, Z28
+	VMULPS       Z12, Z27, Z28
 	VFMADD231PS  Z30, Z28, Z1
 
 	// vectors 4 and 5: mins term first
@@ -1170,8 +1091,9 @@ dotQ4Kx8VNNIloop:
 	VPMADDWD     Y6, Y14, Y14
 	VPERMD.Z     Z14, Z26, K2, Z29
 	VCVTDQ2PS    Z29, Z29
-	VMOVDQU32    vnnipidx<>+128(SB), Z27
-	VPERMPS      Z13, Z27, Z28
+	VBROADCASTSS (R8)(R9*4), Z27
+	VBROADCASTSS (R10)(R9*2), K4, Z27
+	VMULPS       Z13, Z27, Z28
 	VFNMADD231PS Z29, Z28, Z2
 	VPXORD       Z5, Z5, Z5
 	VPDPBUSD     4(R8)(R9*4), Z20, Z5
@@ -1201,7 +1123,7 @@ dotQ4Kx8VNNIloop:
 	VSHUFI64X2   $0xee, Z10, Z5, Z31
 	VPADDD       Z31, Z30, Z30
 	VCVTDQ2PS    Z30, Z30
-	VPERMPS      Z12, Z27, Z28
+	VMULPS       Z12, Z27, Z28
 	VFMADD231PS  Z30, Z28, Z2
 
 	// vectors 6 and 7: mins term first
@@ -1213,8 +1135,9 @@ dotQ4Kx8VNNIloop:
 	VPMADDWD     Y6, Y14, Y14
 	VPERMD.Z     Z14, Z26, K2, Z29
 	VCVTDQ2PS    Z29, Z29
-	VMOVDQU32    vnnipidx<>+192(SB), Z27
-	VPERMPS      Z13, Z27, Z28
+	VBROADCASTSS (R11), Z27
+	VBROADCASTSS (R11)(R9*1), K4, Z27
+	VMULPS       Z13, Z27, Z28
 	VFNMADD231PS Z29, Z28, Z3
 	VPXORD       Z5, Z5, Z5
 	VPDPBUSD     4(R11), Z20, Z5
@@ -1244,7 +1167,7 @@ dotQ4Kx8VNNIloop:
 	VSHUFI64X2   $0xee, Z10, Z5, Z31
 	VPADDD       Z31, Z30, Z30
 	VCVTDQ2PS    Z30, Z30
-	VPERMPS      Z12, Z27, Z28
+	VMULPS       Z12, Z27, Z28
 	VFMADD231PS  Z30, Z28, Z3
 	ADDQ         $0x00000090, SI
 	ADDQ         $0x00000124, R8

@@ -32,7 +32,6 @@ func vpdpwssd(a, b, acc Op) {
 }
 
 var (
-	pidx   Mem // per pair p: 16 dwords [2p x8, 2p+1 x8]
 	midx   Mem // mins lanes: [0 1 2 3 0 0 0 0 4 5 6 7 0 0 0 0]
 	scshuf Mem // per group g: 16 bytes [2g x8, 2g+1 x8]
 	nibsh  Mem // 16 words 0, then 16 words 4 (VPSRLVW counts)
@@ -42,12 +41,6 @@ var (
 )
 
 func consts() {
-	pidx = GLOBL("vnnipidx", RODATA|NOPTR)
-	for p := 0; p < 4; p++ {
-		for l := 0; l < 16; l++ {
-			DATA(64*p+4*l, U32(2*p+l/8))
-		}
-	}
 	midx = GLOBL("vnnimidx", RODATA|NOPTR)
 	for l, v := range []uint32{0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7, 0, 0, 0, 0} {
 		DATA(4*l, U32(v))
@@ -164,6 +157,8 @@ func q80(name string, nv int, q4 bool) {
 	prologue(name, nv)
 	Comment("Z11 = 0; Z12 = 0x0F bytes; Z13 = 0x08 bytes; Z14 = nibble shifts")
 	VPXORD(Z11, Z11, Z11)
+	MOVL(U32(0xFF00), EAX)
+	KMOVW(EAX, K4)
 	if q4 {
 		VMOVDQU32(b0F, Z12)
 		VMOVDQU32(b08, Z13)
@@ -172,22 +167,11 @@ func q80(name string, nv int, q4 bool) {
 	TESTQ(RCX, RCX)
 	JEQ(LabelRef(name + "done"))
 	Label(name + "loop")
-	Comment("Y4 = d_x[v] * d_w for the vectors")
-	MOVWLZX(xaddr(0, 0), EAX)
-	VMOVD(EAX, X4)
-	for v := 1; v < nv; v++ {
-		VPINSRW(U8(v), xaddr(v, 0), X4, X4)
-	}
-	if nv > 4 {
-		VCVTPH2PS(X4, Y4)
-	} else {
-		VCVTPH2PS(X4, X4)
-	}
+	Comment("Z5 = d_w in every lane")
 	MOVWLZX(Mem{Base: RSI}, EAX)
 	VMOVD(EAX, X5)
 	VCVTPH2PS(X5, X5)
-	VBROADCASTSS(X5, Y5)
-	VMULPS(Y5, Y4, Y4)
+	VBROADCASTSS(X5, Z5)
 	Comment("Z6 = the 32 signed weights in both halves, Z7 = |w|, K1 = w < 0")
 	if q4 {
 		VBROADCASTI32X4(Mem{Base: RSI, Disp: 2}, Z6)
@@ -207,8 +191,11 @@ func q80(name string, nv int, q4 bool) {
 		VPXORD(Z9, Z9, Z9)
 		vpdpbusd(Z8, Z7, Z9)
 		VCVTDQ2PS(Z9, Z9)
-		VMOVDQU32(pidx.Offset(64*p), Z10)
-		VPERMPS(Z4, Z10, Z10)
+		// Z10 = [d_x(a)*d_w x8, d_x(b)*d_w x8]
+		VPBROADCASTW(xaddr(a, 0), Y10)
+		VPBROADCASTW(xaddr(b, 0), K4, Y10)
+		VCVTPH2PS(Y10, Z10)
+		VMULPS(Z5, Z10, Z10)
 		VFMADD231PS(Z9, Z10, accs[p])
 	}
 	advance(nv, wb, 34)
@@ -227,31 +214,20 @@ func q4k(name string, nv int) {
 	VMOVDQU32(midx, Z26)
 	MOVL(U32(0x0F0F), EAX)
 	KMOVW(EAX, K2)
+	MOVL(U32(0xFF00), EAX)
+	KMOVW(EAX, K4)
 	TESTQ(RCX, RCX)
 	JEQ(LabelRef(name + "done"))
 	Label(name + "loop")
-	Comment("Y12 = y.d[v] * d, Y13 = y.d[v] * dmin")
+	Comment("Z12 = d, Z13 = dmin in every lane")
 	MOVWLZX(Mem{Base: RSI}, EAX)
 	VMOVD(EAX, X14)
 	VCVTPH2PS(X14, X14)
-	VBROADCASTSS(X14, Y14)
+	VBROADCASTSS(X14, Z12)
 	MOVWLZX(Mem{Base: RSI, Disp: 2}, EAX)
 	VMOVD(EAX, X15)
 	VCVTPH2PS(X15, X15)
-	VBROADCASTSS(X15, Y15)
-	VMOVSS(xaddr(0, 0), X4)
-	for v := 1; v < min(nv, 4); v++ {
-		VINSERTPS(U8(v<<4), xaddr(v, 0), X4, X4)
-	}
-	if nv > 4 {
-		VMOVSS(xaddr(4, 0), X5)
-		for v := 5; v < 8; v++ {
-			VINSERTPS(U8((v-4)<<4), xaddr(v, 0), X5, X5)
-		}
-		VINSERTF128(U8(1), X5, Y4, Y4)
-	}
-	VMULPS(Y14, Y4, Y12)
-	VMULPS(Y15, Y4, Y13)
+	VBROADCASTSS(X15, Z13)
 	Comment("unpack scales (AX) and mins (R12) as in dotQ4KAVX2")
 	MOVL(Mem{Base: RSI, Disp: 4}, EAX)
 	MOVL(Mem{Base: RSI, Disp: 8}, EBX)
@@ -307,8 +283,10 @@ func q4k(name string, nv int) {
 		VPMADDWD(Y6, Y14, Y14)
 		VPERMD_Z(Z14, Z26, K2, Z29)
 		VCVTDQ2PS(Z29, Z29)
-		VMOVDQU32(pidx.Offset(64*p), Z27)
-		VPERMPS(Z13, Z27, Z28)
+		// Z27 = [y.d(a) x8, y.d(b) x8]; Z28 = Z27 * dmin
+		VBROADCASTSS(xaddr(a, 0), Z27)
+		VBROADCASTSS(xaddr(b, 0), K4, Z27)
+		VMULPS(Z13, Z27, Z28)
 		VFNMADD231PS(Z29, Z28, accs[p])
 		for i, v := range []int{a, b} {
 			t := ta
@@ -331,7 +309,7 @@ func q4k(name string, nv int) {
 		VSHUFI64X2(U8(0xEE), tb[0], ta[0], Z31)
 		VPADDD(Z31, Z30, Z30)
 		VCVTDQ2PS(Z30, Z30)
-		VPERMPS(Z12, Z27, Z28)
+		VMULPS(Z12, Z27, Z28)
 		VFMADD231PS(Z30, Z28, accs[p])
 	}
 	advance(nv, 144, 292)
