@@ -151,6 +151,9 @@ func useSIMD(on bool) bool {
 			dot4Kernels[t] = k
 		}
 		if hasVNNI && vnniOn {
+			for t, k := range vnniKernels {
+				dotKernels[t] = k
+			}
 			for t, k := range vnni4Kernels {
 				dot4Kernels[t] = k
 			}
@@ -371,6 +374,12 @@ func useVNNI(on bool) bool {
 	}
 	vnniOn = on
 	return useSIMD(true)
+}
+
+// vnniKernels are the AVX-512 VNNI single-vector kernels; like the batch
+// ones they are bit-identical to the AVX2 kernels they replace.
+var vnniKernels = map[Type]dotFunc{
+	Q4_K: blockKernel(dotQ4KVNNI, QKK, 144, 292),
 }
 
 // vnni4Kernels and vnni8Kernels are the AVX-512 VNNI batch kernels: for each

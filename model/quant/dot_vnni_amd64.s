@@ -1240,3 +1240,116 @@ dotQ4Kx8VNNIdone:
 	VMOVSS        X5, 28(DX)
 	VZEROUPPER
 	RET
+
+// func dotQ4KVNNI(nb int, w *byte, x *byte) float32
+// Requires: AVX, AVX2, AVX512BW, AVX512F, F16C, FMA3, SSE
+TEXT ·dotQ4KVNNI(SB), NOSPLIT, $0-28
+	MOVQ      nb+0(FP), CX
+	MOVQ      w+8(FP), SI
+	MOVQ      x+16(FP), DI
+	VXORPS    Y0, Y0, Y0
+	VMOVDQU32 vnninibsh<>+0(SB), Z24
+	VMOVDQU32 vnnib0f<>+0(SB), Z25
+	TESTQ     CX, CX
+	JEQ       dotQ4KVNNIdone
+
+dotQ4KVNNIloop:
+	// X1 = d * y.d, X2 = dmin * y.d
+	MOVWLZX   (SI), AX
+	MOVWLZX   2(SI), BX
+	VMOVD     AX, X1
+	VMOVD     BX, X2
+	VCVTPH2PS X1, X1
+	VCVTPH2PS X2, X2
+	VMOVSS    (DI), X3
+	VMULSS    X3, X1, X1
+	VMULSS    X3, X2, X2
+
+	// unpack scales (AX) and mins (R12) as in dotQ4KAVX2
+	MOVL 4(SI), AX
+	MOVL 8(SI), BX
+	MOVL 12(SI), DX
+	MOVL DX, R12
+	SHRL $0x04, R12
+	ANDL $0x0f0f0f0f, R12
+	MOVL BX, R13
+	SHRL $0x06, R13
+	ANDL $0x03030303, R13
+	SHLL $0x04, R13
+	ORL  R13, R12
+	MOVL BX, R14
+	ANDL $0x3f3f3f3f, R14
+	ANDL $0x0f0f0f0f, DX
+	MOVL AX, R13
+	SHRL $0x06, R13
+	ANDL $0x03030303, R13
+	SHLL $0x04, R13
+	ORL  R13, DX
+	ANDL $0x3f3f3f3f, AX
+	SHLQ $0x20, DX
+	ORQ  DX, AX
+	SHLQ $0x20, R12
+	ORQ  R14, R12
+
+	// mins term, as dotQ4KAVX2
+	VMOVQ           R12, X5
+	VPMOVZXBW       X5, X5
+	VMOVDQU         260(DI), X6
+	VPHADDW         276(DI), X6, X6
+	VPMADDWD        X6, X5, X5
+	VCVTDQ2PS       Y5, Y5
+	VBROADCASTSS    X2, Y2
+	VFNMADD231PS    Y5, Y2, Y0
+	VMOVQ           AX, X7
+	VPSHUFB         vnniscshuf<>+0(SB), X7, X4
+	VPMOVZXBD       X4, Z16
+	VPSHUFB         vnniscshuf<>+16(SB), X7, X4
+	VPMOVZXBD       X4, Z17
+	VPSHUFB         vnniscshuf<>+32(SB), X7, X4
+	VPMOVZXBD       X4, Z18
+	VPSHUFB         vnniscshuf<>+48(SB), X7, X4
+	VPMOVZXBD       X4, Z19
+	VBROADCASTI64X4 16(SI), Z20
+	VPSRLVW         Z24, Z20, Z20
+	VPANDD          Z25, Z20, Z20
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        4(DI), Z20, Z8
+	VBROADCASTI64X4 48(SI), Z21
+	VPSRLVW         Z24, Z21, Z21
+	VPANDD          Z25, Z21, Z21
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        68(DI), Z21, Z9
+	VBROADCASTI64X4 80(SI), Z22
+	VPSRLVW         Z24, Z22, Z22
+	VPANDD          Z25, Z22, Z22
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        132(DI), Z22, Z10
+	VBROADCASTI64X4 112(SI), Z23
+	VPSRLVW         Z24, Z23, Z23
+	VPANDD          Z25, Z23, Z23
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        196(DI), Z23, Z11
+	VPMADDWD        Z16, Z8, Z8
+	VPDPWSSD        Z17, Z9, Z8
+	VPDPWSSD        Z18, Z10, Z8
+	VPDPWSSD        Z19, Z11, Z8
+	VEXTRACTI64X4   $0x01, Z8, Y9
+	VPADDD          Y9, Y8, Y8
+	VCVTDQ2PS       Y8, Y8
+	VBROADCASTSS    X1, Y1
+	VFMADD231PS     Y8, Y1, Y0
+	ADDQ            $0x00000090, SI
+	ADDQ            $0x00000124, DI
+	DECQ            CX
+	JNZ             dotQ4KVNNIloop
+
+dotQ4KVNNIdone:
+	VEXTRACTF128 $0x01, Y0, X5
+	VADDPS       X0, X5, X5
+	VMOVHLPS     X5, X5, X6
+	VADDPS       X6, X5, X5
+	VMOVSHDUP    X5, X6
+	VADDSS       X6, X5, X5
+	VZEROUPPER
+	MOVSS        X5, ret+24(FP)
+	RET

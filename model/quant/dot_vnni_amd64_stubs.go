@@ -21,3 +21,6 @@ func dotQ4_0x8VNNI(nb int, w *byte, x *byte, xstride int, out *[8]float32)
 
 //go:noescape
 func dotQ4Kx8VNNI(nb int, w *byte, x *byte, xstride int, out *[8]float32)
+
+//go:noescape
+func dotQ4KVNNI(nb int, w *byte, x *byte) float32

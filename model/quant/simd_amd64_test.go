@@ -50,8 +50,8 @@ func rawWeights(r *rand.Rand, typ Type, cols int) []byte {
 }
 
 // TestBatchKernelsAllPaths runs every batch kernel (four- and eight-vector,
-// AVX2 and AVX-512 VNNI as the CPU allows) against the single-vector kernel
-// of its type on quantised and raw random weights: results must be
+// AVX2 and AVX-512 VNNI as the CPU allows) and the path's single-vector
+// kernel against the AVX2 single-vector kernel of its type on quantised and raw random weights: results must be
 // bit-identical, as MatMul's output must not depend on the batch size.
 func TestBatchKernelsAllPaths(t *testing.T) {
 	defer useVNNI(hasVNNI)
@@ -90,9 +90,12 @@ func TestBatchKernelsAllPaths(t *testing.T) {
 						for v := 0; v < 8; v++ {
 							quantizeActivations(vt, randVec(r, cols, float32(v+1)), xq[v*xB:(v+1)*xB])
 						}
+						// The AVX2 single-vector kernel defines the results.
 						want := make([]float32, 8)
 						for v := range want {
-							want[v] = dotKernels[typ](cols, w, xq[v*xB:(v+1)*xB])
+							want[v] = simdKernels[typ](cols, w, xq[v*xB:(v+1)*xB])
+							got := dotKernels[typ](cols, w, xq[v*xB:(v+1)*xB])
+							require.Equal(t, math.Float32bits(want[v]), math.Float32bits(got), "single vector %d: %v vs %v", v, want[v], got)
 						}
 						var out4 [4]float32
 						dot4Kernels[typ](cols, w, xq, xB, &out4)
@@ -200,6 +203,46 @@ func BenchmarkBatchKernels(b *testing.B) {
 			b.ReportMetric(float64(t8.Nanoseconds())/per, "vnnix8_ns/row8")
 			b.ReportMetric(float64(ta)/float64(t4), "x4_speedup")
 			b.ReportMetric(float64(ta)/float64(t8), "x8_speedup")
+		})
+	}
+}
+
+// BenchmarkSingleKernels times the AVX2 and the AVX-512 VNNI single-vector
+// kernel of each type that has one, side by side (single thread, 64 rows x
+// 4096 columns, one vector), and reports ns per row and the speedup.
+func BenchmarkSingleKernels(b *testing.B) {
+	if !useVNNI(true) {
+		b.Skip("no AVX-512 VNNI")
+	}
+	const rows, cols = 64, 4096
+	for typ, kv := range vnniKernels {
+		b.Run(typ.String(), func(b *testing.B) {
+			m := benchMatrix(b, typ, rows, cols)
+			rb := len(m.Data) / rows
+			vt := vecDotType(typ)
+			xB, _ := vt.RowBytes(cols)
+			xq := make([]byte, xB)
+			quantizeActivations(vt, randVec(rand.New(rand.NewPCG(4, 4)), cols, 1), xq)
+			ka := simdKernels[typ]
+			var ta, tv time.Duration
+			var sink float32
+			for i := 0; i < b.N; i++ {
+				s := time.Now()
+				for row := 0; row < rows; row++ {
+					sink += ka(cols, m.Data[row*rb:(row+1)*rb], xq)
+				}
+				s1 := time.Now()
+				for row := 0; row < rows; row++ {
+					sink += kv(cols, m.Data[row*rb:(row+1)*rb], xq)
+				}
+				ta += s1.Sub(s)
+				tv += time.Since(s1)
+			}
+			per := float64(b.N * rows)
+			b.ReportMetric(float64(ta.Nanoseconds())/per, "avx2_ns/row")
+			b.ReportMetric(float64(tv.Nanoseconds())/per, "vnni_ns/row")
+			b.ReportMetric(float64(ta)/float64(tv), "speedup")
+			_ = sink
 		})
 	}
 }
