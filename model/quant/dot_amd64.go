@@ -143,6 +143,7 @@ func useSIMD(on bool) bool {
 	dotF32Impl = dotF32Generic
 	clear(dot4Kernels)
 	clear(dot8Kernels)
+	clear(dot16Kernels)
 	if on {
 		for t, k := range simdKernels {
 			dotKernels[t] = k
@@ -159,6 +160,9 @@ func useSIMD(on bool) bool {
 			}
 			for t, k := range vnni8Kernels {
 				dot8Kernels[t] = k
+			}
+			for t, k := range vnni16Kernels {
+				dot16Kernels[t] = k
 			}
 		}
 		dotF32Impl = dotF32SIMD
@@ -382,7 +386,7 @@ var vnniKernels = map[Type]dotFunc{
 	Q4_K: blockKernel(dotQ4KVNNI, QKK, 144, 292),
 }
 
-// vnni4Kernels and vnni8Kernels are the AVX-512 VNNI batch kernels: for each
+// vnni4Kernels, vnni8Kernels and vnni16Kernels are the AVX-512 VNNI batch kernels: for each
 // vector they perform exactly the float operations of the AVX2 single-vector
 // kernel, so their results are bit-identical to it (see internal/asm).
 var vnni4Kernels = map[Type]dot4Func{
@@ -395,6 +399,27 @@ var vnni8Kernels = map[Type]dot8Func{
 	Q4_K: blockKernel8(dotQ4Kx8VNNI, QKK, 144, 292),
 	Q8_0: blockKernel8(dotQ8_0x8VNNI, QK, 34, 34),
 	Q4_0: blockKernel8(dotQ4_0x8VNNI, QK, 18, 34),
+}
+
+var vnni16Kernels = map[Type]dot16Func{
+	Q4_K: blockKernel16(dotQ4Kx16VNNI, QKK, 144, 292),
+	Q8_0: blockKernel16(dotQ8_0x16VNNI, QK, 34, 34),
+	Q4_0: blockKernel16(dotQ4_0x16VNNI, QK, 18, 34),
+}
+
+// blockKernel16 adapts a sixteen-vector assembly kernel over whole blocks to
+// a dot16Func, bounds-checking the slices first.
+func blockKernel16(k func(nb int, w, x *byte, xstride int, out *[16]float32), bs, wb, xb int) dot16Func {
+	return func(cols int, w, x []byte, xB int, out *[16]float32) {
+		nb := cols / bs
+		if nb == 0 {
+			*out = [16]float32{}
+			return
+		}
+		_ = w[nb*wb-1]
+		_ = x[15*xB+nb*xb-1]
+		k(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
+	}
 }
 
 // blockKernel8 adapts an eight-vector assembly kernel over whole blocks to a

@@ -23,4 +23,13 @@ func dotQ4_0x8VNNI(nb int, w *byte, x *byte, xstride int, out *[8]float32)
 func dotQ4Kx8VNNI(nb int, w *byte, x *byte, xstride int, out *[8]float32)
 
 //go:noescape
+func dotQ8_0x16VNNI(nb int, w *byte, x *byte, xstride int, out *[16]float32)
+
+//go:noescape
+func dotQ4_0x16VNNI(nb int, w *byte, x *byte, xstride int, out *[16]float32)
+
+//go:noescape
+func dotQ4Kx16VNNI(nb int, w *byte, x *byte, xstride int, out *[16]float32)
+
+//go:noescape
 func dotQ4KVNNI(nb int, w *byte, x *byte) float32

@@ -92,6 +92,12 @@ type dot8Func func(cols int, w, x []byte, xB int, out *[8]float32)
 // with AVX-512 VNNI), filled by useSIMD.
 var dot8Kernels = map[Type]dot8Func{}
 
+// dot16Func is dot4Func for sixteen activation vectors.
+type dot16Func func(cols int, w, x []byte, xB int, out *[16]float32)
+
+// dot16Kernels are the sixteen-vector kernels MatMul uses for n >= 16.
+var dot16Kernels = map[Type]dot16Func{}
+
 // quantizeActivations converts x (len a multiple of the block size of t) to
 // vec_dot type t into dst, as ggml-cpu's from_float for that type does.
 func quantizeActivations(t Type, x []float32, dst []byte) {
@@ -224,6 +230,7 @@ type matmulJob struct {
 	dot    dotFunc
 	dot4   dot4Func // nil when the type has no four-vector kernel
 	dot8   dot8Func // nil when the type has no eight-vector kernel
+	dot16  dot16Func
 	outs   [][16]float32
 	isF32  bool
 	quantT Type
@@ -250,14 +257,23 @@ func (j *matmulJob) run(worker, start, end int) {
 		}
 		return
 	}
-	tile := max(8, tileBytes/j.xB)
+	tile := max(16, tileBytes/j.xB)
 	out := (*[4]float32)(j.outs[worker][:4]) // per-worker: a local would escape through dot4
 	out8 := (*[8]float32)(j.outs[worker][:8])
+	out16 := &j.outs[worker]
 	for i0 := 0; i0 < n; i0 += tile {
 		i1 := min(n, i0+tile)
 		for r := start; r < end; r++ {
 			w := m.Data[r*j.rowB : (r+1)*j.rowB]
 			i := i0
+			if j.dot16 != nil {
+				for ; i+16 <= i1; i += 16 {
+					j.dot16(m.Cols, w, j.xq[i*j.xB:(i+16)*j.xB], j.xB, out16)
+					for k, v := range out16 {
+						j.dst[(i+k)*m.Rows+r] = v
+					}
+				}
+			}
 			if j.dot8 != nil {
 				for ; i+8 <= i1; i += 8 {
 					j.dot8(m.Cols, w, j.xq[i*j.xB:(i+8)*j.xB], j.xB, out8)
@@ -338,6 +354,9 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 		}
 		if n >= 8 {
 			j.dot8 = dot8Kernels[m.Type]
+		}
+		if n >= 16 {
+			j.dot16 = dot16Kernels[m.Type]
 		}
 		j.quantT = vecDotType(m.Type)
 		xB, err := j.quantT.RowBytes(m.Cols)

@@ -64,9 +64,11 @@ func TestBatchKernelsAllPaths(t *testing.T) {
 			for _, typ := range []Type{Q4_K, Q8_0, Q4_0} {
 				require.NotNil(t, dot4Kernels[typ], "%s x4", typ)
 				require.NotNil(t, dot8Kernels[typ], "%s x8", typ)
+				require.NotNil(t, dot16Kernels[typ], "%s x16", typ)
 			}
 		} else {
 			require.Empty(t, dot8Kernels)
+			require.Empty(t, dot16Kernels)
 		}
 		for typ := range dot4Kernels {
 			bs := typ.BlockSize()
@@ -86,12 +88,12 @@ func TestBatchKernelsAllPaths(t *testing.T) {
 						}
 						vt := vecDotType(typ)
 						xB, _ := vt.RowBytes(cols)
-						xq := make([]byte, 8*xB)
-						for v := 0; v < 8; v++ {
+						xq := make([]byte, 16*xB)
+						for v := 0; v < 16; v++ {
 							quantizeActivations(vt, randVec(r, cols, float32(v+1)), xq[v*xB:(v+1)*xB])
 						}
 						// The AVX2 single-vector kernel defines the results.
-						want := make([]float32, 8)
+						want := make([]float32, 16)
 						for v := range want {
 							want[v] = simdKernels[typ](cols, w, xq[v*xB:(v+1)*xB])
 							got := dotKernels[typ](cols, w, xq[v*xB:(v+1)*xB])
@@ -107,6 +109,13 @@ func TestBatchKernelsAllPaths(t *testing.T) {
 							k8(cols, w, xq, xB, &out8)
 							for v := range out8 {
 								require.Equal(t, math.Float32bits(want[v]), math.Float32bits(out8[v]), "x8 vector %d: %v vs %v", v, want[v], out8[v])
+							}
+						}
+						if k16 := dot16Kernels[typ]; k16 != nil {
+							var out16 [16]float32
+							k16(cols, w, xq, xB, &out16)
+							for v := range out16 {
+								require.Equal(t, math.Float32bits(want[v]), math.Float32bits(out16[v]), "x16 vector %d: %v vs %v", v, want[v], out16[v])
 							}
 						}
 					})
@@ -129,7 +138,7 @@ func TestMatMulBatchInvariantAllPaths(t *testing.T) {
 		for _, typ := range []Type{Q4_K, Q8_0, Q4_0} {
 			const rows, cols = 11, 512
 			m, _ := quantMatrix(t, r, typ, rows, cols)
-			for _, n := range []int{4, 8, 13, 20} {
+			for _, n := range []int{4, 8, 13, 16, 20, 31} {
 				x := randVec(r, n*cols, 1)
 				batch := make([]float32, n*rows)
 				MatMul(p, batch, m, x, n)
@@ -147,62 +156,73 @@ func TestMatMulBatchInvariantAllPaths(t *testing.T) {
 }
 
 // BenchmarkBatchKernels times, side by side in one benchmark (single
-// thread, 64 rows x 4096 columns, 8 activation vectors), the AVX2
-// four-vector kernel (two calls), the VNNI four-vector kernel (two calls)
-// and the VNNI eight-vector kernel; it reports ns per row for each and the
-// speedups over AVX2 x4.
+// thread, 64 rows x 4096 columns, 16 activation vectors), the AVX2
+// four-vector kernel and the VNNI four-, eight- and sixteen-vector kernels
+// (as many calls as cover the 16 vectors); it reports ns per row for each
+// and the speedups over AVX2 x4.
 func BenchmarkBatchKernels(b *testing.B) {
 	if !hasVNNI {
 		b.Skip("no AVX-512 VNNI")
 	}
 	defer useVNNI(true)
-	const rows, cols = 64, 4096
+	const rows, cols, nv = 64, 4096, 16
 	for _, typ := range []Type{Q4_K, Q4_0, Q8_0} {
 		b.Run(typ.String(), func(b *testing.B) {
 			m := benchMatrix(b, typ, rows, cols)
 			rb := len(m.Data) / rows
 			vt := vecDotType(typ)
 			xB, _ := vt.RowBytes(cols)
-			xq := make([]byte, 8*xB)
+			xq := make([]byte, nv*xB)
 			r := rand.New(rand.NewPCG(4, 4))
-			for v := 0; v < 8; v++ {
+			for v := 0; v < nv; v++ {
 				quantizeActivations(vt, randVec(r, cols, 1), xq[v*xB:(v+1)*xB])
 			}
 			useVNNI(false)
 			avx2 := dot4Kernels[typ]
 			useVNNI(true)
-			v4, v8 := dot4Kernels[typ], dot8Kernels[typ]
+			v4, v8, v16 := dot4Kernels[typ], dot8Kernels[typ], dot16Kernels[typ]
 			var out4 [4]float32
 			var out8 [8]float32
-			var ta, t4, t8 time.Duration
+			var out16 [16]float32
+			var t [4]time.Duration
 			for i := 0; i < b.N; i++ {
-				s := time.Now()
+				s0 := time.Now()
 				for row := 0; row < rows; row++ {
 					w := m.Data[row*rb : (row+1)*rb]
-					avx2(cols, w, xq, xB, &out4)
-					avx2(cols, w, xq[4*xB:], xB, &out4)
+					for v := 0; v < nv; v += 4 {
+						avx2(cols, w, xq[v*xB:], xB, &out4)
+					}
 				}
 				s1 := time.Now()
 				for row := 0; row < rows; row++ {
 					w := m.Data[row*rb : (row+1)*rb]
-					v4(cols, w, xq, xB, &out4)
-					v4(cols, w, xq[4*xB:], xB, &out4)
+					for v := 0; v < nv; v += 4 {
+						v4(cols, w, xq[v*xB:], xB, &out4)
+					}
 				}
 				s2 := time.Now()
 				for row := 0; row < rows; row++ {
-					v8(cols, m.Data[row*rb:(row+1)*rb], xq, xB, &out8)
+					w := m.Data[row*rb : (row+1)*rb]
+					v8(cols, w, xq, xB, &out8)
+					v8(cols, w, xq[8*xB:], xB, &out8)
 				}
 				s3 := time.Now()
-				ta += s1.Sub(s)
-				t4 += s2.Sub(s1)
-				t8 += s3.Sub(s2)
+				for row := 0; row < rows; row++ {
+					v16(cols, m.Data[row*rb:(row+1)*rb], xq, xB, &out16)
+				}
+				s4 := time.Now()
+				t[0] += s1.Sub(s0)
+				t[1] += s2.Sub(s1)
+				t[2] += s3.Sub(s2)
+				t[3] += s4.Sub(s3)
 			}
 			per := float64(b.N * rows)
-			b.ReportMetric(float64(ta.Nanoseconds())/per, "avx2x4_ns/row8")
-			b.ReportMetric(float64(t4.Nanoseconds())/per, "vnnix4_ns/row8")
-			b.ReportMetric(float64(t8.Nanoseconds())/per, "vnnix8_ns/row8")
-			b.ReportMetric(float64(ta)/float64(t4), "x4_speedup")
-			b.ReportMetric(float64(ta)/float64(t8), "x8_speedup")
+			for k, name := range []string{"avx2x4", "vnnix4", "vnnix8", "vnnix16"} {
+				b.ReportMetric(float64(t[k].Nanoseconds())/per, name+"_ns/row16")
+				if k > 0 {
+					b.ReportMetric(float64(t[0])/float64(t[k]), name+"_speedup")
+				}
+			}
 		})
 	}
 }

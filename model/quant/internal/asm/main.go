@@ -70,9 +70,10 @@ func consts() {
 }
 
 // xaddr addresses byte disp of activation vector v: R8 = x, R9 = stride,
-// R10 = x+3*stride, R11 = x+6*stride.
+// R10 = x+3*stride, R11 = x+6*stride; for vectors 8-15 the three bases are
+// moved on by DI = 8*stride first (pairStart).
 func xaddr(v, disp int) Mem {
-	switch v {
+	switch v % 8 {
 	case 0:
 		return Mem{Base: R8, Disp: disp}
 	case 1:
@@ -93,7 +94,25 @@ func xaddr(v, disp int) Mem {
 	panic("vector")
 }
 
-var accs = []VecPhysical{Z0, Z1, Z2, Z3}
+var accs = []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7}
+
+// pairStart moves the activation bases to vectors 8-15 before pair 4, and
+// back after the last pair.
+func pairStart(nv, p int) {
+	if nv > 8 && p == 4 {
+		ADDQ(RDI, R8)
+		ADDQ(RDI, R10)
+		ADDQ(RDI, R11)
+	}
+}
+
+func pairsEnd(nv int) {
+	if nv > 8 {
+		SUBQ(RDI, R8)
+		SUBQ(RDI, R10)
+		SUBQ(RDI, R11)
+	}
+}
 
 func prologue(name string, nv int) {
 	TEXT(name, NOSPLIT, fmt.Sprintf("func(nb int, w, x *byte, xstride int, out *[%d]float32)", nv))
@@ -107,6 +126,10 @@ func prologue(name string, nv int) {
 	if nv > 4 {
 		LEAQ(Mem{Base: R10, Index: R9, Scale: 2}, R11)
 		ADDQ(R9, R11)
+	}
+	if nv > 8 {
+		MOVQ(R9, RDI)
+		SHLQ(U8(3), RDI)
 	}
 	for p := 0; p < nv/2; p++ {
 		VPXORD(accs[p], accs[p], accs[p])
@@ -131,16 +154,16 @@ func epilogue(nv int) {
 			y := accs[p].AsY()
 			x := accs[p].AsX()
 			if h == 1 {
-				VEXTRACTF64X4(U8(1), accs[p], Y7)
-				y, x = Y7, X7
+				VEXTRACTF64X4(U8(1), accs[p], Y15)
+				y, x = Y15, X15
 			}
-			VEXTRACTF128(U8(1), y, X5)
-			VADDPS(x, X5, X5)
-			VMOVHLPS(X5, X5, X6)
-			VADDPS(X6, X5, X5)
-			VMOVSHDUP(X5, X6)
-			VADDSS(X6, X5, X5)
-			VMOVSS(X5, Mem{Base: RDX, Disp: 4 * (2*p + h)})
+			VEXTRACTF128(U8(1), y, X13)
+			VADDPS(x, X13, X13)
+			VMOVHLPS(X13, X13, X14)
+			VADDPS(X14, X13, X13)
+			VMOVSHDUP(X13, X14)
+			VADDSS(X14, X13, X13)
+			VMOVSS(X13, Mem{Base: RDX, Disp: 4 * (2*p + h)})
 		}
 	}
 	VZEROUPPER()
@@ -167,37 +190,39 @@ func q80(name string, nv int, q4 bool) {
 	TESTQ(RCX, RCX)
 	JEQ(LabelRef(name + "done"))
 	Label(name + "loop")
-	Comment("Z5 = d_w in every lane")
+	Comment("Z15 = d_w in every lane")
 	MOVWLZX(Mem{Base: RSI}, EAX)
-	VMOVD(EAX, X5)
-	VCVTPH2PS(X5, X5)
-	VBROADCASTSS(X5, Z5)
-	Comment("Z6 = the 32 signed weights in both halves, Z7 = |w|, K1 = w < 0")
+	VMOVD(EAX, X15)
+	VCVTPH2PS(X15, X15)
+	VBROADCASTSS(X15, Z15)
+	Comment("Z16 = the 32 signed weights in both halves, Z17 = |w|, K1 = w < 0")
 	if q4 {
-		VBROADCASTI32X4(Mem{Base: RSI, Disp: 2}, Z6)
-		VPSRLVW(Z14, Z6, Z6)
-		VPANDD(Z12, Z6, Z6)
-		VPSUBB(Z13, Z6, Z6)
+		VBROADCASTI32X4(Mem{Base: RSI, Disp: 2}, Z16)
+		VPSRLVW(Z14, Z16, Z16)
+		VPANDD(Z12, Z16, Z16)
+		VPSUBB(Z13, Z16, Z16)
 	} else {
-		VBROADCASTI64X4(Mem{Base: RSI, Disp: 2}, Z6)
+		VBROADCASTI64X4(Mem{Base: RSI, Disp: 2}, Z16)
 	}
-	VPABSB(Z6, Z7)
-	VPMOVB2M(Z6, K1)
+	VPABSB(Z16, Z17)
+	VPMOVB2M(Z16, K1)
 	for p := 0; p < nv/2; p++ {
+		pairStart(nv, p)
 		a, b := 2*p, 2*p+1
 		VMOVDQU(xaddr(a, 2), Y8)
 		VINSERTI64X4(U8(1), xaddr(b, 2), Z8, Z8)
 		VPSUBB(Z8, Z11, K1, Z8) // x = -x where w < 0 (VPSIGNB)
 		VPXORD(Z9, Z9, Z9)
-		vpdpbusd(Z8, Z7, Z9)
+		vpdpbusd(Z8, Z17, Z9)
 		VCVTDQ2PS(Z9, Z9)
 		// Z10 = [d_x(a)*d_w x8, d_x(b)*d_w x8]
 		VPBROADCASTW(xaddr(a, 0), Y10)
 		VPBROADCASTW(xaddr(b, 0), K4, Y10)
 		VCVTPH2PS(Y10, Z10)
-		VMULPS(Z5, Z10, Z10)
+		VMULPS(Z15, Z10, Z10)
 		VFMADD231PS(Z9, Z10, accs[p])
 	}
+	pairsEnd(nv)
 	advance(nv, wb, 34)
 	DECQ(RCX)
 	JNZ(LabelRef(name + "loop"))
@@ -219,25 +244,25 @@ func q4k(name string, nv int) {
 	TESTQ(RCX, RCX)
 	JEQ(LabelRef(name + "done"))
 	Label(name + "loop")
-	Comment("Z12 = d, Z13 = dmin in every lane")
+	Comment("Z30 = d, Z31 = dmin in every lane")
 	MOVWLZX(Mem{Base: RSI}, EAX)
 	VMOVD(EAX, X14)
 	VCVTPH2PS(X14, X14)
-	VBROADCASTSS(X14, Z12)
+	VBROADCASTSS(X14, Z30)
 	MOVWLZX(Mem{Base: RSI, Disp: 2}, EAX)
 	VMOVD(EAX, X15)
 	VCVTPH2PS(X15, X15)
-	VBROADCASTSS(X15, Z13)
+	VBROADCASTSS(X15, Z31)
 	unpackQ4KScales()
-	Comment("Y6 = 8 int16 mins in both lanes; Z16-Z19 = int32 scales of sub-blocks 2g, 2g+1")
-	VMOVQ(R12, X6)
-	VPMOVZXBW(X6, X6)
-	VINSERTI128(U8(1), X6, Y6, Y6)
-	VMOVQ(RAX, X7)
+	Comment("Y12 = 8 int16 mins in both lanes; Z16-Z19 = int32 scales of sub-blocks 2g, 2g+1")
+	VMOVQ(R12, X12)
+	VPMOVZXBW(X12, X12)
+	VINSERTI128(U8(1), X12, Y12, Y12)
+	VMOVQ(RAX, X13)
 	scs := []VecPhysical{Z16, Z17, Z18, Z19}
 	for g := 0; g < 4; g++ {
-		VPSHUFB(scshuf.Offset(16*g), X7, X8)
-		VPMOVZXBD(X8, scs[g])
+		VPSHUFB(scshuf.Offset(16*g), X13, X14)
+		VPMOVZXBD(X14, scs[g])
 	}
 	Comment("Z20-Z23 = nibbles of sub-blocks 2g (low half) and 2g+1 (high half)")
 	ws := []VecPhysical{Z20, Z21, Z22, Z23}
@@ -246,9 +271,10 @@ func q4k(name string, nv int) {
 		VPSRLVW(Z24, ws[g], ws[g])
 		VPANDD(Z25, ws[g], ws[g])
 	}
-	ta := []VecPhysical{Z5, Z7, Z8, Z9}
-	tb := []VecPhysical{Z10, Z11, Z14, Z15}
+	ta := []VecPhysical{Z8, Z9, Z10, Z11}
+	tb := []VecPhysical{Z14, Z15, Z9, Z10} // Z9, Z10 are free once ta is summed
 	for p := 0; p < nv/2; p++ {
+		pairStart(nv, p)
 		a, b := 2*p, 2*p+1
 		Comment(fmt.Sprintf("vectors %d and %d: mins term first", a, b))
 		VMOVDQU(xaddr(a, 260), X14)
@@ -256,13 +282,13 @@ func q4k(name string, nv int) {
 		VMOVDQU(xaddr(a, 276), X15)
 		VINSERTI128(U8(1), xaddr(b, 276), Y15, Y15)
 		VPHADDW(Y15, Y14, Y14)
-		VPMADDWD(Y6, Y14, Y14)
+		VPMADDWD(Y12, Y14, Y14)
 		VPERMD_Z(Z14, Z26, K2, Z29)
 		VCVTDQ2PS(Z29, Z29)
 		// Z27 = [y.d(a) x8, y.d(b) x8]; Z28 = Z27 * dmin
 		VBROADCASTSS(xaddr(a, 0), Z27)
 		VBROADCASTSS(xaddr(b, 0), K4, Z27)
-		VMULPS(Z13, Z27, Z28)
+		VMULPS(Z31, Z27, Z28)
 		VFNMADD231PS(Z29, Z28, accs[p])
 		for i, v := range []int{a, b} {
 			t := ta
@@ -281,13 +307,14 @@ func q4k(name string, nv int) {
 				vpdpwssd(scs[g], t[g], t[0])
 			}
 		}
-		VSHUFI64X2(U8(0x44), tb[0], ta[0], Z30)
-		VSHUFI64X2(U8(0xEE), tb[0], ta[0], Z31)
-		VPADDD(Z31, Z30, Z30)
-		VCVTDQ2PS(Z30, Z30)
-		VMULPS(Z12, Z27, Z28)
-		VFMADD231PS(Z30, Z28, accs[p])
+		VSHUFI64X2(U8(0x44), tb[0], ta[0], Z13)
+		VSHUFI64X2(U8(0xEE), tb[0], ta[0], Z14)
+		VPADDD(Z14, Z13, Z13)
+		VCVTDQ2PS(Z13, Z13)
+		VMULPS(Z30, Z27, Z28)
+		VFMADD231PS(Z13, Z28, accs[p])
 	}
+	pairsEnd(nv)
 	advance(nv, 144, 292)
 	DECQ(RCX)
 	JNZ(LabelRef(name + "loop"))
@@ -404,7 +431,7 @@ func q4k1(name string) {
 func main() {
 	ConstraintExpr("!purego")
 	consts()
-	for _, nv := range []int{4, 8} {
+	for _, nv := range []int{4, 8, 16} {
 		q80(fmt.Sprintf("dotQ8_0x%dVNNI", nv), nv, false)
 		q80(fmt.Sprintf("dotQ4_0x%dVNNI", nv), nv, true)
 		q4k(fmt.Sprintf("dotQ4Kx%dVNNI", nv), nv)
