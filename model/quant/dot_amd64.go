@@ -144,6 +144,7 @@ func useSIMD(on bool) bool {
 	clear(dot4Kernels)
 	clear(dot8Kernels)
 	clear(dot16Kernels)
+	quantQ8KBlock = nil
 	if on {
 		for t, k := range simdKernels {
 			dotKernels[t] = k
@@ -164,6 +165,7 @@ func useSIMD(on bool) bool {
 			for t, k := range vnni16Kernels {
 				dot16Kernels[t] = k
 			}
+			quantQ8KBlock = quantQ8KSIMD
 		}
 		dotF32Impl = dotF32SIMD
 	}
@@ -435,4 +437,11 @@ func blockKernel8(k func(nb int, w, x *byte, xstride int, out *[8]float32), bs, 
 		_ = x[7*xB+nb*xb-1]
 		k(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
 	}
+}
+
+// quantQ8KSIMD quantises one Q8_K block with AVX-512 (see quantQ8KBlock).
+func quantQ8KSIMD(x []float32, dst []byte) bool {
+	_ = x[QKK-1]
+	_ = dst[291]
+	return quantQ8KAVX512(&x[0], &dst[0])
 }

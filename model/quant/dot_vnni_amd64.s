@@ -2476,3 +2476,374 @@ dotQ4KVNNIdone:
 	VZEROUPPER
 	MOVSS        X5, ret+24(FP)
 	RET
+
+// func quantQ8KAVX512(x *float32, dst *byte) bool
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
+TEXT ·quantQ8KAVX512(SB), NOSPLIT, $0-17
+	MOVQ         x+0(FP), SI
+	MOVQ         dst+8(FP), DI
+	VPBROADCASTD q8kabs<>+0(SB), Z31
+
+	// Z0-Z15 = |x| as bits (ordered like the floats); Z16 = their maximum
+	VPANDD        (SI), Z31, Z0
+	VPANDD        64(SI), Z31, Z1
+	VPANDD        128(SI), Z31, Z2
+	VPANDD        192(SI), Z31, Z3
+	VPANDD        256(SI), Z31, Z4
+	VPANDD        320(SI), Z31, Z5
+	VPANDD        384(SI), Z31, Z6
+	VPANDD        448(SI), Z31, Z7
+	VPANDD        512(SI), Z31, Z8
+	VPANDD        576(SI), Z31, Z9
+	VPANDD        640(SI), Z31, Z10
+	VPANDD        704(SI), Z31, Z11
+	VPANDD        768(SI), Z31, Z12
+	VPANDD        832(SI), Z31, Z13
+	VPANDD        896(SI), Z31, Z14
+	VPANDD        960(SI), Z31, Z15
+	VPMAXUD       Z1, Z0, Z16
+	VPMAXUD       Z3, Z2, Z17
+	VPMAXUD       Z5, Z4, Z18
+	VPMAXUD       Z7, Z6, Z19
+	VPMAXUD       Z9, Z8, Z20
+	VPMAXUD       Z11, Z10, Z21
+	VPMAXUD       Z13, Z12, Z22
+	VPMAXUD       Z15, Z14, Z23
+	VPMAXUD       Z17, Z16, Z16
+	VPMAXUD       Z19, Z18, Z17
+	VPMAXUD       Z21, Z20, Z18
+	VPMAXUD       Z23, Z22, Z19
+	VPMAXUD       Z17, Z16, Z16
+	VPMAXUD       Z19, Z18, Z17
+	VPMAXUD       Z17, Z16, Z16
+	VEXTRACTI64X4 $0x01, Z16, Y17
+	VPMAXUD       Y17, Y16, Y16
+	VEXTRACTI32X4 $0x01, Y16, X17
+	VPMAXUD       X17, X16, X16
+	VPSHUFD       $0x4e, X16, X17
+	VPMAXUD       X17, X16, X16
+	VPSHUFD       $0xb1, X16, X17
+	VPMAXUD       X17, X16, X16
+	VMOVD         X16, AX
+	TESTL         AX, AX
+	JEQ           q8kfail
+	CMPL          AX, $0x7f800000
+	JAE           q8kfail
+	VPBROADCASTD  X16, Z16
+
+	// AX = index of the first x with |x| = amax
+	VPCMPEQD Z16, Z0, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot0
+	BSFL     AX, AX
+	JMP      q8kfound
+
+q8knot0:
+	VPCMPEQD Z16, Z1, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot1
+	BSFL     AX, AX
+	ADDL     $0x00000010, AX
+	JMP      q8kfound
+
+q8knot1:
+	VPCMPEQD Z16, Z2, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot2
+	BSFL     AX, AX
+	ADDL     $0x00000020, AX
+	JMP      q8kfound
+
+q8knot2:
+	VPCMPEQD Z16, Z3, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot3
+	BSFL     AX, AX
+	ADDL     $0x00000030, AX
+	JMP      q8kfound
+
+q8knot3:
+	VPCMPEQD Z16, Z4, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot4
+	BSFL     AX, AX
+	ADDL     $0x00000040, AX
+	JMP      q8kfound
+
+q8knot4:
+	VPCMPEQD Z16, Z5, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot5
+	BSFL     AX, AX
+	ADDL     $0x00000050, AX
+	JMP      q8kfound
+
+q8knot5:
+	VPCMPEQD Z16, Z6, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot6
+	BSFL     AX, AX
+	ADDL     $0x00000060, AX
+	JMP      q8kfound
+
+q8knot6:
+	VPCMPEQD Z16, Z7, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot7
+	BSFL     AX, AX
+	ADDL     $0x00000070, AX
+	JMP      q8kfound
+
+q8knot7:
+	VPCMPEQD Z16, Z8, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot8
+	BSFL     AX, AX
+	ADDL     $0x00000080, AX
+	JMP      q8kfound
+
+q8knot8:
+	VPCMPEQD Z16, Z9, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot9
+	BSFL     AX, AX
+	ADDL     $0x00000090, AX
+	JMP      q8kfound
+
+q8knot9:
+	VPCMPEQD Z16, Z10, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot10
+	BSFL     AX, AX
+	ADDL     $0x000000a0, AX
+	JMP      q8kfound
+
+q8knot10:
+	VPCMPEQD Z16, Z11, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot11
+	BSFL     AX, AX
+	ADDL     $0x000000b0, AX
+	JMP      q8kfound
+
+q8knot11:
+	VPCMPEQD Z16, Z12, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot12
+	BSFL     AX, AX
+	ADDL     $0x000000c0, AX
+	JMP      q8kfound
+
+q8knot12:
+	VPCMPEQD Z16, Z13, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot13
+	BSFL     AX, AX
+	ADDL     $0x000000d0, AX
+	JMP      q8kfound
+
+q8knot13:
+	VPCMPEQD Z16, Z14, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot14
+	BSFL     AX, AX
+	ADDL     $0x000000e0, AX
+	JMP      q8kfound
+
+q8knot14:
+	VPCMPEQD Z16, Z15, K1
+	KMOVW    K1, AX
+	TESTL    AX, AX
+	JEQ      q8knot15
+	BSFL     AX, AX
+	ADDL     $0x000000f0, AX
+	JMP      q8kfound
+
+q8knot15:
+q8kfail:
+	XORL AX, AX
+	MOVB AL, ret+16(FP)
+	VZEROUPPER
+	RET
+
+q8kfound:
+	// X1 = iscale = -127/max; d = 1/iscale
+	VMOVSS       (SI)(AX*4), X0
+	VMOVSS       q8km127<>+0(SB), X1
+	VDIVSS       X0, X1, X1
+	VMOVSS       q8kone<>+0(SB), X2
+	VDIVSS       X1, X2, X2
+	VMOVSS       X2, (DI)
+	VBROADCASTSS X1, Z1
+	VPBROADCASTD q8kmagic<>+0(SB), Z2
+	VPBROADCASTD q8kmant<>+0(SB), Z3
+	VPBROADCASTD q8khalf<>+0(SB), Z4
+	VPBROADCASTD q8k127<>+0(SB), Z5
+
+	// q = min(nearestInt(iscale*x), 127), stored as int8
+	VMULPS  (SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 4(DI)
+	VMULPS  64(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 20(DI)
+	VMULPS  128(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 36(DI)
+	VMULPS  192(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 52(DI)
+	VMULPS  256(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 68(DI)
+	VMULPS  320(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 84(DI)
+	VMULPS  384(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 100(DI)
+	VMULPS  448(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 116(DI)
+	VMULPS  512(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 132(DI)
+	VMULPS  576(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 148(DI)
+	VMULPS  640(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 164(DI)
+	VMULPS  704(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 180(DI)
+	VMULPS  768(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 196(DI)
+	VMULPS  832(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 212(DI)
+	VMULPS  896(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 228(DI)
+	VMULPS  960(SI), Z1, Z6
+	VADDPS  Z2, Z6, Z6
+	VPANDD  Z3, Z6, Z6
+	VPSUBD  Z4, Z6, Z6
+	VPMINSD Z5, Z6, Z6
+	VPMOVDB Z6, 244(DI)
+
+	// bsums: byte sums of q+128 per 8 (VPSADBW), pairs added, minus 2048
+	VPBROADCASTD q8kb80<>+0(SB), Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       4(DI), Z8, Z6
+	VPSADBW      Z9, Z6, Z6
+	VPMOVQW      Z6, X10
+	VPXORD       68(DI), Z8, Z6
+	VPSADBW      Z9, Z6, Z6
+	VPMOVQW      Z6, X11
+	VPHADDW      X11, X10, X12
+	VPBROADCASTD q8kw2048<>+0(SB), X13
+	VPSUBW       X13, X12, X12
+	VMOVDQU      X12, 260(DI)
+	VPXORD       132(DI), Z8, Z6
+	VPSADBW      Z9, Z6, Z6
+	VPMOVQW      Z6, X10
+	VPXORD       196(DI), Z8, Z6
+	VPSADBW      Z9, Z6, Z6
+	VPMOVQW      Z6, X11
+	VPHADDW      X11, X10, X12
+	VPBROADCASTD q8kw2048<>+0(SB), X13
+	VPSUBW       X13, X12, X12
+	VMOVDQU      X12, 276(DI)
+	MOVL         $0x00000001, AX
+	MOVB         AL, ret+16(FP)
+	VZEROUPPER
+	RET
+
+DATA q8kabs<>+0(SB)/4, $0x7fffffff
+GLOBL q8kabs<>(SB), RODATA|NOPTR, $4
+
+DATA q8km127<>+0(SB)/4, $0xc2fe0000
+GLOBL q8km127<>(SB), RODATA|NOPTR, $4
+
+DATA q8kone<>+0(SB)/4, $0x3f800000
+GLOBL q8kone<>(SB), RODATA|NOPTR, $4
+
+DATA q8kmagic<>+0(SB)/4, $0x4b400000
+GLOBL q8kmagic<>(SB), RODATA|NOPTR, $4
+
+DATA q8kmant<>+0(SB)/4, $0x007fffff
+GLOBL q8kmant<>(SB), RODATA|NOPTR, $4
+
+DATA q8khalf<>+0(SB)/4, $0x00400000
+GLOBL q8khalf<>(SB), RODATA|NOPTR, $4
+
+DATA q8k127<>+0(SB)/4, $0x0000007f
+GLOBL q8k127<>(SB), RODATA|NOPTR, $4
+
+DATA q8kb80<>+0(SB)/4, $0x80808080
+GLOBL q8kb80<>(SB), RODATA|NOPTR, $4
+
+DATA q8kw2048<>+0(SB)/4, $0x08000800
+GLOBL q8kw2048<>(SB), RODATA|NOPTR, $4

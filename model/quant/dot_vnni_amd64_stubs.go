@@ -33,3 +33,6 @@ func dotQ4Kx16VNNI(nb int, w *byte, x *byte, xstride int, out *[16]float32)
 
 //go:noescape
 func dotQ4KVNNI(nb int, w *byte, x *byte) float32
+
+//go:noescape
+func quantQ8KAVX512(x *float32, dst *byte) bool

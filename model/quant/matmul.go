@@ -188,12 +188,20 @@ func nearestInt(f float32) int32 {
 	return int32(v&0x007fffff) - 0x00400000
 }
 
+// quantQ8KBlock, when set (amd64 with AVX-512), quantises one Q8_K block
+// exactly as quantizeRowQ8K does, or reports false, having written nothing,
+// for blocks it leaves to the Go code (amax 0, non-finite values).
+var quantQ8KBlock func(x []float32, dst []byte) bool
+
 // quantizeRowQ8K is ggml's quantize_row_q8_K_ref. Block: d (float32),
 // qs[256] int8, bsums[16] int16.
 func quantizeRowQ8K(x []float32, dst []byte) {
 	for i := 0; i < len(x)/QKK; i++ {
 		xb := x[i*QKK : (i+1)*QKK]
 		b := dst[i*292 : (i+1)*292]
+		if quantQ8KBlock != nil && quantQ8KBlock(xb, b) {
+			continue
+		}
 		var max, amax float32
 		for _, v := range xb {
 			if a := abs32(v); a > amax {

@@ -266,3 +266,64 @@ func BenchmarkSingleKernels(b *testing.B) {
 		})
 	}
 }
+
+// TestQuantizeQ8KAllPaths checks the AVX-512 Q8_K activation quantiser byte
+// for byte against the Go one on random blocks of many magnitudes, blocks
+// whose maximum |x| occurs more than once with either sign, blocks of ties
+// and subnormals, and blocks the assembly leaves to Go (zeros, inf, NaN).
+func TestQuantizeQ8KAllPaths(t *testing.T) {
+	if !hasVNNI {
+		t.Skip("no AVX-512")
+	}
+	defer useVNNI(true)
+	r := rand.New(rand.NewPCG(33, 34))
+	const blocks = 2048
+	x := make([]float32, blocks*QKK)
+	for bi := 0; bi < blocks; bi++ {
+		xb := x[bi*QKK : (bi+1)*QKK]
+		scale := float32(math.Ldexp(1, r.IntN(60)-30))
+		for j := range xb {
+			xb[j] = float32(r.NormFloat64()) * scale
+		}
+		switch bi % 8 {
+		case 1: // repeated maximum, both signs
+			m := float32(3) * scale
+			xb[r.IntN(QKK)], xb[r.IntN(QKK)], xb[r.IntN(QKK)] = m, -m, m
+		case 2: // ties after scaling: max -127 gives iscale 1
+			for j := range xb {
+				xb[j] = float32(r.IntN(254)-127) + 0.5
+			}
+			xb[r.IntN(QKK)] = -127
+		case 3:
+			clear(xb)
+		case 4:
+			xb[r.IntN(QKK)] = float32(math.Inf(1 - 2*r.IntN(2)))
+		case 5:
+			xb[r.IntN(QKK)] = float32(math.NaN())
+		case 6: // subnormals
+			for j := range xb {
+				xb[j] = math.Float32frombits(uint32(r.IntN(1 << 23)))
+			}
+		case 7:
+			for j := range xb {
+				xb[j] = float32(r.IntN(3) - 1)
+			}
+		}
+	}
+	want := make([]byte, blocks*292)
+	got := make([]byte, blocks*292)
+	useVNNI(false)
+	require.Nil(t, quantQ8KBlock)
+	quantizeRowQ8K(x, want)
+	useVNNI(true)
+	require.NotNil(t, quantQ8KBlock)
+	quantizeRowQ8K(x, got)
+	handled := 0
+	for bi := 0; bi < blocks; bi++ {
+		require.Equal(t, want[bi*292:(bi+1)*292], got[bi*292:(bi+1)*292], "block %d", bi)
+		if quantQ8KSIMD(x[bi*QKK:(bi+1)*QKK], make([]byte, 292)) {
+			handled++
+		}
+	}
+	require.Greater(t, handled, blocks/2, "blocks the assembly quantised")
+}

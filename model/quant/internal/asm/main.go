@@ -428,6 +428,120 @@ func q4k1(name string) {
 	RET()
 }
 
+// quantQ8K generates quantQ8KAVX512(x *float32, dst *byte) bool: one block
+// of 256 floats to Q8_K exactly as quantizeRowQ8K (same max search, the same
+// float32 divisions, nearestInt's 1.5*2^23 addition, clamp to 127, int8
+// truncation, exact int16 bsums). It returns false, writing nothing, when
+// amax is 0 or a value is not finite: the Go code handles those blocks.
+func quantQ8K() {
+	TEXT("quantQ8KAVX512", NOSPLIT, "func(x *float32, dst *byte) bool")
+	Pragma("noescape")
+	Load(Param("x"), RSI)
+	Load(Param("dst"), RDI)
+	c := func(name string, v uint32) Mem {
+		m := GLOBL(name, RODATA|NOPTR)
+		DATA(0, U32(v))
+		return m
+	}
+	absMask := c("q8kabs", 0x7fffffff)
+	minus127 := c("q8km127", 0xc2fe0000) // -127.0
+	one := c("q8kone", 0x3f800000)
+	magic := c("q8kmagic", 0x4b400000) // 12582912.0
+	mant := c("q8kmant", 0x007fffff)
+	half := c("q8khalf", 0x00400000)
+	i127 := c("q8k127", 127)
+	b80 := c("q8kb80", 0x80808080)
+	w2048 := c("q8kw2048", 0x08000800)
+	z := []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15}
+	t := []VecPhysical{Z16, Z17, Z18, Z19, Z20, Z21, Z22, Z23}
+	VPBROADCASTD(absMask, Z31)
+	Comment("Z0-Z15 = |x| as bits (ordered like the floats); Z16 = their maximum")
+	for i := 0; i < 16; i++ {
+		VPANDD(Mem{Base: RSI, Disp: 64 * i}, Z31, z[i])
+	}
+	for i := 0; i < 8; i++ {
+		VPMAXUD(z[2*i+1], z[2*i], t[i])
+	}
+	for n := 4; n >= 1; n /= 2 {
+		for i := 0; i < n; i++ {
+			VPMAXUD(t[2*i+1], t[2*i], t[i])
+		}
+	}
+	VEXTRACTI64X4(U8(1), Z16, Y17)
+	VPMAXUD(Y17, Y16, Y16)
+	VEXTRACTI32X4(U8(1), Y16, X17)
+	VPMAXUD(X17, X16, X16)
+	VPSHUFD(U8(0x4E), X16, X17)
+	VPMAXUD(X17, X16, X16)
+	VPSHUFD(U8(0xB1), X16, X17)
+	VPMAXUD(X17, X16, X16)
+	VMOVD(X16, EAX)
+	TESTL(EAX, EAX)
+	JEQ(LabelRef("q8kfail"))
+	CMPL(EAX, U32(0x7f800000))
+	JAE(LabelRef("q8kfail"))
+	VPBROADCASTD(X16, Z16)
+	Comment("AX = index of the first x with |x| = amax")
+	for i := 0; i < 16; i++ {
+		VPCMPEQD(Z16, z[i], K1)
+		KMOVW(K1, EAX)
+		TESTL(EAX, EAX)
+		JEQ(LabelRef(fmt.Sprintf("q8knot%d", i)))
+		BSFL(EAX, EAX)
+		if i > 0 {
+			ADDL(U32(16*i), EAX)
+		}
+		JMP(LabelRef("q8kfound"))
+		Label(fmt.Sprintf("q8knot%d", i))
+	}
+	Label("q8kfail")
+	XORL(EAX, EAX)
+	Store(AL, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+	Label("q8kfound")
+	Comment("X1 = iscale = -127/max; d = 1/iscale")
+	VMOVSS(Mem{Base: RSI, Index: RAX, Scale: 4}, X0)
+	VMOVSS(minus127, X1)
+	VDIVSS(X0, X1, X1)
+	VMOVSS(one, X2)
+	VDIVSS(X1, X2, X2)
+	VMOVSS(X2, Mem{Base: RDI})
+	VBROADCASTSS(X1, Z1)
+	VPBROADCASTD(magic, Z2)
+	VPBROADCASTD(mant, Z3)
+	VPBROADCASTD(half, Z4)
+	VPBROADCASTD(i127, Z5)
+	Comment("q = min(nearestInt(iscale*x), 127), stored as int8")
+	for i := 0; i < 16; i++ {
+		VMULPS(Mem{Base: RSI, Disp: 64 * i}, Z1, Z6)
+		VADDPS(Z2, Z6, Z6)
+		VPANDD(Z3, Z6, Z6)
+		VPSUBD(Z4, Z6, Z6)
+		VPMINSD(Z5, Z6, Z6)
+		VPMOVDB(Z6, Mem{Base: RDI, Disp: 4 + 16*i})
+	}
+	Comment("bsums: byte sums of q+128 per 8 (VPSADBW), pairs added, minus 2048")
+	VPBROADCASTD(b80, Z8)
+	VPXORD(Z9, Z9, Z9)
+	xs := []VecPhysical{X10, X11}
+	for h := 0; h < 2; h++ {
+		for k := 0; k < 2; k++ {
+			VPXORD(Mem{Base: RDI, Disp: 4 + 128*h + 64*k}, Z8, Z6)
+			VPSADBW(Z9, Z6, Z6)
+			VPMOVQW(Z6, xs[k])
+		}
+		VPHADDW(X11, X10, X12)
+		VPBROADCASTD(w2048, X13)
+		VPSUBW(X13, X12, X12)
+		VMOVDQU(X12, Mem{Base: RDI, Disp: 260 + 16*h})
+	}
+	MOVL(U32(1), EAX)
+	Store(AL, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
 func main() {
 	ConstraintExpr("!purego")
 	consts()
@@ -437,5 +551,6 @@ func main() {
 		q4k(fmt.Sprintf("dotQ4Kx%dVNNI", nv), nv)
 	}
 	q4k1("dotQ4KVNNI")
+	quantQ8K()
 	Generate()
 }
