@@ -278,16 +278,7 @@ var simd4Kernels = map[Type]dot4Func{
 // blockKernel4 adapts a four-vector assembly kernel over whole blocks to a
 // dot4Func, bounds-checking the slices first.
 func blockKernel4(k func(nb int, w, x *byte, xstride int, out *[4]float32), bs, wb, xb int) dot4Func {
-	return func(cols int, w, x []byte, xB int, out *[4]float32) {
-		nb := cols / bs
-		if nb == 0 {
-			*out = [4]float32{}
-			return
-		}
-		_ = w[nb*wb-1]
-		_ = x[3*xB+nb*xb-1]
-		k(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
-	}
+	return blockKernelN(k, 4, bs, wb, xb)
 }
 
 func dotQ5Kx4SIMD(cols int, w, x []byte, xB int, out *[4]float32) {
@@ -398,43 +389,28 @@ var vnni4Kernels = map[Type]dot4Func{
 }
 
 var vnni8Kernels = map[Type]dot8Func{
-	Q4_K: blockKernel8(dotQ4Kx8VNNI, QKK, 144, 292),
-	Q8_0: blockKernel8(dotQ8_0x8VNNI, QK, 34, 34),
-	Q4_0: blockKernel8(dotQ4_0x8VNNI, QK, 18, 34),
+	Q4_K: blockKernelN(dotQ4Kx8VNNI, 8, QKK, 144, 292),
+	Q8_0: blockKernelN(dotQ8_0x8VNNI, 8, QK, 34, 34),
+	Q4_0: blockKernelN(dotQ4_0x8VNNI, 8, QK, 18, 34),
 }
 
 var vnni16Kernels = map[Type]dot16Func{
-	Q4_K: blockKernel16(dotQ4Kx16VNNI, QKK, 144, 292),
-	Q8_0: blockKernel16(dotQ8_0x16VNNI, QK, 34, 34),
-	Q4_0: blockKernel16(dotQ4_0x16VNNI, QK, 18, 34),
+	Q4_K: blockKernelN(dotQ4Kx16VNNI, 16, QKK, 144, 292),
+	Q8_0: blockKernelN(dotQ8_0x16VNNI, 16, QK, 34, 34),
+	Q4_0: blockKernelN(dotQ4_0x16VNNI, 16, QK, 18, 34),
 }
 
-// blockKernel16 adapts a sixteen-vector assembly kernel over whole blocks to
-// a dot16Func, bounds-checking the slices first.
-func blockKernel16(k func(nb int, w, x *byte, xstride int, out *[16]float32), bs, wb, xb int) dot16Func {
-	return func(cols int, w, x []byte, xB int, out *[16]float32) {
+// blockKernelN adapts an nv-vector assembly kernel over whole blocks (out
+// is an [nv]float32) to a batch kernel, bounds-checking the slices first.
+func blockKernelN[A any](k func(nb int, w, x *byte, xstride int, out *A), nv, bs, wb, xb int) func(cols int, w, x []byte, xB int, out *A) {
+	return func(cols int, w, x []byte, xB int, out *A) {
 		nb := cols / bs
 		if nb == 0 {
-			*out = [16]float32{}
+			*out = *new(A)
 			return
 		}
 		_ = w[nb*wb-1]
-		_ = x[15*xB+nb*xb-1]
-		k(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
-	}
-}
-
-// blockKernel8 adapts an eight-vector assembly kernel over whole blocks to a
-// dot8Func, bounds-checking the slices first.
-func blockKernel8(k func(nb int, w, x *byte, xstride int, out *[8]float32), bs, wb, xb int) dot8Func {
-	return func(cols int, w, x []byte, xB int, out *[8]float32) {
-		nb := cols / bs
-		if nb == 0 {
-			*out = [8]float32{}
-			return
-		}
-		_ = w[nb*wb-1]
-		_ = x[7*xB+nb*xb-1]
+		_ = x[(nv-1)*xB+nb*xb-1]
 		k(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
 	}
 }

@@ -59,39 +59,32 @@ func consts() {
 	for l := 0; l < 32; l++ {
 		DATA(2*l, U16(4*((l/8)%2)))
 	}
-	b0F = GLOBL("vnnib0f", RODATA|NOPTR)
+	b0F = splat("vnnib0f", 0x0F0F0F0F)
+	b08 = splat("vnnib08", 0x08080808)
+}
+
+// splat declares 64 bytes of read-only data holding v in every dword.
+func splat(name string, v uint32) Mem {
+	m := GLOBL(name, RODATA|NOPTR)
 	for l := 0; l < 16; l++ {
-		DATA(4*l, U32(0x0F0F0F0F))
+		DATA(4*l, U32(v))
 	}
-	b08 = GLOBL("vnnib08", RODATA|NOPTR)
-	for l := 0; l < 16; l++ {
-		DATA(4*l, U32(0x08080808))
-	}
+	return m
 }
 
 // xaddr addresses byte disp of activation vector v: R8 = x, R9 = stride,
 // R10 = x+3*stride, R11 = x+6*stride; for vectors 8-15 the three bases are
 // moved on by DI = 8*stride first (pairStart).
 func xaddr(v, disp int) Mem {
-	switch v % 8 {
-	case 0:
-		return Mem{Base: R8, Disp: disp}
-	case 1:
-		return Mem{Base: R8, Index: R9, Scale: 1, Disp: disp}
-	case 2:
-		return Mem{Base: R8, Index: R9, Scale: 2, Disp: disp}
-	case 3:
-		return Mem{Base: R10, Disp: disp}
-	case 4:
-		return Mem{Base: R8, Index: R9, Scale: 4, Disp: disp}
-	case 5:
-		return Mem{Base: R10, Index: R9, Scale: 2, Disp: disp}
-	case 6:
-		return Mem{Base: R11, Disp: disp}
-	case 7:
-		return Mem{Base: R11, Index: R9, Scale: 1, Disp: disp}
-	}
-	panic("vector")
+	m := xbases[v%8]
+	m.Disp = disp
+	return m
+}
+
+var xbases = [8]Mem{
+	{Base: R8}, {Base: R8, Index: R9, Scale: 1}, {Base: R8, Index: R9, Scale: 2},
+	{Base: R10}, {Base: R8, Index: R9, Scale: 4}, {Base: R10, Index: R9, Scale: 2},
+	{Base: R11}, {Base: R11, Index: R9, Scale: 1},
 }
 
 var accs = []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7}
