@@ -437,6 +437,7 @@ func fileSHA(p string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
 // newBenchServeCmd returns `serve`: continuous-batching throughput of a
 // real worker process (package worker/servebench).
 func newBenchServeCmd() *cobra.Command {
