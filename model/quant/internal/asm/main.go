@@ -129,6 +129,34 @@ func prologue(name string, nv int) {
 	}
 }
 
+// f16Bcast converts the f16 at SI+off to float32 in every lane of dst
+// (tmp: a register below X16).
+func f16Bcast(off int, tmp, dst VecPhysical) {
+	MOVWLZX(Mem{Base: RSI, Disp: off}, EAX)
+	VMOVD(EAX, tmp.AsX())
+	VCVTPH2PS(tmp.AsX(), tmp.AsX())
+	VBROADCASTSS(tmp.AsX(), dst)
+}
+
+// kmask sets the 16-bit opmask k to v.
+func kmask(k Register, v uint32) {
+	MOVL(U32(v), EAX)
+	KMOVW(EAX, k)
+}
+
+// loopStart and loopEnd bracket a loop over the CX blocks.
+func loopStart(name string) {
+	TESTQ(RCX, RCX)
+	JEQ(LabelRef(name + "done"))
+	Label(name + "loop")
+}
+
+func loopEnd(name string) {
+	DECQ(RCX)
+	JNZ(LabelRef(name + "loop"))
+	Label(name + "done")
+}
+
 func advance(nv, wb, xb int) {
 	ADDQ(U32(wb), RSI)
 	ADDQ(U32(xb), R8)
@@ -173,21 +201,15 @@ func q80(name string, nv int, q4 bool) {
 	prologue(name, nv)
 	Comment("Z11 = 0; Z12 = 0x0F bytes; Z13 = 0x08 bytes; Z14 = nibble shifts")
 	VPXORD(Z11, Z11, Z11)
-	MOVL(U32(0xFF00), EAX)
-	KMOVW(EAX, K4)
+	kmask(K4, 0xFF00)
 	if q4 {
 		VMOVDQU32(b0F, Z12)
 		VMOVDQU32(b08, Z13)
 		VMOVDQU32(q4sh, Z14)
 	}
-	TESTQ(RCX, RCX)
-	JEQ(LabelRef(name + "done"))
-	Label(name + "loop")
+	loopStart(name)
 	Comment("Z15 = d_w in every lane")
-	MOVWLZX(Mem{Base: RSI}, EAX)
-	VMOVD(EAX, X15)
-	VCVTPH2PS(X15, X15)
-	VBROADCASTSS(X15, Z15)
+	f16Bcast(0, Z15, Z15)
 	Comment("Z16 = the 32 signed weights in both halves, Z17 = |w|, K1 = w < 0")
 	if q4 {
 		VBROADCASTI32X4(Mem{Base: RSI, Disp: 2}, Z16)
@@ -217,9 +239,7 @@ func q80(name string, nv int, q4 bool) {
 	}
 	pairsEnd(nv)
 	advance(nv, wb, 34)
-	DECQ(RCX)
-	JNZ(LabelRef(name + "loop"))
-	Label(name + "done")
+	loopEnd(name)
 	epilogue(nv)
 }
 
@@ -230,22 +250,12 @@ func q4k(name string, nv int) {
 	VMOVDQU32(nibsh, Z24)
 	VMOVDQU32(b0F, Z25)
 	VMOVDQU32(midx, Z26)
-	MOVL(U32(0x0F0F), EAX)
-	KMOVW(EAX, K2)
-	MOVL(U32(0xFF00), EAX)
-	KMOVW(EAX, K4)
-	TESTQ(RCX, RCX)
-	JEQ(LabelRef(name + "done"))
-	Label(name + "loop")
+	kmask(K2, 0x0F0F)
+	kmask(K4, 0xFF00)
+	loopStart(name)
 	Comment("Z30 = d, Z31 = dmin in every lane")
-	MOVWLZX(Mem{Base: RSI}, EAX)
-	VMOVD(EAX, X14)
-	VCVTPH2PS(X14, X14)
-	VBROADCASTSS(X14, Z30)
-	MOVWLZX(Mem{Base: RSI, Disp: 2}, EAX)
-	VMOVD(EAX, X15)
-	VCVTPH2PS(X15, X15)
-	VBROADCASTSS(X15, Z31)
+	f16Bcast(0, Z14, Z30)
+	f16Bcast(2, Z15, Z31)
 	unpackQ4KScales()
 	Comment("Y12 = 8 int16 mins in both lanes; Z16-Z19 = int32 scales of sub-blocks 2g, 2g+1")
 	VMOVQ(R12, X12)
@@ -309,9 +319,7 @@ func q4k(name string, nv int) {
 	}
 	pairsEnd(nv)
 	advance(nv, 144, 292)
-	DECQ(RCX)
-	JNZ(LabelRef(name + "loop"))
-	Label(name + "done")
+	loopEnd(name)
 	epilogue(nv)
 }
 
@@ -358,9 +366,7 @@ func q4k1(name string) {
 	VXORPS(Y0, Y0, Y0)
 	VMOVDQU32(nibsh, Z24)
 	VMOVDQU32(b0F, Z25)
-	TESTQ(RCX, RCX)
-	JEQ(LabelRef(name + "done"))
-	Label(name + "loop")
+	loopStart(name)
 	Comment("X1 = d * y.d, X2 = dmin * y.d")
 	MOVWLZX(Mem{Base: RSI}, EAX)
 	MOVWLZX(Mem{Base: RSI, Disp: 2}, EBX)
@@ -407,9 +413,7 @@ func q4k1(name string) {
 	VFMADD231PS(Y8, Y1, Y0)
 	ADDQ(U32(144), RSI)
 	ADDQ(U32(292), RDI)
-	DECQ(RCX)
-	JNZ(LabelRef(name + "loop"))
-	Label(name + "done")
+	loopEnd(name)
 	VEXTRACTF128(U8(1), Y0, X5)
 	VADDPS(X0, X5, X5)
 	VMOVHLPS(X5, X5, X6)
