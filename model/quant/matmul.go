@@ -84,6 +84,20 @@ type dot4Func func(cols int, w, x []byte, xB int, out *[4]float32)
 // useSIMD on architectures that have them; types without one use dotFunc.
 var dot4Kernels = map[Type]dot4Func{}
 
+// dot8Func is dot4Func for eight activation vectors; the results must be
+// bit-identical to eight single-vector calls.
+type dot8Func func(cols int, w, x []byte, xB int, out *[8]float32)
+
+// dot8Kernels are the eight-vector kernels MatMul uses for n >= 8 (amd64
+// with AVX-512 VNNI), filled by useSIMD.
+var dot8Kernels = map[Type]dot8Func{}
+
+// dot16Func is dot4Func for sixteen activation vectors.
+type dot16Func func(cols int, w, x []byte, xB int, out *[16]float32)
+
+// dot16Kernels are the sixteen-vector kernels MatMul uses for n >= 16.
+var dot16Kernels = map[Type]dot16Func{}
+
 // quantizeActivations converts x (len a multiple of the block size of t) to
 // vec_dot type t into dst, as ggml-cpu's from_float for that type does.
 func quantizeActivations(t Type, x []float32, dst []byte) {
@@ -124,7 +138,15 @@ func quantizeRowQ8_0(x []float32, dst []byte) {
 			id = 127 / amax
 		}
 		for j, v := range xb {
-			b[2+j] = byte(int8(math.RoundToEven(float64(v * id))))
+			// |v*id| <= 127, where nearestInt is round-half-even like
+			// math.RoundToEven, at a fraction of the cost; a NaN (inf*0,
+			// NaN input) gives 0 as int8(math.RoundToEven(NaN)) does.
+			f := v * id
+			q := nearestInt(f)
+			if f != f {
+				q = 0
+			}
+			b[2+j] = byte(int8(q))
 		}
 	}
 }
@@ -166,12 +188,20 @@ func nearestInt(f float32) int32 {
 	return int32(v&0x007fffff) - 0x00400000
 }
 
+// quantQ8KBlock, when set (amd64 with AVX-512), quantises one Q8_K block
+// exactly as quantizeRowQ8K does, or reports false, having written nothing,
+// for blocks it leaves to the Go code (amax 0, non-finite values).
+var quantQ8KBlock func(x []float32, dst []byte) bool
+
 // quantizeRowQ8K is ggml's quantize_row_q8_K_ref. Block: d (float32),
 // qs[256] int8, bsums[16] int16.
 func quantizeRowQ8K(x []float32, dst []byte) {
 	for i := 0; i < len(x)/QKK; i++ {
 		xb := x[i*QKK : (i+1)*QKK]
 		b := dst[i*292 : (i+1)*292]
+		if quantQ8KBlock != nil && quantQ8KBlock(xb, b) {
+			continue
+		}
 		var max, amax float32
 		for _, v := range xb {
 			if a := abs32(v); a > amax {
@@ -215,6 +245,8 @@ type matmulJob struct {
 	xB     int // bytes per quantised activation row
 	dot    dotFunc
 	dot4   dot4Func // nil when the type has no four-vector kernel
+	dot8   dot8Func // nil when the type has no eight-vector kernel
+	dot16  dot16Func
 	outs   [][16]float32
 	isF32  bool
 	quantT Type
@@ -241,13 +273,31 @@ func (j *matmulJob) run(worker, start, end int) {
 		}
 		return
 	}
-	tile := max(4, tileBytes/j.xB)
+	tile := max(16, tileBytes/j.xB)
 	out := (*[4]float32)(j.outs[worker][:4]) // per-worker: a local would escape through dot4
+	out8 := (*[8]float32)(j.outs[worker][:8])
+	out16 := &j.outs[worker]
 	for i0 := 0; i0 < n; i0 += tile {
 		i1 := min(n, i0+tile)
 		for r := start; r < end; r++ {
 			w := m.Data[r*j.rowB : (r+1)*j.rowB]
 			i := i0
+			if j.dot16 != nil {
+				for ; i+16 <= i1; i += 16 {
+					j.dot16(m.Cols, w, j.xq[i*j.xB:(i+16)*j.xB], j.xB, out16)
+					for k, v := range out16 {
+						j.dst[(i+k)*m.Rows+r] = v
+					}
+				}
+			}
+			if j.dot8 != nil {
+				for ; i+8 <= i1; i += 8 {
+					j.dot8(m.Cols, w, j.xq[i*j.xB:(i+8)*j.xB], j.xB, out8)
+					for k, v := range out8 {
+						j.dst[(i+k)*m.Rows+r] = v
+					}
+				}
+			}
 			if j.dot4 != nil {
 				for ; i+4 <= i1; i += 4 {
 					j.dot4(m.Cols, w, j.xq[i*j.xB:(i+4)*j.xB], j.xB, out)
@@ -317,6 +367,12 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 		j.dot = dot
 		if n >= 4 {
 			j.dot4 = dot4Kernels[m.Type]
+		}
+		if n >= 8 {
+			j.dot8 = dot8Kernels[m.Type]
+		}
+		if n >= 16 {
+			j.dot16 = dot16Kernels[m.Type]
 		}
 		j.quantT = vecDotType(m.Type)
 		xB, err := j.quantT.RowBytes(m.Cols)

@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -307,4 +308,65 @@ func TestMatMulBatchInvariant(t *testing.T) {
 			}
 		}
 	}
+}
+
+// quantizeRowQ8_0Ref is quantizeRowQ8_0 as first written (math.RoundToEven).
+func quantizeRowQ8_0Ref(x []float32, dst []byte) {
+	for i := 0; i < len(x)/QK; i++ {
+		xb := x[i*QK : (i+1)*QK]
+		b := dst[i*34 : (i+1)*34]
+		var amax float32
+		for _, v := range xb {
+			if a := abs32(v); a > amax {
+				amax = a
+			}
+		}
+		binary.LittleEndian.PutUint16(b, F32ToF16(amax/127))
+		var id float32
+		if amax != 0 {
+			id = 127 / amax
+		}
+		for j, v := range xb {
+			b[2+j] = byte(int8(math.RoundToEven(float64(v * id))))
+		}
+	}
+}
+
+// TestQuantizeRowQ8_0MatchesRoundToEven checks the Q8_0 activation
+// quantiser byte for byte against the math.RoundToEven formulation, on random
+// blocks, blocks of exact ties (k + 0.5 after scaling), and blocks with
+// zeros, infinities and NaNs.
+func TestQuantizeRowQ8_0MatchesRoundToEven(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	const blocks = 4096
+	x := make([]float32, blocks*QK)
+	for bi := 0; bi < blocks; bi++ {
+		xb := x[bi*QK : (bi+1)*QK]
+		switch bi % 4 {
+		case 0:
+			for j := range xb {
+				xb[j] = float32(r.NormFloat64()) * float32(math.Ldexp(1, r.IntN(40)-20))
+			}
+		case 1: // ties: amax = 127, so v*id = v exactly
+			for j := range xb {
+				xb[j] = float32(r.IntN(254)-127) + 0.5
+			}
+			xb[0] = 127
+		case 2:
+			for j := range xb {
+				xb[j] = float32(r.IntN(5) - 2)
+			}
+		case 3:
+			for j := range xb {
+				xb[j] = float32(r.NormFloat64())
+			}
+			specials := []float32{0, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), math.Float32frombits(0x7fc01234)}
+			xb[r.IntN(QK)] = specials[r.IntN(len(specials))]
+		}
+	}
+	want := make([]byte, blocks*34)
+	got := make([]byte, blocks*34)
+	quantizeRowQ8_0Ref(x, want)
+	quantizeRowQ8_0(x, got)
+	require.Equal(t, want, got)
 }

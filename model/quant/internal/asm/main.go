@@ -1,0 +1,553 @@
+// Command asm generates model/quant's AVX-512 VNNI batch kernels
+// (dot_vnni_amd64.s and its Go declarations) with avo. Run it through
+// `go generate ./model/quant` (see the go:generate line in dot_amd64.go); it
+// lives in its own module so the main module does not depend on avo.
+//
+// The kernels multiply one weight row with NV (4 or 8) activation rows and
+// perform, for every vector, exactly the float operations of the AVX2
+// single-vector kernel of the type (same eight int32 lanes per block, same
+// per-block FMAs into eight float lanes, same ggml hsum order), so results
+// are bit-identical to it; only the integer work changes. Two vectors share a
+// 512-bit register: lanes 0-7 hold vector 2p's eight lanes, lanes 8-15 vector
+// 2p+1's, and each float instruction does the work of two AVX2 ones.
+//
+// avo v0.5.0 has no AVX-512 VNNI instructions, so VPDPBUSD is emitted raw.
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	"github.com/mmcloughlin/avo/ir"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+func vpdpbusd(s8, u8, acc Op) {
+	Instruction(&ir.Instruction{Opcode: "VPDPBUSD", Operands: []Op{s8, u8, acc}})
+}
+
+func vpdpwssd(a, b, acc Op) {
+	Instruction(&ir.Instruction{Opcode: "VPDPWSSD", Operands: []Op{a, b, acc}})
+}
+
+var (
+	midx   Mem // mins lanes: [0 1 2 3 0 0 0 0 4 5 6 7 0 0 0 0]
+	scshuf Mem // per group g: 16 bytes [2g x8, 2g+1 x8]
+	nibsh  Mem // 16 words 0, then 16 words 4 (VPSRLVW counts)
+	q4sh   Mem // words: 0 in 128-bit lanes 0 and 2, 4 in lanes 1 and 3
+	b0F    Mem // 0x0F bytes
+	b08    Mem // 0x08 bytes
+)
+
+func consts() {
+	midx = GLOBL("vnnimidx", RODATA|NOPTR)
+	for l, v := range []uint32{0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7, 0, 0, 0, 0} {
+		DATA(4*l, U32(v))
+	}
+	scshuf = GLOBL("vnniscshuf", RODATA|NOPTR)
+	for g := 0; g < 4; g++ {
+		for l := 0; l < 16; l++ {
+			DATA(16*g+l, U8(2*g+l/8))
+		}
+	}
+	nibsh = GLOBL("vnninibsh", RODATA|NOPTR)
+	for l := 0; l < 32; l++ {
+		DATA(2*l, U16(4*(l/16)))
+	}
+	q4sh = GLOBL("vnniq4sh", RODATA|NOPTR)
+	for l := 0; l < 32; l++ {
+		DATA(2*l, U16(4*((l/8)%2)))
+	}
+	b0F = splat("vnnib0f", 0x0F0F0F0F)
+	b08 = splat("vnnib08", 0x08080808)
+}
+
+// splat declares 64 bytes of read-only data holding v in every dword.
+func splat(name string, v uint32) Mem {
+	m := GLOBL(name, RODATA|NOPTR)
+	for l := 0; l < 16; l++ {
+		DATA(4*l, U32(v))
+	}
+	return m
+}
+
+// xaddr addresses byte disp of activation vector v: R8 = x, R9 = stride,
+// R10 = x+3*stride, R11 = x+6*stride; for vectors 8-15 the three bases are
+// moved on by DI = 8*stride first (pairStart).
+func xaddr(v, disp int) Mem {
+	m := xbases[v%8]
+	m.Disp = disp
+	return m
+}
+
+var xbases = [8]Mem{
+	{Base: R8}, {Base: R8, Index: R9, Scale: 1}, {Base: R8, Index: R9, Scale: 2},
+	{Base: R10}, {Base: R8, Index: R9, Scale: 4}, {Base: R10, Index: R9, Scale: 2},
+	{Base: R11}, {Base: R11, Index: R9, Scale: 1},
+}
+
+var accs = []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7}
+
+// pairStart moves the activation bases to vectors 8-15 before pair 4, and
+// back after the last pair.
+func pairStart(nv, p int) {
+	if nv > 8 && p == 4 {
+		ADDQ(RDI, R8)
+		ADDQ(RDI, R10)
+		ADDQ(RDI, R11)
+	}
+}
+
+func pairsEnd(nv int) {
+	if nv > 8 {
+		SUBQ(RDI, R8)
+		SUBQ(RDI, R10)
+		SUBQ(RDI, R11)
+	}
+}
+
+func prologue(name string, nv int) {
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(nb int, w, x *byte, xstride int, out *[%d]float32)", nv))
+	Pragma("noescape")
+	Load(Param("nb"), RCX)
+	Load(Param("w"), RSI)
+	Load(Param("x"), R8)
+	Load(Param("xstride"), R9)
+	LEAQ(Mem{Base: R8, Index: R9, Scale: 2}, R10)
+	ADDQ(R9, R10)
+	if nv > 4 {
+		LEAQ(Mem{Base: R10, Index: R9, Scale: 2}, R11)
+		ADDQ(R9, R11)
+	}
+	if nv > 8 {
+		MOVQ(R9, RDI)
+		SHLQ(U8(3), RDI)
+	}
+	for p := 0; p < nv/2; p++ {
+		VPXORD(accs[p], accs[p], accs[p])
+	}
+}
+
+// f16Bcast converts the f16 at SI+off to float32 in every lane of dst
+// (tmp: a register below X16).
+func f16Bcast(off int, tmp, dst VecPhysical) {
+	MOVWLZX(Mem{Base: RSI, Disp: off}, EAX)
+	VMOVD(EAX, tmp.AsX())
+	VCVTPH2PS(tmp.AsX(), tmp.AsX())
+	VBROADCASTSS(tmp.AsX(), dst)
+}
+
+// kmask sets the 16-bit opmask k to v.
+func kmask(k Register, v uint32) {
+	MOVL(U32(v), EAX)
+	KMOVW(EAX, k)
+}
+
+// loopStart and loopEnd bracket a loop over the CX blocks.
+func loopStart(name string) {
+	TESTQ(RCX, RCX)
+	JEQ(LabelRef(name + "done"))
+	Label(name + "loop")
+}
+
+func loopEnd(name string) {
+	DECQ(RCX)
+	JNZ(LabelRef(name + "loop"))
+	Label(name + "done")
+}
+
+func advance(nv, wb, xb int) {
+	ADDQ(U32(wb), RSI)
+	ADDQ(U32(xb), R8)
+	ADDQ(U32(xb), R10)
+	if nv > 4 {
+		ADDQ(U32(xb), R11)
+	}
+}
+
+// epilogue reduces every vector's eight lanes in ggml's hsum_float_8 order
+// (as the AVX2 HSUM8 macro) and stores them to out.
+func epilogue(nv int) {
+	Load(Param("out"), RDX)
+	for p := 0; p < nv/2; p++ {
+		for h := 0; h < 2; h++ {
+			y := accs[p].AsY()
+			x := accs[p].AsX()
+			if h == 1 {
+				VEXTRACTF64X4(U8(1), accs[p], Y15)
+				y, x = Y15, X15
+			}
+			VEXTRACTF128(U8(1), y, X13)
+			VADDPS(x, X13, X13)
+			VMOVHLPS(X13, X13, X14)
+			VADDPS(X14, X13, X13)
+			VMOVSHDUP(X13, X14)
+			VADDSS(X14, X13, X13)
+			VMOVSS(X13, Mem{Base: RDX, Disp: 4 * (2*p + h)})
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// q80 generates the Q8_0 (q4 = false) or Q4_0 (q4 = true) kernel: weight
+// blocks of 34 or 18 bytes against Q8_0 activation blocks (34 bytes).
+func q80(name string, nv int, q4 bool) {
+	wb := 34
+	if q4 {
+		wb = 18
+	}
+	prologue(name, nv)
+	Comment("Z11 = 0; Z12 = 0x0F bytes; Z13 = 0x08 bytes; Z14 = nibble shifts")
+	VPXORD(Z11, Z11, Z11)
+	kmask(K4, 0xFF00)
+	if q4 {
+		VMOVDQU32(b0F, Z12)
+		VMOVDQU32(b08, Z13)
+		VMOVDQU32(q4sh, Z14)
+	}
+	loopStart(name)
+	Comment("Z15 = d_w in every lane")
+	f16Bcast(0, Z15, Z15)
+	Comment("Z16 = the 32 signed weights in both halves, Z17 = |w|, K1 = w < 0")
+	if q4 {
+		VBROADCASTI32X4(Mem{Base: RSI, Disp: 2}, Z16)
+		VPSRLVW(Z14, Z16, Z16)
+		VPANDD(Z12, Z16, Z16)
+		VPSUBB(Z13, Z16, Z16)
+	} else {
+		VBROADCASTI64X4(Mem{Base: RSI, Disp: 2}, Z16)
+	}
+	VPABSB(Z16, Z17)
+	VPMOVB2M(Z16, K1)
+	for p := 0; p < nv/2; p++ {
+		pairStart(nv, p)
+		a, b := 2*p, 2*p+1
+		VMOVDQU(xaddr(a, 2), Y8)
+		VINSERTI64X4(U8(1), xaddr(b, 2), Z8, Z8)
+		VPSUBB(Z8, Z11, K1, Z8) // x = -x where w < 0 (VPSIGNB)
+		VPXORD(Z9, Z9, Z9)
+		vpdpbusd(Z8, Z17, Z9)
+		VCVTDQ2PS(Z9, Z9)
+		// Z10 = [d_x(a)*d_w x8, d_x(b)*d_w x8]
+		VPBROADCASTW(xaddr(a, 0), Y10)
+		VPBROADCASTW(xaddr(b, 0), K4, Y10)
+		VCVTPH2PS(Y10, Z10)
+		VMULPS(Z15, Z10, Z10)
+		VFMADD231PS(Z9, Z10, accs[p])
+	}
+	pairsEnd(nv)
+	advance(nv, wb, 34)
+	loopEnd(name)
+	epilogue(nv)
+}
+
+// q4k generates the Q4_K kernel (144-byte weight blocks, 292-byte Q8_K
+// activation blocks: d float32, qs[256], bsums[16] int16).
+func q4k(name string, nv int) {
+	prologue(name, nv)
+	VMOVDQU32(nibsh, Z24)
+	VMOVDQU32(b0F, Z25)
+	VMOVDQU32(midx, Z26)
+	kmask(K2, 0x0F0F)
+	kmask(K4, 0xFF00)
+	loopStart(name)
+	Comment("Z30 = d, Z31 = dmin in every lane")
+	f16Bcast(0, Z14, Z30)
+	f16Bcast(2, Z15, Z31)
+	unpackQ4KScales()
+	Comment("Y12 = 8 int16 mins in both lanes; Z16-Z19 = int32 scales of sub-blocks 2g, 2g+1")
+	VMOVQ(R12, X12)
+	VPMOVZXBW(X12, X12)
+	VINSERTI128(U8(1), X12, Y12, Y12)
+	VMOVQ(RAX, X13)
+	scs := []VecPhysical{Z16, Z17, Z18, Z19}
+	for g := 0; g < 4; g++ {
+		VPSHUFB(scshuf.Offset(16*g), X13, X14)
+		VPMOVZXBD(X14, scs[g])
+	}
+	Comment("Z20-Z23 = nibbles of sub-blocks 2g (low half) and 2g+1 (high half)")
+	ws := []VecPhysical{Z20, Z21, Z22, Z23}
+	for g := 0; g < 4; g++ {
+		VBROADCASTI64X4(Mem{Base: RSI, Disp: 16 + 32*g}, ws[g])
+		VPSRLVW(Z24, ws[g], ws[g])
+		VPANDD(Z25, ws[g], ws[g])
+	}
+	ta := []VecPhysical{Z8, Z9, Z10, Z11}
+	tb := []VecPhysical{Z14, Z15, Z9, Z10} // Z9, Z10 are free once ta is summed
+	for p := 0; p < nv/2; p++ {
+		pairStart(nv, p)
+		a, b := 2*p, 2*p+1
+		Comment(fmt.Sprintf("vectors %d and %d: mins term first", a, b))
+		VMOVDQU(xaddr(a, 260), X14)
+		VINSERTI128(U8(1), xaddr(b, 260), Y14, Y14)
+		VMOVDQU(xaddr(a, 276), X15)
+		VINSERTI128(U8(1), xaddr(b, 276), Y15, Y15)
+		VPHADDW(Y15, Y14, Y14)
+		VPMADDWD(Y12, Y14, Y14)
+		VPERMD_Z(Z14, Z26, K2, Z29)
+		VCVTDQ2PS(Z29, Z29)
+		// Z27 = [y.d(a) x8, y.d(b) x8]; Z28 = Z27 * dmin
+		VBROADCASTSS(xaddr(a, 0), Z27)
+		VBROADCASTSS(xaddr(b, 0), K4, Z27)
+		VMULPS(Z31, Z27, Z28)
+		VFNMADD231PS(Z29, Z28, accs[p])
+		for i, v := range []int{a, b} {
+			t := ta
+			if i == 1 {
+				t = tb
+			}
+			for g := 0; g < 4; g++ {
+				VPXORD(t[g], t[g], t[g])
+				vpdpbusd(xaddr(v, 4+64*g), ws[g], t[g])
+			}
+			// Each lane of t[g] is a sum of four products |.| <= 15*128*4,
+			// so it is its own sign-extended low word: VPMADDWD with the
+			// zero-extended scale dwords multiplies it by the scale.
+			VPMADDWD(scs[0], t[0], t[0])
+			for g := 1; g < 4; g++ {
+				vpdpwssd(scs[g], t[g], t[0])
+			}
+		}
+		VSHUFI64X2(U8(0x44), tb[0], ta[0], Z13)
+		VSHUFI64X2(U8(0xEE), tb[0], ta[0], Z14)
+		VPADDD(Z14, Z13, Z13)
+		VCVTDQ2PS(Z13, Z13)
+		VMULPS(Z30, Z27, Z28)
+		VFMADD231PS(Z13, Z28, accs[p])
+	}
+	pairsEnd(nv)
+	advance(nv, 144, 292)
+	loopEnd(name)
+	epilogue(nv)
+}
+
+// q4k1 generates the single-vector Q4_K kernel: the integer sums of a block
+// as in q4k (VPDPBUSD on 64 bytes, scales with VPMADDWD/VPDPWSSD, folded to
+// dotQ4KAVX2's eight lanes), the float operations exactly those of dotQ4KAVX2.
+// unpackQ4KScales leaves the eight 6-bit scales of the Q4_K block at SI in
+// AX and its eight mins in R12, one per byte (dotQ4KAVX2's unpacking);
+// clobbers BX, DX, R13, R14.
+func unpackQ4KScales() {
+	Comment("unpack scales (AX) and mins (R12) as in dotQ4KAVX2")
+	MOVL(Mem{Base: RSI, Disp: 4}, EAX)
+	MOVL(Mem{Base: RSI, Disp: 8}, EBX)
+	MOVL(Mem{Base: RSI, Disp: 12}, EDX)
+	MOVL(EDX, R12L)
+	SHRL(U8(4), R12L)
+	ANDL(U32(0x0f0f0f0f), R12L)
+	MOVL(EBX, R13L)
+	SHRL(U8(6), R13L)
+	ANDL(U32(0x03030303), R13L)
+	SHLL(U8(4), R13L)
+	ORL(R13L, R12L)
+	MOVL(EBX, R14L)
+	ANDL(U32(0x3f3f3f3f), R14L)
+	ANDL(U32(0x0f0f0f0f), EDX)
+	MOVL(EAX, R13L)
+	SHRL(U8(6), R13L)
+	ANDL(U32(0x03030303), R13L)
+	SHLL(U8(4), R13L)
+	ORL(R13L, EDX)
+	ANDL(U32(0x3f3f3f3f), EAX)
+	SHLQ(U8(32), RDX)
+	ORQ(RDX, RAX)
+	SHLQ(U8(32), R12)
+	ORQ(R14, R12)
+}
+
+func q4k1(name string) {
+	TEXT(name, NOSPLIT, "func(nb int, w, x *byte) float32")
+	Pragma("noescape")
+	Load(Param("nb"), RCX)
+	Load(Param("w"), RSI)
+	Load(Param("x"), RDI)
+	VXORPS(Y0, Y0, Y0)
+	VMOVDQU32(nibsh, Z24)
+	VMOVDQU32(b0F, Z25)
+	loopStart(name)
+	Comment("X1 = d * y.d, X2 = dmin * y.d")
+	MOVWLZX(Mem{Base: RSI}, EAX)
+	MOVWLZX(Mem{Base: RSI, Disp: 2}, EBX)
+	VMOVD(EAX, X1)
+	VMOVD(EBX, X2)
+	VCVTPH2PS(X1, X1)
+	VCVTPH2PS(X2, X2)
+	VMOVSS(Mem{Base: RDI}, X3)
+	VMULSS(X3, X1, X1)
+	VMULSS(X3, X2, X2)
+	unpackQ4KScales()
+	Comment("mins term, as dotQ4KAVX2")
+	VMOVQ(R12, X5)
+	VPMOVZXBW(X5, X5)
+	VMOVDQU(Mem{Base: RDI, Disp: 260}, X6)
+	VPHADDW(Mem{Base: RDI, Disp: 276}, X6, X6)
+	VPMADDWD(X6, X5, X5)
+	VCVTDQ2PS(Y5, Y5)
+	VBROADCASTSS(X2, Y2)
+	VFNMADD231PS(Y5, Y2, Y0)
+	VMOVQ(RAX, X7)
+	scs := []VecPhysical{Z16, Z17, Z18, Z19}
+	for g := 0; g < 4; g++ {
+		VPSHUFB(scshuf.Offset(16*g), X7, X4)
+		VPMOVZXBD(X4, scs[g])
+	}
+	ws := []VecPhysical{Z20, Z21, Z22, Z23}
+	t := []VecPhysical{Z8, Z9, Z10, Z11}
+	for g := 0; g < 4; g++ {
+		VBROADCASTI64X4(Mem{Base: RSI, Disp: 16 + 32*g}, ws[g])
+		VPSRLVW(Z24, ws[g], ws[g])
+		VPANDD(Z25, ws[g], ws[g])
+		VPXORD(t[g], t[g], t[g])
+		vpdpbusd(Mem{Base: RDI, Disp: 4 + 64*g}, ws[g], t[g])
+	}
+	VPMADDWD(scs[0], t[0], t[0])
+	for g := 1; g < 4; g++ {
+		vpdpwssd(scs[g], t[g], t[0])
+	}
+	VEXTRACTI64X4(U8(1), Z8, Y9)
+	VPADDD(Y9, Y8, Y8)
+	VCVTDQ2PS(Y8, Y8)
+	VBROADCASTSS(X1, Y1)
+	VFMADD231PS(Y8, Y1, Y0)
+	ADDQ(U32(144), RSI)
+	ADDQ(U32(292), RDI)
+	loopEnd(name)
+	VEXTRACTF128(U8(1), Y0, X5)
+	VADDPS(X0, X5, X5)
+	VMOVHLPS(X5, X5, X6)
+	VADDPS(X6, X5, X5)
+	VMOVSHDUP(X5, X6)
+	VADDSS(X6, X5, X5)
+	VZEROUPPER()
+	Store(X5, ReturnIndex(0))
+	RET()
+}
+
+// quantQ8K generates quantQ8KAVX512(x *float32, dst *byte) bool: one block
+// of 256 floats to Q8_K exactly as quantizeRowQ8K (same max search, the same
+// float32 divisions, nearestInt's 1.5*2^23 addition, clamp to 127, int8
+// truncation, exact int16 bsums). It returns false, writing nothing, when
+// amax is 0 or a value is not finite: the Go code handles those blocks.
+func quantQ8K() {
+	TEXT("quantQ8KAVX512", NOSPLIT, "func(x *float32, dst *byte) bool")
+	Pragma("noescape")
+	Load(Param("x"), RSI)
+	Load(Param("dst"), RDI)
+	c := func(name string, v uint32) Mem {
+		m := GLOBL(name, RODATA|NOPTR)
+		DATA(0, U32(v))
+		return m
+	}
+	absMask := c("q8kabs", 0x7fffffff)
+	minus127 := c("q8km127", 0xc2fe0000) // -127.0
+	one := c("q8kone", 0x3f800000)
+	magic := c("q8kmagic", 0x4b400000) // 12582912.0
+	mant := c("q8kmant", 0x007fffff)
+	half := c("q8khalf", 0x00400000)
+	i127 := c("q8k127", 127)
+	b80 := c("q8kb80", 0x80808080)
+	w2048 := c("q8kw2048", 0x08000800)
+	z := []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15}
+	t := []VecPhysical{Z16, Z17, Z18, Z19, Z20, Z21, Z22, Z23}
+	VPBROADCASTD(absMask, Z31)
+	Comment("Z0-Z15 = |x| as bits (ordered like the floats); Z16 = their maximum")
+	for i := 0; i < 16; i++ {
+		VPANDD(Mem{Base: RSI, Disp: 64 * i}, Z31, z[i])
+	}
+	for i := 0; i < 8; i++ {
+		VPMAXUD(z[2*i+1], z[2*i], t[i])
+	}
+	for n := 4; n >= 1; n /= 2 {
+		for i := 0; i < n; i++ {
+			VPMAXUD(t[2*i+1], t[2*i], t[i])
+		}
+	}
+	VEXTRACTI64X4(U8(1), Z16, Y17)
+	VPMAXUD(Y17, Y16, Y16)
+	VEXTRACTI32X4(U8(1), Y16, X17)
+	VPMAXUD(X17, X16, X16)
+	VPSHUFD(U8(0x4E), X16, X17)
+	VPMAXUD(X17, X16, X16)
+	VPSHUFD(U8(0xB1), X16, X17)
+	VPMAXUD(X17, X16, X16)
+	VMOVD(X16, EAX)
+	TESTL(EAX, EAX)
+	JEQ(LabelRef("q8kfail"))
+	CMPL(EAX, U32(0x7f800000))
+	JAE(LabelRef("q8kfail"))
+	VPBROADCASTD(X16, Z16)
+	Comment("AX = index of the first x with |x| = amax")
+	for i := 0; i < 16; i++ {
+		VPCMPEQD(Z16, z[i], K1)
+		KMOVW(K1, EAX)
+		TESTL(EAX, EAX)
+		JEQ(LabelRef(fmt.Sprintf("q8knot%d", i)))
+		BSFL(EAX, EAX)
+		if i > 0 {
+			ADDL(U32(16*i), EAX)
+		}
+		JMP(LabelRef("q8kfound"))
+		Label(fmt.Sprintf("q8knot%d", i))
+	}
+	Label("q8kfail")
+	XORL(EAX, EAX)
+	Store(AL, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+	Label("q8kfound")
+	Comment("X1 = iscale = -127/max; d = 1/iscale")
+	VMOVSS(Mem{Base: RSI, Index: RAX, Scale: 4}, X0)
+	VMOVSS(minus127, X1)
+	VDIVSS(X0, X1, X1)
+	VMOVSS(one, X2)
+	VDIVSS(X1, X2, X2)
+	VMOVSS(X2, Mem{Base: RDI})
+	VBROADCASTSS(X1, Z1)
+	VPBROADCASTD(magic, Z2)
+	VPBROADCASTD(mant, Z3)
+	VPBROADCASTD(half, Z4)
+	VPBROADCASTD(i127, Z5)
+	Comment("q = min(nearestInt(iscale*x), 127), stored as int8")
+	for i := 0; i < 16; i++ {
+		VMULPS(Mem{Base: RSI, Disp: 64 * i}, Z1, Z6)
+		VADDPS(Z2, Z6, Z6)
+		VPANDD(Z3, Z6, Z6)
+		VPSUBD(Z4, Z6, Z6)
+		VPMINSD(Z5, Z6, Z6)
+		VPMOVDB(Z6, Mem{Base: RDI, Disp: 4 + 16*i})
+	}
+	Comment("bsums: byte sums of q+128 per 8 (VPSADBW), pairs added, minus 2048")
+	VPBROADCASTD(b80, Z8)
+	VPXORD(Z9, Z9, Z9)
+	xs := []VecPhysical{X10, X11}
+	for h := 0; h < 2; h++ {
+		for k := 0; k < 2; k++ {
+			VPXORD(Mem{Base: RDI, Disp: 4 + 128*h + 64*k}, Z8, Z6)
+			VPSADBW(Z9, Z6, Z6)
+			VPMOVQW(Z6, xs[k])
+		}
+		VPHADDW(X11, X10, X12)
+		VPBROADCASTD(w2048, X13)
+		VPSUBW(X13, X12, X12)
+		VMOVDQU(X12, Mem{Base: RDI, Disp: 260 + 16*h})
+	}
+	MOVL(U32(1), EAX)
+	Store(AL, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+func main() {
+	ConstraintExpr("!purego")
+	consts()
+	for _, nv := range []int{4, 8, 16} {
+		q80(fmt.Sprintf("dotQ8_0x%dVNNI", nv), nv, false)
+		q80(fmt.Sprintf("dotQ4_0x%dVNNI", nv), nv, true)
+		q4k(fmt.Sprintf("dotQ4Kx%dVNNI", nv), nv)
+	}
+	q4k1("dotQ4KVNNI")
+	quantQ8K()
+	Generate()
+}
