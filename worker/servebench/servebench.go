@@ -71,6 +71,9 @@ type Config struct {
 	// ReuseWords sizes the prefix-reuse first turn; 0 means
 	// DefaultReuseWords, < 0 skips the measurement.
 	ReuseWords int
+	// Memory also starts a second worker of the model and reports what
+	// the two map (see Memory).
+	Memory bool
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
 }
@@ -119,6 +122,7 @@ type Result struct {
 	MaxTokens   int     `json:"max_tokens"`
 	Levels      []Level `json:"levels"`
 	PrefixReuse *Reuse  `json:"prefix_reuse,omitempty"`
+	Memory      *Memory `json:"memory,omitempty"`
 }
 
 func (c *Config) fill() error {
@@ -206,12 +210,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		res.PrefixReuse = &r
 	}
+	if cfg.Memory {
+		m, err := w.memory(ctx, cfg)
+		if err != nil {
+			return res, err
+		}
+		res.Memory = m
+	}
 	return res, nil
 }
 
 // runningWorker is the worker process under test.
 type runningWorker struct {
 	mgr    *process.Manager
+	bin    string // what the manager spawns: rbee under the worker's name
 	dir    string
 	url    string
 	secret string
@@ -242,7 +254,7 @@ func startWorker(ctx context.Context, cfg Config) (*runningWorker, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	w := &runningWorker{mgr: mgr, dir: dir}
+	w := &runningWorker{mgr: mgr, dir: dir, bin: link}
 	sctx, cancel := context.WithTimeout(ctx, workerStartTimeout)
 	defer cancel()
 	maxC := slices.Max(cfg.Concurrency)

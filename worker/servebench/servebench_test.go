@@ -29,7 +29,7 @@ func TestRun(t *testing.T) {
 	defer cancel()
 	res, err := Run(ctx, Config{
 		Binary: bin, Model: "../../testdata/model/stories260K.gguf",
-		Concurrency: []int{1, 3}, Threads: 1, MaxTokens: 8, RequestsPerClient: 1, Rounds: 2, ReuseWords: 150,
+		Concurrency: []int{1, 3}, Threads: 1, MaxTokens: 8, RequestsPerClient: 1, Rounds: 2, ReuseWords: 150, Memory: true,
 	})
 	require.NoError(t, err)
 	require.Equal(t, 3, res.Slots)
@@ -52,6 +52,16 @@ func TestRun(t *testing.T) {
 	require.Greater(t, r.SecondTurnPromptTokens, r.FirstTurnPromptTokens)
 	require.Positive(t, r.ReusedTTFTMedianMs)
 	require.Positive(t, r.ColdTTFTMedianMs)
+	if m := res.Memory; m != nil { // Linux
+		require.Len(t, m.Workers, 2)
+		for _, w := range m.Workers {
+			require.Positive(t, w.RSS)
+			require.LessOrEqual(t, w.PSS, w.RSS)
+		}
+		// The weights were read by both from one mapping of the file:
+		// most of the file is in both processes' shared pages.
+		require.Greater(t, m.SharedFraction, 0.5, "%+v", m)
+	}
 
 	_, err = Run(ctx, Config{Binary: bin, Model: "x.gguf"})
 	require.ErrorIs(t, err, ErrBadConfig)

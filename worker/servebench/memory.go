@@ -1,0 +1,108 @@
+package servebench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rbee-project/rbee/worker/process"
+)
+
+// Memory is what two workers of the same model cost together: the model
+// file is memory-mapped, so its pages sit once in the page cache and both
+// processes map them (Shared_Clean, counted half in each one's PSS); what
+// each owns alone is its KV cache and buffers (Anonymous).
+type Memory struct {
+	ModelBytes int64          `json:"model_bytes"`
+	Workers    []WorkerMemory `json:"workers"`
+	// SharedFraction is the part of the model file both workers map from
+	// the same pages: the smaller Shared_Clean over the file size.
+	SharedFraction float64 `json:"shared_fraction"`
+	// RSSOverModel is the larger worker RSS over the model file size: the
+	// issue's bound is the file plus its KV cache plus 10 %.
+	RSSOverModel float64 `json:"rss_over_model"`
+}
+
+// WorkerMemory is one worker's /proc/<pid>/smaps_rollup, in bytes.
+type WorkerMemory struct {
+	PID          int   `json:"pid"`
+	RSS          int64 `json:"rss"`
+	PSS          int64 `json:"pss"`
+	SharedClean  int64 `json:"shared_clean"`
+	PrivateClean int64 `json:"private_clean"`
+	PrivateDirty int64 `json:"private_dirty"`
+	Anonymous    int64 `json:"anonymous"`
+}
+
+// memory starts a second worker of the model next to w, warms both (every
+// weight is read once) and reads what each maps. Linux only: elsewhere it
+// returns nil.
+func (w *runningWorker) memory(ctx context.Context, cfg Config) (*Memory, error) {
+	if _, err := os.Stat("/proc/self/smaps_rollup"); err != nil {
+		return nil, nil
+	}
+	fi, err := os.Stat(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, workerStartTimeout)
+	defer cancel()
+	info, err := w.mgr.Spawn(sctx, process.SpawnOptions{Binary: w.bin, ModelPath: cfg.Model, Threads: cfg.Threads, Slots: 1, ReadyTimeout: workerStartTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("servebench: starting a second worker: %w", err)
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = w.mgr.Stop(c, info.PID, 5*time.Second)
+		cancel()
+	}()
+	secret, port, _ := w.mgr.Secret(info.WorkerID)
+	second := &runningWorker{url: fmt.Sprintf("http://127.0.0.1:%d", port), secret: secret, hc: w.hc}
+	for _, x := range []*runningWorker{w, second} {
+		if s := x.infer(ctx, request{Prompt: "Warm up.", MaxTokens: 4}); s.err != nil {
+			return nil, fmt.Errorf("servebench: warm-up request: %w", s.err)
+		}
+	}
+	m := &Memory{ModelBytes: fi.Size()}
+	for _, pid := range []int{w.pid, info.PID} {
+		wm, err := smapsRollup(pid)
+		if err != nil {
+			return nil, err
+		}
+		m.Workers = append(m.Workers, wm)
+	}
+	shared := min(m.Workers[0].SharedClean, m.Workers[1].SharedClean)
+	m.SharedFraction = float64(shared) / float64(m.ModelBytes)
+	m.RSSOverModel = float64(max(m.Workers[0].RSS, m.Workers[1].RSS)) / float64(m.ModelBytes)
+	return m, nil
+}
+
+// smapsRollup reads a process's memory summary.
+func smapsRollup(pid int) (WorkerMemory, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return WorkerMemory{}, err
+	}
+	defer f.Close()
+	wm := WorkerMemory{PID: pid}
+	fields := map[string]*int64{"Rss:": &wm.RSS, "Pss:": &wm.PSS, "Shared_Clean:": &wm.SharedClean,
+		"Private_Clean:": &wm.PrivateClean, "Private_Dirty:": &wm.PrivateDirty, "Anonymous:": &wm.Anonymous}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.Fields(sc.Text())
+		if len(parts) == 3 && parts[2] == "kB" {
+			if p, ok := fields[parts[0]]; ok {
+				kb, err := strconv.ParseInt(parts[1], 10, 64)
+				if err != nil {
+					return WorkerMemory{}, fmt.Errorf("smaps_rollup of %d: %q: %w", pid, sc.Text(), err)
+				}
+				*p = kb << 10
+			}
+		}
+	}
+	return wm, sc.Err()
+}
