@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -136,9 +137,11 @@ func TestBadInput(t *testing.T) {
 	n := c.Nodes[0]
 	// Let the node's own start-up writes (its entry, its capabilities) land
 	// first: only then is any later change the bad input's doing.
+	// The leader's own writes too: the cluster CA and the registry version.
 	require.Eventually(t, func() bool {
 		rn, ok := n.Registry().Node(n.ID())
-		return ok && rn.Capabilities != nil
+		_, hasCA := n.Registry().ClusterCA()
+		return ok && rn.Capabilities != nil && hasCA && n.Registry().RegistryVersion() == fsm.Version
 	}, nodetest.WaitTimeout, 20*time.Millisecond)
 	before := n.Registry().Index()
 	cases := []struct {
