@@ -29,30 +29,7 @@ type lanLink struct {
 // root, no ip(8), no permission in a container).
 func newLANLink(t *testing.T) *lanLink {
 	t.Helper()
-	if runtime.GOOS != "linux" || os.Getuid() != 0 {
-		t.Skip("needs root on Linux to create a network namespace for a LAN client")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip(8) (iproute2) to create a network namespace")
-	}
-	// 10.213.X.0/30 with an X no interface of this machine uses.
-	used := map[int]bool{}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if in, ok := a.(*net.IPNet); ok {
-				if v4 := in.IP.To4(); v4 != nil && v4[0] == 10 && v4[1] == 213 {
-					used[int(v4[2])] = true
-				}
-			}
-		}
-	}
-	x := 0
-	for tries := 0; tries < 100 && (x == 0 || used[x]); tries++ {
-		x = 1 + rand.IntN(254)
-	}
-	if used[x] {
-		t.Skip("no free 10.213.x.0/30 for a test link")
-	}
+	x := freeSubnet(t, 213)
 	id := fmt.Sprintf("%d%03d", os.Getpid()%1000, x)
 	l := &lanLink{NS: "rbee-e2e-" + id, HostIP: fmt.Sprintf("10.213.%d.1", x), PeerIP: fmt.Sprintf("10.213.%d.2", x)}
 	hostIf, peerIf := "rbh"+id, "rbp"+id // at most 15 bytes
@@ -77,6 +54,36 @@ func newLANLink(t *testing.T) *lanLink {
 		}
 	}
 	return l
+}
+
+// freeSubnet skips the test where it cannot make network namespaces (not
+// root on Linux, no ip(8)) and returns an X for a test network 10.b.X.0/24
+// that no interface of this machine uses.
+func freeSubnet(t *testing.T, b byte) int {
+	t.Helper()
+	if runtime.GOOS != "linux" || os.Getuid() != 0 {
+		t.Skip("needs root on Linux to create network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs ip(8) (iproute2) to create network namespaces")
+	}
+	used := map[int]bool{}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if in, ok := a.(*net.IPNet); ok {
+				if v4 := in.IP.To4(); v4 != nil && v4[0] == 10 && v4[1] == b {
+					used[int(v4[2])] = true
+				}
+			}
+		}
+	}
+	for tries := 0; tries < 100; tries++ {
+		if x := 1 + rand.IntN(254); !used[x] {
+			return x
+		}
+	}
+	t.Skipf("no free 10.%d.x.0/24 for a test network", b)
+	return 0
 }
 
 // Run runs a command inside the namespace and returns stdout, stderr and

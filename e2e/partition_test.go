@@ -5,12 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -34,26 +31,7 @@ type lan struct {
 
 func newLAN(t *testing.T, machines int) *lan {
 	t.Helper()
-	if runtime.GOOS != "linux" || os.Getuid() != 0 {
-		t.Skip("needs root on Linux to build a LAN of network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip(8) (iproute2) to build a LAN of network namespaces")
-	}
-	used := map[int]bool{}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if in, ok := a.(*net.IPNet); ok {
-				if v4 := in.IP.To4(); v4 != nil && v4[0] == 10 && v4[1] == 214 {
-					used[int(v4[2])] = true
-				}
-			}
-		}
-	}
-	x := 1 + rand.IntN(254)
-	for tries := 0; tries < 100 && used[x]; tries++ {
-		x = 1 + rand.IntN(254)
-	}
+	x := freeSubnet(t, 214)
 	l := &lan{t: t, id: fmt.Sprintf("%d%03d", os.Getpid()%1000, x), subnet: fmt.Sprintf("10.214.%d.", x)}
 	l.sw = "rbsw" + l.id
 	if out, err := exec.Command("ip", "netns", "add", l.sw).CombinedOutput(); err != nil {

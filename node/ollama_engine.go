@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/rbee-project/rbee/internal/humanize"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/node/jobs"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
@@ -82,12 +83,7 @@ func (n *Node) importIntoOllama(ctx context.Context, em jobs.Emitter, info proce
 
 // clipBody is an engine's answer as error text: short, one line.
 func clipBody(b []byte) string {
-	const most = 300
-	s := string(bytes.TrimSpace(b))
-	if len(s) > most {
-		s = s[:most] + "…"
-	}
-	return strconv.Quote(s)
+	return strconv.Quote(humanize.Clip(string(bytes.TrimSpace(b)), 300))
 }
 
 // enginePost posts v as JSON to a local engine (one that checks no key).

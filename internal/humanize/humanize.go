@@ -2,7 +2,10 @@
 // narration of node operations use the same spelling.
 package humanize
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Bytes formats b in binary units with one decimal: "512 B", "1.5 KiB",
 // "3.8 GiB", up to EiB.
@@ -24,6 +27,22 @@ func Bytes(b uint64) string {
 func OrDash(s string) string {
 	if s == "" {
 		return "-"
+	}
+	return s
+}
+
+// Clip makes s fit for an error message or a log line: control characters
+// dropped, at most n bytes of valid UTF-8, "…" when it was cut. For text
+// that came from elsewhere (a server's answer, a file, a peer).
+func Clip(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "…"
 	}
 	return s
 }

@@ -41,3 +41,16 @@ func TestOrDash(t *testing.T) {
 		require.Equal(t, tt.want, OrDash(tt.in), "OrDash(%q)", tt.in)
 	}
 }
+
+func TestClip(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"short", "short"},
+		{"a\nb\x00c\x7f", "abc"},
+		{"0123456789abc", "0123456789a…"},
+		{"ééééééé", "ééééé…"}, // cut inside a character: the partial one goes
+	} {
+		if got := Clip(c.in, 11); got != c.want {
+			t.Errorf("Clip(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

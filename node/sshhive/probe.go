@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/humanize"
 )
 
 // TestResult is what Test learned about a host.
@@ -77,7 +79,7 @@ func remotePathExpr(p string) string {
 func ParseUname(s string) (goos, goarch string, err error) {
 	f := strings.Fields(s)
 	if len(f) != 2 {
-		return "", "", fmt.Errorf("%w: uname -sm printed %q, want two words", ErrInvalid, truncate(s, 80))
+		return "", "", fmt.Errorf("%w: uname -sm printed %q, want two words", ErrInvalid, humanize.Clip(s, 80))
 	}
 	sys, mach := strings.ToLower(f[0]), strings.ToLower(f[1])
 	switch {
@@ -92,7 +94,7 @@ func ParseUname(s string) (goos, goarch string, err error) {
 	case strings.HasPrefix(sys, "mingw"), strings.HasPrefix(sys, "msys"), strings.HasPrefix(sys, "cygwin"), sys == "windows_nt":
 		goos = "windows"
 	default:
-		return "", "", fmt.Errorf("%w: unknown operating system %q", ErrInvalid, truncate(f[0], 40))
+		return "", "", fmt.Errorf("%w: unknown operating system %q", ErrInvalid, humanize.Clip(f[0], 40))
 	}
 	switch mach {
 	case "x86_64", "amd64", "x64":
@@ -123,16 +125,9 @@ func ParseUname(s string) (goos, goarch string, err error) {
 			goarch = "arm"
 			break
 		}
-		return "", "", fmt.Errorf("%w: unknown machine architecture %q", ErrInvalid, truncate(f[1], 40))
+		return "", "", fmt.Errorf("%w: unknown machine architecture %q", ErrInvalid, humanize.Clip(f[1], 40))
 	}
 	return goos, goarch, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // SamePlatform reports whether the probed host runs the OS and architecture

@@ -38,6 +38,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/humanize"
 )
 
 // Errors, wrapped with details by the functions that return them.
@@ -112,7 +114,7 @@ func NewCA(name string, now time.Time) (*CA, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: truncate(cn, 64), Organization: []string{"rbee"}},
+		Subject:               pkix.Name{CommonName: humanize.Clip(cn, 64), Organization: []string{"rbee"}},
 		NotBefore:             now.Add(-maxBackdate),
 		NotAfter:              now.Add(CALifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -267,7 +269,7 @@ func ParseChainPEM(b []byte) ([]*x509.Certificate, error) {
 			return nil, fmt.Errorf("%w: data that is not a PEM block", ErrBadPEM)
 		}
 		if blk.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("%w: a %q block where a CERTIFICATE was expected", ErrBadPEM, truncate(blk.Type, 40))
+			return nil, fmt.Errorf("%w: a %q block where a CERTIFICATE was expected", ErrBadPEM, humanize.Clip(blk.Type, 40))
 		}
 		if len(out) == maxChain {
 			return nil, fmt.Errorf("%w: more than %d certificates", ErrBadPEM, maxChain)
@@ -408,7 +410,7 @@ func (ca *CA) Issue(commonName string, names Names, now time.Time, lifetime time
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: truncate(commonName, 64), Organization: []string{"rbee"}},
+		Subject:               pkix.Name{CommonName: humanize.Clip(commonName, 64), Organization: []string{"rbee"}},
 		NotBefore:             now.Add(-min(maxBackdate, lifetime/10)),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
@@ -574,7 +576,7 @@ func VerifyPinned(chain []*x509.Certificate, serverName string, roots *x509.Cert
 			issuer += " " + Fingerprint(chain[len(chain)-1])
 		}
 		return fmt.Errorf("%w: the node's certificate is not from the pinned CA %s (it comes from %q); check --ca-fingerprint, or that you reach the node you mean",
-			ErrWrongCA, FormatFingerprint(pin), truncate(issuer, 200))
+			ErrWrongCA, FormatFingerprint(pin), humanize.Clip(issuer, 200))
 	}
 	pinned := x509.NewCertPool()
 	pinned.AddCert(ca)
@@ -601,11 +603,4 @@ func VerifyPinned(chain []*x509.Certificate, serverName string, roots *x509.Cert
 func randomSerial() (*big.Int, error) {
 	// 128 random bits: unique without coordination between nodes.
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }

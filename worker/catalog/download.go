@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+
+	"github.com/rbee-project/rbee/internal/humanize"
 )
 
 const (
@@ -301,7 +303,7 @@ func (c *Catalog) FetchFromPeer(ctx context.Context, src PeerSource, opts PeerOp
 		if errors.Is(err, ErrUnsigned) || errors.Is(err, ErrNotFound) {
 			return Entry{}, fmt.Errorf("%w: from peer: %w", ErrDownload, err)
 		}
-		return Entry{}, fmt.Errorf("%w: from peer: %s", ErrDownload, clip(err.Error(), maxPeerError))
+		return Entry{}, fmt.Errorf("%w: from peer: %s", ErrDownload, humanize.Clip(err.Error(), maxPeerError))
 	}
 	defer pb.Body.Close()
 	if len(pb.Release.Sig) == 0 {
@@ -319,18 +321,4 @@ func (c *Catalog) FetchFromPeer(ctx context.Context, src PeerSource, opts PeerOp
 		Source: SourcePeer, Size: pb.Size, Progress: opts.Progress,
 		Release: &pb.Release, Pin: opts.Pin,
 	}, pb.Body)
-}
-
-// clip shortens s to at most n bytes and drops control characters.
-func clip(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
-	if len(s) > n {
-		s = strings.ToValidUTF8(s[:n], "") + "…"
-	}
-	return s
 }
