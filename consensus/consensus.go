@@ -544,7 +544,7 @@ func (c *Consensus) Servers() ([]Server, error) {
 		return nil, err
 	}
 	f := r.GetConfiguration()
-	if err := f.Error(); err != nil {
+	if err := c.await(context.Background(), f); err != nil {
 		return nil, fmt.Errorf("consensus: configuration: %w", err)
 	}
 	var out []Server
@@ -608,7 +608,7 @@ func (c *Consensus) Barrier(ctx context.Context) error {
 	if r.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	return translate(r.Barrier(c.timeout(ctx)).Error())
+	return translate(c.await(ctx, r.Barrier(c.timeout(ctx))))
 }
 
 // LeadershipTransfer hands leadership to another voter and waits for the
@@ -621,7 +621,7 @@ func (c *Consensus) LeadershipTransfer(ctx context.Context) error {
 	if r.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	return translate(waitFuture(ctx, r.LeadershipTransfer()))
+	return translate(c.await(ctx, r.LeadershipTransfer()))
 }
 
 // LeadershipTransferTo hands leadership to the voter with the given id
@@ -640,7 +640,7 @@ func (c *Consensus) LeadershipTransferTo(ctx context.Context, id string) error {
 	}
 	for _, s := range servers {
 		if s.ID == id && s.Suffrage == "voter" {
-			return translate(waitFuture(ctx, r.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(s.Address))))
+			return translate(c.await(ctx, r.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(s.Address))))
 		}
 	}
 	return fmt.Errorf("%w: no voter %q", ErrConfig, id)
@@ -652,7 +652,7 @@ func (c *Consensus) Snapshot() error {
 	if err != nil {
 		return err
 	}
-	return translate(r.Snapshot().Error())
+	return translate(c.await(context.Background(), r.Snapshot()))
 }
 
 // timeout returns the time left in ctx, capped at ApplyTimeout.
@@ -669,8 +669,13 @@ func (c *Consensus) timeout(ctx context.Context) time.Duration {
 	return d
 }
 
-// waitFuture waits for f or ctx.
-func waitFuture(ctx context.Context, f raft.Future) error {
+// await waits for f, ctx or Close, whichever comes first. Every wait on a
+// raft future goes through here: raft does not answer a future whose log
+// entry was queued for the FSM when it shut down (hashicorp/raft#498), so
+// a bare f.Error() can block forever, and with it a caller or Close. On
+// Close it returns raft.ErrRaftShutdown (translate makes it ErrClosed).
+// An unanswered future leaves one goroutine behind, blocked on f.
+func (c *Consensus) await(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
@@ -678,6 +683,14 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-c.ctx.Done():
+		// Close may race an answered future: prefer its answer.
+		select {
+		case err := <-done:
+			return err
+		default:
+		}
+		return raft.ErrRaftShutdown
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"slices"
@@ -575,6 +576,53 @@ func TestWritesWithoutQuorumFailFast(t *testing.T) {
 	for _, id := range names {
 		if id != survivor.id {
 			require.Contains(t, err.Error(), "name-"+id)
+		}
+	}
+}
+
+// TestCloseAnswersPendingWaits: barriers and writes in flight on a leader
+// that closes all return (raft itself leaves a future unanswered when its
+// entry was queued for the FSM at shutdown, hashicorp/raft#498). Before the
+// fix a Barrier racing Close could block its caller forever.
+func TestCloseAnswersPendingWaits(t *testing.T) {
+	cl := newCluster(t)
+	for round := range 5 {
+		id := fmt.Sprintf("race%d", round)
+		n := cl.start(cl.config(id))
+		cl.waitLeader()
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					var err error
+					if w%2 == 0 {
+						err = n.c.Barrier(context.Background())
+					} else {
+						_, err = n.c.Apply(context.Background(), mustEncode(t, host(fmt.Sprintf("w%d-%d", w, i))))
+					}
+					if errors.Is(err, consensus.ErrClosed) || errors.Is(err, consensus.ErrNotLeader) {
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(20+round*7) * time.Millisecond) // let the writers fill raft's queues
+		cl.stop(id)
+		close(stop)
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: a barrier or write did not return after Close", round)
 		}
 	}
 }

@@ -196,7 +196,7 @@ func (c *Consensus) handleRequest(frame []byte) forwardResponse {
 			return forwardResponse{Code: codeError, Message: "refusing to remove " + fmt.Sprintf("%q", id)}
 		}
 		c.markLeaving(id)
-		if err := r.RemoveServer(raft.ServerID(id), 0, c.timeout(ctx)).Error(); err != nil {
+		if err := c.await(ctx, r.RemoveServer(raft.ServerID(id), 0, c.timeout(ctx))); err != nil {
 			return responseFor(nil, translate(err))
 		}
 		c.log.Info("removed leaving server", "id", id)
@@ -267,8 +267,13 @@ var errSent = errors.New("sent, no answer")
 // applyLocal applies cmd through raft on this (leader) server.
 func (c *Consensus) applyLocal(r *raft.Raft, ctx context.Context, cmd []byte) (*fsm.Result, error) {
 	f := r.Apply(cmd, c.timeout(ctx))
-	if err := waitFuture(ctx, f); err != nil {
-		if ctx.Err() != nil || errors.Is(err, raft.ErrLeadershipLost) {
+	// A LAN commit takes milliseconds, and a leader that cannot reach a
+	// quorum steps down within its lease; ApplyTimeout bounds the wait even
+	// for a caller without a deadline, should raft never answer.
+	wait, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
+	defer cancel()
+	if err := c.await(wait, f); err != nil {
+		if wait.Err() != nil || errors.Is(err, raft.ErrLeadershipLost) {
 			// In the log, maybe replicated: it may still commit.
 			return nil, fmt.Errorf("%w: %w", errSent, translate(err))
 		}

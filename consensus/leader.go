@@ -53,7 +53,7 @@ func (c *Consensus) leaderLoop(ctx context.Context) {
 	}
 	backoff := 50 * time.Millisecond
 	for {
-		err := r.Barrier(c.cfg.ApplyTimeout).Error()
+		err := c.await(ctx, r.Barrier(c.cfg.ApplyTimeout))
 		if err == nil {
 			break
 		}
@@ -91,7 +91,7 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[stri
 		return ErrNotLeader
 	}
 	cf := r.GetConfiguration()
-	if err := cf.Error(); err != nil {
+	if err := c.await(ctx, cf); err != nil {
 		return err
 	}
 	p := c.newPass(raftOps{c: c, ctx: ctx, r: r}, c.cfg.FSM.State(), cf.Configuration().Servers)
@@ -123,11 +123,11 @@ func (o raftOps) addServer(id string, voter bool) error {
 	if voter {
 		add = o.r.AddVoter
 	}
-	return add(raft.ServerID(id), raft.ServerAddress(id), 0, o.c.cfg.ApplyTimeout).Error()
+	return o.c.await(o.ctx, add(raft.ServerID(id), raft.ServerAddress(id), 0, o.c.cfg.ApplyTimeout))
 }
 
 func (o raftOps) removeServer(id string) error {
-	return o.r.RemoveServer(raft.ServerID(id), 0, o.c.cfg.ApplyTimeout).Error()
+	return o.c.await(o.ctx, o.r.RemoveServer(raft.ServerID(id), 0, o.c.cfg.ApplyTimeout))
 }
 
 func (o raftOps) propose(cmd fsm.Command) error { return o.c.propose(o.ctx, o.r, cmd) }

@@ -158,7 +158,15 @@ func TestRegistryLinearizable(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
-	wg.Wait()
+	// Every client call is bounded by its 3 s context: a client still busy
+	// a minute later is stuck (a wait on raft that ignores its context).
+	clientsDone := make(chan struct{})
+	go func() { wg.Wait(); close(clientsDone) }()
+	select {
+	case <-clientsDone:
+	case <-time.After(time.Minute):
+		t.Fatal("a client call ignored its context and is still blocked")
+	}
 
 	mu.Lock()
 	defer mu.Unlock()
