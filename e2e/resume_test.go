@@ -17,8 +17,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/sse"
-	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/localcluster"
@@ -26,11 +26,11 @@ import (
 
 // spawnWorker starts a worker of the bundled model on hive through n's
 // job API with the given slots and queue, and waits until it serves.
-func spawnWorker(t *testing.T, n *localcluster.Node, hive string, slots, queue int) node.SpawnResult {
+func spawnWorker(t *testing.T, n *localcluster.Node, hive string, slots, queue int) api.SpawnResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var sp node.SpawnResult
+	var sp api.SpawnResult
 	require.NoError(t, n.Client().Result(ctx, map[string]any{"operation": "worker_spawn", "hive": hive, "model": "builtin:stories260k",
 		"threads": 1, "slots": slots, "queue": queue}, &sp, nil))
 	require.Positive(t, sp.PID)
@@ -57,7 +57,7 @@ func runStream(ctx context.Context, n *localcluster.Node, s resumeStream, onToke
 	case "ollama":
 		return runOllama(ctx, n, s, onToken)
 	case "":
-		var res node.InferResult
+		var res api.InferResult
 		err := client.New(n.URL(), "").Result(ctx, s.req, &res, func(ev jobs.Event) {
 			if ev.Type == jobs.TypeToken {
 				onToken()
@@ -215,7 +215,7 @@ func killMidStream(t *testing.T, entry *localcluster.Node, pid, busy int, stream
 // killUntilResumed runs killMidStream on first, then, while no stream went
 // on elsewhere (the kill came too late), on fresh workers spawned on hive;
 // at most three tries.
-func killUntilResumed(t *testing.T, entry *localcluster.Node, first node.SpawnResult, hive string, slots, queue int, streams []resumeStream) {
+func killUntilResumed(t *testing.T, entry *localcluster.Node, first api.SpawnResult, hive string, slots, queue int, streams []resumeStream) {
 	t.Helper()
 	w := first
 	for try := 1; ; try++ {
@@ -299,7 +299,7 @@ func TestStreamsSurviveWorkerFailures(t *testing.T) {
 		slow := filepath.Join(t.TempDir(), "slow.gguf")
 		cli(t, bin, "model", "synth", slow, "--arch", "llama", "--dim", "384", "--layers", "1", "--heads", "4", "--kv-heads", "4",
 			"--ff", "512", "--vocab", "98304", "--type", "f32", "--ctx", "2048")
-		var sp node.SpawnResult
+		var sp api.SpawnResult
 		require.NoError(t, entry.Client().Result(ctx, map[string]any{"operation": "worker_spawn", "hive": h3.Name, "model": slow, "threads": 1}, &sp, nil))
 		done := make(chan error, 1)
 		first := make(chan struct{})
@@ -332,7 +332,7 @@ func TestStreamsSurviveWorkerFailures(t *testing.T) {
 // less than 5 s (libp2p alone took 38 s) with the text of an uninterrupted
 // run, a request made meanwhile is served, and w leaves the schedule
 // within 5 s. The node is continued at the end.
-func silentDrop(t *testing.T, bin string, entry, silent *localcluster.Node, w node.SpawnResult, slots int) {
+func silentDrop(t *testing.T, bin string, entry, silent *localcluster.Node, w api.SpawnResult, slots int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	req := map[string]any{"operation": "infer", "model": "stories260k", "prompt": "Once upon a time", "max_tokens": 400, "temperature": 0}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/node/jobs"
 )
@@ -126,28 +127,9 @@ func (u *keyUse) get(name string) (time.Time, bool) {
 	return t, ok
 }
 
-// APIKeyView is what apikey_list shows of a key.
-type APIKeyView struct {
-	Name     string     `json:"name"`
-	Scope    string     `json:"scope"`
-	Created  time.Time  `json:"created"`
-	LastUsed *time.Time `json:"last_used,omitempty"`
-}
-
-// APIKeyCreated is apikey_create's result: the key is shown this once.
-type APIKeyCreated struct {
-	APIKeyView
-	Key string `json:"key"`
-}
-
-type apiKeyReq struct {
-	Name  string `json:"name"`
-	Scope string `json:"scope"`
-}
-
 func validateAPIKeyReq(needScope bool) func(Request) error {
 	return func(req Request) error {
-		var r apiKeyReq
+		var r api.APIKeyCreateRequest // revoke's fields are a subset
 		if err := json.Unmarshal(req.Raw, &r); err != nil {
 			return jobs.Errorf(jobs.CodeBadRequest, "malformed api key request: %v", err)
 		}
@@ -163,8 +145,7 @@ func validateAPIKeyReq(needScope bool) func(Request) error {
 }
 
 func (n *Node) opAPIKeyCreate(ctx context.Context, em jobs.Emitter, req Request) error {
-	var r apiKeyReq
-	_ = json.Unmarshal(req.Raw, &r)
+	r, _ := decode[api.APIKeyCreateRequest](req)
 	key, hash := NewAPIKey()
 	k := fsm.APIKey{Name: r.Name, Scope: r.Scope, Hash: hash, Created: time.Now().UTC().Truncate(time.Second)}
 	b, err := fsm.Encode(fsm.CreateAPIKey{Key: k})
@@ -180,16 +161,16 @@ func (n *Node) opAPIKeyCreate(ctx context.Context, em jobs.Emitter, req Request)
 	// Read your writes: the key works on this node when the answer is out.
 	n.waitReplica(ctx, func() bool { _, ok := n.lookupAPIKey(key); return ok })
 	em.Narrate("apikey", "created", "API key %s (%s) created; it is shown once", k.Name, k.Scope)
-	return em.Result(APIKeyCreated{APIKeyView: APIKeyView{Name: k.Name, Scope: k.Scope, Created: k.Created}, Key: key})
+	return em.Result(api.APIKeyCreated{APIKeyView: api.APIKeyView{Name: k.Name, Scope: k.Scope, Created: k.Created}, Key: key})
 }
 
 func (n *Node) opAPIKeyList(ctx context.Context, em jobs.Emitter, req Request) error {
-	out := []APIKeyView{}
+	out := []api.APIKeyView{}
 	// Last use anywhere in the cluster: this node's own memory, and what
 	// the other nodes gossip with their load reports.
 	used := n.loads.keysUsed()
 	for _, k := range n.reg.APIKeys() {
-		v := APIKeyView{Name: k.Name, Scope: k.Scope, Created: k.Created}
+		v := api.APIKeyView{Name: k.Name, Scope: k.Scope, Created: k.Created}
 		last, ok := n.keyUse.get(k.Name)
 		if sec, seen := used[k.Name]; seen && (!ok || sec > last.Unix()) {
 			last, ok = time.Unix(sec, 0).UTC(), true
@@ -199,12 +180,11 @@ func (n *Node) opAPIKeyList(ctx context.Context, em jobs.Emitter, req Request) e
 		}
 		out = append(out, v)
 	}
-	return em.Result(map[string]any{"keys": out})
+	return em.Result(api.APIKeyListResult{Keys: out})
 }
 
 func (n *Node) opAPIKeyRevoke(ctx context.Context, em jobs.Emitter, req Request) error {
-	var r apiKeyReq
-	_ = json.Unmarshal(req.Raw, &r)
+	r, _ := decode[api.APIKeyRevokeRequest](req)
 	if _, ok := n.findAPIKey(r.Name); !ok {
 		return jobs.Errorf(jobs.CodeNotFound, "no API key named %q (rbee apikey list)", r.Name)
 	}
@@ -217,7 +197,7 @@ func (n *Node) opAPIKeyRevoke(ctx context.Context, em jobs.Emitter, req Request)
 	}
 	n.waitReplica(ctx, func() bool { _, ok := n.findAPIKey(r.Name); return !ok })
 	em.Narrate("apikey", "revoked", "API key %s revoked on every node", r.Name)
-	return em.Result(map[string]string{"revoked": r.Name})
+	return em.Result(api.APIKeyRevokeResult{Revoked: r.Name})
 }
 
 func (n *Node) findAPIKey(name string) (fsm.APIKey, bool) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/nodetest"
 	"github.com/rbee-project/rbee/node/tlsca"
@@ -305,7 +306,7 @@ func offLoopbackBody(n *node.Node, addr, method, path, tok, body string) (int, s
 // createKey makes an API key through n's API with the admin key.
 func createKey(t *testing.T, n *node.Node, name, scope string) string {
 	t.Helper()
-	var res node.APIKeyCreated
+	var res api.APIKeyCreated
 	run(t, n, map[string]any{"operation": "apikey_create", "name": name, "scope": scope}, &res)
 	require.Equal(t, name, res.Name)
 	require.True(t, strings.HasPrefix(res.Key, "rbk_"), res.Key)
@@ -415,7 +416,7 @@ func TestAPIKeys(t *testing.T) {
 	for _, n := range []*node.Node{n1, n0} {
 		require.Eventually(t, func() bool {
 			var list struct {
-				Keys []node.APIKeyView `json:"keys"`
+				Keys []api.APIKeyView `json:"keys"`
 			}
 			run(t, n, map[string]any{"operation": "apikey_list"}, &list)
 			if len(list.Keys) != 2 {

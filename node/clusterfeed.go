@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 )
@@ -14,35 +15,14 @@ import (
 // snapshot is sent only when it changed, so idle pages cost nothing.
 const feedInterval = time.Second
 
-// ClusterSnapshot is what the web page shows: the status plus the jobs of
-// this node with their latest progress.
-type ClusterSnapshot struct {
-	Status StatusResult `json:"status"`
-	Jobs   []JobSummary `json:"jobs"`
-	// InsecureHTTP: this node serves plain HTTP off loopback
-	// (--insecure-http); the page shows a warning.
-	InsecureHTTP bool `json:"insecure_http"`
-}
-
-// JobSummary is one job of this node.
-type JobSummary struct {
-	ID        string    `json:"job_id"`
-	Operation string    `json:"operation"`
-	Status    string    `json:"status"`
-	Created   time.Time `json:"created"`
-	Done      int64     `json:"done,omitempty"`
-	Total     int64     `json:"total,omitempty"`
-	Message   string    `json:"message,omitempty"`
-}
-
 // Snapshot returns the current cluster snapshot.
-func (n *Node) Snapshot() ClusterSnapshot {
-	s := ClusterSnapshot{Status: n.status(), Jobs: []JobSummary{}, InsecureHTTP: !loopbackHostPort(n.cfg.HTTPAddr)}
+func (n *Node) Snapshot() api.ClusterSnapshot {
+	s := api.ClusterSnapshot{Status: n.status(), Jobs: []api.JobSummary{}, InsecureHTTP: !loopbackHostPort(n.cfg.HTTPAddr)}
 	for i, j := range n.jobs.List() {
 		if i >= 50 {
 			break
 		}
-		js := JobSummary{ID: j.ID, Operation: j.Operation, Status: j.Status(), Created: j.Created}
+		js := api.JobSummary{ID: j.ID, Operation: j.Operation, Status: j.Status(), Created: j.Created}
 		evs, _, _ := j.Events(0)
 		for k := len(evs) - 1; k >= 0; k-- {
 			ev := evs[k]

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/worker"
@@ -481,10 +482,10 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 // here too (an existing regular executable, else 400); for another hive
 // that node checks it when the job runs there.
 func (n *Node) validateBinaryAdd(req Request) error {
-	if err := validateHive()(req); err != nil {
+	if err := validateOnHive[api.BinaryAddRequest](nil)(req); err != nil {
 		return err
 	}
-	r, _ := decodeHive(req)
+	r, _ := decode[api.BinaryAddRequest](req)
 	if r.Path == "" {
 		return jobs.Errorf(jobs.CodeBadRequest, "worker_binary_add needs field \"path\" (the engine's executable on the hive)")
 	}
@@ -503,15 +504,15 @@ func (n *Node) validateBinaryAdd(req Request) error {
 	return nil
 }
 
-func registerOptions(r hiveReq) workercat.RegisterOptions {
-	return workercat.RegisterOptions{Type: r.Type, Version: r.Version, Path: r.Path, Template: r.Template,
+func registerOptions(r api.BinaryAddRequest) workercat.RegisterOptions {
+	return workercat.RegisterOptions{Type: orCPU(r.Type), Version: r.Version, Path: r.Path, Template: r.Template,
 		HealthPath: r.Health, Devices: r.Devices, Pin: r.Default}
 }
 
 // opBinaryAdd registers an engine the user installed on this hive, where
 // it is. Admin only: it names a local path that rbee will execute.
 func (n *Node) opBinaryAdd(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, err := decodeHive(req)
+	r, err := decode[api.BinaryAddRequest](req)
 	if err != nil {
 		return err
 	}

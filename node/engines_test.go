@@ -18,6 +18,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -56,9 +57,9 @@ func postJob(t *testing.T, n *node.Node, req map[string]any) (int, string) {
 }
 
 // liveWorker returns a worker's view on n.
-func liveWorker(t *testing.T, n *node.Node, id string) (node.WorkerView, bool) {
+func liveWorker(t *testing.T, n *node.Node, id string) (api.WorkerView, bool) {
 	var res struct {
-		Workers []node.WorkerView `json:"workers"`
+		Workers []api.WorkerView `json:"workers"`
 	}
 	run(t, n, map[string]any{"operation": "active_worker_list"}, &res)
 	for _, w := range res.Workers {
@@ -66,7 +67,7 @@ func liveWorker(t *testing.T, n *node.Node, id string) (node.WorkerView, bool) {
 			return w, true
 		}
 	}
-	return node.WorkerView{}, false
+	return api.WorkerView{}, false
 }
 
 // A llama-server is registered where the user installed it, spawned on a
@@ -110,7 +111,7 @@ func TestLlamaServerEngine(t *testing.T) {
 	require.Equal(t, "local", e.Version)
 
 	// Spawn on GPU 1 of node1, through node0.
-	var sr node.SpawnResult
+	var sr api.SpawnResult
 	run(t, n0, map[string]any{"operation": "worker_spawn", "hive": "node1", "type": "llama-server", "model": "builtin:stories260k",
 		"gpus": []int{1}, "ctx": 512}, &sr)
 	require.Equal(t, "ready", sr.State)
@@ -234,7 +235,7 @@ func TestGenericOpenAIEngine(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code, "a template without {port}")
 	run(t, n0, map[string]any{"operation": "worker_binary_add", "type": "openai", "path": bin, "version": "rbee",
 		"template": "--model {model} --port {port} --host {host} --id {id} --threads 1 --model-name {model_id}", "health": "/health"}, nil)
-	var sr node.SpawnResult
+	var sr api.SpawnResult
 	run(t, n0, map[string]any{"operation": "worker_spawn", "type": "openai", "model": "builtin:stories260k", "device": "cpu"}, &sr)
 	require.Equal(t, "ready", sr.State)
 	waitSchedulable(t, c, 1)
@@ -265,7 +266,7 @@ func TestRealLlamaServer(t *testing.T) {
 	c := nodetest.New(t, 1, func(i int, cfg *node.Config) { cfg.WorkerHeartbeatTimeout = 5 * time.Second })
 	n0 := c.Nodes[0]
 	run(t, n0, map[string]any{"operation": "worker_binary_add", "type": "llama-server", "path": bin}, nil)
-	var sr node.SpawnResult
+	var sr api.SpawnResult
 	run(t, n0, map[string]any{"operation": "worker_spawn", "type": "llama-server", "model": "builtin:stories260k", "device": "cpu", "ctx": 256}, &sr)
 	require.Equal(t, "ready", sr.State)
 	waitSchedulable(t, c, 1)
@@ -305,7 +306,7 @@ func TestGPUPlacement(t *testing.T) {
 	run(t, n0, map[string]any{"operation": "worker_binary_add", "hive": "node1", "type": "llama-server", "path": bin}, nil)
 	require.Eventually(t, func() bool { return len(n0.Registry().Binaries()) > 0 }, nodetest.WaitTimeout, 50*time.Millisecond)
 
-	var sr node.SpawnResult
+	var sr api.SpawnResult
 	evs := run(t, n0, map[string]any{"operation": "worker_spawn", "type": "llama-server", "model": "builtin:stories260k"}, &sr)
 	require.Equal(t, "node1", sr.Node)
 	require.Equal(t, "ready", sr.State)
@@ -390,7 +391,7 @@ func TestLlamaServerDownloadedArchive(t *testing.T) {
 	run(t, n0, map[string]any{"operation": "worker_binary_list"}, &bl)
 	require.Len(t, bl.Binaries, 1, "the tampered release left nothing")
 
-	var sr node.SpawnResult
+	var sr api.SpawnResult
 	run(t, n0, map[string]any{"operation": "worker_spawn", "type": "llama-server", "version": "b7000", "model": "builtin:stories260k", "device": "cpu", "ctx": 256}, &sr)
 	require.Equal(t, "ready", sr.State)
 	waitSchedulable(t, c, 1)
@@ -413,7 +414,7 @@ func TestOllamaEngineImportsModel(t *testing.T) {
 	c := nodetest.New(t, 1, func(i int, cfg *node.Config) { cfg.WorkerHeartbeatTimeout = 5 * time.Second })
 	n0 := c.Nodes[0]
 	run(t, n0, map[string]any{"operation": "worker_binary_add", "type": "ollama", "path": bin}, nil)
-	var sr node.SpawnResult
+	var sr api.SpawnResult
 	evs := run(t, n0, map[string]any{"operation": "worker_spawn", "type": "ollama", "model": "builtin:stories260k", "device": "cpu", "ctx": 512}, &sr)
 	require.Equal(t, "ready", sr.State)
 	var said []string
@@ -439,7 +440,7 @@ func TestOllamaEngineImportsModel(t *testing.T) {
 	require.Equal(t, "Once upon a time", cc.Choices[0].Message.Content)
 
 	// A second spawn of the same model finds the blob already there.
-	var sr2 node.SpawnResult
+	var sr2 api.SpawnResult
 	run(t, n0, map[string]any{"operation": "worker_spawn", "type": "ollama", "model": "builtin:stories260k", "device": "cpu"}, &sr2)
 	require.Equal(t, "ready", sr2.State)
 	stop, cancelStop := context.WithTimeout(context.Background(), 30*time.Second)

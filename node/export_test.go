@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/rbee-project/rbee/api"
 )
 
 // WithoutAutoCA keeps the leader from creating the cluster CA.
@@ -75,7 +77,7 @@ func (n *Node) P2PServiceStat(name string) network.ScopeStat {
 const RaftConnMemory = raftConnMemory
 
 // Status is the status operation's result, without a job.
-func (n *Node) Status() StatusResult { return n.status() }
+func (n *Node) Status() api.StatusResult { return n.status() }
 
 // TransferLeadershipTo hands leadership (this node must lead) to a voter.
 func (n *Node) TransferLeadershipTo(ctx context.Context, id string) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/p2p"
 )
@@ -185,7 +186,7 @@ const forwardDialTimeout = 10 * time.Second
 // forwardJob runs req on target over libp2p and relays its events into em.
 // The remote error event is relayed as is; the local job then fails with
 // the remote code.
-func (n *Node) forwardJob(ctx context.Context, target hiveInfo, req Request, em jobs.Emitter) error {
+func (n *Node) forwardJob(ctx context.Context, target api.Hive, req Request, em jobs.Emitter) error {
 	if target.ID == "" {
 		return jobs.Errorf(jobs.CodeUnavailable, "%s is an inventory host that runs no node (state %s): start one with `rbee hive start %s`", target.Name, target.State, target.Name)
 	}

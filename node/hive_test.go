@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -77,7 +78,7 @@ func TestHiveCatalogOperations(t *testing.T) {
 	// the registry; both refuse deletion while the worker runs.
 	w := spawn(t, n0, "node1", 1)
 	var ml struct {
-		Models []node.ModelView `json:"models"`
+		Models []api.ModelView `json:"models"`
 	}
 	require.Eventually(t, func() bool {
 		run(t, n0, map[string]any{"operation": "model_list", "all": true}, &ml)

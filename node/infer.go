@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/worker"
 )
@@ -23,32 +24,8 @@ const maxWorkerEvent = 4 << 20
 // job goes to the worker, which validates it.
 var inferFields = []string{"operation", "hive", "model", "device", "worker_id", "name"}
 
-// InferRequest is the routing part of an infer job.
-type InferRequest struct {
-	Model    string           `json:"model"`
-	Hive     string           `json:"hive"`
-	Device   string           `json:"device"`
-	WorkerID string           `json:"worker_id"`
-	Prompt   *string          `json:"prompt"`
-	Messages []worker.Message `json:"messages"`
-}
-
-// InferResult is the result event of an infer job.
-type InferResult struct {
-	WorkerID   string  `json:"worker_id"`
-	Node       string  `json:"node"`
-	Model      string  `json:"model"`
-	Text       string  `json:"text"`
-	StopReason string  `json:"stop_reason"`
-	TokensIn   int     `json:"tokens_in"`
-	TokensOut  int     `json:"tokens_out"`
-	TTFTMs     float64 `json:"ttft_ms"`
-	TPS        float64 `json:"tokens_per_second"`
-	Attempts   int     `json:"attempts"`
-}
-
 func validateInfer(req Request) error {
-	var ir InferRequest
+	var ir api.InferRequest
 	if err := json.Unmarshal(req.Raw, &ir); err != nil {
 		return jobs.Errorf(jobs.CodeBadRequest, "infer: %v", err)
 	}
@@ -81,7 +58,7 @@ func (r *retryable) Error() string { return r.err.Error() }
 func (r *retryable) Unwrap() error { return r.err }
 
 func (n *Node) opInfer(ctx context.Context, em jobs.Emitter, req Request) error {
-	var ir InferRequest
+	var ir api.InferRequest
 	if err := json.Unmarshal(req.Raw, &ir); err != nil {
 		return jobs.Errorf(jobs.CodeBadRequest, "infer: %v", err)
 	}
@@ -96,7 +73,7 @@ func (n *Node) opInfer(ctx context.Context, em jobs.Emitter, req Request) error 
 	f := RouteFilter{Model: ir.Model, Device: ir.Device, WorkerID: ir.WorkerID, Hive: ir.Hive}
 	var st streamState
 	var text strings.Builder
-	var res InferResult
+	var res api.InferResult
 	start := time.Now()
 	var cur Target
 	t, attempts, err := n.forwardStream(ctx, f, "/v1/infer", body, &st, func(resp *http.Response, t Target) error {

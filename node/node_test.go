@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
@@ -19,11 +20,11 @@ import (
 	"github.com/rbee-project/rbee/node/nodetest"
 )
 
-func status(t *testing.T, n *node.Node) node.StatusResult {
+func status(t *testing.T, n *node.Node) api.StatusResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var st node.StatusResult
+	var st api.StatusResult
 	require.NoError(t, client.New(n.URL(), n.AdminKey()).Result(ctx, map[string]any{"operation": "status"}, &st, nil))
 	return st
 }
@@ -71,7 +72,7 @@ func TestForwardedOperationRunsOnTargetHive(t *testing.T) {
 	require.Contains(t, nodesSeen, "node1", "events from the target hive are relayed")
 
 	// hive_status reaches the other node over p2p.
-	var hs node.HiveStatus
+	var hs api.HiveStatus
 	require.NoError(t, client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Result(ctx, map[string]any{"operation": "hive_status", "name": "node1"}, &hs, nil))
 	require.Equal(t, "alive", hs.GossipState)
 	require.True(t, hs.APIHealthy, hs.APIError)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -47,44 +48,44 @@ type op struct {
 
 func (n *Node) registerOps() {
 	n.ops = map[string]op{
-		"status":                    {perm: permRead, run: n.opStatus},
-		"hive_list":                 {perm: permRead, run: n.opHiveList},
-		"hive_get":                  {perm: permRead, needsName: true, run: n.opHiveGet},
-		"hive_status":               {perm: permRead, needsName: true, run: n.opHiveStatus},
-		"hive_refresh_capabilities": {onHive: true, run: n.opRefreshCapabilities},
+		api.OpStatus:                  {perm: permRead, run: n.opStatus},
+		api.OpHiveList:                {perm: permRead, run: n.opHiveList},
+		api.OpHiveGet:                 {perm: permRead, needsName: true, run: n.opHiveGet},
+		api.OpHiveStatus:              {perm: permRead, needsName: true, run: n.opHiveStatus},
+		api.OpHiveRefreshCapabilities: {onHive: true, run: n.opRefreshCapabilities},
 
-		"infer":                {perm: permInference, validate: validateInfer, run: n.opInfer},
-		"active_worker_list":   {perm: permRead, run: n.opWorkerList},
-		"active_worker_get":    {perm: permRead, validate: validateWorkerID, run: n.opWorkerGet},
-		"active_worker_retire": {validate: validateWorkerID, run: n.opWorkerRetire},
+		api.OpInfer:        {perm: permInference, validate: validateInfer, run: n.opInfer},
+		api.OpWorkerList:   {perm: permRead, run: n.opWorkerList},
+		api.OpWorkerGet:    {perm: permRead, validate: validateWorkerID, run: n.opWorkerGet},
+		api.OpWorkerRetire: {validate: validateWorkerID, run: n.opWorkerRetire},
 
-		"worker_spawn":          {onHive: true, validate: validateHive("model"), run: n.opWorkerSpawn},
-		"worker_process_list":   {perm: permRead, onHive: true, run: n.opProcessList},
-		"worker_process_get":    {perm: permRead, onHive: true, validate: validateHive("pid"), run: n.opProcessGet},
-		"worker_process_delete": {onHive: true, validate: validateHive("pid"), run: n.opProcessDelete},
-		"worker_binary_list":    {perm: permRead, onHive: true, run: n.opBinaryList},
-		"worker_binary_get":     {perm: permRead, onHive: true, validate: validateHive(), run: n.opBinaryGet},
-		"worker_binary_delete":  {onHive: true, validate: validateHive(), run: n.opBinaryDelete},
+		api.OpWorkerSpawn:   {onHive: true, validate: validateOnHive(checkSpawn), run: n.opWorkerSpawn},
+		api.OpProcessList:   {perm: permRead, onHive: true, run: n.opProcessList},
+		api.OpProcessGet:    {perm: permRead, onHive: true, validate: validateOnHive(checkProcess), run: n.opProcessGet},
+		api.OpProcessDelete: {onHive: true, validate: validateOnHive(checkProcess), run: n.opProcessDelete},
+		api.OpBinaryList:    {perm: permRead, onHive: true, run: n.opBinaryList},
+		api.OpBinaryGet:     {perm: permRead, onHive: true, validate: validateOnHive[api.BinaryGetRequest](nil), run: n.opBinaryGet},
+		api.OpBinaryDelete:  {onHive: true, validate: validateOnHive[api.BinaryDeleteRequest](nil), run: n.opBinaryDelete},
 		// Admin only (no perm): it names a local file rbee will execute.
-		"worker_binary_add": {onHive: true, validate: n.validateBinaryAdd, run: n.opBinaryAdd},
-		"worker_build":      {onHive: true, validate: validateHive(), run: n.opWorkerBuild},
-		"worker_download":   {onHive: true, validate: validateHive(), run: n.opWorkerDownload},
-		"model_download":    {onHive: true, validate: validateHive("model"), run: n.opModelDownload},
-		"model_list":        {perm: permRead, onHive: true, run: n.opModelList},
-		"model_get":         {perm: permRead, onHive: true, validate: validateHive("id"), run: n.opModelGet},
-		"model_delete":      {onHive: true, validate: validateHive("id"), run: n.opModelDelete},
+		api.OpBinaryAdd:      {onHive: true, validate: n.validateBinaryAdd, run: n.opBinaryAdd},
+		api.OpWorkerBuild:    {onHive: true, validate: validateOnHive[api.WorkerBuildRequest](nil), run: n.opWorkerBuild},
+		api.OpWorkerDownload: {onHive: true, validate: validateOnHive[api.WorkerDownloadRequest](nil), run: n.opWorkerDownload},
+		api.OpModelDownload:  {onHive: true, validate: validateOnHive(checkModelRef), run: n.opModelDownload},
+		api.OpModelList:      {perm: permRead, onHive: true, run: n.opModelList},
+		api.OpModelGet:       {perm: permRead, onHive: true, validate: validateOnHive(checkModelID), run: n.opModelGet},
+		api.OpModelDelete:    {onHive: true, validate: validateOnHive(checkModelID), run: n.opModelDelete},
 
-		"hive_import_ssh": {run: n.opImportSSH},
-		"ssh_test":        {validate: n.validateHostName, run: n.opSSHTest},
-		"hive_install":    {validate: n.validateHostName, run: n.opInstall},
-		"hive_uninstall":  {validate: n.validateHostName, run: n.opUninstall},
-		"hive_start":      {validate: n.validateHostName, run: n.opStartHost},
-		"hive_stop":       {validate: n.validateHostName, run: n.opStopHost},
-		"node_leave":      {onHive: true, run: n.opNodeLeave},
+		api.OpImportSSH:     {run: n.opImportSSH},
+		api.OpSSHTest:       {validate: n.validateHostName, run: n.opSSHTest},
+		api.OpHiveInstall:   {validate: n.validateHostName, run: n.opInstall},
+		api.OpHiveUninstall: {validate: n.validateHostName, run: n.opUninstall},
+		api.OpHiveStart:     {validate: n.validateHostName, run: n.opStartHost},
+		api.OpHiveStop:      {validate: n.validateHostName, run: n.opStopHost},
+		api.OpNodeLeave:     {onHive: true, run: n.opNodeLeave},
 
-		"apikey_create": {validate: validateAPIKeyReq(true), run: n.opAPIKeyCreate},
-		"apikey_list":   {run: n.opAPIKeyList},
-		"apikey_revoke": {validate: validateAPIKeyReq(false), run: n.opAPIKeyRevoke},
+		api.OpAPIKeyCreate: {validate: validateAPIKeyReq(true), run: n.opAPIKeyCreate},
+		api.OpAPIKeyList:   {run: n.opAPIKeyList},
+		api.OpAPIKeyRevoke: {validate: validateAPIKeyReq(false), run: n.opAPIKeyRevoke},
 	}
 }
 
@@ -174,27 +175,9 @@ func (n *Node) submitAs(ctx context.Context, req Request, owner string) (*jobs.J
 // Jobs exposes the job manager.
 func (n *Node) Jobs() *jobs.Manager { return n.jobs }
 
-// hiveInfo is what the API reports of one node.
-type hiveInfo struct {
-	Name         string            `json:"name"`
-	ID           string            `json:"id"`
-	State        string            `json:"state"`
-	Voter        bool              `json:"voter"`
-	Suffrage     string            `json:"suffrage,omitempty"`
-	Leader       bool              `json:"leader"`
-	HTTPAddr     string            `json:"http_addr,omitempty"`
-	HTTPSAddr    string            `json:"https_addr,omitempty"`
-	GossipAddr   string            `json:"gossip_addr,omitempty"`
-	P2PAddrs     []string          `json:"p2p_addrs,omitempty"`
-	Version      string            `json:"version,omitempty"`
-	Capabilities *fsm.Capabilities `json:"capabilities,omitempty"`
-	// Host is the SSH inventory entry of this name, if any.
-	Host *fsm.Host `json:"host,omitempty"`
-}
-
 // hives merges gossip members, registry nodes and raft servers into one
 // list, sorted by name.
-func (n *Node) hives() []hiveInfo {
+func (n *Node) hives() []api.Hive {
 	suffrage := map[string]string{}
 	if servers, err := n.cons.Servers(); err == nil {
 		for _, s := range servers {
@@ -202,9 +185,9 @@ func (n *Node) hives() []hiveInfo {
 		}
 	}
 	leader := n.cons.LeaderID()
-	byID := map[string]*hiveInfo{}
+	byID := map[string]*api.Hive{}
 	for _, m := range n.gsp.Members() {
-		h := &hiveInfo{
+		h := &api.Hive{
 			Name: m.Meta.Name, ID: m.ID, State: m.State.String(), HTTPAddr: m.Meta.HTTPAddr, HTTPSAddr: m.Meta.HTTPSAddr,
 			GossipAddr: m.Addr, P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version,
 		}
@@ -217,7 +200,7 @@ func (n *Node) hives() []hiveInfo {
 			if rn.State == fsm.NodeFailed {
 				state = "dead"
 			}
-			h = &hiveInfo{Name: rn.Name, ID: rn.ID, State: state, HTTPAddr: rn.HTTPAddr, HTTPSAddr: rn.HTTPSAddr,
+			h = &api.Hive{Name: rn.Name, ID: rn.ID, State: state, HTTPAddr: rn.HTTPAddr, HTTPSAddr: rn.HTTPSAddr,
 				GossipAddr: rn.GossipAddr, P2PAddrs: rn.P2PAddrs, Version: rn.Version}
 			byID[rn.ID] = h
 		}
@@ -226,7 +209,7 @@ func (n *Node) hives() []hiveInfo {
 			h.Capabilities = &c
 		}
 	}
-	names := map[string]*hiveInfo{}
+	names := map[string]*api.Hive{}
 	for _, h := range byID {
 		names[h.Name] = h
 	}
@@ -236,9 +219,9 @@ func (n *Node) hives() []hiveInfo {
 			h.Host = &host
 			continue
 		}
-		byID["host:"+host.Name] = &hiveInfo{Name: host.Name, ID: "", State: string(host.State), Host: &host}
+		byID["host:"+host.Name] = &api.Hive{Name: host.Name, ID: "", State: string(host.State), Host: &host}
 	}
-	out := make([]hiveInfo, 0, len(byID))
+	out := make([]api.Hive, 0, len(byID))
 	for id, h := range byID {
 		h.Suffrage = suffrage[id]
 		h.Voter = h.Suffrage == "voter"
@@ -256,15 +239,15 @@ func (n *Node) hives() []hiveInfo {
 
 // resolveHive finds a node by hive name (or peer id). A name that is only a
 // left or dead node's still resolves; the caller decides what it can do.
-func (n *Node) resolveHive(name string) (hiveInfo, error) {
-	var found []hiveInfo
+func (n *Node) resolveHive(name string) (api.Hive, error) {
+	var found []api.Hive
 	for _, h := range n.hives() {
 		if h.Name == name || h.ID == name {
 			found = append(found, h)
 		}
 	}
 	if len(found) == 0 {
-		return hiveInfo{}, &jobs.Error{Code: jobs.CodeUnknownHive, Err: fmt.Errorf("%w %q (see `rbee hive list`)", ErrUnknownHive, name)}
+		return api.Hive{}, &jobs.Error{Code: jobs.CodeUnknownHive, Err: fmt.Errorf("%w %q (see `rbee hive list`)", ErrUnknownHive, name)}
 	}
 	// Prefer a live node when a name was reused.
 	for _, h := range found {
@@ -275,38 +258,14 @@ func (n *Node) resolveHive(name string) (hiveInfo, error) {
 	return found[0], nil
 }
 
-// StatusResult is the result of the status operation.
-type StatusResult struct {
-	Node      string `json:"node"`
-	NodeID    string `json:"node_id"`
-	Leader    string `json:"leader"`
-	LeaderID  string `json:"leader_id"`
-	RaftState string `json:"raft_state"`
-	// Stale: no leader is known (or none was heard from lately), so the
-	// registry below is this node's last known copy.
-	Stale bool `json:"stale"`
-	// LastLeaderContact: when this node last heard from a leader (also
-	// in an earlier run); absent when never.
-	LastLeaderContact *time.Time `json:"last_leader_contact,omitempty"`
-	// RegistryVersion is the registry version the cluster agreed on;
-	// RegistryHalted says why this node's replica stopped applying (it met
-	// a command of a newer build: upgrade this node), absent when it runs.
-	RegistryVersion int                `json:"registry_version"`
-	RegistryHalted  string             `json:"registry_halted,omitempty"`
-	Nodes           []hiveInfo         `json:"nodes"`
-	Workers         []WorkerView       `json:"workers"`
-	Models          []fsm.ModelHolding `json:"models"`
-	InFlight        int                `json:"in_flight"`
-}
-
-func (n *Node) status() StatusResult {
-	var hs []hiveInfo
+func (n *Node) status() api.StatusResult {
+	var hs []api.Hive
 	for _, h := range n.hives() {
 		if h.ID != "" { // inventory hosts without a node are in hive_list only
 			hs = append(hs, h)
 		}
 	}
-	res := StatusResult{Node: n.cfg.Name, NodeID: n.ID(), LeaderID: n.cons.LeaderID(), RaftState: n.cons.State(),
+	res := api.StatusResult{Node: n.cfg.Name, NodeID: n.ID(), LeaderID: n.cons.LeaderID(), RaftState: n.cons.State(),
 		Nodes: hs, Workers: n.workerViews(), Models: n.reg.Models(), Stale: n.cons.Stale(), RegistryVersion: n.reg.RegistryVersion()}
 	if err := n.reg.Halted(); err != nil {
 		res.RegistryHalted = err.Error()
@@ -334,7 +293,7 @@ func (n *Node) opStatus(ctx context.Context, em jobs.Emitter, req Request) error
 }
 
 func (n *Node) opHiveList(ctx context.Context, em jobs.Emitter, req Request) error {
-	return em.Result(map[string]any{"hives": n.hives()})
+	return em.Result(api.HiveListResult{Hives: n.hives()})
 }
 
 func (n *Node) opHiveGet(ctx context.Context, em jobs.Emitter, req Request) error {
@@ -345,25 +304,12 @@ func (n *Node) opHiveGet(ctx context.Context, em jobs.Emitter, req Request) erro
 	return em.Result(h)
 }
 
-// HiveStatus is the result of hive_status.
-type HiveStatus struct {
-	Name        string  `json:"name"`
-	ID          string  `json:"id"`
-	GossipState string  `json:"gossip_state"`
-	P2PRTTMs    float64 `json:"p2p_rtt_ms,omitempty"`
-	P2PError    string  `json:"p2p_error,omitempty"`
-	APIHealthy  bool    `json:"api_healthy"`
-	APIError    string  `json:"api_error,omitempty"`
-	RaftState   string  `json:"raft_state,omitempty"`
-	Version     string  `json:"version,omitempty"`
-}
-
 func (n *Node) opHiveStatus(ctx context.Context, em jobs.Emitter, req Request) error {
 	h, err := n.resolveHive(req.Name)
 	if err != nil {
 		return err
 	}
-	st := HiveStatus{Name: h.Name, ID: h.ID, GossipState: h.State, Version: h.Version}
+	st := api.HiveStatus{Name: h.Name, ID: h.ID, GossipState: h.State, Version: h.Version}
 	if h.ID == "" {
 		st.GossipState = "not a member"
 		st.APIError = "no node runs on this inventory host (state " + h.State + ")"

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/model/builtin"
@@ -21,44 +22,6 @@ import (
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 	"github.com/rbee-project/rbee/worker/process"
 )
-
-// hiveReq holds the fields of the hive operations.
-type hiveReq struct {
-	Model    string `json:"model"`
-	Ref      string `json:"ref"`
-	ID       string `json:"id"`
-	Type     string `json:"type"`
-	Version  string `json:"version"`
-	Device   string `json:"device"`
-	Threads  int    `json:"threads"`
-	Slots    int    `json:"slots"`
-	Queue    int    `json:"queue"`
-	WorkerID string `json:"worker_id"`
-	PID      int    `json:"pid"`
-	All      bool   `json:"all"`
-	OS       string `json:"os"`
-	Arch     string `json:"arch"`
-	Module   string `json:"module_version"`
-	// Default (worker_download, worker_binary_add) makes the binary the
-	// spawn default of its type and platform, whatever its version.
-	Default bool `json:"default"`
-	// Engines (worker_spawn): visible GPUs, context tokens, layers to
-	// offload (unset: all with GPUs, none without).
-	GPUs      []int `json:"gpus"`
-	Ctx       int   `json:"ctx"`
-	GPULayers *int  `json:"gpu_layers"`
-	// Hive is the hive the request named: a forwarded request runs with
-	// Request.Hive cleared, but keeps this.
-	Hive string `json:"hive"`
-	// worker_binary_add: an engine the user installed on the hive.
-	Path     string   `json:"path"`
-	Template string   `json:"template"`
-	Health   string   `json:"health"`
-	Devices  []string `json:"devices"`
-	// Accel (worker_download of an engine archive): the build to fetch;
-	// "" picks it from the hive's GPUs (defaultAccel).
-	Accel string `json:"accel"`
-}
 
 // defaultAccel is the engine build a hive's GPUs want: CUDA for NVIDIA,
 // ROCm for AMD, Metal on Apple, Vulkan for other GPUs (Intel), else cpu.
@@ -94,15 +57,22 @@ var engineDevices = map[string]bool{"cpu": true, "gpu": true, "cuda": true, "roc
 // anything that overflows an engine's arithmetic.
 const maxSpawnCtx = 1 << 22
 
-func decodeHive(req Request) (hiveReq, error) {
-	var r hiveReq
+// decode reads a request's fields into T, the operation's request type
+// of package api.
+func decode[T any](req Request) (T, error) {
+	var r T
 	if err := json.Unmarshal(req.Raw, &r); err != nil {
 		return r, jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
 	}
-	if r.Type == "" {
-		r.Type = workercat.TypeCPU
-	}
 	return r, nil
+}
+
+// orCPU is a request's worker type: "" is rbee's own cpu worker.
+func orCPU(typ string) string {
+	if typ == "" {
+		return workercat.TypeCPU
+	}
+	return typ
 }
 
 func need(field, v, op string) error {
@@ -130,54 +100,69 @@ func refuseURLs(req Request) error {
 	return nil
 }
 
-func validateHive(fields ...string) func(Request) error {
+// validateOnHive checks that a hive operation's request decodes as T and
+// names no URL.
+func validateOnHive[T any](check func(T, string) error) func(Request) error {
 	return func(req Request) error {
-		r, err := decodeHive(req)
+		r, err := decode[T](req)
 		if err != nil {
 			return err
 		}
 		if err := refuseURLs(req); err != nil {
 			return err
 		}
-		for _, f := range fields {
-			switch f {
-			case "model":
-				if r.Model == "" && r.Ref == "" {
-					return jobs.Errorf(jobs.CodeBadRequest, "%s needs field \"model\"", req.Operation)
-				}
-			case "id":
-				if err := need("id", r.ID, req.Operation); err != nil {
-					return err
-				}
-			case "pid":
-				if r.PID <= 0 {
-					return jobs.Errorf(jobs.CodeBadRequest, "%s needs field \"pid\" (a positive number)", req.Operation)
-				}
-			}
-		}
-		if r.Threads < 0 || r.Threads > 1024 || r.Slots < 0 || r.Slots > 256 || r.Queue < 0 || r.Queue > 4096 {
-			return jobs.Errorf(jobs.CodeBadRequest, "threads must be 0..1024, slots 0..256 and queue 0..4096")
-		}
-		if r.Type == workercat.TypeCPU {
-			if r.Device != "" && r.Device != "cpu" {
-				return jobs.Errorf(jobs.CodeBadRequest, "device %q is not supported by the cpu worker (use cpu, or an engine type such as --type llama-server)", r.Device)
-			}
-			if len(r.GPUs) > 0 {
-				return jobs.Errorf(jobs.CodeBadRequest, "the cpu worker uses no GPU: spawn an engine type (--type llama-server) for --gpu")
-			}
-		} else if r.Device != "" && !engineDevices[r.Device] {
-			return jobs.Errorf(jobs.CodeBadRequest, "device %q (want cpu, gpu, cuda, rocm, vulkan or metal)", r.Device)
-		}
-		if len(r.GPUs) > 16 || r.Ctx < 0 || r.Ctx > maxSpawnCtx || r.GPULayers != nil && (*r.GPULayers < 0 || *r.GPULayers > 100000) {
-			return jobs.Errorf(jobs.CodeBadRequest, "at most 16 GPUs; ctx 0..%d; gpu_layers 0..100000", maxSpawnCtx)
-		}
-		for _, g := range r.GPUs {
-			if g < 0 || g > 255 {
-				return jobs.Errorf(jobs.CodeBadRequest, "GPU index %d (want 0..255, as nvidia-smi or rocm-smi number them)", g)
-			}
+		if check != nil {
+			return check(r, req.Operation)
 		}
 		return nil
 	}
+}
+
+func checkPID(pid int, op string) error {
+	if pid <= 0 {
+		return jobs.Errorf(jobs.CodeBadRequest, "%s needs field \"pid\" (a positive number)", op)
+	}
+	return nil
+}
+
+func checkProcess(r api.ProcessGetRequest, op string) error { return checkPID(r.PID, op) }
+
+func checkModelRef(r api.ModelDownloadRequest, op string) error {
+	if r.ModelRef() == "" {
+		return jobs.Errorf(jobs.CodeBadRequest, "%s needs field \"model\"", op)
+	}
+	return nil
+}
+
+func checkModelID(r api.ModelGetRequest, op string) error { return need("id", r.ID, op) }
+
+// checkSpawn checks a worker_spawn request's fields.
+func checkSpawn(r api.WorkerSpawnRequest, op string) error {
+	if r.ModelRef() == "" {
+		return jobs.Errorf(jobs.CodeBadRequest, "%s needs field \"model\"", op)
+	}
+	if r.Threads < 0 || r.Threads > 1024 || r.Slots < 0 || r.Slots > 256 || r.Queue < 0 || r.Queue > 4096 {
+		return jobs.Errorf(jobs.CodeBadRequest, "threads must be 0..1024, slots 0..256 and queue 0..4096")
+	}
+	if orCPU(r.Type) == workercat.TypeCPU {
+		if r.Device != "" && r.Device != "cpu" {
+			return jobs.Errorf(jobs.CodeBadRequest, "device %q is not supported by the cpu worker (use cpu, or an engine type such as --type llama-server)", r.Device)
+		}
+		if len(r.GPUs) > 0 {
+			return jobs.Errorf(jobs.CodeBadRequest, "the cpu worker uses no GPU: spawn an engine type (--type llama-server) for --gpu")
+		}
+	} else if r.Device != "" && !engineDevices[r.Device] {
+		return jobs.Errorf(jobs.CodeBadRequest, "device %q (want cpu, gpu, cuda, rocm, vulkan or metal)", r.Device)
+	}
+	if len(r.GPUs) > 16 || r.Ctx < 0 || r.Ctx > maxSpawnCtx || r.GPULayers != nil && (*r.GPULayers < 0 || *r.GPULayers > 100000) {
+		return jobs.Errorf(jobs.CodeBadRequest, "at most 16 GPUs; ctx 0..%d; gpu_layers 0..100000", maxSpawnCtx)
+	}
+	for _, g := range r.GPUs {
+		if g < 0 || g > 255 {
+			return jobs.Errorf(jobs.CodeBadRequest, "GPU index %d (want 0..255, as nvidia-smi or rocm-smi number them)", g)
+		}
+	}
+	return nil
 }
 
 // catalogError maps catalog and download errors to job error codes.
@@ -310,19 +295,6 @@ func (n *Node) unknownModel(ref string) error {
 	return jobs.Errorf(jobs.CodeNotFound, "no model %q on %s or any live node of the cluster, and no such file (%s)", ref, n.cfg.Name, hint)
 }
 
-// SpawnResult is the result of worker_spawn.
-type SpawnResult struct {
-	WorkerID string `json:"worker_id"`
-	PID      int    `json:"pid"`
-	Port     int    `json:"port"`
-	Model    string `json:"model"`
-	Node     string `json:"node"`
-	Device   string `json:"device"`
-	State    string `json:"state"`
-	// BinaryVersion is the version of the worker binary it runs.
-	BinaryVersion string `json:"binary_version"`
-}
-
 // engineReadyTimeout bounds an engine's start: vLLM compiles kernels and
 // captures CUDA graphs, and a large model loads onto GPUs for minutes.
 const engineReadyTimeout = 15 * time.Minute
@@ -332,10 +304,11 @@ const engineReadyTimeout = 15 * time.Minute
 const spawnReadyTimeout = 60 * time.Second
 
 func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, err := decodeHive(req)
+	r, err := decode[api.WorkerSpawnRequest](req)
 	if err != nil {
 		return err
 	}
+	r.Type = orCPU(r.Type)
 	if r.Type == workercat.TypeRbee {
 		return jobs.Errorf(jobs.CodeBadRequest, "type %q is rbee itself, not a worker", r.Type)
 	}
@@ -431,7 +404,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		}
 	}
 	em.Narrate("hive", "spawn", "worker %s runs as pid %d on port %d; waiting for the registry", info.WorkerID, info.PID, info.Port)
-	res := SpawnResult{WorkerID: info.WorkerID, PID: info.PID, Port: info.Port, Model: model.ID, Node: n.cfg.Name, Device: device,
+	res := api.SpawnResult{WorkerID: info.WorkerID, PID: info.PID, Port: info.Port, Model: model.ID, Node: n.cfg.Name, Device: device,
 		BinaryVersion: bin.Version}
 	wctx, cancel := context.WithTimeout(ctx, spawnReadyTimeout)
 	defer cancel()
@@ -469,11 +442,11 @@ func (n *Node) opProcessList(ctx context.Context, em jobs.Emitter, req Request) 
 	if ps == nil {
 		ps = []process.Status{}
 	}
-	return em.Result(map[string]any{"node": n.cfg.Name, "processes": ps})
+	return em.Result(api.ProcessListResult{Node: n.cfg.Name, Processes: ps})
 }
 
 func (n *Node) opProcessGet(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, _ := decodeHive(req)
+	r, _ := decode[api.ProcessGetRequest](req)
 	st, err := n.procs.Get(r.PID)
 	if err != nil {
 		return catalogError(err)
@@ -482,7 +455,7 @@ func (n *Node) opProcessGet(ctx context.Context, em jobs.Emitter, req Request) e
 }
 
 func (n *Node) opProcessDelete(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, _ := decodeHive(req)
+	r, _ := decode[api.ProcessDeleteRequest](req)
 	st, err := n.procs.Get(r.PID)
 	if err != nil {
 		return catalogError(fmt.Errorf("%w (rbee only stops worker processes it started; see `rbee worker process list`)", err))
@@ -492,7 +465,7 @@ func (n *Node) opProcessDelete(ctx context.Context, em jobs.Emitter, req Request
 		return catalogError(err)
 	}
 	n.workerGone(st.WorkerID)
-	return em.Result(map[string]any{"pid": st.PID, "worker_id": st.WorkerID, "stopped": true})
+	return em.Result(api.ProcessDeleteResult{PID: st.PID, WorkerID: st.WorkerID, Stopped: true})
 }
 
 func (n *Node) opBinaryList(ctx context.Context, em jobs.Emitter, req Request) error {
@@ -500,11 +473,12 @@ func (n *Node) opBinaryList(ctx context.Context, em jobs.Emitter, req Request) e
 	if es == nil {
 		es = []workercat.Entry{}
 	}
-	return em.Result(map[string]any{"node": n.cfg.Name, "binaries": es})
+	return em.Result(api.BinaryListResult{Node: n.cfg.Name, Binaries: es})
 }
 
 func (n *Node) opBinaryGet(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, _ := decodeHive(req)
+	r, _ := decode[api.BinaryGetRequest](req)
+	r.Type = orCPU(r.Type)
 	e, err := n.binaries.Get(r.Type, r.Version)
 	if err != nil {
 		return catalogError(err)
@@ -513,7 +487,8 @@ func (n *Node) opBinaryGet(ctx context.Context, em jobs.Emitter, req Request) er
 }
 
 func (n *Node) opBinaryDelete(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, _ := decodeHive(req)
+	r, _ := decode[api.BinaryDeleteRequest](req)
+	r.Type = orCPU(r.Type)
 	removed, err := n.binaries.Delete(r.Type, r.Version)
 	if err != nil {
 		return catalogError(err)
@@ -522,11 +497,12 @@ func (n *Node) opBinaryDelete(ctx context.Context, em jobs.Emitter, req Request)
 		n.applyBackground(ctx, fsm.DeleteBinaryHolding{NodeID: n.ID(), WorkerType: e.Type, Version: e.Version, OS: e.OS, Arch: e.Arch})
 		em.Narrate("hive", "delete", "deleted %s %s (%s/%s)", e.Type, e.Version, e.OS, e.Arch)
 	}
-	return em.Result(map[string]any{"deleted": removed})
+	return em.Result(api.BinaryDeleteResult{Deleted: removed})
 }
 
 func (n *Node) opWorkerBuild(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, _ := decodeHive(req)
+	r, _ := decode[api.WorkerBuildRequest](req)
+	r.Type = orCPU(r.Type)
 	if r.Module == "" && n.cfg.SourceDir == "" {
 		return jobs.Errorf(jobs.CodeBadRequest, "hive %s has no rbee source tree to build from (start the node with --source-dir, or pass a module version)", n.cfg.Name)
 	}
@@ -544,7 +520,8 @@ func (n *Node) opWorkerBuild(ctx context.Context, em jobs.Emitter, req Request) 
 }
 
 func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, _ := decodeHive(req)
+	r, _ := decode[api.WorkerDownloadRequest](req)
+	r.Type = orCPU(r.Type)
 	// Checked again here: a forwarded job is validated on arrival too, but
 	// this is the operation that fetches.
 	if err := refuseURLs(req); err != nil {
@@ -632,7 +609,7 @@ func orAny(v string) string {
 }
 
 func (n *Node) opModelDownload(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, _ := decodeHive(req)
+	r, _ := decode[api.ModelDownloadRequest](req)
 	ref := r.Model
 	if ref == "" {
 		ref = r.Ref
@@ -644,40 +621,30 @@ func (n *Node) opModelDownload(ctx context.Context, em jobs.Emitter, req Request
 	return em.Result(e)
 }
 
-// ModelView is one line of the cluster-wide model list.
-type ModelView struct {
-	ID           string   `json:"id"`
-	Nodes        []string `json:"nodes"`
-	SHA256       string   `json:"sha256"`
-	Size         uint64   `json:"size"`
-	Quantization string   `json:"quantization"`
-	File         string   `json:"file"`
-}
-
 func (n *Node) opModelList(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, _ := decodeHive(req)
+	r, _ := decode[api.ModelListRequest](req)
 	if r.All {
 		names := map[string]string{}
 		for _, rn := range n.reg.Nodes() {
 			names[rn.ID] = rn.Name
 		}
-		byID := map[string]*ModelView{}
+		byID := map[string]*api.ModelView{}
 		var order []string
 		for _, h := range n.reg.Models() {
 			key := h.ModelID + "\x00" + h.SHA256
 			v, ok := byID[key]
 			if !ok {
-				v = &ModelView{ID: h.ModelID, SHA256: h.SHA256, Size: h.Size, Quantization: h.Quantization, File: h.File}
+				v = &api.ModelView{ID: h.ModelID, SHA256: h.SHA256, Size: h.Size, Quantization: h.Quantization, File: h.File}
 				byID[key] = v
 				order = append(order, key)
 			}
 			v.Nodes = append(v.Nodes, names[h.NodeID])
 		}
-		out := []ModelView{}
+		out := []api.ModelView{}
 		for _, k := range order {
 			out = append(out, *byID[k])
 		}
-		return em.Result(map[string]any{"models": out, "cluster": true})
+		return em.Result(api.ClusterModelListResult{Models: out, Cluster: true})
 	}
 	es, err := n.models.List()
 	if err != nil {
@@ -686,11 +653,11 @@ func (n *Node) opModelList(ctx context.Context, em jobs.Emitter, req Request) er
 	if es == nil {
 		es = []modelcat.Entry{}
 	}
-	return em.Result(map[string]any{"node": n.cfg.Name, "models": es})
+	return em.Result(api.ModelListResult{Node: n.cfg.Name, Models: es})
 }
 
 func (n *Node) opModelGet(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, _ := decodeHive(req)
+	r, _ := decode[api.ModelGetRequest](req)
 	e, err := n.models.Get(r.ID)
 	if err != nil {
 		return catalogError(err)
@@ -699,11 +666,11 @@ func (n *Node) opModelGet(ctx context.Context, em jobs.Emitter, req Request) err
 }
 
 func (n *Node) opModelDelete(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, _ := decodeHive(req)
+	r, _ := decode[api.ModelDeleteRequest](req)
 	if err := n.models.Delete(r.ID); err != nil {
 		return catalogError(err)
 	}
 	n.applyBackground(ctx, fsm.DeleteModelHolding{NodeID: n.ID(), ModelID: r.ID})
 	em.Narrate("hive", "delete", "deleted model %s from %s", r.ID, n.cfg.Name)
-	return em.Result(map[string]any{"deleted": r.ID, "node": n.cfg.Name})
+	return em.Result(api.ModelDeleteResult{Deleted: r.ID, Node: n.cfg.Name})
 }

@@ -2,36 +2,17 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
-// WorkerView is what worker list/get report of one worker.
-type WorkerView struct {
-	ID                 string  `json:"id"`
-	Node               string  `json:"node"`
-	NodeID             string  `json:"node_id"`
-	Model              string  `json:"model"`
-	Device             string  `json:"device"`
-	State              string  `json:"state"`
-	LiveState          string  `json:"live_state,omitempty"`
-	InFlight           int     `json:"in_flight"`
-	Queued             int     `json:"queued"`
-	Slots              int     `json:"slots,omitempty"`
-	TokensPerSecond    float64 `json:"tokens_per_second"`
-	Port               int     `json:"port,omitempty"`
-	PID                int     `json:"pid,omitempty"`
-	LastHeartbeatAgeMs int64   `json:"last_heartbeat_age_ms"`
-	Schedulable        bool    `json:"schedulable"`
-}
-
 // workerViews joins the registry with the gossip load reports.
-func (n *Node) workerViews() []WorkerView {
+func (n *Node) workerViews() []api.WorkerView {
 	names := map[string]string{}
 	for _, m := range n.gsp.Members() {
 		names[m.ID] = m.Meta.Name
@@ -49,9 +30,9 @@ func (n *Node) workerViews() []WorkerView {
 	for _, t := range n.candidates(RouteFilter{}) {
 		sched[t.Registry.ID] = true
 	}
-	out := []WorkerView{}
+	out := []api.WorkerView{}
 	for _, rw := range n.reg.Workers() {
-		v := WorkerView{ID: rw.ID, Node: names[rw.NodeID], NodeID: rw.NodeID, Model: rw.Model, Device: rw.Device,
+		v := api.WorkerView{ID: rw.ID, Node: names[rw.NodeID], NodeID: rw.NodeID, Model: rw.Model, Device: rw.Device,
 			State: string(rw.State), Port: rw.Port, PID: rw.PID, LastHeartbeatAgeMs: -1, Schedulable: sched[rw.ID]}
 		if w, ok := live[rw.ID]; ok {
 			v.LiveState, v.InFlight, v.Queued, v.Slots, v.TokensPerSecond, v.LastHeartbeatAgeMs = w.State, w.InFlight, w.Queued, w.Slots, w.TPS, w.AgeMs
@@ -62,46 +43,33 @@ func (n *Node) workerViews() []WorkerView {
 	return out
 }
 
-type workerIDReq struct {
-	WorkerID string `json:"worker_id"`
-	ID       string `json:"id"`
-}
-
-func (r workerIDReq) id() string {
-	if r.WorkerID != "" {
-		return r.WorkerID
-	}
-	return r.ID
-}
-
 func validateWorkerID(req Request) error {
-	var r workerIDReq
-	if err := json.Unmarshal(req.Raw, &r); err != nil {
-		return jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
+	r, err := decode[api.WorkerGetRequest](req)
+	if err != nil {
+		return err
 	}
-	if r.id() == "" {
+	if r.Worker() == "" {
 		return jobs.Errorf(jobs.CodeBadRequest, "%s needs field \"worker_id\"", req.Operation)
 	}
 	return nil
 }
 
 func (n *Node) opWorkerList(ctx context.Context, em jobs.Emitter, req Request) error {
-	return em.Result(map[string]any{"workers": n.workerViews()})
+	return em.Result(api.WorkerListResult{Workers: n.workerViews()})
 }
 
-func (n *Node) findWorker(id string) (WorkerView, error) {
+func (n *Node) findWorker(id string) (api.WorkerView, error) {
 	for _, v := range n.workerViews() {
 		if v.ID == id {
 			return v, nil
 		}
 	}
-	return WorkerView{}, jobs.Errorf(jobs.CodeNotFound, "no worker %q in the registry (see `rbee worker list`)", id)
+	return api.WorkerView{}, jobs.Errorf(jobs.CodeNotFound, "no worker %q in the registry (see `rbee worker list`)", id)
 }
 
 func (n *Node) opWorkerGet(ctx context.Context, em jobs.Emitter, req Request) error {
-	var r workerIDReq
-	_ = json.Unmarshal(req.Raw, &r)
-	v, err := n.findWorker(r.id())
+	r, _ := decode[api.WorkerGetRequest](req)
+	v, err := n.findWorker(r.Worker())
 	if err != nil {
 		return err
 	}
@@ -112,9 +80,8 @@ func (n *Node) opWorkerGet(ctx context.Context, em jobs.Emitter, req Request) er
 // the leader). Schedulers stop choosing it at once; its node drains it and
 // stops it, and the leader then removes it.
 func (n *Node) opWorkerRetire(ctx context.Context, em jobs.Emitter, req Request) error {
-	var r workerIDReq
-	_ = json.Unmarshal(req.Raw, &r)
-	v, err := n.findWorker(r.id())
+	r, _ := decode[api.WorkerGetRequest](req)
+	v, err := n.findWorker(r.Worker())
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/gguf"
@@ -289,7 +290,7 @@ func (n *Node) refreshCapabilitiesSoon() {
 // and GPU(s) that fit and forwards the spawn there (forwarded true), or
 // sets r.GPUs when this node is the pick. With no hive reporting a GPU the
 // spawn stays here and the engine decides.
-func (n *Node) placeSpawn(ctx context.Context, em jobs.Emitter, req Request, r *hiveReq, ref string) (forwarded bool, err error) {
+func (n *Node) placeSpawn(ctx context.Context, em jobs.Emitter, req Request, r *api.WorkerSpawnRequest, ref string) (forwarded bool, err error) {
 	hives := n.gpuHives(r.Type)
 	if len(hives) == 0 {
 		em.Narrate("scheduler", "place", "no hive with a %s engine reports a GPU: starting it on %s", r.Type, n.cfg.Name)
@@ -346,7 +347,7 @@ func (n *Node) placeSpawn(ctx context.Context, em jobs.Emitter, req Request, r *
 // fitLocalGPUs checks that an engine spawn fits this hive's GPUs: the
 // named ones, or else the one (or all) that holds it, which it then sets
 // in r.GPUs. A hive that reports no GPU leaves the choice to the engine.
-func (n *Node) fitLocalGPUs(em jobs.Emitter, r *hiveReq, model modelcat.Entry) error {
+func (n *Node) fitLocalGPUs(em jobs.Emitter, r *api.WorkerSpawnRequest, model modelcat.Entry) error {
 	own, ok := n.ownGPUs()
 	if !ok || len(own.GPUs) == 0 {
 		return nil
@@ -369,7 +370,7 @@ func (n *Node) fitLocalGPUs(em jobs.Emitter, r *hiveReq, model modelcat.Entry) e
 
 // fitLocalRAM checks that an engine spawned on the CPU fits this hive's
 // free RAM (as last detected).
-func (n *Node) fitLocalRAM(em jobs.Emitter, r hiveReq, model modelcat.Entry) error {
+func (n *Node) fitLocalRAM(em jobs.Emitter, r api.WorkerSpawnRequest, model modelcat.Entry) error {
 	rn, ok := n.reg.Node(n.ID())
 	if !ok || rn.Capabilities == nil || rn.Capabilities.RAMFree == 0 {
 		return nil

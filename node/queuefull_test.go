@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node/client"
 )
 
@@ -27,7 +27,7 @@ func TestFullQueuesWaitForAPlace(t *testing.T) {
 	}
 	waitSchedulable(t, c, 2)
 	req := map[string]any{"operation": "infer", "model": "slow", "prompt": "Once upon a time", "temperature": 0, "max_tokens": 30}
-	var want node.InferResult
+	var want api.InferResult
 	run(t, c.Nodes[0], req, &want)
 	require.Equal(t, 30, want.TokensOut)
 
@@ -35,7 +35,7 @@ func TestFullQueuesWaitForAPlace(t *testing.T) {
 	defer cancel()
 	const n = 8
 	errs := make([]error, n)
-	got := make([]node.InferResult, n)
+	got := make([]api.InferResult, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)

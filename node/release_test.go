@@ -19,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -185,7 +186,7 @@ func TestSignedWorkerReleases(t *testing.T) {
 	require.False(t, be.Pinned)
 	w := spawn(t, n0, "node1", 1)
 	require.Equal(t, "dev", w.BinaryVersion, "a downloaded release does not become the default")
-	var named node.SpawnResult
+	var named api.SpawnResult
 	run(t, n0, map[string]any{"operation": "worker_spawn", "hive": "node1", "model": "builtin:stories260k", "version": "v9.9.9", "threads": 1}, &named)
 	require.Equal(t, "v9.9.9", named.BinaryVersion, "a spawn may name it")
 	je := runErr(t, n0, map[string]any{"operation": "worker_spawn", "hive": "node1", "model": "builtin:stories260k", "version": "v7.7.7"})
@@ -194,7 +195,7 @@ func TestSignedWorkerReleases(t *testing.T) {
 	// Pinned, it is the default.
 	run(t, n0, map[string]any{"operation": "worker_download", "hive": "node1", "version": "v8.8.8", "default": true}, &be)
 	require.True(t, be.Pinned)
-	var pinned node.SpawnResult
+	var pinned api.SpawnResult
 	run(t, n0, map[string]any{"operation": "worker_spawn", "hive": "node1", "model": "builtin:stories260k", "threads": 1}, &pinned)
 	require.Equal(t, "v8.8.8", pinned.BinaryVersion)
 

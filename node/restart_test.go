@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/api"
 )
 
 // A node restarted while the rest of its cluster is down serves the
@@ -53,7 +53,7 @@ func TestRestartWithoutQuorumServesLastRegistry(t *testing.T) {
 
 	// A worker spawned without quorum never reaches the registry, yet its
 	// node routes to it.
-	var w2 node.SpawnResult
+	var w2 api.SpawnResult
 	run(t, n, map[string]any{"operation": "worker_spawn", "hive": "node0", "model": "builtin:stories260k", "threads": 1, "slots": 1}, &w2)
 	require.Equal(t, "registering", w2.State)
 	_, listed := n.Registry().Worker(w2.WorkerID)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -22,7 +23,7 @@ import (
 
 // workerInFlight asks a worker process directly (with its secret, as its
 // node does) how many requests it is generating.
-func workerInFlight(t *testing.T, c *nodetest.Cluster, w node.SpawnResult) int {
+func workerInFlight(t *testing.T, c *nodetest.Cluster, w api.SpawnResult) int {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/v1/info", w.Port), nil)
 	require.NoError(t, err)

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/synth"
 	"github.com/rbee-project/rbee/node"
@@ -101,13 +102,13 @@ func run(t *testing.T, n *node.Node, req map[string]any, out any) []jobs.Event {
 	return evs
 }
 
-func spawn(t *testing.T, via *node.Node, hive string, slots int) node.SpawnResult {
+func spawn(t *testing.T, via *node.Node, hive string, slots int) api.SpawnResult {
 	return spawnModel(t, via, hive, "builtin:stories260k", slots)
 }
 
-func spawnModel(t *testing.T, via *node.Node, hive, model string, slots int) node.SpawnResult {
+func spawnModel(t *testing.T, via *node.Node, hive, model string, slots int) api.SpawnResult {
 	t.Helper()
-	var res node.SpawnResult
+	var res api.SpawnResult
 	run(t, via, map[string]any{"operation": "worker_spawn", "hive": hive, "model": model, "threads": 1, "slots": slots}, &res)
 	require.Equal(t, "ready", res.State)
 	return res
@@ -136,7 +137,7 @@ func waitSchedulable(t *testing.T, c *nodetest.Cluster, want int) {
 	require.Eventually(t, func() bool {
 		for _, n := range c.Running() {
 			var res struct {
-				Workers []node.WorkerView `json:"workers"`
+				Workers []api.WorkerView `json:"workers"`
 			}
 			run(t, n, map[string]any{"operation": "active_worker_list"}, &res)
 			k := 0
@@ -153,13 +154,13 @@ func waitSchedulable(t *testing.T, c *nodetest.Cluster, want int) {
 	}, nodetest.WaitTimeout, 100*time.Millisecond)
 }
 
-func infer(t *testing.T, n *node.Node, req map[string]any) (node.InferResult, string) {
+func infer(t *testing.T, n *node.Node, req map[string]any) (api.InferResult, string) {
 	t.Helper()
 	base := map[string]any{"operation": "infer", "model": "stories260k", "temperature": 0, "max_tokens": 24}
 	for k, v := range req {
 		base[k] = v
 	}
-	var res node.InferResult
+	var res api.InferResult
 	evs := run(t, n, base, &res)
 	var sb strings.Builder
 	for _, ev := range evs {
@@ -183,7 +184,7 @@ func TestServeAcrossTheCluster(t *testing.T) {
 
 	// Through every node, to a worker on another node (and the local one).
 	for _, n := range c.Nodes {
-		for _, w := range []node.SpawnResult{w1, w2} {
+		for _, w := range []api.SpawnResult{w1, w2} {
 			res, text := infer(t, n, map[string]any{"prompt": "Once upon a time", "worker_id": w.WorkerID})
 			require.Equal(t, want, text)
 			require.Equal(t, w.WorkerID, res.WorkerID)
@@ -388,7 +389,7 @@ func TestWorkerExitAndRetire(t *testing.T) {
 	firstTok := make(chan struct{})
 	var once sync.Once
 	done := make(chan error, 1)
-	var res node.InferResult
+	var res api.InferResult
 	go func() {
 		done <- client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Result(ctx, map[string]any{"operation": "infer", "model": "slow",
 			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 300}, &res, func(ev jobs.Event) {
@@ -463,7 +464,7 @@ func TestNodeLossDuringStream(t *testing.T) {
 	firstTok := make(chan struct{})
 	var once sync.Once
 	done := make(chan error, 1)
-	var res node.InferResult
+	var res api.InferResult
 	go func() {
 		done <- client.New(entry.URL(), entry.AdminKey()).Result(ctx, map[string]any{"operation": "infer", "model": "slow",
 			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 300}, &res, func(ev jobs.Event) {

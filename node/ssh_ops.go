@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/internal/humanize"
@@ -18,21 +19,6 @@ import (
 	"github.com/rbee-project/rbee/node/sshhive"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
-
-// sshReq holds the fields of the SSH hive operations.
-type sshReq struct {
-	Name       string   `json:"name"`
-	SSHConfig  string   `json:"ssh_config"`
-	Overwrite  bool     `json:"overwrite"`
-	AcceptNew  bool     `json:"accept_new"`
-	Path       string   `json:"path"`
-	Purge      bool     `json:"purge"`
-	DataDir    string   `json:"data_dir"`
-	HTTPAddr   string   `json:"http_addr"`
-	GossipAddr string   `json:"gossip_addr"`
-	P2PAddr    string   `json:"p2p_addr"`
-	NodeArgs   []string `json:"node_args"`
-}
 
 // hostStartTimeout bounds hive_start's wait for the new node to appear in
 // gossip: a fresh machine may take a while to start and join.
@@ -55,9 +41,12 @@ func (n *Node) knownHosts() string {
 
 // validateHostName checks that the request names an inventory host.
 func (n *Node) validateHostName(req Request) error {
-	var r sshReq
-	if err := json.Unmarshal(req.Raw, &r); err != nil {
-		return jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
+	// Every host operation's request (api.SSHTestRequest, api.HiveInstallRequest, …) names it.
+	r, err := decode[struct {
+		Name string `json:"name"`
+	}](req)
+	if err != nil {
+		return err
 	}
 	if r.Name == "" {
 		return jobs.Errorf(jobs.CodeBadRequest, "%s needs field \"name\" (an inventory host)", req.Operation)
@@ -127,8 +116,7 @@ func (n *Node) waitReplica(ctx context.Context, done func() bool) {
 }
 
 func (n *Node) opImportSSH(ctx context.Context, em jobs.Emitter, req Request) error {
-	var r sshReq
-	_ = json.Unmarshal(req.Raw, &r)
+	r, _ := decode[api.ImportSSHRequest](req)
 	opts := sshhive.ImportOptions{Home: n.sshHome(), Overwrite: r.Overwrite}
 	if u, err := user.Current(); err == nil {
 		opts.DefaultUser = u.Username
@@ -179,8 +167,7 @@ func (n *Node) dialHost(ctx context.Context, em jobs.Emitter, name string, accep
 }
 
 func (n *Node) opSSHTest(ctx context.Context, em jobs.Emitter, req Request) error {
-	var r sshReq
-	_ = json.Unmarshal(req.Raw, &r)
+	r, _ := decode[api.SSHTestRequest](req)
 	h, ok := n.reg.Host(r.Name)
 	if !ok {
 		return jobs.Errorf(jobs.CodeNotFound, "no host %q in the inventory", r.Name)
@@ -191,15 +178,14 @@ func (n *Node) opSSHTest(ctx context.Context, em jobs.Emitter, req Request) erro
 		return sshError(err)
 	}
 	em.Narrate("ssh", "test", "%s: %s/%s, round trip %v, rbee %s", h.Name, res.OS, res.Arch, res.RoundTrip.Round(time.Microsecond), humanize.OrDash(res.RbeeVersion))
-	return em.Result(map[string]any{"name": h.Name, "round_trip_ms": float64(res.RoundTrip.Microseconds()) / 1000,
-		"connect_ms": float64(res.Connect.Microseconds()) / 1000, "os": res.OS, "arch": res.Arch, "uname": res.Uname, "rbee_version": res.RbeeVersion})
+	return em.Result(api.SSHTestResult{Name: h.Name, RoundTripMs: float64(res.RoundTrip.Microseconds()) / 1000,
+		ConnectMs: float64(res.Connect.Microseconds()) / 1000, OS: res.OS, Arch: res.Arch, Uname: res.Uname, RbeeVersion: res.RbeeVersion})
 }
 
 func layoutOf(h fsm.Host) sshhive.Layout { return sshhive.Layout{BinaryPath: h.InstallPath} }
 
 func (n *Node) opInstall(ctx context.Context, em jobs.Emitter, req Request) error {
-	var r sshReq
-	_ = json.Unmarshal(req.Raw, &r)
+	r, _ := decode[api.HiveInstallRequest](req)
 	h, c, err := n.dialHost(ctx, em, r.Name, false)
 	if err != nil {
 		return err
@@ -266,8 +252,7 @@ func (n *Node) memberByName(name string) (gossip.Member, bool) {
 }
 
 func (n *Node) opUninstall(ctx context.Context, em jobs.Emitter, req Request) error {
-	var r sshReq
-	_ = json.Unmarshal(req.Raw, &r)
+	r, _ := decode[api.HiveUninstallRequest](req)
 	if m, ok := n.memberByName(r.Name); ok {
 		servers, err := n.cons.Servers()
 		if err == nil {
@@ -312,8 +297,7 @@ func (n *Node) opUninstall(ctx context.Context, em jobs.Emitter, req Request) er
 }
 
 func (n *Node) opStartHost(ctx context.Context, em jobs.Emitter, req Request) error {
-	var r sshReq
-	_ = json.Unmarshal(req.Raw, &r)
+	r, _ := decode[api.HiveStartRequest](req)
 	if _, ok := n.memberByName(r.Name); ok {
 		return jobs.Errorf(jobs.CodeConflict, "a node named %s is already a live member", r.Name)
 	}
@@ -346,7 +330,7 @@ func (n *Node) opStartHost(ctx context.Context, em jobs.Emitter, req Request) er
 	if err := n.putHost(ctx, h); err != nil {
 		return err
 	}
-	return em.Result(map[string]any{"name": h.Name, "pid": res.PID, "service": res.Service, "log": res.LogFile})
+	return em.Result(api.HiveStartResult{Name: h.Name, PID: res.PID, Service: string(res.Service), Log: res.LogFile})
 }
 
 // leaveRemote asks a member to leave gracefully (workers drained first,
@@ -378,8 +362,7 @@ func (n *Node) leaveRemote(ctx context.Context, em jobs.Emitter, name string) er
 }
 
 func (n *Node) opStopHost(ctx context.Context, em jobs.Emitter, req Request) error {
-	var r sshReq
-	_ = json.Unmarshal(req.Raw, &r)
+	r, _ := decode[api.HiveStopRequest](req)
 	h, _ := n.reg.Host(r.Name)
 	graceful := false
 	if _, ok := n.memberByName(r.Name); ok {
@@ -409,7 +392,7 @@ func (n *Node) opStopHost(ctx context.Context, em jobs.Emitter, req Request) err
 	if err := n.putHost(ctx, h); err != nil {
 		return err
 	}
-	return em.Result(map[string]any{"name": r.Name, "graceful": graceful, "state": h.State})
+	return em.Result(api.HiveStopResult{Name: r.Name, Graceful: graceful, State: h.State})
 }
 
 // opNodeLeave runs on the node that leaves: its workers are drained and
@@ -430,5 +413,5 @@ func (n *Node) opNodeLeave(ctx context.Context, em jobs.Emitter, req Request) er
 			n.log.Warn("leave", "err", err)
 		}
 	}()
-	return em.Result(map[string]any{"name": n.cfg.Name, "leaving": true})
+	return em.Result(api.NodeLeaveResult{Name: n.cfg.Name, Leaving: true})
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -607,15 +608,6 @@ func (n *Node) Err() error {
 	return n.failErr
 }
 
-// CAInfo is what GET /v1/tls/ca answers: the cluster CA certificate
-// (public) and its fingerprint.
-type CAInfo struct {
-	CertPEM     string    `json:"cert_pem"`
-	Fingerprint string    `json:"fingerprint"`
-	NotBefore   time.Time `json:"not_before"`
-	NotAfter    time.Time `json:"not_after"`
-}
-
 // handleCA serves the cluster CA certificate: JSON at /v1/tls/ca, PEM at
 // /v1/tls/ca.pem. It is public, like the certificate itself: a client pins
 // the fingerprint and fetches the rest.
@@ -636,5 +628,5 @@ func (n *Node) handleCA(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("\n"))
 		return
 	}
-	writeJSON(w, http.StatusOK, CAInfo{CertPEM: rec.CertPEM, Fingerprint: tlsca.Fingerprint(cert), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC()})
+	writeJSON(w, http.StatusOK, api.CAInfo{CertPEM: rec.CertPEM, Fingerprint: tlsca.Fingerprint(cert), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC()})
 }

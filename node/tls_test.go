@@ -19,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/nodetest"
@@ -170,7 +171,7 @@ func TestHTTPSListener(t *testing.T) {
 	// The CA over the API, as JSON and PEM, public.
 	st, _, data := apiCall(t, n0, "GET", "/v1/tls/ca", "", "", "", nil)
 	require.Equal(t, 200, st)
-	var info node.CAInfo
+	var info api.CAInfo
 	require.NoError(t, json.Unmarshal(data, &info))
 	require.Equal(t, fp, info.Fingerprint)
 	require.True(t, info.NotAfter.After(time.Now().Add(9*365*24*time.Hour)))
@@ -194,7 +195,7 @@ func TestHTTPSListener(t *testing.T) {
 		require.Equal(t, 200, resp.StatusCode)
 		cl := client.New(base, n.AdminKey())
 		cl.HTTP = hc
-		var status node.StatusResult
+		var status api.StatusResult
 		require.NoError(t, cl.Result(context.Background(), map[string]any{"operation": "status"}, &status, nil))
 		require.Equal(t, n.Name(), status.Node)
 		// A name the certificate covers works too.

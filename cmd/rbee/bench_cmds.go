@@ -20,9 +20,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/cputime"
 	"github.com/rbee-project/rbee/internal/localcopy"
 	"github.com/rbee-project/rbee/internal/sse"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
 	"github.com/rbee-project/rbee/node"
@@ -189,11 +191,8 @@ func newBenchRouteCmd(g *globals) *cobra.Command {
 			for _, c := range concurrency {
 				maxC = max(maxC, c)
 			}
-			var sp struct {
-				WorkerID string `json:"worker_id"`
-				Port     int    `json:"port"`
-			}
-			req := map[string]any{"operation": "worker_spawn", "hive": own.Name, "model": "builtin:stories260k", "slots": slots, "queue": maxC * 2}
+			var sp api.SpawnResult
+			req := api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: own.Name}, Model: "builtin:stories260k", Slots: slots, Queue: maxC * 2}
 			if err := own.Client().Result(ctx, req, &sp, nil); err != nil {
 				return fmt.Errorf("spawn worker: %w", err)
 			}
@@ -314,20 +313,14 @@ rates do) and /proc/loadavg. The summary holds the medians.`,
 				return err
 			}
 			defer cleanup()
-			var e struct {
-				ID string `json:"id"`
-			}
-			if err := cl.Nodes[0].Client().Result(ctx, map[string]any{"operation": "model_download", "model": src}, &e, nil); err != nil {
+			var e api.Model
+			if err := cl.Nodes[0].Client().Result(ctx, api.ModelDownloadRequest{Model: src}, &e, nil); err != nil {
 				return fmt.Errorf("catalog on node1: %w", err)
 			}
 			// Wait until node2's replica knows node1 holds it.
 			for deadline := time.Now().Add(30 * time.Second); ; {
-				var all struct {
-					Models []struct {
-						SHA256 string `json:"sha256"`
-					} `json:"models"`
-				}
-				_ = cl.Nodes[1].Client().Result(ctx, map[string]any{"operation": "model_list", "all": true}, &all, nil)
+				var all api.ClusterModelListResult
+				_ = cl.Nodes[1].Client().Result(ctx, api.ModelListRequest{All: true}, &all, nil)
 				found := false
 				for _, m := range all.Models {
 					found = found || m.SHA256 == sum
@@ -375,27 +368,23 @@ rates do) and /proc/loadavg. The summary holds the medians.`,
 
 				// The origin is unreachable on purpose: the bytes must come from the peer.
 				ref := "http://127.0.0.1:9/transfer.gguf#sha256=" + sum
-				var e2 struct {
-					ID     string `json:"id"`
-					Source string `json:"source"`
-					SHA256 string `json:"sha256"`
-				}
+				var e2 api.Model
 				p0, cpuOK := nodesCPU()
 				t1 := time.Now()
-				if err := cl.Nodes[1].Client().Result(ctx, map[string]any{"operation": "model_download", "model": ref}, &e2, nil); err != nil {
+				if err := cl.Nodes[1].Client().Result(ctx, api.ModelDownloadRequest{Model: ref}, &e2, nil); err != nil {
 					return fmt.Errorf("peer copy: %w", err)
 				}
 				peer := time.Since(t1)
 				if p1, ok := nodesCPU(); ok && cpuOK {
 					r.PeerCPUNsB = perByte(p1 - p0)
 				}
-				if e2.SHA256 != sum || e2.Source != "peer" {
+				if e2.SHA256 != sum || e2.Source != modelcat.SourcePeer {
 					return fmt.Errorf("peer copy has sha256 %s from %s, want %s from a peer", e2.SHA256, e2.Source, sum)
 				}
 				r.PeerMiBps = mibps(peer)
 				r.Ratio = r.PeerMiBps / r.LocalMiBps
 				all = append(all, r)
-				if err := cl.Nodes[1].Client().Result(ctx, map[string]any{"operation": "model_delete", "id": e2.ID}, nil, nil); err != nil {
+				if err := cl.Nodes[1].Client().Result(ctx, api.ModelDeleteRequest{ID: e2.ID}, nil, nil); err != nil {
 					return fmt.Errorf("deleting the copy: %w", err)
 				}
 			}

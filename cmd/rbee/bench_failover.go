@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node/localcluster"
 )
 
@@ -219,7 +220,7 @@ func failoverRound(ctx context.Context, cl *localcluster.Cluster) (toLeader, toW
 	}
 	for {
 		sctx, c := context.WithTimeout(wctx, 5*time.Second)
-		err := survivor.Client().Result(sctx, map[string]any{"operation": "hive_refresh_capabilities", "hive": survivor.Name}, nil, nil)
+		err := survivor.Client().Result(sctx, api.HiveRefreshCapabilitiesRequest{OnHive: api.OnHive{Hive: survivor.Name}}, nil, nil)
 		c()
 		if err == nil {
 			toWrite = time.Since(t0)

@@ -1,47 +1,20 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node"
 )
 
-// hive mirrors the API's node view (only what the CLI prints).
-type hive struct {
-	Name         string   `json:"name"`
-	ID           string   `json:"id"`
-	State        string   `json:"state"`
-	Voter        bool     `json:"voter"`
-	Suffrage     string   `json:"suffrage"`
-	Leader       bool     `json:"leader"`
-	HTTPAddr     string   `json:"http_addr"`
-	HTTPSAddr    string   `json:"https_addr"`
-	GossipAddr   string   `json:"gossip_addr"`
-	P2PAddrs     []string `json:"p2p_addrs"`
-	Version      string   `json:"version"`
-	Capabilities *struct {
-		CPUModel string `json:"cpu_model"`
-		Cores    int    `json:"cores"`
-		Threads  int    `json:"threads"`
-		RAMTotal uint64 `json:"ram_total"`
-		OS       string `json:"os"`
-		Arch     string `json:"arch"`
-		GPUs     []struct {
-			Vendor    string `json:"vendor"`
-			Name      string `json:"name"`
-			VRAMTotal uint64 `json:"vram_total"`
-		} `json:"gpus"`
-	} `json:"capabilities"`
-}
-
-func (h hive) role() string {
+func role(h api.Hive) string {
 	switch {
 	case h.Leader:
 		return "leader"
@@ -51,7 +24,7 @@ func (h hive) role() string {
 	return "-"
 }
 
-func (h hive) hardware() string {
+func hardware(h api.Hive) string {
 	c := h.Capabilities
 	if c == nil {
 		return "-"
@@ -63,10 +36,10 @@ func (h hive) hardware() string {
 	return s
 }
 
-func hiveRows(hs []hive) [][]string {
+func hiveRows(hs []api.Hive) [][]string {
 	var rows [][]string
 	for _, h := range hs {
-		rows = append(rows, []string{h.Name, h.State, h.role(), humanize.OrDash(h.HTTPAddr), humanize.OrDash(h.HTTPSAddr), humanize.OrDash(h.Version), h.hardware()})
+		rows = append(rows, []string{h.Name, h.State, role(h), humanize.OrDash(h.HTTPAddr), humanize.OrDash(h.HTTPSAddr), humanize.OrDash(h.Version), hardware(h)})
 	}
 	return rows
 }
@@ -79,49 +52,26 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Short: "Show the cluster: leader, nodes, workers, models",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := waitCtx(cmd.Context())
-			defer cancel()
-			var raw json.RawMessage
-			if err := g.client().Result(ctx, map[string]any{"operation": "status"}, &raw, narrate); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			var st struct {
-				Node      string            `json:"node"`
-				Leader    string            `json:"leader"`
-				RaftState string            `json:"raft_state"`
-				Stale     bool              `json:"stale"`
-				Halted    string            `json:"registry_halted"`
-				Contact   *time.Time        `json:"last_leader_contact"`
-				Nodes     []hive            `json:"nodes"`
-				Workers   []json.RawMessage `json:"workers"`
-				Models    []json.RawMessage `json:"models"`
-				InFlight  int               `json:"in_flight"`
-			}
-			if err := json.Unmarshal(raw, &st); err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			leader := st.Leader
-			if leader == "" {
-				leader = "(none: election in progress or no quorum)"
-			}
-			fmt.Fprintf(out, "Leader (queen): %s\nAnswered by:    %s (%s)\n", leader, st.Node, st.RaftState)
-			if st.Stale {
-				contact := "never"
-				if st.Contact != nil {
-					contact = st.Contact.Local().Format(time.RFC3339) + " (" + time.Since(*st.Contact).Round(time.Second).String() + " ago)"
+			return runOp(cmd, g, api.StatusRequest{}, 30*time.Second, func(out io.Writer, st api.StatusResult) error {
+				leader := st.Leader
+				if leader == "" {
+					leader = "(none: election in progress or no quorum)"
 				}
-				fmt.Fprintf(out, "Registry:       STALE (last known copy; last leader contact: %s)\n", contact)
-			}
-			if st.Halted != "" {
-				fmt.Fprintf(out, "Registry:       HALTED on %s: %s\n", st.Node, st.Halted)
-			}
-			fmt.Fprintf(out, "Workers: %d   Models: %d   In flight: %d\n\n", len(st.Workers), len(st.Models), st.InFlight)
-			table(out, hiveHeader, hiveRows(st.Nodes))
-			return nil
+				fmt.Fprintf(out, "Leader (queen): %s\nAnswered by:    %s (%s)\n", leader, st.Node, st.RaftState)
+				if st.Stale {
+					contact := "never"
+					if c := st.LastLeaderContact; c != nil {
+						contact = c.Local().Format(time.RFC3339) + " (" + time.Since(*c).Round(time.Second).String() + " ago)"
+					}
+					fmt.Fprintf(out, "Registry:       STALE (last known copy; last leader contact: %s)\n", contact)
+				}
+				if st.RegistryHalted != "" {
+					fmt.Fprintf(out, "Registry:       HALTED on %s: %s\n", st.Node, st.RegistryHalted)
+				}
+				fmt.Fprintf(out, "Workers: %d   Models: %d   In flight: %d\n\n", len(st.Workers), len(st.Models), st.InFlight)
+				table(out, hiveHeader, hiveRows(st.Nodes))
+				return nil
+			})
 		},
 	}
 }
@@ -133,23 +83,10 @@ func newHiveCmd(g *globals) *cobra.Command {
 		Short: "List the hives (members and known hosts)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := waitCtx(cmd.Context())
-			defer cancel()
-			var res struct {
-				Hives []hive `json:"hives"`
-			}
-			var raw json.RawMessage
-			if err := g.client().Result(ctx, map[string]any{"operation": "hive_list"}, &raw, narrate); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			if err := json.Unmarshal(raw, &res); err != nil {
-				return err
-			}
-			table(cmd.OutOrStdout(), hiveHeader, hiveRows(res.Hives))
-			return nil
+			return runOp(cmd, g, api.HiveListRequest{}, 30*time.Second, func(out io.Writer, res api.HiveListResult) error {
+				table(out, hiveHeader, hiveRows(res.Hives))
+				return nil
+			})
 		},
 	}
 	get := &cobra.Command{
@@ -157,32 +94,20 @@ func newHiveCmd(g *globals) *cobra.Command {
 		Short: "Show one hive",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := waitCtx(cmd.Context())
-			defer cancel()
-			var raw json.RawMessage
-			if err := g.client().Result(ctx, map[string]any{"operation": "hive_get", "name": args[0]}, &raw, narrate); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			var h hive
-			if err := json.Unmarshal(raw, &h); err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			rows := [][]string{{"name", h.Name}, {"id", h.ID}, {"state", h.State}, {"role", h.role()},
-				{"api", humanize.OrDash(h.HTTPAddr)}, {"https", humanize.OrDash(h.HTTPSAddr)}, {"gossip", humanize.OrDash(h.GossipAddr)}, {"p2p", humanize.OrDash(strings.Join(h.P2PAddrs, " "))},
-				{"version", humanize.OrDash(h.Version)}}
-			if c := h.Capabilities; c != nil {
-				rows = append(rows, []string{"cpu", fmt.Sprintf("%s (%d cores, %d threads)", c.CPUModel, c.Cores, c.Threads)},
-					[]string{"ram", humanize.Bytes(c.RAMTotal)}, []string{"os/arch", c.OS + "/" + c.Arch})
-				for i, gpu := range c.GPUs {
-					rows = append(rows, []string{"gpu" + strconv.Itoa(i), fmt.Sprintf("%s %s, %s VRAM", gpu.Vendor, gpu.Name, humanize.Bytes(gpu.VRAMTotal))})
+			return runOp(cmd, g, api.HiveGetRequest{Name: args[0]}, 30*time.Second, func(out io.Writer, h api.Hive) error {
+				rows := [][]string{{"name", h.Name}, {"id", h.ID}, {"state", h.State}, {"role", role(h)},
+					{"api", humanize.OrDash(h.HTTPAddr)}, {"https", humanize.OrDash(h.HTTPSAddr)}, {"gossip", humanize.OrDash(h.GossipAddr)}, {"p2p", humanize.OrDash(strings.Join(h.P2PAddrs, " "))},
+					{"version", humanize.OrDash(h.Version)}}
+				if c := h.Capabilities; c != nil {
+					rows = append(rows, []string{"cpu", fmt.Sprintf("%s (%d cores, %d threads)", c.CPUModel, c.Cores, c.Threads)},
+						[]string{"ram", humanize.Bytes(c.RAMTotal)}, []string{"os/arch", c.OS + "/" + c.Arch})
+					for i, gpu := range c.GPUs {
+						rows = append(rows, []string{"gpu" + strconv.Itoa(i), fmt.Sprintf("%s %s, %s VRAM", gpu.Vendor, gpu.Name, humanize.Bytes(gpu.VRAMTotal))})
+					}
 				}
-			}
-			table(out, []string{"FIELD", "VALUE"}, rows)
-			return nil
+				table(out, []string{"FIELD", "VALUE"}, rows)
+				return nil
+			})
 		},
 	}
 	status := &cobra.Command{
@@ -190,38 +115,19 @@ func newHiveCmd(g *globals) *cobra.Command {
 		Short: "Check a hive: gossip state, p2p round trip, API health",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := waitCtx(cmd.Context())
-			defer cancel()
-			var raw json.RawMessage
-			if err := g.client().Result(ctx, map[string]any{"operation": "hive_status", "name": args[0]}, &raw, narrate); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			var st struct {
-				Name        string  `json:"name"`
-				GossipState string  `json:"gossip_state"`
-				RTT         float64 `json:"p2p_rtt_ms"`
-				P2PError    string  `json:"p2p_error"`
-				APIHealthy  bool    `json:"api_healthy"`
-				APIError    string  `json:"api_error"`
-				RaftState   string  `json:"raft_state"`
-			}
-			if err := json.Unmarshal(raw, &st); err != nil {
-				return err
-			}
-			p2p := fmt.Sprintf("%.2f ms", st.RTT)
-			if st.P2PError != "" {
-				p2p = "unreachable: " + st.P2PError
-			}
-			api := "healthy"
-			if !st.APIHealthy {
-				api = "unhealthy: " + st.APIError
-			}
-			table(cmd.OutOrStdout(), []string{"FIELD", "VALUE"}, [][]string{{"name", st.Name}, {"gossip", st.GossipState},
-				{"p2p round trip", p2p}, {"api", api}, {"raft", humanize.OrDash(st.RaftState)}})
-			return nil
+			return runOp(cmd, g, api.HiveStatusRequest{Name: args[0]}, 30*time.Second, func(out io.Writer, st api.HiveStatus) error {
+				p2p := fmt.Sprintf("%.2f ms", st.P2PRTTMs)
+				if st.P2PError != "" {
+					p2p = "unreachable: " + st.P2PError
+				}
+				health := "healthy"
+				if !st.APIHealthy {
+					health = "unhealthy: " + st.APIError
+				}
+				table(out, []string{"FIELD", "VALUE"}, [][]string{{"name", st.Name}, {"gossip", st.GossipState},
+					{"p2p round trip", p2p}, {"api", health}, {"raft", humanize.OrDash(st.RaftState)}})
+				return nil
+			})
 		},
 	}
 	refresh := &cobra.Command{
@@ -229,17 +135,11 @@ func newHiveCmd(g *globals) *cobra.Command {
 		Short: "Re-detect a hive's CPU, RAM and GPUs and store them in the registry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := waitCtx(cmd.Context())
-			defer cancel()
-			var raw json.RawMessage
-			if err := g.client().Result(ctx, map[string]any{"operation": "hive_refresh_capabilities", "hive": args[0]}, &raw, narrate); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "capabilities stored")
-			return nil
+			req := api.HiveRefreshCapabilitiesRequest{OnHive: api.OnHive{Hive: args[0]}}
+			return runOp(cmd, g, req, 30*time.Second, func(out io.Writer, c api.Capabilities) error {
+				fmt.Fprintf(out, "capabilities stored: %d cores, %s RAM, %d GPU(s)\n", c.Cores, humanize.Bytes(c.RAMTotal), len(c.GPUs))
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(list, get, status, refresh)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rbee-project/rbee/api"
 )
 
 // Dynamic shell completion (cobra's `rbee completion bash|zsh|fish`): hive
@@ -47,20 +49,7 @@ func (g *globals) clusterNames(ctx context.Context) (clusterNames, bool) {
 	if resp.StatusCode != http.StatusOK {
 		return clusterNames{}, false
 	}
-	var snap struct {
-		Status struct {
-			Nodes []struct {
-				Name string `json:"name"`
-			} `json:"nodes"`
-			Workers []struct {
-				ID    string `json:"id"`
-				Model string `json:"model"`
-			} `json:"workers"`
-			Models []struct {
-				ModelID string `json:"model_id"`
-			} `json:"models"`
-		} `json:"status"`
-	}
+	var snap api.ClusterSnapshot
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(&snap); err != nil {
 		return clusterNames{}, false
 	}

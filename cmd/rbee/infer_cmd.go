@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
@@ -32,28 +33,21 @@ it is read from stdin (echo "Once upon" | rbee infer --model stories260k).`,
 			if err != nil {
 				return err
 			}
-			req := map[string]any{"operation": "infer", "model": model, "prompt": prompt, "max_tokens": n}
-			if hive != "" {
-				req["hive"] = hive
-			}
-			if device != "" {
-				req["device"] = device
-			}
-			if workerID != "" {
-				req["worker_id"] = workerID
-			}
+			req := api.InferRequest{Model: model, Hive: hive, Device: device, WorkerID: workerID, Prompt: &prompt, MaxTokens: n}
 			f := cmd.Flags()
 			if f.Changed("temperature") {
-				req["temperature"] = temp
+				t := float32(temp)
+				req.Temperature = &t
 			}
 			if f.Changed("top-p") {
-				req["top_p"] = topP
+				p := float32(topP)
+				req.TopP = &p
 			}
 			if f.Changed("top-k") {
-				req["top_k"] = topK
+				req.TopK = &topK
 			}
 			if f.Changed("seed") {
-				req["seed"] = seed
+				req.Seed = &seed
 			}
 			out := cmd.OutOrStdout()
 			var result []byte

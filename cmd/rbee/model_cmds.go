@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -9,20 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/humanize"
 )
-
-type modelEntry struct {
-	ID            string `json:"id"`
-	FileName      string `json:"file_name"`
-	Size          int64  `json:"size"`
-	SHA256        string `json:"sha256"`
-	Quantization  string `json:"quantization"`
-	Architecture  string `json:"architecture"`
-	Parameters    uint64 `json:"parameters"`
-	ContextLength uint64 `json:"context_length"`
-	Source        string `json:"source"`
-}
 
 func newModelClientCommands(g *globals) []*cobra.Command {
 	var hive string
@@ -39,11 +27,7 @@ func newModelClientCommands(g *globals) []*cobra.Command {
   builtin:stories260k      the tiny model bundled in the binary`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, withHive(map[string]any{"operation": "model_download", "model": args[0]}, hive), 0, func(out io.Writer, raw json.RawMessage) error {
-				var e modelEntry
-				if err := json.Unmarshal(raw, &e); err != nil {
-					return err
-				}
+			return runOp(cmd, g, api.ModelDownloadRequest{OnHive: api.OnHive{Hive: hive}, Model: args[0]}, 0, func(out io.Writer, e api.Model) error {
 				fmt.Fprintf(out, "%s: %s, %s, %s\n", e.ID, e.FileName, humanize.Bytes(uint64(e.Size)), e.Quantization)
 				return nil
 			})
@@ -56,32 +40,18 @@ func newModelClientCommands(g *globals) []*cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// The cluster view unless a hive is named.
 			all := all || hive == ""
-			req := withHive(map[string]any{"operation": "model_list", "all": all}, hive)
-			return runOp(cmd, g, req, 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
-				if all {
-					var res struct {
-						Models []struct {
-							ID, SHA256, Quantization string
-							Size                     uint64
-							Nodes                    []string
-						} `json:"models"`
-					}
-					if err := json.Unmarshal(raw, &res); err != nil {
-						return err
-					}
+			req := api.ModelListRequest{OnHive: api.OnHive{Hive: hive}, All: all}
+			if all {
+				return runOp(cmd, g, req, 30*time.Second, func(out io.Writer, res api.ClusterModelListResult) error {
 					var rows [][]string
 					for _, m := range res.Models {
 						rows = append(rows, []string{m.ID, humanize.Bytes(m.Size), humanize.OrDash(m.Quantization), short(m.SHA256), strings.Join(m.Nodes, ",")})
 					}
 					table(out, []string{"ID", "SIZE", "QUANT", "SHA256", "NODES"}, rows)
 					return nil
-				}
-				var res struct {
-					Models []modelEntry `json:"models"`
-				}
-				if err := json.Unmarshal(raw, &res); err != nil {
-					return err
-				}
+				})
+			}
+			return runOp(cmd, g, req, 30*time.Second, func(out io.Writer, res api.ModelListResult) error {
 				var rows [][]string
 				for _, m := range res.Models {
 					rows = append(rows, []string{m.ID, m.FileName, humanize.Bytes(uint64(m.Size)), humanize.OrDash(m.Quantization), short(m.SHA256)})
@@ -97,14 +67,10 @@ func newModelClientCommands(g *globals) []*cobra.Command {
 		Short: "Show a model of a hive's catalog",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, withHive(map[string]any{"operation": "model_get", "id": args[0]}, hive), 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
-				var e modelEntry
-				if err := json.Unmarshal(raw, &e); err != nil {
-					return err
-				}
+			return runOp(cmd, g, api.ModelGetRequest{OnHive: api.OnHive{Hive: hive}, ID: args[0]}, 30*time.Second, func(out io.Writer, e api.Model) error {
 				table(out, []string{"FIELD", "VALUE"}, [][]string{{"id", e.ID}, {"file", e.FileName}, {"size", humanize.Bytes(uint64(e.Size))},
 					{"sha256", e.SHA256}, {"architecture", e.Architecture}, {"parameters", fmt.Sprint(e.Parameters)},
-					{"quantization", e.Quantization}, {"context", fmt.Sprint(e.ContextLength)}, {"source", e.Source}})
+					{"quantization", e.Quantization}, {"context", fmt.Sprint(e.ContextLength)}, {"source", string(e.Source)}})
 				return nil
 			})
 		},
@@ -117,8 +83,8 @@ func newModelClientCommands(g *globals) []*cobra.Command {
 			if err := confirm(cmd, yes, fmt.Sprintf("Delete model %s?", args[0])); err != nil {
 				return err
 			}
-			return runOp(cmd, g, withHive(map[string]any{"operation": "model_delete", "id": args[0]}, hive), 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
-				fmt.Fprintf(out, "deleted %s\n", args[0])
+			return runOp(cmd, g, api.ModelDeleteRequest{OnHive: api.OnHive{Hive: hive}, ID: args[0]}, 30*time.Second, func(out io.Writer, res api.ModelDeleteResult) error {
+				fmt.Fprintf(out, "deleted %s from %s\n", res.Deleted, res.Node)
 				return nil
 			})
 		},

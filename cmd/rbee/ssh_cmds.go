@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/humanize"
 )
 
@@ -16,8 +17,8 @@ func sshCommands(g *globals) []*cobra.Command {
 	var sshConfig string
 	var overwrite, acceptNew, purge, yes bool
 	var path, dataDir string
-	done := func(msg string) func(io.Writer, json.RawMessage) error {
-		return func(out io.Writer, raw json.RawMessage) error {
+	say := func(msg string) func(io.Writer, json.RawMessage) error {
+		return func(out io.Writer, _ json.RawMessage) error {
 			fmt.Fprintln(out, msg)
 			return nil
 		}
@@ -27,21 +28,8 @@ func sshCommands(g *globals) []*cobra.Command {
 		Short: "Add the hosts of an OpenSSH config (default ~/.ssh/config of the node's user) to the inventory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := map[string]any{"operation": "hive_import_ssh", "overwrite": overwrite}
-			if sshConfig != "" {
-				req["ssh_config"] = sshConfig
-			}
-			return runOp(cmd, g, req, time.Minute, func(out io.Writer, raw json.RawMessage) error {
-				var res struct {
-					Added, Updated []struct{ Name string }
-					Skipped        []struct {
-						Host   struct{ Name string }
-						Reason string
-					}
-				}
-				if err := json.Unmarshal(raw, &res); err != nil {
-					return err
-				}
+			req := api.ImportSSHRequest{SSHConfig: sshConfig, Overwrite: overwrite}
+			return runOp(cmd, g, req, time.Minute, func(out io.Writer, res api.ImportSSHResult) error {
 				fmt.Fprintf(out, "added %d, updated %d, skipped %d host(s); see `rbee hive list`\n", len(res.Added), len(res.Updated), len(res.Skipped))
 				return nil
 			})
@@ -55,17 +43,8 @@ func sshCommands(g *globals) []*cobra.Command {
 		Short: "Connect to a host, verify its key against known_hosts, run a command",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, map[string]any{"operation": "ssh_test", "name": args[0], "accept_new": acceptNew}, time.Minute, func(out io.Writer, raw json.RawMessage) error {
-				var r struct {
-					OS          string  `json:"os"`
-					Arch        string  `json:"arch"`
-					RTT         float64 `json:"round_trip_ms"`
-					RbeeVersion string  `json:"rbee_version"`
-				}
-				if err := json.Unmarshal(raw, &r); err != nil {
-					return err
-				}
-				fmt.Fprintf(out, "%s: ok, %s/%s, round trip %.2f ms, rbee %s\n", args[0], r.OS, r.Arch, r.RTT, humanize.OrDash(r.RbeeVersion))
+			return runOp(cmd, g, api.SSHTestRequest{Name: args[0], AcceptNew: acceptNew}, time.Minute, func(out io.Writer, r api.SSHTestResult) error {
+				fmt.Fprintf(out, "%s: ok, %s/%s, round trip %.2f ms, rbee %s\n", args[0], r.OS, r.Arch, r.RoundTripMs, humanize.OrDash(r.RbeeVersion))
 				return nil
 			})
 		},
@@ -77,11 +56,10 @@ func sshCommands(g *globals) []*cobra.Command {
 		Short: "Copy rbee to a host over SFTP and install a service there",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := map[string]any{"operation": "hive_install", "name": args[0]}
-			if path != "" {
-				req["path"] = path
-			}
-			return runOp(cmd, g, req, 5*time.Minute, done("installed"))
+			return runOp(cmd, g, api.HiveInstallRequest{Name: args[0], Path: path}, 5*time.Minute, func(out io.Writer, res api.InstallResult) error {
+				fmt.Fprintf(out, "installed %s (rbee %s, service: %s)\n", res.BinaryPath, res.Version, res.Service)
+				return nil
+			})
 		},
 	}
 	install.Flags().StringVar(&path, "path", "", "where the binary goes on the host (default ~/.local/bin/rbee)")
@@ -91,11 +69,7 @@ func sshCommands(g *globals) []*cobra.Command {
 		Short: "Start a node on a host that joins this cluster (the secret travels in a 0600 file, never on a command line)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := map[string]any{"operation": "hive_start", "name": args[0]}
-			if dataDir != "" {
-				req["data_dir"] = dataDir
-			}
-			return runOp(cmd, g, req, 3*time.Minute, done(args[0]+" joined the cluster"))
+			return runOp(cmd, g, api.HiveStartRequest{Name: args[0], DataDir: dataDir}, 3*time.Minute, say(args[0]+" joined the cluster"))
 		},
 	}
 	start.Flags().StringVar(&dataDir, "data-dir", "", "data dir on the host (default: the node's default there)")
@@ -105,7 +79,7 @@ func sshCommands(g *globals) []*cobra.Command {
 		Short: "Stop the node on a host: graceful leave over p2p (workers first), SSH as the fallback",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, map[string]any{"operation": "hive_stop", "name": args[0]}, 3*time.Minute, done(args[0]+" stopped"))
+			return runOp(cmd, g, api.HiveStopRequest{Name: args[0]}, 3*time.Minute, say(args[0]+" stopped"))
 		},
 	}
 
@@ -121,11 +95,7 @@ func sshCommands(g *globals) []*cobra.Command {
 			if err := confirm(cmd, yes, fmt.Sprintf("Remove rbee's %s from %s?", what, args[0])); err != nil {
 				return err
 			}
-			req := map[string]any{"operation": "hive_uninstall", "name": args[0], "purge": purge}
-			if dataDir != "" {
-				req["data_dir"] = dataDir
-			}
-			return runOp(cmd, g, req, 3*time.Minute, done("uninstalled"))
+			return runOp(cmd, g, api.HiveUninstallRequest{Name: args[0], Purge: purge, DataDir: dataDir}, 3*time.Minute, say("uninstalled"))
 		},
 	}
 	uninstall.Flags().BoolVar(&purge, "purge", false, "also remove the node's data dir there")

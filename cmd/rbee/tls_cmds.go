@@ -1,14 +1,14 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/api"
 )
 
 func newTLSCmd(g *globals) *cobra.Command {
@@ -70,22 +70,11 @@ the admin credential.`,
 		Short: "Create an API key and print it (shown this once)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := waitCtx(cmd.Context())
-			defer cancel()
-			var res node.APIKeyCreated
-			var raw json.RawMessage
-			if err := g.client().Result(ctx, map[string]any{"operation": "apikey_create", "name": name, "scope": scope}, &raw, nil); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			if err := json.Unmarshal(raw, &res); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.Key)
-			fmt.Fprintf(os.Stderr, "API key %q (scope %s) created; it is shown only now: keep it in the client's configuration\n", res.Name, res.Scope)
-			return nil
+			return runOp(cmd, g, api.APIKeyCreateRequest{Name: name, Scope: scope}, 30*time.Second, func(out io.Writer, res api.APIKeyCreated) error {
+				fmt.Fprintln(out, res.Key)
+				fmt.Fprintf(cmd.ErrOrStderr(), "API key %q (scope %s) created; it is shown only now: keep it in the client's configuration\n", res.Name, res.Scope)
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "the key's name: 1-64 letters, digits, '-', '_', '.' (e.g. the client it is for)")
@@ -98,31 +87,18 @@ the admin credential.`,
 		Long:  "List the API keys: name, scope, creation time, and when the node answering last accepted each (every node keeps its own).",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := waitCtx(cmd.Context())
-			defer cancel()
-			var raw json.RawMessage
-			if err := g.client().Result(ctx, map[string]any{"operation": "apikey_list"}, &raw, nil); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			var res struct {
-				Keys []node.APIKeyView `json:"keys"`
-			}
-			if err := json.Unmarshal(raw, &res); err != nil {
-				return err
-			}
-			var rows [][]string
-			for _, k := range res.Keys {
-				last := "-"
-				if k.LastUsed != nil {
-					last = k.LastUsed.Local().Format(time.DateTime)
+			return runOp(cmd, g, api.APIKeyListRequest{}, 30*time.Second, func(out io.Writer, res api.APIKeyListResult) error {
+				var rows [][]string
+				for _, k := range res.Keys {
+					last := "-"
+					if k.LastUsed != nil {
+						last = k.LastUsed.Local().Format(time.DateTime)
+					}
+					rows = append(rows, []string{k.Name, k.Scope, k.Created.Local().Format(time.DateTime), last})
 				}
-				rows = append(rows, []string{k.Name, k.Scope, k.Created.Local().Format(time.DateTime), last})
-			}
-			table(cmd.OutOrStdout(), []string{"NAME", "SCOPE", "CREATED", "LAST USED"}, rows)
-			return nil
+				table(out, []string{"NAME", "SCOPE", "CREATED", "LAST USED"}, rows)
+				return nil
+			})
 		},
 	}
 	revoke := &cobra.Command{
@@ -130,17 +106,10 @@ the admin credential.`,
 		Short: "Revoke an API key on every node",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := waitCtx(cmd.Context())
-			defer cancel()
-			var raw json.RawMessage
-			if err := g.client().Result(ctx, map[string]any{"operation": "apikey_revoke", "name": args[0]}, &raw, nil); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "API key %q revoked\n", args[0])
-			return nil
+			return runOp(cmd, g, api.APIKeyRevokeRequest{Name: args[0]}, 30*time.Second, func(out io.Writer, res api.APIKeyRevokeResult) error {
+				fmt.Fprintf(out, "API key %q revoked\n", res.Revoked)
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(create, list, revoke)

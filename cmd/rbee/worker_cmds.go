@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/jobs"
 )
@@ -37,8 +38,9 @@ func confirm(cmd *cobra.Command, yes bool, question string) error {
 }
 
 // runOp runs an operation and prints its result: JSON as is with -o json,
-// else through table (which may be nil: then the JSON is printed).
-func runOp(cmd *cobra.Command, g *globals, req map[string]any, timeout time.Duration, table func(out io.Writer, raw json.RawMessage) error) error {
+// else decoded as T (the operation's result type of package api) through
+// table (which may be nil: then the JSON is printed).
+func runOp[T any](cmd *cobra.Command, g *globals, req api.Request, timeout time.Duration, table func(out io.Writer, res T) error) error {
 	ctx := cmd.Context()
 	if timeout > 0 {
 		var cancel func()
@@ -62,43 +64,26 @@ func runOp(cmd *cobra.Command, g *globals, req map[string]any, timeout time.Dura
 	if g.json() || table == nil {
 		return printJSON(cmd.OutOrStdout(), raw)
 	}
-	return table(cmd.OutOrStdout(), raw)
+	var res T
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return fmt.Errorf("%s: unexpected result: %w", req.Operation(), err)
+	}
+	return table(cmd.OutOrStdout(), res)
 }
 
 func hiveFlag(cmd *cobra.Command, hive *string) {
 	cmd.Flags().StringVar(hive, "hive", "", "the hive (node name) to run on (default: the node the CLI talks to)")
 }
 
-func withHive(req map[string]any, hive string) map[string]any {
-	if hive != "" {
-		req["hive"] = hive
-	}
-	return req
-}
-
-type workerView struct {
-	ID          string  `json:"id"`
-	Node        string  `json:"node"`
-	Model       string  `json:"model"`
-	Device      string  `json:"device"`
-	State       string  `json:"state"`
-	LiveState   string  `json:"live_state"`
-	InFlight    int     `json:"in_flight"`
-	Queued      int     `json:"queued"`
-	TPS         float64 `json:"tokens_per_second"`
-	AgeMs       int64   `json:"last_heartbeat_age_ms"`
-	Schedulable bool    `json:"schedulable"`
-}
-
-func workerRows(ws []workerView) [][]string {
+func workerRows(ws []api.WorkerView) [][]string {
 	var rows [][]string
 	for _, w := range ws {
 		age := "-"
-		if w.AgeMs >= 0 {
-			age = (time.Duration(w.AgeMs) * time.Millisecond).Round(100 * time.Millisecond).String()
+		if w.LastHeartbeatAgeMs >= 0 {
+			age = (time.Duration(w.LastHeartbeatAgeMs) * time.Millisecond).Round(100 * time.Millisecond).String()
 		}
 		rows = append(rows, []string{w.ID, w.Node, w.Model, w.Device, w.State, humanize.OrDash(w.LiveState),
-			strconv.Itoa(w.InFlight + w.Queued), fmt.Sprintf("%.1f", w.TPS), age})
+			strconv.Itoa(w.InFlight + w.Queued), fmt.Sprintf("%.1f", w.TokensPerSecond), age})
 	}
 	return rows
 }
@@ -113,13 +98,7 @@ func newWorkerCmd(g *globals) *cobra.Command {
 		Short: "List every worker in the cluster (from the registry)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, map[string]any{"operation": "active_worker_list"}, 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
-				var res struct {
-					Workers []workerView `json:"workers"`
-				}
-				if err := json.Unmarshal(raw, &res); err != nil {
-					return err
-				}
+			return runOp(cmd, g, api.WorkerListRequest{}, 30*time.Second, func(out io.Writer, res api.WorkerListResult) error {
 				if len(res.Workers) == 0 {
 					fmt.Fprintln(out, "no workers (start one with `rbee worker spawn --model builtin:stories260k`)")
 					return nil
@@ -134,12 +113,8 @@ func newWorkerCmd(g *globals) *cobra.Command {
 		Short: "Show one worker",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, map[string]any{"operation": "active_worker_get", "worker_id": args[0]}, 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
-				var w workerView
-				if err := json.Unmarshal(raw, &w); err != nil {
-					return err
-				}
-				table(out, workerHeader, workerRows([]workerView{w}))
+			return runOp(cmd, g, api.WorkerGetRequest{WorkerID: args[0]}, 30*time.Second, func(out io.Writer, w api.WorkerView) error {
+				table(out, workerHeader, workerRows([]api.WorkerView{w}))
 				return nil
 			})
 		},
@@ -153,7 +128,7 @@ func newWorkerCmd(g *globals) *cobra.Command {
 			if err := confirm(cmd, yes, fmt.Sprintf("Retire worker %s?", args[0])); err != nil {
 				return err
 			}
-			return runOp(cmd, g, map[string]any{"operation": "active_worker_retire", "worker_id": args[0]}, 60*time.Second, func(out io.Writer, raw json.RawMessage) error {
+			return runOp(cmd, g, api.WorkerRetireRequest{WorkerID: args[0]}, 60*time.Second, func(out io.Writer, _ api.WorkerView) error {
 				fmt.Fprintf(out, "worker %s is retiring\n", args[0])
 				return nil
 			})
@@ -182,25 +157,13 @@ API key where the engine takes one (llama-server, vLLM):
 			if sp.model == "" {
 				return errors.New("--model is required (a catalog id or a model reference such as builtin:stories260k)")
 			}
-			req := withHive(map[string]any{"operation": "worker_spawn", "model": sp.model, "device": sp.device, "type": sp.typ,
-				"threads": sp.threads, "slots": sp.slots, "worker_id": sp.id, "version": sp.version, "gpus": sp.gpus, "ctx": sp.ctx}, sp.hive)
+			req := api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: sp.hive}, Model: sp.model, Device: sp.device, Type: sp.typ,
+				Threads: sp.threads, Slots: sp.slots, WorkerID: sp.id, Version: sp.version, GPUs: sp.gpus, Ctx: sp.ctx}
 			if sp.gpuLayers >= 0 {
-				req["gpu_layers"] = sp.gpuLayers
+				req.GPULayers = &sp.gpuLayers
 			}
-			return runOp(cmd, g, req, 0, func(out io.Writer, raw json.RawMessage) error {
-				var res struct {
-					WorkerID string `json:"worker_id"`
-					PID      int    `json:"pid"`
-					Port     int    `json:"port"`
-					Node     string `json:"node"`
-					Model    string `json:"model"`
-					State    string `json:"state"`
-					Binary   string `json:"binary_version"`
-				}
-				if err := json.Unmarshal(raw, &res); err != nil {
-					return err
-				}
-				fmt.Fprintf(out, "worker %s (%s) on %s: pid %d, port %d, binary %s, %s\n", res.WorkerID, res.Model, res.Node, res.PID, res.Port, res.Binary, res.State)
+			return runOp(cmd, g, req, 0, func(out io.Writer, res api.SpawnResult) error {
+				fmt.Fprintf(out, "worker %s (%s) on %s: pid %d, port %d, binary %s, %s\n", res.WorkerID, res.Model, res.Node, res.PID, res.Port, res.BinaryVersion, res.State)
 				return nil
 			})
 		},
@@ -225,17 +188,7 @@ func newBinaryCmd(g *globals) *cobra.Command {
 	var hive string
 	var yes bool
 	cmd := &cobra.Command{Use: "binary", Short: "The worker binary catalog of a hive"}
-	printEntries := func(out io.Writer, raw json.RawMessage) error {
-		var res struct {
-			Binaries []struct {
-				Type, Version, OS, Arch, SHA256, Source, Path string
-				Size                                          int64
-				Devices                                       []string
-			} `json:"binaries"`
-		}
-		if err := json.Unmarshal(raw, &res); err != nil {
-			return err
-		}
+	printEntries := func(out io.Writer, res api.BinaryListResult) error {
 		var rows [][]string
 		for _, b := range res.Binaries {
 			where := short(b.SHA256)
@@ -250,19 +203,24 @@ func newBinaryCmd(g *globals) *cobra.Command {
 	}
 	list := &cobra.Command{Use: "list", Short: "List worker binaries", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_binary_list"}, hive), 30*time.Second, printEntries)
+			return runOp(cmd, g, api.BinaryListRequest{OnHive: api.OnHive{Hive: hive}}, 30*time.Second, printEntries)
 		}}
 	get := &cobra.Command{Use: "get TYPE", Short: "Show a worker binary", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_binary_get", "type": args[0]}, hive), 30*time.Second, nil)
+			return runOp[api.Binary](cmd, g, api.BinaryGetRequest{OnHive: api.OnHive{Hive: hive}, Type: args[0]}, 30*time.Second, nil)
 		}}
 	del := &cobra.Command{Use: "delete TYPE", Short: "Delete a worker binary (refused while a process of it runs)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := confirm(cmd, yes, fmt.Sprintf("Delete the %s worker binaries?", args[0])); err != nil {
 				return err
 			}
-			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_binary_delete", "type": args[0]}, hive), 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
-				fmt.Fprintln(out, "deleted")
+			return runOp(cmd, g, api.BinaryDeleteRequest{OnHive: api.OnHive{Hive: hive}, Type: args[0]}, 30*time.Second, func(out io.Writer, res api.BinaryDeleteResult) error {
+				for _, e := range res.Deleted {
+					fmt.Fprintf(out, "deleted %s %s (%s/%s)\n", e.Type, e.Version, e.OS, e.Arch)
+				}
+				if len(res.Deleted) == 0 {
+					fmt.Fprintln(out, "deleted nothing")
+				}
 				return nil
 			})
 		}}
@@ -294,13 +252,9 @@ NAME=value words become environment variables. Placeholders: {model} {model_id}
 					p = abs
 				}
 			}
-			req := withHive(map[string]any{"operation": "worker_binary_add", "type": add.typ, "path": p, "version": add.version,
-				"template": add.template, "health": add.health, "devices": add.devices, "default": add.pin}, hive)
-			return runOp(cmd, g, req, 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
-				var e struct{ Type, Version, Path string }
-				if err := json.Unmarshal(raw, &e); err != nil {
-					return err
-				}
+			req := api.BinaryAddRequest{OnHive: api.OnHive{Hive: hive}, Type: add.typ, Path: p, Version: add.version,
+				Template: add.template, Health: add.health, Devices: add.devices, Default: add.pin}
+			return runOp(cmd, g, req, 30*time.Second, func(out io.Writer, e api.Binary) error {
 				fmt.Fprintf(out, "%s %s registered: %s\n", e.Type, e.Version, e.Path)
 				return nil
 			})
@@ -333,26 +287,11 @@ func newProcessCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "process", Short: "Worker processes rbee started on a hive"}
 	list := &cobra.Command{Use: "list", Short: "List worker processes", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_process_list"}, hive), 30*time.Second, func(out io.Writer, raw json.RawMessage) error {
-				var res struct {
-					Processes []struct {
-						PID        int     `json:"pid"`
-						WorkerID   string  `json:"worker_id"`
-						ModelID    string  `json:"model_id"`
-						Port       int     `json:"port"`
-						RSS        uint64  `json:"rss_bytes"`
-						CPU        float64 `json:"cpu_percent"`
-						UptimeNs   int64   `json:"uptime_ns"`
-						StartedAtS string  `json:"started_at"`
-					} `json:"processes"`
-				}
-				if err := json.Unmarshal(raw, &res); err != nil {
-					return err
-				}
+			return runOp(cmd, g, api.ProcessListRequest{OnHive: api.OnHive{Hive: hive}}, 30*time.Second, func(out io.Writer, res api.ProcessListResult) error {
 				var rows [][]string
 				for _, p := range res.Processes {
 					rows = append(rows, []string{strconv.Itoa(p.PID), p.WorkerID, p.ModelID, strconv.Itoa(p.Port), humanize.Bytes(p.RSS),
-						fmt.Sprintf("%.1f%%", p.CPU), time.Duration(p.UptimeNs).Round(time.Second).String()})
+						fmt.Sprintf("%.1f%%", p.CPUPercent), p.Uptime.Round(time.Second).String()})
 				}
 				table(out, []string{"PID", "WORKER", "MODEL", "PORT", "RSS", "CPU", "UPTIME"}, rows)
 				return nil
@@ -364,7 +303,7 @@ func newProcessCmd(g *globals) *cobra.Command {
 			if err != nil || pid <= 0 {
 				return fmt.Errorf("PID must be a positive number")
 			}
-			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_process_get", "pid": pid}, hive), 30*time.Second, nil)
+			return runOp[api.Process](cmd, g, api.ProcessGetRequest{OnHive: api.OnHive{Hive: hive}, PID: pid}, 30*time.Second, nil)
 		}}
 	del := &cobra.Command{Use: "delete PID", Short: "Stop a worker process rbee started (SIGTERM, then SIGKILL)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -375,8 +314,8 @@ func newProcessCmd(g *globals) *cobra.Command {
 			if err := confirm(cmd, yes, fmt.Sprintf("Stop worker process %d?", pid)); err != nil {
 				return err
 			}
-			return runOp(cmd, g, withHive(map[string]any{"operation": "worker_process_delete", "pid": pid}, hive), 2*time.Minute, func(out io.Writer, raw json.RawMessage) error {
-				fmt.Fprintf(out, "stopped %d\n", pid)
+			return runOp(cmd, g, api.ProcessDeleteRequest{OnHive: api.OnHive{Hive: hive}, PID: pid}, 2*time.Minute, func(out io.Writer, res api.ProcessDeleteResult) error {
+				fmt.Fprintf(out, "stopped %d (worker %s)\n", res.PID, res.WorkerID)
 				return nil
 			})
 		}}
@@ -392,13 +331,8 @@ func newBuildCmd(g *globals) *cobra.Command {
 	var hive, typ, module, goos, goarch string
 	cmd := &cobra.Command{Use: "build", Short: "Build a worker binary on a hive from source (streams the build output)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := withHive(map[string]any{"operation": "worker_build", "type": typ, "os": goos, "arch": goarch}, hive)
-			if module != "" {
-				req["module_version"] = module
-			}
-			return runOp(cmd, g, req, 0, func(out io.Writer, raw json.RawMessage) error {
-				var e struct{ Type, Version, Path string }
-				_ = json.Unmarshal(raw, &e)
+			req := api.WorkerBuildRequest{OnHive: api.OnHive{Hive: hive}, Type: typ, OS: goos, Arch: goarch, Module: module}
+			return runOp(cmd, g, req, 0, func(out io.Writer, e api.Binary) error {
 				fmt.Fprintf(out, "built %s %s: %s\n", e.Type, e.Version, e.Path)
 				return nil
 			})
@@ -433,16 +367,8 @@ SHA256SUMS, unpacks it (with its shared libraries) and installs it
 atomically. Engine archives are not copied between hives.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := withHive(map[string]any{"operation": "worker_download", "type": typ, "version": version, "os": goos, "arch": goarch, "accel": accel}, hive)
-			if pin {
-				req["default"] = true
-			}
-			return runOp(cmd, g, req, 0, func(out io.Writer, raw json.RawMessage) error {
-				var e struct {
-					Type, Version, Path string
-					Pinned              bool
-				}
-				_ = json.Unmarshal(raw, &e)
+			req := api.WorkerDownloadRequest{OnHive: api.OnHive{Hive: hive}, Type: typ, Version: version, OS: goos, Arch: goarch, Accel: accel, Default: pin}
+			return runOp(cmd, g, req, 0, func(out io.Writer, e api.Binary) error {
 				fmt.Fprintf(out, "downloaded %s %s: %s\n", e.Type, e.Version, e.Path)
 				if e.Pinned {
 					fmt.Fprintf(out, "%s %s is now the default for new %s workers\n", e.Type, e.Version, e.Type)

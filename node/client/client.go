@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/tlsca"
@@ -146,12 +147,22 @@ func decodeAPIError(status int, data []byte) error {
 	return &APIError{Status: status, Code: "http", Message: strings.TrimSpace(string(data))}
 }
 
-// Submit starts a job; req is the operation's JSON object.
+// Submit starts a job. req is an api.Request (the usual case: its fields
+// plus "operation" are sent), or any value that marshals to the whole job
+// object.
 func (c *Client) Submit(ctx context.Context, req any) (string, error) {
 	var out struct {
 		JobID string `json:"job_id"`
 	}
-	if err := c.do(ctx, http.MethodPost, "/v1/jobs", req, &out); err != nil {
+	body := req
+	if r, ok := req.(api.Request); ok {
+		b, err := api.Encode(r)
+		if err != nil {
+			return "", err
+		}
+		body = json.RawMessage(b)
+	}
+	if err := c.do(ctx, http.MethodPost, "/v1/jobs", body, &out); err != nil {
 		return "", err
 	}
 	return out.JobID, nil
@@ -309,16 +320,8 @@ func (c *Client) Health(ctx context.Context) error {
 }
 
 // CA fetches the cluster CA certificate the node serves (public).
-func (c *Client) CA(ctx context.Context) (CAInfo, error) {
-	var out CAInfo
+func (c *Client) CA(ctx context.Context) (api.CAInfo, error) {
+	var out api.CAInfo
 	err := c.do(ctx, http.MethodGet, "/v1/tls/ca", nil, &out)
 	return out, err
-}
-
-// CAInfo is the answer of GET /v1/tls/ca.
-type CAInfo struct {
-	CertPEM     string    `json:"cert_pem"`
-	Fingerprint string    `json:"fingerprint"`
-	NotBefore   time.Time `json:"not_before"`
-	NotAfter    time.Time `json:"not_after"`
 }

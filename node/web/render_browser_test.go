@@ -11,14 +11,14 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
-	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node/web"
 )
 
 // snapshotJSON is a cluster snapshot with what a test cluster on one CPU
 // machine cannot show: GPUs, a non-voter, a dead node, a busy worker, a
 // job half done; and names that would be markup if the page parsed them.
-// It goes through node.ClusterSnapshot, so a field the node does not send
+// It goes through api.ClusterSnapshot, so a field the node does not send
 // (a misspelt name) is dropped here and the test fails on the page.
 const snapshotJSON = `{
  "status": {"node": "gpu-box", "leader": "queen<i>1</i>", "raft_state": "Follower", "in_flight": 3,
@@ -41,7 +41,7 @@ func TestPageRendersSnapshot(t *testing.T) {
 	if exe == "" {
 		t.Skip("no Chromium found: apt-get install chromium")
 	}
-	var snap node.ClusterSnapshot
+	var snap api.ClusterSnapshot
 	require.NoError(t, json.Unmarshal([]byte(snapshotJSON), &snap))
 	data, err := json.Marshal(snap)
 	require.NoError(t, err)
