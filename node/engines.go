@@ -170,10 +170,7 @@ func (n *Node) pollEngine(st process.WorkerInfo, t workercat.WorkerType) {
 	hb.Slots, hb.InFlight, hb.Queued, hb.ContextLength = n.engineLoad(ctx, port, secret, t.LoadPath)
 	// The engine may not know of requests this node has sent that it has
 	// not started yet; the node's count is a floor.
-	n.pendingMu.Lock()
-	pending := n.pending[st.WorkerID]
-	n.pendingMu.Unlock()
-	hb.InFlight = max(hb.InFlight, pending)
+	hb.InFlight = max(hb.InFlight, n.router.Pending(st.WorkerID))
 	if hb.Slots == 0 {
 		hb.Slots = 1
 	}
@@ -360,14 +357,9 @@ func (n *Node) callEngine(ctx context.Context, st process.WorkerInfo, port int, 
 		// In rbee's error shape (an engine's "code" may be a number).
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		var eb struct {
-			Error struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
 		msg := strings.TrimSpace(string(b))
-		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
-			msg = eb.Error.Message
+		if d, ok := workerError(b); ok {
+			msg = d.Message
 		}
 		code := "engine_error"
 		if resp.StatusCode >= 500 {

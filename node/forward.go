@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/node/blob"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/p2p"
 )
@@ -51,7 +52,8 @@ func (n *Node) registerP2PHandlers() {
 	n.host.Handle(protoJob, n.handleJob)
 	n.host.Handle(protoWorkerHTTP, n.handleWorkerHTTP)
 	n.host.Handle(protoWorkerHTTP11, n.handleWorkerHTTP11)
-	n.host.Handle(protoBlob, n.handleBlob)
+	n.blobs = blob.New(blob.Config{Models: n.models, Binaries: n.binaries, Streams: n.host, Holdings: blobHoldings{n}})
+	n.host.Handle(blob.Protocol, n.blobs.Handle)
 }
 
 func (n *Node) handleInfo(s network.Stream) {

@@ -202,9 +202,7 @@ func (n *Node) stopWorker(ctx context.Context, workerID string) error {
 	if _, ok := n.engineType(st.WorkerInfo); ok {
 		deadline := time.Now().Add(workerStopGrace)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
-			n.pendingMu.Lock()
-			busy := n.pending[workerID] > 0
-			n.pendingMu.Unlock()
+			busy := n.router.Pending(workerID) > 0
 			if !busy {
 				break
 			}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -70,17 +71,17 @@ func (n *Node) opInfer(ctx context.Context, em jobs.Emitter, req Request) error 
 	if err != nil {
 		return jobs.Errorf(jobs.CodeBadRequest, "infer: %v", err)
 	}
-	f := RouteFilter{Model: ir.Model, Device: ir.Device, WorkerID: ir.WorkerID, Hive: ir.Hive}
+	f := router.Filter{Model: ir.Model, Device: ir.Device, WorkerID: ir.WorkerID, Hive: ir.Hive}
 	var st streamState
 	var text strings.Builder
 	var res api.InferResult
 	start := time.Now()
-	var cur Target
-	t, attempts, err := n.forwardStream(ctx, f, "/v1/infer", body, &st, func(resp *http.Response, t Target) error {
+	var cur router.Target
+	t, attempts, err := n.forwardStream(ctx, f, "/v1/infer", body, &st, func(resp *http.Response, t router.Target) error {
 		if cur.Registry.ID != "" {
 			em.Narrate("scheduler", "resume", "worker %s failed; going on on worker %s on %s after %d tokens", cur.Registry.ID, t.Registry.ID, t.NodeName, len(st.ids))
 		} else {
-			em.Narrate("scheduler", "route", "routing to worker %s on %s (load %d)", t.Registry.ID, t.NodeName, n.score(t))
+			em.Narrate("scheduler", "route", "routing to worker %s on %s (load %d)", t.Registry.ID, t.NodeName, n.router.Score(t))
 		}
 		cur = t
 		end, err := relayInfer(resp, t, &st, func(te worker.TokenEvent) error {

@@ -5,34 +5,16 @@ import (
 	"sort"
 	"sync"
 	"time"
-)
 
-// WorkerLoad is one worker's live state and load as its node last reported
-// it: heartbeats become these, and they travel by gossip, never by Raft.
-type WorkerLoad struct {
-	ID            string  `json:"id"`
-	NodeID        string  `json:"node_id"`
-	Model         string  `json:"model"`
-	Device        string  `json:"device"`
-	Port          int     `json:"port"`
-	PID           int     `json:"pid,omitempty"`
-	State         string  `json:"state"` // loading, ready, busy, draining
-	InFlight      int     `json:"in_flight"`
-	Queued        int     `json:"queued"`
-	Slots         int     `json:"slots"`
-	TPS           float64 `json:"tps"`
-	ContextLength int     `json:"ctx,omitempty"`
-	// AgeMs is the age of the worker's last heartbeat when the report was
-	// made; receivers add the time since they got the report.
-	AgeMs int64 `json:"age_ms"`
-}
+	"github.com/rbee-project/rbee/node/router"
+)
 
 // loadReport is one node's report of its workers. Seq orders reports of one
 // node (its wall clock in nanoseconds: monotonic enough across restarts).
 type loadReport struct {
-	NodeID  string       `json:"node"`
-	Seq     int64        `json:"seq"`
-	Workers []WorkerLoad `json:"workers"`
+	NodeID  string              `json:"node"`
+	Seq     int64               `json:"seq"`
+	Workers []router.WorkerLoad `json:"workers"`
 	// KeysUsed is when this node last accepted each API key (unix
 	// seconds): "last used" changes on every request, so it travels by
 	// gossip like load, never by Raft.
@@ -94,10 +76,10 @@ func (t *loadTable) report(nodeID string) (loadReport, bool) {
 }
 
 // workers returns every reported worker with its heartbeat age as of now.
-func (t *loadTable) workers() []WorkerLoad {
+func (t *loadTable) workers() []router.WorkerLoad {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []WorkerLoad
+	var out []router.WorkerLoad
 	now := time.Now()
 	for _, r := range t.reports {
 		extra := now.Sub(r.received).Milliseconds()

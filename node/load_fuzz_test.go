@@ -3,13 +3,15 @@ package node
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/rbee-project/rbee/node/router"
 )
 
 // FuzzLoadTable: load reports come from the network (gossip broadcasts and
 // push/pull state); any bytes are merged or ignored, never a panic, and a
 // report never replaces a newer one of the same node.
 func FuzzLoadTable(f *testing.F) {
-	good, _ := json.Marshal([]loadReport{{NodeID: "a", Seq: 2, Workers: []WorkerLoad{{ID: "w", Model: "m", State: "ready"}}}})
+	good, _ := json.Marshal([]loadReport{{NodeID: "a", Seq: 2, Workers: []router.WorkerLoad{{ID: "w", Model: "m", State: "ready"}}}})
 	f.Add(good, []byte(`{"node":"a","seq":1,"workers":[]}`))
 	f.Add([]byte(`[{"node":"","seq":9}]`), []byte(`{"node":"b","seq":-1}`))
 	f.Add([]byte(`null`), []byte(`{`))

@@ -30,7 +30,9 @@ import (
 	"github.com/rbee-project/rbee/internal/atomicfile"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
+	"github.com/rbee-project/rbee/node/blob"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/p2p"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 	"github.com/rbee-project/rbee/worker/process"
@@ -111,8 +113,10 @@ type Node struct {
 
 	metrics *metrics
 
-	pendingMu sync.Mutex
-	pending   map[string]int // requests this node has in flight per worker
+	// router picks workers and counts the requests in flight to each.
+	router *router.Router
+	// blobs copies catalogued files to and from peers.
+	blobs *blob.Service
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -191,7 +195,7 @@ func New(cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}),
-		loads: newLoadTable(), reconcileKick: make(chan struct{}, 1), adopted: make(chan struct{}), pending: map[string]int{},
+		loads: newLoadTable(), reconcileKick: make(chan struct{}, 1), adopted: make(chan struct{}),
 		retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
 	n.local.m = map[string]*localWorker{}
 	n.authFails = newAuthLimiter()
@@ -243,6 +247,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("p2p: %w", err)
 	}
 	n.peerID = n.host.ID()
+	n.router = router.New(router.Config{LocalID: n.ID(), LocalName: n.cfg.Name, LiveFor: n.cfg.WorkerHeartbeatTimeout, View: routerView{n}})
 	n.log = n.log.With("id", shortID(n.peerID.String()))
 
 	n.jobs = jobs.New(jobs.Config{Node: n.cfg.Name, Logger: n.log.With("component", "jobs")})

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -10,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rbee-project/rbee/node/ollama"
+	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -23,12 +24,12 @@ func ollamaError(w http.ResponseWriter, status int, msg string) {
 
 func (n *Node) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
 	type model struct {
-		Name       string        `json:"name"`
-		Model      string        `json:"model"`
-		ModifiedAt time.Time     `json:"modified_at"`
-		Size       uint64        `json:"size"`
-		Digest     string        `json:"digest"`
-		Details    ollamaDetails `json:"details"`
+		Name       string         `json:"name"`
+		Model      string         `json:"model"`
+		ModifiedAt time.Time      `json:"modified_at"`
+		Size       uint64         `json:"size"`
+		Digest     string         `json:"digest"`
+		Details    ollama.Details `json:"details"`
 	}
 	out := []model{}
 	for _, id := range n.ServedModels() {
@@ -53,13 +54,13 @@ func (n *Node) handleOllamaVersion(w http.ResponseWriter, r *http.Request) {
 // handleOllamaPS answers /api/ps: the models loaded in workers, cluster-wide.
 func (n *Node) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
 	type running struct {
-		Name      string        `json:"name"`
-		Model     string        `json:"model"`
-		Size      uint64        `json:"size"`
-		Digest    string        `json:"digest"`
-		Details   ollamaDetails `json:"details"`
-		ExpiresAt string        `json:"expires_at"`
-		SizeVRAM  uint64        `json:"size_vram"`
+		Name      string         `json:"name"`
+		Model     string         `json:"model"`
+		Size      uint64         `json:"size"`
+		Digest    string         `json:"digest"`
+		Details   ollama.Details `json:"details"`
+		ExpiresAt string         `json:"expires_at"`
+		SizeVRAM  uint64         `json:"size_vram"`
 	}
 	out := []running{}
 	for _, id := range n.ServedModels() {
@@ -68,125 +69,6 @@ func (n *Node) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
 		out = append(out, running{Name: id, Model: id, Size: f.Size, Digest: f.SHA256, Details: f.details(), ExpiresAt: "0001-01-01T00:00:00Z"})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": out})
-}
-
-// ollamaOptions is the subset of Ollama's options rbee maps.
-type ollamaOptions struct {
-	Temperature   *float64 `json:"temperature,omitempty"`
-	TopK          *int     `json:"top_k,omitempty"`
-	TopP          *float64 `json:"top_p,omitempty"`
-	MinP          *float64 `json:"min_p,omitempty"`
-	Seed          *int64   `json:"seed,omitempty"`
-	NumPredict    *int     `json:"num_predict,omitempty"`
-	RepeatPenalty *float64 `json:"repeat_penalty,omitempty"`
-	Stop          []string `json:"stop,omitempty"`
-}
-
-type ollamaReq struct {
-	Model    string          `json:"model"`
-	Prompt   string          `json:"prompt"`
-	System   string          `json:"system"`
-	Messages []ollamaMessage `json:"messages"`
-	Stream   *bool           `json:"stream"`
-	Options  ollamaOptions   `json:"options"`
-	// Format is "json" or a JSON schema: the answer is constrained to it.
-	Format json.RawMessage `json:"format"`
-	// Tools are OpenAI-style function definitions (chat only).
-	Tools []json.RawMessage `json:"tools"`
-}
-
-// ollamaMessage is a chat message in Ollama's shape: tool calls carry
-// their arguments as an object, and a tool's answer names the tool.
-type ollamaMessage struct {
-	Role      string           `json:"role"`
-	Content   string           `json:"content"`
-	ToolCalls []ollamaToolCall `json:"tool_calls,omitempty"`
-	ToolName  string           `json:"tool_name,omitempty"`
-}
-
-type ollamaToolCall struct {
-	Function struct {
-		Name      string          `json:"name"`
-		Arguments json.RawMessage `json:"arguments"`
-	} `json:"function"`
-}
-
-// toolNames lists the functions of tools (the worker validates them).
-func (o ollamaReq) toolNames() []string {
-	var names []string
-	for _, raw := range o.Tools {
-		var t struct {
-			Function struct {
-				Name string `json:"name"`
-			} `json:"function"`
-		}
-		if json.Unmarshal(raw, &t) == nil && t.Function.Name != "" {
-			names = append(names, t.Function.Name)
-		}
-	}
-	return names
-}
-
-// ollamaCalls converts the worker's tool calls to Ollama's shape.
-func ollamaCalls(calls []worker.ToolCall) []ollamaToolCall {
-	out := make([]ollamaToolCall, len(calls))
-	for i, c := range calls {
-		out[i].Function.Name = c.Function.Name
-		out[i].Function.Arguments = json.RawMessage(c.Function.Arguments)
-	}
-	return out
-}
-
-func (o ollamaReq) inferBody(chat bool) ([]byte, error) {
-	m := map[string]any{}
-	if chat {
-		msgs := make([]worker.Message, len(o.Messages))
-		for i, om := range o.Messages {
-			msgs[i] = worker.Message{Role: om.Role, Content: om.Content, Name: om.ToolName}
-			for j, c := range om.ToolCalls {
-				args := string(c.Function.Arguments)
-				if len(args) == 0 {
-					args = "{}"
-				}
-				msgs[i].ToolCalls = append(msgs[i].ToolCalls, worker.ToolCall{ID: fmt.Sprintf("call_%d_%d", i, j), Type: "function",
-					Function: worker.ToolCallFunction{Name: c.Function.Name, Arguments: args}})
-			}
-		}
-		m["messages"] = msgs
-		if len(o.Tools) > 0 {
-			m["tools"] = o.Tools
-		}
-	} else if o.System != "" {
-		m["messages"] = []worker.Message{{Role: "system", Content: o.System}, {Role: "user", Content: o.Prompt}}
-	} else {
-		m["prompt"] = o.Prompt
-	}
-	op := o.Options
-	set := func(k string, v any, ok bool) {
-		if ok {
-			m[k] = v
-		}
-	}
-	set("temperature", op.Temperature, op.Temperature != nil)
-	set("top_k", op.TopK, op.TopK != nil)
-	set("top_p", op.TopP, op.TopP != nil)
-	set("min_p", op.MinP, op.MinP != nil)
-	set("seed", op.Seed, op.Seed != nil)
-	set("repeat_penalty", op.RepeatPenalty, op.RepeatPenalty != nil)
-	set("stop", op.Stop, len(op.Stop) > 0)
-	if op.NumPredict != nil && *op.NumPredict > 0 {
-		m["max_tokens"] = *op.NumPredict
-	}
-	switch f := bytes.TrimSpace(o.Format); {
-	case len(f) == 0, string(f) == "null", string(f) == `""`:
-	case string(f) == `"json"`:
-		m["response_format"] = map[string]string{"type": "json_object"}
-	case f[0] == '{':
-		m["response_format"] = map[string]any{"type": "json_object", "schema": json.RawMessage(f)}
-	default:
-		return nil, fmt.Errorf("format must be \"json\" or a JSON schema object, not %s", f)
-	}
-	return json.Marshal(m)
 }
 
 func (n *Node) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) { n.ollama(w, r, false) }
@@ -198,12 +80,12 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		ollamaError(w, http.StatusRequestEntityTooLarge, "request body too large")
 		return
 	}
-	var req ollamaReq
+	var req ollama.Request
 	if err := json.Unmarshal(raw, &req); err != nil {
 		ollamaError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
 		return
 	}
-	req.Model = ollamaName(req.Model)
+	req.Model = ollama.Name(req.Model)
 	if req.Model == "" {
 		ollamaError(w, http.StatusBadRequest, "model is required")
 		return
@@ -211,20 +93,20 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	if chat && len(req.Messages) == 0 || !chat && req.Prompt == "" && req.System == "" {
 		// Ollama loads the model and answers done: rbee's models are
 		// loaded while a worker serves them, so this checks one does.
-		if _, err := n.pick(RouteFilter{Model: req.Model}); err != nil {
+		if _, err := n.router.Pick(router.Filter{Model: req.Model}); err != nil {
 			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
 			return
 		}
 		c := map[string]any{"model": req.Model, "created_at": time.Now().UTC().Format(time.RFC3339Nano), "done": true, "done_reason": "load"}
 		if chat {
-			c["message"] = ollamaMessage{Role: "assistant"}
+			c["message"] = ollama.Message{Role: "assistant"}
 		} else {
 			c["response"] = ""
 		}
 		writeJSON(w, http.StatusOK, c)
 		return
 	}
-	body, err := req.inferBody(chat)
+	body, err := req.InferBody(chat)
 	if err != nil {
 		ollamaError(w, http.StatusBadRequest, err.Error())
 		return
@@ -254,14 +136,14 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	chunk := func(text string, doneFlag bool) map[string]any {
 		c := map[string]any{"model": req.Model, "created_at": time.Now().UTC().Format(time.RFC3339Nano), "done": doneFlag}
 		if chat {
-			c["message"] = ollamaMessage{Role: "assistant", Content: text}
+			c["message"] = ollama.Message{Role: "assistant", Content: text}
 		} else {
 			c["response"] = text
 		}
 		return c
 	}
 	// With tools, text that may begin a call is held back until the end.
-	names := req.toolNames()
+	names := req.ToolNames()
 	var tools *worker.ToolStream
 	if chat && len(names) > 0 {
 		tools = &worker.ToolStream{}
@@ -269,7 +151,7 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	var end worker.EndEvent
 	var st streamState
 	started := false
-	t, _, err := n.forwardStream(r.Context(), RouteFilter{Model: req.Model}, "/v1/infer", sb, &st, func(resp *http.Response, t Target) error {
+	t, _, err := n.forwardStream(r.Context(), router.Filter{Model: req.Model}, "/v1/infer", sb, &st, func(resp *http.Response, t router.Target) error {
 		if stream && !started && resp.StatusCode == http.StatusOK {
 			started = true
 			w.Header().Set("Content-Type", "application/x-ndjson")
@@ -343,8 +225,8 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 			rest, calls = worker.ParseToolCalls(string(full), names)
 		}
 		if len(calls) > 0 {
-			msg := final["message"].(ollamaMessage)
-			msg.ToolCalls = ollamaCalls(calls)
+			msg := final["message"].(ollama.Message)
+			msg.ToolCalls = ollama.Calls(calls)
 			if !stream {
 				msg.Content = rest
 			}

@@ -12,8 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/ollama"
+	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -21,17 +24,6 @@ import (
 // embedding routes rbee does not serve. Model facts come from the GGUF in
 // this node's catalog when it holds the model, else from a worker serving
 // it (its /v1/info), else from the registry's holding.
-
-// ollamaName turns an Ollama model name into the name rbee routes by: the
-// default tag ":latest" is dropped ("stories260k:latest" → "stories260k").
-// Other colons stay: they are part of rbee references (hf:org/repo:Q4_K_M).
-func ollamaName(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) > len(":latest") && strings.EqualFold(s[len(s)-len(":latest"):], ":latest") {
-		s = s[:len(s)-len(":latest")]
-	}
-	return s
-}
 
 // modelFacts is what /api/show, /api/tags and /api/ps say of a model.
 type modelFacts struct {
@@ -48,38 +40,8 @@ type modelFacts struct {
 	ModelInfo map[string]any
 }
 
-// ollamaDetails is Ollama's "details" object.
-type ollamaDetails struct {
-	ParentModel       string   `json:"parent_model"`
-	Format            string   `json:"format"`
-	Family            string   `json:"family"`
-	Families          []string `json:"families"`
-	ParameterSize     string   `json:"parameter_size"`
-	QuantizationLevel string   `json:"quantization_level"`
-}
-
-func (f modelFacts) details() ollamaDetails {
-	d := ollamaDetails{Format: "gguf", Family: f.Arch, ParameterSize: parameterSize(f.Params), QuantizationLevel: f.Quantization}
-	if f.Arch != "" {
-		d.Families = []string{f.Arch}
-	}
-	return d
-}
-
-// parameterSize formats a parameter count as Ollama does: "260K", "15M",
-// "0.5B", "8.0B".
-func parameterSize(p uint64) string {
-	switch {
-	case p == 0:
-		return ""
-	case p >= 100_000_000:
-		return strconv.FormatFloat(float64(p)/1e9, 'f', 1, 64) + "B"
-	case p >= 1_000_000:
-		return strconv.FormatUint((p+500_000)/1_000_000, 10) + "M"
-	case p >= 1_000:
-		return strconv.FormatUint((p+500)/1_000, 10) + "K"
-	}
-	return strconv.FormatUint(p, 10)
+func (f modelFacts) details() ollama.Details {
+	return ollama.NewDetails(f.Arch, f.Params, f.Quantization)
 }
 
 // maxShownArray is the longest GGUF array /api/show writes out; longer
@@ -101,13 +63,13 @@ func (n *Node) modelFactsOf(ctx context.Context, name string, withGGUF bool) (mo
 	var f modelFacts
 	found := false
 	for _, h := range n.reg.Models() {
-		if modelMatches(h.ModelID, name) {
+		if router.ModelMatches(h.ModelID, name) {
 			f = modelFacts{ID: h.ModelID, Quantization: h.Quantization, Size: h.Size, SHA256: h.SHA256, Modified: h.UpdatedAt}
 			found = true
 			break
 		}
 	}
-	if t, err := n.pick(RouteFilter{Model: name}); err == nil {
+	if t, err := n.router.Pick(router.Filter{Model: name}); err == nil {
 		if in, err := n.workerInfo(ctx, t); err == nil {
 			if !found {
 				f = modelFacts{ID: t.Registry.Model, Modified: time.Now().UTC()}
@@ -123,7 +85,7 @@ func (n *Node) modelFactsOf(ctx context.Context, name string, withGGUF bool) (mo
 }
 
 // workerInfo asks a worker for its /v1/info, briefly.
-func (n *Node) workerInfo(ctx context.Context, t Target) (worker.Info, error) {
+func (n *Node) workerInfo(ctx context.Context, t router.Target) (worker.Info, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	resp, err := n.callWorker(ctx, t, http.MethodGet, "/v1/info", nil)
@@ -190,7 +152,7 @@ func ollamaModelName(w http.ResponseWriter, r *http.Request, dst any) (string, b
 		ollamaError(w, http.StatusBadRequest, "model is required")
 		return "", false
 	}
-	return ollamaName(name), true
+	return ollama.Name(name), true
 }
 
 // handleOllamaShow answers POST /api/show.
@@ -271,8 +233,8 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 	start := time.Now()
 	var b []byte
 	var status int
-	t, _, err := n.forwardStream(r.Context(), RouteFilter{Model: name}, "/v1/embeddings", streamBody{"input": input}, &streamState{},
-		func(resp *http.Response, t Target) (err error) {
+	t, _, err := n.forwardStream(r.Context(), router.Filter{Model: name}, "/v1/embeddings", streamBody{"input": input}, &streamState{},
+		func(resp *http.Response, t router.Target) (err error) {
 			if b, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20)); err != nil {
 				return &retryable{err}
 			}
@@ -290,10 +252,9 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 		return
 	}
 	if status != http.StatusOK {
-		var eb worker.ErrorBody
 		msg := string(b)
-		if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
-			msg = fmt.Sprintf("%s (%s)", eb.Error.Message, eb.Error.Code)
+		if d, ok := workerError(b); ok {
+			msg = fmt.Sprintf("%s (%s)", d.Message, d.Code)
 		}
 		err = errors.New(msg)
 	}
@@ -328,8 +289,11 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 // ollamaJob runs an operation as a job owned by the caller and calls fn for
 // each of its events; it returns the job's error event (nil when it ended
 // well).
-func (n *Node) ollamaJob(r *http.Request, req map[string]any, fn func(jobs.Event)) (*jobs.Event, error) {
-	b, _ := json.Marshal(req)
+func (n *Node) ollamaJob(r *http.Request, req api.Request, fn func(jobs.Event)) (*jobs.Event, error) {
+	b, err := api.Encode(req)
+	if err != nil {
+		return nil, err
+	}
 	parsed, err := n.ParseRequest(b)
 	if err != nil {
 		return nil, err
@@ -380,7 +344,7 @@ func (n *Node) handleOllamaPull(w http.ResponseWriter, r *http.Request) {
 	}
 	line(map[string]string{"status": "pulling manifest"})
 	var digest string
-	failed, err := n.ollamaJob(r, map[string]any{"operation": "model_download", "hive": n.cfg.Name, "model": name}, func(ev jobs.Event) {
+	failed, err := n.ollamaJob(r, api.ModelDownloadRequest{OnHive: api.OnHive{Hive: n.cfg.Name}, Model: name}, func(ev jobs.Event) {
 		switch ev.Type {
 		case jobs.TypeProgress:
 			if ev.Unit == "bytes" {
@@ -433,7 +397,7 @@ func (n *Node) handleOllamaDelete(w http.ResponseWriter, r *http.Request) {
 		targets, seen[t] = append(targets, t), true
 	}
 	for _, h := range n.reg.Models() {
-		if !modelMatches(h.ModelID, name) {
+		if !router.ModelMatches(h.ModelID, name) {
 			continue
 		}
 		nd, ok := n.reg.Node(h.NodeID)
@@ -464,7 +428,7 @@ func (n *Node) handleOllamaDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.Slice(targets, func(i, j int) bool { return targets[i].node < targets[j].node })
 	for _, t := range targets {
-		failed, err := n.ollamaJob(r, map[string]any{"operation": "model_delete", "hive": t.node, "id": t.id}, nil)
+		failed, err := n.ollamaJob(r, api.ModelDeleteRequest{OnHive: api.OnHive{Hive: t.node}, ID: t.id}, nil)
 		if err == nil && failed != nil {
 			err = fmt.Errorf("%s (%s)", failed.Message, failed.Code)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -48,7 +49,7 @@ func (n *Node) handleModels(w http.ResponseWriter, r *http.Request) {
 func (n *Node) handleModel(w http.ResponseWriter, r *http.Request) {
 	want := r.PathValue("id")
 	for _, m := range n.ServedModels() {
-		if m == want || modelMatches(m, want) {
+		if m == want || router.ModelMatches(m, want) {
 			writeJSON(w, http.StatusOK, map[string]any{"id": m, "object": "model", "created": time.Now().Unix(), "owned_by": "rbee"})
 			return
 		}
@@ -103,7 +104,7 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	var ttft time.Duration
 	st := streamState{tokenIDs: stream}
 	var sw *sse.Writer
-	relay := func(resp *http.Response, t Target) error {
+	relay := func(resp *http.Response, t router.Target) error {
 		if st.tokenIDs && resp.StatusCode == http.StatusBadRequest {
 			if err := refusedExt(resp); err != nil {
 				return err
@@ -127,12 +128,12 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 			}
 		})
 	}
-	t, _, err := n.forwardStream(r.Context(), RouteFilter{Model: model}, r.URL.Path, body, &st, relay)
+	t, _, err := n.forwardStream(r.Context(), router.Filter{Model: model}, r.URL.Path, body, &st, relay)
 	if errors.Is(err, errExtRefused) {
 		// A worker of an older version: the stream goes without token
 		// ids, and so cannot be resumed.
 		st.tokenIDs = false
-		t, _, err = n.forwardStream(r.Context(), RouteFilter{Model: model}, r.URL.Path, body, &st, relay)
+		t, _, err = n.forwardStream(r.Context(), router.Filter{Model: model}, r.URL.Path, body, &st, relay)
 	}
 	if t.Registry.ID != "" {
 		n.observeRequest("openai", t.Registry.Model, t.NodeName, err, ttft, 0)
@@ -159,8 +160,7 @@ var errExtRefused = errors.New("the worker does not take rbee's extension field"
 // the extension field, else nil with the answer put back for the relay.
 func refusedExt(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var eb worker.ErrorBody
-	if json.Unmarshal(b, &eb) == nil && eb.Error.Param != nil && *eb.Error.Param == worker.ExtField {
+	if d, ok := workerError(b); ok && d.Param != nil && *d.Param == worker.ExtField {
 		return errExtRefused
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(b))
@@ -170,7 +170,7 @@ func refusedExt(resp *http.Response) error {
 // relayWhole passes a complete answer on (a non-streaming one, or an error
 // answer): a worker that fails while it is read has sent the client
 // nothing yet, so the request can start again elsewhere.
-func relayWhole(w http.ResponseWriter, resp *http.Response, t Target, st *streamState) error {
+func relayWhole(w http.ResponseWriter, resp *http.Response, t router.Target, st *streamState) error {
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return &retryable{fmt.Errorf("worker %s on %s failed mid-answer: %w", t.Registry.ID, t.NodeName, err)}
@@ -189,7 +189,7 @@ func relayWhole(w http.ResponseWriter, resp *http.Response, t Target, st *stream
 // tokens whose text the client has. A chunk carrying an error, or a stream
 // that ends before [DONE], is the worker's failure; first is called at the
 // first chunk passed on.
-func relayOpenAIStream(sw *sse.Writer, resp *http.Response, t Target, st *streamState, first func()) error {
+func relayOpenAIStream(sw *sse.Writer, resp *http.Response, t router.Target, st *streamState, first func()) error {
 	pending := int32(-1)
 	commit := func() {
 		if pending >= 0 {
@@ -228,10 +228,9 @@ func relayOpenAIStream(sw *sse.Writer, resp *http.Response, t Target, st *stream
 				return fmt.Errorf("malformed chunk: %w", err)
 			}
 			if len(c.Error) > 0 && string(c.Error) != "null" {
-				var eb worker.ErrorBody
-				_ = json.Unmarshal(ev.Data, &eb)
-				err := fmt.Errorf("worker %s: %s (%s)", t.Registry.ID, eb.Error.Message, eb.Error.Code)
-				if eb.Error.Code == "invalid_request" {
+				d, _ := workerError(ev.Data)
+				err := fmt.Errorf("worker %s: %s (%s)", t.Registry.ID, d.Message, d.Code)
+				if d.Code == "invalid_request" {
 					return &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
 				}
 				return &retryable{err}

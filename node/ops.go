@@ -377,6 +377,9 @@ func (n *Node) opRefreshCapabilities(ctx context.Context, em jobs.Emitter, req R
 }
 
 func (n *Node) storeCapabilities(ctx context.Context, caps fsm.Capabilities) error {
+	// A node that just joined is in the registry once the leader's next
+	// reconcile writes it; until then the command would be refused.
+	n.waitReplica(ctx, func() bool { _, ok := n.reg.Node(n.ID()); return ok })
 	cmd, err := fsm.Encode(fsm.SetNodeCapabilities{ID: n.ID(), Capabilities: caps, At: time.Now().UTC()})
 	if err != nil {
 		return err

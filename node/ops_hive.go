@@ -18,6 +18,7 @@ import (
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 	"github.com/rbee-project/rbee/worker/process"
@@ -240,7 +241,7 @@ func (n *Node) resolveModel(ctx context.Context, em jobs.Emitter, ref string) (m
 // peers, the size cap, progress events and the download metric.
 func (n *Node) fetchOptions(em jobs.Emitter) modelcat.FetchOptions {
 	var counted int64
-	return modelcat.FetchOptions{HF: n.hf, Peers: n.peerModels(), MaxSize: n.cfg.MaxDownloadSize, Progress: func(p modelcat.Progress) {
+	return modelcat.FetchOptions{HF: n.hf, Peers: n.blobs.ModelSource(), MaxSize: n.cfg.MaxDownloadSize, Progress: func(p modelcat.Progress) {
 		ev := jobs.Event{Type: jobs.TypeProgress, Done: p.Done, Total: p.Total, Unit: "bytes", Message: string(p.Source), Rate: p.Rate}
 		if p.ETA > 0 {
 			ev.ETAMs = p.ETA.Milliseconds()
@@ -261,7 +262,7 @@ func (n *Node) localModel(ref string) (modelcat.Entry, bool) {
 		return modelcat.Entry{}, false
 	}
 	for _, e := range es {
-		if strings.EqualFold(e.Ref, ref) || modelMatches(e.ID, ref) {
+		if strings.EqualFold(e.Ref, ref) || router.ModelMatches(e.ID, ref) {
 			return e, true
 		}
 	}
@@ -276,7 +277,7 @@ func (n *Node) heldElsewhere(ref string) (fsm.ModelHolding, bool) {
 		if !alive[h.NodeID] || h.SHA256 == "" || h.File == "" {
 			continue
 		}
-		if (h.Ref != "" && strings.EqualFold(h.Ref, ref)) || modelMatches(h.ModelID, ref) {
+		if (h.Ref != "" && strings.EqualFold(h.Ref, ref)) || router.ModelMatches(h.ModelID, ref) {
 			return h, true
 		}
 	}
@@ -298,6 +299,12 @@ func (n *Node) unknownModel(ref string) error {
 // engineReadyTimeout bounds an engine's start: vLLM compiles kernels and
 // captures CUDA graphs, and a large model loads onto GPUs for minutes.
 const engineReadyTimeout = 15 * time.Minute
+
+// spawnStaleGrace: a spawn answers "registering" (the worker serves from
+// its node; the registry write waits for a leader) only once no leader has
+// been heard from for this long, not during a leader change or a loaded
+// machine's missed heartbeat, which end within a few election timeouts.
+const spawnStaleGrace = 3 * time.Second
 
 // spawnReadyTimeout bounds the wait for the registry to list a spawned
 // worker as ready (the leader writes it on the worker's first heartbeats).
@@ -408,6 +415,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		BinaryVersion: bin.Version}
 	wctx, cancel := context.WithTimeout(ctx, spawnReadyTimeout)
 	defer cancel()
+	var staleSince time.Time // since when no leader was heard from
 	for {
 		if w, ok := n.reg.Worker(info.WorkerID); ok && w.State == fsm.WorkerReady {
 			res.State = string(w.State)
@@ -417,7 +425,15 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		if _, err := n.procs.Get(info.PID); err != nil {
 			return jobs.Errorf(jobs.CodeUnavailable, "worker %s exited before it was registered (log: %s)", info.WorkerID, info.LogPath)
 		}
-		if hb, ok := n.localHeartbeat(info.WorkerID); ok && (hb.State == worker.StateReady || hb.State == worker.StateBusy) && n.cons.Stale() {
+		stale := n.cons.Stale()
+		switch {
+		case !stale:
+			staleSince = time.Time{}
+		case staleSince.IsZero():
+			staleSince = time.Now()
+		}
+		if hb, ok := n.localHeartbeat(info.WorkerID); ok && (hb.State == worker.StateReady || hb.State == worker.StateBusy) &&
+			stale && time.Since(staleSince) >= spawnStaleGrace {
 			// No leader to register it: this node routes to it already.
 			res.State = "registering"
 			em.Narrate("queen", "registered", "worker %s serves from this node; the registry write waits for a leader", info.WorkerID)
@@ -556,7 +572,7 @@ func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Reques
 		}
 		em.Narrate("hive", "download", "fetching the %s build of %s for %s/%s", r.Accel, r.Type, goos, goarch)
 	}
-	if peer := n.peerBinaries(); r.Version != "" && !archive {
+	if peer := n.blobs.BinarySource(); r.Version != "" && !archive {
 		for _, h := range n.reg.Binaries() {
 			if h.NodeID == n.ID() || h.Type != r.Type || h.Version != r.Version || h.OS != goos || h.Arch != goarch {
 				continue

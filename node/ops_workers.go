@@ -9,6 +9,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/router"
 )
 
 // workerViews joins the registry with the gossip load reports.
@@ -22,12 +23,12 @@ func (n *Node) workerViews() []api.WorkerView {
 			names[rn.ID] = rn.Name
 		}
 	}
-	live := map[string]WorkerLoad{}
+	live := map[string]router.WorkerLoad{}
 	for _, w := range n.loads.workers() {
 		live[w.ID] = w
 	}
 	sched := map[string]bool{}
-	for _, t := range n.candidates(RouteFilter{}) {
+	for _, t := range n.router.Candidates(router.Filter{}) {
 		sched[t.Registry.ID] = true
 	}
 	out := []api.WorkerView{}

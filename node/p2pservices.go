@@ -3,6 +3,7 @@ package node
 import (
 	"github.com/libp2p/go-libp2p/core/network"
 
+	"github.com/rbee-project/rbee/node/blob"
 	"github.com/rbee-project/rbee/p2p"
 )
 
@@ -33,7 +34,7 @@ func p2pServices() []p2p.Service {
 		// The serving side's pump buffer, and the frame the other side reads.
 		{Name: "rbee.worker-http", Protocol: protoWorkerHTTP, Memory: 2 * bodyChunk, Priority: network.ReservationPriorityHigh},
 		{Name: "rbee.worker-http-1.1", Protocol: protoWorkerHTTP11, Memory: 2 * bodyChunk, Priority: network.ReservationPriorityHigh},
-		{Name: "rbee.blob", Protocol: protoBlob, Memory: blobChunk, Priority: network.ReservationPriorityMedium},
+		{Name: "rbee.blob", Protocol: blob.Protocol, Memory: blob.Chunk, Priority: network.ReservationPriorityMedium},
 	}
 }
 

@@ -8,11 +8,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -65,7 +65,7 @@ func (st *streamState) ext() *worker.Ext {
 
 // notResumed is the failure of a worker that did not continue a resumed
 // stream as asked (an external engine, or a worker of an older version).
-func notResumed(t Target) error {
+func notResumed(t router.Target) error {
 	return &retryable{fmt.Errorf("worker %s on %s cannot resume a stream", t.Registry.ID, t.NodeName)}
 }
 
@@ -111,8 +111,8 @@ func (b streamBody) with(ext *worker.Ext) []byte {
 // reached the client, resumed from st's token ids after. At most
 // maxAttempts workers fail per request. It returns the worker that
 // finished it and how many workers were tried.
-func (n *Node) forwardStream(ctx context.Context, f RouteFilter, path string, body streamBody, st *streamState,
-	relay func(*http.Response, Target) error) (Target, int, error) {
+func (n *Node) forwardStream(ctx context.Context, f router.Filter, path string, body streamBody, st *streamState,
+	relay func(*http.Response, router.Target) error) (router.Target, int, error) {
 	if f.Exclude == nil {
 		f.Exclude = map[string]bool{}
 	}
@@ -156,19 +156,19 @@ func (n *Node) forwardStream(ctx context.Context, f RouteFilter, path string, bo
 // for up to queueFullWait. Connection errors and 5xx answers are a
 // *retryable naming the worker in t. done must be called when the
 // response is finished with.
-func (n *Node) openWorker(ctx context.Context, f RouteFilter, path string, body []byte) (resp *http.Response, t Target, done func(), err error) {
+func (n *Node) openWorker(ctx context.Context, f router.Filter, path string, body []byte) (resp *http.Response, t router.Target, done func(), err error) {
 	full := map[string]bool{}
 	pause := 20 * time.Millisecond
 	deadline := time.Now().Add(queueFullWait)
 	for {
-		round := RouteFilter{Model: f.Model, Device: f.Device, WorkerID: f.WorkerID, Hive: f.Hive, Exclude: map[string]bool{}}
+		round := router.Filter{Model: f.Model, Device: f.Device, WorkerID: f.WorkerID, Hive: f.Hive, Exclude: map[string]bool{}}
 		for id := range f.Exclude {
 			round.Exclude[id] = true
 		}
 		for id := range full {
 			round.Exclude[id] = true
 		}
-		t, err := n.pick(round)
+		t, err := n.router.Pick(round)
 		if err != nil {
 			if len(full) == 0 {
 				return nil, t, nil, err
@@ -185,7 +185,7 @@ func (n *Node) openWorker(ctx context.Context, f RouteFilter, path string, body 
 			clear(full)
 			continue
 		}
-		done := n.track(t.Registry.ID)
+		done := n.router.Track(t.Registry.ID)
 		resp, err := n.callWorker(ctx, t, http.MethodPost, path, body)
 		switch {
 		case err != nil:
@@ -220,37 +220,22 @@ func (r *rejected) Error() string { return r.msg }
 
 // rejectedBy reads a worker's 4xx answer into a *rejected inside a
 // bad-request job error.
-func rejectedBy(resp *http.Response, t Target) error {
+func rejectedBy(resp *http.Response, t router.Target) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	r := &rejected{status: resp.StatusCode, msg: fmt.Sprintf("worker %s answered %d: %s", t.Registry.ID, resp.StatusCode, workerErrorMessage(b))}
-	var eb worker.ErrorBody
-	if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
-		r.body = eb.Error
+	if d, ok := workerError(b); ok {
+		r.body = d
 	} else {
 		r.body.Message = string(b)
 	}
 	return &jobs.Error{Code: jobs.CodeBadRequest, Err: r}
 }
 
-// workerErrorMessage is the message of a worker's error answer: its
-// OpenAI-shaped message (with the field at fault), else the text.
-func workerErrorMessage(b []byte) string {
-	var eb worker.ErrorBody
-	if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
-		msg := eb.Error.Message
-		if eb.Error.Param != nil {
-			msg += " (field " + *eb.Error.Param + ")"
-		}
-		return msg
-	}
-	return strings.TrimSpace(string(b))
-}
-
 // relayInfer relays one worker's /v1/infer stream: token events go to
 // onToken as they arrive (their ids into st); it returns the end event.
 // A stream that breaks or ends with an error event other than a rejected
 // request is the worker's failure (*retryable).
-func relayInfer(resp *http.Response, t Target, st *streamState, onToken func(worker.TokenEvent) error) (worker.EndEvent, error) {
+func relayInfer(resp *http.Response, t router.Target, st *streamState, onToken func(worker.TokenEvent) error) (worker.EndEvent, error) {
 	var end worker.EndEvent
 	if resp.StatusCode != http.StatusOK {
 		return end, rejectedBy(resp, t)
@@ -320,7 +305,7 @@ var errClientGone = errors.New("the client went away")
 // workerFailed classifies the error that ended a relay: a *retryable, a
 // *jobs.Error or errClientGone as they are, anything else (the stream
 // broke) as the worker's failure.
-func workerFailed(t Target, st *streamState, err error) error {
+func workerFailed(t router.Target, st *streamState, err error) error {
 	var rt *retryable
 	var je *jobs.Error
 	if errors.As(err, &rt) || errors.As(err, &je) || errors.Is(err, errClientGone) {

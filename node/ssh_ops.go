@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -343,7 +342,7 @@ func (n *Node) leaveRemote(ctx context.Context, em jobs.Emitter, name string) er
 	if target.ID == n.ID() {
 		return jobs.Errorf(jobs.CodeConflict, "a node cannot stop itself through this operation: use `rbee leave` on it")
 	}
-	raw, _ := json.Marshal(map[string]any{"operation": "node_leave", "hive": name})
+	raw, _ := api.Encode(api.NodeLeaveRequest{OnHive: api.OnHive{Hive: name}})
 	if err := n.forwardJob(ctx, target, Request{Operation: "node_leave", Hive: name, Raw: raw}, em); err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/rbee-project/rbee/gossip"
+	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/p2p"
 )
 
@@ -97,7 +98,7 @@ func newWorkerHTTP() *http.Client {
 
 // callWorker sends an HTTP request to a worker, directly when it is local,
 // else over libp2p through its node. The response body streams.
-func (n *Node) callWorker(ctx context.Context, t Target, method, path string, body []byte) (*http.Response, error) {
+func (n *Node) callWorker(ctx context.Context, t router.Target, method, path string, body []byte) (*http.Response, error) {
 	if t.Local {
 		return n.callLocalWorker(ctx, t.Registry.ID, method, path, body)
 	}
@@ -311,28 +312,6 @@ func (b *frameBody) Close() error {
 	return b.s.Reset()
 }
 
-// pump copies r to write in reads of up to chunk bytes as they come (a
-// streaming response is relayed without waiting for a full buffer), with a
-// write deadline per chunk. io.EOF ends it without error.
-func pump(r io.Reader, chunk int, idle time.Duration, s network.Stream, write func([]byte) error) error {
-	buf := make([]byte, chunk)
-	for {
-		k, rerr := r.Read(buf)
-		if k > 0 {
-			_ = s.SetWriteDeadline(time.Now().Add(idle))
-			if err := write(buf[:k]); err != nil {
-				return err
-			}
-		}
-		if rerr != nil {
-			if errors.Is(rerr, io.EOF) {
-				return nil
-			}
-			return rerr
-		}
-	}
-}
-
 // frameWriter writes the serving side's frames of a worker stream: plain
 // (protoWorkerHTTP) or typed, with keepalives while nothing else is
 // written (protoWorkerHTTP11). Safe for concurrent use.
@@ -419,7 +398,7 @@ func (n *Node) serveWorkerHTTP(s network.Stream, typed bool) {
 	}
 	ctx, cancel := watchRequester(n.ctx, s)
 	defer cancel()
-	done := n.track(req.WorkerID)
+	done := n.router.Track(req.WorkerID)
 	defer done()
 	var body []byte
 	if req.Method == http.MethodPost {
@@ -435,7 +414,7 @@ func (n *Node) serveWorkerHTTP(s network.Stream, typed bool) {
 		_ = s.Reset()
 		return
 	}
-	if err := pump(resp.Body, bodyChunk, 30*time.Second, s, func(b []byte) error { return fw.write(frameData, b, 30*time.Second) }); err != nil {
+	if err := p2p.Pump(resp.Body, bodyChunk, 30*time.Second, s, func(b []byte) error { return fw.write(frameData, b, 30*time.Second) }); err != nil {
 		_ = s.Reset()
 		return
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -167,7 +168,7 @@ func (n *Node) publishLoad() {
 	n.local.mu.Lock()
 	for _, lw := range n.local.m {
 		hb := lw.hb
-		r.Workers = append(r.Workers, WorkerLoad{ID: hb.ID, NodeID: n.ID(), Model: hb.Model, Device: hb.Device,
+		r.Workers = append(r.Workers, router.WorkerLoad{ID: hb.ID, NodeID: n.ID(), Model: hb.Model, Device: hb.Device,
 			Port: hb.Port, PID: hb.PID, State: string(hb.State), InFlight: hb.InFlight, Queued: hb.Queued,
 			Slots: hb.Slots, TPS: hb.TokensPerSecond, ContextLength: hb.ContextLength, AgeMs: now.Sub(lw.last).Milliseconds()})
 	}
@@ -251,7 +252,7 @@ func (n *Node) reconcileWorkers() {
 	for _, m := range n.gsp.Members() {
 		members[m.ID] = m.State
 	}
-	reported := map[string]WorkerLoad{}
+	reported := map[string]router.WorkerLoad{}
 	hasReport := map[string]bool{}
 	for id, st := range members {
 		if st != gossip.StateAlive && st != gossip.StateSuspect {

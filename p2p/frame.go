@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // Frame format: a 4-byte big-endian unsigned length followed by that many
@@ -131,4 +132,30 @@ func ReadJSON(r io.Reader, max int, v any) error {
 		return fmt.Errorf("p2p: decode json frame: %w", err)
 	}
 	return nil
+}
+
+// WriteDeadliner is what Pump needs of a stream.
+type WriteDeadliner interface{ SetWriteDeadline(time.Time) error }
+
+// Pump copies r to write in reads of up to chunk bytes as they come (a
+// streaming response is relayed without waiting for a full buffer),
+// setting s's write deadline idle ahead before each chunk. io.EOF ends it
+// without error.
+func Pump(r io.Reader, chunk int, idle time.Duration, s WriteDeadliner, write func([]byte) error) error {
+	buf := make([]byte, chunk)
+	for {
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			_ = s.SetWriteDeadline(time.Now().Add(idle))
+			if err := write(buf[:k]); err != nil {
+				return err
+			}
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return nil
+			}
+			return rerr
+		}
+	}
 }

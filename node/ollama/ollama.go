@@ -1,0 +1,182 @@
+// Package ollama translates Ollama's API to rbee's: model names, the
+// generate and chat requests into a worker's /v1/infer body, tool calls,
+// and the model details Ollama clients expect. It holds data and pure
+// functions only; the node's handlers do the I/O.
+package ollama
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/rbee-project/rbee/worker"
+)
+
+// Name turns an Ollama model name into the name rbee routes by: the
+// default tag ":latest" is dropped ("stories260k:latest" → "stories260k").
+// Other colons stay: they are part of rbee references (hf:org/repo:Q4_K_M).
+func Name(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > len(":latest") && strings.EqualFold(s[len(s)-len(":latest"):], ":latest") {
+		s = s[:len(s)-len(":latest")]
+	}
+	return s
+}
+
+// Details is Ollama's "details" object.
+type Details struct {
+	ParentModel       string   `json:"parent_model"`
+	Format            string   `json:"format"`
+	Family            string   `json:"family"`
+	Families          []string `json:"families"`
+	ParameterSize     string   `json:"parameter_size"`
+	QuantizationLevel string   `json:"quantization_level"`
+}
+
+// NewDetails is the details object of a GGUF model.
+func NewDetails(arch string, params uint64, quant string) Details {
+	d := Details{Format: "gguf", Family: arch, ParameterSize: ParameterSize(params), QuantizationLevel: quant}
+	if arch != "" {
+		d.Families = []string{arch}
+	}
+	return d
+}
+
+// ParameterSize formats a parameter count as Ollama does: "260K", "15M",
+// "0.5B", "8.0B".
+func ParameterSize(p uint64) string {
+	switch {
+	case p == 0:
+		return ""
+	case p >= 100_000_000:
+		return strconv.FormatFloat(float64(p)/1e9, 'f', 1, 64) + "B"
+	case p >= 1_000_000:
+		return strconv.FormatUint((p+500_000)/1_000_000, 10) + "M"
+	case p >= 1_000:
+		return strconv.FormatUint((p+500)/1_000, 10) + "K"
+	}
+	return strconv.FormatUint(p, 10)
+}
+
+// Options is the subset of Ollama's options rbee maps.
+type Options struct {
+	Temperature   *float64 `json:"temperature,omitempty"`
+	TopK          *int     `json:"top_k,omitempty"`
+	TopP          *float64 `json:"top_p,omitempty"`
+	MinP          *float64 `json:"min_p,omitempty"`
+	Seed          *int64   `json:"seed,omitempty"`
+	NumPredict    *int     `json:"num_predict,omitempty"`
+	RepeatPenalty *float64 `json:"repeat_penalty,omitempty"`
+	Stop          []string `json:"stop,omitempty"`
+}
+
+// Request is an /api/generate or /api/chat request.
+type Request struct {
+	Model    string    `json:"model"`
+	Prompt   string    `json:"prompt"`
+	System   string    `json:"system"`
+	Messages []Message `json:"messages"`
+	Stream   *bool     `json:"stream"`
+	Options  Options   `json:"options"`
+	// Format is "json" or a JSON schema: the answer is constrained to it.
+	Format json.RawMessage `json:"format"`
+	// Tools are OpenAI-style function definitions (chat only).
+	Tools []json.RawMessage `json:"tools"`
+}
+
+// Message is a chat message in Ollama's shape: tool calls carry
+// their arguments as an object, and a tool's answer names the tool.
+type Message struct {
+	Role      string     `json:"role"`
+	Content   string     `json:"content"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	ToolName  string     `json:"tool_name,omitempty"`
+}
+
+// ToolCall is a tool call in Ollama's shape.
+type ToolCall struct {
+	Function struct {
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+	} `json:"function"`
+}
+
+// ToolNames lists the functions of tools (the worker validates them).
+func (o Request) ToolNames() []string {
+	var names []string
+	for _, raw := range o.Tools {
+		var t struct {
+			Function struct {
+				Name string `json:"name"`
+			} `json:"function"`
+		}
+		if json.Unmarshal(raw, &t) == nil && t.Function.Name != "" {
+			names = append(names, t.Function.Name)
+		}
+	}
+	return names
+}
+
+// Calls converts the worker's tool calls to Ollama's shape.
+func Calls(calls []worker.ToolCall) []ToolCall {
+	out := make([]ToolCall, len(calls))
+	for i, c := range calls {
+		out[i].Function.Name = c.Function.Name
+		out[i].Function.Arguments = json.RawMessage(c.Function.Arguments)
+	}
+	return out
+}
+
+func (o Request) InferBody(chat bool) ([]byte, error) {
+	m := map[string]any{}
+	if chat {
+		msgs := make([]worker.Message, len(o.Messages))
+		for i, om := range o.Messages {
+			msgs[i] = worker.Message{Role: om.Role, Content: om.Content, Name: om.ToolName}
+			for j, c := range om.ToolCalls {
+				args := string(c.Function.Arguments)
+				if len(args) == 0 {
+					args = "{}"
+				}
+				msgs[i].ToolCalls = append(msgs[i].ToolCalls, worker.ToolCall{ID: fmt.Sprintf("call_%d_%d", i, j), Type: "function",
+					Function: worker.ToolCallFunction{Name: c.Function.Name, Arguments: args}})
+			}
+		}
+		m["messages"] = msgs
+		if len(o.Tools) > 0 {
+			m["tools"] = o.Tools
+		}
+	} else if o.System != "" {
+		m["messages"] = []worker.Message{{Role: "system", Content: o.System}, {Role: "user", Content: o.Prompt}}
+	} else {
+		m["prompt"] = o.Prompt
+	}
+	op := o.Options
+	set := func(k string, v any, ok bool) {
+		if ok {
+			m[k] = v
+		}
+	}
+	set("temperature", op.Temperature, op.Temperature != nil)
+	set("top_k", op.TopK, op.TopK != nil)
+	set("top_p", op.TopP, op.TopP != nil)
+	set("min_p", op.MinP, op.MinP != nil)
+	set("seed", op.Seed, op.Seed != nil)
+	set("repeat_penalty", op.RepeatPenalty, op.RepeatPenalty != nil)
+	set("stop", op.Stop, len(op.Stop) > 0)
+	if op.NumPredict != nil && *op.NumPredict > 0 {
+		m["max_tokens"] = *op.NumPredict
+	}
+	switch f := bytes.TrimSpace(o.Format); {
+	case len(f) == 0, string(f) == "null", string(f) == `""`:
+	case string(f) == `"json"`:
+		m["response_format"] = map[string]string{"type": "json_object"}
+	case f[0] == '{':
+		m["response_format"] = map[string]any{"type": "json_object", "schema": json.RawMessage(f)}
+	default:
+		return nil, fmt.Errorf("format must be \"json\" or a JSON schema object, not %s", f)
+	}
+	return json.Marshal(m)
+}

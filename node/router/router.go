@@ -1,0 +1,305 @@
+// Package router chooses the worker that serves a request: the candidates
+// (ready in the registry, reported live by their node over gossip, on a
+// node gossip sees alive), a pick by the power of two choices, and the
+// requests this node has in flight to each worker. It owns only the
+// in-flight counts; it reads the cluster through View.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rbee-project/rbee/fsm"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/node/jobs"
+)
+
+// ErrNoWorker: no ready worker matches the request.
+var ErrNoWorker = errors.New("no ready worker")
+
+// CodeNoWorker is the error code of a request nobody can serve.
+const CodeNoWorker = "no_worker"
+
+// WorkerLoad is one worker's live state and load as its node last reported
+// it: heartbeats become these, and they travel by gossip, never by Raft.
+type WorkerLoad struct {
+	ID            string  `json:"id"`
+	NodeID        string  `json:"node_id"`
+	Model         string  `json:"model"`
+	Device        string  `json:"device"`
+	Port          int     `json:"port"`
+	PID           int     `json:"pid,omitempty"`
+	State         string  `json:"state"` // loading, ready, busy, draining
+	InFlight      int     `json:"in_flight"`
+	Queued        int     `json:"queued"`
+	Slots         int     `json:"slots"`
+	TPS           float64 `json:"tps"`
+	ContextLength int     `json:"ctx,omitempty"`
+	// AgeMs is the age of the worker's last heartbeat when the report was
+	// made; receivers add the time since they got the report.
+	AgeMs int64 `json:"age_ms"`
+}
+
+// Filter selects workers.
+type Filter struct {
+	Model    string
+	Device   string
+	WorkerID string
+	Hive     string
+	// Exclude lists workers already tried for this request.
+	Exclude map[string]bool
+}
+
+// Target is a schedulable worker.
+type Target struct {
+	Load     WorkerLoad
+	Registry fsm.Worker
+	NodeName string
+	Local    bool
+}
+
+// View is what the router reads of the cluster. The node implements it
+// over gossip, its load table and the registry replica. Calls must be
+// safe for concurrent use.
+type View interface {
+	// AliveNodes maps the id of every node gossip sees alive to its name.
+	AliveNodes() map[string]string
+	// Loads are the latest load reports of every node's workers.
+	Loads() []WorkerLoad
+	// Workers is the registry replica's worker list.
+	Workers() []fsm.Worker
+}
+
+// Config configures a Router.
+type Config struct {
+	// LocalID and LocalName are this node's peer id and name.
+	LocalID, LocalName string
+	// LiveFor: a worker whose last heartbeat is older is not live.
+	LiveFor time.Duration
+	View    View
+	// Intn returns a random int in [0,n); nil is math/rand/v2's. Tests
+	// fix it to make the pick's two draws known.
+	Intn func(n int) int
+}
+
+// Router picks workers and counts this node's requests in flight to each.
+// Safe for concurrent use.
+type Router struct {
+	cfg     Config
+	mu      sync.Mutex
+	pending map[string]int
+}
+
+// New returns a router.
+func New(cfg Config) *Router {
+	if cfg.Intn == nil {
+		cfg.Intn = rand.IntN
+	}
+	return &Router{cfg: cfg, pending: map[string]int{}}
+}
+
+// canonicalModel reduces a model reference to a comparable name: case
+// folded, without a "builtin:"/"hf:" scheme, directory or .gguf suffix.
+func canonicalModel(m string) string {
+	m = strings.ToLower(strings.TrimSpace(m))
+	for _, p := range []string{"builtin:", "hf:", "local:"} {
+		m = strings.TrimPrefix(m, p)
+	}
+	m = strings.TrimSuffix(filepath.Base(m), ".gguf")
+	return m
+}
+
+// ModelMatches reports whether a worker serving have (a catalog id)
+// answers for want: the id itself, the reference it came from
+// ("builtin:stories260k", "hf:org/repo:Q4_K_M"), or its short name (the
+// part after the last "--" of the id, e.g. "stories260k").
+func ModelMatches(have, want string) bool {
+	if strings.EqualFold(have, want) {
+		return true
+	}
+	ch, cw := canonicalModel(have), canonicalModel(want)
+	if ch == cw {
+		return true
+	}
+	if i := strings.LastIndex(ch, "--"); i >= 0 && ch[i+2:] == cw {
+		return true
+	}
+	if r, err := modelcat.ParseRef(want); err == nil {
+		if id := modelcat.IDFor(r, r.File); id != "" && strings.EqualFold(id, have) {
+			return true
+		}
+		if r.Repo != "" && strings.HasPrefix(ch, canonicalModel(strings.ReplaceAll("hf--"+r.Repo, "/", "--"))) {
+			return r.Quant == "" || strings.Contains(ch, strings.ToLower(r.Quant))
+		}
+	}
+	return false
+}
+
+// Candidates returns the workers the scheduler may use, sorted by id:
+// ready (not retiring) in the registry replica, reported live by their
+// node's gossip, on a node gossip sees alive, and matching the filter;
+// plus this node's own live workers the registry does not list as decided
+// yet. It needs no leader.
+func (r *Router) Candidates(f Filter) []Target {
+	alive := r.cfg.View.AliveNodes()
+	live := map[string]WorkerLoad{}
+	for _, w := range r.cfg.View.Loads() {
+		if (w.State == "ready" || w.State == "busy") && w.AgeMs <= r.cfg.LiveFor.Milliseconds() {
+			live[w.ID] = w
+		}
+	}
+	matches := func(rw fsm.Worker, name string) bool {
+		return (f.WorkerID == "" || f.WorkerID == rw.ID) &&
+			(f.Model == "" || ModelMatches(rw.Model, f.Model)) &&
+			(f.Device == "" || strings.EqualFold(f.Device, rw.Device)) &&
+			(f.Hive == "" || f.Hive == name || f.Hive == rw.NodeID)
+	}
+	var out []Target
+	decided := map[string]bool{} // workers whose registry entry is past registration
+	for _, rw := range r.cfg.View.Workers() {
+		if rw.State != fsm.WorkerRegistered {
+			decided[rw.ID] = true
+		}
+		if rw.State != fsm.WorkerReady || f.Exclude[rw.ID] {
+			continue
+		}
+		name, up := alive[rw.NodeID]
+		if !up {
+			continue
+		}
+		w, ok := live[rw.ID]
+		if !ok || w.NodeID != rw.NodeID || !matches(rw, name) {
+			continue
+		}
+		out = append(out, Target{Load: w, Registry: rw, NodeName: name, Local: rw.NodeID == r.cfg.LocalID})
+	}
+	// This node's own live workers are routable from here before the
+	// registry lists them as ready: after a restart without quorum, or
+	// while the leader has not written them yet. Only a registry entry
+	// that is ready, retiring or gone overrides the node's own view.
+	for id, w := range live {
+		if w.NodeID != r.cfg.LocalID || decided[id] || f.Exclude[id] {
+			continue
+		}
+		rw := fsm.Worker{ID: id, NodeID: w.NodeID, Model: w.Model, Device: w.Device, Port: w.Port, PID: w.PID, State: fsm.WorkerReady}
+		if matches(rw, r.cfg.LocalName) {
+			out = append(out, Target{Load: w, Registry: rw, NodeName: r.cfg.LocalName, Local: true})
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Registry.ID < out[b].Registry.ID })
+	return out
+}
+
+// Score is a worker's load as this node sees it: what its node reported
+// plus the requests this node sent since (which the report may not show).
+func (r *Router) Score(t Target) int {
+	return t.Load.InFlight + t.Load.Queued + r.Pending(t.Registry.ID)
+}
+
+// Pick chooses a worker by the power of two choices: two random
+// candidates, the less loaded wins, ties go to a local worker. With no
+// candidate the error is a *jobs.Error (CodeNoWorker) wrapping
+// ErrNoWorker.
+func (r *Router) Pick(f Filter) (Target, error) {
+	cs := r.Candidates(f)
+	switch len(cs) {
+	case 0:
+		return Target{}, noWorkerError(f)
+	case 1:
+		return cs[0], nil
+	}
+	i := r.cfg.Intn(len(cs))
+	j := r.cfg.Intn(len(cs) - 1)
+	if j >= i {
+		j++
+	}
+	a, b := cs[i], cs[j]
+	sa, sb := r.Score(a), r.Score(b)
+	switch {
+	case sa < sb:
+		return a, nil
+	case sb < sa:
+		return b, nil
+	case b.Local && !a.Local:
+		return b, nil
+	}
+	return a, nil
+}
+
+func noWorkerError(f Filter) error {
+	var what []string
+	if f.Model != "" {
+		what = append(what, "model "+f.Model)
+	}
+	if f.Device != "" {
+		what = append(what, "device "+f.Device)
+	}
+	if f.WorkerID != "" {
+		what = append(what, "worker "+f.WorkerID)
+	}
+	if f.Hive != "" {
+		what = append(what, "hive "+f.Hive)
+	}
+	desc := strings.Join(what, ", ")
+	if desc == "" {
+		desc = "any model"
+	}
+	return &jobs.Error{Code: CodeNoWorker, Err: fmt.Errorf("%w for %s (start one with `rbee worker spawn --model M`; see `rbee worker list`)", ErrNoWorker, desc)}
+}
+
+// Track counts a request to a worker until the returned func is called
+// (once).
+func (r *Router) Track(workerID string) func() {
+	r.mu.Lock()
+	r.pending[workerID]++
+	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			r.pending[workerID]--
+			if r.pending[workerID] <= 0 {
+				delete(r.pending, workerID)
+			}
+			r.mu.Unlock()
+		})
+	}
+}
+
+// Pending is the number of requests this node has in flight to a worker.
+func (r *Router) Pending(workerID string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pending[workerID]
+}
+
+// InFlight is the number of requests this node has in flight to workers.
+func (r *Router) InFlight() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := 0
+	for _, v := range r.pending {
+		t += v
+	}
+	return t
+}
+
+// ServedModels lists the models that have at least one candidate worker.
+func (r *Router) ServedModels() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range r.Candidates(Filter{}) {
+		if !seen[t.Registry.Model] {
+			seen[t.Registry.Model] = true
+			out = append(out, t.Registry.Model)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,171 @@
+package router_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/router"
+)
+
+// view is a cluster as the router reads it, set by each test.
+type view struct {
+	alive   map[string]string
+	loads   []router.WorkerLoad
+	workers []fsm.Worker
+}
+
+func (v *view) AliveNodes() map[string]string { return v.alive }
+func (v *view) Loads() []router.WorkerLoad    { return v.loads }
+func (v *view) Workers() []fsm.Worker         { return v.workers }
+
+func worker(id, node, model string, st fsm.WorkerState) fsm.Worker {
+	return fsm.Worker{ID: id, NodeID: node, Model: model, Device: "cpu", State: st}
+}
+
+func load(id, node, model string, inFlight int) router.WorkerLoad {
+	return router.WorkerLoad{ID: id, NodeID: node, Model: model, Device: "cpu", State: "ready", InFlight: inFlight, AgeMs: 100}
+}
+
+func newRouter(v *view, draws ...int) *router.Router {
+	i := 0
+	return router.New(router.Config{LocalID: "n1", LocalName: "one", LiveFor: 5 * time.Second, View: v,
+		Intn: func(n int) int {
+			d := draws[i%len(draws)] % n
+			i++
+			return d
+		}})
+}
+
+func ids(ts []router.Target) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.Registry.ID)
+	}
+	return out
+}
+
+func TestCandidates(t *testing.T) {
+	v := &view{
+		alive: map[string]string{"n1": "one", "n2": "two"},
+		loads: []router.WorkerLoad{
+			load("w1", "n1", "org--stories260k", 0),
+			load("w2", "n2", "org--stories260k", 0),
+			load("w3", "n3", "org--stories260k", 0), // its node is not alive
+			load("w4", "n2", "other", 0),
+			{ID: "w5", NodeID: "n2", Model: "org--stories260k", State: "ready", AgeMs: 60_000}, // stale report
+			{ID: "w6", NodeID: "n2", Model: "org--stories260k", State: "loading", AgeMs: 10},
+			load("w7", "n1", "org--stories260k", 0), // local, not in the registry yet
+			load("w8", "n1", "org--stories260k", 0), // local, retiring in the registry
+		},
+		workers: []fsm.Worker{
+			worker("w1", "n1", "org--stories260k", fsm.WorkerReady),
+			worker("w2", "n2", "org--stories260k", fsm.WorkerReady),
+			worker("w3", "n3", "org--stories260k", fsm.WorkerReady),
+			worker("w4", "n2", "other", fsm.WorkerReady),
+			worker("w5", "n2", "org--stories260k", fsm.WorkerReady),
+			worker("w6", "n2", "org--stories260k", fsm.WorkerReady),
+			worker("w8", "n1", "org--stories260k", fsm.WorkerRetiring),
+			worker("w9", "n2", "org--stories260k", fsm.WorkerReady), // no load report
+		},
+	}
+	r := newRouter(v, 0)
+	cases := []struct {
+		name string
+		f    router.Filter
+		want []string
+	}{
+		{"any", router.Filter{}, []string{"w1", "w2", "w4", "w7"}},
+		{"model by short name", router.Filter{Model: "stories260k"}, []string{"w1", "w2", "w7"}},
+		{"model by builtin ref", router.Filter{Model: "builtin:stories260k"}, []string{"w1", "w2", "w7"}},
+		{"hive by name", router.Filter{Model: "stories260k", Hive: "two"}, []string{"w2"}},
+		{"hive by id", router.Filter{Hive: "n1"}, []string{"w1", "w7"}},
+		{"worker", router.Filter{WorkerID: "w2"}, []string{"w2"}},
+		{"excluded", router.Filter{Model: "stories260k", Exclude: map[string]bool{"w1": true, "w7": true}}, []string{"w2"}},
+		{"device", router.Filter{Device: "cuda"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := r.Candidates(tc.f)
+			require.Equal(t, tc.want, ids(got))
+			for _, c := range got {
+				require.Equal(t, c.Registry.NodeID == "n1", c.Local, c.Registry.ID)
+			}
+		})
+	}
+	require.Equal(t, []string{"org--stories260k", "other"}, r.ServedModels())
+}
+
+// TestPick: of the two drawn candidates the less loaded wins, counting
+// what this node has in flight to each; a tie goes to the local worker.
+func TestPick(t *testing.T) {
+	v := &view{
+		alive: map[string]string{"n1": "one", "n2": "two"},
+		loads: []router.WorkerLoad{load("a", "n2", "m", 3), load("b", "n1", "m", 1), load("c", "n2", "m", 1)},
+		workers: []fsm.Worker{worker("a", "n2", "m", fsm.WorkerReady), worker("b", "n1", "m", fsm.WorkerReady),
+			worker("c", "n2", "m", fsm.WorkerReady)},
+	}
+	// Candidates sort a, b, c. Draws (0, 0) pick a and then b (the second
+	// draw skips the first); (2, 0) pick c and a; (1, 1) pick b and c.
+	cases := []struct {
+		draws []int
+		want  string
+	}{
+		{[]int{0, 0}, "b"}, // 3 vs 1
+		{[]int{2, 0}, "c"}, // 1 vs 3
+		{[]int{1, 1}, "b"}, // 1 vs 1: the local one
+		{[]int{2, 1}, "b"}, // c then b: 1 vs 1, b is local
+	}
+	for _, tc := range cases {
+		r := newRouter(v, tc.draws...)
+		got, err := r.Pick(router.Filter{Model: "m"})
+		require.NoError(t, err)
+		require.Equal(t, tc.want, got.Registry.ID, "draws %v", tc.draws)
+	}
+	// Requests this node sent count: b with 3 in flight from here loses.
+	r := newRouter(v, 1, 1)
+	var done []func()
+	for range 3 {
+		done = append(done, r.Track("b"))
+	}
+	require.Equal(t, 3, r.Pending("b"))
+	require.Equal(t, 3, r.InFlight())
+	got, err := r.Pick(router.Filter{Model: "m"})
+	require.NoError(t, err)
+	require.Equal(t, "c", got.Registry.ID)
+	for _, d := range done {
+		d()
+		d() // a second call changes nothing
+	}
+	require.Zero(t, r.InFlight())
+}
+
+func TestNoWorker(t *testing.T) {
+	r := newRouter(&view{alive: map[string]string{}}, 0)
+	_, err := r.Pick(router.Filter{Model: "m", Hive: "h"})
+	require.True(t, errors.Is(err, router.ErrNoWorker))
+	require.Equal(t, router.CodeNoWorker, jobs.CodeOf(err))
+	require.Contains(t, err.Error(), "model m, hive h")
+}
+
+func TestModelMatches(t *testing.T) {
+	cases := []struct {
+		have, want string
+		ok         bool
+	}{
+		{"builtin--stories260k", "stories260k", true},
+		{"builtin--stories260k", "builtin:stories260k", true},
+		{"builtin--stories260k", "STORIES260K", true},
+		{"hf--org--repo--model-q4_k_m", "hf:org/repo:Q4_K_M", true},
+		{"hf--org--repo--model-q4_k_m", "hf:org/repo:Q8_0", false},
+		{"hf--org--repo--model-q4_k_m", "hf:org/repo", true},
+		{"builtin--stories260k", "stories15m", false},
+	}
+	for _, tc := range cases {
+		require.Equal(t, tc.ok, router.ModelMatches(tc.have, tc.want), "%s vs %s", tc.have, tc.want)
+	}
+}
