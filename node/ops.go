@@ -15,6 +15,7 @@ import (
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/sshops"
 )
 
 // Request is a job request: the operation, the optional target hive, and the
@@ -75,12 +76,12 @@ func (n *Node) registerOps() {
 		api.OpModelGet:       {perm: permRead, onHive: true, validate: validateOnHive(checkModelID), run: n.opModelGet},
 		api.OpModelDelete:    {onHive: true, validate: validateOnHive(checkModelID), run: n.opModelDelete},
 
-		api.OpImportSSH:     {run: n.opImportSSH},
-		api.OpSSHTest:       {validate: n.validateHostName, run: n.opSSHTest},
-		api.OpHiveInstall:   {validate: n.validateHostName, run: n.opInstall},
-		api.OpHiveUninstall: {validate: n.validateHostName, run: n.opUninstall},
-		api.OpHiveStart:     {validate: n.validateHostName, run: n.opStartHost},
-		api.OpHiveStop:      {validate: n.validateHostName, run: n.opStopHost},
+		api.OpImportSSH:     {run: sshOp((*sshops.Ops).Import, n)},
+		api.OpSSHTest:       {validate: n.validateHostName, run: sshOp((*sshops.Ops).Test, n)},
+		api.OpHiveInstall:   {validate: n.validateHostName, run: sshOp((*sshops.Ops).Install, n)},
+		api.OpHiveUninstall: {validate: n.validateHostName, run: sshOp((*sshops.Ops).Uninstall, n)},
+		api.OpHiveStart:     {validate: n.validateHostName, run: sshOp((*sshops.Ops).Start, n)},
+		api.OpHiveStop:      {validate: n.validateHostName, run: sshOp((*sshops.Ops).Stop, n)},
 		api.OpNodeLeave:     {onHive: true, run: n.opNodeLeave},
 
 		api.OpAPIKeyCreate: {validate: validateAPIKeyReq(true), run: n.opAPIKeyCreate},
