@@ -16,6 +16,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/worker"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
@@ -481,7 +482,7 @@ func (n *Node) validateBinaryAdd(req Request) error {
 	if r.Path == "" {
 		return jobs.Errorf(jobs.CodeBadRequest, "worker_binary_add needs field \"path\" (the engine's executable on the hive)")
 	}
-	opts := registerOptions(r)
+	opts := hiveops.RegisterOptions(r)
 	if req.Hive == "" || req.Hive == n.cfg.Name || req.Hive == n.ID() {
 		if _, err := n.binaries.CheckRegister(opts); err != nil {
 			return jobs.Errorf(jobs.CodeBadRequest, "worker_binary_add: %v", err)
@@ -494,25 +495,4 @@ func (n *Node) validateBinaryAdd(req Request) error {
 		}
 	}
 	return nil
-}
-
-func registerOptions(r api.BinaryAddRequest) workercat.RegisterOptions {
-	return workercat.RegisterOptions{Type: orCPU(r.Type), Version: r.Version, Path: r.Path, Template: r.Template,
-		HealthPath: r.Health, Devices: r.Devices, Pin: r.Default}
-}
-
-// opBinaryAdd registers an engine the user installed on this hive, where
-// it is. Admin only: it names a local path that rbee will execute.
-func (n *Node) opBinaryAdd(ctx context.Context, em jobs.Emitter, req Request) error {
-	r, err := decode[api.BinaryAddRequest](req)
-	if err != nil {
-		return err
-	}
-	e, err := n.binaries.Register(registerOptions(r))
-	if err != nil {
-		return catalogError(err)
-	}
-	n.recordBinary(ctx, e)
-	em.Narrate("hive", "binary", "%s %s at %s is in the catalog of %s", e.Type, e.Version, e.Path, n.cfg.Name)
-	return em.Result(e)
 }

@@ -173,7 +173,7 @@ func (n *Node) workerBinary(ctx context.Context, typ, version string) (workercat
 		if _, serr := os.Stat(n.cfg.WorkerBinary); serr == nil {
 			e, aerr := n.binaries.Add(ctx, workercat.AddOptions{Type: typ, Version: n.cfg.Version, Source: workercat.SourceBuilt}, n.cfg.WorkerBinary)
 			if aerr == nil {
-				n.recordBinary(ctx, e)
+				n.hive.RecordBinary(ctx, e)
 				return e, nil
 			}
 			err = aerr
@@ -213,28 +213,6 @@ func (n *Node) stopWorker(ctx context.Context, workerID string) error {
 		}
 	}
 	return n.procs.Stop(ctx, st.PID, workerStopGrace)
-}
-
-// recordModel writes a model holding into the registry (best effort: the
-// catalog on disk is the truth; the registry is the cluster's index).
-func (n *Node) recordModel(ctx context.Context, e modelcat.Entry) {
-	n.applyBackground(ctx, fsm.UpsertModelHolding{Holding: fsm.ModelHolding{NodeID: n.ID(), ModelID: e.ID, SHA256: e.SHA256,
-		File: e.FileName, Size: uint64(e.Size), Quantization: e.Quantization, Ref: modelRefForRegistry(e), UpdatedAt: time.Now().UTC()}})
-}
-
-// modelRefForRegistry is the reference others may copy a model by: the
-// origin of hub, URL and builtin models; a local path names a file on this
-// machine only, so it is not shared.
-func modelRefForRegistry(e modelcat.Entry) string {
-	if e.Source == modelcat.SourceLocal {
-		return ""
-	}
-	return e.Ref
-}
-
-func (n *Node) recordBinary(ctx context.Context, e workercat.Entry) {
-	n.applyBackground(ctx, fsm.UpsertBinaryHolding{Holding: fsm.BinaryHolding{NodeID: n.ID(), Type: e.Type, Version: e.Version,
-		OS: e.OS, Arch: e.Arch, SHA256: e.SHA256, Size: uint64(e.Size), UpdatedAt: time.Now().UTC()}})
 }
 
 // applyBackground proposes a registry command, retrying in the background
@@ -283,7 +261,7 @@ func (n *Node) syncHoldings() {
 			}
 		}
 		if !found {
-			n.recordModel(n.ctx, e)
+			n.hive.RecordModel(n.ctx, e)
 		}
 	}
 	for _, h := range n.reg.Models() {
@@ -300,7 +278,18 @@ func (n *Node) syncHoldings() {
 			}
 		}
 		if !found {
-			n.recordBinary(n.ctx, e)
+			n.hive.RecordBinary(n.ctx, e)
 		}
 	}
 }
+
+// hiveCluster is what the hive operations read and write of this node.
+type hiveCluster struct{ n *Node }
+
+func (c hiveCluster) Node(id string) (fsm.Node, bool)              { return c.n.reg.Node(id) }
+func (c hiveCluster) Nodes() []fsm.Node                            { return c.n.reg.Nodes() }
+func (c hiveCluster) Models() []fsm.ModelHolding                   { return c.n.reg.Models() }
+func (c hiveCluster) Binaries() []fsm.BinaryHolding                { return c.n.reg.Binaries() }
+func (c hiveCluster) AlivePeers() map[string]bool                  { return c.n.aliveOthers() }
+func (c hiveCluster) Propose(ctx context.Context, cmd fsm.Command) { c.n.applyBackground(ctx, cmd) }
+func (c hiveCluster) WorkerGone(id string)                         { c.n.workerGone(id) }

@@ -31,6 +31,7 @@ import (
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/blob"
+	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/p2p"
@@ -117,6 +118,8 @@ type Node struct {
 	router *router.Router
 	// blobs copies catalogued files to and from peers.
 	blobs *blob.Service
+	// hive runs the operations on this hive's catalogs and processes.
+	hive *hiveops.Ops
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -312,6 +315,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	n.registerP2PHandlers()
+	n.hive = hiveops.New(hiveops.Config{LocalID: n.ID(), LocalName: n.cfg.Name, Version: n.cfg.Version,
+		Models: n.models, Binaries: n.binaries, Procs: n.procs, Cluster: hiveCluster{n}, HF: n.hf,
+		ModelPeers: n.blobs.ModelSource(), BinaryPeers: n.blobs.BinarySource(),
+		WorkerReleaseURL: n.cfg.WorkerReleaseURL, SourceDir: n.cfg.SourceDir, MaxDownloadSize: n.cfg.MaxDownloadSize,
+		StopGrace: workerStopGrace, Downloaded: func(kind string, b int64) { n.metrics.downloaded.WithLabelValues(kind).Add(float64(b)) }})
 
 	n.reconn = newReconnector()
 	n.wg.Add(5)

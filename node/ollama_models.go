@@ -52,7 +52,7 @@ const maxShownArray = 64
 // modelFactsOf finds what is known of the model a client named. ok is false
 // when no catalog, worker or holding knows it.
 func (n *Node) modelFactsOf(ctx context.Context, name string, withGGUF bool) (modelFacts, bool) {
-	if e, ok := n.localModel(name); ok {
+	if e, ok := n.hive.LocalModel(name); ok {
 		f := modelFacts{ID: e.ID, Arch: e.Architecture, Params: e.Parameters, Quantization: e.Quantization,
 			Size: uint64(e.Size), SHA256: e.SHA256, Modified: e.AddedAt, ContextLen: e.ContextLength}
 		if withGGUF {
@@ -392,7 +392,7 @@ func (n *Node) handleOllamaDelete(w http.ResponseWriter, r *http.Request) {
 	type target struct{ nodeID, node, id string }
 	var targets []target
 	seen := map[target]bool{}
-	if e, ok := n.localModel(name); ok {
+	if e, ok := n.hive.LocalModel(name); ok {
 		t := target{n.ID(), n.cfg.Name, e.ID}
 		targets, seen[t] = append(targets, t), true
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/humanize"
+	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/sshops"
 )
@@ -61,20 +62,20 @@ func (n *Node) registerOps() {
 		api.OpWorkerRetire: {validate: validateWorkerID, run: n.opWorkerRetire},
 
 		api.OpWorkerSpawn:   {onHive: true, validate: validateOnHive(checkSpawn), run: n.opWorkerSpawn},
-		api.OpProcessList:   {perm: permRead, onHive: true, run: n.opProcessList},
-		api.OpProcessGet:    {perm: permRead, onHive: true, validate: validateOnHive(checkProcess), run: n.opProcessGet},
-		api.OpProcessDelete: {onHive: true, validate: validateOnHive(checkProcess), run: n.opProcessDelete},
-		api.OpBinaryList:    {perm: permRead, onHive: true, run: n.opBinaryList},
-		api.OpBinaryGet:     {perm: permRead, onHive: true, validate: validateOnHive[api.BinaryGetRequest](nil), run: n.opBinaryGet},
-		api.OpBinaryDelete:  {onHive: true, validate: validateOnHive[api.BinaryDeleteRequest](nil), run: n.opBinaryDelete},
+		api.OpProcessList:   {perm: permRead, onHive: true, run: hiveOp((*hiveops.Ops).ProcessList, n)},
+		api.OpProcessGet:    {perm: permRead, onHive: true, validate: validateOnHive(checkProcess), run: hiveOp((*hiveops.Ops).ProcessGet, n)},
+		api.OpProcessDelete: {onHive: true, validate: validateOnHive(checkProcess), run: hiveOp((*hiveops.Ops).ProcessDelete, n)},
+		api.OpBinaryList:    {perm: permRead, onHive: true, run: hiveOp((*hiveops.Ops).BinaryList, n)},
+		api.OpBinaryGet:     {perm: permRead, onHive: true, validate: validateOnHive[api.BinaryGetRequest](nil), run: hiveOp((*hiveops.Ops).BinaryGet, n)},
+		api.OpBinaryDelete:  {onHive: true, validate: validateOnHive[api.BinaryDeleteRequest](nil), run: hiveOp((*hiveops.Ops).BinaryDelete, n)},
 		// Admin only (no perm): it names a local file rbee will execute.
-		api.OpBinaryAdd:      {onHive: true, validate: n.validateBinaryAdd, run: n.opBinaryAdd},
-		api.OpWorkerBuild:    {onHive: true, validate: validateOnHive[api.WorkerBuildRequest](nil), run: n.opWorkerBuild},
+		api.OpBinaryAdd:      {onHive: true, validate: n.validateBinaryAdd, run: hiveOp((*hiveops.Ops).BinaryAdd, n)},
+		api.OpWorkerBuild:    {onHive: true, validate: validateOnHive[api.WorkerBuildRequest](nil), run: hiveOp((*hiveops.Ops).Build, n)},
 		api.OpWorkerDownload: {onHive: true, validate: validateOnHive[api.WorkerDownloadRequest](nil), run: n.opWorkerDownload},
-		api.OpModelDownload:  {onHive: true, validate: validateOnHive(checkModelRef), run: n.opModelDownload},
-		api.OpModelList:      {perm: permRead, onHive: true, run: n.opModelList},
-		api.OpModelGet:       {perm: permRead, onHive: true, validate: validateOnHive(checkModelID), run: n.opModelGet},
-		api.OpModelDelete:    {onHive: true, validate: validateOnHive(checkModelID), run: n.opModelDelete},
+		api.OpModelDownload:  {onHive: true, validate: validateOnHive(checkModelRef), run: hiveOp((*hiveops.Ops).ModelDownload, n)},
+		api.OpModelList:      {perm: permRead, onHive: true, run: hiveOp((*hiveops.Ops).ModelList, n)},
+		api.OpModelGet:       {perm: permRead, onHive: true, validate: validateOnHive(checkModelID), run: hiveOp((*hiveops.Ops).ModelGet, n)},
+		api.OpModelDelete:    {onHive: true, validate: validateOnHive(checkModelID), run: hiveOp((*hiveops.Ops).ModelDelete, n)},
 
 		api.OpImportSSH:     {run: sshOp((*sshops.Ops).Import, n)},
 		api.OpSSHTest:       {validate: n.validateHostName, run: sshOp((*sshops.Ops).Test, n)},

@@ -256,7 +256,7 @@ func (n *Node) estimateRef(ctx context.Context, em jobs.Emitter, ref string, ctx
 		return estimateLocal(e, ctxLen), nil
 	}
 	if r, err := modelcat.ParseRef(ref); err == nil && r.Source == modelcat.SourceBuiltin {
-		e, err := n.resolveModel(ctx, em, ref)
+		e, err := n.hive.ResolveModel(ctx, em, ref)
 		if err != nil {
 			return MemEstimate{}, err
 		}
