@@ -182,6 +182,9 @@ func relayWhole(w http.ResponseWriter, resp *http.Response, t router.Target, st 
 	return nil
 }
 
+// present reports whether a JSON field was sent with a value.
+func present(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+
 // relayOpenAIStream relays a worker's OpenAI stream event by event. The
 // worker's TokenIDEvent before each token's chunk is consumed: its id is
 // recorded once the chunk that follows has been passed on (or the next
@@ -220,8 +223,10 @@ func relayOpenAIStream(sw *sse.Writer, resp *http.Response, t router.Target, st 
 				Choices []struct {
 					Text  string `json:"text"`
 					Delta struct {
-						Content string `json:"content"`
+						Content   string          `json:"content"`
+						ToolCalls json.RawMessage `json:"tool_calls"`
 					} `json:"delta"`
+					Logprobs json.RawMessage `json:"logprobs"`
 				} `json:"choices"`
 			}
 			if err := json.Unmarshal(ev.Data, &c); err != nil {
@@ -239,11 +244,16 @@ func relayOpenAIStream(sw *sse.Writer, resp *http.Response, t router.Target, st 
 				st.id, st.created = c.ID, c.Created
 			}
 			for _, ch := range c.Choices {
-				if ch.Text+ch.Delta.Content != "" && pending < 0 {
-					// Text without its id: an engine's stream, or the
-					// final flush of held-back text.
+				sent := ch.Text+ch.Delta.Content != "" || present(ch.Delta.ToolCalls) || present(ch.Logprobs)
+				if sent && pending < 0 {
+					// Text, a tool call or a token's logprobs without its
+					// token id: an engine's stream, a tool stream (which
+					// holds text back), or the final flush of held-back
+					// text. Another worker could not go on without
+					// sending the client some of it twice.
 					st.unresumable = true
 				}
+				st.textLen += len(ch.Text)
 			}
 		}
 		first()

@@ -53,6 +53,9 @@ type streamState struct {
 	// id and created are an OpenAI completion's, kept across workers.
 	id      string
 	created int64
+	// textLen is the length in bytes of the text the client has: a
+	// resumed completion's logprobs text_offset counts on from it.
+	textLen int
 }
 
 // ext is the extension field of the next attempt; nil when it needs none.
@@ -60,7 +63,7 @@ func (st *streamState) ext() *worker.Ext {
 	if !st.tokenIDs && len(st.ids) == 0 {
 		return nil
 	}
-	return &worker.Ext{V: worker.ExtVersion, TokenIDs: st.tokenIDs, Resume: st.ids, ID: st.id, Created: st.created}
+	return &worker.Ext{V: worker.ExtVersion, TokenIDs: st.tokenIDs, Resume: st.ids, ID: st.id, Created: st.created, TextOffset: st.textLen}
 }
 
 // notResumed is the failure of a worker that did not continue a resumed

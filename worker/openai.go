@@ -285,7 +285,7 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		return TextCompletion{ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
 			Choices: []TextChoice{{Text: text, FinishReason: finish}}}
 	}
-	off := 0
+	off := j.textOffset()
 	res, err := j.generate(func(t Token) error {
 		if err := j.emitTokenID(out, t); err != nil {
 			return err

@@ -44,6 +44,10 @@ type Ext struct {
 	// across the workers of one stream.
 	ID      string `json:"id,omitempty"`
 	Created int64  `json:"created,omitempty"`
+	// TextOffset is the length in bytes of the text the client already
+	// has: a resumed /v1/completions stream's logprobs text_offset counts
+	// on from it.
+	TextOffset int `json:"text_offset,omitempty"`
 }
 
 // TokenID is the data of a TokenIDEvent.
@@ -66,6 +70,8 @@ func (e *Ext) check() *apiError {
 		return badRequest(ExtField+".id", "invalid_value", "id must be 1..64 characters of A-Z a-z 0-9 _ -")
 	case e.Created < 0:
 		return badRequest(ExtField+".created", "invalid_value", "created must be a Unix time")
+	case e.TextOffset < 0 || e.TextOffset > maxTextOffset:
+		return badRequest(ExtField+".text_offset", "invalid_value", fmt.Sprintf("text_offset must be 0..%d", maxTextOffset))
 	}
 	return nil
 }
@@ -84,6 +90,19 @@ func (e *Ext) resume(ids []int32, ctxLen int, param string) ([]int32, int, *apiE
 			msg: fmt.Sprintf("%s (%d tokens) and %d resumed tokens fill the context of %d", param, len(ids), len(e.Resume), ctxLen)}
 	}
 	return append(append(make([]int32, 0, len(ids)+len(e.Resume)), ids...), e.Resume...), len(e.Resume), nil
+}
+
+// maxTextOffset bounds Ext.TextOffset: far more text than any context
+// window holds (a million tokens of 64 bytes).
+const maxTextOffset = 64 << 20
+
+// textOffset is where the text this job generates begins in the text its
+// client has: 0, or Ext.TextOffset for a resumed stream.
+func (j *job) textOffset() int {
+	if j.g.Rbee == nil || j.req.Resume == 0 {
+		return 0
+	}
+	return j.g.Rbee.TextOffset
 }
 
 // resumed reports whether the job continues a stream its client has

@@ -88,8 +88,59 @@ func TestResumeExtension(t *testing.T) {
 		require.Equal(t, *fullChunks[len(fullChunks)-1].Usage, *last.Usage, "usage counts the whole completion")
 	})
 
+	t.Run("completion stream with logprobs", func(t *testing.T) {
+		// A resumed legacy completion goes on counting text_offset from
+		// the text the client has, and its tokens per second count only
+		// what this attempt generated.
+		req := map[string]any{"prompt": "Once upon a time", "max_tokens": 16, "seed": 3, "temperature": 0, "logprobs": 1, "stream": true}
+		read := func(ext Ext) (ids []int32, text string, offsets []int) {
+			r := map[string]any{ExtField: ext}
+			for f, v := range req {
+				r[f] = v
+			}
+			resp := post(t, testCtx(t), base+"/v1/completions", r)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			for _, ev := range readAllSSE(t, resp.Body) {
+				switch {
+				case ev.Event == TokenIDEvent:
+					var ti TokenID
+					require.NoError(t, json.Unmarshal([]byte(ev.Data), &ti))
+					ids = append(ids, ti.ID)
+				case ev.Event == "" && ev.Data != "[DONE]":
+					var c TextCompletion
+					require.NoError(t, json.Unmarshal([]byte(ev.Data), &c), ev.Data)
+					if len(c.Choices) > 0 {
+						text += c.Choices[0].Text
+						if lp := c.Choices[0].Logprobs; lp != nil {
+							offsets = append(offsets, lp.TextOffset...)
+						}
+					}
+				}
+			}
+			return ids, text, offsets
+		}
+		fullIDs, fullText, fullOffsets := read(Ext{V: ExtVersion, TokenIDs: true})
+		require.Len(t, fullOffsets, len(fullIDs))
+		k := 6
+		prefix := fullText[:fullOffsets[k]]
+		restIDs, restText, restOffsets := read(Ext{V: ExtVersion, TokenIDs: true, Resume: fullIDs[:k], TextOffset: len(prefix)})
+		require.Equal(t, fullIDs[k:], restIDs)
+		require.Equal(t, fullText, prefix+restText)
+		require.Equal(t, fullOffsets[k:], restOffsets, "text_offset goes on from the client's text")
+
+		rb := map[string]any{ExtField: Ext{V: ExtVersion, Resume: fullIDs[:k]}}
+		for f, v := range body {
+			rb[f] = v
+		}
+		rest := infer(t, base, rb)
+		require.NotNil(t, rest.End)
+		require.InDelta(t, float64(rest.End.TokensOut-k)/(rest.End.GenMS/1000), rest.End.TokensPerSecond, rest.End.TokensPerSecond*0.05+1,
+			"tokens per second counts the tokens this attempt generated")
+	})
+
 	t.Run("bad extension", func(t *testing.T) {
 		for _, ext := range []map[string]any{
+			{"v": 1, "text_offset": -1},
 			{"v": 2},
 			{"v": 1, "id": "bad id\n"},
 			{"v": 1, "resume": []int{1, 99999}},

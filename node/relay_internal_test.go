@@ -1,0 +1,54 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node/router"
+)
+
+// TestRelayOpenAIStreamState: what the relay records of a worker's
+// stream decides whether another worker may go on with it. A chunk whose
+// text, tool call or logprobs reached the client without a token id makes
+// the stream unresumable (another worker would send some of it twice);
+// text_offset bytes are counted.
+func TestRelayOpenAIStreamState(t *testing.T) {
+	cases := []struct {
+		name        string
+		stream      string
+		unresumable bool
+		ids         []int32
+		textLen     int
+	}{
+		{"ids before each token", "event: rbee_token\ndata: {\"id\":7}\n\n" +
+			"data: {\"id\":\"c1\",\"choices\":[{\"text\":\"Once\"}]}\n\n" +
+			"event: rbee_token\ndata: {\"id\":8}\n\n" +
+			"data: {\"id\":\"c1\",\"choices\":[{\"text\":\" upon\"}]}\n\n", false, []int32{7, 8}, 9},
+		{"a tool stream's logprobs", "data: {\"id\":\"c2\",\"choices\":[{\"delta\":{\"content\":\"\"},\"logprobs\":{\"content\":[{\"token\":\"<\",\"logprob\":-0.1}]}}]}\n\n",
+			true, nil, 0},
+		{"a tool call", "data: {\"id\":\"c3\",\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"f\"}}]}}]}\n\n", true, nil, 0},
+		{"an engine's text", "data: {\"id\":\"c4\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n", true, nil, 0},
+		{"only the role chunk", "data: {\"id\":\"c5\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null}]}\n\n", false, nil, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			var st streamState
+			resp := &http.Response{Body: io.NopCloser(strings.NewReader(tc.stream))} // it breaks before [DONE]
+			err := relayOpenAIStream(sse.NewWriter(&out), resp, router.Target{}, &st, func() {})
+			var rt *retryable
+			require.True(t, errors.As(err, &rt), "a stream without [DONE] is the worker's failure: %v", err)
+			require.True(t, st.delivered)
+			require.Equal(t, tc.unresumable, st.unresumable)
+			require.Equal(t, tc.ids, st.ids)
+			require.Equal(t, tc.textLen, st.textLen)
+		})
+	}
+}
