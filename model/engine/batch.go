@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"math"
 
@@ -38,6 +39,8 @@ type Batch struct {
 	rowSeg                            []int32   // segment of each row
 	scores                            []float32 // threads × nCtx attention weights
 	segs                              []segment // the running forward pass
+	remote                            []RemoteSegment
+	zeros                             []int32 // StageForward's placeholder ids
 	plan                              []segment // Step's segments, reused
 	aLayer                            int       // layer of the running attention
 	attnFn                            func(worker, start, end int)
@@ -84,16 +87,53 @@ func (b *Batch) logitsOf(sg *segment) []float32 {
 // forward runs the transformer over the rows of segs (each Session at most
 // once), appends their keys and values to their caches and computes the
 // logits of the last row of each segment that asks for them. The callers
-// have checked the ids and that every segment fits its context.
-func (b *Batch) forward(segs []segment) error {
+// have checked the ids and that every segment fits its context. On a
+// pipeline's first stage the later stages run after the local layers
+// (Remote.Forward, outside the compute lock); if they fail, the Sessions
+// of segs are emptied, since the stages may no longer hold what the
+// Sessions' caches say.
+func (b *Batch) forward(ctx context.Context, segs []segment) error {
+	m := b.m
+	n, nl, err := b.layers(segs, nil)
+	if err != nil || m.next == nil {
+		return err
+	}
+	epoch := m.next.Epoch()
+	b.remote = b.remote[:0]
+	for i := range segs {
+		sg := &segs[i]
+		if sg.pos0 > 0 && sg.s.epoch != epoch {
+			err = fmt.Errorf("%w: the later stages were reconnected since session %d was evaluated", ErrStageState, sg.s.id)
+		}
+		b.remote = append(b.remote, RemoteSegment{Session: sg.s.id, Pos: sg.pos0, N: len(sg.ids), Logits: sg.logits})
+	}
+	if err == nil {
+		dim, vocab := m.hp.dim, m.hp.vocab
+		err = m.next.Forward(ctx, b.remote, b.x[:n*dim], b.logits[:nl*vocab])
+	}
+	for i := range segs {
+		s := segs[i].s
+		if err != nil {
+			s.tokens = s.tokens[:0]
+		}
+		s.epoch = epoch
+	}
+	return err
+}
+
+// layers runs this Model's layers over the rows of segs: their input is
+// the token embeddings on a first stage, else hidden (rows × dim). The
+// last stage then computes the logits of the segments that ask for them
+// (b.logits), and n rows of output hidden states are in b.x otherwise.
+func (b *Batch) layers(segs []segment, hidden []float32) (n, nl int, err error) {
 	m := b.m
 	m.computeMu.Lock()
 	defer m.computeMu.Unlock()
 	if m.closed.Load() {
-		return ErrClosed
+		return 0, 0, ErrClosed
 	}
 	hp := &m.hp
-	n, nl, work := 0, 0, 0
+	work := 0
 	for i := range segs {
 		sg := &segs[i]
 		sg.pos0, sg.row0 = len(sg.s.tokens), n
@@ -112,20 +152,29 @@ func (b *Batch) forward(segs []segment) error {
 	qDim, kvDim := hp.nHead*hd, hp.nHeadKV*hd
 	pool := m.pool
 
-	rb, err := m.embd.Type.RowBytes(dim)
-	if err != nil {
-		return err
-	}
 	for si := range segs {
 		sg := &segs[si]
-		for j, id := range sg.ids {
-			i := sg.row0 + j
-			b.rowSeg[i] = int32(si)
-			row := m.embd.Data[int(id)*rb : (int(id)+1)*rb]
-			if err := quant.Dequantize(m.embd.Type, row, b.x[i*dim:(i+1)*dim]); err != nil {
-				return fmt.Errorf("engine: embedding row %d: %w", id, err)
+		for j := range sg.ids {
+			b.rowSeg[sg.row0+j] = int32(si)
+		}
+	}
+	if m.embd != nil {
+		rb, err := m.embd.Type.RowBytes(dim)
+		if err != nil {
+			return 0, 0, err
+		}
+		for si := range segs {
+			sg := &segs[si]
+			for j, id := range sg.ids {
+				i := sg.row0 + j
+				row := m.embd.Data[int(id)*rb : (int(id)+1)*rb]
+				if err := quant.Dequantize(m.embd.Type, row, b.x[i*dim:(i+1)*dim]); err != nil {
+					return 0, 0, fmt.Errorf("engine: embedding row %d: %w", id, err)
+				}
 			}
 		}
+	} else {
+		copy(b.x[:n*dim], hidden)
 	}
 	x, xb, xb2 := b.x[:n*dim], b.xb[:n*dim], b.xb2[:n*dim]
 	q, k, v := b.q[:n*qDim], b.k[:n*kvDim], b.v[:n*kvDim]
@@ -179,6 +228,7 @@ func (b *Batch) forward(segs []segment) error {
 		quant.MatMul(pool, xb2, l.wDown, hb, n)
 		addTo(x, xb2)
 	}
+	last := m.output != nil
 	for si := range segs {
 		sg := &segs[si]
 		s := sg.s
@@ -190,15 +240,15 @@ func (b *Batch) forward(segs []segment) error {
 			}
 		}
 		s.tokens = append(s.tokens, sg.ids...)
-		if sg.logits {
-			last := sg.row0 + len(sg.ids) - 1
-			rmsNorm(b.lx[sg.lrow*dim:(sg.lrow+1)*dim], x[last*dim:(last+1)*dim], m.outN, hp.eps)
+		if sg.logits && last {
+			r := sg.row0 + len(sg.ids) - 1
+			rmsNorm(b.lx[sg.lrow*dim:(sg.lrow+1)*dim], x[r*dim:(r+1)*dim], m.outN, hp.eps)
 		}
 	}
-	if nl > 0 {
+	if nl > 0 && last {
 		quant.MatMul(pool, b.logits, m.output, b.lx[:nl*dim], nl)
 	}
-	return nil
+	return n, nl, nil
 }
 
 // attention computes causal softmax attention for the (row, head) pairs
