@@ -40,7 +40,7 @@ type Batch struct {
 	scores                            []float32 // threads × nCtx attention weights
 	segs                              []segment // the running forward pass
 	remote                            []RemoteSegment
-	zeros                             []int32 // StageForward's placeholder ids
+	zeros                             []int32   // StageForward's placeholder ids
 	plan                              []segment // Step's segments, reused
 	aLayer                            int       // layer of the running attention
 	attnFn                            func(worker, start, end int)
