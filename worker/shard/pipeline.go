@@ -310,4 +310,3 @@ func (p *Pipeline) Close() error {
 }
 
 var _ engine.Remote = (*Pipeline)(nil)
-
