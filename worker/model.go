@@ -71,6 +71,9 @@ type ModelInfo struct {
 	// ToolStyle is how the chat template asks the model to write tool
 	// calls: ToolStyleHermes or ToolStyleJSON.
 	ToolStyle string
+	// ShardLo, ShardHi: the layers [lo, hi) of a pipeline shard; both 0
+	// for the whole model.
+	ShardLo, ShardHi int
 }
 
 // Message is one chat message. An assistant message may carry the tool
@@ -161,6 +164,9 @@ type LoadOptions struct {
 	ContextSize int
 	// Logger receives the engine's load-time notes; nil discards them.
 	Logger *slog.Logger
+	// Shard selects a pipeline stage (Config.Shard); the zero value is
+	// the whole model.
+	Shard ShardConfig
 }
 
 // LoadFunc loads the model file at path.
