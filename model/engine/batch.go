@@ -40,7 +40,11 @@ type Batch struct {
 	scores                            []float32 // threads × nCtx attention weights
 	segs                              []segment // the running forward pass
 	remote                            []RemoteSegment
-	zeros                             []int32   // StageForward's placeholder ids
+	zeros                             []int32 // StageForward's placeholder ids
+	// Tensor shards: the gathered attention output and SwiGLU activations,
+	// this shard's rows of a Wo/Wdown product and of the logits.
+	attFull, hbFull, part, partLogits []float32
+	tids                              []int32   // the ids of a tensor pass, for Gatherer.Begin
 	plan                              []segment // Step's segments, reused
 	aLayer                            int       // layer of the running attention
 	attnFn                            func(worker, start, end int)
@@ -59,22 +63,33 @@ func (b *Batch) ensureRows(n, nLogits int) {
 	hp := &b.m.hp
 	if n > b.rowCap {
 		qDim, kvDim := hp.nHead*hp.headDim, hp.nHeadKV*hp.headDim
+		lq, lkv, lff := b.m.heads*hp.headDim, b.m.kvHeads*hp.headDim, hp.ff
+		if tp := b.m.tp; tp != nil {
+			lff = tp.fHi - tp.fLo
+			b.attFull = make([]float32, n*qDim)
+			b.hbFull = make([]float32, n*hp.ff)
+			b.part = make([]float32, n*(tp.dHi-tp.dLo))
+		}
 		b.rowCap = n
 		b.x = make([]float32, n*hp.dim)
 		b.xb = make([]float32, n*max(hp.dim, qDim))
 		b.xb2 = make([]float32, n*hp.dim)
-		b.q = make([]float32, n*qDim)
-		b.k = make([]float32, n*kvDim)
-		b.v = make([]float32, n*kvDim)
-		b.att = make([]float32, n*qDim)
-		b.hb = make([]float32, n*hp.ff)
-		b.hb2 = make([]float32, n*hp.ff)
+		b.q = make([]float32, n*lq)
+		b.k = make([]float32, n*lkv)
+		b.v = make([]float32, n*lkv)
+		b.att = make([]float32, n*lq)
+		b.hb = make([]float32, n*lff)
+		b.hb2 = make([]float32, n*lff)
+		_ = kvDim
 		b.rowSeg = make([]int32, n)
 	}
 	if nLogits > b.logitCap {
 		b.logitCap = nLogits
 		b.lx = make([]float32, nLogits*hp.dim)
 		b.logits = make([]float32, nLogits*hp.vocab)
+		if tp := b.m.tp; tp != nil {
+			b.partLogits = make([]float32, nLogits*(tp.vHi-tp.vLo))
+		}
 	}
 }
 
@@ -94,7 +109,10 @@ func (b *Batch) logitsOf(sg *segment) []float32 {
 // Sessions' caches say.
 func (b *Batch) forward(ctx context.Context, segs []segment) error {
 	m := b.m
-	n, nl, err := b.layers(segs, nil)
+	if m.tp != nil {
+		return b.tensorForward(ctx, segs)
+	}
+	n, nl, err := b.layers(ctx, segs, nil)
 	if err != nil || m.next == nil {
 		return err
 	}
@@ -125,7 +143,7 @@ func (b *Batch) forward(ctx context.Context, segs []segment) error {
 // the token embeddings on a first stage, else hidden (rows × dim). The
 // last stage then computes the logits of the segments that ask for them
 // (b.logits), and n rows of output hidden states are in b.x otherwise.
-func (b *Batch) layers(segs []segment, hidden []float32) (n, nl int, err error) {
+func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n, nl int, err error) {
 	m := b.m
 	m.computeMu.Lock()
 	defer m.computeMu.Unlock()
@@ -149,8 +167,9 @@ func (b *Batch) layers(segs []segment, hidden []float32) (n, nl int, err error) 
 	b.segs = segs
 	defer func() { b.segs = nil }()
 	dim, hd := hp.dim, hp.headDim
-	qDim, kvDim := hp.nHead*hd, hp.nHeadKV*hd
+	qDim, kvDim := m.heads*hd, m.kvHeads*hd
 	pool := m.pool
+	tp := m.tp
 
 	for si := range segs {
 		sg := &segs[si]
@@ -178,7 +197,11 @@ func (b *Batch) layers(segs []segment, hidden []float32) (n, nl int, err error) 
 	}
 	x, xb, xb2 := b.x[:n*dim], b.xb[:n*dim], b.xb2[:n*dim]
 	q, k, v := b.q[:n*qDim], b.k[:n*kvDim], b.v[:n*kvDim]
-	att, hb, hb2 := b.att[:n*qDim], b.hb[:n*hp.ff], b.hb2[:n*hp.ff]
+	ff := hp.ff
+	if tp != nil {
+		ff = tp.fHi - tp.fLo
+	}
+	att, hb, hb2 := b.att[:n*qDim], b.hb[:n*ff], b.hb2[:n*ff]
 	for li := range m.layers {
 		l := &m.layers[li]
 		for i := 0; i < n; i++ {
@@ -195,10 +218,10 @@ func (b *Batch) layers(segs []segment, hidden []float32) (n, nl int, err error) 
 			kc, vc, capTok := sg.s.kc[li], sg.s.vc[li], sg.s.capTok
 			for j := range sg.ids {
 				i, pos := sg.row0+j, sg.pos0+j
-				for h := 0; h < hp.nHead; h++ {
+				for h := 0; h < m.heads; h++ {
 					m.rope.apply(q[i*qDim+h*hd:i*qDim+(h+1)*hd], pos)
 				}
-				for h := 0; h < hp.nHeadKV; h++ {
+				for h := 0; h < m.kvHeads; h++ {
 					m.rope.apply(k[i*kvDim+h*hd:i*kvDim+(h+1)*hd], pos)
 				}
 				copy(kc[pos*kvDim:(pos+1)*kvDim], k[i*kvDim:(i+1)*kvDim])
@@ -208,12 +231,26 @@ func (b *Batch) layers(segs []segment, hidden []float32) (n, nl int, err error) 
 			}
 		}
 		b.aLayer = li
-		if work*hp.nHead*hd >= parallelAttention {
-			pool.Run(n*hp.nHead, b.attnFn)
+		if work*m.heads*hd >= parallelAttention {
+			pool.Run(n*m.heads, b.attnFn)
 		} else {
-			b.attention(0, 0, n*hp.nHead)
+			b.attention(0, 0, n*m.heads)
 		}
-		quant.MatMul(pool, xb2, l.wo, att, n)
+		if tp == nil {
+			quant.MatMul(pool, xb2, l.wo, att, n)
+		} else {
+			// Every shard needs every head's output for its rows of Wo,
+			// and the whole hidden state for the norms that follow.
+			full := b.attFull[:n*hp.nHead*hd]
+			if err := b.gather(ctx, att, full, n); err != nil {
+				return 0, 0, err
+			}
+			part := b.part[:n*(tp.dHi-tp.dLo)]
+			quant.MatMul(pool, part, l.wo, full, n)
+			if err := b.gather(ctx, part, xb2, n); err != nil {
+				return 0, 0, err
+			}
+		}
 		addTo(x, xb2)
 		for i := 0; i < n; i++ {
 			rmsNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.ffnNorm, hp.eps)
@@ -225,7 +262,19 @@ func (b *Batch) layers(segs []segment, hidden []float32) (n, nl int, err error) 
 		} else {
 			swiglu(hb, hb2)
 		}
-		quant.MatMul(pool, xb2, l.wDown, hb, n)
+		if tp == nil {
+			quant.MatMul(pool, xb2, l.wDown, hb, n)
+		} else {
+			full := b.hbFull[:n*hp.ff]
+			if err := b.gather(ctx, hb, full, n); err != nil {
+				return 0, 0, err
+			}
+			part := b.part[:n*(tp.dHi-tp.dLo)]
+			quant.MatMul(pool, part, l.wDown, full, n)
+			if err := b.gather(ctx, part, xb2, n); err != nil {
+				return 0, 0, err
+			}
+		}
 		addTo(x, xb2)
 	}
 	last := m.output != nil
@@ -245,8 +294,15 @@ func (b *Batch) layers(segs []segment, hidden []float32) (n, nl int, err error) 
 			rmsNorm(b.lx[sg.lrow*dim:(sg.lrow+1)*dim], x[r*dim:(r+1)*dim], m.outN, hp.eps)
 		}
 	}
-	if nl > 0 && last {
+	if nl > 0 && last && tp == nil {
 		quant.MatMul(pool, b.logits, m.output, b.lx[:nl*dim], nl)
+	}
+	if nl > 0 && tp != nil {
+		part := b.partLogits[:nl*(tp.vHi-tp.vLo)]
+		quant.MatMul(pool, part, m.output, b.lx[:nl*dim], nl)
+		if err := b.gather(ctx, part, b.logits[:nl*hp.vocab], nl); err != nil {
+			return 0, 0, err
+		}
 	}
 	return n, nl, nil
 }
@@ -258,11 +314,11 @@ func (b *Batch) attention(worker, start, end int) {
 	hp := &b.m.hp
 	hd := hp.headDim
 	group := hp.nHead / hp.nHeadKV
-	qDim, kvDim := hp.nHead*hd, hp.nHeadKV*hd
+	qDim, kvDim := b.m.heads*hd, b.m.kvHeads*hd
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	sc := b.scores[worker*hp.nCtx : (worker+1)*hp.nCtx]
 	for t := start; t < end; t++ {
-		i, h := t/hp.nHead, t%hp.nHead
+		i, h := t/b.m.heads, t%b.m.heads
 		sg := &b.segs[b.rowSeg[i]]
 		pos := sg.pos0 + i - sg.row0
 		kc, vc, capTok := sg.s.kc[b.aLayer], sg.s.vc[b.aLayer], sg.s.capTok

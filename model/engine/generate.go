@@ -170,8 +170,8 @@ type Sequence struct {
 // that leave the Session as it was.
 func (s *Session) Begin(req GenerateRequest) (*Sequence, error) {
 	hp := &s.m.hp
-	if s.m.lo > 0 {
-		return nil, fmt.Errorf("%w: generation runs on the first stage", ErrShard)
+	if !s.m.generates() {
+		return nil, fmt.Errorf("%w: generation runs on the first stage or the head", ErrShard)
 	}
 	if len(req.Prompt) == 0 {
 		return nil, ErrEmptyPrompt

@@ -107,6 +107,10 @@ type Model struct {
 	// also the last.
 	lo, hi int
 	next   Remote
+	// heads and kvHeads are the attention heads this Model computes: all
+	// of them, or a tensor shard's (tp, see tensor.go).
+	heads, kvHeads int
+	tp             *tensorSplit
 	// sessionIDs numbers Sessions (Session.ID), for the later stages.
 	sessionIDs atomic.Uint64
 }
@@ -374,6 +378,9 @@ func (m *Model) loadTensors() error {
 		if l.bv, err = m.vector(p+"attn_v.bias", kvDim, true); err != nil {
 			return err
 		}
+	}
+	if m.tp != nil {
+		return m.sliceTensors()
 	}
 	return nil
 }

@@ -151,7 +151,7 @@ func (s *Session) ensureKV(nTok int) {
 	hp := &s.m.hp
 	c := max(nTok, 2*s.capTok, minKVTokens)
 	c = min(c, hp.nCtx)
-	kvDim := hp.nHeadKV * hp.headDim
+	kvDim := s.m.kvHeads * hp.headDim
 	used := len(s.tokens)
 	for l := range s.kc {
 		nk := make([]float32, c*kvDim)
@@ -182,8 +182,8 @@ func (s *Session) checkIDs(ids []int32, what string) error {
 // Session and valid until the next call.
 func (s *Session) eval(ctx context.Context, ids []int32) ([]float32, error) {
 	hp := &s.m.hp
-	if s.m.lo > 0 {
-		return nil, fmt.Errorf("%w: a later stage evaluates hidden states (StageForward), not tokens", ErrShard)
+	if !s.m.generates() {
+		return nil, fmt.Errorf("%w: this shard runs the passes its first stage or head sends (StageForward, TensorForward)", ErrShard)
 	}
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("%w: nothing to evaluate", ErrEmptyPrompt)

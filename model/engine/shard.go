@@ -32,11 +32,21 @@ var (
 // ShardSpec selects the layers a Model holds. The zero value is the whole
 // model.
 type ShardSpec struct {
-	// Lo and Hi: the layer range [Lo, Hi); Hi 0 means the last layer.
+	// Mode is Pipeline (the zero value) or Tensor.
+	Mode ShardMode
+	// Lo and Hi (Pipeline): the layer range [Lo, Hi); Hi 0 means the last
+	// layer.
 	Lo, Hi int
-	// Next runs the later stages. Required for a first stage (Lo 0) that
-	// does not hold every layer; unused otherwise.
+	// Next (Pipeline) runs the later stages. Required for a first stage
+	// (Lo 0) that does not hold every layer; unused otherwise.
 	Next Remote
+	// KVLo and KVHi (Tensor): the KV heads [KVLo, KVHi) this shard
+	// computes, with their query heads and the same fraction of the rows
+	// of the other matrices (see tensor.go). The shard with KVLo 0 is the
+	// group's head: it generates.
+	KVLo, KVHi int
+	// Peers (Tensor) exchanges activations with the group's other shards.
+	Peers Gatherer
 }
 
 // Remote runs the later stages of a pipeline for a first stage. Its
@@ -90,6 +100,14 @@ func LoadShard(path string, spec ShardSpec, opts Options) (*Model, error) {
 }
 
 func (m *Model) setShard(spec ShardSpec) error {
+	m.heads, m.kvHeads = m.hp.nHead, m.hp.nHeadKV
+	switch spec.Mode {
+	case Pipeline:
+	case Tensor:
+		return m.setTensor(spec)
+	default:
+		return fmt.Errorf("%w: shard mode %d", ErrShard, spec.Mode)
+	}
 	n := m.hp.nLayer
 	lo, hi := spec.Lo, spec.Hi
 	if hi == 0 {
@@ -109,7 +127,11 @@ func (m *Model) setShard(spec ShardSpec) error {
 }
 
 // whole reports whether the Model holds every layer.
-func (m *Model) whole() bool { return m.lo == 0 && m.hi == m.hp.nLayer }
+func (m *Model) whole() bool { return m.lo == 0 && m.hi == m.hp.nLayer && m.tp == nil }
+
+// generates reports whether the Model's Sessions generate: the whole
+// model, a pipeline's first stage, a tensor group's head.
+func (m *Model) generates() bool { return m.lo == 0 && (m.tp == nil || m.tp.head) }
 
 // Shard returns the layer range the Model holds ([0, Layers) when whole).
 func (m *Model) Shard() (lo, hi int) { return m.lo, m.hi }
@@ -164,7 +186,7 @@ func (b *Batch) StageForward(ctx context.Context, segs []StageSegment, hidden []
 		sg.Session.tokens = sg.Session.tokens[:sg.Pos]
 		b.plan = append(b.plan, segment{s: sg.Session, ids: b.zeros[:sg.N], logits: sg.Logits})
 	}
-	n, nl, err := b.layers(b.plan, hidden)
+	n, nl, err := b.layers(ctx, b.plan, hidden)
 	clear(b.plan)
 	if err != nil {
 		return nil, err
