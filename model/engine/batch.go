@@ -62,7 +62,7 @@ func (m *Model) NewBatch() *Batch {
 func (b *Batch) ensureRows(n, nLogits int) {
 	hp := &b.m.hp
 	if n > b.rowCap {
-		qDim, kvDim := hp.nHead*hp.headDim, hp.nHeadKV*hp.headDim
+		qDim := hp.nHead * hp.headDim
 		lq, lkv, lff := b.m.heads*hp.headDim, b.m.kvHeads*hp.headDim, hp.ff
 		if tp := b.m.tp; tp != nil {
 			lff = tp.fHi - tp.fLo
@@ -80,7 +80,6 @@ func (b *Batch) ensureRows(n, nLogits int) {
 		b.att = make([]float32, n*lq)
 		b.hb = make([]float32, n*lff)
 		b.hb2 = make([]float32, n*lff)
-		_ = kvDim
 		b.rowSeg = make([]int32, n)
 	}
 	if nLogits > b.logitCap {
