@@ -133,7 +133,16 @@ func (s *Session) CommonPrefix(prompt []int32) int {
 // stale reports that the later stages of a pipeline were reconnected
 // since the cache was built: they no longer hold it.
 func (s *Session) stale() bool {
-	return s.m.next != nil && len(s.tokens) > 0 && s.epoch != s.m.next.Epoch()
+	if len(s.tokens) == 0 {
+		return false
+	}
+	switch {
+	case s.m.next != nil:
+		return s.epoch != s.m.next.Epoch()
+	case s.m.tp != nil && s.m.tp.head:
+		return s.epoch != s.m.tp.g.Epoch()
+	}
+	return false
 }
 
 func commonPrefix(a, b []int32) int {

@@ -44,6 +44,18 @@ type Gatherer interface {
 	// every part, widths may differ. The slices are valid until the next
 	// call.
 	AllGather(ctx context.Context, part []float32) ([][]float32, error)
+	// Epoch changes whenever the other shards may have lost their caches
+	// (see Remote.Epoch).
+	Epoch() uint64
+}
+
+// TensorShard reports the KV heads [kvLo, kvHi) of a tensor shard; ok is
+// false for any other Model.
+func (m *Model) TensorShard() (kvLo, kvHi int, ok bool) {
+	if m.tp == nil {
+		return 0, 0, false
+	}
+	return m.tp.kvLo, m.tp.kvHi, true
 }
 
 // tensorSplit is a tensor shard's slice of the model.
@@ -166,13 +178,20 @@ func (b *Batch) tensorForward(ctx context.Context, segs []segment) error {
 	m := b.m
 	var err error
 	if m.tp.head {
+		epoch := m.tp.g.Epoch()
 		b.remote, b.tids = b.remote[:0], b.tids[:0]
 		for i := range segs {
 			sg := &segs[i]
+			if len(sg.s.tokens) > 0 && sg.s.epoch != epoch {
+				err = fmt.Errorf("%w: the group was reconnected since session %d was evaluated", ErrStageState, sg.s.id)
+			}
+			sg.s.epoch = epoch
 			b.remote = append(b.remote, RemoteSegment{Session: sg.s.id, Pos: len(sg.s.tokens), N: len(sg.ids), Logits: sg.logits})
 			b.tids = append(b.tids, sg.ids...)
 		}
-		err = m.tp.g.Begin(ctx, b.remote, b.tids)
+		if err == nil {
+			err = m.tp.g.Begin(ctx, b.remote, b.tids)
+		}
 	}
 	if err == nil {
 		_, _, err = b.layers(ctx, segs, nil)

@@ -43,6 +43,8 @@ func (t tpMember) Begin(_ context.Context, segs []RemoteSegment, ids []int32) er
 	return nil
 }
 
+func (t tpMember) Epoch() uint64 { return 1 }
+
 func (t tpMember) AllGather(_ context.Context, part []float32) ([][]float32, error) {
 	g := t.g
 	g.mu.Lock()

@@ -16,8 +16,8 @@ import (
 
 // BenchmarkPipelineDecode compares greedy decoding (32-token generations
 // after an 8-token prompt) of one unsharded model with the same model
-// split into two stages joined by a loopback TCP connection, one thread
-// per stage. RBEE_BENCH_MODEL picks a GGUF file instead of the synthesized
+// split into two pipeline stages, and into two tensor shards, joined by
+// loopback TCP connections, one thread per shard. RBEE_BENCH_MODEL picks a GGUF file instead of the synthesized
 // one (dim 512, 8 layers, Q4_K). Reported: tokens/s, and for the pipeline
 // the cost of the exchanges themselves (round trip minus the stage's
 // compute) per token and per layer of the model.
@@ -74,6 +74,25 @@ func BenchmarkPipelineDecode(b *testing.B) {
 			b.ReportMetric(exch, "exch-µs/pass")
 			b.ReportMetric(exch/float64(layers), "exch-µs/layer")
 			b.ReportMetric(float64(st.Compute.Microseconds())/float64(st.Passes), "stage-µs/pass")
+		}
+	})
+	b.Run("2-shard-tensor-tcp", func(b *testing.B) {
+		whole, err := engine.Load(path, opts)
+		require.NoError(b, err)
+		kv, layers := whole.Info().KVHeads, whole.Info().Layers
+		whole.Close()
+		m, g, _ := startTensorGroup(b, path, []int{0, kv / 2, kv}, opts)
+		b.ResetTimer()
+		start := time.Now()
+		n := run(b, m)
+		el := time.Since(start)
+		st := g.Stats()
+		b.ReportMetric(float64(n)/el.Seconds(), "tokens/s")
+		if st.Passes > 0 {
+			// The head's time in all-gathers, waiting for the member's
+			// share of the compute included.
+			b.ReportMetric(float64(st.RoundTrip.Microseconds())/float64(st.Passes), "gather-µs/pass")
+			b.ReportMetric(float64(st.RoundTrip.Microseconds())/float64(st.Passes*int64(layers)), "gather-µs/layer")
 		}
 	})
 }

@@ -58,7 +58,13 @@ const (
 	frameForward frameType = 3 // client → server: rows to run
 	frameResult  frameType = 4 // server → client: output rows
 	frameError   frameType = 5 // server → client: the forward pass failed
+	frameBegin   frameType = 6 // tensor head → member: rows of a pass (segments, token ids)
+	frameParts   frameType = 7 // tensor: a member's part (1) or every shard's (head → member)
 )
+
+// MaxParts bounds the shards of a tensor group (no model has more KV
+// heads).
+const MaxParts = 256
 
 // dtypeF32 is little-endian IEEE-754 float32, the only data type of
 // version 1.
@@ -78,8 +84,11 @@ type Segment struct {
 	Logits  bool
 }
 
-// StageInfo is what a stage serves, sent in its welcome frame.
+// StageInfo is what a stage serves, sent in its welcome frame. For a
+// tensor shard (Mode ModeTensor) Lo, Hi and Layers count KV heads: the
+// shard's [Lo, Hi) of Layers.
 type StageInfo struct {
+	Mode                       uint8
 	Lo, Hi, Layers, Dim, Vocab uint32
 	// Instance is drawn at random by each Server: a client can tell a
 	// restarted stage.
@@ -98,9 +107,17 @@ type frame struct {
 	data  []float32
 	// compute is the stage's compute time in nanoseconds (result).
 	compute uint64
-	code    uint8  // error
-	msg     string // error
+	code    uint8       // error
+	msg     string      // error
+	ids     []int32     // begin
+	parts   [][]float32 // parts
 }
+
+// Modes of a StageInfo.
+const (
+	ModePipeline uint8 = 0
+	ModeTensor   uint8 = 1
+)
 
 // writeFrame encodes f after a 4-byte big-endian length into buf (grown
 // as needed and returned for reuse) and writes it in one Write.
@@ -111,6 +128,7 @@ func writeFrame(w io.Writer, f *frame, buf []byte) ([]byte, error) {
 		b = append(b, byte(len(f.proto)))
 		b = append(b, f.proto...)
 	case frameWelcome:
+		b = append(b, f.info.Mode)
 		for _, v := range []uint32{f.info.Lo, f.info.Hi, f.info.Layers, f.info.Dim, f.info.Vocab} {
 			b = binary.BigEndian.AppendUint32(b, v)
 		}
@@ -118,17 +136,7 @@ func writeFrame(w io.Writer, f *frame, buf []byte) ([]byte, error) {
 	case frameForward, frameResult:
 		b = binary.BigEndian.AppendUint32(b, f.id)
 		if f.typ == frameForward {
-			b = binary.BigEndian.AppendUint16(b, uint16(len(f.segs)))
-			for _, s := range f.segs {
-				b = binary.BigEndian.AppendUint64(b, s.Session)
-				b = binary.BigEndian.AppendUint32(b, s.Pos)
-				b = binary.BigEndian.AppendUint32(b, s.N)
-				fl := byte(0)
-				if s.Logits {
-					fl = 1
-				}
-				b = append(b, fl)
-			}
+			b = appendSegs(b, f.segs)
 		} else {
 			b = binary.BigEndian.AppendUint64(b, f.compute)
 		}
@@ -137,6 +145,22 @@ func writeFrame(w io.Writer, f *frame, buf []byte) ([]byte, error) {
 		b = binary.BigEndian.AppendUint32(b, f.width)
 		for _, v := range f.data {
 			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		}
+	case frameBegin:
+		b = binary.BigEndian.AppendUint32(b, f.id)
+		b = appendSegs(b, f.segs)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f.ids)))
+		for _, id := range f.ids {
+			b = binary.BigEndian.AppendUint32(b, uint32(id))
+		}
+	case frameParts:
+		b = binary.BigEndian.AppendUint32(b, f.id)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(f.parts)))
+		for _, p := range f.parts {
+			b = binary.BigEndian.AppendUint32(b, uint32(len(p)))
+			for _, v := range p {
+				b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+			}
 		}
 	case frameError:
 		b = binary.BigEndian.AppendUint32(b, f.id)
@@ -156,6 +180,47 @@ func writeFrame(w io.Writer, f *frame, buf []byte) ([]byte, error) {
 	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
 	_, err := w.Write(b)
 	return b, err
+}
+
+func appendSegs(b []byte, segs []Segment) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(segs)))
+	for _, s := range segs {
+		b = binary.BigEndian.AppendUint64(b, s.Session)
+		b = binary.BigEndian.AppendUint32(b, s.Pos)
+		b = binary.BigEndian.AppendUint32(b, s.N)
+		fl := byte(0)
+		if s.Logits {
+			fl = 1
+		}
+		b = append(b, fl)
+	}
+	return b
+}
+
+// parseSegs reads a segment list; it returns the rows they hold.
+func parseSegs(r *reader, f *frame) (uint64, error) {
+	f.segs = f.segs[:0]
+	ns := int(r.u16())
+	if ns == 0 || ns > MaxSegments || ns*17 > len(r.b) {
+		return 0, fmt.Errorf("%w: %d segments", ErrProtocol, ns)
+	}
+	var total uint64
+	for i := 0; i < ns; i++ {
+		s := Segment{Session: r.u64(), Pos: r.u32(), N: r.u32()}
+		switch fl := r.u8(); fl {
+		case 0:
+		case 1:
+			s.Logits = true
+		default:
+			return 0, fmt.Errorf("%w: segment flags %#x", ErrProtocol, fl)
+		}
+		if s.N == 0 {
+			return 0, fmt.Errorf("%w: empty segment", ErrProtocol)
+		}
+		total += uint64(s.N)
+		f.segs = append(f.segs, s)
+	}
+	return total, nil
 }
 
 // readFrame reads one frame of at most maxLen bytes into buf (grown as
@@ -235,30 +300,15 @@ func parseFrame(p []byte, f *frame) error {
 	case frameHello:
 		f.proto = string(r.take(int(r.u8())))
 	case frameWelcome:
-		f.info = StageInfo{Lo: r.u32(), Hi: r.u32(), Layers: r.u32(), Dim: r.u32(), Vocab: r.u32(), Instance: r.u64()}
+		f.info = StageInfo{Mode: r.u8(), Lo: r.u32(), Hi: r.u32(), Layers: r.u32(), Dim: r.u32(), Vocab: r.u32(), Instance: r.u64()}
 	case frameForward, frameResult:
 		f.id = r.u32()
 		f.segs = f.segs[:0]
 		var total uint64
 		if f.typ == frameForward {
-			ns := int(r.u16())
-			if ns == 0 || ns > MaxSegments || ns*17 > len(r.b) {
-				return fmt.Errorf("%w: %d segments", ErrProtocol, ns)
-			}
-			for i := 0; i < ns; i++ {
-				s := Segment{Session: r.u64(), Pos: r.u32(), N: r.u32()}
-				switch fl := r.u8(); fl {
-				case 0:
-				case 1:
-					s.Logits = true
-				default:
-					return fmt.Errorf("%w: segment flags %#x", ErrProtocol, fl)
-				}
-				if s.N == 0 {
-					return fmt.Errorf("%w: empty segment", ErrProtocol)
-				}
-				total += uint64(s.N)
-				f.segs = append(f.segs, s)
+			var err error
+			if total, err = parseSegs(r, f); err != nil {
+				return err
 			}
 		} else {
 			f.compute = r.u64()
@@ -288,6 +338,39 @@ func parseFrame(p []byte, f *frame) error {
 			f.data[i] = math.Float32frombits(binary.LittleEndian.Uint32(r.b[4*i:]))
 		}
 		r.b = nil
+	case frameBegin:
+		f.id = r.u32()
+		total, err := parseSegs(r, f)
+		if err != nil {
+			return err
+		}
+		n := r.u32()
+		if r.err == nil && (uint64(n) != total || n > MaxRows || uint64(n)*4 != uint64(len(r.b))) {
+			return fmt.Errorf("%w: %d ids for %d rows in %d bytes", ErrProtocol, n, total, len(r.b))
+		}
+		f.ids = f.ids[:0]
+		for i := uint32(0); i < n && r.err == nil; i++ {
+			f.ids = append(f.ids, int32(r.u32()))
+		}
+	case frameParts:
+		f.id = r.u32()
+		np := int(r.u16())
+		if r.err == nil && (np == 0 || np > MaxParts) {
+			return fmt.Errorf("%w: %d parts", ErrProtocol, np)
+		}
+		f.parts = f.parts[:0]
+		for i := 0; i < np && r.err == nil; i++ {
+			n := uint64(r.u32())
+			if r.err == nil && n*4 > uint64(len(r.b)) {
+				return fmt.Errorf("%w: part of %d values in %d bytes", ErrProtocol, n, len(r.b))
+			}
+			raw := r.take(int(n) * 4)
+			p := make([]float32, n)
+			for j := range p {
+				p[j] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*j:]))
+			}
+			f.parts = append(f.parts, p)
+		}
 	case frameError:
 		f.id = r.u32()
 		f.code = r.u8()

@@ -15,6 +15,8 @@ func FuzzParseFrame(f *testing.F) {
 		{typ: frameForward, id: 1, segs: []Segment{{Session: 1, Pos: 0, N: 2, Logits: true}}, rows: 2, width: 2, data: []float32{1, 2, 3, 4}},
 		{typ: frameResult, id: 1, compute: 9, rows: 1, width: 2, data: []float32{1, 2}},
 		{typ: frameError, id: 1, code: codeStateLost, msg: "x"},
+		{typ: frameBegin, id: 2, segs: []Segment{{Session: 1, Pos: 3, N: 2, Logits: true}}, ids: []int32{5, 6}},
+		{typ: frameParts, id: 3, parts: [][]float32{{1, 2}, {}, {3}}},
 	} {
 		var buf netBuffer
 		if _, err := writeFrame(&buf, &fr, nil); err != nil {

@@ -34,8 +34,13 @@ const (
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
-	// Model is a later stage (engine.LoadShard with Lo > 0). Required.
+	// Model is a later pipeline stage (engine.LoadShard with Lo > 0) or
+	// a tensor member (Mode Tensor, KVLo > 0). Required.
 	Model *engine.Model
+	// Link is a tensor member's Gatherer (the ShardSpec.Peers it was
+	// loaded with). Required for a tensor member; it serves one head at
+	// a time.
+	Link *MemberLink
 	// MaxSessions per connection; 0 means DefaultMaxSessions.
 	MaxSessions int
 	// MaxFrame caps a received frame; 0 means DefaultMaxFrame.
@@ -71,7 +76,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("%w: ServerConfig.Model is required", ErrMismatch)
 	}
 	lo, hi := cfg.Model.Shard()
-	if lo == 0 {
+	kvLo, kvHi, tensor := cfg.Model.TensorShard()
+	switch {
+	case tensor && (kvLo == 0 || cfg.Link == nil):
+		return nil, fmt.Errorf("%w: a tensor member server runs KV heads from > 0 with its MemberLink (KV heads [%d, %d))", ErrMismatch, kvLo, kvHi)
+	case !tensor && lo == 0:
 		return nil, fmt.Errorf("%w: a stage server runs a later stage, not layers [0, %d)", ErrMismatch, hi)
 	}
 	if cfg.MaxSessions <= 0 {
@@ -93,11 +102,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	mi := cfg.Model.Info()
 	var inst [8]byte
 	_, _ = rand.Read(inst[:])
-	return &Server{
-		cfg: cfg, log: log, conns: map[io.ReadWriteCloser]struct{}{},
-		info: StageInfo{Lo: uint32(lo), Hi: uint32(hi), Layers: uint32(mi.Layers), Dim: uint32(mi.Dim),
-			Vocab: uint32(mi.VocabSize), Instance: binary.BigEndian.Uint64(inst[:])},
-	}, nil
+	info := StageInfo{Lo: uint32(lo), Hi: uint32(hi), Layers: uint32(mi.Layers), Dim: uint32(mi.Dim),
+		Vocab: uint32(mi.VocabSize), Instance: binary.BigEndian.Uint64(inst[:])}
+	if tensor {
+		info.Mode, info.Lo, info.Hi, info.Layers = ModeTensor, uint32(kvLo), uint32(kvHi), uint32(mi.KVHeads)
+	}
+	return &Server{cfg: cfg, log: log, conns: map[io.ReadWriteCloser]struct{}{}, info: info}, nil
 }
 
 // Info describes the stage the Server runs.
@@ -198,6 +208,9 @@ func (s *Server) serve(ctx context.Context, conn io.ReadWriteCloser) error {
 	setWrite(conn, handshakeTimeout)
 	if wbuf, err = writeFrame(conn, &frame{typ: frameWelcome, info: s.info}, wbuf); err != nil {
 		return err
+	}
+	if s.info.Mode == ModeTensor {
+		return s.serveTensor(ctx, conn, &f, rbuf)
 	}
 	m := s.cfg.Model
 	b := m.NewBatch()

@@ -35,10 +35,17 @@ func startStage(t testing.TB, path string, lo, hi int, addr string, opts engine.
 	t.Cleanup(func() { m.Close() })
 	srv, err := NewServer(ServerConfig{Model: m})
 	require.NoError(t, err)
+	return serveOn(t, srv, addr)
+}
+
+// serveOn runs srv on a loopback TCP listener (on addr, or a free port).
+func serveOn(t testing.TB, srv *Server, addr string) *stageServer {
+	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
 	var ln net.Listener
+	var err error
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		// A just-closed listener's port may take a moment to be free again.
