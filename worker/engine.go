@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/grammar"
-	"github.com/rbee-project/rbee/worker/shard"
 )
 
 // LoadEngine loads path with rbee's pure-Go engine (model/engine) and
@@ -52,19 +52,19 @@ type engineModel struct {
 	bt        *batcher
 	vocab     func() *grammar.Vocab
 	toolStyle string
-	// pipe runs the later stages of a pipeline group's head (nil when
-	// the model is whole).
-	pipe *shard.Pipeline
+	// group connects a sharded group's head to the other shards (a
+	// *shard.Pipeline or *shard.TensorGroup; nil when the model is
+	// whole), closed after the model; shardMode, shardLo and shardHi
+	// describe the head's part (ModelInfo).
+	group            io.Closer
+	shardMode        string
+	shardLo, shardHi int
 }
 
 func (e *engineModel) Info() ModelInfo {
 	i := e.m.Info()
-	lo, hi := 0, 0
-	if e.pipe != nil {
-		lo, hi = e.m.Shard()
-	}
 	return ModelInfo{
-		ShardLo: lo, ShardHi: hi,
+		ShardMode: e.shardMode, ShardLo: e.shardLo, ShardHi: e.shardHi,
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
@@ -100,8 +100,8 @@ func (e *engineModel) NewSession() Session {
 func (e *engineModel) Close() error {
 	e.bt.close()
 	err := e.m.Close()
-	if e.pipe != nil {
-		e.pipe.Close()
+	if e.group != nil {
+		e.group.Close()
 	}
 	return err
 }

@@ -71,8 +71,10 @@ type ModelInfo struct {
 	// ToolStyle is how the chat template asks the model to write tool
 	// calls: ToolStyleHermes or ToolStyleJSON.
 	ToolStyle string
-	// ShardLo, ShardHi: the layers [lo, hi) of a pipeline shard; both 0
-	// for the whole model.
+	// ShardMode is ShardPipeline or ShardTensor for a shard of a group,
+	// empty for the whole model. ShardLo, ShardHi: the shard's layers
+	// [lo, hi) (pipeline) or KV heads [lo, hi) (tensor).
+	ShardMode        string
 	ShardLo, ShardHi int
 }
 

@@ -445,10 +445,12 @@ type Info struct {
 	QueueCapacity      int     `json:"queue_capacity"`
 	TokensPerSecond    float64 `json:"tokens_per_second"`
 	Error              string  `json:"error,omitempty"`
-	// ShardLo, ShardHi: the layers [lo, hi) a pipeline-sharded worker
-	// holds (both 0 when it holds the whole model).
-	ShardLo int `json:"shard_lo,omitempty"`
-	ShardHi int `json:"shard_hi,omitempty"`
+	// ShardMode ("pipeline", "tensor"; empty for the whole model),
+	// ShardLo, ShardHi: the layers (pipeline) or KV heads (tensor)
+	// [lo, hi) a worker of a sharded group holds.
+	ShardMode string `json:"shard_mode,omitempty"`
+	ShardLo   int    `json:"shard_lo,omitempty"`
+	ShardHi   int    `json:"shard_hi,omitempty"`
 }
 
 // Info returns a snapshot of the worker's identity, model and load.
@@ -480,7 +482,7 @@ func (s *Server) Info() Info {
 		in.VocabSize = mi.VocabSize
 		in.Params = mi.Params
 		in.Quantization = mi.Quantization
-		in.ShardLo, in.ShardHi = mi.ShardLo, mi.ShardHi
+		in.ShardMode, in.ShardLo, in.ShardHi = mi.ShardMode, mi.ShardLo, mi.ShardHi
 	}
 	if s.loadErr != nil {
 		in.Error = s.loadErr.Error()

@@ -24,14 +24,27 @@ import (
 // secret, never on the command line.
 const StageSecretsEnv = "RBEE_STAGE_SECRETS"
 
-// ErrStageOnly answers generation and embedding requests sent to a later
-// stage of a pipeline group: only the group's head serves them.
-var ErrStageOnly = errors.New("worker: a later pipeline stage serves only its stage protocol (/v1/shard)")
+// ErrStageOnly answers generation and embedding requests sent to a shard
+// of a group other than its head (a later pipeline stage, a tensor
+// member): only the head serves them.
+var ErrStageOnly = errors.New("worker: only the group's head serves the API; this shard serves its group (/v1/shard)")
 
-// ShardConfig makes the worker one stage of a pipeline-sharded model (one
-// model served by a group of workers, each holding a range of layers).
-// The zero value is an unsharded worker.
+// Shard modes of ShardConfig.Mode and ModelInfo.ShardMode.
+const (
+	ShardPipeline = "pipeline"
+	ShardTensor   = "tensor"
+)
+
+// ShardConfig makes the worker one shard of a group serving one model:
+// a pipeline stage (a range of layers) or a tensor shard (a slice of
+// every layer, by KV heads). The zero value is an unsharded worker.
 type ShardConfig struct {
+	// Mode is ShardPipeline (or empty) or ShardTensor.
+	Mode string
+	// KVLo and KVHi (tensor): the KV heads [KVLo, KVHi) this worker
+	// computes. KVLo > 0 makes a member that serves /v1/shard; KVLo 0
+	// makes the group's head, with the members in Stages.
+	KVLo, KVHi int
 	// Lo and Hi: the layers [Lo, Hi) this worker loads; Hi 0 means to the
 	// last layer. Lo > 0 makes a later stage: it serves the stage protocol
 	// (GET /v1/shard, upgraded) and no generation. Lo 0 with Stages makes
@@ -54,13 +67,32 @@ type StageEndpoint struct {
 	Secret string
 }
 
-func (c ShardConfig) sharded() bool { return c.Lo > 0 || c.Hi > 0 || len(c.Stages) > 0 }
+func (c ShardConfig) sharded() bool {
+	return c.Mode != "" || c.Lo > 0 || c.Hi > 0 || c.KVHi > 0 || len(c.Stages) > 0
+}
 
 func (c ShardConfig) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: Shard: %s", ErrBadConfig, fmt.Sprintf(format, args...))
 	}
+	if c.Mode == ShardTensor {
+		switch {
+		case c.Lo != 0 || c.Hi != 0:
+			return bad("a tensor shard holds every layer (Lo, Hi must be 0)")
+		case c.KVLo < 0 || c.KVHi <= c.KVLo:
+			return bad("KV heads [%d, %d)", c.KVLo, c.KVHi)
+		case c.KVLo > 0 && len(c.Stages) > 0:
+			return bad("a tensor member (KVLo %d) has no members of its own", c.KVLo)
+		case c.KVLo == 0 && len(c.Stages) == 0:
+			return bad("the tensor head of KV heads [0, %d) needs its members (Stages)", c.KVHi)
+		}
+	} else if c.Mode != "" && c.Mode != ShardPipeline {
+		return bad("mode %q (want %s or %s)", c.Mode, ShardPipeline, ShardTensor)
+	} else if c.KVLo != 0 || c.KVHi != 0 {
+		return bad("KV heads are for tensor shards")
+	}
 	switch {
+	case c.Mode == ShardTensor:
 	case c.Lo < 0 || c.Hi < 0 || c.Hi > 0 && c.Hi <= c.Lo:
 		return bad("layer range [%d, %d)", c.Lo, c.Hi)
 	case c.Lo > 0 && len(c.Stages) > 0:
@@ -138,11 +170,11 @@ type stageServer interface {
 	ServeStage(ctx context.Context, conn io.ReadWriteCloser) error
 }
 
-// stageOnly refuses an API request on a later stage (400 pipeline_stage):
-// only the group's head generates and embeds.
+// stageOnly refuses an API request on a shard other than the head (400
+// group_shard): only the group's head generates and embeds.
 func stageOnly(m Model) *apiError {
 	if _, ok := m.(stageServer); ok {
-		return &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "pipeline_stage", msg: ErrStageOnly.Error()}
+		return &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "group_shard", msg: ErrStageOnly.Error()}
 	}
 	return nil
 }
@@ -158,7 +190,7 @@ func (s *Server) handleShard(w http.ResponseWriter, r *http.Request) {
 	defer s.reqs.Done()
 	ss, ok := m.(stageServer)
 	if !ok {
-		writeError(w, &apiError{status: http.StatusNotFound, typ: errTypeInvalid, code: "not_a_stage", msg: "this worker is not a later pipeline stage"})
+		writeError(w, &apiError{status: http.StatusNotFound, typ: errTypeInvalid, code: "not_a_shard", msg: "this worker is not a shard that serves its group's head"})
 		return
 	}
 	if !strings.EqualFold(r.Header.Get("Upgrade"), shard.ProtocolID) {
@@ -194,6 +226,9 @@ func loadShardEngine(path string, opts LoadOptions) (Model, error) {
 	}
 	sc := opts.Shard
 	eo := engine.Options{Threads: opts.Threads, ContextSize: opts.ContextSize, Logger: opts.Logger}
+	if sc.Mode == ShardTensor {
+		return loadTensorEngine(path, sc, eo, log)
+	}
 	if sc.Lo > 0 {
 		m, err := engine.LoadShard(path, engine.ShardSpec{Lo: sc.Lo, Hi: sc.Hi}, eo)
 		if err != nil {
@@ -204,7 +239,8 @@ func loadShardEngine(path string, opts LoadOptions) (Model, error) {
 			m.Close()
 			return nil, err
 		}
-		return &stageModel{m: m, srv: srv}, nil
+		lo, hi := m.Shard()
+		return &stageModel{m: m, srv: srv, mode: ShardPipeline, lo: lo, hi: hi}, nil
 	}
 	dials := make([]shard.Dialer, len(sc.Stages))
 	for i, st := range sc.Stages {
@@ -225,25 +261,65 @@ func loadShardEngine(path string, opts LoadOptions) (Model, error) {
 		return nil, err
 	}
 	em := newEngineModel(m, log)
-	em.pipe = p
+	em.group, em.shardMode, em.shardLo, em.shardHi = p, ShardPipeline, 0, sc.Hi
+	return em, nil
+}
+
+// loadTensorEngine loads a tensor shard: a member serving /v1/shard, or
+// the head connected to its members.
+func loadTensorEngine(path string, sc ShardConfig, eo engine.Options, log *slog.Logger) (Model, error) {
+	if sc.KVLo > 0 {
+		link := shard.NewMemberLink()
+		m, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVLo: sc.KVLo, KVHi: sc.KVHi, Peers: link}, eo)
+		if err != nil {
+			return nil, err
+		}
+		srv, err := shard.NewServer(shard.ServerConfig{Model: m, Link: link, Logger: log})
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+		return &stageModel{m: m, srv: srv, mode: ShardTensor, lo: sc.KVLo, hi: sc.KVHi}, nil
+	}
+	dials := make([]shard.Dialer, len(sc.Stages))
+	for i, st := range sc.Stages {
+		dials[i] = DialStage(st.URL, st.Secret)
+	}
+	g, err := shard.NewTensorGroup(shard.TensorGroupConfig{Members: dials, KVHi: sc.KVHi, Timeout: sc.Timeout, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := g.Start(ctx); err != nil {
+		return nil, err
+	}
+	m, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVHi: sc.KVHi, Peers: g}, eo)
+	if err != nil {
+		g.Close()
+		return nil, err
+	}
+	em := newEngineModel(m, log)
+	em.group, em.shardMode, em.shardLo, em.shardHi = g, ShardTensor, 0, sc.KVHi
 	return em, nil
 }
 
 // stageModel is a later stage: it serves the stage protocol and refuses
 // generation.
 type stageModel struct {
-	m   *engine.Model
-	srv *shard.Server
+	m      *engine.Model
+	srv    *shard.Server
+	mode   string
+	lo, hi int
 }
 
 func (sm *stageModel) Info() ModelInfo {
 	i := sm.m.Info()
-	lo, hi := sm.m.Shard()
 	return ModelInfo{
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
-		ShardLo: lo, ShardHi: hi,
+		ShardMode: sm.mode, ShardLo: sm.lo, ShardHi: sm.hi,
 	}
 }
 

@@ -19,24 +19,30 @@ func (s *stageURLs) Set(v string) error {
 	return nil
 }
 
-// parseShard fills cfg from --shard-layers LO:HI and the --stage URLs;
+// parseShard fills cfg from --shard-layers LO:HI or --shard-kv-heads
+// LO:HI and the --stage URLs;
 // the stages' secrets come from worker.StageSecretsEnv (comma separated,
 // in the same order), which is then removed from the environment.
-func parseShard(cfg *worker.ShardConfig, layers string, stages []string) error {
+func parseShard(cfg *worker.ShardConfig, layers, kv string, stages []string) error {
 	secrets := os.Getenv(worker.StageSecretsEnv)
 	_ = os.Unsetenv(worker.StageSecretsEnv)
-	if layers == "" {
-		if len(stages) > 0 {
-			return fmt.Errorf("--stage needs --shard-layers 0:HI")
-		}
+	var err error
+	switch {
+	case layers != "" && kv != "":
+		return fmt.Errorf("--shard-layers and --shard-kv-heads exclude each other")
+	case layers != "":
+		cfg.Mode = worker.ShardPipeline
+		cfg.Lo, cfg.Hi, err = parseRange("--shard-layers", layers)
+	case kv != "":
+		cfg.Mode = worker.ShardTensor
+		cfg.KVLo, cfg.KVHi, err = parseRange("--shard-kv-heads", kv)
+	case len(stages) > 0:
+		return fmt.Errorf("--stage needs --shard-layers 0:HI or --shard-kv-heads 0:HI")
+	default:
 		return nil
 	}
-	lo, hi, ok := strings.Cut(layers, ":")
-	var err1, err2 error
-	cfg.Lo, err1 = strconv.Atoi(lo)
-	cfg.Hi, err2 = strconv.Atoi(hi)
-	if !ok || err1 != nil || err2 != nil {
-		return fmt.Errorf("--shard-layers %q: want LO:HI", layers)
+	if err != nil {
+		return err
 	}
 	var sec []string
 	if secrets != "" {
@@ -49,4 +55,14 @@ func parseShard(cfg *worker.ShardConfig, layers string, stages []string) error {
 		cfg.Stages = append(cfg.Stages, worker.StageEndpoint{URL: u, Secret: sec[i]})
 	}
 	return nil
+}
+
+func parseRange(flag, v string) (int, int, error) {
+	lo, hi, ok := strings.Cut(v, ":")
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if !ok || err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("%s %q: want LO:HI", flag, v)
+	}
+	return a, b, nil
 }

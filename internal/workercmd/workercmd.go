@@ -61,8 +61,9 @@ func Run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.ContextSize, "ctx", cfg.ContextSize, "context size per slot (0 = the model's)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "bound on finishing in-flight requests at shutdown")
 	shardLayers := fs.String("shard-layers", "", "pipeline shard: serve only layers LO:HI (LO > 0: a later stage; 0:HI: the group's head, with --stage)")
+	shardKV := fs.String("shard-kv-heads", "", "tensor shard: compute KV heads LO:HI of every layer (LO > 0: a member; 0:HI: the group's head, with --stage)")
 	var stages stageURLs
-	fs.Var(&stages, "stage", "head of a pipeline group: a later stage's worker URL, in layer order (repeat; secrets in "+worker.StageSecretsEnv+")")
+	fs.Var(&stages, "stage", "head of a sharded group: another shard's worker URL, in layer or KV-head order (repeat; secrets in "+worker.StageSecretsEnv+")")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -79,7 +80,7 @@ func Run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rbee-worker: --log-level: %v\n", err)
 		return 2
 	}
-	if err := parseShard(&cfg.Shard, *shardLayers, stages); err != nil {
+	if err := parseShard(&cfg.Shard, *shardLayers, *shardKV, stages); err != nil {
 		fmt.Fprintf(stderr, "rbee-worker: %v\n", err)
 		return 2
 	}
