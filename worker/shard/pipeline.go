@@ -251,6 +251,9 @@ func (p *Pipeline) Forward(ctx context.Context, segs []engine.RemoteSegment, hid
 			return err
 		}
 	}
+	if len(segs) > MaxSegments {
+		return fmt.Errorf("%w: %d segments in one pass", ErrProtocol, len(segs))
+	}
 	p.seq++
 	f := frame{typ: frameForward, id: p.seq, segs: make([]Segment, len(segs)), data: hidden}
 	rows := 0

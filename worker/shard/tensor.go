@@ -30,6 +30,8 @@ type MemberLink struct {
 	wbuf []byte
 	max  int
 	busy bool
+	// timeout bounds each gather (the server's WriteTimeout).
+	timeout time.Duration
 }
 
 // NewMemberLink returns an unattached MemberLink.
@@ -51,6 +53,10 @@ func (l *MemberLink) AllGather(ctx context.Context, part []float32) ([][]float32
 		return nil, fmt.Errorf("%w: no head connected", ErrStage)
 	}
 	l.seq++
+	if dl, ok := l.conn.(deadliner); ok && l.timeout > 0 {
+		_ = dl.SetReadDeadline(time.Now().Add(l.timeout))
+		_ = dl.SetWriteDeadline(time.Now().Add(l.timeout))
+	}
 	var err error
 	if l.wbuf, err = writeFrame(l.conn, &frame{typ: frameParts, id: l.seq, parts: [][]float32{part}}, l.wbuf); err != nil {
 		return nil, err
@@ -64,10 +70,10 @@ func (l *MemberLink) AllGather(ctx context.Context, part []float32) ([][]float32
 	return l.f.parts, nil
 }
 
-func (l *MemberLink) attach(conn io.ReadWriteCloser, maxFrame int) {
+func (l *MemberLink) attach(conn io.ReadWriteCloser, maxFrame int, timeout time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.conn, l.max, l.seq = conn, maxFrame, 0
+	l.conn, l.max, l.seq, l.timeout = conn, maxFrame, 0, timeout
 }
 
 // serveTensor runs the passes a tensor head begins on conn.
@@ -77,8 +83,8 @@ func (s *Server) serveTensor(ctx context.Context, conn io.ReadWriteCloser, f *fr
 		return fmt.Errorf("%w: this tensor member already serves a head", ErrProtocol)
 	}
 	defer link.release()
-	link.attach(conn, s.cfg.MaxFrame)
-	defer link.attach(nil, 0)
+	link.attach(conn, s.cfg.MaxFrame, s.cfg.WriteTimeout)
+	defer link.attach(nil, 0, 0)
 	m := s.cfg.Model
 	b := m.NewBatch()
 	sessions := map[uint64]*stageSession{}
@@ -167,7 +173,17 @@ type TensorGroup struct {
 	gseq    uint32 // gather within the pass
 	parts   [][]float32
 	stats   Stats
-	stop    func() bool // the running pass's ctx watcher
+}
+
+// watch closes the member connections if ctx ends before the returned
+// stop is called: a cancelled pass does not wait for its deadline.
+func (g *TensorGroup) watch(ctx context.Context) func() bool {
+	members := g.members
+	return context.AfterFunc(ctx, func() {
+		for _, sc := range members {
+			sc.c.Close()
+		}
+	})
 }
 
 // NewTensorGroup checks cfg and returns an unconnected TensorGroup.
@@ -307,15 +323,10 @@ func (g *TensorGroup) Begin(ctx context.Context, segs []engine.RemoteSegment, id
 			return err
 		}
 	}
-	if g.stop != nil {
-		g.stop()
+	if len(segs) > MaxSegments || len(ids) > MaxRows {
+		return fmt.Errorf("%w: %d segments, %d rows in one pass", ErrProtocol, len(segs), len(ids))
 	}
-	members := g.members
-	g.stop = context.AfterFunc(ctx, func() {
-		for _, sc := range members {
-			sc.c.Close()
-		}
-	})
+	defer g.watch(ctx)()
 	g.seq++
 	g.gseq = 0
 	g.stats.Passes++
@@ -345,6 +356,7 @@ func (g *TensorGroup) AllGather(ctx context.Context, part []float32) ([][]float3
 	}
 	start := time.Now()
 	defer func() { g.stats.RoundTrip += time.Since(start); g.stats.Exchanges++ }()
+	defer g.watch(ctx)()
 	g.gseq++
 	g.deadline(ctx)
 	g.parts[0] = part
@@ -386,9 +398,6 @@ func (g *TensorGroup) Close() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed = true
-	if g.stop != nil {
-		g.stop()
-	}
 	g.drop()
 	return nil
 }
