@@ -17,11 +17,12 @@ import (
 
 // Defaults of ServerConfig and PipelineConfig.
 const (
-	// DefaultMaxSessions bounds the first-stage sessions one connection
-	// keeps caches for (a worker's slots); the least recently used is
-	// dropped beyond it (its next pass from a later position then fails
-	// with a lost state, and the first stage starts it again).
-	DefaultMaxSessions = 64
+	// DefaultMaxSessions bounds the head sessions one connection keeps
+	// caches for: a worker's most slots (256), so a worker's head never
+	// loses one. Beyond it the least recently used is dropped (its next
+	// pass from a later position then fails with a lost state, and the
+	// head starts it again). A cache grows only as its session is used.
+	DefaultMaxSessions = 256
 	// DefaultIdleTimeout bounds the wait for a connection's next pass: a
 	// first stage that went away without closing frees its caches.
 	DefaultIdleTimeout = 30 * time.Minute
