@@ -68,7 +68,7 @@ type StageEndpoint struct {
 }
 
 func (c ShardConfig) sharded() bool {
-	return c.Mode != "" || c.Lo > 0 || c.Hi > 0 || c.KVHi > 0 || len(c.Stages) > 0
+	return c.Mode == ShardTensor || c.Lo > 0 || c.Hi > 0 || len(c.Stages) > 0
 }
 
 func (c ShardConfig) validate() error {
