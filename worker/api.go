@@ -35,6 +35,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
 	mux.HandleFunc("POST /v1/completions", s.handleCompletion)
 	mux.HandleFunc("POST /v1/embeddings", s.handleEmbeddings)
+	mux.HandleFunc("GET /v1/shard", s.handleShard)
 	return s.requireSecret(mux)
 }
 
@@ -99,6 +100,11 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, mode endpoint, id
 	m, pool, st, err := s.admit()
 	if err != nil {
 		writeError(w, notAdmitted(st))
+		return nil, false
+	}
+	if aerr := stageOnly(m); aerr != nil {
+		s.reqs.Done()
+		writeError(w, aerr)
 		return nil, false
 	}
 	j := &job{s: s, id: idPrefix + newID(), model: m, pool: pool}

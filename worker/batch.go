@@ -24,6 +24,10 @@ type batcher struct {
 	join chan *genJob
 	quit chan struct{}
 	done chan struct{}
+	// ctx bounds a step's exchange with a pipeline's later stages; close
+	// cancels it, so a step waiting on a stage does not hold it up.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// steps counts forward passes, advanced the sequences they advanced
 	// (written by the loop; read after done is closed).
 	steps, advanced int
@@ -53,7 +57,9 @@ func newBatcher(m *engine.Model, log *slog.Logger) *batcher {
 // makeBatcher returns a batcher whose loop is not running yet; joinQueue
 // generations can be submitted before it runs (tests fill a first step).
 func makeBatcher(m *engine.Model, log *slog.Logger, joinQueue int) *batcher {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &batcher{
+		ctx: ctx, cancel: cancel,
 		b:    m.NewBatch(),
 		log:  log,
 		join: make(chan *genJob, joinQueue),
@@ -64,6 +70,7 @@ func makeBatcher(m *engine.Model, log *slog.Logger, joinQueue int) *batcher {
 
 // close stops the loop; generations still in it end with engine.ErrClosed.
 func (bt *batcher) close() {
+	bt.cancel()
 	close(bt.quit)
 	<-bt.done
 }
@@ -132,7 +139,7 @@ func (bt *batcher) run() {
 		for _, j := range active {
 			seqs = append(seqs, j.seq)
 		}
-		err := bt.b.Step(seqs)
+		err := bt.b.StepContext(bt.ctx, seqs)
 		clear(seqs)
 		bt.steps++
 		bt.advanced += len(active)

@@ -114,6 +114,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// DrainTimeout bounds Drain when its context has no earlier deadline.
 	DrainTimeout time.Duration
+	// Shard makes the worker one stage of a pipeline-sharded model; the
+	// zero value serves the whole model (see ShardConfig).
+	Shard ShardConfig
 	// Load loads the model; DefaultConfig sets LoadEngine.
 	Load LoadFunc
 	// Logger receives operational logs; nil discards them.
@@ -169,6 +172,9 @@ func (c *Config) validate() error {
 		return bad("OrphanGrace", "%v is shorter than the heartbeat interval %v", c.OrphanGrace, c.HeartbeatInterval)
 	case c.Load == nil:
 		return bad("Load", "required")
+	}
+	if err := c.Shard.validate(); err != nil {
+		return err
 	}
 	if c.NodeURL != "" {
 		u, err := url.Parse(c.NodeURL)

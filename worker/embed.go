@@ -48,6 +48,10 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.reqs.Done()
+	if aerr := stageOnly(m); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
 	var req embedRequest
 	if aerr := decodeBody(w, r, &req, endpointEmbed); aerr != nil {
 		writeError(w, aerr)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -19,6 +20,9 @@ import (
 // generate through one step loop (see batcher): concurrent generations
 // share each forward pass.
 func LoadEngine(path string, opts LoadOptions) (Model, error) {
+	if opts.Shard.sharded() {
+		return loadShardEngine(path, opts)
+	}
 	m, err := engine.Load(path, engine.Options{Threads: opts.Threads, ContextSize: opts.ContextSize, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
@@ -27,12 +31,16 @@ func LoadEngine(path string, opts LoadOptions) (Model, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	return newEngineModel(m, log), nil
+}
+
+func newEngineModel(m *engine.Model, log *slog.Logger) *engineModel {
 	style := ToolStyleJSON
 	if strings.Contains(m.ChatTemplate(), toolCallOpen) {
 		style = ToolStyleHermes
 	}
 	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style,
-		vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}, nil
+		vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}
 }
 
 // engineModel adapts *engine.Model; the engine's methods are safe for
@@ -44,11 +52,19 @@ type engineModel struct {
 	bt        *batcher
 	vocab     func() *grammar.Vocab
 	toolStyle string
+	// group connects a sharded group's head to the other shards (a
+	// *shard.Pipeline or *shard.TensorGroup; nil when the model is
+	// whole), closed after the model; shardMode, shardLo and shardHi
+	// describe the head's part (ModelInfo).
+	group            io.Closer
+	shardMode        string
+	shardLo, shardHi int
 }
 
 func (e *engineModel) Info() ModelInfo {
 	i := e.m.Info()
 	return ModelInfo{
+		ShardMode: e.shardMode, ShardLo: e.shardLo, ShardHi: e.shardHi,
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
@@ -83,7 +99,11 @@ func (e *engineModel) NewSession() Session {
 // Close stops the step loop, then releases the model.
 func (e *engineModel) Close() error {
 	e.bt.close()
-	return e.m.Close()
+	err := e.m.Close()
+	if e.group != nil {
+		e.group.Close()
+	}
+	return err
 }
 
 type engineSession struct {

@@ -71,6 +71,11 @@ type ModelInfo struct {
 	// ToolStyle is how the chat template asks the model to write tool
 	// calls: ToolStyleHermes or ToolStyleJSON.
 	ToolStyle string
+	// ShardMode is ShardPipeline or ShardTensor for a shard of a group,
+	// empty for the whole model. ShardLo, ShardHi: the shard's layers
+	// [lo, hi) (pipeline) or KV heads [lo, hi) (tensor).
+	ShardMode        string
+	ShardLo, ShardHi int
 }
 
 // Message is one chat message. An assistant message may carry the tool
@@ -161,6 +166,9 @@ type LoadOptions struct {
 	ContextSize int
 	// Logger receives the engine's load-time notes; nil discards them.
 	Logger *slog.Logger
+	// Shard selects a pipeline stage (Config.Shard); the zero value is
+	// the whole model.
+	Shard ShardConfig
 }
 
 // LoadFunc loads the model file at path.

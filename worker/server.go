@@ -199,7 +199,7 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) load() {
 	defer close(s.loaded)
 	start := time.Now()
-	m, err := s.cfg.Load(s.cfg.ModelPath, LoadOptions{Threads: s.cfg.Threads, ContextSize: s.cfg.ContextSize, Logger: s.log})
+	m, err := s.cfg.Load(s.cfg.ModelPath, LoadOptions{Threads: s.cfg.Threads, ContextSize: s.cfg.ContextSize, Logger: s.log, Shard: s.cfg.Shard})
 	if err == nil && m.Info().ContextLength < 2 {
 		_ = m.Close()
 		err = fmt.Errorf("context length %d too small", m.Info().ContextLength)
@@ -445,6 +445,12 @@ type Info struct {
 	QueueCapacity      int     `json:"queue_capacity"`
 	TokensPerSecond    float64 `json:"tokens_per_second"`
 	Error              string  `json:"error,omitempty"`
+	// ShardMode ("pipeline", "tensor"; empty for the whole model),
+	// ShardLo, ShardHi: the layers (pipeline) or KV heads (tensor)
+	// [lo, hi) a worker of a sharded group holds.
+	ShardMode string `json:"shard_mode,omitempty"`
+	ShardLo   int    `json:"shard_lo,omitempty"`
+	ShardHi   int    `json:"shard_hi,omitempty"`
 }
 
 // Info returns a snapshot of the worker's identity, model and load.
@@ -476,6 +482,7 @@ func (s *Server) Info() Info {
 		in.VocabSize = mi.VocabSize
 		in.Params = mi.Params
 		in.Quantization = mi.Quantization
+		in.ShardMode, in.ShardLo, in.ShardHi = mi.ShardMode, mi.ShardLo, mi.ShardHi
 	}
 	if s.loadErr != nil {
 		in.Error = s.loadErr.Error()

@@ -60,6 +60,10 @@ func Run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.Queue, "queue", cfg.Queue, "requests that may wait for a slot")
 	fs.IntVar(&cfg.ContextSize, "ctx", cfg.ContextSize, "context size per slot (0 = the model's)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "bound on finishing in-flight requests at shutdown")
+	shardLayers := fs.String("shard-layers", "", "pipeline shard: serve only layers LO:HI (LO > 0: a later stage; 0:HI: the group's head, with --stage)")
+	shardKV := fs.String("shard-kv-heads", "", "tensor shard: compute KV heads LO:HI of every layer (LO > 0: a member; 0:HI: the group's head, with --stage)")
+	var stages stageURLs
+	fs.Var(&stages, "stage", "head of a sharded group: another shard's worker URL, in layer or KV-head order (repeat; secrets in "+worker.StageSecretsEnv+")")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -74,6 +78,10 @@ func Run(args []string, stderr io.Writer) int {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(stderr, "rbee-worker: --log-level: %v\n", err)
+		return 2
+	}
+	if err := parseShard(&cfg.Shard, *shardLayers, *shardKV, stages); err != nil {
+		fmt.Fprintf(stderr, "rbee-worker: %v\n", err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"math"
 
@@ -38,6 +39,12 @@ type Batch struct {
 	rowSeg                            []int32   // segment of each row
 	scores                            []float32 // threads × nCtx attention weights
 	segs                              []segment // the running forward pass
+	remote                            []RemoteSegment
+	zeros                             []int32 // StageForward's placeholder ids
+	// Tensor shards: the gathered attention output and SwiGLU activations,
+	// this shard's rows of a Wo/Wdown product and of the logits.
+	attFull, hbFull, part, partLogits []float32
+	tids                              []int32   // the ids of a tensor pass, for Gatherer.Begin
 	plan                              []segment // Step's segments, reused
 	aLayer                            int       // layer of the running attention
 	attnFn                            func(worker, start, end int)
@@ -55,23 +62,33 @@ func (m *Model) NewBatch() *Batch {
 func (b *Batch) ensureRows(n, nLogits int) {
 	hp := &b.m.hp
 	if n > b.rowCap {
-		qDim, kvDim := hp.nHead*hp.headDim, hp.nHeadKV*hp.headDim
+		qDim := hp.nHead * hp.headDim
+		lq, lkv, lff := b.m.heads*hp.headDim, b.m.kvHeads*hp.headDim, hp.ff
+		if tp := b.m.tp; tp != nil {
+			lff = tp.fHi - tp.fLo
+			b.attFull = make([]float32, n*qDim)
+			b.hbFull = make([]float32, n*hp.ff)
+			b.part = make([]float32, n*(tp.dHi-tp.dLo))
+		}
 		b.rowCap = n
 		b.x = make([]float32, n*hp.dim)
 		b.xb = make([]float32, n*max(hp.dim, qDim))
 		b.xb2 = make([]float32, n*hp.dim)
-		b.q = make([]float32, n*qDim)
-		b.k = make([]float32, n*kvDim)
-		b.v = make([]float32, n*kvDim)
-		b.att = make([]float32, n*qDim)
-		b.hb = make([]float32, n*hp.ff)
-		b.hb2 = make([]float32, n*hp.ff)
+		b.q = make([]float32, n*lq)
+		b.k = make([]float32, n*lkv)
+		b.v = make([]float32, n*lkv)
+		b.att = make([]float32, n*lq)
+		b.hb = make([]float32, n*lff)
+		b.hb2 = make([]float32, n*lff)
 		b.rowSeg = make([]int32, n)
 	}
 	if nLogits > b.logitCap {
 		b.logitCap = nLogits
 		b.lx = make([]float32, nLogits*hp.dim)
 		b.logits = make([]float32, nLogits*hp.vocab)
+		if tp := b.m.tp; tp != nil {
+			b.partLogits = make([]float32, nLogits*(tp.vHi-tp.vLo))
+		}
 	}
 }
 
@@ -84,16 +101,56 @@ func (b *Batch) logitsOf(sg *segment) []float32 {
 // forward runs the transformer over the rows of segs (each Session at most
 // once), appends their keys and values to their caches and computes the
 // logits of the last row of each segment that asks for them. The callers
-// have checked the ids and that every segment fits its context.
-func (b *Batch) forward(segs []segment) error {
+// have checked the ids and that every segment fits its context. On a
+// pipeline's first stage the later stages run after the local layers
+// (Remote.Forward, outside the compute lock); if they fail, the Sessions
+// of segs are emptied, since the stages may no longer hold what the
+// Sessions' caches say.
+func (b *Batch) forward(ctx context.Context, segs []segment) error {
+	m := b.m
+	if m.tp != nil {
+		return b.tensorForward(ctx, segs)
+	}
+	n, nl, err := b.layers(ctx, segs, nil)
+	if err != nil || m.next == nil {
+		return err
+	}
+	epoch := m.next.Epoch()
+	b.remote = b.remote[:0]
+	for i := range segs {
+		sg := &segs[i]
+		if sg.pos0 > 0 && sg.s.epoch != epoch {
+			err = fmt.Errorf("%w: the later stages were reconnected since session %d was evaluated", ErrStageState, sg.s.id)
+		}
+		b.remote = append(b.remote, RemoteSegment{Session: sg.s.id, Pos: sg.pos0, N: len(sg.ids), Logits: sg.logits})
+	}
+	if err == nil {
+		dim, vocab := m.hp.dim, m.hp.vocab
+		err = m.next.Forward(ctx, b.remote, b.x[:n*dim], b.logits[:nl*vocab])
+	}
+	for i := range segs {
+		s := segs[i].s
+		if err != nil {
+			s.tokens = s.tokens[:0]
+		}
+		s.epoch = epoch
+	}
+	return err
+}
+
+// layers runs this Model's layers over the rows of segs: their input is
+// the token embeddings on a first stage, else hidden (rows × dim). The
+// last stage then computes the logits of the segments that ask for them
+// (b.logits), and n rows of output hidden states are in b.x otherwise.
+func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n, nl int, err error) {
 	m := b.m
 	m.computeMu.Lock()
 	defer m.computeMu.Unlock()
 	if m.closed.Load() {
-		return ErrClosed
+		return 0, 0, ErrClosed
 	}
 	hp := &m.hp
-	n, nl, work := 0, 0, 0
+	work := 0
 	for i := range segs {
 		sg := &segs[i]
 		sg.pos0, sg.row0 = len(sg.s.tokens), n
@@ -109,27 +166,41 @@ func (b *Batch) forward(segs []segment) error {
 	b.segs = segs
 	defer func() { b.segs = nil }()
 	dim, hd := hp.dim, hp.headDim
-	qDim, kvDim := hp.nHead*hd, hp.nHeadKV*hd
+	qDim, kvDim := m.heads*hd, m.kvHeads*hd
 	pool := m.pool
+	tp := m.tp
 
-	rb, err := m.embd.Type.RowBytes(dim)
-	if err != nil {
-		return err
-	}
 	for si := range segs {
 		sg := &segs[si]
-		for j, id := range sg.ids {
-			i := sg.row0 + j
-			b.rowSeg[i] = int32(si)
-			row := m.embd.Data[int(id)*rb : (int(id)+1)*rb]
-			if err := quant.Dequantize(m.embd.Type, row, b.x[i*dim:(i+1)*dim]); err != nil {
-				return fmt.Errorf("engine: embedding row %d: %w", id, err)
+		for j := range sg.ids {
+			b.rowSeg[sg.row0+j] = int32(si)
+		}
+	}
+	if m.embd != nil {
+		rb, err := m.embd.Type.RowBytes(dim)
+		if err != nil {
+			return 0, 0, err
+		}
+		for si := range segs {
+			sg := &segs[si]
+			for j, id := range sg.ids {
+				i := sg.row0 + j
+				row := m.embd.Data[int(id)*rb : (int(id)+1)*rb]
+				if err := quant.Dequantize(m.embd.Type, row, b.x[i*dim:(i+1)*dim]); err != nil {
+					return 0, 0, fmt.Errorf("engine: embedding row %d: %w", id, err)
+				}
 			}
 		}
+	} else {
+		copy(b.x[:n*dim], hidden)
 	}
 	x, xb, xb2 := b.x[:n*dim], b.xb[:n*dim], b.xb2[:n*dim]
 	q, k, v := b.q[:n*qDim], b.k[:n*kvDim], b.v[:n*kvDim]
-	att, hb, hb2 := b.att[:n*qDim], b.hb[:n*hp.ff], b.hb2[:n*hp.ff]
+	ff := hp.ff
+	if tp != nil {
+		ff = tp.fHi - tp.fLo
+	}
+	att, hb, hb2 := b.att[:n*qDim], b.hb[:n*ff], b.hb2[:n*ff]
 	for li := range m.layers {
 		l := &m.layers[li]
 		for i := 0; i < n; i++ {
@@ -146,10 +217,10 @@ func (b *Batch) forward(segs []segment) error {
 			kc, vc, capTok := sg.s.kc[li], sg.s.vc[li], sg.s.capTok
 			for j := range sg.ids {
 				i, pos := sg.row0+j, sg.pos0+j
-				for h := 0; h < hp.nHead; h++ {
+				for h := 0; h < m.heads; h++ {
 					m.rope.apply(q[i*qDim+h*hd:i*qDim+(h+1)*hd], pos)
 				}
-				for h := 0; h < hp.nHeadKV; h++ {
+				for h := 0; h < m.kvHeads; h++ {
 					m.rope.apply(k[i*kvDim+h*hd:i*kvDim+(h+1)*hd], pos)
 				}
 				copy(kc[pos*kvDim:(pos+1)*kvDim], k[i*kvDim:(i+1)*kvDim])
@@ -159,12 +230,26 @@ func (b *Batch) forward(segs []segment) error {
 			}
 		}
 		b.aLayer = li
-		if work*hp.nHead*hd >= parallelAttention {
-			pool.Run(n*hp.nHead, b.attnFn)
+		if work*m.heads*hd >= parallelAttention {
+			pool.Run(n*m.heads, b.attnFn)
 		} else {
-			b.attention(0, 0, n*hp.nHead)
+			b.attention(0, 0, n*m.heads)
 		}
-		quant.MatMul(pool, xb2, l.wo, att, n)
+		if tp == nil {
+			quant.MatMul(pool, xb2, l.wo, att, n)
+		} else {
+			// Every shard needs every head's output for its rows of Wo,
+			// and the whole hidden state for the norms that follow.
+			full := b.attFull[:n*hp.nHead*hd]
+			if err := b.gather(ctx, att, full, n); err != nil {
+				return 0, 0, err
+			}
+			part := b.part[:n*(tp.dHi-tp.dLo)]
+			quant.MatMul(pool, part, l.wo, full, n)
+			if err := b.gather(ctx, part, xb2, n); err != nil {
+				return 0, 0, err
+			}
+		}
 		addTo(x, xb2)
 		for i := 0; i < n; i++ {
 			rmsNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.ffnNorm, hp.eps)
@@ -176,9 +261,22 @@ func (b *Batch) forward(segs []segment) error {
 		} else {
 			swiglu(hb, hb2)
 		}
-		quant.MatMul(pool, xb2, l.wDown, hb, n)
+		if tp == nil {
+			quant.MatMul(pool, xb2, l.wDown, hb, n)
+		} else {
+			full := b.hbFull[:n*hp.ff]
+			if err := b.gather(ctx, hb, full, n); err != nil {
+				return 0, 0, err
+			}
+			part := b.part[:n*(tp.dHi-tp.dLo)]
+			quant.MatMul(pool, part, l.wDown, full, n)
+			if err := b.gather(ctx, part, xb2, n); err != nil {
+				return 0, 0, err
+			}
+		}
 		addTo(x, xb2)
 	}
+	last := m.output != nil
 	for si := range segs {
 		sg := &segs[si]
 		s := sg.s
@@ -190,15 +288,22 @@ func (b *Batch) forward(segs []segment) error {
 			}
 		}
 		s.tokens = append(s.tokens, sg.ids...)
-		if sg.logits {
-			last := sg.row0 + len(sg.ids) - 1
-			rmsNorm(b.lx[sg.lrow*dim:(sg.lrow+1)*dim], x[last*dim:(last+1)*dim], m.outN, hp.eps)
+		if sg.logits && last {
+			r := sg.row0 + len(sg.ids) - 1
+			rmsNorm(b.lx[sg.lrow*dim:(sg.lrow+1)*dim], x[r*dim:(r+1)*dim], m.outN, hp.eps)
 		}
 	}
-	if nl > 0 {
+	if nl > 0 && last && tp == nil {
 		quant.MatMul(pool, b.logits, m.output, b.lx[:nl*dim], nl)
 	}
-	return nil
+	if nl > 0 && tp != nil {
+		part := b.partLogits[:nl*(tp.vHi-tp.vLo)]
+		quant.MatMul(pool, part, m.output, b.lx[:nl*dim], nl)
+		if err := b.gather(ctx, part, b.logits[:nl*hp.vocab], nl); err != nil {
+			return 0, 0, err
+		}
+	}
+	return n, nl, nil
 }
 
 // attention computes causal softmax attention for the (row, head) pairs
@@ -208,11 +313,11 @@ func (b *Batch) attention(worker, start, end int) {
 	hp := &b.m.hp
 	hd := hp.headDim
 	group := hp.nHead / hp.nHeadKV
-	qDim, kvDim := hp.nHead*hd, hp.nHeadKV*hd
+	qDim, kvDim := b.m.heads*hd, b.m.kvHeads*hd
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	sc := b.scores[worker*hp.nCtx : (worker+1)*hp.nCtx]
 	for t := start; t < end; t++ {
-		i, h := t/hp.nHead, t%hp.nHead
+		i, h := t/b.m.heads, t%b.m.heads
 		sg := &b.segs[b.rowSeg[i]]
 		pos := sg.pos0 + i - sg.row0
 		kc, vc, capTok := sg.s.kc[b.aLayer], sg.s.vc[b.aLayer], sg.s.capTok

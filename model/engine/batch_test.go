@@ -183,7 +183,7 @@ func TestBatchDecodeDoesNotAllocate(t *testing.T) {
 		for i := range plan {
 			plan[i].s.one[0] = 300
 		}
-		if err := b.forward(plan); err != nil {
+		if err := b.forward(context.Background(), plan); err != nil {
 			panic(err)
 		}
 		for i := range plan {

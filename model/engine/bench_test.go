@@ -133,7 +133,7 @@ func BenchmarkBatchDecode(b *testing.B) {
 					}
 					s.one[0] = int32((i + k) % m.hp.vocab)
 				}
-				if err := batch.forward(plan); err != nil {
+				if err := batch.forward(context.Background(), plan); err != nil {
 					b.Fatal(err)
 				}
 			}

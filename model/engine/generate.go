@@ -170,6 +170,9 @@ type Sequence struct {
 // that leave the Session as it was.
 func (s *Session) Begin(req GenerateRequest) (*Sequence, error) {
 	hp := &s.m.hp
+	if !s.m.generates() {
+		return nil, fmt.Errorf("%w: generation runs on the first stage or the head", ErrShard)
+	}
 	if len(req.Prompt) == 0 {
 		return nil, ErrEmptyPrompt
 	}
@@ -283,6 +286,13 @@ func (q *Sequence) timeGen() {
 // has evaluated its whole prompt then samples its next token; see Tokens
 // and Done. An error (ErrClosed) leaves the sequences unchanged.
 func (b *Batch) Step(seqs []*Sequence) error {
+	return b.StepContext(context.Background(), seqs)
+}
+
+// StepContext is Step with a context that bounds the exchange with the
+// later stages of a pipeline (Remote.Forward); an unsharded Model's step
+// does not block on anything else.
+func (b *Batch) StepContext(ctx context.Context, seqs []*Sequence) error {
 	b.plan = b.plan[:0]
 	budget := prefillChunk
 	for _, q := range seqs {
@@ -314,7 +324,7 @@ func (b *Batch) Step(seqs []*Sequence) error {
 	if len(b.plan) == 0 {
 		return nil
 	}
-	if err := b.forward(b.plan); err != nil {
+	if err := b.forward(ctx, b.plan); err != nil {
 		return err
 	}
 	for i := range b.plan {

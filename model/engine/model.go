@@ -100,15 +100,28 @@ type Model struct {
 	chatErr  error
 
 	closed atomic.Bool
+
+	// Pipeline shard (see shard.go): this Model holds layers [lo, hi) of
+	// hp.nLayer; layers[i] is layer lo+i. The full model is lo 0, hi
+	// nLayer. next runs the later stages for a first stage that is not
+	// also the last.
+	lo, hi int
+	next   Remote
+	// heads and kvHeads are the attention heads this Model computes: all
+	// of them, or a tensor shard's (tp, see tensor.go).
+	heads, kvHeads int
+	tp             *tensorSplit
+	// sessionIDs numbers Sessions (Session.ID), for the later stages.
+	sessionIDs atomic.Uint64
 }
 
 // Load opens a GGUF model file (memory-mapped) and prepares it for inference.
 func Load(path string, opts Options) (*Model, error) {
-	f, err := gguf.Open(path)
+	f, err := openGGUF(path)
 	if err != nil {
-		return nil, fmt.Errorf("engine: open %s: %w", path, err)
+		return nil, err
 	}
-	m, err := newModel(f, opts)
+	m, err := newModel(f, opts, ShardSpec{})
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -116,13 +129,24 @@ func Load(path string, opts Options) (*Model, error) {
 	return m, nil
 }
 
-func newModel(f *gguf.File, opts Options) (*Model, error) {
+func openGGUF(path string) (*gguf.File, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("engine: open %s: %w", path, err)
+	}
+	return f, nil
+}
+
+func newModel(f *gguf.File, opts Options, spec ShardSpec) (*Model, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	m := &Model{file: f, log: log}
 	if err := m.readHparams(opts); err != nil {
+		return nil, err
+	}
+	if err := m.setShard(spec); err != nil {
 		return nil, err
 	}
 	if err := m.loadTensors(); err != nil {
@@ -290,28 +314,37 @@ func (m *Model) vector(name string, n int, optional bool) ([]float32, error) {
 func (m *Model) loadTensors() error {
 	hp := &m.hp
 	var err error
-	if m.embd, err = m.matrix("token_embd.weight", -1, hp.dim); err != nil {
+	// Wrapping a matrix touches none of its pages; dequantising a vector
+	// does. A shard wraps what it uses and dequantises only its own
+	// layers' vectors, so the mapped pages it reads are its share.
+	embd, err := m.matrix("token_embd.weight", -1, hp.dim)
+	if err != nil {
 		return err
 	}
-	hp.vocab = m.embd.Rows
+	hp.vocab = embd.Rows
 	if hp.vocab < 1 {
 		return fmt.Errorf("%w: empty vocabulary", ErrBadModel)
 	}
-	if m.outN, err = m.vector("output_norm.weight", hp.dim, false); err != nil {
-		return err
+	if m.lo == 0 {
+		m.embd = embd
 	}
-	if _, ok := m.tensor("output.weight"); ok {
-		if m.output, err = m.matrix("output.weight", hp.vocab, hp.dim); err != nil {
+	if m.hi == hp.nLayer {
+		if m.outN, err = m.vector("output_norm.weight", hp.dim, false); err != nil {
 			return err
 		}
-	} else {
-		m.output = m.embd // tied embeddings
+		if _, ok := m.tensor("output.weight"); ok {
+			if m.output, err = m.matrix("output.weight", hp.vocab, hp.dim); err != nil {
+				return err
+			}
+		} else {
+			m.output = embd // tied embeddings
+		}
 	}
 	qDim, kvDim := hp.nHead*hp.headDim, hp.nHeadKV*hp.headDim
-	m.layers = make([]layer, hp.nLayer)
+	m.layers = make([]layer, m.hi-m.lo)
 	for i := range m.layers {
 		l := &m.layers[i]
-		p := "blk." + strconv.Itoa(i) + "."
+		p := "blk." + strconv.Itoa(m.lo+i) + "."
 		steps := []struct {
 			dst        **quant.Matrix
 			name       string
@@ -345,6 +378,9 @@ func (m *Model) loadTensors() error {
 		if l.bv, err = m.vector(p+"attn_v.bias", kvDim, true); err != nil {
 			return err
 		}
+	}
+	if m.tp != nil {
+		return m.sliceTensors()
 	}
 	return nil
 }

@@ -47,27 +47,43 @@ type Session struct {
 	// pooled, while Embed runs, sums the final-normed hidden state of
 	// every evaluated token.
 	pooled []float32
+	// id names the Session to the later stages of a pipeline; epoch is
+	// the Remote's epoch its cache was built under (see Remote.Epoch).
+	id    uint64
+	epoch uint64
 }
 
 // NewSession returns a Session with an empty KV cache.
 func (m *Model) NewSession() *Session {
 	hp := &m.hp
-	return &Session{
+	s := &Session{
 		m:      m,
 		tokens: make([]int32, 0, hp.nCtx),
-		kc:     make([][]float32, hp.nLayer),
-		vc:     make([][]float32, hp.nLayer),
-		b:      m.NewBatch(),
+		kc:     make([][]float32, len(m.layers)),
+		vc:     make([][]float32, len(m.layers)),
 		segs:   make([]segment, 1),
-		smp:    newSampler(hp.vocab),
+		id:     m.sessionIDs.Add(1),
 	}
+	if m.lo == 0 {
+		// A later stage's Session only holds a cache (StageForward).
+		s.b = m.NewBatch()
+		s.smp = newSampler(hp.vocab)
+	}
+	return s
 }
+
+// ID numbers the Session within its Model (from 1): a pipeline's first
+// stage names its Sessions to the later stages by it.
+func (s *Session) ID() uint64 { return s.id }
 
 // Embed returns the embedding of a prompt: the mean over its tokens of the
 // model's final hidden state (after the output norm, before the output
 // projection), L2-normalised. The session is reset first (every token must
 // be evaluated); afterwards its cache holds ids, like after a prompt.
 func (s *Session) Embed(ctx context.Context, ids []int32) ([]float32, error) {
+	if !s.m.whole() {
+		return nil, fmt.Errorf("%w: embeddings need the whole model in one process", ErrShard)
+	}
 	s.Reset()
 	dim := s.m.hp.dim
 	s.pooled = make([]float32, dim)
@@ -104,11 +120,29 @@ func (s *Session) Tokens() []int32 { return s.tokens }
 // again (at most len(prompt)-1, since the last token is always evaluated
 // for its logits).
 func (s *Session) CommonPrefix(prompt []int32) int {
+	if s.stale() {
+		return 0
+	}
 	n := commonPrefix(s.tokens, prompt)
 	if n > 0 && n == len(prompt) {
 		n--
 	}
 	return n
+}
+
+// stale reports that the later stages of a pipeline were reconnected
+// since the cache was built: they no longer hold it.
+func (s *Session) stale() bool {
+	if len(s.tokens) == 0 {
+		return false
+	}
+	switch {
+	case s.m.next != nil:
+		return s.epoch != s.m.next.Epoch()
+	case s.m.tp != nil && s.m.tp.head:
+		return s.epoch != s.m.tp.g.Epoch()
+	}
+	return false
 }
 
 func commonPrefix(a, b []int32) int {
@@ -126,7 +160,7 @@ func (s *Session) ensureKV(nTok int) {
 	hp := &s.m.hp
 	c := max(nTok, 2*s.capTok, minKVTokens)
 	c = min(c, hp.nCtx)
-	kvDim := hp.nHeadKV * hp.headDim
+	kvDim := s.m.kvHeads * hp.headDim
 	used := len(s.tokens)
 	for l := range s.kc {
 		nk := make([]float32, c*kvDim)
@@ -157,6 +191,9 @@ func (s *Session) checkIDs(ids []int32, what string) error {
 // Session and valid until the next call.
 func (s *Session) eval(ctx context.Context, ids []int32) ([]float32, error) {
 	hp := &s.m.hp
+	if !s.m.generates() {
+		return nil, fmt.Errorf("%w: this shard runs the passes its first stage or head sends (StageForward, TensorForward)", ErrShard)
+	}
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("%w: nothing to evaluate", ErrEmptyPrompt)
 	}
@@ -172,7 +209,7 @@ func (s *Session) eval(ctx context.Context, ids []int32) ([]float32, error) {
 		}
 		n := min(len(ids), promptBatch)
 		s.segs[0] = segment{s: s, ids: ids[:n], logits: len(ids) == n}
-		if err := s.b.forward(s.segs); err != nil {
+		if err := s.b.forward(ctx, s.segs); err != nil {
 			return nil, err
 		}
 		ids = ids[n:]

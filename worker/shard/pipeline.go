@@ -1,0 +1,315 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/rbee-project/rbee/model/engine"
+)
+
+// Dialer opens a byte stream to one stage: a TCP connection, an upgraded
+// HTTP connection to a worker (DialWorker), a libp2p stream.
+type Dialer func(ctx context.Context) (io.ReadWriteCloser, error)
+
+// TCPDialer dials addr over TCP.
+func TCPDialer(addr string) Dialer {
+	return func(ctx context.Context) (io.ReadWriteCloser, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+}
+
+// PipelineConfig configures a Pipeline.
+type PipelineConfig struct {
+	// Stages dial the later stages, in layer order. Required.
+	Stages []Dialer
+	// Lo is the first layer of the later stages: the first stage's Hi.
+	// Required.
+	Lo int
+	// Timeout bounds one exchange with one stage (a pass written, run
+	// and answered) when ctx has no earlier deadline; 0 means
+	// DefaultTimeout.
+	Timeout time.Duration
+	// MaxFrame caps a received frame; 0 means DefaultMaxFrame.
+	MaxFrame int
+	// Logger receives reconnections; nil discards them.
+	Logger *slog.Logger
+}
+
+// Stats are a Pipeline's counters since Start.
+type Stats struct {
+	// Passes is the forward passes sent through the stages; Exchanges the
+	// stage round trips they took (one per stage per pass).
+	Passes, Exchanges int64
+	// RoundTrip is the time of all exchanges (write, stage compute, read);
+	// Compute the part the stages spent running their layers, as they
+	// report it. RoundTrip − Compute is the cost of the exchanges
+	// themselves (encoding, transport, decoding).
+	RoundTrip, Compute time.Duration
+	// Sent and Received count frame bytes.
+	Sent, Received int64
+	// Reconnects counts re-established connections after a failure.
+	Reconnects int64
+}
+
+// Pipeline is the first stage's side of a pipeline-sharded model: an
+// engine.Remote that runs each forward pass through the later stages, one
+// after the other, over one connection per stage. Give it to
+// engine.LoadShard as ShardSpec.Next. After a broken connection the next
+// pass reconnects every stage and Epoch changes (the stages' caches are
+// gone).
+type Pipeline struct {
+	cfg PipelineConfig
+	log *slog.Logger
+
+	mu     sync.Mutex // one pass at a time; guards everything below
+	conns  []*stageConn
+	epoch  uint64
+	broken bool
+	closed bool
+	stats  Stats
+	seq    uint32
+}
+
+type stageConn struct {
+	c    io.ReadWriteCloser
+	info StageInfo
+	f    frame // the last result read (its data is the next stage's input)
+	rbuf []byte
+	wbuf []byte
+}
+
+// NewPipeline checks cfg and returns an unconnected Pipeline.
+func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
+	if len(cfg.Stages) == 0 || cfg.Lo < 1 {
+		return nil, fmt.Errorf("%w: a pipeline needs later stages and the first stage's end layer (Lo %d, %d stages)", ErrMismatch, cfg.Lo, len(cfg.Stages))
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = DefaultMaxFrame
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Pipeline{cfg: cfg, log: log, epoch: 1}, nil
+}
+
+// Start connects to every stage and checks that they make up the model:
+// contiguous layer ranges from Lo to the last layer, one shape.
+func (p *Pipeline) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	return p.connect(ctx)
+}
+
+// Stages describes the connected stages (after Start).
+func (p *Pipeline) Stages() []StageInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]StageInfo, len(p.conns))
+	for i, c := range p.conns {
+		out[i] = c.info
+	}
+	return out
+}
+
+// connect (re)dials all stages; p.mu is held.
+func (p *Pipeline) connect(ctx context.Context) error {
+	p.dropConns()
+	conns := make([]*stageConn, 0, len(p.cfg.Stages))
+	fail := func(err error) error {
+		for _, c := range conns {
+			c.c.Close()
+		}
+		return err
+	}
+	want := uint32(p.cfg.Lo)
+	for i, dial := range p.cfg.Stages {
+		dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		c, err := dial(dctx)
+		if err != nil {
+			cancel()
+			return fail(fmt.Errorf("%w: stage %d: dial: %w", ErrStage, i+1, err))
+		}
+		sc := &stageConn{c: c}
+		conns = append(conns, sc)
+		err = p.exchange(dctx, sc, &frame{typ: frameHello, proto: ProtocolID})
+		cancel()
+		if err == nil && sc.f.typ != frameWelcome {
+			err = fmt.Errorf("%w: frame type %d where a welcome was expected (%s)", ErrProtocol, sc.f.typ, sc.f.msg)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("%w: stage %d: handshake: %w", ErrStage, i+1, err))
+		}
+		in := sc.f.info
+		sc.info = in
+		first := conns[0].info
+		last := i == len(p.cfg.Stages)-1
+		switch {
+		case in.Lo != want || in.Hi <= in.Lo:
+			return fail(fmt.Errorf("%w: stage %d holds layers [%d, %d), want from %d", ErrMismatch, i+1, in.Lo, in.Hi, want))
+		case in.Layers != first.Layers || in.Dim != first.Dim || in.Vocab != first.Vocab:
+			return fail(fmt.Errorf("%w: stage %d is a model of %d layers, dim %d, vocab %d; stage 1's has %d, %d, %d",
+				ErrMismatch, i+1, in.Layers, in.Dim, in.Vocab, first.Layers, first.Dim, first.Vocab))
+		case last != (in.Hi == in.Layers):
+			return fail(fmt.Errorf("%w: stage %d ends at layer %d of %d", ErrMismatch, i+1, in.Hi, in.Layers))
+		}
+		want = in.Hi
+	}
+	p.conns = conns
+	p.broken = false
+	return nil
+}
+
+func (p *Pipeline) dropConns() {
+	for _, c := range p.conns {
+		c.c.Close()
+	}
+	p.conns = nil
+}
+
+// exchange writes f to sc and reads the answer into sc.f, within the
+// Timeout and ctx (whose end breaks the connection).
+func (p *Pipeline) exchange(ctx context.Context, sc *stageConn, f *frame) error {
+	deadline := time.Now().Add(p.cfg.Timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if dl, ok := sc.c.(interface{ SetDeadline(time.Time) error }); ok {
+		_ = dl.SetDeadline(deadline)
+	} else {
+		t := time.AfterFunc(time.Until(deadline), func() { sc.c.Close() })
+		defer t.Stop()
+	}
+	stop := context.AfterFunc(ctx, func() { sc.c.Close() })
+	defer stop()
+	var err error
+	if sc.wbuf, err = writeFrame(sc.c, f, sc.wbuf); err != nil {
+		return p.ctxErr(ctx, err)
+	}
+	p.stats.Sent += int64(len(sc.wbuf))
+	if sc.rbuf, err = readFrame(sc.c, p.cfg.MaxFrame, sc.rbuf, &sc.f); err != nil {
+		return p.ctxErr(ctx, err)
+	}
+	p.stats.Received += int64(len(sc.rbuf)) + 4
+	return nil
+}
+
+func (p *Pipeline) ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	// The connection's deadline is ctx's when that is the earlier one; it
+	// may fire a moment before ctx reports it.
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return fmt.Errorf("%w (%w)", context.DeadlineExceeded, err)
+	}
+	return err
+}
+
+// Epoch implements engine.Remote: it changes when a connection broke, so
+// the first stage stops trusting its Sessions' caches.
+func (p *Pipeline) Epoch() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.epoch
+}
+
+// Stats returns the counters.
+func (p *Pipeline) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// Forward implements engine.Remote: hidden goes through every stage in
+// turn, the last stage's logits land in logits. A stage that answers with
+// an error fails the pass (wrapping ErrStage, and engine.ErrStageState
+// when the stage lost the session's positions); a broken connection also
+// fails it, and the next pass reconnects.
+func (p *Pipeline) Forward(ctx context.Context, segs []engine.RemoteSegment, hidden, logits []float32) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if p.broken || p.conns == nil {
+		p.stats.Reconnects++
+		if err := p.connect(ctx); err != nil {
+			p.breakConns()
+			return err
+		}
+	}
+	if len(segs) > MaxSegments {
+		return fmt.Errorf("%w: %d segments in one pass", ErrProtocol, len(segs))
+	}
+	p.seq++
+	f := frame{typ: frameForward, id: p.seq, segs: make([]Segment, len(segs)), data: hidden}
+	rows := 0
+	for i, sg := range segs {
+		f.segs[i] = Segment{Session: sg.Session, Pos: uint32(sg.Pos), N: uint32(sg.N), Logits: sg.Logits}
+		rows += sg.N
+	}
+	f.rows = uint32(rows)
+	f.width = p.conns[0].info.Dim
+	p.stats.Passes++
+	for i, sc := range p.conns {
+		start := time.Now()
+		err := p.exchange(ctx, sc, &f)
+		p.stats.RoundTrip += time.Since(start)
+		p.stats.Exchanges++
+		if err != nil {
+			p.breakConns()
+			return fmt.Errorf("%w: stage %d (layers %d-%d): %w", ErrStage, i+1, sc.info.Lo, sc.info.Hi, err)
+		}
+		r := &sc.f
+		switch {
+		case r.typ == frameError && r.code == codeStateLost:
+			return fmt.Errorf("%w: stage %d: %w: %s", ErrStage, i+1, engine.ErrStageState, r.msg)
+		case r.typ == frameError:
+			return fmt.Errorf("%w: stage %d: %s", ErrStage, i+1, r.msg)
+		case r.typ != frameResult || r.id != f.id:
+			p.breakConns()
+			return fmt.Errorf("%w: stage %d: frame type %d, id %d, answering pass %d", ErrProtocol, i+1, r.typ, r.id, f.id)
+		}
+		p.stats.Compute += time.Duration(r.compute)
+		f.data, f.width = r.data, r.width
+	}
+	if len(f.data) != len(logits) {
+		return fmt.Errorf("%w: the last stage returned %d values, want %d", ErrProtocol, len(f.data), len(logits))
+	}
+	copy(logits, f.data)
+	return nil
+}
+
+// breakConns drops the connections after a failure: the next pass
+// reconnects under a new epoch.
+func (p *Pipeline) breakConns() {
+	p.dropConns()
+	if !p.broken {
+		p.epoch++
+	}
+	p.broken = true
+}
+
+// Close closes the connections; later passes fail with ErrClosed.
+func (p *Pipeline) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	p.dropConns()
+	return nil
+}
+
+var _ engine.Remote = (*Pipeline)(nil)

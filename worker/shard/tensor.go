@@ -1,0 +1,408 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/rbee-project/rbee/model/engine"
+)
+
+// Tensor groups: the head (the shard with KV head 0) holds one connection
+// to each other shard (member). Per forward pass it sends a begin frame
+// (segments and token ids) to every member; each all-gather is a star:
+// every member sends its part (a parts frame of one part), the head
+// answers each with every shard's part in shard order (a parts frame of
+// all). Two latencies per all-gather, four all-gathers per layer.
+
+// MemberLink is a tensor member's engine.Gatherer: the Server plugs the
+// head's connection into it while it runs a pass. Give it to
+// engine.LoadShard as ShardSpec.Peers and to ServerConfig.Link.
+type MemberLink struct {
+	mu   sync.Mutex
+	conn io.ReadWriteCloser
+	seq  uint32
+	f    frame
+	rbuf []byte
+	wbuf []byte
+	max  int
+	busy bool
+	// timeout bounds each gather (the server's WriteTimeout).
+	timeout time.Duration
+}
+
+// NewMemberLink returns an unattached MemberLink.
+func NewMemberLink() *MemberLink { return &MemberLink{} }
+
+// Begin is the head's call; a member never makes it.
+func (l *MemberLink) Begin(context.Context, []engine.RemoteSegment, []int32) error {
+	return fmt.Errorf("%w: a tensor member does not begin passes", ErrProtocol)
+}
+
+// Epoch is constant: a member's caches live as long as its connection.
+func (l *MemberLink) Epoch() uint64 { return 1 }
+
+// AllGather sends part to the head and returns every shard's part.
+func (l *MemberLink) AllGather(ctx context.Context, part []float32) ([][]float32, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return nil, fmt.Errorf("%w: no head connected", ErrStage)
+	}
+	l.seq++
+	if dl, ok := l.conn.(deadliner); ok && l.timeout > 0 {
+		_ = dl.SetReadDeadline(time.Now().Add(l.timeout))
+		_ = dl.SetWriteDeadline(time.Now().Add(l.timeout))
+	}
+	var err error
+	if l.wbuf, err = writeFrame(l.conn, &frame{typ: frameParts, id: l.seq, parts: [][]float32{part}}, l.wbuf); err != nil {
+		return nil, err
+	}
+	if l.rbuf, err = readFrame(l.conn, l.max, l.rbuf, &l.f); err != nil {
+		return nil, err
+	}
+	if l.f.typ != frameParts || l.f.id != l.seq {
+		return nil, fmt.Errorf("%w: frame type %d id %d where gather %d was expected", ErrProtocol, l.f.typ, l.f.id, l.seq)
+	}
+	return l.f.parts, nil
+}
+
+func (l *MemberLink) attach(conn io.ReadWriteCloser, maxFrame int, timeout time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.conn, l.max, l.seq, l.timeout = conn, maxFrame, 0, timeout
+}
+
+// serveTensor runs the passes a tensor head begins on conn.
+func (s *Server) serveTensor(ctx context.Context, conn io.ReadWriteCloser, f *frame, rbuf []byte) error {
+	link := s.cfg.Link
+	if !link.tryAcquire() {
+		return fmt.Errorf("%w: this tensor member already serves a head", ErrProtocol)
+	}
+	defer link.release()
+	link.attach(conn, s.cfg.MaxFrame, s.cfg.WriteTimeout)
+	defer link.attach(nil, 0, 0)
+	m := s.cfg.Model
+	b := m.NewBatch()
+	sessions := map[uint64]*stageSession{}
+	var segs []engine.StageSegment
+	var pass uint64
+	var err error
+	for {
+		setRead(conn, s.cfg.IdleTimeout)
+		if rbuf, err = readFrame(conn, s.cfg.MaxFrame, rbuf, f); err != nil {
+			return err
+		}
+		if f.typ != frameBegin {
+			return fmt.Errorf("%w: frame type %d where a begin was expected", ErrProtocol, f.typ)
+		}
+		pass++
+		segs = segs[:0]
+		for _, sg := range f.segs {
+			ss := sessions[sg.Session]
+			if ss == nil {
+				if len(sessions) >= s.cfg.MaxSessions {
+					evictLRU(sessions, pass)
+				}
+				ss = &stageSession{s: m.NewSession()}
+				sessions[sg.Session] = ss
+			}
+			ss.used = pass
+			segs = append(segs, engine.StageSegment{Session: ss.s, Pos: int(sg.Pos), N: int(sg.N), Logits: sg.Logits})
+		}
+		setRead(conn, s.cfg.WriteTimeout)
+		setWrite(conn, s.cfg.WriteTimeout)
+		link.mu.Lock()
+		link.seq = 0 // gathers are numbered within a pass
+		link.mu.Unlock()
+		if err := b.TensorForward(ctx, segs, f.ids); err != nil {
+			// The head waits for this member's part: tell it why, then
+			// hang up (the head reconnects the group).
+			_, _ = writeFrame(conn, &frame{typ: frameError, id: f.id, code: codeInternal, msg: err.Error()}, nil)
+			return err
+		}
+	}
+}
+
+func (l *MemberLink) tryAcquire() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.busy {
+		return false
+	}
+	l.busy = true
+	return true
+}
+
+func (l *MemberLink) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.busy = false
+}
+
+// TensorGroupConfig configures a TensorGroup.
+type TensorGroupConfig struct {
+	// Members dial the other shards, in KV-head order. Required.
+	Members []Dialer
+	// KVHi is the head's end KV head: the first member's KVLo. Required.
+	KVHi int
+	// Timeout bounds each exchange; 0 means DefaultTimeout.
+	Timeout time.Duration
+	// MaxFrame caps a received frame; 0 means DefaultMaxFrame.
+	MaxFrame int
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// TensorGroup is a tensor head's engine.Gatherer: it holds a connection
+// to every member. After a broken connection (or a member's error) the
+// next pass reconnects every member and Epoch changes.
+type TensorGroup struct {
+	cfg TensorGroupConfig
+	log *slog.Logger
+
+	mu      sync.Mutex // one pass at a time
+	members []*stageConn
+	epoch   uint64
+	broken  bool
+	closed  bool
+	seq     uint32 // pass
+	gseq    uint32 // gather within the pass
+	parts   [][]float32
+	stats   Stats
+}
+
+// watch closes the member connections if ctx ends before the returned
+// stop is called: a cancelled pass does not wait for its deadline.
+func (g *TensorGroup) watch(ctx context.Context) func() bool {
+	members := g.members
+	return context.AfterFunc(ctx, func() {
+		for _, sc := range members {
+			sc.c.Close()
+		}
+	})
+}
+
+// NewTensorGroup checks cfg and returns an unconnected TensorGroup.
+func NewTensorGroup(cfg TensorGroupConfig) (*TensorGroup, error) {
+	if len(cfg.Members) == 0 || cfg.KVHi < 1 {
+		return nil, fmt.Errorf("%w: a tensor group needs members and the head's KV-head end (KVHi %d, %d members)", ErrMismatch, cfg.KVHi, len(cfg.Members))
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = DefaultMaxFrame
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &TensorGroup{cfg: cfg, log: log, epoch: 1}, nil
+}
+
+// Start connects to every member and checks that they cover the KV heads
+// from KVHi to the last, with one shape.
+func (g *TensorGroup) Start(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrClosed
+	}
+	return g.connect(ctx)
+}
+
+func (g *TensorGroup) connect(ctx context.Context) error {
+	g.drop()
+	var conns []*stageConn
+	fail := func(err error) error {
+		for _, c := range conns {
+			c.c.Close()
+		}
+		return err
+	}
+	want := uint32(g.cfg.KVHi)
+	p := &Pipeline{cfg: PipelineConfig{Timeout: g.cfg.Timeout, MaxFrame: g.cfg.MaxFrame}}
+	for i, dial := range g.cfg.Members {
+		dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		c, err := dial(dctx)
+		if err != nil {
+			cancel()
+			return fail(fmt.Errorf("%w: member %d: dial: %w", ErrStage, i+1, err))
+		}
+		sc := &stageConn{c: c}
+		conns = append(conns, sc)
+		err = p.exchange(dctx, sc, &frame{typ: frameHello, proto: ProtocolID})
+		cancel()
+		if err == nil && sc.f.typ != frameWelcome {
+			err = fmt.Errorf("%w: frame type %d where a welcome was expected (%s)", ErrProtocol, sc.f.typ, sc.f.msg)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("%w: member %d: handshake: %w", ErrStage, i+1, err))
+		}
+		in := sc.f.info
+		sc.info = in
+		first := conns[0].info
+		last := i == len(g.cfg.Members)-1
+		switch {
+		case in.Mode != ModeTensor:
+			return fail(fmt.Errorf("%w: member %d is not a tensor shard", ErrMismatch, i+1))
+		case in.Lo != want || in.Hi <= in.Lo:
+			return fail(fmt.Errorf("%w: member %d holds KV heads [%d, %d), want from %d", ErrMismatch, i+1, in.Lo, in.Hi, want))
+		case in.Layers != first.Layers || in.Dim != first.Dim || in.Vocab != first.Vocab:
+			return fail(fmt.Errorf("%w: member %d's model differs from member 1's", ErrMismatch, i+1))
+		case last != (in.Hi == in.Layers):
+			return fail(fmt.Errorf("%w: member %d ends at KV head %d of %d", ErrMismatch, i+1, in.Hi, in.Layers))
+		}
+		want = in.Hi
+	}
+	g.members = conns
+	g.broken = false
+	g.parts = make([][]float32, len(conns)+1)
+	return nil
+}
+
+func (g *TensorGroup) drop() {
+	for _, c := range g.members {
+		c.c.Close()
+	}
+	g.members = nil
+}
+
+func (g *TensorGroup) breakGroup() {
+	g.drop()
+	if !g.broken {
+		g.epoch++
+	}
+	g.broken = true
+}
+
+// Epoch implements engine.Gatherer.
+func (g *TensorGroup) Epoch() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.epoch
+}
+
+// Stats returns the counters: Passes, Exchanges (all-gathers), RoundTrip
+// (time the head spent in them, waiting for the members included).
+func (g *TensorGroup) Stats() Stats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stats
+}
+
+// deadline sets every member connection's deadline for the next exchange.
+func (g *TensorGroup) deadline(ctx context.Context) {
+	d := time.Now().Add(g.cfg.Timeout)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		d = cd
+	}
+	for _, sc := range g.members {
+		if dl, ok := sc.c.(interface{ SetDeadline(time.Time) error }); ok {
+			_ = dl.SetDeadline(d)
+		}
+	}
+}
+
+// Begin implements engine.Gatherer: it (re)connects if needed and sends
+// the pass's rows to every member.
+func (g *TensorGroup) Begin(ctx context.Context, segs []engine.RemoteSegment, ids []int32) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrClosed
+	}
+	if g.broken || g.members == nil {
+		g.stats.Reconnects++
+		if err := g.connect(ctx); err != nil {
+			g.breakGroup()
+			return err
+		}
+	}
+	if len(segs) > MaxSegments || len(ids) > MaxRows {
+		return fmt.Errorf("%w: %d segments, %d rows in one pass", ErrProtocol, len(segs), len(ids))
+	}
+	defer g.watch(ctx)()
+	g.seq++
+	g.gseq = 0
+	g.stats.Passes++
+	f := frame{typ: frameBegin, id: g.seq, segs: make([]Segment, len(segs)), ids: ids}
+	for i, sg := range segs {
+		f.segs[i] = Segment{Session: sg.Session, Pos: uint32(sg.Pos), N: uint32(sg.N), Logits: sg.Logits}
+	}
+	g.deadline(ctx)
+	for i, sc := range g.members {
+		var err error
+		if sc.wbuf, err = writeFrame(sc.c, &f, sc.wbuf); err != nil {
+			g.breakGroup()
+			return fmt.Errorf("%w: member %d: %w", ErrStage, i+1, err)
+		}
+		g.stats.Sent += int64(len(sc.wbuf))
+	}
+	return nil
+}
+
+// AllGather implements engine.Gatherer: it collects every member's part,
+// then sends all of them to every member.
+func (g *TensorGroup) AllGather(ctx context.Context, part []float32) ([][]float32, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.members == nil {
+		return nil, fmt.Errorf("%w: the group is not connected", ErrStage)
+	}
+	start := time.Now()
+	defer func() { g.stats.RoundTrip += time.Since(start); g.stats.Exchanges++ }()
+	defer g.watch(ctx)()
+	g.gseq++
+	g.deadline(ctx)
+	g.parts[0] = part
+	fail := func(i int, err error) ([][]float32, error) {
+		in := g.members[i].info
+		g.breakGroup()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return nil, fmt.Errorf("%w: member %d (KV heads %d-%d): %w", ErrStage, i+1, in.Lo, in.Hi, err)
+	}
+	for i, sc := range g.members {
+		var err error
+		if sc.rbuf, err = readFrame(sc.c, g.cfg.MaxFrame, sc.rbuf, &sc.f); err != nil {
+			return fail(i, err)
+		}
+		g.stats.Received += int64(len(sc.rbuf)) + 4
+		switch {
+		case sc.f.typ == frameError:
+			return fail(i, fmt.Errorf("%s", sc.f.msg))
+		case sc.f.typ != frameParts || sc.f.id != g.gseq || len(sc.f.parts) != 1:
+			return fail(i, fmt.Errorf("%w: frame type %d id %d where gather %d was expected", ErrProtocol, sc.f.typ, sc.f.id, g.gseq))
+		}
+		g.parts[i+1] = sc.f.parts[0]
+	}
+	out := frame{typ: frameParts, id: g.gseq, parts: g.parts}
+	for i, sc := range g.members {
+		var err error
+		if sc.wbuf, err = writeFrame(sc.c, &out, sc.wbuf); err != nil {
+			return fail(i, err)
+		}
+		g.stats.Sent += int64(len(sc.wbuf))
+	}
+	return g.parts, nil
+}
+
+// Close closes the connections; later passes fail with ErrClosed.
+func (g *TensorGroup) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	g.drop()
+	return nil
+}
+
+var (
+	_ engine.Gatherer = (*TensorGroup)(nil)
+	_ engine.Gatherer = (*MemberLink)(nil)
+)

@@ -1,0 +1,117 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/engine"
+)
+
+// startMember runs KV heads [lo, hi) of path as a tensor member Server on
+// loopback TCP (on addr, or a free port).
+func startMember(t testing.TB, path string, lo, hi int, addr string, opts engine.Options) *stageServer {
+	t.Helper()
+	link := NewMemberLink()
+	m, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVLo: lo, KVHi: hi, Peers: link}, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	srv, err := NewServer(ServerConfig{Model: m, Link: link})
+	require.NoError(t, err)
+	return serveOn(t, srv, addr)
+}
+
+// startTensorGroup starts the members of path split at bounds (KV heads)
+// and loads the head.
+func startTensorGroup(t testing.TB, path string, bounds []int, opts engine.Options) (*engine.Model, *TensorGroup, []*stageServer) {
+	t.Helper()
+	var members []*stageServer
+	var dials []Dialer
+	for i := 1; i+1 < len(bounds); i++ {
+		st := startMember(t, path, bounds[i], bounds[i+1], "", opts)
+		members = append(members, st)
+		dials = append(dials, TCPDialer(st.addr))
+	}
+	g, err := NewTensorGroup(TensorGroupConfig{Members: dials, KVHi: bounds[1], Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	require.NoError(t, g.Start(context.Background()))
+	t.Cleanup(func() { g.Close() })
+	m, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVLo: 0, KVHi: bounds[1], Peers: g}, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m, g, members
+}
+
+// TestTensorGroupOverTCP: fixture models split by KV heads into 2 and 3
+// shards (even and uneven) whose members are Servers on loopback TCP
+// generate exactly what the whole model generates.
+func TestTensorGroupOverTCP(t *testing.T) {
+	opts := engine.Options{Threads: 1, ContextSize: 128}
+	cases := []struct {
+		path   string
+		bounds []int
+	}{
+		{storiesPath, []int{0, 2, 4}},
+		{storiesPath, []int{0, 1, 2, 4}},
+		{q4kPath, []int{0, 3, 4}},
+		{qwenPath, []int{0, 1, 2}},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprint(c.path[len(c.path)-20:], c.bounds), func(t *testing.T) {
+			prompts, want := wholeRun(t, c.path, opts, []string{"Once upon a time", "The little dog"}, 16)
+			m, g, _ := startTensorGroup(t, c.path, c.bounds, opts)
+			s := m.NewSession()
+			for i, pr := range prompts {
+				got, err := generate(context.Background(), s, pr, 16)
+				require.NoError(t, err)
+				require.Equal(t, want[i], got)
+			}
+			st := g.Stats()
+			require.Positive(t, st.Passes)
+			require.Equal(t, st.Passes*int64(4*m.Info().Layers+1), st.Exchanges)
+		})
+	}
+}
+
+// TestTensorMemberFailure: a member that goes away fails the generation
+// in flight with ErrStage; once it serves again, the group reconnects and
+// matches the whole model.
+func TestTensorMemberFailure(t *testing.T) {
+	opts := engine.Options{Threads: 1, ContextSize: 128}
+	prompts, want := wholeRun(t, storiesPath, opts, []string{"Tom and Sue"}, 24)
+	m, g, members := startTensorGroup(t, storiesPath, []int{0, 2, 4}, opts)
+	s := m.NewSession()
+	n := 0
+	_, err := s.Generate(context.Background(), engine.GenerateRequest{Prompt: prompts[0], MaxTokens: 24}, func(engine.Token) error {
+		if n++; n == 3 {
+			members[0].stop()
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, ErrStage)
+	require.Empty(t, s.Tokens())
+	epoch := g.Epoch()
+	startMember(t, storiesPath, 2, 4, members[0].addr, opts)
+	got, err := generate(context.Background(), s, prompts[0], 24)
+	require.NoError(t, err)
+	require.Equal(t, want[0], got)
+	require.GreaterOrEqual(t, g.Epoch(), epoch)
+
+	// A pipeline stage is not a tensor member, and a second head is refused.
+	p := startStage(t, storiesPath, 2, 5, "", opts)
+	g2, err := NewTensorGroup(TensorGroupConfig{Members: []Dialer{TCPDialer(p.addr)}, KVHi: 2})
+	require.NoError(t, err)
+	require.ErrorIs(t, g2.Start(context.Background()), ErrMismatch)
+	g3, err := NewTensorGroup(TensorGroupConfig{Members: []Dialer{TCPDialer(members[0].addr)}, KVHi: 2})
+	require.NoError(t, err)
+	defer g3.Close()
+	require.NoError(t, g3.Start(context.Background())) // the handshake is answered...
+	err = g3.Begin(context.Background(), []engine.RemoteSegment{{Session: 1, N: 1}}, []int32{1})
+	if err == nil {
+		_, err = g3.AllGather(context.Background(), []float32{1})
+	}
+	require.Error(t, err) // ...but the member serves its first head only
+}
