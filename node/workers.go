@@ -17,6 +17,7 @@ import (
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
+	"github.com/rbee-project/rbee/worker/process"
 )
 
 // Timings of the worker bookkeeping.
@@ -121,8 +122,15 @@ func (n *Node) heartbeat(hb worker.Heartbeat) {
 	old, ok := n.local.m[hb.ID]
 	changed := !ok || old.hb.State != hb.State
 	if hb.State == worker.StateStopped || hb.State == worker.StateFailed {
-		delete(n.local.m, hb.ID)
-		changed = ok
+		if _, running := n.procInfo(hb.ID); running {
+			// Its process is still exiting (and holds its model): it
+			// stays listed, not routable, until the process exit
+			// (workerGone), so the registry drops it only then.
+			n.local.m[hb.ID] = &localWorker{hb: hb, last: time.Now()}
+		} else {
+			delete(n.local.m, hb.ID)
+			changed = ok
+		}
 	} else {
 		n.local.m[hb.ID] = &localWorker{hb: hb, last: time.Now()}
 	}
@@ -207,7 +215,9 @@ func (n *Node) workerLoop() {
 		n.local.mu.Lock()
 		for id, lw := range n.local.m {
 			if time.Since(lw.last) > n.cfg.WorkerHeartbeatTimeout {
-				n.log.Warn("worker heartbeats stopped", "worker", id, "silent_for", time.Since(lw.last).Round(time.Millisecond))
+				if lw.hb.State != worker.StateStopped && lw.hb.State != worker.StateFailed {
+					n.log.Warn("worker heartbeats stopped", "worker", id, "silent_for", time.Since(lw.last).Round(time.Millisecond))
+				}
 				delete(n.local.m, id)
 				expired = true
 			}
@@ -317,4 +327,13 @@ func (n *Node) reconcileWorkers() {
 			return
 		}
 	}
+}
+
+// procInfo is the record of a worker process this node supervises; ok is
+// false once it exited (or for a worker this node did not start).
+func (n *Node) procInfo(workerID string) (process.WorkerInfo, bool) {
+	if n.procs == nil {
+		return process.WorkerInfo{}, false
+	}
+	return n.procs.Info(workerID)
 }
