@@ -18,6 +18,7 @@ import (
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/worker"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 	"github.com/rbee-project/rbee/worker/process"
@@ -359,7 +360,7 @@ func (n *Node) callEngine(ctx context.Context, st process.WorkerInfo, port int, 
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
 		msg := strings.TrimSpace(string(b))
-		if d, ok := workerError(b); ok {
+		if d, ok := relay.WorkerError(b); ok {
 			msg = d.Message
 		}
 		code := "engine_error"
@@ -403,7 +404,7 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 		_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
 		return err
 	}
-	err := sse.Read(r, maxWorkerEvent, func(ev sse.Event) error {
+	err := sse.Read(r, relay.MaxEvent, func(ev sse.Event) error {
 		data := ev.Data
 		if string(data) == "[DONE]" {
 			return io.EOF

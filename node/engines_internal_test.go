@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node/relay"
 )
 
 func TestParseEngineMetrics(t *testing.T) {
@@ -65,7 +66,7 @@ func TestTranslateEngineStream(t *testing.T) {
 			require.NoError(t, translateEngineStream(strings.NewReader(tt.in), &out))
 			var tokens []string
 			end, failed := "", false
-			require.NoError(t, sse.Read(&out, maxWorkerEvent, func(ev sse.Event) error {
+			require.NoError(t, sse.Read(&out, relay.MaxEvent, func(ev sse.Event) error {
 				event, data := ev.Type, ev.Data
 				var v map[string]any
 				require.NoError(t, json.Unmarshal(data, &v))

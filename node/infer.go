@@ -9,17 +9,10 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 )
-
-// maxAttempts bounds how many workers one request tries before its first
-// token: enough to route around a crashed worker or two, never a loop.
-const maxAttempts = 3
-
-// maxWorkerEvent bounds one line and one event of a worker's token stream:
-// events are a token or a summary, far below 4 MiB.
-const maxWorkerEvent = 4 << 20
 
 // inferFields are the job fields that steer routing; everything else in the
 // job goes to the worker, which validates it.
@@ -51,13 +44,6 @@ func workerBody(raw []byte) ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// retryable marks a failure before the first token that another worker
-// may not have.
-type retryable struct{ err error }
-
-func (r *retryable) Error() string { return r.err.Error() }
-func (r *retryable) Unwrap() error { return r.err }
-
 func (n *Node) opInfer(ctx context.Context, em jobs.Emitter, req Request) error {
 	var ir api.InferRequest
 	if err := json.Unmarshal(req.Raw, &ir); err != nil {
@@ -67,24 +53,24 @@ func (n *Node) opInfer(ctx context.Context, em jobs.Emitter, req Request) error 
 	if err != nil {
 		return jobs.Errorf(jobs.CodeBadRequest, "infer: %v", err)
 	}
-	body, err := newStreamBody(raw, true)
+	body, err := relay.NewBody(raw, true)
 	if err != nil {
 		return jobs.Errorf(jobs.CodeBadRequest, "infer: %v", err)
 	}
 	f := router.Filter{Model: ir.Model, Device: ir.Device, WorkerID: ir.WorkerID, Hive: ir.Hive}
-	var st streamState
+	var st relay.State
 	var text strings.Builder
 	var res api.InferResult
 	start := time.Now()
 	var cur router.Target
-	t, attempts, err := n.forwardStream(ctx, f, "/v1/infer", body, &st, func(resp *http.Response, t router.Target) error {
+	t, attempts, err := n.relay.Forward(ctx, f, "/v1/infer", body, &st, func(resp *http.Response, t router.Target) error {
 		if cur.Registry.ID != "" {
-			em.Narrate("scheduler", "resume", "worker %s failed; going on on worker %s on %s after %d tokens", cur.Registry.ID, t.Registry.ID, t.NodeName, len(st.ids))
+			em.Narrate("scheduler", "resume", "worker %s failed; going on on worker %s on %s after %d tokens", cur.Registry.ID, t.Registry.ID, t.NodeName, len(st.IDs))
 		} else {
 			em.Narrate("scheduler", "route", "routing to worker %s on %s (load %d)", t.Registry.ID, t.NodeName, n.router.Score(t))
 		}
 		cur = t
-		end, err := relayInfer(resp, t, &st, func(te worker.TokenEvent) error {
+		end, err := relay.Infer(resp, t, &st, func(te worker.TokenEvent) error {
 			if res.TTFTMs == 0 {
 				res.TTFTMs = float64(time.Since(start).Microseconds()) / 1000
 			}

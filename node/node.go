@@ -33,6 +33,7 @@ import (
 	"github.com/rbee-project/rbee/node/blob"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/p2p"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
@@ -116,6 +117,8 @@ type Node struct {
 
 	// router picks workers and counts the requests in flight to each.
 	router *router.Router
+	// relay forwards inference requests and resumes their streams.
+	relay *relay.Relay
 	// blobs copies catalogued files to and from peers.
 	blobs *blob.Service
 	// hive runs the operations on this hive's catalogs and processes.
@@ -251,6 +254,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.peerID = n.host.ID()
 	n.router = router.New(router.Config{LocalID: n.ID(), LocalName: n.cfg.Name, LiveFor: n.cfg.WorkerHeartbeatTimeout, View: routerView{n}})
+	n.relay = relay.New(relay.Config{Router: n.router, Caller: workerCaller{n}, Logger: n.log.With("component", "relay")})
 	n.log = n.log.With("id", shortID(n.peerID.String()))
 
 	n.jobs = jobs.New(jobs.Config{Node: n.cfg.Name, Logger: n.log.With("component", "jobs")})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/node/ollama"
+	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 )
@@ -112,7 +113,7 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	stream := req.Stream == nil || *req.Stream
-	sb, err := newStreamBody(body, true)
+	sb, err := relay.NewBody(body, true)
 	if err != nil {
 		ollamaError(w, http.StatusBadRequest, err.Error())
 		return
@@ -149,16 +150,16 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		tools = &worker.ToolStream{}
 	}
 	var end worker.EndEvent
-	var st streamState
+	var st relay.State
 	started := false
-	t, _, err := n.forwardStream(r.Context(), router.Filter{Model: req.Model}, "/v1/infer", sb, &st, func(resp *http.Response, t router.Target) error {
+	t, _, err := n.relay.Forward(r.Context(), router.Filter{Model: req.Model}, "/v1/infer", sb, &st, func(resp *http.Response, t router.Target) error {
 		if stream && !started && resp.StatusCode == http.StatusOK {
 			started = true
 			w.Header().Set("Content-Type", "application/x-ndjson")
 			w.WriteHeader(http.StatusOK)
 		}
 		var err error
-		end, err = relayInfer(resp, t, &st, func(te worker.TokenEvent) error {
+		end, err = relay.Infer(resp, t, &st, func(te worker.TokenEvent) error {
 			if ttft == 0 {
 				ttft = time.Since(routed)
 			}
@@ -177,11 +178,11 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		})
 		return err
 	})
-	if r.Context().Err() != nil || errors.Is(err, errClientGone) {
+	if r.Context().Err() != nil || errors.Is(err, relay.ErrClientGone) {
 		err = nil // a client that went away is no failure
 	}
 	n.observeRequest("ollama", cmp.Or(t.Registry.Model, req.Model), t.NodeName, err, ttft, end.TokensPerSecond)
-	var rj *rejected
+	var rj *relay.Rejected
 	switch {
 	case err == nil && r.Context().Err() != nil:
 		return
@@ -193,15 +194,15 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
 		return
 	case errors.As(err, &rj):
-		msg := rj.body.Message
-		if rj.body.Code != "" {
+		msg := rj.Detail.Message
+		if rj.Detail.Code != "" {
 			// Ollama's error has no code field; keep the worker's
 			// (e.g. template_error) as the stream path does.
-			msg = fmt.Sprintf("%s (%s)", msg, rj.body.Code)
+			msg = fmt.Sprintf("%s (%s)", msg, rj.Detail.Code)
 		}
-		ollamaError(w, rj.status, msg)
+		ollamaError(w, rj.Status, msg)
 		return
-	case !stream && st.delivered:
+	case !stream && st.Delivered:
 		ollamaError(w, http.StatusBadGateway, err.Error())
 		return
 	default:

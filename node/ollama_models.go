@@ -16,6 +16,7 @@ import (
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/ollama"
+	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 )
@@ -233,10 +234,10 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 	start := time.Now()
 	var b []byte
 	var status int
-	t, _, err := n.forwardStream(r.Context(), router.Filter{Model: name}, "/v1/embeddings", streamBody{"input": input}, &streamState{},
+	t, _, err := n.relay.Forward(r.Context(), router.Filter{Model: name}, "/v1/embeddings", relay.Body{"input": input}, &relay.State{},
 		func(resp *http.Response, t router.Target) (err error) {
 			if b, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20)); err != nil {
-				return &retryable{err}
+				return &relay.Retryable{Err: err}
 			}
 			status = resp.StatusCode
 			return nil
@@ -253,7 +254,7 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 	}
 	if status != http.StatusOK {
 		msg := string(b)
-		if d, ok := workerError(b); ok {
+		if d, ok := relay.WorkerError(b); ok {
 			msg = fmt.Sprintf("%s (%s)", d.Message, d.Code)
 		}
 		err = errors.New(msg)

@@ -96,6 +96,13 @@ func newWorkerHTTP() *http.Client {
 	}}
 }
 
+// workerCaller is the relay's Caller: this node's worker connections.
+type workerCaller struct{ n *Node }
+
+func (c workerCaller) CallWorker(ctx context.Context, t router.Target, method, path string, body []byte) (*http.Response, error) {
+	return c.n.callWorker(ctx, t, method, path, body)
+}
+
 // callWorker sends an HTTP request to a worker, directly when it is local,
 // else over libp2p through its node. The response body streams.
 func (n *Node) callWorker(ctx context.Context, t router.Target, method, path string, body []byte) (*http.Response, error) {

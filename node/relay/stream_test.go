@@ -1,4 +1,4 @@
-package node
+package relay
 
 import (
 	"bytes"
@@ -14,12 +14,12 @@ import (
 	"github.com/rbee-project/rbee/node/router"
 )
 
-// TestRelayOpenAIStreamState: what the relay records of a worker's
+// TestOpenAIStreamState: what the relay records of a worker's
 // stream decides whether another worker may go on with it. A chunk whose
 // text, tool call or logprobs reached the client without a token id makes
 // the stream unresumable (another worker would send some of it twice);
 // text_offset bytes are counted.
-func TestRelayOpenAIStreamState(t *testing.T) {
+func TestOpenAIStreamState(t *testing.T) {
 	cases := []struct {
 		name        string
 		stream      string
@@ -40,15 +40,15 @@ func TestRelayOpenAIStreamState(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			var st streamState
+			var st State
 			resp := &http.Response{Body: io.NopCloser(strings.NewReader(tc.stream))} // it breaks before [DONE]
-			err := relayOpenAIStream(sse.NewWriter(&out), resp, router.Target{}, &st, func() {})
-			var rt *retryable
+			err := OpenAIStream(sse.NewWriter(&out), resp, router.Target{}, &st, func() {})
+			var rt *Retryable
 			require.True(t, errors.As(err, &rt), "a stream without [DONE] is the worker's failure: %v", err)
-			require.True(t, st.delivered)
-			require.Equal(t, tc.unresumable, st.unresumable)
-			require.Equal(t, tc.ids, st.ids)
-			require.Equal(t, tc.textLen, st.textLen)
+			require.True(t, st.Delivered)
+			require.Equal(t, tc.unresumable, st.Unresumable)
+			require.Equal(t, tc.ids, st.IDs)
+			require.Equal(t, tc.textLen, st.TextLen)
 		})
 	}
 }

@@ -1,4 +1,4 @@
-package node
+package relay
 
 import (
 	"testing"
@@ -20,10 +20,10 @@ func TestWorkerError(t *testing.T) {
 		{"  upstream timed out\n", "", "", false, "upstream timed out"},
 	}
 	for _, tc := range cases {
-		d, ok := workerError([]byte(tc.body))
+		d, ok := WorkerError([]byte(tc.body))
 		require.Equal(t, tc.ok, ok, tc.body)
 		require.Equal(t, tc.msg, d.Message, tc.body)
 		require.Equal(t, tc.code, d.Code, tc.body)
-		require.Equal(t, tc.text, workerErrorMessage([]byte(tc.body)), tc.body)
+		require.Equal(t, tc.text, WorkerErrorMessage([]byte(tc.body)), tc.body)
 	}
 }

@@ -1,0 +1,178 @@
+package relay_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/relay"
+	"github.com/rbee-project/rbee/node/router"
+	"github.com/rbee-project/rbee/worker"
+)
+
+// The generation every test worker knows: token i is word i.
+var words = []string{"Once", " upon", " a", " time", " there", " was"}
+
+// testWorker is a real HTTP server speaking a worker's /v1/infer stream.
+// With failAfter > 0 it breaks the connection after that many tokens; with
+// status it answers that status instead.
+type testWorker struct {
+	id        string
+	failAfter int
+	status    int
+	mu        sync.Mutex
+	resumes   [][]int32 // the Ext.Resume of each request
+	srv       *httptest.Server
+}
+
+func newWorker(t *testing.T, id string, failAfter, status int) *testWorker {
+	w := &testWorker{id: id, failAfter: failAfter, status: status}
+	w.srv = httptest.NewServer(http.HandlerFunc(w.serve))
+	t.Cleanup(w.srv.Close)
+	return w
+}
+
+func (w *testWorker) serve(rw http.ResponseWriter, r *http.Request) {
+	var body map[string]json.RawMessage
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	var ext worker.Ext
+	if raw, ok := body[worker.ExtField]; ok {
+		_ = json.Unmarshal(raw, &ext)
+	}
+	w.mu.Lock()
+	w.resumes = append(w.resumes, ext.Resume)
+	w.mu.Unlock()
+	if w.status != 0 {
+		rw.Header().Set("Content-Type", "application/json")
+		rw.WriteHeader(w.status)
+		_ = json.NewEncoder(rw).Encode(worker.ErrorBody{Error: worker.ErrorDetail{Message: "no", Code: "invalid_request"}})
+		return
+	}
+	out := sse.Start(rw)
+	_ = out.JSON("started", worker.StartedEvent{ID: "r", Resumed: len(ext.Resume)})
+	for i := len(ext.Resume); i < len(words); i++ {
+		if w.failAfter > 0 && i == w.failAfter {
+			panic(http.ErrAbortHandler) // the worker dies mid-stream
+		}
+		_ = out.JSON("token", worker.TokenEvent{Text: words[i], Index: i, ID: int32(100 + i)})
+	}
+	_ = out.JSON("end", worker.EndEvent{StopReason: "length", TokensOut: len(words)})
+}
+
+// cluster is what the router sees, and the relay's way to the workers.
+type cluster struct{ workers map[string]*testWorker }
+
+func (c *cluster) AliveNodes() map[string]string { return map[string]string{"n1": "one"} }
+func (c *cluster) Loads() []router.WorkerLoad {
+	var out []router.WorkerLoad
+	for id := range c.workers {
+		out = append(out, router.WorkerLoad{ID: id, NodeID: "n1", Model: "m", State: "ready"})
+	}
+	return out
+}
+func (c *cluster) Workers() []fsm.Worker {
+	var out []fsm.Worker
+	for id := range c.workers {
+		out = append(out, fsm.Worker{ID: id, NodeID: "n1", Model: "m", State: fsm.WorkerReady})
+	}
+	return out
+}
+
+func (c *cluster) CallWorker(ctx context.Context, t router.Target, method, path string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.workers[t.Registry.ID].srv.URL+path, strings.NewReader(string(body)))
+	if err != nil {
+		return nil, err
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// newRelay routes to the workers in id order (a before b).
+func newRelay(ws ...*testWorker) *relay.Relay {
+	c := &cluster{workers: map[string]*testWorker{}}
+	for _, w := range ws {
+		c.workers[w.id] = w
+	}
+	r := router.New(router.Config{LocalID: "n1", LocalName: "one", LiveFor: time.Minute, View: c, Intn: func(int) int { return 0 }})
+	return relay.New(relay.Config{Router: r, Caller: c, QueueFullWait: 300 * time.Millisecond})
+}
+
+func forward(t *testing.T, rl *relay.Relay) (string, relay.State, int, error) {
+	body, err := relay.NewBody([]byte(`{"prompt":"x","max_tokens":6}`), true)
+	require.NoError(t, err)
+	var st relay.State
+	var text strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, tried, err := rl.Forward(ctx, router.Filter{Model: "m"}, "/v1/infer", body, &st, func(resp *http.Response, tg router.Target) error {
+		_, err := relay.Infer(resp, tg, &st, func(te worker.TokenEvent) error {
+			text.WriteString(te.Text)
+			return nil
+		})
+		return err
+	})
+	return text.String(), st, tried, err
+}
+
+// TestForwardResumesOnAnotherWorker: a worker that dies after two tokens
+// is replaced mid-stream; the next one gets the ids already relayed and
+// the client sees one stream, each word once.
+func TestForwardResumesOnAnotherWorker(t *testing.T) {
+	a, b := newWorker(t, "a", 2, 0), newWorker(t, "b", 0, 0)
+	text, st, tried, err := forward(t, newRelay(a, b))
+	require.NoError(t, err)
+	require.Equal(t, strings.Join(words, ""), text)
+	require.Equal(t, 2, tried)
+	require.Equal(t, [][]int32{{100, 101}}, b.resumes, "b resumes from the ids the client has")
+	require.Len(t, st.IDs, len(words))
+}
+
+// TestForwardRetriesBeforeTheFirstToken: a worker that fails before
+// answering (5xx) costs nothing; the request starts again elsewhere.
+func TestForwardRetriesBeforeTheFirstToken(t *testing.T) {
+	a, b := newWorker(t, "a", 0, http.StatusInternalServerError), newWorker(t, "b", 0, 0)
+	text, _, tried, err := forward(t, newRelay(a, b))
+	require.NoError(t, err)
+	require.Equal(t, strings.Join(words, ""), text)
+	require.Equal(t, 2, tried)
+	require.Equal(t, [][]int32{nil}, b.resumes, "nothing to resume")
+}
+
+// TestForwardEnds: a request the worker rejects is not retried; full
+// queues everywhere end after the wait; every worker failing ends after
+// the attempts bound.
+func TestForwardEnds(t *testing.T) {
+	a, b := newWorker(t, "a", 0, http.StatusBadRequest), newWorker(t, "b", 0, 0)
+	_, _, tried, err := forward(t, newRelay(a, b))
+	var rj *relay.Rejected
+	require.True(t, errors.As(err, &rj), "%v", err)
+	require.Equal(t, http.StatusBadRequest, rj.Status)
+	require.Equal(t, 1, tried)
+	require.Empty(t, b.resumes)
+
+	full1, full2 := newWorker(t, "a", 0, http.StatusTooManyRequests), newWorker(t, "b", 0, http.StatusTooManyRequests)
+	start := time.Now()
+	_, _, _, err = forward(t, newRelay(full1, full2))
+	require.ErrorIs(t, err, relay.ErrAllFailed)
+	require.Equal(t, jobs.CodeUnavailable, jobs.CodeOf(err))
+	require.Less(t, time.Since(start), 10*time.Second, "bounded by QueueFullWait")
+
+	dead := []*testWorker{newWorker(t, "a", 1, 0), newWorker(t, "b", 1, 0), newWorker(t, "c", 1, 0), newWorker(t, "d", 1, 0)}
+	_, _, tried, err = forward(t, newRelay(dead...))
+	require.Error(t, err)
+	require.Equal(t, 3, tried, "at most three workers per request")
+
+	_, _, _, err = forward(t, newRelay())
+	require.ErrorIs(t, err, router.ErrNoWorker)
+}
+
