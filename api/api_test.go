@@ -58,3 +58,13 @@ func TestOlderSpellings(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(`{"worker_id":"w8","id":"w9"}`), &r))
 	require.Equal(t, "w8", r.Worker())
 }
+
+// TestInferStopForms: an infer job's "stop" is a string or a list, as the
+// worker takes it; the node decodes both.
+func TestInferStopForms(t *testing.T) {
+	for in, want := range map[string][]string{`"\n"`: {"\n"}, `["a","b"]`: {"a", "b"}} {
+		var r api.InferRequest
+		require.NoError(t, json.Unmarshal([]byte(`{"model":"m","prompt":"x","stop":`+in+`}`), &r), in)
+		require.Equal(t, want, []string(r.Stop))
+	}
+}

@@ -1,6 +1,10 @@
 package api
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/rbee-project/rbee/internal/jsonx"
+)
 
 // StatusRequest asks for the cluster status (StatusResult).
 type StatusRequest struct{}
@@ -45,12 +49,12 @@ type InferRequest struct {
 	Prompt   *string   `json:"prompt,omitempty"`
 	Messages []Message `json:"messages,omitempty"`
 
-	MaxTokens   int      `json:"max_tokens,omitempty"`
-	Temperature *float32 `json:"temperature,omitempty"`
-	TopK        *int     `json:"top_k,omitempty"`
-	TopP        *float32 `json:"top_p,omitempty"`
-	Seed        *int64   `json:"seed,omitempty"`
-	Stop        []string `json:"stop,omitempty"`
+	MaxTokens   int              `json:"max_tokens,omitempty"`
+	Temperature *float32         `json:"temperature,omitempty"`
+	TopK        *int             `json:"top_k,omitempty"`
+	TopP        *float32         `json:"top_p,omitempty"`
+	Seed        *int64           `json:"seed,omitempty"`
+	Stop        jsonx.StringList `json:"stop,omitempty"`
 }
 
 // WorkerListRequest lists the registry's workers (WorkerListResult).

@@ -47,12 +47,13 @@ type peerInfoMsg struct {
 	APIError   string `json:"api_error,omitempty"`
 }
 
+// registerP2PHandlers serves this node's libp2p protocols; the components
+// they reach (blobs, hive) exist before it is called.
 func (n *Node) registerP2PHandlers() {
 	n.host.Handle(protoInfo, n.handleInfo)
 	n.host.Handle(protoJob, n.handleJob)
 	n.host.Handle(protoWorkerHTTP, n.handleWorkerHTTP)
 	n.host.Handle(protoWorkerHTTP11, n.handleWorkerHTTP11)
-	n.blobs = blob.New(blob.Config{Models: n.models, Binaries: n.binaries, Streams: n.host, Holdings: blobHoldings{n}})
 	n.host.Handle(blob.Protocol, n.blobs.Handle)
 }
 

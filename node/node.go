@@ -318,12 +318,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("consensus: %w", err)
 	}
 
-	n.registerP2PHandlers()
+	n.blobs = blob.New(blob.Config{Models: n.models, Binaries: n.binaries, Streams: n.host, Holdings: blobHoldings{n}})
 	n.hive = hiveops.New(hiveops.Config{LocalID: n.ID(), LocalName: n.cfg.Name, Version: n.cfg.Version,
 		Models: n.models, Binaries: n.binaries, Procs: n.procs, Cluster: hiveCluster{n}, HF: n.hf,
 		ModelPeers: n.blobs.ModelSource(), BinaryPeers: n.blobs.BinarySource(),
 		WorkerReleaseURL: n.cfg.WorkerReleaseURL, SourceDir: n.cfg.SourceDir, MaxDownloadSize: n.cfg.MaxDownloadSize,
 		StopGrace: workerStopGrace, Downloaded: func(kind string, b int64) { n.metrics.downloaded.WithLabelValues(kind).Add(float64(b)) }})
+	n.registerP2PHandlers()
 
 	n.reconn = newReconnector()
 	n.wg.Add(5)

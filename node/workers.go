@@ -122,7 +122,9 @@ func (n *Node) heartbeat(hb worker.Heartbeat) {
 	old, ok := n.local.m[hb.ID]
 	changed := !ok || old.hb.State != hb.State
 	if hb.State == worker.StateStopped || hb.State == worker.StateFailed {
-		if _, running := n.procInfo(hb.ID); running {
+		// A worker that stopped (not one that failed to load: its process
+		// may never have been announced) whose process is still exiting.
+		if _, running := n.procInfo(hb.ID); running && hb.State == worker.StateStopped {
 			// Its process is still exiting (and holds its model): it
 			// stays listed, not routable, until the process exit
 			// (workerGone), so the registry drops it only then.

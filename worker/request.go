@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/rbee-project/rbee/internal/jsonx"
 	"github.com/rbee-project/rbee/model/grammar"
 )
 
@@ -38,30 +39,7 @@ const (
 
 // stringList decodes a JSON string or array of strings (OpenAI's "stop" and
 // "prompt" accept both).
-type stringList []string
-
-func (l *stringList) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if bytes.Equal(b, []byte("null")) {
-		*l = nil
-		return nil
-	}
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*l = stringList{s}
-		return nil
-	}
-	var ss []string
-	if err := json.Unmarshal(b, &ss); err != nil {
-		// A type error lets encoding/json name the field at fault.
-		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: reflect.TypeFor[stringList]()}
-	}
-	*l = ss
-	return nil
-}
+type stringList = jsonx.StringList
 
 // tooLongToTokenize refuses a text that cannot fit the context whatever its
 // tokens: every token stands for at most MaxTokenBytes bytes, so n bytes
@@ -115,7 +93,7 @@ func (c *messageContent) UnmarshalJSON(b []byte) error {
 		Text *string `json:"text"`
 	}
 	if err := json.Unmarshal(b, &parts); err != nil {
-		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: reflect.TypeFor[messageContent]()}
+		return &json.UnmarshalTypeError{Value: jsonx.Kind(b), Type: reflect.TypeFor[messageContent]()}
 	}
 	var texts []string
 	out := messageContent{}
@@ -135,23 +113,6 @@ func (c *messageContent) UnmarshalJSON(b []byte) error {
 	out.text = strings.Join(texts, "\n")
 	*c = out
 	return nil
-}
-
-// jsonKind names the kind of a JSON value for error messages.
-func jsonKind(b []byte) string {
-	if len(b) == 0 {
-		return "nothing"
-	}
-	switch b[0] {
-	case '{':
-		return "object"
-	case '[':
-		return "array"
-	case 't', 'f':
-		return "bool"
-	default:
-		return "number"
-	}
 }
 
 // genRequest is the union of the fields the three inference endpoints take.

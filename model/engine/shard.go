@@ -155,25 +155,9 @@ func (b *Batch) StageForward(ctx context.Context, segs []StageSegment, hidden []
 	if len(segs) == 0 {
 		return nil, fmt.Errorf("%w: no segments", ErrShard)
 	}
-	rows, nl := 0, 0
-	for i, sg := range segs {
-		switch {
-		case sg.Session == nil || sg.Session.m != m:
-			return nil, fmt.Errorf("%w: segment %d: not a Session of this Model", ErrShard, i)
-		case sg.N < 1 || sg.Pos < 0 || sg.Pos+sg.N > hp.nCtx:
-			return nil, fmt.Errorf("%w: segment %d: positions [%d, %d) outside the context of %d", ErrShard, i, sg.Pos, sg.Pos+sg.N, hp.nCtx)
-		case sg.Pos > len(sg.Session.tokens):
-			return nil, fmt.Errorf("%w: session holds %d positions, asked to evaluate from %d", ErrStageState, len(sg.Session.tokens), sg.Pos)
-		}
-		for _, o := range segs[:i] {
-			if o.Session == sg.Session {
-				return nil, fmt.Errorf("%w: segment %d: Session given twice", ErrShard, i)
-			}
-		}
-		rows += sg.N
-		if sg.Logits {
-			nl++
-		}
+	rows, err := m.checkSegments(segs)
+	if err != nil {
+		return nil, err
 	}
 	if len(hidden) != rows*hp.dim {
 		return nil, fmt.Errorf("%w: %d hidden values for %d rows of %d", ErrShard, len(hidden), rows, hp.dim)
@@ -195,4 +179,27 @@ func (b *Batch) StageForward(ctx context.Context, segs []StageSegment, hidden []
 		return b.logits[:nl*hp.vocab], nil
 	}
 	return b.x[:n*hp.dim], nil
+}
+
+// checkSegments checks the segments of a later stage's or a tensor
+// member's pass against m and returns their rows: each a Session of m,
+// given once, within the context, starting at or before what it holds.
+func (m *Model) checkSegments(segs []StageSegment) (rows int, err error) {
+	for i, sg := range segs {
+		switch {
+		case sg.Session == nil || sg.Session.m != m:
+			return 0, fmt.Errorf("%w: segment %d: not a Session of this Model", ErrShard, i)
+		case sg.N < 1 || sg.Pos < 0 || sg.Pos+sg.N > m.hp.nCtx:
+			return 0, fmt.Errorf("%w: segment %d: positions [%d, %d) outside the context of %d", ErrShard, i, sg.Pos, sg.Pos+sg.N, m.hp.nCtx)
+		case sg.Pos > len(sg.Session.tokens):
+			return 0, fmt.Errorf("%w: session holds %d positions, asked to evaluate from %d", ErrStageState, len(sg.Session.tokens), sg.Pos)
+		}
+		for _, o := range segs[:i] {
+			if o.Session == sg.Session {
+				return 0, fmt.Errorf("%w: segment %d: Session given twice", ErrShard, i)
+			}
+		}
+		rows += sg.N
+	}
+	return rows, nil
 }

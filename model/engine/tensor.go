@@ -214,17 +214,9 @@ func (b *Batch) TensorForward(ctx context.Context, segs []StageSegment, ids []in
 	if m.tp == nil || m.tp.head {
 		return fmt.Errorf("%w: TensorForward runs on a tensor shard other than the head", ErrShard)
 	}
-	rows := 0
-	for i, sg := range segs {
-		switch {
-		case sg.Session == nil || sg.Session.m != m:
-			return fmt.Errorf("%w: segment %d: not a Session of this Model", ErrShard, i)
-		case sg.N < 1 || sg.Pos < 0 || sg.Pos+sg.N > m.hp.nCtx:
-			return fmt.Errorf("%w: segment %d: positions [%d, %d) outside the context of %d", ErrShard, i, sg.Pos, sg.Pos+sg.N, m.hp.nCtx)
-		case sg.Pos > len(sg.Session.tokens):
-			return fmt.Errorf("%w: session holds %d positions, asked to evaluate from %d", ErrStageState, len(sg.Session.tokens), sg.Pos)
-		}
-		rows += sg.N
+	rows, err := m.checkSegments(segs)
+	if err != nil {
+		return err
 	}
 	if len(segs) == 0 || rows != len(ids) {
 		return fmt.Errorf("%w: %d ids for %d rows", ErrShard, len(ids), rows)
@@ -241,7 +233,7 @@ func (b *Batch) TensorForward(ctx context.Context, segs []StageSegment, ids []in
 		b.plan = append(b.plan, segment{s: sg.Session, ids: ids[off : off+sg.N], logits: sg.Logits})
 		off += sg.N
 	}
-	_, _, err := b.layers(ctx, b.plan, nil)
+	_, _, err = b.layers(ctx, b.plan, nil)
 	clear(b.plan)
 	return err
 }

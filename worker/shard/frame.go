@@ -223,6 +223,10 @@ func parseSegs(r *reader, f *frame) (uint64, error) {
 	return total, nil
 }
 
+// readChunk is how much of a frame is read before the buffer grows
+// again.
+const readChunk = 1 << 20
+
 // readFrame reads one frame of at most maxLen bytes into buf (grown as
 // needed and returned for reuse) and parses it. f's slices are reused.
 func readFrame(r io.Reader, maxLen int, buf []byte, f *frame) ([]byte, error) {
@@ -234,15 +238,24 @@ func readFrame(r io.Reader, maxLen int, buf []byte, f *frame) ([]byte, error) {
 	if uint64(n) > uint64(maxLen) {
 		return buf, fmt.Errorf("%w: frame of %d bytes over the cap of %d", ErrProtocol, n, maxLen)
 	}
-	if cap(buf) < int(n) {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	// The buffer grows as the bytes arrive, not to the length the peer
+	// declares: a header alone pins no memory.
+	buf = buf[:0]
+	for len(buf) < int(n) {
+		k := min(int(n)-len(buf), readChunk)
+		if cap(buf)-len(buf) < k {
+			nb := make([]byte, len(buf), min(int(n), max(2*cap(buf), len(buf)+k)))
+			copy(nb, buf)
+			buf = nb
 		}
-		return buf, err
+		got, err := io.ReadFull(r, buf[len(buf):len(buf)+k])
+		buf = buf[:len(buf)+got]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return buf, err
+		}
 	}
 	return buf, parseFrame(buf, f)
 }

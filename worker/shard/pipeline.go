@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rbee-project/rbee/model/engine"
@@ -69,7 +70,7 @@ type Pipeline struct {
 
 	mu     sync.Mutex // one pass at a time; guards everything below
 	conns  []*stageConn
-	epoch  uint64
+	epoch  atomic.Uint64
 	broken bool
 	closed bool
 	stats  Stats
@@ -99,7 +100,9 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pipeline{cfg: cfg, log: log, epoch: 1}, nil
+	pl := &Pipeline{cfg: cfg, log: log}
+	pl.epoch.Store(1)
+	return pl, nil
 }
 
 // Start connects to every stage and checks that they make up the model:
@@ -220,11 +223,9 @@ func (p *Pipeline) ctxErr(ctx context.Context, err error) error {
 
 // Epoch implements engine.Remote: it changes when a connection broke, so
 // the first stage stops trusting its Sessions' caches.
-func (p *Pipeline) Epoch() uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.epoch
-}
+// It takes no lock (a pass holds the lock for its whole exchange, and the
+// worker asks while it picks a slot).
+func (p *Pipeline) Epoch() uint64 { return p.epoch.Load() }
 
 // Stats returns the counters.
 func (p *Pipeline) Stats() Stats {
@@ -298,7 +299,7 @@ func (p *Pipeline) Forward(ctx context.Context, segs []engine.RemoteSegment, hid
 func (p *Pipeline) breakConns() {
 	p.dropConns()
 	if !p.broken {
-		p.epoch++
+		p.epoch.Add(1)
 	}
 	p.broken = true
 }

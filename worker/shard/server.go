@@ -23,9 +23,13 @@ const (
 	// pass from a later position then fails with a lost state, and the
 	// head starts it again). A cache grows only as its session is used.
 	DefaultMaxSessions = 256
-	// DefaultIdleTimeout bounds the wait for a connection's next pass: a
-	// first stage that went away without closing frees its caches.
-	DefaultIdleTimeout = 30 * time.Minute
+	// DefaultIdleTimeout is no bound on the wait for a connection's next
+	// pass: a group may sit idle overnight, and a head that finds its
+	// connection closed at the next request would fail that request. A
+	// head that went away without closing is found by TCP keepalive (Go's
+	// default on accepted and dialled connections, libp2p's on streams),
+	// and a connection's caches are bounded by MaxSessions.
+	DefaultIdleTimeout time.Duration = 0
 	// DefaultTimeout bounds one exchange (write a pass, run it, read the
 	// result): a prompt chunk on a large model takes seconds.
 	DefaultTimeout = 60 * time.Second
@@ -47,7 +51,7 @@ type ServerConfig struct {
 	// MaxFrame caps a received frame; 0 means DefaultMaxFrame.
 	MaxFrame int
 	// IdleTimeout bounds the wait for a connection's next pass; 0 means
-	// DefaultIdleTimeout.
+	// none (DefaultIdleTimeout).
 	IdleTimeout time.Duration
 	// WriteTimeout bounds writing one result; 0 means DefaultTimeout.
 	WriteTimeout time.Duration
@@ -90,7 +94,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = DefaultMaxFrame
 	}
-	if cfg.IdleTimeout <= 0 {
+	if cfg.IdleTimeout < 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.WriteTimeout <= 0 {
@@ -174,9 +178,14 @@ func (s *Server) ServeConn(ctx context.Context, conn io.ReadWriteCloser) error {
 	return nil
 }
 
+// setRead sets conn's read deadline d ahead; d <= 0 clears it.
 func setRead(conn io.ReadWriteCloser, d time.Duration) {
 	if dl, ok := conn.(deadliner); ok {
-		_ = dl.SetReadDeadline(time.Now().Add(d))
+		var t time.Time
+		if d > 0 {
+			t = time.Now().Add(d)
+		}
+		_ = dl.SetReadDeadline(t)
 	}
 }
 
@@ -253,21 +262,9 @@ func (s *Server) pass(ctx context.Context, b *engine.Batch, sessions map[uint64]
 	if f.width != s.info.Dim {
 		return nil, codeBadRequest, fmt.Errorf("%w: rows of %d values, the model's are %d", ErrProtocol, f.width, s.info.Dim)
 	}
-	*segs = (*segs)[:0]
-	for _, sg := range f.segs {
-		ss := sessions[sg.Session]
-		if ss == nil {
-			if len(sessions) >= s.cfg.MaxSessions {
-				evictLRU(sessions, pass)
-			}
-			if len(sessions) >= s.cfg.MaxSessions {
-				return nil, codeBadRequest, fmt.Errorf("%w: more than %d sessions in one pass", ErrProtocol, s.cfg.MaxSessions)
-			}
-			ss = &stageSession{s: s.cfg.Model.NewSession()}
-			sessions[sg.Session] = ss
-		}
-		ss.used = pass
-		*segs = append(*segs, engine.StageSegment{Session: ss.s, Pos: int(sg.Pos), N: int(sg.N), Logits: sg.Logits})
+	var err error
+	if *segs, err = bindSessions(sessions, f.segs, pass, s.cfg.MaxSessions, s.cfg.Model.NewSession, (*segs)[:0]); err != nil {
+		return nil, codeBadRequest, err
 	}
 	out, err := b.StageForward(ctx, *segs, f.data)
 	clear(*segs)
@@ -284,6 +281,29 @@ func (s *Server) pass(ctx context.Context, b *engine.Batch, sessions map[uint64]
 }
 
 // evictLRU drops the least recently used session not used by pass.
+// bindSessions maps a pass's wire segments to this end's Sessions,
+// creating (and, past max, evicting the least recently used idle ones)
+// as needed; a pass naming more than max sessions is refused.
+func bindSessions(sessions map[uint64]*stageSession, fsegs []Segment, pass uint64, max int, newSession func() *engine.Session,
+	segs []engine.StageSegment) ([]engine.StageSegment, error) {
+	for _, sg := range fsegs {
+		ss := sessions[sg.Session]
+		if ss == nil {
+			if len(sessions) >= max {
+				evictLRU(sessions, pass)
+			}
+			if len(sessions) >= max {
+				return segs, fmt.Errorf("%w: more than %d sessions in one pass", ErrProtocol, max)
+			}
+			ss = &stageSession{s: newSession()}
+			sessions[sg.Session] = ss
+		}
+		ss.used = pass
+		segs = append(segs, engine.StageSegment{Session: ss.s, Pos: int(sg.Pos), N: int(sg.N), Logits: sg.Logits})
+	}
+	return segs, nil
+}
+
 func evictLRU(sessions map[uint64]*stageSession, pass uint64) {
 	var victim uint64
 	oldest := pass

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rbee-project/rbee/model/engine"
@@ -100,18 +101,10 @@ func (s *Server) serveTensor(ctx context.Context, conn io.ReadWriteCloser, f *fr
 			return fmt.Errorf("%w: frame type %d where a begin was expected", ErrProtocol, f.typ)
 		}
 		pass++
-		segs = segs[:0]
-		for _, sg := range f.segs {
-			ss := sessions[sg.Session]
-			if ss == nil {
-				if len(sessions) >= s.cfg.MaxSessions {
-					evictLRU(sessions, pass)
-				}
-				ss = &stageSession{s: m.NewSession()}
-				sessions[sg.Session] = ss
-			}
-			ss.used = pass
-			segs = append(segs, engine.StageSegment{Session: ss.s, Pos: int(sg.Pos), N: int(sg.N), Logits: sg.Logits})
+		var err error
+		if segs, err = bindSessions(sessions, f.segs, pass, s.cfg.MaxSessions, m.NewSession, segs[:0]); err != nil {
+			_, _ = writeFrame(conn, &frame{typ: frameError, id: f.id, code: codeBadRequest, msg: err.Error()}, nil)
+			return err
 		}
 		setRead(conn, s.cfg.WriteTimeout)
 		setWrite(conn, s.cfg.WriteTimeout)
@@ -166,7 +159,7 @@ type TensorGroup struct {
 
 	mu      sync.Mutex // one pass at a time
 	members []*stageConn
-	epoch   uint64
+	epoch   atomic.Uint64
 	broken  bool
 	closed  bool
 	seq     uint32 // pass
@@ -201,7 +194,9 @@ func NewTensorGroup(cfg TensorGroupConfig) (*TensorGroup, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &TensorGroup{cfg: cfg, log: log, epoch: 1}, nil
+	tg := &TensorGroup{cfg: cfg, log: log}
+	tg.epoch.Store(1)
+	return tg, nil
 }
 
 // Start connects to every member and checks that they cover the KV heads
@@ -275,17 +270,14 @@ func (g *TensorGroup) drop() {
 func (g *TensorGroup) breakGroup() {
 	g.drop()
 	if !g.broken {
-		g.epoch++
+		g.epoch.Add(1)
 	}
 	g.broken = true
 }
 
 // Epoch implements engine.Gatherer.
-func (g *TensorGroup) Epoch() uint64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.epoch
-}
+// It takes no lock: a pass holds it for its exchanges.
+func (g *TensorGroup) Epoch() uint64 { return g.epoch.Load() }
 
 // Stats returns the counters: Passes, Exchanges (all-gathers), RoundTrip
 // (time the head spent in them, waiting for the members included).
