@@ -233,4 +233,12 @@ func TestTensorSpec(t *testing.T) {
 	require.Equal(t, 512-128, m.output.Rows)
 	_, err = m.NewSession().Begin(GenerateRequest{Prompt: []int32{1}})
 	require.ErrorIs(t, err, ErrShard)
+
+	// A member refuses a pass that names one session twice (its tokens
+	// would go past the cache) before it evaluates anything.
+	s := m.NewSession()
+	b := m.NewBatch()
+	err = b.TensorForward(context.Background(), []StageSegment{{Session: s, Pos: 0, N: 1}, {Session: s, Pos: 0, N: 1}}, []int32{1, 2})
+	require.ErrorIs(t, err, ErrShard)
+	require.ErrorContains(t, err, "given twice")
 }

@@ -2,7 +2,11 @@ package shard
 
 import (
 	"bytes"
+	"encoding/binary"
+	"io"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzParseFrame: no payload makes the parser panic, allocate past what
@@ -40,4 +44,17 @@ func FuzzParseFrame(f *testing.F) {
 			t.Fatalf("re-encoded %x, parsed %x", buf.b[4:], p)
 		}
 	})
+}
+
+// TestFrameHeaderPinsNoMemory: a peer that declares a large frame and
+// sends a few bytes makes the reader hold about what arrived, not what was
+// declared.
+func TestFrameHeaderPinsNoMemory(t *testing.T) {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], 200<<20)
+	r := io.MultiReader(bytes.NewReader(hdr[:]), bytes.NewReader(make([]byte, 10)))
+	var f frame
+	buf, err := readFrame(r, DefaultMaxFrame, nil, &f)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	require.LessOrEqual(t, cap(buf), readChunk)
 }
