@@ -3,6 +3,7 @@ package localcluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -99,4 +100,57 @@ func (n *Node) SnapshotBytes() int64 {
 		}
 	}
 	return size
+}
+
+// Ports for the nodes are picked below Linux's ephemeral range (32768 and
+// up by default): a port the kernel handed out and we closed again is
+// free for anyone, and with a hundred nodes dialling each other one of
+// their outgoing connections soon takes it before its node binds it.
+const (
+	portLow  = 20000
+	portHigh = 32000
+)
+
+// portPicker hands out distinct loopback ports that were free for both TCP
+// and UDP (memberlist binds both on the same port) a moment ago.
+type portPicker struct {
+	next int
+	used map[int]bool
+}
+
+func newPortPicker() *portPicker {
+	// Start at a spot that differs between runs, so clusters started at
+	// the same time rarely probe the same ports.
+	return &portPicker{next: portLow + int(time.Now().UnixNano()%int64(portHigh-portLow)), used: map[int]bool{}}
+}
+
+func (p *portPicker) addr() (string, error) {
+	for range portHigh - portLow {
+		port := p.next
+		p.next++
+		if p.next >= portHigh {
+			p.next = portLow
+		}
+		if p.used[port] || !portFree(port) {
+			continue
+		}
+		p.used[port] = true
+		return "127.0.0.1:" + strconv.Itoa(port), nil
+	}
+	return "", fmt.Errorf("localcluster: no free port in %d..%d", portLow, portHigh)
+}
+
+func portFree(port int) bool {
+	a := "127.0.0.1:" + strconv.Itoa(port)
+	l, err := net.Listen("tcp", a)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	u, err := net.ListenPacket("udp", a)
+	if err != nil {
+		return false
+	}
+	u.Close()
+	return true
 }
