@@ -135,10 +135,14 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	}
 	logf("all APIs up after %v", time.Since(t0).Round(time.Millisecond))
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	first, all, err := waitAllAlive(cctx, cl, r.nodes, t0)
+	first, all, seen, err := waitAllAlive(cctx, cl, r.nodes, t0)
 	cancel()
 	if err != nil {
-		return nil, err
+		out["error"], out["nodes_seeing_all_alive"] = err.Error(), seen
+		if seen > 0 {
+			out["converge_first_ms"] = ms(first)
+		}
+		return out, nil
 	}
 	out["converge_first_ms"], out["converge_all_ms"] = ms(first), ms(all)
 	logf("first node sees all alive after %v, every node after %v", first.Round(time.Millisecond), all.Round(time.Millisecond))
@@ -258,7 +262,8 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 
 // waitAllAlive polls every node's status (a few at a time) until it lists
 // want alive nodes and returns when the first and the last did, from t0.
-func waitAllAlive(ctx context.Context, cl *localcluster.Cluster, want int, t0 time.Time) (first, all time.Duration, err error) {
+// When ctx ends first it returns how many did, and when the first did.
+func waitAllAlive(ctx context.Context, cl *localcluster.Cluster, want int, t0 time.Time) (first, all time.Duration, seen int, err error) {
 	// pollers bounds concurrent status calls: the nodes share the CPU
 	// with the benchmark.
 	const pollers = 4
@@ -294,6 +299,15 @@ func waitAllAlive(ctx context.Context, cl *localcluster.Cluster, want int, t0 ti
 		}()
 	}
 	defer func() { close(work); wg.Wait() }()
+	summary := func() (first, all time.Duration, seen int) {
+		mu.Lock()
+		defer mu.Unlock()
+		first = time.Duration(1<<63 - 1)
+		for _, d := range done {
+			first, all = min(first, d), max(all, d)
+		}
+		return first, all, len(done)
+	}
 	for {
 		mu.Lock()
 		left := len(cl.Nodes) - len(done)
@@ -311,22 +325,19 @@ func waitAllAlive(ctx context.Context, cl *localcluster.Cluster, want int, t0 ti
 			select {
 			case work <- n:
 			case <-ctx.Done():
-				return 0, 0, fmt.Errorf("%d nodes do not see all %d alive: %w", left, want, ctx.Err())
+				first, all, seen := summary()
+				return first, all, seen, fmt.Errorf("%d nodes do not see all %d alive: %w", left, want, ctx.Err())
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return 0, 0, fmt.Errorf("%d nodes do not see all %d alive: %w", left, want, ctx.Err())
+			first, all, seen := summary()
+			return first, all, seen, fmt.Errorf("%d nodes do not see all %d alive: %w", left, want, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	first = time.Duration(1<<63 - 1)
-	for _, d := range done {
-		first, all = min(first, d), max(all, d)
-	}
-	return first, all, nil
+	first, all, seen = summary()
+	return first, all, seen, nil
 }
 
 // spawnScaleWorkers starts k real workers of the built-in tiny model on
