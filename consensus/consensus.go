@@ -238,7 +238,7 @@ type Consensus struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	// throttle wraps transport for raft (see scale.go); set in Start.
-	throttle *heartbeatThrottle
+	throttle  *heartbeatThrottle
 	started   bool
 	closeOnce sync.Once
 	closed    atomic.Bool
