@@ -71,12 +71,25 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	require.EqualValues(t, n, nonvoterBeats.Load(), "every heartbeat is sent, later")
 
 	start = time.Now()
-	for range n {
+	for i := range n {
 		beat("v", voter.LocalAddr(), 0)
-		beat("n", nonvoter.LocalAddr(), 7) // commit index: not a heartbeat
+		beat("n", nonvoter.LocalAddr(), uint64(7+i)) // a newer commit index each time
 	}
 	require.Less(t, time.Since(start), spaced, "voters' heartbeats and commit appends are not held")
 	require.EqualValues(t, n, voterBeats.Load())
+
+	// Idle appends to a non-voter: one with a newer commit index goes at
+	// once, repeats of an acknowledged one are spaced; it gets no pipeline.
+	start = time.Now()
+	beat("n", nonvoter.LocalAddr(), 100)
+	require.Less(t, time.Since(start), spaced)
+	start = time.Now()
+	for range n - 1 {
+		beat("n", nonvoter.LocalAddr(), 100)
+	}
+	require.GreaterOrEqual(t, time.Since(start), (n-2)*ht/nonvoterHeartbeatShare, "repeated commit index held")
+	_, err := h.AppendEntriesPipeline("n", nonvoter.LocalAddr())
+	require.ErrorIs(t, err, raft.ErrPipelineReplicationNotSupported)
 
 	// Promoted to voter: no longer held.
 	h.setServers([]raft.Server{{ID: "n", Address: nonvoter.LocalAddr(), Suffrage: raft.Voter}})

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,6 +37,7 @@ func newBenchScaleCmd(g *globals) *cobra.Command {
 	var workersPerNode, samples, wave int
 	var profile, keep string
 	var idle time.Duration
+	var cpuProfiles, failover bool
 	cmd := &cobra.Command{
 		Use:   "scale",
 		Short: "Start N local node processes and measure convergence, status latency and size, RSS, idle CPU, gossip traffic, registry writes and failover (JSON)",
@@ -82,7 +85,7 @@ path), and prints one JSON object per N with:
 				} else {
 					dir = fmt.Sprintf("%s/n%d", keep, n)
 				}
-				res, err := benchScale(cmd.Context(), scaleRun{bin: bin, dir: dir, nodes: n, workers: workersPerNode, samples: samples, wave: wave, profile: profile, idle: idle})
+				res, err := benchScale(cmd.Context(), scaleRun{bin: bin, dir: dir, nodes: n, workers: workersPerNode, samples: samples, wave: wave, profile: profile, idle: idle, cpuProfiles: cpuProfiles, failover: failover})
 				if keep == "" {
 					os.RemoveAll(dir)
 				}
@@ -102,6 +105,8 @@ path), and prints one JSON object per N with:
 	cmd.Flags().IntVar(&samples, "samples", 20, "status and registry-write samples")
 	cmd.Flags().StringVar(&profile, "profile", "lan", "timing profile of the nodes: lan (defaults) or local")
 	cmd.Flags().StringVar(&keep, "dir", "", "keep data dirs and logs here (default: a temp dir, removed)")
+	cmd.Flags().BoolVar(&failover, "failover", true, "end with kill -9 of the leader (--failover=false keeps its CPU profile)")
+	cmd.Flags().BoolVar(&cpuProfiles, "cpu-profile", false, "every node writes a CPU profile of its run to <dir>/<node>.cpu.pprof (use with --dir)")
 	cmd.Flags().IntVar(&wave, "wave", 10, "start at most this many nodes at a time (after node1)")
 	cmd.Flags().DurationVar(&idle, "idle", 10*time.Second, "how long idle CPU and gossip traffic are measured")
 	return cmd
@@ -112,6 +117,8 @@ type scaleRun struct {
 	nodes, workers    int
 	samples, wave     int
 	idle              time.Duration
+	cpuProfiles       bool
+	failover          bool
 }
 
 // benchScale measures one cluster of r.nodes processes.
@@ -121,6 +128,11 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 		ExtraArgs: []string{"--log-level", "info"}})
 	if err != nil {
 		return nil, err
+	}
+	if r.cpuProfiles {
+		for _, n := range cl.Nodes {
+			n.ExtraArgs = append(n.ExtraArgs, "--cpu-profile", filepath.Join(r.dir, n.Name+".cpu.pprof"))
+		}
 	}
 	defer cl.Close()
 	out := map[string]any{"nodes": r.nodes, "workers_per_node": r.workers, "profile": r.profile}
@@ -250,6 +262,10 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	out["apply_seconds_mean_leader"] = applyMean(ctx, leader)
 	out["snapshot_bytes"] = leader.SnapshotBytes()
 
+	out["leader"] = leaderName
+	if !r.failover {
+		return out, nil
+	}
 	fr, err := failoverRound(ctx, cl, scaleVoters(r.nodes), false)
 	if err != nil {
 		return nil, fmt.Errorf("failover: %w", err)
@@ -452,4 +468,17 @@ func floatStats(v []float64) map[string]float64 {
 	sort.Float64s(s)
 	p := func(q float64) float64 { return round1(s[int(q*float64(len(s)-1)+0.5)]) }
 	return map[string]float64{"median": p(0.5), "p95": p(0.95), "min": round1(s[0]), "max": round1(s[len(s)-1])}
+}
+
+// startCPUProfile writes a CPU profile to path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
