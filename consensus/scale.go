@@ -33,8 +33,7 @@ const nonvoterHeartbeatShare = 2
 // when the transport offers no pipeline; so holding a non-voter's
 // heartbeat, or an empty append that tells it no newer commit index,
 // back until its interval has passed slows that goroutine and nothing
-// else. A non-voter gets no pipeline (raft then replicates to it with
-// plain RPCs: its appends do not decide commits, and there are few). Votes,
+// else. No follower gets a pipeline (see AppendEntriesPipeline). Votes,
 // appends with entries or a newer commit index, snapshots and everything
 // to voters pass unchanged. Measured with `rbee bench scale` at 30 nodes,
 // the CPU profile of the leader was raft's replication to followers
@@ -96,13 +95,14 @@ func isHeartbeat(a *raft.AppendEntriesRequest) bool {
 	return len(a.Entries) == 0 && a.PrevLogEntry == 0 && a.PrevLogTerm == 0 && a.LeaderCommitIndex == 0
 }
 
-// AppendEntriesPipeline offers no pipeline to a non-voter, so that its
-// idle appends come through AppendEntries.
-func (h *heartbeatThrottle) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
-	if h.nonvoter(id) {
-		return nil, raft.ErrPipelineReplicationNotSupported
-	}
-	return h.NetworkTransport.AppendEntriesPipeline(id, target)
+// AppendEntriesPipeline offers no pipeline: raft then replicates with
+// plain RPCs, whose idle appends come through AppendEntries. A pipeline
+// is set up as soon as a follower answers, before this server (a new
+// leader, or one adding the follower) may know it is a non-voter, and
+// lives as long as the leadership; registry writes are few and batched
+// (up to 64 entries an RPC), so pipelining them gains nothing measurable.
+func (h *heartbeatThrottle) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
 // AppendEntries holds a heartbeat to a non-voter, or an empty append that
