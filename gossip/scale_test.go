@@ -21,10 +21,42 @@ import (
 // each joined through a random member started before it (a few joins at
 // a time), and returns them with when the last join returned.
 func simMembers(t testing.TB, n int, profile string) ([]*Gossip, time.Time) {
+	gs, _, joined := simMembersWithReach(t, n, profile)
+	return gs, joined
+}
+
+// reachCounter counts the members that received each broadcast payload
+// (keyed by its first 16 bytes).
+type reachCounter struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (r *reachCounter) count(msg []byte) {
+	k := string(msg[:min(16, len(msg))])
+	r.mu.Lock()
+	r.seen[k]++
+	r.mu.Unlock()
+}
+
+func (r *reachCounter) reached(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[key]
+}
+
+type reachDelegate struct{ r *reachCounter }
+
+func (d reachDelegate) LocalState() []byte          { return nil }
+func (d reachDelegate) MergeRemoteState(buf []byte) {}
+func (d reachDelegate) NotifyMsg(msg []byte)        { d.r.count(msg) }
+
+func simMembersWithReach(t testing.TB, n int, profile string) ([]*Gossip, *reachCounter, time.Time) {
 	t.Helper()
 	// MockNetwork's maps are not safe for concurrent use: every transport
 	// is made before any member runs.
 	var mn memberlist.MockNetwork
+	reach := &reachCounter{seen: map[string]int{}}
 	trans := make([]*memberlist.MockTransport, n)
 	for i := range trans {
 		trans[i] = mn.NewTransport(fmt.Sprintf("m%04d", i))
@@ -38,6 +70,7 @@ func simMembers(t testing.TB, n int, profile string) ([]*Gossip, time.Time) {
 		cfg.Meta = Meta{Name: "hive-" + cfg.NodeID, Version: "test"}
 		cfg.Transport = trans[i]
 		cfg.EventBuffer = n + 16
+		cfg.Delegate = reachDelegate{r: reach}
 		g, err := New(cfg)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = g.Close() })
@@ -67,7 +100,7 @@ func simMembers(t testing.TB, n int, profile string) ([]*Gossip, time.Time) {
 	for i, err := range errs {
 		require.NoError(t, err, "member %d", i)
 	}
-	return gs, time.Now()
+	return gs, reach, time.Now()
 }
 
 func drainEvents(g *Gossip) {
@@ -171,7 +204,7 @@ func simulate(t *testing.T, n int, profile string) map[string]any {
 		profile = ProfileForSize(n)
 	}
 	start := time.Now()
-	gs, joined := simMembers(t, n, profile)
+	gs, reach, joined := simMembersWithReach(t, n, profile)
 	first, all := waitConverged(t, gs, start, 5*time.Minute)
 	res := map[string]any{"members": n, "profile": profile, "joins_ms": time.Since(start).Milliseconds() - (time.Since(joined)).Milliseconds(),
 		"converge_first_ms": first.Milliseconds(), "converge_all_ms": all.Milliseconds()}
@@ -191,6 +224,14 @@ func simulate(t *testing.T, n int, profile string) map[string]any {
 		}
 	})
 	res["queued_broadcasts_max"] = maxQueued(gs)
+	// Reach: one broadcast from an idle cluster; memberlist sends it
+	// RetransmitMult×log10(n+1) times and members do not relay it, so
+	// it reaches that many members at most (push/pull carries the rest).
+	time.Sleep(3 * time.Second)
+	key := fmt.Sprintf("reach-probe-%04d", n)
+	require.NoError(t, gs[0].Broadcast("", []byte(key)))
+	time.Sleep(5 * time.Second)
+	res["one_broadcast_reached_members"] = reach.reached(key[:16])
 	for _, g := range gs {
 		_ = g.Close()
 	}
