@@ -68,7 +68,7 @@ func simMembersWithReach(t testing.TB, n int, profile string) ([]*Gossip, *reach
 		cfg.Secret = []byte("cluster-secret")
 		cfg.Profile = profile
 		cfg.Meta = Meta{Name: "hive-" + cfg.NodeID, Version: "test"}
-		cfg.Transport = trans[i]
+		cfg.Transport = newLossyPackets(trans[i])
 		cfg.EventBuffer = n + 16
 		cfg.Delegate = reachDelegate{r: reach}
 		g, err := New(cfg)
@@ -101,6 +101,58 @@ func simMembersWithReach(t testing.TB, n int, profile string) ([]*Gossip, *reach
 		require.NoError(t, err, "member %d", i)
 	}
 	return gs, reach, time.Now()
+}
+
+// lossyPackets delivers MockTransport's packets from a queue of its own,
+// like UDP: a full queue drops the packet. MockTransport hands a packet to
+// the receiver's unbuffered channel while the sender waits, so two members
+// answering each other's probes from their packet handlers wait for each
+// other for ever; at a hundred members that happens within seconds.
+type lossyPackets struct {
+	*memberlist.MockTransport
+	q    chan lossyPacket
+	done chan struct{}
+	once sync.Once
+}
+
+type lossyPacket struct {
+	b    []byte
+	addr memberlist.Address
+}
+
+// lossyQueue is a UDP socket buffer's worth of packets.
+const lossyQueue = 256
+
+func newLossyPackets(t *memberlist.MockTransport) *lossyPackets {
+	l := &lossyPackets{MockTransport: t, q: make(chan lossyPacket, lossyQueue), done: make(chan struct{})}
+	go func() {
+		for {
+			select {
+			case <-l.done:
+				return
+			case p := <-l.q:
+				_, _ = l.MockTransport.WriteToAddress(p.b, p.addr)
+			}
+		}
+	}()
+	return l
+}
+
+func (l *lossyPackets) WriteTo(b []byte, addr string) (time.Time, error) {
+	return l.WriteToAddress(b, memberlist.Address{Addr: addr})
+}
+
+func (l *lossyPackets) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
+	select {
+	case l.q <- lossyPacket{b: append([]byte(nil), b...), addr: addr}:
+	default: // dropped, as a full socket buffer would
+	}
+	return time.Now(), nil
+}
+
+func (l *lossyPackets) Shutdown() error {
+	l.once.Do(func() { close(l.done) })
+	return l.MockTransport.Shutdown()
 }
 
 func drainEvents(g *Gossip) {
@@ -210,7 +262,12 @@ func simulate(t *testing.T, n int, profile string) map[string]any {
 		"converge_first_ms": first.Milliseconds(), "converge_all_ms": all.Milliseconds()}
 	time.Sleep(2 * time.Second)
 	res["idle_sent_bytes_per_s"] = sentRate(gs, window, nil)
+	// Random bytes: memberlist compresses packets (LZW), and a real
+	// report (JSON) compresses far less than zeros would.
 	payload := make([]byte, loadBytes)
+	for i := range payload {
+		payload[i] = byte(rand.IntN(256))
+	}
 	res["load_sent_bytes_per_s"] = sentRate(gs, window, func(stop <-chan struct{}) {
 		tick := time.NewTicker(loadEvery / time.Duration(n))
 		defer tick.Stop()
