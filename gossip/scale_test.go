@@ -120,8 +120,9 @@ type lossyPacket struct {
 	addr memberlist.Address
 }
 
-// lossyQueue is a UDP socket buffer's worth of packets.
-const lossyQueue = 256
+// lossyQueue: a generous socket buffer (256 did not converge at 300
+// members).
+const lossyQueue = 4096
 
 func newLossyPackets(t *memberlist.MockTransport) *lossyPackets {
 	l := &lossyPackets{MockTransport: t, q: make(chan lossyPacket, lossyQueue), done: make(chan struct{})}
