@@ -237,6 +237,8 @@ type Consensus struct {
 	mu        sync.Mutex // guards raft, transport, started
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
+	// throttle wraps transport for raft (see scale.go); set in Start.
+	throttle  *heartbeatThrottle
 	started   bool
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -404,7 +406,8 @@ func (c *Consensus) Start(ctx context.Context) error {
 		Timeout: 10 * time.Second, // I/O deadline of one RPC; snapshots stream in chunks
 		Logger:  newHCLogger(c.log, "raft-net"),
 	})
-	r, err := raft.NewRaft(rc, c.replay, c.store, c.store, c.snaps, trans)
+	c.throttle = newHeartbeatThrottle(trans, rc.HeartbeatTimeout, c.ctx.Done())
+	r, err := raft.NewRaft(rc, c.replay, c.store, c.store, c.snaps, c.throttle)
 	if err != nil {
 		trans.Close()
 		return fmt.Errorf("consensus: start raft: %w", err)

@@ -94,12 +94,21 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[stri
 	if err := c.await(ctx, cf); err != nil {
 		return err
 	}
-	p := c.newPass(raftOps{c: c, ctx: ctx, r: r}, c.cfg.FSM.State(), cf.Configuration().Servers)
+	servers := cf.Configuration().Servers
+	c.throttle.setServers(servers)
+	p := c.newPass(raftOps{c: c, ctx: ctx, r: r}, c.cfg.FSM.State(), servers)
 	var members []Member
 	if c.cfg.Members != nil {
 		members = c.cfg.Members()
 	}
-	return p.run(ctx, members, absent)
+	err := p.run(ctx, members, absent)
+	// The pass may have added, removed or promoted servers.
+	servers = make([]raft.Server, 0, len(p.servers))
+	for _, s := range p.servers {
+		servers = append(servers, s)
+	}
+	c.throttle.setServers(servers)
+	return err
 }
 
 // reconcileOps are the changes a reconcile pass makes: raft's

@@ -17,6 +17,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -127,6 +128,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Delegate is an optional StateDelegate.
 	Delegate StateDelegate
+	// Transport, when set, replaces the UDP+TCP transport bound on
+	// BindAddr: simulations run many members in one process on
+	// memberlist.MockNetwork. BindAddr and AdvertiseAddr are then unused.
+	Transport memberlist.NodeAwareTransport
 }
 
 // DefaultConfig returns a production configuration without node id and
@@ -192,6 +197,8 @@ type Gossip struct {
 	log      *slog.Logger
 	mlCfg    *memberlist.Config
 	delegate StateDelegate
+	trans    memberlist.NodeAwareTransport // Config.Transport; nil: bind one
+	sent     atomic.Uint64                 // bytes sent, see SentBytes
 	table    *memberTable
 	queue    *memberlist.TransmitLimitedQueue
 	events   chan Event
@@ -259,6 +266,7 @@ func New(cfg Config) (*Gossip, error) {
 		log:      lg,
 		mlCfg:    mc,
 		delegate: cfg.Delegate,
+		trans:    cfg.Transport,
 		events:   make(chan Event, cfg.EventBuffer),
 		meta:     cloneMeta(cfg.Meta),
 		metaEnc:  metaEnc,
@@ -300,7 +308,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	// for ourselves), which take g.mu for reading: release it meanwhile.
 	g.started = true
 	g.mu.Unlock()
-	ml, err := memberlist.Create(g.mlCfg)
+	ml, err := g.create()
 	g.mu.Lock()
 	if err == nil && g.closed {
 		_ = ml.Shutdown()
@@ -316,6 +324,33 @@ func (g *Gossip) Start(ctx context.Context) error {
 	g.log.Info("gossip started", "node", g.mlCfg.Name, "addr", g.addr)
 	return nil
 }
+
+// create binds the transport (unless one was configured), wraps it to
+// count the bytes sent and creates the memberlist.
+func (g *Gossip) create() (*memberlist.Memberlist, error) {
+	t := g.trans
+	if t == nil {
+		nt, err := netTransport(g.mlCfg)
+		if err != nil {
+			return nil, err
+		}
+		t = nt
+	}
+	ct := newCountingTransport(t, &g.sent)
+	g.mlCfg.Transport = ct
+	ml, err := memberlist.Create(g.mlCfg)
+	if err != nil {
+		_ = ct.Shutdown()
+		return nil, err
+	}
+	return ml, nil
+}
+
+// SentBytes is how many bytes this member has sent since Start: UDP
+// packets (probes, gossip, broadcasts) and TCP streams (push/pull,
+// fallback probes), memberlist's framing and encryption included; IP and
+// UDP/TCP headers are not.
+func (g *Gossip) SentBytes() uint64 { return g.sent.Load() }
 
 // member returns the running memberlist or why there is none.
 func (g *Gossip) member() (*memberlist.Memberlist, error) {

@@ -68,6 +68,14 @@ func newMetrics(n *Node) *metrics {
 			}
 			return float64(n.gsp.Problems())
 		}))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_gossip_sent_bytes_total",
+		Help: "Bytes this node sent in gossip (packets and push/pull streams, headers of IP and UDP/TCP not counted)."},
+		func() float64 {
+			if n.gsp == nil {
+				return 0
+			}
+			return float64(n.gsp.SentBytes())
+		}))
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_raft_leader_changes_total",
 		Help: "Leadership changes this node observed."}, func() float64 { return float64(n.cons.LeaderChanges()) }))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rbee_raft_is_leader",

@@ -47,6 +47,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 	var tokenFile string
 	var logLevel, logFormat string
 	var stopWorkers bool
+	var cpuProfile string
 	var releaseKeys []string
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -135,6 +136,13 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 			if cmd.Flags().Changed("worker-orphan-grace") && cfg.WorkerOrphanGrace == 0 {
 				cfg.WorkerOrphanGrace = -1 // the flag's 0 is "never"; the config's 0 is the default
 			}
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			n, err := node.New(cfg)
 			if err != nil {
 				return err
@@ -220,6 +228,8 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.DurationVar(&cfg.WorkerOrphanGrace, "worker-orphan-grace", cfg.WorkerOrphanGrace, "a worker this node spawns exits on its own once the node has accepted none of its heartbeats for this long (0 = never)")
 	f.BoolVar(&stopWorkers, "stop-workers", false, "stop this node's worker processes when it stops (by default they keep running for a restart to re-adopt)")
 	_ = f.MarkHidden("profile")
+	f.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this run to `FILE` when the node stops (for `rbee bench scale --cpu-profile`)")
+	_ = f.MarkHidden("cpu-profile")
 	_ = f.MarkHidden("tls-cert-lifetime")
 	_ = f.MarkHidden("tls-check-interval")
 	_ = f.MarkHidden("reconcile-interval")

@@ -118,14 +118,6 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func freeAddr() (string, error) {
-	p, err := FreePort()
-	if err != nil {
-		return "", err
-	}
-	return "127.0.0.1:" + strconv.Itoa(p), nil
-}
-
 // New prepares the cluster (nothing runs until Start).
 func New(cfg Config) (*Cluster, error) {
 	if cfg.Nodes <= 0 {
@@ -138,6 +130,7 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, errors.New("localcluster: binary is required")
 	}
 	c := &Cluster{cfg: cfg}
+	freeAddr := newPortPicker().addr
 	for i := 1; i <= cfg.Nodes; i++ {
 		name := fmt.Sprintf("node%d", i)
 		n := &Node{Name: name, DataDir: filepath.Join(cfg.Dir, name), LogPath: filepath.Join(cfg.Dir, name+".log")}

@@ -1,0 +1,484 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rbee-project/rbee/internal/cputime"
+	"github.com/rbee-project/rbee/node/localcluster"
+)
+
+// maxScaleProcesses bounds --nodes: each node process takes ~35 MB and a
+// share of the CPU; past a few hundred a single machine measures its own
+// overload, not rbee (the in-process simulation covers larger counts).
+const maxScaleProcesses = 300
+
+// maxVoters mirrors consensus' MaxVoters default: the number of alive
+// voters a converged cluster of n nodes shows.
+func scaleVoters(n int) int { return min(n, 5) }
+
+func newBenchScaleCmd(g *globals) *cobra.Command {
+	var nodes []int
+	var workersPerNode, samples, wave int
+	var profile, keep string
+	var idle time.Duration
+	var cpuProfiles, failover bool
+	cmd := &cobra.Command{
+		Use:   "scale",
+		Short: "Start N local node processes and measure convergence, status latency and size, RSS, idle CPU, gossip traffic, registry writes and failover (JSON)",
+		Long: `Starts N rbee node processes on loopback (node1 first, then the
+others joining node1, --wave at a time), optionally K real workers per node (the
+built-in tiny model, one thread, registered through the real heartbeat
+path), and prints one JSON object per N with:
+
+  converge_first_ms / converge_all_ms  the first / every node sees all N alive
+  status_api_ms / status_cli_ms        status from the last (non-leader) node:
+                                       API round trip, and 'rbee status' with CLI start
+  status_json_bytes                    size of the status result
+  rss_bytes                            per node (median, max)
+  idle_cpu_pct                         leader's and followers' CPU at idle, % of a core
+  gossip_sent_bytes_per_s              per node at idle (median, max)
+  registry_write_ms                    a registry write through the API, on the leader
+                                       and forwarded from the last node
+  snapshot_bytes                       newest raft snapshot on the leader (0: none yet)
+  failover                             kill -9 leader -> a survivor / the last node
+                                       sees a new leader; first accepted write`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, n := range nodes {
+				if n < 3 || n > maxScaleProcesses {
+					return fmt.Errorf("--nodes must be 3..%d (larger counts: go test ./gossip -run TestScaleSimulation)", maxScaleProcesses)
+				}
+			}
+			if workersPerNode < 0 || workersPerNode > 16 {
+				return fmt.Errorf("--workers-per-node must be 0..16")
+			}
+			if samples < 1 || samples > 1000 {
+				return fmt.Errorf("--samples must be 1..1000")
+			}
+			bin, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			var results []map[string]any
+			for _, n := range nodes {
+				dir := keep
+				if dir == "" {
+					if dir, err = os.MkdirTemp("", "rbee-bench-scale-"); err != nil {
+						return err
+					}
+				} else {
+					dir = fmt.Sprintf("%s/n%d", keep, n)
+				}
+				res, err := benchScale(cmd.Context(), scaleRun{bin: bin, dir: dir, nodes: n, workers: workersPerNode, samples: samples, wave: wave, profile: profile, idle: idle, cpuProfiles: cpuProfiles, failover: failover})
+				if keep == "" {
+					os.RemoveAll(dir)
+				}
+				if err != nil {
+					// The other counts still run: a cluster that did not
+					// converge is a figure too.
+					fmt.Fprintf(os.Stderr, "%d nodes: %v\n", n, err)
+					res = map[string]any{"nodes": n, "error": err.Error()}
+				}
+				results = append(results, res)
+			}
+			return printJSON(cmd.OutOrStdout(), map[string]any{"benchmark": "scale", "results": results})
+		},
+	}
+	cmd.Flags().IntSliceVar(&nodes, "nodes", []int{3}, "node counts to measure, one cluster each (e.g. 3,30,60,100)")
+	cmd.Flags().IntVar(&workersPerNode, "workers-per-node", 0, "real workers (built-in tiny model, 1 thread) to spawn on every node")
+	cmd.Flags().IntVar(&samples, "samples", 20, "status and registry-write samples")
+	cmd.Flags().StringVar(&profile, "profile", "lan", "timing profile of the nodes: lan (defaults) or local")
+	cmd.Flags().StringVar(&keep, "dir", "", "keep data dirs and logs here (default: a temp dir, removed)")
+	cmd.Flags().BoolVar(&failover, "failover", true, "end with kill -9 of the leader (--failover=false keeps its CPU profile)")
+	cmd.Flags().BoolVar(&cpuProfiles, "cpu-profile", false, "every node writes a CPU profile of its run to <dir>/<node>.cpu.pprof (use with --dir)")
+	cmd.Flags().IntVar(&wave, "wave", 10, "start at most this many nodes at a time (after node1)")
+	cmd.Flags().DurationVar(&idle, "idle", 10*time.Second, "how long idle CPU and gossip traffic are measured")
+	return cmd
+}
+
+type scaleRun struct {
+	bin, dir, profile string
+	nodes, workers    int
+	samples, wave     int
+	idle              time.Duration
+	cpuProfiles       bool
+	failover          bool
+}
+
+// benchScale measures one cluster of r.nodes processes.
+func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
+	// Info logs: at a hundred nodes debug logging is a load of its own.
+	cl, err := localcluster.New(localcluster.Config{Binary: r.bin, Dir: r.dir, Nodes: r.nodes, Profile: r.profile,
+		ExtraArgs: []string{"--log-level", "info"}})
+	if err != nil {
+		return nil, err
+	}
+	if r.cpuProfiles {
+		for _, n := range cl.Nodes {
+			n.ExtraArgs = append(n.ExtraArgs, "--cpu-profile", filepath.Join(r.dir, n.Name+".cpu.pprof"))
+		}
+	}
+	defer cl.Close()
+	out := map[string]any{"nodes": r.nodes, "workers_per_node": r.workers, "profile": r.profile}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "%s [%d nodes] %s\n", time.Now().Format(time.TimeOnly), r.nodes, fmt.Sprintf(format, args...))
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	t0, err := cl.StartWaves(sctx, r.wave)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	logf("all APIs up after %v", time.Since(t0).Round(time.Millisecond))
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	first, all, seen, err := waitAllAlive(cctx, cl, r.nodes, t0)
+	cancel()
+	if err != nil {
+		out["error"], out["nodes_seeing_all_alive"] = err.Error(), seen
+		if seen > 0 {
+			out["converge_first_ms"] = ms(first)
+		}
+		return out, nil
+	}
+	out["converge_first_ms"], out["converge_all_ms"] = ms(first), ms(all)
+	logf("first node sees all alive after %v, every node after %v", first.Round(time.Millisecond), all.Round(time.Millisecond))
+
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	leaderName, err := cl.WaitConverged(wctx, scaleVoters(r.nodes))
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if r.workers > 0 {
+		start := time.Now()
+		if err := spawnScaleWorkers(ctx, cl, r.workers); err != nil {
+			return nil, err
+		}
+		out["workers_spawn_ms"] = ms(time.Since(start))
+		logf("%d workers ready after %v", r.workers*r.nodes, time.Since(start).Round(time.Millisecond))
+	}
+	leader := cl.ByName(leaderName)
+	last := cl.Nodes[len(cl.Nodes)-1]
+	if last == leader {
+		last = cl.Nodes[len(cl.Nodes)-2]
+	}
+
+	// Idle: let the joins settle, then CPU and gossip traffic over r.idle.
+	time.Sleep(3 * time.Second)
+	cpu0, gossip0 := cpuTimes(cl), gossipSent(ctx, cl)
+	s0 := time.Now()
+	time.Sleep(r.idle)
+	cpu1, gossip1 := cpuTimes(cl), gossipSent(ctx, cl)
+	el := time.Since(s0)
+	var followerCPU, perNodeGossip []float64
+	for _, n := range cl.Nodes {
+		pct := 100 * float64(cpu1[n.Name]-cpu0[n.Name]) / float64(el)
+		if n == leader {
+			out["idle_cpu_leader_pct"] = round1(pct)
+		} else {
+			followerCPU = append(followerCPU, pct)
+		}
+		if g1, ok := gossip1[n.Name]; ok {
+			perNodeGossip = append(perNodeGossip, (g1-gossip0[n.Name])/el.Seconds())
+		}
+	}
+	out["idle_cpu_follower_pct"] = floatStats(followerCPU)
+	if len(perNodeGossip) > 0 {
+		out["gossip_sent_bytes_per_s"] = floatStats(perNodeGossip)
+	}
+	var rss []float64
+	for _, n := range cl.Nodes {
+		rss = append(rss, float64(n.RSS()))
+	}
+	out["rss_bytes"] = floatStats(rss)
+
+	// status from the last node: the API, then the CLI.
+	var api, cli []time.Duration
+	size := 0
+	for range r.samples {
+		var raw json.RawMessage
+		qctx, c := context.WithTimeout(ctx, 10*time.Second)
+		start := time.Now()
+		err := last.Client().Result(qctx, map[string]any{"operation": "status"}, &raw, nil)
+		c()
+		if err != nil {
+			return nil, fmt.Errorf("status on %s: %w", last.Name, err)
+		}
+		api = append(api, time.Since(start))
+		size = len(raw)
+	}
+	for range r.samples {
+		qctx, c := context.WithTimeout(ctx, 10*time.Second)
+		start := time.Now()
+		err := exec.CommandContext(qctx, r.bin, "status", "--node", last.URL(), "--data-dir", last.DataDir, "-o", "json").Run()
+		c()
+		if err != nil {
+			return nil, fmt.Errorf("rbee status on %s: %w", last.Name, err)
+		}
+		cli = append(cli, time.Since(start))
+	}
+	out["status_api_ms"], out["status_cli_ms"], out["status_json_bytes"] = brief(api), brief(cli), size
+
+	// Registry writes through the API: on the leader, and forwarded.
+	write := func(n *localcluster.Node) ([]time.Duration, error) {
+		var ds []time.Duration
+		for range r.samples {
+			qctx, c := context.WithTimeout(ctx, 10*time.Second)
+			start := time.Now()
+			err := n.Client().Result(qctx, map[string]any{"operation": "hive_refresh_capabilities", "hive": n.Name}, nil, nil)
+			c()
+			if err != nil {
+				return nil, fmt.Errorf("registry write on %s: %w", n.Name, err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		return ds, nil
+	}
+	wl, err := write(leader)
+	if err != nil {
+		return nil, err
+	}
+	wf, err := write(last)
+	if err != nil {
+		return nil, err
+	}
+	out["registry_write_leader_ms"], out["registry_write_follower_ms"] = brief(wl), brief(wf)
+	out["apply_seconds_mean_leader"] = applyMean(ctx, leader)
+	out["snapshot_bytes"] = leader.SnapshotBytes()
+
+	out["leader"] = leaderName
+	if !r.failover {
+		return out, nil
+	}
+	fr, err := failoverRound(ctx, cl, scaleVoters(r.nodes), false)
+	if err != nil {
+		return nil, fmt.Errorf("failover: %w", err)
+	}
+	out["failover_first_survivor_ms"], out["failover_last_node_ms"], out["failover_first_write_ms"] = ms(fr.toLeader), ms(fr.toLeaderLast), ms(fr.toWrite)
+	logf("failover: new leader seen after %v (first survivor) / %v (last node), first write after %v",
+		fr.toLeader.Round(time.Millisecond), fr.toLeaderLast.Round(time.Millisecond), fr.toWrite.Round(time.Millisecond))
+	return out, nil
+}
+
+// waitAllAlive polls every node's status (a few at a time) until it lists
+// want alive nodes and returns when the first and the last did, from t0.
+// When ctx ends first it returns how many did, and when the first did.
+func waitAllAlive(ctx context.Context, cl *localcluster.Cluster, want int, t0 time.Time) (first, all time.Duration, seen int, err error) {
+	// pollers bounds concurrent status calls: the nodes share the CPU
+	// with the benchmark.
+	const pollers = 4
+	var mu sync.Mutex
+	done := map[string]time.Duration{}
+	work := make(chan *localcluster.Node)
+	var wg sync.WaitGroup
+	for range pollers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range work {
+				qctx, c := context.WithTimeout(ctx, 5*time.Second)
+				st, err := localcluster.GetStatus(qctx, n)
+				c()
+				if err != nil {
+					continue
+				}
+				alive := 0
+				for _, m := range st.Nodes {
+					if m.State == "alive" {
+						alive++
+					}
+				}
+				if alive >= want {
+					mu.Lock()
+					if _, ok := done[n.Name]; !ok {
+						done[n.Name] = time.Since(t0)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	defer func() { close(work); wg.Wait() }()
+	summary := func() (first, all time.Duration, seen int) {
+		mu.Lock()
+		defer mu.Unlock()
+		first = time.Duration(1<<63 - 1)
+		for _, d := range done {
+			first, all = min(first, d), max(all, d)
+		}
+		return first, all, len(done)
+	}
+	for {
+		mu.Lock()
+		left := len(cl.Nodes) - len(done)
+		mu.Unlock()
+		if left == 0 {
+			break
+		}
+		for _, n := range cl.Nodes {
+			mu.Lock()
+			_, ok := done[n.Name]
+			mu.Unlock()
+			if ok {
+				continue
+			}
+			select {
+			case work <- n:
+			case <-ctx.Done():
+				first, all, seen := summary()
+				return first, all, seen, fmt.Errorf("%d nodes do not see all %d alive: %w", left, want, ctx.Err())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			first, all, seen := summary()
+			return first, all, seen, fmt.Errorf("%d nodes do not see all %d alive: %w", left, want, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	first, all, seen = summary()
+	return first, all, seen, nil
+}
+
+// spawnScaleWorkers starts k real workers of the built-in tiny model on
+// every node, two spawns at a time (each loads a model).
+func spawnScaleWorkers(ctx context.Context, cl *localcluster.Cluster, k int) error {
+	sem := make(chan struct{}, 2)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for _, n := range cl.Nodes {
+		for range k {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				qctx, c := context.WithTimeout(ctx, 2*time.Minute)
+				defer c()
+				err := n.Client().Result(qctx, map[string]any{"operation": "worker_spawn", "hive": n.Name,
+					"model": "builtin:stories260k", "threads": 1, "slots": 1}, nil, nil)
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("spawn on %s: %w", n.Name, err)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	return first
+}
+
+// cpuTimes reads every running node's CPU time.
+func cpuTimes(cl *localcluster.Cluster) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, n := range cl.Nodes {
+		if pid := n.PID(); pid != 0 {
+			if d, err := cputime.Process(pid); err == nil {
+				out[n.Name] = d
+			}
+		}
+	}
+	return out
+}
+
+// gossipSent reads rbee_gossip_sent_bytes_total from every node's metrics
+// (absent on nodes that do not export it).
+func gossipSent(ctx context.Context, cl *localcluster.Cluster) map[string]float64 {
+	out := map[string]float64{}
+	for _, n := range cl.Nodes {
+		if v, ok := scrapeMetric(ctx, n, "rbee_gossip_sent_bytes_total"); ok {
+			out[n.Name] = v
+		}
+	}
+	return out
+}
+
+// applyMean is the mean of the leader's rbee_raft_apply_seconds (-1 when
+// unknown).
+func applyMean(ctx context.Context, n *localcluster.Node) float64 {
+	sum, ok1 := scrapeMetric(ctx, n, "rbee_raft_apply_seconds_sum")
+	count, ok2 := scrapeMetric(ctx, n, "rbee_raft_apply_seconds_count")
+	if !ok1 || !ok2 || count == 0 {
+		return -1
+	}
+	return sum / count
+}
+
+// scrapeMetric reads one unlabelled sample from a node's /metrics.
+func scrapeMetric(ctx context.Context, n *localcluster.Node, name string) (float64, bool) {
+	qctx, c := context.WithTimeout(ctx, 5*time.Second)
+	defer c()
+	req, err := http.NewRequestWithContext(qctx, http.MethodGet, n.URL()+"/metrics", nil)
+	if err != nil {
+		return 0, false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
+
+// brief is stats without the individual values.
+func brief(ds []time.Duration) stats {
+	s := summarize(ds)
+	s.Values = nil
+	return s
+}
+
+// floatStats summarises values (median, p95, min, max).
+func floatStats(v []float64) map[string]float64 {
+	if len(v) == 0 {
+		return nil
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	p := func(q float64) float64 { return round1(s[int(q*float64(len(s)-1)+0.5)]) }
+	return map[string]float64{"median": p(0.5), "p95": p(0.95), "min": round1(s[0]), "max": round1(s[len(s)-1])}
+}
+
+// startCPUProfile writes a CPU profile to path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}

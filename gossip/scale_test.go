@@ -1,0 +1,331 @@
+package gossip
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/stretchr/testify/require"
+)
+
+// simMembers starts n members on one in-memory memberlist.MockNetwork,
+// each joined through a random member started before it (a few joins at
+// a time), and returns them with when the last join returned.
+func simMembers(t testing.TB, n int, profile string) ([]*Gossip, time.Time) {
+	gs, _, joined := simMembersWithReach(t, n, profile)
+	return gs, joined
+}
+
+// reachCounter counts the members that received each broadcast payload
+// (keyed by its first 16 bytes).
+type reachCounter struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (r *reachCounter) count(msg []byte) {
+	k := string(msg[:min(16, len(msg))])
+	r.mu.Lock()
+	r.seen[k]++
+	r.mu.Unlock()
+}
+
+func (r *reachCounter) reached(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[key]
+}
+
+type reachDelegate struct{ r *reachCounter }
+
+func (d reachDelegate) LocalState() []byte          { return nil }
+func (d reachDelegate) MergeRemoteState(buf []byte) {}
+func (d reachDelegate) NotifyMsg(msg []byte)        { d.r.count(msg) }
+
+func simMembersWithReach(t testing.TB, n int, profile string) ([]*Gossip, *reachCounter, time.Time) {
+	t.Helper()
+	// MockNetwork's maps are not safe for concurrent use: every transport
+	// is made before any member runs.
+	var mn memberlist.MockNetwork
+	reach := &reachCounter{seen: map[string]int{}}
+	trans := make([]*memberlist.MockTransport, n)
+	for i := range trans {
+		trans[i] = mn.NewTransport(fmt.Sprintf("m%04d", i))
+	}
+	gs := make([]*Gossip, n)
+	for i := range gs {
+		cfg := DefaultConfig()
+		cfg.NodeID = fmt.Sprintf("m%04d", i)
+		cfg.Secret = []byte("cluster-secret")
+		cfg.Profile = profile
+		cfg.Meta = Meta{Name: "hive-" + cfg.NodeID, Version: "test"}
+		cfg.Transport = newLossyPackets(trans[i])
+		cfg.EventBuffer = n + 16
+		cfg.Delegate = reachDelegate{r: reach}
+		g, err := New(cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = g.Close() })
+		require.NoError(t, g.Start(context.Background()))
+		gs[i] = g
+		go drainEvents(g)
+	}
+	// joiners bounds concurrent joins: a lab's machines power on over
+	// seconds, not all in the same millisecond.
+	const joiners = 8
+	sem := make(chan struct{}, joiners)
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := 1; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			seed := gs[rand.IntN(i)]
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, errs[i] = gs[i].Join(ctx, []string{seed.Addr()})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, "member %d", i)
+	}
+	return gs, reach, time.Now()
+}
+
+// lossyPackets delivers MockTransport's packets from a queue of its own,
+// like UDP: a full queue drops the packet. MockTransport hands a packet to
+// the receiver's unbuffered channel while the sender waits, so two members
+// answering each other's probes from their packet handlers wait for each
+// other for ever; at a hundred members that happens within seconds.
+type lossyPackets struct {
+	*memberlist.MockTransport
+	q    chan lossyPacket
+	done chan struct{}
+	once sync.Once
+}
+
+type lossyPacket struct {
+	b    []byte
+	addr memberlist.Address
+}
+
+// lossyQueue: a generous socket buffer (256 did not converge at 300
+// members).
+const lossyQueue = 4096
+
+func newLossyPackets(t *memberlist.MockTransport) *lossyPackets {
+	l := &lossyPackets{MockTransport: t, q: make(chan lossyPacket, lossyQueue), done: make(chan struct{})}
+	go func() {
+		for {
+			select {
+			case <-l.done:
+				return
+			case p := <-l.q:
+				_, _ = l.MockTransport.WriteToAddress(p.b, p.addr)
+			}
+		}
+	}()
+	return l
+}
+
+func (l *lossyPackets) WriteTo(b []byte, addr string) (time.Time, error) {
+	return l.WriteToAddress(b, memberlist.Address{Addr: addr})
+}
+
+func (l *lossyPackets) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
+	select {
+	case l.q <- lossyPacket{b: append([]byte(nil), b...), addr: addr}:
+	default: // dropped, as a full socket buffer would
+	}
+	return time.Now(), nil
+}
+
+func (l *lossyPackets) Shutdown() error {
+	l.once.Do(func() { close(l.done) })
+	return l.MockTransport.Shutdown()
+}
+
+func drainEvents(g *Gossip) {
+	for range g.Events() {
+	}
+}
+
+// waitConverged waits until every member counts n alive members and
+// returns how long the first and the last took from t0.
+func waitConverged(t testing.TB, gs []*Gossip, t0 time.Time, limit time.Duration) (first, all time.Duration) {
+	t.Helper()
+	done := make([]bool, len(gs))
+	left := len(gs)
+	deadline := time.Now().Add(limit)
+	for left > 0 {
+		require.True(t, time.Now().Before(deadline), "%d of %d members do not see all alive after %v", left, len(gs), limit)
+		for i, g := range gs {
+			if done[i] || g.NumMembers() < len(gs) {
+				continue
+			}
+			done[i] = true
+			left--
+			d := time.Since(t0)
+			if first == 0 {
+				first = d
+			}
+			all = d
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return first, all
+}
+
+// TestMockNetworkCluster: members on the in-memory transport (what the
+// scale simulation uses) converge, gossip metadata and count the bytes
+// they send.
+func TestMockNetworkCluster(t *testing.T) {
+	const n = 16
+	gs, t0 := simMembers(t, n, ProfileLocal)
+	waitConverged(t, gs, t0, waitFor)
+	for _, g := range gs {
+		m, ok := g.Member("m0003")
+		require.True(t, ok)
+		require.Equal(t, "hive-m0003", m.Meta.Name)
+	}
+	before := gs[5].SentBytes()
+	require.Eventually(t, func() bool { return gs[5].SentBytes() > before }, waitFor, tick, "probes and gossip are counted")
+}
+
+// TestSentBytesOverUDPAndTCP: the real transport counts too.
+func TestSentBytesOverUDPAndTCP(t *testing.T) {
+	gs := cluster(t, "a", "b")
+	for _, g := range gs {
+		require.Positive(t, g.SentBytes(), "%s sent nothing", g.LocalMember().ID)
+	}
+}
+
+// TestScaleSimulation measures gossip at up to a thousand members in this
+// process (memberlist's in-memory transport, real timings and encryption)
+// and prints one JSON line per member count: time until the first and
+// every member see all alive, and bytes sent per member per second at
+// idle and while every member publishes a load report of loadBytes every
+// loadEvery, as rbee nodes do. Opt in:
+//
+//	RBEE_SCALE_SIM=1 [RBEE_SCALE_SIM_NODES=10,100,300,1000] go test -run TestScaleSimulation -v ./gossip/
+func TestScaleSimulation(t *testing.T) {
+	if testing.Short() || os.Getenv("RBEE_SCALE_SIM") == "" {
+		t.Skip("set RBEE_SCALE_SIM=1 (minutes of CPU)")
+	}
+	counts := []int{10, 100, 300, 1000}
+	if s := os.Getenv("RBEE_SCALE_SIM_NODES"); s != "" {
+		counts = nil
+		for _, f := range strings.Split(s, ",") {
+			c, err := strconv.Atoi(strings.TrimSpace(f))
+			require.NoError(t, err)
+			counts = append(counts, c)
+		}
+	}
+	profile := os.Getenv("RBEE_SCALE_SIM_PROFILE")
+	for _, n := range counts {
+		res := simulate(t, n, profile)
+		b, err := json.Marshal(res)
+		require.NoError(t, err)
+		fmt.Println(string(b))
+	}
+}
+
+const (
+	// loadBytes is a load report of five workers as a node broadcasts it
+	// (JSON, measured: about 230 bytes a worker plus the header), cut to
+	// what one broadcast may carry.
+	loadBytes = MaxBroadcastSize
+	// loadEvery is how often a node republishes its load report.
+	loadEvery = 3 * time.Second
+	// window is how long traffic is measured.
+	window = 10 * time.Second
+)
+
+func simulate(t *testing.T, n int, profile string) map[string]any {
+	if profile == "" {
+		profile = ProfileForSize(n)
+	}
+	start := time.Now()
+	gs, reach, joined := simMembersWithReach(t, n, profile)
+	first, all := waitConverged(t, gs, start, 5*time.Minute)
+	res := map[string]any{"members": n, "profile": profile, "joins_ms": time.Since(start).Milliseconds() - (time.Since(joined)).Milliseconds(),
+		"converge_first_ms": first.Milliseconds(), "converge_all_ms": all.Milliseconds()}
+	time.Sleep(2 * time.Second)
+	res["idle_sent_bytes_per_s"] = sentRate(gs, window, nil)
+	// Random bytes: memberlist compresses packets (LZW), and a real
+	// report (JSON) compresses far less than zeros would.
+	payload := make([]byte, loadBytes)
+	for i := range payload {
+		payload[i] = byte(rand.IntN(256))
+	}
+	res["load_sent_bytes_per_s"] = sentRate(gs, window, func(stop <-chan struct{}) {
+		tick := time.NewTicker(loadEvery / time.Duration(n))
+		defer tick.Stop()
+		for i := 0; ; i = (i + 1) % n {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = gs[i].Broadcast("load/"+gs[i].LocalMember().ID, payload)
+			}
+		}
+	})
+	res["queued_broadcasts_max"] = maxQueued(gs)
+	// Reach: one broadcast from an idle cluster; memberlist sends it
+	// RetransmitMult×log10(n+1) times and members do not relay it, so
+	// it reaches that many members at most (push/pull carries the rest).
+	time.Sleep(3 * time.Second)
+	key := fmt.Sprintf("reach-probe-%04d", n)
+	require.NoError(t, gs[0].Broadcast("", []byte(key)))
+	time.Sleep(5 * time.Second)
+	res["one_broadcast_reached_members"] = reach.reached(key[:16])
+	for _, g := range gs {
+		_ = g.Close()
+	}
+	return res
+}
+
+// sentRate measures every member's bytes sent per second over d while
+// load (if any) runs, and summarises them.
+func sentRate(gs []*Gossip, d time.Duration, load func(stop <-chan struct{})) map[string]float64 {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	if load != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); load(stop) }()
+	}
+	before := make([]uint64, len(gs))
+	for i, g := range gs {
+		before[i] = g.SentBytes()
+	}
+	t0 := time.Now()
+	time.Sleep(d)
+	el := time.Since(t0).Seconds()
+	rates := make([]float64, len(gs))
+	for i, g := range gs {
+		rates[i] = float64(g.SentBytes()-before[i]) / el
+	}
+	close(stop)
+	wg.Wait()
+	sort.Float64s(rates)
+	return map[string]float64{"median": rates[len(rates)/2], "p95": rates[len(rates)*95/100], "max": rates[len(rates)-1]}
+}
+
+func maxQueued(gs []*Gossip) int {
+	m := 0
+	for _, g := range gs {
+		m = max(m, g.QueuedBroadcasts())
+	}
+	return m
+}

@@ -1,0 +1,130 @@
+package gossip
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// bindRetries is how often a transport on port 0 is retried when the port
+// the kernel picked for TCP is taken for UDP (memberlist's own figure).
+const bindRetries = 10
+
+// countingTransport wraps memberlist's transport and counts the bytes this
+// member sends: packets (probes, gossip, broadcasts) and stream writes
+// (push/pull, fallback probes), in both the streams it dials and those it
+// accepts. It is what SentBytes reports: the gossip load of one member.
+type countingTransport struct {
+	memberlist.NodeAwareTransport
+	sent    *atomic.Uint64
+	streams chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+}
+
+func newCountingTransport(t memberlist.NodeAwareTransport, sent *atomic.Uint64) *countingTransport {
+	c := &countingTransport{NodeAwareTransport: t, sent: sent, streams: make(chan net.Conn), done: make(chan struct{})}
+	go c.relayStreams()
+	return c
+}
+
+// relayStreams hands accepted streams on, wrapped, until Shutdown.
+func (c *countingTransport) relayStreams() {
+	in := c.NodeAwareTransport.StreamCh()
+	for {
+		select {
+		case <-c.done:
+			return
+		case conn := <-in:
+			select {
+			case c.streams <- &countingConn{Conn: conn, sent: c.sent}:
+			case <-c.done:
+				_ = conn.Close()
+				return
+			}
+		}
+	}
+}
+
+func (c *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	t, err := c.NodeAwareTransport.WriteTo(b, addr)
+	if err == nil {
+		c.sent.Add(uint64(len(b)))
+	}
+	return t, err
+}
+
+func (c *countingTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
+	t, err := c.NodeAwareTransport.WriteToAddress(b, addr)
+	if err == nil {
+		c.sent.Add(uint64(len(b)))
+	}
+	return t, err
+}
+
+func (c *countingTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	conn, err := c.NodeAwareTransport.DialTimeout(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: conn, sent: c.sent}, nil
+}
+
+func (c *countingTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	conn, err := c.NodeAwareTransport.DialAddressTimeout(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: conn, sent: c.sent}, nil
+}
+
+func (c *countingTransport) StreamCh() <-chan net.Conn { return c.streams }
+
+func (c *countingTransport) Shutdown() error {
+	c.once.Do(func() { close(c.done) })
+	return c.NodeAwareTransport.Shutdown()
+}
+
+// countingConn counts what is written to a stream.
+type countingConn struct {
+	net.Conn
+	sent *atomic.Uint64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.sent.Add(uint64(n))
+	return n, err
+}
+
+// netTransport binds memberlist's UDP+TCP transport as memberlist.Create
+// would, so it can be wrapped. On port 0 it retries when the port the
+// kernel picked is taken for the other protocol, and sets the bind and
+// advertise ports to the one it got.
+func netTransport(mc *memberlist.Config) (*memberlist.NetTransport, error) {
+	nc := &memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger}
+	tries := 1
+	if mc.BindPort == 0 {
+		tries = bindRetries
+	}
+	var err error
+	for range tries {
+		var nt *memberlist.NetTransport
+		if nt, err = memberlist.NewNetTransport(nc); err == nil {
+			if mc.BindPort == 0 {
+				mc.BindPort = nt.GetAutoBindPort()
+				mc.AdvertisePort = mc.BindPort
+			}
+			return nt, nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return nil, fmt.Errorf("bind: %w", err)
+}
