@@ -175,4 +175,3 @@ func TestForwardEnds(t *testing.T) {
 	_, _, _, err = forward(t, newRelay())
 	require.ErrorIs(t, err, router.ErrNoWorker)
 }
-
