@@ -228,7 +228,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.DurationVar(&cfg.WorkerOrphanGrace, "worker-orphan-grace", cfg.WorkerOrphanGrace, "a worker this node spawns exits on its own once the node has accepted none of its heartbeats for this long (0 = never)")
 	f.BoolVar(&stopWorkers, "stop-workers", false, "stop this node's worker processes when it stops (by default they keep running for a restart to re-adopt)")
 	_ = f.MarkHidden("profile")
-	f.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this run to `FILE` when the node stops (for `rbee bench scale --cpu-profile`)")
+	f.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this run to this file when the node stops (for rbee bench scale --cpu-profile)")
 	_ = f.MarkHidden("cpu-profile")
 	_ = f.MarkHidden("tls-cert-lifetime")
 	_ = f.MarkHidden("tls-check-interval")
