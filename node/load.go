@@ -1,11 +1,17 @@
 package node
 
 import (
+	"bytes"
+	"compress/flate"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/node/router"
 )
 
@@ -128,11 +134,69 @@ func (t *loadTable) MergeRemoteState(buf []byte) {
 
 // NotifyMsg implements gossip.StateDelegate: one report per broadcast.
 func (t *loadTable) NotifyMsg(msg []byte) {
-	var r loadReport
-	if json.Unmarshal(msg, &r) != nil {
+	r, err := decodeLoadMsg(msg)
+	if err != nil {
 		return
 	}
 	t.put(r)
+}
+
+// loadMsgDeflate is the first byte of a load report broadcast that is
+// deflate-compressed JSON; a plain one is JSON ('{'). A report is sent
+// plain whenever it fits, so that nodes of earlier versions read it.
+const loadMsgDeflate = 'z'
+
+// maxLoadMsg bounds a decompressed report: a few hundred workers, far
+// more than one node runs, and no decompression bomb.
+const maxLoadMsg = 256 << 10
+
+// errLoadTooLarge: the report does not fit a broadcast even compressed;
+// peers get it by push/pull.
+var errLoadTooLarge = errors.New("load report too large to broadcast")
+
+// encodeLoadMsg encodes a report for a broadcast (gossip.MaxBroadcastSize):
+// plain JSON when it fits, else deflated (a node's report passes the
+// limit at about 4 workers, and compresses 3-5×), else deflated without
+// the API keys' last use (which push/pull carries).
+func encodeLoadMsg(r loadReport) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) <= gossip.MaxBroadcastSize {
+		return b, nil
+	}
+	var z bytes.Buffer
+	z.WriteByte(loadMsgDeflate)
+	w, _ := flate.NewWriter(&z, flate.BestCompression)
+	_, _ = w.Write(b)
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	if z.Len() <= gossip.MaxBroadcastSize {
+		return z.Bytes(), nil
+	}
+	if len(r.KeysUsed) > 0 {
+		r.KeysUsed = nil
+		return encodeLoadMsg(r)
+	}
+	return nil, fmt.Errorf("%w: %d workers, %d bytes deflated, limit %d", errLoadTooLarge, len(r.Workers), z.Len(), gossip.MaxBroadcastSize)
+}
+
+// decodeLoadMsg decodes a load report broadcast, plain or deflated.
+func decodeLoadMsg(msg []byte) (loadReport, error) {
+	var r loadReport
+	if len(msg) > 0 && msg[0] == loadMsgDeflate {
+		b, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(msg[1:])), maxLoadMsg+1))
+		if err != nil {
+			return r, err
+		}
+		if len(b) > maxLoadMsg {
+			return r, fmt.Errorf("load report over %d bytes", maxLoadMsg)
+		}
+		msg = b
+	}
+	return r, json.Unmarshal(msg, &r)
 }
 
 // keysUsed merges every node's report of when it last accepted each key:

@@ -15,6 +15,10 @@ func FuzzLoadTable(f *testing.F) {
 	f.Add(good, []byte(`{"node":"a","seq":1,"workers":[]}`))
 	f.Add([]byte(`[{"node":"","seq":9}]`), []byte(`{"node":"b","seq":-1}`))
 	f.Add([]byte(`null`), []byte(`{`))
+	if z, err := encodeLoadMsg(report(6, 2)); err == nil {
+		f.Add([]byte(`[]`), z) // a deflated broadcast
+	}
+	f.Add([]byte(`[]`), []byte{loadMsgDeflate, 0xff, 0x00})
 	f.Fuzz(func(t *testing.T, state, msg []byte) {
 		lt := newLoadTable()
 		lt.MergeRemoteState(state)

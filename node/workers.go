@@ -186,7 +186,12 @@ func (n *Node) publishLoad() {
 	sort.Slice(r.Workers, func(a, b int) bool { return r.Workers[a].ID < r.Workers[b].ID })
 	r.KeysUsed = n.keyUse.snapshot()
 	n.loads.put(r)
-	b, _ := json.Marshal(r)
+	b, err := encodeLoadMsg(r)
+	if err != nil {
+		// Peers still get it by push/pull.
+		n.log.Debug("broadcast load", "err", err)
+		return
+	}
 	if err := n.gsp.Broadcast("load/"+n.ID(), b); err != nil {
 		n.log.Warn("broadcast load", "err", err)
 	}
