@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"regexp"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/api"
 )
 
 // TestUnknownSubcommandFails: a typo under any command group is an error
@@ -90,4 +93,34 @@ func TestFlagUsagesHaveNoBackticks(t *testing.T) {
 	})
 	require.Greater(t, n, 50, "the walk reached the commands' flags")
 	require.Empty(t, bad)
+}
+
+// TestStatusSummarisesLargeClusters: past statusNodeRows nodes, status
+// lists the leader, the voters and the nodes that are not alive, and
+// counts the rest; --all and small clusters list everything.
+func TestStatusSummarisesLargeClusters(t *testing.T) {
+	var nodes []api.Hive
+	for i := range 100 {
+		h := api.Hive{Name: fmt.Sprintf("n%03d", i), State: "alive"}
+		switch {
+		case i == 0:
+			h.Leader, h.Voter = true, true
+		case i < 5:
+			h.Voter = true
+		case i == 50:
+			h.State = "dead"
+		case i == 51:
+			h.State = "suspect"
+		}
+		nodes = append(nodes, h)
+	}
+	shown, rest := statusNodes(nodes, false)
+	require.Len(t, shown, 7)
+	require.Contains(t, rest, "100 nodes (98 alive, 1 suspect, 1 dead); 93 more alive non-voters")
+	shown, rest = statusNodes(nodes, true)
+	require.Len(t, shown, 100)
+	require.Empty(t, rest)
+	shown, rest = statusNodes(nodes[:12], false)
+	require.Len(t, shown, 12)
+	require.Empty(t, rest)
 }

@@ -46,11 +46,45 @@ func hiveRows(hs []api.Hive) [][]string {
 
 var hiveHeader = []string{"NAME", "STATE", "ROLE", "API", "HTTPS", "VERSION", "HARDWARE"}
 
+// statusNodeRows is how many nodes `rbee status` lists before it
+// summarises: a homelab's whole table, a screen of a larger pool.
+const statusNodeRows = 20
+
+// statusNodes picks the nodes `rbee status` lists: all of them up to
+// statusNodeRows, else the leader, the voters and every node that is not
+// alive, and a line counting the rest.
+func statusNodes(nodes []api.Hive, all bool) (shown []api.Hive, rest string) {
+	if all || len(nodes) <= statusNodeRows {
+		return nodes, ""
+	}
+	states := map[string]int{}
+	hidden := 0
+	for _, h := range nodes {
+		states[h.State]++
+		if h.Leader || h.Voter || h.State != "alive" {
+			shown = append(shown, h)
+		} else {
+			hidden++
+		}
+	}
+	var parts []string
+	for _, st := range []string{"alive", "suspect", "dead", "left"} {
+		if states[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", states[st], st))
+		}
+	}
+	return shown, fmt.Sprintf("%d nodes (%s); %d more alive non-voters not listed: rbee status --all, or rbee hive list", len(nodes), strings.Join(parts, ", "), hidden)
+}
+
 func newStatusCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var all bool
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the cluster: leader, nodes, workers, models",
-		Args:  cobra.NoArgs,
+		Long: `Show the cluster: leader, nodes, workers, models. Past 20 nodes the table
+lists the leader, the voters and every node that is not alive, and counts the
+rest (--all lists every node; -o json always has everything).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runOp(cmd, g, api.StatusRequest{}, 30*time.Second, func(out io.Writer, st api.StatusResult) error {
 				leader := st.Leader
@@ -69,11 +103,17 @@ func newStatusCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(out, "Registry:       HALTED on %s: %s\n", st.Node, st.RegistryHalted)
 				}
 				fmt.Fprintf(out, "Workers: %d   Models: %d   In flight: %d\n\n", len(st.Workers), len(st.Models), st.InFlight)
-				table(out, hiveHeader, hiveRows(st.Nodes))
+				shown, rest := statusNodes(st.Nodes, all)
+				table(out, hiveHeader, hiveRows(shown))
+				if rest != "" {
+					fmt.Fprintln(out, rest)
+				}
 				return nil
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&all, "all", false, "list every node, however many")
+	return cmd
 }
 
 func newHiveCmd(g *globals) *cobra.Command {
