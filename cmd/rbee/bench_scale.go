@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/cputime"
 	"github.com/rbee-project/rbee/node/localcluster"
 )
@@ -209,18 +210,18 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	out["rss_bytes"] = floatStats(rss)
 
 	// status from the last node: the API, then the CLI.
-	var api, cli []time.Duration
+	var viaAPI, cli []time.Duration
 	size := 0
 	for range r.samples {
 		var raw json.RawMessage
 		qctx, c := context.WithTimeout(ctx, 10*time.Second)
 		start := time.Now()
-		err := last.Client().Result(qctx, map[string]any{"operation": "status"}, &raw, nil)
+		err := last.Client().Result(qctx, api.StatusRequest{}, &raw, nil)
 		c()
 		if err != nil {
 			return nil, fmt.Errorf("status on %s: %w", last.Name, err)
 		}
-		api = append(api, time.Since(start))
+		viaAPI = append(viaAPI, time.Since(start))
 		size = len(raw)
 	}
 	for range r.samples {
@@ -233,7 +234,7 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 		}
 		cli = append(cli, time.Since(start))
 	}
-	out["status_api_ms"], out["status_cli_ms"], out["status_json_bytes"] = brief(api), brief(cli), size
+	out["status_api_ms"], out["status_cli_ms"], out["status_json_bytes"] = brief(viaAPI), brief(cli), size
 
 	// Registry writes through the API: on the leader, and forwarded.
 	write := func(n *localcluster.Node) ([]time.Duration, error) {
@@ -241,7 +242,7 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 		for range r.samples {
 			qctx, c := context.WithTimeout(ctx, 10*time.Second)
 			start := time.Now()
-			err := n.Client().Result(qctx, map[string]any{"operation": "hive_refresh_capabilities", "hive": n.Name}, nil, nil)
+			err := n.Client().Result(qctx, api.HiveRefreshCapabilitiesRequest{OnHive: api.OnHive{Hive: n.Name}}, nil, nil)
 			c()
 			if err != nil {
 				return nil, fmt.Errorf("registry write on %s: %w", n.Name, err)
@@ -372,8 +373,8 @@ func spawnScaleWorkers(ctx context.Context, cl *localcluster.Cluster, k int) err
 				defer func() { <-sem }()
 				qctx, c := context.WithTimeout(ctx, 2*time.Minute)
 				defer c()
-				err := n.Client().Result(qctx, map[string]any{"operation": "worker_spawn", "hive": n.Name,
-					"model": "builtin:stories260k", "threads": 1, "slots": 1}, nil, nil)
+				err := n.Client().Result(qctx, api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: n.Name},
+					Model: "builtin:stories260k", Threads: 1, Slots: 1}, nil, nil)
 				if err != nil {
 					mu.Lock()
 					if first == nil {
