@@ -17,7 +17,7 @@ func WithoutAutoCA(cfg *Config) { cfg.noAutoCA = true }
 // replica has one, and returns the fingerprint of the CA the registry
 // holds afterwards.
 func (n *Node) ProposeClusterCA(ctx context.Context) (string, error) {
-	ca, err := n.proposeClusterCA(ctx)
+	ca, err := n.certs.ProposeCA(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -26,9 +26,7 @@ func (n *Node) ProposeClusterCA(ctx context.Context) (string, error) {
 
 // SetInterfaceAddrs replaces the node's view of the machine's addresses.
 func (n *Node) SetInterfaceAddrs(f func() ([]net.Addr, error)) {
-	n.tls.mu.Lock()
-	defer n.tls.mu.Unlock()
-	n.tls.ifaceFn = f
+	n.certs.SetInterfaceAddrs(f)
 }
 
 // RbeeBinaryFor exposes the install binary choice to the external tests.

@@ -31,6 +31,7 @@ import (
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/blob"
+	"github.com/rbee-project/rbee/node/certs"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/relay"
@@ -65,7 +66,7 @@ var (
 	// ErrInsecureHTTP: --http-addr is off loopback without --insecure-http.
 	ErrInsecureHTTP = errors.New("plain HTTP API off loopback refused")
 	// ErrCAMismatch: the cluster's CA is not the one --ca-fingerprint pins.
-	ErrCAMismatch = errors.New("cluster CA fingerprint mismatch")
+	ErrCAMismatch = certs.ErrCAMismatch
 )
 
 // Node is one rbee daemon.
@@ -92,7 +93,8 @@ type Node struct {
 	httpLn   net.Listener
 	httpsSrv *http.Server
 	httpsLn  net.Listener
-	tls      tlsState
+	// certs keeps the cluster CA and this node's certificate current.
+	certs *certs.Manager
 
 	ops map[string]op
 
@@ -229,6 +231,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.adminKey = deriveAdminKey(n.secret)
+	n.certs = certs.New(certs.Config{Name: n.cfg.Name, DataDir: n.cfg.DataDir, Secret: n.secret, CAFingerprint: n.cfg.CAFingerprint,
+		CertFile: n.cfg.TLSCertFile, KeyFile: n.cfg.TLSKeyFile, CertLifetime: n.cfg.CertLifetime, AllowedHosts: n.cfg.AllowedHosts,
+		NoAutoCA: n.cfg.noAutoCA, Cluster: certCluster{n}, Logger: n.log.With("component", "tls")})
 	if err := writeAdminKey(n.cfg.DataDir, n.adminKey); err != nil {
 		return fmt.Errorf("admin key: %w", err)
 	}
