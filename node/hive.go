@@ -283,7 +283,8 @@ func (n *Node) syncHoldings() {
 	}
 }
 
-// hiveCluster is what the hive operations read and write of this node.
+// hiveCluster is what the hive operations (and the blob service, which
+// asks the same questions) read and write of this node.
 type hiveCluster struct{ n *Node }
 
 func (c hiveCluster) Node(id string) (fsm.Node, bool)              { return c.n.reg.Node(id) }

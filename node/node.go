@@ -323,7 +323,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("consensus: %w", err)
 	}
 
-	n.blobs = blob.New(blob.Config{Models: n.models, Binaries: n.binaries, Streams: n.host, Holdings: blobHoldings{n}})
+	n.blobs = blob.New(blob.Config{Models: n.models, Binaries: n.binaries, Streams: n.host, Holdings: hiveCluster{n}})
 	n.hive = hiveops.New(hiveops.Config{LocalID: n.ID(), LocalName: n.cfg.Name, Version: n.cfg.Version,
 		Models: n.models, Binaries: n.binaries, Procs: n.procs, Cluster: hiveCluster{n}, HF: n.hf,
 		ModelPeers: n.blobs.ModelSource(), BinaryPeers: n.blobs.BinarySource(),

@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -318,3 +321,26 @@ func readFile(t *testing.T, path string) []byte {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// workerBin builds cmd/rbee-worker once for the package's process tests.
+var workerBin = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "rbee-worker-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "rbee-worker")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/rbee-worker")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v: %s", err, out)
+	}
+	return bin, nil
+})
+
+// buildWorker is the rbee-worker binary (built once per test run).
+func buildWorker(t *testing.T) string {
+	t.Helper()
+	bin, err := workerBin()
+	require.NoError(t, err)
+	return bin
+}

@@ -20,11 +20,7 @@ func TestProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a binary")
 	}
-	bin := filepath.Join(t.TempDir(), "rbee-worker")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/rbee-worker")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	bin := buildWorker(t)
 
 	// Bad flags exit 2 without starting; so does a missing secret.
 	bad := exec.Command(bin, "--model", testModelPath)

@@ -130,49 +130,67 @@ func (p *Pipeline) Stages() []StageInfo {
 // connect (re)dials all stages; p.mu is held.
 func (p *Pipeline) connect(ctx context.Context) error {
 	p.dropConns()
-	conns := make([]*stageConn, 0, len(p.cfg.Stages))
-	fail := func(err error) error {
+	conns, err := dialGroup(ctx, p.cfg.Stages, ModePipeline, uint32(p.cfg.Lo), p.cfg.Timeout, p.cfg.MaxFrame)
+	if err != nil {
+		return err
+	}
+	p.conns = conns
+	p.broken = false
+	return nil
+}
+
+// dialGroup dials every other end of a sharded group in order and checks,
+// from the welcome each sends, that they are shards of mode holding
+// contiguous ranges from from to the end (layers for a pipeline, KV heads
+// for a tensor group) of one model. On an error no connection stays open.
+func dialGroup(ctx context.Context, dialers []Dialer, mode uint8, from uint32, timeout time.Duration, maxFrame int) ([]*stageConn, error) {
+	what, unit := "stage", "layers"
+	if mode == ModeTensor {
+		what, unit = "member", "KV heads"
+	}
+	conns := make([]*stageConn, 0, len(dialers))
+	fail := func(err error) ([]*stageConn, error) {
 		for _, c := range conns {
 			c.c.Close()
 		}
-		return err
+		return nil, err
 	}
-	want := uint32(p.cfg.Lo)
-	for i, dial := range p.cfg.Stages {
+	want := from
+	for i, dial := range dialers {
 		dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 		c, err := dial(dctx)
 		if err != nil {
 			cancel()
-			return fail(fmt.Errorf("%w: stage %d: dial: %w", ErrStage, i+1, err))
+			return fail(fmt.Errorf("%w: %s %d: dial: %w", ErrStage, what, i+1, err))
 		}
 		sc := &stageConn{c: c}
 		conns = append(conns, sc)
-		err = p.exchange(dctx, sc, &frame{typ: frameHello, proto: ProtocolID})
+		_, _, err = sc.roundTrip(dctx, &frame{typ: frameHello, proto: ProtocolID}, timeout, maxFrame)
 		cancel()
 		if err == nil && sc.f.typ != frameWelcome {
 			err = fmt.Errorf("%w: frame type %d where a welcome was expected (%s)", ErrProtocol, sc.f.typ, sc.f.msg)
 		}
 		if err != nil {
-			return fail(fmt.Errorf("%w: stage %d: handshake: %w", ErrStage, i+1, err))
+			return fail(fmt.Errorf("%w: %s %d: handshake: %w", ErrStage, what, i+1, err))
 		}
 		in := sc.f.info
 		sc.info = in
 		first := conns[0].info
-		last := i == len(p.cfg.Stages)-1
+		last := i == len(dialers)-1
 		switch {
+		case in.Mode != mode:
+			return fail(fmt.Errorf("%w: %s %d is a shard of another mode (%d, want %d)", ErrMismatch, what, i+1, in.Mode, mode))
 		case in.Lo != want || in.Hi <= in.Lo:
-			return fail(fmt.Errorf("%w: stage %d holds layers [%d, %d), want from %d", ErrMismatch, i+1, in.Lo, in.Hi, want))
+			return fail(fmt.Errorf("%w: %s %d holds %s [%d, %d), want from %d", ErrMismatch, what, i+1, unit, in.Lo, in.Hi, want))
 		case in.Layers != first.Layers || in.Dim != first.Dim || in.Vocab != first.Vocab:
-			return fail(fmt.Errorf("%w: stage %d is a model of %d layers, dim %d, vocab %d; stage 1's has %d, %d, %d",
-				ErrMismatch, i+1, in.Layers, in.Dim, in.Vocab, first.Layers, first.Dim, first.Vocab))
+			return fail(fmt.Errorf("%w: %s %d is a model of %d %s, dim %d, vocab %d; %s 1's has %d, %d, %d",
+				ErrMismatch, what, i+1, in.Layers, unit, in.Dim, in.Vocab, what, first.Layers, first.Dim, first.Vocab))
 		case last != (in.Hi == in.Layers):
-			return fail(fmt.Errorf("%w: stage %d ends at layer %d of %d", ErrMismatch, i+1, in.Hi, in.Layers))
+			return fail(fmt.Errorf("%w: %s %d ends at %s %d of %d", ErrMismatch, what, i+1, unit, in.Hi, in.Layers))
 		}
 		want = in.Hi
 	}
-	p.conns = conns
-	p.broken = false
-	return nil
+	return conns, nil
 }
 
 func (p *Pipeline) dropConns() {
@@ -185,7 +203,16 @@ func (p *Pipeline) dropConns() {
 // exchange writes f to sc and reads the answer into sc.f, within the
 // Timeout and ctx (whose end breaks the connection).
 func (p *Pipeline) exchange(ctx context.Context, sc *stageConn, f *frame) error {
-	deadline := time.Now().Add(p.cfg.Timeout)
+	sent, recv, err := sc.roundTrip(ctx, f, p.cfg.Timeout, p.cfg.MaxFrame)
+	p.stats.Sent += sent
+	p.stats.Received += recv
+	return err
+}
+
+// roundTrip writes f and reads the answer into sc.f, within timeout and
+// ctx. It returns the bytes written and read.
+func (sc *stageConn) roundTrip(ctx context.Context, f *frame, timeout time.Duration, maxFrame int) (sent, recv int64, err error) {
+	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -197,19 +224,17 @@ func (p *Pipeline) exchange(ctx context.Context, sc *stageConn, f *frame) error 
 	}
 	stop := context.AfterFunc(ctx, func() { sc.c.Close() })
 	defer stop()
-	var err error
 	if sc.wbuf, err = writeFrame(sc.c, f, sc.wbuf); err != nil {
-		return p.ctxErr(ctx, err)
+		return 0, 0, ctxErr(ctx, err)
 	}
-	p.stats.Sent += int64(len(sc.wbuf))
-	if sc.rbuf, err = readFrame(sc.c, p.cfg.MaxFrame, sc.rbuf, &sc.f); err != nil {
-		return p.ctxErr(ctx, err)
+	sent = int64(len(sc.wbuf))
+	if sc.rbuf, err = readFrame(sc.c, maxFrame, sc.rbuf, &sc.f); err != nil {
+		return sent, 0, ctxErr(ctx, err)
 	}
-	p.stats.Received += int64(len(sc.rbuf)) + 4
-	return nil
+	return sent, int64(len(sc.rbuf)) + 4, nil
 }
 
-func (p *Pipeline) ctxErr(ctx context.Context, err error) error {
+func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}

@@ -212,47 +212,9 @@ func (g *TensorGroup) Start(ctx context.Context) error {
 
 func (g *TensorGroup) connect(ctx context.Context) error {
 	g.drop()
-	var conns []*stageConn
-	fail := func(err error) error {
-		for _, c := range conns {
-			c.c.Close()
-		}
+	conns, err := dialGroup(ctx, g.cfg.Members, ModeTensor, uint32(g.cfg.KVHi), g.cfg.Timeout, g.cfg.MaxFrame)
+	if err != nil {
 		return err
-	}
-	want := uint32(g.cfg.KVHi)
-	p := &Pipeline{cfg: PipelineConfig{Timeout: g.cfg.Timeout, MaxFrame: g.cfg.MaxFrame}}
-	for i, dial := range g.cfg.Members {
-		dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-		c, err := dial(dctx)
-		if err != nil {
-			cancel()
-			return fail(fmt.Errorf("%w: member %d: dial: %w", ErrStage, i+1, err))
-		}
-		sc := &stageConn{c: c}
-		conns = append(conns, sc)
-		err = p.exchange(dctx, sc, &frame{typ: frameHello, proto: ProtocolID})
-		cancel()
-		if err == nil && sc.f.typ != frameWelcome {
-			err = fmt.Errorf("%w: frame type %d where a welcome was expected (%s)", ErrProtocol, sc.f.typ, sc.f.msg)
-		}
-		if err != nil {
-			return fail(fmt.Errorf("%w: member %d: handshake: %w", ErrStage, i+1, err))
-		}
-		in := sc.f.info
-		sc.info = in
-		first := conns[0].info
-		last := i == len(g.cfg.Members)-1
-		switch {
-		case in.Mode != ModeTensor:
-			return fail(fmt.Errorf("%w: member %d is not a tensor shard", ErrMismatch, i+1))
-		case in.Lo != want || in.Hi <= in.Lo:
-			return fail(fmt.Errorf("%w: member %d holds KV heads [%d, %d), want from %d", ErrMismatch, i+1, in.Lo, in.Hi, want))
-		case in.Layers != first.Layers || in.Dim != first.Dim || in.Vocab != first.Vocab:
-			return fail(fmt.Errorf("%w: member %d's model differs from member 1's", ErrMismatch, i+1))
-		case last != (in.Hi == in.Layers):
-			return fail(fmt.Errorf("%w: member %d ends at KV head %d of %d", ErrMismatch, i+1, in.Hi, in.Layers))
-		}
-		want = in.Hi
 	}
 	g.members = conns
 	g.broken = false
