@@ -169,7 +169,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	// A node with another cluster's secret cannot join: non-zero exit, cluster unchanged.
 	strangerDir := filepath.Join(dir, "stranger")
 	out, err := exec.Command(bin, "node", "--name", "stranger", "--data-dir", strangerDir, "--http-addr", "127.0.0.1:0",
-		"--gossip-addr", "127.0.0.1:0", "--p2p-addr", "127.0.0.1:0", "--no-mdns", "--profile", "local",
+		"--gossip-addr", "127.0.0.1:0", "--p2p-addr", "127.0.0.1:0", "--blob-addr", "127.0.0.1:0", "--no-mdns", "--profile", "local",
 		"--token", "rbee_another_clusters_secret_zz", "--join", cl.Nodes[0].GossipAddr).CombinedOutput()
 	require.Error(t, err, "stranger joined: %s", out)
 	require.Contains(t, string(out), "could not join")

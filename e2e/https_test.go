@@ -40,7 +40,7 @@ func TestHTTPSOnTheLAN(t *testing.T) {
 
 	// --http-addr off loopback without --insecure-http: refused at start.
 	out, err := exec.Command(bin, "node", "--data-dir", filepath.Join(tmp, "refused"), "--http-addr", fmt.Sprintf("0.0.0.0:%d", freePortOn(t, "127.0.0.1")),
-		"--gossip-addr", "127.0.0.1:0", "--p2p-addr", "127.0.0.1:0", "--no-mdns").CombinedOutput()
+		"--gossip-addr", "127.0.0.1:0", "--p2p-addr", "127.0.0.1:0", "--blob-addr", "127.0.0.1:0", "--no-mdns").CombinedOutput()
 	require.Error(t, err, "%s", out)
 	require.Contains(t, string(out), "--https-addr")
 	require.Contains(t, string(out), "--insecure-http")

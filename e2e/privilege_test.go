@@ -171,7 +171,7 @@ func TestPrivilegeOnANode(t *testing.T) {
 	// A node whose secret file others can read refuses to start.
 	require.NoError(t, os.Chmod(filepath.Join(n.DataDir, "cluster.secret"), 0o644))
 	cmd := exec.Command(bin, "node", "--data-dir", n.DataDir, "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
-		"--p2p-addr", "127.0.0.1:0", "--no-mdns", "--profile", "local")
+		"--p2p-addr", "127.0.0.1:0", "--blob-addr", "127.0.0.1:0", "--no-mdns", "--profile", "local")
 	cmd.Env = append(os.Environ(), "RBEE_NODE=", "RBEE_TOKEN=", "RBEE_CLUSTER_TOKEN=")
 	outb, err := cmd.CombinedOutput()
 	require.Error(t, err)

@@ -545,7 +545,7 @@ func TestSecretStaysPrivate(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "cluster.secret"), []byte(nodetest.Token+"\n"), 0o644))
 	cfg := node.DefaultConfig()
 	cfg.Name, cfg.DataDir, cfg.MDNS = "loose", dir, false
-	cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr, cfg.BlobAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	n2, err := node.New(cfg)
 	require.NoError(t, err)
 	err = n2.Start(context.Background())

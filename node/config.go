@@ -15,6 +15,10 @@ const (
 	DefaultHTTPAddr   = "127.0.0.1:7833"
 	DefaultGossipAddr = "0.0.0.0:7834"
 	DefaultP2PAddr    = "0.0.0.0:7835"
+	// DefaultBlobAddr is the direct path for file copies between nodes
+	// (TLS 1.3, offered over libp2p; see node/blob): 7836 keeps it next
+	// to the libp2p port. A peer that cannot reach it copies over libp2p.
+	DefaultBlobAddr = "0.0.0.0:7836"
 	// ExampleHTTPSAddr is what the docs and error messages suggest for
 	// --https-addr (off by default): 7843 is the HTTP port + 10, clear of
 	// the gossip and p2p ports.
@@ -72,6 +76,11 @@ type Config struct {
 	RegistryVersion int
 	// P2PAddr is the libp2p TCP listen address.
 	P2PAddr string
+	// BlobAddr is the TCP listen address of the direct path for file
+	// copies ("off" disables it: peers then copy from this node over
+	// libp2p). When the default address cannot be bound the node warns
+	// and runs without it; any other address must bind.
+	BlobAddr string
 	// Join lists gossip addresses to join at start.
 	Join []string
 	// BootstrapExpect > 0 waits for that many servers before bootstrapping.
@@ -160,6 +169,7 @@ func DefaultConfig() Config {
 		HTTPAddr:               DefaultHTTPAddr,
 		GossipAddr:             DefaultGossipAddr,
 		P2PAddr:                DefaultP2PAddr,
+		BlobAddr:               DefaultBlobAddr,
 		MDNS:                   true,
 		Profile:                "lan",
 		ReconcileInterval:      30 * time.Second,

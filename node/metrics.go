@@ -76,6 +76,14 @@ func newMetrics(n *Node) *metrics {
 			}
 			return float64(n.gsp.SentBytes())
 		}))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_blob_direct_transfers_total",
+		Help: "File copies this node served over its blob port (TLS) rather than the libp2p stream."},
+		func() float64 {
+			if n.blobLn == nil {
+				return 0
+			}
+			return float64(n.blobLn.Claimed())
+		}))
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_raft_leader_changes_total",
 		Help: "Leadership changes this node observed."}, func() float64 { return float64(n.cons.LeaderChanges()) }))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rbee_raft_is_leader",

@@ -1,7 +1,11 @@
 package node_test
 
 import (
+	"io"
+	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +53,8 @@ func TestModelsByAnyNameOnAnyHive(t *testing.T) {
 	require.Equal(t, e.ID, e1.ID)
 	require.Equal(t, e.SHA256, e1.SHA256)
 	require.Equal(t, modelcat.SourcePeer, e1.Source)
+	// The bytes came over n0's blob port, not the libp2p stream.
+	require.Equal(t, 1.0, metric(t, n0, "rbee_blob_direct_transfers_total"))
 
 	// By catalog id, through a forwarded job to node2.
 	var e2 modelcat.Entry
@@ -115,4 +121,27 @@ func TestWriteWithoutQuorumFailsFast(t *testing.T) {
 	require.Contains(t, je.Message, "node1")
 	require.Contains(t, je.Message, "node2")
 	require.Less(t, time.Since(start), 40*time.Second)
+}
+
+// metric reads one unlabelled series from n's /metrics.
+func metric(t *testing.T, n *node.Node, name string) float64 {
+	t.Helper()
+	req, err := http.NewRequest("GET", n.URL()+"/metrics", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+n.AdminKey())
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			require.NoError(t, err)
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
 }

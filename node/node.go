@@ -93,6 +93,7 @@ type Node struct {
 	httpLn   net.Listener
 	httpsSrv *http.Server
 	httpsLn  net.Listener
+	blobLn   *blob.Listener // nil when the direct path is off
 	// certs keeps the cluster CA and this node's certificate current.
 	certs *certs.Manager
 
@@ -158,6 +159,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.P2PAddr == "" {
 		cfg.P2PAddr = d.P2PAddr
+	}
+	if cfg.BlobAddr == "" {
+		cfg.BlobAddr = d.BlobAddr
 	}
 	if cfg.Profile == "" {
 		cfg.Profile = d.Profile
@@ -323,7 +327,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("consensus: %w", err)
 	}
 
-	n.blobs = blob.New(blob.Config{Models: n.models, Binaries: n.binaries, Streams: n.host, Holdings: hiveCluster{n}})
+	if err := n.listenBlob(); err != nil {
+		return err
+	}
+	n.blobs = blob.New(blob.Config{Models: n.models, Binaries: n.binaries, Streams: n.host, Holdings: hiveCluster{n},
+		Direct: n.blobLn, Log: n.log.With("component", "blob")})
 	n.hive = hiveops.New(hiveops.Config{LocalID: n.ID(), LocalName: n.cfg.Name, Version: n.cfg.Version,
 		Models: n.models, Binaries: n.binaries, Procs: n.procs, Cluster: hiveCluster{n}, HF: n.hf,
 		ModelPeers: n.blobs.ModelSource(), BinaryPeers: n.blobs.BinarySource(),
@@ -674,10 +682,46 @@ func (n *Node) shutdown() {
 		if n.host != nil {
 			_ = n.host.Close()
 		}
+		if n.blobLn != nil {
+			_ = n.blobLn.Close()
+		}
 		n.closeHive()
 		n.wg.Wait()
 		close(n.stopped)
 	})
+}
+
+// listenBlob binds the direct path for file copies (cfg.BlobAddr).
+func (n *Node) listenBlob() error {
+	if n.cfg.BlobAddr == "off" {
+		return nil
+	}
+	ln, err := blob.Listen(n.cfg.BlobAddr, n.log.With("component", "blob"))
+	if err != nil {
+		if n.cfg.BlobAddr == DefaultBlobAddr {
+			n.log.Warn("the blob port is taken: peers will copy files from this node over libp2p, more slowly; set --blob-addr", "err", err)
+			return nil
+		}
+		return err
+	}
+	n.blobLn = ln
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := ln.Serve(); err != nil {
+			n.log.Warn("blob port stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// BlobAddr is the bound address of the direct path for file copies, ""
+// when it is off.
+func (n *Node) BlobAddr() string {
+	if n.blobLn == nil {
+		return ""
+	}
+	return n.blobLn.Addr().String()
 }
 
 func shortID(id string) string {

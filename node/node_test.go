@@ -201,7 +201,7 @@ func TestNodeWithAnotherSecretCannotJoin(t *testing.T) {
 	cfg := node.DefaultConfig()
 	cfg.Name = "stranger"
 	cfg.DataDir = filepath.Join(t.TempDir(), "stranger")
-	cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr, cfg.BlobAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Token = "rbee_some_other_cluster_secret_xx"
 	cfg.MDNS = false
 	cfg.Profile = "local"

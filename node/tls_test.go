@@ -341,7 +341,7 @@ func TestPinnedClusterCA(t *testing.T) {
 		cfg := node.DefaultConfig()
 		cfg.Name = name
 		cfg.DataDir = filepath.Join(t.TempDir(), name)
-		cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr, cfg.BlobAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.Token = nodetest.Token
 		cfg.MDNS = false
 		cfg.Profile = "local"

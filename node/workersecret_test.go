@@ -195,7 +195,7 @@ func TestNodeStopsWorkersWithoutSecret(t *testing.T) {
 
 	cfg := node.DefaultConfig()
 	cfg.Name, cfg.DataDir, cfg.Token = "upgraded", dataDir, nodetest.Token
-	cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr, cfg.BlobAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.MDNS, cfg.Profile = false, "local"
 	n, err := node.New(cfg)
 	require.NoError(t, err)

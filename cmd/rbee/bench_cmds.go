@@ -34,7 +34,7 @@ import (
 )
 
 // startBenchCluster starts n local node processes in a temp dir.
-func startBenchCluster(ctx context.Context, n int) (*localcluster.Cluster, func(), error) {
+func startBenchCluster(ctx context.Context, n int, setup ...func(*localcluster.Cluster)) (*localcluster.Cluster, func(), error) {
 	bin, err := os.Executable()
 	if err != nil {
 		return nil, nil, err
@@ -49,6 +49,9 @@ func startBenchCluster(ctx context.Context, n int) (*localcluster.Cluster, func(
 		return nil, nil, err
 	}
 	cleanup := func() { cl.Close(); os.RemoveAll(dir) }
+	for _, f := range setup {
+		f(cl)
+	}
 	if err := cl.Start(ctx); err != nil {
 		cleanup()
 		return nil, nil, err
@@ -265,18 +268,30 @@ type transferRound struct {
 	LoadAvg     string  `json:"loadavg,omitempty"`
 }
 
+// transferPhase is one path's rounds and their medians.
+type transferPhase struct {
+	Path   string          `json:"path"`
+	Rounds []transferRound `json:"rounds"`
+	Median transferRound   `json:"median"`
+}
+
 func newBenchTransferCmd(g *globals) *cobra.Command {
 	var sizeMB, rounds int
+	var profileDir string
 	cmd := &cobra.Command{
 		Use:   "transfer",
-		Short: "Throughput of a peer model copy over libp2p on loopback next to a plain local file copy of the same file, several rounds, medians (JSON)",
+		Short: "Throughput of a peer model copy (the direct TLS path, then the libp2p stream) next to a plain local file copy of the same file, several rounds, medians (JSON)",
 		Long: `Copies one synthetic model of --size-mb from node1 to node2 of a local
-two-node cluster (TCP + private network + Noise + yamux on loopback,
-sha256-verified, fsynced, added to the catalog) and, in the same round, the
-same file locally (io.Copy + fsync). Each round reports both rates, their
-ratio, the CPU time per byte (both node processes for the peer copy; this
-process for the local one: it does not depend on the machine's load, the
-rates do) and /proc/loadavg. The summary holds the medians.`,
+two-node cluster, sha256-verified, fsynced and added to the catalog, and, in
+the same round, the same file locally (io.Copy + fsync). It runs two phases:
+"direct", the default path (TLS 1.3 to node1's blob port, offered over
+libp2p), then "libp2p", with node1 restarted with --blob-addr off so the
+bytes cross the libp2p stream (TCP + private network + Noise + yamux).
+Each round reports both rates, their ratio, the CPU time per byte (both
+node processes for the peer copy; this process for the local one: it does
+not depend on the machine's load, the rates do) and /proc/loadavg. Each
+phase's summary holds its medians. --cpu-profile DIR writes each node's
+CPU profile per phase there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if sizeMB < 1 || sizeMB > 8192 {
@@ -308,7 +323,21 @@ rates do) and /proc/loadavg. The summary holds the medians.`,
 			if err != nil {
 				return err
 			}
-			cl, cleanup, err := startBenchCluster(ctx, 2)
+			if profileDir != "" {
+				if err := os.MkdirAll(profileDir, 0o755); err != nil {
+					return err
+				}
+			}
+			profile := func(n *localcluster.Node, phase string) {
+				if profileDir != "" {
+					n.ExtraArgs = append(n.ExtraArgs, "--cpu-profile", filepath.Join(profileDir, phase+"-"+n.Name+".cpu.pprof"))
+				}
+			}
+			cl, cleanup, err := startBenchCluster(ctx, 2, func(c *localcluster.Cluster) {
+				for _, n := range c.Nodes {
+					profile(n, "direct")
+				}
+			})
 			if err != nil {
 				return err
 			}
@@ -317,101 +346,155 @@ rates do) and /proc/loadavg. The summary holds the medians.`,
 			if err := cl.Nodes[0].Client().Result(ctx, api.ModelDownloadRequest{Model: src}, &e, nil); err != nil {
 				return fmt.Errorf("catalog on node1: %w", err)
 			}
-			// Wait until node2's replica knows node1 holds it.
-			for deadline := time.Now().Add(30 * time.Second); ; {
-				var all api.ClusterModelListResult
-				_ = cl.Nodes[1].Client().Result(ctx, api.ModelListRequest{All: true}, &all, nil)
-				found := false
-				for _, m := range all.Models {
-					found = found || m.SHA256 == sum
-				}
-				if found {
-					break
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("node2 never learned that node1 holds the file")
-				}
-				time.Sleep(50 * time.Millisecond)
+			t := transferBench{cl: cl, src: src, tmp: tmp, sum: sum, size: st.Size()}
+			direct, err := t.phase(ctx, "direct", rounds)
+			if err != nil {
+				return err
 			}
-			nodesCPU := func() (time.Duration, bool) {
-				var total time.Duration
+			// Restart both nodes: node1 without its blob port, and both to
+			// close the profiles of the first phase.
+			for _, n := range cl.Nodes {
+				if err := cl.Stop(n); err != nil {
+					return err
+				}
+			}
+			for i, n := range cl.Nodes {
+				n.ExtraArgs = nil
+				profile(n, "libp2p")
+				if i == 0 {
+					n.ExtraArgs = append(n.ExtraArgs, "--blob-addr", "off")
+				}
+				if err := cl.StartNode(ctx, n, nil); err != nil {
+					return err
+				}
+				if err := localcluster.WaitHealthy(ctx, n); err != nil {
+					return fmt.Errorf("%s: %w (log: %s)", n.Name, err, n.LogPath)
+				}
+			}
+			wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			defer cancel()
+			if _, err := cl.WaitConverged(wctx, 2); err != nil {
+				return err
+			}
+			stream, err := t.phase(ctx, "libp2p", rounds)
+			if err != nil {
+				return err
+			}
+			if profileDir != "" {
 				for _, n := range cl.Nodes {
-					d, err := cputime.Process(n.PID())
-					if err != nil {
-						return 0, false
-					}
-					total += d
+					_ = cl.Stop(n)
 				}
-				return total, true
-			}
-			mibps := func(d time.Duration) float64 { return float64(st.Size()) / (1 << 20) / d.Seconds() }
-			perByte := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(st.Size()) }
-			var all []transferRound
-			for range rounds {
-				var r transferRound
-				if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-					r.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
-				}
-				// Baseline: a plain local copy of the same file.
-				dst := filepath.Join(tmp, "copy.gguf")
-				c0, _ := cputime.Self()
-				t0 := time.Now()
-				if err := localcopy.Copy(src, dst); err != nil {
-					return err
-				}
-				local := time.Since(t0)
-				c1, _ := cputime.Self()
-				if err := os.Remove(dst); err != nil {
-					return err
-				}
-				r.LocalMiBps, r.LocalCPUNsB = mibps(local), perByte(c1-c0)
-
-				// The origin is unreachable on purpose: the bytes must come from the peer.
-				ref := "http://127.0.0.1:9/transfer.gguf#sha256=" + sum
-				var e2 api.Model
-				p0, cpuOK := nodesCPU()
-				t1 := time.Now()
-				if err := cl.Nodes[1].Client().Result(ctx, api.ModelDownloadRequest{Model: ref}, &e2, nil); err != nil {
-					return fmt.Errorf("peer copy: %w", err)
-				}
-				peer := time.Since(t1)
-				if p1, ok := nodesCPU(); ok && cpuOK {
-					r.PeerCPUNsB = perByte(p1 - p0)
-				}
-				if e2.SHA256 != sum || e2.Source != modelcat.SourcePeer {
-					return fmt.Errorf("peer copy has sha256 %s from %s, want %s from a peer", e2.SHA256, e2.Source, sum)
-				}
-				r.PeerMiBps = mibps(peer)
-				r.Ratio = r.PeerMiBps / r.LocalMiBps
-				all = append(all, r)
-				if err := cl.Nodes[1].Client().Result(ctx, api.ModelDeleteRequest{ID: e2.ID}, nil, nil); err != nil {
-					return fmt.Errorf("deleting the copy: %w", err)
-				}
-			}
-			pick := func(f func(transferRound) float64) float64 {
-				v := make([]float64, len(all))
-				for i, r := range all {
-					v[i] = f(r)
-				}
-				sort.Float64s(v)
-				return v[len(v)/2]
 			}
 			return printJSON(cmd.OutOrStdout(), map[string]any{
-				"benchmark": "transfer", "bytes": st.Size(), "rounds": all,
-				"median": transferRound{
-					LocalMiBps:  pick(func(r transferRound) float64 { return r.LocalMiBps }),
-					PeerMiBps:   pick(func(r transferRound) float64 { return r.PeerMiBps }),
-					Ratio:       pick(func(r transferRound) float64 { return r.Ratio }),
-					LocalCPUNsB: pick(func(r transferRound) float64 { return r.LocalCPUNsB }),
-					PeerCPUNsB:  pick(func(r transferRound) float64 { return r.PeerCPUNsB }),
-				},
-				"note": "the peer copy includes the request, sha256 verification, fsync and the atomic catalog add; peer CPU is both node processes (10 ms resolution)",
+				"benchmark": "transfer", "bytes": st.Size(), "phases": []transferPhase{direct, stream},
+				"direct_over_libp2p": direct.Median.PeerMiBps / stream.Median.PeerMiBps,
+				"note":               "the peer copy includes the request, sha256 verification, fsync and the atomic catalog add; peer CPU is both node processes (10 ms resolution)",
 			})
 		},
 	}
 	cmd.Flags().IntVar(&sizeMB, "size-mb", 256, "file size in MiB")
-	cmd.Flags().IntVar(&rounds, "rounds", 3, "rounds (each: one local copy, one peer copy); the summary holds the medians")
+	cmd.Flags().IntVar(&rounds, "rounds", 3, "rounds per phase (each: one local copy, one peer copy); each phase's summary holds the medians")
+	cmd.Flags().StringVar(&profileDir, "cpu-profile", "", "write each node's CPU profile per phase to this directory")
 	return cmd
+}
+
+// transferBench is one bench transfer run: node1 holds the file.
+type transferBench struct {
+	cl            *localcluster.Cluster
+	src, tmp, sum string
+	size          int64
+}
+
+// phase waits until node2 knows node1 holds the file, then runs rounds
+// of a local copy and a peer copy from node1 to node2.
+func (t transferBench) phase(ctx context.Context, path string, rounds int) (transferPhase, error) {
+	cl := t.cl
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var all api.ClusterModelListResult
+		_ = cl.Nodes[1].Client().Result(ctx, api.ModelListRequest{All: true}, &all, nil)
+		found := false
+		for _, m := range all.Models {
+			found = found || m.SHA256 == t.sum
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			return transferPhase{}, fmt.Errorf("node2 never learned that node1 holds the file")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	nodesCPU := func() (time.Duration, bool) {
+		var total time.Duration
+		for _, n := range cl.Nodes {
+			d, err := cputime.Process(n.PID())
+			if err != nil {
+				return 0, false
+			}
+			total += d
+		}
+		return total, true
+	}
+	mibps := func(d time.Duration) float64 { return float64(t.size) / (1 << 20) / d.Seconds() }
+	perByte := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(t.size) }
+	ph := transferPhase{Path: path}
+	for range rounds {
+		var r transferRound
+		if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+			r.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
+		}
+		// Baseline: a plain local copy of the same file.
+		dst := filepath.Join(t.tmp, "copy.gguf")
+		c0, _ := cputime.Self()
+		t0 := time.Now()
+		if err := localcopy.Copy(t.src, dst); err != nil {
+			return ph, err
+		}
+		local := time.Since(t0)
+		c1, _ := cputime.Self()
+		if err := os.Remove(dst); err != nil {
+			return ph, err
+		}
+		r.LocalMiBps, r.LocalCPUNsB = mibps(local), perByte(c1-c0)
+
+		// The origin is unreachable on purpose: the bytes must come from the peer.
+		ref := "http://127.0.0.1:9/transfer.gguf#sha256=" + t.sum
+		var e2 api.Model
+		p0, cpuOK := nodesCPU()
+		t1 := time.Now()
+		if err := cl.Nodes[1].Client().Result(ctx, api.ModelDownloadRequest{Model: ref}, &e2, nil); err != nil {
+			return ph, fmt.Errorf("peer copy: %w", err)
+		}
+		peer := time.Since(t1)
+		if p1, ok := nodesCPU(); ok && cpuOK {
+			r.PeerCPUNsB = perByte(p1 - p0)
+		}
+		if e2.SHA256 != t.sum || e2.Source != modelcat.SourcePeer {
+			return ph, fmt.Errorf("peer copy has sha256 %s from %s, want %s from a peer", e2.SHA256, e2.Source, t.sum)
+		}
+		r.PeerMiBps = mibps(peer)
+		r.Ratio = r.PeerMiBps / r.LocalMiBps
+		ph.Rounds = append(ph.Rounds, r)
+		if err := cl.Nodes[1].Client().Result(ctx, api.ModelDeleteRequest{ID: e2.ID}, nil, nil); err != nil {
+			return ph, fmt.Errorf("deleting the copy: %w", err)
+		}
+	}
+	pick := func(f func(transferRound) float64) float64 {
+		v := make([]float64, len(ph.Rounds))
+		for i, r := range ph.Rounds {
+			v[i] = f(r)
+		}
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	ph.Median = transferRound{
+		LocalMiBps:  pick(func(r transferRound) float64 { return r.LocalMiBps }),
+		PeerMiBps:   pick(func(r transferRound) float64 { return r.PeerMiBps }),
+		Ratio:       pick(func(r transferRound) float64 { return r.Ratio }),
+		LocalCPUNsB: pick(func(r transferRound) float64 { return r.LocalCPUNsB }),
+		PeerCPUNsB:  pick(func(r transferRound) float64 { return r.PeerCPUNsB }),
+	}
+	return ph, nil
 }
 
 func fileSHA(p string) (string, error) {

@@ -4,16 +4,21 @@
 // the end. Files never go through Raft. The Service serves this node's
 // catalogs and opens peers' files; ModelSource and BinarySource adapt it
 // to the catalogs' PeerSource interfaces, choosing peers from the
-// registry's holdings.
+// registry's holdings. The bytes themselves go over the direct path (a
+// pinned TLS connection to the serving node's blob port, offered over the
+// stream) when the receiver can reach it; see direct.go and DESIGN.md.
 package blob
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -52,6 +57,10 @@ type Request struct {
 	Version string `json:"version,omitempty"`
 	OS      string `json:"os,omitempty"`
 	Arch    string `json:"arch,omitempty"`
+	// Direct says the receiver can take the bytes over the direct path
+	// (see Offer); a server without a Listener, or an older one, ignores
+	// it and streams.
+	Direct bool `json:"direct,omitempty"`
 }
 
 // Head is the serving side's answer before the bytes.
@@ -65,6 +74,10 @@ type Head struct {
 	// only signed binaries.
 	Sums    []byte `json:"sums,omitempty"`
 	SumsSig []byte `json:"sums_sig,omitempty"`
+	// Direct, when set, invites the receiver to fetch the bytes over the
+	// direct path. The receiver then claims it there and closes the
+	// stream, or sends choiceStream and reads the bytes on the stream.
+	Direct *Offer `json:"direct,omitempty"`
 }
 
 // Models is the model catalog as the service serves it.
@@ -97,13 +110,30 @@ type Config struct {
 	Binaries Binaries
 	Streams  Streams
 	Holdings Holdings
+	// Direct, when set, is this node's blob port: the service offers the
+	// direct path to receivers that ask for it. The caller runs and
+	// closes it.
+	Direct *Listener
+	// NoDirect makes this node's downloads always read the stream.
+	NoDirect bool
+	Log      *slog.Logger
 }
 
 // Service serves and fetches files. Safe for concurrent use.
-type Service struct{ cfg Config }
+type Service struct {
+	cfg Config
+
+	mu       sync.Mutex
+	noDirect map[string]time.Time // peer -> when its blob port failed
+}
 
 // New returns a service.
-func New(cfg Config) *Service { return &Service{cfg: cfg} }
+func New(cfg Config) *Service {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg, noDirect: map[string]time.Time{}}
+}
 
 // Handle serves one stream of Protocol: the file asked for, or a head
 // with an error.
@@ -124,17 +154,61 @@ func (b *Service) Handle(s network.Stream) {
 		_ = s.Close()
 		return
 	}
+	if req.Direct && b.cfg.Direct != nil {
+		if o, key, err := b.cfg.Direct.offer(rc); err == nil {
+			head.Direct = &o
+			b.serveOffer(s, head, key)
+			return
+		}
+	}
+	b.stream(s, rc, head)
+}
+
+// stream sends head and then rc on s.
+func (b *Service) stream(s network.Stream, rc io.ReadCloser, head Head) {
 	defer rc.Close()
 	_ = s.SetWriteDeadline(time.Now().Add(idle))
 	if err := p2p.WriteJSON(s, head); err != nil {
 		_ = s.Reset()
 		return
 	}
+	b.pump(s, rc)
+}
+
+func (b *Service) pump(s network.Stream, rc io.Reader) {
 	if err := p2p.Pump(rc, Chunk, idle, s, func(p []byte) error { _, err := s.Write(p); return err }); err != nil {
 		_ = s.Reset()
 		return
 	}
 	_ = s.Close()
+}
+
+// serveOffer sends a head with a direct offer, then waits for the
+// receiver: it claims the offer on the blob port and closes the stream,
+// or asks for the bytes on the stream.
+func (b *Service) serveOffer(s network.Stream, head Head, key [32]byte) {
+	_ = s.SetWriteDeadline(time.Now().Add(idle))
+	if err := p2p.WriteJSON(s, head); err != nil {
+		if rc, ok := b.cfg.Direct.take(key); ok {
+			_ = rc.Close()
+		}
+		_ = s.Reset()
+		return
+	}
+	_ = s.SetReadDeadline(time.Now().Add(directChoice))
+	var c [1]byte
+	_, err := io.ReadFull(s, c[:])
+	rc, ok := b.cfg.Direct.take(key)
+	switch {
+	case ok && err == nil && c[0] == choiceStream:
+		defer rc.Close()
+		b.pump(s, rc)
+	case ok: // the receiver went away without a choice
+		_ = rc.Close()
+		_ = s.Reset()
+	default: // claimed on the blob port
+		_ = s.Close()
+	}
 }
 
 // open opens the local file a request names.
@@ -176,11 +250,11 @@ func (b *Service) Open(ctx context.Context, nodeID string, req Request) (io.Read
 		return nil, Head{}, err
 	}
 	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	req.Direct = !b.cfg.NoDirect && b.directOK(nodeID)
 	if err := p2p.WriteJSON(s, req); err != nil {
 		_ = s.Reset()
 		return nil, Head{}, err
 	}
-	_ = s.CloseWrite()
 	var head Head
 	if err := p2p.ReadJSON(s, maxHead, &head); err != nil {
 		_ = s.Reset()
@@ -190,8 +264,54 @@ func (b *Service) Open(ctx context.Context, nodeID string, req Request) (io.Read
 		_ = s.Close()
 		return nil, head, errors.New(head.Error)
 	}
+	if head.Direct != nil {
+		if !req.Direct {
+			_ = s.Reset()
+			return nil, Head{}, errors.New("blob: the peer offered a direct path nobody asked for")
+		}
+		ip, err := remoteIP(s)
+		var c *tls.Conn
+		if err == nil {
+			c, err = dialDirect(ctx, ip, head.Direct)
+		}
+		if err == nil {
+			_ = s.Close()
+			return &directBody{c: c, stop: context.AfterFunc(ctx, func() { _ = c.Close() })}, head, nil
+		}
+		if ctx.Err() != nil {
+			_ = s.Reset()
+			return nil, Head{}, ctx.Err()
+		}
+		b.cfg.Log.Info("blob: the peer's blob port is not reachable; copying over libp2p", "peer", nodeID, "err", err)
+		b.directFailed(nodeID)
+		_ = s.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := s.Write([]byte{choiceStream}); err != nil {
+			_ = s.Reset()
+			return nil, Head{}, err
+		}
+	}
+	_ = s.CloseWrite()
 	_ = s.SetDeadline(time.Time{})
 	return &body{s: s, stop: context.AfterFunc(ctx, func() { _ = s.Reset() })}, head, nil
+}
+
+// directOK says whether to ask nodeID for the direct path: not within
+// directRetry of a failure to reach it.
+func (b *Service) directOK(nodeID string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t, ok := b.noDirect[nodeID]
+	if ok && time.Since(t) > directRetry {
+		delete(b.noDirect, nodeID)
+		return true
+	}
+	return !ok
+}
+
+func (b *Service) directFailed(nodeID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.noDirect[nodeID] = time.Now()
 }
 
 // body is a transfer in progress; a stall longer than idle fails it.

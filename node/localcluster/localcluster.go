@@ -180,7 +180,7 @@ func (c *Cluster) Token() string { return c.cfg.Token }
 // restart passes none: the node rejoins from its data dir).
 func (c *Cluster) StartNode(ctx context.Context, n *Node, join []string) error {
 	args := []string{"node", "--name", n.Name, "--data-dir", n.DataDir, "--http-addr", n.HTTPAddr,
-		"--gossip-addr", n.GossipAddr, "--p2p-addr", n.P2PAddr, "--no-mdns", "--profile", c.cfg.Profile,
+		"--gossip-addr", n.GossipAddr, "--p2p-addr", n.P2PAddr, "--blob-addr", "127.0.0.1:0", "--no-mdns", "--profile", c.cfg.Profile,
 		"--log-level", "debug"}
 	for _, j := range join {
 		args = append(args, "--join", j)

@@ -49,6 +49,7 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		cfg.HTTPAddr = "127.0.0.1:0"
 		cfg.GossipAddr = "127.0.0.1:0"
 		cfg.P2PAddr = "127.0.0.1:0"
+		cfg.BlobAddr = "127.0.0.1:0"
 		cfg.Token = Token
 		cfg.MDNS = false
 		cfg.Profile = "local"

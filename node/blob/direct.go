@@ -1,0 +1,442 @@
+package blob
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/rbee-project/rbee/p2p"
+)
+
+// The direct path carries the bytes of a transfer over one TLS 1.3
+// connection to the serving node's blob port instead of the libp2p stream.
+// The libp2p stream (private network + Noise + yamux) still carries the
+// request and the head, so only a cluster member learns the offer: the
+// port, the fingerprint of the listener's certificate and a one-time
+// token. The receiver pins that fingerprint, so no one in between can
+// read or change the bytes; the token, sent first inside TLS, is the
+// receiver's proof that it asked over libp2p. The gain is the cipher:
+// the stream pays XSalsa20 (the private network) and ChaCha20-Poly1305
+// (Noise) on both sides, TLS pays AES-GCM, which this hardware does in
+// a fraction of the time (see the package's DESIGN.md for the figures).
+// When the port cannot be reached the receiver says so on the stream and
+// the bytes come over it, as before.
+
+// Timeouts and bounds of the direct path.
+const (
+	// directDial bounds the TCP connect: on a LAN it takes a millisecond;
+	// a firewall that drops the SYN costs this once per peer (see
+	// directRetry).
+	directDial = 3 * time.Second
+	// directHandshake bounds the TLS handshake plus the token exchange.
+	directHandshake = 10 * time.Second
+	// directChoice bounds the serving side's wait for the receiver's
+	// choice: a dial, a handshake and a margin.
+	directChoice = directDial + directHandshake + 5*time.Second
+	// tokenTTL is how long an offer waits to be claimed; past it the
+	// file is closed and the token is void.
+	tokenTTL = directChoice
+	// maxOffers bounds the files held open for receivers that have not
+	// connected yet.
+	maxOffers = 64
+	// maxDirectConns bounds connections being served or shaking hands: a
+	// stranger flooding the port gets closed connections, not goroutines.
+	maxDirectConns = 32
+	// directRetry is how long a receiver that could not reach a peer's
+	// blob port uses the stream for that peer before it tries again.
+	directRetry = 2 * time.Minute
+	// tokenLen is the size of a token: 256 random bits.
+	tokenLen = 32
+)
+
+// Status bytes the serving side sends after the token.
+const (
+	statusOK      byte = 0
+	statusUnknown byte = 1
+)
+
+// Choice bytes the receiver sends on the libp2p stream after an offer.
+const (
+	choiceStream byte = 'S'
+)
+
+// Offer is the head's invitation to fetch the bytes directly.
+type Offer struct {
+	// Port is the blob listener's TCP port on the serving node's address
+	// as the receiver's libp2p connection sees it.
+	Port int `json:"port"`
+	// CertSHA256 is the hex sha256 of the listener's certificate (DER).
+	CertSHA256 string `json:"cert_sha256"`
+	// Token (hex) claims this transfer once, within tokenTTL.
+	Token string `json:"token"`
+}
+
+// Listener serves the direct path on one TCP port. New with Listen, run
+// with Serve, stop with Close. Safe for concurrent use.
+type Listener struct {
+	ln   net.Listener
+	cert tls.Certificate
+	fp   string
+	log  *slog.Logger
+	sem  chan struct{}
+
+	mu     sync.Mutex
+	offers map[[32]byte]*offer // by sha256 of the token
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+
+	ttl     time.Duration // tokenTTL; tests shorten it
+	claimed atomic.Uint64
+}
+
+type offer struct {
+	rc    io.ReadCloser
+	timer *time.Timer
+}
+
+// Listen binds addr (host:port; port 0 picks one) with a fresh
+// self-signed certificate.
+func Listen(addr string, log *slog.Logger) (*Listener, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cert, fp, err := selfSigned()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("blob: listen %s: %w", addr, err)
+	}
+	return &Listener{ln: ln, cert: cert, fp: fp, log: log, sem: make(chan struct{}, maxDirectConns),
+		offers: map[[32]byte]*offer{}, conns: map[net.Conn]struct{}{}, ttl: tokenTTL}, nil
+}
+
+// Claimed counts the offers claimed on this port since Listen.
+func (l *Listener) Claimed() uint64 { return l.claimed.Load() }
+
+// Addr is the bound address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Serve accepts connections until Close; it returns nil after Close.
+func (l *Listener) Serve() error {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			l.mu.Lock()
+			closed := l.closed
+			l.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		select {
+		case l.sem <- struct{}{}:
+		default:
+			_ = c.Close()
+			continue
+		}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			_ = c.Close()
+			return nil
+		}
+		l.conns[c] = struct{}{}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go func() {
+			defer func() {
+				l.mu.Lock()
+				delete(l.conns, c)
+				l.mu.Unlock()
+				<-l.sem
+				l.wg.Done()
+			}()
+			l.serve(c)
+		}()
+	}
+}
+
+// Close stops accepting, voids every offer, cuts the transfers in
+// progress (their receivers resume from another holder or later) and
+// waits for their goroutines.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	offers := l.offers
+	l.offers = map[[32]byte]*offer{}
+	for c := range l.conns {
+		_ = c.Close()
+	}
+	l.mu.Unlock()
+	err := l.ln.Close()
+	for _, o := range offers {
+		o.timer.Stop()
+		_ = o.rc.Close()
+	}
+	l.wg.Wait()
+	return err
+}
+
+// offer holds rc for a receiver that will claim it with the returned
+// token; the listener owns rc from here on.
+func (l *Listener) offer(rc io.ReadCloser) (Offer, [32]byte, error) {
+	var tok [tokenLen]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		return Offer{}, [32]byte{}, err
+	}
+	key := sha256.Sum256(tok[:])
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || len(l.offers) >= maxOffers {
+		return Offer{}, key, errors.New("blob: no direct offer now")
+	}
+	o := &offer{rc: rc}
+	o.timer = time.AfterFunc(l.ttl, func() {
+		if rc, ok := l.take(key); ok {
+			_ = rc.Close()
+		}
+	})
+	l.offers[key] = o
+	port := 0
+	if a, ok := l.ln.Addr().(*net.TCPAddr); ok {
+		port = a.Port
+	}
+	return Offer{Port: port, CertSHA256: l.fp, Token: hex.EncodeToString(tok[:])}, key, nil
+}
+
+// take removes an offer and hands its file back; false when it was
+// claimed, expired or never existed.
+func (l *Listener) take(key [32]byte) (io.ReadCloser, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	o, ok := l.offers[key]
+	if !ok {
+		return nil, false
+	}
+	delete(l.offers, key)
+	o.timer.Stop()
+	return o.rc, true
+}
+
+// serve is one connection: TLS, the token, then the file.
+func (l *Listener) serve(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(directHandshake))
+	bc := &batchConn{Conn: c}
+	tc := tls.Server(bc, &tls.Config{Certificates: []tls.Certificate{l.cert}, MinVersion: tls.VersionTLS13})
+	var tok [tokenLen]byte
+	if _, err := io.ReadFull(tc, tok[:]); err != nil { // runs the handshake
+		return
+	}
+	rc, ok := l.take(sha256.Sum256(tok[:]))
+	if !ok {
+		l.log.Debug("blob: direct connection with an unknown token refused", "remote", c.RemoteAddr().String())
+		_, _ = tc.Write([]byte{statusUnknown})
+		_ = tc.Close()
+		return
+	}
+	defer rc.Close()
+	l.claimed.Add(1)
+	_ = c.SetDeadline(time.Time{})
+	_ = c.SetWriteDeadline(time.Now().Add(idle))
+	if _, err := tc.Write([]byte{statusOK}); err != nil {
+		return
+	}
+	if err := p2p.Pump(rc, Chunk, idle, c, func(p []byte) error {
+		bc.batch = true
+		_, err := tc.Write(p)
+		bc.batch = false
+		return errors.Join(err, bc.flush())
+	}); err != nil {
+		l.log.Debug("blob: direct transfer failed", "remote", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	_ = tc.Close() // close_notify: the receiver reads io.EOF, not a cut
+}
+
+// remoteIP is the serving node's address as stream s sees it.
+func remoteIP(s network.Stream) (net.IP, error) {
+	ip, err := manet.ToIP(s.Conn().RemoteMultiaddr())
+	if err != nil {
+		return nil, fmt.Errorf("blob: direct: %w", err)
+	}
+	return ip, nil
+}
+
+// dialDirect claims offer o of the node at ip: the offer's port, the
+// pinned certificate, the token.
+func dialDirect(ctx context.Context, ip net.IP, o *Offer) (*tls.Conn, error) {
+	tok, err := hex.DecodeString(o.Token)
+	if err != nil || len(tok) != tokenLen {
+		return nil, errors.New("blob: direct: bad token")
+	}
+	want, err := hex.DecodeString(o.CertSHA256)
+	if err != nil || len(want) != sha256.Size {
+		return nil, errors.New("blob: direct: bad certificate fingerprint")
+	}
+	if o.Port <= 0 || o.Port > 65535 {
+		return nil, errors.New("blob: direct: bad port")
+	}
+	d := net.Dialer{Timeout: directDial}
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip.String(), strconv.Itoa(o.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("blob: direct: %w", err)
+	}
+	_ = c.SetDeadline(time.Now().Add(directHandshake))
+	tc := tls.Client(readConn{Conn: c, r: bufio.NewReaderSize(c, readBatch)}, &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// The certificate is self-signed and pinned: its fingerprint came
+		// over the authenticated libp2p stream.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("blob: direct: no certificate")
+			}
+			got := sha256.Sum256(cs.PeerCertificates[0].Raw)
+			if subtle.ConstantTimeCompare(got[:], want) != 1 {
+				return errors.New("blob: direct: certificate does not match the offer")
+			}
+			return nil
+		},
+	})
+	fail := func(err error) (*tls.Conn, error) {
+		_ = c.Close()
+		return nil, fmt.Errorf("blob: direct: %w", err)
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fail(err)
+	}
+	if _, err := tc.Write(tok); err != nil {
+		return fail(err)
+	}
+	var st [1]byte
+	if _, err := io.ReadFull(tc, st[:]); err != nil {
+		return fail(err)
+	}
+	if st[0] != statusOK {
+		return fail(errors.New("the peer refused the token"))
+	}
+	_ = c.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// directBody is a transfer over the direct path; a stall longer than
+// idle fails it.
+type directBody struct {
+	c    *tls.Conn
+	stop func() bool
+}
+
+// Read fills p up to readBatch bytes: a TLS read returns one 16 KiB
+// record, and a caller's loop per record (deadline, timer, accounting)
+// costs more than the bytes.
+func (b *directBody) Read(p []byte) (int, error) {
+	_ = b.c.SetReadDeadline(time.Now().Add(idle))
+	want := min(len(p), readBatch)
+	n := 0
+	for n < want {
+		k, err := b.c.Read(p[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (b *directBody) Close() error {
+	b.stop()
+	return b.c.Close()
+}
+
+// readBatch is the receiver's socket read size and how much one
+// directBody.Read gathers: the 256 KiB of a sender's chunk.
+const readBatch = Chunk
+
+// batchConn sends the TLS records of one chunk in one write: TLS writes
+// each 16 KiB record on its own, a system call each, which costs more
+// than encrypting it. Not safe for concurrent use (the serving goroutine
+// owns it).
+type batchConn struct {
+	net.Conn
+	batch bool
+	buf   []byte
+}
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	if !c.batch {
+		return c.Conn.Write(p)
+	}
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+
+func (c *batchConn) flush() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	return err
+}
+
+// readConn reads the socket through a buffer: one system call for many
+// records.
+type readConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c readConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// selfSigned makes the listener's certificate and its fingerprint. Its
+// names do not matter: the receiver pins the fingerprint.
+func selfSigned() (tls.Certificate, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "rbee-blob"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(10, 0, 0),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	fp := sha256.Sum256(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, hex.EncodeToString(fp[:]), nil
+}
