@@ -273,6 +273,9 @@ type transferPhase struct {
 	Path   string          `json:"path"`
 	Rounds []transferRound `json:"rounds"`
 	Median transferRound   `json:"median"`
+	// DirectTransfers is node1's rbee_blob_direct_transfers_total at the
+	// end of the phase.
+	DirectTransfers int `json:"direct_transfers"`
 }
 
 func newBenchTransferCmd(g *globals) *cobra.Command {
@@ -486,6 +489,14 @@ func (t transferBench) phase(ctx context.Context, path string, rounds int) (tran
 		}
 		sort.Float64s(v)
 		return v[len(v)/2]
+	}
+	// Which path the bytes took: node1's count of copies served over its
+	// blob port (0 in the libp2p phase, where the port is off).
+	if v, ok := scrapeMetric(ctx, cl.Nodes[0], "rbee_blob_direct_transfers_total"); ok {
+		ph.DirectTransfers = int(v)
+	}
+	if path == "direct" && ph.DirectTransfers != rounds {
+		return ph, fmt.Errorf("the direct phase served %d of %d copies over the blob port", ph.DirectTransfers, rounds)
 	}
 	ph.Median = transferRound{
 		LocalMiBps:  pick(func(r transferRound) float64 { return r.LocalMiBps }),

@@ -71,6 +71,9 @@ func BenchmarkTransfer(b *testing.B) {
 				require.NoError(b, rc.Close())
 				require.Equal(b, int64(size), n)
 			}
+			if l != nil {
+				require.Equal(b, uint64(b.N), l.Claimed(), "every copy took the direct path")
+			}
 		})
 	}
 }

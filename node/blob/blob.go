@@ -154,8 +154,8 @@ func (b *Service) Handle(s network.Stream) {
 		_ = s.Close()
 		return
 	}
-	if req.Direct && b.cfg.Direct != nil {
-		if o, key, err := b.cfg.Direct.offer(rc); err == nil {
+	if ip, err := remoteIP(s); err == nil && req.Direct && b.cfg.Direct != nil {
+		if o, key, err := b.cfg.Direct.offer(rc, ip); err == nil {
 			head.Direct = &o
 			b.serveOffer(s, head, key)
 			return
@@ -205,6 +205,10 @@ func (b *Service) serveOffer(s network.Stream, head Head, key [32]byte) {
 		b.pump(s, rc)
 	case ok: // the receiver went away without a choice
 		_ = rc.Close()
+		_ = s.Reset()
+	case err == nil && c[0] == choiceStream:
+		// Claimed, yet the receiver asks for the stream: its claim failed
+		// after the token. A reset, not an empty body, so it retries.
 		_ = s.Reset()
 	default: // claimed on the blob port
 		_ = s.Close()
@@ -276,14 +280,16 @@ func (b *Service) Open(ctx context.Context, nodeID string, req Request) (io.Read
 		}
 		if err == nil {
 			_ = s.Close()
-			return &directBody{c: c, stop: context.AfterFunc(ctx, func() { _ = c.Close() })}, head, nil
+			return &directBody{c: c, left: head.Size - req.Offset, stop: context.AfterFunc(ctx, func() { _ = c.Close() })}, head, nil
 		}
 		if ctx.Err() != nil {
 			_ = s.Reset()
 			return nil, Head{}, ctx.Err()
 		}
-		b.cfg.Log.Info("blob: the peer's blob port is not reachable; copying over libp2p", "peer", nodeID, "err", err)
-		b.directFailed(nodeID)
+		b.cfg.Log.Info("blob: the direct path to the peer failed; copying over libp2p", "peer", nodeID, "err", err)
+		if errors.Is(err, errUnreachable) {
+			b.directFailed(nodeID)
+		}
 		_ = s.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := s.Write([]byte{choiceStream}); err != nil {
 			_ = s.Reset()

@@ -49,26 +49,37 @@ const (
 	// a firewall that drops the SYN costs this once per peer (see
 	// directRetry).
 	directDial = 3 * time.Second
-	// directHandshake bounds the TLS handshake plus the token exchange.
-	directHandshake = 10 * time.Second
+	// directHandshake bounds the TLS handshake plus the token exchange:
+	// a millisecond of CPU on each side, so 5 s is a loaded machine's
+	// margin, and a connection that holds a handshake slot without
+	// finishing is cut soon.
+	directHandshake = 5 * time.Second
 	// directChoice bounds the serving side's wait for the receiver's
 	// choice: a dial, a handshake and a margin.
 	directChoice = directDial + directHandshake + 5*time.Second
-	// tokenTTL is how long an offer waits to be claimed; past it the
-	// file is closed and the token is void.
-	tokenTTL = directChoice
-	// maxOffers bounds the files held open for receivers that have not
-	// connected yet.
+	// tokenTTL is how long an offer waits to be claimed: the head's write
+	// (idle) and the receiver's choice come first, and the serving side
+	// takes the offer back after the choice anyway, so this only bounds
+	// an offer whose stream died. Past it the file is closed.
+	tokenTTL = idle + directChoice
+	// maxOffers bounds the files held open for receivers, and so the
+	// transfers in progress on the port (each claims an offer).
 	maxOffers = 64
-	// maxDirectConns bounds connections being served or shaking hands: a
-	// stranger flooding the port gets closed connections, not goroutines.
-	maxDirectConns = 32
+	// maxHandshakes bounds connections that have not presented a valid
+	// token yet. Only addresses with an offer outstanding are let in at
+	// all, so strangers elsewhere on the LAN never take a slot.
+	maxHandshakes = 16
 	// directRetry is how long a receiver that could not reach a peer's
 	// blob port uses the stream for that peer before it tries again.
 	directRetry = 2 * time.Minute
 	// tokenLen is the size of a token: 256 random bits.
 	tokenLen = 32
 )
+
+// errUnreachable: the blob port did not take the connection (no route,
+// a firewall, nothing listening). Only this makes a receiver use the
+// stream for a while: a refused or cut handshake may be a busy port.
+var errUnreachable = errors.New("blob: direct: the blob port is unreachable")
 
 // Status bytes the serving side sends after the token.
 const (
@@ -99,7 +110,7 @@ type Listener struct {
 	cert tls.Certificate
 	fp   string
 	log  *slog.Logger
-	sem  chan struct{}
+	hs   chan struct{} // handshake slots
 
 	mu     sync.Mutex
 	offers map[[32]byte]*offer // by sha256 of the token
@@ -113,6 +124,7 @@ type Listener struct {
 
 type offer struct {
 	rc    io.ReadCloser
+	ip    string // the receiver's address as the libp2p connection saw it
 	timer *time.Timer
 }
 
@@ -130,7 +142,7 @@ func Listen(addr string, log *slog.Logger) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blob: listen %s: %w", addr, err)
 	}
-	return &Listener{ln: ln, cert: cert, fp: fp, log: log, sem: make(chan struct{}, maxDirectConns),
+	return &Listener{ln: ln, cert: cert, fp: fp, log: log, hs: make(chan struct{}, maxHandshakes),
 		offers: map[[32]byte]*offer{}, conns: map[net.Conn]struct{}{}, ttl: tokenTTL}, nil
 }
 
@@ -140,8 +152,12 @@ func (l *Listener) Claimed() uint64 { return l.claimed.Load() }
 // Addr is the bound address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
-// Serve accepts connections until Close; it returns nil after Close.
+// Serve accepts connections until Close; it returns nil after Close. A
+// failure to accept other than a temporary one (no file descriptors
+// left, say) is retried with a backoff, as net/http does; Serve ends
+// only with Close.
 func (l *Listener) Serve() error {
+	var backoff time.Duration
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
@@ -151,14 +167,18 @@ func (l *Listener) Serve() error {
 			if closed {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return err
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn("blob: accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if !l.expected(c.RemoteAddr()) {
+			_ = c.Close()
+			continue
 		}
 		select {
-		case l.sem <- struct{}{}:
+		case l.hs <- struct{}{}:
 		default:
 			_ = c.Close()
 			continue
@@ -166,6 +186,7 @@ func (l *Listener) Serve() error {
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
+			<-l.hs
 			_ = c.Close()
 			return nil
 		}
@@ -177,12 +198,29 @@ func (l *Listener) Serve() error {
 				l.mu.Lock()
 				delete(l.conns, c)
 				l.mu.Unlock()
-				<-l.sem
 				l.wg.Done()
 			}()
 			l.serve(c)
 		}()
 	}
+}
+
+// expected says whether a connection comes from an address that has an
+// offer outstanding.
+func (l *Listener) expected(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip := ta.IP.String()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, o := range l.offers {
+		if o.ip == ip {
+			return true
+		}
+	}
+	return false
 }
 
 // Close stops accepting, voids every offer, cuts the transfers in
@@ -206,9 +244,9 @@ func (l *Listener) Close() error {
 	return err
 }
 
-// offer holds rc for a receiver that will claim it with the returned
-// token; the listener owns rc from here on.
-func (l *Listener) offer(rc io.ReadCloser) (Offer, [32]byte, error) {
+// offer holds rc for the receiver at ip that will claim it with the
+// returned token; the listener owns rc from here on, unless offer fails.
+func (l *Listener) offer(rc io.ReadCloser, ip net.IP) (Offer, [32]byte, error) {
 	var tok [tokenLen]byte
 	if _, err := rand.Read(tok[:]); err != nil {
 		return Offer{}, [32]byte{}, err
@@ -219,7 +257,7 @@ func (l *Listener) offer(rc io.ReadCloser) (Offer, [32]byte, error) {
 	if l.closed || len(l.offers) >= maxOffers {
 		return Offer{}, key, errors.New("blob: no direct offer now")
 	}
-	o := &offer{rc: rc}
+	o := &offer{rc: rc, ip: ip.String()}
 	o.timer = time.AfterFunc(l.ttl, func() {
 		if rc, ok := l.take(key); ok {
 			_ = rc.Close()
@@ -247,9 +285,18 @@ func (l *Listener) take(key [32]byte) (io.ReadCloser, bool) {
 	return o.rc, true
 }
 
-// serve is one connection: TLS, the token, then the file.
+// serve is one connection: TLS, the token, then the file. It holds a
+// handshake slot until the token is checked.
 func (l *Listener) serve(c net.Conn) {
 	defer c.Close()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-l.hs
+		}
+	}
+	defer release()
 	_ = c.SetDeadline(time.Now().Add(directHandshake))
 	bc := &batchConn{Conn: c}
 	tc := tls.Server(bc, &tls.Config{Certificates: []tls.Certificate{l.cert}, MinVersion: tls.VersionTLS13})
@@ -258,6 +305,7 @@ func (l *Listener) serve(c net.Conn) {
 		return
 	}
 	rc, ok := l.take(sha256.Sum256(tok[:]))
+	release()
 	if !ok {
 		l.log.Debug("blob: direct connection with an unknown token refused", "remote", c.RemoteAddr().String())
 		_, _ = tc.Write([]byte{statusUnknown})
@@ -265,12 +313,12 @@ func (l *Listener) serve(c net.Conn) {
 		return
 	}
 	defer rc.Close()
-	l.claimed.Add(1)
 	_ = c.SetDeadline(time.Time{})
 	_ = c.SetWriteDeadline(time.Now().Add(idle))
 	if _, err := tc.Write([]byte{statusOK}); err != nil {
 		return
 	}
+	l.claimed.Add(1)
 	if err := p2p.Pump(rc, Chunk, idle, c, func(p []byte) error {
 		bc.batch = true
 		_, err := tc.Write(p)
@@ -280,7 +328,7 @@ func (l *Listener) serve(c net.Conn) {
 		l.log.Debug("blob: direct transfer failed", "remote", c.RemoteAddr().String(), "err", err)
 		return
 	}
-	_ = tc.Close() // close_notify: the receiver reads io.EOF, not a cut
+	_ = tc.Close() // close_notify
 }
 
 // remoteIP is the serving node's address as stream s sees it.
@@ -309,7 +357,7 @@ func dialDirect(ctx context.Context, ip net.IP, o *Offer) (*tls.Conn, error) {
 	d := net.Dialer{Timeout: directDial}
 	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip.String(), strconv.Itoa(o.Port)))
 	if err != nil {
-		return nil, fmt.Errorf("blob: direct: %w", err)
+		return nil, fmt.Errorf("%w: %w", errUnreachable, err)
 	}
 	_ = c.SetDeadline(time.Now().Add(directHandshake))
 	tc := tls.Client(readConn{Conn: c, r: bufio.NewReaderSize(c, readBatch)}, &tls.Config{
@@ -349,10 +397,12 @@ func dialDirect(ctx context.Context, ip net.IP, o *Offer) (*tls.Conn, error) {
 	return tc, nil
 }
 
-// directBody is a transfer over the direct path; a stall longer than
-// idle fails it.
+// directBody is a transfer over the direct path: left bytes are due. A
+// stall longer than idle fails it, and so does an end before left is
+// done (TLS takes a TCP close between records for a clean end).
 type directBody struct {
 	c    *tls.Conn
+	left int64
 	stop func() bool
 }
 
@@ -360,16 +410,24 @@ type directBody struct {
 // record, and a caller's loop per record (deadline, timer, accounting)
 // costs more than the bytes.
 func (b *directBody) Read(p []byte) (int, error) {
-	_ = b.c.SetReadDeadline(time.Now().Add(idle))
-	want := min(len(p), readBatch)
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	want := int(min(int64(min(len(p), readBatch)), b.left))
 	n := 0
 	for n < want {
-		k, err := b.c.Read(p[n:])
+		_ = b.c.SetReadDeadline(time.Now().Add(idle))
+		k, err := b.c.Read(p[n:want])
 		n += k
 		if err != nil {
+			b.left -= int64(n)
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("blob: direct: the peer ended %d bytes short: %w", b.left, io.ErrUnexpectedEOF)
+			}
 			return n, err
 		}
 	}
+	b.left -= int64(n)
 	return n, nil
 }
 

@@ -51,7 +51,7 @@ func TestDirectClaims(t *testing.T) {
 	defer cancel()
 	data := bytes.Repeat([]byte("rbee"), 100_000)
 	f := &closer{Reader: bytes.NewReader(data)}
-	o, _, err := l.offer(f)
+	o, _, err := l.offer(f, loopback)
 	require.NoError(t, err)
 
 	// A fingerprint that is not the server's: the receiver hangs up before
@@ -77,6 +77,16 @@ func TestDirectClaims(t *testing.T) {
 	_, _ = io.Copy(io.Discard, c) // the server hangs up
 	_ = c.Close()
 
+	// An address no offer was made to is cut before TLS.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	c, err = d.Dial("tcp", l.Addr().String())
+	require.NoError(t, err)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	k, err := c.Read(make([]byte, 1))
+	require.Zero(t, k)
+	require.ErrorIs(t, err, io.EOF)
+	_ = c.Close()
+
 	// Malformed offers fail before any connection.
 	for _, m := range []Offer{{Port: o.Port, CertSHA256: o.CertSHA256, Token: "zz"},
 		{Port: o.Port, CertSHA256: "00", Token: o.Token}, {Port: 0, CertSHA256: o.CertSHA256, Token: o.Token}} {
@@ -86,13 +96,20 @@ func TestDirectClaims(t *testing.T) {
 
 	tc, err := dialDirect(ctx, loopback, &o)
 	require.NoError(t, err)
-	got, err := io.ReadAll(tc)
+	body := &directBody{c: tc, left: int64(len(data)), stop: func() bool { return true }}
+	got, err := io.ReadAll(body)
 	require.NoError(t, err)
-	require.NoError(t, tc.Close())
+	require.NoError(t, body.Close())
 	require.Equal(t, data, got)
 	require.Eventually(t, f.closed.Load, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, uint64(1), l.Claimed())
 
+	// With no offer left for this address the port does not even shake
+	// hands; with another one outstanding, the spent token is refused.
+	_, err = dialDirect(ctx, loopback, &o)
+	require.Error(t, err)
+	_, _, err = l.offer(&closer{Reader: bytes.NewReader(nil)}, loopback)
+	require.NoError(t, err)
 	_, err = dialDirect(ctx, loopback, &o)
 	require.ErrorContains(t, err, "refused the token", "a token claims once")
 }
@@ -102,7 +119,7 @@ func TestDirectOfferExpires(t *testing.T) {
 	l := serveListener(t)
 	l.ttl = 20 * time.Millisecond
 	f := &closer{Reader: bytes.NewReader(nil)}
-	_, key, err := l.offer(f)
+	_, key, err := l.offer(f, loopback)
 	require.NoError(t, err)
 	require.Eventually(t, f.closed.Load, 10*time.Second, 5*time.Millisecond)
 	_, ok := l.take(key)
@@ -119,22 +136,41 @@ func TestDirectCloseCuts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	busy := &closer{Reader: endless{}}
-	o, _, err := l.offer(busy)
+	o, _, err := l.offer(busy, loopback)
 	require.NoError(t, err)
 	waiting := &closer{Reader: bytes.NewReader(nil)}
-	_, _, err = l.offer(waiting)
+	_, _, err = l.offer(waiting, loopback)
 	require.NoError(t, err)
 
 	tc, err := dialDirect(ctx, loopback, &o)
 	require.NoError(t, err)
-	_, err = io.ReadFull(tc, make([]byte, 1<<20))
+	body := &directBody{c: tc, left: 1 << 40, stop: func() bool { return true }}
+	_, err = io.ReadFull(body, make([]byte, 1<<20))
 	require.NoError(t, err)
 
 	require.NoError(t, l.Close())
 	require.NoError(t, <-done)
 	require.True(t, busy.closed.Load())
 	require.True(t, waiting.closed.Load())
-	_, err = io.Copy(io.Discard, tc)
+	_, err = io.Copy(io.Discard, body)
 	require.Error(t, err, "a cut transfer does not end like a whole one")
-	_ = tc.Close()
+	_ = body.Close()
+}
+
+// TestDirectShortBody: a peer that ends cleanly before the size it
+// announced gives io.ErrUnexpectedEOF, so the download resumes.
+func TestDirectShortBody(t *testing.T) {
+	l := serveListener(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	data := bytes.Repeat([]byte("x"), 100_000)
+	o, _, err := l.offer(&closer{Reader: bytes.NewReader(data)}, loopback)
+	require.NoError(t, err)
+	tc, err := dialDirect(ctx, loopback, &o)
+	require.NoError(t, err)
+	body := &directBody{c: tc, left: int64(len(data)) + 10, stop: func() bool { return true }}
+	got, err := io.ReadAll(body)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	require.Equal(t, data, got)
+	_ = body.Close()
 }
