@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"github.com/rbee-project/rbee/model/quant"
 	"math"
 )
 
@@ -36,7 +37,7 @@ type Session struct {
 	m      *Model
 	tokens []int32     // evaluated tokens; the KV cache holds exactly these
 	kc     [][]float32 // per layer: capTok × kvDim keys after RoPE, row per position
-	vc     [][]float32 // per layer: kvDim × capTok values, transposed (row per dimension)
+	vc     [][]float32 // per layer: values in tiles of quant.TileF32 positions, each tile kvDim × TileF32 (transposed: row per dimension), see vIndex
 	capTok int
 
 	b      *Batch    // scratch of this Session's own forward passes (eval)
@@ -162,14 +163,15 @@ func (s *Session) ensureKV(nTok int) {
 	c = min(c, hp.nCtx)
 	kvDim := s.m.kvHeads * hp.headDim
 	used := len(s.tokens)
+	tile := quant.TileF32
 	for l := range s.kc {
 		nk := make([]float32, c*kvDim)
-		nv := make([]float32, c*kvDim)
+		// Whole tiles; the layout does not depend on the capacity, so the
+		// used tiles copy as one block.
+		nv := make([]float32, (c+tile-1)/tile*tile*kvDim)
 		if used > 0 {
 			copy(nk, s.kc[l][:used*kvDim])
-			for r := 0; r < kvDim; r++ {
-				copy(nv[r*c:r*c+used], s.vc[l][r*s.capTok:r*s.capTok+used])
-			}
+			copy(nv, s.vc[l][:(used+tile-1)/tile*tile*kvDim])
 		}
 		s.kc[l], s.vc[l] = nk, nv
 	}
