@@ -214,7 +214,7 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		addBias(v, l.bv)
 		for si := range segs {
 			sg := &segs[si]
-			kc, vc := sg.s.kc[li], sg.s.vc[li]
+			s := sg.s
 			for j := range sg.ids {
 				i, pos := sg.row0+j, sg.pos0+j
 				for h := 0; h < m.heads; h++ {
@@ -223,10 +223,14 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 				for h := 0; h < m.kvHeads; h++ {
 					m.rope.apply(k[i*kvDim+h*hd:i*kvDim+(h+1)*hd], pos)
 				}
-				copy(kc[pos*kvDim:(pos+1)*kvDim], k[i*kvDim:(i+1)*kvDim])
-				t0 := vIndex(pos, 0, kvDim)
-				for r, val := range v[i*kvDim : (i+1)*kvDim] {
-					vc[t0+r*quant.TileF32] = val
+				t0 := vIndex(pos, 0, hd)
+				for h := 0; h < m.kvHeads; h++ {
+					o := i*kvDim + h*hd
+					copy(s.keys(li, h)[pos*hd:(pos+1)*hd], k[o:o+hd])
+					vh := s.values(li, h)
+					for d, val := range v[o : o+hd] {
+						vh[t0+d*quant.TileF32] = val
+					}
 				}
 			}
 		}
@@ -314,18 +318,17 @@ func (b *Batch) attention(worker, start, end int) {
 	hp := &b.m.hp
 	hd := hp.headDim
 	group := hp.nHead / hp.nHeadKV
-	qDim, kvDim := b.m.heads*hd, b.m.kvHeads*hd
+	qDim := b.m.heads * hd
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	sc := b.scores[worker*hp.nCtx : (worker+1)*hp.nCtx]
 	for t := start; t < end; t++ {
 		i, h := t/b.m.heads, t%b.m.heads
 		sg := &b.segs[b.rowSeg[i]]
 		pos := sg.pos0 + i - sg.row0
-		kc, vc := sg.s.kc[b.aLayer], sg.s.vc[b.aLayer]
 		q := b.q[i*qDim+h*hd : i*qDim+(h+1)*hd]
-		ko := (h / group) * hd
+		kh := h / group
 		mx := float32(math.Inf(-1))
-		quant.DotF32Tiled(sc[:pos+1], q, kc[ko:], hd, kvDim, quant.TileF32)
+		quant.DotF32Tiled(sc[:pos+1], q, sg.s.keys(b.aLayer, kh), hd, hd, quant.TileF32)
 		for j := 0; j <= pos; j++ {
 			d := sc[j] * scale
 			sc[j] = d
@@ -345,17 +348,6 @@ func (b *Batch) attention(worker, start, end int) {
 			w[j] *= inv
 		}
 		out := b.att[i*qDim+h*hd : i*qDim+(h+1)*hd]
-		quant.DotF32Tiled(out, w, vc[vIndex(0, ko, kvDim):], pos+1, quant.TileF32, kvDim*quant.TileF32)
+		quant.DotF32Tiled(out, w, sg.s.values(b.aLayer, kh), pos+1, quant.TileF32, hd*quant.TileF32)
 	}
-}
-
-// vIndex is the index of dimension r of position pos in a layer's value
-// cache: positions are grouped in tiles of quant.TileF32, each tile holds
-// kvDim rows of TileF32 positions. Appending a position writes one float
-// per row of one tile (a few pages, not one cache line per dimension
-// across the whole cache as a plain transposed array would), and a weights·v
-// product reads each row as tiles that quant.DotF32Tiled walks with
-// DotF32's exact summation order.
-func vIndex(pos, r, kvDim int) int {
-	return (pos/quant.TileF32)*kvDim*quant.TileF32 + r*quant.TileF32 + pos%quant.TileF32
 }
