@@ -336,14 +336,16 @@ func (b *Batch) attention(worker, start, end int) {
 				mx = d
 			}
 		}
+		w := sc[:pos+1]
+		for j := range w {
+			w[j] -= mx
+		}
+		quant.ExpF32s(w, w)
 		var sum float64
-		for j := 0; j <= pos; j++ {
-			e := float32(math.Exp(float64(sc[j] - mx)))
-			sc[j] = e
+		for _, e := range w {
 			sum += float64(e)
 		}
 		inv := float32(1 / sum)
-		w := sc[:pos+1]
 		for j := range w {
 			w[j] *= inv
 		}

@@ -291,7 +291,18 @@ func addTo(dst, src []float32) {
 // swiglu sets g = silu(g)·u.
 func swiglu(g, u []float32) {
 	u = u[:len(g)]
-	for i, v := range g {
-		g[i] = v / (1 + float32(math.Exp(float64(-v)))) * u[i]
+	// e^-v for a chunk at a time through the vector kernel (bit-identical
+	// to math.Exp), on the stack.
+	var e [64]float32
+	for len(g) > 0 {
+		c := min(len(g), len(e))
+		for i, v := range g[:c] {
+			e[i] = -v
+		}
+		quant.ExpF32s(e[:c], e[:c])
+		for i, v := range g[:c] {
+			g[i] = v / (1 + e[i]) * u[i]
+		}
+		g, u = g[c:], u[c:]
 	}
 }

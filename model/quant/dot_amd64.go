@@ -139,6 +139,7 @@ func useSIMD(on bool) bool {
 	}
 	dotF32Impl = dotF32Generic
 	dotF32TiledImpl = dotF32TiledGeneric
+	expVector = false
 	clear(dot4Kernels)
 	clear(dot8Kernels)
 	clear(dot16Kernels)
@@ -167,6 +168,7 @@ func useSIMD(on bool) bool {
 		}
 		dotF32Impl = dotF32SIMD
 		dotF32TiledImpl = dotF32TiledSIMD
+		expVector = true
 	}
 	return true
 }
