@@ -13,9 +13,9 @@ const TileF32 = 32
 //
 //	b[r*rowStride + (i/TileF32)*tileStride + i%TileF32]
 //
-// and dst[r] is, bit for bit, DotF32(a[:n], that vector) (with the
-// generic kernels, and on amd64 with AVX2; on arm64 with NEON it follows
-// the generic order). tileStride = TileF32 reads contiguous vectors
+// and dst[r] is, bit for bit, DotF32(a[:n], that vector) — for a tiled
+// layout on arm64 with NEON excepted, where it follows the generic
+// kernel's order (consistent, but not NEON's). tileStride = TileF32 reads contiguous vectors
 // rowStride apart (rows of a matrix, e.g. attention keys); a tileStride
 // larger than TileF32 reads vectors stored in tiles of TileF32 elements
 // (e.g. a value cache with TileF32 positions per tile). The engine uses it
@@ -42,9 +42,16 @@ func DotF32Tiled(dst, a, b []float32, n, rowStride, tileStride int) {
 // useSIMD installs an assembly one.
 var dotF32TiledImpl = dotF32TiledGeneric
 
-// dotF32TiledGeneric performs dotF32Generic's operations on each strided
-// vector (four partial sums by i mod 4, the remainder into the first).
+// dotF32TiledGeneric computes contiguous vectors with dotF32Impl (the
+// architecture's DotF32) and tiled ones with dotF32Generic's operations
+// (four partial sums by i mod 4, the remainder into the first).
 func dotF32TiledGeneric(dst, a, b []float32, n, rowStride, tileStride int) {
+	if tileStride == TileF32 {
+		for r := range dst {
+			dst[r] = dotF32Impl(a[:n], b[r*rowStride:r*rowStride+n])
+		}
+		return
+	}
 	at := func(base, i int) float32 { return b[base+(i/TileF32)*tileStride+i%TileF32] }
 	for r := range dst {
 		base := r * rowStride
