@@ -214,7 +214,7 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		addBias(v, l.bv)
 		for si := range segs {
 			sg := &segs[si]
-			kc, vc, capTok := sg.s.kc[li], sg.s.vc[li], sg.s.capTok
+			s := sg.s
 			for j := range sg.ids {
 				i, pos := sg.row0+j, sg.pos0+j
 				for h := 0; h < m.heads; h++ {
@@ -223,9 +223,14 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 				for h := 0; h < m.kvHeads; h++ {
 					m.rope.apply(k[i*kvDim+h*hd:i*kvDim+(h+1)*hd], pos)
 				}
-				copy(kc[pos*kvDim:(pos+1)*kvDim], k[i*kvDim:(i+1)*kvDim])
-				for r, val := range v[i*kvDim : (i+1)*kvDim] {
-					vc[r*capTok+pos] = val
+				t0 := vIndex(pos, 0, hd)
+				for h := 0; h < m.kvHeads; h++ {
+					o := i*kvDim + h*hd
+					copy(s.keys(li, h)[pos*hd:(pos+1)*hd], k[o:o+hd])
+					vh := s.values(li, h)
+					for d, val := range v[o : o+hd] {
+						vh[t0+d*quant.TileF32] = val
+					}
 				}
 			}
 		}
@@ -313,39 +318,38 @@ func (b *Batch) attention(worker, start, end int) {
 	hp := &b.m.hp
 	hd := hp.headDim
 	group := hp.nHead / hp.nHeadKV
-	qDim, kvDim := b.m.heads*hd, b.m.kvHeads*hd
+	qDim := b.m.heads * hd
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	sc := b.scores[worker*hp.nCtx : (worker+1)*hp.nCtx]
 	for t := start; t < end; t++ {
 		i, h := t/b.m.heads, t%b.m.heads
 		sg := &b.segs[b.rowSeg[i]]
 		pos := sg.pos0 + i - sg.row0
-		kc, vc, capTok := sg.s.kc[b.aLayer], sg.s.vc[b.aLayer], sg.s.capTok
 		q := b.q[i*qDim+h*hd : i*qDim+(h+1)*hd]
-		ko := (h / group) * hd
+		kh := h / group
 		mx := float32(math.Inf(-1))
+		quant.DotF32Tiled(sc[:pos+1], q, sg.s.keys(b.aLayer, kh), hd, hd, quant.TileF32)
 		for j := 0; j <= pos; j++ {
-			d := quant.DotF32(q, kc[j*kvDim+ko:j*kvDim+ko+hd]) * scale
+			d := sc[j] * scale
 			sc[j] = d
 			if d > mx {
 				mx = d
 			}
 		}
+		w := sc[:pos+1]
+		for j := range w {
+			w[j] -= mx
+		}
+		quant.ExpF32s(w, w)
 		var sum float64
-		for j := 0; j <= pos; j++ {
-			e := float32(math.Exp(float64(sc[j] - mx)))
-			sc[j] = e
+		for _, e := range w {
 			sum += float64(e)
 		}
 		inv := float32(1 / sum)
-		w := sc[:pos+1]
 		for j := range w {
 			w[j] *= inv
 		}
 		out := b.att[i*qDim+h*hd : i*qDim+(h+1)*hd]
-		for d := range out {
-			row := (ko + d) * capTok
-			out[d] = quant.DotF32(w, vc[row:row+pos+1])
-		}
+		quant.DotF32Tiled(out, w, sg.s.values(b.aLayer, kh), pos+1, quant.TileF32, hd*quant.TileF32)
 	}
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/internal/cputime"
+
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
 )
@@ -107,15 +109,7 @@ func TestBenchAndInspect(t *testing.T) {
 func BenchmarkBatchDecode(b *testing.B) {
 	for _, n := range []int{1, 4, 8, 16} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			var m *Model
-			if p := os.Getenv("RBEE_BENCH_MODEL"); p != "" {
-				var err error
-				m, err = Load(p, Options{ContextSize: 512})
-				require.NoError(b, err)
-				b.Cleanup(func() { m.Close() })
-			} else {
-				m = benchModel(b, quant.Q4_K)
-			}
+			m := benchDecodeModel(b)
 			batch := m.NewBatch()
 			plan := make([]segment, n)
 			for i := range plan {
@@ -140,4 +134,70 @@ func BenchmarkBatchDecode(b *testing.B) {
 			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tokens/s")
 		})
 	}
+}
+
+// BenchmarkBatchDecodeContext is BenchmarkBatchDecode at the context of a
+// served chat (each sequence holds a 128-token prompt and decodes up to
+// 256, then is cut back to the prompt, as a worker's slot reuses its
+// Session): the KV cache is warm, and attention reads 128–256 positions
+// per row, so it weighs as it does in serving.
+func BenchmarkBatchDecodeContext(b *testing.B) {
+	const prompt, limit = 128, 256
+	for _, n := range []int{1, 8, 16} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			m := benchDecodeModel(b)
+			batch := m.NewBatch()
+			plan := make([]segment, n)
+			ids := make([]int32, prompt)
+			for i := range plan {
+				s := m.NewSession()
+				for j := range ids {
+					ids[j] = int32((i*prompt + j*7) % m.hp.vocab)
+				}
+				// Warm the cache to the limit, then keep the prompt.
+				for len(s.tokens) < limit {
+					_, err := s.eval(context.Background(), ids[:min(prompt, limit-len(s.tokens))])
+					require.NoError(b, err)
+				}
+				s.tokens = s.tokens[:prompt]
+				plan[i] = segment{s: s, ids: s.one[:], logits: true}
+			}
+			b.ReportAllocs()
+			cpu0, err := cputime.Self()
+			require.NoError(b, err)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				for k := range plan {
+					s := plan[k].s
+					if len(s.tokens)+1 > limit {
+						s.tokens = s.tokens[:prompt]
+					}
+					s.one[0] = int32((i + k) % m.hp.vocab)
+				}
+				if err := batch.forward(context.Background(), plan); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			cpu1, err := cputime.Self()
+			require.NoError(b, err)
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tokens/s")
+			// CPU time per token does not depend on what else a shared
+			// machine runs (a rate does).
+			b.ReportMetric(float64((cpu1-cpu0).Microseconds())/1e3/float64(n*b.N), "cpu-ms/token")
+		})
+	}
+}
+
+// benchDecodeModel loads RBEE_BENCH_MODEL (context 512) or, without it,
+// the synthetic Q4_K bench model.
+func benchDecodeModel(b *testing.B) *Model {
+	p := os.Getenv("RBEE_BENCH_MODEL")
+	if p == "" {
+		return benchModel(b, quant.Q4_K)
+	}
+	m, err := Load(p, Options{ContextSize: 512})
+	require.NoError(b, err)
+	b.Cleanup(func() { m.Close() })
+	return m
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"github.com/rbee-project/rbee/model/quant"
 	"math"
 )
 
@@ -35,8 +36,8 @@ const minKVTokens = 64
 type Session struct {
 	m      *Model
 	tokens []int32     // evaluated tokens; the KV cache holds exactly these
-	kc     [][]float32 // per layer: capTok × kvDim keys after RoPE, row per position
-	vc     [][]float32 // per layer: kvDim × capTok values, transposed (row per dimension)
+	kc     [][]float32 // per layer, per KV head: capTok × headDim keys after RoPE, row per position (keys)
+	vc     [][]float32 // per layer, per KV head: values in tiles of quant.TileF32 positions (values)
 	capTok int
 
 	b      *Batch    // scratch of this Session's own forward passes (eval)
@@ -160,20 +161,53 @@ func (s *Session) ensureKV(nTok int) {
 	hp := &s.m.hp
 	c := max(nTok, 2*s.capTok, minKVTokens)
 	c = min(c, hp.nCtx)
-	kvDim := s.m.kvHeads * hp.headDim
-	used := len(s.tokens)
+	hd, used := hp.headDim, len(s.tokens)
+	oldK, oldV := s.capTok*hd, vTiles(s.capTok)*quant.TileF32*hd
+	newK, newV := c*hd, vTiles(c)*quant.TileF32*hd
+	usedV := vTiles(used) * quant.TileF32 * hd
 	for l := range s.kc {
-		nk := make([]float32, c*kvDim)
-		nv := make([]float32, c*kvDim)
-		if used > 0 {
-			copy(nk, s.kc[l][:used*kvDim])
-			for r := 0; r < kvDim; r++ {
-				copy(nv[r*c:r*c+used], s.vc[l][r*s.capTok:r*s.capTok+used])
-			}
+		nk := make([]float32, s.m.kvHeads*newK)
+		nv := make([]float32, s.m.kvHeads*newV)
+		for h := 0; h < s.m.kvHeads && used > 0; h++ {
+			copy(nk[h*newK:], s.kc[l][h*oldK:h*oldK+used*hd])
+			copy(nv[h*newV:], s.vc[l][h*oldV:h*oldV+usedV])
 		}
 		s.kc[l], s.vc[l] = nk, nv
 	}
 	s.capTok = c
+}
+
+// The KV cache of a layer holds, for each KV head h, a contiguous block of
+// keys and one of values, so that attention for one head streams two
+// contiguous arrays (one pass over each, no page or cache line shared
+// with another head's work):
+//
+//   - keys(l, h): capTok rows of headDim, row per position (q·k is one
+//     contiguous dot per position);
+//   - values(l, h): the positions in tiles of quant.TileF32, each tile
+//     headDim rows of TileF32 floats (transposed, row per dimension), so
+//     that weights·v is a dot product per dimension that
+//     quant.DotF32Tiled walks tile by tile with DotF32's summation order,
+//     and appending a position writes one float per row of one tile (a
+//     few cache lines of one page, not one line per dimension across the
+//     whole cache as a plain transposed array would). vIndex locates an
+//     element.
+func (s *Session) keys(l, h int) []float32 {
+	n := s.capTok * s.m.hp.headDim
+	return s.kc[l][h*n : (h+1)*n]
+}
+
+func (s *Session) values(l, h int) []float32 {
+	n := vTiles(s.capTok) * quant.TileF32 * s.m.hp.headDim
+	return s.vc[l][h*n : (h+1)*n]
+}
+
+// vTiles is the number of value tiles that hold n positions.
+func vTiles(n int) int { return (n + quant.TileF32 - 1) / quant.TileF32 }
+
+// vIndex is the index of dimension d of position pos in values(l, h).
+func vIndex(pos, d, hd int) int {
+	return (pos/quant.TileF32)*hd*quant.TileF32 + d*quant.TileF32 + pos%quant.TileF32
 }
 
 // checkIDs refuses token ids outside the vocabulary.
@@ -257,7 +291,18 @@ func addTo(dst, src []float32) {
 // swiglu sets g = silu(g)·u.
 func swiglu(g, u []float32) {
 	u = u[:len(g)]
-	for i, v := range g {
-		g[i] = v / (1 + float32(math.Exp(float64(-v)))) * u[i]
+	// e^-v for a chunk at a time through the vector kernel (bit-identical
+	// to math.Exp), on the stack.
+	var e [64]float32
+	for len(g) > 0 {
+		c := min(len(g), len(e))
+		for i, v := range g[:c] {
+			e[i] = -v
+		}
+		quant.ExpF32s(e[:c], e[:c])
+		for i, v := range g[:c] {
+			g[i] = v / (1 + e[i]) * u[i]
+		}
+		g, u = g[c:], u[c:]
 	}
 }

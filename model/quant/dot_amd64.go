@@ -25,9 +25,6 @@ var vnniOn = true
 //go:generate sh -c "cd internal/asm && go run . -out ../../dot_vnni_amd64.s -stubs ../../dot_vnni_amd64_stubs.go -pkg quant"
 
 //go:noescape
-func dotF32AVX2(a, b *float32, n int) float32
-
-//go:noescape
 func dotF16AVX2(a, b *byte, n int) float32
 
 //go:noescape
@@ -141,6 +138,8 @@ func useSIMD(on bool) bool {
 		dotKernels[t] = g
 	}
 	dotF32Impl = dotF32Generic
+	dotF32TiledImpl = dotF32TiledGeneric
+	expVector = false
 	clear(dot4Kernels)
 	clear(dot8Kernels)
 	clear(dot16Kernels)
@@ -168,6 +167,8 @@ func useSIMD(on bool) bool {
 			quantQ8KBlock = quantQ8KSIMD
 		}
 		dotF32Impl = dotF32SIMD
+		dotF32TiledImpl = dotF32TiledSIMD
+		expVector = true
 	}
 	return true
 }
@@ -177,7 +178,7 @@ func dotF32SIMD(a, b []float32) float32 {
 	n8 := n &^ 7
 	var s float32
 	if n8 > 0 {
-		s = dotF32AVX2(&a[0], &b[0], n8)
+		dotF32TiledAVX2(&s, &a[0], &b[0], n8, 1, 0, 4*TileF32)
 	}
 	for i := n8; i < n; i++ {
 		s += a[i] * b[i]
@@ -420,4 +421,28 @@ func quantQ8KSIMD(x []float32, dst []byte) bool {
 	_ = x[QKK-1]
 	_ = dst[291]
 	return quantQ8KAVX512(&x[0], &dst[0])
+}
+
+//go:noescape
+func dotF32TiledAVX2(dst, a, b *float32, n, rows, rowStride, tileStride int)
+
+// dotF32TiledSIMD runs dotF32TiledAVX2 over the multiple-of-eight prefix
+// and adds the remaining products one by one, as dotF32SIMD does.
+func dotF32TiledSIMD(dst, a, b []float32, n, rowStride, tileStride int) {
+	n8 := n &^ 7
+	if n8 > 0 {
+		dotF32TiledAVX2(&dst[0], &a[0], &b[0], n8, len(dst), 4*rowStride, 4*tileStride)
+	} else {
+		clear(dst)
+	}
+	if n8 == n {
+		return
+	}
+	for r := range dst {
+		s, base := dst[r], r*rowStride+(n8/TileF32)*tileStride
+		for i := n8; i < n; i++ {
+			s += a[i] * b[base+i%TileF32]
+		}
+		dst[r] = s
+	}
 }

@@ -71,51 +71,16 @@ GLOBL q6shuf<>(SB), RODATA|NOPTR, $128
 	VMOVSHDUP X5, X6 \
 	VADDSS X6, X5, X5
 
-// func dotF32AVX2(a, b *float32, n int) float32
-// n must be a multiple of 8.
-TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
-	MOVQ a+0(FP), SI
-	MOVQ b+8(FP), DI
-	MOVQ n+16(FP), CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-f32loop32:
-	CMPQ CX, $32
-	JLT  f32loop8
-	VMOVUPS (SI), Y4
-	VMOVUPS 32(SI), Y5
-	VMOVUPS 64(SI), Y6
-	VMOVUPS 96(SI), Y7
-	VFMADD231PS (DI), Y4, Y0
-	VFMADD231PS 32(DI), Y5, Y1
-	VFMADD231PS 64(DI), Y6, Y2
-	VFMADD231PS 96(DI), Y7, Y3
-	ADDQ $128, SI
-	ADDQ $128, DI
-	SUBQ $32, CX
-	JMP  f32loop32
-f32loop8:
-	CMPQ CX, $8
-	JLT  f32done
-	VMOVUPS (SI), Y4
-	VFMADD231PS (DI), Y4, Y0
-	ADDQ $32, SI
-	ADDQ $32, DI
-	SUBQ $8, CX
-	JMP  f32loop8
-f32done:
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
+// SUM4F32 adds the four float accumulators Y0..Y3 of the F32 and F16
+// kernels into X0's lane 0: (Y0+Y1)+(Y2+Y3), then ggml's hsum order.
+#define SUM4F32 \
+	VADDPS Y1, Y0, Y0 \
+	VADDPS Y3, Y2, Y2 \
+	VADDPS Y2, Y0, Y0 \
+	VEXTRACTF128 $1, Y0, X1 \
+	VADDPS X1, X0, X0 \
+	VHADDPS X0, X0, X0 \
 	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
-	MOVSS X0, ret+24(FP)
-	RET
 
 // func dotF16AVX2(a, b *byte, n int) float32
 // a and b hold n halves; n must be a multiple of 8.
@@ -157,13 +122,7 @@ f16loop8:
 	SUBQ $8, CX
 	JMP  f16loop8
 f16done:
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	SUM4F32
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
 	RET
@@ -2823,5 +2782,67 @@ iq4xsx4done:
 	HSUMSTORE(Y1, X1, 4)
 	HSUMSTORE(Y2, X2, 8)
 	HSUMSTORE(Y3, X3, 12)
+	VZEROUPPER
+	RET
+
+// func dotF32TiledAVX2(dst, a, b *float32, n, rows, rowStride, tileStride int)
+// The F32 dot product (DotF32 with rows 1 and tileStride 128). For
+// r < rows: dst[r] = the dot product of a[:n] with vector r, which starts
+// at b + r*rowStride bytes and continues tileStride bytes further after
+// every 32 floats; n must be a multiple of 8. Four accumulators of eight
+// lanes over 32 floats at a time, then eight floats at a time into the
+// first (only inside the last, partial tile, which is contiguous), then
+// ((0+1)+(2+3)) and a horizontal sum: the same operations per vector
+// whatever rows and strides are.
+TEXT ·dotF32TiledAVX2(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DX
+	MOVQ a+8(FP), R9
+	MOVQ b+16(FP), R10
+	MOVQ n+24(FP), R11
+	MOVQ rows+32(FP), R12
+	MOVQ rowStride+40(FP), R13
+	MOVQ tileStride+48(FP), R8
+tiledrow:
+	TESTQ R12, R12
+	JEQ   tileddone
+	MOVQ  R9, SI
+	MOVQ  R10, DI
+	MOVQ  R11, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+tiled32:
+	CMPQ CX, $32
+	JLT  tiled8
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VMOVUPS 64(SI), Y6
+	VMOVUPS 96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ $128, SI
+	ADDQ R8, DI
+	SUBQ $32, CX
+	JMP  tiled32
+tiled8:
+	CMPQ CX, $8
+	JLT  tiledsum
+	VMOVUPS (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  tiled8
+tiledsum:
+	SUM4F32
+	MOVSS X0, (DX)
+	ADDQ  $4, DX
+	ADDQ  R13, R10
+	DECQ  R12
+	JMP   tiledrow
+tileddone:
 	VZEROUPPER
 	RET
