@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/web"
 )
@@ -67,17 +68,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, jobs.CodeNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
-	return n.bounded(n.guard(mux))
-}
-
-// isLoopback reports whether the request comes from this machine.
-func isLoopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return n.bounded(n.auth.Wrap(mux))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -113,7 +104,7 @@ func statusForCode(code string) int {
 // file is 0600: naming the directory grants nothing).
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{"status": "ok", "node": n.cfg.Name, "id": n.ID(), "version": n.cfg.Version}
-	if isLoopback(r) {
+	if loopback.Request(r) {
 		if abs, err := filepath.Abs(n.cfg.DataDir); err == nil {
 			out["data_dir"] = abs
 		}
@@ -138,12 +129,12 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusForCode(code), code, err.Error())
 		return
 	}
-	p := principalFrom(r.Context())
-	if need := n.opPerm(req.Operation); !p.can(need) {
-		writeError(w, http.StatusForbidden, jobs.CodeForbidden, needMessage(need, "operation "+req.Operation))
+	p := auth.FromContext(r.Context())
+	if need := n.opPerm(req.Operation); !p.Can(need) {
+		writeError(w, http.StatusForbidden, jobs.CodeForbidden, auth.NeedMessage(need, "operation "+req.Operation))
 		return
 	}
-	job, err := n.submitAs(r.Context(), req, p.owner)
+	job, err := n.submitAs(r.Context(), req, p.Owner)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, jobs.CodeUnavailable, err.Error())
 		return
@@ -160,9 +151,9 @@ type jobView struct {
 
 func (n *Node) handleListJobs(w http.ResponseWriter, r *http.Request) {
 	out := []jobView{}
-	p := principalFrom(r.Context())
+	p := auth.FromContext(r.Context())
 	for _, j := range n.jobs.List() {
-		if p.mayRead(j.Owner, true) {
+		if p.MayRead(j.Owner, true) {
 			out = append(out, jobView{j.ID, j.Operation, j.Status(), j.Created})
 		}
 	}
@@ -176,7 +167,7 @@ func (n *Node) ownJob(r *http.Request) (*jobs.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !principalFrom(r.Context()).mayRead(j.Owner, false) {
+	if !auth.FromContext(r.Context()).MayRead(j.Owner, false) {
 		return nil, jobs.ErrNotFound
 	}
 	return j, nil

@@ -30,6 +30,7 @@ import (
 	"github.com/rbee-project/rbee/internal/atomicfile"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
+	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/blob"
 	"github.com/rbee-project/rbee/node/certs"
 	"github.com/rbee-project/rbee/node/hiveops"
@@ -67,6 +68,8 @@ var (
 	ErrInsecureHTTP = errors.New("plain HTTP API off loopback refused")
 	// ErrCAMismatch: the cluster's CA is not the one --ca-fingerprint pins.
 	ErrCAMismatch = certs.ErrCAMismatch
+	// ErrNoAdminKey: the data dir has no readable admin key.
+	ErrNoAdminKey = auth.ErrNoAdminKey
 )
 
 // Node is one rbee daemon.
@@ -76,11 +79,9 @@ type Node struct {
 
 	secret        string
 	secretCreated bool
-	adminKey      string       // the local admin credential (admin.key)
-	authFails     *authLimiter // failed API authentications per address
-	keyUse        keyUse       // when this node last accepted each API key
-	hostID        hostID       // names and addresses the Host check accepts
-	connCounts    *connCounts  // open API connections per client, both listeners
+	adminKey      string      // the local admin credential (admin.key)
+	auth          *auth.Guard // the API's authentication and browser checks
+	connCounts    *connCounts // open API connections per client, both listeners
 	peerID        peer.ID
 
 	host *p2p.Host
@@ -210,7 +211,6 @@ func New(cfg Config) (*Node, error) {
 		loads: newLoadTable(), reconcileKick: make(chan struct{}, 1), adopted: make(chan struct{}),
 		retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
 	n.local.m = map[string]*localWorker{}
-	n.authFails = newAuthLimiter()
 	n.connCounts = newConnCounts(cfg.MaxConnsPerClient)
 	n.metrics = newMetrics(n)
 	n.loads.changed = n.kickReconcile
@@ -234,11 +234,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	n.adminKey = deriveAdminKey(n.secret)
+	n.adminKey = auth.DeriveAdminKey(n.secret)
 	n.certs = certs.New(certs.Config{Name: n.cfg.Name, DataDir: n.cfg.DataDir, Secret: n.secret, CAFingerprint: n.cfg.CAFingerprint,
 		CertFile: n.cfg.TLSCertFile, KeyFile: n.cfg.TLSKeyFile, CertLifetime: n.cfg.CertLifetime, AllowedHosts: n.cfg.AllowedHosts,
 		NoAutoCA: n.cfg.noAutoCA, Cluster: certCluster{n}, Logger: n.log.With("component", "tls")})
-	if err := writeAdminKey(n.cfg.DataDir, n.adminKey); err != nil {
+	if err := auth.WriteAdminKey(n.cfg.DataDir, n.adminKey); err != nil {
 		return fmt.Errorf("admin key: %w", err)
 	}
 	key, err := p2p.LoadOrCreateIdentity(filepath.Join(n.cfg.DataDir, identityFile))
@@ -265,6 +265,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.router = router.New(router.Config{LocalID: n.ID(), LocalName: n.cfg.Name, LiveFor: n.cfg.WorkerHeartbeatTimeout, View: routerView{n}})
 	n.relay = relay.New(relay.Config{Router: n.router, Caller: workerCaller{n}, Logger: n.log.With("component", "relay")})
 	n.log = n.log.With("id", shortID(n.peerID.String()))
+	n.auth = n.newGuard()
 
 	n.jobs = jobs.New(jobs.Config{Node: n.cfg.Name, Logger: n.log.With("component", "jobs")})
 
@@ -403,7 +404,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 // bounded.go); HTTP and HTTPS listeners get one each.
 func (n *Node) newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, IdleTimeout: n.cfg.HTTPIdleTimeout,
-		ConnContext: connContext, ErrorLog: slog.NewLogLogger(n.log.With("component", "http").Handler(), slog.LevelDebug)}
+		ConnContext: auth.ConnContext, ErrorLog: slog.NewLogLogger(n.log.With("component", "http").Handler(), slog.LevelDebug)}
 }
 
 // joinWithRetry joins any of addrs, retrying up to attempts times.

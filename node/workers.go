@@ -14,6 +14,7 @@ import (
 
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
+	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
@@ -56,7 +57,7 @@ type localWorkers struct {
 // authentication does not cover this route: workers hold no client token,
 // their secret is the credential.
 func (n *Node) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
-	if !isLoopback(r) {
+	if !loopback.Request(r) {
 		writeError(w, http.StatusForbidden, jobs.CodeForbidden, "heartbeats are accepted from this machine only")
 		return
 	}
@@ -184,7 +185,7 @@ func (n *Node) publishLoad() {
 	}
 	n.local.mu.Unlock()
 	sort.Slice(r.Workers, func(a, b int) bool { return r.Workers[a].ID < r.Workers[b].ID })
-	r.KeysUsed = n.keyUse.snapshot()
+	r.KeysUsed = n.auth.KeysUsed()
 	n.loads.put(r)
 	b, err := encodeLoadMsg(r)
 	if err != nil {
