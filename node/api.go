@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/apierror"
 	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/auth"
@@ -23,12 +24,7 @@ import (
 const sseKeepAlive = 15 * time.Second
 
 // APIError is the JSON body of a non-2xx API answer.
-type APIError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
+type APIError = apierror.Body
 
 // Handler is the node's HTTP API.
 func (n *Node) Handler() http.Handler {
@@ -41,7 +37,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/jobs/{id}", n.handleCancel)
 	mux.HandleFunc("POST /v1/join", n.handleJoin)
 	mux.HandleFunc("POST /v1/leave", n.handleLeave)
-	mux.HandleFunc("POST /v1/workers/heartbeat", n.handleHeartbeat)
+	mux.HandleFunc("POST /v1/workers/heartbeat", n.sup.HandleHeartbeat)
 	mux.Handle("GET /{$}", web.Handler())
 	mux.Handle("GET /ui/", web.Handler())
 	mux.HandleFunc("GET /v1/cluster", n.handleClusterState)
@@ -78,9 +74,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	var e APIError
-	e.Error.Code, e.Error.Message = code, msg
-	writeJSON(w, status, e)
+	apierror.Write(w, status, code, msg)
 }
 
 func statusForCode(code string) int {

@@ -29,7 +29,7 @@ func ReadAdminKey(dataDir string) (string, error) { return auth.ReadAdminKey(dat
 // newGuard is the API's guard for this node.
 func (n *Node) newGuard() *auth.Guard {
 	return auth.New(auth.Config{Name: n.cfg.Name, AllowedHosts: n.cfg.AllowedHosts, CORSOrigins: n.cfg.CORSOrigins,
-		RequireToken: n.cfg.RequireToken, AdminKey: n.adminKey, Secret: n.secret, Routes: routePerm, WriteError: writeError,
+		RequireToken: n.cfg.RequireToken, AdminKey: n.adminKey, Secret: n.secret, Routes: routePerm,
 		Node: authNode{n}, Logger: n.log})
 }
 

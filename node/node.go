@@ -35,8 +35,10 @@ import (
 	"github.com/rbee-project/rbee/node/certs"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/placement"
 	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
+	"github.com/rbee-project/rbee/node/supervisor"
 	"github.com/rbee-project/rbee/p2p"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 	"github.com/rbee-project/rbee/worker/process"
@@ -100,14 +102,10 @@ type Node struct {
 
 	ops map[string]op
 
-	local         localWorkers
-	loads         *loadTable
-	reconcileKick chan struct{}
-	// adopted is closed when the engine loop's first pass (the health
-	// probe of every worker re-adopted after a restart) is done: the
-	// worker loop publishes no load report before, so peers never see
-	// this node's adopted workers missing.
-	adopted      chan struct{}
+	// sup supervises this node's workers: heartbeats, engines, expiry,
+	// load reports, the leader's reconcile.
+	sup          *supervisor.Supervisor
+	loads        *loadTable
 	retireMu     sync.Mutex
 	retiring     map[string]bool
 	workerClient *http.Client
@@ -127,6 +125,8 @@ type Node struct {
 	blobs *blob.Service
 	// hive runs the operations on this hive's catalogs and processes.
 	hive *hiveops.Ops
+	// placer sizes engine spawns and picks their hive and GPUs.
+	placer *placement.Placer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -208,12 +208,9 @@ func New(cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}),
-		loads: newLoadTable(), reconcileKick: make(chan struct{}, 1), adopted: make(chan struct{}),
-		retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
-	n.local.m = map[string]*localWorker{}
+		loads: newLoadTable(), retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
 	n.connCounts = newConnCounts(cfg.MaxConnsPerClient)
 	n.metrics = newMetrics(n)
-	n.loads.changed = n.kickReconcile
 	n.registerOps()
 	return n, nil
 }
@@ -286,6 +283,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		regVersion = n.cfg.RegistryVersion
 	}
 	n.reg = fsm.New(n.log.With("component", "fsm"), fsm.WithSupportedVersion(regVersion))
+	// The supervisor exists before the process manager: a re-adopted
+	// worker may exit as soon as the manager runs.
+	n.sup = n.newSupervisor()
+	n.loads.changed = n.sup.Kick
 	if err := n.openHive(); err != nil {
 		return err
 	}
@@ -338,15 +339,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ModelPeers: n.blobs.ModelSource(), BinaryPeers: n.blobs.BinarySource(),
 		WorkerReleaseURL: n.cfg.WorkerReleaseURL, SourceDir: n.cfg.SourceDir, MaxDownloadSize: n.cfg.MaxDownloadSize,
 		StopGrace: workerStopGrace, Downloaded: func(kind string, b int64) { n.metrics.downloaded.WithLabelValues(kind).Add(float64(b)) }})
+	n.placer = n.newPlacer()
 	n.registerP2PHandlers()
 
 	n.reconn = newReconnector()
-	n.wg.Add(5)
+	n.wg.Add(3)
 	go n.gossipLoop()
 	go n.reconnectLoop()
-	go n.workerLoop()
 	go n.tlsLoop()
-	go n.engineLoop()
+	n.sup.Start(n.ctx)
 	if n.cfg.MDNS {
 		n.wg.Add(1)
 		go n.mdnsLoop()
@@ -521,7 +522,7 @@ func (n *Node) gossipLoop() {
 				n.loads.forget(m.ID)
 			}
 			n.cons.MembershipChanged()
-			n.kickReconcile()
+			n.sup.Kick()
 			n.savePeers()
 		}
 	}
@@ -685,6 +686,9 @@ func (n *Node) shutdown() {
 		}
 		if n.blobLn != nil {
 			_ = n.blobLn.Close()
+		}
+		if n.sup != nil {
+			n.sup.Close()
 		}
 		n.closeHive()
 		n.wg.Wait()

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/apierror"
 	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/peercred"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -145,10 +146,8 @@ type Config struct {
 	// Routes is the permission a request's route needs; public routes
 	// skip authentication (but not the browser checks).
 	Routes func(*http.Request) (need Perm, public bool)
-	// WriteError writes an API error answer (the node's JSON shape).
-	WriteError func(w http.ResponseWriter, status int, code, msg string)
-	Node       Node
-	Logger     *slog.Logger
+	Node   Node
+	Logger *slog.Logger
 }
 
 // Guard authenticates API requests. Safe for concurrent use.
@@ -257,7 +256,7 @@ func (g *Guard) Authenticate(r *http.Request) (p Principal, ok bool, why string)
 // the request's context (FromContext). /health is open to everyone: it
 // says only "up".
 func (g *Guard) Wrap(routes http.Handler) http.Handler {
-	fail := g.cfg.WriteError
+	fail := apierror.Write
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/health" {
 			routes.ServeHTTP(w, r)

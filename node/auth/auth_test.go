@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/apierror"
 	"github.com/rbee-project/rbee/node/auth"
 )
 
@@ -59,21 +60,6 @@ func routes(r *http.Request) (auth.Perm, bool) {
 	return auth.Read, false
 }
 
-type errBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	var e errBody
-	e.Error.Code, e.Error.Message = code, msg
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(e)
-}
-
 type fixture struct {
 	g     *auth.Guard
 	h     http.Handler
@@ -85,7 +71,7 @@ func newFixture(t *testing.T, mod func(*auth.Config)) *fixture {
 	t.Helper()
 	k := &keys{ln: []net.Addr{&net.TCPAddr{IP: net.ParseIP("198.51.100.4"), Port: 7843}}}
 	cfg := auth.Config{Name: "hive-a", AllowedHosts: []string{"rbee.lan", "203.0.113.9"}, CORSOrigins: []string{"http://chat.lan:3000"},
-		AdminKey: auth.DeriveAdminKey(secret), Secret: secret, Routes: routes, WriteError: writeError, Node: k}
+		AdminKey: auth.DeriveAdminKey(secret), Secret: secret, Routes: routes, Node: k}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -129,7 +115,7 @@ func (f *fixture) do(q req) (int, string, *httptest.ResponseRecorder) {
 	}
 	w := httptest.NewRecorder()
 	f.h.ServeHTTP(w, r)
-	var e errBody
+	var e apierror.Body
 	_ = json.Unmarshal(w.Body.Bytes(), &e)
 	return w.Code, e.Error.Code, w
 }
