@@ -6,13 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/apierror"
+	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/web"
 )
@@ -22,12 +24,7 @@ import (
 const sseKeepAlive = 15 * time.Second
 
 // APIError is the JSON body of a non-2xx API answer.
-type APIError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
+type APIError = apierror.Body
 
 // Handler is the node's HTTP API.
 func (n *Node) Handler() http.Handler {
@@ -40,7 +37,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/jobs/{id}", n.handleCancel)
 	mux.HandleFunc("POST /v1/join", n.handleJoin)
 	mux.HandleFunc("POST /v1/leave", n.handleLeave)
-	mux.HandleFunc("POST /v1/workers/heartbeat", n.handleHeartbeat)
+	mux.HandleFunc("POST /v1/workers/heartbeat", n.sup.HandleHeartbeat)
 	mux.Handle("GET /{$}", web.Handler())
 	mux.Handle("GET /ui/", web.Handler())
 	mux.HandleFunc("GET /v1/cluster", n.handleClusterState)
@@ -67,17 +64,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, jobs.CodeNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
-	return n.bounded(n.guard(mux))
-}
-
-// isLoopback reports whether the request comes from this machine.
-func isLoopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return n.bounded(n.auth.Wrap(mux))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -87,9 +74,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	var e APIError
-	e.Error.Code, e.Error.Message = code, msg
-	writeJSON(w, status, e)
+	apierror.Write(w, status, code, msg)
 }
 
 func statusForCode(code string) int {
@@ -113,7 +98,7 @@ func statusForCode(code string) int {
 // file is 0600: naming the directory grants nothing).
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{"status": "ok", "node": n.cfg.Name, "id": n.ID(), "version": n.cfg.Version}
-	if isLoopback(r) {
+	if loopback.Request(r) {
 		if abs, err := filepath.Abs(n.cfg.DataDir); err == nil {
 			out["data_dir"] = abs
 		}
@@ -138,12 +123,12 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusForCode(code), code, err.Error())
 		return
 	}
-	p := principalFrom(r.Context())
-	if need := n.opPerm(req.Operation); !p.can(need) {
-		writeError(w, http.StatusForbidden, jobs.CodeForbidden, needMessage(need, "operation "+req.Operation))
+	p := auth.FromContext(r.Context())
+	if need := n.opPerm(req.Operation); !p.Can(need) {
+		writeError(w, http.StatusForbidden, jobs.CodeForbidden, auth.NeedMessage(need, "operation "+req.Operation))
 		return
 	}
-	job, err := n.submitAs(r.Context(), req, p.owner)
+	job, err := n.submitAs(r.Context(), req, p.Owner)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, jobs.CodeUnavailable, err.Error())
 		return
@@ -160,9 +145,9 @@ type jobView struct {
 
 func (n *Node) handleListJobs(w http.ResponseWriter, r *http.Request) {
 	out := []jobView{}
-	p := principalFrom(r.Context())
+	p := auth.FromContext(r.Context())
 	for _, j := range n.jobs.List() {
-		if p.mayRead(j.Owner, true) {
+		if p.MayRead(j.Owner, true) {
 			out = append(out, jobView{j.ID, j.Operation, j.Status(), j.Created})
 		}
 	}
@@ -176,7 +161,7 @@ func (n *Node) ownJob(r *http.Request) (*jobs.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !principalFrom(r.Context()).mayRead(j.Owner, false) {
+	if !auth.FromContext(r.Context()).MayRead(j.Owner, false) {
 		return nil, jobs.ErrNotFound
 	}
 	return j, nil

@@ -60,7 +60,8 @@ func jobCount(n *node.Node) int { return len(n.Jobs().List()) }
 // TestLoopbackIsNotRoot: a local client without a credential may read and
 // run inference; every operation that downloads, runs, changes or reveals
 // secrets needs the admin key, and the cluster secret is no credential on
-// loopback. A refused request starts no job.
+// loopback. A refused request starts no job. Off loopback, only an API
+// key is a credential.
 func TestLoopbackIsNotRoot(t *testing.T) {
 	c := nodetest.New(t, 1)
 	n := c.Nodes[0]
@@ -115,6 +116,16 @@ func TestLoopbackIsNotRoot(t *testing.T) {
 	// The admin key may do what the others may not.
 	st, _, data := apiCall(t, n, "POST", "/v1/jobs", admin, "application/json", `{"operation":"model_delete","id":"none"}`, nil)
 	require.Equal(t, 202, st, string(data))
+
+	// Off loopback only API keys are credentials: no credential, the
+	// local admin key and the cluster secret get 401 (the rest of the
+	// table, and the limit on failed attempts, are node/auth's tests).
+	const job = `{"operation":"status"}`
+	require.Equal(t, 401, offLoopback(n, "192.0.2.7:5000", "POST", "/v1/jobs", "", job))
+	require.Equal(t, 401, offLoopback(n, "192.0.2.7:5000", "POST", "/v1/jobs", admin, job), "the local admin key is for loopback only")
+	require.Equal(t, 401, offLoopback(n, "192.0.2.8:5000", "GET", "/v1/models", nodetest.Token, ""), "the cluster secret is no API credential")
+	key := createKey(t, n, "ops", "admin")
+	require.Equal(t, 202, offLoopback(n, "192.0.2.9:5000", "POST", "/v1/jobs", key, job))
 }
 
 // TestJobsArePrivate: a local client sees the jobs it created and not the
@@ -198,7 +209,10 @@ func TestJobsArePrivate(t *testing.T) {
 }
 
 // TestBrowserAttacksRefused: a foreign Host (DNS rebinding), a foreign
-// Origin and a form content type are refused, and nothing runs.
+// Origin and a form content type are refused by a real node, and nothing
+// runs. The whole table of the checks is node/auth's TestBrowserDefences;
+// this keeps one request of each kind through the node's listener, with
+// its --allowed-host and --cors-origin flags.
 func TestBrowserAttacksRefused(t *testing.T) {
 	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {
 		cfg.AllowedHosts = []string{"rbee.lan"}
@@ -218,10 +232,7 @@ func TestBrowserAttacksRefused(t *testing.T) {
 		{"rebinding host", "/v1/jobs", "application/json", map[string]string{"Host": "evil.example:" + port}, 403},
 		{"rebinding host, cluster state", "/v1/cluster", "", map[string]string{"Host": "evil.example:" + port}, 403},
 		{"foreign origin", "/v1/jobs", "application/json", map[string]string{"Origin": "https://evil.example"}, 403},
-		{"null origin", "/v1/jobs", "application/json", map[string]string{"Origin": "null"}, 403},
-		{"text/plain", "/v1/jobs", "text/plain", nil, 415},
 		{"form", "/v1/jobs", "application/x-www-form-urlencoded", nil, 415},
-		{"multipart", "/v1/jobs", "multipart/form-data; boundary=x", nil, 415},
 		{"text/plain chat", "/v1/chat/completions", "text/plain", nil, 415},
 	}
 	for _, tc := range cases {
@@ -243,8 +254,6 @@ func TestBrowserAttacksRefused(t *testing.T) {
 		{"Origin": n.URL()},
 		{"Origin": "http://chat.lan:3000"},
 		{"Host": "rbee.lan:" + port},
-		{"Host": "localhost:" + port},
-		{"Host": "[::1]:" + port},
 	}
 	for _, h := range ok {
 		st, _, data := apiCall(t, n, "POST", "/v1/jobs", admin, "application/json", `{"operation":"status"}`, h)
@@ -313,30 +322,6 @@ func createKey(t *testing.T, n *node.Node, name, scope string) string {
 	return res.Key
 }
 
-// TestOffLoopbackCredentials: off loopback only API keys are credentials:
-// no credential, the local admin key and the cluster secret get 401;
-// failed attempts are rate-limited per address.
-func TestOffLoopbackCredentials(t *testing.T) {
-	c := nodetest.New(t, 1)
-	n := c.Nodes[0]
-	const job = `{"operation":"status"}`
-	require.Equal(t, 401, offLoopback(n, "192.0.2.7:5000", "POST", "/v1/jobs", "", job))
-	require.Equal(t, 401, offLoopback(n, "192.0.2.7:5000", "POST", "/v1/jobs", n.AdminKey(), job), "the local admin key is for loopback only")
-	require.Equal(t, 401, offLoopback(n, "192.0.2.8:5000", "POST", "/v1/jobs", nodetest.Token, job), "the cluster secret is no API credential")
-	for _, p := range []string{"/v1/models", "/metrics", "/v1/cluster", "/v1/jobs"} {
-		require.Equal(t, 401, offLoopback(n, "192.0.2.8:5000", "GET", p, nodetest.Token, ""), p)
-	}
-	admin := createKey(t, n, "ops", "admin")
-	require.Equal(t, 202, offLoopback(n, "192.0.2.9:5000", "POST", "/v1/jobs", admin, job))
-	// 192.0.2.7 keeps failing: after the limit it gets 429 even with a
-	// good key, while other addresses are unaffected.
-	for i := 0; i < 20; i++ {
-		offLoopback(n, "192.0.2.7:5000", "POST", "/v1/jobs", fmt.Sprintf("rbk_guess%d", i), job)
-	}
-	require.Equal(t, 429, offLoopback(n, "192.0.2.7:5000", "POST", "/v1/jobs", admin, job))
-	require.Equal(t, 202, offLoopback(n, "192.0.2.10:5000", "POST", "/v1/jobs", admin, job))
-}
-
 // TestAPIKeys: scoped keys are created on one node and work on another;
 // a call outside its scope gets 403 naming the scope it needs; the
 // registry holds no key; a revoked key is refused on both nodes within 2 s.
@@ -354,19 +339,16 @@ func TestAPIKeys(t *testing.T) {
 	require.Equal(t, 200, offLoopback(n1, lan, "GET", "/v1/models", inf, ""))
 	require.Equal(t, 200, offLoopback(n1, lan, "GET", "/api/tags", inf, ""))
 	// The Ollama model routes: show is a read, embed inference, pull and
-	// delete (model_download, model_delete) admin.
+	// delete (model_download, model_delete) admin (every route's
+	// permission: TestRoutePerm).
 	for _, tc := range []struct {
 		method, path, key string
 		want              int
 	}{
-		{"POST", "/api/show", inf, 404}, // allowed; no such model
-		{"POST", "/api/show", read, 404},
+		{"POST", "/api/show", read, 404}, // allowed; no such model
 		{"POST", "/api/embed", inf, 400}, // allowed; no input
 		{"POST", "/v1/embeddings", read, 403},
-		{"POST", "/api/embeddings", read, 403},
 		{"POST", "/api/pull", inf, 403},
-		{"POST", "/api/pull", read, 403},
-		{"DELETE", "/api/delete", inf, 403},
 		{"DELETE", "/api/delete", read, 403},
 	} {
 		require.Equal(t, tc.want, offLoopback(n1, lan, tc.method, tc.path, tc.key, `{"model":"none"}`), "%s %s", tc.method, tc.path)

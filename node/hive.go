@@ -108,7 +108,7 @@ func (n *Node) openHive() error {
 	pc.Dir = filepath.Join(n.cfg.DataDir, processesDir)
 	pc.OnExit = func(info process.WorkerInfo, err error) {
 		n.log.Info("worker process exited", "worker", info.WorkerID, "pid", info.PID, "err", err)
-		n.workerGone(info.WorkerID)
+		n.sup.Gone(info.WorkerID)
 	}
 	pc.Logger = n.log.With("component", "processes")
 	if n.procs, err = process.New(pc); err != nil {
@@ -199,7 +199,7 @@ func (n *Node) stopWorker(ctx context.Context, workerID string) error {
 		}
 		return err
 	}
-	if _, ok := n.engineType(st.WorkerInfo); ok {
+	if _, ok := n.sup.EngineType(st.WorkerInfo); ok {
 		deadline := time.Now().Add(workerStopGrace)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
 			busy := n.router.Pending(workerID) > 0
@@ -293,4 +293,4 @@ func (c hiveCluster) Models() []fsm.ModelHolding                   { return c.n.
 func (c hiveCluster) Binaries() []fsm.BinaryHolding                { return c.n.reg.Binaries() }
 func (c hiveCluster) AlivePeers() map[string]bool                  { return c.n.aliveOthers() }
 func (c hiveCluster) Propose(ctx context.Context, cmd fsm.Command) { c.n.applyBackground(ctx, cmd) }
-func (c hiveCluster) WorkerGone(id string)                         { c.n.workerGone(id) }
+func (c hiveCluster) WorkerGone(id string)                         { c.n.sup.Gone(id) }

@@ -30,12 +30,15 @@ import (
 	"github.com/rbee-project/rbee/internal/atomicfile"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
+	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/blob"
 	"github.com/rbee-project/rbee/node/certs"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/placement"
 	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
+	"github.com/rbee-project/rbee/node/supervisor"
 	"github.com/rbee-project/rbee/p2p"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 	"github.com/rbee-project/rbee/worker/process"
@@ -67,6 +70,8 @@ var (
 	ErrInsecureHTTP = errors.New("plain HTTP API off loopback refused")
 	// ErrCAMismatch: the cluster's CA is not the one --ca-fingerprint pins.
 	ErrCAMismatch = certs.ErrCAMismatch
+	// ErrNoAdminKey: the data dir has no readable admin key.
+	ErrNoAdminKey = auth.ErrNoAdminKey
 )
 
 // Node is one rbee daemon.
@@ -76,11 +81,9 @@ type Node struct {
 
 	secret        string
 	secretCreated bool
-	adminKey      string       // the local admin credential (admin.key)
-	authFails     *authLimiter // failed API authentications per address
-	keyUse        keyUse       // when this node last accepted each API key
-	hostID        hostID       // names and addresses the Host check accepts
-	connCounts    *connCounts  // open API connections per client, both listeners
+	adminKey      string      // the local admin credential (admin.key)
+	auth          *auth.Guard // the API's authentication and browser checks
+	connCounts    *connCounts // open API connections per client, both listeners
 	peerID        peer.ID
 
 	host *p2p.Host
@@ -99,14 +102,10 @@ type Node struct {
 
 	ops map[string]op
 
-	local         localWorkers
-	loads         *loadTable
-	reconcileKick chan struct{}
-	// adopted is closed when the engine loop's first pass (the health
-	// probe of every worker re-adopted after a restart) is done: the
-	// worker loop publishes no load report before, so peers never see
-	// this node's adopted workers missing.
-	adopted      chan struct{}
+	// sup supervises this node's workers: heartbeats, engines, expiry,
+	// load reports, the leader's reconcile.
+	sup          *supervisor.Supervisor
+	loads        *loadTable
 	retireMu     sync.Mutex
 	retiring     map[string]bool
 	workerClient *http.Client
@@ -126,6 +125,8 @@ type Node struct {
 	blobs *blob.Service
 	// hive runs the operations on this hive's catalogs and processes.
 	hive *hiveops.Ops
+	// placer sizes engine spawns and picks their hive and GPUs.
+	placer *placement.Placer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -207,13 +208,9 @@ func New(cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}),
-		loads: newLoadTable(), reconcileKick: make(chan struct{}, 1), adopted: make(chan struct{}),
-		retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
-	n.local.m = map[string]*localWorker{}
-	n.authFails = newAuthLimiter()
+		loads: newLoadTable(), retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
 	n.connCounts = newConnCounts(cfg.MaxConnsPerClient)
 	n.metrics = newMetrics(n)
-	n.loads.changed = n.kickReconcile
 	n.registerOps()
 	return n, nil
 }
@@ -234,11 +231,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	n.adminKey = deriveAdminKey(n.secret)
+	n.adminKey = auth.DeriveAdminKey(n.secret)
 	n.certs = certs.New(certs.Config{Name: n.cfg.Name, DataDir: n.cfg.DataDir, Secret: n.secret, CAFingerprint: n.cfg.CAFingerprint,
 		CertFile: n.cfg.TLSCertFile, KeyFile: n.cfg.TLSKeyFile, CertLifetime: n.cfg.CertLifetime, AllowedHosts: n.cfg.AllowedHosts,
 		NoAutoCA: n.cfg.noAutoCA, Cluster: certCluster{n}, Logger: n.log.With("component", "tls")})
-	if err := writeAdminKey(n.cfg.DataDir, n.adminKey); err != nil {
+	if err := auth.WriteAdminKey(n.cfg.DataDir, n.adminKey); err != nil {
 		return fmt.Errorf("admin key: %w", err)
 	}
 	key, err := p2p.LoadOrCreateIdentity(filepath.Join(n.cfg.DataDir, identityFile))
@@ -265,6 +262,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.router = router.New(router.Config{LocalID: n.ID(), LocalName: n.cfg.Name, LiveFor: n.cfg.WorkerHeartbeatTimeout, View: routerView{n}})
 	n.relay = relay.New(relay.Config{Router: n.router, Caller: workerCaller{n}, Logger: n.log.With("component", "relay")})
 	n.log = n.log.With("id", shortID(n.peerID.String()))
+	n.auth = n.newGuard()
 
 	n.jobs = jobs.New(jobs.Config{Node: n.cfg.Name, Logger: n.log.With("component", "jobs")})
 
@@ -285,6 +283,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		regVersion = n.cfg.RegistryVersion
 	}
 	n.reg = fsm.New(n.log.With("component", "fsm"), fsm.WithSupportedVersion(regVersion))
+	// The supervisor exists before the process manager: a re-adopted
+	// worker may exit as soon as the manager runs.
+	n.sup = n.newSupervisor()
+	n.loads.changed = n.sup.Kick
 	if err := n.openHive(); err != nil {
 		return err
 	}
@@ -337,15 +339,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ModelPeers: n.blobs.ModelSource(), BinaryPeers: n.blobs.BinarySource(),
 		WorkerReleaseURL: n.cfg.WorkerReleaseURL, SourceDir: n.cfg.SourceDir, MaxDownloadSize: n.cfg.MaxDownloadSize,
 		StopGrace: workerStopGrace, Downloaded: func(kind string, b int64) { n.metrics.downloaded.WithLabelValues(kind).Add(float64(b)) }})
+	n.placer = n.newPlacer()
 	n.registerP2PHandlers()
 
 	n.reconn = newReconnector()
-	n.wg.Add(5)
+	n.wg.Add(3)
 	go n.gossipLoop()
 	go n.reconnectLoop()
-	go n.workerLoop()
 	go n.tlsLoop()
-	go n.engineLoop()
+	n.sup.Start(n.ctx)
 	if n.cfg.MDNS {
 		n.wg.Add(1)
 		go n.mdnsLoop()
@@ -403,7 +405,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 // bounded.go); HTTP and HTTPS listeners get one each.
 func (n *Node) newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, IdleTimeout: n.cfg.HTTPIdleTimeout,
-		ConnContext: connContext, ErrorLog: slog.NewLogLogger(n.log.With("component", "http").Handler(), slog.LevelDebug)}
+		ConnContext: auth.ConnContext, ErrorLog: slog.NewLogLogger(n.log.With("component", "http").Handler(), slog.LevelDebug)}
 }
 
 // joinWithRetry joins any of addrs, retrying up to attempts times.
@@ -520,7 +522,7 @@ func (n *Node) gossipLoop() {
 				n.loads.forget(m.ID)
 			}
 			n.cons.MembershipChanged()
-			n.kickReconcile()
+			n.sup.Kick()
 			n.savePeers()
 		}
 	}
@@ -684,6 +686,9 @@ func (n *Node) shutdown() {
 		}
 		if n.blobLn != nil {
 			_ = n.blobLn.Close()
+		}
+		if n.sup != nil {
+			n.sup.Close()
 		}
 		n.closeHive()
 		n.wg.Wait()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/model/gguf"
+	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/ollama"
 	"github.com/rbee-project/rbee/node/relay"
@@ -299,7 +300,7 @@ func (n *Node) ollamaJob(r *http.Request, req api.Request, fn func(jobs.Event)) 
 	if err != nil {
 		return nil, err
 	}
-	j, err := n.submitAs(r.Context(), parsed, principalFrom(r.Context()).owner)
+	j, err := n.submitAs(r.Context(), parsed, auth.FromContext(r.Context()).Owner)
 	if err != nil {
 		return nil, err
 	}

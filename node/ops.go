@@ -14,6 +14,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/humanize"
+	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/sshops"
@@ -41,40 +42,40 @@ type op struct {
 	needsName bool
 	// validate checks the operation's own fields before a job exists.
 	validate func(req Request) error
-	// perm is what a caller needs to submit the operation (permAdmin when
+	// perm is what a caller needs to submit the operation (auth.Admin when
 	// unset): reads and inference are open to local users, everything that
 	// downloads, runs, changes or reveals secrets is admin only.
-	perm perm
+	perm auth.Perm
 	run  func(ctx context.Context, em jobs.Emitter, req Request) error
 }
 
 func (n *Node) registerOps() {
 	n.ops = map[string]op{
-		api.OpStatus:                  {perm: permRead, run: n.opStatus},
-		api.OpHiveList:                {perm: permRead, run: n.opHiveList},
-		api.OpHiveGet:                 {perm: permRead, needsName: true, run: n.opHiveGet},
-		api.OpHiveStatus:              {perm: permRead, needsName: true, run: n.opHiveStatus},
+		api.OpStatus:                  {perm: auth.Read, run: n.opStatus},
+		api.OpHiveList:                {perm: auth.Read, run: n.opHiveList},
+		api.OpHiveGet:                 {perm: auth.Read, needsName: true, run: n.opHiveGet},
+		api.OpHiveStatus:              {perm: auth.Read, needsName: true, run: n.opHiveStatus},
 		api.OpHiveRefreshCapabilities: {onHive: true, run: n.opRefreshCapabilities},
 
-		api.OpInfer:        {perm: permInference, validate: validateInfer, run: n.opInfer},
-		api.OpWorkerList:   {perm: permRead, run: n.opWorkerList},
-		api.OpWorkerGet:    {perm: permRead, validate: validateWorkerID, run: n.opWorkerGet},
+		api.OpInfer:        {perm: auth.Inference, validate: validateInfer, run: n.opInfer},
+		api.OpWorkerList:   {perm: auth.Read, run: n.opWorkerList},
+		api.OpWorkerGet:    {perm: auth.Read, validate: validateWorkerID, run: n.opWorkerGet},
 		api.OpWorkerRetire: {validate: validateWorkerID, run: n.opWorkerRetire},
 
 		api.OpWorkerSpawn:   {onHive: true, validate: validateOnHive(checkSpawn), run: n.opWorkerSpawn},
-		api.OpProcessList:   {perm: permRead, onHive: true, run: hiveOp((*hiveops.Ops).ProcessList, n)},
-		api.OpProcessGet:    {perm: permRead, onHive: true, validate: validateOnHive(checkProcess), run: hiveOp((*hiveops.Ops).ProcessGet, n)},
+		api.OpProcessList:   {perm: auth.Read, onHive: true, run: hiveOp((*hiveops.Ops).ProcessList, n)},
+		api.OpProcessGet:    {perm: auth.Read, onHive: true, validate: validateOnHive(checkProcess), run: hiveOp((*hiveops.Ops).ProcessGet, n)},
 		api.OpProcessDelete: {onHive: true, validate: validateOnHive(checkProcess), run: hiveOp((*hiveops.Ops).ProcessDelete, n)},
-		api.OpBinaryList:    {perm: permRead, onHive: true, run: hiveOp((*hiveops.Ops).BinaryList, n)},
-		api.OpBinaryGet:     {perm: permRead, onHive: true, validate: validateOnHive[api.BinaryGetRequest](nil), run: hiveOp((*hiveops.Ops).BinaryGet, n)},
+		api.OpBinaryList:    {perm: auth.Read, onHive: true, run: hiveOp((*hiveops.Ops).BinaryList, n)},
+		api.OpBinaryGet:     {perm: auth.Read, onHive: true, validate: validateOnHive[api.BinaryGetRequest](nil), run: hiveOp((*hiveops.Ops).BinaryGet, n)},
 		api.OpBinaryDelete:  {onHive: true, validate: validateOnHive[api.BinaryDeleteRequest](nil), run: hiveOp((*hiveops.Ops).BinaryDelete, n)},
 		// Admin only (no perm): it names a local file rbee will execute.
 		api.OpBinaryAdd:      {onHive: true, validate: n.validateBinaryAdd, run: hiveOp((*hiveops.Ops).BinaryAdd, n)},
 		api.OpWorkerBuild:    {onHive: true, validate: validateOnHive[api.WorkerBuildRequest](nil), run: hiveOp((*hiveops.Ops).Build, n)},
 		api.OpWorkerDownload: {onHive: true, validate: validateOnHive[api.WorkerDownloadRequest](nil), run: n.opWorkerDownload},
 		api.OpModelDownload:  {onHive: true, validate: validateOnHive(checkModelRef), run: hiveOp((*hiveops.Ops).ModelDownload, n)},
-		api.OpModelList:      {perm: permRead, onHive: true, run: hiveOp((*hiveops.Ops).ModelList, n)},
-		api.OpModelGet:       {perm: permRead, onHive: true, validate: validateOnHive(checkModelID), run: hiveOp((*hiveops.Ops).ModelGet, n)},
+		api.OpModelList:      {perm: auth.Read, onHive: true, run: hiveOp((*hiveops.Ops).ModelList, n)},
+		api.OpModelGet:       {perm: auth.Read, onHive: true, validate: validateOnHive(checkModelID), run: hiveOp((*hiveops.Ops).ModelGet, n)},
 		api.OpModelDelete:    {onHive: true, validate: validateOnHive(checkModelID), run: hiveOp((*hiveops.Ops).ModelDelete, n)},
 
 		api.OpImportSSH:     {run: sshOp((*sshops.Ops).Import, n)},
@@ -92,11 +93,11 @@ func (n *Node) registerOps() {
 }
 
 // opPerm is what a caller needs to submit operation.
-func (n *Node) opPerm(operation string) perm {
+func (n *Node) opPerm(operation string) auth.Perm {
 	if p := n.ops[operation].perm; p != 0 {
 		return p
 	}
-	return permAdmin
+	return auth.Admin
 }
 
 // Operations lists the operation names this node serves.
@@ -154,7 +155,7 @@ func (n *Node) ParseRequest(body []byte) (Request, error) {
 
 // Submit starts a validated request as a job owned by the admin.
 func (n *Node) Submit(ctx context.Context, req Request) (*jobs.Job, error) {
-	return n.submitAs(ctx, req, ownerAdmin)
+	return n.submitAs(ctx, req, auth.OwnerAdmin)
 }
 
 // submitAs starts a validated request as a job of owner.

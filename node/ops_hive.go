@@ -11,6 +11,7 @@ import (
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/supervisor"
 	"github.com/rbee-project/rbee/worker"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 	"github.com/rbee-project/rbee/worker/process"
@@ -167,11 +168,11 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	}
 	switch {
 	case wantGPU:
-		if err := n.fitLocalGPUs(em, &r, model); err != nil {
+		if err := n.placer.FitGPUs(em, &r, model); err != nil {
 			return err
 		}
 	case typ.External:
-		if err := n.fitLocalRAM(em, r, model); err != nil {
+		if err := n.placer.FitRAM(r, model); err != nil {
 			return err
 		}
 	}
@@ -222,8 +223,8 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if err != nil {
 		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
 	}
-	if isOllama(typ) {
-		if err := n.importIntoOllama(ctx, em, info, model); err != nil {
+	if supervisor.IsOllama(typ) {
+		if err := n.sup.ImportIntoOllama(ctx, em, info, model); err != nil {
 			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 			_ = n.procs.Stop(stopCtx, info.PID, 10*time.Second)
 			cancel()
@@ -233,7 +234,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if typ.External {
 		// No heartbeats from an engine: report it now rather than at the
 		// next poll.
-		n.pollEngine(info, typ)
+		n.sup.PollEngine(info, typ)
 		if len(r.GPUs) > 0 {
 			n.refreshCapabilitiesSoon()
 		}
@@ -260,7 +261,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		case staleSince.IsZero():
 			staleSince = time.Now()
 		}
-		if hb, ok := n.localHeartbeat(info.WorkerID); ok && (hb.State == worker.StateReady || hb.State == worker.StateBusy) &&
+		if hb, ok := n.sup.Local(info.WorkerID); ok && (hb.State == worker.StateReady || hb.State == worker.StateBusy) &&
 			stale && time.Since(staleSince) >= spawnStaleGrace {
 			// No leader to register it: this node routes to it already.
 			res.State = "registering"

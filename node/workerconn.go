@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -222,31 +221,7 @@ func (n *Node) memberAlive(nodeID string) bool {
 // nobody else. Requests that arrive from other nodes over libp2p come here
 // too, so the secret never leaves this machine.
 func (n *Node) callLocalWorker(ctx context.Context, workerID, method, path string, body []byte) (*http.Response, error) {
-	var secret string
-	var port int
-	ok := false
-	if n.procs != nil {
-		secret, port, ok = n.procs.Secret(workerID)
-	}
-	if !ok {
-		return nil, fmt.Errorf("worker %s is not a worker process of %s", workerID, n.cfg.Name)
-	}
-	if st, _, isEngine := n.localEngine(workerID); isEngine {
-		return n.callEngine(ctx, st, port, secret, method, path, body)
-	}
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://127.0.0.1:"+strconv.Itoa(port)+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Authorization", "Bearer "+secret)
-	return n.workerClient.Do(req)
+	return n.sup.Call(ctx, workerID, method, path, body)
 }
 
 // frameBody reads a proxied response body from frames.
@@ -399,7 +374,7 @@ func (n *Node) serveWorkerHTTP(s network.Stream, typed bool) {
 		fail("path not allowed: " + req.Path)
 		return
 	}
-	if _, ok := n.localHeartbeat(req.WorkerID); !ok {
+	if _, ok := n.sup.Local(req.WorkerID); !ok {
 		fail("no such worker on " + n.cfg.Name)
 		return
 	}

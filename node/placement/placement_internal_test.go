@@ -1,4 +1,4 @@
-package node
+package placement
 
 import (
 	"os"
@@ -16,7 +16,7 @@ const gb = 1 << 30
 
 func TestEstimateMemory(t *testing.T) {
 	// stories260K: 5 layers, 4 KV heads of 8, trained on 2048 tokens.
-	d, err := readDims("../testdata/model/stories260K.gguf")
+	d, err := readDims("../../testdata/model/stories260K.gguf")
 	require.NoError(t, err)
 	assert.Equal(t, ggufDims{Layers: 5, HeadsKV: 4, KeyLen: 8, ValLen: 8, TrainCtx: 2048}, d)
 	tests := []struct {
@@ -46,7 +46,7 @@ func TestEstimateMemory(t *testing.T) {
 // gpusFrom parses a recorded nvidia-smi or rocm-smi output.
 func gpusFrom(t *testing.T, file string) []fsm.GPU {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("hw", "testdata", file))
+	b, err := os.ReadFile(filepath.Join("..", "hw", "testdata", file))
 	require.NoError(t, err)
 	parse := hw.ParseNvidiaSMI
 	if filepath.Ext(file) == ".json" {
@@ -69,15 +69,15 @@ func TestPlaceGPU(t *testing.T) {
 		name  string
 		need  uint64
 		hives []hiveGPUs
-		want  placement
+		want  Placement
 		err   string
 	}{
-		{"fits the free GPU, not the full one", 2 * gb, []hiveGPUs{box}, placement{NodeID: "id-box", Name: "gpu-box", GPUs: []int{0}, Free: 7987 << 20}, ""},
-		{"most free GPU in the cluster", 2 * gb, []hiveGPUs{box, big}, placement{NodeID: "id-big", Name: "big", GPUs: []int{0}, Free: 24245 << 20}, ""},
-		{"the AMD card with room", 10 * gb, []hiveGPUs{box, amd}, placement{NodeID: "id-amd", Name: "amd", GPUs: []int{1}, Free: 17000000000}, ""},
-		{"split over a hive's GPUs", 30 * gb, []hiveGPUs{big}, placement{NodeID: "id-big", Name: "big", GPUs: []int{0, 1}, Free: (24245 + 11918) << 20}, ""},
-		{"too big", 91 * gb / 10, []hiveGPUs{box}, placement{}, "needs 9.1 GiB VRAM, largest free is 7.8 GiB on gpu-box:0"},
-		{"no GPU anywhere", gb, nil, placement{}, "no hive reports a GPU"},
+		{"fits the free GPU, not the full one", 2 * gb, []hiveGPUs{box}, Placement{NodeID: "id-box", Name: "gpu-box", GPUs: []int{0}, Free: 7987 << 20}, ""},
+		{"most free GPU in the cluster", 2 * gb, []hiveGPUs{box, big}, Placement{NodeID: "id-big", Name: "big", GPUs: []int{0}, Free: 24245 << 20}, ""},
+		{"the AMD card with room", 10 * gb, []hiveGPUs{box, amd}, Placement{NodeID: "id-amd", Name: "amd", GPUs: []int{1}, Free: 17000000000}, ""},
+		{"split over a hive's GPUs", 30 * gb, []hiveGPUs{big}, Placement{NodeID: "id-big", Name: "big", GPUs: []int{0, 1}, Free: (24245 + 11918) << 20}, ""},
+		{"too big", 91 * gb / 10, []hiveGPUs{box}, Placement{}, "needs 9.1 GiB VRAM, largest free is 7.8 GiB on gpu-box:0"},
+		{"no GPU anywhere", gb, nil, Placement{}, "no hive reports a GPU"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

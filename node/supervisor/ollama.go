@@ -1,4 +1,4 @@
-package node
+package supervisor
 
 import (
 	"bytes"
@@ -24,28 +24,28 @@ import (
 // (POST /api/blobs/sha256:<hex>; skipped when HEAD finds it already
 // there), then a model named after the catalog id is created from it
 // (POST /api/create {"model", "files"}). The node sends that name in every
-// request (callEngine). Until the model exists (POST /api/show answers
+// request (CallEngine). Until the model exists (POST /api/show answers
 // 200) the engine counts as loading, so no request reaches it early; an
 // engine re-adopted after a node restart still has its model.
 
-// isOllama reports whether t is the Ollama engine type.
-func isOllama(t workercat.WorkerType) bool { return t.Name == workercat.TypeOllama }
+// IsOllama reports whether t is the Ollama engine type.
+func IsOllama(t workercat.WorkerType) bool { return t.Name == workercat.TypeOllama }
 
 // ollamaModelReady reports whether the Ollama on port has model.
-func (n *Node) ollamaModelReady(ctx context.Context, port int, model string) bool {
-	status, _, err := n.enginePost(ctx, port, "/api/show", map[string]string{"model": model})
+func (s *Supervisor) ollamaModelReady(ctx context.Context, port int, model string) bool {
+	status, _, err := s.enginePost(ctx, port, "/api/show", map[string]string{"model": model})
 	return err == nil && status == http.StatusOK
 }
 
-// importIntoOllama pushes the model file into the Ollama engine of info and
+// ImportIntoOllama pushes the model file into the Ollama engine of info and
 // creates the model there.
-func (n *Node) importIntoOllama(ctx context.Context, em jobs.Emitter, info process.WorkerInfo, model modelcat.Entry) error {
-	_, port, ok := n.procs.Secret(info.WorkerID)
+func (s *Supervisor) ImportIntoOllama(ctx context.Context, em jobs.Emitter, info process.WorkerInfo, model modelcat.Entry) error {
+	_, port, ok := s.cfg.Procs.Secret(info.WorkerID)
 	if !ok {
 		return fmt.Errorf("engine %s is gone", info.WorkerID)
 	}
 	digest := "sha256:" + model.SHA256
-	status, _, err := n.engineDo(ctx, http.MethodHead, port, "", "/api/blobs/"+digest, nil, "", 0)
+	status, _, err := s.engineDo(ctx, http.MethodHead, port, "", "/api/blobs/"+digest, nil, "", 0)
 	if err != nil {
 		return fmt.Errorf("ask Ollama for the model's blob: %w", err)
 	}
@@ -55,7 +55,7 @@ func (n *Node) importIntoOllama(ctx context.Context, em jobs.Emitter, info proce
 		if err != nil {
 			return err
 		}
-		status, body, err := n.engineDo(ctx, http.MethodPost, port, "", "/api/blobs/"+digest, f, "application/octet-stream", model.Size)
+		status, body, err := s.engineDo(ctx, http.MethodPost, port, "", "/api/blobs/"+digest, f, "application/octet-stream", model.Size)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("push the model to Ollama: %w", err)
@@ -65,7 +65,7 @@ func (n *Node) importIntoOllama(ctx context.Context, em jobs.Emitter, info proce
 		}
 	}
 	req := map[string]any{"model": model.ID, "files": map[string]string{filepath.Base(model.Path): digest}, "stream": false}
-	status, body, err := n.enginePost(ctx, port, "/api/create", req)
+	status, body, err := s.enginePost(ctx, port, "/api/create", req)
 	if err != nil {
 		return fmt.Errorf("create the model in Ollama: %w", err)
 	}
@@ -87,18 +87,18 @@ func clipBody(b []byte) string {
 }
 
 // enginePost posts v as JSON to a local engine (one that checks no key).
-func (n *Node) enginePost(ctx context.Context, port int, path string, v any) (int, []byte, error) {
+func (s *Supervisor) enginePost(ctx context.Context, port int, path string, v any) (int, []byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return 0, nil, err
 	}
-	return n.engineDo(ctx, http.MethodPost, port, "", path, bytes.NewReader(b), "application/json", int64(len(b)))
+	return s.engineDo(ctx, http.MethodPost, port, "", path, bytes.NewReader(b), "application/json", int64(len(b)))
 }
 
 // engineDo is one request to a local engine, with the worker's secret as
 // a bearer key when it is not ""; size is the body's length (-1 unknown).
 // The answer is read up to maxEngineBody.
-func (n *Node) engineDo(ctx context.Context, method string, port int, secret, path string, body io.Reader, ctype string, size int64) (int, []byte, error) {
+func (s *Supervisor) engineDo(ctx context.Context, method string, port int, secret, path string, body io.Reader, ctype string, size int64) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://127.0.0.1:"+strconv.Itoa(port)+path, body)
 	if err != nil {
 		return 0, nil, err
@@ -112,7 +112,7 @@ func (n *Node) engineDo(ctx context.Context, method string, port int, secret, pa
 	if size >= 0 {
 		req.ContentLength = size
 	}
-	resp, err := n.workerClient.Do(req)
+	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -1,0 +1,397 @@
+// Package auth is the API's access control: who a request acts as (the
+// local admin key, a scoped API key, a local user without a credential),
+// what a route needs, and the browser defences (the Host must name this
+// node, an Origin must be its own or allowed, a body must be JSON). See
+// node/DESIGN.md, "API access".
+//
+// The access model:
+//
+//   - A client on this machine without a credential may run inference and
+//     read status, lists and metrics; it sees only the jobs it created (by
+//     its uid, found from the kernel's socket table).
+//   - Everything else needs the node's admin key: the file admin.key in the
+//     data dir, 0600, readable only by the node's user. The CLI reads it
+//     from --data-dir. It is accepted on loopback only.
+//   - API keys (replicated, scoped inference|read|admin) work everywhere;
+//     off loopback they are the only credential. The cluster secret is
+//     never an API credential.
+//   - RequireToken makes loopback clients present a credential too.
+package auth
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/apierror"
+	"github.com/rbee-project/rbee/internal/loopback"
+	"github.com/rbee-project/rbee/internal/peercred"
+	"github.com/rbee-project/rbee/node/jobs"
+)
+
+// Perm is a set of permissions; a route or operation needs any one of the
+// bits it names, and Admin grants everything.
+type Perm uint8
+
+// The permissions.
+const (
+	Read Perm = 1 << iota
+	Inference
+	Admin
+)
+
+func (p Perm) String() string {
+	switch {
+	case p&Admin != 0:
+		return "admin"
+	case p == Read|Inference:
+		return "read or inference"
+	case p&Read != 0:
+		return "read"
+	case p&Inference != 0:
+		return "inference"
+	}
+	return "none"
+}
+
+// Principal is who a request acts as.
+type Principal struct {
+	Perms Perm
+	// Owner names the jobs this principal creates and may see: "admin",
+	// "uid:<n>" for a local user without a credential, "key:<name>" for
+	// an API key, "anon" when the uid is unknown (such jobs are readable
+	// by id only).
+	Owner string
+}
+
+// Job owners that are no user.
+const (
+	OwnerAdmin = "admin"
+	OwnerAnon  = "anon"
+)
+
+// Can reports whether p has any of need's permissions (admin has all).
+func (p Principal) Can(need Perm) bool {
+	return p.Perms&Admin != 0 || p.Perms&need != 0
+}
+
+// IsAdmin reports whether p holds the admin permission.
+func (p Principal) IsAdmin() bool { return p.Perms&Admin != 0 }
+
+// MayRead reports whether p may see a job owned by owner: an admin sees
+// every job, anyone else only their own (an unknown owner only by id, never
+// in a listing).
+func (p Principal) MayRead(owner string, listing bool) bool {
+	if p.IsAdmin() {
+		return true
+	}
+	if listing && p.Owner == OwnerAnon {
+		return false
+	}
+	return owner == p.Owner
+}
+
+type principalKey struct{}
+
+// FromContext is the principal the guard stored in a request's context;
+// the zero Principal (no permission) when there is none.
+func FromContext(ctx context.Context) Principal {
+	if p, ok := ctx.Value(principalKey{}).(Principal); ok {
+		return p
+	}
+	return Principal{}
+}
+
+// CodeUnauthorized is the error code of a 401: no or a refused credential.
+const CodeUnauthorized = "unauthorized"
+
+// NeedMessage says what a refused caller lacks and how to get it.
+func NeedMessage(need Perm, what string) string {
+	if need&Admin != 0 {
+		return what + " needs the admin credential: on the node's machine run the CLI as the node's user (it reads admin.key from the data dir; --data-dir or RBEE_DATA_DIR), or pass the key from `rbee token --admin`"
+	}
+	return what + " needs the " + need.String() + " permission"
+}
+
+// Node is what the guard needs of the node.
+type Node interface {
+	// APIKeys are the registry replica's keys (hashes only).
+	APIKeys() []fsm.APIKey
+	// ListenAddrs are the addresses of the node's API listeners: a Host
+	// naming one of them is this node.
+	ListenAddrs() []net.Addr
+}
+
+// Config configures a Guard.
+type Config struct {
+	// Name is the node's name, a Host it answers to.
+	Name string
+	// AllowedHosts are further Host names and addresses (--allowed-host).
+	AllowedHosts []string
+	// CORSOrigins are browser origins allowed besides the node's own.
+	CORSOrigins []string
+	// RequireToken: loopback clients need a credential too.
+	RequireToken bool
+	// AdminKey is the local admin credential (loopback only); Secret is
+	// the cluster secret, recognised only to say it is no credential.
+	AdminKey, Secret string
+	// Routes is the permission a request's route needs; public routes
+	// skip authentication (but not the browser checks).
+	Routes func(*http.Request) (need Perm, public bool)
+	Node   Node
+	Logger *slog.Logger
+}
+
+// Guard authenticates API requests. Safe for concurrent use.
+type Guard struct {
+	cfg   Config
+	fails *limiter
+	uses  keyUse
+	host  hostID
+}
+
+// New returns a guard.
+func New(cfg Config) *Guard {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Guard{cfg: cfg, fails: newLimiter()}
+}
+
+// connInfo is what the API knows about a client connection; the owning uid
+// of a loopback connection is looked up once, on first need.
+type connInfo struct {
+	local, remote net.Addr
+	once          sync.Once
+	uid           uint32
+	uidErr        error
+}
+
+type connInfoKey struct{}
+
+func (c *connInfo) owner() string {
+	c.once.Do(func() { c.uid, c.uidErr = peercred.LoopbackUID(c.local, c.remote) })
+	if c.uidErr != nil {
+		return OwnerAnon
+	}
+	return fmt.Sprintf("uid:%d", c.uid)
+}
+
+// ConnContext is an http.Server's ConnContext: it stores the connection's
+// addresses for the uid lookup of a loopback client.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connInfoKey{}, &connInfo{local: c.LocalAddr(), remote: c.RemoteAddr()})
+}
+
+// remoteIP is the request's source address without the port.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// bearer returns the request's bearer token, "" if none.
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "Bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+func tokenEqual(a, b string) bool {
+	return a != "" && b != "" && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// Authenticate finds the request's principal. ok false means the request
+// must be refused with 401 (why says what to do). An accepted API key's
+// use is remembered (LastUsed).
+func (g *Guard) Authenticate(r *http.Request) (p Principal, ok bool, why string) {
+	tok := bearer(r)
+	local := loopback.Request(r)
+	if tok != "" {
+		if k, found := g.Lookup(tok); found {
+			g.uses.touch(k.Name, time.Now().UTC().Truncate(time.Second))
+			return Principal{Perms: ScopePerms(k.Scope), Owner: "key:" + k.Name}, true, ""
+		}
+		if local && tokenEqual(tok, g.cfg.AdminKey) {
+			return Principal{Perms: Admin | Read | Inference, Owner: OwnerAdmin}, true, ""
+		}
+	}
+	if local && !g.cfg.RequireToken {
+		// A bearer that is not a valid key counts as no credential, as
+		// llama-server without --api-key does: OpenAI clients always send
+		// some key.
+		owner := OwnerAnon
+		if ci, ok := r.Context().Value(connInfoKey{}).(*connInfo); ok {
+			owner = ci.owner()
+		}
+		return Principal{Perms: Read | Inference, Owner: owner}, true, ""
+	}
+	switch {
+	case tok == "" && local:
+		return Principal{}, false, "this node requires a credential from every client (--require-token): an API key (rbee apikey create) or, for the node's user, the admin key (rbee token --admin), as Authorization: Bearer"
+	case tok == "":
+		return Principal{}, false, "clients off this node's machine need an API key: Authorization: Bearer <key> (CLI: --token or RBEE_TOKEN; an admin creates one with `rbee apikey create`)"
+	case tokenEqual(tok, g.cfg.Secret):
+		return Principal{}, false, "the cluster secret joins nodes and is no API credential: use an API key (`rbee apikey create` on a node)"
+	}
+	return Principal{}, false, "the credential was refused"
+}
+
+// Wrap is the API's outer layer around routes: it refuses requests a
+// browser could be made to send on a website's behalf (foreign Host: DNS
+// rebinding; foreign Origin; form content types), authenticates the
+// caller, checks the route's permission and passes the principal on in
+// the request's context (FromContext). /health is open to everyone: it
+// says only "up".
+func (g *Guard) Wrap(routes http.Handler) http.Handler {
+	fail := apierror.Write
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			routes.ServeHTTP(w, r)
+			return
+		}
+		if !g.HostAllowed(r.Host) {
+			fail(w, http.StatusForbidden, jobs.CodeForbidden, "request Host "+quoteShort(r.Host)+" is not one of this node's names or addresses (add it with --allowed-host)")
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			if !g.OriginAllowed(o, r.Host) {
+				fail(w, http.StatusForbidden, jobs.CodeForbidden, "cross-origin request from "+quoteShort(o)+" refused (allow an origin with --cors-origin)")
+				return
+			}
+			w.Header().Set("Access-Control-Allow-Origin", o)
+			w.Header().Add("Vary", "Origin")
+			if r.Method == http.MethodOptions {
+				// A preflight: the browser asks before it sends a request
+				// with a JSON body or an Authorization header.
+				w.Header().Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+				w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
+				w.Header().Set("Access-Control-Max-Age", "600")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		if !jsonOrNoBody(r) {
+			fail(w, http.StatusUnsupportedMediaType, jobs.CodeBadRequest, "this route takes application/json, not "+quoteShort(r.Header.Get("Content-Type")))
+			return
+		}
+		need, public := g.cfg.Routes(r)
+		if public {
+			routes.ServeHTTP(w, r)
+			return
+		}
+		ip := remoteIP(r)
+		now := time.Now()
+		if g.fails.blocked(ip, now) {
+			w.Header().Set("Retry-After", fmt.Sprint(int(failWindow.Seconds())))
+			fail(w, http.StatusTooManyRequests, CodeUnauthorized, "too many failed authentications from this address; try again later")
+			return
+		}
+		p, ok, why := g.Authenticate(r)
+		if !ok {
+			if bearer(r) != "" {
+				g.fails.failed(ip, now)
+				// The presented value is never logged.
+				g.cfg.Logger.Warn("api authentication failed", "remote", ip, "path", r.URL.Path)
+			}
+			fail(w, http.StatusUnauthorized, CodeUnauthorized, why)
+			return
+		}
+		if !p.Can(need) {
+			fail(w, http.StatusForbidden, jobs.CodeForbidden, NeedMessage(need, r.Method+" "+r.URL.Path))
+			return
+		}
+		routes.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	})
+}
+
+// jsonOrNoBody reports whether a request's body, if it has a Content-Type,
+// is JSON. A browser can post text/plain, form-urlencoded and multipart
+// bodies cross-site without a preflight; none of those reaches a route.
+func jsonOrNoBody(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json") || (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.ContentLength == 0
+}
+
+// quoteShort quotes s for an error message, cut to a sane length.
+func quoteShort(s string) string {
+	const max = 100
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// Failure limits: a source address that fails failLimit times within
+// failWindow gets 429 until the window ends. Ten tries a minute are plenty
+// for a person retyping a key and nothing for a guesser.
+const (
+	failLimit  = 10
+	failWindow = time.Minute
+	// failMaxAddrs bounds the table; past it the oldest windows go.
+	failMaxAddrs = 4096
+)
+
+// limiter counts failed authentications per source address.
+type limiter struct {
+	mu   sync.Mutex
+	fail map[string]*failState
+}
+
+type failState struct {
+	start time.Time
+	n     int
+}
+
+func newLimiter() *limiter {
+	return &limiter{fail: map[string]*failState{}}
+}
+
+// blocked reports whether addr has used up its failures.
+func (l *limiter) blocked(addr string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.fail[addr]
+	return s != nil && now.Sub(s.start) < failWindow && s.n >= failLimit
+}
+
+// failed records a failure of addr.
+func (l *limiter) failed(addr string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.fail[addr]
+	if s == nil || now.Sub(s.start) >= failWindow {
+		if s == nil && len(l.fail) >= failMaxAddrs {
+			for k, v := range l.fail {
+				if now.Sub(v.start) >= failWindow {
+					delete(l.fail, k)
+				}
+			}
+			if len(l.fail) >= failMaxAddrs {
+				return // a flood of addresses: keep the ones already counted
+			}
+		}
+		s = &failState{start: now}
+		l.fail[addr] = s
+	}
+	s.n++
+}

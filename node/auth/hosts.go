@@ -1,0 +1,130 @@
+package auth
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// HostAllowed reports whether a request's Host names this node: a loopback
+// or own interface address, localhost (and *.localhost, which browsers
+// resolve to loopback themselves), the node's name, the machine's hostname,
+// or an --allowed-host entry. Anything else is what DNS rebinding sends.
+func (g *Guard) HostAllowed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if host == "" {
+		return false
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.IsLoopback() {
+			return true
+		}
+		return g.ownIP(ip)
+	}
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	names, _ := g.identity()
+	for _, h := range names {
+		if host == h {
+			return true
+		}
+	}
+	return false
+}
+
+// hostIDRefresh: the machine's hostname and interface addresses are read
+// at most this often for the Host check, not on every request (DHCP and a
+// renamed host are picked up within it).
+const hostIDRefresh = 10 * time.Second
+
+// hostID caches what the Host check compares with; safe for concurrent use.
+type hostID struct {
+	mu    sync.Mutex
+	at    time.Time
+	names []string // lower case: node name, hostname (and its short form), --allowed-host names
+	ips   []net.IP // the machine's interface addresses, --allowed-host addresses
+}
+
+// identity returns the cached names and addresses, reading them again when
+// they are older than hostIDRefresh.
+func (g *Guard) identity() ([]string, []net.IP) {
+	c := &g.host
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < hostIDRefresh {
+		return c.names, c.ips
+	}
+	names := []string{strings.ToLower(g.cfg.Name)}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		h = strings.ToLower(h)
+		names = append(names, h)
+		if short, _, ok := strings.Cut(h, "."); ok {
+			names = append(names, short)
+		}
+	}
+	var ips []net.IP
+	for _, a := range g.cfg.AllowedHosts {
+		a = strings.ToLower(strings.TrimSpace(a))
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			a = h
+		}
+		a = strings.TrimSuffix(strings.Trim(a, "[]"), ".")
+		if ip := net.ParseIP(a); ip != nil {
+			ips = append(ips, ip)
+			continue
+		}
+		names = append(names, a)
+	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if in, ok := a.(*net.IPNet); ok {
+				ips = append(ips, in.IP)
+			}
+		}
+	}
+	c.names, c.ips, c.at = names, ips, time.Now()
+	return names, ips
+}
+
+// ownIP reports whether ip is an address of this machine, of one of the
+// node's listeners, or an --allowed-host address.
+func (g *Guard) ownIP(ip net.IP) bool {
+	if g.cfg.Node != nil {
+		for _, a := range g.cfg.Node.ListenAddrs() {
+			if ta, ok := a.(*net.TCPAddr); ok && ta.IP.Equal(ip) {
+				return true
+			}
+		}
+	}
+	_, ips := g.identity()
+	for _, own := range ips {
+		if own.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// OriginAllowed reports whether a browser Origin may use the API: the
+// node's own origin (the page it serves, host being the request's Host) or
+// a --cors-origin entry.
+func (g *Guard) OriginAllowed(origin, host string) bool {
+	for _, o := range g.cfg.CORSOrigins {
+		if strings.EqualFold(strings.TrimRight(o, "/"), origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return false
+	}
+	return strings.EqualFold(u.Host, host) && g.HostAllowed(u.Host)
+}

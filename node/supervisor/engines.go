@@ -1,0 +1,494 @@
+package supervisor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node/relay"
+	"github.com/rbee-project/rbee/worker"
+	workercat "github.com/rbee-project/rbee/worker/catalog"
+	"github.com/rbee-project/rbee/worker/process"
+)
+
+// External engines (llama-server, vLLM, Ollama, any OpenAI-compatible
+// server) send no heartbeats and do not speak rbee's /v1/infer. The node
+// makes up for both: engineLoop polls each engine process it supervises
+// (health, then /slots or /metrics) and feeds the result to the same local
+// worker table the cpu workers' heartbeats feed; CallEngine turns a
+// /v1/infer call into a streaming OpenAI request and the answer back into
+// rbee's token/end events. Everything above (routing, retries, metrics,
+// remote nodes) is unchanged.
+
+const (
+	// enginePollEvery is how often an engine is polled: its report is as
+	// fresh as a cpu worker's heartbeat (every 2 s) and well inside
+	// WorkerHeartbeatTimeout.
+	enginePollEvery = time.Second
+	// engineProbeTimeout bounds one poll request: a loaded engine answers
+	// in milliseconds, a stuck one must not hold up the others.
+	engineProbeTimeout = 2 * time.Second
+	// maxEngineBody bounds what is read of a poll answer (/slots lists a
+	// few hundred bytes per slot; /metrics a few KiB).
+	maxEngineBody = 1 << 20
+)
+
+// EngineType returns the worker type of a local worker process when it is
+// an external engine.
+func (s *Supervisor) EngineType(st process.WorkerInfo) (workercat.WorkerType, bool) {
+	if s.cfg.Types == nil || st.Type == "" {
+		return workercat.WorkerType{}, false
+	}
+	t, err := s.cfg.Types.Type(st.Type)
+	if err != nil || !t.External {
+		return workercat.WorkerType{}, false
+	}
+	if st.HealthPath != "" {
+		t.HealthPath = st.HealthPath
+	}
+	return t, true
+}
+
+// Engine returns the process and type of a local engine worker.
+func (s *Supervisor) Engine(workerID string) (process.WorkerInfo, workercat.WorkerType, bool) {
+	st, ok := s.cfg.Procs.Info(workerID)
+	if !ok {
+		return process.WorkerInfo{}, workercat.WorkerType{}, false
+	}
+	t, ok := s.EngineType(st)
+	return st, t, ok
+}
+
+// engineLoop polls the engines this node supervises (spawned or adopted)
+// and turns what they answer into heartbeats.
+func (s *Supervisor) engineLoop() {
+	defer s.wg.Done()
+	tick := time.NewTicker(enginePollEvery)
+	defer tick.Stop()
+	for first := true; ; first = false {
+		// The first pass runs at once: engines adopted after a restart
+		// are reported before this node's first load report, so the
+		// leader never sees them missing.
+		if !first {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+		var wg sync.WaitGroup
+		for _, st := range s.cfg.Procs.Infos() {
+			t, ok := s.EngineType(st)
+			if !ok {
+				if first {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						s.probeAdopted(st)
+					}()
+				}
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.PollEngine(st, t)
+			}()
+		}
+		wg.Wait()
+		if first {
+			close(s.adopted)
+		}
+	}
+}
+
+// probeAdopted asks a re-adopted rbee worker for its health once at
+// start: a ready one is routable from this node at once, not only after
+// its next heartbeat (up to its heartbeat interval later). Its heartbeats
+// then take over.
+func (s *Supervisor) probeAdopted(st process.WorkerInfo) {
+	secret, port, ok := s.cfg.Procs.Secret(st.WorkerID)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, engineProbeTimeout)
+	defer cancel()
+	status, _, err := s.engineGet(ctx, port, secret, "/health")
+	if err != nil || status != http.StatusOK {
+		return
+	}
+	if _, known := s.Local(st.WorkerID); known {
+		return // a heartbeat came first
+	}
+	s.Heartbeat(worker.Heartbeat{ID: st.WorkerID, PID: st.PID, Port: port, Model: st.ModelID, ModelPath: st.ModelPath,
+		Device: st.Device, State: worker.StateReady, Slots: 1})
+}
+
+// PollEngine reports one engine: loading while its health check answers
+// 503, ready (or busy when every slot is taken) on 200, nothing when it
+// does not answer (its exit is seen by the process manager; a hung engine
+// expires like a silent worker).
+func (s *Supervisor) PollEngine(st process.WorkerInfo, t workercat.WorkerType) {
+	secret, port, ok := s.cfg.Procs.Secret(st.WorkerID)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, engineProbeTimeout)
+	defer cancel()
+	status, _, err := s.engineGet(ctx, port, secret, t.HealthPath)
+	if err != nil {
+		return
+	}
+	hb := worker.Heartbeat{ID: st.WorkerID, PID: st.PID, Port: st.Port, Model: st.ModelID, ModelPath: st.ModelPath,
+		Device: st.Device, State: worker.StateLoading, Version: t.Name}
+	if hb.Device == "" {
+		hb.Device = "gpu"
+	}
+	if status != http.StatusOK {
+		s.Heartbeat(hb)
+		return
+	}
+	if IsOllama(t) && !s.ollamaModelReady(ctx, port, st.ModelID) {
+		s.Heartbeat(hb) // the spawn is still importing the model
+		return
+	}
+	hb.State = worker.StateReady
+	hb.Slots, hb.InFlight, hb.Queued, hb.ContextLength = s.engineLoad(ctx, port, secret, t.LoadPath)
+	// The engine may not know of requests this node has sent that it has
+	// not started yet; the node's count is a floor.
+	hb.InFlight = max(hb.InFlight, s.cfg.Cluster.Pending(st.WorkerID))
+	if hb.Slots == 0 {
+		hb.Slots = 1
+	}
+	if hb.InFlight >= hb.Slots {
+		hb.State = worker.StateBusy
+		hb.Queued = max(hb.Queued, hb.InFlight-hb.Slots)
+	}
+	s.Heartbeat(hb)
+}
+
+// engineLoad reads an engine's slots (llama-server /slots: one object per
+// slot with is_processing and n_ctx) or its Prometheus gauges (requests
+// running and waiting); zeroes when it has neither.
+func (s *Supervisor) engineLoad(ctx context.Context, port int, secret, path string) (slots, inFlight, queued, ctxLen int) {
+	if path == "" {
+		return
+	}
+	status, body, err := s.engineGet(ctx, port, secret, path)
+	if err != nil || status != http.StatusOK {
+		return
+	}
+	switch path {
+	case "/slots":
+		var ss []struct {
+			NCtx         int  `json:"n_ctx"`
+			IsProcessing bool `json:"is_processing"`
+		}
+		if json.Unmarshal(body, &ss) != nil {
+			return
+		}
+		for _, s := range ss {
+			slots++
+			if s.IsProcessing {
+				inFlight++
+			}
+			ctxLen = max(ctxLen, s.NCtx)
+		}
+	case "/metrics":
+		inFlight, queued = parseEngineMetrics(body)
+	}
+	return
+}
+
+// parseEngineMetrics reads the running and waiting request gauges of
+// llama-server (llamacpp:requests_processing, llamacpp:requests_deferred)
+// and vLLM (vllm:num_requests_running, vllm:num_requests_waiting) from
+// Prometheus text, summing over label sets.
+func parseEngineMetrics(b []byte) (running, waiting int) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, rest, ok := strings.Cut(line, " ")
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			j := strings.LastIndexByte(line, '}')
+			if j < 0 {
+				continue
+			}
+			name, rest, ok = line[:i], strings.TrimSpace(line[j+1:]), true
+		}
+		if !ok {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.Fields(rest + " 0")[0], 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "llamacpp:requests_processing", "vllm:num_requests_running":
+			running += int(f)
+		case "llamacpp:requests_deferred", "vllm:num_requests_waiting":
+			waiting += int(f)
+		}
+	}
+	return running, waiting
+}
+
+// engineGet is one bounded GET to a local engine with the worker's secret.
+func (s *Supervisor) engineGet(ctx context.Context, port int, secret, path string) (int, []byte, error) {
+	return s.engineDo(ctx, http.MethodGet, port, secret, path, nil, "", -1)
+}
+
+// Sentinel errors.
+var (
+	// ErrEngineResume: an external engine cannot continue a stream from
+	// token ids; the node goes on on another worker or ends the stream.
+	ErrEngineResume = errors.New("an external engine cannot resume a stream")
+)
+
+// withoutExt strips rbee's extension field (worker.Ext) from a request
+// body for an engine, which would ignore or refuse it, and reports whether
+// it asked to resume a stream.
+func withoutExt(body []byte) ([]byte, bool) {
+	var in map[string]json.RawMessage
+	if json.Unmarshal(body, &in) != nil || in[worker.ExtField] == nil {
+		return body, false
+	}
+	var ext worker.Ext
+	_ = json.Unmarshal(in[worker.ExtField], &ext)
+	delete(in, worker.ExtField)
+	out, err := json.Marshal(in)
+	if err != nil {
+		return body, false
+	}
+	return out, len(ext.Resume) > 0
+}
+
+// engineInferFields are the /v1/infer fields an OpenAI-compatible engine
+// takes as they are (llama-server and vLLM also take top_k, min_p and
+// repeat_penalty; the others ignore them).
+var engineInferFields = []string{"prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_k", "top_p",
+	"min_p", "repeat_penalty", "seed", "stop"}
+
+// engineRequest turns a /v1/infer body into a streaming OpenAI request for
+// an engine: chat completions when it has messages, else completions.
+func engineRequest(body []byte, model string) (path string, out []byte, err error) {
+	var in map[string]json.RawMessage
+	if err := json.Unmarshal(body, &in); err != nil {
+		return "", nil, err
+	}
+	req := map[string]any{"model": model, "stream": true, "stream_options": map[string]bool{"include_usage": true}}
+	for _, k := range engineInferFields {
+		if v, ok := in[k]; ok {
+			req[k] = v
+		}
+	}
+	path = "/v1/completions"
+	if _, ok := in["messages"]; ok {
+		path = "/v1/chat/completions"
+		delete(req, "prompt")
+	}
+	out, err = json.Marshal(req)
+	return path, out, err
+}
+
+// setModel rewrites an OpenAI request's "model" to the name the engine
+// serves (vLLM checks it; llama-server ignores it).
+func setModel(body []byte, model string) []byte {
+	var in map[string]json.RawMessage
+	if json.Unmarshal(body, &in) != nil || model == "" {
+		return body
+	}
+	in["model"], _ = json.Marshal(model)
+	out, err := json.Marshal(in)
+	if err != nil {
+		return body
+	}
+	return out
+}
+
+// Call calls a worker process of this node on loopback, at the port its
+// process manager gave it and with its secret: a worker answers nobody
+// else. The node's requests from other nodes over libp2p come here too, so
+// the secret never leaves this machine. An external engine's call is
+// translated (callEngine).
+func (s *Supervisor) Call(ctx context.Context, workerID, method, path string, body []byte) (*http.Response, error) {
+	secret, port, ok := s.cfg.Procs.Secret(workerID)
+	if !ok {
+		return nil, fmt.Errorf("worker %s is not a worker process of %s", workerID, s.cfg.Name)
+	}
+	if st, _, isEngine := s.Engine(workerID); isEngine {
+		return s.callEngine(ctx, st, port, secret, method, path, body)
+	}
+	return s.call(ctx, port, secret, method, path, body)
+}
+
+// call is one request to a local worker with its secret; a body is JSON.
+func (s *Supervisor) call(ctx context.Context, port int, secret, method, path string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://127.0.0.1:"+strconv.Itoa(port)+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+secret)
+	return s.cfg.Client.Do(req)
+}
+
+// callEngine is Call for an external engine (st, on port, with its
+// secret): a /v1/infer call becomes a streaming OpenAI request and the
+// answer rbee's token/end events; the OpenAI routes pass through with
+// "model" set to the catalog id. A request asking to resume a stream fails
+// with ErrEngineResume.
+func (s *Supervisor) callEngine(ctx context.Context, st process.WorkerInfo, port int, secret, method, path string, body []byte) (*http.Response, error) {
+	body, resume := withoutExt(body)
+	if resume {
+		return nil, ErrEngineResume
+	}
+	infer := path == "/v1/infer"
+	switch {
+	case infer:
+		p, b, err := engineRequest(body, st.ModelID)
+		if err != nil {
+			return nil, err
+		}
+		path, body = p, b
+	case path == "/v1/chat/completions" || path == "/v1/completions" || path == "/v1/embeddings":
+		body = setModel(body, st.ModelID)
+	}
+	resp, err := s.call(ctx, port, secret, method, path, body)
+	if err != nil || !infer {
+		return resp, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		// In rbee's error shape (an engine's "code" may be a number).
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		msg := strings.TrimSpace(string(b))
+		if d, ok := relay.WorkerError(b); ok {
+			msg = d.Message
+		}
+		code := "engine_error"
+		if resp.StatusCode >= 500 {
+			code = "engine_unavailable"
+		}
+		out, _ := json.Marshal(worker.ErrorBody{Error: worker.ErrorDetail{Message: msg, Type: "engine_error", Code: code}})
+		resp.Body = io.NopCloser(bytes.NewReader(out))
+		resp.Header.Set("Content-Type", "application/json")
+		return resp, nil
+	}
+	pr, pw := io.Pipe()
+	up := resp.Body
+	go func() {
+		err := translateEngineStream(up, pw)
+		up.Close()
+		pw.CloseWithError(err)
+	}()
+	resp.Body = pr
+	resp.Header.Set("Content-Type", "text/event-stream")
+	return resp, nil
+}
+
+// translateEngineStream reads an OpenAI SSE stream (completion or chat
+// chunks, an optional usage chunk, [DONE]) and writes rbee's /v1/infer
+// events: token per non-empty piece, then end; or error when the engine
+// stops without finishing.
+func translateEngineStream(r io.Reader, w io.Writer) error {
+	start := time.Now()
+	var first time.Time
+	index, finish := 0, ""
+	var usage struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
+	}
+	write := func(event string, v any) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
+		return err
+	}
+	err := sse.Read(r, relay.MaxEvent, func(ev sse.Event) error {
+		data := ev.Data
+		if string(data) == "[DONE]" {
+			return io.EOF
+		}
+		var c struct {
+			Choices []struct {
+				Text  string `json:"text"`
+				Delta struct {
+					Content string `json:"content"`
+				} `json:"delta"`
+				FinishReason *string `json:"finish_reason"`
+			} `json:"choices"`
+			Usage *json.RawMessage `json:"usage"`
+			Error *struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(data, &c); err != nil {
+			return fmt.Errorf("engine sent a malformed chunk: %w", err)
+		}
+		if c.Error != nil {
+			return errors.New(c.Error.Message)
+		}
+		if c.Usage != nil {
+			_ = json.Unmarshal(*c.Usage, &usage)
+		}
+		for _, ch := range c.Choices {
+			text := ch.Text + ch.Delta.Content
+			if text != "" {
+				if index == 0 {
+					first = time.Now()
+				}
+				if err := write("token", worker.TokenEvent{Text: text, Index: index}); err != nil {
+					return err
+				}
+				index++
+			}
+			if ch.FinishReason != nil && *ch.FinishReason != "" {
+				finish = *ch.FinishReason
+			}
+		}
+		return nil
+	})
+	if (err == nil || errors.Is(err, io.EOF)) && finish != "" {
+		out := usage.CompletionTokens
+		if out == 0 {
+			out = index
+		}
+		end := worker.EndEvent{StopReason: finish, TokensIn: usage.PromptTokens, TokensOut: out}
+		if !first.IsZero() {
+			end.PromptMS = float64(first.Sub(start).Microseconds()) / 1000
+			gen := time.Since(first)
+			end.GenMS = float64(gen.Microseconds()) / 1000
+			if gen > 0 {
+				end.TokensPerSecond = float64(int(float64(out)/gen.Seconds()*100)) / 100
+			}
+		}
+		return write("end", end)
+	}
+	msg := "the engine ended the stream without finishing"
+	if err != nil && !errors.Is(err, io.EOF) {
+		msg = err.Error()
+	}
+	return write("error", worker.ErrorEvent{Code: "engine_failed", Message: msg})
+}

@@ -1,0 +1,467 @@
+// Package supervisor keeps a node's view of its own worker processes: it
+// accepts the heartbeats of the workers the node started (authenticated by
+// each worker's secret, on the port it was given), polls the external
+// engines that send none, expires silent workers, hands the node's load
+// report to gossip, and on the leader turns what the nodes report into
+// registry writes. It also speaks the engines' HTTP for the node (OpenAI
+// streams translated into rbee's /v1/infer events, the Ollama model
+// import). See node/DESIGN.md, "Workers, load and the registry" and
+// "External engines".
+package supervisor
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/gossip"
+	"github.com/rbee-project/rbee/internal/apierror"
+	"github.com/rbee-project/rbee/internal/loopback"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/router"
+	"github.com/rbee-project/rbee/worker"
+	workercat "github.com/rbee-project/rbee/worker/catalog"
+	"github.com/rbee-project/rbee/worker/process"
+)
+
+// Timings of the worker bookkeeping.
+const (
+	// loadPublishEvery re-broadcasts this node's report even when nothing
+	// changed, so a peer that missed a broadcast catches up within seconds
+	// (push/pull anti-entropy is the slower safety net).
+	loadPublishEvery = 3 * time.Second
+	// workerTick drives heartbeat expiry and the leader's reconcile.
+	workerTick = 500 * time.Millisecond
+	// maxHeartbeatBytes bounds a heartbeat body (a few hundred bytes).
+	maxHeartbeatBytes = 64 << 10
+	// refusedLogEvery: a refused heartbeat is logged at warn at most this
+	// often (a stranger's worker beats every 2 s until its grace ends).
+	refusedLogEvery = time.Minute
+	// reconcileWriteTimeout bounds one registry write of the reconcile.
+	reconcileWriteTimeout = 5 * time.Second
+)
+
+// Processes is the process manager as the supervisor reads it.
+type Processes interface {
+	// Secret is a supervised worker's secret and the port it was given.
+	Secret(workerID string) (secret string, port int, ok bool)
+	// Info is a supervised worker's record; ok false once it exited.
+	Info(workerID string) (process.WorkerInfo, bool)
+	// Infos lists the supervised workers.
+	Infos() []process.WorkerInfo
+}
+
+// Types resolves worker types by name (the node's binary catalog).
+type Types interface {
+	Type(name string) (workercat.WorkerType, error)
+}
+
+// Cluster is what the supervisor needs of the node.
+type Cluster interface {
+	// Publish hands this node's workers (sorted by id) to gossip as its
+	// load report.
+	Publish(workers []router.WorkerLoad)
+	// Members is gossip's view: node id → state.
+	Members() map[string]gossip.State
+	// Report is the last load report of a node.
+	Report(nodeID string) ([]router.WorkerLoad, bool)
+	// Workers is the registry replica's workers.
+	Workers() []fsm.Worker
+	IsLeader() bool
+	// Apply proposes an encoded registry command.
+	Apply(ctx context.Context, cmd []byte) error
+	// Pending counts the requests this node has in flight to a worker.
+	Pending(workerID string) int
+	// Pass runs after every pass of the worker loop, leader telling
+	// whether this node leads (the node retires workers and raises the
+	// registry version there).
+	Pass(leader bool)
+}
+
+// Config configures a Supervisor.
+type Config struct {
+	// Name is the node's name, for messages.
+	Name string
+	// HeartbeatTimeout expires a worker that has not reported for as long.
+	HeartbeatTimeout time.Duration
+	Procs            Processes
+	Types            Types
+	Cluster          Cluster
+	// Client calls workers and engines on loopback.
+	Client *http.Client
+	Logger *slog.Logger
+}
+
+// localWorker is a worker process on this node, known from its heartbeats.
+type localWorker struct {
+	hb   worker.Heartbeat
+	last time.Time
+}
+
+// Supervisor is one node's worker supervision. Safe for concurrent use.
+type Supervisor struct {
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	workers   map[string]*localWorker
+	refusedAt time.Time // last refused heartbeat logged at warn
+
+	kick chan struct{}
+	// adopted is closed when the engine loop's first pass (the health
+	// probe of every worker re-adopted after a restart) is done: no load
+	// report is published before, so peers never see this node's adopted
+	// workers missing.
+	adopted chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns a supervisor; its loops run from Start.
+func New(cfg Config) *Supervisor {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Client == nil {
+		cfg.Client = http.DefaultClient
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Supervisor{cfg: cfg, log: cfg.Logger, workers: map[string]*localWorker{}, kick: make(chan struct{}, 1),
+		adopted: make(chan struct{}), ctx: ctx, cancel: cancel}
+}
+
+// Start runs the worker loop (expiry, load reports, the leader's
+// reconcile) and the engine loop (polling engines; the first pass probes
+// re-adopted workers) until ctx ends or Close.
+func (s *Supervisor) Start(ctx context.Context) {
+	stop := context.AfterFunc(ctx, s.cancel)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		<-s.ctx.Done()
+		stop()
+	}()
+	go s.workerLoop()
+	go s.engineLoop()
+}
+
+// Close stops the loops and waits for them.
+func (s *Supervisor) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Adopted is closed once the first engine pass is done (load reports are
+// published from then on).
+func (s *Supervisor) Adopted() <-chan struct{} { return s.adopted }
+
+// HandleHeartbeat receives a worker's heartbeat. Only processes on this
+// machine may report, and only workers this node's process manager started
+// (or re-adopted from this data dir): the heartbeat carries the worker's
+// own secret (Authorization: Bearer), handed at spawn, on the port it was
+// given. Anything else is a 401 and changes nothing. The API's client
+// authentication does not cover this route: workers hold no client token,
+// their secret is the credential.
+func (s *Supervisor) HandleHeartbeat(w http.ResponseWriter, r *http.Request) {
+	fail := apierror.Write
+	if !loopback.Request(r) {
+		fail(w, http.StatusForbidden, jobs.CodeForbidden, "heartbeats are accepted from this machine only")
+		return
+	}
+	var hb worker.Heartbeat
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxHeartbeatBytes)).Decode(&hb); err != nil {
+		fail(w, http.StatusBadRequest, jobs.CodeBadRequest, "bad heartbeat: "+err.Error())
+		return
+	}
+	if hb.ID == "" || len(hb.ID) > 128 || hb.Port <= 0 || hb.Port > 65535 {
+		fail(w, http.StatusBadRequest, jobs.CodeBadRequest, "heartbeat needs an id and a port")
+		return
+	}
+	if !s.authentic(hb, r) {
+		s.logRefused(hb)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rbee-worker"`)
+		fail(w, http.StatusUnauthorized, jobs.CodeForbidden,
+			"unknown worker or wrong worker secret: this node accepts heartbeats only from workers it started")
+		return
+	}
+	s.Heartbeat(hb)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// authentic reports whether a heartbeat comes from a worker this node
+// supervises: its secret (compared in constant time) and the port the
+// process manager gave it. The port check keeps the node from ever sending
+// a worker's secret to another port.
+func (s *Supervisor) authentic(hb worker.Heartbeat, r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		return false
+	}
+	// Worker ids are no secret (`worker list` shows them): an unknown one
+	// may answer sooner.
+	secret, port, known := s.cfg.Procs.Secret(hb.ID)
+	if !known {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(secret)) == 1 && port == hb.Port
+}
+
+// logRefused logs a refused heartbeat: at warn once per refusedLogEvery,
+// else at debug.
+func (s *Supervisor) logRefused(hb worker.Heartbeat) {
+	s.mu.Lock()
+	loud := time.Since(s.refusedAt) >= refusedLogEvery
+	if loud {
+		s.refusedAt = time.Now()
+	}
+	s.mu.Unlock()
+	lvl := slog.LevelDebug
+	if loud {
+		lvl = slog.LevelWarn
+	}
+	s.log.Log(s.ctx, lvl, "refused a heartbeat: not a worker this node started, or the wrong secret (a worker of another node, or of this node's data dir before it was replaced?)",
+		"worker", hb.ID, "port", hb.Port, "pid", hb.PID)
+}
+
+// Heartbeat records an (authenticated) heartbeat and publishes the load
+// report at once when the worker is new, changed state or stopped.
+func (s *Supervisor) Heartbeat(hb worker.Heartbeat) {
+	s.mu.Lock()
+	old, ok := s.workers[hb.ID]
+	changed := !ok || old.hb.State != hb.State
+	if hb.State == worker.StateStopped || hb.State == worker.StateFailed {
+		// A worker that stopped (not one that failed to load: its process
+		// may never have been announced) whose process is still exiting.
+		if _, running := s.cfg.Procs.Info(hb.ID); running && hb.State == worker.StateStopped {
+			// Its process is still exiting (and holds its model): it
+			// stays listed, not routable, until the process exit
+			// (Gone), so the registry drops it only then.
+			s.workers[hb.ID] = &localWorker{hb: hb, last: time.Now()}
+		} else {
+			delete(s.workers, hb.ID)
+			changed = ok
+		}
+	} else {
+		s.workers[hb.ID] = &localWorker{hb: hb, last: time.Now()}
+	}
+	s.mu.Unlock()
+	if changed {
+		s.log.Info("worker state", "worker", hb.ID, "state", hb.State, "model", hb.Model, "port", hb.Port)
+		s.publish()
+	}
+}
+
+// Gone drops a local worker at once (its process exited).
+func (s *Supervisor) Gone(id string) {
+	s.mu.Lock()
+	_, ok := s.workers[id]
+	delete(s.workers, id)
+	s.mu.Unlock()
+	if ok {
+		s.log.Info("worker gone", "worker", id)
+		s.publish()
+	}
+}
+
+// Local returns the last heartbeat of a local worker.
+func (s *Supervisor) Local(id string) (worker.Heartbeat, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lw, ok := s.workers[id]
+	if !ok {
+		return worker.Heartbeat{}, false
+	}
+	return lw.hb, true
+}
+
+// Ports is the local workers' view as worker id → port.
+func (s *Supervisor) Ports() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.workers))
+	for id, lw := range s.workers {
+		out[id] = lw.hb.Port
+	}
+	return out
+}
+
+// publish hands this node's report of its workers to the node.
+func (s *Supervisor) publish() {
+	select {
+	case <-s.adopted:
+	default:
+		return // the worker loop publishes once adoption is done
+	}
+	now := time.Now()
+	s.mu.Lock()
+	out := make([]router.WorkerLoad, 0, len(s.workers))
+	for _, lw := range s.workers {
+		hb := lw.hb
+		out = append(out, router.WorkerLoad{ID: hb.ID, Model: hb.Model, Device: hb.Device,
+			Port: hb.Port, PID: hb.PID, State: string(hb.State), InFlight: hb.InFlight, Queued: hb.Queued,
+			Slots: hb.Slots, TPS: hb.TokensPerSecond, ContextLength: hb.ContextLength, AgeMs: now.Sub(lw.last).Milliseconds()})
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	s.cfg.Cluster.Publish(out)
+}
+
+// workerLoop expires silent workers, republishes the load report and, on
+// the leader, turns worker state changes into registry writes.
+func (s *Supervisor) workerLoop() {
+	defer s.wg.Done()
+	tick := time.NewTicker(workerTick)
+	defer tick.Stop()
+	lastPublish := time.Time{}
+	// An empty first report would tell every peer that this node's
+	// re-adopted workers are gone (and the leader would drop them).
+	select {
+	case <-s.ctx.Done():
+		return
+	case <-s.adopted:
+	}
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.kick:
+		case <-tick.C:
+		}
+		expired := false
+		s.mu.Lock()
+		for id, lw := range s.workers {
+			if time.Since(lw.last) > s.cfg.HeartbeatTimeout {
+				if lw.hb.State != worker.StateStopped && lw.hb.State != worker.StateFailed {
+					s.log.Warn("worker heartbeats stopped", "worker", id, "silent_for", time.Since(lw.last).Round(time.Millisecond))
+				}
+				delete(s.workers, id)
+				expired = true
+			}
+		}
+		s.mu.Unlock()
+		if expired || time.Since(lastPublish) > loadPublishEvery {
+			s.publish()
+			lastPublish = time.Now()
+		}
+		leader := s.cfg.Cluster.IsLeader()
+		if leader {
+			s.reconcile()
+		}
+		s.cfg.Cluster.Pass(leader)
+	}
+}
+
+// Kick asks the worker loop for a pass now (non-blocking).
+func (s *Supervisor) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// registryState maps a worker's reported state to its registry state.
+func registryState(st string) fsm.WorkerState {
+	switch st {
+	case string(worker.StateReady), string(worker.StateBusy):
+		return fsm.WorkerReady
+	case string(worker.StateDraining):
+		return fsm.WorkerRetiring
+	}
+	return fsm.WorkerRegistered
+}
+
+// reconcile (leader only) writes the differences between what the nodes
+// report and what the registry holds. Heartbeats never reach Raft: only a
+// new worker, a state change or a worker that is gone does.
+func (s *Supervisor) reconcile() {
+	for _, c := range s.reconcileCommands() {
+		b, err := fsm.Encode(c)
+		if err != nil {
+			s.log.Error("encode worker command", "err", err)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, reconcileWriteTimeout)
+		err = s.cfg.Cluster.Apply(ctx, b)
+		cancel()
+		if err != nil {
+			s.log.Debug("worker reconcile write", "cmd", fmt.Sprintf("%T", c), "err", err)
+			return
+		}
+	}
+}
+
+// reconcileCommands are the registry writes that make the registry agree
+// with the nodes' reports: a new worker → UpsertWorker, a state change →
+// SetWorkerState (never over retiring or gone, which the registry
+// decides), a worker its alive, reporting node no longer lists or whose
+// node is dead or left → DeleteWorker.
+func (s *Supervisor) reconcileCommands() []fsm.Command {
+	members := s.cfg.Cluster.Members()
+	reported := map[string]router.WorkerLoad{}
+	hasReport := map[string]bool{}
+	for id, st := range members {
+		if st != gossip.StateAlive && st != gossip.StateSuspect {
+			continue
+		}
+		ws, ok := s.cfg.Cluster.Report(id)
+		if !ok {
+			continue
+		}
+		hasReport[id] = true
+		for _, w := range ws {
+			w.NodeID = id
+			reported[w.ID] = w
+		}
+	}
+	var cmds []fsm.Command
+	now := time.Now().UTC()
+	registry := map[string]fsm.Worker{}
+	for _, w := range s.cfg.Cluster.Workers() {
+		registry[w.ID] = w
+	}
+	ids := make([]string, 0, len(reported))
+	for id := range reported {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		w := reported[id]
+		want := registryState(w.State)
+		rw, ok := registry[id]
+		switch {
+		case !ok:
+			cmds = append(cmds, fsm.UpsertWorker{Worker: fsm.Worker{ID: w.ID, NodeID: w.NodeID, Model: w.Model, Device: w.Device,
+				Port: w.Port, PID: w.PID, State: want, RegisteredAt: now, UpdatedAt: now}})
+		case rw.State == fsm.WorkerRetiring || rw.State == fsm.WorkerGone:
+			// Retiring is decided by the registry, not by the worker.
+		case rw.State != want:
+			cmds = append(cmds, fsm.SetWorkerState{ID: id, State: want, At: now})
+		}
+	}
+	gone := make([]string, 0)
+	for id, rw := range registry {
+		if _, ok := reported[id]; ok {
+			continue
+		}
+		st, known := members[rw.NodeID]
+		nodeDown := !known || st == gossip.StateDead || st == gossip.StateLeft
+		if nodeDown || hasReport[rw.NodeID] {
+			gone = append(gone, id)
+		}
+	}
+	sort.Strings(gone)
+	for _, id := range gone {
+		cmds = append(cmds, fsm.DeleteWorker{ID: id})
+	}
+	return cmds
+}
