@@ -387,8 +387,18 @@ func (n *Node) storeCapabilities(ctx context.Context, caps fsm.Capabilities) err
 	if err != nil {
 		return err
 	}
-	_, err = n.apply(ctx, cmd)
-	return err
+	res, err := n.apply(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	// Wait until this replica has applied the write, and so everything
+	// committed before it: after a restart the replica is still catching
+	// up, and syncHoldings must not compare the disk with an older
+	// registry (a holding deleted meanwhile would look present).
+	if r, ok := res.(fsm.Result); ok {
+		n.waitReplica(ctx, func() bool { return n.reg.Index() >= r.Index })
+	}
+	return nil
 }
 
 // holdingsCheckInterval: how often the node compares its registry entry's
