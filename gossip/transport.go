@@ -85,9 +85,30 @@ func (c *countingTransport) DialAddressTimeout(addr memberlist.Address, timeout 
 
 func (c *countingTransport) StreamCh() <-chan net.Conn { return c.streams }
 
+// Shutdown stops relaying and shuts the inner transport down. Its TCP
+// listener may still be handing over a stream it accepted a moment ago,
+// and with nobody reading the hand-over it would block, and the inner
+// Shutdown wait for it, for ever: so until that Shutdown returns, streams
+// still handed over are closed.
 func (c *countingTransport) Shutdown() error {
 	c.once.Do(func() { close(c.done) })
-	return c.NodeAwareTransport.Shutdown()
+	stop, drained := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(drained)
+		in := c.NodeAwareTransport.StreamCh()
+		for {
+			select {
+			case conn := <-in:
+				_ = conn.Close()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	err := c.NodeAwareTransport.Shutdown()
+	close(stop)
+	<-drained
+	return err
 }
 
 // countingConn counts what is written to a stream.
