@@ -92,6 +92,7 @@ var _ memberlist.EventDelegate = (*eventDelegate)(nil)
 
 func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
 	g := (*Gossip)(e)
+	g.noteChange()
 	e.emit(EventJoin, g.table.join(g.toMember(n.Name, n.Address(), n.Meta)))
 }
 
@@ -102,6 +103,7 @@ func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) {
 
 func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 	g := (*Gossip)(e)
+	g.noteChange()
 	m := g.table.depart(g.toMember(n.Name, n.Address(), n.Meta))
 	if m.State == StateLeft {
 		e.emit(EventLeave, m)

@@ -204,6 +204,15 @@ type Gossip struct {
 	events   chan Event
 	logw     *slogWriter
 
+	// Settling (settle.go): push/pulls of our own while the membership
+	// changes.
+	settleBase   time.Duration // 0: off
+	settleWindow time.Duration
+	lastChange   atomic.Int64  // unix nanoseconds of the last join or departure seen
+	settles      atomic.Uint64 // settling push/pulls done
+	stopSettle   context.CancelFunc
+	settled      chan struct{} // closed when settle returns
+
 	mu       sync.RWMutex // guards the fields below
 	ml       *memberlist.Memberlist
 	addr     string
@@ -236,14 +245,17 @@ func New(cfg Config) (*Gossip, error) {
 	lg = lg.With("component", "gossip")
 
 	var mc *memberlist.Config
+	var settleBase, settleWindow time.Duration
 	switch cfg.Profile {
 	case "", ProfileLAN:
 		mc = memberlist.DefaultLANConfig()
 		// A node that comes back after a failure under the same peer id but
 		// a new IP (DHCP) may reclaim its name after 30 s.
 		mc.DeadNodeReclaimTime = 30 * time.Second
+		settleBase, settleWindow = settleBaseLAN, settleWindowLAN
 	case ProfileLocal:
 		mc = localProfile()
+		settleBase, settleWindow = settleBaseLocal, settleWindowLocal
 	default:
 		return nil, fmt.Errorf("%w: unknown profile %q (want %q or %q)", ErrBadConfig, cfg.Profile, ProfileLAN, ProfileLocal)
 	}
@@ -270,6 +282,11 @@ func New(cfg Config) (*Gossip, error) {
 		events:   make(chan Event, cfg.EventBuffer),
 		meta:     cloneMeta(cfg.Meta),
 		metaEnc:  metaEnc,
+
+		settleBase:   settleBase,
+		settleWindow: settleWindow,
+		stopSettle:   func() {},
+		settled:      make(chan struct{}),
 	}
 	g.table = newMemberTable(mc.GossipToTheDeadTime)
 	mc.Name = cfg.NodeID
@@ -321,6 +338,9 @@ func (g *Gossip) Start(ctx context.Context) error {
 	g.ml = ml
 	local := ml.LocalNode()
 	g.addr = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
+	sctx, stop := context.WithCancel(context.Background())
+	g.stopSettle = stop
+	go g.settle(sctx)
 	g.log.Info("gossip started", "node", g.mlCfg.Name, "addr", g.addr)
 	return nil
 }
@@ -455,12 +475,15 @@ func (g *Gossip) Close() error {
 	}
 	g.closed = true
 	ml := g.ml
+	g.stopSettle()
 	g.mu.Unlock()
 	// Shutdown waits for memberlist's listeners, which may be waiting for an
 	// event delegate that needs g.mu: never hold g.mu across it.
 	var err error
 	if ml != nil {
-		if err = ml.Shutdown(); err != nil {
+		err = ml.Shutdown()
+		<-g.settled // after Shutdown: a settling push/pull in flight fails
+		if err != nil {
 			err = fmt.Errorf("gossip: shutdown: %w", err)
 		}
 	}
