@@ -204,14 +204,15 @@ type Gossip struct {
 	events   chan Event
 	logw     *slogWriter
 
-	// Settling (settle.go): push/pulls of our own while the membership
-	// changes.
+	// Background loops of our own, ended by stopLoops (Close): settling
+	// (settle.go), push/pulls while the membership changes, and
+	// rechecking suspects (recheck.go).
+	stopLoops    context.CancelFunc
 	settleBase   time.Duration // 0: off
 	settleWindow time.Duration
 	lastChange   atomic.Int64  // unix nanoseconds of the last join or departure seen
 	settles      atomic.Uint64 // settling push/pulls done
-	stopSettle   context.CancelFunc
-	settled      chan struct{} // closed when settle returns
+	settled      chan struct{} // closed when settle returns (tests)
 
 	mu       sync.RWMutex // guards the fields below
 	ml       *memberlist.Memberlist
@@ -285,7 +286,7 @@ func New(cfg Config) (*Gossip, error) {
 
 		settleBase:   settleBase,
 		settleWindow: settleWindow,
-		stopSettle:   func() {},
+		stopLoops:    func() {},
 		settled:      make(chan struct{}),
 	}
 	g.table = newMemberTable(mc.GossipToTheDeadTime)
@@ -338,9 +339,10 @@ func (g *Gossip) Start(ctx context.Context) error {
 	g.ml = ml
 	local := ml.LocalNode()
 	g.addr = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
-	sctx, stop := context.WithCancel(context.Background())
-	g.stopSettle = stop
-	go g.settle(sctx)
+	loopCtx, stop := context.WithCancel(context.Background())
+	g.stopLoops = stop
+	go g.settle(loopCtx)
+	go g.recheckSuspects(loopCtx)
 	g.log.Info("gossip started", "node", g.mlCfg.Name, "addr", g.addr)
 	return nil
 }
@@ -475,15 +477,16 @@ func (g *Gossip) Close() error {
 	}
 	g.closed = true
 	ml := g.ml
-	g.stopSettle()
+	g.stopLoops()
 	g.mu.Unlock()
 	// Shutdown waits for memberlist's listeners, which may be waiting for an
 	// event delegate that needs g.mu: never hold g.mu across it.
 	var err error
 	if ml != nil {
-		err = ml.Shutdown()
-		<-g.settled // after Shutdown: a settling push/pull in flight fails
-		if err != nil {
+		// A settling push/pull in flight is not waited for: it fails on
+		// the shut-down transport or at memberlist's TCPTimeout, then the
+		// loop sees the member closed and returns.
+		if err = ml.Shutdown(); err != nil {
 			err = fmt.Errorf("gossip: shutdown: %w", err)
 		}
 	}

@@ -162,6 +162,19 @@ func (t *memberTable) answered(id string) bool {
 	return true
 }
 
+// suspects returns the members suspect here (id and address only).
+func (t *memberTable) suspects() []Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Member
+	for _, e := range t.members {
+		if e.m.State == StateSuspect {
+			out = append(out, Member{ID: e.m.ID, Addr: e.m.Addr, State: StateSuspect})
+		}
+	}
+	return out
+}
+
 // intent records a leave intent. fresh says it was not known yet (the
 // caller passes it on); when the member departed as failed within
 // leaveIntentTTL, the intent came late and the member is now left: left

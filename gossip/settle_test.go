@@ -64,10 +64,15 @@ func TestSettlingAfterJoin(t *testing.T) {
 	}
 	for _, g := range gs {
 		require.NoError(t, g.Close())
-		select {
-		case <-g.settled:
-		default:
-			t.Fatalf("%s: settle loop still running after Close", g.LocalMember().ID)
-		}
+	}
+	for _, g := range gs {
+		require.Eventually(t, func() bool {
+			select {
+			case <-g.settled:
+				return true
+			default:
+				return false
+			}
+		}, waitFor, tick, "settle loop still running after Close")
 	}
 }
