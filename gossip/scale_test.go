@@ -73,6 +73,9 @@ func simMembersWithReach(t testing.TB, n int, profile string) ([]*Gossip, *reach
 		cfg.Delegate = reachDelegate{r: reach}
 		g, err := New(cfg)
 		require.NoError(t, err)
+		if os.Getenv("RBEE_SCALE_SIM_SETTLE") == "0" {
+			g.settleBase = 0 // to compare with memberlist alone
+		}
 		t.Cleanup(func() { _ = g.Close() })
 		require.NoError(t, g.Start(context.Background()))
 		gs[i] = g
@@ -261,7 +264,15 @@ func simulate(t *testing.T, n int, profile string) map[string]any {
 	first, all := waitConverged(t, gs, start, 5*time.Minute)
 	res := map[string]any{"members": n, "profile": profile, "joins_ms": time.Since(start).Milliseconds() - (time.Since(joined)).Milliseconds(),
 		"converge_first_ms": first.Milliseconds(), "converge_all_ms": all.Milliseconds()}
-	time.Sleep(2 * time.Second)
+	// Right after the joins members still settle (settle.go): measure
+	// that, then idle once the settle window has passed.
+	res["settling_sent_bytes_per_s"] = sentRate(gs, window, nil)
+	res["settles_per_member"] = float64(totalSettles(gs)) / float64(n)
+	st := settleFor(settleBaseLAN, settleWindowLAN, n)
+	if profile == ProfileLocal {
+		st = settleFor(settleBaseLocal, settleWindowLocal, n)
+	}
+	time.Sleep(st.window - window + st.every)
 	res["idle_sent_bytes_per_s"] = sentRate(gs, window, nil)
 	// Random bytes: memberlist compresses packets (LZW), and a real
 	// report (JSON) compresses far less than zeros would.
@@ -328,4 +339,12 @@ func maxQueued(gs []*Gossip) int {
 		m = max(m, g.QueuedBroadcasts())
 	}
 	return m
+}
+
+func totalSettles(gs []*Gossip) uint64 {
+	var s uint64
+	for _, g := range gs {
+		s += g.settles.Load()
+	}
+	return s
 }
