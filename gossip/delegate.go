@@ -103,7 +103,6 @@ func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) {
 
 func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 	g := (*Gossip)(e)
-	g.noteChange()
 	m := g.table.depart(g.toMember(n.Name, n.Address(), n.Meta))
 	if m.State == StateLeft {
 		e.emit(EventLeave, m)

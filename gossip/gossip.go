@@ -205,12 +205,12 @@ type Gossip struct {
 	logw     *slogWriter
 
 	// Background loops of our own, ended by stopLoops (Close): settling
-	// (settle.go), push/pulls while the membership changes, and
+	// (settle.go), push/pulls while members join, and
 	// rechecking suspects (recheck.go).
 	stopLoops    context.CancelFunc
 	settleBase   time.Duration // 0: off
 	settleWindow time.Duration
-	lastChange   atomic.Int64  // unix nanoseconds of the last join or departure seen
+	lastChange   atomic.Int64  // unix nanoseconds of the last join seen
 	settles      atomic.Uint64 // settling push/pulls done
 	settled      chan struct{} // closed when settle returns (tests)
 

@@ -21,18 +21,19 @@ import (
 // member of a 100-member simulation count everyone alive after 100 s
 // instead of 5 s, and 60 node processes after 102 s.
 //
-// So while the membership changes, gossip adds push/pulls of its own: a
-// member that saw a join or departure within the last settle window
-// exchanges its full state with a random alive member every settle
-// interval. A quiet cluster pays nothing; during a storm a member pays one
-// state exchange (about 100 bytes a member, each way) per interval.
+// So while members join, gossip adds push/pulls of its own: a member that
+// saw a join (a new member, or one back after a departure) within the
+// last settle window exchanges its full state with a random alive member
+// every settle interval. Departures do not count: a member that missed a
+// death finds it with its own probes. A quiet cluster pays
+// nothing; during a join storm a member pays one state exchange (about
+// 100 bytes a member, each way) per interval.
 
 // settleTiming is when a member settles in a cluster of n members.
 type settleTiming struct {
 	// every is the interval between settling push/pulls.
 	every time.Duration
-	// window is how long after the last membership change seen here
-	// settling goes on.
+	// window is how long after the last join seen here settling goes on.
 	window time.Duration
 }
 
@@ -74,18 +75,18 @@ const (
 	settleWindowLocal = 5 * time.Second
 )
 
-// due reports whether a member whose membership last changed at
-// lastChange settles at now.
+// due reports whether a member that last saw a join at lastChange
+// settles at now.
 func (st settleTiming) due(now, lastChange time.Time) bool {
 	return st.every > 0 && now.Sub(lastChange) <= st.window
 }
 
-// noteChange records that the membership changed now (a member joined or
-// departed): settling goes on for the window from here.
+// noteChange records that a member joined now: settling goes on for the
+// window from here.
 func (g *Gossip) noteChange() { g.lastChange.Store(time.Now().UnixNano()) }
 
-// settle runs until ctx ends: every interval, while the last membership
-// change is recent, one push/pull with a random alive member. It stops
+// settle runs until ctx ends: every interval, while the last join seen
+// here is recent, one push/pull with a random alive member. It stops
 // when the member leaves or closes.
 func (g *Gossip) settle(ctx context.Context) {
 	defer close(g.settled)
