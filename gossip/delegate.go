@@ -92,6 +92,7 @@ var _ memberlist.EventDelegate = (*eventDelegate)(nil)
 
 func (e *eventDelegate) NotifyJoin(n *memberlist.Node) {
 	g := (*Gossip)(e)
+	g.noteChange()
 	e.emit(EventJoin, g.table.join(g.toMember(n.Name, n.Address(), n.Meta)))
 }
 

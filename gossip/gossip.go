@@ -204,6 +204,16 @@ type Gossip struct {
 	events   chan Event
 	logw     *slogWriter
 
+	// Background loops of our own, ended by stopLoops (Close): settling
+	// (settle.go), push/pulls while members join, and
+	// rechecking suspects (recheck.go).
+	stopLoops    context.CancelFunc
+	settleBase   time.Duration // 0: off
+	settleWindow time.Duration
+	lastChange   atomic.Int64  // unix nanoseconds of the last join seen
+	settles      atomic.Uint64 // settling push/pulls done
+	settled      chan struct{} // closed when settle returns (tests)
+
 	mu       sync.RWMutex // guards the fields below
 	ml       *memberlist.Memberlist
 	addr     string
@@ -236,14 +246,17 @@ func New(cfg Config) (*Gossip, error) {
 	lg = lg.With("component", "gossip")
 
 	var mc *memberlist.Config
+	var settleBase, settleWindow time.Duration
 	switch cfg.Profile {
 	case "", ProfileLAN:
 		mc = memberlist.DefaultLANConfig()
 		// A node that comes back after a failure under the same peer id but
 		// a new IP (DHCP) may reclaim its name after 30 s.
 		mc.DeadNodeReclaimTime = 30 * time.Second
+		settleBase, settleWindow = settleBaseLAN, settleWindowLAN
 	case ProfileLocal:
 		mc = localProfile()
+		settleBase, settleWindow = settleBaseLocal, settleWindowLocal
 	default:
 		return nil, fmt.Errorf("%w: unknown profile %q (want %q or %q)", ErrBadConfig, cfg.Profile, ProfileLAN, ProfileLocal)
 	}
@@ -270,6 +283,11 @@ func New(cfg Config) (*Gossip, error) {
 		events:   make(chan Event, cfg.EventBuffer),
 		meta:     cloneMeta(cfg.Meta),
 		metaEnc:  metaEnc,
+
+		settleBase:   settleBase,
+		settleWindow: settleWindow,
+		stopLoops:    func() {},
+		settled:      make(chan struct{}),
 	}
 	g.table = newMemberTable(mc.GossipToTheDeadTime)
 	mc.Name = cfg.NodeID
@@ -321,6 +339,10 @@ func (g *Gossip) Start(ctx context.Context) error {
 	g.ml = ml
 	local := ml.LocalNode()
 	g.addr = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
+	loopCtx, stop := context.WithCancel(context.Background())
+	g.stopLoops = stop
+	go g.settle(loopCtx)
+	go g.recheckSuspects(loopCtx)
 	g.log.Info("gossip started", "node", g.mlCfg.Name, "addr", g.addr)
 	return nil
 }
@@ -455,11 +477,15 @@ func (g *Gossip) Close() error {
 	}
 	g.closed = true
 	ml := g.ml
+	g.stopLoops()
 	g.mu.Unlock()
 	// Shutdown waits for memberlist's listeners, which may be waiting for an
 	// event delegate that needs g.mu: never hold g.mu across it.
 	var err error
 	if ml != nil {
+		// A settling push/pull in flight is not waited for: it fails on
+		// the shut-down transport or at memberlist's TCPTimeout, then the
+		// loop sees the member closed and returns.
 		if err = ml.Shutdown(); err != nil {
 			err = fmt.Errorf("gossip: shutdown: %w", err)
 		}

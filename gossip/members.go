@@ -75,6 +75,11 @@ type memberTable struct {
 	mu      sync.Mutex
 	members map[string]*tableEntry
 	intents map[string]leaveIntent
+	// byState indexes the members in the states that are scanned on
+	// every event (dead and left, to reap) or every probe interval
+	// (suspect, to recheck), so that neither scan is over every member: a
+	// join storm of n members is n events at each member.
+	byState map[State]map[string]struct{}
 }
 
 func newMemberTable(reapAfter time.Duration) *memberTable {
@@ -83,6 +88,23 @@ func newMemberTable(reapAfter time.Duration) *memberTable {
 		reapAfter: reapAfter,
 		members:   map[string]*tableEntry{},
 		intents:   map[string]leaveIntent{},
+		byState: map[State]map[string]struct{}{
+			StateSuspect: {}, StateDead: {}, StateLeft: {},
+		},
+	}
+}
+
+// setState moves an entry to state st, keeping since and the index.
+func (t *memberTable) setState(e *tableEntry, st State, now time.Time) {
+	if e.m.State != st {
+		e.since = now
+	}
+	if idx := t.byState[e.m.State]; idx != nil {
+		delete(idx, e.m.ID)
+	}
+	e.m.State = st
+	if idx := t.byState[st]; idx != nil {
+		idx[e.m.ID] = struct{}{}
 	}
 }
 
@@ -91,11 +113,10 @@ func (t *memberTable) set(m Member, st State) Member {
 	now := t.now()
 	e := t.members[m.ID]
 	if e == nil {
-		e = &tableEntry{since: now}
+		e = &tableEntry{since: now, m: Member{ID: m.ID, State: st}}
 		t.members[m.ID] = e
-	} else if e.m.State != st {
-		e.since = now
 	}
+	t.setState(e, st, now)
 	m.State = st
 	m.Meta = cloneMeta(m.Meta)
 	e.m = m
@@ -145,7 +166,7 @@ func (t *memberTable) suspect(id string) bool {
 	if e == nil || e.m.State != StateAlive {
 		return false
 	}
-	e.m.State, e.since = StateSuspect, t.now()
+	t.setState(e, StateSuspect, t.now())
 	return true
 }
 
@@ -158,8 +179,20 @@ func (t *memberTable) answered(id string) bool {
 	if e == nil || e.m.State != StateSuspect {
 		return false
 	}
-	e.m.State, e.since = StateAlive, t.now()
+	t.setState(e, StateAlive, t.now())
 	return true
+}
+
+// suspects returns the members suspect here (id and address only).
+func (t *memberTable) suspects() []Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Member
+	for id := range t.byState[StateSuspect] {
+		e := t.members[id]
+		out = append(out, Member{ID: id, Addr: e.m.Addr, State: StateSuspect})
+	}
+	return out
 }
 
 // intent records a leave intent. fresh says it was not known yet (the
@@ -176,7 +209,7 @@ func (t *memberTable) intent(id string, nonce uint64) (fresh, left bool, m Membe
 	t.intents[id] = leaveIntent{nonce: nonce, at: now}
 	e := t.members[id]
 	if e != nil && e.m.State == StateDead && now.Sub(e.since) <= leaveIntentTTL {
-		e.m.State, e.since = StateLeft, now
+		t.setState(e, StateLeft, now)
 		return true, true, cloneMember(e.m)
 	}
 	return true, false, Member{}
@@ -199,9 +232,13 @@ func (t *memberTable) list() []Member {
 // reapLocked forgets members departed longer than reapAfter and intents
 // older than leaveIntentTTL.
 func (t *memberTable) reapLocked(now time.Time) {
-	for id, e := range t.members {
-		if (e.m.State == StateDead || e.m.State == StateLeft) && now.Sub(e.since) > t.reapAfter {
-			delete(t.members, id)
+	for _, st := range []State{StateDead, StateLeft} {
+		idx := t.byState[st]
+		for id := range idx {
+			if now.Sub(t.members[id].since) > t.reapAfter {
+				delete(t.members, id)
+				delete(idx, id)
+			}
 		}
 	}
 	for id, in := range t.intents {

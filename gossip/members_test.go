@@ -134,6 +134,7 @@ func TestMemberTable(t *testing.T) {
 					t.Fatalf("unknown op %q", s.op)
 				}
 				require.Equal(t, s.ret, ret, "step %d: %s", i, s.op)
+				requireIndexed(t, tb)
 				ms := tb.list()
 				if s.gone {
 					require.Empty(t, ms, "step %d: %s", i, s.op)
@@ -216,4 +217,21 @@ func TestObserveLogLearnsSuspicion(t *testing.T) {
 		st[m.ID] = m.State
 	}
 	require.Equal(t, map[string]State{"12D3KooWpeer": StateSuspect, "other": StateAlive}, st)
+}
+
+// requireIndexed checks the table's state index against its entries.
+func requireIndexed(t *testing.T, tb *memberTable) {
+	t.Helper()
+	for st, idx := range tb.byState {
+		for id := range idx {
+			e := tb.members[id]
+			require.NotNil(t, e, "indexed %s member %s is not in the table", st, id)
+			require.Equal(t, st, e.m.State, "member %s", id)
+		}
+	}
+	for id, e := range tb.members {
+		if idx := tb.byState[e.m.State]; idx != nil {
+			require.Contains(t, idx, id, "%s member %s not indexed", e.m.State, id)
+		}
+	}
 }

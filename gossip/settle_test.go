@@ -1,0 +1,78 @@
+package gossip
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestSettleFor(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		base, minWin  time.Duration
+		n             int
+		every, window time.Duration
+	}{
+		{"off", 0, settleWindowLAN, 100, 0, 0},
+		{"lan small", settleBaseLAN, settleWindowLAN, 3, 2 * time.Second, 30 * time.Second},
+		{"lan 100: under the byte budget", settleBaseLAN, settleWindowLAN, 100, 2 * time.Second, 30 * time.Second},
+		{"lan 1000: stretched", settleBaseLAN, settleWindowLAN, 1000, time.Duration(2*1000*settleStateBytes) * time.Second / settleBytesPerSec, 3 * time.Duration(2*1000*settleStateBytes) * time.Second / settleBytesPerSec},
+		{"local", settleBaseLocal, settleWindowLocal, 10, 500 * time.Millisecond, 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := settleFor(tc.base, tc.minWin, tc.n)
+			require.Equal(t, tc.every, st.every)
+			require.Equal(t, tc.window, st.window)
+			if tc.every > 0 {
+				// Bytes a member sends and receives settling stay under the budget
+				// once the interval is stretched.
+				perSec := float64(2*tc.n*settleStateBytes) / st.every.Seconds()
+				require.LessOrEqual(t, perSec, float64(settleBytesPerSec)*1.01)
+			}
+		})
+	}
+}
+
+func TestSettleDue(t *testing.T) {
+	st := settleTiming{every: 2 * time.Second, window: 30 * time.Second}
+	t0 := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		name  string
+		st    settleTiming
+		after time.Duration
+		due   bool
+	}{
+		{"just changed", st, 0, true},
+		{"within the window", st, 29 * time.Second, true},
+		{"at the window's end", st, 30 * time.Second, true},
+		{"quiet since", st, 31 * time.Second, false},
+		{"off", settleTiming{}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.due, tc.st.due(t0.Add(tc.after), t0))
+		})
+	}
+}
+
+// TestSettlingAfterJoin: members that saw a join exchange state with a
+// peer on their own, and Close ends the loop.
+func TestSettlingAfterJoin(t *testing.T) {
+	gs := cluster(t, "a", "b", "c")
+	for _, g := range gs {
+		require.Eventually(t, func() bool { return g.settles.Load() > 0 }, waitFor, tick, "%s never settled", g.LocalMember().ID)
+	}
+	for _, g := range gs {
+		require.NoError(t, g.Close())
+	}
+	for _, g := range gs {
+		require.Eventually(t, func() bool {
+			select {
+			case <-g.settled:
+				return true
+			default:
+				return false
+			}
+		}, waitFor, tick, "settle loop still running after Close")
+	}
+}
