@@ -281,9 +281,9 @@ func simulate(t *testing.T, n int, profile string) map[string]any {
 	// that, then idle once the settle window has passed.
 	res["settling_sent_bytes_per_s"] = sentRate(gs, window, nil)
 	res["settles_per_member"] = float64(totalSettles(gs)) / float64(n)
-	st := settleFor(settleBaseLAN, settleWindowLAN, n)
+	st := settleFor(settleBaseLAN, settleWindowLAN, n, 0)
 	if profile == ProfileLocal {
-		st = settleFor(settleBaseLocal, settleWindowLocal, n)
+		st = settleFor(settleBaseLocal, settleWindowLocal, n, 0)
 	}
 	time.Sleep(st.window - window + st.every)
 	res["idle_sent_bytes_per_s"] = sentRate(gs, window, nil)

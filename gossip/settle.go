@@ -53,12 +53,16 @@ const settleStateBytes = 100
 // minimum interval is base: every = max(base, the interval that keeps
 // settling under settleBytesPerSec), window = max(minWindow, 3 × every)
 // so that a member settles at least three times after the last change it
-// saw. base 0 disables settling.
-func settleFor(base, minWindow time.Duration, n int) settleTiming {
+// saw. base 0 disables settling. exchange is what this member sent in its
+// last settling push/pull (0: none yet); the state it sends carries the
+// members' metadata and the node's own state (load reports), which can
+// be far more than n × settleStateBytes, so the larger of the two counts.
+func settleFor(base, minWindow time.Duration, n int, exchange uint64) settleTiming {
 	if base <= 0 {
 		return settleTiming{}
 	}
-	every := max(base, time.Duration(2*n*settleStateBytes)*time.Second/settleBytesPerSec)
+	state := max(uint64(n*settleStateBytes), exchange)
+	every := max(base, time.Duration(2*state)*time.Second/settleBytesPerSec)
 	return settleTiming{every: every, window: max(minWindow, 3*every)}
 }
 
@@ -93,8 +97,9 @@ func (g *Gossip) settle(ctx context.Context) {
 	if g.settleBase <= 0 {
 		return
 	}
+	var exchange uint64 // bytes sent in the last settling push/pull
 	for {
-		st := settleFor(g.settleBase, g.settleWindow, g.NumMembers())
+		st := settleFor(g.settleBase, g.settleWindow, g.NumMembers(), exchange)
 		t := time.NewTimer(rand.N(st.every/2) + st.every*3/4) // ±25 %: members do not settle in step
 		select {
 		case <-ctx.Done():
@@ -119,10 +124,14 @@ func (g *Gossip) settle(ctx context.Context) {
 		if len(peers) == 0 {
 			continue
 		}
+		// What this member sends meanwhile is its push/pull state plus
+		// whatever else it gossips in that moment: an upper bound.
+		before := g.sent.Load()
 		if _, err := ml.Join([]string{peers[rand.IntN(len(peers))]}); err != nil {
 			g.log.Debug("settling push/pull failed", "err", err)
 			continue
 		}
+		exchange = g.sent.Load() - before
 		g.settles.Add(1)
 	}
 }

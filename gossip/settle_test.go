@@ -12,22 +12,26 @@ func TestSettleFor(t *testing.T) {
 		name          string
 		base, minWin  time.Duration
 		n             int
+		exchange      uint64
 		every, window time.Duration
 	}{
-		{"off", 0, settleWindowLAN, 100, 0, 0},
-		{"lan small", settleBaseLAN, settleWindowLAN, 3, 2 * time.Second, 30 * time.Second},
-		{"lan 100: under the byte budget", settleBaseLAN, settleWindowLAN, 100, 2 * time.Second, 30 * time.Second},
-		{"lan 1000: stretched", settleBaseLAN, settleWindowLAN, 1000, time.Duration(2*1000*settleStateBytes) * time.Second / settleBytesPerSec, 3 * time.Duration(2*1000*settleStateBytes) * time.Second / settleBytesPerSec},
-		{"local", settleBaseLocal, settleWindowLocal, 10, 500 * time.Millisecond, 5 * time.Second},
+		{"off", 0, settleWindowLAN, 100, 0, 0, 0},
+		{"lan small", settleBaseLAN, settleWindowLAN, 3, 0, 2 * time.Second, 30 * time.Second},
+		{"lan 100: under the byte budget", settleBaseLAN, settleWindowLAN, 100, 0, 2 * time.Second, 30 * time.Second},
+		{"lan 1000: stretched", settleBaseLAN, settleWindowLAN, 1000, 0, time.Duration(2*1000*settleStateBytes) * time.Second / settleBytesPerSec, 3 * time.Duration(2*1000*settleStateBytes) * time.Second / settleBytesPerSec},
+		// 100 members whose last exchange sent 64 KB (metadata and load
+		// reports): stretched by what was measured, not the estimate.
+		{"lan 100: measured exchange", settleBaseLAN, settleWindowLAN, 100, 64000, 128000 * time.Second / settleBytesPerSec, settleWindowLAN},
+		{"local", settleBaseLocal, settleWindowLocal, 10, 0, 500 * time.Millisecond, 5 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := settleFor(tc.base, tc.minWin, tc.n)
+			st := settleFor(tc.base, tc.minWin, tc.n, tc.exchange)
 			require.Equal(t, tc.every, st.every)
 			require.Equal(t, tc.window, st.window)
 			if tc.every > 0 {
 				// Bytes a member sends and receives settling stay under the budget
 				// once the interval is stretched.
-				perSec := float64(2*tc.n*settleStateBytes) / st.every.Seconds()
+				perSec := float64(2*max(uint64(tc.n*settleStateBytes), tc.exchange)) / st.every.Seconds()
 				require.LessOrEqual(t, perSec, float64(settleBytesPerSec)*1.01)
 			}
 		})

@@ -540,7 +540,7 @@ func quantQ8K() {
 }
 
 func main() {
-	ConstraintExpr("!purego")
+	ConstraintExpr("amd64,!purego")
 	consts()
 	for _, nv := range []int{4, 8, 16} {
 		q80(fmt.Sprintf("dotQ8_0x%dVNNI", nv), nv, false)
