@@ -379,26 +379,28 @@ func (n *Node) opRefreshCapabilities(ctx context.Context, em jobs.Emitter, req R
 	return em.Result(caps)
 }
 
+// storeCapabilities writes this node's capabilities. A node that just
+// joined is in the registry once the leader's next reconcile writes it;
+// until then the command would be refused, so it waits for that first.
 func (n *Node) storeCapabilities(ctx context.Context, caps fsm.Capabilities) error {
-	// A node that just joined is in the registry once the leader's next
-	// reconcile writes it; until then the command would be refused.
+	_, err := n.storeCapabilitiesAt(ctx, caps)
+	return err
+}
+
+// storeCapabilitiesAt is storeCapabilities returning the write's log
+// index.
+func (n *Node) storeCapabilitiesAt(ctx context.Context, caps fsm.Capabilities) (uint64, error) {
 	n.waitReplica(ctx, func() bool { _, ok := n.reg.Node(n.ID()); return ok })
 	cmd, err := fsm.Encode(fsm.SetNodeCapabilities{ID: n.ID(), Capabilities: caps, At: time.Now().UTC()})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	res, err := n.apply(ctx, cmd)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	// Wait until this replica has applied the write, and so everything
-	// committed before it: after a restart the replica is still catching
-	// up, and syncHoldings must not compare the disk with an older
-	// registry (a holding deleted meanwhile would look present).
-	if r, ok := res.(fsm.Result); ok {
-		n.waitReplica(ctx, func() bool { return n.reg.Index() >= r.Index })
-	}
-	return nil
+	r, _ := res.(fsm.Result)
+	return r.Index, nil
 }
 
 // holdingsCheckInterval: how often the node compares its registry entry's
@@ -428,12 +430,15 @@ func (n *Node) capabilitiesLoop() {
 		}
 		if ok && rn.State == fsm.NodeAlive && (!synced || rn.Capabilities == nil) && retry == nil {
 			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-			err := n.storeCapabilities(ctx, caps)
-			cancel()
+			idx, err := n.storeCapabilitiesAt(ctx, caps)
 			if err == nil {
 				// The registry can now take this node's holdings: make
 				// them match its disk (after a restart, a lost write or
-				// a re-admission).
+				// a re-admission). First this replica applies the write,
+				// and so everything committed before it: after a restart
+				// it is still catching up, and a holding deleted
+				// meanwhile would look present.
+				n.waitReplica(ctx, func() bool { return n.reg.Index() >= idx })
 				n.syncHoldings()
 				synced, attempt = true, 0
 			} else {
@@ -441,6 +446,7 @@ func (n *Node) capabilitiesLoop() {
 				retry = time.After(min(backoff(attempt), time.Second))
 				attempt++
 			}
+			cancel()
 		}
 		select {
 		case <-n.ctx.Done():
