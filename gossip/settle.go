@@ -114,11 +114,12 @@ func (g *Gossip) settle(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		// From the member table: memberlist's Members hands out its own
+		// nodes, which it updates under a lock we cannot take.
 		var peers []string
-		self := ml.LocalNode().Name
-		for _, n := range ml.Members() {
-			if n.Name != self {
-				peers = append(peers, n.Address())
+		for _, m := range g.table.list() {
+			if m.ID != g.mlCfg.Name && m.State == StateAlive && m.Addr != "" {
+				peers = append(peers, m.Addr)
 			}
 		}
 		if len(peers) == 0 {
