@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 )
@@ -17,7 +18,7 @@ const feedInterval = time.Second
 
 // Snapshot returns the current cluster snapshot.
 func (n *Node) Snapshot() api.ClusterSnapshot {
-	s := api.ClusterSnapshot{Status: n.status(), Jobs: []api.JobSummary{}, InsecureHTTP: !loopbackHostPort(n.cfg.HTTPAddr)}
+	s := api.ClusterSnapshot{Status: n.status(), Jobs: []api.JobSummary{}, InsecureHTTP: !loopback.HostPort(n.cfg.HTTPAddr)}
 	for i, j := range n.jobs.List() {
 		if i >= 50 {
 			break

@@ -1,16 +1,14 @@
 package node_test
 
 import (
-	"io"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/internal/promtext"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf/hubtest"
 	"github.com/rbee-project/rbee/node"
@@ -133,15 +131,7 @@ func metric(t *testing.T, n *node.Node, name string) float64 {
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			require.NoError(t, err)
-			return f
-		}
-	}
-	t.Fatalf("no %s in /metrics", name)
-	return 0
+	v, ok := promtext.Value(resp.Body, name)
+	require.True(t, ok, "no %s in /metrics", name)
+	return v
 }

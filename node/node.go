@@ -28,6 +28,7 @@ import (
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/internal/atomicfile"
+	"github.com/rbee-project/rbee/internal/loopback"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/auth"
@@ -271,7 +272,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("http listen %s: %w", n.cfg.HTTPAddr, err)
 	}
-	if !loopbackHostPort(n.cfg.HTTPAddr) {
+	if !loopback.HostPort(n.cfg.HTTPAddr) {
 		n.log.Warn("the API serves plain HTTP off loopback (--insecure-http): API keys and prompts cross the network unencrypted; use --https-addr", "http", n.HTTPAddr())
 	}
 	if err := n.startHTTPS(); err != nil {

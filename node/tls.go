@@ -13,6 +13,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/node/certs"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/tlsca"
@@ -48,22 +49,9 @@ const (
 // pinned cluster CA fingerprint from, besides --ca-fingerprint.
 const CAFingerprintEnv = "RBEE_CA_FINGERPRINT"
 
-// loopbackHostPort reports whether a listen address is on loopback only.
-func loopbackHostPort(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // checkTLSConfig validates the HTTP/HTTPS part of a config.
 func checkTLSConfig(cfg Config) error {
-	if !cfg.InsecureHTTP && !loopbackHostPort(cfg.HTTPAddr) {
+	if !cfg.InsecureHTTP && !loopback.HostPort(cfg.HTTPAddr) {
 		return fmt.Errorf("%w: --http-addr %s is not a loopback address, and API keys and prompts would cross the network unencrypted; serve clients on the LAN with --https-addr (e.g. --https-addr %s) and keep --http-addr on 127.0.0.1, or accept plain HTTP with --insecure-http",
 			ErrInsecureHTTP, cfg.HTTPAddr, ExampleHTTPSAddr)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,8 +11,6 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +18,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/cputime"
+	"github.com/rbee-project/rbee/internal/promtext"
 	"github.com/rbee-project/rbee/node/localcluster"
 )
 
@@ -438,15 +436,7 @@ func scrapeMetric(ctx context.Context, n *localcluster.Node, name string) (float
 		return 0, false
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			return v, err == nil
-		}
-	}
-	return 0, false
+	return promtext.Value(io.LimitReader(resp.Body, 4<<20), name)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

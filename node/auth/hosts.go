@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/loopback"
 )
 
 // HostAllowed reports whether a request's Host names this node: a loopback
@@ -22,14 +24,11 @@ func (g *Guard) HostAllowed(hostport string) bool {
 	if host == "" {
 		return false
 	}
-	if ip := net.ParseIP(host); ip != nil {
-		if ip.IsLoopback() {
-			return true
-		}
-		return g.ownIP(ip)
-	}
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	if loopback.Host(host) {
 		return true
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return g.ownIP(ip)
 	}
 	names, _ := g.identity()
 	for _, h := range names {

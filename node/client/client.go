@@ -11,14 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/tlsca"
@@ -69,18 +68,7 @@ type Client struct {
 
 // IsLoopbackURL reports whether a node URL points at this machine
 // (localhost or a loopback address).
-func IsLoopbackURL(base string) bool {
-	u, err := url.Parse(base)
-	if err != nil {
-		return false
-	}
-	h := u.Hostname()
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
+func IsLoopbackURL(base string) bool { return loopback.URL(base) }
 
 // New makes a client for base (e.g. http://127.0.0.1:7833).
 func New(base, token string) *Client {
