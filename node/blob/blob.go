@@ -11,7 +11,6 @@ package blob
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -59,8 +58,11 @@ type Request struct {
 	Arch    string `json:"arch,omitempty"`
 	// Direct says the receiver can take the bytes over the direct path
 	// (see Offer); a server without a Listener, or an older one, ignores
-	// it and streams.
-	Direct bool `json:"direct,omitempty"`
+	// it and streams. The field's name carries the framing's version: the
+	// first direct path, TLS records end to end (field "direct"), is no
+	// longer offered, so a peer that speaks only it copies over the
+	// stream.
+	Direct bool `json:"direct_frames,omitempty"`
 }
 
 // Head is the serving side's answer before the bytes.
@@ -274,13 +276,13 @@ func (b *Service) Open(ctx context.Context, nodeID string, req Request) (io.Read
 			return nil, Head{}, errors.New("blob: the peer offered a direct path nobody asked for")
 		}
 		ip, err := remoteIP(s)
-		var c *tls.Conn
+		var dc *directConn
 		if err == nil {
-			c, err = dialDirect(ctx, ip, head.Direct)
+			dc, err = dialDirect(ctx, ip, head.Direct)
 		}
 		if err == nil {
 			_ = s.Close()
-			return &directBody{c: c, left: head.Size - req.Offset, stop: context.AfterFunc(ctx, func() { _ = c.Close() })}, head, nil
+			return newDirectBody(dc, head.Size-req.Offset, context.AfterFunc(ctx, func() { _ = dc.c.Close() })), head, nil
 		}
 		if ctx.Err() != nil {
 			_ = s.Reset()

@@ -25,8 +25,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	manet "github.com/multiformats/go-multiaddr/net"
-
-	"github.com/rbee-project/rbee/p2p"
 )
 
 // The direct path carries the bytes of a transfer over one TLS 1.3
@@ -285,8 +283,9 @@ func (l *Listener) take(key [32]byte) (io.ReadCloser, bool) {
 	return o.rc, true
 }
 
-// serve is one connection: TLS, the token, then the file. It holds a
-// handshake slot until the token is checked.
+// serve is one connection: TLS, the token, then the file in sealed
+// frames (sealed.go). It holds a handshake slot until the token is
+// checked.
 func (l *Listener) serve(c net.Conn) {
 	defer c.Close()
 	released := false
@@ -298,37 +297,31 @@ func (l *Listener) serve(c net.Conn) {
 	}
 	defer release()
 	_ = c.SetDeadline(time.Now().Add(directHandshake))
-	bc := &batchConn{Conn: c}
-	tc := tls.Server(bc, &tls.Config{Certificates: []tls.Certificate{l.cert}, MinVersion: tls.VersionTLS13})
+	// No session tickets: nothing may follow the server's handshake
+	// flight but frames, which the receiver reads past TLS.
+	tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{l.cert}, MinVersion: tls.VersionTLS13,
+		SessionTicketsDisabled: true})
 	var tok [tokenLen]byte
 	if _, err := io.ReadFull(tc, tok[:]); err != nil { // runs the handshake
 		return
 	}
+	s, err := newSealer(tc.ConnectionState())
+	if err != nil {
+		return
+	}
 	rc, ok := l.take(sha256.Sum256(tok[:]))
 	release()
+	_ = c.SetDeadline(time.Time{})
 	if !ok {
 		l.log.Debug("blob: direct connection with an unknown token refused", "remote", c.RemoteAddr().String())
-		_, _ = tc.Write([]byte{statusUnknown})
-		_ = tc.Close()
+		_ = sendFrames(c, s, statusUnknown, nil)
 		return
 	}
 	defer rc.Close()
-	_ = c.SetDeadline(time.Time{})
-	_ = c.SetWriteDeadline(time.Now().Add(idle))
-	if _, err := tc.Write([]byte{statusOK}); err != nil {
-		return
-	}
 	l.claimed.Add(1)
-	if err := p2p.Pump(rc, Chunk, idle, c, func(p []byte) error {
-		bc.batch = true
-		_, err := tc.Write(p)
-		bc.batch = false
-		return errors.Join(err, bc.flush())
-	}); err != nil {
+	if err := sendFrames(c, s, statusOK, rc); err != nil {
 		l.log.Debug("blob: direct transfer failed", "remote", c.RemoteAddr().String(), "err", err)
-		return
 	}
-	_ = tc.Close() // close_notify
 }
 
 // remoteIP is the serving node's address as stream s sees it.
@@ -341,8 +334,8 @@ func remoteIP(s network.Stream) (net.IP, error) {
 }
 
 // dialDirect claims offer o of the node at ip: the offer's port, the
-// pinned certificate, the token.
-func dialDirect(ctx context.Context, ip net.IP, o *Offer) (*tls.Conn, error) {
+// pinned certificate, the token, the status frame.
+func dialDirect(ctx context.Context, ip net.IP, o *Offer) (*directConn, error) {
 	tok, err := hex.DecodeString(o.Token)
 	if err != nil || len(tok) != tokenLen {
 		return nil, errors.New("blob: direct: bad token")
@@ -360,7 +353,10 @@ func dialDirect(ctx context.Context, ip net.IP, o *Offer) (*tls.Conn, error) {
 		return nil, fmt.Errorf("%w: %w", errUnreachable, err)
 	}
 	_ = c.SetDeadline(time.Now().Add(directHandshake))
-	tc := tls.Client(readConn{Conn: c, r: bufio.NewReaderSize(c, readBatch)}, &tls.Config{
+	// TLS and then the frames read through one buffer: whatever it holds
+	// past the handshake is the frames'.
+	r := bufio.NewReaderSize(c, handshakeBuffer)
+	tc := tls.Client(readConn{Conn: c, r: r}, &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		// The certificate is self-signed and pinned: its fingerprint came
 		// over the authenticated libp2p stream.
@@ -376,99 +372,34 @@ func dialDirect(ctx context.Context, ip net.IP, o *Offer) (*tls.Conn, error) {
 			return nil
 		},
 	})
-	fail := func(err error) (*tls.Conn, error) {
+	fail := func(err error) (*directConn, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("blob: direct: %w", err)
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return fail(err)
 	}
+	s, err := newSealer(tc.ConnectionState())
+	if err != nil {
+		return fail(err)
+	}
 	if _, err := tc.Write(tok); err != nil {
 		return fail(err)
 	}
-	var st [1]byte
-	if _, err := io.ReadFull(tc, st[:]); err != nil {
+	dc := &directConn{c: c, r: r, s: s}
+	var st [1 + tagLen]byte
+	p, err := dc.readFrame(st[:], 1)
+	if err != nil {
 		return fail(err)
 	}
-	if st[0] != statusOK {
+	if p[0] != statusOK {
 		return fail(errors.New("the peer refused the token"))
 	}
 	_ = c.SetDeadline(time.Time{})
-	return tc, nil
+	return dc, nil
 }
 
-// directBody is a transfer over the direct path: left bytes are due. A
-// stall longer than idle fails it, and so does an end before left is
-// done (TLS takes a TCP close between records for a clean end).
-type directBody struct {
-	c    *tls.Conn
-	left int64
-	stop func() bool
-}
-
-// Read fills p up to readBatch bytes: a TLS read returns one 16 KiB
-// record, and a caller's loop per record (deadline, timer, accounting)
-// costs more than the bytes.
-func (b *directBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		return 0, io.EOF
-	}
-	want := int(min(int64(min(len(p), readBatch)), b.left))
-	n := 0
-	for n < want {
-		_ = b.c.SetReadDeadline(time.Now().Add(idle))
-		k, err := b.c.Read(p[n:want])
-		n += k
-		if err != nil {
-			b.left -= int64(n)
-			if errors.Is(err, io.EOF) {
-				err = fmt.Errorf("blob: direct: the peer ended %d bytes short: %w", b.left, io.ErrUnexpectedEOF)
-			}
-			return n, err
-		}
-	}
-	b.left -= int64(n)
-	return n, nil
-}
-
-func (b *directBody) Close() error {
-	b.stop()
-	return b.c.Close()
-}
-
-// readBatch is the receiver's socket read size and how much one
-// directBody.Read gathers: the 256 KiB of a sender's chunk.
-const readBatch = Chunk
-
-// batchConn sends the TLS records of one chunk in one write: TLS writes
-// each 16 KiB record on its own, a system call each, which costs more
-// than encrypting it. Not safe for concurrent use (the serving goroutine
-// owns it).
-type batchConn struct {
-	net.Conn
-	batch bool
-	buf   []byte
-}
-
-func (c *batchConn) Write(p []byte) (int, error) {
-	if !c.batch {
-		return c.Conn.Write(p)
-	}
-	c.buf = append(c.buf, p...)
-	return len(p), nil
-}
-
-func (c *batchConn) flush() error {
-	if len(c.buf) == 0 {
-		return nil
-	}
-	_, err := c.Conn.Write(c.buf)
-	c.buf = c.buf[:0]
-	return err
-}
-
-// readConn reads the socket through a buffer: one system call for many
-// records.
+// readConn reads the socket through the handshake's buffer.
 type readConn struct {
 	net.Conn
 	r *bufio.Reader
