@@ -109,6 +109,9 @@ type WorkerSpawnRequest struct {
 	Shards int      `json:"shards,omitempty"`
 	Hives  []string `json:"hives,omitempty"`
 	Mode   string   `json:"mode,omitempty"`
+	// Group is the id of a failed group the leader re-plans (it keeps its
+	// id); users do not set it.
+	Group string `json:"group,omitempty"`
 	// Shard is set by the node that places a group, on the spawn of each
 	// of its shards; users do not set it.
 	Shard *ShardSpawn `json:"shard,omitempty"`

@@ -50,6 +50,8 @@ const (
 	// hidden state (dim × 4 bytes, 8 KiB for a 2048-wide model) plus a
 	// header, so one read usually moves a whole frame.
 	copyBuf = 64 << 10
+	// Memory is what one link holds on a node: a copy buffer each way.
+	Memory = 2 * copyBuf
 )
 
 // Errors of the bridge.

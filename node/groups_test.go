@@ -1,0 +1,132 @@
+package node_test
+
+import (
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/nodetest"
+)
+
+// groupCluster is a serving cluster of 3 nodes whose registry takes
+// groups, and the greedy text the groups must answer.
+func groupCluster(t *testing.T) (*nodetest.Cluster, string) {
+	t.Helper()
+	c := servingCluster(t, 3)
+	// Groups need this build's registry version on every node.
+	require.Eventually(t, func() bool {
+		for _, n := range c.Running() {
+			if n.Registry().RegistryVersion() != fsm.Version {
+				return false
+			}
+		}
+		return true
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+	return c, greedy(t, "Once upon a time", 24)
+}
+
+func spawnGroup(t *testing.T, via *node.Node, mode string, hives ...string) api.GroupSpawnResult {
+	t.Helper()
+	var res api.GroupSpawnResult
+	run(t, via, map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1, "slots": 1,
+		"shards": len(hives), "hives": hives, "mode": mode}, &res)
+	require.Equal(t, "ready", res.State)
+	require.Len(t, res.Group.Shards, len(hives))
+	return res
+}
+
+func groupOf(t *testing.T, n *node.Node, id string) (api.GroupView, bool) {
+	t.Helper()
+	var list api.WorkerListResult
+	run(t, n, map[string]any{"operation": "active_worker_list"}, &list)
+	for _, g := range list.Groups {
+		if g.ID == id {
+			return g, true
+		}
+	}
+	return api.GroupView{}, false
+}
+
+// TestShardedGroups: a 2-node pipeline group and a 2-node tensor group of
+// real worker processes, their stages linked over libp2p by the nodes,
+// answer with the greedy text of the whole model, through every node; the
+// list shows each group with its shards; only the head is scheduled; a
+// retire drains the whole group and the entry goes.
+func TestShardedGroups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, want := groupCluster(t)
+	for _, mode := range []string{"pipeline", "tensor"} {
+		t.Run(mode, func(t *testing.T) {
+			// Placed from node0, which hosts no shard.
+			g := spawnGroup(t, c.Nodes[0], mode, "node1", "node2")
+			require.Equal(t, "node1", g.Group.Shards[0].Node, "the first hive is the head")
+			require.Equal(t, mode, g.Group.Mode)
+			waitSchedulable(t, c, 1)
+			for _, n := range c.Nodes {
+				res, text := infer(t, n, map[string]any{"prompt": "Once upon a time"})
+				require.Equal(t, want, text, "via %s", n.Name())
+				require.Equal(t, g.WorkerID, res.WorkerID, "the head serves")
+			}
+
+			gv, ok := groupOf(t, c.Nodes[2], g.Group.ID)
+			require.True(t, ok)
+			require.Equal(t, "ready", gv.State)
+			require.Equal(t, []string{"node1", "node2"}, []string{gv.Shards[0].Node, gv.Shards[1].Node})
+			var wv api.WorkerView
+			run(t, c.Nodes[2], map[string]any{"operation": "active_worker_get", "worker_id": g.Group.ID}, &wv)
+			require.Equal(t, g.WorkerID, wv.ID, "a group's id names its head")
+			require.NotNil(t, wv.Group)
+
+			// Retiring any shard retires the group.
+			run(t, c.Nodes[0], map[string]any{"operation": "active_worker_retire", "worker_id": g.Group.Shards[1].WorkerID}, nil)
+			require.Eventually(t, func() bool {
+				_, ok := groupOf(t, c.Nodes[0], g.Group.ID)
+				return !ok
+			}, 60*time.Second, 200*time.Millisecond, "the entry goes once its shards are gone")
+			waitSchedulable(t, c, 0)
+		})
+	}
+}
+
+// TestShardedGroupReplanned: a shard's process is killed; the group
+// fails, its head leaves the schedule, and the leader re-plans it on the
+// alive hives within 30 s, under the same id, serving the same text.
+func TestShardedGroupReplanned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, want := groupCluster(t)
+	g := spawnGroup(t, c.Nodes[0], "pipeline", "node1", "node2")
+	waitSchedulable(t, c, 1)
+
+	var procs api.ProcessListResult
+	run(t, c.Nodes[0], map[string]any{"operation": "worker_process_list", "hive": "node2"}, &procs)
+	pid := 0
+	for _, p := range procs.Processes {
+		if p.WorkerID == g.Group.Shards[1].WorkerID {
+			pid = p.PID
+		}
+	}
+	require.NotZero(t, pid)
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+
+	failed := false
+	require.Eventually(t, func() bool {
+		gv, ok := groupOf(t, c.Nodes[0], g.Group.ID)
+		if ok && gv.State == "failed" {
+			failed = true
+		}
+		return ok && gv.State == "ready" && gv.Shards[1].WorkerID != g.Group.Shards[1].WorkerID
+	}, 30*time.Second, 100*time.Millisecond, "re-planned within 30 s")
+	require.True(t, failed, "the group was seen failed")
+	waitSchedulable(t, c, 1)
+	_, text := infer(t, c.Nodes[0], map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, want, text)
+}
