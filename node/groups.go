@@ -209,7 +209,7 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		n.abandonGroup(g, err)
+		n.abandonGroup(g, r.Group != "", err)
 		return jobs.Errorf(jobs.CodeUnavailable, "group %s: a shard did not start: %v", gid, err)
 	}
 	head := base
@@ -220,7 +220,7 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 		head.Shard.Stages = append(head.Shard.Stages, api.ShardStage{NodeID: s.NodeID, WorkerID: s.WorkerID})
 	}
 	if err := n.spawnOn(ctx, em, targets[0], head); err != nil {
-		n.abandonGroup(g, err)
+		n.abandonGroup(g, r.Group != "", err)
 		return jobs.Errorf(jobs.CodeUnavailable, "group %s: the head did not start: %v", gid, err)
 	}
 	g.State, g.Error, g.UpdatedAt = fsm.GroupReady, "", time.Now().UTC()
@@ -309,16 +309,23 @@ func (n *Node) writeGroup(ctx context.Context, g fsm.Group) error {
 }
 
 // abandonGroup ends a group whose placement failed: its started shards
-// retire and the entry goes.
-func (n *Node) abandonGroup(g fsm.Group, cause error) {
+// retire and the entry goes, or, for a re-plan, stays failed (the leader
+// tries again).
+func (n *Node) abandonGroup(g fsm.Group, replan bool, cause error) {
 	ctx, cancel := context.WithTimeout(n.ctx, 15*time.Second)
 	defer cancel()
 	n.log.Warn("group placement failed", "group", g.ID, "err", cause)
 	n.links.Remove(g.ID)
 	n.retireShards(ctx, g)
-	if cmd, err := fsm.Encode(fsm.DeleteGroup{ID: g.ID}); err == nil {
-		_, _ = n.apply(ctx, cmd)
+	if replan {
+		g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "re-plan failed: "+cause.Error(), time.Now().UTC()
+		if len(g.Error) > 1000 {
+			g.Error = g.Error[:1000]
+		}
+		n.applyQuiet(fsm.UpsertGroup{Group: g})
+		return
 	}
+	n.applyQuiet(fsm.DeleteGroup{ID: g.ID})
 }
 
 // retireShards marks every registered, not yet retiring worker of g
@@ -417,9 +424,21 @@ func (n *Node) groupsPass(leader bool) {
 	for _, g := range groups {
 		byID[g.ID] = g
 	}
+	linked := map[string]bool{}
 	for _, id := range n.links.Groups() {
-		if g, ok := byID[id]; !ok || g.State == fsm.GroupRetiring || g.State == fsm.GroupFailed {
+		linked[id] = true
+		// A failed group's links stay: a re-plan under the same id may be
+		// adding new ones while this replica still says failed.
+		if g, ok := byID[id]; !ok || g.State == fsm.GroupRetiring {
 			n.links.Remove(id)
+		}
+	}
+	// A ready group headed here without links: this node restarted (the
+	// links lived in its memory), so the head cannot reach its shards.
+	for _, g := range groups {
+		if g.State == fsm.GroupReady && g.Head().NodeID == n.ID() && !linked[g.ID] {
+			g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "the head's node restarted: its stage links are gone", time.Now().UTC()
+			n.applyQuiet(fsm.UpsertGroup{Group: g})
 		}
 	}
 	if !leader {
@@ -442,12 +461,12 @@ func (n *Node) groupsPass(leader bool) {
 			if why := lostShard(g, n.reg, alive); why != "" {
 				n.log.Warn("group lost a shard", "group", g.ID, "why", why)
 				g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, why, time.Now().UTC()
-				n.applyQuiet(fsm.UpsertGroup{Group: g})
-				ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-				n.retireShards(ctx, g)
-				cancel()
+				n.applyQuiet(fsm.UpsertGroup{Group: g}) // the next pass retires its shards and re-plans it
 			}
 		case fsm.GroupFailed:
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			n.retireShards(ctx, g)
+			cancel()
 			n.replanSoon(g)
 		}
 	}
