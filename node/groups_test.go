@@ -1,6 +1,9 @@
 package node_test
 
 import (
+	"context"
+	"errors"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -10,6 +13,8 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/client"
+	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/nodetest"
 )
 
@@ -115,7 +120,42 @@ func TestShardedGroupReplanned(t *testing.T) {
 		}
 	}
 	require.NotZero(t, pid)
+
+	// A request in flight when the shard dies ends (an error event, or
+	// the text of a worker that took it over) instead of hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first := make(chan struct{})
+	var once sync.Once
+	ended := make(chan error, 1)
+	go func() {
+		ended <- client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Run(ctx,
+			map[string]any{"operation": "infer", "model": "stories260k", "prompt": "Once upon a time", "temperature": 0, "max_tokens": 400},
+			func(ev jobs.Event) error {
+				if ev.Type == jobs.TypeToken {
+					once.Do(func() { close(first) })
+				}
+				return nil
+			})
+	}()
+	select {
+	case <-first:
+	case err := <-ended:
+		t.Fatalf("the request ended before its first token: %v", err)
+	}
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	select {
+	case err := <-ended:
+		var je *client.JobError
+		if errors.As(err, &je) {
+			t.Logf("in-flight request: %s: %s", je.Code, je.Message)
+			require.Contains(t, je.Message, "shard", "the error names the shard")
+		} else {
+			t.Logf("in-flight request: %v (finished before the failure reached it, or resumed)", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the in-flight request did not end within 30 s of the shard's death")
+	}
 
 	failed := false
 	require.Eventually(t, func() bool {
