@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -12,10 +13,12 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/nodetest"
+	"github.com/rbee-project/rbee/node/placement"
 )
 
 // groupCluster is a serving cluster of 3 nodes whose registry takes
@@ -169,4 +172,50 @@ func TestShardedGroupReplanned(t *testing.T) {
 	waitSchedulable(t, c, 1)
 	_, text := infer(t, c.Nodes[0], map[string]any{"prompt": "Once upon a time"})
 	require.Equal(t, want, text)
+}
+
+// TestAutoSplit: with every node's --memory-limit below what the model
+// needs alone but above half of it (with the margin each), a plain spawn
+// without a hive becomes a 2-shard group that answers like the whole
+// model.
+func TestAutoSplit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	const path = "../testdata/model/stories260K.gguf"
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	est := placement.Estimate(modelcat.Entry{Path: path, Size: st.Size()}, 0)
+	body := est.Total() - 512<<20 // weights + KV cache + 10 %, without the fixed margin
+	limit := 512<<20 + body*3/4
+	require.Greater(t, est.Total(), limit)
+
+	bin := buildWorker(t)
+	c := nodetest.New(t, 3, func(i int, cfg *node.Config) {
+		cfg.WorkerBinary = bin
+		cfg.WorkerHeartbeatTimeout = 5 * time.Second
+		cfg.MemoryLimit = limit
+	})
+	require.Eventually(t, func() bool {
+		for _, n := range c.Running() {
+			if n.Registry().RegistryVersion() != fsm.Version {
+				return false
+			}
+			for _, rn := range n.Registry().Nodes() {
+				if rn.Capabilities == nil || rn.Capabilities.RAMFree != limit {
+					return false
+				}
+			}
+		}
+		return true
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+
+	var res api.GroupSpawnResult
+	evs := run(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
+	require.NotNil(t, res.Group.Shards, "a group, events: %+v", evs)
+	require.Len(t, res.Group.Shards, 2)
+	require.Equal(t, "ready", res.State)
+	waitSchedulable(t, c, 1)
+	_, text := infer(t, c.Nodes[2], map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, greedy(t, "Once upon a time", 24), text)
 }
