@@ -444,7 +444,13 @@ func (n *Node) groupsPass(leader bool) {
 	if !leader {
 		return
 	}
-	alive := n.aliveIDs()
+	// A node's shards count as lost once the leader has recorded it
+	// failed or left (gossip declared it dead), not at a suspicion: a
+	// re-plan reloads the model everywhere.
+	up := map[string]bool{}
+	for _, rn := range n.reg.Nodes() {
+		up[rn.ID] = rn.State == fsm.NodeAlive
+	}
 	for _, g := range groups {
 		switch g.State {
 		case fsm.GroupRetiring:
@@ -458,7 +464,7 @@ func (n *Node) groupsPass(leader bool) {
 				n.applyQuiet(fsm.DeleteGroup{ID: g.ID})
 			}
 		case fsm.GroupReady:
-			if why := lostShard(g, n.reg, alive); why != "" {
+			if why := lostShard(g, n.reg, up); why != "" {
 				n.log.Warn("group lost a shard", "group", g.ID, "why", why)
 				g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, why, time.Now().UTC()
 				n.applyQuiet(fsm.UpsertGroup{Group: g}) // the next pass retires its shards and re-plans it
@@ -479,8 +485,8 @@ type registryWorkers interface {
 
 // lostShard says why a ready group cannot serve, "" when it can: a shard
 // whose worker left the registry, is gone or retiring, or whose node is
-// not alive.
-func lostShard(g fsm.Group, reg registryWorkers, alive map[string]bool) string {
+// not up (the registry's node state).
+func lostShard(g fsm.Group, reg registryWorkers, up map[string]bool) string {
 	for _, s := range g.Shards {
 		w, ok := reg.Worker(s.WorkerID)
 		switch {
@@ -488,8 +494,8 @@ func lostShard(g fsm.Group, reg registryWorkers, alive map[string]bool) string {
 			return fmt.Sprintf("shard %s [%d, %d) is gone", s.WorkerID, s.Lo, s.Hi)
 		case w.State == fsm.WorkerRetiring:
 			return fmt.Sprintf("shard %s [%d, %d) was retired", s.WorkerID, s.Lo, s.Hi)
-		case !alive[s.NodeID]:
-			return fmt.Sprintf("the node of shard %s [%d, %d) is not alive", s.WorkerID, s.Lo, s.Hi)
+		case !up[s.NodeID]:
+			return fmt.Sprintf("the node of shard %s [%d, %d) is down", s.WorkerID, s.Lo, s.Hi)
 		}
 	}
 	return ""
