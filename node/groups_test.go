@@ -219,3 +219,40 @@ func TestAutoSplit(t *testing.T) {
 	_, text := infer(t, c.Nodes[2], map[string]any{"prompt": "Once upon a time"})
 	require.Equal(t, greedy(t, "Once upon a time", 24), text)
 }
+
+// TestShardedGroupNodeDies: the node of a group's shard dies; once the
+// leader records it failed, the group is re-planned on the nodes left,
+// within 30 s, and serves the same text.
+func TestShardedGroupNodeDies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, want := groupCluster(t)
+	leader := c.WaitLeader()
+	// The group's shards on the two nodes that do not lead.
+	var hives []string
+	var victim int
+	for i, n := range c.Nodes {
+		if n != leader {
+			hives = append(hives, n.Name())
+			victim = i
+		}
+	}
+	g := spawnGroup(t, leader, "pipeline", hives...)
+	waitSchedulable(t, c, 1)
+	c.Kill(victim)
+	require.Eventually(t, func() bool {
+		gv, ok := groupOf(t, leader, g.Group.ID)
+		if !ok || gv.State != "ready" {
+			return false
+		}
+		for _, s := range gv.Shards {
+			if s.Node == hives[1] {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 200*time.Millisecond, "re-planned on the nodes left within 30 s")
+	_, text := infer(t, leader, map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, want, text)
+}
