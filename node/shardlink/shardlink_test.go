@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/internal/p2ptest"
 	"github.com/rbee-project/rbee/node/shardlink"
 	"github.com/rbee-project/rbee/p2p"
 	"github.com/rbee-project/rbee/worker"
@@ -56,14 +57,7 @@ func (w workers) Secret(id string) (string, int, bool) {
 
 func newBridge(t *testing.T, ws workers) (*shardlink.Bridge, *p2p.Host) {
 	t.Helper()
-	cfg := p2p.DefaultConfig()
-	cfg.ListenAddr = "127.0.0.1:0"
-	cfg.Secret = []byte("shardlink-test-secret")
-	h, err := p2p.New(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = h.Close() })
-	require.NoError(t, h.AddService(p2p.Service{Name: "rbee.shard-link", Protocol: shardlink.Protocol, Memory: shardlink.Memory}))
-	require.NoError(t, h.Start(context.Background()))
+	h := p2ptest.Host(t, "shardlink-test-secret", p2p.Service{Name: "rbee.shard-link", Protocol: shardlink.Protocol, Memory: shardlink.Memory})
 	b := shardlink.New(shardlink.Config{LocalID: h.ID().String(), Host: h, Workers: ws})
 	require.NoError(t, b.Start(context.Background()))
 	t.Cleanup(b.Close)
