@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -255,4 +256,43 @@ func TestShardedGroupNodeDies(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond, "re-planned on the nodes left within 30 s")
 	_, text := infer(t, leader, map[string]any{"prompt": "Once upon a time"})
 	require.Equal(t, want, text)
+}
+
+// TestShardedGroupsOnFixtures: on the K-quant and qwen2 fixtures (given as
+// paths: the other shard's hive copies the file from the head's), a
+// pipeline and a tensor group answer with the same greedy text as one
+// unsharded worker, through the node.
+func TestShardedGroupsOnFixtures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, _ := groupCluster(t)
+	for _, fixture := range []string{"kquant/kquant-Q4_K.gguf", "kquant/kquant-Q6_K.gguf", "qwen2/qwen2-random-F32.gguf"} {
+		path, err := filepath.Abs(filepath.Join("..", "testdata", "gguf", fixture))
+		require.NoError(t, err)
+		var single api.SpawnResult
+		run(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "hive": "node0", "model": path, "threads": 1, "slots": 1}, &single)
+		ask := func(workerID string) string {
+			var res api.InferResult
+			run(t, c.Nodes[0], map[string]any{"operation": "infer", "worker_id": workerID, "prompt": "Once upon a time",
+				"temperature": 0, "max_tokens": 16}, &res)
+			require.Equal(t, workerID, res.WorkerID)
+			return res.Text
+		}
+		want := ask(single.WorkerID)
+		require.NotEmpty(t, want)
+		for _, mode := range []string{"pipeline", "tensor"} {
+			var g api.GroupSpawnResult
+			run(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "model": path, "threads": 1, "slots": 1,
+				"hives": []string{"node1", "node2"}, "mode": mode}, &g)
+			require.Equal(t, "ready", g.State, "%s %s", fixture, mode)
+			require.Eventually(t, func() bool {
+				w, ok := c.Nodes[0].Registry().Worker(g.WorkerID)
+				return ok && w.State == fsm.WorkerReady
+			}, nodetest.WaitTimeout, 50*time.Millisecond)
+			require.Equal(t, want, ask(g.WorkerID), "%s %s", fixture, mode)
+			run(t, c.Nodes[0], map[string]any{"operation": "active_worker_retire", "worker_id": g.Group.ID}, nil)
+		}
+		run(t, c.Nodes[0], map[string]any{"operation": "active_worker_retire", "worker_id": single.WorkerID}, nil)
+	}
 }
