@@ -38,6 +38,12 @@ const groupReplanTimeout = 10 * time.Minute
 // meanwhile) is tried again after this long.
 const groupReplanRetry = 10 * time.Second
 
+// groupStartLimit: a group still starting after this long lost the node
+// that was placing it (a placement copies the model to the shards' hives
+// and loads it: minutes for a large model, never this long), so the
+// leader fails it and re-plans it.
+const groupStartLimit = 30 * time.Minute
+
 // groupState tracks the leader's re-plans of failed groups.
 type groupState struct {
 	mu        sync.Mutex
@@ -468,6 +474,11 @@ func (n *Node) groupsPass(leader bool) {
 				n.log.Warn("group lost a shard", "group", g.ID, "why", why)
 				g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, why, time.Now().UTC()
 				n.applyQuiet(fsm.UpsertGroup{Group: g}) // the next pass retires its shards and re-plans it
+			}
+		case fsm.GroupStarting:
+			if time.Since(g.UpdatedAt) > groupStartLimit {
+				g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "its placement did not finish within "+groupStartLimit.String(), time.Now().UTC()
+				n.applyQuiet(fsm.UpsertGroup{Group: g})
 			}
 		case fsm.GroupFailed:
 			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
