@@ -22,7 +22,7 @@ const stageSecret = "stage-worker-secret-0123456789abcdef"
 
 // stageWorker stands in for a shard worker's /v1/shard: it checks the
 // secret, upgrades and echoes what it reads.
-func stageWorker(t *testing.T) int {
+func stageWorker(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -55,7 +55,7 @@ func (w workers) Secret(id string) (string, int, bool) {
 	return stageSecret, p, ok
 }
 
-func newBridge(t *testing.T, ws workers) (*shardlink.Bridge, *p2p.Host) {
+func newBridge(t testing.TB, ws workers) (*shardlink.Bridge, *p2p.Host) {
 	t.Helper()
 	h := p2ptest.Host(t, "shardlink-test-secret", p2p.Service{Name: "rbee.shard-link", Protocol: shardlink.Protocol, Memory: shardlink.Memory})
 	b := shardlink.New(shardlink.Config{LocalID: h.ID().String(), Host: h, Workers: ws})
@@ -120,4 +120,38 @@ func TestLinks(t *testing.T) {
 	require.NoError(t, err)
 	headBridge.Remove("g-2")
 	require.ErrorContains(t, echo(t, url, token), "401", "a removed link")
+}
+
+// BenchmarkRoundTrip: one 8 KiB exchange (a 2048-wide hidden state) and
+// its echo, straight to the stage endpoint and through two bridges over
+// libp2p, all in this process (no scheduling of other processes): what
+// the links themselves cost per exchange.
+func BenchmarkRoundTrip(b *testing.B) {
+	port := stageWorker(b)
+	headBridge, headHost := newBridge(b, workers{})
+	_, shardHost := newBridge(b, workers{"w": port})
+	require.NoError(b, headHost.AddPeer(shardHost.ID(), shardHost.Addrs()))
+	url, token, err := headBridge.Add("g", shardHost.ID().String(), "w")
+	require.NoError(b, err)
+	for _, tc := range []struct{ name, url, secret string }{
+		{"direct", "http://127.0.0.1:" + strconv.Itoa(port), stageSecret},
+		{"bridged", url, token},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c, err := worker.DialStage(tc.url, tc.secret)(context.Background())
+			require.NoError(b, err)
+			defer c.Close()
+			msg, got := make([]byte, 8<<10), make([]byte, 8<<10)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, got); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/exchange")
+		})
+	}
 }
