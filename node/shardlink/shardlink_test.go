@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/internal/p2ptest"
@@ -123,9 +124,9 @@ func TestLinks(t *testing.T) {
 }
 
 // BenchmarkRoundTrip: one 8 KiB exchange (a 2048-wide hidden state) and
-// its echo, straight to the stage endpoint and through two bridges over
-// libp2p, all in this process (no scheduling of other processes): what
-// the links themselves cost per exchange.
+// its echo, straight to the stage endpoint, over a bare libp2p stream, and
+// through two bridges over libp2p, all in this process (no scheduling of
+// other processes): what the links themselves cost per exchange.
 func BenchmarkRoundTrip(b *testing.B) {
 	port := stageWorker(b)
 	headBridge, headHost := newBridge(b, workers{})
@@ -133,12 +134,29 @@ func BenchmarkRoundTrip(b *testing.B) {
 	require.NoError(b, headHost.AddPeer(shardHost.ID(), shardHost.Addrs()))
 	url, token, err := headBridge.Add("g", shardHost.ID().String(), "w")
 	require.NoError(b, err)
-	for _, tc := range []struct{ name, url, secret string }{
-		{"direct", "http://127.0.0.1:" + strconv.Itoa(port), stageSecret},
-		{"bridged", url, token},
+	// A bare libp2p stream with an echo at the other end: the share of
+	// the bridged figure that is libp2p's.
+	const echoProto = "/rbee/test-echo/1.0.0"
+	for _, h := range []*p2p.Host{headHost, shardHost} {
+		require.NoError(b, h.AddService(p2p.Service{Name: "test.echo", Protocol: echoProto, Memory: shardlink.Memory}))
+	}
+	shardHost.Handle(echoProto, func(s network.Stream) {
+		defer s.Close()
+		_, _ = io.Copy(s, s)
+	})
+	dialEcho := func(context.Context) (io.ReadWriteCloser, error) {
+		return headHost.Dial(context.Background(), shardHost.ID(), echoProto)
+	}
+	for _, tc := range []struct {
+		name string
+		dial func(context.Context) (io.ReadWriteCloser, error)
+	}{
+		{"direct", worker.DialStage("http://127.0.0.1:"+strconv.Itoa(port), stageSecret)},
+		{"libp2p-stream", dialEcho},
+		{"bridged", worker.DialStage(url, token)},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			c, err := worker.DialStage(tc.url, tc.secret)(context.Background())
+			c, err := tc.dial(context.Background())
 			require.NoError(b, err)
 			defer c.Close()
 			msg, got := make([]byte, 8<<10), make([]byte, 8<<10)
