@@ -101,6 +101,37 @@ type WorkerSpawnRequest struct {
 	GPUs      []int `json:"gpus,omitempty"`
 	Ctx       int   `json:"ctx,omitempty"`
 	GPULayers *int  `json:"gpu_layers,omitempty"`
+	// Shards > 1 spawns a sharded group: one model served by Shards cpu
+	// workers on the Hives (in order; the first is the group's head), as
+	// a pipeline of layer ranges (Mode "pipeline", the default) or a
+	// tensor split of KV heads (Mode "tensor"). Without Hives the node
+	// picks them. The result is a GroupSpawnResult.
+	Shards int      `json:"shards,omitempty"`
+	Hives  []string `json:"hives,omitempty"`
+	Mode   string   `json:"mode,omitempty"`
+	// Group is the id of a failed group the leader re-plans (it keeps its
+	// id); users do not set it.
+	Group string `json:"group,omitempty"`
+	// Shard is set by the node that places a group, on the spawn of each
+	// of its shards; users do not set it.
+	Shard *ShardSpawn `json:"shard,omitempty"`
+}
+
+// ShardSpawn makes a spawned worker one shard of a group: layers [Lo, Hi)
+// (pipeline) or KV heads [Lo, Hi) (tensor). The head (Lo 0) gets the
+// other shards as Stages, which its node bridges to them.
+type ShardSpawn struct {
+	Group  string       `json:"group"`
+	Mode   string       `json:"mode"`
+	Lo     int          `json:"lo"`
+	Hi     int          `json:"hi"`
+	Stages []ShardStage `json:"stages,omitempty"`
+}
+
+// ShardStage is another shard of a group as its head's node reaches it.
+type ShardStage struct {
+	NodeID   string `json:"node_id"`
+	WorkerID string `json:"worker_id"`
 }
 
 // ModelRef is the model the request names.

@@ -105,11 +105,47 @@ type WorkerView struct {
 	PID                int     `json:"pid,omitempty"`
 	LastHeartbeatAgeMs int64   `json:"last_heartbeat_age_ms"`
 	Schedulable        bool    `json:"schedulable"`
+	// Group is set on the workers of a sharded group: the group they
+	// belong to (requests go to its head only).
+	Group *GroupView `json:"group,omitempty"`
+}
+
+// GroupView is a sharded worker group: one model served by workers on
+// several nodes, one registry entry.
+type GroupView struct {
+	ID     string           `json:"id"`
+	Model  string           `json:"model"`
+	Mode   string           `json:"mode"`
+	State  string           `json:"state"`
+	Error  string           `json:"error,omitempty"`
+	Shards []GroupShardView `json:"shards"`
+}
+
+// GroupShardView is one shard of a group: its worker, node and part
+// (layers [Lo, Hi) of a pipeline, KV heads [Lo, Hi) of a tensor group).
+type GroupShardView struct {
+	WorkerID    string `json:"worker_id"`
+	Node        string `json:"node"`
+	NodeID      string `json:"node_id"`
+	Lo          int    `json:"lo"`
+	Hi          int    `json:"hi"`
+	WorkerState string `json:"worker_state,omitempty"`
+}
+
+// GroupSpawnResult is worker_spawn's result for a sharded group.
+type GroupSpawnResult struct {
+	Group GroupView `json:"group"`
+	// WorkerID is the group's head, the worker requests go to.
+	WorkerID string `json:"worker_id"`
+	Model    string `json:"model"`
+	State    string `json:"state"`
 }
 
 // WorkerListResult is active_worker_list's result.
 type WorkerListResult struct {
 	Workers []WorkerView `json:"workers"`
+	// Groups are the sharded groups; their workers are in Workers too.
+	Groups []GroupView `json:"groups,omitempty"`
 }
 
 // SpawnResult is the result of worker_spawn.

@@ -33,6 +33,8 @@ const (
 	TypeDeleteAPIKey        CommandType = 15
 	TypeCreateClusterCA     CommandType = 16
 	TypeSetRegistryVersion  CommandType = 17
+	TypeUpsertGroup         CommandType = 18
+	TypeDeleteGroup         CommandType = 19
 )
 
 // String returns the command name.
@@ -72,6 +74,10 @@ func (t CommandType) String() string {
 		return "CreateClusterCA"
 	case TypeSetRegistryVersion:
 		return "SetRegistryVersion"
+	case TypeUpsertGroup:
+		return "UpsertGroup"
+	case TypeDeleteGroup:
+		return "DeleteGroup"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -334,6 +340,10 @@ func newCommand(t CommandType) Command {
 		return &CreateClusterCA{}
 	case TypeSetRegistryVersion:
 		return &SetRegistryVersion{}
+	case TypeUpsertGroup:
+		return &UpsertGroup{}
+	case TypeDeleteGroup:
+		return &DeleteGroup{}
 	}
 	return nil
 }

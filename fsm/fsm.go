@@ -364,6 +364,8 @@ func normalizeTimes(cmd Command) {
 		c.Key.Created = c.Key.Created.UTC()
 	case *CreateClusterCA:
 		c.CA.Created = c.CA.Created.UTC()
+	case *UpsertGroup:
+		c.Group.normalize()
 	}
 }
 

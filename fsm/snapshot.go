@@ -52,6 +52,7 @@ const (
 	recHost    byte = 6
 	recAPIKey  byte = 7
 	recCA      byte = 8
+	recGroup   byte = 9
 	recIgnored      = byte(IgnorableFlag)
 )
 
@@ -151,6 +152,9 @@ func writeSnapshot(w io.Writer, st *State, format byte) error {
 	}
 	if st.ca != nil {
 		rw.put(recCA, st.ca)
+	}
+	for _, g := range st.Groups() {
+		rw.put(recGroup, g)
 	}
 	rw.end()
 	if rw.err != nil {
@@ -349,6 +353,11 @@ func readRecords(br *bufio.Reader) (*State, error) {
 			var v ClusterCA
 			if ld.decode(typ, body, &v) {
 				ld.ca(v)
+			}
+		case recGroup:
+			var v Group
+			if ld.decode(typ, body, &v) {
+				ld.group(v)
 			}
 		default:
 			if typ&recIgnored == 0 {

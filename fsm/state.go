@@ -23,6 +23,7 @@ type State struct {
 	binaries map[string]*BinaryHolding
 	hosts    map[string]*Host
 	apiKeys  map[string]*APIKey
+	groups   map[string]*Group
 	// ca is the cluster CA, nil until one is created; the pointed-to
 	// value is never modified.
 	ca *ClusterCA
@@ -39,6 +40,7 @@ func emptyState() *State {
 		binaries: map[string]*BinaryHolding{},
 		hosts:    map[string]*Host{},
 		apiKeys:  map[string]*APIKey{},
+		groups:   map[string]*Group{},
 	}
 }
 
@@ -162,7 +164,7 @@ func (s *State) Host(name string) (Host, bool) {
 type txn struct {
 	base  *State
 	next  State
-	dirty [6]bool
+	dirty [7]bool
 }
 
 func newTxn(base *State) *txn {
@@ -465,6 +467,10 @@ func keyOf(cmd Command) string {
 		return c.Name
 	case *CreateClusterCA:
 		return clusterCAKey
+	case *UpsertGroup:
+		return c.Group.ID
+	case *DeleteGroup:
+		return c.ID
 	}
 	return ""
 }

@@ -22,8 +22,10 @@ import (
 const (
 	// Version is the newest registry version this build supports.
 	// Version 1 is every command up to TypeCreateClusterCA and snapshot
-	// format 3; version 2 adds SetRegistryVersion and snapshot format 4.
-	Version = 2
+	// format 3; version 2 adds SetRegistryVersion and snapshot format 4;
+	// version 3 adds sharded worker groups (UpsertGroup, DeleteGroup and
+	// their snapshot record).
+	Version = 3
 	// IgnorableFlag, set in a command's type byte, tells a replica that
 	// does not know the type to skip the entry rather than halt (as
 	// Consul's IgnoreUnknownTypeFlag does): for changes that old builds may
@@ -48,6 +50,8 @@ func Since(t CommandType) int {
 		return 1
 	case t == TypeSetRegistryVersion:
 		return 2
+	case t == TypeUpsertGroup || t == TypeDeleteGroup:
+		return 3
 	}
 	return 0
 }

@@ -148,7 +148,7 @@ func TestFormat4Rejects(t *testing.T) {
 		{"trailing", append(append([]byte{}, good...), 0), ErrMalformed},
 		{"no header", bytes.Join([][]byte{hdr, node, end}, nil), ErrMalformed},
 		{"two headers", bytes.Join([][]byte{hdr, header, header, end}, nil), ErrMalformed},
-		{"unknown record", bytes.Join([][]byte{hdr, header, record(9, "{}"), end}, nil), ErrSnapshotVersion},
+		{"unknown record", bytes.Join([][]byte{hdr, header, record(99, "{}"), end}, nil), ErrSnapshotVersion},
 		{"newer registry", bytes.Join([][]byte{hdr, record(recHeader, `{"index":3,"registry_version":99}`), end}, nil), ErrSnapshotVersion},
 		{"duplicate node", bytes.Join([][]byte{hdr, header, node, node, end}, nil), ErrMalformed},
 		{"bad node", bytes.Join([][]byte{hdr, header, record(recNode, `{"id":""}`), end}, nil), ErrInvalid},

@@ -156,7 +156,11 @@ type Config struct {
 	// address). A restart within it re-adopts the workers. 0 means
 	// worker.DefaultOrphanGrace; negative means never.
 	WorkerOrphanGrace time.Duration
-	Logger            *slog.Logger
+	// MemoryLimit, when > 0, caps the RAM this node reports free (bytes):
+	// placement and group splits then give it at most that much, for a
+	// machine shared with other work.
+	MemoryLimit uint64
+	Logger      *slog.Logger
 
 	// noAutoCA keeps the leader from creating the cluster CA (tests that
 	// race creators themselves; see export_test.go).

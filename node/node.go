@@ -39,6 +39,7 @@ import (
 	"github.com/rbee-project/rbee/node/placement"
 	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
+	"github.com/rbee-project/rbee/node/shardlink"
 	"github.com/rbee-project/rbee/node/supervisor"
 	"github.com/rbee-project/rbee/p2p"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
@@ -128,6 +129,10 @@ type Node struct {
 	hive *hiveops.Ops
 	// placer sizes engine spawns and picks their hive and GPUs.
 	placer *placement.Placer
+	// links bridges the stage connections of sharded groups; groups
+	// tracks the leader's re-plans.
+	links  *shardlink.Bridge
+	groups groupState
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -342,6 +347,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		StopGrace: workerStopGrace, Downloaded: func(kind string, b int64) { n.metrics.downloaded.WithLabelValues(kind).Add(float64(b)) }})
 	n.placer = n.newPlacer()
 	n.registerP2PHandlers()
+	n.groups = groupState{replaning: map[string]bool{}, lastTry: map[string]time.Time{}}
+	n.links = n.newLinks()
+	if err := n.links.Start(n.ctx); err != nil {
+		return err
+	}
 
 	n.reconn = newReconnector()
 	n.wg.Add(3)
@@ -681,6 +691,9 @@ func (n *Node) shutdown() {
 		}
 		if n.gsp != nil {
 			_ = n.gsp.Close()
+		}
+		if n.links != nil {
+			n.links.Close()
 		}
 		if n.host != nil {
 			_ = n.host.Close()

@@ -390,6 +390,9 @@ func (n *Node) storeCapabilities(ctx context.Context, caps fsm.Capabilities) err
 // storeCapabilitiesAt is storeCapabilities returning the write's log
 // index.
 func (n *Node) storeCapabilitiesAt(ctx context.Context, caps fsm.Capabilities) (uint64, error) {
+	if lim := n.cfg.MemoryLimit; lim > 0 && (caps.RAMFree == 0 || caps.RAMFree > lim) {
+		caps.RAMFree = lim
+	}
 	n.waitReplica(ctx, func() bool { _, ok := n.reg.Node(n.ID()); return ok })
 	cmd, err := fsm.Encode(fsm.SetNodeCapabilities{ID: n.ID(), Capabilities: caps, At: time.Now().UTC()})
 	if err != nil {

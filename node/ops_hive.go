@@ -122,7 +122,7 @@ func checkSpawn(r api.WorkerSpawnRequest, op string) error {
 			return jobs.Errorf(jobs.CodeBadRequest, "GPU index %d (want 0..255, as nvidia-smi or rocm-smi number them)", g)
 		}
 	}
-	return nil
+	return checkGroupSpawn(r)
 }
 
 // engineReadyTimeout bounds an engine's start: vLLM compiles kernels and
@@ -148,6 +148,9 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if r.Type == workercat.TypeRbee {
 		return jobs.Errorf(jobs.CodeBadRequest, "type %q is rbee itself, not a worker", r.Type)
 	}
+	if r.Shard == nil && (r.Shards > 1 || len(r.Hives) > 1) {
+		return n.opGroupSpawn(ctx, em, req, r)
+	}
 	ref := r.Model
 	if ref == "" {
 		ref = r.Ref
@@ -165,6 +168,12 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	model, err := n.hive.ResolveModel(ctx, em, ref)
 	if err != nil {
 		return err
+	}
+	if !typ.External && r.Hive == "" && r.Shard == nil && r.Shards == 0 && len(r.Hives) == 0 {
+		if hives := n.autoSplit(em, model, r.Ctx); len(hives) > 0 {
+			r.Shards, r.Hives = len(hives), hives
+			return n.opGroupSpawn(ctx, em, req, r)
+		}
 	}
 	switch {
 	case wantGPU:
@@ -198,6 +207,8 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		if r.Queue > 0 {
 			extra = append(extra, "--queue", strconv.Itoa(r.Queue))
 		}
+	case r.Shard != nil:
+		return jobs.Errorf(jobs.CodeBadRequest, "only the cpu worker runs as a shard of a group")
 	case device == "":
 		device = "gpu"
 		if len(r.GPUs) == 0 && len(bin.Devices) > 0 {
@@ -213,14 +224,25 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		where = " on GPU " + workercat.GPUList(r.GPUs)
 	}
 	em.Narrate("hive", "spawn", "starting a %s worker (binary %s, %s) for %s on %s%s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name, where)
+	var env []string
+	if r.Shard != nil {
+		args, e, err := n.shardArgs(r.Shard)
+		if err != nil {
+			return jobs.Errorf(jobs.CodeUnavailable, "stage links: %v", err)
+		}
+		extra, env = append(extra, args...), e
+	}
 	var guard []string
 	if typ.External && n.cfg.EngineGuard != "" && n.WorkerOrphanGrace() > 0 {
 		guard = []string{n.cfg.EngineGuard, "engine-guard", "--node", n.URL(), "--node-id", n.ID(), "--grace", n.WorkerOrphanGrace().String()}
 	}
 	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
 		WorkerID: r.WorkerID, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
-		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra, ReadyTimeout: readyTimeout, Guard: guard})
+		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra, ReadyTimeout: readyTimeout, Guard: guard, Env: env})
 	if err != nil {
+		if r.Shard != nil && len(r.Shard.Stages) > 0 {
+			n.links.Remove(r.Shard.Group)
+		}
 		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
 	}
 	if supervisor.IsOllama(typ) {

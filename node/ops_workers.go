@@ -14,15 +14,7 @@ import (
 
 // workerViews joins the registry with the gossip load reports.
 func (n *Node) workerViews() []api.WorkerView {
-	names := map[string]string{}
-	for _, m := range n.gsp.Members() {
-		names[m.ID] = m.Meta.Name
-	}
-	for _, rn := range n.reg.Nodes() {
-		if names[rn.ID] == "" {
-			names[rn.ID] = rn.Name
-		}
-	}
+	names := n.nodeNames()
 	live := map[string]router.WorkerLoad{}
 	for _, w := range n.loads.workers() {
 		live[w.ID] = w
@@ -31,6 +23,13 @@ func (n *Node) workerViews() []api.WorkerView {
 	for _, t := range n.router.Candidates(router.Filter{}) {
 		sched[t.Registry.ID] = true
 	}
+	groups := map[string]*api.GroupView{}
+	for _, g := range n.reg.Groups() {
+		gv := n.groupView(g, names)
+		for _, sh := range g.Shards {
+			groups[sh.WorkerID] = &gv
+		}
+	}
 	out := []api.WorkerView{}
 	for _, rw := range n.reg.Workers() {
 		v := api.WorkerView{ID: rw.ID, Node: names[rw.NodeID], NodeID: rw.NodeID, Model: rw.Model, Device: rw.Device,
@@ -38,6 +37,7 @@ func (n *Node) workerViews() []api.WorkerView {
 		if w, ok := live[rw.ID]; ok {
 			v.LiveState, v.InFlight, v.Queued, v.Slots, v.TokensPerSecond, v.LastHeartbeatAgeMs = w.State, w.InFlight, w.Queued, w.Slots, w.TPS, w.AgeMs
 		}
+		v.Group = groups[rw.ID]
 		out = append(out, v)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
@@ -56,14 +56,30 @@ func validateWorkerID(req Request) error {
 }
 
 func (n *Node) opWorkerList(ctx context.Context, em jobs.Emitter, req Request) error {
-	return em.Result(api.WorkerListResult{Workers: n.workerViews()})
+	res := api.WorkerListResult{Workers: n.workerViews()}
+	names := n.nodeNames()
+	for _, g := range n.reg.Groups() {
+		res.Groups = append(res.Groups, n.groupView(g, names))
+	}
+	return em.Result(res)
 }
 
+// findWorker finds a worker by id; a group's id names its head.
 func (n *Node) findWorker(id string) (api.WorkerView, error) {
+	group, isGroup := n.reg.Group(id)
+	if isGroup {
+		id = group.Head().WorkerID
+	}
 	for _, v := range n.workerViews() {
 		if v.ID == id {
 			return v, nil
 		}
+	}
+	if g := group; isGroup {
+		// A group whose head is not registered (starting, or failed).
+		gv := n.groupView(g, n.nodeNames())
+		return api.WorkerView{ID: g.Head().WorkerID, NodeID: g.Head().NodeID, Model: g.Model, State: string(g.State),
+			LastHeartbeatAgeMs: -1, Group: &gv}, nil
 	}
 	return api.WorkerView{}, jobs.Errorf(jobs.CodeNotFound, "no worker %q in the registry (see `rbee worker list`)", id)
 }
@@ -82,6 +98,13 @@ func (n *Node) opWorkerGet(ctx context.Context, em jobs.Emitter, req Request) er
 // stops it, and the leader then removes it.
 func (n *Node) opWorkerRetire(ctx context.Context, em jobs.Emitter, req Request) error {
 	r, _ := decode[api.WorkerGetRequest](req)
+	// A group (named by its id or any of its workers) retires whole.
+	if g, ok := n.reg.Group(r.Worker()); ok {
+		return n.retireGroup(ctx, em, g)
+	}
+	if g, ok := n.reg.GroupOf(r.Worker()); ok {
+		return n.retireGroup(ctx, em, g)
+	}
 	v, err := n.findWorker(r.Worker())
 	if err != nil {
 		return err

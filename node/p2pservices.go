@@ -4,6 +4,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/rbee-project/rbee/node/blob"
+	"github.com/rbee-project/rbee/node/shardlink"
 	"github.com/rbee-project/rbee/p2p"
 )
 
@@ -35,6 +36,8 @@ func p2pServices() []p2p.Service {
 		{Name: "rbee.worker-http", Protocol: protoWorkerHTTP, Memory: 2 * bodyChunk, Priority: network.ReservationPriorityHigh},
 		{Name: "rbee.worker-http-1.1", Protocol: protoWorkerHTTP11, Memory: 2 * bodyChunk, Priority: network.ReservationPriorityHigh},
 		{Name: "rbee.blob", Protocol: blob.Protocol, Memory: blob.Chunk, Priority: network.ReservationPriorityMedium},
+		// A stage link's copy buffers, both ways.
+		{Name: "rbee.shard-link", Protocol: shardlink.Protocol, Memory: shardlink.Memory, Priority: network.ReservationPriorityHigh},
 	}
 }
 

@@ -25,6 +25,7 @@ func TestP2PStreamsJoinTheirServices(t *testing.T) {
 		"/rbee/blob/1.0.0":         "rbee.blob",
 		"/rbee/raft/1.0.0":         "rbee.raft",
 		"/rbee/raft-forward/1.0.0": "rbee.raft-forward",
+		"/rbee/shard-link/1.0.0":   "rbee.shard-link",
 	}
 	for _, n := range c.Nodes {
 		require.Equal(t, want, n.P2PServices(), "%s: a protocol without its service", n.Name())

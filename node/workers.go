@@ -104,4 +104,5 @@ func (s supervision) Pass(leader bool) {
 		s.n.raiseRegistryVersion()
 	}
 	s.n.retireLocalWorkers()
+	s.n.groupsPass(leader)
 }

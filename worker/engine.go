@@ -13,6 +13,7 @@ import (
 
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/grammar"
+	"github.com/rbee-project/rbee/worker/shard"
 )
 
 // LoadEngine loads path with rbee's pure-Go engine (model/engine) and
@@ -59,6 +60,16 @@ type engineModel struct {
 	group            io.Closer
 	shardMode        string
 	shardLo, shardHi int
+}
+
+func (e *engineModel) exchangeStats() (ExchangeStats, bool) {
+	g, ok := e.group.(interface{ Stats() shard.Stats })
+	if !ok {
+		return ExchangeStats{}, false
+	}
+	st := g.Stats()
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return ExchangeStats{Passes: st.Passes, Exchanges: st.Exchanges, RoundTripMs: ms(st.RoundTrip), ComputeMs: ms(st.Compute)}, true
 }
 
 func (e *engineModel) Info() ModelInfo {

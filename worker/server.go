@@ -451,6 +451,27 @@ type Info struct {
 	ShardMode string `json:"shard_mode,omitempty"`
 	ShardLo   int    `json:"shard_lo,omitempty"`
 	ShardHi   int    `json:"shard_hi,omitempty"`
+	// Exchanges are a group head's exchange counters (nil elsewhere).
+	Exchanges *ExchangeStats `json:"exchanges,omitempty"`
+}
+
+// ExchangeStats are a group head's counters since it connected its
+// shards: forward passes, exchanges (a pipeline: one per stage per pass;
+// a tensor group: its all-gathers), the time spent in them (waiting for
+// the other shards included) and, for a pipeline, the part the stages
+// reported computing; Layers is the model's layer count, for the time
+// per layer.
+type ExchangeStats struct {
+	Passes      int64   `json:"passes"`
+	Exchanges   int64   `json:"exchanges"`
+	RoundTripMs float64 `json:"round_trip_ms"`
+	ComputeMs   float64 `json:"compute_ms"`
+	Layers      int     `json:"layers"`
+}
+
+// exchanger is a Model that heads a group.
+type exchanger interface {
+	exchangeStats() (ExchangeStats, bool)
 }
 
 // Info returns a snapshot of the worker's identity, model and load.
@@ -483,6 +504,12 @@ func (s *Server) Info() Info {
 		in.Params = mi.Params
 		in.Quantization = mi.Quantization
 		in.ShardMode, in.ShardLo, in.ShardHi = mi.ShardMode, mi.ShardLo, mi.ShardHi
+		if ex, ok := s.model.(exchanger); ok {
+			if st, ok := ex.exchangeStats(); ok {
+				st.Layers = mi.Layers
+				in.Exchanges = &st
+			}
+		}
 	}
 	if s.loadErr != nil {
 		in.Error = s.loadErr.Error()

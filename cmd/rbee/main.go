@@ -165,7 +165,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(model)
 
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks that print machine-readable JSON"}
-	bench.AddCommand(newBenchFailoverCmd(g), newBenchScaleCmd(g), newBenchEngineCommand(), newBenchRouteCmd(g), newBenchServeCmd(), newBenchTransferCmd(g))
+	bench.AddCommand(newBenchFailoverCmd(g), newBenchScaleCmd(g), newBenchEngineCommand(), newBenchRouteCmd(g), newBenchServeCmd(), newBenchTransferCmd(g), newBenchShardCmd(g))
 	root.AddCommand(bench)
 	strictGroups(root)
 	registerCompletions(root, g)

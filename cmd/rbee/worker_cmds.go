@@ -88,6 +88,31 @@ func workerRows(ws []api.WorkerView) [][]string {
 	return rows
 }
 
+// spawnOutput is worker_spawn's result: a worker's, or a group's (Group
+// set).
+type spawnOutput struct {
+	api.SpawnResult
+	Group *api.GroupView `json:"group,omitempty"`
+}
+
+var groupHeader = []string{"GROUP", "MODEL", "MODE", "STATE", "SHARDS"}
+
+func groupRows(gs []api.GroupView) [][]string {
+	var rows [][]string
+	for _, g := range gs {
+		var shards []string
+		for _, s := range g.Shards {
+			shards = append(shards, fmt.Sprintf("%s:%s[%d,%d)", s.WorkerID, s.Node, s.Lo, s.Hi))
+		}
+		state := g.State
+		if g.Error != "" {
+			state += " (" + g.Error + ")"
+		}
+		rows = append(rows, []string{g.ID, g.Model, g.Mode, state, strings.Join(shards, " ")})
+	}
+	return rows
+}
+
 var workerHeader = []string{"ID", "NODE", "MODEL", "DEVICE", "STATE", "LIVE", "IN FLIGHT", "TOK/S", "HEARTBEAT"}
 
 func newWorkerCmd(g *globals) *cobra.Command {
@@ -104,6 +129,10 @@ func newWorkerCmd(g *globals) *cobra.Command {
 					return nil
 				}
 				table(out, workerHeader, workerRows(res.Workers))
+				if len(res.Groups) > 0 {
+					fmt.Fprintln(out)
+					table(out, groupHeader, groupRows(res.Groups))
+				}
 				return nil
 			})
 		},
@@ -115,6 +144,10 @@ func newWorkerCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runOp(cmd, g, api.WorkerGetRequest{WorkerID: args[0]}, 30*time.Second, func(out io.Writer, w api.WorkerView) error {
 				table(out, workerHeader, workerRows([]api.WorkerView{w}))
+				if w.Group != nil {
+					fmt.Fprintln(out)
+					table(out, groupHeader, groupRows([]api.GroupView{*w.Group}))
+				}
 				return nil
 			})
 		},
@@ -122,7 +155,7 @@ func newWorkerCmd(g *globals) *cobra.Command {
 	var yes bool
 	retire := &cobra.Command{
 		Use:   "retire ID",
-		Short: "Stop routing new requests to a worker, let in-flight ones finish, then stop it",
+		Short: "Stop routing new requests to a worker, let in-flight ones finish, then stop it (a group's id or shard: the whole group)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := confirm(cmd, yes, fmt.Sprintf("Retire worker %s?", args[0])); err != nil {
@@ -137,9 +170,10 @@ func newWorkerCmd(g *globals) *cobra.Command {
 	retire.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
 
 	var sp struct {
-		model, device, typ, hive, id, version string
-		threads, slots, ctx, gpuLayers        int
-		gpus                                  []int
+		model, device, typ, id, version, mode  string
+		threads, slots, ctx, gpuLayers, shards int
+		gpus                                   []int
+		hives                                  []string
 	}
 	spawn := &cobra.Command{
 		Use:   "spawn --model M",
@@ -151,18 +185,39 @@ ollama or openai start an engine registered on the hive with
 ` + "`rbee worker binary add`" + `, on loopback, with the worker's secret as its
 API key where the engine takes one (llama-server, vLLM):
 
-  rbee worker spawn --type llama-server --model hf:ORG/REPO:Q4_K_M --hive gpu-box --gpu 0 --ctx 8192`,
+  rbee worker spawn --type llama-server --model hf:ORG/REPO:Q4_K_M --hive gpu-box --gpu 0 --ctx 8192
+
+--shards N spreads one model over N cpu workers on N hives (a group): a
+pipeline of layer ranges (--mode pipeline, the default) or a tensor split
+of KV heads (--mode tensor), sized to each hive's free RAM. Name the hives
+with --hive, once per shard (the first is the group's head, where requests
+go), or let the node pick those with the most free RAM. Without --hive and
+--shards, a cpu worker is split by itself when no hive has the RAM for the
+model alone:
+
+  rbee worker spawn --model M --shards 2 --hive box-a --hive box-b --mode tensor`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if sp.model == "" {
 				return errors.New("--model is required (a catalog id or a model reference such as builtin:stories260k)")
 			}
-			req := api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: sp.hive}, Model: sp.model, Device: sp.device, Type: sp.typ,
+			req := api.WorkerSpawnRequest{Model: sp.model, Device: sp.device, Type: sp.typ,
 				Threads: sp.threads, Slots: sp.slots, WorkerID: sp.id, Version: sp.version, GPUs: sp.gpus, Ctx: sp.ctx}
 			if sp.gpuLayers >= 0 {
 				req.GPULayers = &sp.gpuLayers
 			}
-			return runOp(cmd, g, req, 0, func(out io.Writer, res api.SpawnResult) error {
+			if len(sp.hives) > 0 {
+				req.Hive = sp.hives[0]
+			}
+			if sp.shards > 1 || len(sp.hives) > 1 {
+				req.Shards, req.Hives, req.Mode = sp.shards, sp.hives, sp.mode
+			}
+			return runOp(cmd, g, req, 0, func(out io.Writer, res spawnOutput) error {
+				if res.Group != nil {
+					fmt.Fprintf(out, "group %s (%s, %s) of %d shards, head %s: %s\n", res.Group.ID, res.Model, res.Group.Mode, len(res.Group.Shards), res.WorkerID, res.State)
+					table(out, groupHeader, groupRows([]api.GroupView{*res.Group}))
+					return nil
+				}
 				fmt.Fprintf(out, "worker %s (%s) on %s: pid %d, port %d, binary %s, %s\n", res.WorkerID, res.Model, res.Node, res.PID, res.Port, res.BinaryVersion, res.State)
 				return nil
 			})
@@ -178,7 +233,9 @@ API key where the engine takes one (llama-server, vLLM):
 	spawn.Flags().IntVar(&sp.threads, "threads", 0, "threads (0 = all cores)")
 	spawn.Flags().IntVar(&sp.slots, "slots", 0, "concurrent generations (0 = the worker's default)")
 	spawn.Flags().StringVar(&sp.id, "worker-id", "", "worker id (default: generated)")
-	hiveFlag(spawn, &sp.hive)
+	spawn.Flags().StringArrayVar(&sp.hives, "hive", nil, "the hive (node name) to run on (default: the node the CLI talks to); with --shards, once per shard, the head first")
+	spawn.Flags().IntVar(&sp.shards, "shards", 0, "spread the model over this many cpu workers on as many hives (a group; 0 or 1 = one worker)")
+	spawn.Flags().StringVar(&sp.mode, "mode", "", "how a group splits the model: pipeline (layer ranges, the default) or tensor (KV heads of every layer)")
 
 	cmd.AddCommand(list, get, retire, spawn, newBinaryCmd(g), newProcessCmd(g), newBuildCmd(g), newDownloadCmd(g))
 	return cmd

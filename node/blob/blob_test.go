@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/p2ptest"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/node/blob"
 	"github.com/rbee-project/rbee/p2p"
@@ -30,15 +31,7 @@ func (h holdings) Models() []fsm.ModelHolding    { return h.models }
 func (h holdings) Binaries() []fsm.BinaryHolding { return nil }
 
 func newHost(t testing.TB) *p2p.Host {
-	cfg := p2p.DefaultConfig()
-	cfg.ListenAddr = "127.0.0.1:0"
-	cfg.Secret = []byte("blob-test-secret")
-	h, err := p2p.New(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = h.Close() })
-	require.NoError(t, h.AddService(p2p.Service{Name: "rbee.blob", Protocol: blob.Protocol, Memory: blob.Chunk}))
-	require.NoError(t, h.Start(context.Background()))
-	return h
+	return p2ptest.Host(t, "blob-test-secret", p2p.Service{Name: "rbee.blob", Protocol: blob.Protocol, Memory: blob.Chunk})
 }
 
 func catalogs(t testing.TB) (*modelcat.Catalog, *workercat.Catalog) {

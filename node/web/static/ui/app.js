@@ -195,10 +195,21 @@
       h('dl', null,
         h('dt', null, 'model'), h('dd', { class: 'model' }, w.model),
         h('dt', null, 'node'), h('dd', null, w.node + ' · ' + (w.device || 'cpu')),
+        w.group ? h('dt', null, 'group') : null, w.group ? h('dd', { class: 'group' }, groupText(w)) : null,
         h('dt', null, 'in flight'), h('dd', { class: 'inflight' }),
         h('dt', null, 'tokens/s'), h('dd', { class: 'tps' }),
         h('dt', null, 'heartbeat'), h('dd', { class: 'hb' })),
       h('div', { class: 'row' }, h('button', { type: 'button', class: 'danger retire', disabled: retiring, onclick: () => retire(w) }, retiring ? 'retiring…' : 'Retire')));
+  }
+
+  // groupText describes a sharded group's worker: the group, its mode
+  // and state, this worker's part and whether it is the head (retiring
+  // any shard retires the whole group).
+  function groupText(w) {
+    const g = w.group, shards = g.shards || [];
+    const i = shards.findIndex((s) => s.worker_id === w.id);
+    const part = i < 0 ? '' : ' · ' + (g.mode === 'tensor' ? 'KV heads ' : 'layers ') + shards[i].lo + '–' + shards[i].hi;
+    return g.id + ' · ' + g.mode + ' · ' + g.state + ' · shard ' + (i + 1) + '/' + shards.length + (i === 0 ? ' (head)' : '') + part;
   }
 
   // The fields of a worker that change with every heartbeat: updated in

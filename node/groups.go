@@ -1,0 +1,626 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/fsm"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/placement"
+	"github.com/rbee-project/rbee/node/shardlink"
+	"github.com/rbee-project/rbee/worker"
+)
+
+// Sharded worker groups (see node/DESIGN.md, "Sharded groups"): one model
+// served by cpu workers on several hives. The group's head hive places it:
+// it resolves the model, splits its layers (pipeline) or KV heads (tensor)
+// by the hives' free RAM, records the group (starting), spawns the other
+// shards on their hives (forwarded worker_spawn jobs with a Shard part),
+// then its own head worker with the others as stages, bridged by
+// shardlink, and records the group ready. Requests reach the head like
+// any worker; the other shards are never scheduled.
+
+// groupReplanTimeout bounds one re-plan of a failed group (the model may
+// have to be copied to a new hive).
+const groupReplanTimeout = 10 * time.Minute
+
+// groupReplanRetry: a re-plan that failed (no memory, a hive went away
+// meanwhile) is tried again after this long.
+const groupReplanRetry = 10 * time.Second
+
+// groupStartLimit: a group still starting after this long lost the node
+// that was placing it (a placement copies the model to the shards' hives
+// and loads it: minutes for a large model, never this long), so the
+// leader fails it and re-plans it.
+const groupStartLimit = 30 * time.Minute
+
+// groupState tracks the leader's re-plans of failed groups.
+type groupState struct {
+	mu        sync.Mutex
+	replaning map[string]bool
+	lastTry   map[string]time.Time
+}
+
+func newID(prefix string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// checkGroupSpawn checks the group fields of a worker_spawn request.
+func checkGroupSpawn(r api.WorkerSpawnRequest) error {
+	if r.Shards < 0 || r.Shards > fsm.MaxGroupShards || len(r.Hives) > fsm.MaxGroupShards {
+		return jobs.Errorf(jobs.CodeBadRequest, "shards must be 0..%d", fsm.MaxGroupShards)
+	}
+	if r.Mode != "" && r.Mode != fsm.GroupPipeline && r.Mode != fsm.GroupTensor {
+		return jobs.Errorf(jobs.CodeBadRequest, "mode %q (want pipeline or tensor)", r.Mode)
+	}
+	if len(r.Hives) > 0 && r.Shards > 0 && len(r.Hives) != r.Shards {
+		return jobs.Errorf(jobs.CodeBadRequest, "%d hives for %d shards: name one hive per shard (the first is the head)", len(r.Hives), r.Shards)
+	}
+	if (r.Shards > 1 || len(r.Hives) > 1) && r.Type != "" && r.Type != "cpu" {
+		return jobs.Errorf(jobs.CodeBadRequest, "only the cpu worker runs sharded groups (not %q)", r.Type)
+	}
+	if s := r.Shard; s != nil {
+		if s.Mode != fsm.GroupPipeline && s.Mode != fsm.GroupTensor || s.Lo < 0 || s.Hi <= s.Lo || len(s.Stages) > fsm.MaxGroupShards {
+			return jobs.Errorf(jobs.CodeBadRequest, "bad shard: mode %q, range [%d, %d)", s.Mode, s.Lo, s.Hi)
+		}
+		if (s.Lo == 0) != (len(s.Stages) > 0) {
+			return jobs.Errorf(jobs.CodeBadRequest, "a group's head (lo 0) and only it has stages")
+		}
+	}
+	return nil
+}
+
+// shardArgs are the worker's command line and environment for one shard.
+func (n *Node) shardArgs(s *api.ShardSpawn) (args, env []string, err error) {
+	rng := strconv.Itoa(s.Lo) + ":" + strconv.Itoa(s.Hi)
+	if s.Mode == fsm.GroupTensor {
+		args = []string{"--shard-kv-heads", rng}
+	} else {
+		args = []string{"--shard-layers", rng}
+	}
+	var secrets []string
+	for _, st := range s.Stages {
+		u, tok, err := n.links.Add(s.Group, st.NodeID, st.WorkerID)
+		if err != nil {
+			n.links.Remove(s.Group)
+			return nil, nil, err
+		}
+		args = append(args, "--stage", u)
+		secrets = append(secrets, tok)
+	}
+	if len(secrets) > 0 {
+		env = []string{worker.StageSecretsEnv + "=" + strings.Join(secrets, ",")}
+	}
+	return args, env, nil
+}
+
+// opGroupSpawn places and starts a sharded group (worker_spawn with
+// shards or hives). It runs on the head hive; elsewhere it forwards there.
+func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r api.WorkerSpawnRequest) error {
+	mode := r.Mode
+	if mode == "" {
+		mode = fsm.GroupPipeline
+	}
+	hives := r.Hives
+	if len(hives) == 0 {
+		picked := placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs())
+		if len(picked) < r.Shards {
+			return jobs.Errorf(jobs.CodeUnavailable, "%d shards need %d hives; %d are alive", r.Shards, r.Shards, len(picked))
+		}
+		for _, h := range picked[:r.Shards] {
+			hives = append(hives, h.Name)
+		}
+	}
+	if len(hives) < 2 {
+		return jobs.Errorf(jobs.CodeBadRequest, "a group needs at least 2 shards")
+	}
+	targets := make([]api.Hive, len(hives))
+	for i, h := range hives {
+		t, err := n.resolveHive(h)
+		if err != nil {
+			return err
+		}
+		targets[i] = t
+	}
+	if targets[0].ID != n.ID() {
+		// The head's hive places the group.
+		var fields map[string]any
+		if err := json.Unmarshal(req.Raw, &fields); err != nil {
+			return jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
+		}
+		fields["hive"], fields["hives"], fields["shards"] = targets[0].Name, hives, len(hives)
+		fwd := req
+		fwd.Hive = targets[0].Name
+		var err error
+		if fwd.Raw, err = json.Marshal(fields); err != nil {
+			return err
+		}
+		return n.forwardJob(ctx, targets[0], fwd, em)
+	}
+	ref := r.ModelRef()
+	model, err := n.hive.ResolveModel(ctx, em, ref)
+	if err != nil {
+		return err
+	}
+	dims, err := placement.ModelDims(model)
+	if err != nil {
+		return jobs.Errorf(jobs.CodeBadRequest, "split %s: %v", model.ID, err)
+	}
+	units, what := dims.Layers, "layers"
+	if mode == fsm.GroupTensor {
+		units, what = dims.KVHeads, "KV heads"
+	}
+	weights := make([]uint64, len(targets))
+	for i, t := range targets {
+		if rn, ok := n.reg.Node(t.ID); ok && rn.Capabilities != nil {
+			weights[i] = rn.Capabilities.RAMFree
+		}
+	}
+	parts, err := placement.Split(units, weights)
+	if err != nil {
+		return jobs.Errorf(jobs.CodeBadRequest, "%s has %d %s: %v", model.ID, units, what, err)
+	}
+	gid := r.Group // a re-plan keeps the group's id
+	if gid == "" {
+		gid = newID("g-")
+	}
+	g := fsm.Group{ID: gid, Model: model.ID, Mode: mode, State: fsm.GroupStarting,
+		Threads: r.Threads, Slots: r.Slots, Ctx: r.Ctx, UpdatedAt: time.Now().UTC()}
+	if old, ok := n.reg.Group(gid); ok {
+		g.CreatedAt = old.CreatedAt
+	}
+	for i, t := range targets {
+		g.Shards = append(g.Shards, fsm.GroupShard{NodeID: t.ID, WorkerID: newID("w-"), Lo: parts[i][0], Hi: parts[i][1]})
+	}
+	if err := n.writeGroup(ctx, g); err != nil {
+		return err
+	}
+	var split []string
+	for i, s := range g.Shards {
+		split = append(split, fmt.Sprintf("%s [%d, %d)", targets[i].Name, s.Lo, s.Hi))
+	}
+	em.Narrate("queen", "group", "group %s: %s of %s over %d hives, %s: %s", gid, mode, model.ID, len(targets), what, strings.Join(split, ", "))
+
+	// The others' shards first: the head connects to them when it loads.
+	shardRef := ref
+	if pr, perr := modelcat.ParseRef(ref); perr != nil || pr.Source == modelcat.SourceLocal {
+		// A path is this hive's: the others copy the file by its id.
+		shardRef = model.ID
+		n.waitReplica(ctx, func() bool { return n.holds(n.ID(), model.ID) })
+	}
+	base := api.WorkerSpawnRequest{Model: shardRef, Threads: r.Threads, Slots: r.Slots, Ctx: r.Ctx, Version: r.Version}
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i := 1; i < len(targets); i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			sr := base
+			sr.Hive, sr.WorkerID = targets[i].Name, g.Shards[i].WorkerID
+			sr.Shard = &api.ShardSpawn{Group: gid, Mode: mode, Lo: g.Shards[i].Lo, Hi: g.Shards[i].Hi}
+			errs[i] = n.spawnOn(ctx, em, targets[i], sr)
+		}(i)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		n.abandonGroup(g, r.Group != "", err)
+		return jobs.Errorf(jobs.CodeUnavailable, "group %s: a shard did not start: %v", gid, err)
+	}
+	head := base
+	head.Model = ref
+	head.WorkerID = g.Shards[0].WorkerID
+	head.Shard = &api.ShardSpawn{Group: gid, Mode: mode, Lo: g.Shards[0].Lo, Hi: g.Shards[0].Hi}
+	for _, s := range g.Shards[1:] {
+		head.Shard.Stages = append(head.Shard.Stages, api.ShardStage{NodeID: s.NodeID, WorkerID: s.WorkerID})
+	}
+	if err := n.spawnOn(ctx, em, targets[0], head); err != nil {
+		n.abandonGroup(g, r.Group != "", err)
+		return jobs.Errorf(jobs.CodeUnavailable, "group %s: the head did not start: %v", gid, err)
+	}
+	g.State, g.Error, g.UpdatedAt = fsm.GroupReady, "", time.Now().UTC()
+	if err := n.writeGroup(ctx, g); err != nil {
+		return err
+	}
+	n.waitReplica(ctx, func() bool { gg, ok := n.reg.Group(gid); return ok && gg.State == fsm.GroupReady })
+	em.Narrate("queen", "group", "group %s is ready: requests for %s go to its head %s on %s", gid, model.ID, g.Shards[0].WorkerID, targets[0].Name)
+	return em.Result(api.GroupSpawnResult{Group: n.groupView(g, n.nodeNames()), WorkerID: g.Shards[0].WorkerID, Model: model.ID, State: string(g.State)})
+}
+
+// holds reports whether the registry records model on node.
+func (n *Node) holds(nodeID, model string) bool {
+	for _, h := range n.reg.Models() {
+		if h.NodeID == nodeID && h.ModelID == model {
+			return true
+		}
+	}
+	return false
+}
+
+// spawnOn runs a worker_spawn on a hive (this one or another, forwarded)
+// and passes on its narration; its result and error are this job's to
+// report.
+func (n *Node) spawnOn(ctx context.Context, em jobs.Emitter, target api.Hive, r api.WorkerSpawnRequest) error {
+	raw, err := json.Marshal(struct {
+		Operation string `json:"operation"`
+		api.WorkerSpawnRequest
+	}{api.OpWorkerSpawn, r})
+	if err != nil {
+		return err
+	}
+	req := Request{Operation: api.OpWorkerSpawn, Hive: target.Name, Raw: raw}
+	sub := &subEmitter{em: em}
+	if target.ID == n.ID() {
+		err = n.opWorkerSpawn(ctx, sub, req)
+	} else {
+		err = n.forwardJob(ctx, target, req, sub)
+	}
+	if errors.Is(err, jobs.ErrReported) && sub.err != "" {
+		return fmt.Errorf("%s: %s", target.Name, sub.err)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", target.Name, err)
+	}
+	return nil
+}
+
+// subEmitter passes a sub-job's narration and progress on and keeps its
+// result and error to itself.
+type subEmitter struct {
+	em  jobs.Emitter
+	mu  sync.Mutex
+	err string
+}
+
+func (s *subEmitter) Emit(ev jobs.Event) {
+	switch ev.Type {
+	case jobs.TypeResult:
+	case jobs.TypeError:
+		s.mu.Lock()
+		s.err = ev.Message
+		s.mu.Unlock()
+	default:
+		s.em.Emit(ev)
+	}
+}
+
+func (s *subEmitter) Narrate(actor, action, format string, args ...any) {
+	s.em.Narrate(actor, action, format, args...)
+}
+
+func (s *subEmitter) Progress(done, total int64, unit string) { s.em.Progress(done, total, unit) }
+func (s *subEmitter) Result(any) error                        { return nil }
+
+// writeGroup writes a group entry through the leader.
+func (n *Node) writeGroup(ctx context.Context, g fsm.Group) error {
+	cmd, err := fsm.Encode(fsm.UpsertGroup{Group: g})
+	if err != nil {
+		return jobs.Errorf(jobs.CodeInternal, "group %s: %v", g.ID, err)
+	}
+	if _, err := n.apply(ctx, cmd); err != nil {
+		return writeFailed(err, "record group %s", g.ID)
+	}
+	return nil
+}
+
+// abandonGroup ends a group whose placement failed: its started shards
+// retire and the entry goes, or, for a re-plan, stays failed (the leader
+// tries again).
+func (n *Node) abandonGroup(g fsm.Group, replan bool, cause error) {
+	ctx, cancel := context.WithTimeout(n.ctx, 15*time.Second)
+	defer cancel()
+	n.log.Warn("group placement failed", "group", g.ID, "err", cause)
+	n.links.Remove(g.ID)
+	n.retireShards(ctx, g)
+	if replan {
+		g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "re-plan failed: "+cause.Error(), time.Now().UTC()
+		if len(g.Error) > 1000 {
+			g.Error = g.Error[:1000]
+		}
+		n.applyQuiet(fsm.UpsertGroup{Group: g})
+		return
+	}
+	n.applyQuiet(fsm.DeleteGroup{ID: g.ID})
+}
+
+// retireShards marks every registered, not yet retiring worker of g
+// retiring: their nodes drain and stop them.
+func (n *Node) retireShards(ctx context.Context, g fsm.Group) {
+	for _, s := range g.Shards {
+		w, ok := n.reg.Worker(s.WorkerID)
+		if !ok || w.State == fsm.WorkerRetiring || w.State == fsm.WorkerGone {
+			continue
+		}
+		cmd, err := fsm.Encode(fsm.SetWorkerState{ID: s.WorkerID, State: fsm.WorkerRetiring, At: time.Now().UTC()})
+		if err != nil {
+			continue
+		}
+		if _, err := n.apply(ctx, cmd); err != nil {
+			n.log.Debug("retire shard", "group", g.ID, "worker", s.WorkerID, "err", err)
+		}
+	}
+}
+
+// retireGroup retires a whole group: the entry goes to retiring, every
+// shard drains (the head finishes its requests; the others serve it until
+// it hangs up), and the leader deletes the entry once they are gone.
+func (n *Node) retireGroup(ctx context.Context, em jobs.Emitter, g fsm.Group) error {
+	if g.State != fsm.GroupRetiring {
+		g.State, g.UpdatedAt = fsm.GroupRetiring, time.Now().UTC()
+		if err := n.writeGroup(ctx, g); err != nil {
+			return err
+		}
+	}
+	n.retireShards(ctx, g)
+	n.waitReplica(ctx, func() bool {
+		w, ok := n.reg.Worker(g.Head().WorkerID)
+		return !ok || w.State != fsm.WorkerReady
+	})
+	em.Narrate("queen", "retire", "group %s (%d shards) is retiring: no new requests; in-flight ones finish, then its hives stop the shards", g.ID, len(g.Shards))
+	return em.Result(n.groupView(g, n.nodeNames()))
+}
+
+// aliveIDs are the nodes gossip sees alive.
+func (n *Node) aliveIDs() map[string]bool {
+	out := map[string]bool{}
+	for id := range (routerView{n}).AliveNodes() {
+		out[id] = true
+	}
+	return out
+}
+
+// nodeNames maps node ids to names (gossip, else the registry).
+func (n *Node) nodeNames() map[string]string {
+	names := map[string]string{}
+	for _, m := range n.gsp.Members() {
+		names[m.ID] = m.Meta.Name
+	}
+	for _, rn := range n.reg.Nodes() {
+		if names[rn.ID] == "" {
+			names[rn.ID] = rn.Name
+		}
+	}
+	return names
+}
+
+// groupView is a group as the API shows it.
+func (n *Node) groupView(g fsm.Group, names map[string]string) api.GroupView {
+	v := api.GroupView{ID: g.ID, Model: g.Model, Mode: g.Mode, State: string(g.State), Error: g.Error}
+	for _, s := range g.Shards {
+		sv := api.GroupShardView{WorkerID: s.WorkerID, Node: names[s.NodeID], NodeID: s.NodeID, Lo: s.Lo, Hi: s.Hi}
+		if w, ok := n.reg.Worker(s.WorkerID); ok {
+			sv.WorkerState = string(w.State)
+		}
+		v.Shards = append(v.Shards, sv)
+	}
+	return v
+}
+
+// unroutable are the workers the scheduler must not pick: every shard of
+// a group but its head, and the head of a group that is not ready.
+func unroutable(groups []fsm.Group) map[string]bool {
+	out := map[string]bool{}
+	for _, g := range groups {
+		for i, s := range g.Shards {
+			if i > 0 || g.State != fsm.GroupReady && g.State != fsm.GroupStarting {
+				out[s.WorkerID] = true
+			}
+		}
+	}
+	return out
+}
+
+// groupsPass runs after every worker loop pass: every node forgets the
+// stage links of groups that are gone; the leader fails groups that lost
+// a shard, re-plans failed ones and deletes retired ones.
+func (n *Node) groupsPass(leader bool) {
+	groups := n.reg.Groups()
+	byID := map[string]fsm.Group{}
+	for _, g := range groups {
+		byID[g.ID] = g
+	}
+	linked := map[string]bool{}
+	for _, id := range n.links.Groups() {
+		linked[id] = true
+		// A failed group's links stay: a re-plan under the same id may be
+		// adding new ones while this replica still says failed.
+		if g, ok := byID[id]; !ok || g.State == fsm.GroupRetiring {
+			n.links.Remove(id)
+		}
+	}
+	// A ready group headed here without links: this node restarted (the
+	// links lived in its memory), so the head cannot reach its shards.
+	for _, g := range groups {
+		if g.State == fsm.GroupReady && g.Head().NodeID == n.ID() && !linked[g.ID] {
+			g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "the head's node restarted: its stage links are gone", time.Now().UTC()
+			n.applyQuiet(fsm.UpsertGroup{Group: g})
+		}
+	}
+	if !leader {
+		return
+	}
+	// A node's shards count as lost once the leader has recorded it
+	// failed or left (gossip declared it dead), not at a suspicion: a
+	// re-plan reloads the model everywhere.
+	up := map[string]bool{}
+	for _, rn := range n.reg.Nodes() {
+		up[rn.ID] = rn.State == fsm.NodeAlive
+	}
+	for _, g := range groups {
+		switch g.State {
+		case fsm.GroupRetiring:
+			left := false
+			for _, s := range g.Shards {
+				if w, ok := n.reg.Worker(s.WorkerID); ok && w.State != fsm.WorkerGone {
+					left = true
+				}
+			}
+			if !left {
+				n.applyQuiet(fsm.DeleteGroup{ID: g.ID})
+			}
+		case fsm.GroupReady:
+			if why := lostShard(g, n.reg, up); why != "" {
+				n.log.Warn("group lost a shard", "group", g.ID, "why", why)
+				g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, why, time.Now().UTC()
+				n.applyQuiet(fsm.UpsertGroup{Group: g}) // the next pass retires its shards and re-plans it
+			}
+		case fsm.GroupStarting:
+			if time.Since(g.UpdatedAt) > groupStartLimit {
+				g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "its placement did not finish within "+groupStartLimit.String(), time.Now().UTC()
+				n.applyQuiet(fsm.UpsertGroup{Group: g})
+			}
+		case fsm.GroupFailed:
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			n.retireShards(ctx, g)
+			cancel()
+			n.replanSoon(g)
+		}
+	}
+}
+
+// registryWorkers is the registry read lostShard needs.
+type registryWorkers interface {
+	Worker(id string) (fsm.Worker, bool)
+}
+
+// lostShard says why a ready group cannot serve, "" when it can: a shard
+// whose worker left the registry, is gone or retiring, or whose node is
+// not up (the registry's node state).
+func lostShard(g fsm.Group, reg registryWorkers, up map[string]bool) string {
+	for _, s := range g.Shards {
+		w, ok := reg.Worker(s.WorkerID)
+		switch {
+		case !ok || w.State == fsm.WorkerGone:
+			return fmt.Sprintf("shard %s [%d, %d) is gone", s.WorkerID, s.Lo, s.Hi)
+		case w.State == fsm.WorkerRetiring:
+			return fmt.Sprintf("shard %s [%d, %d) was retired", s.WorkerID, s.Lo, s.Hi)
+		case !up[s.NodeID]:
+			return fmt.Sprintf("the node of shard %s [%d, %d) is down", s.WorkerID, s.Lo, s.Hi)
+		}
+	}
+	return ""
+}
+
+// applyQuiet writes a command from a background loop; failures are
+// logged (the next pass tries again).
+func (n *Node) applyQuiet(c fsm.Command) {
+	cmd, err := fsm.Encode(c)
+	if err != nil {
+		n.log.Warn("encode", "cmd", c.Type(), "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := n.apply(ctx, cmd); err != nil {
+		n.log.Debug("apply", "cmd", c.Type(), "err", err)
+	}
+}
+
+// replanSoon starts a re-plan of a failed group on the alive hives (one at
+// a time per group, retried every groupReplanRetry): as many shards as
+// before when that many hives are alive, else fewer (at least 2).
+func (n *Node) replanSoon(g fsm.Group) {
+	n.groups.mu.Lock()
+	if n.groups.replaning[g.ID] || time.Since(n.groups.lastTry[g.ID]) < groupReplanRetry {
+		n.groups.mu.Unlock()
+		return
+	}
+	n.groups.replaning[g.ID] = true
+	n.groups.lastTry[g.ID] = time.Now()
+	n.groups.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() {
+			n.groups.mu.Lock()
+			delete(n.groups.replaning, g.ID)
+			n.groups.mu.Unlock()
+		}()
+		// Wait until the old shards have left the registry's schedule.
+		hives := placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs())
+		count := min(len(g.Shards), len(hives))
+		if count < 2 {
+			n.log.Warn("group re-plan: too few hives alive", "group", g.ID, "alive", len(hives))
+			return
+		}
+		var names []string
+		for _, h := range hives[:count] {
+			names = append(names, h.Name)
+		}
+		target, err := n.resolveHive(names[0])
+		if err != nil {
+			return
+		}
+		r := api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: names[0]}, Model: g.Model, Threads: g.Threads, Slots: g.Slots, Ctx: g.Ctx,
+			Shards: count, Hives: names, Mode: g.Mode, Group: g.ID}
+		raw, err := json.Marshal(struct {
+			Operation string `json:"operation"`
+			api.WorkerSpawnRequest
+		}{api.OpWorkerSpawn, r})
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, groupReplanTimeout)
+		defer cancel()
+		n.log.Info("re-planning group", "group", g.ID, "model", g.Model, "hives", names)
+		req := Request{Operation: api.OpWorkerSpawn, Hive: names[0], Raw: raw}
+		sub := &subEmitter{em: discardEmitter{}}
+		if target.ID == n.ID() {
+			err = n.opGroupSpawn(ctx, sub, req, r)
+		} else {
+			err = n.forwardJob(ctx, target, req, sub)
+		}
+		if err != nil {
+			n.log.Warn("group re-plan failed", "group", g.ID, "err", err, "detail", sub.err)
+			return
+		}
+		n.log.Info("group re-planned", "group", g.ID, "hives", names)
+	}()
+}
+
+// discardEmitter drops a background job's events.
+type discardEmitter struct{}
+
+func (discardEmitter) Emit(jobs.Event)                        {}
+func (discardEmitter) Narrate(string, string, string, ...any) {}
+func (discardEmitter) Progress(int64, int64, string)          {}
+func (discardEmitter) Result(any) error                       { return nil }
+
+// newLinks is this node's stage-link bridge.
+func (n *Node) newLinks() *shardlink.Bridge {
+	return shardlink.New(shardlink.Config{LocalID: n.ID(), Host: n.host, Workers: supervision{n},
+		Logger: n.log.With("component", "shardlink")})
+}
+
+// autoSplit returns the hives a cpu spawn without a hive is split over
+// when no alive hive has the free RAM for the model alone (placement's
+// estimate from its GGUF), nil when one has or when nothing is known. A
+// model no set of hives holds is spawned here unsplit, as before, with a
+// warning.
+func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, ctxLen int) []string {
+	est := placement.Estimate(model, ctxLen)
+	plan, err := placement.PlanSplit(est, placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs()), fsm.MaxGroupShards)
+	if err != nil {
+		em.Narrate("scheduler", "place", "%v; spawning unsplit here", err)
+		return nil
+	}
+	var names []string
+	for _, h := range plan {
+		names = append(names, h.Name)
+	}
+	if len(names) > 0 {
+		em.Narrate("scheduler", "place", "no hive has %s free for %s: splitting it over %s", est, model.ID, strings.Join(names, ", "))
+	}
+	return names
+}

@@ -1,0 +1,298 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/fsm"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/client"
+	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/nodetest"
+	"github.com/rbee-project/rbee/node/placement"
+)
+
+// groupCluster is a serving cluster of 3 nodes whose registry takes
+// groups, and the greedy text the groups must answer.
+func groupCluster(t *testing.T) (*nodetest.Cluster, string) {
+	t.Helper()
+	c := servingCluster(t, 3)
+	// Groups need this build's registry version on every node.
+	require.Eventually(t, func() bool {
+		for _, n := range c.Running() {
+			if n.Registry().RegistryVersion() != fsm.Version {
+				return false
+			}
+		}
+		return true
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+	return c, greedy(t, "Once upon a time", 24)
+}
+
+func spawnGroup(t *testing.T, via *node.Node, mode string, hives ...string) api.GroupSpawnResult {
+	t.Helper()
+	var res api.GroupSpawnResult
+	run(t, via, map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1, "slots": 1,
+		"shards": len(hives), "hives": hives, "mode": mode}, &res)
+	require.Equal(t, "ready", res.State)
+	require.Len(t, res.Group.Shards, len(hives))
+	return res
+}
+
+func groupOf(t *testing.T, n *node.Node, id string) (api.GroupView, bool) {
+	t.Helper()
+	var list api.WorkerListResult
+	run(t, n, map[string]any{"operation": "active_worker_list"}, &list)
+	for _, g := range list.Groups {
+		if g.ID == id {
+			return g, true
+		}
+	}
+	return api.GroupView{}, false
+}
+
+// TestShardedGroups: a 2-node pipeline group and a 2-node tensor group of
+// real worker processes, their stages linked over libp2p by the nodes,
+// answer with the greedy text of the whole model, through every node; the
+// list shows each group with its shards; only the head is scheduled; a
+// retire drains the whole group and the entry goes.
+func TestShardedGroups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, want := groupCluster(t)
+	for _, mode := range []string{"pipeline", "tensor"} {
+		t.Run(mode, func(t *testing.T) {
+			// Placed from node0, which hosts no shard.
+			g := spawnGroup(t, c.Nodes[0], mode, "node1", "node2")
+			require.Equal(t, "node1", g.Group.Shards[0].Node, "the first hive is the head")
+			require.Equal(t, mode, g.Group.Mode)
+			waitSchedulable(t, c, 1)
+			for _, n := range c.Nodes {
+				res, text := infer(t, n, map[string]any{"prompt": "Once upon a time"})
+				require.Equal(t, want, text, "via %s", n.Name())
+				require.Equal(t, g.WorkerID, res.WorkerID, "the head serves")
+			}
+
+			gv, ok := groupOf(t, c.Nodes[2], g.Group.ID)
+			require.True(t, ok)
+			require.Equal(t, "ready", gv.State)
+			require.Equal(t, []string{"node1", "node2"}, []string{gv.Shards[0].Node, gv.Shards[1].Node})
+			var wv api.WorkerView
+			run(t, c.Nodes[2], map[string]any{"operation": "active_worker_get", "worker_id": g.Group.ID}, &wv)
+			require.Equal(t, g.WorkerID, wv.ID, "a group's id names its head")
+			require.NotNil(t, wv.Group)
+
+			// Retiring any shard retires the group.
+			run(t, c.Nodes[0], map[string]any{"operation": "active_worker_retire", "worker_id": g.Group.Shards[1].WorkerID}, nil)
+			require.Eventually(t, func() bool {
+				_, ok := groupOf(t, c.Nodes[0], g.Group.ID)
+				return !ok
+			}, 60*time.Second, 200*time.Millisecond, "the entry goes once its shards are gone")
+			waitSchedulable(t, c, 0)
+		})
+	}
+}
+
+// TestShardedGroupReplanned: a shard's process is killed; the group
+// fails, its head leaves the schedule, and the leader re-plans it on the
+// alive hives within 30 s, under the same id, serving the same text.
+func TestShardedGroupReplanned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, want := groupCluster(t)
+	g := spawnGroup(t, c.Nodes[0], "pipeline", "node1", "node2")
+	waitSchedulable(t, c, 1)
+
+	var procs api.ProcessListResult
+	run(t, c.Nodes[0], map[string]any{"operation": "worker_process_list", "hive": "node2"}, &procs)
+	pid := 0
+	for _, p := range procs.Processes {
+		if p.WorkerID == g.Group.Shards[1].WorkerID {
+			pid = p.PID
+		}
+	}
+	require.NotZero(t, pid)
+
+	// A request in flight when the shard dies ends (an error event, or
+	// the text of a worker that took it over) instead of hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first := make(chan struct{})
+	var once sync.Once
+	ended := make(chan error, 1)
+	go func() {
+		ended <- client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Run(ctx,
+			map[string]any{"operation": "infer", "model": "stories260k", "prompt": "Once upon a time", "temperature": 0, "max_tokens": 400},
+			func(ev jobs.Event) error {
+				if ev.Type == jobs.TypeToken {
+					once.Do(func() { close(first) })
+				}
+				return nil
+			})
+	}()
+	select {
+	case <-first:
+	case err := <-ended:
+		t.Fatalf("the request ended before its first token: %v", err)
+	}
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	select {
+	case err := <-ended:
+		var je *client.JobError
+		if errors.As(err, &je) {
+			t.Logf("in-flight request: %s: %s", je.Code, je.Message)
+			require.Contains(t, je.Message, "shard", "the error names the shard")
+		} else {
+			t.Logf("in-flight request: %v (finished before the failure reached it, or resumed)", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the in-flight request did not end within 30 s of the shard's death")
+	}
+
+	failed := false
+	require.Eventually(t, func() bool {
+		gv, ok := groupOf(t, c.Nodes[0], g.Group.ID)
+		if ok && gv.State == "failed" {
+			failed = true
+		}
+		return ok && gv.State == "ready" && gv.Shards[1].WorkerID != g.Group.Shards[1].WorkerID
+	}, 30*time.Second, 100*time.Millisecond, "re-planned within 30 s")
+	require.True(t, failed, "the group was seen failed")
+	waitSchedulable(t, c, 1)
+	_, text := infer(t, c.Nodes[0], map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, want, text)
+}
+
+// TestAutoSplit: with every node's --memory-limit below what the model
+// needs alone but above half of it (with the margin each), a plain spawn
+// without a hive becomes a 2-shard group that answers like the whole
+// model.
+func TestAutoSplit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	const path = "../testdata/model/stories260K.gguf"
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	est := placement.Estimate(modelcat.Entry{Path: path, Size: st.Size()}, 0)
+	body := est.Total() - 512<<20 // weights + KV cache + 10 %, without the fixed margin
+	limit := 512<<20 + body*3/4
+	require.Greater(t, est.Total(), limit)
+
+	bin := buildWorker(t)
+	c := nodetest.New(t, 3, func(i int, cfg *node.Config) {
+		cfg.WorkerBinary = bin
+		cfg.WorkerHeartbeatTimeout = 5 * time.Second
+		cfg.MemoryLimit = limit
+	})
+	require.Eventually(t, func() bool {
+		for _, n := range c.Running() {
+			if n.Registry().RegistryVersion() != fsm.Version {
+				return false
+			}
+			for _, rn := range n.Registry().Nodes() {
+				if rn.Capabilities == nil || rn.Capabilities.RAMFree != limit {
+					return false
+				}
+			}
+		}
+		return true
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+
+	var res api.GroupSpawnResult
+	evs := run(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
+	require.NotNil(t, res.Group.Shards, "a group, events: %+v", evs)
+	require.Len(t, res.Group.Shards, 2)
+	require.Equal(t, "ready", res.State)
+	waitSchedulable(t, c, 1)
+	_, text := infer(t, c.Nodes[2], map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, greedy(t, "Once upon a time", 24), text)
+}
+
+// TestShardedGroupNodeDies: the node of a group's shard dies; once the
+// leader records it failed, the group is re-planned on the nodes left,
+// within 30 s, and serves the same text.
+func TestShardedGroupNodeDies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, want := groupCluster(t)
+	leader := c.WaitLeader()
+	// The group's shards on the two nodes that do not lead.
+	var hives []string
+	var victim int
+	for i, n := range c.Nodes {
+		if n != leader {
+			hives = append(hives, n.Name())
+			victim = i
+		}
+	}
+	g := spawnGroup(t, leader, "pipeline", hives...)
+	waitSchedulable(t, c, 1)
+	c.Kill(victim)
+	require.Eventually(t, func() bool {
+		gv, ok := groupOf(t, leader, g.Group.ID)
+		if !ok || gv.State != "ready" {
+			return false
+		}
+		for _, s := range gv.Shards {
+			if s.Node == hives[1] {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 200*time.Millisecond, "re-planned on the nodes left within 30 s")
+	_, text := infer(t, leader, map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, want, text)
+}
+
+// TestShardedGroupsOnFixtures: on the K-quant and qwen2 fixtures (given as
+// paths: the other shard's hive copies the file from the head's), a
+// pipeline and a tensor group answer with the same greedy text as one
+// unsharded worker, through the node.
+func TestShardedGroupsOnFixtures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, _ := groupCluster(t)
+	for _, fixture := range []string{"kquant/kquant-Q4_K.gguf", "kquant/kquant-Q6_K.gguf", "qwen2/qwen2-random-F32.gguf"} {
+		path, err := filepath.Abs(filepath.Join("..", "testdata", "gguf", fixture))
+		require.NoError(t, err)
+		var single api.SpawnResult
+		run(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "hive": "node0", "model": path, "threads": 1, "slots": 1}, &single)
+		ask := func(workerID string) string {
+			var res api.InferResult
+			run(t, c.Nodes[0], map[string]any{"operation": "infer", "worker_id": workerID, "prompt": "Once upon a time",
+				"temperature": 0, "max_tokens": 16}, &res)
+			require.Equal(t, workerID, res.WorkerID)
+			return res.Text
+		}
+		want := ask(single.WorkerID)
+		require.NotEmpty(t, want)
+		for _, mode := range []string{"pipeline", "tensor"} {
+			var g api.GroupSpawnResult
+			run(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "model": path, "threads": 1, "slots": 1,
+				"hives": []string{"node1", "node2"}, "mode": mode}, &g)
+			require.Equal(t, "ready", g.State, "%s %s", fixture, mode)
+			require.Eventually(t, func() bool {
+				w, ok := c.Nodes[0].Registry().Worker(g.WorkerID)
+				return ok && w.State == fsm.WorkerReady
+			}, nodetest.WaitTimeout, 50*time.Millisecond)
+			require.Equal(t, want, ask(g.WorkerID), "%s %s", fixture, mode)
+			run(t, c.Nodes[0], map[string]any{"operation": "active_worker_retire", "worker_id": g.Group.ID}, nil)
+		}
+		run(t, c.Nodes[0], map[string]any{"operation": "active_worker_retire", "worker_id": single.WorkerID}, nil)
+	}
+}

@@ -1,0 +1,140 @@
+package placement
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/rbee-project/rbee/fsm"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
+)
+
+// Sharded groups: one model split over several hives, by layers
+// (pipeline) or by KV heads (tensor). The parts are sized to each hive's
+// free RAM; a spawn without hives is split only when no single hive holds
+// the whole model.
+
+// ErrNoFit: no set of alive hives holds the model, split or not.
+var ErrNoFit = errors.New("placement: no hives hold the model")
+
+// Dims are the model dimensions a split needs.
+type Dims struct {
+	Layers, KVHeads int
+}
+
+// ModelDims reads the layers and KV heads of a model in this hive's
+// catalog.
+func ModelDims(e modelcat.Entry) (Dims, error) {
+	d, err := readDims(e.Path)
+	if err != nil {
+		return Dims{}, err
+	}
+	if d.Layers == 0 || d.HeadsKV == 0 {
+		return Dims{}, fmt.Errorf("%s: no block_count or head_count_kv in its GGUF", e.ID)
+	}
+	return Dims{Layers: int(d.Layers), KVHeads: int(d.HeadsKV)}, nil
+}
+
+// Split divides units (layers or KV heads) into len(weights) parts, each
+// at least 1, in proportion to the weights (the hives' free RAM); all
+// weights 0 (unknown) split evenly. It returns the parts' [lo, hi)
+// bounds in order.
+func Split(units int, weights []uint64) ([][2]int, error) {
+	n := len(weights)
+	if n < 2 || n > units {
+		return nil, fmt.Errorf("cannot split %d into %d parts (at most one part per unit)", units, n)
+	}
+	var total float64
+	for _, w := range weights {
+		total += float64(w)
+	}
+	counts := make([]int, n)
+	left := units
+	for i := range counts {
+		share := float64(units) / float64(n)
+		if total > 0 {
+			share = float64(units) * float64(weights[i]) / total
+		}
+		c := max(1, int(share+0.5))
+		// Leave at least one unit for each part still to come.
+		c = min(c, left-(n-1-i))
+		if i == n-1 {
+			c = left
+		}
+		counts[i] = c
+		left -= c
+	}
+	out := make([][2]int, n)
+	lo := 0
+	for i, c := range counts {
+		out[i] = [2]int{lo, lo + c}
+		lo += c
+	}
+	return out, nil
+}
+
+// HiveRAM is an alive hive and the RAM it reported free (0: unknown).
+type HiveRAM struct {
+	NodeID, Name string
+	Free         uint64
+}
+
+// HivesByRAM lists alive hives (ids in alive) with their free RAM, most
+// free first, ties by name.
+func HivesByRAM(nodes []fsm.Node, alive map[string]bool) []HiveRAM {
+	var out []HiveRAM
+	for _, n := range nodes {
+		if !alive[n.ID] {
+			continue
+		}
+		h := HiveRAM{NodeID: n.ID, Name: n.Name}
+		if n.Capabilities != nil {
+			h.Free = n.Capabilities.RAMFree
+		}
+		out = append(out, h)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Free != out[j].Free {
+			return out[i].Free > out[j].Free
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// PlanSplit decides whether a cpu worker of estimate est must be split and
+// over which hives (sorted as HivesByRAM sorts them). It returns nil when
+// one hive holds it (or when no hive reports its RAM: the spawn then
+// stays unsplit, as before), else the fewest hives whose free RAM holds a
+// share of the weights and KV cache each, with the fixed margin on every
+// one of them; at most maxShards of them. ErrNoFit says what was missing.
+func PlanSplit(est MemEstimate, hives []HiveRAM, maxShards int) ([]HiveRAM, error) {
+	if len(hives) == 0 || hives[0].Free == 0 || est.Total() <= hives[0].Free {
+		return nil, nil
+	}
+	body := float64(est.Weights+est.KV) * (100 + marginPercent) / 100
+	for n := 2; n <= min(len(hives), maxShards); n++ {
+		pick := hives[:n]
+		var free uint64
+		for _, h := range pick {
+			free += h.Free
+		}
+		fits := true
+		for _, h := range pick {
+			share := body * float64(h.Free) / float64(free)
+			if h.Free == 0 || uint64(share)+marginFixed > h.Free {
+				fits = false
+				break
+			}
+		}
+		if fits {
+			return append([]HiveRAM(nil), pick...), nil
+		}
+	}
+	var free uint64
+	for _, h := range hives[:min(len(hives), maxShards)] {
+		free += h.Free
+	}
+	return nil, fmt.Errorf("%w: needs %s RAM (estimate: %s), the %d largest hives have %s free together",
+		ErrNoFit, gib(est.Total()), est, min(len(hives), maxShards), gib(free))
+}

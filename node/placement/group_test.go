@@ -1,0 +1,69 @@
+package placement
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/fsm"
+)
+
+func TestSplit(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		units   int
+		weights []uint64
+		want    [][2]int
+	}{
+		{"even", 8, []uint64{0, 0}, [][2]int{{0, 4}, {4, 8}}},
+		{"odd", 5, []uint64{1, 1}, [][2]int{{0, 3}, {3, 5}}},
+		{"by free RAM", 16, []uint64{3 << 30, 1 << 30}, [][2]int{{0, 12}, {12, 16}}},
+		{"each at least one", 4, []uint64{100, 1, 1}, [][2]int{{0, 2}, {2, 3}, {3, 4}}},
+		{"one per unit", 3, []uint64{1, 1, 1}, [][2]int{{0, 1}, {1, 2}, {2, 3}}},
+	} {
+		got, err := Split(tc.units, tc.weights)
+		require.NoError(t, err, tc.name)
+		require.Equal(t, tc.want, got, tc.name)
+	}
+	_, err := Split(2, []uint64{1, 1, 1})
+	require.Error(t, err, "more parts than units")
+	_, err = Split(8, []uint64{1})
+	require.Error(t, err, "one part is no split")
+}
+
+func TestPlanSplit(t *testing.T) {
+	const gb = 1 << 30
+	est := MemEstimate{Weights: 7 * gb, KV: 1 * gb, Margin: marginFixed + 8*gb/10, Exact: true} // 9.3 GiB
+	nodes := []fsm.Node{
+		{ID: "a", Name: "a", Capabilities: &fsm.Capabilities{RAMFree: 5 * gb}},
+		{ID: "b", Name: "b", Capabilities: &fsm.Capabilities{RAMFree: 4 * gb}},
+		{ID: "c", Name: "c", Capabilities: &fsm.Capabilities{RAMFree: 3 * gb}},
+		{ID: "d", Name: "d", Capabilities: &fsm.Capabilities{RAMFree: 64 * gb}},
+	}
+	alive := map[string]bool{"a": true, "b": true, "c": true}
+	hives := HivesByRAM(nodes, alive)
+	require.Equal(t, []string{"a", "b", "c"}, []string{hives[0].Name, hives[1].Name, hives[2].Name}, "alive only, most free first")
+
+	// No single hive holds 9.3 GiB; a and b (9 GiB) do not with a margin
+	// each; a, b and c do.
+	got, err := PlanSplit(est, hives, 8)
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+
+	// A hive that holds it alone: no split.
+	alive["d"] = true
+	got, err = PlanSplit(est, HivesByRAM(nodes, alive), 8)
+	require.NoError(t, err)
+	require.Nil(t, got)
+
+	// Too little RAM anywhere, or a shard limit: refused, saying why.
+	_, err = PlanSplit(est, hives[:2], 8)
+	require.ErrorIs(t, err, ErrNoFit)
+	_, err = PlanSplit(est, hives, 2)
+	require.ErrorIs(t, err, ErrNoFit)
+
+	// No hive reports its RAM: left to the spawn.
+	got, err = PlanSplit(est, []HiveRAM{{NodeID: "x"}, {NodeID: "y"}}, 8)
+	require.NoError(t, err)
+	require.Nil(t, got)
+}

@@ -1,0 +1,432 @@
+// Package shardlink bridges the stage connections of a sharded worker
+// group between nodes. A group's head worker dials each of its other
+// shards' stage endpoint (GET /v1/shard, upgraded to the shard protocol).
+// The head's node gives it, for each shard, a loopback URL of its own and
+// a one-time token; a connection there opens a libp2p stream (Protocol) to
+// the shard's node, which connects it to its local shard worker with that
+// worker's secret and then copies bytes both ways. A shard on the head's
+// own node is connected directly. Worker secrets never leave their node.
+package shardlink
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/rbee-project/rbee/p2p"
+	"github.com/rbee-project/rbee/worker"
+	"github.com/rbee-project/rbee/worker/shard"
+)
+
+// Protocol is the libp2p protocol of a stage link: one request frame
+// (JSON linkReq), one answer frame (JSON linkResp), then the raw bytes of
+// the shard protocol both ways until either side closes.
+const Protocol protocol.ID = "/rbee/shard-link/1.0.0"
+
+// Frame caps and deadlines. A request names a worker id; an answer is at
+// most an error message. The handshake includes the remote node's
+// loopback dial and HTTP upgrade to its worker: milliseconds, so 10 s is
+// a node that does not answer.
+const (
+	maxFrame         = 4 << 10
+	handshakeTimeout = 10 * time.Second
+	// copyBuf sizes each direction's copy buffer: an exchange is one
+	// hidden state (dim × 4 bytes, 8 KiB for a 2048-wide model) plus a
+	// header, so one read usually moves a whole frame.
+	copyBuf = 64 << 10
+	// Memory is what one link holds on a node: a copy buffer each way.
+	Memory = 2 * copyBuf
+)
+
+// Errors of the bridge.
+var (
+	// ErrUnknownLink: a connection to the bridge presented no token it
+	// issued.
+	ErrUnknownLink = errors.New("shardlink: unknown link token")
+	// ErrNoWorker: the shard's node runs no such worker.
+	ErrNoWorker = errors.New("shardlink: no such shard worker on this node")
+	// ErrClosed: the bridge is closed.
+	ErrClosed = errors.New("shardlink: closed")
+)
+
+// Host is the libp2p side the bridge needs (a *p2p.Host).
+type Host interface {
+	Dial(ctx context.Context, id peer.ID, proto protocol.ID) (net.Conn, error)
+	Handle(proto protocol.ID, fn func(s network.Stream))
+	RemoveHandler(proto protocol.ID)
+}
+
+// Workers finds this node's workers: the secret and port of a supervised
+// worker.
+type Workers interface {
+	Secret(workerID string) (secret string, port int, ok bool)
+}
+
+// Config configures a Bridge.
+type Config struct {
+	// LocalID is this node's peer id: links to its own shards are direct.
+	LocalID string
+	Host    Host
+	Workers Workers
+	Logger  *slog.Logger
+}
+
+// link is one head-to-shard link the bridge issued.
+type link struct {
+	token    string
+	owner    string // the group
+	nodeID   string
+	workerID string
+}
+
+// Bridge serves the loopback side (head workers dial it) and the libp2p
+// side (other nodes' bridges open links to this node's shards). Its
+// methods are safe for concurrent use.
+type Bridge struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	ln     net.Listener
+	links  []link
+	conns  map[io.Closer]struct{}
+	closed bool
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// New returns a bridge; Start opens it.
+func New(cfg Config) *Bridge {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Bridge{cfg: cfg, log: log, conns: map[io.Closer]struct{}{}}
+}
+
+// Start listens on a loopback port for head workers and handles Protocol
+// on the host.
+func (b *Bridge) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("shardlink: listen: %w", err)
+	}
+	b.mu.Lock()
+	b.ln = ln
+	b.ctx, b.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	b.mu.Unlock()
+	b.cfg.Host.Handle(Protocol, b.handleStream)
+	b.wg.Add(1)
+	go b.accept(ln)
+	return nil
+}
+
+// Close stops both sides and ends every open link.
+func (b *Bridge) Close() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.closed = true
+	ln := b.ln
+	for c := range b.conns {
+		_ = c.Close()
+	}
+	if b.cancel != nil {
+		b.cancel()
+	}
+	b.mu.Unlock()
+	b.cfg.Host.RemoveHandler(Protocol)
+	if ln != nil {
+		_ = ln.Close()
+	}
+	b.wg.Wait()
+}
+
+// Add issues a link from a head worker of group to the shard worker
+// workerID on node nodeID: the head dials url (its stage URL) with token
+// (its stage secret).
+func (b *Bridge) Add(group, nodeID, workerID string) (url, token string, err error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", "", err
+	}
+	token = hex.EncodeToString(raw[:])
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.ln == nil {
+		return "", "", ErrClosed
+	}
+	b.links = append(b.links, link{token: token, owner: group, nodeID: nodeID, workerID: workerID})
+	return "http://" + b.ln.Addr().String(), token, nil
+}
+
+// Remove forgets the links of group (its head is gone or re-planned).
+// Open connections are not cut: they end with the head's.
+func (b *Bridge) Remove(group string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	kept := b.links[:0]
+	for _, l := range b.links {
+		if l.owner != group {
+			kept = append(kept, l)
+		}
+	}
+	b.links = kept
+}
+
+// Groups returns the groups the bridge has links for.
+func (b *Bridge) Groups() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range b.links {
+		if !seen[l.owner] {
+			seen[l.owner] = true
+			out = append(out, l.owner)
+		}
+	}
+	return out
+}
+
+func (b *Bridge) lookup(token string) (link, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, l := range b.links {
+		if subtle.ConstantTimeCompare([]byte(l.token), []byte(token)) == 1 {
+			return l, true
+		}
+	}
+	return link{}, false
+}
+
+// track registers an open connection for Close; false when closed.
+func (b *Bridge) track(c io.Closer) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	b.conns[c] = struct{}{}
+	return true
+}
+
+func (b *Bridge) untrack(c io.Closer) {
+	b.mu.Lock()
+	delete(b.conns, c)
+	b.mu.Unlock()
+}
+
+func (b *Bridge) accept(ln net.Listener) {
+	defer b.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.serveHead(c)
+		}()
+	}
+}
+
+// serveHead answers a head worker's GET /v1/shard: it checks the token,
+// connects the link and switches the connection to the shard protocol.
+func (b *Bridge) serveHead(c net.Conn) {
+	if !b.track(c) {
+		_ = c.Close()
+		return
+	}
+	defer b.untrack(c)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	br := bufio.NewReader(io.LimitReader(c, maxFrame))
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return
+	}
+	refuse := func(status int, msg string) {
+		_, _ = io.WriteString(c, "HTTP/1.1 "+strconv.Itoa(status)+" "+http.StatusText(status)+
+			"\r\nContent-Type: text/plain\r\nContent-Length: "+strconv.Itoa(len(msg))+"\r\nConnection: close\r\n\r\n"+msg)
+	}
+	token, _ := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	l, ok := b.lookup(token)
+	switch {
+	case req.Method != http.MethodGet || req.URL.Path != "/v1/shard":
+		refuse(http.StatusNotFound, "not a stage link")
+		return
+	case !ok:
+		refuse(http.StatusUnauthorized, ErrUnknownLink.Error())
+		return
+	case !strings.EqualFold(req.Header.Get("Upgrade"), shard.ProtocolID):
+		refuse(http.StatusUpgradeRequired, "Upgrade: "+shard.ProtocolID+" required")
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, handshakeTimeout)
+	remote, err := b.open(ctx, l)
+	cancel()
+	if err != nil {
+		b.log.Warn("shard link", "group", l.owner, "worker", l.workerID, "err", err)
+		refuse(http.StatusBadGateway, err.Error())
+		return
+	}
+	if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+shard.ProtocolID+"\r\n\r\n"); err != nil {
+		_ = remote.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	// The head's request was the whole first message: nothing of the
+	// shard protocol is buffered in br (the head waits for the 101).
+	b.splice(c, remote)
+}
+
+// open connects a link: directly to a shard worker on this node, else
+// over libp2p through the shard's node.
+func (b *Bridge) open(ctx context.Context, l link) (net.Conn, error) {
+	if l.nodeID == b.cfg.LocalID {
+		return b.dialLocal(ctx, l.workerID)
+	}
+	pid, err := peer.Decode(l.nodeID)
+	if err != nil {
+		return nil, fmt.Errorf("shard node %q: %w", l.nodeID, err)
+	}
+	s, err := b.cfg.Host.Dial(ctx, pid, Protocol)
+	if err != nil {
+		return nil, fmt.Errorf("reach the shard's node over p2p: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	if err := p2p.WriteJSON(s, linkReq{WorkerID: l.workerID}); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	var resp linkResp
+	if err := p2p.ReadJSON(s, maxFrame, &resp); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("shard node's answer: %w", err)
+	}
+	if resp.Error != "" {
+		_ = s.Close()
+		return nil, fmt.Errorf("shard node: %s", resp.Error)
+	}
+	_ = s.SetDeadline(time.Time{})
+	return s, nil
+}
+
+// dialLocal opens the stage protocol on a worker of this node.
+func (b *Bridge) dialLocal(ctx context.Context, workerID string) (net.Conn, error) {
+	secret, port, ok := b.cfg.Workers.Secret(workerID)
+	if !ok || port == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNoWorker, workerID)
+	}
+	rwc, err := worker.DialStage("http://127.0.0.1:"+strconv.Itoa(port), secret)(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, ok := rwc.(net.Conn)
+	if !ok {
+		_ = rwc.Close()
+		return nil, fmt.Errorf("shardlink: stage connection is a %T", rwc)
+	}
+	return c, nil
+}
+
+type linkReq struct {
+	WorkerID string `json:"worker_id"`
+}
+
+type linkResp struct {
+	Error string `json:"error,omitempty"`
+}
+
+// handleStream serves Protocol: connect the named local shard worker and
+// copy bytes both ways. Errors reset the stream.
+func (b *Bridge) handleStream(s network.Stream) {
+	_ = s.SetDeadline(time.Now().Add(handshakeTimeout))
+	var req linkReq
+	if err := p2p.ReadJSON(s, maxFrame, &req); err != nil {
+		_ = s.Reset()
+		return
+	}
+	b.mu.Lock()
+	ctx := b.ctx
+	b.mu.Unlock()
+	if ctx == nil {
+		_ = s.Reset()
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	local, err := b.dialLocal(dctx, req.WorkerID)
+	cancel()
+	if err != nil {
+		if p2p.WriteJSON(s, linkResp{Error: err.Error()}) != nil {
+			_ = s.Reset()
+			return
+		}
+		_ = s.Close()
+		return
+	}
+	if err := p2p.WriteJSON(s, linkResp{}); err != nil {
+		_ = local.Close()
+		_ = s.Reset()
+		return
+	}
+	_ = s.SetDeadline(time.Time{})
+	conn := &streamConn{Stream: s}
+	if !b.track(conn) {
+		_ = local.Close()
+		_ = s.Reset()
+		return
+	}
+	defer b.untrack(conn)
+	b.splice(local, conn)
+}
+
+// streamConn closes a stream for the splice: Close on a clean end.
+type streamConn struct{ network.Stream }
+
+// splice copies both ways until one side ends, then closes both. Stage
+// traffic has its own per-exchange deadlines in the shard protocol, so no
+// idle timeout is set here.
+func (b *Bridge) splice(a, c io.ReadWriteCloser) {
+	if !b.track(c) {
+		_ = a.Close()
+		_ = c.Close()
+		return
+	}
+	defer b.untrack(c)
+	done := make(chan struct{}, 2)
+	cp := func(dst io.Writer, src io.Reader) {
+		buf := make([]byte, copyBuf)
+		_, _ = io.CopyBuffer(dst, src, buf)
+		done <- struct{}{}
+	}
+	go cp(a, c)
+	go cp(c, a)
+	<-done
+	_ = a.Close()
+	_ = c.Close()
+	<-done
+}

@@ -1,0 +1,175 @@
+package shardlink_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/p2ptest"
+	"github.com/rbee-project/rbee/node/shardlink"
+	"github.com/rbee-project/rbee/p2p"
+	"github.com/rbee-project/rbee/worker"
+	"github.com/rbee-project/rbee/worker/shard"
+)
+
+const stageSecret = "stage-worker-secret-0123456789abcdef"
+
+// stageWorker stands in for a shard worker's /v1/shard: it checks the
+// secret, upgrades and echoes what it reads.
+func stageWorker(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/shard" || r.Header.Get("Authorization") != "Bearer "+stageSecret || r.Header.Get("Upgrade") != shard.ProtocolID {
+			http.Error(w, "refused", http.StatusUnauthorized)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + shard.ProtocolID + "\r\n\r\n")
+		_ = brw.Flush()
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, brw)
+		}()
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// workers is a node's worker table: worker id → port.
+type workers map[string]int
+
+func (w workers) Secret(id string) (string, int, bool) {
+	p, ok := w[id]
+	return stageSecret, p, ok
+}
+
+func newBridge(t testing.TB, ws workers) (*shardlink.Bridge, *p2p.Host) {
+	t.Helper()
+	h := p2ptest.Host(t, "shardlink-test-secret", p2p.Service{Name: "rbee.shard-link", Protocol: shardlink.Protocol, Memory: shardlink.Memory})
+	b := shardlink.New(shardlink.Config{LocalID: h.ID().String(), Host: h, Workers: ws})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Close)
+	return b, h
+}
+
+func echo(t *testing.T, url, token string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := worker.DialStage(url, token)(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for i := 0; i < 3; i++ {
+		msg := []byte("hidden state " + strconv.Itoa(i))
+		_, err := c.Write(msg)
+		require.NoError(t, err)
+		got := make([]byte, len(msg))
+		_, err = io.ReadFull(c, got)
+		require.NoError(t, err)
+		require.Equal(t, msg, got)
+	}
+	return nil
+}
+
+// TestLinks: a head's link reaches a shard worker on another node over
+// libp2p, and one on its own node directly; a wrong token, an unknown
+// worker or a forgotten link is refused with the reason.
+func TestLinks(t *testing.T) {
+	headBridge, headHost := newBridge(t, workers{"w-local": stageWorker(t)})
+	_, shardHost := newBridge(t, workers{"w-remote": stageWorker(t)})
+	require.NoError(t, headHost.AddPeer(shardHost.ID(), shardHost.Addrs()))
+	remote := shardHost.ID().String()
+
+	for _, tc := range []struct {
+		name, node, worker, want string
+		token                    func(string) string
+	}{
+		{name: "over libp2p", node: remote, worker: "w-remote"},
+		{name: "on the head's node", node: headHost.ID().String(), worker: "w-local"},
+		{name: "wrong token", node: remote, worker: "w-remote", token: func(string) string { return "not-the-token-0123456789abcdef" }, want: "401"},
+		{name: "unknown worker", node: remote, worker: "w-nope", want: "no such shard worker"},
+	} {
+		url, token, err := headBridge.Add("g-1", tc.node, tc.worker)
+		require.NoError(t, err)
+		if tc.token != nil {
+			token = tc.token(token)
+		}
+		err = echo(t, url, token)
+		if tc.want == "" {
+			require.NoError(t, err, tc.name)
+		} else {
+			require.ErrorContains(t, err, tc.want, tc.name)
+		}
+	}
+	require.Equal(t, []string{"g-1"}, headBridge.Groups())
+	url, token, err := headBridge.Add("g-2", remote, "w-remote")
+	require.NoError(t, err)
+	headBridge.Remove("g-2")
+	require.ErrorContains(t, echo(t, url, token), "401", "a removed link")
+}
+
+// BenchmarkRoundTrip: one 8 KiB exchange (a 2048-wide hidden state) and
+// its echo, straight to the stage endpoint, over a bare libp2p stream, and
+// through two bridges over libp2p, all in this process (no scheduling of
+// other processes): what the links themselves cost per exchange.
+func BenchmarkRoundTrip(b *testing.B) {
+	port := stageWorker(b)
+	headBridge, headHost := newBridge(b, workers{})
+	_, shardHost := newBridge(b, workers{"w": port})
+	require.NoError(b, headHost.AddPeer(shardHost.ID(), shardHost.Addrs()))
+	url, token, err := headBridge.Add("g", shardHost.ID().String(), "w")
+	require.NoError(b, err)
+	// A bare libp2p stream with an echo at the other end: the share of
+	// the bridged figure that is libp2p's.
+	const echoProto = "/rbee/test-echo/1.0.0"
+	for _, h := range []*p2p.Host{headHost, shardHost} {
+		require.NoError(b, h.AddService(p2p.Service{Name: "test.echo", Protocol: echoProto, Memory: shardlink.Memory}))
+	}
+	shardHost.Handle(echoProto, func(s network.Stream) {
+		defer s.Close()
+		_, _ = io.Copy(s, s)
+	})
+	dialEcho := func(context.Context) (io.ReadWriteCloser, error) {
+		return headHost.Dial(context.Background(), shardHost.ID(), echoProto)
+	}
+	for _, tc := range []struct {
+		name string
+		dial func(context.Context) (io.ReadWriteCloser, error)
+	}{
+		{"direct", worker.DialStage("http://127.0.0.1:"+strconv.Itoa(port), stageSecret)},
+		{"libp2p-stream", dialEcho},
+		{"bridged", worker.DialStage(url, token)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c, err := tc.dial(context.Background())
+			require.NoError(b, err)
+			defer c.Close()
+			msg, got := make([]byte, 8<<10), make([]byte, 8<<10)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, got); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/exchange")
+		})
+	}
+}
