@@ -24,6 +24,11 @@ type Options struct {
 	ContextSize int
 	// Logger receives load-time notes; nil discards them.
 	Logger *slog.Logger
+	// NoRepack keeps every weight matrix in the file's layout. By default
+	// the matrices of types with a multi-row kernel on this CPU (Q4_0 with
+	// AVX-512 VNNI; see quant.Matrix.Repack) are repacked at load, which
+	// gives bit-identical results faster; the option is for comparisons.
+	NoRepack bool
 }
 
 // MaxDefaultContext caps the context taken from the model when
@@ -90,6 +95,9 @@ type Model struct {
 	rope   ropeTable
 	pool   *quant.Pool
 	log    *slog.Logger
+	// src maps each matrix wrapped by matrix() to its tensor, during
+	// load only (repackWeights releases the file pages of what it copies).
+	src map[*quant.Matrix]*gguf.TensorInfo
 
 	// computeMu serialises forward passes (of Sessions and Batches): a
 	// quant.Pool runs one MatMul at a time, and one forward pass already
@@ -152,6 +160,10 @@ func newModel(f *gguf.File, opts Options, spec ShardSpec) (*Model, error) {
 	if err := m.loadTensors(); err != nil {
 		return nil, err
 	}
+	if !opts.NoRepack {
+		m.repackWeights()
+	}
+	m.src = nil
 	tok, err := tokenizer.FromGGUF(f)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tokenizer: %w", ErrBadModel, err)
@@ -284,7 +296,43 @@ func (m *Model) matrix(name string, rows, cols int) (*quant.Matrix, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: tensor %s: %w", ErrBadModel, name, err)
 	}
-	return &quant.Matrix{Type: t.Type, Rows: int(t.Dims[1]), Cols: cols, Data: data}, nil
+	mat := &quant.Matrix{Type: t.Type, Rows: int(t.Dims[1]), Cols: cols, Data: data}
+	if m.src == nil {
+		m.src = make(map[*quant.Matrix]*gguf.TensorInfo)
+	}
+	m.src[mat] = t
+	return mat, nil
+}
+
+// repackWeights repacks the layer matrices and an untied output matrix
+// that quant can repack (Matrix.Repack) and releases the mapped file pages
+// of each one repacked, so the weights are resident once (as the copy), not
+// twice. Only whole tensors as mapped are repacked: a tensor shard's row
+// slices keep the file layout. The token embedding (and a tied output,
+// which is the same matrix) stays mapped: its rows are read at lookup.
+func (m *Model) repackWeights() {
+	mats := make([]*quant.Matrix, 0, 7*len(m.layers)+1)
+	for i := range m.layers {
+		l := &m.layers[i]
+		mats = append(mats, l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown)
+	}
+	if m.output != nil && m.output != m.embd {
+		mats = append(mats, m.output)
+	}
+	n := 0
+	for _, mat := range mats {
+		t, ok := m.src[mat]
+		if !ok || !mat.Repack() {
+			continue
+		}
+		n++
+		if err := m.file.ReleaseTensor(t); err != nil {
+			m.log.Warn("release of repacked tensor pages failed", "tensor", t.Name, "err", err)
+		}
+	}
+	if n > 0 {
+		m.log.Info("repacked weight matrices for the multi-row kernels", "matrices", n)
+	}
 }
 
 // vector dequantises a 1-D tensor of n elements; with optional, a missing

@@ -143,6 +143,7 @@ func useSIMD(on bool) bool {
 	clear(dot4Kernels)
 	clear(dot8Kernels)
 	clear(dot16Kernels)
+	clear(gemmR8Kernels)
 	quantQ8KBlock = nil
 	if on {
 		for t, k := range simdKernels {
@@ -164,6 +165,7 @@ func useSIMD(on bool) bool {
 			for t, k := range vnni16Kernels {
 				dot16Kernels[t] = k
 			}
+			gemmR8Kernels[Q4_0] = gemmQ4_0R8VNNI
 			quantQ8KBlock = quantQ8KSIMD
 		}
 		dotF32Impl = dotF32SIMD
@@ -413,6 +415,25 @@ func blockKernelN[A any](k func(nb int, w, x *byte, xstride int, out *A), nv, bs
 		_ = w[nb*wb-1]
 		_ = x[(nv-1)*xB+nb*xb-1]
 		k(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
+	}
+}
+
+// gemmQ4_0R8VNNI runs the repacked Q4_0 kernels (gemmR8Func): four
+// vectors per pass, then one at a time.
+func gemmQ4_0R8VNNI(nb int, w, x []byte, xstride, na int, out []float32) {
+	if nb == 0 || na == 0 {
+		clear(out[:RowGroup*na])
+		return
+	}
+	_ = w[nb*q40GroupBytes-1]
+	_ = x[(na-1)*xstride+nb*34-1]
+	_ = out[RowGroup*na-1]
+	a := 0
+	for ; a+4 <= na; a += 4 {
+		gemmQ4_0R8x4VNNI(nb, &w[0], &x[a*xstride], xstride, (*[4 * RowGroup]float32)(out[RowGroup*a:]))
+	}
+	for ; a < na; a++ {
+		gemmQ4_0R8x1VNNI(nb, &w[0], &x[a*xstride], xstride, (*[RowGroup]float32)(out[RowGroup*a:]))
 	}
 }
 

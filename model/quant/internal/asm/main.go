@@ -38,6 +38,7 @@ var (
 	q4sh   Mem // words: 0 in 128-bit lanes 0 and 2, 4 in lanes 1 and 3
 	b0F    Mem // 0x0F bytes
 	b08    Mem // 0x08 bytes
+	r8idx  Mem // per row pair p: 16 dwords [2p x8, 2p+1 x8] (VPERMPS indexes)
 )
 
 func consts() {
@@ -61,6 +62,12 @@ func consts() {
 	}
 	b0F = splat("vnnib0f", 0x0F0F0F0F)
 	b08 = splat("vnnib08", 0x08080808)
+	r8idx = GLOBL("vnnir8idx", RODATA|NOPTR)
+	for p := 0; p < 4; p++ {
+		for l := 0; l < 16; l++ {
+			DATA(64*p+4*l, U32(uint32(2*p+l/8)))
+		}
+	}
 }
 
 // splat declares 64 bytes of read-only data holding v in every dword.
@@ -107,8 +114,10 @@ func pairsEnd(nv int) {
 	}
 }
 
-func prologue(name string, nv int) {
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(nb int, w, x *byte, xstride int, out *[%d]float32)", nv))
+// header declares a kernel with nout results and loads its arguments: CX =
+// nb, SI = w, R8 = x, R9 = xstride, R10 = x+3*xstride.
+func header(name string, nout int) {
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(nb int, w, x *byte, xstride int, out *[%d]float32)", nout))
 	Pragma("noescape")
 	Load(Param("nb"), RCX)
 	Load(Param("w"), RSI)
@@ -116,6 +125,10 @@ func prologue(name string, nv int) {
 	Load(Param("xstride"), R9)
 	LEAQ(Mem{Base: R8, Index: R9, Scale: 2}, R10)
 	ADDQ(R9, R10)
+}
+
+func prologue(name string, nv int) {
+	header(name, nv)
 	if nv > 4 {
 		LEAQ(Mem{Base: R10, Index: R9, Scale: 2}, R11)
 		ADDQ(R9, R11)
@@ -166,6 +179,19 @@ func advance(nv, wb, xb int) {
 	}
 }
 
+// hsumStore adds the eight floats of y (x: its low half) in ggml's
+// hsum_float_8 order, as the AVX2 HSUM8 macro, and stores the sum to
+// disp(DX); clobbers X13, X14.
+func hsumStore(y, x Register, disp int) {
+	VEXTRACTF128(U8(1), y, X13)
+	VADDPS(x, X13, X13)
+	VMOVHLPS(X13, X13, X14)
+	VADDPS(X14, X13, X13)
+	VMOVSHDUP(X13, X14)
+	VADDSS(X14, X13, X13)
+	VMOVSS(X13, Mem{Base: RDX, Disp: disp})
+}
+
 // epilogue reduces every vector's eight lanes in ggml's hsum_float_8 order
 // (as the AVX2 HSUM8 macro) and stores them to out.
 func epilogue(nv int) {
@@ -178,13 +204,7 @@ func epilogue(nv int) {
 				VEXTRACTF64X4(U8(1), accs[p], Y15)
 				y, x = Y15, X15
 			}
-			VEXTRACTF128(U8(1), y, X13)
-			VADDPS(x, X13, X13)
-			VMOVHLPS(X13, X13, X14)
-			VADDPS(X14, X13, X13)
-			VMOVSHDUP(X13, X14)
-			VADDSS(X14, X13, X13)
-			VMOVSS(X13, Mem{Base: RDX, Disp: 4 * (2*p + h)})
+			hsumStore(y, x, 4*(2*p+h))
 		}
 	}
 	VZEROUPPER()
@@ -539,6 +559,88 @@ func quantQ8K() {
 	RET()
 }
 
+// q40r8 generates the kernel of repacked Q4_0 weights (see repack.go in
+// model/quant): eight weight rows against na activation rows per pass. A
+// repacked block group holds, for one block column of eight rows, the eight
+// f16 scales and then two 64-byte halves of nibbles: in half h, byte e of the
+// first 32 has row 4h's element e in its low nibble and row 4h+2's in its
+// high nibble, byte 32+e the same for rows 4h+1 and 4h+3. So one load, a
+// mask and a shift give two registers of [row 2p (32 unsigned values), row
+// 2p+1]: the integer lanes of a 256-bit half are exactly those of the AVX2
+// kernel for that row, sum over four elements of (q-8)*x, computed as
+// VPDPBUSD(q, x) - 8*sum(x). Per row, block and vector the float side is the
+// AVX2 kernel's: d_w*d_x rounded to float32, one FMA into eight lanes, and
+// ggml's hsum order at the end. out[8*a+r] is row r's product with vector a.
+func q40r8(name string, na int) {
+	header(name, 8*na)
+	xb := []Mem{{Base: R8}, {Base: R8, Index: R9, Scale: 1}, {Base: R8, Index: R9, Scale: 2}, {Base: R10}}
+	ws := []VecPhysical{Z0, Z1, Z2, Z3}
+	idx := []VecPhysical{Z6, Z7, Z8, Z9}
+	acc := func(a, p int) VecPhysical {
+		return []VecPhysical{Z16, Z17, Z18, Z19, Z20, Z21, Z22, Z23, Z24, Z25, Z26, Z27, Z28, Z29, Z30, Z31}[4*a+p]
+	}
+	Comment("Z4 = 0x0F bytes, Z5 = 0x08 bytes, Z6-Z9 = scale lane indexes of row pairs")
+	VMOVDQU32(b0F, Z4)
+	VMOVDQU32(b08, Z5)
+	for p := 0; p < 4; p++ {
+		VMOVDQU32(r8idx.Offset(64*p), idx[p])
+	}
+	for a := 0; a < na; a++ {
+		for p := 0; p < 4; p++ {
+			VPXORD(acc(a, p), acc(a, p), acc(a, p))
+		}
+	}
+	loopStart(name)
+	Comment("Y15 = the eight rows' d_w; Z0-Z3 = unsigned nibbles of rows [2p, 2p+1]")
+	VCVTPH2PS(Mem{Base: RSI}, Y15)
+	for h := 0; h < 2; h++ {
+		VMOVDQU64(Mem{Base: RSI, Disp: 16 + 64*h}, Z14)
+		VPANDD(Z4, Z14, ws[2*h])
+		VPSRLW(U8(4), Z14, Z14)
+		VPANDD(Z4, Z14, ws[2*h+1])
+	}
+	for a := 0; a < na; a++ {
+		Comment(fmt.Sprintf("vector %d: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -8*sum(x) per lane", a))
+		m := xb[a]
+		m.Disp = 2
+		VBROADCASTI64X4(m, Z10)
+		m.Disp = 0
+		VPBROADCASTW(m, X12)
+		VCVTPH2PS(X12, Y12)
+		VMULPS(Y15, Y12, Y12)
+		VPXORD(Z13, Z13, Z13)
+		vpdpbusd(Z10, Z5, Z13)
+		VPXORD(Z11, Z11, Z11)
+		VPSUBD(Z13, Z11, Z11)
+		for p := 0; p < 4; p++ {
+			VMOVDQA64(Z11, Z13)
+			vpdpbusd(Z10, ws[p], Z13)
+			VCVTDQ2PS(Z13, Z13)
+			VPERMPS(Z12, idx[p], Z14)
+			VFMADD231PS(Z13, Z14, acc(a, p))
+		}
+	}
+	ADDQ(U32(144), RSI)
+	ADDQ(U32(34), R8)
+	ADDQ(U32(34), R10)
+	loopEnd(name)
+	Comment("hsum of every (vector, row) in ggml's hsum_float_8 order")
+	Load(Param("out"), RDX)
+	for a := 0; a < na; a++ {
+		for p := 0; p < 4; p++ {
+			VMOVAPS(acc(a, p), Z15)
+			for h := 0; h < 2; h++ {
+				if h == 1 {
+					VEXTRACTF64X4(U8(1), Z15, Y15)
+				}
+				hsumStore(Y15, X15, 4*(8*a+2*p+h))
+			}
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
 func main() {
 	ConstraintExpr("amd64,!purego")
 	consts()
@@ -548,6 +650,8 @@ func main() {
 		q4k(fmt.Sprintf("dotQ4Kx%dVNNI", nv), nv)
 	}
 	q4k1("dotQ4KVNNI")
+	q40r8("gemmQ4_0R8x1VNNI", 1)
+	q40r8("gemmQ4_0R8x4VNNI", 4)
 	quantQ8K()
 	Generate()
 }

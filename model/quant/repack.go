@@ -1,0 +1,149 @@
+package quant
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// RowGroup is the number of weight rows a repacked matrix interleaves: the
+// multi-row kernels compute RowGroup outputs per pass, so each loaded
+// activation block serves eight rows and each unpacked weight block serves
+// several activation vectors.
+const RowGroup = 8
+
+// q40GroupBytes is the size of one repacked Q4_0 block group: the eight
+// rows' f16 scales (16 bytes) then 128 bytes of nibbles, exactly the bytes
+// of the eight original 18-byte blocks, so repacking does not grow a matrix.
+const q40GroupBytes = RowGroup * 18
+
+// gemmR8Func multiplies one group of RowGroup repacked rows (nb block
+// groups at w) with na activation vectors at x, x+xstride, ... into
+// out[RowGroup*a+r].
+type gemmR8Func func(nb int, w, x []byte, xstride, na int, out []float32)
+
+// repackers convert a matrix of a type to its repacked layout.
+var repackers = map[Type]func(m *Matrix) []byte{Q4_0: repackQ4_0}
+
+// gemmR8Kernels are the multi-row kernels of repacked types, filled by
+// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0); written
+// only during package init and by tests. Each result is bit-identical to the
+// type's single-row kernel in dotKernels on the original layout. A matrix
+// repacked while a kernel was present falls back to its original Data when
+// tests switch the kernel off.
+var gemmR8Kernels = map[Type]gemmR8Func{}
+
+// Repack converts m's weights, where the CPU has a multi-row kernel for its
+// type (Q4_0 with AVX-512 VNNI), into the interleaved layout that kernel
+// reads, in newly allocated memory, and reports whether it did. MatMul then
+// reads the repacked copy and gives bit-identical results (the kernels keep
+// the single-row kernel's float operations). m.Data is left as it was (it
+// may alias a read-only mapping) but is no longer read by MatMul; a caller
+// whose Data is mapped from a file can drop those pages (see
+// model/engine). Rows must be a multiple of RowGroup.
+//
+// Repack must not run concurrently with a MatMul of m.
+func (m *Matrix) Repack() bool {
+	repack, ok := repackers[m.Type]
+	if _, has := gemmR8Kernels[m.Type]; !ok || !has || m.Rows%RowGroup != 0 || m.Rows == 0 || m.packed != nil {
+		return false
+	}
+	rowB, err := m.Type.RowBytes(m.Cols)
+	if err != nil || len(m.Data) < rowB*m.Rows {
+		return false
+	}
+	m.packed = repack(m)
+	return true
+}
+
+// Repacked reports whether MatMul reads a repacked copy of m's weights.
+func (m *Matrix) Repacked() bool { return m.packed != nil }
+
+// repackQ4_0 interleaves Q4_0 rows in groups of eight. For group g and
+// block column b the RowGroup*18 bytes at (g*nb+b)*q40GroupBytes are: the
+// rows' f16 scales d[0..7], then two 64-byte halves; in half h, byte e
+// (0..31) holds element e of row 4h in its low nibble and of row 4h+2 in its
+// high nibble, byte 32+e element e of rows 4h+1 and 4h+3. Element e is the
+// e-th of the block's 32 values (ggml: low nibbles are 0..15, high 16..31).
+func repackQ4_0(m *Matrix) []byte {
+	nb := m.Cols / QK
+	out := make([]byte, m.Rows*nb*18)
+	for g := 0; g < m.Rows/RowGroup; g++ {
+		for b := 0; b < nb; b++ {
+			dst := out[(g*nb+b)*q40GroupBytes:][:q40GroupBytes]
+			for r := 0; r < RowGroup; r++ {
+				src := m.Data[((g*RowGroup+r)*nb+b)*18:][:18]
+				copy(dst[2*r:], src[:2])
+				h, pair, hi := r/4, r%2, (r%4)/2
+				for e := 0; e < QK; e++ {
+					v := src[2+e%16] >> (4 * (e / 16)) & 0x0F
+					dst[16+64*h+32*pair+e] |= v << (4 * hi)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// gemmQ4_0R8Generic is the portable twin of the repacked Q4_0 kernel: per
+// row, block and vector it performs the AVX2 single-row kernel's float
+// operations (eight int32 lanes of four products each, one fused
+// multiply-add per lane with the float32 product d_w*d_x, ggml's
+// hsum_float_8 order), so it is bit-identical to that kernel and to the
+// assembly twin. Tests compare the three; activations are quantised
+// (|q| <= 127, as quantizeRowQ8_0 produces).
+func gemmQ4_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
+	for a := 0; a < na; a++ {
+		xa := x[a*xstride:]
+		var lanes [RowGroup][8]float32
+		for b := 0; b < nb; b++ {
+			grp := w[b*q40GroupBytes:][:q40GroupBytes]
+			xb := xa[b*34:][:34]
+			dx := F16ToF32(binary.LittleEndian.Uint16(xb))
+			for r := 0; r < RowGroup; r++ {
+				d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
+				h, pair, hi := r/4, r%2, (r%4)/2
+				q := grp[16+64*h+32*pair:][:32]
+				for k := 0; k < 8; k++ {
+					var s int32
+					for e := 4 * k; e < 4*k+4; e++ {
+						s += (int32(q[e]>>(4*hi)&0x0F) - 8) * int32(int8(xb[2+e]))
+					}
+					lanes[r][k] = fma32(float32(s), d, lanes[r][k])
+				}
+			}
+		}
+		for r := 0; r < RowGroup; r++ {
+			out[RowGroup*a+r] = hsum8(&lanes[r])
+		}
+	}
+}
+
+// hsum8 adds eight lanes in ggml's hsum_float_8 order, as the kernels'
+// HSUM8: ((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7)).
+func hsum8(v *[8]float32) float32 {
+	s0, s1, s2, s3 := v[0]+v[4], v[1]+v[5], v[2]+v[6], v[3]+v[7]
+	return (s0 + s2) + (s1 + s3)
+}
+
+// fma32 returns a*b+c rounded once to float32, as VFMADD231PS does. The
+// product is exact in float64; the sum is rounded to odd in float64 (53
+// bits, more than 24+2), which makes the final rounding to float32 correct.
+func fma32(a, b, c float32) float32 {
+	p := float64(a) * float64(b)
+	s := p + float64(c)
+	if math.IsInf(s, 0) || math.IsNaN(s) {
+		return float32(s)
+	}
+	// TwoSum: e is the exact error of s.
+	bv := s - p
+	e := (p - (s - bv)) + (float64(c) - bv)
+	if bits := math.Float64bits(s); e != 0 && bits&1 == 0 {
+		if (e > 0) == (s > 0) {
+			bits++
+		} else {
+			bits--
+		}
+		s = math.Float64frombits(bits)
+	}
+	return float32(s)
+}
