@@ -166,6 +166,7 @@ func useSIMD(on bool) bool {
 				dot16Kernels[t] = k
 			}
 			gemmR8Kernels[Q4_0] = gemmQ4_0R8VNNI
+			gemmR8Kernels[Q4_K] = gemmQ4KR8VNNI
 			quantQ8KBlock = quantQ8KSIMD
 		}
 		dotF32Impl = dotF32SIMD
@@ -418,24 +419,40 @@ func blockKernelN[A any](k func(nb int, w, x *byte, xstride int, out *A), nv, bs
 	}
 }
 
-// gemmQ4_0R8VNNI runs the repacked Q4_0 kernels (gemmR8Func): four
-// vectors per pass, then one at a time.
-func gemmQ4_0R8VNNI(nb int, w, x []byte, xstride, na int, out []float32) {
-	if nb == 0 || na == 0 {
-		clear(out[:RowGroup*na])
-		return
-	}
-	_ = w[nb*q40GroupBytes-1]
-	_ = x[(na-1)*xstride+nb*34-1]
-	_ = out[RowGroup*na-1]
-	a := 0
-	for ; a+4 <= na; a += 4 {
-		gemmQ4_0R8x4VNNI(nb, &w[0], &x[a*xstride], xstride, (*[4 * RowGroup]float32)(out[RowGroup*a:]))
-	}
-	for ; a < na; a++ {
-		gemmQ4_0R8x1VNNI(nb, &w[0], &x[a*xstride], xstride, (*[RowGroup]float32)(out[RowGroup*a:]))
+// r8Pass is an assembly pass of a repacked kernel: eight rows (nb block
+// groups at w) times a fixed number of vectors at x, x+xstride, ... into
+// out[8*a+r].
+type r8Pass func(nb int, w, x *byte, xstride int, out *float32)
+
+// r8Gemm makes a gemmR8Func of the passes of one repacked type (passes[k]
+// handles k+1 vectors; nil where there is none; passes[0] must be set):
+// each call takes the widest pass that fits the vectors left. groupB and
+// xBlockB are the bytes of a weight block group and of an activation block.
+func r8Gemm(passes [4]r8Pass, groupB, xBlockB int) gemmR8Func {
+	return func(nb int, w, x []byte, xstride, na int, out []float32) {
+		if nb == 0 || na == 0 {
+			clear(out[:RowGroup*na])
+			return
+		}
+		_ = w[nb*groupB-1]
+		_ = x[(na-1)*xstride+nb*xBlockB-1]
+		_ = out[RowGroup*na-1]
+		for a := 0; a < na; {
+			k := min(len(passes), na-a)
+			for passes[k-1] == nil {
+				k--
+			}
+			passes[k-1](nb, &w[0], &x[a*xstride], xstride, &out[RowGroup*a])
+			a += k
+		}
 	}
 }
+
+// gemmQ4_0R8VNNI and gemmQ4KR8VNNI run the repacked Q4_0 and Q4_K kernels.
+var (
+	gemmQ4_0R8VNNI = r8Gemm([4]r8Pass{gemmQ4_0R8x1VNNI, nil, nil, gemmQ4_0R8x4VNNI}, q40GroupBytes, 34)
+	gemmQ4KR8VNNI  = r8Gemm([4]r8Pass{gemmQ4KR8x1VNNI, gemmQ4KR8x2VNNI, gemmQ4KR8x3VNNI, gemmQ4KR8x4VNNI}, q4kGroupBytes, 292)
+)
 
 // quantQ8KSIMD quantises one Q8_K block with AVX-512 (see quantQ8KBlock).
 func quantQ8KSIMD(x []float32, dst []byte) bool {

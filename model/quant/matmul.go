@@ -333,7 +333,7 @@ const gemmVectors = 4
 // with the tile's vectors gemmVectors at a time.
 func (j *matmulJob) runPacked(worker, start, end int) {
 	m, n := j.m, j.n
-	gb := RowGroup * j.rowB
+	gb := len(m.packed) / (m.Rows / RowGroup)
 	out := j.outs[worker][:]
 	tile := max(16, tileBytes/j.xB)
 	for i0 := 0; i0 < n; i0 += tile {
@@ -343,7 +343,7 @@ func (j *matmulJob) runPacked(worker, start, end int) {
 			r0 := g * RowGroup
 			for i := i0; i < i1; i += gemmVectors {
 				na := min(gemmVectors, i1-i)
-				j.gemm(j.nb, w, j.xq[i*j.xB:], j.xB, na, out)
+				j.gemm(j.nb, w, j.xq[i*j.xB:], j.xB, na, out[:RowGroup*na])
 				for a := 0; a < na; a++ {
 					copy(j.dst[(i+a)*m.Rows+r0:][:RowGroup], out[RowGroup*a:])
 				}

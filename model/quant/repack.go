@@ -16,17 +16,25 @@ const RowGroup = 8
 // of the eight original 18-byte blocks, so repacking does not grow a matrix.
 const q40GroupBytes = RowGroup * 18
 
+// q4kGroupBytes is the size of one repacked Q4_K group (one super-block
+// column of eight rows): d[8] and dmin[8] (f16, 32 bytes), the decoded
+// 6-bit scales and mins (8 + 8 bytes per row, 128 bytes), the nibbles (128
+// bytes per row). 1184 = 8*148 against 8*144 in the file: decoding the
+// scales once at load costs 2.8% more memory and saves the kernel the
+// scalar unpacking of every block.
+const q4kGroupBytes = 32 + RowGroup*16 + RowGroup*128
+
 // gemmR8Func multiplies one group of RowGroup repacked rows (nb block
 // groups at w) with na activation vectors at x, x+xstride, ... into
 // out[RowGroup*a+r].
 type gemmR8Func func(nb int, w, x []byte, xstride, na int, out []float32)
 
 // repackers convert a matrix of a type to its repacked layout.
-var repackers = map[Type]func(m *Matrix) []byte{Q4_0: repackQ4_0}
+var repackers = map[Type]func(m *Matrix) []byte{Q4_0: repackQ4_0, Q4_K: repackQ4K}
 
 // gemmR8Kernels are the multi-row kernels of repacked types, filled by
-// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0); written
-// only during package init and by tests. Each result is bit-identical to the
+// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0, Q4_K);
+// written only during package init and by tests. Each result is bit-identical to the
 // type's single-row kernel in dotKernels on the original layout. A matrix
 // repacked while a kernel was present falls back to its original Data when
 // tests switch the kernel off.
@@ -84,6 +92,24 @@ func repackQ4_0(m *Matrix) []byte {
 	return out
 }
 
+// twinR8 is the skeleton of the generic twins: for every vector it runs
+// block(grp, xb, lanes) over the nb block groups (groupB bytes) and
+// activation blocks (xBlockB bytes), which adds one block's work to the
+// eight float lanes of each row, then reduces the lanes in ggml's
+// hsum_float_8 order into out[8*a+r].
+func twinR8(nb int, w, x []byte, xstride, na int, out []float32, groupB, xBlockB int, block func(grp, xb []byte, lanes *[RowGroup][8]float32)) {
+	for a := 0; a < na; a++ {
+		xa := x[a*xstride:]
+		var lanes [RowGroup][8]float32
+		for b := 0; b < nb; b++ {
+			block(w[b*groupB:][:groupB], xa[b*xBlockB:][:xBlockB], &lanes)
+		}
+		for r := 0; r < RowGroup; r++ {
+			out[RowGroup*a+r] = hsum8(&lanes[r])
+		}
+	}
+}
+
 // gemmQ4_0R8Generic is the portable twin of the repacked Q4_0 kernel: per
 // row, block and vector it performs the AVX2 single-row kernel's float
 // operations (eight int32 lanes of four products each, one fused
@@ -92,30 +118,93 @@ func repackQ4_0(m *Matrix) []byte {
 // assembly twin. Tests compare the three; activations are quantised
 // (|q| <= 127, as quantizeRowQ8_0 produces).
 func gemmQ4_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
-	for a := 0; a < na; a++ {
-		xa := x[a*xstride:]
-		var lanes [RowGroup][8]float32
+	twinR8(nb, w, x, xstride, na, out, q40GroupBytes, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
+		dx := F16ToF32(binary.LittleEndian.Uint16(xb))
+		for r := 0; r < RowGroup; r++ {
+			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
+			h, pair, hi := r/4, r%2, (r%4)/2
+			q := grp[16+64*h+32*pair:][:32]
+			for k := 0; k < 8; k++ {
+				var s int32
+				for e := 4 * k; e < 4*k+4; e++ {
+					s += (int32(q[e]>>(4*hi)&0x0F) - 8) * int32(int8(xb[2+e]))
+				}
+				lanes[r][k] = fma32(float32(s), d, lanes[r][k])
+			}
+		}
+	})
+}
+
+// repackQ4K interleaves Q4_K rows in groups of eight, one q4kGroupBytes
+// group per super-block column b at (g*nb+b)*q4kGroupBytes: d of rows 0-7
+// (f16), dmin of rows 0-7, the eight decoded scales of each row (32+8r),
+// the eight mins of each row (96+8r), and row r's 128 nibble bytes
+// (160+128r) in two 64-byte halves G: byte e (0..31) of half G holds
+// element e of sub-block 4G in its low nibble and of sub-block 4G+2 in its
+// high nibble, byte 32+e the same of sub-blocks 4G+1 and 4G+3. (In the
+// file, byte 32g+e holds element e of sub-blocks 2g and 2g+1.)
+func repackQ4K(m *Matrix) []byte {
+	nb := m.Cols / QKK
+	out := make([]byte, m.Rows/RowGroup*nb*q4kGroupBytes)
+	for g := 0; g < m.Rows/RowGroup; g++ {
 		for b := 0; b < nb; b++ {
-			grp := w[b*q40GroupBytes:][:q40GroupBytes]
-			xb := xa[b*34:][:34]
-			dx := F16ToF32(binary.LittleEndian.Uint16(xb))
+			dst := out[(g*nb+b)*q4kGroupBytes:][:q4kGroupBytes]
 			for r := 0; r < RowGroup; r++ {
-				d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
-				h, pair, hi := r/4, r%2, (r%4)/2
-				q := grp[16+64*h+32*pair:][:32]
-				for k := 0; k < 8; k++ {
-					var s int32
-					for e := 4 * k; e < 4*k+4; e++ {
-						s += (int32(q[e]>>(4*hi)&0x0F) - 8) * int32(int8(xb[2+e]))
+				src := m.Data[((g*RowGroup+r)*nb+b)*144:][:144]
+				copy(dst[2*r:], src[0:2])
+				copy(dst[16+2*r:], src[2:4])
+				sc, mn := k4Scales(src[4:16])
+				copy(dst[32+8*r:], sc[:])
+				copy(dst[96+8*r:], mn[:])
+				qs, q := src[16:144], dst[160+128*r:][:128]
+				for G := 0; G < 2; G++ {
+					for e := 0; e < 32; e++ {
+						a, b := qs[64*G+e], qs[64*G+32+e]
+						q[64*G+e] = a&0x0F | b<<4
+						q[64*G+32+e] = a>>4 | b&0xF0
 					}
-					lanes[r][k] = fma32(float32(s), d, lanes[r][k])
 				}
 			}
 		}
-		for r := 0; r < RowGroup; r++ {
-			out[RowGroup*a+r] = hsum8(&lanes[r])
-		}
 	}
+	return out
+}
+
+// gemmQ4KR8Generic is the portable twin of the repacked Q4_K kernel, with
+// the AVX2 single-row kernel's float operations per row, super-block and
+// vector (see gemmQ4_0R8Generic): acc -= (dmin*d_x) * mins term in four
+// lanes, then acc += (d*d_x) * the eight int32 lanes of scaled sums.
+func gemmQ4KR8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
+	twinR8(nb, w, x, xstride, na, out, q4kGroupBytes, 292, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
+		dx := math.Float32frombits(binary.LittleEndian.Uint32(xb))
+		var bs [8]int32 // pairwise bsums
+		for j := range bs {
+			bs[j] = int32(int16(binary.LittleEndian.Uint16(xb[260+4*j:]))) + int32(int16(binary.LittleEndian.Uint16(xb[262+4*j:])))
+		}
+		for r := 0; r < RowGroup; r++ {
+			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
+			dm := F16ToF32(binary.LittleEndian.Uint16(grp[16+2*r:])) * dx
+			sc, mn, q := grp[32+8*r:][:8], grp[96+8*r:][:8], grp[160+128*r:][:128]
+			var sumi [8]int32
+			for k := 0; k < 8; k++ {
+				var mins int32
+				if k < 4 {
+					mins = int32(mn[2*k])*bs[2*k] + int32(mn[2*k+1])*bs[2*k+1]
+				}
+				lanes[r][k] = fma32(-dm, float32(mins), lanes[r][k])
+				for g := 0; g < 4; g++ {
+					for e := 4 * k; e < 4*k+4; e++ {
+						lo, hi := q[64*(g/2)+e]>>(4*(g%2))&0x0F, q[64*(g/2)+32+e]>>(4*(g%2))&0x0F
+						sumi[k] += int32(sc[2*g]) * int32(lo) * int32(int8(xb[4+64*g+e]))
+						sumi[k] += int32(sc[2*g+1]) * int32(hi) * int32(int8(xb[4+64*g+32+e]))
+					}
+				}
+			}
+			for k := 0; k < 8; k++ {
+				lanes[r][k] = fma32(d, float32(sumi[k]), lanes[r][k])
+			}
+		}
+	})
 }
 
 // hsum8 adds eight lanes in ggml's hsum_float_8 order, as the kernels'

@@ -19,53 +19,66 @@ func needVNNI(t testing.TB) {
 	}
 }
 
-// TestRepackedKernelsMatchSingle checks the repacked Q4_0 kernels, assembly
-// and generic twin, against the AVX2 single-row kernel on the original
-// layout, bit for bit, for 1..9 vectors (the x4 pass and the x1 tail) on
-// quantised and raw random weights.
+// repackedKernels lists the repacked kernels: assembly and generic twin.
+var repackedKernels = []struct {
+	typ       Type
+	asm, twin gemmR8Func
+	nbs       []int // block counts tested
+}{
+	{Q4_0, gemmQ4_0R8VNNI, gemmQ4_0R8Generic, []int{1, 2, 3, 16, 64}},
+	{Q4_K, gemmQ4KR8VNNI, gemmQ4KR8Generic, []int{1, 2, 3, 8}},
+}
+
+// TestRepackedKernelsMatchSingle checks the repacked kernels, assembly and
+// generic twin, against the AVX2 single-row kernel of the type on the
+// original layout, bit for bit, for 1..9 vectors (every pass width and
+// tail) on quantised and raw random weights.
 func TestRepackedKernelsMatchSingle(t *testing.T) {
 	needVNNI(t)
 	defer useVNNI(true)
 	r := rand.New(rand.NewPCG(31, 32))
-	for _, nb := range []int{1, 2, 3, 16, 64} {
-		cols := nb * QK
-		for _, raw := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%d/raw=%v", cols, raw), func(t *testing.T) {
-				var m *Matrix
-				if raw {
-					rb, _ := Q4_0.RowBytes(cols)
-					data := make([]byte, 0, RowGroup*rb)
-					for range RowGroup {
-						data = append(data, rawWeights(r, Q4_0, cols)...)
+	for _, k := range repackedKernels {
+		bs := k.typ.BlockSize()
+		vt := vecDotType(k.typ)
+		for _, nb := range k.nbs {
+			cols := nb * bs
+			for _, raw := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%d/raw=%v", k.typ, cols, raw), func(t *testing.T) {
+					var m *Matrix
+					if raw {
+						rb, _ := k.typ.RowBytes(cols)
+						data := make([]byte, 0, RowGroup*rb)
+						for range RowGroup {
+							data = append(data, rawWeights(r, k.typ, cols)...)
+						}
+						m = &Matrix{Type: k.typ, Rows: RowGroup, Cols: cols, Data: data}
+					} else {
+						m, _ = quantMatrix(t, r, k.typ, RowGroup, cols)
 					}
-					m = &Matrix{Type: Q4_0, Rows: RowGroup, Cols: cols, Data: data}
-				} else {
-					m, _ = quantMatrix(t, r, Q4_0, RowGroup, cols)
-				}
-				require.True(t, m.Repack())
-				require.Len(t, m.packed, len(m.Data))
-				const nv = 9
-				xB, _ := Q8_0.RowBytes(cols)
-				xq := make([]byte, nv*xB)
-				for v := 0; v < nv; v++ {
-					quantizeActivations(Q8_0, randVec(r, cols, float32(v+1)), xq[v*xB:(v+1)*xB])
-				}
-				rb := len(m.Data) / RowGroup
-				for na := 1; na <= nv; na++ {
-					got := make([]float32, RowGroup*na)
-					twin := make([]float32, RowGroup*na)
-					gemmQ4_0R8VNNI(nb, m.packed, xq, xB, na, got)
-					gemmQ4_0R8Generic(nb, m.packed, xq, xB, na, twin)
-					for a := 0; a < na; a++ {
-						for row := 0; row < RowGroup; row++ {
-							want := simdKernels[Q4_0](cols, m.Data[row*rb:(row+1)*rb], xq[a*xB:(a+1)*xB])
-							k := RowGroup*a + row
-							require.Equal(t, math.Float32bits(want), math.Float32bits(got[k]), "asm na=%d vector %d row %d: %v vs %v", na, a, row, want, got[k])
-							require.Equal(t, math.Float32bits(want), math.Float32bits(twin[k]), "twin na=%d vector %d row %d: %v vs %v", na, a, row, want, twin[k])
+					require.True(t, m.Repack())
+					const nv = 9
+					xB, _ := vt.RowBytes(cols)
+					xq := make([]byte, nv*xB)
+					for v := 0; v < nv; v++ {
+						quantizeActivations(vt, randVec(r, cols, float32(v+1)), xq[v*xB:(v+1)*xB])
+					}
+					rb := len(m.Data) / RowGroup
+					for na := 1; na <= nv; na++ {
+						got := make([]float32, RowGroup*na)
+						twin := make([]float32, RowGroup*na)
+						k.asm(nb, m.packed, xq, xB, na, got)
+						k.twin(nb, m.packed, xq, xB, na, twin)
+						for a := 0; a < na; a++ {
+							for row := 0; row < RowGroup; row++ {
+								want := simdKernels[k.typ](cols, m.Data[row*rb:(row+1)*rb], xq[a*xB:(a+1)*xB])
+								i := RowGroup*a + row
+								require.Equal(t, math.Float32bits(want), math.Float32bits(got[i]), "asm na=%d vector %d row %d: %v vs %v", na, a, row, want, got[i])
+								require.Equal(t, math.Float32bits(want), math.Float32bits(twin[i]), "twin na=%d vector %d row %d: %v vs %v", na, a, row, want, twin[i])
+							}
 						}
 					}
-				}
-			})
+				})
+			}
 		}
 	}
 }
@@ -80,8 +93,11 @@ func TestMatMulRepackedMatches(t *testing.T) {
 	r := rand.New(rand.NewPCG(33, 34))
 	for _, threads := range []int{1, 2} {
 		p := NewPool(threads)
-		for _, sh := range []struct{ rows, cols int }{{8, 32}, {24, 256}, {256, 768}} {
-			m, _ := quantMatrix(t, r, Q4_0, sh.rows, sh.cols)
+		for _, sh := range []struct {
+			typ        Type
+			rows, cols int
+		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q4_K, 8, 256}, {Q4_K, 48, 512}} {
+			m, _ := quantMatrix(t, r, sh.typ, sh.rows, sh.cols)
 			pm := *m
 			require.True(t, pm.Repack())
 			require.False(t, pm.Repack(), "second Repack")
@@ -92,7 +108,7 @@ func TestMatMulRepackedMatches(t *testing.T) {
 				MatMul(p, want, m, x, n)
 				MatMul(p, got, &pm, x, n)
 				for i := range want {
-					require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "threads=%d %dx%d n=%d at %d", threads, sh.rows, sh.cols, n, i)
+					require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "threads=%d %s %dx%d n=%d at %d", threads, sh.typ, sh.rows, sh.cols, n, i)
 				}
 				useVNNI(false)
 				MatMul(p, got, &pm, x, n)
@@ -107,8 +123,8 @@ func TestMatMulRepackedMatches(t *testing.T) {
 	// Matrices Repack leaves alone.
 	m, _ := quantMatrix(t, r, Q4_0, 12, 64)
 	require.False(t, m.Repack(), "rows not a multiple of 8")
-	m, _ = quantMatrix(t, r, Q4_K, 8, 256)
-	require.False(t, m.Repack(), "no repacked Q4_K kernel")
+	m, _ = quantMatrix(t, r, Q8_0, 8, 256)
+	require.False(t, m.Repack(), "no repacked Q8_0 kernel")
 }
 
 // TestMatMulRepackedNoAlloc: the repacked path allocates nothing either.
@@ -128,51 +144,55 @@ func TestMatMulRepackedNoAlloc(t *testing.T) {
 }
 
 // BenchmarkRepackedKernels times, single thread, 64 rows x 4096 columns,
-// the repacked Q4_0 kernel against the kernels MatMul used before for the
-// same work: the AVX2 single-row kernel for one vector, the VNNI x16
-// kernel for sixteen. Reports ns per row and the speedups.
+// each repacked kernel against the kernels MatMul used before for the same
+// work: the single-row kernel for one vector, the VNNI x16 kernel for
+// sixteen. Reports ns per row and the speedups.
 func BenchmarkRepackedKernels(b *testing.B) {
 	needVNNI(b)
 	defer useVNNI(true)
 	const rows, cols = 64, 4096
-	m := benchMatrix(b, Q4_0, rows, cols)
-	pm := *m
-	pm.Repack()
-	rb := len(m.Data) / rows
-	xB, _ := Q8_0.RowBytes(cols)
 	r := rand.New(rand.NewPCG(4, 4))
-	for _, nv := range []int{1, 16} {
-		b.Run(fmt.Sprintf("n=%d", nv), func(b *testing.B) {
-			xq := make([]byte, nv*xB)
-			for v := 0; v < nv; v++ {
-				quantizeActivations(Q8_0, randVec(r, cols, 1), xq[v*xB:(v+1)*xB])
-			}
-			out := make([]float32, RowGroup*nv)
-			var out16 [16]float32
-			var old, packed time.Duration
-			gb := RowGroup * rb
-			for i := 0; i < b.N; i++ {
-				s0 := time.Now()
-				for row := 0; row < rows; row++ {
-					w := m.Data[row*rb : (row+1)*rb]
-					if nv == 16 {
-						dot16Kernels[Q4_0](cols, w, xq, xB, &out16)
-					} else {
-						out[0] = dotKernels[Q4_0](cols, w, xq)
+	for _, k := range repackedKernels {
+		m := benchMatrix(b, k.typ, rows, cols)
+		pm := *m
+		pm.Repack()
+		rb := len(m.Data) / rows
+		vt := vecDotType(k.typ)
+		xB, _ := vt.RowBytes(cols)
+		nb := cols / k.typ.BlockSize()
+		gb := len(pm.packed) / (rows / RowGroup)
+		for _, nv := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s/n=%d", k.typ, nv), func(b *testing.B) {
+				xq := make([]byte, nv*xB)
+				for v := 0; v < nv; v++ {
+					quantizeActivations(vt, randVec(r, cols, 1), xq[v*xB:(v+1)*xB])
+				}
+				out := make([]float32, RowGroup*nv)
+				var out16 [16]float32
+				var old, packed time.Duration
+				for i := 0; i < b.N; i++ {
+					s0 := time.Now()
+					for row := 0; row < rows; row++ {
+						w := m.Data[row*rb : (row+1)*rb]
+						if nv == 16 {
+							dot16Kernels[k.typ](cols, w, xq, xB, &out16)
+						} else {
+							out[0] = dotKernels[k.typ](cols, w, xq)
+						}
 					}
+					s1 := time.Now()
+					for g := 0; g < rows/RowGroup; g++ {
+						k.asm(nb, pm.packed[g*gb:(g+1)*gb], xq, xB, nv, out)
+					}
+					s2 := time.Now()
+					old += s1.Sub(s0)
+					packed += s2.Sub(s1)
 				}
-				s1 := time.Now()
-				for g := 0; g < rows/RowGroup; g++ {
-					gemmQ4_0R8VNNI(cols/QK, pm.packed[g*gb:(g+1)*gb], xq, xB, nv, out)
-				}
-				s2 := time.Now()
-				old += s1.Sub(s0)
-				packed += s2.Sub(s1)
-			}
-			per := float64(b.N * rows)
-			b.ReportMetric(float64(old.Nanoseconds())/per, "old_ns/row")
-			b.ReportMetric(float64(packed.Nanoseconds())/per, "repacked_ns/row")
-			b.ReportMetric(float64(old)/float64(packed), "speedup")
-		})
+				per := float64(b.N * rows)
+				b.ReportMetric(float64(old.Nanoseconds())/per, "old_ns/row")
+				b.ReportMetric(float64(packed.Nanoseconds())/per, "repacked_ns/row")
+				b.ReportMetric(float64(old)/float64(packed), "speedup")
+			})
+		}
 	}
 }
