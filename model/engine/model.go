@@ -98,6 +98,8 @@ type Model struct {
 	// src maps each matrix wrapped by matrix() to its tensor, during
 	// load only (repackWeights releases the file pages of what it copies).
 	src map[*quant.Matrix]*gguf.TensorInfo
+	// arena holds the repacked copies of weight matrices.
+	arena weightArena
 
 	// computeMu serialises forward passes (of Sessions and Batches): a
 	// quant.Pool runs one MatMul at a time, and one forward pass already
@@ -160,10 +162,6 @@ func newModel(f *gguf.File, opts Options, spec ShardSpec) (*Model, error) {
 	if err := m.loadTensors(); err != nil {
 		return nil, err
 	}
-	if !opts.NoRepack {
-		m.repackWeights()
-	}
-	m.src = nil
 	tok, err := tokenizer.FromGGUF(f)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tokenizer: %w", ErrBadModel, err)
@@ -181,6 +179,10 @@ func newModel(f *gguf.File, opts Options, spec ShardSpec) (*Model, error) {
 		threads = runtime.NumCPU()
 	}
 	m.pool = quant.NewPool(threads)
+	if !opts.NoRepack {
+		m.repackWeights()
+	}
+	m.src = nil
 	m.info = m.buildInfo()
 	return m, nil
 }
@@ -319,18 +321,22 @@ func (m *Model) repackWeights() {
 	if m.output != nil && m.output != m.embd {
 		mats = append(mats, m.output)
 	}
-	n := 0
-	for _, mat := range mats {
-		t, ok := m.src[mat]
-		if !ok || !mat.Repack() {
-			continue
+	// Matrices are repacked in parallel on the Model's Pool (repacking
+	// reads every page of the file's layer tensors once).
+	var n atomic.Int32
+	m.pool.Run(len(mats), func(_, start, end int) {
+		for _, mat := range mats[start:end] {
+			t, ok := m.src[mat]
+			if !ok || !mat.RepackInto(m.arena.alloc) {
+				continue
+			}
+			n.Add(1)
+			if err := m.file.ReleaseTensor(t); err != nil {
+				m.log.Warn("release of repacked tensor pages failed", "tensor", t.Name, "err", err)
+			}
 		}
-		n++
-		if err := m.file.ReleaseTensor(t); err != nil {
-			m.log.Warn("release of repacked tensor pages failed", "tensor", t.Name, "err", err)
-		}
-	}
-	if n > 0 {
+	})
+	if n := n.Load(); n > 0 {
 		m.log.Info("repacked weight matrices for the multi-row kernels", "matrices", n)
 	}
 }
@@ -530,5 +536,6 @@ func (m *Model) Close() error {
 	m.computeMu.Lock()
 	defer m.computeMu.Unlock()
 	m.pool.Close()
+	m.arena.free()
 	return m.file.Close()
 }

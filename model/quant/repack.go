@@ -30,7 +30,11 @@ const q4kGroupBytes = 32 + RowGroup*16 + RowGroup*128
 type gemmR8Func func(nb int, w, x []byte, xstride, na int, out []float32)
 
 // repackers convert a matrix of a type to its repacked layout.
-var repackers = map[Type]func(m *Matrix) []byte{Q4_0: repackQ4_0, Q4_K: repackQ4K}
+var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q4_K: repackQ4K}
+
+// repackedSize is the size of a repacked matrix of a type per original
+// block (RowGroup groups of blocks become one group).
+var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup}
 
 // gemmR8Kernels are the multi-row kernels of repacked types, filled by
 // useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0, Q4_K);
@@ -41,16 +45,21 @@ var repackers = map[Type]func(m *Matrix) []byte{Q4_0: repackQ4_0, Q4_K: repackQ4
 var gemmR8Kernels = map[Type]gemmR8Func{}
 
 // Repack converts m's weights, where the CPU has a multi-row kernel for its
-// type (Q4_0 with AVX-512 VNNI), into the interleaved layout that kernel
-// reads, in newly allocated memory, and reports whether it did. MatMul then
-// reads the repacked copy and gives bit-identical results (the kernels keep
-// the single-row kernel's float operations). m.Data is left as it was (it
-// may alias a read-only mapping) but is no longer read by MatMul; a caller
-// whose Data is mapped from a file can drop those pages (see
-// model/engine). Rows must be a multiple of RowGroup.
+// type (Q4_0 and Q4_K with AVX-512 VNNI), into the interleaved layout that
+// kernel reads, in newly allocated memory, and reports whether it did.
+// MatMul then reads the repacked copy and gives bit-identical results (the
+// kernels keep the single-row kernel's float operations). m.Data is left
+// as it was (it may alias a read-only mapping) but is no longer read by
+// MatMul; a caller whose Data is mapped from a file can drop those pages
+// (see model/engine). Rows must be a multiple of RowGroup.
 //
 // Repack must not run concurrently with a MatMul of m.
-func (m *Matrix) Repack() bool {
+func (m *Matrix) Repack() bool { return m.RepackInto(func(n int) []byte { return make([]byte, n) }) }
+
+// RepackInto is Repack with the memory of the copy from alloc, which must
+// return n zeroed bytes (huge pages, say). alloc is called at most once,
+// and only if m is repacked; the memory must outlive every use of m.
+func (m *Matrix) RepackInto(alloc func(n int) []byte) bool {
 	repack, ok := repackers[m.Type]
 	if _, has := gemmR8Kernels[m.Type]; !ok || !has || m.Rows%RowGroup != 0 || m.Rows == 0 || m.packed != nil {
 		return false
@@ -59,7 +68,9 @@ func (m *Matrix) Repack() bool {
 	if err != nil || len(m.Data) < rowB*m.Rows {
 		return false
 	}
-	m.packed = repack(m)
+	out := alloc(m.Rows * m.Cols / m.Type.BlockSize() * repackedSize[m.Type])
+	repack(m, out)
+	m.packed = out
 	return true
 }
 
@@ -72,24 +83,27 @@ func (m *Matrix) Repacked() bool { return m.packed != nil }
 // (0..31) holds element e of row 4h in its low nibble and of row 4h+2 in its
 // high nibble, byte 32+e element e of rows 4h+1 and 4h+3. Element e is the
 // e-th of the block's 32 values (ggml: low nibbles are 0..15, high 16..31).
-func repackQ4_0(m *Matrix) []byte {
+func repackQ4_0(m *Matrix, out []byte) {
 	nb := m.Cols / QK
-	out := make([]byte, m.Rows*nb*18)
+	le := binary.LittleEndian
 	for g := 0; g < m.Rows/RowGroup; g++ {
 		for b := 0; b < nb; b++ {
 			dst := out[(g*nb+b)*q40GroupBytes:][:q40GroupBytes]
 			for r := 0; r < RowGroup; r++ {
 				src := m.Data[((g*RowGroup+r)*nb+b)*18:][:18]
 				copy(dst[2*r:], src[:2])
-				h, pair, hi := r/4, r%2, (r%4)/2
-				for e := 0; e < QK; e++ {
-					v := src[2+e%16] >> (4 * (e / 16)) & 0x0F
-					dst[16+64*h+32*pair+e] |= v << (4 * hi)
+				// Elements 0-15 are the low nibbles of qs, 16-31 the
+				// high ones; eight at a time.
+				q := dst[16+64*(r/4)+32*(r%2):][:32]
+				sh := 4 * ((r % 4) / 2)
+				for i := 0; i < 16; i += 8 {
+					v := le.Uint64(src[2+i:])
+					le.PutUint64(q[i:], le.Uint64(q[i:])|(v&0x0F0F0F0F0F0F0F0F)<<sh)
+					le.PutUint64(q[16+i:], le.Uint64(q[16+i:])|(v>>4&0x0F0F0F0F0F0F0F0F)<<sh)
 				}
 			}
 		}
 	}
-	return out
 }
 
 // twinR8 is the skeleton of the generic twins: for every vector it runs
@@ -143,9 +157,9 @@ func gemmQ4_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
 // element e of sub-block 4G in its low nibble and of sub-block 4G+2 in its
 // high nibble, byte 32+e the same of sub-blocks 4G+1 and 4G+3. (In the
 // file, byte 32g+e holds element e of sub-blocks 2g and 2g+1.)
-func repackQ4K(m *Matrix) []byte {
+func repackQ4K(m *Matrix, out []byte) {
 	nb := m.Cols / QKK
-	out := make([]byte, m.Rows/RowGroup*nb*q4kGroupBytes)
+	le := binary.LittleEndian
 	for g := 0; g < m.Rows/RowGroup; g++ {
 		for b := 0; b < nb; b++ {
 			dst := out[(g*nb+b)*q4kGroupBytes:][:q4kGroupBytes]
@@ -158,16 +172,15 @@ func repackQ4K(m *Matrix) []byte {
 				copy(dst[96+8*r:], mn[:])
 				qs, q := src[16:144], dst[160+128*r:][:128]
 				for G := 0; G < 2; G++ {
-					for e := 0; e < 32; e++ {
-						a, b := qs[64*G+e], qs[64*G+32+e]
-						q[64*G+e] = a&0x0F | b<<4
-						q[64*G+32+e] = a>>4 | b&0xF0
+					for e := 0; e < 32; e += 8 {
+						a, b := le.Uint64(qs[64*G+e:]), le.Uint64(qs[64*G+32+e:])
+						le.PutUint64(q[64*G+e:], a&0x0F0F0F0F0F0F0F0F|(b&0x0F0F0F0F0F0F0F0F)<<4)
+						le.PutUint64(q[64*G+32+e:], a>>4&0x0F0F0F0F0F0F0F0F|b&0xF0F0F0F0F0F0F0F0)
 					}
 				}
 			}
 		}
 	}
-	return out
 }
 
 // gemmQ4KR8Generic is the portable twin of the repacked Q4_K kernel, with
