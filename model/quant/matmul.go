@@ -374,7 +374,9 @@ const minMACsPerWorker = 1 << 16
 // BF16 or F32 — see VecDotType) and the dot products then run on quantised
 // blocks with integer arithmetic; weights are never dequantised as a whole.
 // Rows are split across the Pool's workers. Scratch memory lives in the Pool,
-// so steady-state calls do not allocate.
+// so steady-state calls do not allocate. A repacked matrix (Matrix.Repack)
+// is read from its copy, eight rows at a time by the multi-row kernels, with
+// bit-identical results.
 //
 // MatMul panics if the sizes are inconsistent (len(x) < n*Cols,
 // len(dst) < n*Rows, len(m.Data) too small, Cols not a multiple of the
