@@ -25,9 +25,10 @@ type Options struct {
 	// Logger receives load-time notes; nil discards them.
 	Logger *slog.Logger
 	// NoRepack keeps every weight matrix in the file's layout. By default
-	// the matrices of types with a multi-row kernel on this CPU (Q4_0 with
-	// AVX-512 VNNI; see quant.Matrix.Repack) are repacked at load, which
-	// gives bit-identical results faster; the option is for comparisons.
+	// the matrices of types with a multi-row kernel on this CPU (Q4_0,
+	// Q8_0 and Q4_K with AVX-512 VNNI; see quant.Matrix.Repack) are
+	// repacked at load, which gives bit-identical results faster; the
+	// option is for comparisons.
 	NoRepack bool
 }
 

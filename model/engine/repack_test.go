@@ -15,7 +15,7 @@ import (
 // CPUs with the repacked Q4_0 kernel.
 const stories260KQ4_0 = "../../testdata/gguf/stories260K-quant/stories260K-Q4_0.gguf"
 
-// TestRepackedMatchesFileLayout: a Q4_0 or Q4_K model loaded with repacking (the
+// TestRepackedMatchesFileLayout: a Q4_0, Q8_0 or Q4_K model loaded with repacking (the
 // default) gives the same logits, bit for bit, and the same greedy ids as
 // the same model loaded with NoRepack, for a prompt evaluated as one batch
 // and token by token.
@@ -23,9 +23,14 @@ func TestRepackedMatchesFileLayout(t *testing.T) {
 	cfg := synth.DefaultConfig()
 	cfg.Type, cfg.Dim, cfg.FF, cfg.Heads, cfg.KVHeads = quant.Q4_0, 128, 256, 4, 2
 	q40 := writeSynth(t, cfg)
+	cfg.Type = quant.Q8_0
+	q80 := writeSynth(t, cfg)
 	cfg.Type, cfg.Dim, cfg.FF = quant.Q4_K, 256, 512
 	q4k := writeSynth(t, cfg)
-	for _, path := range []string{stories260KQ4_0, q40, "../../testdata/gguf/kquant/kquant-Q4_K.gguf", q4k} {
+	for _, path := range []string{
+		stories260KQ4_0, q40, "../../testdata/gguf/stories260K-quant/stories260K-Q8_0.gguf", q80,
+		"../../testdata/gguf/kquant/kquant-Q4_K.gguf", q4k,
+	} {
 		packed, err := Load(path, Options{Threads: 2, ContextSize: 256})
 		require.NoError(t, err)
 		plain, err := Load(path, Options{Threads: 2, ContextSize: 256, NoRepack: true})

@@ -192,6 +192,24 @@ DATA vnnib08<>+56(SB)/4, $0x08080808
 DATA vnnib08<>+60(SB)/4, $0x08080808
 GLOBL vnnib08<>(SB), RODATA|NOPTR, $64
 
+DATA vnnib80<>+0(SB)/4, $0x80808080
+DATA vnnib80<>+4(SB)/4, $0x80808080
+DATA vnnib80<>+8(SB)/4, $0x80808080
+DATA vnnib80<>+12(SB)/4, $0x80808080
+DATA vnnib80<>+16(SB)/4, $0x80808080
+DATA vnnib80<>+20(SB)/4, $0x80808080
+DATA vnnib80<>+24(SB)/4, $0x80808080
+DATA vnnib80<>+28(SB)/4, $0x80808080
+DATA vnnib80<>+32(SB)/4, $0x80808080
+DATA vnnib80<>+36(SB)/4, $0x80808080
+DATA vnnib80<>+40(SB)/4, $0x80808080
+DATA vnnib80<>+44(SB)/4, $0x80808080
+DATA vnnib80<>+48(SB)/4, $0x80808080
+DATA vnnib80<>+52(SB)/4, $0x80808080
+DATA vnnib80<>+56(SB)/4, $0x80808080
+DATA vnnib80<>+60(SB)/4, $0x80808080
+GLOBL vnnib80<>(SB), RODATA|NOPTR, $64
+
 DATA vnnik4r8shuf<>+0(SB)/1, $0x00
 DATA vnnik4r8shuf<>+1(SB)/1, $0x00
 DATA vnnik4r8shuf<>+2(SB)/1, $0x00
@@ -2945,7 +2963,7 @@ TEXT ·gemmQ4_0R8x1VNNI(SB), NOSPLIT, $0-40
 	VPXORD Z18, Z18, Z18
 	VPXORD Z19, Z19, Z19
 
-	// Z4 = 0x0F bytes, Z5 = 0x08 bytes, Z6-Z9 = scale lane indexes of row pairs
+	// Z4 = 0x0F bytes, Z5 = the weights' offset (8) in bytes, Z6-Z9 = scale lane indexes of row pairs
 	VMOVDQU32 vnnib0f<>+0(SB), Z4
 	VMOVDQU32 vnnib08<>+0(SB), Z5
 	VMOVDQU32 vnnir8idx<>+0(SB), Z6
@@ -2956,7 +2974,7 @@ TEXT ·gemmQ4_0R8x1VNNI(SB), NOSPLIT, $0-40
 	JEQ       gemmQ4_0R8x1VNNIdone
 
 gemmQ4_0R8x1VNNIloop:
-	// Y15 = the eight rows' d_w; Z0-Z3 = unsigned nibbles of rows [2p, 2p+1]
+	// Y15 = the eight rows' d_w; Z0-Z3 = unsigned weights of rows [2p, 2p+1]
 	VCVTPH2PS (SI), Y15
 	VMOVDQU64 16(SI), Z14
 	VPANDD    Z4, Z14, Z0
@@ -2967,7 +2985,7 @@ gemmQ4_0R8x1VNNIloop:
 	VPSRLW    $0x04, Z14, Z14
 	VPANDD    Z4, Z14, Z3
 
-	// vector 0: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -8*sum(x) per lane
+	// vector 0: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
 	VBROADCASTI64X4 2(R8), Z10
 	VPBROADCASTW    (R8), X12
 	VCVTPH2PS       X12, Y12
@@ -3098,7 +3116,7 @@ TEXT ·gemmQ4_0R8x4VNNI(SB), NOSPLIT, $0-40
 	VPXORD Z30, Z30, Z30
 	VPXORD Z31, Z31, Z31
 
-	// Z4 = 0x0F bytes, Z5 = 0x08 bytes, Z6-Z9 = scale lane indexes of row pairs
+	// Z4 = 0x0F bytes, Z5 = the weights' offset (8) in bytes, Z6-Z9 = scale lane indexes of row pairs
 	VMOVDQU32 vnnib0f<>+0(SB), Z4
 	VMOVDQU32 vnnib08<>+0(SB), Z5
 	VMOVDQU32 vnnir8idx<>+0(SB), Z6
@@ -3109,7 +3127,7 @@ TEXT ·gemmQ4_0R8x4VNNI(SB), NOSPLIT, $0-40
 	JEQ       gemmQ4_0R8x4VNNIdone
 
 gemmQ4_0R8x4VNNIloop:
-	// Y15 = the eight rows' d_w; Z0-Z3 = unsigned nibbles of rows [2p, 2p+1]
+	// Y15 = the eight rows' d_w; Z0-Z3 = unsigned weights of rows [2p, 2p+1]
 	VCVTPH2PS (SI), Y15
 	VMOVDQU64 16(SI), Z14
 	VPANDD    Z4, Z14, Z0
@@ -3120,7 +3138,7 @@ gemmQ4_0R8x4VNNIloop:
 	VPSRLW    $0x04, Z14, Z14
 	VPANDD    Z4, Z14, Z3
 
-	// vector 0: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -8*sum(x) per lane
+	// vector 0: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
 	VBROADCASTI64X4 2(R8), Z10
 	VPBROADCASTW    (R8), X12
 	VCVTPH2PS       X12, Y12
@@ -3150,7 +3168,7 @@ gemmQ4_0R8x4VNNIloop:
 	VPERMPS         Z12, Z9, Z14
 	VFMADD231PS     Z13, Z14, Z19
 
-	// vector 1: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -8*sum(x) per lane
+	// vector 1: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
 	VBROADCASTI64X4 2(R8)(R9*1), Z10
 	VPBROADCASTW    (R8)(R9*1), X12
 	VCVTPH2PS       X12, Y12
@@ -3180,7 +3198,7 @@ gemmQ4_0R8x4VNNIloop:
 	VPERMPS         Z12, Z9, Z14
 	VFMADD231PS     Z13, Z14, Z23
 
-	// vector 2: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -8*sum(x) per lane
+	// vector 2: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
 	VBROADCASTI64X4 2(R8)(R9*2), Z10
 	VPBROADCASTW    (R8)(R9*2), X12
 	VCVTPH2PS       X12, Y12
@@ -3210,7 +3228,7 @@ gemmQ4_0R8x4VNNIloop:
 	VPERMPS         Z12, Z9, Z14
 	VFMADD231PS     Z13, Z14, Z27
 
-	// vector 3: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -8*sum(x) per lane
+	// vector 3: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
 	VBROADCASTI64X4 2(R10), Z10
 	VPBROADCASTW    (R10), X12
 	VCVTPH2PS       X12, Y12
@@ -3246,6 +3264,574 @@ gemmQ4_0R8x4VNNIloop:
 	JNZ             gemmQ4_0R8x4VNNIloop
 
 gemmQ4_0R8x4VNNIdone:
+	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	MOVQ          out+32(FP), DX
+	VMOVAPS       Z16, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, (DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 4(DX)
+	VMOVAPS       Z17, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 8(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 12(DX)
+	VMOVAPS       Z18, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 16(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 20(DX)
+	VMOVAPS       Z19, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 24(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 28(DX)
+	VMOVAPS       Z20, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 32(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 36(DX)
+	VMOVAPS       Z21, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 40(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 44(DX)
+	VMOVAPS       Z22, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 48(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 52(DX)
+	VMOVAPS       Z23, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 56(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 60(DX)
+	VMOVAPS       Z24, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 64(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 68(DX)
+	VMOVAPS       Z25, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 72(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 76(DX)
+	VMOVAPS       Z26, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 80(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 84(DX)
+	VMOVAPS       Z27, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 88(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 92(DX)
+	VMOVAPS       Z28, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 96(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 100(DX)
+	VMOVAPS       Z29, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 104(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 108(DX)
+	VMOVAPS       Z30, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 112(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 116(DX)
+	VMOVAPS       Z31, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 120(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 124(DX)
+	VZEROUPPER
+	RET
+
+// func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512F, F16C
+TEXT ·gemmQ8_0R8x1VNNI(SB), NOSPLIT, $0-40
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+16(FP), R8
+	MOVQ   xstride+24(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+
+	// Z4 = 0x0F bytes, Z5 = the weights' offset (128) in bytes, Z6-Z9 = scale lane indexes of row pairs
+	VMOVDQU32 vnnib0f<>+0(SB), Z4
+	VMOVDQU32 vnnib80<>+0(SB), Z5
+	VMOVDQU32 vnnir8idx<>+0(SB), Z6
+	VMOVDQU32 vnnir8idx<>+64(SB), Z7
+	VMOVDQU32 vnnir8idx<>+128(SB), Z8
+	VMOVDQU32 vnnir8idx<>+192(SB), Z9
+	TESTQ     CX, CX
+	JEQ       gemmQ8_0R8x1VNNIdone
+
+gemmQ8_0R8x1VNNIloop:
+	// Y15 = the eight rows' d_w; Z0-Z3 = unsigned weights of rows [2p, 2p+1]
+	VCVTPH2PS (SI), Y15
+	VMOVDQU64 16(SI), Z0
+	VMOVDQU64 80(SI), Z1
+	VMOVDQU64 144(SI), Z2
+	VMOVDQU64 208(SI), Z3
+
+	// vector 0: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8), Z10
+	VPBROADCASTW    (R8), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z16
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z17
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z18
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z19
+	ADDQ            $0x00000110, SI
+	ADDQ            $0x00000022, R8
+	ADDQ            $0x00000022, R10
+	DECQ            CX
+	JNZ             gemmQ8_0R8x1VNNIloop
+
+gemmQ8_0R8x1VNNIdone:
+	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	MOVQ          out+32(FP), DX
+	VMOVAPS       Z16, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, (DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 4(DX)
+	VMOVAPS       Z17, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 8(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 12(DX)
+	VMOVAPS       Z18, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 16(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 20(DX)
+	VMOVAPS       Z19, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 24(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 28(DX)
+	VZEROUPPER
+	RET
+
+// func gemmQ8_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512F, F16C
+TEXT ·gemmQ8_0R8x4VNNI(SB), NOSPLIT, $0-40
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+16(FP), R8
+	MOVQ   xstride+24(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+
+	// Z4 = 0x0F bytes, Z5 = the weights' offset (128) in bytes, Z6-Z9 = scale lane indexes of row pairs
+	VMOVDQU32 vnnib0f<>+0(SB), Z4
+	VMOVDQU32 vnnib80<>+0(SB), Z5
+	VMOVDQU32 vnnir8idx<>+0(SB), Z6
+	VMOVDQU32 vnnir8idx<>+64(SB), Z7
+	VMOVDQU32 vnnir8idx<>+128(SB), Z8
+	VMOVDQU32 vnnir8idx<>+192(SB), Z9
+	TESTQ     CX, CX
+	JEQ       gemmQ8_0R8x4VNNIdone
+
+gemmQ8_0R8x4VNNIloop:
+	// Y15 = the eight rows' d_w; Z0-Z3 = unsigned weights of rows [2p, 2p+1]
+	VCVTPH2PS (SI), Y15
+	VMOVDQU64 16(SI), Z0
+	VMOVDQU64 80(SI), Z1
+	VMOVDQU64 144(SI), Z2
+	VMOVDQU64 208(SI), Z3
+
+	// vector 0: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8), Z10
+	VPBROADCASTW    (R8), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z16
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z17
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z18
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z19
+
+	// vector 1: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8)(R9*1), Z10
+	VPBROADCASTW    (R8)(R9*1), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z20
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z21
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z22
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z23
+
+	// vector 2: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8)(R9*2), Z10
+	VPBROADCASTW    (R8)(R9*2), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z24
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z25
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z26
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z27
+
+	// vector 3: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R10), Z10
+	VPBROADCASTW    (R10), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z28
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z29
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z30
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z31
+	ADDQ            $0x00000110, SI
+	ADDQ            $0x00000022, R8
+	ADDQ            $0x00000022, R10
+	DECQ            CX
+	JNZ             gemmQ8_0R8x4VNNIloop
+
+gemmQ8_0R8x4VNNIdone:
 	// hsum of every (vector, row) in ggml's hsum_float_8 order
 	MOVQ          out+32(FP), DX
 	VMOVAPS       Z16, Z15

@@ -41,6 +41,12 @@ func gemmQ4_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 func gemmQ4_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 
 //go:noescape
+func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ8_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
 func gemmQ4KR8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 
 //go:noescape

@@ -16,6 +16,10 @@ const RowGroup = 8
 // of the eight original 18-byte blocks, so repacking does not grow a matrix.
 const q40GroupBytes = RowGroup * 18
 
+// q80GroupBytes is the size of one repacked Q8_0 block group: the eight
+// rows' f16 scales, then 256 bytes of weights (8 × 34, no growth).
+const q80GroupBytes = RowGroup * 34
+
 // q4kGroupBytes is the size of one repacked Q4_K group (one super-block
 // column of eight rows): d[8] and dmin[8] (f16, 32 bytes), the decoded
 // 6-bit scales and mins (8 + 8 bytes per row, 128 bytes), the nibbles (128
@@ -30,14 +34,14 @@ const q4kGroupBytes = 32 + RowGroup*16 + RowGroup*128
 type gemmR8Func func(nb int, w, x []byte, xstride, na int, out []float32)
 
 // repackers convert a matrix of a type to its repacked layout.
-var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q4_K: repackQ4K}
+var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q8_0: repackQ8_0, Q4_K: repackQ4K}
 
 // repackedSize is the size of a repacked matrix of a type per original
 // block (RowGroup groups of blocks become one group).
-var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup}
+var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup}
 
 // gemmR8Kernels are the multi-row kernels of repacked types, filled by
-// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0, Q4_K);
+// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0, Q8_0, Q4_K);
 // written only during package init and by tests. Each result is bit-identical to the
 // type's single-row kernel in dotKernels on the original layout. A matrix
 // repacked while a kernel was present falls back to its original Data when
@@ -45,7 +49,7 @@ var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q4_K: q4kGroupBy
 var gemmR8Kernels = map[Type]gemmR8Func{}
 
 // Repack converts m's weights, where the CPU has a multi-row kernel for its
-// type (Q4_0 and Q4_K with AVX-512 VNNI), into the interleaved layout that
+// type (Q4_0, Q8_0 and Q4_K with AVX-512 VNNI), into the interleaved layout that
 // kernel reads, in newly allocated memory, and reports whether it did.
 // MatMul then reads the repacked copy and gives bit-identical results (the
 // kernels keep the single-row kernel's float operations). m.Data is left
@@ -77,6 +81,21 @@ func (m *Matrix) RepackInto(alloc func(n int) []byte) bool {
 // Repacked reports whether MatMul reads a repacked copy of m's weights.
 func (m *Matrix) Repacked() bool { return m.packed != nil }
 
+// eachBlock calls f(dst, src, r) for every block of m: src is row r (of 8)
+// of a row group's block column, dst that column's group of groupB bytes
+// in out (groups in row-group-major, then block-column order).
+func eachBlock(m *Matrix, out []byte, groupB int, f func(dst, src []byte, r int)) {
+	bb, nb := m.Type.BlockBytes(), m.Cols/m.Type.BlockSize()
+	for g := 0; g < m.Rows/RowGroup; g++ {
+		for b := 0; b < nb; b++ {
+			dst := out[(g*nb+b)*groupB:][:groupB]
+			for r := 0; r < RowGroup; r++ {
+				f(dst, m.Data[((g*RowGroup+r)*nb+b)*bb:][:bb], r)
+			}
+		}
+	}
+}
+
 // repackQ4_0 interleaves Q4_0 rows in groups of eight. For group g and
 // block column b the RowGroup*18 bytes at (g*nb+b)*q40GroupBytes are: the
 // rows' f16 scales d[0..7], then two 64-byte halves; in half h, byte e
@@ -84,26 +103,33 @@ func (m *Matrix) Repacked() bool { return m.packed != nil }
 // high nibble, byte 32+e element e of rows 4h+1 and 4h+3. Element e is the
 // e-th of the block's 32 values (ggml: low nibbles are 0..15, high 16..31).
 func repackQ4_0(m *Matrix, out []byte) {
-	nb := m.Cols / QK
 	le := binary.LittleEndian
-	for g := 0; g < m.Rows/RowGroup; g++ {
-		for b := 0; b < nb; b++ {
-			dst := out[(g*nb+b)*q40GroupBytes:][:q40GroupBytes]
-			for r := 0; r < RowGroup; r++ {
-				src := m.Data[((g*RowGroup+r)*nb+b)*18:][:18]
-				copy(dst[2*r:], src[:2])
-				// Elements 0-15 are the low nibbles of qs, 16-31 the
-				// high ones; eight at a time.
-				q := dst[16+64*(r/4)+32*(r%2):][:32]
-				sh := 4 * ((r % 4) / 2)
-				for i := 0; i < 16; i += 8 {
-					v := le.Uint64(src[2+i:])
-					le.PutUint64(q[i:], le.Uint64(q[i:])|(v&0x0F0F0F0F0F0F0F0F)<<sh)
-					le.PutUint64(q[16+i:], le.Uint64(q[16+i:])|(v>>4&0x0F0F0F0F0F0F0F0F)<<sh)
-				}
-			}
+	eachBlock(m, out, q40GroupBytes, func(dst, src []byte, r int) {
+		copy(dst[2*r:], src[:2])
+		// Elements 0-15 are the low nibbles of qs, 16-31 the high ones;
+		// eight at a time.
+		q := dst[16+64*(r/4)+32*(r%2):][:32]
+		sh := 4 * ((r % 4) / 2)
+		for i := 0; i < 16; i += 8 {
+			v := le.Uint64(src[2+i:])
+			le.PutUint64(q[i:], le.Uint64(q[i:])|(v&0x0F0F0F0F0F0F0F0F)<<sh)
+			le.PutUint64(q[16+i:], le.Uint64(q[16+i:])|(v>>4&0x0F0F0F0F0F0F0F0F)<<sh)
 		}
-	}
+	})
+}
+
+// repackQ8_0 interleaves Q8_0 rows in groups of eight: per group and block
+// column, the rows' f16 scales d[0..7], then for each row pair p 64 bytes:
+// row 2p's 32 weights, row 2p+1's, each stored as w+128 (w XOR 0x80), so
+// that the kernel multiplies them as unsigned bytes.
+func repackQ8_0(m *Matrix, out []byte) {
+	eachBlock(m, out, q80GroupBytes, func(dst, src []byte, r int) {
+		copy(dst[2*r:], src[:2])
+		q := dst[16+32*r:][:32]
+		for i, v := range src[2:34] {
+			q[i] = v ^ 0x80
+		}
+	})
 }
 
 // twinR8 is the skeleton of the generic twins: for every vector it runs
@@ -149,6 +175,25 @@ func gemmQ4_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
 	})
 }
 
+// gemmQ8_0R8Generic is the portable twin of the repacked Q8_0 kernel (see
+// gemmQ4_0R8Generic; lanes are sums of four products w*x).
+func gemmQ8_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
+	twinR8(nb, w, x, xstride, na, out, q80GroupBytes, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
+		dx := F16ToF32(binary.LittleEndian.Uint16(xb))
+		for r := 0; r < RowGroup; r++ {
+			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
+			q := grp[16+32*r:][:32]
+			for k := 0; k < 8; k++ {
+				var s int32
+				for e := 4 * k; e < 4*k+4; e++ {
+					s += int32(int8(q[e]^0x80)) * int32(int8(xb[2+e]))
+				}
+				lanes[r][k] = fma32(float32(s), d, lanes[r][k])
+			}
+		}
+	})
+}
+
 // repackQ4K interleaves Q4_K rows in groups of eight, one q4kGroupBytes
 // group per super-block column b at (g*nb+b)*q4kGroupBytes: d of rows 0-7
 // (f16), dmin of rows 0-7, the eight decoded scales of each row (32+8r),
@@ -158,29 +203,22 @@ func gemmQ4_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
 // high nibble, byte 32+e the same of sub-blocks 4G+1 and 4G+3. (In the
 // file, byte 32g+e holds element e of sub-blocks 2g and 2g+1.)
 func repackQ4K(m *Matrix, out []byte) {
-	nb := m.Cols / QKK
 	le := binary.LittleEndian
-	for g := 0; g < m.Rows/RowGroup; g++ {
-		for b := 0; b < nb; b++ {
-			dst := out[(g*nb+b)*q4kGroupBytes:][:q4kGroupBytes]
-			for r := 0; r < RowGroup; r++ {
-				src := m.Data[((g*RowGroup+r)*nb+b)*144:][:144]
-				copy(dst[2*r:], src[0:2])
-				copy(dst[16+2*r:], src[2:4])
-				sc, mn := k4Scales(src[4:16])
-				copy(dst[32+8*r:], sc[:])
-				copy(dst[96+8*r:], mn[:])
-				qs, q := src[16:144], dst[160+128*r:][:128]
-				for G := 0; G < 2; G++ {
-					for e := 0; e < 32; e += 8 {
-						a, b := le.Uint64(qs[64*G+e:]), le.Uint64(qs[64*G+32+e:])
-						le.PutUint64(q[64*G+e:], a&0x0F0F0F0F0F0F0F0F|(b&0x0F0F0F0F0F0F0F0F)<<4)
-						le.PutUint64(q[64*G+32+e:], a>>4&0x0F0F0F0F0F0F0F0F|b&0xF0F0F0F0F0F0F0F0)
-					}
-				}
+	eachBlock(m, out, q4kGroupBytes, func(dst, src []byte, r int) {
+		copy(dst[2*r:], src[0:2])
+		copy(dst[16+2*r:], src[2:4])
+		sc, mn := k4Scales(src[4:16])
+		copy(dst[32+8*r:], sc[:])
+		copy(dst[96+8*r:], mn[:])
+		qs, q := src[16:144], dst[160+128*r:][:128]
+		for G := 0; G < 2; G++ {
+			for e := 0; e < 32; e += 8 {
+				a, b := le.Uint64(qs[64*G+e:]), le.Uint64(qs[64*G+32+e:])
+				le.PutUint64(q[64*G+e:], a&0x0F0F0F0F0F0F0F0F|(b&0x0F0F0F0F0F0F0F0F)<<4)
+				le.PutUint64(q[64*G+32+e:], a>>4&0x0F0F0F0F0F0F0F0F|b&0xF0F0F0F0F0F0F0F0)
 			}
 		}
-	}
+	})
 }
 
 // gemmQ4KR8Generic is the portable twin of the repacked Q4_K kernel, with

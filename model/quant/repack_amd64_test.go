@@ -26,6 +26,7 @@ var repackedKernels = []struct {
 	nbs       []int // block counts tested
 }{
 	{Q4_0, gemmQ4_0R8VNNI, gemmQ4_0R8Generic, []int{1, 2, 3, 16, 64}},
+	{Q8_0, gemmQ8_0R8VNNI, gemmQ8_0R8Generic, []int{1, 2, 3, 16, 64}},
 	{Q4_K, gemmQ4KR8VNNI, gemmQ4KR8Generic, []int{1, 2, 3, 8}},
 }
 
@@ -96,7 +97,7 @@ func TestMatMulRepackedMatches(t *testing.T) {
 		for _, sh := range []struct {
 			typ        Type
 			rows, cols int
-		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q4_K, 8, 256}, {Q4_K, 48, 512}} {
+		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q8_0, 16, 96}, {Q8_0, 64, 768}, {Q4_K, 8, 256}, {Q4_K, 48, 512}} {
 			m, _ := quantMatrix(t, r, sh.typ, sh.rows, sh.cols)
 			pm := *m
 			require.True(t, pm.Repack())
@@ -123,8 +124,8 @@ func TestMatMulRepackedMatches(t *testing.T) {
 	// Matrices Repack leaves alone.
 	m, _ := quantMatrix(t, r, Q4_0, 12, 64)
 	require.False(t, m.Repack(), "rows not a multiple of 8")
-	m, _ = quantMatrix(t, r, Q8_0, 8, 256)
-	require.False(t, m.Repack(), "no repacked Q8_0 kernel")
+	m, _ = quantMatrix(t, r, Q6_K, 8, 256)
+	require.False(t, m.Repack(), "no repacked Q6_K kernel")
 }
 
 // TestMatMulRepackedNoAlloc: the repacked path allocates nothing either.

@@ -38,6 +38,7 @@ var (
 	q4sh     Mem // words: 0 in 128-bit lanes 0 and 2, 4 in lanes 1 and 3
 	b0F      Mem // 0x0F bytes
 	b08      Mem // 0x08 bytes
+	b80      Mem // 0x80 bytes
 	k4r8shuf Mem // per group g: 16 bytes 2g, 16 bytes 2g+1 (VPSHUFB of a row's 8 scales)
 	k4r8didx Mem // per row pair p: words [2p x8, 2p+1 x8], then [8+2p x8, 8+2p+1 x8] (VPERMW of d[8], dmin[8])
 	r8idx    Mem // per row pair p: 16 dwords [2p x8, 2p+1 x8] (VPERMPS indexes)
@@ -64,6 +65,7 @@ func consts() {
 	}
 	b0F = splat("vnnib0f", 0x0F0F0F0F)
 	b08 = splat("vnnib08", 0x08080808)
+	b80 = splat("vnnib80", 0x80808080)
 	k4r8shuf = table("vnnik4r8shuf", 4*32, 1, func(i int) uint32 { g, l := i/32, i%32; return uint32(2*g + l/16) })
 	k4r8didx = table("vnnik4r8didx", 4*2*32, 2, func(i int) uint32 {
 		p, m, l := i/64, i/32%2, i%32
@@ -637,27 +639,47 @@ func r8Footer(name string, na, wb, xb int) {
 // VPDPBUSD(q, x) - 8*sum(x). Per row, block and vector the float side is the
 // AVX2 kernel's: d_w*d_x rounded to float32, one FMA into eight lanes, and
 // ggml's hsum order at the end. out[8*a+r] is row r's product with vector a.
-func q40r8(name string, na int) {
+//
+// With q8 it generates the repacked Q8_0 kernel instead: a group holds the
+// eight f16 scales and then, per row pair p, 64 bytes [row 2p, row 2p+1]
+// of weights stored as w+128 (unsigned), so the lanes are VPDPBUSD(w+128,
+// x) - 128*sum(x): the true sums of four products, which are the AVX2
+// kernel's (VPSIGNB/VPMADDUBSW saturate nowhere for activations in
+// [-127, 127]).
+func q40r8(name string, na int, q8 bool) {
 	xm := r8header(name, na)
 	ws := []VecPhysical{Z0, Z1, Z2, Z3}
 	idx := []VecPhysical{Z6, Z7, Z8, Z9}
-	Comment("Z4 = 0x0F bytes, Z5 = 0x08 bytes, Z6-Z9 = scale lane indexes of row pairs")
+	off, wb := "8", 144
+	if q8 {
+		off, wb = "128", 272
+	}
+	Comment("Z4 = 0x0F bytes, Z5 = the weights' offset (" + off + ") in bytes, Z6-Z9 = scale lane indexes of row pairs")
 	VMOVDQU32(b0F, Z4)
-	VMOVDQU32(b08, Z5)
+	if q8 {
+		VMOVDQU32(b80, Z5)
+	} else {
+		VMOVDQU32(b08, Z5)
+	}
 	for p := 0; p < 4; p++ {
 		VMOVDQU32(r8idx.Offset(64*p), idx[p])
 	}
 	loopStart(name)
-	Comment("Y15 = the eight rows' d_w; Z0-Z3 = unsigned nibbles of rows [2p, 2p+1]")
+	Comment("Y15 = the eight rows' d_w; Z0-Z3 = unsigned weights of rows [2p, 2p+1]")
 	VCVTPH2PS(Mem{Base: RSI}, Y15)
 	for h := 0; h < 2; h++ {
+		if q8 {
+			VMOVDQU64(Mem{Base: RSI, Disp: 16 + 128*h}, ws[2*h])
+			VMOVDQU64(Mem{Base: RSI, Disp: 16 + 128*h + 64}, ws[2*h+1])
+			continue
+		}
 		VMOVDQU64(Mem{Base: RSI, Disp: 16 + 64*h}, Z14)
 		VPANDD(Z4, Z14, ws[2*h])
 		VPSRLW(U8(4), Z14, Z14)
 		VPANDD(Z4, Z14, ws[2*h+1])
 	}
 	for a := 0; a < na; a++ {
-		Comment(fmt.Sprintf("vector %d: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -8*sum(x) per lane", a))
+		Comment(fmt.Sprintf("vector %d: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane", a))
 		VBROADCASTI64X4(xm(a, 2), Z10)
 		VPBROADCASTW(xm(a, 0), X12)
 		VCVTPH2PS(X12, Y12)
@@ -674,7 +696,7 @@ func q40r8(name string, na int) {
 			VFMADD231PS(Z13, Z14, r8acc(a, p))
 		}
 	}
-	r8Footer(name, na, 144, 34)
+	r8Footer(name, na, wb, 34)
 }
 
 // q4kr8 generates the kernel of repacked Q4_K weights (see repack.go in
@@ -686,8 +708,9 @@ func q40r8(name string, na int) {
 // (low half, high half) and, shifted by 4, those of the next group. Per row
 // the integer lanes are the AVX2 kernel's: VPMADDUBSW against the group's 64
 // activation bytes, VPDPWSSD with the sub-block scales (words picked by
-// VPSHUFB from the row's scales), and the halves are added at the end; the mins term is
-// VPMADDWD of the mins with the pairwise bsums (four lanes, four zeros).
+// VPSHUFB from the row's scales), and the halves are added at the end; the
+// mins term is VPMADDWD of the mins with the pairwise bsums (four lanes,
+// four zeros).
 // Rows 2p and 2p+1 then share a register for the float side, which is the
 // AVX2 kernel's per row and vector: acc -= (dmin*d_x) * mins term, acc +=
 // (d*d_x) * sums, one FNMADD and one FMA per super-block, ggml's hsum order.
@@ -773,8 +796,10 @@ func main() {
 		q4k(fmt.Sprintf("dotQ4Kx%dVNNI", nv), nv)
 	}
 	q4k1("dotQ4KVNNI")
-	q40r8("gemmQ4_0R8x1VNNI", 1)
-	q40r8("gemmQ4_0R8x4VNNI", 4)
+	q40r8("gemmQ4_0R8x1VNNI", 1, false)
+	q40r8("gemmQ4_0R8x4VNNI", 4, false)
+	q40r8("gemmQ8_0R8x1VNNI", 1, true)
+	q40r8("gemmQ8_0R8x4VNNI", 4, true)
 	for na := 1; na <= 4; na++ {
 		q4kr8(fmt.Sprintf("gemmQ4KR8x%dVNNI", na), na)
 	}
