@@ -307,19 +307,20 @@ func (m *Model) matrix(name string, rows, cols int) (*quant.Matrix, error) {
 	return mat, nil
 }
 
-// repackWeights repacks the layer matrices and an untied output matrix
-// that quant can repack (Matrix.Repack) and releases the mapped file pages
-// of each one repacked, so the weights are resident once (as the copy), not
-// twice. Only whole tensors as mapped are repacked: a tensor shard's row
-// slices keep the file layout. The token embedding (and a tied output,
-// which is the same matrix) stays mapped: its rows are read at lookup.
+// repackWeights repacks the layer matrices and the output matrix where
+// quant can (Matrix.RepackInto) and releases the mapped file pages of each
+// one repacked, so the weights are resident once (as the copy), not twice.
+// Only whole tensors as mapped are repacked: a tensor shard's row slices
+// keep the file layout. A tied output is the token embedding: MatMul reads
+// the copy, lookups read Data, so only the looked-up rows' pages come back
+// from the file.
 func (m *Model) repackWeights() {
 	mats := make([]*quant.Matrix, 0, 7*len(m.layers)+1)
 	for i := range m.layers {
 		l := &m.layers[i]
 		mats = append(mats, l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown)
 	}
-	if m.output != nil && m.output != m.embd {
+	if m.output != nil {
 		mats = append(mats, m.output)
 	}
 	// Matrices are repacked in parallel on the Model's Pool (repacking
