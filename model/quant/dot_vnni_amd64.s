@@ -210,6 +210,42 @@ DATA vnnib80<>+56(SB)/4, $0x80808080
 DATA vnnib80<>+60(SB)/4, $0x80808080
 GLOBL vnnib80<>(SB), RODATA|NOPTR, $64
 
+DATA vnnib3f<>+0(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+4(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+8(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+12(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+16(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+20(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+24(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+28(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+32(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+36(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+40(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+44(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+48(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+52(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+56(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+60(SB)/4, $0x3f3f3f3f
+GLOBL vnnib3f<>(SB), RODATA|NOPTR, $64
+
+DATA vnnib03<>+0(SB)/4, $0x03030303
+DATA vnnib03<>+4(SB)/4, $0x03030303
+DATA vnnib03<>+8(SB)/4, $0x03030303
+DATA vnnib03<>+12(SB)/4, $0x03030303
+DATA vnnib03<>+16(SB)/4, $0x03030303
+DATA vnnib03<>+20(SB)/4, $0x03030303
+DATA vnnib03<>+24(SB)/4, $0x03030303
+DATA vnnib03<>+28(SB)/4, $0x03030303
+DATA vnnib03<>+32(SB)/4, $0x03030303
+DATA vnnib03<>+36(SB)/4, $0x03030303
+DATA vnnib03<>+40(SB)/4, $0x03030303
+DATA vnnib03<>+44(SB)/4, $0x03030303
+DATA vnnib03<>+48(SB)/4, $0x03030303
+DATA vnnib03<>+52(SB)/4, $0x03030303
+DATA vnnib03<>+56(SB)/4, $0x03030303
+DATA vnnib03<>+60(SB)/4, $0x03030303
+GLOBL vnnib03<>(SB), RODATA|NOPTR, $64
+
 DATA vnnik4r8shuf<>+0(SB)/1, $0x00
 DATA vnnik4r8shuf<>+1(SB)/1, $0x00
 DATA vnnik4r8shuf<>+2(SB)/1, $0x00
@@ -4094,8 +4130,8 @@ gemmQ8_0R8x4VNNIdone:
 	RET
 
 // func gemmQ4KR8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F
-TEXT ·gemmQ4KR8x1VNNI(SB), NOSPLIT, $256-40
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4KR8x1VNNI(SB), NOSPLIT, $384-40
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+16(FP), R8
@@ -4121,19 +4157,46 @@ gemmQ4KR8x1VNNIloop:
 	VSHUFI32X4 $0x00, Z6, Z6, Z6
 	VMOVDQU64  Z6, (SP)
 
+	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
+	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
+	VMOVDQU    32(SI), Y0
+	VMOVDQU    64(SI), Y1
+	VMOVDQU    96(SI), Y2
+	VPANDD     vnnib3f<>+0(SB), Y0, Y8
+	VPSRLD     $0x06, Y0, Y9
+	VPANDD     vnnib03<>+0(SB), Y9, Y9
+	VPSLLD     $0x04, Y9, Y9
+	VPANDD     Y5, Y2, Y10
+	VPORD      Y10, Y9, Y9
+	VPANDD     vnnib3f<>+0(SB), Y1, Y10
+	VPSRLD     $0x06, Y1, Y11
+	VPANDD     vnnib03<>+0(SB), Y11, Y11
+	VPSLLD     $0x04, Y11, Y11
+	VPSRLD     $0x04, Y2, Y12
+	VPANDD     Y5, Y12, Y12
+	VPORD      Y12, Y11, Y11
+	VPUNPCKLDQ Y9, Y8, Y13
+	VPUNPCKHDQ Y9, Y8, Y14
+	VMOVDQU    Y13, 256(SP)
+	VMOVDQU    Y14, 288(SP)
+	VPUNPCKLDQ Y11, Y10, Y13
+	VPUNPCKHDQ Y11, Y10, Y14
+	VMOVDQU    Y13, 320(SP)
+	VMOVDQU    Y14, 352(SP)
+
 	// rows 0 and 1
 	VPXORD Z8, Z8, Z8
 	VPXORD Z9, Z9, Z9
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 32(SI), Y4
-	VPBROADCASTQ 40(SI), Y6
+	VPERMQ $0x00, 256(SP), Y4
+	VPERMQ $0x55, 256(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     160(SI), Z5, Z0
+	VPANDD     128(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     288(SI), Z5, Z1
+	VPANDD     256(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -4142,12 +4205,12 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  160(SI), Z0
+	VMOVDQU64  128(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  288(SI), Z1
+	VMOVDQU64  256(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -4158,10 +4221,10 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     224(SI), Z5, Z0
+	VPANDD     192(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     352(SI), Z5, Z1
+	VPANDD     320(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -4170,12 +4233,12 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  224(SI), Z0
+	VMOVDQU64  192(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  352(SI), Z1
+	VMOVDQU64  320(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -4192,7 +4255,7 @@ gemmQ4KR8x1VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    96(SI), Y3
+	VPMOVZXBW    320(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -4210,14 +4273,14 @@ gemmQ4KR8x1VNNIloop:
 	VPXORD Z9, Z9, Z9
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 48(SI), Y4
-	VPBROADCASTQ 56(SI), Y6
+	VPERMQ $0x00, 288(SP), Y4
+	VPERMQ $0x55, 288(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     416(SI), Z5, Z0
+	VPANDD     384(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     544(SI), Z5, Z1
+	VPANDD     512(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -4226,12 +4289,12 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  416(SI), Z0
+	VMOVDQU64  384(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  544(SI), Z1
+	VMOVDQU64  512(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -4242,10 +4305,10 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     480(SI), Z5, Z0
+	VPANDD     448(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     608(SI), Z5, Z1
+	VPANDD     576(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -4254,12 +4317,12 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  480(SI), Z0
+	VMOVDQU64  448(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  608(SI), Z1
+	VMOVDQU64  576(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -4276,7 +4339,7 @@ gemmQ4KR8x1VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    112(SI), Y3
+	VPMOVZXBW    352(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -4294,14 +4357,14 @@ gemmQ4KR8x1VNNIloop:
 	VPXORD Z9, Z9, Z9
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 64(SI), Y4
-	VPBROADCASTQ 72(SI), Y6
+	VPERMQ $0xaa, 256(SP), Y4
+	VPERMQ $0xff, 256(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     672(SI), Z5, Z0
+	VPANDD     640(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     800(SI), Z5, Z1
+	VPANDD     768(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -4310,12 +4373,12 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  672(SI), Z0
+	VMOVDQU64  640(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  800(SI), Z1
+	VMOVDQU64  768(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -4326,10 +4389,10 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     736(SI), Z5, Z0
+	VPANDD     704(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     864(SI), Z5, Z1
+	VPANDD     832(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -4338,12 +4401,12 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  736(SI), Z0
+	VMOVDQU64  704(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  864(SI), Z1
+	VMOVDQU64  832(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -4360,7 +4423,7 @@ gemmQ4KR8x1VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    128(SI), Y3
+	VPMOVZXBW    336(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -4378,14 +4441,14 @@ gemmQ4KR8x1VNNIloop:
 	VPXORD Z9, Z9, Z9
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 80(SI), Y4
-	VPBROADCASTQ 88(SI), Y6
+	VPERMQ $0xaa, 288(SP), Y4
+	VPERMQ $0xff, 288(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     928(SI), Z5, Z0
+	VPANDD     896(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     1056(SI), Z5, Z1
+	VPANDD     1024(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -4394,12 +4457,12 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  928(SI), Z0
+	VMOVDQU64  896(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1056(SI), Z1
+	VMOVDQU64  1024(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -4410,10 +4473,10 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     992(SI), Z5, Z0
+	VPANDD     960(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     1120(SI), Z5, Z1
+	VPANDD     1088(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -4422,12 +4485,12 @@ gemmQ4KR8x1VNNIloop:
 	VPDPWSSD   Z7, Z3, Z9
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  992(SI), Z0
+	VMOVDQU64  960(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1120(SI), Z1
+	VMOVDQU64  1088(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -4444,7 +4507,7 @@ gemmQ4KR8x1VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    144(SI), Y3
+	VPMOVZXBW    368(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -4456,7 +4519,7 @@ gemmQ4KR8x1VNNIloop:
 	VCVTDQ2PS    Z6, Z6
 	VMULPS.BCST  (R8), Z1, Z7
 	VFMADD231PS  Z6, Z7, Z19
-	ADDQ         $0x000004a0, SI
+	ADDQ         $0x00000480, SI
 	ADDQ         $0x00000124, R8
 	ADDQ         $0x00000124, R10
 	DECQ         CX
@@ -4533,8 +4596,8 @@ gemmQ4KR8x1VNNIdone:
 	RET
 
 // func gemmQ4KR8x2VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F
-TEXT ·gemmQ4KR8x2VNNI(SB), NOSPLIT, $256-40
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4KR8x2VNNI(SB), NOSPLIT, $384-40
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+16(FP), R8
@@ -4568,6 +4631,33 @@ gemmQ4KR8x2VNNIloop:
 	VSHUFI32X4 $0x00, Z6, Z6, Z6
 	VMOVDQU64  Z6, 64(SP)
 
+	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
+	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
+	VMOVDQU    32(SI), Y0
+	VMOVDQU    64(SI), Y1
+	VMOVDQU    96(SI), Y2
+	VPANDD     vnnib3f<>+0(SB), Y0, Y8
+	VPSRLD     $0x06, Y0, Y9
+	VPANDD     vnnib03<>+0(SB), Y9, Y9
+	VPSLLD     $0x04, Y9, Y9
+	VPANDD     Y5, Y2, Y10
+	VPORD      Y10, Y9, Y9
+	VPANDD     vnnib3f<>+0(SB), Y1, Y10
+	VPSRLD     $0x06, Y1, Y11
+	VPANDD     vnnib03<>+0(SB), Y11, Y11
+	VPSLLD     $0x04, Y11, Y11
+	VPSRLD     $0x04, Y2, Y12
+	VPANDD     Y5, Y12, Y12
+	VPORD      Y12, Y11, Y11
+	VPUNPCKLDQ Y9, Y8, Y13
+	VPUNPCKHDQ Y9, Y8, Y14
+	VMOVDQU    Y13, 256(SP)
+	VMOVDQU    Y14, 288(SP)
+	VPUNPCKLDQ Y11, Y10, Y13
+	VPUNPCKHDQ Y11, Y10, Y14
+	VMOVDQU    Y13, 320(SP)
+	VMOVDQU    Y14, 352(SP)
+
 	// rows 0 and 1
 	VPXORD Z8, Z8, Z8
 	VPXORD Z9, Z9, Z9
@@ -4575,14 +4665,14 @@ gemmQ4KR8x2VNNIloop:
 	VPXORD Z11, Z11, Z11
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 32(SI), Y4
-	VPBROADCASTQ 40(SI), Y6
+	VPERMQ $0x00, 256(SP), Y4
+	VPERMQ $0x55, 256(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     160(SI), Z5, Z0
+	VPANDD     128(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     288(SI), Z5, Z1
+	VPANDD     256(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -4595,12 +4685,12 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  160(SI), Z0
+	VMOVDQU64  128(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  288(SI), Z1
+	VMOVDQU64  256(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -4615,10 +4705,10 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     224(SI), Z5, Z0
+	VPANDD     192(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     352(SI), Z5, Z1
+	VPANDD     320(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -4631,12 +4721,12 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  224(SI), Z0
+	VMOVDQU64  192(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  352(SI), Z1
+	VMOVDQU64  320(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -4657,7 +4747,7 @@ gemmQ4KR8x2VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    96(SI), Y3
+	VPMOVZXBW    320(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -4687,14 +4777,14 @@ gemmQ4KR8x2VNNIloop:
 	VPXORD Z11, Z11, Z11
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 48(SI), Y4
-	VPBROADCASTQ 56(SI), Y6
+	VPERMQ $0x00, 288(SP), Y4
+	VPERMQ $0x55, 288(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     416(SI), Z5, Z0
+	VPANDD     384(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     544(SI), Z5, Z1
+	VPANDD     512(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -4707,12 +4797,12 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  416(SI), Z0
+	VMOVDQU64  384(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  544(SI), Z1
+	VMOVDQU64  512(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -4727,10 +4817,10 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     480(SI), Z5, Z0
+	VPANDD     448(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     608(SI), Z5, Z1
+	VPANDD     576(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -4743,12 +4833,12 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  480(SI), Z0
+	VMOVDQU64  448(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  608(SI), Z1
+	VMOVDQU64  576(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -4769,7 +4859,7 @@ gemmQ4KR8x2VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    112(SI), Y3
+	VPMOVZXBW    352(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -4799,14 +4889,14 @@ gemmQ4KR8x2VNNIloop:
 	VPXORD Z11, Z11, Z11
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 64(SI), Y4
-	VPBROADCASTQ 72(SI), Y6
+	VPERMQ $0xaa, 256(SP), Y4
+	VPERMQ $0xff, 256(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     672(SI), Z5, Z0
+	VPANDD     640(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     800(SI), Z5, Z1
+	VPANDD     768(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -4819,12 +4909,12 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  672(SI), Z0
+	VMOVDQU64  640(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  800(SI), Z1
+	VMOVDQU64  768(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -4839,10 +4929,10 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     736(SI), Z5, Z0
+	VPANDD     704(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     864(SI), Z5, Z1
+	VPANDD     832(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -4855,12 +4945,12 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  736(SI), Z0
+	VMOVDQU64  704(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  864(SI), Z1
+	VMOVDQU64  832(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -4881,7 +4971,7 @@ gemmQ4KR8x2VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    128(SI), Y3
+	VPMOVZXBW    336(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -4911,14 +5001,14 @@ gemmQ4KR8x2VNNIloop:
 	VPXORD Z11, Z11, Z11
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 80(SI), Y4
-	VPBROADCASTQ 88(SI), Y6
+	VPERMQ $0xaa, 288(SP), Y4
+	VPERMQ $0xff, 288(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     928(SI), Z5, Z0
+	VPANDD     896(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     1056(SI), Z5, Z1
+	VPANDD     1024(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -4931,12 +5021,12 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  928(SI), Z0
+	VMOVDQU64  896(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1056(SI), Z1
+	VMOVDQU64  1024(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -4951,10 +5041,10 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     992(SI), Z5, Z0
+	VPANDD     960(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     1120(SI), Z5, Z1
+	VPANDD     1088(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -4967,12 +5057,12 @@ gemmQ4KR8x2VNNIloop:
 	VPDPWSSD   Z7, Z3, Z11
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  992(SI), Z0
+	VMOVDQU64  960(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1120(SI), Z1
+	VMOVDQU64  1088(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -4993,7 +5083,7 @@ gemmQ4KR8x2VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    144(SI), Y3
+	VPMOVZXBW    368(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -5015,7 +5105,7 @@ gemmQ4KR8x2VNNIloop:
 	VCVTDQ2PS    Z6, Z6
 	VMULPS.BCST  (R8)(R9*1), Z1, Z7
 	VFMADD231PS  Z6, Z7, Z23
-	ADDQ         $0x000004a0, SI
+	ADDQ         $0x00000480, SI
 	ADDQ         $0x00000124, R8
 	ADDQ         $0x00000124, R10
 	DECQ         CX
@@ -5156,8 +5246,8 @@ gemmQ4KR8x2VNNIdone:
 	RET
 
 // func gemmQ4KR8x3VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F
-TEXT ·gemmQ4KR8x3VNNI(SB), NOSPLIT, $256-40
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4KR8x3VNNI(SB), NOSPLIT, $384-40
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+16(FP), R8
@@ -5199,6 +5289,33 @@ gemmQ4KR8x3VNNIloop:
 	VSHUFI32X4 $0x00, Z6, Z6, Z6
 	VMOVDQU64  Z6, 128(SP)
 
+	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
+	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
+	VMOVDQU    32(SI), Y0
+	VMOVDQU    64(SI), Y1
+	VMOVDQU    96(SI), Y2
+	VPANDD     vnnib3f<>+0(SB), Y0, Y8
+	VPSRLD     $0x06, Y0, Y9
+	VPANDD     vnnib03<>+0(SB), Y9, Y9
+	VPSLLD     $0x04, Y9, Y9
+	VPANDD     Y5, Y2, Y10
+	VPORD      Y10, Y9, Y9
+	VPANDD     vnnib3f<>+0(SB), Y1, Y10
+	VPSRLD     $0x06, Y1, Y11
+	VPANDD     vnnib03<>+0(SB), Y11, Y11
+	VPSLLD     $0x04, Y11, Y11
+	VPSRLD     $0x04, Y2, Y12
+	VPANDD     Y5, Y12, Y12
+	VPORD      Y12, Y11, Y11
+	VPUNPCKLDQ Y9, Y8, Y13
+	VPUNPCKHDQ Y9, Y8, Y14
+	VMOVDQU    Y13, 256(SP)
+	VMOVDQU    Y14, 288(SP)
+	VPUNPCKLDQ Y11, Y10, Y13
+	VPUNPCKHDQ Y11, Y10, Y14
+	VMOVDQU    Y13, 320(SP)
+	VMOVDQU    Y14, 352(SP)
+
 	// rows 0 and 1
 	VPXORD Z8, Z8, Z8
 	VPXORD Z9, Z9, Z9
@@ -5208,14 +5325,14 @@ gemmQ4KR8x3VNNIloop:
 	VPXORD Z13, Z13, Z13
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 32(SI), Y4
-	VPBROADCASTQ 40(SI), Y6
+	VPERMQ $0x00, 256(SP), Y4
+	VPERMQ $0x55, 256(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     160(SI), Z5, Z0
+	VPANDD     128(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     288(SI), Z5, Z1
+	VPANDD     256(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -5232,12 +5349,12 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  160(SI), Z0
+	VMOVDQU64  128(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  288(SI), Z1
+	VMOVDQU64  256(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -5256,10 +5373,10 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     224(SI), Z5, Z0
+	VPANDD     192(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     352(SI), Z5, Z1
+	VPANDD     320(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -5276,12 +5393,12 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  224(SI), Z0
+	VMOVDQU64  192(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  352(SI), Z1
+	VMOVDQU64  320(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -5306,7 +5423,7 @@ gemmQ4KR8x3VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    96(SI), Y3
+	VPMOVZXBW    320(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -5348,14 +5465,14 @@ gemmQ4KR8x3VNNIloop:
 	VPXORD Z13, Z13, Z13
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 48(SI), Y4
-	VPBROADCASTQ 56(SI), Y6
+	VPERMQ $0x00, 288(SP), Y4
+	VPERMQ $0x55, 288(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     416(SI), Z5, Z0
+	VPANDD     384(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     544(SI), Z5, Z1
+	VPANDD     512(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -5372,12 +5489,12 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  416(SI), Z0
+	VMOVDQU64  384(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  544(SI), Z1
+	VMOVDQU64  512(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -5396,10 +5513,10 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     480(SI), Z5, Z0
+	VPANDD     448(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     608(SI), Z5, Z1
+	VPANDD     576(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -5416,12 +5533,12 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  480(SI), Z0
+	VMOVDQU64  448(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  608(SI), Z1
+	VMOVDQU64  576(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -5446,7 +5563,7 @@ gemmQ4KR8x3VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    112(SI), Y3
+	VPMOVZXBW    352(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -5488,14 +5605,14 @@ gemmQ4KR8x3VNNIloop:
 	VPXORD Z13, Z13, Z13
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 64(SI), Y4
-	VPBROADCASTQ 72(SI), Y6
+	VPERMQ $0xaa, 256(SP), Y4
+	VPERMQ $0xff, 256(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     672(SI), Z5, Z0
+	VPANDD     640(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     800(SI), Z5, Z1
+	VPANDD     768(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -5512,12 +5629,12 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  672(SI), Z0
+	VMOVDQU64  640(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  800(SI), Z1
+	VMOVDQU64  768(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -5536,10 +5653,10 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     736(SI), Z5, Z0
+	VPANDD     704(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     864(SI), Z5, Z1
+	VPANDD     832(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -5556,12 +5673,12 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  736(SI), Z0
+	VMOVDQU64  704(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  864(SI), Z1
+	VMOVDQU64  832(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -5586,7 +5703,7 @@ gemmQ4KR8x3VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    128(SI), Y3
+	VPMOVZXBW    336(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -5628,14 +5745,14 @@ gemmQ4KR8x3VNNIloop:
 	VPXORD Z13, Z13, Z13
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 80(SI), Y4
-	VPBROADCASTQ 88(SI), Y6
+	VPERMQ $0xaa, 288(SP), Y4
+	VPERMQ $0xff, 288(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     928(SI), Z5, Z0
+	VPANDD     896(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     1056(SI), Z5, Z1
+	VPANDD     1024(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -5652,12 +5769,12 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  928(SI), Z0
+	VMOVDQU64  896(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1056(SI), Z1
+	VMOVDQU64  1024(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -5676,10 +5793,10 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     992(SI), Z5, Z0
+	VPANDD     960(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     1120(SI), Z5, Z1
+	VPANDD     1088(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -5696,12 +5813,12 @@ gemmQ4KR8x3VNNIloop:
 	VPDPWSSD   Z7, Z3, Z13
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  992(SI), Z0
+	VMOVDQU64  960(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1120(SI), Z1
+	VMOVDQU64  1088(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -5726,7 +5843,7 @@ gemmQ4KR8x3VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    144(SI), Y3
+	VPMOVZXBW    368(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -5758,7 +5875,7 @@ gemmQ4KR8x3VNNIloop:
 	VCVTDQ2PS    Z6, Z6
 	VMULPS.BCST  (R8)(R9*2), Z1, Z7
 	VFMADD231PS  Z6, Z7, Z27
-	ADDQ         $0x000004a0, SI
+	ADDQ         $0x00000480, SI
 	ADDQ         $0x00000124, R8
 	ADDQ         $0x00000124, R10
 	DECQ         CX
@@ -5963,8 +6080,8 @@ gemmQ4KR8x3VNNIdone:
 	RET
 
 // func gemmQ4KR8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F
-TEXT ·gemmQ4KR8x4VNNI(SB), NOSPLIT, $256-40
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4KR8x4VNNI(SB), NOSPLIT, $384-40
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+16(FP), R8
@@ -6014,6 +6131,33 @@ gemmQ4KR8x4VNNIloop:
 	VSHUFI32X4 $0x00, Z6, Z6, Z6
 	VMOVDQU64  Z6, 192(SP)
 
+	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
+	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
+	VMOVDQU    32(SI), Y0
+	VMOVDQU    64(SI), Y1
+	VMOVDQU    96(SI), Y2
+	VPANDD     vnnib3f<>+0(SB), Y0, Y8
+	VPSRLD     $0x06, Y0, Y9
+	VPANDD     vnnib03<>+0(SB), Y9, Y9
+	VPSLLD     $0x04, Y9, Y9
+	VPANDD     Y5, Y2, Y10
+	VPORD      Y10, Y9, Y9
+	VPANDD     vnnib3f<>+0(SB), Y1, Y10
+	VPSRLD     $0x06, Y1, Y11
+	VPANDD     vnnib03<>+0(SB), Y11, Y11
+	VPSLLD     $0x04, Y11, Y11
+	VPSRLD     $0x04, Y2, Y12
+	VPANDD     Y5, Y12, Y12
+	VPORD      Y12, Y11, Y11
+	VPUNPCKLDQ Y9, Y8, Y13
+	VPUNPCKHDQ Y9, Y8, Y14
+	VMOVDQU    Y13, 256(SP)
+	VMOVDQU    Y14, 288(SP)
+	VPUNPCKLDQ Y11, Y10, Y13
+	VPUNPCKHDQ Y11, Y10, Y14
+	VMOVDQU    Y13, 320(SP)
+	VMOVDQU    Y14, 352(SP)
+
 	// rows 0 and 1
 	VPXORD Z8, Z8, Z8
 	VPXORD Z9, Z9, Z9
@@ -6025,14 +6169,14 @@ gemmQ4KR8x4VNNIloop:
 	VPXORD Z15, Z15, Z15
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 32(SI), Y4
-	VPBROADCASTQ 40(SI), Y6
+	VPERMQ $0x00, 256(SP), Y4
+	VPERMQ $0x55, 256(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     160(SI), Z5, Z0
+	VPANDD     128(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     288(SI), Z5, Z1
+	VPANDD     256(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -6053,12 +6197,12 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  160(SI), Z0
+	VMOVDQU64  128(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  288(SI), Z1
+	VMOVDQU64  256(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -6081,10 +6225,10 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     224(SI), Z5, Z0
+	VPANDD     192(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     352(SI), Z5, Z1
+	VPANDD     320(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -6105,12 +6249,12 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  224(SI), Z0
+	VMOVDQU64  192(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  352(SI), Z1
+	VMOVDQU64  320(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -6139,7 +6283,7 @@ gemmQ4KR8x4VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    96(SI), Y3
+	VPMOVZXBW    320(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -6193,14 +6337,14 @@ gemmQ4KR8x4VNNIloop:
 	VPXORD Z15, Z15, Z15
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 48(SI), Y4
-	VPBROADCASTQ 56(SI), Y6
+	VPERMQ $0x00, 288(SP), Y4
+	VPERMQ $0x55, 288(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     416(SI), Z5, Z0
+	VPANDD     384(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     544(SI), Z5, Z1
+	VPANDD     512(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -6221,12 +6365,12 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  416(SI), Z0
+	VMOVDQU64  384(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  544(SI), Z1
+	VMOVDQU64  512(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -6249,10 +6393,10 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     480(SI), Z5, Z0
+	VPANDD     448(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     608(SI), Z5, Z1
+	VPANDD     576(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -6273,12 +6417,12 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  480(SI), Z0
+	VMOVDQU64  448(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  608(SI), Z1
+	VMOVDQU64  576(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -6307,7 +6451,7 @@ gemmQ4KR8x4VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    112(SI), Y3
+	VPMOVZXBW    352(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -6361,14 +6505,14 @@ gemmQ4KR8x4VNNIloop:
 	VPXORD Z15, Z15, Z15
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 64(SI), Y4
-	VPBROADCASTQ 72(SI), Y6
+	VPERMQ $0xaa, 256(SP), Y4
+	VPERMQ $0xff, 256(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     672(SI), Z5, Z0
+	VPANDD     640(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     800(SI), Z5, Z1
+	VPANDD     768(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -6389,12 +6533,12 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  672(SI), Z0
+	VMOVDQU64  640(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  800(SI), Z1
+	VMOVDQU64  768(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -6417,10 +6561,10 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     736(SI), Z5, Z0
+	VPANDD     704(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     864(SI), Z5, Z1
+	VPANDD     832(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -6441,12 +6585,12 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  736(SI), Z0
+	VMOVDQU64  704(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  864(SI), Z1
+	VMOVDQU64  832(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -6475,7 +6619,7 @@ gemmQ4KR8x4VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    128(SI), Y3
+	VPMOVZXBW    336(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -6529,14 +6673,14 @@ gemmQ4KR8x4VNNIloop:
 	VPXORD Z15, Z15, Z15
 
 	// Y4, Y6 = the two rows' scales in every qword
-	VPBROADCASTQ 80(SI), Y4
-	VPBROADCASTQ 88(SI), Y6
+	VPERMQ $0xaa, 288(SP), Y4
+	VPERMQ $0xff, 288(SP), Y6
 
 	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     928(SI), Z5, Z0
+	VPANDD     896(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     1056(SI), Z5, Z1
+	VPANDD     1024(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 4(R8), Z0, Z7
@@ -6557,12 +6701,12 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  928(SI), Z0
+	VMOVDQU64  896(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1056(SI), Z1
+	VMOVDQU64  1024(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
@@ -6585,10 +6729,10 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     992(SI), Z5, Z0
+	VPANDD     960(SI), Z5, Z0
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VPANDD     1120(SI), Z5, Z1
+	VPANDD     1088(SI), Z5, Z1
 	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
 	VPMOVZXBW  Y3, Z3
 	VPMADDUBSW 132(R8), Z0, Z7
@@ -6609,12 +6753,12 @@ gemmQ4KR8x4VNNIloop:
 	VPDPWSSD   Z7, Z3, Z15
 
 	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  992(SI), Z0
+	VMOVDQU64  960(SI), Z0
 	VPSRLW     $0x04, Z0, Z0
 	VPANDD     Z5, Z0, Z0
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
 	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1120(SI), Z1
+	VMOVDQU64  1088(SI), Z1
 	VPSRLW     $0x04, Z1, Z1
 	VPANDD     Z5, Z1, Z1
 	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
@@ -6643,7 +6787,7 @@ gemmQ4KR8x4VNNIloop:
 	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
 	VPERMW       (SI), Z0, Z2
 	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    144(SI), Y3
+	VPMOVZXBW    368(SP), Y3
 	VPEXPANDQ.Z  Z3, K1, Z3
 	VPMADDWD     (SP), Z3, Z6
 	VCVTDQ2PS    Z6, Z6
@@ -6685,7 +6829,7 @@ gemmQ4KR8x4VNNIloop:
 	VCVTDQ2PS    Z6, Z6
 	VMULPS.BCST  (R10), Z1, Z7
 	VFMADD231PS  Z6, Z7, Z31
-	ADDQ         $0x000004a0, SI
+	ADDQ         $0x00000480, SI
 	ADDQ         $0x00000124, R8
 	ADDQ         $0x00000124, R10
 	DECQ         CX

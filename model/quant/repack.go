@@ -21,12 +21,11 @@ const q40GroupBytes = RowGroup * 18
 const q80GroupBytes = RowGroup * 34
 
 // q4kGroupBytes is the size of one repacked Q4_K group (one super-block
-// column of eight rows): d[8] and dmin[8] (f16, 32 bytes), the decoded
-// 6-bit scales and mins (8 + 8 bytes per row, 128 bytes), the nibbles (128
-// bytes per row). 1184 = 8*148 against 8*144 in the file: decoding the
-// scales once at load costs 2.8% more memory and saves the kernel the
-// scalar unpacking of every block.
-const q4kGroupBytes = 32 + RowGroup*16 + RowGroup*128
+// column of eight rows): d[8] and dmin[8] (f16, 32 bytes), the rows' 12
+// bytes of packed 6-bit scales and mins as three arrays of eight dwords
+// (96 bytes, decoded by the kernel for eight rows at once), the nibbles
+// (128 bytes per row): 8 × 144, as in the file.
+const q4kGroupBytes = 32 + RowGroup*12 + RowGroup*128
 
 // gemmR8Func multiplies one group of RowGroup repacked rows (nb block
 // groups at w) with na activation vectors at x, x+xstride, ... into
@@ -196,21 +195,21 @@ func gemmQ8_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
 
 // repackQ4K interleaves Q4_K rows in groups of eight, one q4kGroupBytes
 // group per super-block column b at (g*nb+b)*q4kGroupBytes: d of rows 0-7
-// (f16), dmin of rows 0-7, the eight decoded scales of each row (32+8r),
-// the eight mins of each row (96+8r), and row r's 128 nibble bytes
-// (160+128r) in two 64-byte halves G: byte e (0..31) of half G holds
-// element e of sub-block 4G in its low nibble and of sub-block 4G+2 in its
-// high nibble, byte 32+e the same of sub-blocks 4G+1 and 4G+3. (In the
-// file, byte 32g+e holds element e of sub-blocks 2g and 2g+1.)
+// (f16), dmin of rows 0-7, then dword i (i = 0, 1, 2) of each row's 12
+// scale bytes at 32+32i+4r, and row r's 128 nibble bytes (128+128r) in two
+// 64-byte halves G: byte e (0..31) of half G holds element e of sub-block
+// 4G in its low nibble and of sub-block 4G+2 in its high nibble, byte 32+e
+// the same of sub-blocks 4G+1 and 4G+3. (In the file, byte 32g+e holds
+// element e of sub-blocks 2g and 2g+1.)
 func repackQ4K(m *Matrix, out []byte) {
 	le := binary.LittleEndian
 	eachBlock(m, out, q4kGroupBytes, func(dst, src []byte, r int) {
 		copy(dst[2*r:], src[0:2])
 		copy(dst[16+2*r:], src[2:4])
-		sc, mn := k4Scales(src[4:16])
-		copy(dst[32+8*r:], sc[:])
-		copy(dst[96+8*r:], mn[:])
-		qs, q := src[16:144], dst[160+128*r:][:128]
+		for i := 0; i < 3; i++ {
+			copy(dst[32+32*i+4*r:][:4], src[4+4*i:])
+		}
+		qs, q := src[16:144], dst[128+128*r:][:128]
 		for G := 0; G < 2; G++ {
 			for e := 0; e < 32; e += 8 {
 				a, b := le.Uint64(qs[64*G+e:]), le.Uint64(qs[64*G+32+e:])
@@ -235,7 +234,12 @@ func gemmQ4KR8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
 		for r := 0; r < RowGroup; r++ {
 			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
 			dm := F16ToF32(binary.LittleEndian.Uint16(grp[16+2*r:])) * dx
-			sc, mn, q := grp[32+8*r:][:8], grp[96+8*r:][:8], grp[160+128*r:][:128]
+			var packed [12]byte
+			for i := 0; i < 3; i++ {
+				copy(packed[4*i:4*i+4], grp[32+32*i+4*r:])
+			}
+			sc, mn := k4Scales(packed[:])
+			q := grp[128+128*r:][:128]
 			var sumi [8]int32
 			for k := 0; k < 8; k++ {
 				var mins int32

@@ -39,6 +39,8 @@ var (
 	b0F      Mem // 0x0F bytes
 	b08      Mem // 0x08 bytes
 	b80      Mem // 0x80 bytes
+	b3F      Mem // 0x3F bytes
+	b03      Mem // 0x03 bytes
 	k4r8shuf Mem // per group g: 16 bytes 2g, 16 bytes 2g+1 (VPSHUFB of a row's 8 scales)
 	k4r8didx Mem // per row pair p: words [2p x8, 2p+1 x8], then [8+2p x8, 8+2p+1 x8] (VPERMW of d[8], dmin[8])
 	r8idx    Mem // per row pair p: 16 dwords [2p x8, 2p+1 x8] (VPERMPS indexes)
@@ -66,6 +68,8 @@ func consts() {
 	b0F = splat("vnnib0f", 0x0F0F0F0F)
 	b08 = splat("vnnib08", 0x08080808)
 	b80 = splat("vnnib80", 0x80808080)
+	b3F = splat("vnnib3f", 0x3F3F3F3F)
+	b03 = splat("vnnib03", 0x03030303)
 	k4r8shuf = table("vnnik4r8shuf", 4*32, 1, func(i int) uint32 { g, l := i/32, i%32; return uint32(2*g + l/16) })
 	k4r8didx = table("vnnik4r8didx", 4*2*32, 2, func(i int) uint32 {
 		p, m, l := i/64, i/32%2, i%32
@@ -701,9 +705,11 @@ func q40r8(name string, na int, q8 bool) {
 
 // q4kr8 generates the kernel of repacked Q4_K weights (see repack.go in
 // model/quant): eight weight rows against na (1-4) Q8_K activation rows. A
-// repacked group (one super-block column of eight rows, 1184 bytes) holds
-// the rows' f16 d[8] and dmin[8], their decoded 6-bit scales (8 bytes per
-// row) and mins (8 bytes per row), then each row's nibbles arranged so that
+// repacked group (one super-block column of eight rows, 1152 bytes, as in
+// the file) holds the rows' f16 d[8] and dmin[8], their 12 bytes of 6-bit
+// scales and mins as three dword arrays (dword i of all rows, then i+1),
+// which the kernel decodes for the eight rows at once with ggml's utmp
+// steps on dword lanes, then each row's nibbles arranged so that
 // one 64-byte load, masked, gives the two sub-blocks of a 64-element group
 // (low half, high half) and, shifted by 4, those of the next group. Per row
 // the integer lanes are the AVX2 kernel's: VPMADDUBSW against the group's 64
@@ -717,7 +723,8 @@ func q40r8(name string, na int, q8 bool) {
 // out[8*a+r] is row r's product with vector a.
 func q4kr8(name string, na int) {
 	xm := r8header(name, na)
-	sa := AllocLocal(64 * 4)
+	sa := AllocLocal(64*4 + 128)
+	scs, mns := sa.Offset(256), sa.Offset(320)
 	sumi := func(a, h int) VecPhysical { return []VecPhysical{Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15}[2*a+h] }
 	Comment("Z5 = 0x0F bytes, K1 = qwords 0, 1, 4, 5")
 	VMOVDQU32(b0F, Z5)
@@ -731,6 +738,32 @@ func q4kr8(name string, na int) {
 		VSHUFI32X4(U8(0), Z6, Z6, Z6)
 		VMOVDQU64(Z6, sa.Offset(64*a))
 	}
+	Comment("decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);")
+	Comment("stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)")
+	VMOVDQU(Mem{Base: RSI, Disp: 32}, Y0)
+	VMOVDQU(Mem{Base: RSI, Disp: 64}, Y1)
+	VMOVDQU(Mem{Base: RSI, Disp: 96}, Y2)
+	VPANDD(b3F, Y0, Y8)
+	VPSRLD(U8(6), Y0, Y9)
+	VPANDD(b03, Y9, Y9)
+	VPSLLD(U8(4), Y9, Y9)
+	VPANDD(Y5, Y2, Y10)
+	VPORD(Y10, Y9, Y9)
+	VPANDD(b3F, Y1, Y10)
+	VPSRLD(U8(6), Y1, Y11)
+	VPANDD(b03, Y11, Y11)
+	VPSLLD(U8(4), Y11, Y11)
+	VPSRLD(U8(4), Y2, Y12)
+	VPANDD(Y5, Y12, Y12)
+	VPORD(Y12, Y11, Y11)
+	VPUNPCKLDQ(Y9, Y8, Y13)
+	VPUNPCKHDQ(Y9, Y8, Y14)
+	VMOVDQU(Y13, scs)
+	VMOVDQU(Y14, scs.Offset(32))
+	VPUNPCKLDQ(Y11, Y10, Y13)
+	VPUNPCKHDQ(Y11, Y10, Y14)
+	VMOVDQU(Y13, mns)
+	VMOVDQU(Y14, mns.Offset(32))
 	for p := 0; p < 4; p++ {
 		Comment(fmt.Sprintf("rows %d and %d", 2*p, 2*p+1))
 		for a := 0; a < na; a++ {
@@ -738,17 +771,19 @@ func q4kr8(name string, na int) {
 			VPXORD(sumi(a, 1), sumi(a, 1), sumi(a, 1))
 		}
 		Comment("Y4, Y6 = the two rows' scales in every qword")
-		VPBROADCASTQ(Mem{Base: RSI, Disp: 32 + 16*p}, Y4)
-		VPBROADCASTQ(Mem{Base: RSI, Disp: 40 + 16*p}, Y6)
+		for h, y := range []VecPhysical{Y4, Y6} {
+			r := 2*p + h
+			VPERMQ(U8(0x55*(r%2+2*(r/4))), scs.Offset(32*((r/2)%2)), y)
+		}
 		for g := 0; g < 4; g++ {
 			Comment(fmt.Sprintf("group %d: Z0, Z1 = nibbles of sub-blocks %d, %d; Z2, Z3 = their scales as words", g, 2*g, 2*g+1))
 			for h := 0; h < 2; h++ {
 				r := 2*p + h
 				w, sc := []VecPhysical{Z0, Z1}[h], []VecPhysical{Z2, Z3}[h]
 				if g%2 == 0 {
-					VPANDD(Mem{Base: RSI, Disp: 160 + 128*r + 64*(g/2)}, Z5, w)
+					VPANDD(Mem{Base: RSI, Disp: 128 + 128*r + 64*(g/2)}, Z5, w)
 				} else {
-					VMOVDQU64(Mem{Base: RSI, Disp: 160 + 128*r + 64*(g/2)}, w)
+					VMOVDQU64(Mem{Base: RSI, Disp: 128 + 128*r + 64*(g/2)}, w)
 					VPSRLW(U8(4), w, w)
 					VPANDD(Z5, w, w)
 				}
@@ -769,7 +804,7 @@ func q4kr8(name string, na int) {
 		VMOVDQU32(k4r8didx.Offset(128*p+64), Z0)
 		VPERMW(Mem{Base: RSI}, Z0, Z2)
 		VCVTPH2PS(Y2, Z2)
-		VPMOVZXBW(Mem{Base: RSI, Disp: 96 + 16*p}, Y3)
+		VPMOVZXBW(mns.Offset([]int{0, 32, 16, 48}[p]), Y3)
 		VPEXPANDQ_Z(Z3, K1, Z3)
 		for a := 0; a < na; a++ {
 			VPMADDWD(sa.Offset(64*a), Z3, Z6)
@@ -784,7 +819,7 @@ func q4kr8(name string, na int) {
 			VFMADD231PS(Z6, Z7, r8acc(a, p))
 		}
 	}
-	r8Footer(name, na, 1184, 292)
+	r8Footer(name, na, 1152, 292)
 }
 
 func main() {
