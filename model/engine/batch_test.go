@@ -38,7 +38,7 @@ func (o *seqOut) add(tk Token) {
 // follow-up turn on a batched Session reuses its cache and matches a fresh
 // Session.
 func TestBatchMatchesAlone(t *testing.T) {
-	for _, path := range []string{storiesPath, "../../testdata/gguf/kquant/kquant-Q4_K.gguf"} {
+	for _, path := range []string{storiesPath, "../../testdata/gguf/kquant/kquant-Q4_K.gguf", stories260KQ4_0} {
 		t.Run(path[strings.LastIndex(path, "/")+1:], func(t *testing.T) {
 			m, err := Load(path, Options{Threads: 2, ContextSize: 512})
 			require.NoError(t, err)

@@ -24,6 +24,12 @@ type Options struct {
 	ContextSize int
 	// Logger receives load-time notes; nil discards them.
 	Logger *slog.Logger
+	// NoRepack keeps every weight matrix in the file's layout. By default
+	// the matrices of types with a multi-row kernel on this CPU (Q4_0,
+	// Q8_0 and Q4_K with AVX-512 VNNI; see quant.Matrix.Repack) are
+	// repacked at load, which gives bit-identical results faster; the
+	// option is for comparisons.
+	NoRepack bool
 }
 
 // MaxDefaultContext caps the context taken from the model when
@@ -90,6 +96,11 @@ type Model struct {
 	rope   ropeTable
 	pool   *quant.Pool
 	log    *slog.Logger
+	// src maps each matrix wrapped by matrix() to its tensor, during
+	// load only (repackWeights releases the file pages of what it copies).
+	src map[*quant.Matrix]*gguf.TensorInfo
+	// arena holds the repacked copies of weight matrices.
+	arena weightArena
 
 	// computeMu serialises forward passes (of Sessions and Batches): a
 	// quant.Pool runs one MatMul at a time, and one forward pass already
@@ -169,6 +180,10 @@ func newModel(f *gguf.File, opts Options, spec ShardSpec) (*Model, error) {
 		threads = runtime.NumCPU()
 	}
 	m.pool = quant.NewPool(threads)
+	if !opts.NoRepack {
+		m.repackWeights()
+	}
+	m.src = nil
 	m.info = m.buildInfo()
 	return m, nil
 }
@@ -284,7 +299,48 @@ func (m *Model) matrix(name string, rows, cols int) (*quant.Matrix, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: tensor %s: %w", ErrBadModel, name, err)
 	}
-	return &quant.Matrix{Type: t.Type, Rows: int(t.Dims[1]), Cols: cols, Data: data}, nil
+	mat := &quant.Matrix{Type: t.Type, Rows: int(t.Dims[1]), Cols: cols, Data: data}
+	if m.src == nil {
+		m.src = make(map[*quant.Matrix]*gguf.TensorInfo)
+	}
+	m.src[mat] = t
+	return mat, nil
+}
+
+// repackWeights repacks the layer matrices and the output matrix where
+// quant can (Matrix.RepackInto) and releases the mapped file pages of each
+// one repacked, so the weights are resident once (as the copy), not twice.
+// Only whole tensors as mapped are repacked: a tensor shard's row slices
+// keep the file layout. A tied output is the token embedding: MatMul reads
+// the copy, lookups read Data, so only the looked-up rows' pages come back
+// from the file.
+func (m *Model) repackWeights() {
+	mats := make([]*quant.Matrix, 0, 7*len(m.layers)+1)
+	for i := range m.layers {
+		l := &m.layers[i]
+		mats = append(mats, l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown)
+	}
+	if m.output != nil {
+		mats = append(mats, m.output)
+	}
+	// Matrices are repacked in parallel on the Model's Pool (repacking
+	// reads every page of the file's layer tensors once).
+	var n atomic.Int32
+	m.pool.Run(len(mats), func(_, start, end int) {
+		for _, mat := range mats[start:end] {
+			t, ok := m.src[mat]
+			if !ok || !mat.RepackInto(m.arena.alloc) {
+				continue
+			}
+			n.Add(1)
+			if err := m.file.ReleaseTensor(t); err != nil {
+				m.log.Warn("release of repacked tensor pages failed", "tensor", t.Name, "err", err)
+			}
+		}
+	})
+	if n := n.Load(); n > 0 {
+		m.log.Info("repacked weight matrices for the multi-row kernels", "matrices", n)
+	}
 }
 
 // vector dequantises a 1-D tensor of n elements; with optional, a missing
@@ -482,5 +538,6 @@ func (m *Model) Close() error {
 	m.computeMu.Lock()
 	defer m.computeMu.Unlock()
 	m.pool.Close()
+	m.arena.free()
 	return m.file.Close()
 }

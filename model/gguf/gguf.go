@@ -92,6 +92,7 @@ type File struct {
 	kvIndex map[string]int
 	tIndex  map[string]int
 	unmap   func() error
+	release func(start, end int) error // drops the mapped pages inside data[start:end] (Open on unix)
 	closed  bool
 }
 
@@ -139,6 +140,21 @@ func (f *File) TensorData(t *TensorInfo) ([]byte, error) {
 		return nil, fmt.Errorf("%w: tensor %q data [%d, %d) outside file of %d bytes", ErrTruncated, t.Name, start, end, len(f.data))
 	}
 	return f.data[start:end:end], nil
+}
+
+// ReleaseTensor tells the OS that the data pages of t are not needed for
+// now, for callers that have copied what they use (a repacked weight
+// matrix): with a mapped file (Open on unix) the whole pages inside t's data
+// leave the process's resident memory (madvise MADV_DONTNEED; the mapping is
+// shared and read-only, so nothing is lost) and are read back from the file
+// if touched again. Pages shared with a neighbouring tensor are kept. A
+// no-op for Parse and where Open reads the file into memory.
+func (f *File) ReleaseTensor(t *TensorInfo) error {
+	if _, err := f.TensorData(t); err != nil || f.release == nil {
+		return err
+	}
+	start := f.DataOffset + t.Offset // in range: TensorData checked
+	return f.release(int(start), int(start+t.Size))
 }
 
 // Get returns the value of a metadata key.

@@ -38,5 +38,18 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	f.unmap = func() error { return unix.Munmap(data) }
+	f.release = func(start, end int) error {
+		// The mapping starts on a page boundary, so file offsets align
+		// as addresses do; only whole pages inside [start, end) go.
+		page := os.Getpagesize()
+		lo, hi := (start+page-1)/page*page, end/page*page
+		if hi <= lo {
+			return nil
+		}
+		if err := unix.Madvise(data[lo:hi], unix.MADV_DONTNEED); err != nil {
+			return fmt.Errorf("gguf: madvise: %w", err)
+		}
+		return nil
+	}
 	return f, nil
 }

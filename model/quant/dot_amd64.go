@@ -143,6 +143,7 @@ func useSIMD(on bool) bool {
 	clear(dot4Kernels)
 	clear(dot8Kernels)
 	clear(dot16Kernels)
+	clear(gemmR8Kernels)
 	quantQ8KBlock = nil
 	if on {
 		for t, k := range simdKernels {
@@ -164,6 +165,9 @@ func useSIMD(on bool) bool {
 			for t, k := range vnni16Kernels {
 				dot16Kernels[t] = k
 			}
+			gemmR8Kernels[Q4_0] = gemmQ4_0R8VNNI
+			gemmR8Kernels[Q8_0] = gemmQ8_0R8VNNI
+			gemmR8Kernels[Q4_K] = gemmQ4KR8VNNI
 			quantQ8KBlock = quantQ8KSIMD
 		}
 		dotF32Impl = dotF32SIMD
@@ -415,6 +419,43 @@ func blockKernelN[A any](k func(nb int, w, x *byte, xstride int, out *A), nv, bs
 		k(nb, unsafe.SliceData(w), unsafe.SliceData(x), xB, out)
 	}
 }
+
+// r8Pass is an assembly pass of a repacked kernel: eight rows (nb block
+// groups at w) times a fixed number of vectors at x, x+xstride, ... into
+// out[8*a+r].
+type r8Pass func(nb int, w, x *byte, xstride int, out *float32)
+
+// r8Gemm makes a gemmR8Func of the passes of one repacked type (passes[k]
+// handles k+1 vectors; nil where there is none; passes[0] must be set):
+// each call takes the widest pass that fits the vectors left. groupB and
+// xBlockB are the bytes of a weight block group and of an activation block.
+func r8Gemm(passes [4]r8Pass, groupB, xBlockB int) gemmR8Func {
+	return func(nb int, w, x []byte, xstride, na int, out []float32) {
+		if nb == 0 || na == 0 {
+			clear(out[:RowGroup*na])
+			return
+		}
+		_ = w[nb*groupB-1]
+		_ = x[(na-1)*xstride+nb*xBlockB-1]
+		_ = out[RowGroup*na-1]
+		for a := 0; a < na; {
+			k := min(len(passes), na-a)
+			for passes[k-1] == nil {
+				k--
+			}
+			passes[k-1](nb, &w[0], &x[a*xstride], xstride, &out[RowGroup*a])
+			a += k
+		}
+	}
+}
+
+// gemmQ4_0R8VNNI, gemmQ8_0R8VNNI and gemmQ4KR8VNNI run the repacked
+// kernels.
+var (
+	gemmQ4_0R8VNNI = r8Gemm([4]r8Pass{gemmQ4_0R8x1VNNI, nil, nil, gemmQ4_0R8x4VNNI}, q40GroupBytes, 34)
+	gemmQ8_0R8VNNI = r8Gemm([4]r8Pass{gemmQ8_0R8x1VNNI, nil, nil, gemmQ8_0R8x4VNNI}, q80GroupBytes, 34)
+	gemmQ4KR8VNNI  = r8Gemm([4]r8Pass{gemmQ4KR8x1VNNI, gemmQ4KR8x2VNNI, gemmQ4KR8x3VNNI, gemmQ4KR8x4VNNI}, q4kGroupBytes, 292)
+)
 
 // quantQ8KSIMD quantises one Q8_K block with AVX-512 (see quantQ8KBlock).
 func quantQ8KSIMD(x []float32, dst []byte) bool {

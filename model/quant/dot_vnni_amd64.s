@@ -192,6 +192,514 @@ DATA vnnib08<>+56(SB)/4, $0x08080808
 DATA vnnib08<>+60(SB)/4, $0x08080808
 GLOBL vnnib08<>(SB), RODATA|NOPTR, $64
 
+DATA vnnib80<>+0(SB)/4, $0x80808080
+DATA vnnib80<>+4(SB)/4, $0x80808080
+DATA vnnib80<>+8(SB)/4, $0x80808080
+DATA vnnib80<>+12(SB)/4, $0x80808080
+DATA vnnib80<>+16(SB)/4, $0x80808080
+DATA vnnib80<>+20(SB)/4, $0x80808080
+DATA vnnib80<>+24(SB)/4, $0x80808080
+DATA vnnib80<>+28(SB)/4, $0x80808080
+DATA vnnib80<>+32(SB)/4, $0x80808080
+DATA vnnib80<>+36(SB)/4, $0x80808080
+DATA vnnib80<>+40(SB)/4, $0x80808080
+DATA vnnib80<>+44(SB)/4, $0x80808080
+DATA vnnib80<>+48(SB)/4, $0x80808080
+DATA vnnib80<>+52(SB)/4, $0x80808080
+DATA vnnib80<>+56(SB)/4, $0x80808080
+DATA vnnib80<>+60(SB)/4, $0x80808080
+GLOBL vnnib80<>(SB), RODATA|NOPTR, $64
+
+DATA vnnib3f<>+0(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+4(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+8(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+12(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+16(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+20(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+24(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+28(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+32(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+36(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+40(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+44(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+48(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+52(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+56(SB)/4, $0x3f3f3f3f
+DATA vnnib3f<>+60(SB)/4, $0x3f3f3f3f
+GLOBL vnnib3f<>(SB), RODATA|NOPTR, $64
+
+DATA vnnib03<>+0(SB)/4, $0x03030303
+DATA vnnib03<>+4(SB)/4, $0x03030303
+DATA vnnib03<>+8(SB)/4, $0x03030303
+DATA vnnib03<>+12(SB)/4, $0x03030303
+DATA vnnib03<>+16(SB)/4, $0x03030303
+DATA vnnib03<>+20(SB)/4, $0x03030303
+DATA vnnib03<>+24(SB)/4, $0x03030303
+DATA vnnib03<>+28(SB)/4, $0x03030303
+DATA vnnib03<>+32(SB)/4, $0x03030303
+DATA vnnib03<>+36(SB)/4, $0x03030303
+DATA vnnib03<>+40(SB)/4, $0x03030303
+DATA vnnib03<>+44(SB)/4, $0x03030303
+DATA vnnib03<>+48(SB)/4, $0x03030303
+DATA vnnib03<>+52(SB)/4, $0x03030303
+DATA vnnib03<>+56(SB)/4, $0x03030303
+DATA vnnib03<>+60(SB)/4, $0x03030303
+GLOBL vnnib03<>(SB), RODATA|NOPTR, $64
+
+DATA vnnik4r8shuf<>+0(SB)/1, $0x00
+DATA vnnik4r8shuf<>+1(SB)/1, $0x00
+DATA vnnik4r8shuf<>+2(SB)/1, $0x00
+DATA vnnik4r8shuf<>+3(SB)/1, $0x00
+DATA vnnik4r8shuf<>+4(SB)/1, $0x00
+DATA vnnik4r8shuf<>+5(SB)/1, $0x00
+DATA vnnik4r8shuf<>+6(SB)/1, $0x00
+DATA vnnik4r8shuf<>+7(SB)/1, $0x00
+DATA vnnik4r8shuf<>+8(SB)/1, $0x00
+DATA vnnik4r8shuf<>+9(SB)/1, $0x00
+DATA vnnik4r8shuf<>+10(SB)/1, $0x00
+DATA vnnik4r8shuf<>+11(SB)/1, $0x00
+DATA vnnik4r8shuf<>+12(SB)/1, $0x00
+DATA vnnik4r8shuf<>+13(SB)/1, $0x00
+DATA vnnik4r8shuf<>+14(SB)/1, $0x00
+DATA vnnik4r8shuf<>+15(SB)/1, $0x00
+DATA vnnik4r8shuf<>+16(SB)/1, $0x01
+DATA vnnik4r8shuf<>+17(SB)/1, $0x01
+DATA vnnik4r8shuf<>+18(SB)/1, $0x01
+DATA vnnik4r8shuf<>+19(SB)/1, $0x01
+DATA vnnik4r8shuf<>+20(SB)/1, $0x01
+DATA vnnik4r8shuf<>+21(SB)/1, $0x01
+DATA vnnik4r8shuf<>+22(SB)/1, $0x01
+DATA vnnik4r8shuf<>+23(SB)/1, $0x01
+DATA vnnik4r8shuf<>+24(SB)/1, $0x01
+DATA vnnik4r8shuf<>+25(SB)/1, $0x01
+DATA vnnik4r8shuf<>+26(SB)/1, $0x01
+DATA vnnik4r8shuf<>+27(SB)/1, $0x01
+DATA vnnik4r8shuf<>+28(SB)/1, $0x01
+DATA vnnik4r8shuf<>+29(SB)/1, $0x01
+DATA vnnik4r8shuf<>+30(SB)/1, $0x01
+DATA vnnik4r8shuf<>+31(SB)/1, $0x01
+DATA vnnik4r8shuf<>+32(SB)/1, $0x02
+DATA vnnik4r8shuf<>+33(SB)/1, $0x02
+DATA vnnik4r8shuf<>+34(SB)/1, $0x02
+DATA vnnik4r8shuf<>+35(SB)/1, $0x02
+DATA vnnik4r8shuf<>+36(SB)/1, $0x02
+DATA vnnik4r8shuf<>+37(SB)/1, $0x02
+DATA vnnik4r8shuf<>+38(SB)/1, $0x02
+DATA vnnik4r8shuf<>+39(SB)/1, $0x02
+DATA vnnik4r8shuf<>+40(SB)/1, $0x02
+DATA vnnik4r8shuf<>+41(SB)/1, $0x02
+DATA vnnik4r8shuf<>+42(SB)/1, $0x02
+DATA vnnik4r8shuf<>+43(SB)/1, $0x02
+DATA vnnik4r8shuf<>+44(SB)/1, $0x02
+DATA vnnik4r8shuf<>+45(SB)/1, $0x02
+DATA vnnik4r8shuf<>+46(SB)/1, $0x02
+DATA vnnik4r8shuf<>+47(SB)/1, $0x02
+DATA vnnik4r8shuf<>+48(SB)/1, $0x03
+DATA vnnik4r8shuf<>+49(SB)/1, $0x03
+DATA vnnik4r8shuf<>+50(SB)/1, $0x03
+DATA vnnik4r8shuf<>+51(SB)/1, $0x03
+DATA vnnik4r8shuf<>+52(SB)/1, $0x03
+DATA vnnik4r8shuf<>+53(SB)/1, $0x03
+DATA vnnik4r8shuf<>+54(SB)/1, $0x03
+DATA vnnik4r8shuf<>+55(SB)/1, $0x03
+DATA vnnik4r8shuf<>+56(SB)/1, $0x03
+DATA vnnik4r8shuf<>+57(SB)/1, $0x03
+DATA vnnik4r8shuf<>+58(SB)/1, $0x03
+DATA vnnik4r8shuf<>+59(SB)/1, $0x03
+DATA vnnik4r8shuf<>+60(SB)/1, $0x03
+DATA vnnik4r8shuf<>+61(SB)/1, $0x03
+DATA vnnik4r8shuf<>+62(SB)/1, $0x03
+DATA vnnik4r8shuf<>+63(SB)/1, $0x03
+DATA vnnik4r8shuf<>+64(SB)/1, $0x04
+DATA vnnik4r8shuf<>+65(SB)/1, $0x04
+DATA vnnik4r8shuf<>+66(SB)/1, $0x04
+DATA vnnik4r8shuf<>+67(SB)/1, $0x04
+DATA vnnik4r8shuf<>+68(SB)/1, $0x04
+DATA vnnik4r8shuf<>+69(SB)/1, $0x04
+DATA vnnik4r8shuf<>+70(SB)/1, $0x04
+DATA vnnik4r8shuf<>+71(SB)/1, $0x04
+DATA vnnik4r8shuf<>+72(SB)/1, $0x04
+DATA vnnik4r8shuf<>+73(SB)/1, $0x04
+DATA vnnik4r8shuf<>+74(SB)/1, $0x04
+DATA vnnik4r8shuf<>+75(SB)/1, $0x04
+DATA vnnik4r8shuf<>+76(SB)/1, $0x04
+DATA vnnik4r8shuf<>+77(SB)/1, $0x04
+DATA vnnik4r8shuf<>+78(SB)/1, $0x04
+DATA vnnik4r8shuf<>+79(SB)/1, $0x04
+DATA vnnik4r8shuf<>+80(SB)/1, $0x05
+DATA vnnik4r8shuf<>+81(SB)/1, $0x05
+DATA vnnik4r8shuf<>+82(SB)/1, $0x05
+DATA vnnik4r8shuf<>+83(SB)/1, $0x05
+DATA vnnik4r8shuf<>+84(SB)/1, $0x05
+DATA vnnik4r8shuf<>+85(SB)/1, $0x05
+DATA vnnik4r8shuf<>+86(SB)/1, $0x05
+DATA vnnik4r8shuf<>+87(SB)/1, $0x05
+DATA vnnik4r8shuf<>+88(SB)/1, $0x05
+DATA vnnik4r8shuf<>+89(SB)/1, $0x05
+DATA vnnik4r8shuf<>+90(SB)/1, $0x05
+DATA vnnik4r8shuf<>+91(SB)/1, $0x05
+DATA vnnik4r8shuf<>+92(SB)/1, $0x05
+DATA vnnik4r8shuf<>+93(SB)/1, $0x05
+DATA vnnik4r8shuf<>+94(SB)/1, $0x05
+DATA vnnik4r8shuf<>+95(SB)/1, $0x05
+DATA vnnik4r8shuf<>+96(SB)/1, $0x06
+DATA vnnik4r8shuf<>+97(SB)/1, $0x06
+DATA vnnik4r8shuf<>+98(SB)/1, $0x06
+DATA vnnik4r8shuf<>+99(SB)/1, $0x06
+DATA vnnik4r8shuf<>+100(SB)/1, $0x06
+DATA vnnik4r8shuf<>+101(SB)/1, $0x06
+DATA vnnik4r8shuf<>+102(SB)/1, $0x06
+DATA vnnik4r8shuf<>+103(SB)/1, $0x06
+DATA vnnik4r8shuf<>+104(SB)/1, $0x06
+DATA vnnik4r8shuf<>+105(SB)/1, $0x06
+DATA vnnik4r8shuf<>+106(SB)/1, $0x06
+DATA vnnik4r8shuf<>+107(SB)/1, $0x06
+DATA vnnik4r8shuf<>+108(SB)/1, $0x06
+DATA vnnik4r8shuf<>+109(SB)/1, $0x06
+DATA vnnik4r8shuf<>+110(SB)/1, $0x06
+DATA vnnik4r8shuf<>+111(SB)/1, $0x06
+DATA vnnik4r8shuf<>+112(SB)/1, $0x07
+DATA vnnik4r8shuf<>+113(SB)/1, $0x07
+DATA vnnik4r8shuf<>+114(SB)/1, $0x07
+DATA vnnik4r8shuf<>+115(SB)/1, $0x07
+DATA vnnik4r8shuf<>+116(SB)/1, $0x07
+DATA vnnik4r8shuf<>+117(SB)/1, $0x07
+DATA vnnik4r8shuf<>+118(SB)/1, $0x07
+DATA vnnik4r8shuf<>+119(SB)/1, $0x07
+DATA vnnik4r8shuf<>+120(SB)/1, $0x07
+DATA vnnik4r8shuf<>+121(SB)/1, $0x07
+DATA vnnik4r8shuf<>+122(SB)/1, $0x07
+DATA vnnik4r8shuf<>+123(SB)/1, $0x07
+DATA vnnik4r8shuf<>+124(SB)/1, $0x07
+DATA vnnik4r8shuf<>+125(SB)/1, $0x07
+DATA vnnik4r8shuf<>+126(SB)/1, $0x07
+DATA vnnik4r8shuf<>+127(SB)/1, $0x07
+GLOBL vnnik4r8shuf<>(SB), RODATA|NOPTR, $128
+
+DATA vnnik4r8didx<>+0(SB)/2, $0x0000
+DATA vnnik4r8didx<>+2(SB)/2, $0x0000
+DATA vnnik4r8didx<>+4(SB)/2, $0x0000
+DATA vnnik4r8didx<>+6(SB)/2, $0x0000
+DATA vnnik4r8didx<>+8(SB)/2, $0x0000
+DATA vnnik4r8didx<>+10(SB)/2, $0x0000
+DATA vnnik4r8didx<>+12(SB)/2, $0x0000
+DATA vnnik4r8didx<>+14(SB)/2, $0x0000
+DATA vnnik4r8didx<>+16(SB)/2, $0x0001
+DATA vnnik4r8didx<>+18(SB)/2, $0x0001
+DATA vnnik4r8didx<>+20(SB)/2, $0x0001
+DATA vnnik4r8didx<>+22(SB)/2, $0x0001
+DATA vnnik4r8didx<>+24(SB)/2, $0x0001
+DATA vnnik4r8didx<>+26(SB)/2, $0x0001
+DATA vnnik4r8didx<>+28(SB)/2, $0x0001
+DATA vnnik4r8didx<>+30(SB)/2, $0x0001
+DATA vnnik4r8didx<>+32(SB)/2, $0x0000
+DATA vnnik4r8didx<>+34(SB)/2, $0x0000
+DATA vnnik4r8didx<>+36(SB)/2, $0x0000
+DATA vnnik4r8didx<>+38(SB)/2, $0x0000
+DATA vnnik4r8didx<>+40(SB)/2, $0x0000
+DATA vnnik4r8didx<>+42(SB)/2, $0x0000
+DATA vnnik4r8didx<>+44(SB)/2, $0x0000
+DATA vnnik4r8didx<>+46(SB)/2, $0x0000
+DATA vnnik4r8didx<>+48(SB)/2, $0x0001
+DATA vnnik4r8didx<>+50(SB)/2, $0x0001
+DATA vnnik4r8didx<>+52(SB)/2, $0x0001
+DATA vnnik4r8didx<>+54(SB)/2, $0x0001
+DATA vnnik4r8didx<>+56(SB)/2, $0x0001
+DATA vnnik4r8didx<>+58(SB)/2, $0x0001
+DATA vnnik4r8didx<>+60(SB)/2, $0x0001
+DATA vnnik4r8didx<>+62(SB)/2, $0x0001
+DATA vnnik4r8didx<>+64(SB)/2, $0x0008
+DATA vnnik4r8didx<>+66(SB)/2, $0x0008
+DATA vnnik4r8didx<>+68(SB)/2, $0x0008
+DATA vnnik4r8didx<>+70(SB)/2, $0x0008
+DATA vnnik4r8didx<>+72(SB)/2, $0x0008
+DATA vnnik4r8didx<>+74(SB)/2, $0x0008
+DATA vnnik4r8didx<>+76(SB)/2, $0x0008
+DATA vnnik4r8didx<>+78(SB)/2, $0x0008
+DATA vnnik4r8didx<>+80(SB)/2, $0x0009
+DATA vnnik4r8didx<>+82(SB)/2, $0x0009
+DATA vnnik4r8didx<>+84(SB)/2, $0x0009
+DATA vnnik4r8didx<>+86(SB)/2, $0x0009
+DATA vnnik4r8didx<>+88(SB)/2, $0x0009
+DATA vnnik4r8didx<>+90(SB)/2, $0x0009
+DATA vnnik4r8didx<>+92(SB)/2, $0x0009
+DATA vnnik4r8didx<>+94(SB)/2, $0x0009
+DATA vnnik4r8didx<>+96(SB)/2, $0x0008
+DATA vnnik4r8didx<>+98(SB)/2, $0x0008
+DATA vnnik4r8didx<>+100(SB)/2, $0x0008
+DATA vnnik4r8didx<>+102(SB)/2, $0x0008
+DATA vnnik4r8didx<>+104(SB)/2, $0x0008
+DATA vnnik4r8didx<>+106(SB)/2, $0x0008
+DATA vnnik4r8didx<>+108(SB)/2, $0x0008
+DATA vnnik4r8didx<>+110(SB)/2, $0x0008
+DATA vnnik4r8didx<>+112(SB)/2, $0x0009
+DATA vnnik4r8didx<>+114(SB)/2, $0x0009
+DATA vnnik4r8didx<>+116(SB)/2, $0x0009
+DATA vnnik4r8didx<>+118(SB)/2, $0x0009
+DATA vnnik4r8didx<>+120(SB)/2, $0x0009
+DATA vnnik4r8didx<>+122(SB)/2, $0x0009
+DATA vnnik4r8didx<>+124(SB)/2, $0x0009
+DATA vnnik4r8didx<>+126(SB)/2, $0x0009
+DATA vnnik4r8didx<>+128(SB)/2, $0x0002
+DATA vnnik4r8didx<>+130(SB)/2, $0x0002
+DATA vnnik4r8didx<>+132(SB)/2, $0x0002
+DATA vnnik4r8didx<>+134(SB)/2, $0x0002
+DATA vnnik4r8didx<>+136(SB)/2, $0x0002
+DATA vnnik4r8didx<>+138(SB)/2, $0x0002
+DATA vnnik4r8didx<>+140(SB)/2, $0x0002
+DATA vnnik4r8didx<>+142(SB)/2, $0x0002
+DATA vnnik4r8didx<>+144(SB)/2, $0x0003
+DATA vnnik4r8didx<>+146(SB)/2, $0x0003
+DATA vnnik4r8didx<>+148(SB)/2, $0x0003
+DATA vnnik4r8didx<>+150(SB)/2, $0x0003
+DATA vnnik4r8didx<>+152(SB)/2, $0x0003
+DATA vnnik4r8didx<>+154(SB)/2, $0x0003
+DATA vnnik4r8didx<>+156(SB)/2, $0x0003
+DATA vnnik4r8didx<>+158(SB)/2, $0x0003
+DATA vnnik4r8didx<>+160(SB)/2, $0x0002
+DATA vnnik4r8didx<>+162(SB)/2, $0x0002
+DATA vnnik4r8didx<>+164(SB)/2, $0x0002
+DATA vnnik4r8didx<>+166(SB)/2, $0x0002
+DATA vnnik4r8didx<>+168(SB)/2, $0x0002
+DATA vnnik4r8didx<>+170(SB)/2, $0x0002
+DATA vnnik4r8didx<>+172(SB)/2, $0x0002
+DATA vnnik4r8didx<>+174(SB)/2, $0x0002
+DATA vnnik4r8didx<>+176(SB)/2, $0x0003
+DATA vnnik4r8didx<>+178(SB)/2, $0x0003
+DATA vnnik4r8didx<>+180(SB)/2, $0x0003
+DATA vnnik4r8didx<>+182(SB)/2, $0x0003
+DATA vnnik4r8didx<>+184(SB)/2, $0x0003
+DATA vnnik4r8didx<>+186(SB)/2, $0x0003
+DATA vnnik4r8didx<>+188(SB)/2, $0x0003
+DATA vnnik4r8didx<>+190(SB)/2, $0x0003
+DATA vnnik4r8didx<>+192(SB)/2, $0x000a
+DATA vnnik4r8didx<>+194(SB)/2, $0x000a
+DATA vnnik4r8didx<>+196(SB)/2, $0x000a
+DATA vnnik4r8didx<>+198(SB)/2, $0x000a
+DATA vnnik4r8didx<>+200(SB)/2, $0x000a
+DATA vnnik4r8didx<>+202(SB)/2, $0x000a
+DATA vnnik4r8didx<>+204(SB)/2, $0x000a
+DATA vnnik4r8didx<>+206(SB)/2, $0x000a
+DATA vnnik4r8didx<>+208(SB)/2, $0x000b
+DATA vnnik4r8didx<>+210(SB)/2, $0x000b
+DATA vnnik4r8didx<>+212(SB)/2, $0x000b
+DATA vnnik4r8didx<>+214(SB)/2, $0x000b
+DATA vnnik4r8didx<>+216(SB)/2, $0x000b
+DATA vnnik4r8didx<>+218(SB)/2, $0x000b
+DATA vnnik4r8didx<>+220(SB)/2, $0x000b
+DATA vnnik4r8didx<>+222(SB)/2, $0x000b
+DATA vnnik4r8didx<>+224(SB)/2, $0x000a
+DATA vnnik4r8didx<>+226(SB)/2, $0x000a
+DATA vnnik4r8didx<>+228(SB)/2, $0x000a
+DATA vnnik4r8didx<>+230(SB)/2, $0x000a
+DATA vnnik4r8didx<>+232(SB)/2, $0x000a
+DATA vnnik4r8didx<>+234(SB)/2, $0x000a
+DATA vnnik4r8didx<>+236(SB)/2, $0x000a
+DATA vnnik4r8didx<>+238(SB)/2, $0x000a
+DATA vnnik4r8didx<>+240(SB)/2, $0x000b
+DATA vnnik4r8didx<>+242(SB)/2, $0x000b
+DATA vnnik4r8didx<>+244(SB)/2, $0x000b
+DATA vnnik4r8didx<>+246(SB)/2, $0x000b
+DATA vnnik4r8didx<>+248(SB)/2, $0x000b
+DATA vnnik4r8didx<>+250(SB)/2, $0x000b
+DATA vnnik4r8didx<>+252(SB)/2, $0x000b
+DATA vnnik4r8didx<>+254(SB)/2, $0x000b
+DATA vnnik4r8didx<>+256(SB)/2, $0x0004
+DATA vnnik4r8didx<>+258(SB)/2, $0x0004
+DATA vnnik4r8didx<>+260(SB)/2, $0x0004
+DATA vnnik4r8didx<>+262(SB)/2, $0x0004
+DATA vnnik4r8didx<>+264(SB)/2, $0x0004
+DATA vnnik4r8didx<>+266(SB)/2, $0x0004
+DATA vnnik4r8didx<>+268(SB)/2, $0x0004
+DATA vnnik4r8didx<>+270(SB)/2, $0x0004
+DATA vnnik4r8didx<>+272(SB)/2, $0x0005
+DATA vnnik4r8didx<>+274(SB)/2, $0x0005
+DATA vnnik4r8didx<>+276(SB)/2, $0x0005
+DATA vnnik4r8didx<>+278(SB)/2, $0x0005
+DATA vnnik4r8didx<>+280(SB)/2, $0x0005
+DATA vnnik4r8didx<>+282(SB)/2, $0x0005
+DATA vnnik4r8didx<>+284(SB)/2, $0x0005
+DATA vnnik4r8didx<>+286(SB)/2, $0x0005
+DATA vnnik4r8didx<>+288(SB)/2, $0x0004
+DATA vnnik4r8didx<>+290(SB)/2, $0x0004
+DATA vnnik4r8didx<>+292(SB)/2, $0x0004
+DATA vnnik4r8didx<>+294(SB)/2, $0x0004
+DATA vnnik4r8didx<>+296(SB)/2, $0x0004
+DATA vnnik4r8didx<>+298(SB)/2, $0x0004
+DATA vnnik4r8didx<>+300(SB)/2, $0x0004
+DATA vnnik4r8didx<>+302(SB)/2, $0x0004
+DATA vnnik4r8didx<>+304(SB)/2, $0x0005
+DATA vnnik4r8didx<>+306(SB)/2, $0x0005
+DATA vnnik4r8didx<>+308(SB)/2, $0x0005
+DATA vnnik4r8didx<>+310(SB)/2, $0x0005
+DATA vnnik4r8didx<>+312(SB)/2, $0x0005
+DATA vnnik4r8didx<>+314(SB)/2, $0x0005
+DATA vnnik4r8didx<>+316(SB)/2, $0x0005
+DATA vnnik4r8didx<>+318(SB)/2, $0x0005
+DATA vnnik4r8didx<>+320(SB)/2, $0x000c
+DATA vnnik4r8didx<>+322(SB)/2, $0x000c
+DATA vnnik4r8didx<>+324(SB)/2, $0x000c
+DATA vnnik4r8didx<>+326(SB)/2, $0x000c
+DATA vnnik4r8didx<>+328(SB)/2, $0x000c
+DATA vnnik4r8didx<>+330(SB)/2, $0x000c
+DATA vnnik4r8didx<>+332(SB)/2, $0x000c
+DATA vnnik4r8didx<>+334(SB)/2, $0x000c
+DATA vnnik4r8didx<>+336(SB)/2, $0x000d
+DATA vnnik4r8didx<>+338(SB)/2, $0x000d
+DATA vnnik4r8didx<>+340(SB)/2, $0x000d
+DATA vnnik4r8didx<>+342(SB)/2, $0x000d
+DATA vnnik4r8didx<>+344(SB)/2, $0x000d
+DATA vnnik4r8didx<>+346(SB)/2, $0x000d
+DATA vnnik4r8didx<>+348(SB)/2, $0x000d
+DATA vnnik4r8didx<>+350(SB)/2, $0x000d
+DATA vnnik4r8didx<>+352(SB)/2, $0x000c
+DATA vnnik4r8didx<>+354(SB)/2, $0x000c
+DATA vnnik4r8didx<>+356(SB)/2, $0x000c
+DATA vnnik4r8didx<>+358(SB)/2, $0x000c
+DATA vnnik4r8didx<>+360(SB)/2, $0x000c
+DATA vnnik4r8didx<>+362(SB)/2, $0x000c
+DATA vnnik4r8didx<>+364(SB)/2, $0x000c
+DATA vnnik4r8didx<>+366(SB)/2, $0x000c
+DATA vnnik4r8didx<>+368(SB)/2, $0x000d
+DATA vnnik4r8didx<>+370(SB)/2, $0x000d
+DATA vnnik4r8didx<>+372(SB)/2, $0x000d
+DATA vnnik4r8didx<>+374(SB)/2, $0x000d
+DATA vnnik4r8didx<>+376(SB)/2, $0x000d
+DATA vnnik4r8didx<>+378(SB)/2, $0x000d
+DATA vnnik4r8didx<>+380(SB)/2, $0x000d
+DATA vnnik4r8didx<>+382(SB)/2, $0x000d
+DATA vnnik4r8didx<>+384(SB)/2, $0x0006
+DATA vnnik4r8didx<>+386(SB)/2, $0x0006
+DATA vnnik4r8didx<>+388(SB)/2, $0x0006
+DATA vnnik4r8didx<>+390(SB)/2, $0x0006
+DATA vnnik4r8didx<>+392(SB)/2, $0x0006
+DATA vnnik4r8didx<>+394(SB)/2, $0x0006
+DATA vnnik4r8didx<>+396(SB)/2, $0x0006
+DATA vnnik4r8didx<>+398(SB)/2, $0x0006
+DATA vnnik4r8didx<>+400(SB)/2, $0x0007
+DATA vnnik4r8didx<>+402(SB)/2, $0x0007
+DATA vnnik4r8didx<>+404(SB)/2, $0x0007
+DATA vnnik4r8didx<>+406(SB)/2, $0x0007
+DATA vnnik4r8didx<>+408(SB)/2, $0x0007
+DATA vnnik4r8didx<>+410(SB)/2, $0x0007
+DATA vnnik4r8didx<>+412(SB)/2, $0x0007
+DATA vnnik4r8didx<>+414(SB)/2, $0x0007
+DATA vnnik4r8didx<>+416(SB)/2, $0x0006
+DATA vnnik4r8didx<>+418(SB)/2, $0x0006
+DATA vnnik4r8didx<>+420(SB)/2, $0x0006
+DATA vnnik4r8didx<>+422(SB)/2, $0x0006
+DATA vnnik4r8didx<>+424(SB)/2, $0x0006
+DATA vnnik4r8didx<>+426(SB)/2, $0x0006
+DATA vnnik4r8didx<>+428(SB)/2, $0x0006
+DATA vnnik4r8didx<>+430(SB)/2, $0x0006
+DATA vnnik4r8didx<>+432(SB)/2, $0x0007
+DATA vnnik4r8didx<>+434(SB)/2, $0x0007
+DATA vnnik4r8didx<>+436(SB)/2, $0x0007
+DATA vnnik4r8didx<>+438(SB)/2, $0x0007
+DATA vnnik4r8didx<>+440(SB)/2, $0x0007
+DATA vnnik4r8didx<>+442(SB)/2, $0x0007
+DATA vnnik4r8didx<>+444(SB)/2, $0x0007
+DATA vnnik4r8didx<>+446(SB)/2, $0x0007
+DATA vnnik4r8didx<>+448(SB)/2, $0x000e
+DATA vnnik4r8didx<>+450(SB)/2, $0x000e
+DATA vnnik4r8didx<>+452(SB)/2, $0x000e
+DATA vnnik4r8didx<>+454(SB)/2, $0x000e
+DATA vnnik4r8didx<>+456(SB)/2, $0x000e
+DATA vnnik4r8didx<>+458(SB)/2, $0x000e
+DATA vnnik4r8didx<>+460(SB)/2, $0x000e
+DATA vnnik4r8didx<>+462(SB)/2, $0x000e
+DATA vnnik4r8didx<>+464(SB)/2, $0x000f
+DATA vnnik4r8didx<>+466(SB)/2, $0x000f
+DATA vnnik4r8didx<>+468(SB)/2, $0x000f
+DATA vnnik4r8didx<>+470(SB)/2, $0x000f
+DATA vnnik4r8didx<>+472(SB)/2, $0x000f
+DATA vnnik4r8didx<>+474(SB)/2, $0x000f
+DATA vnnik4r8didx<>+476(SB)/2, $0x000f
+DATA vnnik4r8didx<>+478(SB)/2, $0x000f
+DATA vnnik4r8didx<>+480(SB)/2, $0x000e
+DATA vnnik4r8didx<>+482(SB)/2, $0x000e
+DATA vnnik4r8didx<>+484(SB)/2, $0x000e
+DATA vnnik4r8didx<>+486(SB)/2, $0x000e
+DATA vnnik4r8didx<>+488(SB)/2, $0x000e
+DATA vnnik4r8didx<>+490(SB)/2, $0x000e
+DATA vnnik4r8didx<>+492(SB)/2, $0x000e
+DATA vnnik4r8didx<>+494(SB)/2, $0x000e
+DATA vnnik4r8didx<>+496(SB)/2, $0x000f
+DATA vnnik4r8didx<>+498(SB)/2, $0x000f
+DATA vnnik4r8didx<>+500(SB)/2, $0x000f
+DATA vnnik4r8didx<>+502(SB)/2, $0x000f
+DATA vnnik4r8didx<>+504(SB)/2, $0x000f
+DATA vnnik4r8didx<>+506(SB)/2, $0x000f
+DATA vnnik4r8didx<>+508(SB)/2, $0x000f
+DATA vnnik4r8didx<>+510(SB)/2, $0x000f
+GLOBL vnnik4r8didx<>(SB), RODATA|NOPTR, $512
+
+DATA vnnir8idx<>+0(SB)/4, $0x00000000
+DATA vnnir8idx<>+4(SB)/4, $0x00000000
+DATA vnnir8idx<>+8(SB)/4, $0x00000000
+DATA vnnir8idx<>+12(SB)/4, $0x00000000
+DATA vnnir8idx<>+16(SB)/4, $0x00000000
+DATA vnnir8idx<>+20(SB)/4, $0x00000000
+DATA vnnir8idx<>+24(SB)/4, $0x00000000
+DATA vnnir8idx<>+28(SB)/4, $0x00000000
+DATA vnnir8idx<>+32(SB)/4, $0x00000001
+DATA vnnir8idx<>+36(SB)/4, $0x00000001
+DATA vnnir8idx<>+40(SB)/4, $0x00000001
+DATA vnnir8idx<>+44(SB)/4, $0x00000001
+DATA vnnir8idx<>+48(SB)/4, $0x00000001
+DATA vnnir8idx<>+52(SB)/4, $0x00000001
+DATA vnnir8idx<>+56(SB)/4, $0x00000001
+DATA vnnir8idx<>+60(SB)/4, $0x00000001
+DATA vnnir8idx<>+64(SB)/4, $0x00000002
+DATA vnnir8idx<>+68(SB)/4, $0x00000002
+DATA vnnir8idx<>+72(SB)/4, $0x00000002
+DATA vnnir8idx<>+76(SB)/4, $0x00000002
+DATA vnnir8idx<>+80(SB)/4, $0x00000002
+DATA vnnir8idx<>+84(SB)/4, $0x00000002
+DATA vnnir8idx<>+88(SB)/4, $0x00000002
+DATA vnnir8idx<>+92(SB)/4, $0x00000002
+DATA vnnir8idx<>+96(SB)/4, $0x00000003
+DATA vnnir8idx<>+100(SB)/4, $0x00000003
+DATA vnnir8idx<>+104(SB)/4, $0x00000003
+DATA vnnir8idx<>+108(SB)/4, $0x00000003
+DATA vnnir8idx<>+112(SB)/4, $0x00000003
+DATA vnnir8idx<>+116(SB)/4, $0x00000003
+DATA vnnir8idx<>+120(SB)/4, $0x00000003
+DATA vnnir8idx<>+124(SB)/4, $0x00000003
+DATA vnnir8idx<>+128(SB)/4, $0x00000004
+DATA vnnir8idx<>+132(SB)/4, $0x00000004
+DATA vnnir8idx<>+136(SB)/4, $0x00000004
+DATA vnnir8idx<>+140(SB)/4, $0x00000004
+DATA vnnir8idx<>+144(SB)/4, $0x00000004
+DATA vnnir8idx<>+148(SB)/4, $0x00000004
+DATA vnnir8idx<>+152(SB)/4, $0x00000004
+DATA vnnir8idx<>+156(SB)/4, $0x00000004
+DATA vnnir8idx<>+160(SB)/4, $0x00000005
+DATA vnnir8idx<>+164(SB)/4, $0x00000005
+DATA vnnir8idx<>+168(SB)/4, $0x00000005
+DATA vnnir8idx<>+172(SB)/4, $0x00000005
+DATA vnnir8idx<>+176(SB)/4, $0x00000005
+DATA vnnir8idx<>+180(SB)/4, $0x00000005
+DATA vnnir8idx<>+184(SB)/4, $0x00000005
+DATA vnnir8idx<>+188(SB)/4, $0x00000005
+DATA vnnir8idx<>+192(SB)/4, $0x00000006
+DATA vnnir8idx<>+196(SB)/4, $0x00000006
+DATA vnnir8idx<>+200(SB)/4, $0x00000006
+DATA vnnir8idx<>+204(SB)/4, $0x00000006
+DATA vnnir8idx<>+208(SB)/4, $0x00000006
+DATA vnnir8idx<>+212(SB)/4, $0x00000006
+DATA vnnir8idx<>+216(SB)/4, $0x00000006
+DATA vnnir8idx<>+220(SB)/4, $0x00000006
+DATA vnnir8idx<>+224(SB)/4, $0x00000007
+DATA vnnir8idx<>+228(SB)/4, $0x00000007
+DATA vnnir8idx<>+232(SB)/4, $0x00000007
+DATA vnnir8idx<>+236(SB)/4, $0x00000007
+DATA vnnir8idx<>+240(SB)/4, $0x00000007
+DATA vnnir8idx<>+244(SB)/4, $0x00000007
+DATA vnnir8idx<>+248(SB)/4, $0x00000007
+DATA vnnir8idx<>+252(SB)/4, $0x00000007
+GLOBL vnnir8idx<>(SB), RODATA|NOPTR, $256
+
 // func dotQ8_0x4VNNI(nb int, w *byte, x *byte, xstride int, out *[4]float32)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, F16C
 TEXT ·dotQ8_0x4VNNI(SB), NOSPLIT, $0-40
@@ -2475,6 +2983,4118 @@ dotQ4KVNNIdone:
 	VADDSS       X6, X5, X5
 	VZEROUPPER
 	MOVSS        X5, ret+24(FP)
+	RET
+
+// func gemmQ4_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, F16C
+TEXT ·gemmQ4_0R8x1VNNI(SB), NOSPLIT, $0-40
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+16(FP), R8
+	MOVQ   xstride+24(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+
+	// Z4 = 0x0F bytes, Z5 = the weights' offset (8) in bytes, Z6-Z9 = scale lane indexes of row pairs
+	VMOVDQU32 vnnib0f<>+0(SB), Z4
+	VMOVDQU32 vnnib08<>+0(SB), Z5
+	VMOVDQU32 vnnir8idx<>+0(SB), Z6
+	VMOVDQU32 vnnir8idx<>+64(SB), Z7
+	VMOVDQU32 vnnir8idx<>+128(SB), Z8
+	VMOVDQU32 vnnir8idx<>+192(SB), Z9
+	TESTQ     CX, CX
+	JEQ       gemmQ4_0R8x1VNNIdone
+
+gemmQ4_0R8x1VNNIloop:
+	// Y15 = the eight rows' d_w; Z0-Z3 = unsigned weights of rows [2p, 2p+1]
+	VCVTPH2PS (SI), Y15
+	VMOVDQU64 16(SI), Z14
+	VPANDD    Z4, Z14, Z0
+	VPSRLW    $0x04, Z14, Z14
+	VPANDD    Z4, Z14, Z1
+	VMOVDQU64 80(SI), Z14
+	VPANDD    Z4, Z14, Z2
+	VPSRLW    $0x04, Z14, Z14
+	VPANDD    Z4, Z14, Z3
+
+	// vector 0: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8), Z10
+	VPBROADCASTW    (R8), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z16
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z17
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z18
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z19
+	ADDQ            $0x00000090, SI
+	ADDQ            $0x00000022, R8
+	ADDQ            $0x00000022, R10
+	DECQ            CX
+	JNZ             gemmQ4_0R8x1VNNIloop
+
+gemmQ4_0R8x1VNNIdone:
+	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	MOVQ          out+32(FP), DX
+	VMOVAPS       Z16, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, (DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 4(DX)
+	VMOVAPS       Z17, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 8(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 12(DX)
+	VMOVAPS       Z18, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 16(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 20(DX)
+	VMOVAPS       Z19, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 24(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 28(DX)
+	VZEROUPPER
+	RET
+
+// func gemmQ4_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, F16C
+TEXT ·gemmQ4_0R8x4VNNI(SB), NOSPLIT, $0-40
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+16(FP), R8
+	MOVQ   xstride+24(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+
+	// Z4 = 0x0F bytes, Z5 = the weights' offset (8) in bytes, Z6-Z9 = scale lane indexes of row pairs
+	VMOVDQU32 vnnib0f<>+0(SB), Z4
+	VMOVDQU32 vnnib08<>+0(SB), Z5
+	VMOVDQU32 vnnir8idx<>+0(SB), Z6
+	VMOVDQU32 vnnir8idx<>+64(SB), Z7
+	VMOVDQU32 vnnir8idx<>+128(SB), Z8
+	VMOVDQU32 vnnir8idx<>+192(SB), Z9
+	TESTQ     CX, CX
+	JEQ       gemmQ4_0R8x4VNNIdone
+
+gemmQ4_0R8x4VNNIloop:
+	// Y15 = the eight rows' d_w; Z0-Z3 = unsigned weights of rows [2p, 2p+1]
+	VCVTPH2PS (SI), Y15
+	VMOVDQU64 16(SI), Z14
+	VPANDD    Z4, Z14, Z0
+	VPSRLW    $0x04, Z14, Z14
+	VPANDD    Z4, Z14, Z1
+	VMOVDQU64 80(SI), Z14
+	VPANDD    Z4, Z14, Z2
+	VPSRLW    $0x04, Z14, Z14
+	VPANDD    Z4, Z14, Z3
+
+	// vector 0: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8), Z10
+	VPBROADCASTW    (R8), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z16
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z17
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z18
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z19
+
+	// vector 1: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8)(R9*1), Z10
+	VPBROADCASTW    (R8)(R9*1), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z20
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z21
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z22
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z23
+
+	// vector 2: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8)(R9*2), Z10
+	VPBROADCASTW    (R8)(R9*2), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z24
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z25
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z26
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z27
+
+	// vector 3: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R10), Z10
+	VPBROADCASTW    (R10), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z28
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z29
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z30
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z31
+	ADDQ            $0x00000090, SI
+	ADDQ            $0x00000022, R8
+	ADDQ            $0x00000022, R10
+	DECQ            CX
+	JNZ             gemmQ4_0R8x4VNNIloop
+
+gemmQ4_0R8x4VNNIdone:
+	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	MOVQ          out+32(FP), DX
+	VMOVAPS       Z16, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, (DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 4(DX)
+	VMOVAPS       Z17, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 8(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 12(DX)
+	VMOVAPS       Z18, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 16(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 20(DX)
+	VMOVAPS       Z19, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 24(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 28(DX)
+	VMOVAPS       Z20, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 32(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 36(DX)
+	VMOVAPS       Z21, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 40(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 44(DX)
+	VMOVAPS       Z22, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 48(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 52(DX)
+	VMOVAPS       Z23, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 56(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 60(DX)
+	VMOVAPS       Z24, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 64(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 68(DX)
+	VMOVAPS       Z25, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 72(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 76(DX)
+	VMOVAPS       Z26, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 80(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 84(DX)
+	VMOVAPS       Z27, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 88(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 92(DX)
+	VMOVAPS       Z28, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 96(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 100(DX)
+	VMOVAPS       Z29, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 104(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 108(DX)
+	VMOVAPS       Z30, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 112(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 116(DX)
+	VMOVAPS       Z31, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 120(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 124(DX)
+	VZEROUPPER
+	RET
+
+// func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512F, F16C
+TEXT ·gemmQ8_0R8x1VNNI(SB), NOSPLIT, $0-40
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+16(FP), R8
+	MOVQ   xstride+24(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+
+	// Z4 = 0x0F bytes, Z5 = the weights' offset (128) in bytes, Z6-Z9 = scale lane indexes of row pairs
+	VMOVDQU32 vnnib0f<>+0(SB), Z4
+	VMOVDQU32 vnnib80<>+0(SB), Z5
+	VMOVDQU32 vnnir8idx<>+0(SB), Z6
+	VMOVDQU32 vnnir8idx<>+64(SB), Z7
+	VMOVDQU32 vnnir8idx<>+128(SB), Z8
+	VMOVDQU32 vnnir8idx<>+192(SB), Z9
+	TESTQ     CX, CX
+	JEQ       gemmQ8_0R8x1VNNIdone
+
+gemmQ8_0R8x1VNNIloop:
+	// Y15 = the eight rows' d_w; Z0-Z3 = unsigned weights of rows [2p, 2p+1]
+	VCVTPH2PS (SI), Y15
+	VMOVDQU64 16(SI), Z0
+	VMOVDQU64 80(SI), Z1
+	VMOVDQU64 144(SI), Z2
+	VMOVDQU64 208(SI), Z3
+
+	// vector 0: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8), Z10
+	VPBROADCASTW    (R8), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z16
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z17
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z18
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z19
+	ADDQ            $0x00000110, SI
+	ADDQ            $0x00000022, R8
+	ADDQ            $0x00000022, R10
+	DECQ            CX
+	JNZ             gemmQ8_0R8x1VNNIloop
+
+gemmQ8_0R8x1VNNIdone:
+	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	MOVQ          out+32(FP), DX
+	VMOVAPS       Z16, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, (DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 4(DX)
+	VMOVAPS       Z17, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 8(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 12(DX)
+	VMOVAPS       Z18, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 16(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 20(DX)
+	VMOVAPS       Z19, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 24(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 28(DX)
+	VZEROUPPER
+	RET
+
+// func gemmQ8_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512F, F16C
+TEXT ·gemmQ8_0R8x4VNNI(SB), NOSPLIT, $0-40
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+16(FP), R8
+	MOVQ   xstride+24(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+
+	// Z4 = 0x0F bytes, Z5 = the weights' offset (128) in bytes, Z6-Z9 = scale lane indexes of row pairs
+	VMOVDQU32 vnnib0f<>+0(SB), Z4
+	VMOVDQU32 vnnib80<>+0(SB), Z5
+	VMOVDQU32 vnnir8idx<>+0(SB), Z6
+	VMOVDQU32 vnnir8idx<>+64(SB), Z7
+	VMOVDQU32 vnnir8idx<>+128(SB), Z8
+	VMOVDQU32 vnnir8idx<>+192(SB), Z9
+	TESTQ     CX, CX
+	JEQ       gemmQ8_0R8x4VNNIdone
+
+gemmQ8_0R8x4VNNIloop:
+	// Y15 = the eight rows' d_w; Z0-Z3 = unsigned weights of rows [2p, 2p+1]
+	VCVTPH2PS (SI), Y15
+	VMOVDQU64 16(SI), Z0
+	VMOVDQU64 80(SI), Z1
+	VMOVDQU64 144(SI), Z2
+	VMOVDQU64 208(SI), Z3
+
+	// vector 0: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8), Z10
+	VPBROADCASTW    (R8), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z16
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z17
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z18
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z19
+
+	// vector 1: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8)(R9*1), Z10
+	VPBROADCASTW    (R8)(R9*1), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z20
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z21
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z22
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z23
+
+	// vector 2: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R8)(R9*2), Z10
+	VPBROADCASTW    (R8)(R9*2), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z24
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z25
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z26
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z27
+
+	// vector 3: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane
+	VBROADCASTI64X4 2(R10), Z10
+	VPBROADCASTW    (R10), X12
+	VCVTPH2PS       X12, Y12
+	VMULPS          Y15, Y12, Y12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z10, Z5, Z13
+	VPXORD          Z11, Z11, Z11
+	VPSUBD          Z13, Z11, Z11
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z0, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z6, Z14
+	VFMADD231PS     Z13, Z14, Z28
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z1, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z7, Z14
+	VFMADD231PS     Z13, Z14, Z29
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z2, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z8, Z14
+	VFMADD231PS     Z13, Z14, Z30
+	VMOVDQA64       Z11, Z13
+	VPDPBUSD        Z10, Z3, Z13
+	VCVTDQ2PS       Z13, Z13
+	VPERMPS         Z12, Z9, Z14
+	VFMADD231PS     Z13, Z14, Z31
+	ADDQ            $0x00000110, SI
+	ADDQ            $0x00000022, R8
+	ADDQ            $0x00000022, R10
+	DECQ            CX
+	JNZ             gemmQ8_0R8x4VNNIloop
+
+gemmQ8_0R8x4VNNIdone:
+	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	MOVQ          out+32(FP), DX
+	VMOVAPS       Z16, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, (DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 4(DX)
+	VMOVAPS       Z17, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 8(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 12(DX)
+	VMOVAPS       Z18, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 16(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 20(DX)
+	VMOVAPS       Z19, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 24(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 28(DX)
+	VMOVAPS       Z20, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 32(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 36(DX)
+	VMOVAPS       Z21, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 40(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 44(DX)
+	VMOVAPS       Z22, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 48(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 52(DX)
+	VMOVAPS       Z23, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 56(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 60(DX)
+	VMOVAPS       Z24, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 64(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 68(DX)
+	VMOVAPS       Z25, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 72(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 76(DX)
+	VMOVAPS       Z26, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 80(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 84(DX)
+	VMOVAPS       Z27, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 88(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 92(DX)
+	VMOVAPS       Z28, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 96(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 100(DX)
+	VMOVAPS       Z29, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 104(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 108(DX)
+	VMOVAPS       Z30, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 112(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 116(DX)
+	VMOVAPS       Z31, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 120(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 124(DX)
+	VZEROUPPER
+	RET
+
+// func gemmQ4KR8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4KR8x1VNNI(SB), NOSPLIT, $384-40
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+16(FP), R8
+	MOVQ   xstride+24(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+
+	// Z5 = 0x0F bytes, K1 = qwords 0, 1, 4, 5
+	VMOVDQU32 vnnib0f<>+0(SB), Z5
+	MOVL      $0x00000033, AX
+	KMOVW     AX, K1
+	TESTQ     CX, CX
+	JEQ       gemmQ4KR8x1VNNIdone
+
+gemmQ4KR8x1VNNIloop:
+	// stack: pairwise bsums of every vector in all four 128-bit lanes
+	VMOVDQU    260(R8), X6
+	VPHADDW    276(R8), X6, X6
+	VSHUFI32X4 $0x00, Z6, Z6, Z6
+	VMOVDQU64  Z6, (SP)
+
+	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
+	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
+	VMOVDQU    32(SI), Y0
+	VMOVDQU    64(SI), Y1
+	VMOVDQU    96(SI), Y2
+	VPANDD     vnnib3f<>+0(SB), Y0, Y8
+	VPSRLD     $0x06, Y0, Y9
+	VPANDD     vnnib03<>+0(SB), Y9, Y9
+	VPSLLD     $0x04, Y9, Y9
+	VPANDD     Y5, Y2, Y10
+	VPORD      Y10, Y9, Y9
+	VPANDD     vnnib3f<>+0(SB), Y1, Y10
+	VPSRLD     $0x06, Y1, Y11
+	VPANDD     vnnib03<>+0(SB), Y11, Y11
+	VPSLLD     $0x04, Y11, Y11
+	VPSRLD     $0x04, Y2, Y12
+	VPANDD     Y5, Y12, Y12
+	VPORD      Y12, Y11, Y11
+	VPUNPCKLDQ Y9, Y8, Y13
+	VPUNPCKHDQ Y9, Y8, Y14
+	VMOVDQU    Y13, 256(SP)
+	VMOVDQU    Y14, 288(SP)
+	VPUNPCKLDQ Y11, Y10, Y13
+	VPUNPCKHDQ Y11, Y10, Y14
+	VMOVDQU    Y13, 320(SP)
+	VMOVDQU    Y14, 352(SP)
+
+	// rows 0 and 1
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0x00, 256(SP), Y4
+	VPERMQ $0x55, 256(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     128(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     256(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  128(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  256(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     192(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     320(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  192(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  320(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+0(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    320(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z16
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z16
+
+	// rows 2 and 3
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0x00, 288(SP), Y4
+	VPERMQ $0x55, 288(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     384(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     512(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  384(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  512(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     448(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     576(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  448(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  576(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+128(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    352(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z17
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z17
+
+	// rows 4 and 5
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0xaa, 256(SP), Y4
+	VPERMQ $0xff, 256(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     640(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     768(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  640(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  768(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     704(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     832(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  704(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  832(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+256(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    336(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z18
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z18
+
+	// rows 6 and 7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0xaa, 288(SP), Y4
+	VPERMQ $0xff, 288(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     896(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     1024(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  896(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  1024(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     960(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     1088(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  960(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  1088(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+384(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    368(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z19
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z19
+	ADDQ         $0x00000480, SI
+	ADDQ         $0x00000124, R8
+	ADDQ         $0x00000124, R10
+	DECQ         CX
+	JNZ          gemmQ4KR8x1VNNIloop
+
+gemmQ4KR8x1VNNIdone:
+	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	MOVQ          out+32(FP), DX
+	VMOVAPS       Z16, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, (DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 4(DX)
+	VMOVAPS       Z17, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 8(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 12(DX)
+	VMOVAPS       Z18, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 16(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 20(DX)
+	VMOVAPS       Z19, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 24(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 28(DX)
+	VZEROUPPER
+	RET
+
+// func gemmQ4KR8x2VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4KR8x2VNNI(SB), NOSPLIT, $384-40
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+16(FP), R8
+	MOVQ   xstride+24(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+
+	// Z5 = 0x0F bytes, K1 = qwords 0, 1, 4, 5
+	VMOVDQU32 vnnib0f<>+0(SB), Z5
+	MOVL      $0x00000033, AX
+	KMOVW     AX, K1
+	TESTQ     CX, CX
+	JEQ       gemmQ4KR8x2VNNIdone
+
+gemmQ4KR8x2VNNIloop:
+	// stack: pairwise bsums of every vector in all four 128-bit lanes
+	VMOVDQU    260(R8), X6
+	VPHADDW    276(R8), X6, X6
+	VSHUFI32X4 $0x00, Z6, Z6, Z6
+	VMOVDQU64  Z6, (SP)
+	VMOVDQU    260(R8)(R9*1), X6
+	VPHADDW    276(R8)(R9*1), X6, X6
+	VSHUFI32X4 $0x00, Z6, Z6, Z6
+	VMOVDQU64  Z6, 64(SP)
+
+	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
+	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
+	VMOVDQU    32(SI), Y0
+	VMOVDQU    64(SI), Y1
+	VMOVDQU    96(SI), Y2
+	VPANDD     vnnib3f<>+0(SB), Y0, Y8
+	VPSRLD     $0x06, Y0, Y9
+	VPANDD     vnnib03<>+0(SB), Y9, Y9
+	VPSLLD     $0x04, Y9, Y9
+	VPANDD     Y5, Y2, Y10
+	VPORD      Y10, Y9, Y9
+	VPANDD     vnnib3f<>+0(SB), Y1, Y10
+	VPSRLD     $0x06, Y1, Y11
+	VPANDD     vnnib03<>+0(SB), Y11, Y11
+	VPSLLD     $0x04, Y11, Y11
+	VPSRLD     $0x04, Y2, Y12
+	VPANDD     Y5, Y12, Y12
+	VPORD      Y12, Y11, Y11
+	VPUNPCKLDQ Y9, Y8, Y13
+	VPUNPCKHDQ Y9, Y8, Y14
+	VMOVDQU    Y13, 256(SP)
+	VMOVDQU    Y14, 288(SP)
+	VPUNPCKLDQ Y11, Y10, Y13
+	VPUNPCKHDQ Y11, Y10, Y14
+	VMOVDQU    Y13, 320(SP)
+	VMOVDQU    Y14, 352(SP)
+
+	// rows 0 and 1
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0x00, 256(SP), Y4
+	VPERMQ $0x55, 256(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     128(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     256(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  128(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  256(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     192(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     320(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  192(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  320(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+0(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    320(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z16
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z16
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z20
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z20
+
+	// rows 2 and 3
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0x00, 288(SP), Y4
+	VPERMQ $0x55, 288(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     384(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     512(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  384(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  512(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     448(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     576(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  448(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  576(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+128(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    352(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z17
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z17
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z21
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z21
+
+	// rows 4 and 5
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0xaa, 256(SP), Y4
+	VPERMQ $0xff, 256(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     640(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     768(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  640(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  768(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     704(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     832(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  704(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  832(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+256(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    336(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z18
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z18
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z22
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z22
+
+	// rows 6 and 7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0xaa, 288(SP), Y4
+	VPERMQ $0xff, 288(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     896(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     1024(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  896(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  1024(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     960(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     1088(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  960(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  1088(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+384(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    368(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z19
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z19
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z23
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z23
+	ADDQ         $0x00000480, SI
+	ADDQ         $0x00000124, R8
+	ADDQ         $0x00000124, R10
+	DECQ         CX
+	JNZ          gemmQ4KR8x2VNNIloop
+
+gemmQ4KR8x2VNNIdone:
+	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	MOVQ          out+32(FP), DX
+	VMOVAPS       Z16, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, (DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 4(DX)
+	VMOVAPS       Z17, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 8(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 12(DX)
+	VMOVAPS       Z18, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 16(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 20(DX)
+	VMOVAPS       Z19, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 24(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 28(DX)
+	VMOVAPS       Z20, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 32(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 36(DX)
+	VMOVAPS       Z21, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 40(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 44(DX)
+	VMOVAPS       Z22, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 48(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 52(DX)
+	VMOVAPS       Z23, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 56(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 60(DX)
+	VZEROUPPER
+	RET
+
+// func gemmQ4KR8x3VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4KR8x3VNNI(SB), NOSPLIT, $384-40
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+16(FP), R8
+	MOVQ   xstride+24(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+
+	// Z5 = 0x0F bytes, K1 = qwords 0, 1, 4, 5
+	VMOVDQU32 vnnib0f<>+0(SB), Z5
+	MOVL      $0x00000033, AX
+	KMOVW     AX, K1
+	TESTQ     CX, CX
+	JEQ       gemmQ4KR8x3VNNIdone
+
+gemmQ4KR8x3VNNIloop:
+	// stack: pairwise bsums of every vector in all four 128-bit lanes
+	VMOVDQU    260(R8), X6
+	VPHADDW    276(R8), X6, X6
+	VSHUFI32X4 $0x00, Z6, Z6, Z6
+	VMOVDQU64  Z6, (SP)
+	VMOVDQU    260(R8)(R9*1), X6
+	VPHADDW    276(R8)(R9*1), X6, X6
+	VSHUFI32X4 $0x00, Z6, Z6, Z6
+	VMOVDQU64  Z6, 64(SP)
+	VMOVDQU    260(R8)(R9*2), X6
+	VPHADDW    276(R8)(R9*2), X6, X6
+	VSHUFI32X4 $0x00, Z6, Z6, Z6
+	VMOVDQU64  Z6, 128(SP)
+
+	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
+	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
+	VMOVDQU    32(SI), Y0
+	VMOVDQU    64(SI), Y1
+	VMOVDQU    96(SI), Y2
+	VPANDD     vnnib3f<>+0(SB), Y0, Y8
+	VPSRLD     $0x06, Y0, Y9
+	VPANDD     vnnib03<>+0(SB), Y9, Y9
+	VPSLLD     $0x04, Y9, Y9
+	VPANDD     Y5, Y2, Y10
+	VPORD      Y10, Y9, Y9
+	VPANDD     vnnib3f<>+0(SB), Y1, Y10
+	VPSRLD     $0x06, Y1, Y11
+	VPANDD     vnnib03<>+0(SB), Y11, Y11
+	VPSLLD     $0x04, Y11, Y11
+	VPSRLD     $0x04, Y2, Y12
+	VPANDD     Y5, Y12, Y12
+	VPORD      Y12, Y11, Y11
+	VPUNPCKLDQ Y9, Y8, Y13
+	VPUNPCKHDQ Y9, Y8, Y14
+	VMOVDQU    Y13, 256(SP)
+	VMOVDQU    Y14, 288(SP)
+	VPUNPCKLDQ Y11, Y10, Y13
+	VPUNPCKHDQ Y11, Y10, Y14
+	VMOVDQU    Y13, 320(SP)
+	VMOVDQU    Y14, 352(SP)
+
+	// rows 0 and 1
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0x00, 256(SP), Y4
+	VPERMQ $0x55, 256(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     128(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     256(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  128(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  256(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     192(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     320(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  192(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  320(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+0(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    320(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z16
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z16
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z20
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z20
+	VPMADDWD     128(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z24
+	VSHUFI64X2   $0x44, Z13, Z12, Z6
+	VSHUFI64X2   $0xee, Z13, Z12, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z24
+
+	// rows 2 and 3
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0x00, 288(SP), Y4
+	VPERMQ $0x55, 288(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     384(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     512(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  384(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  512(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     448(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     576(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  448(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  576(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+128(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    352(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z17
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z17
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z21
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z21
+	VPMADDWD     128(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z25
+	VSHUFI64X2   $0x44, Z13, Z12, Z6
+	VSHUFI64X2   $0xee, Z13, Z12, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z25
+
+	// rows 4 and 5
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0xaa, 256(SP), Y4
+	VPERMQ $0xff, 256(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     640(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     768(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  640(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  768(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     704(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     832(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  704(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  832(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+256(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    336(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z18
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z18
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z22
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z22
+	VPMADDWD     128(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z26
+	VSHUFI64X2   $0x44, Z13, Z12, Z6
+	VSHUFI64X2   $0xee, Z13, Z12, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z26
+
+	// rows 6 and 7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0xaa, 288(SP), Y4
+	VPERMQ $0xff, 288(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     896(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     1024(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  896(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  1024(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     960(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     1088(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  960(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  1088(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+384(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    368(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z19
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z19
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z23
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z23
+	VPMADDWD     128(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z27
+	VSHUFI64X2   $0x44, Z13, Z12, Z6
+	VSHUFI64X2   $0xee, Z13, Z12, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z27
+	ADDQ         $0x00000480, SI
+	ADDQ         $0x00000124, R8
+	ADDQ         $0x00000124, R10
+	DECQ         CX
+	JNZ          gemmQ4KR8x3VNNIloop
+
+gemmQ4KR8x3VNNIdone:
+	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	MOVQ          out+32(FP), DX
+	VMOVAPS       Z16, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, (DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 4(DX)
+	VMOVAPS       Z17, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 8(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 12(DX)
+	VMOVAPS       Z18, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 16(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 20(DX)
+	VMOVAPS       Z19, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 24(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 28(DX)
+	VMOVAPS       Z20, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 32(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 36(DX)
+	VMOVAPS       Z21, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 40(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 44(DX)
+	VMOVAPS       Z22, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 48(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 52(DX)
+	VMOVAPS       Z23, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 56(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 60(DX)
+	VMOVAPS       Z24, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 64(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 68(DX)
+	VMOVAPS       Z25, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 72(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 76(DX)
+	VMOVAPS       Z26, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 80(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 84(DX)
+	VMOVAPS       Z27, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 88(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 92(DX)
+	VZEROUPPER
+	RET
+
+// func gemmQ4KR8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4KR8x4VNNI(SB), NOSPLIT, $384-40
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+16(FP), R8
+	MOVQ   xstride+24(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+
+	// Z5 = 0x0F bytes, K1 = qwords 0, 1, 4, 5
+	VMOVDQU32 vnnib0f<>+0(SB), Z5
+	MOVL      $0x00000033, AX
+	KMOVW     AX, K1
+	TESTQ     CX, CX
+	JEQ       gemmQ4KR8x4VNNIdone
+
+gemmQ4KR8x4VNNIloop:
+	// stack: pairwise bsums of every vector in all four 128-bit lanes
+	VMOVDQU    260(R8), X6
+	VPHADDW    276(R8), X6, X6
+	VSHUFI32X4 $0x00, Z6, Z6, Z6
+	VMOVDQU64  Z6, (SP)
+	VMOVDQU    260(R8)(R9*1), X6
+	VPHADDW    276(R8)(R9*1), X6, X6
+	VSHUFI32X4 $0x00, Z6, Z6, Z6
+	VMOVDQU64  Z6, 64(SP)
+	VMOVDQU    260(R8)(R9*2), X6
+	VPHADDW    276(R8)(R9*2), X6, X6
+	VSHUFI32X4 $0x00, Z6, Z6, Z6
+	VMOVDQU64  Z6, 128(SP)
+	VMOVDQU    260(R10), X6
+	VPHADDW    276(R10), X6, X6
+	VSHUFI32X4 $0x00, Z6, Z6, Z6
+	VMOVDQU64  Z6, 192(SP)
+
+	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
+	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
+	VMOVDQU    32(SI), Y0
+	VMOVDQU    64(SI), Y1
+	VMOVDQU    96(SI), Y2
+	VPANDD     vnnib3f<>+0(SB), Y0, Y8
+	VPSRLD     $0x06, Y0, Y9
+	VPANDD     vnnib03<>+0(SB), Y9, Y9
+	VPSLLD     $0x04, Y9, Y9
+	VPANDD     Y5, Y2, Y10
+	VPORD      Y10, Y9, Y9
+	VPANDD     vnnib3f<>+0(SB), Y1, Y10
+	VPSRLD     $0x06, Y1, Y11
+	VPANDD     vnnib03<>+0(SB), Y11, Y11
+	VPSLLD     $0x04, Y11, Y11
+	VPSRLD     $0x04, Y2, Y12
+	VPANDD     Y5, Y12, Y12
+	VPORD      Y12, Y11, Y11
+	VPUNPCKLDQ Y9, Y8, Y13
+	VPUNPCKHDQ Y9, Y8, Y14
+	VMOVDQU    Y13, 256(SP)
+	VMOVDQU    Y14, 288(SP)
+	VPUNPCKLDQ Y11, Y10, Y13
+	VPUNPCKHDQ Y11, Y10, Y14
+	VMOVDQU    Y13, 320(SP)
+	VMOVDQU    Y14, 352(SP)
+
+	// rows 0 and 1
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0x00, 256(SP), Y4
+	VPERMQ $0x55, 256(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     128(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     256(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 4(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 4(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  128(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  256(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 68(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 68(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     192(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     320(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 132(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 132(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  192(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  320(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 196(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 196(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+0(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    320(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z16
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z16
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z20
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z20
+	VPMADDWD     128(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z24
+	VSHUFI64X2   $0x44, Z13, Z12, Z6
+	VSHUFI64X2   $0xee, Z13, Z12, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z24
+	VPMADDWD     192(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R10), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z28
+	VSHUFI64X2   $0x44, Z15, Z14, Z6
+	VSHUFI64X2   $0xee, Z15, Z14, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R10), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z28
+
+	// rows 2 and 3
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0x00, 288(SP), Y4
+	VPERMQ $0x55, 288(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     384(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     512(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 4(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 4(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  384(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  512(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 68(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 68(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     448(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     576(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 132(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 132(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  448(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  576(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 196(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 196(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+128(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    352(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z17
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z17
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z21
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z21
+	VPMADDWD     128(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z25
+	VSHUFI64X2   $0x44, Z13, Z12, Z6
+	VSHUFI64X2   $0xee, Z13, Z12, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z25
+	VPMADDWD     192(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R10), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z29
+	VSHUFI64X2   $0x44, Z15, Z14, Z6
+	VSHUFI64X2   $0xee, Z15, Z14, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R10), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z29
+
+	// rows 4 and 5
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0xaa, 256(SP), Y4
+	VPERMQ $0xff, 256(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     640(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     768(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 4(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 4(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  640(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  768(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 68(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 68(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     704(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     832(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 132(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 132(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  704(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  832(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 196(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 196(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+256(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    336(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z18
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z18
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z22
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z22
+	VPMADDWD     128(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z26
+	VSHUFI64X2   $0x44, Z13, Z12, Z6
+	VSHUFI64X2   $0xee, Z13, Z12, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z26
+	VPMADDWD     192(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R10), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z30
+	VSHUFI64X2   $0x44, Z15, Z14, Z6
+	VSHUFI64X2   $0xee, Z15, Z14, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R10), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z30
+
+	// rows 6 and 7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+
+	// Y4, Y6 = the two rows' scales in every qword
+	VPERMQ $0xaa, 288(SP), Y4
+	VPERMQ $0xff, 288(SP), Y6
+
+	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
+	VPANDD     896(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     1024(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 4(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 4(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 4(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 4(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
+	VMOVDQU64  896(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  1024(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 68(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 68(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 68(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 68(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
+	VPANDD     960(SI), Z5, Z0
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VPANDD     1088(SI), Z5, Z1
+	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 132(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 132(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 132(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 132(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
+	VMOVDQU64  960(SI), Z0
+	VPSRLW     $0x04, Z0, Z0
+	VPANDD     Z5, Z0, Z0
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
+	VPMOVZXBW  Y2, Z2
+	VMOVDQU64  1088(SI), Z1
+	VPSRLW     $0x04, Z1, Z1
+	VPANDD     Z5, Z1, Z1
+	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
+	VPMOVZXBW  Y3, Z3
+	VPMADDUBSW 196(R8), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z8
+	VPMADDUBSW 196(R8), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z9
+	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z10
+	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z11
+	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z12
+	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z13
+	VPMADDUBSW 196(R10), Z0, Z7
+	VPDPWSSD   Z7, Z2, Z14
+	VPMADDUBSW 196(R10), Z1, Z7
+	VPDPWSSD   Z7, Z3, Z15
+
+	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
+	VMOVDQU32    vnnik4r8didx<>+384(SB), Z0
+	VPERMW       (SI), Z0, Z1
+	VCVTPH2PS    Y1, Z1
+	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
+	VPERMW       (SI), Z0, Z2
+	VCVTPH2PS    Y2, Z2
+	VPMOVZXBW    368(SP), Y3
+	VPEXPANDQ.Z  Z3, K1, Z3
+	VPMADDWD     (SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z19
+	VSHUFI64X2   $0x44, Z9, Z8, Z6
+	VSHUFI64X2   $0xee, Z9, Z8, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z19
+	VPMADDWD     64(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z23
+	VSHUFI64X2   $0x44, Z11, Z10, Z6
+	VSHUFI64X2   $0xee, Z11, Z10, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*1), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z23
+	VPMADDWD     128(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z27
+	VSHUFI64X2   $0x44, Z13, Z12, Z6
+	VSHUFI64X2   $0xee, Z13, Z12, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R8)(R9*2), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z27
+	VPMADDWD     192(SP), Z3, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R10), Z2, Z7
+	VFNMADD231PS Z6, Z7, Z31
+	VSHUFI64X2   $0x44, Z15, Z14, Z6
+	VSHUFI64X2   $0xee, Z15, Z14, Z7
+	VPADDD       Z7, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS.BCST  (R10), Z1, Z7
+	VFMADD231PS  Z6, Z7, Z31
+	ADDQ         $0x00000480, SI
+	ADDQ         $0x00000124, R8
+	ADDQ         $0x00000124, R10
+	DECQ         CX
+	JNZ          gemmQ4KR8x4VNNIloop
+
+gemmQ4KR8x4VNNIdone:
+	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	MOVQ          out+32(FP), DX
+	VMOVAPS       Z16, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, (DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 4(DX)
+	VMOVAPS       Z17, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 8(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 12(DX)
+	VMOVAPS       Z18, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 16(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 20(DX)
+	VMOVAPS       Z19, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 24(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 28(DX)
+	VMOVAPS       Z20, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 32(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 36(DX)
+	VMOVAPS       Z21, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 40(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 44(DX)
+	VMOVAPS       Z22, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 48(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 52(DX)
+	VMOVAPS       Z23, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 56(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 60(DX)
+	VMOVAPS       Z24, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 64(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 68(DX)
+	VMOVAPS       Z25, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 72(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 76(DX)
+	VMOVAPS       Z26, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 80(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 84(DX)
+	VMOVAPS       Z27, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 88(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 92(DX)
+	VMOVAPS       Z28, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 96(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 100(DX)
+	VMOVAPS       Z29, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 104(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 108(DX)
+	VMOVAPS       Z30, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 112(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 116(DX)
+	VMOVAPS       Z31, Z15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 120(DX)
+	VEXTRACTF64X4 $0x01, Z15, Y15
+	VEXTRACTF128  $0x01, Y15, X13
+	VADDPS        X15, X13, X13
+	VMOVHLPS      X13, X13, X14
+	VADDPS        X14, X13, X13
+	VMOVSHDUP     X13, X14
+	VADDSS        X14, X13, X13
+	VMOVSS        X13, 124(DX)
+	VZEROUPPER
 	RET
 
 // func quantQ8KAVX512(x *float32, dst *byte) bool

@@ -35,4 +35,28 @@ func dotQ4Kx16VNNI(nb int, w *byte, x *byte, xstride int, out *[16]float32)
 func dotQ4KVNNI(nb int, w *byte, x *byte) float32
 
 //go:noescape
+func gemmQ4_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ8_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4KR8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4KR8x2VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4KR8x3VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4KR8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
 func quantQ8KAVX512(x *float32, dst *byte) bool

@@ -8,11 +8,14 @@ import (
 // Matrix is a row-major weight matrix in ggml layout: Rows rows of Cols
 // elements each (ggml's ne0 = Cols, ne1 = Rows), every row stored as
 // Cols/BlockSize consecutive blocks. Data usually aliases a memory-mapped
-// GGUF file and is never written.
+// GGUF file and is never written. Repack may add a copy in the layout of a
+// multi-row kernel, which MatMul then reads instead of Data.
 type Matrix struct {
 	Type       Type
 	Rows, Cols int
 	Data       []byte
+
+	packed []byte // nil, or Data repacked (see Repack)
 }
 
 // vecDotType returns the type the activations are quantised to for a
@@ -247,7 +250,9 @@ type matmulJob struct {
 	dot4   dot4Func // nil when the type has no four-vector kernel
 	dot8   dot8Func // nil when the type has no eight-vector kernel
 	dot16  dot16Func
-	outs   [][16]float32
+	gemm   gemmR8Func // non-nil: rows are read from m.packed in groups of RowGroup
+	nb     int        // blocks per row (gemm)
+	outs   [][4 * RowGroup]float32
 	isF32  bool
 	quantT Type
 }
@@ -273,10 +278,14 @@ func (j *matmulJob) run(worker, start, end int) {
 		}
 		return
 	}
+	if j.gemm != nil {
+		j.runPacked(worker, start, end)
+		return
+	}
 	tile := max(16, tileBytes/j.xB)
 	out := (*[4]float32)(j.outs[worker][:4]) // per-worker: a local would escape through dot4
 	out8 := (*[8]float32)(j.outs[worker][:8])
-	out16 := &j.outs[worker]
+	out16 := (*[16]float32)(j.outs[worker][:16])
 	for i0 := 0; i0 < n; i0 += tile {
 		i1 := min(n, i0+tile)
 		for r := start; r < end; r++ {
@@ -314,6 +323,35 @@ func (j *matmulJob) run(worker, start, end int) {
 	}
 }
 
+// gemmVectors is how many activation vectors runPacked hands the multi-row
+// kernel per call: its widest pass (four vectors × eight rows fill the 16
+// accumulator registers of AVX-512).
+const gemmVectors = 4
+
+// runPacked computes the row groups [start, end) from the repacked weights:
+// per tile of activations (as run), each group's weights are multiplied
+// with the tile's vectors gemmVectors at a time.
+func (j *matmulJob) runPacked(worker, start, end int) {
+	m, n := j.m, j.n
+	gb := len(m.packed) / (m.Rows / RowGroup)
+	out := j.outs[worker][:]
+	tile := max(16, tileBytes/j.xB)
+	for i0 := 0; i0 < n; i0 += tile {
+		i1 := min(n, i0+tile)
+		for g := start; g < end; g++ {
+			w := m.packed[g*gb : (g+1)*gb]
+			r0 := g * RowGroup
+			for i := i0; i < i1; i += gemmVectors {
+				na := min(gemmVectors, i1-i)
+				j.gemm(j.nb, w, j.xq[i*j.xB:], j.xB, na, out[:RowGroup*na])
+				for a := 0; a < na; a++ {
+					copy(j.dst[(i+a)*m.Rows+r0:][:RowGroup], out[RowGroup*a:])
+				}
+			}
+		}
+	}
+}
+
 // quantJob quantises the n activation vectors in parallel.
 type quantJob struct{ j *matmulJob }
 
@@ -336,7 +374,9 @@ const minMACsPerWorker = 1 << 16
 // BF16 or F32 — see VecDotType) and the dot products then run on quantised
 // blocks with integer arithmetic; weights are never dequantised as a whole.
 // Rows are split across the Pool's workers. Scratch memory lives in the Pool,
-// so steady-state calls do not allocate.
+// so steady-state calls do not allocate. A repacked matrix (Matrix.Repack)
+// is read from its copy, eight rows at a time by the multi-row kernels, with
+// bit-identical results.
 //
 // MatMul panics if the sizes are inconsistent (len(x) < n*Cols,
 // len(dst) < n*Rows, len(m.Data) too small, Cols not a multiple of the
@@ -374,6 +414,11 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 		if n >= 16 {
 			j.dot16 = dot16Kernels[m.Type]
 		}
+		if m.packed != nil {
+			if g, ok := gemmR8Kernels[m.Type]; ok {
+				j.gemm, j.nb = g, m.Cols/m.Type.BlockSize()
+			}
+		}
 		j.quantT = vecDotType(m.Type)
 		xB, err := j.quantT.RowBytes(m.Cols)
 		if err != nil {
@@ -392,6 +437,13 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 		}
 	}
 	used := m.Rows * m.Cols * n / minMACsPerWorker
+	if j.gemm != nil {
+		groups := m.Rows / RowGroup
+		chunk := max((groups+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(RowGroup*m.Cols*n)+1)
+		p.runLockedN(groups, used, chunk, j)
+		*j = matmulJob{}
+		return
+	}
 	// Chunks of rows claimed dynamically: about 4 per worker, but at least
 	// minMACsPerWorker/4 multiply-adds each so claiming stays cheap.
 	chunk := max((m.Rows+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(m.Cols*n)+1)

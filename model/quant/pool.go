@@ -42,8 +42,8 @@ type Pool struct {
 	// Scratch owned by MatMul (guarded by mu).
 	mm   matmulJob
 	qj   quantJob
-	xq   []byte        // quantised activations
-	outs [][16]float32 // per-worker results of four-vector kernels (64 bytes each: no false sharing)
+	xq   []byte                  // quantised activations
+	outs [][4 * RowGroup]float32 // per-worker results of batch kernels (128 bytes each: no false sharing)
 }
 
 // NewPool starts a pool of threads workers (threads <= 0 means
@@ -54,7 +54,7 @@ func NewPool(threads int) *Pool {
 		threads = runtime.NumCPU()
 	}
 	p := &Pool{threads: threads, start: make([]chan struct{}, threads)}
-	p.outs = make([][16]float32, threads)
+	p.outs = make([][4 * RowGroup]float32, threads)
 	for w := 1; w < threads; w++ {
 		ch := make(chan struct{}, 1)
 		p.start[w] = ch

@@ -32,12 +32,18 @@ func vpdpwssd(a, b, acc Op) {
 }
 
 var (
-	midx   Mem // mins lanes: [0 1 2 3 0 0 0 0 4 5 6 7 0 0 0 0]
-	scshuf Mem // per group g: 16 bytes [2g x8, 2g+1 x8]
-	nibsh  Mem // 16 words 0, then 16 words 4 (VPSRLVW counts)
-	q4sh   Mem // words: 0 in 128-bit lanes 0 and 2, 4 in lanes 1 and 3
-	b0F    Mem // 0x0F bytes
-	b08    Mem // 0x08 bytes
+	midx     Mem // mins lanes: [0 1 2 3 0 0 0 0 4 5 6 7 0 0 0 0]
+	scshuf   Mem // per group g: 16 bytes [2g x8, 2g+1 x8]
+	nibsh    Mem // 16 words 0, then 16 words 4 (VPSRLVW counts)
+	q4sh     Mem // words: 0 in 128-bit lanes 0 and 2, 4 in lanes 1 and 3
+	b0F      Mem // 0x0F bytes
+	b08      Mem // 0x08 bytes
+	b80      Mem // 0x80 bytes
+	b3F      Mem // 0x3F bytes
+	b03      Mem // 0x03 bytes
+	k4r8shuf Mem // per group g: 16 bytes 2g, 16 bytes 2g+1 (VPSHUFB of a row's 8 scales)
+	k4r8didx Mem // per row pair p: words [2p x8, 2p+1 x8], then [8+2p x8, 8+2p+1 x8] (VPERMW of d[8], dmin[8])
+	r8idx    Mem // per row pair p: 16 dwords [2p x8, 2p+1 x8] (VPERMPS indexes)
 )
 
 func consts() {
@@ -61,6 +67,32 @@ func consts() {
 	}
 	b0F = splat("vnnib0f", 0x0F0F0F0F)
 	b08 = splat("vnnib08", 0x08080808)
+	b80 = splat("vnnib80", 0x80808080)
+	b3F = splat("vnnib3f", 0x3F3F3F3F)
+	b03 = splat("vnnib03", 0x03030303)
+	k4r8shuf = table("vnnik4r8shuf", 4*32, 1, func(i int) uint32 { g, l := i/32, i%32; return uint32(2*g + l/16) })
+	k4r8didx = table("vnnik4r8didx", 4*2*32, 2, func(i int) uint32 {
+		p, m, l := i/64, i/32%2, i%32
+		return uint32(8*m + 2*p + (l/8)%2)
+	})
+	r8idx = table("vnnir8idx", 4*16, 4, func(i int) uint32 { p, l := i/16, i%16; return uint32(2*p + l/8) })
+}
+
+// table declares read-only data of n entries of width bytes (1, 2 or 4),
+// entry i holding v(i).
+func table(name string, n, width int, v func(i int) uint32) Mem {
+	m := GLOBL(name, RODATA|NOPTR)
+	for i := 0; i < n; i++ {
+		switch width {
+		case 1:
+			DATA(i, U8(v(i)))
+		case 2:
+			DATA(2*i, U16(v(i)))
+		default:
+			DATA(4*i, U32(v(i)))
+		}
+	}
+	return m
 }
 
 // splat declares 64 bytes of read-only data holding v in every dword.
@@ -107,8 +139,11 @@ func pairsEnd(nv int) {
 	}
 }
 
-func prologue(name string, nv int) {
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(nb int, w, x *byte, xstride int, out *[%d]float32)", nv))
+// header declares a kernel of signature sig (nb, w, x, xstride, out) and
+// loads its arguments: CX = nb, SI = w, R8 = x, R9 = xstride, R10 =
+// x+3*xstride.
+func header(name, sig string) {
+	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
 	Load(Param("nb"), RCX)
 	Load(Param("w"), RSI)
@@ -116,6 +151,10 @@ func prologue(name string, nv int) {
 	Load(Param("xstride"), R9)
 	LEAQ(Mem{Base: R8, Index: R9, Scale: 2}, R10)
 	ADDQ(R9, R10)
+}
+
+func prologue(name string, nv int) {
+	header(name, fmt.Sprintf("func(nb int, w, x *byte, xstride int, out *[%d]float32)", nv))
 	if nv > 4 {
 		LEAQ(Mem{Base: R10, Index: R9, Scale: 2}, R11)
 		ADDQ(R9, R11)
@@ -166,6 +205,19 @@ func advance(nv, wb, xb int) {
 	}
 }
 
+// hsumStore adds the eight floats of y (x: its low half) in ggml's
+// hsum_float_8 order, as the AVX2 HSUM8 macro, and stores the sum to
+// disp(DX); clobbers X13, X14.
+func hsumStore(y, x Register, disp int) {
+	VEXTRACTF128(U8(1), y, X13)
+	VADDPS(x, X13, X13)
+	VMOVHLPS(X13, X13, X14)
+	VADDPS(X14, X13, X13)
+	VMOVSHDUP(X13, X14)
+	VADDSS(X14, X13, X13)
+	VMOVSS(X13, Mem{Base: RDX, Disp: disp})
+}
+
 // epilogue reduces every vector's eight lanes in ggml's hsum_float_8 order
 // (as the AVX2 HSUM8 macro) and stores them to out.
 func epilogue(nv int) {
@@ -178,13 +230,7 @@ func epilogue(nv int) {
 				VEXTRACTF64X4(U8(1), accs[p], Y15)
 				y, x = Y15, X15
 			}
-			VEXTRACTF128(U8(1), y, X13)
-			VADDPS(x, X13, X13)
-			VMOVHLPS(X13, X13, X14)
-			VADDPS(X14, X13, X13)
-			VMOVSHDUP(X13, X14)
-			VADDSS(X14, X13, X13)
-			VMOVSS(X13, Mem{Base: RDX, Disp: 4 * (2*p + h)})
+			hsumStore(y, x, 4*(2*p+h))
 		}
 	}
 	VZEROUPPER()
@@ -539,6 +585,243 @@ func quantQ8K() {
 	RET()
 }
 
+// r8acc is the float accumulator of vector a and rows 2p (lanes 0-7), 2p+1
+// (lanes 8-15) in the repacked kernels.
+func r8acc(a, p int) VecPhysical {
+	return []VecPhysical{Z16, Z17, Z18, Z19, Z20, Z21, Z22, Z23, Z24, Z25, Z26, Z27, Z28, Z29, Z30, Z31}[4*a+p]
+}
+
+// r8header declares a repacked kernel, func(nb int, w, x *byte, xstride
+// int, out *float32) with out[8*a+r] for na vectors, loads its arguments
+// (CX = nb, SI = w, R8 = x, R9 = xstride, R10 = x+3*xstride) and clears the
+// accumulators; it returns the address of byte disp of vector a.
+func r8header(name string, na int) func(a, disp int) Mem {
+	header(name, "func(nb int, w, x *byte, xstride int, out *float32)")
+	for a := 0; a < na; a++ {
+		for p := 0; p < 4; p++ {
+			VPXORD(r8acc(a, p), r8acc(a, p), r8acc(a, p))
+		}
+	}
+	xb := []Mem{{Base: R8}, {Base: R8, Index: R9, Scale: 1}, {Base: R8, Index: R9, Scale: 2}, {Base: R10}}
+	return func(a, disp int) Mem { m := xb[a]; m.Disp = disp; return m }
+}
+
+// r8Footer closes a repacked kernel's block loop (weights advance by wb
+// bytes, activations by xb), reduces every (vector, row) accumulator in
+// ggml's hsum_float_8 order and stores it to out[8*a+r].
+func r8Footer(name string, na, wb, xb int) {
+	ADDQ(U32(wb), RSI)
+	ADDQ(U32(xb), R8)
+	ADDQ(U32(xb), R10)
+	loopEnd(name)
+	Comment("hsum of every (vector, row) in ggml's hsum_float_8 order")
+	Load(Param("out"), RDX)
+	for a := 0; a < na; a++ {
+		for p := 0; p < 4; p++ {
+			VMOVAPS(r8acc(a, p), Z15)
+			for h := 0; h < 2; h++ {
+				if h == 1 {
+					VEXTRACTF64X4(U8(1), Z15, Y15)
+				}
+				hsumStore(Y15, X15, 4*(8*a+2*p+h))
+			}
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// q40r8 generates the kernel of repacked Q4_0 weights (see repack.go in
+// model/quant): eight weight rows against na activation rows per pass. A
+// repacked block group holds, for one block column of eight rows, the eight
+// f16 scales and then two 64-byte halves of nibbles: in half h, byte e of the
+// first 32 has row 4h's element e in its low nibble and row 4h+2's in its
+// high nibble, byte 32+e the same for rows 4h+1 and 4h+3. So one load, a
+// mask and a shift give two registers of [row 2p (32 unsigned values), row
+// 2p+1]: the integer lanes of a 256-bit half are exactly those of the AVX2
+// kernel for that row, sum over four elements of (q-8)*x, computed as
+// VPDPBUSD(q, x) - 8*sum(x). Per row, block and vector the float side is the
+// AVX2 kernel's: d_w*d_x rounded to float32, one FMA into eight lanes, and
+// ggml's hsum order at the end. out[8*a+r] is row r's product with vector a.
+//
+// With q8 it generates the repacked Q8_0 kernel instead: a group holds the
+// eight f16 scales and then, per row pair p, 64 bytes [row 2p, row 2p+1]
+// of weights stored as w+128 (unsigned), so the lanes are VPDPBUSD(w+128,
+// x) - 128*sum(x): the true sums of four products, which are the AVX2
+// kernel's (VPSIGNB/VPMADDUBSW saturate nowhere for activations in
+// [-127, 127]).
+func q40r8(name string, na int, q8 bool) {
+	xm := r8header(name, na)
+	ws := []VecPhysical{Z0, Z1, Z2, Z3}
+	idx := []VecPhysical{Z6, Z7, Z8, Z9}
+	off, wb := "8", 144
+	if q8 {
+		off, wb = "128", 272
+	}
+	Comment("Z4 = 0x0F bytes, Z5 = the weights' offset (" + off + ") in bytes, Z6-Z9 = scale lane indexes of row pairs")
+	VMOVDQU32(b0F, Z4)
+	if q8 {
+		VMOVDQU32(b80, Z5)
+	} else {
+		VMOVDQU32(b08, Z5)
+	}
+	for p := 0; p < 4; p++ {
+		VMOVDQU32(r8idx.Offset(64*p), idx[p])
+	}
+	loopStart(name)
+	Comment("Y15 = the eight rows' d_w; Z0-Z3 = unsigned weights of rows [2p, 2p+1]")
+	VCVTPH2PS(Mem{Base: RSI}, Y15)
+	for h := 0; h < 2; h++ {
+		if q8 {
+			VMOVDQU64(Mem{Base: RSI, Disp: 16 + 128*h}, ws[2*h])
+			VMOVDQU64(Mem{Base: RSI, Disp: 16 + 128*h + 64}, ws[2*h+1])
+			continue
+		}
+		VMOVDQU64(Mem{Base: RSI, Disp: 16 + 64*h}, Z14)
+		VPANDD(Z4, Z14, ws[2*h])
+		VPSRLW(U8(4), Z14, Z14)
+		VPANDD(Z4, Z14, ws[2*h+1])
+	}
+	for a := 0; a < na; a++ {
+		Comment(fmt.Sprintf("vector %d: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane", a))
+		VBROADCASTI64X4(xm(a, 2), Z10)
+		VPBROADCASTW(xm(a, 0), X12)
+		VCVTPH2PS(X12, Y12)
+		VMULPS(Y15, Y12, Y12)
+		VPXORD(Z13, Z13, Z13)
+		vpdpbusd(Z10, Z5, Z13)
+		VPXORD(Z11, Z11, Z11)
+		VPSUBD(Z13, Z11, Z11)
+		for p := 0; p < 4; p++ {
+			VMOVDQA64(Z11, Z13)
+			vpdpbusd(Z10, ws[p], Z13)
+			VCVTDQ2PS(Z13, Z13)
+			VPERMPS(Z12, idx[p], Z14)
+			VFMADD231PS(Z13, Z14, r8acc(a, p))
+		}
+	}
+	r8Footer(name, na, wb, 34)
+}
+
+// q4kr8 generates the kernel of repacked Q4_K weights (see repack.go in
+// model/quant): eight weight rows against na (1-4) Q8_K activation rows. A
+// repacked group (one super-block column of eight rows, 1152 bytes, as in
+// the file) holds the rows' f16 d[8] and dmin[8], their 12 bytes of 6-bit
+// scales and mins as three dword arrays (dword i of all rows, then i+1),
+// which the kernel decodes for the eight rows at once with ggml's utmp
+// steps on dword lanes, then each row's nibbles arranged so that
+// one 64-byte load, masked, gives the two sub-blocks of a 64-element group
+// (low half, high half) and, shifted by 4, those of the next group. Per row
+// the integer lanes are the AVX2 kernel's: VPMADDUBSW against the group's 64
+// activation bytes, VPDPWSSD with the sub-block scales (words picked by
+// VPSHUFB from the row's scales), and the halves are added at the end; the
+// mins term is VPMADDWD of the mins with the pairwise bsums (four lanes,
+// four zeros).
+// Rows 2p and 2p+1 then share a register for the float side, which is the
+// AVX2 kernel's per row and vector: acc -= (dmin*d_x) * mins term, acc +=
+// (d*d_x) * sums, one FNMADD and one FMA per super-block, ggml's hsum order.
+// out[8*a+r] is row r's product with vector a.
+func q4kr8(name string, na int) {
+	xm := r8header(name, na)
+	sa := AllocLocal(64*4 + 128)
+	scs, mns := sa.Offset(256), sa.Offset(320)
+	sumi := func(a, h int) VecPhysical { return []VecPhysical{Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15}[2*a+h] }
+	Comment("Z5 = 0x0F bytes, K1 = qwords 0, 1, 4, 5")
+	VMOVDQU32(b0F, Z5)
+	MOVL(U32(0x33), EAX)
+	KMOVW(EAX, K1)
+	loopStart(name)
+	Comment("stack: pairwise bsums of every vector in all four 128-bit lanes")
+	for a := 0; a < na; a++ {
+		VMOVDQU(xm(a, 260), X6)
+		VPHADDW(xm(a, 276), X6, X6)
+		VSHUFI32X4(U8(0), Z6, Z6, Z6)
+		VMOVDQU64(Z6, sa.Offset(64*a))
+	}
+	Comment("decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);")
+	Comment("stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)")
+	VMOVDQU(Mem{Base: RSI, Disp: 32}, Y0)
+	VMOVDQU(Mem{Base: RSI, Disp: 64}, Y1)
+	VMOVDQU(Mem{Base: RSI, Disp: 96}, Y2)
+	VPANDD(b3F, Y0, Y8)
+	VPSRLD(U8(6), Y0, Y9)
+	VPANDD(b03, Y9, Y9)
+	VPSLLD(U8(4), Y9, Y9)
+	VPANDD(Y5, Y2, Y10)
+	VPORD(Y10, Y9, Y9)
+	VPANDD(b3F, Y1, Y10)
+	VPSRLD(U8(6), Y1, Y11)
+	VPANDD(b03, Y11, Y11)
+	VPSLLD(U8(4), Y11, Y11)
+	VPSRLD(U8(4), Y2, Y12)
+	VPANDD(Y5, Y12, Y12)
+	VPORD(Y12, Y11, Y11)
+	VPUNPCKLDQ(Y9, Y8, Y13)
+	VPUNPCKHDQ(Y9, Y8, Y14)
+	VMOVDQU(Y13, scs)
+	VMOVDQU(Y14, scs.Offset(32))
+	VPUNPCKLDQ(Y11, Y10, Y13)
+	VPUNPCKHDQ(Y11, Y10, Y14)
+	VMOVDQU(Y13, mns)
+	VMOVDQU(Y14, mns.Offset(32))
+	for p := 0; p < 4; p++ {
+		Comment(fmt.Sprintf("rows %d and %d", 2*p, 2*p+1))
+		for a := 0; a < na; a++ {
+			VPXORD(sumi(a, 0), sumi(a, 0), sumi(a, 0))
+			VPXORD(sumi(a, 1), sumi(a, 1), sumi(a, 1))
+		}
+		Comment("Y4, Y6 = the two rows' scales in every qword")
+		for h, y := range []VecPhysical{Y4, Y6} {
+			r := 2*p + h
+			VPERMQ(U8(0x55*(r%2+2*(r/4))), scs.Offset(32*((r/2)%2)), y)
+		}
+		for g := 0; g < 4; g++ {
+			Comment(fmt.Sprintf("group %d: Z0, Z1 = nibbles of sub-blocks %d, %d; Z2, Z3 = their scales as words", g, 2*g, 2*g+1))
+			for h := 0; h < 2; h++ {
+				r := 2*p + h
+				w, sc := []VecPhysical{Z0, Z1}[h], []VecPhysical{Z2, Z3}[h]
+				if g%2 == 0 {
+					VPANDD(Mem{Base: RSI, Disp: 128 + 128*r + 64*(g/2)}, Z5, w)
+				} else {
+					VMOVDQU64(Mem{Base: RSI, Disp: 128 + 128*r + 64*(g/2)}, w)
+					VPSRLW(U8(4), w, w)
+					VPANDD(Z5, w, w)
+				}
+				VPSHUFB(k4r8shuf.Offset(32*g), []VecPhysical{Y4, Y6}[h], sc.AsY())
+				VPMOVZXBW(sc.AsY(), sc)
+			}
+			for a := 0; a < na; a++ {
+				for h := 0; h < 2; h++ {
+					VPMADDUBSW(xm(a, 4+64*g), []VecPhysical{Z0, Z1}[h], Z7)
+					vpdpwssd(Z7, []VecPhysical{Z2, Z3}[h], sumi(a, h))
+				}
+			}
+		}
+		Comment("Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded")
+		VMOVDQU32(k4r8didx.Offset(128*p), Z0)
+		VPERMW(Mem{Base: RSI}, Z0, Z1)
+		VCVTPH2PS(Y1, Z1)
+		VMOVDQU32(k4r8didx.Offset(128*p+64), Z0)
+		VPERMW(Mem{Base: RSI}, Z0, Z2)
+		VCVTPH2PS(Y2, Z2)
+		VPMOVZXBW(mns.Offset([]int{0, 32, 16, 48}[p]), Y3)
+		VPEXPANDQ_Z(Z3, K1, Z3)
+		for a := 0; a < na; a++ {
+			VPMADDWD(sa.Offset(64*a), Z3, Z6)
+			VCVTDQ2PS(Z6, Z6)
+			VMULPS_BCST(xm(a, 0), Z2, Z7)
+			VFNMADD231PS(Z6, Z7, r8acc(a, p))
+			VSHUFI64X2(U8(0x44), sumi(a, 1), sumi(a, 0), Z6)
+			VSHUFI64X2(U8(0xEE), sumi(a, 1), sumi(a, 0), Z7)
+			VPADDD(Z7, Z6, Z6)
+			VCVTDQ2PS(Z6, Z6)
+			VMULPS_BCST(xm(a, 0), Z1, Z7)
+			VFMADD231PS(Z6, Z7, r8acc(a, p))
+		}
+	}
+	r8Footer(name, na, 1152, 292)
+}
+
 func main() {
 	ConstraintExpr("amd64,!purego")
 	consts()
@@ -548,6 +831,13 @@ func main() {
 		q4k(fmt.Sprintf("dotQ4Kx%dVNNI", nv), nv)
 	}
 	q4k1("dotQ4KVNNI")
+	q40r8("gemmQ4_0R8x1VNNI", 1, false)
+	q40r8("gemmQ4_0R8x4VNNI", 4, false)
+	q40r8("gemmQ8_0R8x1VNNI", 1, true)
+	q40r8("gemmQ8_0R8x4VNNI", 4, true)
+	for na := 1; na <= 4; na++ {
+		q4kr8(fmt.Sprintf("gemmQ4KR8x%dVNNI", na), na)
+	}
 	quantQ8K()
 	Generate()
 }

@@ -1,0 +1,17 @@
+package engine
+
+import "golang.org/x/sys/unix"
+
+// arenaMap maps n bytes of anonymous memory and asks for huge pages
+// (MADV_HUGEPAGE: honoured where transparent huge pages are "madvise" or
+// "always"); it falls back to the Go heap if the mapping fails.
+func arenaMap(n int) ([]byte, bool) {
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		return make([]byte, n), false
+	}
+	_ = unix.Madvise(b, unix.MADV_HUGEPAGE) // advice only: 4 KiB pages work too
+	return b, true
+}
+
+func arenaUnmap(b []byte) { _ = unix.Munmap(b) }

@@ -1,0 +1,77 @@
+package engine
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/quant"
+	"github.com/rbee-project/rbee/model/synth"
+)
+
+// stories260KQ4_0 is the Q4_0 fixture model: its matrices are repacked on
+// CPUs with the repacked Q4_0 kernel.
+const stories260KQ4_0 = "../../testdata/gguf/stories260K-quant/stories260K-Q4_0.gguf"
+
+// TestRepackedMatchesFileLayout: a Q4_0, Q8_0 or Q4_K model loaded with repacking (the
+// default) gives the same logits, bit for bit, and the same greedy ids as
+// the same model loaded with NoRepack, for a prompt evaluated as one batch
+// and token by token.
+func TestRepackedMatchesFileLayout(t *testing.T) {
+	cfg := synth.DefaultConfig()
+	cfg.Type, cfg.Dim, cfg.FF, cfg.Heads, cfg.KVHeads = quant.Q4_0, 128, 256, 4, 2
+	q40 := writeSynth(t, cfg)
+	cfg.Type = quant.Q8_0
+	q80 := writeSynth(t, cfg)
+	cfg.Type, cfg.Dim, cfg.FF = quant.Q4_K, 256, 512
+	q4k := writeSynth(t, cfg)
+	for _, path := range []string{
+		stories260KQ4_0, q40, "../../testdata/gguf/stories260K-quant/stories260K-Q8_0.gguf", q80,
+		"../../testdata/gguf/kquant/kquant-Q4_K.gguf", q4k,
+	} {
+		packed, err := Load(path, Options{Threads: 2, ContextSize: 256})
+		require.NoError(t, err)
+		plain, err := Load(path, Options{Threads: 2, ContextSize: 256, NoRepack: true})
+		require.NoError(t, err)
+		if !packed.layers[0].wq.Repacked() {
+			t.Logf("%s: no repacked kernel on this CPU; comparing the file layout with itself", path)
+		}
+		require.False(t, plain.layers[0].wq.Repacked())
+		ids := packed.Tokenizer().Encode("Once upon a time there was a little girl", true, false)
+		batch := func(m *Model) []float32 {
+			s := m.NewSession()
+			l, err := s.eval(context.Background(), ids)
+			require.NoError(t, err)
+			return append([]float32(nil), l...)
+		}
+		single := func(m *Model) []float32 {
+			s := m.NewSession()
+			var l []float32
+			for _, id := range ids {
+				var err error
+				l, err = s.eval(context.Background(), []int32{id})
+				require.NoError(t, err)
+			}
+			return append([]float32(nil), l...)
+		}
+		for name, f := range map[string]func(*Model) []float32{"batch": batch, "single": single} {
+			a, b := f(packed), f(plain)
+			require.Len(t, a, len(b))
+			for i := range a {
+				require.Equal(t, math.Float32bits(b[i]), math.Float32bits(a[i]), "%s %s logit %d", path, name, i)
+			}
+		}
+		gen := func(m *Model) []int32 {
+			var out []int32
+			_, err := m.NewSession().Generate(context.Background(), GenerateRequest{Prompt: ids, MaxTokens: 24},
+				func(tk Token) error { out = append(out, tk.ID); return nil })
+			require.NoError(t, err)
+			return out
+		}
+		require.Equal(t, gen(plain), gen(packed), path)
+		packed.Close()
+		plain.Close()
+	}
+}

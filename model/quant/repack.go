@@ -1,0 +1,293 @@
+package quant
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// RowGroup is the number of weight rows a repacked matrix interleaves: the
+// multi-row kernels compute RowGroup outputs per pass, so each loaded
+// activation block serves eight rows and each unpacked weight block serves
+// several activation vectors.
+const RowGroup = 8
+
+// q40GroupBytes is the size of one repacked Q4_0 block group: the eight
+// rows' f16 scales (16 bytes) then 128 bytes of nibbles, exactly the bytes
+// of the eight original 18-byte blocks, so repacking does not grow a matrix.
+const q40GroupBytes = RowGroup * 18
+
+// q80GroupBytes is the size of one repacked Q8_0 block group: the eight
+// rows' f16 scales, then 256 bytes of weights (8 × 34, no growth).
+const q80GroupBytes = RowGroup * 34
+
+// q4kGroupBytes is the size of one repacked Q4_K group (one super-block
+// column of eight rows): d[8] and dmin[8] (f16, 32 bytes), the rows' 12
+// bytes of packed 6-bit scales and mins as three arrays of eight dwords
+// (96 bytes, decoded by the kernel for eight rows at once), the nibbles
+// (128 bytes per row): 8 × 144, as in the file.
+const q4kGroupBytes = 32 + RowGroup*12 + RowGroup*128
+
+// gemmR8Func multiplies one group of RowGroup repacked rows (nb block
+// groups at w) with na activation vectors at x, x+xstride, ... into
+// out[RowGroup*a+r].
+type gemmR8Func func(nb int, w, x []byte, xstride, na int, out []float32)
+
+// repackers convert a matrix of a type to its repacked layout.
+var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q8_0: repackQ8_0, Q4_K: repackQ4K}
+
+// repackedSize is the size of a repacked matrix of a type per original
+// block (RowGroup groups of blocks become one group).
+var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup}
+
+// gemmR8Kernels are the multi-row kernels of repacked types, filled by
+// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0, Q8_0, Q4_K);
+// written only during package init and by tests. Each result is bit-identical to the
+// type's single-row kernel in dotKernels on the original layout. A matrix
+// repacked while a kernel was present falls back to its original Data when
+// tests switch the kernel off.
+var gemmR8Kernels = map[Type]gemmR8Func{}
+
+// Repack converts m's weights, where the CPU has a multi-row kernel for its
+// type (Q4_0, Q8_0 and Q4_K with AVX-512 VNNI), into the interleaved layout that
+// kernel reads, in newly allocated memory, and reports whether it did.
+// MatMul then reads the repacked copy and gives bit-identical results (the
+// kernels keep the single-row kernel's float operations). m.Data is left
+// as it was (it may alias a read-only mapping) but is no longer read by
+// MatMul; a caller whose Data is mapped from a file can drop those pages
+// (see model/engine). Rows must be a multiple of RowGroup.
+//
+// Repack must not run concurrently with a MatMul of m.
+func (m *Matrix) Repack() bool { return m.RepackInto(func(n int) []byte { return make([]byte, n) }) }
+
+// RepackInto is Repack with the memory of the copy from alloc, which must
+// return n zeroed bytes (huge pages, say). alloc is called at most once,
+// and only if m is repacked; the memory must outlive every use of m.
+func (m *Matrix) RepackInto(alloc func(n int) []byte) bool {
+	repack, ok := repackers[m.Type]
+	if _, has := gemmR8Kernels[m.Type]; !ok || !has || m.Rows%RowGroup != 0 || m.Rows == 0 || m.packed != nil {
+		return false
+	}
+	rowB, err := m.Type.RowBytes(m.Cols)
+	if err != nil || len(m.Data) < rowB*m.Rows {
+		return false
+	}
+	out := alloc(m.Rows * m.Cols / m.Type.BlockSize() * repackedSize[m.Type])
+	repack(m, out)
+	m.packed = out
+	return true
+}
+
+// Repacked reports whether MatMul reads a repacked copy of m's weights.
+func (m *Matrix) Repacked() bool { return m.packed != nil }
+
+// eachBlock calls f(dst, src, r) for every block of m: src is row r (of 8)
+// of a row group's block column, dst that column's group of groupB bytes
+// in out (groups in row-group-major, then block-column order).
+func eachBlock(m *Matrix, out []byte, groupB int, f func(dst, src []byte, r int)) {
+	bb, nb := m.Type.BlockBytes(), m.Cols/m.Type.BlockSize()
+	for g := 0; g < m.Rows/RowGroup; g++ {
+		for b := 0; b < nb; b++ {
+			dst := out[(g*nb+b)*groupB:][:groupB]
+			for r := 0; r < RowGroup; r++ {
+				f(dst, m.Data[((g*RowGroup+r)*nb+b)*bb:][:bb], r)
+			}
+		}
+	}
+}
+
+// repackQ4_0 interleaves Q4_0 rows in groups of eight. For group g and
+// block column b the RowGroup*18 bytes at (g*nb+b)*q40GroupBytes are: the
+// rows' f16 scales d[0..7], then two 64-byte halves; in half h, byte e
+// (0..31) holds element e of row 4h in its low nibble and of row 4h+2 in its
+// high nibble, byte 32+e element e of rows 4h+1 and 4h+3. Element e is the
+// e-th of the block's 32 values (ggml: low nibbles are 0..15, high 16..31).
+func repackQ4_0(m *Matrix, out []byte) {
+	le := binary.LittleEndian
+	eachBlock(m, out, q40GroupBytes, func(dst, src []byte, r int) {
+		copy(dst[2*r:], src[:2])
+		// Elements 0-15 are the low nibbles of qs, 16-31 the high ones;
+		// eight at a time.
+		q := dst[16+64*(r/4)+32*(r%2):][:32]
+		sh := 4 * ((r % 4) / 2)
+		for i := 0; i < 16; i += 8 {
+			v := le.Uint64(src[2+i:])
+			le.PutUint64(q[i:], le.Uint64(q[i:])|(v&0x0F0F0F0F0F0F0F0F)<<sh)
+			le.PutUint64(q[16+i:], le.Uint64(q[16+i:])|(v>>4&0x0F0F0F0F0F0F0F0F)<<sh)
+		}
+	})
+}
+
+// repackQ8_0 interleaves Q8_0 rows in groups of eight: per group and block
+// column, the rows' f16 scales d[0..7], then for each row pair p 64 bytes:
+// row 2p's 32 weights, row 2p+1's, each stored as w+128 (w XOR 0x80), so
+// that the kernel multiplies them as unsigned bytes.
+func repackQ8_0(m *Matrix, out []byte) {
+	eachBlock(m, out, q80GroupBytes, func(dst, src []byte, r int) {
+		copy(dst[2*r:], src[:2])
+		q := dst[16+32*r:][:32]
+		for i, v := range src[2:34] {
+			q[i] = v ^ 0x80
+		}
+	})
+}
+
+// twinR8 is the skeleton of the generic twins: for every vector it runs
+// block(grp, xb, lanes) over the nb block groups (groupB bytes) and
+// activation blocks (xBlockB bytes), which adds one block's work to the
+// eight float lanes of each row, then reduces the lanes in ggml's
+// hsum_float_8 order into out[8*a+r].
+func twinR8(nb int, w, x []byte, xstride, na int, out []float32, groupB, xBlockB int, block func(grp, xb []byte, lanes *[RowGroup][8]float32)) {
+	for a := 0; a < na; a++ {
+		xa := x[a*xstride:]
+		var lanes [RowGroup][8]float32
+		for b := 0; b < nb; b++ {
+			block(w[b*groupB:][:groupB], xa[b*xBlockB:][:xBlockB], &lanes)
+		}
+		for r := 0; r < RowGroup; r++ {
+			out[RowGroup*a+r] = hsum8(&lanes[r])
+		}
+	}
+}
+
+// gemmQ4_0R8Generic is the portable twin of the repacked Q4_0 kernel: per
+// row, block and vector it performs the AVX2 single-row kernel's float
+// operations (eight int32 lanes of four products each, one fused
+// multiply-add per lane with the float32 product d_w*d_x, ggml's
+// hsum_float_8 order), so it is bit-identical to that kernel and to the
+// assembly twin. Tests compare the three; activations are quantised
+// (|q| <= 127, as quantizeRowQ8_0 produces).
+func gemmQ4_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
+	twinR8(nb, w, x, xstride, na, out, q40GroupBytes, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
+		dx := F16ToF32(binary.LittleEndian.Uint16(xb))
+		for r := 0; r < RowGroup; r++ {
+			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
+			h, pair, hi := r/4, r%2, (r%4)/2
+			q := grp[16+64*h+32*pair:][:32]
+			for k := 0; k < 8; k++ {
+				var s int32
+				for e := 4 * k; e < 4*k+4; e++ {
+					s += (int32(q[e]>>(4*hi)&0x0F) - 8) * int32(int8(xb[2+e]))
+				}
+				lanes[r][k] = fma32(float32(s), d, lanes[r][k])
+			}
+		}
+	})
+}
+
+// gemmQ8_0R8Generic is the portable twin of the repacked Q8_0 kernel (see
+// gemmQ4_0R8Generic; lanes are sums of four products w*x).
+func gemmQ8_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
+	twinR8(nb, w, x, xstride, na, out, q80GroupBytes, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
+		dx := F16ToF32(binary.LittleEndian.Uint16(xb))
+		for r := 0; r < RowGroup; r++ {
+			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
+			q := grp[16+32*r:][:32]
+			for k := 0; k < 8; k++ {
+				var s int32
+				for e := 4 * k; e < 4*k+4; e++ {
+					s += int32(int8(q[e]^0x80)) * int32(int8(xb[2+e]))
+				}
+				lanes[r][k] = fma32(float32(s), d, lanes[r][k])
+			}
+		}
+	})
+}
+
+// repackQ4K interleaves Q4_K rows in groups of eight, one q4kGroupBytes
+// group per super-block column b at (g*nb+b)*q4kGroupBytes: d of rows 0-7
+// (f16), dmin of rows 0-7, then dword i (i = 0, 1, 2) of each row's 12
+// scale bytes at 32+32i+4r, and row r's 128 nibble bytes (128+128r) in two
+// 64-byte halves G: byte e (0..31) of half G holds element e of sub-block
+// 4G in its low nibble and of sub-block 4G+2 in its high nibble, byte 32+e
+// the same of sub-blocks 4G+1 and 4G+3. (In the file, byte 32g+e holds
+// element e of sub-blocks 2g and 2g+1.)
+func repackQ4K(m *Matrix, out []byte) {
+	le := binary.LittleEndian
+	eachBlock(m, out, q4kGroupBytes, func(dst, src []byte, r int) {
+		copy(dst[2*r:], src[0:2])
+		copy(dst[16+2*r:], src[2:4])
+		for i := 0; i < 3; i++ {
+			copy(dst[32+32*i+4*r:][:4], src[4+4*i:])
+		}
+		qs, q := src[16:144], dst[128+128*r:][:128]
+		for G := 0; G < 2; G++ {
+			for e := 0; e < 32; e += 8 {
+				a, b := le.Uint64(qs[64*G+e:]), le.Uint64(qs[64*G+32+e:])
+				le.PutUint64(q[64*G+e:], a&0x0F0F0F0F0F0F0F0F|(b&0x0F0F0F0F0F0F0F0F)<<4)
+				le.PutUint64(q[64*G+32+e:], a>>4&0x0F0F0F0F0F0F0F0F|b&0xF0F0F0F0F0F0F0F0)
+			}
+		}
+	})
+}
+
+// gemmQ4KR8Generic is the portable twin of the repacked Q4_K kernel, with
+// the AVX2 single-row kernel's float operations per row, super-block and
+// vector (see gemmQ4_0R8Generic): acc -= (dmin*d_x) * mins term in four
+// lanes, then acc += (d*d_x) * the eight int32 lanes of scaled sums.
+func gemmQ4KR8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
+	twinR8(nb, w, x, xstride, na, out, q4kGroupBytes, 292, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
+		dx := math.Float32frombits(binary.LittleEndian.Uint32(xb))
+		var bs [8]int32 // pairwise bsums
+		for j := range bs {
+			bs[j] = int32(int16(binary.LittleEndian.Uint16(xb[260+4*j:]))) + int32(int16(binary.LittleEndian.Uint16(xb[262+4*j:])))
+		}
+		for r := 0; r < RowGroup; r++ {
+			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
+			dm := F16ToF32(binary.LittleEndian.Uint16(grp[16+2*r:])) * dx
+			var packed [12]byte
+			for i := 0; i < 3; i++ {
+				copy(packed[4*i:4*i+4], grp[32+32*i+4*r:])
+			}
+			sc, mn := k4Scales(packed[:])
+			q := grp[128+128*r:][:128]
+			var sumi [8]int32
+			for k := 0; k < 8; k++ {
+				var mins int32
+				if k < 4 {
+					mins = int32(mn[2*k])*bs[2*k] + int32(mn[2*k+1])*bs[2*k+1]
+				}
+				lanes[r][k] = fma32(-dm, float32(mins), lanes[r][k])
+				for g := 0; g < 4; g++ {
+					for e := 4 * k; e < 4*k+4; e++ {
+						lo, hi := q[64*(g/2)+e]>>(4*(g%2))&0x0F, q[64*(g/2)+32+e]>>(4*(g%2))&0x0F
+						sumi[k] += int32(sc[2*g]) * int32(lo) * int32(int8(xb[4+64*g+e]))
+						sumi[k] += int32(sc[2*g+1]) * int32(hi) * int32(int8(xb[4+64*g+32+e]))
+					}
+				}
+			}
+			for k := 0; k < 8; k++ {
+				lanes[r][k] = fma32(d, float32(sumi[k]), lanes[r][k])
+			}
+		}
+	})
+}
+
+// hsum8 adds eight lanes in ggml's hsum_float_8 order, as the kernels'
+// HSUM8: ((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7)).
+func hsum8(v *[8]float32) float32 {
+	s0, s1, s2, s3 := v[0]+v[4], v[1]+v[5], v[2]+v[6], v[3]+v[7]
+	return (s0 + s2) + (s1 + s3)
+}
+
+// fma32 returns a*b+c rounded once to float32, as VFMADD231PS does. The
+// product is exact in float64; the sum is rounded to odd in float64 (53
+// bits, more than 24+2), which makes the final rounding to float32 correct.
+func fma32(a, b, c float32) float32 {
+	p := float64(a) * float64(b)
+	s := p + float64(c)
+	if math.IsInf(s, 0) || math.IsNaN(s) {
+		return float32(s)
+	}
+	// TwoSum: e is the exact error of s.
+	bv := s - p
+	e := (p - (s - bv)) + (float64(c) - bv)
+	if bits := math.Float64bits(s); e != 0 && bits&1 == 0 {
+		if (e > 0) == (s > 0) {
+			bits++
+		} else {
+			bits--
+		}
+		s = math.Float64frombits(bits)
+	}
+	return float32(s)
+}
