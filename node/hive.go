@@ -22,6 +22,9 @@ const (
 	modelsDir    = "models"
 	workersDir   = "workers"
 	processesDir = "processes"
+	// repackCacheDir holds the cpu workers' repacked weights, a file per
+	// model (engine.Options.RepackCache).
+	repackCacheDir = "repack"
 )
 
 // workerStopGrace is how long a retired or deleted worker gets to finish

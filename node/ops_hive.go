@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/supervisor"
@@ -225,12 +227,21 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	}
 	em.Narrate("hive", "spawn", "starting a %s worker (binary %s, %s) for %s on %s%s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name, where)
 	var env []string
+	if !typ.External && n.cfg.DataDir != "" {
+		// One file of repacked weights per model, mapped by every cpu
+		// worker of it: they share its pages as they share the model's.
+		dir := filepath.Join(n.cfg.DataDir, repackCacheDir)
+		if err := engine.PruneRepackCache(dir); err != nil {
+			n.log.Warn("pruning the repack cache failed", "dir", dir, "err", err)
+		}
+		env = append(env, worker.RepackCacheEnv+"="+dir)
+	}
 	if r.Shard != nil {
 		args, e, err := n.shardArgs(r.Shard)
 		if err != nil {
 			return jobs.Errorf(jobs.CodeUnavailable, "stage links: %v", err)
 		}
-		extra, env = append(extra, args...), e
+		extra, env = append(extra, args...), append(env, e...)
 	}
 	var guard []string
 	if typ.External && n.cfg.EngineGuard != "" && n.WorkerOrphanGrace() > 0 {

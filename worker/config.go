@@ -9,6 +9,12 @@ import (
 	"time"
 )
 
+// RepackCacheEnv is the environment variable through which a node gives
+// its cpu workers their Config.RepackCache: an older worker binary
+// ignores a variable it does not know, where it would refuse an unknown
+// flag.
+const RepackCacheEnv = "RBEE_REPACK_CACHE"
+
 // Version is the worker's version, reported in /v1/info and heartbeats.
 const Version = "0.1.0"
 
@@ -117,6 +123,12 @@ type Config struct {
 	// Shard makes the worker one stage of a pipeline-sharded model; the
 	// zero value serves the whole model (see ShardConfig).
 	Shard ShardConfig
+	// RepackCache (the worker command's --repack-cache, default
+	// RepackCacheEnv) is a directory where the engine keeps the model's
+	// repacked weights in a file that every worker of the model maps, so
+	// they share its pages (engine.Options.RepackCache); empty keeps
+	// each worker's copy in its own memory.
+	RepackCache string
 	// Load loads the model; DefaultConfig sets LoadEngine.
 	Load LoadFunc
 	// Logger receives operational logs; nil discards them.

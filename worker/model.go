@@ -169,6 +169,8 @@ type LoadOptions struct {
 	// Shard selects a pipeline stage (Config.Shard); the zero value is
 	// the whole model.
 	Shard ShardConfig
+	// RepackCache is Config.RepackCache.
+	RepackCache string
 }
 
 // LoadFunc loads the model file at path.

@@ -60,6 +60,7 @@ func Run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.Queue, "queue", cfg.Queue, "requests that may wait for a slot")
 	fs.IntVar(&cfg.ContextSize, "ctx", cfg.ContextSize, "context size per slot (0 = the model's)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "bound on finishing in-flight requests at shutdown")
+	fs.StringVar(&cfg.RepackCache, "repack-cache", os.Getenv(worker.RepackCacheEnv), "directory for the model's repacked weights, shared by every worker of it through the page cache (default $"+worker.RepackCacheEnv+"; empty: each worker keeps its own copy)")
 	shardLayers := fs.String("shard-layers", "", "pipeline shard: serve only layers LO:HI (LO > 0: a later stage; 0:HI: the group's head, with --stage)")
 	shardKV := fs.String("shard-kv-heads", "", "tensor shard: compute KV heads LO:HI of every layer (LO > 0: a member; 0:HI: the group's head, with --stage)")
 	var stages stageURLs

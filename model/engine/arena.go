@@ -24,6 +24,14 @@ func (a *weightArena) alloc(n int) []byte {
 	return b
 }
 
+// adopt makes free unmap b, a mapping made elsewhere (the repack cache
+// file's).
+func (a *weightArena) adopt(b []byte) {
+	a.mu.Lock()
+	a.maps = append(a.maps, b)
+	a.mu.Unlock()
+}
+
 // free releases the mappings; nothing allocated may be used afterwards.
 func (a *weightArena) free() {
 	a.mu.Lock()

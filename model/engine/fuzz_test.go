@@ -39,7 +39,7 @@ func FuzzNewModel(f *testing.F) {
 		if err != nil {
 			return
 		}
-		m, err := newModel(file, Options{Threads: 1, ContextSize: 8}, ShardSpec{})
+		m, err := newModel(file, "", Options{Threads: 1, ContextSize: 8}, ShardSpec{})
 		if err != nil {
 			return
 		}

@@ -30,6 +30,14 @@ type Options struct {
 	// repacked at load, which gives bit-identical results faster; the
 	// option is for comparisons.
 	NoRepack bool
+	// RepackCache, when set, is a directory where the repacked weights
+	// are kept in a file per model (and shard): the first load writes
+	// it, later loads map it, and every process that maps it shares its
+	// pages through the page cache, as they share the model file's
+	// without repacking. A file that does not match the model (its
+	// identity, the tensors, the layout version) is not used; one that
+	// cannot be written leaves the copy in this process's memory.
+	RepackCache string
 }
 
 // MaxDefaultContext caps the context taken from the model when
@@ -132,7 +140,7 @@ func Load(path string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newModel(f, opts, ShardSpec{})
+	m, err := newModel(f, path, opts, ShardSpec{})
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -148,7 +156,9 @@ func openGGUF(path string) (*gguf.File, error) {
 	return f, nil
 }
 
-func newModel(f *gguf.File, opts Options, spec ShardSpec) (*Model, error) {
+// newModel prepares the model of f, opened from path ("" when it was not
+// opened from a file: no repack cache then).
+func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (*Model, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -181,7 +191,7 @@ func newModel(f *gguf.File, opts Options, spec ShardSpec) (*Model, error) {
 	}
 	m.pool = quant.NewPool(threads)
 	if !opts.NoRepack {
-		m.repackWeights()
+		m.repackWeights(path, opts.RepackCache)
 	}
 	m.src = nil
 	m.info = m.buildInfo()
@@ -314,7 +324,7 @@ func (m *Model) matrix(name string, rows, cols int) (*quant.Matrix, error) {
 // keep the file layout. A tied output is the token embedding: MatMul reads
 // the copy, lookups read Data, so only the looked-up rows' pages come back
 // from the file.
-func (m *Model) repackWeights() {
+func (m *Model) repackWeights(path, cacheDir string) {
 	mats := make([]*quant.Matrix, 0, 7*len(m.layers)+1)
 	for i := range m.layers {
 		l := &m.layers[i]
@@ -322,6 +332,19 @@ func (m *Model) repackWeights() {
 	}
 	if m.output != nil {
 		mats = append(mats, m.output)
+	}
+	if cacheDir != "" && path != "" {
+		n, err := m.repackCached(path, cacheDir, mats)
+		if err == nil {
+			return
+		}
+		if n > 0 {
+			// Cannot happen: repackCached repacks only once nothing can
+			// fail any more. Were it to, the matrices point into memory
+			// that is gone.
+			panic(fmt.Sprintf("engine: repack cache failed after repacking %d matrices: %v", n, err))
+		}
+		m.log.Warn("repack cache not used; repacking in memory", "dir", cacheDir, "err", err)
 	}
 	// Matrices are repacked in parallel on the Model's Pool (repacking
 	// reads every page of the file's layer tensors once).

@@ -91,7 +91,7 @@ func LoadShard(path string, spec ShardSpec, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newModel(f, opts, spec)
+	m, err := newModel(f, path, opts, spec)
 	if err != nil {
 		f.Close()
 		return nil, err

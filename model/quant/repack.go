@@ -63,17 +63,42 @@ func (m *Matrix) Repack() bool { return m.RepackInto(func(n int) []byte { return
 // return n zeroed bytes (huge pages, say). alloc is called at most once,
 // and only if m is repacked; the memory must outlive every use of m.
 func (m *Matrix) RepackInto(alloc func(n int) []byte) bool {
-	repack, ok := repackers[m.Type]
-	if _, has := gemmR8Kernels[m.Type]; !ok || !has || m.Rows%RowGroup != 0 || m.Rows == 0 || m.packed != nil {
+	n, ok := m.RepackedSize()
+	if !ok || m.packed != nil {
 		return false
+	}
+	out := alloc(n)
+	repackers[m.Type](m, out)
+	m.packed = out
+	return true
+}
+
+// RepackedSize is the size of the copy RepackInto makes of m, and false
+// when it would not repack m (no multi-row kernel for its type on this
+// CPU, or rows not a multiple of RowGroup).
+func (m *Matrix) RepackedSize() (int, bool) {
+	_, ok := repackers[m.Type]
+	if _, has := gemmR8Kernels[m.Type]; !ok || !has || m.Rows%RowGroup != 0 || m.Rows == 0 {
+		return 0, false
 	}
 	rowB, err := m.Type.RowBytes(m.Cols)
 	if err != nil || len(m.Data) < rowB*m.Rows {
+		return 0, false
+	}
+	return m.Rows * m.Cols / m.Type.BlockSize() * repackedSize[m.Type], true
+}
+
+// UseRepacked makes MatMul read b, a copy that RepackInto made earlier of
+// these same weights (kept in a file, say). It reports false and changes
+// nothing when m would not be repacked or b is not the copy's size; the
+// caller answers for b's content. Like Repack, it must not run
+// concurrently with a MatMul of m.
+func (m *Matrix) UseRepacked(b []byte) bool {
+	n, ok := m.RepackedSize()
+	if !ok || len(b) != n || m.packed != nil {
 		return false
 	}
-	out := alloc(m.Rows * m.Cols / m.Type.BlockSize() * repackedSize[m.Type])
-	repack(m, out)
-	m.packed = out
+	m.packed = b
 	return true
 }
 

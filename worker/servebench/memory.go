@@ -13,14 +13,17 @@ import (
 )
 
 // Memory is what two workers of the same model cost together: the model
-// file is memory-mapped, so its pages sit once in the page cache and both
+// file is memory-mapped, and so is the file of its repacked weights in the
+// repack cache (engine.Options.RepackCache; the workers get it as a
+// node's do), so their pages sit once in the page cache and both
 // processes map them (Shared_Clean, counted half in each one's PSS); what
 // each owns alone is its KV cache and buffers (Anonymous).
 type Memory struct {
 	ModelBytes int64          `json:"model_bytes"`
 	Workers    []WorkerMemory `json:"workers"`
-	// SharedFraction is the part of the model file both workers map from
-	// the same pages: the smaller Shared_Clean over the file size.
+	// SharedFraction is the part of the model both workers map from the
+	// same pages: the smaller Shared_Clean (model file and repacked
+	// weights) over the model file's size.
 	SharedFraction float64 `json:"shared_fraction"`
 	// RSSOverModel is the larger worker RSS over the model file size: the
 	// issue's bound is the file plus its KV cache plus 10 %.
@@ -51,7 +54,7 @@ func (w *runningWorker) memory(ctx context.Context, cfg Config) (*Memory, error)
 	}
 	sctx, cancel := context.WithTimeout(ctx, workerStartTimeout)
 	defer cancel()
-	info, err := w.mgr.Spawn(sctx, process.SpawnOptions{Binary: w.bin, ModelPath: cfg.Model, Threads: cfg.Threads, Slots: 1, ReadyTimeout: workerStartTimeout})
+	info, err := w.mgr.Spawn(sctx, process.SpawnOptions{Binary: w.bin, ModelPath: cfg.Model, Threads: cfg.Threads, Slots: 1, ReadyTimeout: workerStartTimeout, Env: w.env})
 	if err != nil {
 		return nil, fmt.Errorf("servebench: starting a second worker: %w", err)
 	}

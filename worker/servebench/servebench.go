@@ -225,6 +225,7 @@ type runningWorker struct {
 	mgr    *process.Manager
 	bin    string // what the manager spawns: rbee under the worker's name
 	dir    string
+	env    []string // the repack cache, as a node gives its cpu workers
 	url    string
 	secret string
 	pid    int
@@ -254,7 +255,7 @@ func startWorker(ctx context.Context, cfg Config) (*runningWorker, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	w := &runningWorker{mgr: mgr, dir: dir, bin: link}
+	w := &runningWorker{mgr: mgr, dir: dir, bin: link, env: []string{worker.RepackCacheEnv + "=" + filepath.Join(dir, "repack")}}
 	sctx, cancel := context.WithTimeout(ctx, workerStartTimeout)
 	defer cancel()
 	maxC := slices.Max(cfg.Concurrency)
@@ -262,7 +263,7 @@ func startWorker(ctx context.Context, cfg Config) (*runningWorker, error) {
 		Binary: link, ModelPath: cfg.Model, Threads: cfg.Threads, Slots: cfg.Slots,
 		// Every client of the largest level gets an answer, queued or not.
 		ExtraArgs:    []string{"--queue", fmt.Sprint(max(maxC, worker.DefaultQueue))},
-		ReadyTimeout: workerStartTimeout,
+		ReadyTimeout: workerStartTimeout, Env: w.env,
 	})
 	if err != nil {
 		w.stop()

@@ -1,0 +1,142 @@
+//go:build linux
+
+package engine
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/quant"
+	"github.com/rbee-project/rbee/model/synth"
+)
+
+// repackFiles lists the complete cache files in dir.
+func repackFiles(t *testing.T, dir string) []string {
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var out []string
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), repackExt) && !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
+}
+
+// TestRepackCache: the first load writes the cache file, the next maps
+// it without changing it, both give the file layout's logits bit for
+// bit; a damaged file is replaced, a newer model file replaces its
+// model's old cache file, and each pipeline stage keeps its own.
+func TestRepackCache(t *testing.T) {
+	cfg := synth.DefaultConfig()
+	cfg.Type, cfg.Dim, cfg.FF, cfg.Heads, cfg.KVHeads, cfg.Layers = quant.Q4_0, 128, 256, 4, 2, 3
+	path := writeSynth(t, cfg)
+	dir := filepath.Join(t.TempDir(), "repack")
+	plain, err := Load(path, Options{Threads: 2, ContextSize: 128, NoRepack: true})
+	require.NoError(t, err)
+	defer plain.Close()
+	if _, ok := plain.layers[0].wq.RepackedSize(); !ok {
+		t.Skip("no repacked kernel on this CPU")
+	}
+	ids := plain.Tokenizer().Encode("Once upon a time there was a little girl", true, false)
+	logits := func(m *Model) []uint32 {
+		l, err := m.NewSession().eval(context.Background(), ids)
+		require.NoError(t, err)
+		out := make([]uint32, len(l))
+		for i, v := range l {
+			out[i] = math.Float32bits(v)
+		}
+		return out
+	}
+	want := logits(plain)
+	load := func() *Model {
+		m, err := Load(path, Options{Threads: 2, ContextSize: 128, RepackCache: dir})
+		require.NoError(t, err)
+		t.Cleanup(func() { m.Close() })
+		require.True(t, m.layers[0].wq.Repacked())
+		require.Equal(t, want, logits(m))
+		return m
+	}
+
+	load()
+	files := repackFiles(t, dir)
+	require.Len(t, files, 1)
+	st1, err := os.Stat(files[0])
+	require.NoError(t, err)
+	first, err := os.ReadFile(files[0])
+	require.NoError(t, err)
+
+	load() // maps the file: unchanged
+	st2, err := os.Stat(files[0])
+	require.NoError(t, err)
+	require.Equal(t, st1.ModTime(), st2.ModTime())
+	require.Equal(t, []string{files[0]}, repackFiles(t, dir))
+
+	// A damaged file (a flipped byte in the header) is written again.
+	bad := append([]byte(nil), first...)
+	bad[20] ^= 0xff
+	require.NoError(t, os.WriteFile(files[0], bad, 0o644))
+	load()
+	got, err := os.ReadFile(files[0])
+	require.NoError(t, err)
+	require.Equal(t, first, got)
+	// A truncated one too.
+	require.NoError(t, os.Truncate(files[0], int64(len(first)-4096)))
+	load()
+	got, err = os.ReadFile(files[0])
+	require.NoError(t, err)
+	require.Equal(t, first, got)
+
+	// Each part of the model (here two last stages of other ranges) has
+	// its own file; neither removes the other's or the whole model's.
+	for lo := 1; lo <= 2; lo++ {
+		s, err := LoadShard(path, ShardSpec{Mode: Pipeline, Lo: lo, Hi: cfg.Layers}, Options{Threads: 1, ContextSize: 128, RepackCache: dir})
+		require.NoError(t, err)
+		require.True(t, s.layers[0].wq.Repacked())
+		s.Close()
+	}
+	require.Len(t, repackFiles(t, dir), 3)
+
+	// A newer file of the model replaces its old cache file (the stages'
+	// stay: they are other parts).
+	cfg.Seed++
+	require.NoError(t, os.Remove(path))
+	newer := writeSynth(t, cfg)
+	require.NoError(t, os.Rename(newer, path))
+	m, err := Load(path, Options{Threads: 2, ContextSize: 128, RepackCache: dir})
+	require.NoError(t, err)
+	defer m.Close()
+	after := repackFiles(t, dir)
+	require.Len(t, after, 3)
+	require.NotContains(t, after, files[0])
+}
+
+// TestRepackCacheUnwritable: a cache directory that cannot be made leaves
+// the copies in memory, with the same logits.
+func TestRepackCacheUnwritable(t *testing.T) {
+	cfg := synth.DefaultConfig()
+	cfg.Type, cfg.Dim, cfg.FF, cfg.Heads, cfg.KVHeads = quant.Q4_0, 128, 256, 4, 2
+	path := writeSynth(t, cfg)
+	file := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	m, err := Load(path, Options{Threads: 1, ContextSize: 128, RepackCache: filepath.Join(file, "repack")})
+	require.NoError(t, err)
+	defer m.Close()
+	plain, err := Load(path, Options{Threads: 1, ContextSize: 128, NoRepack: true})
+	require.NoError(t, err)
+	defer plain.Close()
+	require.Equal(t, plain.layers[0].wq.Data, m.layers[0].wq.Data)
+	ids := m.Tokenizer().Encode("Once upon a time", true, false)
+	a, err := m.NewSession().eval(context.Background(), ids)
+	require.NoError(t, err)
+	a = append([]float32(nil), a...)
+	b, err := plain.NewSession().eval(context.Background(), ids)
+	require.NoError(t, err)
+	require.Equal(t, b, a)
+}
