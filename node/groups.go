@@ -302,6 +302,7 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 		n.abandonGroup(g, r.Group != "", err)
 		return jobs.Errorf(jobs.CodeUnavailable, "group %s: a shard did not start: %v", gid, err)
 	}
+	n.waitReplica(ctx, func() bool { cur, ok := n.reg.Group(gid); return ok && cur.Placement == g.Placement })
 	if cur, ok := n.reg.Group(gid); !ok || cur.Placement != g.Placement || cur.State != fsm.GroupStarting {
 		// Retired (or placed again) while its shards started: the head
 		// is not started; the shards stop.

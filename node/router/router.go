@@ -186,7 +186,8 @@ func (r *Router) Candidates(f Filter) []Target {
 	// This node's own live workers are routable from here before the
 	// registry lists them as ready: after a restart without quorum, or
 	// while the leader has not written them yet. Only a registry entry
-	// that is ready, retiring or gone overrides the node's own view.
+	// that is ready, retiring or gone overrides the node's own view. A
+	// shard of a group never is: only the registry's group decides it.
 	for id, w := range live {
 		if w.NodeID != r.cfg.LocalID || decided[id] || f.Exclude[id] || w.Group != "" {
 			continue
