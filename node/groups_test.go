@@ -183,6 +183,36 @@ func TestAutoSplit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns worker processes")
 	}
+	c := tightCluster(t, fsm.Version)
+	var res api.GroupSpawnResult
+	evs := run(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
+	require.NotNil(t, res.Group.Shards, "a group, events: %+v", evs)
+	require.Len(t, res.Group.Shards, 2)
+	require.Equal(t, "ready", res.State)
+	waitSchedulable(t, c, 1)
+	_, text := infer(t, c.Nodes[2], map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, greedy(t, "Once upon a time", 24), text)
+}
+
+// TestAutoSplitNeedsVersion3: while the registry is below version 3 (a
+// rolling upgrade: some server's build knows no groups) the same spawn is
+// not split; it runs unsplit, as before groups.
+func TestAutoSplitNeedsVersion3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := tightCluster(t, 2)
+	var res api.SpawnResult
+	evs := run(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
+	require.NotEmpty(t, res.WorkerID, "one worker, events: %+v", evs)
+	require.Empty(t, c.Nodes[2].Registry().Groups())
+}
+
+// tightCluster is 3 nodes of registry version version whose memory limit
+// is below the stories260K fixture's estimate, so that a cpu spawn
+// without a hive is split over two of them.
+func tightCluster(t *testing.T, version int) *nodetest.Cluster {
+	t.Helper()
 	const path = "../testdata/model/stories260K.gguf"
 	st, err := os.Stat(path)
 	require.NoError(t, err)
@@ -196,10 +226,13 @@ func TestAutoSplit(t *testing.T) {
 		cfg.WorkerBinary = bin
 		cfg.WorkerHeartbeatTimeout = 5 * time.Second
 		cfg.MemoryLimit = limit
+		if version < fsm.Version {
+			cfg.RegistryVersion = version
+		}
 	})
 	require.Eventually(t, func() bool {
 		for _, n := range c.Running() {
-			if n.Registry().RegistryVersion() != fsm.Version {
+			if n.Registry().RegistryVersion() != version {
 				return false
 			}
 			for _, rn := range n.Registry().Nodes() {
@@ -210,15 +243,7 @@ func TestAutoSplit(t *testing.T) {
 		}
 		return true
 	}, nodetest.WaitTimeout, 50*time.Millisecond)
-
-	var res api.GroupSpawnResult
-	evs := run(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
-	require.NotNil(t, res.Group.Shards, "a group, events: %+v", evs)
-	require.Len(t, res.Group.Shards, 2)
-	require.Equal(t, "ready", res.State)
-	waitSchedulable(t, c, 1)
-	_, text := infer(t, c.Nodes[2], map[string]any{"prompt": "Once upon a time"})
-	require.Equal(t, greedy(t, "Once upon a time", 24), text)
+	return c
 }
 
 // TestShardedGroupNodeDies: the node of a group's shard dies; once the
