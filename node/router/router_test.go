@@ -59,9 +59,10 @@ func TestCandidates(t *testing.T) {
 			load("w4", "n2", "other", 0),
 			{ID: "w5", NodeID: "n2", Model: "org--stories260k", State: "ready", AgeMs: 60_000}, // stale report
 			{ID: "w6", NodeID: "n2", Model: "org--stories260k", State: "loading", AgeMs: 10},
-			load("w7", "n1", "org--stories260k", 0),                                                       // local, not in the registry yet
-			load("w8", "n1", "org--stories260k", 0),                                                       // local, retiring in the registry
-			{ID: "w10", NodeID: "n1", Model: "org--stories260k", State: "ready", AgeMs: 10, Group: "g-1"}, // local shard, not in the registry
+			load("w7", "n1", "org--stories260k", 0), // local, not in the registry yet
+			load("w8", "n1", "org--stories260k", 0), // local, retiring in the registry
+			// A local shard of a group, not in the registry: never a fallback.
+			{ID: "w10", NodeID: "n1", Model: "org--stories260k", State: "ready", AgeMs: 10, Group: "g-1"},
 		},
 		workers: []fsm.Worker{
 			worker("w1", "n1", "org--stories260k", fsm.WorkerReady),
