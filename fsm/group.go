@@ -47,17 +47,22 @@ const MaxGroupShards = 64
 // their head. Threads, Slots and Ctx are the spawn's parameters, kept so
 // that the leader can re-plan the group with the same ones.
 type Group struct {
-	ID        string       `json:"id"`
-	Model     string       `json:"model"`
-	Mode      string       `json:"mode"`
-	State     GroupState   `json:"state"`
-	Shards    []GroupShard `json:"shards"`
-	Threads   int          `json:"threads,omitempty"`
-	Slots     int          `json:"slots,omitempty"`
-	Ctx       int          `json:"ctx,omitempty"`
-	Error     string       `json:"error,omitempty"` // why the group failed
-	CreatedAt time.Time    `json:"created_at"`
-	UpdatedAt time.Time    `json:"updated_at"`
+	ID      string       `json:"id"`
+	Model   string       `json:"model"`
+	Mode    string       `json:"mode"`
+	State   GroupState   `json:"state"`
+	Shards  []GroupShard `json:"shards"`
+	Threads int          `json:"threads,omitempty"`
+	Slots   int          `json:"slots,omitempty"`
+	Ctx     int          `json:"ctx,omitempty"`
+	Error   string       `json:"error,omitempty"` // why the group failed
+	// Placement is the token of the placement that wrote the entry's
+	// current shards (a random id per placement or re-plan): its final
+	// write (ready) and its own failure expect it, so two placements of
+	// one group can never both finish.
+	Placement string    `json:"placement,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // GroupShard is one worker of a group: the node it runs on, its worker id,
@@ -102,6 +107,9 @@ func (g *Group) validate() error {
 	if len(g.Error) > maxIDLen {
 		return fmt.Errorf("%w: group error longer than %d bytes", ErrInvalid, maxIDLen)
 	}
+	if len(g.Placement) > maxIDLen {
+		return fmt.Errorf("%w: group placement longer than %d bytes", ErrInvalid, maxIDLen)
+	}
 	seen := map[string]bool{}
 	for i, s := range g.Shards {
 		if err := checkID("group shard node id", s.NodeID); err != nil {
@@ -125,16 +133,74 @@ func (g *Group) normalize() {
 	g.CreatedAt, g.UpdatedAt = g.CreatedAt.UTC(), g.UpdatedAt.UTC()
 }
 
+// GroupExpect is what a group write expects of the stored entry
+// (compare-and-set): a writer states what it read, and the write is an
+// ErrConflict when the entry changed meanwhile. Absent: there is no entry.
+// Otherwise the entry must exist, in State when set and with Placement
+// when set.
+type GroupExpect struct {
+	Absent    bool       `json:"absent,omitempty"`
+	State     GroupState `json:"state,omitempty"`
+	Placement string     `json:"placement,omitempty"`
+}
+
+func (e *GroupExpect) validate() error {
+	if e == nil {
+		return nil
+	}
+	if e.Absent && (e.State != "" || e.Placement != "") {
+		return fmt.Errorf("%w: group expectation: absent with a state or placement", ErrInvalid)
+	}
+	if e.State != "" && !e.State.Valid() {
+		return fmt.Errorf("%w: group expectation: state %q", ErrInvalid, e.State)
+	}
+	if len(e.Placement) > maxIDLen {
+		return fmt.Errorf("%w: group expectation: placement longer than %d bytes", ErrInvalid, maxIDLen)
+	}
+	return nil
+}
+
+// check compares the expectation with the stored entry (nil: none).
+func (e *GroupExpect) check(id string, old *Group) error {
+	switch {
+	case e == nil:
+		return nil
+	case e.Absent && old != nil:
+		return fmt.Errorf("%w: group %q exists (%s)", ErrConflict, id, old.State)
+	case e.Absent:
+		return nil
+	case old == nil:
+		return fmt.Errorf("%w: group %q is gone", ErrConflict, id)
+	case e.State != "" && old.State != e.State:
+		return fmt.Errorf("%w: group %q is %s, not %s", ErrConflict, id, old.State, e.State)
+	case e.Placement != "" && old.Placement != e.Placement:
+		return fmt.Errorf("%w: group %q was placed again (placement %s, not %s)", ErrConflict, id, old.Placement, e.Placement)
+	}
+	return nil
+}
+
 // UpsertGroup creates a group or replaces it (state, shards after a
-// re-plan). A zero CreatedAt keeps the stored one.
+// re-plan). A zero CreatedAt keeps the stored one. The write is refused
+// (ErrConflict, nothing changes) when:
+//   - Expect is set and the stored entry does not match it;
+//   - the stored entry is retiring and the new one is not: a retired
+//     group only drains and is deleted;
+//   - another group lists one of its workers.
+//
+// Writing exactly the stored entry is a no-op, whatever Expect says: a
+// retry of a write that committed succeeds.
 type UpsertGroup struct {
-	Group Group `json:"group"`
+	Group  Group        `json:"group"`
+	Expect *GroupExpect `json:"expect,omitempty"`
 }
 
 // DeleteGroup removes a group entry. Deleting a missing group changes
-// nothing. Its workers are separate entries, retired on their own.
+// nothing (whatever Expect says). With Expect, a stored entry that does
+// not match is an ErrConflict. Its workers are separate entries, retired
+// on their own.
 type DeleteGroup struct {
-	ID string `json:"id"`
+	ID     string       `json:"id"`
+	Expect *GroupExpect `json:"expect,omitempty"`
 }
 
 // Type implements Command.
@@ -143,13 +209,27 @@ func (UpsertGroup) Type() CommandType { return TypeUpsertGroup }
 // Type implements Command.
 func (DeleteGroup) Type() CommandType { return TypeDeleteGroup }
 
-func (c UpsertGroup) validate() error { return c.Group.validate() }
+func (c UpsertGroup) validate() error {
+	if err := c.Group.validate(); err != nil {
+		return err
+	}
+	return c.Expect.validate()
+}
 
-func (c DeleteGroup) validate() error { return checkID("group id", c.ID) }
+func (c DeleteGroup) validate() error {
+	if err := checkID("group id", c.ID); err != nil {
+		return err
+	}
+	if c.Expect != nil && c.Expect.Absent {
+		return fmt.Errorf("%w: delete expecting an absent group", ErrInvalid)
+	}
+	return c.Expect.validate()
+}
 
 func (c UpsertGroup) apply(t *txn) (bool, error) {
 	g := c.Group.Clone()
-	if old, ok := t.next.groups[g.ID]; ok {
+	old := t.next.groups[g.ID]
+	if old != nil {
 		if g.CreatedAt.IsZero() {
 			g.CreatedAt = old.CreatedAt
 		}
@@ -159,13 +239,39 @@ func (c UpsertGroup) apply(t *txn) (bool, error) {
 	} else if g.CreatedAt.IsZero() {
 		g.CreatedAt = g.UpdatedAt
 	}
+	if err := c.Expect.check(g.ID, old); err != nil {
+		return false, err
+	}
+	if old != nil && old.State == GroupRetiring && g.State != GroupRetiring {
+		return false, fmt.Errorf("%w: group %q is retiring", ErrConflict, g.ID)
+	}
+	// One worker serves one group. Groups are few (each holds a model on
+	// several hives), so a scan is cheap.
+	mine := make(map[string]bool, len(g.Shards))
+	for _, s := range g.Shards {
+		mine[s.WorkerID] = true
+	}
+	for _, o := range t.next.groups {
+		if o.ID == g.ID {
+			continue
+		}
+		for _, s := range o.Shards {
+			if mine[s.WorkerID] {
+				return false, fmt.Errorf("%w: worker %q is a shard of group %q", ErrConflict, s.WorkerID, o.ID)
+			}
+		}
+	}
 	t.groupsW()[g.ID] = &g
 	return true, nil
 }
 
 func (c DeleteGroup) apply(t *txn) (bool, error) {
-	if _, ok := t.next.groups[c.ID]; !ok {
+	old, ok := t.next.groups[c.ID]
+	if !ok {
 		return false, nil
+	}
+	if err := c.Expect.check(c.ID, old); err != nil {
+		return false, err
 	}
 	delete(t.groupsW(), c.ID)
 	return true, nil

@@ -121,6 +121,12 @@ type Worker struct {
 	State        WorkerState `json:"state"`
 	RegisteredAt time.Time   `json:"registered_at"`
 	UpdatedAt    time.Time   `json:"updated_at"`
+	// Group is the sharded group the worker was started for ("" for an
+	// ordinary worker), as its node's process record says. A worker with
+	// a group serves requests only as the head of a ready or starting
+	// group that lists it; any other is never routed to. Registry version
+	// 3: a proposer sets it only once the cluster is at 3 (CheckWritable).
+	Group string `json:"group,omitempty"`
 }
 
 // ModelHolding records that a node has a model file on its disk. Its key is
@@ -323,6 +329,11 @@ func (w *Worker) validate() error {
 	}
 	if w.Port < 0 || w.Port > 65535 {
 		return fmt.Errorf("%w: worker port %d", ErrInvalid, w.Port)
+	}
+	if w.Group != "" {
+		if err := checkID("worker group", w.Group); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -57,8 +57,9 @@ func Since(t CommandType) int {
 }
 
 // CheckWritable reports whether an encoded command may be proposed to a
-// registry whose agreed version is regVersion: its type must exist at
-// that version. The error wraps ErrNeedsVersion and says what to upgrade.
+// registry whose agreed version is regVersion: its type, and each field it
+// sets that a later version added (Worker.Group: 3), must exist at that
+// version. The error wraps ErrNeedsVersion and says what to upgrade.
 // SetRegistryVersion is the exception: it is what raises the version
 // (proposed only once every server supports the target).
 func CheckWritable(data []byte, regVersion int) error {
@@ -76,6 +77,17 @@ func CheckWritable(data []byte, regVersion int) error {
 	if s > regVersion {
 		return fmt.Errorf("%w: %s needs registry version %d; the cluster is at %d until every server runs a build that supports it (upgrade the older nodes)",
 			ErrNeedsVersion, t, s, regVersion)
+	}
+	// Fields of version 3 in older commands: a worker's group. An older
+	// replica would drop it and route to the shard.
+	if t == TypeUpsertWorker && regVersion < 3 {
+		c, err := Decode(data)
+		if err != nil {
+			return err
+		}
+		if w, ok := c.(*UpsertWorker); ok && w.Worker.Group != "" {
+			return fmt.Errorf("%w: a worker's group needs registry version 3; the cluster is at %d", ErrNeedsVersion, regVersion)
+		}
 	}
 	return nil
 }

@@ -118,6 +118,9 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req, err := n.ParseRequest(body)
+	if err == nil {
+		err = refuseInternalSpawnFields(req)
+	}
 	if err != nil {
 		code := jobs.CodeOf(err)
 		writeError(w, statusForCode(code), code, err.Error())

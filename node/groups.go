@@ -35,8 +35,24 @@ import (
 const groupReplanTimeout = 10 * time.Minute
 
 // groupReplanRetry: a re-plan that failed (no memory, a hive went away
-// meanwhile) is tried again after this long.
-const groupReplanRetry = 10 * time.Second
+// meanwhile) is tried again after this long, doubled after each failure
+// up to groupReplanRetryMax.
+const (
+	groupReplanRetry    = 10 * time.Second
+	groupReplanRetryMax = 10 * time.Minute
+)
+
+// orphanShardGrace: a shard worker of this node that no group lists (its
+// group was re-planned without it, or deleted, while its node was away) is
+// stopped once this node has seen it so, with a current registry replica,
+// for this long. A placement records its group before it spawns the
+// shards, so only a lagging replica (a node that just restarted) sees a
+// legitimate shard unlisted, for a few seconds.
+const orphanShardGrace = 15 * time.Second
+
+// groupWriteTimeout bounds a placement's last registry write, which must
+// not fail because the job that placed the group was cancelled.
+const groupWriteTimeout = 15 * time.Second
 
 // groupStartLimit: a group still starting after this long lost the node
 // that was placing it (a placement copies the model to the shards' hives
@@ -44,11 +60,32 @@ const groupReplanRetry = 10 * time.Second
 // leader fails it and re-plans it.
 const groupStartLimit = 30 * time.Minute
 
-// groupState tracks the leader's re-plans of failed groups.
+// groupState tracks the leader's re-plans of failed groups and this
+// node's orphaned shard workers.
 type groupState struct {
-	mu        sync.Mutex
-	replaning map[string]bool
-	lastTry   map[string]time.Time
+	mu sync.Mutex
+	// replans cancel the re-plans this node runs as the leader.
+	replans map[string]context.CancelFunc
+	// nextTry and fails pace a group's re-plans (exponential backoff).
+	nextTry map[string]time.Time
+	fails   map[string]int
+	// orphanSince: since when a local shard worker has been seen listed
+	// by no group.
+	orphanSince map[string]time.Time
+}
+
+func newGroupState() groupState {
+	return groupState{replans: map[string]context.CancelFunc{}, nextTry: map[string]time.Time{}, fails: map[string]int{},
+		orphanSince: map[string]time.Time{}}
+}
+
+// replanDelay is the wait before the next re-plan after fails failures.
+func replanDelay(fails int) time.Duration {
+	d := groupReplanRetry
+	for i := 0; i < fails && d < groupReplanRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, groupReplanRetryMax)
 }
 
 func newID(prefix string) string {
@@ -68,6 +105,12 @@ func checkGroupSpawn(r api.WorkerSpawnRequest) error {
 	if len(r.Hives) > 0 && r.Shards > 0 && len(r.Hives) != r.Shards {
 		return jobs.Errorf(jobs.CodeBadRequest, "%d hives for %d shards: name one hive per shard (the first is the head)", len(r.Hives), r.Shards)
 	}
+	if r.Shard == nil && len(r.Hives) == 1 {
+		return jobs.Errorf(jobs.CodeBadRequest, "hives names a group's hives, at least 2 (use hive for a single worker)")
+	}
+	if r.Hive != "" && len(r.Hives) > 0 && r.Hive != r.Hives[0] {
+		return jobs.Errorf(jobs.CodeBadRequest, "hive %q is not the group's head %q: the first of hives is the head (leave hive out)", r.Hive, r.Hives[0])
+	}
 	if (r.Shards > 1 || len(r.Hives) > 1) && r.Type != "" && r.Type != "cpu" {
 		return jobs.Errorf(jobs.CodeBadRequest, "only the cpu worker runs sharded groups (not %q)", r.Type)
 	}
@@ -75,8 +118,30 @@ func checkGroupSpawn(r api.WorkerSpawnRequest) error {
 		if s.Mode != fsm.GroupPipeline && s.Mode != fsm.GroupTensor || s.Lo < 0 || s.Hi <= s.Lo || len(s.Stages) > fsm.MaxGroupShards {
 			return jobs.Errorf(jobs.CodeBadRequest, "bad shard: mode %q, range [%d, %d)", s.Mode, s.Lo, s.Hi)
 		}
+		if s.Group == "" || len(s.Group) > 128 {
+			return jobs.Errorf(jobs.CodeBadRequest, "bad shard: group %q", s.Group)
+		}
 		if (s.Lo == 0) != (len(s.Stages) > 0) {
 			return jobs.Errorf(jobs.CodeBadRequest, "a group's head (lo 0) and only it has stages")
+		}
+	}
+	return nil
+}
+
+// refuseInternalSpawnFields refuses a user's worker_spawn that sets the
+// fields only nodes set: shard (the part a placement gives each worker)
+// and group (the failed group the leader re-plans).
+func refuseInternalSpawnFields(req Request) error {
+	if req.Operation != api.OpWorkerSpawn {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(req.Raw, &fields); err != nil {
+		return jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
+	}
+	for _, k := range []string{"shard", "group"} {
+		if _, ok := fields[k]; ok {
+			return jobs.Errorf(jobs.CodeBadRequest, "%s: field %q is set by the nodes that place a group, not by a request", req.Operation, k)
 		}
 	}
 	return nil
@@ -126,13 +191,19 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	if len(hives) < 2 {
 		return jobs.Errorf(jobs.CodeBadRequest, "a group needs at least 2 shards")
 	}
+	// The hives are checked before the model is resolved (which may
+	// download it).
 	targets := make([]api.Hive, len(hives))
+	names := make([]string, len(hives))
 	for i, h := range hives {
 		t, err := n.resolveHive(h)
 		if err != nil {
 			return err
 		}
-		targets[i] = t
+		if t.ID == "" || t.State != "alive" && t.State != "suspect" {
+			return jobs.Errorf(jobs.CodeBadRequest, "hive %s is %s: a group's shards run on alive hives", t.Name, t.State)
+		}
+		targets[i], names[i] = t, t.Name
 	}
 	if targets[0].ID != n.ID() {
 		// The head's hive places the group.
@@ -140,7 +211,7 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 		if err := json.Unmarshal(req.Raw, &fields); err != nil {
 			return jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
 		}
-		fields["hive"], fields["hives"], fields["shards"] = targets[0].Name, hives, len(hives)
+		fields["hive"], fields["hives"], fields["shards"] = targets[0].Name, names, len(hives)
 		fwd := req
 		fwd.Hive = targets[0].Name
 		var err error
@@ -172,19 +243,32 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	if err != nil {
 		return jobs.Errorf(jobs.CodeBadRequest, "%s has %d %s: %v", model.ID, units, what, err)
 	}
+	// The entry is written starting only if it is absent (a new group)
+	// or, for a re-plan, still the failed entry the leader re-plans: a
+	// group retired or re-planned meanwhile is left alone. The placement's
+	// token makes its ready write fail if the group was placed again.
 	gid := r.Group // a re-plan keeps the group's id
-	if gid == "" {
-		gid = newID("g-")
-	}
-	g := fsm.Group{ID: gid, Model: model.ID, Mode: mode, State: fsm.GroupStarting,
+	expect := &fsm.GroupExpect{Absent: true}
+	g := fsm.Group{ID: gid, Model: model.ID, Mode: mode, State: fsm.GroupStarting, Placement: newID("p-"),
 		Threads: r.Threads, Slots: r.Slots, Ctx: r.Ctx, UpdatedAt: time.Now().UTC()}
-	if old, ok := n.reg.Group(gid); ok {
+	if gid == "" {
+		g.ID = newID("g-")
+		gid = g.ID
+	} else {
+		// The leader wrote it failed a moment ago: this replica may
+		// not have it yet.
+		n.waitReplica(ctx, func() bool { old, ok := n.reg.Group(gid); return ok && old.State == fsm.GroupFailed })
+		old, ok := n.reg.Group(gid)
+		if !ok || old.State != fsm.GroupFailed {
+			return jobs.Errorf(jobs.CodeConflict, "group %s is not failed: nothing to re-plan", gid)
+		}
 		g.CreatedAt = old.CreatedAt
+		expect = &fsm.GroupExpect{State: fsm.GroupFailed, Placement: old.Placement}
 	}
 	for i, t := range targets {
 		g.Shards = append(g.Shards, fsm.GroupShard{NodeID: t.ID, WorkerID: newID("w-"), Lo: parts[i][0], Hi: parts[i][1]})
 	}
-	if err := n.writeGroup(ctx, g); err != nil {
+	if err := n.writeGroup(ctx, g, expect); err != nil {
 		return err
 	}
 	var split []string
@@ -218,6 +302,13 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 		n.abandonGroup(g, r.Group != "", err)
 		return jobs.Errorf(jobs.CodeUnavailable, "group %s: a shard did not start: %v", gid, err)
 	}
+	n.waitReplica(ctx, func() bool { cur, ok := n.reg.Group(gid); return ok && cur.Placement == g.Placement })
+	if cur, ok := n.reg.Group(gid); !ok || cur.Placement != g.Placement || cur.State != fsm.GroupStarting {
+		// Retired (or placed again) while its shards started: the head
+		// is not started; the shards stop.
+		n.abandonGroup(g, r.Group != "", errors.New("the group changed while it started"))
+		return jobs.Errorf(jobs.CodeConflict, "group %s was retired or placed again while it started", gid)
+	}
 	head := base
 	head.Model = ref
 	head.WorkerID = g.Shards[0].WorkerID
@@ -229,8 +320,17 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 		n.abandonGroup(g, r.Group != "", err)
 		return jobs.Errorf(jobs.CodeUnavailable, "group %s: the head did not start: %v", gid, err)
 	}
+	// The ready write expects this placement's starting entry: a retire
+	// or another placement meanwhile wins, and this one stops what it
+	// started. It is not the job's to cancel: a placement whose head runs
+	// ends with the entry written or abandoned.
+	starting := g.Clone()
 	g.State, g.Error, g.UpdatedAt = fsm.GroupReady, "", time.Now().UTC()
-	if err := n.writeGroup(ctx, g); err != nil {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), groupWriteTimeout)
+	err = n.writeGroup(wctx, g, &fsm.GroupExpect{State: fsm.GroupStarting, Placement: g.Placement})
+	cancel()
+	if err != nil {
+		n.abandonGroup(starting, r.Group != "", err)
 		return err
 	}
 	n.waitReplica(ctx, func() bool { gg, ok := n.reg.Group(gid); return ok && gg.State == fsm.GroupReady })
@@ -252,14 +352,10 @@ func (n *Node) holds(nodeID, model string) bool {
 // and passes on its narration; its result and error are this job's to
 // report.
 func (n *Node) spawnOn(ctx context.Context, em jobs.Emitter, target api.Hive, r api.WorkerSpawnRequest) error {
-	raw, err := json.Marshal(struct {
-		Operation string `json:"operation"`
-		api.WorkerSpawnRequest
-	}{api.OpWorkerSpawn, r})
+	req, err := spawnRequest(target.Name, r)
 	if err != nil {
 		return err
 	}
-	req := Request{Operation: api.OpWorkerSpawn, Hive: target.Name, Raw: raw}
 	sub := &subEmitter{em: em}
 	if target.ID == n.ID() {
 		err = n.opWorkerSpawn(ctx, sub, req)
@@ -273,6 +369,18 @@ func (n *Node) spawnOn(ctx context.Context, em jobs.Emitter, target api.Hive, r 
 		return fmt.Errorf("%s: %w", target.Name, err)
 	}
 	return nil
+}
+
+// spawnRequest is r as a worker_spawn job for hive.
+func spawnRequest(hive string, r api.WorkerSpawnRequest) (Request, error) {
+	raw, err := json.Marshal(struct {
+		Operation string `json:"operation"`
+		api.WorkerSpawnRequest
+	}{api.OpWorkerSpawn, r})
+	if err != nil {
+		return Request{}, err
+	}
+	return Request{Operation: api.OpWorkerSpawn, Hive: hive, Raw: raw}, nil
 }
 
 // subEmitter passes a sub-job's narration and progress on and keeps its
@@ -302,9 +410,11 @@ func (s *subEmitter) Narrate(actor, action, format string, args ...any) {
 func (s *subEmitter) Progress(done, total int64, unit string) { s.em.Progress(done, total, unit) }
 func (s *subEmitter) Result(any) error                        { return nil }
 
-// writeGroup writes a group entry through the leader.
-func (n *Node) writeGroup(ctx context.Context, g fsm.Group) error {
-	cmd, err := fsm.Encode(fsm.UpsertGroup{Group: g})
+// writeGroup writes a group entry through the leader, expecting the
+// stored entry to match expect (nil: unconditional). A mismatch is a
+// conflict job error.
+func (n *Node) writeGroup(ctx context.Context, g fsm.Group, expect *fsm.GroupExpect) error {
+	cmd, err := fsm.Encode(fsm.UpsertGroup{Group: g, Expect: expect})
 	if err != nil {
 		return jobs.Errorf(jobs.CodeInternal, "group %s: %v", g.ID, err)
 	}
@@ -314,24 +424,27 @@ func (n *Node) writeGroup(ctx context.Context, g fsm.Group) error {
 	return nil
 }
 
-// abandonGroup ends a group whose placement failed: its started shards
-// retire and the entry goes, or, for a re-plan, stays failed (the leader
-// tries again).
+// abandonGroup ends a group whose placement (g, as it wrote it starting)
+// failed: the shards it started retire and the entry goes, or, for a
+// re-plan, goes back to failed (the leader tries again). Both writes
+// expect the placement's own starting entry: a group retired or placed
+// again meanwhile is not touched.
 func (n *Node) abandonGroup(g fsm.Group, replan bool, cause error) {
-	ctx, cancel := context.WithTimeout(n.ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(n.ctx, groupWriteTimeout)
 	defer cancel()
 	n.log.Warn("group placement failed", "group", g.ID, "err", cause)
 	n.links.Remove(g.ID)
 	n.retireShards(ctx, g)
+	mine := &fsm.GroupExpect{State: fsm.GroupStarting, Placement: g.Placement}
 	if replan {
 		g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "re-plan failed: "+cause.Error(), time.Now().UTC()
 		if len(g.Error) > 1000 {
 			g.Error = g.Error[:1000]
 		}
-		n.applyQuiet(fsm.UpsertGroup{Group: g})
+		n.applyQuiet(fsm.UpsertGroup{Group: g, Expect: mine})
 		return
 	}
-	n.applyQuiet(fsm.DeleteGroup{ID: g.ID})
+	n.applyQuiet(fsm.DeleteGroup{ID: g.ID, Expect: mine})
 }
 
 // retireShards marks every registered, not yet retiring worker of g
@@ -357,8 +470,10 @@ func (n *Node) retireShards(ctx context.Context, g fsm.Group) {
 // it hangs up), and the leader deletes the entry once they are gone.
 func (n *Node) retireGroup(ctx context.Context, em jobs.Emitter, g fsm.Group) error {
 	if g.State != fsm.GroupRetiring {
+		// A user's retire wins over whatever the group was doing: no
+		// expectation; a placement still running fails its own writes.
 		g.State, g.UpdatedAt = fsm.GroupRetiring, time.Now().UTC()
-		if err := n.writeGroup(ctx, g); err != nil {
+		if err := n.writeGroup(ctx, g, nil); err != nil {
 			return err
 		}
 	}
@@ -408,22 +523,47 @@ func (n *Node) groupView(g fsm.Group, names map[string]string) api.GroupView {
 }
 
 // unroutable are the workers the scheduler must not pick: every shard of
-// a group but its head, and the head of a group that is not ready.
-func unroutable(groups []fsm.Group) map[string]bool {
+// a group but its head, the head of a group that is neither ready nor
+// starting, and any worker started for a group (Worker.Group) that is not
+// the head of that group, ready or starting: a shard re-adopted after its
+// group was re-planned without it or deleted serves nobody.
+func unroutable(groups []fsm.Group, workers []fsm.Worker) map[string]bool {
 	out := map[string]bool{}
+	heads := map[string]string{} // routable head → its group
 	for _, g := range groups {
+		live := g.State == fsm.GroupReady || g.State == fsm.GroupStarting
 		for i, s := range g.Shards {
-			if i > 0 || g.State != fsm.GroupReady && g.State != fsm.GroupStarting {
+			if i > 0 || !live {
 				out[s.WorkerID] = true
+			} else {
+				heads[s.WorkerID] = g.ID
 			}
+		}
+	}
+	for _, w := range workers {
+		if w.Group != "" && heads[w.ID] != w.Group {
+			out[w.ID] = true
 		}
 	}
 	return out
 }
 
+// lists reports whether g has a shard with worker id.
+func lists(g fsm.Group, id string) bool {
+	for _, s := range g.Shards {
+		if s.WorkerID == id {
+			return true
+		}
+	}
+	return false
+}
+
 // groupsPass runs after every worker loop pass: every node forgets the
-// stage links of groups that are gone; the leader fails groups that lost
-// a shard, re-plans failed ones and deletes retired ones.
+// stage links of groups that are gone or that it no longer heads, and
+// stops its orphaned shard workers; the leader fails groups that lost a
+// shard, re-plans failed ones and deletes retired ones. Each of the
+// leader's writes expects the entry it read (state and placement), so a
+// stale read changes nothing.
 func (n *Node) groupsPass(leader bool) {
 	groups := n.reg.Groups()
 	byID := map[string]fsm.Group{}
@@ -433,9 +573,11 @@ func (n *Node) groupsPass(leader bool) {
 	linked := map[string]bool{}
 	for _, id := range n.links.Groups() {
 		linked[id] = true
-		// A failed group's links stay: a re-plan under the same id may be
-		// adding new ones while this replica still says failed.
-		if g, ok := byID[id]; !ok || g.State == fsm.GroupRetiring {
+		// A failed or starting group's links stay: a re-plan under the
+		// same id may be adding new ones while this replica still says
+		// failed.
+		g, ok := byID[id]
+		if !ok || g.State == fsm.GroupRetiring || g.State == fsm.GroupReady && g.Head().NodeID != n.ID() {
 			n.links.Remove(id)
 		}
 	}
@@ -443,11 +585,14 @@ func (n *Node) groupsPass(leader bool) {
 	// links lived in its memory), so the head cannot reach its shards.
 	for _, g := range groups {
 		if g.State == fsm.GroupReady && g.Head().NodeID == n.ID() && !linked[g.ID] {
+			expect := &fsm.GroupExpect{State: fsm.GroupReady, Placement: g.Placement}
 			g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "the head's node restarted: its stage links are gone", time.Now().UTC()
-			n.applyQuiet(fsm.UpsertGroup{Group: g})
+			n.applyQuiet(fsm.UpsertGroup{Group: g, Expect: expect})
 		}
 	}
+	n.stopOrphanShards(byID)
 	if !leader {
+		n.cancelReplans()
 		return
 	}
 	// A node's shards count as lost once the leader has recorded it
@@ -458,8 +603,14 @@ func (n *Node) groupsPass(leader bool) {
 		up[rn.ID] = rn.State == fsm.NodeAlive
 	}
 	for _, g := range groups {
+		read := &fsm.GroupExpect{State: g.State, Placement: g.Placement}
 		switch g.State {
 		case fsm.GroupRetiring:
+			// Shards registered since the retire (a node that was away)
+			// retire too.
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			n.retireShards(ctx, g)
+			cancel()
 			left := false
 			for _, s := range g.Shards {
 				if w, ok := n.reg.Worker(s.WorkerID); ok && w.State != fsm.WorkerGone {
@@ -467,18 +618,21 @@ func (n *Node) groupsPass(leader bool) {
 				}
 			}
 			if !left {
-				n.applyQuiet(fsm.DeleteGroup{ID: g.ID})
+				n.applyQuiet(fsm.DeleteGroup{ID: g.ID, Expect: read})
 			}
 		case fsm.GroupReady:
 			if why := lostShard(g, n.reg, up); why != "" {
 				n.log.Warn("group lost a shard", "group", g.ID, "why", why)
 				g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, why, time.Now().UTC()
-				n.applyQuiet(fsm.UpsertGroup{Group: g}) // the next pass retires its shards and re-plans it
+				n.applyQuiet(fsm.UpsertGroup{Group: g, Expect: read}) // the next pass retires its shards and re-plans it
 			}
 		case fsm.GroupStarting:
+			// A placement that outlives this lost its node (or the job
+			// hangs): failed, and the placement's own ready write, which
+			// expects its starting entry, then fails.
 			if time.Since(g.UpdatedAt) > groupStartLimit {
 				g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "its placement did not finish within "+groupStartLimit.String(), time.Now().UTC()
-				n.applyQuiet(fsm.UpsertGroup{Group: g})
+				n.applyQuiet(fsm.UpsertGroup{Group: g, Expect: read})
 			}
 		case fsm.GroupFailed:
 			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
@@ -487,6 +641,58 @@ func (n *Node) groupsPass(leader bool) {
 			n.replanSoon(g)
 		}
 	}
+	// Forget the pacing of groups that are no longer failed.
+	n.groups.mu.Lock()
+	for id := range n.groups.nextTry {
+		if g, ok := byID[id]; !ok || g.State != fsm.GroupFailed {
+			if n.groups.replans[id] == nil {
+				delete(n.groups.nextTry, id)
+				delete(n.groups.fails, id)
+			}
+		}
+	}
+	n.groups.mu.Unlock()
+}
+
+// stopOrphanShards stops this node's shard workers that no group lists
+// (Worker.Group set, its group gone or re-planned without it) once they
+// have been seen so for orphanShardGrace with a current replica. A
+// group's listed shards are the registry's to retire.
+func (n *Node) stopOrphanShards(byID map[string]fsm.Group) {
+	if n.procs == nil {
+		return
+	}
+	stale := n.cons.Stale()
+	now := time.Now()
+	seen := map[string]bool{}
+	for _, info := range n.procs.Infos() {
+		if info.Group == "" {
+			continue
+		}
+		if g, ok := byID[info.Group]; ok && lists(g, info.WorkerID) {
+			continue
+		}
+		seen[info.WorkerID] = true
+		n.groups.mu.Lock()
+		since, ok := n.groups.orphanSince[info.WorkerID]
+		if !ok || stale {
+			// A replica without a leader may be behind: the clock starts
+			// when it is current.
+			since = now
+			n.groups.orphanSince[info.WorkerID] = now
+		}
+		n.groups.mu.Unlock()
+		if now.Sub(since) >= orphanShardGrace {
+			n.stopLocal(info.WorkerID, "orphaned shard of group "+info.Group)
+		}
+	}
+	n.groups.mu.Lock()
+	for id := range n.groups.orphanSince {
+		if !seen[id] {
+			delete(n.groups.orphanSince, id)
+		}
+	}
+	n.groups.mu.Unlock()
 }
 
 // registryWorkers is the registry read lostShard needs.
@@ -527,66 +733,87 @@ func (n *Node) applyQuiet(c fsm.Command) {
 	}
 }
 
+// cancelReplans stops the re-plans this node started as the leader (it
+// no longer is: the new leader re-plans).
+func (n *Node) cancelReplans() {
+	n.groups.mu.Lock()
+	defer n.groups.mu.Unlock()
+	for id, cancel := range n.groups.replans {
+		cancel()
+		delete(n.groups.replans, id)
+	}
+}
+
 // replanSoon starts a re-plan of a failed group on the alive hives (one at
-// a time per group, retried every groupReplanRetry): as many shards as
-// before when that many hives are alive, else fewer (at least 2).
+// a time per group; after a failure the next waits groupReplanRetry,
+// doubled each time up to groupReplanRetryMax): as many shards as before
+// when that many hives are alive, else fewer (at least 2). The re-plan is
+// cancelled when this node stops leading; its writes expect the failed
+// entry it re-plans, so a re-plan by another leader at the same time
+// fails.
 func (n *Node) replanSoon(g fsm.Group) {
 	n.groups.mu.Lock()
-	if n.groups.replaning[g.ID] || time.Since(n.groups.lastTry[g.ID]) < groupReplanRetry {
+	if n.groups.replans[g.ID] != nil || time.Now().Before(n.groups.nextTry[g.ID]) {
 		n.groups.mu.Unlock()
 		return
 	}
-	n.groups.replaning[g.ID] = true
-	n.groups.lastTry[g.ID] = time.Now()
+	ctx, cancel := context.WithTimeout(n.ctx, groupReplanTimeout)
+	n.groups.replans[g.ID] = cancel
 	n.groups.mu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		defer func() {
-			n.groups.mu.Lock()
-			delete(n.groups.replaning, g.ID)
-			n.groups.mu.Unlock()
-		}()
-		// Wait until the old shards have left the registry's schedule.
-		hives := placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs())
-		count := min(len(g.Shards), len(hives))
-		if count < 2 {
-			n.log.Warn("group re-plan: too few hives alive", "group", g.ID, "alive", len(hives))
-			return
-		}
-		var names []string
-		for _, h := range hives[:count] {
-			names = append(names, h.Name)
-		}
-		target, err := n.resolveHive(names[0])
-		if err != nil {
-			return
-		}
-		r := api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: names[0]}, Model: g.Model, Threads: g.Threads, Slots: g.Slots, Ctx: g.Ctx,
-			Shards: count, Hives: names, Mode: g.Mode, Group: g.ID}
-		raw, err := json.Marshal(struct {
-			Operation string `json:"operation"`
-			api.WorkerSpawnRequest
-		}{api.OpWorkerSpawn, r})
-		if err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(n.ctx, groupReplanTimeout)
-		defer cancel()
-		n.log.Info("re-planning group", "group", g.ID, "model", g.Model, "hives", names)
-		req := Request{Operation: api.OpWorkerSpawn, Hive: names[0], Raw: raw}
-		sub := &subEmitter{em: discardEmitter{}}
-		if target.ID == n.ID() {
-			err = n.opGroupSpawn(ctx, sub, req, r)
+		ok := n.replan(ctx, g)
+		cancel()
+		n.groups.mu.Lock()
+		delete(n.groups.replans, g.ID)
+		if ok {
+			delete(n.groups.fails, g.ID)
+			delete(n.groups.nextTry, g.ID)
 		} else {
-			err = n.forwardJob(ctx, target, req, sub)
+			n.groups.nextTry[g.ID] = time.Now().Add(replanDelay(n.groups.fails[g.ID]))
+			n.groups.fails[g.ID]++
 		}
-		if err != nil {
-			n.log.Warn("group re-plan failed", "group", g.ID, "err", err, "detail", sub.err)
-			return
-		}
-		n.log.Info("group re-planned", "group", g.ID, "hives", names)
+		n.groups.mu.Unlock()
 	}()
+}
+
+// replan runs one re-plan of failed group g: a worker_spawn of its model
+// on the alive hives, by the first (the head's hive places it).
+func (n *Node) replan(ctx context.Context, g fsm.Group) bool {
+	hives := placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs())
+	count := min(len(g.Shards), len(hives))
+	if count < 2 {
+		n.log.Warn("group re-plan: too few hives alive", "group", g.ID, "alive", len(hives))
+		return false
+	}
+	var names []string
+	for _, h := range hives[:count] {
+		names = append(names, h.Name)
+	}
+	target, err := n.resolveHive(names[0])
+	if err != nil {
+		return false
+	}
+	r := api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: names[0]}, Model: g.Model, Threads: g.Threads, Slots: g.Slots, Ctx: g.Ctx,
+		Shards: count, Hives: names, Mode: g.Mode, Group: g.ID}
+	req, err := spawnRequest(names[0], r)
+	if err != nil {
+		return false
+	}
+	n.log.Info("re-planning group", "group", g.ID, "model", g.Model, "hives", names)
+	sub := &subEmitter{em: discardEmitter{}}
+	if target.ID == n.ID() {
+		err = n.opGroupSpawn(ctx, sub, req, r)
+	} else {
+		err = n.forwardJob(ctx, target, req, sub)
+	}
+	if err != nil {
+		n.log.Warn("group re-plan failed", "group", g.ID, "err", err, "detail", sub.err)
+		return false
+	}
+	n.log.Info("group re-planned", "group", g.ID, "hives", names)
+	return true
 }
 
 // discardEmitter drops a background job's events.
@@ -599,16 +826,34 @@ func (discardEmitter) Result(any) error                       { return nil }
 
 // newLinks is this node's stage-link bridge.
 func (n *Node) newLinks() *shardlink.Bridge {
-	return shardlink.New(shardlink.Config{LocalID: n.ID(), Host: n.host, Workers: supervision{n},
+	return shardlink.New(shardlink.Config{LocalID: n.ID(), Host: n.host, Workers: supervision{n}, Groups: linkGroups{n},
 		Logger: n.log.With("component", "shardlink")})
+}
+
+// linkGroups authorizes stage links from the registry replica.
+type linkGroups struct{ n *Node }
+
+// HeadNode implements shardlink.Groups.
+func (l linkGroups) HeadNode(workerID string) (string, bool) {
+	g, ok := l.n.reg.GroupOf(workerID)
+	if !ok || g.Head().WorkerID == workerID || g.State != fsm.GroupStarting && g.State != fsm.GroupReady {
+		return "", false
+	}
+	return g.Head().NodeID, true
 }
 
 // autoSplit returns the hives a cpu spawn without a hive is split over
 // when no alive hive has the free RAM for the model alone (placement's
-// estimate from its GGUF), nil when one has or when nothing is known. A
+// estimate from its GGUF), nil when one has, when nothing is known or
+// when the cluster's registry is below version 3 (no groups yet). A
 // model no set of hives holds is spawned here unsplit, as before, with a
 // warning.
 func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, ctxLen int) []string {
+	if n.reg.RegistryVersion() < 3 {
+		// Some server's build does not know groups (a rolling upgrade):
+		// the group write would be refused.
+		return nil
+	}
 	est := placement.Estimate(model, ctxLen)
 	plan, err := placement.PlanSplit(est, placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs()), fsm.MaxGroupShards)
 	if err != nil {

@@ -183,6 +183,36 @@ func TestAutoSplit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns worker processes")
 	}
+	c := tightCluster(t, fsm.Version)
+	var res api.GroupSpawnResult
+	evs := run(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
+	require.NotNil(t, res.Group.Shards, "a group, events: %+v", evs)
+	require.Len(t, res.Group.Shards, 2)
+	require.Equal(t, "ready", res.State)
+	waitSchedulable(t, c, 1)
+	_, text := infer(t, c.Nodes[2], map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, greedy(t, "Once upon a time", 24), text)
+}
+
+// TestAutoSplitNeedsVersion3: while the registry is below version 3 (a
+// rolling upgrade: some server's build knows no groups) the same spawn is
+// not split; it runs unsplit, as before groups.
+func TestAutoSplitNeedsVersion3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := tightCluster(t, 2)
+	var res api.SpawnResult
+	evs := run(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
+	require.NotEmpty(t, res.WorkerID, "one worker, events: %+v", evs)
+	require.Empty(t, c.Nodes[2].Registry().Groups())
+}
+
+// tightCluster is 3 nodes of registry version version whose memory limit
+// is below the stories260K fixture's estimate, so that a cpu spawn
+// without a hive is split over two of them.
+func tightCluster(t *testing.T, version int) *nodetest.Cluster {
+	t.Helper()
 	const path = "../testdata/model/stories260K.gguf"
 	st, err := os.Stat(path)
 	require.NoError(t, err)
@@ -196,10 +226,13 @@ func TestAutoSplit(t *testing.T) {
 		cfg.WorkerBinary = bin
 		cfg.WorkerHeartbeatTimeout = 5 * time.Second
 		cfg.MemoryLimit = limit
+		if version < fsm.Version {
+			cfg.RegistryVersion = version
+		}
 	})
 	require.Eventually(t, func() bool {
 		for _, n := range c.Running() {
-			if n.Registry().RegistryVersion() != fsm.Version {
+			if n.Registry().RegistryVersion() != version {
 				return false
 			}
 			for _, rn := range n.Registry().Nodes() {
@@ -210,15 +243,7 @@ func TestAutoSplit(t *testing.T) {
 		}
 		return true
 	}, nodetest.WaitTimeout, 50*time.Millisecond)
-
-	var res api.GroupSpawnResult
-	evs := run(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
-	require.NotNil(t, res.Group.Shards, "a group, events: %+v", evs)
-	require.Len(t, res.Group.Shards, 2)
-	require.Equal(t, "ready", res.State)
-	waitSchedulable(t, c, 1)
-	_, text := infer(t, c.Nodes[2], map[string]any{"prompt": "Once upon a time"})
-	require.Equal(t, greedy(t, "Once upon a time", 24), text)
+	return c
 }
 
 // TestShardedGroupNodeDies: the node of a group's shard dies; once the
@@ -230,7 +255,17 @@ func TestShardedGroupNodeDies(t *testing.T) {
 	}
 	c, want := groupCluster(t)
 	leader := c.WaitLeader()
-	// The group's shards on the two nodes that do not lead.
+	killShardNode(t, c, leader, 30*time.Second)
+	_, text := infer(t, leader, map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, want, text)
+}
+
+// killShardNode places a pipeline group on the two nodes that do not
+// lead, kills the node of its second shard and waits (up to within) for
+// the group to be re-planned, ready, on the nodes left. It returns the
+// group as first placed and the killed node's index.
+func killShardNode(t *testing.T, c *nodetest.Cluster, leader *node.Node, within time.Duration) (api.GroupSpawnResult, int) {
+	t.Helper()
 	var hives []string
 	var victim int
 	for i, n := range c.Nodes {
@@ -253,9 +288,8 @@ func TestShardedGroupNodeDies(t *testing.T) {
 			}
 		}
 		return true
-	}, 30*time.Second, 200*time.Millisecond, "re-planned on the nodes left within 30 s")
-	_, text := infer(t, leader, map[string]any{"prompt": "Once upon a time"})
-	require.Equal(t, want, text)
+	}, within, 200*time.Millisecond, "re-planned on the nodes left within %s", within)
+	return g, victim
 }
 
 // TestShardedGroupsOnFixtures: on the K-quant and qwen2 fixtures (given as
@@ -295,4 +329,111 @@ func TestShardedGroupsOnFixtures(t *testing.T) {
 		}
 		run(t, c.Nodes[0], map[string]any{"operation": "active_worker_retire", "worker_id": single.WorkerID}, nil)
 	}
+}
+
+// TestShardedGroupOrphanAfterRestart: a shard's node is killed, the group
+// is re-planned without it, and the node restarts and re-adopts its old
+// shard worker. That worker is registered with its group, so it is never
+// scheduled (every request is served), and its node stops it.
+func TestShardedGroupOrphanAfterRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, want := groupCluster(t)
+	leader := c.WaitLeader()
+	g, victim := killShardNode(t, c, leader, 60*time.Second)
+	old := g.Group.Shards[1].WorkerID
+	back := c.Restart(victim)
+	require.Equal(t, 1, back.WorkerProcesses(), "the old shard was re-adopted")
+
+	registered, schedulable := false, false
+	var texts []string
+	require.Eventually(t, func() bool {
+		var list api.WorkerListResult
+		run(t, leader, map[string]any{"operation": "active_worker_list"}, &list)
+		for _, w := range list.Workers {
+			if w.ID == old {
+				registered = true
+				schedulable = schedulable || w.Schedulable
+			}
+		}
+		// Every request is served by the re-planned group, never by the
+		// orphan (whose API refuses requests).
+		_, text := infer(t, leader, map[string]any{"prompt": "Once upon a time"})
+		texts = append(texts, text)
+		return back.WorkerProcesses() == 0 || schedulable
+	}, 90*time.Second, 300*time.Millisecond, "the restarted node stops its orphaned shard")
+	require.False(t, schedulable, "the orphaned shard %s was schedulable", old)
+	for _, text := range texts {
+		require.Equal(t, want, text)
+	}
+	t.Logf("orphan seen registered: %v; %d requests served meanwhile", registered, len(texts))
+	gv, ok := groupOf(t, leader, g.Group.ID)
+	require.True(t, ok)
+	require.Equal(t, "ready", gv.State, "the group still serves")
+}
+
+// TestShardedGroupRetireWhileStarting: a group retired while its
+// placement runs stays retired:
+// the placement's ready write is refused, its shards stop and the entry
+// goes; nothing is re-planned.
+func TestShardedGroupRetireWhileStarting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, _ := groupCluster(t)
+	via := c.Nodes[0]
+	done := make(chan error, 1)
+	go func() {
+		var res api.GroupSpawnResult
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		done <- client.New(via.URL(), via.AdminKey()).Result(ctx, map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k",
+			"threads": 1, "slots": 1, "shards": 2, "hives": []string{"node1", "node2"}, "mode": "pipeline"}, &res, nil)
+	}()
+	// Retire it as soon as the list shows it starting (the reviewer's
+	// timing: before its shards are registered, the placement goes on).
+	var gid string
+	require.Eventually(t, func() bool {
+		var list api.WorkerListResult
+		run(t, via, map[string]any{"operation": "active_worker_list"}, &list)
+		for _, g := range list.Groups {
+			if g.State == "starting" {
+				gid = g.ID
+			}
+		}
+		return gid != ""
+	}, 60*time.Second, 20*time.Millisecond)
+	var out api.GroupView
+	run(t, via, map[string]any{"operation": "active_worker_retire", "worker_id": gid}, &out)
+	require.Equal(t, "retiring", out.State)
+	var spawnErr error
+	select {
+	case spawnErr = <-done:
+	case <-time.After(120 * time.Second):
+		t.Fatal("the spawn did not end")
+	}
+	if spawnErr == nil {
+		t.Log("the placement wrote ready before the retire")
+	}
+	// The entry goes once its shards are gone; it is never ready again.
+	var cameBack fsm.GroupState
+	require.Eventually(t, func() bool {
+		g, ok := via.Registry().Group(gid)
+		if ok && g.State != fsm.GroupRetiring {
+			cameBack = g.State
+			return true
+		}
+		return !ok
+	}, 60*time.Second, 100*time.Millisecond)
+	require.Empty(t, cameBack, "the retired group %s came back", gid)
+	require.Eventually(t, func() bool {
+		total := 0
+		for _, n := range c.Running() {
+			total += n.WorkerProcesses()
+		}
+		return total == 0
+	}, 60*time.Second, 100*time.Millisecond, "every shard stopped")
+	require.Never(t, func() bool { _, ok := via.Registry().Group(gid); return ok }, 3*time.Second, 100*time.Millisecond,
+		"the retired group does not come back")
 }

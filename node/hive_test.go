@@ -72,6 +72,11 @@ func TestHiveCatalogOperations(t *testing.T) {
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 2, "type": "llama-server"}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node1", "nohive"}}, "unknown_hive"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shard": map[string]any{"group": "g-1", "mode": "pipeline", "lo": 3, "hi": 1}}, "bad_request"},
+		// Only nodes set shard and group; hives names a group's hives.
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hive": "node1", "shard": map[string]any{"group": "g-1", "mode": "pipeline", "lo": 3, "hi": 5}}, "bad_request"},
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node0", "node1"}, "group": "g-1"}, "bad_request"},
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node1"}}, "bad_request"},
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hive": "node0", "hives": []string{"node1", "node0"}}, "bad_request"},
 		{map[string]any{"operation": "worker_process_delete", "pid": os.Getpid()}, "forbidden"},
 		{map[string]any{"operation": "worker_process_delete", "pid": 1}, "forbidden"},
 		{map[string]any{"operation": "model_list", "hive": "nohive"}, "unknown_hive"},

@@ -158,7 +158,9 @@ func (n *Node) apply(ctx context.Context, cmd []byte) (any, error) {
 }
 
 // writeFailed is the job error of a failed registry write: no_quorum when
-// no leader was reachable, unavailable otherwise. The message says when the
+// no leader was reachable, upgrade_required for a command newer than the
+// cluster's registry, bad_request for an invalid one, conflict when the
+// registry refused it for its state, unavailable otherwise. The message says when the
 // write may still commit.
 func writeFailed(err error, format string, args ...any) error {
 	code := jobs.CodeUnavailable
@@ -167,6 +169,10 @@ func writeFailed(err error, format string, args ...any) error {
 		code = jobs.CodeNoQuorum
 	case errors.Is(err, fsm.ErrNeedsVersion):
 		code = jobs.CodeUpgradeRequired
+	case errors.Is(err, fsm.ErrInvalid):
+		code = jobs.CodeBadRequest
+	case errors.Is(err, fsm.ErrConflict):
+		code = jobs.CodeConflict
 	}
 	return &jobs.Error{Code: code, Err: fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)}
 }

@@ -347,7 +347,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		StopGrace: workerStopGrace, Downloaded: func(kind string, b int64) { n.metrics.downloaded.WithLabelValues(kind).Add(float64(b)) }})
 	n.placer = n.newPlacer()
 	n.registerP2PHandlers()
-	n.groups = groupState{replaning: map[string]bool{}, lastTry: map[string]time.Time{}}
+	n.groups = newGroupState()
 	n.links = n.newLinks()
 	if err := n.links.Start(n.ctx); err != nil {
 		return err

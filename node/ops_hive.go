@@ -247,8 +247,12 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if typ.External && n.cfg.EngineGuard != "" && n.WorkerOrphanGrace() > 0 {
 		guard = []string{n.cfg.EngineGuard, "engine-guard", "--node", n.URL(), "--node-id", n.ID(), "--grace", n.WorkerOrphanGrace().String()}
 	}
+	group := ""
+	if r.Shard != nil {
+		group = r.Shard.Group
+	}
 	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
-		WorkerID: r.WorkerID, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
+		WorkerID: r.WorkerID, Group: group, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
 		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra, ReadyTimeout: readyTimeout, Guard: guard, Env: env})
 	if err != nil {
 		if r.Shard != nil && len(r.Shard.Stages) > 0 {

@@ -139,28 +139,34 @@ func (n *Node) retireLocalWorkers() {
 		if rw.NodeID != n.ID() || rw.State != fsm.WorkerRetiring {
 			continue
 		}
-		n.retireMu.Lock()
-		started := n.retiring[rw.ID]
-		if !started {
-			n.retiring[rw.ID] = true
-		}
-		n.retireMu.Unlock()
-		if started {
-			continue
-		}
-		n.wg.Add(1)
-		go func(id string) {
-			defer n.wg.Done()
-			if err := n.stopWorker(n.ctx, id); err != nil {
-				n.log.Warn("retire worker", "worker", id, "err", err)
-				n.retireMu.Lock()
-				delete(n.retiring, id)
-				n.retireMu.Unlock()
-				return
-			}
-			n.log.Info("worker retired", "worker", id)
-		}(rw.ID)
+		n.stopLocal(rw.ID, "retired")
 	}
+}
+
+// stopLocal stops a local worker in the background, once (again only
+// after a stop failed).
+func (n *Node) stopLocal(id, why string) {
+	n.retireMu.Lock()
+	started := n.retiring[id]
+	if !started {
+		n.retiring[id] = true
+	}
+	n.retireMu.Unlock()
+	if started {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.stopWorker(n.ctx, id); err != nil {
+			n.log.Warn("stop worker", "worker", id, "why", why, "err", err)
+			n.retireMu.Lock()
+			delete(n.retiring, id)
+			n.retireMu.Unlock()
+			return
+		}
+		n.log.Info("worker stopped", "worker", id, "why", why)
+	}()
 }
 
 // errNotManaged: the worker was not started by this node, so rbee will not

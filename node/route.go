@@ -29,16 +29,13 @@ func (v routerView) AliveNodes() map[string]string {
 func (v routerView) Loads() []router.WorkerLoad { return v.n.loads.workers() }
 
 // Workers is the registry's workers, with those of sharded groups that
-// take no requests (every shard but a ready group's head) shown to the
+// take no requests (every shard but a ready group's head, and any worker
+// started for a group that does not head it: see unroutable) shown to the
 // router as retiring: decided, so that its fallback to this node's own
 // live workers does not pick them either, and not ready.
 func (v routerView) Workers() []fsm.Worker {
 	all := v.n.reg.Workers()
-	groups := v.n.reg.Groups()
-	if len(groups) == 0 {
-		return all
-	}
-	skip := unroutable(groups)
+	skip := unroutable(v.n.reg.Groups(), all)
 	for i, w := range all {
 		if skip[w.ID] && w.State == fsm.WorkerReady {
 			all[i].State = fsm.WorkerRetiring

@@ -90,6 +90,7 @@ func (s supervision) Report(nodeID string) ([]router.WorkerLoad, bool) {
 
 func (s supervision) Workers() []fsm.Worker { return s.n.reg.Workers() }
 func (s supervision) IsLeader() bool        { return s.n.IsLeader() }
+func (s supervision) RegistryVersion() int  { return s.n.reg.RegistryVersion() }
 func (s supervision) Pending(id string) int { return s.n.router.Pending(id) }
 
 func (s supervision) Apply(ctx context.Context, cmd []byte) error {

@@ -106,6 +106,9 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 			if model == "" {
 				return fmt.Errorf("--model is required (a GGUF path or a model reference)")
 			}
+			if shards < 2 || rounds < 1 || promptWords < 1 || genTokens < 1 {
+				return fmt.Errorf("--shards must be 2 or more, --rounds, --prompt-words and --gen-tokens 1 or more")
+			}
 			ctx := cmd.Context()
 			cl, cleanup, err := startBenchCluster(ctx, shards)
 			if err != nil {

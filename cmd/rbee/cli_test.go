@@ -124,3 +124,24 @@ func TestStatusSummarisesLargeClusters(t *testing.T) {
 	require.Len(t, shown, 12)
 	require.Empty(t, rest)
 }
+
+// TestBadShardFlags: shard flags that make no group are refused before
+// anything runs (no node is asked, no cluster started).
+func TestBadShardFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"worker", "spawn", "--model", "builtin:stories260k", "--mode", "tensor"}, "--mode splits a group"},
+		{[]string{"worker", "spawn", "--model", "builtin:stories260k", "--shards", "-2"}, "--shards -2"},
+		{[]string{"bench", "shard", "--model", "m.gguf", "--rounds", "0"}, "--rounds"},
+		{[]string{"bench", "shard", "--model", "m.gguf", "--shards", "1"}, "--shards must be 2"},
+		{[]string{"bench", "shard", "--model", "m.gguf", "--gen-tokens", "0"}, "--gen-tokens"},
+	} {
+		root := newRootCmd()
+		root.SetArgs(tc.args)
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		require.ErrorContains(t, root.Execute(), tc.want, "%v", tc.args)
+	}
+}

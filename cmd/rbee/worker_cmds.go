@@ -201,6 +201,12 @@ model alone:
 			if sp.model == "" {
 				return errors.New("--model is required (a catalog id or a model reference such as builtin:stories260k)")
 			}
+			if sp.shards < 0 {
+				return fmt.Errorf("--shards %d: give 2 or more for a group (0 or 1: one worker)", sp.shards)
+			}
+			if sp.mode != "" && sp.shards < 2 && len(sp.hives) < 2 {
+				return errors.New("--mode splits a group: give --shards N (2 or more) or --hive once per shard")
+			}
 			req := api.WorkerSpawnRequest{Model: sp.model, Device: sp.device, Type: sp.typ,
 				Threads: sp.threads, Slots: sp.slots, WorkerID: sp.id, Version: sp.version, GPUs: sp.gpus, Ctx: sp.ctx}
 			if sp.gpuLayers >= 0 {

@@ -41,6 +41,10 @@ type WorkerLoad struct {
 	Slots         int     `json:"slots"`
 	TPS           float64 `json:"tps"`
 	ContextLength int     `json:"ctx,omitempty"`
+	// Group is the sharded group the worker is a shard of ("" for none):
+	// such a worker is routed to only as a ready group's head, which the
+	// registry decides, never from this report alone.
+	Group string `json:"group,omitempty"`
 	// AgeMs is the age of the worker's last heartbeat when the report was
 	// made; receivers add the time since they got the report.
 	AgeMs int64 `json:"age_ms"`
@@ -182,9 +186,10 @@ func (r *Router) Candidates(f Filter) []Target {
 	// This node's own live workers are routable from here before the
 	// registry lists them as ready: after a restart without quorum, or
 	// while the leader has not written them yet. Only a registry entry
-	// that is ready, retiring or gone overrides the node's own view.
+	// that is ready, retiring or gone overrides the node's own view. A
+	// shard of a group never is: only the registry's group decides it.
 	for id, w := range live {
-		if w.NodeID != r.cfg.LocalID || decided[id] || f.Exclude[id] {
+		if w.NodeID != r.cfg.LocalID || decided[id] || f.Exclude[id] || w.Group != "" {
 			continue
 		}
 		rw := fsm.Worker{ID: id, NodeID: w.NodeID, Model: w.Model, Device: w.Device, Port: w.Port, PID: w.PID, State: fsm.WorkerReady}

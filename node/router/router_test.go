@@ -61,6 +61,8 @@ func TestCandidates(t *testing.T) {
 			{ID: "w6", NodeID: "n2", Model: "org--stories260k", State: "loading", AgeMs: 10},
 			load("w7", "n1", "org--stories260k", 0), // local, not in the registry yet
 			load("w8", "n1", "org--stories260k", 0), // local, retiring in the registry
+			// A local shard of a group, not in the registry: never a fallback.
+			{ID: "w10", NodeID: "n1", Model: "org--stories260k", State: "ready", AgeMs: 10, Group: "g-1"},
 		},
 		workers: []fsm.Worker{
 			worker("w1", "n1", "org--stories260k", fsm.WorkerReady),

@@ -2,9 +2,11 @@
 // group between nodes. A group's head worker dials each of its other
 // shards' stage endpoint (GET /v1/shard, upgraded to the shard protocol).
 // The head's node gives it, for each shard, a loopback URL of its own and
-// a one-time token; a connection there opens a libp2p stream (Protocol) to
-// the shard's node, which connects it to its local shard worker with that
-// worker's secret and then copies bytes both ways. A shard on the head's
+// a token of that link (valid until the group's links are removed); a
+// connection there opens a libp2p stream (Protocol) to the shard's node,
+// which checks that the dialing node heads the worker's group, connects it
+// to its local shard worker with that worker's secret and then copies
+// bytes both ways. A shard on the head's
 // own node is connected directly. Worker secrets never leave their node.
 package shardlink
 
@@ -63,6 +65,9 @@ var (
 	ErrNoWorker = errors.New("shardlink: no such shard worker on this node")
 	// ErrClosed: the bridge is closed.
 	ErrClosed = errors.New("shardlink: closed")
+	// ErrNotHead: the node that asked for a link does not head a group
+	// the worker is another shard of.
+	ErrNotHead = errors.New("shardlink: the asking node does not head this shard's group")
 )
 
 // Host is the libp2p side the bridge needs (a *p2p.Host).
@@ -78,13 +83,24 @@ type Workers interface {
 	Secret(workerID string) (secret string, port int, ok bool)
 }
 
+// Groups says who may link to a local worker (the node's registry).
+type Groups interface {
+	// HeadNode is the node id of the head of the starting or ready group
+	// that lists workerID as one of its other shards; ok false when there
+	// is none.
+	HeadNode(workerID string) (nodeID string, ok bool)
+}
+
 // Config configures a Bridge.
 type Config struct {
 	// LocalID is this node's peer id: links to its own shards are direct.
 	LocalID string
 	Host    Host
 	Workers Workers
-	Logger  *slog.Logger
+	// Groups authorizes the links other nodes open (required): only the
+	// node of a group's head reaches that group's other shards.
+	Groups Groups
+	Logger *slog.Logger
 }
 
 // link is one head-to-shard link the bridge issued.
@@ -236,13 +252,31 @@ func (b *Bridge) untrack(c io.Closer) {
 	b.mu.Unlock()
 }
 
+// acceptRetryMax caps the wait before accepting again after an error
+// (out of file descriptors: a burst of connections elsewhere).
+const acceptRetryMax = time.Second
+
+// accept serves head workers until the bridge closes; an accept error
+// (not the listener's close) is retried with backoff.
 func (b *Bridge) accept(ln net.Listener) {
 	defer b.wg.Done()
+	var delay time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) || b.ctx.Err() != nil {
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), acceptRetryMax)
+			b.log.Warn("shard link accept; retrying", "err", err, "in", delay)
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			continue
 		}
+		delay = 0
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
@@ -292,7 +326,7 @@ func (b *Bridge) serveHead(c net.Conn) {
 		return
 	}
 	if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+shard.ProtocolID+"\r\n\r\n"); err != nil {
-		_ = remote.Close()
+		abort(remote)
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
@@ -319,15 +353,16 @@ func (b *Bridge) open(ctx context.Context, l link) (net.Conn, error) {
 		_ = s.SetDeadline(dl)
 	}
 	if err := p2p.WriteJSON(s, linkReq{WorkerID: l.workerID}); err != nil {
-		_ = s.Close()
+		abort(s)
 		return nil, err
 	}
 	var resp linkResp
 	if err := p2p.ReadJSON(s, maxFrame, &resp); err != nil {
-		_ = s.Close()
+		abort(s)
 		return nil, fmt.Errorf("shard node's answer: %w", err)
 	}
 	if resp.Error != "" {
+		// A refusal is a clean end of the exchange.
 		_ = s.Close()
 		return nil, fmt.Errorf("shard node: %s", resp.Error)
 	}
@@ -353,6 +388,27 @@ func (b *Bridge) dialLocal(ctx context.Context, workerID string) (net.Conn, erro
 	return c, nil
 }
 
+// abort ends a connection after an error: Reset for a libp2p stream (the
+// other side sees an error, not a clean end), Close otherwise.
+func abort(c io.Closer) {
+	if r, ok := c.(interface{ Reset() error }); ok {
+		_ = r.Reset()
+		return
+	}
+	_ = c.Close()
+}
+
+// enter counts a handler in the bridge's WaitGroup; false once closed.
+func (b *Bridge) enter() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.ctx == nil {
+		return false
+	}
+	b.wg.Add(1)
+	return true
+}
+
 type linkReq struct {
 	WorkerID string `json:"worker_id"`
 }
@@ -362,24 +418,30 @@ type linkResp struct {
 }
 
 // handleStream serves Protocol: connect the named local shard worker and
-// copy bytes both ways. Errors reset the stream.
+// copy bytes both ways. Only the node that heads the worker's group (a
+// starting or ready group that lists the worker as another shard) is
+// served; any other is answered the refusal and closed, as is a worker
+// this node does not run. Errors reset the stream. The handler counts in
+// the bridge's WaitGroup: Close waits for it.
 func (b *Bridge) handleStream(s network.Stream) {
+	if !b.enter() {
+		_ = s.Reset()
+		return
+	}
+	defer b.wg.Done()
 	_ = s.SetDeadline(time.Now().Add(handshakeTimeout))
 	var req linkReq
 	if err := p2p.ReadJSON(s, maxFrame, &req); err != nil {
 		_ = s.Reset()
 		return
 	}
-	b.mu.Lock()
-	ctx := b.ctx
-	b.mu.Unlock()
-	if ctx == nil {
-		_ = s.Reset()
-		return
+	var local net.Conn
+	err := b.authorize(s.Conn().RemotePeer().String(), req.WorkerID)
+	if err == nil {
+		dctx, cancel := context.WithTimeout(b.ctx, handshakeTimeout)
+		local, err = b.dialLocal(dctx, req.WorkerID)
+		cancel()
 	}
-	dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	local, err := b.dialLocal(dctx, req.WorkerID)
-	cancel()
 	if err != nil {
 		if p2p.WriteJSON(s, linkResp{Error: err.Error()}) != nil {
 			_ = s.Reset()
@@ -389,7 +451,7 @@ func (b *Bridge) handleStream(s network.Stream) {
 		return
 	}
 	if err := p2p.WriteJSON(s, linkResp{}); err != nil {
-		_ = local.Close()
+		abort(local)
 		_ = s.Reset()
 		return
 	}
@@ -402,6 +464,19 @@ func (b *Bridge) handleStream(s network.Stream) {
 	}
 	defer b.untrack(conn)
 	b.splice(local, conn)
+}
+
+// authorize checks that node remote heads the group of local worker
+// workerID.
+func (b *Bridge) authorize(remote, workerID string) error {
+	if b.cfg.Groups == nil {
+		return fmt.Errorf("%w: this node knows no groups", ErrNotHead)
+	}
+	head, ok := b.cfg.Groups.HeadNode(workerID)
+	if !ok || head != remote {
+		return fmt.Errorf("%w: worker %s", ErrNotHead, workerID)
+	}
+	return nil
 }
 
 // streamConn closes a stream for the splice: Close on a clean end.

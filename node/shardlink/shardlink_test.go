@@ -56,10 +56,19 @@ func (w workers) Secret(id string) (string, int, bool) {
 	return stageSecret, p, ok
 }
 
-func newBridge(t testing.TB, ws workers) (*shardlink.Bridge, *p2p.Host) {
+// heads is a node's view of its shards' groups: worker id → the node id
+// of its group's head.
+type heads map[string]string
+
+func (h heads) HeadNode(id string) (string, bool) {
+	n, ok := h[id]
+	return n, ok
+}
+
+func newBridge(t testing.TB, ws workers, hs heads) (*shardlink.Bridge, *p2p.Host) {
 	t.Helper()
 	h := p2ptest.Host(t, "shardlink-test-secret", p2p.Service{Name: "rbee.shard-link", Protocol: shardlink.Protocol, Memory: shardlink.Memory})
-	b := shardlink.New(shardlink.Config{LocalID: h.ID().String(), Host: h, Workers: ws})
+	b := shardlink.New(shardlink.Config{LocalID: h.ID().String(), Host: h, Workers: ws, Groups: hs})
 	require.NoError(t, b.Start(context.Background()))
 	t.Cleanup(b.Close)
 	return b, h
@@ -88,12 +97,17 @@ func echo(t *testing.T, url, token string) error {
 
 // TestLinks: a head's link reaches a shard worker on another node over
 // libp2p, and one on its own node directly; a wrong token, an unknown
-// worker or a forgotten link is refused with the reason.
+// worker, a worker whose group another node heads (or that is no group's
+// shard) or a forgotten link is refused with the reason.
 func TestLinks(t *testing.T) {
-	headBridge, headHost := newBridge(t, workers{"w-local": stageWorker(t)})
-	_, shardHost := newBridge(t, workers{"w-remote": stageWorker(t)})
+	headBridge, headHost := newBridge(t, workers{"w-local": stageWorker(t)}, nil)
+	shardHeads := heads{}
+	_, shardHost := newBridge(t, workers{"w-remote": stageWorker(t), "w-theirs": stageWorker(t), "w-plain": stageWorker(t)}, shardHeads)
 	require.NoError(t, headHost.AddPeer(shardHost.ID(), shardHost.Addrs()))
 	remote := shardHost.ID().String()
+	shardHeads["w-remote"] = headHost.ID().String()
+	shardHeads["w-theirs"] = "12D3KooWSomeOtherNode"
+	shardHeads["w-gone"] = headHost.ID().String()
 
 	for _, tc := range []struct {
 		name, node, worker, want string
@@ -102,7 +116,10 @@ func TestLinks(t *testing.T) {
 		{name: "over libp2p", node: remote, worker: "w-remote"},
 		{name: "on the head's node", node: headHost.ID().String(), worker: "w-local"},
 		{name: "wrong token", node: remote, worker: "w-remote", token: func(string) string { return "not-the-token-0123456789abcdef" }, want: "401"},
-		{name: "unknown worker", node: remote, worker: "w-nope", want: "no such shard worker"},
+		{name: "unknown worker", node: remote, worker: "w-nope", want: "does not head"},
+		{name: "another node's group", node: remote, worker: "w-theirs", want: "does not head"},
+		{name: "no group's shard", node: remote, worker: "w-plain", want: "does not head"},
+		{name: "a shard that is not running", node: remote, worker: "w-gone", want: "no such shard worker"},
 	} {
 		url, token, err := headBridge.Add("g-1", tc.node, tc.worker)
 		require.NoError(t, err)
@@ -129,8 +146,8 @@ func TestLinks(t *testing.T) {
 // other processes): what the links themselves cost per exchange.
 func BenchmarkRoundTrip(b *testing.B) {
 	port := stageWorker(b)
-	headBridge, headHost := newBridge(b, workers{})
-	_, shardHost := newBridge(b, workers{"w": port})
+	headBridge, headHost := newBridge(b, workers{}, nil)
+	_, shardHost := newBridge(b, workers{"w": port}, heads{"w": headHost.ID().String()})
 	require.NoError(b, headHost.AddPeer(shardHost.ID(), shardHost.Addrs()))
 	url, token, err := headBridge.Add("g", shardHost.ID().String(), "w")
 	require.NoError(b, err)

@@ -75,6 +75,9 @@ type Cluster interface {
 	Report(nodeID string) ([]router.WorkerLoad, bool)
 	// Workers is the registry replica's workers.
 	Workers() []fsm.Worker
+	// RegistryVersion is the registry version the cluster agreed on (a
+	// worker's group is written from version 3).
+	RegistryVersion() int
 	IsLeader() bool
 	// Apply proposes an encoded registry command.
 	Apply(ctx context.Context, cmd []byte) error
@@ -312,6 +315,13 @@ func (s *Supervisor) publish() {
 			Slots: hb.Slots, TPS: hb.TokensPerSecond, ContextLength: hb.ContextLength, AgeMs: now.Sub(lw.last).Milliseconds()})
 	}
 	s.mu.Unlock()
+	// A shard's group comes from its process record (the worker does not
+	// know it), kept across a node restart.
+	for i := range out {
+		if info, ok := s.cfg.Procs.Info(out[i].ID); ok {
+			out[i].Group = info.Group
+		}
+	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	s.cfg.Cluster.Publish(out)
 }
@@ -401,7 +411,8 @@ func (s *Supervisor) reconcile() {
 }
 
 // reconcileCommands are the registry writes that make the registry agree
-// with the nodes' reports: a new worker → UpsertWorker, a state change →
+// with the nodes' reports: a new worker → UpsertWorker (with the group of
+// a shard), a registered shard without its group → UpsertWorker, a state change →
 // SetWorkerState (never over retiring or gone, which the registry
 // decides), a worker its alive, reporting node no longer lists or whose
 // node is dead or left → DeleteWorker.
@@ -434,15 +445,27 @@ func (s *Supervisor) reconcileCommands() []fsm.Command {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	// A worker's group is a registry version 3 field (groups exist only
+	// from 3 on).
+	withGroup := s.cfg.Cluster.RegistryVersion() >= 3
 	for _, id := range ids {
 		w := reported[id]
 		want := registryState(w.State)
 		rw, ok := registry[id]
+		if !withGroup {
+			w.Group = ""
+		}
 		switch {
 		case !ok:
 			cmds = append(cmds, fsm.UpsertWorker{Worker: fsm.Worker{ID: w.ID, NodeID: w.NodeID, Model: w.Model, Device: w.Device,
-				Port: w.Port, PID: w.PID, State: want, RegisteredAt: now, UpdatedAt: now}})
-		case rw.State == fsm.WorkerRetiring || rw.State == fsm.WorkerGone:
+				Port: w.Port, PID: w.PID, State: want, RegisteredAt: now, UpdatedAt: now, Group: w.Group}})
+		case rw.State == fsm.WorkerGone:
+		case rw.Group != w.Group && w.Group != "":
+			// Registered without the group its node records: the router
+			// must know it is a shard.
+			rw.Group, rw.UpdatedAt = w.Group, now
+			cmds = append(cmds, fsm.UpsertWorker{Worker: rw})
+		case rw.State == fsm.WorkerRetiring:
 			// Retiring is decided by the registry, not by the worker.
 		case rw.State != want:
 			cmds = append(cmds, fsm.SetWorkerState{ID: id, State: want, At: now})

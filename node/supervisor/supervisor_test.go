@@ -141,6 +141,8 @@ func (c *cluster) Workers() []fsm.Worker {
 	return append([]fsm.Worker(nil), c.workers...)
 }
 
+func (c *cluster) RegistryVersion() int { return 3 }
+
 func (c *cluster) IsLeader() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -559,6 +561,14 @@ func TestReconcileCommands(t *testing.T) {
 		{"suspect node still reports", map[string]gossip.State{"n1": gossip.StateSuspect},
 			map[string][]router.WorkerLoad{"n1": {{ID: "w1", State: "ready"}}}, []fsm.Worker{{ID: "w1", NodeID: "n1", State: fsm.WorkerReady}},
 			nil},
+		// A shard (re-adopted after a restart, its group re-planned
+		// meanwhile) is registered with its group, never as a plain worker.
+		{"new shard carries its group", map[string]gossip.State{"n1": alive},
+			map[string][]router.WorkerLoad{"n1": {{ID: "w1", State: "ready", Group: "g-1"}}}, nil,
+			[]string{"upsert:w1:ready:g-1"}},
+		{"registered shard without its group", map[string]gossip.State{"n1": alive},
+			map[string][]router.WorkerLoad{"n1": {{ID: "w1", State: "ready", Group: "g-1"}}}, []fsm.Worker{{ID: "w1", NodeID: "n1", State: fsm.WorkerRetiring}},
+			[]string{"upsert:w1:retiring:g-1"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -569,7 +579,11 @@ func TestReconcileCommands(t *testing.T) {
 				switch c := c.(type) {
 				case fsm.UpsertWorker:
 					require.Equal(t, "n1", c.Worker.NodeID)
-					got = append(got, fmt.Sprintf("upsert:%s:%s", c.Worker.ID, c.Worker.State))
+					u := fmt.Sprintf("upsert:%s:%s", c.Worker.ID, c.Worker.State)
+					if c.Worker.Group != "" {
+						u += ":" + c.Worker.Group
+					}
+					got = append(got, u)
 				case fsm.SetWorkerState:
 					got = append(got, fmt.Sprintf("state:%s:%s", c.ID, c.State))
 				case fsm.DeleteWorker:

@@ -142,6 +142,10 @@ type SpawnOptions struct {
 	ModelID string
 	// WorkerID names the worker; "" generates one ("w-" and 8 hex digits).
 	WorkerID string
+	// Group is the sharded group the worker is a shard of ("" for none),
+	// recorded in its WorkerInfo (and the process table, so a restarted
+	// node still knows it).
+	Group string
 	// Device, Threads, Slots and NodeURL are passed to the worker.
 	Device  string
 	Threads int
@@ -191,6 +195,9 @@ type WorkerInfo struct {
 	Device     string `json:"device,omitempty"`
 	GPUs       []int  `json:"gpus,omitempty"`
 	HealthPath string `json:"health_path,omitempty"`
+	// Group is the sharded group the worker was started as a shard of
+	// ("" for an ordinary worker).
+	Group string `json:"group,omitempty"`
 	// Adopted is true for a worker found running at New (started by an
 	// earlier run of the node).
 	Adopted bool `json:"adopted,omitempty"`
@@ -421,7 +428,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	info := WorkerInfo{
 		PID: cmd.Process.Pid, WorkerID: opts.WorkerID, Type: opts.Type.Name, ModelID: opts.ModelID,
 		ModelPath: model, Port: port, Binary: bin, Cmdline: cmd.Args, StartedAt: time.Now().UTC(), LogPath: logPath,
-		Device: opts.Device, GPUs: launch.GPUs, HealthPath: opts.Type.HealthPath,
+		Device: opts.Device, GPUs: launch.GPUs, HealthPath: opts.Type.HealthPath, Group: opts.Group,
 	}
 	// Record what the OS reports, as New compares against the OS. Start
 	// returns after the exec, so the command line is already the worker's.

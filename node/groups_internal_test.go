@@ -1,0 +1,56 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/fsm"
+)
+
+// TestUnroutable: only a ready or starting group's head takes requests;
+// a worker started for a group that does not list it as its head (an
+// orphaned shard re-adopted after a re-plan, or one whose group is gone)
+// never does, whatever the registry's worker state.
+func TestUnroutable(t *testing.T) {
+	group := func(id string, st fsm.GroupState, workers ...string) fsm.Group {
+		g := fsm.Group{ID: id, State: st}
+		for _, w := range workers {
+			g.Shards = append(g.Shards, fsm.GroupShard{WorkerID: w})
+		}
+		return g
+	}
+	groups := []fsm.Group{
+		group("g-ready", fsm.GroupReady, "h1", "s1"),
+		group("g-start", fsm.GroupStarting, "h2", "s2"),
+		group("g-failed", fsm.GroupFailed, "h3", "s3"),
+	}
+	workers := []fsm.Worker{
+		{ID: "h1", Group: "g-ready"}, {ID: "s1", Group: "g-ready"},
+		{ID: "h2", Group: "g-start"}, {ID: "s2", Group: "g-start"},
+		{ID: "h3", Group: "g-failed"}, {ID: "s3", Group: "g-failed"},
+		{ID: "orphan-replanned", Group: "g-ready"}, // its group lists new workers
+		{ID: "orphan-gone", Group: "g-deleted"},
+		{ID: "h1-elsewhere", Group: "g-start"},
+		{ID: "plain"},
+	}
+	got := unroutable(groups, workers)
+	for _, id := range []string{"s1", "s2", "h3", "s3", "orphan-replanned", "orphan-gone", "h1-elsewhere"} {
+		require.True(t, got[id], id)
+	}
+	for _, id := range []string{"h1", "h2", "plain"} {
+		require.False(t, got[id], id)
+	}
+	// No group at all: a worker started for one is still out.
+	require.True(t, unroutable(nil, []fsm.Worker{{ID: "w", Group: "g"}})["w"])
+}
+
+// TestReplanDelay: a failing re-plan backs off from 10 s to 10 min.
+func TestReplanDelay(t *testing.T) {
+	require.Equal(t, 10*time.Second, replanDelay(0))
+	require.Equal(t, 20*time.Second, replanDelay(1))
+	require.Equal(t, 80*time.Second, replanDelay(3))
+	require.Equal(t, 10*time.Minute, replanDelay(6))
+	require.Equal(t, 10*time.Minute, replanDelay(1000))
+}
