@@ -161,15 +161,19 @@ func TestShardedGroupReplanned(t *testing.T) {
 		t.Fatal("the in-flight request did not end within 30 s of the shard's death")
 	}
 
+	// The group passes through failed (until the leader's next pass
+	// re-plans it, which can be quicker than a poll) and starting (while
+	// the re-plan spawns its shards, a second or more): seeing either
+	// shows the failure path was taken.
 	failed := false
 	require.Eventually(t, func() bool {
 		gv, ok := groupOf(t, c.Nodes[0], g.Group.ID)
-		if ok && gv.State == "failed" {
+		if ok && (gv.State == "failed" || gv.State == "starting") {
 			failed = true
 		}
 		return ok && gv.State == "ready" && gv.Shards[1].WorkerID != g.Group.Shards[1].WorkerID
 	}, 30*time.Second, 100*time.Millisecond, "re-planned within 30 s")
-	require.True(t, failed, "the group was seen failed")
+	require.True(t, failed, "the group was seen failed or being re-planned")
 	waitSchedulable(t, c, 1)
 	_, text := infer(t, c.Nodes[0], map[string]any{"prompt": "Once upon a time"})
 	require.Equal(t, want, text)
