@@ -105,6 +105,13 @@ type Host struct {
 	svcMu    sync.RWMutex            // guards services
 	services map[protocol.ID]Service // by protocol, see AddService
 
+	// known are the addresses AddPeer was given, by peer: libp2p's
+	// peerstore may drop a peer's addresses on its own (identify
+	// rewrites their lifetimes when a connection ends), and a dial then
+	// fails with "no addresses" although gossip knows where the peer is.
+	knownMu sync.Mutex
+	known   map[peer.ID][]ma.Multiaddr
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -355,7 +362,28 @@ func (h *Host) AddPeer(id peer.ID, addrs []string) error {
 		mas = append(mas, transport)
 	}
 	h.h.Peerstore().AddAddrs(id, mas, peerAddrTTL)
+	h.knownMu.Lock()
+	if h.known == nil {
+		h.known = map[peer.ID][]ma.Multiaddr{}
+	}
+	h.known[id] = mas
+	h.knownMu.Unlock()
 	return nil
+}
+
+// restoreAddrs puts back the addresses AddPeer gave for id when the
+// peerstore has none left.
+func (h *Host) restoreAddrs(id peer.ID) {
+	ps := h.h.Peerstore()
+	if len(ps.Addrs(id)) > 0 {
+		return
+	}
+	h.knownMu.Lock()
+	mas := h.known[id]
+	h.knownMu.Unlock()
+	if len(mas) > 0 {
+		ps.AddAddrs(id, mas, peerAddrTTL)
+	}
 }
 
 // ListenAddr returns the host:port of the TCP listener ("" before Start):
@@ -386,6 +414,7 @@ func (h *Host) Connect(ctx context.Context, id peer.ID) error {
 	if err := h.ready(); err != nil {
 		return err
 	}
+	h.restoreAddrs(id)
 	if err := h.h.Connect(noBackoff(ctx), peer.AddrInfo{ID: id}); err != nil {
 		return fmt.Errorf("p2p: connect %s: %w", id, err)
 	}
@@ -424,6 +453,7 @@ func (h *Host) NewStream(ctx context.Context, id peer.ID, proto protocol.ID, fal
 			return nil, fmt.Errorf("%w: %s", ErrNoService, p)
 		}
 	}
+	h.restoreAddrs(id)
 	s, err := h.h.NewStream(noBackoff(ctx), id, protos...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: open %s stream to %s: %w", proto, id, err)
