@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // task is what a Pool runs: run is called once per worker with a disjoint
@@ -23,17 +24,36 @@ func (f funcTask) run(worker, start, end int) { f(worker, start, end) }
 // A Pool runs one Run/MatMul at a time: concurrent calls on the same Pool
 // are serialised by an internal mutex. Use one Pool per concurrently running
 // computation (for example one per inference session) to run them in parallel.
+//
+// Hand-offs spin before they sleep. A decode step is a chain of small
+// parallel ops (a few to a hundred microseconds each); waking a parked
+// goroutine, and parking the caller until the last worker is done, costs
+// 5-50 µs each time on a busy machine, which made a second thread add
+// nothing to generation. So a worker that finished a job polls for the next
+// one for up to spinFor before it parks, and the caller polls for the
+// workers to finish for as long before it parks; both yield their P
+// (runtime.Gosched) while they poll, so other goroutines still run. An idle
+// Pool costs nothing after spinFor.
 type Pool struct {
 	threads int
+	spin    time.Duration // how long a hand-off polls before it parks
 
-	mu    sync.Mutex // serialises Run and MatMul callers
-	start []chan struct{}
-	wg    sync.WaitGroup
+	mu sync.Mutex // serialises Run and MatMul callers
+
+	// job is the current job's generation (high bits) and how many workers
+	// take part in it (low jobUsedBits); workers poll it for a change.
+	job     atomic.Uint64
+	_       [56]byte      // job alone on its cache line: workers poll it
+	left    atomic.Int32  // workers other than 0 that have not finished the job
+	asleep  []atomic.Bool // worker w is parked (or about to park) on wake[w]
+	wake    []chan struct{}
+	waiting atomic.Bool   // the caller is parked (or about to park) on done
+	done    chan struct{} // the last worker to finish wakes a parked caller
+	closed  atomic.Bool
 
 	// Current job, valid while mu is held and workers run.
 	cur   task
 	n     int
-	used  int          // workers taking part in the current job
 	chunk int          // > 0: workers take chunks of this size from next
 	next  atomic.Int64 // next unclaimed index in chunked mode
 
@@ -46,19 +66,37 @@ type Pool struct {
 	outs [][4 * RowGroup]float32 // per-worker results of batch kernels (128 bytes each: no false sharing)
 }
 
+const (
+	// spinFor is how long a hand-off polls before it parks: longer than
+	// the gaps between the ops of one decode step (norms, attention set-up
+	// and sampling run on the caller alone, tens of microseconds), shorter
+	// than anything a user would see as a busy idle worker.
+	spinFor = 200 * time.Microsecond
+	// spinChecks is how many polls run between Gosched calls and clock
+	// reads.
+	spinChecks = 64
+	// jobUsedBits holds the worker count of a job (a Pool has at most
+	// 2^16-1 workers).
+	jobUsedBits = 16
+)
+
 // NewPool starts a pool of threads workers (threads <= 0 means
 // runtime.NumCPU()). The calling goroutine of Run counts as worker 0, so
 // threads-1 goroutines are started. Close stops them.
-func NewPool(threads int) *Pool {
+func NewPool(threads int) *Pool { return newPool(threads, spinFor) }
+
+// newPool is NewPool with hand-offs that poll for spin before they park.
+func newPool(threads int, spin time.Duration) *Pool {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	p := &Pool{threads: threads, start: make([]chan struct{}, threads)}
+	threads = min(threads, 1<<jobUsedBits-1)
+	p := &Pool{threads: threads, spin: spin, asleep: make([]atomic.Bool, threads),
+		wake: make([]chan struct{}, threads), done: make(chan struct{}, 1)}
 	p.outs = make([][4 * RowGroup]float32, threads)
 	for w := 1; w < threads; w++ {
-		ch := make(chan struct{}, 1)
-		p.start[w] = ch
-		go p.worker(w, ch)
+		p.wake[w] = make(chan struct{}, 1)
+		go p.worker(w)
 	}
 	return p
 }
@@ -70,24 +108,91 @@ func (p *Pool) Threads() int { return p.threads }
 // Run or MatMul; calling it twice is harmless. A closed Pool must not be used.
 func (p *Pool) Close() {
 	p.closeOnce.Do(func() {
+		p.closed.Store(true)
+		p.job.Add(1 << jobUsedBits)
 		for w := 1; w < p.threads; w++ {
-			close(p.start[w])
+			if p.asleep[w].CompareAndSwap(true, false) {
+				p.wake[w] <- struct{}{}
+			}
 		}
 	})
 }
 
-func (p *Pool) worker(w int, ch chan struct{}) {
-	for range ch {
+// worker runs the jobs it takes part in until the Pool is closed.
+func (p *Pool) worker(w int) {
+	var seen uint64 // the job word before the first job: the worker may start after it
+	for {
+		seen = p.awaitJob(w, seen)
+		if p.closed.Load() {
+			return
+		}
+		if w >= int(seen&(1<<jobUsedBits-1)) {
+			continue // not part of this job
+		}
 		p.work(w)
-		p.wg.Done()
+		if p.left.Add(-1) == 0 && p.waiting.CompareAndSwap(true, false) {
+			p.done <- struct{}{}
+		}
 	}
+}
+
+// awaitJob returns the job word once it differs from seen: polling for up
+// to p.spin, then parked on wake[w] until the caller sees it asleep.
+func (p *Pool) awaitJob(w int, seen uint64) uint64 {
+	for s := (spinner{d: p.spin}); s.more(); {
+		if j := p.job.Load(); j != seen {
+			return j
+		}
+	}
+	p.asleep[w].Store(true)
+	if j := p.job.Load(); j != seen && p.asleep[w].CompareAndSwap(true, false) {
+		return j // the job came before anyone saw this worker asleep
+	}
+	<-p.wake[w] // whoever cleared asleep sends (or has sent) exactly once
+	return p.job.Load()
+}
+
+// awaitWorkers returns once every worker of the current job is done.
+func (p *Pool) awaitWorkers() {
+	for s := (spinner{d: p.spin}); s.more(); {
+		if p.left.Load() == 0 {
+			return
+		}
+	}
+	p.waiting.Store(true)
+	if p.left.Load() == 0 && p.waiting.CompareAndSwap(true, false) {
+		return
+	}
+	<-p.done // the last worker sends (or has sent) exactly once
+}
+
+// spinner bounds a polling loop: more reports whether to poll again,
+// yielding the P and reading the clock every spinChecks polls, until d
+// has passed since the first such read.
+type spinner struct {
+	d     time.Duration
+	n     int
+	start time.Time
+}
+
+func (s *spinner) more() bool {
+	if s.n++; s.n%spinChecks != 0 {
+		return true
+	}
+	if s.start.IsZero() {
+		s.start = time.Now()
+	} else if time.Since(s.start) >= s.d {
+		return false
+	}
+	runtime.Gosched()
+	return true
 }
 
 // work runs worker w's part of the current job: its static share, or in
 // chunked mode chunks claimed from p.next until none are left.
 func (p *Pool) work(w int) {
 	if p.chunk == 0 {
-		if s, e := split(p.n, p.used, w); s < e {
+		if s, e := split(p.n, int(p.job.Load()&(1<<jobUsedBits-1)), w); s < e {
 			p.cur.run(w, s, e)
 		}
 		return
@@ -136,13 +241,17 @@ func (p *Pool) runLockedN(n, used, chunk int, t task) {
 		t.run(0, 0, n)
 		return
 	}
-	p.cur, p.n, p.used, p.chunk = t, n, used, chunk
+	p.cur, p.n, p.chunk = t, n, chunk
 	p.next.Store(0)
-	p.wg.Add(used - 1)
+	p.left.Store(int32(used - 1))
+	j := (p.job.Load()>>jobUsedBits+1)<<jobUsedBits | uint64(used)
+	p.job.Store(j)
 	for w := 1; w < used; w++ {
-		p.start[w] <- struct{}{}
+		if p.asleep[w].CompareAndSwap(true, false) {
+			p.wake[w] <- struct{}{}
+		}
 	}
 	p.work(0)
-	p.wg.Wait()
+	p.awaitWorkers()
 	p.cur = nil
 }
