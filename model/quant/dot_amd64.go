@@ -18,6 +18,10 @@ var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 var hasVNNI = hasAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW &&
 	cpu.X86.HasAVX512VL && cpu.X86.HasAVX512VNNI
 
+// hasAVX512VL reports whether the F32 AVX-512 kernel (32 vector registers
+// for its accumulators) runs here.
+var hasAVX512VL = hasAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
+
 // vnniOn selects the VNNI batch kernels when the CPU has them (tests and
 // benchmarks switch it with useVNNI).
 var vnniOn = true
@@ -145,6 +149,7 @@ func useSIMD(on bool) bool {
 	clear(dot16Kernels)
 	clear(gemmR8Kernels)
 	quantQ8KBlock = nil
+	gemmF32 = nil
 	if on {
 		for t, k := range simdKernels {
 			dotKernels[t] = k
@@ -169,6 +174,9 @@ func useSIMD(on bool) bool {
 			gemmR8Kernels[Q8_0] = gemmQ8_0R8VNNI
 			gemmR8Kernels[Q4_K] = gemmQ4KR8VNNI
 			quantQ8KBlock = quantQ8KSIMD
+		}
+		if hasAVX512VL && vnniOn {
+			gemmF32 = gemmF32R2x3AVX512
 		}
 		dotF32Impl = dotF32SIMD
 		dotF32TiledImpl = dotF32TiledSIMD

@@ -60,3 +60,6 @@ func gemmQ4KR8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 
 //go:noescape
 func quantQ8KAVX512(x *float32, dst *byte) bool
+
+//go:noescape
+func gemmF32R2x3AVX512(n int, a *float32, astride int, b *float32, bstride int, out *[6]float32)

@@ -370,3 +370,29 @@ func TestQuantizeRowQ8_0MatchesRoundToEven(t *testing.T) {
 	quantizeRowQ8_0(x, got)
 	require.Equal(t, want, got)
 }
+
+// TestMatMulF32EqualsDotF32 checks every F32 product of a batch against
+// DotF32 bit for bit, over shapes that reach each path of the F32 batch
+// kernel: odd rows, vectors left over by threes, tails of eight and of
+// fewer floats, and batches split into tiles.
+func TestMatMulF32EqualsDotF32(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	p := NewPool(2)
+	defer p.Close()
+	for _, s := range []struct{ rows, cols, n int }{
+		{1, 8, 3}, {2, 40, 3}, {7, 512, 11}, {5, 520, 4}, {4, 100, 7}, {3, 8192, 11}, {6, 64, 2},
+	} {
+		m, _ := quantMatrix(t, r, F32, s.rows, s.cols)
+		x := randVec(r, s.n*s.cols, 1)
+		got := make([]float32, s.n*s.rows)
+		MatMul(p, got, m, x, s.n)
+		for i := range s.n {
+			for row := range s.rows {
+				want := DotF32(bytesToF32(m.Data[row*4*s.cols:(row+1)*4*s.cols]), x[i*s.cols:(i+1)*s.cols])
+				if math.Float32bits(want) != math.Float32bits(got[i*s.rows+row]) {
+					t.Fatalf("%d×%d, %d vectors: vector %d row %d: DotF32 %v, MatMul %v", s.rows, s.cols, s.n, i, row, want, got[i*s.rows+row])
+				}
+			}
+		}
+	}
+}
