@@ -22,6 +22,19 @@ var hasVNNI = hasAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW &&
 // for its accumulators) runs here.
 var hasAVX512VL = hasAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
 
+// f32R4AVX512 adapts the four-row F32 kernels to one signature.
+var f32R4AVX512 = [3]func(int, *float32, int, *float32, int, []float32){
+	func(n int, a *float32, as int, b *float32, bs int, out []float32) {
+		gemmF32R4x1AVX512(n, a, as, b, bs, (*[4]float32)(out))
+	},
+	func(n int, a *float32, as int, b *float32, bs int, out []float32) {
+		gemmF32R4x2AVX512(n, a, as, b, bs, (*[8]float32)(out))
+	},
+	func(n int, a *float32, as int, b *float32, bs int, out []float32) {
+		gemmF32R4x3AVX512(n, a, as, b, bs, (*[12]float32)(out))
+	},
+}
+
 // vnniOn selects the VNNI batch kernels when the CPU has them (tests and
 // benchmarks switch it with useVNNI).
 var vnniOn = true
@@ -149,7 +162,7 @@ func useSIMD(on bool) bool {
 	clear(dot16Kernels)
 	clear(gemmR8Kernels)
 	quantQ8KBlock = nil
-	gemmF32 = nil
+	gemmF32R4 = [3]func(int, *float32, int, *float32, int, []float32){}
 	if on {
 		for t, k := range simdKernels {
 			dotKernels[t] = k
@@ -176,7 +189,7 @@ func useSIMD(on bool) bool {
 			quantQ8KBlock = quantQ8KSIMD
 		}
 		if hasAVX512VL && vnniOn {
-			gemmF32 = gemmF32R2x3AVX512
+			gemmF32R4 = f32R4AVX512
 		}
 		dotF32Impl = dotF32SIMD
 		dotF32TiledImpl = dotF32TiledSIMD

@@ -62,4 +62,10 @@ func gemmQ4KR8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 func quantQ8KAVX512(x *float32, dst *byte) bool
 
 //go:noescape
-func gemmF32R2x3AVX512(n int, a *float32, astride int, b *float32, bstride int, out *[6]float32)
+func gemmF32R4x1AVX512(n int, a *float32, astride int, b *float32, bstride int, out *[4]float32)
+
+//go:noescape
+func gemmF32R4x2AVX512(n int, a *float32, astride int, b *float32, bstride int, out *[8]float32)
+
+//go:noescape
+func gemmF32R4x3AVX512(n int, a *float32, astride int, b *float32, bstride int, out *[12]float32)

@@ -236,9 +236,10 @@ func quantizeRowQ8K(x []float32, dst []byte) {
 
 func abs32(f float32) float32 { return math.Float32frombits(math.Float32bits(f) &^ (1 << 31)) }
 
-// gemmF32 is the F32 kernel for two rows by three vectors, nil where the
-// CPU has none (set with the SIMD kernels).
-var gemmF32 func(n int, a *float32, astride int, b *float32, bstride int, out *[6]float32)
+// gemmF32R4 are the F32 kernels for four rows by one, two and three
+// vectors (out: 4*nv products, row-major), nil where the CPU has none (set
+// with the SIMD kernels).
+var gemmF32R4 [3]func(n int, a *float32, astride int, b *float32, bstride int, out []float32)
 
 // matmulJob is the Pool task of one MatMul call; the Pool owns one so that
 // steady-state calls allocate nothing.
@@ -274,8 +275,8 @@ func (j *matmulJob) run(worker, start, end int) {
 		for i0 := 0; i0 < n; i0 += tile {
 			i1 := min(n, i0+tile)
 			r := start
-			if gemmF32 != nil && m.Cols%8 == 0 && i1-i0 >= 3 {
-				r = j.runF32R2x3(worker, start, end, i0, i1)
+			if gemmF32R4[0] != nil && m.Cols%8 == 0 && i1-i0 >= 2 {
+				r = j.runF32R4(worker, start, end, i0, i1)
 			}
 			out := j.outs[worker][:]
 			for ; r < end; r++ {
@@ -347,31 +348,22 @@ const gemmVectors = 4
 // runPacked computes the row groups [start, end) from the repacked weights:
 // per tile of activations (as run), each group's weights are multiplied
 // with the tile's vectors gemmVectors at a time.
-// runF32R2x3 computes rows [start, end) of an F32 product for vectors
-// [i0, i1) with gemmF32, two rows and three vectors per call, and returns
-// the first row it left (an odd last one); vectors left over by threes go
-// through DotF32Tiled. Every product is DotF32's bit for bit.
-func (j *matmulJob) runF32R2x3(worker, start, end, i0, i1 int) int {
+// runF32R4 computes rows [start, end) of an F32 product for vectors
+// [i0, i1) with the four-row kernels (three vectors per call, then what is
+// left), and returns the first row it left (fewer than four at the end).
+// Every product is DotF32's bit for bit.
+func (j *matmulJob) runF32R4(worker, start, end, i0, i1 int) int {
 	m := j.m
-	out := (*[6]float32)(j.outs[worker][:6])
-	rowF := j.rowB / 4
+	out := j.outs[worker][:12]
 	r := start
-	for ; r+2 <= end; r += 2 {
-		w := bytesToF32(m.Data[r*j.rowB : (r+2)*j.rowB])
-		i := i0
-		for ; i+3 <= i1; i += 3 {
-			gemmF32(m.Cols, &w[0], j.rowB, &j.x[i*m.Cols], 4*m.Cols, out)
-			for v := range 3 {
-				j.dst[(i+v)*m.Rows+r] = out[v]
-				j.dst[(i+v)*m.Rows+r+1] = out[3+v]
-			}
-		}
-		if i < i1 {
-			for h := range 2 {
-				k := i1 - i
-				DotF32Tiled(out[:k], w[h*rowF:(h+1)*rowF], j.x[i*m.Cols:i1*m.Cols], m.Cols, m.Cols, TileF32)
-				for a, v := range out[:k] {
-					j.dst[(i+a)*m.Rows+r+h] = v
+	for ; r+4 <= end; r += 4 {
+		w := bytesToF32(m.Data[r*j.rowB : (r+4)*j.rowB])
+		for i := i0; i < i1; i += 3 {
+			nv := min(3, i1-i)
+			gemmF32R4[nv-1](m.Cols, &w[0], j.rowB, &j.x[i*m.Cols], 4*m.Cols, out)
+			for h := range 4 {
+				for v := range nv {
+					j.dst[(i+v)*m.Rows+r+h] = out[nv*h+v]
 				}
 			}
 		}

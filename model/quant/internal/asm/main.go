@@ -822,75 +822,109 @@ func q4kr8(name string, na int) {
 	r8Footer(name, na, 1152, 292)
 }
 
-// f32r2x3 generates gemmF32R2x3AVX512: two weight rows (a, a+astride
-// bytes) against three activation vectors (b, bstride bytes apart) of n
-// floats (a multiple of 8), out[3r+v] = row r · vector v. Each of the six
-// products keeps DotF32's AVX2 order exactly (dotF32TiledAVX2): four
-// accumulators of eight lanes over 32 floats at a time, then eight floats
-// at a time into the first, then ((0+1)+(2+3)) and two horizontal adds. The
-// 24 accumulators live in Y8-Y31 (EVEX, AVX512VL); each step of eight
-// floats loads two weight and three activation registers for six FMAs, 0.83
-// loads per FMA against DotF32's two, which bound it to half the FMA rate.
-func f32r2x3() {
-	TEXT("gemmF32R2x3AVX512", NOSPLIT, "func(n int, a *float32, astride int, b *float32, bstride int, out *[6]float32)")
+// f32z generates gemmF32R4x<nv>AVX512: four weight rows (a + r*astride
+// bytes) against nv (1-3) activation vectors (b + v*bstride bytes) of n
+// floats (a multiple of 8), out[nv*r+v] = row r · vector v. Each product
+// keeps DotF32's AVX2 order exactly (dotF32TiledAVX2): four accumulators of
+// eight lanes over 32 floats at a time, then eight floats at a time into
+// the first, then ((0+1)+(2+3)) and two horizontal adds. Accumulators 0 and
+// 1 of a product share one 512-bit register (lanes 0-7 and 8-15: a 64-byte
+// load holds floats 0-15 of a 32-float step, which are theirs) and 2 and 3
+// another, so each FMA does two of DotF32's; the eight-float steps run
+// masked to lanes 0-7. Accumulators in Z8-Z31, weights in Z0-Z3, vectors
+// in Z4-Z6. Four rows per vector load halve the bytes a product reads
+// from L2 (the vectors of a tile) against two rows, which at two 512-bit
+// FMAs a cycle were the limit.
+func f32z(nv int) {
+	const nr = 4
+	name := fmt.Sprintf("gemmF32R4x%dAVX512", nv)
+	lbl := func(s string) string { return fmt.Sprintf("f32r4x%d%s", nv, s) }
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(n int, a *float32, astride int, b *float32, bstride int, out *[%d]float32)", nr*nv))
 	Pragma("noescape")
+	kmask(K1, 0xFF) // before AX holds astride
 	Load(Param("n"), RCX)
 	Load(Param("a"), RSI)
 	Load(Param("astride"), RAX)
 	Load(Param("b"), RDI)
 	Load(Param("bstride"), RBX)
-	regs := []VecPhysical{Y8, Y9, Y10, Y11, Y12, Y13, Y14, Y15, Y16, Y17, Y18, Y19, Y20, Y21, Y22, Y23,
-		Y24, Y25, Y26, Y27, Y28, Y29, Y30, Y31}
-	at := func(r, v, k int) VecPhysical { return regs[(3*r+v)*4+k] }
-	for _, y := range regs {
-		VPXORD(y, y, y)
-	}
-	wa := []VecPhysical{Y0, Y1}
-	xb := []VecPhysical{Y2, Y3, Y4}
-	step := func(k, disp int) {
-		VMOVUPS(Mem{Base: RSI, Disp: disp}, wa[0])
-		VMOVUPS(Mem{Base: RSI, Index: RAX, Scale: 1, Disp: disp}, wa[1])
-		VMOVUPS(Mem{Base: RDI, Disp: disp}, xb[0])
-		VMOVUPS(Mem{Base: RDI, Index: RBX, Scale: 1, Disp: disp}, xb[1])
-		VMOVUPS(Mem{Base: RDI, Index: RBX, Scale: 2, Disp: disp}, xb[2])
-		for r := 0; r < 2; r++ {
-			for v := 0; v < 3; v++ {
-				VFMADD231PS(xb[v], wa[r], at(r, v, k))
+	LEAQ(Mem{Base: RSI, Index: RAX, Scale: 2}, R9) // rows 2 and 3
+	zs := []VecPhysical{Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15, Z16, Z17, Z18, Z19, Z20, Z21, Z22, Z23,
+		Z24, Z25, Z26, Z27, Z28, Z29, Z30, Z31}
+	acc := func(r, v, h int) VecPhysical { return zs[(nv*r+v)*2+h] }
+	for r := 0; r < nr; r++ {
+		for v := 0; v < nv; v++ {
+			for h := 0; h < 2; h++ {
+				VPXORD(acc(r, v, h), acc(r, v, h), acc(r, v, h))
 			}
 		}
 	}
-	Label("f32r2x3loop32")
-	CMPQ(RCX, U8(32))
-	JLT(LabelRef("f32r2x3loop8"))
-	for k := 0; k < 4; k++ {
-		step(k, 32*k)
+	waddr := func(r, disp int) Mem {
+		base := []Register{RSI, RSI, R9, R9}[r]
+		if r%2 == 0 {
+			return Mem{Base: base, Disp: disp}
+		}
+		return Mem{Base: base, Index: RAX, Scale: 1, Disp: disp}
 	}
-	ADDQ(U8(128), RSI)
-	ADDQ(U8(128), RDI)
-	SUBQ(U8(32), RCX)
-	JMP(LabelRef("f32r2x3loop32"))
-	Label("f32r2x3loop8")
+	xaddr := func(v, disp int) Mem {
+		if v == 0 {
+			return Mem{Base: RDI, Disp: disp}
+		}
+		return Mem{Base: RDI, Index: RBX, Scale: uint8(v), Disp: disp}
+	}
+	ws := []VecPhysical{Z0, Z1, Z2, Z3}
+	xs := []VecPhysical{Z4, Z5, Z6}
+	advance := func(k int) {
+		ADDQ(U8(k), RSI)
+		ADDQ(U8(k), R9)
+		ADDQ(U8(k), RDI)
+		SUBQ(U8(k/4), RCX)
+	}
+	Label(lbl("loop32"))
+	CMPQ(RCX, U8(32))
+	JLT(LabelRef(lbl("loop8")))
+	for h := 0; h < 2; h++ {
+		for r := 0; r < nr; r++ {
+			VMOVUPS(waddr(r, 64*h), ws[r])
+		}
+		for v := 0; v < nv; v++ {
+			VMOVUPS(xaddr(v, 64*h), xs[v])
+			for r := 0; r < nr; r++ {
+				VFMADD231PS(xs[v], ws[r], acc(r, v, h))
+			}
+		}
+	}
+	advance(128)
+	JMP(LabelRef(lbl("loop32")))
+	Label(lbl("loop8"))
 	CMPQ(RCX, U8(8))
-	JLT(LabelRef("f32r2x3sum"))
-	step(0, 0)
-	ADDQ(U8(32), RSI)
-	ADDQ(U8(32), RDI)
-	SUBQ(U8(8), RCX)
-	JMP(LabelRef("f32r2x3loop8"))
-	Label("f32r2x3sum")
+	JLT(LabelRef(lbl("sum")))
+	for r := 0; r < nr; r++ {
+		VMOVUPS(waddr(r, 0), ws[r].AsY())
+	}
+	for v := 0; v < nv; v++ {
+		VMOVUPS(xaddr(v, 0), xs[v].AsY())
+		for r := 0; r < nr; r++ {
+			VFMADD231PS(xs[v], ws[r], K1, acc(r, v, 0))
+		}
+	}
+	advance(32)
+	JMP(LabelRef(lbl("loop8")))
+	Label(lbl("sum"))
 	Load(Param("out"), RDX)
-	for r := 0; r < 2; r++ {
-		for v := 0; v < 3; v++ {
+	for r := 0; r < nr; r++ {
+		for v := 0; v < nv; v++ {
 			// SUM4F32: (0+1)+(2+3), then the low and high halves, then
 			// two horizontal adds.
-			VADDPS(at(r, v, 1), at(r, v, 0), Y5)
-			VADDPS(at(r, v, 3), at(r, v, 2), Y6)
-			VADDPS(Y6, Y5, Y5)
-			VEXTRACTF128(U8(1), Y5, X6)
-			VADDPS(X6, X5, X5)
-			VHADDPS(X5, X5, X5)
-			VHADDPS(X5, X5, X5)
-			VMOVSS(X5, Mem{Base: RDX, Disp: 4 * (3*r + v)})
+			VEXTRACTF64X4(U8(1), acc(r, v, 0), Y0)
+			VADDPS(Y0, acc(r, v, 0).AsY(), Y0)
+			VEXTRACTF64X4(U8(1), acc(r, v, 1), Y1)
+			VADDPS(Y1, acc(r, v, 1).AsY(), Y1)
+			VADDPS(Y1, Y0, Y0)
+			VEXTRACTF128(U8(1), Y0, X1)
+			VADDPS(X1, X0, X0)
+			VHADDPS(X0, X0, X0)
+			VHADDPS(X0, X0, X0)
+			VMOVSS(X0, Mem{Base: RDX, Disp: 4 * (nv*r + v)})
 		}
 	}
 	VZEROUPPER()
@@ -914,6 +948,8 @@ func main() {
 		q4kr8(fmt.Sprintf("gemmQ4KR8x%dVNNI", na), na)
 	}
 	quantQ8K()
-	f32r2x3()
+	for nv := 1; nv <= 3; nv++ {
+		f32z(nv)
+	}
 	Generate()
 }
