@@ -15,7 +15,7 @@ import (
 // CPUs with the repacked Q4_0 kernel.
 const stories260KQ4_0 = "../../testdata/gguf/stories260K-quant/stories260K-Q4_0.gguf"
 
-// TestRepackedMatchesFileLayout: a Q4_0, Q8_0 or Q4_K model loaded with repacking (the
+// TestRepackedMatchesFileLayout: a Q4_0, Q5_0, Q8_0 or Q4_K model loaded with repacking (the
 // default) gives the same logits, bit for bit, and the same greedy ids as
 // the same model loaded with NoRepack, for a prompt evaluated as one batch
 // and token by token.
@@ -25,11 +25,13 @@ func TestRepackedMatchesFileLayout(t *testing.T) {
 	q40 := writeSynth(t, cfg)
 	cfg.Type = quant.Q8_0
 	q80 := writeSynth(t, cfg)
+	cfg.Type = quant.Q5_0
+	q50 := writeSynth(t, cfg)
 	cfg.Type, cfg.Dim, cfg.FF = quant.Q4_K, 256, 512
 	q4k := writeSynth(t, cfg)
 	for _, path := range []string{
 		stories260KQ4_0, q40, "../../testdata/gguf/stories260K-quant/stories260K-Q8_0.gguf", q80,
-		"../../testdata/gguf/kquant/kquant-Q4_K.gguf", q4k,
+		"../../testdata/gguf/kquant/kquant-Q4_K.gguf", q4k, q50,
 	} {
 		packed, err := Load(path, Options{Threads: 2, ContextSize: 256})
 		require.NoError(t, err)

@@ -185,6 +185,7 @@ func useSIMD(on bool) bool {
 			}
 			gemmR8Kernels[Q4_0] = gemmQ4_0R8VNNI
 			gemmR8Kernels[Q8_0] = gemmQ8_0R8VNNI
+			gemmR8Kernels[Q5_0] = gemmQ5_0R8VNNI
 			gemmR8Kernels[Q4_K] = gemmQ4KR8VNNI
 			quantQ8KBlock = quantQ8KSIMD
 		}
@@ -470,11 +471,12 @@ func r8Gemm(passes [4]r8Pass, groupB, xBlockB int) gemmR8Func {
 	}
 }
 
-// gemmQ4_0R8VNNI, gemmQ8_0R8VNNI and gemmQ4KR8VNNI run the repacked
+// gemmQ4_0R8VNNI, gemmQ8_0R8VNNI, gemmQ5_0R8VNNI and gemmQ4KR8VNNI run the repacked
 // kernels.
 var (
 	gemmQ4_0R8VNNI = r8Gemm([4]r8Pass{gemmQ4_0R8x1VNNI, nil, nil, gemmQ4_0R8x4VNNI}, q40GroupBytes, 34)
 	gemmQ8_0R8VNNI = r8Gemm([4]r8Pass{gemmQ8_0R8x1VNNI, nil, nil, gemmQ8_0R8x4VNNI}, q80GroupBytes, 34)
+	gemmQ5_0R8VNNI = r8Gemm([4]r8Pass{gemmQ5_0R8x1VNNI, nil, nil, gemmQ5_0R8x4VNNI}, q50GroupBytes, 34)
 	gemmQ4KR8VNNI  = r8Gemm([4]r8Pass{gemmQ4KR8x1VNNI, gemmQ4KR8x2VNNI, gemmQ4KR8x3VNNI, gemmQ4KR8x4VNNI}, q4kGroupBytes, 292)
 )
 

@@ -47,6 +47,12 @@ func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 func gemmQ8_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 
 //go:noescape
+func gemmQ5_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ5_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+
+//go:noescape
 func gemmQ4KR8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 
 //go:noescape

@@ -20,6 +20,11 @@ const q40GroupBytes = RowGroup * 18
 // rows' f16 scales, then 256 bytes of weights (8 × 34, no growth).
 const q80GroupBytes = RowGroup * 34
 
+// q50GroupBytes is the size of one repacked Q5_0 block group: the eight
+// rows' f16 scales, their fifth bits (32 bytes), then 128 bytes of nibbles:
+// 8 × 22, as in the file.
+const q50GroupBytes = RowGroup * 22
+
 // q4kGroupBytes is the size of one repacked Q4_K group (one super-block
 // column of eight rows): d[8] and dmin[8] (f16, 32 bytes), the rows' 12
 // bytes of packed 6-bit scales and mins as three arrays of eight dwords
@@ -33,14 +38,15 @@ const q4kGroupBytes = 32 + RowGroup*12 + RowGroup*128
 type gemmR8Func func(nb int, w, x []byte, xstride, na int, out []float32)
 
 // repackers convert a matrix of a type to its repacked layout.
-var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q8_0: repackQ8_0, Q4_K: repackQ4K}
+var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q5_0: repackQ5_0, Q8_0: repackQ8_0, Q4_K: repackQ4K}
 
 // repackedSize is the size of a repacked matrix of a type per original
 // block (RowGroup groups of blocks become one group).
-var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup}
+var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q5_0: q50GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup}
 
 // gemmR8Kernels are the multi-row kernels of repacked types, filled by
-// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0, Q8_0, Q4_K);
+// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0, Q5_0, Q8_0,
+// Q4_K);
 // written only during package init and by tests. Each result is bit-identical to the
 // type's single-row kernel in dotKernels on the original layout. A matrix
 // repacked while a kernel was present falls back to its original Data when
@@ -48,7 +54,7 @@ var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q8_0: q80GroupBy
 var gemmR8Kernels = map[Type]gemmR8Func{}
 
 // Repack converts m's weights, where the CPU has a multi-row kernel for its
-// type (Q4_0, Q8_0 and Q4_K with AVX-512 VNNI), into the interleaved layout that
+// type (Q4_0, Q5_0, Q8_0 and Q4_K with AVX-512 VNNI), into the interleaved layout that
 // kernel reads, in newly allocated memory, and reports whether it did.
 // MatMul then reads the repacked copy and gives bit-identical results (the
 // kernels keep the single-row kernel's float operations). m.Data is left
@@ -127,18 +133,37 @@ func eachBlock(m *Matrix, out []byte, groupB int, f func(dst, src []byte, r int)
 // high nibble, byte 32+e element e of rows 4h+1 and 4h+3. Element e is the
 // e-th of the block's 32 values (ggml: low nibbles are 0..15, high 16..31).
 func repackQ4_0(m *Matrix, out []byte) {
-	le := binary.LittleEndian
 	eachBlock(m, out, q40GroupBytes, func(dst, src []byte, r int) {
 		copy(dst[2*r:], src[:2])
-		// Elements 0-15 are the low nibbles of qs, 16-31 the high ones;
-		// eight at a time.
-		q := dst[16+64*(r/4)+32*(r%2):][:32]
-		sh := 4 * ((r % 4) / 2)
-		for i := 0; i < 16; i += 8 {
-			v := le.Uint64(src[2+i:])
-			le.PutUint64(q[i:], le.Uint64(q[i:])|(v&0x0F0F0F0F0F0F0F0F)<<sh)
-			le.PutUint64(q[16+i:], le.Uint64(q[16+i:])|(v>>4&0x0F0F0F0F0F0F0F0F)<<sh)
-		}
+		putNibbles(dst[16:], src[2:18], r)
+	})
+}
+
+// putNibbles ors row r's 16 bytes of Q4_0-style nibbles qs into the
+// repacked nibble area q (128 bytes, see repackQ4_0).
+func putNibbles(q, qs []byte, r int) {
+	le := binary.LittleEndian
+	// Elements 0-15 are the low nibbles of qs, 16-31 the high ones;
+	// eight at a time.
+	q = q[64*(r/4)+32*(r%2):][:32]
+	sh := 4 * ((r % 4) / 2)
+	for i := 0; i < 16; i += 8 {
+		v := le.Uint64(qs[i:])
+		le.PutUint64(q[i:], le.Uint64(q[i:])|(v&0x0F0F0F0F0F0F0F0F)<<sh)
+		le.PutUint64(q[16+i:], le.Uint64(q[16+i:])|(v>>4&0x0F0F0F0F0F0F0F0F)<<sh)
+	}
+}
+
+// repackQ5_0 interleaves Q5_0 rows in groups of eight: per group and block
+// column, the rows' f16 scales d[0..7], then the fifth bits of row pair p
+// (rows 2p and 2p+1, the pairs the kernel holds in one register) as a
+// uint64 at 16+8p, row 2p's 32 bits (the file's qh: bit e is element e's)
+// low, then the low four bits of every element as repackQ4_0 lays them out.
+func repackQ5_0(m *Matrix, out []byte) {
+	eachBlock(m, out, q50GroupBytes, func(dst, src []byte, r int) {
+		copy(dst[2*r:], src[:2])
+		copy(dst[16+4*r:][:4], src[2:6])
+		putNibbles(dst[48:], src[6:22], r)
 	})
 }
 
@@ -192,6 +217,28 @@ func gemmQ4_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
 				var s int32
 				for e := 4 * k; e < 4*k+4; e++ {
 					s += (int32(q[e]>>(4*hi)&0x0F) - 8) * int32(int8(xb[2+e]))
+				}
+				lanes[r][k] = fma32(float32(s), d, lanes[r][k])
+			}
+		}
+	})
+}
+
+// gemmQ5_0R8Generic is the portable twin of the repacked Q5_0 kernel (see
+// gemmQ4_0R8Generic; elements are q+16h-16).
+func gemmQ5_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
+	twinR8(nb, w, x, xstride, na, out, q50GroupBytes, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
+		dx := F16ToF32(binary.LittleEndian.Uint16(xb))
+		for r := 0; r < RowGroup; r++ {
+			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
+			h, pair, hi := r/4, r%2, (r%4)/2
+			q := grp[48+64*h+32*pair:][:32]
+			qh := binary.LittleEndian.Uint32(grp[16+4*r:])
+			for k := 0; k < 8; k++ {
+				var s int32
+				for e := 4 * k; e < 4*k+4; e++ {
+					v := int32(q[e]>>(4*hi)&0x0F) | int32(qh>>e&1)<<4
+					s += (v - 16) * int32(int8(xb[2+e]))
 				}
 				lanes[r][k] = fma32(float32(s), d, lanes[r][k])
 			}

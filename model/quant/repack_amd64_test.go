@@ -27,6 +27,7 @@ var repackedKernels = []struct {
 }{
 	{Q4_0, gemmQ4_0R8VNNI, gemmQ4_0R8Generic, []int{1, 2, 3, 16, 64}},
 	{Q8_0, gemmQ8_0R8VNNI, gemmQ8_0R8Generic, []int{1, 2, 3, 16, 64}},
+	{Q5_0, gemmQ5_0R8VNNI, gemmQ5_0R8Generic, []int{1, 2, 3, 16, 64}},
 	{Q4_K, gemmQ4KR8VNNI, gemmQ4KR8Generic, []int{1, 2, 3, 8}},
 }
 
@@ -97,7 +98,7 @@ func TestMatMulRepackedMatches(t *testing.T) {
 		for _, sh := range []struct {
 			typ        Type
 			rows, cols int
-		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q8_0, 16, 96}, {Q8_0, 64, 768}, {Q4_K, 8, 256}, {Q4_K, 48, 512}} {
+		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q8_0, 16, 96}, {Q8_0, 64, 768}, {Q5_0, 8, 32}, {Q5_0, 40, 288}, {Q4_K, 8, 256}, {Q4_K, 48, 512}} {
 			m, _ := quantMatrix(t, r, sh.typ, sh.rows, sh.cols)
 			pm := *m
 			require.True(t, pm.Repack())

@@ -38,6 +38,7 @@ var (
 	q4sh     Mem // words: 0 in 128-bit lanes 0 and 2, 4 in lanes 1 and 3
 	b0F      Mem // 0x0F bytes
 	b08      Mem // 0x08 bytes
+	b10      Mem // 0x10 bytes
 	b80      Mem // 0x80 bytes
 	b3F      Mem // 0x3F bytes
 	b03      Mem // 0x03 bytes
@@ -67,6 +68,7 @@ func consts() {
 	}
 	b0F = splat("vnnib0f", 0x0F0F0F0F)
 	b08 = splat("vnnib08", 0x08080808)
+	b10 = splat("vnnib10", 0x10101010)
 	b80 = splat("vnnib80", 0x80808080)
 	b3F = splat("vnnib3f", 0x3F3F3F3F)
 	b03 = splat("vnnib03", 0x03030303)
@@ -650,19 +652,32 @@ func r8Footer(name string, na, wb, xb int) {
 // x) - 128*sum(x): the true sums of four products, which are the AVX2
 // kernel's (VPSIGNB/VPMADDUBSW saturate nowhere for activations in
 // [-127, 127]).
-func q40r8(name string, na int, q8 bool) {
+//
+// With q5 it generates the repacked Q5_0 kernel: a group holds the eight
+// f16 scales, then per row pair p (the pairs of Z0-Z3) 8 bytes of fifth
+// bits (bit e of the low dword: row 2p's element e; of the high dword: row
+// 2p+1's), then the nibbles as Q4_0's. A masked byte add puts 16 on every
+// element whose fifth bit is set, so the lanes are VPDPBUSD(q+16*h, x) -
+// 16*sum(x): the AVX2 kernel's sums of four products (q+16h-16)*x.
+func q40r8(name string, na int, q8, q5 bool) {
 	xm := r8header(name, na)
 	ws := []VecPhysical{Z0, Z1, Z2, Z3}
 	idx := []VecPhysical{Z6, Z7, Z8, Z9}
-	off, wb := "8", 144
-	if q8 {
+	off, wb, nib := "8", 144, 16
+	switch {
+	case q8:
 		off, wb = "128", 272
+	case q5:
+		off, wb, nib = "16", 176, 48
 	}
 	Comment("Z4 = 0x0F bytes, Z5 = the weights' offset (" + off + ") in bytes, Z6-Z9 = scale lane indexes of row pairs")
 	VMOVDQU32(b0F, Z4)
-	if q8 {
+	switch {
+	case q8:
 		VMOVDQU32(b80, Z5)
-	} else {
+	case q5:
+		VMOVDQU32(b10, Z5)
+	default:
 		VMOVDQU32(b08, Z5)
 	}
 	for p := 0; p < 4; p++ {
@@ -677,10 +692,17 @@ func q40r8(name string, na int, q8 bool) {
 			VMOVDQU64(Mem{Base: RSI, Disp: 16 + 128*h + 64}, ws[2*h+1])
 			continue
 		}
-		VMOVDQU64(Mem{Base: RSI, Disp: 16 + 64*h}, Z14)
+		VMOVDQU64(Mem{Base: RSI, Disp: nib + 64*h}, Z14)
 		VPANDD(Z4, Z14, ws[2*h])
 		VPSRLW(U8(4), Z14, Z14)
 		VPANDD(Z4, Z14, ws[2*h+1])
+	}
+	if q5 {
+		Comment("fifth bits: +16 where set")
+		for p := 0; p < 4; p++ {
+			KMOVQ(Mem{Base: RSI, Disp: 16 + 8*p}, K2)
+			VPADDB(Z5, ws[p], K2, ws[p])
+		}
 	}
 	for a := 0; a < na; a++ {
 		Comment(fmt.Sprintf("vector %d: Z10 = x in both halves, Y12 = d_w*d_x, Z11 = -offset*sum(x) per lane", a))
@@ -940,10 +962,12 @@ func main() {
 		q4k(fmt.Sprintf("dotQ4Kx%dVNNI", nv), nv)
 	}
 	q4k1("dotQ4KVNNI")
-	q40r8("gemmQ4_0R8x1VNNI", 1, false)
-	q40r8("gemmQ4_0R8x4VNNI", 4, false)
-	q40r8("gemmQ8_0R8x1VNNI", 1, true)
-	q40r8("gemmQ8_0R8x4VNNI", 4, true)
+	q40r8("gemmQ4_0R8x1VNNI", 1, false, false)
+	q40r8("gemmQ4_0R8x4VNNI", 4, false, false)
+	q40r8("gemmQ8_0R8x1VNNI", 1, true, false)
+	q40r8("gemmQ8_0R8x4VNNI", 4, true, false)
+	q40r8("gemmQ5_0R8x1VNNI", 1, false, true)
+	q40r8("gemmQ5_0R8x4VNNI", 4, false, true)
 	for na := 1; na <= 4; na++ {
 		q4kr8(fmt.Sprintf("gemmQ4KR8x%dVNNI", na), na)
 	}
