@@ -47,7 +47,7 @@ type Pool struct {
 	left    atomic.Int32  // workers other than 0 that have not finished the job
 	asleep  []atomic.Bool // worker w is parked (or about to park) on wake[w]
 	wake    []chan struct{}
-	waiting atomic.Bool   // the caller is parked (or about to park) on done
+	waiting atomic.Uint64 // the job word the caller is parked (or about to park) on done for; 0: none
 	done    chan struct{} // the last worker to finish wakes a parked caller
 	closed  atomic.Bool
 
@@ -58,6 +58,11 @@ type Pool struct {
 	next  atomic.Int64 // next unclaimed index in chunked mode
 
 	closeOnce sync.Once
+
+	// afterLast, when set (tests), runs on the worker that finished a job
+	// last, between its count and its wake-up of the caller; beforeWake
+	// runs on the caller between publishing a job and waking workers.
+	afterLast, beforeWake func()
 
 	// Scratch owned by MatMul (guarded by mu).
 	mm   matmulJob
@@ -130,37 +135,53 @@ func (p *Pool) worker(w int) {
 			continue // not part of this job
 		}
 		p.work(w)
-		if p.left.Add(-1) == 0 && p.waiting.CompareAndSwap(true, false) {
-			p.done <- struct{}{}
+		if p.left.Add(-1) == 0 {
+			if p.afterLast != nil {
+				p.afterLast()
+			}
+			// Only a caller waiting for this job: one that saw left reach
+			// 0 may already have published the next job and be waiting
+			// for that.
+			if p.waiting.CompareAndSwap(seen, 0) {
+				p.done <- struct{}{}
+			}
 		}
 	}
 }
 
 // awaitJob returns the job word once it differs from seen: polling for up
-// to p.spin, then parked on wake[w] until the caller sees it asleep.
+// to p.spin, then parked on wake[w] until a caller sees it asleep. A
+// caller's wake-up can come late: one that published a job, was held up
+// before it looked at this worker, and found it asleep again after it had
+// run that very job. Such a wake-up finds the word unchanged, and the
+// worker waits again.
 func (p *Pool) awaitJob(w int, seen uint64) uint64 {
-	for s := (spinner{d: p.spin}); s.more(); {
+	for {
+		for s := (spinner{d: p.spin}); s.more(); {
+			if j := p.job.Load(); j != seen {
+				return j
+			}
+		}
+		p.asleep[w].Store(true)
+		if j := p.job.Load(); j != seen && p.asleep[w].CompareAndSwap(true, false) {
+			return j // the job came before anyone saw this worker asleep
+		}
+		<-p.wake[w] // whoever cleared asleep sends (or has sent) exactly once
 		if j := p.job.Load(); j != seen {
 			return j
 		}
 	}
-	p.asleep[w].Store(true)
-	if j := p.job.Load(); j != seen && p.asleep[w].CompareAndSwap(true, false) {
-		return j // the job came before anyone saw this worker asleep
-	}
-	<-p.wake[w] // whoever cleared asleep sends (or has sent) exactly once
-	return p.job.Load()
 }
 
-// awaitWorkers returns once every worker of the current job is done.
-func (p *Pool) awaitWorkers() {
+// awaitWorkers returns once every worker of job j is done.
+func (p *Pool) awaitWorkers(j uint64) {
 	for s := (spinner{d: p.spin}); s.more(); {
 		if p.left.Load() == 0 {
 			return
 		}
 	}
-	p.waiting.Store(true)
-	if p.left.Load() == 0 && p.waiting.CompareAndSwap(true, false) {
+	p.waiting.Store(j)
+	if p.left.Load() == 0 && p.waiting.CompareAndSwap(j, 0) {
 		return
 	}
 	<-p.done // the last worker sends (or has sent) exactly once
@@ -246,12 +267,15 @@ func (p *Pool) runLockedN(n, used, chunk int, t task) {
 	p.left.Store(int32(used - 1))
 	j := (p.job.Load()>>jobUsedBits+1)<<jobUsedBits | uint64(used)
 	p.job.Store(j)
+	if p.beforeWake != nil {
+		p.beforeWake()
+	}
 	for w := 1; w < used; w++ {
 		if p.asleep[w].CompareAndSwap(true, false) {
 			p.wake[w] <- struct{}{}
 		}
 	}
 	p.work(0)
-	p.awaitWorkers()
+	p.awaitWorkers(j)
 	p.cur = nil
 }

@@ -60,3 +60,65 @@ func TestPoolHandOffs(t *testing.T) {
 		})
 	}
 }
+
+// TestPoolLateLastWorker: the last worker of a job is held up between its
+// count and its wake-up of the caller, long enough for the caller (which
+// polled the count to 0) to publish the next job and park. Its wake-up
+// must not end the next job, which it has not run yet.
+func TestPoolLateLastWorker(t *testing.T) {
+	p := newPool(2, 500*time.Microsecond)
+	defer p.Close()
+	var late atomic.Bool
+	p.afterLast = func() {
+		if late.CompareAndSwap(true, false) {
+			time.Sleep(3 * time.Millisecond) // past the caller's next poll
+		}
+	}
+	for i := range 40 {
+		late.Store(i%2 == 0)
+		work := 100 * time.Microsecond // within the caller's poll: it sees the count reach 0
+		if i%2 == 1 {
+			work = time.Millisecond // visibly unfinished if the caller wakes early
+		}
+		const n = 64
+		c := &countTask{hits: make([]atomic.Int32, n)}
+		p.mu.Lock()
+		p.runLockedN(n, 2, 0, funcTask(func(w, s, e int) {
+			if w > 0 {
+				time.Sleep(work)
+			}
+			c.run(w, s, e)
+		}))
+		p.mu.Unlock()
+		for k := range c.hits {
+			require.EqualValues(t, 1, c.hits[k].Load(), "job %d index %d", i, k)
+		}
+	}
+}
+
+// TestPoolLateWakeUp: the caller is held up between publishing a job and
+// waking its workers, long enough for a worker to find the job by itself,
+// run it and park again. The late wake-up must not make it run the job a
+// second time.
+func TestPoolLateWakeUp(t *testing.T) {
+	p := newPool(2, 0)
+	defer p.Close()
+	var late atomic.Bool
+	p.beforeWake = func() {
+		if late.Load() {
+			time.Sleep(2 * time.Millisecond) // the worker runs the job and parks
+		}
+	}
+	for i := range 40 {
+		late.Store(i%2 == 0)
+		const n = 64
+		c := &countTask{hits: make([]atomic.Int32, n)}
+		p.mu.Lock()
+		p.runLockedN(n, 2, 0, c)
+		p.mu.Unlock()
+		time.Sleep(200 * time.Microsecond) // a second run would show here
+		for k := range c.hits {
+			require.EqualValues(t, 1, c.hits[k].Load(), "job %d index %d", i, k)
+		}
+	}
+}
