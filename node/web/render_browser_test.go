@@ -89,6 +89,8 @@ func TestPageRendersSnapshot(t *testing.T) {
 	for _, s := range []string{"llama<script>", "gpu-box · cuda:0", "busy", "2 (+1 queued)", "12.5", "1.5 s ago"} {
 		require.Contains(t, w, s)
 	}
+	require.NotContains(t, w, "not schedulable", "a schedulable worker shows no warning")
+	require.Contains(t, eval[string](tb, `document.querySelector('#workers .worker[data-id=w-1] .live-state').className`), "warn")
 	require.Contains(t, eval[string](tb, `document.getElementById('models').innerText`), "4.0 GiB")
 	job := eval[string](tb, `document.querySelector('#jobs tr[data-job=job_1]').innerText`)
 	require.Contains(t, job, "50%")

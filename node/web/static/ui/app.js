@@ -190,8 +190,8 @@
     return h('article', { class: 'card worker', dataset: { id: w.id, state: w.state || '', model: w.model || '' } },
       h('div', { class: 'title' }, h('code', { class: 'name' }, w.id),
         h('span', { class: 'pill ' + stateClass(w.state) }, w.state || '?'),
-        w.live_state && w.live_state !== w.state ? h('span', { class: 'pill ' + stateClass(w.live_state) }, w.live_state) : null,
-        w.schedulable ? null : h('span', { class: 'pill warn', title: 'not taking new requests' }, 'not schedulable')),
+        h('span', { class: 'pill live-state', hidden: true }),
+        h('span', { class: 'pill warn unschedulable', title: 'not taking new requests', hidden: true }, 'not schedulable')),
       h('dl', null,
         h('dt', null, 'model'), h('dd', { class: 'model' }, w.model),
         h('dt', null, 'node'), h('dd', null, w.node + ' · ' + (w.device || 'cpu')),
@@ -214,9 +214,16 @@
 
   // The fields of a worker that change with every heartbeat: updated in
   // place, so that the card (and the button under the pointer) stays.
-  const WORKER_LIVE = ['in_flight', 'queued', 'tokens_per_second', 'last_heartbeat_age_ms'];
+  // The live state (the worker's own word in its heartbeat) and whether it
+  // takes requests come and go with heartbeats too.
+  const WORKER_LIVE = ['in_flight', 'queued', 'tokens_per_second', 'last_heartbeat_age_ms', 'live_state', 'schedulable'];
 
   function workerLive(el, w) {
+    const live = el.querySelector('.live-state');
+    live.hidden = !(w.live_state && w.live_state !== w.state);
+    live.className = 'pill live-state ' + stateClass(w.live_state);
+    live.textContent = w.live_state || '';
+    el.querySelector('.unschedulable').hidden = !!w.schedulable;
     el.querySelector('.inflight').textContent = String(w.in_flight || 0) + (w.queued ? ' (+' + w.queued + ' queued)' : '');
     el.querySelector('.tps').textContent = (w.tokens_per_second || 0).toFixed(1);
     el.querySelector('.hb').textContent = w.last_heartbeat_age_ms >= 0 ? (w.last_heartbeat_age_ms / 1000).toFixed(1) + ' s ago' : '—';
