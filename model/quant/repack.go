@@ -199,69 +199,59 @@ func twinR8(nb int, w, x []byte, xstride, na int, out []float32, groupB, xBlockB
 	}
 }
 
-// gemmQ4_0R8Generic is the portable twin of the repacked Q4_0 kernel: per
-// row, block and vector it performs the AVX2 single-row kernel's float
-// operations (eight int32 lanes of four products each, one fused
-// multiply-add per lane with the float32 product d_w*d_x, ggml's
-// hsum_float_8 order), so it is bit-identical to that kernel and to the
-// assembly twin. Tests compare the three; activations are quantised
-// (|q| <= 127, as quantizeRowQ8_0 produces).
+// twinQ8Blocks is the skeleton of the generic twins of the kernels whose
+// activations are Q8_0 blocks (Q4_0, Q5_0, Q8_0): per row, block and
+// vector it performs the AVX2 single-row kernel's float operations (eight
+// int32 lanes of four products each, one fused multiply-add per lane with
+// the float32 product d_w*d_x, ggml's hsum_float_8 order), so it is
+// bit-identical to that kernel and to the assembly twin. Every group starts
+// with the eight rows' f16 scales; elem(grp, r, e) is row r's weight e
+// (signed) in the group. Tests compare the three; activations are
+// quantised (|q| <= 127, as quantizeRowQ8_0 produces).
+func twinQ8Blocks(nb int, w, x []byte, xstride, na int, out []float32, groupB int, elem func(grp []byte, r, e int) int32) {
+	twinR8(nb, w, x, xstride, na, out, groupB, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
+		dx := F16ToF32(binary.LittleEndian.Uint16(xb))
+		for r := 0; r < RowGroup; r++ {
+			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
+			for k := 0; k < 8; k++ {
+				var s int32
+				for e := 4 * k; e < 4*k+4; e++ {
+					s += elem(grp, r, e) * int32(int8(xb[2+e]))
+				}
+				lanes[r][k] = fma32(float32(s), d, lanes[r][k])
+			}
+		}
+	})
+}
+
+// q4Nibble is row r's element e of the repacked nibble area q (see
+// repackQ4_0).
+func q4Nibble(q []byte, r, e int) int32 {
+	return int32(q[64*(r/4)+32*(r%2)+e] >> (4 * ((r % 4) / 2)) & 0x0F)
+}
+
+// gemmQ4_0R8Generic is the portable twin of the repacked Q4_0 kernel
+// (elements q-8).
 func gemmQ4_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
-	twinR8(nb, w, x, xstride, na, out, q40GroupBytes, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
-		dx := F16ToF32(binary.LittleEndian.Uint16(xb))
-		for r := 0; r < RowGroup; r++ {
-			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
-			h, pair, hi := r/4, r%2, (r%4)/2
-			q := grp[16+64*h+32*pair:][:32]
-			for k := 0; k < 8; k++ {
-				var s int32
-				for e := 4 * k; e < 4*k+4; e++ {
-					s += (int32(q[e]>>(4*hi)&0x0F) - 8) * int32(int8(xb[2+e]))
-				}
-				lanes[r][k] = fma32(float32(s), d, lanes[r][k])
-			}
-		}
+	twinQ8Blocks(nb, w, x, xstride, na, out, q40GroupBytes, func(grp []byte, r, e int) int32 {
+		return q4Nibble(grp[16:], r, e) - 8
 	})
 }
 
-// gemmQ5_0R8Generic is the portable twin of the repacked Q5_0 kernel (see
-// gemmQ4_0R8Generic; elements are q+16h-16).
+// gemmQ5_0R8Generic is the portable twin of the repacked Q5_0 kernel
+// (elements q+16h-16, h the fifth bit).
 func gemmQ5_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
-	twinR8(nb, w, x, xstride, na, out, q50GroupBytes, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
-		dx := F16ToF32(binary.LittleEndian.Uint16(xb))
-		for r := 0; r < RowGroup; r++ {
-			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
-			h, pair, hi := r/4, r%2, (r%4)/2
-			q := grp[48+64*h+32*pair:][:32]
-			qh := binary.LittleEndian.Uint32(grp[16+4*r:])
-			for k := 0; k < 8; k++ {
-				var s int32
-				for e := 4 * k; e < 4*k+4; e++ {
-					v := int32(q[e]>>(4*hi)&0x0F) | int32(qh>>e&1)<<4
-					s += (v - 16) * int32(int8(xb[2+e]))
-				}
-				lanes[r][k] = fma32(float32(s), d, lanes[r][k])
-			}
-		}
+	twinQ8Blocks(nb, w, x, xstride, na, out, q50GroupBytes, func(grp []byte, r, e int) int32 {
+		h := int32(binary.LittleEndian.Uint32(grp[16+4*r:]) >> e & 1)
+		return q4Nibble(grp[48:], r, e) | h<<4 - 16
 	})
 }
 
-// gemmQ8_0R8Generic is the portable twin of the repacked Q8_0 kernel (see
-// gemmQ4_0R8Generic; lanes are sums of four products w*x).
+// gemmQ8_0R8Generic is the portable twin of the repacked Q8_0 kernel
+// (weights stored as w+128).
 func gemmQ8_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
-	twinR8(nb, w, x, xstride, na, out, q80GroupBytes, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
-		dx := F16ToF32(binary.LittleEndian.Uint16(xb))
-		for r := 0; r < RowGroup; r++ {
-			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
-			q := grp[16+32*r:][:32]
-			for k := 0; k < 8; k++ {
-				var s int32
-				for e := 4 * k; e < 4*k+4; e++ {
-					s += int32(int8(q[e]^0x80)) * int32(int8(xb[2+e]))
-				}
-				lanes[r][k] = fma32(float32(s), d, lanes[r][k])
-			}
-		}
+	twinQ8Blocks(nb, w, x, xstride, na, out, q80GroupBytes, func(grp []byte, r, e int) int32 {
+		return int32(int8(grp[16+32*r+e] ^ 0x80))
 	})
 }
 
