@@ -207,16 +207,21 @@ func advance(nv, wb, xb int) {
 	}
 }
 
-// hsumStore adds the eight floats of y (x: its low half) in ggml's
-// hsum_float_8 order, as the AVX2 HSUM8 macro, and stores the sum to
-// disp(DX); clobbers X13, X14.
+// hsum8 adds the eight floats of y (x: its low half) in ggml's
+// hsum_float_8 order, as the AVX2 HSUM8 macro, into lane 0 of s; t is
+// clobbered.
+func hsum8(y, x, s, t Register) {
+	VEXTRACTF128(U8(1), y, s)
+	VADDPS(x, s, s)
+	VMOVHLPS(s, s, t)
+	VADDPS(t, s, s)
+	VMOVSHDUP(s, t)
+	VADDSS(t, s, s)
+}
+
+// hsumStore is hsum8 stored to disp(DX); clobbers X13, X14.
 func hsumStore(y, x Register, disp int) {
-	VEXTRACTF128(U8(1), y, X13)
-	VADDPS(x, X13, X13)
-	VMOVHLPS(X13, X13, X14)
-	VADDPS(X14, X13, X13)
-	VMOVSHDUP(X13, X14)
-	VADDSS(X14, X13, X13)
+	hsum8(y, x, X13, X14)
 	VMOVSS(X13, Mem{Base: RDX, Disp: disp})
 }
 
@@ -462,12 +467,7 @@ func q4k1(name string) {
 	ADDQ(U32(144), RSI)
 	ADDQ(U32(292), RDI)
 	loopEnd(name)
-	VEXTRACTF128(U8(1), Y0, X5)
-	VADDPS(X0, X5, X5)
-	VMOVHLPS(X5, X5, X6)
-	VADDPS(X6, X5, X5)
-	VMOVSHDUP(X5, X6)
-	VADDSS(X6, X5, X5)
+	hsum8(Y0, X0, X5, X6)
 	VZEROUPPER()
 	Store(X5, ReturnIndex(0))
 	RET()
