@@ -293,6 +293,9 @@ func killShardNode(t *testing.T, c *nodetest.Cluster, leader *node.Node, within 
 		}
 		return true
 	}, within, 200*time.Millisecond, "re-planned on the nodes left within %s", within)
+	// The group's entry turns ready before every node routes to its new
+	// head (the worker's own ready state comes with its heartbeat).
+	waitSchedulable(t, c, 1)
 	return g, victim
 }
 
