@@ -238,7 +238,9 @@ type Consensus struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	// throttle wraps transport for raft (see scale.go); set in Start.
-	throttle  *heartbeatThrottle
+	throttle *heartbeatThrottle
+	// nonvoter: this server runs with a non-voter's timeouts (scale.go).
+	nonvoter  atomic.Bool
 	started   bool
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -420,8 +422,9 @@ func (c *Consensus) Start(ctx context.Context) error {
 	r.RegisterObserver(c.observer)
 
 	changes, unsubscribe := c.cfg.FSM.Subscribe()
-	c.wg.Add(4)
+	c.wg.Add(5)
 	go c.persistLoop(changes, unsubscribe)
+	go c.watchSuffrage()
 	go c.serveForward(c.cfg.Network.ForwardListener())
 	go c.monitorLeadership()
 	go c.observe()
@@ -475,7 +478,7 @@ func (c *Consensus) Close() error {
 		}
 		c.wg.Wait()
 		if started {
-			c.persist() // raft is down: the FSM's index is final
+			c.persist(true) // raft is down: the FSM's index is final
 		}
 		if e := c.store.Close(); e != nil {
 			err = errors.Join(err, e)
@@ -560,6 +563,17 @@ func (c *Consensus) Servers() ([]Server, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
+}
+
+// HeartbeatTimeout is the heartbeat timeout this server runs with: the
+// profile's, or a non-voter's longer one (see watchSuffrage). Zero before
+// Start.
+func (c *Consensus) HeartbeatTimeout() time.Duration {
+	r, err := c.running()
+	if err != nil {
+		return 0
+	}
+	return r.ReloadableConfig().HeartbeatTimeout
 }
 
 // Stats returns raft's stats plus "bootstrap" (the bootstrap state),

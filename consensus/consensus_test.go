@@ -332,6 +332,10 @@ func TestSixNodesNonVotersLeftAndReaped(t *testing.T) {
 	}, 20*time.Second, 20*time.Millisecond)
 	_, nonvoters := suffrages(t, leader)
 	nv := cl.nodes[nonvoters[0]]
+	// A non-voter runs with longer timeouts (the leader heartbeats it
+	// less often); voters keep the profile's.
+	ht := leader.c.HeartbeatTimeout()
+	require.Eventually(t, func() bool { return nv.c.HeartbeatTimeout() > 2*ht }, 10*time.Second, 20*time.Millisecond)
 
 	// The non-voter replicates and forwards writes.
 	apply(t, nv, host("via-nonvoter"))
@@ -354,6 +358,8 @@ func TestSixNodesNonVotersLeftAndReaped(t *testing.T) {
 		return len(voters) == 5 && len(nonvoters) == 0 && !contains(voters, leaving) &&
 			contains(voters, nv.id) && ok && n.State == fsm.NodeLeft
 	}, 20*time.Second, 20*time.Millisecond)
+	// Promoted: back to a voter's timeouts.
+	require.Eventually(t, func() bool { return nv.c.HeartbeatTimeout() == ht }, 10*time.Second, 20*time.Millisecond)
 
 	// Gossip forgets it: the registry drops it.
 	cl.stop(leaving)

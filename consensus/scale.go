@@ -14,57 +14,80 @@ import (
 // server (voters up to MaxVoters, the rest non-voters), so the leader's
 // idle work grows with the node count: measured with `rbee bench scale`
 // on a 2-core machine, the leader used 3.7% of a core idle at 3 nodes and
-// 22% at 30, and each RPC also costs its follower. Only voters' heartbeats
-// matter for leadership (the lease and VerifyLeader count voters; a
-// non-voter never campaigns), so a non-voter only needs to hear from the
-// leader often enough not to forget it: more than once per
-// HeartbeatTimeout.
+// 22% at 30, and each RPC also costs its follower; at 100 nodes the
+// followers' share alone filled both cores and voters missed heartbeats.
+// Only voters' heartbeats matter for leadership (the lease and
+// VerifyLeader count voters; a non-voter never campaigns), so a non-voter
+// only needs to hear from the leader often enough not to forget it: more
+// than once per its own HeartbeatTimeout, which it lengthens while it is
+// a non-voter (see watchSuffrage).
 
-// nonvoterHeartbeatShare: a non-voter gets a heartbeat at most every
-// HeartbeatTimeout × this share (200 ms on lan), against raft's 40–80 ms:
-// with raft's random wait added it still hears from the leader at least
-// every 280 ms, well within the 400 ms after which it would forget the
-// leader, and the commit-index appends arrive in between.
-const nonvoterHeartbeatShare = 2
+// nonvoterTimeoutFactor: a non-voter runs with HeartbeatTimeout (and
+// ElectionTimeout, which must not be shorter) this many times the
+// profile's (2.4 s on lan). It never campaigns, so the timeout only
+// decides when it forgets a silent leader.
+const nonvoterTimeoutFactor = 6
+
+// nonvoterHeartbeatEvery: the leader heartbeats a non-voter every
+// HeartbeatTimeout × 5/2 (1 s on lan) against raft's 40–80 ms. With
+// raft's own random wait (≤ HT/10) a non-voter still hears from the
+// leader at least every ~1.1 s, less than half its 2.4 s timeout, so a
+// heartbeat delayed by a busy machine does not make it forget the leader.
+func nonvoterHeartbeatEvery(heartbeatTimeout time.Duration) time.Duration {
+	return heartbeatTimeout * 5 / 2
+}
+
+// idleAppendCheck: an idle append to a non-voter that tells it nothing new
+// is answered by the throttle, but one really goes at least this often, so
+// a non-voter that lost what it acknowledged (a restart before its writes
+// reached disk) learns the commit index within this time.
+const idleAppendCheck = 10 * time.Second
 
 // heartbeatThrottle is raft's network transport with the idle traffic to
-// non-voters spaced out. Raft's heartbeat goroutine for a follower calls
-// AppendEntries and waits for it, and so does its replication goroutine
-// when the transport offers no pipeline; so holding a non-voter's
-// heartbeat, or an empty append that tells it no newer commit index,
-// back until its interval has passed slows that goroutine and nothing
-// else. No follower gets a pipeline (see AppendEntriesPipeline). Votes,
-// appends with entries or a newer commit index, snapshots and everything
-// to voters pass unchanged. Measured with `rbee bench scale` at 30 nodes,
-// the CPU profile of the leader was raft's replication to followers
-// (commit-index appends, 15% of its samples; heartbeats 5% once spaced).
+// non-voters cut down:
+//
+//   - a heartbeat to a non-voter is held back until nonvoterHeartbeatEvery
+//     has passed since the last one. Raft's heartbeat goroutine for a
+//     follower calls AppendEntries and waits for it, so holding it slows
+//     that goroutine and nothing else;
+//   - an empty append to a non-voter that carries no newer commit index
+//     than it acknowledged is answered here with success, without an RPC
+//     (at most idleAppendCheck apart one goes anyway). Holding it instead
+//     would also hold the next append with entries, which the same raft
+//     goroutine sends. An error on any RPC to the non-voter forgets what
+//     it acknowledged, so the next idle append goes out;
+//   - no follower gets a pipeline (see AppendEntriesPipeline).
+//
+// Votes, appends with entries or a newer commit index, snapshots and
+// everything to voters pass unchanged. Measured with `rbee bench scale` at
+// 30 nodes, the CPU profile of the leader was raft's replication to
+// followers (commit-index appends, 15% of its samples; heartbeats 5% once
+// spaced).
 type heartbeatThrottle struct {
 	*raft.NetworkTransport
 	every time.Duration
 	done  <-chan struct{}
 
 	nonvoters atomic.Pointer[map[raft.ServerID]bool]
-	mu        sync.Mutex
-	last      map[throttleKey]time.Time // when each kind was last sent to each non-voter
-	commit    map[raft.ServerID]uint64  // the newest commit index a non-voter acknowledged
-}
+	answered  atomic.Uint64 // idle appends answered without an RPC
 
-// throttleKey: heartbeats and idle appends run on separate goroutines of
-// raft and are spaced separately.
-type throttleKey struct {
-	id        raft.ServerID
-	heartbeat bool
+	mu       sync.Mutex
+	lastBeat map[raft.ServerID]time.Time // when the last heartbeat went to each non-voter
+	lastIdle map[raft.ServerID]time.Time // when the last empty append really went
+	commit   map[raft.ServerID]uint64    // the newest commit index a non-voter acknowledged
 }
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
-	h := &heartbeatThrottle{NetworkTransport: t, every: heartbeatTimeout / nonvoterHeartbeatShare, done: done,
-		last: map[throttleKey]time.Time{}, commit: map[raft.ServerID]uint64{}}
+	h := &heartbeatThrottle{NetworkTransport: t, every: nonvoterHeartbeatEvery(heartbeatTimeout), done: done,
+		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, commit: map[raft.ServerID]uint64{}}
 	h.setServers(nil)
 	return h
 }
 
-// setServers records which servers are non-voters (the leader calls it
-// with the configuration around every reconcile pass).
+// setServers records which servers are non-voters. Every server calls it
+// with its latest configuration (watchSuffrage), so a new leader spaces
+// its idle traffic from its first heartbeat; the leader also calls it
+// around every reconcile pass.
 func (h *heartbeatThrottle) setServers(servers []raft.Server) {
 	m := make(map[raft.ServerID]bool, len(servers))
 	for _, s := range servers {
@@ -74,9 +97,11 @@ func (h *heartbeatThrottle) setServers(servers []raft.Server) {
 	}
 	h.nonvoters.Store(&m)
 	h.mu.Lock()
-	for k := range h.last {
-		if !m[k.id] {
-			delete(h.last, k)
+	for _, t := range []map[raft.ServerID]time.Time{h.lastBeat, h.lastIdle} {
+		for id := range t {
+			if !m[id] {
+				delete(t, id)
+			}
 		}
 	}
 	for id := range h.commit {
@@ -105,34 +130,116 @@ func (h *heartbeatThrottle) AppendEntriesPipeline(raft.ServerID, raft.ServerAddr
 	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
-// AppendEntries holds a heartbeat to a non-voter, or an empty append that
-// carries no newer commit index than it acknowledged, back until every
-// has passed since the last of its kind, then sends it.
+// AppendEntries spaces heartbeats to a non-voter and answers its idle
+// appends (see heartbeatThrottle); everything else is sent as it is.
 func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if len(args.Entries) > 0 || !h.nonvoter(id) {
-		return h.NetworkTransport.AppendEntries(id, target, args, resp)
+		return h.send(id, target, args, resp)
 	}
-	key := throttleKey{id: id, heartbeat: isHeartbeat(args)}
-	h.mu.Lock()
-	hold := key.heartbeat || args.LeaderCommitIndex <= h.commit[id]
-	wait := time.Until(h.last[key].Add(h.every))
-	h.mu.Unlock()
-	if hold && wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-h.done:
-			t.Stop()
+	if isHeartbeat(args) {
+		h.mu.Lock()
+		wait := time.Until(h.lastBeat[id].Add(h.every))
+		h.mu.Unlock()
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-h.done:
+				t.Stop()
+			}
 		}
+		h.mu.Lock()
+		h.lastBeat[id] = time.Now()
+		h.mu.Unlock()
+		return h.send(id, target, args, resp)
 	}
 	h.mu.Lock()
-	h.last[key] = time.Now()
+	acked, known := h.commit[id]
+	answer := known && args.LeaderCommitIndex <= acked && time.Since(h.lastIdle[id]) < idleAppendCheck
+	if !answer {
+		h.lastIdle[id] = time.Now()
+	}
 	h.mu.Unlock()
-	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
-	if err == nil && resp.Success && !key.heartbeat {
+	if answer {
+		// What the non-voter answered to the same append last time.
+		*resp = raft.AppendEntriesResponse{RPCHeader: raft.RPCHeader{ProtocolVersion: args.ProtocolVersion, ID: []byte(id), Addr: []byte(target)},
+			Term: args.Term, LastLog: args.PrevLogEntry, Success: true}
+		h.answered.Add(1)
+		return nil
+	}
+	err := h.send(id, target, args, resp)
+	if err == nil && resp.Success {
 		h.mu.Lock()
 		h.commit[id] = max(h.commit[id], args.LeaderCommitIndex)
 		h.mu.Unlock()
 	}
 	return err
+}
+
+// send makes the RPC; a failed one to a non-voter forgets the commit index
+// it acknowledged (it may have restarted), so its next idle append is
+// sent.
+func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
+	if err != nil || !resp.Success {
+		h.mu.Lock()
+		delete(h.commit, id)
+		h.mu.Unlock()
+	}
+	return err
+}
+
+// suffrageCheckEvery: how often a server reads its latest configuration to
+// learn whether it is a non-voter (and to tell its throttle who is). A
+// configuration read is served by raft's main loop from memory.
+const suffrageCheckEvery = 2 * time.Second
+
+// watchSuffrage keeps this server's timeouts fitting its suffrage: a
+// non-voter's HeartbeatTimeout and ElectionTimeout are the profile's ×
+// nonvoterTimeoutFactor, a voter's (or a server outside the
+// configuration) the profile's. Promotion is noticed within
+// suffrageCheckEvery; until then the promoted voter only starts an
+// election later than the others would.
+func (c *Consensus) watchSuffrage() {
+	defer c.wg.Done()
+	t := time.NewTicker(suffrageCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		r, err := c.running()
+		if err != nil {
+			continue
+		}
+		cf := r.GetConfiguration()
+		if cf.Error() != nil {
+			continue
+		}
+		servers := cf.Configuration().Servers
+		c.throttle.setServers(servers)
+		nonvoter := false
+		for _, s := range servers {
+			if s.ID == raft.ServerID(c.cfg.LocalID) {
+				nonvoter = s.Suffrage != raft.Voter
+			}
+		}
+		if nonvoter == c.nonvoter.Load() {
+			continue
+		}
+		rc := r.ReloadableConfig()
+		rc.HeartbeatTimeout, rc.ElectionTimeout = c.tm.heartbeat, c.tm.election
+		if nonvoter {
+			rc.HeartbeatTimeout *= nonvoterTimeoutFactor
+			rc.ElectionTimeout = max(rc.ElectionTimeout, rc.HeartbeatTimeout)
+		}
+		if err := r.ReloadConfig(rc); err != nil {
+			c.log.Warn("reload raft timeouts", "nonvoter", nonvoter, "err", err)
+			continue
+		}
+		c.nonvoter.Store(nonvoter)
+		c.log.Debug("raft timeouts for suffrage", "nonvoter", nonvoter, "heartbeat_timeout", rc.HeartbeatTimeout)
+	}
 }

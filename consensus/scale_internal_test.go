@@ -10,8 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// answerer answers every RPC that reaches t and counts the heartbeats.
-func answerer(t *testing.T, tr *raft.NetworkTransport, heartbeats *atomic.Int64) {
+// answerer answers every RPC that reaches t and counts the heartbeats and
+// (when appends is not nil) the other appends.
+func answerer(t *testing.T, tr *raft.NetworkTransport, heartbeats, appends *atomic.Int64) {
 	t.Helper()
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
@@ -21,8 +22,12 @@ func answerer(t *testing.T, tr *raft.NetworkTransport, heartbeats *atomic.Int64)
 			case <-done:
 				return
 			case rpc := <-tr.Consumer():
-				if a, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && isHeartbeat(a) {
-					heartbeats.Add(1)
+				if a, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
+					if isHeartbeat(a) {
+						heartbeats.Add(1)
+					} else if appends != nil {
+						appends.Add(1)
+					}
 				}
 				rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
 			}
@@ -38,16 +43,19 @@ func tcpTransport(t *testing.T) *raft.NetworkTransport {
 	return tr
 }
 
-// A leader's heartbeats to a non-voter are spaced to HeartbeatTimeout/2;
-// those to voters, and appends that carry a commit index, are not held.
-// Without the throttle 8 heartbeats in a row take a few milliseconds.
+// A leader's heartbeats to a non-voter are spaced to
+// nonvoterHeartbeatEvery; its idle appends that tell it nothing new are
+// answered without an RPC; heartbeats to voters, and appends that carry a
+// newer commit index, go at once. Without the throttle 8 heartbeats in a
+// row take a few milliseconds and every append is an RPC.
 func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
-	const ht = 400 * time.Millisecond
+	const ht = 100 * time.Millisecond
+	every := nonvoterHeartbeatEvery(ht)
 	leader := tcpTransport(t)
 	voter, nonvoter := tcpTransport(t), tcpTransport(t)
-	var voterBeats, nonvoterBeats atomic.Int64
-	answerer(t, voter, &voterBeats)
-	answerer(t, nonvoter, &nonvoterBeats)
+	var voterBeats, nonvoterBeats, nonvoterAppends atomic.Int64
+	answerer(t, voter, &voterBeats, nil)
+	answerer(t, nonvoter, &nonvoterBeats, &nonvoterAppends)
 	done := make(chan struct{})
 	defer close(done)
 	h := newHeartbeatThrottle(leader, ht, done)
@@ -55,47 +63,66 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 		{ID: "v", Address: voter.LocalAddr(), Suffrage: raft.Voter},
 		{ID: "n", Address: nonvoter.LocalAddr(), Suffrage: raft.Nonvoter},
 	})
-	beat := func(id raft.ServerID, addr raft.ServerAddress, commit uint64) {
+	send := func(id raft.ServerID, addr raft.ServerAddress, req *raft.AppendEntriesRequest) {
 		var resp raft.AppendEntriesResponse
-		req := &raft.AppendEntriesRequest{Term: 1, LeaderCommitIndex: commit}
 		require.NoError(t, h.AppendEntries(id, addr, req, &resp))
 		require.True(t, resp.Success)
+		require.Equal(t, req.Term, resp.Term)
 	}
-	const n = 8
+	beat := func(id raft.ServerID, addr raft.ServerAddress) { send(id, addr, &raft.AppendEntriesRequest{Term: 1}) }
+	idle := func(id raft.ServerID, addr raft.ServerAddress, commit uint64) {
+		send(id, addr, &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 5, PrevLogTerm: 1, LeaderCommitIndex: commit})
+	}
+	const n = 5
 	start := time.Now()
 	for range n {
-		beat("n", nonvoter.LocalAddr(), 0)
+		beat("n", nonvoter.LocalAddr())
 	}
 	spaced := time.Since(start)
-	require.GreaterOrEqual(t, spaced, (n-1)*ht/nonvoterHeartbeatShare, "heartbeats to a non-voter are spaced")
+	require.GreaterOrEqual(t, spaced, (n-1)*every, "heartbeats to a non-voter are spaced")
 	require.EqualValues(t, n, nonvoterBeats.Load(), "every heartbeat is sent, later")
 
 	start = time.Now()
-	for i := range n {
-		beat("v", voter.LocalAddr(), 0)
-		beat("n", nonvoter.LocalAddr(), uint64(7+i)) // a newer commit index each time
+	for range n {
+		beat("v", voter.LocalAddr())
 	}
-	require.Less(t, time.Since(start), spaced, "voters' heartbeats and commit appends are not held")
+	require.Less(t, time.Since(start), every, "voters' heartbeats are not held")
 	require.EqualValues(t, n, voterBeats.Load())
 
-	// Idle appends to a non-voter: one with a newer commit index goes at
-	// once, repeats of an acknowledged one are spaced; nobody gets a pipeline.
+	// Idle appends to a non-voter: each newer commit index is sent at
+	// once; repeats of an acknowledged one are answered here.
 	start = time.Now()
-	beat("n", nonvoter.LocalAddr(), 100)
-	require.Less(t, time.Since(start), spaced)
-	start = time.Now()
-	for range n - 1 {
-		beat("n", nonvoter.LocalAddr(), 100)
+	for i := range n {
+		idle("n", nonvoter.LocalAddr(), uint64(7+i))
 	}
-	require.GreaterOrEqual(t, time.Since(start), (n-2)*ht/nonvoterHeartbeatShare, "repeated commit index held")
+	require.EqualValues(t, n, nonvoterAppends.Load(), "a newer commit index is always sent")
+	for range 20 {
+		idle("n", nonvoter.LocalAddr(), uint64(7+n-1))
+	}
+	require.Less(t, time.Since(start), every, "idle appends are never held")
+	require.EqualValues(t, n, nonvoterAppends.Load(), "repeats of an acknowledged commit index are answered without an RPC")
+	require.EqualValues(t, 20, h.answered.Load())
+	// An append with entries always goes.
+	send("n", nonvoter.LocalAddr(), &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 5, PrevLogTerm: 1, LeaderCommitIndex: 11,
+		Entries: []*raft.Log{{Index: 6, Term: 1, Type: raft.LogCommand}}})
+	require.EqualValues(t, n+1, nonvoterAppends.Load())
 	_, err := h.AppendEntriesPipeline("v", voter.LocalAddr())
 	require.ErrorIs(t, err, raft.ErrPipelineReplicationNotSupported)
 
-	// Promoted to voter: no longer held.
+	// A failed RPC forgets the acknowledged commit index: the next idle
+	// append is sent.
+	var resp raft.AppendEntriesResponse
+	require.Error(t, h.AppendEntries("n", "127.0.0.1:1", &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 5, PrevLogTerm: 1, LeaderCommitIndex: 12}, &resp))
+	idle("n", nonvoter.LocalAddr(), 11)
+	require.EqualValues(t, n+2, nonvoterAppends.Load())
+
+	// Promoted to voter: no longer held or answered.
 	h.setServers([]raft.Server{{ID: "n", Address: nonvoter.LocalAddr(), Suffrage: raft.Voter}})
 	start = time.Now()
 	for range n {
-		beat("n", nonvoter.LocalAddr(), 0)
+		beat("n", nonvoter.LocalAddr())
+		idle("n", nonvoter.LocalAddr(), 11)
 	}
-	require.Less(t, time.Since(start), spaced)
+	require.Less(t, time.Since(start), every)
+	require.EqualValues(t, 2*n+2, nonvoterAppends.Load())
 }

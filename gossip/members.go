@@ -217,6 +217,18 @@ func (t *memberTable) intent(id string, nonce uint64) (fresh, left bool, m Membe
 
 // list returns every member, sorted by id, dead and left ones until they
 // are reaped.
+// get returns one member as list would.
+func (t *memberTable) get(id string) (Member, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.reapLocked(t.now())
+	e, ok := t.members[id]
+	if !ok {
+		return Member{}, false
+	}
+	return cloneMember(e.m), true
+}
+
 func (t *memberTable) list() []Member {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -135,10 +135,16 @@ func TestMemberTable(t *testing.T) {
 				}
 				require.Equal(t, s.ret, ret, "step %d: %s", i, s.op)
 				requireIndexed(t, tb)
+				one, found := tb.get(a.ID) // before list: get reaps too
 				ms := tb.list()
 				if s.gone {
 					require.Empty(t, ms, "step %d: %s", i, s.op)
+					require.False(t, found, "step %d: %s", i, s.op)
 					continue
+				}
+				if len(ms) == 1 {
+					require.True(t, found)
+					require.Equal(t, ms[0], one, "get returns what list does")
 				}
 				if s.want == 0 && s.op == "wait" {
 					continue

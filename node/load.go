@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -25,8 +26,10 @@ type loadReport struct {
 	// seconds): "last used" changes on every request, so it travels by
 	// gossip like load, never by Raft.
 	KeysUsed map[string]int64 `json:"keys_used,omitempty"`
-
-	received time.Time
+	// Relay asks every node that receives the report for the first time
+	// to broadcast it on: it changes what can be routed (see
+	// loadPublisher). Nodes of earlier versions ignore it.
+	Relay bool `json:"relay,omitempty"`
 }
 
 // maxKeysUsed bounds the API keys one report may name: far more keys than
@@ -44,6 +47,9 @@ type loadTable struct {
 	mu      sync.Mutex
 	reports map[string]*loadReport
 	changed func() // called (outside the lock) when a report changed
+	// relay broadcasts a report received with Relay set, the first time
+	// (set before gossip starts; nil: none).
+	relay func(key string, msg []byte)
 }
 
 func newLoadTable() *loadTable {
@@ -61,7 +67,6 @@ func (t *loadTable) put(r loadReport) bool {
 		t.mu.Unlock()
 		return false
 	}
-	r.received = time.Now()
 	t.reports[r.NodeID] = &r
 	t.mu.Unlock()
 	if t.changed != nil {
@@ -81,16 +86,17 @@ func (t *loadTable) report(nodeID string) (loadReport, bool) {
 	return *r, true
 }
 
-// workers returns every reported worker with its heartbeat age as of now.
+// workers returns every reported worker with its heartbeat age as its
+// node reported it. A report does not age here: its node sends one when
+// something changed (and every loadRefreshEvery), and expires its own
+// silent workers; whether the node itself is still there is gossip's
+// failure detection, which the router checks.
 func (t *loadTable) workers() []router.WorkerLoad {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []router.WorkerLoad
-	now := time.Now()
 	for _, r := range t.reports {
-		extra := now.Sub(r.received).Milliseconds()
 		for _, w := range r.Workers {
-			w.AgeMs += extra
 			w.NodeID = r.NodeID
 			out = append(out, w)
 		}
@@ -132,13 +138,98 @@ func (t *loadTable) MergeRemoteState(buf []byte) {
 	}
 }
 
-// NotifyMsg implements gossip.StateDelegate: one report per broadcast.
+// NotifyMsg implements gossip.StateDelegate: one report per broadcast. A
+// report new to this node that asks for it is broadcast on, as it came.
 func (t *loadTable) NotifyMsg(msg []byte) {
 	r, err := decodeLoadMsg(msg)
 	if err != nil {
 		return
 	}
-	t.put(r)
+	if t.put(r) && r.Relay && t.relay != nil {
+		t.relay(loadKey(r.NodeID), msg)
+	}
+}
+
+// loadKey names a node's report in the broadcast queue: a newer one
+// replaces one still queued.
+func loadKey(nodeID string) string { return "load/" + nodeID }
+
+// loadRefreshEvery: a node broadcasts its report at least this often even
+// when nothing changed (not relayed). Receivers do not need it to keep the
+// report (it does not age); it repairs a broadcast that was lost, sooner
+// than push/pull (every 30 s, 90 s at 100 nodes), and keeps nodes of
+// earlier versions, which age reports for 30 s, routing to this node's
+// workers.
+const loadRefreshEvery = 10 * time.Second
+
+// loadPublisher decides which of this node's reports are broadcast, so
+// that an idle cluster sends none and load traffic grows with what
+// changes, not with the node count:
+//
+//   - a report that changes what can be routed (a worker came, went, or
+//     changed state, model, port, slots, context or group) is broadcast
+//     with Relay set: every node passes it on once, so it reaches the
+//     whole cluster in O(log n) gossip rounds instead of the
+//     RetransmitMult×log10(n+1) members its origin alone reaches (12 of 99
+//     at 100 nodes);
+//   - one that changes only counters (in flight, queued, tokens/s) or the
+//     API keys' last use goes from its origin only: they steer the choice
+//     between workers and a node that misses one gets the next;
+//   - an unchanged report goes every loadRefreshEvery, from its origin.
+//
+// The supervisor offers a report on every worker state change and every
+// few seconds; gossip's queue keeps one report per node (named
+// broadcasts), so a burst of changes costs one queued message. Safe for
+// concurrent use.
+type loadPublisher struct {
+	mu   sync.Mutex
+	last *loadReport // the last report broadcast
+	sent time.Time
+}
+
+// decide reports whether r is to be broadcast and whether with Relay, and
+// records it as sent when it is.
+func (p *loadPublisher) decide(r loadReport, now time.Time) (send, relay bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.last == nil || routingChanged(p.last.Workers, r.Workers):
+		send, relay = true, true
+	case countersChanged(p.last.Workers, r.Workers) || !maps.Equal(p.last.KeysUsed, r.KeysUsed):
+		send = true
+	default:
+		send = now.Sub(p.sent) >= loadRefreshEvery
+	}
+	if send {
+		p.last, p.sent = &r, now
+	}
+	return send, relay
+}
+
+// routingChanged: the two lists differ in a worker or in a field the
+// router filters on. Both are sorted by id.
+func routingChanged(a, b []router.WorkerLoad) bool {
+	if len(a) != len(b) {
+		return true
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.ID != y.ID || x.Model != y.Model || x.Device != y.Device || x.Port != y.Port || x.PID != y.PID ||
+			x.State != y.State || x.Slots != y.Slots || x.ContextLength != y.ContextLength || x.Group != y.Group {
+			return true
+		}
+	}
+	return false
+}
+
+// countersChanged: same workers, other load counters.
+func countersChanged(a, b []router.WorkerLoad) bool {
+	for i := range a {
+		if a[i].InFlight != b[i].InFlight || a[i].Queued != b[i].Queued || a[i].TPS != b[i].TPS {
+			return true
+		}
+	}
+	return false
 }
 
 // loadMsgDeflate is the first byte of a load report broadcast that is

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -66,4 +67,75 @@ func TestLoadBroadcastFits(t *testing.T) {
 	msg, _ := encodeLoadMsg(report(6, 0))
 	lt.NotifyMsg(msg)
 	require.Len(t, lt.workers(), 6)
+}
+
+// TestLoadPublisher: a report that changes routing goes out relayed, one
+// that changes only counters or keys goes from its origin only, an
+// unchanged one only every loadRefreshEvery; a table relays a relayed
+// report the first time only, and reports do not age in the table.
+func TestLoadPublisher(t *testing.T) {
+	var p loadPublisher
+	now := time.Unix(1733339000, 0)
+	r := report(3, 1)
+	step := func(r loadReport, after time.Duration) (bool, bool) {
+		now = now.Add(after)
+		return p.decide(r, now)
+	}
+	type want struct{ send, relay bool }
+	check := func(name string, r loadReport, after time.Duration, w want) {
+		t.Helper()
+		send, relay := step(r, after)
+		require.Equal(t, w, want{send, relay}, name)
+	}
+	check("first report", r, 0, want{true, true})
+	check("unchanged", r, time.Second, want{false, false})
+	aged := report(3, 1)
+	aged.Workers[0].AgeMs += 700
+	check("only heartbeat ages differ", aged, time.Second, want{false, false})
+	busy := report(3, 1)
+	busy.Workers[1].InFlight++
+	check("counters", busy, time.Second, want{true, false})
+	keys := report(3, 2)
+	keys.Workers = busy.Workers
+	check("keys used", keys, time.Second, want{true, false})
+	check("unchanged again", keys, time.Second, want{false, false})
+	check("refresh", keys, loadRefreshEvery, want{true, false})
+	for _, change := range []func(w *router.WorkerLoad){
+		func(w *router.WorkerLoad) { w.State = "draining" },
+		func(w *router.WorkerLoad) { w.Port++ },
+		func(w *router.WorkerLoad) { w.Model = "other" },
+		func(w *router.WorkerLoad) { w.Group = "g1" },
+	} {
+		c := report(3, 2)
+		c.Workers = append([]router.WorkerLoad(nil), busy.Workers...)
+		change(&c.Workers[2])
+		check("routing field", c, time.Millisecond, want{true, true})
+		check("routing field back", keys, time.Millisecond, want{true, true})
+	}
+	fewer := report(2, 2)
+	check("worker gone", fewer, time.Millisecond, want{true, true})
+
+	// Relay: once per new report, as it came.
+	lt := newLoadTable()
+	var relayed [][]byte
+	lt.relay = func(key string, msg []byte) {
+		require.Equal(t, loadKey(fewer.NodeID), key)
+		relayed = append(relayed, msg)
+	}
+	fewer.Relay = true
+	msg, err := encodeLoadMsg(fewer)
+	require.NoError(t, err)
+	lt.NotifyMsg(msg)
+	lt.NotifyMsg(msg)
+	require.Equal(t, [][]byte{msg}, relayed, "relayed once, unchanged")
+	counters := report(2, 2)
+	counters.Seq = fewer.Seq + 1
+	msg, err = encodeLoadMsg(counters)
+	require.NoError(t, err)
+	lt.NotifyMsg(msg)
+	require.Len(t, relayed, 1, "a report without Relay is not passed on")
+	require.Len(t, lt.workers(), 2)
+	for _, w := range lt.workers() {
+		require.Less(t, w.AgeMs, int64(1000), "reports do not age in the table")
+	}
 }

@@ -55,7 +55,8 @@ func (s supervision) Type(name string) (workercat.WorkerType, error) {
 	return s.n.binaries.Type(name)
 }
 
-// Publish stores this node's load report and broadcasts it.
+// Publish stores this node's load report and broadcasts it when
+// loadPublisher says so.
 func (s supervision) Publish(workers []router.WorkerLoad) {
 	n := s.n
 	r := loadReport{NodeID: n.ID(), Seq: time.Now().UnixNano(), Workers: workers}
@@ -64,13 +65,18 @@ func (s supervision) Publish(workers []router.WorkerLoad) {
 	}
 	r.KeysUsed = n.auth.KeysUsed()
 	n.loads.put(r)
+	send, relay := n.loadPub.decide(r, time.Now())
+	if !send {
+		return
+	}
+	r.Relay = relay
 	b, err := encodeLoadMsg(r)
 	if err != nil {
 		// Peers still get it by push/pull.
 		n.log.Debug("broadcast load", "err", err)
 		return
 	}
-	if err := n.gsp.Broadcast("load/"+n.ID(), b); err != nil {
+	if err := n.gsp.Broadcast(loadKey(n.ID()), b); err != nil {
 		n.log.Warn("broadcast load", "err", err)
 	}
 }

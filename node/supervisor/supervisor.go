@@ -34,9 +34,10 @@ import (
 
 // Timings of the worker bookkeeping.
 const (
-	// loadPublishEvery re-broadcasts this node's report even when nothing
-	// changed, so a peer that missed a broadcast catches up within seconds
-	// (push/pull anti-entropy is the slower safety net).
+	// loadPublishEvery: the report is offered to the node this often
+	// besides on every worker state change, so load counters reach peers
+	// within seconds; the node broadcasts only what changed (and an
+	// unchanged report now and then; see the node's loadPublisher).
 	loadPublishEvery = 3 * time.Second
 	// workerTick drives heartbeat expiry and the leader's reconcile.
 	workerTick = 500 * time.Millisecond
