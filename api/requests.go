@@ -7,7 +7,16 @@ import (
 )
 
 // StatusRequest asks for the cluster status (StatusResult).
-type StatusRequest struct{}
+type StatusRequest struct {
+	// All asks for every node, worker and model however many there are;
+	// without it a cluster past StatusListAll nodes answers with a
+	// summary (StatusResult.Summary) and only the nodes and workers that
+	// need attention.
+	All bool `json:"all,omitempty"`
+}
+
+// StatusListAll: up to this many nodes, status lists everything.
+const StatusListAll = 20
 
 // HiveListRequest lists every node and inventory host (HiveListResult).
 type HiveListRequest struct{}

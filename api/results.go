@@ -56,6 +56,21 @@ type StatusResult struct {
 	Workers         []WorkerView       `json:"workers"`
 	Models          []fsm.ModelHolding `json:"models"`
 	InFlight        int                `json:"in_flight"`
+	// Summary is set when the lists above are cut (StatusRequest.All
+	// unset in a cluster past StatusListAll nodes): Nodes then holds the
+	// leader, the voters, this node and every node that is not alive;
+	// Workers the workers that are not ready; Models nothing.
+	Summary *StatusSummary `json:"summary,omitempty"`
+}
+
+// StatusSummary counts what a cut status does not list.
+type StatusSummary struct {
+	// Nodes counts the nodes by state (alive, suspect, dead, left).
+	Nodes map[string]int `json:"nodes"`
+	// Workers counts the workers by registry state.
+	Workers map[string]int `json:"workers"`
+	// Models counts the model holdings (a model on a node).
+	Models int `json:"models"`
 }
 
 // HiveStatus is the result of hive_status.

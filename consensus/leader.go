@@ -24,6 +24,41 @@ func (c *Consensus) kickLeaderLoop() {
 	}
 }
 
+// reconcileSoon marks members for the leader loop's next pass (every
+// member when ids is empty) and kicks it.
+func (c *Consensus) reconcileSoon(ids ...string) {
+	c.dirtyMu.Lock()
+	if len(ids) == 0 {
+		c.dirtyAll = true
+	}
+	for _, id := range ids {
+		c.dirty[id] = struct{}{}
+	}
+	c.dirtyMu.Unlock()
+	c.kickLeaderLoop()
+}
+
+// takeDirty returns and clears the marked members; all: a full pass was
+// asked for.
+func (c *Consensus) takeDirty() (ids []string, all bool) {
+	c.dirtyMu.Lock()
+	defer c.dirtyMu.Unlock()
+	all = c.dirtyAll
+	for id := range c.dirty {
+		ids = append(ids, id)
+	}
+	clear(c.dirty)
+	c.dirtyAll = false
+	sort.Strings(ids)
+	return ids, all
+}
+
+// fullPassShare: when more than this share of the members changed since
+// the last pass, the leader loop runs a full pass instead of one over the
+// changed members (a full pass lists the members once; looking each
+// changed one up costs about as much past this share).
+const fullPassShare = 4
+
 func (c *Consensus) markLeaving(id string) {
 	c.leftMu.Lock()
 	defer c.leftMu.Unlock()
@@ -44,8 +79,10 @@ func (c *Consensus) isLeaving(id string) bool {
 }
 
 // leaderLoop runs while this server is the leader: a barrier (so the local
-// FSM has every committed entry), then a reconcile pass at once, on every
-// membership kick and every ReconcileInterval.
+// FSM has every committed entry), then a full reconcile pass at once and
+// every ReconcileInterval, and in between a pass over the members marked
+// since the last one (MembershipChanged with ids): a join storm of n
+// members costs O(n) member checks instead of n full passes of O(n) each.
 func (c *Consensus) leaderLoop(ctx context.Context) {
 	r, err := c.running()
 	if err != nil {
@@ -71,17 +108,45 @@ func (c *Consensus) leaderLoop(ctx context.Context) {
 	// Members(). Per leadership term on purpose: a new leader waits a full
 	// ReapGrace before reaping, whatever its predecessor saw.
 	absent := map[string]time.Time{}
+	full := true
 	for {
-		if err := c.reconcile(ctx, r, absent); err != nil && ctx.Err() == nil {
+		ids, all := c.takeDirty()
+		var err error
+		switch {
+		case full || all || len(ids)*fullPassShare > c.memberCount():
+			err = c.reconcile(ctx, r, absent)
+		case len(ids) > 0:
+			err = c.reconcileMembers(ctx, r, ids, absent)
+		}
+		if err != nil && ctx.Err() == nil {
 			c.log.Warn("reconcile failed", "err", err)
 		}
+		full = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.kickLeader:
 		case <-ticker.C:
+			full = true
 		}
 	}
+}
+
+// memberCount is the number of members in the last full pass (0 before
+// one), for choosing between a full and an incremental pass.
+func (c *Consensus) memberCount() int { return int(c.lastMembers.Load()) }
+
+// member looks one member up in the gossip view.
+func (c *Consensus) member(id string) (Member, bool) {
+	if c.cfg.Member != nil {
+		return c.cfg.Member(id)
+	}
+	for _, m := range c.cfg.Members() {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return Member{}, false
 }
 
 // reconcile makes the raft configuration and the registry's node entries
@@ -101,8 +166,30 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[stri
 	if c.cfg.Members != nil {
 		members = c.cfg.Members()
 	}
+	c.lastMembers.Store(int64(len(members)))
 	err := p.run(ctx, members, absent)
 	// The pass may have added, removed or promoted servers.
+	servers = make([]raft.Server, 0, len(p.servers))
+	for _, s := range p.servers {
+		servers = append(servers, s)
+	}
+	c.throttle.setServers(servers)
+	return err
+}
+
+// reconcileMembers is reconcile for the members with the given ids only.
+func (c *Consensus) reconcileMembers(ctx context.Context, r *raft.Raft, ids []string, absent map[string]time.Time) error {
+	if r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	cf := r.GetConfiguration()
+	if err := c.await(ctx, cf); err != nil {
+		return err
+	}
+	servers := cf.Configuration().Servers
+	c.throttle.setServers(servers)
+	p := c.newPass(raftOps{c: c, ctx: ctx, r: r}, c.cfg.FSM.State(), servers)
+	err := p.runMembers(ctx, ids, c.member, absent)
 	servers = make([]raft.Server, 0, len(p.servers))
 	for _, s := range p.servers {
 		servers = append(servers, s)
@@ -153,8 +240,9 @@ type reconcilePass struct {
 	servers map[string]raft.Server
 	voters  int
 	errs    []error
-	// kickAfter asks for another pass after d (a node becomes reapable).
-	kickAfter func(d time.Duration)
+	// kickAfter asks for a pass over member id after d (it becomes
+	// reapable).
+	kickAfter func(d time.Duration, id string)
 }
 
 func (c *Consensus) newPass(ops reconcileOps, st *fsm.State, servers []raft.Server) *reconcilePass {
@@ -162,7 +250,7 @@ func (c *Consensus) newPass(ops reconcileOps, st *fsm.State, servers []raft.Serv
 	p := &reconcilePass{
 		c: c, ops: ops, st: st, now: now.UTC(), clock: now,
 		servers:   make(map[string]raft.Server, len(servers)),
-		kickAfter: func(d time.Duration) { time.AfterFunc(d, c.kickLeaderLoop) },
+		kickAfter: func(d time.Duration, id string) { time.AfterFunc(d, func() { c.reconcileSoon(id) }) },
 	}
 	for _, s := range servers {
 		p.servers[string(s.ID)] = s
@@ -199,7 +287,34 @@ func (p *reconcilePass) run(ctx context.Context, list []Member, absent map[strin
 	if _, selfSeen := members[p.c.cfg.LocalID]; selfSeen {
 		p.reconcileReaped(members, absent)
 	}
-	p.promoteNonvoters(members)
+	p.promoteNonvoters(func(id string) bool {
+		m, ok := members[id]
+		return ok && m.State == MemberAlive
+	})
+	return errors.Join(p.errs...)
+}
+
+// runMembers is run for the members with the given ids: each is
+// reconciled as it is in the gossip view (lookup), or, when gossip no
+// longer knows it, handled as a registry node to reap. Non-voters are
+// promoted while there is room.
+func (p *reconcilePass) runMembers(ctx context.Context, ids []string, lookup func(id string) (Member, bool), absent map[string]time.Time) error {
+	_, selfSeen := lookup(p.c.cfg.LocalID)
+	for _, id := range ids {
+		if m, ok := lookup(id); ok {
+			delete(absent, id)
+			p.reconcileMember(m)
+		} else if n, ok := p.st.Node(id); ok && selfSeen && id != p.c.cfg.LocalID {
+			p.reapAbsent(n, absent)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	p.promoteNonvoters(func(id string) bool {
+		m, ok := lookup(id)
+		return ok && m.State == MemberAlive
+	})
 	return errors.Join(p.errs...)
 }
 
@@ -287,31 +402,7 @@ func (p *reconcilePass) reconcileReaped(members map[string]Member, absent map[st
 			continue
 		}
 		stillAbsent[n.ID] = true
-		first, seen := absent[n.ID]
-		if !seen {
-			first = p.clock
-			absent[n.ID] = first
-		}
-		if n.State == fsm.NodeAlive {
-			// Vanished without a failure seen by gossip: mark it failed.
-			p.errs = append(p.errs, p.ops.propose(fsm.SetNodeState{ID: n.ID, State: fsm.NodeFailed, At: p.now}))
-		}
-		if wait := p.c.cfg.ReapGrace - p.clock.Sub(first); wait > 0 {
-			p.kickAfter(wait)
-			continue
-		}
-		if srv, ok := p.servers[n.ID]; ok {
-			p.c.log.Info("reaping server", "id", n.ID, "name", n.Name)
-			if err := p.ops.removeServer(n.ID); err != nil {
-				p.errs = append(p.errs, err)
-				continue
-			}
-			if srv.Suffrage == raft.Voter {
-				p.voters--
-			}
-			delete(p.servers, n.ID)
-		}
-		p.errs = append(p.errs, p.ops.propose(fsm.DeleteNode{ID: n.ID}))
+		p.reapAbsent(n, absent)
 	}
 	for id := range absent {
 		if !stillAbsent[id] {
@@ -320,15 +411,47 @@ func (p *reconcilePass) reconcileReaped(members map[string]Member, absent map[st
 	}
 }
 
+// reapAbsent handles one registry node that gossip does not know (see
+// reconcileReaped).
+func (p *reconcilePass) reapAbsent(n fsm.Node, absent map[string]time.Time) {
+	first, seen := absent[n.ID]
+	if !seen {
+		first = p.clock
+		absent[n.ID] = first
+	}
+	if n.State == fsm.NodeAlive {
+		// Vanished without a failure seen by gossip: mark it failed.
+		p.errs = append(p.errs, p.ops.propose(fsm.SetNodeState{ID: n.ID, State: fsm.NodeFailed, At: p.now}))
+	}
+	if wait := p.c.cfg.ReapGrace - p.clock.Sub(first); wait > 0 {
+		p.kickAfter(wait, n.ID)
+		return
+	}
+	if srv, ok := p.servers[n.ID]; ok {
+		p.c.log.Info("reaping server", "id", n.ID, "name", n.Name)
+		if err := p.ops.removeServer(n.ID); err != nil {
+			p.errs = append(p.errs, err)
+			return
+		}
+		if srv.Suffrage == raft.Voter {
+			p.voters--
+		}
+		delete(p.servers, n.ID)
+	}
+	p.errs = append(p.errs, p.ops.propose(fsm.DeleteNode{ID: n.ID}))
+}
+
 // promoteNonvoters makes alive non-voters voters, in id order, while there
-// are fewer than MaxVoters.
-func (p *reconcilePass) promoteNonvoters(members map[string]Member) {
+// are fewer than MaxVoters (with MaxVoters voters, as a cluster past five
+// nodes has, it looks at nothing).
+func (p *reconcilePass) promoteNonvoters(alive func(id string) bool) {
+	if p.voters >= p.c.cfg.MaxVoters {
+		return
+	}
 	var nonvoters []string
 	for id, s := range p.servers {
-		if s.Suffrage != raft.Voter {
-			if m, ok := members[id]; ok && m.State == MemberAlive {
-				nonvoters = append(nonvoters, id)
-			}
+		if s.Suffrage != raft.Voter && alive(id) {
+			nonvoters = append(nonvoters, id)
 		}
 	}
 	sort.Strings(nonvoters)

@@ -255,7 +255,7 @@ func TestReconcileReaped(t *testing.T) {
 			ops := &fakeOps{}
 			p := testPass(t, ops, registry(t, tt.nodes...), tt.servers)
 			var kicks []time.Duration
-			p.kickAfter = func(d time.Duration) { kicks = append(kicks, d) }
+			p.kickAfter = func(d time.Duration, _ string) { kicks = append(kicks, d) }
 			absent := map[string]time.Time{}
 			for id, d := range tt.absentFor {
 				absent[id] = p.clock.Add(-d)
@@ -313,7 +313,7 @@ func TestPromoteNonvoters(t *testing.T) {
 			for _, m := range tt.members {
 				members[m.ID] = m
 			}
-			p.promoteNonvoters(members)
+			p.promoteNonvoters(func(id string) bool { return members[id].State == MemberAlive })
 			require.Equal(t, tt.want, ops.log)
 			require.Equal(t, tt.voters, p.voters)
 		})
@@ -337,7 +337,7 @@ func TestReconcilePassRun(t *testing.T) {
 	// the reaping, then promotions.
 	ops = &fakeOps{}
 	p = testPass(t, ops, st, servers)
-	p.kickAfter = func(time.Duration) {}
+	p.kickAfter = func(time.Duration, string) {}
 	view := []Member{member("self", MemberAlive), member("c", MemberAlive), {}, member("b", MemberFailed), member("b", MemberAlive)}
 	require.NoError(t, p.run(context.Background(), view, absent))
 	require.Equal(t, []string{"upsert b alive", "add voter c", "upsert c alive", "set gone failed", "add voter b"}, ops.log)
@@ -346,4 +346,32 @@ func TestReconcilePassRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.ErrorIs(t, testPass(t, &fakeOps{}, st, servers).run(ctx, view, absent), context.Canceled)
+}
+
+// A pass over changed members does what a full pass does for them: it
+// reconciles the members it is given in the gossip view, reaps the ones
+// gossip forgot, promotes while there is room, and looks at no other
+// member (the full pass's "gone" entry is not touched).
+func TestReconcilePassMembers(t *testing.T) {
+	st := registry(t, regNode("self", fsm.NodeAlive), regNode("gone", fsm.NodeAlive), regNode("forgot", fsm.NodeAlive))
+	servers := []raft.Server{voter("self"), nonvoter("b"), nonvoter("forgot")}
+	view := map[string]Member{"self": member("self", MemberAlive), "b": member("b", MemberAlive), "c": member("c", MemberFailed)}
+	lookup := func(id string) (Member, bool) { m, ok := view[id]; return m, ok }
+	var reapKicks []string
+	ops := &fakeOps{}
+	p := testPass(t, ops, st, servers)
+	p.kickAfter = func(_ time.Duration, id string) { reapKicks = append(reapKicks, id) }
+	absent := map[string]time.Time{"b": time.Now()}
+	require.NoError(t, p.runMembers(context.Background(), []string{"b", "c", "forgot", "unknown"}, lookup, absent))
+	require.Equal(t, []string{"upsert b alive", "upsert c failed", "set forgot failed", "add voter b"}, ops.log)
+	require.Equal(t, []string{"forgot"}, reapKicks, "the absent node is looked at again when its grace ends")
+	require.NotContains(t, absent, "b", "a member gossip knows is no longer absent")
+	require.Contains(t, absent, "forgot")
+
+	// Without this server in the view nothing is reaped.
+	delete(view, "self")
+	ops = &fakeOps{}
+	p = testPass(t, ops, st, servers)
+	require.NoError(t, p.runMembers(context.Background(), []string{"forgot"}, lookup, map[string]time.Time{}))
+	require.Equal(t, []string{"add voter b"}, ops.log, "nothing reaped; promotion as in a full pass")
 }

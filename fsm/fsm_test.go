@@ -116,6 +116,19 @@ func TestApplyBuildsRegistry(t *testing.T) {
 	require.Equal(t, WorkerReady, w.State)
 	require.Equal(t, t0, w.RegisteredAt)
 	require.Len(t, f.Workers(), 2)
+	ready := f.State().WorkersWhere(func(w *Worker) bool { return w.State == WorkerReady })
+	require.Len(t, ready, 1)
+	require.Equal(t, w, ready[0], "WorkersWhere copies what it keeps")
+	require.Equal(t, f.Workers(), f.State().WorkersWhere(func(*Worker) bool { return true }), "sorted as Workers")
+	ranged := map[string]NodeState{}
+	f.State().RangeNodes(func(n Node) bool { ranged[n.ID] = n.State; return true })
+	require.Len(t, ranged, len(f.Nodes()))
+	for _, n := range f.Nodes() {
+		require.Equal(t, n.State, ranged[n.ID])
+	}
+	calls := 0
+	f.State().RangeNodes(func(Node) bool { calls++; return false })
+	require.Equal(t, 1, calls, "RangeNodes stops when fn returns false")
 	require.Len(t, f.Models(), 1)
 	require.Len(t, f.Binaries(), 1)
 	h, ok := f.Host("gpu-box")

@@ -76,6 +76,18 @@ func (s *State) Nodes() []Node {
 	return out
 }
 
+// RangeNodes calls fn with every node, in no order, until fn returns
+// false: for loops that look at a few fields of every node often, without
+// Nodes' deep copies and sort. The node's slices and pointers are shared
+// with the registry: fn must not modify or keep them.
+func (s *State) RangeNodes(fn func(n Node) bool) {
+	for _, n := range s.nodes {
+		if !fn(*n) {
+			return
+		}
+	}
+}
+
 // Node returns the node with the given peer id.
 func (s *State) Node(id string) (Node, bool) {
 	n, ok := s.nodes[id]
@@ -106,6 +118,19 @@ func (s *State) Workers() []Worker {
 	out := make([]Worker, 0, len(s.workers))
 	for _, w := range s.workers {
 		out = append(out, *w)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// WorkersWhere returns the workers keep accepts, sorted by id; keep sees
+// every worker (read-only) and only those it accepts are copied.
+func (s *State) WorkersWhere(keep func(w *Worker) bool) []Worker {
+	var out []Worker
+	for _, w := range s.workers {
+		if keep(w) {
+			out = append(out, *w)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out

@@ -18,7 +18,7 @@ const feedInterval = time.Second
 
 // Snapshot returns the current cluster snapshot.
 func (n *Node) Snapshot() api.ClusterSnapshot {
-	s := api.ClusterSnapshot{Status: n.status(), Jobs: []api.JobSummary{}, InsecureHTTP: !loopback.HostPort(n.cfg.HTTPAddr)}
+	s := api.ClusterSnapshot{Status: n.status(true), Jobs: []api.JobSummary{}, InsecureHTTP: !loopback.HostPort(n.cfg.HTTPAddr)}
 	for i, j := range n.jobs.List() {
 		if i >= 50 {
 			break

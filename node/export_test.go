@@ -69,7 +69,7 @@ func (n *Node) P2PServiceStat(name string) network.ScopeStat {
 const RaftConnMemory = raftConnMemory
 
 // Status is the status operation's result, without a job.
-func (n *Node) Status() api.StatusResult { return n.status() }
+func (n *Node) Status() api.StatusResult { return n.status(true) }
 
 // TransferLeadershipTo hands leadership (this node must lead) to a voter.
 func (n *Node) TransferLeadershipTo(ctx context.Context, id string) error {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"maps"
 	"sort"
@@ -50,6 +51,32 @@ type loadTable struct {
 	// relay broadcasts a report received with Relay set, the first time
 	// (set before gossip starts; nil: none).
 	relay func(key string, msg []byte)
+	// seen: hashes of broadcasts received lately. A relayed report comes
+	// in about RetransmitMult×log10(n+1) identical copies (12 at 100
+	// nodes); the copies after the first are dropped before decoding.
+	seenMu sync.Mutex
+	seen   map[uint64]struct{}
+}
+
+// maxSeen bounds the hashes kept: more than the reports a cluster sends
+// while the copies of one are still arriving (a few gossip rounds).
+const maxSeen = 8192
+
+// firstTime reports whether msg was not received lately, and records it.
+func (t *loadTable) firstTime(msg []byte) bool {
+	h := fnv.New64a()
+	_, _ = h.Write(msg)
+	k := h.Sum64()
+	t.seenMu.Lock()
+	defer t.seenMu.Unlock()
+	if _, ok := t.seen[k]; ok {
+		return false
+	}
+	if len(t.seen) >= maxSeen || t.seen == nil {
+		t.seen = make(map[uint64]struct{}, 64)
+	}
+	t.seen[k] = struct{}{}
+	return true
 }
 
 func newLoadTable() *loadTable {
@@ -141,6 +168,9 @@ func (t *loadTable) MergeRemoteState(buf []byte) {
 // NotifyMsg implements gossip.StateDelegate: one report per broadcast. A
 // report new to this node that asks for it is broadcast on, as it came.
 func (t *loadTable) NotifyMsg(msg []byte) {
+	if !t.firstTime(msg) {
+		return
+	}
 	r, err := decodeLoadMsg(msg)
 	if err != nil {
 		return

@@ -88,6 +88,7 @@ type Node struct {
 	auth          *auth.Guard // the API's authentication and browser checks
 	connCounts    *connCounts // open API connections per client, both listeners
 	peerID        peer.ID
+	id            string // peerID.String()
 
 	host *p2p.Host
 	gsp  *gossip.Gossip
@@ -112,6 +113,8 @@ type Node struct {
 	loadPub      loadPublisher
 	retireMu     sync.Mutex
 	retiring     map[string]bool
+	retireSeen   uint64    // registry index retireLocalWorkers last looked at (worker loop only)
+	retireLooked time.Time // when it last did
 	workerClient *http.Client
 
 	models   *modelcat.Catalog
@@ -269,6 +272,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("p2p: %w", err)
 	}
 	n.peerID = n.host.ID()
+	// Kept as a string: peer.ID.String encodes base58 on every call, and
+	// loops over every registry worker compare with it (9% of a 100-node
+	// cluster's CPU with 500 workers).
+	n.id = n.peerID.String()
 	n.router = router.New(router.Config{LocalID: n.ID(), LocalName: n.cfg.Name, LiveFor: n.cfg.WorkerHeartbeatTimeout, View: routerView{n}})
 	n.relay = relay.New(relay.Config{Router: n.router, Caller: workerCaller{n}, Logger: n.log.With("component", "relay")})
 	n.log = n.log.With("id", shortID(n.peerID.String()))
@@ -333,6 +340,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	ccfg.Network = net
 	ccfg.FSM = n.reg
 	ccfg.Members = n.consensusMembers
+	ccfg.Member = n.consensusMemberByID
 	ccfg.Profile = n.cfg.Profile
 	ccfg.ReconcileInterval = n.cfg.ReconcileInterval
 	ccfg.ReapGrace = n.cfg.ReapGrace
@@ -491,7 +499,7 @@ func (n *Node) P2PAddr() string {
 func (n *Node) GossipAddr() string { return n.gsp.Addr() }
 
 // ID is the node's peer id (memberlist name, raft server id).
-func (n *Node) ID() string { return n.peerID.String() }
+func (n *Node) ID() string { return n.id }
 
 // Name is the human hive name.
 func (n *Node) Name() string { return n.cfg.Name }
@@ -559,7 +567,7 @@ func (n *Node) gossipLoop() {
 			if ev.Type == gossip.EventLeave && m.State == gossip.StateLeft {
 				n.loads.forget(m.ID)
 			}
-			n.cons.MembershipChanged()
+			n.cons.MembershipChanged(m.ID)
 			n.sup.Kick()
 			if period == nil {
 				n.savePeers()
@@ -614,22 +622,35 @@ func (n *Node) consensusMembers() []consensus.Member {
 	ms := n.gsp.Members()
 	out := make([]consensus.Member, 0, len(ms))
 	for _, m := range ms {
-		st := consensus.MemberAlive
-		switch m.State {
-		case gossip.StateSuspect:
-			st = consensus.MemberSuspect
-		case gossip.StateDead:
-			st = consensus.MemberFailed
-		case gossip.StateLeft:
-			st = consensus.MemberLeft
-		}
-		out = append(out, consensus.Member{
-			ID: m.ID, Name: m.Meta.Name, HTTPAddr: m.Meta.HTTPAddr, HTTPSAddr: m.Meta.HTTPSAddr, GossipAddr: m.Addr,
-			P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version, State: st,
-			BootstrapExpect: m.Meta.BootstrapExpect,
-		})
+		out = append(out, consensusMember(m))
 	}
 	return out
+}
+
+// consensusMemberByID is consensusMembers for one member.
+func (n *Node) consensusMemberByID(id string) (consensus.Member, bool) {
+	m, ok := n.gsp.Member(id)
+	if !ok {
+		return consensus.Member{}, false
+	}
+	return consensusMember(m), true
+}
+
+func consensusMember(m gossip.Member) consensus.Member {
+	st := consensus.MemberAlive
+	switch m.State {
+	case gossip.StateSuspect:
+		st = consensus.MemberSuspect
+	case gossip.StateDead:
+		st = consensus.MemberFailed
+	case gossip.StateLeft:
+		st = consensus.MemberLeft
+	}
+	return consensus.Member{
+		ID: m.ID, Name: m.Meta.Name, HTTPAddr: m.Meta.HTTPAddr, HTTPSAddr: m.Meta.HTTPSAddr, GossipAddr: m.Addr,
+		P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version, State: st,
+		BootstrapExpect: m.Meta.BootstrapExpect,
+	}
 }
 
 // loadPeers reads the persisted gossip addresses of other members.

@@ -261,7 +261,8 @@ func (n *Node) resolveHive(name string) (api.Hive, error) {
 	return found[0], nil
 }
 
-func (n *Node) status() api.StatusResult {
+// status is the status operation's result; all: never cut.
+func (n *Node) status(all bool) api.StatusResult {
 	var hs []api.Hive
 	for _, h := range n.hives() {
 		if h.ID != "" { // inventory hosts without a node are in hive_list only
@@ -288,11 +289,45 @@ func (n *Node) status() api.StatusResult {
 	for _, w := range res.Workers {
 		res.InFlight += w.InFlight + w.Queued
 	}
+	if !all && len(res.Nodes) > api.StatusListAll {
+		summarize(&res)
+	}
 	return res
 }
 
+// summarize cuts a status to what needs attention and counts the rest (see
+// api.StatusResult.Summary): at 100 nodes with 5 workers each the whole
+// status is about 250 KB of JSON.
+func summarize(res *api.StatusResult) {
+	sum := &api.StatusSummary{Nodes: map[string]int{}, Workers: map[string]int{}, Models: len(res.Models)}
+	var nodes []api.Hive
+	for _, h := range res.Nodes {
+		sum.Nodes[h.State]++
+		if h.Leader || h.Voter || h.State != "alive" || h.ID == res.NodeID {
+			nodes = append(nodes, h)
+		}
+	}
+	var workers []api.WorkerView
+	for _, w := range res.Workers {
+		sum.Workers[w.State]++
+		if w.State != string(fsm.WorkerReady) {
+			workers = append(workers, w)
+		}
+	}
+	if workers == nil {
+		workers = []api.WorkerView{}
+	}
+	res.Nodes, res.Workers, res.Models, res.Summary = nodes, workers, []fsm.ModelHolding{}, sum
+}
+
 func (n *Node) opStatus(ctx context.Context, em jobs.Emitter, req Request) error {
-	return em.Result(n.status())
+	var r api.StatusRequest
+	if len(req.Raw) > 0 {
+		if err := json.Unmarshal(req.Raw, &r); err != nil {
+			return &jobs.Error{Code: jobs.CodeBadRequest, Err: fmt.Errorf("status request: %w", err)}
+		}
+	}
+	return em.Result(n.status(r.All))
 }
 
 func (n *Node) opHiveList(ctx context.Context, em jobs.Emitter, req Request) error {

@@ -132,13 +132,25 @@ func (n *Node) opWorkerRetire(ctx context.Context, em jobs.Emitter, req Request)
 	return em.Result(v)
 }
 
+// retireRecheck: how often retireLocalWorkers looks at an unchanged
+// registry.
+const retireRecheck = 5 * time.Second
+
 // retireLocalWorkers stops this node's workers that the registry marks
-// retiring (once each). Called from the worker loop.
+// retiring (once each). Called from the worker loop only.
 func (n *Node) retireLocalWorkers() {
-	for _, rw := range n.reg.Workers() {
-		if rw.NodeID != n.ID() || rw.State != fsm.WorkerRetiring {
-			continue
-		}
+	// The worker loop calls this twice a second on every node; the
+	// registry is looked at when it changed, or every retireRecheck (a
+	// stop that failed is tried again).
+	idx := n.reg.Index()
+	if idx == n.retireSeen && time.Since(n.retireLooked) < retireRecheck {
+		return
+	}
+	n.retireSeen, n.retireLooked = idx, time.Now()
+	retiring := n.reg.State().WorkersWhere(func(w *fsm.Worker) bool {
+		return w.NodeID == n.ID() && w.State == fsm.WorkerRetiring
+	})
+	for _, rw := range retiring {
 		n.stopLocal(rw.ID, "retired")
 	}
 }

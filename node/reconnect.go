@@ -133,18 +133,18 @@ func (n *Node) reconnectOnce(now time.Time) {
 		}
 		n.reconn.learn(m.ID, m.Addr)
 	}
-	for _, rn := range n.reg.Nodes() {
-		if rn.ID == self {
-			continue
-		}
-		if rn.State == fsm.NodeLeft {
+	n.reg.State().RangeNodes(func(rn fsm.Node) bool {
+		switch {
+		case rn.ID == self:
+		case rn.State == fsm.NodeLeft:
 			n.reconn.forget(rn.ID)
-			continue
+		case !up[rn.ID]:
+			if _, known := n.gsp.Member(rn.ID); !known {
+				n.reconn.learn(rn.ID, rn.GossipAddr)
+			}
 		}
-		if _, known := n.gsp.Member(rn.ID); !known {
-			n.reconn.learn(rn.ID, rn.GossipAddr)
-		}
-	}
+		return true
+	})
 	due := n.reconn.due(now, func(key, addr string) bool { return up[key] || upAt[addr] })
 	if len(due) == 0 {
 		return

@@ -47,8 +47,10 @@ path), and prints one JSON object per N with:
 
   converge_first_ms / converge_all_ms  the first / every node sees all N alive
   status_api_ms / status_cli_ms        status from the last (non-leader) node:
-                                       API round trip, and 'rbee status' with CLI start
-  status_json_bytes                    size of the status result
+                                       API round trip, and 'rbee status -o json' with
+                                       CLI start (a summary past 20 nodes)
+  status_json_bytes                    size of that status result
+  status_all_api_ms / _json_bytes      the same with --all (every node and worker)
   rss_bytes                            per node (median, max)
   idle_cpu_pct                         leader's and followers' CPU at idle, % of a core
   gossip_sent_bytes_per_s              per node at idle (median, max)
@@ -171,6 +173,14 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 		}
 		out["workers_spawn_ms"] = ms(time.Since(start))
 		logf("%d workers ready after %v", r.workers*r.nodes, time.Since(start).Round(time.Millisecond))
+		// The leader may have changed while the machine spawned them.
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		leaderName, err = cl.WaitConverged(wctx, scaleVoters(r.nodes))
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		out["leader_changes_while_spawning"] = leaderChanges(ctx, cl, leaderName)
 	}
 	leader := cl.ByName(leaderName)
 	last := cl.Nodes[len(cl.Nodes)-1]
@@ -207,21 +217,34 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	}
 	out["rss_bytes"] = floatStats(rss)
 
-	// status from the last node: the API, then the CLI.
-	var viaAPI, cli []time.Duration
-	size := 0
-	for range r.samples {
-		var raw json.RawMessage
-		qctx, c := context.WithTimeout(ctx, 10*time.Second)
-		start := time.Now()
-		err := last.Client().Result(qctx, api.StatusRequest{}, &raw, nil)
-		c()
-		if err != nil {
-			return nil, fmt.Errorf("status on %s: %w", last.Name, err)
+	// status from the last node: the API (as the CLI asks by default, a
+	// summary past api.StatusListAll nodes, and with --all), then the CLI.
+	viaAPI := func(all bool) ([]time.Duration, int, error) {
+		var ds []time.Duration
+		size := 0
+		for range r.samples {
+			var raw json.RawMessage
+			qctx, c := context.WithTimeout(ctx, 10*time.Second)
+			start := time.Now()
+			err := last.Client().Result(qctx, api.StatusRequest{All: all}, &raw, nil)
+			c()
+			if err != nil {
+				return nil, 0, fmt.Errorf("status on %s: %w", last.Name, err)
+			}
+			ds = append(ds, time.Since(start))
+			size = len(raw)
 		}
-		viaAPI = append(viaAPI, time.Since(start))
-		size = len(raw)
+		return ds, size, nil
 	}
+	summary, size, err := viaAPI(false)
+	if err != nil {
+		return nil, err
+	}
+	full, fullSize, err := viaAPI(true)
+	if err != nil {
+		return nil, err
+	}
+	var cli []time.Duration
 	for range r.samples {
 		qctx, c := context.WithTimeout(ctx, 10*time.Second)
 		start := time.Now()
@@ -232,7 +255,8 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 		}
 		cli = append(cli, time.Since(start))
 	}
-	out["status_api_ms"], out["status_cli_ms"], out["status_json_bytes"] = brief(viaAPI), brief(cli), size
+	out["status_api_ms"], out["status_cli_ms"], out["status_json_bytes"] = brief(summary), brief(cli), size
+	out["status_all_api_ms"], out["status_all_json_bytes"] = brief(full), fullSize
 
 	// Registry writes through the API: on the leader, and forwarded.
 	write := func(n *localcluster.Node) ([]time.Duration, error) {
@@ -410,6 +434,16 @@ func gossipSent(ctx context.Context, cl *localcluster.Cluster) map[string]float6
 		}
 	}
 	return out
+}
+
+// leaderChanges is rbee_raft_leader_changes_total on the named node (-1
+// when unknown): elections since it started.
+func leaderChanges(ctx context.Context, cl *localcluster.Cluster, name string) float64 {
+	v, ok := scrapeMetric(ctx, cl.ByName(name), "rbee_raft_leader_changes_total")
+	if !ok {
+		return -1
+	}
+	return v
 }
 
 // applyMean is the mean of the leader's rbee_raft_apply_seconds (-1 when

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"regexp"
 	"strings"
@@ -95,34 +94,14 @@ func TestFlagUsagesHaveNoBackticks(t *testing.T) {
 	require.Empty(t, bad)
 }
 
-// TestStatusSummarisesLargeClusters: past statusNodeRows nodes, status
-// lists the leader, the voters and the nodes that are not alive, and
-// counts the rest; --all and small clusters list everything.
-func TestStatusSummarisesLargeClusters(t *testing.T) {
-	var nodes []api.Hive
-	for i := range 100 {
-		h := api.Hive{Name: fmt.Sprintf("n%03d", i), State: "alive"}
-		switch {
-		case i == 0:
-			h.Leader, h.Voter = true, true
-		case i < 5:
-			h.Voter = true
-		case i == 50:
-			h.State = "dead"
-		case i == 51:
-			h.State = "suspect"
-		}
-		nodes = append(nodes, h)
-	}
-	shown, rest := statusNodes(nodes, false)
-	require.Len(t, shown, 7)
-	require.Contains(t, rest, "100 nodes (98 alive, 1 suspect, 1 dead); 93 more alive non-voters")
-	shown, rest = statusNodes(nodes, true)
-	require.Len(t, shown, 100)
-	require.Empty(t, rest)
-	shown, rest = statusNodes(nodes[:12], false)
-	require.Len(t, shown, 12)
-	require.Empty(t, rest)
+// TestStatusSummaryLine: a cut status (the node's summary) is counted
+// under the table; a whole one has no line.
+func TestStatusSummaryLine(t *testing.T) {
+	st := api.StatusResult{Nodes: make([]api.Hive, 7),
+		Summary: &api.StatusSummary{Nodes: map[string]int{"alive": 98, "suspect": 1, "dead": 1}}}
+	require.Equal(t, "100 nodes (98 alive, 1 suspect, 1 dead); 93 more alive non-voters not listed: rbee status --all, or rbee hive list", statusNodes(st))
+	st.Summary = nil
+	require.Empty(t, statusNodes(st))
 }
 
 // TestBadShardFlags: shard flags that make no group are refused before

@@ -46,34 +46,22 @@ func hiveRows(hs []api.Hive) [][]string {
 
 var hiveHeader = []string{"NAME", "STATE", "ROLE", "API", "HTTPS", "VERSION", "HARDWARE"}
 
-// statusNodeRows is how many nodes `rbee status` lists before it
-// summarises: a homelab's whole table, a screen of a larger pool.
-const statusNodeRows = 20
-
-// statusNodes picks the nodes `rbee status` lists: all of them up to
-// statusNodeRows, else the leader, the voters and every node that is not
-// alive, and a line counting the rest.
-func statusNodes(nodes []api.Hive, all bool) (shown []api.Hive, rest string) {
-	if all || len(nodes) <= statusNodeRows {
-		return nodes, ""
+// statusNodes is the line under the node table of a cut status (the
+// node answered with a summary): how many nodes there are in each state
+// and how many are not listed.
+func statusNodes(st api.StatusResult) string {
+	if st.Summary == nil {
+		return ""
 	}
-	states := map[string]int{}
-	hidden := 0
-	for _, h := range nodes {
-		states[h.State]++
-		if h.Leader || h.Voter || h.State != "alive" {
-			shown = append(shown, h)
-		} else {
-			hidden++
-		}
-	}
+	total := 0
 	var parts []string
-	for _, st := range []string{"alive", "suspect", "dead", "left"} {
-		if states[st] > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", states[st], st))
+	for _, state := range []string{"alive", "suspect", "dead", "left"} {
+		if c := st.Summary.Nodes[state]; c > 0 {
+			total += c
+			parts = append(parts, fmt.Sprintf("%d %s", c, state))
 		}
 	}
-	return shown, fmt.Sprintf("%d nodes (%s); %d more alive non-voters not listed: rbee status --all, or rbee hive list", len(nodes), strings.Join(parts, ", "), hidden)
+	return fmt.Sprintf("%d nodes (%s); %d more alive non-voters not listed: rbee status --all, or rbee hive list", total, strings.Join(parts, ", "), total-len(st.Nodes))
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -81,12 +69,13 @@ func newStatusCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the cluster: leader, nodes, workers, models",
-		Long: `Show the cluster: leader, nodes, workers, models. Past 20 nodes the table
-lists the leader, the voters and every node that is not alive, and counts the
-rest (--all lists every node; -o json always has everything).`,
+		Long: `Show the cluster: leader, nodes, workers, models. Past 20 nodes the node
+answers with a summary: the leader, the voters, itself and every node that is
+not alive, the workers that are not ready, and counts of the rest (also with
+-o json, under "summary"). --all asks for everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, api.StatusRequest{}, 30*time.Second, func(out io.Writer, st api.StatusResult) error {
+			return runOp(cmd, g, api.StatusRequest{All: all}, 30*time.Second, func(out io.Writer, st api.StatusResult) error {
 				leader := st.Leader
 				if leader == "" {
 					leader = "(none: election in progress or no quorum)"
@@ -102,9 +91,16 @@ rest (--all lists every node; -o json always has everything).`,
 				if st.RegistryHalted != "" {
 					fmt.Fprintf(out, "Registry:       HALTED on %s: %s\n", st.Node, st.RegistryHalted)
 				}
-				fmt.Fprintf(out, "Workers: %d   Models: %d   In flight: %d\n\n", len(st.Workers), len(st.Models), st.InFlight)
-				shown, rest := statusNodes(st.Nodes, all)
-				table(out, hiveHeader, hiveRows(shown))
+				workers, models := len(st.Workers), len(st.Models)
+				if sum := st.Summary; sum != nil {
+					workers, models = 0, sum.Models
+					for _, c := range sum.Workers {
+						workers += c
+					}
+				}
+				fmt.Fprintf(out, "Workers: %d   Models: %d   In flight: %d\n\n", workers, models, st.InFlight)
+				rest := statusNodes(st)
+				table(out, hiveHeader, hiveRows(st.Nodes))
 				if rest != "" {
 					fmt.Fprintln(out, rest)
 				}
