@@ -51,6 +51,43 @@ func BenchmarkReconcilePass(b *testing.B) {
 	}
 }
 
+// BenchmarkReconcileChanged measures what the leader now runs on a
+// membership change: a pass over the one member that changed (here one
+// that failed: one registry write, recorded), looked up by id, against
+// BenchmarkReconcilePass's full pass over all n.
+//
+//	go test -run '^$' -bench 'Reconcile(Pass|Changed)' ./consensus/
+func BenchmarkReconcileChanged(b *testing.B) {
+	for _, n := range []int{10, 100, 1000, 5000} {
+		members, st, servers := inStep(b, n)
+		byID := make(map[string]Member, n)
+		for _, m := range members {
+			byID[m.ID] = m
+		}
+		failed := members[n/2]
+		failed.State = MemberFailed
+		byID[failed.ID] = failed
+		lookup := func(id string) (Member, bool) { m, ok := byID[id]; return m, ok }
+		c := &Consensus{
+			cfg:  Config{LocalID: members[0].ID, MaxVoters: 5, ReapGrace: time.Minute},
+			log:  slog.New(slog.DiscardHandler),
+			left: map[string]time.Time{},
+		}
+		b.Run(fmt.Sprintf("members=%d/one-failed", n), func(b *testing.B) {
+			for b.Loop() {
+				ops := &fakeOps{}
+				p := c.newPass(ops, st, servers)
+				if err := p.runMembers(context.Background(), []string{failed.ID}, lookup, map[string]time.Time{}); err != nil {
+					b.Fatal(err)
+				}
+				if len(ops.log) != 1 {
+					b.Fatalf("writes: %v", ops.log)
+				}
+			}
+		})
+	}
+}
+
 // inStep returns n alive members, a registry that has them all and a raft
 // configuration with five voters and the rest non-voters.
 func inStep(tb testing.TB, n int) ([]Member, *fsm.State, []raft.Server) {

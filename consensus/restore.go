@@ -227,8 +227,9 @@ func (c *Consensus) Stale() bool {
 	lc := c.LastLeaderContact()
 	after := staleAfter * c.tm.heartbeat
 	if c.nonvoter.Load() {
-		// A non-voter hears from the leader about once a second (scale.go).
-		after = max(after, 2*nonvoterTimeoutFactor*c.tm.heartbeat)
+		// A non-voter hears from the leader every few seconds (scale.go):
+		// stale when its own raft timeout would forget the leader.
+		after = max(after, nonvoterTimeoutFactor*c.tm.heartbeat)
 	}
 	return lc.IsZero() || time.Since(lc) > after
 }

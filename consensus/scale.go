@@ -24,45 +24,50 @@ import (
 
 // nonvoterTimeoutFactor: a non-voter runs with HeartbeatTimeout (and
 // ElectionTimeout, which must not be shorter) this many times the
-// profile's (2.4 s on lan). It never campaigns, so the timeout only
-// decides when it forgets a silent leader.
-const nonvoterTimeoutFactor = 6
+// profile's (4 s on lan). It never campaigns, so the timeout only decides
+// when it forgets a silent leader.
+const nonvoterTimeoutFactor = 10
 
 // nonvoterHeartbeatEvery: the leader heartbeats a non-voter every
-// HeartbeatTimeout × 5/2 (1 s on lan) against raft's 40–80 ms. With
-// raft's own random wait (≤ HT/10) a non-voter still hears from the
-// leader at least every ~1.1 s, less than half its 2.4 s timeout, so a
-// heartbeat delayed by a busy machine does not make it forget the leader.
+// HeartbeatTimeout × 5 (2 s on lan) against raft's 40–80 ms. With raft's
+// own random wait (≤ HT/10) a non-voter still hears from the leader at
+// least every ~2.1 s, about half its 4 s timeout, so a heartbeat delayed
+// by a busy machine does not make it forget the leader. At 100 nodes the
+// leader's heartbeats to non-voters were half its idle RPCs at one a
+// second.
 func nonvoterHeartbeatEvery(heartbeatTimeout time.Duration) time.Duration {
-	return heartbeatTimeout * 5 / 2
+	return heartbeatTimeout * 5
 }
 
-// idleAppendCheck: an idle append to a non-voter that tells it nothing new
-// is answered by the throttle, but one really goes at least this often, so
-// a non-voter that lost what it acknowledged (a restart before its writes
+// idleAppendCheck: an idle append that tells its follower nothing new is
+// answered by the throttle, but one really goes at least this often, so a
+// follower that lost what it acknowledged (a restart before its writes
 // reached disk) learns the commit index within this time.
 const idleAppendCheck = 10 * time.Second
 
-// heartbeatThrottle is raft's network transport with the idle traffic to
-// non-voters cut down:
+// heartbeatThrottle is raft's network transport with the idle traffic cut
+// down:
 //
 //   - a heartbeat to a non-voter is held back until nonvoterHeartbeatEvery
 //     has passed since the last one. Raft's heartbeat goroutine for a
 //     follower calls AppendEntries and waits for it, so holding it slows
-//     that goroutine and nothing else;
-//   - an empty append to a non-voter that carries no newer commit index
-//     than it acknowledged is answered here with success, without an RPC
-//     (at most idleAppendCheck apart one goes anyway). Holding it instead
-//     would also hold the next append with entries, which the same raft
-//     goroutine sends. An error on any RPC to the non-voter forgets what
-//     it acknowledged, so the next idle append goes out;
+//     that goroutine and nothing else. Heartbeats to voters go at raft's
+//     rate: they keep the leader's lease;
+//   - an empty append (raft's replication goroutine sends one every
+//     CommitTimeout so that the follower learns the commit index) that
+//     carries no newer commit index than its follower acknowledged is
+//     answered here with success, without an RPC (at most idleAppendCheck
+//     apart one goes anyway). The follower would answer it the same way,
+//     and its contact is kept by the heartbeats. Holding it instead would
+//     also hold the next append with entries, which the same raft
+//     goroutine sends. An error on any RPC to a follower forgets what it
+//     acknowledged, so its next idle append goes out;
 //   - no follower gets a pipeline (see AppendEntriesPipeline).
 //
-// Votes, appends with entries or a newer commit index, snapshots and
-// everything to voters pass unchanged. Measured with `rbee bench scale` at
-// 30 nodes, the CPU profile of the leader was raft's replication to
-// followers (commit-index appends, 15% of its samples; heartbeats 5% once
-// spaced).
+// Votes, appends with entries or a newer commit index and snapshots pass
+// unchanged. Measured with `rbee bench scale` at 30 nodes, the CPU profile
+// of the leader was raft's replication to followers (commit-index
+// appends, 15% of its samples; heartbeats 5% once spaced).
 type heartbeatThrottle struct {
 	*raft.NetworkTransport
 	every time.Duration
@@ -73,8 +78,8 @@ type heartbeatThrottle struct {
 
 	mu       sync.Mutex
 	lastBeat map[raft.ServerID]time.Time // when the last heartbeat went to each non-voter
-	lastIdle map[raft.ServerID]time.Time // when the last empty append really went
-	commit   map[raft.ServerID]uint64    // the newest commit index a non-voter acknowledged
+	lastIdle map[raft.ServerID]time.Time // when the last empty append really went to each follower
+	commit   map[raft.ServerID]uint64    // the newest commit index each follower acknowledged
 }
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
@@ -90,22 +95,27 @@ func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Durati
 // around every reconcile pass.
 func (h *heartbeatThrottle) setServers(servers []raft.Server) {
 	m := make(map[raft.ServerID]bool, len(servers))
+	in := make(map[raft.ServerID]bool, len(servers))
 	for _, s := range servers {
+		in[s.ID] = true
 		if s.Suffrage != raft.Voter {
 			m[s.ID] = true
 		}
 	}
 	h.nonvoters.Store(&m)
 	h.mu.Lock()
-	for _, t := range []map[raft.ServerID]time.Time{h.lastBeat, h.lastIdle} {
-		for id := range t {
-			if !m[id] {
-				delete(t, id)
-			}
+	for id := range h.lastBeat {
+		if !m[id] {
+			delete(h.lastBeat, id)
+		}
+	}
+	for id := range h.lastIdle {
+		if !in[id] {
+			delete(h.lastIdle, id)
 		}
 	}
 	for id := range h.commit {
-		if !m[id] {
+		if !in[id] {
 			delete(h.commit, id)
 		}
 	}
@@ -130,13 +140,16 @@ func (h *heartbeatThrottle) AppendEntriesPipeline(raft.ServerID, raft.ServerAddr
 	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
-// AppendEntries spaces heartbeats to a non-voter and answers its idle
-// appends (see heartbeatThrottle); everything else is sent as it is.
+// AppendEntries spaces heartbeats to a non-voter and answers idle appends
+// (see heartbeatThrottle); everything else is sent as it is.
 func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	if len(args.Entries) > 0 || !h.nonvoter(id) {
+	if len(args.Entries) > 0 {
 		return h.send(id, target, args, resp)
 	}
 	if isHeartbeat(args) {
+		if !h.nonvoter(id) {
+			return h.send(id, target, args, resp)
+		}
 		h.mu.Lock()
 		wait := time.Until(h.lastBeat[id].Add(h.every))
 		h.mu.Unlock()
@@ -161,7 +174,7 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 	}
 	h.mu.Unlock()
 	if answer {
-		// What the non-voter answered to the same append last time.
+		// What the follower answered to the same append last time.
 		*resp = raft.AppendEntriesResponse{RPCHeader: raft.RPCHeader{ProtocolVersion: args.ProtocolVersion, ID: []byte(id), Addr: []byte(target)},
 			Term: args.Term, LastLog: args.PrevLogEntry, Success: true}
 		h.answered.Add(1)
@@ -176,9 +189,8 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 	return err
 }
 
-// send makes the RPC; a failed one to a non-voter forgets the commit index
-// it acknowledged (it may have restarted), so its next idle append is
-// sent.
+// send makes the RPC; a failed one forgets the commit index the follower
+// acknowledged (it may have restarted), so its next idle append is sent.
 func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
 	if err != nil || !resp.Success {

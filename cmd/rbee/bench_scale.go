@@ -33,7 +33,7 @@ func scaleVoters(n int) int { return min(n, 5) }
 
 func newBenchScaleCmd(g *globals) *cobra.Command {
 	var nodes []int
-	var workersPerNode, samples, wave int
+	var workersPerNode, samples, wave, failoverRounds int
 	var profile, keep string
 	var idle time.Duration
 	var cpuProfiles, failover bool
@@ -72,6 +72,9 @@ path), and prints one JSON object per N with:
 			if samples < 1 || samples > 1000 {
 				return fmt.Errorf("--samples must be 1..1000")
 			}
+			if failoverRounds < 1 || failoverRounds > 100 {
+				return fmt.Errorf("--failover-rounds must be 1..100")
+			}
 			bin, err := os.Executable()
 			if err != nil {
 				return err
@@ -86,7 +89,7 @@ path), and prints one JSON object per N with:
 				} else {
 					dir = fmt.Sprintf("%s/n%d", keep, n)
 				}
-				res, err := benchScale(cmd.Context(), scaleRun{bin: bin, dir: dir, nodes: n, workers: workersPerNode, samples: samples, wave: wave, profile: profile, idle: idle, cpuProfiles: cpuProfiles, failover: failover})
+				res, err := benchScale(cmd.Context(), scaleRun{bin: bin, dir: dir, nodes: n, workers: workersPerNode, samples: samples, wave: wave, profile: profile, idle: idle, cpuProfiles: cpuProfiles, failover: failover, failoverRounds: failoverRounds})
 				if keep == "" {
 					os.RemoveAll(dir)
 				}
@@ -107,6 +110,7 @@ path), and prints one JSON object per N with:
 	cmd.Flags().StringVar(&profile, "profile", "lan", "timing profile of the nodes: lan (defaults) or local")
 	cmd.Flags().StringVar(&keep, "dir", "", "keep data dirs and logs here (default: a temp dir, removed)")
 	cmd.Flags().BoolVar(&failover, "failover", true, "end with kill -9 of the leader (--failover=false keeps its CPU profile)")
+	cmd.Flags().IntVar(&failoverRounds, "failover-rounds", 1, "kill the leader this many times (the victim restarts and rejoins between rounds); more than one reports median, p95, min and max")
 	cmd.Flags().BoolVar(&cpuProfiles, "cpu-profile", false, "every node writes a CPU profile of its run to <dir>/<node>.cpu.pprof (use with --dir)")
 	cmd.Flags().IntVar(&wave, "wave", 10, "start at most this many nodes at a time (after node1)")
 	cmd.Flags().DurationVar(&idle, "idle", 10*time.Second, "how long idle CPU and gossip traffic are measured")
@@ -120,6 +124,7 @@ type scaleRun struct {
 	idle              time.Duration
 	cpuProfiles       bool
 	failover          bool
+	failoverRounds    int
 }
 
 // benchScale measures one cluster of r.nodes processes.
@@ -289,13 +294,23 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	if !r.failover {
 		return out, nil
 	}
-	fr, err := failoverRound(ctx, cl, scaleVoters(r.nodes), false)
-	if err != nil {
-		return nil, fmt.Errorf("failover: %w", err)
+	// Each round but the last restarts the killed node, which rejoins
+	// before the next kill (WaitConverged in failoverRound).
+	var toLeader, toLast, toWrite []time.Duration
+	for i := range max(r.failoverRounds, 1) {
+		fr, err := failoverRound(ctx, cl, scaleVoters(r.nodes), i < r.failoverRounds-1)
+		if err != nil {
+			return nil, fmt.Errorf("failover round %d: %w", i+1, err)
+		}
+		logf("failover %d: new leader seen after %v (first survivor) / %v (last node), first write after %v", i+1,
+			fr.toLeader.Round(time.Millisecond), fr.toLeaderLast.Round(time.Millisecond), fr.toWrite.Round(time.Millisecond))
+		toLeader, toLast, toWrite = append(toLeader, fr.toLeader), append(toLast, fr.toLeaderLast), append(toWrite, fr.toWrite)
 	}
-	out["failover_first_survivor_ms"], out["failover_last_node_ms"], out["failover_first_write_ms"] = ms(fr.toLeader), ms(fr.toLeaderLast), ms(fr.toWrite)
-	logf("failover: new leader seen after %v (first survivor) / %v (last node), first write after %v",
-		fr.toLeader.Round(time.Millisecond), fr.toLeaderLast.Round(time.Millisecond), fr.toWrite.Round(time.Millisecond))
+	if len(toLeader) == 1 {
+		out["failover_first_survivor_ms"], out["failover_last_node_ms"], out["failover_first_write_ms"] = ms(toLeader[0]), ms(toLast[0]), ms(toWrite[0])
+	} else {
+		out["failover_first_survivor_ms"], out["failover_last_node_ms"], out["failover_first_write_ms"] = brief(toLeader), brief(toLast), brief(toWrite)
+	}
 	return out, nil
 }
 

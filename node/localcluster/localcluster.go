@@ -299,10 +299,11 @@ type Status struct {
 	} `json:"nodes"`
 }
 
-// GetStatus runs the status operation on n.
+// GetStatus runs the status operation on n, for every node however many
+// there are (a user's status summarises past api.StatusListAll).
 func GetStatus(ctx context.Context, n *Node) (Status, error) {
 	var st Status
-	err := n.Client().Result(ctx, map[string]any{"operation": "status"}, &st, nil)
+	err := n.Client().Result(ctx, map[string]any{"operation": "status", "all": true}, &st, nil)
 	return st, err
 }
 
