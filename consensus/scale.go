@@ -39,35 +39,37 @@ func nonvoterHeartbeatEvery(heartbeatTimeout time.Duration) time.Duration {
 	return heartbeatTimeout * 5
 }
 
-// idleAppendCheck: an idle append that tells its follower nothing new is
+// idleAppendCheck: an idle append that tells a non-voter nothing new is
 // answered by the throttle, but one really goes at least this often, so a
-// follower that lost what it acknowledged (a restart before its writes
+// non-voter that lost what it acknowledged (a restart before its writes
 // reached disk) learns the commit index within this time.
 const idleAppendCheck = 10 * time.Second
 
-// heartbeatThrottle is raft's network transport with the idle traffic cut
-// down:
+// heartbeatThrottle is raft's network transport with the idle traffic to
+// non-voters cut down:
 //
 //   - a heartbeat to a non-voter is held back until nonvoterHeartbeatEvery
 //     has passed since the last one. Raft's heartbeat goroutine for a
 //     follower calls AppendEntries and waits for it, so holding it slows
-//     that goroutine and nothing else. Heartbeats to voters go at raft's
-//     rate: they keep the leader's lease;
-//   - an empty append (raft's replication goroutine sends one every
-//     CommitTimeout so that the follower learns the commit index) that
-//     carries no newer commit index than its follower acknowledged is
+//     that goroutine and nothing else;
+//   - an empty append to a non-voter (raft's replication goroutine sends
+//     one every CommitTimeout so that the follower learns the commit
+//     index) that carries no newer commit index than it acknowledged is
 //     answered here with success, without an RPC (at most idleAppendCheck
-//     apart one goes anyway). The follower would answer it the same way,
-//     and its contact is kept by the heartbeats. Holding it instead would
-//     also hold the next append with entries, which the same raft
-//     goroutine sends. An error on any RPC to a follower forgets what it
-//     acknowledged, so its next idle append goes out;
+//     apart one goes anyway). The non-voter would answer it the same way.
+//     Holding it instead would also hold the next append with entries,
+//     which the same raft goroutine sends. An error on any RPC to the
+//     non-voter forgets what it acknowledged, so its next idle append goes
+//     out;
 //   - no follower gets a pipeline (see AppendEntriesPipeline).
 //
-// Votes, appends with entries or a newer commit index and snapshots pass
-// unchanged. Measured with `rbee bench scale` at 30 nodes, the CPU profile
-// of the leader was raft's replication to followers (commit-index
-// appends, 15% of its samples; heartbeats 5% once spaced).
+// Everything to voters passes unchanged: raft counts every answer from a
+// voter as contact for the leader's lease, so an answer made up here
+// would keep a partitioned leader's lease alive. Votes, appends with
+// entries or a newer commit index and snapshots pass unchanged too.
+// Measured with `rbee bench scale` at 30 nodes, the CPU profile of the
+// leader was raft's replication to followers (commit-index appends, 15% of
+// its samples; heartbeats 5% once spaced).
 type heartbeatThrottle struct {
 	*raft.NetworkTransport
 	every time.Duration
@@ -78,8 +80,8 @@ type heartbeatThrottle struct {
 
 	mu       sync.Mutex
 	lastBeat map[raft.ServerID]time.Time // when the last heartbeat went to each non-voter
-	lastIdle map[raft.ServerID]time.Time // when the last empty append really went to each follower
-	commit   map[raft.ServerID]uint64    // the newest commit index each follower acknowledged
+	lastIdle map[raft.ServerID]time.Time // when the last empty append really went to each non-voter
+	commit   map[raft.ServerID]uint64    // the newest commit index each non-voter acknowledged
 }
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
@@ -95,27 +97,22 @@ func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Durati
 // around every reconcile pass.
 func (h *heartbeatThrottle) setServers(servers []raft.Server) {
 	m := make(map[raft.ServerID]bool, len(servers))
-	in := make(map[raft.ServerID]bool, len(servers))
 	for _, s := range servers {
-		in[s.ID] = true
 		if s.Suffrage != raft.Voter {
 			m[s.ID] = true
 		}
 	}
 	h.nonvoters.Store(&m)
 	h.mu.Lock()
-	for id := range h.lastBeat {
-		if !m[id] {
-			delete(h.lastBeat, id)
-		}
-	}
-	for id := range h.lastIdle {
-		if !in[id] {
-			delete(h.lastIdle, id)
+	for _, t := range []map[raft.ServerID]time.Time{h.lastBeat, h.lastIdle} {
+		for id := range t {
+			if !m[id] {
+				delete(t, id)
+			}
 		}
 	}
 	for id := range h.commit {
-		if !in[id] {
+		if !m[id] {
 			delete(h.commit, id)
 		}
 	}
@@ -140,16 +137,16 @@ func (h *heartbeatThrottle) AppendEntriesPipeline(raft.ServerID, raft.ServerAddr
 	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
-// AppendEntries spaces heartbeats to a non-voter and answers idle appends
-// (see heartbeatThrottle); everything else is sent as it is.
+// AppendEntries spaces heartbeats to a non-voter and answers its idle
+// appends (see heartbeatThrottle); everything else is sent as it is.
 func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	if len(args.Entries) > 0 {
+	// Everything to voters goes: raft counts every answer from a voter as
+	// contact for the leader's lease, so an answer made up here would keep
+	// a partitioned leader's lease alive.
+	if len(args.Entries) > 0 || !h.nonvoter(id) {
 		return h.send(id, target, args, resp)
 	}
 	if isHeartbeat(args) {
-		if !h.nonvoter(id) {
-			return h.send(id, target, args, resp)
-		}
 		h.mu.Lock()
 		wait := time.Until(h.lastBeat[id].Add(h.every))
 		h.mu.Unlock()
@@ -174,7 +171,7 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 	}
 	h.mu.Unlock()
 	if answer {
-		// What the follower answered to the same append last time.
+		// What the non-voter answered to the same append last time.
 		*resp = raft.AppendEntriesResponse{RPCHeader: raft.RPCHeader{ProtocolVersion: args.ProtocolVersion, ID: []byte(id), Addr: []byte(target)},
 			Term: args.Term, LastLog: args.PrevLogEntry, Success: true}
 		h.answered.Add(1)

@@ -75,6 +75,10 @@ const (
 	logTailBytes = 4 << 10
 	// probeTimeout bounds one health probe.
 	probeTimeout = 2 * time.Second
+	// textBusyTries: starts of a binary that is busy being written (see
+	// Start) are tried this many times, 10, 20, … ms apart (under half a
+	// second in all).
+	textBusyTries = 8
 	// killWait bounds the wait for a SIGKILLed process to be gone.
 	killWait = 5 * time.Second
 	// stateFile lists the processes this manager started, with their
@@ -414,14 +418,17 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 		return WorkerInfo{}, fmt.Errorf("process: %w", err)
 	}
 	logStart, _ := logf.Seek(0, io.SeekEnd)
-	cmd := exec.Command(bin, args...)
-	if len(opts.Guard) > 0 {
-		cmd = exec.Command(opts.Guard[0], append(append(append([]string{}, opts.Guard[1:]...), "--", bin), args...)...)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = workerEnv(os.Environ(), extraEnv, p.secret, opts.Type.SecretEnv)
-	setGroup(cmd)
-	if err := cmd.Start(); err != nil {
+	cmd, err := startRetrying(func() *exec.Cmd {
+		cmd := exec.Command(bin, args...)
+		if len(opts.Guard) > 0 {
+			cmd = exec.Command(opts.Guard[0], append(append(append([]string{}, opts.Guard[1:]...), "--", bin), args...)...)
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Env = workerEnv(os.Environ(), extraEnv, p.secret, opts.Type.SecretEnv)
+		setGroup(cmd)
+		return cmd
+	})
+	if err != nil {
 		logf.Close()
 		return WorkerInfo{}, fmt.Errorf("process: starting %s: %w", bin, err)
 	}
@@ -1113,4 +1120,23 @@ func (m *Manager) adopt() error {
 	m.saveLocked()
 	m.mu.Unlock()
 	return nil
+}
+
+// startRetrying starts the command newCmd makes, again (a new one) while
+// the start fails with ETXTBSY: the binary was just written (installed by
+// another spawn) and a process forked meanwhile (any spawn of this node)
+// still holds the write descriptor until its own exec (golang/go#22315).
+// That clears within milliseconds.
+func startRetrying(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
+	for attempt := 1; ; attempt++ {
+		cmd := newCmd()
+		err := cmd.Start()
+		if err == nil {
+			return cmd, nil
+		}
+		if !errors.Is(err, syscall.ETXTBSY) || attempt >= textBusyTries {
+			return nil, err
+		}
+		time.Sleep(time.Duration(attempt) * 10 * time.Millisecond)
+	}
 }
