@@ -419,12 +419,15 @@ func (c *Consensus) Start(ctx context.Context) error {
 		Logger:  newHCLogger(c.log, "raft-net"),
 	})
 	c.throttle = newHeartbeatThrottle(trans, rc.HeartbeatTimeout, c.ctx.Done())
+	if last, err := c.store.LastIndex(); err == nil {
+		c.throttle.entriesStored(last)
+	}
 	// Raft reads the entry before every append it prepares (its index and
 	// term go in the request), for every follower: idle appends to each
 	// non-voter every CommitTimeout included. Without a cache that is a
 	// bolt read and a msgpack decode each, 12% of an idle leader's CPU at
 	// 100 nodes.
-	logs, err := raft.NewLogCache(logCacheSize, c.store)
+	logs, err := raft.NewLogCache(logCacheSize, storeNotifier{LogStore: c.store, stored: c.throttle.entriesStored})
 	if err != nil {
 		trans.Close()
 		return fmt.Errorf("consensus: log cache: %w", err)

@@ -114,9 +114,9 @@ func (c *Consensus) leaderLoop(ctx context.Context) {
 		var err error
 		switch {
 		case full || all || len(ids)*fullPassShare > c.memberCount():
-			err = c.reconcile(ctx, r, absent)
+			err = c.reconcile(ctx, r, nil, absent)
 		case len(ids) > 0:
-			err = c.reconcileMembers(ctx, r, ids, absent)
+			err = c.reconcile(ctx, r, ids, absent)
 		}
 		if err != nil && ctx.Err() == nil {
 			c.log.Warn("reconcile failed", "err", err)
@@ -150,8 +150,9 @@ func (c *Consensus) member(id string) (Member, bool) {
 }
 
 // reconcile makes the raft configuration and the registry's node entries
-// match the gossip view. Only differences are written.
-func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[string]time.Time) error {
+// match the gossip view: for every member (ids nil) or for the members
+// with those ids. Only differences are written.
+func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, ids []string, absent map[string]time.Time) error {
 	if r.State() != raft.Leader {
 		return ErrNotLeader
 	}
@@ -162,34 +163,18 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, absent map[stri
 	servers := cf.Configuration().Servers
 	c.throttle.setServers(servers)
 	p := c.newPass(raftOps{c: c, ctx: ctx, r: r}, c.cfg.FSM.State(), servers)
-	var members []Member
-	if c.cfg.Members != nil {
-		members = c.cfg.Members()
+	var err error
+	if ids == nil {
+		var members []Member
+		if c.cfg.Members != nil {
+			members = c.cfg.Members()
+		}
+		c.lastMembers.Store(int64(len(members)))
+		err = p.run(ctx, members, absent)
+	} else {
+		err = p.runMembers(ctx, ids, c.member, absent)
 	}
-	c.lastMembers.Store(int64(len(members)))
-	err := p.run(ctx, members, absent)
 	// The pass may have added, removed or promoted servers.
-	servers = make([]raft.Server, 0, len(p.servers))
-	for _, s := range p.servers {
-		servers = append(servers, s)
-	}
-	c.throttle.setServers(servers)
-	return err
-}
-
-// reconcileMembers is reconcile for the members with the given ids only.
-func (c *Consensus) reconcileMembers(ctx context.Context, r *raft.Raft, ids []string, absent map[string]time.Time) error {
-	if r.State() != raft.Leader {
-		return ErrNotLeader
-	}
-	cf := r.GetConfiguration()
-	if err := c.await(ctx, cf); err != nil {
-		return err
-	}
-	servers := cf.Configuration().Servers
-	c.throttle.setServers(servers)
-	p := c.newPass(raftOps{c: c, ctx: ctx, r: r}, c.cfg.FSM.State(), servers)
-	err := p.runMembers(ctx, ids, c.member, absent)
 	servers = make([]raft.Server, 0, len(p.servers))
 	for _, s := range p.servers {
 		servers = append(servers, s)

@@ -57,10 +57,10 @@ const idleAppendCheck = 10 * time.Second
 //     index) that carries no newer commit index than it acknowledged is
 //     answered here with success, without an RPC (at most idleAppendCheck
 //     apart one goes anyway). The non-voter would answer it the same way.
-//     Holding it instead would also hold the next append with entries,
-//     which the same raft goroutine sends. An error on any RPC to the
-//     non-voter forgets what it acknowledged, so its next idle append goes
-//     out;
+//     The answer is held until raft stores a newer entry (storeNotifier
+//     wakes it: the same goroutine then sends that entry at once) or half
+//     the heartbeat spacing passes. An error on any RPC to the non-voter
+//     forgets what it acknowledged, so its next idle append goes out;
 //   - no follower gets a pipeline (see AppendEntriesPipeline).
 //
 // Everything to voters passes unchanged: raft counts every answer from a
@@ -78,15 +78,18 @@ type heartbeatThrottle struct {
 	nonvoters atomic.Pointer[map[raft.ServerID]bool]
 	answered  atomic.Uint64 // idle appends answered without an RPC
 
-	mu       sync.Mutex
-	lastBeat map[raft.ServerID]time.Time // when the last heartbeat went to each non-voter
-	lastIdle map[raft.ServerID]time.Time // when the last empty append really went to each non-voter
-	commit   map[raft.ServerID]uint64    // the newest commit index each non-voter acknowledged
+	mu         sync.Mutex
+	lastStored uint64                      // the newest log index stored here
+	stored     chan struct{}               // closed when an entry is stored (then replaced)
+	lastBeat   map[raft.ServerID]time.Time // when the last heartbeat went to each non-voter
+	lastIdle   map[raft.ServerID]time.Time // when the last empty append really went to each non-voter
+	commit     map[raft.ServerID]uint64    // the newest commit index each non-voter acknowledged
 }
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
 	h := &heartbeatThrottle{NetworkTransport: t, every: nonvoterHeartbeatEvery(heartbeatTimeout), done: done,
-		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, commit: map[raft.ServerID]uint64{}}
+		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, commit: map[raft.ServerID]uint64{},
+		stored: make(chan struct{})}
 	h.setServers(nil)
 	return h
 }
@@ -117,6 +120,40 @@ func (h *heartbeatThrottle) setServers(servers []raft.Server) {
 		}
 	}
 	h.mu.Unlock()
+}
+
+// entriesStored records that raft stored entries up to index (called by
+// storeNotifier) and wakes the idle appends held for it.
+func (h *heartbeatThrottle) entriesStored(index uint64) {
+	h.mu.Lock()
+	h.lastStored = max(h.lastStored, index)
+	close(h.stored)
+	h.stored = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// storeNotifier is raft's log store with every store reported to the
+// throttle (the leader's held idle appends wake when there is an entry to
+// send).
+type storeNotifier struct {
+	raft.LogStore
+	stored func(index uint64)
+}
+
+func (s storeNotifier) StoreLog(l *raft.Log) error {
+	err := s.LogStore.StoreLog(l)
+	if err == nil {
+		s.stored(l.Index)
+	}
+	return err
+}
+
+func (s storeNotifier) StoreLogs(ls []*raft.Log) error {
+	err := s.LogStore.StoreLogs(ls)
+	if err == nil && len(ls) > 0 {
+		s.stored(ls[len(ls)-1].Index)
+	}
+	return err
 }
 
 func (h *heartbeatThrottle) nonvoter(id raft.ServerID) bool { return (*h.nonvoters.Load())[id] }
@@ -169,7 +206,24 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 	if !answer {
 		h.lastIdle[id] = time.Now()
 	}
+	// Nothing newer than this append covers is stored yet: hold the
+	// answer until something is, or idleHold passes. Raft's goroutine for
+	// this non-voter would otherwise come back every CommitTimeout (95
+	// goroutines spinning at 100 nodes); an entry stored while it waits
+	// wakes it at once, so replication is not delayed.
+	hold := answer && h.lastStored <= args.PrevLogEntry
+	stored := h.stored
 	h.mu.Unlock()
+	if hold {
+		t := time.NewTimer(h.every / 2)
+		select {
+		case <-t.C:
+		case <-stored:
+			t.Stop()
+		case <-h.done:
+			t.Stop()
+		}
+	}
 	if answer {
 		// What the non-voter answered to the same append last time.
 		*resp = raft.AppendEntriesResponse{RPCHeader: raft.RPCHeader{ProtocolVersion: args.ProtocolVersion, ID: []byte(id), Addr: []byte(target)},

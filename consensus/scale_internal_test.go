@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"io"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -90,7 +91,9 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	require.EqualValues(t, n, voterBeats.Load())
 
 	// Idle appends to a non-voter: each newer commit index is sent at
-	// once; repeats of an acknowledged one are answered here.
+	// once; repeats of an acknowledged one are answered here, at once
+	// while the leader has stored entries past the append (index 5)...
+	h.entriesStored(9)
 	start = time.Now()
 	for i := range n {
 		idle("n", nonvoter.LocalAddr(), uint64(7+i))
@@ -102,6 +105,19 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	require.Less(t, time.Since(start), spaced, "idle appends are never held")
 	require.EqualValues(t, n, nonvoterAppends.Load(), "repeats of an acknowledged commit index are answered without an RPC")
 	require.EqualValues(t, 20, h.answered.Load())
+	// ...and held, when there is nothing newer, until an entry is stored.
+	var held sync.WaitGroup
+	held.Add(1)
+	go func() {
+		defer held.Done()
+		// Nothing past index 9 is stored.
+		send("n", nonvoter.LocalAddr(), &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 9, PrevLogTerm: 1, LeaderCommitIndex: uint64(7 + n - 1)})
+	}()
+	time.Sleep(every / 10)
+	require.EqualValues(t, 20, h.answered.Load(), "held")
+	h.entriesStored(10)
+	held.Wait()
+	require.EqualValues(t, 21, h.answered.Load())
 	// An append with entries always goes.
 	send("n", nonvoter.LocalAddr(), &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 5, PrevLogTerm: 1, LeaderCommitIndex: 11,
 		Entries: []*raft.Log{{Index: 6, Term: 1, Type: raft.LogCommand}}})
@@ -126,5 +142,5 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	}
 	require.Less(t, time.Since(start), spaced)
 	require.EqualValues(t, 2*n+2, nonvoterAppends.Load())
-	require.EqualValues(t, 20, h.answered.Load())
+	require.EqualValues(t, 21, h.answered.Load())
 }
