@@ -51,7 +51,8 @@ path), and prints one JSON object per N with:
                                        CLI start (a summary past 20 nodes)
   status_json_bytes                    size of that status result
   status_all_api_ms / _json_bytes      the same with --all (every node and worker)
-  rss_bytes                            per node (median, max)
+  rss_bytes / private_bytes            per node (median, max); private: without the
+                                       binary's code, which processes on one machine share
   idle_cpu_pct                         leader's and followers' CPU at idle, % of a core
   gossip_sent_bytes_per_s              per node at idle (median, max)
   registry_write_ms                    a registry write through the API, on the leader
@@ -216,11 +217,11 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	if len(perNodeGossip) > 0 {
 		out["gossip_sent_bytes_per_s"] = floatStats(perNodeGossip)
 	}
-	var rss []float64
+	var rss, private []float64
 	for _, n := range cl.Nodes {
-		rss = append(rss, float64(n.RSS()))
+		rss, private = append(rss, float64(n.RSS())), append(private, float64(n.PrivateMemory()))
 	}
-	out["rss_bytes"] = floatStats(rss)
+	out["rss_bytes"], out["private_bytes"] = floatStats(rss), floatStats(private)
 
 	// status from the last node: the API (as the CLI asks by default, a
 	// summary past api.StatusListAll nodes, and with --all), then the CLI.
@@ -331,7 +332,7 @@ func waitAllAlive(ctx context.Context, cl *localcluster.Cluster, want int, t0 ti
 			defer wg.Done()
 			for n := range work {
 				qctx, c := context.WithTimeout(ctx, 5*time.Second)
-				st, err := localcluster.GetStatus(qctx, n)
+				st, err := localcluster.GetStatusAll(qctx, n)
 				c()
 				if err != nil {
 					continue

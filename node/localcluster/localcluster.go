@@ -299,9 +299,17 @@ type Status struct {
 	} `json:"nodes"`
 }
 
-// GetStatus runs the status operation on n, for every node however many
-// there are (a user's status summarises past api.StatusListAll).
+// GetStatus runs the status operation on n as the CLI does by default:
+// past api.StatusListAll nodes it lists the leader, the voters and the
+// nodes that are not alive only (cheap to poll).
 func GetStatus(ctx context.Context, n *Node) (Status, error) {
+	var st Status
+	err := n.Client().Result(ctx, map[string]any{"operation": "status"}, &st, nil)
+	return st, err
+}
+
+// GetStatusAll is GetStatus listing every node however many there are.
+func GetStatusAll(ctx context.Context, n *Node) (Status, error) {
 	var st Status
 	err := n.Client().Result(ctx, map[string]any{"operation": "status", "all": true}, &st, nil)
 	return st, err

@@ -65,22 +65,31 @@ func (c *Cluster) StartWaves(ctx context.Context, wave int) (othersStarted time.
 // RSS returns the resident set size of the node's process (Linux
 // /proc/<pid>/status VmRSS), 0 when it does not run or the platform has no
 // /proc.
-func (n *Node) RSS() int64 {
+func (n *Node) RSS() int64 { return n.procKB("status", "VmRSS:") << 10 }
+
+// PrivateMemory is the part of RSS no other process shares (Linux
+// /proc/<pid>/smaps_rollup Private_Clean + Private_Dirty): RSS without
+// the binary's mapped code, which node processes on one machine share.
+func (n *Node) PrivateMemory() int64 {
+	return (n.procKB("smaps_rollup", "Private_Clean:") + n.procKB("smaps_rollup", "Private_Dirty:")) << 10
+}
+
+// procKB reads a "Key: 123 kB" line of /proc/<pid>/file; 0 when absent.
+func (n *Node) procKB(file, key string) int64 {
 	pid := n.PID()
 	if pid == 0 {
 		return 0
 	}
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), file))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, key); ok {
 			f := strings.Fields(rest) // "12345 kB"
 			if len(f) >= 1 {
-				kb, err := strconv.ParseInt(f[0], 10, 64)
-				if err == nil {
-					return kb << 10
+				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					return kb
 				}
 			}
 		}
