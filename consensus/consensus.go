@@ -818,6 +818,7 @@ func (c *Consensus) observe() {
 			id := string(lo.LeaderID)
 			if id != "" && id != last {
 				c.leaderChanges.Add(1)
+				c.log.Info("new leader", "leader_id", id)
 			}
 			last = id
 			ev := LeaderEvent{LeaderID: id, IsLeader: id == c.cfg.LocalID}

@@ -371,9 +371,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	n.reconn = newReconnector()
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.gossipLoop()
 	go n.reconnectLoop()
+	go n.voterLinksLoop()
 	go n.tlsLoop()
 	n.sup.Start(n.ctx)
 	if n.cfg.MDNS {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -45,4 +47,45 @@ func (r *raftNetwork) Dial(ctx context.Context, serverID string, kind consensus.
 		proto = protoForward
 	}
 	return r.host.Dial(ctx, pid, proto)
+}
+
+// voterLinksEvery: how often a node makes sure it has a libp2p connection
+// to every raft voter.
+const voterLinksEvery = 5 * time.Second
+
+// voterLinksLoop keeps a libp2p connection from this node to every voter.
+// A new leader is one of them, and it heartbeats every follower at once:
+// without a connection each first RPC waits for a dial and a handshake,
+// and at 100 nodes on one 2-core machine the last non-voter heard of the
+// new leader 0.9 s after the election (about 10 ms a follower). A voter
+// so holds a connection to every node, as the leader already does.
+func (n *Node) voterLinksLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(voterLinksEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		servers, err := n.cons.Servers()
+		if err != nil {
+			continue
+		}
+		for _, s := range servers {
+			if s.Suffrage != "voter" || s.ID == n.ID() {
+				continue
+			}
+			pid, err := peer.Decode(s.ID)
+			if err != nil || n.host.Libp2p().Network().Connectedness(pid) == network.Connected {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, voterLinksEvery)
+			if err := n.host.Connect(ctx, pid); err != nil {
+				n.log.Debug("connect to voter", "voter", s.ID, "err", err)
+			}
+			cancel()
+		}
+	}
 }
