@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/worker/process"
@@ -302,16 +303,14 @@ type Status struct {
 // GetStatus runs the status operation on n as the CLI does by default:
 // past api.StatusListAll nodes it lists the leader, the voters and the
 // nodes that are not alive only (cheap to poll).
-func GetStatus(ctx context.Context, n *Node) (Status, error) {
-	var st Status
-	err := n.Client().Result(ctx, map[string]any{"operation": "status"}, &st, nil)
-	return st, err
-}
+func GetStatus(ctx context.Context, n *Node) (Status, error) { return getStatus(ctx, n, false) }
 
 // GetStatusAll is GetStatus listing every node however many there are.
-func GetStatusAll(ctx context.Context, n *Node) (Status, error) {
+func GetStatusAll(ctx context.Context, n *Node) (Status, error) { return getStatus(ctx, n, true) }
+
+func getStatus(ctx context.Context, n *Node, all bool) (Status, error) {
 	var st Status
-	err := n.Client().Result(ctx, map[string]any{"operation": "status", "all": true}, &st, nil)
+	err := n.Client().Result(ctx, api.StatusRequest{All: all}, &st, nil)
 	return st, err
 }
 
