@@ -122,31 +122,37 @@ func (c *Consensus) replayLocal(w *replayFSM) (ownRestore bool, replayed int, er
 	return true, replayed, nil
 }
 
-// persistLoop writes the applied index after a registry change (at most
-// once per persistInterval: every node is a raft server and stores every
-// entry, so each write is an fsync on every node) and, with the last
-// leader contact, on the persistInterval tick, until the server closes.
+// persistLoop writes the applied index after every registry change and,
+// with the last leader contact, on the persistInterval tick, until the
+// server closes. Changes that queued while a write ran are written
+// together (one fsync for a burst), never deferred: a server killed right
+// after a change must replay it at restart (replayLocal), and raft itself
+// applies it again only once a leader is elected.
 func (c *Consensus) persistLoop(changes <-chan fsm.Event, unsubscribe func()) {
 	defer c.wg.Done()
 	defer unsubscribe()
 	t := time.NewTicker(persistInterval)
 	defer t.Stop()
-	var last time.Time
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-changes:
-			// A lone change is written at once; a burst (a join storm
-			// writes an entry per node, and every node stores each) is
-			// written once per persistInterval, on the tick.
-			if time.Since(last) < persistInterval {
-				continue
-			}
+			drain(changes)
 		case <-t.C:
 		}
 		c.persist(false)
-		last = time.Now()
+	}
+}
+
+// drain discards the events already queued on ch without blocking.
+func drain(ch <-chan fsm.Event) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
+		}
 	}
 }
 
