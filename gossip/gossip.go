@@ -132,6 +132,12 @@ type Config struct {
 	// BindAddr: simulations run many members in one process on
 	// memberlist.MockNetwork. BindAddr and AdvertiseAddr are then unused.
 	Transport memberlist.NodeAwareTransport
+	// TimeScale, when above 1, multiplies every protocol timing (probes,
+	// gossip rounds, push/pull, timeouts, settling): a simulation of more
+	// members than one process's CPU keeps up with runs them in slow
+	// motion and divides what it measures by the scale (DESIGN.md,
+	// Simulation). 0 or 1: the profile's timings.
+	TimeScale float64
 }
 
 // DefaultConfig returns a production configuration without node id and
@@ -210,6 +216,7 @@ type Gossip struct {
 	stopLoops    context.CancelFunc
 	settleBase   time.Duration // 0: off
 	settleWindow time.Duration
+	timeScale    float64 // Config.TimeScale, at least 1
 	lastChange   atomic.Int64  // unix nanoseconds of the last join seen
 	settles      atomic.Uint64 // settling push/pulls done
 	settled      chan struct{} // closed when settle returns (tests)
@@ -260,6 +267,9 @@ func New(cfg Config) (*Gossip, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown profile %q (want %q or %q)", ErrBadConfig, cfg.Profile, ProfileLAN, ProfileLocal)
 	}
+	if cfg.TimeScale > 1 {
+		scaleTimings(mc, cfg.TimeScale) // settling: Gossip.settleTiming
+	}
 	// No compression of what this member sends (it still reads compressed
 	// messages, from earlier versions): memberlist compresses every gossip
 	// packet and push/pull with LZW, allocating a 16 KB table each time.
@@ -292,6 +302,7 @@ func New(cfg Config) (*Gossip, error) {
 
 		settleBase:   settleBase,
 		settleWindow: settleWindow,
+		timeScale:    max(1, cfg.TimeScale),
 		stopLoops:    func() {},
 		settled:      make(chan struct{}),
 	}

@@ -21,7 +21,7 @@ import (
 // each joined through a random member started before it (a few joins at
 // a time), and returns them with when the last join returned.
 func simMembers(t testing.TB, n int, profile string) ([]*Gossip, time.Time) {
-	gs, _, joined := simMembersWithReach(t, n, profile)
+	gs, _, joined := simMembersWithReach(t, n, profile, 1)
 	return gs, joined
 }
 
@@ -51,7 +51,7 @@ func (d reachDelegate) LocalState() []byte          { return nil }
 func (d reachDelegate) MergeRemoteState(buf []byte) {}
 func (d reachDelegate) NotifyMsg(msg []byte)        { d.r.count(msg) }
 
-func simMembersWithReach(t testing.TB, n int, profile string) ([]*Gossip, *reachCounter, time.Time) {
+func simMembersWithReach(t testing.TB, n int, profile string, scale float64) ([]*Gossip, *reachCounter, time.Time) {
 	t.Helper()
 	// MockNetwork's maps are not safe for concurrent use: every transport
 	// is made before any member runs.
@@ -71,6 +71,7 @@ func simMembersWithReach(t testing.TB, n int, profile string) ([]*Gossip, *reach
 		cfg.Transport = newLossyPackets(trans[i])
 		cfg.EventBuffer = n + 16
 		cfg.Delegate = reachDelegate{r: reach}
+		cfg.TimeScale = scale
 		g, err := New(cfg)
 		require.NoError(t, err)
 		if os.Getenv("RBEE_SCALE_SIM_SETTLE") == "0" {
@@ -226,13 +227,18 @@ func TestSentBytesOverUDPAndTCP(t *testing.T) {
 }
 
 // TestScaleSimulation measures gossip at up to a thousand members in this
-// process (memberlist's in-memory transport, real timings and encryption)
-// and prints one JSON line per member count: time until the first and
-// every member see all alive, and bytes sent per member per second at
-// idle and while every member publishes a load report of loadBytes every
-// loadEvery, as rbee nodes do. Opt in:
+// process (memberlist's in-memory transport, real encryption) and prints
+// one JSON line per member count: time until the first and every member
+// see all alive, and bytes sent per member per second at idle and while
+// every member publishes a load report of loadBytes every loadEvery, as
+// rbee nodes do. Past what two cores keep up with, members run in slow
+// motion (Config.TimeScale: n/simMembersPerCore/2 by default, or
+// RBEE_SCALE_SIM_TIMESCALE) and every figure is given in the profile's
+// time (durations divided by the scale, rates multiplied). Opt in:
 //
-//	RBEE_SCALE_SIM=1 [RBEE_SCALE_SIM_NODES=10,100,300,1000] go test -run TestScaleSimulation -v ./gossip/
+//	RBEE_SCALE_SIM=1 [RBEE_SCALE_SIM_NODES=10,100,300,1000] [RBEE_SCALE_SIM_TIMESCALE=k] go test -run TestScaleSimulation -v ./gossip/
+//
+// RBEE_SCALE_SIM_TRAFFIC=0 measures convergence only.
 func TestScaleSimulation(t *testing.T) {
 	if testing.Short() || os.Getenv("RBEE_SCALE_SIM") == "" {
 		t.Skip("set RBEE_SCALE_SIM=1 (minutes of CPU)")
@@ -247,8 +253,18 @@ func TestScaleSimulation(t *testing.T) {
 		}
 	}
 	profile := os.Getenv("RBEE_SCALE_SIM_PROFILE")
+	var scale float64
+	if s := os.Getenv("RBEE_SCALE_SIM_TIMESCALE"); s != "" {
+		var err error
+		scale, err = strconv.ParseFloat(s, 64)
+		require.NoError(t, err)
+	}
 	for _, n := range counts {
-		res := simulate(t, n, profile)
+		k := scale
+		if k == 0 {
+			k = max(1, float64(n)/simMembersPerCore/2)
+		}
+		res := simulate(t, n, profile, k)
 		b, err := json.Marshal(res)
 		require.NoError(t, err)
 		fmt.Println(string(b))
@@ -256,6 +272,10 @@ func TestScaleSimulation(t *testing.T) {
 }
 
 const (
+	// simMembersPerCore: members at lan timings one core keeps up with in
+	// this process (100 members converge as fast at scale 1 as slowed
+	// down; 300 do not: DESIGN.md).
+	simMembersPerCore = 100
 	// loadBytes is a load report of five workers as a node broadcasts it
 	// (JSON, measured: about 230 bytes a worker plus the header), cut to
 	// what one broadcast may carry.
@@ -266,35 +286,42 @@ const (
 	window = 10 * time.Second
 )
 
-func simulate(t *testing.T, n int, profile string) map[string]any {
+func simulate(t *testing.T, n int, profile string, k float64) map[string]any {
 	if profile == "" {
 		profile = ProfileForSize(n)
 	}
+	// slow: a duration of the profile's time in this process's time.
+	slow := func(d time.Duration) time.Duration { return scaleDuration(d, k) }
+	// ms: a duration measured here in the profile's time.
+	ms := func(d time.Duration) int64 { return int64(float64(d.Milliseconds()) / k) }
 	start := time.Now()
-	gs, reach, joined := simMembersWithReach(t, n, profile)
-	// 5 minutes, and 30 s more per hundred members past 300: a thousand
-	// members in one process share two cores.
-	first, all := waitConverged(t, gs, start, 5*time.Minute+time.Duration(max(0, n-300))*300*time.Millisecond)
-	res := map[string]any{"members": n, "profile": profile, "joins_ms": time.Since(start).Milliseconds() - (time.Since(joined)).Milliseconds(),
-		"converge_first_ms": first.Milliseconds(), "converge_all_ms": all.Milliseconds()}
+	gs, reach, joined := simMembersWithReach(t, n, profile, k)
+	// 5 minutes, and 30 s more per hundred members past 300, of the
+	// profile's time.
+	first, all := waitConverged(t, gs, start, slow(5*time.Minute+time.Duration(max(0, n-300))*300*time.Millisecond))
+	res := map[string]any{"members": n, "profile": profile, "time_scale": k,
+		"joins_ms": ms(joined.Sub(start)), "converge_first_ms": ms(first), "converge_all_ms": ms(all)}
+	if os.Getenv("RBEE_SCALE_SIM_TRAFFIC") == "0" {
+		return res // convergence only
+	}
 	// Right after the joins members still settle (settle.go): measure
 	// that, then idle once the settle window has passed.
-	res["settling_sent_bytes_per_s"] = sentRate(gs, window, nil)
+	res["settling_sent_bytes_per_s"] = sentRate(gs, slow(window), k, nil)
 	res["settles_per_member"] = float64(totalSettles(gs)) / float64(n)
 	st := settleFor(settleBaseLAN, settleWindowLAN, n, 0)
 	if profile == ProfileLocal {
 		st = settleFor(settleBaseLocal, settleWindowLocal, n, 0)
 	}
-	time.Sleep(st.window - window + st.every)
-	res["idle_sent_bytes_per_s"] = sentRate(gs, window, nil)
-	// Random bytes: memberlist compresses packets (LZW), and a real
-	// report (JSON) compresses far less than zeros would.
+	time.Sleep(slow(st.window - window + st.every))
+	res["idle_sent_bytes_per_s"] = sentRate(gs, slow(window), k, nil)
+	// Random bytes: a real report (JSON) compresses somewhat, random
+	// bytes do not.
 	payload := make([]byte, loadBytes)
 	for i := range payload {
 		payload[i] = byte(rand.IntN(256))
 	}
-	res["load_sent_bytes_per_s"] = sentRate(gs, window, func(stop <-chan struct{}) {
-		tick := time.NewTicker(loadEvery / time.Duration(n))
+	res["load_sent_bytes_per_s"] = sentRate(gs, slow(window), k, func(stop <-chan struct{}) {
+		tick := time.NewTicker(slow(loadEvery) / time.Duration(n))
 		defer tick.Stop()
 		for i := 0; ; i = (i + 1) % n {
 			select {
@@ -309,10 +336,10 @@ func simulate(t *testing.T, n int, profile string) map[string]any {
 	// Reach: one broadcast from an idle cluster; memberlist sends it
 	// RetransmitMult×log10(n+1) times and members do not relay it, so
 	// it reaches that many members at most (push/pull carries the rest).
-	time.Sleep(3 * time.Second)
+	time.Sleep(slow(3 * time.Second))
 	key := fmt.Sprintf("reach-probe-%04d", n)
 	require.NoError(t, gs[0].Broadcast("", []byte(key)))
-	time.Sleep(5 * time.Second)
+	time.Sleep(slow(5 * time.Second))
 	res["one_broadcast_reached_members"] = reach.reached(key[:16])
 	for _, g := range gs {
 		_ = g.Close()
@@ -321,8 +348,9 @@ func simulate(t *testing.T, n int, profile string) map[string]any {
 }
 
 // sentRate measures every member's bytes sent per second over d while
-// load (if any) runs, and summarises them.
-func sentRate(gs []*Gossip, d time.Duration, load func(stop <-chan struct{})) map[string]float64 {
+// load (if any) runs, and summarises them per second of the profile's
+// time (members slowed down k times send k times less a second).
+func sentRate(gs []*Gossip, d time.Duration, k float64, load func(stop <-chan struct{})) map[string]float64 {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	if load != nil {
@@ -338,7 +366,7 @@ func sentRate(gs []*Gossip, d time.Duration, load func(stop <-chan struct{})) ma
 	el := time.Since(t0).Seconds()
 	rates := make([]float64, len(gs))
 	for i, g := range gs {
-		rates[i] = float64(g.SentBytes()-before[i]) / el
+		rates[i] = float64(g.SentBytes()-before[i]) / el * k
 	}
 	close(stop)
 	wg.Wait()

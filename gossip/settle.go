@@ -79,6 +79,15 @@ const (
 	settleWindowLocal = 5 * time.Second
 )
 
+// settleTiming is this member's settle timing now, slowed by
+// Config.TimeScale.
+func (g *Gossip) settleTiming(exchange uint64) settleTiming {
+	st := settleFor(g.settleBase, g.settleWindow, g.NumMembers(), exchange)
+	st.every = scaleDuration(st.every, g.timeScale)
+	st.window = scaleDuration(st.window, g.timeScale)
+	return st
+}
+
 // due reports whether a member that last saw a join at lastChange
 // settles at now.
 func (st settleTiming) due(now, lastChange time.Time) bool {
@@ -99,7 +108,7 @@ func (g *Gossip) settle(ctx context.Context) {
 	}
 	var exchange uint64 // bytes sent in the last settling push/pull
 	for {
-		st := settleFor(g.settleBase, g.settleWindow, g.NumMembers(), exchange)
+		st := g.settleTiming(exchange)
 		t := time.NewTimer(rand.N(st.every/2) + st.every*3/4) // ±25 %: members do not settle in step
 		select {
 		case <-ctx.Done():

@@ -80,3 +80,35 @@ func TestSettlingAfterJoin(t *testing.T) {
 		}, waitFor, tick, "settle loop still running after Close")
 	}
 }
+
+// TimeScale slows every timing of the profile, settling included, and
+// leaves counts and multipliers alone.
+func TestTimeScale(t *testing.T) {
+	newG := func(k float64) *Gossip {
+		cfg := DefaultConfig()
+		cfg.NodeID = "m"
+		cfg.Secret = []byte("s")
+		cfg.TimeScale = k
+		g, err := New(cfg)
+		require.NoError(t, err)
+		return g
+	}
+	base, slow := newG(0), newG(10)
+	require.Equal(t, newG(1).mlCfg.ProbeInterval, base.mlCfg.ProbeInterval)
+	for name, d := range map[string][2]time.Duration{
+		"probe interval": {base.mlCfg.ProbeInterval, slow.mlCfg.ProbeInterval},
+		"probe timeout":  {base.mlCfg.ProbeTimeout, slow.mlCfg.ProbeTimeout},
+		"gossip":         {base.mlCfg.GossipInterval, slow.mlCfg.GossipInterval},
+		"push/pull":      {base.mlCfg.PushPullInterval, slow.mlCfg.PushPullInterval},
+		"tcp timeout":    {base.mlCfg.TCPTimeout, slow.mlCfg.TCPTimeout},
+		"settle every":   {base.settleTiming(0).every, slow.settleTiming(0).every},
+		"settle window":  {base.settleTiming(0).window, slow.settleTiming(0).window},
+		"settle budget":  {base.settleTiming(1 << 20).every, slow.settleTiming(1 << 20).every},
+	} {
+		require.Positive(t, d[0], name)
+		require.Equal(t, 10*d[0], d[1], name)
+	}
+	require.Equal(t, base.mlCfg.RetransmitMult, slow.mlCfg.RetransmitMult)
+	require.Equal(t, base.mlCfg.SuspicionMult, slow.mlCfg.SuspicionMult)
+	require.Equal(t, base.mlCfg.GossipNodes, slow.mlCfg.GossipNodes)
+}
