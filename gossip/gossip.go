@@ -216,7 +216,7 @@ type Gossip struct {
 	stopLoops    context.CancelFunc
 	settleBase   time.Duration // 0: off
 	settleWindow time.Duration
-	timeScale    float64 // Config.TimeScale, at least 1
+	timeScale    float64       // Config.TimeScale, at least 1
 	lastChange   atomic.Int64  // unix nanoseconds of the last join seen
 	settles      atomic.Uint64 // settling push/pulls done
 	settled      chan struct{} // closed when settle returns (tests)
