@@ -270,6 +270,7 @@ type Consensus struct {
 	left   map[string]time.Time // servers that asked to leave, by id
 
 	replay           *replayFSM
+	dir              string // DataDir/raft: raft.db, snapshots, the applied hint
 	lastContact      atomic.Uint64 // unix ms of the newest leader contact known
 	persistedIndex   atomic.Uint64
 	persistedContact atomic.Uint64
@@ -348,7 +349,13 @@ func New(cfg Config) (*Consensus, error) {
 		subs:       map[chan LeaderEvent]struct{}{},
 		left:       map[string]time.Time{},
 	}
-	c.replay = &replayFSM{inner: cfg.FSM}
+	hint, err := openAppliedHint(dir)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	c.dir = dir
+	c.replay = &replayFSM{inner: cfg.FSM, hint: hint}
 	if ms, err := store.GetUint64(keyLeaderContact); err == nil {
 		c.lastContact.Store(ms)
 		c.persistedContact.Store(ms)
@@ -510,6 +517,7 @@ func (c *Consensus) Close() error {
 		if e := c.store.Close(); e != nil {
 			err = errors.Join(err, e)
 		}
+		_ = c.replay.hint.Close()
 		c.subMu.Lock()
 		for ch := range c.subs {
 			close(ch)

@@ -48,6 +48,8 @@ var errReplayAhead = errors.New("consensus: registry replayed ahead of raft; sna
 // read by the persist loop.
 type replayFSM struct {
 	inner *fsm.FSM
+	// hint, when set, records every entry applied (hint.go).
+	hint *appliedHint
 	// skipThrough: entries at or below it were replayed at start.
 	skipThrough uint64
 	// seen: the highest index raft handed to Apply.
@@ -62,7 +64,11 @@ func (r *replayFSM) Apply(l *raft.Log) any {
 		// entries appended by this run, all above the log's end at start).
 		return nil
 	}
-	return r.inner.Apply(l)
+	res := r.inner.Apply(l)
+	if r.hint != nil {
+		_ = r.hint.write(l.Index, l.Term)
+	}
+	return res
 }
 
 // Snapshot implements raft.FSM.
@@ -104,6 +110,15 @@ func (c *Consensus) replayLocal(w *replayFSM) (ownRestore bool, replayed int, er
 		from = metas[0].Index
 	}
 	applied, _ := c.store.GetUint64(keyAppliedIndex) // absent: nothing to replay
+	if hi, ht, err := readAppliedHint(c.dir); err == nil && hi > applied {
+		// Newer than the stable store's (written at most every
+		// persistInterval in a burst): trusted when this log holds the
+		// same entry.
+		var l raft.Log
+		if c.store.GetLog(hi, &l) == nil && l.Term == ht {
+			applied = hi
+		}
+	}
 	var through uint64
 	for i := from + 1; i <= applied; i++ {
 		var l raft.Log
@@ -122,37 +137,31 @@ func (c *Consensus) replayLocal(w *replayFSM) (ownRestore bool, replayed int, er
 	return true, replayed, nil
 }
 
-// persistLoop writes the applied index after every registry change and,
-// with the last leader contact, on the persistInterval tick, until the
-// server closes. Changes that queued while a write ran are written
-// together (one fsync for a burst), never deferred: a server killed right
-// after a change must replay it at restart (replayLocal), and raft itself
-// applies it again only once a leader is elected.
+// persistLoop writes the applied index after a registry change (at most
+// once per persistInterval: every node is a raft server and stores every
+// entry, so each write is an fsync on every node) and, with the last
+// leader contact, on the persistInterval tick, until the server closes.
 func (c *Consensus) persistLoop(changes <-chan fsm.Event, unsubscribe func()) {
 	defer c.wg.Done()
 	defer unsubscribe()
 	t := time.NewTicker(persistInterval)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-changes:
-			drain(changes)
+			// A lone change is written at once; a burst (a join storm
+			// writes an entry per node, and every node stores each) is
+			// written once per persistInterval, on the tick.
+			if time.Since(last) < persistInterval {
+				continue
+			}
 		case <-t.C:
 		}
 		c.persist(false)
-	}
-}
-
-// drain discards the events already queued on ch without blocking.
-func drain(ch <-chan fsm.Event) {
-	for {
-		select {
-		case <-ch:
-		default:
-			return
-		}
+		last = time.Now()
 	}
 }
 

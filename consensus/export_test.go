@@ -1,0 +1,39 @@
+package consensus
+
+import (
+	"path/filepath"
+
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// SetPersistedApplied rewrites the applied index in the stable store of a
+// closed server's data dir, as a crash before the rate-limited write
+// leaves it.
+func SetPersistedApplied(dataDir string, index uint64) error {
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dataDir, "raft", "raft.db"), BoltOptions: boltOptions()})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return store.SetUint64(keyAppliedIndex, index)
+}
+
+// AppliedHintPath is the applied hint file of a data dir.
+func AppliedHintPath(dataDir string) string {
+	return filepath.Join(dataDir, "raft", appliedHintFile)
+}
+
+// WriteAppliedHint writes a hint record into a closed server's data dir.
+func WriteAppliedHint(dataDir string, index, term uint64) error {
+	h, err := openAppliedHint(filepath.Join(dataDir, "raft"))
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return h.write(index, term)
+}
+
+// ReadAppliedHint reads the hint record of a data dir.
+func ReadAppliedHint(dataDir string) (index, term uint64, err error) {
+	return readAppliedHint(filepath.Join(dataDir, "raft"))
+}
