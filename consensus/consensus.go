@@ -270,7 +270,7 @@ type Consensus struct {
 	left   map[string]time.Time // servers that asked to leave, by id
 
 	replay           *replayFSM
-	dir              string // DataDir/raft: raft.db, snapshots, the applied hint
+	dir              string        // DataDir/raft: raft.db, snapshots, the applied hint
 	lastContact      atomic.Uint64 // unix ms of the newest leader contact known
 	persistedIndex   atomic.Uint64
 	persistedContact atomic.Uint64
