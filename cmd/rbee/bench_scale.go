@@ -59,7 +59,9 @@ path), and prints one JSON object per N with:
                                        and forwarded from the last node
   snapshot_bytes                       newest raft snapshot on the leader (0: none yet)
   failover                             kill -9 leader -> a survivor / the last node
-                                       sees a new leader; first accepted write`,
+                                       sees a new leader; first accepted write
+  failover_error                       a failover round that failed (a restarted victim too
+                                       slow to answer): the rounds before it are reported`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, n := range nodes {
@@ -301,15 +303,25 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	for i := range max(r.failoverRounds, 1) {
 		fr, err := failoverRound(ctx, cl, scaleVoters(r.nodes), i < r.failoverRounds-1)
 		if err != nil {
-			return nil, fmt.Errorf("failover round %d: %w", i+1, err)
+			// What was measured before stays: the rounds done so far
+			// (this one too when only its restart failed) and every
+			// figure above.
+			if fr.toWrite > 0 {
+				toLeader, toLast, toWrite = append(toLeader, fr.toLeader), append(toLast, fr.toLeaderLast), append(toWrite, fr.toWrite)
+			}
+			out["failover_error"] = fmt.Sprintf("failover round %d: %v", i+1, err)
+			logf("%v", out["failover_error"])
+			break
 		}
 		logf("failover %d: new leader seen after %v (first survivor) / %v (last node), first write after %v", i+1,
 			fr.toLeader.Round(time.Millisecond), fr.toLeaderLast.Round(time.Millisecond), fr.toWrite.Round(time.Millisecond))
 		toLeader, toLast, toWrite = append(toLeader, fr.toLeader), append(toLast, fr.toLeaderLast), append(toWrite, fr.toWrite)
 	}
-	if len(toLeader) == 1 {
+	switch len(toLeader) {
+	case 0:
+	case 1:
 		out["failover_first_survivor_ms"], out["failover_last_node_ms"], out["failover_first_write_ms"] = ms(toLeader[0]), ms(toLast[0]), ms(toWrite[0])
-	} else {
+	default:
 		out["failover_first_survivor_ms"], out["failover_last_node_ms"], out["failover_first_write_ms"] = brief(toLeader), brief(toLast), brief(toWrite)
 	}
 	return out, nil
