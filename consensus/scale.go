@@ -39,6 +39,27 @@ func nonvoterHeartbeatEvery(heartbeatTimeout time.Duration) time.Duration {
 	return heartbeatTimeout * 5
 }
 
+// voterHeartbeatEvery: the leader heartbeats a voter at most every
+// HeartbeatTimeout/4 (100 ms on lan) against raft's 40–80 ms: four
+// heartbeats within a follower's shortest timeout and within the lease,
+// about half of raft's rate. Together with the idle appends answered while
+// contact is fresh (voterFresh), a voter costs the leader about a third of
+// the RPCs it did.
+func voterHeartbeatEvery(heartbeatTimeout time.Duration) time.Duration {
+	return heartbeatTimeout / 4
+}
+
+// voterFresh: an idle append to a voter is answered here only while an
+// RPC to that voter succeeded within this long (HeartbeatTimeout/4), so a
+// made-up answer stretches what raft counts as contact for the leader's
+// lease by at most that much (400 ms becomes at most 500 ms on lan); a
+// partitioned leader still steps down. Registry reads on the leader go
+// through a barrier, a log entry a quorum must really store, so they do
+// not rest on the lease.
+func voterFresh(heartbeatTimeout time.Duration) time.Duration {
+	return heartbeatTimeout / 4
+}
+
 // idleAppendCheck: an idle append that tells a non-voter nothing new is
 // answered by the throttle, but one really goes at least this often, so a
 // non-voter that lost what it acknowledged (a restart before its writes
@@ -61,19 +82,25 @@ const idleAppendCheck = 10 * time.Second
 //     wakes it: the same goroutine then sends that entry at once) or half
 //     the heartbeat spacing passes. An error on any RPC to the non-voter
 //     forgets what it acknowledged, so its next idle append goes out;
-//   - no follower gets a pipeline (see AppendEntriesPipeline).
+//   - no follower gets a pipeline (see AppendEntriesPipeline);
+//   - voters get the same at their own pace: a heartbeat at most every
+//     voterHeartbeatEvery, and an idle append answered here only while an
+//     RPC to the voter succeeded within voterFresh (raft counts every
+//     answer from a voter as contact for the leader's lease, so answers
+//     made up from older contact would keep a partitioned leader's lease
+//     alive); such an answer is held at most half voterHeartbeatEvery.
 //
-// Everything to voters passes unchanged: raft counts every answer from a
-// voter as contact for the leader's lease, so an answer made up here
-// would keep a partitioned leader's lease alive. Votes, appends with
-// entries or a newer commit index and snapshots pass unchanged too.
+// Votes, appends with entries or a newer commit index and snapshots pass
+// unchanged.
 // Measured with `rbee bench scale` at 30 nodes, the CPU profile of the
 // leader was raft's replication to followers (commit-index appends, 15% of
 // its samples; heartbeats 5% once spaced).
 type heartbeatThrottle struct {
 	*raft.NetworkTransport
-	every time.Duration
-	done  <-chan struct{}
+	every      time.Duration // nonvoterHeartbeatEvery
+	voterEvery time.Duration // voterHeartbeatEvery
+	fresh      time.Duration // voterFresh
+	done       <-chan struct{}
 
 	nonvoters atomic.Pointer[map[raft.ServerID]bool]
 	answered  atomic.Uint64 // idle appends answered without an RPC
@@ -81,15 +108,17 @@ type heartbeatThrottle struct {
 	mu         sync.Mutex
 	lastStored uint64                      // the newest log index stored here
 	stored     chan struct{}               // closed when an entry is stored (then replaced)
-	lastBeat   map[raft.ServerID]time.Time // when the last heartbeat went to each non-voter
-	lastIdle   map[raft.ServerID]time.Time // when the last empty append really went to each non-voter
-	commit     map[raft.ServerID]uint64    // the newest commit index each non-voter acknowledged
+	lastBeat   map[raft.ServerID]time.Time // when the last heartbeat went to each server
+	lastIdle   map[raft.ServerID]time.Time // when the last empty append really went to each server
+	lastOK     map[raft.ServerID]time.Time // when an RPC to each server last succeeded
+	commit     map[raft.ServerID]uint64    // the newest commit index each server acknowledged
 }
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
-	h := &heartbeatThrottle{NetworkTransport: t, every: nonvoterHeartbeatEvery(heartbeatTimeout), done: done,
-		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, commit: map[raft.ServerID]uint64{},
-		stored: make(chan struct{})}
+	h := &heartbeatThrottle{NetworkTransport: t, every: nonvoterHeartbeatEvery(heartbeatTimeout),
+		voterEvery: voterHeartbeatEvery(heartbeatTimeout), fresh: voterFresh(heartbeatTimeout), done: done,
+		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, lastOK: map[raft.ServerID]time.Time{},
+		commit: map[raft.ServerID]uint64{}, stored: make(chan struct{})}
 	h.setServers(nil)
 	return h
 }
@@ -100,22 +129,25 @@ func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Durati
 // around every reconcile pass.
 func (h *heartbeatThrottle) setServers(servers []raft.Server) {
 	m := make(map[raft.ServerID]bool, len(servers))
+	in := make(map[raft.ServerID]bool, len(servers))
 	for _, s := range servers {
+		in[s.ID] = true
 		if s.Suffrage != raft.Voter {
 			m[s.ID] = true
 		}
 	}
 	h.nonvoters.Store(&m)
 	h.mu.Lock()
-	for _, t := range []map[raft.ServerID]time.Time{h.lastBeat, h.lastIdle} {
+	// Servers no longer in the configuration are forgotten.
+	for _, t := range []map[raft.ServerID]time.Time{h.lastBeat, h.lastIdle, h.lastOK} {
 		for id := range t {
-			if !m[id] {
+			if !in[id] {
 				delete(t, id)
 			}
 		}
 	}
 	for id := range h.commit {
-		if !m[id] {
+		if !in[id] {
 			delete(h.commit, id)
 		}
 	}
@@ -174,18 +206,21 @@ func (h *heartbeatThrottle) AppendEntriesPipeline(raft.ServerID, raft.ServerAddr
 	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
-// AppendEntries spaces heartbeats to a non-voter and answers its idle
-// appends (see heartbeatThrottle); everything else is sent as it is.
+// AppendEntries spaces heartbeats and answers idle appends that tell a
+// follower nothing new (see heartbeatThrottle); everything else is sent
+// as it is.
 func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	// Everything to voters goes: raft counts every answer from a voter as
-	// contact for the leader's lease, so an answer made up here would keep
-	// a partitioned leader's lease alive.
-	if len(args.Entries) > 0 || !h.nonvoter(id) {
+	if len(args.Entries) > 0 {
 		return h.send(id, target, args, resp)
 	}
+	nonvoter := h.nonvoter(id)
 	if isHeartbeat(args) {
+		every := h.voterEvery
+		if nonvoter {
+			every = h.every
+		}
 		h.mu.Lock()
-		wait := time.Until(h.lastBeat[id].Add(h.every))
+		wait := time.Until(h.lastBeat[id].Add(every))
 		h.mu.Unlock()
 		if wait > 0 {
 			t := time.NewTimer(wait)
@@ -203,19 +238,26 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 	h.mu.Lock()
 	acked, known := h.commit[id]
 	answer := known && args.LeaderCommitIndex <= acked && time.Since(h.lastIdle[id]) < idleAppendCheck
+	holdFor := h.every / 2
+	if !nonvoter {
+		// A voter's answer counts for the lease: only while real contact
+		// is fresh.
+		answer = answer && time.Since(h.lastOK[id]) < h.fresh
+		holdFor = h.voterEvery / 2
+	}
 	if !answer {
 		h.lastIdle[id] = time.Now()
 	}
 	// Nothing newer than this append covers is stored yet: hold the
-	// answer until something is, or idleHold passes. Raft's goroutine for
-	// this non-voter would otherwise come back every CommitTimeout (95
+	// answer until something is, or holdFor passes. Raft's goroutine for
+	// this follower would otherwise come back every CommitTimeout (95
 	// goroutines spinning at 100 nodes); an entry stored while it waits
 	// wakes it at once, so replication is not delayed.
 	hold := answer && h.lastStored <= args.PrevLogEntry
 	stored := h.stored
 	h.mu.Unlock()
 	if hold {
-		t := time.NewTimer(h.every / 2)
+		t := time.NewTimer(holdFor)
 		select {
 		case <-t.C:
 		case <-stored:
@@ -225,7 +267,7 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 		}
 	}
 	if answer {
-		// What the non-voter answered to the same append last time.
+		// What the follower answered to the same append last time.
 		*resp = raft.AppendEntriesResponse{RPCHeader: raft.RPCHeader{ProtocolVersion: args.ProtocolVersion, ID: []byte(id), Addr: []byte(target)},
 			Term: args.Term, LastLog: args.PrevLogEntry, Success: true}
 		h.answered.Add(1)
@@ -240,15 +282,18 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 	return err
 }
 
-// send makes the RPC; a failed one forgets the commit index the follower
-// acknowledged (it may have restarted), so its next idle append is sent.
+// send makes the RPC and records a success (voterFresh); a failed one
+// forgets the commit index the follower acknowledged (it may have
+// restarted), so its next idle append is sent.
 func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
+	h.mu.Lock()
 	if err != nil || !resp.Success {
-		h.mu.Lock()
 		delete(h.commit, id)
-		h.mu.Unlock()
+	} else if resp.Term == args.Term {
+		h.lastOK[id] = time.Now()
 	}
+	h.mu.Unlock()
 	return err
 }
 

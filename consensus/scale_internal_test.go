@@ -54,8 +54,8 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	every := nonvoterHeartbeatEvery(ht)
 	leader := tcpTransport(t)
 	voter, nonvoter := tcpTransport(t), tcpTransport(t)
-	var voterBeats, nonvoterBeats, nonvoterAppends atomic.Int64
-	answerer(t, voter, &voterBeats, nil)
+	var voterBeats, voterAppends, nonvoterBeats, nonvoterAppends atomic.Int64
+	answerer(t, voter, &voterBeats, &voterAppends)
 	answerer(t, nonvoter, &nonvoterBeats, &nonvoterAppends)
 	done := make(chan struct{})
 	defer close(done)
@@ -83,13 +83,28 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	require.GreaterOrEqual(t, spaced, (n-1)*every, "heartbeats to a non-voter are spaced")
 	require.EqualValues(t, n, nonvoterBeats.Load(), "every heartbeat is sent, later")
 
+	voterEvery, fresh := voterHeartbeatEvery(ht), voterFresh(ht)
 	start = time.Now()
 	for range n {
 		beat("v", voter.LocalAddr())
 	}
-	require.Less(t, time.Since(start), spaced, "voters' heartbeats are not held")
-	require.NotContains(t, h.lastBeat, raft.ServerID("v"), "a voter's heartbeats never go through the spacing")
+	voterSpaced := time.Since(start)
+	require.GreaterOrEqual(t, voterSpaced, (n-1)*voterEvery, "heartbeats to a voter are spaced at the voter pace")
+	require.Less(t, voterSpaced, spaced, "far less than a non-voter's")
 	require.EqualValues(t, n, voterBeats.Load())
+
+	// Idle appends to a voter: answered here only while an RPC to it
+	// succeeded within voterFresh (the answer counts for the lease).
+	h.entriesStored(9)
+	idle("v", voter.LocalAddr(), 7) // a newer commit index: sent
+	require.EqualValues(t, 1, voterAppends.Load())
+	idle("v", voter.LocalAddr(), 7)
+	require.EqualValues(t, 1, voterAppends.Load(), "a repeat while contact is fresh is answered")
+	require.EqualValues(t, 1, h.answered.Load())
+	time.Sleep(fresh + fresh/2)
+	idle("v", voter.LocalAddr(), 7)
+	require.EqualValues(t, 2, voterAppends.Load(), "once contact is older than voterFresh, the append really goes")
+	h.answered.Store(0)
 
 	// Idle appends to a non-voter: each newer commit index is sent at
 	// once; repeats of an acknowledged one are answered here, at once
@@ -135,8 +150,8 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	idle("n", nonvoter.LocalAddr(), 11)
 	require.EqualValues(t, n+2, nonvoterAppends.Load())
 
-	// Promoted to voter: nothing held or answered (raft counts a voter's
-	// answers for the lease).
+	// Promoted to voter: its heartbeats go at the voter pace, and an idle
+	// append is answered only right after real contact.
 	h.setServers([]raft.Server{{ID: "n", Address: nonvoter.LocalAddr(), Suffrage: raft.Voter}})
 	start = time.Now()
 	for range n {
@@ -144,6 +159,10 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 		idle("n", nonvoter.LocalAddr(), 11)
 	}
 	require.Less(t, time.Since(start), spaced)
-	require.EqualValues(t, 2*n+2, nonvoterAppends.Load())
-	require.EqualValues(t, 21, h.answered.Load())
+	require.EqualValues(t, 2*n, nonvoterBeats.Load())
+	require.EqualValues(t, n+2, nonvoterAppends.Load(), "each follows a heartbeat: answered")
+	require.EqualValues(t, 21+n, h.answered.Load())
+	time.Sleep(fresh + fresh/2)
+	idle("n", nonvoter.LocalAddr(), 11)
+	require.EqualValues(t, n+3, nonvoterAppends.Load(), "stale contact: sent")
 }
