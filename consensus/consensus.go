@@ -109,7 +109,8 @@ const (
 
 // Config configures a Consensus. Start from DefaultConfig.
 type Config struct {
-	// DataDir holds raft/raft.db (log and stable store) and raft/snapshots.
+	// DataDir holds raft/raft.db (log and stable store), raft/snapshots and
+	// raft/applied-hint.
 	DataDir string
 	// LocalID is this server's peer id; it must equal Network.LocalID().
 	LocalID string
@@ -405,6 +406,13 @@ func (c *Consensus) Start(ctx context.Context) error {
 	}
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if !hasState {
+		// A hint left from a log that is gone (a reset data dir) must not
+		// speak for the new one.
+		if err := c.replay.hint.reset(); err != nil {
+			return err
+		}
 	}
 	if hasState {
 		own, n, err := c.replayLocal(c.replay)

@@ -57,6 +57,14 @@ func (h *appliedHint) write(index, term uint64) error {
 	return err
 }
 
+// reset empties the hint (no entry applied yet).
+func (h *appliedHint) reset() error {
+	if err := h.f.Truncate(0); err != nil {
+		return fmt.Errorf("consensus: reset applied hint: %w", err)
+	}
+	return nil
+}
+
 func (h *appliedHint) Close() error { return h.f.Close() }
 
 // errNoHint: the hint file is missing, short or damaged.

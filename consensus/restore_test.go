@@ -12,13 +12,11 @@ import (
 	"github.com/rbee-project/rbee/consensus"
 )
 
-// A server restarted while the others are down serves the registry it last
-// knew (newest snapshot plus the committed log after it) as soon as Start
-// returns, marked stale; once a quorum is back it catches up without
-// applying anything twice and snapshots again.
-func TestRestartWithoutQuorumServesLastRegistry(t *testing.T) {
+// startThree starts a three-server cluster (ids prefix-0…2, bootstrap
+// expecting 3) and returns it with its ids, configs and leader.
+func startThree(t *testing.T, prefix string) (*cluster, []string, map[string]consensus.Config, *testNode) {
 	cl := newCluster(t)
-	names := ids("r", 3)
+	names := ids(prefix, 3)
 	cfgs := map[string]consensus.Config{}
 	for _, id := range names {
 		cfg := cl.config(id)
@@ -28,14 +26,19 @@ func TestRestartWithoutQuorumServesLastRegistry(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, id := range names {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl.start(cfgs[id])
-		}()
+		go func() { defer wg.Done(); cl.start(cfgs[id]) }()
 	}
 	wg.Wait()
 	cl.kick()
-	leader := cl.waitLeader()
+	return cl, names, cfgs, cl.waitLeader()
+}
+
+// A server restarted while the others are down serves the registry it last
+// knew (newest snapshot plus the committed log after it) as soon as Start
+// returns, marked stale; once a quorum is back it catches up without
+// applying anything twice and snapshots again.
+func TestRestartWithoutQuorumServesLastRegistry(t *testing.T) {
+	cl, names, cfgs, leader := startThree(t, "r")
 	apply(t, leader, host("before-snapshot"))
 	waitHost(t, "before-snapshot", cl.running()...)
 	for _, n := range cl.running() {
@@ -114,22 +117,7 @@ func TestRestartReplaysFromAppliedHint(t *testing.T) {
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cl := newCluster(t)
-			names := ids("h", 3)
-			cfgs := map[string]consensus.Config{}
-			for _, id := range names {
-				cfg := cl.config(id)
-				cfg.BootstrapExpect = 3
-				cfgs[id] = cfg
-			}
-			var wg sync.WaitGroup
-			for _, id := range names {
-				wg.Add(1)
-				go func() { defer wg.Done(); cl.start(cfgs[id]) }()
-			}
-			wg.Wait()
-			cl.kick()
-			leader := cl.waitLeader()
+			cl, _, cfgs, leader := startThree(t, "h")
 			apply(t, leader, host("snapshotted"))
 			waitHost(t, "snapshotted", cl.running()...)
 			for _, n := range cl.running() {

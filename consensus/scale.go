@@ -39,23 +39,13 @@ func nonvoterHeartbeatEvery(heartbeatTimeout time.Duration) time.Duration {
 	return heartbeatTimeout * 5
 }
 
-// voterHeartbeatEvery: the leader heartbeats a voter at most every
-// HeartbeatTimeout/4 (100 ms on lan) against raft's 40–80 ms: four
-// heartbeats within a follower's shortest timeout and within the lease,
-// about half of raft's rate. Together with the idle appends answered while
-// contact is fresh (voterFresh), a voter costs the leader about a third of
-// the RPCs it did.
-func voterHeartbeatEvery(heartbeatTimeout time.Duration) time.Duration {
-	return heartbeatTimeout / 4
-}
-
 // voterFresh: an idle append to a voter is answered here only while an
-// RPC to that voter succeeded within this long (HeartbeatTimeout/4), so a
-// made-up answer stretches what raft counts as contact for the leader's
-// lease by at most that much (400 ms becomes at most 500 ms on lan); a
-// partitioned leader still steps down. Registry reads on the leader go
-// through a barrier, a log entry a quorum must really store, so they do
-// not rest on the lease.
+// RPC to that voter succeeded within this long (HeartbeatTimeout/4, checked
+// again when a held answer is released), so a made-up answer stretches
+// what raft counts as contact for the leader's lease by at most that much
+// (400 ms becomes at most 500 ms on lan): a partitioned leader still steps
+// down, 100 ms later at most. What a leader serves from its lease (its
+// registry, while Stale is false) is so at most that much older.
 func voterFresh(heartbeatTimeout time.Duration) time.Duration {
 	return heartbeatTimeout / 4
 }
@@ -67,7 +57,7 @@ func voterFresh(heartbeatTimeout time.Duration) time.Duration {
 const idleAppendCheck = 10 * time.Second
 
 // heartbeatThrottle is raft's network transport with the idle traffic to
-// non-voters cut down:
+// followers cut down, most for non-voters:
 //
 //   - a heartbeat to a non-voter is held back until nonvoterHeartbeatEvery
 //     has passed since the last one. Raft's heartbeat goroutine for a
@@ -83,12 +73,13 @@ const idleAppendCheck = 10 * time.Second
 //     the heartbeat spacing passes. An error on any RPC to the non-voter
 //     forgets what it acknowledged, so its next idle append goes out;
 //   - no follower gets a pipeline (see AppendEntriesPipeline);
-//   - voters get the same at their own pace: a heartbeat at most every
-//     voterHeartbeatEvery, and an idle append answered here only while an
-//     RPC to the voter succeeded within voterFresh (raft counts every
-//     answer from a voter as contact for the leader's lease, so answers
-//     made up from older contact would keep a partitioned leader's lease
-//     alive); such an answer is held at most half voterHeartbeatEvery.
+//   - a voter's heartbeats go at raft's rate, but its idle appends are
+//     answered here too, only while an RPC to the voter succeeded within
+//     voterFresh (raft counts every answer from a voter as contact for
+//     the leader's lease, so answers made up from older contact would keep
+//     a partitioned leader's lease alive); such an answer is held at most
+//     half voterFresh, and sent for real if the contact went stale
+//     meanwhile.
 //
 // Votes, appends with entries or a newer commit index and snapshots pass
 // unchanged.
@@ -97,10 +88,9 @@ const idleAppendCheck = 10 * time.Second
 // its samples; heartbeats 5% once spaced).
 type heartbeatThrottle struct {
 	*raft.NetworkTransport
-	every      time.Duration // nonvoterHeartbeatEvery
-	voterEvery time.Duration // voterHeartbeatEvery
-	fresh      time.Duration // voterFresh
-	done       <-chan struct{}
+	every time.Duration // nonvoterHeartbeatEvery
+	fresh time.Duration // voterFresh
+	done  <-chan struct{}
 
 	nonvoters atomic.Pointer[map[raft.ServerID]bool]
 	answered  atomic.Uint64 // idle appends answered without an RPC
@@ -116,7 +106,7 @@ type heartbeatThrottle struct {
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
 	h := &heartbeatThrottle{NetworkTransport: t, every: nonvoterHeartbeatEvery(heartbeatTimeout),
-		voterEvery: voterHeartbeatEvery(heartbeatTimeout), fresh: voterFresh(heartbeatTimeout), done: done,
+		fresh: voterFresh(heartbeatTimeout), done: done,
 		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, lastOK: map[raft.ServerID]time.Time{},
 		commit: map[raft.ServerID]uint64{}, stored: make(chan struct{})}
 	h.setServers(nil)
@@ -214,13 +204,15 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 		return h.send(id, target, args, resp)
 	}
 	nonvoter := h.nonvoter(id)
+	if isHeartbeat(args) && !nonvoter {
+		// Raft's own rate: a voter's contact is what keeps it from
+		// starting an election, and on a loaded machine the gaps between
+		// heartbeats are what grows.
+		return h.send(id, target, args, resp)
+	}
 	if isHeartbeat(args) {
-		every := h.voterEvery
-		if nonvoter {
-			every = h.every
-		}
 		h.mu.Lock()
-		wait := time.Until(h.lastBeat[id].Add(every))
+		wait := time.Until(h.lastBeat[id].Add(h.every))
 		h.mu.Unlock()
 		if wait > 0 {
 			t := time.NewTimer(wait)
@@ -243,7 +235,7 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 		// A voter's answer counts for the lease: only while real contact
 		// is fresh.
 		answer = answer && time.Since(h.lastOK[id]) < h.fresh
-		holdFor = h.voterEvery / 2
+		holdFor = h.fresh / 2
 	}
 	if !answer {
 		h.lastIdle[id] = time.Now()
@@ -265,6 +257,16 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 		case <-h.done:
 			t.Stop()
 		}
+	}
+	if answer && !nonvoter {
+		// The hold may have outlasted the fresh contact: the lease must
+		// not be stretched by more than voterFresh.
+		h.mu.Lock()
+		answer = time.Since(h.lastOK[id]) < h.fresh
+		if !answer {
+			h.lastIdle[id] = time.Now()
+		}
+		h.mu.Unlock()
 	}
 	if answer {
 		// What the follower answered to the same append last time.

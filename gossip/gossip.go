@@ -132,8 +132,10 @@ type Config struct {
 	// BindAddr: simulations run many members in one process on
 	// memberlist.MockNetwork. BindAddr and AdvertiseAddr are then unused.
 	Transport memberlist.NodeAwareTransport
-	// TimeScale, when above 1, multiplies every protocol timing (probes,
-	// gossip rounds, push/pull, timeouts, settling): a simulation of more
+	// TimeScale, when above 1, multiplies memberlist's timings (probes,
+	// gossip rounds, push/pull, timeouts) and settling's (leave intents'
+	// windows stay as they are; they do not bear on convergence): a
+	// simulation of more
 	// members than one process's CPU keeps up with runs them in slow
 	// motion and divides what it measures by the scale (DESIGN.md,
 	// Simulation). 0 or 1: the profile's timings.

@@ -102,7 +102,9 @@ func simMembersWithReach(t testing.TB, n int, profile string, scale float64) ([]
 			// timeout.
 			for range joinTries {
 				seed := gs[rand.IntN(i)]
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				// memberlist's own TCP timeout (scaled) ends a stuck
+				// push/pull first.
+				ctx, cancel := context.WithTimeout(context.Background(), scaleDuration(30*time.Second, max(1, scale)))
 				_, errs[i] = gs[i].Join(ctx, []string{seed.Addr()})
 				cancel()
 				if errs[i] == nil {
@@ -262,8 +264,9 @@ func TestScaleSimulation(t *testing.T) {
 	for _, n := range counts {
 		k := scale
 		if k == 0 {
-			k = max(1, float64(n)/simMembersPerCore/2)
+			k = float64(n) / simMembersPerCore / 2
 		}
+		k = max(1, k) // Config.TimeScale never speeds members up
 		res := simulate(t, n, profile, k)
 		b, err := json.Marshal(res)
 		require.NoError(t, err)

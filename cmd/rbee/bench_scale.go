@@ -60,8 +60,9 @@ path), and prints one JSON object per N with:
   snapshot_bytes                       newest raft snapshot on the leader (0: none yet)
   failover                             kill -9 leader -> a survivor / the last node
                                        sees a new leader; first accepted write
-  failover_error                       a failover round that failed (a restarted victim too
-                                       slow to answer): the rounds before it are reported`,
+  failover_error                       why a failover round failed (no new leader, no write
+                                       accepted, the victim's restart); the rounds before it
+                                       are reported. Like "error", it does not change the exit code`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, n := range nodes {
