@@ -271,7 +271,6 @@ type Consensus struct {
 	left   map[string]time.Time // servers that asked to leave, by id
 
 	replay           *replayFSM
-	dir              string        // DataDir/raft: raft.db, snapshots, the applied hint
 	lastContact      atomic.Uint64 // unix ms of the newest leader contact known
 	persistedIndex   atomic.Uint64
 	persistedContact atomic.Uint64
@@ -355,7 +354,6 @@ func New(cfg Config) (*Consensus, error) {
 		store.Close()
 		return nil, err
 	}
-	c.dir = dir
 	c.replay = &replayFSM{inner: cfg.FSM, hint: hint}
 	if ms, err := store.GetUint64(keyLeaderContact); err == nil {
 		c.lastContact.Store(ms)
@@ -413,8 +411,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 		if err := c.replay.hint.reset(); err != nil {
 			return err
 		}
-	}
-	if hasState {
+	} else {
 		own, n, err := c.replayLocal(c.replay)
 		switch {
 		case err != nil:

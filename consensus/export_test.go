@@ -33,7 +33,12 @@ func WriteAppliedHint(dataDir string, index, term uint64) error {
 	return h.write(index, term)
 }
 
-// ReadAppliedHint reads the hint record of a data dir.
+// ReadAppliedHint reads the hint record of a closed server's data dir.
 func ReadAppliedHint(dataDir string) (index, term uint64, err error) {
-	return readAppliedHint(filepath.Join(dataDir, "raft"))
+	h, err := openAppliedHint(filepath.Join(dataDir, "raft"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer h.Close()
+	return h.read()
 }

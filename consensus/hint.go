@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"os"
 	"path/filepath"
 )
@@ -67,18 +66,13 @@ func (h *appliedHint) reset() error {
 
 func (h *appliedHint) Close() error { return h.f.Close() }
 
-// errNoHint: the hint file is missing, short or damaged.
+// errNoHint: the hint file is empty, short or damaged.
 var errNoHint = errors.New("consensus: no valid applied hint")
 
-// readAppliedHint returns the index and term the hint file in dir holds.
-func readAppliedHint(dir string) (index, term uint64, err error) {
-	f, err := os.Open(filepath.Join(dir, appliedHintFile))
-	if err != nil {
-		return 0, 0, errNoHint
-	}
-	defer f.Close()
+// read returns the index and term the hint holds.
+func (h *appliedHint) read() (index, term uint64, err error) {
 	var b [hintSize]byte
-	if _, err := io.ReadFull(f, b[:]); err != nil {
+	if _, err := h.f.ReadAt(b[:], 0); err != nil {
 		return 0, 0, errNoHint
 	}
 	if crc32.Checksum(b[:16], castagnoli) != binary.LittleEndian.Uint32(b[16:]) {

@@ -48,7 +48,7 @@ var errReplayAhead = errors.New("consensus: registry replayed ahead of raft; sna
 // read by the persist loop.
 type replayFSM struct {
 	inner *fsm.FSM
-	// hint, when set, records every entry applied (hint.go).
+	// hint records every entry applied (hint.go).
 	hint *appliedHint
 	// skipThrough: entries at or below it were replayed at start.
 	skipThrough uint64
@@ -65,9 +65,7 @@ func (r *replayFSM) Apply(l *raft.Log) any {
 		return nil
 	}
 	res := r.inner.Apply(l)
-	if r.hint != nil {
-		_ = r.hint.write(l.Index, l.Term)
-	}
+	_ = r.hint.write(l.Index, l.Term) // a failure only leaves the hint older
 	return res
 }
 
@@ -110,7 +108,7 @@ func (c *Consensus) replayLocal(w *replayFSM) (ownRestore bool, replayed int, er
 		from = metas[0].Index
 	}
 	applied, _ := c.store.GetUint64(keyAppliedIndex) // absent: nothing to replay
-	if hi, ht, err := readAppliedHint(c.dir); err == nil && hi > applied {
+	if hi, ht, err := w.hint.read(); err == nil && hi > applied {
 		// Newer than the stable store's (written at most every
 		// persistInterval in a burst): trusted when this log holds the
 		// same entry.

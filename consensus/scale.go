@@ -204,13 +204,13 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 		return h.send(id, target, args, resp)
 	}
 	nonvoter := h.nonvoter(id)
-	if isHeartbeat(args) && !nonvoter {
-		// Raft's own rate: a voter's contact is what keeps it from
-		// starting an election, and on a loaded machine the gaps between
-		// heartbeats are what grows.
-		return h.send(id, target, args, resp)
-	}
 	if isHeartbeat(args) {
+		if !nonvoter {
+			// Raft's own rate: a voter's contact is what keeps it from
+			// starting an election, and on a loaded machine the gaps
+			// between heartbeats are what grows.
+			return h.send(id, target, args, resp)
+		}
 		h.mu.Lock()
 		wait := time.Until(h.lastBeat[id].Add(h.every))
 		h.mu.Unlock()

@@ -135,10 +135,9 @@ type Config struct {
 	// TimeScale, when above 1, multiplies memberlist's timings (probes,
 	// gossip rounds, push/pull, timeouts) and settling's (leave intents'
 	// windows stay as they are; they do not bear on convergence): a
-	// simulation of more
-	// members than one process's CPU keeps up with runs them in slow
-	// motion and divides what it measures by the scale (DESIGN.md,
-	// Simulation). 0 or 1: the profile's timings.
+	// simulation of more members than one process's CPU keeps up with
+	// runs them in slow motion and divides what it measures by the scale
+	// (DESIGN.md, Slow motion). 0 or 1: the profile's timings.
 	TimeScale float64
 }
 
