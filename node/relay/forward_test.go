@@ -174,3 +174,60 @@ func TestForwardEnds(t *testing.T) {
 	_, _, _, err = forward(t, newRelay())
 	require.ErrorIs(t, err, router.ErrNoWorker)
 }
+
+// arriving is a cluster whose one worker is ready in the registry (just
+// written) while its node's report of it has not arrived, until report
+// is called.
+type arriving struct {
+	*cluster
+	mu       sync.Mutex
+	reported bool
+	written  time.Time
+}
+
+func (c *arriving) report() { c.mu.Lock(); c.reported = true; c.mu.Unlock() }
+
+func (c *arriving) Loads() []router.WorkerLoad {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.reported {
+		return nil
+	}
+	return c.cluster.Loads()
+}
+
+func (c *arriving) Workers() []fsm.Worker {
+	out := c.cluster.Workers()
+	for i := range out {
+		out[i].UpdatedAt = c.written
+	}
+	return out
+}
+
+// TestForwardWaitsForAnArrivingWorker: right after a worker is written
+// ready (a spawn returned, a group was placed again), the request waits
+// for its node's report instead of failing with no_worker; a worker
+// whose report never comes fails the request with no_worker once
+// ArriveWait is over.
+func TestForwardWaitsForAnArrivingWorker(t *testing.T) {
+	for _, comes := range []bool{true, false} {
+		t.Run(map[bool]string{true: "report comes", false: "report never comes"}[comes], func(t *testing.T) {
+			w := newWorker(t, "a", 0, 0)
+			c := &arriving{cluster: &cluster{workers: map[string]*testWorker{"a": w}}, written: time.Now()}
+			r := router.New(router.Config{LocalID: "n1", LocalName: "one", LiveFor: time.Minute, View: c, Intn: func(int) int { return 0 }})
+			rl := relay.New(relay.Config{Router: r, Caller: c, ArriveWait: 2 * time.Second})
+			require.True(t, r.Arriving(router.Filter{Model: "m"}))
+			if comes {
+				time.AfterFunc(100*time.Millisecond, c.report)
+			}
+			text, _, _, err := forward(t, rl)
+			if !comes {
+				require.ErrorIs(t, err, router.ErrNoWorker)
+				require.Empty(t, w.resumes, "the worker was never asked")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, strings.Join(words, ""), text)
+		})
+	}
+}

@@ -31,6 +31,9 @@ import (
 type Picker interface {
 	Pick(f router.Filter) (router.Target, error)
 	Track(workerID string) func()
+	// Arriving reports whether a worker matching f is about to be
+	// pickable (one view of it has not caught up with the other yet).
+	Arriving(f router.Filter) bool
 }
 
 // Caller sends one HTTP request to a worker: on loopback for this node's
@@ -46,7 +49,11 @@ type Config struct {
 	// QueueFullWait bounds the wait for a place when every worker's queue
 	// is full (0: DefaultQueueFullWait).
 	QueueFullWait time.Duration
-	Logger        *slog.Logger
+	// ArriveWait bounds the wait for a worker that is arriving (see
+	// router.Router.Arriving) when no other can take the request (0:
+	// DefaultArriveWait).
+	ArriveWait time.Duration
+	Logger     *slog.Logger
 }
 
 // Relay forwards requests to workers. Safe for concurrent use.
@@ -56,6 +63,9 @@ type Relay struct{ cfg Config }
 func New(cfg Config) *Relay {
 	if cfg.QueueFullWait <= 0 {
 		cfg.QueueFullWait = DefaultQueueFullWait
+	}
+	if cfg.ArriveWait <= 0 {
+		cfg.ArriveWait = DefaultArriveWait
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -72,6 +82,20 @@ func New(cfg Config) *Relay {
 // worker gets the request plus the token ids already relayed
 // (worker.Ext.Resume) and continues exactly where the failed one stopped,
 // so the client sees one stream. See DESIGN.md, "Resume".
+
+// DefaultArriveWait bounds how long a request waits for a worker that is
+// arriving: ready in the registry while its node's report of it is still
+// on its way by gossip, or reported ready while the leader's ready write
+// is still on its way to this replica. Right after `worker spawn` returns
+// or a sharded group is placed again, a request on another node would
+// otherwise fail with no_worker for up to a gossip round trip. The router
+// stops calling a registry entry arriving 10 s after it was written.
+const DefaultArriveWait = 10 * time.Second
+
+// arrivePoll is how often a request waiting for an arriving worker looks
+// again: a gossip broadcast or a Raft apply lands in milliseconds to a
+// few hundred, so polling costs little and adds at most this.
+const arrivePoll = 25 * time.Millisecond
 
 // DefaultQueueFullWait bounds how long a request waits for a place when every
 // candidate worker answers 429 (queue full). When a worker dies, its
@@ -210,6 +234,7 @@ func (rl *Relay) open(ctx context.Context, f router.Filter, path string, body []
 	full := map[string]bool{}
 	pause := 20 * time.Millisecond
 	deadline := time.Now().Add(rl.cfg.QueueFullWait)
+	arriveBy := time.Now().Add(rl.cfg.ArriveWait)
 	for {
 		round := router.Filter{Model: f.Model, Device: f.Device, WorkerID: f.WorkerID, Hive: f.Hive, Exclude: map[string]bool{}}
 		for id := range f.Exclude {
@@ -219,6 +244,15 @@ func (rl *Relay) open(ctx context.Context, f router.Filter, path string, body []
 			round.Exclude[id] = true
 		}
 		t, err := rl.cfg.Router.Pick(round)
+		if err != nil && len(full) == 0 && errors.Is(err, router.ErrNoWorker) &&
+			time.Now().Before(arriveBy) && rl.cfg.Router.Arriving(round) {
+			select {
+			case <-ctx.Done():
+				return nil, t, nil, ctx.Err()
+			case <-time.After(arrivePoll):
+			}
+			continue
+		}
 		if err != nil {
 			if len(full) == 0 {
 				return nil, t, nil, err

@@ -152,18 +152,7 @@ func ModelMatches(have, want string) bool {
 // yet. It needs no leader.
 func (r *Router) Candidates(f Filter) []Target {
 	alive := r.cfg.View.AliveNodes()
-	live := map[string]WorkerLoad{}
-	for _, w := range r.cfg.View.Loads() {
-		if (w.State == "ready" || w.State == "busy") && w.AgeMs <= r.cfg.LiveFor.Milliseconds() {
-			live[w.ID] = w
-		}
-	}
-	matches := func(rw fsm.Worker, name string) bool {
-		return (f.WorkerID == "" || f.WorkerID == rw.ID) &&
-			(f.Model == "" || ModelMatches(rw.Model, f.Model)) &&
-			(f.Device == "" || strings.EqualFold(f.Device, rw.Device)) &&
-			(f.Hive == "" || f.Hive == name || f.Hive == rw.NodeID)
-	}
+	live := r.live()
 	var out []Target
 	decided := map[string]bool{} // workers whose registry entry is past registration
 	for _, rw := range r.cfg.View.Workers() {
@@ -178,7 +167,7 @@ func (r *Router) Candidates(f Filter) []Target {
 			continue
 		}
 		w, ok := live[rw.ID]
-		if !ok || w.NodeID != rw.NodeID || !matches(rw, name) {
+		if !ok || w.NodeID != rw.NodeID || !f.matches(rw, name) {
 			continue
 		}
 		out = append(out, Target{Load: w, Registry: rw, NodeName: name, Local: rw.NodeID == r.cfg.LocalID})
@@ -193,12 +182,87 @@ func (r *Router) Candidates(f Filter) []Target {
 			continue
 		}
 		rw := fsm.Worker{ID: id, NodeID: w.NodeID, Model: w.Model, Device: w.Device, Port: w.Port, PID: w.PID, State: fsm.WorkerReady}
-		if matches(rw, r.cfg.LocalName) {
+		if f.matches(rw, r.cfg.LocalName) {
 			out = append(out, Target{Load: w, Registry: rw, NodeName: r.cfg.LocalName, Local: true})
 		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Registry.ID < out[b].Registry.ID })
 	return out
+}
+
+// arriveWithin: a worker the registry made ready this recently, whose
+// node's report of it has not arrived yet, is arriving rather than lost.
+// The report is broadcast the moment the worker turns ready and reaches
+// every node in well under this (about 2.5 s at 100 nodes on one 2-core
+// machine, 7 s in the simulated 1,000; see gossip/DESIGN.md).
+const arriveWithin = 10 * time.Second
+
+// Arriving reports whether a worker matching f is about to be a
+// candidate: the two views that make one agree on it but for the one
+// that has not caught up yet. Either the registry replica holds it ready
+// on an alive node, written less than arriveWithin ago, and its node has
+// not reported it yet, or last reported it loading; or its node reports
+// it live and
+// the replica does not hold its entry yet, or holds it registered (the
+// leader's ready write has not reached this replica). Callers wait for
+// it, bounded, instead of failing with ErrNoWorker.
+func (r *Router) Arriving(f Filter) bool {
+	alive := r.cfg.View.AliveNodes()
+	reported := map[string]string{} // worker id → its state in its node's report
+	for _, w := range r.cfg.View.Loads() {
+		reported[w.ID] = w.State
+	}
+	live := r.live()
+	now := time.Now()
+	inRegistry := map[string]fsm.Worker{}
+	for _, rw := range r.cfg.View.Workers() {
+		inRegistry[rw.ID] = rw
+		name, up := alive[rw.NodeID]
+		if !up || f.Exclude[rw.ID] || rw.State != fsm.WorkerReady || !f.matches(rw, name) {
+			continue
+		}
+		if st, ok := reported[rw.ID]; (!ok || st == "loading") && now.Sub(rw.UpdatedAt) < arriveWithin {
+			return true
+		}
+	}
+	for id, w := range live {
+		name, up := alive[w.NodeID]
+		if !up || f.Exclude[id] || w.Group != "" {
+			continue
+		}
+		rw, listed := inRegistry[id]
+		if listed && rw.State != fsm.WorkerRegistered {
+			continue
+		}
+		if !listed {
+			rw = fsm.Worker{ID: id, NodeID: w.NodeID, Model: w.Model, Device: w.Device}
+		}
+		if f.matches(rw, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// live are the workers reported ready or busy by a heartbeat younger
+// than LiveFor, by id.
+func (r *Router) live() map[string]WorkerLoad {
+	live := map[string]WorkerLoad{}
+	for _, w := range r.cfg.View.Loads() {
+		if (w.State == "ready" || w.State == "busy") && w.AgeMs <= r.cfg.LiveFor.Milliseconds() {
+			live[w.ID] = w
+		}
+	}
+	return live
+}
+
+// matches reports whether registry worker rw on the node named name
+// passes the filter (Exclude aside).
+func (f Filter) matches(rw fsm.Worker, name string) bool {
+	return (f.WorkerID == "" || f.WorkerID == rw.ID) &&
+		(f.Model == "" || ModelMatches(rw.Model, f.Model)) &&
+		(f.Device == "" || strings.EqualFold(f.Device, rw.Device)) &&
+		(f.Hive == "" || f.Hive == name || f.Hive == rw.NodeID)
 }
 
 // Score is a worker's load as this node sees it: what its node reported

@@ -171,3 +171,57 @@ func TestModelMatches(t *testing.T) {
 		require.Equal(t, tc.ok, router.ModelMatches(tc.have, tc.want), "%s vs %s", tc.have, tc.want)
 	}
 }
+
+func TestArriving(t *testing.T) {
+	now := time.Now()
+	ready := func(id, node string, age time.Duration) fsm.Worker {
+		w := worker(id, node, "m", fsm.WorkerReady)
+		w.UpdatedAt = now.Add(-age)
+		return w
+	}
+	cases := []struct {
+		name    string
+		loads   []router.WorkerLoad
+		workers []fsm.Worker
+		filter  router.Filter
+		want    bool
+	}{
+		{name: "ready in the registry, not reported yet", workers: []fsm.Worker{ready("w1", "n2", time.Second)}, want: true},
+		{name: "ready in the registry, last reported loading",
+			loads:   []router.WorkerLoad{{ID: "w1", NodeID: "n2", Model: "m", State: "loading", AgeMs: 10}},
+			workers: []fsm.Worker{ready("w1", "n2", time.Second)}, want: true},
+		{name: "ready long ago, never reported", workers: []fsm.Worker{ready("w1", "n2", time.Minute)}},
+		{name: "ready, reported draining",
+			loads:   []router.WorkerLoad{{ID: "w1", NodeID: "n2", Model: "m", State: "draining", AgeMs: 10}},
+			workers: []fsm.Worker{ready("w1", "n2", time.Second)}},
+		{name: "ready, its report stale",
+			loads:   []router.WorkerLoad{{ID: "w1", NodeID: "n2", Model: "m", State: "ready", AgeMs: 60_000}},
+			workers: []fsm.Worker{ready("w1", "n2", time.Second)}},
+		{name: "ready on a node gossip does not see", workers: []fsm.Worker{ready("w1", "n3", time.Second)}},
+		{name: "another model", workers: []fsm.Worker{ready("w1", "n2", time.Second)}, filter: router.Filter{Model: "other"}},
+		{name: "excluded", workers: []fsm.Worker{ready("w1", "n2", time.Second)}, filter: router.Filter{Exclude: map[string]bool{"w1": true}}},
+		{name: "on another hive", workers: []fsm.Worker{ready("w1", "n2", time.Second)}, filter: router.Filter{Hive: "one"}},
+		{name: "reported live, not in the replica yet", loads: []router.WorkerLoad{load("w1", "n2", "m", 0)}, want: true},
+		{name: "reported live, registered in the replica",
+			loads: []router.WorkerLoad{load("w1", "n2", "m", 0)}, workers: []fsm.Worker{worker("w1", "n2", "m", fsm.WorkerRegistered)}, want: true},
+		{name: "reported live, retiring in the replica",
+			loads: []router.WorkerLoad{load("w1", "n2", "m", 0)}, workers: []fsm.Worker{worker("w1", "n2", "m", fsm.WorkerRetiring)}},
+		{name: "reported live, a group's shard",
+			loads: []router.WorkerLoad{{ID: "w1", NodeID: "n2", Model: "m", State: "ready", AgeMs: 10, Group: "g-1"}}},
+		{name: "nothing at all"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := c.filter
+			if f.Model == "" {
+				f.Model = "m"
+			}
+			v := &view{alive: map[string]string{"n1": "one", "n2": "two"}, loads: c.loads, workers: c.workers}
+			r := newRouter(v, 0)
+			require.Equal(t, c.want, r.Arriving(f))
+			if c.want {
+				require.Empty(t, r.Candidates(f), "an arriving worker is not a candidate yet")
+			}
+		})
+	}
+}
