@@ -94,7 +94,7 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	if chat && len(req.Messages) == 0 || !chat && req.Prompt == "" && req.System == "" {
 		// Ollama loads the model and answers done: rbee's models are
 		// loaded while a worker serves them, so this checks one does.
-		if _, err := n.router.Pick(router.Filter{Model: req.Model}); err != nil {
+		if _, err := n.relay.Pick(r.Context(), router.Filter{Model: req.Model}); err != nil {
 			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
 			return
 		}

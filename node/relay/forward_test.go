@@ -208,26 +208,36 @@ func (c *arriving) Workers() []fsm.Worker {
 // ready (a spawn returned, a group was placed again), the request waits
 // for its node's report instead of failing with no_worker; a worker
 // whose report never comes fails the request with no_worker once
-// ArriveWait is over.
+// ArriveWait is over, and a request whose context ends stops waiting.
 func TestForwardWaitsForAnArrivingWorker(t *testing.T) {
-	for _, comes := range []bool{true, false} {
-		t.Run(map[bool]string{true: "report comes", false: "report never comes"}[comes], func(t *testing.T) {
-			w := newWorker(t, "a", 0, 0)
-			c := &arriving{cluster: &cluster{workers: map[string]*testWorker{"a": w}}, written: time.Now()}
-			r := router.New(router.Config{LocalID: "n1", LocalName: "one", LiveFor: time.Minute, View: c, Intn: func(int) int { return 0 }})
-			rl := relay.New(relay.Config{Router: r, Caller: c, ArriveWait: 2 * time.Second})
-			require.True(t, r.Arriving(router.Filter{Model: "m"}))
-			if comes {
-				time.AfterFunc(100*time.Millisecond, c.report)
-			}
-			text, _, _, err := forward(t, rl)
-			if !comes {
-				require.ErrorIs(t, err, router.ErrNoWorker)
-				require.Empty(t, w.resumes, "the worker was never asked")
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, strings.Join(words, ""), text)
-		})
+	const wait = 2 * time.Second
+	setup := func(t *testing.T) (*testWorker, *arriving, *router.Router, *relay.Relay) {
+		w := newWorker(t, "a", 0, 0)
+		c := &arriving{cluster: &cluster{workers: map[string]*testWorker{"a": w}}, written: time.Now()}
+		r := router.New(router.Config{LocalID: "n1", LocalName: "one", LiveFor: time.Minute, View: c, Intn: func(int) int { return 0 }})
+		return w, c, r, relay.New(relay.Config{Router: r, Caller: c, ArriveWait: wait})
 	}
+	t.Run("report comes", func(t *testing.T) {
+		_, c, r, rl := setup(t)
+		require.True(t, r.Arriving(router.Filter{Model: "m"}))
+		time.AfterFunc(100*time.Millisecond, c.report)
+		text, _, _, err := forward(t, rl)
+		require.NoError(t, err)
+		require.Equal(t, strings.Join(words, ""), text)
+	})
+	t.Run("report never comes", func(t *testing.T) {
+		w, _, _, rl := setup(t)
+		t0 := time.Now()
+		_, _, _, err := forward(t, rl)
+		require.ErrorIs(t, err, router.ErrNoWorker)
+		require.GreaterOrEqual(t, time.Since(t0), wait, "it waited for the worker")
+		require.Empty(t, w.resumes, "the worker was never asked")
+	})
+	t.Run("context ends", func(t *testing.T) {
+		_, _, _, rl := setup(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		_, err := rl.Pick(ctx, router.Filter{Model: "m"})
+		require.ErrorIs(t, err, context.Canceled)
+	})
 }

@@ -89,13 +89,19 @@ func New(cfg Config) *Relay {
 // is still on its way to this replica. Right after `worker spawn` returns
 // or a sharded group is placed again, a request on another node would
 // otherwise fail with no_worker for up to a gossip round trip. The router
-// stops calling a registry entry arriving 10 s after it was written.
+// calls a worker arriving for at most 10 s from when it first found it
+// so, however long the views disagree.
 const DefaultArriveWait = 10 * time.Second
 
-// arrivePoll is how often a request waiting for an arriving worker looks
-// again: a gossip broadcast or a Raft apply lands in milliseconds to a
-// few hundred, so polling costs little and adds at most this.
-const arrivePoll = 25 * time.Millisecond
+// arrivePoll is how soon a request waiting for an arriving worker first
+// looks again, doubling up to arrivePollMax: a gossip broadcast or a Raft
+// apply lands in milliseconds to a few hundred, and each look reads the
+// router's views (copies of every load report and registry worker), which
+// many requests waiting at once would otherwise repeat every few ms.
+const (
+	arrivePoll    = 25 * time.Millisecond
+	arrivePollMax = 200 * time.Millisecond
+)
 
 // DefaultQueueFullWait bounds how long a request waits for a place when every
 // candidate worker answers 429 (queue full). When a worker dies, its
@@ -234,7 +240,6 @@ func (rl *Relay) open(ctx context.Context, f router.Filter, path string, body []
 	full := map[string]bool{}
 	pause := 20 * time.Millisecond
 	deadline := time.Now().Add(rl.cfg.QueueFullWait)
-	arriveBy := time.Now().Add(rl.cfg.ArriveWait)
 	for {
 		round := router.Filter{Model: f.Model, Device: f.Device, WorkerID: f.WorkerID, Hive: f.Hive, Exclude: map[string]bool{}}
 		for id := range f.Exclude {
@@ -243,15 +248,21 @@ func (rl *Relay) open(ctx context.Context, f router.Filter, path string, body []
 		for id := range full {
 			round.Exclude[id] = true
 		}
-		t, err := rl.cfg.Router.Pick(round)
-		if err != nil && len(full) == 0 && errors.Is(err, router.ErrNoWorker) &&
-			time.Now().Before(arriveBy) && rl.cfg.Router.Arriving(round) {
-			select {
-			case <-ctx.Done():
-				return nil, t, nil, ctx.Err()
-			case <-time.After(arrivePoll):
+		var t router.Target
+		var err error
+		if len(full) == 0 {
+			var waited bool
+			t, waited, err = rl.pick(ctx, round)
+			if waited {
+				// The wait for an arriving worker is not the wait for
+				// a place in its queue.
+				deadline = time.Now().Add(rl.cfg.QueueFullWait)
 			}
-			continue
+		} else {
+			t, err = rl.cfg.Router.Pick(round)
+		}
+		if err != nil && ctx.Err() != nil {
+			return nil, t, nil, ctx.Err()
 		}
 		if err != nil {
 			if len(full) == 0 {
@@ -289,6 +300,35 @@ func (rl *Relay) open(ctx context.Context, f router.Filter, path string, body []
 			return nil, t, nil, &Retryable{Err: fmt.Errorf("worker %s answered %d: %s", t.Registry.ID, resp.StatusCode, WorkerErrorMessage(b))}
 		}
 		return resp, t, done, nil
+	}
+}
+
+// Pick picks a worker for f like the router does, but while none is a
+// candidate and one is arriving (router.Router.Arriving) it waits for it,
+// up to ArriveWait, polling with backoff. ctx's end ends the wait.
+func (rl *Relay) Pick(ctx context.Context, f router.Filter) (router.Target, error) {
+	t, _, err := rl.pick(ctx, f)
+	return t, err
+}
+
+func (rl *Relay) pick(ctx context.Context, f router.Filter) (t router.Target, waited bool, err error) {
+	by := time.Now().Add(rl.cfg.ArriveWait)
+	poll := arrivePoll
+	for {
+		t, err = rl.cfg.Router.Pick(f)
+		if err == nil || !errors.Is(err, router.ErrNoWorker) || !time.Now().Before(by) || !rl.cfg.Router.Arriving(f) {
+			return t, waited, err
+		}
+		if !waited {
+			rl.cfg.Logger.Debug("no worker yet, one is arriving: waiting for it", "model", f.Model, "worker", f.WorkerID, "up_to", rl.cfg.ArriveWait)
+		}
+		waited = true
+		select {
+		case <-ctx.Done():
+			return t, waited, ctx.Err()
+		case <-time.After(min(poll, time.Until(by))):
+		}
+		poll = min(2*poll, arrivePollMax)
 	}
 }
 

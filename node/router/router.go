@@ -2,7 +2,8 @@
 // (ready in the registry, reported live by their node over gossip, on a
 // node gossip sees alive), a pick by the power of two choices, and the
 // requests this node has in flight to each worker. It owns only the
-// in-flight counts; it reads the cluster through View.
+// in-flight counts and when it first found each worker arriving; it
+// reads the cluster through View.
 package router
 
 import (
@@ -90,14 +91,17 @@ type Config struct {
 	// Intn returns a random int in [0,n); nil is math/rand/v2's. Tests
 	// fix it to make the pick's two draws known.
 	Intn func(n int) int
+	// Now is the clock of Arriving's windows; nil is time.Now.
+	Now func() time.Time
 }
 
 // Router picks workers and counts this node's requests in flight to each.
 // Safe for concurrent use.
 type Router struct {
-	cfg     Config
-	mu      sync.Mutex
-	pending map[string]int
+	cfg      Config
+	mu       sync.Mutex
+	pending  map[string]int
+	arriving map[string]time.Time // when Arriving first found each worker arriving
 }
 
 // New returns a router.
@@ -105,7 +109,10 @@ func New(cfg Config) *Router {
 	if cfg.Intn == nil {
 		cfg.Intn = rand.IntN
 	}
-	return &Router{cfg: cfg, pending: map[string]int{}}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Router{cfg: cfg, pending: map[string]int{}, arriving: map[string]time.Time{}}
 }
 
 // canonicalModel reduces a model reference to a comparable name: case
@@ -198,22 +205,31 @@ func (r *Router) Candidates(f Filter) []Target {
 const arriveWithin = 10 * time.Second
 
 // Arriving reports whether a worker matching f is about to be a
-// candidate: the two views that make one agree on it but for the one
-// that has not caught up yet. Either the registry replica holds it ready
-// on an alive node, written less than arriveWithin ago, and its node has
-// not reported it yet, or last reported it loading; or its node reports
-// it live and
-// the replica does not hold its entry yet, or holds it registered (the
-// leader's ready write has not reached this replica). Callers wait for
-// it, bounded, instead of failing with ErrNoWorker.
+// candidate: the two views that make one, replicated apart (Raft and
+// gossip), agree on it but for the one that has not caught up yet:
+//
+//   - the registry replica holds it ready on an alive node, written less
+//     than arriveWithin ago (by the leader's clock), and its node has not
+//     reported it yet, or last reported it loading;
+//   - or its node reports it live while the replica does not hold it yet,
+//     or holds it registered (the leader's ready write is on its way, or
+//     there is no leader to write it).
+//
+// Either way a worker counts as arriving for at most arriveWithin from
+// the first time this router found it so, by this node's clock, so a
+// view that never catches up (no quorum, a partition) delays requests
+// only in that first window. Callers wait for it, bounded, instead of
+// failing with ErrNoWorker.
 func (r *Router) Arriving(f Filter) bool {
 	alive := r.cfg.View.AliveNodes()
-	reported := map[string]string{} // worker id → its state in its node's report
-	for _, w := range r.cfg.View.Loads() {
+	loads := r.cfg.View.Loads()
+	reported := make(map[string]string, len(loads)) // worker id → its state in its node's report
+	for _, w := range loads {
 		reported[w.ID] = w.State
 	}
-	live := r.live()
-	now := time.Now()
+	live := r.liveIn(loads)
+	now := r.cfg.Now()
+	var found []string
 	inRegistry := map[string]fsm.Worker{}
 	for _, rw := range r.cfg.View.Workers() {
 		inRegistry[rw.ID] = rw
@@ -222,7 +238,7 @@ func (r *Router) Arriving(f Filter) bool {
 			continue
 		}
 		if st, ok := reported[rw.ID]; (!ok || st == "loading") && now.Sub(rw.UpdatedAt) < arriveWithin {
-			return true
+			found = append(found, rw.ID)
 		}
 	}
 	for id, w := range live {
@@ -231,24 +247,49 @@ func (r *Router) Arriving(f Filter) bool {
 			continue
 		}
 		rw, listed := inRegistry[id]
-		if listed && rw.State != fsm.WorkerRegistered {
+		if listed && (rw.State != fsm.WorkerRegistered || rw.Group != "") {
 			continue
 		}
 		if !listed {
 			rw = fsm.Worker{ID: id, NodeID: w.NodeID, Model: w.Model, Device: w.Device}
 		}
 		if f.matches(rw, name) {
-			return true
+			found = append(found, id)
 		}
 	}
-	return false
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	arriving := false
+	for _, id := range found {
+		first, seen := r.arriving[id]
+		if !seen {
+			first = now
+			r.arriving[id] = now
+		}
+		arriving = arriving || now.Sub(first) < arriveWithin
+	}
+	// Forget workers found arriving long ago: one that arrives later for
+	// real (a spawn after a restart) gets a window of its own.
+	for id, first := range r.arriving {
+		if now.Sub(first) > forgetArriving {
+			delete(r.arriving, id)
+		}
+	}
+	return arriving
 }
+
+// forgetArriving: how long the router remembers when it first found a
+// worker arriving. Longer than arriveWithin, so a view that never catches
+// up costs requests one window per this period at most.
+const forgetArriving = 10 * time.Minute
 
 // live are the workers reported ready or busy by a heartbeat younger
 // than LiveFor, by id.
-func (r *Router) live() map[string]WorkerLoad {
+func (r *Router) live() map[string]WorkerLoad { return r.liveIn(r.cfg.View.Loads()) }
+
+func (r *Router) liveIn(loads []WorkerLoad) map[string]WorkerLoad {
 	live := map[string]WorkerLoad{}
-	for _, w := range r.cfg.View.Loads() {
+	for _, w := range loads {
 		if (w.State == "ready" || w.State == "busy") && w.AgeMs <= r.cfg.LiveFor.Milliseconds() {
 			live[w.ID] = w
 		}

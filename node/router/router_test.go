@@ -208,6 +208,13 @@ func TestArriving(t *testing.T) {
 			loads: []router.WorkerLoad{load("w1", "n2", "m", 0)}, workers: []fsm.Worker{worker("w1", "n2", "m", fsm.WorkerRetiring)}},
 		{name: "reported live, a group's shard",
 			loads: []router.WorkerLoad{{ID: "w1", NodeID: "n2", Model: "m", State: "ready", AgeMs: 10, Group: "g-1"}}},
+		{name: "reported live, registered as a group's shard",
+			loads: []router.WorkerLoad{load("w1", "n2", "m", 0)},
+			workers: []fsm.Worker{func() fsm.Worker {
+				w := worker("w1", "n2", "m", fsm.WorkerRegistered)
+				w.Group = "g-1"
+				return w
+			}()}},
 		{name: "nothing at all"},
 	}
 	for _, c := range cases {
@@ -224,4 +231,24 @@ func TestArriving(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestArrivingWindow: a worker counts as arriving for at most 10 s from
+// when the router first found it so, by the router's clock, however long
+// the views disagree (here: reported live, never written to the
+// registry, as with no leader); another worker gets its own window.
+func TestArrivingWindow(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	v := &view{alive: map[string]string{"n1": "one", "n2": "two"}, loads: []router.WorkerLoad{load("w1", "n2", "m", 0)}}
+	r := router.New(router.Config{LocalID: "n1", LocalName: "one", LiveFor: 5 * time.Second, View: v, Now: func() time.Time { return now }})
+	f := router.Filter{Model: "m"}
+	require.True(t, r.Arriving(f))
+	now = now.Add(9 * time.Second)
+	require.True(t, r.Arriving(f), "within its window")
+	now = now.Add(2 * time.Second)
+	require.False(t, r.Arriving(f), "its window is over")
+	v.loads = append(v.loads, load("w2", "n2", "m", 0))
+	require.True(t, r.Arriving(f), "a new worker has a window of its own")
+	now = now.Add(11 * time.Second)
+	require.False(t, r.Arriving(f))
 }
