@@ -161,7 +161,9 @@ func useSIMD(on bool) bool {
 	clear(dot8Kernels)
 	clear(dot16Kernels)
 	clear(gemmR8Kernels)
+	clear(gemmR16Kernels)
 	quantQ8KBlock = nil
+	quantQ8_0Block, quantQ8_0SumsBlock = nil, nil
 	gemmF32R4 = [3]func(int, *float32, int, *float32, int, []float32){}
 	if on {
 		for t, k := range simdKernels {
@@ -183,11 +185,12 @@ func useSIMD(on bool) bool {
 			for t, k := range vnni16Kernels {
 				dot16Kernels[t] = k
 			}
-			gemmR8Kernels[Q4_0] = gemmQ4_0R8VNNI
+			gemmR16Kernels[Q4_0] = gemmQ4_0R16VNNI
 			gemmR8Kernels[Q8_0] = gemmQ8_0R8VNNI
 			gemmR8Kernels[Q5_0] = gemmQ5_0R8VNNI
 			gemmR8Kernels[Q4_K] = gemmQ4KR8VNNI
 			quantQ8KBlock = quantQ8KSIMD
+			quantQ8_0Block, quantQ8_0SumsBlock = quantQ8_0SIMD, quantQ8_0SumsSIMD
 		}
 		if hasAVX512VL && vnniOn {
 			gemmF32R4 = f32R4AVX512
@@ -471,14 +474,51 @@ func r8Gemm(passes [4]r8Pass, groupB, xBlockB int) gemmR8Func {
 	}
 }
 
-// gemmQ4_0R8VNNI, gemmQ8_0R8VNNI, gemmQ5_0R8VNNI and gemmQ4KR8VNNI run the repacked
+// gemmQ8_0R8VNNI, gemmQ5_0R8VNNI and gemmQ4KR8VNNI run the repacked
 // kernels.
 var (
-	gemmQ4_0R8VNNI = r8Gemm([4]r8Pass{gemmQ4_0R8x1VNNI, nil, nil, gemmQ4_0R8x4VNNI}, q40GroupBytes, 34)
 	gemmQ8_0R8VNNI = r8Gemm([4]r8Pass{gemmQ8_0R8x1VNNI, nil, nil, gemmQ8_0R8x4VNNI}, q80GroupBytes, 34)
 	gemmQ5_0R8VNNI = r8Gemm([4]r8Pass{gemmQ5_0R8x1VNNI, nil, nil, gemmQ5_0R8x4VNNI}, q50GroupBytes, 34)
 	gemmQ4KR8VNNI  = r8Gemm([4]r8Pass{gemmQ4KR8x1VNNI, gemmQ4KR8x2VNNI, gemmQ4KR8x3VNNI, gemmQ4KR8x4VNNI}, q4kGroupBytes, 292)
 )
+
+// r16Pass is an assembly pass of the repacked Q4_0 kernel: sixteen rows
+// (two groups of nb block groups, alternating: see gemmR16Func) times a fixed
+// number of vectors at x, x+xstride, ... into out[16*a+r].
+type r16Pass func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+
+var q40r16Passes = [4]r16Pass{gemmQ4_0R16x1VNNI, gemmQ4_0R16x2VNNI, gemmQ4_0R16x3VNNI, gemmQ4_0R16x4VNNI}
+
+// gemmQ4_0R16VNNI runs the repacked Q4_0 kernel (see gemmR16Func), four
+// vectors per pass at most, bounds-checking the slices first.
+func gemmQ4_0R16VNNI(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32) {
+	if nb == 0 || na == 0 {
+		clear(out[:2*RowGroup*na])
+		return
+	}
+	_ = w[nb*(q40GroupBytes+gstride)-1]
+	_ = x[(na-1)*xstride+nb*q8sBlockBytes-1]
+	_ = out[2*RowGroup*na-1]
+	for a := 0; a < na; {
+		k := min(len(q40r16Passes), na-a)
+		q40r16Passes[k-1](nb, &w[0], gstride, &x[a*xstride], xstride, &out[2*RowGroup*a])
+		a += k
+	}
+}
+
+// quantQ8_0SIMD and quantQ8_0SumsSIMD quantise one Q8_0 block with
+// AVX-512 (see quantQ8_0Block).
+func quantQ8_0SIMD(x []float32, dst []byte) bool {
+	_ = x[QK-1]
+	_ = dst[33]
+	return quantQ8_0AVX512(&x[0], &dst[0])
+}
+
+func quantQ8_0SumsSIMD(x []float32, dst []byte) bool {
+	_ = x[QK-1]
+	_ = dst[q8sBlockBytes-1]
+	return quantQ8_0SumsAVX512(&x[0], &dst[0])
+}
 
 // quantQ8KSIMD quantises one Q8_K block with AVX-512 (see quantQ8KBlock).
 func quantQ8KSIMD(x []float32, dst []byte) bool {

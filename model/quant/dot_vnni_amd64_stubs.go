@@ -35,10 +35,16 @@ func dotQ4Kx16VNNI(nb int, w *byte, x *byte, xstride int, out *[16]float32)
 func dotQ4KVNNI(nb int, w *byte, x *byte) float32
 
 //go:noescape
-func gemmQ4_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+func gemmQ4_0R16x1VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
 
 //go:noescape
-func gemmQ4_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+func gemmQ4_0R16x2VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4_0R16x3VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4_0R16x4VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
 
 //go:noescape
 func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
@@ -66,6 +72,12 @@ func gemmQ4KR8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 
 //go:noescape
 func quantQ8KAVX512(x *float32, dst *byte) bool
+
+//go:noescape
+func quantQ8_0AVX512(x *float32, dst *byte) bool
+
+//go:noescape
+func quantQ8_0SumsAVX512(x *float32, dst *byte) bool
 
 //go:noescape
 func gemmF32R4x1AVX512(n int, a *float32, astride int, b *float32, bstride int, out *[4]float32)

@@ -128,6 +128,9 @@ func quantizeRowQ8_0(x []float32, dst []byte) {
 	for i := 0; i < len(x)/QK; i++ {
 		xb := x[i*QK : (i+1)*QK]
 		b := dst[i*34 : (i+1)*34]
+		if quantQ8_0Block != nil && quantQ8_0Block(xb, b) {
+			continue
+		}
 		var amax float32
 		for _, v := range xb {
 			if a := abs32(v); a > amax {
@@ -190,6 +193,12 @@ func nearestInt(f float32) int32 {
 	v := math.Float32bits(float32(f) + 12582912)
 	return int32(v&0x007fffff) - 0x00400000
 }
+
+// quantQ8_0Block and quantQ8_0SumsBlock, when set (amd64 with AVX-512),
+// quantise one block as quantizeRowQ8_0 and quantizeRowQ8_0Sums do, bit
+// for bit, or report false, having written nothing, for blocks they leave
+// to the Go code (amax 0, non-finite values).
+var quantQ8_0Block, quantQ8_0SumsBlock func(x []float32, dst []byte) bool
 
 // quantQ8KBlock, when set (amd64 with AVX-512), quantises one Q8_K block
 // exactly as quantizeRowQ8K does, or reports false, having written nothing,
@@ -255,9 +264,10 @@ type matmulJob struct {
 	dot4   dot4Func // nil when the type has no four-vector kernel
 	dot8   dot8Func // nil when the type has no eight-vector kernel
 	dot16  dot16Func
-	gemm   gemmR8Func // non-nil: rows are read from m.packed in groups of RowGroup
-	nb     int        // blocks per row (gemm)
-	outs   [][4 * RowGroup]float32
+	gemm   gemmR8Func  // non-nil: rows are read from m.packed in groups of RowGroup
+	gemm16 gemmR16Func // non-nil: rows are read from m.packed two groups at a time
+	nb     int         // blocks per row (gemm)
+	outs   [][8 * RowGroup]float32
 	isF32  bool
 	quantT Type
 }
@@ -293,6 +303,10 @@ func (j *matmulJob) run(worker, start, end int) {
 				}
 			}
 		}
+		return
+	}
+	if j.gemm16 != nil {
+		j.runPacked16(worker, start, end)
 		return
 	}
 	if j.gemm != nil {
@@ -392,12 +406,46 @@ func (j *matmulJob) runPacked(worker, start, end int) {
 	}
 }
 
+// runPacked16 computes the row-group pairs [start, end) of a product with
+// a sixteen-row kernel; an odd last group is read twice and its copy's
+// results dropped.
+func (j *matmulJob) runPacked16(worker, start, end int) {
+	m, n := j.m, j.n
+	groups := m.Rows / RowGroup
+	gb := len(m.packed) / groups
+	out := j.outs[worker][:]
+	tile := max(16, tileBytes/j.xB)
+	for i0 := 0; i0 < n; i0 += tile {
+		i1 := min(n, i0+tile)
+		for u := start; u < end; u++ {
+			g := 2 * u
+			gs, rows, pair := q40GroupBytes, 2*RowGroup, 2
+			if g+1 == groups {
+				gs, rows, pair = 0, RowGroup, 1
+			}
+			w := m.packed[g*gb : (g+pair)*gb]
+			r0 := g * RowGroup
+			for i := i0; i < i1; i += gemmVectors {
+				na := min(gemmVectors, i1-i)
+				j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, out[:2*RowGroup*na])
+				for a := 0; a < na; a++ {
+					copy(j.dst[(i+a)*m.Rows+r0:][:rows], out[2*RowGroup*a:])
+				}
+			}
+		}
+	}
+}
+
 // quantJob quantises the n activation vectors in parallel.
 type quantJob struct{ j *matmulJob }
 
 func (q *quantJob) run(worker, start, end int) {
 	j := q.j
 	for i := start; i < end; i++ {
+		if j.gemm16 != nil {
+			quantizeRowQ8_0Sums(j.x[i*j.m.Cols:(i+1)*j.m.Cols], j.xq[i*j.xB:(i+1)*j.xB])
+			continue
+		}
 		quantizeActivations(j.quantT, j.x[i*j.m.Cols:(i+1)*j.m.Cols], j.xq[i*j.xB:(i+1)*j.xB])
 	}
 }
@@ -458,11 +506,17 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 			if g, ok := gemmR8Kernels[m.Type]; ok {
 				j.gemm, j.nb = g, m.Cols/m.Type.BlockSize()
 			}
+			if g, ok := gemmR16Kernels[m.Type]; ok {
+				j.gemm16, j.nb = g, m.Cols/m.Type.BlockSize()
+			}
 		}
 		j.quantT = vecDotType(m.Type)
 		xB, err := j.quantT.RowBytes(m.Cols)
 		if err != nil {
 			panic("quant.MatMul: " + err.Error())
+		}
+		if j.gemm16 != nil {
+			xB = j.nb * q8sBlockBytes
 		}
 		j.xB = xB
 		if cap(p.xq) < n*xB {
@@ -477,6 +531,13 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 		}
 	}
 	used := m.Rows * m.Cols * n / minMACsPerWorker
+	if j.gemm16 != nil {
+		pairs := (m.Rows/RowGroup + 1) / 2
+		chunk := max((pairs+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(2*RowGroup*m.Cols*n)+1)
+		p.runLockedN(pairs, used, chunk, j)
+		*j = matmulJob{}
+		return
+	}
 	if j.gemm != nil {
 		groups := m.Rows / RowGroup
 		chunk := max((groups+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(RowGroup*m.Cols*n)+1)

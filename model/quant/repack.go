@@ -16,6 +16,12 @@ const RowGroup = 8
 // of the eight original 18-byte blocks, so repacking does not grow a matrix.
 const q40GroupBytes = RowGroup * 18
 
+// q8sBlockBytes is the size of an activation block of the repacked Q4_0
+// kernel: int32 -8*sum(q), float32 d (the f16 scale, converted exactly),
+// then the 32 int8 q of a Q8_0 block. The sum moves Q4_0's offset of 8 out
+// of the kernel's loop, the float32 scale a conversion.
+const q8sBlockBytes = 40
+
 // q80GroupBytes is the size of one repacked Q8_0 block group: the eight
 // rows' f16 scales, then 256 bytes of weights (8 × 34, no growth).
 const q80GroupBytes = RowGroup * 34
@@ -43,6 +49,21 @@ var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q5_0: rep
 // repackedSize is the size of a repacked matrix of a type per original
 // block (RowGroup groups of blocks become one group).
 var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q5_0: q50GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup}
+
+// gemmR16Func multiplies sixteen repacked rows, two groups of RowGroup
+// whose nb block groups alternate at w (see repackQ4_0: the second
+// group's block gstride bytes after the first's, the next block
+// q40GroupBytes+gstride on; gstride 0 reads one group twice, whose results
+// then come twice), with na activation vectors of q8sBlockBytes blocks at x, x+xstride, ... into
+// out[16*a+r].
+type gemmR16Func func(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32)
+
+// gemmR16Kernels are the sixteen-row kernels (Q4_0 with AVX-512 VNNI),
+// filled by useSIMD like gemmR8Kernels. Their float contract is their own
+// (see gemmQ4_0R16Generic): results do not depend on the batch, the
+// thread count or the rows' grouping, but differ in the last bits from
+// the single-row kernels on the file layout.
+var gemmR16Kernels = map[Type]gemmR16Func{}
 
 // gemmR8Kernels are the multi-row kernels of repacked types, filled by
 // useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0, Q5_0, Q8_0,
@@ -84,7 +105,8 @@ func (m *Matrix) RepackInto(alloc func(n int) []byte) bool {
 // CPU, or rows not a multiple of RowGroup).
 func (m *Matrix) RepackedSize() (int, bool) {
 	_, ok := repackers[m.Type]
-	if _, has := gemmR8Kernels[m.Type]; !ok || !has || m.Rows%RowGroup != 0 || m.Rows == 0 {
+	_, has := gemmR8Kernels[m.Type]
+	if _, has16 := gemmR16Kernels[m.Type]; !ok || !has && !has16 || m.Rows%RowGroup != 0 || m.Rows == 0 {
 		return 0, false
 	}
 	rowB, err := m.Type.RowBytes(m.Cols)
@@ -126,21 +148,43 @@ func eachBlock(m *Matrix, out []byte, groupB int, f func(dst, src []byte, r int)
 	}
 }
 
-// repackQ4_0 interleaves Q4_0 rows in groups of eight. For group g and
-// block column b the RowGroup*18 bytes at (g*nb+b)*q40GroupBytes are: the
-// rows' f16 scales d[0..7], then two 64-byte halves; in half h, byte e
-// (0..31) holds element e of row 4h in its low nibble and of row 4h+2 in its
-// high nibble, byte 32+e element e of rows 4h+1 and 4h+3. Element e is the
-// e-th of the block's 32 values (ggml: low nibbles are 0..15, high 16..31).
+// repackQ4_0 interleaves Q4_0 rows in groups of eight, and the groups in
+// pairs: the kernel reads two groups at once, one row per 32-bit lane, in
+// one stream. Groups 2p and 2p+1 take the 2*nb*q40GroupBytes bytes from
+// 2p*nb*q40GroupBytes, their block columns alternating (group 2p's column
+// b at 2b, group 2p+1's at 2b+1, in q40GroupBytes units); an odd last
+// group has its columns in order. A group's column holds the rows' f16
+// scales d[0..7], then four 32-byte chunks; chunk k holds each row's qs
+// bytes 4k..4k+3, row r at 4r. (A qs byte e holds element e in its low
+// nibble and element 16+e in its high one.)
 func repackQ4_0(m *Matrix, out []byte) {
-	eachBlock(m, out, q40GroupBytes, func(dst, src []byte, r int) {
-		copy(dst[2*r:], src[:2])
-		putNibbles(dst[16:], src[2:18], r)
-	})
+	le := binary.LittleEndian
+	nb, groups := m.Cols/QK, m.Rows/RowGroup
+	for g := 0; g < groups; g++ {
+		step, first := 2, g%2
+		if g == groups-1 && groups%2 == 1 {
+			step, first = 1, 0
+		}
+		base := (g - g%2) * nb * q40GroupBytes
+		for b := 0; b < nb; b++ {
+			dst := out[base+(step*b+first)*q40GroupBytes:][:q40GroupBytes]
+			for r := 0; r < RowGroup; r++ {
+				src := m.Data[((g*RowGroup+r)*nb+b)*18:][:18]
+				le.PutUint16(dst[2*r:], le.Uint16(src))
+				for k := 0; k < 4; k++ {
+					le.PutUint32(dst[16+32*k+4*r:], le.Uint32(src[2+4*k:]))
+				}
+			}
+		}
+	}
 }
 
 // putNibbles ors row r's 16 bytes of Q4_0-style nibbles qs into the
-// repacked nibble area q (128 bytes, see repackQ4_0).
+// repacked nibble area q of a Q5_0 group (128 bytes): two 64-byte halves;
+// in half h, byte e (0..31) holds element e of row 4h in its low nibble
+// and of row 4h+2 in its high nibble, byte 32+e element e of rows 4h+1
+// and 4h+3. Element e is the e-th of the block's 32 values (ggml: low
+// nibbles are 0..15, high 16..31).
 func putNibbles(q, qs []byte, r int) {
 	le := binary.LittleEndian
 	// Elements 0-15 are the low nibbles of qs, 16-31 the high ones;
@@ -158,7 +202,7 @@ func putNibbles(q, qs []byte, r int) {
 // column, the rows' f16 scales d[0..7], then the fifth bits of row pair p
 // (rows 2p and 2p+1, the pairs the kernel holds in one register) as a
 // uint64 at 16+8p, row 2p's 32 bits (the file's qh: bit e is element e's)
-// low, then the low four bits of every element as repackQ4_0 lays them out.
+// low, then the low four bits of every element (putNibbles).
 func repackQ5_0(m *Matrix, out []byte) {
 	eachBlock(m, out, q50GroupBytes, func(dst, src []byte, r int) {
 		copy(dst[2*r:], src[:2])
@@ -200,7 +244,7 @@ func twinR8(nb int, w, x []byte, xstride, na int, out []float32, groupB, xBlockB
 }
 
 // twinQ8Blocks is the skeleton of the generic twins of the kernels whose
-// activations are Q8_0 blocks (Q4_0, Q5_0, Q8_0): per row, block and
+// activations are Q8_0 blocks (Q5_0, Q8_0): per row, block and
 // vector it performs the AVX2 single-row kernel's float operations (eight
 // int32 lanes of four products each, one fused multiply-add per lane with
 // the float32 product d_w*d_x, ggml's hsum_float_8 order), so it is
@@ -225,17 +269,60 @@ func twinQ8Blocks(nb int, w, x []byte, xstride, na int, out []float32, groupB in
 }
 
 // q4Nibble is row r's element e of the repacked nibble area q (see
-// repackQ4_0).
+// putNibbles).
 func q4Nibble(q []byte, r, e int) int32 {
 	return int32(q[64*(r/4)+32*(r%2)+e] >> (4 * ((r % 4) / 2)) & 0x0F)
 }
 
-// gemmQ4_0R8Generic is the portable twin of the repacked Q4_0 kernel
-// (elements q-8).
-func gemmQ4_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
-	twinQ8Blocks(nb, w, x, xstride, na, out, q40GroupBytes, func(grp []byte, r, e int) int32 {
-		return q4Nibble(grp[16:], r, e) - 8
-	})
+// gemmQ4_0R16Generic is the portable twin of the repacked Q4_0 kernel and
+// defines its float contract: per row and vector, blocks in order,
+// acc = fma(float32(isum), d_w*d_x, acc) with isum the block's exact
+// integer sum of (q-8)*x and d_w*d_x rounded to float32; acc starts at 0
+// and is the result, with no horizontal sum. So a row's result depends on
+// nothing but its weights and the vector: not the batch, the thread count
+// or which rows share a pass.
+func gemmQ4_0R16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32) {
+	le := binary.LittleEndian
+	for a := 0; a < na; a++ {
+		xa := x[a*xstride:]
+		for r := 0; r < 2*RowGroup; r++ {
+			g := w[(r/RowGroup)*gstride:]
+			var acc float32
+			for b := 0; b < nb; b++ {
+				grp, xb := g[b*(q40GroupBytes+gstride):][:q40GroupBytes], xa[b*q8sBlockBytes:][:q8sBlockBytes]
+				isum := int32(le.Uint32(xb))
+				for e := 0; e < 16; e++ {
+					q := grp[16+32*(e/4)+4*(r%RowGroup)+e%4]
+					isum += int32(q&0x0F)*int32(int8(xb[8+e])) + int32(q>>4)*int32(int8(xb[8+16+e]))
+				}
+				d := F16ToF32(le.Uint16(grp[2*(r%RowGroup):])) * math.Float32frombits(le.Uint32(xb[4:]))
+				acc = fma32(float32(isum), d, acc)
+			}
+			out[2*RowGroup*a+r] = acc
+		}
+	}
+}
+
+// quantizeRowQ8_0Sums quantises x to Q8_0 (as quantizeRowQ8_0) into the
+// repacked Q4_0 kernel's activation blocks (q8sBlockBytes each).
+func quantizeRowQ8_0Sums(x []float32, dst []byte) {
+	le := binary.LittleEndian
+	for i := 0; i < len(x)/QK; i++ {
+		b := dst[i*q8sBlockBytes:][:q8sBlockBytes]
+		if quantQ8_0SumsBlock != nil && quantQ8_0SumsBlock(x[i*QK:(i+1)*QK], b) {
+			continue
+		}
+		// A Q8_0 block in the last 34 bytes (f16 d at 6, q at 8), then
+		// the sum and d as float32 over the first 8.
+		quantizeRowQ8_0(x[i*QK:(i+1)*QK], b[6:])
+		d := F16ToF32(le.Uint16(b[6:]))
+		var sum int32
+		for _, q := range b[8:] {
+			sum += int32(int8(q))
+		}
+		le.PutUint32(b, uint32(-8*sum))
+		le.PutUint32(b[4:], math.Float32bits(d))
+	}
 }
 
 // gemmQ5_0R8Generic is the portable twin of the repacked Q5_0 kernel
@@ -284,7 +371,7 @@ func repackQ4K(m *Matrix, out []byte) {
 
 // gemmQ4KR8Generic is the portable twin of the repacked Q4_K kernel, with
 // the AVX2 single-row kernel's float operations per row, super-block and
-// vector (see gemmQ4_0R8Generic): acc -= (dmin*d_x) * mins term in four
+// vector (see twinQ8Blocks): acc -= (dmin*d_x) * mins term in four
 // lanes, then acc += (d*d_x) * the eight int32 lanes of scaled sums.
 func gemmQ4KR8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
 	twinR8(nb, w, x, xstride, na, out, q4kGroupBytes, 292, func(grp, xb []byte, lanes *[RowGroup][8]float32) {

@@ -25,7 +25,6 @@ var repackedKernels = []struct {
 	asm, twin gemmR8Func
 	nbs       []int // block counts tested
 }{
-	{Q4_0, gemmQ4_0R8VNNI, gemmQ4_0R8Generic, []int{1, 2, 3, 16, 64}},
 	{Q8_0, gemmQ8_0R8VNNI, gemmQ8_0R8Generic, []int{1, 2, 3, 16, 64}},
 	{Q5_0, gemmQ5_0R8VNNI, gemmQ5_0R8Generic, []int{1, 2, 3, 16, 64}},
 	{Q4_K, gemmQ4KR8VNNI, gemmQ4KR8Generic, []int{1, 2, 3, 8}},
@@ -85,6 +84,78 @@ func TestRepackedKernelsMatchSingle(t *testing.T) {
 	}
 }
 
+// TestRepackedQ4_0Kernel checks the sixteen-row Q4_0 kernel against its
+// generic twin bit for bit, for 1..9 vectors, 8, 16 and 24 rows (an odd
+// group read twice), quantised and raw random weights; and against the
+// AVX2 single-row kernel on the file layout within float tolerance (its
+// float contract differs: one FMA per block and row, no lanes).
+func TestRepackedQ4_0Kernel(t *testing.T) {
+	needVNNI(t)
+	defer useVNNI(true)
+	r := rand.New(rand.NewPCG(37, 38))
+	for _, nb := range []int{1, 2, 3, 16, 64} {
+		cols := nb * QK
+		for _, rows := range []int{8, 16, 24} {
+			for _, raw := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%d/rows=%d/raw=%v", cols, rows, raw), func(t *testing.T) {
+					var m *Matrix
+					if raw {
+						rb, _ := Q4_0.RowBytes(cols)
+						data := make([]byte, 0, rows*rb)
+						for range rows {
+							data = append(data, rawWeights(r, Q4_0, cols)...)
+						}
+						m = &Matrix{Type: Q4_0, Rows: rows, Cols: cols, Data: data}
+					} else {
+						m, _ = quantMatrix(t, r, Q4_0, rows, cols)
+					}
+					require.True(t, m.Repack())
+					const nv = 9
+					xB := nb * q8sBlockBytes
+					xq, x8 := make([]byte, nv*xB), make([]byte, nv*nb*34)
+					for v := 0; v < nv; v++ {
+						x := randVec(r, cols, float32(v+1))
+						quantizeRowQ8_0Sums(x, xq[v*xB:(v+1)*xB])
+						quantizeRowQ8_0(x, x8[v*nb*34:(v+1)*nb*34])
+					}
+					rb := len(m.Data) / rows
+					gb := nb * q40GroupBytes
+					for na := 1; na <= nv; na++ {
+						for g := 0; g < rows/RowGroup; g += 2 {
+							gs, pair := q40GroupBytes, 2
+							if g+1 == rows/RowGroup {
+								gs, pair = 0, 1
+							}
+							w := m.packed[g*gb : (g+pair)*gb]
+							got, twin := make([]float32, 16*na), make([]float32, 16*na)
+							gemmQ4_0R16VNNI(nb, w, gs, xq, xB, na, got)
+							gemmQ4_0R16Generic(nb, w, gs, xq, xB, na, twin)
+							for i := range got {
+								require.Equal(t, math.Float32bits(twin[i]), math.Float32bits(got[i]), "na=%d group %d out %d: %v vs %v", na, g, i, twin[i], got[i])
+							}
+							for a := 0; a < na; a++ {
+								for l := 0; l < 16; l++ {
+									row := g*RowGroup + l
+									if gs == 0 {
+										row = g*RowGroup + l%RowGroup
+									}
+									wr := m.Data[row*rb : (row+1)*rb]
+									want := simdKernels[Q4_0](cols, wr, x8[a*nb*34:(a+1)*nb*34])
+									var mag float64
+									for b := 0; b < nb; b++ {
+										mag += float64(F16ToF32(uint16(wr[18*b])|uint16(wr[18*b+1])<<8)) * 8 * 127 * 32 * float64(F16ToF32(uint16(x8[a*nb*34+34*b])|uint16(x8[a*nb*34+34*b+1])<<8))
+									}
+									require.InDelta(t, want, got[16*a+l], 1e-5*math.Abs(mag)+1e-6, "na=%d vector %d row %d", na, a, row)
+								}
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
 // TestMatMulRepackedMatches checks MatMul on a repacked matrix against
 // MatMul on the same matrix unrepacked, bit for bit, for batch sizes that
 // exercise every tail, with one and two workers; and that switching the
@@ -98,7 +169,7 @@ func TestMatMulRepackedMatches(t *testing.T) {
 		for _, sh := range []struct {
 			typ        Type
 			rows, cols int
-		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q8_0, 16, 96}, {Q8_0, 64, 768}, {Q5_0, 8, 32}, {Q5_0, 40, 288}, {Q4_K, 8, 256}, {Q4_K, 48, 512}} {
+		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q4_0, 40, 96}, {Q8_0, 16, 96}, {Q8_0, 64, 768}, {Q5_0, 8, 32}, {Q5_0, 40, 288}, {Q4_K, 8, 256}, {Q4_K, 48, 512}} {
 			m, _ := quantMatrix(t, r, sh.typ, sh.rows, sh.cols)
 			pm := *m
 			require.True(t, pm.Repack())
@@ -109,8 +180,23 @@ func TestMatMulRepackedMatches(t *testing.T) {
 				got := make([]float32, n*sh.rows)
 				MatMul(p, want, m, x, n)
 				MatMul(p, got, &pm, x, n)
-				for i := range want {
-					require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "threads=%d %s %dx%d n=%d at %d", threads, sh.typ, sh.rows, sh.cols, n, i)
+				if sh.typ == Q4_0 {
+					// Its own float contract: close to the file
+					// layout's, and independent of the batch.
+					for i := range want {
+						require.InDelta(t, want[i], got[i], 1e-4*(1+math.Abs(float64(want[i]))), "threads=%d %s %dx%d n=%d at %d", threads, sh.typ, sh.rows, sh.cols, n, i)
+					}
+					one := make([]float32, sh.rows)
+					for v := 0; v < n; v++ {
+						MatMul(p, one, &pm, x[v*sh.cols:(v+1)*sh.cols], 1)
+						for i := range one {
+							require.Equal(t, math.Float32bits(one[i]), math.Float32bits(got[v*sh.rows+i]), "batch invariance n=%d vector %d row %d", n, v, i)
+						}
+					}
+				} else {
+					for i := range want {
+						require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "threads=%d %s %dx%d n=%d at %d", threads, sh.typ, sh.rows, sh.cols, n, i)
+					}
 				}
 				useVNNI(false)
 				MatMul(p, got, &pm, x, n)
@@ -196,5 +282,61 @@ func BenchmarkRepackedKernels(b *testing.B) {
 				b.ReportMetric(float64(old)/float64(packed), "speedup")
 			})
 		}
+	}
+}
+
+// BenchmarkRepackedQ4_0Kernel times, single thread, 64 rows x 4096
+// columns, the sixteen-row Q4_0 kernel against the kernels the file
+// layout runs for the same work: the single-row kernel for one vector,
+// the VNNI x16 kernel for sixteen. Reports ns per row and the speedup.
+func BenchmarkRepackedQ4_0Kernel(b *testing.B) {
+	needVNNI(b)
+	defer useVNNI(true)
+	const rows, cols = 64, 4096
+	r := rand.New(rand.NewPCG(5, 5))
+	m := benchMatrix(b, Q4_0, rows, cols)
+	pm := *m
+	pm.Repack()
+	rb := len(m.Data) / rows
+	nb := cols / QK
+	gb := nb * q40GroupBytes
+	for _, nv := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("n=%d", nv), func(b *testing.B) {
+			x8, xs := make([]byte, nv*nb*34), make([]byte, nv*nb*q8sBlockBytes)
+			for v := 0; v < nv; v++ {
+				x := randVec(r, cols, 1)
+				quantizeRowQ8_0(x, x8[v*nb*34:(v+1)*nb*34])
+				quantizeRowQ8_0Sums(x, xs[v*nb*q8sBlockBytes:(v+1)*nb*q8sBlockBytes])
+			}
+			out := make([]float32, 16*nv)
+			var out4 [4]float32
+			var out16 [16]float32
+			var old, packed time.Duration
+			for i := 0; i < b.N; i++ {
+				s0 := time.Now()
+				for row := 0; row < rows; row++ {
+					w := m.Data[row*rb : (row+1)*rb]
+					switch nv {
+					case 16:
+						dot16Kernels[Q4_0](cols, w, x8, nb*34, &out16)
+					case 4:
+						dot4Kernels[Q4_0](cols, w, x8, nb*34, &out4)
+					default:
+						out[0] = dotKernels[Q4_0](cols, w, x8)
+					}
+				}
+				s1 := time.Now()
+				for g := 0; g < rows/RowGroup; g += 2 {
+					gemmQ4_0R16VNNI(nb, pm.packed[g*gb:(g+2)*gb], q40GroupBytes, xs, nb*q8sBlockBytes, nv, out)
+				}
+				s2 := time.Now()
+				old += s1.Sub(s0)
+				packed += s2.Sub(s1)
+			}
+			per := float64(b.N * rows)
+			b.ReportMetric(float64(old.Nanoseconds())/per, "old_ns/row")
+			b.ReportMetric(float64(packed.Nanoseconds())/per, "repacked_ns/row")
+			b.ReportMetric(float64(old)/float64(packed), "speedup")
+		})
 	}
 }

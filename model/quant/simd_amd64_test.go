@@ -278,38 +278,7 @@ func TestQuantizeQ8KAllPaths(t *testing.T) {
 	defer useVNNI(true)
 	r := rand.New(rand.NewPCG(33, 34))
 	const blocks = 2048
-	x := make([]float32, blocks*QKK)
-	for bi := 0; bi < blocks; bi++ {
-		xb := x[bi*QKK : (bi+1)*QKK]
-		scale := float32(math.Ldexp(1, r.IntN(60)-30))
-		for j := range xb {
-			xb[j] = float32(r.NormFloat64()) * scale
-		}
-		switch bi % 8 {
-		case 1: // repeated maximum, both signs
-			m := float32(3) * scale
-			xb[r.IntN(QKK)], xb[r.IntN(QKK)], xb[r.IntN(QKK)] = m, -m, m
-		case 2: // ties after scaling: max -127 gives iscale 1
-			for j := range xb {
-				xb[j] = float32(r.IntN(254)-127) + 0.5
-			}
-			xb[r.IntN(QKK)] = -127
-		case 3:
-			clear(xb)
-		case 4:
-			xb[r.IntN(QKK)] = float32(math.Inf(1 - 2*r.IntN(2)))
-		case 5:
-			xb[r.IntN(QKK)] = float32(math.NaN())
-		case 6: // subnormals
-			for j := range xb {
-				xb[j] = math.Float32frombits(uint32(r.IntN(1 << 23)))
-			}
-		case 7:
-			for j := range xb {
-				xb[j] = float32(r.IntN(3) - 1)
-			}
-		}
-	}
+	x := quantTestBlocks(r, blocks, QKK)
 	want := make([]byte, blocks*292)
 	got := make([]byte, blocks*292)
 	useVNNI(false)
@@ -326,4 +295,87 @@ func TestQuantizeQ8KAllPaths(t *testing.T) {
 		}
 	}
 	require.Greater(t, handled, blocks/2, "blocks the assembly quantised")
+}
+
+// TestQuantizeQ8_0AllPaths checks the AVX-512 Q8_0 activation quantisers
+// (the Q8_0 block, and the repacked Q4_0 kernel's block with its sum)
+// byte for byte against the Go ones on random blocks of many magnitudes,
+// repeated maxima, ties, subnormals, and blocks the assembly leaves to Go
+// (zeros, inf, NaN).
+func TestQuantizeQ8_0AllPaths(t *testing.T) {
+	if !hasVNNI {
+		t.Skip("no AVX-512")
+	}
+	defer useVNNI(true)
+	r := rand.New(rand.NewPCG(35, 36))
+	const blocks = 4096
+	x := quantTestBlocks(r, blocks, QK)
+	for _, c := range []struct {
+		name  string
+		bytes int
+		row   func(x []float32, dst []byte)
+		block func(x []float32, dst []byte) bool
+	}{
+		{"Q8_0", 34, quantizeRowQ8_0, quantQ8_0SIMD},
+		{"sums", q8sBlockBytes, quantizeRowQ8_0Sums, quantQ8_0SumsSIMD},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			want := make([]byte, blocks*c.bytes)
+			got := make([]byte, blocks*c.bytes)
+			useVNNI(false)
+			require.Nil(t, quantQ8_0Block)
+			c.row(x, want)
+			useVNNI(true)
+			require.NotNil(t, quantQ8_0Block)
+			c.row(x, got)
+			handled := 0
+			for bi := 0; bi < blocks; bi++ {
+				require.Equal(t, want[bi*c.bytes:(bi+1)*c.bytes], got[bi*c.bytes:(bi+1)*c.bytes], "block %d", bi)
+				if c.block(x[bi*QK:(bi+1)*QK], make([]byte, c.bytes)) {
+					handled++
+				}
+			}
+			require.GreaterOrEqual(t, handled, blocks/2, "blocks the assembly quantised")
+		})
+	}
+}
+
+// quantTestBlocks makes blocks of size floats for the quantiser tests:
+// random blocks of many magnitudes, blocks whose maximum |x| occurs more
+// than once with either sign, blocks of ties (after scaling by 1) and
+// subnormals, zeros, an inf, a NaN, and blocks of -1, 0 and 1.
+func quantTestBlocks(r *rand.Rand, blocks, size int) []float32 {
+	x := make([]float32, blocks*size)
+	for bi := 0; bi < blocks; bi++ {
+		xb := x[bi*size : (bi+1)*size]
+		scale := float32(math.Ldexp(1, r.IntN(60)-30))
+		for j := range xb {
+			xb[j] = float32(r.NormFloat64()) * scale
+		}
+		switch bi % 8 {
+		case 1: // repeated maximum, both signs
+			m := float32(3) * scale
+			xb[r.IntN(size)], xb[r.IntN(size)], xb[r.IntN(size)] = m, -m, m
+		case 2: // ties after scaling: max -127 gives a scale of 1
+			for j := range xb {
+				xb[j] = float32(r.IntN(254)-127) + 0.5
+			}
+			xb[r.IntN(size)] = -127
+		case 3:
+			clear(xb)
+		case 4:
+			xb[r.IntN(size)] = float32(math.Inf(1 - 2*r.IntN(2)))
+		case 5:
+			xb[r.IntN(size)] = float32(math.NaN())
+		case 6: // subnormals
+			for j := range xb {
+				xb[j] = math.Float32frombits(uint32(r.IntN(1 << 23)))
+			}
+		case 7:
+			for j := range xb {
+				xb[j] = float32(r.IntN(3) - 1)
+			}
+		}
+	}
+	return x
 }

@@ -11,6 +11,10 @@
 // 512-bit register: lanes 0-7 hold vector 2p's eight lanes, lanes 8-15 vector
 // 2p+1's, and each float instruction does the work of two AVX2 ones.
 //
+// The repacked Q4_0 kernel (q40r16) is the exception: it has a float
+// contract of its own (one FMA per row, vector and block; see
+// gemmQ4_0R16Generic in model/quant).
+//
 // avo v0.5.0 has no AVX-512 VNNI instructions, so VPDPBUSD is emitted raw.
 package main
 
@@ -512,14 +516,7 @@ func quantQ8K() {
 			VPMAXUD(t[2*i+1], t[2*i], t[i])
 		}
 	}
-	VEXTRACTI64X4(U8(1), Z16, Y17)
-	VPMAXUD(Y17, Y16, Y16)
-	VEXTRACTI32X4(U8(1), Y16, X17)
-	VPMAXUD(X17, X16, X16)
-	VPSHUFD(U8(0x4E), X16, X17)
-	VPMAXUD(X17, X16, X16)
-	VPSHUFD(U8(0xB1), X16, X17)
-	VPMAXUD(X17, X16, X16)
+	reduce16(Z16, Z17, func(a, b, c Op) { VPMAXUD(a, b, c) })
 	VMOVD(X16, EAX)
 	TESTL(EAX, EAX)
 	JEQ(LabelRef("q8kfail"))
@@ -582,6 +579,98 @@ func quantQ8K() {
 		VMOVDQU(X12, Mem{Base: RDI, Disp: 260 + 16*h})
 	}
 	MOVL(U32(1), EAX)
+	Store(AL, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// reduce16 folds the sixteen dwords of z with op (a commutative dword
+// operation: VPMAXUD, VPADDD) into lane 0 of z; t is clobbered.
+func reduce16(z, t VecPhysical, op func(a, b, c Op)) {
+	VEXTRACTI64X4(U8(1), z, t.AsY())
+	op(t.AsY(), z.AsY(), z.AsY())
+	VEXTRACTI32X4(U8(1), z.AsY(), t.AsX())
+	op(t.AsX(), z.AsX(), z.AsX())
+	VPSHUFD(U8(0x4E), z.AsX(), t.AsX())
+	op(t.AsX(), z.AsX(), z.AsX())
+	VPSHUFD(U8(0xB1), z.AsX(), t.AsX())
+	op(t.AsX(), z.AsX(), z.AsX())
+}
+
+// quantQ80 generates an AVX-512 quantiser of one Q8_0 block (32 floats at
+// x) with exactly quantizeRowQ8_0's arithmetic: amax over |x| (as bits),
+// d = amax/127 stored as f16 (VCVTPS2PH rounds to nearest even, as
+// F32ToF16), id = 127/amax, q = nearestInt(x*id) by the 1.5*2^23 trick. With
+// sums it writes the repacked Q4_0 kernel's 40-byte block instead of the
+// 34-byte Q8_0 one: int32 -8*sum(q), float32 d (the f16 converted back),
+// then q. It returns false, having written nothing, when amax is 0 or not
+// finite, or 127/amax is not: the Go code handles those blocks.
+func quantQ80(name string, sums bool) {
+	TEXT(name, NOSPLIT, "func(x *float32, dst *byte) bool")
+	Pragma("noescape")
+	Load(Param("x"), RSI)
+	Load(Param("dst"), RDI)
+	c := func(v uint32) Mem {
+		m := GLOBL(fmt.Sprintf("%sc%x", name, v), RODATA|NOPTR)
+		DATA(0, U32(v))
+		return m
+	}
+	VMOVUPS(Mem{Base: RSI}, Z0)
+	VMOVUPS(Mem{Base: RSI, Disp: 64}, Z1)
+	VPBROADCASTD(c(0x7fffffff), Z31)
+	Comment("X2 = amax as bits")
+	VPANDD(Z31, Z0, Z2)
+	VPANDD(Z31, Z1, Z3)
+	VPMAXUD(Z3, Z2, Z2)
+	reduce16(Z2, Z3, func(a, b, c Op) { VPMAXUD(a, b, c) })
+	VMOVD(X2, EAX)
+	TESTL(EAX, EAX)
+	JEQ(LabelRef(name + "fail"))
+	CMPL(EAX, U32(0x7f800000))
+	JAE(LabelRef(name + "fail"))
+	Comment("X4 = d = amax/127 as f16; X5 = id = 127/amax")
+	VMOVSS(c(0x42fe0000), X6) // 127.0
+	VDIVSS(X6, X2, X4)
+	VCVTPS2PH(U8(0), X4, X4)
+	VDIVSS(X2, X6, X5)
+	Comment("an amax so small that id overflows is the Go code's too")
+	VMOVD(X5, EAX)
+	CMPL(EAX, U32(0x7f800000))
+	JAE(LabelRef(name + "fail"))
+	VBROADCASTSS(X5, Z5)
+	VPBROADCASTD(c(0x4b400000), Z2) // 12582912.0
+	VPBROADCASTD(c(0x007fffff), Z3)
+	VPBROADCASTD(c(0x00400000), Z6)
+	Comment("Z0, Z1 = nearestInt(x*id)")
+	for _, z := range []VecPhysical{Z0, Z1} {
+		VMULPS(Z5, z, z)
+		VADDPS(Z2, z, z)
+		VPANDD(Z3, z, z)
+		VPSUBD(Z6, z, z)
+	}
+	if !sums {
+		VPEXTRW(U8(0), X4, Mem{Base: RDI})
+		VPMOVDB(Z0, Mem{Base: RDI, Disp: 2})
+		VPMOVDB(Z1, Mem{Base: RDI, Disp: 18})
+	} else {
+		Comment("-8*sum(q), d as float32, q")
+		VPADDD(Z1, Z0, Z7)
+		reduce16(Z7, Z8, func(a, b, c Op) { VPADDD(a, b, c) })
+		VPSLLD(U8(3), X7, X7)
+		VPXORD(X8, X8, X8)
+		VPSUBD(X7, X8, X8)
+		VMOVD(X8, Mem{Base: RDI})
+		VCVTPH2PS(X4, X4)
+		VMOVSS(X4, Mem{Base: RDI, Disp: 4})
+		VPMOVDB(Z0, Mem{Base: RDI, Disp: 8})
+		VPMOVDB(Z1, Mem{Base: RDI, Disp: 24})
+	}
+	MOVL(U32(1), EAX)
+	Store(AL, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+	Label(name + "fail")
+	XORL(EAX, EAX)
 	Store(AL, ReturnIndex(0))
 	VZEROUPPER()
 	RET()
@@ -723,6 +812,68 @@ func q40r8(name string, na int, q8, q5 bool) {
 		}
 	}
 	r8Footer(name, na, wb, 34)
+}
+
+// q40r16 generates the kernel of repacked Q4_0 weights (see repackQ4_0 in
+// model/quant): two groups of eight rows, whose blocks alternate (the
+// second group's block gstride = 144 bytes after the first's, the next
+// block 144+gstride bytes on; gstride 0 reads one group twice), against
+// na (1-4) activation vectors, one row per 32-bit lane. A group holds, per block column, the
+// eight rows' f16 scales and then four 32-byte chunks; chunk k holds each
+// row's qs bytes 4k..4k+3 (row r at 4r). Masked, a chunk gives every row's
+// elements 4k..4k+3 in its lane; shifted by 4, elements 16+4k..16+4k+3.
+// Activation blocks are 40 bytes: int32 -8*sum(q), float32 d_x, the 32
+// int8 q. Per row and vector the lane's integer sum is exact,
+// sum((w-8)*x) = VPDPBUSD(w, x) summed over the eight dwords - 8*sum(x),
+// and the float side is one FMA per block: acc = float(isum) * (d_w*d_x)
+// + acc, with d_w*d_x rounded to float32, blocks in order. No horizontal
+// sum: out[16*a+r] is lane r of vector a's accumulator.
+func q40r16(name string, na int) {
+	header(name, "func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)")
+	Load(Param("gstride"), RDX)
+	accs := []VecPhysical{Z16, Z17, Z18, Z19}
+	ws := []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7}
+	for a := 0; a < na; a++ {
+		VPXORD(accs[a], accs[a], accs[a])
+	}
+	Comment("Z8 = 0x0F bytes")
+	VMOVDQU32(b0F, Z8)
+	xm := []Mem{{Base: R8}, {Base: R8, Index: R9, Scale: 1}, {Base: R8, Index: R9, Scale: 2}, {Base: R10}}
+	at := func(a, disp int) Mem { m := xm[a]; m.Disp = disp; return m }
+	loopStart(name)
+	Comment("Z9 = d_w of the sixteen rows")
+	VMOVDQU(Mem{Base: RSI}, X9)
+	VINSERTI128(U8(1), Mem{Base: RSI, Index: RDX, Scale: 1}, Y9, Y9)
+	VCVTPH2PS(Y9, Z9)
+	Comment("Z0-Z3: elements 4k..4k+3 of every row; Z4-Z7: 16+4k..16+4k+3")
+	for k := 0; k < 4; k++ {
+		VMOVDQU(Mem{Base: RSI, Disp: 16 + 32*k}, Y14)
+		VINSERTI64X4(U8(1), Mem{Base: RSI, Index: RDX, Scale: 1, Disp: 16 + 32*k}, Z14, Z14)
+		VPANDD(Z8, Z14, ws[k])
+		VPSRLW(U8(4), Z14, Z14)
+		VPANDD(Z8, Z14, ws[4+k])
+	}
+	for a := 0; a < na; a++ {
+		Comment(fmt.Sprintf("vector %d: Z10 = its exact sums, Z11 = d_w*d_x", a))
+		VPBROADCASTD(at(a, 0), Z10)
+		for j := 0; j < 8; j++ {
+			Instruction(&ir.Instruction{Opcode: "VPDPBUSD.BCST", Operands: []Op{at(a, 8+4*j), ws[j], Z10}})
+		}
+		VCVTDQ2PS(Z10, Z10)
+		Instruction(&ir.Instruction{Opcode: "VMULPS.BCST", Operands: []Op{at(a, 4), Z9, Z11}})
+		VFMADD231PS(Z11, Z10, accs[a])
+	}
+	ADDQ(U32(144), RSI)
+	ADDQ(RDX, RSI)
+	ADDQ(U32(40), R8)
+	ADDQ(U32(40), R10)
+	loopEnd(name)
+	Load(Param("out"), RDI)
+	for a := 0; a < na; a++ {
+		VMOVUPS(accs[a], Mem{Base: RDI, Disp: 64 * a})
+	}
+	VZEROUPPER()
+	RET()
 }
 
 // q4kr8 generates the kernel of repacked Q4_K weights (see repack.go in
@@ -962,8 +1113,9 @@ func main() {
 		q4k(fmt.Sprintf("dotQ4Kx%dVNNI", nv), nv)
 	}
 	q4k1("dotQ4KVNNI")
-	q40r8("gemmQ4_0R8x1VNNI", 1, false, false)
-	q40r8("gemmQ4_0R8x4VNNI", 4, false, false)
+	for na := 1; na <= 4; na++ {
+		q40r16(fmt.Sprintf("gemmQ4_0R16x%dVNNI", na), na)
+	}
 	q40r8("gemmQ8_0R8x1VNNI", 1, true, false)
 	q40r8("gemmQ8_0R8x4VNNI", 4, true, false)
 	q40r8("gemmQ5_0R8x1VNNI", 1, false, true)
@@ -972,6 +1124,8 @@ func main() {
 		q4kr8(fmt.Sprintf("gemmQ4KR8x%dVNNI", na), na)
 	}
 	quantQ8K()
+	quantQ80("quantQ8_0AVX512", false)
+	quantQ80("quantQ8_0SumsAVX512", true)
 	for nv := 1; nv <= 3; nv++ {
 		f32z(nv)
 	}
