@@ -100,13 +100,23 @@ func (m *Model) setTensor(spec ShardSpec) error {
 	return nil
 }
 
-// rowSlice returns rows [lo, hi) of mat (no copy, no page touched).
-func rowSlice(mat *quant.Matrix, lo, hi int) (*quant.Matrix, error) {
+// rowSlice returns rows [lo, hi) of mat (no copy, no page touched). A
+// slice of a mapped tensor is repacked like a whole one (repackWeights),
+// under a name that says its rows, so a shard's rows give what the whole
+// model's give, bit for bit, whichever kernel computes them.
+func (m *Model) rowSlice(mat *quant.Matrix, lo, hi int) (*quant.Matrix, error) {
 	rb, err := mat.Type.RowBytes(mat.Cols)
 	if err != nil {
 		return nil, err
 	}
-	return &quant.Matrix{Type: mat.Type, Rows: hi - lo, Cols: mat.Cols, Data: mat.Data[lo*rb : hi*rb]}, nil
+	s := &quant.Matrix{Type: mat.Type, Rows: hi - lo, Cols: mat.Cols, Data: mat.Data[lo*rb : hi*rb]}
+	if t, ok := m.src[mat]; ok {
+		st := *t
+		st.Name = fmt.Sprintf("%s[rows %d:%d]", t.Name, lo, hi)
+		m.src[s] = &st
+		delete(m.src, mat)
+	}
+	return s, nil
 }
 
 // sliceTensors cuts the loaded layers and output to the shard's rows.
@@ -117,7 +127,7 @@ func (m *Model) sliceTensors() error {
 		return fmt.Errorf("%w: no vocabulary rows for KV heads [%d, %d)", ErrShard, t.kvLo, t.kvHi)
 	}
 	var err error
-	if m.output, err = rowSlice(m.output, t.vLo, t.vHi); err != nil {
+	if m.output, err = m.rowSlice(m.output, t.vLo, t.vHi); err != nil {
 		return err
 	}
 	for i := range m.layers {
@@ -129,7 +139,7 @@ func (m *Model) sliceTensors() error {
 			{&l.wq, t.qLo, t.qHi}, {&l.wk, t.kLo, t.kHi}, {&l.wv, t.kLo, t.kHi},
 			{&l.wo, t.dLo, t.dHi}, {&l.wGate, t.fLo, t.fHi}, {&l.wUp, t.fLo, t.fHi}, {&l.wDown, t.dLo, t.dHi},
 		} {
-			if *s.p, err = rowSlice(*s.p, s.lo, s.hi); err != nil {
+			if *s.p, err = m.rowSlice(*s.p, s.lo, s.hi); err != nil {
 				return err
 			}
 		}

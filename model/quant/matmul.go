@@ -354,9 +354,10 @@ func (j *matmulJob) run(worker, start, end int) {
 	}
 }
 
-// gemmVectors is how many activation vectors runPacked hands the multi-row
-// kernel per call: its widest pass (four vectors × eight rows fill the 16
-// accumulator registers of AVX-512).
+// gemmVectors is how many activation vectors runPacked and runPacked16
+// hand the multi-row kernels per call: their widest pass (four vectors ×
+// eight rows fill the 16 accumulator registers of AVX-512; the sixteen-row
+// Q4_0 kernel holds four vectors' accumulators in four).
 const gemmVectors = 4
 
 // runPacked computes the row groups [start, end) from the repacked weights:
@@ -411,7 +412,7 @@ func (j *matmulJob) runPacked(worker, start, end int) {
 // results dropped.
 func (j *matmulJob) runPacked16(worker, start, end int) {
 	m, n := j.m, j.n
-	groups := m.Rows / RowGroup
+	groups := packedGroups(m.Rows)
 	gb := len(m.packed) / groups
 	out := j.outs[worker][:]
 	tile := max(16, tileBytes/j.xB)
@@ -425,6 +426,7 @@ func (j *matmulJob) runPacked16(worker, start, end int) {
 			}
 			w := m.packed[g*gb : (g+pair)*gb]
 			r0 := g * RowGroup
+			rows = min(rows, m.Rows-r0) // a padded last group
 			for i := i0; i < i1; i += gemmVectors {
 				na := min(gemmVectors, i1-i)
 				j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, out[:2*RowGroup*na])
@@ -464,7 +466,8 @@ const minMACsPerWorker = 1 << 16
 // Rows are split across the Pool's workers. Scratch memory lives in the Pool,
 // so steady-state calls do not allocate. A repacked matrix (Matrix.Repack)
 // is read from its copy, eight rows at a time by the multi-row kernels, with
-// bit-identical results.
+// bit-identical results (Q4_0: sixteen at a time, with a contract of its
+// own; see gemmQ4_0R16Generic).
 //
 // MatMul panics if the sizes are inconsistent (len(x) < n*Cols,
 // len(dst) < n*Rows, len(m.Data) too small, Cols not a multiple of the
@@ -532,7 +535,7 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 	}
 	used := m.Rows * m.Cols * n / minMACsPerWorker
 	if j.gemm16 != nil {
-		pairs := (m.Rows/RowGroup + 1) / 2
+		pairs := (packedGroups(m.Rows) + 1) / 2
 		chunk := max((pairs+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(2*RowGroup*m.Cols*n)+1)
 		p.runLockedN(pairs, used, chunk, j)
 		*j = matmulJob{}

@@ -66,7 +66,7 @@ type gemmR16Func func(nb int, w []byte, gstride int, x []byte, xstride, na int, 
 var gemmR16Kernels = map[Type]gemmR16Func{}
 
 // gemmR8Kernels are the multi-row kernels of repacked types, filled by
-// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q4_0, Q5_0, Q8_0,
+// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q5_0, Q8_0,
 // Q4_K);
 // written only during package init and by tests. Each result is bit-identical to the
 // type's single-row kernel in dotKernels on the original layout. A matrix
@@ -78,10 +78,13 @@ var gemmR8Kernels = map[Type]gemmR8Func{}
 // type (Q4_0, Q5_0, Q8_0 and Q4_K with AVX-512 VNNI), into the interleaved layout that
 // kernel reads, in newly allocated memory, and reports whether it did.
 // MatMul then reads the repacked copy and gives bit-identical results (the
-// kernels keep the single-row kernel's float operations). m.Data is left
+// kernels keep the single-row kernel's float operations), except for
+// Q4_0, whose sixteen-row kernel has a contract of its own (see
+// gemmQ4_0R16Generic) and whose rows need not be a multiple of RowGroup.
+// m.Data is left
 // as it was (it may alias a read-only mapping) but is no longer read by
 // MatMul; a caller whose Data is mapped from a file can drop those pages
-// (see model/engine). Rows must be a multiple of RowGroup.
+// (see model/engine). Rows must be a multiple of RowGroup but for Q4_0.
 //
 // Repack must not run concurrently with a MatMul of m.
 func (m *Matrix) Repack() bool { return m.RepackInto(func(n int) []byte { return make([]byte, n) }) }
@@ -106,14 +109,15 @@ func (m *Matrix) RepackInto(alloc func(n int) []byte) bool {
 func (m *Matrix) RepackedSize() (int, bool) {
 	_, ok := repackers[m.Type]
 	_, has := gemmR8Kernels[m.Type]
-	if _, has16 := gemmR16Kernels[m.Type]; !ok || !has && !has16 || m.Rows%RowGroup != 0 || m.Rows == 0 {
+	_, has16 := gemmR16Kernels[m.Type]
+	if !ok || !has && !has16 || m.Rows == 0 || m.Rows%RowGroup != 0 && !has16 {
 		return 0, false
 	}
 	rowB, err := m.Type.RowBytes(m.Cols)
 	if err != nil || len(m.Data) < rowB*m.Rows {
 		return 0, false
 	}
-	return m.Rows * m.Cols / m.Type.BlockSize() * repackedSize[m.Type], true
+	return packedGroups(m.Rows) * RowGroup * m.Cols / m.Type.BlockSize() * repackedSize[m.Type], true
 }
 
 // UseRepacked makes MatMul read b, a copy that RepackInto made earlier of
@@ -129,6 +133,11 @@ func (m *Matrix) UseRepacked(b []byte) bool {
 	m.packed = b
 	return true
 }
+
+// packedGroups is the number of row groups of a repacked matrix of rows
+// rows: a last group the rows do not fill (sixteen-row kernels only) is
+// padded with zero rows, whose results MatMul drops.
+func packedGroups(rows int) int { return (rows + RowGroup - 1) / RowGroup }
 
 // Repacked reports whether MatMul reads a repacked copy of m's weights.
 func (m *Matrix) Repacked() bool { return m.packed != nil }
@@ -153,13 +162,14 @@ func eachBlock(m *Matrix, out []byte, groupB int, f func(dst, src []byte, r int)
 // one stream. Groups 2p and 2p+1 take the 2*nb*q40GroupBytes bytes from
 // 2p*nb*q40GroupBytes, their block columns alternating (group 2p's column
 // b at 2b, group 2p+1's at 2b+1, in q40GroupBytes units); an odd last
-// group has its columns in order. A group's column holds the rows' f16
+// group has its columns in order; rows past the matrix's last (up to a
+// multiple of eight) are zero. A group's column holds the rows' f16
 // scales d[0..7], then four 32-byte chunks; chunk k holds each row's qs
 // bytes 4k..4k+3, row r at 4r. (A qs byte e holds element e in its low
 // nibble and element 16+e in its high one.)
 func repackQ4_0(m *Matrix, out []byte) {
 	le := binary.LittleEndian
-	nb, groups := m.Cols/QK, m.Rows/RowGroup
+	nb, groups := m.Cols/QK, packedGroups(m.Rows)
 	for g := 0; g < groups; g++ {
 		step, first := 2, g%2
 		if g == groups-1 && groups%2 == 1 {
@@ -168,7 +178,7 @@ func repackQ4_0(m *Matrix, out []byte) {
 		base := (g - g%2) * nb * q40GroupBytes
 		for b := 0; b < nb; b++ {
 			dst := out[base+(step*b+first)*q40GroupBytes:][:q40GroupBytes]
-			for r := 0; r < RowGroup; r++ {
+			for r := 0; r < RowGroup && g*RowGroup+r < m.Rows; r++ {
 				src := m.Data[((g*RowGroup+r)*nb+b)*18:][:18]
 				le.PutUint16(dst[2*r:], le.Uint16(src))
 				for k := 0; k < 4; k++ {

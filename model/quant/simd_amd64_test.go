@@ -324,9 +324,11 @@ func TestQuantizeQ8_0AllPaths(t *testing.T) {
 			got := make([]byte, blocks*c.bytes)
 			useVNNI(false)
 			require.Nil(t, quantQ8_0Block)
+			require.Nil(t, quantQ8_0SumsBlock)
 			c.row(x, want)
 			useVNNI(true)
 			require.NotNil(t, quantQ8_0Block)
+			require.NotNil(t, quantQ8_0SumsBlock)
 			c.row(x, got)
 			handled := 0
 			for bi := 0; bi < blocks; bi++ {
