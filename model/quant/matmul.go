@@ -305,11 +305,7 @@ func (j *matmulJob) run(worker, start, end int) {
 		}
 		return
 	}
-	if j.gemm16 != nil {
-		j.runPacked16(worker, start, end)
-		return
-	}
-	if j.gemm != nil {
+	if j.gemm != nil || j.gemm16 != nil {
 		j.runPacked(worker, start, end)
 		return
 	}
@@ -354,15 +350,12 @@ func (j *matmulJob) run(worker, start, end int) {
 	}
 }
 
-// gemmVectors is how many activation vectors runPacked and runPacked16
-// hand the multi-row kernels per call: their widest pass (four vectors ×
+// gemmVectors is how many activation vectors runPacked hands the
+// multi-row kernels per call: their widest pass (four vectors ×
 // eight rows fill the 16 accumulator registers of AVX-512; the sixteen-row
 // Q4_0 kernel holds four vectors' accumulators in four).
 const gemmVectors = 4
 
-// runPacked computes the row groups [start, end) from the repacked weights:
-// per tile of activations (as run), each group's weights are multiplied
-// with the tile's vectors gemmVectors at a time.
 // runF32R4 computes rows [start, end) of an F32 product for vectors
 // [i0, i1) with the four-row kernels (three vectors per call, then what is
 // left), and returns the first row it left (fewer than four at the end).
@@ -386,56 +379,52 @@ func (j *matmulJob) runF32R4(worker, start, end, i0, i1 int) int {
 	return r
 }
 
+// runPacked computes the passes [start, end) of a product from the
+// repacked weights: a pass is one row group with an eight-row kernel, a
+// pair of groups with the sixteen-row one (an odd last group alone, read
+// twice and the copy's results dropped; padding rows of a last group are
+// dropped too). Vectors are tiled so a tile stays in L2 while each weight
+// group is read once per tile, and handed to the kernel gemmVectors at a
+// time.
 func (j *matmulJob) runPacked(worker, start, end int) {
 	m, n := j.m, j.n
-	gb := len(m.packed) / (m.Rows / RowGroup)
-	out := j.outs[worker][:]
-	tile := max(16, tileBytes/j.xB)
-	for i0 := 0; i0 < n; i0 += tile {
-		i1 := min(n, i0+tile)
-		for g := start; g < end; g++ {
-			w := m.packed[g*gb : (g+1)*gb]
-			r0 := g * RowGroup
-			for i := i0; i < i1; i += gemmVectors {
-				na := min(gemmVectors, i1-i)
-				j.gemm(j.nb, w, j.xq[i*j.xB:], j.xB, na, out[:RowGroup*na])
-				for a := 0; a < na; a++ {
-					copy(j.dst[(i+a)*m.Rows+r0:][:RowGroup], out[RowGroup*a:])
-				}
-			}
-		}
-	}
-}
-
-// runPacked16 computes the row-group pairs [start, end) of a product with
-// a sixteen-row kernel; an odd last group is read twice and its copy's
-// results dropped.
-func (j *matmulJob) runPacked16(worker, start, end int) {
-	m, n := j.m, j.n
-	groups := packedGroups(m.Rows)
+	groups, per := packedGroups(m.Rows), j.groupsPerPass()
 	gb := len(m.packed) / groups
 	out := j.outs[worker][:]
 	tile := max(16, tileBytes/j.xB)
 	for i0 := 0; i0 < n; i0 += tile {
 		i1 := min(n, i0+tile)
 		for u := start; u < end; u++ {
-			g := 2 * u
-			gs, rows, pair := q40GroupBytes, 2*RowGroup, 2
-			if g+1 == groups {
-				gs, rows, pair = 0, RowGroup, 1
-			}
-			w := m.packed[g*gb : (g+pair)*gb]
+			g := per * u
+			k := min(per, groups-g) // groups in this pass
+			w := m.packed[g*gb : (g+k)*gb]
 			r0 := g * RowGroup
-			rows = min(rows, m.Rows-r0) // a padded last group
+			rows := min(k*RowGroup, m.Rows-r0)
 			for i := i0; i < i1; i += gemmVectors {
 				na := min(gemmVectors, i1-i)
-				j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, out[:2*RowGroup*na])
+				if j.gemm16 != nil {
+					gs := 0 // one group, read twice
+					if k == 2 {
+						gs = q40GroupBytes
+					}
+					j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, out[:2*RowGroup*na])
+				} else {
+					j.gemm(j.nb, w, j.xq[i*j.xB:], j.xB, na, out[:RowGroup*na])
+				}
 				for a := 0; a < na; a++ {
-					copy(j.dst[(i+a)*m.Rows+r0:][:rows], out[2*RowGroup*a:])
+					copy(j.dst[(i+a)*m.Rows+r0:][:rows], out[per*RowGroup*a:])
 				}
 			}
 		}
 	}
+}
+
+// groupsPerPass is how many row groups a repacked kernel call covers.
+func (j *matmulJob) groupsPerPass() int {
+	if j.gemm16 != nil {
+		return 2
+	}
+	return 1
 }
 
 // quantJob quantises the n activation vectors in parallel.
@@ -534,17 +523,11 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 		}
 	}
 	used := m.Rows * m.Cols * n / minMACsPerWorker
-	if j.gemm16 != nil {
-		pairs := (packedGroups(m.Rows) + 1) / 2
-		chunk := max((pairs+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(2*RowGroup*m.Cols*n)+1)
-		p.runLockedN(pairs, used, chunk, j)
-		*j = matmulJob{}
-		return
-	}
-	if j.gemm != nil {
-		groups := m.Rows / RowGroup
-		chunk := max((groups+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(RowGroup*m.Cols*n)+1)
-		p.runLockedN(groups, used, chunk, j)
+	if j.gemm != nil || j.gemm16 != nil {
+		per := j.groupsPerPass()
+		passes := (packedGroups(m.Rows) + per - 1) / per
+		chunk := max((passes+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(per*RowGroup*m.Cols*n)+1)
+		p.runLockedN(passes, used, chunk, j)
 		*j = matmulJob{}
 		return
 	}

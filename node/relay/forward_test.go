@@ -210,15 +210,16 @@ func (c *arriving) Workers() []fsm.Worker {
 // whose report never comes fails the request with no_worker once
 // ArriveWait is over, and a request whose context ends stops waiting.
 func TestForwardWaitsForAnArrivingWorker(t *testing.T) {
-	const wait = 2 * time.Second
-	setup := func(t *testing.T) (*testWorker, *arriving, *router.Router, *relay.Relay) {
+	setup := func(t *testing.T, wait time.Duration) (*testWorker, *arriving, *router.Router, *relay.Relay) {
 		w := newWorker(t, "a", 0, 0)
 		c := &arriving{cluster: &cluster{workers: map[string]*testWorker{"a": w}}, written: time.Now()}
 		r := router.New(router.Config{LocalID: "n1", LocalName: "one", LiveFor: time.Minute, View: c, Intn: func(int) int { return 0 }})
 		return w, c, r, relay.New(relay.Config{Router: r, Caller: c, ArriveWait: wait})
 	}
 	t.Run("report comes", func(t *testing.T) {
-		_, c, r, rl := setup(t)
+		// The report comes after 100 ms; the bound leaves a loaded
+		// machine room.
+		_, c, r, rl := setup(t, 5*time.Second)
 		require.True(t, r.Arriving(router.Filter{Model: "m"}))
 		time.AfterFunc(100*time.Millisecond, c.report)
 		text, _, _, err := forward(t, rl)
@@ -226,7 +227,8 @@ func TestForwardWaitsForAnArrivingWorker(t *testing.T) {
 		require.Equal(t, strings.Join(words, ""), text)
 	})
 	t.Run("report never comes", func(t *testing.T) {
-		w, _, _, rl := setup(t)
+		const wait = 300 * time.Millisecond
+		w, _, _, rl := setup(t, wait)
 		t0 := time.Now()
 		_, _, _, err := forward(t, rl)
 		require.ErrorIs(t, err, router.ErrNoWorker)
@@ -234,7 +236,7 @@ func TestForwardWaitsForAnArrivingWorker(t *testing.T) {
 		require.Empty(t, w.resumes, "the worker was never asked")
 	})
 	t.Run("context ends", func(t *testing.T) {
-		_, _, _, rl := setup(t)
+		_, _, _, rl := setup(t, 5*time.Second)
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(50*time.Millisecond, cancel)
 		_, err := rl.Pick(ctx, router.Filter{Model: "m"})

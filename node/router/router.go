@@ -159,7 +159,7 @@ func ModelMatches(have, want string) bool {
 // yet. It needs no leader.
 func (r *Router) Candidates(f Filter) []Target {
 	alive := r.cfg.View.AliveNodes()
-	live := r.live()
+	live := r.liveIn(r.cfg.View.Loads())
 	var out []Target
 	decided := map[string]bool{} // workers whose registry entry is past registration
 	for _, rw := range r.cfg.View.Workers() {
@@ -283,10 +283,8 @@ func (r *Router) Arriving(f Filter) bool {
 // up costs requests one window per this period at most.
 const forgetArriving = 10 * time.Minute
 
-// live are the workers reported ready or busy by a heartbeat younger
-// than LiveFor, by id.
-func (r *Router) live() map[string]WorkerLoad { return r.liveIn(r.cfg.View.Loads()) }
-
+// liveIn are the workers of loads reported ready or busy by a heartbeat
+// younger than LiveFor, by id.
 func (r *Router) liveIn(loads []WorkerLoad) map[string]WorkerLoad {
 	live := map[string]WorkerLoad{}
 	for _, w := range loads {
