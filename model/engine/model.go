@@ -28,8 +28,8 @@ type Options struct {
 	// the matrices of types with a multi-row kernel on this CPU (Q4_0,
 	// Q5_0, Q8_0 and Q4_K with AVX-512 VNNI; see quant.Matrix.Repack) are
 	// repacked at load, which is faster and gives bit-identical results,
-	// but for Q4_0, whose repacked kernel rounds once per block and row
-	// (results within float tolerance, the same greedy ids on the
+	// but for Q4_0 and Q4_K, whose repacked kernels round once per block
+	// and row (results within float tolerance, the same greedy ids on the
 	// fixtures); the option is for comparisons.
 	NoRepack bool
 	// RepackCache, when set, is a directory where the repacked weights
@@ -323,8 +323,8 @@ func (m *Model) matrix(name string, rows, cols int) (*quant.Matrix, error) {
 // quant can (Matrix.RepackInto) and releases the mapped file pages of each
 // one repacked, so the weights are resident once (as the copy), not twice.
 // A tensor shard's row slices are repacked too (rowSlice), so that its
-// rows give the whole model's results, also for Q4_0, whose repacked
-// kernel has a float contract of its own; releasing a slice releases its
+// rows give the whole model's results, also for Q4_0 and Q4_K, whose
+// repacked kernels have float contracts of their own; releasing a slice releases its
 // whole tensor's pages. A tied output is the token embedding: MatMul reads
 // the copy, lookups read Data, so only the looked-up rows' pages come back
 // from the file.

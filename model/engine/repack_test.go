@@ -16,8 +16,8 @@ import (
 const stories260KQ4_0 = "../../testdata/gguf/stories260K-quant/stories260K-Q4_0.gguf"
 
 // TestRepackedMatchesFileLayout: a Q4_0, Q5_0, Q8_0 or Q4_K model loaded with repacking (the
-// default) gives the same logits, bit for bit (Q4_0: within float
-// tolerance, its repacked kernel's contract being its own), and the same
+// default) gives the same logits, bit for bit (Q4_0 and Q4_K: within
+// float tolerance, their repacked kernels' contracts being their own), and the same
 // greedy ids as the same model loaded with NoRepack, for a prompt
 // evaluated as one batch and token by token; and each gives the same
 // logits, bit for bit, for the batch and token by token.
@@ -60,14 +60,15 @@ func TestRepackedMatchesFileLayout(t *testing.T) {
 			}
 			return append([]float32(nil), l...)
 		}
-		q40 := packed.layers[0].wq.Type == quant.Q4_0 && packed.layers[0].wq.Repacked()
+		wq := packed.layers[0].wq
+		own := (wq.Type == quant.Q4_0 || wq.Type == quant.Q4_K) && wq.Repacked()
 		for name, f := range map[string]func(*Model) []float32{"batch": batch, "single": single} {
 			a, b := f(packed), f(plain)
 			require.Len(t, a, len(b))
 			for i := range a {
-				if q40 {
-					// Q4_0's repacked kernel has a float contract of its
-					// own: one FMA per block and row.
+				if own {
+					// Q4_0's and Q4_K's repacked kernels have float
+					// contracts of their own: one FMA per block and row.
 					require.InDelta(t, b[i], a[i], 1e-3*(1+math.Abs(float64(b[i]))), "%s %s logit %d", path, name, i)
 					continue
 				}

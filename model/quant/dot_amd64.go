@@ -188,7 +188,7 @@ func useSIMD(on bool) bool {
 			gemmR16Kernels[Q4_0] = gemmQ4_0R16VNNI
 			gemmR8Kernels[Q8_0] = gemmQ8_0R8VNNI
 			gemmR8Kernels[Q5_0] = gemmQ5_0R8VNNI
-			gemmR8Kernels[Q4_K] = gemmQ4KR8VNNI
+			gemmR16Kernels[Q4_K] = gemmQ4KR16VNNI
 			quantQ8KBlock = quantQ8KSIMD
 			quantQ8_0Block, quantQ8_0SumsBlock = quantQ8_0SIMD, quantQ8_0SumsSIMD
 		}
@@ -474,37 +474,44 @@ func r8Gemm(passes [4]r8Pass, groupB, xBlockB int) gemmR8Func {
 	}
 }
 
-// gemmQ8_0R8VNNI, gemmQ5_0R8VNNI and gemmQ4KR8VNNI run the repacked
-// kernels.
+// gemmQ8_0R8VNNI and gemmQ5_0R8VNNI run the repacked eight-row kernels.
 var (
 	gemmQ8_0R8VNNI = r8Gemm([4]r8Pass{gemmQ8_0R8x1VNNI, nil, nil, gemmQ8_0R8x4VNNI}, q80GroupBytes, 34)
 	gemmQ5_0R8VNNI = r8Gemm([4]r8Pass{gemmQ5_0R8x1VNNI, nil, nil, gemmQ5_0R8x4VNNI}, q50GroupBytes, 34)
-	gemmQ4KR8VNNI  = r8Gemm([4]r8Pass{gemmQ4KR8x1VNNI, gemmQ4KR8x2VNNI, gemmQ4KR8x3VNNI, gemmQ4KR8x4VNNI}, q4kGroupBytes, 292)
 )
 
-// r16Pass is an assembly pass of the repacked Q4_0 kernel: sixteen rows
-// (two groups of nb block groups, alternating: see gemmR16Func) times a fixed
+// r16Pass is an assembly pass of a sixteen-row kernel: sixteen rows (two
+// groups of nb block groups, alternating: see gemmR16Func) times a fixed
 // number of vectors at x, x+xstride, ... into out[16*a+r].
 type r16Pass func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
 
-var q40r16Passes = [4]r16Pass{gemmQ4_0R16x1VNNI, gemmQ4_0R16x2VNNI, gemmQ4_0R16x3VNNI, gemmQ4_0R16x4VNNI}
-
-// gemmQ4_0R16VNNI runs the repacked Q4_0 kernel (see gemmR16Func), four
-// vectors per pass at most, bounds-checking the slices first.
-func gemmQ4_0R16VNNI(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32) {
-	if nb == 0 || na == 0 {
-		clear(out[:2*RowGroup*na])
-		return
-	}
-	_ = w[nb*(q40GroupBytes+gstride)-1]
-	_ = x[(na-1)*xstride+nb*q8sBlockBytes-1]
-	_ = out[2*RowGroup*na-1]
-	for a := 0; a < na; {
-		k := min(len(q40r16Passes), na-a)
-		q40r16Passes[k-1](nb, &w[0], gstride, &x[a*xstride], xstride, &out[2*RowGroup*a])
-		a += k
+// r16Gemm makes a gemmR16Func of passes (passes[k-1] takes k vectors)
+// over groups of groupB bytes per block column and activation blocks of
+// xBlockB bytes: it bounds-checks the slices, then runs the widest passes
+// that fit.
+func r16Gemm(passes []r16Pass, groupB, xBlockB int) gemmR16Func {
+	return func(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32) {
+		if nb == 0 || na == 0 {
+			clear(out[:2*RowGroup*na])
+			return
+		}
+		_ = w[nb*(groupB+gstride)-1]
+		_ = x[(na-1)*xstride+nb*xBlockB-1]
+		_ = out[2*RowGroup*na-1]
+		for a := 0; a < na; {
+			k := min(len(passes), na-a)
+			passes[k-1](nb, &w[0], gstride, &x[a*xstride], xstride, &out[2*RowGroup*a])
+			a += k
+		}
 	}
 }
+
+// gemmQ4_0R16VNNI and gemmQ4KR16VNNI run the repacked sixteen-row kernels.
+var (
+	gemmQ4_0R16VNNI = r16Gemm([]r16Pass{gemmQ4_0R16x1VNNI, gemmQ4_0R16x2VNNI, gemmQ4_0R16x3VNNI, gemmQ4_0R16x4VNNI}, q40GroupBytes, q8sBlockBytes)
+	gemmQ4KR16VNNI  = r16Gemm([]r16Pass{gemmQ4KR16x1VNNI, gemmQ4KR16x2VNNI, gemmQ4KR16x3VNNI, gemmQ4KR16x4VNNI,
+		gemmQ4KR16x5VNNI, gemmQ4KR16x6VNNI, gemmQ4KR16x7VNNI, gemmQ4KR16x8VNNI}, q4kGroupBytes, 292)
+)
 
 // quantQ8_0SIMD and quantQ8_0SumsSIMD quantise one Q8_0 block with
 // AVX-512 (see quantQ8_0Block).

@@ -264,393 +264,281 @@ DATA vnnib03<>+56(SB)/4, $0x03030303
 DATA vnnib03<>+60(SB)/4, $0x03030303
 GLOBL vnnib03<>(SB), RODATA|NOPTR, $64
 
-DATA vnnik4r8shuf<>+0(SB)/1, $0x00
-DATA vnnik4r8shuf<>+1(SB)/1, $0x00
-DATA vnnik4r8shuf<>+2(SB)/1, $0x00
-DATA vnnik4r8shuf<>+3(SB)/1, $0x00
-DATA vnnik4r8shuf<>+4(SB)/1, $0x00
-DATA vnnik4r8shuf<>+5(SB)/1, $0x00
-DATA vnnik4r8shuf<>+6(SB)/1, $0x00
-DATA vnnik4r8shuf<>+7(SB)/1, $0x00
-DATA vnnik4r8shuf<>+8(SB)/1, $0x00
-DATA vnnik4r8shuf<>+9(SB)/1, $0x00
-DATA vnnik4r8shuf<>+10(SB)/1, $0x00
-DATA vnnik4r8shuf<>+11(SB)/1, $0x00
-DATA vnnik4r8shuf<>+12(SB)/1, $0x00
-DATA vnnik4r8shuf<>+13(SB)/1, $0x00
-DATA vnnik4r8shuf<>+14(SB)/1, $0x00
-DATA vnnik4r8shuf<>+15(SB)/1, $0x00
-DATA vnnik4r8shuf<>+16(SB)/1, $0x01
-DATA vnnik4r8shuf<>+17(SB)/1, $0x01
-DATA vnnik4r8shuf<>+18(SB)/1, $0x01
-DATA vnnik4r8shuf<>+19(SB)/1, $0x01
-DATA vnnik4r8shuf<>+20(SB)/1, $0x01
-DATA vnnik4r8shuf<>+21(SB)/1, $0x01
-DATA vnnik4r8shuf<>+22(SB)/1, $0x01
-DATA vnnik4r8shuf<>+23(SB)/1, $0x01
-DATA vnnik4r8shuf<>+24(SB)/1, $0x01
-DATA vnnik4r8shuf<>+25(SB)/1, $0x01
-DATA vnnik4r8shuf<>+26(SB)/1, $0x01
-DATA vnnik4r8shuf<>+27(SB)/1, $0x01
-DATA vnnik4r8shuf<>+28(SB)/1, $0x01
-DATA vnnik4r8shuf<>+29(SB)/1, $0x01
-DATA vnnik4r8shuf<>+30(SB)/1, $0x01
-DATA vnnik4r8shuf<>+31(SB)/1, $0x01
-DATA vnnik4r8shuf<>+32(SB)/1, $0x02
-DATA vnnik4r8shuf<>+33(SB)/1, $0x02
-DATA vnnik4r8shuf<>+34(SB)/1, $0x02
-DATA vnnik4r8shuf<>+35(SB)/1, $0x02
-DATA vnnik4r8shuf<>+36(SB)/1, $0x02
-DATA vnnik4r8shuf<>+37(SB)/1, $0x02
-DATA vnnik4r8shuf<>+38(SB)/1, $0x02
-DATA vnnik4r8shuf<>+39(SB)/1, $0x02
-DATA vnnik4r8shuf<>+40(SB)/1, $0x02
-DATA vnnik4r8shuf<>+41(SB)/1, $0x02
-DATA vnnik4r8shuf<>+42(SB)/1, $0x02
-DATA vnnik4r8shuf<>+43(SB)/1, $0x02
-DATA vnnik4r8shuf<>+44(SB)/1, $0x02
-DATA vnnik4r8shuf<>+45(SB)/1, $0x02
-DATA vnnik4r8shuf<>+46(SB)/1, $0x02
-DATA vnnik4r8shuf<>+47(SB)/1, $0x02
-DATA vnnik4r8shuf<>+48(SB)/1, $0x03
-DATA vnnik4r8shuf<>+49(SB)/1, $0x03
-DATA vnnik4r8shuf<>+50(SB)/1, $0x03
-DATA vnnik4r8shuf<>+51(SB)/1, $0x03
-DATA vnnik4r8shuf<>+52(SB)/1, $0x03
-DATA vnnik4r8shuf<>+53(SB)/1, $0x03
-DATA vnnik4r8shuf<>+54(SB)/1, $0x03
-DATA vnnik4r8shuf<>+55(SB)/1, $0x03
-DATA vnnik4r8shuf<>+56(SB)/1, $0x03
-DATA vnnik4r8shuf<>+57(SB)/1, $0x03
-DATA vnnik4r8shuf<>+58(SB)/1, $0x03
-DATA vnnik4r8shuf<>+59(SB)/1, $0x03
-DATA vnnik4r8shuf<>+60(SB)/1, $0x03
-DATA vnnik4r8shuf<>+61(SB)/1, $0x03
-DATA vnnik4r8shuf<>+62(SB)/1, $0x03
-DATA vnnik4r8shuf<>+63(SB)/1, $0x03
-DATA vnnik4r8shuf<>+64(SB)/1, $0x04
-DATA vnnik4r8shuf<>+65(SB)/1, $0x04
-DATA vnnik4r8shuf<>+66(SB)/1, $0x04
-DATA vnnik4r8shuf<>+67(SB)/1, $0x04
-DATA vnnik4r8shuf<>+68(SB)/1, $0x04
-DATA vnnik4r8shuf<>+69(SB)/1, $0x04
-DATA vnnik4r8shuf<>+70(SB)/1, $0x04
-DATA vnnik4r8shuf<>+71(SB)/1, $0x04
-DATA vnnik4r8shuf<>+72(SB)/1, $0x04
-DATA vnnik4r8shuf<>+73(SB)/1, $0x04
-DATA vnnik4r8shuf<>+74(SB)/1, $0x04
-DATA vnnik4r8shuf<>+75(SB)/1, $0x04
-DATA vnnik4r8shuf<>+76(SB)/1, $0x04
-DATA vnnik4r8shuf<>+77(SB)/1, $0x04
-DATA vnnik4r8shuf<>+78(SB)/1, $0x04
-DATA vnnik4r8shuf<>+79(SB)/1, $0x04
-DATA vnnik4r8shuf<>+80(SB)/1, $0x05
-DATA vnnik4r8shuf<>+81(SB)/1, $0x05
-DATA vnnik4r8shuf<>+82(SB)/1, $0x05
-DATA vnnik4r8shuf<>+83(SB)/1, $0x05
-DATA vnnik4r8shuf<>+84(SB)/1, $0x05
-DATA vnnik4r8shuf<>+85(SB)/1, $0x05
-DATA vnnik4r8shuf<>+86(SB)/1, $0x05
-DATA vnnik4r8shuf<>+87(SB)/1, $0x05
-DATA vnnik4r8shuf<>+88(SB)/1, $0x05
-DATA vnnik4r8shuf<>+89(SB)/1, $0x05
-DATA vnnik4r8shuf<>+90(SB)/1, $0x05
-DATA vnnik4r8shuf<>+91(SB)/1, $0x05
-DATA vnnik4r8shuf<>+92(SB)/1, $0x05
-DATA vnnik4r8shuf<>+93(SB)/1, $0x05
-DATA vnnik4r8shuf<>+94(SB)/1, $0x05
-DATA vnnik4r8shuf<>+95(SB)/1, $0x05
-DATA vnnik4r8shuf<>+96(SB)/1, $0x06
-DATA vnnik4r8shuf<>+97(SB)/1, $0x06
-DATA vnnik4r8shuf<>+98(SB)/1, $0x06
-DATA vnnik4r8shuf<>+99(SB)/1, $0x06
-DATA vnnik4r8shuf<>+100(SB)/1, $0x06
-DATA vnnik4r8shuf<>+101(SB)/1, $0x06
-DATA vnnik4r8shuf<>+102(SB)/1, $0x06
-DATA vnnik4r8shuf<>+103(SB)/1, $0x06
-DATA vnnik4r8shuf<>+104(SB)/1, $0x06
-DATA vnnik4r8shuf<>+105(SB)/1, $0x06
-DATA vnnik4r8shuf<>+106(SB)/1, $0x06
-DATA vnnik4r8shuf<>+107(SB)/1, $0x06
-DATA vnnik4r8shuf<>+108(SB)/1, $0x06
-DATA vnnik4r8shuf<>+109(SB)/1, $0x06
-DATA vnnik4r8shuf<>+110(SB)/1, $0x06
-DATA vnnik4r8shuf<>+111(SB)/1, $0x06
-DATA vnnik4r8shuf<>+112(SB)/1, $0x07
-DATA vnnik4r8shuf<>+113(SB)/1, $0x07
-DATA vnnik4r8shuf<>+114(SB)/1, $0x07
-DATA vnnik4r8shuf<>+115(SB)/1, $0x07
-DATA vnnik4r8shuf<>+116(SB)/1, $0x07
-DATA vnnik4r8shuf<>+117(SB)/1, $0x07
-DATA vnnik4r8shuf<>+118(SB)/1, $0x07
-DATA vnnik4r8shuf<>+119(SB)/1, $0x07
-DATA vnnik4r8shuf<>+120(SB)/1, $0x07
-DATA vnnik4r8shuf<>+121(SB)/1, $0x07
-DATA vnnik4r8shuf<>+122(SB)/1, $0x07
-DATA vnnik4r8shuf<>+123(SB)/1, $0x07
-DATA vnnik4r8shuf<>+124(SB)/1, $0x07
-DATA vnnik4r8shuf<>+125(SB)/1, $0x07
-DATA vnnik4r8shuf<>+126(SB)/1, $0x07
-DATA vnnik4r8shuf<>+127(SB)/1, $0x07
-GLOBL vnnik4r8shuf<>(SB), RODATA|NOPTR, $128
+DATA vnnibff<>+0(SB)/4, $0x000000ff
+DATA vnnibff<>+4(SB)/4, $0x000000ff
+DATA vnnibff<>+8(SB)/4, $0x000000ff
+DATA vnnibff<>+12(SB)/4, $0x000000ff
+DATA vnnibff<>+16(SB)/4, $0x000000ff
+DATA vnnibff<>+20(SB)/4, $0x000000ff
+DATA vnnibff<>+24(SB)/4, $0x000000ff
+DATA vnnibff<>+28(SB)/4, $0x000000ff
+DATA vnnibff<>+32(SB)/4, $0x000000ff
+DATA vnnibff<>+36(SB)/4, $0x000000ff
+DATA vnnibff<>+40(SB)/4, $0x000000ff
+DATA vnnibff<>+44(SB)/4, $0x000000ff
+DATA vnnibff<>+48(SB)/4, $0x000000ff
+DATA vnnibff<>+52(SB)/4, $0x000000ff
+DATA vnnibff<>+56(SB)/4, $0x000000ff
+DATA vnnibff<>+60(SB)/4, $0x000000ff
+GLOBL vnnibff<>(SB), RODATA|NOPTR, $64
 
-DATA vnnik4r8didx<>+0(SB)/2, $0x0000
-DATA vnnik4r8didx<>+2(SB)/2, $0x0000
-DATA vnnik4r8didx<>+4(SB)/2, $0x0000
-DATA vnnik4r8didx<>+6(SB)/2, $0x0000
-DATA vnnik4r8didx<>+8(SB)/2, $0x0000
-DATA vnnik4r8didx<>+10(SB)/2, $0x0000
-DATA vnnik4r8didx<>+12(SB)/2, $0x0000
-DATA vnnik4r8didx<>+14(SB)/2, $0x0000
-DATA vnnik4r8didx<>+16(SB)/2, $0x0001
-DATA vnnik4r8didx<>+18(SB)/2, $0x0001
-DATA vnnik4r8didx<>+20(SB)/2, $0x0001
-DATA vnnik4r8didx<>+22(SB)/2, $0x0001
-DATA vnnik4r8didx<>+24(SB)/2, $0x0001
-DATA vnnik4r8didx<>+26(SB)/2, $0x0001
-DATA vnnik4r8didx<>+28(SB)/2, $0x0001
-DATA vnnik4r8didx<>+30(SB)/2, $0x0001
-DATA vnnik4r8didx<>+32(SB)/2, $0x0000
-DATA vnnik4r8didx<>+34(SB)/2, $0x0000
-DATA vnnik4r8didx<>+36(SB)/2, $0x0000
-DATA vnnik4r8didx<>+38(SB)/2, $0x0000
-DATA vnnik4r8didx<>+40(SB)/2, $0x0000
-DATA vnnik4r8didx<>+42(SB)/2, $0x0000
-DATA vnnik4r8didx<>+44(SB)/2, $0x0000
-DATA vnnik4r8didx<>+46(SB)/2, $0x0000
-DATA vnnik4r8didx<>+48(SB)/2, $0x0001
-DATA vnnik4r8didx<>+50(SB)/2, $0x0001
-DATA vnnik4r8didx<>+52(SB)/2, $0x0001
-DATA vnnik4r8didx<>+54(SB)/2, $0x0001
-DATA vnnik4r8didx<>+56(SB)/2, $0x0001
-DATA vnnik4r8didx<>+58(SB)/2, $0x0001
-DATA vnnik4r8didx<>+60(SB)/2, $0x0001
-DATA vnnik4r8didx<>+62(SB)/2, $0x0001
-DATA vnnik4r8didx<>+64(SB)/2, $0x0008
-DATA vnnik4r8didx<>+66(SB)/2, $0x0008
-DATA vnnik4r8didx<>+68(SB)/2, $0x0008
-DATA vnnik4r8didx<>+70(SB)/2, $0x0008
-DATA vnnik4r8didx<>+72(SB)/2, $0x0008
-DATA vnnik4r8didx<>+74(SB)/2, $0x0008
-DATA vnnik4r8didx<>+76(SB)/2, $0x0008
-DATA vnnik4r8didx<>+78(SB)/2, $0x0008
-DATA vnnik4r8didx<>+80(SB)/2, $0x0009
-DATA vnnik4r8didx<>+82(SB)/2, $0x0009
-DATA vnnik4r8didx<>+84(SB)/2, $0x0009
-DATA vnnik4r8didx<>+86(SB)/2, $0x0009
-DATA vnnik4r8didx<>+88(SB)/2, $0x0009
-DATA vnnik4r8didx<>+90(SB)/2, $0x0009
-DATA vnnik4r8didx<>+92(SB)/2, $0x0009
-DATA vnnik4r8didx<>+94(SB)/2, $0x0009
-DATA vnnik4r8didx<>+96(SB)/2, $0x0008
-DATA vnnik4r8didx<>+98(SB)/2, $0x0008
-DATA vnnik4r8didx<>+100(SB)/2, $0x0008
-DATA vnnik4r8didx<>+102(SB)/2, $0x0008
-DATA vnnik4r8didx<>+104(SB)/2, $0x0008
-DATA vnnik4r8didx<>+106(SB)/2, $0x0008
-DATA vnnik4r8didx<>+108(SB)/2, $0x0008
-DATA vnnik4r8didx<>+110(SB)/2, $0x0008
-DATA vnnik4r8didx<>+112(SB)/2, $0x0009
-DATA vnnik4r8didx<>+114(SB)/2, $0x0009
-DATA vnnik4r8didx<>+116(SB)/2, $0x0009
-DATA vnnik4r8didx<>+118(SB)/2, $0x0009
-DATA vnnik4r8didx<>+120(SB)/2, $0x0009
-DATA vnnik4r8didx<>+122(SB)/2, $0x0009
-DATA vnnik4r8didx<>+124(SB)/2, $0x0009
-DATA vnnik4r8didx<>+126(SB)/2, $0x0009
-DATA vnnik4r8didx<>+128(SB)/2, $0x0002
-DATA vnnik4r8didx<>+130(SB)/2, $0x0002
-DATA vnnik4r8didx<>+132(SB)/2, $0x0002
-DATA vnnik4r8didx<>+134(SB)/2, $0x0002
-DATA vnnik4r8didx<>+136(SB)/2, $0x0002
-DATA vnnik4r8didx<>+138(SB)/2, $0x0002
-DATA vnnik4r8didx<>+140(SB)/2, $0x0002
-DATA vnnik4r8didx<>+142(SB)/2, $0x0002
-DATA vnnik4r8didx<>+144(SB)/2, $0x0003
-DATA vnnik4r8didx<>+146(SB)/2, $0x0003
-DATA vnnik4r8didx<>+148(SB)/2, $0x0003
-DATA vnnik4r8didx<>+150(SB)/2, $0x0003
-DATA vnnik4r8didx<>+152(SB)/2, $0x0003
-DATA vnnik4r8didx<>+154(SB)/2, $0x0003
-DATA vnnik4r8didx<>+156(SB)/2, $0x0003
-DATA vnnik4r8didx<>+158(SB)/2, $0x0003
-DATA vnnik4r8didx<>+160(SB)/2, $0x0002
-DATA vnnik4r8didx<>+162(SB)/2, $0x0002
-DATA vnnik4r8didx<>+164(SB)/2, $0x0002
-DATA vnnik4r8didx<>+166(SB)/2, $0x0002
-DATA vnnik4r8didx<>+168(SB)/2, $0x0002
-DATA vnnik4r8didx<>+170(SB)/2, $0x0002
-DATA vnnik4r8didx<>+172(SB)/2, $0x0002
-DATA vnnik4r8didx<>+174(SB)/2, $0x0002
-DATA vnnik4r8didx<>+176(SB)/2, $0x0003
-DATA vnnik4r8didx<>+178(SB)/2, $0x0003
-DATA vnnik4r8didx<>+180(SB)/2, $0x0003
-DATA vnnik4r8didx<>+182(SB)/2, $0x0003
-DATA vnnik4r8didx<>+184(SB)/2, $0x0003
-DATA vnnik4r8didx<>+186(SB)/2, $0x0003
-DATA vnnik4r8didx<>+188(SB)/2, $0x0003
-DATA vnnik4r8didx<>+190(SB)/2, $0x0003
-DATA vnnik4r8didx<>+192(SB)/2, $0x000a
-DATA vnnik4r8didx<>+194(SB)/2, $0x000a
-DATA vnnik4r8didx<>+196(SB)/2, $0x000a
-DATA vnnik4r8didx<>+198(SB)/2, $0x000a
-DATA vnnik4r8didx<>+200(SB)/2, $0x000a
-DATA vnnik4r8didx<>+202(SB)/2, $0x000a
-DATA vnnik4r8didx<>+204(SB)/2, $0x000a
-DATA vnnik4r8didx<>+206(SB)/2, $0x000a
-DATA vnnik4r8didx<>+208(SB)/2, $0x000b
-DATA vnnik4r8didx<>+210(SB)/2, $0x000b
-DATA vnnik4r8didx<>+212(SB)/2, $0x000b
-DATA vnnik4r8didx<>+214(SB)/2, $0x000b
-DATA vnnik4r8didx<>+216(SB)/2, $0x000b
-DATA vnnik4r8didx<>+218(SB)/2, $0x000b
-DATA vnnik4r8didx<>+220(SB)/2, $0x000b
-DATA vnnik4r8didx<>+222(SB)/2, $0x000b
-DATA vnnik4r8didx<>+224(SB)/2, $0x000a
-DATA vnnik4r8didx<>+226(SB)/2, $0x000a
-DATA vnnik4r8didx<>+228(SB)/2, $0x000a
-DATA vnnik4r8didx<>+230(SB)/2, $0x000a
-DATA vnnik4r8didx<>+232(SB)/2, $0x000a
-DATA vnnik4r8didx<>+234(SB)/2, $0x000a
-DATA vnnik4r8didx<>+236(SB)/2, $0x000a
-DATA vnnik4r8didx<>+238(SB)/2, $0x000a
-DATA vnnik4r8didx<>+240(SB)/2, $0x000b
-DATA vnnik4r8didx<>+242(SB)/2, $0x000b
-DATA vnnik4r8didx<>+244(SB)/2, $0x000b
-DATA vnnik4r8didx<>+246(SB)/2, $0x000b
-DATA vnnik4r8didx<>+248(SB)/2, $0x000b
-DATA vnnik4r8didx<>+250(SB)/2, $0x000b
-DATA vnnik4r8didx<>+252(SB)/2, $0x000b
-DATA vnnik4r8didx<>+254(SB)/2, $0x000b
-DATA vnnik4r8didx<>+256(SB)/2, $0x0004
-DATA vnnik4r8didx<>+258(SB)/2, $0x0004
-DATA vnnik4r8didx<>+260(SB)/2, $0x0004
-DATA vnnik4r8didx<>+262(SB)/2, $0x0004
-DATA vnnik4r8didx<>+264(SB)/2, $0x0004
-DATA vnnik4r8didx<>+266(SB)/2, $0x0004
-DATA vnnik4r8didx<>+268(SB)/2, $0x0004
-DATA vnnik4r8didx<>+270(SB)/2, $0x0004
-DATA vnnik4r8didx<>+272(SB)/2, $0x0005
-DATA vnnik4r8didx<>+274(SB)/2, $0x0005
-DATA vnnik4r8didx<>+276(SB)/2, $0x0005
-DATA vnnik4r8didx<>+278(SB)/2, $0x0005
-DATA vnnik4r8didx<>+280(SB)/2, $0x0005
-DATA vnnik4r8didx<>+282(SB)/2, $0x0005
-DATA vnnik4r8didx<>+284(SB)/2, $0x0005
-DATA vnnik4r8didx<>+286(SB)/2, $0x0005
-DATA vnnik4r8didx<>+288(SB)/2, $0x0004
-DATA vnnik4r8didx<>+290(SB)/2, $0x0004
-DATA vnnik4r8didx<>+292(SB)/2, $0x0004
-DATA vnnik4r8didx<>+294(SB)/2, $0x0004
-DATA vnnik4r8didx<>+296(SB)/2, $0x0004
-DATA vnnik4r8didx<>+298(SB)/2, $0x0004
-DATA vnnik4r8didx<>+300(SB)/2, $0x0004
-DATA vnnik4r8didx<>+302(SB)/2, $0x0004
-DATA vnnik4r8didx<>+304(SB)/2, $0x0005
-DATA vnnik4r8didx<>+306(SB)/2, $0x0005
-DATA vnnik4r8didx<>+308(SB)/2, $0x0005
-DATA vnnik4r8didx<>+310(SB)/2, $0x0005
-DATA vnnik4r8didx<>+312(SB)/2, $0x0005
-DATA vnnik4r8didx<>+314(SB)/2, $0x0005
-DATA vnnik4r8didx<>+316(SB)/2, $0x0005
-DATA vnnik4r8didx<>+318(SB)/2, $0x0005
-DATA vnnik4r8didx<>+320(SB)/2, $0x000c
-DATA vnnik4r8didx<>+322(SB)/2, $0x000c
-DATA vnnik4r8didx<>+324(SB)/2, $0x000c
-DATA vnnik4r8didx<>+326(SB)/2, $0x000c
-DATA vnnik4r8didx<>+328(SB)/2, $0x000c
-DATA vnnik4r8didx<>+330(SB)/2, $0x000c
-DATA vnnik4r8didx<>+332(SB)/2, $0x000c
-DATA vnnik4r8didx<>+334(SB)/2, $0x000c
-DATA vnnik4r8didx<>+336(SB)/2, $0x000d
-DATA vnnik4r8didx<>+338(SB)/2, $0x000d
-DATA vnnik4r8didx<>+340(SB)/2, $0x000d
-DATA vnnik4r8didx<>+342(SB)/2, $0x000d
-DATA vnnik4r8didx<>+344(SB)/2, $0x000d
-DATA vnnik4r8didx<>+346(SB)/2, $0x000d
-DATA vnnik4r8didx<>+348(SB)/2, $0x000d
-DATA vnnik4r8didx<>+350(SB)/2, $0x000d
-DATA vnnik4r8didx<>+352(SB)/2, $0x000c
-DATA vnnik4r8didx<>+354(SB)/2, $0x000c
-DATA vnnik4r8didx<>+356(SB)/2, $0x000c
-DATA vnnik4r8didx<>+358(SB)/2, $0x000c
-DATA vnnik4r8didx<>+360(SB)/2, $0x000c
-DATA vnnik4r8didx<>+362(SB)/2, $0x000c
-DATA vnnik4r8didx<>+364(SB)/2, $0x000c
-DATA vnnik4r8didx<>+366(SB)/2, $0x000c
-DATA vnnik4r8didx<>+368(SB)/2, $0x000d
-DATA vnnik4r8didx<>+370(SB)/2, $0x000d
-DATA vnnik4r8didx<>+372(SB)/2, $0x000d
-DATA vnnik4r8didx<>+374(SB)/2, $0x000d
-DATA vnnik4r8didx<>+376(SB)/2, $0x000d
-DATA vnnik4r8didx<>+378(SB)/2, $0x000d
-DATA vnnik4r8didx<>+380(SB)/2, $0x000d
-DATA vnnik4r8didx<>+382(SB)/2, $0x000d
-DATA vnnik4r8didx<>+384(SB)/2, $0x0006
-DATA vnnik4r8didx<>+386(SB)/2, $0x0006
-DATA vnnik4r8didx<>+388(SB)/2, $0x0006
-DATA vnnik4r8didx<>+390(SB)/2, $0x0006
-DATA vnnik4r8didx<>+392(SB)/2, $0x0006
-DATA vnnik4r8didx<>+394(SB)/2, $0x0006
-DATA vnnik4r8didx<>+396(SB)/2, $0x0006
-DATA vnnik4r8didx<>+398(SB)/2, $0x0006
-DATA vnnik4r8didx<>+400(SB)/2, $0x0007
-DATA vnnik4r8didx<>+402(SB)/2, $0x0007
-DATA vnnik4r8didx<>+404(SB)/2, $0x0007
-DATA vnnik4r8didx<>+406(SB)/2, $0x0007
-DATA vnnik4r8didx<>+408(SB)/2, $0x0007
-DATA vnnik4r8didx<>+410(SB)/2, $0x0007
-DATA vnnik4r8didx<>+412(SB)/2, $0x0007
-DATA vnnik4r8didx<>+414(SB)/2, $0x0007
-DATA vnnik4r8didx<>+416(SB)/2, $0x0006
-DATA vnnik4r8didx<>+418(SB)/2, $0x0006
-DATA vnnik4r8didx<>+420(SB)/2, $0x0006
-DATA vnnik4r8didx<>+422(SB)/2, $0x0006
-DATA vnnik4r8didx<>+424(SB)/2, $0x0006
-DATA vnnik4r8didx<>+426(SB)/2, $0x0006
-DATA vnnik4r8didx<>+428(SB)/2, $0x0006
-DATA vnnik4r8didx<>+430(SB)/2, $0x0006
-DATA vnnik4r8didx<>+432(SB)/2, $0x0007
-DATA vnnik4r8didx<>+434(SB)/2, $0x0007
-DATA vnnik4r8didx<>+436(SB)/2, $0x0007
-DATA vnnik4r8didx<>+438(SB)/2, $0x0007
-DATA vnnik4r8didx<>+440(SB)/2, $0x0007
-DATA vnnik4r8didx<>+442(SB)/2, $0x0007
-DATA vnnik4r8didx<>+444(SB)/2, $0x0007
-DATA vnnik4r8didx<>+446(SB)/2, $0x0007
-DATA vnnik4r8didx<>+448(SB)/2, $0x000e
-DATA vnnik4r8didx<>+450(SB)/2, $0x000e
-DATA vnnik4r8didx<>+452(SB)/2, $0x000e
-DATA vnnik4r8didx<>+454(SB)/2, $0x000e
-DATA vnnik4r8didx<>+456(SB)/2, $0x000e
-DATA vnnik4r8didx<>+458(SB)/2, $0x000e
-DATA vnnik4r8didx<>+460(SB)/2, $0x000e
-DATA vnnik4r8didx<>+462(SB)/2, $0x000e
-DATA vnnik4r8didx<>+464(SB)/2, $0x000f
-DATA vnnik4r8didx<>+466(SB)/2, $0x000f
-DATA vnnik4r8didx<>+468(SB)/2, $0x000f
-DATA vnnik4r8didx<>+470(SB)/2, $0x000f
-DATA vnnik4r8didx<>+472(SB)/2, $0x000f
-DATA vnnik4r8didx<>+474(SB)/2, $0x000f
-DATA vnnik4r8didx<>+476(SB)/2, $0x000f
-DATA vnnik4r8didx<>+478(SB)/2, $0x000f
-DATA vnnik4r8didx<>+480(SB)/2, $0x000e
-DATA vnnik4r8didx<>+482(SB)/2, $0x000e
-DATA vnnik4r8didx<>+484(SB)/2, $0x000e
-DATA vnnik4r8didx<>+486(SB)/2, $0x000e
-DATA vnnik4r8didx<>+488(SB)/2, $0x000e
-DATA vnnik4r8didx<>+490(SB)/2, $0x000e
-DATA vnnik4r8didx<>+492(SB)/2, $0x000e
-DATA vnnik4r8didx<>+494(SB)/2, $0x000e
-DATA vnnik4r8didx<>+496(SB)/2, $0x000f
-DATA vnnik4r8didx<>+498(SB)/2, $0x000f
-DATA vnnik4r8didx<>+500(SB)/2, $0x000f
-DATA vnnik4r8didx<>+502(SB)/2, $0x000f
-DATA vnnik4r8didx<>+504(SB)/2, $0x000f
-DATA vnnik4r8didx<>+506(SB)/2, $0x000f
-DATA vnnik4r8didx<>+508(SB)/2, $0x000f
-DATA vnnik4r8didx<>+510(SB)/2, $0x000f
-GLOBL vnnik4r8didx<>(SB), RODATA|NOPTR, $512
+DATA vnnik4mshuf<>+0(SB)/1, $0x00
+DATA vnnik4mshuf<>+1(SB)/1, $0x80
+DATA vnnik4mshuf<>+2(SB)/1, $0x00
+DATA vnnik4mshuf<>+3(SB)/1, $0x80
+DATA vnnik4mshuf<>+4(SB)/1, $0x04
+DATA vnnik4mshuf<>+5(SB)/1, $0x80
+DATA vnnik4mshuf<>+6(SB)/1, $0x04
+DATA vnnik4mshuf<>+7(SB)/1, $0x80
+DATA vnnik4mshuf<>+8(SB)/1, $0x08
+DATA vnnik4mshuf<>+9(SB)/1, $0x80
+DATA vnnik4mshuf<>+10(SB)/1, $0x08
+DATA vnnik4mshuf<>+11(SB)/1, $0x80
+DATA vnnik4mshuf<>+12(SB)/1, $0x0c
+DATA vnnik4mshuf<>+13(SB)/1, $0x80
+DATA vnnik4mshuf<>+14(SB)/1, $0x0c
+DATA vnnik4mshuf<>+15(SB)/1, $0x80
+DATA vnnik4mshuf<>+16(SB)/1, $0x00
+DATA vnnik4mshuf<>+17(SB)/1, $0x80
+DATA vnnik4mshuf<>+18(SB)/1, $0x00
+DATA vnnik4mshuf<>+19(SB)/1, $0x80
+DATA vnnik4mshuf<>+20(SB)/1, $0x04
+DATA vnnik4mshuf<>+21(SB)/1, $0x80
+DATA vnnik4mshuf<>+22(SB)/1, $0x04
+DATA vnnik4mshuf<>+23(SB)/1, $0x80
+DATA vnnik4mshuf<>+24(SB)/1, $0x08
+DATA vnnik4mshuf<>+25(SB)/1, $0x80
+DATA vnnik4mshuf<>+26(SB)/1, $0x08
+DATA vnnik4mshuf<>+27(SB)/1, $0x80
+DATA vnnik4mshuf<>+28(SB)/1, $0x0c
+DATA vnnik4mshuf<>+29(SB)/1, $0x80
+DATA vnnik4mshuf<>+30(SB)/1, $0x0c
+DATA vnnik4mshuf<>+31(SB)/1, $0x80
+DATA vnnik4mshuf<>+32(SB)/1, $0x00
+DATA vnnik4mshuf<>+33(SB)/1, $0x80
+DATA vnnik4mshuf<>+34(SB)/1, $0x00
+DATA vnnik4mshuf<>+35(SB)/1, $0x80
+DATA vnnik4mshuf<>+36(SB)/1, $0x04
+DATA vnnik4mshuf<>+37(SB)/1, $0x80
+DATA vnnik4mshuf<>+38(SB)/1, $0x04
+DATA vnnik4mshuf<>+39(SB)/1, $0x80
+DATA vnnik4mshuf<>+40(SB)/1, $0x08
+DATA vnnik4mshuf<>+41(SB)/1, $0x80
+DATA vnnik4mshuf<>+42(SB)/1, $0x08
+DATA vnnik4mshuf<>+43(SB)/1, $0x80
+DATA vnnik4mshuf<>+44(SB)/1, $0x0c
+DATA vnnik4mshuf<>+45(SB)/1, $0x80
+DATA vnnik4mshuf<>+46(SB)/1, $0x0c
+DATA vnnik4mshuf<>+47(SB)/1, $0x80
+DATA vnnik4mshuf<>+48(SB)/1, $0x00
+DATA vnnik4mshuf<>+49(SB)/1, $0x80
+DATA vnnik4mshuf<>+50(SB)/1, $0x00
+DATA vnnik4mshuf<>+51(SB)/1, $0x80
+DATA vnnik4mshuf<>+52(SB)/1, $0x04
+DATA vnnik4mshuf<>+53(SB)/1, $0x80
+DATA vnnik4mshuf<>+54(SB)/1, $0x04
+DATA vnnik4mshuf<>+55(SB)/1, $0x80
+DATA vnnik4mshuf<>+56(SB)/1, $0x08
+DATA vnnik4mshuf<>+57(SB)/1, $0x80
+DATA vnnik4mshuf<>+58(SB)/1, $0x08
+DATA vnnik4mshuf<>+59(SB)/1, $0x80
+DATA vnnik4mshuf<>+60(SB)/1, $0x0c
+DATA vnnik4mshuf<>+61(SB)/1, $0x80
+DATA vnnik4mshuf<>+62(SB)/1, $0x0c
+DATA vnnik4mshuf<>+63(SB)/1, $0x80
+DATA vnnik4mshuf<>+64(SB)/1, $0x01
+DATA vnnik4mshuf<>+65(SB)/1, $0x80
+DATA vnnik4mshuf<>+66(SB)/1, $0x01
+DATA vnnik4mshuf<>+67(SB)/1, $0x80
+DATA vnnik4mshuf<>+68(SB)/1, $0x05
+DATA vnnik4mshuf<>+69(SB)/1, $0x80
+DATA vnnik4mshuf<>+70(SB)/1, $0x05
+DATA vnnik4mshuf<>+71(SB)/1, $0x80
+DATA vnnik4mshuf<>+72(SB)/1, $0x09
+DATA vnnik4mshuf<>+73(SB)/1, $0x80
+DATA vnnik4mshuf<>+74(SB)/1, $0x09
+DATA vnnik4mshuf<>+75(SB)/1, $0x80
+DATA vnnik4mshuf<>+76(SB)/1, $0x0d
+DATA vnnik4mshuf<>+77(SB)/1, $0x80
+DATA vnnik4mshuf<>+78(SB)/1, $0x0d
+DATA vnnik4mshuf<>+79(SB)/1, $0x80
+DATA vnnik4mshuf<>+80(SB)/1, $0x01
+DATA vnnik4mshuf<>+81(SB)/1, $0x80
+DATA vnnik4mshuf<>+82(SB)/1, $0x01
+DATA vnnik4mshuf<>+83(SB)/1, $0x80
+DATA vnnik4mshuf<>+84(SB)/1, $0x05
+DATA vnnik4mshuf<>+85(SB)/1, $0x80
+DATA vnnik4mshuf<>+86(SB)/1, $0x05
+DATA vnnik4mshuf<>+87(SB)/1, $0x80
+DATA vnnik4mshuf<>+88(SB)/1, $0x09
+DATA vnnik4mshuf<>+89(SB)/1, $0x80
+DATA vnnik4mshuf<>+90(SB)/1, $0x09
+DATA vnnik4mshuf<>+91(SB)/1, $0x80
+DATA vnnik4mshuf<>+92(SB)/1, $0x0d
+DATA vnnik4mshuf<>+93(SB)/1, $0x80
+DATA vnnik4mshuf<>+94(SB)/1, $0x0d
+DATA vnnik4mshuf<>+95(SB)/1, $0x80
+DATA vnnik4mshuf<>+96(SB)/1, $0x01
+DATA vnnik4mshuf<>+97(SB)/1, $0x80
+DATA vnnik4mshuf<>+98(SB)/1, $0x01
+DATA vnnik4mshuf<>+99(SB)/1, $0x80
+DATA vnnik4mshuf<>+100(SB)/1, $0x05
+DATA vnnik4mshuf<>+101(SB)/1, $0x80
+DATA vnnik4mshuf<>+102(SB)/1, $0x05
+DATA vnnik4mshuf<>+103(SB)/1, $0x80
+DATA vnnik4mshuf<>+104(SB)/1, $0x09
+DATA vnnik4mshuf<>+105(SB)/1, $0x80
+DATA vnnik4mshuf<>+106(SB)/1, $0x09
+DATA vnnik4mshuf<>+107(SB)/1, $0x80
+DATA vnnik4mshuf<>+108(SB)/1, $0x0d
+DATA vnnik4mshuf<>+109(SB)/1, $0x80
+DATA vnnik4mshuf<>+110(SB)/1, $0x0d
+DATA vnnik4mshuf<>+111(SB)/1, $0x80
+DATA vnnik4mshuf<>+112(SB)/1, $0x01
+DATA vnnik4mshuf<>+113(SB)/1, $0x80
+DATA vnnik4mshuf<>+114(SB)/1, $0x01
+DATA vnnik4mshuf<>+115(SB)/1, $0x80
+DATA vnnik4mshuf<>+116(SB)/1, $0x05
+DATA vnnik4mshuf<>+117(SB)/1, $0x80
+DATA vnnik4mshuf<>+118(SB)/1, $0x05
+DATA vnnik4mshuf<>+119(SB)/1, $0x80
+DATA vnnik4mshuf<>+120(SB)/1, $0x09
+DATA vnnik4mshuf<>+121(SB)/1, $0x80
+DATA vnnik4mshuf<>+122(SB)/1, $0x09
+DATA vnnik4mshuf<>+123(SB)/1, $0x80
+DATA vnnik4mshuf<>+124(SB)/1, $0x0d
+DATA vnnik4mshuf<>+125(SB)/1, $0x80
+DATA vnnik4mshuf<>+126(SB)/1, $0x0d
+DATA vnnik4mshuf<>+127(SB)/1, $0x80
+DATA vnnik4mshuf<>+128(SB)/1, $0x02
+DATA vnnik4mshuf<>+129(SB)/1, $0x80
+DATA vnnik4mshuf<>+130(SB)/1, $0x02
+DATA vnnik4mshuf<>+131(SB)/1, $0x80
+DATA vnnik4mshuf<>+132(SB)/1, $0x06
+DATA vnnik4mshuf<>+133(SB)/1, $0x80
+DATA vnnik4mshuf<>+134(SB)/1, $0x06
+DATA vnnik4mshuf<>+135(SB)/1, $0x80
+DATA vnnik4mshuf<>+136(SB)/1, $0x0a
+DATA vnnik4mshuf<>+137(SB)/1, $0x80
+DATA vnnik4mshuf<>+138(SB)/1, $0x0a
+DATA vnnik4mshuf<>+139(SB)/1, $0x80
+DATA vnnik4mshuf<>+140(SB)/1, $0x0e
+DATA vnnik4mshuf<>+141(SB)/1, $0x80
+DATA vnnik4mshuf<>+142(SB)/1, $0x0e
+DATA vnnik4mshuf<>+143(SB)/1, $0x80
+DATA vnnik4mshuf<>+144(SB)/1, $0x02
+DATA vnnik4mshuf<>+145(SB)/1, $0x80
+DATA vnnik4mshuf<>+146(SB)/1, $0x02
+DATA vnnik4mshuf<>+147(SB)/1, $0x80
+DATA vnnik4mshuf<>+148(SB)/1, $0x06
+DATA vnnik4mshuf<>+149(SB)/1, $0x80
+DATA vnnik4mshuf<>+150(SB)/1, $0x06
+DATA vnnik4mshuf<>+151(SB)/1, $0x80
+DATA vnnik4mshuf<>+152(SB)/1, $0x0a
+DATA vnnik4mshuf<>+153(SB)/1, $0x80
+DATA vnnik4mshuf<>+154(SB)/1, $0x0a
+DATA vnnik4mshuf<>+155(SB)/1, $0x80
+DATA vnnik4mshuf<>+156(SB)/1, $0x0e
+DATA vnnik4mshuf<>+157(SB)/1, $0x80
+DATA vnnik4mshuf<>+158(SB)/1, $0x0e
+DATA vnnik4mshuf<>+159(SB)/1, $0x80
+DATA vnnik4mshuf<>+160(SB)/1, $0x02
+DATA vnnik4mshuf<>+161(SB)/1, $0x80
+DATA vnnik4mshuf<>+162(SB)/1, $0x02
+DATA vnnik4mshuf<>+163(SB)/1, $0x80
+DATA vnnik4mshuf<>+164(SB)/1, $0x06
+DATA vnnik4mshuf<>+165(SB)/1, $0x80
+DATA vnnik4mshuf<>+166(SB)/1, $0x06
+DATA vnnik4mshuf<>+167(SB)/1, $0x80
+DATA vnnik4mshuf<>+168(SB)/1, $0x0a
+DATA vnnik4mshuf<>+169(SB)/1, $0x80
+DATA vnnik4mshuf<>+170(SB)/1, $0x0a
+DATA vnnik4mshuf<>+171(SB)/1, $0x80
+DATA vnnik4mshuf<>+172(SB)/1, $0x0e
+DATA vnnik4mshuf<>+173(SB)/1, $0x80
+DATA vnnik4mshuf<>+174(SB)/1, $0x0e
+DATA vnnik4mshuf<>+175(SB)/1, $0x80
+DATA vnnik4mshuf<>+176(SB)/1, $0x02
+DATA vnnik4mshuf<>+177(SB)/1, $0x80
+DATA vnnik4mshuf<>+178(SB)/1, $0x02
+DATA vnnik4mshuf<>+179(SB)/1, $0x80
+DATA vnnik4mshuf<>+180(SB)/1, $0x06
+DATA vnnik4mshuf<>+181(SB)/1, $0x80
+DATA vnnik4mshuf<>+182(SB)/1, $0x06
+DATA vnnik4mshuf<>+183(SB)/1, $0x80
+DATA vnnik4mshuf<>+184(SB)/1, $0x0a
+DATA vnnik4mshuf<>+185(SB)/1, $0x80
+DATA vnnik4mshuf<>+186(SB)/1, $0x0a
+DATA vnnik4mshuf<>+187(SB)/1, $0x80
+DATA vnnik4mshuf<>+188(SB)/1, $0x0e
+DATA vnnik4mshuf<>+189(SB)/1, $0x80
+DATA vnnik4mshuf<>+190(SB)/1, $0x0e
+DATA vnnik4mshuf<>+191(SB)/1, $0x80
+DATA vnnik4mshuf<>+192(SB)/1, $0x03
+DATA vnnik4mshuf<>+193(SB)/1, $0x80
+DATA vnnik4mshuf<>+194(SB)/1, $0x03
+DATA vnnik4mshuf<>+195(SB)/1, $0x80
+DATA vnnik4mshuf<>+196(SB)/1, $0x07
+DATA vnnik4mshuf<>+197(SB)/1, $0x80
+DATA vnnik4mshuf<>+198(SB)/1, $0x07
+DATA vnnik4mshuf<>+199(SB)/1, $0x80
+DATA vnnik4mshuf<>+200(SB)/1, $0x0b
+DATA vnnik4mshuf<>+201(SB)/1, $0x80
+DATA vnnik4mshuf<>+202(SB)/1, $0x0b
+DATA vnnik4mshuf<>+203(SB)/1, $0x80
+DATA vnnik4mshuf<>+204(SB)/1, $0x0f
+DATA vnnik4mshuf<>+205(SB)/1, $0x80
+DATA vnnik4mshuf<>+206(SB)/1, $0x0f
+DATA vnnik4mshuf<>+207(SB)/1, $0x80
+DATA vnnik4mshuf<>+208(SB)/1, $0x03
+DATA vnnik4mshuf<>+209(SB)/1, $0x80
+DATA vnnik4mshuf<>+210(SB)/1, $0x03
+DATA vnnik4mshuf<>+211(SB)/1, $0x80
+DATA vnnik4mshuf<>+212(SB)/1, $0x07
+DATA vnnik4mshuf<>+213(SB)/1, $0x80
+DATA vnnik4mshuf<>+214(SB)/1, $0x07
+DATA vnnik4mshuf<>+215(SB)/1, $0x80
+DATA vnnik4mshuf<>+216(SB)/1, $0x0b
+DATA vnnik4mshuf<>+217(SB)/1, $0x80
+DATA vnnik4mshuf<>+218(SB)/1, $0x0b
+DATA vnnik4mshuf<>+219(SB)/1, $0x80
+DATA vnnik4mshuf<>+220(SB)/1, $0x0f
+DATA vnnik4mshuf<>+221(SB)/1, $0x80
+DATA vnnik4mshuf<>+222(SB)/1, $0x0f
+DATA vnnik4mshuf<>+223(SB)/1, $0x80
+DATA vnnik4mshuf<>+224(SB)/1, $0x03
+DATA vnnik4mshuf<>+225(SB)/1, $0x80
+DATA vnnik4mshuf<>+226(SB)/1, $0x03
+DATA vnnik4mshuf<>+227(SB)/1, $0x80
+DATA vnnik4mshuf<>+228(SB)/1, $0x07
+DATA vnnik4mshuf<>+229(SB)/1, $0x80
+DATA vnnik4mshuf<>+230(SB)/1, $0x07
+DATA vnnik4mshuf<>+231(SB)/1, $0x80
+DATA vnnik4mshuf<>+232(SB)/1, $0x0b
+DATA vnnik4mshuf<>+233(SB)/1, $0x80
+DATA vnnik4mshuf<>+234(SB)/1, $0x0b
+DATA vnnik4mshuf<>+235(SB)/1, $0x80
+DATA vnnik4mshuf<>+236(SB)/1, $0x0f
+DATA vnnik4mshuf<>+237(SB)/1, $0x80
+DATA vnnik4mshuf<>+238(SB)/1, $0x0f
+DATA vnnik4mshuf<>+239(SB)/1, $0x80
+DATA vnnik4mshuf<>+240(SB)/1, $0x03
+DATA vnnik4mshuf<>+241(SB)/1, $0x80
+DATA vnnik4mshuf<>+242(SB)/1, $0x03
+DATA vnnik4mshuf<>+243(SB)/1, $0x80
+DATA vnnik4mshuf<>+244(SB)/1, $0x07
+DATA vnnik4mshuf<>+245(SB)/1, $0x80
+DATA vnnik4mshuf<>+246(SB)/1, $0x07
+DATA vnnik4mshuf<>+247(SB)/1, $0x80
+DATA vnnik4mshuf<>+248(SB)/1, $0x0b
+DATA vnnik4mshuf<>+249(SB)/1, $0x80
+DATA vnnik4mshuf<>+250(SB)/1, $0x0b
+DATA vnnik4mshuf<>+251(SB)/1, $0x80
+DATA vnnik4mshuf<>+252(SB)/1, $0x0f
+DATA vnnik4mshuf<>+253(SB)/1, $0x80
+DATA vnnik4mshuf<>+254(SB)/1, $0x0f
+DATA vnnik4mshuf<>+255(SB)/1, $0x80
+GLOBL vnnik4mshuf<>(SB), RODATA|NOPTR, $256
 
 DATA vnnir8idx<>+0(SB)/4, $0x00000000
 DATA vnnir8idx<>+4(SB)/4, $0x00000000
@@ -4547,481 +4435,5241 @@ gemmQ5_0R8x4VNNIdone:
 	VZEROUPPER
 	RET
 
-// func gemmQ4KR8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
-TEXT ·gemmQ4KR8x1VNNI(SB), NOSPLIT, $384-40
+// func gemmQ4KR16x1VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
+TEXT ·gemmQ4KR16x1VNNI(SB), NOSPLIT, $128-48
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
-	MOVQ   x+16(FP), R8
-	MOVQ   xstride+24(FP), R9
+	MOVQ   x+24(FP), R8
+	MOVQ   xstride+32(FP), R9
 	LEAQ   (R8)(R9*2), R10
 	ADDQ   R9, R10
+	MOVQ   gstride+16(FP), DX
+	VPXORD Z16, Z16, Z16
+
+	// Z0 = 0x0F bytes
+	VMOVDQU32 vnnib0f<>+0(SB), Z0
+	TESTQ     CX, CX
+	JEQ       gemmQ4KR16x1VNNIdone
+
+gemmQ4KR16x1VNNIloop:
+	// prefetch the weights a few super-block columns ahead
+	PREFETCHT0 9216(SI)
+	PREFETCHT0 9280(SI)
+	PREFETCHT0 9344(SI)
+	PREFETCHT0 9408(SI)
+	PREFETCHT0 9472(SI)
+	PREFETCHT0 9536(SI)
+	PREFETCHT0 9600(SI)
+	PREFETCHT0 9664(SI)
+	PREFETCHT0 9728(SI)
+	PREFETCHT0 9792(SI)
+	PREFETCHT0 9856(SI)
+	PREFETCHT0 9920(SI)
+	PREFETCHT0 9984(SI)
+	PREFETCHT0 10048(SI)
+	PREFETCHT0 10112(SI)
+	PREFETCHT0 10176(SI)
+	PREFETCHT0 10240(SI)
+	PREFETCHT0 10304(SI)
+	PREFETCHT0 10368(SI)
+	PREFETCHT0 10432(SI)
+	PREFETCHT0 10496(SI)
+	PREFETCHT0 10560(SI)
+	PREFETCHT0 10624(SI)
+	PREFETCHT0 10688(SI)
+	PREFETCHT0 10752(SI)
+	PREFETCHT0 10816(SI)
+	PREFETCHT0 10880(SI)
+	PREFETCHT0 10944(SI)
+	PREFETCHT0 11008(SI)
+	PREFETCHT0 11072(SI)
+	PREFETCHT0 11136(SI)
+	PREFETCHT0 11200(SI)
+	PREFETCHT0 11264(SI)
+	PREFETCHT0 11328(SI)
+	PREFETCHT0 11392(SI)
+	PREFETCHT0 11456(SI)
+
+	// decode the sixteen rows' scales and mins (ggml's utmp steps, one dword lane per row):
+	// stack: sc[0..3], sc[4..7]; Z6 = m[0..3], Z7 = m[4..7] (a byte each)
+	VMOVDQU      32(SI), Y1
+	VINSERTI64X4 $0x01, 32(SI)(DX*1), Z1, Z1
+	VMOVDQU      64(SI), Y2
+	VINSERTI64X4 $0x01, 64(SI)(DX*1), Z2, Z2
+	VMOVDQU      96(SI), Y3
+	VINSERTI64X4 $0x01, 96(SI)(DX*1), Z3, Z3
+	VPANDD       vnnib3f<>+0(SB), Z1, Z4
+	VMOVDQU64    Z4, (SP)
+	VPSRLD       $0x06, Z1, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPANDD       Z0, Z3, Z5
+	VPORD        Z5, Z4, Z4
+	VMOVDQU64    Z4, 64(SP)
+	VPANDD       vnnib3f<>+0(SB), Z2, Z6
+	VPSRLD       $0x06, Z2, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPSRLD       $0x04, Z3, Z7
+	VPANDD       Z0, Z7, Z7
+	VPORD        Z4, Z7, Z7
+
+	// mins: isum = msum, acc -= (dmin*d_x) * msum; Z5 = dmin
+	VPXORD        Z24, Z24, Z24
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z6, Z1
+	VPDPWSSD.BCST 260(R8), Z1, Z24
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z6, Z1
+	VPDPWSSD.BCST 264(R8), Z1, Z24
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z6, Z1
+	VPDPWSSD.BCST 268(R8), Z1, Z24
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z6, Z1
+	VPDPWSSD.BCST 272(R8), Z1, Z24
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z7, Z1
+	VPDPWSSD.BCST 276(R8), Z1, Z24
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z7, Z1
+	VPDPWSSD.BCST 280(R8), Z1, Z24
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z7, Z1
+	VPDPWSSD.BCST 284(R8), Z1, Z24
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z7, Z1
+	VPDPWSSD.BCST 288(R8), Z1, Z24
+	VMOVDQU       16(SI), X5
+	VINSERTI128   $0x01, 16(SI)(DX*1), Y5, Y5
+	VCVTPH2PS     Y5, Z5
+	VCVTDQ2PS     Z24, Z24
+	VMULPS.BCST   (R8), Z5, Z8
+	VFNMADD231PS  Z24, Z8, Z16
+	VPXORD        Z24, Z24, Z24
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 4(R8), Z2, Z8
+	VPDPBUSD.BCST 36(R8), Z3, Z12
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 8(R8), Z2, Z8
+	VPDPBUSD.BCST 40(R8), Z3, Z12
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 12(R8), Z2, Z8
+	VPDPBUSD.BCST 44(R8), Z3, Z12
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 16(R8), Z2, Z8
+	VPDPBUSD.BCST 48(R8), Z3, Z12
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 20(R8), Z2, Z8
+	VPDPBUSD.BCST 52(R8), Z3, Z12
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 24(R8), Z2, Z8
+	VPDPBUSD.BCST 56(R8), Z3, Z12
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 28(R8), Z2, Z8
+	VPDPBUSD.BCST 60(R8), Z3, Z12
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 32(R8), Z2, Z8
+	VPDPBUSD.BCST 64(R8), Z3, Z12
+	VMOVDQU32     (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPSRLD        $0x08, (SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 68(R8), Z2, Z8
+	VPDPBUSD.BCST 100(R8), Z3, Z12
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 72(R8), Z2, Z8
+	VPDPBUSD.BCST 104(R8), Z3, Z12
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 76(R8), Z2, Z8
+	VPDPBUSD.BCST 108(R8), Z3, Z12
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 80(R8), Z2, Z8
+	VPDPBUSD.BCST 112(R8), Z3, Z12
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 84(R8), Z2, Z8
+	VPDPBUSD.BCST 116(R8), Z3, Z12
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 88(R8), Z2, Z8
+	VPDPBUSD.BCST 120(R8), Z3, Z12
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 92(R8), Z2, Z8
+	VPDPBUSD.BCST 124(R8), Z3, Z12
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 96(R8), Z2, Z8
+	VPDPBUSD.BCST 128(R8), Z3, Z12
+	VPSRLD        $0x10, (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPSRLD        $0x18, (SP), Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 132(R8), Z2, Z8
+	VPDPBUSD.BCST 164(R8), Z3, Z12
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 136(R8), Z2, Z8
+	VPDPBUSD.BCST 168(R8), Z3, Z12
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 140(R8), Z2, Z8
+	VPDPBUSD.BCST 172(R8), Z3, Z12
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 144(R8), Z2, Z8
+	VPDPBUSD.BCST 176(R8), Z3, Z12
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 148(R8), Z2, Z8
+	VPDPBUSD.BCST 180(R8), Z3, Z12
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 152(R8), Z2, Z8
+	VPDPBUSD.BCST 184(R8), Z3, Z12
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 156(R8), Z2, Z8
+	VPDPBUSD.BCST 188(R8), Z3, Z12
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 160(R8), Z2, Z8
+	VPDPBUSD.BCST 192(R8), Z3, Z12
+	VMOVDQU32     64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPSRLD        $0x08, 64(SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 196(R8), Z2, Z8
+	VPDPBUSD.BCST 228(R8), Z3, Z12
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 200(R8), Z2, Z8
+	VPDPBUSD.BCST 232(R8), Z3, Z12
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 204(R8), Z2, Z8
+	VPDPBUSD.BCST 236(R8), Z3, Z12
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 208(R8), Z2, Z8
+	VPDPBUSD.BCST 240(R8), Z3, Z12
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 212(R8), Z2, Z8
+	VPDPBUSD.BCST 244(R8), Z3, Z12
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 216(R8), Z2, Z8
+	VPDPBUSD.BCST 248(R8), Z3, Z12
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 220(R8), Z2, Z8
+	VPDPBUSD.BCST 252(R8), Z3, Z12
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 224(R8), Z2, Z8
+	VPDPBUSD.BCST 256(R8), Z3, Z12
+	VPSRLD        $0x10, 64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPSRLD        $0x18, 64(SP), Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+
+	// acc += (d*d_x) * isum; Z5 = d
+	VMOVDQU     (SI), X5
+	VINSERTI128 $0x01, (SI)(DX*1), Y5, Y5
+	VCVTPH2PS   Y5, Z5
+	VCVTDQ2PS   Z24, Z24
+	VMULPS.BCST (R8), Z5, Z8
+	VFMADD231PS Z24, Z8, Z16
+	ADDQ        $0x00000480, SI
+	ADDQ        DX, SI
+	ADDQ        $0x00000124, R8
+	ADDQ        $0x00000124, R10
+	DECQ        CX
+	JNZ         gemmQ4KR16x1VNNIloop
+
+gemmQ4KR16x1VNNIdone:
+	MOVQ    out+40(FP), DI
+	VMOVUPS Z16, (DI)
+	VZEROUPPER
+	RET
+
+// func gemmQ4KR16x2VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
+TEXT ·gemmQ4KR16x2VNNI(SB), NOSPLIT, $128-48
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+24(FP), R8
+	MOVQ   xstride+32(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	MOVQ   gstride+16(FP), DX
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+
+	// Z0 = 0x0F bytes
+	VMOVDQU32 vnnib0f<>+0(SB), Z0
+	TESTQ     CX, CX
+	JEQ       gemmQ4KR16x2VNNIdone
+
+gemmQ4KR16x2VNNIloop:
+	// prefetch the weights a few super-block columns ahead
+	PREFETCHT0 9216(SI)
+	PREFETCHT0 9280(SI)
+	PREFETCHT0 9344(SI)
+	PREFETCHT0 9408(SI)
+	PREFETCHT0 9472(SI)
+	PREFETCHT0 9536(SI)
+	PREFETCHT0 9600(SI)
+	PREFETCHT0 9664(SI)
+	PREFETCHT0 9728(SI)
+	PREFETCHT0 9792(SI)
+	PREFETCHT0 9856(SI)
+	PREFETCHT0 9920(SI)
+	PREFETCHT0 9984(SI)
+	PREFETCHT0 10048(SI)
+	PREFETCHT0 10112(SI)
+	PREFETCHT0 10176(SI)
+	PREFETCHT0 10240(SI)
+	PREFETCHT0 10304(SI)
+	PREFETCHT0 10368(SI)
+	PREFETCHT0 10432(SI)
+	PREFETCHT0 10496(SI)
+	PREFETCHT0 10560(SI)
+	PREFETCHT0 10624(SI)
+	PREFETCHT0 10688(SI)
+	PREFETCHT0 10752(SI)
+	PREFETCHT0 10816(SI)
+	PREFETCHT0 10880(SI)
+	PREFETCHT0 10944(SI)
+	PREFETCHT0 11008(SI)
+	PREFETCHT0 11072(SI)
+	PREFETCHT0 11136(SI)
+	PREFETCHT0 11200(SI)
+	PREFETCHT0 11264(SI)
+	PREFETCHT0 11328(SI)
+	PREFETCHT0 11392(SI)
+	PREFETCHT0 11456(SI)
+
+	// decode the sixteen rows' scales and mins (ggml's utmp steps, one dword lane per row):
+	// stack: sc[0..3], sc[4..7]; Z6 = m[0..3], Z7 = m[4..7] (a byte each)
+	VMOVDQU      32(SI), Y1
+	VINSERTI64X4 $0x01, 32(SI)(DX*1), Z1, Z1
+	VMOVDQU      64(SI), Y2
+	VINSERTI64X4 $0x01, 64(SI)(DX*1), Z2, Z2
+	VMOVDQU      96(SI), Y3
+	VINSERTI64X4 $0x01, 96(SI)(DX*1), Z3, Z3
+	VPANDD       vnnib3f<>+0(SB), Z1, Z4
+	VMOVDQU64    Z4, (SP)
+	VPSRLD       $0x06, Z1, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPANDD       Z0, Z3, Z5
+	VPORD        Z5, Z4, Z4
+	VMOVDQU64    Z4, 64(SP)
+	VPANDD       vnnib3f<>+0(SB), Z2, Z6
+	VPSRLD       $0x06, Z2, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPSRLD       $0x04, Z3, Z7
+	VPANDD       Z0, Z7, Z7
+	VPORD        Z4, Z7, Z7
+
+	// mins: isum = msum, acc -= (dmin*d_x) * msum; Z5 = dmin
+	VPXORD        Z24, Z24, Z24
+	VPXORD        Z25, Z25, Z25
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z6, Z1
+	VPDPWSSD.BCST 260(R8), Z1, Z24
+	VPDPWSSD.BCST 260(R8)(R9*1), Z1, Z25
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z6, Z1
+	VPDPWSSD.BCST 264(R8), Z1, Z24
+	VPDPWSSD.BCST 264(R8)(R9*1), Z1, Z25
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z6, Z1
+	VPDPWSSD.BCST 268(R8), Z1, Z24
+	VPDPWSSD.BCST 268(R8)(R9*1), Z1, Z25
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z6, Z1
+	VPDPWSSD.BCST 272(R8), Z1, Z24
+	VPDPWSSD.BCST 272(R8)(R9*1), Z1, Z25
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z7, Z1
+	VPDPWSSD.BCST 276(R8), Z1, Z24
+	VPDPWSSD.BCST 276(R8)(R9*1), Z1, Z25
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z7, Z1
+	VPDPWSSD.BCST 280(R8), Z1, Z24
+	VPDPWSSD.BCST 280(R8)(R9*1), Z1, Z25
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z7, Z1
+	VPDPWSSD.BCST 284(R8), Z1, Z24
+	VPDPWSSD.BCST 284(R8)(R9*1), Z1, Z25
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z7, Z1
+	VPDPWSSD.BCST 288(R8), Z1, Z24
+	VPDPWSSD.BCST 288(R8)(R9*1), Z1, Z25
+	VMOVDQU       16(SI), X5
+	VINSERTI128   $0x01, 16(SI)(DX*1), Y5, Y5
+	VCVTPH2PS     Y5, Z5
+	VCVTDQ2PS     Z24, Z24
+	VMULPS.BCST   (R8), Z5, Z8
+	VFNMADD231PS  Z24, Z8, Z16
+	VPXORD        Z24, Z24, Z24
+	VCVTDQ2PS     Z25, Z25
+	VMULPS.BCST   (R8)(R9*1), Z5, Z9
+	VFNMADD231PS  Z25, Z9, Z17
+	VPXORD        Z25, Z25, Z25
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 4(R8), Z2, Z8
+	VPDPBUSD.BCST 36(R8), Z3, Z12
+	VPDPBUSD.BCST 4(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 36(R8)(R9*1), Z3, Z13
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 8(R8), Z2, Z8
+	VPDPBUSD.BCST 40(R8), Z3, Z12
+	VPDPBUSD.BCST 8(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 40(R8)(R9*1), Z3, Z13
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 12(R8), Z2, Z8
+	VPDPBUSD.BCST 44(R8), Z3, Z12
+	VPDPBUSD.BCST 12(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 44(R8)(R9*1), Z3, Z13
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 16(R8), Z2, Z8
+	VPDPBUSD.BCST 48(R8), Z3, Z12
+	VPDPBUSD.BCST 16(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 48(R8)(R9*1), Z3, Z13
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 20(R8), Z2, Z8
+	VPDPBUSD.BCST 52(R8), Z3, Z12
+	VPDPBUSD.BCST 20(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 52(R8)(R9*1), Z3, Z13
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 24(R8), Z2, Z8
+	VPDPBUSD.BCST 56(R8), Z3, Z12
+	VPDPBUSD.BCST 24(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 56(R8)(R9*1), Z3, Z13
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 28(R8), Z2, Z8
+	VPDPBUSD.BCST 60(R8), Z3, Z12
+	VPDPBUSD.BCST 28(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 60(R8)(R9*1), Z3, Z13
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 32(R8), Z2, Z8
+	VPDPBUSD.BCST 64(R8), Z3, Z12
+	VPDPBUSD.BCST 32(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 64(R8)(R9*1), Z3, Z13
+	VMOVDQU32     (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPSRLD        $0x08, (SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 68(R8), Z2, Z8
+	VPDPBUSD.BCST 100(R8), Z3, Z12
+	VPDPBUSD.BCST 68(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 100(R8)(R9*1), Z3, Z13
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 72(R8), Z2, Z8
+	VPDPBUSD.BCST 104(R8), Z3, Z12
+	VPDPBUSD.BCST 72(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 104(R8)(R9*1), Z3, Z13
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 76(R8), Z2, Z8
+	VPDPBUSD.BCST 108(R8), Z3, Z12
+	VPDPBUSD.BCST 76(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 108(R8)(R9*1), Z3, Z13
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 80(R8), Z2, Z8
+	VPDPBUSD.BCST 112(R8), Z3, Z12
+	VPDPBUSD.BCST 80(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 112(R8)(R9*1), Z3, Z13
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 84(R8), Z2, Z8
+	VPDPBUSD.BCST 116(R8), Z3, Z12
+	VPDPBUSD.BCST 84(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 116(R8)(R9*1), Z3, Z13
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 88(R8), Z2, Z8
+	VPDPBUSD.BCST 120(R8), Z3, Z12
+	VPDPBUSD.BCST 88(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 120(R8)(R9*1), Z3, Z13
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 92(R8), Z2, Z8
+	VPDPBUSD.BCST 124(R8), Z3, Z12
+	VPDPBUSD.BCST 92(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 124(R8)(R9*1), Z3, Z13
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 96(R8), Z2, Z8
+	VPDPBUSD.BCST 128(R8), Z3, Z12
+	VPDPBUSD.BCST 96(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 128(R8)(R9*1), Z3, Z13
+	VPSRLD        $0x10, (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPSRLD        $0x18, (SP), Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 132(R8), Z2, Z8
+	VPDPBUSD.BCST 164(R8), Z3, Z12
+	VPDPBUSD.BCST 132(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 164(R8)(R9*1), Z3, Z13
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 136(R8), Z2, Z8
+	VPDPBUSD.BCST 168(R8), Z3, Z12
+	VPDPBUSD.BCST 136(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 168(R8)(R9*1), Z3, Z13
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 140(R8), Z2, Z8
+	VPDPBUSD.BCST 172(R8), Z3, Z12
+	VPDPBUSD.BCST 140(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 172(R8)(R9*1), Z3, Z13
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 144(R8), Z2, Z8
+	VPDPBUSD.BCST 176(R8), Z3, Z12
+	VPDPBUSD.BCST 144(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 176(R8)(R9*1), Z3, Z13
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 148(R8), Z2, Z8
+	VPDPBUSD.BCST 180(R8), Z3, Z12
+	VPDPBUSD.BCST 148(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 180(R8)(R9*1), Z3, Z13
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 152(R8), Z2, Z8
+	VPDPBUSD.BCST 184(R8), Z3, Z12
+	VPDPBUSD.BCST 152(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 184(R8)(R9*1), Z3, Z13
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 156(R8), Z2, Z8
+	VPDPBUSD.BCST 188(R8), Z3, Z12
+	VPDPBUSD.BCST 156(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 188(R8)(R9*1), Z3, Z13
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 160(R8), Z2, Z8
+	VPDPBUSD.BCST 192(R8), Z3, Z12
+	VPDPBUSD.BCST 160(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 192(R8)(R9*1), Z3, Z13
+	VMOVDQU32     64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPSRLD        $0x08, 64(SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 196(R8), Z2, Z8
+	VPDPBUSD.BCST 228(R8), Z3, Z12
+	VPDPBUSD.BCST 196(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 228(R8)(R9*1), Z3, Z13
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 200(R8), Z2, Z8
+	VPDPBUSD.BCST 232(R8), Z3, Z12
+	VPDPBUSD.BCST 200(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 232(R8)(R9*1), Z3, Z13
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 204(R8), Z2, Z8
+	VPDPBUSD.BCST 236(R8), Z3, Z12
+	VPDPBUSD.BCST 204(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 236(R8)(R9*1), Z3, Z13
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 208(R8), Z2, Z8
+	VPDPBUSD.BCST 240(R8), Z3, Z12
+	VPDPBUSD.BCST 208(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 240(R8)(R9*1), Z3, Z13
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 212(R8), Z2, Z8
+	VPDPBUSD.BCST 244(R8), Z3, Z12
+	VPDPBUSD.BCST 212(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 244(R8)(R9*1), Z3, Z13
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 216(R8), Z2, Z8
+	VPDPBUSD.BCST 248(R8), Z3, Z12
+	VPDPBUSD.BCST 216(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 248(R8)(R9*1), Z3, Z13
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 220(R8), Z2, Z8
+	VPDPBUSD.BCST 252(R8), Z3, Z12
+	VPDPBUSD.BCST 220(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 252(R8)(R9*1), Z3, Z13
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 224(R8), Z2, Z8
+	VPDPBUSD.BCST 256(R8), Z3, Z12
+	VPDPBUSD.BCST 224(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 256(R8)(R9*1), Z3, Z13
+	VPSRLD        $0x10, 64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPSRLD        $0x18, 64(SP), Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+
+	// acc += (d*d_x) * isum; Z5 = d
+	VMOVDQU     (SI), X5
+	VINSERTI128 $0x01, (SI)(DX*1), Y5, Y5
+	VCVTPH2PS   Y5, Z5
+	VCVTDQ2PS   Z24, Z24
+	VMULPS.BCST (R8), Z5, Z8
+	VFMADD231PS Z24, Z8, Z16
+	VCVTDQ2PS   Z25, Z25
+	VMULPS.BCST (R8)(R9*1), Z5, Z9
+	VFMADD231PS Z25, Z9, Z17
+	ADDQ        $0x00000480, SI
+	ADDQ        DX, SI
+	ADDQ        $0x00000124, R8
+	ADDQ        $0x00000124, R10
+	DECQ        CX
+	JNZ         gemmQ4KR16x2VNNIloop
+
+gemmQ4KR16x2VNNIdone:
+	MOVQ    out+40(FP), DI
+	VMOVUPS Z16, (DI)
+	VMOVUPS Z17, 64(DI)
+	VZEROUPPER
+	RET
+
+// func gemmQ4KR16x3VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
+TEXT ·gemmQ4KR16x3VNNI(SB), NOSPLIT, $128-48
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+24(FP), R8
+	MOVQ   xstride+32(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	MOVQ   gstride+16(FP), DX
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+
+	// Z0 = 0x0F bytes
+	VMOVDQU32 vnnib0f<>+0(SB), Z0
+	TESTQ     CX, CX
+	JEQ       gemmQ4KR16x3VNNIdone
+
+gemmQ4KR16x3VNNIloop:
+	// prefetch the weights a few super-block columns ahead
+	PREFETCHT0 9216(SI)
+	PREFETCHT0 9280(SI)
+	PREFETCHT0 9344(SI)
+	PREFETCHT0 9408(SI)
+	PREFETCHT0 9472(SI)
+	PREFETCHT0 9536(SI)
+	PREFETCHT0 9600(SI)
+	PREFETCHT0 9664(SI)
+	PREFETCHT0 9728(SI)
+	PREFETCHT0 9792(SI)
+	PREFETCHT0 9856(SI)
+	PREFETCHT0 9920(SI)
+	PREFETCHT0 9984(SI)
+	PREFETCHT0 10048(SI)
+	PREFETCHT0 10112(SI)
+	PREFETCHT0 10176(SI)
+	PREFETCHT0 10240(SI)
+	PREFETCHT0 10304(SI)
+	PREFETCHT0 10368(SI)
+	PREFETCHT0 10432(SI)
+	PREFETCHT0 10496(SI)
+	PREFETCHT0 10560(SI)
+	PREFETCHT0 10624(SI)
+	PREFETCHT0 10688(SI)
+	PREFETCHT0 10752(SI)
+	PREFETCHT0 10816(SI)
+	PREFETCHT0 10880(SI)
+	PREFETCHT0 10944(SI)
+	PREFETCHT0 11008(SI)
+	PREFETCHT0 11072(SI)
+	PREFETCHT0 11136(SI)
+	PREFETCHT0 11200(SI)
+	PREFETCHT0 11264(SI)
+	PREFETCHT0 11328(SI)
+	PREFETCHT0 11392(SI)
+	PREFETCHT0 11456(SI)
+
+	// decode the sixteen rows' scales and mins (ggml's utmp steps, one dword lane per row):
+	// stack: sc[0..3], sc[4..7]; Z6 = m[0..3], Z7 = m[4..7] (a byte each)
+	VMOVDQU      32(SI), Y1
+	VINSERTI64X4 $0x01, 32(SI)(DX*1), Z1, Z1
+	VMOVDQU      64(SI), Y2
+	VINSERTI64X4 $0x01, 64(SI)(DX*1), Z2, Z2
+	VMOVDQU      96(SI), Y3
+	VINSERTI64X4 $0x01, 96(SI)(DX*1), Z3, Z3
+	VPANDD       vnnib3f<>+0(SB), Z1, Z4
+	VMOVDQU64    Z4, (SP)
+	VPSRLD       $0x06, Z1, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPANDD       Z0, Z3, Z5
+	VPORD        Z5, Z4, Z4
+	VMOVDQU64    Z4, 64(SP)
+	VPANDD       vnnib3f<>+0(SB), Z2, Z6
+	VPSRLD       $0x06, Z2, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPSRLD       $0x04, Z3, Z7
+	VPANDD       Z0, Z7, Z7
+	VPORD        Z4, Z7, Z7
+
+	// mins: isum = msum, acc -= (dmin*d_x) * msum; Z5 = dmin
+	VPXORD        Z24, Z24, Z24
+	VPXORD        Z25, Z25, Z25
+	VPXORD        Z26, Z26, Z26
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z6, Z1
+	VPDPWSSD.BCST 260(R8), Z1, Z24
+	VPDPWSSD.BCST 260(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 260(R8)(R9*2), Z1, Z26
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z6, Z1
+	VPDPWSSD.BCST 264(R8), Z1, Z24
+	VPDPWSSD.BCST 264(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 264(R8)(R9*2), Z1, Z26
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z6, Z1
+	VPDPWSSD.BCST 268(R8), Z1, Z24
+	VPDPWSSD.BCST 268(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 268(R8)(R9*2), Z1, Z26
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z6, Z1
+	VPDPWSSD.BCST 272(R8), Z1, Z24
+	VPDPWSSD.BCST 272(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 272(R8)(R9*2), Z1, Z26
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z7, Z1
+	VPDPWSSD.BCST 276(R8), Z1, Z24
+	VPDPWSSD.BCST 276(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 276(R8)(R9*2), Z1, Z26
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z7, Z1
+	VPDPWSSD.BCST 280(R8), Z1, Z24
+	VPDPWSSD.BCST 280(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 280(R8)(R9*2), Z1, Z26
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z7, Z1
+	VPDPWSSD.BCST 284(R8), Z1, Z24
+	VPDPWSSD.BCST 284(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 284(R8)(R9*2), Z1, Z26
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z7, Z1
+	VPDPWSSD.BCST 288(R8), Z1, Z24
+	VPDPWSSD.BCST 288(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 288(R8)(R9*2), Z1, Z26
+	VMOVDQU       16(SI), X5
+	VINSERTI128   $0x01, 16(SI)(DX*1), Y5, Y5
+	VCVTPH2PS     Y5, Z5
+	VCVTDQ2PS     Z24, Z24
+	VMULPS.BCST   (R8), Z5, Z8
+	VFNMADD231PS  Z24, Z8, Z16
+	VPXORD        Z24, Z24, Z24
+	VCVTDQ2PS     Z25, Z25
+	VMULPS.BCST   (R8)(R9*1), Z5, Z9
+	VFNMADD231PS  Z25, Z9, Z17
+	VPXORD        Z25, Z25, Z25
+	VCVTDQ2PS     Z26, Z26
+	VMULPS.BCST   (R8)(R9*2), Z5, Z10
+	VFNMADD231PS  Z26, Z10, Z18
+	VPXORD        Z26, Z26, Z26
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 4(R8), Z2, Z8
+	VPDPBUSD.BCST 36(R8), Z3, Z12
+	VPDPBUSD.BCST 4(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 36(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 4(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 36(R8)(R9*2), Z3, Z14
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 8(R8), Z2, Z8
+	VPDPBUSD.BCST 40(R8), Z3, Z12
+	VPDPBUSD.BCST 8(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 40(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 8(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 40(R8)(R9*2), Z3, Z14
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 12(R8), Z2, Z8
+	VPDPBUSD.BCST 44(R8), Z3, Z12
+	VPDPBUSD.BCST 12(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 44(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 12(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 44(R8)(R9*2), Z3, Z14
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 16(R8), Z2, Z8
+	VPDPBUSD.BCST 48(R8), Z3, Z12
+	VPDPBUSD.BCST 16(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 48(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 16(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 48(R8)(R9*2), Z3, Z14
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 20(R8), Z2, Z8
+	VPDPBUSD.BCST 52(R8), Z3, Z12
+	VPDPBUSD.BCST 20(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 52(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 20(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 52(R8)(R9*2), Z3, Z14
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 24(R8), Z2, Z8
+	VPDPBUSD.BCST 56(R8), Z3, Z12
+	VPDPBUSD.BCST 24(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 56(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 24(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 56(R8)(R9*2), Z3, Z14
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 28(R8), Z2, Z8
+	VPDPBUSD.BCST 60(R8), Z3, Z12
+	VPDPBUSD.BCST 28(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 60(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 28(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 60(R8)(R9*2), Z3, Z14
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 32(R8), Z2, Z8
+	VPDPBUSD.BCST 64(R8), Z3, Z12
+	VPDPBUSD.BCST 32(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 64(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 32(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 64(R8)(R9*2), Z3, Z14
+	VMOVDQU32     (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPSRLD        $0x08, (SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z26, Z26
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 68(R8), Z2, Z8
+	VPDPBUSD.BCST 100(R8), Z3, Z12
+	VPDPBUSD.BCST 68(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 100(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 68(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 100(R8)(R9*2), Z3, Z14
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 72(R8), Z2, Z8
+	VPDPBUSD.BCST 104(R8), Z3, Z12
+	VPDPBUSD.BCST 72(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 104(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 72(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 104(R8)(R9*2), Z3, Z14
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 76(R8), Z2, Z8
+	VPDPBUSD.BCST 108(R8), Z3, Z12
+	VPDPBUSD.BCST 76(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 108(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 76(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 108(R8)(R9*2), Z3, Z14
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 80(R8), Z2, Z8
+	VPDPBUSD.BCST 112(R8), Z3, Z12
+	VPDPBUSD.BCST 80(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 112(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 80(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 112(R8)(R9*2), Z3, Z14
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 84(R8), Z2, Z8
+	VPDPBUSD.BCST 116(R8), Z3, Z12
+	VPDPBUSD.BCST 84(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 116(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 84(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 116(R8)(R9*2), Z3, Z14
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 88(R8), Z2, Z8
+	VPDPBUSD.BCST 120(R8), Z3, Z12
+	VPDPBUSD.BCST 88(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 120(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 88(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 120(R8)(R9*2), Z3, Z14
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 92(R8), Z2, Z8
+	VPDPBUSD.BCST 124(R8), Z3, Z12
+	VPDPBUSD.BCST 92(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 124(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 92(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 124(R8)(R9*2), Z3, Z14
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 96(R8), Z2, Z8
+	VPDPBUSD.BCST 128(R8), Z3, Z12
+	VPDPBUSD.BCST 96(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 128(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 96(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 128(R8)(R9*2), Z3, Z14
+	VPSRLD        $0x10, (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPSRLD        $0x18, (SP), Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z26, Z26
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 132(R8), Z2, Z8
+	VPDPBUSD.BCST 164(R8), Z3, Z12
+	VPDPBUSD.BCST 132(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 164(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 132(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 164(R8)(R9*2), Z3, Z14
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 136(R8), Z2, Z8
+	VPDPBUSD.BCST 168(R8), Z3, Z12
+	VPDPBUSD.BCST 136(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 168(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 136(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 168(R8)(R9*2), Z3, Z14
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 140(R8), Z2, Z8
+	VPDPBUSD.BCST 172(R8), Z3, Z12
+	VPDPBUSD.BCST 140(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 172(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 140(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 172(R8)(R9*2), Z3, Z14
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 144(R8), Z2, Z8
+	VPDPBUSD.BCST 176(R8), Z3, Z12
+	VPDPBUSD.BCST 144(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 176(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 144(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 176(R8)(R9*2), Z3, Z14
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 148(R8), Z2, Z8
+	VPDPBUSD.BCST 180(R8), Z3, Z12
+	VPDPBUSD.BCST 148(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 180(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 148(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 180(R8)(R9*2), Z3, Z14
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 152(R8), Z2, Z8
+	VPDPBUSD.BCST 184(R8), Z3, Z12
+	VPDPBUSD.BCST 152(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 184(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 152(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 184(R8)(R9*2), Z3, Z14
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 156(R8), Z2, Z8
+	VPDPBUSD.BCST 188(R8), Z3, Z12
+	VPDPBUSD.BCST 156(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 188(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 156(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 188(R8)(R9*2), Z3, Z14
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 160(R8), Z2, Z8
+	VPDPBUSD.BCST 192(R8), Z3, Z12
+	VPDPBUSD.BCST 160(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 192(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 160(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 192(R8)(R9*2), Z3, Z14
+	VMOVDQU32     64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPSRLD        $0x08, 64(SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z26, Z26
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 196(R8), Z2, Z8
+	VPDPBUSD.BCST 228(R8), Z3, Z12
+	VPDPBUSD.BCST 196(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 228(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 196(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 228(R8)(R9*2), Z3, Z14
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 200(R8), Z2, Z8
+	VPDPBUSD.BCST 232(R8), Z3, Z12
+	VPDPBUSD.BCST 200(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 232(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 200(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 232(R8)(R9*2), Z3, Z14
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 204(R8), Z2, Z8
+	VPDPBUSD.BCST 236(R8), Z3, Z12
+	VPDPBUSD.BCST 204(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 236(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 204(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 236(R8)(R9*2), Z3, Z14
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 208(R8), Z2, Z8
+	VPDPBUSD.BCST 240(R8), Z3, Z12
+	VPDPBUSD.BCST 208(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 240(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 208(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 240(R8)(R9*2), Z3, Z14
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 212(R8), Z2, Z8
+	VPDPBUSD.BCST 244(R8), Z3, Z12
+	VPDPBUSD.BCST 212(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 244(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 212(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 244(R8)(R9*2), Z3, Z14
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 216(R8), Z2, Z8
+	VPDPBUSD.BCST 248(R8), Z3, Z12
+	VPDPBUSD.BCST 216(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 248(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 216(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 248(R8)(R9*2), Z3, Z14
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 220(R8), Z2, Z8
+	VPDPBUSD.BCST 252(R8), Z3, Z12
+	VPDPBUSD.BCST 220(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 252(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 220(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 252(R8)(R9*2), Z3, Z14
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 224(R8), Z2, Z8
+	VPDPBUSD.BCST 256(R8), Z3, Z12
+	VPDPBUSD.BCST 224(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 256(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 224(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 256(R8)(R9*2), Z3, Z14
+	VPSRLD        $0x10, 64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPSRLD        $0x18, 64(SP), Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z26, Z26
+
+	// acc += (d*d_x) * isum; Z5 = d
+	VMOVDQU     (SI), X5
+	VINSERTI128 $0x01, (SI)(DX*1), Y5, Y5
+	VCVTPH2PS   Y5, Z5
+	VCVTDQ2PS   Z24, Z24
+	VMULPS.BCST (R8), Z5, Z8
+	VFMADD231PS Z24, Z8, Z16
+	VCVTDQ2PS   Z25, Z25
+	VMULPS.BCST (R8)(R9*1), Z5, Z9
+	VFMADD231PS Z25, Z9, Z17
+	VCVTDQ2PS   Z26, Z26
+	VMULPS.BCST (R8)(R9*2), Z5, Z10
+	VFMADD231PS Z26, Z10, Z18
+	ADDQ        $0x00000480, SI
+	ADDQ        DX, SI
+	ADDQ        $0x00000124, R8
+	ADDQ        $0x00000124, R10
+	DECQ        CX
+	JNZ         gemmQ4KR16x3VNNIloop
+
+gemmQ4KR16x3VNNIdone:
+	MOVQ    out+40(FP), DI
+	VMOVUPS Z16, (DI)
+	VMOVUPS Z17, 64(DI)
+	VMOVUPS Z18, 128(DI)
+	VZEROUPPER
+	RET
+
+// func gemmQ4KR16x4VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
+TEXT ·gemmQ4KR16x4VNNI(SB), NOSPLIT, $128-48
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+24(FP), R8
+	MOVQ   xstride+32(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	MOVQ   gstride+16(FP), DX
 	VPXORD Z16, Z16, Z16
 	VPXORD Z17, Z17, Z17
 	VPXORD Z18, Z18, Z18
 	VPXORD Z19, Z19, Z19
 
-	// Z5 = 0x0F bytes, K1 = qwords 0, 1, 4, 5
-	VMOVDQU32 vnnib0f<>+0(SB), Z5
-	MOVL      $0x00000033, AX
-	KMOVW     AX, K1
+	// Z0 = 0x0F bytes
+	VMOVDQU32 vnnib0f<>+0(SB), Z0
 	TESTQ     CX, CX
-	JEQ       gemmQ4KR8x1VNNIdone
+	JEQ       gemmQ4KR16x4VNNIdone
 
-gemmQ4KR8x1VNNIloop:
-	// stack: pairwise bsums of every vector in all four 128-bit lanes
-	VMOVDQU    260(R8), X6
-	VPHADDW    276(R8), X6, X6
-	VSHUFI32X4 $0x00, Z6, Z6, Z6
-	VMOVDQU64  Z6, (SP)
+gemmQ4KR16x4VNNIloop:
+	// prefetch the weights a few super-block columns ahead
+	PREFETCHT0 9216(SI)
+	PREFETCHT0 9280(SI)
+	PREFETCHT0 9344(SI)
+	PREFETCHT0 9408(SI)
+	PREFETCHT0 9472(SI)
+	PREFETCHT0 9536(SI)
+	PREFETCHT0 9600(SI)
+	PREFETCHT0 9664(SI)
+	PREFETCHT0 9728(SI)
+	PREFETCHT0 9792(SI)
+	PREFETCHT0 9856(SI)
+	PREFETCHT0 9920(SI)
+	PREFETCHT0 9984(SI)
+	PREFETCHT0 10048(SI)
+	PREFETCHT0 10112(SI)
+	PREFETCHT0 10176(SI)
+	PREFETCHT0 10240(SI)
+	PREFETCHT0 10304(SI)
+	PREFETCHT0 10368(SI)
+	PREFETCHT0 10432(SI)
+	PREFETCHT0 10496(SI)
+	PREFETCHT0 10560(SI)
+	PREFETCHT0 10624(SI)
+	PREFETCHT0 10688(SI)
+	PREFETCHT0 10752(SI)
+	PREFETCHT0 10816(SI)
+	PREFETCHT0 10880(SI)
+	PREFETCHT0 10944(SI)
+	PREFETCHT0 11008(SI)
+	PREFETCHT0 11072(SI)
+	PREFETCHT0 11136(SI)
+	PREFETCHT0 11200(SI)
+	PREFETCHT0 11264(SI)
+	PREFETCHT0 11328(SI)
+	PREFETCHT0 11392(SI)
+	PREFETCHT0 11456(SI)
 
-	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
-	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
-	VMOVDQU    32(SI), Y0
-	VMOVDQU    64(SI), Y1
-	VMOVDQU    96(SI), Y2
-	VPANDD     vnnib3f<>+0(SB), Y0, Y8
-	VPSRLD     $0x06, Y0, Y9
-	VPANDD     vnnib03<>+0(SB), Y9, Y9
-	VPSLLD     $0x04, Y9, Y9
-	VPANDD     Y5, Y2, Y10
-	VPORD      Y10, Y9, Y9
-	VPANDD     vnnib3f<>+0(SB), Y1, Y10
-	VPSRLD     $0x06, Y1, Y11
-	VPANDD     vnnib03<>+0(SB), Y11, Y11
-	VPSLLD     $0x04, Y11, Y11
-	VPSRLD     $0x04, Y2, Y12
-	VPANDD     Y5, Y12, Y12
-	VPORD      Y12, Y11, Y11
-	VPUNPCKLDQ Y9, Y8, Y13
-	VPUNPCKHDQ Y9, Y8, Y14
-	VMOVDQU    Y13, 256(SP)
-	VMOVDQU    Y14, 288(SP)
-	VPUNPCKLDQ Y11, Y10, Y13
-	VPUNPCKHDQ Y11, Y10, Y14
-	VMOVDQU    Y13, 320(SP)
-	VMOVDQU    Y14, 352(SP)
+	// decode the sixteen rows' scales and mins (ggml's utmp steps, one dword lane per row):
+	// stack: sc[0..3], sc[4..7]; Z6 = m[0..3], Z7 = m[4..7] (a byte each)
+	VMOVDQU      32(SI), Y1
+	VINSERTI64X4 $0x01, 32(SI)(DX*1), Z1, Z1
+	VMOVDQU      64(SI), Y2
+	VINSERTI64X4 $0x01, 64(SI)(DX*1), Z2, Z2
+	VMOVDQU      96(SI), Y3
+	VINSERTI64X4 $0x01, 96(SI)(DX*1), Z3, Z3
+	VPANDD       vnnib3f<>+0(SB), Z1, Z4
+	VMOVDQU64    Z4, (SP)
+	VPSRLD       $0x06, Z1, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPANDD       Z0, Z3, Z5
+	VPORD        Z5, Z4, Z4
+	VMOVDQU64    Z4, 64(SP)
+	VPANDD       vnnib3f<>+0(SB), Z2, Z6
+	VPSRLD       $0x06, Z2, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPSRLD       $0x04, Z3, Z7
+	VPANDD       Z0, Z7, Z7
+	VPORD        Z4, Z7, Z7
 
-	// rows 0 and 1
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
+	// mins: isum = msum, acc -= (dmin*d_x) * msum; Z5 = dmin
+	VPXORD        Z24, Z24, Z24
+	VPXORD        Z25, Z25, Z25
+	VPXORD        Z26, Z26, Z26
+	VPXORD        Z27, Z27, Z27
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z6, Z1
+	VPDPWSSD.BCST 260(R8), Z1, Z24
+	VPDPWSSD.BCST 260(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 260(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 260(R10), Z1, Z27
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z6, Z1
+	VPDPWSSD.BCST 264(R8), Z1, Z24
+	VPDPWSSD.BCST 264(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 264(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 264(R10), Z1, Z27
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z6, Z1
+	VPDPWSSD.BCST 268(R8), Z1, Z24
+	VPDPWSSD.BCST 268(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 268(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 268(R10), Z1, Z27
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z6, Z1
+	VPDPWSSD.BCST 272(R8), Z1, Z24
+	VPDPWSSD.BCST 272(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 272(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 272(R10), Z1, Z27
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z7, Z1
+	VPDPWSSD.BCST 276(R8), Z1, Z24
+	VPDPWSSD.BCST 276(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 276(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 276(R10), Z1, Z27
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z7, Z1
+	VPDPWSSD.BCST 280(R8), Z1, Z24
+	VPDPWSSD.BCST 280(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 280(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 280(R10), Z1, Z27
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z7, Z1
+	VPDPWSSD.BCST 284(R8), Z1, Z24
+	VPDPWSSD.BCST 284(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 284(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 284(R10), Z1, Z27
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z7, Z1
+	VPDPWSSD.BCST 288(R8), Z1, Z24
+	VPDPWSSD.BCST 288(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 288(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 288(R10), Z1, Z27
+	VMOVDQU       16(SI), X5
+	VINSERTI128   $0x01, 16(SI)(DX*1), Y5, Y5
+	VCVTPH2PS     Y5, Z5
+	VCVTDQ2PS     Z24, Z24
+	VMULPS.BCST   (R8), Z5, Z8
+	VFNMADD231PS  Z24, Z8, Z16
+	VPXORD        Z24, Z24, Z24
+	VCVTDQ2PS     Z25, Z25
+	VMULPS.BCST   (R8)(R9*1), Z5, Z9
+	VFNMADD231PS  Z25, Z9, Z17
+	VPXORD        Z25, Z25, Z25
+	VCVTDQ2PS     Z26, Z26
+	VMULPS.BCST   (R8)(R9*2), Z5, Z10
+	VFNMADD231PS  Z26, Z10, Z18
+	VPXORD        Z26, Z26, Z26
+	VCVTDQ2PS     Z27, Z27
+	VMULPS.BCST   (R10), Z5, Z11
+	VFNMADD231PS  Z27, Z11, Z19
+	VPXORD        Z27, Z27, Z27
 
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0x00, 256(SP), Y4
-	VPERMQ $0x55, 256(SP), Y6
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 4(R8), Z2, Z8
+	VPDPBUSD.BCST 36(R8), Z3, Z12
+	VPDPBUSD.BCST 4(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 36(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 4(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 36(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 4(R10), Z2, Z11
+	VPDPBUSD.BCST 36(R10), Z3, Z15
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 8(R8), Z2, Z8
+	VPDPBUSD.BCST 40(R8), Z3, Z12
+	VPDPBUSD.BCST 8(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 40(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 8(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 40(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 8(R10), Z2, Z11
+	VPDPBUSD.BCST 40(R10), Z3, Z15
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 12(R8), Z2, Z8
+	VPDPBUSD.BCST 44(R8), Z3, Z12
+	VPDPBUSD.BCST 12(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 44(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 12(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 44(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 12(R10), Z2, Z11
+	VPDPBUSD.BCST 44(R10), Z3, Z15
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 16(R8), Z2, Z8
+	VPDPBUSD.BCST 48(R8), Z3, Z12
+	VPDPBUSD.BCST 16(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 48(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 16(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 48(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 16(R10), Z2, Z11
+	VPDPBUSD.BCST 48(R10), Z3, Z15
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 20(R8), Z2, Z8
+	VPDPBUSD.BCST 52(R8), Z3, Z12
+	VPDPBUSD.BCST 20(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 52(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 20(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 52(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 20(R10), Z2, Z11
+	VPDPBUSD.BCST 52(R10), Z3, Z15
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 24(R8), Z2, Z8
+	VPDPBUSD.BCST 56(R8), Z3, Z12
+	VPDPBUSD.BCST 24(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 56(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 24(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 56(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 24(R10), Z2, Z11
+	VPDPBUSD.BCST 56(R10), Z3, Z15
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 28(R8), Z2, Z8
+	VPDPBUSD.BCST 60(R8), Z3, Z12
+	VPDPBUSD.BCST 28(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 60(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 28(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 60(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 28(R10), Z2, Z11
+	VPDPBUSD.BCST 60(R10), Z3, Z15
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 32(R8), Z2, Z8
+	VPDPBUSD.BCST 64(R8), Z3, Z12
+	VPDPBUSD.BCST 32(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 64(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 32(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 64(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 32(R10), Z2, Z11
+	VPDPBUSD.BCST 64(R10), Z3, Z15
+	VMOVDQU32     (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPSRLD        $0x08, (SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z26, Z26
+	VPMULLD       Z5, Z15, Z15
+	VPADDD        Z15, Z27, Z27
 
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     128(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     256(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 68(R8), Z2, Z8
+	VPDPBUSD.BCST 100(R8), Z3, Z12
+	VPDPBUSD.BCST 68(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 100(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 68(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 100(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 68(R10), Z2, Z11
+	VPDPBUSD.BCST 100(R10), Z3, Z15
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 72(R8), Z2, Z8
+	VPDPBUSD.BCST 104(R8), Z3, Z12
+	VPDPBUSD.BCST 72(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 104(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 72(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 104(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 72(R10), Z2, Z11
+	VPDPBUSD.BCST 104(R10), Z3, Z15
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 76(R8), Z2, Z8
+	VPDPBUSD.BCST 108(R8), Z3, Z12
+	VPDPBUSD.BCST 76(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 108(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 76(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 108(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 76(R10), Z2, Z11
+	VPDPBUSD.BCST 108(R10), Z3, Z15
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 80(R8), Z2, Z8
+	VPDPBUSD.BCST 112(R8), Z3, Z12
+	VPDPBUSD.BCST 80(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 112(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 80(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 112(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 80(R10), Z2, Z11
+	VPDPBUSD.BCST 112(R10), Z3, Z15
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 84(R8), Z2, Z8
+	VPDPBUSD.BCST 116(R8), Z3, Z12
+	VPDPBUSD.BCST 84(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 116(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 84(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 116(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 84(R10), Z2, Z11
+	VPDPBUSD.BCST 116(R10), Z3, Z15
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 88(R8), Z2, Z8
+	VPDPBUSD.BCST 120(R8), Z3, Z12
+	VPDPBUSD.BCST 88(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 120(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 88(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 120(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 88(R10), Z2, Z11
+	VPDPBUSD.BCST 120(R10), Z3, Z15
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 92(R8), Z2, Z8
+	VPDPBUSD.BCST 124(R8), Z3, Z12
+	VPDPBUSD.BCST 92(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 124(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 92(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 124(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 92(R10), Z2, Z11
+	VPDPBUSD.BCST 124(R10), Z3, Z15
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 96(R8), Z2, Z8
+	VPDPBUSD.BCST 128(R8), Z3, Z12
+	VPDPBUSD.BCST 96(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 128(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 96(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 128(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 96(R10), Z2, Z11
+	VPDPBUSD.BCST 128(R10), Z3, Z15
+	VPSRLD        $0x10, (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPSRLD        $0x18, (SP), Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z26, Z26
+	VPMULLD       Z5, Z15, Z15
+	VPADDD        Z15, Z27, Z27
 
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  128(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  256(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 132(R8), Z2, Z8
+	VPDPBUSD.BCST 164(R8), Z3, Z12
+	VPDPBUSD.BCST 132(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 164(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 132(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 164(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 132(R10), Z2, Z11
+	VPDPBUSD.BCST 164(R10), Z3, Z15
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 136(R8), Z2, Z8
+	VPDPBUSD.BCST 168(R8), Z3, Z12
+	VPDPBUSD.BCST 136(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 168(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 136(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 168(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 136(R10), Z2, Z11
+	VPDPBUSD.BCST 168(R10), Z3, Z15
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 140(R8), Z2, Z8
+	VPDPBUSD.BCST 172(R8), Z3, Z12
+	VPDPBUSD.BCST 140(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 172(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 140(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 172(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 140(R10), Z2, Z11
+	VPDPBUSD.BCST 172(R10), Z3, Z15
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 144(R8), Z2, Z8
+	VPDPBUSD.BCST 176(R8), Z3, Z12
+	VPDPBUSD.BCST 144(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 176(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 144(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 176(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 144(R10), Z2, Z11
+	VPDPBUSD.BCST 176(R10), Z3, Z15
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 148(R8), Z2, Z8
+	VPDPBUSD.BCST 180(R8), Z3, Z12
+	VPDPBUSD.BCST 148(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 180(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 148(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 180(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 148(R10), Z2, Z11
+	VPDPBUSD.BCST 180(R10), Z3, Z15
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 152(R8), Z2, Z8
+	VPDPBUSD.BCST 184(R8), Z3, Z12
+	VPDPBUSD.BCST 152(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 184(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 152(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 184(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 152(R10), Z2, Z11
+	VPDPBUSD.BCST 184(R10), Z3, Z15
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 156(R8), Z2, Z8
+	VPDPBUSD.BCST 188(R8), Z3, Z12
+	VPDPBUSD.BCST 156(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 188(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 156(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 188(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 156(R10), Z2, Z11
+	VPDPBUSD.BCST 188(R10), Z3, Z15
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 160(R8), Z2, Z8
+	VPDPBUSD.BCST 192(R8), Z3, Z12
+	VPDPBUSD.BCST 160(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 192(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 160(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 192(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 160(R10), Z2, Z11
+	VPDPBUSD.BCST 192(R10), Z3, Z15
+	VMOVDQU32     64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPSRLD        $0x08, 64(SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z26, Z26
+	VPMULLD       Z5, Z15, Z15
+	VPADDD        Z15, Z27, Z27
 
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     192(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     320(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 196(R8), Z2, Z8
+	VPDPBUSD.BCST 228(R8), Z3, Z12
+	VPDPBUSD.BCST 196(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 228(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 196(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 228(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 196(R10), Z2, Z11
+	VPDPBUSD.BCST 228(R10), Z3, Z15
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 200(R8), Z2, Z8
+	VPDPBUSD.BCST 232(R8), Z3, Z12
+	VPDPBUSD.BCST 200(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 232(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 200(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 232(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 200(R10), Z2, Z11
+	VPDPBUSD.BCST 232(R10), Z3, Z15
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 204(R8), Z2, Z8
+	VPDPBUSD.BCST 236(R8), Z3, Z12
+	VPDPBUSD.BCST 204(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 236(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 204(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 236(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 204(R10), Z2, Z11
+	VPDPBUSD.BCST 236(R10), Z3, Z15
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 208(R8), Z2, Z8
+	VPDPBUSD.BCST 240(R8), Z3, Z12
+	VPDPBUSD.BCST 208(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 240(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 208(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 240(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 208(R10), Z2, Z11
+	VPDPBUSD.BCST 240(R10), Z3, Z15
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 212(R8), Z2, Z8
+	VPDPBUSD.BCST 244(R8), Z3, Z12
+	VPDPBUSD.BCST 212(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 244(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 212(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 244(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 212(R10), Z2, Z11
+	VPDPBUSD.BCST 244(R10), Z3, Z15
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 216(R8), Z2, Z8
+	VPDPBUSD.BCST 248(R8), Z3, Z12
+	VPDPBUSD.BCST 216(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 248(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 216(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 248(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 216(R10), Z2, Z11
+	VPDPBUSD.BCST 248(R10), Z3, Z15
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 220(R8), Z2, Z8
+	VPDPBUSD.BCST 252(R8), Z3, Z12
+	VPDPBUSD.BCST 220(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 252(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 220(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 252(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 220(R10), Z2, Z11
+	VPDPBUSD.BCST 252(R10), Z3, Z15
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 224(R8), Z2, Z8
+	VPDPBUSD.BCST 256(R8), Z3, Z12
+	VPDPBUSD.BCST 224(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 256(R8)(R9*1), Z3, Z13
+	VPDPBUSD.BCST 224(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 256(R8)(R9*2), Z3, Z14
+	VPDPBUSD.BCST 224(R10), Z2, Z11
+	VPDPBUSD.BCST 256(R10), Z3, Z15
+	VPSRLD        $0x10, 64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPSRLD        $0x18, 64(SP), Z5
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z24, Z24
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z25, Z25
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z26, Z26
+	VPMULLD       Z5, Z15, Z15
+	VPADDD        Z15, Z27, Z27
 
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  192(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  320(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
+	// acc += (d*d_x) * isum; Z5 = d
+	VMOVDQU     (SI), X5
+	VINSERTI128 $0x01, (SI)(DX*1), Y5, Y5
+	VCVTPH2PS   Y5, Z5
+	VCVTDQ2PS   Z24, Z24
+	VMULPS.BCST (R8), Z5, Z8
+	VFMADD231PS Z24, Z8, Z16
+	VCVTDQ2PS   Z25, Z25
+	VMULPS.BCST (R8)(R9*1), Z5, Z9
+	VFMADD231PS Z25, Z9, Z17
+	VCVTDQ2PS   Z26, Z26
+	VMULPS.BCST (R8)(R9*2), Z5, Z10
+	VFMADD231PS Z26, Z10, Z18
+	VCVTDQ2PS   Z27, Z27
+	VMULPS.BCST (R10), Z5, Z11
+	VFMADD231PS Z27, Z11, Z19
+	ADDQ        $0x00000480, SI
+	ADDQ        DX, SI
+	ADDQ        $0x00000124, R8
+	ADDQ        $0x00000124, R10
+	DECQ        CX
+	JNZ         gemmQ4KR16x4VNNIloop
 
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+0(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    320(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z16
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z16
-
-	// rows 2 and 3
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0x00, 288(SP), Y4
-	VPERMQ $0x55, 288(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     384(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     512(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  384(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  512(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     448(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     576(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  448(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  576(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+128(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    352(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z17
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z17
-
-	// rows 4 and 5
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0xaa, 256(SP), Y4
-	VPERMQ $0xff, 256(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     640(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     768(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  640(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  768(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     704(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     832(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  704(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  832(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+256(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    336(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z18
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z18
-
-	// rows 6 and 7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0xaa, 288(SP), Y4
-	VPERMQ $0xff, 288(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     896(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     1024(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  896(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1024(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     960(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     1088(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  960(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1088(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+384(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    368(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z19
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z19
-	ADDQ         $0x00000480, SI
-	ADDQ         $0x00000124, R8
-	ADDQ         $0x00000124, R10
-	DECQ         CX
-	JNZ          gemmQ4KR8x1VNNIloop
-
-gemmQ4KR8x1VNNIdone:
-	// hsum of every (vector, row) in ggml's hsum_float_8 order
-	MOVQ          out+32(FP), DX
-	VMOVAPS       Z16, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, (DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 4(DX)
-	VMOVAPS       Z17, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 8(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 12(DX)
-	VMOVAPS       Z18, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 16(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 20(DX)
-	VMOVAPS       Z19, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 24(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 28(DX)
+gemmQ4KR16x4VNNIdone:
+	MOVQ    out+40(FP), DI
+	VMOVUPS Z16, (DI)
+	VMOVUPS Z17, 64(DI)
+	VMOVUPS Z18, 128(DI)
+	VMOVUPS Z19, 192(DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4KR8x2VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
-TEXT ·gemmQ4KR8x2VNNI(SB), NOSPLIT, $384-40
+// func gemmQ4KR16x5VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
+TEXT ·gemmQ4KR16x5VNNI(SB), NOSPLIT, $128-48
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
-	MOVQ   x+16(FP), R8
-	MOVQ   xstride+24(FP), R9
+	MOVQ   x+24(FP), R8
+	MOVQ   xstride+32(FP), R9
 	LEAQ   (R8)(R9*2), R10
 	ADDQ   R9, R10
+	MOVQ   gstride+16(FP), DX
+	LEAQ   (R10)(R9*2), R11
+	ADDQ   R9, R11
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+
+	// Z0 = 0x0F bytes
+	VMOVDQU32 vnnib0f<>+0(SB), Z0
+	TESTQ     CX, CX
+	JEQ       gemmQ4KR16x5VNNIdone
+
+gemmQ4KR16x5VNNIloop:
+	// prefetch the weights a few super-block columns ahead
+	PREFETCHT0 9216(SI)
+	PREFETCHT0 9280(SI)
+	PREFETCHT0 9344(SI)
+	PREFETCHT0 9408(SI)
+	PREFETCHT0 9472(SI)
+	PREFETCHT0 9536(SI)
+	PREFETCHT0 9600(SI)
+	PREFETCHT0 9664(SI)
+	PREFETCHT0 9728(SI)
+	PREFETCHT0 9792(SI)
+	PREFETCHT0 9856(SI)
+	PREFETCHT0 9920(SI)
+	PREFETCHT0 9984(SI)
+	PREFETCHT0 10048(SI)
+	PREFETCHT0 10112(SI)
+	PREFETCHT0 10176(SI)
+	PREFETCHT0 10240(SI)
+	PREFETCHT0 10304(SI)
+	PREFETCHT0 10368(SI)
+	PREFETCHT0 10432(SI)
+	PREFETCHT0 10496(SI)
+	PREFETCHT0 10560(SI)
+	PREFETCHT0 10624(SI)
+	PREFETCHT0 10688(SI)
+	PREFETCHT0 10752(SI)
+	PREFETCHT0 10816(SI)
+	PREFETCHT0 10880(SI)
+	PREFETCHT0 10944(SI)
+	PREFETCHT0 11008(SI)
+	PREFETCHT0 11072(SI)
+	PREFETCHT0 11136(SI)
+	PREFETCHT0 11200(SI)
+	PREFETCHT0 11264(SI)
+	PREFETCHT0 11328(SI)
+	PREFETCHT0 11392(SI)
+	PREFETCHT0 11456(SI)
+
+	// decode the sixteen rows' scales and mins (ggml's utmp steps, one dword lane per row):
+	// stack: sc[0..3], sc[4..7]; Z6 = m[0..3], Z7 = m[4..7] (a byte each)
+	VMOVDQU      32(SI), Y1
+	VINSERTI64X4 $0x01, 32(SI)(DX*1), Z1, Z1
+	VMOVDQU      64(SI), Y2
+	VINSERTI64X4 $0x01, 64(SI)(DX*1), Z2, Z2
+	VMOVDQU      96(SI), Y3
+	VINSERTI64X4 $0x01, 96(SI)(DX*1), Z3, Z3
+	VPANDD       vnnib3f<>+0(SB), Z1, Z4
+	VMOVDQU64    Z4, (SP)
+	VPSRLD       $0x06, Z1, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPANDD       Z0, Z3, Z5
+	VPORD        Z5, Z4, Z4
+	VMOVDQU64    Z4, 64(SP)
+	VPANDD       vnnib3f<>+0(SB), Z2, Z6
+	VPSRLD       $0x06, Z2, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPSRLD       $0x04, Z3, Z7
+	VPANDD       Z0, Z7, Z7
+	VPORD        Z4, Z7, Z7
+
+	// mins: isum = msum, acc -= (dmin*d_x) * msum; Z5 = dmin
+	VPXORD        Z24, Z24, Z24
+	VPXORD        Z25, Z25, Z25
+	VPXORD        Z26, Z26, Z26
+	VPXORD        Z27, Z27, Z27
+	VPXORD        Z28, Z28, Z28
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z6, Z1
+	VPDPWSSD.BCST 260(R8), Z1, Z24
+	VPDPWSSD.BCST 260(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 260(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 260(R10), Z1, Z27
+	VPDPWSSD.BCST 260(R8)(R9*4), Z1, Z28
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z6, Z1
+	VPDPWSSD.BCST 264(R8), Z1, Z24
+	VPDPWSSD.BCST 264(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 264(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 264(R10), Z1, Z27
+	VPDPWSSD.BCST 264(R8)(R9*4), Z1, Z28
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z6, Z1
+	VPDPWSSD.BCST 268(R8), Z1, Z24
+	VPDPWSSD.BCST 268(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 268(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 268(R10), Z1, Z27
+	VPDPWSSD.BCST 268(R8)(R9*4), Z1, Z28
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z6, Z1
+	VPDPWSSD.BCST 272(R8), Z1, Z24
+	VPDPWSSD.BCST 272(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 272(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 272(R10), Z1, Z27
+	VPDPWSSD.BCST 272(R8)(R9*4), Z1, Z28
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z7, Z1
+	VPDPWSSD.BCST 276(R8), Z1, Z24
+	VPDPWSSD.BCST 276(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 276(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 276(R10), Z1, Z27
+	VPDPWSSD.BCST 276(R8)(R9*4), Z1, Z28
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z7, Z1
+	VPDPWSSD.BCST 280(R8), Z1, Z24
+	VPDPWSSD.BCST 280(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 280(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 280(R10), Z1, Z27
+	VPDPWSSD.BCST 280(R8)(R9*4), Z1, Z28
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z7, Z1
+	VPDPWSSD.BCST 284(R8), Z1, Z24
+	VPDPWSSD.BCST 284(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 284(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 284(R10), Z1, Z27
+	VPDPWSSD.BCST 284(R8)(R9*4), Z1, Z28
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z7, Z1
+	VPDPWSSD.BCST 288(R8), Z1, Z24
+	VPDPWSSD.BCST 288(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 288(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 288(R10), Z1, Z27
+	VPDPWSSD.BCST 288(R8)(R9*4), Z1, Z28
+	VMOVDQU       16(SI), X5
+	VINSERTI128   $0x01, 16(SI)(DX*1), Y5, Y5
+	VCVTPH2PS     Y5, Z5
+	VCVTDQ2PS     Z24, Z24
+	VMULPS.BCST   (R8), Z5, Z8
+	VFNMADD231PS  Z24, Z8, Z16
+	VPXORD        Z24, Z24, Z24
+	VCVTDQ2PS     Z25, Z25
+	VMULPS.BCST   (R8)(R9*1), Z5, Z9
+	VFNMADD231PS  Z25, Z9, Z17
+	VPXORD        Z25, Z25, Z25
+	VCVTDQ2PS     Z26, Z26
+	VMULPS.BCST   (R8)(R9*2), Z5, Z10
+	VFNMADD231PS  Z26, Z10, Z18
+	VPXORD        Z26, Z26, Z26
+	VCVTDQ2PS     Z27, Z27
+	VMULPS.BCST   (R10), Z5, Z11
+	VFNMADD231PS  Z27, Z11, Z19
+	VPXORD        Z27, Z27, Z27
+	VCVTDQ2PS     Z28, Z28
+	VMULPS.BCST   (R8)(R9*4), Z5, Z12
+	VFNMADD231PS  Z28, Z12, Z20
+	VPXORD        Z28, Z28, Z28
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 4(R8), Z2, Z8
+	VPDPBUSD.BCST 4(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 4(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 4(R10), Z2, Z11
+	VPDPBUSD.BCST 4(R8)(R9*4), Z2, Z12
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 8(R8), Z2, Z8
+	VPDPBUSD.BCST 8(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 8(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 8(R10), Z2, Z11
+	VPDPBUSD.BCST 8(R8)(R9*4), Z2, Z12
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 12(R8), Z2, Z8
+	VPDPBUSD.BCST 12(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 12(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 12(R10), Z2, Z11
+	VPDPBUSD.BCST 12(R8)(R9*4), Z2, Z12
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 16(R8), Z2, Z8
+	VPDPBUSD.BCST 16(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 16(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 16(R10), Z2, Z11
+	VPDPBUSD.BCST 16(R8)(R9*4), Z2, Z12
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 20(R8), Z2, Z8
+	VPDPBUSD.BCST 20(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 20(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 20(R10), Z2, Z11
+	VPDPBUSD.BCST 20(R8)(R9*4), Z2, Z12
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 24(R8), Z2, Z8
+	VPDPBUSD.BCST 24(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 24(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 24(R10), Z2, Z11
+	VPDPBUSD.BCST 24(R8)(R9*4), Z2, Z12
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 28(R8), Z2, Z8
+	VPDPBUSD.BCST 28(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 28(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 28(R10), Z2, Z11
+	VPDPBUSD.BCST 28(R8)(R9*4), Z2, Z12
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 32(R8), Z2, Z8
+	VPDPBUSD.BCST 32(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 32(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 32(R10), Z2, Z11
+	VPDPBUSD.BCST 32(R8)(R9*4), Z2, Z12
+	VMOVDQU32     (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 36(R8), Z3, Z8
+	VPDPBUSD.BCST 36(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 36(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 36(R10), Z3, Z11
+	VPDPBUSD.BCST 36(R8)(R9*4), Z3, Z12
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 40(R8), Z3, Z8
+	VPDPBUSD.BCST 40(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 40(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 40(R10), Z3, Z11
+	VPDPBUSD.BCST 40(R8)(R9*4), Z3, Z12
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 44(R8), Z3, Z8
+	VPDPBUSD.BCST 44(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 44(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 44(R10), Z3, Z11
+	VPDPBUSD.BCST 44(R8)(R9*4), Z3, Z12
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 48(R8), Z3, Z8
+	VPDPBUSD.BCST 48(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 48(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 48(R10), Z3, Z11
+	VPDPBUSD.BCST 48(R8)(R9*4), Z3, Z12
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 52(R8), Z3, Z8
+	VPDPBUSD.BCST 52(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 52(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 52(R10), Z3, Z11
+	VPDPBUSD.BCST 52(R8)(R9*4), Z3, Z12
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 56(R8), Z3, Z8
+	VPDPBUSD.BCST 56(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 56(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 56(R10), Z3, Z11
+	VPDPBUSD.BCST 56(R8)(R9*4), Z3, Z12
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 60(R8), Z3, Z8
+	VPDPBUSD.BCST 60(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 60(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 60(R10), Z3, Z11
+	VPDPBUSD.BCST 60(R8)(R9*4), Z3, Z12
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 64(R8), Z3, Z8
+	VPDPBUSD.BCST 64(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 64(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 64(R10), Z3, Z11
+	VPDPBUSD.BCST 64(R8)(R9*4), Z3, Z12
+	VPSRLD        $0x08, (SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 68(R8), Z2, Z8
+	VPDPBUSD.BCST 68(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 68(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 68(R10), Z2, Z11
+	VPDPBUSD.BCST 68(R8)(R9*4), Z2, Z12
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 72(R8), Z2, Z8
+	VPDPBUSD.BCST 72(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 72(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 72(R10), Z2, Z11
+	VPDPBUSD.BCST 72(R8)(R9*4), Z2, Z12
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 76(R8), Z2, Z8
+	VPDPBUSD.BCST 76(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 76(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 76(R10), Z2, Z11
+	VPDPBUSD.BCST 76(R8)(R9*4), Z2, Z12
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 80(R8), Z2, Z8
+	VPDPBUSD.BCST 80(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 80(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 80(R10), Z2, Z11
+	VPDPBUSD.BCST 80(R8)(R9*4), Z2, Z12
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 84(R8), Z2, Z8
+	VPDPBUSD.BCST 84(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 84(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 84(R10), Z2, Z11
+	VPDPBUSD.BCST 84(R8)(R9*4), Z2, Z12
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 88(R8), Z2, Z8
+	VPDPBUSD.BCST 88(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 88(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 88(R10), Z2, Z11
+	VPDPBUSD.BCST 88(R8)(R9*4), Z2, Z12
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 92(R8), Z2, Z8
+	VPDPBUSD.BCST 92(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 92(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 92(R10), Z2, Z11
+	VPDPBUSD.BCST 92(R8)(R9*4), Z2, Z12
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 96(R8), Z2, Z8
+	VPDPBUSD.BCST 96(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 96(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 96(R10), Z2, Z11
+	VPDPBUSD.BCST 96(R8)(R9*4), Z2, Z12
+	VPSRLD        $0x10, (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 100(R8), Z3, Z8
+	VPDPBUSD.BCST 100(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 100(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 100(R10), Z3, Z11
+	VPDPBUSD.BCST 100(R8)(R9*4), Z3, Z12
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 104(R8), Z3, Z8
+	VPDPBUSD.BCST 104(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 104(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 104(R10), Z3, Z11
+	VPDPBUSD.BCST 104(R8)(R9*4), Z3, Z12
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 108(R8), Z3, Z8
+	VPDPBUSD.BCST 108(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 108(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 108(R10), Z3, Z11
+	VPDPBUSD.BCST 108(R8)(R9*4), Z3, Z12
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 112(R8), Z3, Z8
+	VPDPBUSD.BCST 112(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 112(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 112(R10), Z3, Z11
+	VPDPBUSD.BCST 112(R8)(R9*4), Z3, Z12
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 116(R8), Z3, Z8
+	VPDPBUSD.BCST 116(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 116(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 116(R10), Z3, Z11
+	VPDPBUSD.BCST 116(R8)(R9*4), Z3, Z12
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 120(R8), Z3, Z8
+	VPDPBUSD.BCST 120(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 120(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 120(R10), Z3, Z11
+	VPDPBUSD.BCST 120(R8)(R9*4), Z3, Z12
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 124(R8), Z3, Z8
+	VPDPBUSD.BCST 124(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 124(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 124(R10), Z3, Z11
+	VPDPBUSD.BCST 124(R8)(R9*4), Z3, Z12
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 128(R8), Z3, Z8
+	VPDPBUSD.BCST 128(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 128(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 128(R10), Z3, Z11
+	VPDPBUSD.BCST 128(R8)(R9*4), Z3, Z12
+	VPSRLD        $0x18, (SP), Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 132(R8), Z2, Z8
+	VPDPBUSD.BCST 132(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 132(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 132(R10), Z2, Z11
+	VPDPBUSD.BCST 132(R8)(R9*4), Z2, Z12
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 136(R8), Z2, Z8
+	VPDPBUSD.BCST 136(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 136(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 136(R10), Z2, Z11
+	VPDPBUSD.BCST 136(R8)(R9*4), Z2, Z12
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 140(R8), Z2, Z8
+	VPDPBUSD.BCST 140(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 140(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 140(R10), Z2, Z11
+	VPDPBUSD.BCST 140(R8)(R9*4), Z2, Z12
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 144(R8), Z2, Z8
+	VPDPBUSD.BCST 144(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 144(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 144(R10), Z2, Z11
+	VPDPBUSD.BCST 144(R8)(R9*4), Z2, Z12
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 148(R8), Z2, Z8
+	VPDPBUSD.BCST 148(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 148(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 148(R10), Z2, Z11
+	VPDPBUSD.BCST 148(R8)(R9*4), Z2, Z12
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 152(R8), Z2, Z8
+	VPDPBUSD.BCST 152(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 152(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 152(R10), Z2, Z11
+	VPDPBUSD.BCST 152(R8)(R9*4), Z2, Z12
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 156(R8), Z2, Z8
+	VPDPBUSD.BCST 156(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 156(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 156(R10), Z2, Z11
+	VPDPBUSD.BCST 156(R8)(R9*4), Z2, Z12
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 160(R8), Z2, Z8
+	VPDPBUSD.BCST 160(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 160(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 160(R10), Z2, Z11
+	VPDPBUSD.BCST 160(R8)(R9*4), Z2, Z12
+	VMOVDQU32     64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 164(R8), Z3, Z8
+	VPDPBUSD.BCST 164(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 164(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 164(R10), Z3, Z11
+	VPDPBUSD.BCST 164(R8)(R9*4), Z3, Z12
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 168(R8), Z3, Z8
+	VPDPBUSD.BCST 168(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 168(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 168(R10), Z3, Z11
+	VPDPBUSD.BCST 168(R8)(R9*4), Z3, Z12
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 172(R8), Z3, Z8
+	VPDPBUSD.BCST 172(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 172(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 172(R10), Z3, Z11
+	VPDPBUSD.BCST 172(R8)(R9*4), Z3, Z12
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 176(R8), Z3, Z8
+	VPDPBUSD.BCST 176(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 176(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 176(R10), Z3, Z11
+	VPDPBUSD.BCST 176(R8)(R9*4), Z3, Z12
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 180(R8), Z3, Z8
+	VPDPBUSD.BCST 180(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 180(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 180(R10), Z3, Z11
+	VPDPBUSD.BCST 180(R8)(R9*4), Z3, Z12
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 184(R8), Z3, Z8
+	VPDPBUSD.BCST 184(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 184(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 184(R10), Z3, Z11
+	VPDPBUSD.BCST 184(R8)(R9*4), Z3, Z12
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 188(R8), Z3, Z8
+	VPDPBUSD.BCST 188(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 188(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 188(R10), Z3, Z11
+	VPDPBUSD.BCST 188(R8)(R9*4), Z3, Z12
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 192(R8), Z3, Z8
+	VPDPBUSD.BCST 192(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 192(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 192(R10), Z3, Z11
+	VPDPBUSD.BCST 192(R8)(R9*4), Z3, Z12
+	VPSRLD        $0x08, 64(SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 196(R8), Z2, Z8
+	VPDPBUSD.BCST 196(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 196(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 196(R10), Z2, Z11
+	VPDPBUSD.BCST 196(R8)(R9*4), Z2, Z12
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 200(R8), Z2, Z8
+	VPDPBUSD.BCST 200(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 200(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 200(R10), Z2, Z11
+	VPDPBUSD.BCST 200(R8)(R9*4), Z2, Z12
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 204(R8), Z2, Z8
+	VPDPBUSD.BCST 204(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 204(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 204(R10), Z2, Z11
+	VPDPBUSD.BCST 204(R8)(R9*4), Z2, Z12
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 208(R8), Z2, Z8
+	VPDPBUSD.BCST 208(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 208(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 208(R10), Z2, Z11
+	VPDPBUSD.BCST 208(R8)(R9*4), Z2, Z12
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 212(R8), Z2, Z8
+	VPDPBUSD.BCST 212(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 212(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 212(R10), Z2, Z11
+	VPDPBUSD.BCST 212(R8)(R9*4), Z2, Z12
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 216(R8), Z2, Z8
+	VPDPBUSD.BCST 216(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 216(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 216(R10), Z2, Z11
+	VPDPBUSD.BCST 216(R8)(R9*4), Z2, Z12
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 220(R8), Z2, Z8
+	VPDPBUSD.BCST 220(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 220(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 220(R10), Z2, Z11
+	VPDPBUSD.BCST 220(R8)(R9*4), Z2, Z12
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 224(R8), Z2, Z8
+	VPDPBUSD.BCST 224(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 224(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 224(R10), Z2, Z11
+	VPDPBUSD.BCST 224(R8)(R9*4), Z2, Z12
+	VPSRLD        $0x10, 64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 228(R8), Z3, Z8
+	VPDPBUSD.BCST 228(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 228(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 228(R10), Z3, Z11
+	VPDPBUSD.BCST 228(R8)(R9*4), Z3, Z12
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 232(R8), Z3, Z8
+	VPDPBUSD.BCST 232(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 232(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 232(R10), Z3, Z11
+	VPDPBUSD.BCST 232(R8)(R9*4), Z3, Z12
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 236(R8), Z3, Z8
+	VPDPBUSD.BCST 236(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 236(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 236(R10), Z3, Z11
+	VPDPBUSD.BCST 236(R8)(R9*4), Z3, Z12
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 240(R8), Z3, Z8
+	VPDPBUSD.BCST 240(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 240(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 240(R10), Z3, Z11
+	VPDPBUSD.BCST 240(R8)(R9*4), Z3, Z12
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 244(R8), Z3, Z8
+	VPDPBUSD.BCST 244(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 244(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 244(R10), Z3, Z11
+	VPDPBUSD.BCST 244(R8)(R9*4), Z3, Z12
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 248(R8), Z3, Z8
+	VPDPBUSD.BCST 248(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 248(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 248(R10), Z3, Z11
+	VPDPBUSD.BCST 248(R8)(R9*4), Z3, Z12
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 252(R8), Z3, Z8
+	VPDPBUSD.BCST 252(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 252(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 252(R10), Z3, Z11
+	VPDPBUSD.BCST 252(R8)(R9*4), Z3, Z12
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 256(R8), Z3, Z8
+	VPDPBUSD.BCST 256(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 256(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 256(R10), Z3, Z11
+	VPDPBUSD.BCST 256(R8)(R9*4), Z3, Z12
+	VPSRLD        $0x18, 64(SP), Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+
+	// acc += (d*d_x) * isum; Z5 = d
+	VMOVDQU     (SI), X5
+	VINSERTI128 $0x01, (SI)(DX*1), Y5, Y5
+	VCVTPH2PS   Y5, Z5
+	VCVTDQ2PS   Z24, Z24
+	VMULPS.BCST (R8), Z5, Z8
+	VFMADD231PS Z24, Z8, Z16
+	VCVTDQ2PS   Z25, Z25
+	VMULPS.BCST (R8)(R9*1), Z5, Z9
+	VFMADD231PS Z25, Z9, Z17
+	VCVTDQ2PS   Z26, Z26
+	VMULPS.BCST (R8)(R9*2), Z5, Z10
+	VFMADD231PS Z26, Z10, Z18
+	VCVTDQ2PS   Z27, Z27
+	VMULPS.BCST (R10), Z5, Z11
+	VFMADD231PS Z27, Z11, Z19
+	VCVTDQ2PS   Z28, Z28
+	VMULPS.BCST (R8)(R9*4), Z5, Z12
+	VFMADD231PS Z28, Z12, Z20
+	ADDQ        $0x00000480, SI
+	ADDQ        DX, SI
+	ADDQ        $0x00000124, R8
+	ADDQ        $0x00000124, R10
+	ADDQ        $0x00000124, R11
+	DECQ        CX
+	JNZ         gemmQ4KR16x5VNNIloop
+
+gemmQ4KR16x5VNNIdone:
+	MOVQ    out+40(FP), DI
+	VMOVUPS Z16, (DI)
+	VMOVUPS Z17, 64(DI)
+	VMOVUPS Z18, 128(DI)
+	VMOVUPS Z19, 192(DI)
+	VMOVUPS Z20, 256(DI)
+	VZEROUPPER
+	RET
+
+// func gemmQ4KR16x6VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
+TEXT ·gemmQ4KR16x6VNNI(SB), NOSPLIT, $128-48
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+24(FP), R8
+	MOVQ   xstride+32(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	MOVQ   gstride+16(FP), DX
+	LEAQ   (R10)(R9*2), R11
+	ADDQ   R9, R11
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+
+	// Z0 = 0x0F bytes
+	VMOVDQU32 vnnib0f<>+0(SB), Z0
+	TESTQ     CX, CX
+	JEQ       gemmQ4KR16x6VNNIdone
+
+gemmQ4KR16x6VNNIloop:
+	// prefetch the weights a few super-block columns ahead
+	PREFETCHT0 9216(SI)
+	PREFETCHT0 9280(SI)
+	PREFETCHT0 9344(SI)
+	PREFETCHT0 9408(SI)
+	PREFETCHT0 9472(SI)
+	PREFETCHT0 9536(SI)
+	PREFETCHT0 9600(SI)
+	PREFETCHT0 9664(SI)
+	PREFETCHT0 9728(SI)
+	PREFETCHT0 9792(SI)
+	PREFETCHT0 9856(SI)
+	PREFETCHT0 9920(SI)
+	PREFETCHT0 9984(SI)
+	PREFETCHT0 10048(SI)
+	PREFETCHT0 10112(SI)
+	PREFETCHT0 10176(SI)
+	PREFETCHT0 10240(SI)
+	PREFETCHT0 10304(SI)
+	PREFETCHT0 10368(SI)
+	PREFETCHT0 10432(SI)
+	PREFETCHT0 10496(SI)
+	PREFETCHT0 10560(SI)
+	PREFETCHT0 10624(SI)
+	PREFETCHT0 10688(SI)
+	PREFETCHT0 10752(SI)
+	PREFETCHT0 10816(SI)
+	PREFETCHT0 10880(SI)
+	PREFETCHT0 10944(SI)
+	PREFETCHT0 11008(SI)
+	PREFETCHT0 11072(SI)
+	PREFETCHT0 11136(SI)
+	PREFETCHT0 11200(SI)
+	PREFETCHT0 11264(SI)
+	PREFETCHT0 11328(SI)
+	PREFETCHT0 11392(SI)
+	PREFETCHT0 11456(SI)
+
+	// decode the sixteen rows' scales and mins (ggml's utmp steps, one dword lane per row):
+	// stack: sc[0..3], sc[4..7]; Z6 = m[0..3], Z7 = m[4..7] (a byte each)
+	VMOVDQU      32(SI), Y1
+	VINSERTI64X4 $0x01, 32(SI)(DX*1), Z1, Z1
+	VMOVDQU      64(SI), Y2
+	VINSERTI64X4 $0x01, 64(SI)(DX*1), Z2, Z2
+	VMOVDQU      96(SI), Y3
+	VINSERTI64X4 $0x01, 96(SI)(DX*1), Z3, Z3
+	VPANDD       vnnib3f<>+0(SB), Z1, Z4
+	VMOVDQU64    Z4, (SP)
+	VPSRLD       $0x06, Z1, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPANDD       Z0, Z3, Z5
+	VPORD        Z5, Z4, Z4
+	VMOVDQU64    Z4, 64(SP)
+	VPANDD       vnnib3f<>+0(SB), Z2, Z6
+	VPSRLD       $0x06, Z2, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPSRLD       $0x04, Z3, Z7
+	VPANDD       Z0, Z7, Z7
+	VPORD        Z4, Z7, Z7
+
+	// mins: isum = msum, acc -= (dmin*d_x) * msum; Z5 = dmin
+	VPXORD        Z24, Z24, Z24
+	VPXORD        Z25, Z25, Z25
+	VPXORD        Z26, Z26, Z26
+	VPXORD        Z27, Z27, Z27
+	VPXORD        Z28, Z28, Z28
+	VPXORD        Z29, Z29, Z29
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z6, Z1
+	VPDPWSSD.BCST 260(R8), Z1, Z24
+	VPDPWSSD.BCST 260(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 260(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 260(R10), Z1, Z27
+	VPDPWSSD.BCST 260(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 260(R10)(R9*2), Z1, Z29
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z6, Z1
+	VPDPWSSD.BCST 264(R8), Z1, Z24
+	VPDPWSSD.BCST 264(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 264(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 264(R10), Z1, Z27
+	VPDPWSSD.BCST 264(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 264(R10)(R9*2), Z1, Z29
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z6, Z1
+	VPDPWSSD.BCST 268(R8), Z1, Z24
+	VPDPWSSD.BCST 268(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 268(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 268(R10), Z1, Z27
+	VPDPWSSD.BCST 268(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 268(R10)(R9*2), Z1, Z29
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z6, Z1
+	VPDPWSSD.BCST 272(R8), Z1, Z24
+	VPDPWSSD.BCST 272(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 272(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 272(R10), Z1, Z27
+	VPDPWSSD.BCST 272(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 272(R10)(R9*2), Z1, Z29
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z7, Z1
+	VPDPWSSD.BCST 276(R8), Z1, Z24
+	VPDPWSSD.BCST 276(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 276(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 276(R10), Z1, Z27
+	VPDPWSSD.BCST 276(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 276(R10)(R9*2), Z1, Z29
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z7, Z1
+	VPDPWSSD.BCST 280(R8), Z1, Z24
+	VPDPWSSD.BCST 280(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 280(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 280(R10), Z1, Z27
+	VPDPWSSD.BCST 280(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 280(R10)(R9*2), Z1, Z29
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z7, Z1
+	VPDPWSSD.BCST 284(R8), Z1, Z24
+	VPDPWSSD.BCST 284(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 284(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 284(R10), Z1, Z27
+	VPDPWSSD.BCST 284(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 284(R10)(R9*2), Z1, Z29
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z7, Z1
+	VPDPWSSD.BCST 288(R8), Z1, Z24
+	VPDPWSSD.BCST 288(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 288(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 288(R10), Z1, Z27
+	VPDPWSSD.BCST 288(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 288(R10)(R9*2), Z1, Z29
+	VMOVDQU       16(SI), X5
+	VINSERTI128   $0x01, 16(SI)(DX*1), Y5, Y5
+	VCVTPH2PS     Y5, Z5
+	VCVTDQ2PS     Z24, Z24
+	VMULPS.BCST   (R8), Z5, Z8
+	VFNMADD231PS  Z24, Z8, Z16
+	VPXORD        Z24, Z24, Z24
+	VCVTDQ2PS     Z25, Z25
+	VMULPS.BCST   (R8)(R9*1), Z5, Z9
+	VFNMADD231PS  Z25, Z9, Z17
+	VPXORD        Z25, Z25, Z25
+	VCVTDQ2PS     Z26, Z26
+	VMULPS.BCST   (R8)(R9*2), Z5, Z10
+	VFNMADD231PS  Z26, Z10, Z18
+	VPXORD        Z26, Z26, Z26
+	VCVTDQ2PS     Z27, Z27
+	VMULPS.BCST   (R10), Z5, Z11
+	VFNMADD231PS  Z27, Z11, Z19
+	VPXORD        Z27, Z27, Z27
+	VCVTDQ2PS     Z28, Z28
+	VMULPS.BCST   (R8)(R9*4), Z5, Z12
+	VFNMADD231PS  Z28, Z12, Z20
+	VPXORD        Z28, Z28, Z28
+	VCVTDQ2PS     Z29, Z29
+	VMULPS.BCST   (R10)(R9*2), Z5, Z13
+	VFNMADD231PS  Z29, Z13, Z21
+	VPXORD        Z29, Z29, Z29
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 4(R8), Z2, Z8
+	VPDPBUSD.BCST 4(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 4(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 4(R10), Z2, Z11
+	VPDPBUSD.BCST 4(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 4(R10)(R9*2), Z2, Z13
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 8(R8), Z2, Z8
+	VPDPBUSD.BCST 8(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 8(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 8(R10), Z2, Z11
+	VPDPBUSD.BCST 8(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 8(R10)(R9*2), Z2, Z13
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 12(R8), Z2, Z8
+	VPDPBUSD.BCST 12(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 12(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 12(R10), Z2, Z11
+	VPDPBUSD.BCST 12(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 12(R10)(R9*2), Z2, Z13
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 16(R8), Z2, Z8
+	VPDPBUSD.BCST 16(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 16(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 16(R10), Z2, Z11
+	VPDPBUSD.BCST 16(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 16(R10)(R9*2), Z2, Z13
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 20(R8), Z2, Z8
+	VPDPBUSD.BCST 20(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 20(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 20(R10), Z2, Z11
+	VPDPBUSD.BCST 20(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 20(R10)(R9*2), Z2, Z13
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 24(R8), Z2, Z8
+	VPDPBUSD.BCST 24(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 24(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 24(R10), Z2, Z11
+	VPDPBUSD.BCST 24(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 24(R10)(R9*2), Z2, Z13
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 28(R8), Z2, Z8
+	VPDPBUSD.BCST 28(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 28(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 28(R10), Z2, Z11
+	VPDPBUSD.BCST 28(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 28(R10)(R9*2), Z2, Z13
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 32(R8), Z2, Z8
+	VPDPBUSD.BCST 32(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 32(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 32(R10), Z2, Z11
+	VPDPBUSD.BCST 32(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 32(R10)(R9*2), Z2, Z13
+	VMOVDQU32     (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 36(R8), Z3, Z8
+	VPDPBUSD.BCST 36(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 36(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 36(R10), Z3, Z11
+	VPDPBUSD.BCST 36(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 36(R10)(R9*2), Z3, Z13
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 40(R8), Z3, Z8
+	VPDPBUSD.BCST 40(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 40(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 40(R10), Z3, Z11
+	VPDPBUSD.BCST 40(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 40(R10)(R9*2), Z3, Z13
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 44(R8), Z3, Z8
+	VPDPBUSD.BCST 44(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 44(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 44(R10), Z3, Z11
+	VPDPBUSD.BCST 44(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 44(R10)(R9*2), Z3, Z13
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 48(R8), Z3, Z8
+	VPDPBUSD.BCST 48(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 48(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 48(R10), Z3, Z11
+	VPDPBUSD.BCST 48(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 48(R10)(R9*2), Z3, Z13
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 52(R8), Z3, Z8
+	VPDPBUSD.BCST 52(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 52(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 52(R10), Z3, Z11
+	VPDPBUSD.BCST 52(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 52(R10)(R9*2), Z3, Z13
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 56(R8), Z3, Z8
+	VPDPBUSD.BCST 56(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 56(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 56(R10), Z3, Z11
+	VPDPBUSD.BCST 56(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 56(R10)(R9*2), Z3, Z13
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 60(R8), Z3, Z8
+	VPDPBUSD.BCST 60(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 60(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 60(R10), Z3, Z11
+	VPDPBUSD.BCST 60(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 60(R10)(R9*2), Z3, Z13
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 64(R8), Z3, Z8
+	VPDPBUSD.BCST 64(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 64(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 64(R10), Z3, Z11
+	VPDPBUSD.BCST 64(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 64(R10)(R9*2), Z3, Z13
+	VPSRLD        $0x08, (SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 68(R8), Z2, Z8
+	VPDPBUSD.BCST 68(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 68(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 68(R10), Z2, Z11
+	VPDPBUSD.BCST 68(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 68(R10)(R9*2), Z2, Z13
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 72(R8), Z2, Z8
+	VPDPBUSD.BCST 72(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 72(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 72(R10), Z2, Z11
+	VPDPBUSD.BCST 72(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 72(R10)(R9*2), Z2, Z13
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 76(R8), Z2, Z8
+	VPDPBUSD.BCST 76(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 76(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 76(R10), Z2, Z11
+	VPDPBUSD.BCST 76(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 76(R10)(R9*2), Z2, Z13
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 80(R8), Z2, Z8
+	VPDPBUSD.BCST 80(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 80(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 80(R10), Z2, Z11
+	VPDPBUSD.BCST 80(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 80(R10)(R9*2), Z2, Z13
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 84(R8), Z2, Z8
+	VPDPBUSD.BCST 84(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 84(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 84(R10), Z2, Z11
+	VPDPBUSD.BCST 84(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 84(R10)(R9*2), Z2, Z13
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 88(R8), Z2, Z8
+	VPDPBUSD.BCST 88(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 88(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 88(R10), Z2, Z11
+	VPDPBUSD.BCST 88(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 88(R10)(R9*2), Z2, Z13
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 92(R8), Z2, Z8
+	VPDPBUSD.BCST 92(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 92(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 92(R10), Z2, Z11
+	VPDPBUSD.BCST 92(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 92(R10)(R9*2), Z2, Z13
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 96(R8), Z2, Z8
+	VPDPBUSD.BCST 96(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 96(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 96(R10), Z2, Z11
+	VPDPBUSD.BCST 96(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 96(R10)(R9*2), Z2, Z13
+	VPSRLD        $0x10, (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 100(R8), Z3, Z8
+	VPDPBUSD.BCST 100(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 100(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 100(R10), Z3, Z11
+	VPDPBUSD.BCST 100(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 100(R10)(R9*2), Z3, Z13
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 104(R8), Z3, Z8
+	VPDPBUSD.BCST 104(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 104(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 104(R10), Z3, Z11
+	VPDPBUSD.BCST 104(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 104(R10)(R9*2), Z3, Z13
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 108(R8), Z3, Z8
+	VPDPBUSD.BCST 108(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 108(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 108(R10), Z3, Z11
+	VPDPBUSD.BCST 108(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 108(R10)(R9*2), Z3, Z13
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 112(R8), Z3, Z8
+	VPDPBUSD.BCST 112(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 112(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 112(R10), Z3, Z11
+	VPDPBUSD.BCST 112(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 112(R10)(R9*2), Z3, Z13
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 116(R8), Z3, Z8
+	VPDPBUSD.BCST 116(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 116(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 116(R10), Z3, Z11
+	VPDPBUSD.BCST 116(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 116(R10)(R9*2), Z3, Z13
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 120(R8), Z3, Z8
+	VPDPBUSD.BCST 120(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 120(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 120(R10), Z3, Z11
+	VPDPBUSD.BCST 120(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 120(R10)(R9*2), Z3, Z13
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 124(R8), Z3, Z8
+	VPDPBUSD.BCST 124(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 124(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 124(R10), Z3, Z11
+	VPDPBUSD.BCST 124(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 124(R10)(R9*2), Z3, Z13
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 128(R8), Z3, Z8
+	VPDPBUSD.BCST 128(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 128(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 128(R10), Z3, Z11
+	VPDPBUSD.BCST 128(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 128(R10)(R9*2), Z3, Z13
+	VPSRLD        $0x18, (SP), Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 132(R8), Z2, Z8
+	VPDPBUSD.BCST 132(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 132(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 132(R10), Z2, Z11
+	VPDPBUSD.BCST 132(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 132(R10)(R9*2), Z2, Z13
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 136(R8), Z2, Z8
+	VPDPBUSD.BCST 136(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 136(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 136(R10), Z2, Z11
+	VPDPBUSD.BCST 136(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 136(R10)(R9*2), Z2, Z13
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 140(R8), Z2, Z8
+	VPDPBUSD.BCST 140(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 140(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 140(R10), Z2, Z11
+	VPDPBUSD.BCST 140(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 140(R10)(R9*2), Z2, Z13
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 144(R8), Z2, Z8
+	VPDPBUSD.BCST 144(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 144(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 144(R10), Z2, Z11
+	VPDPBUSD.BCST 144(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 144(R10)(R9*2), Z2, Z13
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 148(R8), Z2, Z8
+	VPDPBUSD.BCST 148(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 148(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 148(R10), Z2, Z11
+	VPDPBUSD.BCST 148(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 148(R10)(R9*2), Z2, Z13
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 152(R8), Z2, Z8
+	VPDPBUSD.BCST 152(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 152(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 152(R10), Z2, Z11
+	VPDPBUSD.BCST 152(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 152(R10)(R9*2), Z2, Z13
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 156(R8), Z2, Z8
+	VPDPBUSD.BCST 156(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 156(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 156(R10), Z2, Z11
+	VPDPBUSD.BCST 156(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 156(R10)(R9*2), Z2, Z13
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 160(R8), Z2, Z8
+	VPDPBUSD.BCST 160(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 160(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 160(R10), Z2, Z11
+	VPDPBUSD.BCST 160(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 160(R10)(R9*2), Z2, Z13
+	VMOVDQU32     64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 164(R8), Z3, Z8
+	VPDPBUSD.BCST 164(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 164(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 164(R10), Z3, Z11
+	VPDPBUSD.BCST 164(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 164(R10)(R9*2), Z3, Z13
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 168(R8), Z3, Z8
+	VPDPBUSD.BCST 168(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 168(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 168(R10), Z3, Z11
+	VPDPBUSD.BCST 168(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 168(R10)(R9*2), Z3, Z13
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 172(R8), Z3, Z8
+	VPDPBUSD.BCST 172(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 172(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 172(R10), Z3, Z11
+	VPDPBUSD.BCST 172(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 172(R10)(R9*2), Z3, Z13
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 176(R8), Z3, Z8
+	VPDPBUSD.BCST 176(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 176(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 176(R10), Z3, Z11
+	VPDPBUSD.BCST 176(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 176(R10)(R9*2), Z3, Z13
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 180(R8), Z3, Z8
+	VPDPBUSD.BCST 180(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 180(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 180(R10), Z3, Z11
+	VPDPBUSD.BCST 180(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 180(R10)(R9*2), Z3, Z13
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 184(R8), Z3, Z8
+	VPDPBUSD.BCST 184(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 184(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 184(R10), Z3, Z11
+	VPDPBUSD.BCST 184(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 184(R10)(R9*2), Z3, Z13
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 188(R8), Z3, Z8
+	VPDPBUSD.BCST 188(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 188(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 188(R10), Z3, Z11
+	VPDPBUSD.BCST 188(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 188(R10)(R9*2), Z3, Z13
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 192(R8), Z3, Z8
+	VPDPBUSD.BCST 192(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 192(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 192(R10), Z3, Z11
+	VPDPBUSD.BCST 192(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 192(R10)(R9*2), Z3, Z13
+	VPSRLD        $0x08, 64(SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 196(R8), Z2, Z8
+	VPDPBUSD.BCST 196(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 196(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 196(R10), Z2, Z11
+	VPDPBUSD.BCST 196(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 196(R10)(R9*2), Z2, Z13
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 200(R8), Z2, Z8
+	VPDPBUSD.BCST 200(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 200(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 200(R10), Z2, Z11
+	VPDPBUSD.BCST 200(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 200(R10)(R9*2), Z2, Z13
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 204(R8), Z2, Z8
+	VPDPBUSD.BCST 204(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 204(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 204(R10), Z2, Z11
+	VPDPBUSD.BCST 204(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 204(R10)(R9*2), Z2, Z13
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 208(R8), Z2, Z8
+	VPDPBUSD.BCST 208(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 208(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 208(R10), Z2, Z11
+	VPDPBUSD.BCST 208(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 208(R10)(R9*2), Z2, Z13
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 212(R8), Z2, Z8
+	VPDPBUSD.BCST 212(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 212(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 212(R10), Z2, Z11
+	VPDPBUSD.BCST 212(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 212(R10)(R9*2), Z2, Z13
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 216(R8), Z2, Z8
+	VPDPBUSD.BCST 216(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 216(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 216(R10), Z2, Z11
+	VPDPBUSD.BCST 216(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 216(R10)(R9*2), Z2, Z13
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 220(R8), Z2, Z8
+	VPDPBUSD.BCST 220(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 220(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 220(R10), Z2, Z11
+	VPDPBUSD.BCST 220(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 220(R10)(R9*2), Z2, Z13
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 224(R8), Z2, Z8
+	VPDPBUSD.BCST 224(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 224(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 224(R10), Z2, Z11
+	VPDPBUSD.BCST 224(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 224(R10)(R9*2), Z2, Z13
+	VPSRLD        $0x10, 64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 228(R8), Z3, Z8
+	VPDPBUSD.BCST 228(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 228(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 228(R10), Z3, Z11
+	VPDPBUSD.BCST 228(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 228(R10)(R9*2), Z3, Z13
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 232(R8), Z3, Z8
+	VPDPBUSD.BCST 232(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 232(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 232(R10), Z3, Z11
+	VPDPBUSD.BCST 232(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 232(R10)(R9*2), Z3, Z13
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 236(R8), Z3, Z8
+	VPDPBUSD.BCST 236(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 236(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 236(R10), Z3, Z11
+	VPDPBUSD.BCST 236(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 236(R10)(R9*2), Z3, Z13
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 240(R8), Z3, Z8
+	VPDPBUSD.BCST 240(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 240(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 240(R10), Z3, Z11
+	VPDPBUSD.BCST 240(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 240(R10)(R9*2), Z3, Z13
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 244(R8), Z3, Z8
+	VPDPBUSD.BCST 244(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 244(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 244(R10), Z3, Z11
+	VPDPBUSD.BCST 244(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 244(R10)(R9*2), Z3, Z13
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 248(R8), Z3, Z8
+	VPDPBUSD.BCST 248(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 248(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 248(R10), Z3, Z11
+	VPDPBUSD.BCST 248(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 248(R10)(R9*2), Z3, Z13
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 252(R8), Z3, Z8
+	VPDPBUSD.BCST 252(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 252(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 252(R10), Z3, Z11
+	VPDPBUSD.BCST 252(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 252(R10)(R9*2), Z3, Z13
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 256(R8), Z3, Z8
+	VPDPBUSD.BCST 256(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 256(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 256(R10), Z3, Z11
+	VPDPBUSD.BCST 256(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 256(R10)(R9*2), Z3, Z13
+	VPSRLD        $0x18, 64(SP), Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+
+	// acc += (d*d_x) * isum; Z5 = d
+	VMOVDQU     (SI), X5
+	VINSERTI128 $0x01, (SI)(DX*1), Y5, Y5
+	VCVTPH2PS   Y5, Z5
+	VCVTDQ2PS   Z24, Z24
+	VMULPS.BCST (R8), Z5, Z8
+	VFMADD231PS Z24, Z8, Z16
+	VCVTDQ2PS   Z25, Z25
+	VMULPS.BCST (R8)(R9*1), Z5, Z9
+	VFMADD231PS Z25, Z9, Z17
+	VCVTDQ2PS   Z26, Z26
+	VMULPS.BCST (R8)(R9*2), Z5, Z10
+	VFMADD231PS Z26, Z10, Z18
+	VCVTDQ2PS   Z27, Z27
+	VMULPS.BCST (R10), Z5, Z11
+	VFMADD231PS Z27, Z11, Z19
+	VCVTDQ2PS   Z28, Z28
+	VMULPS.BCST (R8)(R9*4), Z5, Z12
+	VFMADD231PS Z28, Z12, Z20
+	VCVTDQ2PS   Z29, Z29
+	VMULPS.BCST (R10)(R9*2), Z5, Z13
+	VFMADD231PS Z29, Z13, Z21
+	ADDQ        $0x00000480, SI
+	ADDQ        DX, SI
+	ADDQ        $0x00000124, R8
+	ADDQ        $0x00000124, R10
+	ADDQ        $0x00000124, R11
+	DECQ        CX
+	JNZ         gemmQ4KR16x6VNNIloop
+
+gemmQ4KR16x6VNNIdone:
+	MOVQ    out+40(FP), DI
+	VMOVUPS Z16, (DI)
+	VMOVUPS Z17, 64(DI)
+	VMOVUPS Z18, 128(DI)
+	VMOVUPS Z19, 192(DI)
+	VMOVUPS Z20, 256(DI)
+	VMOVUPS Z21, 320(DI)
+	VZEROUPPER
+	RET
+
+// func gemmQ4KR16x7VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
+TEXT ·gemmQ4KR16x7VNNI(SB), NOSPLIT, $128-48
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+24(FP), R8
+	MOVQ   xstride+32(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	MOVQ   gstride+16(FP), DX
+	LEAQ   (R10)(R9*2), R11
+	ADDQ   R9, R11
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+
+	// Z0 = 0x0F bytes
+	VMOVDQU32 vnnib0f<>+0(SB), Z0
+	TESTQ     CX, CX
+	JEQ       gemmQ4KR16x7VNNIdone
+
+gemmQ4KR16x7VNNIloop:
+	// prefetch the weights a few super-block columns ahead
+	PREFETCHT0 9216(SI)
+	PREFETCHT0 9280(SI)
+	PREFETCHT0 9344(SI)
+	PREFETCHT0 9408(SI)
+	PREFETCHT0 9472(SI)
+	PREFETCHT0 9536(SI)
+	PREFETCHT0 9600(SI)
+	PREFETCHT0 9664(SI)
+	PREFETCHT0 9728(SI)
+	PREFETCHT0 9792(SI)
+	PREFETCHT0 9856(SI)
+	PREFETCHT0 9920(SI)
+	PREFETCHT0 9984(SI)
+	PREFETCHT0 10048(SI)
+	PREFETCHT0 10112(SI)
+	PREFETCHT0 10176(SI)
+	PREFETCHT0 10240(SI)
+	PREFETCHT0 10304(SI)
+	PREFETCHT0 10368(SI)
+	PREFETCHT0 10432(SI)
+	PREFETCHT0 10496(SI)
+	PREFETCHT0 10560(SI)
+	PREFETCHT0 10624(SI)
+	PREFETCHT0 10688(SI)
+	PREFETCHT0 10752(SI)
+	PREFETCHT0 10816(SI)
+	PREFETCHT0 10880(SI)
+	PREFETCHT0 10944(SI)
+	PREFETCHT0 11008(SI)
+	PREFETCHT0 11072(SI)
+	PREFETCHT0 11136(SI)
+	PREFETCHT0 11200(SI)
+	PREFETCHT0 11264(SI)
+	PREFETCHT0 11328(SI)
+	PREFETCHT0 11392(SI)
+	PREFETCHT0 11456(SI)
+
+	// decode the sixteen rows' scales and mins (ggml's utmp steps, one dword lane per row):
+	// stack: sc[0..3], sc[4..7]; Z6 = m[0..3], Z7 = m[4..7] (a byte each)
+	VMOVDQU      32(SI), Y1
+	VINSERTI64X4 $0x01, 32(SI)(DX*1), Z1, Z1
+	VMOVDQU      64(SI), Y2
+	VINSERTI64X4 $0x01, 64(SI)(DX*1), Z2, Z2
+	VMOVDQU      96(SI), Y3
+	VINSERTI64X4 $0x01, 96(SI)(DX*1), Z3, Z3
+	VPANDD       vnnib3f<>+0(SB), Z1, Z4
+	VMOVDQU64    Z4, (SP)
+	VPSRLD       $0x06, Z1, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPANDD       Z0, Z3, Z5
+	VPORD        Z5, Z4, Z4
+	VMOVDQU64    Z4, 64(SP)
+	VPANDD       vnnib3f<>+0(SB), Z2, Z6
+	VPSRLD       $0x06, Z2, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPSRLD       $0x04, Z3, Z7
+	VPANDD       Z0, Z7, Z7
+	VPORD        Z4, Z7, Z7
+
+	// mins: isum = msum, acc -= (dmin*d_x) * msum; Z5 = dmin
+	VPXORD        Z24, Z24, Z24
+	VPXORD        Z25, Z25, Z25
+	VPXORD        Z26, Z26, Z26
+	VPXORD        Z27, Z27, Z27
+	VPXORD        Z28, Z28, Z28
+	VPXORD        Z29, Z29, Z29
+	VPXORD        Z30, Z30, Z30
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z6, Z1
+	VPDPWSSD.BCST 260(R8), Z1, Z24
+	VPDPWSSD.BCST 260(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 260(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 260(R10), Z1, Z27
+	VPDPWSSD.BCST 260(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 260(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 260(R11), Z1, Z30
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z6, Z1
+	VPDPWSSD.BCST 264(R8), Z1, Z24
+	VPDPWSSD.BCST 264(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 264(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 264(R10), Z1, Z27
+	VPDPWSSD.BCST 264(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 264(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 264(R11), Z1, Z30
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z6, Z1
+	VPDPWSSD.BCST 268(R8), Z1, Z24
+	VPDPWSSD.BCST 268(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 268(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 268(R10), Z1, Z27
+	VPDPWSSD.BCST 268(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 268(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 268(R11), Z1, Z30
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z6, Z1
+	VPDPWSSD.BCST 272(R8), Z1, Z24
+	VPDPWSSD.BCST 272(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 272(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 272(R10), Z1, Z27
+	VPDPWSSD.BCST 272(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 272(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 272(R11), Z1, Z30
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z7, Z1
+	VPDPWSSD.BCST 276(R8), Z1, Z24
+	VPDPWSSD.BCST 276(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 276(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 276(R10), Z1, Z27
+	VPDPWSSD.BCST 276(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 276(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 276(R11), Z1, Z30
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z7, Z1
+	VPDPWSSD.BCST 280(R8), Z1, Z24
+	VPDPWSSD.BCST 280(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 280(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 280(R10), Z1, Z27
+	VPDPWSSD.BCST 280(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 280(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 280(R11), Z1, Z30
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z7, Z1
+	VPDPWSSD.BCST 284(R8), Z1, Z24
+	VPDPWSSD.BCST 284(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 284(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 284(R10), Z1, Z27
+	VPDPWSSD.BCST 284(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 284(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 284(R11), Z1, Z30
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z7, Z1
+	VPDPWSSD.BCST 288(R8), Z1, Z24
+	VPDPWSSD.BCST 288(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 288(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 288(R10), Z1, Z27
+	VPDPWSSD.BCST 288(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 288(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 288(R11), Z1, Z30
+	VMOVDQU       16(SI), X5
+	VINSERTI128   $0x01, 16(SI)(DX*1), Y5, Y5
+	VCVTPH2PS     Y5, Z5
+	VCVTDQ2PS     Z24, Z24
+	VMULPS.BCST   (R8), Z5, Z8
+	VFNMADD231PS  Z24, Z8, Z16
+	VPXORD        Z24, Z24, Z24
+	VCVTDQ2PS     Z25, Z25
+	VMULPS.BCST   (R8)(R9*1), Z5, Z9
+	VFNMADD231PS  Z25, Z9, Z17
+	VPXORD        Z25, Z25, Z25
+	VCVTDQ2PS     Z26, Z26
+	VMULPS.BCST   (R8)(R9*2), Z5, Z10
+	VFNMADD231PS  Z26, Z10, Z18
+	VPXORD        Z26, Z26, Z26
+	VCVTDQ2PS     Z27, Z27
+	VMULPS.BCST   (R10), Z5, Z11
+	VFNMADD231PS  Z27, Z11, Z19
+	VPXORD        Z27, Z27, Z27
+	VCVTDQ2PS     Z28, Z28
+	VMULPS.BCST   (R8)(R9*4), Z5, Z12
+	VFNMADD231PS  Z28, Z12, Z20
+	VPXORD        Z28, Z28, Z28
+	VCVTDQ2PS     Z29, Z29
+	VMULPS.BCST   (R10)(R9*2), Z5, Z13
+	VFNMADD231PS  Z29, Z13, Z21
+	VPXORD        Z29, Z29, Z29
+	VCVTDQ2PS     Z30, Z30
+	VMULPS.BCST   (R11), Z5, Z14
+	VFNMADD231PS  Z30, Z14, Z22
+	VPXORD        Z30, Z30, Z30
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 4(R8), Z2, Z8
+	VPDPBUSD.BCST 4(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 4(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 4(R10), Z2, Z11
+	VPDPBUSD.BCST 4(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 4(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 4(R11), Z2, Z14
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 8(R8), Z2, Z8
+	VPDPBUSD.BCST 8(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 8(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 8(R10), Z2, Z11
+	VPDPBUSD.BCST 8(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 8(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 8(R11), Z2, Z14
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 12(R8), Z2, Z8
+	VPDPBUSD.BCST 12(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 12(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 12(R10), Z2, Z11
+	VPDPBUSD.BCST 12(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 12(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 12(R11), Z2, Z14
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 16(R8), Z2, Z8
+	VPDPBUSD.BCST 16(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 16(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 16(R10), Z2, Z11
+	VPDPBUSD.BCST 16(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 16(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 16(R11), Z2, Z14
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 20(R8), Z2, Z8
+	VPDPBUSD.BCST 20(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 20(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 20(R10), Z2, Z11
+	VPDPBUSD.BCST 20(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 20(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 20(R11), Z2, Z14
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 24(R8), Z2, Z8
+	VPDPBUSD.BCST 24(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 24(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 24(R10), Z2, Z11
+	VPDPBUSD.BCST 24(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 24(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 24(R11), Z2, Z14
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 28(R8), Z2, Z8
+	VPDPBUSD.BCST 28(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 28(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 28(R10), Z2, Z11
+	VPDPBUSD.BCST 28(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 28(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 28(R11), Z2, Z14
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 32(R8), Z2, Z8
+	VPDPBUSD.BCST 32(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 32(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 32(R10), Z2, Z11
+	VPDPBUSD.BCST 32(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 32(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 32(R11), Z2, Z14
+	VMOVDQU32     (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z4, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 36(R8), Z3, Z8
+	VPDPBUSD.BCST 36(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 36(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 36(R10), Z3, Z11
+	VPDPBUSD.BCST 36(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 36(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 36(R11), Z3, Z14
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 40(R8), Z3, Z8
+	VPDPBUSD.BCST 40(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 40(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 40(R10), Z3, Z11
+	VPDPBUSD.BCST 40(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 40(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 40(R11), Z3, Z14
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 44(R8), Z3, Z8
+	VPDPBUSD.BCST 44(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 44(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 44(R10), Z3, Z11
+	VPDPBUSD.BCST 44(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 44(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 44(R11), Z3, Z14
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 48(R8), Z3, Z8
+	VPDPBUSD.BCST 48(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 48(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 48(R10), Z3, Z11
+	VPDPBUSD.BCST 48(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 48(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 48(R11), Z3, Z14
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 52(R8), Z3, Z8
+	VPDPBUSD.BCST 52(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 52(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 52(R10), Z3, Z11
+	VPDPBUSD.BCST 52(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 52(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 52(R11), Z3, Z14
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 56(R8), Z3, Z8
+	VPDPBUSD.BCST 56(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 56(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 56(R10), Z3, Z11
+	VPDPBUSD.BCST 56(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 56(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 56(R11), Z3, Z14
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 60(R8), Z3, Z8
+	VPDPBUSD.BCST 60(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 60(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 60(R10), Z3, Z11
+	VPDPBUSD.BCST 60(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 60(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 60(R11), Z3, Z14
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 64(R8), Z3, Z8
+	VPDPBUSD.BCST 64(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 64(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 64(R10), Z3, Z11
+	VPDPBUSD.BCST 64(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 64(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 64(R11), Z3, Z14
+	VPSRLD        $0x08, (SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 68(R8), Z2, Z8
+	VPDPBUSD.BCST 68(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 68(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 68(R10), Z2, Z11
+	VPDPBUSD.BCST 68(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 68(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 68(R11), Z2, Z14
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 72(R8), Z2, Z8
+	VPDPBUSD.BCST 72(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 72(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 72(R10), Z2, Z11
+	VPDPBUSD.BCST 72(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 72(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 72(R11), Z2, Z14
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 76(R8), Z2, Z8
+	VPDPBUSD.BCST 76(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 76(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 76(R10), Z2, Z11
+	VPDPBUSD.BCST 76(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 76(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 76(R11), Z2, Z14
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 80(R8), Z2, Z8
+	VPDPBUSD.BCST 80(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 80(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 80(R10), Z2, Z11
+	VPDPBUSD.BCST 80(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 80(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 80(R11), Z2, Z14
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 84(R8), Z2, Z8
+	VPDPBUSD.BCST 84(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 84(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 84(R10), Z2, Z11
+	VPDPBUSD.BCST 84(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 84(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 84(R11), Z2, Z14
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 88(R8), Z2, Z8
+	VPDPBUSD.BCST 88(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 88(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 88(R10), Z2, Z11
+	VPDPBUSD.BCST 88(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 88(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 88(R11), Z2, Z14
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 92(R8), Z2, Z8
+	VPDPBUSD.BCST 92(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 92(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 92(R10), Z2, Z11
+	VPDPBUSD.BCST 92(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 92(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 92(R11), Z2, Z14
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 96(R8), Z2, Z8
+	VPDPBUSD.BCST 96(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 96(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 96(R10), Z2, Z11
+	VPDPBUSD.BCST 96(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 96(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 96(R11), Z2, Z14
+	VPSRLD        $0x10, (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z4, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 100(R8), Z3, Z8
+	VPDPBUSD.BCST 100(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 100(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 100(R10), Z3, Z11
+	VPDPBUSD.BCST 100(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 100(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 100(R11), Z3, Z14
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 104(R8), Z3, Z8
+	VPDPBUSD.BCST 104(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 104(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 104(R10), Z3, Z11
+	VPDPBUSD.BCST 104(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 104(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 104(R11), Z3, Z14
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 108(R8), Z3, Z8
+	VPDPBUSD.BCST 108(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 108(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 108(R10), Z3, Z11
+	VPDPBUSD.BCST 108(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 108(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 108(R11), Z3, Z14
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 112(R8), Z3, Z8
+	VPDPBUSD.BCST 112(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 112(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 112(R10), Z3, Z11
+	VPDPBUSD.BCST 112(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 112(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 112(R11), Z3, Z14
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 116(R8), Z3, Z8
+	VPDPBUSD.BCST 116(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 116(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 116(R10), Z3, Z11
+	VPDPBUSD.BCST 116(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 116(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 116(R11), Z3, Z14
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 120(R8), Z3, Z8
+	VPDPBUSD.BCST 120(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 120(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 120(R10), Z3, Z11
+	VPDPBUSD.BCST 120(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 120(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 120(R11), Z3, Z14
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 124(R8), Z3, Z8
+	VPDPBUSD.BCST 124(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 124(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 124(R10), Z3, Z11
+	VPDPBUSD.BCST 124(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 124(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 124(R11), Z3, Z14
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 128(R8), Z3, Z8
+	VPDPBUSD.BCST 128(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 128(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 128(R10), Z3, Z11
+	VPDPBUSD.BCST 128(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 128(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 128(R11), Z3, Z14
+	VPSRLD        $0x18, (SP), Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 132(R8), Z2, Z8
+	VPDPBUSD.BCST 132(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 132(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 132(R10), Z2, Z11
+	VPDPBUSD.BCST 132(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 132(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 132(R11), Z2, Z14
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 136(R8), Z2, Z8
+	VPDPBUSD.BCST 136(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 136(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 136(R10), Z2, Z11
+	VPDPBUSD.BCST 136(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 136(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 136(R11), Z2, Z14
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 140(R8), Z2, Z8
+	VPDPBUSD.BCST 140(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 140(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 140(R10), Z2, Z11
+	VPDPBUSD.BCST 140(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 140(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 140(R11), Z2, Z14
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 144(R8), Z2, Z8
+	VPDPBUSD.BCST 144(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 144(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 144(R10), Z2, Z11
+	VPDPBUSD.BCST 144(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 144(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 144(R11), Z2, Z14
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 148(R8), Z2, Z8
+	VPDPBUSD.BCST 148(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 148(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 148(R10), Z2, Z11
+	VPDPBUSD.BCST 148(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 148(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 148(R11), Z2, Z14
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 152(R8), Z2, Z8
+	VPDPBUSD.BCST 152(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 152(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 152(R10), Z2, Z11
+	VPDPBUSD.BCST 152(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 152(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 152(R11), Z2, Z14
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 156(R8), Z2, Z8
+	VPDPBUSD.BCST 156(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 156(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 156(R10), Z2, Z11
+	VPDPBUSD.BCST 156(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 156(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 156(R11), Z2, Z14
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 160(R8), Z2, Z8
+	VPDPBUSD.BCST 160(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 160(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 160(R10), Z2, Z11
+	VPDPBUSD.BCST 160(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 160(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 160(R11), Z2, Z14
+	VMOVDQU32     64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z4, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 164(R8), Z3, Z8
+	VPDPBUSD.BCST 164(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 164(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 164(R10), Z3, Z11
+	VPDPBUSD.BCST 164(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 164(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 164(R11), Z3, Z14
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 168(R8), Z3, Z8
+	VPDPBUSD.BCST 168(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 168(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 168(R10), Z3, Z11
+	VPDPBUSD.BCST 168(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 168(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 168(R11), Z3, Z14
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 172(R8), Z3, Z8
+	VPDPBUSD.BCST 172(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 172(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 172(R10), Z3, Z11
+	VPDPBUSD.BCST 172(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 172(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 172(R11), Z3, Z14
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 176(R8), Z3, Z8
+	VPDPBUSD.BCST 176(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 176(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 176(R10), Z3, Z11
+	VPDPBUSD.BCST 176(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 176(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 176(R11), Z3, Z14
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 180(R8), Z3, Z8
+	VPDPBUSD.BCST 180(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 180(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 180(R10), Z3, Z11
+	VPDPBUSD.BCST 180(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 180(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 180(R11), Z3, Z14
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 184(R8), Z3, Z8
+	VPDPBUSD.BCST 184(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 184(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 184(R10), Z3, Z11
+	VPDPBUSD.BCST 184(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 184(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 184(R11), Z3, Z14
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 188(R8), Z3, Z8
+	VPDPBUSD.BCST 188(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 188(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 188(R10), Z3, Z11
+	VPDPBUSD.BCST 188(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 188(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 188(R11), Z3, Z14
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 192(R8), Z3, Z8
+	VPDPBUSD.BCST 192(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 192(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 192(R10), Z3, Z11
+	VPDPBUSD.BCST 192(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 192(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 192(R11), Z3, Z14
+	VPSRLD        $0x08, 64(SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 196(R8), Z2, Z8
+	VPDPBUSD.BCST 196(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 196(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 196(R10), Z2, Z11
+	VPDPBUSD.BCST 196(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 196(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 196(R11), Z2, Z14
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 200(R8), Z2, Z8
+	VPDPBUSD.BCST 200(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 200(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 200(R10), Z2, Z11
+	VPDPBUSD.BCST 200(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 200(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 200(R11), Z2, Z14
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 204(R8), Z2, Z8
+	VPDPBUSD.BCST 204(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 204(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 204(R10), Z2, Z11
+	VPDPBUSD.BCST 204(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 204(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 204(R11), Z2, Z14
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 208(R8), Z2, Z8
+	VPDPBUSD.BCST 208(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 208(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 208(R10), Z2, Z11
+	VPDPBUSD.BCST 208(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 208(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 208(R11), Z2, Z14
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 212(R8), Z2, Z8
+	VPDPBUSD.BCST 212(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 212(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 212(R10), Z2, Z11
+	VPDPBUSD.BCST 212(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 212(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 212(R11), Z2, Z14
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 216(R8), Z2, Z8
+	VPDPBUSD.BCST 216(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 216(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 216(R10), Z2, Z11
+	VPDPBUSD.BCST 216(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 216(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 216(R11), Z2, Z14
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 220(R8), Z2, Z8
+	VPDPBUSD.BCST 220(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 220(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 220(R10), Z2, Z11
+	VPDPBUSD.BCST 220(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 220(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 220(R11), Z2, Z14
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 224(R8), Z2, Z8
+	VPDPBUSD.BCST 224(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 224(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 224(R10), Z2, Z11
+	VPDPBUSD.BCST 224(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 224(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 224(R11), Z2, Z14
+	VPSRLD        $0x10, 64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z4, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 228(R8), Z3, Z8
+	VPDPBUSD.BCST 228(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 228(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 228(R10), Z3, Z11
+	VPDPBUSD.BCST 228(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 228(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 228(R11), Z3, Z14
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 232(R8), Z3, Z8
+	VPDPBUSD.BCST 232(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 232(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 232(R10), Z3, Z11
+	VPDPBUSD.BCST 232(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 232(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 232(R11), Z3, Z14
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 236(R8), Z3, Z8
+	VPDPBUSD.BCST 236(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 236(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 236(R10), Z3, Z11
+	VPDPBUSD.BCST 236(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 236(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 236(R11), Z3, Z14
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 240(R8), Z3, Z8
+	VPDPBUSD.BCST 240(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 240(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 240(R10), Z3, Z11
+	VPDPBUSD.BCST 240(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 240(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 240(R11), Z3, Z14
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 244(R8), Z3, Z8
+	VPDPBUSD.BCST 244(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 244(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 244(R10), Z3, Z11
+	VPDPBUSD.BCST 244(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 244(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 244(R11), Z3, Z14
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 248(R8), Z3, Z8
+	VPDPBUSD.BCST 248(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 248(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 248(R10), Z3, Z11
+	VPDPBUSD.BCST 248(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 248(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 248(R11), Z3, Z14
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 252(R8), Z3, Z8
+	VPDPBUSD.BCST 252(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 252(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 252(R10), Z3, Z11
+	VPDPBUSD.BCST 252(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 252(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 252(R11), Z3, Z14
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 256(R8), Z3, Z8
+	VPDPBUSD.BCST 256(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 256(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 256(R10), Z3, Z11
+	VPDPBUSD.BCST 256(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 256(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 256(R11), Z3, Z14
+	VPSRLD        $0x18, 64(SP), Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+
+	// acc += (d*d_x) * isum; Z5 = d
+	VMOVDQU     (SI), X5
+	VINSERTI128 $0x01, (SI)(DX*1), Y5, Y5
+	VCVTPH2PS   Y5, Z5
+	VCVTDQ2PS   Z24, Z24
+	VMULPS.BCST (R8), Z5, Z8
+	VFMADD231PS Z24, Z8, Z16
+	VCVTDQ2PS   Z25, Z25
+	VMULPS.BCST (R8)(R9*1), Z5, Z9
+	VFMADD231PS Z25, Z9, Z17
+	VCVTDQ2PS   Z26, Z26
+	VMULPS.BCST (R8)(R9*2), Z5, Z10
+	VFMADD231PS Z26, Z10, Z18
+	VCVTDQ2PS   Z27, Z27
+	VMULPS.BCST (R10), Z5, Z11
+	VFMADD231PS Z27, Z11, Z19
+	VCVTDQ2PS   Z28, Z28
+	VMULPS.BCST (R8)(R9*4), Z5, Z12
+	VFMADD231PS Z28, Z12, Z20
+	VCVTDQ2PS   Z29, Z29
+	VMULPS.BCST (R10)(R9*2), Z5, Z13
+	VFMADD231PS Z29, Z13, Z21
+	VCVTDQ2PS   Z30, Z30
+	VMULPS.BCST (R11), Z5, Z14
+	VFMADD231PS Z30, Z14, Z22
+	ADDQ        $0x00000480, SI
+	ADDQ        DX, SI
+	ADDQ        $0x00000124, R8
+	ADDQ        $0x00000124, R10
+	ADDQ        $0x00000124, R11
+	DECQ        CX
+	JNZ         gemmQ4KR16x7VNNIloop
+
+gemmQ4KR16x7VNNIdone:
+	MOVQ    out+40(FP), DI
+	VMOVUPS Z16, (DI)
+	VMOVUPS Z17, 64(DI)
+	VMOVUPS Z18, 128(DI)
+	VMOVUPS Z19, 192(DI)
+	VMOVUPS Z20, 256(DI)
+	VMOVUPS Z21, 320(DI)
+	VMOVUPS Z22, 384(DI)
+	VZEROUPPER
+	RET
+
+// func gemmQ4KR16x8VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
+TEXT ·gemmQ4KR16x8VNNI(SB), NOSPLIT, $128-48
+	MOVQ   nb+0(FP), CX
+	MOVQ   w+8(FP), SI
+	MOVQ   x+24(FP), R8
+	MOVQ   xstride+32(FP), R9
+	LEAQ   (R8)(R9*2), R10
+	ADDQ   R9, R10
+	MOVQ   gstride+16(FP), DX
+	LEAQ   (R10)(R9*2), R11
+	ADDQ   R9, R11
 	VPXORD Z16, Z16, Z16
 	VPXORD Z17, Z17, Z17
 	VPXORD Z18, Z18, Z18
@@ -5031,2487 +9679,1195 @@ TEXT ·gemmQ4KR8x2VNNI(SB), NOSPLIT, $384-40
 	VPXORD Z22, Z22, Z22
 	VPXORD Z23, Z23, Z23
 
-	// Z5 = 0x0F bytes, K1 = qwords 0, 1, 4, 5
-	VMOVDQU32 vnnib0f<>+0(SB), Z5
-	MOVL      $0x00000033, AX
-	KMOVW     AX, K1
+	// Z0 = 0x0F bytes
+	VMOVDQU32 vnnib0f<>+0(SB), Z0
 	TESTQ     CX, CX
-	JEQ       gemmQ4KR8x2VNNIdone
-
-gemmQ4KR8x2VNNIloop:
-	// stack: pairwise bsums of every vector in all four 128-bit lanes
-	VMOVDQU    260(R8), X6
-	VPHADDW    276(R8), X6, X6
-	VSHUFI32X4 $0x00, Z6, Z6, Z6
-	VMOVDQU64  Z6, (SP)
-	VMOVDQU    260(R8)(R9*1), X6
-	VPHADDW    276(R8)(R9*1), X6, X6
-	VSHUFI32X4 $0x00, Z6, Z6, Z6
-	VMOVDQU64  Z6, 64(SP)
-
-	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
-	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
-	VMOVDQU    32(SI), Y0
-	VMOVDQU    64(SI), Y1
-	VMOVDQU    96(SI), Y2
-	VPANDD     vnnib3f<>+0(SB), Y0, Y8
-	VPSRLD     $0x06, Y0, Y9
-	VPANDD     vnnib03<>+0(SB), Y9, Y9
-	VPSLLD     $0x04, Y9, Y9
-	VPANDD     Y5, Y2, Y10
-	VPORD      Y10, Y9, Y9
-	VPANDD     vnnib3f<>+0(SB), Y1, Y10
-	VPSRLD     $0x06, Y1, Y11
-	VPANDD     vnnib03<>+0(SB), Y11, Y11
-	VPSLLD     $0x04, Y11, Y11
-	VPSRLD     $0x04, Y2, Y12
-	VPANDD     Y5, Y12, Y12
-	VPORD      Y12, Y11, Y11
-	VPUNPCKLDQ Y9, Y8, Y13
-	VPUNPCKHDQ Y9, Y8, Y14
-	VMOVDQU    Y13, 256(SP)
-	VMOVDQU    Y14, 288(SP)
-	VPUNPCKLDQ Y11, Y10, Y13
-	VPUNPCKHDQ Y11, Y10, Y14
-	VMOVDQU    Y13, 320(SP)
-	VMOVDQU    Y14, 352(SP)
-
-	// rows 0 and 1
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0x00, 256(SP), Y4
-	VPERMQ $0x55, 256(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     128(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     256(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  128(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  256(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     192(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     320(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  192(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  320(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+0(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    320(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z16
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z16
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z20
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z20
-
-	// rows 2 and 3
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0x00, 288(SP), Y4
-	VPERMQ $0x55, 288(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     384(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     512(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  384(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  512(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     448(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     576(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  448(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  576(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+128(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    352(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z17
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z17
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z21
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z21
-
-	// rows 4 and 5
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0xaa, 256(SP), Y4
-	VPERMQ $0xff, 256(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     640(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     768(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  640(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  768(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     704(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     832(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  704(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  832(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+256(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    336(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z18
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z18
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z22
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z22
-
-	// rows 6 and 7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0xaa, 288(SP), Y4
-	VPERMQ $0xff, 288(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     896(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     1024(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  896(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1024(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     960(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     1088(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  960(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1088(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+384(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    368(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z19
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z19
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z23
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z23
-	ADDQ         $0x00000480, SI
-	ADDQ         $0x00000124, R8
-	ADDQ         $0x00000124, R10
-	DECQ         CX
-	JNZ          gemmQ4KR8x2VNNIloop
-
-gemmQ4KR8x2VNNIdone:
-	// hsum of every (vector, row) in ggml's hsum_float_8 order
-	MOVQ          out+32(FP), DX
-	VMOVAPS       Z16, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, (DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 4(DX)
-	VMOVAPS       Z17, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 8(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 12(DX)
-	VMOVAPS       Z18, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 16(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 20(DX)
-	VMOVAPS       Z19, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 24(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 28(DX)
-	VMOVAPS       Z20, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 32(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 36(DX)
-	VMOVAPS       Z21, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 40(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 44(DX)
-	VMOVAPS       Z22, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 48(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 52(DX)
-	VMOVAPS       Z23, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 56(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 60(DX)
-	VZEROUPPER
-	RET
-
-// func gemmQ4KR8x3VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
-TEXT ·gemmQ4KR8x3VNNI(SB), NOSPLIT, $384-40
-	MOVQ   nb+0(FP), CX
-	MOVQ   w+8(FP), SI
-	MOVQ   x+16(FP), R8
-	MOVQ   xstride+24(FP), R9
-	LEAQ   (R8)(R9*2), R10
-	ADDQ   R9, R10
-	VPXORD Z16, Z16, Z16
-	VPXORD Z17, Z17, Z17
-	VPXORD Z18, Z18, Z18
-	VPXORD Z19, Z19, Z19
-	VPXORD Z20, Z20, Z20
-	VPXORD Z21, Z21, Z21
-	VPXORD Z22, Z22, Z22
-	VPXORD Z23, Z23, Z23
-	VPXORD Z24, Z24, Z24
-	VPXORD Z25, Z25, Z25
-	VPXORD Z26, Z26, Z26
-	VPXORD Z27, Z27, Z27
-
-	// Z5 = 0x0F bytes, K1 = qwords 0, 1, 4, 5
-	VMOVDQU32 vnnib0f<>+0(SB), Z5
-	MOVL      $0x00000033, AX
-	KMOVW     AX, K1
-	TESTQ     CX, CX
-	JEQ       gemmQ4KR8x3VNNIdone
-
-gemmQ4KR8x3VNNIloop:
-	// stack: pairwise bsums of every vector in all four 128-bit lanes
-	VMOVDQU    260(R8), X6
-	VPHADDW    276(R8), X6, X6
-	VSHUFI32X4 $0x00, Z6, Z6, Z6
-	VMOVDQU64  Z6, (SP)
-	VMOVDQU    260(R8)(R9*1), X6
-	VPHADDW    276(R8)(R9*1), X6, X6
-	VSHUFI32X4 $0x00, Z6, Z6, Z6
-	VMOVDQU64  Z6, 64(SP)
-	VMOVDQU    260(R8)(R9*2), X6
-	VPHADDW    276(R8)(R9*2), X6, X6
-	VSHUFI32X4 $0x00, Z6, Z6, Z6
-	VMOVDQU64  Z6, 128(SP)
-
-	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
-	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
-	VMOVDQU    32(SI), Y0
-	VMOVDQU    64(SI), Y1
-	VMOVDQU    96(SI), Y2
-	VPANDD     vnnib3f<>+0(SB), Y0, Y8
-	VPSRLD     $0x06, Y0, Y9
-	VPANDD     vnnib03<>+0(SB), Y9, Y9
-	VPSLLD     $0x04, Y9, Y9
-	VPANDD     Y5, Y2, Y10
-	VPORD      Y10, Y9, Y9
-	VPANDD     vnnib3f<>+0(SB), Y1, Y10
-	VPSRLD     $0x06, Y1, Y11
-	VPANDD     vnnib03<>+0(SB), Y11, Y11
-	VPSLLD     $0x04, Y11, Y11
-	VPSRLD     $0x04, Y2, Y12
-	VPANDD     Y5, Y12, Y12
-	VPORD      Y12, Y11, Y11
-	VPUNPCKLDQ Y9, Y8, Y13
-	VPUNPCKHDQ Y9, Y8, Y14
-	VMOVDQU    Y13, 256(SP)
-	VMOVDQU    Y14, 288(SP)
-	VPUNPCKLDQ Y11, Y10, Y13
-	VPUNPCKHDQ Y11, Y10, Y14
-	VMOVDQU    Y13, 320(SP)
-	VMOVDQU    Y14, 352(SP)
-
-	// rows 0 and 1
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0x00, 256(SP), Y4
-	VPERMQ $0x55, 256(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     128(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     256(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  128(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  256(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     192(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     320(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  192(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  320(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+0(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    320(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z16
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z16
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z20
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z20
-	VPMADDWD     128(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z24
-	VSHUFI64X2   $0x44, Z13, Z12, Z6
-	VSHUFI64X2   $0xee, Z13, Z12, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z24
-
-	// rows 2 and 3
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0x00, 288(SP), Y4
-	VPERMQ $0x55, 288(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     384(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     512(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  384(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  512(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     448(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     576(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  448(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  576(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+128(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    352(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z17
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z17
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z21
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z21
-	VPMADDWD     128(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z25
-	VSHUFI64X2   $0x44, Z13, Z12, Z6
-	VSHUFI64X2   $0xee, Z13, Z12, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z25
-
-	// rows 4 and 5
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0xaa, 256(SP), Y4
-	VPERMQ $0xff, 256(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     640(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     768(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  640(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  768(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     704(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     832(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  704(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  832(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+256(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    336(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z18
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z18
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z22
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z22
-	VPMADDWD     128(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z26
-	VSHUFI64X2   $0x44, Z13, Z12, Z6
-	VSHUFI64X2   $0xee, Z13, Z12, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z26
-
-	// rows 6 and 7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0xaa, 288(SP), Y4
-	VPERMQ $0xff, 288(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     896(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     1024(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  896(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1024(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     960(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     1088(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  960(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1088(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+384(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    368(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z19
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z19
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z23
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z23
-	VPMADDWD     128(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z27
-	VSHUFI64X2   $0x44, Z13, Z12, Z6
-	VSHUFI64X2   $0xee, Z13, Z12, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z27
-	ADDQ         $0x00000480, SI
-	ADDQ         $0x00000124, R8
-	ADDQ         $0x00000124, R10
-	DECQ         CX
-	JNZ          gemmQ4KR8x3VNNIloop
-
-gemmQ4KR8x3VNNIdone:
-	// hsum of every (vector, row) in ggml's hsum_float_8 order
-	MOVQ          out+32(FP), DX
-	VMOVAPS       Z16, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, (DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 4(DX)
-	VMOVAPS       Z17, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 8(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 12(DX)
-	VMOVAPS       Z18, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 16(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 20(DX)
-	VMOVAPS       Z19, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 24(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 28(DX)
-	VMOVAPS       Z20, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 32(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 36(DX)
-	VMOVAPS       Z21, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 40(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 44(DX)
-	VMOVAPS       Z22, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 48(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 52(DX)
-	VMOVAPS       Z23, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 56(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 60(DX)
-	VMOVAPS       Z24, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 64(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 68(DX)
-	VMOVAPS       Z25, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 72(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 76(DX)
-	VMOVAPS       Z26, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 80(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 84(DX)
-	VMOVAPS       Z27, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 88(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 92(DX)
-	VZEROUPPER
-	RET
-
-// func gemmQ4KR8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL
-TEXT ·gemmQ4KR8x4VNNI(SB), NOSPLIT, $384-40
-	MOVQ   nb+0(FP), CX
-	MOVQ   w+8(FP), SI
-	MOVQ   x+16(FP), R8
-	MOVQ   xstride+24(FP), R9
-	LEAQ   (R8)(R9*2), R10
-	ADDQ   R9, R10
-	VPXORD Z16, Z16, Z16
-	VPXORD Z17, Z17, Z17
-	VPXORD Z18, Z18, Z18
-	VPXORD Z19, Z19, Z19
-	VPXORD Z20, Z20, Z20
-	VPXORD Z21, Z21, Z21
-	VPXORD Z22, Z22, Z22
-	VPXORD Z23, Z23, Z23
-	VPXORD Z24, Z24, Z24
-	VPXORD Z25, Z25, Z25
-	VPXORD Z26, Z26, Z26
-	VPXORD Z27, Z27, Z27
-	VPXORD Z28, Z28, Z28
-	VPXORD Z29, Z29, Z29
-	VPXORD Z30, Z30, Z30
-	VPXORD Z31, Z31, Z31
-
-	// Z5 = 0x0F bytes, K1 = qwords 0, 1, 4, 5
-	VMOVDQU32 vnnib0f<>+0(SB), Z5
-	MOVL      $0x00000033, AX
-	KMOVW     AX, K1
-	TESTQ     CX, CX
-	JEQ       gemmQ4KR8x4VNNIdone
-
-gemmQ4KR8x4VNNIloop:
-	// stack: pairwise bsums of every vector in all four 128-bit lanes
-	VMOVDQU    260(R8), X6
-	VPHADDW    276(R8), X6, X6
-	VSHUFI32X4 $0x00, Z6, Z6, Z6
-	VMOVDQU64  Z6, (SP)
-	VMOVDQU    260(R8)(R9*1), X6
-	VPHADDW    276(R8)(R9*1), X6, X6
-	VSHUFI32X4 $0x00, Z6, Z6, Z6
-	VMOVDQU64  Z6, 64(SP)
-	VMOVDQU    260(R8)(R9*2), X6
-	VPHADDW    276(R8)(R9*2), X6, X6
-	VSHUFI32X4 $0x00, Z6, Z6, Z6
-	VMOVDQU64  Z6, 128(SP)
-	VMOVDQU    260(R10), X6
-	VPHADDW    276(R10), X6, X6
-	VSHUFI32X4 $0x00, Z6, Z6, Z6
-	VMOVDQU64  Z6, 192(SP)
-
-	// decode the eight rows' 6-bit scales and mins (ggml's utmp steps on dword lanes, one per row);
-	// stack: per row its scales sc[0..7] (qwords, rows 0 1 4 5 | 2 3 6 7) and its mins (same order)
-	VMOVDQU    32(SI), Y0
-	VMOVDQU    64(SI), Y1
-	VMOVDQU    96(SI), Y2
-	VPANDD     vnnib3f<>+0(SB), Y0, Y8
-	VPSRLD     $0x06, Y0, Y9
-	VPANDD     vnnib03<>+0(SB), Y9, Y9
-	VPSLLD     $0x04, Y9, Y9
-	VPANDD     Y5, Y2, Y10
-	VPORD      Y10, Y9, Y9
-	VPANDD     vnnib3f<>+0(SB), Y1, Y10
-	VPSRLD     $0x06, Y1, Y11
-	VPANDD     vnnib03<>+0(SB), Y11, Y11
-	VPSLLD     $0x04, Y11, Y11
-	VPSRLD     $0x04, Y2, Y12
-	VPANDD     Y5, Y12, Y12
-	VPORD      Y12, Y11, Y11
-	VPUNPCKLDQ Y9, Y8, Y13
-	VPUNPCKHDQ Y9, Y8, Y14
-	VMOVDQU    Y13, 256(SP)
-	VMOVDQU    Y14, 288(SP)
-	VPUNPCKLDQ Y11, Y10, Y13
-	VPUNPCKHDQ Y11, Y10, Y14
-	VMOVDQU    Y13, 320(SP)
-	VMOVDQU    Y14, 352(SP)
-
-	// rows 0 and 1
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0x00, 256(SP), Y4
-	VPERMQ $0x55, 256(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     128(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     256(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 4(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 4(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  128(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  256(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 68(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 68(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     192(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     320(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 132(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 132(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  192(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  320(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 196(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 196(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+0(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+64(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    320(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z16
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z16
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z20
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z20
-	VPMADDWD     128(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z24
-	VSHUFI64X2   $0x44, Z13, Z12, Z6
-	VSHUFI64X2   $0xee, Z13, Z12, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z24
-	VPMADDWD     192(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R10), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z28
-	VSHUFI64X2   $0x44, Z15, Z14, Z6
-	VSHUFI64X2   $0xee, Z15, Z14, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R10), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z28
-
-	// rows 2 and 3
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0x00, 288(SP), Y4
-	VPERMQ $0x55, 288(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     384(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     512(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 4(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 4(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  384(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  512(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 68(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 68(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     448(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     576(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 132(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 132(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  448(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  576(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 196(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 196(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+128(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+192(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    352(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z17
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z17
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z21
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z21
-	VPMADDWD     128(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z25
-	VSHUFI64X2   $0x44, Z13, Z12, Z6
-	VSHUFI64X2   $0xee, Z13, Z12, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z25
-	VPMADDWD     192(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R10), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z29
-	VSHUFI64X2   $0x44, Z15, Z14, Z6
-	VSHUFI64X2   $0xee, Z15, Z14, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R10), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z29
-
-	// rows 4 and 5
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0xaa, 256(SP), Y4
-	VPERMQ $0xff, 256(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     640(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     768(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 4(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 4(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  640(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  768(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 68(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 68(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     704(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     832(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 132(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 132(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  704(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  832(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 196(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 196(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+256(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+320(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    336(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z18
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z18
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z22
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z22
-	VPMADDWD     128(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z26
-	VSHUFI64X2   $0x44, Z13, Z12, Z6
-	VSHUFI64X2   $0xee, Z13, Z12, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z26
-	VPMADDWD     192(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R10), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z30
-	VSHUFI64X2   $0x44, Z15, Z14, Z6
-	VSHUFI64X2   $0xee, Z15, Z14, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R10), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z30
-
-	// rows 6 and 7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
-
-	// Y4, Y6 = the two rows' scales in every qword
-	VPERMQ $0xaa, 288(SP), Y4
-	VPERMQ $0xff, 288(SP), Y6
-
-	// group 0: Z0, Z1 = nibbles of sub-blocks 0, 1; Z2, Z3 = their scales as words
-	VPANDD     896(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     1024(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+0(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 4(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 4(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 4(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 4(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 4(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 4(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 4(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 4(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 1: Z0, Z1 = nibbles of sub-blocks 2, 3; Z2, Z3 = their scales as words
-	VMOVDQU64  896(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1024(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+32(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 68(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 68(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 68(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 68(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 68(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 68(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 68(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 68(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 2: Z0, Z1 = nibbles of sub-blocks 4, 5; Z2, Z3 = their scales as words
-	VPANDD     960(SI), Z5, Z0
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VPANDD     1088(SI), Z5, Z1
-	VPSHUFB    vnnik4r8shuf<>+64(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 132(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 132(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 132(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 132(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 132(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 132(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 132(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 132(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// group 3: Z0, Z1 = nibbles of sub-blocks 6, 7; Z2, Z3 = their scales as words
-	VMOVDQU64  960(SI), Z0
-	VPSRLW     $0x04, Z0, Z0
-	VPANDD     Z5, Z0, Z0
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y4, Y2
-	VPMOVZXBW  Y2, Z2
-	VMOVDQU64  1088(SI), Z1
-	VPSRLW     $0x04, Z1, Z1
-	VPANDD     Z5, Z1, Z1
-	VPSHUFB    vnnik4r8shuf<>+96(SB), Y6, Y3
-	VPMOVZXBW  Y3, Z3
-	VPMADDUBSW 196(R8), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z8
-	VPMADDUBSW 196(R8), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z9
-	VPMADDUBSW 196(R8)(R9*1), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z10
-	VPMADDUBSW 196(R8)(R9*1), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z11
-	VPMADDUBSW 196(R8)(R9*2), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z12
-	VPMADDUBSW 196(R8)(R9*2), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z13
-	VPMADDUBSW 196(R10), Z0, Z7
-	VPDPWSSD   Z7, Z2, Z14
-	VPMADDUBSW 196(R10), Z1, Z7
-	VPDPWSSD   Z7, Z3, Z15
-
-	// Z1 = d, Z2 = dmin of the two rows (lanes 0-7, 8-15), Z3 = their mins, zero-padded
-	VMOVDQU32    vnnik4r8didx<>+384(SB), Z0
-	VPERMW       (SI), Z0, Z1
-	VCVTPH2PS    Y1, Z1
-	VMOVDQU32    vnnik4r8didx<>+448(SB), Z0
-	VPERMW       (SI), Z0, Z2
-	VCVTPH2PS    Y2, Z2
-	VPMOVZXBW    368(SP), Y3
-	VPEXPANDQ.Z  Z3, K1, Z3
-	VPMADDWD     (SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z19
-	VSHUFI64X2   $0x44, Z9, Z8, Z6
-	VSHUFI64X2   $0xee, Z9, Z8, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z19
-	VPMADDWD     64(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z23
-	VSHUFI64X2   $0x44, Z11, Z10, Z6
-	VSHUFI64X2   $0xee, Z11, Z10, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*1), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z23
-	VPMADDWD     128(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z27
-	VSHUFI64X2   $0x44, Z13, Z12, Z6
-	VSHUFI64X2   $0xee, Z13, Z12, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R8)(R9*2), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z27
-	VPMADDWD     192(SP), Z3, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R10), Z2, Z7
-	VFNMADD231PS Z6, Z7, Z31
-	VSHUFI64X2   $0x44, Z15, Z14, Z6
-	VSHUFI64X2   $0xee, Z15, Z14, Z7
-	VPADDD       Z7, Z6, Z6
-	VCVTDQ2PS    Z6, Z6
-	VMULPS.BCST  (R10), Z1, Z7
-	VFMADD231PS  Z6, Z7, Z31
-	ADDQ         $0x00000480, SI
-	ADDQ         $0x00000124, R8
-	ADDQ         $0x00000124, R10
-	DECQ         CX
-	JNZ          gemmQ4KR8x4VNNIloop
-
-gemmQ4KR8x4VNNIdone:
-	// hsum of every (vector, row) in ggml's hsum_float_8 order
-	MOVQ          out+32(FP), DX
-	VMOVAPS       Z16, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, (DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 4(DX)
-	VMOVAPS       Z17, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 8(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 12(DX)
-	VMOVAPS       Z18, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 16(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 20(DX)
-	VMOVAPS       Z19, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 24(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 28(DX)
-	VMOVAPS       Z20, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 32(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 36(DX)
-	VMOVAPS       Z21, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 40(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 44(DX)
-	VMOVAPS       Z22, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 48(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 52(DX)
-	VMOVAPS       Z23, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 56(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 60(DX)
-	VMOVAPS       Z24, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 64(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 68(DX)
-	VMOVAPS       Z25, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 72(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 76(DX)
-	VMOVAPS       Z26, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 80(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 84(DX)
-	VMOVAPS       Z27, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 88(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 92(DX)
-	VMOVAPS       Z28, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 96(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 100(DX)
-	VMOVAPS       Z29, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 104(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 108(DX)
-	VMOVAPS       Z30, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 112(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 116(DX)
-	VMOVAPS       Z31, Z15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 120(DX)
-	VEXTRACTF64X4 $0x01, Z15, Y15
-	VEXTRACTF128  $0x01, Y15, X13
-	VADDPS        X15, X13, X13
-	VMOVHLPS      X13, X13, X14
-	VADDPS        X14, X13, X13
-	VMOVSHDUP     X13, X14
-	VADDSS        X14, X13, X13
-	VMOVSS        X13, 124(DX)
+	JEQ       gemmQ4KR16x8VNNIdone
+
+gemmQ4KR16x8VNNIloop:
+	// prefetch the weights a few super-block columns ahead
+	PREFETCHT0 9216(SI)
+	PREFETCHT0 9280(SI)
+	PREFETCHT0 9344(SI)
+	PREFETCHT0 9408(SI)
+	PREFETCHT0 9472(SI)
+	PREFETCHT0 9536(SI)
+	PREFETCHT0 9600(SI)
+	PREFETCHT0 9664(SI)
+	PREFETCHT0 9728(SI)
+	PREFETCHT0 9792(SI)
+	PREFETCHT0 9856(SI)
+	PREFETCHT0 9920(SI)
+	PREFETCHT0 9984(SI)
+	PREFETCHT0 10048(SI)
+	PREFETCHT0 10112(SI)
+	PREFETCHT0 10176(SI)
+	PREFETCHT0 10240(SI)
+	PREFETCHT0 10304(SI)
+	PREFETCHT0 10368(SI)
+	PREFETCHT0 10432(SI)
+	PREFETCHT0 10496(SI)
+	PREFETCHT0 10560(SI)
+	PREFETCHT0 10624(SI)
+	PREFETCHT0 10688(SI)
+	PREFETCHT0 10752(SI)
+	PREFETCHT0 10816(SI)
+	PREFETCHT0 10880(SI)
+	PREFETCHT0 10944(SI)
+	PREFETCHT0 11008(SI)
+	PREFETCHT0 11072(SI)
+	PREFETCHT0 11136(SI)
+	PREFETCHT0 11200(SI)
+	PREFETCHT0 11264(SI)
+	PREFETCHT0 11328(SI)
+	PREFETCHT0 11392(SI)
+	PREFETCHT0 11456(SI)
+
+	// decode the sixteen rows' scales and mins (ggml's utmp steps, one dword lane per row):
+	// stack: sc[0..3], sc[4..7]; Z6 = m[0..3], Z7 = m[4..7] (a byte each)
+	VMOVDQU      32(SI), Y1
+	VINSERTI64X4 $0x01, 32(SI)(DX*1), Z1, Z1
+	VMOVDQU      64(SI), Y2
+	VINSERTI64X4 $0x01, 64(SI)(DX*1), Z2, Z2
+	VMOVDQU      96(SI), Y3
+	VINSERTI64X4 $0x01, 96(SI)(DX*1), Z3, Z3
+	VPANDD       vnnib3f<>+0(SB), Z1, Z4
+	VMOVDQU64    Z4, (SP)
+	VPSRLD       $0x06, Z1, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPANDD       Z0, Z3, Z5
+	VPORD        Z5, Z4, Z4
+	VMOVDQU64    Z4, 64(SP)
+	VPANDD       vnnib3f<>+0(SB), Z2, Z6
+	VPSRLD       $0x06, Z2, Z4
+	VPANDD       vnnib03<>+0(SB), Z4, Z4
+	VPSLLD       $0x04, Z4, Z4
+	VPSRLD       $0x04, Z3, Z7
+	VPANDD       Z0, Z7, Z7
+	VPORD        Z4, Z7, Z7
+
+	// mins: isum = msum, acc -= (dmin*d_x) * msum; Z5 = dmin
+	VPXORD        Z24, Z24, Z24
+	VPXORD        Z25, Z25, Z25
+	VPXORD        Z26, Z26, Z26
+	VPXORD        Z27, Z27, Z27
+	VPXORD        Z28, Z28, Z28
+	VPXORD        Z29, Z29, Z29
+	VPXORD        Z30, Z30, Z30
+	VPXORD        Z31, Z31, Z31
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z6, Z1
+	VPDPWSSD.BCST 260(R8), Z1, Z24
+	VPDPWSSD.BCST 260(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 260(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 260(R10), Z1, Z27
+	VPDPWSSD.BCST 260(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 260(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 260(R11), Z1, Z30
+	VPDPWSSD.BCST 260(R11)(R9*1), Z1, Z31
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z6, Z1
+	VPDPWSSD.BCST 264(R8), Z1, Z24
+	VPDPWSSD.BCST 264(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 264(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 264(R10), Z1, Z27
+	VPDPWSSD.BCST 264(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 264(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 264(R11), Z1, Z30
+	VPDPWSSD.BCST 264(R11)(R9*1), Z1, Z31
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z6, Z1
+	VPDPWSSD.BCST 268(R8), Z1, Z24
+	VPDPWSSD.BCST 268(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 268(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 268(R10), Z1, Z27
+	VPDPWSSD.BCST 268(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 268(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 268(R11), Z1, Z30
+	VPDPWSSD.BCST 268(R11)(R9*1), Z1, Z31
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z6, Z1
+	VPDPWSSD.BCST 272(R8), Z1, Z24
+	VPDPWSSD.BCST 272(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 272(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 272(R10), Z1, Z27
+	VPDPWSSD.BCST 272(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 272(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 272(R11), Z1, Z30
+	VPDPWSSD.BCST 272(R11)(R9*1), Z1, Z31
+	VPSHUFB       vnnik4mshuf<>+0(SB), Z7, Z1
+	VPDPWSSD.BCST 276(R8), Z1, Z24
+	VPDPWSSD.BCST 276(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 276(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 276(R10), Z1, Z27
+	VPDPWSSD.BCST 276(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 276(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 276(R11), Z1, Z30
+	VPDPWSSD.BCST 276(R11)(R9*1), Z1, Z31
+	VPSHUFB       vnnik4mshuf<>+64(SB), Z7, Z1
+	VPDPWSSD.BCST 280(R8), Z1, Z24
+	VPDPWSSD.BCST 280(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 280(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 280(R10), Z1, Z27
+	VPDPWSSD.BCST 280(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 280(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 280(R11), Z1, Z30
+	VPDPWSSD.BCST 280(R11)(R9*1), Z1, Z31
+	VPSHUFB       vnnik4mshuf<>+128(SB), Z7, Z1
+	VPDPWSSD.BCST 284(R8), Z1, Z24
+	VPDPWSSD.BCST 284(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 284(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 284(R10), Z1, Z27
+	VPDPWSSD.BCST 284(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 284(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 284(R11), Z1, Z30
+	VPDPWSSD.BCST 284(R11)(R9*1), Z1, Z31
+	VPSHUFB       vnnik4mshuf<>+192(SB), Z7, Z1
+	VPDPWSSD.BCST 288(R8), Z1, Z24
+	VPDPWSSD.BCST 288(R8)(R9*1), Z1, Z25
+	VPDPWSSD.BCST 288(R8)(R9*2), Z1, Z26
+	VPDPWSSD.BCST 288(R10), Z1, Z27
+	VPDPWSSD.BCST 288(R8)(R9*4), Z1, Z28
+	VPDPWSSD.BCST 288(R10)(R9*2), Z1, Z29
+	VPDPWSSD.BCST 288(R11), Z1, Z30
+	VPDPWSSD.BCST 288(R11)(R9*1), Z1, Z31
+	VMOVDQU       16(SI), X5
+	VINSERTI128   $0x01, 16(SI)(DX*1), Y5, Y5
+	VCVTPH2PS     Y5, Z5
+	VCVTDQ2PS     Z24, Z24
+	VMULPS.BCST   (R8), Z5, Z8
+	VFNMADD231PS  Z24, Z8, Z16
+	VPXORD        Z24, Z24, Z24
+	VCVTDQ2PS     Z25, Z25
+	VMULPS.BCST   (R8)(R9*1), Z5, Z9
+	VFNMADD231PS  Z25, Z9, Z17
+	VPXORD        Z25, Z25, Z25
+	VCVTDQ2PS     Z26, Z26
+	VMULPS.BCST   (R8)(R9*2), Z5, Z10
+	VFNMADD231PS  Z26, Z10, Z18
+	VPXORD        Z26, Z26, Z26
+	VCVTDQ2PS     Z27, Z27
+	VMULPS.BCST   (R10), Z5, Z11
+	VFNMADD231PS  Z27, Z11, Z19
+	VPXORD        Z27, Z27, Z27
+	VCVTDQ2PS     Z28, Z28
+	VMULPS.BCST   (R8)(R9*4), Z5, Z12
+	VFNMADD231PS  Z28, Z12, Z20
+	VPXORD        Z28, Z28, Z28
+	VCVTDQ2PS     Z29, Z29
+	VMULPS.BCST   (R10)(R9*2), Z5, Z13
+	VFNMADD231PS  Z29, Z13, Z21
+	VPXORD        Z29, Z29, Z29
+	VCVTDQ2PS     Z30, Z30
+	VMULPS.BCST   (R11), Z5, Z14
+	VFNMADD231PS  Z30, Z14, Z22
+	VPXORD        Z30, Z30, Z30
+	VCVTDQ2PS     Z31, Z31
+	VMULPS.BCST   (R11)(R9*1), Z5, Z15
+	VFNMADD231PS  Z31, Z15, Z23
+	VPXORD        Z31, Z31, Z31
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 4(R8), Z2, Z8
+	VPDPBUSD.BCST 4(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 4(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 4(R10), Z2, Z11
+	VPDPBUSD.BCST 4(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 4(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 4(R11), Z2, Z14
+	VPDPBUSD.BCST 4(R11)(R9*1), Z2, Z15
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 8(R8), Z2, Z8
+	VPDPBUSD.BCST 8(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 8(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 8(R10), Z2, Z11
+	VPDPBUSD.BCST 8(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 8(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 8(R11), Z2, Z14
+	VPDPBUSD.BCST 8(R11)(R9*1), Z2, Z15
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 12(R8), Z2, Z8
+	VPDPBUSD.BCST 12(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 12(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 12(R10), Z2, Z11
+	VPDPBUSD.BCST 12(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 12(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 12(R11), Z2, Z14
+	VPDPBUSD.BCST 12(R11)(R9*1), Z2, Z15
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 16(R8), Z2, Z8
+	VPDPBUSD.BCST 16(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 16(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 16(R10), Z2, Z11
+	VPDPBUSD.BCST 16(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 16(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 16(R11), Z2, Z14
+	VPDPBUSD.BCST 16(R11)(R9*1), Z2, Z15
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 20(R8), Z2, Z8
+	VPDPBUSD.BCST 20(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 20(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 20(R10), Z2, Z11
+	VPDPBUSD.BCST 20(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 20(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 20(R11), Z2, Z14
+	VPDPBUSD.BCST 20(R11)(R9*1), Z2, Z15
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 24(R8), Z2, Z8
+	VPDPBUSD.BCST 24(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 24(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 24(R10), Z2, Z11
+	VPDPBUSD.BCST 24(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 24(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 24(R11), Z2, Z14
+	VPDPBUSD.BCST 24(R11)(R9*1), Z2, Z15
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 28(R8), Z2, Z8
+	VPDPBUSD.BCST 28(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 28(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 28(R10), Z2, Z11
+	VPDPBUSD.BCST 28(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 28(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 28(R11), Z2, Z14
+	VPDPBUSD.BCST 28(R11)(R9*1), Z2, Z15
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 32(R8), Z2, Z8
+	VPDPBUSD.BCST 32(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 32(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 32(R10), Z2, Z11
+	VPDPBUSD.BCST 32(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 32(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 32(R11), Z2, Z14
+	VPDPBUSD.BCST 32(R11)(R9*1), Z2, Z15
+	VMOVDQU32     (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z4, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+	VPMULLD       Z4, Z15, Z15
+	VPADDD        Z15, Z31, Z31
+
+	// sub-blocks 0, 1
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       128(SI), Y1
+	VINSERTI64X4  $0x01, 128(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 36(R8), Z3, Z8
+	VPDPBUSD.BCST 36(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 36(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 36(R10), Z3, Z11
+	VPDPBUSD.BCST 36(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 36(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 36(R11), Z3, Z14
+	VPDPBUSD.BCST 36(R11)(R9*1), Z3, Z15
+	VMOVDQU       160(SI), Y1
+	VINSERTI64X4  $0x01, 160(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 40(R8), Z3, Z8
+	VPDPBUSD.BCST 40(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 40(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 40(R10), Z3, Z11
+	VPDPBUSD.BCST 40(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 40(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 40(R11), Z3, Z14
+	VPDPBUSD.BCST 40(R11)(R9*1), Z3, Z15
+	VMOVDQU       192(SI), Y1
+	VINSERTI64X4  $0x01, 192(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 44(R8), Z3, Z8
+	VPDPBUSD.BCST 44(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 44(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 44(R10), Z3, Z11
+	VPDPBUSD.BCST 44(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 44(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 44(R11), Z3, Z14
+	VPDPBUSD.BCST 44(R11)(R9*1), Z3, Z15
+	VMOVDQU       224(SI), Y1
+	VINSERTI64X4  $0x01, 224(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 48(R8), Z3, Z8
+	VPDPBUSD.BCST 48(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 48(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 48(R10), Z3, Z11
+	VPDPBUSD.BCST 48(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 48(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 48(R11), Z3, Z14
+	VPDPBUSD.BCST 48(R11)(R9*1), Z3, Z15
+	VMOVDQU       256(SI), Y1
+	VINSERTI64X4  $0x01, 256(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 52(R8), Z3, Z8
+	VPDPBUSD.BCST 52(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 52(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 52(R10), Z3, Z11
+	VPDPBUSD.BCST 52(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 52(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 52(R11), Z3, Z14
+	VPDPBUSD.BCST 52(R11)(R9*1), Z3, Z15
+	VMOVDQU       288(SI), Y1
+	VINSERTI64X4  $0x01, 288(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 56(R8), Z3, Z8
+	VPDPBUSD.BCST 56(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 56(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 56(R10), Z3, Z11
+	VPDPBUSD.BCST 56(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 56(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 56(R11), Z3, Z14
+	VPDPBUSD.BCST 56(R11)(R9*1), Z3, Z15
+	VMOVDQU       320(SI), Y1
+	VINSERTI64X4  $0x01, 320(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 60(R8), Z3, Z8
+	VPDPBUSD.BCST 60(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 60(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 60(R10), Z3, Z11
+	VPDPBUSD.BCST 60(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 60(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 60(R11), Z3, Z14
+	VPDPBUSD.BCST 60(R11)(R9*1), Z3, Z15
+	VMOVDQU       352(SI), Y1
+	VINSERTI64X4  $0x01, 352(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 64(R8), Z3, Z8
+	VPDPBUSD.BCST 64(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 64(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 64(R10), Z3, Z11
+	VPDPBUSD.BCST 64(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 64(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 64(R11), Z3, Z14
+	VPDPBUSD.BCST 64(R11)(R9*1), Z3, Z15
+	VPSRLD        $0x08, (SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+	VPMULLD       Z5, Z15, Z15
+	VPADDD        Z15, Z31, Z31
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 68(R8), Z2, Z8
+	VPDPBUSD.BCST 68(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 68(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 68(R10), Z2, Z11
+	VPDPBUSD.BCST 68(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 68(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 68(R11), Z2, Z14
+	VPDPBUSD.BCST 68(R11)(R9*1), Z2, Z15
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 72(R8), Z2, Z8
+	VPDPBUSD.BCST 72(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 72(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 72(R10), Z2, Z11
+	VPDPBUSD.BCST 72(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 72(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 72(R11), Z2, Z14
+	VPDPBUSD.BCST 72(R11)(R9*1), Z2, Z15
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 76(R8), Z2, Z8
+	VPDPBUSD.BCST 76(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 76(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 76(R10), Z2, Z11
+	VPDPBUSD.BCST 76(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 76(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 76(R11), Z2, Z14
+	VPDPBUSD.BCST 76(R11)(R9*1), Z2, Z15
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 80(R8), Z2, Z8
+	VPDPBUSD.BCST 80(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 80(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 80(R10), Z2, Z11
+	VPDPBUSD.BCST 80(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 80(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 80(R11), Z2, Z14
+	VPDPBUSD.BCST 80(R11)(R9*1), Z2, Z15
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 84(R8), Z2, Z8
+	VPDPBUSD.BCST 84(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 84(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 84(R10), Z2, Z11
+	VPDPBUSD.BCST 84(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 84(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 84(R11), Z2, Z14
+	VPDPBUSD.BCST 84(R11)(R9*1), Z2, Z15
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 88(R8), Z2, Z8
+	VPDPBUSD.BCST 88(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 88(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 88(R10), Z2, Z11
+	VPDPBUSD.BCST 88(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 88(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 88(R11), Z2, Z14
+	VPDPBUSD.BCST 88(R11)(R9*1), Z2, Z15
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 92(R8), Z2, Z8
+	VPDPBUSD.BCST 92(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 92(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 92(R10), Z2, Z11
+	VPDPBUSD.BCST 92(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 92(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 92(R11), Z2, Z14
+	VPDPBUSD.BCST 92(R11)(R9*1), Z2, Z15
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 96(R8), Z2, Z8
+	VPDPBUSD.BCST 96(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 96(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 96(R10), Z2, Z11
+	VPDPBUSD.BCST 96(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 96(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 96(R11), Z2, Z14
+	VPDPBUSD.BCST 96(R11)(R9*1), Z2, Z15
+	VPSRLD        $0x10, (SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z4, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+	VPMULLD       Z4, Z15, Z15
+	VPADDD        Z15, Z31, Z31
+
+	// sub-blocks 2, 3
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       384(SI), Y1
+	VINSERTI64X4  $0x01, 384(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 100(R8), Z3, Z8
+	VPDPBUSD.BCST 100(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 100(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 100(R10), Z3, Z11
+	VPDPBUSD.BCST 100(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 100(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 100(R11), Z3, Z14
+	VPDPBUSD.BCST 100(R11)(R9*1), Z3, Z15
+	VMOVDQU       416(SI), Y1
+	VINSERTI64X4  $0x01, 416(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 104(R8), Z3, Z8
+	VPDPBUSD.BCST 104(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 104(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 104(R10), Z3, Z11
+	VPDPBUSD.BCST 104(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 104(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 104(R11), Z3, Z14
+	VPDPBUSD.BCST 104(R11)(R9*1), Z3, Z15
+	VMOVDQU       448(SI), Y1
+	VINSERTI64X4  $0x01, 448(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 108(R8), Z3, Z8
+	VPDPBUSD.BCST 108(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 108(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 108(R10), Z3, Z11
+	VPDPBUSD.BCST 108(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 108(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 108(R11), Z3, Z14
+	VPDPBUSD.BCST 108(R11)(R9*1), Z3, Z15
+	VMOVDQU       480(SI), Y1
+	VINSERTI64X4  $0x01, 480(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 112(R8), Z3, Z8
+	VPDPBUSD.BCST 112(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 112(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 112(R10), Z3, Z11
+	VPDPBUSD.BCST 112(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 112(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 112(R11), Z3, Z14
+	VPDPBUSD.BCST 112(R11)(R9*1), Z3, Z15
+	VMOVDQU       512(SI), Y1
+	VINSERTI64X4  $0x01, 512(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 116(R8), Z3, Z8
+	VPDPBUSD.BCST 116(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 116(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 116(R10), Z3, Z11
+	VPDPBUSD.BCST 116(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 116(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 116(R11), Z3, Z14
+	VPDPBUSD.BCST 116(R11)(R9*1), Z3, Z15
+	VMOVDQU       544(SI), Y1
+	VINSERTI64X4  $0x01, 544(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 120(R8), Z3, Z8
+	VPDPBUSD.BCST 120(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 120(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 120(R10), Z3, Z11
+	VPDPBUSD.BCST 120(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 120(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 120(R11), Z3, Z14
+	VPDPBUSD.BCST 120(R11)(R9*1), Z3, Z15
+	VMOVDQU       576(SI), Y1
+	VINSERTI64X4  $0x01, 576(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 124(R8), Z3, Z8
+	VPDPBUSD.BCST 124(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 124(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 124(R10), Z3, Z11
+	VPDPBUSD.BCST 124(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 124(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 124(R11), Z3, Z14
+	VPDPBUSD.BCST 124(R11)(R9*1), Z3, Z15
+	VMOVDQU       608(SI), Y1
+	VINSERTI64X4  $0x01, 608(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 128(R8), Z3, Z8
+	VPDPBUSD.BCST 128(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 128(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 128(R10), Z3, Z11
+	VPDPBUSD.BCST 128(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 128(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 128(R11), Z3, Z14
+	VPDPBUSD.BCST 128(R11)(R9*1), Z3, Z15
+	VPSRLD        $0x18, (SP), Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+	VPMULLD       Z5, Z15, Z15
+	VPADDD        Z15, Z31, Z31
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 132(R8), Z2, Z8
+	VPDPBUSD.BCST 132(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 132(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 132(R10), Z2, Z11
+	VPDPBUSD.BCST 132(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 132(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 132(R11), Z2, Z14
+	VPDPBUSD.BCST 132(R11)(R9*1), Z2, Z15
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 136(R8), Z2, Z8
+	VPDPBUSD.BCST 136(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 136(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 136(R10), Z2, Z11
+	VPDPBUSD.BCST 136(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 136(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 136(R11), Z2, Z14
+	VPDPBUSD.BCST 136(R11)(R9*1), Z2, Z15
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 140(R8), Z2, Z8
+	VPDPBUSD.BCST 140(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 140(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 140(R10), Z2, Z11
+	VPDPBUSD.BCST 140(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 140(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 140(R11), Z2, Z14
+	VPDPBUSD.BCST 140(R11)(R9*1), Z2, Z15
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 144(R8), Z2, Z8
+	VPDPBUSD.BCST 144(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 144(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 144(R10), Z2, Z11
+	VPDPBUSD.BCST 144(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 144(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 144(R11), Z2, Z14
+	VPDPBUSD.BCST 144(R11)(R9*1), Z2, Z15
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 148(R8), Z2, Z8
+	VPDPBUSD.BCST 148(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 148(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 148(R10), Z2, Z11
+	VPDPBUSD.BCST 148(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 148(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 148(R11), Z2, Z14
+	VPDPBUSD.BCST 148(R11)(R9*1), Z2, Z15
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 152(R8), Z2, Z8
+	VPDPBUSD.BCST 152(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 152(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 152(R10), Z2, Z11
+	VPDPBUSD.BCST 152(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 152(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 152(R11), Z2, Z14
+	VPDPBUSD.BCST 152(R11)(R9*1), Z2, Z15
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 156(R8), Z2, Z8
+	VPDPBUSD.BCST 156(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 156(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 156(R10), Z2, Z11
+	VPDPBUSD.BCST 156(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 156(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 156(R11), Z2, Z14
+	VPDPBUSD.BCST 156(R11)(R9*1), Z2, Z15
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 160(R8), Z2, Z8
+	VPDPBUSD.BCST 160(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 160(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 160(R10), Z2, Z11
+	VPDPBUSD.BCST 160(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 160(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 160(R11), Z2, Z14
+	VPDPBUSD.BCST 160(R11)(R9*1), Z2, Z15
+	VMOVDQU32     64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z4, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+	VPMULLD       Z4, Z15, Z15
+	VPADDD        Z15, Z31, Z31
+
+	// sub-blocks 4, 5
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       640(SI), Y1
+	VINSERTI64X4  $0x01, 640(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 164(R8), Z3, Z8
+	VPDPBUSD.BCST 164(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 164(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 164(R10), Z3, Z11
+	VPDPBUSD.BCST 164(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 164(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 164(R11), Z3, Z14
+	VPDPBUSD.BCST 164(R11)(R9*1), Z3, Z15
+	VMOVDQU       672(SI), Y1
+	VINSERTI64X4  $0x01, 672(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 168(R8), Z3, Z8
+	VPDPBUSD.BCST 168(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 168(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 168(R10), Z3, Z11
+	VPDPBUSD.BCST 168(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 168(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 168(R11), Z3, Z14
+	VPDPBUSD.BCST 168(R11)(R9*1), Z3, Z15
+	VMOVDQU       704(SI), Y1
+	VINSERTI64X4  $0x01, 704(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 172(R8), Z3, Z8
+	VPDPBUSD.BCST 172(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 172(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 172(R10), Z3, Z11
+	VPDPBUSD.BCST 172(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 172(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 172(R11), Z3, Z14
+	VPDPBUSD.BCST 172(R11)(R9*1), Z3, Z15
+	VMOVDQU       736(SI), Y1
+	VINSERTI64X4  $0x01, 736(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 176(R8), Z3, Z8
+	VPDPBUSD.BCST 176(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 176(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 176(R10), Z3, Z11
+	VPDPBUSD.BCST 176(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 176(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 176(R11), Z3, Z14
+	VPDPBUSD.BCST 176(R11)(R9*1), Z3, Z15
+	VMOVDQU       768(SI), Y1
+	VINSERTI64X4  $0x01, 768(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 180(R8), Z3, Z8
+	VPDPBUSD.BCST 180(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 180(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 180(R10), Z3, Z11
+	VPDPBUSD.BCST 180(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 180(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 180(R11), Z3, Z14
+	VPDPBUSD.BCST 180(R11)(R9*1), Z3, Z15
+	VMOVDQU       800(SI), Y1
+	VINSERTI64X4  $0x01, 800(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 184(R8), Z3, Z8
+	VPDPBUSD.BCST 184(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 184(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 184(R10), Z3, Z11
+	VPDPBUSD.BCST 184(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 184(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 184(R11), Z3, Z14
+	VPDPBUSD.BCST 184(R11)(R9*1), Z3, Z15
+	VMOVDQU       832(SI), Y1
+	VINSERTI64X4  $0x01, 832(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 188(R8), Z3, Z8
+	VPDPBUSD.BCST 188(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 188(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 188(R10), Z3, Z11
+	VPDPBUSD.BCST 188(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 188(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 188(R11), Z3, Z14
+	VPDPBUSD.BCST 188(R11)(R9*1), Z3, Z15
+	VMOVDQU       864(SI), Y1
+	VINSERTI64X4  $0x01, 864(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 192(R8), Z3, Z8
+	VPDPBUSD.BCST 192(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 192(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 192(R10), Z3, Z11
+	VPDPBUSD.BCST 192(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 192(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 192(R11), Z3, Z14
+	VPDPBUSD.BCST 192(R11)(R9*1), Z3, Z15
+	VPSRLD        $0x08, 64(SP), Z5
+	VPANDD        vnnibff<>+0(SB), Z5, Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+	VPMULLD       Z5, Z15, Z15
+	VPADDD        Z15, Z31, Z31
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 196(R8), Z2, Z8
+	VPDPBUSD.BCST 196(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 196(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 196(R10), Z2, Z11
+	VPDPBUSD.BCST 196(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 196(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 196(R11), Z2, Z14
+	VPDPBUSD.BCST 196(R11)(R9*1), Z2, Z15
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 200(R8), Z2, Z8
+	VPDPBUSD.BCST 200(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 200(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 200(R10), Z2, Z11
+	VPDPBUSD.BCST 200(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 200(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 200(R11), Z2, Z14
+	VPDPBUSD.BCST 200(R11)(R9*1), Z2, Z15
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 204(R8), Z2, Z8
+	VPDPBUSD.BCST 204(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 204(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 204(R10), Z2, Z11
+	VPDPBUSD.BCST 204(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 204(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 204(R11), Z2, Z14
+	VPDPBUSD.BCST 204(R11)(R9*1), Z2, Z15
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 208(R8), Z2, Z8
+	VPDPBUSD.BCST 208(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 208(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 208(R10), Z2, Z11
+	VPDPBUSD.BCST 208(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 208(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 208(R11), Z2, Z14
+	VPDPBUSD.BCST 208(R11)(R9*1), Z2, Z15
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 212(R8), Z2, Z8
+	VPDPBUSD.BCST 212(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 212(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 212(R10), Z2, Z11
+	VPDPBUSD.BCST 212(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 212(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 212(R11), Z2, Z14
+	VPDPBUSD.BCST 212(R11)(R9*1), Z2, Z15
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 216(R8), Z2, Z8
+	VPDPBUSD.BCST 216(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 216(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 216(R10), Z2, Z11
+	VPDPBUSD.BCST 216(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 216(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 216(R11), Z2, Z14
+	VPDPBUSD.BCST 216(R11)(R9*1), Z2, Z15
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 220(R8), Z2, Z8
+	VPDPBUSD.BCST 220(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 220(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 220(R10), Z2, Z11
+	VPDPBUSD.BCST 220(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 220(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 220(R11), Z2, Z14
+	VPDPBUSD.BCST 220(R11)(R9*1), Z2, Z15
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPANDD        Z0, Z1, Z2
+	VPDPBUSD.BCST 224(R8), Z2, Z8
+	VPDPBUSD.BCST 224(R8)(R9*1), Z2, Z9
+	VPDPBUSD.BCST 224(R8)(R9*2), Z2, Z10
+	VPDPBUSD.BCST 224(R10), Z2, Z11
+	VPDPBUSD.BCST 224(R8)(R9*4), Z2, Z12
+	VPDPBUSD.BCST 224(R10)(R9*2), Z2, Z13
+	VPDPBUSD.BCST 224(R11), Z2, Z14
+	VPDPBUSD.BCST 224(R11)(R9*1), Z2, Z15
+	VPSRLD        $0x10, 64(SP), Z4
+	VPANDD        vnnibff<>+0(SB), Z4, Z4
+	VPMULLD       Z4, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z4, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z4, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z4, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z4, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z4, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z4, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+	VPMULLD       Z4, Z15, Z15
+	VPADDD        Z15, Z31, Z31
+
+	// sub-blocks 6, 7
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VMOVDQU       896(SI), Y1
+	VINSERTI64X4  $0x01, 896(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 228(R8), Z3, Z8
+	VPDPBUSD.BCST 228(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 228(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 228(R10), Z3, Z11
+	VPDPBUSD.BCST 228(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 228(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 228(R11), Z3, Z14
+	VPDPBUSD.BCST 228(R11)(R9*1), Z3, Z15
+	VMOVDQU       928(SI), Y1
+	VINSERTI64X4  $0x01, 928(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 232(R8), Z3, Z8
+	VPDPBUSD.BCST 232(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 232(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 232(R10), Z3, Z11
+	VPDPBUSD.BCST 232(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 232(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 232(R11), Z3, Z14
+	VPDPBUSD.BCST 232(R11)(R9*1), Z3, Z15
+	VMOVDQU       960(SI), Y1
+	VINSERTI64X4  $0x01, 960(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 236(R8), Z3, Z8
+	VPDPBUSD.BCST 236(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 236(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 236(R10), Z3, Z11
+	VPDPBUSD.BCST 236(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 236(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 236(R11), Z3, Z14
+	VPDPBUSD.BCST 236(R11)(R9*1), Z3, Z15
+	VMOVDQU       992(SI), Y1
+	VINSERTI64X4  $0x01, 992(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 240(R8), Z3, Z8
+	VPDPBUSD.BCST 240(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 240(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 240(R10), Z3, Z11
+	VPDPBUSD.BCST 240(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 240(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 240(R11), Z3, Z14
+	VPDPBUSD.BCST 240(R11)(R9*1), Z3, Z15
+	VMOVDQU       1024(SI), Y1
+	VINSERTI64X4  $0x01, 1024(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 244(R8), Z3, Z8
+	VPDPBUSD.BCST 244(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 244(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 244(R10), Z3, Z11
+	VPDPBUSD.BCST 244(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 244(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 244(R11), Z3, Z14
+	VPDPBUSD.BCST 244(R11)(R9*1), Z3, Z15
+	VMOVDQU       1056(SI), Y1
+	VINSERTI64X4  $0x01, 1056(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 248(R8), Z3, Z8
+	VPDPBUSD.BCST 248(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 248(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 248(R10), Z3, Z11
+	VPDPBUSD.BCST 248(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 248(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 248(R11), Z3, Z14
+	VPDPBUSD.BCST 248(R11)(R9*1), Z3, Z15
+	VMOVDQU       1088(SI), Y1
+	VINSERTI64X4  $0x01, 1088(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 252(R8), Z3, Z8
+	VPDPBUSD.BCST 252(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 252(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 252(R10), Z3, Z11
+	VPDPBUSD.BCST 252(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 252(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 252(R11), Z3, Z14
+	VPDPBUSD.BCST 252(R11)(R9*1), Z3, Z15
+	VMOVDQU       1120(SI), Y1
+	VINSERTI64X4  $0x01, 1120(SI)(DX*1), Z1, Z1
+	VPSRLW        $0x04, Z1, Z3
+	VPANDD        Z0, Z3, Z3
+	VPDPBUSD.BCST 256(R8), Z3, Z8
+	VPDPBUSD.BCST 256(R8)(R9*1), Z3, Z9
+	VPDPBUSD.BCST 256(R8)(R9*2), Z3, Z10
+	VPDPBUSD.BCST 256(R10), Z3, Z11
+	VPDPBUSD.BCST 256(R8)(R9*4), Z3, Z12
+	VPDPBUSD.BCST 256(R10)(R9*2), Z3, Z13
+	VPDPBUSD.BCST 256(R11), Z3, Z14
+	VPDPBUSD.BCST 256(R11)(R9*1), Z3, Z15
+	VPSRLD        $0x18, 64(SP), Z5
+	VPMULLD       Z5, Z8, Z8
+	VPADDD        Z8, Z24, Z24
+	VPMULLD       Z5, Z9, Z9
+	VPADDD        Z9, Z25, Z25
+	VPMULLD       Z5, Z10, Z10
+	VPADDD        Z10, Z26, Z26
+	VPMULLD       Z5, Z11, Z11
+	VPADDD        Z11, Z27, Z27
+	VPMULLD       Z5, Z12, Z12
+	VPADDD        Z12, Z28, Z28
+	VPMULLD       Z5, Z13, Z13
+	VPADDD        Z13, Z29, Z29
+	VPMULLD       Z5, Z14, Z14
+	VPADDD        Z14, Z30, Z30
+	VPMULLD       Z5, Z15, Z15
+	VPADDD        Z15, Z31, Z31
+
+	// acc += (d*d_x) * isum; Z5 = d
+	VMOVDQU     (SI), X5
+	VINSERTI128 $0x01, (SI)(DX*1), Y5, Y5
+	VCVTPH2PS   Y5, Z5
+	VCVTDQ2PS   Z24, Z24
+	VMULPS.BCST (R8), Z5, Z8
+	VFMADD231PS Z24, Z8, Z16
+	VCVTDQ2PS   Z25, Z25
+	VMULPS.BCST (R8)(R9*1), Z5, Z9
+	VFMADD231PS Z25, Z9, Z17
+	VCVTDQ2PS   Z26, Z26
+	VMULPS.BCST (R8)(R9*2), Z5, Z10
+	VFMADD231PS Z26, Z10, Z18
+	VCVTDQ2PS   Z27, Z27
+	VMULPS.BCST (R10), Z5, Z11
+	VFMADD231PS Z27, Z11, Z19
+	VCVTDQ2PS   Z28, Z28
+	VMULPS.BCST (R8)(R9*4), Z5, Z12
+	VFMADD231PS Z28, Z12, Z20
+	VCVTDQ2PS   Z29, Z29
+	VMULPS.BCST (R10)(R9*2), Z5, Z13
+	VFMADD231PS Z29, Z13, Z21
+	VCVTDQ2PS   Z30, Z30
+	VMULPS.BCST (R11), Z5, Z14
+	VFMADD231PS Z30, Z14, Z22
+	VCVTDQ2PS   Z31, Z31
+	VMULPS.BCST (R11)(R9*1), Z5, Z15
+	VFMADD231PS Z31, Z15, Z23
+	ADDQ        $0x00000480, SI
+	ADDQ        DX, SI
+	ADDQ        $0x00000124, R8
+	ADDQ        $0x00000124, R10
+	ADDQ        $0x00000124, R11
+	DECQ        CX
+	JNZ         gemmQ4KR16x8VNNIloop
+
+gemmQ4KR16x8VNNIdone:
+	MOVQ    out+40(FP), DI
+	VMOVUPS Z16, (DI)
+	VMOVUPS Z17, 64(DI)
+	VMOVUPS Z18, 128(DI)
+	VMOVUPS Z19, 192(DI)
+	VMOVUPS Z20, 256(DI)
+	VMOVUPS Z21, 320(DI)
+	VMOVUPS Z22, 384(DI)
+	VMOVUPS Z23, 448(DI)
 	VZEROUPPER
 	RET
 

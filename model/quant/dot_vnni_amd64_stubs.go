@@ -59,16 +59,28 @@ func gemmQ5_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 func gemmQ5_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
 
 //go:noescape
-func gemmQ4KR8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+func gemmQ4KR16x1VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
 
 //go:noescape
-func gemmQ4KR8x2VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+func gemmQ4KR16x2VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
 
 //go:noescape
-func gemmQ4KR8x3VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+func gemmQ4KR16x3VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
 
 //go:noescape
-func gemmQ4KR8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+func gemmQ4KR16x4VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4KR16x5VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4KR16x6VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4KR16x7VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+
+//go:noescape
+func gemmQ4KR16x8VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
 
 //go:noescape
 func quantQ8KAVX512(x *float32, dst *byte) bool

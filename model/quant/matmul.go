@@ -253,23 +253,25 @@ var gemmF32R4 [3]func(n int, a *float32, astride int, b *float32, bstride int, o
 // matmulJob is the Pool task of one MatMul call; the Pool owns one so that
 // steady-state calls allocate nothing.
 type matmulJob struct {
-	m      *Matrix
-	dst    []float32
-	x      []float32
-	xq     []byte
-	n      int
-	rowB   int // bytes per weight row
-	xB     int // bytes per quantised activation row
-	dot    dotFunc
-	dot4   dot4Func // nil when the type has no four-vector kernel
-	dot8   dot8Func // nil when the type has no eight-vector kernel
-	dot16  dot16Func
-	gemm   gemmR8Func  // non-nil: rows are read from m.packed in groups of RowGroup
-	gemm16 gemmR16Func // non-nil: rows are read from m.packed two groups at a time
-	nb     int         // blocks per row (gemm)
-	outs   [][8 * RowGroup]float32
-	isF32  bool
-	quantT Type
+	m       *Matrix
+	dst     []float32
+	x       []float32
+	xq      []byte
+	n       int
+	rowB    int // bytes per weight row
+	xB      int // bytes per quantised activation row
+	dot     dotFunc
+	dot4    dot4Func // nil when the type has no four-vector kernel
+	dot8    dot8Func // nil when the type has no eight-vector kernel
+	dot16   dot16Func
+	gemm    gemmR8Func  // non-nil: rows are read from m.packed in groups of RowGroup
+	gemm16  gemmR16Func // non-nil: rows are read from m.packed two groups at a time
+	nb      int         // blocks per row (gemm)
+	perCall int         // vectors per kernel call (gemm, gemm16)
+	q8s     bool        // activations are q8sBlockBytes blocks (Q4_0's sixteen-row kernel)
+	outs    [][16 * RowGroup]float32
+	isF32   bool
+	quantT  Type
 }
 
 // tileBytes bounds the quantised activations one worker sweeps per pass over
@@ -351,9 +353,9 @@ func (j *matmulJob) run(worker, start, end int) {
 }
 
 // gemmVectors is how many activation vectors runPacked hands the
-// multi-row kernels per call: their widest pass (four vectors ×
-// eight rows fill the 16 accumulator registers of AVX-512; the sixteen-row
-// Q4_0 kernel holds four vectors' accumulators in four).
+// eight-row kernels per call: their widest pass (four vectors × eight
+// rows fill the 16 accumulator registers of AVX-512). The sixteen-row
+// kernels take r16Vectors.
 const gemmVectors = 4
 
 // runF32R4 computes rows [start, end) of an F32 product for vectors
@@ -384,7 +386,7 @@ func (j *matmulJob) runF32R4(worker, start, end, i0, i1 int) int {
 // pair of groups with the sixteen-row one (an odd last group alone, read
 // twice and the copy's results dropped; padding rows of a last group are
 // dropped too). Vectors are tiled so a tile stays in L2 while each weight
-// group is read once per tile, and handed to the kernel gemmVectors at a
+// group is read once per tile, and handed to the kernel perCall at a
 // time.
 func (j *matmulJob) runPacked(worker, start, end int) {
 	m, n := j.m, j.n
@@ -400,12 +402,12 @@ func (j *matmulJob) runPacked(worker, start, end int) {
 			w := m.packed[g*gb : (g+k)*gb]
 			r0 := g * RowGroup
 			rows := min(k*RowGroup, m.Rows-r0)
-			for i := i0; i < i1; i += gemmVectors {
-				na := min(gemmVectors, i1-i)
+			for i := i0; i < i1; i += j.perCall {
+				na := min(j.perCall, i1-i)
 				if j.gemm16 != nil {
 					gs := 0 // one group, read twice
 					if k == 2 {
-						gs = q40GroupBytes
+						gs = gb / j.nb
 					}
 					j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, out[:2*RowGroup*na])
 				} else {
@@ -433,7 +435,7 @@ type quantJob struct{ j *matmulJob }
 func (q *quantJob) run(worker, start, end int) {
 	j := q.j
 	for i := start; i < end; i++ {
-		if j.gemm16 != nil {
+		if j.q8s {
 			quantizeRowQ8_0Sums(j.x[i*j.m.Cols:(i+1)*j.m.Cols], j.xq[i*j.xB:(i+1)*j.xB])
 			continue
 		}
@@ -455,8 +457,8 @@ const minMACsPerWorker = 1 << 16
 // Rows are split across the Pool's workers. Scratch memory lives in the Pool,
 // so steady-state calls do not allocate. A repacked matrix (Matrix.Repack)
 // is read from its copy, eight rows at a time by the multi-row kernels, with
-// bit-identical results (Q4_0: sixteen at a time, with a contract of its
-// own; see gemmQ4_0R16Generic).
+// bit-identical results (Q4_0 and Q4_K: sixteen at a time, with contracts
+// of their own; see gemmQ4_0R16Generic, gemmQ4KR16Generic).
 //
 // MatMul panics if the sizes are inconsistent (len(x) < n*Cols,
 // len(dst) < n*Rows, len(m.Data) too small, Cols not a multiple of the
@@ -496,10 +498,11 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 		}
 		if m.packed != nil {
 			if g, ok := gemmR8Kernels[m.Type]; ok {
-				j.gemm, j.nb = g, m.Cols/m.Type.BlockSize()
+				j.gemm, j.nb, j.perCall = g, m.Cols/m.Type.BlockSize(), gemmVectors
 			}
 			if g, ok := gemmR16Kernels[m.Type]; ok {
-				j.gemm16, j.nb = g, m.Cols/m.Type.BlockSize()
+				j.gemm16, j.nb, j.perCall = g, m.Cols/m.Type.BlockSize(), r16Vectors[m.Type]
+				j.q8s = m.Type == Q4_0
 			}
 		}
 		j.quantT = vecDotType(m.Type)
@@ -507,7 +510,7 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 		if err != nil {
 			panic("quant.MatMul: " + err.Error())
 		}
-		if j.gemm16 != nil {
+		if j.q8s {
 			xB = j.nb * q8sBlockBytes
 		}
 		j.xB = xB

@@ -67,8 +67,8 @@ type Pool struct {
 	// Scratch owned by MatMul (guarded by mu).
 	mm   matmulJob
 	qj   quantJob
-	xq   []byte                  // quantised activations
-	outs [][8 * RowGroup]float32 // per-worker results of batch kernels (256 bytes each: no false sharing)
+	xq   []byte                   // quantised activations
+	outs [][16 * RowGroup]float32 // per-worker results of batch kernels (512 bytes each: no false sharing)
 }
 
 const (
@@ -98,7 +98,7 @@ func newPool(threads int, spin time.Duration) *Pool {
 	threads = min(threads, 1<<jobUsedBits-1)
 	p := &Pool{threads: threads, spin: spin, asleep: make([]atomic.Bool, threads),
 		wake: make([]chan struct{}, threads), done: make(chan struct{}, 1)}
-	p.outs = make([][8 * RowGroup]float32, threads)
+	p.outs = make([][16 * RowGroup]float32, threads)
 	for w := 1; w < threads; w++ {
 		p.wake[w] = make(chan struct{}, 1)
 		go p.worker(w)

@@ -34,8 +34,8 @@ const q50GroupBytes = RowGroup * 22
 // q4kGroupBytes is the size of one repacked Q4_K group (one super-block
 // column of eight rows): d[8] and dmin[8] (f16, 32 bytes), the rows' 12
 // bytes of packed 6-bit scales and mins as three arrays of eight dwords
-// (96 bytes, decoded by the kernel for eight rows at once), the nibbles
-// (128 bytes per row): 8 × 144, as in the file.
+// (96 bytes, decoded by the kernel for all rows at once), the nibbles (128
+// bytes per row, in 32 chunks of 32): 8 × 144, as in the file.
 const q4kGroupBytes = 32 + RowGroup*12 + RowGroup*128
 
 // gemmR8Func multiplies one group of RowGroup repacked rows (nb block
@@ -51,23 +51,29 @@ var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q5_0: rep
 var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q5_0: q50GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup}
 
 // gemmR16Func multiplies sixteen repacked rows, two groups of RowGroup
-// whose nb block groups alternate at w (see repackQ4_0: the second
-// group's block gstride bytes after the first's, the next block
-// q40GroupBytes+gstride on; gstride 0 reads one group twice, whose results
-// then come twice), with na activation vectors of q8sBlockBytes blocks at x, x+xstride, ... into
-// out[16*a+r].
+// whose nb block groups alternate at w (see eachPairedBlock: the second
+// group's block gstride bytes after the first's, the next block one
+// group's bytes plus gstride on; gstride 0 reads one group twice, whose
+// results then come twice), with na activation vectors at x, x+xstride,
+// ... into out[16*a+r]. Q4_0's activations are q8sBlockBytes blocks,
+// Q4_K's Q8_K blocks.
 type gemmR16Func func(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32)
 
-// gemmR16Kernels are the sixteen-row kernels (Q4_0 with AVX-512 VNNI),
-// filled by useSIMD like gemmR8Kernels. Their float contract is their own
-// (see gemmQ4_0R16Generic): results do not depend on the batch, the
-// thread count or the rows' grouping, but differ in the last bits from
-// the single-row kernels on the file layout.
+// gemmR16Kernels are the sixteen-row kernels (Q4_0 and Q4_K with AVX-512
+// VNNI), filled by useSIMD like gemmR8Kernels. Their float contracts are
+// their own (see gemmQ4_0R16Generic, gemmQ4KR16Generic): results do not
+// depend on the batch, the thread count or the rows' grouping, but differ
+// in the last bits from the single-row kernels on the file layout.
 var gemmR16Kernels = map[Type]gemmR16Func{}
 
+// r16Vectors is how many activation vectors MatMul hands a sixteen-row
+// kernel per call: as many as it computes in one pass over the weights
+// (Q4_K's kernel holds eight vectors' sums and accumulators in its 32
+// registers, Q4_0's four).
+var r16Vectors = map[Type]int{Q4_0: 4, Q4_K: 8}
+
 // gemmR8Kernels are the multi-row kernels of repacked types, filled by
-// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q5_0, Q8_0,
-// Q4_K);
+// useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q5_0, Q8_0);
 // written only during package init and by tests. Each result is bit-identical to the
 // type's single-row kernel in dotKernels on the original layout. A matrix
 // repacked while a kernel was present falls back to its original Data when
@@ -79,12 +85,14 @@ var gemmR8Kernels = map[Type]gemmR8Func{}
 // kernel reads, in newly allocated memory, and reports whether it did.
 // MatMul then reads the repacked copy and gives bit-identical results (the
 // kernels keep the single-row kernel's float operations), except for
-// Q4_0, whose sixteen-row kernel has a contract of its own (see
-// gemmQ4_0R16Generic) and whose rows need not be a multiple of RowGroup.
+// Q4_0 and Q4_K, whose sixteen-row kernels have contracts of their own
+// (see gemmQ4_0R16Generic, gemmQ4KR16Generic) and whose rows need not be
+// a multiple of RowGroup.
 // m.Data is left
 // as it was (it may alias a read-only mapping) but is no longer read by
 // MatMul; a caller whose Data is mapped from a file can drop those pages
-// (see model/engine). Rows must be a multiple of RowGroup but for Q4_0.
+// (see model/engine). Rows must be a multiple of RowGroup but for Q4_0
+// and Q4_K.
 //
 // Repack must not run concurrently with a MatMul of m.
 func (m *Matrix) Repack() bool { return m.RepackInto(func(n int) []byte { return make([]byte, n) }) }
@@ -157,36 +165,44 @@ func eachBlock(m *Matrix, out []byte, groupB int, f func(dst, src []byte, r int)
 	}
 }
 
-// repackQ4_0 interleaves Q4_0 rows in groups of eight, and the groups in
-// pairs: the kernel reads two groups at once, one row per 32-bit lane, in
-// one stream. Groups 2p and 2p+1 take the 2*nb*q40GroupBytes bytes from
-// 2p*nb*q40GroupBytes, their block columns alternating (group 2p's column
-// b at 2b, group 2p+1's at 2b+1, in q40GroupBytes units); an odd last
-// group has its columns in order; rows past the matrix's last (up to a
-// multiple of eight) are zero. A group's column holds the rows' f16
-// scales d[0..7], then four 32-byte chunks; chunk k holds each row's qs
-// bytes 4k..4k+3, row r at 4r. (A qs byte e holds element e in its low
-// nibble and element 16+e in its high one.)
-func repackQ4_0(m *Matrix, out []byte) {
-	le := binary.LittleEndian
-	nb, groups := m.Cols/QK, packedGroups(m.Rows)
+// eachPairedBlock calls f(dst, src, r) for every block of m in the layout
+// of the sixteen-row kernels: rows in groups of eight, the groups in pairs
+// whose block columns alternate, so the kernel reads two groups in one
+// stream. Groups 2p and 2p+1 take the 2*nb*groupB bytes from
+// 2p*nb*groupB, group 2p's column b at 2b, group 2p+1's at 2b+1 (in
+// groupB units); an odd last group has its columns in order. src is row r
+// (of 8) of a group's block, dst that group's column; rows past the
+// matrix's last (up to a multiple of eight) are left zero.
+func eachPairedBlock(m *Matrix, out []byte, groupB int, f func(dst, src []byte, r int)) {
+	bb, nb, groups := m.Type.BlockBytes(), m.Cols/m.Type.BlockSize(), packedGroups(m.Rows)
 	for g := 0; g < groups; g++ {
 		step, first := 2, g%2
 		if g == groups-1 && groups%2 == 1 {
 			step, first = 1, 0
 		}
-		base := (g - g%2) * nb * q40GroupBytes
+		base := (g - g%2) * nb * groupB
 		for b := 0; b < nb; b++ {
-			dst := out[base+(step*b+first)*q40GroupBytes:][:q40GroupBytes]
+			dst := out[base+(step*b+first)*groupB:][:groupB]
 			for r := 0; r < RowGroup && g*RowGroup+r < m.Rows; r++ {
-				src := m.Data[((g*RowGroup+r)*nb+b)*18:][:18]
-				le.PutUint16(dst[2*r:], le.Uint16(src))
-				for k := 0; k < 4; k++ {
-					le.PutUint32(dst[16+32*k+4*r:], le.Uint32(src[2+4*k:]))
-				}
+				f(dst, m.Data[((g*RowGroup+r)*nb+b)*bb:][:bb], r)
 			}
 		}
 	}
+}
+
+// repackQ4_0 lays Q4_0 rows out for the sixteen-row kernel
+// (eachPairedBlock). A group's column holds the rows' f16 scales
+// d[0..7], then four 32-byte chunks; chunk k holds each row's qs bytes
+// 4k..4k+3, row r at 4r. (A qs byte e holds element e in its low nibble
+// and element 16+e in its high one.)
+func repackQ4_0(m *Matrix, out []byte) {
+	le := binary.LittleEndian
+	eachPairedBlock(m, out, q40GroupBytes, func(dst, src []byte, r int) {
+		le.PutUint16(dst[2*r:], le.Uint16(src))
+		for k := 0; k < 4; k++ {
+			le.PutUint32(dst[16+32*k+4*r:], le.Uint32(src[2+4*k:]))
+		}
+	})
 }
 
 // putNibbles ors row r's 16 bytes of Q4_0-style nibbles qs into the
@@ -352,73 +368,69 @@ func gemmQ8_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
 	})
 }
 
-// repackQ4K interleaves Q4_K rows in groups of eight, one q4kGroupBytes
-// group per super-block column b at (g*nb+b)*q4kGroupBytes: d of rows 0-7
-// (f16), dmin of rows 0-7, then dword i (i = 0, 1, 2) of each row's 12
-// scale bytes at 32+32i+4r, and row r's 128 nibble bytes (128+128r) in two
-// 64-byte halves G: byte e (0..31) of half G holds element e of sub-block
-// 4G in its low nibble and of sub-block 4G+2 in its high nibble, byte 32+e
-// the same of sub-blocks 4G+1 and 4G+3. (In the file, byte 32g+e holds
-// element e of sub-blocks 2g and 2g+1.)
+// repackQ4K lays Q4_K rows out for the sixteen-row kernel
+// (eachPairedBlock). A group's column (one super-block of eight rows,
+// q4kGroupBytes) holds d of rows 0-7 (f16), dmin of rows 0-7, then dword
+// i (i = 0, 1, 2) of each row's 12 scale bytes at 32+32i+4r, then 32
+// chunks of 32 bytes: chunk c holds each row's qs bytes 4c..4c+3 at
+// 128+32c+4r. (In the file, qs byte 32j+e holds element e of sub-block 2j
+// in its low nibble and of sub-block 2j+1 in its high one, so chunk 8j+k
+// has elements 4k..4k+3 of sub-blocks 2j and 2j+1.)
 func repackQ4K(m *Matrix, out []byte) {
 	le := binary.LittleEndian
-	eachBlock(m, out, q4kGroupBytes, func(dst, src []byte, r int) {
+	eachPairedBlock(m, out, q4kGroupBytes, func(dst, src []byte, r int) {
 		copy(dst[2*r:], src[0:2])
 		copy(dst[16+2*r:], src[2:4])
 		for i := 0; i < 3; i++ {
 			copy(dst[32+32*i+4*r:][:4], src[4+4*i:])
 		}
-		qs, q := src[16:144], dst[128+128*r:][:128]
-		for G := 0; G < 2; G++ {
-			for e := 0; e < 32; e += 8 {
-				a, b := le.Uint64(qs[64*G+e:]), le.Uint64(qs[64*G+32+e:])
-				le.PutUint64(q[64*G+e:], a&0x0F0F0F0F0F0F0F0F|(b&0x0F0F0F0F0F0F0F0F)<<4)
-				le.PutUint64(q[64*G+32+e:], a>>4&0x0F0F0F0F0F0F0F0F|b&0xF0F0F0F0F0F0F0F0)
-			}
+		for c := 0; c < 32; c++ {
+			le.PutUint32(dst[128+32*c+4*r:], le.Uint32(src[16+4*c:]))
 		}
 	})
 }
 
-// gemmQ4KR8Generic is the portable twin of the repacked Q4_K kernel, with
-// the AVX2 single-row kernel's float operations per row, super-block and
-// vector (see twinQ8Blocks): acc -= (dmin*d_x) * mins term in four
-// lanes, then acc += (d*d_x) * the eight int32 lanes of scaled sums.
-func gemmQ4KR8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
-	twinR8(nb, w, x, xstride, na, out, q4kGroupBytes, 292, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
-		dx := math.Float32frombits(binary.LittleEndian.Uint32(xb))
-		var bs [8]int32 // pairwise bsums
-		for j := range bs {
-			bs[j] = int32(int16(binary.LittleEndian.Uint16(xb[260+4*j:]))) + int32(int16(binary.LittleEndian.Uint16(xb[262+4*j:])))
-		}
-		for r := 0; r < RowGroup; r++ {
-			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
-			dm := F16ToF32(binary.LittleEndian.Uint16(grp[16+2*r:])) * dx
-			var packed [12]byte
-			for i := 0; i < 3; i++ {
-				copy(packed[4*i:4*i+4], grp[32+32*i+4*r:])
-			}
-			sc, mn := k4Scales(packed[:])
-			q := grp[128+128*r:][:128]
-			var sumi [8]int32
-			for k := 0; k < 8; k++ {
-				var mins int32
-				if k < 4 {
-					mins = int32(mn[2*k])*bs[2*k] + int32(mn[2*k+1])*bs[2*k+1]
+// gemmQ4KR16Generic is the portable twin of the repacked Q4_K kernel and
+// defines its float contract: per row and vector, super-blocks in order,
+// acc = fma(-(dmin*d_x), float32(msum), acc), then acc = fma(float32(isum),
+// d*d_x, acc), with the products rounded to float32, isum the super-block's
+// exact integer sum over its sub-blocks s of sc_s * sum(q*x) and msum that
+// of m_s * (the Q8_K bsums of s); acc starts at 0 and is the result, with
+// no horizontal sum. So a row's result depends on nothing but its weights
+// and the vector. Rows are laid out as gemmR16Func says (gstride).
+func gemmQ4KR16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32) {
+	le := binary.LittleEndian
+	for a := 0; a < na; a++ {
+		xa := x[a*xstride:]
+		for r := 0; r < 2*RowGroup; r++ {
+			g, rr := w[(r/RowGroup)*gstride:], r%RowGroup
+			var acc float32
+			for b := 0; b < nb; b++ {
+				grp, xb := g[b*(q4kGroupBytes+gstride):][:q4kGroupBytes], xa[b*292:][:292]
+				dx := math.Float32frombits(le.Uint32(xb))
+				var packed [12]byte
+				for i := 0; i < 3; i++ {
+					copy(packed[4*i:4*i+4], grp[32+32*i+4*rr:])
 				}
-				lanes[r][k] = fma32(-dm, float32(mins), lanes[r][k])
-				for g := 0; g < 4; g++ {
-					for e := 4 * k; e < 4*k+4; e++ {
-						lo, hi := q[64*(g/2)+e]>>(4*(g%2))&0x0F, q[64*(g/2)+32+e]>>(4*(g%2))&0x0F
-						sumi[k] += int32(sc[2*g]) * int32(lo) * int32(int8(xb[4+64*g+e]))
-						sumi[k] += int32(sc[2*g+1]) * int32(hi) * int32(int8(xb[4+64*g+32+e]))
+				sc, mn := k4Scales(packed[:])
+				var isum, msum int32
+				for s := 0; s < 8; s++ {
+					msum += int32(mn[s]) * (int32(int16(le.Uint16(xb[260+4*s:]))) + int32(int16(le.Uint16(xb[262+4*s:]))))
+					var t int32
+					for e := 0; e < 32; e++ {
+						q := grp[128+32*(8*(s/2)+e/4)+4*rr+e%4] >> (4 * (s % 2)) & 0x0F
+						t += int32(q) * int32(int8(xb[4+32*s+e]))
 					}
+					isum += int32(sc[s]) * t
 				}
+				d := F16ToF32(le.Uint16(grp[2*rr:])) * dx
+				dm := F16ToF32(le.Uint16(grp[16+2*rr:])) * dx
+				acc = fma32(-dm, float32(msum), acc)
+				acc = fma32(float32(isum), d, acc)
 			}
-			for k := 0; k < 8; k++ {
-				lanes[r][k] = fma32(d, float32(sumi[k]), lanes[r][k])
-			}
+			out[2*RowGroup*a+r] = acc
 		}
-	})
+	}
 }
 
 // hsum8 adds eight lanes in ggml's hsum_float_8 order, as the kernels'

@@ -27,7 +27,6 @@ var repackedKernels = []struct {
 }{
 	{Q8_0, gemmQ8_0R8VNNI, gemmQ8_0R8Generic, []int{1, 2, 3, 16, 64}},
 	{Q5_0, gemmQ5_0R8VNNI, gemmQ5_0R8Generic, []int{1, 2, 3, 16, 64}},
-	{Q4_K, gemmQ4KR8VNNI, gemmQ4KR8Generic, []int{1, 2, 3, 8}},
 }
 
 // TestRepackedKernelsMatchSingle checks the repacked kernels, assembly and
@@ -84,84 +83,105 @@ func TestRepackedKernelsMatchSingle(t *testing.T) {
 	}
 }
 
-// TestRepackedQ4_0Kernel checks the sixteen-row Q4_0 kernel against its
-// generic twin bit for bit, for 1..9 vectors, 8, 16 and 24 rows (an odd
-// group read twice), quantised and raw random weights; and against the
-// AVX2 single-row kernel on the file layout within float tolerance (its
-// float contract differs: one FMA per block and row, no lanes).
-func TestRepackedQ4_0Kernel(t *testing.T) {
+// r16Kernels lists the sixteen-row kernels: assembly and generic twin,
+// and how their activations are quantised (the twin's form and the file
+// layout kernel's).
+var r16Kernels = []struct {
+	typ       Type
+	asm, twin gemmR16Func
+	groupB    int
+	xBlockB   int
+	quant     func(x []float32, dst []byte)
+	nbs       []int // block counts tested
+}{
+	{Q4_0, gemmQ4_0R16VNNI, gemmQ4_0R16Generic, q40GroupBytes, q8sBlockBytes, quantizeRowQ8_0Sums, []int{1, 2, 3, 16, 64}},
+	{Q4_K, gemmQ4KR16VNNI, gemmQ4KR16Generic, q4kGroupBytes, 292, quantizeRowQ8K, []int{1, 2, 3, 8, 16}},
+}
+
+// TestRepackedR16Kernels checks each sixteen-row kernel against its
+// generic twin bit for bit, for 1..17 vectors (every pass width and
+// tail), 8, 16 and 24 rows (an odd group read twice), quantised and raw
+// random weights; and both against the AVX2 single-row kernel on the file
+// layout within float tolerance (their float contracts differ: one FMA per
+// block and row, no lanes).
+func TestRepackedR16Kernels(t *testing.T) {
 	needVNNI(t)
 	defer useVNNI(true)
 	r := rand.New(rand.NewPCG(37, 38))
-	for _, nb := range []int{1, 2, 3, 16, 64} {
-		cols := nb * QK
-		for _, rows := range []int{8, 16, 24} {
-			for _, raw := range []bool{false, true} {
-				t.Run(fmt.Sprintf("%d/rows=%d/raw=%v", cols, rows, raw), func(t *testing.T) {
-					var m *Matrix
-					if raw {
-						rb, _ := Q4_0.RowBytes(cols)
-						data := make([]byte, 0, rows*rb)
-						for range rows {
-							data = append(data, rawWeights(r, Q4_0, cols)...)
+	for _, k := range r16Kernels {
+		bs, vt := k.typ.BlockSize(), vecDotType(k.typ)
+		for _, nb := range k.nbs {
+			cols := nb * bs
+			for _, rows := range []int{8, 16, 24} {
+				for _, raw := range []bool{false, true} {
+					t.Run(fmt.Sprintf("%s/%d/rows=%d/raw=%v", k.typ, cols, rows, raw), func(t *testing.T) {
+						var m *Matrix
+						if raw {
+							rb, _ := k.typ.RowBytes(cols)
+							data := make([]byte, 0, rows*rb)
+							for range rows {
+								data = append(data, rawWeights(r, k.typ, cols)...)
+							}
+							m = &Matrix{Type: k.typ, Rows: rows, Cols: cols, Data: data}
+						} else {
+							m, _ = quantMatrix(t, r, k.typ, rows, cols)
 						}
-						m = &Matrix{Type: Q4_0, Rows: rows, Cols: cols, Data: data}
-					} else {
-						m, _ = quantMatrix(t, r, Q4_0, rows, cols)
-					}
-					require.True(t, m.Repack())
-					const nv = 9
-					xB := nb * q8sBlockBytes
-					xq, x8 := make([]byte, nv*xB), make([]byte, nv*nb*34)
-					for v := 0; v < nv; v++ {
-						x := randVec(r, cols, float32(v+1))
-						quantizeRowQ8_0Sums(x, xq[v*xB:(v+1)*xB])
-						quantizeRowQ8_0(x, x8[v*nb*34:(v+1)*nb*34])
-					}
-					rb := len(m.Data) / rows
-					gb := nb * q40GroupBytes
-					for na := 1; na <= nv; na++ {
-						for g := 0; g < rows/RowGroup; g += 2 {
-							gs, pair := q40GroupBytes, 2
-							if g+1 == rows/RowGroup {
-								gs, pair = 0, 1
-							}
-							w := m.packed[g*gb : (g+pair)*gb]
-							got, twin := make([]float32, 16*na), make([]float32, 16*na)
-							gemmQ4_0R16VNNI(nb, w, gs, xq, xB, na, got)
-							gemmQ4_0R16Generic(nb, w, gs, xq, xB, na, twin)
-							for i := range got {
-								require.Equal(t, math.Float32bits(twin[i]), math.Float32bits(got[i]), "na=%d group %d out %d: %v vs %v", na, g, i, twin[i], got[i])
-							}
-							for a := 0; a < na; a++ {
-								for l := 0; l < 16; l++ {
-									row := g*RowGroup + l
-									if gs == 0 {
-										row = g*RowGroup + l%RowGroup
+						require.True(t, m.Repack())
+						const nv = 17
+						xB := nb * k.xBlockB
+						vB, _ := vt.RowBytes(cols)
+						xq, xv := make([]byte, nv*xB), make([]byte, nv*vB)
+						xs := make([][]float32, nv)
+						for v := 0; v < nv; v++ {
+							xs[v] = randVec(r, cols, float32(v+1))
+							k.quant(xs[v], xq[v*xB:(v+1)*xB])
+							quantizeActivations(vt, xs[v], xv[v*vB:(v+1)*vB])
+						}
+						rb := len(m.Data) / rows
+						gb := nb * k.groupB
+						wrow := make([]float32, cols)
+						for _, na := range []int{1, 2, 3, 4, 5, 7, 8, 9, 16, 17} {
+							for g := 0; g < rows/RowGroup; g += 2 {
+								gs, pair := k.groupB, 2
+								if g+1 == rows/RowGroup {
+									gs, pair = 0, 1
+								}
+								w := m.packed[g*gb : (g+pair)*gb]
+								got, twin := make([]float32, 16*na), make([]float32, 16*na)
+								k.asm(nb, w, gs, xq, xB, na, got)
+								k.twin(nb, w, gs, xq, xB, na, twin)
+								for i := range got {
+									require.Equal(t, math.Float32bits(twin[i]), math.Float32bits(got[i]), "na=%d group %d out %d: %v vs %v", na, g, i, twin[i], got[i])
+								}
+								for a := 0; a < na; a++ {
+									for l := 0; l < 16; l++ {
+										row := g*RowGroup + l
+										if gs == 0 {
+											row = g*RowGroup + l%RowGroup
+										}
+										wr := m.Data[row*rb : (row+1)*rb]
+										want := simdKernels[k.typ](cols, wr, xv[a*vB:(a+1)*vB])
+										require.NoError(t, Dequantize(k.typ, wr, wrow))
+										var mag float64
+										for e, wv := range wrow {
+											mag += math.Abs(float64(wv) * float64(xs[a][e]))
+										}
+										require.InDelta(t, want, got[16*a+l], 1e-4*mag+1e-6, "na=%d vector %d row %d", na, a, row)
 									}
-									wr := m.Data[row*rb : (row+1)*rb]
-									want := simdKernels[Q4_0](cols, wr, x8[a*nb*34:(a+1)*nb*34])
-									var mag float64
-									for b := 0; b < nb; b++ {
-										dw := F16ToF32(uint16(wr[18*b]) | uint16(wr[18*b+1])<<8)
-										dx := F16ToF32(uint16(x8[a*nb*34+34*b]) | uint16(x8[a*nb*34+34*b+1])<<8)
-										mag += math.Abs(float64(dw)*float64(dx)) * 8 * 127 * 32
-									}
-									require.InDelta(t, want, got[16*a+l], 1e-5*mag+1e-6, "na=%d vector %d row %d", na, a, row)
 								}
 							}
 						}
-					}
-				})
+					})
+				}
 			}
 		}
 	}
 }
 
 // TestMatMulRepackedMatches checks MatMul on a repacked matrix against
-// MatMul on the same matrix unrepacked, bit for bit (Q4_0, with its own
-// contract and rows that need not fill a group: within tolerance, and
-// each vector's results the same in any batch), for batch sizes that
+// MatMul on the same matrix unrepacked, bit for bit (Q4_0 and Q4_K, with
+// contracts of their own and rows that need not fill a group: within
+// tolerance, and each vector's results the same in any batch), for batch sizes that
 // exercise every tail, with one and two workers; and that switching the
 // VNNI kernels off falls back to the original layout.
 func TestMatMulRepackedMatches(t *testing.T) {
@@ -173,7 +193,7 @@ func TestMatMulRepackedMatches(t *testing.T) {
 		for _, sh := range []struct {
 			typ        Type
 			rows, cols int
-		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q4_0, 40, 96}, {Q4_0, 12, 64}, {Q4_0, 3, 32}, {Q4_0, 44, 96}, {Q8_0, 16, 96}, {Q8_0, 64, 768}, {Q5_0, 8, 32}, {Q5_0, 40, 288}, {Q4_K, 8, 256}, {Q4_K, 48, 512}} {
+		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q4_0, 40, 96}, {Q4_0, 12, 64}, {Q4_0, 3, 32}, {Q4_0, 44, 96}, {Q8_0, 16, 96}, {Q8_0, 64, 768}, {Q5_0, 8, 32}, {Q5_0, 40, 288}, {Q4_K, 8, 256}, {Q4_K, 48, 512}, {Q4_K, 24, 768}, {Q4_K, 12, 256}, {Q4_K, 3, 512}} {
 			m, _ := quantMatrix(t, r, sh.typ, sh.rows, sh.cols)
 			pm := *m
 			require.True(t, pm.Repack())
@@ -184,7 +204,7 @@ func TestMatMulRepackedMatches(t *testing.T) {
 				got := make([]float32, n*sh.rows)
 				MatMul(p, want, m, x, n)
 				MatMul(p, got, &pm, x, n)
-				if sh.typ == Q4_0 {
+				if _, own := gemmR16Kernels[sh.typ]; own {
 					// Its own float contract: close to the file
 					// layout's, and independent of the batch.
 					for i := range want {
@@ -248,99 +268,115 @@ func BenchmarkRepackedKernels(b *testing.B) {
 		m := benchMatrix(b, k.typ, rows, cols)
 		pm := *m
 		pm.Repack()
-		rb := len(m.Data) / rows
 		vt := vecDotType(k.typ)
 		xB, _ := vt.RowBytes(cols)
 		nb := cols / k.typ.BlockSize()
 		gb := len(pm.packed) / (rows / RowGroup)
-		for _, nv := range []int{1, 16} {
+		for _, nv := range []int{1, 8, 16} {
 			b.Run(fmt.Sprintf("%s/n=%d", k.typ, nv), func(b *testing.B) {
 				xq := make([]byte, nv*xB)
 				for v := 0; v < nv; v++ {
 					quantizeActivations(vt, randVec(r, cols, 1), xq[v*xB:(v+1)*xB])
 				}
 				out := make([]float32, RowGroup*nv)
-				var out16 [16]float32
-				var old, packed time.Duration
-				for i := 0; i < b.N; i++ {
-					s0 := time.Now()
-					for row := 0; row < rows; row++ {
-						w := m.Data[row*rb : (row+1)*rb]
-						if nv == 16 {
-							dot16Kernels[k.typ](cols, w, xq, xB, &out16)
-						} else {
-							out[0] = dotKernels[k.typ](cols, w, xq)
-						}
-					}
-					s1 := time.Now()
+				fileLayout := fileLayoutKernel(k.typ, m, nv, xq, xB, out)
+				timeOldNew(b, rows, fileLayout, func() {
 					for g := 0; g < rows/RowGroup; g++ {
 						k.asm(nb, pm.packed[g*gb:(g+1)*gb], xq, xB, nv, out)
 					}
-					s2 := time.Now()
-					old += s1.Sub(s0)
-					packed += s2.Sub(s1)
-				}
-				per := float64(b.N * rows)
-				b.ReportMetric(float64(old.Nanoseconds())/per, "old_ns/row")
-				b.ReportMetric(float64(packed.Nanoseconds())/per, "repacked_ns/row")
-				b.ReportMetric(float64(old)/float64(packed), "speedup")
+				})
 			})
 		}
 	}
 }
 
-// BenchmarkRepackedQ4_0Kernel times, single thread, 64 rows x 4096
-// columns, the sixteen-row Q4_0 kernel against the kernels the file
-// layout runs for the same work: the single-row kernel for one vector,
-// the VNNI x16 kernel for sixteen. Reports ns per row and the speedup.
-func BenchmarkRepackedQ4_0Kernel(b *testing.B) {
+// BenchmarkRepackedR16Kernels times, single thread, 64 rows x 4096
+// columns, each sixteen-row kernel against the kernels the file layout
+// runs for the same work: the single-row kernel for one vector, the
+// VNNI four-, eight- or sixteen-vector kernel for more. Reports ns per row
+// and the speedup.
+func BenchmarkRepackedR16Kernels(b *testing.B) {
 	needVNNI(b)
 	defer useVNNI(true)
 	const rows, cols = 64, 4096
 	r := rand.New(rand.NewPCG(5, 5))
-	m := benchMatrix(b, Q4_0, rows, cols)
-	pm := *m
-	pm.Repack()
-	rb := len(m.Data) / rows
-	nb := cols / QK
-	gb := nb * q40GroupBytes
-	for _, nv := range []int{1, 4, 16} {
-		b.Run(fmt.Sprintf("n=%d", nv), func(b *testing.B) {
-			x8, xs := make([]byte, nv*nb*34), make([]byte, nv*nb*q8sBlockBytes)
-			for v := 0; v < nv; v++ {
-				x := randVec(r, cols, 1)
-				quantizeRowQ8_0(x, x8[v*nb*34:(v+1)*nb*34])
-				quantizeRowQ8_0Sums(x, xs[v*nb*q8sBlockBytes:(v+1)*nb*q8sBlockBytes])
-			}
-			out := make([]float32, 16*nv)
-			var out4 [4]float32
-			var out16 [16]float32
-			var old, packed time.Duration
-			for i := 0; i < b.N; i++ {
-				s0 := time.Now()
-				for row := 0; row < rows; row++ {
-					w := m.Data[row*rb : (row+1)*rb]
-					switch nv {
-					case 16:
-						dot16Kernels[Q4_0](cols, w, x8, nb*34, &out16)
-					case 4:
-						dot4Kernels[Q4_0](cols, w, x8, nb*34, &out4)
-					default:
-						out[0] = dotKernels[Q4_0](cols, w, x8)
+	for _, k := range r16Kernels {
+		m := benchMatrix(b, k.typ, rows, cols)
+		pm := *m
+		pm.Repack()
+		nb := cols / k.typ.BlockSize()
+		gb := nb * k.groupB
+		vt := vecDotType(k.typ)
+		vB, _ := vt.RowBytes(cols)
+		xB := nb * k.xBlockB
+		for _, nv := range []int{1, 4, 8, 16} {
+			b.Run(fmt.Sprintf("%s/n=%d", k.typ, nv), func(b *testing.B) {
+				xv, xq := make([]byte, nv*vB), make([]byte, nv*xB)
+				for v := 0; v < nv; v++ {
+					x := randVec(r, cols, 1)
+					quantizeActivations(vt, x, xv[v*vB:(v+1)*vB])
+					k.quant(x, xq[v*xB:(v+1)*xB])
+				}
+				out := make([]float32, 16*nv)
+				fileLayout := fileLayoutKernel(k.typ, m, nv, xv, vB, out)
+				timeOldNew(b, rows, fileLayout, func() {
+					for g := 0; g < rows/RowGroup; g += 2 {
+						k.asm(nb, pm.packed[g*gb:(g+2)*gb], k.groupB, xq, xB, nv, out)
 					}
-				}
-				s1 := time.Now()
-				for g := 0; g < rows/RowGroup; g += 2 {
-					gemmQ4_0R16VNNI(nb, pm.packed[g*gb:(g+2)*gb], q40GroupBytes, xs, nb*q8sBlockBytes, nv, out)
-				}
-				s2 := time.Now()
-				old += s1.Sub(s0)
-				packed += s2.Sub(s1)
-			}
-			per := float64(b.N * rows)
-			b.ReportMetric(float64(old.Nanoseconds())/per, "old_ns/row")
-			b.ReportMetric(float64(packed.Nanoseconds())/per, "repacked_ns/row")
-			b.ReportMetric(float64(old)/float64(packed), "speedup")
-		})
+				})
+			})
+		}
 	}
+}
+
+// fileLayoutKernel returns a function that multiplies every row of m (its
+// file layout) with nv activation vectors (xq, xB bytes apart) as MatMul
+// does without repacking: the widest of the type's sixteen-, eight-,
+// four-vector and single kernels that fits, then narrower ones; results
+// go to out.
+func fileLayoutKernel(typ Type, m *Matrix, nv int, xq []byte, xB int, out []float32) func() {
+	rb := len(m.Data) / m.Rows
+	var out4 [4]float32
+	var out8 [8]float32
+	var out16 [16]float32
+	return func() {
+		for row := 0; row < m.Rows; row++ {
+			w := m.Data[row*rb : (row+1)*rb]
+			for i := 0; i < nv; {
+				x := xq[i*xB:]
+				switch k16, k8, k4 := dot16Kernels[typ], dot8Kernels[typ], dot4Kernels[typ]; {
+				case k16 != nil && nv-i >= 16:
+					k16(m.Cols, w, x, xB, &out16)
+					i += 16
+				case k8 != nil && nv-i >= 8:
+					k8(m.Cols, w, x, xB, &out8)
+					i += 8
+				case k4 != nil && nv-i >= 4:
+					k4(m.Cols, w, x, xB, &out4)
+					i += 4
+				default:
+					out[0] = dotKernels[typ](m.Cols, w, x)
+					i++
+				}
+			}
+		}
+	}
+}
+
+// timeOldNew runs old and packed b.N times each, interleaved, and reports
+// the ns per row of each (rows rows) and the speedup.
+func timeOldNew(b *testing.B, rows int, old, packed func()) {
+	var to, tp time.Duration
+	for i := 0; i < b.N; i++ {
+		s0 := time.Now()
+		old()
+		s1 := time.Now()
+		packed()
+		to += s1.Sub(s0)
+		tp += time.Since(s1)
+	}
+	per := float64(b.N * rows)
+	b.ReportMetric(float64(to.Nanoseconds())/per, "old_ns/row")
+	b.ReportMetric(float64(tp.Nanoseconds())/per, "repacked_ns/row")
+	b.ReportMetric(float64(to)/float64(tp), "speedup")
 }
