@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/url"
 	"time"
+
+	"github.com/rbee-project/rbee/model/engine"
 )
 
 // RepackCacheEnv is the environment variable through which a node gives
@@ -129,6 +131,10 @@ type Config struct {
 	// they share its pages (engine.Options.RepackCache); empty keeps
 	// each worker's copy in its own memory.
 	RepackCache string
+	// KVCache is the element type of every slot's KV cache (the worker
+	// command's --kv-cache): engine.KVF16, the zero value, as llama.cpp,
+	// or engine.KVF32 (twice the memory).
+	KVCache engine.KVType
 	// Load loads the model; DefaultConfig sets LoadEngine.
 	Load LoadFunc
 	// Logger receives operational logs; nil discards them.
@@ -170,6 +176,8 @@ func (c *Config) validate() error {
 		return bad("Slots", "%d out of range 1..256", c.Slots)
 	case c.Queue < 0:
 		return bad("Queue", "%d is negative", c.Queue)
+	case c.KVCache > engine.KVF32:
+		return bad("KVCache", "%d is not a KV cache type", c.KVCache)
 	case c.ContextSize < 0:
 		return bad("ContextSize", "%d is negative", c.ContextSize)
 	case c.HeartbeatInterval <= 0:

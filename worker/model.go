@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/grammar"
 )
 
@@ -171,6 +172,8 @@ type LoadOptions struct {
 	Shard ShardConfig
 	// RepackCache is Config.RepackCache.
 	RepackCache string
+	// KVCache is Config.KVCache.
+	KVCache engine.KVType
 }
 
 // LoadFunc loads the model file at path.

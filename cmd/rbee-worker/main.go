@@ -2,7 +2,7 @@
 //
 //	RBEE_WORKER_SECRET=… rbee-worker --model FILE --port P --id ID [--node URL] [--device cpu]
 //	            [--threads N] [--slots K] [--host 127.0.0.1] [--heartbeat-interval 2s]
-//	            [--orphan-grace 5m] [--queue N] [--ctx N] [--drain-timeout 30s] [--log-level info]
+//	            [--orphan-grace 5m] [--queue N] [--ctx N] [--kv-cache f16|f32] [--drain-timeout 30s] [--log-level info]
 //
 // The secret shared with the node comes in the environment variable
 // RBEE_WORKER_SECRET (never a flag: every local user can read a command

@@ -555,6 +555,7 @@ func newBenchServeCmd() *cobra.Command {
 	f.IntVar(&cfg.RequestsPerClient, "requests-per-client", servebench.DefaultRequestsPerClient, "requests each client sends per level")
 	f.IntVar(&cfg.Rounds, "rounds", 1, "times every level is run, interleaved (the median tokens/s is reported)")
 	f.IntVar(&cfg.ReuseWords, "reuse-words", servebench.DefaultReuseWords, "words of the long first chat turn of the prefix-reuse measurement (-1: skip it)")
+	f.StringVar(&cfg.KVCache, "kv-cache", "", "the worker's KV cache type: f16 (its default) or f32")
 	f.BoolVar(&cfg.Memory, "memory", false, "also start a second worker of the model and report what the two map: RSS, PSS, the model pages they share (Linux)")
 	return cmd
 }

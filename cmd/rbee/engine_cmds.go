@@ -68,6 +68,7 @@ func newModelRunCmd() *cobra.Command {
 		temp, topP, minP, repeatPen float32
 		seed                        int64
 		chat                        bool
+		kv                          engine.KVType
 	)
 	cmd := &cobra.Command{
 		Use:   "run FILE.gguf",
@@ -77,7 +78,7 @@ func newModelRunCmd() *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			m, err := engine.Load(args[0], engine.Options{Threads: threads, ContextSize: ctxSize})
+			m, err := engine.Load(args[0], engine.Options{Threads: threads, ContextSize: ctxSize, KVCache: kv})
 			if err != nil {
 				return err
 			}
@@ -150,6 +151,7 @@ func newModelRunCmd() *cobra.Command {
 	f.IntVar(&threads, "threads", 0, "compute threads (0: all cores)")
 	f.IntVar(&ctxSize, "ctx", 0, "context size (0: the model's, at most 4096)")
 	f.BoolVar(&chat, "chat", false, "wrap the prompt as a user message in the model's chat template")
+	f.Var(&kv, "kv-cache", "element type of the KV cache: f16 (llama.cpp's default) or f32")
 	outputFlag(cmd, &output)
 	return cmd
 }
@@ -295,6 +297,7 @@ func newBenchEngineCommand() *cobra.Command {
 		model         string
 		threads, p, n int
 		reps          int
+		kv            engine.KVType
 	)
 	cmd := &cobra.Command{
 		Use:   "engine --model FILE.gguf",
@@ -305,7 +308,7 @@ func newBenchEngineCommand() *cobra.Command {
 				return errors.New("--model is required")
 			}
 			ctxSize := max(p, n) + 1
-			m, err := engine.Load(model, engine.Options{Threads: threads, ContextSize: ctxSize})
+			m, err := engine.Load(model, engine.Options{Threads: threads, ContextSize: ctxSize, KVCache: kv})
 			if err != nil {
 				return err
 			}
@@ -323,5 +326,6 @@ func newBenchEngineCommand() *cobra.Command {
 	cmd.Flags().IntVarP(&p, "p", "p", 128, "prompt tokens")
 	cmd.Flags().IntVarP(&n, "n", "n", 128, "generated tokens")
 	cmd.Flags().IntVar(&reps, "reps", 3, "repetitions")
+	cmd.Flags().Var(&kv, "kv-cache", "element type of the KV cache: f16 (llama.cpp's default, as llama-bench) or f32")
 	return cmd
 }

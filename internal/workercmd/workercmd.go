@@ -5,7 +5,7 @@
 //
 //	RBEE_WORKER_SECRET=… rbee-worker --model FILE --port P --id ID [--node URL] [--device cpu]
 //	            [--threads N] [--slots K] [--host 127.0.0.1] [--heartbeat-interval 2s]
-//	            [--orphan-grace 5m] [--queue N] [--ctx N] [--drain-timeout 30s] [--log-level info]
+//	            [--orphan-grace 5m] [--queue N] [--ctx N] [--kv-cache f16|f32] [--drain-timeout 30s] [--log-level info]
 //
 // The secret shared with the node comes in the environment variable
 // RBEE_WORKER_SECRET (never a flag: every local user can read a command
@@ -61,6 +61,7 @@ func Run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.ContextSize, "ctx", cfg.ContextSize, "context size per slot (0 = the model's)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "bound on finishing in-flight requests at shutdown")
 	fs.StringVar(&cfg.RepackCache, "repack-cache", os.Getenv(worker.RepackCacheEnv), "directory for the model's repacked weights, shared by every worker of it through the page cache (default $"+worker.RepackCacheEnv+"; empty: each worker keeps its own copy)")
+	fs.Var(&cfg.KVCache, "kv-cache", "element type of the KV cache: f16 (llama.cpp's default) or f32 (twice the memory)")
 	shardLayers := fs.String("shard-layers", "", "pipeline shard: serve only layers LO:HI (LO > 0: a later stage; 0:HI: the group's head, with --stage)")
 	shardKV := fs.String("shard-kv-heads", "", "tensor shard: compute KV heads LO:HI of every layer (LO > 0: a member; 0:HI: the group's head, with --stage)")
 	var stages stageURLs

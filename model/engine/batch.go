@@ -38,9 +38,13 @@ type Batch struct {
 	logits                            []float32 // logitCap × vocab
 	rowSeg                            []int32   // segment of each row
 	scores                            []float32 // threads × nCtx attention weights
-	segs                              []segment // the running forward pass
-	remote                            []RemoteSegment
-	zeros                             []int32 // StageForward's placeholder ids
+	// KVF16: threads × headDim queries rounded to f16, threads × max(nCtx,
+	// headDim) halves of scratch for the rounding.
+	qh     []float32
+	half   []uint16
+	segs   []segment // the running forward pass
+	remote []RemoteSegment
+	zeros  []int32 // StageForward's placeholder ids
 	// Tensor shards: the gathered attention output and SwiGLU activations,
 	// this shard's rows of a Wo/Wdown product and of the logits.
 	attFull, hbFull, part, partLogits []float32
@@ -54,6 +58,10 @@ type Batch struct {
 // NewBatch returns an empty Batch for m.
 func (m *Model) NewBatch() *Batch {
 	b := &Batch{m: m, scores: make([]float32, m.pool.Threads()*m.hp.nCtx)}
+	if m.kv == KVF16 {
+		th := m.pool.Threads()
+		b.qh, b.half = make([]float32, th*m.hp.headDim), make([]uint16, th*max(m.hp.nCtx, m.hp.headDim))
+	}
 	b.attnFn = b.attention
 	b.swigluFn = func(_, start, end int) { swiglu(b.hb[start:end], b.hb2[start:end]) }
 	return b
@@ -226,10 +234,18 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 				t0 := vIndex(pos, 0, hd)
 				for h := 0; h < m.kvHeads; h++ {
 					o := i*kvDim + h*hd
-					copy(s.keys(li, h)[pos*hd:(pos+1)*hd], k[o:o+hd])
-					vh := s.values(li, h)
+					if m.kv == KVF32 {
+						copy(s.keys(li, h)[pos*hd:(pos+1)*hd], k[o:o+hd])
+						vh := s.values(li, h)
+						for d, val := range v[o : o+hd] {
+							vh[t0+d*quant.TileF32] = val
+						}
+						continue
+					}
+					quant.F32ToF16s(s.keys16(li, h)[pos*hd:(pos+1)*hd], k[o:o+hd])
+					vh := s.values16(li, h)
 					for d, val := range v[o : o+hd] {
-						vh[t0+d*quant.TileF32] = val
+						vh[t0+d*quant.TileF32] = quant.F32ToF16(val)
 					}
 				}
 			}
@@ -321,6 +337,11 @@ func (b *Batch) attention(worker, start, end int) {
 	qDim := b.m.heads * hd
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	sc := b.scores[worker*hp.nCtx : (worker+1)*hp.nCtx]
+	var half []uint16
+	if b.half != nil {
+		n := max(hp.nCtx, hd)
+		half = b.half[worker*n : (worker+1)*n]
+	}
 	for t := start; t < end; t++ {
 		i, h := t/b.m.heads, t%b.m.heads
 		sg := &b.segs[b.rowSeg[i]]
@@ -328,7 +349,15 @@ func (b *Batch) attention(worker, start, end int) {
 		q := b.q[i*qDim+h*hd : i*qDim+(h+1)*hd]
 		kh := h / group
 		mx := float32(math.Inf(-1))
-		quant.DotF32Tiled(sc[:pos+1], q, sg.s.keys(b.aLayer, kh), hd, hd, quant.TileF32)
+		if b.m.kv == KVF32 {
+			quant.DotF32Tiled(sc[:pos+1], q, sg.s.keys(b.aLayer, kh), hd, hd, quant.TileF32)
+		} else {
+			// As ggml multiplies with an f16 cache: the query rounded to
+			// f16 too, so every product is exact and only the sums round.
+			qh := b.qh[worker*hd : (worker+1)*hd]
+			roundF16(qh, q, half)
+			quant.DotF16Tiled(sc[:pos+1], qh, sg.s.keys16(b.aLayer, kh), hd, hd, quant.TileF32)
+		}
 		for j := 0; j <= pos; j++ {
 			d := sc[j] * scale
 			sc[j] = d
@@ -350,6 +379,19 @@ func (b *Batch) attention(worker, start, end int) {
 			w[j] *= inv
 		}
 		out := b.att[i*qDim+h*hd : i*qDim+(h+1)*hd]
-		quant.DotF32Tiled(out, w, sg.s.values(b.aLayer, kh), pos+1, quant.TileF32, hd*quant.TileF32)
+		if b.m.kv == KVF32 {
+			quant.DotF32Tiled(out, w, sg.s.values(b.aLayer, kh), pos+1, quant.TileF32, hd*quant.TileF32)
+		} else {
+			roundF16(w, w, half) // the weights too, as ggml does
+			quant.DotF16Tiled(out, w, sg.s.values16(b.aLayer, kh), pos+1, quant.TileF32, hd*quant.TileF32)
+		}
 	}
+}
+
+// roundF16 sets dst to src rounded to f16 (and back: exactly
+// representable), through scratch, which must hold len(src) halves.
+func roundF16(dst, src []float32, scratch []uint16) {
+	h := scratch[:len(src)]
+	quant.F32ToF16s(h, src)
+	quant.F16ToF32s(dst, h)
 }

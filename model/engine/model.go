@@ -40,6 +40,56 @@ type Options struct {
 	// identity, the tensors, the layout version) is not used; one that
 	// cannot be written leaves the copy in this process's memory.
 	RepackCache string
+	// KVCache is the element type of the KV cache: KVF16 (the zero
+	// value), llama.cpp's default, or KVF32.
+	KVCache KVType
+}
+
+// KVType is the element type of a Session's KV cache.
+type KVType uint8
+
+const (
+	// KVF16 keeps keys and values as IEEE halves, as llama.cpp does by
+	// default: half the memory of KVF32, and half the bytes attention
+	// reads per token, which is what batched decoding waits for. Keys
+	// and values are rounded once when stored; queries and attention
+	// weights stay float32.
+	KVF16 KVType = iota
+	// KVF32 keeps keys and values as float32: twice the memory; the
+	// fixture tests' tight reference (llama.cpp's f32-KV runs).
+	KVF32
+)
+
+// String returns "f16" or "f32".
+func (t KVType) String() string {
+	if t == KVF32 {
+		return "f32"
+	}
+	return "f16"
+}
+
+// Set parses s as ParseKVType does (flag.Value, pflag.Value).
+func (t *KVType) Set(s string) error {
+	v, err := ParseKVType(s)
+	if err != nil {
+		return err
+	}
+	*t = v
+	return nil
+}
+
+// Type names the values (pflag.Value).
+func (t *KVType) Type() string { return "f16|f32" }
+
+// ParseKVType reads "f16" or "f32" (a flag's value).
+func ParseKVType(s string) (KVType, error) {
+	switch s {
+	case "f16":
+		return KVF16, nil
+	case "f32":
+		return KVF32, nil
+	}
+	return 0, fmt.Errorf("%w: KV cache type %q (want f16 or f32)", ErrBadRequest, s)
 }
 
 // MaxDefaultContext caps the context taken from the model when
@@ -64,6 +114,7 @@ type Info struct {
 	Dim                int
 	Heads              int
 	KVHeads            int
+	KVCache            string // the KV cache's element type: "f16" or "f32"
 	// MaxTokenBytes bounds the input bytes one token stands for: a text
 	// longer than ContextLength*MaxTokenBytes cannot fit the context, which
 	// a server may tell before it tokenizes the text.
@@ -132,6 +183,8 @@ type Model struct {
 	// of them, or a tensor shard's (tp, see tensor.go).
 	heads, kvHeads int
 	tp             *tensorSplit
+	// kv is the element type of Sessions' KV caches (Options.KVCache).
+	kv KVType
 	// sessionIDs numbers Sessions (Session.ID), for the later stages.
 	sessionIDs atomic.Uint64
 }
@@ -165,7 +218,10 @@ func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (*Model, 
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m := &Model{file: f, log: log}
+	if opts.KVCache > KVF32 {
+		return nil, fmt.Errorf("%w: KV cache type %d", ErrBadRequest, opts.KVCache)
+	}
+	m := &Model{file: f, log: log, kv: opts.KVCache}
 	if err := m.readHparams(opts); err != nil {
 		return nil, err
 	}
@@ -544,6 +600,7 @@ func (m *Model) buildInfo() Info {
 		Name: name, Arch: hp.arch, ContextLength: hp.nCtx, TrainContextLength: hp.trainCtx,
 		VocabSize: hp.vocab, Params: params, Quantization: best.String(),
 		Layers: hp.nLayer, Dim: hp.dim, Heads: hp.nHead, KVHeads: hp.nHeadKV, MaxTokenBytes: m.tok.MaxTokenBytes(),
+		KVCache: m.kv.String(),
 	}
 }
 

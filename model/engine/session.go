@@ -36,8 +36,10 @@ const minKVTokens = 64
 type Session struct {
 	m      *Model
 	tokens []int32     // evaluated tokens; the KV cache holds exactly these
-	kc     [][]float32 // per layer, per KV head: capTok × headDim keys after RoPE, row per position (keys)
-	vc     [][]float32 // per layer, per KV head: values in tiles of quant.TileF32 positions (values)
+	kc     [][]float32 // KVF32: per layer, per KV head: capTok × headDim keys after RoPE, row per position (keys)
+	vc     [][]float32 // KVF32: per layer, per KV head: values in tiles of quant.TileF32 positions (values)
+	kc16   [][]uint16  // KVF16: the same as halves
+	vc16   [][]uint16
 	capTok int
 
 	b      *Batch    // scratch of this Session's own forward passes (eval)
@@ -60,10 +62,13 @@ func (m *Model) NewSession() *Session {
 	s := &Session{
 		m:      m,
 		tokens: make([]int32, 0, hp.nCtx),
-		kc:     make([][]float32, len(m.layers)),
-		vc:     make([][]float32, len(m.layers)),
 		segs:   make([]segment, 1),
 		id:     m.sessionIDs.Add(1),
+	}
+	if m.kv == KVF32 {
+		s.kc, s.vc = make([][]float32, len(m.layers)), make([][]float32, len(m.layers))
+	} else {
+		s.kc16, s.vc16 = make([][]uint16, len(m.layers)), make([][]uint16, len(m.layers))
 	}
 	if m.lo == 0 {
 		// A later stage's Session only holds a cache (StageForward).
@@ -165,16 +170,25 @@ func (s *Session) ensureKV(nTok int) {
 	oldK, oldV := s.capTok*hd, vTiles(s.capTok)*quant.TileF32*hd
 	newK, newV := c*hd, vTiles(c)*quant.TileF32*hd
 	usedV := vTiles(used) * quant.TileF32 * hd
-	for l := range s.kc {
-		nk := make([]float32, s.m.kvHeads*newK)
-		nv := make([]float32, s.m.kvHeads*newV)
-		for h := 0; h < s.m.kvHeads && used > 0; h++ {
-			copy(nk[h*newK:], s.kc[l][h*oldK:h*oldK+used*hd])
-			copy(nv[h*newV:], s.vc[l][h*oldV:h*oldV+usedV])
-		}
-		s.kc[l], s.vc[l] = nk, nv
-	}
+	kvh := s.m.kvHeads
+	growKV(s.kc, kvh, oldK, newK, used*hd)
+	growKV(s.vc, kvh, oldV, newV, usedV)
+	growKV(s.kc16, kvh, oldK, newK, used*hd)
+	growKV(s.vc16, kvh, oldV, newV, usedV)
 	s.capTok = c
+}
+
+// growKV replaces every layer's cache in c (kvHeads blocks of oldN
+// elements) with one of blocks of newN elements, copying the first used
+// elements of each block.
+func growKV[T float32 | uint16](c [][]T, kvHeads, oldN, newN, used int) {
+	for l := range c {
+		n := make([]T, kvHeads*newN)
+		for h := 0; h < kvHeads && used > 0; h++ {
+			copy(n[h*newN:], c[l][h*oldN:h*oldN+used])
+		}
+		c[l] = n
+	}
 }
 
 // The KV cache of a layer holds, for each KV head h, a contiguous block of
@@ -192,15 +206,23 @@ func (s *Session) ensureKV(nTok int) {
 //     few cache lines of one page, not one line per dimension across the
 //     whole cache as a plain transposed array would). vIndex locates an
 //     element.
-func (s *Session) keys(l, h int) []float32 {
-	n := s.capTok * s.m.hp.headDim
-	return s.kc[l][h*n : (h+1)*n]
-}
+//
+// keys and values are the KVF32 cache's blocks, keys16 and values16 the
+// KVF16 cache's, in the same layout.
+func (s *Session) keys(l, h int) []float32 { return kvBlock(s.kc, l, h, s.capTok*s.m.hp.headDim) }
 
 func (s *Session) values(l, h int) []float32 {
-	n := vTiles(s.capTok) * quant.TileF32 * s.m.hp.headDim
-	return s.vc[l][h*n : (h+1)*n]
+	return kvBlock(s.vc, l, h, vTiles(s.capTok)*quant.TileF32*s.m.hp.headDim)
 }
+
+func (s *Session) keys16(l, h int) []uint16 { return kvBlock(s.kc16, l, h, s.capTok*s.m.hp.headDim) }
+
+func (s *Session) values16(l, h int) []uint16 {
+	return kvBlock(s.vc16, l, h, vTiles(s.capTok)*quant.TileF32*s.m.hp.headDim)
+}
+
+// kvBlock is head h's block of n elements in layer l's cache of c.
+func kvBlock[T float32 | uint16](c [][]T, l, h, n int) []T { return c[l][h*n : (h+1)*n] }
 
 // vTiles is the number of value tiles that hold n positions.
 func vTiles(n int) int { return (n + quant.TileF32 - 1) / quant.TileF32 }

@@ -156,6 +156,7 @@ func useSIMD(on bool) bool {
 	}
 	dotF32Impl = dotF32Generic
 	dotF32TiledImpl = dotF32TiledGeneric
+	dotF16TiledImpl = dotF16TiledGeneric
 	expVector = false
 	clear(dot4Kernels)
 	clear(dot8Kernels)
@@ -197,6 +198,7 @@ func useSIMD(on bool) bool {
 		}
 		dotF32Impl = dotF32SIMD
 		dotF32TiledImpl = dotF32TiledSIMD
+		dotF16TiledImpl = dotF16TiledSIMD
 		expVector = true
 	}
 	return true
@@ -534,25 +536,38 @@ func quantQ8KSIMD(x []float32, dst []byte) bool {
 	return quantQ8KAVX512(&x[0], &dst[0])
 }
 
-//go:noescape
-func dotF32TiledAVX2(dst, a, b *float32, n, rows, rowStride, tileStride int)
-
 // dotF32TiledSIMD runs dotF32TiledAVX2 over the multiple-of-eight prefix
-// and adds the remaining products one by one, as dotF32SIMD does.
+// and adds the remaining products one by one (tiledTail).
 func dotF32TiledSIMD(dst, a, b []float32, n, rowStride, tileStride int) {
-	n8 := n &^ 7
-	if n8 > 0 {
+	if n8 := n &^ 7; n8 > 0 {
 		dotF32TiledAVX2(&dst[0], &a[0], &b[0], n8, len(dst), 4*rowStride, 4*tileStride)
 	} else {
 		clear(dst)
 	}
+	tiledTail(dst, a, b, n, rowStride, tileStride, func(v float32) float32 { return v })
+}
+
+// dotF16TiledSIMD is dotF32TiledSIMD for halves.
+func dotF16TiledSIMD(dst, a []float32, b []uint16, n, rowStride, tileStride int) {
+	if n8 := n &^ 7; n8 > 0 {
+		dotF16TiledAVX2(&dst[0], &a[0], &b[0], n8, len(dst), 2*rowStride, 2*tileStride)
+	} else {
+		clear(dst)
+	}
+	tiledTail(dst, a, b, n, rowStride, tileStride, F16ToF32)
+}
+
+// tiledTail adds to each dst[r] the products of the elements past the
+// multiple-of-eight prefix (which the kernels left out), one by one.
+func tiledTail[T float32 | uint16](dst, a []float32, b []T, n, rowStride, tileStride int, f func(T) float32) {
+	n8 := n &^ 7
 	if n8 == n {
 		return
 	}
 	for r := range dst {
 		s, base := dst[r], r*rowStride+(n8/TileF32)*tileStride
 		for i := n8; i < n; i++ {
-			s += a[i] * b[base+i%TileF32]
+			s += a[i] * f(b[base+i%TileF32])
 		}
 		dst[r] = s
 	}

@@ -11936,3 +11936,140 @@ f32r4x3sum:
 	VMOVSS        X0, 44(DX)
 	VZEROUPPER
 	RET
+
+// func dotF32TiledAVX2(dst *float32, a *float32, b *float32, n int, rows int, rowStride int, tileStride int)
+// Requires: AVX, FMA3, SSE
+TEXT ·dotF32TiledAVX2(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DX
+	MOVQ a+8(FP), R9
+	MOVQ b+16(FP), R10
+	MOVQ n+24(FP), R11
+	MOVQ rows+32(FP), R12
+	MOVQ rowStride+40(FP), R13
+	MOVQ tileStride+48(FP), R8
+
+dotF32TiledAVX2row:
+	TESTQ  R12, R12
+	JEQ    dotF32TiledAVX2done
+	MOVQ   R9, SI
+	MOVQ   R10, DI
+	MOVQ   R11, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+dotF32TiledAVX232:
+	CMPQ        CX, $0x20
+	JLT         dotF32TiledAVX28
+	VMOVUPS     (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	VMOVUPS     32(SI), Y4
+	VFMADD231PS 32(DI), Y4, Y1
+	VMOVUPS     64(SI), Y4
+	VFMADD231PS 64(DI), Y4, Y2
+	VMOVUPS     96(SI), Y4
+	VFMADD231PS 96(DI), Y4, Y3
+	ADDQ        $0x80, SI
+	ADDQ        R8, DI
+	SUBQ        $0x20, CX
+	JMP         dotF32TiledAVX232
+
+dotF32TiledAVX28:
+	CMPQ        CX, $0x08
+	JLT         dotF32TiledAVX2sum
+	VMOVUPS     (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	ADDQ        $0x20, SI
+	ADDQ        $0x20, DI
+	SUBQ        $0x08, CX
+	JMP         dotF32TiledAVX28
+
+dotF32TiledAVX2sum:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, (DX)
+	ADDQ         $0x04, DX
+	ADDQ         R13, R10
+	DECQ         R12
+	JMP          dotF32TiledAVX2row
+
+dotF32TiledAVX2done:
+	VZEROUPPER
+	RET
+
+// func dotF16TiledAVX2(dst *float32, a *float32, b *uint16, n int, rows int, rowStride int, tileStride int)
+// Requires: AVX, F16C, FMA3, SSE
+TEXT ·dotF16TiledAVX2(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DX
+	MOVQ a+8(FP), R9
+	MOVQ b+16(FP), R10
+	MOVQ n+24(FP), R11
+	MOVQ rows+32(FP), R12
+	MOVQ rowStride+40(FP), R13
+	MOVQ tileStride+48(FP), R8
+
+dotF16TiledAVX2row:
+	TESTQ  R12, R12
+	JEQ    dotF16TiledAVX2done
+	MOVQ   R9, SI
+	MOVQ   R10, DI
+	MOVQ   R11, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+dotF16TiledAVX232:
+	CMPQ        CX, $0x20
+	JLT         dotF16TiledAVX28
+	VMOVUPS     (SI), Y4
+	VCVTPH2PS   (DI), Y5
+	VFMADD231PS Y5, Y4, Y0
+	VMOVUPS     32(SI), Y4
+	VCVTPH2PS   16(DI), Y5
+	VFMADD231PS Y5, Y4, Y1
+	VMOVUPS     64(SI), Y4
+	VCVTPH2PS   32(DI), Y5
+	VFMADD231PS Y5, Y4, Y2
+	VMOVUPS     96(SI), Y4
+	VCVTPH2PS   48(DI), Y5
+	VFMADD231PS Y5, Y4, Y3
+	ADDQ        $0x80, SI
+	ADDQ        R8, DI
+	SUBQ        $0x20, CX
+	JMP         dotF16TiledAVX232
+
+dotF16TiledAVX28:
+	CMPQ        CX, $0x08
+	JLT         dotF16TiledAVX2sum
+	VMOVUPS     (SI), Y4
+	VCVTPH2PS   (DI), Y5
+	VFMADD231PS Y5, Y4, Y0
+	ADDQ        $0x20, SI
+	ADDQ        $0x10, DI
+	SUBQ        $0x08, CX
+	JMP         dotF16TiledAVX28
+
+dotF16TiledAVX2sum:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, (DX)
+	ADDQ         $0x04, DX
+	ADDQ         R13, R10
+	DECQ         R12
+	JMP          dotF16TiledAVX2row
+
+dotF16TiledAVX2done:
+	VZEROUPPER
+	RET

@@ -99,3 +99,9 @@ func gemmF32R4x2AVX512(n int, a *float32, astride int, b *float32, bstride int, 
 
 //go:noescape
 func gemmF32R4x3AVX512(n int, a *float32, astride int, b *float32, bstride int, out *[12]float32)
+
+//go:noescape
+func dotF32TiledAVX2(dst *float32, a *float32, b *float32, n int, rows int, rowStride int, tileStride int)
+
+//go:noescape
+func dotF16TiledAVX2(dst *float32, a *float32, b *uint16, n int, rows int, rowStride int, tileStride int)

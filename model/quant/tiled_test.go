@@ -9,11 +9,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestDotF32TiledMatchesDotF32 checks, on the generic and (where the CPU
-// has it) the assembly path, that every product of DotF32Tiled equals
-// DotF32 of the gathered vector bit for bit, for contiguous rows and for
-// tiled layouts, over lengths around the kernels' 8- and 32-float steps.
-func TestDotF32TiledMatchesDotF32(t *testing.T) {
+// tiledCases runs check on the generic and (where the CPU has it) the
+// assembly path, for contiguous rows and tiled layouts, over lengths
+// around the kernels' 8- and 32-element steps: a of n+2 floats, b of size
+// elements, and want(row, i) the index of vector row's element i in b.
+func tiledCases(t *testing.T, check func(t *testing.T, simd bool, a []float32, size, n, rows, rowStride, tile int, at func(row, i int) int)) {
 	defer useSIMD(true)
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, simd := range []bool{false, true} {
@@ -30,26 +30,61 @@ func TestDotF32TiledMatchesDotF32(t *testing.T) {
 				{"tiles-offset", 3, 2 * TileF32, 6 * TileF32},
 			} {
 				t.Run(fmt.Sprintf("simd=%v/%s/%d", simd, tc.name, n), func(t *testing.T) {
-					a := randVec(r, n+2, 1)
 					last := (tc.rows-1)*tc.rowStride + ((n-1)/TileF32)*tc.tile + (n-1)%TileF32
-					b := randVec(r, last+1, 2)
-					dst := make([]float32, tc.rows)
-					DotF32Tiled(dst, a, b, n, tc.rowStride, tc.tile)
-					v := make([]float32, n)
-					for row := range tc.rows {
-						for i := range v {
-							v[i] = b[row*tc.rowStride+(i/TileF32)*tc.tile+i%TileF32]
-						}
-						want := DotF32(a[:n], v)
-						if simd && tc.tile != TileF32 && runtime.GOARCH == "arm64" {
-							want = dotF32Generic(a[:n], v) // no NEON tiled kernel
-						}
-						require.Equal(t, want, dst[row], "row %d", row)
-					}
+					at := func(row, i int) int { return row*tc.rowStride + (i/TileF32)*tc.tile + i%TileF32 }
+					check(t, simd, randVec(r, n+2, 1), last+1, n, tc.rows, tc.rowStride, tc.tile, at)
 				})
 			}
 		}
 	}
+}
+
+// TestDotF32TiledMatchesDotF32 checks that every product of DotF32Tiled
+// equals DotF32 of the gathered vector bit for bit (tiledCases).
+func TestDotF32TiledMatchesDotF32(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	tiledCases(t, func(t *testing.T, simd bool, a []float32, size, n, rows, rowStride, tile int, at func(row, i int) int) {
+		b := randVec(r, size, 2)
+		dst := make([]float32, rows)
+		DotF32Tiled(dst, a, b, n, rowStride, tile)
+		v := make([]float32, n)
+		for row := range rows {
+			for i := range v {
+				v[i] = b[at(row, i)]
+			}
+			want := DotF32(a[:n], v)
+			if simd && tile != TileF32 && runtime.GOARCH == "arm64" {
+				want = dotF32Generic(a[:n], v) // no NEON tiled kernel
+			}
+			require.Equal(t, want, dst[row], "row %d", row)
+		}
+	})
+}
+
+// TestDotF16TiledMatchesDotF32 checks that every product of DotF16Tiled
+// equals the dot product of the converted vector bit for bit: DotF32 on
+// amd64 with AVX2, the generic DotF32 otherwise (tiledCases).
+func TestDotF16TiledMatchesDotF32(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	tiledCases(t, func(t *testing.T, simd bool, a []float32, size, n, rows, rowStride, tile int, at func(row, i int) int) {
+		b := make([]uint16, size)
+		for i, f := range randVec(r, size, 2) {
+			b[i] = F32ToF16(f)
+		}
+		dst := make([]float32, rows)
+		DotF16Tiled(dst, a, b, n, rowStride, tile)
+		v := make([]float32, n)
+		for row := range rows {
+			for i := range v {
+				v[i] = F16ToF32(b[at(row, i)])
+			}
+			want := dotF32Generic(a[:n], v)
+			if simd && runtime.GOARCH == "amd64" {
+				want = DotF32(a[:n], v)
+			}
+			require.Equal(t, want, dst[row], "row %d", row)
+		}
+	})
 }
 
 func TestDotF32TiledBounds(t *testing.T) {
@@ -60,6 +95,13 @@ func TestDotF32TiledBounds(t *testing.T) {
 	require.Panics(t, func() { DotF32Tiled(dst, a, b, 65, 10, TileF32) })
 	require.Panics(t, func() { DotF32Tiled(dst, a, b, 64, 40, TileF32) })
 	require.Panics(t, func() { DotF32Tiled(dst, a, b, 8, 1, 8) })
+	b16 := make([]uint16, 100)
+	dst = []float32{1, 2}
+	DotF16Tiled(dst, a, b16, 0, 10, TileF32)
+	require.Equal(t, []float32{0, 0}, dst)
+	require.Panics(t, func() { DotF16Tiled(dst, a, b16, 65, 10, TileF32) })
+	require.Panics(t, func() { DotF16Tiled(dst, a, b16, 64, 40, TileF32) })
+	require.Panics(t, func() { DotF16Tiled(dst, a, b16, 8, 1, 8) })
 }
 
 // BenchmarkAttentionDots times the dot products of one attention head of

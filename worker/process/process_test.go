@@ -310,6 +310,7 @@ func TestSpawnFailures(t *testing.T) {
 		{"model load fails", SpawnOptions{Binary: workerBin, ModelPath: notModel, WorkerID: "bad-model"}, ErrExitedEarly, "model load failed"},
 		// The worker rejects an unknown flag and exits 2.
 		{"bad flag", SpawnOptions{Binary: workerBin, ModelPath: modelPath, ExtraArgs: []string{"--bogus"}}, ErrExitedEarly, "bogus"},
+		{"bad KV cache type", SpawnOptions{Binary: workerBin, ModelPath: modelPath, ExtraArgs: []string{"--kv-cache", "q4_0"}}, ErrExitedEarly, "want f16 or f32"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

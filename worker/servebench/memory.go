@@ -54,7 +54,7 @@ func (w *runningWorker) memory(ctx context.Context, cfg Config) (*Memory, error)
 	}
 	sctx, cancel := context.WithTimeout(ctx, workerStartTimeout)
 	defer cancel()
-	info, err := w.mgr.Spawn(sctx, process.SpawnOptions{Binary: w.bin, ModelPath: cfg.Model, Threads: cfg.Threads, Slots: 1, ReadyTimeout: workerStartTimeout, Env: w.env})
+	info, err := w.mgr.Spawn(sctx, process.SpawnOptions{Binary: w.bin, ModelPath: cfg.Model, Threads: cfg.Threads, Slots: 1, ExtraArgs: w.kvArgs, ReadyTimeout: workerStartTimeout, Env: w.env})
 	if err != nil {
 		return nil, fmt.Errorf("servebench: starting a second worker: %w", err)
 	}

@@ -9,6 +9,7 @@ package servebench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/worker"
 	"github.com/rbee-project/rbee/worker/process"
 )
@@ -74,6 +76,9 @@ type Config struct {
 	// Memory also starts a second worker of the model and reports what
 	// the two map (see Memory).
 	Memory bool
+	// KVCache is the workers' KV cache type ("f16", "f32"); empty is the
+	// worker's default (f16).
+	KVCache string
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
 }
@@ -120,6 +125,7 @@ type Result struct {
 	Threads     int     `json:"threads"`
 	Rounds      int     `json:"rounds"`
 	MaxTokens   int     `json:"max_tokens"`
+	KVCache     string  `json:"kv_cache"`
 	Levels      []Level `json:"levels"`
 	PrefixReuse *Reuse  `json:"prefix_reuse,omitempty"`
 	Memory      *Memory `json:"memory,omitempty"`
@@ -135,6 +141,11 @@ func (c *Config) fill() error {
 	for _, n := range c.Concurrency {
 		if n < 1 || n > 1024 {
 			return fmt.Errorf("%w: concurrency %d (1..1024)", ErrBadConfig, n)
+		}
+	}
+	if c.KVCache != "" {
+		if _, err := engine.ParseKVType(c.KVCache); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadConfig, err)
 		}
 	}
 	if c.Slots < 0 || c.Threads < 0 || c.MaxTokens < 0 || c.RequestsPerClient < 0 || c.Rounds < 0 {
@@ -172,7 +183,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	defer w.stop()
-	res := Result{Benchmark: "serve", Model: cfg.Model, Slots: cfg.Slots, Threads: cfg.Threads, Rounds: cfg.Rounds, MaxTokens: cfg.MaxTokens}
+	res := Result{Benchmark: "serve", Model: cfg.Model, Slots: cfg.Slots, Threads: cfg.Threads, Rounds: cfg.Rounds, MaxTokens: cfg.MaxTokens, KVCache: cmp.Or(cfg.KVCache, engine.KVF16.String())}
 	// Warm up: the first request maps the weights in.
 	if s := w.infer(ctx, request{Prompt: "Warm up.", MaxTokens: 4}); s.err != nil {
 		return res, fmt.Errorf("servebench: warm-up request: %w", s.err)
@@ -226,6 +237,7 @@ type runningWorker struct {
 	bin    string // what the manager spawns: rbee under the worker's name
 	dir    string
 	env    []string // the repack cache, as a node gives its cpu workers
+	kvArgs []string // --kv-cache, when Config.KVCache is set
 	url    string
 	secret string
 	pid    int
@@ -256,13 +268,16 @@ func startWorker(ctx context.Context, cfg Config) (*runningWorker, error) {
 		return nil, err
 	}
 	w := &runningWorker{mgr: mgr, dir: dir, bin: link, env: []string{worker.RepackCacheEnv + "=" + filepath.Join(dir, "repack")}}
+	if cfg.KVCache != "" {
+		w.kvArgs = []string{"--kv-cache", cfg.KVCache}
+	}
 	sctx, cancel := context.WithTimeout(ctx, workerStartTimeout)
 	defer cancel()
 	maxC := slices.Max(cfg.Concurrency)
 	info, err := mgr.Spawn(sctx, process.SpawnOptions{
 		Binary: link, ModelPath: cfg.Model, Threads: cfg.Threads, Slots: cfg.Slots,
 		// Every client of the largest level gets an answer, queued or not.
-		ExtraArgs:    []string{"--queue", fmt.Sprint(max(maxC, worker.DefaultQueue))},
+		ExtraArgs:    append([]string{"--queue", fmt.Sprint(max(maxC, worker.DefaultQueue))}, w.kvArgs...),
 		ReadyTimeout: workerStartTimeout, Env: w.env,
 	})
 	if err != nil {

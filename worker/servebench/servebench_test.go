@@ -30,8 +30,10 @@ func TestRun(t *testing.T) {
 	res, err := Run(ctx, Config{
 		Binary: bin, Model: "../../testdata/model/stories260K.gguf",
 		Concurrency: []int{1, 3}, Threads: 1, MaxTokens: 8, RequestsPerClient: 1, Rounds: 2, ReuseWords: 150, Memory: true,
+		KVCache: "f32", // passed to both workers (a value they refused would fail their start)
 	})
 	require.NoError(t, err)
+	require.Equal(t, "f32", res.KVCache)
 	require.Equal(t, 3, res.Slots)
 	require.Len(t, res.Levels, 2)
 	for i, lv := range res.Levels {

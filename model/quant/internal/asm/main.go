@@ -1184,6 +1184,88 @@ func f32z(nv int) {
 	RET()
 }
 
+// tiled generates dotF32TiledAVX2 (f16 false) or dotF16TiledAVX2: for r <
+// rows, dst[r] = the dot product of a[:n] (float32) with vector r of b
+// (float32, or f16 halves), which starts at b + r*rowStride bytes and
+// continues tileStride bytes further after every 32 elements; n must be a
+// multiple of 8. Four accumulators of eight lanes over 32 elements at a
+// time, then eight at a time into the first (only inside the last,
+// partial tile, which is contiguous), then ((0+1)+(2+3)) and two
+// horizontal adds: DotF32's AVX2 operations per vector, whatever the rows
+// and strides. Halves are converted first (VCVTPH2PS, exact), so a
+// product of the f16 kernel equals DotF32 of the converted vector bit for
+// bit. AVX2, FMA (and F16C).
+func tiled(f16 bool) {
+	name, bt, eb := "dotF32TiledAVX2", "*float32", 4
+	if f16 {
+		name, bt, eb = "dotF16TiledAVX2", "*uint16", 2
+	}
+	TEXT(name, NOSPLIT, "func(dst, a *float32, b "+bt+", n, rows, rowStride, tileStride int)")
+	Pragma("noescape")
+	Load(Param("dst"), RDX)
+	Load(Param("a"), R9)
+	Load(Param("b"), R10)
+	Load(Param("n"), R11)
+	Load(Param("rows"), R12)
+	Load(Param("rowStride"), R13)
+	Load(Param("tileStride"), R8)
+	Label(name + "row")
+	TESTQ(R12, R12)
+	JEQ(LabelRef(name + "done"))
+	MOVQ(R9, RSI)
+	MOVQ(R10, RDI)
+	MOVQ(R11, RCX)
+	for _, y := range []VecPhysical{Y0, Y1, Y2, Y3} {
+		VXORPS(y, y, y)
+	}
+	Label(name + "32")
+	CMPQ(RCX, U8(32))
+	JLT(LabelRef(name + "8"))
+	for j, y := range []VecPhysical{Y0, Y1, Y2, Y3} {
+		VMOVUPS(Mem{Base: RSI, Disp: 32 * j}, Y4)
+		if f16 {
+			VCVTPH2PS(Mem{Base: RDI, Disp: 8 * eb * j}, Y5)
+			VFMADD231PS(Y5, Y4, y)
+		} else {
+			VFMADD231PS(Mem{Base: RDI, Disp: 8 * eb * j}, Y4, y)
+		}
+	}
+	ADDQ(U8(128), RSI)
+	ADDQ(R8, RDI)
+	SUBQ(U8(32), RCX)
+	JMP(LabelRef(name + "32"))
+	Label(name + "8")
+	CMPQ(RCX, U8(8))
+	JLT(LabelRef(name + "sum"))
+	VMOVUPS(Mem{Base: RSI}, Y4)
+	if f16 {
+		VCVTPH2PS(Mem{Base: RDI}, Y5)
+		VFMADD231PS(Y5, Y4, Y0)
+	} else {
+		VFMADD231PS(Mem{Base: RDI}, Y4, Y0)
+	}
+	ADDQ(U8(32), RSI)
+	ADDQ(U8(8*eb), RDI)
+	SUBQ(U8(8), RCX)
+	JMP(LabelRef(name + "8"))
+	Label(name + "sum")
+	VADDPS(Y1, Y0, Y0)
+	VADDPS(Y3, Y2, Y2)
+	VADDPS(Y2, Y0, Y0)
+	VEXTRACTF128(U8(1), Y0, X1)
+	VADDPS(X1, X0, X0)
+	VHADDPS(X0, X0, X0)
+	VHADDPS(X0, X0, X0)
+	MOVSS(X0, Mem{Base: RDX})
+	ADDQ(U8(4), RDX)
+	ADDQ(R13, R10)
+	DECQ(R12)
+	JMP(LabelRef(name + "row"))
+	Label(name + "done")
+	VZEROUPPER()
+	RET()
+}
+
 func main() {
 	ConstraintExpr("amd64,!purego")
 	consts()
@@ -1209,5 +1291,7 @@ func main() {
 	for nv := 1; nv <= 3; nv++ {
 		f32z(nv)
 	}
+	tiled(false)
+	tiled(true)
 	Generate()
 }
