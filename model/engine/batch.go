@@ -37,7 +37,8 @@ type Batch struct {
 	lx                                []float32 // final-normed rows that want logits
 	logits                            []float32 // logitCap × vocab
 	rowSeg                            []int32   // segment of each row
-	scores                            []float32 // threads × nCtx attention weights
+	scores                            []float32 // threads × scoreLen attention weights
+	scoreLen                          int       // nCtx rounded up to whole key tiles (quant.AttnScoresF16 writes them)
 	// KVF16: threads × headDim queries rounded to f16, threads × max(nCtx,
 	// headDim) halves of scratch for the rounding.
 	qh     []float32
@@ -57,7 +58,8 @@ type Batch struct {
 
 // NewBatch returns an empty Batch for m.
 func (m *Model) NewBatch() *Batch {
-	b := &Batch{m: m, scores: make([]float32, m.pool.Threads()*m.hp.nCtx)}
+	sl := vTiles(m.hp.nCtx) * quant.TileF32
+	b := &Batch{m: m, scores: make([]float32, m.pool.Threads()*sl), scoreLen: sl}
 	if m.kv == KVF16 {
 		th := m.pool.Threads()
 		b.qh, b.half = make([]float32, th*m.hp.headDim), make([]uint16, th*max(m.hp.nCtx, m.hp.headDim))
@@ -242,10 +244,11 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 						}
 						continue
 					}
-					quant.F32ToF16s(s.keys16(li, h)[pos*hd:(pos+1)*hd], k[o:o+hd])
-					vh := s.values16(li, h)
-					for d, val := range v[o : o+hd] {
-						vh[t0+d*quant.TileF32] = quant.F32ToF16(val)
+					quant.F32ToF16s(s.values16(li, h)[pos*hd:(pos+1)*hd], v[o:o+hd])
+					kh, conv := s.keys16(li, h), b.half[:hd]
+					quant.F32ToF16s(conv, k[o:o+hd])
+					for d, x := range conv {
+						kh[t0+d*quant.TileF32] = x
 					}
 				}
 			}
@@ -336,7 +339,7 @@ func (b *Batch) attention(worker, start, end int) {
 	group := hp.nHead / hp.nHeadKV
 	qDim := b.m.heads * hd
 	scale := float32(1 / math.Sqrt(float64(hd)))
-	sc := b.scores[worker*hp.nCtx : (worker+1)*hp.nCtx]
+	sc := b.scores[worker*b.scoreLen : (worker+1)*b.scoreLen]
 	var half []uint16
 	if b.half != nil {
 		n := max(hp.nCtx, hd)
@@ -356,7 +359,7 @@ func (b *Batch) attention(worker, start, end int) {
 			// f16 too, so every product is exact and only the sums round.
 			qh := b.qh[worker*hd : (worker+1)*hd]
 			roundF16(qh, q, half)
-			quant.DotF16Tiled(sc[:pos+1], qh, sg.s.keys16(b.aLayer, kh), hd, hd, quant.TileF32)
+			quant.AttnScoresF16(sc, qh, sg.s.keys16(b.aLayer, kh), pos+1, hd)
 		}
 		for j := 0; j <= pos; j++ {
 			d := sc[j] * scale
@@ -383,7 +386,7 @@ func (b *Batch) attention(worker, start, end int) {
 			quant.DotF32Tiled(out, w, sg.s.values(b.aLayer, kh), pos+1, quant.TileF32, hd*quant.TileF32)
 		} else {
 			roundF16(w, w, half) // the weights too, as ggml does
-			quant.DotF16Tiled(out, w, sg.s.values16(b.aLayer, kh), pos+1, quant.TileF32, hd*quant.TileF32)
+			quant.AttnValuesF16(out, w, sg.s.values16(b.aLayer, kh), pos+1, hd)
 		}
 	}
 }

@@ -228,6 +228,11 @@ func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (*Model, 
 	if err := m.setShard(spec); err != nil {
 		return nil, err
 	}
+	if m.kv == KVF16 && m.hp.headDim%2 != 0 {
+		// quant's f16 attention kernels take pairs of dimensions.
+		log.Info("odd head size: keeping the KV cache in f32", "head_dim", m.hp.headDim)
+		m.kv = KVF32
+	}
 	if err := m.loadTensors(); err != nil {
 		return nil, err
 	}

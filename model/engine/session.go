@@ -38,8 +38,8 @@ type Session struct {
 	tokens []int32     // evaluated tokens; the KV cache holds exactly these
 	kc     [][]float32 // KVF32: per layer, per KV head: capTok × headDim keys after RoPE, row per position (keys)
 	vc     [][]float32 // KVF32: per layer, per KV head: values in tiles of quant.TileF32 positions (values)
-	kc16   [][]uint16  // KVF16: the same as halves
-	vc16   [][]uint16
+	kc16   [][]uint16  // KVF16: per layer, per KV head: keys in tiles of quant.TileF32 positions (keys16)
+	vc16   [][]uint16  // KVF16: per layer, per KV head: capTok × headDim values, row per position (values16)
 	capTok int
 
 	b      *Batch    // scratch of this Session's own forward passes (eval)
@@ -173,8 +173,8 @@ func (s *Session) ensureKV(nTok int) {
 	kvh := s.m.kvHeads
 	growKV(s.kc, kvh, oldK, newK, used*hd)
 	growKV(s.vc, kvh, oldV, newV, usedV)
-	growKV(s.kc16, kvh, oldK, newK, used*hd)
-	growKV(s.vc16, kvh, oldV, newV, usedV)
+	growKV(s.kc16, kvh, oldV, newV, usedV) // the f16 cache's keys are tiled, its values rows
+	growKV(s.vc16, kvh, oldK, newK, used*hd)
 	s.capTok = c
 }
 
@@ -207,19 +207,23 @@ func growKV[T float32 | uint16](c [][]T, kvHeads, oldN, newN, used int) {
 //     whole cache as a plain transposed array would). vIndex locates an
 //     element.
 //
-// keys and values are the KVF32 cache's blocks, keys16 and values16 the
-// KVF16 cache's, in the same layout.
+// keys and values are the KVF32 cache's blocks. The KVF16 cache's are
+// laid out the other way round for quant's f16 attention kernels, which
+// compute eight positions (scores) or eight dimensions (values) per
+// instruction without horizontal sums: keys16 in tiles (vIndex), so a
+// query's scores are FMAs over dimensions, values16 a row per position, so
+// the weighted sum is FMAs over positions.
 func (s *Session) keys(l, h int) []float32 { return kvBlock(s.kc, l, h, s.capTok*s.m.hp.headDim) }
 
 func (s *Session) values(l, h int) []float32 {
 	return kvBlock(s.vc, l, h, vTiles(s.capTok)*quant.TileF32*s.m.hp.headDim)
 }
 
-func (s *Session) keys16(l, h int) []uint16 { return kvBlock(s.kc16, l, h, s.capTok*s.m.hp.headDim) }
-
-func (s *Session) values16(l, h int) []uint16 {
-	return kvBlock(s.vc16, l, h, vTiles(s.capTok)*quant.TileF32*s.m.hp.headDim)
+func (s *Session) keys16(l, h int) []uint16 {
+	return kvBlock(s.kc16, l, h, vTiles(s.capTok)*quant.TileF32*s.m.hp.headDim)
 }
+
+func (s *Session) values16(l, h int) []uint16 { return kvBlock(s.vc16, l, h, s.capTok*s.m.hp.headDim) }
 
 // kvBlock is head h's block of n elements in layer l's cache of c.
 func kvBlock[T float32 | uint16](c [][]T, l, h, n int) []T { return c[l][h*n : (h+1)*n] }

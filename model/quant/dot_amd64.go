@@ -156,7 +156,7 @@ func useSIMD(on bool) bool {
 	}
 	dotF32Impl = dotF32Generic
 	dotF32TiledImpl = dotF32TiledGeneric
-	dotF16TiledImpl = dotF16TiledGeneric
+	attnScoresImpl, attnValuesImpl = attnScoresF16Generic, attnValuesF16Generic
 	expVector = false
 	clear(dot4Kernels)
 	clear(dot8Kernels)
@@ -198,7 +198,7 @@ func useSIMD(on bool) bool {
 		}
 		dotF32Impl = dotF32SIMD
 		dotF32TiledImpl = dotF32TiledSIMD
-		dotF16TiledImpl = dotF16TiledSIMD
+		attnScoresImpl, attnValuesImpl = attnScoresF16SIMD, attnValuesF16SIMD
 		expVector = true
 	}
 	return true
@@ -537,38 +537,36 @@ func quantQ8KSIMD(x []float32, dst []byte) bool {
 }
 
 // dotF32TiledSIMD runs dotF32TiledAVX2 over the multiple-of-eight prefix
-// and adds the remaining products one by one (tiledTail).
+// and adds the remaining products one by one, as dotF32SIMD does.
 func dotF32TiledSIMD(dst, a, b []float32, n, rowStride, tileStride int) {
-	if n8 := n &^ 7; n8 > 0 {
+	n8 := n &^ 7
+	if n8 > 0 {
 		dotF32TiledAVX2(&dst[0], &a[0], &b[0], n8, len(dst), 4*rowStride, 4*tileStride)
 	} else {
 		clear(dst)
 	}
-	tiledTail(dst, a, b, n, rowStride, tileStride, func(v float32) float32 { return v })
-}
-
-// dotF16TiledSIMD is dotF32TiledSIMD for halves.
-func dotF16TiledSIMD(dst, a []float32, b []uint16, n, rowStride, tileStride int) {
-	if n8 := n &^ 7; n8 > 0 {
-		dotF16TiledAVX2(&dst[0], &a[0], &b[0], n8, len(dst), 2*rowStride, 2*tileStride)
-	} else {
-		clear(dst)
-	}
-	tiledTail(dst, a, b, n, rowStride, tileStride, F16ToF32)
-}
-
-// tiledTail adds to each dst[r] the products of the elements past the
-// multiple-of-eight prefix (which the kernels left out), one by one.
-func tiledTail[T float32 | uint16](dst, a []float32, b []T, n, rowStride, tileStride int, f func(T) float32) {
-	n8 := n &^ 7
 	if n8 == n {
 		return
 	}
 	for r := range dst {
 		s, base := dst[r], r*rowStride+(n8/TileF32)*tileStride
 		for i := n8; i < n; i++ {
-			s += a[i] * f(b[base+i%TileF32])
+			s += a[i] * b[base+i%TileF32]
 		}
 		dst[r] = s
 	}
+}
+
+// attnScoresF16SIMD and attnValuesF16SIMD run the AVX2 attention kernels
+// (values: hd a multiple of 8, else the generic twin).
+func attnScoresF16SIMD(dst, q []float32, k []uint16, tiles, hd int) {
+	attnScoresF16AVX2(&dst[0], &q[0], &k[0], tiles, hd)
+}
+
+func attnValuesF16SIMD(out, w []float32, v []uint16, n, hd int) {
+	if hd%8 != 0 {
+		attnValuesF16Generic(out, w, v, n, hd)
+		return
+	}
+	attnValuesF16AVX2(&out[0], &w[0], &v[0], n, hd)
 }

@@ -12003,73 +12003,188 @@ dotF32TiledAVX2done:
 	VZEROUPPER
 	RET
 
-// func dotF16TiledAVX2(dst *float32, a *float32, b *uint16, n int, rows int, rowStride int, tileStride int)
-// Requires: AVX, F16C, FMA3, SSE
-TEXT ·dotF16TiledAVX2(SB), NOSPLIT, $0-56
+// func attnScoresF16AVX2(dst *float32, q *float32, k *uint16, tiles int, hd int)
+// Requires: AVX, F16C, FMA3
+TEXT ·attnScoresF16AVX2(SB), NOSPLIT, $0-40
 	MOVQ dst+0(FP), DX
-	MOVQ a+8(FP), R9
-	MOVQ b+16(FP), R10
-	MOVQ n+24(FP), R11
-	MOVQ rows+32(FP), R12
-	MOVQ rowStride+40(FP), R13
-	MOVQ tileStride+48(FP), R8
+	MOVQ q+8(FP), R9
+	MOVQ k+16(FP), DI
+	MOVQ tiles+24(FP), R12
+	MOVQ hd+32(FP), R11
 
-dotF16TiledAVX2row:
+attnScoresF16AVX2tile:
 	TESTQ  R12, R12
-	JEQ    dotF16TiledAVX2done
-	MOVQ   R9, SI
-	MOVQ   R10, DI
-	MOVQ   R11, CX
+	JEQ    attnScoresF16AVX2done
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   R9, SI
+	MOVQ   R11, CX
 
-dotF16TiledAVX232:
-	CMPQ        CX, $0x20
-	JLT         dotF16TiledAVX28
-	VMOVUPS     (SI), Y4
-	VCVTPH2PS   (DI), Y5
-	VFMADD231PS Y5, Y4, Y0
-	VMOVUPS     32(SI), Y4
-	VCVTPH2PS   16(DI), Y5
-	VFMADD231PS Y5, Y4, Y1
-	VMOVUPS     64(SI), Y4
-	VCVTPH2PS   32(DI), Y5
-	VFMADD231PS Y5, Y4, Y2
-	VMOVUPS     96(SI), Y4
-	VCVTPH2PS   48(DI), Y5
-	VFMADD231PS Y5, Y4, Y3
-	ADDQ        $0x80, SI
-	ADDQ        R8, DI
-	SUBQ        $0x20, CX
-	JMP         dotF16TiledAVX232
-
-dotF16TiledAVX28:
-	CMPQ        CX, $0x08
-	JLT         dotF16TiledAVX2sum
-	VMOVUPS     (SI), Y4
-	VCVTPH2PS   (DI), Y5
-	VFMADD231PS Y5, Y4, Y0
-	ADDQ        $0x20, SI
-	ADDQ        $0x10, DI
-	SUBQ        $0x08, CX
-	JMP         dotF16TiledAVX28
-
-dotF16TiledAVX2sum:
-	VADDPS       Y1, Y0, Y0
-	VADDPS       Y3, Y2, Y2
-	VADDPS       Y2, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	MOVSS        X0, (DX)
-	ADDQ         $0x04, DX
-	ADDQ         R13, R10
+attnScoresF16AVX2dim:
+	VBROADCASTSS (SI), Y8
+	VCVTPH2PS    (DI), Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VCVTPH2PS    16(DI), Y9
+	VFMADD231PS  Y9, Y8, Y1
+	VCVTPH2PS    32(DI), Y9
+	VFMADD231PS  Y9, Y8, Y2
+	VCVTPH2PS    48(DI), Y9
+	VFMADD231PS  Y9, Y8, Y3
+	VBROADCASTSS 4(SI), Y8
+	VCVTPH2PS    64(DI), Y9
+	VFMADD231PS  Y9, Y8, Y4
+	VCVTPH2PS    80(DI), Y9
+	VFMADD231PS  Y9, Y8, Y5
+	VCVTPH2PS    96(DI), Y9
+	VFMADD231PS  Y9, Y8, Y6
+	VCVTPH2PS    112(DI), Y9
+	VFMADD231PS  Y9, Y8, Y7
+	ADDQ         $0x08, SI
+	ADDQ         $0x80, DI
+	SUBQ         $0x02, CX
+	JNZ          attnScoresF16AVX2dim
+	VADDPS       Y4, Y0, Y0
+	VMOVUPS      Y0, (DX)
+	VADDPS       Y5, Y1, Y1
+	VMOVUPS      Y1, 32(DX)
+	VADDPS       Y6, Y2, Y2
+	VMOVUPS      Y2, 64(DX)
+	VADDPS       Y7, Y3, Y3
+	VMOVUPS      Y3, 96(DX)
+	ADDQ         $0x80, DX
 	DECQ         R12
-	JMP          dotF16TiledAVX2row
+	JMP          attnScoresF16AVX2tile
 
-dotF16TiledAVX2done:
+attnScoresF16AVX2done:
+	VZEROUPPER
+	RET
+
+// func attnValuesF16AVX2(out *float32, w *float32, v *uint16, n int, hd int)
+// Requires: AVX, F16C, FMA3
+TEXT ·attnValuesF16AVX2(SB), NOSPLIT, $0-40
+	MOVQ out+0(FP), DX
+	MOVQ w+8(FP), R9
+	MOVQ v+16(FP), R10
+	MOVQ n+24(FP), R12
+	MOVQ hd+32(FP), R11
+	MOVQ R11, R13
+	SHLQ $0x01, R13
+
+attnValuesF16AVX232chunk:
+	CMPQ   R11, $0x20
+	JLT    attnValuesF16AVX232end
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   R9, SI
+	MOVQ   R10, DI
+	MOVQ   R12, CX
+
+attnValuesF16AVX232pair:
+	CMPQ         CX, $0x02
+	JLT          attnValuesF16AVX232last
+	VBROADCASTSS (SI), Y8
+	VCVTPH2PS    (DI), Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VCVTPH2PS    16(DI), Y9
+	VFMADD231PS  Y9, Y8, Y1
+	VCVTPH2PS    32(DI), Y9
+	VFMADD231PS  Y9, Y8, Y2
+	VCVTPH2PS    48(DI), Y9
+	VFMADD231PS  Y9, Y8, Y3
+	VBROADCASTSS 4(SI), Y8
+	ADDQ         R13, DI
+	VCVTPH2PS    (DI), Y9
+	VFMADD231PS  Y9, Y8, Y4
+	VCVTPH2PS    16(DI), Y9
+	VFMADD231PS  Y9, Y8, Y5
+	VCVTPH2PS    32(DI), Y9
+	VFMADD231PS  Y9, Y8, Y6
+	VCVTPH2PS    48(DI), Y9
+	VFMADD231PS  Y9, Y8, Y7
+	ADDQ         $0x08, SI
+	ADDQ         R13, DI
+	SUBQ         $0x02, CX
+	JMP          attnValuesF16AVX232pair
+
+attnValuesF16AVX232last:
+	TESTQ        CX, CX
+	JEQ          attnValuesF16AVX232sum
+	VBROADCASTSS (SI), Y8
+	VCVTPH2PS    (DI), Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VCVTPH2PS    16(DI), Y9
+	VFMADD231PS  Y9, Y8, Y1
+	VCVTPH2PS    32(DI), Y9
+	VFMADD231PS  Y9, Y8, Y2
+	VCVTPH2PS    48(DI), Y9
+	VFMADD231PS  Y9, Y8, Y3
+
+attnValuesF16AVX232sum:
+	VADDPS  Y4, Y0, Y0
+	VMOVUPS Y0, (DX)
+	VADDPS  Y5, Y1, Y1
+	VMOVUPS Y1, 32(DX)
+	VADDPS  Y6, Y2, Y2
+	VMOVUPS Y2, 64(DX)
+	VADDPS  Y7, Y3, Y3
+	VMOVUPS Y3, 96(DX)
+	ADDQ    $0x80, DX
+	ADDQ    $0x40, R10
+	SUBQ    $0x20, R11
+	JMP     attnValuesF16AVX232chunk
+
+attnValuesF16AVX232end:
+attnValuesF16AVX28chunk:
+	CMPQ   R11, $0x08
+	JLT    attnValuesF16AVX28end
+	VXORPS Y0, Y0, Y0
+	VXORPS Y4, Y4, Y4
+	MOVQ   R9, SI
+	MOVQ   R10, DI
+	MOVQ   R12, CX
+
+attnValuesF16AVX28pair:
+	CMPQ         CX, $0x02
+	JLT          attnValuesF16AVX28last
+	VBROADCASTSS (SI), Y8
+	VCVTPH2PS    (DI), Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VBROADCASTSS 4(SI), Y8
+	ADDQ         R13, DI
+	VCVTPH2PS    (DI), Y9
+	VFMADD231PS  Y9, Y8, Y4
+	ADDQ         $0x08, SI
+	ADDQ         R13, DI
+	SUBQ         $0x02, CX
+	JMP          attnValuesF16AVX28pair
+
+attnValuesF16AVX28last:
+	TESTQ        CX, CX
+	JEQ          attnValuesF16AVX28sum
+	VBROADCASTSS (SI), Y8
+	VCVTPH2PS    (DI), Y9
+	VFMADD231PS  Y9, Y8, Y0
+
+attnValuesF16AVX28sum:
+	VADDPS  Y4, Y0, Y0
+	VMOVUPS Y0, (DX)
+	ADDQ    $0x20, DX
+	ADDQ    $0x10, R10
+	SUBQ    $0x08, R11
+	JMP     attnValuesF16AVX28chunk
+
+attnValuesF16AVX28end:
 	VZEROUPPER
 	RET

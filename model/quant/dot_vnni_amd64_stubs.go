@@ -104,4 +104,7 @@ func gemmF32R4x3AVX512(n int, a *float32, astride int, b *float32, bstride int, 
 func dotF32TiledAVX2(dst *float32, a *float32, b *float32, n int, rows int, rowStride int, tileStride int)
 
 //go:noescape
-func dotF16TiledAVX2(dst *float32, a *float32, b *uint16, n int, rows int, rowStride int, tileStride int)
+func attnScoresF16AVX2(dst *float32, q *float32, k *uint16, tiles int, hd int)
+
+//go:noescape
+func attnValuesF16AVX2(out *float32, w *float32, v *uint16, n int, hd int)

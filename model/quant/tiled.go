@@ -28,7 +28,7 @@ func DotF32Tiled(dst, a, b []float32, n, rowStride, tileStride int) {
 	}
 }
 
-// tiledArgs checks the arguments of fn (DotF32Tiled, DotF16Tiled) with a
+// tiledArgs checks the arguments of fn (DotF32Tiled) with a
 // and b of lenA and lenB elements: it panics when they are out of range,
 // clears dst when n <= 0, and reports whether there are products to
 // compute.
@@ -62,41 +62,7 @@ func dotF32TiledGeneric(dst, a, b []float32, n, rowStride, tileStride int) {
 		}
 		return
 	}
-	tiledGeneric(dst, a, b, n, rowStride, tileStride, func(v float32) float32 { return v })
-}
-
-// DotF16Tiled is DotF32Tiled for vectors of halves (IEEE f16, as
-// F32ToF16 makes them): for r < len(dst), dst[r] is the dot product of
-// a[:n] with the vector whose element i is F16ToF32 of
-//
-//	b[r*rowStride + (i/TileF32)*tileStride + i%TileF32]
-//
-// computed with DotF32Tiled's float operations on the converted values,
-// so it equals DotF32Tiled of a converted copy of b bit for bit (on arm64:
-// of the generic kernel's tiled order, contiguous vectors included). The
-// engine's f16 KV cache is read with it. Same panics and concurrency as
-// DotF32Tiled.
-func DotF16Tiled(dst, a []float32, b []uint16, n, rowStride, tileStride int) {
-	if tiledArgs("DotF16Tiled", dst, n, len(a), len(b), rowStride, tileStride) {
-		dotF16TiledImpl(dst, a, b, n, rowStride, tileStride)
-	}
-}
-
-// dotF16TiledImpl is the generic kernel unless the architecture's
-// useSIMD installs an assembly one.
-var dotF16TiledImpl = dotF16TiledGeneric
-
-// dotF16TiledGeneric computes every product, contiguous or tiled, with
-// dotF32TiledGeneric's tiled operations (four partial sums by i mod 4,
-// the remainder into the first) on the converted halves.
-func dotF16TiledGeneric(dst, a []float32, b []uint16, n, rowStride, tileStride int) {
-	tiledGeneric(dst, a, b, n, rowStride, tileStride, F16ToF32)
-}
-
-// tiledGeneric computes every product with dotF32Generic's operations on
-// the elements converted by f.
-func tiledGeneric[T float32 | uint16](dst, a []float32, b []T, n, rowStride, tileStride int, f func(T) float32) {
-	at := func(base, i int) float32 { return f(b[base+(i/TileF32)*tileStride+i%TileF32]) }
+	at := func(base, i int) float32 { return b[base+(i/TileF32)*tileStride+i%TileF32] }
 	for r := range dst {
 		base := r * rowStride
 		var s0, s1, s2, s3 float32

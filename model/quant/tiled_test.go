@@ -61,32 +61,6 @@ func TestDotF32TiledMatchesDotF32(t *testing.T) {
 	})
 }
 
-// TestDotF16TiledMatchesDotF32 checks that every product of DotF16Tiled
-// equals the dot product of the converted vector bit for bit: DotF32 on
-// amd64 with AVX2, the generic DotF32 otherwise (tiledCases).
-func TestDotF16TiledMatchesDotF32(t *testing.T) {
-	r := rand.New(rand.NewPCG(5, 6))
-	tiledCases(t, func(t *testing.T, simd bool, a []float32, size, n, rows, rowStride, tile int, at func(row, i int) int) {
-		b := make([]uint16, size)
-		for i, f := range randVec(r, size, 2) {
-			b[i] = F32ToF16(f)
-		}
-		dst := make([]float32, rows)
-		DotF16Tiled(dst, a, b, n, rowStride, tile)
-		v := make([]float32, n)
-		for row := range rows {
-			for i := range v {
-				v[i] = F16ToF32(b[at(row, i)])
-			}
-			want := dotF32Generic(a[:n], v)
-			if simd && runtime.GOARCH == "amd64" {
-				want = DotF32(a[:n], v)
-			}
-			require.Equal(t, want, dst[row], "row %d", row)
-		}
-	})
-}
-
 func TestDotF32TiledBounds(t *testing.T) {
 	a, b := make([]float32, 64), make([]float32, 100)
 	dst := []float32{1, 2}
@@ -95,13 +69,6 @@ func TestDotF32TiledBounds(t *testing.T) {
 	require.Panics(t, func() { DotF32Tiled(dst, a, b, 65, 10, TileF32) })
 	require.Panics(t, func() { DotF32Tiled(dst, a, b, 64, 40, TileF32) })
 	require.Panics(t, func() { DotF32Tiled(dst, a, b, 8, 1, 8) })
-	b16 := make([]uint16, 100)
-	dst = []float32{1, 2}
-	DotF16Tiled(dst, a, b16, 0, 10, TileF32)
-	require.Equal(t, []float32{0, 0}, dst)
-	require.Panics(t, func() { DotF16Tiled(dst, a, b16, 65, 10, TileF32) })
-	require.Panics(t, func() { DotF16Tiled(dst, a, b16, 64, 40, TileF32) })
-	require.Panics(t, func() { DotF16Tiled(dst, a, b16, 8, 1, 8) })
 }
 
 // BenchmarkAttentionDots times the dot products of one attention head of

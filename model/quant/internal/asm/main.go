@@ -1184,23 +1184,17 @@ func f32z(nv int) {
 	RET()
 }
 
-// tiled generates dotF32TiledAVX2 (f16 false) or dotF16TiledAVX2: for r <
-// rows, dst[r] = the dot product of a[:n] (float32) with vector r of b
-// (float32, or f16 halves), which starts at b + r*rowStride bytes and
-// continues tileStride bytes further after every 32 elements; n must be a
-// multiple of 8. Four accumulators of eight lanes over 32 elements at a
-// time, then eight at a time into the first (only inside the last,
+// tiled generates dotF32TiledAVX2: for r < rows, dst[r] = the dot
+// product of a[:n] with vector r of b, which starts at b + r*rowStride
+// bytes and continues tileStride bytes further after every 32 floats; n
+// must be a multiple of 8. Four accumulators of eight lanes over 32 floats
+// at a time, then eight at a time into the first (only inside the last,
 // partial tile, which is contiguous), then ((0+1)+(2+3)) and two
 // horizontal adds: DotF32's AVX2 operations per vector, whatever the rows
-// and strides. Halves are converted first (VCVTPH2PS, exact), so a
-// product of the f16 kernel equals DotF32 of the converted vector bit for
-// bit. AVX2, FMA (and F16C).
-func tiled(f16 bool) {
-	name, bt, eb := "dotF32TiledAVX2", "*float32", 4
-	if f16 {
-		name, bt, eb = "dotF16TiledAVX2", "*uint16", 2
-	}
-	TEXT(name, NOSPLIT, "func(dst, a *float32, b "+bt+", n, rows, rowStride, tileStride int)")
+// and strides. AVX2 and FMA.
+func tiled() {
+	name := "dotF32TiledAVX2"
+	TEXT(name, NOSPLIT, "func(dst, a, b *float32, n, rows, rowStride, tileStride int)")
 	Pragma("noescape")
 	Load(Param("dst"), RDX)
 	Load(Param("a"), R9)
@@ -1223,12 +1217,7 @@ func tiled(f16 bool) {
 	JLT(LabelRef(name + "8"))
 	for j, y := range []VecPhysical{Y0, Y1, Y2, Y3} {
 		VMOVUPS(Mem{Base: RSI, Disp: 32 * j}, Y4)
-		if f16 {
-			VCVTPH2PS(Mem{Base: RDI, Disp: 8 * eb * j}, Y5)
-			VFMADD231PS(Y5, Y4, y)
-		} else {
-			VFMADD231PS(Mem{Base: RDI, Disp: 8 * eb * j}, Y4, y)
-		}
+		VFMADD231PS(Mem{Base: RDI, Disp: 32 * j}, Y4, y)
 	}
 	ADDQ(U8(128), RSI)
 	ADDQ(R8, RDI)
@@ -1238,14 +1227,9 @@ func tiled(f16 bool) {
 	CMPQ(RCX, U8(8))
 	JLT(LabelRef(name + "sum"))
 	VMOVUPS(Mem{Base: RSI}, Y4)
-	if f16 {
-		VCVTPH2PS(Mem{Base: RDI}, Y5)
-		VFMADD231PS(Y5, Y4, Y0)
-	} else {
-		VFMADD231PS(Mem{Base: RDI}, Y4, Y0)
-	}
+	VFMADD231PS(Mem{Base: RDI}, Y4, Y0)
 	ADDQ(U8(32), RSI)
-	ADDQ(U8(8*eb), RDI)
+	ADDQ(U8(32), RDI)
 	SUBQ(U8(8), RCX)
 	JMP(LabelRef(name + "8"))
 	Label(name + "sum")
@@ -1262,6 +1246,128 @@ func tiled(f16 bool) {
 	DECQ(R12)
 	JMP(LabelRef(name + "row"))
 	Label(name + "done")
+	VZEROUPPER()
+	RET()
+}
+
+// attnScores generates attnScoresF16AVX2: the attention scores of a query
+// q (hd float32, hd even) against keys stored as halves in tiles of 32
+// positions, each tile hd rows of 32 halves (row d: dimension d of the
+// tile's positions). For every position p of the tiles tiles, dst[p] =
+// even + odd, even the sum over even d of q[d]*k_p[d] and odd over odd d,
+// each a chain of FMAs in order of d from 0 (see attnScoresF16Generic).
+// Eight ymm accumulators: four groups of eight positions, two parities.
+// AVX2, FMA and F16C.
+func attnScores() {
+	name := "attnScoresF16AVX2"
+	TEXT(name, NOSPLIT, "func(dst, q *float32, k *uint16, tiles, hd int)")
+	Pragma("noescape")
+	Load(Param("dst"), RDX)
+	Load(Param("q"), R9)
+	Load(Param("k"), RDI)
+	Load(Param("tiles"), R12)
+	Load(Param("hd"), R11)
+	acc := []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7}
+	Label(name + "tile")
+	TESTQ(R12, R12)
+	JEQ(LabelRef(name + "done"))
+	for _, y := range acc {
+		VXORPS(y, y, y)
+	}
+	MOVQ(R9, RSI)
+	MOVQ(R11, RCX)
+	Label(name + "dim")
+	for par := 0; par < 2; par++ {
+		VBROADCASTSS(Mem{Base: RSI, Disp: 4 * par}, Y8)
+		for j := 0; j < 4; j++ {
+			VCVTPH2PS(Mem{Base: RDI, Disp: 64*par + 16*j}, Y9)
+			VFMADD231PS(Y9, Y8, acc[4*par+j])
+		}
+	}
+	ADDQ(U8(8), RSI)
+	ADDQ(U8(128), RDI)
+	SUBQ(U8(2), RCX)
+	JNZ(LabelRef(name + "dim"))
+	for j := 0; j < 4; j++ {
+		VADDPS(acc[4+j], acc[j], acc[j])
+		VMOVUPS(acc[j], Mem{Base: RDX, Disp: 32 * j})
+	}
+	ADDQ(U8(128), RDX)
+	DECQ(R12)
+	JMP(LabelRef(name + "tile"))
+	Label(name + "done")
+	VZEROUPPER()
+	RET()
+}
+
+// attnValues generates attnValuesF16AVX2: the weighted sum of value rows
+// stored as halves, row p of hd halves (hd a multiple of 8) at v + p*hd:
+// out[d] = even + odd, even the sum over even p of w[p]*v_p[d] and odd
+// over odd p, each a chain of FMAs in order of p from 0 (see
+// attnValuesF16Generic). Dimensions are taken 32 at a time (eight ymm
+// accumulators: four groups of eight, two parities), then 8 at a time.
+// AVX2, FMA and F16C.
+func attnValues() {
+	name := "attnValuesF16AVX2"
+	TEXT(name, NOSPLIT, "func(out, w *float32, v *uint16, n, hd int)")
+	Pragma("noescape")
+	Load(Param("out"), RDX)
+	Load(Param("w"), R9)
+	Load(Param("v"), R10)
+	Load(Param("n"), R12)
+	Load(Param("hd"), R11)
+	MOVQ(R11, R13)
+	SHLQ(U8(1), R13) // row stride in bytes
+	acc := []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7}
+	for _, g := range []int{4, 1} {
+		lbl := fmt.Sprintf("%s%d", name, 8*g)
+		Label(lbl + "chunk")
+		CMPQ(R11, U8(8*g))
+		JLT(LabelRef(lbl + "end"))
+		for par := 0; par < 2; par++ {
+			for j := 0; j < g; j++ {
+				VXORPS(acc[4*par+j], acc[4*par+j], acc[4*par+j])
+			}
+		}
+		MOVQ(R9, RSI)
+		MOVQ(R10, RDI)
+		MOVQ(R12, RCX)
+		Label(lbl + "pair")
+		CMPQ(RCX, U8(2))
+		JLT(LabelRef(lbl + "last"))
+		for par := 0; par < 2; par++ {
+			VBROADCASTSS(Mem{Base: RSI, Disp: 4 * par}, Y8)
+			if par == 1 {
+				ADDQ(R13, RDI)
+			}
+			for j := 0; j < g; j++ {
+				VCVTPH2PS(Mem{Base: RDI, Disp: 16 * j}, Y9)
+				VFMADD231PS(Y9, Y8, acc[4*par+j])
+			}
+		}
+		ADDQ(U8(8), RSI)
+		ADDQ(R13, RDI)
+		SUBQ(U8(2), RCX)
+		JMP(LabelRef(lbl + "pair"))
+		Label(lbl + "last")
+		TESTQ(RCX, RCX)
+		JEQ(LabelRef(lbl + "sum"))
+		VBROADCASTSS(Mem{Base: RSI}, Y8)
+		for j := 0; j < g; j++ {
+			VCVTPH2PS(Mem{Base: RDI, Disp: 16 * j}, Y9)
+			VFMADD231PS(Y9, Y8, acc[j])
+		}
+		Label(lbl + "sum")
+		for j := 0; j < g; j++ {
+			VADDPS(acc[4+j], acc[j], acc[j])
+			VMOVUPS(acc[j], Mem{Base: RDX, Disp: 32 * j})
+		}
+		ADDQ(U8(32*g), RDX)
+		ADDQ(U8(16*g), R10)
+		SUBQ(U8(8*g), R11)
+		JMP(LabelRef(lbl + "chunk"))
+		Label(lbl + "end")
+	}
 	VZEROUPPER()
 	RET()
 }
@@ -1291,7 +1397,8 @@ func main() {
 	for nv := 1; nv <= 3; nv++ {
 		f32z(nv)
 	}
-	tiled(false)
-	tiled(true)
+	tiled()
+	attnScores()
+	attnValues()
 	Generate()
 }
