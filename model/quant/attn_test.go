@@ -10,11 +10,12 @@ import (
 )
 
 // TestAttnF16 checks the attention kernels on every path the CPU has
-// (useSIMD) against their generic twins bit for bit, and the twins
+// (useSIMD, useVNNI: AVX2, AVX-512) against their generic twins bit for bit, and the twins
 // against float64 sums within rounding, for head sizes with and without
 // kernels (hd 2..128) and position counts around the tile and pair sizes.
 func TestAttnF16(t *testing.T) {
 	defer useSIMD(true)
+	defer useVNNI(true)
 	r := rand.New(rand.NewPCG(11, 12))
 	half := func(n int, scale float32) []uint16 {
 		h := make([]uint16, n)
@@ -23,13 +24,16 @@ func TestAttnF16(t *testing.T) {
 		}
 		return h
 	}
-	for _, simd := range []bool{false, true} {
-		if !useSIMD(simd) {
+	for _, path := range []string{"generic", "avx2", "avx512"} {
+		if !useSIMD(path != "generic") || path == "avx512" && !useVNNI(true) {
 			continue
 		}
-		for _, hd := range []int{2, 6, 8, 24, 64, 80, 128} {
+		if path == "avx2" {
+			useVNNI(false)
+		}
+		for _, hd := range []int{2, 6, 8, 24, 64, 72, 80, 128} {
 			for _, n := range []int{1, 2, 3, 8, 31, 32, 33, 64, 65, 200} {
-				t.Run(fmt.Sprintf("simd=%v/hd=%d/n=%d", simd, hd, n), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%s/hd=%d/n=%d", path, hd, n), func(t *testing.T) {
 					tiles := (n + TileF32 - 1) / TileF32
 					q := randVec(r, hd, 1)
 					k := half(tiles*TileF32*hd, 1)

@@ -199,6 +199,9 @@ func useSIMD(on bool) bool {
 		dotF32Impl = dotF32SIMD
 		dotF32TiledImpl = dotF32TiledSIMD
 		attnScoresImpl, attnValuesImpl = attnScoresF16SIMD, attnValuesF16SIMD
+		if hasAVX512VL && vnniOn {
+			attnScoresImpl, attnValuesImpl = attnScoresF16SIMD512, attnValuesF16SIMD512
+		}
 		expVector = true
 	}
 	return true
@@ -557,8 +560,9 @@ func dotF32TiledSIMD(dst, a, b []float32, n, rowStride, tileStride int) {
 	}
 }
 
-// attnScoresF16SIMD and attnValuesF16SIMD run the AVX2 attention kernels
-// (values: hd a multiple of 8, else the generic twin).
+// attnScoresF16SIMD and attnValuesF16SIMD run the AVX2 attention kernels,
+// the ...512 ones the AVX-512 ones, whose lanes perform the same
+// operations (values: hd a multiple of 8, else the generic twin).
 func attnScoresF16SIMD(dst, q []float32, k []uint16, tiles, hd int) {
 	attnScoresF16AVX2(&dst[0], &q[0], &k[0], tiles, hd)
 }
@@ -569,4 +573,16 @@ func attnValuesF16SIMD(out, w []float32, v []uint16, n, hd int) {
 		return
 	}
 	attnValuesF16AVX2(&out[0], &w[0], &v[0], n, hd)
+}
+
+func attnScoresF16SIMD512(dst, q []float32, k []uint16, tiles, hd int) {
+	attnScoresF16AVX512(&dst[0], &q[0], &k[0], tiles, hd)
+}
+
+func attnValuesF16SIMD512(out, w []float32, v []uint16, n, hd int) {
+	if hd%8 != 0 {
+		attnValuesF16Generic(out, w, v, n, hd)
+		return
+	}
+	attnValuesF16AVX512(&out[0], &w[0], &v[0], n, hd)
 }

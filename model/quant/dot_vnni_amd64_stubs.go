@@ -108,3 +108,9 @@ func attnScoresF16AVX2(dst *float32, q *float32, k *uint16, tiles int, hd int)
 
 //go:noescape
 func attnValuesF16AVX2(out *float32, w *float32, v *uint16, n int, hd int)
+
+//go:noescape
+func attnScoresF16AVX512(dst *float32, q *float32, k *uint16, tiles int, hd int)
+
+//go:noescape
+func attnValuesF16AVX512(out *float32, w *float32, v *uint16, n int, hd int)

@@ -1250,16 +1250,22 @@ func tiled() {
 	RET()
 }
 
-// attnScores generates attnScoresF16AVX2: the attention scores of a query
-// q (hd float32, hd even) against keys stored as halves in tiles of 32
-// positions, each tile hd rows of 32 halves (row d: dimension d of the
-// tile's positions). For every position p of the tiles tiles, dst[p] =
-// even + odd, even the sum over even d of q[d]*k_p[d] and odd over odd d,
-// each a chain of FMAs in order of d from 0 (see attnScoresF16Generic).
-// Eight ymm accumulators: four groups of eight positions, two parities.
-// AVX2, FMA and F16C.
-func attnScores() {
-	name := "attnScoresF16AVX2"
+// attnScores generates attnScoresF16AVX2 (zmm false) or
+// attnScoresF16AVX512: the attention scores of a query q (hd float32, hd
+// even) against keys stored as halves in tiles of 32 positions, each tile
+// hd rows of 32 halves (row d: dimension d of the tile's positions). For
+// every position p of the tiles tiles, dst[p] = even + odd, even the sum
+// over even d of q[d]*k_p[d] and odd over odd d, each a chain of FMAs in
+// order of d from 0 (see attnScoresF16Generic); a lane's operations do not
+// depend on the vector width. Eight accumulators, two parities: AVX2 four
+// groups of eight positions (one tile per pass), AVX-512 two groups of
+// sixteen of two tiles at once (then one tile, with four). AVX2, FMA and
+// F16C, or AVX-512 F.
+func attnScores(zmm bool) {
+	name, lanes := "attnScoresF16AVX2", 8
+	if zmm {
+		name, lanes = "attnScoresF16AVX512", 16
+	}
 	TEXT(name, NOSPLIT, "func(dst, q *float32, k *uint16, tiles, hd int)")
 	Pragma("noescape")
 	Load(Param("dst"), RDX)
@@ -1267,48 +1273,78 @@ func attnScores() {
 	Load(Param("k"), RDI)
 	Load(Param("tiles"), R12)
 	Load(Param("hd"), R11)
-	acc := []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7}
-	Label(name + "tile")
-	TESTQ(R12, R12)
-	JEQ(LabelRef(name + "done"))
-	for _, y := range acc {
-		VXORPS(y, y, y)
-	}
-	MOVQ(R9, RSI)
-	MOVQ(R11, RCX)
-	Label(name + "dim")
-	for par := 0; par < 2; par++ {
-		VBROADCASTSS(Mem{Base: RSI, Disp: 4 * par}, Y8)
-		for j := 0; j < 4; j++ {
-			VCVTPH2PS(Mem{Base: RDI, Disp: 64*par + 16*j}, Y9)
-			VFMADD231PS(Y9, Y8, acc[4*par+j])
+	MOVQ(R11, R13)
+	SHLQ(U8(6), R13) // a tile's bytes
+	reg := func(i int) VecPhysical {
+		if zmm {
+			return []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9}[i]
 		}
+		return []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9}[i]
 	}
-	ADDQ(U8(8), RSI)
-	ADDQ(U8(128), RDI)
-	SUBQ(U8(2), RCX)
-	JNZ(LabelRef(name + "dim"))
-	for j := 0; j < 4; j++ {
-		VADDPS(acc[4+j], acc[j], acc[j])
-		VMOVUPS(acc[j], Mem{Base: RDX, Disp: 32 * j})
+	groups := 32 / lanes // per tile
+	// pass: nt tiles at once (nt*groups accumulators per parity).
+	pass := func(nt int) {
+		lbl := fmt.Sprintf("%s%d", name, nt)
+		Label(lbl + "tile")
+		CMPQ(R12, U8(nt))
+		JLT(LabelRef(lbl + "end"))
+		n := nt * groups
+		for i := 0; i < 2*n; i++ {
+			VXORPS(reg(i), reg(i), reg(i))
+		}
+		MOVQ(R9, RSI)
+		MOVQ(RDI, R10)
+		MOVQ(R11, RCX)
+		Label(lbl + "dim")
+		for par := 0; par < 2; par++ {
+			VBROADCASTSS(Mem{Base: RSI, Disp: 4 * par}, reg(8))
+			for i := 0; i < n; i++ {
+				m := Mem{Base: R10, Disp: 64*par + 2*lanes*(i%groups)}
+				if i >= groups {
+					m = Mem{Base: R10, Index: R13, Scale: 1, Disp: m.Disp}
+				}
+				VCVTPH2PS(m, reg(9))
+				VFMADD231PS(reg(9), reg(8), reg(n*par+i))
+			}
+		}
+		ADDQ(U8(8), RSI)
+		ADDQ(U8(128), R10)
+		SUBQ(U8(2), RCX)
+		JNZ(LabelRef(lbl + "dim"))
+		for i := 0; i < n; i++ {
+			VADDPS(reg(n+i), reg(i), reg(i))
+			VMOVUPS(reg(i), Mem{Base: RDX, Disp: 4 * lanes * i})
+		}
+		ADDQ(U32(128*nt), RDX)
+		for t := 0; t < nt; t++ {
+			ADDQ(R13, RDI)
+		}
+		SUBQ(U8(nt), R12)
+		JMP(LabelRef(lbl + "tile"))
+		Label(lbl + "end")
 	}
-	ADDQ(U8(128), RDX)
-	DECQ(R12)
-	JMP(LabelRef(name + "tile"))
-	Label(name + "done")
+	if zmm {
+		pass(2)
+	}
+	pass(1)
 	VZEROUPPER()
 	RET()
 }
 
-// attnValues generates attnValuesF16AVX2: the weighted sum of value rows
-// stored as halves, row p of hd halves (hd a multiple of 8) at v + p*hd:
-// out[d] = even + odd, even the sum over even p of w[p]*v_p[d] and odd
-// over odd p, each a chain of FMAs in order of p from 0 (see
-// attnValuesF16Generic). Dimensions are taken 32 at a time (eight ymm
-// accumulators: four groups of eight, two parities), then 8 at a time.
-// AVX2, FMA and F16C.
-func attnValues() {
-	name := "attnValuesF16AVX2"
+// attnValues generates attnValuesF16AVX2 (zmm false) or
+// attnValuesF16AVX512: the weighted sum of value rows stored as halves,
+// row p of hd halves (hd a multiple of 8) at v + p*hd: out[d] = even +
+// odd, even the sum over even p of w[p]*v_p[d] and odd over odd p, each a
+// chain of FMAs in order of p from 0 (see attnValuesF16Generic); a lane's
+// operations do not depend on the vector width. Dimensions go in chunks
+// of four registers (eight accumulators: four groups, two parities), then
+// one register at a time, then (AVX-512) eight with a ymm. AVX2, FMA and
+// F16C, or AVX-512 F.
+func attnValues(zmm bool) {
+	name, lanes := "attnValuesF16AVX2", 8
+	if zmm {
+		name, lanes = "attnValuesF16AVX512", 16
+	}
 	TEXT(name, NOSPLIT, "func(out, w *float32, v *uint16, n, hd int)")
 	Pragma("noescape")
 	Load(Param("out"), RDX)
@@ -1318,15 +1354,27 @@ func attnValues() {
 	Load(Param("hd"), R11)
 	MOVQ(R11, R13)
 	SHLQ(U8(1), R13) // row stride in bytes
-	acc := []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7}
-	for _, g := range []int{4, 1} {
-		lbl := fmt.Sprintf("%s%d", name, 8*g)
+	type chunk struct{ g, lanes int }
+	chunks := []chunk{{4, lanes}, {1, lanes}}
+	if zmm {
+		chunks = append(chunks, chunk{1, 8})
+	}
+	for _, c := range chunks {
+		reg := func(i int) VecPhysical {
+			if c.lanes == 16 {
+				return []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9}[i]
+			}
+			return []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9}[i]
+		}
+		acc := func(par, j int) VecPhysical { return reg(4*par + j) }
+		width := c.g * c.lanes
+		lbl := fmt.Sprintf("%s%d", name, width)
 		Label(lbl + "chunk")
-		CMPQ(R11, U8(8*g))
+		CMPQ(R11, U8(width))
 		JLT(LabelRef(lbl + "end"))
 		for par := 0; par < 2; par++ {
-			for j := 0; j < g; j++ {
-				VXORPS(acc[4*par+j], acc[4*par+j], acc[4*par+j])
+			for j := 0; j < c.g; j++ {
+				VXORPS(acc(par, j), acc(par, j), acc(par, j))
 			}
 		}
 		MOVQ(R9, RSI)
@@ -1336,13 +1384,13 @@ func attnValues() {
 		CMPQ(RCX, U8(2))
 		JLT(LabelRef(lbl + "last"))
 		for par := 0; par < 2; par++ {
-			VBROADCASTSS(Mem{Base: RSI, Disp: 4 * par}, Y8)
+			VBROADCASTSS(Mem{Base: RSI, Disp: 4 * par}, reg(8))
 			if par == 1 {
 				ADDQ(R13, RDI)
 			}
-			for j := 0; j < g; j++ {
-				VCVTPH2PS(Mem{Base: RDI, Disp: 16 * j}, Y9)
-				VFMADD231PS(Y9, Y8, acc[4*par+j])
+			for j := 0; j < c.g; j++ {
+				VCVTPH2PS(Mem{Base: RDI, Disp: 2 * c.lanes * j}, reg(9))
+				VFMADD231PS(reg(9), reg(8), acc(par, j))
 			}
 		}
 		ADDQ(U8(8), RSI)
@@ -1352,19 +1400,19 @@ func attnValues() {
 		Label(lbl + "last")
 		TESTQ(RCX, RCX)
 		JEQ(LabelRef(lbl + "sum"))
-		VBROADCASTSS(Mem{Base: RSI}, Y8)
-		for j := 0; j < g; j++ {
-			VCVTPH2PS(Mem{Base: RDI, Disp: 16 * j}, Y9)
-			VFMADD231PS(Y9, Y8, acc[j])
+		VBROADCASTSS(Mem{Base: RSI}, reg(8))
+		for j := 0; j < c.g; j++ {
+			VCVTPH2PS(Mem{Base: RDI, Disp: 2 * c.lanes * j}, reg(9))
+			VFMADD231PS(reg(9), reg(8), acc(0, j))
 		}
 		Label(lbl + "sum")
-		for j := 0; j < g; j++ {
-			VADDPS(acc[4+j], acc[j], acc[j])
-			VMOVUPS(acc[j], Mem{Base: RDX, Disp: 32 * j})
+		for j := 0; j < c.g; j++ {
+			VADDPS(acc(1, j), acc(0, j), acc(0, j))
+			VMOVUPS(acc(0, j), Mem{Base: RDX, Disp: 4 * c.lanes * j})
 		}
-		ADDQ(U8(32*g), RDX)
-		ADDQ(U8(16*g), R10)
-		SUBQ(U8(8*g), R11)
+		ADDQ(U32(4*width), RDX)
+		ADDQ(U32(2*width), R10)
+		SUBQ(U8(width), R11)
 		JMP(LabelRef(lbl + "chunk"))
 		Label(lbl + "end")
 	}
@@ -1398,7 +1446,9 @@ func main() {
 		f32z(nv)
 	}
 	tiled()
-	attnScores()
-	attnValues()
+	for _, zmm := range []bool{false, true} {
+		attnScores(zmm)
+		attnValues(zmm)
+	}
 	Generate()
 }
