@@ -290,6 +290,14 @@ func (j *matmulJob) run(worker, start, end int) {
 			if gemmF32R4[0] != nil && m.Cols%8 == 0 && i1-i0 >= 2 {
 				r = j.runF32R4(worker, start, end, i0, i1)
 			}
+			if i1-i0 == 1 {
+				// One vector: one call for all the rows, the vector
+				// as a and the rows as b (a product's operations are
+				// DotF32's either way round), without a call and its
+				// set-up per row.
+				DotF32Tiled(j.dst[i0*m.Rows+r:i0*m.Rows+end], j.x[i0*m.Cols:(i0+1)*m.Cols], bytesToF32(m.Data[r*j.rowB:end*j.rowB]), m.Cols, m.Cols, TileF32)
+				continue
+			}
 			out := j.outs[worker][:]
 			for ; r < end; r++ {
 				wf := bytesToF32(m.Data[r*j.rowB : (r+1)*j.rowB])
