@@ -77,7 +77,7 @@ func (e *engineModel) Info() ModelInfo {
 	return ModelInfo{
 		ShardMode: e.shardMode, ShardLo: e.shardLo, ShardHi: e.shardHi,
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
-		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization,
+		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization, KVCache: i.KVCache,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
 		ToolStyle: e.toolStyle,
 	}

@@ -65,6 +65,7 @@ type ModelInfo struct {
 	VocabSize          int
 	Params             int64
 	Quantization       string
+	KVCache            string // the KV cache's element type (engine.Info.KVCache)
 	Layers, Dim        int
 	Heads, KVHeads     int
 	// MaxTokenBytes: no token stands for more input bytes (see engine.Info).

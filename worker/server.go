@@ -436,6 +436,7 @@ type Info struct {
 	VocabSize          int     `json:"vocab_size,omitempty"`
 	Params             int64   `json:"params,omitempty"`
 	Quantization       string  `json:"quantization,omitempty"`
+	KVCache            string  `json:"kv_cache,omitempty"` // the KV cache's element type: "f16" or "f32"
 	Device             string  `json:"device"`
 	Threads            int     `json:"threads"`
 	Slots              int     `json:"slots"`
@@ -503,6 +504,7 @@ func (s *Server) Info() Info {
 		in.VocabSize = mi.VocabSize
 		in.Params = mi.Params
 		in.Quantization = mi.Quantization
+		in.KVCache = mi.KVCache
 		in.ShardMode, in.ShardLo, in.ShardHi = mi.ShardMode, mi.ShardLo, mi.ShardHi
 		if ex, ok := s.model.(exchanger); ok {
 			if st, ok := ex.exchangeStats(); ok {

@@ -317,7 +317,7 @@ func (sm *stageModel) Info() ModelInfo {
 	i := sm.m.Info()
 	return ModelInfo{
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
-		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization,
+		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization, KVCache: i.KVCache,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
 		ShardMode: sm.mode, ShardLo: sm.lo, ShardHi: sm.hi,
 	}

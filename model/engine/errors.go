@@ -1,5 +1,6 @@
 // Package engine runs llama-family GGUF models (architectures llama and
-// qwen2) on the CPU: the forward pass with a per-Session f32 KV cache and
+// qwen2) on the CPU: the forward pass with a per-Session KV cache (f16 by
+// default, or f32) and
 // batched prompt processing, the sampling chain, the generation loop with
 // stop strings, and chat templates.
 //

@@ -231,7 +231,8 @@ func kvBlock[T float32 | uint16](c [][]T, l, h, n int) []T { return c[l][h*n : (
 // vTiles is the number of value tiles that hold n positions.
 func vTiles(n int) int { return (n + quant.TileF32 - 1) / quant.TileF32 }
 
-// vIndex is the index of dimension d of position pos in values(l, h).
+// vIndex is the index of dimension d of position pos in values(l, h) and
+// in keys16(l, h) (the tiled layout).
 func vIndex(pos, d, hd int) int {
 	return (pos/quant.TileF32)*hd*quant.TileF32 + d*quant.TileF32 + pos%quant.TileF32
 }

@@ -14,8 +14,7 @@ import (
 // against float64 sums within rounding, for head sizes with and without
 // kernels (hd 2..128) and position counts around the tile and pair sizes.
 func TestAttnF16(t *testing.T) {
-	defer useSIMD(true)
-	defer useVNNI(true)
+	defer attnPath("default")
 	r := rand.New(rand.NewPCG(11, 12))
 	half := func(n int, scale float32) []uint16 {
 		h := make([]uint16, n)
@@ -25,11 +24,8 @@ func TestAttnF16(t *testing.T) {
 		return h
 	}
 	for _, path := range []string{"generic", "avx2", "avx512"} {
-		if !useSIMD(path != "generic") || path == "avx512" && !useVNNI(true) {
+		if !attnPath(path) {
 			continue
-		}
-		if path == "avx2" {
-			useVNNI(false)
 		}
 		for _, hd := range []int{2, 6, 8, 24, 64, 72, 80, 128} {
 			for _, n := range []int{1, 2, 3, 8, 31, 32, 33, 64, 65, 200} {

@@ -509,7 +509,7 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 				j.gemm, j.nb, j.perCall = g, m.Cols/m.Type.BlockSize(), gemmVectors
 			}
 			if g, ok := gemmR16Kernels[m.Type]; ok {
-				j.gemm16, j.nb, j.perCall = g, m.Cols/m.Type.BlockSize(), r16Vectors[m.Type]
+				j.gemm16, j.nb, j.perCall = g, m.Cols/m.Type.BlockSize(), max(1, r16Vectors[m.Type])
 				j.q8s = m.Type == Q4_0
 			}
 		}

@@ -381,6 +381,8 @@ func TestMatMulF32EqualsDotF32(t *testing.T) {
 	defer p.Close()
 	for _, s := range []struct{ rows, cols, n int }{
 		{1, 8, 3}, {2, 40, 3}, {7, 512, 11}, {5, 520, 4}, {4, 100, 7}, {3, 8192, 11}, {6, 64, 2}, {3, 264, 17}, {2, 8, 9},
+		// One vector, and a tile of one (8192 columns: tiles of 8).
+		{7, 512, 1}, {37, 100, 1}, {64, 4096, 1}, {3, 13, 1}, {3, 8192, 9},
 	} {
 		m, _ := quantMatrix(t, r, F32, s.rows, s.cols)
 		x := randVec(r, s.n*s.cols, 1)

@@ -140,7 +140,7 @@ func TestRepackedR16Kernels(t *testing.T) {
 						rb := len(m.Data) / rows
 						gb := nb * k.groupB
 						wrow := make([]float32, cols)
-						for _, na := range []int{1, 2, 3, 4, 5, 7, 8, 9, 16, 17} {
+						for _, na := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17} {
 							for g := 0; g < rows/RowGroup; g += 2 {
 								gs, pair := k.groupB, 2
 								if g+1 == rows/RowGroup {

@@ -381,3 +381,17 @@ func quantTestBlocks(r *rand.Rand, blocks, size int) []float32 {
 	}
 	return x
 }
+
+// attnPath selects the attention kernels of path ("generic", "avx2",
+// "avx512") and reports whether the CPU has them; "default" restores
+// what init chose. vnniOn switches the AVX-512 kernels, VNNI or not.
+func attnPath(path string) bool {
+	vnniOn = path != "avx2"
+	switch path {
+	case "generic":
+		return useSIMD(false)
+	case "avx512":
+		return hasAVX512VL && useSIMD(true)
+	}
+	return useSIMD(true)
+}

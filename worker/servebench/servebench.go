@@ -9,7 +9,6 @@ package servebench
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -125,7 +124,7 @@ type Result struct {
 	Threads     int     `json:"threads"`
 	Rounds      int     `json:"rounds"`
 	MaxTokens   int     `json:"max_tokens"`
-	KVCache     string  `json:"kv_cache"`
+	KVCache     string  `json:"kv_cache"` // as the worker reports it (/v1/info)
 	Levels      []Level `json:"levels"`
 	PrefixReuse *Reuse  `json:"prefix_reuse,omitempty"`
 	Memory      *Memory `json:"memory,omitempty"`
@@ -183,7 +182,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	defer w.stop()
-	res := Result{Benchmark: "serve", Model: cfg.Model, Slots: cfg.Slots, Threads: cfg.Threads, Rounds: cfg.Rounds, MaxTokens: cfg.MaxTokens, KVCache: cmp.Or(cfg.KVCache, engine.KVF16.String())}
+	res := Result{Benchmark: "serve", Model: cfg.Model, Slots: cfg.Slots, Threads: cfg.Threads, Rounds: cfg.Rounds, MaxTokens: cfg.MaxTokens}
+	info, err := w.info(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.KVCache = info.KVCache // what the worker says it runs
 	// Warm up: the first request maps the weights in.
 	if s := w.infer(ctx, request{Prompt: "Warm up.", MaxTokens: 4}); s.err != nil {
 		return res, fmt.Errorf("servebench: warm-up request: %w", s.err)
@@ -293,6 +297,28 @@ func startWorker(ctx context.Context, cfg Config) (*runningWorker, error) {
 	w.url = fmt.Sprintf("http://127.0.0.1:%d", port)
 	w.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: maxC + 4}}
 	return w, nil
+}
+
+// info asks the worker for its /v1/info.
+func (w *runningWorker) info(ctx context.Context) (worker.Info, error) {
+	var in worker.Info
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url+"/v1/info", nil)
+	if err != nil {
+		return in, err
+	}
+	req.Header.Set("Authorization", "Bearer "+w.secret)
+	resp, err := w.hc.Do(req)
+	if err != nil {
+		return in, fmt.Errorf("servebench: worker info: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return in, fmt.Errorf("servebench: worker info: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&in); err != nil {
+		return in, fmt.Errorf("servebench: worker info: %w", err)
+	}
+	return in, nil
 }
 
 func (w *runningWorker) stop() {

@@ -30,7 +30,7 @@ func TestRun(t *testing.T) {
 	res, err := Run(ctx, Config{
 		Binary: bin, Model: "../../testdata/model/stories260K.gguf",
 		Concurrency: []int{1, 3}, Threads: 1, MaxTokens: 8, RequestsPerClient: 1, Rounds: 2, ReuseWords: 150, Memory: true,
-		KVCache: "f32", // passed to both workers (a value they refused would fail their start)
+		KVCache: "f32", // passed to both workers; the first says in /v1/info what it runs
 	})
 	require.NoError(t, err)
 	require.Equal(t, "f32", res.KVCache)
