@@ -2,6 +2,7 @@ package quant
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 )
 
@@ -476,6 +477,71 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 	if n <= 0 || m.Rows == 0 {
 		return
 	}
+	checkProduct(dst, m, x, n)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	j := &p.mms[0]
+	p.prepare(j, dst, m, x, n)
+	p.quantize(j, 0)
+	p.runProducts(1)
+}
+
+// Product is one weight matrix of MatMuls and where its results go (as
+// MatMul's dst).
+type Product struct {
+	Dst []float32
+	M   *Matrix
+}
+
+// MaxProducts is how many products MatMuls takes at once: a layer's
+// query, key and value matrices.
+const MaxProducts = 3
+
+// MatMuls computes MatMul(p, pr.Dst, pr.M, x, n) for every pr in prods
+// (at most MaxProducts; matrices with no rows are skipped), with the
+// results of separate MatMul calls, bit for bit. The activations are
+// quantised once for all matrices that take them in the same form (the
+// same vec_dot type and layout), and all products go to the workers as one
+// job: a decode step multiplies the same vector with a layer's Q, K and V
+// (and gate and up) matrices, and each hand-off to the workers and back
+// costs microseconds. Panics as MatMul does.
+func MatMuls(p *Pool, x []float32, n int, prods []Product) {
+	if n <= 0 {
+		return
+	}
+	if len(prods) > MaxProducts {
+		panic(fmt.Sprintf("quant.MatMuls: %d products (at most %d)", len(prods), MaxProducts))
+	}
+	for _, pr := range prods {
+		if pr.M.Rows > 0 {
+			checkProduct(pr.Dst, pr.M, x, n)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := 0
+	for _, pr := range prods {
+		if pr.M.Rows == 0 {
+			continue
+		}
+		j := &p.mms[k]
+		p.prepare(j, pr.Dst, pr.M, x, n)
+		shared := false
+		for i := 0; i < k && !shared; i++ {
+			if o := &p.mms[i]; !j.isF32 && !o.isF32 && o.quantT == j.quantT && o.q8s == j.q8s && o.xB == j.xB {
+				j.xq, shared = o.xq, true
+			}
+		}
+		if !shared {
+			p.quantize(j, k)
+		}
+		k++
+	}
+	p.runProducts(k)
+}
+
+// checkProduct panics when MatMul's arguments are inconsistent.
+func checkProduct(dst []float32, m *Matrix, x []float32, n int) {
 	rowB, err := m.Type.RowBytes(m.Cols)
 	if err != nil {
 		panic("quant.MatMul: " + err.Error())
@@ -483,68 +549,129 @@ func MatMul(p *Pool, dst []float32, m *Matrix, x []float32, n int) {
 	if len(m.Data) < rowB*m.Rows || len(x) < n*m.Cols || len(dst) < n*m.Rows {
 		panic("quant.MatMul: slice too short for matrix dimensions")
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	j := &p.mm
+}
+
+// prepare sets j up for the product of m with the n vectors of x into
+// dst: kernels, layouts and the activations' quantised form (not yet the
+// quantised activations: see quantize). p.mu must be held.
+func (p *Pool) prepare(j *matmulJob, dst []float32, m *Matrix, x []float32, n int) {
+	rowB, _ := m.Type.RowBytes(m.Cols)
 	*j = matmulJob{m: m, dst: dst, x: x, n: n, rowB: rowB, outs: p.outs}
 	if m.Type == F32 {
 		j.isF32 = true
-	} else {
-		dot, ok := dotKernels[m.Type]
-		if !ok {
-			panic("quant.MatMul: unsupported weight type " + m.Type.String())
+		return
+	}
+	dot, ok := dotKernels[m.Type]
+	if !ok {
+		panic("quant.MatMul: unsupported weight type " + m.Type.String())
+	}
+	j.dot = dot
+	if n >= 4 {
+		j.dot4 = dot4Kernels[m.Type]
+	}
+	if n >= 8 {
+		j.dot8 = dot8Kernels[m.Type]
+	}
+	if n >= 16 {
+		j.dot16 = dot16Kernels[m.Type]
+	}
+	if m.packed != nil {
+		if g, ok := gemmR8Kernels[m.Type]; ok {
+			j.gemm, j.nb, j.perCall = g, m.Cols/m.Type.BlockSize(), gemmVectors
 		}
-		j.dot = dot
-		if n >= 4 {
-			j.dot4 = dot4Kernels[m.Type]
-		}
-		if n >= 8 {
-			j.dot8 = dot8Kernels[m.Type]
-		}
-		if n >= 16 {
-			j.dot16 = dot16Kernels[m.Type]
-		}
-		if m.packed != nil {
-			if g, ok := gemmR8Kernels[m.Type]; ok {
-				j.gemm, j.nb, j.perCall = g, m.Cols/m.Type.BlockSize(), gemmVectors
-			}
-			if g, ok := gemmR16Kernels[m.Type]; ok {
-				j.gemm16, j.nb, j.perCall = g, m.Cols/m.Type.BlockSize(), max(1, r16Vectors[m.Type])
-				j.q8s = m.Type == Q4_0
-			}
-		}
-		j.quantT = vecDotType(m.Type)
-		xB, err := j.quantT.RowBytes(m.Cols)
-		if err != nil {
-			panic("quant.MatMul: " + err.Error())
-		}
-		if j.q8s {
-			xB = j.nb * q8sBlockBytes
-		}
-		j.xB = xB
-		if cap(p.xq) < n*xB {
-			p.xq = make([]byte, n*xB)
-		}
-		j.xq = p.xq[:n*xB]
-		p.qj.j = j
-		if n == 1 {
-			p.qj.run(0, 0, 1)
-		} else {
-			p.runLocked(n, &p.qj)
+		if g, ok := gemmR16Kernels[m.Type]; ok {
+			j.gemm16, j.nb, j.perCall = g, m.Cols/m.Type.BlockSize(), max(1, r16Vectors[m.Type])
+			j.q8s = m.Type == Q4_0
 		}
 	}
-	used := m.Rows * m.Cols * n / minMACsPerWorker
+	j.quantT = vecDotType(m.Type)
+	xB, err := j.quantT.RowBytes(m.Cols)
+	if err != nil {
+		panic("quant.MatMul: " + err.Error())
+	}
+	if j.q8s {
+		xB = j.nb * q8sBlockBytes
+	}
+	j.xB = xB
+}
+
+// quantize quantises j's activations into the Pool's buffer slot (one
+// per product of MatMuls), in parallel for several vectors. p.mu must be
+// held.
+func (p *Pool) quantize(j *matmulJob, slot int) {
+	if j.isF32 {
+		return
+	}
+	if cap(p.xq[slot]) < j.n*j.xB {
+		p.xq[slot] = make([]byte, j.n*j.xB)
+	}
+	j.xq = p.xq[slot][:j.n*j.xB]
+	p.qj.j = j
+	if j.n == 1 {
+		p.qj.run(0, 0, 1)
+	} else {
+		p.runLocked(j.n, &p.qj)
+	}
+	p.qj.j = nil
+}
+
+// plan returns the units of j's work (row passes of a repacked matrix,
+// else rows), how many units a worker claims at a time, and how many
+// workers the product is worth.
+func (j *matmulJob) plan(threads int) (units, chunk, used int) {
+	m, n := j.m, j.n
+	used = m.Rows * m.Cols * n / minMACsPerWorker
 	if j.gemm != nil || j.gemm16 != nil {
 		per := j.groupsPerPass()
 		passes := (packedGroups(m.Rows) + per - 1) / per
-		chunk := max((passes+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(per*RowGroup*m.Cols*n)+1)
-		p.runLockedN(passes, used, chunk, j)
-		*j = matmulJob{}
-		return
+		return passes, max((passes+4*threads-1)/(4*threads), minMACsPerWorker/4/(per*RowGroup*m.Cols*n)+1), used
 	}
 	// Chunks of rows claimed dynamically: about 4 per worker, but at least
 	// minMACsPerWorker/4 multiply-adds each so claiming stays cheap.
-	chunk := max((m.Rows+4*p.threads-1)/(4*p.threads), minMACsPerWorker/4/(m.Cols*n)+1)
-	p.runLockedN(m.Rows, used, chunk, j)
-	*j = matmulJob{}
+	return m.Rows, max((m.Rows+4*threads-1)/(4*threads), minMACsPerWorker/4/(m.Cols*n)+1), used
+}
+
+// runProducts runs the k prepared and quantised products p.mms[:k] as one
+// job of the workers, and clears them. p.mu must be held.
+func (p *Pool) runProducts(k int) {
+	defer clear(p.mms[:k])
+	if k == 1 {
+		units, chunk, used := p.mms[0].plan(p.threads)
+		p.runLockedN(units, used, chunk, &p.mms[0])
+		return
+	}
+	mj := &p.multi
+	mj.k = k
+	total, used := 0, 0
+	for i := 0; i < k; i++ {
+		units, chunk, u := p.mms[i].plan(p.threads)
+		mj.units[i], mj.chunk[i], mj.first[i] = units, chunk, total
+		total += (units + chunk - 1) / chunk
+		used += u
+	}
+	mj.first[k] = total
+	mj.jobs = &p.mms
+	p.runLockedN(total, used, 1, mj)
+	mj.jobs = nil
+}
+
+// multiJob runs several products as one job: its items are the products'
+// chunks, product i's from first[i].
+type multiJob struct {
+	jobs  *[MaxProducts]matmulJob
+	k     int
+	units [MaxProducts]int
+	chunk [MaxProducts]int
+	first [MaxProducts + 1]int
+}
+
+func (mj *multiJob) run(worker, start, end int) {
+	for c := start; c < end; c++ {
+		i := 0
+		for c >= mj.first[i+1] {
+			i++
+		}
+		lo := (c - mj.first[i]) * mj.chunk[i]
+		mj.jobs[i].run(worker, lo, min(lo+mj.chunk[i], mj.units[i]))
+	}
 }

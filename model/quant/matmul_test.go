@@ -398,3 +398,51 @@ func TestMatMulF32EqualsDotF32(t *testing.T) {
 		}
 	}
 }
+
+// TestMatMulsMatchesMatMul checks MatMuls against separate MatMul calls
+// bit for bit: matrices that share the activations' quantised form and
+// matrices that do not (Q4_K and Q6_K share Q8_K; Q4_0's repacked kernel
+// takes its own blocks; F32 none), repacked or not, one and two workers,
+// several batch sizes; a matrix of no rows is skipped; steady-state calls
+// allocate nothing.
+func TestMatMulsMatchesMatMul(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	const cols = 512
+	sets := [][]Type{{Q4_K, Q4_K, Q6_K}, {Q4_0, Q4_K, F32}, {Q8_0, Q8_0}, {Q4_K}}
+	for _, threads := range []int{1, 2} {
+		p := NewPool(threads)
+		for _, set := range sets {
+			mats := make([]*Matrix, len(set))
+			for i, typ := range set {
+				mats[i], _ = quantMatrix(t, r, typ, 48+16*i, cols)
+				mats[i].Repack()
+			}
+			for _, n := range []int{1, 3, 8, 17} {
+				x := randVec(r, n*cols, 1)
+				prods := make([]Product, len(set))
+				want := make([][]float32, len(set))
+				for i, m := range mats {
+					want[i] = make([]float32, n*m.Rows)
+					MatMul(p, want[i], m, x, n)
+					prods[i] = Product{Dst: make([]float32, n*m.Rows), M: m}
+				}
+				MatMuls(p, x, n, prods)
+				for i := range prods {
+					for k := range want[i] {
+						require.Equal(t, math.Float32bits(want[i][k]), math.Float32bits(prods[i].Dst[k]), "threads=%d %v n=%d product %d at %d", threads, set, n, i, k)
+					}
+				}
+				require.Zero(t, testing.AllocsPerRun(5, func() { MatMuls(p, x, n, prods) }), "allocations")
+			}
+		}
+		empty := &Matrix{Type: Q4_K, Rows: 0, Cols: cols}
+		m, _ := quantMatrix(t, r, Q4_K, 16, cols)
+		x := randVec(r, cols, 1)
+		got, want := make([]float32, 16), make([]float32, 16)
+		MatMul(p, want, m, x, 1)
+		MatMuls(p, x, 1, []Product{{M: empty}, {Dst: got, M: m}})
+		require.Equal(t, want, got)
+		require.Panics(t, func() { MatMuls(p, x, 1, make([]Product, MaxProducts+1)) })
+		p.Close()
+	}
+}

@@ -65,10 +65,11 @@ type Pool struct {
 	afterLast, beforeWake func()
 
 	// Scratch owned by MatMul (guarded by mu).
-	mm   matmulJob
-	qj   quantJob
-	xq   []byte                   // quantised activations
-	outs [][16 * RowGroup]float32 // per-worker results of batch kernels (512 bytes each: no false sharing)
+	mms   [MaxProducts]matmulJob
+	multi multiJob
+	qj    quantJob
+	xq    [MaxProducts][]byte      // quantised activations, per product of MatMuls
+	outs  [][16 * RowGroup]float32 // per-worker results of batch kernels (512 bytes each: no false sharing)
 }
 
 const (
