@@ -452,6 +452,12 @@ func (q *quantJob) run(worker, start, end int) {
 	}
 }
 
+// minQuantPerWorker is the least number of activations worth quantising
+// on more than one worker: the AVX-512 quantisers take ~0.2 µs per 768
+// floats, so eight vectors of a decode step are done before a hand-off to
+// the workers and back would be.
+const minQuantPerWorker = 1 << 15
+
 // minMACsPerWorker is the least work (multiply-adds) worth waking another
 // worker for: handing a job to a parked goroutine costs a few microseconds,
 // about what 64K quantised multiply-adds take, so smaller products (the
@@ -607,8 +613,8 @@ func (p *Pool) quantize(j *matmulJob, slot int) {
 	}
 	j.xq = p.xq[slot][:j.n*j.xB]
 	p.qj.j = j
-	if j.n == 1 {
-		p.qj.run(0, 0, 1)
+	if j.n*j.m.Cols < minQuantPerWorker {
+		p.qj.run(0, 0, j.n)
 	} else {
 		p.runLocked(j.n, &p.qj)
 	}
