@@ -110,6 +110,9 @@ type WorkerSpawnRequest struct {
 	GPUs      []int `json:"gpus,omitempty"`
 	Ctx       int   `json:"ctx,omitempty"`
 	GPULayers *int  `json:"gpu_layers,omitempty"`
+	// KVCache is the cpu worker's KV cache type, "f16" or "f32" (empty:
+	// the worker's default, f16).
+	KVCache string `json:"kv_cache,omitempty"`
 	// Shards > 1 spawns a sharded group: one model served by Shards cpu
 	// workers on the Hives (in order; the first is the group's head), as
 	// a pipeline of layer ranges (Mode "pipeline", the default) or a

@@ -55,7 +55,8 @@ type Group struct {
 	Threads int          `json:"threads,omitempty"`
 	Slots   int          `json:"slots,omitempty"`
 	Ctx     int          `json:"ctx,omitempty"`
-	Error   string       `json:"error,omitempty"` // why the group failed
+	KVCache string       `json:"kv_cache,omitempty"` // the shards' KV cache type (empty: the default)
+	Error   string       `json:"error,omitempty"`    // why the group failed
 	// Placement is the token of the placement that wrote the entry's
 	// current shards (a random id per placement or re-plan): its final
 	// write (ready) and its own failure expect it, so two placements of
@@ -109,6 +110,9 @@ func (g *Group) validate() error {
 	}
 	if len(g.Placement) > maxIDLen {
 		return fmt.Errorf("%w: group placement longer than %d bytes", ErrInvalid, maxIDLen)
+	}
+	if g.KVCache != "" && g.KVCache != "f16" && g.KVCache != "f32" {
+		return fmt.Errorf("%w: group KV cache type %q", ErrInvalid, g.KVCache)
 	}
 	seen := map[string]bool{}
 	for i, s := range g.Shards {

@@ -67,6 +67,7 @@ func TestBadGroupsRejected(t *testing.T) {
 		"no id":         mod(func(g *Group) { g.ID = "" }),
 		"bad mode":      mod(func(g *Group) { g.Mode = "diagonal" }),
 		"bad state":     mod(func(g *Group) { g.State = "happy" }),
+		"bad KV cache":  mod(func(g *Group) { g.KVCache = "q4_0" }),
 		"one shard":     mod(func(g *Group) { g.Shards = g.Shards[:1] }),
 		"gap":           mod(func(g *Group) { g.Shards[1].Lo = 4 }),
 		"empty range":   mod(func(g *Group) { g.Shards[1].Hi = 3 }),

@@ -250,7 +250,7 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	gid := r.Group // a re-plan keeps the group's id
 	expect := &fsm.GroupExpect{Absent: true}
 	g := fsm.Group{ID: gid, Model: model.ID, Mode: mode, State: fsm.GroupStarting, Placement: newID("p-"),
-		Threads: r.Threads, Slots: r.Slots, Ctx: r.Ctx, UpdatedAt: time.Now().UTC()}
+		Threads: r.Threads, Slots: r.Slots, Ctx: r.Ctx, KVCache: r.KVCache, UpdatedAt: time.Now().UTC()}
 	if gid == "" {
 		g.ID = newID("g-")
 		gid = g.ID
@@ -284,7 +284,7 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 		shardRef = model.ID
 		n.waitReplica(ctx, func() bool { return n.holds(n.ID(), model.ID) })
 	}
-	base := api.WorkerSpawnRequest{Model: shardRef, Threads: r.Threads, Slots: r.Slots, Ctx: r.Ctx, Version: r.Version}
+	base := api.WorkerSpawnRequest{Model: shardRef, Threads: r.Threads, Slots: r.Slots, Ctx: r.Ctx, KVCache: r.KVCache, Version: r.Version}
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
 	for i := 1; i < len(targets); i++ {
@@ -795,7 +795,7 @@ func (n *Node) replan(ctx context.Context, g fsm.Group) bool {
 	if err != nil {
 		return false
 	}
-	r := api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: names[0]}, Model: g.Model, Threads: g.Threads, Slots: g.Slots, Ctx: g.Ctx,
+	r := api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: names[0]}, Model: g.Model, Threads: g.Threads, Slots: g.Slots, Ctx: g.Ctx, KVCache: g.KVCache,
 		Shards: count, Hives: names, Mode: g.Mode, Group: g.ID}
 	req, err := spawnRequest(names[0], r)
 	if err != nil {

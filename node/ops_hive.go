@@ -116,6 +116,14 @@ func checkSpawn(r api.WorkerSpawnRequest, op string) error {
 	} else if r.Device != "" && !engineDevices[r.Device] {
 		return jobs.Errorf(jobs.CodeBadRequest, "device %q (want cpu, gpu, cuda, rocm, vulkan or metal)", r.Device)
 	}
+	if r.KVCache != "" {
+		if hiveops.OrCPU(r.Type) != workercat.TypeCPU {
+			return jobs.Errorf(jobs.CodeBadRequest, "kv_cache is for the cpu worker (an engine takes its own flags, e.g. llama-server's --cache-type-k in its template)")
+		}
+		if _, err := engine.ParseKVType(r.KVCache); err != nil {
+			return jobs.Errorf(jobs.CodeBadRequest, "kv_cache %q: want f16 or f32", r.KVCache)
+		}
+	}
 	if len(r.GPUs) > 16 || r.Ctx < 0 || r.Ctx > maxSpawnCtx || r.GPULayers != nil && (*r.GPULayers < 0 || *r.GPULayers > 100000) {
 		return jobs.Errorf(jobs.CodeBadRequest, "at most 16 GPUs; ctx 0..%d; gpu_layers 0..100000", maxSpawnCtx)
 	}
@@ -235,6 +243,9 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 			n.log.Warn("pruning the repack cache failed", "dir", dir, "err", err)
 		}
 		env = append(env, worker.RepackCacheEnv+"="+dir)
+	}
+	if r.KVCache != "" {
+		extra = append(extra, "--kv-cache", r.KVCache)
 	}
 	if r.Shard != nil {
 		args, e, err := n.shardArgs(r.Shard)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -178,7 +179,29 @@ func TestServeAcrossTheCluster(t *testing.T) {
 	}
 	c := servingCluster(t, 3)
 	w1 := spawn(t, c.Nodes[0], "node1", 1)
-	w2 := spawn(t, c.Nodes[1], "node2", 1)
+	// w2 keeps an f32 KV cache: the node passes kv_cache to the worker,
+	// and the answers are the same.
+	var w2 api.SpawnResult
+	run(t, c.Nodes[1], map[string]any{"operation": "worker_spawn", "hive": "node2", "model": "builtin:stories260k", "threads": 1, "slots": 1, "kv_cache": "f32"}, &w2)
+	require.Equal(t, "ready", w2.State)
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", w2.PID)); err == nil { // Linux
+		require.Contains(t, strings.Split(string(cmdline), "\x00"), "--kv-cache")
+		require.Contains(t, string(cmdline), "--kv-cache\x00f32\x00")
+	}
+	for _, bad := range []map[string]any{
+		{"kv_cache": "q4_0"},
+		{"kv_cache": "f32", "type": "llama-server"},
+	} {
+		req := map[string]any{"operation": "worker_spawn", "hive": "node2", "model": "builtin:stories260k"}
+		maps.Copy(req, bad)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := client.New(c.Nodes[1].URL(), c.Nodes[1].AdminKey()).Run(ctx, req, func(jobs.Event) error { return nil })
+		cancel()
+		var ae *client.APIError
+		require.ErrorAs(t, err, &ae, "%v", bad)
+		require.Equal(t, http.StatusBadRequest, ae.Status, "%v: %v", bad, err)
+		require.Equal(t, jobs.CodeBadRequest, ae.Code, "%v: %v", bad, err)
+	}
 	waitSchedulable(t, c, 2)
 	want := greedy(t, "Once upon a time", 24)
 

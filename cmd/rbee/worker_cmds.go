@@ -171,6 +171,7 @@ func newWorkerCmd(g *globals) *cobra.Command {
 
 	var sp struct {
 		model, device, typ, id, version, mode  string
+		kv                                     string
 		threads, slots, ctx, gpuLayers, shards int
 		gpus                                   []int
 		hives                                  []string
@@ -208,7 +209,7 @@ model alone:
 				return errors.New("--mode splits a group: give --shards N (2 or more) or --hive once per shard")
 			}
 			req := api.WorkerSpawnRequest{Model: sp.model, Device: sp.device, Type: sp.typ,
-				Threads: sp.threads, Slots: sp.slots, WorkerID: sp.id, Version: sp.version, GPUs: sp.gpus, Ctx: sp.ctx}
+				Threads: sp.threads, Slots: sp.slots, WorkerID: sp.id, Version: sp.version, GPUs: sp.gpus, Ctx: sp.ctx, KVCache: sp.kv}
 			if sp.gpuLayers >= 0 {
 				req.GPULayers = &sp.gpuLayers
 			}
@@ -234,6 +235,7 @@ model alone:
 	spawn.Flags().StringVar(&sp.typ, "type", "cpu", "worker type: cpu, llama-server, vllm, ollama, openai")
 	spawn.Flags().IntSliceVar(&sp.gpus, "gpu", nil, "GPU index the engine may use (repeat for several; default: the engine's choice)")
 	spawn.Flags().IntVar(&sp.ctx, "ctx", 0, "context length in tokens for engines (0 = the engine's default)")
+	spawn.Flags().StringVar(&sp.kv, "kv-cache", "", "cpu worker's KV cache type: f16 (the default, as llama.cpp) or f32 (twice the memory)")
 	spawn.Flags().IntVar(&sp.gpuLayers, "gpu-layers", -1, "layers to offload to the GPUs (-1 = all with --gpu, none without)")
 	spawn.Flags().StringVar(&sp.version, "version", "", "worker binary version (default: the hive's default binary: pinned, else built there or of the node's version)")
 	spawn.Flags().IntVar(&sp.threads, "threads", 0, "threads (0 = all cores)")
