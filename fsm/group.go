@@ -44,7 +44,7 @@ const MaxGroupShards = 64
 // Group is one model served by worker processes on several nodes: a
 // pipeline of layer ranges or a tensor split of KV heads. Shards[0] is the
 // head, the only worker requests are routed to; the others serve only
-// their head. Threads, Slots and Ctx are the spawn's parameters, kept so
+// their head. Threads, Slots, Ctx and KVCache are the spawn's parameters, kept so
 // that the leader can re-plan the group with the same ones.
 type Group struct {
 	ID      string       `json:"id"`

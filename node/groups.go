@@ -848,13 +848,16 @@ func (l linkGroups) HeadNode(workerID string) (string, bool) {
 // when the cluster's registry is below version 3 (no groups yet). A
 // model no set of hives holds is spawned here unsplit, as before, with a
 // warning.
-func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, ctxLen int) []string {
+func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, ctxLen int, kvCache string) []string {
 	if n.reg.RegistryVersion() < 3 {
 		// Some server's build does not know groups (a rolling upgrade):
 		// the group write would be refused.
 		return nil
 	}
 	est := placement.Estimate(model, ctxLen)
+	if kvCache == "f32" {
+		est = est.WithF32KV()
+	}
 	plan, err := placement.PlanSplit(est, placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs()), fsm.MaxGroupShards)
 	if err != nil {
 		em.Narrate("scheduler", "place", "%v; spawning unsplit here", err)

@@ -510,7 +510,9 @@ const MaxProducts = 3
 // same vec_dot type and layout), and all products go to the workers as one
 // job: a decode step multiplies the same vector with a layer's Q, K and V
 // (and gate and up) matrices, and each hand-off to the workers and back
-// costs microseconds. Panics as MatMul does.
+// costs microseconds. A Dst must not overlap x or another Dst (the
+// products run in parallel, after all activations are quantised). Panics
+// as MatMul does.
 func MatMuls(p *Pool, x []float32, n int, prods []Product) {
 	if n <= 0 {
 		return
@@ -546,8 +548,12 @@ func MatMuls(p *Pool, x []float32, n int, prods []Product) {
 	p.runProducts(k)
 }
 
-// checkProduct panics when MatMul's arguments are inconsistent.
+// checkProduct panics when MatMul's arguments are inconsistent or its type
+// has no kernel, before the Pool is touched.
 func checkProduct(dst []float32, m *Matrix, x []float32, n int) {
+	if _, ok := dotKernels[m.Type]; !ok && m.Type != F32 {
+		panic("quant.MatMul: unsupported weight type " + m.Type.String())
+	}
 	rowB, err := m.Type.RowBytes(m.Cols)
 	if err != nil {
 		panic("quant.MatMul: " + err.Error())

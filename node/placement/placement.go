@@ -55,6 +55,14 @@ type MemEstimate struct {
 // Total is the whole estimate.
 func (m MemEstimate) Total() uint64 { return m.Weights + m.KV + m.Margin }
 
+// WithF32KV is m for a worker that keeps its KV cache in f32 (the cpu
+// worker's --kv-cache f32): twice the cache, and the margin on it.
+func (m MemEstimate) WithF32KV() MemEstimate {
+	m.Margin += m.KV * marginPercent / 100
+	m.KV *= 2
+	return m
+}
+
 func (m MemEstimate) String() string {
 	if !m.Exact {
 		return fmt.Sprintf("%s (weights %s + margin %s; KV cache not counted: the model's GGUF is not on this node)",

@@ -38,6 +38,10 @@ func TestEstimateMemory(t *testing.T) {
 			assert.Equal(t, tt.kv, e.KV)
 			assert.Equal(t, tt.ctxUsed, e.Ctx)
 			assert.Equal(t, uint64(marginFixed)+(tt.weights+tt.kv)/10, e.Margin)
+			// An f32 KV cache: twice the cache, its margin with it.
+			f := e.WithF32KV()
+			assert.Equal(t, 2*tt.kv, f.KV)
+			assert.Equal(t, uint64(marginFixed)+(tt.weights+2*tt.kv)/10, f.Margin)
 			assert.Equal(t, tt.weights+tt.kv+e.Margin, e.Total())
 		})
 	}
