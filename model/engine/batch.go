@@ -41,11 +41,8 @@ type Batch struct {
 	scoreLen                          int       // nCtx rounded up to whole key tiles (quant.AttnScoresF16 writes them)
 	// KVF16: threads × headDim queries rounded to f16, threads × max(nCtx,
 	// headDim) halves of scratch for the rounding.
-	qh   []float32
-	half []uint16
-	// prods: the products that share a layer's input (Q, K, V; gate,
-	// up), one quant.MatMuls call each.
-	prods  [quant.MaxProducts]quant.Product
+	qh     []float32
+	half   []uint16
 	segs   []segment // the running forward pass
 	remote []RemoteSegment
 	zeros  []int32 // StageForward's placeholder ids
@@ -219,8 +216,10 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		for i := 0; i < n; i++ {
 			rmsNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.attnNorm, hp.eps)
 		}
-		b.prods = [quant.MaxProducts]quant.Product{{Dst: q, M: l.wq}, {Dst: k, M: l.wk}, {Dst: v, M: l.wv}}
-		quant.MatMuls(pool, xb, n, b.prods[:])
+		// One job for the products that share their input (the array
+		// stays on the stack: MatMuls keeps only its elements).
+		qkv := [...]quant.Product{{Dst: q, M: l.wq}, {Dst: k, M: l.wk}, {Dst: v, M: l.wv}}
+		quant.MatMuls(pool, xb, n, qkv[:])
 		addBias(q, l.bq)
 		addBias(k, l.bk)
 		addBias(v, l.bv)
@@ -280,8 +279,8 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		for i := 0; i < n; i++ {
 			rmsNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.ffnNorm, hp.eps)
 		}
-		b.prods = [quant.MaxProducts]quant.Product{{Dst: hb, M: l.wGate}, {Dst: hb2, M: l.wUp}}
-		quant.MatMuls(pool, xb, n, b.prods[:2])
+		gateUp := [...]quant.Product{{Dst: hb, M: l.wGate}, {Dst: hb2, M: l.wUp}}
+		quant.MatMuls(pool, xb, n, gateUp[:])
 		if len(hb) >= parallelSwiGLU {
 			pool.Run(len(hb), b.swigluFn)
 		} else {

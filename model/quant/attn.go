@@ -41,11 +41,16 @@ func AttnValuesF16(out, w []float32, v []uint16, n, hd int) {
 		clear(out[:hd])
 		return
 	}
+	if hd%8 != 0 { // the kernels take eight dimensions at a time
+		attnValuesF16Generic(out[:hd], w, v, n, hd)
+		return
+	}
 	attnValuesImpl(out[:hd], w, v, n, hd)
 }
 
 // attnScoresImpl and attnValuesImpl are the generic twins unless the
-// architecture's useSIMD installs assembly kernels.
+// architecture's useSIMD installs assembly kernels (attnValuesImpl is
+// called with hd a multiple of 8).
 var (
 	attnScoresImpl = attnScoresF16Generic
 	attnValuesImpl = attnValuesF16Generic

@@ -193,15 +193,13 @@ func useSIMD(on bool) bool {
 			quantQ8KBlock = quantQ8KSIMD
 			quantQ8_0Block, quantQ8_0SumsBlock = quantQ8_0SIMD, quantQ8_0SumsSIMD
 		}
+		attnScoresImpl, attnValuesImpl = attnSIMD(attnScoresF16AVX2, attnValuesF16AVX2)
 		if hasAVX512VL && vnniOn {
 			gemmF32R4 = f32R4AVX512
+			attnScoresImpl, attnValuesImpl = attnSIMD(attnScoresF16AVX512, attnValuesF16AVX512)
 		}
 		dotF32Impl = dotF32SIMD
 		dotF32TiledImpl = dotF32TiledSIMD
-		attnScoresImpl, attnValuesImpl = attnScoresF16SIMD, attnValuesF16SIMD
-		if hasAVX512VL && vnniOn {
-			attnScoresImpl, attnValuesImpl = attnScoresF16SIMD512, attnValuesF16SIMD512
-		}
 		expVector = true
 	}
 	return true
@@ -560,29 +558,10 @@ func dotF32TiledSIMD(dst, a, b []float32, n, rowStride, tileStride int) {
 	}
 }
 
-// attnScoresF16SIMD and attnValuesF16SIMD run the AVX2 attention kernels,
-// the ...512 ones the AVX-512 ones, whose lanes perform the same
-// operations (values: hd a multiple of 8, else the generic twin).
-func attnScoresF16SIMD(dst, q []float32, k []uint16, tiles, hd int) {
-	attnScoresF16AVX2(&dst[0], &q[0], &k[0], tiles, hd)
-}
-
-func attnValuesF16SIMD(out, w []float32, v []uint16, n, hd int) {
-	if hd%8 != 0 {
-		attnValuesF16Generic(out, w, v, n, hd)
-		return
-	}
-	attnValuesF16AVX2(&out[0], &w[0], &v[0], n, hd)
-}
-
-func attnScoresF16SIMD512(dst, q []float32, k []uint16, tiles, hd int) {
-	attnScoresF16AVX512(&dst[0], &q[0], &k[0], tiles, hd)
-}
-
-func attnValuesF16SIMD512(out, w []float32, v []uint16, n, hd int) {
-	if hd%8 != 0 {
-		attnValuesF16Generic(out, w, v, n, hd)
-		return
-	}
-	attnValuesF16AVX512(&out[0], &w[0], &v[0], n, hd)
+// attnSIMD adapts the AVX2 or AVX-512 attention kernels (whose lanes
+// perform the same operations) to attnScoresImpl and attnValuesImpl.
+func attnSIMD(scores func(dst, q *float32, k *uint16, tiles, hd int), values func(out, w *float32, v *uint16, n, hd int)) (
+	func(dst, q []float32, k []uint16, tiles, hd int), func(out, w []float32, v []uint16, n, hd int)) {
+	return func(dst, q []float32, k []uint16, tiles, hd int) { scores(&dst[0], &q[0], &k[0], tiles, hd) },
+		func(out, w []float32, v []uint16, n, hd int) { values(&out[0], &w[0], &v[0], n, hd) }
 }

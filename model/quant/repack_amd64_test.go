@@ -44,17 +44,7 @@ func TestRepackedKernelsMatchSingle(t *testing.T) {
 			cols := nb * bs
 			for _, raw := range []bool{false, true} {
 				t.Run(fmt.Sprintf("%s/%d/raw=%v", k.typ, cols, raw), func(t *testing.T) {
-					var m *Matrix
-					if raw {
-						rb, _ := k.typ.RowBytes(cols)
-						data := make([]byte, 0, RowGroup*rb)
-						for range RowGroup {
-							data = append(data, rawWeights(r, k.typ, cols)...)
-						}
-						m = &Matrix{Type: k.typ, Rows: RowGroup, Cols: cols, Data: data}
-					} else {
-						m, _ = quantMatrix(t, r, k.typ, RowGroup, cols)
-					}
+					m := testWeights(t, r, k.typ, RowGroup, cols, raw)
 					require.True(t, m.Repack())
 					const nv = 9
 					xB, _ := vt.RowBytes(cols)
@@ -115,17 +105,7 @@ func TestRepackedR16Kernels(t *testing.T) {
 			for _, rows := range []int{8, 16, 24} {
 				for _, raw := range []bool{false, true} {
 					t.Run(fmt.Sprintf("%s/%d/rows=%d/raw=%v", k.typ, cols, rows, raw), func(t *testing.T) {
-						var m *Matrix
-						if raw {
-							rb, _ := k.typ.RowBytes(cols)
-							data := make([]byte, 0, rows*rb)
-							for range rows {
-								data = append(data, rawWeights(r, k.typ, cols)...)
-							}
-							m = &Matrix{Type: k.typ, Rows: rows, Cols: cols, Data: data}
-						} else {
-							m, _ = quantMatrix(t, r, k.typ, rows, cols)
-						}
+						m := testWeights(t, r, k.typ, rows, cols, raw)
 						require.True(t, m.Repack())
 						const nv = 17
 						xB := nb * k.xBlockB
@@ -379,4 +359,19 @@ func timeOldNew(b *testing.B, rows int, old, packed func()) {
 	b.ReportMetric(float64(to.Nanoseconds())/per, "old_ns/row")
 	b.ReportMetric(float64(tp.Nanoseconds())/per, "repacked_ns/row")
 	b.ReportMetric(float64(to)/float64(tp), "speedup")
+}
+
+// testWeights returns a rows x cols matrix of typ: quantised random
+// weights, or with raw random block bytes (rawWeights) when raw.
+func testWeights(t testing.TB, r *rand.Rand, typ Type, rows, cols int, raw bool) *Matrix {
+	if !raw {
+		m, _ := quantMatrix(t, r, typ, rows, cols)
+		return m
+	}
+	rb, _ := typ.RowBytes(cols)
+	data := make([]byte, 0, rows*rb)
+	for range rows {
+		data = append(data, rawWeights(r, typ, cols)...)
+	}
+	return &Matrix{Type: typ, Rows: rows, Cols: cols, Data: data}
 }
