@@ -370,7 +370,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 func (g *Gossip) create() (*memberlist.Memberlist, error) {
 	t := g.trans
 	if t == nil {
-		nt, err := netTransport(g.mlCfg)
+		nt, err := newLANTransport(g.mlCfg)
 		if err != nil {
 			return nil, err
 		}

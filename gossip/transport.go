@@ -1,19 +1,13 @@
 package gossip
 
 import (
-	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 )
-
-// bindRetries is how often a transport on port 0 is retried when the port
-// the kernel picked for TCP is taken for UDP (memberlist's own figure).
-const bindRetries = 10
 
 // countingTransport wraps memberlist's transport and counts the bytes this
 // member sends: packets (probes, gossip, broadcasts) and stream writes
@@ -121,31 +115,4 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.sent.Add(uint64(n))
 	return n, err
-}
-
-// netTransport binds memberlist's UDP+TCP transport as memberlist.Create
-// would, so it can be wrapped. On port 0 it retries when the port the
-// kernel picked is taken for the other protocol, and sets the bind and
-// advertise ports to the one it got.
-func netTransport(mc *memberlist.Config) (*memberlist.NetTransport, error) {
-	nc := &memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger}
-	tries := 1
-	if mc.BindPort == 0 {
-		tries = bindRetries
-	}
-	var err error
-	for range tries {
-		var nt *memberlist.NetTransport
-		if nt, err = memberlist.NewNetTransport(nc); err == nil {
-			if mc.BindPort == 0 {
-				mc.BindPort = nt.GetAutoBindPort()
-				mc.AdvertisePort = mc.BindPort
-			}
-			return nt, nil
-		}
-		if !strings.Contains(err.Error(), "address already in use") {
-			break
-		}
-	}
-	return nil, fmt.Errorf("bind: %w", err)
 }

@@ -1,0 +1,285 @@
+package gossip
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-sockaddr"
+	"github.com/hashicorp/memberlist"
+)
+
+// Sizes and delays of lanTransport.
+const (
+	// bindRetries is how often a transport on port 0 is retried when the
+	// port the kernel picked for TCP is taken for UDP (memberlist's own
+	// figure).
+	bindRetries = 10
+	// maxPacket is the largest UDP datagram lanTransport reads: the most
+	// an IPv4 UDP payload can be. memberlist keeps its own packets under
+	// UDPBufferSize (1400 bytes on a LAN); the rest of the buffer only
+	// catches a peer configured otherwise.
+	maxPacket = 65535
+	// udpReadBuffer is the socket receive buffer asked for, halved until
+	// the kernel accepts it: room for a burst of gossip while the reader
+	// is descheduled (memberlist's own figure).
+	udpReadBuffer = 2 << 20
+	// acceptBackoffMin and acceptBackoffMax bound the pause after a
+	// failed accept (out of file descriptors, say), doubling each time.
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// lanTransport is memberlist's transport for a real network: gossip over
+// UDP and push/pull and fallback probes over TCP, both on one port. It
+// does what memberlist's NetTransport does, except how a packet is
+// received: NetTransport reads each datagram into a fresh 64 KiB buffer
+// and hands that buffer on, so every packet (typically under 1,400 bytes)
+// costs a zeroed 64 KiB allocation that memberlist holds until it has
+// handled the packet. With a hundred members gossiping while they join,
+// that garbage was about 5% of the machine's CPU in allocation and
+// clearing, and more in collections. lanTransport reads into one buffer it
+// reuses and hands on a copy of exactly the packet's bytes.
+//
+// Its methods are safe for concurrent use, as memberlist requires.
+type lanTransport struct {
+	udp     *net.UDPConn
+	tcp     *net.TCPListener
+	bindIP  net.IP
+	port    int
+	logger  *log.Logger
+	packets chan *memberlist.Packet
+	streams chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+var _ memberlist.NodeAwareTransport = (*lanTransport)(nil)
+
+// newLANTransport binds a lanTransport for mc as memberlist.Create would
+// bind its own: TCP first, then UDP on the same port. On port 0 the
+// kernel's TCP port may be taken for UDP, so it retries (bindRetries
+// times) and then sets mc's bind and advertise ports to the port it got.
+func newLANTransport(mc *memberlist.Config) (*lanTransport, error) {
+	ip := net.ParseIP(mc.BindAddr)
+	if ip == nil {
+		return nil, fmt.Errorf("bind: %q is not an IP address", mc.BindAddr)
+	}
+	logger := mc.Logger
+	if logger == nil {
+		logger = log.New(io.Discard, "", 0)
+	}
+	tries := 1
+	if mc.BindPort == 0 {
+		tries = bindRetries
+	}
+	var err error
+	for range tries {
+		var t *lanTransport
+		if t, err = bindLAN(ip, mc.BindPort, logger); err == nil {
+			if mc.BindPort == 0 {
+				mc.BindPort, mc.AdvertisePort = t.port, t.port
+			}
+			t.start()
+			return t, nil
+		}
+		if !errors.Is(err, errAddrInUse) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("bind: %w", err)
+}
+
+// errAddrInUse marks a bind that failed because the port was taken.
+var errAddrInUse = errors.New("address already in use")
+
+func bindLAN(ip net.IP, port int, logger *log.Logger) (*lanTransport, error) {
+	tcp, err := net.ListenTCP("tcp", &net.TCPAddr{IP: ip, Port: port})
+	if err != nil {
+		return nil, wrapBind("TCP", ip, port, err)
+	}
+	port = tcp.Addr().(*net.TCPAddr).Port
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: port})
+	if err != nil {
+		_ = tcp.Close()
+		return nil, wrapBind("UDP", ip, port, err)
+	}
+	for size := udpReadBuffer; size > 0; size /= 2 {
+		if err = udp.SetReadBuffer(size); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		_ = tcp.Close()
+		_ = udp.Close()
+		return nil, fmt.Errorf("UDP receive buffer: %w", err)
+	}
+	return &lanTransport{udp: udp, tcp: tcp, bindIP: ip, port: port, logger: logger,
+		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn), done: make(chan struct{})}, nil
+}
+
+func wrapBind(proto string, ip net.IP, port int, err error) error {
+	if strings.Contains(err.Error(), "address already in use") {
+		return fmt.Errorf("%s on %s port %d: %w: %w", proto, ip, port, errAddrInUse, err)
+	}
+	return fmt.Errorf("%s on %s port %d: %w", proto, ip, port, err)
+}
+
+func (t *lanTransport) start() {
+	t.wg.Add(2)
+	go t.readPackets()
+	go t.acceptStreams()
+}
+
+// readPackets hands each datagram to memberlist as a copy of its bytes,
+// read through one reused buffer, until Shutdown.
+func (t *lanTransport) readPackets() {
+	defer t.wg.Done()
+	buf := make([]byte, maxPacket)
+	for {
+		n, from, err := t.udp.ReadFromUDPAddrPort(buf)
+		ts := time.Now()
+		if err != nil {
+			if t.closed() {
+				return
+			}
+			t.logger.Printf("[ERR] memberlist: Error reading UDP packet: %v", err)
+			continue
+		}
+		if n < 1 {
+			t.logger.Printf("[ERR] memberlist: UDP packet too short (%d bytes) %s", n, from)
+			continue
+		}
+		own := make([]byte, n)
+		copy(own, buf)
+		p := &memberlist.Packet{Buf: own, From: net.UDPAddrFromAddrPort(from), Timestamp: ts}
+		select {
+		case t.packets <- p:
+		case <-t.done:
+			return
+		}
+	}
+}
+
+// acceptStreams hands accepted TCP connections to memberlist until
+// Shutdown, backing off after failed accepts.
+func (t *lanTransport) acceptStreams() {
+	defer t.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := t.tcp.AcceptTCP()
+		if err != nil {
+			if t.closed() {
+				return
+			}
+			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			t.logger.Printf("[ERR] memberlist: Error accepting TCP connection: %v", err)
+			select {
+			case <-time.After(delay):
+			case <-t.done:
+				return
+			}
+			continue
+		}
+		delay = 0
+		select {
+		case t.streams <- c:
+		case <-t.done:
+			_ = c.Close()
+			return
+		}
+	}
+}
+
+func (t *lanTransport) closed() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// FinalAdvertiseAddr is the address other members reach this one at: ip
+// and port when ip is set; else the bound address, or the first private
+// address of the machine when bound to every interface.
+func (t *lanTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+	if ip != "" {
+		a := net.ParseIP(ip)
+		if a == nil {
+			return nil, 0, fmt.Errorf("failed to parse advertise address %q", ip)
+		}
+		if a4 := a.To4(); a4 != nil {
+			a = a4
+		}
+		return a, port, nil
+	}
+	if !t.bindIP.IsUnspecified() {
+		return t.bindIP, t.port, nil
+	}
+	priv, err := sockaddr.GetPrivateIP()
+	if err != nil {
+		return nil, 0, fmt.Errorf("failed to get interface addresses: %w", err)
+	}
+	a := net.ParseIP(priv)
+	if a == nil {
+		return nil, 0, errors.New("no private IP address found, and explicit IP not provided")
+	}
+	return a, t.port, nil
+}
+
+// WriteTo sends one packet to addr ("host:port").
+func (t *lanTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		_, err = t.udp.WriteToUDPAddrPort(b, ap)
+		return time.Now(), err
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return time.Time{}, err
+	}
+	_, err = t.udp.WriteTo(b, ua)
+	return time.Now(), err
+}
+
+// WriteToAddress sends one packet to a.Addr.
+func (t *lanTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	return t.WriteTo(b, a.Addr)
+}
+
+// PacketCh delivers the packets received.
+func (t *lanTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
+
+// DialTimeout opens a TCP stream to addr.
+func (t *lanTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	return d.Dial("tcp", addr)
+}
+
+// DialAddressTimeout opens a TCP stream to a.Addr.
+func (t *lanTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return t.DialTimeout(a.Addr, timeout)
+}
+
+// StreamCh delivers the TCP streams accepted.
+func (t *lanTransport) StreamCh() <-chan net.Conn { return t.streams }
+
+// Shutdown closes both sockets and waits for the reader and the acceptor.
+// A packet or stream that nobody takes any more is dropped (a stream is
+// closed), so Shutdown never waits on memberlist.
+func (t *lanTransport) Shutdown() error {
+	t.once.Do(func() {
+		close(t.done)
+		_ = t.tcp.Close()
+		_ = t.udp.Close()
+	})
+	t.wg.Wait()
+	return nil
+}

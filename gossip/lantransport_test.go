@@ -1,0 +1,189 @@
+package gossip
+
+import (
+	"bytes"
+	"io"
+	"log"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/stretchr/testify/require"
+)
+
+func testLAN(t testing.TB) *lanTransport {
+	t.Helper()
+	mc := memberlist.DefaultLANConfig()
+	mc.BindAddr, mc.BindPort = "127.0.0.1", 0
+	mc.Logger = log.New(io.Discard, "", 0)
+	lt, err := newLANTransport(mc)
+	require.NoError(t, err)
+	require.Equal(t, lt.port, mc.BindPort, "port 0 is replaced by the bound port")
+	require.Equal(t, lt.port, mc.AdvertisePort)
+	t.Cleanup(func() { _ = lt.Shutdown() })
+	return lt
+}
+
+func (t *lanTransport) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port)) }
+
+func recvPacket(t *testing.T, lt *lanTransport) *memberlist.Packet {
+	t.Helper()
+	select {
+	case p := <-lt.PacketCh():
+		return p
+	case <-time.After(10 * time.Second):
+		t.Fatal("no packet")
+		return nil
+	}
+}
+
+// TestLANTransportPackets: packets of every size up to the largest
+// datagram arrive whole, from the sender's address, each in a buffer of
+// its own length (not the 64 KiB read buffer), and a later packet does
+// not overwrite an earlier one that memberlist still holds.
+func TestLANTransportPackets(t *testing.T) {
+	a, b := testLAN(t), testLAN(t)
+	var got []*memberlist.Packet
+	var sent [][]byte
+	for i, n := range []int{1, 17, 1400, 9000, maxPacket - 28} { // 28: IPv4 and UDP headers
+		msg := bytes.Repeat([]byte{byte(i + 1)}, n)
+		sent = append(sent, msg)
+		_, err := a.WriteTo(msg, b.addr())
+		require.NoError(t, err)
+		got = append(got, recvPacket(t, b))
+	}
+	for i, p := range got {
+		require.Equal(t, sent[i], p.Buf, "packet %d", i)
+		require.Equal(t, len(p.Buf), cap(p.Buf), "packet %d keeps only its own bytes", i)
+		require.Equal(t, a.addr(), p.From.String())
+		require.False(t, p.Timestamp.IsZero())
+	}
+	// WriteToAddress and a host name that needs resolving.
+	_, err := a.WriteToAddress([]byte("by address"), memberlist.Address{Addr: b.addr(), Name: "b"})
+	require.NoError(t, err)
+	require.Equal(t, "by address", string(recvPacket(t, b).Buf))
+	_, err = a.WriteTo([]byte("by name"), net.JoinHostPort("localhost", strconv.Itoa(b.port)))
+	if err == nil { // an error: localhost resolved to ::1, which a's IPv4 socket cannot reach
+		require.Equal(t, "by name", string(recvPacket(t, b).Buf))
+	}
+	_, err = a.WriteTo([]byte("x"), "not an address")
+	require.Error(t, err)
+}
+
+// TestLANTransportStreams: a dialled stream is accepted and carries bytes
+// both ways.
+func TestLANTransportStreams(t *testing.T) {
+	a, b := testLAN(t), testLAN(t)
+	c, err := a.DialAddressTimeout(memberlist.Address{Addr: b.addr()}, 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	var s net.Conn
+	select {
+	case s = <-b.StreamCh():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no stream")
+	}
+	defer s.Close()
+	_, err = c.Write([]byte("ping"))
+	require.NoError(t, err)
+	buf := make([]byte, 4)
+	_, err = io.ReadFull(s, buf)
+	require.NoError(t, err)
+	require.Equal(t, "ping", string(buf))
+	_, err = s.Write([]byte("pong"))
+	require.NoError(t, err)
+	_, err = io.ReadFull(c, buf)
+	require.NoError(t, err)
+	require.Equal(t, "pong", string(buf))
+}
+
+// TestLANTransportShutdown: Shutdown returns while a packet and a stream
+// wait for a reader that never comes (memberlist has stopped), closes the
+// stream, and can be called again; the sockets are closed.
+func TestLANTransportShutdown(t *testing.T) {
+	a, b := testLAN(t), testLAN(t)
+	_, err := a.WriteTo([]byte("never read"), b.addr())
+	require.NoError(t, err)
+	c, err := a.DialTimeout(b.addr(), 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- b.Shutdown() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	require.NoError(t, b.Shutdown())
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	require.Error(t, err, "the stream nobody took is closed")
+	_, err = net.DialTimeout("tcp", b.addr(), time.Second)
+	require.Error(t, err, "the listener is closed")
+}
+
+// TestLANTransportAdvertise: an explicit address wins (IPv4 in four
+// bytes); without one, the bound address and port; a bad one is an
+// error. Binding to something that is not an IP address is refused.
+func TestLANTransportAdvertise(t *testing.T) {
+	lt := testLAN(t)
+	ip, port, err := lt.FinalAdvertiseAddr("10.1.2.3", 7946)
+	require.NoError(t, err)
+	require.Equal(t, net.IPv4(10, 1, 2, 3).To4(), ip)
+	require.Equal(t, 7946, port)
+	ip, port, err = lt.FinalAdvertiseAddr("", 0)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", ip.String())
+	require.Equal(t, lt.port, port)
+	_, _, err = lt.FinalAdvertiseAddr("not-an-ip", 1)
+	require.Error(t, err)
+
+	mc := memberlist.DefaultLANConfig()
+	mc.BindAddr = "localhost"
+	_, err = newLANTransport(mc)
+	require.ErrorContains(t, err, "not an IP address")
+}
+
+// TestLANTransportPortTaken: a fixed port another socket holds is an
+// error, not a retry loop.
+func TestLANTransportPortTaken(t *testing.T) {
+	held := testLAN(t)
+	mc := memberlist.DefaultLANConfig()
+	mc.BindAddr, mc.BindPort = "127.0.0.1", held.port
+	_, err := newLANTransport(mc)
+	require.ErrorIs(t, err, errAddrInUse)
+}
+
+// BenchmarkPacketReceive: what receiving one 300-byte gossip packet
+// allocates, with memberlist's NetTransport and with lanTransport (B/op
+// is the figure; ns/op includes the loopback send).
+func BenchmarkPacketReceive(b *testing.B) {
+	msg := bytes.Repeat([]byte{'g'}, 300)
+	run := func(b *testing.B, tr memberlist.Transport, to string) {
+		send := testLAN(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			if _, err := send.WriteTo(msg, to); err != nil {
+				b.Fatal(err)
+			}
+			<-tr.PacketCh()
+		}
+	}
+	b.Run("memberlist", func(b *testing.B) {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"},
+			Logger: log.New(io.Discard, "", 0)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer nt.Shutdown()
+		run(b, nt, net.JoinHostPort("127.0.0.1", strconv.Itoa(nt.GetAutoBindPort())))
+	})
+	b.Run("lan", func(b *testing.B) {
+		lt := testLAN(b)
+		run(b, lt, lt.addr())
+	})
+}
