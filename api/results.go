@@ -13,17 +13,21 @@ import (
 // Hive is what the API reports of one node, or of an inventory host that
 // runs none (ID empty).
 type Hive struct {
-	Name         string            `json:"name"`
-	ID           string            `json:"id"`
-	State        string            `json:"state"`
-	Voter        bool              `json:"voter"`
-	Suffrage     string            `json:"suffrage,omitempty"`
-	Leader       bool              `json:"leader"`
-	HTTPAddr     string            `json:"http_addr,omitempty"`
-	HTTPSAddr    string            `json:"https_addr,omitempty"`
-	GossipAddr   string            `json:"gossip_addr,omitempty"`
-	P2PAddrs     []string          `json:"p2p_addrs,omitempty"`
-	Version      string            `json:"version,omitempty"`
+	Name       string   `json:"name"`
+	ID         string   `json:"id"`
+	State      string   `json:"state"`
+	Voter      bool     `json:"voter"`
+	Suffrage   string   `json:"suffrage,omitempty"`
+	Leader     bool     `json:"leader"`
+	HTTPAddr   string   `json:"http_addr,omitempty"`
+	HTTPSAddr  string   `json:"https_addr,omitempty"`
+	GossipAddr string   `json:"gossip_addr,omitempty"`
+	P2PAddrs   []string `json:"p2p_addrs,omitempty"`
+	Version    string   `json:"version,omitempty"`
+	// StateSince is when State last changed in the answering node's
+	// gossip view, by its clock (when it learnt of the hive, if it never
+	// changed); absent for a hive known only from the registry.
+	StateSince   *time.Time        `json:"state_since,omitempty"`
 	Capabilities *fsm.Capabilities `json:"capabilities,omitempty"`
 	// Host is the SSH inventory entry of this name, if any.
 	Host *fsm.Host `json:"host,omitempty"`

@@ -121,7 +121,14 @@ func (t *memberTable) set(m Member, st State) Member {
 	m.Meta = cloneMeta(m.Meta)
 	e.m = m
 	t.reapLocked(now)
-	return cloneMember(m)
+	return e.member()
+}
+
+// member returns a copy of the entry's member, with Since.
+func (e *tableEntry) member() Member {
+	m := cloneMember(e.m)
+	m.Since = e.since
+	return m
 }
 
 // join records a member that memberlist reports joined (new, or back after
@@ -210,13 +217,11 @@ func (t *memberTable) intent(id string, nonce uint64) (fresh, left bool, m Membe
 	e := t.members[id]
 	if e != nil && e.m.State == StateDead && now.Sub(e.since) <= leaveIntentTTL {
 		t.setState(e, StateLeft, now)
-		return true, true, cloneMember(e.m)
+		return true, true, e.member()
 	}
 	return true, false, Member{}
 }
 
-// list returns every member, sorted by id, dead and left ones until they
-// are reaped.
 // get returns one member as list would.
 func (t *memberTable) get(id string) (Member, bool) {
 	t.mu.Lock()
@@ -226,16 +231,18 @@ func (t *memberTable) get(id string) (Member, bool) {
 	if !ok {
 		return Member{}, false
 	}
-	return cloneMember(e.m), true
+	return e.member(), true
 }
 
+// list returns every member, sorted by id, dead and left ones until they
+// are reaped.
 func (t *memberTable) list() []Member {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.reapLocked(t.now())
 	out := make([]Member, 0, len(t.members))
 	for _, e := range t.members {
-		out = append(out, cloneMember(e.m))
+		out = append(out, e.member())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out

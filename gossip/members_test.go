@@ -241,3 +241,42 @@ func requireIndexed(t *testing.T, tb *memberTable) {
 		}
 	}
 }
+
+// TestMemberTableSince: a member's Since is when its state last changed
+// here: news that keeps the state (a metadata update) keeps it, every
+// change moves it, and list, get and the events' members agree.
+func TestMemberTableSince(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tb := newMemberTable(time.Hour)
+	tb.now = func() time.Time { return now }
+	a := Member{ID: "a", Addr: "10.0.0.1:7946"}
+	step := func(d time.Duration) time.Time { now = now.Add(d); return now }
+	check := func(want time.Time, ev Member) {
+		t.Helper()
+		if !ev.Since.IsZero() {
+			require.Equal(t, want, ev.Since, "the event's member")
+		}
+		one, ok := tb.get("a")
+		require.True(t, ok)
+		require.Equal(t, want, one.Since)
+		require.Equal(t, want, tb.list()[0].Since)
+	}
+	joined := step(time.Second)
+	check(joined, tb.join(a))
+	step(time.Second)
+	check(joined, tb.update(a)) // still alive
+	suspected := step(time.Second)
+	require.True(t, tb.suspect("a"))
+	check(suspected, Member{})
+	back := step(time.Second)
+	require.True(t, tb.answered("a"))
+	check(back, Member{})
+	died := step(time.Second)
+	check(died, tb.depart(a))
+	left := step(time.Second)
+	_, wasLeft, m := tb.intent("a", 7)
+	require.True(t, wasLeft)
+	check(left, m)
+	rejoined := step(time.Second)
+	check(rejoined, tb.join(a))
+}

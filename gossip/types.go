@@ -1,6 +1,9 @@
 package gossip
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // State is a member's liveness as this node sees it.
 type State int
@@ -42,6 +45,11 @@ type Member struct {
 	State State
 	// Meta is its metadata (zero if it could not be decoded).
 	Meta Meta
+	// Since is when State last changed in this member's view (when it
+	// learnt of the member, for one that never changed), by this
+	// machine's clock. Members, Member and events carry it; LocalMember
+	// does not.
+	Since time.Time
 }
 
 // EventType says what happened to a member.

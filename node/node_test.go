@@ -30,6 +30,7 @@ func status(t *testing.T, n *node.Node) api.StatusResult {
 }
 
 func TestClusterFormsAndAnswersEverywhere(t *testing.T) {
+	start := time.Now()
 	c := nodetest.New(t, 3)
 	leader := c.WaitLeader()
 	for _, n := range c.Nodes {
@@ -39,6 +40,9 @@ func TestClusterFormsAndAnswersEverywhere(t *testing.T) {
 		for _, h := range st.Nodes {
 			require.Equal(t, "alive", h.State)
 			require.True(t, h.Voter)
+			require.NotNil(t, h.StateSince, "%s's view of %s", n.Name(), h.Name)
+			require.False(t, h.StateSince.After(time.Now()), "learnt of %s in the past", h.Name)
+			require.False(t, h.StateSince.Before(start), "learnt of %s during the test", h.Name)
 		}
 	}
 	// The leader loop writes every member into the registry, and each node

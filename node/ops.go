@@ -194,6 +194,10 @@ func (n *Node) hives() []api.Hive {
 			Name: m.Meta.Name, ID: m.ID, State: m.State.String(), HTTPAddr: m.Meta.HTTPAddr, HTTPSAddr: m.Meta.HTTPSAddr,
 			GossipAddr: m.Addr, P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version,
 		}
+		if !m.Since.IsZero() {
+			since := m.Since
+			h.StateSince = &since
+		}
 		byID[m.ID] = h
 	}
 	for _, rn := range n.reg.Nodes() {

@@ -45,7 +45,9 @@ others joining node1, --wave at a time), optionally K real workers per node (the
 built-in tiny model, one thread, registered through the real heartbeat
 path), and prints one JSON object per N with:
 
-  converge_first_ms / converge_all_ms  the first / every node sees all N alive
+  converge_first_ms / converge_all_ms  the first / every node sees all N alive, from the
+                                       start of node1, by each node's own record of
+                                       when the last member became alive there
   status_api_ms / status_cli_ms        status from the last (non-leader) node:
                                        API round trip, and 'rbee status -o json' with
                                        CLI start (a summary past 20 nodes)
@@ -329,7 +331,9 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 }
 
 // waitAllAlive polls every node's status (a few at a time) until it lists
-// want alive nodes and returns when the first and the last did, from t0.
+// want alive nodes and returns when the first and the last did, from t0:
+// by the nodes' state_since of their latest member to become alive, so a
+// node's figure does not include how long the polls took to reach it.
 // When ctx ends first it returns how many did, and when the first did.
 func waitAllAlive(ctx context.Context, cl *localcluster.Cluster, want int, t0 time.Time) (first, all time.Duration, seen int, err error) {
 	// pollers bounds concurrent status calls: the nodes share the CPU
@@ -350,16 +354,28 @@ func waitAllAlive(ctx context.Context, cl *localcluster.Cluster, want int, t0 ti
 				if err != nil {
 					continue
 				}
-				alive := 0
+				// When the node saw all alive: the latest time a member
+				// became alive in its view (its state_since; same
+				// machine, same clock), not when this poll reached it.
+				alive, at, exact := 0, t0, true
 				for _, m := range st.Nodes {
 					if m.State == "alive" {
 						alive++
+						if m.StateSince == nil {
+							exact = false
+						} else if m.StateSince.After(at) {
+							at = *m.StateSince
+						}
 					}
 				}
 				if alive >= want {
+					seen := time.Since(t0)
+					if exact {
+						seen = min(seen, at.Sub(t0))
+					}
 					mu.Lock()
 					if _, ok := done[n.Name]; !ok {
-						done[n.Name] = time.Since(t0)
+						done[n.Name] = seen
 					}
 					mu.Unlock()
 				}

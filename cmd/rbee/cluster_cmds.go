@@ -39,12 +39,21 @@ func hardware(h api.Hive) string {
 func hiveRows(hs []api.Hive) [][]string {
 	var rows [][]string
 	for _, h := range hs {
-		rows = append(rows, []string{h.Name, h.State, role(h), humanize.OrDash(h.HTTPAddr), humanize.OrDash(h.HTTPSAddr), humanize.OrDash(h.Version), hardware(h)})
+		rows = append(rows, []string{h.Name, h.State, stateAge(h), role(h), humanize.OrDash(h.HTTPAddr), humanize.OrDash(h.HTTPSAddr), humanize.OrDash(h.Version), hardware(h)})
 	}
 	return rows
 }
 
-var hiveHeader = []string{"NAME", "STATE", "ROLE", "API", "HTTPS", "VERSION", "HARDWARE"}
+var hiveHeader = []string{"NAME", "STATE", "SINCE", "ROLE", "API", "HTTPS", "VERSION", "HARDWARE"}
+
+// stateAge is how long a hive has been in its state, by this machine's
+// clock ("-" for a hive the answering node knows only from the registry).
+func stateAge(h api.Hive) string {
+	if h.StateSince == nil {
+		return "-"
+	}
+	return humanize.Age(time.Since(*h.StateSince))
+}
 
 // statusNodes is the line under the node table of a cut status (the
 // node answered with a summary): how many nodes there are in each state

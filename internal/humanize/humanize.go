@@ -5,6 +5,7 @@ package humanize
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Bytes formats b in binary units with one decimal: "512 B", "1.5 KiB",
@@ -20,6 +21,21 @@ func Bytes(b uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+// Age formats a duration for a table cell, in its largest whole unit:
+// "0s", "45s", "12m", "3h", "2d". Negative durations (a clock behind) are
+// "0s".
+func Age(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", max(0, int64(d/time.Second)))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int64(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int64(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd", int64(d/(24*time.Hour)))
 }
 
 // OrDash returns s, or "-" when s is empty, so an unknown value still fills

@@ -3,6 +3,7 @@ package humanize
 import (
 	"math"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -27,6 +28,26 @@ func TestBytes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		require.Equal(t, tt.want, Bytes(tt.in), "Bytes(%d)", tt.in)
+	}
+}
+
+func TestAge(t *testing.T) {
+	for _, c := range []struct {
+		in   time.Duration
+		want string
+	}{
+		{-time.Hour, "0s"},
+		{0, "0s"},
+		{999 * time.Millisecond, "0s"},
+		{59 * time.Second, "59s"},
+		{time.Minute, "1m"},
+		{59*time.Minute + 59*time.Second, "59m"},
+		{time.Hour, "1h"},
+		{47 * time.Hour, "47h"},
+		{48 * time.Hour, "2d"},
+		{400 * 24 * time.Hour, "400d"},
+	} {
+		require.Equal(t, c.want, Age(c.in), "Age(%v)", c.in)
 	}
 }
 

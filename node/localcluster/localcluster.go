@@ -297,6 +297,8 @@ type Status struct {
 		Name  string `json:"name"`
 		State string `json:"state"`
 		Voter bool   `json:"voter"`
+		// StateSince: when State last changed in the answering node's view.
+		StateSince *time.Time `json:"state_since"`
 	} `json:"nodes"`
 }
 
