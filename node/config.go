@@ -81,6 +81,12 @@ type Config struct {
 	// libp2p). When the default address cannot be bound the node warns
 	// and runs without it; any other address must bind.
 	BlobAddr string
+	// StageDirect makes the shard workers this node starts for sharded
+	// groups (all but a group's head) listen on a port of P2PAddr's host
+	// for their head's direct TLS connection, offered over libp2p: the
+	// hidden states then skip both nodes. False: every link goes through
+	// the nodes (node/shardlink).
+	StageDirect bool
 	// Join lists gossip addresses to join at start.
 	Join []string
 	// BootstrapExpect > 0 waits for that many servers before bootstrapping.
@@ -174,6 +180,7 @@ func DefaultConfig() Config {
 		GossipAddr:             DefaultGossipAddr,
 		P2PAddr:                DefaultP2PAddr,
 		BlobAddr:               DefaultBlobAddr,
+		StageDirect:            true,
 		MDNS:                   true,
 		Profile:                "lan",
 		ReconcileInterval:      30 * time.Second,

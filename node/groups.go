@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,6 +155,14 @@ func (n *Node) shardArgs(s *api.ShardSpawn) (args, env []string, err error) {
 		args = []string{"--shard-kv-heads", rng}
 	} else {
 		args = []string{"--shard-layers", rng}
+	}
+	if n.cfg.StageDirect && s.Lo > 0 {
+		// Not the head: its head may connect straight to it.
+		host, _, err := net.SplitHostPort(n.cfg.P2PAddr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("p2p address %q: %w", n.cfg.P2PAddr, err)
+		}
+		args = append(args, "--stage-listen", net.JoinHostPort(host, "0"))
 	}
 	var secrets []string
 	for _, st := range s.Stages {

@@ -83,6 +83,11 @@ func TestShardedGroups(t *testing.T) {
 				require.Equal(t, want, text, "via %s", n.Name())
 				require.Equal(t, g.WorkerID, res.WorkerID, "the head serves")
 			}
+			// The head connected straight to the other shard's worker:
+			// node2's worker offered its direct stage port, node1's bridge
+			// sent the head there.
+			require.GreaterOrEqual(t, metric(t, c.Nodes[2], "rbee_shard_direct_offers_total"), 1.0)
+			require.GreaterOrEqual(t, metric(t, c.Nodes[1], "rbee_shard_direct_redirects_total"), 1.0)
 
 			gv, ok := groupOf(t, c.Nodes[2], g.Group.ID)
 			require.True(t, ok)

@@ -76,6 +76,20 @@ func newMetrics(n *Node) *metrics {
 			}
 			return float64(n.gsp.SentBytes())
 		}))
+	directLinks := func(name, help string, pick func(offered, redirected uint64) uint64) {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			if n.links == nil {
+				return 0
+			}
+			return float64(pick(n.links.DirectLinks()))
+		}))
+	}
+	directLinks("rbee_shard_direct_offers_total",
+		"Stage links of sharded groups that this node's shard workers took over their direct stage port (TLS) rather than through the nodes.",
+		func(o, _ uint64) uint64 { return o })
+	directLinks("rbee_shard_direct_redirects_total",
+		"Stage links this node's group heads were sent to another node's shard worker's direct stage port for.",
+		func(_, r uint64) uint64 { return r })
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_blob_direct_transfers_total",
 		Help: "File copies this node served over its blob port (TLS) rather than the libp2p stream."},
 		func() float64 {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // acceptTimeout is how long an inbound stream waits for Accept before it is
@@ -129,3 +131,17 @@ func (l *listener) Close() error {
 }
 
 func (l *listener) Addr() net.Addr { return l.addr }
+
+// RemoteIP is the IP address of the connection under stream s: where the
+// remote peer is reachable for a direct connection (not through a relay).
+func RemoteIP(s network.Stream) (netip.Addr, error) {
+	ip, err := manet.ToIP(s.Conn().RemoteMultiaddr())
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("p2p: remote address: %w", err)
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("p2p: remote address %v", ip)
+	}
+	return a.Unmap(), nil
+}

@@ -36,6 +36,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/completions", s.handleCompletion)
 	mux.HandleFunc("POST /v1/embeddings", s.handleEmbeddings)
 	mux.HandleFunc("GET /v1/shard", s.handleShard)
+	mux.HandleFunc("POST /v1/shard/direct", s.handleShardDirect)
 	return s.requireSecret(mux)
 }
 

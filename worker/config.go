@@ -125,6 +125,11 @@ type Config struct {
 	// Shard makes the worker one stage of a pipeline-sharded model; the
 	// zero value serves the whole model (see ShardConfig).
 	Shard ShardConfig
+	// StageAddr, for a shard other than its group's head, is the address
+	// (host:port; port 0 picks one) of a direct stage port: the head then
+	// connects to this worker without the nodes in between (see
+	// stagedirect.go). Empty: the head reaches it only through its node.
+	StageAddr string
 	// RepackCache (the worker command's --repack-cache, default
 	// RepackCacheEnv) is a directory where the engine keeps the model's
 	// repacked weights in a file that every worker of the model maps, so

@@ -60,17 +60,19 @@ type Server struct {
 	modelName string
 	threads   int
 
-	mu       sync.Mutex
-	state    State
-	model    Model
-	pool     *slotPool
-	loadErr  error
-	started  bool
-	closed   bool
-	tps      float64
-	ln       net.Listener
-	httpSrv  *http.Server
-	inFlight int // requests generating
+	mu      sync.Mutex
+	state   State
+	model   Model
+	pool    *slotPool
+	loadErr error
+	started bool
+	closed  bool
+	tps     float64
+	ln      net.Listener
+	httpSrv *http.Server
+	// stagePort is the direct stage port (Config.StageAddr), nil without.
+	stagePort *stagePort
+	inFlight  int // requests generating
 
 	loaded chan struct{}  // closed when loading ends (either way)
 	reqs   sync.WaitGroup // accepted inference requests, queued or running
@@ -172,6 +174,15 @@ func (s *Server) Start(ctx context.Context) error {
 	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("worker: listen: %w", err)
+	}
+	if s.cfg.StageAddr != "" && (s.cfg.Shard.Lo > 0 || s.cfg.Shard.KVLo > 0) {
+		p, err := newStagePort(s.cfg.StageAddr, s.serveDirectStage, s.log)
+		if err != nil {
+			_ = ln.Close()
+			return err
+		}
+		s.stagePort = p
+		s.log.Info("direct stage port listening", "addr", p.ln.Addr().String())
 	}
 	s.started = true
 	s.ln = ln
@@ -343,7 +354,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 		s.closed = true
 		s.state = StateDraining
 		started := s.started
+		port := s.stagePort
 		s.mu.Unlock()
+		if port != nil {
+			port.close()
+		}
 
 		if started {
 			if ctx != nil && ctx.Err() == nil {

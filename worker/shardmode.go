@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rbee-project/rbee/model/engine"
@@ -120,40 +121,105 @@ func (c ShardConfig) validate() error {
 // stage worker: GET baseURL/v1/shard with its secret, upgraded to
 // shard.ProtocolID.
 func DialStage(baseURL, secret string) shard.Dialer {
+	var mu sync.Mutex
+	var bridgedUntil time.Time // a direct connect failed: the bridge only, until then
 	return func(ctx context.Context) (io.ReadWriteCloser, error) {
-		u, err := url.Parse(baseURL)
+		mu.Lock()
+		direct := time.Now().After(bridgedUntil)
+		mu.Unlock()
+		c, redirect, err := openStage(ctx, baseURL, secret, direct)
+		if err != nil && direct {
+			c, redirect, err = openStage(ctx, baseURL, secret, false)
+		}
+		if err != nil || redirect == nil {
+			return c, err
+		}
+		dctx, cancel := context.WithTimeout(ctx, stageDirectDialTimeout)
+		dc, derr := DialStageDirect(dctx, redirect.Addr, redirect.Offer)
+		cancel()
+		if derr == nil {
+			return dc, nil
+		}
+		mu.Lock()
+		bridgedUntil = time.Now().Add(stageBridgedFor)
+		mu.Unlock()
+		c, _, err = openStage(ctx, baseURL, secret, false)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (the direct port failed too: %v)", err, derr)
 		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", u.Host)
-		if err != nil {
-			return nil, err
-		}
-		if dl, ok := ctx.Deadline(); ok {
-			_ = c.SetDeadline(dl)
-		}
-		req := "GET " + strings.TrimSuffix(u.Path, "/") + "/v1/shard HTTP/1.1\r\nHost: " + u.Host +
-			"\r\nAuthorization: Bearer " + secret + "\r\nConnection: Upgrade\r\nUpgrade: " + shard.ProtocolID + "\r\n\r\n"
-		if _, err := io.WriteString(c, req); err != nil {
-			c.Close()
-			return nil, err
-		}
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusSwitchingProtocols {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			resp.Body.Close()
-			c.Close()
-			return nil, fmt.Errorf("%w: %s: %s %s", shard.ErrProtocol, baseURL, resp.Status, strings.TrimSpace(string(body)))
-		}
-		_ = c.SetDeadline(time.Time{})
-		return &bufConn{Conn: c, r: br}, nil
+		return c, nil
 	}
+}
+
+// Direct stage connections from the head: how long the head tries the
+// offered port before it goes through the nodes, and for how long after
+// a failure it asks for the bridge only (the port may be firewalled).
+const (
+	stageDirectDialTimeout = 3 * time.Second
+	stageBridgedFor        = 2 * time.Minute
+)
+
+// StageDirectHeader, set to "1" on GET /v1/shard, tells a node's stage
+// bridge that the head can connect to a direct stage port: the bridge
+// then answers 200 with a StageRedirect when the shard's worker has one.
+// A worker's own /v1/shard ignores it.
+const StageDirectHeader = "Rbee-Stage-Direct"
+
+// StageRedirect is a bridge's 200 answer to a GET /v1/shard with
+// StageDirectHeader: connect to Addr with DialStageDirect.
+type StageRedirect struct {
+	Addr  string     `json:"addr"`
+	Offer StageOffer `json:"offer"`
+}
+
+// openStage sends GET /v1/shard; a 101 gives the upgraded connection, a
+// 200 (asked for with direct) a redirect to a direct stage port.
+func openStage(ctx context.Context, baseURL, secret string, direct bool) (io.ReadWriteCloser, *StageRedirect, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	req := "GET " + strings.TrimSuffix(u.Path, "/") + "/v1/shard HTTP/1.1\r\nHost: " + u.Host +
+		"\r\nAuthorization: Bearer " + secret + "\r\nConnection: Upgrade\r\nUpgrade: " + shard.ProtocolID + "\r\n"
+	if direct {
+		req += StageDirectHeader + ": 1\r\n"
+	}
+	if _, err := io.WriteString(c, req+"\r\n"); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	if direct && resp.StatusCode == http.StatusOK {
+		var r StageRedirect
+		err := json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&r)
+		resp.Body.Close()
+		c.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %s: redirect: %v", shard.ErrProtocol, baseURL, err)
+		}
+		return nil, &r, nil
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		c.Close()
+		return nil, nil, fmt.Errorf("%w: %s: %s %s", shard.ErrProtocol, baseURL, resp.Status, strings.TrimSpace(string(body)))
+	}
+	_ = c.SetDeadline(time.Time{})
+	return &bufConn{Conn: c, r: br}, nil, nil
 }
 
 // bufConn reads through the bufio.Reader that read the HTTP answer (it may

@@ -211,6 +211,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", node.DefaultGossipAddr, "gossip (memberlist) bind address")
 	f.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "gossip address to advertise (default: detected)")
 	f.StringVar(&cfg.P2PAddr, "p2p-addr", node.DefaultP2PAddr, "libp2p listen address")
+	f.BoolVar(&cfg.StageDirect, "stage-direct", cfg.StageDirect, "shard workers of sharded groups listen on a port of --p2p-addr's host for their head's direct TLS connection (offered over libp2p); false: their links go through the nodes")
 	f.StringVar(&cfg.BlobAddr, "blob-addr", node.DefaultBlobAddr, "listen address of the direct path for model and binary copies between nodes (TLS, offered to peers over libp2p; off: peers copy over libp2p)")
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip address(es) of cluster members to join (repeatable)")
 	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "wait for this many nodes before bootstrapping the cluster (all must agree)")

@@ -3,20 +3,14 @@ package blob
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"strconv"
 	"sync"
@@ -24,7 +18,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/rbee-project/rbee/internal/pinnedtls"
+	"github.com/rbee-project/rbee/p2p"
 )
 
 // The direct path carries the bytes of a transfer over one TLS 1.3
@@ -132,7 +128,7 @@ func Listen(addr string, log *slog.Logger) (*Listener, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cert, fp, err := selfSigned()
+	cert, fp, err := pinnedtls.SelfSigned("rbee-blob")
 	if err != nil {
 		return nil, err
 	}
@@ -326,11 +322,11 @@ func (l *Listener) serve(c net.Conn) {
 
 // remoteIP is the serving node's address as stream s sees it.
 func remoteIP(s network.Stream) (net.IP, error) {
-	ip, err := manet.ToIP(s.Conn().RemoteMultiaddr())
+	ip, err := p2p.RemoteIP(s)
 	if err != nil {
 		return nil, fmt.Errorf("blob: direct: %w", err)
 	}
-	return ip, nil
+	return ip.AsSlice(), nil
 }
 
 // dialDirect claims offer o of the node at ip: the offer's port, the
@@ -340,8 +336,8 @@ func dialDirect(ctx context.Context, ip net.IP, o *Offer) (*directConn, error) {
 	if err != nil || len(tok) != tokenLen {
 		return nil, errors.New("blob: direct: bad token")
 	}
-	want, err := hex.DecodeString(o.CertSHA256)
-	if err != nil || len(want) != sha256.Size {
+	pinned, err := pinnedtls.Client(o.CertSHA256)
+	if err != nil {
 		return nil, errors.New("blob: direct: bad certificate fingerprint")
 	}
 	if o.Port <= 0 || o.Port > 65535 {
@@ -356,22 +352,7 @@ func dialDirect(ctx context.Context, ip net.IP, o *Offer) (*directConn, error) {
 	// TLS and then the frames read through one buffer: whatever it holds
 	// past the handshake is the frames'.
 	r := bufio.NewReaderSize(c, handshakeBuffer)
-	tc := tls.Client(readConn{Conn: c, r: r}, &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// The certificate is self-signed and pinned: its fingerprint came
-		// over the authenticated libp2p stream.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("blob: direct: no certificate")
-			}
-			got := sha256.Sum256(cs.PeerCertificates[0].Raw)
-			if subtle.ConstantTimeCompare(got[:], want) != 1 {
-				return errors.New("blob: direct: certificate does not match the offer")
-			}
-			return nil
-		},
-	})
+	tc := tls.Client(readConn{Conn: c, r: r}, pinned)
 	fail := func(err error) (*directConn, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("blob: direct: %w", err)
@@ -406,26 +387,3 @@ type readConn struct {
 }
 
 func (c readConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-// selfSigned makes the listener's certificate and its fingerprint. Its
-// names do not matter: the receiver pins the fingerprint.
-func selfSigned() (tls.Certificate, string, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, "", err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return tls.Certificate{}, "", err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "rbee-blob"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(10, 0, 0),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, "", err
-	}
-	fp := sha256.Sum256(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, hex.EncodeToString(fp[:]), nil
-}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/pinnedtls"
 )
 
 // closer is a file stand-in that records its Close.
@@ -59,7 +61,7 @@ func TestDirectClaims(t *testing.T) {
 	bad := o
 	bad.CertSHA256 = hex.EncodeToString(make([]byte, 32))
 	_, err = dialDirect(ctx, loopback, &bad)
-	require.ErrorContains(t, err, "does not match")
+	require.ErrorIs(t, err, pinnedtls.ErrMismatch)
 
 	// An unknown token.
 	other := o

@@ -16,6 +16,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -126,6 +128,17 @@ type Bridge struct {
 	wg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// offered counts the direct stage port offers this node's shard
+	// workers made to other nodes' heads; redirected those its head
+	// workers were sent to.
+	offered, redirected atomic.Uint64
+}
+
+// DirectLinks counts the links that went to a direct stage port: offers
+// made by this node's shard workers, and redirects given to its heads.
+func (b *Bridge) DirectLinks() (offered, redirected uint64) {
+	return b.offered.Load(), b.redirected.Load()
 }
 
 // New returns a bridge; Start opens it.
@@ -318,11 +331,17 @@ func (b *Bridge) serveHead(c net.Conn) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(b.ctx, handshakeTimeout)
-	remote, err := b.open(ctx, l)
+	remote, redirect, err := b.open(ctx, l, req.Header.Get(worker.StageDirectHeader) == "1")
 	cancel()
 	if err != nil {
 		b.log.Warn("shard link", "group", l.owner, "worker", l.workerID, "err", err)
 		refuse(http.StatusBadGateway, err.Error())
+		return
+	}
+	if redirect != nil {
+		body, _ := json.Marshal(redirect)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "+
+			strconv.Itoa(len(body))+"\r\nConnection: close\r\n\r\n"+string(body))
 		return
 	}
 	if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+shard.ProtocolID+"\r\n\r\n"); err != nil {
@@ -336,38 +355,55 @@ func (b *Bridge) serveHead(c net.Conn) {
 }
 
 // open connects a link: directly to a shard worker on this node, else
-// over libp2p through the shard's node.
-func (b *Bridge) open(ctx context.Context, l link) (net.Conn, error) {
+// over libp2p through the shard's node. With direct (the head asked for
+// it) a remote shard's worker may answer with an offer of its direct
+// stage port instead: open returns where the head connects to it.
+func (b *Bridge) open(ctx context.Context, l link, direct bool) (net.Conn, *worker.StageRedirect, error) {
 	if l.nodeID == b.cfg.LocalID {
-		return b.dialLocal(ctx, l.workerID)
+		c, err := b.dialLocal(ctx, l.workerID)
+		return c, nil, err
 	}
 	pid, err := peer.Decode(l.nodeID)
 	if err != nil {
-		return nil, fmt.Errorf("shard node %q: %w", l.nodeID, err)
+		return nil, nil, fmt.Errorf("shard node %q: %w", l.nodeID, err)
 	}
 	s, err := b.cfg.Host.Dial(ctx, pid, Protocol)
 	if err != nil {
-		return nil, fmt.Errorf("reach the shard's node over p2p: %w", err)
+		return nil, nil, fmt.Errorf("reach the shard's node over p2p: %w", err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
-	if err := p2p.WriteJSON(s, linkReq{WorkerID: l.workerID}); err != nil {
+	if err := p2p.WriteJSON(s, linkReq{WorkerID: l.workerID, Direct: direct}); err != nil {
 		abort(s)
-		return nil, err
+		return nil, nil, err
 	}
 	var resp linkResp
 	if err := p2p.ReadJSON(s, maxFrame, &resp); err != nil {
 		abort(s)
-		return nil, fmt.Errorf("shard node's answer: %w", err)
+		return nil, nil, fmt.Errorf("shard node's answer: %w", err)
 	}
 	if resp.Error != "" {
 		// A refusal is a clean end of the exchange.
 		_ = s.Close()
-		return nil, fmt.Errorf("shard node: %s", resp.Error)
+		return nil, nil, fmt.Errorf("shard node: %s", resp.Error)
+	}
+	if resp.Direct != nil {
+		st, ok := s.(network.Stream)
+		if !ok {
+			_ = s.Close()
+			return nil, nil, fmt.Errorf("shardlink: link stream is a %T", s)
+		}
+		ip, err := p2p.RemoteIP(st)
+		_ = s.Close()
+		if err != nil {
+			return nil, nil, err
+		}
+		b.redirected.Add(1)
+		return nil, &worker.StageRedirect{Addr: net.JoinHostPort(ip.String(), strconv.Itoa(resp.Direct.Port)), Offer: *resp.Direct}, nil
 	}
 	_ = s.SetDeadline(time.Time{})
-	return s, nil
+	return s, nil, nil
 }
 
 // dialLocal opens the stage protocol on a worker of this node.
@@ -411,10 +447,17 @@ func (b *Bridge) enter() bool {
 
 type linkReq struct {
 	WorkerID string `json:"worker_id"`
+	// Direct: the head can connect to the worker's direct stage port;
+	// answer with an offer when the worker has one.
+	Direct bool `json:"direct,omitempty"`
 }
 
 type linkResp struct {
 	Error string `json:"error,omitempty"`
+	// Direct is the worker's direct stage port offer (for the head node's
+	// address); the stream then ends. Without it the stream carries the
+	// link, as for a request without Direct.
+	Direct *worker.StageOffer `json:"direct,omitempty"`
 }
 
 // handleStream serves Protocol: connect the named local shard worker and
@@ -437,6 +480,17 @@ func (b *Bridge) handleStream(s network.Stream) {
 	}
 	var local net.Conn
 	err := b.authorize(s.Conn().RemotePeer().String(), req.WorkerID)
+	if err == nil && req.Direct {
+		if o, ok := b.directOffer(s, req.WorkerID); ok {
+			if p2p.WriteJSON(s, linkResp{Direct: &o}) != nil {
+				_ = s.Reset()
+				return
+			}
+			b.offered.Add(1)
+			_ = s.Close()
+			return
+		}
+	}
 	if err == nil {
 		dctx, cancel := context.WithTimeout(b.ctx, handshakeTimeout)
 		local, err = b.dialLocal(dctx, req.WorkerID)
@@ -464,6 +518,28 @@ func (b *Bridge) handleStream(s network.Stream) {
 	}
 	defer b.untrack(conn)
 	b.splice(local, conn)
+}
+
+// directOffer asks local shard worker workerID for an offer of its direct
+// stage port, for a connection from the address stream s comes from;
+// false when it has none or it fails (the link then goes through the
+// nodes).
+func (b *Bridge) directOffer(s network.Stream, workerID string) (worker.StageOffer, bool) {
+	secret, port, ok := b.cfg.Workers.Secret(workerID)
+	if !ok || port == 0 {
+		return worker.StageOffer{}, false
+	}
+	ip, err := p2p.RemoteIP(s)
+	if err != nil {
+		return worker.StageOffer{}, false // relayed: no direct route
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, handshakeTimeout)
+	defer cancel()
+	o, ok, err := worker.RequestStageOffer(ctx, "http://127.0.0.1:"+strconv.Itoa(port), secret, ip)
+	if err != nil {
+		b.log.Warn("shard link: direct stage port offer; going through the nodes", "worker", workerID, "err", err)
+	}
+	return o, ok && err == nil
 }
 
 // authorize checks that node remote heads the group of local worker

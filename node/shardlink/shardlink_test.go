@@ -2,6 +2,7 @@ package shardlink_test
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -189,4 +190,38 @@ func BenchmarkRoundTrip(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/exchange")
 		})
 	}
+}
+
+// TestDirectLink: a remote shard worker with a direct stage port is
+// reached straight: its node answers the head node's link request with
+// an offer, the head node's bridge redirects the head there, and the head
+// holds a TLS connection to the worker itself. Each side counts it.
+func TestDirectLink(t *testing.T) {
+	cfg := worker.DefaultConfig()
+	cfg.ID, cfg.Secret, cfg.Threads = "w-direct", stageSecret, 1
+	cfg.ModelPath = "../../testdata/model/stories260K.gguf"
+	cfg.Shard = worker.ShardConfig{Mode: worker.ShardPipeline, Lo: 2}
+	cfg.StageAddr = "127.0.0.1:0"
+	w, err := worker.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, w.Start(ctx))
+	defer w.Close()
+	require.NoError(t, w.WaitReady(ctx))
+
+	headBridge, headHost := newBridge(t, workers{}, nil)
+	shardBridge, shardHost := newBridge(t, workers{"w-direct": w.Addr().(*net.TCPAddr).Port}, heads{"w-direct": headHost.ID().String()})
+	require.NoError(t, headHost.AddPeer(shardHost.ID(), shardHost.Addrs()))
+	url, token, err := headBridge.Add("g-1", shardHost.ID().String(), "w-direct")
+	require.NoError(t, err)
+	c, err := worker.DialStage(url, token)(ctx)
+	require.NoError(t, err)
+	_, direct := c.(*tls.Conn)
+	require.True(t, direct, "the head holds a TLS connection to the worker, not the bridge's (%T)", c)
+	require.NoError(t, c.Close())
+	offered, _ := shardBridge.DirectLinks()
+	_, redirected := headBridge.DirectLinks()
+	require.Equal(t, uint64(1), offered)
+	require.Equal(t, uint64(1), redirected)
 }

@@ -1,0 +1,340 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/rbee-project/rbee/internal/pinnedtls"
+)
+
+// The direct stage port. A group's head reaches a shard on another node
+// through the two nodes (node/shardlink) unless this port lets it connect
+// straight to the shard worker: the shard's node asks its worker for an
+// offer (POST /v1/shard/direct, with the worker's secret, naming the head
+// node's address), passes it to the head's node over the authenticated
+// libp2p link protocol, and the head worker connects to the port with
+// TLS 1.3, accepts only the certificate whose sha256 the offer names, and
+// sends the offer's token. Then the connection carries the stage protocol
+// as /v1/shard's upgraded one does. An offer is good for one connection,
+// from its address, within stageOfferTTL; the port closes any other
+// connection before TLS, and shakes hands with at most
+// stageHandshakes at once.
+const (
+	// stageOfferTTL is how long an offer waits for its connection: the
+	// head connects as soon as the offer reaches it (milliseconds).
+	stageOfferTTL = 30 * time.Second
+	// stageOffersMax bounds the offers outstanding: a group has at most
+	// as many links as KV heads, and a head reconnects one at a time.
+	stageOffersMax = 64
+	// stageHandshakes bounds the TLS handshakes in progress.
+	stageHandshakes = 16
+	// stageHandshakeTimeout bounds the handshake and the token.
+	stageHandshakeTimeout = 5 * time.Second
+	// stageTokenLen is the token's length on the wire: 32 random bytes in
+	// hex.
+	stageTokenLen = 64
+	// stageAccepted is the byte the port answers a good token with, so a
+	// refused connection fails at the dial, not at the first exchange.
+	stageAccepted = 1
+)
+
+// StageOffer is a direct stage port's answer to POST /v1/shard/direct:
+// where the head connects (the port; the host is the shard node's
+// address), the sha256 of the port's certificate (hex) and the one-time
+// token it sends after the handshake.
+type StageOffer struct {
+	Port        int    `json:"port"`
+	Fingerprint string `json:"fingerprint"`
+	Token       string `json:"token"`
+}
+
+// stageOfferRequest names the address the offer's connection comes from.
+type stageOfferRequest struct {
+	ClientIP string `json:"client_ip"`
+}
+
+type stageOfferEntry struct {
+	ip    netip.Addr
+	until time.Time
+}
+
+// stagePort is the direct stage port of a shard worker.
+type stagePort struct {
+	ln    net.Listener
+	tls   *tls.Config
+	fp    string
+	port  int
+	serve func(net.Conn) // hands an authenticated connection to the stage server
+	log   *slog.Logger
+	slots chan struct{}
+
+	mu     sync.Mutex
+	offers map[string]stageOfferEntry
+	wg     sync.WaitGroup
+}
+
+// newStagePort listens on addr (host:port; port 0 picks one) with a fresh
+// self-signed certificate.
+func newStagePort(addr string, serve func(net.Conn), log *slog.Logger) (*stagePort, error) {
+	cert, fp, err := pinnedtls.SelfSigned("rbee-stage")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("worker: stage port: %w", err)
+	}
+	p := &stagePort{ln: ln, fp: fp, port: ln.Addr().(*net.TCPAddr).Port, serve: serve, log: log,
+		slots: make(chan struct{}, stageHandshakes), offers: map[string]stageOfferEntry{},
+		tls: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, SessionTicketsDisabled: true}}
+	p.wg.Add(1)
+	go p.accept()
+	return p, nil
+}
+
+// offer issues a one-time token for a connection from ip.
+func (p *stagePort) offer(ip netip.Addr) (StageOffer, error) {
+	var raw [stageTokenLen / 2]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return StageOffer{}, err
+	}
+	tok := hex.EncodeToString(raw[:])
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for t, o := range p.offers {
+		if now.After(o.until) {
+			delete(p.offers, t)
+		}
+	}
+	if len(p.offers) >= stageOffersMax {
+		return StageOffer{}, errors.New("too many direct stage offers outstanding")
+	}
+	p.offers[tok] = stageOfferEntry{ip: ip.Unmap(), until: now.Add(stageOfferTTL)}
+	return StageOffer{Port: p.port, Fingerprint: p.fp, Token: tok}, nil
+}
+
+// expects reports whether a live offer waits for a connection from ip.
+func (p *stagePort) expects(ip netip.Addr) bool {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, o := range p.offers {
+		if o.ip == ip && now.Before(o.until) {
+			return true
+		}
+	}
+	return false
+}
+
+// claim takes the offer of tok for a connection from ip.
+func (p *stagePort) claim(tok string, ip netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for t, o := range p.offers {
+		if subtle.ConstantTimeCompare([]byte(t), []byte(tok)) == 1 {
+			if o.ip != ip || time.Now().After(o.until) {
+				return false
+			}
+			delete(p.offers, t)
+			return true
+		}
+	}
+	return false
+}
+
+func (p *stagePort) accept() {
+	defer p.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			p.log.Warn("stage port accept; retrying", "err", err, "in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		ip := remoteIP(c)
+		if !ip.IsValid() || !p.expects(ip) {
+			_ = c.Close()
+			continue
+		}
+		select {
+		case p.slots <- struct{}{}:
+		default:
+			_ = c.Close() // handshakes at their bound
+			continue
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer func() { <-p.slots }()
+			p.handshake(c, ip)
+		}()
+	}
+}
+
+// handshake runs TLS and takes the token; a good one hands the connection
+// to the stage server.
+func (p *stagePort) handshake(raw net.Conn, ip netip.Addr) {
+	_ = raw.SetDeadline(time.Now().Add(stageHandshakeTimeout))
+	c := tls.Server(raw, p.tls)
+	var tok [stageTokenLen]byte
+	if err := c.Handshake(); err != nil {
+		_ = raw.Close()
+		return
+	}
+	if _, err := io.ReadFull(c, tok[:]); err != nil || !p.claim(string(tok[:]), ip) {
+		_ = c.Close()
+		return
+	}
+	if _, err := c.Write([]byte{stageAccepted}); err != nil {
+		_ = c.Close()
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
+	p.serve(c)
+}
+
+// close stops accepting and waits for handshakes in progress; connections
+// already handed on end with the stage server.
+func (p *stagePort) close() {
+	_ = p.ln.Close()
+	p.wg.Wait()
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// handleShardDirect answers POST /v1/shard/direct (the secret was checked
+// by the middleware): an offer of the direct stage port for a connection
+// from the body's client_ip, 404 no_direct without a port.
+func (s *Server) handleShardDirect(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	p := s.stagePort
+	s.mu.Unlock()
+	if p == nil {
+		writeError(w, &apiError{status: http.StatusNotFound, typ: errTypeInvalid, code: "no_direct", msg: "this worker has no direct stage port"})
+		return
+	}
+	var req stageOfferRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10)).Decode(&req); err != nil {
+		writeError(w, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "bad_request", msg: "body: " + err.Error()})
+		return
+	}
+	ip, err := netip.ParseAddr(req.ClientIP)
+	if err != nil {
+		writeError(w, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "bad_request", msg: "client_ip: " + err.Error()})
+		return
+	}
+	o, err := p.offer(ip)
+	if err != nil {
+		writeError(w, &apiError{status: http.StatusServiceUnavailable, typ: errTypeUnavailable, code: "unavailable", msg: err.Error()})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(o)
+}
+
+// serveDirectStage serves the stage protocol on a connection the direct
+// port authenticated, as handleShard does after the upgrade.
+func (s *Server) serveDirectStage(c net.Conn) {
+	m, _, _, err := s.admit()
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	ss, ok := m.(stageServer)
+	if !ok {
+		s.reqs.Done()
+		_ = c.Close()
+		return
+	}
+	go func() {
+		defer s.reqs.Done()
+		_ = ss.ServeStage(s.hardCtx, c)
+	}()
+}
+
+// RequestStageOffer asks a shard worker (its base URL and secret, on its
+// node) for a direct stage port offer for a connection from clientIP. It
+// returns ok false, with no error, when the worker has no direct port.
+func RequestStageOffer(ctx context.Context, baseURL, secret string, clientIP netip.Addr) (StageOffer, bool, error) {
+	body, _ := json.Marshal(stageOfferRequest{ClientIP: clientIP.String()})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/v1/shard/direct", bytes.NewReader(body))
+	if err != nil {
+		return StageOffer{}, false, err
+	}
+	req.Header.Set("Authorization", "Bearer "+secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return StageOffer{}, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return StageOffer{}, false, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return StageOffer{}, false, fmt.Errorf("worker: stage offer: %s: %s", resp.Status, b)
+	}
+	var o StageOffer
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&o); err != nil {
+		return StageOffer{}, false, fmt.Errorf("worker: stage offer: %w", err)
+	}
+	if o.Port <= 0 || o.Port > 65535 || len(o.Fingerprint) != 64 || len(o.Token) != stageTokenLen {
+		return StageOffer{}, false, errors.New("worker: stage offer is malformed")
+	}
+	return o, true, nil
+}
+
+// DialStageDirect connects to a direct stage port at addr (host:port) as
+// the offer says: TLS 1.3 with exactly the certificate of fingerprint,
+// then the token. The connection then carries the stage protocol.
+func DialStageDirect(ctx context.Context, addr string, o StageOffer) (net.Conn, error) {
+	pinned, err := pinnedtls.Client(o.Fingerprint)
+	if err != nil || len(o.Token) != stageTokenLen {
+		return nil, errors.New("worker: malformed stage offer")
+	}
+	d := tls.Dialer{Config: pinned}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("worker: direct stage port %s: %w", addr, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	var ack [1]byte
+	if _, err := io.WriteString(c, o.Token); err == nil {
+		_, err = io.ReadFull(c, ack[:])
+	}
+	if err != nil || ack[0] != stageAccepted {
+		_ = c.Close()
+		return nil, fmt.Errorf("worker: direct stage port %s refused the offer's token: %v", addr, err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
