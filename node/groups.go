@@ -162,7 +162,7 @@ func (n *Node) shardArgs(s *api.ShardSpawn) (args, env []string, err error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("p2p address %q: %w", n.cfg.P2PAddr, err)
 		}
-		args = append(args, "--stage-listen", net.JoinHostPort(host, "0"))
+		env = append(env, worker.StageListenEnv+"="+net.JoinHostPort(host, "0"))
 	}
 	var secrets []string
 	for _, st := range s.Stages {
@@ -175,7 +175,7 @@ func (n *Node) shardArgs(s *api.ShardSpawn) (args, env []string, err error) {
 		secrets = append(secrets, tok)
 	}
 	if len(secrets) > 0 {
-		env = []string{worker.StageSecretsEnv + "=" + strings.Join(secrets, ",")}
+		env = append(env, worker.StageSecretsEnv+"="+strings.Join(secrets, ","))
 	}
 	return args, env, nil
 }

@@ -85,9 +85,11 @@ func TestShardedGroups(t *testing.T) {
 			}
 			// The head connected straight to the other shard's worker:
 			// node2's worker offered its direct stage port, node1's bridge
-			// sent the head there.
+			// sent the head there, and carried no link itself (a failed
+			// direct connection would have fallen back to it).
 			require.GreaterOrEqual(t, metric(t, c.Nodes[2], "rbee_shard_direct_offers_total"), 1.0)
 			require.GreaterOrEqual(t, metric(t, c.Nodes[1], "rbee_shard_direct_redirects_total"), 1.0)
+			require.Equal(t, 0.0, metric(t, c.Nodes[1], "rbee_shard_bridged_links_total"))
 
 			gv, ok := groupOf(t, c.Nodes[2], g.Group.ID)
 			require.True(t, ok)

@@ -15,6 +15,7 @@ import (
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/shardlink"
 )
 
 // metrics are the node's Prometheus metrics, in a registry of their own
@@ -76,20 +77,23 @@ func newMetrics(n *Node) *metrics {
 			}
 			return float64(n.gsp.SentBytes())
 		}))
-	directLinks := func(name, help string, pick func(offered, redirected uint64) uint64) {
+	linkCount := func(name, help string, pick func(shardlink.Counts) uint64) {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
 			if n.links == nil {
 				return 0
 			}
-			return float64(pick(n.links.DirectLinks()))
+			return float64(pick(n.links.Counts()))
 		}))
 	}
-	directLinks("rbee_shard_direct_offers_total",
-		"Stage links of sharded groups that this node's shard workers took over their direct stage port (TLS) rather than through the nodes.",
-		func(o, _ uint64) uint64 { return o })
-	directLinks("rbee_shard_direct_redirects_total",
+	linkCount("rbee_shard_direct_offers_total",
+		"Offers of a direct stage port (TLS) that this node's shard workers made to other nodes' group heads.",
+		func(c shardlink.Counts) uint64 { return c.Offered })
+	linkCount("rbee_shard_direct_redirects_total",
 		"Stage links this node's group heads were sent to another node's shard worker's direct stage port for.",
-		func(_, r uint64) uint64 { return r })
+		func(c shardlink.Counts) uint64 { return c.Redirected })
+	linkCount("rbee_shard_bridged_links_total",
+		"Stage links to other nodes' shards that this node carried for its group heads through libp2p (no direct port, or it failed).",
+		func(c shardlink.Counts) uint64 { return c.Bridged })
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_blob_direct_transfers_total",
 		Help: "File copies this node served over its blob port (TLS) rather than the libp2p stream."},
 		func() float64 {

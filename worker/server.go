@@ -176,7 +176,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("worker: listen: %w", err)
 	}
 	if s.cfg.StageAddr != "" && (s.cfg.Shard.Lo > 0 || s.cfg.Shard.KVLo > 0) {
-		p, err := newStagePort(s.cfg.StageAddr, s.serveDirectStage, s.log)
+		p, err := newStagePort(s.cfg.StageAddr, s.admitStage, s.log)
 		if err != nil {
 			_ = ln.Close()
 			return err

@@ -25,6 +25,12 @@ import (
 // secret, never on the command line.
 const StageSecretsEnv = "RBEE_STAGE_SECRETS"
 
+// StageListenEnv is how a node gives a shard worker the address of its
+// direct stage port (the worker command's --stage-listen default): an
+// environment variable, so that a worker binary from before direct ports
+// ignores it rather than refusing an unknown flag.
+const StageListenEnv = "RBEE_STAGE_LISTEN"
+
 // ErrStageOnly answers generation and embedding requests sent to a shard
 // of a group other than its head (a later pipeline stage, a tensor
 // member): only the head serves them.
@@ -128,7 +134,7 @@ func DialStage(baseURL, secret string) shard.Dialer {
 		direct := time.Now().After(bridgedUntil)
 		mu.Unlock()
 		c, redirect, err := openStage(ctx, baseURL, secret, direct)
-		if err != nil && direct {
+		if errors.Is(err, errBadRedirect) {
 			c, redirect, err = openStage(ctx, baseURL, secret, false)
 		}
 		if err != nil || redirect == nil {
@@ -165,11 +171,22 @@ const (
 // A worker's own /v1/shard ignores it.
 const StageDirectHeader = "Rbee-Stage-Direct"
 
+// errBadRedirect: a bridge's 200 answer was not a StageRedirect.
+var errBadRedirect = errors.New("malformed stage redirect")
+
 // StageRedirect is a bridge's 200 answer to a GET /v1/shard with
 // StageDirectHeader: connect to Addr with DialStageDirect.
 type StageRedirect struct {
 	Addr  string     `json:"addr"`
 	Offer StageOffer `json:"offer"`
+}
+
+// DialWorkerStage opens the stage protocol on a stage worker itself
+// (GET baseURL/v1/shard with its secret, upgraded), never asking for a
+// direct port: what a node's bridge uses for a worker of its own.
+func DialWorkerStage(ctx context.Context, baseURL, secret string) (io.ReadWriteCloser, error) {
+	c, _, err := openStage(ctx, baseURL, secret, false)
+	return c, err
 }
 
 // openStage sends GET /v1/shard; a 101 gives the upgraded connection, a
@@ -208,7 +225,7 @@ func openStage(ctx context.Context, baseURL, secret string, direct bool) (io.Rea
 		resp.Body.Close()
 		c.Close()
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %s: redirect: %v", shard.ErrProtocol, baseURL, err)
+			return nil, nil, fmt.Errorf("%w: %w: %s: %v", shard.ErrProtocol, errBadRedirect, baseURL, err)
 		}
 		return nil, &r, nil
 	}

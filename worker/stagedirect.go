@@ -78,18 +78,25 @@ type stagePort struct {
 	tls   *tls.Config
 	fp    string
 	port  int
-	serve func(net.Conn) // hands an authenticated connection to the stage server
+	admit stageAdmit
 	log   *slog.Logger
 	slots chan struct{}
 
-	mu     sync.Mutex
-	offers map[string]stageOfferEntry
-	wg     sync.WaitGroup
+	mu         sync.Mutex
+	offers     map[string]stageOfferEntry
+	handshakes map[net.Conn]struct{} // raw connections in their handshake: close cuts them
+	closed     bool
+	wg         sync.WaitGroup
 }
+
+// stageAdmit admits one stage connection: it returns what serves it, or
+// false when the worker cannot serve one now (loading, draining, not a
+// stage). A serve function that was returned must be called.
+type stageAdmit func() (serve func(net.Conn), ok bool)
 
 // newStagePort listens on addr (host:port; port 0 picks one) with a fresh
 // self-signed certificate.
-func newStagePort(addr string, serve func(net.Conn), log *slog.Logger) (*stagePort, error) {
+func newStagePort(addr string, admit stageAdmit, log *slog.Logger) (*stagePort, error) {
 	cert, fp, err := pinnedtls.SelfSigned("rbee-stage")
 	if err != nil {
 		return nil, err
@@ -98,8 +105,8 @@ func newStagePort(addr string, serve func(net.Conn), log *slog.Logger) (*stagePo
 	if err != nil {
 		return nil, fmt.Errorf("worker: stage port: %w", err)
 	}
-	p := &stagePort{ln: ln, fp: fp, port: ln.Addr().(*net.TCPAddr).Port, serve: serve, log: log,
-		slots: make(chan struct{}, stageHandshakes), offers: map[string]stageOfferEntry{},
+	p := &stagePort{ln: ln, fp: fp, port: ln.Addr().(*net.TCPAddr).Port, admit: admit, log: log,
+		slots: make(chan struct{}, stageHandshakes), offers: map[string]stageOfferEntry{}, handshakes: map[net.Conn]struct{}{},
 		tls: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, SessionTicketsDisabled: true}}
 	p.wg.Add(1)
 	go p.accept()
@@ -183,6 +190,11 @@ func (p *stagePort) accept() {
 			_ = c.Close() // handshakes at their bound
 			continue
 		}
+		if !p.track(c) {
+			<-p.slots
+			_ = c.Close()
+			return
+		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -192,9 +204,28 @@ func (p *stagePort) accept() {
 	}
 }
 
-// handshake runs TLS and takes the token; a good one hands the connection
-// to the stage server.
+// track registers a connection in its handshake; false once closed.
+func (p *stagePort) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.handshakes[c] = struct{}{}
+	return true
+}
+
+func (p *stagePort) untrack(c net.Conn) {
+	p.mu.Lock()
+	delete(p.handshakes, c)
+	p.mu.Unlock()
+}
+
+// handshake runs TLS and takes the token; a good one, on a worker that
+// admits a stage connection now, is acknowledged and the connection handed
+// to the stage server. Anything else closes it without the acknowledgement.
 func (p *stagePort) handshake(raw net.Conn, ip netip.Addr) {
+	defer p.untrack(raw)
 	_ = raw.SetDeadline(time.Now().Add(stageHandshakeTimeout))
 	c := tls.Server(raw, p.tls)
 	var tok [stageTokenLen]byte
@@ -203,20 +234,30 @@ func (p *stagePort) handshake(raw net.Conn, ip netip.Addr) {
 		return
 	}
 	if _, err := io.ReadFull(c, tok[:]); err != nil || !p.claim(string(tok[:]), ip) {
-		_ = c.Close()
+		_ = raw.Close()
+		return
+	}
+	serve, ok := p.admit()
+	if !ok {
+		_ = raw.Close()
 		return
 	}
 	if _, err := c.Write([]byte{stageAccepted}); err != nil {
-		_ = c.Close()
-		return
+		_ = raw.Close() // serve then ends at once
 	}
 	_ = raw.SetDeadline(time.Time{})
-	p.serve(c)
+	serve(c)
 }
 
-// close stops accepting and waits for handshakes in progress; connections
-// already handed on end with the stage server.
+// close stops accepting, cuts the handshakes in progress and waits for
+// them; connections already handed on end with the stage server.
 func (p *stagePort) close() {
+	p.mu.Lock()
+	p.closed = true
+	for c := range p.handshakes {
+		_ = c.Close()
+	}
+	p.mu.Unlock()
 	_ = p.ln.Close()
 	p.wg.Wait()
 }
@@ -258,24 +299,25 @@ func (s *Server) handleShardDirect(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(o)
 }
 
-// serveDirectStage serves the stage protocol on a connection the direct
-// port authenticated, as handleShard does after the upgrade.
-func (s *Server) serveDirectStage(c net.Conn) {
+// admitStage admits a stage connection the direct port authenticated: it
+// counts as a request in flight, as handleShard's upgraded one does, and
+// the returned function serves it.
+func (s *Server) admitStage() (func(net.Conn), bool) {
 	m, _, _, err := s.admit()
 	if err != nil {
-		_ = c.Close()
-		return
+		return nil, false
 	}
 	ss, ok := m.(stageServer)
 	if !ok {
 		s.reqs.Done()
-		_ = c.Close()
-		return
+		return nil, false
 	}
-	go func() {
-		defer s.reqs.Done()
-		_ = ss.ServeStage(s.hardCtx, c)
-	}()
+	return func(c net.Conn) {
+		go func() {
+			defer s.reqs.Done()
+			_ = ss.ServeStage(s.hardCtx, c)
+		}()
+	}, true
 }
 
 // RequestStageOffer asks a shard worker (its base URL and secret, on its
@@ -331,9 +373,12 @@ func DialStageDirect(ctx context.Context, addr string, o StageOffer) (net.Conn, 
 	if _, err := io.WriteString(c, o.Token); err == nil {
 		_, err = io.ReadFull(c, ack[:])
 	}
-	if err != nil || ack[0] != stageAccepted {
+	if err == nil && ack[0] != stageAccepted {
+		err = fmt.Errorf("answer byte %d", ack[0])
+	}
+	if err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("worker: direct stage port %s refused the offer's token: %v", addr, err)
+		return nil, fmt.Errorf("worker: direct stage port %s did not accept the offer's token: %w", addr, err)
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil

@@ -64,7 +64,7 @@ func Run(args []string, stderr io.Writer) int {
 	fs.Var(&cfg.KVCache, "kv-cache", "element type of the KV cache: f16 (llama.cpp's default) or f32 (twice the memory)")
 	shardLayers := fs.String("shard-layers", "", "pipeline shard: serve only layers LO:HI (LO > 0: a later stage; 0:HI: the group's head, with --stage)")
 	shardKV := fs.String("shard-kv-heads", "", "tensor shard: compute KV heads LO:HI of every layer (LO > 0: a member; 0:HI: the group's head, with --stage)")
-	fs.StringVar(&cfg.StageAddr, "stage-listen", "", "a shard other than its group's head: also listen on this address (host:port, port 0 picks one) for the head's direct TLS connection, offered through the node (empty: through the nodes only)")
+	fs.StringVar(&cfg.StageAddr, "stage-listen", os.Getenv(worker.StageListenEnv), "a shard other than its group's head: also listen on this address (host:port, port 0 picks one) for the head's direct TLS connection, offered through the node (default $"+worker.StageListenEnv+"; empty: through the nodes only)")
 	var stages stageURLs
 	fs.Var(&stages, "stage", "head of a sharded group: another shard's worker URL, in layer or KV-head order (repeat; secrets in "+worker.StageSecretsEnv+")")
 	level := fs.String("log-level", "info", "debug, info, warn or error")

@@ -56,6 +56,9 @@ const (
 	copyBuf = 64 << 10
 	// Memory is what one link holds on a node: a copy buffer each way.
 	Memory = 2 * copyBuf
+	// directOfferTimeout bounds asking a local shard worker for a direct
+	// port offer (a loopback request: milliseconds).
+	directOfferTimeout = 2 * time.Second
 )
 
 // Errors of the bridge.
@@ -131,14 +134,27 @@ type Bridge struct {
 
 	// offered counts the direct stage port offers this node's shard
 	// workers made to other nodes' heads; redirected those its head
-	// workers were sent to.
-	offered, redirected atomic.Uint64
+	// workers were sent to; bridged the links to other nodes' shards this
+	// node carried for its heads itself.
+	offered, redirected, bridged atomic.Uint64
 }
 
-// DirectLinks counts the links that went to a direct stage port: offers
-// made by this node's shard workers, and redirects given to its heads.
-func (b *Bridge) DirectLinks() (offered, redirected uint64) {
-	return b.offered.Load(), b.redirected.Load()
+// Counts are a bridge's link counters.
+type Counts struct {
+	// Offered: offers of a direct stage port this node's shard workers
+	// made to other nodes' heads.
+	Offered uint64
+	// Redirected: links this node's heads were sent to another node's
+	// shard worker's direct stage port for.
+	Redirected uint64
+	// Bridged: links to other nodes' shards this node carried for its
+	// heads (through libp2p), direct or not asked for, or refused.
+	Bridged uint64
+}
+
+// Counts returns the bridge's link counters.
+func (b *Bridge) Counts() Counts {
+	return Counts{Offered: b.offered.Load(), Redirected: b.redirected.Load(), Bridged: b.bridged.Load()}
 }
 
 // New returns a bridge; Start opens it.
@@ -349,6 +365,9 @@ func (b *Bridge) serveHead(c net.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
+	if l.nodeID != b.cfg.LocalID {
+		b.bridged.Add(1)
+	}
 	// The head's request was the whole first message: nothing of the
 	// shard protocol is buffered in br (the head waits for the 101).
 	b.splice(c, remote)
@@ -412,7 +431,7 @@ func (b *Bridge) dialLocal(ctx context.Context, workerID string) (net.Conn, erro
 	if !ok || port == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNoWorker, workerID)
 	}
-	rwc, err := worker.DialStage("http://127.0.0.1:"+strconv.Itoa(port), secret)(ctx)
+	rwc, err := worker.DialWorkerStage(ctx, "http://127.0.0.1:"+strconv.Itoa(port), secret)
 	if err != nil {
 		return nil, err
 	}
@@ -531,9 +550,11 @@ func (b *Bridge) directOffer(s network.Stream, workerID string) (worker.StageOff
 	}
 	ip, err := p2p.RemoteIP(s)
 	if err != nil {
-		return worker.StageOffer{}, false // relayed: no direct route
+		return worker.StageOffer{}, false // not an IP transport
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, handshakeTimeout)
+	// Short: the stream's handshake deadline must leave room for the
+	// ordinary link when this fails.
+	ctx, cancel := context.WithTimeout(b.ctx, directOfferTimeout)
 	defer cancel()
 	o, ok, err := worker.RequestStageOffer(ctx, "http://127.0.0.1:"+strconv.Itoa(port), secret, ip)
 	if err != nil {
