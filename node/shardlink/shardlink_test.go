@@ -3,10 +3,14 @@ package shardlink_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,4 +227,61 @@ func TestDirectLink(t *testing.T) {
 	require.NoError(t, c.Close())
 	require.Equal(t, shardlink.Counts{Offered: 1}, shardBridge.Counts())
 	require.Equal(t, shardlink.Counts{Redirected: 1}, headBridge.Counts(), "nothing went through the nodes")
+}
+
+// unreachablePortWorker stands in for a shard worker whose direct stage
+// port cannot be reached (a firewall): it offers a port nothing listens
+// on, and serves /v1/shard as stageWorker does.
+func unreachablePortWorker(t *testing.T) int {
+	t.Helper()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadPort := dead.Addr().(*net.TCPAddr).Port
+	require.NoError(t, dead.Close())
+	echoPort := stageWorker(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+stageSecret {
+			http.Error(w, "refused", http.StatusUnauthorized)
+			return
+		}
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/shard/direct" {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(worker.StageOffer{Port: deadPort, Fingerprint: strings.Repeat("ab", 32), Token: strings.Repeat("cd", 32)})
+			return
+		}
+		// Everything else is the stage endpoint's.
+		httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(echoPort)}).ServeHTTP(w, r)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestDirectLinkFallsBack: when the offered port cannot be reached, the
+// head goes through the nodes at once, and for its next links asks for
+// nothing else.
+func TestDirectLinkFallsBack(t *testing.T) {
+	headBridge, headHost := newBridge(t, workers{}, nil)
+	shardBridge, shardHost := newBridge(t, workers{"w-fw": unreachablePortWorker(t)}, heads{"w-fw": headHost.ID().String()})
+	require.NoError(t, headHost.AddPeer(shardHost.ID(), shardHost.Addrs()))
+	u, token, err := headBridge.Add("g-1", shardHost.ID().String(), "w-fw")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dial := worker.DialStage(u, token)
+	for i := range 2 {
+		c, err := dial(ctx)
+		require.NoError(t, err, "link %d", i)
+		_, err = c.Write([]byte("through the nodes"))
+		require.NoError(t, err)
+		got := make([]byte, len("through the nodes"))
+		_, err = io.ReadFull(c, got)
+		require.NoError(t, err)
+		require.Equal(t, "through the nodes", string(got))
+		require.NoError(t, c.Close())
+	}
+	require.Equal(t, shardlink.Counts{Offered: 1}, shardBridge.Counts(), "one offer: the second link did not ask")
+	require.Equal(t, shardlink.Counts{Redirected: 1, Bridged: 2}, headBridge.Counts())
 }
