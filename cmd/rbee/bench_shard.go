@@ -100,7 +100,7 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 	var shards, threads, rounds, promptWords, genTokens int
 	cmd := &cobra.Command{
 		Use:   "shard --model M",
-		Short: "Generation and prompt-processing tokens/s of a sharded group (one rbee node process per shard on loopback) against one unsharded worker, and the time per layer spent in the exchanges; JSON",
+		Short: "Generation and prompt-processing tokens/s of a sharded group (one rbee node process per shard on loopback) against one unsharded worker, the time per layer spent in the exchanges, and how the head reached the other shards (links: direct to their stage ports, or bridged through the nodes); JSON",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if model == "" {
@@ -189,8 +189,16 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 				}
 				ex["layers"] = after.Exchanges.Layers
 			}
+			// How the head reached the other shards: straight to their
+			// workers' stage ports, or through the nodes.
+			links := map[string]float64{}
+			for _, m := range []struct{ key, name string }{{"direct", "rbee_shard_direct_redirects_total"}, {"bridged", "rbee_shard_bridged_links_total"}} {
+				if v, ok := scrapeMetric(ctx, head, m.name); ok {
+					links[m.key] = v
+				}
+			}
 			return printJSON(cmd.OutOrStdout(), map[string]any{
-				"benchmark": "shard", "model": model, "mode": mode, "shards": shards, "threads": threads,
+				"benchmark": "shard", "model": model, "mode": mode, "shards": shards, "threads": threads, "links": links,
 				"prompt_tokens": grp.Rounds[0].TokensIn, "gen_tokens": genTokens, "rounds": rounds,
 				"single": one, "group": grp, "group_id": group.Group.ID, "split": group.Group.Shards,
 				"ratio":     map[string]float64{"gen": ratio(grp.GenTPS, one.GenTPS), "pp": ratio(grp.PromptTPS, one.PromptTPS)},
