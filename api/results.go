@@ -27,7 +27,11 @@ type Hive struct {
 	// StateSince is when State last changed in the answering node's
 	// gossip view, by its clock (when it learnt of the hive, if it never
 	// changed); absent for a hive known only from the registry.
-	StateSince   *time.Time        `json:"state_since,omitempty"`
+	StateSince *time.Time `json:"state_since,omitempty"`
+	// StateAgeMs is how long before the answer that was, by the answering
+	// node's clock: what a client on another machine (another clock)
+	// shows.
+	StateAgeMs   *int64            `json:"state_age_ms,omitempty"`
 	Capabilities *fsm.Capabilities `json:"capabilities,omitempty"`
 	// Host is the SSH inventory entry of this name, if any.
 	Host *fsm.Host `json:"host,omitempty"`

@@ -51,7 +51,7 @@ const (
 type lanTransport struct {
 	udp     *net.UDPConn
 	tcp     *net.TCPListener
-	bindIP  net.IP
+	bindIP  net.IP // as configured (ParseIP's 16 bytes)
 	port    int
 	logger  *log.Logger
 	packets chan *memberlist.Packet
@@ -208,8 +208,11 @@ func (t *lanTransport) closed() bool {
 }
 
 // FinalAdvertiseAddr is the address other members reach this one at: ip
-// and port when ip is set; else the bound address, or the first private
-// address of the machine when bound to every interface.
+// and port when ip is set (an IPv4 one in 4 bytes); else the first private
+// address of the machine when bound to 0.0.0.0, or the TCP listener's
+// address. The bytes are NetTransport's: memberlist compares a member's
+// address byte for byte, so another length would make peers that knew
+// this node from an older build refuse its alive messages as a conflict.
 func (t *lanTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
 	if ip != "" {
 		a := net.ParseIP(ip)
@@ -221,8 +224,8 @@ func (t *lanTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, err
 		}
 		return a, port, nil
 	}
-	if !t.bindIP.IsUnspecified() {
-		return t.bindIP, t.port, nil
+	if !t.bindIP.Equal(net.IPv4zero) {
+		return t.tcp.Addr().(*net.TCPAddr).IP, t.port, nil
 	}
 	priv, err := sockaddr.GetPrivateIP()
 	if err != nil {

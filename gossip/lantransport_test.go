@@ -136,7 +136,7 @@ func TestLANTransportAdvertise(t *testing.T) {
 	require.Equal(t, 7946, port)
 	ip, port, err = lt.FinalAdvertiseAddr("", 0)
 	require.NoError(t, err)
-	require.Equal(t, "127.0.0.1", ip.String())
+	require.Equal(t, net.IP{127, 0, 0, 1}, ip, "the bound IPv4 address in 4 bytes, as memberlist's NetTransport gives it")
 	require.Equal(t, lt.port, port)
 	_, _, err = lt.FinalAdvertiseAddr("not-an-ip", 1)
 	require.Error(t, err)

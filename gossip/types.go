@@ -45,7 +45,7 @@ type Member struct {
 	State State
 	// Meta is its metadata (zero if it could not be decoded).
 	Meta Meta
-	// Since is when State last changed in this member's view (when it
+	// Since is when State last changed in this node's view (when it
 	// learnt of the member, for one that never changed), by this
 	// machine's clock. Members, Member and events carry it; LocalMember
 	// does not.

@@ -43,6 +43,8 @@ func TestClusterFormsAndAnswersEverywhere(t *testing.T) {
 			require.NotNil(t, h.StateSince, "%s's view of %s", n.Name(), h.Name)
 			require.False(t, h.StateSince.After(time.Now()), "learnt of %s in the past", h.Name)
 			require.False(t, h.StateSince.Before(start), "learnt of %s during the test", h.Name)
+			require.NotNil(t, h.StateAgeMs)
+			require.GreaterOrEqual(t, *h.StateAgeMs, int64(0))
 		}
 	}
 	// The leader loop writes every member into the registry, and each node

@@ -195,8 +195,8 @@ func (n *Node) hives() []api.Hive {
 			GossipAddr: m.Addr, P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version,
 		}
 		if !m.Since.IsZero() {
-			since := m.Since
-			h.StateSince = &since
+			since, age := m.Since, time.Since(m.Since).Milliseconds()
+			h.StateSince, h.StateAgeMs = &since, &age
 		}
 		byID[m.ID] = h
 	}

@@ -45,9 +45,9 @@ others joining node1, --wave at a time), optionally K real workers per node (the
 built-in tiny model, one thread, registered through the real heartbeat
 path), and prints one JSON object per N with:
 
-  converge_first_ms / converge_all_ms  the first / every node sees all N alive, from the
-                                       start of node1, by each node's own record of
-                                       when the last member became alive there
+  converge_first_ms / converge_all_ms  the first / every node sees all N alive, from when
+                                       the nodes after node1 start, by each node's own
+                                       record of when the last member became alive there
   status_api_ms / status_cli_ms        status from the last (non-leader) node:
                                        API round trip, and 'rbee status -o json' with
                                        CLI start (a summary past 20 nodes)

@@ -100,7 +100,7 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 	var shards, threads, rounds, promptWords, genTokens int
 	cmd := &cobra.Command{
 		Use:   "shard --model M",
-		Short: "Generation and prompt-processing tokens/s of a sharded group (one rbee node process per shard on loopback) against one unsharded worker, the time per layer spent in the exchanges, and how the head reached the other shards (links: direct to their stage ports, or bridged through the nodes); JSON",
+		Short: "Generation and prompt-processing tokens/s of a sharded group (one rbee node process per shard on loopback) against one unsharded worker, the time per layer spent in the exchanges, and how the head reached the other shards (links: redirected to their stage ports, bridged through the nodes); JSON",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if model == "" {
@@ -189,10 +189,11 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 				}
 				ex["layers"] = after.Exchanges.Layers
 			}
-			// How the head reached the other shards: straight to their
-			// workers' stage ports, or through the nodes.
+			// How the head reached the other shards: redirected to their
+			// workers' stage ports (a redirect whose connection failed
+			// falls back and counts as bridged too), or through the nodes.
 			links := map[string]float64{}
-			for _, m := range []struct{ key, name string }{{"direct", "rbee_shard_direct_redirects_total"}, {"bridged", "rbee_shard_bridged_links_total"}} {
+			for _, m := range []struct{ key, name string }{{"redirected", "rbee_shard_direct_redirects_total"}, {"bridged", "rbee_shard_bridged_links_total"}} {
 				if v, ok := scrapeMetric(ctx, head, m.name); ok {
 					links[m.key] = v
 				}

@@ -46,13 +46,16 @@ func hiveRows(hs []api.Hive) [][]string {
 
 var hiveHeader = []string{"NAME", "STATE", "SINCE", "ROLE", "API", "HTTPS", "VERSION", "HARDWARE"}
 
-// stateAge is how long a hive has been in its state, by this machine's
-// clock ("-" for a hive the answering node knows only from the registry).
+// stateAge is how long a hive has been in its state, by the answering
+// node's clock ("-" for a hive it knows only from the registry).
 func stateAge(h api.Hive) string {
-	if h.StateSince == nil {
-		return "-"
+	switch {
+	case h.StateAgeMs != nil:
+		return humanize.Age(time.Duration(*h.StateAgeMs) * time.Millisecond)
+	case h.StateSince != nil: // an older node
+		return humanize.Age(time.Since(*h.StateSince))
 	}
-	return humanize.Age(time.Since(*h.StateSince))
+	return "-"
 }
 
 // statusNodes is the line under the node table of a cut status (the
