@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/memberlist"
+
+	"github.com/rbee-project/rbee/internal/listen"
 )
 
 // Sizes and delays of lanTransport.
@@ -30,10 +32,6 @@ const (
 	// the kernel accepts it: room for a burst of gossip while the reader
 	// is descheduled (memberlist's own figure).
 	udpReadBuffer = 2 << 20
-	// acceptBackoffMin and acceptBackoffMax bound the pause after a
-	// failed accept (out of file descriptors, say), doubling each time.
-	acceptBackoffMin = 5 * time.Millisecond
-	acceptBackoffMax = time.Second
 )
 
 // lanTransport is memberlist's transport for a real network: gossip over
@@ -172,23 +170,13 @@ func (t *lanTransport) readPackets() {
 // Shutdown, backing off after failed accepts.
 func (t *lanTransport) acceptStreams() {
 	defer t.wg.Done()
-	var delay time.Duration
 	for {
-		c, err := t.tcp.AcceptTCP()
-		if err != nil {
-			if t.closed() {
-				return
-			}
-			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+		c, err := listen.Accept(t.tcp, t.done, func(err error, _ time.Duration) {
 			t.logger.Printf("[ERR] memberlist: Error accepting TCP connection: %v", err)
-			select {
-			case <-time.After(delay):
-			case <-t.done:
-				return
-			}
-			continue
+		})
+		if err != nil {
+			return
 		}
-		delay = 0
 		select {
 		case t.streams <- c:
 		case <-t.done:

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/listen"
 	"github.com/rbee-project/rbee/internal/pinnedtls"
 )
 
@@ -84,8 +85,7 @@ type stagePort struct {
 
 	mu         sync.Mutex
 	offers     map[string]stageOfferEntry
-	handshakes map[net.Conn]struct{} // raw connections in their handshake: close cuts them
-	closed     bool
+	handshakes listen.Conns // raw connections in their handshake: close cuts them
 	wg         sync.WaitGroup
 }
 
@@ -106,7 +106,7 @@ func newStagePort(addr string, admit stageAdmit, log *slog.Logger) (*stagePort, 
 		return nil, fmt.Errorf("worker: stage port: %w", err)
 	}
 	p := &stagePort{ln: ln, fp: fp, port: ln.Addr().(*net.TCPAddr).Port, admit: admit, log: log,
-		slots: make(chan struct{}, stageHandshakes), offers: map[string]stageOfferEntry{}, handshakes: map[net.Conn]struct{}{},
+		slots: make(chan struct{}, stageHandshakes), offers: map[string]stageOfferEntry{},
 		tls: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, SessionTicketsDisabled: true}}
 	p.wg.Add(1)
 	go p.accept()
@@ -166,19 +166,13 @@ func (p *stagePort) claim(tok string, ip netip.Addr) bool {
 
 func (p *stagePort) accept() {
 	defer p.wg.Done()
-	var delay time.Duration
 	for {
-		c, err := p.ln.Accept()
+		c, err := listen.Accept(p.ln, nil, func(err error, in time.Duration) {
+			p.log.Warn("stage port accept; retrying", "err", err, "in", in)
+		})
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			p.log.Warn("stage port accept; retrying", "err", err, "in", delay)
-			time.Sleep(delay)
-			continue
+			return
 		}
-		delay = 0
 		ip := remoteIP(c)
 		if !ip.IsValid() || !p.expects(ip) {
 			_ = c.Close()
@@ -190,7 +184,7 @@ func (p *stagePort) accept() {
 			_ = c.Close() // handshakes at their bound
 			continue
 		}
-		if !p.track(c) {
+		if !p.handshakes.Add(c) {
 			<-p.slots
 			_ = c.Close()
 			return
@@ -204,28 +198,11 @@ func (p *stagePort) accept() {
 	}
 }
 
-// track registers a connection in its handshake; false once closed.
-func (p *stagePort) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.handshakes[c] = struct{}{}
-	return true
-}
-
-func (p *stagePort) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.handshakes, c)
-	p.mu.Unlock()
-}
-
 // handshake runs TLS and takes the token; a good one, on a worker that
 // admits a stage connection now, is acknowledged and the connection handed
 // to the stage server. Anything else closes it without the acknowledgement.
 func (p *stagePort) handshake(raw net.Conn, ip netip.Addr) {
-	defer p.untrack(raw)
+	defer p.handshakes.Remove(raw)
 	_ = raw.SetDeadline(time.Now().Add(stageHandshakeTimeout))
 	c := tls.Server(raw, p.tls)
 	var tok [stageTokenLen]byte
@@ -252,12 +229,7 @@ func (p *stagePort) handshake(raw net.Conn, ip netip.Addr) {
 // close stops accepting, cuts the handshakes in progress and waits for
 // them; connections already handed on end with the stage server.
 func (p *stagePort) close() {
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.handshakes {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
+	p.handshakes.Close()
 	_ = p.ln.Close()
 	p.wg.Wait()
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 
+	"github.com/rbee-project/rbee/internal/listen"
 	"github.com/rbee-project/rbee/internal/pinnedtls"
 	"github.com/rbee-project/rbee/p2p"
 )
@@ -151,22 +152,13 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 // left, say) is retried with a backoff, as net/http does; Serve ends
 // only with Close.
 func (l *Listener) Serve() error {
-	var backoff time.Duration
 	for {
-		c, err := l.ln.Accept()
+		c, err := listen.Accept(l.ln, nil, func(err error, in time.Duration) {
+			l.log.Warn("blob: accept failed", "err", err, "retry_in", in)
+		})
 		if err != nil {
-			l.mu.Lock()
-			closed := l.closed
-			l.mu.Unlock()
-			if closed {
-				return nil
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.log.Warn("blob: accept failed", "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
+			return nil // closed
 		}
-		backoff = 0
 		if !l.expected(c.RemoteAddr()) {
 			_ = c.Close()
 			continue

@@ -33,6 +33,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/rbee-project/rbee/internal/listen"
 	"github.com/rbee-project/rbee/p2p"
 	"github.com/rbee-project/rbee/worker"
 	"github.com/rbee-project/rbee/worker/shard"
@@ -126,7 +127,7 @@ type Bridge struct {
 	mu     sync.Mutex
 	ln     net.Listener
 	links  []link
-	conns  map[io.Closer]struct{}
+	conns  listen.Conns // open connections: Close ends them
 	closed bool
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -163,7 +164,7 @@ func New(cfg Config) *Bridge {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bridge{cfg: cfg, log: log, conns: map[io.Closer]struct{}{}}
+	return &Bridge{cfg: cfg, log: log}
 }
 
 // Start listens on a loopback port for head workers and handles Protocol
@@ -192,9 +193,7 @@ func (b *Bridge) Close() {
 	}
 	b.closed = true
 	ln := b.ln
-	for c := range b.conns {
-		_ = c.Close()
-	}
+	b.conns.Close()
 	if b.cancel != nil {
 		b.cancel()
 	}
@@ -264,48 +263,17 @@ func (b *Bridge) lookup(token string) (link, bool) {
 	return link{}, false
 }
 
-// track registers an open connection for Close; false when closed.
-func (b *Bridge) track(c io.Closer) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return false
-	}
-	b.conns[c] = struct{}{}
-	return true
-}
-
-func (b *Bridge) untrack(c io.Closer) {
-	b.mu.Lock()
-	delete(b.conns, c)
-	b.mu.Unlock()
-}
-
-// acceptRetryMax caps the wait before accepting again after an error
-// (out of file descriptors: a burst of connections elsewhere).
-const acceptRetryMax = time.Second
-
 // accept serves head workers until the bridge closes; an accept error
 // (not the listener's close) is retried with backoff.
 func (b *Bridge) accept(ln net.Listener) {
 	defer b.wg.Done()
-	var delay time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := listen.Accept(ln, b.ctx.Done(), func(err error, in time.Duration) {
+			b.log.Warn("shard link accept; retrying", "err", err, "in", in)
+		})
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || b.ctx.Err() != nil {
-				return
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), acceptRetryMax)
-			b.log.Warn("shard link accept; retrying", "err", err, "in", delay)
-			select {
-			case <-b.ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			continue
+			return
 		}
-		delay = 0
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
@@ -317,11 +285,11 @@ func (b *Bridge) accept(ln net.Listener) {
 // serveHead answers a head worker's GET /v1/shard: it checks the token,
 // connects the link and switches the connection to the shard protocol.
 func (b *Bridge) serveHead(c net.Conn) {
-	if !b.track(c) {
+	if !b.conns.Add(c) {
 		_ = c.Close()
 		return
 	}
-	defer b.untrack(c)
+	defer b.conns.Remove(c)
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
 	br := bufio.NewReader(io.LimitReader(c, maxFrame))
@@ -530,12 +498,12 @@ func (b *Bridge) handleStream(s network.Stream) {
 	}
 	_ = s.SetDeadline(time.Time{})
 	conn := &streamConn{Stream: s}
-	if !b.track(conn) {
+	if !b.conns.Add(conn) {
 		_ = local.Close()
 		_ = s.Reset()
 		return
 	}
-	defer b.untrack(conn)
+	defer b.conns.Remove(conn)
 	b.splice(local, conn)
 }
 
@@ -583,12 +551,12 @@ type streamConn struct{ network.Stream }
 // traffic has its own per-exchange deadlines in the shard protocol, so no
 // idle timeout is set here.
 func (b *Bridge) splice(a, c io.ReadWriteCloser) {
-	if !b.track(c) {
+	if !b.conns.Add(c) {
 		_ = a.Close()
 		_ = c.Close()
 		return
 	}
-	defer b.untrack(c)
+	defer b.conns.Remove(c)
 	done := make(chan struct{}, 2)
 	cp := func(dst io.Writer, src io.Reader) {
 		buf := make([]byte, copyBuf)
