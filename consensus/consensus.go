@@ -439,7 +439,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 	// non-voter every CommitTimeout included. Without a cache that is a
 	// bolt read and a msgpack decode each, 12% of an idle leader's CPU at
 	// 100 nodes.
-	logs, err := raft.NewLogCache(logCacheSize, storeNotifier{LogStore: c.store, stored: c.throttle.entriesStored})
+	logs, err := raft.NewLogCache(logCacheSize, storeNotifier{LogStore: c.store, h: c.throttle})
 	if err != nil {
 		trans.Close()
 		return fmt.Errorf("consensus: log cache: %w", err)
@@ -450,6 +450,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 		return fmt.Errorf("consensus: start raft: %w", err)
 	}
 	c.raft, c.transport = r, trans
+	c.throttle.commits.setSource(r)
 	c.observer = raft.NewObserver(c.obsCh, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok

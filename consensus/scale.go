@@ -72,6 +72,8 @@ const idleAppendCheck = 10 * time.Second
 //     wakes it: the same goroutine then sends that entry at once) or half
 //     the heartbeat spacing passes. An error on any RPC to the non-voter
 //     forgets what it acknowledged, so its next idle append goes out;
+//   - an append with entries to a non-voter waits until they are
+//     committed (see "Voters first" in commitwait.go);
 //   - no follower gets a pipeline (see AppendEntriesPipeline);
 //   - a voter's heartbeats go at raft's rate, but its idle appends are
 //     answered here too, only while an RPC to the voter succeeded within
@@ -88,9 +90,11 @@ const idleAppendCheck = 10 * time.Second
 // its samples; heartbeats 5% once spaced).
 type heartbeatThrottle struct {
 	*raft.NetworkTransport
-	every time.Duration // nonvoterHeartbeatEvery
-	fresh time.Duration // voterFresh
-	done  <-chan struct{}
+	every   time.Duration // nonvoterHeartbeatEvery
+	fresh   time.Duration // voterFresh
+	holdMax time.Duration // commitHoldMax
+	done    <-chan struct{}
+	commits *commitWatch
 
 	nonvoters atomic.Pointer[map[raft.ServerID]bool]
 	answered  atomic.Uint64 // idle appends answered without an RPC
@@ -106,7 +110,7 @@ type heartbeatThrottle struct {
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
 	h := &heartbeatThrottle{NetworkTransport: t, every: nonvoterHeartbeatEvery(heartbeatTimeout),
-		fresh: voterFresh(heartbeatTimeout), done: done,
+		fresh: voterFresh(heartbeatTimeout), holdMax: commitHoldMax(heartbeatTimeout), done: done, commits: newCommitWatch(),
 		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, lastOK: map[raft.ServerID]time.Time{},
 		commit: map[raft.ServerID]uint64{}, stored: make(chan struct{})}
 	h.setServers(nil)
@@ -156,26 +160,30 @@ func (h *heartbeatThrottle) entriesStored(index uint64) {
 
 // storeNotifier is raft's log store with every store reported to the
 // throttle (the leader's held idle appends wake when there is an entry to
-// send).
+// send), and every configuration stored handed to it: raft uses a
+// configuration from when it is stored, so the throttle knows a promoted
+// non-voter as a voter before it replicates anything more to it.
 type storeNotifier struct {
 	raft.LogStore
-	stored func(index uint64)
+	h *heartbeatThrottle
 }
 
 func (s storeNotifier) StoreLog(l *raft.Log) error {
-	err := s.LogStore.StoreLog(l)
-	if err == nil {
-		s.stored(l.Index)
-	}
-	return err
+	return s.StoreLogs([]*raft.Log{l})
 }
 
 func (s storeNotifier) StoreLogs(ls []*raft.Log) error {
 	err := s.LogStore.StoreLogs(ls)
-	if err == nil && len(ls) > 0 {
-		s.stored(ls[len(ls)-1].Index)
+	if err != nil || len(ls) == 0 {
+		return err
 	}
-	return err
+	for _, l := range ls {
+		if cf, ok := storedConfiguration(l); ok {
+			s.h.setServers(cf.Servers)
+		}
+	}
+	s.h.entriesStored(ls[len(ls)-1].Index)
+	return nil
 }
 
 func (h *heartbeatThrottle) nonvoter(id raft.ServerID) bool { return (*h.nonvoters.Load())[id] }
@@ -201,6 +209,7 @@ func (h *heartbeatThrottle) AppendEntriesPipeline(raft.ServerID, raft.ServerAddr
 // as it is.
 func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if len(args.Entries) > 0 {
+		h.holdForCommit(id, args)
 		return h.send(id, target, args, resp)
 	}
 	nonvoter := h.nonvoter(id)

@@ -185,3 +185,113 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	idle("n", nonvoter.LocalAddr(), 11)
 	require.EqualValues(t, sent+1, nonvoterAppends.Load(), "stale contact: sent")
 }
+
+// commitIndex is a stand-in for raft's commit index.
+type commitIndex struct{ atomic.Uint64 }
+
+func (c *commitIndex) CommitIndex() uint64 { return c.Load() }
+
+// An append with entries to a non-voter waits until they are committed
+// and then carries the commit index that covers them; one to a voter, one
+// that carries a configuration, and one whose entries are already
+// committed go at once; one whose commit does not come goes after
+// commitHoldMax. A configuration stored through storeNotifier is what the
+// throttle goes by.
+func TestNonvoterEntriesWaitForCommit(t *testing.T) {
+	const ht = 200 * time.Millisecond
+	leader := tcpTransport(t)
+	voter, nonvoter := tcpTransport(t), tcpTransport(t)
+	type got struct {
+		commit uint64
+		at     time.Time
+	}
+	seen := make(chan got, 16)
+	for _, tr := range []*raft.NetworkTransport{voter, nonvoter} {
+		go func() {
+			for rpc := range tr.Consumer() {
+				if a, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && len(a.Entries) > 0 {
+					seen <- got{a.LeaderCommitIndex, time.Now()}
+				}
+				rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	defer close(done)
+	h := newHeartbeatThrottle(leader, ht, done)
+	var ci commitIndex
+	ci.Store(4)
+	h.commits.setSource(&ci)
+	servers := []raft.Server{
+		{ID: "v", Address: voter.LocalAddr(), Suffrage: raft.Voter},
+		{ID: "n", Address: nonvoter.LocalAddr(), Suffrage: raft.Nonvoter},
+	}
+	store := storeNotifier{LogStore: raft.NewInmemStore(), h: h}
+	require.NoError(t, store.StoreLogs([]*raft.Log{{Index: 1, Term: 1, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(raft.Configuration{Servers: servers})}}))
+	require.True(t, h.nonvoter("n"), "the stored configuration is the throttle's")
+	require.False(t, h.nonvoter("v"))
+
+	entries := func(from, to uint64, typ raft.LogType) *raft.AppendEntriesRequest {
+		req := &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: from - 1, PrevLogTerm: 1, LeaderCommitIndex: ci.Load()}
+		for i := from; i <= to; i++ {
+			req.Entries = append(req.Entries, &raft.Log{Index: i, Term: 1, Type: typ})
+		}
+		return req
+	}
+	send := func(id raft.ServerID, addr raft.ServerAddress, req *raft.AppendEntriesRequest) chan error {
+		errc := make(chan error, 1)
+		go func() {
+			var resp raft.AppendEntriesResponse
+			errc <- h.AppendEntries(id, addr, req, &resp)
+		}()
+		return errc
+	}
+	quick := func(id raft.ServerID, addr raft.ServerAddress, req *raft.AppendEntriesRequest, why string) got {
+		t.Helper()
+		require.NoError(t, <-send(id, addr, req))
+		select {
+		case g := <-seen:
+			return g
+		case <-time.After(5 * time.Second):
+			t.Fatal(why)
+		}
+		return got{}
+	}
+
+	quick("v", voter.LocalAddr(), entries(5, 6, raft.LogCommand), "a voter's entries go at once")
+	// The non-voter's copy of 5–6 waits for their commit.
+	errc := send("n", nonvoter.LocalAddr(), entries(5, 6, raft.LogCommand))
+	select {
+	case g := <-seen:
+		t.Fatalf("uncommitted entries reached the non-voter (commit index %d)", g.commit)
+	case <-time.After(ht / 4):
+	}
+	ci.Store(5)
+	select {
+	case g := <-seen:
+		t.Fatalf("entries reached the non-voter before the last was committed (commit index %d)", g.commit)
+	case <-time.After(ht / 8):
+	}
+	committed := time.Now()
+	ci.Store(7)
+	require.NoError(t, <-errc)
+	g := <-seen
+	require.EqualValues(t, 7, g.commit, "the append carries what raft committed meanwhile")
+	require.Less(t, g.at.Sub(committed), ht/2, "the commit releases the append, not the bound")
+
+	g = quick("n", nonvoter.LocalAddr(), entries(6, 7, raft.LogCommand), "committed entries go at once")
+	require.EqualValues(t, 7, g.commit)
+	quick("n", nonvoter.LocalAddr(), entries(8, 8, raft.LogConfiguration), "a configuration goes at once")
+
+	// No commit: the entries go after commitHoldMax.
+	start := time.Now()
+	g = quick("n", nonvoter.LocalAddr(), entries(9, 9, raft.LogCommand), "held past the bound")
+	require.GreaterOrEqual(t, g.at.Sub(start), commitHoldMax(ht))
+	require.EqualValues(t, 7, g.commit)
+
+	// Promoted by a stored configuration: its entries go at once.
+	servers[1].Suffrage = raft.Voter
+	require.NoError(t, store.StoreLog(&raft.Log{Index: 10, Term: 1, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(raft.Configuration{Servers: servers})}))
+	require.False(t, h.nonvoter("n"))
+	quick("n", nonvoter.LocalAddr(), entries(11, 11, raft.LogCommand), "a promoted server's entries go at once")
+}
