@@ -16,9 +16,11 @@ import (
 // ms at 3. Non-voters never count toward a commit, so their copy of an
 // entry waits until it is committed (commitWatch), and then goes with the
 // commit index that covers it; the voters' RPCs and fsyncs meet no
-// queue. An append that carries a configuration change is never held (a
-// promoted non-voter may be part of the quorum that commits it), nor is
-// one to a server the newest stored configuration counts as a voter.
+// queue. Who is a non-voter is what the newest configuration stored in
+// the log says (raft commits by the newest too), and the leader stores an
+// entry before it replicates it: an append that promotes a non-voter,
+// which may be needed for the quorum that commits the promotion, finds it
+// a voter already, and is not held.
 
 // commitHoldMax bounds how long a non-voter's entries wait for their
 // commit: past it the leader has likely lost its quorum, and the entries
@@ -133,11 +135,6 @@ func (w *commitWatch) poll(r commitIndexer, done <-chan struct{}) {
 func (h *heartbeatThrottle) holdForCommit(id raft.ServerID, args *raft.AppendEntriesRequest) {
 	if !h.nonvoter(id) {
 		return
-	}
-	for _, e := range args.Entries {
-		if e.Type == raft.LogConfiguration {
-			return
-		}
 	}
 	last := args.Entries[len(args.Entries)-1].Index
 	if args.LeaderCommitIndex >= last || !h.commits.wait(last, h.holdMax, h.done) {

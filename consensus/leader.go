@@ -161,7 +161,7 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, ids []string, a
 		return err
 	}
 	servers := cf.Configuration().Servers
-	c.throttle.setServers(servers)
+	c.throttle.setServers(servers, cf.Index())
 	p := c.newPass(raftOps{c: c, ctx: ctx, r: r}, c.cfg.FSM.State(), servers)
 	var err error
 	if ids == nil {
@@ -174,12 +174,8 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, ids []string, a
 	} else {
 		err = p.runMembers(ctx, ids, c.member, absent)
 	}
-	// The pass may have added, removed or promoted servers.
-	servers = make([]raft.Server, 0, len(p.servers))
-	for _, s := range p.servers {
-		servers = append(servers, s)
-	}
-	c.throttle.setServers(servers)
+	// What the pass added, removed or promoted reached the throttle as
+	// raft stored it (storeNotifier).
 	return err
 }
 

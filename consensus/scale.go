@@ -100,6 +100,7 @@ type heartbeatThrottle struct {
 	answered  atomic.Uint64 // idle appends answered without an RPC
 
 	mu         sync.Mutex
+	cfgIndex   uint64                      // the log index of the configuration in nonvoters
 	lastStored uint64                      // the newest log index stored here
 	stored     chan struct{}               // closed when an entry is stored (then replaced)
 	lastBeat   map[raft.ServerID]time.Time // when the last heartbeat went to each server
@@ -113,15 +114,24 @@ func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Durati
 		fresh: voterFresh(heartbeatTimeout), holdMax: commitHoldMax(heartbeatTimeout), done: done, commits: newCommitWatch(),
 		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, lastOK: map[raft.ServerID]time.Time{},
 		commit: map[raft.ServerID]uint64{}, stored: make(chan struct{})}
-	h.setServers(nil)
+	h.setServers(nil, 0)
 	return h
 }
 
-// setServers records which servers are non-voters. Every server calls it
-// with its latest configuration (watchSuffrage), so a new leader spaces
-// its idle traffic from its first heartbeat; the leader also calls it
-// around every reconcile pass.
-func (h *heartbeatThrottle) setServers(servers []raft.Server) {
+// setServers records which servers are non-voters in the configuration
+// at log index index; one older than what it has is ignored. Every
+// configuration stored in the log comes here (storeNotifier), before the
+// leader replicates it; every server also calls it with its latest
+// configuration (watchSuffrage: one from a snapshot, or from before a
+// restart), so a new leader spaces its idle traffic from its first
+// heartbeat; the leader also calls it before every reconcile pass.
+func (h *heartbeatThrottle) setServers(servers []raft.Server, index uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if index < h.cfgIndex {
+		return
+	}
+	h.cfgIndex = index
 	m := make(map[raft.ServerID]bool, len(servers))
 	in := make(map[raft.ServerID]bool, len(servers))
 	for _, s := range servers {
@@ -131,7 +141,6 @@ func (h *heartbeatThrottle) setServers(servers []raft.Server) {
 		}
 	}
 	h.nonvoters.Store(&m)
-	h.mu.Lock()
 	// Servers no longer in the configuration are forgotten.
 	for _, t := range []map[raft.ServerID]time.Time{h.lastBeat, h.lastIdle, h.lastOK} {
 		for id := range t {
@@ -145,7 +154,6 @@ func (h *heartbeatThrottle) setServers(servers []raft.Server) {
 			delete(h.commit, id)
 		}
 	}
-	h.mu.Unlock()
 }
 
 // entriesStored records that raft stored entries up to index (called by
@@ -179,7 +187,7 @@ func (s storeNotifier) StoreLogs(ls []*raft.Log) error {
 	}
 	for _, l := range ls {
 		if cf, ok := storedConfiguration(l); ok {
-			s.h.setServers(cf.Servers)
+			s.h.setServers(cf.Servers, l.Index)
 		}
 	}
 	s.h.entriesStored(ls[len(ls)-1].Index)
@@ -338,7 +346,7 @@ func (c *Consensus) watchSuffrage() {
 			continue
 		}
 		servers := cf.Configuration().Servers
-		c.throttle.setServers(servers)
+		c.throttle.setServers(servers, cf.Index())
 		nonvoter := false
 		for _, s := range servers {
 			if s.ID == raft.ServerID(c.cfg.LocalID) {

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,7 +65,7 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	h.setServers([]raft.Server{
 		{ID: "v", Address: voter.LocalAddr(), Suffrage: raft.Voter},
 		{ID: "n", Address: nonvoter.LocalAddr(), Suffrage: raft.Nonvoter},
-	})
+	}, 0)
 	send := func(id raft.ServerID, addr raft.ServerAddress, req *raft.AppendEntriesRequest) {
 		var resp raft.AppendEntriesResponse
 		require.NoError(t, h.AppendEntries(id, addr, req, &resp))
@@ -91,7 +92,7 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	const voterHT = time.Second
 	fresh := voterFresh(voterHT)
 	hv := newHeartbeatThrottle(leader, voterHT, done)
-	hv.setServers([]raft.Server{{ID: "v", Address: voter.LocalAddr(), Suffrage: raft.Voter}})
+	hv.setServers([]raft.Server{{ID: "v", Address: voter.LocalAddr(), Suffrage: raft.Voter}}, 0)
 	vsend := func(req *raft.AppendEntriesRequest) {
 		var resp raft.AppendEntriesResponse
 		require.NoError(t, hv.AppendEntries("v", voter.LocalAddr(), req, &resp))
@@ -173,7 +174,7 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 
 	// Promoted to voter: its heartbeats are no longer held, and an idle
 	// append is sent once the contact is stale.
-	h.setServers([]raft.Server{{ID: "n", Address: nonvoter.LocalAddr(), Suffrage: raft.Voter}})
+	h.setServers([]raft.Server{{ID: "n", Address: nonvoter.LocalAddr(), Suffrage: raft.Voter}}, 0)
 	start = time.Now()
 	for range n {
 		beat("n", nonvoter.LocalAddr())
@@ -192,11 +193,11 @@ type commitIndex struct{ atomic.Uint64 }
 func (c *commitIndex) CommitIndex() uint64 { return c.Load() }
 
 // An append with entries to a non-voter waits until they are committed
-// and then carries the commit index that covers them; one to a voter, one
-// that carries a configuration, and one whose entries are already
-// committed go at once; one whose commit does not come goes after
-// commitHoldMax. A configuration stored through storeNotifier is what the
-// throttle goes by.
+// and then carries the commit index that covers them; one to a voter and
+// one whose entries are already committed go at once; one whose commit
+// does not come goes after commitHoldMax. A configuration stored through
+// storeNotifier is what the throttle goes by, and an older one handed to
+// it later is ignored: the append that promotes a non-voter goes at once.
 func TestNonvoterEntriesWaitForCommit(t *testing.T) {
 	const ht = 200 * time.Millisecond
 	leader := tcpTransport(t)
@@ -281,17 +282,25 @@ func TestNonvoterEntriesWaitForCommit(t *testing.T) {
 
 	g = quick("n", nonvoter.LocalAddr(), entries(6, 7, raft.LogCommand), "committed entries go at once")
 	require.EqualValues(t, 7, g.commit)
-	quick("n", nonvoter.LocalAddr(), entries(8, 8, raft.LogConfiguration), "a configuration goes at once")
 
 	// No commit: the entries go after commitHoldMax.
 	start := time.Now()
-	g = quick("n", nonvoter.LocalAddr(), entries(9, 9, raft.LogCommand), "held past the bound")
+	g = quick("n", nonvoter.LocalAddr(), entries(8, 8, raft.LogCommand), "held past the bound")
 	require.GreaterOrEqual(t, g.at.Sub(start), commitHoldMax(ht))
 	require.EqualValues(t, 7, g.commit)
 
-	// Promoted by a stored configuration: its entries go at once.
+	// Promoted by a stored configuration: the append that carries it, and
+	// what follows, go at once, even after an older configuration comes
+	// in (a reconcile pass or watchSuffrage that read it before).
+	old := slices.Clone(servers)
 	servers[1].Suffrage = raft.Voter
-	require.NoError(t, store.StoreLog(&raft.Log{Index: 10, Term: 1, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(raft.Configuration{Servers: servers})}))
+	cfg := raft.Log{Index: 10, Term: 1, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(raft.Configuration{Servers: servers})}
+	require.NoError(t, store.StoreLog(&cfg))
 	require.False(t, h.nonvoter("n"))
+	req := entries(9, 9, raft.LogCommand)
+	req.Entries = append(req.Entries, &cfg)
+	quick("n", nonvoter.LocalAddr(), req, "the promotion goes at once")
+	h.setServers(old, 1)
+	require.False(t, h.nonvoter("n"), "an older configuration is ignored")
 	quick("n", nonvoter.LocalAddr(), entries(11, 11, raft.LogCommand), "a promoted server's entries go at once")
 }

@@ -48,6 +48,9 @@ path), and prints one JSON object per N with:
   converge_first_ms / converge_all_ms  the first / every node sees all N alive, from when
                                        the nodes after node1 start, by each node's own
                                        record of when the last member became alive there
+  admitted_all_ms                      every node is in raft's configuration and in the
+                                       leader's registry with its capabilities (it can host
+                                       workers), from the same start; idle is measured after
   status_api_ms / status_cli_ms        status from the last (non-leader) node:
                                        API round trip, and 'rbee status -o json' with
                                        CLI start (a summary past 20 nodes)
@@ -177,6 +180,14 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	actx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	admitted, err := waitAdmitted(actx, cl.ByName(leaderName), r.nodes, t0)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	out["admitted_all_ms"] = ms(admitted)
+	logf("every node in raft's configuration and the registry after %v", admitted.Round(time.Millisecond))
 	if r.workers > 0 {
 		start := time.Now()
 		if err := spawnScaleWorkers(ctx, cl, r.workers); err != nil {
@@ -328,6 +339,34 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 		out["failover_first_survivor_ms"], out["failover_last_node_ms"], out["failover_first_write_ms"] = brief(toLeader), brief(toLast), brief(toWrite)
 	}
 	return out, nil
+}
+
+// waitAdmitted polls the leader until its registry holds want nodes, each
+// in raft's configuration and with its capabilities (what placement needs
+// of a node), and returns when, from t0.
+func waitAdmitted(ctx context.Context, leader *localcluster.Node, want int, t0 time.Time) (time.Duration, error) {
+	var have int
+	for {
+		qctx, c := context.WithTimeout(ctx, 5*time.Second)
+		st, err := localcluster.GetStatusAll(qctx, leader)
+		c()
+		if err == nil {
+			have = 0
+			for _, m := range st.Nodes {
+				if m.Suffrage != "" && m.Capabilities != nil {
+					have++
+				}
+			}
+			if have >= want {
+				return time.Since(t0), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%d of %d nodes admitted: %w", have, want, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // waitAllAlive polls every node's status (a few at a time) until it lists

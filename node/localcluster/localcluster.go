@@ -299,6 +299,11 @@ type Status struct {
 		Voter bool   `json:"voter"`
 		// StateSince: when State last changed in the answering node's view.
 		StateSince *time.Time `json:"state_since"`
+		// Suffrage is the node's place in raft's configuration ("" while
+		// it is not in it).
+		Suffrage string `json:"suffrage"`
+		// Capabilities is set once the registry holds the node's.
+		Capabilities *struct{} `json:"capabilities"`
 	} `json:"nodes"`
 }
 

@@ -1,0 +1,44 @@
+package e2e
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// `rbee bench scale` on three real node processes: every figure it
+// promises is there and plausible, and the nodes are admitted (in raft's
+// configuration and the registry) no earlier than gossip saw them alive.
+func TestBenchScaleThreeNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three node processes")
+	}
+	bin := buildRbee(t)
+	out := cli(t, bin, "bench", "scale", "--nodes", "3", "--idle", "1s", "--samples", "2", "--failover-rounds", "1", "-o", "json")
+	var doc struct {
+		Results []map[string]any `json:"results"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &doc), out)
+	require.Len(t, doc.Results, 1)
+	r := doc.Results[0]
+	require.NotContains(t, r, "error")
+	require.NotContains(t, r, "failover_error")
+	num := func(k string) float64 {
+		t.Helper()
+		v, ok := r[k].(float64)
+		require.True(t, ok, "%s: %v", k, r[k])
+		return v
+	}
+	require.EqualValues(t, 3, num("nodes"))
+	conv, adm := num("converge_all_ms"), num("admitted_all_ms")
+	require.Greater(t, conv, 0.0)
+	require.GreaterOrEqual(t, adm, num("converge_first_ms"), "admitted after the first node saw all alive")
+	require.Greater(t, num("status_json_bytes"), 0.0)
+	require.Greater(t, num("failover_first_write_ms"), num("failover_first_survivor_ms")-1)
+	for _, k := range []string{"registry_write_leader_ms", "registry_write_follower_ms", "rss_bytes", "status_api_ms"} {
+		m, ok := r[k].(map[string]any)
+		require.True(t, ok, "%s: %v", k, r[k])
+		require.Greater(t, m["median"].(float64), 0.0, k)
+	}
+}
