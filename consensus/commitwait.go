@@ -15,8 +15,9 @@ import (
 // `rbee bench scale` measured 110–270 ms per write at 100 nodes against 4
 // ms at 3. Non-voters never count toward a commit, so their copy of an
 // entry waits until it is committed (commitWatch), and then goes with the
-// commit index that covers it; the voters' RPCs and fsyncs meet no
-// queue. Who is a non-voter is what the newest configuration stored in
+// commit index that covers it; the voters' RPCs and fsyncs no longer
+// wait behind the non-voters' (their fsyncs on a shared disk still queue
+// behind those of the write before). Who is a non-voter is what the newest configuration stored in
 // the log says (raft commits by the newest too), and the leader stores an
 // entry before it replicates it: an append that promotes a non-voter,
 // which may be needed for the quorum that commits the promotion, finds it
@@ -33,7 +34,10 @@ func commitHoldMax(heartbeatTimeout time.Duration) time.Duration { return heartb
 const commitPoll = time.Millisecond
 
 // commitIndexer is what commitWatch needs of raft.
-type commitIndexer interface{ CommitIndex() uint64 }
+type commitIndexer interface {
+	CommitIndex() uint64
+	CurrentTerm() uint64
+}
 
 // commitWatch lets appends wait until raft's commit index reaches an
 // index. One goroutine polls the index while anyone waits. Safe for
@@ -44,7 +48,7 @@ type commitWatch struct {
 	mu      sync.Mutex
 	waiters int
 	polling bool
-	ch      chan struct{} // closed (and replaced) when the index advances
+	ch      chan struct{} // closed (and replaced) to make the waiters look again
 }
 
 func newCommitWatch() *commitWatch { return &commitWatch{ch: make(chan struct{})} }
@@ -60,9 +64,18 @@ func (w *commitWatch) source() commitIndexer {
 	return nil
 }
 
+// wake makes every waiter look again (its reason to wait may be gone).
+func (w *commitWatch) wake() {
+	w.mu.Lock()
+	close(w.ch)
+	w.ch = make(chan struct{})
+	w.mu.Unlock()
+}
+
 // wait returns true once raft's commit index is at least index, false
-// when max passes, done closes or raft is not running.
-func (w *commitWatch) wait(index uint64, max time.Duration, done <-chan struct{}) bool {
+// when limit passes, done closes, hold reports false (checked at every
+// wake) or raft is not running.
+func (w *commitWatch) wait(index uint64, limit time.Duration, hold func() bool, done <-chan struct{}) bool {
 	r := w.source()
 	if r == nil {
 		return false
@@ -70,7 +83,7 @@ func (w *commitWatch) wait(index uint64, max time.Duration, done <-chan struct{}
 	if r.CommitIndex() >= index {
 		return true
 	}
-	t := time.NewTimer(max)
+	t := time.NewTimer(limit)
 	defer t.Stop()
 	w.mu.Lock()
 	w.waiters++
@@ -91,6 +104,9 @@ func (w *commitWatch) wait(index uint64, max time.Duration, done <-chan struct{}
 		if r.CommitIndex() >= index {
 			return true
 		}
+		if !hold() {
+			return false
+		}
 		select {
 		case <-ch:
 		case <-t.C:
@@ -102,9 +118,10 @@ func (w *commitWatch) wait(index uint64, max time.Duration, done <-chan struct{}
 }
 
 // poll wakes the waiters whenever the commit index advances, until none
-// is left.
+// is left. It starts from 0, so its first tick wakes every waiter once: an
+// advance between a waiter's look and the poll's start is not missed.
 func (w *commitWatch) poll(r commitIndexer, done <-chan struct{}) {
-	last := r.CommitIndex()
+	var last uint64
 	t := time.NewTicker(commitPoll)
 	defer t.Stop()
 	for {
@@ -131,18 +148,30 @@ func (w *commitWatch) poll(r commitIndexer, done <-chan struct{}) {
 
 // holdForCommit makes a non-voter's append with entries wait for their
 // commit (see "Voters first"), and then raises its commit index to what
-// raft committed, so the non-voter applies them on arrival.
+// raft committed, up to the append's last entry, so the non-voter applies
+// them on arrival. It holds only while the server stays a non-voter (a
+// promotion releases it), and raises only while this server is still in
+// the append's term: after a change of term raft's commit index speaks
+// for another leader's log, in which these entries may have been cut.
 func (h *heartbeatThrottle) holdForCommit(id raft.ServerID, args *raft.AppendEntriesRequest) {
 	if !h.nonvoter(id) {
 		return
 	}
 	last := args.Entries[len(args.Entries)-1].Index
-	if args.LeaderCommitIndex >= last || !h.commits.wait(last, h.holdMax, h.done) {
+	if args.LeaderCommitIndex >= last || !h.commits.wait(last, h.holdMax, func() bool { return h.nonvoter(id) }, h.done) {
 		return
 	}
-	if r := h.commits.source(); r != nil {
-		args.LeaderCommitIndex = max(args.LeaderCommitIndex, r.CommitIndex())
+	r := h.commits.source()
+	if r == nil {
+		return
 	}
+	// The commit index first, then the term: raft sets a new term before
+	// it takes a new leader's commit index.
+	c := r.CommitIndex()
+	if r.CurrentTerm() != args.Term {
+		return
+	}
+	args.LeaderCommitIndex = max(args.LeaderCommitIndex, min(c, last))
 }
 
 // storedConfiguration is the configuration in a stored log entry, if it

@@ -266,7 +266,17 @@ var errSent = errors.New("sent, no answer")
 
 // applyLocal applies cmd through raft on this (leader) server.
 func (c *Consensus) applyLocal(r *raft.Raft, ctx context.Context, cmd []byte) (*fsm.Result, error) {
+	return c.startApply(r, ctx, cmd)()
+}
+
+// startApply hands cmd to raft on this (leader) server and returns what
+// waits for its outcome, as applyLocal reports it.
+func (c *Consensus) startApply(r *raft.Raft, ctx context.Context, cmd []byte) (finish func() (*fsm.Result, error)) {
 	f := r.Apply(cmd, c.timeout(ctx))
+	return func() (*fsm.Result, error) { return c.finishApply(ctx, f) }
+}
+
+func (c *Consensus) finishApply(ctx context.Context, f raft.ApplyFuture) (*fsm.Result, error) {
 	// A LAN commit takes milliseconds, and a leader that cannot reach a
 	// quorum steps down within its lease; ApplyTimeout bounds the wait even
 	// for a caller without a deadline, should raft never answer.

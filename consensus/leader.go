@@ -88,6 +88,11 @@ func (c *Consensus) leaderLoop(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	// The throttle goes by this leader's configuration, whatever it held
+	// from before (see resetServers).
+	if cf := r.GetConfiguration(); c.await(ctx, cf) == nil {
+		c.throttle.resetServers(cf)
+	}
 	backoff := 50 * time.Millisecond
 	for {
 		err := c.await(ctx, r.Barrier(c.cfg.ApplyTimeout))
@@ -185,7 +190,10 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, ids []string, a
 type reconcileOps interface {
 	addServer(id string, voter bool) error
 	removeServer(id string) error
-	propose(cmd fsm.Command) error
+	// propose starts a registry command and returns what waits for its
+	// outcome: a pass waits for all of its commands at its end, so they
+	// commit together instead of one round of replication each.
+	propose(cmd fsm.Command) (wait func() error)
 }
 
 // raftOps applies reconcile changes through raft, as the leader.
@@ -207,7 +215,7 @@ func (o raftOps) removeServer(id string) error {
 	return o.c.await(o.ctx, o.r.RemoveServer(raft.ServerID(id), 0, o.c.cfg.ApplyTimeout))
 }
 
-func (o raftOps) propose(cmd fsm.Command) error { return o.c.propose(o.ctx, o.r, cmd) }
+func (o raftOps) propose(cmd fsm.Command) func() error { return o.c.propose(o.ctx, o.r, cmd) }
 
 // reconcilePass is one reconcile pass: the raft configuration as it
 // changes during the pass, the registry as it was at its start, and the
@@ -221,6 +229,7 @@ type reconcilePass struct {
 	servers map[string]raft.Server
 	voters  int
 	errs    []error
+	pending []func() error // commands proposed, not yet waited for (see wait)
 	// kickAfter asks for a pass over member id after d (it becomes
 	// reapable).
 	kickAfter func(d time.Duration, id string)
@@ -272,7 +281,7 @@ func (p *reconcilePass) run(ctx context.Context, list []Member, absent map[strin
 		m, ok := members[id]
 		return ok && m.State == MemberAlive
 	})
-	return errors.Join(p.errs...)
+	return p.wait()
 }
 
 // runMembers is run for the members with the given ids: each is
@@ -296,7 +305,7 @@ func (p *reconcilePass) runMembers(ctx context.Context, ids []string, lookup fun
 		m, ok := lookup(id)
 		return ok && m.State == MemberAlive
 	})
-	return errors.Join(p.errs...)
+	return p.wait()
 }
 
 // reconcileMember brings raft and the registry in line with one member.
@@ -336,21 +345,21 @@ func (p *reconcilePass) handleAliveMember(m Member) {
 		}
 		p.servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(id), Suffrage: suffrage}
 	}
-	p.errs = append(p.errs, p.ensureNode(m, fsm.NodeAlive))
+	p.ensureNode(m, fsm.NodeAlive)
 }
 
 // handleSuspectMember leaves raft as it is (suspicion is transient) and
 // only makes sure the registry knows the node.
 func (p *reconcilePass) handleSuspectMember(m Member) {
 	if _, ok := p.st.Node(m.ID); !ok {
-		p.errs = append(p.errs, p.ensureNode(m, fsm.NodeAlive))
+		p.ensureNode(m, fsm.NodeAlive)
 	}
 }
 
 // handleFailedMember keeps a failed member in raft (it may come back)
 // until it is reaped, and records it failed in the registry.
 func (p *reconcilePass) handleFailedMember(m Member) {
-	p.errs = append(p.errs, p.ensureNode(m, fsm.NodeFailed))
+	p.ensureNode(m, fsm.NodeFailed)
 }
 
 // handleLeftMember removes a member that left from raft (never this
@@ -367,7 +376,7 @@ func (p *reconcilePass) handleLeftMember(m Member) {
 		delete(p.servers, id)
 	}
 	if n, ok := p.st.Node(id); ok && n.State != fsm.NodeLeft {
-		p.errs = append(p.errs, p.ops.propose(fsm.SetNodeState{ID: id, State: fsm.NodeLeft, At: p.now}))
+		p.pending = append(p.pending, p.ops.propose(fsm.SetNodeState{ID: id, State: fsm.NodeLeft, At: p.now}))
 	}
 }
 
@@ -402,7 +411,7 @@ func (p *reconcilePass) reapAbsent(n fsm.Node, absent map[string]time.Time) {
 	}
 	if n.State == fsm.NodeAlive {
 		// Vanished without a failure seen by gossip: mark it failed.
-		p.errs = append(p.errs, p.ops.propose(fsm.SetNodeState{ID: n.ID, State: fsm.NodeFailed, At: p.now}))
+		p.pending = append(p.pending, p.ops.propose(fsm.SetNodeState{ID: n.ID, State: fsm.NodeFailed, At: p.now}))
 	}
 	if wait := p.c.cfg.ReapGrace - p.clock.Sub(first); wait > 0 {
 		p.kickAfter(wait, n.ID)
@@ -419,7 +428,7 @@ func (p *reconcilePass) reapAbsent(n fsm.Node, absent map[string]time.Time) {
 		}
 		delete(p.servers, n.ID)
 	}
-	p.errs = append(p.errs, p.ops.propose(fsm.DeleteNode{ID: n.ID}))
+	p.pending = append(p.pending, p.ops.propose(fsm.DeleteNode{ID: n.ID}))
 }
 
 // promoteNonvoters makes alive non-voters voters, in id order, while there
@@ -449,8 +458,9 @@ func (p *reconcilePass) promoteNonvoters(alive func(id string) bool) {
 	}
 }
 
-// ensureNode writes the member's node entry if it differs from the registry.
-func (p *reconcilePass) ensureNode(m Member, state fsm.NodeState) error {
+// ensureNode writes the member's node entry if it differs from the
+// registry (proposed; the pass waits for it at its end).
+func (p *reconcilePass) ensureNode(m Member, state fsm.NodeState) {
 	want := fsm.Node{
 		ID: m.ID, Name: m.Name, HTTPAddr: m.HTTPAddr, HTTPSAddr: m.HTTPSAddr, GossipAddr: m.GossipAddr,
 		P2PAddrs: m.P2PAddrs, Version: m.Version, State: state,
@@ -465,14 +475,25 @@ func (p *reconcilePass) ensureNode(m Member, state fsm.NodeState) error {
 			P2PAddrs: old.P2PAddrs, Version: old.Version, State: old.State,
 		}
 		if reflect.DeepEqual(got, want) {
-			return nil
+			return
 		}
 		if old.State != state && reflect.DeepEqual(withState(got, state), want) {
-			return p.ops.propose(fsm.SetNodeState{ID: m.ID, State: state, At: p.now})
+			p.pending = append(p.pending, p.ops.propose(fsm.SetNodeState{ID: m.ID, State: state, At: p.now}))
+			return
 		}
 	}
 	want.UpdatedAt = p.now
-	return p.ops.propose(fsm.UpsertNode{Node: want})
+	p.pending = append(p.pending, p.ops.propose(fsm.UpsertNode{Node: want}))
+}
+
+// wait waits for the commands the pass proposed and adds their errors
+// to the pass's.
+func (p *reconcilePass) wait() error {
+	for _, w := range p.pending {
+		p.errs = append(p.errs, w())
+	}
+	p.pending = nil
+	return errors.Join(p.errs...)
 }
 
 func withState(n fsm.Node, s fsm.NodeState) fsm.Node {
@@ -480,12 +501,16 @@ func withState(n fsm.Node, s fsm.NodeState) fsm.Node {
 	return n
 }
 
-// propose applies a command from the leader loop.
-func (c *Consensus) propose(ctx context.Context, r *raft.Raft, cmd fsm.Command) error {
+// propose starts a command from the leader loop and returns what waits
+// for its outcome.
+func (c *Consensus) propose(ctx context.Context, r *raft.Raft, cmd fsm.Command) (wait func() error) {
 	b, err := fsm.Encode(cmd)
 	if err != nil {
+		return func() error { return err }
+	}
+	finish := c.startApply(r, ctx, b)
+	return func() error {
+		_, err := finish()
 		return err
 	}
-	_, err = c.applyLocal(r, ctx, b)
-	return err
 }

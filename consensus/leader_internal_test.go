@@ -19,6 +19,9 @@ import (
 type fakeOps struct {
 	log  []string
 	fail map[string]bool
+	// waited lists the proposals waited for, each with how many entries
+	// the log had then.
+	waited []string
 }
 
 var errRefused = errors.New("refused")
@@ -43,7 +46,7 @@ func (f *fakeOps) removeServer(id string) error {
 	return nil
 }
 
-func (f *fakeOps) propose(cmd fsm.Command) error {
+func (f *fakeOps) propose(cmd fsm.Command) func() error {
 	var s, id string
 	switch c := cmd.(type) {
 	case fsm.UpsertNode:
@@ -56,10 +59,13 @@ func (f *fakeOps) propose(cmd fsm.Command) error {
 		s = fmt.Sprintf("%T", cmd)
 	}
 	f.log = append(f.log, s)
-	if f.fail["propose "+id] {
-		return errRefused
+	return func() error {
+		f.waited = append(f.waited, fmt.Sprintf("%s after %d", s, len(f.log)))
+		if f.fail["propose "+id] {
+			return errRefused
+		}
+		return nil
 	}
-	return nil
 }
 
 // registry returns a registry holding nodes.
@@ -204,9 +210,9 @@ func TestReconcileMember(t *testing.T) {
 				require.Equal(t, raft.ServerAddress("b"), srv.Address)
 			}
 			if tt.wantErr {
-				require.ErrorIs(t, errors.Join(p.errs...), errRefused)
+				require.ErrorIs(t, p.wait(), errRefused)
 			} else {
-				require.NoError(t, errors.Join(p.errs...))
+				require.NoError(t, p.wait())
 			}
 		})
 	}
@@ -341,6 +347,8 @@ func TestReconcilePassRun(t *testing.T) {
 	view := []Member{member("self", MemberAlive), member("c", MemberAlive), {}, member("b", MemberFailed), member("b", MemberAlive)}
 	require.NoError(t, p.run(context.Background(), view, absent))
 	require.Equal(t, []string{"upsert b alive", "add voter c", "upsert c alive", "set gone failed", "add voter b"}, ops.log)
+	require.Equal(t, []string{"upsert b alive after 5", "upsert c alive after 5", "set gone failed after 5"}, ops.waited,
+		"the registry writes are waited for together at the pass's end, not one by one")
 	require.Contains(t, absent, "gone")
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -50,7 +50,9 @@ path), and prints one JSON object per N with:
                                        record of when the last member became alive there
   admitted_all_ms                      every node is in raft's configuration and in the
                                        leader's registry with its capabilities (it can host
-                                       workers), from the same start; idle is measured after
+                                       workers), from the same start, as polls of the leader
+                                       (every 200 ms, after convergence) find it; idle CPU and
+                                       gossip are measured after it
   status_api_ms / status_cli_ms        status from the last (non-leader) node:
                                        API round trip, and 'rbee status -o json' with
                                        CLI start (a summary past 20 nodes)
