@@ -254,15 +254,7 @@ func (h *heartbeatThrottle) AppendEntriesPipeline(raft.ServerID, raft.ServerAddr
 func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if len(args.Entries) > 0 {
 		h.holdForCommit(id, args)
-		err := h.send(id, target, args, resp)
-		if err == nil && resp.Success {
-			// The commit index it carried is acknowledged: the next idle
-			// append need not repeat it.
-			h.mu.Lock()
-			h.commit[id] = max(h.commit[id], args.LeaderCommitIndex)
-			h.mu.Unlock()
-		}
-		return err
+		return h.send(id, target, args, resp)
 	}
 	nonvoter := h.nonvoter(id)
 	if isHeartbeat(args) {
@@ -336,25 +328,25 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 		h.answered.Add(1)
 		return nil
 	}
-	err := h.send(id, target, args, resp)
-	if err == nil && resp.Success {
-		h.mu.Lock()
-		h.commit[id] = max(h.commit[id], args.LeaderCommitIndex)
-		h.mu.Unlock()
-	}
-	return err
+	return h.send(id, target, args, resp)
 }
 
-// send makes the RPC and records a success (voterFresh); a failed one
-// forgets the commit index the follower acknowledged (it may have
-// restarted), so its next idle append is sent.
+// send makes the RPC and records a success (voterFresh) and, for an
+// append that is not a heartbeat (the follower checked its log against
+// it), the commit index it acknowledged; a failed one forgets that (the
+// follower may have restarted), so its next idle append is sent.
 func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
 	h.mu.Lock()
 	if err != nil || !resp.Success {
 		delete(h.commit, id)
-	} else if resp.Term == args.Term {
-		h.lastOK[id] = time.Now()
+	} else {
+		if !isHeartbeat(args) {
+			h.commit[id] = max(h.commit[id], args.LeaderCommitIndex)
+		}
+		if resp.Term == args.Term {
+			h.lastOK[id] = time.Now()
+		}
 	}
 	h.mu.Unlock()
 	return err
