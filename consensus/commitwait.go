@@ -28,10 +28,15 @@ import (
 // go anyway, as they did before.
 func commitHoldMax(heartbeatTimeout time.Duration) time.Duration { return heartbeatTimeout }
 
-// commitPoll is how often a waiting append rechecks raft's commit index.
-// Raft has no commit notification; a poll of an atomic read, run only
-// while appends wait, adds at most this much to a non-voter's copy.
-const commitPoll = time.Millisecond
+// commitPoll is how often a waiting append rechecks raft's commit index
+// when no registry command is applied meanwhile. Raft has no commit
+// notification; the registry's apply wakes the waiters (applied), and this
+// poll, run only while appends wait, covers entries that reach no FSM
+// (configuration changes, barriers, a new leader's no-op): at most this
+// much later on a non-voter. (A 1 ms poll alone would tick a thousand
+// times a second on a leader that has appends waiting most of the time,
+// as while hundreds of workers spawn.)
+const commitPoll = 10 * time.Millisecond
 
 // commitIndexer is what commitWatch needs of raft.
 type commitIndexer interface {
@@ -69,6 +74,17 @@ func (w *commitWatch) wake() {
 	w.mu.Lock()
 	close(w.ch)
 	w.ch = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// applied is told of every registry command applied, which raft does only
+// after the command is committed: the waiters look again, if any.
+func (w *commitWatch) applied() {
+	w.mu.Lock()
+	if w.waiters > 0 {
+		close(w.ch)
+		w.ch = make(chan struct{})
+	}
 	w.mu.Unlock()
 }
 

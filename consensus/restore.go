@@ -54,6 +54,10 @@ type replayFSM struct {
 	skipThrough uint64
 	// seen: the highest index raft handed to Apply.
 	seen uint64
+	// applied, when set, hears of every entry applied (the throttle's
+	// commitWatch: an entry is committed before it is applied). Set
+	// before raft starts.
+	applied func()
 }
 
 // Apply implements raft.FSM.
@@ -66,6 +70,9 @@ func (r *replayFSM) Apply(l *raft.Log) any {
 	}
 	res := r.inner.Apply(l)
 	_ = r.hint.write(l.Index, l.Term) // a failure only leaves the hint older
+	if r.applied != nil {
+		r.applied()
+	}
 	return res
 }
 
