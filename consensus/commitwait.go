@@ -166,19 +166,20 @@ func (w *commitWatch) poll(r commitIndexer, done <-chan struct{}) {
 // commit (see "Voters first"), and then raises its commit index to what
 // raft committed, up to the append's last entry, so the non-voter applies
 // them on arrival. It holds only while the server stays a non-voter (a
-// promotion releases it), and raises only while this server is still in
-// the append's term: after a change of term raft's commit index speaks
+// promotion releases it) and this server in the append's term, and
+// raises only while this server is still in the append's term: after a change of term raft's commit index speaks
 // for another leader's log, in which these entries may have been cut.
 func (h *heartbeatThrottle) holdForCommit(id raft.ServerID, args *raft.AppendEntriesRequest) {
 	if !h.nonvoter(id) {
 		return
 	}
-	last := args.Entries[len(args.Entries)-1].Index
-	if args.LeaderCommitIndex >= last || !h.commits.wait(last, h.holdMax, func() bool { return h.nonvoter(id) }, h.done) {
-		return
-	}
 	r := h.commits.source()
 	if r == nil {
+		return
+	}
+	last := args.Entries[len(args.Entries)-1].Index
+	hold := func() bool { return h.nonvoter(id) && r.CurrentTerm() == args.Term }
+	if args.LeaderCommitIndex >= last || !h.commits.wait(last, h.holdMax, hold, h.done) {
 		return
 	}
 	// The commit index first, then the term: raft sets a new term before

@@ -90,8 +90,9 @@ func (c *Consensus) leaderLoop(ctx context.Context) {
 	}
 	// The throttle goes by this leader's configuration, whatever it held
 	// from before (see resetServers).
+	seq := c.throttle.configSeq()
 	if cf := r.GetConfiguration(); c.await(ctx, cf) == nil {
-		c.throttle.resetServers(cf)
+		c.throttle.resetServers(cf, seq)
 	}
 	backoff := 50 * time.Millisecond
 	for {

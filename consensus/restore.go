@@ -54,9 +54,10 @@ type replayFSM struct {
 	skipThrough uint64
 	// seen: the highest index raft handed to Apply.
 	seen uint64
-	// applied, when set, hears of every entry applied (the throttle's
-	// commitWatch: an entry is committed before it is applied). Set
-	// before raft starts.
+	// applied, when set, hears of every registry command applied by this
+	// run (the throttle's commitWatch: raft applies a command only after
+	// it is committed); not of those replayed at start, nor of entries
+	// that reach no FSM. Set before raft starts.
 	applied func()
 }
 

@@ -103,6 +103,7 @@ type heartbeatThrottle struct {
 
 	mu         sync.Mutex
 	cfgIndex   uint64                      // the log index of the configuration in nonvoters
+	cfgSeq     uint64                      // counts the configurations taken and forgotten
 	lastStored uint64                      // the newest log index stored here
 	stored     chan struct{}               // closed when an entry is stored (then replaced)
 	lastBeat   map[raft.ServerID]time.Time // when the last heartbeat went to each server
@@ -134,6 +135,7 @@ func (h *heartbeatThrottle) setServers(servers []raft.Server, index uint64) {
 		return
 	}
 	h.cfgIndex = index
+	h.cfgSeq++
 	m := make(map[raft.ServerID]bool, len(servers))
 	in := make(map[raft.ServerID]bool, len(servers))
 	for _, s := range servers {
@@ -198,13 +200,25 @@ func (s storeNotifier) StoreLogs(ls []*raft.Log) error {
 	return nil
 }
 
-// resetServers makes this server's latest configuration the throttle's,
-// whatever the index of the one it has; a new leader calls it (a
-// configuration stored before a cut of its log, or before a snapshot,
-// may carry a higher index than the one in force).
-func (h *heartbeatThrottle) resetServers(cf raft.ConfigurationFuture) {
+// configSeq is what resetServers compares against: read it before
+// asking raft for its configuration.
+func (h *heartbeatThrottle) configSeq() uint64 {
 	h.mu.Lock()
-	h.cfgIndex = 0
+	defer h.mu.Unlock()
+	return h.cfgSeq
+}
+
+// resetServers makes this server's latest configuration the throttle's,
+// whatever the index of the one it has, unless the throttle took or
+// forgot one since configSeq returned seq (then raft stored a newer one
+// meanwhile, which the index order keeps). A new leader calls it: a
+// configuration stored before a cut of its log, or before a snapshot,
+// may carry a higher index than the one in force.
+func (h *heartbeatThrottle) resetServers(cf raft.ConfigurationFuture, seq uint64) {
+	h.mu.Lock()
+	if h.cfgSeq == seq {
+		h.cfgIndex = 0
+	}
 	h.mu.Unlock()
 	h.setServers(cf.Configuration().Servers, cf.Index())
 }
@@ -226,6 +240,7 @@ func (h *heartbeatThrottle) forgetConfiguration(lo, hi uint64) {
 	h.mu.Lock()
 	if h.cfgIndex >= lo && h.cfgIndex <= hi {
 		h.cfgIndex = 0
+		h.cfgSeq++
 	}
 	h.mu.Unlock()
 }
@@ -249,8 +264,8 @@ func (h *heartbeatThrottle) AppendEntriesPipeline(raft.ServerID, raft.ServerAddr
 }
 
 // AppendEntries spaces heartbeats and answers idle appends that tell a
-// follower nothing new (see heartbeatThrottle); everything else is sent
-// as it is.
+// follower nothing new, and holds a non-voter's entries until they are
+// committed (see heartbeatThrottle); everything else is sent as it is.
 func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if len(args.Entries) > 0 {
 		h.holdForCommit(id, args)

@@ -346,8 +346,14 @@ func TestNonvoterEntriesWaitForCommit(t *testing.T) {
 	// one held.
 	h.setServers(servers, 50)
 	require.False(t, h.nonvoter("n"))
-	h.resetServers(configFuture{raft.Configuration{Servers: old}, 20})
+	seq := h.configSeq()
+	h.resetServers(configFuture{raft.Configuration{Servers: old}, 20}, seq)
 	require.True(t, h.nonvoter("n"), "a new leader's own configuration wins")
+	// One stored between the leader's read and the reset is kept.
+	seq = h.configSeq()
+	require.NoError(t, store.StoreLog(config(60, servers)))
+	h.resetServers(configFuture{raft.Configuration{Servers: old}, 20}, seq)
+	require.False(t, h.nonvoter("n"), "a configuration stored meanwhile is not overwritten")
 }
 
 // configFuture is a raft.ConfigurationFuture that holds its answer.

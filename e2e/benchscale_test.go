@@ -7,9 +7,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// `rbee bench scale` on three real node processes: every figure it
-// promises is there and plausible, admission (raft's configuration and
-// the registry) included.
+// `rbee bench scale` on three real node processes: its main figures are
+// there and plausible, admission (raft's configuration and the registry)
+// included.
 func TestBenchScaleThreeNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three node processes")
