@@ -17,11 +17,11 @@ import (
 // entry waits until it is committed (commitWatch), and then goes with the
 // commit index that covers it; the voters' RPCs and fsyncs no longer
 // wait behind the non-voters' (their fsyncs on a shared disk still queue
-// behind those of the write before). Who is a non-voter is what the newest configuration stored in
-// the log says (raft commits by the newest too), and the leader stores an
-// entry before it replicates it: an append that promotes a non-voter,
-// which may be needed for the quorum that commits the promotion, finds it
-// a voter already, and is not held.
+// behind those of the write before). Who is a non-voter is what the
+// newest configuration stored in the log says (raft commits by the newest
+// too), and the leader stores an entry before it replicates it: an append
+// that promotes a non-voter, which may be needed for the quorum that
+// commits the promotion, finds it a voter already, and is not held.
 
 // commitHoldMax bounds how long a non-voter's entries wait for their
 // commit: past it the leader has likely lost its quorum, and the entries
@@ -69,23 +69,21 @@ func (w *commitWatch) source() commitIndexer {
 	return nil
 }
 
-// wake makes every waiter look again (its reason to wait may be gone).
+// wake makes every waiter, if any, look again: a registry command was
+// applied (raft applies one only after it is committed), or a waiter's
+// server may be a voter now.
 func (w *commitWatch) wake() {
 	w.mu.Lock()
-	close(w.ch)
-	w.ch = make(chan struct{})
+	if w.waiters > 0 {
+		w.broadcastLocked()
+	}
 	w.mu.Unlock()
 }
 
-// applied is told of every registry command applied, which raft does only
-// after the command is committed: the waiters look again, if any.
-func (w *commitWatch) applied() {
-	w.mu.Lock()
-	if w.waiters > 0 {
-		close(w.ch)
-		w.ch = make(chan struct{})
-	}
-	w.mu.Unlock()
+// broadcastLocked wakes every waiter; w.mu is held.
+func (w *commitWatch) broadcastLocked() {
+	close(w.ch)
+	w.ch = make(chan struct{})
 }
 
 // wait returns true once raft's commit index is at least index, false
@@ -155,8 +153,7 @@ func (w *commitWatch) poll(r commitIndexer, done <-chan struct{}) {
 		}
 		if c := r.CommitIndex(); c > last {
 			last = c
-			close(w.ch)
-			w.ch = make(chan struct{})
+			w.broadcastLocked()
 		}
 		w.mu.Unlock()
 	}
@@ -166,9 +163,9 @@ func (w *commitWatch) poll(r commitIndexer, done <-chan struct{}) {
 // commit (see "Voters first"), and then raises its commit index to what
 // raft committed, up to the append's last entry, so the non-voter applies
 // them on arrival. It holds only while the server stays a non-voter (a
-// promotion releases it) and this server in the append's term, and
-// raises only while this server is still in the append's term: after a change of term raft's commit index speaks
-// for another leader's log, in which these entries may have been cut.
+// promotion releases it) and this server stays in the append's term, and
+// raises only then: after a change of term raft's commit index speaks for
+// another leader's log, in which these entries may have been cut.
 func (h *heartbeatThrottle) holdForCommit(id raft.ServerID, args *raft.AppendEntriesRequest) {
 	if !h.nonvoter(id) {
 		return

@@ -431,7 +431,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 		Logger:  newHCLogger(c.log, "raft-net"),
 	})
 	c.throttle = newHeartbeatThrottle(trans, rc.HeartbeatTimeout, c.ctx.Done())
-	c.replay.applied = c.throttle.commits.applied
+	c.replay.applied = c.throttle.commits.wake
 	if last, err := c.store.LastIndex(); err == nil {
 		c.throttle.entriesStored(last)
 	}

@@ -377,7 +377,7 @@ func (p *reconcilePass) handleLeftMember(m Member) {
 		delete(p.servers, id)
 	}
 	if n, ok := p.st.Node(id); ok && n.State != fsm.NodeLeft {
-		p.pending = append(p.pending, p.ops.propose(fsm.SetNodeState{ID: id, State: fsm.NodeLeft, At: p.now}))
+		p.propose(fsm.SetNodeState{ID: id, State: fsm.NodeLeft, At: p.now})
 	}
 }
 
@@ -412,7 +412,7 @@ func (p *reconcilePass) reapAbsent(n fsm.Node, absent map[string]time.Time) {
 	}
 	if n.State == fsm.NodeAlive {
 		// Vanished without a failure seen by gossip: mark it failed.
-		p.pending = append(p.pending, p.ops.propose(fsm.SetNodeState{ID: n.ID, State: fsm.NodeFailed, At: p.now}))
+		p.propose(fsm.SetNodeState{ID: n.ID, State: fsm.NodeFailed, At: p.now})
 	}
 	if wait := p.c.cfg.ReapGrace - p.clock.Sub(first); wait > 0 {
 		p.kickAfter(wait, n.ID)
@@ -429,7 +429,7 @@ func (p *reconcilePass) reapAbsent(n fsm.Node, absent map[string]time.Time) {
 		}
 		delete(p.servers, n.ID)
 	}
-	p.pending = append(p.pending, p.ops.propose(fsm.DeleteNode{ID: n.ID}))
+	p.propose(fsm.DeleteNode{ID: n.ID})
 }
 
 // promoteNonvoters makes alive non-voters voters, in id order, while there
@@ -479,12 +479,17 @@ func (p *reconcilePass) ensureNode(m Member, state fsm.NodeState) {
 			return
 		}
 		if old.State != state && reflect.DeepEqual(withState(got, state), want) {
-			p.pending = append(p.pending, p.ops.propose(fsm.SetNodeState{ID: m.ID, State: state, At: p.now}))
+			p.propose(fsm.SetNodeState{ID: m.ID, State: state, At: p.now})
 			return
 		}
 	}
 	want.UpdatedAt = p.now
-	p.pending = append(p.pending, p.ops.propose(fsm.UpsertNode{Node: want}))
+	p.propose(fsm.UpsertNode{Node: want})
+}
+
+// propose starts a registry command of the pass; wait waits for it.
+func (p *reconcilePass) propose(cmd fsm.Command) {
+	p.pending = append(p.pending, p.ops.propose(cmd))
 }
 
 // wait waits for the commands the pass proposed and adds their errors

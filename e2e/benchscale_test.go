@@ -34,7 +34,7 @@ func TestBenchScaleThreeNodes(t *testing.T) {
 	require.Greater(t, num("converge_all_ms"), 0.0)
 	require.Greater(t, num("admitted_all_ms"), 0.0)
 	require.Greater(t, num("status_json_bytes"), 0.0)
-	require.Greater(t, num("failover_first_write_ms"), num("failover_first_survivor_ms")-1)
+	require.GreaterOrEqual(t, num("failover_first_write_ms"), num("failover_first_survivor_ms"), "the first write is timed after a survivor saw the new leader")
 	for _, k := range []string{"registry_write_leader_ms", "registry_write_follower_ms", "rss_bytes", "status_api_ms"} {
 		m, ok := r[k].(map[string]any)
 		require.True(t, ok, "%s: %v", k, r[k])
