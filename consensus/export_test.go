@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"context"
 	"path/filepath"
 
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -41,4 +42,17 @@ func ReadAppliedHint(dataDir string) (index, term uint64, err error) {
 	}
 	defer h.Close()
 	return h.read()
+}
+
+// ApplyWithBase is Apply with the request's Base set to base, as a
+// server whose registry lags far behind would send it.
+func ApplyWithBase(c *Consensus, ctx context.Context, cmd []byte, base uint64) (any, error) {
+	req, err := c.newRequest(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if err := req.wrap(base); err != nil {
+		return nil, err
+	}
+	return c.apply(ctx, req)
 }

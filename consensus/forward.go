@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -49,6 +50,9 @@ type forwardResponse struct {
 	Message string      `json:"message,omitempty"`
 	Result  *fsm.Result `json:"result,omitempty"`
 	Status  *peerStatus `json:"status,omitempty"`
+	// Applied is the leader's applied log index when it answered an
+	// apply: a Base for a request it refused as expired (fsm.OnceID).
+	Applied uint64 `json:"applied,omitempty"`
 }
 
 // peerStatus is what a server tells a bootstrapping peer.
@@ -186,7 +190,9 @@ func (c *Consensus) handleRequest(frame []byte) forwardResponse {
 			return forwardResponse{Code: codeNotLeader}
 		}
 		res, err := c.applyLocal(r, ctx, body)
-		return responseFor(res, err)
+		resp := responseFor(res, err)
+		resp.Applied = c.cfg.FSM.Index()
+		return resp
 	case opRemove:
 		if r.State() != raft.Leader {
 			return forwardResponse{Code: codeNotLeader}
@@ -247,7 +253,8 @@ func (c *Consensus) call(ctx context.Context, id string, op byte, body []byte) (
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if err := writeFrame(conn, append([]byte{op}, body...)); err != nil {
-		return forwardResponse{}, fmt.Errorf("%w: write to %s: %v", ErrForward, id, err)
+		// Part of the frame, or all of it, may have gone out.
+		return forwardResponse{}, fmt.Errorf("%w: write to %s: %w: %v", ErrForward, id, errSent, err)
 	}
 	frame, err := readFrame(conn)
 	if err != nil {
@@ -300,8 +307,8 @@ func (c *Consensus) finishApply(ctx context.Context, f raft.ApplyFuture) (*fsm.R
 
 // retryable reports whether an Apply attempt may be repeated: the leader
 // changed or could not be reached. A command whose leader lost leadership
-// while committing may already be applied; registry commands are
-// idempotent upserts and deletes, so repeating them is harmless.
+// while committing may already be applied; Apply sends every attempt in
+// the same Once envelope, which the registry applies at most once.
 func retryable(err error) bool {
 	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrForward) ||
 		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrEnqueueTimeout)
@@ -313,6 +320,13 @@ func retryable(err error) bool {
 // changes, Apply retries with backoff until ctx ends; then it returns an
 // error wrapping ErrNoLeader (and ctx.Err()). A command the registry
 // rejects returns an error wrapping ErrRejected and the fsm sentinel.
+//
+// Once the registry is at fsm.OnceVersion, every attempt carries the same
+// request id (fsm.EncodeOnce), so a command takes effect at most once
+// even when an attempt committed but its answer was lost; a retry returns
+// the first attempt's Result. When the registry can no longer tell
+// (fsm.ErrExpired after an unanswered attempt), the error wraps
+// ErrOutcomeUnknown.
 func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 	if len(cmd) == 0 || len(cmd) > fsm.MaxCommandSize {
 		return nil, fmt.Errorf("%w: %w: command of %d bytes", ErrRejected, fsm.ErrMalformed, len(cmd))
@@ -321,6 +335,15 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 	if _, err := fsm.Decode(cmd); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
+	req, err := c.newRequest(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return c.apply(ctx, req)
+}
+
+// apply is Apply's loop of attempts for req.
+func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 	backoff := 10 * time.Millisecond
 	var lastErr error
 	sent := false            // some attempt reached a leader without an answer
@@ -331,6 +354,7 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 			return nil, err
 		}
 		var res *fsm.Result
+		var applied uint64 // the answering leader's applied index
 		_, leader := r.LeaderWithID()
 		if r.State() != raft.Leader && leader == "" {
 			if leaderless.IsZero() {
@@ -342,13 +366,14 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 			leaderless = time.Time{}
 		}
 		if r.State() == raft.Leader {
-			res, err = c.applyLocal(r, ctx, cmd)
+			res, err = c.applyLocal(r, ctx, req.data)
+			applied = c.cfg.FSM.Index()
 		} else if leader != "" {
 			var resp forwardResponse
-			resp, err = c.call(ctx, string(leader), opApply, cmd)
+			resp, err = c.call(ctx, string(leader), opApply, req.data)
 			if err == nil {
 				err = errFromResponse(resp)
-				res = resp.Result
+				res, applied = resp.Result, resp.Applied
 				if err == nil && res == nil {
 					err = fmt.Errorf("%w: ok response without result", ErrForward)
 				}
@@ -358,6 +383,17 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 		}
 		if err == nil && res != nil {
 			return *res, nil
+		}
+		if errors.Is(err, fsm.ErrExpired) {
+			// No attempt of this request can have been applied unless one
+			// went unanswered: then try again from the leader's index.
+			if sent {
+				return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+			}
+			if !req.rebase(applied) {
+				return nil, err
+			}
+			continue
 		}
 		if errors.Is(err, errSent) {
 			sent = true
@@ -384,6 +420,47 @@ func (c *Consensus) Apply(ctx context.Context, cmd []byte) (any, error) {
 		}
 		backoff = min(backoff*2, 500*time.Millisecond)
 	}
+}
+
+// request is what Apply sends for one command: the command itself while
+// the registry is below fsm.OnceVersion (an older server would halt on an
+// envelope), else the command in a Once envelope.
+type request struct {
+	cmd  []byte
+	id   fsm.OnceID
+	base uint64
+	data []byte
+}
+
+// newRequest wraps cmd with a fresh random id and this server's applied
+// index as its Base.
+func (c *Consensus) newRequest(cmd []byte) (*request, error) {
+	req := &request{cmd: cmd, data: cmd}
+	if c.cfg.FSM.RegistryVersion() < fsm.OnceVersion {
+		return req, nil
+	}
+	if _, err := rand.Read(req.id[:]); err != nil {
+		return nil, fmt.Errorf("consensus: request id: %w", err)
+	}
+	return req, req.wrap(c.cfg.FSM.Index())
+}
+
+func (r *request) wrap(base uint64) error {
+	data, err := fsm.EncodeOnce(r.id, base, r.cmd)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	r.base, r.data = base, data
+	return nil
+}
+
+// rebase moves the request's Base to applied, an index a leader reported
+// applied, when that is later; it reports whether it did.
+func (r *request) rebase(applied uint64) bool {
+	if applied <= r.base {
+		return false
+	}
+	return r.wrap(applied) == nil
 }
 
 // noQuorum is the error of an Apply that found no leader for

@@ -24,6 +24,9 @@ type cluster struct {
 	reg *consensustest.Registry
 
 	members *consensustest.Membership
+	// wrap, when set, wraps each started server's network (for tests
+	// that lose messages).
+	wrap func(id string, nw consensus.Network) consensus.Network
 
 	mu    sync.Mutex
 	nodes map[string]*testNode
@@ -90,6 +93,9 @@ func (cl *cluster) start(cfg consensus.Config) *testNode {
 	require.NoError(cl.t, err)
 	f := fsm.New(nil)
 	cfg.Network, cfg.FSM = nw, f
+	if cl.wrap != nil {
+		cfg.Network = cl.wrap(cfg.LocalID, nw)
+	}
 	c, err := consensus.New(cfg)
 	require.NoError(cl.t, err)
 	require.NoError(cl.t, c.Start(context.Background()))

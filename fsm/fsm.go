@@ -50,6 +50,8 @@ func ErrorCode(err error) string {
 		return "conflict"
 	case errors.Is(err, ErrSnapshotVersion):
 		return "snapshot_version"
+	case errors.Is(err, ErrExpired):
+		return "expired"
 	}
 	return ""
 }
@@ -71,6 +73,8 @@ func ErrorFromCode(code, msg string) error {
 		s = ErrConflict
 	case "snapshot_version":
 		s = ErrSnapshotVersion
+	case "expired":
+		s = ErrExpired
 	default:
 		return errors.New(msg)
 	}
@@ -272,25 +276,49 @@ func (f *FSM) ApplyCommand(index uint64, data []byte) (Result, error) {
 	if len(data) > 0 && data[0] != 0 && (Since(CommandType(data[0])) == 0 || Since(CommandType(data[0])) > f.supports) {
 		return f.unknown(index, CommandType(data[0]))
 	}
-	cmd, err := Decode(data)
+	if len(data) > 0 && CommandType(data[0]) == TypeOnce {
+		return f.applyOnce(index, data)
+	}
+	a, err := apply(f.State(), index, data)
 	if err != nil {
 		return Result{}, err
 	}
-	base := f.State()
+	f.commit(a)
+	return a.res, nil
+}
+
+// applied is a command's outcome before it becomes the state.
+type applied struct {
+	next *State
+	res  Result
+	key  string // the changed entry's key, for the Event
+}
+
+// apply computes the state after the encoded command data at index, from
+// base; it changes nothing (an error leaves base as the state).
+func apply(base *State, index uint64, data []byte) (applied, error) {
+	cmd, err := Decode(data)
+	if err != nil {
+		return applied{}, err
+	}
 	tx := newTxn(base)
 	changed, err := cmd.apply(tx)
 	if err != nil {
-		return Result{}, err
+		return applied{}, err
 	}
 	tx.next.index = index
 	next := tx.next
+	return applied{next: &next, res: Result{Index: index, Type: cmd.Type(), Changed: changed}, key: keyOf(cmd)}, nil
+}
+
+// commit makes a's state the FSM's and tells subscribers of a change.
+func (f *FSM) commit(a applied) {
 	f.mu.Lock()
-	f.state = &next
+	f.state = a.next
 	f.mu.Unlock()
-	if changed {
-		f.notify(Event{Index: index, Type: cmd.Type(), Key: keyOf(cmd)})
+	if a.res.Changed {
+		f.notify(Event{Index: a.res.Index, Type: a.res.Type, Key: a.key})
 	}
-	return Result{Index: index, Type: cmd.Type(), Changed: changed}, nil
 }
 
 // unknown handles a log entry whose type this build does not know: an

@@ -477,7 +477,7 @@ func TestConcurrentReadsDuringApply(t *testing.T) {
 }
 
 func TestErrorCodeRoundTrip(t *testing.T) {
-	for _, s := range []error{ErrUnknownCommand, ErrMalformed, ErrInvalid, ErrNotFound, ErrConflict, ErrSnapshotVersion} {
+	for _, s := range []error{ErrUnknownCommand, ErrMalformed, ErrInvalid, ErrNotFound, ErrConflict, ErrSnapshotVersion, ErrExpired} {
 		err := fmt.Errorf("%w: detail", s)
 		back := ErrorFromCode(ErrorCode(err), err.Error())
 		require.ErrorIs(t, back, s)

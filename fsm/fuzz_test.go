@@ -30,9 +30,15 @@ func FuzzApply(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add(append([]byte{byte(TypeCreateClusterCA)}, `{"ca":{"cert_pem":"-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n","sealed_key":"AAAA"}}`...))
+	for _, c := range sampleCommands()[:3] {
+		if b, err := EncodeOnce(OnceID{1}, 90, enc(f, c)); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add(append([]byte{byte(TypeOnce)}, make([]byte, onceHeaderSize)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsm := New(nil)
-		for i, c := range sampleCommands() {
+		for i, c := range append(sampleCommands(), SetRegistryVersion{Version: Version}) {
 			b, _ := Encode(c)
 			if _, err := fsm.ApplyCommand(uint64(i+1), b); err != nil {
 				t.Fatal(err)
@@ -62,7 +68,14 @@ func FuzzApply(f *testing.F) {
 			}
 			return
 		}
-		cmd, err := Decode(data)
+		inner := data
+		if len(data) > 0 && CommandType(data[0]) == TypeOnce {
+			var err error
+			if _, _, inner, err = DecodeOnce(data); err != nil {
+				t.Fatalf("Apply accepted an envelope DecodeOnce rejects: %v", err)
+			}
+		}
+		cmd, err := Decode(inner)
 		if err != nil {
 			t.Fatalf("Apply accepted what Decode rejects: %v", err)
 		}

@@ -53,6 +53,7 @@ const (
 	recAPIKey  byte = 7
 	recCA      byte = 8
 	recGroup   byte = 9
+	recOnce    byte = 10 // an applied Once envelope (registry version 4)
 	recIgnored      = byte(IgnorableFlag)
 )
 
@@ -155,6 +156,9 @@ func writeSnapshot(w io.Writer, st *State, format byte) error {
 	}
 	for _, g := range st.Groups() {
 		rw.put(recGroup, g)
+	}
+	for _, r := range st.once {
+		rw.put(recOnce, r.toJSON())
 	}
 	rw.end()
 	if rw.err != nil {
@@ -359,6 +363,11 @@ func readRecords(br *bufio.Reader) (*State, error) {
 			if ld.decode(typ, body, &v) {
 				ld.group(v)
 			}
+		case recOnce:
+			var v onceJSON
+			if ld.decode(typ, body, &v) {
+				ld.once(v)
+			}
 		default:
 			if typ&recIgnored == 0 {
 				return nil, fmt.Errorf("%w: snapshot record type %d is unknown to this build (written by a newer one)", ErrSnapshotVersion, typ)
@@ -375,6 +384,8 @@ func readRecords(br *bufio.Reader) (*State, error) {
 type loader struct {
 	st  *State
 	err error
+	// onceIDs are the request ids of the once records read so far.
+	onceIDs map[OnceID]struct{}
 }
 
 func (l *loader) decode(typ byte, body []byte, v any) bool {

@@ -30,6 +30,8 @@ type State struct {
 	// version is the registry version the cluster agreed on (0 = 1; see
 	// SetRegistryVersion).
 	version int
+	// once remembers the applied Once envelopes (once.go).
+	once onceRecords
 }
 
 func emptyState() *State {

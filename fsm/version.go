@@ -24,8 +24,9 @@ const (
 	// Version 1 is every command up to TypeCreateClusterCA and snapshot
 	// format 3; version 2 adds SetRegistryVersion and snapshot format 4;
 	// version 3 adds sharded worker groups (UpsertGroup, DeleteGroup and
-	// their snapshot record).
-	Version = 3
+	// their snapshot record); version 4 adds exactly-once writes (the
+	// TypeOnce envelope and its snapshot record, once.go).
+	Version = 4
 	// IgnorableFlag, set in a command's type byte, tells a replica that
 	// does not know the type to skip the entry rather than halt (as
 	// Consul's IgnoreUnknownTypeFlag does): for changes that old builds may
@@ -52,6 +53,8 @@ func Since(t CommandType) int {
 		return 2
 	case t == TypeUpsertGroup || t == TypeDeleteGroup:
 		return 3
+	case t == TypeOnce:
+		return OnceVersion
 	}
 	return 0
 }
@@ -69,6 +72,16 @@ func CheckWritable(data []byte, regVersion int) error {
 	t := CommandType(data[0])
 	if t == TypeSetRegistryVersion {
 		return nil
+	}
+	if t == TypeOnce {
+		if regVersion < OnceVersion {
+			return fmt.Errorf("%w: exactly-once writes need registry version %d; the cluster is at %d", ErrNeedsVersion, OnceVersion, regVersion)
+		}
+		_, _, cmd, err := DecodeOnce(data)
+		if err != nil {
+			return err
+		}
+		return CheckWritable(cmd, regVersion)
 	}
 	s := Since(t)
 	if s == 0 {

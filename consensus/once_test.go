@@ -1,0 +1,199 @@
+package consensus_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/consensus"
+	"github.com/rbee-project/rbee/fsm"
+)
+
+// lossyForward loses the answer to forwarded requests while armed: the
+// request reaches the leader, which commits and answers, and the caller
+// reads an error, as when the leader dies between the two.
+type lossyForward struct {
+	consensus.Network
+	mu    sync.Mutex
+	armed bool
+	// lost receives one value per lost answer and then waits for release,
+	// so the test can write in between.
+	lost    chan struct{}
+	release chan struct{}
+}
+
+func (l *lossyForward) arm() {
+	l.mu.Lock()
+	l.armed = true
+	l.mu.Unlock()
+}
+
+func (l *lossyForward) Dial(ctx context.Context, id string, kind consensus.ConnKind) (net.Conn, error) {
+	conn, err := l.Network.Dial(ctx, id, kind)
+	if err != nil || kind != consensus.ConnForward {
+		return conn, err
+	}
+	l.mu.Lock()
+	lose := l.armed
+	l.armed = false
+	l.mu.Unlock()
+	if !lose {
+		return conn, nil
+	}
+	return &lostAnswer{Conn: conn, l: l}, nil
+}
+
+type lostAnswer struct {
+	net.Conn
+	l *lossyForward
+}
+
+// Read reads the whole answer, then reports it lost.
+func (c *lostAnswer) Read([]byte) (int, error) {
+	_, _ = io.Copy(io.Discard, c.Conn) // the leader answers, then closes
+	c.l.lost <- struct{}{}
+	<-c.l.release
+	return 0, errors.New("connection reset (test: answer lost)")
+}
+
+// TestApplyOnceAfterLostAnswer: a follower's forwarded write commits, its
+// answer is lost, another write to the same entry commits, and the
+// follower retries. With exactly-once writes (registry version 4) the
+// retry returns the first Result and the later write stays; a registry
+// below version 4 applies the retry again, undoing the later write (what
+// the envelope prevents).
+func TestApplyOnceAfterLostAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		version  int
+		wantPort int
+	}{
+		{fsm.Version, 2},
+		{3, 1},
+	} {
+		t.Run("version "+string(rune('0'+tc.version)), func(t *testing.T) {
+			cl := newCluster(t)
+			nets := map[string]*lossyForward{}
+			var mu sync.Mutex
+			cl.wrap = func(id string, nw consensus.Network) consensus.Network {
+				l := &lossyForward{Network: nw, lost: make(chan struct{}, 1), release: make(chan struct{})}
+				mu.Lock()
+				nets[id] = l
+				mu.Unlock()
+				return l
+			}
+			for _, id := range ids("once", 3) {
+				cfg := cl.config(id)
+				cfg.BootstrapExpect = 3
+				cl.start(cfg)
+			}
+			leader := cl.waitLeader()
+			apply(t, leader, fsm.SetRegistryVersion{Version: tc.version})
+			f := cl.followers(leader)[0]
+			waitVersion(t, f, tc.version)
+
+			mu.Lock()
+			lossy := nets[f.id]
+			mu.Unlock()
+			lossy.arm()
+			type outcome struct {
+				res any
+				err error
+			}
+			done := make(chan outcome, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				b, _ := fsm.Encode(hostPort("h", 1))
+				res, err := f.c.Apply(ctx, b)
+				done <- outcome{res, err}
+			}()
+			select {
+			case <-lossy.lost:
+			case <-time.After(15 * time.Second):
+				t.Fatal("the forwarded write never reached the leader")
+			}
+			first, ok := leader.fsm.Host("h")
+			require.True(t, ok, "the leader applied the write before answering")
+			require.Equal(t, 1, first.Port)
+			firstIndex := leader.fsm.Index()
+			later := apply(t, leader, hostPort("h", 2))
+			close(lossy.release)
+
+			var o outcome
+			select {
+			case o = <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the retry did not finish")
+			}
+			require.NoError(t, o.err)
+			res := o.res.(fsm.Result)
+			if tc.version >= fsm.OnceVersion {
+				require.Equal(t, firstIndex, res.Index, "the retry answers with the first attempt's Result")
+			} else {
+				require.Greater(t, res.Index, later.Index, "without the envelope the retry applies again")
+			}
+			require.NoError(t, leader.c.Barrier(context.Background()))
+			h, _ := leader.fsm.Host("h")
+			require.Equal(t, tc.wantPort, h.Port)
+		})
+	}
+}
+
+// TestApplyRebasesAnExpiredRequest: a request whose Base is more than
+// fsm.OnceWindow indexes old, none of whose attempts can have applied, is
+// sent again with the leader's applied index and commits once.
+func TestApplyRebasesAnExpiredRequest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes fsm.OnceWindow entries")
+	}
+	cl := newCluster(t)
+	cfg := cl.config("rebase-1")
+	cfg.BootstrapExpect = 1
+	n := cl.start(cfg)
+	cl.waitLeader()
+	apply(t, n, fsm.SetRegistryVersion{Version: fsm.Version})
+	// Move the log past the window, many writes at a time (raft batches
+	// them into few disk writes).
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := fsm.Encode(host("filler"))
+	require.NoError(t, err)
+	sem := make(chan struct{}, 256)
+	var wg sync.WaitGroup
+	for range fsm.OnceWindow + 10 {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, err := n.c.Apply(ctx, b)
+			require.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+	require.Greater(t, n.fsm.Index(), uint64(fsm.OnceWindow+1))
+
+	cmd, err := fsm.Encode(hostPort("h", 7))
+	require.NoError(t, err)
+	res, err := consensus.ApplyWithBase(n.c, ctx, cmd, 1)
+	require.NoError(t, err)
+	require.Equal(t, n.fsm.Index(), res.(fsm.Result).Index)
+	h, ok := n.fsm.Host("h")
+	require.True(t, ok)
+	require.Equal(t, 7, h.Port)
+}
+
+func hostPort(name string, port int) fsm.Command {
+	return fsm.UpsertHost{Host: fsm.Host{Name: name, Host: "10.0.0.1", Port: port, State: fsm.HostKnown}}
+}
+
+func waitVersion(t *testing.T, n *testNode, v int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return n.fsm.RegistryVersion() == v }, 10*time.Second, 10*time.Millisecond)
+}
