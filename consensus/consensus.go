@@ -270,6 +270,8 @@ type Consensus struct {
 	leftMu sync.Mutex
 	left   map[string]time.Time // servers that asked to leave, by id
 
+	// rebased counts requests sent again with a newer Base (fsm.ErrExpired).
+	rebased atomic.Int64
 	replay           *replayFSM
 	lastContact      atomic.Uint64 // unix ms of the newest leader contact known
 	persistedIndex   atomic.Uint64

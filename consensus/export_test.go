@@ -56,3 +56,6 @@ func ApplyWithBase(c *Consensus, ctx context.Context, cmd []byte, base uint64) (
 	}
 	return c.apply(ctx, req)
 }
+
+// Rebased is how many requests c sent again with a newer Base.
+func Rebased(c *Consensus) int64 { return c.rebased.Load() }

@@ -42,6 +42,10 @@ const (
 	codeNotLeader = "not_leader"
 	codeRejected  = "rejected" // registry rejected the command; FSMCode says why
 	codeError     = "error"
+	// codeSent: the command went into the leader's log but the leader
+	// could not learn its outcome (it lost leadership, or the wait ran
+	// out): it may commit.
+	codeSent = "sent"
 )
 
 type forwardResponse struct {
@@ -191,7 +195,7 @@ func (c *Consensus) handleRequest(frame []byte) forwardResponse {
 		}
 		res, err := c.applyLocal(r, ctx, body)
 		resp := responseFor(res, err)
-		resp.Applied = c.cfg.FSM.Index()
+		resp.Applied = r.AppliedIndex()
 		return resp
 	case opRemove:
 		if r.State() != raft.Leader {
@@ -215,6 +219,8 @@ func responseFor(res *fsm.Result, err error) forwardResponse {
 	switch {
 	case err == nil:
 		return forwardResponse{Code: codeOK, Result: res}
+	case errors.Is(err, errSent):
+		return forwardResponse{Code: codeSent, Message: err.Error()}
 	case errors.Is(err, ErrRejected):
 		return forwardResponse{Code: codeRejected, FSMCode: fsm.ErrorCode(err), Message: err.Error()}
 	case errors.Is(err, ErrNotLeader):
@@ -230,6 +236,8 @@ func errFromResponse(resp forwardResponse) error {
 		return nil
 	case codeNotLeader:
 		return ErrNotLeader
+	case codeSent:
+		return fmt.Errorf("%w: %w: remote: %s", ErrForward, errSent, resp.Message)
 	case codeRejected:
 		return fmt.Errorf("%w: %w", ErrRejected, fsm.ErrorFromCode(resp.FSMCode, resp.Message))
 	}
@@ -262,7 +270,7 @@ func (c *Consensus) call(ctx context.Context, id string, op byte, body []byte) (
 	}
 	var resp forwardResponse
 	if err := json.Unmarshal(frame, &resp); err != nil {
-		return forwardResponse{}, fmt.Errorf("%w: bad response from %s: %v", ErrForward, id, err)
+		return forwardResponse{}, fmt.Errorf("%w: bad response from %s: %w: %v", ErrForward, id, errSent, err)
 	}
 	return resp, nil
 }
@@ -367,7 +375,7 @@ func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 		}
 		if r.State() == raft.Leader {
 			res, err = c.applyLocal(r, ctx, req.data)
-			applied = c.cfg.FSM.Index()
+			applied = r.AppliedIndex()
 		} else if leader != "" {
 			var resp forwardResponse
 			resp, err = c.call(ctx, string(leader), opApply, req.data)
@@ -375,7 +383,8 @@ func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 				err = errFromResponse(resp)
 				res, applied = resp.Result, resp.Applied
 				if err == nil && res == nil {
-					err = fmt.Errorf("%w: ok response without result", ErrForward)
+					// Applied, but its Result is unknown.
+					err = fmt.Errorf("%w: %w: ok response without result", ErrForward, errSent)
 				}
 			}
 		} else {
@@ -388,11 +397,13 @@ func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 			// No attempt of this request can have been applied unless one
 			// went unanswered: then try again from the leader's index.
 			if sent {
-				return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+				// Not ErrRejected: the command may well be applied.
+				return nil, fmt.Errorf("%w: %w (%v)", ErrOutcomeUnknown, fsm.ErrExpired, err)
 			}
 			if !req.rebase(applied) {
 				return nil, err
 			}
+			c.rebased.Add(1)
 			continue
 		}
 		if errors.Is(err, errSent) {
@@ -432,8 +443,11 @@ type request struct {
 	data []byte
 }
 
-// newRequest wraps cmd with a fresh random id and this server's applied
-// index as its Base.
+// newRequest wraps cmd with a fresh random id and, as its Base, the log
+// index raft has applied on this server: committed, so every attempt
+// lands above it. (The registry's own index moves only with commands
+// that change it, and would fall behind over barriers, configuration
+// changes and rejected commands.)
 func (c *Consensus) newRequest(cmd []byte) (*request, error) {
 	req := &request{cmd: cmd, data: cmd}
 	if c.cfg.FSM.RegistryVersion() < fsm.OnceVersion {
@@ -442,7 +456,11 @@ func (c *Consensus) newRequest(cmd []byte) (*request, error) {
 	if _, err := rand.Read(req.id[:]); err != nil {
 		return nil, fmt.Errorf("consensus: request id: %w", err)
 	}
-	return req, req.wrap(c.cfg.FSM.Index())
+	var base uint64
+	if r, err := c.running(); err == nil {
+		base = r.AppliedIndex()
+	}
+	return req, req.wrap(base)
 }
 
 func (r *request) wrap(base uint64) error {

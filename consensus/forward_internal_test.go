@@ -2,10 +2,14 @@ package consensus
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/stretchr/testify/require"
 
@@ -49,6 +53,7 @@ func TestResponseErrors(t *testing.T) {
 		{forwardResponse{Code: codeRejected, FSMCode: "not_found", Message: "x"}, []error{ErrRejected, fsm.ErrNotFound}},
 		{forwardResponse{Code: codeError, Message: "boom"}, []error{ErrForward}},
 		{forwardResponse{Code: "weird"}, []error{ErrForward}},
+		{forwardResponse{Code: codeSent, Message: "lost leadership"}, []error{ErrForward, errSent}},
 	}
 	for _, tc := range tests {
 		err := errFromResponse(tc.resp)
@@ -64,6 +69,14 @@ func TestResponseErrors(t *testing.T) {
 			require.Equal(t, codeRejected, back.Code)
 			require.Equal(t, "not_found", back.FSMCode)
 		}
+	}
+	// A leader that could not learn the outcome says so, whatever raft
+	// called it: the caller must count the attempt as maybe applied.
+	for _, cause := range []error{raft.ErrLeadershipLost, context.DeadlineExceeded, ErrClosed} {
+		sent := fmt.Errorf("%w: %w", errSent, translate(cause))
+		back := errFromResponse(responseFor(nil, sent))
+		require.ErrorIs(t, back, errSent, "%v", cause)
+		require.True(t, retryable(back))
 	}
 	require.True(t, retryable(errFromResponse(forwardResponse{Code: codeNotLeader})))
 	require.False(t, retryable(errFromResponse(forwardResponse{Code: codeRejected})))

@@ -183,6 +183,7 @@ func TestApplyRebasesAnExpiredRequest(t *testing.T) {
 	require.NoError(t, err)
 	res, err := consensus.ApplyWithBase(n.c, ctx, cmd, 1)
 	require.NoError(t, err)
+	require.Equal(t, int64(1), consensus.Rebased(n.c), "refused as expired once, then sent with the leader's index")
 	require.Equal(t, n.fsm.Index(), res.(fsm.Result).Index)
 	h, ok := n.fsm.Host("h")
 	require.True(t, ok)

@@ -25,8 +25,9 @@ import (
 //
 // Memory is bounded without clocks: an envelope also carries Base, a log
 // index the proposer had seen applied before its first attempt, so every
-// attempt of the request lands at an index above Base. A record is dropped
-// once the log is OnceWindow indexes past it, and an envelope whose index
+// attempt of the request lands at an index above Base. A record may be
+// dropped once the log is OnceWindow indexes past it (the next envelope
+// applied drops what is that old), and an envelope whose index
 // is more than OnceWindow past its Base is refused with ErrExpired unless
 // its record is still there: whenever a record could have been dropped, the
 // registry says it cannot tell, rather than applying twice. A proposer that
@@ -43,7 +44,8 @@ const (
 	// OnceWindow is how many log indexes a record outlives its entry. A
 	// retry comes within seconds (a new leader's election and a backoff);
 	// 8192 indexes is minutes of writes even for a hundred busy nodes,
-	// and at most 8192 records of 32 bytes (256 KiB) are kept.
+	// and at most 8192 records of 32 bytes are live (256 KiB, up to about
+	// twice that with the array's spare and dropped room).
 	OnceWindow = 8192
 	// onceHeaderSize is the type byte, the id and Base.
 	onceHeaderSize = 1 + OnceIDSize + 8
@@ -109,11 +111,14 @@ type onceRecord struct {
 // onceRecords are a State's records in index order. States share one
 // backing array: a new state appends after the last record of the current
 // one (where no older state looks) and drops records from the front by
-// reslicing, so a command costs O(1) and a captured snapshot stays
-// unchanged.
+// reslicing, so adding a record costs O(1) and a captured snapshot stays
+// unchanged. This holds only while every new State derives from the
+// FSM's current one (applyOnce); two States derived from one base would
+// write the same slot.
 type onceRecords []onceRecord
 
-// lookup finds the record of id, newest first (a retry is recent).
+// lookup finds the record of id, newest first (a retry is recent): at
+// most OnceWindow comparisons of 16 bytes, microseconds.
 func (r onceRecords) lookup(id OnceID) (onceRecord, bool) {
 	for i := len(r) - 1; i >= 0; i-- {
 		if r[i].id == id {
@@ -158,7 +163,11 @@ func (f *FSM) applyOnce(index uint64, data []byte) (Result, error) {
 	if rec, ok := base0.once.lookup(id); ok {
 		return Result{Index: rec.index, Type: rec.typ, Changed: rec.changed}, nil
 	}
-	if index > base && index-base > OnceWindow {
+	if base >= index {
+		// A proposer's Base is an index it saw applied: below any entry.
+		return Result{}, fmt.Errorf("%w: request %s with base index %d at index %d", ErrInvalid, id, base, index)
+	}
+	if index-base > OnceWindow {
 		return Result{}, fmt.Errorf("%w: request %s with base index %d arrived at index %d, more than %d later", ErrExpired, id, base, index, OnceWindow)
 	}
 	a, err := apply(base0, index, cmd)
@@ -197,7 +206,11 @@ func (l *loader) once(v onceJSON) {
 	switch {
 	case err != nil || len(b) != OnceIDSize:
 		err = fmt.Errorf("id %q", v.ID)
-	case v.Type == TypeOnce || Since(v.Type) == 0:
+	case l.st.regVersion() < OnceVersion:
+		err = fmt.Errorf("in a snapshot of registry version %d", l.st.regVersion())
+	case v.Type == 0 || v.Type == TypeOnce:
+		// Any other type: a newer build's ignorable command is recorded
+		// too, and the type is only echoed back.
 		err = fmt.Errorf("type %d", v.Type)
 	case v.Index == 0 || v.Index > l.st.index:
 		err = fmt.Errorf("index %d (snapshot at %d)", v.Index, l.st.index)

@@ -156,22 +156,51 @@ func TestOnceSnapshot(t *testing.T) {
 	require.Equal(t, snap, buf.Bytes())
 
 	// Bad records are refused.
-	for name, rec := range map[string]string{
-		"bad id":       `{"id":"zz","index":2,"type":12}`,
-		"short id":     `{"id":"0102","index":2,"type":12}`,
-		"envelope":     `{"id":"01000000000000000000000000000000","index":2,"type":20}`,
-		"future index": `{"id":"01000000000000000000000000000000","index":99,"type":12}`,
+	const a, b = `{"id":"01000000000000000000000000000000","index":2,"type":12}`, `{"id":"02000000000000000000000000000000","index":3,"type":12}`
+	for _, tc := range []struct {
+		name    string
+		version int
+		recs    []string
+		ok      bool
+	}{
+		{"two records", Version, []string{a, b}, true},
+		{"a newer build's type", Version, []string{`{"id":"01000000000000000000000000000000","index":2,"type":99}`}, true},
+		{"bad id", Version, []string{`{"id":"zz","index":2,"type":12}`}, false},
+		{"short id", Version, []string{`{"id":"0102","index":2,"type":12}`}, false},
+		{"envelope", Version, []string{`{"id":"01000000000000000000000000000000","index":2,"type":20}`}, false},
+		{"type 0", Version, []string{`{"id":"01000000000000000000000000000000","index":2,"type":0}`}, false},
+		{"future index", Version, []string{`{"id":"01000000000000000000000000000000","index":99,"type":12}`}, false},
+		{"out of order", Version, []string{b, a}, false},
+		{"twice", Version, []string{a, `{"id":"01000000000000000000000000000000","index":3,"type":12}`}, false},
+		{"below version 4", 3, []string{a}, false},
 	} {
-		var b bytes.Buffer
-		b.WriteString("RBEE\x04")
-		rw := recordWriter{w: bufio.NewWriter(&b)}
-		rw.put(recHeader, snapshotHeader{Index: 6, RegistryVersion: Version})
-		rw.frame(recOnce, []byte(rec))
+		var buf bytes.Buffer
+		buf.WriteString("RBEE\x04")
+		rw := recordWriter{w: bufio.NewWriter(&buf)}
+		rw.put(recHeader, snapshotHeader{Index: 6, RegistryVersion: tc.version})
+		for _, r := range tc.recs {
+			rw.frame(recOnce, []byte(r))
+		}
 		rw.end()
 		require.NoError(t, rw.w.Flush())
-		_, err := ReadSnapshot(&b)
-		require.ErrorIs(t, err, ErrMalformed, name)
+		st, err := ReadSnapshot(&buf)
+		if tc.ok {
+			require.NoError(t, err, tc.name)
+			require.Equal(t, len(tc.recs), st.OnceRecords())
+		} else {
+			require.ErrorIs(t, err, ErrMalformed, tc.name)
+		}
 	}
+}
+
+// An envelope whose Base is not below its own index is invalid.
+func TestOnceBaseBelowIndex(t *testing.T) {
+	f := New(nil)
+	applyAll(t, f, SetRegistryVersion{Version: Version})
+	_, err := applyAt(f, 5, envelope(t, 1, 5, hostCmd(t, "h", 1)))
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = applyAt(f, 5, envelope(t, 1, 4, hostCmd(t, "h", 1)))
+	require.NoError(t, err)
 }
 
 // A build below version 4 halts on an envelope instead of applying it
