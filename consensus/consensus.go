@@ -271,7 +271,7 @@ type Consensus struct {
 	left   map[string]time.Time // servers that asked to leave, by id
 
 	// rebased counts requests sent again with a newer Base (fsm.ErrExpired).
-	rebased atomic.Int64
+	rebased          atomic.Int64
 	replay           *replayFSM
 	lastContact      atomic.Uint64 // unix ms of the newest leader contact known
 	persistedIndex   atomic.Uint64
