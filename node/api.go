@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/internal/apierror"
@@ -28,7 +29,7 @@ type APIError = apierror.Body
 
 // Handler is the node's HTTP API.
 func (n *Node) Handler() http.Handler {
-	mux := http.NewServeMux()
+	mux := newRoutes()
 	mux.HandleFunc("GET /health", n.handleHealth)
 	mux.HandleFunc("POST /v1/jobs", n.handleSubmit)
 	mux.HandleFunc("GET /v1/jobs", n.handleListJobs)
@@ -60,11 +61,55 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/delete", n.handleOllamaDelete)
 	mux.HandleFunc("POST /api/embed", n.handleOllamaEmbed)
 	mux.HandleFunc("POST /api/embeddings", n.handleOllamaEmbeddings)
-	// Anything else is a JSON error, never the mux's text/plain page.
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.fallback()
+	return n.bounded(n.auth.Wrap(mux))
+}
+
+// routes is a ServeMux that knows each path's methods, so that a known
+// path asked with another method is a 405 with Allow, and anything else
+// a JSON 404, never the mux's text/plain page.
+type routes struct {
+	*http.ServeMux
+	paths   *http.ServeMux      // each path pattern without its method
+	methods map[string][]string // path pattern → methods
+}
+
+func newRoutes() *routes {
+	return &routes{ServeMux: http.NewServeMux(), paths: http.NewServeMux(), methods: map[string][]string{}}
+}
+
+func (m *routes) Handle(pattern string, h http.Handler) {
+	m.ServeMux.Handle(pattern, h)
+	method, path, ok := strings.Cut(pattern, " ")
+	if !ok {
+		return
+	}
+	if _, seen := m.methods[path]; !seen {
+		m.paths.Handle(path, h)
+	}
+	m.methods[path] = append(m.methods[path], method)
+	if method == http.MethodGet {
+		m.methods[path] = append(m.methods[path], http.MethodHead)
+	}
+}
+
+func (m *routes) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.Handle(pattern, http.HandlerFunc(h))
+}
+
+// fallback answers what no route takes.
+func (m *routes) fallback() {
+	m.ServeMux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, path := m.paths.Handler(r); path != "" {
+			if methods := m.methods[path]; len(methods) > 0 {
+				w.Header().Set("Allow", strings.Join(methods, ", "))
+				writeError(w, http.StatusMethodNotAllowed, jobs.CodeMethodNotAllowed,
+					fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, strings.Join(methods, " or ")))
+				return
+			}
+		}
 		writeError(w, http.StatusNotFound, jobs.CodeNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
-	return n.bounded(n.auth.Wrap(mux))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -26,6 +26,9 @@ func (n *Node) AdminKey() string { return n.adminKey }
 // ErrNoAdminKey.
 func ReadAdminKey(dataDir string) (string, error) { return auth.ReadAdminKey(dataDir) }
 
+// AdminKeyFile is the admin key's file name in a data dir.
+const AdminKeyFile = auth.AdminKeyFile
+
 // newGuard is the API's guard for this node.
 func (n *Node) newGuard() *auth.Guard {
 	return auth.New(auth.Config{Name: n.cfg.Name, AllowedHosts: n.cfg.AllowedHosts, CORSOrigins: n.cfg.CORSOrigins,

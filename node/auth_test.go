@@ -162,6 +162,19 @@ func TestJobsArePrivate(t *testing.T) {
 	mine := submit("")
 	require.ElementsMatch(t, []string{mine}, list(""), "a local client lists only its own jobs")
 	require.Subset(t, list(admin), []string{adminJob, mine})
+	// The cluster snapshot (the web page's feed) lists jobs the same way.
+	snapshotJobs := func(tok string) string {
+		st, _, data := apiCall(t, n, "GET", "/v1/cluster", tok, "", "", nil)
+		require.Equal(t, 200, st)
+		var out struct {
+			Jobs json.RawMessage `json:"jobs"`
+		}
+		require.NoError(t, json.Unmarshal(data, &out))
+		return string(out.Jobs)
+	}
+	require.Contains(t, snapshotJobs(""), mine)
+	require.NotContains(t, snapshotJobs(""), adminJob, "another principal's job is not in the snapshot")
+	require.Contains(t, snapshotJobs(admin), adminJob)
 	for _, p := range []string{"/v1/jobs/" + adminJob, "/v1/jobs/" + adminJob + "/events"} {
 		st, _, _ := apiCall(t, n, "GET", p, "", "", "", nil)
 		require.Equal(t, 404, st, "another principal's job must look absent: %s", p)
@@ -192,6 +205,10 @@ func TestJobsArePrivate(t *testing.T) {
 		return string(out)
 	}
 	out := asNobody(n.URL() + "/v1/jobs")
+	require.NotContains(t, out, mine)
+	require.NotContains(t, out, adminJob)
+	out = asNobody(n.URL() + "/v1/cluster")
+	require.Contains(t, out, `"jobs"`)
 	require.NotContains(t, out, mine)
 	require.NotContains(t, out, adminJob)
 	out = asNobody("-o", "/dev/null", "-w", "%{http_code}", n.URL()+"/v1/jobs/"+mine+"/events")

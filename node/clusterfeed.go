@@ -9,6 +9,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
@@ -16,12 +17,22 @@ import (
 // snapshot is sent only when it changed, so idle pages cost nothing.
 const feedInterval = time.Second
 
-// Snapshot returns the current cluster snapshot.
+// Snapshot returns the current cluster snapshot with every job (the
+// admin's view).
 func (n *Node) Snapshot() api.ClusterSnapshot {
+	return n.snapshotFor(auth.Principal{Perms: auth.Admin, Owner: auth.OwnerAdmin})
+}
+
+// snapshotFor is the snapshot p may see: the jobs p may list (its own; an
+// admin's, all), like GET /v1/jobs; jobs are private.
+func (n *Node) snapshotFor(p auth.Principal) api.ClusterSnapshot {
 	s := api.ClusterSnapshot{Status: n.status(true), Jobs: []api.JobSummary{}, InsecureHTTP: !loopback.HostPort(n.cfg.HTTPAddr)}
-	for i, j := range n.jobs.List() {
-		if i >= 50 {
+	for _, j := range n.jobs.List() {
+		if len(s.Jobs) >= 50 {
 			break
+		}
+		if !p.MayRead(j.Owner, true) {
+			continue
 		}
 		js := api.JobSummary{ID: j.ID, Operation: j.Operation, Status: j.Status(), Created: j.Created}
 		evs, _, _ := j.Events(0)
@@ -41,13 +52,14 @@ func (n *Node) Snapshot() api.ClusterSnapshot {
 
 // handleClusterEvents streams snapshots as SSE "state" events.
 func (n *Node) handleClusterEvents(w http.ResponseWriter, r *http.Request) {
+	p := auth.FromContext(r.Context())
 	sw := sse.Start(w)
 	tick := time.NewTicker(feedInterval)
 	defer tick.Stop()
 	var last []byte
 	quiet := 0
 	for {
-		b, _ := json.Marshal(n.Snapshot())
+		b, _ := json.Marshal(n.snapshotFor(p))
 		if !bytes.Equal(b, last) {
 			if err := sw.Data("state", b); err != nil {
 				return
@@ -70,5 +82,5 @@ func (n *Node) handleClusterEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleClusterState(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, n.Snapshot())
+	writeJSON(w, http.StatusOK, n.snapshotFor(auth.FromContext(r.Context())))
 }

@@ -140,9 +140,12 @@ func refuseInternalSpawnFields(req Request) error {
 	if err := json.Unmarshal(req.Raw, &fields); err != nil {
 		return jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
 	}
-	for _, k := range []string{"shard", "group"} {
-		if _, ok := fields[k]; ok {
-			return jobs.Errorf(jobs.CodeBadRequest, "%s: field %q is set by the nodes that place a group, not by a request", req.Operation, k)
+	for f := range fields {
+		// Any case: Go's JSON decoding matches names without it.
+		for _, k := range []string{"shard", "group"} {
+			if strings.EqualFold(f, k) {
+				return jobs.Errorf(jobs.CodeBadRequest, "%s: field %q is set by the nodes that place a group, not by a request", req.Operation, f)
+			}
 		}
 	}
 	return nil

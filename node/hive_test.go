@@ -75,6 +75,9 @@ func TestHiveCatalogOperations(t *testing.T) {
 		// Only nodes set shard and group; hives names a group's hives.
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hive": "node1", "shard": map[string]any{"group": "g-1", "mode": "pipeline", "lo": 3, "hi": 5}}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node0", "node1"}, "group": "g-1"}, "bad_request"},
+		// In any case: Go's JSON decoding matches field names without it.
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hive": "node1", "Shard": map[string]any{"group": "g-1", "mode": "pipeline", "lo": 3, "hi": 5}}, "bad_request"},
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node0", "node1"}, "GROUP": "g-1"}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node1"}}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hive": "node0", "hives": []string{"node1", "node0"}}, "bad_request"},
 		{map[string]any{"operation": "worker_process_delete", "pid": os.Getpid()}, "forbidden"},

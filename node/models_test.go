@@ -97,6 +97,12 @@ func TestAPIRoutesAnswerJSON(t *testing.T) {
 		{"GET", "/v1/models/nosuch", 404, `"model_not_found"`},
 		{"GET", "/api/version", 200, `"version":`},
 		{"GET", "/api/ps", 200, `"models":[]`},
+		// A known path with another method: 405 naming the methods.
+		{"GET", "/v1/chat/completions", 405, `"code":"method_not_allowed"`},
+		{"PUT", "/v1/chat/completions", 405, `use POST`},
+		{"DELETE", "/v1/models", 405, `use GET or HEAD`},
+		{"POST", "/api/tags", 405, `use GET`},
+		{"PUT", "/v1/jobs/abc", 405, `use GET or HEAD or DELETE`},
 	} {
 		st, _, data := apiCall(t, n, tc.method, tc.path, "", "", "", nil)
 		require.Equal(t, tc.status, st, "%s %s: %s", tc.method, tc.path, data)

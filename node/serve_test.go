@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -256,6 +257,19 @@ func TestServeAcrossTheCluster(t *testing.T) {
 	require.NoError(t, stream.Err())
 	require.Greater(t, chunks, 2)
 	require.NotEmpty(t, acc.Choices[0].Message.Content)
+	// A body near the API's cap reaches a worker on another node whole
+	// (the frame carries it base64): the worker's own 400, not a 503
+	// that counts healthy workers as failed.
+	big, err := json.Marshal(map[string]any{"model": "stories260k", "max_tokens": 5,
+		"messages": []map[string]string{{"role": "user", "content": strings.Repeat("a", 900_000)}}})
+	require.NoError(t, err)
+	resp, err := http.Post(c.Nodes[0].URL()+"/v1/chat/completions", "application/json", bytes.NewReader(big))
+	require.NoError(t, err)
+	bigBody, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(bigBody))
+	require.Contains(t, string(bigBody), "context_length_exceeded")
+
 	_, err = oc.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "nope", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")}})
 	var apiErr *openai.Error
 	require.ErrorAs(t, err, &apiErr)
@@ -263,7 +277,7 @@ func TestServeAcrossTheCluster(t *testing.T) {
 
 	// Ollama API.
 	before := scrape(t, c.Nodes[2])
-	resp, err := http.Post(c.Nodes[2].URL()+"/api/generate", "application/json",
+	resp, err = http.Post(c.Nodes[2].URL()+"/api/generate", "application/json",
 		bytes.NewBufferString(`{"model":"stories260k","prompt":"Once upon a time","stream":false,"options":{"temperature":0,"num_predict":24}}`))
 	require.NoError(t, err)
 	var og struct {

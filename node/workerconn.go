@@ -59,11 +59,14 @@ const (
 	watchEvery = 200 * time.Millisecond
 )
 
-// Frame caps and chunking of proxied worker traffic: requests are bounded
-// like the API body; body chunks are what one Read of the worker's
-// response returned (SSE events are small), capped at 64 KiB.
+// Frame caps and chunking of proxied worker traffic: a request's body is
+// an API body (maxRequestBytes) plus what the node adds to it (its
+// extension: a resumed stream's tokens), base64 in the frame's JSON; body
+// chunks are what one Read of the worker's response returned (SSE events
+// are small), capped at 64 KiB.
 const (
-	maxWorkerReqFrame = maxRequestBytes + 4096
+	maxWorkerBody     = 2 * maxRequestBytes
+	maxWorkerReqFrame = (maxWorkerBody+2)/3*4 + 4096
 	maxHeadFrame      = 64 << 10
 	bodyChunk         = 64 << 10
 )
@@ -107,6 +110,9 @@ func (c workerCaller) CallWorker(ctx context.Context, t router.Target, method, p
 func (n *Node) callWorker(ctx context.Context, t router.Target, method, path string, body []byte) (*http.Response, error) {
 	if t.Local {
 		return n.callLocalWorker(ctx, t.Registry.ID, method, path, body)
+	}
+	if len(body) > maxWorkerBody {
+		return nil, fmt.Errorf("request of %d bytes for a worker on %s: over %d", len(body), t.NodeName, maxWorkerBody)
 	}
 	pid, err := peer.Decode(t.Registry.NodeID)
 	if err != nil {

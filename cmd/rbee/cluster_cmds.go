@@ -285,7 +285,7 @@ The cluster secret joins nodes; it is not an API credential on this machine.`,
 				}
 				return printJSON(cmd.OutOrStdout(), out)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			fmt.Fprintf(cmd.OutOrStdout(), "Cluster token: %s\n\nJoin another machine with:\n  %s\n", tok, join)
 			return nil
 		},
 	}

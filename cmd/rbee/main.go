@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/internal/owner"
 	"github.com/rbee-project/rbee/internal/workercmd"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
@@ -36,6 +37,9 @@ type globals struct {
 	tokenSet, dataDirSet bool
 	adminOnce            sync.Once
 	adminKey             string
+	// adminUID owns the file adminKey came from: the admin key goes only
+	// to a server that user runs (client.OwnedBy).
+	adminUID uint32
 	// caFile (--ca, RBEE_CA) and caFingerprint (--ca-fingerprint,
 	// RBEE_CA_FINGERPRINT) say how an https:// node is verified; hc is the
 	// HTTP client built from them.
@@ -44,10 +48,17 @@ type globals struct {
 }
 
 // client is a client of --node with the credential credential() picks.
+// With the node's admin key, its connections are checked to reach a
+// server run by the key file's owner (any local user could be listening
+// on the node's port while the node is down).
 func (g *globals) client() *client.Client {
-	c := client.New(g.node, g.credential())
+	cred := g.credential()
+	c := client.New(g.node, cred)
 	if g.hc != nil {
 		c.HTTP = g.hc
+	}
+	if cred != "" && cred == g.adminKey {
+		c.HTTP = client.OwnedBy(c.HTTP, g.adminUID)
 	}
 	return c
 }
@@ -91,9 +102,17 @@ func (g *globals) credential() string {
 // findAdminKey reads the admin key of the node at --node: from --data-dir
 // when given, else from the data dir the node names in /health (so a CLI
 // pointed at any local node finds that node's key), else the default dir.
+// A key file another user owns is skipped unless this is root (it may be
+// a file planted for this user to present), and adminUID records the
+// owner, the only user the key is sent to.
 func (g *globals) findAdminKey() string {
 	for _, d := range g.dataDirs() {
+		uid, ok := owner.OfPath(filepath.Join(d, node.AdminKeyFile))
+		if !ok || (uid != uint32(os.Geteuid()) && os.Geteuid() != 0) {
+			continue
+		}
 		if k, err := node.ReadAdminKey(d); err == nil {
+			g.adminUID = uid
 			return k
 		}
 	}

@@ -32,3 +32,17 @@ func LoopbackUID(local, remote net.Addr) (uint32, error) {
 	}
 	return lookup(l, r)
 }
+
+// ServerUID returns the uid of the process that owns the server end of a
+// loopback TCP connection this process dialled, given the connection's
+// LocalAddr and RemoteAddr: who is listening there, as the kernel records
+// it, not what the server says.
+func ServerUID(local, remote net.Addr) (uint32, error) {
+	// The server's end is the entry whose local address is our remote
+	// one: LoopbackUID with the roles swapped.
+	return LoopbackUID(local, remote)
+}
+
+// Supported reports whether this platform can find a connection's owner
+// (Linux, through procfs).
+func Supported() bool { return supported }

@@ -87,3 +87,5 @@ func encodeAddr6(a *net.TCPAddr) string {
 func word(b []byte) string {
 	return fmt.Sprintf("%08X", binary.NativeEndian.Uint32(b))
 }
+
+const supported = true

@@ -35,6 +35,8 @@ const (
 	CodeBadRequest       = "bad_request"
 	CodeUnknownOperation = "unknown_operation"
 	CodeNotFound         = "not_found"
+	// CodeMethodNotAllowed: a known path asked with another method (405).
+	CodeMethodNotAllowed = "method_not_allowed"
 	CodeUnknownHive      = "unknown_hive"
 	CodeUnavailable      = "unavailable"
 	CodeCancelled        = "cancelled"

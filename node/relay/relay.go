@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -164,12 +165,35 @@ func NewBody(raw []byte, sampled bool) (Body, error) {
 	if b == nil {
 		return nil, errors.New("request body must be a JSON object")
 	}
+	// Go's JSON decoding matches field names without regard to case, so
+	// "Seed" or "RBEE" reach the worker as seed and the node's extension:
+	// take the fields the node reads or sets under their own names.
+	b.canonical("seed")
+	b.canonical(worker.ExtField)
 	var seed *int64
 	if v, ok := b["seed"]; sampled && (!ok || (json.Unmarshal(v, &seed) == nil && (seed == nil || *seed < 0))) {
 		b["seed"], _ = json.Marshal(rand.Int64())
 	}
 	delete(b, worker.ExtField) // the node's to set
 	return b, nil
+}
+
+// canonical renames a field spelled name in another case to name (the
+// last one, in key order, when several are).
+func (b Body) canonical(name string) {
+	keys := make([]string, 0, len(b))
+	for k := range b {
+		if k != name && strings.EqualFold(k, name) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if _, ok := b[name]; !ok {
+			b[name] = b[k]
+		}
+		delete(b, k)
+	}
 }
 
 // With is the body with ext set (or without the extension when nil).

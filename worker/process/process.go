@@ -938,8 +938,14 @@ func validSecret(s string) bool {
 // set to secret alone (an inherited or extra value is dropped).
 func workerEnv(base, extra []string, secret, engineSecretEnv string) []string {
 	env := make([]string, 0, len(base)+len(extra)+2)
-	for _, kv := range append(slices.Clip(base), extra...) {
-		if k, _, _ := strings.Cut(kv, "="); k == SecretEnv || (engineSecretEnv != "" && k == engineSecretEnv) {
+	for i, kv := range append(slices.Clip(base), extra...) {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == SecretEnv || (engineSecretEnv != "" && k == engineSecretEnv) {
+			continue
+		}
+		if i < len(base) && nodeSecret(k) {
+			// The node's, not the worker's: a third-party engine (or
+			// whatever it runs) must not read the cluster's credentials.
 			continue
 		}
 		env = append(env, kv)
@@ -951,6 +957,17 @@ func workerEnv(base, extra []string, secret, engineSecretEnv string) []string {
 		env = append(env, engineSecretEnv+"="+secret)
 	}
 	return env
+}
+
+// nodeSecret reports whether the environment variable k holds one of the
+// node's credentials (the cluster token, an API key, a Hugging Face
+// token), which a worker process does not inherit.
+func nodeSecret(k string) bool {
+	switch k {
+	case "RBEE_CLUSTER_TOKEN", "RBEE_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN":
+		return true
+	}
+	return false
 }
 
 // Secret returns the secret handed to the worker called id and the port it

@@ -1,0 +1,82 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/rbee-project/rbee/internal/peercred"
+)
+
+// ErrServerOwner: the server at a loopback address is not run by the user
+// whose credential the client was about to send. Any local user can
+// listen on a loopback port the node is not using (while it restarts, or
+// when it runs on another port); a CLI that sent the node's admin key
+// there would hand that user the cluster.
+var ErrServerOwner = errors.New("the server is not run by the node's user")
+
+// OwnedBy returns a copy of hc whose every connection is checked, before
+// anything is sent on it, to have its server end owned by uid, as the
+// kernel records it (on Linux, /proc/net/tcp): a credential that only the
+// node's user may present goes only to a process of that user. A
+// connection that fails the check is closed and the request fails with an
+// error wrapping ErrServerOwner. Only loopback connections can be checked,
+// so every other one fails too. Where the platform cannot tell a
+// connection's owner (not Linux), hc is returned unchanged.
+func OwnedBy(hc *http.Client, uid uint32) *http.Client {
+	if !peercred.Supported() {
+		return hc
+	}
+	var tr *http.Transport
+	switch t := hc.Transport.(type) {
+	case nil:
+		tr = http.DefaultTransport.(*http.Transport).Clone()
+	case *http.Transport:
+		tr = t.Clone()
+	default:
+		// Not a transport this package made: nothing can be checked.
+		return &http.Client{Transport: refuse{}, Timeout: hc.Timeout}
+	}
+	check := func(c net.Conn, err error) (net.Conn, error) {
+		if err != nil {
+			return nil, err
+		}
+		got, err := peercred.ServerUID(c.LocalAddr(), c.RemoteAddr())
+		switch {
+		case err != nil:
+			err = fmt.Errorf("%w: cannot tell who runs %s (%v)", ErrServerOwner, c.RemoteAddr(), err)
+		case got != uid:
+			err = fmt.Errorf("%w: %s is served by uid %d, the node's files belong to uid %d; not sending the node's admin key there", ErrServerOwner, c.RemoteAddr(), got, uid)
+		}
+		if err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	dial := tr.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: dialTimeout}).DialContext
+	}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return check(dial(ctx, network, addr))
+	}
+	if tls := tr.DialTLSContext; tls != nil {
+		// The TLS handshake sends nothing secret; the check runs before
+		// the first request.
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return check(tls(ctx, network, addr))
+		}
+	}
+	tr.Proxy = nil
+	return &http.Client{Transport: tr, Timeout: hc.Timeout, CheckRedirect: hc.CheckRedirect, Jar: hc.Jar}
+}
+
+// refuse is a RoundTripper that sends nothing.
+type refuse struct{}
+
+func (refuse) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, fmt.Errorf("%w: this client cannot check who runs the server", ErrServerOwner)
+}
