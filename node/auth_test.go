@@ -529,6 +529,34 @@ func TestBoundedConnections(t *testing.T) {
 		_, err := handshake(t, n.HTTPSAddr(), tlsca.ClientConfig("127.0.0.1", caPool(t, n), nil))
 		return err == nil
 	}, 10*time.Second, 50*time.Millisecond, "a freed slot serves HTTPS")
+
+	// On loopback each local user has a cap of their own: another user
+	// (nobody) at its cap locks nobody else out.
+	if runtime.GOOS != "linux" || os.Getuid() != 0 {
+		t.Log("not root on Linux: the other-user part needs a process started as nobody")
+		return
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	stream.Close()
+	_, port, err := net.SplitHostPort(n.HTTPAddr())
+	require.NoError(t, err)
+	// Eight connections, then a ninth that must be refused; then hold.
+	script := `for i in 1 2 3 4 5 6 7 8; do exec {fd}<>/dev/tcp/127.0.0.1/` + port + `; done
+exec {ninth}<>/dev/tcp/127.0.0.1/` + port + `; timeout 5 head -c 12 <&$ninth; echo; sleep 20`
+	cmd := exec.Command("bash", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	require.Contains(t, line, "429", "nobody's ninth connection is over its cap")
+	st, _, data := apiCall(t, n, "GET", "/health", "", "", "", nil)
+	require.Equal(t, 200, st, "this user still gets in: %s", data)
 }
 
 // TestSecretStaysPrivate: the join command carries the secret in the

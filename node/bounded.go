@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/peercred"
 )
 
 // HTTP connection limits. Streams (SSE, chunked inference) may run for
@@ -120,8 +122,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := connIP(c)
-		if !l.counts.take(ip) {
+		cc := &countedConn{Conn: c}
+		key := cc.client()
+		if !l.counts.take(key) {
 			if l.answer {
 				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 				_, _ = io.WriteString(c, tooManyConns)
@@ -129,23 +132,42 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
-		return &countedConn{Conn: c, release: func() { l.counts.release(ip) }}, nil
+		cc.release = func() { l.counts.release(key) }
+		return cc, nil
 	}
 }
 
-func connIP(c net.Conn) string {
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return ta.IP.String()
+// client is who the cap counts c against: its remote IP, or on loopback,
+// where every local user shares one address, its user (so that one local
+// user holding connections cannot lock out the others, the node's own
+// workers and CLI among them).
+func (c *countedConn) client() string {
+	ta, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return c.RemoteAddr().String()
 	}
-	return c.RemoteAddr().String()
+	if ta.IP.IsLoopback() {
+		if uid, err := peercred.LoopbackUID(c.LocalAddr(), c.RemoteAddr()); err == nil {
+			c.uid, c.uidKnown = uid, true
+			return fmt.Sprintf("uid:%d", uid)
+		}
+	}
+	return ta.IP.String()
 }
 
-// countedConn gives its slot back once, on the first Close.
+// countedConn gives its slot back once, on the first Close. It carries the
+// loopback client's uid, looked up once at accept (PeerUID).
 type countedConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	once     sync.Once
+	release  func()
+	uid      uint32
+	uidKnown bool
 }
+
+// PeerUID is the uid of the process at the other end of a loopback
+// connection, when the accept could tell.
+func (c *countedConn) PeerUID() (uint32, bool) { return c.uid, c.uidKnown }
 
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()

@@ -186,9 +186,21 @@ func (c *connInfo) owner() string {
 }
 
 // ConnContext is an http.Server's ConnContext: it stores the connection's
-// addresses for the uid lookup of a loopback client.
+// addresses for the uid lookup of a loopback client, or the uid itself
+// when the listener found it already (a connection, or the one under a
+// TLS connection, with PeerUID).
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connInfoKey{}, &connInfo{local: c.LocalAddr(), remote: c.RemoteAddr()})
+	ci := &connInfo{local: c.LocalAddr(), remote: c.RemoteAddr()}
+	under := c
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		under = nc.NetConn()
+	}
+	if p, ok := under.(interface{ PeerUID() (uint32, bool) }); ok {
+		if uid, known := p.PeerUID(); known {
+			ci.once.Do(func() { ci.uid = uid })
+		}
+	}
+	return context.WithValue(ctx, connInfoKey{}, ci)
 }
 
 // remoteIP is the request's source address without the port.
