@@ -175,6 +175,8 @@ type LoadOptions struct {
 	RepackCache string
 	// KVCache is Config.KVCache.
 	KVCache engine.KVType
+	// MemoryLimit is Config.MemoryLimit.
+	MemoryLimit int64
 }
 
 // LoadFunc loads the model file at path.

@@ -32,6 +32,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/shirou/gopsutil/v4/mem"
+
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -89,6 +91,9 @@ func Run(args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Logger = log
+	if vm, err := mem.VirtualMemory(); err == nil && vm.Total > 0 {
+		cfg.MemoryLimit = int64(min(vm.Total, 1<<62))
+	}
 	cfg.Secret = os.Getenv(worker.SecretEnv)
 	// Nothing this process starts inherits the secret.
 	_ = os.Unsetenv(worker.SecretEnv)

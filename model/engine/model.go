@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/jinja"
 	"github.com/rbee-project/rbee/model/quant"
@@ -43,6 +44,14 @@ type Options struct {
 	// KVCache is the element type of the KV cache: KVF16 (the zero
 	// value), llama.cpp's default, or KVF32.
 	KVCache KVType
+	// MemoryLimit bounds, in bytes, what the model's shape asks this
+	// process to allocate: the tables Load builds (RoPE's, for every
+	// position) and one Session's KV cache grown to ContextSize. A model
+	// whose header asks for more (a hostile file's huge head size or
+	// layer count, or a context too large for the machine) is refused at
+	// Load with ErrBadRequest, instead of the process dying of it later.
+	// 0: no bound.
+	MemoryLimit int64
 }
 
 // KVType is the element type of a Session's KV cache.
@@ -348,7 +357,27 @@ func (m *Model) readHparams(opts Options) error {
 	if hp.nCtx > 1<<20 {
 		return fmt.Errorf("%w: context size %d too large", ErrBadRequest, hp.nCtx)
 	}
+	if need := hp.memoryNeed(opts.KVCache); opts.MemoryLimit > 0 && need > float64(opts.MemoryLimit) {
+		return fmt.Errorf("%w: at context %d this model needs %s (its KV cache for one sequence and its tables: %d layers, %d KV heads of %d, embedding %d), more than the %s allowed; ask for a smaller context",
+			ErrBadRequest, hp.nCtx, humanize.Bytes(uint64(min(need, 1<<62))), hp.nLayer, hp.nHeadKV, hp.headDim, hp.dim, humanize.Bytes(uint64(opts.MemoryLimit)))
+	}
 	return nil
+}
+
+// memoryNeed is what Options.MemoryLimit bounds, in bytes (float64: a
+// hostile header's product of dimensions may not fit an int): one
+// Session's keys and values at nCtx, the RoPE table (at most head size
+// floats per position), and a prompt batch's activations and logits.
+func (hp *hparams) memoryNeed(kv KVType) float64 {
+	elem := 2.0
+	if kv == KVF32 {
+		elem = 4
+	}
+	f := func(v int) float64 { return float64(v) }
+	cache := f(hp.nLayer) * f(hp.nCtx) * 2 * f(hp.nHeadKV) * f(hp.headDim) * elem
+	rope := f(hp.nCtx) * f(hp.headDim) * 4
+	batch := f(promptBatch) * (4*f(hp.dim) + 3*f(hp.ff) + f(hp.nHead)*f(hp.headDim)*2 + f(hp.vocab)) * 4
+	return cache + rope + batch
 }
 
 func (m *Model) tensor(name string) (*gguf.TensorInfo, bool) { return m.file.Tensor(name) }
