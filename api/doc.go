@@ -9,5 +9,10 @@
 // Operations that run on a hive embed OnHive: "hive" names the node that
 // runs it ("" is the node asked).
 //
-// The package holds data types only: no I/O, no state.
+// Decode reads a job body strictly: a field the operation's type does not
+// declare is a *FieldError naming it (an infer job also passes the worker
+// fields InferWorkerFields lists). InferRequest is strict under plain
+// json.Unmarshal too.
+//
+// The package holds data types and their decoding only: no I/O, no state.
 package api

@@ -62,7 +62,8 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("POST /api/embed", n.handleOllamaEmbed)
 	mux.HandleFunc("POST /api/embeddings", n.handleOllamaEmbeddings)
 	mux.fallback()
-	return n.bounded(n.auth.Wrap(mux))
+	// Errors under /api/ in Ollama's shape ({"error":"..."}), whoever writes them.
+	return n.bounded(ollamaErrorShape(n.auth.Wrap(mux)))
 }
 
 // routes is a ServeMux that knows each path's methods, so that a known

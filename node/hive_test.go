@@ -83,6 +83,10 @@ func TestHiveCatalogOperations(t *testing.T) {
 		{map[string]any{"operation": "worker_process_delete", "pid": os.Getpid()}, "forbidden"},
 		{map[string]any{"operation": "worker_process_delete", "pid": 1}, "forbidden"},
 		{map[string]any{"operation": "model_list", "hive": "nohive"}, "unknown_hive"},
+		// A field the operation does not take is refused, not ignored.
+		{map[string]any{"operation": "status", "bogus": 1}, "bad_request"},
+		{map[string]any{"operation": "model_list", "hiv": "node1"}, "bad_request"},
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "thread": 2}, "bad_request"},
 	} {
 		je := runErr(t, n0, tc.req)
 		require.Equal(t, tc.code, je.Code, "%v: %s", tc.req, je.Message)

@@ -93,7 +93,7 @@ func TestAPIRoutesAnswerJSON(t *testing.T) {
 		want         string
 	}{
 		{"GET", "/v1/nope", 404, `"code":"not_found"`},
-		{"POST", "/api/nope", 404, `"code":"not_found"`},
+		{"POST", "/api/nope", 404, `{"error":"no route POST /api/nope"}`},
 		{"GET", "/v1/models/nosuch", 404, `"model_not_found"`},
 		{"GET", "/api/version", 200, `"version":`},
 		{"GET", "/api/ps", 200, `"models":[]`},
@@ -101,7 +101,7 @@ func TestAPIRoutesAnswerJSON(t *testing.T) {
 		{"GET", "/v1/chat/completions", 405, `"code":"method_not_allowed"`},
 		{"PUT", "/v1/chat/completions", 405, `use POST`},
 		{"DELETE", "/v1/models", 405, `use GET or HEAD`},
-		{"POST", "/api/tags", 405, `use GET`},
+		{"POST", "/api/tags", 405, `{"error":"POST /api/tags: use GET or HEAD"}`},
 		{"PUT", "/v1/jobs/abc", 405, `use GET or HEAD or DELETE`},
 	} {
 		st, _, data := apiCall(t, n, tc.method, tc.path, "", "", "", nil)

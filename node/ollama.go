@@ -1,12 +1,17 @@
 package node
 
 import (
+	"bytes"
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/node/ollama"
@@ -91,6 +96,11 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		ollamaError(w, http.StatusBadRequest, "model is required")
 		return
 	}
+	extra, err := checkOllamaRequest(raw, chat)
+	if err != nil {
+		ollamaError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if chat && len(req.Messages) == 0 || !chat && req.Prompt == "" && req.System == "" {
 		// Ollama loads the model and answers done: rbee's models are
 		// loaded while a worker serves them, so this checks one does.
@@ -116,6 +126,10 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	sb, err := relay.NewBody(body, true)
 	if err != nil {
 		ollamaError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if status, err := n.ollamaLimits(r.Context(), req, extra, sb); err != nil {
+		ollamaError(w, status, err.Error())
 		return
 	}
 	routed := time.Now()
@@ -250,3 +264,374 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	}
 	writeJSON(w, http.StatusOK, final)
 }
+
+// What rbee does with the fields of an /api/generate or /api/chat request.
+// Like the OpenAI endpoints, the Ollama ones refuse with a 400 naming it
+// what they would otherwise ignore: an answer that silently differs from
+// what the client asked for is worse than an error.
+var (
+	// ollamaFields are the top-level fields rbee reads or checks (see
+	// checkOllamaRequest for those taken only when empty).
+	ollamaFields = map[string]bool{"model": true, "stream": true, "options": true, "format": true,
+		// keep_alive: workers stay loaded until they are retired (as
+		// Ollama's keep_alive -1), so any value is harmless.
+		"keep_alive": true, "think": true}
+	ollamaGenerateFields = map[string]bool{"prompt": true, "system": true, "raw": true,
+		"suffix": true, "images": true, "template": true, "context": true}
+	ollamaChatFields    = map[string]bool{"messages": true, "tools": true}
+	ollamaMessageFields = map[string]bool{"role": true, "content": true, "tool_calls": true, "tool_name": true,
+		// thinking (an earlier answer's reasoning) is dropped, as chat
+		// templates drop it from past turns; images must be empty.
+		"thinking": true, "images": true}
+
+	// ollamaMapped are the options ollama.Options maps to the worker's
+	// sampling parameters, and repeat_last_n, num_predict and num_ctx,
+	// which ollamaLimits maps.
+	ollamaMapped = map[string]bool{"temperature": true, "top_k": true, "top_p": true, "min_p": true, "seed": true,
+		"stop": true, "repeat_penalty": true, "repeat_last_n": true, "num_predict": true, "num_ctx": true}
+	// ollamaHarmless are the options that tune how Ollama loads and runs a
+	// model, not what it answers: rbee's workers were started with their
+	// own threads, devices and batch sizes, so these are ignored. num_keep
+	// is what Ollama keeps when it shifts a full context; rbee never
+	// shifts (a full context ends the answer). The mirostat tunings only
+	// matter with mirostat on, which is refused.
+	ollamaHarmless = map[string]bool{"num_thread": true, "num_gpu": true, "main_gpu": true, "num_batch": true,
+		"low_vram": true, "use_mmap": true, "use_mlock": true, "numa": true, "f16_kv": true, "logits_all": true,
+		"vocab_only": true, "num_keep": true, "mirostat_tau": true, "mirostat_eta": true}
+	// ollamaOff are samplers rbee lacks, taken only at the value that
+	// turns them off.
+	ollamaOff = map[string]any{"mirostat": 0.0, "typical_p": 1.0, "tfs_z": 1.0,
+		"presence_penalty": 0.0, "frequency_penalty": 0.0, "penalize_newline": false}
+)
+
+// ollamaExtra is what checkOllamaRequest read that ollama.Request does not.
+type ollamaExtra struct {
+	RepeatLastN json.RawMessage
+	NumPredict  *int
+	NumCtx      *int
+}
+
+// blank reports whether a JSON value is absent in effect: missing, null,
+// "", [], {} or false.
+func blank(raw json.RawMessage) bool {
+	var v any
+	if len(raw) == 0 {
+		return true
+	}
+	if json.Unmarshal(raw, &v) != nil {
+		return false
+	}
+	switch x := v.(type) {
+	case nil:
+		return true
+	case string:
+		return x == ""
+	case bool:
+		return !x
+	case []any:
+		return len(x) == 0
+	case map[string]any:
+		return len(x) == 0
+	}
+	return false
+}
+
+// checkOllamaRequest refuses the fields and options of a generate or chat
+// request that rbee does not implement, naming each.
+func checkOllamaRequest(raw []byte, chat bool) (ollamaExtra, error) {
+	var ex ollamaExtra
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil || top == nil {
+		return ex, errors.New("malformed JSON: the request must be an object")
+	}
+	var bad []string
+	for _, k := range slices.Sorted(maps.Keys(top)) {
+		v := top[k]
+		own := ollamaGenerateFields
+		if chat {
+			own = ollamaChatFields
+		}
+		if !ollamaFields[k] && !own[k] {
+			bad = append(bad, fmt.Sprintf("unknown field %q", k))
+			continue
+		}
+		switch k {
+		case "suffix":
+			if !blank(v) {
+				bad = append(bad, "suffix: fill-in-the-middle is not supported")
+			}
+		case "images":
+			if !blank(v) {
+				bad = append(bad, "images: rbee's models read text only")
+			}
+		case "template":
+			if !blank(v) {
+				bad = append(bad, "template: a prompt template per request is not supported (the model's own chat template applies, with system or /api/chat)")
+			}
+		case "context":
+			if !blank(v) {
+				bad = append(bad, "context: not supported (rbee returns no context); send the conversation again, e.g. as /api/chat messages")
+			}
+		case "think":
+			if !blank(v) {
+				bad = append(bad, "think: thinking is not supported")
+			}
+		case "raw":
+			var on bool
+			if json.Unmarshal(v, &on) != nil {
+				bad = append(bad, "raw must be a boolean")
+			} else if on && !blank(top["system"]) {
+				// rbee's generate sends the prompt as it is (raw);
+				// a system prompt applies the chat template.
+				bad = append(bad, "raw: a raw prompt cannot have a system prompt")
+			}
+		case "messages":
+			var msgs []map[string]json.RawMessage
+			if json.Unmarshal(v, &msgs) != nil {
+				continue // ollama.Request's decoding said what is wrong
+			}
+			for i, m := range msgs {
+				for _, mk := range slices.Sorted(maps.Keys(m)) {
+					switch {
+					case !ollamaMessageFields[mk]:
+						bad = append(bad, fmt.Sprintf("messages[%d]: unknown field %q", i, mk))
+					case mk == "images" && !blank(m[mk]):
+						bad = append(bad, fmt.Sprintf("messages[%d].images: rbee's models read text only", i))
+					}
+				}
+			}
+		case "options":
+			bad = append(bad, checkOllamaOptions(v, &ex)...)
+		}
+	}
+	if len(bad) > 0 {
+		return ex, errors.New(strings.Join(bad, "; "))
+	}
+	return ex, nil
+}
+
+func checkOllamaOptions(raw json.RawMessage, ex *ollamaExtra) (bad []string) {
+	var opts map[string]json.RawMessage
+	if json.Unmarshal(raw, &opts) != nil {
+		return nil // ollama.Request's decoding said what is wrong
+	}
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		v := opts[k]
+		if string(bytes.TrimSpace(v)) == "null" {
+			continue
+		}
+		switch {
+		case k == "repeat_last_n":
+			var n int
+			if json.Unmarshal(v, &n) != nil {
+				bad = append(bad, "options.repeat_last_n must be an integer")
+			}
+			ex.RepeatLastN = v
+		case k == "num_predict":
+			var n int
+			if json.Unmarshal(v, &n) != nil || n < -2 {
+				bad = append(bad, "options.num_predict must be an integer: the most tokens to generate, or -1 or -2 (until the context is full)")
+			}
+			ex.NumPredict = &n
+		case k == "num_ctx":
+			var n int
+			if json.Unmarshal(v, &n) != nil || n < 1 {
+				bad = append(bad, "options.num_ctx must be a positive integer")
+			}
+			ex.NumCtx = &n
+		case ollamaMapped[k], ollamaHarmless[k]:
+		default:
+			off, known := ollamaOff[k]
+			if !known {
+				bad = append(bad, fmt.Sprintf("options.%s: unknown option", k))
+				continue
+			}
+			var got any
+			if json.Unmarshal(v, &got) != nil || got != off {
+				bad = append(bad, fmt.Sprintf("options.%s = %s: not supported (rbee samples with temperature, top_k, top_p, min_p and repeat_penalty; only %v, which turns it off, is taken)",
+					k, bytes.TrimSpace(v), off))
+			}
+		}
+	}
+	return bad
+}
+
+// ollamaLimits sets the body's max_tokens and repeat_last_n from the
+// options ollama.Request does not map, and checks num_ctx; on an error it
+// returns the status to answer.
+//
+// num_predict follows Ollama: a positive count is the most tokens to
+// generate; -1 (generate without limit), -2 (fill the context) and 0
+// (Ollama's Go client cannot tell 0 from absent: its default, -1) generate
+// until a stop or until the context is full. rbee's workers never shift a
+// full context, so all three end there, with done_reason "length". A count
+// above the context is the context. Absent, the worker's default applies
+// (256 tokens).
+//
+// num_ctx cannot change the context a worker was started with: one within
+// it is taken (a smaller window only bounds what Ollama would keep), one
+// above it is refused.
+func (n *Node) ollamaLimits(ctx context.Context, req ollama.Request, ex ollamaExtra, sb relay.Body) (int, error) {
+	if len(ex.RepeatLastN) > 0 {
+		sb["repeat_last_n"] = ex.RepeatLastN
+	}
+	if ex.NumPredict == nil && ex.NumCtx == nil {
+		return 0, nil
+	}
+	// Only a generation to the end of the context needs to know it: the
+	// other checks take what the load reports say and skip the rest.
+	served, err := n.servingContext(ctx, req.Model, ex.NumPredict != nil && *ex.NumPredict <= 0)
+	if err != nil {
+		if errors.Is(err, ErrNoWorker) {
+			return http.StatusNotFound, fmt.Errorf("model %q not found: no ready worker serves it", req.Model)
+		}
+		return http.StatusServiceUnavailable, err
+	}
+	if ex.NumCtx != nil && served > 0 && *ex.NumCtx > served {
+		return http.StatusBadRequest, fmt.Errorf("options.num_ctx %d is above the context of %s's workers (%d tokens); rbee serves the context a worker was started with", *ex.NumCtx, req.Model, served)
+	}
+	if ex.NumPredict == nil {
+		return 0, nil
+	}
+	np := *ex.NumPredict
+	switch {
+	case np > 0 && (served == 0 || np <= served):
+		sb["max_tokens"], _ = json.Marshal(np)
+	case served == 0:
+		return http.StatusBadRequest, fmt.Errorf("options.num_predict %d: the workers serving %s do not report their context length; give a positive num_predict", np, req.Model)
+	default:
+		// The worker stops at the end of the context (done_reason
+		// "length") when the prompt leaves less room than this.
+		sb["max_tokens"], _ = json.Marshal(served)
+	}
+	return 0, nil
+}
+
+// servingContext is the least context length of the workers a request for
+// model may go to, as their load reports say (0 when none says). With
+// ask, a worker whose report lacks it (an external engine's) is asked
+// (its /v1/info), and a model no worker serves waits for one to arrive,
+// as a request does, then is ErrNoWorker.
+func (n *Node) servingContext(ctx context.Context, model string, ask bool) (int, error) {
+	f := router.Filter{Model: model}
+	ts := n.router.Candidates(f)
+	if len(ts) == 0 && ask {
+		t, err := n.relay.Pick(ctx, f)
+		if err != nil {
+			return 0, err
+		}
+		ts = []router.Target{t}
+	}
+	least := 0
+	for _, t := range ts {
+		c := t.Load.ContextLength
+		if c <= 0 && ask {
+			if in, err := n.workerInfo(ctx, t); err == nil {
+				c = in.ContextLength
+			}
+		}
+		if c > 0 && (least == 0 || c < least) {
+			least = c
+		}
+	}
+	return least, nil
+}
+
+// ollamaErrorShape gives every error answer under /api/ Ollama's shape,
+// {"error":"message"}: the routes of ollama.go and ollama_models.go write
+// it themselves, but what answers before them (authentication's 401 and
+// 403, the unknown-route 404 of Handler) writes the node API's
+// {"error":{"code","message"}}, which Ollama clients cannot read. It is
+// meant to wrap the handler those run in (Handler: around n.auth.Wrap).
+// Answers of 400 and above with a JSON body are held (they are small) and
+// rewritten when they have the node API's shape; the rest pass untouched,
+// streams included.
+func ollamaErrorShape(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/api/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ew := &ollamaErrorWriter{ResponseWriter: w}
+		next.ServeHTTP(ew, r)
+		ew.finish()
+	})
+}
+
+// maxHeldError bounds the error body ollamaErrorShape holds; a longer one
+// passes as it is.
+const maxHeldError = 64 << 10
+
+type ollamaErrorWriter struct {
+	http.ResponseWriter
+	wrote  bool // the header went out
+	status int  // an error held back, when not 0
+	held   []byte
+}
+
+func (e *ollamaErrorWriter) WriteHeader(code int) {
+	if e.wrote || e.status != 0 {
+		return
+	}
+	if code >= 400 && strings.HasPrefix(e.Header().Get("Content-Type"), "application/json") {
+		e.status = code
+		return
+	}
+	e.wrote = true
+	e.ResponseWriter.WriteHeader(code)
+}
+
+func (e *ollamaErrorWriter) Write(b []byte) (int, error) {
+	if !e.wrote && e.status == 0 {
+		e.WriteHeader(http.StatusOK)
+	}
+	if e.status == 0 {
+		return e.ResponseWriter.Write(b)
+	}
+	if len(e.held)+len(b) <= maxHeldError {
+		e.held = append(e.held, b...)
+		return len(b), nil
+	}
+	e.release(e.held)
+	return e.ResponseWriter.Write(b)
+}
+
+// release sends the held error as it is.
+func (e *ollamaErrorWriter) release(body []byte) {
+	status := e.status
+	e.status, e.held, e.wrote = 0, nil, true
+	e.ResponseWriter.WriteHeader(status)
+	_, _ = e.ResponseWriter.Write(body)
+}
+
+func (e *ollamaErrorWriter) finish() {
+	if e.status == 0 {
+		return
+	}
+	var nested struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(e.held, &nested) != nil || nested.Error.Message == "" {
+		e.release(e.held)
+		return
+	}
+	b, _ := json.Marshal(map[string]string{"error": nested.Error.Message})
+	e.Header().Del("Content-Length")
+	e.release(append(b, '\n'))
+}
+
+func (e *ollamaErrorWriter) Flush() {
+	if e.status != 0 {
+		return // an error is sent whole, at the end
+	}
+	if f, ok := e.ResponseWriter.(http.Flusher); ok {
+		if !e.wrote {
+			e.WriteHeader(http.StatusOK)
+		}
+		f.Flush()
+	}
+}
+
+func (e *ollamaErrorWriter) Unwrap() http.ResponseWriter { return e.ResponseWriter }

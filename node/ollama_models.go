@@ -1,16 +1,22 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/model/gguf"
@@ -46,10 +52,266 @@ func (f modelFacts) details() ollama.Details {
 	return ollama.NewDetails(f.Arch, f.Params, f.Quantization)
 }
 
-// maxShownArray is the longest GGUF array /api/show writes out; longer
-// ones (the tokenizer's vocabulary, merges, scores) are null, as Ollama
-// writes them unless asked to be verbose.
-const maxShownArray = 64
+// What /api/show writes of a GGUF's metadata is bounded whatever the file
+// holds, so that a hostile GGUF (in the catalog of any node a user can
+// read) cannot make one request cost the node gigabytes:
+//   - an array longer than maxShownArray, at any depth, is null, as Ollama
+//     writes the tokenizer's vocabulary, merges and scores unless asked to
+//     be verbose;
+//   - a string is cut to maxShownString bytes, the chat template to
+//     maxShownTemplate, each with a note saying so (cutNote);
+//   - model_info as a whole stays under maxShownInfo bytes of JSON: a value
+//     that does not fit is null, a key longer than maxShownKey or past the
+//     budget is left out, and rbee.model_info_cut counts what was.
+//
+// The result is computed once per file version (shownCache).
+const (
+	maxShownArray    = 64
+	maxShownString   = 4 << 10
+	maxShownTemplate = 64 << 10
+	maxShownInfo     = 1 << 20
+	maxShownKey      = 256
+	// shownCut is the model_info key that counts the keys left out or
+	// written as null because they did not fit maxShownInfo.
+	shownCut = "rbee.model_info_cut"
+)
+
+// cutNote is appended to a string cut to fit.
+const cutNote = "… [rbee: cut to %d of %d bytes]"
+
+// cutString cuts s to at most max bytes on a rune boundary, with a note.
+func cutString(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + fmt.Sprintf(cutNote, n, len(s))
+}
+
+// appendShown appends the JSON of v as /api/show writes it (arrays longer
+// than maxShownArray null, strings cut) to b. ok is false as soon as b
+// grows past limit: the caller drops what was appended.
+func appendShown(b []byte, v gguf.Value, limit int) (_ []byte, ok bool) {
+	if v.Type == gguf.TypeArray && v.Len() > maxShownArray {
+		return append(b, "null"...), len(b)+4 <= limit
+	}
+	switch x := v.Data.(type) {
+	case string:
+		b = appendShownString(b, x)
+	case bool:
+		b = strconv.AppendBool(b, x)
+	case uint8:
+		b = strconv.AppendUint(b, uint64(x), 10)
+	case uint16:
+		b = strconv.AppendUint(b, uint64(x), 10)
+	case uint32:
+		b = strconv.AppendUint(b, uint64(x), 10)
+	case uint64:
+		b = strconv.AppendUint(b, x, 10)
+	case int8:
+		b = strconv.AppendInt(b, int64(x), 10)
+	case int16:
+		b = strconv.AppendInt(b, int64(x), 10)
+	case int32:
+		b = strconv.AppendInt(b, int64(x), 10)
+	case int64:
+		b = strconv.AppendInt(b, x, 10)
+	case float32:
+		b = appendShownFloat(b, float64(x), 32)
+	case float64:
+		b = appendShownFloat(b, x, 64)
+	case []uint8:
+		// Numbers, not encoding/json's base64 of a []byte.
+		b = appendShownArray(b, x, func(b []byte, e uint8) []byte { return strconv.AppendUint(b, uint64(e), 10) })
+	case []uint16:
+		b = appendShownArray(b, x, func(b []byte, e uint16) []byte { return strconv.AppendUint(b, uint64(e), 10) })
+	case []uint32:
+		b = appendShownArray(b, x, func(b []byte, e uint32) []byte { return strconv.AppendUint(b, uint64(e), 10) })
+	case []uint64:
+		b = appendShownArray(b, x, func(b []byte, e uint64) []byte { return strconv.AppendUint(b, e, 10) })
+	case []int8:
+		b = appendShownArray(b, x, func(b []byte, e int8) []byte { return strconv.AppendInt(b, int64(e), 10) })
+	case []int16:
+		b = appendShownArray(b, x, func(b []byte, e int16) []byte { return strconv.AppendInt(b, int64(e), 10) })
+	case []int32:
+		b = appendShownArray(b, x, func(b []byte, e int32) []byte { return strconv.AppendInt(b, int64(e), 10) })
+	case []int64:
+		b = appendShownArray(b, x, func(b []byte, e int64) []byte { return strconv.AppendInt(b, e, 10) })
+	case []float32:
+		b = appendShownArray(b, x, func(b []byte, e float32) []byte { return appendShownFloat(b, float64(e), 32) })
+	case []float64:
+		b = appendShownArray(b, x, func(b []byte, e float64) []byte { return appendShownFloat(b, e, 64) })
+	case []bool:
+		b = appendShownArray(b, x, strconv.AppendBool)
+	case []string:
+		b = appendShownArray(b, x, appendShownString)
+	case []gguf.Value:
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, ok = appendShown(b, e, limit); !ok {
+				return b, false
+			}
+		}
+		b = append(b, ']')
+	default:
+		b = append(b, "null"...)
+	}
+	return b, len(b) <= limit
+}
+
+// appendShownArray appends a (at most maxShownArray elements, each
+// bounded) as a JSON array.
+func appendShownArray[T any](b []byte, a []T, elem func([]byte, T) []byte) []byte {
+	b = append(b, '[')
+	for i, e := range a {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = elem(b, e)
+	}
+	return append(b, ']')
+}
+
+func appendShownString(b []byte, s string) []byte {
+	q, _ := json.Marshal(cutString(s, maxShownString))
+	return append(b, q...)
+}
+
+// appendShownFloat writes NaN and the infinities, which JSON lacks, as
+// null (encoding/json would fail the whole answer).
+func appendShownFloat(b []byte, f float64, bits int) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, "null"...)
+	}
+	return strconv.AppendFloat(b, f, 'g', -1, bits)
+}
+
+// ggufShown is what /api/show writes from a GGUF's metadata.
+type ggufShown struct {
+	Template  string
+	ModelInfo map[string]any // values are json.RawMessage
+}
+
+// shownOf reads the template and model_info of the GGUF at path, bounded as
+// described above; params is the catalog's parameter count, written when
+// the file has no general.parameter_count.
+func shownOf(path string, params uint64) (ggufShown, error) {
+	g, err := gguf.Open(path)
+	if err != nil {
+		return ggufShown{}, err
+	}
+	defer g.Close()
+	out := ggufShown{ModelInfo: map[string]any{}}
+	budget := maxShownInfo
+	cut := 0
+	var buf []byte
+	for _, kv := range g.KVs {
+		if kv.Key == "tokenizer.chat_template" {
+			if s, ok := kv.Value.Data.(string); ok {
+				out.Template = cutString(s, maxShownTemplate)
+			}
+			continue
+		}
+		if len(kv.Key) > maxShownKey {
+			cut++
+			continue
+		}
+		// A key costs its quoted name, a colon and a comma besides its
+		// value; "null" is the least a kept key costs.
+		qk, _ := json.Marshal(kv.Key)
+		cost := len(qk) + 2
+		if cost+4 > budget {
+			cut++
+			continue
+		}
+		var ok bool
+		buf, ok = appendShown(buf[:0], kv.Value, budget-cost)
+		if !ok {
+			cut++
+			buf = append(buf[:0], "null"...)
+		}
+		out.ModelInfo[kv.Key] = json.RawMessage(bytes.Clone(buf))
+		budget -= cost + len(buf)
+	}
+	if _, ok := out.ModelInfo["general.parameter_count"]; !ok && params > 0 {
+		out.ModelInfo["general.parameter_count"] = params
+	}
+	if cut > 0 {
+		out.ModelInfo[shownCut] = cut
+	}
+	return out, nil
+}
+
+// shownCache keeps what /api/show computed of the last few GGUFs, so that
+// a repeated request does not parse the file's metadata again. A file
+// version is its path, size and modification time (a model file is never
+// rewritten in place: the catalog replaces it whole); an entry computes
+// once however many requests wait for it.
+var shownCache = newShownLRU(16)
+
+type shownKey struct {
+	path   string
+	size   int64
+	mtime  int64
+	params uint64
+}
+
+type shownEntry struct {
+	once  sync.Once
+	shown ggufShown
+	err   error
+}
+
+type shownLRU struct {
+	mu    sync.Mutex
+	max   int
+	m     map[shownKey]*shownEntry
+	order []shownKey // least recently used first
+}
+
+func newShownLRU(max int) *shownLRU {
+	return &shownLRU{max: max, m: map[shownKey]*shownEntry{}}
+}
+
+// get returns what /api/show writes of the GGUF at path.
+func (c *shownLRU) get(path string, params uint64) (ggufShown, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return ggufShown{}, err
+	}
+	k := shownKey{path: path, size: st.Size(), mtime: st.ModTime().UnixNano(), params: params}
+	c.mu.Lock()
+	e, ok := c.m[k]
+	if ok {
+		c.order = slices.DeleteFunc(c.order, func(o shownKey) bool { return o == k })
+	} else {
+		e = &shownEntry{}
+		c.m[k] = e
+		if len(c.order) >= c.max {
+			delete(c.m, c.order[0])
+			c.order = c.order[1:]
+		}
+	}
+	c.order = append(c.order, k)
+	c.mu.Unlock()
+	e.once.Do(func() { e.shown, e.err = shownOf(path, params) })
+	if e.err != nil {
+		// Not kept: the next request tries again.
+		c.mu.Lock()
+		if c.m[k] == e {
+			delete(c.m, k)
+			c.order = slices.DeleteFunc(c.order, func(o shownKey) bool { return o == k })
+		}
+		c.mu.Unlock()
+	}
+	return e.shown, e.err
+}
 
 // modelFactsOf finds what is known of the model a client named. ok is false
 // when no catalog, worker or holding knows it.
@@ -103,27 +365,11 @@ func (n *Node) workerInfo(ctx context.Context, t router.Target) (worker.Info, er
 	return in, err
 }
 
-// readGGUF fills the template and model_info from the file's metadata.
+// readGGUF fills the template and model_info from the file's metadata
+// (nothing when the file cannot be read: the catalog's facts remain).
 func (f *modelFacts) readGGUF(path string) {
-	g, err := gguf.Open(path)
-	if err != nil {
-		return
-	}
-	defer g.Close()
-	f.ModelInfo = map[string]any{}
-	for _, kv := range g.KVs {
-		if kv.Key == "tokenizer.chat_template" {
-			f.Template, _ = kv.Value.Data.(string)
-			continue
-		}
-		if kv.Value.Type == gguf.TypeArray && kv.Value.Len() > maxShownArray {
-			f.ModelInfo[kv.Key] = nil
-			continue
-		}
-		f.ModelInfo[kv.Key] = kv.Value.Data
-	}
-	if _, ok := f.ModelInfo["general.parameter_count"]; !ok && f.Params > 0 {
-		f.ModelInfo["general.parameter_count"] = f.Params
+	if shown, err := shownCache.get(path, f.Params); err == nil {
+		f.Template, f.ModelInfo = shown.Template, shown.ModelInfo
 	}
 }
 
@@ -187,7 +433,10 @@ func (n *Node) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
 	}
 	modelfile := "# Modelfile generated by rbee\nFROM " + f.ID + "\n"
 	if f.Template != "" {
-		modelfile += "TEMPLATE " + strconv.Quote(f.Template) + "\n"
+		// Not repeated here: the template is the model's Jinja chat
+		// template, which a Modelfile's TEMPLATE (Go template syntax)
+		// cannot hold, and writing it twice doubled the answer.
+		modelfile += "# TEMPLATE: the model's chat template (Jinja, from its GGUF) is the template field\n"
 	}
 	for _, p := range strings.Split(params, "\n") {
 		modelfile += "PARAMETER " + p + "\n"

@@ -6,7 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +19,9 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
 
+	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/model/gguf"
+	"github.com/rbee-project/rbee/model/synth"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/nodetest"
 )
@@ -238,4 +245,281 @@ func TestOllamaOpenWebUI(t *testing.T) {
 	}, nodetest.WaitTimeout, 50*time.Millisecond, "no node holds the model")
 	st, _ = ollamaCall(t, n0, "POST", "/api/show", "", `{"model":"stories260k"}`)
 	require.Equal(t, http.StatusNotFound, st)
+}
+
+// hostileGGUF writes a loadable model whose metadata tries to make
+// /api/show expensive: a nested array of large arrays, a wide nested
+// array, multi-MB strings and chat template, long arrays of long strings,
+// and a NaN (which JSON cannot carry).
+func hostileGGUF(t *testing.T) string {
+	t.Helper()
+	cfg := synth.DefaultConfig()
+	cfg.ChatTemplate = strings.Repeat("{{ messages }}", (4<<20)/14)
+	w, err := synth.Build(cfg)
+	require.NoError(t, err)
+	arr := func(et gguf.ValueType, data any) gguf.Value {
+		return gguf.Value{Type: gguf.TypeArray, ArrayType: et, Data: data}
+	}
+	var nested []gguf.Value
+	for range 4 {
+		nested = append(nested, arr(gguf.TypeInt32, make([]int32, 512<<10)))
+	}
+	var wide []gguf.Value
+	for range 64 {
+		var mid []gguf.Value
+		for range 64 {
+			mid = append(mid, arr(gguf.TypeUint16, make([]uint16, 64)))
+		}
+		wide = append(wide, arr(gguf.TypeArray, mid))
+	}
+	long := make([]string, 64)
+	for i := range long {
+		long[i] = strings.Repeat("\x01", 64<<10) // each byte escapes to 6
+	}
+	for _, kv := range []struct {
+		k string
+		v any
+	}{
+		{"hostile.nested", arr(gguf.TypeArray, nested)},
+		{"hostile.wide", arr(gguf.TypeArray, wide)},
+		{"hostile.string", strings.Repeat("A", 4<<20)},
+		{"hostile.strings", long},
+		{"hostile.nan", float32(math.NaN())},
+		{"hostile.small", []uint8{1, 2, 3}},
+	} {
+		require.NoError(t, w.AddKV(kv.k, kv.v))
+	}
+	path := filepath.Join(t.TempDir(), "hostile.gguf")
+	require.NoError(t, w.WriteFile(path))
+	return path
+}
+
+// TestOllamaShowHostileGGUF: /api/show of a GGUF with ~30 MB of hostile
+// metadata answers in well under a few MiB, every value capped (arrays at
+// every depth, strings, the template), the template written once; a
+// repeated request reads the cached facts instead of parsing the file again.
+func TestOllamaShowHostileGGUF(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	var e modelcat.Entry
+	run(t, n, map[string]any{"operation": "model_download", "model": hostileGGUF(t)}, &e)
+
+	body := `{"model":"` + e.ID + `"}`
+	for i := range 2 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		st, b := ollamaCall(t, n, "POST", "/api/show", "", body)
+		runtime.ReadMemStats(&after)
+		require.Equal(t, http.StatusOK, st, "%.300s", b)
+		require.Less(t, len(b), 3<<20, "the answer is bounded")
+		alloc := after.TotalAlloc - before.TotalAlloc
+		t.Logf("request %d: %d bytes answered, %d MiB allocated", i, len(b), alloc>>20)
+		if i == 1 {
+			// The first parse alone allocates the ~30 MB of metadata.
+			require.Less(t, alloc, uint64(24<<20), "the second request parses nothing")
+		}
+
+		var show struct {
+			ollamaShow
+			Modelfile string `json:"modelfile"`
+		}
+		require.NoError(t, json.Unmarshal(b, &show))
+		require.LessOrEqual(t, len(show.Template), 64<<10+64)
+		require.Contains(t, show.Template, "rbee: cut to")
+		require.True(t, strings.HasPrefix(show.Template, "{{ messages }}"))
+		require.NotContains(t, show.Modelfile, "{{ messages }}", "the template is written once")
+		mi := show.ModelInfo
+		require.Equal(t, "llama", mi["general.architecture"])
+		require.Contains(t, mi, "llama.context_length")
+		require.Equal(t, []any{nil, nil, nil, nil}, mi["hostile.nested"], "long arrays inside arrays are null")
+		s, _ := mi["hostile.string"].(string)
+		require.LessOrEqual(t, len(s), 4<<10+64)
+		require.Contains(t, s, "rbee: cut to")
+		require.Nil(t, mi["hostile.nan"])
+		require.Equal(t, []any{1.0, 2.0, 3.0}, mi["hostile.small"])
+		require.Nil(t, mi["tokenizer.ggml.tokens"])
+		// The wide array and the escaped strings do not fit the 1 MiB of
+		// model_info together: what does not is null and counted.
+		require.Contains(t, mi, "hostile.wide")
+		require.Contains(t, mi, "hostile.strings")
+		require.NotNil(t, mi["rbee.model_info_cut"])
+		mib, err := json.Marshal(mi)
+		require.NoError(t, err)
+		require.Less(t, len(mib), 1<<20+4<<10)
+	}
+}
+
+// ollamaErr is Ollama's error body: the message as a string.
+func ollamaErr(t *testing.T, b []byte) string {
+	t.Helper()
+	var e struct {
+		Error string `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal(b, &e), "Ollama's error shape: %s", b)
+	require.NotEmpty(t, e.Error, "%s", b)
+	return e.Error
+}
+
+// TestOllamaParams: /api/generate and /api/chat implement num_predict's
+// -1, -2 and 0 (to the end of the context) and repeat_last_n, take the
+// options that only tune how Ollama runs a model, and refuse with a 400 in
+// Ollama's error shape, naming it, every field and option rbee does not
+// implement.
+func TestOllamaParams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 1)
+	n := c.Nodes[0]
+	spawn(t, n, n.Name(), 1)
+	waitSchedulable(t, c, 1)
+
+	gen := func(extra string) string {
+		return `{"model":"stories260k","prompt":"Once upon a time","stream":false` + extra + `}`
+	}
+	chat := func(extra string) string {
+		return `{"model":"stories260k","messages":[{"role":"user","content":"Once upon a time"}],"stream":false` + extra + `}`
+	}
+	for _, tc := range []struct {
+		name, path, body string
+		status           int
+		contains         string
+	}{
+		{"unknown field", "/api/generate", gen(`,"bogus":1`), 400, `unknown field "bogus"`},
+		{"suffix", "/api/generate", gen(`,"suffix":"end"`), 400, "suffix"},
+		{"images", "/api/generate", gen(`,"images":["AAAA"]`), 400, "images"},
+		{"context", "/api/generate", gen(`,"context":[1,2,3]`), 400, "context"},
+		{"template", "/api/generate", gen(`,"template":"{{ .Prompt"`), 400, "template"},
+		{"think", "/api/generate", gen(`,"think":true`), 400, "think"},
+		{"raw with system", "/api/generate", gen(`,"raw":true,"system":"x"`), 400, "raw"},
+		{"tools on generate", "/api/generate", gen(`,"tools":[]`), 400, `unknown field "tools"`},
+		{"message images", "/api/chat", `{"model":"stories260k","messages":[{"role":"user","content":"x","images":["AAAA"]}]}`, 400, "messages[0].images"},
+		{"message unknown field", "/api/chat", `{"model":"stories260k","messages":[{"role":"user","content":"x","bogus":1}]}`, 400, `messages[0]: unknown field "bogus"`},
+		{"prompt on chat", "/api/chat", chat(`,"prompt":"x"`), 400, `unknown field "prompt"`},
+		{"mirostat", "/api/generate", gen(`,"options":{"mirostat":2}`), 400, "options.mirostat"},
+		{"typical_p", "/api/chat", chat(`,"options":{"typical_p":0.5}`), 400, "options.typical_p"},
+		{"presence_penalty", "/api/generate", gen(`,"options":{"presence_penalty":1}`), 400, "options.presence_penalty"},
+		{"unknown option", "/api/generate", gen(`,"options":{"bogus_opt":1}`), 400, "options.bogus_opt"},
+		{"two refused, both named", "/api/generate", gen(`,"suffix":"x","options":{"bogus_opt":1}`), 400, "options.bogus_opt"},
+		{"num_ctx above the context", "/api/generate", gen(`,"options":{"num_ctx":99999999}`), 400, "options.num_ctx"},
+		{"num_predict -3", "/api/generate", gen(`,"options":{"num_predict":-3}`), 400, "options.num_predict"},
+		{"repeat_last_n reaches the worker", "/api/generate", gen(`,"options":{"repeat_last_n":-2,"num_predict":2}`), 400, "repeat_last_n"},
+		{"refused before the empty prompt's load", "/api/generate", `{"model":"stories260k","bogus":1}`, 400, `unknown field "bogus"`},
+		{"unknown model, num_predict -1", "/api/generate", `{"model":"nope","prompt":"x","options":{"num_predict":-1}}`, 404, "not found"},
+		{"harmless options", "/api/generate", gen(`,"keep_alive":"5m","raw":true,"think":false,"suffix":"","images":[],"context":[],
+			"options":{"num_predict":2,"num_ctx":64,"num_thread":2,"num_gpu":1,"use_mmap":true,"mirostat":0,"typical_p":1,"presence_penalty":0,"repeat_last_n":16}`), 200, `"done":true`},
+		{"harmless chat fields", "/api/chat", `{"model":"stories260k","stream":false,"keep_alive":-1,"options":{"num_predict":2},
+			"messages":[{"role":"user","content":"x","images":[]},{"role":"assistant","content":"y","thinking":"z"},{"role":"user","content":"x"}]}`, 200, `"done":true`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, b := ollamaCall(t, n, "POST", tc.path, "", tc.body)
+			require.Equal(t, tc.status, st, "%s", b)
+			if st != http.StatusOK {
+				msg := ollamaErr(t, b)
+				require.Contains(t, msg, tc.contains)
+				if tc.name == "two refused, both named" {
+					require.Contains(t, msg, "suffix")
+				}
+				return
+			}
+			require.Contains(t, string(b), tc.contains)
+		})
+	}
+
+	// num_predict: a count bounds the answer; -1, -2 and 0 generate to
+	// the end of the context (or a stop), not the worker's 256 default.
+	ctxLen := 0
+	type final struct {
+		DoneReason      string `json:"done_reason"`
+		PromptEvalCount int    `json:"prompt_eval_count"`
+		EvalCount       int    `json:"eval_count"`
+	}
+	for _, tc := range []struct {
+		name, options string
+		unbounded     bool
+	}{
+		{"5", `{"num_predict":5}`, false},
+		{"-1", `{"num_predict":-1}`, true},
+		{"-2", `{"num_predict":-2}`, true},
+		{"0", `{"num_predict":0}`, true},
+		{"above the context", `{"num_predict":100000}`, true},
+	} {
+		t.Run("num_predict "+tc.name, func(t *testing.T) {
+			for _, path := range []string{"/api/generate", "/api/chat"} {
+				body := gen(`,"options":` + strings.TrimSuffix(tc.options, "}") + `,"temperature":0,"repeat_penalty":1}`)
+				if path == "/api/chat" {
+					body = chat(`,"options":` + strings.TrimSuffix(tc.options, "}") + `,"temperature":0,"repeat_penalty":1}`)
+				}
+				st, b := ollamaCall(t, n, "POST", path, "", body)
+				require.Equal(t, http.StatusOK, st, "%s", b)
+				var f final
+				require.NoError(t, json.Unmarshal(b, &f))
+				t.Logf("%s: %+v", path, f)
+				if !tc.unbounded {
+					require.LessOrEqual(t, f.EvalCount, 5)
+					continue
+				}
+				if f.DoneReason == "length" {
+					// Past the default of 256, to the end of the
+					// context: the same length every time.
+					require.Greater(t, f.EvalCount, 256)
+					if ctxLen == 0 {
+						ctxLen = f.PromptEvalCount + f.EvalCount
+					}
+					require.Equal(t, ctxLen, f.PromptEvalCount+f.EvalCount, "generated to the end of the context")
+				} else {
+					require.Equal(t, "stop", f.DoneReason)
+				}
+			}
+		})
+	}
+}
+
+// TestOllamaErrorShape: wrapped in ollamaErrorShape, the node's handler
+// answers every /api/ error in Ollama's shape, {"error":"..."}, also the
+// ones written before the Ollama routes run (authentication, unknown
+// routes); other routes and good answers are untouched.
+func TestOllamaErrorShape(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	srv := httptest.NewServer(node.OllamaErrorShape(n.Handler()))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+		contains           string
+		nested             bool // the node API's shape, not Ollama's
+	}{
+		{"POST", "/api/pull", `{"model":"builtin:stories260k"}`, 403, "admin", false},
+		{"DELETE", "/api/delete", `{"model":"stories260k"}`, 403, "admin", false},
+		{"POST", "/api/nope", `{}`, 404, "no route", false},
+		{"GET", "/api/chat", "", 405, "use POST", false},
+		{"POST", "/api/show", `{}`, 400, "model is required", false},
+		{"POST", "/api/generate", `{"model":"stories260k","bogus":1}`, 400, "bogus", false},
+		{"POST", "/api/show", `{"model":"nope"}`, 404, "not found", false},
+		{"GET", "/v1/nope", "", 404, "no route", true},
+		{"GET", "/api/version", "", 200, `"version"`, false},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
+			require.NoError(t, err)
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.Equal(t, tc.status, resp.StatusCode, "%s", b)
+			require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+			switch {
+			case tc.status == 200:
+				require.Contains(t, string(b), tc.contains)
+			case tc.nested:
+				var e node.APIError
+				require.NoError(t, json.Unmarshal(b, &e))
+				require.Contains(t, e.Error.Message, tc.contains)
+			default:
+				require.Contains(t, ollamaErr(t, b), tc.contains)
+			}
+		})
+	}
 }

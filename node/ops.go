@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -137,6 +138,13 @@ func (n *Node) ParseRequest(body []byte) (Request, error) {
 	if o.validate != nil {
 		if err := o.validate(req); err != nil {
 			return req, err
+		}
+	}
+	// Every field must be one the operation takes: a misspelt or
+	// unsupported one is refused, not ignored.
+	if slices.Contains(api.Operations(), req.Operation) {
+		if _, err := api.Decode(body); err != nil {
+			return req, jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
 		}
 	}
 	if o.needsName {

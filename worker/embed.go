@@ -15,10 +15,10 @@ const maxEmbedInputs = 64
 
 // embedRequest is an OpenAI embeddings request.
 type embedRequest struct {
-	Model          string     `json:"model"`
-	Input          stringList `json:"input"`
-	EncodingFormat string     `json:"encoding_format"`
-	User           string     `json:"user"`
+	Model          string   `json:"model"`
+	Input          textList `json:"input"`
+	EncodingFormat string   `json:"encoding_format"`
+	User           string   `json:"user"`
 }
 
 // EmbedResponse is the body of a POST /v1/embeddings answer.

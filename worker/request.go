@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"reflect"
 	"strings"
 
 	"github.com/rbee-project/rbee/internal/jsonx"
@@ -56,82 +55,44 @@ func tooLongToTokenize(info ModelInfo, n int, param string) *apiError {
 	return nil
 }
 
-// chatMessage is a chat message as clients send it: the content is a
-// string, null, or an array of typed parts (OpenAI's content parts).
+// chatMessage is a chat message as clients send it, read by
+// chatMessage.decode (decode.go): the content is a string, an array of
+// typed parts (OpenAI's content parts), or null in an assistant message
+// with tool calls.
 type chatMessage struct {
-	Role       string         `json:"role"`
-	Content    messageContent `json:"content"`
-	ToolCalls  []ToolCall     `json:"tool_calls"`
-	ToolCallID string         `json:"tool_call_id"`
-	Name       string         `json:"name"`
+	Role       string
+	Content    messageContent
+	ToolCalls  []ToolCall
+	ToolCallID string
+	Name       string
 }
 
 // messageContent is a message's text: a string, or the text parts of an
-// array joined by newlines. other names the first part type that is not
-// text ("image_url", "input_audio", ...), which a text model refuses.
+// array joined by newlines (decodeContent). other names the first part
+// type that is not text ("image_url", "input_audio", ...), which a text
+// model refuses.
 type messageContent struct {
 	text  string
 	other string
-}
-
-func (c *messageContent) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	switch {
-	case bytes.Equal(b, []byte("null")):
-		*c = messageContent{}
-		return nil
-	case len(b) > 0 && b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*c = messageContent{text: s}
-		return nil
-	}
-	var parts []struct {
-		Type string  `json:"type"`
-		Text *string `json:"text"`
-	}
-	if err := json.Unmarshal(b, &parts); err != nil {
-		return &json.UnmarshalTypeError{Value: jsonx.Kind(b), Type: reflect.TypeFor[messageContent]()}
-	}
-	var texts []string
-	out := messageContent{}
-	for _, p := range parts {
-		switch {
-		case p.Type == "text" && p.Text != nil:
-			texts = append(texts, *p.Text)
-		case p.Type == "text":
-			return &json.UnmarshalTypeError{Value: "text part without text", Type: reflect.TypeFor[messageContent]()}
-		case out.other == "":
-			out.other = p.Type
-			if out.other == "" {
-				out.other = "untyped"
-			}
-		}
-	}
-	out.text = strings.Join(texts, "\n")
-	*c = out
-	return nil
 }
 
 // genRequest is the union of the fields the three inference endpoints take.
 // The OpenAI endpoints refuse fields outside their set (checkOpenAIParams);
 // numeric options are pointers so that absent and zero differ.
 type genRequest struct {
-	Prompt              stringList    `json:"prompt"`
-	Messages            []chatMessage `json:"messages"`
-	MaxTokens           *int          `json:"max_tokens"`
-	MaxCompletionTokens *int          `json:"max_completion_tokens"`
-	Temperature         *float32      `json:"temperature"`
-	TopK                *int          `json:"top_k"`
-	TopP                *float32      `json:"top_p"`
-	MinP                *float32      `json:"min_p"`
-	RepeatPenalty       *float32      `json:"repeat_penalty"`
-	RepeatLastN         *int          `json:"repeat_last_n"`
-	Seed                *int64        `json:"seed"`
-	Stop                stringList    `json:"stop"`
-	Stream              bool          `json:"stream"`
+	Prompt              textList     `json:"prompt"`
+	Messages            chatMessages `json:"messages"`
+	MaxTokens           *int         `json:"max_tokens"`
+	MaxCompletionTokens *int         `json:"max_completion_tokens"`
+	Temperature         *float32     `json:"temperature"`
+	TopK                *int         `json:"top_k"`
+	TopP                *float32     `json:"top_p"`
+	MinP                *float32     `json:"min_p"`
+	RepeatPenalty       *float32     `json:"repeat_penalty"`
+	RepeatLastN         *int         `json:"repeat_last_n"`
+	Seed                *int64       `json:"seed"`
+	Stop                stringList   `json:"stop"`
+	Stream              bool         `json:"stream"`
 	StreamOptions       *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
@@ -167,21 +128,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, mode endpoint) *a
 	if len(bytes.TrimSpace(body)) == 0 {
 		return badRequest("", "missing", "request body is empty; expected a JSON object")
 	}
+	if b := bytes.TrimSpace(body); b[0] != '{' {
+		return badRequest("", "invalid_type", "the request body must be a JSON object")
+	}
 	if err := json.Unmarshal(body, v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			want := te.Type.String()
-			switch te.Type {
-			case reflect.TypeFor[stringList]():
-				want = "a string or an array of strings"
-			case reflect.TypeFor[messageContent]():
-				want = "a string or an array of content parts ({\"type\":\"text\",\"text\":...})"
-			}
-			return badRequest(te.Field, "invalid_type", fmt.Sprintf("%s: expected %s, got JSON %s", te.Field, want, te.Value))
-		}
-		// stringList errors carry no field name from encoding/json; the
-		// message says what is wrong.
-		return badRequest("", "malformed_json", "malformed JSON body: "+err.Error())
+		return decodeError(err)
 	}
 	if mode != endpointInfer {
 		return checkOpenAIParams(body, mode)
@@ -251,6 +202,13 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		return gr, badRequest("n", "invalid_value", "only n = 1 is supported")
 	}
 	// The cheap checks first: a bad one costs no template rendering.
+	// max_completion_tokens is OpenAI's newer name of max_tokens, and
+	// OpenAI defines no precedence between the two: different values in
+	// one request are refused, not one silently dropped.
+	if a, b := g.MaxTokens, g.MaxCompletionTokens; a != nil && b != nil && *a != *b {
+		return gr, badRequest("max_completion_tokens", "invalid_value", fmt.Sprintf(
+			"max_tokens (%d) and max_completion_tokens (%d) disagree: send one of them, or the same value in both", *a, *b))
+	}
 	if aerr := g.Rbee.check(); aerr != nil {
 		return gr, aerr
 	}
@@ -280,9 +238,6 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		}
 		msgs := make([]Message, len(g.Messages))
 		for i, msg := range g.Messages {
-			if strings.TrimSpace(msg.Role) == "" {
-				return gr, badRequest(fmt.Sprintf("messages[%d].role", i), "missing", "every message needs a role")
-			}
 			if msg.Content.other != "" {
 				return gr, badRequest(fmt.Sprintf("messages[%d].content", i), "unsupported_content",
 					fmt.Sprintf("%s parts need a model that reads them; %s reads text only", msg.Content.other, m.Info().Name))

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strings"
 )
 
 // StringList decodes a JSON string or array of strings (OpenAI's "stop"
@@ -57,4 +58,53 @@ func Kind(b []byte) string {
 	default:
 		return "number"
 	}
+}
+
+// TypeWant names what a Go type takes, in JSON terms ("a string", "an
+// array of objects"), for a decode error that names no Go type.
+func TypeWant(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		switch {
+		case t == reflect.TypeFor[StringList]():
+			return "a string or an array of strings"
+		case t.Elem().Kind() == reflect.String:
+			return "an array of strings"
+		case t.Elem().Kind() == reflect.Struct:
+			return "an array of objects"
+		}
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return "a value of another kind"
+}
+
+// Got names the JSON value a *json.UnmarshalTypeError reports (its
+// Value: "number 1e308", "string", "array" ...) for a message.
+func Got(v string) string {
+	if n, ok := strings.CutPrefix(v, "number "); ok {
+		return n
+	}
+	switch v {
+	case "array", "object":
+		return "an " + v
+	case "bool":
+		return "a boolean"
+	case "":
+		return "this value"
+	}
+	return "a " + v
 }

@@ -68,8 +68,13 @@
     const ws = tokenWaiters;
     tokenWaiters = [];
     ws.forEach((r) => r());
+    restartFeed();
   });
-  $('token-clear').addEventListener('click', () => { setToken(''); $('token-input').value = ''; });
+  $('token-clear').addEventListener('click', () => { setToken(''); $('token-input').value = ''; restartFeed(); });
+
+  // The feed shows the jobs its key may list: a new key opens it again.
+  let feedCtl = null;
+  function restartFeed() { if (feedCtl) feedCtl.abort(); }
 
   // ---- HTTP ---------------------------------------------------------------
 
@@ -122,7 +127,8 @@
     let backoff = BACKOFF_MIN;
     for (;;) {
       try {
-        const res = await api('/v1/cluster/events', { headers: { Accept: 'text/event-stream' } });
+        feedCtl = new AbortController();
+        const res = await api('/v1/cluster/events', { headers: { Accept: 'text/event-stream' }, signal: feedCtl.signal });
         if (!res.ok) throw new Error(await errorText(res));
         setConn('live', 'ok');
         await readSSE(res, (ev) => {
@@ -135,6 +141,10 @@
         if (e instanceof AuthError) {
           setConn('key needed', 'bad');
           await tokenReady();
+          continue;
+        }
+        if (e && e.name === 'AbortError') {
+          setConn('connecting…', 'warn'); // a new key: at once
           continue;
         }
         const wait = backoff + Math.random() * backoff / 2;
