@@ -31,14 +31,17 @@ func (e *FieldError) Error() string { return e.Msg }
 // not declare and the node passes to the worker's native /v1/infer, which
 // takes and validates them. The worker's tests check that it takes each.
 var inferWorkerFields = []string{"max_completion_tokens", "min_p", "repeat_penalty", "repeat_last_n", "n",
-	"response_format", "tools", "tool_choice"}
+	"response_format", "tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs"}
 
 // InferWorkerFields lists the fields an infer job passes to the worker
 // besides InferRequest's own.
 func InferWorkerFields() []string { return slices.Clone(inferWorkerFields) }
 
 // messageFields are the fields of an infer job's message (Message's).
-var messageFields = []string{"role", "content", "tool_calls", "tool_call_id", "name"}
+// refusal, audio, function_call and annotations come back in clients'
+// copies of earlier answers; the worker takes them only as null.
+var messageFields = []string{"role", "content", "tool_calls", "tool_call_id", "name",
+	"refusal", "audio", "function_call", "annotations"}
 
 // requestTypes are the request types by operation.
 var requestTypes = func() map[string]reflect.Type {

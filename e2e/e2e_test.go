@@ -130,8 +130,10 @@ func TestClusterEndToEnd(t *testing.T) {
 	require.True(t, hs.APIHealthy)
 	got := cli(t, bin, "hive", "get", "node2", "-o", "json", "--node", cl.Nodes[0].URL())
 	require.Contains(t, got, `"name": "node2"`)
-	tok := strings.TrimSpace(cli(t, bin, "token", "--node", cl.Nodes[0].URL()))
-	require.Equal(t, cl.Token(), tok)
+	tokOut, tokErr, err := cliRaw(bin, "token", "--node", cl.Nodes[0].URL())
+	require.NoError(t, err, tokErr)
+	require.Equal(t, cl.Token(), strings.TrimSpace(tokOut), "the token alone on stdout")
+	require.Contains(t, tokErr, "rbee node --join ", "the join command on stderr")
 
 	// Bad input: a clear error and a non-zero exit.
 	_, errOut, err := cliRaw(bin, "hive", "get", "nosuchhive", "--node", cl.Nodes[0].URL())

@@ -503,11 +503,17 @@ func TestBoundedConnections(t *testing.T) {
 			c.Close()
 		}
 	}()
-	// The open stream holds one slot already.
+	// The open stream holds one slot already; seven more streams, each
+	// counted once its answer arrives (a loopback connection is counted
+	// on its first read, in its own goroutine).
 	for i := 0; i < 7; i++ {
 		c, err := net.Dial("tcp", n.HTTPAddr())
 		require.NoError(t, err)
 		held = append(held, c)
+		fmt.Fprintf(c, "GET /v1/cluster/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		require.Equal(t, 200, resp.StatusCode)
 	}
 	require.Eventually(t, func() bool {
 		c, err := net.Dial("tcp", n.HTTPAddr())
@@ -543,8 +549,10 @@ func TestBoundedConnections(t *testing.T) {
 	stream.Close()
 	_, port, err := net.SplitHostPort(n.HTTPAddr())
 	require.NoError(t, err)
-	// Eight connections, then a ninth that must be refused; then hold.
-	script := `for i in 1 2 3 4 5 6 7 8; do exec {fd}<>/dev/tcp/127.0.0.1/` + port + `; done
+	// Eight streams (each counted once it is answered), then a ninth
+	// connection that must be refused; then hold.
+	script := `for i in 1 2 3 4 5 6 7 8; do exec {fd}<>/dev/tcp/127.0.0.1/` + port + `
+printf 'GET /v1/cluster/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' >&$fd; timeout 5 head -c 12 <&$fd >/dev/null; done
 exec {ninth}<>/dev/tcp/127.0.0.1/` + port + `; timeout 5 head -c 12 <&$ninth; echo; sleep 20`
 	cmd := exec.Command("bash", "-c", script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -68,38 +69,53 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// connCounts counts open connections per remote IP across the API's
-// listeners (HTTP and HTTPS), so a client's cap is one cap.
+// connCounts counts open connections per client across the API's
+// listeners (HTTP and HTTPS), so a client's cap is one cap. A client is a
+// remote IP, or on loopback, where every local user shares the address,
+// a local user.
 type connCounts struct {
 	max int
 	mu  sync.Mutex
 	per map[string]int
+	// lookups bounds the owner lookups running at once: each reads the
+	// kernel's socket tables, milliseconds when they are long.
+	lookups chan struct{}
 }
 
-func newConnCounts(max int) *connCounts { return &connCounts{max: max, per: map[string]int{}} }
+// ownerLookups is how many loopback connections may look up their owner
+// at once; the others wait in their own goroutines, never in Accept.
+const ownerLookups = 2
 
-// take counts a new connection from ip, false when ip is at the cap.
-func (c *connCounts) take(ip string) bool {
+func newConnCounts(max int) *connCounts {
+	return &connCounts{max: max, per: map[string]int{}, lookups: make(chan struct{}, ownerLookups)}
+}
+
+// take counts a new connection of client, false when it is at the cap.
+func (c *connCounts) take(client string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.per[ip] >= c.max {
+	if c.per[client] >= c.max {
 		return false
 	}
-	c.per[ip]++
+	c.per[client]++
 	return true
 }
 
-func (c *connCounts) release(ip string) {
+func (c *connCounts) release(client string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.per[ip]--; c.per[ip] <= 0 {
-		delete(c.per, ip)
+	if c.per[client]--; c.per[client] <= 0 {
+		delete(c.per, client)
 	}
 }
 
-// limitListener caps the open connections per remote IP. A connection over
+// limitListener caps the open connections per client. A connection over
 // the cap is closed at once; on a plain HTTP listener it is answered 429
-// first (a TLS client could not read that answer).
+// first (a TLS client could not read that answer). A remote connection is
+// counted in Accept, by its IP. A loopback one is counted on its first
+// Read, in the connection's own goroutine, once its user is known: the
+// lookup reads /proc/net/tcp, which a local user can make long, and must
+// not hold up Accept for everyone.
 type limitListener struct {
 	net.Listener
 	counts *connCounts
@@ -116,61 +132,122 @@ const tooManyConnsBody = `{"error":{"code":"too_many_connections","message":"too
 // tooManyConns is the whole HTTP answer to a connection over the cap.
 var tooManyConns = fmt.Sprintf("HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(tooManyConnsBody), tooManyConnsBody)
 
+// errOverCap fails the first Read of a loopback connection over its
+// user's cap.
+var errOverCap = errors.New("too many open connections from this user")
+
 func (l *limitListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
 		}
-		cc := &countedConn{Conn: c}
-		key := cc.client()
+		cc := &countedConn{Conn: c, l: l}
+		ta, ok := c.RemoteAddr().(*net.TCPAddr)
+		if ok && ta.IP.IsLoopback() {
+			return cc, nil // counted on its first Read (admit)
+		}
+		key := c.RemoteAddr().String()
+		if ok {
+			key = ta.IP.String()
+		}
 		if !l.counts.take(key) {
-			if l.answer {
-				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-				_, _ = io.WriteString(c, tooManyConns)
-			}
-			_ = c.Close()
+			l.refuse(c)
 			continue
 		}
-		cc.release = func() { l.counts.release(key) }
+		cc.setKey(key)
+		cc.admit.Do(func() {}) // counted already
 		return cc, nil
 	}
 }
 
-// client is who the cap counts c against: its remote IP, or on loopback,
-// where every local user shares one address, its user (so that one local
-// user holding connections cannot lock out the others, the node's own
-// workers and CLI among them).
-func (c *countedConn) client() string {
-	ta, ok := c.RemoteAddr().(*net.TCPAddr)
-	if !ok {
-		return c.RemoteAddr().String()
+// refuse answers (plain HTTP) and closes a connection over its cap.
+func (l *limitListener) refuse(c net.Conn) {
+	if l.answer {
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(c, tooManyConns)
 	}
-	if ta.IP.IsLoopback() {
-		if uid, err := peercred.LoopbackUID(c.LocalAddr(), c.RemoteAddr()); err == nil {
-			c.uid, c.uidKnown = uid, true
-			return fmt.Sprintf("uid:%d", uid)
-		}
-	}
-	return ta.IP.String()
+	_ = c.Close()
 }
 
-// countedConn gives its slot back once, on the first Close. It carries the
-// loopback client's uid, looked up once at accept (PeerUID).
+// countedConn holds a slot of its client's cap until its first Close. A
+// loopback connection takes it on its first Read, once its user is known
+// (PeerUID then tells the guard who it is, with no second lookup).
 type countedConn struct {
 	net.Conn
-	once     sync.Once
-	release  func()
+	l     *limitListener
+	admit sync.Once
+	err   error // the admission's failure (over the cap)
+
+	mu       sync.Mutex
+	key      string // the client counted ("" until counted)
+	closed   bool
 	uid      uint32
 	uidKnown bool
 }
 
-// PeerUID is the uid of the process at the other end of a loopback
-// connection, when the accept could tell.
-func (c *countedConn) PeerUID() (uint32, bool) { return c.uid, c.uidKnown }
+func (c *countedConn) Read(p []byte) (int, error) {
+	c.admit.Do(c.count)
+	if c.err != nil {
+		return 0, c.err
+	}
+	return c.Conn.Read(p)
+}
+
+// count finds a loopback connection's user and takes a slot of its cap
+// (the IP's, when the user cannot be told).
+func (c *countedConn) count() {
+	key := "127.0.0.1"
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		key = ta.IP.String()
+	}
+	c.l.counts.lookups <- struct{}{}
+	uid, err := peercred.LoopbackUID(c.LocalAddr(), c.RemoteAddr())
+	<-c.l.counts.lookups
+	if err == nil {
+		key = fmt.Sprintf("uid:%d", uid)
+		c.mu.Lock()
+		c.uid, c.uidKnown = uid, true
+		c.mu.Unlock()
+	}
+	if !c.l.counts.take(key) {
+		c.err = errOverCap
+		c.l.refuse(c.Conn)
+		return
+	}
+	c.setKey(key)
+}
+
+// setKey records the slot taken for key, giving it back at once when
+// the connection was closed meanwhile.
+func (c *countedConn) setKey(key string) {
+	c.mu.Lock()
+	closed := c.closed
+	if !closed {
+		c.key = key
+	}
+	c.mu.Unlock()
+	if closed {
+		c.l.counts.release(key)
+	}
+}
 
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.mu.Lock()
+	key := c.key
+	c.key, c.closed = "", true
+	c.mu.Unlock()
+	if key != "" {
+		c.l.counts.release(key)
+	}
 	return err
+}
+
+// PeerUID is the uid of the process at the other end of a loopback
+// connection, once its first Read found it.
+func (c *countedConn) PeerUID() (uint32, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.uid, c.uidKnown
 }

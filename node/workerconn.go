@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,7 +113,12 @@ func (n *Node) callWorker(ctx context.Context, t router.Target, method, path str
 		return n.callLocalWorker(ctx, t.Registry.ID, method, path, body)
 	}
 	if len(body) > maxWorkerBody {
-		return nil, fmt.Errorf("request of %d bytes for a worker on %s: over %d", len(body), t.NodeName, maxWorkerBody)
+		// The request's fault, not the worker's: an answer (413), so that
+		// no other worker is tried and none counts as failed.
+		msg, _ := json.Marshal(map[string]any{"error": map[string]string{"type": "invalid_request_error", "code": "request_too_large",
+			"message": fmt.Sprintf("the request for a worker on %s is %d bytes, over %d", t.NodeName, len(body), maxWorkerBody)}})
+		return &http.Response{StatusCode: http.StatusRequestEntityTooLarge, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(bytes.NewReader(msg)), ContentLength: int64(len(msg))}, nil
 	}
 	pid, err := peer.Decode(t.Registry.NodeID)
 	if err != nil {

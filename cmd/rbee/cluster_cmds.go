@@ -248,7 +248,7 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Short: "Print the cluster token and the join command (reads the node's data dir)",
 		Long: `Print the cluster secret and the command that joins another machine (with
 the cluster CA's fingerprint once the node knows it), read from the node's data dir (--data-dir, env RBEE_DATA_DIR, else the one the node at
---node names): only the node's own user can read them. With --admin, print the node's local admin key instead: the
+--node names): only the node's own user can read them. The token goes to stdout alone (TOK=$(rbee token)), the join command to stderr. With --admin, print the node's local admin key instead: the
 credential the CLI uses on the node's machine, e.g. for the web page.
 
 The cluster secret joins nodes; it is not an API credential on this machine.`,
@@ -285,7 +285,10 @@ The cluster secret joins nodes; it is not an API credential on this machine.`,
 				}
 				return printJSON(cmd.OutOrStdout(), out)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Cluster token: %s\n\nJoin another machine with:\n  %s\n", tok, join)
+			// The token alone on stdout (TOK=$(rbee token)); the join
+			// command for a person on stderr.
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			fmt.Fprintf(cmd.ErrOrStderr(), "Join another machine with:\n  %s\n", join)
 			return nil
 		},
 	}

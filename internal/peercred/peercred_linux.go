@@ -13,6 +13,13 @@ import (
 // procRoot is where the kernel's socket tables are.
 const procRoot = "/proc/net/"
 
+// The tables' st column for TIME_WAIT, and how many columns a full
+// socket's line has (a TIME_WAIT mini socket's has 12).
+const (
+	stateTimeWait    = "06"
+	fullSocketFields = 17
+)
+
 func lookup(server, client *net.TCPAddr) (uint32, error) {
 	file := "tcp"
 	if client.IP.To4() == nil {
@@ -53,6 +60,14 @@ func scan(path string, want [2]string) (uint32, error) {
 			continue
 		}
 		if string(fields[1]) != want[0] || string(fields[2]) != want[1] {
+			continue
+		}
+		if string(fields[3]) == stateTimeWait || len(fields) < fullSocketFields {
+			// The mini socket the kernel keeps after a close (TIME_WAIT,
+			// or FIN_WAIT2 once its process is gone): printed with uid
+			// 0, which is nobody's answer. (A socket still in the
+			// listener's accept queue has no inode yet, but its uid is
+			// the listener's and right.)
 			continue
 		}
 		uid, err := strconv.ParseUint(string(fields[7]), 10, 32)

@@ -83,3 +83,28 @@ func TestEncodeAddr(t *testing.T) {
 	require.True(t, strings.HasSuffix(got, ":1E99"), got)
 	require.Contains(t, []string{"0100007F:1E99", "7F000001:1E99"}, got)
 }
+
+// A client that closed before the lookup may have left only the kernel's
+// mini socket, listed with uid 0: that must not read as root.
+func TestLoopbackUIDClosedClient(t *testing.T) {
+	if runtime.GOOS != "linux" || os.Getuid() != 0 {
+		t.Skip("needs root on Linux to start a process as another user")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	cmd := exec.Command("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/"+strconv.Itoa(port)+"; exec 3>&-")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	require.NoError(t, cmd.Run())
+	require.NoError(t, ln.(*net.TCPListener).SetDeadline(time.Now().Add(10*time.Second)))
+	s, err := ln.Accept()
+	require.NoError(t, err)
+	defer s.Close()
+	uid, err := LoopbackUID(s.LocalAddr(), s.RemoteAddr())
+	if err == nil {
+		require.Equal(t, uint32(65534), uid, "a closed client's socket read as another user's")
+		return
+	}
+	require.ErrorIs(t, err, ErrUnknown)
+}

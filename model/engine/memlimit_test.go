@@ -41,7 +41,22 @@ func TestMemoryLimit(t *testing.T) {
 // The estimate cannot overflow, whatever a header says.
 func TestMemoryNeedHostileHeader(t *testing.T) {
 	hp := hparams{dim: 1 << 30, nLayer: 1 << 30, nHead: 1 << 30, nHeadKV: 1 << 30, headDim: 1 << 32, ff: 1 << 30, nCtx: 1 << 20}
-	if need := hp.memoryNeed(KVF16); !(need > 1e30) {
+	if need := hp.memoryNeed(KVF16, hp.nLayer, hp.nHead, hp.nHeadKV, 1<<30); !(need > 1e30) {
 		t.Fatalf("need %v for an absurd header", need)
 	}
+}
+
+// A shard is held to what it holds: its layers' cache, not the model's.
+func TestMemoryLimitShard(t *testing.T) {
+	// stories260K's 5 layers at 131072 positions: 84 MB of f16 cache;
+	// layers [2, 5): 50 MB.
+	opts := Options{ContextSize: 1 << 17, MemoryLimit: 70 << 20}
+	if _, err := Load(storiesPath, opts); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("whole model: %v, want ErrBadRequest", err)
+	}
+	m, err := LoadShard(storiesPath, ShardSpec{Lo: 2, Hi: 5}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
 }

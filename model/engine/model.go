@@ -46,7 +46,8 @@ type Options struct {
 	KVCache KVType
 	// MemoryLimit bounds, in bytes, what the model's shape asks this
 	// process to allocate: the tables Load builds (RoPE's, for every
-	// position) and one Session's KV cache grown to ContextSize. A model
+	// position), a prompt batch's activations and one Session's KV cache
+	// grown to ContextSize (a shard's: its layers or KV heads). A model
 	// whose header asks for more (a hostile file's huge head size or
 	// layer count, or a context too large for the machine) is refused at
 	// Load with ErrBadRequest, instead of the process dying of it later.
@@ -242,6 +243,9 @@ func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (*Model, 
 		log.Info("odd head size: keeping the KV cache in f32", "head_dim", m.hp.headDim)
 		m.kv = KVF32
 	}
+	if err := m.checkMemory(opts.MemoryLimit); err != nil {
+		return nil, err
+	}
 	if err := m.loadTensors(); err != nil {
 		return nil, err
 	}
@@ -357,26 +361,42 @@ func (m *Model) readHparams(opts Options) error {
 	if hp.nCtx > 1<<20 {
 		return fmt.Errorf("%w: context size %d too large", ErrBadRequest, hp.nCtx)
 	}
-	if need := hp.memoryNeed(opts.KVCache); opts.MemoryLimit > 0 && need > float64(opts.MemoryLimit) {
-		return fmt.Errorf("%w: at context %d this model needs %s (its KV cache for one sequence and its tables: %d layers, %d KV heads of %d, embedding %d), more than the %s allowed; ask for a smaller context",
-			ErrBadRequest, hp.nCtx, humanize.Bytes(uint64(min(need, 1<<62))), hp.nLayer, hp.nHeadKV, hp.headDim, hp.dim, humanize.Bytes(uint64(opts.MemoryLimit)))
-	}
 	return nil
 }
 
+// checkMemory refuses a model (or shard: its layers and KV heads, after
+// setShard) whose shape asks for more than limit bytes (0: no bound; see
+// Options.MemoryLimit), before anything is allocated for it.
+func (m *Model) checkMemory(limit int64) error {
+	if limit <= 0 {
+		return nil
+	}
+	vocab := 0
+	if t, ok := m.tensor("token_embd.weight"); ok && len(t.Dims) == 2 {
+		vocab = int(min(t.Dims[1], 1<<40))
+	}
+	need := m.hp.memoryNeed(m.kv, m.hi-m.lo, m.heads, m.kvHeads, vocab)
+	if need <= float64(limit) {
+		return nil
+	}
+	return fmt.Errorf("%w: at context %d this model needs %s (its KV cache for one sequence and its tables: %d layers, %d KV heads of %d, embedding %d), more than the %s allowed; ask for a smaller context",
+		ErrBadRequest, m.hp.nCtx, humanize.Bytes(uint64(min(need, 1<<62))), m.hi-m.lo, m.kvHeads, m.hp.headDim, m.hp.dim, humanize.Bytes(uint64(limit)))
+}
+
 // memoryNeed is what Options.MemoryLimit bounds, in bytes (float64: a
-// hostile header's product of dimensions may not fit an int): one
+// hostile header's product of dimensions may not fit an int) for a model
+// (or shard) of layers layers with heads query and kvHeads KV heads: one
 // Session's keys and values at nCtx, the RoPE table (at most head size
 // floats per position), and a prompt batch's activations and logits.
-func (hp *hparams) memoryNeed(kv KVType) float64 {
+func (hp *hparams) memoryNeed(kv KVType, layers, heads, kvHeads, vocab int) float64 {
 	elem := 2.0
 	if kv == KVF32 {
 		elem = 4
 	}
 	f := func(v int) float64 { return float64(v) }
-	cache := f(hp.nLayer) * f(hp.nCtx) * 2 * f(hp.nHeadKV) * f(hp.headDim) * elem
+	cache := f(layers) * f(hp.nCtx) * 2 * f(kvHeads) * f(hp.headDim) * elem
 	rope := f(hp.nCtx) * f(hp.headDim) * 4
-	batch := f(promptBatch) * (4*f(hp.dim) + 3*f(hp.ff) + f(hp.nHead)*f(hp.headDim)*2 + f(hp.vocab)) * 4
+	batch := f(promptBatch) * (4*f(hp.dim) + 3*f(hp.ff) + f(heads)*f(hp.headDim)*2 + f(vocab)) * 4
 	return cache + rope + batch
 }
 

@@ -170,15 +170,26 @@ func New(cfg Config) *Guard {
 // of a loopback connection is looked up once, on first need.
 type connInfo struct {
 	local, remote net.Addr
-	once          sync.Once
-	uid           uint32
-	uidErr        error
+	// peer, when set, may know the uid already (the listener looked it
+	// up to count the connection against its user's cap).
+	peer   interface{ PeerUID() (uint32, bool) }
+	once   sync.Once
+	uid    uint32
+	uidErr error
 }
 
 type connInfoKey struct{}
 
 func (c *connInfo) owner() string {
-	c.once.Do(func() { c.uid, c.uidErr = peercred.LoopbackUID(c.local, c.remote) })
+	c.once.Do(func() {
+		if c.peer != nil {
+			if uid, ok := c.peer.PeerUID(); ok {
+				c.uid = uid
+				return
+			}
+		}
+		c.uid, c.uidErr = peercred.LoopbackUID(c.local, c.remote)
+	})
 	if c.uidErr != nil {
 		return OwnerAnon
 	}
@@ -186,9 +197,10 @@ func (c *connInfo) owner() string {
 }
 
 // ConnContext is an http.Server's ConnContext: it stores the connection's
-// addresses for the uid lookup of a loopback client, or the uid itself
-// when the listener found it already (a connection, or the one under a
-// TLS connection, with PeerUID).
+// addresses for the uid lookup of a loopback client, and the connection
+// itself (or the one under a TLS connection) when it can tell the uid
+// (PeerUID: the listener looks it up on the first read, before any
+// request is parsed).
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	ci := &connInfo{local: c.LocalAddr(), remote: c.RemoteAddr()}
 	under := c
@@ -196,9 +208,7 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 		under = nc.NetConn()
 	}
 	if p, ok := under.(interface{ PeerUID() (uint32, bool) }); ok {
-		if uid, known := p.PeerUID(); known {
-			ci.once.Do(func() { ci.uid = uid })
-		}
+		ci.peer = p
 	}
 	return context.WithValue(ctx, connInfoKey{}, ci)
 }

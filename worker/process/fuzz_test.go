@@ -96,7 +96,7 @@ func TestWorkerEnv(t *testing.T) {
 // A worker does not inherit the node's credentials; an engine type that
 // sets one for its process keeps it.
 func TestWorkerEnvDropsNodeSecrets(t *testing.T) {
-	base := []string{"HOME=/h", "RBEE_CLUSTER_TOKEN=cluster", "RBEE_TOKEN=key", "HF_TOKEN=hf", "HUGGING_FACE_HUB_TOKEN=hf2", "PATH=/bin"}
+	base := []string{"HOME=/h", "RBEE_CLUSTER_TOKEN=cluster", "RBEE_TOKEN=key", "HF_TOKEN=hf", "HUGGING_FACE_HUB_TOKEN=hf2", "SSH_AUTH_SOCK=/tmp/agent", "PATH=/bin"}
 	env := workerEnv(base, []string{"HF_TOKEN=chosen"}, "s3cret", "")
 	want := []string{"HOME=/h", "PATH=/bin", "HF_TOKEN=chosen", SecretEnv + "=s3cret"}
 	if strings.Join(env, "|") != strings.Join(want, "|") {

@@ -961,10 +961,11 @@ func workerEnv(base, extra []string, secret, engineSecretEnv string) []string {
 
 // nodeSecret reports whether the environment variable k holds one of the
 // node's credentials (the cluster token, an API key, a Hugging Face
-// token), which a worker process does not inherit.
+// token, its SSH agent), which a worker process does not inherit.
 func nodeSecret(k string) bool {
 	switch k {
-	case "RBEE_CLUSTER_TOKEN", "RBEE_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN":
+	case "RBEE_CLUSTER_TOKEN", "RBEE_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+		"SSH_AUTH_SOCK": // the agent the node installs hives with
 		return true
 	}
 	return false
