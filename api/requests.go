@@ -352,3 +352,9 @@ func (NodeLeaveRequest) Operation() string               { return OpNodeLeave }
 func (APIKeyCreateRequest) Operation() string            { return OpAPIKeyCreate }
 func (APIKeyListRequest) Operation() string              { return OpAPIKeyList }
 func (APIKeyRevokeRequest) Operation() string            { return OpAPIKeyRevoke }
+
+// JobIDHeader names the job in the answer to a POST /v1/jobs that asked
+// for the job's events (Accept: text/event-stream): the events stream in
+// that answer, so submitting and following take one round trip; a client
+// whose stream breaks follows on at /v1/jobs/{id}/events.
+const JobIDHeader = "X-Rbee-Job-Id"

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/apierror"
 	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/sse"
@@ -182,7 +183,17 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, jobs.CodeUnavailable, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"job_id": job.ID, "events_url": "/v1/jobs/" + job.ID + "/events"})
+	events := "/v1/jobs/" + job.ID + "/events"
+	if strings.Contains(r.Header.Get("Accept"), sse.ContentType) {
+		// Submit and follow in one round trip: the events stream in this
+		// answer, the job's id in its headers (a client whose stream
+		// breaks follows it on at the events URL, as after a 202).
+		w.Header().Set(api.JobIDHeader, job.ID)
+		w.Header().Set("Location", events)
+		n.streamJob(w, r, job, 0)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"job_id": job.ID, "events_url": events})
 }
 
 type jobView struct {
@@ -246,6 +257,12 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		after = a
 	}
+	n.streamJob(w, r, j, after)
+}
+
+// streamJob sends j's events after seq after as SSE until the job is done
+// or the client goes away.
+func (n *Node) streamJob(w http.ResponseWriter, r *http.Request, j *jobs.Job, after int64) {
 	sw := sse.Start(w)
 	ctx := r.Context()
 	ticker := time.NewTicker(sseKeepAlive)

@@ -1,13 +1,16 @@
 package node_test
 
 import (
+	"io"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/promtext"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf/hubtest"
@@ -140,4 +143,30 @@ func metric(t *testing.T, n *node.Node, name string) float64 {
 	v, ok := promtext.Value(resp.Body, name)
 	require.True(t, ok, "no %s in /metrics", name)
 	return v
+}
+
+// TestSubmitStreamsEvents: a job submitted with Accept: text/event-stream
+// streams its events in the submit's answer, its id in a header, and the
+// events URL serves the same events afterwards.
+func TestSubmitStreamsEvents(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	req, err := http.NewRequest("POST", n.URL()+"/v1/jobs", strings.NewReader(`{"operation":"status"}`))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, 200, resp.StatusCode, string(body))
+	id := resp.Header.Get(api.JobIDHeader)
+	require.NotEmpty(t, id)
+	require.Equal(t, "/v1/jobs/"+id+"/events", resp.Header.Get("Location"))
+	require.Contains(t, string(body), "event: result")
+	require.Contains(t, string(body), "event: done")
+	st, _, again := apiCall(t, n, "GET", "/v1/jobs/"+id+"/events", "", "", "", nil)
+	require.Equal(t, 200, st)
+	require.Equal(t, string(body), string(again), "the same events at the events URL")
 }

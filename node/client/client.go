@@ -142,13 +142,9 @@ func (c *Client) Submit(ctx context.Context, req any) (string, error) {
 	var out struct {
 		JobID string `json:"job_id"`
 	}
-	body := req
-	if r, ok := req.(api.Request); ok {
-		b, err := api.Encode(r)
-		if err != nil {
-			return "", err
-		}
-		body = json.RawMessage(b)
+	body, err := jobBody(req)
+	if err != nil {
+		return "", err
 	}
 	if err := c.do(ctx, http.MethodPost, "/v1/jobs", body, &out); err != nil {
 		return "", err
@@ -156,32 +152,65 @@ func (c *Client) Submit(ctx context.Context, req any) (string, error) {
 	return out.JobID, nil
 }
 
+// jobBody is what Submit sends for req.
+func jobBody(req any) (any, error) {
+	if r, ok := req.(api.Request); ok {
+		b, err := api.Encode(r)
+		if err != nil {
+			return nil, err
+		}
+		return json.RawMessage(b), nil
+	}
+	return req, nil
+}
+
 // Cancel cancels a job.
 func (c *Client) Cancel(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/jobs/"+id, nil, nil)
+}
+
+// follower passes a job's events on and remembers where it is and how
+// the job ended.
+type follower struct {
+	fn     func(jobs.Event) error
+	last   int64 // the last event's sequence number
+	jobErr *JobError
+}
+
+func (f *follower) event(ev jobs.Event) error {
+	f.last = ev.Seq
+	if ev.Type == jobs.TypeError {
+		f.jobErr = &JobError{Code: ev.Code, Message: ev.Message}
+	}
+	if ev.Type == jobs.TypeDone && ev.Status != "ok" && f.jobErr == nil {
+		f.jobErr = &JobError{Code: jobs.CodeInternal, Message: "job failed"}
+	}
+	return f.fn(ev)
+}
+
+// result is the job's outcome once its done event came.
+func (f *follower) result() error {
+	if f.jobErr != nil {
+		return f.jobErr
+	}
+	return nil
 }
 
 // Follow streams a job's events to fn until done. It reconnects with
 // Last-Event-ID when the stream breaks. The returned error is a *JobError
 // when the job failed.
 func (c *Client) Follow(ctx context.Context, id string, fn func(jobs.Event) error) error {
-	var last int64
-	var jobErr *JobError
+	return c.follow(ctx, id, &follower{fn: fn})
+}
+
+func (c *Client) follow(ctx context.Context, id string, f *follower) error {
 	for attempt := 0; ; attempt++ {
-		done, err := c.followOnce(ctx, id, &last, func(ev jobs.Event) error {
-			if ev.Type == jobs.TypeError {
-				jobErr = &JobError{Code: ev.Code, Message: ev.Message}
-			}
-			if ev.Type == jobs.TypeDone && ev.Status != "ok" && jobErr == nil {
-				jobErr = &JobError{Code: jobs.CodeInternal, Message: "job failed"}
-			}
-			return fn(ev)
-		})
+		done, err := c.followOnce(ctx, id, f)
 		if done {
-			if jobErr != nil {
-				return jobErr
+			if err != nil {
+				return err
 			}
-			return nil
+			return f.result()
 		}
 		if err != nil && (ctx.Err() != nil || attempt >= reconnects || errors.Is(err, ErrAPI)) {
 			return err
@@ -194,14 +223,14 @@ func (c *Client) Follow(ctx context.Context, id string, fn func(jobs.Event) erro
 	}
 }
 
-func (c *Client) followOnce(ctx context.Context, id string, last *int64, fn func(jobs.Event) error) (bool, error) {
+func (c *Client) followOnce(ctx context.Context, id string, f *follower) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base+"/v1/jobs/"+id+"/events", nil)
 	if err != nil {
 		return false, err
 	}
 	req.Header.Set("Accept", sse.ContentType)
-	if *last > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatInt(*last, 10))
+	if f.last > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatInt(f.last, 10))
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
@@ -215,7 +244,13 @@ func (c *Client) followOnce(ctx context.Context, id string, last *int64, fn func
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return false, decodeAPIError(resp.StatusCode, data)
 	}
-	sr := sse.NewReader(resp.Body, maxSSELine)
+	return readEvents(resp.Body, f)
+}
+
+// readEvents passes the events of an SSE body to f until the done event
+// (true) or the end of the stream (false, io.ErrUnexpectedEOF).
+func readEvents(body io.Reader, f *follower) (bool, error) {
+	sr := sse.NewReader(body, maxSSELine)
 	for {
 		se, err := sr.Next()
 		if errors.Is(err, io.EOF) {
@@ -231,8 +266,7 @@ func (c *Client) followOnce(ctx context.Context, id string, last *int64, fn func
 		if err := json.Unmarshal(se.Data, &ev); err != nil {
 			return false, fmt.Errorf("bad event from node: %w", err)
 		}
-		*last = ev.Seq
-		if err := fn(ev); err != nil {
+		if err := f.event(ev); err != nil {
 			return true, err
 		}
 		if ev.Type == jobs.TypeDone {
@@ -241,13 +275,22 @@ func (c *Client) followOnce(ctx context.Context, id string, last *int64, fn func
 	}
 }
 
-// Run submits a job and follows it.
+// Run submits a job and follows it. The node streams the job's events in
+// its answer to the submit, one round trip (a node that answers 202
+// instead, an older one, is followed at the events URL); a stream that
+// breaks is followed on from its last event.
 func (c *Client) Run(ctx context.Context, req any, fn func(jobs.Event) error) error {
-	id, err := c.Submit(ctx, req)
-	if err != nil {
+	f := &follower{fn: fn}
+	id, done, err := c.submitFollow(ctx, req, f)
+	switch {
+	case id == "":
 		return err
+	case done && err != nil:
+		return err
+	case done:
+		return f.result()
 	}
-	err = c.Follow(ctx, id, fn)
+	err = c.follow(ctx, id, f)
 	if ctx.Err() != nil {
 		// The user went away (Ctrl-C): cancel the job on the node too.
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -255,6 +298,56 @@ func (c *Client) Run(ctx context.Context, req any, fn func(jobs.Event) error) er
 		cancel()
 	}
 	return err
+}
+
+// submitFollow posts the job asking for its events and reads them as
+// they stream. It returns the job's id ("" when the job was not
+// submitted: err says why) and whether its done event came.
+func (c *Client) submitFollow(ctx context.Context, job any, f *follower) (id string, done bool, err error) {
+	body, err := jobBody(job)
+	if err != nil {
+		return "", false, err
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return "", false, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+"/v1/jobs", bytes.NewReader(b))
+	if err != nil {
+		return "", false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", sse.ContentType+", application/json")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return "", false, reachError(c.Base, err)
+	}
+	defer resp.Body.Close()
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), sse.ContentType) {
+		data, err := io.ReadAll(io.LimitReader(resp.Body, maxSSELine))
+		if err != nil {
+			return "", false, err
+		}
+		if resp.StatusCode/100 != 2 {
+			return "", false, decodeAPIError(resp.StatusCode, data)
+		}
+		var out struct {
+			JobID string `json:"job_id"`
+		}
+		if err := json.Unmarshal(data, &out); err != nil || out.JobID == "" {
+			return "", false, fmt.Errorf("%w: the submit's answer has no job id", ErrAPI)
+		}
+		return out.JobID, false, nil
+	}
+	id = resp.Header.Get(api.JobIDHeader)
+	if id == "" {
+		return "", false, fmt.Errorf("%w: an event stream without a job id", ErrAPI)
+	}
+	done, err = readEvents(resp.Body, f)
+	return id, done, err
 }
 
 // Result runs a job and decodes its (last) result event into out.

@@ -1,0 +1,91 @@
+package client
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/internal/sse"
+	"github.com/rbee-project/rbee/node/jobs"
+)
+
+// jobServer speaks the node's job protocol for one job: a submit that
+// streams the events (stream: how many before the stream breaks, -1 all),
+// or a 202 as an older node answers (stream 0 with old), and the events
+// URL, which resumes after Last-Event-ID.
+type jobServer struct {
+	mu       sync.Mutex
+	requests []string
+	old      bool
+	stream   int
+}
+
+var jobEvents = []jobs.Event{
+	{Seq: 1, Type: jobs.TypeNarration, Message: "working"},
+	{Seq: 2, Type: jobs.TypeResult, Result: json.RawMessage(`{"ok":true}`)},
+	{Seq: 3, Type: jobs.TypeDone, Status: "ok"},
+}
+
+func (s *jobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.requests = append(s.requests, r.Method+" "+r.URL.Path+" "+r.Header.Get("Last-Event-ID"))
+	s.mu.Unlock()
+	send := func(evs []jobs.Event) {
+		sw := sse.Start(w)
+		for _, ev := range evs {
+			b, _ := json.Marshal(ev)
+			_ = sw.Event(sse.Event{ID: fmt.Sprint(ev.Seq), Type: ev.Type, Data: b})
+		}
+	}
+	switch {
+	case r.Method == http.MethodPost && s.old:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write([]byte(`{"job_id":"j1","events_url":"/v1/jobs/j1/events"}`))
+	case r.Method == http.MethodPost:
+		w.Header().Set(api.JobIDHeader, "j1")
+		n := len(jobEvents)
+		if s.stream >= 0 {
+			n = s.stream
+		}
+		send(jobEvents[:n])
+	case r.URL.Path == "/v1/jobs/j1/events":
+		after := 0
+		fmt.Sscan(r.Header.Get("Last-Event-ID"), &after)
+		send(jobEvents[after:])
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func TestRunFollowsTheJob(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		srv      *jobServer
+		requests []string
+	}{
+		{"one round trip", &jobServer{stream: -1}, []string{"POST /v1/jobs "}},
+		{"an older node's 202", &jobServer{old: true}, []string{"POST /v1/jobs ", "GET /v1/jobs/j1/events "}},
+		{"a stream that breaks resumes", &jobServer{stream: 2}, []string{"POST /v1/jobs ", "GET /v1/jobs/j1/events 2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hs := httptest.NewServer(tc.srv)
+			defer hs.Close()
+			var out struct {
+				OK bool `json:"ok"`
+			}
+			var seen []int64
+			err := New(hs.URL, "").Result(t.Context(), api.StatusRequest{}, &out, func(ev jobs.Event) { seen = append(seen, ev.Seq) })
+			require.NoError(t, err)
+			require.True(t, out.OK)
+			require.Equal(t, []int64{1, 2, 3}, seen, "every event once, in order")
+			require.Equal(t, tc.requests, tc.srv.requests)
+		})
+	}
+}
