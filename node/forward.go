@@ -110,7 +110,9 @@ func (n *Node) handleJob(s network.Stream) {
 	req, err := n.ParseRequest(body)
 	if err == nil {
 		req.Hive = "" // run here
-		err = n.ops[req.Operation].run(ctx, em, req)
+		// A panic fails the job, as for a local one; a libp2p handler's
+		// panic would end the node.
+		err = jobs.Recover(func() error { return n.ops[req.Operation].run(ctx, em, req) })
 	}
 	if err != nil {
 		em.Emit(jobs.Event{Type: jobs.TypeError, Code: jobs.CodeOf(err), Message: err.Error()})

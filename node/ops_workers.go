@@ -155,13 +155,19 @@ func (n *Node) retireLocalWorkers() {
 	}
 }
 
-// stopLocal stops a local worker in the background, once (again only
-// after a stop failed).
+// stopLocal stops a local worker's process in the background, once per
+// process: a stop under way is not started again, and a worker id spawned
+// again after a stop is a new process, stopped in its turn.
 func (n *Node) stopLocal(id, why string) {
+	st, err := n.procs.ByWorkerID(id)
+	if err != nil {
+		return // no process of ours runs it: nothing to stop
+	}
+	key := fmt.Sprintf("%s@%d", id, st.PID)
 	n.retireMu.Lock()
-	started := n.retiring[id]
+	started := n.retiring[key]
 	if !started {
-		n.retiring[id] = true
+		n.retiring[key] = true
 	}
 	n.retireMu.Unlock()
 	if started {
@@ -170,11 +176,13 @@ func (n *Node) stopLocal(id, why string) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		defer func() {
+			n.retireMu.Lock()
+			delete(n.retiring, key)
+			n.retireMu.Unlock()
+		}()
 		if err := n.stopWorker(n.ctx, id); err != nil {
 			n.log.Warn("stop worker", "worker", id, "why", why, "err", err)
-			n.retireMu.Lock()
-			delete(n.retiring, id)
-			n.retireMu.Unlock()
 			return
 		}
 		n.log.Info("worker stopped", "worker", id, "why", why)

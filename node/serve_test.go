@@ -453,6 +453,22 @@ func TestWorkerExitAndRetire(t *testing.T) {
 	// The other worker keeps serving.
 	res2, _ := infer(t, c.Nodes[1], map[string]any{"prompt": "Lily"})
 	require.Equal(t, w2.WorkerID, res2.WorkerID)
+
+	// A worker id spawned again after its retirement is a new process,
+	// and retiring it stops that one too.
+	for round := range 2 {
+		var again api.SpawnResult
+		run(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "hive": "node1", "model": "builtin:stories260k",
+			"threads": 1, "slots": 1, "worker_id": "w-again"}, &again)
+		require.Equal(t, "ready", again.State, "round %d", round)
+		run(t, c.Nodes[0], map[string]any{"operation": "active_worker_retire", "worker_id": "w-again"}, nil)
+		require.Eventually(t, func() bool { return processGone(again.PID) }, nodetest.WaitTimeout, 100*time.Millisecond,
+			"round %d: the retired process stops", round)
+		require.Eventually(t, func() bool {
+			_, ok := c.Nodes[0].Registry().Worker("w-again")
+			return !ok
+		}, nodetest.WaitTimeout, 100*time.Millisecond, "round %d: it leaves the registry", round)
+	}
 }
 
 func processGone(pid int) bool {

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"fmt"
+	"runtime/debug"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -85,6 +86,14 @@ func (h *Host) attach(s network.Stream, proto protocol.ID) error {
 // service first, and reset without calling fn when that fails.
 func (h *Host) attached(proto protocol.ID, fn func(network.Stream)) func(network.Stream) {
 	return func(s network.Stream) {
+		// libp2p runs handlers without recovering: a handler's panic
+		// would end the process. It resets this stream instead.
+		defer func() {
+			if r := recover(); r != nil {
+				h.log.Error("stream handler panicked", "protocol", proto, "peer", s.Conn().RemotePeer(), "panic", r, "stack", string(debug.Stack()))
+				_ = s.Reset()
+			}
+		}()
 		if err := h.attach(s, proto); err != nil {
 			h.log.Warn("refusing inbound stream", "protocol", proto, "peer", s.Conn().RemotePeer(), "err", err)
 			_ = s.Reset()

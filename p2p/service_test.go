@@ -3,6 +3,7 @@ package p2p
 import (
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,4 +159,35 @@ func TestAddService(t *testing.T) {
 	ping, ok := h.Service(ProtocolPing)
 	require.True(t, ok, "ping has its service")
 	require.Equal(t, "rbee.ping", ping.Name)
+}
+
+// A handler that panics resets its stream; the host (the process) goes on
+// serving.
+func TestHandlerPanicResetsTheStream(t *testing.T) {
+	a, b := newHost(t, "s3cret"), newHost(t, "s3cret")
+	introduce(t, b, a)
+	svc := Service{Name: "rbee.scoped", Protocol: scopedProto}
+	require.NoError(t, a.AddService(svc))
+	require.NoError(t, b.AddService(svc))
+	var calls atomic.Int32
+	a.Handle(scopedProto, func(s network.Stream) {
+		if calls.Add(1) == 1 {
+			panic("a bug in a handler")
+		}
+		_, _ = s.Write([]byte("ok"))
+		_ = s.Close()
+	})
+	for i, want := range []string{"", "ok"} {
+		s, err := b.NewStream(ctxT(t), a.ID(), scopedProto)
+		require.NoError(t, err)
+		_, err = s.Write([]byte("hello"))
+		require.NoError(t, err)
+		got, err := io.ReadAll(s)
+		if want == "" {
+			require.Error(t, err, "stream %d: reset", i)
+		} else {
+			require.NoError(t, err)
+			require.Equal(t, want, string(got))
+		}
+	}
 }

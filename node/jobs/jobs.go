@@ -253,13 +253,19 @@ func (m *Manager) SubmitOwned(parent context.Context, operation, owner string, f
 	return j, nil
 }
 
-func safeRun(ctx context.Context, fn Func, j *Job) (err error) {
+func safeRun(ctx context.Context, fn Func, j *Job) error {
+	return Recover(func() error { return fn(ctx, j) })
+}
+
+// Recover runs fn and returns its error, or an internal error when fn
+// panics: a bug in one operation fails that job, not the node.
+func Recover(fn func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("operation panicked: %v", r)
 		}
 	}()
-	return fn(ctx, j)
+	return fn()
 }
 
 // Get returns a job by id.
