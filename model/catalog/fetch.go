@@ -2,6 +2,8 @@ package catalog
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -131,9 +133,15 @@ func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) 
 	if err := ValidateFileName(t.file); err != nil {
 		return Entry{}, err
 	}
+	// A partial belongs to one content: its sha256 when known, else its
+	// exact source (two URLs of one host and file name share an id, and
+	// one must never resume the other's bytes).
 	partName := t.id
 	if t.sha != "" {
 		partName += "-" + t.sha[:16]
+	} else {
+		sum := sha256.Sum256([]byte(t.ref))
+		partName += "-ref-" + hex.EncodeToString(sum[:8])
 	}
 	unlock, err := c.lockPartial(ctx, partName)
 	if err != nil {
@@ -222,8 +230,14 @@ func (c *Catalog) existing(t target) (Entry, bool, error) {
 	if !ok {
 		return Entry{}, false, nil
 	}
-	if t.sha == "" || t.sha == e.SHA256 {
+	switch {
+	case t.sha == e.SHA256:
 		return e, true, nil
+	case t.sha == "" && t.ref == e.Ref:
+		return e, true, nil
+	case t.sha == "":
+		// Nothing says the two are the same file.
+		return Entry{}, false, fmt.Errorf("%w: %q came from %s, not %s; delete it first (or name the file's sha256)", ErrExists, t.id, e.Ref, t.ref)
 	}
 	return Entry{}, false, fmt.Errorf("%w: %q has sha256 %s but %s now has %s; delete it first", ErrExists, t.id, e.SHA256, t.ref, t.sha)
 }

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/model/hf/hubtest"
@@ -501,4 +503,58 @@ func TestFetchChecksHeadFirst(t *testing.T) {
 	require.Less(t, served.Load(), int64(64<<20), "the download was not stopped near its cap")
 	list, _ = f.cat.List()
 	require.Empty(t, list)
+}
+
+// Two URLs of one host and file name share a catalog id, but never a
+// partial: the second does not resume the first's cut bytes, and the
+// first, fetched again, is not taken for the second.
+func TestFetchURLsSharingAnID(t *testing.T) {
+	f := newFixture(t, "")
+	files := map[string][]byte{"/a/model.gguf": f.q8, "/b/model.gguf": f.q4}
+	var cut atomic.Bool
+	cut.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(&cutWriter{ResponseWriter: w, cut: r.URL.Path == "/a/model.gguf" && cut.Swap(false), left: 1000}, r, "model.gguf", time.Time{}, bytes.NewReader(b))
+	}))
+	defer srv.Close()
+	_, err := f.fetch(t, srv.URL+"/a/model.gguf", FetchOptions{Retries: -1})
+	require.Error(t, err, "the first download is cut")
+	require.Len(t, partials(t, f.cat), 1, "its partial stays")
+
+	e, err := f.fetch(t, srv.URL+"/b/model.gguf", FetchOptions{Retries: -1})
+	require.NoError(t, err)
+	require.Equal(t, sha(f.q4), e.SHA256, "b's own bytes, not a's prefix")
+
+	_, err = f.fetch(t, srv.URL+"/a/model.gguf", FetchOptions{Retries: -1})
+	require.ErrorIs(t, err, ErrExists, "the id is b's now: a is not b")
+}
+
+// cutWriter writes left bytes of the body and then fails, as a connection
+// that breaks mid-download.
+type cutWriter struct {
+	http.ResponseWriter
+	cut  bool
+	left int
+}
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	if !c.cut {
+		return c.ResponseWriter.Write(p)
+	}
+	if c.left <= 0 {
+		panic(http.ErrAbortHandler)
+	}
+	n := min(len(p), c.left)
+	c.left -= n
+	k, err := c.ResponseWriter.Write(p[:n])
+	if c.left <= 0 {
+		c.ResponseWriter.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	return k, err
 }
