@@ -51,6 +51,11 @@ type loadTable struct {
 	// relay broadcasts a report received with Relay set, the first time
 	// (set before gossip starts; nil: none).
 	relay func(key string, msg []byte)
+	// member reports whether a node is a live member (alive or suspect);
+	// a report of any other node is not taken, so a dead node's report,
+	// forgotten when it departed, does not come back with a peer's
+	// push/pull state (set before gossip starts; nil: every node is).
+	member func(id string) bool
 	// seen: hashes of broadcasts received lately. A relayed report comes
 	// in about RetransmitMult×log10(n+1) identical copies (12 at 100
 	// nodes); the copies after the first are dropped before decoding.
@@ -86,6 +91,9 @@ func newLoadTable() *loadTable {
 // put stores r if it is newer than what we have; it reports whether it did.
 func (t *loadTable) put(r loadReport) bool {
 	if r.NodeID == "" || len(r.Workers) > 10000 || len(r.KeysUsed) > maxKeysUsed {
+		return false
+	}
+	if t.member != nil && !t.member(r.NodeID) {
 		return false
 	}
 	t.mu.Lock()

@@ -139,3 +139,28 @@ func TestLoadPublisher(t *testing.T) {
 		require.Less(t, w.AgeMs, int64(1000), "reports do not age in the table")
 	}
 }
+
+// A report of a node that is not a live member is not taken, from a
+// broadcast or a peer's push/pull state: a departed node's report, once
+// forgotten, does not come back.
+func TestLoadTableTakesMembersOnly(t *testing.T) {
+	lt := newLoadTable()
+	alive := map[string]bool{"a": true}
+	lt.member = func(id string) bool { return alive[id] }
+	require.True(t, lt.put(loadReport{NodeID: "a", Seq: 1}))
+	require.False(t, lt.put(loadReport{NodeID: "gone", Seq: 1}))
+	state, err := json.Marshal([]loadReport{{NodeID: "a", Seq: 2}, {NodeID: "gone", Seq: 2}})
+	require.NoError(t, err)
+	lt.MergeRemoteState(state)
+	_, ok := lt.report("gone")
+	require.False(t, ok)
+	r, ok := lt.report("a")
+	require.True(t, ok)
+	require.Equal(t, int64(2), r.Seq)
+	// a departs: forgotten, and a peer's older state does not bring it back.
+	delete(alive, "a")
+	lt.forget("a")
+	lt.MergeRemoteState(state)
+	_, ok = lt.report("a")
+	require.False(t, ok)
+}

@@ -307,6 +307,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// worker may exit as soon as the manager runs.
 	n.sup = n.newSupervisor()
 	n.loads.changed = n.sup.Kick
+	n.loads.member = func(id string) bool {
+		if id == n.ID() {
+			return true
+		}
+		m, ok := n.gsp.Member(id)
+		return ok && (m.State == gossip.StateAlive || m.State == gossip.StateSuspect)
+	}
 	n.loads.relay = func(key string, msg []byte) {
 		if err := n.gsp.Broadcast(key, msg); err != nil {
 			n.log.Debug("relay load", "err", err)
@@ -568,7 +575,9 @@ func (n *Node) gossipLoop() {
 				}
 			}
 			n.log.Debug("member event", "type", ev.Type, "member", m.Meta.Name, "state", m.State.String())
-			if ev.Type == gossip.EventLeave && m.State == gossip.StateLeft {
+			if ev.Type == gossip.EventLeave {
+				// Left or failed: its workers are out of reach until it
+				// is back, and then it reports again.
 				n.loads.forget(m.ID)
 			}
 			n.cons.MembershipChanged(m.ID)

@@ -63,7 +63,7 @@ func (s supervision) Publish(workers []router.WorkerLoad) {
 	for i := range r.Workers {
 		r.Workers[i].NodeID = n.ID()
 	}
-	r.KeysUsed = n.auth.KeysUsed()
+	r.KeysUsed = n.auth.KeysUsed(n.apiKeyNames())
 	n.loads.put(r)
 	send, relay := n.loadPub.decide(r, time.Now())
 	if !send {
@@ -112,4 +112,14 @@ func (s supervision) Pass(leader bool) {
 	}
 	s.n.retireLocalWorkers()
 	s.n.groupsPass(leader)
+}
+
+// apiKeyNames are the names of the registry's API keys.
+func (n *Node) apiKeyNames() map[string]bool {
+	keys := n.reg.APIKeys()
+	out := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		out[k.Name] = true
+	}
+	return out
 }

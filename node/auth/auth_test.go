@@ -3,11 +3,13 @@ package auth_test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -174,11 +176,16 @@ func TestCredentials(t *testing.T) {
 	_, _, w = f.do(req{path: "/infer", remote: lan, tok: readKey})
 	require.Contains(t, w.Body.String(), "inference permission")
 	// Last use is remembered per key name, never for refused ones.
-	used := f.g.KeysUsed()
+	used := f.g.KeysUsed(map[string]bool{"webui": true, "ops": true, "prometheus": true})
 	require.Contains(t, used, "webui")
 	require.Contains(t, used, "ops")
 	_, ok := f.g.LastUsed("prometheus")
 	require.True(t, ok)
+	// A key no longer in the registry (revoked) is forgotten.
+	used = f.g.KeysUsed(map[string]bool{"webui": true})
+	require.Equal(t, []string{"webui"}, slices.Collect(maps.Keys(used)))
+	_, ok = f.g.LastUsed("ops")
+	require.False(t, ok)
 }
 
 // TestRequireToken: with RequireToken a loopback client needs a

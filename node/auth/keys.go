@@ -99,9 +99,14 @@ func ScopePerms(scope string) Perm {
 	return 0
 }
 
-// KeysUsed is when this node last accepted each key, as unix seconds; nil
-// when none was.
-func (g *Guard) KeysUsed() map[string]int64 { return g.uses.snapshot() }
+// KeysUsed is when this node last accepted each key still in keep, as
+// unix seconds; nil when none was. The uses of keys no longer in keep (a
+// revoked key) are forgotten, so the record stays as small as the
+// registry's keys.
+func (g *Guard) KeysUsed(keep map[string]bool) map[string]int64 {
+	g.uses.retain(keep)
+	return g.uses.snapshot()
+}
 
 // LastUsed is when this node last accepted the key name.
 func (g *Guard) LastUsed(name string) (time.Time, bool) { return g.uses.get(name) }
@@ -119,6 +124,16 @@ func (u *keyUse) touch(name string, at time.Time) {
 		u.last = map[string]time.Time{}
 	}
 	u.last[name] = at
+}
+
+func (u *keyUse) retain(keep map[string]bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for name := range u.last {
+		if !keep[name] {
+			delete(u.last, name)
+		}
+	}
 }
 
 func (u *keyUse) snapshot() map[string]int64 {

@@ -152,13 +152,19 @@ type Config struct {
 	// the first MaxEvents-2 and its final error/done (token streams of long
 	// generations are the usual reason to hit it).
 	MaxEvents int
-	Logger    *slog.Logger
+	// MaxRetainedEvents bounds the events of all finished jobs together;
+	// past it the oldest finished jobs are dropped before their Retain.
+	MaxRetainedEvents int
+	Logger            *slog.Logger
 }
 
 // DefaultConfig: 10 minutes of retention is long enough for a client to
-// reconnect, 1000 jobs and 100k events per job bound memory to tens of MiB.
+// reconnect. 100k events per job (a long generation's tokens, ~140 bytes
+// each in memory) and 200k events of finished jobs together bound what
+// finished jobs keep to about 30 MiB; before that bound, 1000 jobs of
+// 100k events each could have held 14 GiB.
 func DefaultConfig() Config {
-	return Config{Retain: 10 * time.Minute, MaxJobs: 1000, MaxEvents: 100000}
+	return Config{Retain: 10 * time.Minute, MaxJobs: 1000, MaxEvents: 100000, MaxRetainedEvents: 200000}
 }
 
 // Manager owns jobs.
@@ -182,6 +188,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.MaxEvents <= 0 {
 		cfg.MaxEvents = d.MaxEvents
+	}
+	if cfg.MaxRetainedEvents <= 0 {
+		cfg.MaxRetainedEvents = d.MaxRetainedEvents
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -234,6 +243,13 @@ func (m *Manager) SubmitOwned(parent context.Context, operation, owner string, f
 	go func() {
 		defer m.wg.Done()
 		defer cancel()
+		defer func() {
+			// A finished job's events count against the retained
+			// budget now, not at the next submit.
+			m.mu.Lock()
+			m.gcLocked()
+			m.mu.Unlock()
+		}()
 		err := safeRun(ctx, fn, j)
 		if errors.Is(err, ErrReported) {
 			j.finish("failed")
@@ -312,13 +328,15 @@ func (m *Manager) Close() {
 	m.wg.Wait()
 }
 
-// gcLocked drops expired jobs, then the oldest finished ones over MaxJobs.
+// gcLocked drops expired jobs, then the oldest finished ones while there
+// are MaxJobs jobs or finished jobs hold over MaxRetainedEvents events.
 func (m *Manager) gcLocked() {
 	now := time.Now()
 	var finished []*Job
+	retained := 0
 	for id, j := range m.jobs {
 		j.mu.Lock()
-		done, ended := j.done, j.ended
+		done, ended, events := j.done, j.ended, len(j.events)
 		j.mu.Unlock()
 		if done && now.Sub(ended) > m.cfg.Retain {
 			delete(m.jobs, id)
@@ -326,17 +344,21 @@ func (m *Manager) gcLocked() {
 		}
 		if done {
 			finished = append(finished, j)
+			retained += events
 		}
 	}
-	if len(m.jobs) < m.cfg.MaxJobs {
+	if len(m.jobs) < m.cfg.MaxJobs && retained <= m.cfg.MaxRetainedEvents {
 		return
 	}
 	sort.Slice(finished, func(a, b int) bool { return finished[a].ended.Before(finished[b].ended) })
 	for _, j := range finished {
-		if len(m.jobs) < m.cfg.MaxJobs {
+		if len(m.jobs) < m.cfg.MaxJobs && retained <= m.cfg.MaxRetainedEvents {
 			break
 		}
 		delete(m.jobs, j.ID)
+		j.mu.Lock()
+		retained -= len(j.events)
+		j.mu.Unlock()
 	}
 }
 

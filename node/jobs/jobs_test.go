@@ -114,6 +114,37 @@ func TestRetentionBound(t *testing.T) {
 	require.LessOrEqual(t, len(m.List()), 3)
 }
 
+// Finished jobs together keep at most MaxRetainedEvents events: the
+// oldest are dropped (before their Retain), the newest stays readable.
+func TestRetainedEventsBound(t *testing.T) {
+	m := New(Config{MaxEvents: 100, MaxRetainedEvents: 250})
+	defer m.Close()
+	var ids []string
+	for range 5 {
+		j, err := m.Submit(context.Background(), "x", func(ctx context.Context, em Emitter) error {
+			for i := 0; i < 200; i++ {
+				em.Narrate("t", "n", "%d", i)
+			}
+			return nil
+		})
+		require.NoError(t, err)
+		collect(t, j, 0)
+		ids = append(ids, j.ID)
+	}
+	require.Eventually(t, func() bool {
+		kept := 0
+		for _, j := range m.List() {
+			evs, _, _ := j.Events(0)
+			kept += len(evs)
+		}
+		return kept <= 250
+	}, 5*time.Second, 10*time.Millisecond)
+	_, err := m.Get(ids[len(ids)-1])
+	require.NoError(t, err, "the newest finished job stays")
+	_, err = m.Get(ids[0])
+	require.ErrorIs(t, err, ErrNotFound, "the oldest went")
+}
+
 func TestEventCap(t *testing.T) {
 	m := New(Config{MaxEvents: 10})
 	defer m.Close()
