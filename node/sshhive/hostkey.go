@@ -156,6 +156,11 @@ func appendKnownHost(file, addr string, key ssh.PublicKey) error {
 		}
 	}
 	_, werr := f.WriteString(line)
+	if werr == nil {
+		// On disk before the key is trusted: a torn line after a power
+		// loss would make every later check of the file fail.
+		werr = f.Sync()
+	}
 	cerr := f.Close()
 	if werr != nil {
 		return fmt.Errorf("known_hosts: %w", werr)
