@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -668,12 +669,17 @@ func consensusMember(m gossip.Member) consensus.Member {
 
 // loadPeers reads the persisted gossip addresses of other members.
 func (n *Node) loadPeers() []string {
-	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, peersFile))
+	path := filepath.Join(n.cfg.DataDir, peersFile)
+	b, err := os.ReadFile(path)
 	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			n.log.Warn("cannot read the saved peers; rejoining needs --join", "file", path, "err", err)
+		}
 		return nil
 	}
 	var addrs []string
-	if json.Unmarshal(b, &addrs) != nil {
+	if err := json.Unmarshal(b, &addrs); err != nil {
+		n.log.Warn("the saved peers are unreadable; rejoining needs --join (the file is rewritten once a member is seen)", "file", path, "err", err)
 		return nil
 	}
 	return addrs
