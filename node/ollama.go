@@ -278,7 +278,15 @@ var (
 		"keep_alive": true, "think": true}
 	ollamaGenerateFields = map[string]bool{"prompt": true, "system": true, "raw": true,
 		"suffix": true, "images": true, "template": true, "context": true}
-	ollamaChatFields    = map[string]bool{"messages": true, "tools": true}
+	ollamaChatFields = map[string]bool{"messages": true, "tools": true}
+	// ollamaOnlyBlank are the fields taken only when empty, and why.
+	ollamaOnlyBlank = map[string]string{
+		"suffix":   "fill-in-the-middle is not supported",
+		"images":   "rbee's models read text only",
+		"template": "a prompt template per request is not supported (the model's own chat template applies, with system or /api/chat)",
+		"context":  "not supported (rbee returns no context); send the conversation again, e.g. as /api/chat messages",
+		"think":    "thinking is not supported",
+	}
 	ollamaMessageFields = map[string]bool{"role": true, "content": true, "tool_calls": true, "tool_name": true,
 		// thinking (an earlier answer's reasoning) is dropped, as chat
 		// templates drop it from past turns; images must be empty.
@@ -345,37 +353,23 @@ func checkOllamaRequest(raw []byte, chat bool) (ollamaExtra, error) {
 		return ex, errors.New("malformed JSON: the request must be an object")
 	}
 	var bad []string
+	own := ollamaGenerateFields
+	if chat {
+		own = ollamaChatFields
+	}
 	for _, k := range slices.Sorted(maps.Keys(top)) {
 		v := top[k]
-		own := ollamaGenerateFields
-		if chat {
-			own = ollamaChatFields
-		}
 		if !ollamaFields[k] && !own[k] {
 			bad = append(bad, fmt.Sprintf("unknown field %q", k))
 			continue
 		}
+		if why, ok := ollamaOnlyBlank[k]; ok {
+			if !blank(v) {
+				bad = append(bad, k+": "+why)
+			}
+			continue
+		}
 		switch k {
-		case "suffix":
-			if !blank(v) {
-				bad = append(bad, "suffix: fill-in-the-middle is not supported")
-			}
-		case "images":
-			if !blank(v) {
-				bad = append(bad, "images: rbee's models read text only")
-			}
-		case "template":
-			if !blank(v) {
-				bad = append(bad, "template: a prompt template per request is not supported (the model's own chat template applies, with system or /api/chat)")
-			}
-		case "context":
-			if !blank(v) {
-				bad = append(bad, "context: not supported (rbee returns no context); send the conversation again, e.g. as /api/chat messages")
-			}
-		case "think":
-			if !blank(v) {
-				bad = append(bad, "think: thinking is not supported")
-			}
 		case "raw":
 			var on bool
 			if json.Unmarshal(v, &on) != nil {

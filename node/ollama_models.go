@@ -91,6 +91,14 @@ func cutString(s string, max int) string {
 	return s[:n] + fmt.Sprintf(cutNote, n, len(s))
 }
 
+func appendUint[T uint8 | uint16 | uint32 | uint64](b []byte, v T) []byte {
+	return strconv.AppendUint(b, uint64(v), 10)
+}
+
+func appendInt[T int8 | int16 | int32 | int64](b []byte, v T) []byte {
+	return strconv.AppendInt(b, int64(v), 10)
+}
+
 // appendShown appends the JSON of v as /api/show writes it (arrays longer
 // than maxShownArray null, strings cut) to b. ok is false as soon as b
 // grows past limit: the caller drops what was appended.
@@ -104,42 +112,42 @@ func appendShown(b []byte, v gguf.Value, limit int) (_ []byte, ok bool) {
 	case bool:
 		b = strconv.AppendBool(b, x)
 	case uint8:
-		b = strconv.AppendUint(b, uint64(x), 10)
+		b = appendUint(b, x)
 	case uint16:
-		b = strconv.AppendUint(b, uint64(x), 10)
+		b = appendUint(b, x)
 	case uint32:
-		b = strconv.AppendUint(b, uint64(x), 10)
+		b = appendUint(b, x)
 	case uint64:
-		b = strconv.AppendUint(b, x, 10)
+		b = appendUint(b, x)
 	case int8:
-		b = strconv.AppendInt(b, int64(x), 10)
+		b = appendInt(b, x)
 	case int16:
-		b = strconv.AppendInt(b, int64(x), 10)
+		b = appendInt(b, x)
 	case int32:
-		b = strconv.AppendInt(b, int64(x), 10)
+		b = appendInt(b, x)
 	case int64:
-		b = strconv.AppendInt(b, x, 10)
+		b = appendInt(b, x)
 	case float32:
 		b = appendShownFloat(b, float64(x), 32)
 	case float64:
 		b = appendShownFloat(b, x, 64)
 	case []uint8:
 		// Numbers, not encoding/json's base64 of a []byte.
-		b = appendShownArray(b, x, func(b []byte, e uint8) []byte { return strconv.AppendUint(b, uint64(e), 10) })
+		b = appendShownArray(b, x, appendUint[uint8])
 	case []uint16:
-		b = appendShownArray(b, x, func(b []byte, e uint16) []byte { return strconv.AppendUint(b, uint64(e), 10) })
+		b = appendShownArray(b, x, appendUint[uint16])
 	case []uint32:
-		b = appendShownArray(b, x, func(b []byte, e uint32) []byte { return strconv.AppendUint(b, uint64(e), 10) })
+		b = appendShownArray(b, x, appendUint[uint32])
 	case []uint64:
-		b = appendShownArray(b, x, func(b []byte, e uint64) []byte { return strconv.AppendUint(b, e, 10) })
+		b = appendShownArray(b, x, appendUint[uint64])
 	case []int8:
-		b = appendShownArray(b, x, func(b []byte, e int8) []byte { return strconv.AppendInt(b, int64(e), 10) })
+		b = appendShownArray(b, x, appendInt[int8])
 	case []int16:
-		b = appendShownArray(b, x, func(b []byte, e int16) []byte { return strconv.AppendInt(b, int64(e), 10) })
+		b = appendShownArray(b, x, appendInt[int16])
 	case []int32:
-		b = appendShownArray(b, x, func(b []byte, e int32) []byte { return strconv.AppendInt(b, int64(e), 10) })
+		b = appendShownArray(b, x, appendInt[int32])
 	case []int64:
-		b = appendShownArray(b, x, func(b []byte, e int64) []byte { return strconv.AppendInt(b, e, 10) })
+		b = appendShownArray(b, x, appendInt[int64])
 	case []float32:
 		b = appendShownArray(b, x, func(b []byte, e float32) []byte { return appendShownFloat(b, float64(e), 32) })
 	case []float64:
