@@ -56,6 +56,17 @@ const (
 	// writes are sequential either way, so smaller ranges cost a disk
 	// nothing; the kernel CPU of starting writeback stays per byte.
 	writebackEvery = 2 << 20
+	// flushEvery: a goroutine beside the writer flushes the partial to the
+	// device (fdatasync) after each 32 MiB written, without stalling the
+	// copy. Starting writeback is not enough on a virtual disk: the host
+	// caches what the guest writes, and the final fsync paid for flushing
+	// all of it. On this machine (ext4 on virtio), 285 MiB written at a
+	// peer copy's pace with writeback every 2 MiB: the final fsync took
+	// 143-206 ms with no flush during the copy (a local copy of the file
+	// spends 200-250 ms in its one fsync), 7-10 ms flushing every 16 MiB,
+	// 16-24 ms every 32 MiB and 17-27 ms every 64 MiB. Flushing every
+	// 16 MiB slowed the copy itself (513-589 ms against 385-449 ms).
+	flushEvery = 32 << 20
 	// DefaultIdleTimeout: a connection silent for a minute is dead (TCP
 	// would take far longer to say so); resuming costs one request.
 	DefaultIdleTimeout = 60 * time.Second

@@ -14,7 +14,9 @@ import (
 // their own, so reading the source (for a peer copy: decrypting the
 // libp2p stream), writing the partial and hashing it overlap instead of
 // taking turns. Buffers go reader → writer → hasher → free; written counts
-// the bytes that are both in the file and in the hash.
+// the bytes that are both in the file and in the hash. A third goroutine
+// flushes what the writer has written to the device every flushEvery
+// bytes, so the final fsync finds little left to flush.
 type pipe struct {
 	f       *os.File
 	h       hash.Hash
@@ -25,24 +27,36 @@ type pipe struct {
 	done    chan struct{} // closed when the hasher has finished
 	werr    error         // written by the writer before it closes failed
 	written int64         // read after done is closed
+	// flushEvery is how many bytes the writer writes between flushes.
+	flushEvery int64
+	kick       chan struct{} // the writer asks the flusher for a flush; close stops it
+	flushed    chan struct{} // closed when the flusher has finished
+	ferr       error         // the first failed flush; read after flushed is closed
 }
 
 // newPipe starts the writer and the hasher; f must be positioned where
 // the first buffer goes. close stops them.
 func newPipe(f *os.File, h hash.Hash, off int64) *pipe {
-	p := &pipe{f: f, h: h, toWrite: make(chan []byte, copyBuffers), toHash: make(chan []byte, copyBuffers),
-		free: make(chan []byte, copyBuffers), failed: make(chan struct{}), done: make(chan struct{})}
+	return newPipeFlushing(f, h, off, flushEvery)
+}
+
+// newPipeFlushing is newPipe with its own flush interval.
+func newPipeFlushing(f *os.File, h hash.Hash, off, every int64) *pipe {
+	p := &pipe{f: f, h: h, flushEvery: every, toWrite: make(chan []byte, copyBuffers), toHash: make(chan []byte, copyBuffers),
+		free: make(chan []byte, copyBuffers), failed: make(chan struct{}), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), flushed: make(chan struct{})}
 	for range copyBuffers {
 		p.free <- make([]byte, copyBuffer)
 	}
 	go p.write(off)
 	go p.hash()
+	go p.flush()
 	return p
 }
 
 func (p *pipe) write(off int64) {
 	defer close(p.toHash)
-	since := int64(0)
+	since, unflushed := int64(0), int64(0)
 	for b := range p.toWrite {
 		if p.werr != nil {
 			p.free <- b[:cap(b)]
@@ -58,6 +72,13 @@ func (p *pipe) write(off int64) {
 			startWriteback(p.f, off, since)
 			off, since = off+since, 0
 		}
+		if unflushed += int64(len(b)); unflushed >= p.flushEvery {
+			unflushed = 0
+			select {
+			case p.kick <- struct{}{}:
+			default: // a flush is still due or running: it covers these bytes
+			}
+		}
 		p.toHash <- b
 	}
 }
@@ -68,6 +89,19 @@ func (p *pipe) hash() {
 		p.h.Write(b)
 		p.written += int64(len(b))
 		p.free <- b[:cap(b)]
+	}
+}
+
+// flush runs a data flush (fdatasync) each time the writer asks, off the
+// writer's path: the copy goes on while the device flushes. A failed flush
+// fails the copy (close returns it): Linux reports a write-back error to
+// one fsync only, so the final one might not see it.
+func (p *pipe) flush() {
+	defer close(p.flushed)
+	for range p.kick {
+		if err := flushData(p.f); err != nil && p.ferr == nil {
+			p.ferr = err
+		}
 	}
 }
 
@@ -89,7 +123,12 @@ func (p *pipe) close(b []byte) (int64, error) {
 		p.toWrite <- b
 	}
 	close(p.toWrite)
-	<-p.done
+	<-p.done // the writer has exited before the hasher: no more kicks
+	close(p.kick)
+	<-p.flushed
+	if p.werr == nil && p.ferr != nil {
+		return p.written, fmt.Errorf("flushing: %w", p.ferr)
+	}
 	return p.written, p.werr
 }
 

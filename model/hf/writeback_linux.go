@@ -16,3 +16,17 @@ func startWriteback(f *os.File, off, n int64) {
 	}
 	_ = rc.Control(func(fd uintptr) { _ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE) })
 }
+
+// flushData flushes f's written data to the device (fdatasync), the
+// file's size included, but not metadata a later read does not need.
+func flushData(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = unix.Fdatasync(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
