@@ -78,7 +78,7 @@ func (b *Batch) ensureRows(n, nLogits int) {
 			lff = tp.fHi - tp.fLo
 			b.attFull = make([]float32, n*qDim)
 			b.hbFull = make([]float32, n*hp.ff)
-			b.part = make([]float32, n*(tp.dHi-tp.dLo))
+			b.part = make([]float32, n*hp.dim) // a row slice's part or a partial sum
 		}
 		b.rowCap = n
 		b.x = make([]float32, n*hp.dim)
@@ -260,9 +260,16 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		} else {
 			b.attention(0, 0, n*m.heads)
 		}
-		if tp == nil {
+		switch {
+		case tp == nil:
 			quant.MatMul(pool, xb2, l.wo, att, n)
-		} else {
+		case tp.sumWo[li]:
+			// This shard's heads times its columns of Wo: a partial sum
+			// of the whole hidden state.
+			if err := b.partialSum(ctx, l.wo, att, xb2, n); err != nil {
+				return 0, 0, err
+			}
+		default:
 			// Every shard needs every head's output for its rows of Wo,
 			// and the whole hidden state for the norms that follow.
 			full := b.attFull[:n*hp.nHead*hd]
@@ -286,9 +293,14 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		} else {
 			swiglu(hb, hb2)
 		}
-		if tp == nil {
+		switch {
+		case tp == nil:
 			quant.MatMul(pool, xb2, l.wDown, hb, n)
-		} else {
+		case tp.sumDown[li]:
+			if err := b.partialSum(ctx, l.wDown, hb, xb2, n); err != nil {
+				return 0, 0, err
+			}
+		default:
 			full := b.hbFull[:n*hp.ff]
 			if err := b.gather(ctx, hb, full, n); err != nil {
 				return 0, 0, err

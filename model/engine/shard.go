@@ -47,6 +47,11 @@ type ShardSpec struct {
 	KVLo, KVHi int
 	// Peers (Tensor) exchanges activations with the group's other shards.
 	Peers Gatherer
+	// Gather (Tensor) splits every matrix by output rows and all-gathers
+	// (four exchanges per layer) instead of all-reducing partial sums of
+	// Wo and Wdown (two): the logits are then bit-identical to the whole
+	// model's. Every shard of a group must be loaded with the same value.
+	Gather bool
 }
 
 // Remote runs the later stages of a pipeline for a first stage. Its

@@ -9,16 +9,22 @@ import (
 
 // Tensor shards: every shard holds a slice of every layer. A shard owns
 // the KV heads [KVLo, KVHi) (and the query heads of their groups) and the
-// same fraction of the output rows of Wo, the FFN gate/up (FFN rows),
-// Wdown and the output matrix. Every matrix is split by output rows, so
+// same fraction of the FFN rows (gate and up) and of the output matrix's
+// rows. Wo and Wdown are split by input columns where the split falls on
+// the weights' block boundaries (Megatron's scheme): each shard multiplies
+// its own heads' attention output and its own SwiGLU activations into a
+// partial hidden state, and the shards all-reduce those (two exchanges
+// per layer, each the width of the hidden state). Every shard adds the
+// parts in shard order, so all shards hold the same hidden state bit for
+// bit; it differs from the unsharded model's by the order of the sums
+// only, within float rounding (TestTensorMatchesWhole checks greedy ids
+// and log-probabilities). Where a split does not fall on block boundaries,
+// or with ShardSpec.Gather, that matrix is split by output rows instead:
 // every dot product is computed whole, by one shard, exactly as the
-// unsharded model computes it; the shards all-gather the attention
-// output, the Wo rows, the SwiGLU activations and the Wdown rows (four
-// exchanges per layer) and the logits at the end. Logits are therefore
-// bit-identical to the whole model's (TestTensorMatchesWhole). The usual
-// scheme (Wo and Wdown split by input columns, two all-reduces of partial
-// sums per layer) exchanges half as often but sums in another order, so it
-// matches only within a tolerance.
+// unsharded model computes it, and the shards all-gather its input and
+// its output (two exchanges for each such matrix); with Gather on both,
+// the logits are bit-identical to the whole model's. The logits are
+// all-gathered at the end.
 
 // ShardMode selects how a model is split.
 type ShardMode int
@@ -58,6 +64,28 @@ func (m *Model) TensorShard() (kvLo, kvHi int, ok bool) {
 	return m.tp.kvLo, m.tp.kvHi, true
 }
 
+// TensorExchanges is how many exchanges (Gatherer.AllGather calls) a
+// tensor shard makes per forward pass: two per layer for each of Wo and
+// Wdown split by output rows, one for each split by columns, and the
+// logits'. It is 0 for any other Model.
+func (m *Model) TensorExchanges() int {
+	if m.tp == nil {
+		return 0
+	}
+	n := 1
+	for i := range m.layers {
+		n += 4 - boolInt(m.tp.sumWo[i]) - boolInt(m.tp.sumDown[i])
+	}
+	return n
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // tensorSplit is a tensor shard's slice of the model.
 type tensorSplit struct {
 	g                  Gatherer
@@ -67,6 +95,18 @@ type tensorSplit struct {
 	vLo, vHi           int // rows of the output matrix (vocabulary)
 	qLo, qHi, kLo, kHi int // rows of Wq, of Wk and Wv
 	nKV                int
+	gather             bool // ShardSpec.Gather: no all-reduce
+	// sumWo[l], sumDown[l]: layer l's Wo (Wdown) is split by input
+	// columns and its partial outputs all-reduced; else it is split by
+	// output rows and its input and output all-gathered.
+	sumWo, sumDown []bool
+}
+
+// shareAligned is share with every boundary rounded down to a multiple of
+// a (the last one is n, a multiple of a).
+func shareAligned(n, kvLo, kvHi, nKV, a int) (int, int) {
+	lo, hi := share(n, kvLo, kvHi, nKV)
+	return lo / a * a, hi / a * a
 }
 
 // share is the shard's part [lo, hi) of n rows when KV heads [kvLo, kvHi)
@@ -86,7 +126,7 @@ func (m *Model) setTensor(spec ShardSpec) error {
 		return fmt.Errorf("%w: a tensor shard needs its group (ShardSpec.Peers)", ErrShard)
 	}
 	group := hp.nHead / hp.nHeadKV
-	t := &tensorSplit{g: spec.Peers, head: spec.KVLo == 0, kvLo: spec.KVLo, kvHi: spec.KVHi, nKV: hp.nHeadKV}
+	t := &tensorSplit{g: spec.Peers, head: spec.KVLo == 0, kvLo: spec.KVLo, kvHi: spec.KVHi, nKV: hp.nHeadKV, gather: spec.Gather}
 	t.dLo, t.dHi = share(hp.dim, spec.KVLo, spec.KVHi, hp.nHeadKV)
 	t.fLo, t.fHi = share(hp.ff, spec.KVLo, spec.KVHi, hp.nHeadKV)
 	t.qLo, t.qHi = spec.KVLo*group*hp.headDim, spec.KVHi*group*hp.headDim
@@ -119,12 +159,38 @@ func (m *Model) rowSlice(mat *quant.Matrix, lo, hi int) (*quant.Matrix, error) {
 	return s, nil
 }
 
-// sliceTensors cuts the loaded layers and output to the shard's rows.
+// sliceTensors cuts the loaded layers and output to the shard's part.
+// Every decision here depends only on the model file, the group's KV head
+// count and ShardSpec.Gather, never on this shard's own range, so every
+// shard of a group makes the same ones.
 func (m *Model) sliceTensors() error {
-	t := m.tp
-	t.vLo, t.vHi = share(m.hp.vocab, t.kvLo, t.kvHi, t.nKV)
+	t, hp := m.tp, &m.hp
+	t.vLo, t.vHi = share(hp.vocab, t.kvLo, t.kvHi, t.nKV)
 	if t.vHi == t.vLo {
 		return fmt.Errorf("%w: no vocabulary rows for KV heads [%d, %d)", ErrShard, t.kvLo, t.kvHi)
+	}
+	t.sumWo, t.sumDown = make([]bool, len(m.layers)), make([]bool, len(m.layers))
+	if !t.gather {
+		// The FFN rows are cut where every layer's Wdown can be cut by
+		// columns: at multiples of the largest block size, when that
+		// leaves every KV head's share of them non-empty.
+		a := 1
+		for i := range m.layers {
+			a = max(a, m.layers[i].wDown.Type.BlockSize())
+		}
+		ffCut := func(k int) int { lo, _ := share(hp.ff, k, k, t.nKV); return lo }
+		aligned := func(k int) int { lo, _ := shareAligned(hp.ff, k, k, t.nKV, a); return lo }
+		if cutsAt(hp.ff, t.nKV, a, aligned) {
+			ffCut = aligned
+			t.fLo, t.fHi = shareAligned(hp.ff, t.kvLo, t.kvHi, t.nKV, a)
+		}
+		group := hp.nHead / hp.nHeadKV
+		woCut := func(k int) int { return k * group * hp.headDim }
+		for i := range m.layers {
+			l := &m.layers[i]
+			t.sumWo[i] = cutsAt(hp.nHead*hp.headDim, t.nKV, l.wo.Type.BlockSize(), woCut)
+			t.sumDown[i] = cutsAt(hp.ff, t.nKV, l.wDown.Type.BlockSize(), ffCut)
+		}
 	}
 	var err error
 	if m.output, err = m.rowSlice(m.output, t.vLo, t.vHi); err != nil {
@@ -132,14 +198,29 @@ func (m *Model) sliceTensors() error {
 	}
 	for i := range m.layers {
 		l := &m.layers[i]
+		// Wo and Wdown: by the columns of this shard's heads and FFN
+		// rows, or by output rows.
+		woLo, woHi, downLo, downHi := t.dLo, t.dHi, t.dLo, t.dHi
+		if t.sumWo[i] {
+			woLo, woHi = t.qLo, t.qHi
+		}
+		if t.sumDown[i] {
+			downLo, downHi = t.fLo, t.fHi
+		}
 		for _, s := range []struct {
 			p      **quant.Matrix
 			lo, hi int
+			cols   bool
 		}{
-			{&l.wq, t.qLo, t.qHi}, {&l.wk, t.kLo, t.kHi}, {&l.wv, t.kLo, t.kHi},
-			{&l.wo, t.dLo, t.dHi}, {&l.wGate, t.fLo, t.fHi}, {&l.wUp, t.fLo, t.fHi}, {&l.wDown, t.dLo, t.dHi},
+			{&l.wq, t.qLo, t.qHi, false}, {&l.wk, t.kLo, t.kHi, false}, {&l.wv, t.kLo, t.kHi, false},
+			{&l.wGate, t.fLo, t.fHi, false}, {&l.wUp, t.fLo, t.fHi, false},
+			{&l.wo, woLo, woHi, t.sumWo[i]}, {&l.wDown, downLo, downHi, t.sumDown[i]},
 		} {
-			if *s.p, err = m.rowSlice(*s.p, s.lo, s.hi); err != nil {
+			slice := m.rowSlice
+			if s.cols {
+				slice = m.colSlice
+			}
+			if *s.p, err = slice(*s.p, s.lo, s.hi); err != nil {
 				return err
 			}
 		}
@@ -154,6 +235,54 @@ func (m *Model) sliceTensors() error {
 		}
 	}
 	return nil
+}
+
+// cutsAt reports whether every boundary at(k), k in [0, nKV], is a
+// multiple of a, each above the one before, and at(nKV) is n: then any
+// split of the KV heads cuts n columns into non-empty whole blocks.
+func cutsAt(n, nKV, a int, at func(k int) int) bool {
+	prev := -1
+	for k := 0; k <= nKV; k++ {
+		c := at(k)
+		if c%a != 0 || c <= prev {
+			return false
+		}
+		prev = c
+	}
+	return prev == n
+}
+
+// colSlice returns columns [lo, hi) of every row of mat as a new matrix
+// (a copy: the columns of a row are not contiguous with the next row's).
+// lo and hi are multiples of the type's block size. It is repacked like a
+// whole matrix, under a name that says its columns.
+func (m *Model) colSlice(mat *quant.Matrix, lo, hi int) (*quant.Matrix, error) {
+	bs, bb := mat.Type.BlockSize(), mat.Type.BlockBytes()
+	if lo%bs != 0 || hi%bs != 0 || lo >= hi || hi > mat.Cols {
+		return nil, fmt.Errorf("%w: columns [%d, %d) of %d are not whole blocks of %d", ErrShard, lo, hi, mat.Cols, bs)
+	}
+	rb, err := mat.Type.RowBytes(mat.Cols)
+	if err != nil {
+		return nil, err
+	}
+	a, w := lo/bs*bb, (hi-lo)/bs*bb
+	data := make([]byte, mat.Rows*w)
+	for r := 0; r < mat.Rows; r++ {
+		copy(data[r*w:(r+1)*w], mat.Data[r*rb+a:r*rb+a+w])
+	}
+	s := &quant.Matrix{Type: mat.Type, Rows: mat.Rows, Cols: hi - lo, Data: data}
+	if t, ok := m.src[mat]; ok {
+		// The copy is what the shard uses: give the mapped pages the
+		// copy read back to the page cache.
+		if err := m.file.ReleaseTensor(t); err != nil {
+			m.log.Warn("release of column-sliced tensor pages failed", "tensor", t.Name, "err", err)
+		}
+		st := *t
+		st.Name = fmt.Sprintf("%s[cols %d:%d]", t.Name, lo, hi)
+		m.src[s] = &st
+		delete(m.src, mat)
+	}
+	return s, nil
 }
 
 // gather all-gathers part (rows × this shard's width) into full (rows ×
@@ -177,6 +306,38 @@ func (b *Batch) gather(ctx context.Context, part, full []float32, rows int) erro
 	}
 	if off != width {
 		return fmt.Errorf("%w: gathered %d of %d columns", ErrShard, off, width)
+	}
+	return nil
+}
+
+// partialSum multiplies in (n rows) by w, this shard's columns of a
+// matrix split by input columns, into a partial hidden state and
+// all-reduces it into out.
+func (b *Batch) partialSum(ctx context.Context, w *quant.Matrix, in, out []float32, n int) error {
+	part := b.part[:n*b.m.hp.dim]
+	quant.MatMul(b.m.pool, part, w, in, n)
+	return b.allReduce(ctx, part, out)
+}
+
+// allReduce all-gathers part (a partial sum, the shape of sum) and sets
+// sum to the parts added in shard order: the same order on every shard,
+// so every shard gets the same bits.
+func (b *Batch) allReduce(ctx context.Context, part, sum []float32) error {
+	parts, err := b.m.tp.g.AllGather(ctx, part)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStageState, err)
+	}
+	if len(parts) == 0 {
+		return fmt.Errorf("%w: an all-reduce got no parts", ErrShard)
+	}
+	for _, p := range parts {
+		if len(p) != len(sum) {
+			return fmt.Errorf("%w: a shard sent %d values of a partial sum of %d (is every shard of the group on this version, with the same ShardSpec.Gather?)", ErrShard, len(p), len(sum))
+		}
+	}
+	copy(sum, parts[0])
+	for _, p := range parts[1:] {
+		addTo(sum, p)
 	}
 	return nil
 }

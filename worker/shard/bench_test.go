@@ -81,7 +81,7 @@ func BenchmarkPipelineDecode(b *testing.B) {
 		require.NoError(b, err)
 		kv, layers := whole.Info().KVHeads, whole.Info().Layers
 		whole.Close()
-		m, g, _ := startTensorGroup(b, path, []int{0, kv / 2, kv}, opts)
+		m, g, _ := startTensorGroup(b, path, []int{0, kv / 2, kv}, false, opts)
 		b.ResetTimer()
 		start := time.Now()
 		n := run(b, m)

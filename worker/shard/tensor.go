@@ -17,7 +17,8 @@ import (
 // (segments and token ids) to every member; each all-gather is a star:
 // every member sends its part (a parts frame of one part), the head
 // answers each with every shard's part in shard order (a parts frame of
-// all). Two latencies per all-gather, four all-gathers per layer.
+// all). Two latencies per all-gather; Model.TensorExchanges per pass (two
+// per layer where Wo and Wdown are split by columns, four where not).
 
 // MemberLink is a tensor member's engine.Gatherer: the Server plugs the
 // head's connection into it while it runs a pass. Give it to

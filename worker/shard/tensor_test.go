@@ -13,10 +13,10 @@ import (
 
 // startMember runs KV heads [lo, hi) of path as a tensor member Server on
 // loopback TCP (on addr, or a free port).
-func startMember(t testing.TB, path string, lo, hi int, addr string, opts engine.Options) *stageServer {
+func startMember(t testing.TB, path string, lo, hi int, addr string, gather bool, opts engine.Options) *stageServer {
 	t.Helper()
 	link := NewMemberLink()
-	m, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVLo: lo, KVHi: hi, Peers: link}, opts)
+	m, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVLo: lo, KVHi: hi, Peers: link, Gather: gather}, opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	srv, err := NewServer(ServerConfig{Model: m, Link: link})
@@ -25,13 +25,13 @@ func startMember(t testing.TB, path string, lo, hi int, addr string, opts engine
 }
 
 // startTensorGroup starts the members of path split at bounds (KV heads)
-// and loads the head.
-func startTensorGroup(t testing.TB, path string, bounds []int, opts engine.Options) (*engine.Model, *TensorGroup, []*stageServer) {
+// and loads the head; gather is their ShardSpec.Gather.
+func startTensorGroup(t testing.TB, path string, bounds []int, gather bool, opts engine.Options) (*engine.Model, *TensorGroup, []*stageServer) {
 	t.Helper()
 	var members []*stageServer
 	var dials []Dialer
 	for i := 1; i+1 < len(bounds); i++ {
-		st := startMember(t, path, bounds[i], bounds[i+1], "", opts)
+		st := startMember(t, path, bounds[i], bounds[i+1], "", gather, opts)
 		members = append(members, st)
 		dials = append(dials, TCPDialer(st.addr))
 	}
@@ -39,7 +39,7 @@ func startTensorGroup(t testing.TB, path string, bounds []int, opts engine.Optio
 	require.NoError(t, err)
 	require.NoError(t, g.Start(context.Background()))
 	t.Cleanup(func() { g.Close() })
-	m, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVLo: 0, KVHi: bounds[1], Peers: g}, opts)
+	m, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVLo: 0, KVHi: bounds[1], Peers: g, Gather: gather}, opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	return m, g, members
@@ -47,7 +47,9 @@ func startTensorGroup(t testing.TB, path string, bounds []int, opts engine.Optio
 
 // TestTensorGroupOverTCP: fixture models split by KV heads into 2 and 3
 // shards (even and uneven) whose members are Servers on loopback TCP
-// generate exactly what the whole model generates.
+// generate what the whole model generates: the same ids and text, and
+// log-probabilities bit for bit with ShardSpec.Gather, within the float
+// rounding of summing in another order with the all-reduces.
 func TestTensorGroupOverTCP(t *testing.T) {
 	opts := engine.Options{Threads: 1, ContextSize: 128}
 	cases := []struct {
@@ -60,19 +62,30 @@ func TestTensorGroupOverTCP(t *testing.T) {
 		{qwenPath, []int{0, 1, 2}},
 	}
 	for _, c := range cases {
-		t.Run(fmt.Sprint(c.path[len(c.path)-20:], c.bounds), func(t *testing.T) {
-			prompts, want := wholeRun(t, c.path, opts, []string{"Once upon a time", "The little dog"}, 16)
-			m, g, _ := startTensorGroup(t, c.path, c.bounds, opts)
-			s := m.NewSession()
-			for i, pr := range prompts {
-				got, err := generate(context.Background(), s, pr, 16)
-				require.NoError(t, err)
-				require.Equal(t, want[i], got)
-			}
-			st := g.Stats()
-			require.Positive(t, st.Passes)
-			require.Equal(t, st.Passes*int64(4*m.Info().Layers+1), st.Exchanges)
-		})
+		for _, gather := range []bool{true, false} {
+			t.Run(fmt.Sprint(c.path[len(c.path)-20:], c.bounds, " gather=", gather), func(t *testing.T) {
+				prompts, want := wholeRun(t, c.path, opts, []string{"Once upon a time", "The little dog"}, 16)
+				m, g, _ := startTensorGroup(t, c.path, c.bounds, gather, opts)
+				s := m.NewSession()
+				for i, pr := range prompts {
+					got, err := generate(context.Background(), s, pr, 16)
+					require.NoError(t, err)
+					if gather {
+						require.Equal(t, want[i], got)
+						continue
+					}
+					require.Equal(t, want[i].ids, got.ids)
+					require.Equal(t, want[i].text, got.text)
+					require.InDeltaSlice(t, want[i].logprobs, got.logprobs, 5e-2)
+				}
+				st := g.Stats()
+				require.Positive(t, st.Passes)
+				require.Equal(t, st.Passes*int64(m.TensorExchanges()), st.Exchanges)
+				if gather {
+					require.Equal(t, 4*m.Info().Layers+1, m.TensorExchanges())
+				}
+			})
+		}
 	}
 }
 
@@ -82,7 +95,7 @@ func TestTensorGroupOverTCP(t *testing.T) {
 func TestTensorMemberFailure(t *testing.T) {
 	opts := engine.Options{Threads: 1, ContextSize: 128}
 	prompts, want := wholeRun(t, storiesPath, opts, []string{"Tom and Sue"}, 24)
-	m, g, members := startTensorGroup(t, storiesPath, []int{0, 2, 4}, opts)
+	m, g, members := startTensorGroup(t, storiesPath, []int{0, 2, 4}, true, opts)
 	s := m.NewSession()
 	n := 0
 	_, err := s.Generate(context.Background(), engine.GenerateRequest{Prompt: prompts[0], MaxTokens: 24}, func(engine.Token) error {
@@ -94,7 +107,7 @@ func TestTensorMemberFailure(t *testing.T) {
 	require.ErrorIs(t, err, ErrStage)
 	require.Empty(t, s.Tokens())
 	epoch := g.Epoch()
-	startMember(t, storiesPath, 2, 4, members[0].addr, opts)
+	startMember(t, storiesPath, 2, 4, members[0].addr, true, opts)
 	got, err := generate(context.Background(), s, prompts[0], 24)
 	require.NoError(t, err)
 	require.Equal(t, want[0], got)
