@@ -254,6 +254,9 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 	if err := f.Sync(); err != nil {
 		return Result{}, fmt.Errorf("hf: %w", err)
 	}
+	// Complete: the caller moves the partial into place; its validator
+	// has served.
+	_ = dropValidator(spec.Partial)
 	return Result{Path: spec.Partial, Size: t.n, SHA256: sum, Resumed: t.resumed}, nil
 }
 
@@ -286,7 +289,7 @@ func (t *transfer) restart() error {
 	if err := t.f.Truncate(0); err != nil {
 		return fmt.Errorf("hf: %w", err)
 	}
-	t.n = 0
+	t.n, t.resumed = 0, 0
 	t.h.Reset()
 	return nil
 }
@@ -294,6 +297,7 @@ func (t *transfer) restart() error {
 func (t *transfer) discard() {
 	t.f.Close()
 	os.Remove(t.spec.Partial)
+	_ = dropValidator(t.spec.Partial)
 }
 
 func (t *transfer) checkSpace() error {
@@ -327,6 +331,11 @@ func (t *transfer) once(ctx context.Context, open Opener) (err error) {
 			err = Retryable(fmt.Errorf("%w (%s at %d bytes)", errStalled, t.spec.IdleTimeout, t.n))
 		}
 	}()
+	if t.n > 0 {
+		if v := loadValidator(t.spec.Partial); v != "" {
+			actx = withIfRange(actx, v)
+		}
+	}
 	body, start, total, err := open(actx, t.n)
 	if err != nil {
 		return err
@@ -336,9 +345,17 @@ func (t *transfer) once(ctx context.Context, open Opener) (err error) {
 		if start != 0 {
 			return fmt.Errorf("%w: asked for offset %d, got %d", ErrBadRange, t.n, start)
 		}
-		// The source ignored the range: start over cleanly.
+		// The source ignored the range, or its file changed (If-Range):
+		// start over cleanly.
 		if err := t.restart(); err != nil {
 			return err
+		}
+	}
+	if start == 0 {
+		// Before the first byte is written: a resume must know which
+		// version the partial holds.
+		if err := keepValidator(t.spec.Partial, body); err != nil {
+			return fmt.Errorf("hf: %w", err)
 		}
 	}
 	if total > 0 {
@@ -413,8 +430,12 @@ func (c *Client) URLOpener(target string) Opener {
 
 func (c *Client) openRange(ctx context.Context, target string, offset int64, retry416 bool) (io.ReadCloser, int64, int64, error) {
 	hdr := http.Header{"Accept-Encoding": {"identity"}}
+	ifRange := ""
 	if offset > 0 {
 		hdr.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+		if ifRange = ifRangeFrom(ctx); ifRange != "" {
+			hdr.Set("If-Range", ifRange)
+		}
 	}
 	resp, err := c.do(ctx, http.MethodGet, target, hdr, true)
 	if err != nil {
@@ -429,12 +450,18 @@ func (c *Client) openRange(ctx context.Context, target string, offset int64, ret
 		if total < 0 {
 			total = 0
 		}
-		return resp.Body, 0, total, nil
+		return validatedBody{resp.Body, responseValidator(resp)}, 0, total, nil
 	case http.StatusPartialContent:
 		start, _, total, err := parseContentRange(resp.Header.Get("Content-Range"))
 		if err != nil || start != offset {
 			resp.Body.Close()
 			return nil, 0, 0, fmt.Errorf("%w: asked for bytes=%d-, got Content-Range %q", ErrBadRange, offset, resp.Header.Get("Content-Range"))
+		}
+		if v := responseValidator(resp); ifRange != "" && v != "" && v != ifRange {
+			// A server that ignores If-Range but says its file changed:
+			// the range is of another file. Read it whole.
+			resp.Body.Close()
+			return c.openRange(withIfRange(ctx, ""), target, 0, false)
 		}
 		return resp.Body, start, total, nil
 	case http.StatusRequestedRangeNotSatisfiable:

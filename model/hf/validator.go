@@ -1,0 +1,94 @@
+package hf
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/rbee-project/rbee/internal/atomicfile"
+)
+
+// A partial of a source that names its version (an HTTP ETag or
+// Last-Modified) keeps that validator beside it (<partial>.validator), and
+// a resume sends it as If-Range: a server whose file changed since answers
+// with the whole new file (200), and Transfer starts over, instead of
+// appending the new file's tail to the old file's head. That matters where
+// no sha256 is known to catch the mix at the end (plain https:// URLs).
+
+// validatorSuffix names a partial's validator file.
+const validatorSuffix = ".validator"
+
+// maxValidator caps a stored validator: ETags are short; a longer one is
+// not kept (the resume then goes without If-Range, as before).
+const maxValidator = 512
+
+// validated is a body that says which version of its file it is from.
+type validated interface {
+	validator() string
+}
+
+type validatedBody struct {
+	io.ReadCloser
+	v string
+}
+
+func (b validatedBody) validator() string { return b.v }
+
+// responseValidator is what If-Range may carry for resp: its ETag when
+// strong (RFC 9110 allows only strong ones), else its Last-Modified; ""
+// when it has neither or one that cannot be sent back.
+func responseValidator(resp *http.Response) string {
+	v := resp.Header.Get("ETag")
+	if v == "" || strings.HasPrefix(v, "W/") {
+		v = resp.Header.Get("Last-Modified")
+	}
+	if len(v) > maxValidator || strings.ContainsAny(v, "\r\n\x00") {
+		return ""
+	}
+	return v
+}
+
+type ifRangeKey struct{}
+
+// withIfRange asks the URL opener to send v as If-Range with its Range.
+// The other openers ignore it.
+func withIfRange(ctx context.Context, v string) context.Context {
+	return context.WithValue(ctx, ifRangeKey{}, v)
+}
+
+func ifRangeFrom(ctx context.Context) string {
+	v, _ := ctx.Value(ifRangeKey{}).(string)
+	return v
+}
+
+// loadValidator returns the validator kept beside partial, "" if none.
+func loadValidator(partial string) string {
+	b, err := os.ReadFile(partial + validatorSuffix)
+	if err != nil || len(b) > maxValidator {
+		return ""
+	}
+	return string(b)
+}
+
+// keepValidator records the validator of body (a source read from its
+// first byte) beside partial, or removes a stale one when body has none.
+func keepValidator(partial string, body io.Reader) error {
+	v := ""
+	if b, ok := body.(validated); ok {
+		v = b.validator()
+	}
+	if v == "" {
+		return dropValidator(partial)
+	}
+	return atomicfile.WriteFile(partial+validatorSuffix, []byte(v), 0o644)
+}
+
+// dropValidator removes partial's validator file, if any.
+func dropValidator(partial string) error {
+	if err := os.Remove(partial + validatorSuffix); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
+}
