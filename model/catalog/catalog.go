@@ -100,9 +100,19 @@ type Config struct {
 	// Logger receives warnings (skipped index entries) and debug logs; nil
 	// discards.
 	Logger *slog.Logger
-	// Now is the clock for AddedAt; nil means time.Now.
+	// Now is the clock for AddedAt and PartialMaxAge; nil means time.Now.
 	Now func() time.Time
+	// PartialMaxAge: New removes what PartialDir holds that has not been
+	// written for this long (an abandoned download: a retry or a resume
+	// writes to its partial at once); 0 means DefaultPartialMaxAge, < 0
+	// keeps everything.
+	PartialMaxAge time.Duration
 }
+
+// DefaultPartialMaxAge is a week: long enough for a user to come back to a
+// download cut on Friday, short enough that abandoned ones (often
+// gigabytes) do not stay for good.
+const DefaultPartialMaxAge = 7 * 24 * time.Hour
 
 // DefaultConfig returns a Config for dir.
 func DefaultConfig(dir string) Config { return Config{Dir: dir} }
@@ -152,7 +162,39 @@ func New(cfg Config) (*Catalog, error) {
 	if err := c.load(); err != nil {
 		return nil, err
 	}
+	age := cfg.PartialMaxAge
+	if age == 0 {
+		age = DefaultPartialMaxAge
+	}
+	if age > 0 {
+		c.sweepPartials(age)
+	}
 	return c, nil
+}
+
+// sweepPartials removes the files of PartialDir not written for age (no
+// fetch is in flight yet). Failures are logged: a stale partial costs only
+// disk space.
+func (c *Catalog) sweepPartials(age time.Duration) {
+	dir := filepath.Join(c.dir, PartialDir)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		c.log.Warn("catalog: cannot list partial downloads", "dir", dir, "err", err)
+		return
+	}
+	cutoff := c.now().Add(-age)
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() || !info.ModTime().Before(cutoff) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if err := os.Remove(p); err != nil {
+			c.log.Warn("catalog: cannot remove an abandoned partial download", "file", p, "err", err)
+			continue
+		}
+		c.log.Info("catalog: removed an abandoned partial download", "file", p, "bytes", info.Size(), "last_written", info.ModTime().UTC())
+	}
 }
 
 // Dir returns the absolute catalog directory.

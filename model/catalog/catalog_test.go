@@ -377,3 +377,47 @@ func TestOpenRange(t *testing.T) {
 	_, _, err = c.OpenRange(context.Background(), "../../etc/passwd", 0)
 	require.ErrorIs(t, err, ErrNotFound)
 }
+
+// TestNewSweepsAbandonedPartials: New removes the files of the partial
+// directory not written for PartialMaxAge (a partial and its validator),
+// keeps newer ones, and keeps everything with a negative age.
+func TestNewSweepsAbandonedPartials(t *testing.T) {
+	dir := t.TempDir()
+	pdir := filepath.Join(dir, PartialDir)
+	require.NoError(t, os.MkdirAll(pdir, 0o755))
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	files := map[string]time.Duration{
+		"old.part": 8 * 24 * time.Hour, "old.part.validator": 8 * 24 * time.Hour,
+		"fresh.part": time.Hour, "fresh.part.validator": time.Hour,
+	}
+	write := func() {
+		for name, ago := range files {
+			p := filepath.Join(pdir, name)
+			require.NoError(t, os.WriteFile(p, []byte(name), 0o644))
+			require.NoError(t, os.Chtimes(p, now.Add(-ago), now.Add(-ago)))
+		}
+	}
+	names := func() []string {
+		ents, err := os.ReadDir(pdir)
+		require.NoError(t, err)
+		var out []string
+		for _, e := range ents {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	write()
+	cfg := DefaultConfig(dir)
+	cfg.Now = func() time.Time { return now }
+	c, err := New(cfg)
+	require.NoError(t, err)
+	c.Close()
+	require.ElementsMatch(t, []string{"fresh.part", "fresh.part.validator"}, names())
+
+	write()
+	cfg.PartialMaxAge = -1
+	c, err = New(cfg)
+	require.NoError(t, err)
+	c.Close()
+	require.Len(t, names(), 4, "a negative age keeps every partial")
+}
