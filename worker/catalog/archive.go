@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Archive formats of engine releases, by asset suffix. llama.cpp publishes
@@ -116,6 +117,10 @@ func (u *unpacker) mkdir(rel string) error {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Join(u.dir, filepath.FromSlash(rel)), 0o755); err != nil {
+		if errors.Is(err, syscall.ENOTDIR) || errors.Is(err, fs.ErrExist) {
+			// A member's path runs through a file an earlier member wrote.
+			return fmt.Errorf("%w: %w", ErrBadArchive, err)
+		}
 		return fmt.Errorf("catalog: %w", err)
 	}
 	return nil

@@ -17,16 +17,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// member is one entry of a test archive: a file (body), a directory (dir)
-// or a link (link = its target).
+// member is one entry of a test archive: a file (body), a directory (dir),
+// a symbolic link (link = its target) or, in a tar, any other type
+// (typeflag).
 type member struct {
 	name, body, link string
 	dir              bool
 	mode             int64
+	typeflag         byte
 }
 
-func tarGz(t *testing.T, ms []member) []byte {
-	t.Helper()
+// tarGzBytes builds a tar.gz of ms with the standard library's writers.
+func tarGzBytes(ms []member) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
@@ -37,22 +39,32 @@ func tarGz(t *testing.T, ms []member) []byte {
 			h.Typeflag, h.Mode, h.Size = tar.TypeDir, 0o755, 0
 		case m.link != "":
 			h.Typeflag, h.Linkname, h.Size = tar.TypeSymlink, m.link, 0
-		case m.mode != 0:
+		case m.typeflag != 0:
+			h.Typeflag, h.Size = m.typeflag, 0
+		}
+		if m.mode != 0 {
 			h.Mode = m.mode
 		}
-		require.NoError(t, tw.WriteHeader(h))
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
 		if h.Typeflag == tar.TypeReg {
-			_, err := tw.Write([]byte(m.body))
-			require.NoError(t, err)
+			if _, err := tw.Write([]byte(m.body)); err != nil {
+				return nil, err
+			}
 		}
 	}
-	require.NoError(t, tw.Close())
-	require.NoError(t, zw.Close())
-	return buf.Bytes()
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
-func zipOf(t *testing.T, ms []member) []byte {
-	t.Helper()
+// zipBytes builds a zip of ms (typeflag is ignored) with archive/zip.
+func zipBytes(ms []member) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	for _, m := range ms {
@@ -71,14 +83,33 @@ func zipOf(t *testing.T, ms []member) []byte {
 			h.SetMode(0o644)
 		}
 		w, err := zw.CreateHeader(h)
-		require.NoError(t, err)
+		if err != nil {
+			return nil, err
+		}
 		if !m.dir {
-			_, err = w.Write([]byte(body))
-			require.NoError(t, err)
+			if _, err := w.Write([]byte(body)); err != nil {
+				return nil, err
+			}
 		}
 	}
-	require.NoError(t, zw.Close())
-	return buf.Bytes()
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func tarGz(t *testing.T, ms []member) []byte {
+	t.Helper()
+	b, err := tarGzBytes(ms)
+	require.NoError(t, err)
+	return b
+}
+
+func zipOf(t *testing.T, ms []member) []byte {
+	t.Helper()
+	b, err := zipBytes(ms)
+	require.NoError(t, err)
+	return b
 }
 
 // engineTree is what a llama.cpp release holds: the server in bin/ and a

@@ -296,17 +296,25 @@ func (c *Catalog) List() []Entry {
 		out = append(out, e)
 	}
 	c.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
+	sortEntries(out)
+	return out
+}
+
+// sortEntries orders entries by type, OS, architecture, then newest first.
+func sortEntries(es []Entry) {
+	sort.Slice(es, func(i, j int) bool {
+		a, b := es[i], es[j]
 		if a.Type != b.Type {
 			return a.Type < b.Type
 		}
-		if a.OS+a.Arch != b.OS+b.Arch {
-			return a.OS+"/"+a.Arch < b.OS+"/"+b.Arch
+		if a.OS != b.OS {
+			return a.OS < b.OS
+		}
+		if a.Arch != b.Arch {
+			return a.Arch < b.Arch
 		}
 		return newer(a, b)
 	})
-	return out
 }
 
 // newer orders entries newest first: by time added, then version.
@@ -1010,8 +1018,15 @@ func (c *Catalog) load() error {
 			continue
 		}
 		if e.Source == SourceRegistered {
-			if err := checkExecutable(e.Path); err != nil {
-				c.log.Warn("dropping registered engine whose file is gone or not executable", "path", e.Path, "err", err)
+			// What Register would refuse is refused here too (a
+			// hand-edited or older index).
+			_, err := c.CheckRegister(RegisterOptions{Type: e.Type, Version: e.Version, Path: e.Path,
+				Template: e.Template, HealthPath: e.HealthPath, Devices: e.Devices})
+			if err == nil && e.Binary != filepath.Base(e.Path) {
+				err = fmt.Errorf("%w: binary %q is not the file %s", ErrBadName, e.Binary, e.Path)
+			}
+			if err != nil {
+				c.log.Warn("dropping registered engine the catalog would not register now", "path", e.Path, "err", err)
 				continue
 			}
 			c.entries[e.key()] = e

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -129,6 +130,22 @@ func TestRegister(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "/v1/models", gt.HealthPath)
 	assert.Equal(t, []string{"--port", "5"}, gt.Args(Launch{Port: 5}))
+	// A hand-edited index: the generic engine loses its template, which
+	// Register refuses, so the open drops it and keeps the other.
+	idx := filepath.Join(dir, indexFile)
+	raw, err := os.ReadFile(idx)
+	require.NoError(t, err)
+	edited := strings.Replace(string(raw), `"template": "--port {port}"`, `"template": ""`, 1)
+	require.NotEqual(t, string(raw), edited, "the index holds the template")
+	require.NoError(t, os.WriteFile(idx, []byte(edited), 0o644))
+	c = newCatalog(t, dir, nil)
+	_, err = c.Get(TypeOpenAI, "v2")
+	require.ErrorIs(t, err, ErrNotFound)
+	_, err = c.Default(TypeLlamaServer, runtime.GOOS, runtime.GOARCH)
+	require.NoError(t, err)
+	_, err = c.Register(RegisterOptions{Type: TypeOpenAI, Version: "v2", Path: exe, Template: "--port {port}", HealthPath: "/v1/models"})
+	require.NoError(t, err)
+
 	_, err = c.Delete(TypeLlamaServer, "")
 	require.NoError(t, err)
 	assert.FileExists(t, exe)
