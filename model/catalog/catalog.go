@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -172,9 +173,11 @@ func New(cfg Config) (*Catalog, error) {
 	return c, nil
 }
 
-// sweepPartials removes the files of PartialDir not written for age (no
-// fetch is in flight yet). Failures are logged: a stale partial costs only
-// disk space.
+// sweepPartials removes the partial downloads of PartialDir not written
+// for age (no fetch is in flight yet). A partial and its validator file
+// (model/hf) go together, judged by the newer of the two; a validator
+// whose partial is gone goes too; anything else by its own age. Failures
+// are logged: a stale partial costs only disk space.
 func (c *Catalog) sweepPartials(age time.Duration) {
 	dir := filepath.Join(c.dir, PartialDir)
 	ents, err := os.ReadDir(dir)
@@ -182,18 +185,40 @@ func (c *Catalog) sweepPartials(age time.Duration) {
 		c.log.Warn("catalog: cannot list partial downloads", "dir", dir, "err", err)
 		return
 	}
-	cutoff := c.now().Add(-age)
+	const validator = ".validator" // model/hf's suffix for a partial's validator
+	infos := map[string]os.FileInfo{}
 	for _, e := range ents {
-		info, err := e.Info()
-		if err != nil || !info.Mode().IsRegular() || !info.ModTime().Before(cutoff) {
-			continue
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+			infos[e.Name()] = info
 		}
-		p := filepath.Join(dir, e.Name())
-		if err := os.Remove(p); err != nil {
+	}
+	cutoff := c.now().Add(-age)
+	remove := func(name string) {
+		p := filepath.Join(dir, name)
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
 			c.log.Warn("catalog: cannot remove an abandoned partial download", "file", p, "err", err)
+			return
+		}
+		c.log.Info("catalog: removed an abandoned partial download", "file", p, "bytes", infos[name].Size(), "last_written", infos[name].ModTime().UTC())
+	}
+	for name, info := range infos {
+		if part, ok := strings.CutSuffix(name, validator); ok {
+			if _, has := infos[part]; !has {
+				remove(name) // its partial is gone: nothing to resume
+			}
 			continue
 		}
-		c.log.Info("catalog: removed an abandoned partial download", "file", p, "bytes", info.Size(), "last_written", info.ModTime().UTC())
+		last := info.ModTime()
+		if v, ok := infos[name+validator]; ok && v.ModTime().After(last) {
+			last = v.ModTime()
+		}
+		if !last.Before(cutoff) {
+			continue
+		}
+		remove(name)
+		if _, ok := infos[name+validator]; ok {
+			remove(name + validator)
+		}
 	}
 }
 

@@ -378,9 +378,10 @@ func TestOpenRange(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotFound)
 }
 
-// TestNewSweepsAbandonedPartials: New removes the files of the partial
-// directory not written for PartialMaxAge (a partial and its validator),
-// keeps newer ones, and keeps everything with a negative age.
+// TestNewSweepsAbandonedPartials: New removes the partials not written for
+// PartialMaxAge with their validators, keeps newer ones with theirs
+// (however old the validator), removes validators whose partial is gone
+// and other old files, and keeps everything with a negative age.
 func TestNewSweepsAbandonedPartials(t *testing.T) {
 	dir := t.TempDir()
 	pdir := filepath.Join(dir, PartialDir)
@@ -389,6 +390,10 @@ func TestNewSweepsAbandonedPartials(t *testing.T) {
 	files := map[string]time.Duration{
 		"old.part": 8 * 24 * time.Hour, "old.part.validator": 8 * 24 * time.Hour,
 		"fresh.part": time.Hour, "fresh.part.validator": time.Hour,
+		// Resumed for weeks: its validator is as old as its first byte.
+		"long.part": time.Hour, "long.part.validator": 30 * 24 * time.Hour,
+		"orphan.part.validator": time.Hour,
+		"old.tmp":               9 * 24 * time.Hour,
 	}
 	write := func() {
 		for name, ago := range files {
@@ -412,12 +417,12 @@ func TestNewSweepsAbandonedPartials(t *testing.T) {
 	c, err := New(cfg)
 	require.NoError(t, err)
 	c.Close()
-	require.ElementsMatch(t, []string{"fresh.part", "fresh.part.validator"}, names())
+	require.ElementsMatch(t, []string{"fresh.part", "fresh.part.validator", "long.part", "long.part.validator"}, names())
 
 	write()
 	cfg.PartialMaxAge = -1
 	c, err = New(cfg)
 	require.NoError(t, err)
 	c.Close()
-	require.Len(t, names(), 4, "a negative age keeps every partial")
+	require.Len(t, names(), len(files), "a negative age keeps every partial")
 }

@@ -269,6 +269,7 @@ func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (*Model, 
 	if !opts.NoRepack {
 		m.repackWeights(path, opts.RepackCache)
 	}
+	m.releaseCopies()
 	m.src = nil
 	m.info = m.buildInfo()
 	return m, nil

@@ -96,6 +96,9 @@ type tensorSplit struct {
 	qLo, qHi, kLo, kHi int // rows of Wq, of Wk and Wv
 	nKV                int
 	gather             bool // ShardSpec.Gather: no all-reduce
+	// copies are the column slices colSlice made: memory of their own,
+	// which releaseCopies frees once they are repacked.
+	copies []*quant.Matrix
 	// sumWo[l], sumDown[l]: layer l's Wo (Wdown) is split by input
 	// columns and its partial outputs all-reduced; else it is split by
 	// output rows and its input and output all-gathered.
@@ -252,6 +255,19 @@ func cutsAt(n, nKV, a int, at func(k int) int) bool {
 	return prev == n
 }
 
+// releaseCopies drops the column slices' own copies of the weights where
+// MatMul reads a repacked copy instead, so a shard does not hold those
+// weights twice.
+func (m *Model) releaseCopies() {
+	if m.tp == nil {
+		return
+	}
+	for _, c := range m.tp.copies {
+		c.ReleaseData()
+	}
+	m.tp.copies = nil
+}
+
 // colSlice returns columns [lo, hi) of every row of mat as a new matrix
 // (a copy: the columns of a row are not contiguous with the next row's).
 // lo and hi are multiples of the type's block size. It is repacked like a
@@ -271,6 +287,7 @@ func (m *Model) colSlice(mat *quant.Matrix, lo, hi int) (*quant.Matrix, error) {
 		copy(data[r*w:(r+1)*w], mat.Data[r*rb+a:r*rb+a+w])
 	}
 	s := &quant.Matrix{Type: mat.Type, Rows: mat.Rows, Cols: hi - lo, Data: data}
+	m.tp.copies = append(m.tp.copies, s)
 	if t, ok := m.src[mat]; ok {
 		// The copy is what the shard uses: give the mapped pages the
 		// copy read back to the page cache.

@@ -202,6 +202,24 @@ func TestTensorMatchesWhole(t *testing.T) {
 					if gather {
 						require.Zero(t, sums)
 					}
+					// A column slice is a copy of its own: once repacked,
+					// the shard holds it once.
+					released := 0
+					for i := range m.layers {
+						l := &m.layers[i]
+						for _, c := range []struct {
+							w    *quant.Matrix
+							cols bool
+						}{{l.wo, m.tp.sumWo[i]}, {l.wDown, m.tp.sumDown[i]}} {
+							if c.cols && c.w.Repacked() {
+								require.Nil(t, c.w.Data)
+								released++
+							}
+						}
+					}
+					if released > 0 {
+						t.Logf("%d column slices held once, repacked", released)
+					}
 					same := func(want, got genOut) {
 						t.Helper()
 						require.Equal(t, want.ids, got.ids)

@@ -286,7 +286,16 @@ type transfer struct {
 }
 
 func (t *transfer) restart() error {
+	// The old version's validator goes first and the truncation is
+	// synced before a new one is written: a crash never leaves the old
+	// bytes with the new version's validator.
+	if err := dropValidator(t.spec.Partial); err != nil {
+		return fmt.Errorf("hf: %w", err)
+	}
 	if err := t.f.Truncate(0); err != nil {
+		return fmt.Errorf("hf: %w", err)
+	}
+	if err := t.f.Sync(); err != nil {
 		return fmt.Errorf("hf: %w", err)
 	}
 	t.n, t.resumed = 0, 0
@@ -457,7 +466,7 @@ func (c *Client) openRange(ctx context.Context, target string, offset int64, ret
 			resp.Body.Close()
 			return nil, 0, 0, fmt.Errorf("%w: asked for bytes=%d-, got Content-Range %q", ErrBadRange, offset, resp.Header.Get("Content-Range"))
 		}
-		if v := responseValidator(resp); ifRange != "" && v != "" && v != ifRange {
+		if otherVersion(ifRange, resp) {
 			// A server that ignores If-Range but says its file changed:
 			// the range is of another file. Read it whole.
 			resp.Body.Close()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,9 +30,13 @@ type pipe struct {
 	written int64         // read after done is closed
 	// flushEvery is how many bytes the writer writes between flushes.
 	flushEvery int64
-	kick       chan struct{} // the writer asks the flusher for a flush; close stops it
-	flushed    chan struct{} // closed when the flusher has finished
-	ferr       error         // the first failed flush; read after flushed is closed
+	kick       chan int64           // the writer asks for a flush of the file up to this offset; close stops the flusher
+	flushed    chan struct{}        // closed when the flusher has finished
+	flushFail  chan struct{}        // closed when a flush fails; ferr says why
+	ferr       error                // the first failed flush
+	durable    atomic.Int64         // offset up to which a flush succeeded (the pipe's start before any)
+	start      int64                // where the pipe's first buffer went
+	sync       func(*os.File) error // flushData; tests inject failures
 }
 
 // newPipe starts the writer and the hasher; f must be positioned where
@@ -44,7 +49,8 @@ func newPipe(f *os.File, h hash.Hash, off int64) *pipe {
 func newPipeFlushing(f *os.File, h hash.Hash, off, every int64) *pipe {
 	p := &pipe{f: f, h: h, flushEvery: every, toWrite: make(chan []byte, copyBuffers), toHash: make(chan []byte, copyBuffers),
 		free: make(chan []byte, copyBuffers), failed: make(chan struct{}), done: make(chan struct{}),
-		kick: make(chan struct{}, 1), flushed: make(chan struct{})}
+		kick: make(chan int64, 1), flushed: make(chan struct{}), flushFail: make(chan struct{}), start: off, sync: flushData}
+	p.durable.Store(off)
 	for range copyBuffers {
 		p.free <- make([]byte, copyBuffer)
 	}
@@ -56,9 +62,9 @@ func newPipeFlushing(f *os.File, h hash.Hash, off, every int64) *pipe {
 
 func (p *pipe) write(off int64) {
 	defer close(p.toHash)
-	since, unflushed := int64(0), int64(0)
+	since, unflushed, end := int64(0), int64(0), off
 	for b := range p.toWrite {
-		if p.werr != nil {
+		if p.werr != nil || p.flushFailed() {
 			p.free <- b[:cap(b)]
 			continue
 		}
@@ -68,6 +74,7 @@ func (p *pipe) write(off int64) {
 			p.free <- b[:cap(b)]
 			continue
 		}
+		end += int64(len(b))
 		if since += int64(len(b)); since >= writebackEvery {
 			startWriteback(p.f, off, since)
 			off, since = off+since, 0
@@ -75,8 +82,8 @@ func (p *pipe) write(off int64) {
 		if unflushed += int64(len(b)); unflushed >= p.flushEvery {
 			unflushed = 0
 			select {
-			case p.kick <- struct{}{}:
-			default: // a flush is still due or running: it covers these bytes
+			case p.kick <- end:
+			default: // a flush is still due: the next one covers these bytes
 			}
 		}
 		p.toHash <- b
@@ -94,30 +101,53 @@ func (p *pipe) hash() {
 
 // flush runs a data flush (fdatasync) each time the writer asks, off the
 // writer's path: the copy goes on while the device flushes. A failed flush
-// fails the copy (close returns it): Linux reports a write-back error to
-// one fsync only, so the final one might not see it.
+// stops the copy at the next buffer (get, the writer) and close cuts the
+// file back to what the last good flush covered: Linux reports a
+// write-back error to one fsync only, so the final one might not see it,
+// and the pages after it may not hold what was written.
 func (p *pipe) flush() {
 	defer close(p.flushed)
-	for range p.kick {
-		if err := flushData(p.f); err != nil && p.ferr == nil {
-			p.ferr = err
+	for end := range p.kick {
+		if p.ferr != nil {
+			continue
 		}
+		if err := p.sync(p.f); err != nil {
+			p.ferr = err
+			close(p.flushFail)
+			continue
+		}
+		p.durable.Store(end)
 	}
 }
 
-// get returns an empty buffer, or nil when a write failed.
+// flushFailed reports whether a flush has failed.
+func (p *pipe) flushFailed() bool {
+	select {
+	case <-p.flushFail:
+		return true
+	default:
+		return false
+	}
+}
+
+// get returns an empty buffer, or nil when a write or a flush failed.
 func (p *pipe) get() []byte {
 	select {
 	case b := <-p.free:
 		return b
 	case <-p.failed:
 		return nil
+	case <-p.flushFail:
+		return nil
 	}
 }
 
 // close hands b (possibly empty) to the writer, waits until everything
 // handed over is written and hashed, and returns the bytes that are and
-// the write error, if any.
+// the write error, if any. After a failed flush the file is cut back to
+// what the last good flush covered, and the count says so; the hash then
+// covers more than the file, so the caller must not go on with it (a later
+// Transfer hashes the partial again).
 func (p *pipe) close(b []byte) (int64, error) {
 	if len(b) > 0 {
 		p.toWrite <- b
@@ -126,10 +156,17 @@ func (p *pipe) close(b []byte) (int64, error) {
 	<-p.done // the writer has exited before the hasher: no more kicks
 	close(p.kick)
 	<-p.flushed
-	if p.werr == nil && p.ferr != nil {
-		return p.written, fmt.Errorf("flushing: %w", p.ferr)
+	if p.werr != nil {
+		return p.written, p.werr
 	}
-	return p.written, p.werr
+	if p.ferr != nil {
+		durable := p.durable.Load()
+		if err := p.f.Truncate(durable); err != nil {
+			return 0, fmt.Errorf("flushing: %w; cutting the partial back to %d bytes: %w", p.ferr, durable, err)
+		}
+		return durable - p.start, fmt.Errorf("flushing: %w (the partial is cut back to the %d bytes flushed before)", p.ferr, durable)
+	}
+	return p.written, nil
 }
 
 // copyBody copies body into the partial from t.n on, through a pipe, and

@@ -5,6 +5,7 @@ package hf
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -63,7 +64,47 @@ func TestPipeFailsWhenAFlushFails(t *testing.T) {
 	data := make([]byte, 3*copyBuffer)
 	n, err := feed(t, newPipeFlushing(w, sha256.New(), 0, copyBuffer), data)
 	require.ErrorContains(t, err, "flushing")
-	require.EqualValues(t, len(data), n, "what was written and hashed is still counted")
+	// The file is cut back to what a flush covered (none here), and a
+	// pipe cannot be: nothing is counted as kept.
+	require.ErrorContains(t, err, "cutting the partial back to 0 bytes")
+	require.Zero(t, n)
 	require.NoError(t, w.Close())
 	<-drained
+}
+
+// TestPipeCutsBackToTheLastGoodFlush: after a flush fails, the copy stops
+// and the partial is cut back to what the last good flush covered, which
+// the count then says, so a resume starts from bytes known to be on disk.
+func TestPipeCutsBackToTheLastGoodFlush(t *testing.T) {
+	data := make([]byte, 16*copyBuffer)
+	for i := range data {
+		data[i] = byte(i * 13)
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "part"))
+	require.NoError(t, err)
+	defer f.Close()
+	const start = 1000 // bytes an earlier attempt left
+	require.NoError(t, f.Truncate(start))
+	_, err = f.Seek(start, io.SeekStart)
+	require.NoError(t, err)
+	p := newPipeFlushing(f, sha256.New(), start, copyBuffer)
+	flushes := 0
+	p.sync = func(f *os.File) error {
+		if flushes++; flushes == 2 {
+			return errors.New("EIO")
+		}
+		return flushData(f)
+	}
+	n, err := feed(t, p, data)
+	require.ErrorContains(t, err, "EIO")
+	require.ErrorContains(t, err, "cut back")
+	require.Positive(t, n, "the first flush covered at least one buffer")
+	require.Less(t, n, int64(len(data)), "the copy stopped")
+	st, err := f.Stat()
+	require.NoError(t, err)
+	require.Equal(t, start+n, st.Size())
+	got := make([]byte, n)
+	_, err = f.ReadAt(got, start)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data[:n], got))
 }

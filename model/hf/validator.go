@@ -36,18 +36,37 @@ type validatedBody struct {
 
 func (b validatedBody) validator() string { return b.v }
 
-// responseValidator is what If-Range may carry for resp: its ETag when
-// strong (RFC 9110 allows only strong ones), else its Last-Modified; ""
-// when it has neither or one that cannot be sent back.
+// responseValidator is what If-Range may carry for resp (RFC 9110
+// 13.1.5): its ETag when that is strong; its Last-Modified only when it
+// has no ETag; "" when it has neither, a weak ETag, or one that cannot be
+// sent back.
 func responseValidator(resp *http.Response) string {
 	v := resp.Header.Get("ETag")
-	if v == "" || strings.HasPrefix(v, "W/") {
+	switch {
+	case strings.HasPrefix(v, "W/"):
+		return ""
+	case v == "":
 		v = resp.Header.Get("Last-Modified")
 	}
 	if len(v) > maxValidator || strings.ContainsAny(v, "\r\n\x00") {
 		return ""
 	}
 	return v
+}
+
+// otherVersion reports whether resp, a 206 answer to a resume with
+// If-Range stored, says it is from another version of the file: it
+// carries a validator of the same kind (an entity tag, or a date) that
+// differs. A validator of the other kind, or none, says nothing.
+func otherVersion(stored string, resp *http.Response) bool {
+	if stored == "" {
+		return false
+	}
+	got := resp.Header.Get("Last-Modified")
+	if strings.HasPrefix(stored, `"`) {
+		got = resp.Header.Get("ETag")
+	}
+	return got != "" && got != stored
 }
 
 type ifRangeKey struct{}

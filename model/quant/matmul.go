@@ -558,7 +558,7 @@ func checkProduct(dst []float32, m *Matrix, x []float32, n int) {
 	if err != nil {
 		panic("quant.MatMul: " + err.Error())
 	}
-	if len(m.Data) < rowB*m.Rows || len(x) < n*m.Cols || len(dst) < n*m.Rows {
+	if m.packed == nil && len(m.Data) < rowB*m.Rows || len(x) < n*m.Cols || len(dst) < n*m.Rows {
 		panic("quant.MatMul: slice too short for matrix dimensions")
 	}
 }

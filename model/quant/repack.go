@@ -142,6 +142,19 @@ func (m *Matrix) UseRepacked(b []byte) bool {
 	return true
 }
 
+// ReleaseData drops m's reference to Data once MatMul reads only the
+// repacked copy (a repacked matrix always has a kernel that reads it), so
+// that memory which held nothing but Data can be freed. It reports false,
+// and changes nothing, when m is not repacked. Like Repack, it must not
+// run concurrently with a MatMul of m.
+func (m *Matrix) ReleaseData() bool {
+	if m.packed == nil {
+		return false
+	}
+	m.Data = nil
+	return true
+}
+
 // packedGroups is the number of row groups of a repacked matrix of rows
 // rows: a last group the rows do not fill (sixteen-row kernels only) is
 // padded with zero rows, whose results MatMul drops.

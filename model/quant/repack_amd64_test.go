@@ -212,6 +212,23 @@ func TestMatMulRepackedMatches(t *testing.T) {
 		}
 		p.Close()
 	}
+	// ReleaseData: a repacked matrix gives the same results without its
+	// original layout; one that is not repacked keeps it.
+	p := NewPool(2)
+	defer p.Close()
+	rm, _ := quantMatrix(t, r, Q4_K, 48, 512)
+	require.True(t, rm.Repack())
+	x := randVec(r, 5*512, 1)
+	want, got := make([]float32, 5*48), make([]float32, 5*48)
+	MatMul(p, want, rm, x, 5)
+	require.True(t, rm.ReleaseData())
+	require.Nil(t, rm.Data)
+	MatMul(p, got, rm, x, 5)
+	require.Equal(t, want, got)
+	keep, _ := quantMatrix(t, r, Q6_K, 8, 256)
+	require.False(t, keep.ReleaseData())
+	require.NotEmpty(t, keep.Data)
+
 	// Matrices Repack leaves alone.
 	m, _ := quantMatrix(t, r, Q8_0, 12, 64)
 	require.False(t, m.Repack(), "rows not a multiple of 8")
