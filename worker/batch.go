@@ -29,8 +29,21 @@ type batcher struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	// steps counts forward passes, advanced the sequences they advanced
-	// (written by the loop; read after done is closed).
-	steps, advanced int
+	// (written by the loop, read by anyone: /v1/info).
+	steps, advanced atomic.Int64
+}
+
+// BatchStats are the step loop's counters since the worker started:
+// forward passes of generations, and the generations they advanced
+// together (their ratio is the mean batch).
+type BatchStats struct {
+	Steps         int64 `json:"steps"`
+	SequenceSteps int64 `json:"sequence_steps"`
+}
+
+// stats returns the counters; safe while the loop runs.
+func (bt *batcher) stats() BatchStats {
+	return BatchStats{Steps: bt.steps.Load(), SequenceSteps: bt.advanced.Load()}
 }
 
 // genJob is one generation handed to the batcher.
@@ -141,8 +154,8 @@ func (bt *batcher) run() {
 		}
 		err := bt.b.StepContext(bt.ctx, seqs)
 		clear(seqs)
-		bt.steps++
-		bt.advanced += len(active)
+		bt.steps.Add(1)
+		bt.advanced.Add(int64(len(active)))
 		if err != nil {
 			bt.log.Error("batched step failed", "err", err, "sequences", len(active))
 			for _, j := range active {

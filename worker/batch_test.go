@@ -76,9 +76,10 @@ func TestBatcherSharesSteps(t *testing.T) {
 	}
 	// One step per token of the longest generation (+1 for an
 	// end-of-generation sample), not one per token of all of them.
-	require.LessOrEqual(t, bt.steps, longest+1)
-	require.Greater(t, bt.advanced, bt.steps)
-	require.GreaterOrEqual(t, bt.advanced, total-len(want))
+	st := bt.stats()
+	require.LessOrEqual(t, st.Steps, int64(longest+1))
+	require.Greater(t, st.SequenceSteps, st.Steps)
+	require.GreaterOrEqual(t, st.SequenceSteps, int64(total-len(want)))
 }
 
 // TestConcurrentRequestsMatchAlone: requests served at once by a worker

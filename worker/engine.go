@@ -62,6 +62,8 @@ type engineModel struct {
 	shardLo, shardHi int
 }
 
+func (e *engineModel) batchStats() BatchStats { return e.bt.stats() }
+
 func (e *engineModel) exchangeStats() (ExchangeStats, bool) {
 	g, ok := e.group.(interface{ Stats() shard.Stats })
 	if !ok {

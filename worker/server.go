@@ -469,6 +469,9 @@ type Info struct {
 	ShardHi   int    `json:"shard_hi,omitempty"`
 	// Exchanges are a group head's exchange counters (nil elsewhere).
 	Exchanges *ExchangeStats `json:"exchanges,omitempty"`
+	// Batch are the step loop's counters (nil for an engine without one,
+	// e.g. an external engine).
+	Batch *BatchStats `json:"batch,omitempty"`
 }
 
 // ExchangeStats are a group head's counters since it connected its
@@ -488,6 +491,11 @@ type ExchangeStats struct {
 // exchanger is a Model that heads a group.
 type exchanger interface {
 	exchangeStats() (ExchangeStats, bool)
+}
+
+// batchedModel is a Model with a step loop.
+type batchedModel interface {
+	batchStats() BatchStats
 }
 
 // Info returns a snapshot of the worker's identity, model and load.
@@ -521,6 +529,10 @@ func (s *Server) Info() Info {
 		in.Quantization = mi.Quantization
 		in.KVCache = mi.KVCache
 		in.ShardMode, in.ShardLo, in.ShardHi = mi.ShardMode, mi.ShardLo, mi.ShardHi
+		if bm, ok := s.model.(batchedModel); ok {
+			st := bm.batchStats()
+			in.Batch = &st
+		}
 		if ex, ok := s.model.(exchanger); ok {
 			if st, ok := ex.exchangeStats(); ok {
 				st.Layers = mi.Layers

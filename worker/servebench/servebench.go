@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -99,7 +100,13 @@ type Level struct {
 	TTFTP95Ms       float64 `json:"ttft_p95_ms"`
 	// RatioToFirst is TokensPerSecond over that of the first level.
 	RatioToFirst float64 `json:"ratio_to_first_level"`
-	FirstError   string  `json:"first_error,omitempty"`
+	// MeanBatch is how many generations the worker's forward passes
+	// advanced together on average during the level (its step loop's
+	// counters, all rounds); below the concurrency when clients wait
+	// between requests, prompts are being read, or generations end at
+	// different steps. 0 when the worker does not report them.
+	MeanBatch  float64 `json:"mean_batch,omitempty"`
+	FirstError string  `json:"first_error,omitempty"`
 }
 
 // Reuse is the prefix-reuse measurement: the second turn of a chat whose
@@ -196,9 +203,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	// during the run falls on every level alike.
 	samples := make([][]sample, len(cfg.Concurrency))
 	tps := make([][]float64, len(cfg.Concurrency))
+	batch := make([]worker.BatchStats, len(cfg.Concurrency))
 	for round := 0; round < cfg.Rounds; round++ {
 		for li, c := range cfg.Concurrency {
+			before, _ := w.info(ctx)
 			got, wall := w.level(ctx, c, c*cfg.RequestsPerClient, cfg.MaxTokens, (round*len(cfg.Concurrency)+li)*100000)
+			if after, err := w.info(ctx); err == nil && before.Batch != nil && after.Batch != nil {
+				batch[li].Steps += after.Batch.Steps - before.Batch.Steps
+				batch[li].SequenceSteps += after.Batch.SequenceSteps - before.Batch.SequenceSteps
+			}
 			samples[li] = append(samples[li], got...)
 			tps[li] = append(tps[li], float64(genTokens(got))/wall.Seconds())
 			cfg.Logger.Info("level done", "round", round+1, "concurrency", c, "tokens_per_second", tps[li][len(tps[li])-1])
@@ -209,6 +222,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	for li, c := range cfg.Concurrency {
 		lv := summarize(c, samples[li], tps[li])
+		if b := batch[li]; b.Steps > 0 {
+			lv.MeanBatch = math.Round(float64(b.SequenceSteps)/float64(b.Steps)*100) / 100
+		}
 		lv.RatioToFirst = 1
 		if li > 0 {
 			lv.RatioToFirst = 0

@@ -45,8 +45,13 @@ func TestRun(t *testing.T) {
 		require.Positive(t, lv.TTFTMedianMs)
 		require.GreaterOrEqual(t, lv.TTFTP95Ms, lv.TTFTMedianMs)
 		require.Positive(t, lv.PromptTokens)
+		// The worker's own count of generations per forward pass: one
+		// alone, at most the concurrency.
+		require.GreaterOrEqual(t, lv.MeanBatch, 1.0)
+		require.LessOrEqual(t, lv.MeanBatch, float64(lv.Concurrency))
 		if i == 0 {
 			require.Equal(t, 1.0, lv.RatioToFirst)
+			require.Equal(t, 1.0, lv.MeanBatch)
 		}
 	}
 	r := res.PrefixReuse
