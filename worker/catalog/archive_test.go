@@ -171,6 +171,29 @@ func TestDownloadEngineArchive(t *testing.T) {
 	_, _, _, err = c.OpenRelease(TypeLlamaServer, "b6000", goos, goarch)
 	require.ErrorIs(t, err, ErrNotFound)
 
+	// A replacement whose index cannot be written changes nothing: the
+	// old archive, its tree and its proof are back, and the entry too.
+	withBrokenIndex(t, dir, func() {
+		_, err := c.Download(ctx, DownloadOptions{Type: TypeLlamaServer, Version: "b6000", Accel: "vulkan"})
+		require.Error(t, err)
+	})
+	kept, err := c.Lookup(TypeLlamaServer, "b6000", goos, goarch)
+	require.NoError(t, err)
+	require.Equal(t, assetCUDA, kept.Archive)
+	got, err := os.ReadFile(filepath.Join(c.entryDir(kept), assetCUDA))
+	require.NoError(t, err)
+	require.Equal(t, sha(cudaTGZ), sha(got))
+	lib, err = os.ReadFile(filepath.Join(filepath.Dir(kept.Path), "libggml.so"))
+	require.NoError(t, err, "the old tree is back")
+	require.Equal(t, "ELF-ish", string(lib))
+	_, err = os.Stat(filepath.Join(c.entryDir(kept), assetVK))
+	require.ErrorIs(t, err, os.ErrNotExist, "the new archive is gone")
+	_, err = c.readProof(kept)
+	require.NoError(t, err, "the proof is back")
+	for _, f := range files(t, dir) {
+		require.NotContains(t, f, tmpPrefix)
+	}
+
 	// Another accelerator of the same version replaces it, zip this time.
 	e, err = c.Download(ctx, DownloadOptions{Type: TypeLlamaServer, Version: "b6000", Accel: "vulkan"})
 	require.NoError(t, err)

@@ -687,42 +687,60 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 	old, had := c.entries[e.key()]
 	e.Pinned = opts.Pin || old.Pinned
 	next[e.key()] = e
+	// A replaced entry's files are kept aside until the new index is
+	// written, and put back if it cannot be: the catalog on disk then
+	// still matches the index, which still names the old entry.
+	var undo replaced
+	if had {
+		undo = c.keepAside(dir, filepath.Join(dir, storedName))
+	}
 	// The proof goes in before the binary: a crash in between leaves an
 	// unlisted proof, never a listed signed binary without one.
 	if opts.Release != nil {
 		if err := c.writeProof(dir, *opts.Release); err != nil {
+			undo.restore(c, dir)
 			return Entry{}, err
 		}
 	}
 	// Rename first: an index that names a file which is not there yet
 	// would be worse than a file the index does not name (New ignores it).
 	if tree != "" {
-		if err := c.swapTree(dir, tree); err != nil {
+		oldTree, err := c.swapTree(dir, tree)
+		if err != nil {
 			if !had {
 				c.removeProof(dir)
 			}
+			undo.restore(c, dir)
 			return Entry{}, err
 		}
+		undo.tree = oldTree
 		tree = ""
 	}
 	if err := tmp.Commit(); err != nil {
 		if !had {
 			c.removeProof(dir)
 		}
+		undo.restore(c, dir)
 		return Entry{}, fmt.Errorf("catalog: %w", err)
 	}
 	installed = true
 	if opts.Release == nil {
 		c.removeProof(dir) // of an entry this one replaces
 	}
-	if had && old.Archive != "" && old.Archive != e.Archive {
-		os.Remove(filepath.Join(dir, old.Archive)) // another format or accelerator
-	}
 	if err := c.writeIndex(next); err != nil {
 		if !had {
 			c.removeFiles(e)
+		} else {
+			if e.Archive != "" && e.Archive != old.Archive {
+				os.Remove(filepath.Join(dir, e.Archive)) // the new format's file
+			}
+			undo.restore(c, dir)
 		}
 		return Entry{}, err
+	}
+	undo.discard()
+	if had && old.Archive != "" && old.Archive != e.Archive {
+		os.Remove(filepath.Join(dir, old.Archive)) // another format or accelerator
 	}
 	c.entries = next
 	c.log.Info("worker binary added", "type", e.Type, "version", e.Version, "os", e.OS, "arch", e.Arch,
@@ -762,30 +780,97 @@ func (c *Catalog) archiveAsset(t WorkerType, opts *AddOptions) (string, error) {
 	return "", fmt.Errorf("%w: the signed %s of %s lists none of %s", ErrNotFound, SumsFile, opts.Version, strings.Join(names, ", "))
 }
 
-// swapTree renames an unpacked tree into place as dir/tree, replacing
-// (then removing) the tree an earlier entry left. Caller holds c.mu.
-func (c *Catalog) swapTree(dir, tree string) error {
+// swapTree renames an unpacked tree into place as dir/tree. The tree an
+// earlier entry left is moved aside, into the returned directory (""
+// when there was none), which the caller removes once the new entry is
+// in the index, or puts back (replaced.restore). Caller holds c.mu.
+func (c *Catalog) swapTree(dir, tree string) (aside string, err error) {
 	final := filepath.Join(dir, treeDir)
 	var old string
 	if _, err := os.Lstat(final); err == nil {
 		d, err := os.MkdirTemp(dir, tmpPrefix+"old-")
 		if err != nil {
-			return fmt.Errorf("catalog: %w", err)
+			return "", fmt.Errorf("catalog: %w", err)
 		}
 		old = filepath.Join(d, treeDir)
 		if err := os.Rename(final, old); err != nil {
 			os.Remove(d)
-			return fmt.Errorf("catalog: %w", err)
+			return "", fmt.Errorf("catalog: %w", err)
 		}
-		defer os.RemoveAll(d)
+		aside = d
 	}
 	if err := os.Rename(tree, final); err != nil {
 		if old != "" {
 			os.Rename(old, final)
+			os.Remove(aside)
 		}
-		return fmt.Errorf("catalog: %w", err)
+		return "", fmt.Errorf("catalog: %w", err)
 	}
-	return nil
+	return aside, nil
+}
+
+// replaced is what an Add that replaces an entry kept of the old one: a
+// hard link to its stored file, its release proof, its unpacked tree.
+type replaced struct {
+	stored, link string // the stored file and the link to its old content ("": none)
+	sums, sig    []byte // the old proof (nil: none)
+	tree         string // the directory holding the old tree (swapTree)
+}
+
+// keepAside links stored (the path the new entry's file is committed to)
+// aside and reads the proof of dir. What cannot be kept (a file system
+// without hard links) is logged: the replacement goes on, as before.
+func (c *Catalog) keepAside(dir, stored string) replaced {
+	r := replaced{stored: stored}
+	if _, err := os.Lstat(stored); err == nil {
+		link := filepath.Join(dir, tmpPrefix+"aside-"+filepath.Base(stored))
+		os.Remove(link)
+		if err := os.Link(stored, link); err != nil {
+			c.log.Warn("cannot keep the replaced binary aside; a failed index write cannot restore it", "path", stored, "err", err)
+		} else {
+			r.link = link
+		}
+	}
+	r.sums, _ = readBounded(filepath.Join(dir, SumsFile), maxSumsBytes)
+	r.sig, _ = readBounded(filepath.Join(dir, SigFile), maxSigBytes)
+	return r
+}
+
+// restore puts the old entry's files back (after a failed replacement).
+func (r *replaced) restore(c *Catalog, dir string) {
+	if r.link != "" {
+		if err := os.Rename(r.link, r.stored); err != nil {
+			c.log.Warn("restoring the replaced binary", "path", r.stored, "err", err)
+		}
+		r.link = ""
+	}
+	if r.tree != "" {
+		final := filepath.Join(dir, treeDir)
+		if err := os.RemoveAll(final); err == nil {
+			if err := os.Rename(filepath.Join(r.tree, treeDir), final); err != nil {
+				c.log.Warn("restoring the replaced engine files", "path", final, "err", err)
+			}
+		}
+		os.RemoveAll(r.tree)
+		r.tree = ""
+	}
+	if r.sums != nil && r.sig != nil {
+		if err := c.writeProof(dir, ReleaseProof{Sums: r.sums, Sig: r.sig}); err != nil {
+			c.log.Warn("restoring the replaced release proof", "dir", dir, "err", err)
+		}
+	} else {
+		c.removeProof(dir)
+	}
+}
+
+// discard drops what was kept (the replacement is in the index).
+func (r *replaced) discard() {
+	if r.link != "" {
+		os.Remove(r.link)
+	}
+	if r.tree != "" {
+		os.RemoveAll(r.tree)
+	}
 }
 
 // removeFiles removes what the catalog stored for e (never a registered

@@ -391,3 +391,56 @@ func TestTypes(t *testing.T) {
 	_, err = New(Config{Dir: t.TempDir(), Types: []WorkerType{CPUType(), CPUType()}})
 	require.ErrorIs(t, err, ErrBadName)
 }
+
+// withBrokenIndex runs f while the catalog in dir cannot write its index
+// (a directory stands where index.json goes), then puts the index back.
+func withBrokenIndex(t *testing.T, dir string, f func()) {
+	t.Helper()
+	idx := filepath.Join(dir, indexFile)
+	saved, err := os.ReadFile(idx)
+	require.NoError(t, err)
+	require.NoError(t, os.Remove(idx))
+	require.NoError(t, os.Mkdir(idx, 0o755))
+	f()
+	require.NoError(t, os.Remove(idx))
+	require.NoError(t, os.WriteFile(idx, saved, 0o644))
+}
+
+// TestReplaceRestoredWhenTheIndexCannotBeWritten: replacing a binary
+// (same type, version and platform) whose index write fails leaves the
+// old binary in place, and the catalog and the index both describe it.
+func TestReplaceRestoredWhenTheIndexCannotBeWritten(t *testing.T) {
+	dir := t.TempDir()
+	c := newCatalog(t, dir, nil)
+	ctx := context.Background()
+	v1, v1b := []byte("#!/bin/sh\necho one\n"), []byte("#!/bin/sh\necho another one\n")
+	e, err := c.Add(ctx, AddOptions{Type: TypeCPU, Version: "v1.0.0"}, writeTemp(t, v1))
+	require.NoError(t, err)
+	withBrokenIndex(t, dir, func() {
+		_, err := c.Add(ctx, AddOptions{Type: TypeCPU, Version: "v1.0.0"}, writeTemp(t, v1b))
+		require.Error(t, err)
+	})
+	got, err := os.ReadFile(e.Path)
+	require.NoError(t, err)
+	require.Equal(t, v1, got, "the old binary is back")
+	cur, err := c.Get(TypeCPU, "v1.0.0")
+	require.NoError(t, err)
+	require.Equal(t, sha(v1), cur.SHA256)
+	for _, f := range files(t, dir) {
+		require.NotContains(t, f, tmpPrefix)
+	}
+	re := newCatalog(t, dir, nil)
+	cur, err = re.Get(TypeCPU, "v1.0.0")
+	require.NoError(t, err)
+	require.Equal(t, sha(v1), cur.SHA256)
+
+	// With the index writable again the replacement goes through.
+	e2, err := c.Add(ctx, AddOptions{Type: TypeCPU, Version: "v1.0.0"}, writeTemp(t, v1b))
+	require.NoError(t, err)
+	got, err = os.ReadFile(e2.Path)
+	require.NoError(t, err)
+	require.Equal(t, v1b, got)
+	for _, f := range files(t, dir) {
+		require.NotContains(t, f, tmpPrefix)
+	}
+}
