@@ -860,7 +860,7 @@ func (l linkGroups) HeadNode(workerID string) (string, bool) {
 // when the cluster's registry is below version 3 (no groups yet). A
 // model no set of hives holds is spawned here unsplit, as before, with a
 // warning.
-func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, ctxLen int, kvCache string) []string {
+func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, ctxLen, slots int, kvCache string) []string {
 	if n.reg.RegistryVersion() < 3 {
 		// Some server's build does not know groups (a rolling upgrade):
 		// the group write would be refused.
@@ -870,6 +870,7 @@ func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, ctxLen int, kvCa
 	if kvCache == "f32" {
 		est = est.WithF32KV()
 	}
+	est = est.WithSlots(slots)
 	plan, err := placement.PlanSplit(est, placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs()), fsm.MaxGroupShards)
 	if err != nil {
 		em.Narrate("scheduler", "place", "%v; spawning unsplit here", err)

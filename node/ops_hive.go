@@ -180,7 +180,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		return err
 	}
 	if !typ.External && r.Hive == "" && r.Shard == nil && r.Shards == 0 && len(r.Hives) == 0 {
-		if hives := n.autoSplit(em, model, r.Ctx, r.KVCache); len(hives) > 0 {
+		if hives := n.autoSplit(em, model, r.Ctx, r.Slots, r.KVCache); len(hives) > 0 {
 			r.Shards, r.Hives = len(hives), hives
 			return n.opGroupSpawn(ctx, em, req, r)
 		}

@@ -141,8 +141,8 @@ type Config struct {
 	// or engine.KVF32 (twice the memory).
 	KVCache engine.KVType
 	// MemoryLimit bounds what the model's shape may ask the engine to
-	// allocate (engine.Options.MemoryLimit: its tables and one slot's KV
-	// cache at the context size); 0: no bound. The command sets it to the
+	// allocate (engine.Options.MemoryLimit: its tables and every slot's
+	// KV cache at the context size); 0: no bound. The command sets it to the
 	// machine's memory, so a hostile model file is refused at load
 	// instead of driving the machine out of memory.
 	MemoryLimit int64

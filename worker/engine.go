@@ -24,7 +24,7 @@ func LoadEngine(path string, opts LoadOptions) (Model, error) {
 	if opts.Shard.sharded() {
 		return loadShardEngine(path, opts)
 	}
-	m, err := engine.Load(path, engine.Options{Threads: opts.Threads, ContextSize: opts.ContextSize, Logger: opts.Logger, RepackCache: opts.RepackCache, KVCache: opts.KVCache, MemoryLimit: opts.MemoryLimit})
+	m, err := engine.Load(path, engine.Options{Threads: opts.Threads, ContextSize: opts.ContextSize, Logger: opts.Logger, RepackCache: opts.RepackCache, KVCache: opts.KVCache, MemoryLimit: opts.MemoryLimit, Sessions: opts.Sessions})
 	if err != nil {
 		return nil, err
 	}

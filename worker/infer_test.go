@@ -215,6 +215,30 @@ func TestLoadFailure(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 }
 
+// TestLoadRefusesSlotsPastTheMemoryLimit: the memory limit counts every
+// slot's KV cache, so a worker whose slots at its context would not fit
+// fails at load, saying so, instead of when the slots fill.
+func TestLoadRefusesSlotsPastTheMemoryLimit(t *testing.T) {
+	for _, slots := range []int{1, 2} {
+		cfg := testConfig(t)
+		cfg.Load = LoadEngine
+		// stories260K at 131072 positions: 84 MB of f16 cache per slot.
+		cfg.ContextSize, cfg.MemoryLimit, cfg.Slots = 1<<17, 120<<20, slots
+		s, err := New(cfg)
+		require.NoError(t, err)
+		ctx := testCtx(t)
+		require.NoError(t, s.Start(ctx))
+		err = s.WaitReady(ctx)
+		s.Close()
+		if slots == 1 {
+			require.NoError(t, err)
+			continue
+		}
+		require.ErrorIs(t, err, ErrLoad)
+		require.ErrorContains(t, err, "fewer slots")
+	}
+}
+
 func TestConfigValidation(t *testing.T) {
 	for _, tc := range []struct {
 		field string

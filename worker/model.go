@@ -177,6 +177,8 @@ type LoadOptions struct {
 	KVCache engine.KVType
 	// MemoryLimit is Config.MemoryLimit.
 	MemoryLimit int64
+	// Sessions is Config.Slots: MemoryLimit counts every slot's KV cache.
+	Sessions int
 }
 
 // LoadFunc loads the model file at path.

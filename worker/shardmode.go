@@ -308,7 +308,7 @@ func loadShardEngine(path string, opts LoadOptions) (Model, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	sc := opts.Shard
-	eo := engine.Options{Threads: opts.Threads, ContextSize: opts.ContextSize, Logger: opts.Logger, RepackCache: opts.RepackCache, KVCache: opts.KVCache, MemoryLimit: opts.MemoryLimit}
+	eo := engine.Options{Threads: opts.Threads, ContextSize: opts.ContextSize, Logger: opts.Logger, RepackCache: opts.RepackCache, KVCache: opts.KVCache, MemoryLimit: opts.MemoryLimit, Sessions: opts.Sessions}
 	if sc.Mode == ShardTensor {
 		return loadTensorEngine(path, sc, eo, log)
 	}

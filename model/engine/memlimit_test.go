@@ -21,6 +21,9 @@ func TestMemoryLimit(t *testing.T) {
 		// at 131072 positions, 168 MB of f32.
 		{"f32 cache counts double", Options{ContextSize: 1 << 17, MemoryLimit: 120 << 20, KVCache: KVF32}, true},
 		{"f16 cache at the same context", Options{ContextSize: 1 << 17, MemoryLimit: 120 << 20}, false},
+		// Every session's cache counts: two of 84 MB are over 120 MB.
+		{"two sessions' caches", Options{ContextSize: 1 << 17, MemoryLimit: 120 << 20, Sessions: 2}, true},
+		{"one session named", Options{ContextSize: 1 << 17, MemoryLimit: 120 << 20, Sessions: 1}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := Load(storiesPath, tc.opts)
@@ -41,7 +44,7 @@ func TestMemoryLimit(t *testing.T) {
 // The estimate cannot overflow, whatever a header says.
 func TestMemoryNeedHostileHeader(t *testing.T) {
 	hp := hparams{dim: 1 << 30, nLayer: 1 << 30, nHead: 1 << 30, nHeadKV: 1 << 30, headDim: 1 << 32, ff: 1 << 30, nCtx: 1 << 20}
-	if need := hp.memoryNeed(KVF16, hp.nLayer, hp.nHead, hp.nHeadKV, 1<<30); !(need > 1e30) {
+	if need := hp.memoryNeed(KVF16, hp.nLayer, hp.nHead, hp.nHeadKV, 1<<30, 1<<20); !(need > 1e30) {
 		t.Fatalf("need %v for an absurd header", need)
 	}
 }

@@ -53,6 +53,10 @@ type Options struct {
 	// Load with ErrBadRequest, instead of the process dying of it later.
 	// 0: no bound.
 	MemoryLimit int64
+	// Sessions is how many Sessions the caller keeps at once (a worker's
+	// slots), each of which may grow its KV cache to ContextSize:
+	// MemoryLimit counts that many caches. 0 means 1.
+	Sessions int
 }
 
 // KVType is the element type of a Session's KV cache.
@@ -243,7 +247,7 @@ func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (*Model, 
 		log.Info("odd head size: keeping the KV cache in f32", "head_dim", m.hp.headDim)
 		m.kv = KVF32
 	}
-	if err := m.checkMemory(opts.MemoryLimit); err != nil {
+	if err := m.checkMemory(opts.MemoryLimit, max(1, opts.Sessions)); err != nil {
 		return nil, err
 	}
 	if err := m.loadTensors(); err != nil {
@@ -368,7 +372,7 @@ func (m *Model) readHparams(opts Options) error {
 // checkMemory refuses a model (or shard: its layers and KV heads, after
 // setShard) whose shape asks for more than limit bytes (0: no bound; see
 // Options.MemoryLimit), before anything is allocated for it.
-func (m *Model) checkMemory(limit int64) error {
+func (m *Model) checkMemory(limit int64, sessions int) error {
 	if limit <= 0 {
 		return nil
 	}
@@ -376,26 +380,31 @@ func (m *Model) checkMemory(limit int64) error {
 	if t, ok := m.tensor("token_embd.weight"); ok && len(t.Dims) == 2 {
 		vocab = int(min(t.Dims[1], 1<<40))
 	}
-	need := m.hp.memoryNeed(m.kv, m.hi-m.lo, m.heads, m.kvHeads, vocab)
+	need := m.hp.memoryNeed(m.kv, m.hi-m.lo, m.heads, m.kvHeads, vocab, sessions)
 	if need <= float64(limit) {
 		return nil
 	}
-	return fmt.Errorf("%w: at context %d this model needs %s (its KV cache for one sequence and its tables: %d layers, %d KV heads of %d, embedding %d), more than the %s allowed; ask for a smaller context",
-		ErrBadRequest, m.hp.nCtx, humanize.Bytes(uint64(min(need, 1<<62))), m.hi-m.lo, m.kvHeads, m.hp.headDim, m.hp.dim, humanize.Bytes(uint64(limit)))
+	fewer := "ask for a smaller context"
+	if sessions > 1 {
+		fewer = "ask for a smaller context or fewer slots"
+	}
+	return fmt.Errorf("%w: at context %d this model needs %s (the KV caches of %d sequence(s) and its tables: %d layers, %d KV heads of %d, embedding %d), more than the %s allowed; %s",
+		ErrBadRequest, m.hp.nCtx, humanize.Bytes(uint64(min(need, 1<<62))), sessions, m.hi-m.lo, m.kvHeads, m.hp.headDim, m.hp.dim, humanize.Bytes(uint64(limit)), fewer)
 }
 
 // memoryNeed is what Options.MemoryLimit bounds, in bytes (float64: a
 // hostile header's product of dimensions may not fit an int) for a model
-// (or shard) of layers layers with heads query and kvHeads KV heads: one
-// Session's keys and values at nCtx, the RoPE table (at most head size
-// floats per position), and a prompt batch's activations and logits.
-func (hp *hparams) memoryNeed(kv KVType, layers, heads, kvHeads, vocab int) float64 {
+// (or shard) of layers layers with heads query and kvHeads KV heads: the
+// keys and values of sessions Sessions at nCtx, the RoPE table (at most
+// head size floats per position), and a prompt batch's activations and
+// logits.
+func (hp *hparams) memoryNeed(kv KVType, layers, heads, kvHeads, vocab, sessions int) float64 {
 	elem := 2.0
 	if kv == KVF32 {
 		elem = 4
 	}
 	f := func(v int) float64 { return float64(v) }
-	cache := f(layers) * f(hp.nCtx) * 2 * f(kvHeads) * f(hp.headDim) * elem
+	cache := f(sessions) * f(layers) * f(hp.nCtx) * 2 * f(kvHeads) * f(hp.headDim) * elem
 	rope := f(hp.nCtx) * f(hp.headDim) * 4
 	batch := f(promptBatch) * (4*f(hp.dim) + 3*f(hp.ff) + f(heads)*f(hp.headDim)*2 + f(vocab)) * 4
 	return cache + rope + batch

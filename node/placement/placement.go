@@ -63,6 +63,18 @@ func (m MemEstimate) WithF32KV() MemEstimate {
 	return m
 }
 
+// WithSlots is m for a worker with slots concurrent generations, each
+// with its own KV cache at the context (0 or 1: m).
+func (m MemEstimate) WithSlots(slots int) MemEstimate {
+	if slots <= 1 {
+		return m
+	}
+	extra := m.KV * uint64(slots-1)
+	m.KV += extra
+	m.Margin += extra * marginPercent / 100
+	return m
+}
+
 func (m MemEstimate) String() string {
 	if !m.Exact {
 		return fmt.Sprintf("%s (weights %s + margin %s; KV cache not counted: the model's GGUF is not on this node)",

@@ -43,6 +43,12 @@ func TestEstimateMemory(t *testing.T) {
 			assert.Equal(t, 2*tt.kv, f.KV)
 			assert.Equal(t, uint64(marginFixed)+(tt.weights+2*tt.kv)/10, f.Margin)
 			assert.Equal(t, tt.weights+tt.kv+e.Margin, e.Total())
+			// Four slots: four caches, their margin with them.
+			s4 := e.WithSlots(4)
+			assert.Equal(t, 4*tt.kv, s4.KV)
+			assert.Equal(t, uint64(marginFixed)+(tt.weights+4*tt.kv)/10, s4.Margin)
+			assert.Equal(t, e, e.WithSlots(1))
+			assert.Equal(t, e, e.WithSlots(0))
 		})
 	}
 }
