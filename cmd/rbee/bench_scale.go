@@ -48,6 +48,9 @@ path), and prints one JSON object per N with:
   converge_first_ms / converge_all_ms  the first / every node sees all N alive, from when
                                        the nodes after node1 start, by each node's own
                                        record of when the last member became alive there
+  last_started_ms                      when the last node's process started, from the same start
+  converge_all_after_last_start_ms     every node sees all N alive, from that moment: gossip's
+                                       part, without the machine's time to start N processes
   admitted_all_ms                      every node is in raft's configuration and in the
                                        leader's registry with its capabilities (it can host
                                        workers), from the same start, as polls of the leader
@@ -174,6 +177,17 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 		return out, nil
 	}
 	out["converge_first_ms"], out["converge_all_ms"] = ms(first), ms(all)
+	// The same from when the last process started: gossip's part, without
+	// the time this machine takes to start N processes.
+	var lastStart time.Time
+	for _, n := range cl.Nodes {
+		if s := n.Started(); s.After(lastStart) {
+			lastStart = s
+		}
+	}
+	if after := t0.Add(all).Sub(lastStart); !lastStart.IsZero() {
+		out["last_started_ms"], out["converge_all_after_last_start_ms"] = ms(lastStart.Sub(t0)), ms(max(after, 0))
+	}
 	logf("first node sees all alive after %v, every node after %v", first.Round(time.Millisecond), all.Round(time.Millisecond))
 
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)

@@ -54,9 +54,17 @@ type Node struct {
 	// cluster's).
 	ExtraArgs []string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	started time.Time
+}
+
+// Started is when the node's current process was started (zero before).
+func (n *Node) Started() time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.started
 }
 
 // URL is the node's API base URL.
@@ -210,7 +218,7 @@ func (c *Cluster) StartNode(ctx context.Context, n *Node, join []string) error {
 		close(done)
 	}()
 	n.mu.Lock()
-	n.cmd, n.done = cmd, done
+	n.cmd, n.done, n.started = cmd, done, time.Now()
 	n.mu.Unlock()
 	return nil
 }
