@@ -185,8 +185,8 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 			lastStart = s
 		}
 	}
-	if after := t0.Add(all).Sub(lastStart); !lastStart.IsZero() {
-		out["last_started_ms"], out["converge_all_after_last_start_ms"] = ms(lastStart.Sub(t0)), ms(max(after, 0))
+	if after := t0.Add(all).Sub(lastStart); len(cl.Nodes) > 1 && !lastStart.IsZero() {
+		out["last_started_ms"], out["converge_all_after_last_start_ms"] = ms(max(lastStart.Sub(t0), 0)), ms(max(after, 0))
 	}
 	logf("first node sees all alive after %v, every node after %v", first.Round(time.Millisecond), all.Round(time.Millisecond))
 

@@ -46,8 +46,9 @@ type Options struct {
 	KVCache KVType
 	// MemoryLimit bounds, in bytes, what the model's shape asks this
 	// process to allocate: the tables Load builds (RoPE's, for every
-	// position), a prompt batch's activations and one Session's KV cache
-	// grown to ContextSize (a shard's: its layers or KV heads). A model
+	// position), a prompt batch's activations and the KV caches of
+	// Sessions Sessions grown to ContextSize (a shard's: its layers or KV
+	// heads). A model
 	// whose header asks for more (a hostile file's huge head size or
 	// layer count, or a context too large for the machine) is refused at
 	// Load with ErrBadRequest, instead of the process dying of it later.

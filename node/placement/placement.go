@@ -8,6 +8,7 @@ package placement
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -69,7 +70,13 @@ func (m MemEstimate) WithSlots(slots int) MemEstimate {
 	if slots <= 1 {
 		return m
 	}
-	extra := m.KV * uint64(slots-1)
+	n := uint64(slots - 1)
+	if m.KV > math.MaxUint64/4/n {
+		// A hostile header's cache: saturate rather than wrap around.
+		m.KV, m.Margin = math.MaxUint64/4, math.MaxUint64/4
+		return m
+	}
+	extra := m.KV * n
 	m.KV += extra
 	m.Margin += extra * marginPercent / 100
 	return m

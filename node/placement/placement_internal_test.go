@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -51,6 +52,11 @@ func TestEstimateMemory(t *testing.T) {
 			assert.Equal(t, e, e.WithSlots(0))
 		})
 	}
+	// A hostile header's cache times many slots saturates, never wraps
+	// around to something that fits.
+	huge := MemEstimate{KV: math.MaxUint64 / 8, Exact: true}.WithSlots(255)
+	assert.GreaterOrEqual(t, huge.KV, uint64(math.MaxUint64/8))
+	assert.GreaterOrEqual(t, huge.Total(), huge.KV)
 }
 
 // gpusFrom parses a recorded nvidia-smi or rocm-smi output.

@@ -2,14 +2,12 @@ package relay
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/rbee-project/rbee/internal/sse"
-	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 )
@@ -30,9 +28,8 @@ var streamSeeds = []string{
 
 // FuzzInfer: the relay of a worker's /v1/infer stream never panics on
 // what a worker (or anything at its port) sends. It succeeds only when
-// an end event came; otherwise it fails as a request refused, the
-// client gone or the worker's failure (*Retryable). The ids it records
-// are non-negative, at most one per token event passed on.
+// an end event came. The ids it records are non-negative, at most one per
+// token event passed on.
 func FuzzInfer(f *testing.F) {
 	for _, s := range streamSeeds {
 		f.Add([]byte(s))
@@ -45,15 +42,8 @@ func FuzzInfer(f *testing.F) {
 			tokens = append(tokens, te)
 			return nil
 		})
-		if err == nil && !strings.Contains(string(data), "end") {
+		if err == nil && countEvents(data, "end") == 0 {
 			t.Fatalf("success without an end event: %q", data)
-		}
-		if err != nil {
-			var rt *Retryable
-			var je *jobs.Error
-			if !errors.As(err, &rt) && !errors.As(err, &je) && !errors.Is(err, ErrClientGone) {
-				t.Fatalf("error of no known kind: %v", err)
-			}
 		}
 		for _, id := range st.IDs {
 			if id < 0 {
@@ -61,7 +51,10 @@ func FuzzInfer(f *testing.F) {
 			}
 		}
 		if len(st.IDs) > len(tokens) {
-			t.Fatalf("%d ids recorded for %d token events", len(st.IDs), len(tokens))
+			t.Fatalf("%d ids recorded for %d token events passed on", len(st.IDs), len(tokens))
+		}
+		if n := countEvents(data, "token"); len(st.IDs) > n || len(tokens) > n {
+			t.Fatalf("%d ids and %d tokens passed on for %d token events", len(st.IDs), len(tokens), n)
 		}
 		if len(tokens) > 0 && !st.Delivered {
 			t.Fatal("tokens passed on but not marked delivered")
@@ -70,9 +63,10 @@ func FuzzInfer(f *testing.F) {
 }
 
 // FuzzOpenAIStream: the relay of a worker's OpenAI stream never panics;
-// it succeeds only after [DONE], passes on exactly the data events it
-// read (never a token-id event), and records only non-negative ids, at
-// most one per chunk passed on.
+// it succeeds only after [DONE], passes on only data events (never a
+// token-id event: what the client gets parses back into events without a
+// type), and records only non-negative ids, at most one per token-id
+// event.
 func FuzzOpenAIStream(f *testing.F) {
 	for _, s := range streamSeeds {
 		f.Add([]byte(s))
@@ -86,23 +80,13 @@ func FuzzOpenAIStream(f *testing.F) {
 		if err == nil && !strings.Contains(string(data), "[DONE]") {
 			t.Fatalf("success without [DONE]: %q", data)
 		}
-		if err != nil {
-			var rt *Retryable
-			var je *jobs.Error
-			if !errors.As(err, &rt) && !errors.As(err, &je) && !errors.Is(err, ErrClientGone) {
-				t.Fatalf("error of no known kind: %v", err)
-			}
-		}
-		if strings.Contains(out.String(), worker.TokenIDEvent) {
-			t.Fatalf("a token-id event reached the client: %q", out.String())
-		}
 		for _, id := range st.IDs {
 			if id < 0 {
 				t.Fatalf("a negative id recorded: %v", st.IDs)
 			}
 		}
-		if len(st.IDs) > chunks {
-			t.Fatalf("%d ids recorded for %d chunks passed on", len(st.IDs), chunks)
+		if n := countEvents(data, worker.TokenIDEvent); len(st.IDs) > n {
+			t.Fatalf("%d ids recorded for %d token-id events", len(st.IDs), n)
 		}
 		// What the client got parses back into the same data events.
 		var back int
@@ -119,4 +103,17 @@ func FuzzOpenAIStream(f *testing.F) {
 			t.Fatalf("%d events passed on, %d parse back", chunks, back)
 		}
 	})
+}
+
+// countEvents is how many events of type typ data holds, as the SSE
+// reader parses it (an upper bound on what the relay acts on).
+func countEvents(data []byte, typ string) int {
+	n := 0
+	_ = sse.Read(bytes.NewReader(data), MaxEvent, func(ev sse.Event) error {
+		if ev.Type == typ {
+			n++
+		}
+		return nil
+	})
+	return n
 }

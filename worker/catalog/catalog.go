@@ -713,7 +713,11 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 			undo.restore(c, dir)
 			return Entry{}, err
 		}
-		undo.tree = oldTree
+		if had {
+			undo.tree = oldTree
+		} else if oldTree != "" {
+			os.RemoveAll(oldTree) // a tree no entry listed
+		}
 		tree = ""
 	}
 	if err := tmp.Commit(); err != nil {
@@ -839,8 +843,17 @@ func (c *Catalog) keepAside(dir, stored string) replaced {
 // restore puts the old entry's files back (after a failed replacement).
 func (r *replaced) restore(c *Catalog, dir string) {
 	if r.link != "" {
-		if err := os.Rename(r.link, r.stored); err != nil {
-			c.log.Warn("restoring the replaced binary", "path", r.stored, "err", err)
+		li, lerr := os.Lstat(r.link)
+		si, serr := os.Lstat(r.stored)
+		switch {
+		case lerr == nil && serr == nil && os.SameFile(li, si):
+			// Not replaced yet (the failure came before the commit):
+			// renaming a link over itself would leave it.
+			os.Remove(r.link)
+		default:
+			if err := os.Rename(r.link, r.stored); err != nil {
+				c.log.Warn("restoring the replaced binary", "path", r.stored, "err", err)
+			}
 		}
 		r.link = ""
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -443,4 +444,35 @@ func TestReplaceRestoredWhenTheIndexCannotBeWritten(t *testing.T) {
 	for _, f := range files(t, dir) {
 		require.NotContains(t, f, tmpPrefix)
 	}
+}
+
+// TestReplaceFailingBeforeCommitLeavesNothingAside: a replacement that
+// fails before its file is committed (here its release proof cannot be
+// written) leaves the old binary as it was and nothing kept aside, so a
+// later Delete leaves the directory empty.
+func TestReplaceFailingBeforeCommitLeavesNothingAside(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := newCatalog(t, dir, trustA)
+	v1, v1b := []byte("#!/bin/sh\necho one\n"), []byte("#!/bin/sh\necho signed one\n")
+	e, err := c.Add(ctx, AddOptions{Type: TypeCPU, Version: "v1.0.0"}, writeTemp(t, v1))
+	require.NoError(t, err)
+	asset := AssetName(CPUType(), runtime.GOOS, runtime.GOARCH)
+	sums := []byte(fmt.Sprintf("%s  %s\n", sha(v1b), asset))
+	proof := ReleaseProof{Sums: sums, Sig: sign(t, keyA, "v1.0.0", sums)}
+	// A non-empty directory where the signature goes: the proof write fails.
+	blocker := filepath.Join(c.entryDir(e), SigFile)
+	require.NoError(t, os.MkdirAll(filepath.Join(blocker, "x"), 0o755))
+	_, err = c.AddReader(ctx, AddOptions{Type: TypeCPU, Version: "v1.0.0", Release: &proof}, bytes.NewReader(v1b))
+	require.Error(t, err)
+	got, err := os.ReadFile(e.Path)
+	require.NoError(t, err)
+	require.Equal(t, v1, got)
+	require.NoError(t, os.RemoveAll(blocker))
+	for _, f := range files(t, dir) {
+		require.NotContains(t, f, tmpPrefix)
+	}
+	_, err = c.Delete(TypeCPU, "v1.0.0")
+	require.NoError(t, err)
+	require.Equal(t, []string{indexFile}, files(t, dir))
 }
