@@ -17,15 +17,17 @@ import (
 // BenchmarkPipelineDecode compares greedy decoding (32-token generations
 // after an 8-token prompt) of one unsharded model with the same model
 // split into two pipeline stages, and into two tensor shards, joined by
-// loopback TCP connections, one thread per shard. RBEE_BENCH_MODEL picks a GGUF file instead of the synthesized
-// one (dim 512, 8 layers, Q4_K). Reported: tokens/s, and for the pipeline
+// loopback TCP connections, one thread per shard. RBEE_BENCH_MODEL picks
+// a GGUF file instead of the synthesized one (dim 512, 8 layers, 8 heads
+// and 2 KV heads of 64, FFN 1024, Q4_K: its tensor split falls on the
+// 256-value blocks, so its Wo and Wdown are all-reduced). Reported: tokens/s, and for the pipeline
 // the cost of the exchanges themselves (round trip minus the stage's
 // compute) per token and per layer of the model.
 func BenchmarkPipelineDecode(b *testing.B) {
 	path := os.Getenv("RBEE_BENCH_MODEL")
 	if path == "" {
 		cfg := synth.DefaultConfig()
-		cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab, cfg.Type = 512, 8, 8, 8, 1536, 4096, quant.Q4_K
+		cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab, cfg.Type = 512, 8, 8, 2, 1024, 4096, quant.Q4_K
 		path = filepath.Join(b.TempDir(), "synth.gguf")
 		require.NoError(b, synth.Write(path, cfg))
 	}
@@ -76,23 +78,47 @@ func BenchmarkPipelineDecode(b *testing.B) {
 			b.ReportMetric(float64(st.Compute.Microseconds())/float64(st.Passes), "stage-µs/pass")
 		}
 	})
-	b.Run("2-shard-tensor-tcp", func(b *testing.B) {
-		whole, err := engine.Load(path, opts)
-		require.NoError(b, err)
-		kv, layers := whole.Info().KVHeads, whole.Info().Layers
-		whole.Close()
-		m, g, _ := startTensorGroup(b, path, []int{0, kv / 2, kv}, false, opts)
-		b.ResetTimer()
-		start := time.Now()
-		n := run(b, m)
-		el := time.Since(start)
-		st := g.Stats()
-		b.ReportMetric(float64(n)/el.Seconds(), "tokens/s")
-		if st.Passes > 0 {
-			// The head's time in all-gathers, waiting for the member's
-			// share of the compute included.
-			b.ReportMetric(float64(st.RoundTrip.Microseconds())/float64(st.Passes), "gather-µs/pass")
-			b.ReportMetric(float64(st.RoundTrip.Microseconds())/float64(st.Passes*int64(layers)), "gather-µs/layer")
+	// Tensor groups, with the all-reduces and with Gather (twice the
+	// exchanges), on plain loopback and with 0.2 ms added each way (a
+	// LAN's latency; delayed, in user space: timers overshoot, and
+	// "added-µs" reports by how much).
+	for _, lat := range []time.Duration{0, 200 * time.Microsecond} {
+		for _, gather := range []bool{false, true} {
+			name := "2-shard-tensor-tcp"
+			if gather {
+				name += "-gather"
+			}
+			if lat > 0 {
+				name += "-" + lat.String()
+			}
+			b.Run(name, func(b *testing.B) {
+				whole, err := engine.Load(path, opts)
+				require.NoError(b, err)
+				kv, layers := whole.Info().KVHeads, whole.Info().Layers
+				whole.Close()
+				var wrap func(Dialer) Dialer
+				dl := &delayed{d: lat}
+				if lat > 0 {
+					wrap = dl.wrap
+				}
+				m, g, _ := startTensorGroupVia(b, path, []int{0, kv / 2, kv}, gather, opts, wrap)
+				b.ResetTimer()
+				start := time.Now()
+				n := run(b, m)
+				el := time.Since(start)
+				st := g.Stats()
+				b.ReportMetric(float64(n)/el.Seconds(), "tokens/s")
+				if st.Passes > 0 {
+					// The head's time in exchanges, waiting for the
+					// member's share of the compute included.
+					b.ReportMetric(float64(st.Exchanges)/float64(st.Passes), "exch/pass")
+					b.ReportMetric(float64(st.RoundTrip.Microseconds())/float64(st.Passes), "gather-µs/pass")
+					b.ReportMetric(float64(st.RoundTrip.Microseconds())/float64(st.Passes*int64(layers)), "gather-µs/layer")
+				}
+				if k := dl.n.Load(); k > 0 {
+					b.ReportMetric(float64(dl.added.Load())/float64(k)/1e3, "added-µs")
+				}
+			})
 		}
-	})
+	}
 }

@@ -27,13 +27,23 @@ func startMember(t testing.TB, path string, lo, hi int, addr string, gather bool
 // startTensorGroup starts the members of path split at bounds (KV heads)
 // and loads the head; gather is their ShardSpec.Gather.
 func startTensorGroup(t testing.TB, path string, bounds []int, gather bool, opts engine.Options) (*engine.Model, *TensorGroup, []*stageServer) {
+	return startTensorGroupVia(t, path, bounds, gather, opts, nil)
+}
+
+// startTensorGroupVia is startTensorGroup with the head's connections to
+// its members made through wrap (nil: plain loopback TCP).
+func startTensorGroupVia(t testing.TB, path string, bounds []int, gather bool, opts engine.Options, wrap func(Dialer) Dialer) (*engine.Model, *TensorGroup, []*stageServer) {
 	t.Helper()
 	var members []*stageServer
 	var dials []Dialer
 	for i := 1; i+1 < len(bounds); i++ {
 		st := startMember(t, path, bounds[i], bounds[i+1], "", gather, opts)
 		members = append(members, st)
-		dials = append(dials, TCPDialer(st.addr))
+		d := TCPDialer(st.addr)
+		if wrap != nil {
+			d = wrap(d)
+		}
+		dials = append(dials, d)
 	}
 	g, err := NewTensorGroup(TensorGroupConfig{Members: dials, KVHi: bounds[1], Timeout: 10 * time.Second})
 	require.NoError(t, err)
