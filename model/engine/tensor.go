@@ -55,6 +55,15 @@ type Gatherer interface {
 	Epoch() uint64
 }
 
+// Reducer is a Gatherer that can all-reduce: AllReduce sends this
+// shard's partial sum and returns the sum of every shard's, added in shard
+// order, the same bits on every shard (a group's head can send the sum
+// alone instead of every part). A Gatherer without it all-reduces through
+// AllGather, adding the parts itself in the same order.
+type Reducer interface {
+	AllReduce(ctx context.Context, part []float32) ([]float32, error)
+}
+
 // TensorShard reports the KV heads [kvLo, kvHi) of a tensor shard; ok is
 // false for any other Model.
 func (m *Model) TensorShard() (kvLo, kvHi int, ok bool) {
@@ -340,6 +349,17 @@ func (b *Batch) partialSum(ctx context.Context, w *quant.Matrix, in, out []float
 // sum to the parts added in shard order: the same order on every shard,
 // so every shard gets the same bits.
 func (b *Batch) allReduce(ctx context.Context, part, sum []float32) error {
+	if r, ok := b.m.tp.g.(Reducer); ok {
+		got, err := r.AllReduce(ctx, part)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrStageState, err)
+		}
+		if len(got) != len(sum) {
+			return fmt.Errorf("%w: an all-reduce gave %d values of %d", ErrShard, len(got), len(sum))
+		}
+		copy(sum, got)
+		return nil
+	}
 	parts, err := b.m.tp.g.AllGather(ctx, part)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStageState, err)

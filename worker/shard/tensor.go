@@ -17,8 +17,10 @@ import (
 // (segments and token ids) to every member; each all-gather is a star:
 // every member sends its part (a parts frame of one part), the head
 // answers each with every shard's part in shard order (a parts frame of
-// all). Two latencies per all-gather; Model.TensorExchanges per pass (two
-// per layer where Wo and Wdown are split by columns, four where not).
+// all); an all-reduce the same, but the head answers with the sum of the
+// parts alone (engine.Reducer). Two latencies per exchange;
+// Model.TensorExchanges per pass (two per layer where Wo and Wdown are
+// split by columns, four where not).
 
 // MemberLink is a tensor member's engine.Gatherer: the Server plugs the
 // head's connection into it while it runs a pass. Give it to
@@ -49,6 +51,24 @@ func (l *MemberLink) Epoch() uint64 { return 1 }
 
 // AllGather sends part to the head and returns every shard's part.
 func (l *MemberLink) AllGather(ctx context.Context, part []float32) ([][]float32, error) {
+	return l.exchange(part)
+}
+
+// AllReduce sends part (a partial sum) to the head and returns the sum the
+// head made of every shard's.
+func (l *MemberLink) AllReduce(ctx context.Context, part []float32) ([]float32, error) {
+	parts, err := l.exchange(part)
+	if err != nil {
+		return nil, err
+	}
+	if len(parts) != 1 || len(parts[0]) != len(part) {
+		return nil, fmt.Errorf("%w: the head answered an all-reduce of %d values with %d parts", ErrProtocol, len(part), len(parts))
+	}
+	return parts[0], nil
+}
+
+// exchange sends part to the head and returns its answer's parts.
+func (l *MemberLink) exchange(part []float32) ([][]float32, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.conn == nil {
@@ -166,6 +186,7 @@ type TensorGroup struct {
 	seq     uint32 // pass
 	gseq    uint32 // gather within the pass
 	parts   [][]float32
+	sum     []float32 // an all-reduce's sum, reused
 	stats   Stats
 }
 
@@ -306,6 +327,40 @@ func (g *TensorGroup) Begin(ctx context.Context, segs []engine.RemoteSegment, id
 func (g *TensorGroup) AllGather(ctx context.Context, part []float32) ([][]float32, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	parts, err := g.exchange(ctx, part, false, func() [][]float32 { return g.parts })
+	if err != nil {
+		return nil, err
+	}
+	return parts, nil
+}
+
+// AllReduce implements engine.Reducer: it collects every member's partial
+// sum, adds them to part in shard order and sends every member the sum
+// alone (one hidden state, not one per shard). Every shard then holds the
+// same bits.
+func (g *TensorGroup) AllReduce(ctx context.Context, part []float32) ([]float32, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var sum []float32
+	_, err := g.exchange(ctx, part, true, func() [][]float32 {
+		sum = append(g.sum[:0], part...)
+		for _, p := range g.parts[1:] {
+			for i, v := range p {
+				sum[i] += v
+			}
+		}
+		g.sum = sum
+		return [][]float32{sum}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sum, nil
+}
+
+// exchange collects every member's part (each the width of part when
+// same), then sends every member what answer returns. g.mu is held.
+func (g *TensorGroup) exchange(ctx context.Context, part []float32, same bool, answer func() [][]float32) ([][]float32, error) {
 	if g.members == nil {
 		return nil, fmt.Errorf("%w: the group is not connected", ErrStage)
 	}
@@ -334,10 +389,12 @@ func (g *TensorGroup) AllGather(ctx context.Context, part []float32) ([][]float3
 			return fail(i, fmt.Errorf("%s", sc.f.msg))
 		case sc.f.typ != frameParts || sc.f.id != g.gseq || len(sc.f.parts) != 1:
 			return fail(i, fmt.Errorf("%w: frame type %d id %d where gather %d was expected", ErrProtocol, sc.f.typ, sc.f.id, g.gseq))
+		case same && len(sc.f.parts[0]) != len(part):
+			return fail(i, fmt.Errorf("%w: a partial sum of %d values where %d were expected (is every shard of the group on this version, with the same Gather setting?)", ErrProtocol, len(sc.f.parts[0]), len(part)))
 		}
 		g.parts[i+1] = sc.f.parts[0]
 	}
-	out := frame{typ: frameParts, id: g.gseq, parts: g.parts}
+	out := frame{typ: frameParts, id: g.gseq, parts: answer()}
 	for i, sc := range g.members {
 		var err error
 		if sc.wbuf, err = writeFrame(sc.c, &out, sc.wbuf); err != nil {
@@ -360,4 +417,6 @@ func (g *TensorGroup) Close() error {
 var (
 	_ engine.Gatherer = (*TensorGroup)(nil)
 	_ engine.Gatherer = (*MemberLink)(nil)
+	_ engine.Reducer  = (*TensorGroup)(nil)
+	_ engine.Reducer  = (*MemberLink)(nil)
 )
