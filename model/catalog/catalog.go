@@ -27,6 +27,7 @@ import (
 
 	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/model/gguf"
+	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/model/quant"
 )
 
@@ -185,7 +186,7 @@ func (c *Catalog) sweepPartials(age time.Duration) {
 		c.log.Warn("catalog: cannot list partial downloads", "dir", dir, "err", err)
 		return
 	}
-	const validator = ".validator" // model/hf's suffix for a partial's validator
+	const validator = hf.ValidatorSuffix
 	infos := map[string]os.FileInfo{}
 	for _, e := range ents {
 		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {

@@ -85,7 +85,7 @@ func partials(t *testing.T, c *Catalog) []string {
 	require.NoError(t, err)
 	var names []string
 	for _, e := range ents {
-		if part, ok := strings.CutSuffix(e.Name(), ".validator"); ok {
+		if part, ok := strings.CutSuffix(e.Name(), hf.ValidatorSuffix); ok {
 			if _, err := os.Stat(filepath.Join(c.Dir(), PartialDir, part)); err == nil {
 				continue
 			}

@@ -50,18 +50,14 @@ type Gatherer interface {
 	// every part, widths may differ. The slices are valid until the next
 	// call.
 	AllGather(ctx context.Context, part []float32) ([][]float32, error)
+	// AllReduce sends this shard's partial sum (every shard's part has
+	// the same length) and returns the sum of every shard's, added in
+	// shard order, the same bits on every shard (a group's head adds them
+	// and sends the sum alone). The slice is valid until the next call.
+	AllReduce(ctx context.Context, part []float32) ([]float32, error)
 	// Epoch changes whenever the other shards may have lost their caches
 	// (see Remote.Epoch).
 	Epoch() uint64
-}
-
-// Reducer is a Gatherer that can all-reduce: AllReduce sends this
-// shard's partial sum and returns the sum of every shard's, added in shard
-// order, the same bits on every shard (a group's head can send the sum
-// alone instead of every part). A Gatherer without it all-reduces through
-// AllGather, adding the parts itself in the same order.
-type Reducer interface {
-	AllReduce(ctx context.Context, part []float32) ([]float32, error)
 }
 
 // TensorShard reports the KV heads [kvLo, kvHi) of a tensor shard; ok is
@@ -73,8 +69,8 @@ func (m *Model) TensorShard() (kvLo, kvHi int, ok bool) {
 	return m.tp.kvLo, m.tp.kvHi, true
 }
 
-// TensorExchanges is how many exchanges (Gatherer.AllGather calls) a
-// tensor shard makes per forward pass: two per layer for each of Wo and
+// TensorExchanges is how many exchanges (Gatherer.AllGather and
+// AllReduce calls) a tensor shard makes per forward pass: two per layer for each of Wo and
 // Wdown split by output rows, one for each split by columns, and the
 // logits'. It is 0 for any other Model.
 func (m *Model) TensorExchanges() int {
@@ -345,37 +341,16 @@ func (b *Batch) partialSum(ctx context.Context, w *quant.Matrix, in, out []float
 	return b.allReduce(ctx, part, out)
 }
 
-// allReduce all-gathers part (a partial sum, the shape of sum) and sets
-// sum to the parts added in shard order: the same order on every shard,
-// so every shard gets the same bits.
+// allReduce all-reduces part (a partial sum, the shape of sum) into sum.
 func (b *Batch) allReduce(ctx context.Context, part, sum []float32) error {
-	if r, ok := b.m.tp.g.(Reducer); ok {
-		got, err := r.AllReduce(ctx, part)
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrStageState, err)
-		}
-		if len(got) != len(sum) {
-			return fmt.Errorf("%w: an all-reduce gave %d values of %d", ErrShard, len(got), len(sum))
-		}
-		copy(sum, got)
-		return nil
-	}
-	parts, err := b.m.tp.g.AllGather(ctx, part)
+	got, err := b.m.tp.g.AllReduce(ctx, part)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStageState, err)
 	}
-	if len(parts) == 0 {
-		return fmt.Errorf("%w: an all-reduce got no parts", ErrShard)
+	if len(got) != len(sum) {
+		return fmt.Errorf("%w: an all-reduce gave %d values of %d (is every shard of the group on this version, with the same ShardSpec.Gather?)", ErrShard, len(got), len(sum))
 	}
-	for _, p := range parts {
-		if len(p) != len(sum) {
-			return fmt.Errorf("%w: a shard sent %d values of a partial sum of %d (is every shard of the group on this version, with the same ShardSpec.Gather?)", ErrShard, len(p), len(sum))
-		}
-	}
-	copy(sum, parts[0])
-	for _, p := range parts[1:] {
-		addTo(sum, p)
-	}
+	copy(sum, got)
 	return nil
 }
 

@@ -70,6 +70,23 @@ func (t tpMember) AllGather(_ context.Context, part []float32) ([][]float32, err
 	return g.result, nil
 }
 
+// AllReduce all-gathers the partial sums and adds them in shard order,
+// as a group's head does.
+func (t tpMember) AllReduce(ctx context.Context, part []float32) ([]float32, error) {
+	parts, err := t.AllGather(ctx, part)
+	if err != nil {
+		return nil, err
+	}
+	sum := append([]float32(nil), parts[0]...)
+	for _, p := range parts[1:] {
+		if len(p) != len(sum) {
+			return nil, fmt.Errorf("partial sums of %d and %d values", len(sum), len(p))
+		}
+		addTo(sum, p)
+	}
+	return sum, nil
+}
+
 // loadTensorGroup loads path as tensor shards of the KV-head ranges given
 // by bounds (0 = b0 < … < bk = KV heads) and runs the non-head shards in
 // goroutines; it returns the head.
@@ -289,6 +306,9 @@ func (shortGatherer) Begin(context.Context, []RemoteSegment, []int32) error { re
 func (shortGatherer) Epoch() uint64                                         { return 1 }
 func (shortGatherer) AllGather(_ context.Context, part []float32) ([][]float32, error) {
 	return [][]float32{part, part[:len(part)-1]}, nil
+}
+func (shortGatherer) AllReduce(_ context.Context, part []float32) ([]float32, error) {
+	return part[:len(part)-1], nil
 }
 
 // TestTensorRefusesMismatchedParts: a partial sum or an all-gathered part

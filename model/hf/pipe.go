@@ -62,7 +62,7 @@ func newPipeFlushing(f *os.File, h hash.Hash, off, every int64) *pipe {
 
 func (p *pipe) write(off int64) {
 	defer close(p.toHash)
-	since, unflushed, end := int64(0), int64(0), off
+	since, unflushed := int64(0), int64(0)
 	for b := range p.toWrite {
 		if p.werr != nil || p.flushFailed() {
 			p.free <- b[:cap(b)]
@@ -74,8 +74,9 @@ func (p *pipe) write(off int64) {
 			p.free <- b[:cap(b)]
 			continue
 		}
-		end += int64(len(b))
-		if since += int64(len(b)); since >= writebackEvery {
+		since += int64(len(b))
+		end := off + since // what is written so far
+		if since >= writebackEvery {
 			startWriteback(p.f, off, since)
 			off, since = off+since, 0
 		}

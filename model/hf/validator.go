@@ -17,8 +17,9 @@ import (
 // appending the new file's tail to the old file's head. That matters where
 // no sha256 is known to catch the mix at the end (plain https:// URLs).
 
-// validatorSuffix names a partial's validator file.
-const validatorSuffix = ".validator"
+// ValidatorSuffix names a partial's validator file: the partial's path
+// and this (a caller sweeping partials keeps or removes the two together).
+const ValidatorSuffix = ".validator"
 
 // maxValidator caps a stored validator: ETags are short; a longer one is
 // not kept (the resume then goes without If-Range, as before).
@@ -84,7 +85,7 @@ func ifRangeFrom(ctx context.Context) string {
 
 // loadValidator returns the validator kept beside partial, "" if none.
 func loadValidator(partial string) string {
-	b, err := os.ReadFile(partial + validatorSuffix)
+	b, err := os.ReadFile(partial + ValidatorSuffix)
 	if err != nil || len(b) > maxValidator {
 		return ""
 	}
@@ -101,12 +102,12 @@ func keepValidator(partial string, body io.Reader) error {
 	if v == "" {
 		return dropValidator(partial)
 	}
-	return atomicfile.WriteFile(partial+validatorSuffix, []byte(v), 0o644)
+	return atomicfile.WriteFile(partial+ValidatorSuffix, []byte(v), 0o644)
 }
 
 // dropValidator removes partial's validator file, if any.
 func dropValidator(partial string) error {
-	if err := os.Remove(partial + validatorSuffix); err != nil && !os.IsNotExist(err) {
+	if err := os.Remove(partial + ValidatorSuffix); err != nil && !os.IsNotExist(err) {
 		return err
 	}
 	return nil

@@ -18,7 +18,7 @@ import (
 // every member sends its part (a parts frame of one part), the head
 // answers each with every shard's part in shard order (a parts frame of
 // all); an all-reduce the same, but the head answers with the sum of the
-// parts alone (engine.Reducer). Two latencies per exchange;
+// parts alone (Gatherer.AllReduce). Two latencies per exchange;
 // Model.TensorExchanges per pass (two per layer where Wo and Wdown are
 // split by columns, four where not).
 
@@ -327,14 +327,10 @@ func (g *TensorGroup) Begin(ctx context.Context, segs []engine.RemoteSegment, id
 func (g *TensorGroup) AllGather(ctx context.Context, part []float32) ([][]float32, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	parts, err := g.exchange(ctx, part, false, func() [][]float32 { return g.parts })
-	if err != nil {
-		return nil, err
-	}
-	return parts, nil
+	return g.exchange(ctx, part, false, func() [][]float32 { return g.parts })
 }
 
-// AllReduce implements engine.Reducer: it collects every member's partial
+// AllReduce implements engine.Gatherer: it collects every member's partial
 // sum, adds them to part in shard order and sends every member the sum
 // alone (one hidden state, not one per shard). Every shard then holds the
 // same bits.
@@ -417,6 +413,4 @@ func (g *TensorGroup) Close() error {
 var (
 	_ engine.Gatherer = (*TensorGroup)(nil)
 	_ engine.Gatherer = (*MemberLink)(nil)
-	_ engine.Reducer  = (*TensorGroup)(nil)
-	_ engine.Reducer  = (*MemberLink)(nil)
 )
