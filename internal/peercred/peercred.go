@@ -8,8 +8,11 @@
 // whose local address is the connection's remote address and whose remote
 // address is the server's local address.
 //
-// Lookups read procfs and are safe for concurrent use. Elsewhere, or when the
-// entry is gone (the client already closed), the uid is unknown.
+// On Linux a lookup asks the kernel's sock_diag netlink interface for the
+// one socket (a hash lookup, as ss does), and reads procfs only when that
+// gives no answer. Lookups are safe for concurrent use. Elsewhere, or when
+// the entry is gone or is a mini socket without an owner (the client already
+// closed), the uid is unknown.
 package peercred
 
 import (

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
 // procRoot is where the kernel's socket tables are.
@@ -21,9 +24,10 @@ const (
 )
 
 func lookup(server, client *net.TCPAddr) (uint32, error) {
-	file := "tcp"
-	if client.IP.To4() == nil {
-		file = "tcp6"
+	family, file := diagFamily(client)
+	// The client's socket: local address client, peer server.
+	if uid, err := diagLookup(family, client, server); !errors.Is(err, errDiagUnavailable) {
+		return uid, err
 	}
 	want := [2]string{encodeAddr(client), encodeAddr(server)}
 	if uid, err := scan(procRoot+file, want); err == nil {
@@ -36,6 +40,14 @@ func lookup(server, client *net.TCPAddr) (uint32, error) {
 		return scan(procRoot+"tcp6", [2]string{encodeAddr6(c6), encodeAddr6(s6)})
 	}
 	return 0, ErrUnknown
+}
+
+// diagFamily is the address family and procfs table of a's socket.
+func diagFamily(a *net.TCPAddr) (family int, file string) {
+	if a.IP.To4() == nil {
+		return unix.AF_INET6, "tcp6"
+	}
+	return unix.AF_INET, "tcp"
 }
 
 // scan finds the line whose local and remote address columns equal want and

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -74,16 +73,6 @@ func TestLoopbackUIDNotLoopback(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnknown)
 }
 
-func TestEncodeAddr(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("linux encoding")
-	}
-	got := encodeAddr(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 0x1e99})
-	// little-endian machines print 0100007F; big-endian 7F000001.
-	require.True(t, strings.HasSuffix(got, ":1E99"), got)
-	require.Contains(t, []string{"0100007F:1E99", "7F000001:1E99"}, got)
-}
-
 // A client that closed before the lookup may have left only the kernel's
 // mini socket, listed with uid 0: that must not read as root.
 func TestLoopbackUIDClosedClient(t *testing.T) {
@@ -107,4 +96,26 @@ func TestLoopbackUIDClosedClient(t *testing.T) {
 		return
 	}
 	require.ErrorIs(t, err, ErrUnknown)
+}
+
+// loopbackPair opens a loopback connection and returns its client and
+// server ends, closed when the test ends; ok is false without loopback for
+// that network.
+func loopbackPair(tb testing.TB, network string) (client, server net.Conn, ok bool) {
+	tb.Helper()
+	addr := "127.0.0.1:0"
+	if network == "tcp6" {
+		addr = "[::1]:0"
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, nil, false
+	}
+	defer ln.Close()
+	client, err = net.Dial(network, ln.Addr().String())
+	require.NoError(tb, err)
+	server, err = ln.Accept()
+	require.NoError(tb, err)
+	tb.Cleanup(func() { client.Close(); server.Close() })
+	return client, server, true
 }
