@@ -365,3 +365,18 @@ type configFuture struct {
 func (f configFuture) Error() error                      { return nil }
 func (f configFuture) Index() uint64                     { return f.index }
 func (f configFuture) Configuration() raft.Configuration { return f.cf }
+
+// batched waits end on the same multiples of q, never before d.
+func TestBatchedWaitsEndTogether(t *testing.T) {
+	const q = 250 * time.Millisecond
+	for _, d := range []time.Duration{0, time.Nanosecond, 100 * time.Millisecond, q, q + 1, 2 * time.Second, 2*time.Second + 7*time.Millisecond} {
+		start := time.Now()
+		w := batched(d, q)
+		end := start.Add(w)
+		require.GreaterOrEqual(t, w, d, "d=%v", d)
+		require.Less(t, w, d+q+time.Millisecond, "d=%v", d)
+		// The end is a multiple of q (up to the time batched itself took).
+		off := end.Sub(end.Truncate(q))
+		require.True(t, off < time.Millisecond || q-off < time.Millisecond, "d=%v ends %v past a multiple of q", d, off)
+	}
+}
