@@ -41,7 +41,7 @@ func newBenchScaleCmd(g *globals) *cobra.Command {
 		Use:   "scale",
 		Short: "Start N local node processes and measure convergence, status latency and size, RSS, idle CPU, gossip traffic, registry writes and failover (JSON)",
 		Long: `Starts N rbee node processes on loopback (node1 first, then the
-others joining node1, --wave at a time), optionally K real workers per node (the
+others joining node1, all at once or --wave at a time), optionally K real workers per node (the
 built-in tiny model, one thread, registered through the real heartbeat
 path), and prints one JSON object per N with:
 
@@ -126,7 +126,7 @@ path), and prints one JSON object per N with:
 	cmd.Flags().BoolVar(&failover, "failover", true, "end with kill -9 of the leader (--failover=false keeps its CPU profile)")
 	cmd.Flags().IntVar(&failoverRounds, "failover-rounds", 1, "kill the leader this many times (the victim restarts and rejoins between rounds); more than one reports median, p95, min and max")
 	cmd.Flags().BoolVar(&cpuProfiles, "cpu-profile", false, "every node writes a CPU profile of its run to <dir>/<node>.cpu.pprof (use with --dir)")
-	cmd.Flags().IntVar(&wave, "wave", 10, "start at most this many nodes at a time (after node1)")
+	cmd.Flags().IntVar(&wave, "wave", 0, "start at most this many nodes at a time after node1, each waiting for its API (0: all at once)")
 	cmd.Flags().DurationVar(&idle, "idle", 10*time.Second, "how long idle CPU and gossip traffic are measured")
 	return cmd
 }

