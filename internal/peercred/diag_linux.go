@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,18 +45,15 @@ const (
 // for "no diag handler for this family", so neither can be trusted alone.
 var errDiagUnavailable = errors.New("peercred: sock_diag unavailable")
 
-// diagSeq numbers requests, so that an answer is matched to its request.
-var diagSeq atomic.Uint32
-
 // diagLookup asks the kernel for the TCP socket whose local address is
 // local and whose peer is remote, and returns its owner's uid. family is
-// AF_INET or AF_INET6; an IPv4 pair looked up as AF_INET6 is given as
-// v4-mapped addresses. ErrUnknown means the socket was found and is a
-// mini socket without an owner (TIME_WAIT, FIN_WAIT2 after its process
-// closed it, or a half-open request), which procfs would not know either.
+// AF_INET or AF_INET6 (an IPv4 pair is also matched in the v4-mapped form
+// a dual-stack socket reports it in). ErrUnknown means the socket was
+// found and has no owner to report (see ownerless), which procfs would not
+// know either.
 func diagLookup(family int, local, remote *net.TCPAddr) (uint32, error) {
 	req := make([]byte, nlmsgHdrLen+diagReqLen)
-	seq := diagSeq.Add(1)
+	const seq = 1 // each lookup has its own socket
 	ne := binary.NativeEndian
 	ne.PutUint32(req[0:], uint32(len(req)))
 	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
@@ -68,6 +64,14 @@ func diagLookup(family int, local, remote *net.TCPAddr) (uint32, error) {
 	ne.PutUint32(r[4:], ^uint32(0)) // every state
 	if !putSockID(r[8:56], family, local, remote) {
 		return 0, errDiagUnavailable
+	}
+
+	// The same pair as a dual-stack (AF_INET6) socket reports it.
+	var mapped []byte
+	if family == unix.AF_INET {
+		mapped = make([]byte, 48)
+		putSockID(mapped, unix.AF_INET6, local, remote)
+		mapped = mapped[:36]
 	}
 
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
@@ -105,7 +109,7 @@ func diagLookup(family int, local, remote *net.TCPAddr) (uint32, error) {
 			case unix.NLMSG_ERROR:
 				return 0, errDiagUnavailable
 			case unix.SOCK_DIAG_BY_FAMILY:
-				return parseDiagMsg(data, req[nlmsgHdrLen+8:nlmsgHdrLen+8+36])
+				return parseDiagMsg(data, req[nlmsgHdrLen+8:nlmsgHdrLen+8+36], mapped)
 			}
 		}
 	}
@@ -132,19 +136,32 @@ func putSockID(id []byte, family int, local, remote *net.TCPAddr) bool {
 
 // parseDiagMsg reads the uid of an inet_diag_msg, checking that it
 // describes the socket asked for (ports and addresses: want, the first 36
-// bytes of the request's sockid) and that it is a full socket.
-func parseDiagMsg(m, want []byte) (uint32, error) {
+// bytes of the request's sockid, or mapped, the same in v4-mapped form)
+// and that it has an owner to report.
+func parseDiagMsg(m, want, mapped []byte) (uint32, error) {
 	if len(m) < diagMsgLen {
 		return 0, errDiagUnavailable
 	}
-	if string(m[diagIDOffset:diagIDOffset+36]) != string(want) {
+	id := string(m[diagIDOffset : diagIDOffset+36])
+	if id != string(want) && (mapped == nil || id != string(mapped)) {
 		return 0, errDiagUnavailable
 	}
-	state, timer := m[1], m[2]
-	if state == tcpTimeWait || state == tcpSynRecv || timer == timerTimeWait {
-		// Mini sockets are reported with uid 0: nobody's answer, and
-		// never to be read as root.
+	uid, inode := binary.NativeEndian.Uint32(m[diagUIDOffset:]), binary.NativeEndian.Uint32(m[diagUIDOffset+4:])
+	if ownerless(m[1], m[2], uid, inode) {
 		return 0, ErrUnknown
 	}
-	return binary.NativeEndian.Uint32(m[diagUIDOffset:]), nil
+	return uid, nil
+}
+
+// ownerless reports whether a socket's uid says nothing about who holds
+// it:
+//   - mini sockets (TIME_WAIT, FIN_WAIT2 after the process closed it,
+//     timer 3; half-open requests, SYN_RECV) are reported with uid 0;
+//   - a full socket with no socket file (closed by its process and still
+//     sending, or not yet accepted) has inode 0, and older kernels
+//     (sock_i_uid reading the socket file's inode) report uid 0 for it,
+//     which must not read as root. Newer kernels report the socket's own
+//     owner (sk_uid), which is kept.
+func ownerless(state, timer byte, uid, inode uint32) bool {
+	return state == tcpTimeWait || state == tcpSynRecv || timer == timerTimeWait || (inode == 0 && uid == 0)
 }

@@ -18,6 +18,7 @@ package peercred
 import (
 	"errors"
 	"net"
+	"time"
 )
 
 // ErrUnknown: the connection's owner could not be found (not loopback, not
@@ -42,9 +43,26 @@ func LoopbackUID(local, remote net.Addr) (uint32, error) {
 // it, not what the server says.
 func ServerUID(local, remote net.Addr) (uint32, error) {
 	// The server's end is the entry whose local address is our remote
-	// one: LoopbackUID with the roles swapped.
-	return LoopbackUID(local, remote)
+	// one: LoopbackUID with the roles swapped. A server that has not
+	// accepted the connection yet may have no owner to report (a socket
+	// without a file, which older kernels list as root's): ask again for
+	// a moment before giving up.
+	r, ok := remote.(*net.TCPAddr)
+	for try := 0; ; try++ {
+		uid, err := LoopbackUID(local, remote)
+		if !errors.Is(err, ErrUnknown) || !ok || !r.IP.IsLoopback() || !Supported() || try == serverRetries {
+			return uid, err
+		}
+		time.Sleep(serverRetryWait)
+	}
 }
+
+// A listener accepts within milliseconds unless its process is stuck:
+// serverRetries × serverRetryWait bounds the wait (100 ms).
+const (
+	serverRetries   = 10
+	serverRetryWait = 10 * time.Millisecond
+)
 
 // Supported reports whether this platform can find a connection's owner
 // (Linux, through procfs).

@@ -77,14 +77,16 @@ func scan(path string, want [2]string) (uint32, error) {
 		if string(fields[3]) == stateTimeWait || len(fields) < fullSocketFields {
 			// The mini socket the kernel keeps after a close (TIME_WAIT,
 			// or FIN_WAIT2 once its process is gone): printed with uid
-			// 0, which is nobody's answer. (A socket still in the
-			// listener's accept queue has no inode yet, but its uid is
-			// the listener's and right.)
+			// 0, which is nobody's answer. (A full socket without an
+			// inode is checked below, as ownerless does.)
 			continue
 		}
 		uid, err := strconv.ParseUint(string(fields[7]), 10, 32)
 		if err != nil {
 			return 0, ErrUnknown
+		}
+		if inode := string(fields[9]); inode == "0" && uid == 0 {
+			return 0, ErrUnknown // no socket file: see ownerless
 		}
 		return uint32(uid), nil
 	}

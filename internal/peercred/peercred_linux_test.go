@@ -1,11 +1,13 @@
 package peercred
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -97,4 +99,94 @@ func BenchmarkLoopbackUID(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestOwnerless(t *testing.T) {
+	const established, finWait1 = 1, 4
+	for _, c := range []struct {
+		name         string
+		state, timer byte
+		uid, inode   uint32
+		want         bool
+	}{
+		{"a connected socket", established, 0, 1000, 42, false},
+		{"root's own connected socket", established, 0, 0, 42, false},
+		{"not yet accepted, newer kernel", established, 0, 1000, 0, false},
+		{"not yet accepted, older kernel", established, 0, 0, 0, true},
+		{"closed while sending, older kernel", finWait1, 1, 0, 0, true},
+		{"TIME_WAIT", tcpTimeWait, timerTimeWait, 0, 0, true},
+		{"orphaned FIN_WAIT2", 5, timerTimeWait, 0, 0, true},
+		{"half-open request", tcpSynRecv, 1, 0, 0, true},
+	} {
+		require.Equal(t, c.want, ownerless(c.state, c.timer, c.uid, c.inode), c.name)
+	}
+}
+
+// parseDiagMsg takes only an answer about the socket asked for, in its
+// own or its v4-mapped form.
+func TestParseDiagMsg(t *testing.T) {
+	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7833}
+	id := func(family int, l, r *net.TCPAddr) []byte {
+		b := make([]byte, 48)
+		require.True(t, putSockID(b, family, l, r))
+		return b
+	}
+	msg := func(sockid []byte, uid, inode uint32) []byte {
+		m := make([]byte, diagMsgLen)
+		m[1] = 1 // established
+		copy(m[diagIDOffset:], sockid)
+		binary.NativeEndian.PutUint32(m[diagUIDOffset:], uid)
+		binary.NativeEndian.PutUint32(m[diagUIDOffset+4:], inode)
+		return m
+	}
+	want, mapped := id(syscall.AF_INET, local, remote)[:36], id(syscall.AF_INET6, local, remote)[:36]
+	uid, err := parseDiagMsg(msg(want, 1000, 7), want, mapped)
+	require.NoError(t, err)
+	require.EqualValues(t, 1000, uid)
+	uid, err = parseDiagMsg(msg(mapped, 1001, 7), want, mapped)
+	require.NoError(t, err)
+	require.EqualValues(t, 1001, uid)
+	_, err = parseDiagMsg(msg(mapped, 1001, 7), want, nil)
+	require.ErrorIs(t, err, errDiagUnavailable, "the mapped form only where asked for")
+	other := id(syscall.AF_INET, local, &net.TCPAddr{IP: remote.IP, Port: 7834})
+	_, err = parseDiagMsg(msg(other[:36], 1000, 7), want, mapped)
+	require.ErrorIs(t, err, errDiagUnavailable, "another socket's answer")
+	_, err = parseDiagMsg(msg(want, 1000, 7)[:diagMsgLen-1], want, mapped)
+	require.ErrorIs(t, err, errDiagUnavailable, "a short answer")
+	_, err = parseDiagMsg(msg(want, 0, 0), want, mapped)
+	require.ErrorIs(t, err, ErrUnknown, "uid 0 without a socket file is no one's")
+}
+
+// A dual-stack listener's sockets are AF_INET6 with v4-mapped addresses;
+// an IPv4 lookup finds them through sock_diag, not the procfs fallback.
+func TestDiagDualStack(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Skipf("no dual-stack listener: %v", err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	c, err := net.Dial("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Skipf("no IPv4 to a dual-stack listener: %v", err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	require.NoError(t, err)
+	defer s.Close()
+	client, server := c.LocalAddr().(*net.TCPAddr), c.RemoteAddr().(*net.TCPAddr)
+	uid, err := diagLookup(syscall.AF_INET, server, client)
+	if errors.Is(err, errDiagUnavailable) {
+		// Either no sock_diag here, or the mapped answer was not taken.
+		if _, err := diagLookup(syscall.AF_INET, client, server); errors.Is(err, errDiagUnavailable) {
+			t.Skip("no sock_diag here")
+		}
+		t.Fatal("the dual-stack server socket was not matched in its v4-mapped form")
+	}
+	require.NoError(t, err)
+	require.Equal(t, uint32(os.Getuid()), uid)
+	got, err := ServerUID(c.LocalAddr(), c.RemoteAddr())
+	require.NoError(t, err)
+	require.Equal(t, uid, got)
 }
