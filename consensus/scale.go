@@ -62,19 +62,6 @@ func batched(d, q time.Duration) time.Duration {
 	return end.Sub(now)
 }
 
-// voterHeartbeatEvery: the leader heartbeats a voter at most every
-// HeartbeatTimeout/5 (80 ms on lan). Raft waits a random HT/10 to HT/5
-// after each heartbeat's answer, so this is raft's own longest gap: the
-// worst case a voter's election timer sees does not change, only the
-// shorter gaps go (about 16 heartbeats a second per voter become about
-// 12). At 100 nodes the four voters' heartbeats were most of the leader's
-// idle RPCs, and each costs a few syscalls on both ends. Raft also sends
-// one at once when VerifyLeader asks (rbee does not call it); such a
-// heartbeat may now wait up to this long.
-func voterHeartbeatEvery(heartbeatTimeout time.Duration) time.Duration {
-	return heartbeatTimeout / 5
-}
-
 // voterFresh: an idle append to a voter is answered here only while an
 // RPC to that voter succeeded within this long (HeartbeatTimeout/4, checked
 // again when a held answer is released), so a made-up answer stretches
@@ -113,8 +100,7 @@ const idleAppendCheck = 10 * time.Second
 //     "Voters first" in commitwait.go); what it carried counts as
 //     acknowledged, so the next idle append need not repeat it;
 //   - no follower gets a pipeline (see AppendEntriesPipeline);
-//   - a voter's heartbeats go no closer than voterHeartbeatEvery (raft's
-//     own longest gap), and its idle appends are
+//   - a voter's heartbeats go at raft's rate, but its idle appends are
 //     answered here too, only while an RPC to the voter succeeded within
 //     voterFresh (raft counts every answer from a voter as contact for
 //     the leader's lease, so answers made up from older contact would keep
@@ -129,13 +115,12 @@ const idleAppendCheck = 10 * time.Second
 // its samples; heartbeats 5% once spaced).
 type heartbeatThrottle struct {
 	*raft.NetworkTransport
-	every      time.Duration // nonvoterHeartbeatEvery
-	voterEvery time.Duration // voterHeartbeatEvery
-	batch      time.Duration // every / nonvoterBatches
-	fresh      time.Duration // voterFresh
-	holdMax    time.Duration // commitHoldMax
-	done       <-chan struct{}
-	commits    *commitWatch
+	every   time.Duration // nonvoterHeartbeatEvery
+	batch   time.Duration // every / nonvoterBatches
+	fresh   time.Duration // voterFresh
+	holdMax time.Duration // commitHoldMax
+	done    <-chan struct{}
+	commits *commitWatch
 
 	nonvoters atomic.Pointer[map[raft.ServerID]bool]
 	answered  atomic.Uint64 // idle appends answered without an RPC
@@ -153,7 +138,7 @@ type heartbeatThrottle struct {
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
 	every := nonvoterHeartbeatEvery(heartbeatTimeout)
-	h := &heartbeatThrottle{NetworkTransport: t, every: every, batch: every / nonvoterBatches, voterEvery: voterHeartbeatEvery(heartbeatTimeout),
+	h := &heartbeatThrottle{NetworkTransport: t, every: every, batch: every / nonvoterBatches,
 		fresh: voterFresh(heartbeatTimeout), holdMax: commitHoldMax(heartbeatTimeout), done: done, commits: newCommitWatch(),
 		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, lastOK: map[raft.ServerID]time.Time{},
 		commit: map[raft.ServerID]uint64{}, stored: make(chan struct{})}
@@ -313,20 +298,17 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 	}
 	nonvoter := h.nonvoter(id)
 	if isHeartbeat(args) {
-		every := h.every
 		if !nonvoter {
-			// A voter's contact is what keeps it from starting an
-			// election: spaced only to raft's own longest gap.
-			every = h.voterEvery
+			// Raft's own rate: a voter's contact is what keeps it from
+			// starting an election, and on a loaded machine the gaps
+			// between heartbeats are what grows.
+			return h.send(id, target, args, resp)
 		}
 		h.mu.Lock()
-		wait := time.Until(h.lastBeat[id].Add(every))
+		wait := time.Until(h.lastBeat[id].Add(h.every))
 		h.mu.Unlock()
 		if wait > 0 {
-			if nonvoter {
-				wait = batched(wait, h.batch)
-			}
-			t := time.NewTimer(wait)
+			t := time.NewTimer(batched(wait, h.batch))
 			select {
 			case <-t.C:
 			case <-h.done:
