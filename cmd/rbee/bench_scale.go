@@ -56,6 +56,9 @@ path), and prints one JSON object per N with:
                                        workers), from the same start, as polls of the leader
                                        (every 200 ms, after convergence) find it; idle CPU and
                                        gossip are measured after it
+  workers_spawn_ms                     how long spawning the workers took (with --workers-per-node)
+  leader_changes_while_spawning        leader changes the leader of before the spawning observed
+                                       during it
   status_api_ms / status_cli_ms        status from the last (non-leader) node:
                                        API round trip, and 'rbee status -o json' with
                                        CLI start (a summary past 20 nodes)
@@ -205,6 +208,11 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	out["admitted_all_ms"] = ms(admitted)
 	logf("every node in raft's configuration and the registry after %v", admitted.Round(time.Millisecond))
 	if r.workers > 0 {
+		// Every node counts the leader changes it observed since it
+		// started; the leader's count before and after is what the
+		// spawning cost.
+		changesBefore := leaderChanges(ctx, cl, leaderName)
+		observer := leaderName
 		start := time.Now()
 		if err := spawnScaleWorkers(ctx, cl, r.workers); err != nil {
 			return nil, err
@@ -218,7 +226,9 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		out["leader_changes_while_spawning"] = leaderChanges(ctx, cl, leaderName)
+		if after := leaderChanges(ctx, cl, observer); changesBefore >= 0 && after >= 0 {
+			out["leader_changes_while_spawning"] = after - changesBefore
+		}
 	}
 	leader := cl.ByName(leaderName)
 	last := cl.Nodes[len(cl.Nodes)-1]
