@@ -65,5 +65,5 @@ const (
 )
 
 // Supported reports whether this platform can find a connection's owner
-// (Linux, through procfs).
+// (Linux, through sock_diag or procfs).
 func Supported() bool { return supported }

@@ -18,9 +18,9 @@ import (
 // less: all at once). It returns when the first of the others was
 // started: the moment a convergence time is measured from. All at once is
 // the closer model of a lab powering on, where every machine starts its
-// node at the same time: 100 nodes on a 2-core machine converged in
-// 12–14 s so, against 18 s in waves of 10, where each slot waits for a
-// node's API while the machine could start the next one.
+// node at the same time. 100 nodes on a 2-core machine converged in
+// 12–14 s that way, against 18 s in waves of 10, where each slot waits for
+// a node's API while the machine could start the next one.
 func (c *Cluster) StartWaves(ctx context.Context, wave int) (othersStarted time.Time, err error) {
 	if err := os.MkdirAll(c.cfg.Dir, 0o700); err != nil {
 		return time.Time{}, err
