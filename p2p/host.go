@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -25,9 +24,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
-	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/x/rate"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -148,21 +144,10 @@ func New(cfg Config) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := libp2p.New(
-		libp2p.ResourceManager(rm),
-		libp2p.Identity(key),
-		libp2p.NoListenAddrs, // Start listens
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-		libp2p.PrivateNetwork(DerivePSK(cfg.Secret)),
-		libp2p.DisableRelay(),
-		libp2p.Ping(false), // rbee's own versioned ping is below
-		libp2p.DisableMetrics(),
-	)
+	h, err := newLibp2pHost(key, DerivePSK(cfg.Secret), rm)
 	if err != nil {
 		_ = rm.Close()
-		return nil, fmt.Errorf("p2p: create host: %w", err)
+		return nil, err
 	}
 	hst := &Host{
 		cfg:      cfg,
@@ -196,7 +181,7 @@ const (
 // limits and service limits) with LAN-sized connection rate limits.
 func newResourceManager() (network.ResourceManager, error) {
 	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
+	addIdentifyLimits(&limits)
 	lan := rate.Limit{RPS: connRatePerAddr, Burst: connBurstPerAddr}
 	limiter := &rate.Limiter{
 		NetworkPrefixLimits: []rate.PrefixLimit{
