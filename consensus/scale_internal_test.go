@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -379,4 +380,56 @@ func TestBatchedWaitsEndTogether(t *testing.T) {
 		off := end.Sub(end.Truncate(q))
 		require.True(t, off < time.Millisecond || q-off < time.Millisecond, "d=%v ends %v past a multiple of q", d, off)
 	}
+}
+
+// RPCs to a non-voter go one at a time, so raft's heartbeat and
+// replication goroutines for it share one pooled connection (each
+// connection has a 256 KB send buffer); to a voter they overlap as raft
+// sends them. The follower here holds every RPC for a while and counts
+// how many it holds at once.
+func TestNonvoterRPCsOneAtATime(t *testing.T) {
+	leader, follower := tcpTransport(t), tcpTransport(t)
+	var inFlight, most atomic.Int64
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case rpc := <-follower.Consumer():
+				go func() {
+					n := inFlight.Add(1)
+					for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+					}
+					time.Sleep(20 * time.Millisecond)
+					inFlight.Add(-1)
+					rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+				}()
+			}
+		}
+	}()
+	var commit atomic.Uint64
+	run := func(suffrage raft.ServerSuffrage) int64 {
+		most.Store(0)
+		h := newHeartbeatThrottle(leader, time.Second, done)
+		h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: suffrage}}, 0)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range 3 {
+					// A newer commit index each time: never answered
+					// here, always an RPC.
+					req := &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 5, PrevLogTerm: 1, LeaderCommitIndex: commit.Add(1)}
+					var resp raft.AppendEntriesResponse
+					assert.NoError(t, h.AppendEntries("f", follower.LocalAddr(), req, &resp))
+					assert.True(t, resp.Success)
+				}
+			})
+		}
+		wg.Wait()
+		return most.Load()
+	}
+	require.EqualValues(t, 1, run(raft.Nonvoter), "one RPC at a time to a non-voter")
+	require.Greater(t, run(raft.Voter), int64(1), "RPCs to a voter overlap")
 }
