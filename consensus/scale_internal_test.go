@@ -13,9 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// answerer answers every RPC that reaches t and counts the heartbeats and
-// (when appends is not nil) the other appends.
-func answerer(t *testing.T, tr *raft.NetworkTransport, heartbeats, appends *atomic.Int64) {
+// consume hands every RPC that reaches tr to handle until the test ends.
+func consume(t *testing.T, tr *raft.NetworkTransport, handle func(raft.RPC)) {
 	t.Helper()
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
@@ -25,17 +24,26 @@ func answerer(t *testing.T, tr *raft.NetworkTransport, heartbeats, appends *atom
 			case <-done:
 				return
 			case rpc := <-tr.Consumer():
-				if a, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
-					if isHeartbeat(a) {
-						heartbeats.Add(1)
-					} else if appends != nil {
-						appends.Add(1)
-					}
-				}
-				rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+				handle(rpc)
 			}
 		}
 	}()
+}
+
+// answerer answers every RPC that reaches t and counts the heartbeats and
+// (when appends is not nil) the other appends.
+func answerer(t *testing.T, tr *raft.NetworkTransport, heartbeats, appends *atomic.Int64) {
+	t.Helper()
+	consume(t, tr, func(rpc raft.RPC) {
+		if a, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
+			if isHeartbeat(a) {
+				heartbeats.Add(1)
+			} else if appends != nil {
+				appends.Add(1)
+			}
+		}
+		rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+	})
 }
 
 func tcpTransport(t *testing.T) *raft.NetworkTransport {
@@ -390,25 +398,18 @@ func TestBatchedWaitsEndTogether(t *testing.T) {
 func TestNonvoterRPCsOneAtATime(t *testing.T) {
 	leader, follower := tcpTransport(t), tcpTransport(t)
 	var inFlight, most atomic.Int64
+	consume(t, follower, func(rpc raft.RPC) {
+		go func() {
+			n := inFlight.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(20 * time.Millisecond)
+			inFlight.Add(-1)
+			rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+		}()
+	})
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			case rpc := <-follower.Consumer():
-				go func() {
-					n := inFlight.Add(1)
-					for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-					}
-					time.Sleep(20 * time.Millisecond)
-					inFlight.Add(-1)
-					rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
-				}()
-			}
-		}
-	}()
 	var commit atomic.Uint64
 	run := func(suffrage raft.ServerSuffrage) int64 {
 		most.Store(0)
