@@ -100,14 +100,16 @@ const idleAppendCheck = 10 * time.Second
 //     "Voters first" in commitwait.go); what it carried counts as
 //     acknowledged, so the next idle append need not repeat it;
 //   - no follower gets a pipeline (see AppendEntriesPipeline);
-//   - RPCs to one non-voter go one at a time (lanes): raft's heartbeat
-//     and replication goroutines for a follower each hold a pooled
-//     connection while their RPC runs, and hashicorp/raft gives every
-//     connection a 256 KB send buffer. With the batched waits both
-//     goroutines of a non-voter often send at the same moment, so the
-//     leader kept two connections, 512 KB, per non-voter: 50 MB of its
-//     RSS at 100 nodes. In turn they share one. A heartbeat behind an
-//     append waits for it, which the non-voter also counts as contact;
+//   - appends to one non-voter, heartbeats and replication, go one at a
+//     time (lanes): raft's heartbeat and replication goroutines for a
+//     follower each hold a pooled connection while their RPC runs, and
+//     hashicorp/raft gives every connection a 256 KB send buffer. With
+//     the batched waits both goroutines of a non-voter often send at the
+//     same moment, so the leader kept two connections, 512 KB, per
+//     non-voter. In turn they share one. A heartbeat waits behind an
+//     append at most laneWait (a non-voter counts an append as contact
+//     only once it has processed it), then goes on a connection of its
+//     own as raft would send it. Snapshots go their own way, as in raft;
 //     voters keep raft's concurrency;
 //   - a voter's heartbeats go at raft's rate, but its idle appends are
 //     answered here too, only while an RPC to the voter succeeded within
@@ -135,15 +137,15 @@ type heartbeatThrottle struct {
 	answered  atomic.Uint64 // idle appends answered without an RPC
 
 	mu         sync.Mutex
-	cfgIndex   uint64                        // the log index of the configuration in nonvoters
-	cfgSeq     uint64                        // counts the configurations taken and forgotten
-	lastStored uint64                        // the newest log index stored here
-	stored     chan struct{}                 // closed when an entry is stored (then replaced)
-	lastBeat   map[raft.ServerID]time.Time   // when the last heartbeat went to each server
-	lastIdle   map[raft.ServerID]time.Time   // when the last empty append really went to each server
-	lastOK     map[raft.ServerID]time.Time   // when an RPC to each server last succeeded
-	commit     map[raft.ServerID]uint64      // the newest commit index each server acknowledged
-	lanes      map[raft.ServerID]*sync.Mutex // held by the RPC in flight to each non-voter
+	cfgIndex   uint64                          // the log index of the configuration in nonvoters
+	cfgSeq     uint64                          // counts the configurations taken and forgotten
+	lastStored uint64                          // the newest log index stored here
+	stored     chan struct{}                   // closed when an entry is stored (then replaced)
+	lastBeat   map[raft.ServerID]time.Time     // when the last heartbeat went to each server
+	lastIdle   map[raft.ServerID]time.Time     // when the last empty append really went to each server
+	lastOK     map[raft.ServerID]time.Time     // when an RPC to each server last succeeded
+	commit     map[raft.ServerID]uint64        // the newest commit index each server acknowledged
+	lanes      map[raft.ServerID]chan struct{} // a token for the append in flight to each non-voter
 }
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
@@ -151,7 +153,7 @@ func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Durati
 	h := &heartbeatThrottle{NetworkTransport: t, every: every, batch: every / nonvoterBatches,
 		fresh: voterFresh(heartbeatTimeout), holdMax: commitHoldMax(heartbeatTimeout), done: done, commits: newCommitWatch(),
 		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, lastOK: map[raft.ServerID]time.Time{},
-		commit: map[raft.ServerID]uint64{}, lanes: map[raft.ServerID]*sync.Mutex{}, stored: make(chan struct{})}
+		commit: map[raft.ServerID]uint64{}, lanes: map[raft.ServerID]chan struct{}{}, stored: make(chan struct{})}
 	h.setServers(nil, 0)
 	return h
 }
@@ -387,9 +389,9 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 // follower may have restarted), so its next idle append is sent.
 func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if h.nonvoter(id) {
-		lane := h.lane(id)
-		lane.Lock()
-		defer lane.Unlock()
+		if release := h.enterLane(id, isHeartbeat(args)); release != nil {
+			defer release()
+		}
 	}
 	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
 	h.mu.Lock()
@@ -407,18 +409,39 @@ func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, ar
 	return err
 }
 
-// lane returns the lock that RPCs to server id take one at a time.
-// Lanes are kept for servers that left: one small mutex each.
-func (h *heartbeatThrottle) lane(id raft.ServerID) *sync.Mutex {
+// enterLane waits for server id's lane and returns what releases it. A
+// heartbeat waits at most laneWait and then goes without the lane (nil):
+// an append that takes that long must not also delay the follower's
+// heartbeats, which keep it from dropping the leader. Lanes are kept for
+// servers that left: one small channel each.
+func (h *heartbeatThrottle) enterLane(id raft.ServerID, heartbeat bool) (release func()) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	l := h.lanes[id]
 	if l == nil {
-		l = &sync.Mutex{}
+		l = make(chan struct{}, 1)
 		h.lanes[id] = l
 	}
-	return l
+	h.mu.Unlock()
+	release = func() { <-l }
+	if !heartbeat {
+		l <- struct{}{}
+		return release
+	}
+	t := time.NewTimer(laneWait(h.every))
+	defer t.Stop()
+	select {
+	case l <- struct{}{}:
+		return release
+	case <-t.C:
+		return nil
+	}
 }
+
+// laneWait is how long a heartbeat to a non-voter waits behind an append
+// in flight: a quarter of the heartbeat spacing, so that the gap the
+// non-voter sees (at most about every + every/8 with the batching) stays
+// well inside its heartbeat timeout (2× every).
+func laneWait(every time.Duration) time.Duration { return every / 4 }
 
 // suffrageCheckEvery: how often a server reads its latest configuration to
 // learn whether it is a non-voter (and to tell its throttle who is). A

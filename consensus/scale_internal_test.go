@@ -419,8 +419,9 @@ func TestNonvoterRPCsOneAtATime(t *testing.T) {
 		for range 4 {
 			wg.Go(func() {
 				for range 3 {
-					// A newer commit index each time: never answered
-					// here, always an RPC.
+					// A newer commit index each time: an RPC, not
+					// answered here (unless a later one was
+					// acknowledged first: then only held a while).
 					req := &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 5, PrevLogTerm: 1, LeaderCommitIndex: commit.Add(1)}
 					var resp raft.AppendEntriesResponse
 					assert.NoError(t, h.AppendEntries("f", follower.LocalAddr(), req, &resp))
@@ -433,4 +434,45 @@ func TestNonvoterRPCsOneAtATime(t *testing.T) {
 	}
 	require.EqualValues(t, 1, run(raft.Nonvoter), "one RPC at a time to a non-voter")
 	require.Greater(t, run(raft.Voter), int64(1), "RPCs to a voter overlap")
+}
+
+// A heartbeat to a non-voter waits behind an append in flight only
+// laneWait, then goes on a connection of its own: an append that takes
+// long must not also hold back the heartbeats that keep the non-voter
+// from dropping the leader.
+func TestNonvoterHeartbeatLeavesSlowLane(t *testing.T) {
+	const ht = 100 * time.Millisecond
+	leader, follower := tcpTransport(t), tcpTransport(t)
+	appendIn := make(chan struct{}, 1)
+	var appendDone atomic.Bool
+	consume(t, follower, func(rpc raft.RPC) {
+		a := rpc.Command.(*raft.AppendEntriesRequest)
+		if isHeartbeat(a) {
+			rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+			return
+		}
+		go func() {
+			appendIn <- struct{}{}
+			time.Sleep(8 * laneWait(nonvoterHeartbeatEvery(ht)))
+			appendDone.Store(true)
+			rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+		}()
+	})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	h := newHeartbeatThrottle(leader, ht, done)
+	h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: raft.Nonvoter}}, 0)
+	appended := make(chan error, 1)
+	go func() {
+		var resp raft.AppendEntriesResponse
+		appended <- h.AppendEntries("f", follower.LocalAddr(), &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 5, PrevLogTerm: 1, LeaderCommitIndex: 3}, &resp)
+	}()
+	<-appendIn
+	start := time.Now()
+	var resp raft.AppendEntriesResponse
+	require.NoError(t, h.AppendEntries("f", follower.LocalAddr(), &raft.AppendEntriesRequest{Term: 1}, &resp))
+	require.True(t, resp.Success)
+	require.False(t, appendDone.Load(), "the heartbeat went while the append was still in flight")
+	require.GreaterOrEqual(t, time.Since(start), laneWait(nonvoterHeartbeatEvery(ht)), "after waiting laneWait for the lane")
+	require.NoError(t, <-appended)
 }

@@ -99,16 +99,16 @@ func addIdentifyLimits(limits *rcmgr.ScalingLimitConfig) {
 	limits.AddServicePeerLimit(identify.ServiceName,
 		rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: mib},
 		rcmgr.BaseLimitIncrease{})
-	// Per peer and protocol, memory is what yamux may reserve for 32
-	// streams' receive windows (256 MiB + 16 KiB each at most): identify
-	// is limited by its stream counts, not by a window.
-	const windows = 32 * (256*mib + 16<<10)
+	// Per peer and protocol, the memory libp2p's constructor allows
+	// (32 × (256 MiB + 16 KiB), far above what yamux's windows can take):
+	// identify is limited by its stream counts, not by memory.
+	const ample = 32 * (256*mib + 16<<10)
 	for _, p := range []protocol.ID{identify.ID, identify.IDPush} {
 		limits.AddProtocolLimit(p,
 			rcmgr.BaseLimit{StreamsInbound: 64, StreamsOutbound: 64, Streams: 128, Memory: 4 * mib},
 			rcmgr.BaseLimitIncrease{StreamsInbound: 64, StreamsOutbound: 64, Streams: 128, Memory: 4 * mib})
 		limits.AddProtocolPeerLimit(p,
-			rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: windows},
+			rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: ample},
 			rcmgr.BaseLimitIncrease{})
 	}
 }
