@@ -177,8 +177,9 @@ const (
 	connBurstPerAddr = 100
 )
 
-// newResourceManager is libp2p's default resource manager (its scaled
-// limits and service limits) with LAN-sized connection rate limits.
+// newResourceManager is libp2p's default resource manager (its limits
+// scaled to the machine, identify's service limits) with LAN-sized
+// connection rate limits.
 func newResourceManager() (network.ResourceManager, error) {
 	limits := rcmgr.DefaultLimits
 	addIdentifyLimits(&limits)
