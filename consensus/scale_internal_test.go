@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"errors"
 	"io"
 	"slices"
 	"sync"
@@ -443,8 +444,9 @@ func TestNonvoterRPCsOneAtATime(t *testing.T) {
 func TestNonvoterHeartbeatLeavesSlowLane(t *testing.T) {
 	const ht = 100 * time.Millisecond
 	leader, follower := tcpTransport(t), tcpTransport(t)
-	appendIn := make(chan struct{}, 1)
-	var appendDone atomic.Bool
+	// The follower holds the append until the test lets it go, so the
+	// heartbeat can only come back past the append if it left the lane.
+	appendIn, letGo := make(chan struct{}, 1), make(chan struct{})
 	consume(t, follower, func(rpc raft.RPC) {
 		a := rpc.Command.(*raft.AppendEntriesRequest)
 		if isHeartbeat(a) {
@@ -453,8 +455,7 @@ func TestNonvoterHeartbeatLeavesSlowLane(t *testing.T) {
 		}
 		go func() {
 			appendIn <- struct{}{}
-			time.Sleep(8 * laneWait(nonvoterHeartbeatEvery(ht)))
-			appendDone.Store(true)
+			<-letGo
 			rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
 		}()
 	})
@@ -468,11 +469,21 @@ func TestNonvoterHeartbeatLeavesSlowLane(t *testing.T) {
 		appended <- h.AppendEntries("f", follower.LocalAddr(), &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 5, PrevLogTerm: 1, LeaderCommitIndex: 3}, &resp)
 	}()
 	<-appendIn
-	start := time.Now()
-	var resp raft.AppendEntriesResponse
-	require.NoError(t, h.AppendEntries("f", follower.LocalAddr(), &raft.AppendEntriesRequest{Term: 1}, &resp))
-	require.True(t, resp.Success)
-	require.False(t, appendDone.Load(), "the heartbeat went while the append was still in flight")
-	require.GreaterOrEqual(t, time.Since(start), laneWait(nonvoterHeartbeatEvery(ht)), "after waiting laneWait for the lane")
+	beat := make(chan error, 1)
+	go func() {
+		var resp raft.AppendEntriesResponse
+		err := h.AppendEntries("f", follower.LocalAddr(), &raft.AppendEntriesRequest{Term: 1}, &resp)
+		if err == nil && !resp.Success {
+			err = errors.New("heartbeat refused")
+		}
+		beat <- err
+	}()
+	select {
+	case err := <-beat:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the heartbeat waited for the append in flight")
+	}
+	close(letGo)
 	require.NoError(t, <-appended)
 }
