@@ -125,7 +125,7 @@ const idleAppendCheck = 10 * time.Second
 // leader was raft's replication to followers (commit-index appends, 15% of
 // its samples; heartbeats 5% once spaced).
 type heartbeatThrottle struct {
-	*raft.NetworkTransport
+	*rpcTransport
 	every   time.Duration // nonvoterHeartbeatEvery
 	batch   time.Duration // every / nonvoterBatches
 	fresh   time.Duration // voterFresh
@@ -148,9 +148,9 @@ type heartbeatThrottle struct {
 	lanes      map[raft.ServerID]chan struct{} // a token for the append in flight to each non-voter
 }
 
-func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
+func newHeartbeatThrottle(t *rpcTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
 	every := nonvoterHeartbeatEvery(heartbeatTimeout)
-	h := &heartbeatThrottle{NetworkTransport: t, every: every, batch: every / nonvoterBatches,
+	h := &heartbeatThrottle{rpcTransport: t, every: every, batch: every / nonvoterBatches,
 		fresh: voterFresh(heartbeatTimeout), holdMax: commitHoldMax(heartbeatTimeout), done: done, commits: newCommitWatch(),
 		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, lastOK: map[raft.ServerID]time.Time{},
 		commit: map[raft.ServerID]uint64{}, lanes: map[raft.ServerID]chan struct{}{}, stored: make(chan struct{})}
@@ -393,7 +393,7 @@ func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, ar
 			defer release()
 		}
 	}
-	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
+	err := h.rpcTransport.AppendEntries(id, target, args, resp)
 	h.mu.Lock()
 	if err != nil || !resp.Success {
 		delete(h.commit, id)

@@ -3,6 +3,7 @@ package consensus
 import (
 	"errors"
 	"io"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,7 +16,7 @@ import (
 )
 
 // consume hands every RPC that reaches tr to handle until the test ends.
-func consume(t *testing.T, tr *raft.NetworkTransport, handle func(raft.RPC)) {
+func consume(t *testing.T, tr raft.Transport, handle func(raft.RPC)) {
 	t.Helper()
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
@@ -33,7 +34,7 @@ func consume(t *testing.T, tr *raft.NetworkTransport, handle func(raft.RPC)) {
 
 // answerer answers every RPC that reaches t and counts the heartbeats and
 // (when appends is not nil) the other appends.
-func answerer(t *testing.T, tr *raft.NetworkTransport, heartbeats, appends *atomic.Int64) {
+func answerer(t *testing.T, tr *rpcTransport, heartbeats, appends *atomic.Int64) {
 	t.Helper()
 	consume(t, tr, func(rpc raft.RPC) {
 		if a, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
@@ -47,10 +48,21 @@ func answerer(t *testing.T, tr *raft.NetworkTransport, heartbeats, appends *atom
 	})
 }
 
-func tcpTransport(t *testing.T) *raft.NetworkTransport {
+// tcpStream is a raft.StreamLayer over TCP on loopback.
+type tcpStream struct{ net.Listener }
+
+func (s tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(addr), timeout)
+}
+
+// tcpTransport is the transport consensus runs (rpcTransport over raft's
+// NetworkTransport), over TCP on loopback.
+func tcpTransport(t *testing.T) *rpcTransport {
 	t.Helper()
-	tr, err := raft.NewTCPTransport("127.0.0.1:0", nil, 3, 5*time.Second, io.Discard)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	s := tcpStream{ln}
+	tr := newRPCTransport(raft.NewNetworkTransport(s, 3, 5*time.Second, io.Discard), s, 5*time.Second, 3)
 	t.Cleanup(func() { _ = tr.Close() })
 	return tr
 }
@@ -220,7 +232,7 @@ func TestNonvoterEntriesWaitForCommit(t *testing.T) {
 		at     time.Time
 	}
 	seen := make(chan got, 16)
-	for _, tr := range []*raft.NetworkTransport{voter, nonvoter} {
+	for _, tr := range []*rpcTransport{voter, nonvoter} {
 		go func() {
 			for rpc := range tr.Consumer() {
 				if a, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && len(a.Entries) > 0 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"sync"
@@ -36,7 +37,7 @@ func newBenchScaleCmd(g *globals) *cobra.Command {
 	var workersPerNode, samples, wave, failoverRounds int
 	var profile, keep string
 	var idle time.Duration
-	var cpuProfiles, failover bool
+	var cpuProfiles, memProfiles, failover bool
 	cmd := &cobra.Command{
 		Use:   "scale",
 		Short: "Start N local node processes and measure convergence, status latency and size, RSS, idle CPU, gossip traffic, registry writes and failover (JSON)",
@@ -106,7 +107,7 @@ path), and prints one JSON object per N with:
 				} else {
 					dir = fmt.Sprintf("%s/n%d", keep, n)
 				}
-				res, err := benchScale(cmd.Context(), scaleRun{bin: bin, dir: dir, nodes: n, workers: workersPerNode, samples: samples, wave: wave, profile: profile, idle: idle, cpuProfiles: cpuProfiles, failover: failover, failoverRounds: failoverRounds})
+				res, err := benchScale(cmd.Context(), scaleRun{bin: bin, dir: dir, nodes: n, workers: workersPerNode, samples: samples, wave: wave, profile: profile, idle: idle, cpuProfiles: cpuProfiles, memProfiles: memProfiles, failover: failover, failoverRounds: failoverRounds})
 				if keep == "" {
 					os.RemoveAll(dir)
 				}
@@ -128,6 +129,7 @@ path), and prints one JSON object per N with:
 	cmd.Flags().StringVar(&keep, "dir", "", "keep data dirs and logs here (default: a temp dir, removed)")
 	cmd.Flags().BoolVar(&failover, "failover", true, "end with kill -9 of the leader (--failover=false keeps its CPU profile)")
 	cmd.Flags().IntVar(&failoverRounds, "failover-rounds", 1, "kill the leader this many times (the victim restarts and rejoins between rounds); more than one reports median, p95, min and max")
+	cmd.Flags().BoolVar(&memProfiles, "mem-profile", false, "every node writes a heap profile to <dir>/<node>.heap.pprof (and .txt with runtime.MemStats) when the bench stops it (use with --dir; a node killed by failover writes none)")
 	cmd.Flags().BoolVar(&cpuProfiles, "cpu-profile", false, "every node writes a CPU profile of its run to <dir>/<node>.cpu.pprof (use with --dir)")
 	cmd.Flags().IntVar(&wave, "wave", 0, "start at most this many nodes at a time after node1, each waiting for its API (0: all at once)")
 	cmd.Flags().DurationVar(&idle, "idle", 10*time.Second, "how long idle CPU and gossip traffic are measured")
@@ -140,6 +142,7 @@ type scaleRun struct {
 	samples, wave     int
 	idle              time.Duration
 	cpuProfiles       bool
+	memProfiles       bool
 	failover          bool
 	failoverRounds    int
 }
@@ -155,6 +158,11 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	if r.cpuProfiles {
 		for _, n := range cl.Nodes {
 			n.ExtraArgs = append(n.ExtraArgs, "--cpu-profile", filepath.Join(r.dir, n.Name+".cpu.pprof"))
+		}
+	}
+	if r.memProfiles {
+		for _, n := range cl.Nodes {
+			n.ExtraArgs = append(n.ExtraArgs, "--mem-profile", filepath.Join(r.dir, n.Name+".heap.pprof"))
 		}
 	}
 	defer cl.Close()
@@ -616,4 +624,25 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeHeapProfile writes the live heap (after a GC) to path, and the
+// same profile as text, which ends with runtime.MemStats (stacks, GC
+// metadata, what the runtime holds from the OS), to path+".txt".
+func writeHeapProfile(path string) error {
+	runtime.GC()
+	for i, name := range []string{path, path + ".txt"} {
+		f, err := os.Create(name)
+		if err != nil {
+			return err
+		}
+		err = pprof.Lookup("heap").WriteTo(f, i)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

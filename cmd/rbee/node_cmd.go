@@ -57,7 +57,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 	var tokenFile string
 	var logLevel, logFormat string
 	var stopWorkers bool
-	var cpuProfile string
+	var cpuProfile, memProfile string
 	var releaseKeys []string
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -185,6 +185,11 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 			}
 			select {
 			case <-ctx.Done():
+				if memProfile != "" {
+					if err := writeHeapProfile(memProfile); err != nil {
+						fmt.Fprintf(os.Stderr, "heap profile: %v\n", err)
+					}
+				}
 				fmt.Fprintln(os.Stderr, "shutting down; the node stays a member and rejoins on restart: use `rbee leave` to leave for good")
 				if stopWorkers {
 					fmt.Fprintln(os.Stderr, "stopping this node's workers (--stop-workers): in-flight requests finish first")
@@ -246,6 +251,8 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	_ = f.MarkHidden("profile")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this run to this file when the node stops (for rbee bench scale --cpu-profile)")
 	_ = f.MarkHidden("cpu-profile")
+	f.StringVar(&memProfile, "mem-profile", "", "write a heap profile to this file when the node is told to stop, before it closes anything (for rbee bench scale --mem-profile)")
+	_ = f.MarkHidden("mem-profile")
 	_ = f.MarkHidden("tls-cert-lifetime")
 	_ = f.MarkHidden("tls-check-interval")
 	_ = f.MarkHidden("reconcile-interval")
