@@ -73,12 +73,13 @@ const (
 	rpcRequestPreVote
 )
 
-// rpcSendBuffer: the buffered writer one RPC borrows. An idle append or a
-// heartbeat is a few hundred bytes; a batch of registry entries (up to
-// raft's MaxAppendEntries) a few KB to tens of KB, which this sends in
-// one or a few writes; the buffer only exists while an RPC is being
-// written.
-const rpcSendBuffer = 64 << 10
+// rpcSendBuffer: the buffered writer one RPC borrows. A heartbeat or an
+// idle append is a few hundred bytes; a batch of registry entries (up to
+// raft's MaxAppendEntries) up to tens of KB, which goes in a few writes.
+// Every RPC in flight holds one (at 100 nodes while workers register, the
+// leader has an append in flight to nearly every follower), so it is
+// kept small.
+const rpcSendBuffer = 16 << 10
 
 // rpcMsgpack is the handle NetworkTransport uses by default
 // (MsgpackUseNewTimeFormat false: log entries' times in the old format,

@@ -103,10 +103,11 @@ const idleAppendCheck = 10 * time.Second
 //   - appends to one non-voter, heartbeats and replication, go one at a
 //     time (lanes): raft's heartbeat and replication goroutines for a
 //     follower each hold a pooled connection while their RPC runs, and
-//     hashicorp/raft gives every connection a 256 KB send buffer. With
-//     the batched waits both goroutines of a non-voter often send at the
-//     same moment, so the leader kept two connections, 512 KB, per
-//     non-voter. In turn they share one. A heartbeat waits behind an
+//     hashicorp/raft gives every connection a 256 KB buffer: on the
+//     leader for sending (until rpcTransport, which borrows its buffers
+//     per RPC) and on the follower for receiving. With the batched waits
+//     both goroutines of a non-voter often send at the same moment, so
+//     each non-voter kept two connections. In turn they share one. A heartbeat waits behind an
 //     append at most laneWait (a non-voter counts an append as contact
 //     only once it has processed it), then goes on a connection of its
 //     own as raft would send it. Snapshots go their own way, as in raft;

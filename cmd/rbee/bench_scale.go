@@ -626,17 +626,21 @@ func startCPUProfile(path string) (stop func(), err error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
-// writeHeapProfile writes the live heap (after a GC) to path, and the
-// same profile as text, which ends with runtime.MemStats (stacks, GC
-// metadata, what the runtime holds from the OS), to path+".txt".
+// writeHeapProfile writes the live heap (after a GC) to path, the same
+// profile as text, which ends with runtime.MemStats (stacks, GC metadata,
+// what the runtime holds from the OS), to path+".txt", and the
+// goroutines, counted by stack, to path+".goroutines.txt".
 func writeHeapProfile(path string) error {
 	runtime.GC()
-	for i, name := range []string{path, path + ".txt"} {
-		f, err := os.Create(name)
+	for _, p := range []struct {
+		name, profile string
+		debug         int
+	}{{path, "heap", 0}, {path + ".txt", "heap", 1}, {path + ".goroutines.txt", "goroutine", 1}} {
+		f, err := os.Create(p.name)
 		if err != nil {
 			return err
 		}
-		err = pprof.Lookup("heap").WriteTo(f, i)
+		err = pprof.Lookup(p.profile).WriteTo(f, p.debug)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
