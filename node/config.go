@@ -30,6 +30,13 @@ const (
 // streams without end is stopped there, or earlier by the free-space check.
 const DefaultMaxDownloadSize int64 = 512 << 30
 
+// DefaultWorkerNice: workers run 5 nice levels below the node, which gives
+// the node about three times a worker's share of a contended CPU (the
+// kernel's weights fall by about 1.25× per level), so its gossip probes and
+// raft heartbeats are answered on time while workers use every core, and
+// an idle machine still gives the workers all of it.
+const DefaultWorkerNice = 5
+
 // Config is everything a node needs. The cmd layer fills it from flags;
 // tests override fields of DefaultConfig.
 type Config struct {
@@ -162,6 +169,10 @@ type Config struct {
 	// address). A restart within it re-adopts the workers. 0 means
 	// worker.DefaultOrphanGrace; negative means never.
 	WorkerOrphanGrace time.Duration
+	// WorkerNice runs the workers this node spawns this many nice levels
+	// below the node (Linux; 0: at the node's priority). See
+	// process.Config.Nice.
+	WorkerNice int
 	// MemoryLimit, when > 0, caps the RAM this node reports free (bytes):
 	// placement and group splits then give it at most that much, for a
 	// machine shared with other work.
@@ -191,6 +202,7 @@ func DefaultConfig() Config {
 		HTTPIdleTimeout:        DefaultHTTPIdleTimeout,
 		MaxDownloadSize:        DefaultMaxDownloadSize,
 		WorkerOrphanGrace:      worker.DefaultOrphanGrace,
+		WorkerNice:             DefaultWorkerNice,
 		CertLifetime:           tlsca.DefaultCertLifetime,
 		CertCheckInterval:      DefaultCertCheckInterval,
 	}

@@ -109,6 +109,7 @@ func (n *Node) openHive() error {
 	}
 	pc := process.DefaultConfig()
 	pc.Dir = filepath.Join(n.cfg.DataDir, processesDir)
+	pc.Nice = n.cfg.WorkerNice
 	pc.OnExit = func(info process.WorkerInfo, err error) {
 		n.log.Info("worker process exited", "worker", info.WorkerID, "pid", info.PID, "err", err)
 		n.sup.Gone(info.WorkerID)

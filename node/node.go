@@ -162,6 +162,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("node: data dir is required")
 	}
+	if cfg.WorkerNice < 0 || cfg.WorkerNice > 19 {
+		return nil, fmt.Errorf("node: worker nice %d: want 0 (the node's priority) to 19", cfg.WorkerNice)
+	}
 	if cfg.Name == "" {
 		h, _ := os.Hostname()
 		cfg.Name = h

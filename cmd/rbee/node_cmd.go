@@ -251,6 +251,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	_ = f.MarkHidden("profile")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this run to this file when the node stops (for rbee bench scale --cpu-profile)")
 	_ = f.MarkHidden("cpu-profile")
+	f.IntVar(&cfg.WorkerNice, "worker-nice", cfg.WorkerNice, "run workers this many nice levels below the node (Linux; 0: same priority), so inference on every core does not delay gossip and raft heartbeats")
 	f.StringVar(&memProfile, "mem-profile", "", "write a heap profile to this file when the node is told to stop, before it closes anything (for rbee bench scale --mem-profile)")
 	_ = f.MarkHidden("mem-profile")
 	_ = f.MarkHidden("tls-cert-lifetime")

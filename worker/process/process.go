@@ -120,6 +120,13 @@ type Config struct {
 	// workers. It runs on its own goroutine per exit, never under the
 	// manager's lock, and is not called after Close.
 	OnExit func(WorkerInfo, error)
+	// Nice, when > 0, runs every worker this many nice levels below
+	// this process (at most 19; Linux only): inference is throughput work,
+	// and a worker using every core must not delay the node's gossip,
+	// raft heartbeats and API, which need little CPU but need it on time.
+	// It only matters while the CPU is contended; an idle machine gives a
+	// niced worker all of it.
+	Nice int
 	// Logger receives operational logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -431,6 +438,11 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	if err != nil {
 		logf.Close()
 		return WorkerInfo{}, fmt.Errorf("process: starting %s: %w", bin, err)
+	}
+	if err := lowerPriority(cmd.Process.Pid, m.cfg.Nice); err != nil {
+		// The worker runs, at the node's priority: worth a warning, not a
+		// failed spawn.
+		m.log.Warn("worker priority not lowered", "worker", opts.WorkerID, "err", err)
 	}
 	info := WorkerInfo{
 		PID: cmd.Process.Pid, WorkerID: opts.WorkerID, Type: opts.Type.Name, ModelID: opts.ModelID,
