@@ -426,12 +426,15 @@ func (c *Consensus) Start(ctx context.Context) error {
 	}
 
 	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener()}
-	trans := newRPCTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	trans, err := newRPCTransport(&raft.NetworkTransportConfig{
 		Stream:  sl,
 		MaxPool: raftMaxPool,
 		Timeout: raftRPCTimeout,
 		Logger:  newHCLogger(c.log, "raft-net"),
-	}), sl, raftRPCTimeout, raftMaxPool)
+	})
+	if err != nil {
+		return err
+	}
 	c.throttle = newHeartbeatThrottle(trans, rc.HeartbeatTimeout, c.ctx.Done())
 	c.replay.applied = c.throttle.commits.wake
 	if last, err := c.store.LastIndex(); err == nil {

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -21,9 +22,10 @@ import (
 // grew by about 256 KB per node.
 //
 // Here an idle pooled connection holds nothing but the stream: the
-// buffered writer, the msgpack encoder and decoder and the read buffer
+// encoding buffer, the msgpack encoder and decoder and the read buffer
 // are taken from pools for one RPC and given back after it, so what they
-// cost follows the RPCs in flight, not the connections.
+// cost follows the RPCs in flight, not the connections. A request goes
+// out in one write, as from raft's buffer.
 //
 // The bytes on the wire are NetworkTransport's, so either side may run
 // either code: a request is the RPC's type byte and the msgpack-encoded
@@ -36,8 +38,11 @@ import (
 type rpcTransport struct {
 	*raft.NetworkTransport
 	stream  raft.StreamLayer
-	timeout time.Duration // I/O deadline of one RPC
+	timeout time.Duration // I/O deadline of one RPC; 0: none
+	scale   int64         // a snapshot's deadline is timeout per this many bytes
 	maxPool int
+	encode  *codec.MsgpackHandle
+	decode  *codec.MsgpackHandle
 
 	encoders sync.Pool // *rpcEncoder
 	decoders sync.Pool // *rpcDecoder
@@ -73,23 +78,18 @@ const (
 	rpcRequestPreVote
 )
 
-// rpcSendBuffer: the buffered writer one RPC borrows. A heartbeat or an
-// idle append is a few hundred bytes; a batch of registry entries (up to
-// raft's MaxAppendEntries) up to tens of KB, which goes in a few writes.
-// Every RPC in flight holds one (at 100 nodes while workers register, the
-// leader has an append in flight to nearly every follower), so it is
-// kept small.
-const rpcSendBuffer = 16 << 10
+// rpcKeepBuffer: an encoding buffer that grew past this (a large batch
+// of entries) is dropped after its RPC instead of pooled, so the pool
+// holds small buffers. A heartbeat or an idle append is a few hundred
+// bytes; a batch of registry entries (up to raft's MaxAppendEntries) up
+// to tens of KB.
+const rpcKeepBuffer = 256 << 10
 
-// rpcMsgpack is the handle NetworkTransport uses by default
-// (MsgpackUseNewTimeFormat false: log entries' times in the old format,
-// which every raft version reads).
-func rpcMsgpack() *codec.MsgpackHandle {
-	return &codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: true}}
-}
-
+// rpcEncoder encodes one request into buf, which then goes to the
+// connection in one write, as NetworkTransport's 256 KB buffer sends a
+// request of up to that size.
 type rpcEncoder struct {
-	w   *bufio.Writer
+	buf bytes.Buffer
 	enc *codec.Encoder
 }
 
@@ -98,22 +98,40 @@ type rpcDecoder struct {
 	dec *codec.Decoder
 }
 
-// newRPCTransport wraps t, which receives over stream, and sends over
-// stream with RPCs that have the I/O deadline timeout. maxPool is how
-// many idle connections it keeps per server.
-func newRPCTransport(t *raft.NetworkTransport, stream raft.StreamLayer, timeout time.Duration, maxPool int) *rpcTransport {
-	r := &rpcTransport{NetworkTransport: t, stream: stream, timeout: timeout, maxPool: maxPool,
-		pool: map[raft.ServerAddress][]idleConn{}, stop: make(chan struct{})}
+// newRPCTransport makes raft's NetworkTransport from cfg, for receiving,
+// and sends with cfg's Stream, Timeout, MaxPool, TimeoutScale and time
+// format. A ServerAddressProvider is not supported: raft addresses here
+// are peer ids, resolved by the stream layer.
+func newRPCTransport(cfg *raft.NetworkTransportConfig) (*rpcTransport, error) {
+	if cfg.ServerAddressProvider != nil {
+		return nil, errors.New("consensus: rpcTransport does not support a ServerAddressProvider")
+	}
+	t := raft.NewNetworkTransportWithConfig(cfg) // fills in MaxPool, TimeoutScale defaults
+	r := &rpcTransport{NetworkTransport: t, stream: cfg.Stream, timeout: cfg.Timeout, scale: int64(t.TimeoutScale),
+		maxPool: cfg.MaxPool,
+		// As NetworkTransport: requests in the time format it is told to
+		// use (the old one by default, which every raft version reads);
+		// responses with a plain handle, which reads both.
+		encode: &codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: !cfg.MsgpackUseNewTimeFormat}},
+		decode: &codec.MsgpackHandle{},
+		pool:   map[raft.ServerAddress][]idleConn{}, stop: make(chan struct{})}
+	if r.maxPool <= 0 {
+		r.maxPool = 3 // NetworkTransport's default
+	}
+	if r.scale <= 0 {
+		r.scale = raft.DefaultTimeoutScale
+	}
 	r.encoders.New = func() any {
-		w := bufio.NewWriterSize(nil, rpcSendBuffer)
-		return &rpcEncoder{w: w, enc: codec.NewEncoder(w, rpcMsgpack())}
+		e := &rpcEncoder{}
+		e.enc = codec.NewEncoder(&e.buf, r.encode)
+		return e
 	}
 	r.decoders.New = func() any {
 		rd := bufio.NewReader(nil)
-		return &rpcDecoder{r: rd, dec: codec.NewDecoder(rd, rpcMsgpack())}
+		return &rpcDecoder{r: rd, dec: codec.NewDecoder(rd, r.decode)}
 	}
 	go r.sweep(rpcIdleTimeout)
-	return r
+	return r, nil
 }
 
 // sweep closes connections pooled for longer than idle, every idle/2,
@@ -192,8 +210,9 @@ func (r *rpcTransport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddres
 		return err
 	}
 	defer conn.Close()
-	timeout := max(r.timeout, r.timeout*time.Duration(args.Size/raft.DefaultTimeoutScale))
-	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if r.timeout > 0 {
+		_ = conn.SetDeadline(time.Now().Add(max(r.timeout, r.timeout*time.Duration(args.Size/r.scale))))
+	}
 	if err := r.send(conn, rpcInstallSnapshot, args, data); err != nil {
 		return err
 	}
@@ -203,12 +222,28 @@ func (r *rpcTransport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddres
 
 // Close closes the pooled connections and then raft's transport (its
 // listener and the connections it serves). Raft calls it on shutdown.
+// Safe to call more than once.
 func (r *rpcTransport) Close() error {
 	r.mu.Lock()
 	if !r.shutdown {
 		close(r.stop)
 	}
 	r.shutdown = true
+	r.mu.Unlock()
+	r.closePooled()
+	return r.NetworkTransport.Close()
+}
+
+// CloseStreams closes the pooled connections, then the streams raft's
+// transport serves (NetworkTransport.CloseStreams).
+func (r *rpcTransport) CloseStreams() {
+	r.closePooled()
+	r.NetworkTransport.CloseStreams()
+}
+
+// closePooled closes every pooled connection.
+func (r *rpcTransport) closePooled() {
+	r.mu.Lock()
 	pool := r.pool
 	r.pool = map[raft.ServerAddress][]idleConn{}
 	r.mu.Unlock()
@@ -217,7 +252,6 @@ func (r *rpcTransport) Close() error {
 			_ = c.Close()
 		}
 	}
-	return r.NetworkTransport.Close()
 }
 
 // call makes one request/response RPC on a pooled connection.
@@ -226,7 +260,9 @@ func (r *rpcTransport) call(target raft.ServerAddress, rpcType uint8, args, resp
 	if err != nil {
 		return err
 	}
-	_ = conn.SetDeadline(time.Now().Add(r.timeout))
+	if r.timeout > 0 {
+		_ = conn.SetDeadline(time.Now().Add(r.timeout))
+	}
 	if err := r.send(conn, rpcType, args, nil); err != nil {
 		conn.Close()
 		return err
@@ -240,25 +276,24 @@ func (r *rpcTransport) call(target raft.ServerAddress, rpcType uint8, args, resp
 	return err
 }
 
-// send writes a request: the type byte, args, and data if not nil.
+// send writes a request: the type byte and args in one write, then data
+// if not nil.
 func (r *rpcTransport) send(conn net.Conn, rpcType uint8, args any, data io.Reader) error {
 	e := r.encoders.Get().(*rpcEncoder)
-	e.w.Reset(conn)
-	err := e.w.WriteByte(rpcType)
-	if err == nil {
-		err = e.enc.Encode(args)
+	e.buf.Reset()
+	e.enc.Reset(&e.buf)
+	e.buf.WriteByte(rpcType)
+	if err := e.enc.Encode(args); err != nil {
+		// The codec keeps a failed Encode's error and half-done state:
+		// this encoder is not pooled again.
+		return err
+	}
+	_, err := conn.Write(e.buf.Bytes())
+	if e.buf.Cap() <= rpcKeepBuffer {
+		r.encoders.Put(e)
 	}
 	if err == nil && data != nil {
-		_, err = io.Copy(e.w, data)
-	}
-	if err == nil {
-		err = e.w.Flush()
-	}
-	if err == nil {
-		// Only a clean encoder goes back: one that failed midway may
-		// hold part of a message.
-		e.w.Reset(nil)
-		r.encoders.Put(e)
+		_, err = io.Copy(conn, data)
 	}
 	return err
 }

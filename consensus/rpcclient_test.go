@@ -2,12 +2,16 @@ package consensus
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -116,49 +120,48 @@ func TestRPCTransportSpeaksRaftsWireFormat(t *testing.T) {
 	assert.Zero(t, pooled(client, target))
 }
 
-// Concurrent RPCs to one server each get a connection; at most maxPool
+// Concurrent RPCs to one server each get a connection; exactly maxPool
 // stay pooled afterwards, and after Close none, and RPCs fail.
 func TestRPCTransportPool(t *testing.T) {
 	server := raftServer(t)
 	client := tcpTransport(t)
 	target := server.LocalAddr()
-	release := make(chan struct{})
-	consume(t, server, func(rpc raft.RPC) {
-		go func() {
-			<-release
-			rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil)
-		}()
-	})
-	const n = 6
+	const n = 6 // more than maxPool
+	arrived := make(chan raft.RPC, n)
+	consume(t, server, func(rpc raft.RPC) { arrived <- rpc })
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs <- client.AppendEntries("s", target, &raft.AppendEntriesRequest{Term: 1}, &raft.AppendEntriesResponse{})
-		}()
+		})
 	}
-	close(release)
+	// All n are in flight at once, each on its own connection, before any
+	// is answered.
+	var held []raft.RPC
+	for range n {
+		held = append(held, <-arrived)
+	}
+	for _, rpc := range held {
+		rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil)
+	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	assert.LessOrEqual(t, pooled(client, target), client.maxPool)
-	assert.Positive(t, pooled(client, target))
+	assert.Equal(t, client.maxPool, pooled(client, target))
 
 	require.NoError(t, client.Close())
-	client.mu.Lock()
-	assert.Empty(t, client.pool)
-	client.mu.Unlock()
+	require.NoError(t, client.Close(), "a second Close (raft's shutdown, then ours)")
+	assert.Zero(t, pooled(client, target))
 	err := client.AppendEntries("s", target, &raft.AppendEntriesRequest{Term: 1}, &raft.AppendEntriesResponse{})
 	assert.ErrorIs(t, err, raft.ErrTransportShutdown)
 }
 
-// A server that answers with bytes that are not a response makes the RPC
-// fail, and its connection is closed instead of pooled.
-func TestRPCTransportBadResponse(t *testing.T) {
+// rawServer accepts connections on loopback and runs serve on each.
+func rawServer(t *testing.T, serve func(net.Conn)) raft.ServerAddress {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
@@ -170,18 +173,141 @@ func TestRPCTransportBadResponse(t *testing.T) {
 			}
 			go func() {
 				defer c.Close()
-				buf := make([]byte, 1)
-				if _, err := c.Read(buf); err == nil {
-					_, _ = c.Write([]byte{0xc1, 0xc1, 0xc1}) // 0xc1: never used in msgpack
-				}
+				serve(c)
 			}()
 		}
 	}()
+	return raft.ServerAddress(ln.Addr().String())
+}
+
+// readAppend reads one AppendEntries request from c, byte by byte (the
+// decoder reads no further than the message), and returns its bytes.
+func readAppend(c net.Conn) ([]byte, error) {
+	var rec bytes.Buffer
+	tee := io.TeeReader(c, &rec)
+	if _, err := io.ReadFull(tee, make([]byte, 1)); err != nil {
+		return nil, err
+	}
+	var req raft.AppendEntriesRequest
+	err := codec.NewDecoder(tee, &codec.MsgpackHandle{}).Decode(&req)
+	return rec.Bytes(), err
+}
+
+// answer writes a successful AppendEntries response in raft's format,
+// then extra.
+func answer(c net.Conn, extra []byte) {
+	var b bytes.Buffer
+	enc := codec.NewEncoder(&b, &codec.MsgpackHandle{})
+	_ = enc.Encode("")
+	_ = enc.Encode(&raft.AppendEntriesResponse{Term: 1, Success: true})
+	_, _ = c.Write(append(b.Bytes(), extra...))
+}
+
+// The bytes rpcTransport sends for a request are the bytes raft's
+// NetworkTransport sends for it (type byte, handle settings such as the
+// time format, framing).
+func TestRPCTransportSendsRaftsBytes(t *testing.T) {
+	got := make(chan []byte, 2)
+	target := rawServer(t, func(c net.Conn) {
+		for {
+			b, err := readAppend(c)
+			if err != nil {
+				return
+			}
+			got <- b
+			answer(c, nil)
+		}
+	})
+	at := time.Date(2026, 12, 6, 7, 0, 0, 123456789, time.UTC)
+	req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("leader"), Addr: []byte("leader")},
+		Term: 7, PrevLogEntry: 9, PrevLogTerm: 6, LeaderCommitIndex: 9,
+		Entries: []*raft.Log{{Index: 10, Term: 7, Type: raft.LogCommand, Data: []byte("a registry write"), Extensions: []byte("x"), AppendedAt: at}}}
+
+	theirs := raftServer(t) // raft's transport, used here as a client
+	require.NoError(t, theirs.AppendEntries("s", target, req, &raft.AppendEntriesResponse{}))
+	ours := tcpTransport(t)
+	require.NoError(t, ours.AppendEntries("s", target, req, &raft.AppendEntriesResponse{}))
+	want, have := <-got, <-got
+	assert.Equal(t, rpcAppendEntries, have[0])
+	assert.Equal(t, want, have)
+}
+
+// A response that is not one makes the RPC fail; a response followed by
+// bytes nobody asked for is taken, but its connection is closed instead
+// of pooled (the next RPC would read those bytes as its answer).
+func TestRPCTransportBadResponse(t *testing.T) {
+	garbage := rawServer(t, func(c net.Conn) {
+		if _, err := readAppend(c); err == nil {
+			_, _ = c.Write([]byte{0xc1, 0xc1, 0xc1}) // 0xc1: never used in msgpack
+		}
+	})
+	trailing := rawServer(t, func(c net.Conn) {
+		if _, err := readAppend(c); err == nil {
+			answer(c, []byte{0x00})
+		}
+		_, _ = io.Copy(io.Discard, c) // hold the connection open
+	})
 	client := tcpTransport(t)
-	target := raft.ServerAddress(ln.Addr().String())
-	err = client.AppendEntries("s", target, &raft.AppendEntriesRequest{Term: 1}, &raft.AppendEntriesResponse{})
+	err := client.AppendEntries("s", garbage, &raft.AppendEntriesRequest{Term: 1}, &raft.AppendEntriesResponse{})
 	require.Error(t, err)
+	assert.Zero(t, pooled(client, garbage))
+
+	var resp raft.AppendEntriesResponse
+	require.NoError(t, client.AppendEntries("s", trailing, &raft.AppendEntriesRequest{Term: 1}, &resp))
+	assert.True(t, resp.Success)
+	require.Eventually(t, func() bool { return pooled(client, trailing) == 0 }, 5*time.Second, 10*time.Millisecond)
+}
+
+// failingStream hands out connections whose writes fail while fail is set.
+type failingStream struct {
+	tcpStream
+	fail atomic.Bool
+}
+
+type failingConn struct {
+	net.Conn
+	s *failingStream
+}
+
+func (c failingConn) Write(b []byte) (int, error) {
+	if c.s.fail.Load() {
+		return 0, errors.New("write failed")
+	}
+	return c.Conn.Write(b)
+}
+
+func (s *failingStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := s.tcpStream.Dial(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return failingConn{c, s}, nil
+}
+
+// An RPC whose request cannot be written fails, its connection is not
+// pooled, and the RPCs after it (which may borrow the same encoder) work.
+func TestRPCTransportWriteFailure(t *testing.T) {
+	server := raftServer(t)
+	consume(t, server, func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := &failingStream{tcpStream: tcpStream{ln}}
+	client, err := newRPCTransport(&raft.NetworkTransportConfig{Stream: s, MaxPool: 3, Timeout: 5 * time.Second,
+		Logger: hclog.NewNullLogger()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Close() })
+	target := server.LocalAddr()
+	big := &raft.AppendEntriesRequest{Term: 1, Entries: []*raft.Log{{Index: 1, Data: bytes.Repeat([]byte{1}, 2*rpcKeepBuffer)}}}
+
+	s.fail.Store(true)
+	require.Error(t, client.AppendEntries("s", target, big, &raft.AppendEntriesResponse{}))
 	assert.Zero(t, pooled(client, target))
+	s.fail.Store(false)
+	for range 3 {
+		var resp raft.AppendEntriesResponse
+		require.NoError(t, client.AppendEntries("s", target, big, &resp))
+		assert.True(t, resp.Success)
+	}
 }
 
 // Pooled connections idle since before the cutoff are closed; newer ones

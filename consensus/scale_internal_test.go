@@ -2,7 +2,6 @@ package consensus
 
 import (
 	"errors"
-	"io"
 	"net"
 	"slices"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -62,7 +62,9 @@ func tcpTransport(t *testing.T) *rpcTransport {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	s := tcpStream{ln}
-	tr := newRPCTransport(raft.NewNetworkTransport(s, 3, 5*time.Second, io.Discard), s, 5*time.Second, 3)
+	tr, err := newRPCTransport(&raft.NetworkTransportConfig{Stream: s, MaxPool: 3, Timeout: 5 * time.Second,
+		Logger: hclog.NewNullLogger()})
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = tr.Close() })
 	return tr
 }
