@@ -240,7 +240,7 @@ type Consensus struct {
 
 	mu        sync.Mutex // guards raft, transport, started
 	raft      *raft.Raft
-	transport *rpcTransport
+	transport *raft.NetworkTransport
 	// throttle wraps transport for raft (see scale.go); set in Start.
 	throttle *heartbeatThrottle
 	// nonvoter: this server runs with a non-voter's timeouts (scale.go).
@@ -426,15 +426,12 @@ func (c *Consensus) Start(ctx context.Context) error {
 	}
 
 	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener()}
-	trans, err := newRPCTransport(&raft.NetworkTransportConfig{
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  sl,
-		MaxPool: raftMaxPool,
-		Timeout: raftRPCTimeout,
+		MaxPool: 3,                // raft's default pool size per peer
+		Timeout: 10 * time.Second, // I/O deadline of one RPC; snapshots stream in chunks
 		Logger:  newHCLogger(c.log, "raft-net"),
 	})
-	if err != nil {
-		return err
-	}
 	c.throttle = newHeartbeatThrottle(trans, rc.HeartbeatTimeout, c.ctx.Done())
 	c.replay.applied = c.throttle.commits.wake
 	if last, err := c.store.LastIndex(); err == nil {
@@ -498,14 +495,6 @@ func (c *Consensus) Start(ctx context.Context) error {
 // logCacheSize: the newest raft entries kept in memory (Consul keeps 512):
 // every follower's replication reads the entry before its next one.
 const logCacheSize = 512
-
-const (
-	// raftMaxPool: idle connections kept per server, raft's default.
-	raftMaxPool = 3
-	// raftRPCTimeout: the I/O deadline of one raft RPC (a snapshot's is
-	// scaled by its size, as raft scales it).
-	raftRPCTimeout = 10 * time.Second
-)
 
 // Close stops raft, the loops and the listeners, and closes the stores. It
 // does not leave the cluster (see Leave). Safe to call more than once.

@@ -103,11 +103,10 @@ const idleAppendCheck = 10 * time.Second
 //   - appends to one non-voter, heartbeats and replication, go one at a
 //     time (lanes): raft's heartbeat and replication goroutines for a
 //     follower each hold a pooled connection while their RPC runs, and
-//     hashicorp/raft gives every connection a 256 KB buffer: on the
-//     leader for sending (until rpcTransport, which borrows its buffers
-//     per RPC) and on the follower for receiving. With the batched waits
-//     both goroutines of a non-voter often send at the same moment, so
-//     each non-voter kept two connections. In turn they share one. A heartbeat waits behind an
+//     hashicorp/raft gives every connection a 256 KB send buffer. With
+//     the batched waits both goroutines of a non-voter often send at the
+//     same moment, so the leader kept two connections, 512 KB, per
+//     non-voter. In turn they share one. A heartbeat waits behind an
 //     append at most laneWait (a non-voter counts an append as contact
 //     only once it has processed it), then goes on a connection of its
 //     own as raft would send it. Snapshots go their own way, as in raft;
@@ -126,7 +125,7 @@ const idleAppendCheck = 10 * time.Second
 // leader was raft's replication to followers (commit-index appends, 15% of
 // its samples; heartbeats 5% once spaced).
 type heartbeatThrottle struct {
-	*rpcTransport
+	*raft.NetworkTransport
 	every   time.Duration // nonvoterHeartbeatEvery
 	batch   time.Duration // every / nonvoterBatches
 	fresh   time.Duration // voterFresh
@@ -149,9 +148,9 @@ type heartbeatThrottle struct {
 	lanes      map[raft.ServerID]chan struct{} // a token for the append in flight to each non-voter
 }
 
-func newHeartbeatThrottle(t *rpcTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
+func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
 	every := nonvoterHeartbeatEvery(heartbeatTimeout)
-	h := &heartbeatThrottle{rpcTransport: t, every: every, batch: every / nonvoterBatches,
+	h := &heartbeatThrottle{NetworkTransport: t, every: every, batch: every / nonvoterBatches,
 		fresh: voterFresh(heartbeatTimeout), holdMax: commitHoldMax(heartbeatTimeout), done: done, commits: newCommitWatch(),
 		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, lastOK: map[raft.ServerID]time.Time{},
 		commit: map[raft.ServerID]uint64{}, lanes: map[raft.ServerID]chan struct{}{}, stored: make(chan struct{})}
@@ -394,7 +393,7 @@ func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, ar
 			defer release()
 		}
 	}
-	err := h.rpcTransport.AppendEntries(id, target, args, resp)
+	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
 	h.mu.Lock()
 	if err != nil || !resp.Success {
 		delete(h.commit, id)

@@ -2,21 +2,20 @@ package consensus
 
 import (
 	"errors"
-	"net"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 // consume hands every RPC that reaches tr to handle until the test ends.
-func consume(t *testing.T, tr raft.Transport, handle func(raft.RPC)) {
+func consume(t *testing.T, tr *raft.NetworkTransport, handle func(raft.RPC)) {
 	t.Helper()
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
@@ -34,7 +33,7 @@ func consume(t *testing.T, tr raft.Transport, handle func(raft.RPC)) {
 
 // answerer answers every RPC that reaches t and counts the heartbeats and
 // (when appends is not nil) the other appends.
-func answerer(t *testing.T, tr *rpcTransport, heartbeats, appends *atomic.Int64) {
+func answerer(t *testing.T, tr *raft.NetworkTransport, heartbeats, appends *atomic.Int64) {
 	t.Helper()
 	consume(t, tr, func(rpc raft.RPC) {
 		if a, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
@@ -48,22 +47,9 @@ func answerer(t *testing.T, tr *rpcTransport, heartbeats, appends *atomic.Int64)
 	})
 }
 
-// tcpStream is a raft.StreamLayer over TCP on loopback.
-type tcpStream struct{ net.Listener }
-
-func (s tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(addr), timeout)
-}
-
-// tcpTransport is the transport consensus runs (rpcTransport over raft's
-// NetworkTransport), over TCP on loopback.
-func tcpTransport(t *testing.T) *rpcTransport {
+func tcpTransport(t *testing.T) *raft.NetworkTransport {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := tcpStream{ln}
-	tr, err := newRPCTransport(&raft.NetworkTransportConfig{Stream: s, MaxPool: 3, Timeout: 5 * time.Second,
-		Logger: hclog.NewNullLogger()})
+	tr, err := raft.NewTCPTransport("127.0.0.1:0", nil, 3, 5*time.Second, io.Discard)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tr.Close() })
 	return tr
@@ -234,7 +220,7 @@ func TestNonvoterEntriesWaitForCommit(t *testing.T) {
 		at     time.Time
 	}
 	seen := make(chan got, 16)
-	for _, tr := range []*rpcTransport{voter, nonvoter} {
+	for _, tr := range []*raft.NetworkTransport{voter, nonvoter} {
 		go func() {
 			for rpc := range tr.Consumer() {
 				if a, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && len(a.Entries) > 0 {
