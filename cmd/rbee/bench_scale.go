@@ -129,7 +129,7 @@ path), and prints one JSON object per N with:
 	cmd.Flags().StringVar(&keep, "dir", "", "keep data dirs and logs here (default: a temp dir, removed)")
 	cmd.Flags().BoolVar(&failover, "failover", true, "end with kill -9 of the leader (--failover=false keeps its CPU profile)")
 	cmd.Flags().IntVar(&failoverRounds, "failover-rounds", 1, "kill the leader this many times (the victim restarts and rejoins between rounds); more than one reports median, p95, min and max")
-	cmd.Flags().BoolVar(&memProfiles, "mem-profile", false, "every node writes a heap profile to <dir>/<node>.heap.pprof (and .txt with runtime.MemStats) when the bench stops it (use with --dir; a node killed by failover writes none)")
+	cmd.Flags().BoolVar(&memProfiles, "mem-profile", false, "every node writes a heap profile to <dir>/<node>.heap.pprof (and .heap.pprof.txt with runtime.MemStats, .heap.pprof.goroutines.txt) when the bench stops it (use with --dir; a node killed by failover writes none)")
 	cmd.Flags().BoolVar(&cpuProfiles, "cpu-profile", false, "every node writes a CPU profile of its run to <dir>/<node>.cpu.pprof (use with --dir)")
 	cmd.Flags().IntVar(&wave, "wave", 0, "start at most this many nodes at a time after node1, each waiting for its API (0: all at once)")
 	cmd.Flags().DurationVar(&idle, "idle", 10*time.Second, "how long idle CPU and gossip traffic are measured")
