@@ -226,3 +226,16 @@ func TestNodeWithAnotherSecretCannotJoin(t *testing.T) {
 	st := status(t, c.Nodes[0])
 	require.Len(t, st.Nodes, 1)
 }
+
+// A worker nice level outside 0..19 is refused by New, before anything
+// is created.
+func TestNewRefusesWorkerNiceOutOfRange(t *testing.T) {
+	for _, nice := range []int{-1, 20} {
+		cfg := node.DefaultConfig()
+		cfg.DataDir = filepath.Join(t.TempDir(), "n")
+		cfg.WorkerNice = nice
+		_, err := node.New(cfg)
+		require.ErrorContains(t, err, "worker nice", "nice %d", nice)
+		require.NoDirExists(t, cfg.DataDir)
+	}
+}
