@@ -240,7 +240,7 @@ type Consensus struct {
 
 	mu        sync.Mutex // guards raft, transport, started
 	raft      *raft.Raft
-	transport *raft.NetworkTransport
+	transport *heartbeatThrottle
 	// throttle wraps transport for raft (see scale.go); set in Start.
 	throttle *heartbeatThrottle
 	// nonvoter: this server runs with a non-voter's timeouts (scale.go).
@@ -426,13 +426,17 @@ func (c *Consensus) Start(ctx context.Context) error {
 	}
 
 	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener()}
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	trans := newHeartbeatThrottle(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  sl,
-		MaxPool: 3,                // raft's default pool size per peer
-		Timeout: 10 * time.Second, // I/O deadline of one RPC; snapshots stream in chunks
+		MaxPool: raftMaxPool,
+		Timeout: raftRPCTimeout,
 		Logger:  newHCLogger(c.log, "raft-net"),
-	})
-	c.throttle = newHeartbeatThrottle(trans, rc.HeartbeatTimeout, c.ctx.Done())
+	}), rc.HeartbeatTimeout, c.ctx.Done())
+	// Non-voters' appends without raft's 256 KB buffer per connection
+	// (appendsend.go); raft's transport keeps the default (old) time
+	// format, and so does this sender.
+	trans.light = newAppendSender(sl, raftRPCTimeout, raftMaxPool, false)
+	c.throttle = trans
 	c.replay.applied = c.throttle.commits.wake
 	if last, err := c.store.LastIndex(); err == nil {
 		c.throttle.entriesStored(last)
@@ -447,7 +451,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 		trans.Close()
 		return fmt.Errorf("consensus: log cache: %w", err)
 	}
-	r, err := raft.NewRaft(rc, c.replay, logs, c.store, c.snaps, c.throttle)
+	r, err := raft.NewRaft(rc, c.replay, logs, c.store, c.snaps, trans)
 	if err != nil {
 		trans.Close()
 		return fmt.Errorf("consensus: start raft: %w", err)
@@ -460,9 +464,8 @@ func (c *Consensus) Start(ctx context.Context) error {
 	})
 	r.RegisterObserver(c.observer)
 
-	changes, unsubscribe := c.cfg.FSM.Subscribe()
 	c.wg.Add(5)
-	go c.persistLoop(changes, unsubscribe)
+	go c.persistLoop()
 	go c.watchSuffrage()
 	go c.serveForward(c.cfg.Network.ForwardListener())
 	go c.monitorLeadership()
@@ -495,6 +498,14 @@ func (c *Consensus) Start(ctx context.Context) error {
 // logCacheSize: the newest raft entries kept in memory (Consul keeps 512):
 // every follower's replication reads the entry before its next one.
 const logCacheSize = 512
+
+const (
+	// raftMaxPool: idle connections kept per server, raft's default.
+	raftMaxPool = 3
+	// raftRPCTimeout: the I/O deadline of one raft RPC (a snapshot's is
+	// scaled by its size by raft, and streams in chunks).
+	raftRPCTimeout = 10 * time.Second
+)
 
 // Close stops raft, the loops and the listeners, and closes the stores. It
 // does not leave the cluster (see Leave). Safe to call more than once.

@@ -17,7 +17,7 @@ const appliedHintFile = "applied-hint"
 // appliedHint records the last applied entry in a small file with one
 // pwrite per apply and no fsync. The stable store's applied index is an
 // fsync (a bolt commit) and so is written at most every persistInterval
-// in a burst: every node is a raft server and stores every entry, and at
+// (5 s): every node is a raft server and stores every entry, and at
 // 100 nodes an fsync per entry per node took the shared disk. The hint
 // covers what that leaves out: a process killed right after a change
 // (kill -9, a crash; not a power loss, which may lose the page cache)

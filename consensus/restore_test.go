@@ -92,7 +92,7 @@ func TestRestartWithoutQuorumServesLastRegistry(t *testing.T) {
 }
 
 // A server killed before the stable store's applied index caught up (it is
-// written at most every persistInterval in a burst) still serves every
+// written at most every persistInterval) still serves every
 // change it applied at restart, from the applied hint written after each
 // apply; a hint that is missing, damaged or names another entry (term)
 // is ignored and the registry is the one the stable store vouches for.

@@ -147,6 +147,10 @@ type heartbeatThrottle struct {
 	lastOK     map[raft.ServerID]time.Time     // when an RPC to each server last succeeded
 	commit     map[raft.ServerID]uint64        // the newest commit index each server acknowledged
 	lanes      map[raft.ServerID]chan struct{} // a token for the append in flight to each non-voter
+
+	// light, when set, sends non-voters' appends (see appendSender);
+	// set before raft starts.
+	light *appendSender
 }
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
@@ -157,6 +161,26 @@ func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Durati
 		commit: map[raft.ServerID]uint64{}, lanes: map[raft.ServerID]chan struct{}{}, stored: make(chan struct{})}
 	h.setServers(nil, 0)
 	return h
+}
+
+// Close closes the non-voters' sender, then raft's transport (its
+// listener, pooled connections and the connections it serves). Raft
+// calls it on shutdown, and Consensus.Close again. Safe to call more than
+// once.
+func (h *heartbeatThrottle) Close() error {
+	if h.light != nil {
+		h.light.Close()
+	}
+	return h.NetworkTransport.Close()
+}
+
+// CloseStreams closes the non-voters' pooled connections, then raft's
+// (NetworkTransport.CloseStreams).
+func (h *heartbeatThrottle) CloseStreams() {
+	if h.light != nil {
+		h.light.closePooled()
+	}
+	h.NetworkTransport.CloseStreams()
 }
 
 // setServers records which servers are non-voters in the configuration
@@ -389,12 +413,18 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 // it), the commit index it acknowledged; a failed one forgets that (the
 // follower may have restarted), so its next idle append is sent.
 func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	if h.nonvoter(id) {
+	nonvoter := h.nonvoter(id)
+	if nonvoter {
 		if release := h.enterLane(id, isHeartbeat(args)); release != nil {
 			defer release()
 		}
 	}
-	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
+	var err error
+	if nonvoter && h.light != nil {
+		err = h.light.AppendEntries(target, args, resp)
+	} else {
+		err = h.NetworkTransport.AppendEntries(id, target, args, resp)
+	}
 	h.mu.Lock()
 	if err != nil || !resp.Success {
 		delete(h.commit, id)
