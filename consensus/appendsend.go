@@ -48,8 +48,12 @@ type appendSender struct {
 	encode  *codec.MsgpackHandle
 	decode  *codec.MsgpackHandle
 
-	encoders sync.Pool // *rpcEncoder
-	decoders sync.Pool // *rpcDecoder
+	// Free lists of encoders and decoders, at most appendFree each. Not
+	// sync.Pools: those are emptied by every GC, and a leader's heap is
+	// small enough that it collects often, so most RPCs would build a new
+	// codec.
+	encoders chan *rpcEncoder
+	decoders chan *rpcDecoder
 
 	mu       sync.Mutex
 	pool     map[raft.ServerAddress][]idleConn
@@ -74,6 +78,12 @@ const appendIdleTimeout = time.Minute
 // rpcAppendEntries is the type byte of an AppendEntries request in
 // NetworkTransport's wire format (its unexported rpcAppendEntries).
 const rpcAppendEntries uint8 = 0
+
+// appendFree: encoders and decoders kept for reuse, each. More RPCs than
+// this are in flight at once only in a burst (every non-voter's
+// goroutine sends when an entry is stored); what they build beyond it is
+// garbage after their RPC.
+const appendFree = 16
 
 // rpcKeepBuffer: an encoding buffer that grew past this (a large batch
 // of entries) is dropped after its RPC instead of pooled, so the pool
@@ -106,16 +116,8 @@ func newAppendSender(stream raft.StreamLayer, timeout time.Duration, maxPool int
 		// responses with a plain handle, which reads both.
 		encode: &codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: !newTimeFormat}},
 		decode: &codec.MsgpackHandle{},
-		pool:   map[raft.ServerAddress][]idleConn{}, stop: make(chan struct{})}
-	s.encoders.New = func() any {
-		e := &rpcEncoder{}
-		e.enc = codec.NewEncoder(&e.buf, s.encode)
-		return e
-	}
-	s.decoders.New = func() any {
-		rd := bufio.NewReader(nil)
-		return &rpcDecoder{r: rd, dec: codec.NewDecoder(rd, s.decode)}
-	}
+		pool:   map[raft.ServerAddress][]idleConn{}, stop: make(chan struct{}),
+		encoders: make(chan *rpcEncoder, appendFree), decoders: make(chan *rpcDecoder, appendFree)}
 	go s.sweep(appendIdleTimeout)
 	return s
 }
@@ -211,7 +213,13 @@ func (s *appendSender) closePooled() {
 
 // send writes a request, the type byte and args, in one write.
 func (s *appendSender) send(conn net.Conn, rpcType uint8, args any) error {
-	e := s.encoders.Get().(*rpcEncoder)
+	var e *rpcEncoder
+	select {
+	case e = <-s.encoders:
+	default:
+		e = &rpcEncoder{}
+		e.enc = codec.NewEncoder(&e.buf, s.encode)
+	}
 	e.buf.Reset()
 	e.enc.Reset(&e.buf)
 	e.buf.WriteByte(rpcType)
@@ -222,7 +230,10 @@ func (s *appendSender) send(conn net.Conn, rpcType uint8, args any) error {
 	}
 	_, err := conn.Write(e.buf.Bytes())
 	if e.buf.Cap() <= rpcKeepBuffer {
-		s.encoders.Put(e)
+		select {
+		case s.encoders <- e:
+		default:
+		}
 	}
 	return err
 }
@@ -231,7 +242,13 @@ func (s *appendSender) send(conn net.Conn, rpcType uint8, args any) error {
 // connection may carry another RPC: the response was read whole and
 // nothing followed it.
 func (s *appendSender) receive(conn net.Conn, resp any) (clean bool, err error) {
-	d := s.decoders.Get().(*rpcDecoder)
+	var d *rpcDecoder
+	select {
+	case d = <-s.decoders:
+	default:
+		d = &rpcDecoder{r: bufio.NewReader(nil)}
+		d.dec = codec.NewDecoder(d.r, s.decode)
+	}
 	d.r.Reset(conn)
 	d.dec.Reset(d.r)
 	var rpcErr string
@@ -243,7 +260,10 @@ func (s *appendSender) receive(conn net.Conn, resp any) (clean bool, err error) 
 	}
 	clean = d.r.Buffered() == 0
 	d.r.Reset(nil)
-	s.decoders.Put(d) // only a decoder that read whole messages goes back
+	select { // only a decoder that read whole messages goes back
+	case s.decoders <- d:
+	default:
+	}
 	if rpcErr != "" {
 		return clean, errors.New(rpcErr)
 	}
