@@ -25,7 +25,7 @@ import (
 //
 // Here an idle pooled connection holds nothing but the stream: the
 // encoding buffer, the msgpack encoder and decoder and the read buffer
-// are taken from pools for one RPC and given back after it, so what they
+// are taken from free lists for one RPC and given back after it, so what they
 // cost follows the RPCs in flight, not the connections. A request goes
 // out in one write, as from raft's buffer; a response is read as raft
 // reads it. The receiving side is raft's, unchanged.

@@ -100,18 +100,18 @@ const idleAppendCheck = 10 * time.Second
 //     "Voters first" in commitwait.go); what it carried counts as
 //     acknowledged, so the next idle append need not repeat it;
 //   - no follower gets a pipeline (see AppendEntriesPipeline);
-//   - appends to one non-voter, heartbeats and replication, go one at a
-//     time (lanes): raft's heartbeat and replication goroutines for a
-//     follower each hold a pooled connection while their RPC runs, and
-//     hashicorp/raft gives every connection a 256 KB send buffer. With
-//     the batched waits both goroutines of a non-voter often send at the
-//     same moment, so the leader kept two connections, 512 KB, per
-//     non-voter. In turn they share one. A heartbeat waits behind an
-//     append at most laneWait (a non-voter counts an append as contact
-//     only once it has processed it), then goes on a connection of its
-//     own as raft would send it; raft then keeps that one pooled too
-//     (measured at 100 nodes: 185 send buffers for 99 followers). Snapshots go their own way, as in raft;
-//     voters keep raft's concurrency;
+//   - a non-voter's appends, heartbeats and replication, go by light
+//     (appendSender: raft's wire format without raft's 256 KB send
+//     buffer per pooled connection), one at a time (lanes): raft's
+//     heartbeat and replication goroutines for a follower each hold a
+//     connection while their RPC runs, and with the batched waits both
+//     goroutines of a non-voter often send at the same moment, so the
+//     leader kept two connections per non-voter; in turn they share one
+//     (each also costs the follower raft's 256 KB receive buffer). A
+//     heartbeat waits behind an append at most laneWait (a non-voter
+//     counts an append as contact only once it has processed it), then
+//     goes on a connection of its own. Snapshots go their own way, as in
+//     raft; voters keep raft's transport and concurrency;
 //   - a voter's heartbeats go at raft's rate, but its idle appends are
 //     answered here too, only while an RPC to the voter succeeded within
 //     voterFresh (raft counts every answer from a voter as contact for
