@@ -27,8 +27,8 @@ import (
 // encoding buffer, the msgpack encoder and decoder and the read buffer
 // are taken from free lists for one RPC and given back after it, so what they
 // cost follows the RPCs in flight, not the connections. A request goes
-// out in one write, as from raft's buffer; a response is read as raft
-// reads it. The receiving side is raft's, unchanged.
+// out in one write (raft's buffer sends one of up to 256 KB in one); a
+// response is read as raft reads it. The receiving side is raft's, unchanged.
 //
 // Only non-voters' appends (their heartbeats and replication) come here
 // (heartbeatThrottle.send); voters, votes and snapshots keep raft's
@@ -49,9 +49,9 @@ type appendSender struct {
 	decode  *codec.MsgpackHandle
 
 	// Free lists of encoders and decoders, at most appendFree each. Not
-	// sync.Pools: those are emptied by every GC, and a leader's heap is
-	// small enough that it collects often, so most RPCs would build a new
-	// codec.
+	// sync.Pools: those are emptied within two GCs, and a leader's heap
+	// is small enough that it collects often, so many RPCs would build a
+	// new codec.
 	encoders chan *rpcEncoder
 	decoders chan *rpcDecoder
 
@@ -86,11 +86,11 @@ const rpcAppendEntries uint8 = 0
 const appendFree = 16
 
 // rpcKeepBuffer: an encoding buffer that grew past this (a large batch
-// of entries) is dropped after its RPC instead of pooled, so the pool
-// holds small buffers. A heartbeat or an idle append is a few hundred
-// bytes; a batch of registry entries (up to raft's MaxAppendEntries) up
-// to tens of KB.
-const rpcKeepBuffer = 256 << 10
+// of entries) is dropped after its RPC instead of kept, so the free list
+// holds at most appendFree × 64 KB. A heartbeat or an idle append is a
+// few hundred bytes; a batch of registry entries (up to raft's
+// MaxAppendEntries) up to tens of KB.
+const rpcKeepBuffer = 64 << 10
 
 // rpcEncoder encodes one request into buf, which then goes to the
 // connection in one write.
@@ -106,9 +106,9 @@ type rpcDecoder struct {
 
 // newAppendSender sends over stream with timeout as each RPC's I/O
 // deadline, keeping at most maxPool idle connections per server.
-// newTimeFormat is NetworkTransportConfig.MsgpackUseNewTimeFormat: it
-// must match the receiving transports' setting, as for raft's own
-// client. Close ends its sweeper.
+// newTimeFormat is NetworkTransportConfig.MsgpackUseNewTimeFormat of the
+// raft transport beside it: what raft's own client would send. Close
+// ends its sweeper.
 func newAppendSender(stream raft.StreamLayer, timeout time.Duration, maxPool int, newTimeFormat bool) *appendSender {
 	s := &appendSender{stream: stream, timeout: timeout, maxPool: max(maxPool, 1),
 		// As NetworkTransport: requests in the time format it is told to
@@ -224,8 +224,8 @@ func (s *appendSender) send(conn net.Conn, rpcType uint8, args any) error {
 	e.enc.Reset(&e.buf)
 	e.buf.WriteByte(rpcType)
 	if err := e.enc.Encode(args); err != nil {
-		// The codec keeps a failed Encode's error and half-done state:
-		// this encoder is not pooled again.
+		// Dropped rather than kept: a failed Encode is an encoding bug,
+		// not worth reasoning about what state it leaves.
 		return err
 	}
 	_, err := conn.Write(e.buf.Bytes())

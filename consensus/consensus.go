@@ -431,11 +431,12 @@ func (c *Consensus) Start(ctx context.Context) error {
 		MaxPool: raftMaxPool,
 		Timeout: raftRPCTimeout,
 		Logger:  newHCLogger(c.log, "raft-net"),
+		// Whatever raft's transport sends, the non-voters' sender sends.
+		MsgpackUseNewTimeFormat: raftNewTimeFormat,
 	}), rc.HeartbeatTimeout, c.ctx.Done())
 	// Non-voters' appends without raft's 256 KB buffer per connection
-	// (appendsend.go); raft's transport keeps the default (old) time
-	// format, and so does this sender.
-	trans.light = newAppendSender(sl, raftRPCTimeout, raftMaxPool, false)
+	// (appendsend.go).
+	trans.light = newAppendSender(sl, raftRPCTimeout, raftMaxPool, raftNewTimeFormat)
 	c.throttle = trans
 	c.replay.applied = c.throttle.commits.wake
 	if last, err := c.store.LastIndex(); err == nil {
@@ -505,6 +506,9 @@ const (
 	// raftRPCTimeout: the I/O deadline of one raft RPC (a snapshot's is
 	// scaled by its size by raft, and streams in chunks).
 	raftRPCTimeout = 10 * time.Second
+	// raftNewTimeFormat: raft's default, the old msgpack time format,
+	// which servers of every raft version read.
+	raftNewTimeFormat = false
 )
 
 // Close stops raft, the loops and the listeners, and closes the stores. It

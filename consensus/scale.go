@@ -163,24 +163,15 @@ func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Durati
 	return h
 }
 
-// Close closes the non-voters' sender, then raft's transport (its
-// listener, pooled connections and the connections it serves). Raft
-// calls it on shutdown, and Consensus.Close again. Safe to call more than
-// once.
+// Close closes the non-voters' sender (its pooled connections), then
+// raft's transport (NetworkTransport.Close: its listener; connections
+// raft pooled or serves end with the process or their peer). Raft calls
+// it on shutdown, and Consensus.Close again. Safe to call more than once.
 func (h *heartbeatThrottle) Close() error {
 	if h.light != nil {
 		h.light.Close()
 	}
 	return h.NetworkTransport.Close()
-}
-
-// CloseStreams closes the non-voters' pooled connections, then raft's
-// (NetworkTransport.CloseStreams).
-func (h *heartbeatThrottle) CloseStreams() {
-	if h.light != nil {
-		h.light.closePooled()
-	}
-	h.NetworkTransport.CloseStreams()
 }
 
 // setServers records which servers are non-voters in the configuration
