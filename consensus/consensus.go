@@ -240,7 +240,7 @@ type Consensus struct {
 
 	mu        sync.Mutex // guards raft, transport, started
 	raft      *raft.Raft
-	transport *heartbeatThrottle
+	transport *raft.NetworkTransport
 	// throttle wraps transport for raft (see scale.go); set in Start.
 	throttle *heartbeatThrottle
 	// nonvoter: this server runs with a non-voter's timeouts (scale.go).
@@ -426,18 +426,13 @@ func (c *Consensus) Start(ctx context.Context) error {
 	}
 
 	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener()}
-	trans := newHeartbeatThrottle(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  sl,
-		MaxPool: raftMaxPool,
-		Timeout: raftRPCTimeout,
+		MaxPool: 3,                // raft's default pool size per peer
+		Timeout: 10 * time.Second, // I/O deadline of one RPC; snapshots stream in chunks
 		Logger:  newHCLogger(c.log, "raft-net"),
-		// Whatever raft's transport sends, the non-voters' sender sends.
-		MsgpackUseNewTimeFormat: raftNewTimeFormat,
-	}), rc.HeartbeatTimeout, c.ctx.Done())
-	// Non-voters' appends without raft's 256 KB buffer per connection
-	// (appendsend.go).
-	trans.light = newAppendSender(sl, raftRPCTimeout, raftMaxPool, raftNewTimeFormat)
-	c.throttle = trans
+	})
+	c.throttle = newHeartbeatThrottle(trans, rc.HeartbeatTimeout, c.ctx.Done())
 	c.replay.applied = c.throttle.commits.wake
 	if last, err := c.store.LastIndex(); err == nil {
 		c.throttle.entriesStored(last)
@@ -452,7 +447,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 		trans.Close()
 		return fmt.Errorf("consensus: log cache: %w", err)
 	}
-	r, err := raft.NewRaft(rc, c.replay, logs, c.store, c.snaps, trans)
+	r, err := raft.NewRaft(rc, c.replay, logs, c.store, c.snaps, c.throttle)
 	if err != nil {
 		trans.Close()
 		return fmt.Errorf("consensus: start raft: %w", err)
@@ -499,17 +494,6 @@ func (c *Consensus) Start(ctx context.Context) error {
 // logCacheSize: the newest raft entries kept in memory (Consul keeps 512):
 // every follower's replication reads the entry before its next one.
 const logCacheSize = 512
-
-const (
-	// raftMaxPool: idle connections kept per server, raft's default.
-	raftMaxPool = 3
-	// raftRPCTimeout: the I/O deadline of one raft RPC (a snapshot's is
-	// scaled by its size by raft, and streams in chunks).
-	raftRPCTimeout = 10 * time.Second
-	// raftNewTimeFormat: raft's default, the old msgpack time format,
-	// which servers of every raft version read.
-	raftNewTimeFormat = false
-)
 
 // Close stops raft, the loops and the listeners, and closes the stores. It
 // does not leave the cluster (see Leave). Safe to call more than once.
