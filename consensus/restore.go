@@ -22,8 +22,8 @@ var (
 // moved, written to the stable store; a graceful Close writes it and the
 // last leader contact at the end. Each write is a bolt commit with an
 // fdatasync, and every node is a raft server that applies every registry
-// change: written after each change (at most every 500 ms in a burst, as
-// before), the 100 nodes of `rbee bench scale --workers-per-node 5`
+// change: when it was written after each change (at most every 500 ms in
+// a burst), the 100 nodes of `rbee bench scale --workers-per-node 5`
 // spent 26 of their 500 CPU-seconds while the workers registered on these
 // fsyncs, up to 200 a second on one disk. The applied hint (hint.go),
 // written after every apply without an fsync, already covers a process
