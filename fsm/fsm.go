@@ -307,6 +307,9 @@ func apply(base *State, index uint64, data []byte) (applied, error) {
 		return applied{}, err
 	}
 	tx.next.index = index
+	if tx.dirty[0] { // the nodes table was written
+		tx.next.nodesAt = index
+	}
 	next := tx.next
 	return applied{next: &next, res: Result{Index: index, Type: cmd.Type(), Changed: changed}, key: keyOf(cmd)}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -485,4 +486,32 @@ func TestErrorCodeRoundTrip(t *testing.T) {
 	}
 	require.Equal(t, "", ErrorCode(errors.New("other")))
 	require.EqualError(t, ErrorFromCode("", "plain"), "plain")
+}
+
+// TestNodesChanged: the index of the last write to the nodes table moves
+// with every command that changes a node, with no other, and is the
+// snapshot's index after a restore.
+func TestNodesChanged(t *testing.T) {
+	f := New(nil)
+	var last uint64
+	for _, c := range sampleCommands() {
+		before := f.Nodes()
+		res := applyAll(t, f, c)[0]
+		if changed := !reflect.DeepEqual(before, f.Nodes()); changed {
+			require.Equal(t, res.Index, f.State().NodesChanged(), "%s changed a node", c.Type())
+			last = res.Index
+		} else {
+			require.Equal(t, last, f.State().NodesChanged(), "%s changed no node", c.Type())
+		}
+	}
+	// A write that changes nothing of a node leaves it too.
+	applyAll(t, f, SetNodeState{ID: "peerB", State: NodeFailed, At: t0.Add(3 * time.Second)})
+	require.Equal(t, last, f.State().NodesChanged())
+
+	store, id := persist(t, f)
+	g := New(nil)
+	_, rc, err := store.Open(id)
+	require.NoError(t, err)
+	require.NoError(t, g.Restore(rc))
+	require.Equal(t, f.Index(), g.State().NodesChanged())
 }

@@ -250,7 +250,7 @@ func readSnapshot(r io.Reader, supports int) (*State, error) {
 		return nil, fmt.Errorf("%w: a version %d snapshot with a cluster_ca", ErrMalformed, version)
 	}
 	ld := loader{st: emptyState()}
-	ld.st.index = doc.Index
+	ld.st.index, ld.st.nodesAt = doc.Index, doc.Index
 	for _, n := range doc.Nodes {
 		ld.node(n)
 	}

@@ -15,6 +15,9 @@ import (
 // without locks, and accessors return deep copies so callers cannot alter it.
 type State struct {
 	index uint64
+	// nodesAt is the index of the last command that wrote the nodes
+	// table (or of the restored snapshot): see NodesChanged.
+	nodesAt uint64
 	// Values are pointers for cheap table clones; a stored value is never
 	// modified (writers store a new pointer).
 	nodes    map[string]*Node
@@ -67,6 +70,12 @@ func (s *State) ClusterCA() (ClusterCA, bool) {
 // Index returns the Raft log index of the last successfully applied command
 // (or of the restored snapshot).
 func (s *State) Index() uint64 { return s.index }
+
+// NodesChanged is the index at which the nodes table last changed (or the
+// snapshot's index, after a restore): it moves whenever Nodes would
+// return something else, and not with writes to other tables, so a
+// reader that scans the nodes periodically can skip unchanged scans.
+func (s *State) NodesChanged() uint64 { return s.nodesAt }
 
 // Nodes returns all nodes sorted by id.
 func (s *State) Nodes() []Node {

@@ -497,6 +497,7 @@ func (g *Gossip) Close() error {
 	ml := g.ml
 	g.stopLoops()
 	g.mu.Unlock()
+	g.table.touch() // Members is empty from now on
 	// Shutdown waits for memberlist's listeners, which may be waiting for an
 	// event delegate that needs g.mu: never hold g.mu across it.
 	var err error
@@ -550,6 +551,25 @@ func (g *Gossip) Members() []Member {
 	}
 	return g.table.list()
 }
+
+// MemberStates returns the state of every member Members would list, by
+// id, without copying their metadata, and the version of the member
+// table it was read at (see Version).
+func (g *Gossip) MemberStates() (map[string]State, uint64) {
+	g.mu.RLock()
+	ml, closed := g.ml, g.closed
+	g.mu.RUnlock()
+	if ml == nil || closed {
+		return map[string]State{}, g.table.changes()
+	}
+	return g.table.states()
+}
+
+// Version moves whenever Members would return something else (a member
+// joined, changed state, address or metadata, or was forgotten), so a
+// caller that scans the members periodically can skip a scan when it has
+// not moved. It says nothing of what changed.
+func (g *Gossip) Version() uint64 { return g.table.changes() }
 
 // Member returns the member with the given id, as Members would, without
 // listing the others (a caller that looks up every registry node once a

@@ -80,6 +80,10 @@ type memberTable struct {
 	// (suspect, to recheck), so that neither scan is over every member: a
 	// join storm of n members is n events at each member.
 	byState map[State]map[string]struct{}
+	// version moves on every change list would show (a member added,
+	// changed or reaped), so a reader that scans the members can skip a
+	// scan when nothing changed.
+	version uint64
 }
 
 func newMemberTable(reapAfter time.Duration) *memberTable {
@@ -98,6 +102,7 @@ func newMemberTable(reapAfter time.Duration) *memberTable {
 func (t *memberTable) setState(e *tableEntry, st State, now time.Time) {
 	if e.m.State != st {
 		e.since = now
+		t.version++
 	}
 	if idx := t.byState[e.m.State]; idx != nil {
 		delete(idx, e.m.ID)
@@ -120,6 +125,7 @@ func (t *memberTable) set(m Member, st State) Member {
 	m.State = st
 	m.Meta = cloneMeta(m.Meta)
 	e.m = m
+	t.version++ // the address or metadata may have changed
 	t.reapLocked(now)
 	return e.member()
 }
@@ -234,6 +240,36 @@ func (t *memberTable) get(id string) (Member, bool) {
 	return e.member(), true
 }
 
+// states returns every member's state by id (what list returns, without
+// copying the members) and the table's version.
+func (t *memberTable) states() (map[string]State, uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.reapLocked(t.now())
+	out := make(map[string]State, len(t.members))
+	for id, e := range t.members {
+		out[id] = e.m.State
+	}
+	return out, t.version
+}
+
+// changes returns the table's version: it moves whenever list's result
+// would change.
+func (t *memberTable) changes() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.reapLocked(t.now())
+	return t.version
+}
+
+// touch moves the version without a change of the table (the Gossip
+// closed: Members is empty from then on).
+func (t *memberTable) touch() {
+	t.mu.Lock()
+	t.version++
+	t.mu.Unlock()
+}
+
 // list returns every member, sorted by id, dead and left ones until they
 // are reaped.
 func (t *memberTable) list() []Member {
@@ -257,6 +293,7 @@ func (t *memberTable) reapLocked(now time.Time) {
 			if now.Sub(t.members[id].since) > t.reapAfter {
 				delete(t.members, id)
 				delete(idx, id)
+				t.version++
 			}
 		}
 	}

@@ -280,3 +280,49 @@ func TestMemberTableSince(t *testing.T) {
 	rejoined := step(time.Second)
 	check(rejoined, tb.join(a))
 }
+
+// TestMemberTableVersion: the version moves with every change list would
+// show (including a reap), and with nothing else; states agrees with list.
+func TestMemberTableVersion(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tb := newMemberTable(time.Minute)
+	tb.now = func() time.Time { return now }
+	a, b := Member{ID: "a", Addr: "10.0.0.1:7946"}, Member{ID: "b", Addr: "10.0.0.2:7946"}
+	last := tb.changes()
+	steps := []struct {
+		name  string
+		op    func()
+		moves bool
+	}{
+		{"join a", func() { tb.join(a) }, true},
+		{"join b", func() { tb.join(b) }, true},
+		{"list", func() { tb.list() }, false},
+		{"get", func() { tb.get("a") }, false},
+		{"update (new metadata)", func() { tb.update(Member{ID: "a", Addr: a.Addr, Meta: Meta{Name: "x"}}) }, true},
+		{"suspect", func() { require.True(t, tb.suspect("a")) }, true},
+		{"suspect again", func() { require.False(t, tb.suspect("a")) }, false},
+		{"answered", func() { require.True(t, tb.answered("a")) }, true},
+		{"answered, not suspect", func() { require.False(t, tb.answered("a")) }, false},
+		{"depart", func() { tb.depart(b) }, true},
+		{"time passes within the reap grace", func() { now = now.Add(30 * time.Second) }, false},
+		{"b is reaped", func() { now = now.Add(31 * time.Second) }, true},
+		{"touch", tb.touch, true},
+	}
+	for _, s := range steps {
+		s.op()
+		v := tb.changes()
+		if s.moves {
+			require.Greater(t, v, last, s.name)
+		} else {
+			require.Equal(t, last, v, s.name)
+		}
+		last = v
+		states, sv := tb.states()
+		require.Equal(t, v, sv, s.name)
+		want := map[string]State{}
+		for _, m := range tb.list() {
+			want[m.ID] = m.State
+		}
+		require.Equal(t, want, states, s.name)
+	}
+}

@@ -610,9 +610,13 @@ func (n *Node) groupsPass(leader bool) {
 	// A node's shards count as lost once the leader has recorded it
 	// failed or left (gossip declared it dead), not at a suspicion: a
 	// re-plan reloads the model everywhere.
-	up := map[string]bool{}
-	for _, rn := range n.reg.Nodes() {
-		up[rn.ID] = rn.State == fsm.NodeAlive
+	var up map[string]bool
+	if len(groups) > 0 { // the leader runs this twice a second: no copy of every node without need
+		up = map[string]bool{}
+		n.reg.State().RangeNodes(func(rn fsm.Node) bool {
+			up[rn.ID] = rn.State == fsm.NodeAlive
+			return true
+		})
 	}
 	for _, g := range groups {
 		read := &fsm.GroupExpect{State: g.State, Placement: g.Placement}

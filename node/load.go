@@ -47,6 +47,10 @@ const maxLoadState = 1 << 20
 type loadTable struct {
 	mu      sync.Mutex
 	reports map[string]*loadReport
+	// version moves whenever a node's report appears, goes, or changes
+	// what can be routed (routingChanged), not with load counters alone:
+	// the leader's worker reconcile skips a pass when it has not moved.
+	version uint64
 	changed func() // called (outside the lock) when a report changed
 	// relay broadcasts a report received with Relay set, the first time
 	// (set before gossip starts; nil: none).
@@ -102,6 +106,9 @@ func (t *loadTable) put(r loadReport) bool {
 		t.mu.Unlock()
 		return false
 	}
+	if !ok || routingChanged(old.Workers, r.Workers) {
+		t.version++
+	}
 	t.reports[r.NodeID] = &r
 	t.mu.Unlock()
 	if t.changed != nil {
@@ -143,8 +150,18 @@ func (t *loadTable) workers() []router.WorkerLoad {
 // forget drops a node's report (it left or was reaped).
 func (t *loadTable) forget(nodeID string) {
 	t.mu.Lock()
-	delete(t.reports, nodeID)
+	if _, ok := t.reports[nodeID]; ok {
+		delete(t.reports, nodeID)
+		t.version++
+	}
 	t.mu.Unlock()
+}
+
+// changes returns the table's version (see loadTable.version).
+func (t *loadTable) changes() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.version
 }
 
 // LocalState implements gossip.StateDelegate: every report we know.

@@ -164,3 +164,47 @@ func TestLoadTableTakesMembersOnly(t *testing.T) {
 	_, ok = lt.report("a")
 	require.False(t, ok)
 }
+
+// TestLoadTableVersion: the version moves when a report appears or goes,
+// or changes what can be routed; not for counters, a stale report or an
+// unchanged one.
+func TestLoadTableVersion(t *testing.T) {
+	lt := newLoadTable()
+	seq := int64(0)
+	put := func(node string, ws ...router.WorkerLoad) {
+		seq++
+		lt.put(loadReport{NodeID: node, Seq: seq, Workers: ws})
+	}
+	w := router.WorkerLoad{ID: "w1", Model: "m", Port: 1, State: "loading"}
+	busy := w
+	busy.InFlight, busy.TPS = 3, 12
+	ready := w
+	ready.State = "ready"
+	last := lt.changes()
+	steps := []struct {
+		name  string
+		op    func()
+		moves bool
+	}{
+		{"first report", func() { put("a") }, true},
+		{"unchanged", func() { put("a") }, false},
+		{"a worker comes", func() { put("a", w) }, true},
+		{"counters only", func() { put("a", busy) }, false},
+		{"state change", func() { put("a", ready) }, true},
+		{"stale report", func() { lt.put(loadReport{NodeID: "a", Seq: 1}) }, false},
+		{"another node", func() { put("b") }, true},
+		{"forget b", func() { lt.forget("b") }, true},
+		{"forget b again", func() { lt.forget("b") }, false},
+		{"a's worker goes", func() { put("a") }, true},
+	}
+	for _, s := range steps {
+		s.op()
+		v := lt.changes()
+		if s.moves {
+			require.Greater(t, v, last, s.name)
+		} else {
+			require.Equal(t, last, v, s.name)
+		}
+		last = v
+	}
+}

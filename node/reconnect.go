@@ -21,6 +21,51 @@ const (
 	reconnectTimeout    = 5 * time.Second  // one join attempt (memberlist's TCP push/pull)
 )
 
+// refreshReconnect learns and forgets targets from gossip's members and
+// the registry's nodes, and returns the ids gossip sees alive or suspect
+// and their addresses (this node's address included). It reads them only
+// when gossip's member list or the registry's nodes changed since the
+// last read: the loop runs every second on every node. Reconnect loop
+// only.
+func (n *Node) refreshReconnect() (up, upAt map[string]bool) {
+	r := n.reconn
+	mv, rv := n.gsp.Version(), n.reg.State().NodesChanged()
+	if r.refreshed && mv == r.membersAt && rv == r.regAt {
+		return r.up, r.upAt
+	}
+	self := n.ID()
+	up, upAt = map[string]bool{}, map[string]bool{}
+	for _, m := range n.gsp.Members() {
+		if m.ID == self {
+			upAt[m.Addr] = true
+			continue
+		}
+		switch m.State {
+		case gossip.StateLeft:
+			r.forget(m.ID) // a graceful leave: not retried
+			continue
+		case gossip.StateAlive, gossip.StateSuspect:
+			up[m.ID], upAt[m.Addr] = true, true
+			r.reachable(m.ID)
+		}
+		r.learn(m.ID, m.Addr)
+	}
+	n.reg.State().RangeNodes(func(rn fsm.Node) bool {
+		switch {
+		case rn.ID == self:
+		case rn.State == fsm.NodeLeft:
+			r.forget(rn.ID)
+		case !up[rn.ID]:
+			if _, known := n.gsp.Member(rn.ID); !known {
+				r.learn(rn.ID, rn.GossipAddr)
+			}
+		}
+		return true
+	})
+	r.refreshed, r.membersAt, r.regAt, r.up, r.upAt = true, mv, rv, up, upAt
+	return up, upAt
+}
+
 // reconnectTarget is one member this node knew and tries to reach again
 // while gossip does not see it alive.
 type reconnectTarget struct {
@@ -38,6 +83,14 @@ type reconnectTarget struct {
 type reconnector struct {
 	mu      sync.Mutex
 	targets map[string]*reconnectTarget
+
+	// What the last refresh saw (reconnect loop only): the versions of
+	// gossip's member list and of the registry's nodes it read, whether it read
+	// any, and the ids and addresses gossip saw up. A tick whose versions
+	// have not moved reuses them instead of copying every member.
+	refreshed        bool
+	membersAt, regAt uint64
+	up, upAt         map[string]bool
 }
 
 func newReconnector() *reconnector {
@@ -112,39 +165,11 @@ func (r *reconnector) due(now time.Time, skip func(key, addr string) bool) map[s
 	return out
 }
 
-// reconnectOnce refreshes the targets from gossip and the registry, then
-// tries every due one that gossip does not see alive.
+// reconnectOnce refreshes the targets from gossip and the registry when
+// either changed, then tries every due one that gossip does not see
+// alive.
 func (n *Node) reconnectOnce(now time.Time) {
-	self := n.ID()
-	up := map[string]bool{}   // ids gossip sees alive or suspect
-	upAt := map[string]bool{} // their addresses
-	for _, m := range n.gsp.Members() {
-		if m.ID == self {
-			upAt[m.Addr] = true
-			continue
-		}
-		switch m.State {
-		case gossip.StateLeft:
-			n.reconn.forget(m.ID) // a graceful leave: not retried
-			continue
-		case gossip.StateAlive, gossip.StateSuspect:
-			up[m.ID], upAt[m.Addr] = true, true
-			n.reconn.reachable(m.ID)
-		}
-		n.reconn.learn(m.ID, m.Addr)
-	}
-	n.reg.State().RangeNodes(func(rn fsm.Node) bool {
-		switch {
-		case rn.ID == self:
-		case rn.State == fsm.NodeLeft:
-			n.reconn.forget(rn.ID)
-		case !up[rn.ID]:
-			if _, known := n.gsp.Member(rn.ID); !known {
-				n.reconn.learn(rn.ID, rn.GossipAddr)
-			}
-		}
-		return true
-	})
+	up, upAt := n.refreshReconnect()
 	due := n.reconn.due(now, func(key, addr string) bool { return up[key] || upAt[addr] })
 	if len(due) == 0 {
 		return

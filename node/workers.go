@@ -82,11 +82,8 @@ func (s supervision) Publish(workers []router.WorkerLoad) {
 }
 
 func (s supervision) Members() map[string]gossip.State {
-	out := map[string]gossip.State{}
-	for _, m := range s.n.gsp.Members() {
-		out[m.ID] = m.State
-	}
-	return out
+	states, _ := s.n.gsp.MemberStates()
+	return states
 }
 
 func (s supervision) Report(nodeID string) ([]router.WorkerLoad, bool) {
@@ -94,10 +91,13 @@ func (s supervision) Report(nodeID string) ([]router.WorkerLoad, bool) {
 	return r.Workers, ok
 }
 
-func (s supervision) Workers() []fsm.Worker { return s.n.reg.Workers() }
+func (s supervision) Registry() *fsm.State  { return s.n.reg.State() }
 func (s supervision) IsLeader() bool        { return s.n.IsLeader() }
-func (s supervision) RegistryVersion() int  { return s.n.reg.RegistryVersion() }
 func (s supervision) Pending(id string) int { return s.n.router.Pending(id) }
+
+func (s supervision) Versions() supervisor.Versions {
+	return supervisor.Versions{Members: s.n.gsp.Version(), Reports: s.n.loads.changes(), Registry: s.n.reg.Index()}
+}
 
 func (s supervision) Apply(ctx context.Context, cmd []byte) error {
 	_, err := s.n.apply(ctx, cmd)

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rbee-project/rbee/fsm"
@@ -72,13 +73,15 @@ type Cluster interface {
 	Publish(workers []router.WorkerLoad)
 	// Members is gossip's view: node id → state.
 	Members() map[string]gossip.State
-	// Report is the last load report of a node.
+	// Report is the last load report of a node (read only: the slice may
+	// be shared).
 	Report(nodeID string) ([]router.WorkerLoad, bool)
-	// Workers is the registry replica's workers.
-	Workers() []fsm.Worker
-	// RegistryVersion is the registry version the cluster agreed on (a
-	// worker's group is written from version 3).
-	RegistryVersion() int
+	// Registry is the registry replica's current state (immutable). Its
+	// registry version says whether a worker's group is written (from 3).
+	Registry() *fsm.State
+	// Versions are the versions of what Members, Report and Registry
+	// return.
+	Versions() Versions
 	IsLeader() bool
 	// Apply proposes an encoded registry command.
 	Apply(ctx context.Context, cmd []byte) error
@@ -88,6 +91,21 @@ type Cluster interface {
 	// whether this node leads (the node retires workers and raises the
 	// registry version there).
 	Pass(leader bool)
+}
+
+// Versions say whether the leader's reconcile inputs may have changed:
+// each moves whenever its input does (more often is allowed, never less).
+// Comparable.
+type Versions struct {
+	// Members moves when gossip's member list does (a member added,
+	// gone, or in another state).
+	Members uint64
+	// Reports moves when a node's load report appears, goes or changes
+	// one of its workers' id, model, device, port, pid, state or group
+	// (load counters alone need not move it).
+	Reports uint64
+	// Registry moves with every registry write (the applied index).
+	Registry uint64
 }
 
 // Config configures a Supervisor.
@@ -118,6 +136,19 @@ type Supervisor struct {
 	mu        sync.Mutex
 	workers   map[string]*localWorker
 	refusedAt time.Time // last refused heartbeat logged at warn
+
+	// The leader's reconcile state, touched by the worker loop only:
+	// whether its last pass wrote all it had to, at which versions of
+	// its inputs, and the scratch maps a pass reuses. skipped counts the
+	// passes skipped (read by tests).
+	clean   bool
+	cleanAt Versions
+	skipped atomic.Uint64
+	scratch struct {
+		reported map[string]string              // worker id → reporting node
+		reports  map[string][]router.WorkerLoad // live node → its report
+		nodes    []string                       // the keys of reports, sorted
+	}
 
 	kick chan struct{}
 	// adopted is closed when the engine loop's first pass (the health
@@ -367,6 +398,8 @@ func (s *Supervisor) workerLoop() {
 		leader := s.cfg.Cluster.IsLeader()
 		if leader {
 			s.reconcile()
+		} else {
+			s.clean = false // a new leadership starts with a full pass
 		}
 		s.cfg.Cluster.Pass(leader)
 	}
@@ -393,8 +426,18 @@ func registryState(st string) fsm.WorkerState {
 
 // reconcile (leader only) writes the differences between what the nodes
 // report and what the registry holds. Heartbeats never reach Raft: only a
-// new worker, a state change or a worker that is gone does.
+// new worker, a state change or a worker that is gone does. A pass is
+// skipped when its inputs (Cluster.Versions) are those of the last pass
+// that wrote all it had to: on an idle cluster the leader does not scan
+// every worker twice a second. Worker loop only.
 func (s *Supervisor) reconcile() {
+	v := s.cfg.Cluster.Versions()
+	if s.clean && v == s.cleanAt {
+		s.skipped.Add(1)
+		return
+	}
+	// The versions are read before the inputs: a change while the pass
+	// runs moves them, and the next pass runs again.
 	for _, c := range s.reconcileCommands() {
 		b, err := fsm.Encode(c)
 		if err != nil {
@@ -406,9 +449,11 @@ func (s *Supervisor) reconcile() {
 		cancel()
 		if err != nil {
 			s.log.Debug("worker reconcile write", "cmd", fmt.Sprintf("%T", c), "err", err)
+			s.clean = false
 			return
 		}
 	}
+	s.clean, s.cleanAt = true, v
 }
 
 // reconcileCommands are the registry writes that make the registry agree
@@ -416,11 +461,23 @@ func (s *Supervisor) reconcile() {
 // a shard), a registered shard without its group → UpsertWorker, a state change →
 // SetWorkerState (never over retiring or gone, which the registry
 // decides), a worker its alive, reporting node no longer lists or whose
-// node is dead or left → DeleteWorker.
+// node is dead or left → DeleteWorker. The writes come in the order of
+// the reporting nodes' ids, then of the workers' ids; the deletions
+// last, by worker id.
+//
+// It runs on the worker loop only: its scratch maps are kept between
+// passes, so that a pass over an unchanged cluster allocates nothing of
+// its size (the leader runs one twice a second).
 func (s *Supervisor) reconcileCommands() []fsm.Command {
 	members := s.cfg.Cluster.Members()
-	reported := map[string]router.WorkerLoad{}
-	hasReport := map[string]bool{}
+	reg := s.cfg.Cluster.Registry()
+	sc := &s.scratch
+	if sc.reported == nil {
+		sc.reported, sc.reports = map[string]string{}, map[string][]router.WorkerLoad{}
+	}
+	clear(sc.reported)
+	clear(sc.reports)
+	sc.nodes = sc.nodes[:0]
 	for id, st := range members {
 		if st != gossip.StateAlive && st != gossip.StateSuspect {
 			continue
@@ -429,63 +486,64 @@ func (s *Supervisor) reconcileCommands() []fsm.Command {
 		if !ok {
 			continue
 		}
-		hasReport[id] = true
-		for _, w := range ws {
-			w.NodeID = id
-			reported[w.ID] = w
-		}
+		sc.reports[id] = ws
+		sc.nodes = append(sc.nodes, id)
 	}
+	sort.Strings(sc.nodes)
 	var cmds []fsm.Command
 	now := time.Now().UTC()
-	registry := map[string]fsm.Worker{}
-	for _, w := range s.cfg.Cluster.Workers() {
-		registry[w.ID] = w
-	}
-	ids := make([]string, 0, len(reported))
-	for id := range reported {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
 	// A worker's group is a registry version 3 field (groups exist only
 	// from 3 on).
-	withGroup := s.cfg.Cluster.RegistryVersion() >= 3
-	for _, id := range ids {
-		w := reported[id]
-		want := registryState(w.State)
-		rw, ok := registry[id]
-		if !withGroup {
-			w.Group = ""
-		}
-		switch {
-		case !ok:
-			cmds = append(cmds, fsm.UpsertWorker{Worker: fsm.Worker{ID: w.ID, NodeID: w.NodeID, Model: w.Model, Device: w.Device,
-				Port: w.Port, PID: w.PID, State: want, RegisteredAt: now, UpdatedAt: now, Group: w.Group}})
-		case rw.State == fsm.WorkerGone:
-		case rw.Group != w.Group && w.Group != "":
-			// Registered without the group its node records: the router
-			// must know it is a shard.
-			rw.Group, rw.UpdatedAt = w.Group, now
-			cmds = append(cmds, fsm.UpsertWorker{Worker: rw})
-		case rw.State == fsm.WorkerRetiring:
-			// Retiring is decided by the registry, not by the worker.
-		case rw.State != want:
-			cmds = append(cmds, fsm.SetWorkerState{ID: id, State: want, At: now})
+	withGroup := reg.RegistryVersion() >= 3
+	for _, node := range sc.nodes {
+		for _, w := range sc.reports[node] {
+			if _, dup := sc.reported[w.ID]; dup {
+				continue // a second node reports it: the first (by id) counts
+			}
+			sc.reported[w.ID] = node
+			w.NodeID = node
+			if !withGroup {
+				w.Group = ""
+			}
+			if c := workerCommand(w, reg, now); c != nil {
+				cmds = append(cmds, c)
+			}
 		}
 	}
-	gone := make([]string, 0)
-	for id, rw := range registry {
-		if _, ok := reported[id]; ok {
-			continue
+	gone := reg.WorkersWhere(func(rw *fsm.Worker) bool {
+		if _, ok := sc.reported[rw.ID]; ok {
+			return false
 		}
 		st, known := members[rw.NodeID]
 		nodeDown := !known || st == gossip.StateDead || st == gossip.StateLeft
-		if nodeDown || hasReport[rw.NodeID] {
-			gone = append(gone, id)
-		}
-	}
-	sort.Strings(gone)
-	for _, id := range gone {
-		cmds = append(cmds, fsm.DeleteWorker{ID: id})
+		_, hasReport := sc.reports[rw.NodeID]
+		return nodeDown || hasReport
+	})
+	for _, rw := range gone {
+		cmds = append(cmds, fsm.DeleteWorker{ID: rw.ID})
 	}
 	return cmds
+}
+
+// workerCommand is the registry write for one reported worker (w.NodeID
+// its reporting node), nil when the registry agrees.
+func workerCommand(w router.WorkerLoad, reg *fsm.State, now time.Time) fsm.Command {
+	want := registryState(w.State)
+	rw, ok := reg.Worker(w.ID)
+	switch {
+	case !ok:
+		return fsm.UpsertWorker{Worker: fsm.Worker{ID: w.ID, NodeID: w.NodeID, Model: w.Model, Device: w.Device,
+			Port: w.Port, PID: w.PID, State: want, RegisteredAt: now, UpdatedAt: now, Group: w.Group}}
+	case rw.State == fsm.WorkerGone:
+	case rw.Group != w.Group && w.Group != "":
+		// Registered without the group its node records: the router
+		// must know it is a shard.
+		rw.Group, rw.UpdatedAt = w.Group, now
+		return fsm.UpsertWorker{Worker: rw}
+	case rw.State == fsm.WorkerRetiring:
+		// Retiring is decided by the registry, not by the worker.
+	case rw.State != want:
+		return fsm.SetWorkerState{ID: w.ID, State: want, At: now}
+	}
+	return nil
 }

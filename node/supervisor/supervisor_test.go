@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -96,11 +97,13 @@ type cluster struct {
 	published [][]router.WorkerLoad
 	members   map[string]gossip.State
 	reports   map[string][]router.WorkerLoad
-	workers   []fsm.Worker
+	workers   []fsm.Worker // the registry's
+	versions  Versions
 	leader    bool
 	applied   []fsm.Command
 	pending   map[string]int
 	passes    int
+	failApply int // Apply fails this many more times
 }
 
 func (c *cluster) Publish(ws []router.WorkerLoad) {
@@ -135,13 +138,32 @@ func (c *cluster) Report(id string) ([]router.WorkerLoad, bool) {
 	return r, ok
 }
 
-func (c *cluster) Workers() []fsm.Worker {
+// Registry is a real registry (at version 3) holding c.workers.
+func (c *cluster) Registry() *fsm.State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]fsm.Worker(nil), c.workers...)
+	f := fsm.New(nil)
+	cmds := []fsm.Command{fsm.SetRegistryVersion{Version: 3}}
+	for _, w := range c.workers {
+		cmds = append(cmds, fsm.UpsertWorker{Worker: w})
+	}
+	for i, cmd := range cmds {
+		b, err := fsm.Encode(cmd)
+		if err == nil {
+			_, err = f.ApplyCommand(uint64(i+1), b)
+		}
+		if err != nil {
+			panic(err)
+		}
+	}
+	return f.State()
 }
 
-func (c *cluster) RegistryVersion() int { return 3 }
+func (c *cluster) Versions() Versions {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.versions
+}
 
 func (c *cluster) IsLeader() bool {
 	c.mu.Lock()
@@ -156,6 +178,10 @@ func (c *cluster) Apply(_ context.Context, b []byte) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.failApply > 0 {
+		c.failApply--
+		return errors.New("no quorum")
+	}
 	c.applied = append(c.applied, cmd)
 	return nil
 }
@@ -556,7 +582,7 @@ func TestReconcileCommands(t *testing.T) {
 			map[string][]router.WorkerLoad{"n1": {{ID: "w1", State: "ready"}}}, []fsm.Worker{{ID: "w1", NodeID: "n1", State: fsm.WorkerReady}},
 			[]string{"delete:w1"}},
 		{"node unknown", map[string]gossip.State{},
-			nil, []fsm.Worker{{ID: "w2", NodeID: "n9"}, {ID: "w1", NodeID: "n9"}},
+			nil, []fsm.Worker{{ID: "w2", NodeID: "n9", State: fsm.WorkerReady}, {ID: "w1", NodeID: "n9", State: fsm.WorkerReady}},
 			[]string{"delete:w1", "delete:w2"}},
 		{"suspect node still reports", map[string]gossip.State{"n1": gossip.StateSuspect},
 			map[string][]router.WorkerLoad{"n1": {{ID: "w1", State: "ready"}}}, []fsm.Worker{{ID: "w1", NodeID: "n1", State: fsm.WorkerReady}},
@@ -566,6 +592,16 @@ func TestReconcileCommands(t *testing.T) {
 		{"new shard carries its group", map[string]gossip.State{"n1": alive},
 			map[string][]router.WorkerLoad{"n1": {{ID: "w1", State: "ready", Group: "g-1"}}}, nil,
 			[]string{"upsert:w1:ready:g-1"}},
+		// Worker ids are unique; should two nodes report one, the first
+		// by node id counts, and neither deletes it.
+		{"two nodes report one worker", map[string]gossip.State{"n1": alive, "n2": alive},
+			map[string][]router.WorkerLoad{"n2": {{ID: "w1", State: "loading"}}, "n1": {{ID: "w1", State: "ready"}}},
+			[]fsm.Worker{{ID: "w1", NodeID: "n2", State: fsm.WorkerRegistered}},
+			[]string{"state:w1:ready"}},
+		{"writes in node then worker order, deletions last", map[string]gossip.State{"n1": alive, "n2": alive},
+			map[string][]router.WorkerLoad{"n2": {{ID: "a", State: "ready"}}, "n1": {{ID: "c", State: "ready"}, {ID: "d", State: "ready"}}},
+			[]fsm.Worker{{ID: "b", NodeID: "n2", State: fsm.WorkerReady}, {ID: "0", NodeID: "n1", State: fsm.WorkerReady}},
+			[]string{"upsert:c:ready", "upsert:d:ready", "upsert:a:ready", "delete:0", "delete:b"}},
 		{"registered shard without its group", map[string]gossip.State{"n1": alive},
 			map[string][]router.WorkerLoad{"n1": {{ID: "w1", State: "ready", Group: "g-1"}}}, []fsm.Worker{{ID: "w1", NodeID: "n1", State: fsm.WorkerRetiring}},
 			[]string{"upsert:w1:retiring:g-1"}},
@@ -578,7 +614,7 @@ func TestReconcileCommands(t *testing.T) {
 			for _, c := range f.s.reconcileCommands() {
 				switch c := c.(type) {
 				case fsm.UpsertWorker:
-					require.Equal(t, "n1", c.Worker.NodeID)
+					require.Equal(t, tc.members[c.Worker.NodeID], alive, "the reporting node")
 					u := fmt.Sprintf("upsert:%s:%s", c.Worker.ID, c.Worker.State)
 					if c.Worker.Group != "" {
 						u += ":" + c.Worker.Group
@@ -621,4 +657,49 @@ func TestLeaderReconciles(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, "w1", up.Worker.ID)
 	require.Equal(t, fsm.WorkerReady, up.Worker.State)
+}
+
+// TestReconcileSkipsUnchanged: the leader skips a reconcile pass when its
+// inputs' versions are those of its last pass that wrote everything; a
+// moved version, a failed write or a new leadership brings a full pass.
+// (The registry here does not take the writes, so every full pass writes
+// the upsert again: the count of writes is the count of full passes.)
+func TestReconcileSkipsUnchanged(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	f.c.members = map[string]gossip.State{"n1": gossip.StateAlive}
+	f.c.reports = map[string][]router.WorkerLoad{"n1": {{ID: "w1", State: "ready"}}}
+	f.c.versions = Versions{Members: 1, Reports: 1, Registry: 1}
+	f.c.leader = true
+	writes := func() int { f.c.mu.Lock(); defer f.c.mu.Unlock(); return len(f.c.applied) }
+	f.started(t)
+	require.Eventually(t, func() bool { return writes() == 1 }, 10*time.Second, 10*time.Millisecond)
+	skipped := f.s.skipped.Load()
+	require.Eventually(t, func() bool { return f.s.skipped.Load() >= skipped+2 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, 1, writes(), "an unchanged cluster was scanned again")
+
+	step := func(name string, change func(c *cluster), want int) {
+		t.Helper()
+		f.c.mu.Lock()
+		change(f.c)
+		f.c.mu.Unlock()
+		f.s.Kick()
+		require.Eventually(t, func() bool { return writes() == want }, 10*time.Second, 10*time.Millisecond, name)
+		skipped := f.s.skipped.Load()
+		require.Eventually(t, func() bool { return f.s.skipped.Load() > skipped }, 10*time.Second, 10*time.Millisecond, name)
+		require.Equal(t, want, writes(), name+": passes after it were not skipped")
+	}
+	step("reports moved", func(c *cluster) { c.versions.Reports++ }, 2)
+	step("members moved", func(c *cluster) { c.versions.Members++ }, 3)
+	step("registry moved", func(c *cluster) { c.versions.Registry++ }, 4)
+	// A failed write leaves the pass unclean: the next one runs although
+	// nothing moved.
+	step("a write failed", func(c *cluster) { c.failApply = 1; c.versions.Registry++ }, 5)
+
+	// A follower's pass forgets the last clean one: leading again scans.
+	f.c.mu.Lock()
+	f.c.leader = false
+	passes := f.c.passes
+	f.c.mu.Unlock()
+	require.Eventually(t, func() bool { f.c.mu.Lock(); defer f.c.mu.Unlock(); return f.c.passes > passes+1 }, 10*time.Second, 10*time.Millisecond)
+	step("leading again", func(c *cluster) { c.leader = true }, 6)
 }
