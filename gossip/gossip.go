@@ -553,14 +553,13 @@ func (g *Gossip) Members() []Member {
 }
 
 // MemberStates returns the state of every member Members would list, by
-// id, without copying their metadata, and the version of the member
-// table it was read at (see Version).
-func (g *Gossip) MemberStates() (map[string]State, uint64) {
+// id, without copying their metadata.
+func (g *Gossip) MemberStates() map[string]State {
 	g.mu.RLock()
 	ml, closed := g.ml, g.closed
 	g.mu.RUnlock()
 	if ml == nil || closed {
-		return map[string]State{}, g.table.changes()
+		return map[string]State{}
 	}
 	return g.table.states()
 }

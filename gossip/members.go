@@ -241,8 +241,8 @@ func (t *memberTable) get(id string) (Member, bool) {
 }
 
 // states returns every member's state by id (what list returns, without
-// copying the members) and the table's version.
-func (t *memberTable) states() (map[string]State, uint64) {
+// copying the members).
+func (t *memberTable) states() map[string]State {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.reapLocked(t.now())
@@ -250,7 +250,7 @@ func (t *memberTable) states() (map[string]State, uint64) {
 	for id, e := range t.members {
 		out[id] = e.m.State
 	}
-	return out, t.version
+	return out
 }
 
 // changes returns the table's version: it moves whenever list's result

@@ -82,8 +82,7 @@ func (s supervision) Publish(workers []router.WorkerLoad) {
 }
 
 func (s supervision) Members() map[string]gossip.State {
-	states, _ := s.n.gsp.MemberStates()
-	return states
+	return s.n.gsp.MemberStates()
 }
 
 func (s supervision) Report(nodeID string) ([]router.WorkerLoad, bool) {

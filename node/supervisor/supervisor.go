@@ -463,11 +463,13 @@ func (s *Supervisor) reconcile() {
 // decides), a worker its alive, reporting node no longer lists or whose
 // node is dead or left → DeleteWorker. The writes come in the order of
 // the reporting nodes' ids, then of the workers' ids; the deletions
-// last, by worker id.
+// last, by worker id. A worker id two nodes report counts for the first
+// of them by node id.
 //
 // It runs on the worker loop only: its scratch maps are kept between
-// passes, so that a pass over an unchanged cluster allocates nothing of
-// its size (the leader runs one twice a second).
+// passes, so that a pass allocates, beyond its commands, only the map of
+// member states (the leader may run one twice a second while workers
+// come and go).
 func (s *Supervisor) reconcileCommands() []fsm.Command {
 	members := s.cfg.Cluster.Members()
 	reg := s.cfg.Cluster.Registry()
