@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/spinconn"
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/worker/shard"
 )
@@ -201,6 +202,7 @@ func openStage(ctx context.Context, baseURL, secret string, direct bool) (io.Rea
 	if err != nil {
 		return nil, nil, err
 	}
+	c = spinconn.Wrap(c, spinconn.DefaultSpin) // exchanges follow each other closely
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/rbee-project/rbee/internal/listen"
 	"github.com/rbee-project/rbee/internal/pinnedtls"
+	"github.com/rbee-project/rbee/internal/spinconn"
 )
 
 // The direct stage port. A group's head reaches a shard on another node
@@ -204,7 +205,8 @@ func (p *stagePort) accept() {
 func (p *stagePort) handshake(raw net.Conn, ip netip.Addr) {
 	defer p.handshakes.Remove(raw)
 	_ = raw.SetDeadline(time.Now().Add(stageHandshakeTimeout))
-	c := tls.Server(raw, p.tls)
+	// Exchanges follow each other closely: reads poll before they sleep.
+	c := tls.Server(spinconn.Wrap(raw, spinconn.DefaultSpin), p.tls)
 	var tok [stageTokenLen]byte
 	if err := c.Handshake(); err != nil {
 		_ = raw.Close()
@@ -333,16 +335,22 @@ func DialStageDirect(ctx context.Context, addr string, o StageOffer) (net.Conn, 
 	if err != nil || len(o.Token) != stageTokenLen {
 		return nil, errors.New("worker: malformed stage offer")
 	}
-	d := tls.Dialer{Config: pinned}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("worker: direct stage port %s: %w", addr, err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
+		_ = raw.SetDeadline(dl)
 	}
+	// Exchanges follow each other closely: reads poll before they sleep.
+	c := tls.Client(spinconn.Wrap(raw, spinconn.DefaultSpin), pinned)
 	var ack [1]byte
-	if _, err := io.WriteString(c, o.Token); err == nil {
+	err = c.HandshakeContext(ctx)
+	if err == nil {
+		_, err = io.WriteString(c, o.Token)
+	}
+	if err == nil {
 		_, err = io.ReadFull(c, ack[:])
 	}
 	if err == nil && ack[0] != stageAccepted {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/spinconn"
 	"github.com/rbee-project/rbee/model/engine"
 )
 
@@ -17,11 +18,16 @@ import (
 // HTTP connection to a worker (DialWorker), a libp2p stream.
 type Dialer func(ctx context.Context) (io.ReadWriteCloser, error)
 
-// TCPDialer dials addr over TCP.
+// TCPDialer dials addr over TCP. The connection's reads poll briefly
+// before they sleep (spinconn): exchanges come in quick succession.
 func TCPDialer(addr string) Dialer {
 	return func(ctx context.Context) (io.ReadWriteCloser, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", addr)
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return spinconn.Wrap(c, spinconn.DefaultSpin), nil
 	}
 }
 

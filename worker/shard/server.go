@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/spinconn"
 	"github.com/rbee-project/rbee/model/engine"
 )
 
@@ -132,6 +133,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return err
 		}
+		c = spinconn.Wrap(c, spinconn.DefaultSpin)
 		go func() { _ = s.ServeConn(ctx, c) }()
 	}
 }
