@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"sync/atomic"
 
 	"github.com/rbee-project/rbee/model/engine"
@@ -179,5 +180,9 @@ func (bt *batcher) run() {
 		}
 		clear(active[len(kept):])
 		active = kept
+		// Let the handlers stream this step's tokens before the next
+		// step: a worker confined to its threads' cores may have no
+		// other processor for them.
+		runtime.Gosched()
 	}
 }

@@ -19,6 +19,15 @@ import (
 // of a stream carrying it, and the first thing a client sends.
 const ProtocolID = "/rbee/shard/1.0.0"
 
+// helloPairwise is the hello of a tensor head whose group is itself and
+// the one member it says it to. The two then swap parts in every exchange
+// (each sends its own, each assembles or sums both in shard order: the
+// same bits on both sides), one crossing instead of the star's two (the
+// member's part in, the result out). A Server of an older version refuses
+// this hello and closes the connection; the head then dials again and
+// says ProtocolID, the star's hello.
+const helloPairwise = ProtocolID + " pairwise"
+
 // Sentinel errors; the package wraps them with %w.
 var (
 	// ErrProtocol: a malformed, unexpected or oversized frame, or a peer
@@ -33,6 +42,15 @@ var (
 	// ErrClosed: the Pipeline or Server was closed.
 	ErrClosed = errors.New("shard: closed")
 )
+
+// errHelloRefused: a stage answered the hello with an error (a Server of
+// an older version refusing helloPairwise).
+var errHelloRefused = errors.New("shard: the stage refused the hello")
+
+// partsFrameLen is the length on the wire of a parts frame of one part of
+// n values: the length prefix, type, id, part count, the part's length
+// and its values.
+func partsFrameLen(n int) int { return 4 + 1 + 4 + 2 + 4 + 4*n }
 
 // Limits of the wire format, whatever the configured frame cap.
 const (
@@ -59,7 +77,7 @@ const (
 	frameResult  frameType = 4 // server → client: output rows
 	frameError   frameType = 5 // server → client: the forward pass failed
 	frameBegin   frameType = 6 // tensor head → member: rows of a pass (segments, token ids)
-	frameParts   frameType = 7 // tensor: a member's part (1) or every shard's (head → member)
+	frameParts   frameType = 7 // tensor: a member's part (1), every shard's or their sum (head → member); pairwise: each side's own
 )
 
 // MaxParts bounds the shards of a tensor group (no model has more KV
@@ -371,6 +389,9 @@ func parseFrame(p []byte, f *frame) error {
 		if r.err == nil && (np == 0 || np > MaxParts) {
 			return fmt.Errorf("%w: %d parts", ErrProtocol, np)
 		}
+		// The parts reuse the slices of the frame's last parts: an
+		// exchange of a pass allocates nothing once they have grown.
+		keep := f.parts[:cap(f.parts)]
 		f.parts = f.parts[:0]
 		for i := 0; i < np && r.err == nil; i++ {
 			n := uint64(r.u32())
@@ -378,7 +399,12 @@ func parseFrame(p []byte, f *frame) error {
 				return fmt.Errorf("%w: part of %d values in %d bytes", ErrProtocol, n, len(r.b))
 			}
 			raw := r.take(int(n) * 4)
-			p := make([]float32, n)
+			var p []float32
+			if i < len(keep) && uint64(cap(keep[i])) >= n {
+				p = keep[i][:n]
+			} else {
+				p = make([]float32, n)
+			}
 			for j := range p {
 				p[j] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*j:]))
 			}

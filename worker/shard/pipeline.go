@@ -136,7 +136,7 @@ func (p *Pipeline) Stages() []StageInfo {
 // connect (re)dials all stages; p.mu is held.
 func (p *Pipeline) connect(ctx context.Context) error {
 	p.dropConns()
-	conns, err := dialGroup(ctx, p.cfg.Stages, ModePipeline, uint32(p.cfg.Lo), p.cfg.Timeout, p.cfg.MaxFrame)
+	conns, err := dialGroup(ctx, p.cfg.Stages, ModePipeline, ProtocolID, uint32(p.cfg.Lo), p.cfg.Timeout, p.cfg.MaxFrame)
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func (p *Pipeline) connect(ctx context.Context) error {
 // from the welcome each sends, that they are shards of mode holding
 // contiguous ranges from from to the end (layers for a pipeline, KV heads
 // for a tensor group) of one model. On an error no connection stays open.
-func dialGroup(ctx context.Context, dialers []Dialer, mode uint8, from uint32, timeout time.Duration, maxFrame int) ([]*stageConn, error) {
+func dialGroup(ctx context.Context, dialers []Dialer, mode uint8, hello string, from uint32, timeout time.Duration, maxFrame int) ([]*stageConn, error) {
 	what, unit := "stage", "layers"
 	if mode == ModeTensor {
 		what, unit = "member", "KV heads"
@@ -171,9 +171,12 @@ func dialGroup(ctx context.Context, dialers []Dialer, mode uint8, from uint32, t
 		}
 		sc := &stageConn{c: c}
 		conns = append(conns, sc)
-		_, _, err = sc.roundTrip(dctx, &frame{typ: frameHello, proto: ProtocolID}, timeout, maxFrame)
+		_, _, err = sc.roundTrip(dctx, &frame{typ: frameHello, proto: hello}, timeout, maxFrame)
 		cancel()
-		if err == nil && sc.f.typ != frameWelcome {
+		switch {
+		case err == nil && sc.f.typ == frameError && sc.f.code == codeBadRequest && hello != ProtocolID:
+			err = fmt.Errorf("%w: %s", errHelloRefused, sc.f.msg)
+		case err == nil && sc.f.typ != frameWelcome:
 			err = fmt.Errorf("%w: frame type %d where a welcome was expected (%s)", ErrProtocol, sc.f.typ, sc.f.msg)
 		}
 		if err != nil {

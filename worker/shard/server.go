@@ -58,6 +58,10 @@ type ServerConfig struct {
 	WriteTimeout time.Duration
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
+
+	// starOnly (tests) refuses helloPairwise, as a Server of the version
+	// before it did.
+	starOnly bool
 }
 
 // Server runs a later pipeline stage for the first stages that connect to
@@ -211,7 +215,8 @@ func (s *Server) serve(ctx context.Context, conn io.ReadWriteCloser) error {
 	if rbuf, err = readFrame(conn, 256, rbuf, &f); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
-	if f.typ != frameHello || f.proto != ProtocolID {
+	pairwise := f.typ == frameHello && f.proto == helloPairwise && s.info.Mode == ModeTensor && !s.cfg.starOnly
+	if f.typ != frameHello || (f.proto != ProtocolID && !pairwise) {
 		setWrite(conn, handshakeTimeout)
 		_, _ = writeFrame(conn, &frame{typ: frameError, code: codeBadRequest,
 			msg: fmt.Sprintf("want hello for %s", ProtocolID)}, nil)
@@ -222,7 +227,7 @@ func (s *Server) serve(ctx context.Context, conn io.ReadWriteCloser) error {
 		return err
 	}
 	if s.info.Mode == ModeTensor {
-		return s.serveTensor(ctx, conn, &f, rbuf)
+		return s.serveTensor(ctx, conn, &f, rbuf, pairwise)
 	}
 	m := s.cfg.Model
 	b := m.NewBatch()

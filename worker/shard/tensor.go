@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,6 +37,13 @@ type MemberLink struct {
 	busy bool
 	// timeout bounds each gather (the server's WriteTimeout).
 	timeout time.Duration
+	// pairwise: the head and this member are the whole group and swap
+	// parts (helloPairwise); else the head answers with every part or
+	// the sum.
+	pairwise bool
+	out      [1][]float32 // the part a frame sends
+	both     [2][]float32 // a pairwise all-gather's parts
+	sum      []float32    // a pairwise all-reduce's sum
 }
 
 // NewMemberLink returns an unattached MemberLink.
@@ -51,12 +59,25 @@ func (l *MemberLink) Epoch() uint64 { return 1 }
 
 // AllGather sends part to the head and returns every shard's part.
 func (l *MemberLink) AllGather(ctx context.Context, part []float32) ([][]float32, error) {
-	return l.exchange(part)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	parts, err := l.exchange(part)
+	if err != nil || !l.pairwise {
+		return parts, err
+	}
+	if len(parts) != 1 {
+		return nil, fmt.Errorf("%w: the head sent %d parts where it has one", ErrProtocol, len(parts))
+	}
+	l.both = [2][]float32{parts[0], part}
+	return l.both[:], nil
 }
 
-// AllReduce sends part (a partial sum) to the head and returns the sum the
-// head made of every shard's.
+// AllReduce sends part (a partial sum) to the head and returns the sum of
+// every shard's: the one the head made, or in a pairwise group the head's
+// part plus this one, added here as the head adds them.
 func (l *MemberLink) AllReduce(ctx context.Context, part []float32) ([]float32, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	parts, err := l.exchange(part)
 	if err != nil {
 		return nil, err
@@ -64,13 +85,24 @@ func (l *MemberLink) AllReduce(ctx context.Context, part []float32) ([]float32, 
 	if len(parts) != 1 || len(parts[0]) != len(part) {
 		return nil, fmt.Errorf("%w: the head answered an all-reduce of %d values with %d parts", ErrProtocol, len(part), len(parts))
 	}
-	return parts[0], nil
+	if !l.pairwise {
+		return parts[0], nil
+	}
+	l.sum = append(l.sum[:0], parts[0]...)
+	addInto(l.sum, part)
+	return l.sum, nil
 }
 
-// exchange sends part to the head and returns its answer's parts.
+// addInto adds v to sum element by element.
+func addInto(sum, v []float32) {
+	for i, x := range v {
+		sum[i] += x
+	}
+}
+
+// exchange sends part to the head and returns the parts of its answer
+// (valid until the next exchange). l.mu is held.
 func (l *MemberLink) exchange(part []float32) ([][]float32, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.conn == nil {
 		return nil, fmt.Errorf("%w: no head connected", ErrStage)
 	}
@@ -80,7 +112,8 @@ func (l *MemberLink) exchange(part []float32) ([][]float32, error) {
 		_ = dl.SetWriteDeadline(time.Now().Add(l.timeout))
 	}
 	var err error
-	if l.wbuf, err = writeFrame(l.conn, &frame{typ: frameParts, id: l.seq, parts: [][]float32{part}}, l.wbuf); err != nil {
+	l.out[0] = part
+	if l.wbuf, err = writeFrame(l.conn, &frame{typ: frameParts, id: l.seq, parts: l.out[:]}, l.wbuf); err != nil {
 		return nil, err
 	}
 	if l.rbuf, err = readFrame(l.conn, l.max, l.rbuf, &l.f); err != nil {
@@ -92,21 +125,21 @@ func (l *MemberLink) exchange(part []float32) ([][]float32, error) {
 	return l.f.parts, nil
 }
 
-func (l *MemberLink) attach(conn io.ReadWriteCloser, maxFrame int, timeout time.Duration) {
+func (l *MemberLink) attach(conn io.ReadWriteCloser, maxFrame int, timeout time.Duration, pairwise bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.conn, l.max, l.seq, l.timeout = conn, maxFrame, 0, timeout
+	l.conn, l.max, l.seq, l.timeout, l.pairwise = conn, maxFrame, 0, timeout, pairwise
 }
 
 // serveTensor runs the passes a tensor head begins on conn.
-func (s *Server) serveTensor(ctx context.Context, conn io.ReadWriteCloser, f *frame, rbuf []byte) error {
+func (s *Server) serveTensor(ctx context.Context, conn io.ReadWriteCloser, f *frame, rbuf []byte, pairwise bool) error {
 	link := s.cfg.Link
 	if !link.tryAcquire() {
 		return fmt.Errorf("%w: this tensor member already serves a head", ErrProtocol)
 	}
 	defer link.release()
-	link.attach(conn, s.cfg.MaxFrame, s.cfg.WriteTimeout)
-	defer link.attach(nil, 0, 0)
+	link.attach(conn, s.cfg.MaxFrame, s.cfg.WriteTimeout, pairwise)
+	defer link.attach(nil, 0, 0, false)
 	m := s.cfg.Model
 	b := m.NewBatch()
 	sessions := map[uint64]*stageSession{}
@@ -169,7 +202,19 @@ type TensorGroupConfig struct {
 	MaxFrame int
 	// Logger; nil discards.
 	Logger *slog.Logger
+
+	// starOnly (tests) says the star's hello to a lone member, as a head
+	// of the version before helloPairwise did.
+	starOnly bool
 }
+
+// pairwiseEarlyMax is the largest frame the two sides of a pairwise
+// exchange both write before either reads: under the socket buffers of a
+// fresh TCP connection (Linux starts a receive buffer at 128 KiB) and of
+// a libp2p stream, so writes that cross cannot block each other. A larger
+// part (the logits, a prompt chunk's rows) goes after the head has read
+// the member's.
+const pairwiseEarlyMax = 32 << 10
 
 // TensorGroup is a tensor head's engine.Gatherer: it holds a connection
 // to every member. After a broken connection (or a member's error) the
@@ -188,6 +233,10 @@ type TensorGroup struct {
 	parts   [][]float32
 	sum     []float32 // an all-reduce's sum, reused
 	stats   Stats
+	// pairwise: the group is the head and one member, which swap parts
+	// (helloPairwise); else the head answers every member.
+	pairwise bool
+	own      [1][]float32 // the head's part, in a pairwise frame
 }
 
 // watch closes the member connections if ctx ends before the returned
@@ -234,11 +283,25 @@ func (g *TensorGroup) Start(ctx context.Context) error {
 
 func (g *TensorGroup) connect(ctx context.Context) error {
 	g.drop()
-	conns, err := dialGroup(ctx, g.cfg.Members, ModeTensor, uint32(g.cfg.KVHi), g.cfg.Timeout, g.cfg.MaxFrame)
+	// A head with one member asks to swap parts (helloPairwise); a member
+	// of an older version refuses, and the head dials it again for the
+	// star.
+	pairwise := len(g.cfg.Members) == 1 && !g.cfg.starOnly
+	hello := ProtocolID
+	if pairwise {
+		hello = helloPairwise
+	}
+	conns, err := dialGroup(ctx, g.cfg.Members, ModeTensor, hello, uint32(g.cfg.KVHi), g.cfg.Timeout, g.cfg.MaxFrame)
+	if pairwise && errors.Is(err, errHelloRefused) {
+		g.log.Info("tensor member refused the pairwise exchange (an older version): using the star", "err", err)
+		pairwise = false
+		conns, err = dialGroup(ctx, g.cfg.Members, ModeTensor, ProtocolID, uint32(g.cfg.KVHi), g.cfg.Timeout, g.cfg.MaxFrame)
+	}
 	if err != nil {
 		return err
 	}
 	g.members = conns
+	g.pairwise = pairwise
 	g.broken = false
 	g.parts = make([][]float32, len(conns)+1)
 	return nil
@@ -374,6 +437,23 @@ func (g *TensorGroup) exchange(ctx context.Context, part []float32, same bool, a
 		}
 		return nil, fmt.Errorf("%w: member %d (KV heads %d-%d): %w", ErrStage, i+1, in.Lo, in.Hi, err)
 	}
+	// Pairwise: the head's part goes to the member as soon as it is
+	// made (when small enough to cross the member's), and the head
+	// assembles or sums the two itself.
+	sendOwn := func() error {
+		sc := g.members[0]
+		g.own[0] = part
+		var err error
+		sc.wbuf, err = writeFrame(sc.c, &frame{typ: frameParts, id: g.gseq, parts: g.own[:]}, sc.wbuf)
+		g.stats.Sent += int64(len(sc.wbuf))
+		return err
+	}
+	early := g.pairwise && partsFrameLen(len(part)) <= pairwiseEarlyMax
+	if early {
+		if err := sendOwn(); err != nil {
+			return fail(0, err)
+		}
+	}
 	for i, sc := range g.members {
 		var err error
 		if sc.rbuf, err = readFrame(sc.c, g.cfg.MaxFrame, sc.rbuf, &sc.f); err != nil {
@@ -389,6 +469,15 @@ func (g *TensorGroup) exchange(ctx context.Context, part []float32, same bool, a
 			return fail(i, fmt.Errorf("%w: a partial sum of %d values where %d were expected (is every shard of the group on this version, with the same Gather setting?)", ErrProtocol, len(sc.f.parts[0]), len(part)))
 		}
 		g.parts[i+1] = sc.f.parts[0]
+	}
+	if g.pairwise {
+		if !early {
+			if err := sendOwn(); err != nil {
+				return fail(0, err)
+			}
+		}
+		answer()
+		return g.parts, nil
 	}
 	out := frame{typ: frameParts, id: g.gseq, parts: answer()}
 	for i, sc := range g.members {
