@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -134,9 +135,9 @@ func DialStage(baseURL, secret string) shard.Dialer {
 		mu.Lock()
 		direct := time.Now().After(bridgedUntil)
 		mu.Unlock()
-		c, redirect, err := openStage(ctx, baseURL, secret, direct)
+		c, redirect, err := openStage(ctx, baseURL, secret, direct, true)
 		if errors.Is(err, errBadRedirect) {
-			c, redirect, err = openStage(ctx, baseURL, secret, false)
+			c, redirect, err = openStage(ctx, baseURL, secret, false, true)
 		}
 		if err != nil || redirect == nil {
 			return c, err
@@ -150,7 +151,7 @@ func DialStage(baseURL, secret string) shard.Dialer {
 		mu.Lock()
 		bridgedUntil = time.Now().Add(stageBridgedFor)
 		mu.Unlock()
-		c, _, err = openStage(ctx, baseURL, secret, false)
+		c, _, err = openStage(ctx, baseURL, secret, false, true)
 		if err != nil {
 			return nil, fmt.Errorf("%w (the direct port failed too: %v)", err, derr)
 		}
@@ -186,13 +187,16 @@ type StageRedirect struct {
 // (GET baseURL/v1/shard with its secret, upgraded), never asking for a
 // direct port: what a node's bridge uses for a worker of its own.
 func DialWorkerStage(ctx context.Context, baseURL, secret string) (io.ReadWriteCloser, error) {
-	c, _, err := openStage(ctx, baseURL, secret, false)
+	c, _, err := openStage(ctx, baseURL, secret, false, false)
 	return c, err
 }
 
 // openStage sends GET /v1/shard; a 101 gives the upgraded connection, a
-// 200 (asked for with direct) a redirect to a direct stage port.
-func openStage(ctx context.Context, baseURL, secret string, direct bool) (io.ReadWriteCloser, *StageRedirect, error) {
+// 200 (asked for with direct) a redirect to a direct stage port. With
+// spin (a head's own link, whose exchanges follow each other closely) the
+// connection's reads poll before they sleep; a node's bridge does not
+// spin: it only relays.
+func openStage(ctx context.Context, baseURL, secret string, direct, spin bool) (io.ReadWriteCloser, *StageRedirect, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
 		return nil, nil, err
@@ -202,7 +206,9 @@ func openStage(ctx context.Context, baseURL, secret string, direct bool) (io.Rea
 	if err != nil {
 		return nil, nil, err
 	}
-	c = spinconn.Wrap(c, spinconn.DefaultSpin) // exchanges follow each other closely
+	if spin {
+		c = spinconn.Wrap(c, spinconn.DefaultSpin)
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
@@ -245,7 +251,7 @@ func openStage(ctx context.Context, baseURL, secret string, direct bool) (io.Rea
 // hold the first bytes of the protocol).
 type bufConn struct {
 	net.Conn
-	r *bufio.Reader
+	r io.Reader
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
@@ -295,11 +301,19 @@ func (s *Server) handleShard(w http.ResponseWriter, r *http.Request) {
 	_ = conn.SetDeadline(time.Time{})
 	// The connection outlives the request and counts as one in flight: a
 	// drain waits (up to DrainTimeout) for the head to hang up, which it
-	// does when it is retired itself; Close ends it at once.
+	// does when it is retired itself; Close ends it at once. Its reads
+	// poll before they sleep (exchanges follow each other closely), after
+	// whatever the server's reader already holds.
+	var held []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		p, _ := brw.Reader.Peek(n)
+		held = bytes.Clone(p)
+	}
+	sc := spinconn.Wrap(conn, spinconn.DefaultSpin)
 	s.reqs.Add(1)
 	go func() {
 		defer s.reqs.Done()
-		_ = ss.ServeStage(s.hardCtx, &bufConn{Conn: conn, r: brw.Reader})
+		_ = ss.ServeStage(s.hardCtx, &bufConn{Conn: sc, r: io.MultiReader(bytes.NewReader(held), sc)})
 	}()
 }
 

@@ -345,11 +345,12 @@ func DialStageDirect(ctx context.Context, addr string, o StageOffer) (net.Conn, 
 	}
 	// Exchanges follow each other closely: reads poll before they sleep.
 	c := tls.Client(spinconn.Wrap(raw, spinconn.DefaultSpin), pinned)
-	var ack [1]byte
-	err = c.HandshakeContext(ctx)
-	if err == nil {
-		_, err = io.WriteString(c, o.Token)
+	if err := c.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("worker: direct stage port %s: TLS: %w", addr, err)
 	}
+	var ack [1]byte
+	_, err = io.WriteString(c, o.Token)
 	if err == nil {
 		_, err = io.ReadFull(c, ack[:])
 	}

@@ -12,6 +12,9 @@ import (
 	"time"
 )
 
+// polls: Wrap wraps TCP connections on this platform.
+const polls = true
+
 // conn is a TCP connection whose reads poll before they sleep.
 type conn struct {
 	*net.TCPConn

@@ -44,8 +44,9 @@ import (
 const Name = "rbee-worker"
 
 // confineToThreads runs the process on as many cores as it has compute
-// threads, when that is fewer than the machine's (GOMAXPROCS in the
-// environment wins): its runtime (the collector, the HTTP server,
+// threads, when that is fewer than the runtime would use (the machine's
+// cores or its container's CPU limit; GOMAXPROCS in the environment
+// wins, and it is never raised): its runtime (the collector, the HTTP server,
 // heartbeats) then shares its threads' cores instead of taking cores
 // from other processes. That is what --threads N asks for, and it matters
 // most to a tensor group's shards on one machine, which run in lock step:
@@ -53,7 +54,7 @@ const Name = "rbee-worker"
 // 2-core VM (rbee bench shard), the group generated 1.44-1.51x one
 // worker's tokens/s confined, 1.07-1.23x not.
 func confineToThreads(threads int, log *slog.Logger) {
-	if threads <= 0 || threads >= runtime.NumCPU() || os.Getenv("GOMAXPROCS") != "" {
+	if threads <= 0 || threads >= runtime.GOMAXPROCS(0) || os.Getenv("GOMAXPROCS") != "" {
 		return
 	}
 	runtime.GOMAXPROCS(threads)

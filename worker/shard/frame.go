@@ -389,8 +389,12 @@ func parseFrame(p []byte, f *frame) error {
 		if r.err == nil && (np == 0 || np > MaxParts) {
 			return fmt.Errorf("%w: %d parts", ErrProtocol, np)
 		}
-		// The parts reuse the slices of the frame's last parts: an
-		// exchange of a pass allocates nothing once they have grown.
+		// The parts reuse the slices of the frame's last parts when they
+		// are large enough and at most twice as large: an exchange of a
+		// pass allocates nothing once they have grown, and a connection
+		// keeps no more than twice its current parts (the logits' part,
+		// which can be megabytes, does not stay behind the hidden
+		// states').
 		keep := f.parts[:cap(f.parts)]
 		f.parts = f.parts[:0]
 		for i := 0; i < np && r.err == nil; i++ {
@@ -400,7 +404,7 @@ func parseFrame(p []byte, f *frame) error {
 			}
 			raw := r.take(int(n) * 4)
 			var p []float32
-			if i < len(keep) && uint64(cap(keep[i])) >= n {
+			if i < len(keep) && uint64(cap(keep[i])) >= n && uint64(cap(keep[i])) <= 2*n {
 				p = keep[i][:n]
 			} else {
 				p = make([]float32, n)

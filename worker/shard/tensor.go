@@ -169,10 +169,27 @@ func (s *Server) serveTensor(ctx context.Context, conn io.ReadWriteCloser, f *fr
 			// The head waits for this member's part: tell it why, then
 			// hang up (the head reconnects the group).
 			_, _ = writeFrame(conn, &frame{typ: frameError, id: f.id, code: codeInternal, msg: err.Error()}, nil)
+			drainUnread(conn)
 			return err
 		}
 	}
 }
+
+// drainUnread reads and drops what the head has sent until it hangs up
+// (it does on an error frame), for at most drainFor: closing a TCP
+// connection with unread data resets it, and a reset can cost the head
+// the error frame (a pairwise head's part may be on its way).
+func drainUnread(conn io.ReadWriteCloser) {
+	setRead(conn, drainFor)
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, drainMax))
+}
+
+// drainFor and drainMax bound drainUnread: a head reads the error frame
+// and hangs up at once; what it may have sent meanwhile is one part.
+const (
+	drainFor = time.Second
+	drainMax = 4 << 20
+)
 
 func (l *MemberLink) tryAcquire() bool {
 	l.mu.Lock()
@@ -237,6 +254,9 @@ type TensorGroup struct {
 	// (helloPairwise); else the head answers every member.
 	pairwise bool
 	own      [1][]float32 // the head's part, in a pairwise frame
+	// refused: the member refused helloPairwise once (an older version);
+	// reconnections go straight to the star.
+	refused bool
 }
 
 // watch closes the member connections if ctx ends before the returned
@@ -286,7 +306,7 @@ func (g *TensorGroup) connect(ctx context.Context) error {
 	// A head with one member asks to swap parts (helloPairwise); a member
 	// of an older version refuses, and the head dials it again for the
 	// star.
-	pairwise := len(g.cfg.Members) == 1 && !g.cfg.starOnly
+	pairwise := len(g.cfg.Members) == 1 && !g.cfg.starOnly && !g.refused
 	hello := ProtocolID
 	if pairwise {
 		hello = helloPairwise
@@ -294,7 +314,7 @@ func (g *TensorGroup) connect(ctx context.Context) error {
 	conns, err := dialGroup(ctx, g.cfg.Members, ModeTensor, hello, uint32(g.cfg.KVHi), g.cfg.Timeout, g.cfg.MaxFrame)
 	if pairwise && errors.Is(err, errHelloRefused) {
 		g.log.Info("tensor member refused the pairwise exchange (an older version): using the star", "err", err)
-		pairwise = false
+		pairwise, g.refused = false, true
 		conns, err = dialGroup(ctx, g.cfg.Members, ModeTensor, ProtocolID, uint32(g.cfg.KVHi), g.cfg.Timeout, g.cfg.MaxFrame)
 	}
 	if err != nil {
