@@ -3,7 +3,6 @@
 package spinconn
 
 import (
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -58,9 +57,9 @@ func (c *conn) Read(p []byte) (int, error) {
 			return n, nil
 		case errno == nil:
 			return 0, io.EOF
-		case errors.Is(errno, syscall.EINTR):
+		case errno == syscall.EINTR:
 			continue
-		case !errors.Is(errno, syscall.EAGAIN):
+		case errno != syscall.EAGAIN:
 			return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
 		}
 		if polls%pollsPerCheck != 0 {
