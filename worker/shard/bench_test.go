@@ -2,6 +2,9 @@ package shard
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,10 +12,27 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/internal/pinnedtls"
+	"github.com/rbee-project/rbee/internal/spinconn"
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
 )
+
+// tlsListener hands out TLS connections over polling TCP, as a shard
+// worker's direct stage port does.
+type tlsListener struct {
+	net.Listener
+	cfg *tls.Config
+}
+
+func (l tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tls.Server(spinconn.Wrap(c, spinconn.DefaultSpin), l.cfg), nil
+}
 
 // BenchmarkPipelineDecode compares greedy decoding (32-token generations
 // after an 8-token prompt) of one unsharded model with the same model
@@ -20,7 +40,9 @@ import (
 // loopback TCP connections, one thread per shard. RBEE_BENCH_MODEL picks
 // a GGUF file instead of the synthesized one (dim 512, 8 layers, 8 heads
 // and 2 KV heads of 64, FFN 1024, Q4_K: its tensor split falls on the
-// 256-value blocks, so its Wo and Wdown are all-reduced). Reported: tokens/s, and for the pipeline
+// 256-value blocks, so its Wo and Wdown are all-reduced); the tensor group
+// also over TLS on polling TCP, as a direct stage port carries it.
+// Reported: tokens/s, and for the pipeline
 // the cost of the exchanges themselves (round trip minus the stage's
 // compute) per token and per layer of the model.
 func BenchmarkPipelineDecode(b *testing.B) {
@@ -76,6 +98,61 @@ func BenchmarkPipelineDecode(b *testing.B) {
 			b.ReportMetric(exch, "exch-µs/pass")
 			b.ReportMetric(exch/float64(layers), "exch-µs/layer")
 			b.ReportMetric(float64(st.Compute.Microseconds())/float64(st.Passes), "stage-µs/pass")
+		}
+	})
+	// A tensor group over TLS on polling TCP, as a shard worker's direct
+	// stage port carries it between nodes.
+	b.Run("2-shard-tensor-tls", func(b *testing.B) {
+		whole, err := engine.Load(path, opts)
+		require.NoError(b, err)
+		kv := whole.Info().KVHeads
+		whole.Close()
+		cert, fp, err := pinnedtls.SelfSigned("bench-stage")
+		require.NoError(b, err)
+		client, err := pinnedtls.Client(fp)
+		require.NoError(b, err)
+		link := NewMemberLink()
+		mm, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVLo: kv / 2, KVHi: kv, Peers: link}, opts)
+		require.NoError(b, err)
+		b.Cleanup(func() { mm.Close() })
+		srv, err := NewServer(ServerConfig{Model: mm, Link: link})
+		require.NoError(b, err)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(b, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = srv.Serve(ctx, tlsListener{Listener: ln, cfg: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}})
+		}()
+		b.Cleanup(func() { cancel(); <-done })
+		dial := func(ctx context.Context) (io.ReadWriteCloser, error) {
+			var d net.Dialer
+			raw, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				return nil, err
+			}
+			c := tls.Client(spinconn.Wrap(raw, spinconn.DefaultSpin), client)
+			if err := c.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return c, nil
+		}
+		g, err := NewTensorGroup(TensorGroupConfig{Members: []Dialer{dial}, KVHi: kv / 2, Timeout: 10 * time.Second})
+		require.NoError(b, err)
+		b.Cleanup(func() { g.Close() })
+		require.NoError(b, g.Start(context.Background()))
+		m, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVHi: kv / 2, Peers: g}, opts)
+		require.NoError(b, err)
+		b.Cleanup(func() { m.Close() })
+		b.ResetTimer()
+		start := time.Now()
+		n := run(b, m)
+		el := time.Since(start)
+		b.ReportMetric(float64(n)/el.Seconds(), "tokens/s")
+		if st := g.Stats(); st.Passes > 0 {
+			b.ReportMetric(float64(st.RoundTrip.Microseconds())/float64(st.Passes), "gather-µs/pass")
 		}
 	})
 	// Tensor groups, with the all-reduces and with Gather (twice the
