@@ -50,9 +50,8 @@ const Name = "rbee-worker"
 // heartbeats) then shares its threads' cores instead of taking cores
 // from other processes. That is what --threads N asks for, and it matters
 // most to a tensor group's shards on one machine, which run in lock step:
-// measured with two one-thread shards of medium-q4_k on the project's
-// 2-core VM (rbee bench shard), the group generated 1.44-1.51x one
-// worker's tokens/s confined, 1.07-1.23x not.
+// any slice of a core one of them loses stalls both (rbee bench shard's
+// figures in node/shardlink/DESIGN.md).
 func confineToThreads(threads int, log *slog.Logger) {
 	if threads <= 0 || threads >= runtime.GOMAXPROCS(0) || os.Getenv("GOMAXPROCS") != "" {
 		return
