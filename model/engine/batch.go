@@ -51,10 +51,28 @@ type Batch struct {
 	attFull, hbFull, part, partLogits []float32
 	tids                              []int32   // the ids of a tensor pass, for Gatherer.Begin
 	plan                              []segment // Step's segments, reused
-	aLayer                            int       // layer of the running attention
+	aLayer                            int       // layer of the running attention and row ops
 	attnFn                            func(worker, start, end int)
 	swigluFn                          func(worker, start, end int) // SwiGLU over elements [start, end) of hb, hb2
+	rowOp                             rowOp                        // what rowsFn runs
+	rowsFn                            func(worker, start, end int) // rowOp over rows [start, end)
 }
+
+// rowOp is a per-row step of a layer that Batch.runRows spreads over the
+// pool.
+type rowOp uint8
+
+const (
+	rowAttnNorm rowOp = iota // xb = rmsnorm(x) · attn_norm
+	rowRopeKV                // RoPE on q and k; k and v into the row's Session's cache
+	rowFFNNorm               // xb = rmsnorm(x) · ffn_norm
+)
+
+// parallelRows is the row count from which the per-row steps of a layer
+// (the norms, RoPE and the KV writes) run on the pool: a decode step of a
+// few sequences is cheaper on the caller than a hand-off, and one of eight
+// spent 9% of its time with the second thread waiting for them.
+const parallelRows = 4
 
 // NewBatch returns an empty Batch for m.
 func (m *Model) NewBatch() *Batch {
@@ -62,12 +80,85 @@ func (m *Model) NewBatch() *Batch {
 	b := &Batch{m: m, scores: make([]float32, m.pool.Threads()*sl), scoreLen: sl}
 	if m.kv == KVF16 {
 		th := m.pool.Threads()
-		b.qh, b.half = make([]float32, th*m.hp.headDim), make([]uint16, th*max(m.hp.nCtx, m.hp.headDim))
+		b.qh = make([]float32, th*m.hp.headDim)
+		b.half = make([]uint16, th*b.halfLen())
 	}
 	b.attnFn = b.attention
 	b.swigluFn = func(_, start, end int) { swiglu(b.hb[start:end], b.hb2[start:end]) }
+	b.rowsFn = b.rows
 	return b
 }
+
+// runRows runs op over the n rows of layer b.aLayer: on the pool from
+// parallelRows rows, else on the caller. Each row's work is the same
+// either way, so the results are too.
+func (b *Batch) runRows(n int, op rowOp) {
+	b.rowOp = op
+	if n >= parallelRows && b.m.pool.Threads() > 1 {
+		b.m.pool.Run(n, b.rowsFn)
+		return
+	}
+	b.rows(0, 0, n)
+}
+
+// rows runs b.rowOp over rows [start, end) on pool worker worker.
+func (b *Batch) rows(worker, start, end int) {
+	m, hp := b.m, &b.m.hp
+	l := &m.layers[b.aLayer]
+	dim := hp.dim
+	switch b.rowOp {
+	case rowAttnNorm, rowFFNNorm:
+		w := l.attnNorm
+		if b.rowOp == rowFFNNorm {
+			w = l.ffnNorm
+		}
+		for i := start; i < end; i++ {
+			rmsNorm(b.xb[i*dim:(i+1)*dim], b.x[i*dim:(i+1)*dim], w, hp.eps)
+		}
+	case rowRopeKV:
+		for i := start; i < end; i++ {
+			b.ropeKV(worker, i)
+		}
+	}
+}
+
+// ropeKV applies RoPE to row i's q and k at its position and writes its k
+// and v into its Session's cache of layer b.aLayer.
+func (b *Batch) ropeKV(worker, i int) {
+	m := b.m
+	li, hd := b.aLayer, m.hp.headDim
+	qDim, kvDim := m.heads*hd, m.kvHeads*hd
+	sg := &b.segs[b.rowSeg[i]]
+	s, pos := sg.s, sg.pos0+i-sg.row0
+	q, k, v := b.q[i*qDim:(i+1)*qDim], b.k[i*kvDim:(i+1)*kvDim], b.v[i*kvDim:(i+1)*kvDim]
+	for h := 0; h < m.heads; h++ {
+		m.rope.apply(q[h*hd:(h+1)*hd], pos)
+	}
+	for h := 0; h < m.kvHeads; h++ {
+		m.rope.apply(k[h*hd:(h+1)*hd], pos)
+	}
+	t0 := vIndex(pos, 0, hd)
+	for h := 0; h < m.kvHeads; h++ {
+		o := h * hd
+		if m.kv == KVF32 {
+			copy(s.keys(li, h)[pos*hd:(pos+1)*hd], k[o:o+hd])
+			vh := s.values(li, h)
+			for d, val := range v[o : o+hd] {
+				vh[t0+d*quant.TileF32] = val
+			}
+			continue
+		}
+		quant.F32ToF16s(s.values16(li, h)[pos*hd:(pos+1)*hd], v[o:o+hd])
+		kh, conv := s.keys16(li, h), b.half[worker*b.halfLen():][:hd]
+		quant.F32ToF16s(conv, k[o:o+hd])
+		for d, x := range conv {
+			kh[t0+d*quant.TileF32] = x
+		}
+	}
+}
+
+// halfLen is each pool worker's share of b.half.
+func (b *Batch) halfLen() int { return max(b.m.hp.nCtx, b.m.hp.headDim) }
 
 func (b *Batch) ensureRows(n, nLogits int) {
 	hp := &b.m.hp
@@ -213,9 +304,8 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 	att, hb, hb2 := b.att[:n*qDim], b.hb[:n*ff], b.hb2[:n*ff]
 	for li := range m.layers {
 		l := &m.layers[li]
-		for i := 0; i < n; i++ {
-			rmsNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.attnNorm, hp.eps)
-		}
+		b.aLayer = li
+		b.runRows(n, rowAttnNorm)
 		// One job for the products that share their input (the array
 		// stays on the stack: MatMuls keeps only its elements).
 		qkv := [...]quant.Product{{Dst: q, M: l.wq}, {Dst: k, M: l.wk}, {Dst: v, M: l.wv}}
@@ -223,38 +313,7 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		addBias(q, l.bq)
 		addBias(k, l.bk)
 		addBias(v, l.bv)
-		for si := range segs {
-			sg := &segs[si]
-			s := sg.s
-			for j := range sg.ids {
-				i, pos := sg.row0+j, sg.pos0+j
-				for h := 0; h < m.heads; h++ {
-					m.rope.apply(q[i*qDim+h*hd:i*qDim+(h+1)*hd], pos)
-				}
-				for h := 0; h < m.kvHeads; h++ {
-					m.rope.apply(k[i*kvDim+h*hd:i*kvDim+(h+1)*hd], pos)
-				}
-				t0 := vIndex(pos, 0, hd)
-				for h := 0; h < m.kvHeads; h++ {
-					o := i*kvDim + h*hd
-					if m.kv == KVF32 {
-						copy(s.keys(li, h)[pos*hd:(pos+1)*hd], k[o:o+hd])
-						vh := s.values(li, h)
-						for d, val := range v[o : o+hd] {
-							vh[t0+d*quant.TileF32] = val
-						}
-						continue
-					}
-					quant.F32ToF16s(s.values16(li, h)[pos*hd:(pos+1)*hd], v[o:o+hd])
-					kh, conv := s.keys16(li, h), b.half[:hd]
-					quant.F32ToF16s(conv, k[o:o+hd])
-					for d, x := range conv {
-						kh[t0+d*quant.TileF32] = x
-					}
-				}
-			}
-		}
-		b.aLayer = li
+		b.runRows(n, rowRopeKV)
 		if work*m.heads*hd >= parallelAttention {
 			pool.Run(n*m.heads, b.attnFn)
 		} else {
@@ -283,9 +342,7 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 			}
 		}
 		addTo(x, xb2)
-		for i := 0; i < n; i++ {
-			rmsNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.ffnNorm, hp.eps)
-		}
+		b.runRows(n, rowFFNNorm)
 		gateUp := [...]quant.Product{{Dst: hb, M: l.wGate}, {Dst: hb2, M: l.wUp}}
 		quant.MatMuls(pool, xb, n, gateUp[:])
 		if len(hb) >= parallelSwiGLU {
@@ -355,7 +412,7 @@ func (b *Batch) attention(worker, start, end int) {
 	sc := b.scores[worker*b.scoreLen : (worker+1)*b.scoreLen]
 	var half []uint16
 	if b.half != nil {
-		n := max(hp.nCtx, hd)
+		n := b.halfLen()
 		half = b.half[worker*n : (worker+1)*n]
 	}
 	for t := start; t < end; t++ {
