@@ -93,6 +93,25 @@ func TestRead(t *testing.T) {
 	}
 }
 
+// TestReadDoesNotAllocate: a poll allocates nothing (a spinning read
+// polls thousands of times a millisecond).
+func TestReadDoesNotAllocate(t *testing.T) {
+	if !polls {
+		t.Skip("reads do not poll on this platform")
+	}
+	w, p := pair(t, DefaultSpin)
+	msg, buf := []byte("x"), make([]byte, 8)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := p.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(w, buf[:1]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	require.Zero(t, allocs)
+}
+
 // TestDeadline: a read deadline ends a sleeping read and a polling one
 // (with a spin far longer than the test allows, so that a poll loop that
 // ignored deadlines would fail it) with a timeout; an expired one ends it

@@ -19,6 +19,20 @@ type conn struct {
 	*net.TCPConn
 	rc   syscall.RawConn
 	spin time.Duration
+	// The running read's buffer and the last poll's result (one read at
+	// a time, as for any net.Conn), and pollFd bound once: a closure made
+	// per poll would allocate on every one of them.
+	buf   []byte
+	n     int
+	errno error
+	poll  func(fd uintptr) bool
+}
+
+// pollFd reads into c.buf without blocking; it never asks RawConn.Read
+// to wait.
+func (c *conn) pollFd(fd uintptr) bool {
+	c.n, c.errno = syscall.Read(int(fd), c.buf)
+	return true
 }
 
 func wrap(c net.Conn, spin time.Duration) net.Conn {
@@ -30,7 +44,9 @@ func wrap(c net.Conn, spin time.Duration) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &conn{TCPConn: tc, rc: rc, spin: spin}
+	c2 := &conn{TCPConn: tc, rc: rc, spin: spin}
+	c2.poll = c2.pollFd
+	return c2
 }
 
 // Read polls the socket for up to c.spin, then reads as the wrapped
@@ -40,18 +56,16 @@ func (c *conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return c.TCPConn.Read(p)
 	}
+	c.buf = p
+	defer func() { c.buf = nil }()
 	var start time.Time
 	for polls := 1; ; polls++ {
-		var n int
-		var errno error
 		// RawConn.Read checks the deadline and Close before it calls
-		// the function, which never asks it to wait.
-		if err := c.rc.Read(func(fd uintptr) bool {
-			n, errno = syscall.Read(int(fd), p)
-			return true
-		}); err != nil {
+		// pollFd.
+		if err := c.rc.Read(c.poll); err != nil {
 			return 0, err
 		}
+		n, errno := c.n, c.errno
 		switch {
 		case errno == nil && n > 0:
 			return n, nil
@@ -73,6 +87,3 @@ func (c *conn) Read(p []byte) (int, error) {
 		runtime.Gosched()
 	}
 }
-
-// Unwrap returns the TCP connection.
-func (c *conn) Unwrap() *net.TCPConn { return c.TCPConn }
