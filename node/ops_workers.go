@@ -93,11 +93,28 @@ func (n *Node) opWorkerGet(ctx context.Context, em jobs.Emitter, req Request) er
 	return em.Result(v)
 }
 
+// retireMissWait bounds how long a retire waits for a worker id its
+// replica does not have: a few heartbeats, in which a committed
+// registration reaches every follower.
+const retireMissWait = 2 * time.Second
+
 // opWorkerRetire marks a worker retiring in the registry (the write goes to
 // the leader). Schedulers stop choosing it at once; its node drains it and
 // stops it, and the leader then removes it.
 func (n *Node) opWorkerRetire(ctx context.Context, em jobs.Emitter, req Request) error {
 	r, _ := decode[api.WorkerGetRequest](req)
+	// A worker registered a moment ago (a spawn through another node
+	// answers once that node's replica has it) may not be in this replica
+	// yet: give it the time a follower takes to apply a committed entry
+	// before calling it unknown.
+	known := func() bool {
+		_, w := n.reg.Worker(r.Worker())
+		_, g := n.reg.Group(r.Worker())
+		return w || g
+	}
+	if !known() {
+		n.waitReplicaFor(ctx, retireMissWait, known)
+	}
 	// A group (named by its id or any of its workers) retires whole.
 	if g, ok := n.reg.Group(r.Worker()); ok {
 		return n.retireGroup(ctx, em, g)

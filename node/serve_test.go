@@ -469,6 +469,12 @@ func TestWorkerExitAndRetire(t *testing.T) {
 			return !ok
 		}, nodetest.WaitTimeout, 100*time.Millisecond, "round %d: it leaves the registry", round)
 	}
+
+	// An id no replica will learn: not_found, once the retire has given
+	// the replica its moment to catch up.
+	err = client.New(c.Nodes[2].URL(), c.Nodes[2].AdminKey()).Run(ctx, map[string]any{"operation": "active_worker_retire", "worker_id": "w-never"}, func(jobs.Event) error { return nil })
+	require.ErrorAs(t, err, &je)
+	require.Equal(t, jobs.CodeNotFound, je.Code)
 }
 
 func processGone(pid int) bool {

@@ -103,7 +103,12 @@ const replicaWait = 10 * time.Second
 // waitReplica polls until done reports that this node's replica shows a
 // write, or replicaWait or ctx ends.
 func (n *Node) waitReplica(ctx context.Context, done func() bool) {
-	deadline := time.Now().Add(replicaWait)
+	n.waitReplicaFor(ctx, replicaWait, done)
+}
+
+// waitReplicaFor is waitReplica bounded by d instead of replicaWait.
+func (n *Node) waitReplicaFor(ctx context.Context, d time.Duration, done func() bool) {
+	deadline := time.Now().Add(d)
 	for !done() && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
