@@ -297,23 +297,35 @@ func newBenchEngineCommand() *cobra.Command {
 		model         string
 		threads, p, n int
 		reps          int
+		parallel      []int
 		kv            engine.KVType
 	)
 	cmd := &cobra.Command{
 		Use:   "engine --model FILE.gguf",
 		Short: "Measure prompt processing (pp) and generation (tg) speed of the local engine, as JSON",
-		Args:  cobra.NoArgs,
+		Long: `Measure prompt processing (pp) and generation (tg) speed of the local engine, as JSON.
+
+pp evaluates a -p token prompt as one batch; tg decodes -n tokens one at a
+time, as llama-bench does. With --parallel K (repeatable), K sequences each
+evaluate a -p token prompt and then decode -n tokens together, one batched
+step per token, as a worker with K busy slots does (llama-batched-bench's
+-npl): "parallel" reports pp and tg tokens/s of all K together, and tg
+against the first level's.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if model == "" {
 				return errors.New("--model is required")
 			}
 			ctxSize := max(p, n) + 1
+			if len(parallel) > 0 {
+				ctxSize = max(ctxSize, p+n)
+			}
 			m, err := engine.Load(model, engine.Options{Threads: threads, ContextSize: ctxSize, KVCache: kv})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			res, err := engine.Bench(cmd.Context(), m, engine.BenchConfig{PromptTokens: p, GenTokens: n, Reps: reps})
+			res, err := engine.Bench(cmd.Context(), m, engine.BenchConfig{PromptTokens: p, GenTokens: n, Reps: reps, Parallel: parallel})
 			if err != nil {
 				return err
 			}
@@ -326,6 +338,7 @@ func newBenchEngineCommand() *cobra.Command {
 	cmd.Flags().IntVarP(&p, "p", "p", 128, "prompt tokens")
 	cmd.Flags().IntVarP(&n, "n", "n", 128, "generated tokens")
 	cmd.Flags().IntVar(&reps, "reps", 3, "repetitions")
+	cmd.Flags().IntSliceVar(&parallel, "parallel", nil, "also decode this many sequences together (repeatable, e.g. --parallel 1 --parallel 8)")
 	cmd.Flags().Var(&kv, "kv-cache", "element type of the KV cache: f16 (llama.cpp's default, as llama-bench) or f32")
 	return cmd
 }

@@ -14,6 +14,24 @@ type BenchConfig struct {
 	PromptTokens int // tokens processed as one prompt (pp); 0 skips pp
 	GenTokens    int // tokens decoded one at a time (tg); 0 skips tg
 	Reps         int // repetitions; the statistics are over these
+	// Parallel lists sequence counts (llama-batched-bench's -npl): for
+	// each, that many Sessions each evaluate a PromptTokens prompt of
+	// their own (packed into batches of up to 128 rows, as a worker's
+	// prefill) and then decode GenTokens tokens together, one batched
+	// step per token with a row per sequence (as a worker's continuous
+	// batching, without its HTTP and sampling). Needs PromptTokens and
+	// GenTokens > 0, and a context of PromptTokens+GenTokens.
+	Parallel []int
+}
+
+// ParallelResult is one level of BenchConfig.Parallel: prompt processing
+// and generation tokens/s of all its sequences together, and generation
+// against the first level's (the same run; TGRatio of the first is 1).
+type ParallelResult struct {
+	Sequences int        `json:"sequences"`
+	PP        BenchStats `json:"pp_tps"`
+	TG        BenchStats `json:"tg_tps"`
+	TGRatio   float64    `json:"tg_ratio_to_first"`
 }
 
 // BenchStats summarises a rate over the repetitions, in tokens per second.
@@ -35,6 +53,8 @@ type BenchResult struct {
 	Reps         int        `json:"reps"`
 	PP           BenchStats `json:"pp_tps"`
 	TG           BenchStats `json:"tg_tps"`
+	// Parallel: one entry per BenchConfig.Parallel level, in its order.
+	Parallel []ParallelResult `json:"parallel,omitempty"`
 }
 
 // Bench measures prompt processing (PromptTokens evaluated as one batched
@@ -51,6 +71,19 @@ func Bench(ctx context.Context, m *Model, cfg BenchConfig) (BenchResult, error) 
 	}
 	if cfg.PromptTokens+1 > m.hp.nCtx || cfg.GenTokens+1 > m.hp.nCtx {
 		return res, fmt.Errorf("%w: p=%d or n=%d does not fit context %d", ErrContextOverflow, cfg.PromptTokens, cfg.GenTokens, m.hp.nCtx)
+	}
+	if len(cfg.Parallel) > 0 {
+		if cfg.PromptTokens == 0 || cfg.GenTokens == 0 {
+			return res, fmt.Errorf("%w: parallel decoding needs p > 0 and n > 0", ErrBadRequest)
+		}
+		if cfg.PromptTokens+cfg.GenTokens > m.hp.nCtx {
+			return res, fmt.Errorf("%w: p+n=%d does not fit context %d", ErrContextOverflow, cfg.PromptTokens+cfg.GenTokens, m.hp.nCtx)
+		}
+		for _, n := range cfg.Parallel {
+			if n < 1 || n > MaxBenchParallel {
+				return res, fmt.Errorf("%w: %d parallel sequences: must be in [1, %d]", ErrBadRequest, n, MaxBenchParallel)
+			}
+		}
 	}
 	s := m.NewSession()
 	prompt := make([]int32, cfg.PromptTokens)
@@ -89,7 +122,94 @@ func Bench(ctx context.Context, m *Model, cfg BenchConfig) (BenchResult, error) 
 		}
 	}
 	res.PP, res.TG = stats(pp), stats(tg)
+	for _, n := range cfg.Parallel {
+		var pp, tg []float64
+		for rep := -1; rep < cfg.Reps; rep++ {
+			r, err := benchParallel(ctx, m, n, cfg.PromptTokens, cfg.GenTokens)
+			if err != nil {
+				return res, err
+			}
+			if rep >= 0 {
+				pp, tg = append(pp, r.pp), append(tg, r.tg)
+			}
+		}
+		pr := ParallelResult{Sequences: n, PP: stats(pp), TG: stats(tg), TGRatio: 1}
+		if len(res.Parallel) > 0 && res.Parallel[0].TG.Median > 0 {
+			pr.TGRatio = pr.TG.Median / res.Parallel[0].TG.Median
+		}
+		res.Parallel = append(res.Parallel, pr)
+	}
 	return res, nil
+}
+
+// MaxBenchParallel bounds BenchConfig.Parallel's levels as a worker's
+// slots are bounded (worker.Config.Slots); every sequence holds a KV cache
+// of its own.
+const MaxBenchParallel = 256
+
+// parallelRun is one run of benchParallel: rates, and each sequence's
+// greedy ids (for tests).
+type parallelRun struct {
+	pp, tg float64
+	ids    [][]int32
+}
+
+// benchParallel evaluates n prompts of p tokens (each Session its own
+// ids), packed into forward passes of up to promptBatch rows, then
+// decodes g greedy tokens per sequence, one forward pass per token with a
+// row per sequence.
+func benchParallel(ctx context.Context, m *Model, n, p, g int) (parallelRun, error) {
+	b := m.NewBatch()
+	ss := make([]*Session, n)
+	prompts := make([][]int32, n)
+	for k := range ss {
+		ss[k] = m.NewSession()
+		prompts[k] = make([]int32, p)
+		for i := range prompts[k] {
+			prompts[k][i] = int32((uint64(k*p+i)*2654435761 + 12345) % uint64(m.hp.vocab))
+		}
+	}
+	run := parallelRun{ids: make([][]int32, n)}
+	next := make([]int32, n)
+	plan := make([]segment, 0, n)
+	start := time.Now()
+	for k, done := 0, 0; k < n; {
+		plan = plan[:0]
+		for budget := promptBatch; k < n && budget > 0; {
+			c := min(p-done, budget)
+			plan = append(plan, segment{s: ss[k], ids: prompts[k][done : done+c], logits: done+c == p})
+			budget -= c
+			if done += c; done == p {
+				k, done = k+1, 0
+			}
+		}
+		if err := b.forward(ctx, plan); err != nil {
+			return run, err
+		}
+		for i := range plan {
+			if plan[i].logits {
+				next[slices.Index(ss, plan[i].s)] = argmax(b.logitsOf(&plan[i]))
+			}
+		}
+	}
+	run.pp = float64(n*p) / time.Since(start).Seconds()
+	start = time.Now()
+	for step := 0; step < g; step++ {
+		plan = plan[:0]
+		for k, s := range ss {
+			run.ids[k] = append(run.ids[k], next[k])
+			s.one[0] = next[k]
+			plan = append(plan, segment{s: s, ids: s.one[:], logits: true})
+		}
+		if err := b.forward(ctx, plan); err != nil {
+			return run, err
+		}
+		for k := range plan {
+			next[k] = argmax(b.logitsOf(&plan[k]))
+		}
+	}
+	run.tg = float64(n*g) / time.Since(start).Seconds()
+	return run, nil
 }
 
 func stats(v []float64) BenchStats {

@@ -201,3 +201,57 @@ func benchDecodeModel(b *testing.B) *Model {
 	b.Cleanup(func() { m.Close() })
 	return m
 }
+
+// TestBenchParallel: every sequence of a parallel run decodes the greedy
+// ids it decodes alone, and Bench reports every level with the first as
+// the ratio's base.
+func TestBenchParallel(t *testing.T) {
+	m := loadStories(t)
+	ctx := context.Background()
+	const n, p, g = 3, 150, 12 // three prompts over four forward passes of up to 128 rows
+	run, err := benchParallel(ctx, m, n, p, g)
+	require.NoError(t, err)
+	require.Positive(t, run.pp)
+	require.Positive(t, run.tg)
+	require.Len(t, run.ids, n)
+	for k := range n {
+		s := m.NewSession()
+		prompt := make([]int32, p)
+		for i := range prompt {
+			prompt[i] = int32((uint64(k*p+i)*2654435761 + 12345) % uint64(m.hp.vocab))
+		}
+		logits, err := s.eval(ctx, prompt)
+		require.NoError(t, err)
+		var alone []int32
+		for range g {
+			id := argmax(logits)
+			alone = append(alone, id)
+			logits, err = s.eval(ctx, []int32{id})
+			require.NoError(t, err)
+		}
+		require.Equal(t, alone, run.ids[k], "sequence %d", k)
+	}
+
+	res, err := Bench(ctx, m, BenchConfig{PromptTokens: 8, GenTokens: 4, Reps: 2, Parallel: []int{1, 4}})
+	require.NoError(t, err)
+	require.Len(t, res.Parallel, 2)
+	require.Equal(t, 1, res.Parallel[0].Sequences)
+	require.Equal(t, 4, res.Parallel[1].Sequences)
+	require.InDelta(t, 1, res.Parallel[0].TGRatio, 1e-12)
+	require.InDelta(t, res.Parallel[1].TG.Median/res.Parallel[0].TG.Median, res.Parallel[1].TGRatio, 1e-12)
+	for _, pr := range res.Parallel {
+		require.Positive(t, pr.PP.Min)
+		require.Positive(t, pr.TG.Min)
+	}
+	for _, bad := range []BenchConfig{
+		{PromptTokens: 8, GenTokens: 0, Reps: 1, Parallel: []int{2}},
+		{PromptTokens: 8, GenTokens: 4, Reps: 1, Parallel: []int{0}},
+		{PromptTokens: 8, GenTokens: 4, Reps: 1, Parallel: []int{MaxBenchParallel + 1}},
+	} {
+		_, err := Bench(ctx, m, bad)
+		require.ErrorIs(t, err, ErrBadRequest, "%+v", bad)
+	}
+	half := m.hp.nCtx/2 + 1 // each fits alone, not both
+	_, err = Bench(ctx, m, BenchConfig{PromptTokens: half, GenTokens: half, Reps: 1, Parallel: []int{2}})
+	require.ErrorIs(t, err, ErrContextOverflow)
+}

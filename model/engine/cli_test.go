@@ -116,4 +116,12 @@ func TestCLI(t *testing.T) {
 	require.Positive(t, b.PP.Median)
 	require.Positive(t, b.TG.Median)
 	require.Equal(t, "Q8_0", b.Quantization)
+	require.Empty(t, b.Parallel)
+
+	b = BenchResult{}
+	require.NoError(t, json.Unmarshal(run("bench", "engine", "--model", synthPath, "-p", "8", "-n", "8", "--reps", "1", "--threads", "1", "--parallel", "1", "--parallel", "3"), &b))
+	require.Len(t, b.Parallel, 2)
+	require.Equal(t, 3, b.Parallel[1].Sequences)
+	require.Positive(t, b.Parallel[1].TG.Median)
+	require.Positive(t, b.Parallel[1].TGRatio)
 }
