@@ -157,7 +157,7 @@ func useSIMD(on bool) bool {
 	dotF32Impl = dotF32Generic
 	dotF32TiledImpl = dotF32TiledGeneric
 	attnScoresImpl, attnValuesImpl = attnScoresF16Generic, attnValuesF16Generic
-	expVector = false
+	expVector, expWide = false, false
 	clear(dot4Kernels)
 	clear(dot8Kernels)
 	clear(dot16Kernels)
@@ -200,7 +200,7 @@ func useSIMD(on bool) bool {
 		}
 		dotF32Impl = dotF32SIMD
 		dotF32TiledImpl = dotF32TiledSIMD
-		expVector = true
+		expVector, expWide = true, hasAVX512VL
 	}
 	return true
 }

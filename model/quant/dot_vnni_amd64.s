@@ -12459,3 +12459,291 @@ attnValuesF16AVX5128sum:
 attnValuesF16AVX5128end:
 	VZEROUPPER
 	RET
+
+DATA explog2e<>+0(SB)/8, $0x3ff71547652b82fe
+DATA explog2e<>+8(SB)/8, $0x3ff71547652b82fe
+DATA explog2e<>+16(SB)/8, $0x3ff71547652b82fe
+DATA explog2e<>+24(SB)/8, $0x3ff71547652b82fe
+DATA explog2e<>+32(SB)/8, $0x3ff71547652b82fe
+DATA explog2e<>+40(SB)/8, $0x3ff71547652b82fe
+DATA explog2e<>+48(SB)/8, $0x3ff71547652b82fe
+DATA explog2e<>+56(SB)/8, $0x3ff71547652b82fe
+GLOBL explog2e<>(SB), RODATA|NOPTR, $64
+
+DATA expln2u<>+0(SB)/8, $0x3fe62e42fefa3000
+DATA expln2u<>+8(SB)/8, $0x3fe62e42fefa3000
+DATA expln2u<>+16(SB)/8, $0x3fe62e42fefa3000
+DATA expln2u<>+24(SB)/8, $0x3fe62e42fefa3000
+DATA expln2u<>+32(SB)/8, $0x3fe62e42fefa3000
+DATA expln2u<>+40(SB)/8, $0x3fe62e42fefa3000
+DATA expln2u<>+48(SB)/8, $0x3fe62e42fefa3000
+DATA expln2u<>+56(SB)/8, $0x3fe62e42fefa3000
+GLOBL expln2u<>(SB), RODATA|NOPTR, $64
+
+DATA expln2l<>+0(SB)/8, $0x3d53de6af278ece6
+DATA expln2l<>+8(SB)/8, $0x3d53de6af278ece6
+DATA expln2l<>+16(SB)/8, $0x3d53de6af278ece6
+DATA expln2l<>+24(SB)/8, $0x3d53de6af278ece6
+DATA expln2l<>+32(SB)/8, $0x3d53de6af278ece6
+DATA expln2l<>+40(SB)/8, $0x3d53de6af278ece6
+DATA expln2l<>+48(SB)/8, $0x3d53de6af278ece6
+DATA expln2l<>+56(SB)/8, $0x3d53de6af278ece6
+GLOBL expln2l<>(SB), RODATA|NOPTR, $64
+
+DATA expsixteenth<>+0(SB)/8, $0x3fb0000000000000
+DATA expsixteenth<>+8(SB)/8, $0x3fb0000000000000
+DATA expsixteenth<>+16(SB)/8, $0x3fb0000000000000
+DATA expsixteenth<>+24(SB)/8, $0x3fb0000000000000
+DATA expsixteenth<>+32(SB)/8, $0x3fb0000000000000
+DATA expsixteenth<>+40(SB)/8, $0x3fb0000000000000
+DATA expsixteenth<>+48(SB)/8, $0x3fb0000000000000
+DATA expsixteenth<>+56(SB)/8, $0x3fb0000000000000
+GLOBL expsixteenth<>(SB), RODATA|NOPTR, $64
+
+DATA expc64<>+0(SB)/8, $0x3efa01a01a01a01a
+DATA expc64<>+8(SB)/8, $0x3efa01a01a01a01a
+DATA expc64<>+16(SB)/8, $0x3efa01a01a01a01a
+DATA expc64<>+24(SB)/8, $0x3efa01a01a01a01a
+DATA expc64<>+32(SB)/8, $0x3efa01a01a01a01a
+DATA expc64<>+40(SB)/8, $0x3efa01a01a01a01a
+DATA expc64<>+48(SB)/8, $0x3efa01a01a01a01a
+DATA expc64<>+56(SB)/8, $0x3efa01a01a01a01a
+GLOBL expc64<>(SB), RODATA|NOPTR, $64
+
+DATA expc56<>+0(SB)/8, $0x3f2a01a01a01a01a
+DATA expc56<>+8(SB)/8, $0x3f2a01a01a01a01a
+DATA expc56<>+16(SB)/8, $0x3f2a01a01a01a01a
+DATA expc56<>+24(SB)/8, $0x3f2a01a01a01a01a
+DATA expc56<>+32(SB)/8, $0x3f2a01a01a01a01a
+DATA expc56<>+40(SB)/8, $0x3f2a01a01a01a01a
+DATA expc56<>+48(SB)/8, $0x3f2a01a01a01a01a
+DATA expc56<>+56(SB)/8, $0x3f2a01a01a01a01a
+GLOBL expc56<>(SB), RODATA|NOPTR, $64
+
+DATA expc48<>+0(SB)/8, $0x3f56c16c16c16c17
+DATA expc48<>+8(SB)/8, $0x3f56c16c16c16c17
+DATA expc48<>+16(SB)/8, $0x3f56c16c16c16c17
+DATA expc48<>+24(SB)/8, $0x3f56c16c16c16c17
+DATA expc48<>+32(SB)/8, $0x3f56c16c16c16c17
+DATA expc48<>+40(SB)/8, $0x3f56c16c16c16c17
+DATA expc48<>+48(SB)/8, $0x3f56c16c16c16c17
+DATA expc48<>+56(SB)/8, $0x3f56c16c16c16c17
+GLOBL expc48<>(SB), RODATA|NOPTR, $64
+
+DATA expc40<>+0(SB)/8, $0x3f81111111111111
+DATA expc40<>+8(SB)/8, $0x3f81111111111111
+DATA expc40<>+16(SB)/8, $0x3f81111111111111
+DATA expc40<>+24(SB)/8, $0x3f81111111111111
+DATA expc40<>+32(SB)/8, $0x3f81111111111111
+DATA expc40<>+40(SB)/8, $0x3f81111111111111
+DATA expc40<>+48(SB)/8, $0x3f81111111111111
+DATA expc40<>+56(SB)/8, $0x3f81111111111111
+GLOBL expc40<>(SB), RODATA|NOPTR, $64
+
+DATA expc32<>+0(SB)/8, $0x3fa5555555555555
+DATA expc32<>+8(SB)/8, $0x3fa5555555555555
+DATA expc32<>+16(SB)/8, $0x3fa5555555555555
+DATA expc32<>+24(SB)/8, $0x3fa5555555555555
+DATA expc32<>+32(SB)/8, $0x3fa5555555555555
+DATA expc32<>+40(SB)/8, $0x3fa5555555555555
+DATA expc32<>+48(SB)/8, $0x3fa5555555555555
+DATA expc32<>+56(SB)/8, $0x3fa5555555555555
+GLOBL expc32<>(SB), RODATA|NOPTR, $64
+
+DATA expc24<>+0(SB)/8, $0x3fc5555555555555
+DATA expc24<>+8(SB)/8, $0x3fc5555555555555
+DATA expc24<>+16(SB)/8, $0x3fc5555555555555
+DATA expc24<>+24(SB)/8, $0x3fc5555555555555
+DATA expc24<>+32(SB)/8, $0x3fc5555555555555
+DATA expc24<>+40(SB)/8, $0x3fc5555555555555
+DATA expc24<>+48(SB)/8, $0x3fc5555555555555
+DATA expc24<>+56(SB)/8, $0x3fc5555555555555
+GLOBL expc24<>(SB), RODATA|NOPTR, $64
+
+DATA exphalf<>+0(SB)/8, $0x3fe0000000000000
+DATA exphalf<>+8(SB)/8, $0x3fe0000000000000
+DATA exphalf<>+16(SB)/8, $0x3fe0000000000000
+DATA exphalf<>+24(SB)/8, $0x3fe0000000000000
+DATA exphalf<>+32(SB)/8, $0x3fe0000000000000
+DATA exphalf<>+40(SB)/8, $0x3fe0000000000000
+DATA exphalf<>+48(SB)/8, $0x3fe0000000000000
+DATA exphalf<>+56(SB)/8, $0x3fe0000000000000
+GLOBL exphalf<>(SB), RODATA|NOPTR, $64
+
+DATA expone<>+0(SB)/8, $0x3ff0000000000000
+DATA expone<>+8(SB)/8, $0x3ff0000000000000
+DATA expone<>+16(SB)/8, $0x3ff0000000000000
+DATA expone<>+24(SB)/8, $0x3ff0000000000000
+DATA expone<>+32(SB)/8, $0x3ff0000000000000
+DATA expone<>+40(SB)/8, $0x3ff0000000000000
+DATA expone<>+48(SB)/8, $0x3ff0000000000000
+DATA expone<>+56(SB)/8, $0x3ff0000000000000
+GLOBL expone<>(SB), RODATA|NOPTR, $64
+
+DATA exptwo<>+0(SB)/8, $0x4000000000000000
+DATA exptwo<>+8(SB)/8, $0x4000000000000000
+DATA exptwo<>+16(SB)/8, $0x4000000000000000
+DATA exptwo<>+24(SB)/8, $0x4000000000000000
+DATA exptwo<>+32(SB)/8, $0x4000000000000000
+DATA exptwo<>+40(SB)/8, $0x4000000000000000
+DATA exptwo<>+48(SB)/8, $0x4000000000000000
+DATA exptwo<>+56(SB)/8, $0x4000000000000000
+GLOBL exptwo<>(SB), RODATA|NOPTR, $64
+
+DATA exprange<>+0(SB)/8, $0x4085e00000000000
+DATA exprange<>+8(SB)/8, $0x4085e00000000000
+DATA exprange<>+16(SB)/8, $0x4085e00000000000
+DATA exprange<>+24(SB)/8, $0x4085e00000000000
+DATA exprange<>+32(SB)/8, $0x4085e00000000000
+DATA exprange<>+40(SB)/8, $0x4085e00000000000
+DATA exprange<>+48(SB)/8, $0x4085e00000000000
+DATA exprange<>+56(SB)/8, $0x4085e00000000000
+GLOBL exprange<>(SB), RODATA|NOPTR, $64
+
+DATA expabsmask<>+0(SB)/8, $0x7fffffffffffffff
+DATA expabsmask<>+8(SB)/8, $0x7fffffffffffffff
+DATA expabsmask<>+16(SB)/8, $0x7fffffffffffffff
+DATA expabsmask<>+24(SB)/8, $0x7fffffffffffffff
+DATA expabsmask<>+32(SB)/8, $0x7fffffffffffffff
+DATA expabsmask<>+40(SB)/8, $0x7fffffffffffffff
+DATA expabsmask<>+48(SB)/8, $0x7fffffffffffffff
+DATA expabsmask<>+56(SB)/8, $0x7fffffffffffffff
+GLOBL expabsmask<>(SB), RODATA|NOPTR, $64
+
+DATA expbias<>+0(SB)/8, $0x00000000000003ff
+DATA expbias<>+8(SB)/8, $0x00000000000003ff
+DATA expbias<>+16(SB)/8, $0x00000000000003ff
+DATA expbias<>+24(SB)/8, $0x00000000000003ff
+DATA expbias<>+32(SB)/8, $0x00000000000003ff
+DATA expbias<>+40(SB)/8, $0x00000000000003ff
+DATA expbias<>+48(SB)/8, $0x00000000000003ff
+DATA expbias<>+56(SB)/8, $0x00000000000003ff
+GLOBL expbias<>(SB), RODATA|NOPTR, $64
+
+// func expF32x4AVX2(dst *float32, src *float32, n int) int
+// Requires: AVX, AVX2, FMA3
+TEXT ·expF32x4AVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	XORQ AX, AX
+
+expF32x4AVX2loop:
+	CMPQ      AX, CX
+	JGE       expF32x4AVX2done
+	VCVTPS2PD (SI)(AX*4), Y0
+
+	// |x| <= 700 in every lane (NaN compares false), else stop here
+	VANDPD    expabsmask<>+0(SB), Y0, Y1
+	VCMPPD    $0x02, exprange<>+0(SB), Y1, Y1
+	VMOVMSKPD Y1, DX
+	CMPL      DX, $0x0000000f
+	JNE       expF32x4AVX2done
+
+	// k = round(x·log2 e); x -= k·ln2 (two fused parts); x /= 16
+	VMULPD       explog2e<>+0(SB), Y0, Y1
+	VCVTPD2DQY   Y1, X2
+	VCVTDQ2PD    X2, Y1
+	VFNMADD231PD expln2u<>+0(SB), Y1, Y0
+	VFNMADD231PD expln2l<>+0(SB), Y1, Y0
+	VMULPD       expsixteenth<>+0(SB), Y0, Y0
+
+	// Taylor series
+	VMOVUPD     expc64<>+0(SB), Y1
+	VFMADD213PD expc56<>+0(SB), Y0, Y1
+	VFMADD213PD expc48<>+0(SB), Y0, Y1
+	VFMADD213PD expc40<>+0(SB), Y0, Y1
+	VFMADD213PD expc32<>+0(SB), Y0, Y1
+	VFMADD213PD expc24<>+0(SB), Y0, Y1
+	VFMADD213PD exphalf<>+0(SB), Y0, Y1
+	VFMADD213PD expone<>+0(SB), Y0, Y1
+	VMULPD      Y1, Y0, Y0
+
+	// four squarings of (1+y): y = y·(y+2), the last fused with +1
+	VADDPD      exptwo<>+0(SB), Y0, Y1
+	VMULPD      Y1, Y0, Y0
+	VADDPD      exptwo<>+0(SB), Y0, Y1
+	VMULPD      Y1, Y0, Y0
+	VADDPD      exptwo<>+0(SB), Y0, Y1
+	VMULPD      Y1, Y0, Y0
+	VADDPD      exptwo<>+0(SB), Y0, Y1
+	VFMADD213PD expone<>+0(SB), Y1, Y0
+
+	// · 2^k, then to float32
+	VPMOVSXDQ  X2, Y3
+	VPADDQ     expbias<>+0(SB), Y3, Y3
+	VPSLLQ     $0x34, Y3, Y3
+	VMULPD     Y3, Y0, Y0
+	VCVTPD2PSY Y0, X0
+	VMOVUPS    X0, (DI)(AX*4)
+	ADDQ       $0x04, AX
+	JMP        expF32x4AVX2loop
+
+expF32x4AVX2done:
+	VZEROUPPER
+	MOVQ AX, ret+24(FP)
+	RET
+
+// func expF32x8AVX512(dst *float32, src *float32, n int) int
+// Requires: AVX, AVX512F
+TEXT ·expF32x8AVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	XORQ AX, AX
+
+expF32x8AVX512loop:
+	CMPQ      AX, CX
+	JGE       expF32x8AVX512done
+	VCVTPS2PD (SI)(AX*4), Z0
+
+	// |x| <= 700 in every lane (NaN compares false), else stop here
+	VPANDQ expabsmask<>+0(SB), Z0, Z1
+	VCMPPD $0x02, exprange<>+0(SB), Z1, K1
+	KMOVW  K1, DX
+	CMPL   DX, $0x000000ff
+	JNE    expF32x8AVX512done
+
+	// k = round(x·log2 e); x -= k·ln2 (two fused parts); x /= 16
+	VMULPD       explog2e<>+0(SB), Z0, Z1
+	VCVTPD2DQ    Z1, Y2
+	VCVTDQ2PD    Y2, Z1
+	VFNMADD231PD expln2u<>+0(SB), Z1, Z0
+	VFNMADD231PD expln2l<>+0(SB), Z1, Z0
+	VMULPD       expsixteenth<>+0(SB), Z0, Z0
+
+	// Taylor series
+	VMOVUPD     expc64<>+0(SB), Z1
+	VFMADD213PD expc56<>+0(SB), Z0, Z1
+	VFMADD213PD expc48<>+0(SB), Z0, Z1
+	VFMADD213PD expc40<>+0(SB), Z0, Z1
+	VFMADD213PD expc32<>+0(SB), Z0, Z1
+	VFMADD213PD expc24<>+0(SB), Z0, Z1
+	VFMADD213PD exphalf<>+0(SB), Z0, Z1
+	VFMADD213PD expone<>+0(SB), Z0, Z1
+	VMULPD      Z1, Z0, Z0
+
+	// four squarings of (1+y): y = y·(y+2), the last fused with +1
+	VADDPD      exptwo<>+0(SB), Z0, Z1
+	VMULPD      Z1, Z0, Z0
+	VADDPD      exptwo<>+0(SB), Z0, Z1
+	VMULPD      Z1, Z0, Z0
+	VADDPD      exptwo<>+0(SB), Z0, Z1
+	VMULPD      Z1, Z0, Z0
+	VADDPD      exptwo<>+0(SB), Z0, Z1
+	VFMADD213PD expone<>+0(SB), Z1, Z0
+
+	// · 2^k, then to float32
+	VPMOVSXDQ Y2, Z3
+	VPADDQ    expbias<>+0(SB), Z3, Z3
+	VPSLLQ    $0x34, Z3, Z3
+	VMULPD    Z3, Z0, Z0
+	VCVTPD2PS Z0, Y0
+	VMOVUPS   Y0, (DI)(AX*4)
+	ADDQ      $0x08, AX
+	JMP       expF32x8AVX512loop
+
+expF32x8AVX512done:
+	VZEROUPPER
+	MOVQ AX, ret+24(FP)
+	RET

@@ -114,3 +114,9 @@ func attnScoresF16AVX512(dst *float32, q *float32, k *uint16, tiles int, hd int)
 
 //go:noescape
 func attnValuesF16AVX512(out *float32, w *float32, v *uint16, n int, hd int)
+
+//go:noescape
+func expF32x4AVX2(dst *float32, src *float32, n int) int
+
+//go:noescape
+func expF32x8AVX512(dst *float32, src *float32, n int) int

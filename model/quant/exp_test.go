@@ -10,9 +10,11 @@ import (
 // TestExpF32sMatchesMathExp compares ExpF32s, on the generic and (where
 // the CPU has it) the assembly path, with float32(math.Exp(float64(x)))
 // bit for bit: float32 values spread over every exponent (one bit pattern
-// in 40009), the special values and the kernel's range edges, at every
-// offset from a group of four (an element the kernel leaves to math.Exp
-// falls anywhere in a group), in place and into another slice.
+// in 40009), the special values and the kernels' range edges, at every
+// offset from a group of eight (an element the kernels leave to math.Exp
+// falls anywhere in a group), in place and into another slice; the SIMD
+// path with the eight-lane kernel where the CPU has it and with the
+// four-lane one alone.
 func TestExpF32sMatchesMathExp(t *testing.T) {
 	defer useSIMD(true)
 	var xs []float32
@@ -22,11 +24,13 @@ func TestExpF32sMatchesMathExp(t *testing.T) {
 	xs = append(xs, 0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
 		700, -700, math.Nextafter32(700, 800), math.Nextafter32(-700, -800), 708, -708, 709.7, 709.8, -745, -746, 88.7, 88.8, -103, -104,
 		math.SmallestNonzeroFloat32, 1e-30, -1e-30, 1, -1, 0.5, 10, -10)
-	for _, simd := range []bool{false, true} {
-		if !useSIMD(simd) {
+	type path struct{ simd, wide bool }
+	for _, p := range []path{{false, false}, {true, false}, {true, true}} {
+		if !useSIMD(p.simd) || !setExpWide(p.wide) {
 			continue
 		}
-		for off := range 5 {
+		simd := p
+		for off := range 9 {
 			src := xs[off:]
 			got := make([]float32, len(src))
 			ExpF32s(got, src)
@@ -59,4 +63,13 @@ func BenchmarkExpF32s(b *testing.B) {
 			ExpF32s(dst, src)
 		}
 	})
+	if expVector && setExpWide(true) {
+		b.Run("ExpF32s-4-lanes", func(b *testing.B) {
+			defer setExpWide(true)
+			setExpWide(false)
+			for b.Loop() {
+				ExpF32s(dst, src)
+			}
+		})
+	}
 }

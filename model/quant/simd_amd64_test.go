@@ -395,3 +395,42 @@ func attnPath(path string) bool {
 	}
 	return useSIMD(true)
 }
+
+// TestExpKernelsTakeTheirRange: the exp kernels compute every group whose
+// elements are all within [-expRange, expRange] themselves (a kernel that
+// stopped at once would still pass TestExpF32sMatchesMathExp, through
+// math.Exp), with math.Exp's bits, and stop at the first group that is
+// not.
+func TestExpKernelsTakeTheirRange(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("no AVX2")
+	}
+	r := rand.New(rand.NewPCG(9, 9))
+	src := make([]float32, 64)
+	for i := range src {
+		src[i] = (r.Float32()*2 - 1) * expRange
+	}
+	src[5] = expRange
+	src[6] = -expRange
+	type kernel struct {
+		name  string
+		lanes int
+		run   func(dst, src *float32, n int) int
+	}
+	ks := []kernel{{"expF32x4AVX2", 4, expF32x4AVX2}}
+	if hasAVX512VL {
+		ks = append(ks, kernel{"expF32x8AVX512", 8, expF32x8AVX512})
+	}
+	for _, k := range ks {
+		dst := make([]float32, len(src))
+		require.Equal(t, len(src), k.run(&dst[0], &src[0], len(src)), k.name)
+		for i, x := range src {
+			require.Equal(t, math.Float32bits(float32(math.Exp(float64(x)))), math.Float32bits(dst[i]), "%s exp(%g)", k.name, x)
+		}
+		for _, bad := range []float32{math.Nextafter32(expRange, 800), float32(math.NaN()), float32(math.Inf(-1))} {
+			in := append([]float32(nil), src...)
+			in[3*k.lanes+1] = bad
+			require.Equal(t, 3*k.lanes, k.run(&dst[0], &in[0], len(in)), "%s stops at the group holding %g", k.name, bad)
+		}
+	}
+}

@@ -21,6 +21,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 
 	. "github.com/mmcloughlin/avo/build"
 	"github.com/mmcloughlin/avo/ir"
@@ -1450,5 +1451,129 @@ func main() {
 		attnScores(zmm)
 		attnValues(zmm)
 	}
+	expConsts()
+	expKernel("expF32x4AVX2", false)
+	expKernel("expF32x8AVX512", true)
 	Generate()
+}
+
+// The constants of math.Exp (math/exp_amd64.s), eight float64 lanes each
+// (the four-lane kernel reads the first four).
+var expC struct {
+	log2e, ln2u, ln2l, sixteenth, c64, c56, c48, c40, c32, c24, half, one, two, rng, absMask, bias Mem
+}
+
+func expConsts() {
+	u := func(name string, v uint64) Mem {
+		m := GLOBL(name, RODATA|NOPTR)
+		for l := 0; l < 8; l++ {
+			DATA(8*l, U64(v))
+		}
+		return m
+	}
+	// As bit patterns: avo writes a whole float64 such as 2 as the
+	// assembler's integer $(2).
+	f := func(name string, v float64) Mem { return u(name, math.Float64bits(v)) }
+	expC.log2e = f("explog2e", 1.4426950408889634073599246810018920)
+	expC.ln2u = f("expln2u", 0.69314718055966295651160180568695068359375)
+	expC.ln2l = f("expln2l", 0.28235290563031577122588448175013436025525412068e-12)
+	expC.sixteenth = f("expsixteenth", 0.0625)
+	expC.c64 = f("expc64", 2.4801587301587301587e-5)
+	expC.c56 = f("expc56", 1.9841269841269841270e-4)
+	expC.c48 = f("expc48", 1.3888888888888888889e-3)
+	expC.c40 = f("expc40", 8.3333333333333333333e-3)
+	expC.c32 = f("expc32", 4.1666666666666666667e-2)
+	expC.c24 = f("expc24", 1.6666666666666666667e-1)
+	expC.half = f("exphalf", 0.5)
+	expC.one = f("expone", 1)
+	expC.two = f("exptwo", 2)
+	expC.rng = f("exprange", 700)
+	expC.absMask = u("expabsmask", 0x7fffffffffffffff)
+	expC.bias = u("expbias", 1023)
+}
+
+// expKernel generates func(dst, src *float32, n int) int: dst[i] =
+// float32(exp(float64(src[i]))) four (AVX2) or eight (AVX-512) elements at
+// a time for i < n (n a multiple of the lanes), with the operations of
+// math.Exp's FMA path (math/exp_amd64.s), which math.Exp takes on every CPU
+// with AVX2 and FMA: SLEEF's reduction by ln 2 in two parts, a degree-8
+// Taylor polynomial at x/16 and four squarings. Every lane does the same
+// operations in the same order at either width, so both give math.Exp's
+// bits. It stops at the first group with an element outside [-700, 700]
+// (or NaN), where math.Exp needs its overflow, underflow or denormal
+// branches, and returns how many elements it wrote.
+func expKernel(name string, zmm bool) {
+	TEXT(name, NOSPLIT, "func(dst, src *float32, n int) int")
+	Pragma("noescape")
+	lanes := 4
+	v := func(i int) VecPhysical { return []VecPhysical{Y0, Y1, Y2, Y3}[i] }
+	h := func(i int) VecPhysical { return []VecPhysical{X0, X1, X2, X3}[i] } // half width: the int32 k, the float32 result
+	if zmm {
+		lanes = 8
+		v = func(i int) VecPhysical { return []VecPhysical{Z0, Z1, Z2, Z3}[i] }
+		h = func(i int) VecPhysical { return []VecPhysical{Y0, Y1, Y2, Y3}[i] }
+	}
+	Load(Param("dst"), RDI)
+	Load(Param("src"), RSI)
+	Load(Param("n"), RCX)
+	XORQ(RAX, RAX)
+	Label(name + "loop")
+	CMPQ(RAX, RCX)
+	JGE(LabelRef(name + "done"))
+	in := Mem{Base: RSI, Index: RAX, Scale: 4}
+	VCVTPS2PD(in, v(0))
+	Comment("|x| <= 700 in every lane (NaN compares false), else stop here")
+	if zmm {
+		VPANDQ(expC.absMask, v(0), v(1))
+		VCMPPD(U8(2), expC.rng, v(1), K1)
+		KMOVW(K1, EDX)
+		CMPL(EDX, U32(0xFF))
+	} else {
+		VANDPD(expC.absMask, v(0), v(1))
+		VCMPPD(U8(2), expC.rng, v(1), v(1))
+		VMOVMSKPD(v(1), EDX)
+		CMPL(EDX, U32(15))
+	}
+	JNE(LabelRef(name + "done"))
+	Comment("k = round(x·log2 e); x -= k·ln2 (two fused parts); x /= 16")
+	VMULPD(expC.log2e, v(0), v(1))
+	if zmm {
+		VCVTPD2DQ(v(1), h(2))
+	} else {
+		VCVTPD2DQY(v(1), h(2))
+	}
+	VCVTDQ2PD(h(2), v(1))
+	VFNMADD231PD(expC.ln2u, v(1), v(0))
+	VFNMADD231PD(expC.ln2l, v(1), v(0))
+	VMULPD(expC.sixteenth, v(0), v(0))
+	Comment("Taylor series")
+	VMOVUPD(expC.c64, v(1))
+	for _, c := range []Mem{expC.c56, expC.c48, expC.c40, expC.c32, expC.c24, expC.half, expC.one} {
+		VFMADD213PD(c, v(0), v(1))
+	}
+	VMULPD(v(1), v(0), v(0))
+	Comment("four squarings of (1+y): y = y·(y+2), the last fused with +1")
+	for i := 0; i < 3; i++ {
+		VADDPD(expC.two, v(0), v(1))
+		VMULPD(v(1), v(0), v(0))
+	}
+	VADDPD(expC.two, v(0), v(1))
+	VFMADD213PD(expC.one, v(1), v(0))
+	Comment("· 2^k, then to float32")
+	VPMOVSXDQ(h(2), v(3))
+	VPADDQ(expC.bias, v(3), v(3))
+	VPSLLQ(U8(52), v(3), v(3))
+	VMULPD(v(3), v(0), v(0))
+	if zmm {
+		VCVTPD2PS(v(0), h(0))
+	} else {
+		VCVTPD2PSY(v(0), h(0))
+	}
+	VMOVUPS(h(0), Mem{Base: RDI, Index: RAX, Scale: 4})
+	ADDQ(U8(lanes), RAX)
+	JMP(LabelRef(name + "loop"))
+	Label(name + "done")
+	VZEROUPPER()
+	Store(RAX, ReturnIndex(0))
+	RET()
 }
