@@ -158,6 +158,17 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if r.Type == workercat.TypeRbee {
 		return jobs.Errorf(jobs.CodeBadRequest, "type %q is rbee itself, not a worker", r.Type)
 	}
+	if r.WorkerID != "" {
+		if err := workercat.ValidName("worker id", r.WorkerID); err != nil {
+			return jobs.Errorf(jobs.CodeBadRequest, "%v", err)
+		}
+		// A worker id names one worker in the whole cluster: the
+		// registry keeps one entry per id, so a second process under
+		// the same id on another node would run unseen and unrouted.
+		if err := n.workerIDFree(r.WorkerID); err != nil {
+			return err
+		}
+	}
 	if r.Shard == nil && (r.Shards > 1 || len(r.Hives) > 1) {
 		return n.opGroupSpawn(ctx, em, req, r)
 	}
@@ -294,7 +305,16 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	defer cancel()
 	var staleSince time.Time // since when no leader was heard from
 	for {
-		if w, ok := n.reg.Worker(info.WorkerID); ok && w.State == fsm.WorkerReady {
+		w, ok := n.reg.Worker(info.WorkerID)
+		if ok && w.NodeID != n.ID() {
+			// Another node registered the same id first (two spawns of
+			// one id at once): this process would never be routed to.
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+			_ = n.procs.Stop(stopCtx, info.PID, 10*time.Second)
+			cancel()
+			return n.workerIDFree(info.WorkerID)
+		}
+		if ok && w.State == fsm.WorkerReady {
 			res.State = string(w.State)
 			em.Narrate("queen", "registered", "worker %s is ready", info.WorkerID)
 			return em.Result(res)
@@ -328,6 +348,21 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// workerIDFree returns a conflict error when the registry holds a worker
+// id on another node; this node's own processes check their ids when
+// they spawn.
+func (n *Node) workerIDFree(id string) error {
+	w, ok := n.reg.Worker(id)
+	if !ok || w.NodeID == n.ID() {
+		return nil
+	}
+	name := n.nodeNames()[w.NodeID]
+	if name == "" {
+		name = w.NodeID
+	}
+	return jobs.Errorf(jobs.CodeConflict, "worker id %s is already taken by a worker on %s; choose another id or retire that worker first", id, name)
 }
 
 // hiveOp runs a hive operation with its api request type.

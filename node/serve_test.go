@@ -461,6 +461,20 @@ func TestWorkerExitAndRetire(t *testing.T) {
 		run(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "hive": "node1", "model": "builtin:stories260k",
 			"threads": 1, "slots": 1, "worker_id": "w-again"}, &again)
 		require.Equal(t, "ready", again.State, "round %d", round)
+		if round == 0 {
+			// The id is the cluster's: another hive refuses it, and a
+			// malformed id is a bad request before anything starts.
+			for _, c2 := range []struct{ hive, id, code string }{
+				{"node2", "w-again", jobs.CodeConflict},
+				{"node2", "a b", jobs.CodeBadRequest},
+				{"node1", "../x", jobs.CodeBadRequest},
+			} {
+				err := client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Run(ctx, map[string]any{"operation": "worker_spawn", "hive": c2.hive,
+					"model": "builtin:stories260k", "threads": 1, "slots": 1, "worker_id": c2.id}, func(jobs.Event) error { return nil })
+				require.ErrorAs(t, err, &je, "%+v", c2)
+				require.Equal(t, c2.code, je.Code, "%+v: %v", c2, err)
+			}
+		}
 		run(t, c.Nodes[0], map[string]any{"operation": "active_worker_retire", "worker_id": "w-again"}, nil)
 		require.Eventually(t, func() bool { return processGone(again.PID) }, nodetest.WaitTimeout, 100*time.Millisecond,
 			"round %d: the retired process stops", round)

@@ -33,8 +33,9 @@ import (
 // Sentinel errors. Errors returned by this package wrap them with %w.
 var (
 	// ErrBadName reports a type, version, OS, arch or binary name that is
-	// not a safe path component, or another malformed argument.
-	ErrBadName = errors.New("catalog: invalid name")
+	// not a safe path component, or another malformed argument (its text
+	// says "invalid argument": the wrapping message says which).
+	ErrBadName = errors.New("catalog: invalid argument")
 	// ErrUnknownType reports a worker type that is not in the registry.
 	ErrUnknownType = errors.New("catalog: unknown worker type")
 	// ErrNotFound reports that no catalog entry matches.
