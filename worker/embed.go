@@ -106,7 +106,7 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 		s.inFlight--
 		s.mu.Unlock()
 	}()
-	res.Object, res.Model = "list", m.Info().Name
+	res.Object, res.Model = "list", s.modelName
 	for i, p := range prompts {
 		vec, err := sl.session.Embed(ctx, p)
 		if err != nil {

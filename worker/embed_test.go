@@ -12,7 +12,9 @@ import (
 )
 
 func TestEmbeddings(t *testing.T) {
-	_, base := startServer(t, testConfig(t))
+	cfg := testConfig(t)
+	cfg.ModelName = "stories-served"
+	_, base := startServer(t, cfg)
 	url := base + "/v1/embeddings"
 
 	resp := post(t, testCtx(t), url, `{"model":"x","input":["Once upon a time","The cat sat",  "Once upon a time"],"encoding_format":"float","user":"u"}`)
@@ -20,6 +22,7 @@ func TestEmbeddings(t *testing.T) {
 	var er EmbedResponse
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&er))
 	require.Equal(t, "list", er.Object)
+	require.Equal(t, "stories-served", er.Model, "the name it is served under, as chat and /v1/models say")
 	require.Len(t, er.Data, 3)
 	for i, d := range er.Data {
 		require.Equal(t, i, d.Index)

@@ -180,6 +180,7 @@ func TestBadRequests(t *testing.T) {
 		{"empty messages", chat, `{"messages": []}`, 400, "messages"},
 		{"message without role", chat, `{"messages":[{"content":"hi"}]}`, 400, "messages[0].role"},
 		{"image part on a text model", chat, `{"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]}]}`, 400, "messages[0].content"},
+		{"unknown part type", chat, `{"messages":[{"role":"user","content":[{"type":"bogus","bogus":1}]}]}`, 400, "messages[0].content"},
 		{"content of a wrong type", chat, `{"messages":[{"role":"user","content":5}]}`, 400, "messages[0].content"},
 		{"text part without text", chat, `{"messages":[{"role":"user","content":[{"type":"text"}]}]}`, 400, "messages[0].content[0].text"},
 		{"max_tokens zero", infer, `{"prompt":"hi","max_tokens":0}`, 400, "max_tokens"},

@@ -196,6 +196,11 @@ func (g *genRequest) sampling() (SampleParams, *apiError) {
 // prepare validates g against the model and builds the engine request.
 // chat selects the chat form (messages required, template applied); raw is
 // the native endpoint, where either a prompt or messages may be given.
+// mediaParts are the content part types of OpenAI's chat messages besides
+// text: a text-only model refuses them as unsupported, any other type as
+// unknown.
+var mediaParts = map[string]bool{"image_url": true, "input_audio": true, "file": true}
+
 func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (GenerateRequest, *apiError) {
 	var gr GenerateRequest
 	if g.N != nil && *g.N != 1 {
@@ -238,9 +243,13 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		}
 		msgs := make([]Message, len(g.Messages))
 		for i, msg := range g.Messages {
-			if msg.Content.other != "" {
+			if o := msg.Content.other; o != "" {
+				if !mediaParts[o] {
+					return gr, badRequest(fmt.Sprintf("messages[%d].content", i), "invalid_value",
+						fmt.Sprintf("unknown content part type %q (want text, or one of image_url, input_audio, file, which need a model that reads them)", o))
+				}
 				return gr, badRequest(fmt.Sprintf("messages[%d].content", i), "unsupported_content",
-					fmt.Sprintf("%s parts need a model that reads them; %s reads text only", msg.Content.other, m.Info().Name))
+					fmt.Sprintf("%s parts need a model that reads them; this model reads text only", o))
 			}
 			msgs[i] = Message{Role: msg.Role, Content: msg.Content.text, ToolCalls: msg.ToolCalls, ToolCallID: msg.ToolCallID, Name: msg.Name}
 			for j, c := range msg.ToolCalls {
