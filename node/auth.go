@@ -54,7 +54,7 @@ func (a authNode) ListenAddrs() []net.Addr {
 // ReadSecret reads the cluster secret from a node's data dir (the node's
 // own user only).
 func ReadSecret(dataDir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, secretFile))
+	b, err := os.ReadFile(filepath.Join(dataDir, SecretFile))
 	if err != nil {
 		return "", err
 	}

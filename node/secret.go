@@ -13,8 +13,8 @@ import (
 	"github.com/rbee-project/rbee/internal/atomicfile"
 )
 
-// secretFile is the cluster secret's file in the data dir.
-const secretFile = "cluster.secret"
+// SecretFile is the cluster secret's file in the data dir (mode 0600).
+const SecretFile = "cluster.secret"
 
 // minSecretLen rejects secrets too short to be a key: 16 characters of the
 // generated alphabet carry 80 bits.
@@ -40,7 +40,7 @@ func GenerateSecret() string {
 // loadOrCreateSecret returns the cluster secret: the stored one, else token,
 // else a generated one (created reports that). The result is kept 0600.
 func loadOrCreateSecret(dataDir, token string) (secret string, created bool, err error) {
-	path := filepath.Join(dataDir, secretFile)
+	path := filepath.Join(dataDir, SecretFile)
 	if st, err := os.Stat(path); err == nil && runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
 		return "", false, fmt.Errorf("%w: %s has mode %#o, want 0600 (chmod 600 %s)", ErrInsecureSecretFile, path, st.Mode().Perm(), path)
 	}

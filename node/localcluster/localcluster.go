@@ -13,7 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -34,7 +34,8 @@ type Config struct {
 	Nodes int
 	// Profile is the timing profile passed to every node ("lan"/"local").
 	Profile string
-	// Token is the cluster secret (generated when empty).
+	// Token is the cluster secret; empty: the one Dir's node1 stores from
+	// an earlier run, else a new random one.
 	Token string
 	// ExtraArgs are appended to every `rbee node` command line.
 	ExtraArgs []string
@@ -164,8 +165,8 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if err := os.MkdirAll(c.cfg.Dir, 0o700); err != nil {
 		return err
 	}
-	if c.cfg.Token == "" {
-		c.cfg.Token = "rbee_localcluster_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := c.chooseToken(); err != nil {
+		return err
 	}
 	for i, n := range c.Nodes {
 		var join []string
@@ -184,6 +185,25 @@ func (c *Cluster) Start(ctx context.Context) error {
 
 // Token is the cluster secret.
 func (c *Cluster) Token() string { return c.cfg.Token }
+
+// chooseToken sets the cluster secret when Config.Token is empty: the one
+// node1's data dir stores when the directory held this cluster before
+// (every node keeps it, so the cluster comes back), else a new random one.
+func (c *Cluster) chooseToken() error {
+	if c.cfg.Token != "" {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(c.Nodes[0].DataDir, node.SecretFile))
+	switch {
+	case err == nil:
+		c.cfg.Token = strings.TrimSpace(string(b))
+	case errors.Is(err, os.ErrNotExist):
+		c.cfg.Token = node.GenerateSecret()
+	default:
+		return fmt.Errorf("%s: %w", c.Nodes[0].Name, err)
+	}
+	return nil
+}
 
 // StartNode (re)starts one node process; join lists gossip addresses (a
 // restart passes none: the node rejoins from its data dir).

@@ -25,8 +25,8 @@ func (c *Cluster) StartWaves(ctx context.Context, wave int) (othersStarted time.
 	if err := os.MkdirAll(c.cfg.Dir, 0o700); err != nil {
 		return time.Time{}, err
 	}
-	if c.cfg.Token == "" {
-		c.cfg.Token = "rbee_localcluster_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := c.chooseToken(); err != nil {
+		return time.Time{}, err
 	}
 	if wave <= 0 {
 		wave = len(c.Nodes)
