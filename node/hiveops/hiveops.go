@@ -462,21 +462,62 @@ func (o *Ops) ModelList(ctx context.Context, em jobs.Emitter, r api.ModelListReq
 
 // ModelGet reports one model of this hive's catalog.
 func (o *Ops) ModelGet(ctx context.Context, em jobs.Emitter, r api.ModelGetRequest) error {
-	e, err := o.cfg.Models.Get(r.ID)
+	e, err := o.heldModel(r.ID)
 	if err != nil {
-		return CatalogError(err)
+		return err
 	}
 	return em.Result(e)
 }
 
+// heldModel finds the model this hive holds under name: a catalog id, or
+// as spawn and inference name one, its reference (builtin:NAME,
+// hf:ORG/REPO...) or short name. A name that fits several models is a
+// conflict that lists them, not a guess.
+func (o *Ops) heldModel(name string) (modelcat.Entry, error) {
+	name = strings.TrimSpace(name)
+	e, err := o.cfg.Models.Get(name)
+	switch {
+	case err == nil:
+		return e, nil
+	case !errors.Is(err, modelcat.ErrNotFound) && !errors.Is(err, modelcat.ErrBadName):
+		// A reference such as builtin:NAME is no id (ErrBadName).
+		return e, CatalogError(err)
+	}
+	es, lerr := o.cfg.Models.List()
+	if lerr != nil {
+		return modelcat.Entry{}, CatalogError(lerr)
+	}
+	var found []modelcat.Entry
+	for _, e := range es {
+		if strings.EqualFold(e.Ref, name) || router.ModelMatches(e.ID, name) {
+			found = append(found, e)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return modelcat.Entry{}, CatalogError(err)
+	case 1:
+		return found[0], nil
+	}
+	ids := make([]string, len(found))
+	for i, e := range found {
+		ids[i] = e.ID
+	}
+	return modelcat.Entry{}, jobs.Errorf(jobs.CodeConflict, "%q names %d models on %s (%s): name one by its id", name, len(found), o.cfg.LocalName, strings.Join(ids, ", "))
+}
+
 // ModelDelete deletes a model from this hive.
 func (o *Ops) ModelDelete(ctx context.Context, em jobs.Emitter, r api.ModelDeleteRequest) error {
-	if err := o.cfg.Models.Delete(r.ID); err != nil {
+	e, err := o.heldModel(r.ID)
+	if err != nil {
+		return err
+	}
+	if err := o.cfg.Models.Delete(e.ID); err != nil {
 		return CatalogError(err)
 	}
-	o.cfg.Cluster.Propose(ctx, fsm.DeleteModelHolding{NodeID: o.cfg.LocalID, ModelID: r.ID})
-	em.Narrate("hive", "delete", "deleted model %s from %s", r.ID, o.cfg.LocalName)
-	return em.Result(api.ModelDeleteResult{Deleted: r.ID, Node: o.cfg.LocalName})
+	o.cfg.Cluster.Propose(ctx, fsm.DeleteModelHolding{NodeID: o.cfg.LocalID, ModelID: e.ID})
+	em.Narrate("hive", "delete", "deleted model %s from %s", e.ID, o.cfg.LocalName)
+	return em.Result(api.ModelDeleteResult{Deleted: e.ID, Node: o.cfg.LocalName})
 }
 
 // RegisterOptions are the catalog's options for a worker_binary_add request.

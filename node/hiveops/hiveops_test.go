@@ -117,12 +117,26 @@ func TestModels(t *testing.T) {
 
 	err = ops.ModelGet(ctx, &r, api.ModelGetRequest{ID: "nope"})
 	require.Equal(t, jobs.CodeNotFound, jobs.CodeOf(err))
+	// get and delete take the names spawn and inference take: the id,
+	// the reference, the short name.
+	for _, name := range []string{e.ID, "builtin:stories260k", "stories260k", "Stories260K"} {
+		require.NoError(t, ops.ModelGet(ctx, &r, api.ModelGetRequest{ID: name}), name)
+		var g api.Model
+		require.NoError(t, json.Unmarshal(r.raw, &g))
+		require.Equal(t, e.ID, g.ID, name)
+	}
+	err = ops.ModelGet(ctx, &r, api.ModelGetRequest{ID: "../../etc"})
+	require.Equal(t, jobs.CodeBadRequest, jobs.CodeOf(err))
 	_, err = ops.ResolveModel(ctx, &result{}, "stories15m")
 	require.Equal(t, jobs.CodeNotFound, jobs.CodeOf(err))
 	require.ErrorContains(t, err, "builtin:NAME")
 
-	require.NoError(t, ops.ModelDelete(ctx, &r, api.ModelDeleteRequest{ID: e.ID}))
-	require.IsType(t, fsm.DeleteModelHolding{}, c.proposed[len(c.proposed)-1])
+	require.Equal(t, jobs.CodeNotFound, jobs.CodeOf(ops.ModelDelete(ctx, &r, api.ModelDeleteRequest{ID: "stories15m"})))
+	require.NoError(t, ops.ModelDelete(ctx, &r, api.ModelDeleteRequest{ID: "stories260k"}))
+	var del api.ModelDeleteResult
+	require.NoError(t, json.Unmarshal(r.raw, &del))
+	require.Equal(t, e.ID, del.Deleted, "the short name deletes the model it names")
+	require.Equal(t, fsm.DeleteModelHolding{NodeID: "self", ModelID: e.ID}, c.proposed[len(c.proposed)-1])
 	_, ok = ops.LocalModel("stories260k")
 	require.False(t, ok)
 	_, err = ops.ResolveModel(ctx, &result{}, "stories260k")
