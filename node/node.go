@@ -30,6 +30,7 @@ import (
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/internal/atomicfile"
+	"github.com/rbee-project/rbee/internal/dirlock"
 	"github.com/rbee-project/rbee/internal/loopback"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
@@ -85,9 +86,10 @@ type Node struct {
 
 	secret        string
 	secretCreated bool
-	adminKey      string      // the local admin credential (admin.key)
-	auth          *auth.Guard // the API's authentication and browser checks
-	connCounts    *connCounts // open API connections per client, both listeners
+	dirLock       *dirlock.Lock // held from Start until shutdown ends
+	adminKey      string        // the local admin credential (admin.key)
+	auth          *auth.Guard   // the API's authentication and browser checks
+	connCounts    *connCounts   // open API connections per client, both listeners
 	peerID        peer.ID
 	id            string // peerID.String()
 
@@ -246,6 +248,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if err := checkDataDir(n.cfg.DataDir, n.log); err != nil {
 		return err
+	}
+	// One node per data dir, before anything in it is read or started: a
+	// second would share the first's identity, Raft log and workers.
+	if n.dirLock, err = dirlock.Acquire(n.cfg.DataDir); err != nil {
+		if errors.Is(err, dirlock.ErrLocked) {
+			return fmt.Errorf("%w (another rbee node runs on this data dir; stop it, or give this one its own --data-dir)", err)
+		}
+		return fmt.Errorf("lock data dir: %w", err)
 	}
 	n.secret, n.secretCreated, err = loadOrCreateSecret(n.cfg.DataDir, n.cfg.Token)
 	if err != nil {
@@ -789,6 +799,7 @@ func (n *Node) shutdown() {
 		}
 		n.closeHive()
 		n.wg.Wait()
+		_ = n.dirLock.Release()
 		close(n.stopped)
 	})
 }

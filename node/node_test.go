@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/dirlock"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -238,4 +241,22 @@ func TestNewRefusesWorkerNiceOutOfRange(t *testing.T) {
 		require.ErrorContains(t, err, "worker nice", "nice %d", nice)
 		require.NoDirExists(t, cfg.DataDir)
 	}
+}
+
+// TestOneNodePerDataDir: a second node on a data dir in use fails at once,
+// naming the holder, and the first keeps serving.
+func TestOneNodePerDataDir(t *testing.T) {
+	c := nodetest.New(t, 1)
+	first := c.Nodes[0]
+	cfg := node.DefaultConfig()
+	cfg.Name, cfg.DataDir, cfg.MDNS = "second", first.DataDir(), false
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr, cfg.BlobAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	second, err := node.New(cfg)
+	require.NoError(t, err)
+	err = second.Start(context.Background())
+	require.ErrorIs(t, err, dirlock.ErrLocked)
+	require.ErrorContains(t, err, fmt.Sprintf("pid %d", os.Getpid()))
+	require.ErrorContains(t, err, "--data-dir")
+	_ = second.Close()
+	status(t, first)
 }
