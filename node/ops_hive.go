@@ -244,7 +244,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if len(r.GPUs) > 0 {
 		where = " on GPU " + workercat.GPUList(r.GPUs)
 	}
-	em.Narrate("hive", "spawn", "starting a %s worker (binary %s, %s) for %s on %s%s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name, where)
+	em.Narrate("hive", "spawn", "starting a worker of type %s (binary %s, %s) for %s on %s%s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name, where)
 	var env []string
 	if !typ.External && n.cfg.DataDir != "" {
 		// One file of repacked weights per model, mapped by every cpu

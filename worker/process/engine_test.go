@@ -82,6 +82,15 @@ func TestSpawnLlamaServer(t *testing.T) {
 	assert.Contains(t, err.Error(), "invalid device ordinal")
 	assert.Contains(t, err.Error(), "no usable GPU found for CUDA_VISIBLE_DEVICES=9")
 
+	// A binary that exits at once with status 0 is no server: said so,
+	// not "<nil>".
+	if truePath, err := exec.LookPath("true"); err == nil {
+		_, err = m.Spawn(ctx, SpawnOptions{Binary: truePath, Type: catalog.LlamaServerType(), ModelPath: modelPath, WorkerID: "true0", GPULayers: -1})
+		require.ErrorIs(t, err, ErrExitedEarly)
+		assert.Contains(t, err.Error(), "status 0")
+		assert.NotContains(t, err.Error(), "<nil>")
+	}
+
 	// Still loading when its own ready timeout ends: killed, with its log.
 	_, err = m.Spawn(ctx, SpawnOptions{Binary: bin, Type: catalog.LlamaServerType(), ModelPath: modelPath, WorkerID: "slow",
 		GPULayers: -1, Env: []string{"FAKE_LLAMA_LOAD_MS=60000"}, ReadyTimeout: 500 * time.Millisecond})

@@ -529,6 +529,9 @@ func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string, r
 		}
 		select {
 		case <-p.done:
+			if p.exitErr == nil {
+				return fmt.Errorf("%w: it exited with status 0 (is the binary a server that stays running?)", ErrExitedEarly)
+			}
 			return fmt.Errorf("%w: %v", ErrExitedEarly, p.exitErr)
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
