@@ -300,7 +300,13 @@ func (n *Node) handleCancel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, jobs.CodeNotFound, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "cancelling"})
+	// A job that had ended says how ("ok", "failed", "cancelled"); a
+	// running one is being cancelled and ends with done "cancelled".
+	st := j.Status()
+	if st == "running" {
+		st = "cancelling"
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": st})
 }
 
 // JoinCommand is the command another machine runs to join this cluster.

@@ -185,6 +185,14 @@ func TestJobsArePrivate(t *testing.T) {
 	require.Equal(t, 200, st)
 	st, _, _ = apiCall(t, n, "GET", "/v1/jobs/"+mine+"/events", admin, "", "", nil)
 	require.Equal(t, 200, st)
+	// Cancelling a job that has ended says how it ended, not "cancelling".
+	require.Eventually(t, func() bool {
+		_, _, data := apiCall(t, n, "GET", "/v1/jobs/"+mine, "", "", "", nil)
+		return strings.Contains(string(data), `"status":"ok"`)
+	}, 10*time.Second, 20*time.Millisecond)
+	st, _, data := apiCall(t, n, "DELETE", "/v1/jobs/"+mine, "", "", "", nil)
+	require.Equal(t, 200, st)
+	require.JSONEq(t, `{"status":"ok"}`, string(data))
 
 	// A process of another user (nobody) lists nothing of ours, cannot
 	// read our job, and its own job is not ours.

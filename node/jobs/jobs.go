@@ -95,7 +95,8 @@ type Event struct {
 	// error
 	Code string `json:"code,omitempty"`
 
-	// done: "ok" or "failed"
+	// done: "ok", "failed", or "cancelled" (the job was cancelled; its
+	// error event has code "cancelled")
 	Status string `json:"status,omitempty"`
 }
 
@@ -256,11 +257,15 @@ func (m *Manager) SubmitOwned(parent context.Context, operation, owner string, f
 			return
 		}
 		if err != nil {
-			if ctx.Err() != nil && CodeOf(err) == CodeInternal {
+			if ctx.Err() != nil && (CodeOf(err) == CodeInternal || errors.Is(err, context.Canceled)) {
 				err = &Error{Code: CodeCancelled, Err: fmt.Errorf("job cancelled: %w", err)}
 			}
 			j.Emit(Event{Type: TypeError, Code: CodeOf(err), Message: err.Error()})
-			j.finish("failed")
+			if CodeOf(err) == CodeCancelled {
+				j.finish(StatusCancelled)
+			} else {
+				j.finish("failed")
+			}
 			m.log.Debug("job failed", "job", j.ID, "op", operation, "err", err)
 			return
 		}
@@ -427,7 +432,10 @@ func (j *Job) Done() bool {
 	return j.done
 }
 
-// Status is "running", "ok" or "failed".
+// StatusCancelled is the done status of a job cancelled while it ran.
+const StatusCancelled = "cancelled"
+
+// Status is "running", "ok", "failed" or "cancelled".
 func (j *Job) Status() string {
 	j.mu.Lock()
 	defer j.mu.Unlock()

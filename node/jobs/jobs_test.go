@@ -100,7 +100,20 @@ func TestCancel(t *testing.T) {
 	evs := collect(t, j, 0)
 	require.Equal(t, TypeError, evs[0].Type)
 	require.Equal(t, CodeCancelled, evs[0].Code)
+	require.Equal(t, Event{Type: TypeDone, Status: StatusCancelled}, Event{Type: evs[len(evs)-1].Type, Status: evs[len(evs)-1].Status})
+	require.Equal(t, StatusCancelled, j.Status())
 	require.ErrorIs(t, m.Cancel("job_nope"), ErrNotFound)
+
+	// A job that fails on its own, and one that had ended: not
+	// "cancelled".
+	failed, err := m.Submit(context.Background(), "x", func(ctx context.Context, em Emitter) error {
+		return Errorf(CodeBadRequest, "no")
+	})
+	require.NoError(t, err)
+	collect(t, failed, 0)
+	require.Equal(t, "failed", failed.Status())
+	require.NoError(t, m.Cancel(failed.ID))
+	require.Equal(t, "failed", failed.Status())
 }
 
 func TestRetentionBound(t *testing.T) {
