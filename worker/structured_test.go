@@ -130,6 +130,8 @@ func TestResponseFormatErrors(t *testing.T) {
 			codeUnsupportedSchema, `"pattern"`},
 		{"bad type", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "text"}}}},
 			codeInvalidSchema, `"text"`},
+		{"$ref loop", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"$ref": "#"}}}},
+			codeInvalidSchema, `$ref "#" loops`},
 		{"no schema", map[string]any{"response_format": map[string]any{"type": "json_schema"}}, "missing", "json_schema.schema"},
 		{"format type", map[string]any{"response_format": map[string]any{"type": "xml"}}, "invalid_value", "xml"},
 		{"top_logprobs range", map[string]any{"logprobs": true, "top_logprobs": 21}, "invalid_value", "[0, 20]"},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -74,6 +75,9 @@ var refRoot any
 
 func resolve(r string) any {
 	cur := refRoot
+	if r == "#" {
+		return cur
+	}
 	for _, p := range strings.Split(strings.TrimPrefix(r, "#/"), "/") {
 		cur = cur.(map[string]any)[p]
 	}
@@ -292,10 +296,99 @@ func numbers(lo, hi int) string {
 	return "[" + b.String() + "]"
 }
 
-func TestSelfReferenceTerminates(t *testing.T) {
-	s, err := CompileSchema([]byte(`{"$defs":{"a":{"$ref":"#/$defs/a"}},"$ref":"#/$defs/a"}`))
-	require.NoError(t, err)
-	require.ErrorIs(t, s.NewMatcher(nil).Write([]byte(`1`)), ErrRejected)
+// TestRefLoopsRefused: a $ref that no finite document can satisfy (a loop
+// of references with no input consumed, or a recursion with no way out)
+// is refused at compile time, naming the loop, rather than compiled into a
+// grammar that rejects the first byte of every output.
+func TestRefLoopsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name, schema, loop string
+	}{
+		{"root refers to itself", `{"$ref":"#"}`, `$ref "#" loops ("#" -> "#") without reaching a schema`},
+		{"self-reference", `{"$defs":{"a":{"$ref":"#/$defs/a"}},"$ref":"#/$defs/a"}`, `("#/$defs/a" -> "#/$defs/a")`},
+		{"two-ref cycle", `{"$ref":"#/$defs/a","$defs":{"a":{"$ref":"#/$defs/b"},"b":{"$ref":"#/$defs/a"}}}`,
+			`$ref "#/$defs/a" loops ("#/$defs/a" -> "#/$defs/b" -> "#/$defs/a") without reaching a schema`},
+		{"three-ref cycle", `{"$ref":"#/$defs/a","$defs":{"a":{"$ref":"#/$defs/b"},"b":{"$ref":"#/$defs/c"},"c":{"$ref":"#/$defs/a"}}}`,
+			`("#/$defs/a" -> "#/$defs/b" -> "#/$defs/c" -> "#/$defs/a")`},
+		{"cycle entered from a ref outside it", `{"$ref":"#/definitions/x","definitions":{"x":{"$ref":"#/definitions/y"},"y":{"$ref":"#/definitions/z"},"z":{"$ref":"#/definitions/y"}}}`,
+			`("#/definitions/y" -> "#/definitions/z" -> "#/definitions/y")`},
+		{"anyOf of refs back only", `{"$defs":{"a":{"anyOf":[{"$ref":"#/$defs/a"},{"$ref":"#/$defs/b"}]},"b":{"oneOf":[{"$ref":"#/$defs/a"}]}},"$ref":"#/$defs/a"}`,
+			`"#/$defs/a" loops`},
+		{"root anyOf of itself", `{"anyOf":[{"$ref":"#"},{"allOf":[{"$ref":"#"}]}]}`, `("#" -> "#")`},
+		{"allOf of itself", `{"$defs":{"a":{"allOf":[{"$ref":"#/$defs/a"}]}},"$ref":"#/$defs/a"}`, `("#/$defs/a" -> "#/$defs/a")`},
+		{"loop under an optional property", `{"type":"object","properties":{"x":{"$ref":"#/$defs/a"}},"$defs":{"a":{"anyOf":[{"$ref":"#/$defs/a"}]}}}`,
+			`("#/$defs/a" -> "#/$defs/a")`},
+		{"loop in a nullable", `{"type":["object","null"],"properties":{"x":{"anyOf":[{"type":"null"},{"$ref":"#/$defs/a"}]}},"$defs":{"a":{"$ref":"#/$defs/b"},"b":{"$ref":"#/$defs/a"}}}`,
+			`("#/$defs/a" -> "#/$defs/b" -> "#/$defs/a")`},
+		{"object requiring itself", `{"$defs":{"n":{"type":"object","properties":{"next":{"$ref":"#/$defs/n"}},"required":["next"]}},"$ref":"#/$defs/n"}`,
+			`$ref "#/$defs/n" loops ("#/$defs/n" -> "#/$defs/n") with no way out`},
+		{"objects requiring each other", `{"$defs":{"a":{"type":"object","properties":{"b":{"$ref":"#/$defs/b"}},"required":["b"]},"b":{"anyOf":[{"$ref":"#/$defs/a"},{"type":"array","items":{"$ref":"#/$defs/b"},"minItems":1}]}},"$ref":"#/$defs/a"}`,
+			`with no way out`},
+		{"non-empty array of itself", `{"$defs":{"t":{"type":"array","items":{"$ref":"#/$defs/t"},"minItems":1}},"$ref":"#/$defs/t"}`,
+			`("#/$defs/t" -> "#/$defs/t") with no way out`},
+		{"required loop beside a way out", `{"anyOf":[{"type":"null"},{"$ref":"#/$defs/n"}],"$defs":{"n":{"type":"object","properties":{"n":{"$ref":"#/$defs/n"}},"required":["n"]}}}`,
+			`("#/$defs/n" -> "#/$defs/n") with no way out`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := CompileSchema([]byte(tc.schema))
+			require.ErrorIs(t, err, ErrBadSchema)
+			require.Contains(t, err.Error(), tc.loop)
+		})
+	}
+}
+
+// TestRecursiveSchemas: recursions that consume input between their
+// rounds, or have a way out, compile and match their documents.
+func TestRecursiveSchemas(t *testing.T) {
+	v := testVocab()
+	for _, tc := range []struct {
+		name, schema string
+		good, bad    []string
+		check        bool // checkDoc's validator follows the schema (no left recursion, no oneOf/allOf)
+	}{
+		{"tree", `{"$defs":{"node":{"type":"object","properties":{"children":{"type":"array","items":{"$ref":"#/$defs/node"}}}}},"$ref":"#/$defs/node"}`,
+			[]string{`{}`, `{"children":[]}`, `{"children":[{"children":[{}]},{}]}`}, []string{`{"children":[1]}`, `{"x":1}`, `[]`}, true},
+		{"linked list", `{"$defs":{"l":{"type":"object","properties":{"v":{"type":"integer"},"next":{"$ref":"#/$defs/l"}},"required":["v"]}},"$ref":"#/$defs/l"}`,
+			[]string{`{"v":1}`, `{"v":1,"next":{"v":2,"next":{"v":3}}}`}, []string{`{"next":{"v":1}}`, `{"v":1,"next":null}`}, true},
+		{"root recursion", `{"type":"object","properties":{"sub":{"$ref":"#"},"n":{"type":"null"}}}`,
+			[]string{`{}`, `{"sub":{"sub":{"n":null}}}`}, []string{`{"sub":1}`}, true},
+		{"nullable recursion", `{"$defs":{"n":{"type":["object","null"],"properties":{"next":{"$ref":"#/$defs/n"}},"required":["next"]}},"$ref":"#/$defs/n"}`,
+			[]string{`null`, `{"next":null}`, `{"next":{"next":null}}`}, []string{`{}`, `{"next":{}}`}, true},
+		{"required recursion through an anyOf with null", `{"$defs":{"a":{"type":"object","properties":{"b":{"$ref":"#/$defs/b"}},"required":["b"]},"b":{"anyOf":[{"$ref":"#/$defs/a"},{"type":"null"}]}},"$ref":"#/$defs/a"}`,
+			[]string{`{"b":null}`, `{"b":{"b":null}}`}, []string{`{}`, `{"b":{}}`}, true},
+		{"left recursion beside a string", `{"anyOf":[{"$ref":"#"},{"type":"string"}]}`,
+			[]string{`"x"`, `""`}, []string{`1`, `null`}, false},
+		{"left recursion beside null", `{"$defs":{"a":{"oneOf":[{"$ref":"#/$defs/a"},{"type":"null"}]}},"$ref":"#/$defs/a"}`,
+			[]string{`null`}, []string{`1`}, false},
+		// b's only alternative is the cycle through a: it matches what a
+		// does, wherever b is used (compiled first or not).
+		{"ref into a left recursion", `{"$defs":{"a":{"anyOf":[{"$ref":"#/$defs/b"},{"type":"string"}]},"b":{"$ref":"#/$defs/a"}},"type":"object","properties":{"y":{"$ref":"#/$defs/b"},"x":{"$ref":"#/$defs/a"}},"required":["x","y"]}`,
+			[]string{`{"x":"1","y":"2"}`}, []string{`{"x":"1","y":2}`}, false},
+		{"three-ref cycle with a way out", `{"$ref":"#/$defs/a","$defs":{"a":{"$ref":"#/$defs/b"},"b":{"anyOf":[{"$ref":"#/$defs/c"},{"type":"integer"}]},"c":{"anyOf":[{"$ref":"#/$defs/a"},{"type":"boolean"}]}}}`,
+			[]string{`1`, `true`, `false`}, []string{`"x"`, `null`}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := CompileSchema([]byte(tc.schema))
+			require.NoError(t, err)
+			// The symptom of a loop: no token could start the output.
+			logits := make([]float32, len(v.pieces))
+			s.NewMatcher(v).Mask(logits)
+			require.True(t, slices.ContainsFunc(logits[2:], func(l float32) bool { return !math.IsInf(float64(l), -1) }), "no token allowed at the start")
+			for _, doc := range tc.good {
+				m := s.NewMatcher(nil)
+				require.NoError(t, m.Write([]byte(doc)), doc)
+				require.True(t, m.CanEnd(), doc)
+				if tc.check {
+					checkDoc(t, tc.schema, doc)
+				}
+			}
+			for _, doc := range tc.bad {
+				m := s.NewMatcher(nil)
+				err := m.Write([]byte(doc))
+				require.True(t, err != nil || !m.CanEnd(), "accepted %s", doc)
+			}
+		})
+	}
 }
 
 // testVocab is a small vocabulary with multi-byte tokens, an EOG token
@@ -385,13 +478,17 @@ func TestWrap(t *testing.T) {
 	require.True(t, m.Done())
 }
 
-// FuzzCompileSchema: any input compiles or fails with a sentinel error,
-// and a compiled schema's matcher takes any bytes without panicking.
+// FuzzCompileSchema: any input compiles or fails with a sentinel error, a
+// compiled schema's matcher can start a document (a $ref loop is refused,
+// not compiled to a grammar that rejects every first byte), and it takes
+// any bytes without panicking.
 func FuzzCompileSchema(f *testing.F) {
 	for _, src := range testSchemas {
 		f.Add([]byte(src), []byte(`{"a":[1,"x",null]}`))
 	}
 	f.Add([]byte(`{"$defs":{"a":{"$ref":"#/$defs/b"},"b":{"$ref":"#/$defs/a"}},"$ref":"#/$defs/a"}`), []byte(`1`))
+	f.Add([]byte(`{"$ref":"#"}`), []byte(`1`))
+	f.Add([]byte(`{"$defs":{"n":{"type":"object","properties":{"c":{"type":"array","items":{"$ref":"#/$defs/n"}}}}},"$ref":"#/$defs/n"}`), []byte(`{"c":[{},{"c":[]}]}`))
 	f.Fuzz(func(t *testing.T, src, doc []byte) {
 		s, err := CompileSchema(src)
 		if err != nil {
@@ -399,6 +496,17 @@ func FuzzCompileSchema(f *testing.F) {
 			return
 		}
 		m := s.NewMatcher(nil)
+		starts := false
+		for b := range 256 {
+			if b == ' ' || b == '\n' { // leading whitespace is not a start
+				continue
+			}
+			if starts = m.Write([]byte{byte(b)}) == nil; starts {
+				break
+			}
+		}
+		require.True(t, starts, "no byte starts a document of %s", src)
+		m = s.NewMatcher(nil)
 		for i := range doc {
 			_ = m.Write(doc[i : i+1])
 		}

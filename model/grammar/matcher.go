@@ -104,44 +104,92 @@ const (
 	push               // the parent expects a value: push child and give it the byte
 )
 
-// expand computes leaves: the non-anyOf nodes each node stands for,
-// memoised. A cycle made only of anyOf and $ref (no object or array in
-// between) contributes no alternatives where it closes: the matcher then
-// accepts fewer documents, never an invalid one. It fails when a node
-// stands for more than maxThreads alternatives.
+// expand computes leaves: the non-anyOf nodes each node stands for. A
+// cycle made only of anyOf and $ref (no object or array in between)
+// consumes nothing, so every node on it stands for the same leaves: all
+// those reachable from any of them (Tarjan's strongly connected
+// components over the anyOf edges). A cycle that reaches no leaf at all
+// is refused by CompileSchema before. It fails when a node stands for
+// more than maxThreads alternatives.
 func (s *Schema) expand() ([][]int32, error) {
 	out := make([][]int32, len(s.nodes))
-	state := make([]uint8, len(s.nodes)) // 0 new, 1 in progress, 2 done
+	index := make([]int32, len(s.nodes)) // 0 new, else visit order + 1
+	low := make([]int32, len(s.nodes))
+	onStack := make([]bool, len(s.nodes))
+	inComp := make([]bool, len(s.nodes))
+	var stack []int32
+	next := int32(1)
 	var walk func(n int32) error
 	walk = func(n int32) error {
-		if state[n] != 0 {
-			return nil
-		}
 		if s.nodes[n].kind != kAnyOf {
-			out[n], state[n] = []int32{n}, 2
+			out[n] = []int32{n}
 			return nil
 		}
-		state[n] = 1
-		var leaves []int32
+		index[n], low[n] = next, next
+		next++
+		stack = append(stack, n)
+		onStack[n] = true
 		for _, a := range s.nodes[n].alts {
-			if err := walk(a); err != nil {
-				return err
+			if s.nodes[a].kind != kAnyOf {
+				continue
 			}
-			for _, l := range out[a] {
-				if !slices.Contains(leaves, l) {
-					leaves = append(leaves, l)
+			if index[a] == 0 {
+				if err := walk(a); err != nil {
+					return err
+				}
+				low[n] = min(low[n], low[a])
+			} else if onStack[a] {
+				low[n] = min(low[n], index[a])
+			}
+		}
+		if low[n] != index[n] {
+			return nil
+		}
+		// n roots a component: the nodes above it on the stack.
+		i := len(stack) - 1
+		for stack[i] != n {
+			i--
+		}
+		comp := slices.Clone(stack[i:])
+		stack = stack[:i]
+		for _, m := range comp {
+			onStack[m], inComp[m] = false, true
+		}
+		defer func() {
+			for _, m := range comp {
+				inComp[m] = false
+			}
+		}()
+		var leaves []int32
+		for _, m := range comp {
+			for _, a := range s.nodes[m].alts {
+				var add []int32
+				switch {
+				case s.nodes[a].kind != kAnyOf:
+					add = []int32{a}
+				case !inComp[a]:
+					add = out[a]
+				}
+				for _, l := range add {
+					if !slices.Contains(leaves, l) {
+						leaves = append(leaves, l)
+					}
+				}
+				if len(leaves) > maxThreads {
+					return fmt.Errorf("%w: a value has more than %d alternatives (nested anyOf/enum)", ErrUnsupported, maxThreads)
 				}
 			}
-			if len(leaves) > maxThreads {
-				return fmt.Errorf("%w: a value has more than %d alternatives (nested anyOf/enum)", ErrUnsupported, maxThreads)
-			}
 		}
-		out[n], state[n] = leaves, 2
+		for _, m := range comp {
+			out[m] = leaves
+		}
 		return nil
 	}
 	for id := range s.nodes {
-		if err := walk(int32(id)); err != nil {
-			return nil, err
+		if index[id] == 0 && out[id] == nil {
+			if err := walk(int32(id)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil

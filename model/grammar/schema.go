@@ -129,7 +129,8 @@ var annotations = []string{"title", "description", "default", "examples", "$sche
 // (treated as anyOf), allOf with one member, $ref to "#", "#/$defs/…" or
 // "#/definitions/…", and annotations (title, description, default...).
 // Any other keyword is an error wrapping ErrUnsupported that names it; a
-// malformed schema is an error wrapping ErrBadSchema.
+// malformed schema is an error wrapping ErrBadSchema, as is a $ref loop
+// that no finite document satisfies ({"$ref":"#"}, see checkRefs).
 func CompileSchema(src []byte) (*Schema, error) {
 	var doc any
 	d := json.NewDecoder(bytes.NewReader(src))
@@ -143,6 +144,9 @@ func CompileSchema(src []byte) (*Schema, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := c.checkRefs(); err != nil {
+		return nil, err
+	}
 	s := &Schema{nodes: c.nodes, root: root}
 	if s.leaves, err = s.expand(); err != nil {
 		return nil, err
@@ -151,13 +155,16 @@ func CompileSchema(src []byte) (*Schema, error) {
 }
 
 type compiler struct {
-	nodes []node
-	doc   any
-	refs  map[string]int32 // compiled $ref targets (placeholders while compiling)
-	anyID int32
+	nodes   []node
+	doc     any
+	refs    map[string]int32 // compiled $ref targets (placeholders while compiling)
+	refName map[int32]string // the $ref of each placeholder, for errors
+	anyID   int32
 }
 
-func newCompiler() *compiler { return &compiler{refs: map[string]int32{}, anyID: -1} }
+func newCompiler() *compiler {
+	return &compiler{refs: map[string]int32{}, refName: map[int32]string{}, anyID: -1}
+}
 
 func (c *compiler) add(n node) int32 {
 	c.nodes = append(c.nodes, n)
@@ -503,10 +510,125 @@ func (c *compiler) ref(r string, depth int) (int32, error) {
 	// cycle reaching r again uses it.
 	ph := c.add(node{kind: kAnyOf})
 	c.refs[r] = ph
+	c.refName[ph] = r
 	id, err := c.compile(target, r, depth+1)
 	if err != nil {
 		return 0, err
 	}
 	c.nodes[ph].alts = []int32{id}
 	return ph, nil
+}
+
+// checkRefs refuses a schema that a $ref cycle makes unsatisfiable: a node
+// that no finite document matches. Every node that does not recurse matches
+// something (the schema false and an empty enum are refused where they are
+// compiled), so such a node always lies on a cycle of references that
+// either loops without consuming any input ({"$ref":"#"}, a $ref to a
+// $ref back to the first, an anyOf whose only alternatives refer back:
+// "left recursion"), or whose every match must contain another match of
+// itself (an object requiring a property of its own schema, an array of
+// at least one item of it). The matcher could start no document, or only
+// ones it can never finish, so these are refused here, naming the loop.
+// A recursion with a way out (an optional property, an anyOf with a
+// null, an array that may be empty) matches finite documents and passes.
+func (c *compiler) checkRefs() error {
+	// Least fixpoint: a node matches something when its leaf kind does,
+	// an anyOf when one alternative does, an object when every required
+	// property does, an array when it may be empty or its items match.
+	deps := func(id int32) (list []int32, need int) {
+		n := &c.nodes[id]
+		switch n.kind {
+		case kAnyOf:
+			return n.alts, 1 // an unfilled placeholder (no alts) never matches
+		case kObject:
+			for i, p := range n.props {
+				if n.required&(1<<i) != 0 {
+					list = append(list, p)
+				}
+			}
+			return list, len(list)
+		case kArray:
+			if n.minItems > 0 {
+				return []int32{n.items}, 1
+			}
+		}
+		return nil, 0
+	}
+	need := make([]int, len(c.nodes))
+	parents := make([][]int32, len(c.nodes))
+	matches := make([]bool, len(c.nodes))
+	var queue []int32
+	for id := range c.nodes {
+		list, k := deps(int32(id))
+		for _, d := range list {
+			parents[d] = append(parents[d], int32(id))
+		}
+		if need[id] = k; k == 0 {
+			queue = append(queue, int32(id))
+		}
+	}
+	for len(queue) > 0 {
+		id := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		if matches[id] {
+			continue
+		}
+		matches[id] = true
+		for _, p := range parents[id] {
+			if !matches[p] {
+				if need[p]--; need[p] == 0 {
+					queue = append(queue, p)
+				}
+			}
+		}
+	}
+	start := slices.Index(matches, false)
+	if start < 0 {
+		return nil
+	}
+	// Every node that matches nothing has a child that matches nothing
+	// (an anyOf: all of them; an object: a required property; an array:
+	// its items); following them from the first such node ends in a cycle.
+	var path []int32
+	at := map[int32]int{}
+	id := int32(start)
+	for {
+		if i, ok := at[id]; ok {
+			path = path[i:]
+			break
+		}
+		at[id] = len(path)
+		path = append(path, id)
+		list, _ := deps(id)
+		i := slices.IndexFunc(list, func(d int32) bool { return !matches[d] })
+		if i < 0 {
+			break // not reached: see above
+		}
+		id = list[i]
+	}
+	// Name the cycle's references, from the first one compiled.
+	first, consumes := -1, false
+	for i, id := range path {
+		if _, ok := c.refName[id]; ok && (first < 0 || id < path[first]) {
+			first = i
+		}
+		consumes = consumes || c.nodes[id].kind != kAnyOf
+	}
+	if first < 0 {
+		return fmt.Errorf("%w: the schema can never be satisfied (a $ref cycle)", ErrBadSchema)
+	}
+	var names []string
+	for i := range path {
+		if r, ok := c.refName[path[(first+i)%len(path)]]; ok {
+			names = append(names, fmt.Sprintf("%q", r))
+		}
+	}
+	names = append(names, names[0])
+	loop := strings.Join(names, " -> ")
+	if !consumes {
+		return fmt.Errorf("%w: $ref %s loops (%s) without reaching a schema: it refers back to itself before matching any value, so nothing matches it",
+			ErrBadSchema, names[0], loop)
+	}
+	return fmt.Errorf("%w: $ref %s loops (%s) with no way out: every value it matches must contain another, so no finite document matches it",
+		ErrBadSchema, names[0], loop)
 }
