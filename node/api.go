@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -340,6 +341,12 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, jobs.CodeBadRequest, "body must be {\"addrs\": [\"host:port\", ...]}")
 		return
 	}
+	for _, a := range req.Addrs {
+		if err := checkJoinAddr(a); err != nil {
+			writeError(w, http.StatusBadRequest, jobs.CodeBadRequest, err.Error())
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
 	cnt, err := n.Join(ctx, req.Addrs)
@@ -348,6 +355,23 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"joined": cnt})
+}
+
+// checkJoinAddr refuses what cannot be a member's gossip address: host:port
+// with a host and a port in 1-65535 (a name or an IP; an IPv6 one in
+// brackets).
+func checkJoinAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("join address %q: %v (want host:port, [ipv6]:port)", a, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("join address %q: port %q is not a number in 1-65535", a, port)
+	}
+	if host == "" {
+		return fmt.Errorf("join address %q has no host", a)
+	}
+	return nil
 }
 
 // handleLeave answers first, then leaves: the client gets its answer before

@@ -110,6 +110,32 @@ func TestAPIRoutesAnswerJSON(t *testing.T) {
 		st, _, data := apiCall(t, n, tc.method, tc.path, "", "", "", nil)
 		require.Equal(t, tc.status, st, "%s %s: %s", tc.method, tc.path, data)
 		require.Contains(t, string(data), tc.want, "%s %s", tc.method, tc.path)
+		if strings.HasPrefix(tc.path, "/v1/") {
+			// OpenAI's error shape on every /v1 answer: clients read "type".
+			require.Contains(t, string(data), `"type":"invalid_request_error"`, "%s %s", tc.method, tc.path)
+		}
+	}
+	// Bodies of the wrong shape say so in JSON terms, not Go's.
+	for _, tc := range []struct{ body, want string }{
+		{`[]`, `the body must be a JSON object, not an array`},
+		{`"x"`, `the body must be a JSON object, not a string`},
+		{`{"model":5}`, `model must be a string, not a number`},
+		{`{"model":"m","stream":"yes"}`, `stream must be a boolean, not a string`},
+	} {
+		st, _, data := apiCall(t, n, "POST", "/v1/chat/completions", "", "application/json", tc.body, nil)
+		require.Equal(t, 400, st, tc.body)
+		require.Contains(t, string(data), tc.want, tc.body)
+		require.NotContains(t, string(data), "Go value", tc.body)
+	}
+	st, _, data := apiCall(t, n, "POST", "/v1/chat/completions", "", "text/plain", `{}`, nil)
+	require.Equal(t, 415, st)
+	require.Contains(t, string(data), `"type":"invalid_request_error"`)
+	// A join address that cannot be one is the caller's error (400), not
+	// an unreachable peer (502).
+	for _, addr := range []string{"127.0.0.1:99999", "[::1", "127.0.0.1", ":7946", "127.0.0.1:0", "host:http"} {
+		st, _, data := apiCall(t, n, "POST", "/v1/join", n.AdminKey(), "application/json", `{"addrs":["`+addr+`"]}`, nil)
+		require.Equal(t, 400, st, "%s: %s", addr, data)
+		require.Contains(t, string(data), "join address", addr)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/jsonx"
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
@@ -73,7 +74,17 @@ func readOpenAIBody(w http.ResponseWriter, r *http.Request) (body []byte, model 
 		Stream bool   `json:"stream"`
 	}
 	if err := json.Unmarshal(body, &head); err != nil {
-		openAIError(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", "", "malformed JSON: "+err.Error())
+		msg := "malformed JSON: " + err.Error()
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field == "":
+			msg = "the body must be a JSON object, not " + jsonx.Got(te.Value)
+		case errors.As(err, &te):
+			openAIError(w, http.StatusBadRequest, "invalid_request_error", "invalid_type", te.Field,
+				fmt.Sprintf("%s must be %s, not %s", te.Field, jsonx.TypeWant(te.Type), jsonx.Got(te.Value)))
+			return nil, "", false, false
+		}
+		openAIError(w, http.StatusBadRequest, "invalid_request_error", "invalid_json", "", msg)
 		return nil, "", false, false
 	}
 	if head.Model == "" {

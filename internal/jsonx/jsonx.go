@@ -32,7 +32,11 @@ func (l *StringList) UnmarshalJSON(b []byte) error {
 	}
 	var ss []string
 	if err := json.Unmarshal(b, &ss); err != nil {
-		return &json.UnmarshalTypeError{Value: Kind(b), Type: reflect.TypeFor[StringList]()}
+		v := Kind(b)
+		if v == "array" {
+			v = "array with an element that is not a string"
+		}
+		return &json.UnmarshalTypeError{Value: v, Type: reflect.TypeFor[StringList]()}
 	}
 	*l = ss
 	return nil
@@ -98,9 +102,10 @@ func Got(v string) string {
 	if n, ok := strings.CutPrefix(v, "number "); ok {
 		return n
 	}
-	switch v {
-	case "array", "object":
+	if strings.HasPrefix(v, "array") || strings.HasPrefix(v, "object") {
 		return "an " + v
+	}
+	switch v {
 	case "bool":
 		return "a boolean"
 	case "":

@@ -16,7 +16,7 @@ func TestStringList(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(`{"s":`+in+`}`), &v), in)
 		require.Equal(t, want, v.S, in)
 	}
-	for _, in := range []string{`1`, `{"a":1}`, `[1]`, `true`} {
+	for in, got := range map[string]string{`1`: "a number", `{"a":1}`: "an object", `[1]`: "an array with an element that is not a string", `true`: "a boolean"} {
 		var v struct {
 			S StringList `json:"s"`
 		}
@@ -24,5 +24,6 @@ func TestStringList(t *testing.T) {
 		var te *json.UnmarshalTypeError
 		require.True(t, errors.As(err, &te), "%s: %v", in, err)
 		require.Equal(t, "s", te.Field)
+		require.Equal(t, got, Got(te.Value), in)
 	}
 }
