@@ -183,6 +183,14 @@ func newBenchRouteCmd(g *globals) *cobra.Command {
 		Short: "Time to first token and tokens/s straight to a worker, through its node, and through another node (the libp2p hop); JSON",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if requests < 1 || maxTokens < 1 || slots < 0 {
+				return fmt.Errorf("--requests and --max-tokens must be 1 or more, --slots 0 (the worker's default) or more")
+			}
+			for _, c := range concurrency {
+				if c < 1 {
+					return fmt.Errorf("--concurrency %d: want 1 or more clients", c)
+				}
+			}
 			ctx := cmd.Context()
 			cl, cleanup, err := startBenchCluster(ctx, 2)
 			if err != nil {

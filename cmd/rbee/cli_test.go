@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"io"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/node/jobs"
 )
 
 // TestUnknownSubcommandFails: a typo under any command group is an error
@@ -122,5 +126,134 @@ func TestBadShardFlags(t *testing.T) {
 		root.SetOut(io.Discard)
 		root.SetErr(io.Discard)
 		require.ErrorContains(t, root.Execute(), tc.want, "%v", tc.args)
+	}
+}
+
+// TestFixedSetArgumentsRefuseOthers: a positional argument from a fixed
+// set (a shell, a help topic) that is not in it is an error and exit 1,
+// not a help page and exit 0.
+func TestFixedSetArgumentsRefuseOthers(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		err  string // "" when the command succeeds
+		out  string
+	}{
+		{[]string{"completion", "nosh"}, "unsupported shell nosh; one of bash, zsh, fish, powershell", ""},
+		{[]string{"completion", "bash"}, "", "bash completion"},
+		{[]string{"completion", "powershell"}, "", "Register-ArgumentCompleter"},
+		{[]string{"completion"}, "", "Generate the autocompletion script"},
+		{[]string{"help", "nosuch"}, `unknown help topic "nosuch"`, ""},
+		{[]string{"help", "worker", "nosuch"}, `unknown help topic "worker nosuch"`, ""},
+		{[]string{"help", "worker", "binary"}, "", "The worker binary catalog"},
+		{[]string{"help"}, "", "Available Commands"},
+	} {
+		root := newRootCmd()
+		root.SetArgs(tc.args)
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(io.Discard)
+		err := root.Execute()
+		if tc.err != "" {
+			require.ErrorContains(t, err, tc.err, "%v", tc.args)
+			var stderr bytes.Buffer
+			root = newRootCmd()
+			root.SetArgs(tc.args)
+			require.Equal(t, 1, execute(context.Background(), root, io.Discard, &stderr), "%v exits 1", tc.args)
+			require.Contains(t, stderr.String(), "error: "+tc.err)
+			continue
+		}
+		require.NoError(t, err, "%v", tc.args)
+		require.Contains(t, out.String(), tc.out, "%v", tc.args)
+	}
+}
+
+// TestInferMaxTokens: -n 0 or less is refused before anything is sent (0
+// would be left out of the request, and the worker would generate its own
+// default, 256); without -n the request asks for the 128 the help names;
+// bad sampling flags are refused too.
+func TestInferMaxTokens(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-n", "0"}, "-n/--max-tokens 0: want 1 or more"},
+		{[]string{"--max-tokens", "-5"}, "-n/--max-tokens -5: want 1 or more"},
+		{[]string{"--top-p", "1.5"}, "--top-p 1.5: want 0 to 1"},
+		{[]string{"--temperature", "-1"}, "--temperature -1: want 0"},
+		{[]string{"--top-k", "-1"}, "--top-k -1: want 0"},
+	} {
+		fake := &fakeJobNode{}
+		srv := httptest.NewServer(fake)
+		root := newRootCmd()
+		root.SetArgs(append([]string{"infer", "--node", srv.URL, "--token", "t", "--model", "m", "hi"}, tc.args...))
+		root.SetOut(io.Discard)
+		require.ErrorContains(t, root.Execute(), tc.want, "%v", tc.args)
+		srv.Close()
+		require.Empty(t, fake.requests, "%v: nothing is sent", tc.args)
+	}
+	for _, tc := range []struct {
+		args []string
+		want float64
+	}{
+		{nil, 128},
+		{[]string{"-n", "1"}, 1},
+		{[]string{"-n", "300"}, 300},
+	} {
+		fake := &fakeJobNode{events: []jobs.Event{{Type: jobs.TypeToken, Text: " upon"}}}
+		srv := httptest.NewServer(fake)
+		root := newRootCmd()
+		root.SetArgs(append([]string{"infer", "--node", srv.URL, "--token", "t", "--model", "m", "Once"}, tc.args...))
+		var out bytes.Buffer
+		root.SetOut(&out)
+		require.NoError(t, root.Execute(), "%v", tc.args)
+		srv.Close()
+		require.Equal(t, " upon\n", out.String())
+		require.Len(t, fake.bodies, 1)
+		require.Equal(t, tc.want, fake.bodies[0]["max_tokens"], "%v", tc.args)
+	}
+}
+
+// TestBadSpawnFlags: spawn flags out of range are refused before a node
+// is asked; --gpu-layers below -1 would be left out of the request and
+// mean "all layers".
+func TestBadSpawnFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--gpu-layers", "-5"}, "--gpu-layers -5: want -1 (all with --gpu, none without) or 0 or more"},
+		{[]string{"--type", "llama-server", "--gpu-layers", "-2"}, "--gpu-layers -2"},
+		{[]string{"--threads", "-1"}, "--threads -1: want 0"},
+		{[]string{"--slots", "-3"}, "--slots -3"},
+		{[]string{"--ctx", "-1"}, "--ctx -1"},
+		{[]string{"--type", "llama-server", "--gpu", "-1"}, "--gpu -1: want a GPU index"},
+	} {
+		fake := &fakeJobNode{}
+		srv := httptest.NewServer(fake)
+		root := newRootCmd()
+		root.SetArgs(append([]string{"worker", "spawn", "--node", srv.URL, "--token", "t", "--model", "builtin:stories260k"}, tc.args...))
+		root.SetOut(io.Discard)
+		require.ErrorContains(t, root.Execute(), tc.want, "%v", tc.args)
+		srv.Close()
+		require.Empty(t, fake.requests, "%v: nothing is sent", tc.args)
+	}
+	// -1 (the default) and 0 are what they were: left out, and none.
+	for _, tc := range []struct {
+		args []string
+		want any
+	}{
+		{nil, nil},
+		{[]string{"--gpu-layers", "-1"}, nil},
+		{[]string{"--gpu-layers", "0"}, 0.0},
+	} {
+		fake := &fakeJobNode{events: []jobs.Event{{Type: jobs.TypeResult, Result: []byte(`{"worker_id":"w"}`)}}}
+		srv := httptest.NewServer(fake)
+		root := newRootCmd()
+		root.SetArgs(append([]string{"worker", "spawn", "--node", srv.URL, "--token", "t", "--model", "builtin:stories260k"}, tc.args...))
+		root.SetOut(io.Discard)
+		require.NoError(t, root.Execute(), "%v", tc.args)
+		srv.Close()
+		require.Len(t, fake.bodies, 1)
+		require.Equal(t, tc.want, fake.bodies[0]["gpu_layers"], "%v", tc.args)
 	}
 }

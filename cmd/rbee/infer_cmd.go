@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/rbee-project/rbee/api"
@@ -28,6 +29,9 @@ it is read from stdin (echo "Once upon" | rbee infer --model stories260k).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if model == "" && workerID == "" {
 				return errors.New("--model is required (see `rbee worker list` for the models served)")
+			}
+			if err := checkSampling(cmd.Flags(), n, temp, topP, topK); err != nil {
+				return err
 			}
 			prompt, err := promptFrom(args, cmd.InOrStdin())
 			if err != nil {
@@ -79,12 +83,38 @@ it is read from stdin (echo "Once upon" | rbee infer --model stories260k).`,
 	f.StringVar(&hive, "hive", "", "only workers on this hive")
 	f.StringVar(&device, "device", "", "only workers on this device")
 	f.StringVar(&workerID, "worker-id", "", "this worker")
-	f.IntVarP(&n, "max-tokens", "n", 128, "maximum tokens to generate")
+	f.IntVarP(&n, "max-tokens", "n", defaultInferTokens, "maximum tokens to generate (1 or more)")
 	f.Float64Var(&temp, "temperature", 0.8, "sampling temperature (0 = greedy)")
-	f.Float64Var(&topP, "top-p", 0.95, "nucleus sampling")
-	f.IntVar(&topK, "top-k", 40, "top-k sampling")
+	f.Float64Var(&topP, "top-p", 0.95, "nucleus sampling, 0 to 1")
+	f.IntVar(&topK, "top-k", 40, "top-k sampling (0 = off)")
 	f.Int64Var(&seed, "seed", 0, "sampling seed")
 	return cmd
+}
+
+// defaultInferTokens is what `rbee infer` asks for without -n. It is
+// always sent: a request without max_tokens gets the worker's own default
+// (256), not what the help says.
+const defaultInferTokens = 128
+
+// checkSampling refuses values of infer's flags that the API refuses or
+// that would not mean what they say: -n 0 would be left out of the
+// request (max_tokens is omitted when 0) and generate the worker's
+// default. The sampling flags are checked only when given, as only then
+// are they sent.
+func checkSampling(f *pflag.FlagSet, n int, temp, topP float64, topK int) error {
+	if n < 1 {
+		return fmt.Errorf("-n/--max-tokens %d: want 1 or more tokens", n)
+	}
+	if f.Changed("temperature") && !(temp >= 0) {
+		return fmt.Errorf("--temperature %v: want 0 (greedy) or more", temp)
+	}
+	if f.Changed("top-p") && !(topP >= 0 && topP <= 1) {
+		return fmt.Errorf("--top-p %v: want 0 to 1", topP)
+	}
+	if f.Changed("top-k") && topK < 0 {
+		return fmt.Errorf("--top-k %d: want 0 (off) or more", topK)
+	}
+	return nil
 }
 
 type jsonRaw []byte

@@ -3,12 +3,10 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -186,9 +184,58 @@ func newRootCmd() *cobra.Command {
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks that print machine-readable JSON"}
 	bench.AddCommand(newBenchFailoverCmd(g), newBenchScaleCmd(g), newBenchEngineCommand(), newBenchRouteCmd(g), newBenchServeCmd(), newBenchTransferCmd(g), newBenchShardCmd(g))
 	root.AddCommand(bench)
+	// cobra adds help and completion when it runs; added now, they are
+	// made strict with the rest. The completion scripts go to the writer
+	// cobra's command holds from now: rootOut, the root's output when the
+	// script is written (SetOut comes later, in execute and in tests).
+	root.InitDefaultHelpCmd()
+	root.SetOut(rootOut{root})
+	root.InitDefaultCompletionCmd()
+	root.SetOut(nil)
 	strictGroups(root)
+	strictHelpAndCompletion(root)
 	registerCompletions(root, g)
 	return root
+}
+
+// rootOut writes to the output root has when it writes.
+type rootOut struct{ root *cobra.Command }
+
+func (o rootOut) Write(p []byte) (int, error) { return o.root.OutOrStdout().Write(p) }
+
+// strictHelpAndCompletion makes cobra's own commands refuse what they do
+// not know with an error and a non-zero exit, where they print help and
+// exit 0: `rbee completion SHELL` a shell it has no script for, `rbee help
+// TOPIC` a command that does not exist.
+func strictHelpAndCompletion(root *cobra.Command) {
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "completion":
+			var shells []string
+			for _, sh := range []string{"bash", "zsh", "fish", "powershell"} {
+				if sub, _, err := c.Find([]string{sh}); err == nil && sub != c {
+					shells = append(shells, sh)
+				}
+			}
+			c.Args = func(cmd *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return nil
+				}
+				return fmt.Errorf("unsupported shell %s; one of %s", args[0], strings.Join(shells, ", "))
+			}
+		case "help":
+			c.Run = nil
+			c.RunE = func(cmd *cobra.Command, args []string) error {
+				found, rest, err := cmd.Root().Find(args)
+				if err != nil || found == nil || len(rest) > 0 {
+					return fmt.Errorf("unknown help topic %q (`rbee help` lists the commands)", strings.Join(args, " "))
+				}
+				found.InitDefaultHelpFlag()
+				found.InitDefaultVersionFlag()
+				return found.Help()
+			}
+		}
+	}
 }
 
 // strictGroups makes every command group (a command with subcommands and
@@ -226,19 +273,8 @@ func main() {
 	if isEngineGuard() {
 		os.Exit(engineGuardCmd(os.Args[2:], os.Stderr))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	root := newRootCmd()
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		var je *client.JobError
-		if errors.As(err, &je) && je.Code == "unknown_hive" {
-			fmt.Fprintln(os.Stderr, "hint: `rbee hive list` shows the hives this cluster knows")
-		}
-		var ua x509.UnknownAuthorityError
-		if errors.As(err, &ua) {
-			fmt.Fprintln(os.Stderr, "hint: trust the cluster CA with --ca FILE (from `rbee tls ca` on a node) or --ca-fingerprint sha256:… (env RBEE_CA, RBEE_CA_FINGERPRINT)")
-		}
-		os.Exit(1)
-	}
+	ctx, stop := notifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := execute(ctx, newRootCmd(), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

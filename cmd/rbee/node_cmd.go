@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -11,8 +12,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/tlsca"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
 
@@ -87,6 +90,9 @@ how many keep running. A worker whose node accepts none of its heartbeats
 for --worker-orphan-grace (5m) exits on its own; --stop-workers stops them
 with the node, and ` + "`rbee leave`" + ` always does.`,
 		Args: cobra.NoArgs,
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			return checkNodeFlags(cmd.Flags(), &cfg)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := newLogger(logLevel, logFormat)
 			if err != nil {
@@ -258,6 +264,66 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	_ = f.MarkHidden("tls-check-interval")
 	_ = f.MarkHidden("reconcile-interval")
 	return cmd
+}
+
+// checkNodeFlags refuses flag values of `rbee node` that node.New would
+// silently replace by its defaults (a zero or negative limit or timeout),
+// read as something else (a negative orphan grace as "never"), or refuse
+// only once the node starts to come up, so that a typo stops the command
+// before anything starts. Values that were valid keep their meaning: 0 is
+// still "the default" where the help says so, and "never" for
+// --worker-orphan-grace.
+func checkNodeFlags(f *pflag.FlagSet, cfg *node.Config) error {
+	if f.Changed("name") && cfg.Name != "" && !validNodeName(cfg.Name) {
+		return fmt.Errorf("--name %q: want a host name: letters, digits, '-' and '_' in dot-separated labels (no spaces or slashes), at most 253 bytes, or an IP address", cfg.Name)
+	}
+	if cfg.MaxConnsPerClient < 1 {
+		return fmt.Errorf("--max-conns-per-client %d: want 1 or more (default %d)", cfg.MaxConnsPerClient, node.DefaultMaxConnsPerClient)
+	}
+	if cfg.MaxDownloadSize < 1 {
+		return fmt.Errorf("--max-download-size %d: want 1 or more bytes (default %d)", cfg.MaxDownloadSize, node.DefaultMaxDownloadSize)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"http-body-timeout", cfg.HTTPBodyTimeout},
+		{"http-idle-timeout", cfg.HTTPIdleTimeout},
+		{"worker-timeout", cfg.WorkerHeartbeatTimeout},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("--%s %v: want a positive duration such as %v", d.flag, d.v, f.Lookup(d.flag).DefValue)
+		}
+	}
+	for _, d := range []struct {
+		flag, zero string
+		v          time.Duration
+	}{
+		{"worker-orphan-grace", "never", cfg.WorkerOrphanGrace},
+		{"reconcile-interval", "the default", cfg.ReconcileInterval},
+		{"reap-grace", "the default", cfg.ReapGrace},
+		{"tls-cert-lifetime", "the default", cfg.CertLifetime},
+		{"tls-check-interval", "the default", cfg.CertCheckInterval},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("--%s %v: want 0 (%s) or a positive duration", d.flag, d.v, d.zero)
+		}
+	}
+	if cfg.WorkerNice < 0 || cfg.WorkerNice > 19 {
+		return fmt.Errorf("--worker-nice %d: want 0 (the node's priority) to 19", cfg.WorkerNice)
+	}
+	if cfg.BootstrapExpect < 0 {
+		return fmt.Errorf("--bootstrap-expect %d: want 0 or more nodes", cfg.BootstrapExpect)
+	}
+	return nil
+}
+
+// validNodeName: a node's name is how clients and peers reach it (the
+// hostname by default; it is allowed in the Host header and goes into its
+// certificate), so it must be what the node's certificate code accepts as
+// a DNS name (tlsca.ValidDNSName), or an IP address.
+func validNodeName(s string) bool {
+	return tlsca.ValidDNSName(s) || net.ParseIP(s) != nil
 }
 
 // caPrintWait bounds how long a new cluster's first node waits for its CA

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/jobs"
+	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
 
 // confirm asks a yes/no question on a terminal. Without a terminal it
@@ -205,6 +208,24 @@ model alone:
 			if sp.shards < 0 {
 				return fmt.Errorf("--shards %d: give 2 or more for a group (0 or 1: one worker)", sp.shards)
 			}
+			// -1 is --gpu-layers' "unset" (the request leaves it out), so a
+			// lower value would silently mean the default.
+			if sp.gpuLayers < -1 {
+				return fmt.Errorf("--gpu-layers %d: want -1 (all with --gpu, none without) or 0 or more layers", sp.gpuLayers)
+			}
+			for _, c := range []struct {
+				flag string
+				v    int
+			}{{"threads", sp.threads}, {"slots", sp.slots}, {"ctx", sp.ctx}} {
+				if c.v < 0 {
+					return fmt.Errorf("--%s %d: want 0 (the default) or more", c.flag, c.v)
+				}
+			}
+			for _, i := range sp.gpus {
+				if i < 0 {
+					return fmt.Errorf("--gpu %d: want a GPU index, 0 or more", i)
+				}
+			}
 			if sp.mode != "" && sp.shards < 2 && len(sp.hives) < 2 {
 				return errors.New("--mode splits a group: give --shards N (2 or more) or --hive once per shard")
 			}
@@ -270,16 +291,54 @@ func newBinaryCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runOp(cmd, g, api.BinaryListRequest{OnHive: api.OnHive{Hive: hive}}, 30*time.Second, printEntries)
 		}}
-	get := &cobra.Command{Use: "get TYPE", Short: "Show a worker binary", Args: cobra.ExactArgs(1),
+	var getVersion string
+	get := &cobra.Command{Use: "get TYPE", Short: "Show a worker binary (the newest of its type for the hive's platform, or --version)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp[api.Binary](cmd, g, api.BinaryGetRequest{OnHive: api.OnHive{Hive: hive}, Type: args[0]}, 30*time.Second, nil)
+			req := api.BinaryGetRequest{OnHive: api.OnHive{Hive: hive}, Type: args[0], Version: getVersion}
+			return runOp[api.Binary](cmd, g, req, 30*time.Second, nil)
 		}}
-	del := &cobra.Command{Use: "delete TYPE", Short: "Delete a worker binary (refused while a process of it runs)", Args: cobra.ExactArgs(1),
+	get.Flags().StringVar(&getVersion, "version", "", "the version to show (default: the newest)")
+	var delVersion string
+	var delAll bool
+	del := &cobra.Command{Use: "delete TYPE", Short: "Delete a worker binary: one version, or every version with --all (refused while a process of it runs)",
+		Long: `Delete a worker binary from a hive's catalog (a registered engine's file stays
+where it is). --version V deletes that version (every platform of it);
+without it the command deletes the type's only version, and refuses when
+there are several: name one with --version, or delete them all with --all.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := confirm(cmd, yes, fmt.Sprintf("Delete the %s worker binaries?", args[0])); err != nil {
+			typ := args[0]
+			if typ == "" {
+				typ = workercat.TypeCPU // as the node reads it
+			}
+			if delAll && delVersion != "" {
+				return errors.New("--all deletes every version: give --all or --version V, not both")
+			}
+			req := api.BinaryDeleteRequest{OnHive: api.OnHive{Hive: hive}, Type: typ, Version: delVersion}
+			question := fmt.Sprintf("Delete the %s worker binary %s?", typ, delVersion)
+			if delVersion == "" {
+				on, versions, err := binaryVersions(cmd, g, hive, typ)
+				if err != nil {
+					return err
+				}
+				switch {
+				case len(versions) == 0:
+					return fmt.Errorf("%s has no %s worker binary (`rbee worker binary list` shows what it has)", on, typ)
+				case delAll:
+					question = fmt.Sprintf("Delete every version of the %s worker binary (%s)?", typ, strings.Join(versions, ", "))
+				case len(versions) > 1:
+					return fmt.Errorf("%s has %d %s worker binary versions: %s; name one with --version V, or delete them all with --all",
+						on, len(versions), typ, strings.Join(versions, ", "))
+				case len(versions) == 1:
+					// The only one, by name: a version added meanwhile stays.
+					req.Version = versions[0]
+					question = fmt.Sprintf("Delete the %s worker binary %s?", typ, req.Version)
+				}
+			}
+			if err := confirm(cmd, yes, question); err != nil {
 				return err
 			}
-			return runOp(cmd, g, api.BinaryDeleteRequest{OnHive: api.OnHive{Hive: hive}, Type: args[0]}, 30*time.Second, func(out io.Writer, res api.BinaryDeleteResult) error {
+			return runOp(cmd, g, req, 30*time.Second, func(out io.Writer, res api.BinaryDeleteResult) error {
 				for _, e := range res.Deleted {
 					fmt.Fprintf(out, "deleted %s %s (%s/%s)\n", e.Type, e.Version, e.OS, e.Arch)
 				}
@@ -289,6 +348,8 @@ func newBinaryCmd(g *globals) *cobra.Command {
 				return nil
 			})
 		}}
+	del.Flags().StringVar(&delVersion, "version", "", "the version to delete (default: the only one; refused when there are several)")
+	del.Flags().BoolVar(&delAll, "all", false, "delete every version of the type")
 	del.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	var add struct {
 		typ, path, version, template, health string
@@ -337,6 +398,29 @@ NAME=value words become environment variables. Placeholders: {model} {model_id}
 	}
 	cmd.AddCommand(list, get, del, addCmd)
 	return cmd
+}
+
+// binaryVersions are the versions of the worker binaries of typ on hive
+// (any platform), sorted, and the hive's name.
+func binaryVersions(cmd *cobra.Command, g *globals, hive, typ string) (string, []string, error) {
+	ctx, cancel := contextWithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	var res api.BinaryListResult
+	if err := g.client().Result(ctx, api.BinaryListRequest{OnHive: api.OnHive{Hive: hive}}, &res, nil); err != nil {
+		return "", nil, err
+	}
+	var versions []string
+	for _, b := range res.Binaries {
+		if b.Type == typ && !slices.Contains(versions, b.Version) {
+			versions = append(versions, b.Version)
+		}
+	}
+	sort.Strings(versions)
+	on := res.Node
+	if on == "" {
+		on = "the hive"
+	}
+	return on, versions, nil
 }
 
 func short(s string) string {
