@@ -4,18 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/rbee-project/rbee/node"
-	"github.com/rbee-project/rbee/node/tlsca"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
 
@@ -275,7 +274,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 // --worker-orphan-grace.
 func checkNodeFlags(f *pflag.FlagSet, cfg *node.Config) error {
 	if f.Changed("name") && cfg.Name != "" && !validNodeName(cfg.Name) {
-		return fmt.Errorf("--name %q: want a host name: letters, digits, '-' and '_' in dot-separated labels (no spaces or slashes), at most 253 bytes, or an IP address", cfg.Name)
+		return fmt.Errorf("--name %q: want a name of 1-253 printable characters without spaces or slashes, not starting with '-' (a host name, an SSH alias)", cfg.Name)
 	}
 	if cfg.MaxConnsPerClient < 1 {
 		return fmt.Errorf("--max-conns-per-client %d: want 1 or more (default %d)", cfg.MaxConnsPerClient, node.DefaultMaxConnsPerClient)
@@ -318,12 +317,21 @@ func checkNodeFlags(f *pflag.FlagSet, cfg *node.Config) error {
 	return nil
 }
 
-// validNodeName: a node's name is how clients and peers reach it (the
-// hostname by default; it is allowed in the Host header and goes into its
-// certificate), so it must be what the node's certificate code accepts as
-// a DNS name (tlsca.ValidDNSName), or an IP address.
+// validNodeName: a node's name is how people and the CLI name it (hive
+// names, `--hive`, the web page), and the hive name an SSH alias gave it
+// (which may hold "+" or "'"), so the rule is loose: 1-253 printable
+// characters, no spaces, no path separators, not starting with "-" (it
+// would read as a flag).
 func validNodeName(s string) bool {
-	return tlsca.ValidDNSName(s) || net.ParseIP(s) != nil
+	if s == "" || len(s) > 253 || s[0] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f || r == '/' || r == '\\' || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // caPrintWait bounds how long a new cluster's first node waits for its CA

@@ -47,7 +47,7 @@ func TestNodeFlagValidation(t *testing.T) {
 		{[]string{"--reconcile-interval", "-1s"}, "--reconcile-interval -1s"},
 		{[]string{"--worker-nice", "20"}, "--worker-nice 20: want 0 (the node's priority) to 19"},
 		{[]string{"--bootstrap-expect", "-1"}, "--bootstrap-expect -1"},
-		{[]string{"--name", "a b/c"}, `--name "a b/c": want a host name`},
+		{[]string{"--name", "a b/c"}, `--name "a b/c": want a name`},
 		{[]string{"--name", "a/b"}, `--name "a/b"`},
 		{[]string{"--name", "a b"}, `--name "a b"`},
 		{[]string{"--name", "-box"}, `--name "-box"`},
@@ -69,6 +69,8 @@ func TestNodeFlagValidation(t *testing.T) {
 		{"--name", "gpu-box"},
 		{"--name", "box_1.lan"},
 		{"--name", "10.0.0.5"},
+		{"--name", "lab+one"}, // SSH aliases become hive names
+		{"--name", "it's"},
 		{"--name", ""}, // the hostname, as before
 		{"--worker-orphan-grace", "0"},
 		{"--reap-grace", "0", "--reconcile-interval", "0"},
