@@ -110,7 +110,7 @@ not alive, the workers that are not ready, and counts of the rest (also with
 						workers += c
 					}
 				}
-				fmt.Fprintf(out, "Workers: %d   Models: %d   In flight: %d\n\n", workers, models, st.InFlight)
+				fmt.Fprintf(out, "Workers: %d   Model copies (a model on a node): %d   In flight: %d\n\n", workers, models, st.InFlight)
 				rest := statusNodes(st)
 				table(out, hiveHeader, hiveRows(st.Nodes))
 				if rest != "" {
