@@ -173,6 +173,29 @@ func topK(c []candidate, k int) []candidate {
 	return h
 }
 
+// topKLogits is topK over the candidates of logits (each id its index),
+// in buf, without writing a candidate for every logit first: the same
+// comparisons in the same order, so the same result, at a vocabulary's
+// reads instead of a candidate array's writes and reads (32000 logits are
+// 384 KB of candidates, per sequence and token). 0 < k < len(logits).
+func topKLogits(buf []candidate, logits []float32, k int) []candidate {
+	h := buf[:k]
+	for i := range h {
+		h[i] = candidate{id: int32(i), logit: logits[i]}
+	}
+	for i := k/2 - 1; i >= 0; i-- {
+		siftDown(h, i)
+	}
+	for i := k; i < len(logits); i++ {
+		if c := (candidate{id: int32(i), logit: logits[i]}); less(h[0], c) {
+			h[0] = c
+			siftDown(h, 0)
+		}
+	}
+	slices.SortFunc(h, byLogitDesc)
+	return h
+}
+
 func siftDown(h []candidate, i int) {
 	n := len(h)
 	for {
@@ -226,15 +249,19 @@ func (s *sampler) sample(logits []float32, p SampleParams, history []int32) int3
 	if p.Temperature < greedyTemperature {
 		return argmax(logits)
 	}
-	c := s.cands[:len(logits)]
-	for i, v := range logits {
-		c[i] = candidate{id: int32(i), logit: v}
-	}
 	topP := p.TopP > 0 && p.TopP < 1
-	if p.TopK > 0 || topP {
-		// Sorted from here on (top-p needs the order; a full sort only
-		// when top-k is off).
-		c = topK(c, p.TopK)
+	var c []candidate
+	if p.TopK > 0 && p.TopK < len(logits) {
+		// Sorted from here on; only the k best become candidates.
+		c = topKLogits(s.cands, logits, p.TopK)
+	} else {
+		c = s.cands[:len(logits)]
+		for i, v := range logits {
+			c[i] = candidate{id: int32(i), logit: v}
+		}
+		if topP {
+			c = topK(c, p.TopK) // sorted: top-p needs the order
+		}
 	}
 	if topP && len(c) > 1 {
 		softmax(c)

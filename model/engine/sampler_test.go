@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -103,6 +104,23 @@ func TestTopKMatchesSort(t *testing.T) {
 	for _, k := range []int{1, 5, 40, 999} {
 		got := topK(append([]candidate(nil), c...), k)
 		require.Equal(t, full[:k], got, "k=%d", k)
+	}
+	// Straight from the logits: what topK gives, ties (by id) and a NaN
+	// included.
+	logits := make([]float32, len(c))
+	for i := range c {
+		logits[i] = c[i].logit
+	}
+	for _, nan := range []int{-1, 0, 3, 500} {
+		if nan >= 0 {
+			logits[nan], c[nan].logit = float32(math.NaN()), float32(math.NaN())
+		}
+		buf := make([]candidate, len(c))
+		for _, k := range []int{1, 5, 40, 999} {
+			want := topK(append([]candidate(nil), c...), k)
+			got := topKLogits(buf, logits, k)
+			require.Equal(t, fmt.Sprint(want), fmt.Sprint(got), "nan at %d, k=%d", nan, k)
+		}
 	}
 }
 
