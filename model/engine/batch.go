@@ -56,6 +56,7 @@ type Batch struct {
 	swigluFn                          func(worker, start, end int) // SwiGLU over elements [start, end) of hb, hb2
 	rowOp                             rowOp                        // what rowsFn runs
 	rowsFn                            func(worker, start, end int) // rowOp over rows [start, end)
+	drawFn                            func(worker, start, end int) // Step's draws over plan [start, end)
 }
 
 // rowOp is a per-row step of a layer that Batch.runRows spreads over the
@@ -86,6 +87,7 @@ func (m *Model) NewBatch() *Batch {
 	b.attnFn = b.attention
 	b.swigluFn = func(_, start, end int) { swiglu(b.hb[start:end], b.hb2[start:end]) }
 	b.rowsFn = b.rows
+	b.drawFn = b.draw
 	return b
 }
 

@@ -43,7 +43,10 @@ type GenerateRequest struct {
 
 // Constraint restricts which tokens may be sampled. One Constraint serves
 // one generation; the engine calls Mask before each draw, then Accept with
-// the drawn token (end-of-generation tokens included).
+// the drawn token (end-of-generation tokens included). Calls for one
+// generation never overlap, but Batch.Step may make them on a pool thread,
+// at the same time as other generations' draws: a Constraint must not
+// share mutable state with another one without its own locking.
 type Constraint interface {
 	// Mask sets the logits of the tokens that may not come next to -Inf;
 	// it must leave at least one token allowed.
@@ -327,6 +330,7 @@ func (b *Batch) StepContext(ctx context.Context, seqs []*Sequence) error {
 	if err := b.forward(ctx, b.plan); err != nil {
 		return err
 	}
+	draws := 0
 	for i := range b.plan {
 		sg := &b.plan[i]
 		q := sg.q
@@ -338,10 +342,33 @@ func (b *Batch) StepContext(ctx context.Context, seqs []*Sequence) error {
 			}
 		}
 		if sg.logits {
-			q.sample(b.logitsOf(sg))
+			draws++
 		}
 	}
+	// Each sequence draws from its own logits with its own Session's
+	// sampler, decoder and constraint: with several, the draws run on the
+	// pool (top-k over a 32000-token vocabulary is tens of microseconds
+	// each, and the other threads would wait for them).
+	if draws >= parallelDraws && b.m.pool.Threads() > 1 {
+		b.m.pool.Run(len(b.plan), b.drawFn)
+	} else {
+		b.draw(0, 0, len(b.plan))
+	}
 	return nil
+}
+
+// parallelDraws is how many sequences' draws of one step go to the pool:
+// below it a hand-off costs about what it saves.
+const parallelDraws = 4
+
+// draw samples the next token of the plan's segments [start, end) that
+// want one (Batch.drawFn, on pool worker worker).
+func (b *Batch) draw(_, start, end int) {
+	for i := start; i < end; i++ {
+		if sg := &b.plan[i]; sg.logits {
+			sg.q.sample(b.logitsOf(sg))
+		}
+	}
 }
 
 // sample picks the next token from logits and applies the stop rules: the
