@@ -168,7 +168,10 @@ func TestPrivilegeOnANode(t *testing.T) {
 	_, rerr := br.ReadByte()
 	require.ErrorIs(t, rerr, io.EOF, "the connection of a trickled body is still open")
 
-	// A node whose secret file others can read refuses to start.
+	// A node whose secret file others can read refuses to start (with
+	// the node stopped: a second node on a data dir in use is refused
+	// before it reads the secret).
+	require.NoError(t, cl.Stop(n))
 	require.NoError(t, os.Chmod(filepath.Join(n.DataDir, "cluster.secret"), 0o644))
 	cmd := exec.Command(bin, "node", "--data-dir", n.DataDir, "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
 		"--p2p-addr", "127.0.0.1:0", "--blob-addr", "127.0.0.1:0", "--no-mdns", "--profile", "local")
