@@ -486,24 +486,32 @@ var (
 // r16Pass is an assembly pass of a sixteen-row kernel: sixteen rows (two
 // groups of nb block groups, alternating: see gemmR16Func) times a fixed
 // number of vectors at x, x+xstride, ... into out[16*a+r].
-type r16Pass func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+type r16Pass func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 
 // r16Gemm makes a gemmR16Func of passes (passes[k-1] takes k vectors)
 // over groups of groupB bytes per block column and activation blocks of
 // xBlockB bytes: it bounds-checks the slices, then runs the widest passes
 // that fit.
 func r16Gemm(passes []r16Pass, groupB, xBlockB int) gemmR16Func {
-	return func(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32) {
-		if nb == 0 || na == 0 {
-			clear(out[:2*RowGroup*na])
+	return func(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32, ostride int) {
+		if na == 0 {
+			return
+		}
+		if ostride < 2*RowGroup {
+			panic("quant: a sixteen-row kernel's output stride is under 16")
+		}
+		_ = out[(na-1)*ostride+2*RowGroup-1]
+		if nb == 0 {
+			for a := 0; a < na; a++ {
+				clear(out[a*ostride : a*ostride+2*RowGroup])
+			}
 			return
 		}
 		_ = w[nb*(groupB+gstride)-1]
 		_ = x[(na-1)*xstride+nb*xBlockB-1]
-		_ = out[2*RowGroup*na-1]
 		for a := 0; a < na; {
 			k := min(len(passes), na-a)
-			passes[k-1](nb, &w[0], gstride, &x[a*xstride], xstride, &out[2*RowGroup*a])
+			passes[k-1](nb, &w[0], gstride, &x[a*xstride], xstride, &out[a*ostride], 4*ostride)
 			a += k
 		}
 	}

@@ -2891,9 +2891,9 @@ dotQ4KVNNIdone:
 	MOVSS        X5, ret+24(FP)
 	RET
 
-// func gemmQ4_0R16x1VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4_0R16x1VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F
-TEXT ·gemmQ4_0R16x1VNNI(SB), NOSPLIT, $0-48
+TEXT ·gemmQ4_0R16x1VNNI(SB), NOSPLIT, $0-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -2958,13 +2958,14 @@ gemmQ4_0R16x1VNNIloop:
 
 gemmQ4_0R16x1VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4_0R16x2VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4_0R16x2VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F
-TEXT ·gemmQ4_0R16x2VNNI(SB), NOSPLIT, $0-48
+TEXT ·gemmQ4_0R16x2VNNI(SB), NOSPLIT, $0-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -3044,14 +3045,16 @@ gemmQ4_0R16x2VNNIloop:
 
 gemmQ4_0R16x2VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
-	VMOVUPS Z17, 64(DI)
+	ADDQ    DX, DI
+	VMOVUPS Z17, (DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4_0R16x3VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4_0R16x3VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F
-TEXT ·gemmQ4_0R16x3VNNI(SB), NOSPLIT, $0-48
+TEXT ·gemmQ4_0R16x3VNNI(SB), NOSPLIT, $0-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -3146,15 +3149,18 @@ gemmQ4_0R16x3VNNIloop:
 
 gemmQ4_0R16x3VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
-	VMOVUPS Z17, 64(DI)
-	VMOVUPS Z18, 128(DI)
+	ADDQ    DX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z18, (DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4_0R16x4VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4_0R16x4VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F
-TEXT ·gemmQ4_0R16x4VNNI(SB), NOSPLIT, $0-48
+TEXT ·gemmQ4_0R16x4VNNI(SB), NOSPLIT, $0-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -3264,10 +3270,14 @@ gemmQ4_0R16x4VNNIloop:
 
 gemmQ4_0R16x4VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
-	VMOVUPS Z17, 64(DI)
-	VMOVUPS Z18, 128(DI)
-	VMOVUPS Z19, 192(DI)
+	ADDQ    DX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z19, (DI)
 	VZEROUPPER
 	RET
 
@@ -4435,9 +4445,9 @@ gemmQ5_0R8x4VNNIdone:
 	VZEROUPPER
 	RET
 
-// func gemmQ4KR16x1VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4KR16x1VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
-TEXT ·gemmQ4KR16x1VNNI(SB), NOSPLIT, $128-48
+TEXT ·gemmQ4KR16x1VNNI(SB), NOSPLIT, $128-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -4827,13 +4837,14 @@ gemmQ4KR16x1VNNIloop:
 
 gemmQ4KR16x1VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4KR16x2VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4KR16x2VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
-TEXT ·gemmQ4KR16x2VNNI(SB), NOSPLIT, $128-48
+TEXT ·gemmQ4KR16x2VNNI(SB), NOSPLIT, $128-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -5328,14 +5339,16 @@ gemmQ4KR16x2VNNIloop:
 
 gemmQ4KR16x2VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
-	VMOVUPS Z17, 64(DI)
+	ADDQ    DX, DI
+	VMOVUPS Z17, (DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4KR16x3VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4KR16x3VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
-TEXT ·gemmQ4KR16x3VNNI(SB), NOSPLIT, $128-48
+TEXT ·gemmQ4KR16x3VNNI(SB), NOSPLIT, $128-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -5935,15 +5948,18 @@ gemmQ4KR16x3VNNIloop:
 
 gemmQ4KR16x3VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
-	VMOVUPS Z17, 64(DI)
-	VMOVUPS Z18, 128(DI)
+	ADDQ    DX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z18, (DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4KR16x4VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4KR16x4VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
-TEXT ·gemmQ4KR16x4VNNI(SB), NOSPLIT, $128-48
+TEXT ·gemmQ4KR16x4VNNI(SB), NOSPLIT, $128-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -6648,16 +6664,20 @@ gemmQ4KR16x4VNNIloop:
 
 gemmQ4KR16x4VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
-	VMOVUPS Z17, 64(DI)
-	VMOVUPS Z18, 128(DI)
-	VMOVUPS Z19, 192(DI)
+	ADDQ    DX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z19, (DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4KR16x5VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4KR16x5VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
-TEXT ·gemmQ4KR16x5VNNI(SB), NOSPLIT, $128-48
+TEXT ·gemmQ4KR16x5VNNI(SB), NOSPLIT, $128-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -7542,17 +7562,22 @@ gemmQ4KR16x5VNNIloop:
 
 gemmQ4KR16x5VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
-	VMOVUPS Z17, 64(DI)
-	VMOVUPS Z18, 128(DI)
-	VMOVUPS Z19, 192(DI)
-	VMOVUPS Z20, 256(DI)
+	ADDQ    DX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z19, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z20, (DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4KR16x6VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4KR16x6VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
-TEXT ·gemmQ4KR16x6VNNI(SB), NOSPLIT, $128-48
+TEXT ·gemmQ4KR16x6VNNI(SB), NOSPLIT, $128-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -8542,18 +8567,24 @@ gemmQ4KR16x6VNNIloop:
 
 gemmQ4KR16x6VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
-	VMOVUPS Z17, 64(DI)
-	VMOVUPS Z18, 128(DI)
-	VMOVUPS Z19, 192(DI)
-	VMOVUPS Z20, 256(DI)
-	VMOVUPS Z21, 320(DI)
+	ADDQ    DX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z19, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z20, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z21, (DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4KR16x7VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4KR16x7VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
-TEXT ·gemmQ4KR16x7VNNI(SB), NOSPLIT, $128-48
+TEXT ·gemmQ4KR16x7VNNI(SB), NOSPLIT, $128-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -9648,19 +9679,26 @@ gemmQ4KR16x7VNNIloop:
 
 gemmQ4KR16x7VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
-	VMOVUPS Z17, 64(DI)
-	VMOVUPS Z18, 128(DI)
-	VMOVUPS Z19, 192(DI)
-	VMOVUPS Z20, 256(DI)
-	VMOVUPS Z21, 320(DI)
-	VMOVUPS Z22, 384(DI)
+	ADDQ    DX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z19, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z20, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z21, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z22, (DI)
 	VZEROUPPER
 	RET
 
-// func gemmQ4KR16x8VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)
+// func gemmQ4KR16x8VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, MMX+
-TEXT ·gemmQ4KR16x8VNNI(SB), NOSPLIT, $128-48
+TEXT ·gemmQ4KR16x8VNNI(SB), NOSPLIT, $128-56
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+24(FP), R8
@@ -10860,14 +10898,22 @@ gemmQ4KR16x8VNNIloop:
 
 gemmQ4KR16x8VNNIdone:
 	MOVQ    out+40(FP), DI
+	MOVQ    ostride+48(FP), DX
 	VMOVUPS Z16, (DI)
-	VMOVUPS Z17, 64(DI)
-	VMOVUPS Z18, 128(DI)
-	VMOVUPS Z19, 192(DI)
-	VMOVUPS Z20, 256(DI)
-	VMOVUPS Z21, 320(DI)
-	VMOVUPS Z22, 384(DI)
-	VMOVUPS Z23, 448(DI)
+	ADDQ    DX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z19, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z20, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z21, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z22, (DI)
+	ADDQ    DX, DI
+	VMOVUPS Z23, (DI)
 	VZEROUPPER
 	RET
 

@@ -418,7 +418,13 @@ func (j *matmulJob) runPacked(worker, start, end int) {
 					if k == 2 {
 						gs = gb / j.nb
 					}
-					j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, out[:2*RowGroup*na])
+					if rows == 2*RowGroup {
+						// Sixteen whole rows: straight into dst, each
+						// vector's m.Rows apart (no copy per vector).
+						j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, j.dst[i*m.Rows+r0:], m.Rows)
+						continue
+					}
+					j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, out[:2*RowGroup*na], 2*RowGroup)
 				} else {
 					j.gemm(j.nb, w, j.xq[i*j.xB:], j.xB, na, out[:RowGroup*na])
 				}

@@ -55,9 +55,11 @@ var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q5_0: q50GroupBy
 // group's block gstride bytes after the first's, the next block one
 // group's bytes plus gstride on; gstride 0 reads one group twice, whose
 // results then come twice), with na activation vectors at x, x+xstride,
-// ... into out[16*a+r]. Q4_0's activations are q8sBlockBytes blocks,
-// Q4_K's Q8_K blocks.
-type gemmR16Func func(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32)
+// ... into out[ostride*a+r] (ostride >= 16: a scratch of sixteen floats
+// per vector, or a row-major result with the matrix's row count between
+// vectors; what lies between is not written). Q4_0's activations are
+// q8sBlockBytes blocks, Q4_K's Q8_K blocks.
+type gemmR16Func func(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32, ostride int)
 
 // gemmR16Kernels are the sixteen-row kernels (Q4_0 and Q4_K with AVX-512
 // VNNI), filled by useSIMD like gemmR8Kernels. Their float contracts are
@@ -320,7 +322,7 @@ func q4Nibble(q []byte, r, e int) int32 {
 // and is the result, with no horizontal sum. So a row's result depends on
 // nothing but its weights and the vector: not the batch, the thread count
 // or which rows share a pass.
-func gemmQ4_0R16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32) {
+func gemmQ4_0R16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32, ostride int) {
 	le := binary.LittleEndian
 	for a := 0; a < na; a++ {
 		xa := x[a*xstride:]
@@ -337,7 +339,7 @@ func gemmQ4_0R16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int
 				d := F16ToF32(le.Uint16(grp[2*(r%RowGroup):])) * math.Float32frombits(le.Uint32(xb[4:]))
 				acc = fma32(float32(isum), d, acc)
 			}
-			out[2*RowGroup*a+r] = acc
+			out[ostride*a+r] = acc
 		}
 	}
 }
@@ -411,7 +413,7 @@ func repackQ4K(m *Matrix, out []byte) {
 // of m_s * (the Q8_K bsums of s); acc starts at 0 and is the result, with
 // no horizontal sum. So a row's result depends on nothing but its weights
 // and the vector. Rows are laid out as gemmR16Func says (gstride).
-func gemmQ4KR16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32) {
+func gemmQ4KR16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32, ostride int) {
 	le := binary.LittleEndian
 	for a := 0; a < na; a++ {
 		xa := x[a*xstride:]
@@ -441,7 +443,7 @@ func gemmQ4KR16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int,
 				acc = fma32(-dm, float32(msum), acc)
 				acc = fma32(float32(isum), d, acc)
 			}
-			out[2*RowGroup*a+r] = acc
+			out[ostride*a+r] = acc
 		}
 	}
 }

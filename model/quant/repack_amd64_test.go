@@ -128,10 +128,28 @@ func TestRepackedR16Kernels(t *testing.T) {
 								}
 								w := m.packed[g*gb : (g+pair)*gb]
 								got, twin := make([]float32, 16*na), make([]float32, 16*na)
-								k.asm(nb, w, gs, xq, xB, na, got)
-								k.twin(nb, w, gs, xq, xB, na, twin)
+								k.asm(nb, w, gs, xq, xB, na, got, 16)
+								k.twin(nb, w, gs, xq, xB, na, twin, 16)
 								for i := range got {
 									require.Equal(t, math.Float32bits(twin[i]), math.Float32bits(got[i]), "na=%d group %d out %d: %v vs %v", na, g, i, twin[i], got[i])
+								}
+								// Into a wider result (a matrix's rows
+								// apart): the same values, and nothing
+								// written between the vectors' sixteen.
+								const ostride = 21
+								wide := make([]float32, ostride*na)
+								for i := range wide {
+									wide[i] = -7
+								}
+								k.asm(nb, w, gs, xq, xB, na, wide, ostride)
+								for a := 0; a < na; a++ {
+									for l := 0; l < ostride; l++ {
+										if l < 16 {
+											require.Equal(t, math.Float32bits(got[16*a+l]), math.Float32bits(wide[ostride*a+l]), "na=%d strided vector %d row %d", na, a, l)
+										} else {
+											require.Equal(t, float32(-7), wide[ostride*a+l], "na=%d: written between vectors", na)
+										}
+									}
 								}
 								for a := 0; a < na; a++ {
 									for l := 0; l < 16; l++ {
@@ -318,7 +336,7 @@ func BenchmarkRepackedR16Kernels(b *testing.B) {
 				fileLayout := fileLayoutKernel(k.typ, m, nv, xv, vB, out)
 				timeOldNew(b, rows, fileLayout, func() {
 					for g := 0; g < rows/RowGroup; g += 2 {
-						k.asm(nb, pm.packed[g*gb:(g+2)*gb], k.groupB, xq, xB, nv, out)
+						k.asm(nb, pm.packed[g*gb:(g+2)*gb], k.groupB, xq, xB, nv, out, 16)
 					}
 				})
 			})

@@ -834,7 +834,7 @@ func q40r8(name string, na int, q8, q5 bool) {
 // + acc, with d_w*d_x rounded to float32, blocks in order. No horizontal
 // sum: out[16*a+r] is lane r of vector a's accumulator.
 func q40r16(name string, na int) {
-	header(name, "func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)")
+	header(name, "func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)")
 	Load(Param("gstride"), RDX)
 	accs := []VecPhysical{Z16, Z17, Z18, Z19}
 	ws := []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7}
@@ -873,10 +873,7 @@ func q40r16(name string, na int) {
 	ADDQ(U32(40), R8)
 	ADDQ(U32(40), R10)
 	loopEnd(name)
-	Load(Param("out"), RDI)
-	for a := 0; a < na; a++ {
-		VMOVUPS(accs[a], Mem{Base: RDI, Disp: 64 * a})
-	}
+	stridedStores(na, func(a int) VecPhysical { return accs[a] })
 	VZEROUPPER()
 	RET()
 }
@@ -905,7 +902,7 @@ func q40r16(name string, na int) {
 // Z12-Z15, so each chunk is loaded once; with more vectors one sub-block at
 // a time, each chunk loaded twice), Z0 the nibble mask.
 func q4kr16(name string, na int) {
-	header(name, "func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32)")
+	header(name, "func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)")
 	Load(Param("gstride"), RDX)
 	if na > 4 {
 		LEAQ(Mem{Base: R10, Index: R9, Scale: 2}, R11)
@@ -1049,12 +1046,23 @@ func q4kr16(name string, na int) {
 		ADDQ(U32(292), R11)
 	}
 	loopEnd(name)
-	Load(Param("out"), RDI)
-	for a := 0; a < na; a++ {
-		VMOVUPS(acc(a), Mem{Base: RDI, Disp: 64 * a})
-	}
+	stridedStores(na, acc)
 	VZEROUPPER()
 	RET()
+}
+
+// stridedStores writes the sixteen-row kernels' results: vector a's
+// sixteen floats (acc(a)) at out + a*ostride bytes, so they go straight
+// into a row-major result whose vectors are a matrix's row count apart.
+func stridedStores(na int, acc func(a int) VecPhysical) {
+	Load(Param("out"), RDI)
+	Load(Param("ostride"), RDX)
+	for a := 0; a < na; a++ {
+		VMOVUPS(acc(a), Mem{Base: RDI})
+		if a < na-1 {
+			ADDQ(RDX, RDI)
+		}
+	}
 }
 
 // q4kGroupB is the size of a repacked Q4_K group's column (eight rows'
