@@ -423,7 +423,6 @@ func (b *Batch) attention(worker, start, end int) {
 		pos := sg.pos0 + i - sg.row0
 		q := b.q[i*qDim+h*hd : i*qDim+(h+1)*hd]
 		kh := h / group
-		mx := float32(math.Inf(-1))
 		if b.m.kv == KVF32 {
 			quant.DotF32Tiled(sc[:pos+1], q, sg.s.keys(b.aLayer, kh), hd, hd, quant.TileF32)
 		} else {
@@ -433,26 +432,8 @@ func (b *Batch) attention(worker, start, end int) {
 			roundF16(qh, q, half)
 			quant.AttnScoresF16(sc, qh, sg.s.keys16(b.aLayer, kh), pos+1, hd)
 		}
-		for j := 0; j <= pos; j++ {
-			d := sc[j] * scale
-			sc[j] = d
-			if d > mx {
-				mx = d
-			}
-		}
 		w := sc[:pos+1]
-		for j := range w {
-			w[j] -= mx
-		}
-		quant.ExpF32s(w, w)
-		var sum float64
-		for _, e := range w {
-			sum += float64(e)
-		}
-		inv := float32(1 / sum)
-		for j := range w {
-			w[j] *= inv
-		}
+		quant.Softmax(w, scale)
 		out := b.att[i*qDim+h*hd : i*qDim+(h+1)*hd]
 		if b.m.kv == KVF32 {
 			quant.DotF32Tiled(out, w, sg.s.values(b.aLayer, kh), pos+1, quant.TileF32, hd*quant.TileF32)

@@ -157,7 +157,7 @@ func useSIMD(on bool) bool {
 	dotF32Impl = dotF32Generic
 	dotF32TiledImpl = dotF32TiledGeneric
 	attnScoresImpl, attnValuesImpl = attnScoresF16Generic, attnValuesF16Generic
-	expVector, expWide = false, false
+	expVector, expWide, softmaxVector = false, false, false
 	clear(dot4Kernels)
 	clear(dot8Kernels)
 	clear(dot16Kernels)
@@ -200,7 +200,7 @@ func useSIMD(on bool) bool {
 		}
 		dotF32Impl = dotF32SIMD
 		dotF32TiledImpl = dotF32TiledSIMD
-		expVector, expWide = true, hasAVX512VL
+		expVector, expWide, softmaxVector = true, hasAVX512VL, hasAVX512VL
 	}
 	return true
 }

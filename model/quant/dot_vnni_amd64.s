@@ -12793,3 +12793,98 @@ expF32x8AVX512done:
 	VZEROUPPER
 	MOVQ AX, ret+24(FP)
 	RET
+
+DATA softmaxneginf<>+0(SB)/4, $0xff800000
+DATA softmaxneginf<>+4(SB)/4, $0xff800000
+DATA softmaxneginf<>+8(SB)/4, $0xff800000
+DATA softmaxneginf<>+12(SB)/4, $0xff800000
+DATA softmaxneginf<>+16(SB)/4, $0xff800000
+DATA softmaxneginf<>+20(SB)/4, $0xff800000
+DATA softmaxneginf<>+24(SB)/4, $0xff800000
+DATA softmaxneginf<>+28(SB)/4, $0xff800000
+DATA softmaxneginf<>+32(SB)/4, $0xff800000
+DATA softmaxneginf<>+36(SB)/4, $0xff800000
+DATA softmaxneginf<>+40(SB)/4, $0xff800000
+DATA softmaxneginf<>+44(SB)/4, $0xff800000
+DATA softmaxneginf<>+48(SB)/4, $0xff800000
+DATA softmaxneginf<>+52(SB)/4, $0xff800000
+DATA softmaxneginf<>+56(SB)/4, $0xff800000
+DATA softmaxneginf<>+60(SB)/4, $0xff800000
+GLOBL softmaxneginf<>(SB), RODATA|NOPTR, $64
+
+// func mulMaxF32x16AVX512(x *float32, n int, s float32) float32
+// Requires: AVX, AVX512DQ, AVX512F, SSE
+TEXT ·mulMaxF32x16AVX512(SB), NOSPLIT, $0-28
+	MOVSS        s+16(FP), X1
+	VBROADCASTSS X1, Z1
+	VMOVUPS      softmaxneginf<>+0(SB), Z0
+	MOVQ         x+0(FP), DI
+	MOVQ         n+8(FP), CX
+	XORQ         AX, AX
+
+mulMaxF32x16AVX512loop:
+	CMPQ    AX, CX
+	JGE     mulMaxF32x16AVX512done
+	VMULPS  (DI)(AX*4), Z1, Z2
+	VMOVUPS Z2, (DI)(AX*4)
+
+	// max(x, acc): the second source when either is NaN, so a NaN is never taken
+	VMAXPS Z0, Z2, Z0
+	ADDQ   $0x10, AX
+	JMP    mulMaxF32x16AVX512loop
+
+mulMaxF32x16AVX512done:
+	// the largest of the sixteen lanes
+	VEXTRACTF32X8 $0x01, Z0, Y1
+	VMAXPS        Y1, Y0, Y0
+	VEXTRACTF128  $0x01, Y0, X1
+	VMAXPS        X1, X0, X0
+	VMOVHLPS      X0, X0, X1
+	VMAXPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VMAXSS        X1, X0, X0
+	VZEROUPPER
+	MOVSS         X0, ret+24(FP)
+	RET
+
+// func addF32x16AVX512(x *float32, n int, c float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·addF32x16AVX512(SB), NOSPLIT, $0-20
+	MOVSS        c+16(FP), X1
+	VBROADCASTSS X1, Z1
+	MOVQ         x+0(FP), DI
+	MOVQ         n+8(FP), CX
+	XORQ         AX, AX
+
+addF32x16AVX512loop:
+	CMPQ    AX, CX
+	JGE     addF32x16AVX512done
+	VADDPS  (DI)(AX*4), Z1, Z2
+	VMOVUPS Z2, (DI)(AX*4)
+	ADDQ    $0x10, AX
+	JMP     addF32x16AVX512loop
+
+addF32x16AVX512done:
+	VZEROUPPER
+	RET
+
+// func mulF32x16AVX512(x *float32, n int, c float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·mulF32x16AVX512(SB), NOSPLIT, $0-20
+	MOVSS        c+16(FP), X1
+	VBROADCASTSS X1, Z1
+	MOVQ         x+0(FP), DI
+	MOVQ         n+8(FP), CX
+	XORQ         AX, AX
+
+mulF32x16AVX512loop:
+	CMPQ    AX, CX
+	JGE     mulF32x16AVX512done
+	VMULPS  (DI)(AX*4), Z1, Z2
+	VMOVUPS Z2, (DI)(AX*4)
+	ADDQ    $0x10, AX
+	JMP     mulF32x16AVX512loop
+
+mulF32x16AVX512done:
+	VZEROUPPER
+	RET

@@ -120,3 +120,12 @@ func expF32x4AVX2(dst *float32, src *float32, n int) int
 
 //go:noescape
 func expF32x8AVX512(dst *float32, src *float32, n int) int
+
+//go:noescape
+func mulMaxF32x16AVX512(x *float32, n int, s float32) float32
+
+//go:noescape
+func addF32x16AVX512(x *float32, n int, c float32)
+
+//go:noescape
+func mulF32x16AVX512(x *float32, n int, c float32)

@@ -434,3 +434,28 @@ func TestExpKernelsTakeTheirRange(t *testing.T) {
 		}
 	}
 }
+
+// TestSoftmaxKernels: with AVX-512 the SIMD path runs the kernels (a
+// kernel left unused would pass TestSoftmaxMatchesReference through the
+// scalar tail), and each computes what its loop does.
+func TestSoftmaxKernels(t *testing.T) {
+	if !hasAVX512VL {
+		t.Skip("no AVX-512")
+	}
+	defer useSIMD(true)
+	require.True(t, useSIMD(true))
+	require.True(t, softmaxVector)
+	x := make([]float32, 48)
+	for i := range x {
+		x[i] = float32(i%13) - 6
+	}
+	x[7] = float32(math.NaN())
+	require.Equal(t, float32(6*3), mulMaxF32x16AVX512(&x[0], len(x), 3))
+	require.Equal(t, float32(-18), x[0])
+	addF32x16AVX512(&x[0], len(x), 2)
+	require.Equal(t, float32(-16), x[0])
+	mulF32x16AVX512(&x[0], len(x), 0.5)
+	require.Equal(t, float32(-8), x[0])
+	require.Equal(t, float32((float32(47%13)-6)*3+2)*0.5, x[47])
+	require.True(t, math.IsNaN(float64(x[7])))
+}

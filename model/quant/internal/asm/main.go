@@ -1462,6 +1462,7 @@ func main() {
 	expConsts()
 	expKernel("expF32x4AVX2", false)
 	expKernel("expF32x8AVX512", true)
+	softmaxSteps()
 	Generate()
 }
 
@@ -1584,4 +1585,68 @@ func expKernel(name string, zmm bool) {
 	VZEROUPPER()
 	Store(RAX, ReturnIndex(0))
 	RET()
+}
+
+// softmaxSteps generates the elementwise steps of Softmax over x[0:n], n a
+// multiple of 16, AVX-512F, each float operation the one the generic twin
+// does per element (so the results are the same bits):
+//
+//	mulMaxF32x16AVX512(x *float32, n int, s float32) float32: x[i] *= s;
+//	  returns the largest x[i] (-Inf when none; a NaN is never the largest)
+//	addF32x16AVX512(x *float32, n int, c float32): x[i] += c
+//	mulF32x16AVX512(x *float32, n int, c float32): x[i] *= c
+func softmaxSteps() {
+	negInf := splat("softmaxneginf", 0xff800000)
+	loop := func(name string, body func(m Mem)) {
+		Load(Param("x"), RDI)
+		Load(Param("n"), RCX)
+		XORQ(RAX, RAX)
+		Label(name + "loop")
+		CMPQ(RAX, RCX)
+		JGE(LabelRef(name + "done"))
+		body(Mem{Base: RDI, Index: RAX, Scale: 4})
+		ADDQ(U8(16), RAX)
+		JMP(LabelRef(name + "loop"))
+		Label(name + "done")
+	}
+
+	TEXT("mulMaxF32x16AVX512", NOSPLIT, "func(x *float32, n int, s float32) float32")
+	Pragma("noescape")
+	Load(Param("s"), X1)
+	VBROADCASTSS(X1, Z1)
+	VMOVUPS(negInf, Z0)
+	loop("mulMaxF32x16AVX512", func(m Mem) {
+		VMULPS(m, Z1, Z2)
+		VMOVUPS(Z2, m)
+		Comment("max(x, acc): the second source when either is NaN, so a NaN is never taken")
+		VMAXPS(Z0, Z2, Z0)
+	})
+	Comment("the largest of the sixteen lanes")
+	VEXTRACTF32X8(U8(1), Z0, Y1)
+	VMAXPS(Y1, Y0, Y0)
+	VEXTRACTF128(U8(1), Y0, X1)
+	VMAXPS(X1, X0, X0)
+	VMOVHLPS(X0, X0, X1)
+	VMAXPS(X1, X0, X0)
+	VMOVSHDUP(X0, X1)
+	VMAXSS(X1, X0, X0)
+	VZEROUPPER()
+	Store(X0, ReturnIndex(0))
+	RET()
+
+	for _, op := range []struct {
+		name string
+		f    func(m Mem)
+	}{
+		{"addF32x16AVX512", func(m Mem) { VADDPS(m, Z1, Z2); VMOVUPS(Z2, m) }},
+		{"mulF32x16AVX512", func(m Mem) { VMULPS(m, Z1, Z2); VMOVUPS(Z2, m) }},
+	} {
+		TEXT(op.name, NOSPLIT, "func(x *float32, n int, c float32)")
+		Pragma("noescape")
+		Load(Param("c"), X1)
+		VBROADCASTSS(X1, Z1)
+		loop(op.name, op.f)
+		VZEROUPPER()
+		RET()
+	}
 }
