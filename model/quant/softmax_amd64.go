@@ -16,20 +16,17 @@ func mulMaxSIMD(x []float32, s float32) (float32, int) {
 	return mulMaxF32x16AVX512(&x[0], n, s), n
 }
 
-func addSIMD(x []float32, c float32) int {
-	n := len(x) &^ 15
-	if !softmaxVector || n == 0 {
-		return 0
-	}
-	addF32x16AVX512(&x[0], n, c)
-	return n
-}
+func addSIMD(x []float32, c float32) int { return stepSIMD(x, c, addF32x16AVX512) }
 
-func mulSIMD(x []float32, c float32) int {
+func mulSIMD(x []float32, c float32) int { return stepSIMD(x, c, mulF32x16AVX512) }
+
+// stepSIMD runs an elementwise kernel over the largest multiple of
+// sixteen elements of x and returns how many it did.
+func stepSIMD(x []float32, c float32, kernel func(x *float32, n int, c float32)) int {
 	n := len(x) &^ 15
 	if !softmaxVector || n == 0 {
 		return 0
 	}
-	mulF32x16AVX512(&x[0], n, c)
+	kernel(&x[0], n, c)
 	return n
 }
