@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,12 @@ import (
 // (no global state: several nodes share a test process).
 type metrics struct {
 	reg *prometheus.Registry
+
+	// labels: the model names a request's series may carry (see
+	// modelLabel), rebuilt when the registry's index moves.
+	labelsMu    sync.Mutex
+	labelsIndex uint64
+	labels      map[string]bool
 
 	requests   *prometheus.CounterVec   // by api, model, node, outcome
 	ttft       *prometheus.HistogramVec // by model, node
@@ -195,9 +202,36 @@ func writeFailed(err error, format string, args ...any) error {
 	return &jobs.Error{Code: code, Err: fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)}
 }
 
+// otherModel is the label of a request for a model the registry does not
+// know: a client names any string it likes, and one series per name would
+// let it grow the node's memory and every scrape without end.
+const otherModel = "other"
+
+// modelLabel is model when the registry (st) knows it, a worker's model or
+// a holding's, else otherModel. Safe for concurrent use.
+func (m *metrics) modelLabel(st *fsm.State, model string) string {
+	m.labelsMu.Lock()
+	defer m.labelsMu.Unlock()
+	if m.labels == nil || m.labelsIndex != st.Index() {
+		known := map[string]bool{}
+		for _, h := range st.Models() {
+			known[h.ModelID] = true
+		}
+		for _, w := range st.Workers() {
+			known[w.Model] = true
+		}
+		m.labels, m.labelsIndex = known, st.Index()
+	}
+	if m.labels[model] {
+		return model
+	}
+	return otherModel
+}
+
 // observeRequest records one routed request; node is the name of the node
 // whose worker served it ("" when none was reached).
 func (n *Node) observeRequest(api, model, node string, err error, ttft time.Duration, tps float64) {
+	model = n.metrics.modelLabel(n.reg.State(), model)
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"

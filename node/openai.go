@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rbee-project/rbee/internal/jsonx"
 	"github.com/rbee-project/rbee/internal/sse"
@@ -54,7 +55,21 @@ func (n *Node) handleModel(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	openAIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model", fmt.Sprintf("no worker serves model %q (GET /v1/models lists the served ones)", want))
+	openAIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model", fmt.Sprintf("no worker serves model %q (GET /v1/models lists the served ones)", shortName(want)))
+}
+
+// shortName cuts a client's model name for an error message: the body
+// may hold one of a megabyte.
+func shortName(s string) string {
+	const max = 200
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("… (%d bytes)", len(s))
 }
 
 // readOpenAIBody reads and minimally parses an OpenAI request.
@@ -153,7 +168,7 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		_ = sw.JSON("", worker.ErrorBody{Error: worker.ErrorDetail{Message: "the worker failed mid-stream: " + err.Error(), Type: "server_error", Code: "worker_failed"}})
 	case errors.Is(err, ErrNoWorker):
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
-			fmt.Sprintf("the model %q is not served by any ready worker in this cluster (see GET /v1/models)", model))
+			fmt.Sprintf("the model %q is not served by any ready worker in this cluster (see GET /v1/models)", shortName(model)))
 	default:
 		openAIError(w, http.StatusServiceUnavailable, "server_error", "worker_unavailable", "", err.Error())
 	}

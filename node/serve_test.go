@@ -327,6 +327,22 @@ func TestServeAcrossTheCluster(t *testing.T) {
 	for _, name := range []string{"rbee_time_to_first_token_seconds", "rbee_tokens_per_second"} {
 		require.Equal(t, samples(before, name)+1, samples(mf2, name), "%s on node2", name)
 	}
+	// A model name a client made up is "other", never a series of its
+	// own: names are the client's to choose, series are the node's memory.
+	known := map[string]bool{"other": true}
+	for _, h := range c.Nodes[0].Registry().Models() {
+		known[h.ModelID] = true
+	}
+	others := 0.0
+	for _, n := range c.Nodes {
+		for _, m := range scrape(t, n)["rbee_requests_total"].GetMetric() {
+			require.True(t, known[labelValue(m, "model")], "series for model %q", labelValue(m, "model"))
+			if labelValue(m, "model") == "other" {
+				others += m.GetCounter().GetValue()
+			}
+		}
+	}
+	require.Positive(t, others, "the request for model nope")
 	require.Contains(t, mf, "rbee_raft_apply_seconds")
 	leaders := 0.0
 	for _, n := range c.Nodes {
