@@ -113,6 +113,10 @@ func FromContext(ctx context.Context) Principal {
 // CodeUnauthorized is the error code of a 401: no or a refused credential.
 const CodeUnauthorized = "unauthorized"
 
+// CodeTooManyFailures is the error code of a 429 to an address whose
+// failed authentications used up their limit.
+const CodeTooManyFailures = "too_many_failed_authentications"
+
 // NeedMessage says what a refused caller lacks and how to get it.
 func NeedMessage(need Perm, what string) string {
 	if need&Admin != 0 {
@@ -222,6 +226,17 @@ func remoteIP(r *http.Request) string {
 	return host
 }
 
+// failKey is whom failed authentications count against: the remote
+// address, and on loopback, where every local user shares it, the local
+// user too.
+func failKey(r *http.Request) string {
+	ip := remoteIP(r)
+	if ci, ok := r.Context().Value(connInfoKey{}).(*connInfo); ok && loopback.Request(r) {
+		return ip + " " + ci.owner()
+	}
+	return ip
+}
+
 // bearer returns the request's bearer token, "" if none.
 func bearer(r *http.Request) string {
 	h := r.Header.Get("Authorization")
@@ -314,19 +329,24 @@ func (g *Guard) Wrap(routes http.Handler) http.Handler {
 			routes.ServeHTTP(w, r)
 			return
 		}
-		ip := remoteIP(r)
-		now := time.Now()
-		if g.fails.blocked(ip, now) {
-			w.Header().Set("Retry-After", fmt.Sprint(int(failWindow.Seconds())))
-			fail(w, http.StatusTooManyRequests, CodeUnauthorized, "too many failed authentications from this address; try again later")
-			return
-		}
+		// A valid credential is always accepted: failures from an
+		// address (a NAT's, a proxy's, loopback's) must not lock out the
+		// other clients behind it, nor the node's own CLI. Credentials are
+		// random 256-bit values, so the limit is not what stops a guess;
+		// it keeps a failing client from flooding the log and gets it a
+		// 429 to back off. On loopback the address is the local user.
 		p, ok, why := g.Authenticate(r)
 		if !ok {
+			who, now := failKey(r), time.Now()
+			if g.fails.blocked(who, now) {
+				w.Header().Set("Retry-After", fmt.Sprint(int(failWindow.Seconds())))
+				fail(w, http.StatusTooManyRequests, CodeTooManyFailures, "too many failed authentications from this address; try again later")
+				return
+			}
 			if bearer(r) != "" {
-				g.fails.failed(ip, now)
+				g.fails.failed(who, now)
 				// The presented value is never logged.
-				g.cfg.Logger.Warn("api authentication failed", "remote", ip, "path", r.URL.Path)
+				g.cfg.Logger.Warn("api authentication failed", "remote", remoteIP(r), "path", r.URL.Path)
 			}
 			fail(w, http.StatusUnauthorized, CodeUnauthorized, why)
 			return

@@ -205,7 +205,9 @@ func TestRequireToken(t *testing.T) {
 }
 
 // TestFailedAuthenticationsLimited: an address that keeps failing gets 429
-// after the limit, even with a good key; other addresses do not.
+// for its failures after the limit; a good key from that address is still
+// accepted (the clients behind a NAT, the node's own CLI), and other
+// addresses are not affected.
 func TestFailedAuthenticationsLimited(t *testing.T) {
 	f := newFixture(t, nil)
 	good := f.keys.add("ops", fsm.ScopeAdmin)
@@ -213,9 +215,12 @@ func TestFailedAuthenticationsLimited(t *testing.T) {
 		st, _, _ := f.do(req{path: "/status", remote: lan, tok: fmt.Sprintf("rbk_guess%d", i)})
 		require.Equal(t, 401, st)
 	}
-	st, _, w := f.do(req{path: "/status", remote: lan, tok: good})
+	st, body, w := f.do(req{path: "/status", remote: lan, tok: "rbk_guess10"})
 	require.Equal(t, 429, st)
+	require.Contains(t, body, auth.CodeTooManyFailures)
 	require.NotEmpty(t, w.Header().Get("Retry-After"))
+	st, _, _ = f.do(req{path: "/status", remote: lan, tok: good})
+	require.Equal(t, 200, st, "a good key is accepted from a blocked address")
 	st, _, _ = f.do(req{path: "/status", remote: "192.0.2.99:5000", tok: good})
 	require.Equal(t, 200, st)
 	// A request without a credential is no guess: it does not count.
