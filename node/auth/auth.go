@@ -310,11 +310,18 @@ func (g *Guard) Wrap(routes http.Handler) http.Handler {
 			}
 			w.Header().Set("Access-Control-Allow-Origin", o)
 			w.Header().Add("Vary", "Origin")
+			// Headers a page may read from an answer besides the safe
+			// ones: a job's id, when to retry.
+			w.Header().Set("Access-Control-Expose-Headers", "X-Rbee-Job-Id, Retry-After")
 			if r.Method == http.MethodOptions {
 				// A preflight: the browser asks before it sends a request
-				// with a JSON body or an Authorization header.
+				// with a JSON body or an Authorization header. The origin
+				// is allowed, so the headers it asks for are too (OpenAI's
+				// SDKs send their own X-Stainless-* headers); what a header
+				// may do is the routes' business, as for any client.
 				w.Header().Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
-				w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
+				w.Header().Set("Access-Control-Allow-Headers", preflightHeaders(r.Header.Get("Access-Control-Request-Headers")))
+				w.Header().Add("Vary", "Access-Control-Request-Headers")
 				w.Header().Set("Access-Control-Max-Age", "600")
 				w.WriteHeader(http.StatusNoContent)
 				return
@@ -357,6 +364,37 @@ func (g *Guard) Wrap(routes http.Handler) http.Handler {
 		}
 		routes.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
+}
+
+// baseAllowHeaders are the request headers every allowed origin may send.
+const baseAllowHeaders = "Authorization, Content-Type, Last-Event-ID"
+
+// preflightHeaders is the Access-Control-Allow-Headers answer to a
+// preflight asking for requested (a comma-separated list): the base ones
+// plus each requested name that is an HTTP token, at most 64 of them.
+func preflightHeaders(requested string) string {
+	out := baseAllowHeaders
+	n := 0
+	for _, h := range strings.Split(requested, ",") {
+		h = strings.TrimSpace(h)
+		if h == "" || !headerToken(h) || n == 64 {
+			continue
+		}
+		out += ", " + h
+		n++
+	}
+	return out
+}
+
+// headerToken reports whether h is an HTTP token (RFC 9110), so a header
+// name that can be echoed safely.
+func headerToken(h string) bool {
+	for _, c := range []byte(h) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return h != ""
 }
 
 // jsonOrNoBody reports whether a request's body, if it has a Content-Type,

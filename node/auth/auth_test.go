@@ -88,6 +88,7 @@ func newFixture(t *testing.T, mod func(*auth.Config)) *fixture {
 
 type req struct {
 	method, path, remote, host, tok, ctype, origin string
+	acrh                                           string // Access-Control-Request-Headers
 }
 
 func (f *fixture) do(q req) (int, string, *httptest.ResponseRecorder) {
@@ -114,6 +115,9 @@ func (f *fixture) do(q req) (int, string, *httptest.ResponseRecorder) {
 	}
 	if q.origin != "" {
 		r.Header.Set("Origin", q.origin)
+	}
+	if q.acrh != "" {
+		r.Header.Set("Access-Control-Request-Headers", q.acrh)
 	}
 	w := httptest.NewRecorder()
 	f.h.ServeHTTP(w, r)
@@ -299,9 +303,21 @@ func TestPreflight(t *testing.T) {
 	require.Equal(t, "http://chat.lan:3000", w.Header().Get("Access-Control-Allow-Origin"))
 	require.Contains(t, w.Header().Get("Access-Control-Allow-Headers"), "Authorization")
 	require.Contains(t, w.Header().Get("Access-Control-Allow-Methods"), "POST")
-	st, _, w = f.do(req{method: "OPTIONS", path: "/infer", origin: "https://evil.example", remote: lan})
+	// An SDK's own headers (OpenAI's JS SDK sends X-Stainless-*) are
+	// allowed to an allowed origin; a name that is no HTTP token is not
+	// echoed; a page may read the job id.
+	st, _, w = f.do(req{method: "OPTIONS", path: "/infer", origin: "http://chat.lan:3000", remote: lan,
+		acrh: "content-type, x-stainless-os,x-stainless-lang, bad header\r\nx: y"})
+	require.Equal(t, 204, st)
+	allow := w.Header().Get("Access-Control-Allow-Headers")
+	require.Contains(t, allow, "x-stainless-os")
+	require.Contains(t, allow, "x-stainless-lang")
+	require.NotContains(t, allow, "bad header")
+	require.Contains(t, w.Header().Get("Access-Control-Expose-Headers"), "X-Rbee-Job-Id")
+	st, _, w = f.do(req{method: "OPTIONS", path: "/infer", origin: "https://evil.example", remote: lan, acrh: "x-stainless-os"})
 	require.Equal(t, 403, st)
 	require.Empty(t, w.Header().Get("Access-Control-Allow-Origin"))
+	require.Empty(t, w.Header().Get("Access-Control-Allow-Headers"))
 }
 
 // TestRevokedKey: a key gone from the registry is refused at once.
