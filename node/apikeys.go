@@ -24,19 +24,31 @@ func validateAPIKeyReq(needScope bool) func(Request) error {
 			k.Scope = fsm.ScopeRead
 		}
 		if _, err := fsm.Encode(fsm.CreateAPIKey{Key: k}); err != nil {
-			return jobs.Errorf(jobs.CodeBadRequest, "%v", err)
+			return jobs.Errorf(jobs.CodeBadRequest, "%s", userMessage(err))
 		}
 		return nil
 	}
 }
 
+// userMessage is a registry validation error without the registry's own
+// prefix ("fsm: invalid command: "), which says nothing to a user.
+func userMessage(err error) string {
+	return strings.TrimPrefix(err.Error(), fsm.ErrInvalid.Error()+": ")
+}
+
 func (n *Node) opAPIKeyCreate(ctx context.Context, em jobs.Emitter, req Request) error {
 	r, _ := decode[api.APIKeyCreateRequest](req)
+	// A name this replica already holds is refused before anything is
+	// written; a create racing another on the same name still conflicts
+	// when the registry applies it.
+	if _, ok := n.findAPIKey(r.Name); ok {
+		return jobs.Errorf(jobs.CodeConflict, "an API key named %q exists: revoke it first, or pick another name", r.Name)
+	}
 	key, hash := auth.NewAPIKey()
 	k := fsm.APIKey{Name: r.Name, Scope: r.Scope, Hash: hash, Created: time.Now().UTC().Truncate(time.Second)}
 	b, err := fsm.Encode(fsm.CreateAPIKey{Key: k})
 	if err != nil {
-		return jobs.Errorf(jobs.CodeBadRequest, "%v", err)
+		return jobs.Errorf(jobs.CodeBadRequest, "%s", userMessage(err))
 	}
 	if _, err := n.apply(ctx, b); err != nil {
 		if errors.Is(err, fsm.ErrConflict) {

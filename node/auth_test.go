@@ -413,10 +413,14 @@ func TestAPIKeys(t *testing.T) {
 	st, _, _ = apiCall(t, n0, "POST", "/v1/jobs", n0.AdminKey(), "application/json", `{"operation":"apikey_create","name":"webui","scope":"read"}`, nil)
 	require.Equal(t, 202, st) // the job runs and fails with conflict
 	for _, body := range []string{`{"operation":"apikey_create","name":"a b","scope":"read"}`, `{"operation":"apikey_create","name":"x","scope":"root"}`} {
-		st, code, _ := apiCall(t, n0, "POST", "/v1/jobs", n0.AdminKey(), "application/json", body, nil)
+		st, code, data := apiCall(t, n0, "POST", "/v1/jobs", n0.AdminKey(), "application/json", body, nil)
 		require.Equal(t, 400, st, body)
 		require.Equal(t, "bad_request", code)
+		require.NotContains(t, string(data), "fsm:", "the registry's prefix says nothing to a user")
 	}
+	// The name exists on this replica: conflict before a registry write.
+	je := runErr(t, n0, map[string]any{"operation": "apikey_create", "name": "webui", "scope": "read"})
+	require.Equal(t, "conflict", je.Code)
 
 	// Last used shows on every node: the keys were used on n1 only, and n0
 	// learns it from n1's gossip.
