@@ -71,14 +71,19 @@ func newModelRunCmd() *cobra.Command {
 		kv                          engine.KVType
 	)
 	cmd := &cobra.Command{
-		Use:   "run FILE.gguf",
+		Use:   "run FILE.gguf|builtin:NAME",
 		Short: "Generate text from a local GGUF model (streams the text to stdout)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			m, err := engine.Load(args[0], engine.Options{Threads: threads, ContextSize: ctxSize, KVCache: kv})
+			path, cleanup, err := localModel(args[0])
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			m, err := engine.Load(path, engine.Options{Threads: threads, ContextSize: ctxSize, KVCache: kv})
 			if err != nil {
 				return err
 			}
@@ -179,7 +184,12 @@ func newModelTokenizeCmd() *cobra.Command {
 				}
 				text = string(b)
 			}
-			f, err := gguf.Open(args[0])
+			path, cleanup, err := localModel(args[0])
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			f, err := gguf.Open(path)
 			if err != nil {
 				return err
 			}
@@ -227,7 +237,12 @@ func newModelInspectCmd() *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			f, err := gguf.Open(args[0])
+			path, cleanup, err := localModel(args[0])
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			f, err := gguf.Open(path)
 			if err != nil {
 				return err
 			}
@@ -320,11 +335,25 @@ against the first level's.`,
 			if len(parallel) > 0 {
 				ctxSize = max(ctxSize, p+n)
 			}
-			m, err := engine.Load(model, engine.Options{Threads: threads, ContextSize: ctxSize, KVCache: kv})
+			if p <= 0 && n <= 0 {
+				return errors.New("-p and -n are both 0: nothing to measure")
+			}
+			if threads < 0 {
+				return fmt.Errorf("--threads %d: want 0 (all cores) or more", threads)
+			}
+			path, cleanup, err := localModel(model)
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			m, err := engine.Load(path, engine.Options{Threads: threads, ContextSize: ctxSize, KVCache: kv})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
+			if tc := m.Info().TrainContextLength; ctxSize > tc {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: the bench needs a context of %d tokens, past the %d the model was trained for: its output is no model's, its speed is\n", ctxSize, tc)
+			}
 			res, err := engine.Bench(cmd.Context(), m, engine.BenchConfig{PromptTokens: p, GenTokens: n, Reps: reps, Parallel: parallel})
 			if err != nil {
 				return err
