@@ -126,7 +126,9 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	var ttft time.Duration
 	st := relay.State{TokenIDs: stream}
 	var sw *sse.Writer
+	answered := 0 // the status of the answer passed on
 	pass := func(resp *http.Response, t router.Target) error {
+		answered = resp.StatusCode
 		if st.TokenIDs && resp.StatusCode == http.StatusBadRequest {
 			if err := relay.RefusedExt(resp); err != nil {
 				return err
@@ -157,10 +159,26 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		st.TokenIDs = false
 		t, _, err = n.relay.Forward(r.Context(), router.Filter{Model: model}, r.URL.Path, body, &st, pass)
 	}
+	// As the Ollama API counts them: a refusal the worker answered is an
+	// error, a client that left is not; a stream's speed is its tokens
+	// after the first over the time since the first.
+	outcome := err
+	switch {
+	case r.Context().Err() != nil || errors.Is(err, relay.ErrClientGone):
+		outcome = nil
+	case err == nil && answered >= 400:
+		outcome = fmt.Errorf("the worker answered %d", answered)
+	}
+	var tps float64
+	if k := len(st.IDs); ttft > 0 && k > 1 {
+		if d := time.Since(start) - ttft; d > 0 {
+			tps = float64(k-1) / d.Seconds()
+		}
+	}
 	if t.Registry.ID != "" {
-		n.observeRequest("openai", t.Registry.Model, t.NodeName, err, ttft, 0)
+		n.observeRequest("openai", t.Registry.Model, t.NodeName, outcome, ttft, tps)
 	} else {
-		n.observeRequest("openai", model, "", err, 0, 0)
+		n.observeRequest("openai", model, "", outcome, 0, 0)
 	}
 	switch {
 	case err == nil || r.Context().Err() != nil || errors.Is(err, relay.ErrClientGone):

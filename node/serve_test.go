@@ -343,6 +343,15 @@ func TestServeAcrossTheCluster(t *testing.T) {
 		}
 	}
 	require.Positive(t, others, "the request for model nope")
+	// The worker's own 400 (the body over the context) is an error of
+	// the model's series, as the Ollama API counts one.
+	refused := 0.0
+	for _, m := range mf["rbee_requests_total"].GetMetric() {
+		if labelValue(m, "api") == "openai" && labelValue(m, "model") == "builtin--stories260k" && labelValue(m, "outcome") == "error" {
+			refused += m.GetCounter().GetValue()
+		}
+	}
+	require.Equal(t, 1.0, refused)
 	require.Contains(t, mf, "rbee_raft_apply_seconds")
 	leaders := 0.0
 	for _, n := range c.Nodes {
