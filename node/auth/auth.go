@@ -259,7 +259,13 @@ func (g *Guard) Authenticate(r *http.Request) (p Principal, ok bool, why string)
 	if tok != "" {
 		if k, found := g.Lookup(tok); found {
 			g.uses.touch(k.Name, time.Now().UTC().Truncate(time.Second))
-			return Principal{Perms: ScopePerms(k.Scope), Owner: "key:" + k.Name}, true, ""
+			perms := ScopePerms(k.Scope)
+			if local && !g.cfg.RequireToken {
+				// A key never gives less than no key would on this
+				// machine (below): an inference key still reads status.
+				perms |= Read | Inference
+			}
+			return Principal{Perms: perms, Owner: "key:" + k.Name}, true, ""
 		}
 		if local && tokenEqual(tok, g.cfg.AdminKey) {
 			return Principal{Perms: Admin | Read | Inference, Owner: OwnerAdmin}, true, ""

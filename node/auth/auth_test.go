@@ -159,6 +159,9 @@ func TestCredentials(t *testing.T) {
 		{"lan, read key, inference", "/infer", "192.0.2.10:1", readKey, 403, "forbidden", ""},
 		{"lan, public route", "/public", "192.0.2.10:1", "", 200, "", ""},
 		{"ipv6 loopback", "/status", "[::1]:40000", "", 200, "", "anon"},
+		// On loopback a key gives no less than no key would.
+		{"loopback, inference key, read", "/status", "127.0.0.1:40000", infKey, 200, "", "key:webui"},
+		{"loopback, inference key, admin", "/admin", "127.0.0.1:40000", infKey, 403, "forbidden", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
