@@ -459,8 +459,8 @@ func checkOllamaOptions(raw json.RawMessage, ex *ollamaExtra) (bad []string) {
 // (Ollama's Go client cannot tell 0 from absent: its default, -1) generate
 // until a stop or until the context is full. rbee's workers never shift a
 // full context, so all three end there, with done_reason "length". A count
-// above the context is the context. Absent, the worker's default applies
-// (256 tokens).
+// above the context is the context. Absent, the worker's default applies,
+// which is the same: no limit but the context (worker.DefaultMaxTokens).
 //
 // num_ctx cannot change the context a worker was started with: one within
 // it is taken (a smaller window only bounds what Ollama would keep), one

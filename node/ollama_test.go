@@ -426,8 +426,9 @@ func TestOllamaParams(t *testing.T) {
 		})
 	}
 
-	// num_predict: a count bounds the answer; -1, -2 and 0 generate to
-	// the end of the context (or a stop), not the worker's 256 default.
+	// num_predict: a count bounds the answer; -1, -2, 0 and none generate
+	// to the end of the context (or a stop), not to the 256 tokens the
+	// worker once defaulted to.
 	ctxLen := 0
 	type final struct {
 		DoneReason      string `json:"done_reason"`
@@ -442,13 +443,16 @@ func TestOllamaParams(t *testing.T) {
 		{"-1", `{"num_predict":-1}`, true},
 		{"-2", `{"num_predict":-2}`, true},
 		{"0", `{"num_predict":0}`, true},
+		{"absent", `{}`, true},
 		{"above the context", `{"num_predict":100000}`, true},
 	} {
 		t.Run("num_predict "+tc.name, func(t *testing.T) {
 			for _, path := range []string{"/api/generate", "/api/chat"} {
-				body := gen(`,"options":` + strings.TrimSuffix(tc.options, "}") + `,"temperature":0,"repeat_penalty":1}`)
+				opts := `,"options":` + strings.TrimSuffix(tc.options, "}") + `,"temperature":0,"repeat_penalty":1}`
+				opts = strings.Replace(opts, "{,", "{", 1)
+				body := gen(opts)
 				if path == "/api/chat" {
-					body = chat(`,"options":` + strings.TrimSuffix(tc.options, "}") + `,"temperature":0,"repeat_penalty":1}`)
+					body = chat(opts)
 				}
 				st, b := ollamaCall(t, n, "POST", path, "", body)
 				require.Equal(t, http.StatusOK, st, "%s", b)
@@ -460,7 +464,7 @@ func TestOllamaParams(t *testing.T) {
 					continue
 				}
 				if f.DoneReason == "length" {
-					// Past the default of 256, to the end of the
+					// Past the old default of 256, to the end of the
 					// context: the same length every time.
 					require.Greater(t, f.EvalCount, 256)
 					if ctxLen == 0 {

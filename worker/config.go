@@ -69,8 +69,12 @@ const (
 	// MaxBodyBytes bounds a request body (prompts are text; 1 MiB is far
 	// beyond any context window this worker serves).
 	MaxBodyBytes = 1 << 20
-	// DefaultMaxTokens is used when a request gives no max_tokens.
-	DefaultMaxTokens = 256
+	// DefaultMaxTokens is the max_tokens of a request that gives none: 0,
+	// no limit but the context. The answer runs until the model ends it
+	// (or a stop string, or a complete JSON document) or the context is
+	// full (finish reason "length"), as OpenAI's default (the rest of the
+	// context), Ollama's num_predict -1 and llama-server's n_predict -1.
+	DefaultMaxTokens = 0
 	// DefaultOrphanGrace is how long a worker outlives the last heartbeat
 	// its node accepted: long enough for a node restart or upgrade (which
 	// re-adopts the worker), short enough that a worker whose node is gone

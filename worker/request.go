@@ -309,7 +309,9 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	if maxTokens == nil && g.MaxCompletionTokens != nil {
 		maxTokens, maxParam = g.MaxCompletionTokens, "max_completion_tokens"
 	}
-	gr.MaxTokens = min(DefaultMaxTokens, room)
+	// Without a limit (DefaultMaxTokens), the rest of the context: until
+	// the model ends the answer or the context is full.
+	gr.MaxTokens = room
 	if maxTokens != nil {
 		if *maxTokens < 1 || *maxTokens > ctxLen {
 			return gr, badRequest(maxParam, "invalid_value", fmt.Sprintf("%s must be between 1 and the context length %d", maxParam, ctxLen))
