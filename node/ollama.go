@@ -283,7 +283,7 @@ var (
 	ollamaOnlyBlank = map[string]string{
 		"suffix":   "fill-in-the-middle is not supported",
 		"images":   "rbee's models read text only",
-		"template": "a prompt template per request is not supported (the model's own chat template applies, with system or /api/chat)",
+		"template": "a prompt template per request is not supported (the model's own chat template applies unless raw is true)",
 		"context":  "not supported (rbee returns no context); send the conversation again, e.g. as /api/chat messages",
 		"think":    "thinking is not supported",
 	}
@@ -375,8 +375,8 @@ func checkOllamaRequest(raw []byte, chat bool) (ollamaExtra, error) {
 			if json.Unmarshal(v, &on) != nil {
 				bad = append(bad, "raw must be a boolean")
 			} else if on && !blank(top["system"]) {
-				// rbee's generate sends the prompt as it is (raw);
-				// a system prompt applies the chat template.
+				// A raw prompt goes as it is: no template to put
+				// the system prompt in.
 				bad = append(bad, "raw: a raw prompt cannot have a system prompt")
 			}
 		case "messages":

@@ -37,10 +37,11 @@ func LoadEngine(path string, opts LoadOptions) (Model, error) {
 
 func newEngineModel(m *engine.Model, log *slog.Logger) *engineModel {
 	style := ToolStyleJSON
-	if strings.Contains(m.ChatTemplate(), toolCallOpen) {
+	tmpl := m.ChatTemplate()
+	if strings.Contains(tmpl, toolCallOpen) {
 		style = ToolStyleHermes
 	}
-	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style,
+	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style, chatTemplate: strings.TrimSpace(tmpl) != "",
 		vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}
 }
 
@@ -53,6 +54,8 @@ type engineModel struct {
 	bt        *batcher
 	vocab     func() *grammar.Vocab
 	toolStyle string
+	// chatTemplate: the model has a chat template (ModelInfo.ChatTemplate).
+	chatTemplate bool
 	// group connects a sharded group's head to the other shards (a
 	// *shard.Pipeline or *shard.TensorGroup; nil when the model is
 	// whole), closed after the model; shardMode, shardLo and shardHi
@@ -81,7 +84,7 @@ func (e *engineModel) Info() ModelInfo {
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization, KVCache: i.KVCache,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
-		ToolStyle: e.toolStyle,
+		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate,
 	}
 }
 

@@ -73,6 +73,11 @@ type ModelInfo struct {
 	// ToolStyle is how the chat template asks the model to write tool
 	// calls: ToolStyleHermes or ToolStyleJSON.
 	ToolStyle string
+	// ChatTemplate: the model file has a chat template of its own
+	// (tokenizer.chat_template). Without one, chats are rendered in the
+	// engine's fallback layout, and a prompt with /v1/infer's
+	// apply_template goes as it is (Ollama's default template).
+	ChatTemplate bool
 	// ShardMode is ShardPipeline or ShardTensor for a shard of a group,
 	// empty for the whole model. ShardLo, ShardHi: the shard's layers
 	// [lo, hi) (pipeline) or KV heads [lo, hi) (tensor).

@@ -111,6 +111,14 @@ type genRequest struct {
 	ParallelToolCalls *bool             `json:"parallel_tool_calls"`
 	// tools is prepare's decision, for the handlers.
 	tools toolPlan
+
+	// ApplyTemplate (the native /v1/infer only; the OpenAI endpoints
+	// refuse it as unknown) makes the prompt the user turn of a chat,
+	// rendered with the model's chat template when the model has one
+	// (ModelInfo.ChatTemplate); without one the prompt goes as it is.
+	// It is Ollama's /api/generate without raw: the model's template
+	// applies, and Ollama's default template is the prompt alone.
+	ApplyTemplate bool `json:"apply_template"`
 }
 
 // decodeBody reads a JSON body of at most MaxBytesBytes into v; for the
@@ -228,6 +236,19 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	var ids []int32
 	var promptParam string
 	var forced *grammar.Schema // a forced tool call
+	templated := false         // the prompt goes as a user message (ApplyTemplate)
+	if g.ApplyTemplate {
+		if mode != endpointInfer {
+			return gr, badRequest("apply_template", codeUnknownParam, "apply_template is a field of rbee's native /v1/infer only")
+		}
+		if len(g.Messages) > 0 {
+			return gr, badRequest("apply_template", "invalid_value", "apply_template takes a prompt, not messages (messages always go through the chat template)")
+		}
+		if len(g.Prompt) == 1 && g.Prompt[0] != "" && m.Info().ChatTemplate {
+			g.Messages = chatMessages{{Role: "user", Content: messageContent{text: g.Prompt[0]}}}
+			templated = true
+		}
+	}
 	switch {
 	case mode == endpointChat || (mode == endpointInfer && len(g.Messages) > 0):
 		promptParam = "messages"
@@ -295,6 +316,9 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		ids = m.Encode(text)
 	}
 
+	if templated {
+		promptParam = "prompt"
+	}
 	ctxLen := m.Info().ContextLength
 	if len(ids) == 0 {
 		return gr, badRequest(promptParam, "invalid_value", "prompt tokenizes to nothing")

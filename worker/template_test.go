@@ -79,3 +79,79 @@ func TestHostileChatTemplate(t *testing.T) {
 	var h map[string]any
 	require.Equal(t, http.StatusOK, getJSON(t, base+"/health", &h))
 }
+
+// TestInferApplyTemplate: /v1/infer's apply_template (Ollama's
+// /api/generate without raw) renders the prompt as the user turn of a
+// chat on a model with a chat template, exactly as a chat of that one
+// message, and sends it as it is on a model without one (the bundled
+// stories260K); without the field the prompt is raw. The OpenAI endpoints
+// refuse the field, and it takes no messages.
+func TestInferApplyTemplate(t *testing.T) {
+	mcfg := synth.DefaultConfig()
+	mcfg.ChatTemplate = `{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>`
+	templated := filepath.Join(t.TempDir(), "templated.gguf")
+	require.NoError(t, synth.Write(templated, mcfg))
+	const prompt = "Once upon a time"
+	for _, tc := range []struct {
+		name, model string
+		hasTemplate bool
+	}{
+		{"with a chat template", templated, true},
+		{"without one", testModelPath, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.ModelPath = tc.model
+			s, base := startServer(t, cfg)
+			require.Equal(t, tc.hasTemplate, s.model.Info().ChatTemplate)
+
+			var cc ChatCompletion
+			resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []Message{{Role: "user", Content: prompt}}, "max_tokens": 4, "temperature": 0})
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+			var tcmp TextCompletion
+			resp = post(t, testCtx(t), base+"/v1/completions", map[string]any{"prompt": prompt, "max_tokens": 4, "temperature": 0})
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&tcmp))
+
+			for _, c := range []struct {
+				name   string
+				body   map[string]any
+				asChat bool
+			}{
+				{"apply_template", map[string]any{"prompt": prompt, "apply_template": true}, tc.hasTemplate},
+				{"apply_template false", map[string]any{"prompt": prompt, "apply_template": false}, false},
+				{"raw", map[string]any{"prompt": prompt}, false},
+			} {
+				c.body["max_tokens"], c.body["temperature"] = 4, 0
+				got := infer(t, base, c.body)
+				want, text := tcmp.Usage.PromptTokens, tcmp.Choices[0].Text
+				if c.asChat {
+					want, text = cc.Usage.PromptTokens, cc.Choices[0].Message.Content
+				}
+				require.Equal(t, want, got.Started.PromptTokens, c.name)
+				require.Equal(t, text, got.text(), c.name)
+			}
+			if tc.hasTemplate {
+				require.NotEqual(t, cc.Usage.PromptTokens, tcmp.Usage.PromptTokens, "the template adds its markup")
+			}
+
+			for _, c := range []struct {
+				path string
+				body map[string]any
+				code string
+			}{
+				{"/v1/completions", map[string]any{"prompt": prompt, "apply_template": true}, codeUnknownParam},
+				{"/v1/chat/completions", map[string]any{"messages": []Message{{Role: "user", Content: prompt}}, "apply_template": true}, codeUnknownParam},
+				{"/v1/infer", map[string]any{"messages": []Message{{Role: "user", Content: prompt}}, "apply_template": true}, "invalid_value"},
+			} {
+				resp := post(t, testCtx(t), base+c.path, c.body)
+				require.Equal(t, http.StatusBadRequest, resp.StatusCode, c.path)
+				var eb ErrorBody
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+				require.Equal(t, c.code, eb.Error.Code, c.path)
+				require.Equal(t, "apply_template", *eb.Error.Param, c.path)
+			}
+		})
+	}
+}

@@ -74,9 +74,12 @@ type Options struct {
 
 // Request is an /api/generate or /api/chat request.
 type Request struct {
-	Model    string    `json:"model"`
-	Prompt   string    `json:"prompt"`
-	System   string    `json:"system"`
+	Model  string `json:"model"`
+	Prompt string `json:"prompt"`
+	System string `json:"system"`
+	// Raw sends the prompt as it is; otherwise the model's template
+	// applies (InferBody).
+	Raw      bool      `json:"raw"`
 	Messages []Message `json:"messages"`
 	Stream   *bool     `json:"stream"`
 	Options  Options   `json:"options"`
@@ -129,6 +132,8 @@ func Calls(calls []worker.ToolCall) []ToolCall {
 	return out
 }
 
+// InferBody is the worker's /v1/infer body of an /api/chat (chat) or
+// /api/generate request.
 func (o Request) InferBody(chat bool) ([]byte, error) {
 	m := map[string]any{}
 	if chat {
@@ -149,9 +154,17 @@ func (o Request) InferBody(chat bool) ([]byte, error) {
 			m["tools"] = o.Tools
 		}
 	} else if o.System != "" {
+		// raw with a system prompt is refused (the node's checks).
 		m["messages"] = []worker.Message{{Role: "system", Content: o.System}, {Role: "user", Content: o.Prompt}}
 	} else {
 		m["prompt"] = o.Prompt
+		if !o.Raw {
+			// Ollama applies the model's template unless raw: the
+			// worker renders the prompt as the user turn when the
+			// model has a chat template, else sends it as it is (as
+			// Ollama's default template, the prompt alone).
+			m["apply_template"] = true
+		}
 	}
 	op := o.Options
 	set := func(k string, v any, ok bool) {

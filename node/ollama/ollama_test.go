@@ -55,12 +55,14 @@ func TestInferBody(t *testing.T) {
 		want string
 	}{
 		{"generate", false, `{"model":"m","prompt":"Once","options":{"temperature":0,"num_predict":5,"top_k":3,"stop":["x"]}}`,
-			`{"prompt":"Once","temperature":0,"max_tokens":5,"top_k":3,"stop":["x"]}`},
+			`{"prompt":"Once","apply_template":true,"temperature":0,"max_tokens":5,"top_k":3,"stop":["x"]}`},
+		{"generate raw: false", false, `{"model":"m","prompt":"Once","raw":false}`, `{"prompt":"Once","apply_template":true}`},
+		{"generate raw", false, `{"model":"m","prompt":"Once","raw":true}`, `{"prompt":"Once"}`},
 		{"generate with system", false, `{"model":"m","prompt":"Once","system":"Be brief"}`,
 			`{"messages":[{"role":"system","content":"Be brief"},{"role":"user","content":"Once"}]}`},
-		{"num_predict -1 is unbounded", false, `{"model":"m","prompt":"a","options":{"num_predict":-1}}`, `{"prompt":"a"}`},
-		{"format json", false, `{"model":"m","prompt":"a","format":"json"}`, `{"prompt":"a","response_format":{"type":"json_object"}}`},
-		{"format schema", false, `{"model":"m","prompt":"a","format":{"type":"object"}}`,
+		{"num_predict -1 is unbounded", false, `{"model":"m","prompt":"a","options":{"num_predict":-1}}`, `{"prompt":"a","apply_template":true}`},
+		{"format json", false, `{"model":"m","prompt":"a","format":"json","raw":true}`, `{"prompt":"a","response_format":{"type":"json_object"}}`},
+		{"format schema", false, `{"model":"m","prompt":"a","format":{"type":"object"},"raw":true}`,
 			`{"prompt":"a","response_format":{"type":"json_object","schema":{"type":"object"}}}`},
 		{"chat with a tool call", true, `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","tool_calls":[{"function":{"name":"f","arguments":{"a":1}}}]},{"role":"tool","content":"2","tool_name":"f"}],"tools":[{"type":"function","function":{"name":"f"}}]}`,
 			`{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","tool_calls":[{"id":"call_1_0","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","content":"2","name":"f"}],"tools":[{"type":"function","function":{"name":"f"}}]}`},
