@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -469,13 +470,79 @@ func (n *Node) handleOllamaEmbeddings(w http.ResponseWriter, r *http.Request) {
 	n.ollamaEmbed(w, r, true)
 }
 
-func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) {
-	var req struct {
-		Input  json.RawMessage `json:"input"`
-		Prompt *string         `json:"prompt"`
+// ollamaEmbedFields are the fields /api/embed (and, without truncate and
+// dimensions, /api/embeddings) take; another is refused with a 400
+// naming it, as on /api/generate and /api/chat. options and keep_alive
+// tune how Ollama runs a model (rbee's workers run as they were started)
+// and are accepted without effect.
+var ollamaEmbedFields = map[string]bool{"model": true, "name": true, "input": true, "truncate": true, "dimensions": true,
+	"options": true, "keep_alive": true}
+
+// ollamaEmbedRequest reads and checks an /api/embed or /api/embeddings
+// body; the error is the 400's message.
+type ollamaEmbedRequest struct {
+	Input  json.RawMessage `json:"input"`
+	Prompt *string         `json:"prompt"`
+	// Truncate, as Ollama's default, is true when absent: an input longer
+	// than the context is cut to fit (the worker's truncate).
+	Truncate *bool `json:"truncate"`
+	// Dimensions is taken only at the model's own size (checked against
+	// the answer): rbee does not shorten embeddings.
+	Dimensions *int `json:"dimensions"`
+}
+
+func checkOllamaEmbed(raw []byte, legacy bool) (ollamaEmbedRequest, error) {
+	var req ollamaEmbedRequest
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil || top == nil {
+		return req, errors.New("malformed JSON: the request must be an object")
 	}
-	name, ok := ollamaModelName(w, r, &req)
+	var bad []string
+	for _, k := range slices.Sorted(maps.Keys(top)) {
+		v := bytes.TrimSpace(top[k])
+		switch {
+		case legacy && (k == "input" || k == "truncate" || k == "dimensions"):
+			bad = append(bad, fmt.Sprintf("unknown field %q (/api/embeddings takes prompt; /api/embed takes %s)", k, k))
+		case !legacy && k == "prompt":
+			bad = append(bad, `unknown field "prompt" (/api/embed takes input; /api/embeddings takes prompt)`)
+		case k == "prompt":
+			if json.Unmarshal(v, &req.Prompt) != nil {
+				bad = append(bad, "prompt must be a string")
+			}
+		case !ollamaEmbedFields[k]:
+			bad = append(bad, fmt.Sprintf("unknown field %q", k))
+		case k == "truncate":
+			if json.Unmarshal(v, &req.Truncate) != nil {
+				bad = append(bad, "truncate must be a boolean")
+			}
+		case k == "dimensions":
+			if json.Unmarshal(v, &req.Dimensions) != nil || req.Dimensions != nil && *req.Dimensions < 1 {
+				bad = append(bad, "dimensions must be a positive integer")
+			}
+		case k == "options":
+			var o map[string]json.RawMessage
+			if json.Unmarshal(v, &o) != nil {
+				bad = append(bad, "options must be an object")
+			}
+		case k == "input":
+			req.Input = json.RawMessage(v)
+		}
+	}
+	if len(bad) > 0 {
+		return req, errors.New(strings.Join(bad, "; "))
+	}
+	return req, nil
+}
+
+func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) {
+	var raw json.RawMessage
+	name, ok := ollamaModelName(w, r, &raw)
 	if !ok {
+		return
+	}
+	req, err := checkOllamaEmbed(raw, legacy)
+	if err != nil {
+		ollamaError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	input := req.Input
@@ -489,17 +556,31 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 		ollamaError(w, http.StatusBadRequest, "input is required")
 		return
 	}
+	body := relay.Body{"input": input}
+	if !legacy && (req.Truncate == nil || *req.Truncate) {
+		body["truncate"] = json.RawMessage("true")
+	}
 	start := time.Now()
 	var b []byte
 	var status int
-	t, _, err := n.relay.Forward(r.Context(), router.Filter{Model: name}, "/v1/embeddings", relay.Body{"input": input}, &relay.State{},
-		func(resp *http.Response, t router.Target) (err error) {
-			if b, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20)); err != nil {
-				return &relay.Retryable{Err: err}
-			}
-			status = resp.StatusCode
-			return nil
-		})
+	forward := func() (router.Target, error) {
+		t, _, err := n.relay.Forward(r.Context(), router.Filter{Model: name}, "/v1/embeddings", body, &relay.State{},
+			func(resp *http.Response, t router.Target) (err error) {
+				if b, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20)); err != nil {
+					return &relay.Retryable{Err: err}
+				}
+				status = resp.StatusCode
+				return nil
+			})
+		return t, err
+	}
+	t, err := forward()
+	if d, ok := relay.WorkerError(b); err == nil && status == http.StatusBadRequest && ok && d.Param != nil && *d.Param == "truncate" {
+		// A worker older than truncate refuses the field: it answers
+		// as it did, an input longer than the context refused.
+		delete(body, "truncate")
+		t, err = forward()
+	}
 	if err != nil {
 		n.observeRequest("ollama", name, "", err, 0, 0)
 		switch {
@@ -520,6 +601,11 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 	var er worker.EmbedResponse
 	if err == nil {
 		err = json.Unmarshal(b, &er)
+	}
+	if err == nil && req.Dimensions != nil && len(er.Data) > 0 && len(er.Data[0].Embedding) != *req.Dimensions {
+		status = http.StatusBadRequest
+		err = fmt.Errorf("dimensions %d: the embeddings of %s have %d dimensions (the model's hidden size), and rbee does not shorten them; leave dimensions out or set it to %d",
+			*req.Dimensions, name, len(er.Data[0].Embedding), len(er.Data[0].Embedding))
 	}
 	n.observeRequest("ollama", t.Registry.Model, t.NodeName, err, 0, 0)
 	if err != nil {

@@ -477,6 +477,40 @@ func TestOllamaParams(t *testing.T) {
 			}
 		})
 	}
+
+	// /api/embed: truncate (true unless false, as Ollama's) cuts an input
+	// longer than the context to fit, false refuses it; dimensions is
+	// taken at the model's size (stories260k's 64) only; options and
+	// keep_alive are taken without effect.
+	long := strings.Repeat("Once upon a time ", 1200)
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		contains   string
+	}{
+		{"embed truncates by default", `{"model":"stories260k","input":"` + long + `"}`, 200, `"embeddings"`},
+		{"embed truncate true", `{"model":"stories260k","input":["` + long + `","x"],"truncate":true}`, 200, `"embeddings"`},
+		{"embed truncate false", `{"model":"stories260k","input":"` + long + `","truncate":false}`, 400, "context_length_exceeded"},
+		{"embed dimensions of the model", `{"model":"stories260k","input":"x","dimensions":64}`, 200, `"embeddings"`},
+		{"embed other dimensions", `{"model":"stories260k","input":"x","dimensions":8}`, 400, "dimensions 8"},
+		{"embed options and keep_alive", `{"model":"stories260k","input":"x","options":{"num_ctx":64,"temperature":0},"keep_alive":"5m"}`, 200, `"embeddings"`},
+		{"embed unknown field", `{"model":"stories260k","input":"x","pooling":"cls"}`, 400, `unknown field "pooling"`},
+		{"embeddings dimensions", `{"model":"stories260k","prompt":"x","dimensions":64}`, 400, `unknown field "dimensions"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := "/api/embed"
+			if strings.HasPrefix(tc.name, "embeddings") {
+				path = "/api/embeddings"
+			}
+			st, b := ollamaCall(t, n, "POST", path, "", tc.body)
+			require.Equal(t, tc.status, st, "%.500s", b)
+			if st != http.StatusOK {
+				require.Contains(t, ollamaErr(t, b), tc.contains)
+				return
+			}
+			require.Contains(t, string(b), tc.contains)
+		})
+	}
 }
 
 // TestOllamaErrorShape: wrapped in ollamaErrorShape, the node's handler

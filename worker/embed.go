@@ -19,6 +19,10 @@ type embedRequest struct {
 	Input          textList `json:"input"`
 	EncodingFormat string   `json:"encoding_format"`
 	User           string   `json:"user"`
+	// Truncate (rbee's, not OpenAI's: Ollama's /api/embed truncate) cuts
+	// an input longer than the context to its first context-length
+	// tokens; without it such an input is a 400, as OpenAI answers.
+	Truncate bool `json:"truncate"`
 }
 
 // EmbedResponse is the body of a POST /v1/embeddings answer.
@@ -78,6 +82,9 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		prompts[i] = m.Encode(text)
+		if req.Truncate && len(prompts[i]) > ctxLen {
+			prompts[i] = prompts[i][:ctxLen]
+		}
 		if len(prompts[i]) > ctxLen {
 			writeError(w, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "context_length_exceeded", param: fmt.Sprintf("input[%d]", i),
 				msg: fmt.Sprintf("input %d is %d tokens; the context holds %d", i, len(prompts[i]), ctxLen)})

@@ -80,3 +80,50 @@ func TestEmbeddings(t *testing.T) {
 		})
 	}
 }
+
+// TestEmbeddingsTruncate: truncate (rbee's, for Ollama's /api/embed) cuts
+// an input longer than the context to its first context-length tokens;
+// without it, or with false, such an input is refused as before. Inputs
+// that fit are unchanged.
+func TestEmbeddingsTruncate(t *testing.T) {
+	const ctxLen = 16
+	cfg := testConfig(t)
+	cfg.ContextSize = ctxLen
+	_, base := startServer(t, cfg)
+	url := base + "/v1/embeddings"
+	long := "Once upon a time there was a little girl who liked to play in the park with her dog"
+	longer := long + " and her cat, every day after school"
+	embed := func(body string) (int, EmbedResponse, ErrorBody) {
+		resp := post(t, testCtx(t), url, body)
+		var er EmbedResponse
+		var eb ErrorBody
+		if resp.StatusCode == http.StatusOK {
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&er))
+		} else {
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+		}
+		return resp.StatusCode, er, eb
+	}
+	_, short, _ := embed(`{"input":"Once upon a time"}`)
+	for _, tc := range []struct {
+		name, body string
+		status     int
+	}{
+		{"too long", `{"input":"` + long + `"}`, http.StatusBadRequest},
+		{"too long, truncate false", `{"input":"` + long + `","truncate":false}`, http.StatusBadRequest},
+		{"truncate", `{"input":["` + long + `","` + longer + `","Once upon a time"],"truncate":true}`, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, er, eb := embed(tc.body)
+			require.Equal(t, tc.status, st)
+			if st != http.StatusOK {
+				require.Equal(t, "context_length_exceeded", eb.Error.Code)
+				return
+			}
+			require.Len(t, er.Data, 3)
+			require.Equal(t, er.Data[0].Embedding, er.Data[1].Embedding, "the same first %d tokens", ctxLen)
+			require.Equal(t, short.Data[0].Embedding, er.Data[2].Embedding, "an input that fits is not cut")
+			require.Equal(t, 2*ctxLen+short.Usage.PromptTokens, er.Usage.PromptTokens)
+		})
+	}
+}

@@ -37,8 +37,9 @@ var supportedParams = []string{"model", "max_tokens", "max_completion_tokens", "
 // chatParams are implemented by /v1/chat/completions alone.
 var chatParams = []string{"top_logprobs", "tools", "tool_choice", "parallel_tool_calls"}
 
-// embedParams are implemented by /v1/embeddings besides its input.
-var embedParams = []string{"model", "encoding_format"}
+// embedParams are implemented by /v1/embeddings besides its input;
+// truncate is rbee's (Ollama's /api/embed truncate), not OpenAI's.
+var embedParams = []string{"model", "encoding_format", "truncate"}
 
 // ignoredParams have no effect on an answer by OpenAI's own semantics.
 var ignoredParams = []string{"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}

@@ -1,0 +1,43 @@
+package node
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestCheckOllamaEmbed: /api/embed takes input, truncate, dimensions (a
+// positive integer), options and keep_alive (without effect), and refuses
+// any other field naming it; /api/embeddings takes prompt instead of input
+// and neither truncate nor dimensions.
+func TestCheckOllamaEmbed(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		legacy     bool
+		bad        string // "" accepted
+	}{
+		{"input", `{"model":"m","input":"x"}`, false, ""},
+		{"all fields", `{"model":"m","input":["x"],"truncate":false,"dimensions":64,"options":{"num_ctx":8,"temperature":0},"keep_alive":"5m"}`, false, ""},
+		{"nulls", `{"name":"m","input":"x","truncate":null,"dimensions":null,"options":null,"keep_alive":-1}`, false, ""},
+		{"unknown field", `{"model":"m","input":"x","pooling":"cls"}`, false, `unknown field "pooling"`},
+		{"prompt on embed", `{"model":"m","prompt":"x"}`, false, `unknown field "prompt"`},
+		{"truncate not a boolean", `{"model":"m","input":"x","truncate":"yes"}`, false, "truncate must be a boolean"},
+		{"dimensions 0", `{"model":"m","input":"x","dimensions":0}`, false, "dimensions must be a positive integer"},
+		{"dimensions not a number", `{"model":"m","input":"x","dimensions":"64"}`, false, "dimensions must be a positive integer"},
+		{"options not an object", `{"model":"m","input":"x","options":[1]}`, false, "options must be an object"},
+		{"legacy prompt", `{"model":"m","prompt":"x","options":{},"keep_alive":0}`, true, ""},
+		{"legacy input", `{"model":"m","input":"x"}`, true, `unknown field "input"`},
+		{"legacy truncate", `{"model":"m","prompt":"x","truncate":true}`, true, `unknown field "truncate"`},
+		{"legacy dimensions", `{"model":"m","prompt":"x","dimensions":64}`, true, `unknown field "dimensions"`},
+		{"not an object", `[]`, false, "must be an object"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := checkOllamaEmbed([]byte(tc.body), tc.legacy)
+			if tc.bad == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.bad)
+		})
+	}
+}
