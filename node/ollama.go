@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -65,14 +66,17 @@ func (n *Node) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
 		Size      uint64         `json:"size"`
 		Digest    string         `json:"digest"`
 		Details   ollama.Details `json:"details"`
-		ExpiresAt string         `json:"expires_at"`
+		ExpiresAt time.Time      `json:"expires_at"`
 		SizeVRAM  uint64         `json:"size_vram"`
 	}
 	out := []running{}
+	// Workers stay until retired: no expiry, as a model Ollama loaded with
+	// keep_alive -1, which it reports as expiring the longest duration
+	// from now (about 292 years; `ollama ps` shows "Forever").
+	expires := time.Now().UTC().Add(time.Duration(math.MaxInt64)).Truncate(time.Second)
 	for _, id := range n.ServedModels() {
 		f, _ := n.modelFactsOf(r.Context(), id, false)
-		// Workers stay until retired: no expiry, as Ollama's keep_alive -1.
-		out = append(out, running{Name: id, Model: id, Size: f.Size, Digest: f.SHA256, Details: f.details(), ExpiresAt: "0001-01-01T00:00:00Z"})
+		out = append(out, running{Name: id, Model: id, Size: f.Size, Digest: f.SHA256, Details: f.details(), ExpiresAt: expires})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": out})
 }
@@ -254,6 +258,9 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	}
 	final["done_reason"] = reason
 	final["total_duration"] = time.Since(start).Nanoseconds()
+	// Models are loaded while a worker serves them: none is loaded for a
+	// request.
+	final["load_duration"] = 0
 	final["prompt_eval_count"] = end.TokensIn
 	final["prompt_eval_duration"] = int64(end.PromptMS * 1e6)
 	final["eval_count"] = end.TokensOut

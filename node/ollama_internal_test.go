@@ -41,3 +41,24 @@ func TestCheckOllamaEmbed(t *testing.T) {
 		})
 	}
 }
+
+// TestOllamaCapabilities: "completion" for every model, "tools" when the
+// chat template renders tools (read from the GGUF's template or told by a
+// worker); never "embedding", which Ollama gives embedding models alone.
+func TestOllamaCapabilities(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		f    modelFacts
+		want []string
+	}{
+		{"no template", modelFacts{}, []string{"completion"}},
+		{"template without tools", modelFacts{Template: "{% for m in messages %}{{ m.content }}{% endfor %}"}, []string{"completion"}},
+		{"Qwen-like template", modelFacts{Template: "{%- if tools %}<tools>{% for tool in tools %}{{ tool | tojson }}{% endfor %}</tools>{% endif %}"}, []string{"completion", "tools"}},
+		{"a worker says tools", modelFacts{Tools: true}, []string{"completion", "tools"}},
+		{"a word containing tools", modelFacts{Template: "{{ messages | toolset }}"}, []string{"completion"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, tc.f.capabilities())
+		})
+	}
+}

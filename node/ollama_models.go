@@ -47,6 +47,24 @@ type modelFacts struct {
 	// From the GGUF only (a model in this node's catalog):
 	Template  string
 	ModelInfo map[string]any
+	// Tools: the chat template renders tools (from the GGUF's template,
+	// else a serving worker's /v1/info).
+	Tools bool
+}
+
+// capabilities are the model's Ollama capabilities: "completion" (every
+// model rbee serves generates), and "tools" when its chat template
+// renders tools, as Ollama reports a template that reads .Tools. Not
+// "embedding": /api/embed answers for every model, as Ollama's does for
+// generative ones, but Ollama gives that capability to embedding models
+// alone, and its clients treat such a model as one (ollama run embeds
+// instead of chatting).
+func (f modelFacts) capabilities() []string {
+	c := []string{"completion"}
+	if f.Tools || worker.TemplateTools(f.Template) {
+		c = append(c, "tools")
+	}
+	return c
 }
 
 func (f modelFacts) details() ollama.Details {
@@ -349,6 +367,7 @@ func (n *Node) modelFactsOf(ctx context.Context, name string, withGGUF bool) (mo
 				found = true
 			}
 			f.Arch, f.Params, f.ContextLen = in.Architecture, uint64(in.Params), uint64(in.TrainContextLength)
+			f.Tools = in.Tools
 			if f.Quantization == "" {
 				f.Quantization = in.Quantization
 			}
@@ -456,7 +475,7 @@ func (n *Node) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
 		"template":     f.Template,
 		"details":      f.details(),
 		"model_info":   f.ModelInfo,
-		"capabilities": []string{"completion"},
+		"capabilities": f.capabilities(),
 		"modified_at":  f.Modified,
 	})
 }

@@ -402,6 +402,8 @@ func TestOllamaParams(t *testing.T) {
 		{"unknown option", "/api/generate", gen(`,"options":{"bogus_opt":1}`), 400, "options.bogus_opt"},
 		{"two refused, both named", "/api/generate", gen(`,"suffix":"x","options":{"bogus_opt":1}`), 400, "options.bogus_opt"},
 		{"num_ctx above the context", "/api/generate", gen(`,"options":{"num_ctx":99999999}`), 400, "options.num_ctx"},
+		{"temperature above 2", "/api/generate", gen(`,"options":{"temperature":3.5,"num_predict":2}`), 200, `"done":true`},
+		{"negative temperature", "/api/chat", chat(`,"options":{"temperature":-1,"num_predict":2}`), 400, "temperature"},
 		{"num_predict -3", "/api/generate", gen(`,"options":{"num_predict":-3}`), 400, "options.num_predict"},
 		{"repeat_last_n reaches the worker", "/api/generate", gen(`,"options":{"repeat_last_n":-2,"num_predict":2}`), 400, "repeat_last_n"},
 		{"refused before the empty prompt's load", "/api/generate", `{"model":"stories260k","bogus":1}`, 400, `unknown field "bogus"`},
@@ -476,6 +478,44 @@ func TestOllamaParams(t *testing.T) {
 				}
 			}
 		})
+	}
+
+	// /api/ps: a served model expires "forever" (Ollama's keep_alive -1:
+	// the longest duration from now), not at the zero time; /api/show's
+	// capabilities; the final chunk of a generation has load_duration.
+	st, b := ollamaCall(t, n, "GET", "/api/ps", "", "")
+	require.Equal(t, http.StatusOK, st, "%s", b)
+	var ps struct {
+		Models []struct {
+			Name      string    `json:"name"`
+			ExpiresAt time.Time `json:"expires_at"`
+		} `json:"models"`
+	}
+	require.NoError(t, json.Unmarshal(b, &ps))
+	require.Len(t, ps.Models, 1)
+	require.True(t, ps.Models[0].ExpiresAt.After(time.Now().AddDate(200, 0, 0)), "expires_at %v", ps.Models[0].ExpiresAt)
+	st, b = ollamaCall(t, n, "POST", "/api/show", "", `{"model":"stories260k"}`)
+	require.Equal(t, http.StatusOK, st, "%s", b)
+	var show struct {
+		Capabilities []string `json:"capabilities"`
+	}
+	require.NoError(t, json.Unmarshal(b, &show))
+	require.Equal(t, []string{"completion"}, show.Capabilities, "stories260k has no chat template, so no tools")
+	for _, path := range []string{"/api/generate", "/api/chat"} {
+		for _, stream := range []string{"true", "false"} {
+			body := gen(`,"options":{"num_predict":2}`)
+			if path == "/api/chat" {
+				body = chat(`,"options":{"num_predict":2}`)
+			}
+			body = strings.Replace(body, `"stream":false`, `"stream":`+stream, 1)
+			st, b := ollamaCall(t, n, "POST", path, "", body)
+			require.Equal(t, http.StatusOK, st, "%s", b)
+			lines := ndjson(t, b)
+			last := lines[len(lines)-1]
+			require.Equal(t, true, last["done"], "%s", b)
+			require.Contains(t, last, "load_duration", "%s %s stream %s", b, path, stream)
+			require.Contains(t, last, "total_duration")
+		}
 	}
 
 	// /api/embed: truncate (true unless false, as Ollama's) cuts an input

@@ -41,7 +41,7 @@ func newEngineModel(m *engine.Model, log *slog.Logger) *engineModel {
 	if strings.Contains(tmpl, toolCallOpen) {
 		style = ToolStyleHermes
 	}
-	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style, chatTemplate: strings.TrimSpace(tmpl) != "",
+	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style, chatTemplate: strings.TrimSpace(tmpl) != "", tools: TemplateTools(tmpl),
 		vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}
 }
 
@@ -56,6 +56,8 @@ type engineModel struct {
 	toolStyle string
 	// chatTemplate: the model has a chat template (ModelInfo.ChatTemplate).
 	chatTemplate bool
+	// tools: the template renders tools (ModelInfo.Tools).
+	tools bool
 	// group connects a sharded group's head to the other shards (a
 	// *shard.Pipeline or *shard.TensorGroup; nil when the model is
 	// whole), closed after the model; shardMode, shardLo and shardHi
@@ -84,7 +86,7 @@ func (e *engineModel) Info() ModelInfo {
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization, KVCache: i.KVCache,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
-		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate,
+		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate, Tools: e.tools,
 	}
 }
 

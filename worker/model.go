@@ -78,6 +78,8 @@ type ModelInfo struct {
 	// engine's fallback layout, and a prompt with /v1/infer's
 	// apply_template goes as it is (Ollama's default template).
 	ChatTemplate bool
+	// Tools: the chat template renders tools (TemplateTools).
+	Tools bool
 	// ShardMode is ShardPipeline or ShardTensor for a shard of a group,
 	// empty for the whole model. ShardLo, ShardHi: the shard's layers
 	// [lo, hi) (pipeline) or KV heads [lo, hi) (tensor).

@@ -43,3 +43,38 @@ func TestCheckOpenAIParams(t *testing.T) {
 		})
 	}
 }
+
+// TestTemperatureRange: the OpenAI endpoints keep OpenAI's 0..2; the
+// native /v1/infer (Ollama's options.temperature, which Ollama takes at
+// any value >= 0) takes any temperature >= 0. Negative is refused on all.
+func TestTemperatureRange(t *testing.T) {
+	f32 := func(v float32) *float32 { return &v }
+	for _, tc := range []struct {
+		name string
+		mode endpoint
+		temp float32
+		ok   bool
+	}{
+		{"infer 0", endpointInfer, 0, true},
+		{"infer 2", endpointInfer, 2, true},
+		{"infer 2.5", endpointInfer, 2.5, true},
+		{"infer 100", endpointInfer, 100, true},
+		{"infer negative", endpointInfer, -0.1, false},
+		{"chat 2", endpointChat, 2, true},
+		{"chat 2.5", endpointChat, 2.5, false},
+		{"completions 2.5", endpointCompletion, 2.5, false},
+		{"completions negative", endpointCompletion, -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := genRequest{Temperature: f32(tc.temp)}
+			sp, aerr := g.sampling(tc.mode)
+			if !tc.ok {
+				require.NotNil(t, aerr)
+				require.Equal(t, "temperature", aerr.param)
+				return
+			}
+			require.Nil(t, aerr)
+			require.Equal(t, tc.temp, sp.Temperature)
+		})
+	}
+}

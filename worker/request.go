@@ -30,7 +30,9 @@ const (
 	maxStops = 16
 	// maxStopLen bounds one stop string.
 	maxStopLen = 1024
-	// maxTemperature is OpenAI's documented upper bound.
+	// maxTemperature is OpenAI's documented upper bound, kept on the
+	// OpenAI endpoints; the native /v1/infer (Ollama's API, llama.cpp's)
+	// takes any temperature >= 0.
 	maxTemperature = 2
 	// maxRepeatPenalty is far beyond any useful setting.
 	maxRepeatPenalty = 10
@@ -148,8 +150,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, mode endpoint) *a
 	return nil
 }
 
-// sampling validates and fills the sampling parameters.
-func (g *genRequest) sampling() (SampleParams, *apiError) {
+// sampling validates and fills the sampling parameters of a request to
+// mode.
+func (g *genRequest) sampling(mode endpoint) (SampleParams, *apiError) {
 	sp := SampleParams{
 		Temperature:   defaultTemperature,
 		TopK:          defaultTopK,
@@ -160,7 +163,10 @@ func (g *genRequest) sampling() (SampleParams, *apiError) {
 		Seed:          rand.Uint64(),
 	}
 	if v := g.Temperature; v != nil {
-		if !(*v >= 0 && *v <= maxTemperature) {
+		switch {
+		case mode == endpointInfer && !(*v >= 0):
+			return sp, badRequest("temperature", "invalid_value", "temperature must be 0 (greedy) or more")
+		case mode != endpointInfer && !(*v >= 0 && *v <= maxTemperature):
 			return sp, badRequest("temperature", "invalid_value", fmt.Sprintf("temperature must be between 0 and %d", maxTemperature))
 		}
 		sp.Temperature = *v
@@ -353,7 +359,7 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 			return gr, badRequest("stop", "invalid_value", fmt.Sprintf("stop strings must be 1..%d bytes", maxStopLen))
 		}
 	}
-	sp, aerr := g.sampling()
+	sp, aerr := g.sampling(mode)
 	if aerr != nil {
 		return gr, aerr
 	}

@@ -440,27 +440,31 @@ func (s *Server) recordSpeed(tokens int, d time.Duration) {
 
 // Info is the body of GET /v1/info.
 type Info struct {
-	ID                 string  `json:"id"`
-	Version            string  `json:"version"`
-	PID                int     `json:"pid"`
-	Model              string  `json:"model"`
-	ModelPath          string  `json:"model_path"`
-	Architecture       string  `json:"architecture,omitempty"`
-	ContextLength      int     `json:"context_length,omitempty"`
-	TrainContextLength int     `json:"train_context_length,omitempty"`
-	VocabSize          int     `json:"vocab_size,omitempty"`
-	Params             int64   `json:"params,omitempty"`
-	Quantization       string  `json:"quantization,omitempty"`
-	KVCache            string  `json:"kv_cache,omitempty"` // the KV cache's element type: "f16" or "f32"
-	Device             string  `json:"device"`
-	Threads            int     `json:"threads"`
-	Slots              int     `json:"slots"`
-	State              State   `json:"state"`
-	InFlight           int     `json:"in_flight"`
-	Queued             int     `json:"queued"`
-	QueueCapacity      int     `json:"queue_capacity"`
-	TokensPerSecond    float64 `json:"tokens_per_second"`
-	Error              string  `json:"error,omitempty"`
+	ID                 string `json:"id"`
+	Version            string `json:"version"`
+	PID                int    `json:"pid"`
+	Model              string `json:"model"`
+	ModelPath          string `json:"model_path"`
+	Architecture       string `json:"architecture,omitempty"`
+	ContextLength      int    `json:"context_length,omitempty"`
+	TrainContextLength int    `json:"train_context_length,omitempty"`
+	VocabSize          int    `json:"vocab_size,omitempty"`
+	Params             int64  `json:"params,omitempty"`
+	Quantization       string `json:"quantization,omitempty"`
+	KVCache            string `json:"kv_cache,omitempty"` // the KV cache's element type: "f16" or "f32"
+	// ChatTemplate: the model has a chat template of its own; Tools: it
+	// renders tools (ModelInfo). /api/show's capabilities read them.
+	ChatTemplate    bool    `json:"chat_template,omitempty"`
+	Tools           bool    `json:"tools,omitempty"`
+	Device          string  `json:"device"`
+	Threads         int     `json:"threads"`
+	Slots           int     `json:"slots"`
+	State           State   `json:"state"`
+	InFlight        int     `json:"in_flight"`
+	Queued          int     `json:"queued"`
+	QueueCapacity   int     `json:"queue_capacity"`
+	TokensPerSecond float64 `json:"tokens_per_second"`
+	Error           string  `json:"error,omitempty"`
 	// ShardMode ("pipeline", "tensor"; empty for the whole model),
 	// ShardLo, ShardHi: the layers (pipeline) or KV heads (tensor)
 	// [lo, hi) a worker of a sharded group holds.
@@ -528,6 +532,7 @@ func (s *Server) Info() Info {
 		in.Params = mi.Params
 		in.Quantization = mi.Quantization
 		in.KVCache = mi.KVCache
+		in.ChatTemplate, in.Tools = mi.ChatTemplate, mi.Tools
 		in.ShardMode, in.ShardLo, in.ShardHi = mi.ShardMode, mi.ShardLo, mi.ShardHi
 		if bm, ok := s.model.(batchedModel); ok {
 			st := bm.batchStats()

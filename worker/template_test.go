@@ -155,3 +155,31 @@ func TestInferApplyTemplate(t *testing.T) {
 		})
 	}
 }
+
+// TestInfoTemplate: /v1/info says whether the model has a chat template
+// and whether it renders tools (what /api/show's capabilities read).
+func TestInfoTemplate(t *testing.T) {
+	for _, tc := range []struct {
+		name, template     string
+		hasTemplate, tools bool
+	}{
+		{"none", "", false, false},
+		{"blank", "  \n", false, false},
+		{"without tools", `{% for m in messages %}{{ m.content }}{% endfor %}`, true, false},
+		{"with tools", `{% if tools %}{{ tools | tojson }}{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}`, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mcfg := synth.DefaultConfig()
+			mcfg.ChatTemplate = tc.template
+			path := filepath.Join(t.TempDir(), "m.gguf")
+			require.NoError(t, synth.Write(path, mcfg))
+			cfg := testConfig(t)
+			cfg.ModelPath = path
+			_, base := startServer(t, cfg)
+			var in Info
+			require.Equal(t, http.StatusOK, getJSON(t, base+"/v1/info", &in))
+			require.Equal(t, tc.hasTemplate, in.ChatTemplate)
+			require.Equal(t, tc.tools, in.Tools)
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -32,6 +33,15 @@ const (
 	toolCallClose = "</tool_call>"
 	pythonTag     = "<|python_tag|>"
 )
+
+// templateToolsRE finds the tools variable in a Jinja chat template.
+var templateToolsRE = regexp.MustCompile(`\btools\b`)
+
+// TemplateTools reports whether a chat template renders the request's
+// tools (it reads the tools variable, as Qwen's, Llama 3.1's and other
+// Hugging Face tool templates do): what Ollama calls the "tools"
+// capability.
+func TemplateTools(tmpl string) bool { return templateToolsRE.MatchString(tmpl) }
 
 // ToolCall is one function call of an assistant message (OpenAI's shape).
 // Index is set only in streamed deltas, where a call's later deltas carry
