@@ -265,6 +265,9 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	final["prompt_eval_duration"] = int64(end.PromptMS * 1e6)
 	final["eval_count"] = end.TokensOut
 	final["eval_duration"] = int64(end.GenMS * 1e6)
+	// Stamped as it goes out: after the text held back above, so a
+	// stream's times never go back.
+	final["created_at"] = time.Now().UTC().Format(time.RFC3339Nano)
 	if stream {
 		line(final)
 		return

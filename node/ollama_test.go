@@ -518,6 +518,23 @@ func TestOllamaParams(t *testing.T) {
 		}
 	}
 
+	// A chat stream with tools holds back text that may begin a call (all
+	// of a JSON answer) and sends it before the final chunk: created_at
+	// never goes back.
+	st, b = ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k","messages":[{"role":"user","content":"Once upon a time"}],
+		"tools":[{"type":"function","function":{"name":"f"}}],"format":"json","options":{"num_predict":12,"temperature":0}}`)
+	require.Equal(t, http.StatusOK, st, "%s", b)
+	lines := ndjson(t, b)
+	require.GreaterOrEqual(t, len(lines), 2, "%s", b)
+	var prev time.Time
+	for i, l := range lines {
+		at, err := time.Parse(time.RFC3339Nano, l["created_at"].(string))
+		require.NoError(t, err)
+		require.False(t, at.Before(prev), "line %d's created_at %v is before the one before it (%v): %s", i, at, prev, b)
+		prev = at
+	}
+	require.NotEmpty(t, lines[len(lines)-2]["message"].(map[string]any)["content"], "the held-back text: %s", b)
+
 	// /api/embed: truncate (true unless false, as Ollama's) cuts an input
 	// longer than the context to fit, false refuses it; dimensions is
 	// taken at the model's size (stories260k's 64) only; options and

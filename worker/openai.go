@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -54,11 +55,48 @@ type ChatChunkChoice struct {
 	FinishReason *string         `json:"finish_reason"`
 }
 
+// MarshalJSON writes the message's content as null when the message is
+// tool calls alone, as OpenAI does (a client tells "no text" from "empty
+// text" by it).
+func (c ChatChoice) MarshalJSON() ([]byte, error) {
+	type plain ChatChoice
+	if c.Message.Content != "" || len(c.Message.ToolCalls) == 0 {
+		return json.Marshal(plain(c))
+	}
+	type message Message
+	return json.Marshal(struct {
+		plain
+		Message struct {
+			message
+			Content *string `json:"content"`
+		} `json:"message"`
+	}{plain: plain(c), Message: struct {
+		message
+		Content *string `json:"content"`
+	}{message: message(c.Message)}})
+}
+
 // ChatDelta is the increment of a streamed message.
 type ChatDelta struct {
 	Role      string     `json:"role,omitempty"`
 	Content   string     `json:"content,omitempty"`
 	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// nullContent writes "content": null: the first delta of the tool
+	// calls of an answer that is tool calls alone, as OpenAI streams it.
+	nullContent bool
+}
+
+// MarshalJSON writes the delta, with "content": null when nullContent.
+func (d ChatDelta) MarshalJSON() ([]byte, error) {
+	type plain ChatDelta
+	if !d.nullContent {
+		return json.Marshal(plain(d))
+	}
+	return json.Marshal(struct {
+		Role      string     `json:"role,omitempty"`
+		Content   *string    `json:"content"`
+		ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	}{Role: d.Role, ToolCalls: d.ToolCalls})
 }
 
 // TextCompletion is the answer (and, with object "text_completion" too, each
@@ -221,12 +259,15 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		if rest != "" && out.JSON("", chunk(ChatDelta{Content: rest}, nil)) != nil {
 			return
 		}
+		// An answer that is tool calls alone has null content, which
+		// OpenAI's stream says in the first call's delta.
+		textless := ts.sent == 0 && rest == ""
 		for i, c := range j.g.tools.limit(calls) {
 			// OpenAI's pattern: the call's id, type and name with empty
 			// arguments, then the arguments.
 			args := c.Function.Arguments
 			c.Index, c.Function.Arguments = &i, ""
-			if out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{c}}, nil)) != nil ||
+			if out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{c}, nullContent: i == 0 && textless}, nil)) != nil ||
 				out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{{Index: &i, Function: ToolCallFunction{Arguments: args}}}}, nil)) != nil {
 				return
 			}

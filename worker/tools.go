@@ -89,9 +89,15 @@ func (p toolPlan) limit(calls []ToolCall) []ToolCall {
 	return calls
 }
 
+// toolNameRE is what OpenAI takes as a function's name.
+var toolNameRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+
 // readTools validates tools and tool_choice and returns the tools to
 // render (nil for none), the plan, and the grammar of a forced call.
-func (g *genRequest) readTools(style string) (render []json.RawMessage, plan toolPlan, forced *grammar.Schema, aerr *apiError) {
+// strictNames refuses a function name OpenAI refuses (toolNameRE): the
+// OpenAI endpoint does; /v1/infer, Ollama's /api/chat, takes any name as
+// Ollama does.
+func (g *genRequest) readTools(style string, strictNames bool) (render []json.RawMessage, plan toolPlan, forced *grammar.Schema, aerr *apiError) {
 	defs := make([]toolDef, len(g.Tools))
 	for i, raw := range g.Tools {
 		param := fmt.Sprintf("tools[%d]", i)
@@ -104,6 +110,10 @@ func (g *genRequest) readTools(style string) (render []json.RawMessage, plan too
 		}
 		if d.Function.Name == "" {
 			return nil, plan, nil, badRequest(param+".function.name", "missing", "every tool needs function.name")
+		}
+		if strictNames && !toolNameRE.MatchString(d.Function.Name) {
+			return nil, plan, nil, badRequest(param+".function.name", "invalid_value", fmt.Sprintf(
+				"%s.function.name %q: a function name must be 1 to 64 characters of a-z, A-Z, 0-9, underscores and dashes", param, d.Function.Name))
 		}
 		if slices.ContainsFunc(defs[:i], func(o toolDef) bool { return o.Function.Name == d.Function.Name }) {
 			return nil, plan, nil, badRequest(param+".function.name", "invalid_value", fmt.Sprintf("two tools are named %q", d.Function.Name))

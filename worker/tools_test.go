@@ -240,3 +240,119 @@ func TestForcedToolCallHermes(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(cc.Choices[0].Message.ToolCalls[0].Function.Arguments), &args))
 	require.True(t, args.A != nil && args.B != nil)
 }
+
+// TestToolFunctionNames: the OpenAI endpoint refuses a function name
+// OpenAI refuses (^[a-zA-Z0-9_-]{1,64}$), naming tools[i].function.name;
+// /v1/infer (Ollama's /api/chat) takes any name, as Ollama does.
+func TestToolFunctionNames(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	msgs := []Message{{Role: "user", Content: "Once upon a time"}}
+	tool := func(name string) map[string]any {
+		return map[string]any{"type": "function", "function": map[string]any{"name": name}}
+	}
+	for _, tc := range []struct {
+		name, fn string
+		ok       bool
+	}{
+		{"letters digits _ -", "get_Weather-2", true},
+		{"64 characters", strings.Repeat("a", 64), true},
+		{"65 characters", strings.Repeat("a", 65), false},
+		{"a dot", "get.weather", false},
+		{"a space", "get weather", false},
+		{"not ASCII", "météo", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": msgs,
+				"tools": []any{tool("ok"), tool(tc.fn)}, "max_tokens": 1})
+			if tc.ok {
+				require.Equal(t, http.StatusOK, resp.StatusCode)
+			} else {
+				require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+				var eb ErrorBody
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+				require.Equal(t, "invalid_value", eb.Error.Code)
+				require.Equal(t, "tools[1].function.name", *eb.Error.Param)
+			}
+			resp = post(t, testCtx(t), base+"/v1/infer", map[string]any{"messages": msgs,
+				"tools": []any{tool("ok"), tool(tc.fn)}, "max_tokens": 1})
+			require.Equal(t, http.StatusOK, resp.StatusCode, "/v1/infer takes %q", tc.fn)
+		})
+	}
+}
+
+// TestToolCallsNullContent: an answer that is tool calls alone has
+// "content": null, as OpenAI sends it, in the message and in the stream's
+// first tool-call delta; an answer with text keeps its text, and a message
+// without tool calls keeps "content" a string.
+func TestToolCallsNullContent(t *testing.T) {
+	i0 := 0
+	call := ToolCall{ID: "call_1", Type: "function", Function: ToolCallFunction{Name: "f", Arguments: "{}"}}
+	for _, tc := range []struct {
+		name string
+		v    any
+		want string
+	}{
+		{"calls alone", ChatChoice{Message: Message{Role: "assistant", ToolCalls: []ToolCall{call}}, FinishReason: "tool_calls"},
+			`{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},"logprobs":null,"finish_reason":"tool_calls"}`},
+		{"text and calls", ChatChoice{Message: Message{Role: "assistant", Content: "Sure.", ToolCalls: []ToolCall{call}}, FinishReason: "tool_calls"},
+			`{"index":0,"message":{"role":"assistant","content":"Sure.","tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},"logprobs":null,"finish_reason":"tool_calls"}`},
+		{"empty text", ChatChoice{Message: Message{Role: "assistant"}, FinishReason: "length"},
+			`{"index":0,"message":{"role":"assistant","content":""},"logprobs":null,"finish_reason":"length"}`},
+		{"first call delta", ChatDelta{ToolCalls: []ToolCall{{Index: &i0, ID: "call_1", Type: "function", Function: ToolCallFunction{Name: "f"}}}, nullContent: true},
+			`{"content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}`},
+		{"arguments delta", ChatDelta{ToolCalls: []ToolCall{{Index: &i0, Function: ToolCallFunction{Arguments: "{}"}}}},
+			`{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}`},
+		{"text delta", ChatDelta{Content: "hi"}, `{"content":"hi"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := json.Marshal(tc.v)
+			require.NoError(t, err)
+			require.JSONEq(t, tc.want, string(b))
+		})
+	}
+
+	// Through the API: a forced call (the whole answer is the call).
+	_, base := startServer(t, testConfig(t))
+	body := map[string]any{"messages": []Message{{Role: "user", Content: "Once upon a time"}}, "tool_choice": "required", "max_tokens": 200, "temperature": 0,
+		"tools": []any{map[string]any{"type": "function", "function": map[string]any{"name": "add", "parameters": map[string]any{
+			"type": "object", "properties": map[string]any{"a": map[string]any{"type": "integer"}}, "required": []string{"a"}}}}}}
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var raw struct {
+		Choices []struct {
+			Message map[string]json.RawMessage `json:"message"`
+		} `json:"choices"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&raw))
+	require.Equal(t, "null", string(raw.Choices[0].Message["content"]))
+	require.Contains(t, raw.Choices[0].Message, "tool_calls")
+
+	body["stream"] = true
+	resp = post(t, testCtx(t), base+"/v1/chat/completions", body)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var nulls, callDeltas int
+	for _, ev := range readAllSSE(t, resp.Body) {
+		if ev.Data == "[DONE]" {
+			continue
+		}
+		var c struct {
+			Choices []struct {
+				Delta map[string]json.RawMessage `json:"delta"`
+			} `json:"choices"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(ev.Data), &c))
+		for _, ch := range c.Choices {
+			if _, ok := ch.Delta["tool_calls"]; ok {
+				callDeltas++
+			}
+			if v, ok := ch.Delta["content"]; ok {
+				require.Equal(t, "null", string(v), "no text is streamed: %s", ev.Data)
+				_, ok := ch.Delta["tool_calls"]
+				require.True(t, ok, "null content comes with the first call: %s", ev.Data)
+				nulls++
+			}
+		}
+	}
+	require.Equal(t, 2, callDeltas)
+	require.Equal(t, 1, nulls)
+}
