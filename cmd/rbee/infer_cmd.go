@@ -92,8 +92,8 @@ it is read from stdin (echo "Once upon" | rbee infer --model stories260k).`,
 }
 
 // defaultInferTokens is what `rbee infer` asks for without -n. It is
-// always sent: a request without max_tokens gets the worker's own default
-// (256), not what the help says.
+// always sent: a request without max_tokens runs until the model stops or
+// its context is full, not what the help says.
 const defaultInferTokens = 128
 
 // checkSampling refuses values of infer's flags that the API refuses or
