@@ -384,6 +384,13 @@ func (q *Sequence) sample(logits []float32) {
 		q.req.Constraint.Mask(logits)
 	}
 	id := s.smp.sample(logits, q.req.Sample, s.tokens)
+	if id < 0 {
+		// No finite logit: weights that hold NaN or infinities. The
+		// generation ends with an error; nothing panics.
+		q.err = fmt.Errorf("%w: its logits are not numbers (NaN or infinite): are its weights broken?", ErrBadModel)
+		q.finish(StopEOS)
+		return
+	}
 	if q.req.Constraint != nil {
 		if err := q.req.Constraint.Accept(id); err != nil {
 			q.err = err

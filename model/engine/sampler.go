@@ -246,8 +246,39 @@ func (s *sampler) sample(logits []float32, p SampleParams, history []int32) int3
 		}
 		s.applyPenalty(logits, recent, p.RepeatPenalty)
 	}
+	if id, ok := s.draw(logits, p); ok {
+		return id
+	}
+	// A NaN among the logits (a model with broken weights) poisons the
+	// chain's comparisons: NaN counts as -Inf, and with no finite logit
+	// left no token can be drawn (-1; the generation ends in an error).
+	finite := false
+	for i, v := range logits {
+		switch {
+		case v != v:
+			logits[i] = negInf32
+		case v > negInf32:
+			finite = true
+		}
+	}
+	if !finite {
+		return -1
+	}
+	if id, ok := s.draw(logits, p); ok {
+		return id
+	}
+	return -1
+}
+
+// negInf32 is float32 -Inf.
+var negInf32 = float32(math.Inf(-1))
+
+// draw is the chain after the penalty: ok false when the logits leave no
+// candidate or no probabilities (NaN or +Inf among them).
+func (s *sampler) draw(logits []float32, p SampleParams) (int32, bool) {
 	if p.Temperature < greedyTemperature {
-		return argmax(logits)
+		id := argmax(logits)
+		return id, logits[id] > negInf32
 	}
 	topP := p.TopP > 0 && p.TopP < 1
 	var c []candidate
@@ -290,19 +321,25 @@ func (s *sampler) sample(logits []float32, p SampleParams, history []int32) int3
 		}
 		c = c[:n]
 	}
+	if len(c) == 0 {
+		return -1, false
+	}
 	for i := range c {
 		c[i].logit /= p.Temperature
 	}
 	softmax(c)
+	if c[0].p != c[0].p {
+		return -1, false
+	}
 	r := float32(s.rng.Float64())
 	var cum float32
 	for i := range c {
 		cum += c[i].p
 		if r < cum {
-			return c[i].id
+			return c[i].id, true
 		}
 	}
-	return c[len(c)-1].id
+	return c[len(c)-1].id, true
 }
 
 // TokenLogprob is one token's log-probability under the model's raw

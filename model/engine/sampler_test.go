@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -154,5 +157,50 @@ func TestStopper(t *testing.T) {
 			require.Equal(t, c.hitAt, hitAt)
 			require.Equal(t, c.held, st.held)
 		})
+	}
+}
+
+// TestSampleNaNLogits: NaN logits never panic the chain; they count as
+// -Inf, and with no finite logit left the draw is -1.
+func TestSampleNaNLogits(t *testing.T) {
+	nan := float32(math.NaN())
+	params := []SampleParams{
+		{}, // greedy
+		{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: 1},
+		{Temperature: 0.8, MinP: 0.05, Seed: 1},
+		{Temperature: 0.8, TopP: 0.9, Seed: 1},
+		{Temperature: 1, Seed: 1},
+	}
+	for i, p := range params {
+		s := newSampler(8)
+		s.reseed(uint64(p.Seed))
+		all := []float32{nan, nan, nan, nan, nan, nan, nan, nan}
+		require.Equal(t, int32(-1), s.sample(all, p, nil), "params %d: all NaN", i)
+		some := []float32{nan, 1, nan, 5, nan, 2, nan, float32(math.Inf(-1))}
+		id := s.sample(some, p, nil)
+		require.Contains(t, []int32{1, 3, 5}, id, "params %d: a finite logit's token", i)
+		if p.Temperature == 0 {
+			require.Equal(t, int32(3), id)
+		}
+	}
+}
+
+// TestBrokenWeightsEndInAnError: a model whose weights hold NaN ends a
+// generation with ErrBadModel, greedy or sampled, and does not panic.
+func TestBrokenWeightsEndInAnError(t *testing.T) {
+	b, err := os.ReadFile(storiesPath)
+	require.NoError(t, err)
+	for i := len(b) * 35 / 100; i < len(b); i++ {
+		b[i] = 0xFF // NaN in every f32 from here
+	}
+	path := filepath.Join(t.TempDir(), "nan.gguf")
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	m, err := Load(path, Options{Threads: 1})
+	require.NoError(t, err)
+	defer m.Close()
+	prompt := m.Tokenizer().Encode("Once upon", true, false)
+	for _, sp := range []SampleParams{{}, {Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: 3}} {
+		_, err := m.NewSession().Generate(context.Background(), GenerateRequest{Prompt: prompt, MaxTokens: 5, Sample: sp}, func(Token) error { return nil })
+		require.ErrorIs(t, err, ErrBadModel, "%+v", sp)
 	}
 }
