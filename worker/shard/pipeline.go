@@ -80,7 +80,11 @@ type Pipeline struct {
 	broken bool
 	closed bool
 	stats  Stats
-	seq    uint32
+	// published is stats as the last pass left them (Stats), under
+	// statsMu, which a pass holds only to copy them.
+	statsMu   sync.Mutex
+	published Stats
+	seq       uint32
 }
 
 type stageConn struct {
@@ -262,10 +266,23 @@ func ctxErr(ctx context.Context, err error) error {
 func (p *Pipeline) Epoch() uint64 { return p.epoch.Load() }
 
 // Stats returns the counters.
+//
+// It never waits for a pass: it returns the counters as the last pass (or
+// Start) left them. A pass holds the pipeline's lock for as long as a
+// stage takes to answer, and the worker's heartbeat reads these: a stage
+// that hangs must not silence the head's heartbeats (its node would then
+// blame the head).
 func (p *Pipeline) Stats() Stats {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stats
+	p.statsMu.Lock()
+	defer p.statsMu.Unlock()
+	return p.published
+}
+
+// publish makes the counters what Stats returns; p.mu is held.
+func (p *Pipeline) publish() {
+	p.statsMu.Lock()
+	p.published = p.stats
+	p.statsMu.Unlock()
 }
 
 // Forward implements engine.Remote: hidden goes through every stage in
@@ -276,6 +293,7 @@ func (p *Pipeline) Stats() Stats {
 func (p *Pipeline) Forward(ctx context.Context, segs []engine.RemoteSegment, hidden, logits []float32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.publish()
 	if p.closed {
 		return ErrClosed
 	}

@@ -250,6 +250,10 @@ type TensorGroup struct {
 	parts   [][]float32
 	sum     []float32 // an all-reduce's sum, reused
 	stats   Stats
+	// published is stats as the last pass or exchange left them (Stats),
+	// under statsMu, which they hold only to copy them.
+	statsMu   sync.Mutex
+	published Stats
 	// pairwise: the group is the head and one member, which swap parts
 	// (helloPairwise); else the head answers every member.
 	pairwise bool
@@ -348,10 +352,22 @@ func (g *TensorGroup) Epoch() uint64 { return g.epoch.Load() }
 
 // Stats returns the counters: Passes, Exchanges (all-gathers), RoundTrip
 // (time the head spent in them, waiting for the members included).
+//
+// It never waits for an exchange: it returns the counters as the last
+// pass or exchange left them (an exchange holds the group's lock for as
+// long as a member takes to answer, and the head's heartbeat reads these;
+// see Pipeline.Stats).
 func (g *TensorGroup) Stats() Stats {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.stats
+	g.statsMu.Lock()
+	defer g.statsMu.Unlock()
+	return g.published
+}
+
+// publish makes the counters what Stats returns; g.mu is held.
+func (g *TensorGroup) publish() {
+	g.statsMu.Lock()
+	g.published = g.stats
+	g.statsMu.Unlock()
 }
 
 // deadline sets every member connection's deadline for the next exchange.
@@ -372,6 +388,7 @@ func (g *TensorGroup) deadline(ctx context.Context) {
 func (g *TensorGroup) Begin(ctx context.Context, segs []engine.RemoteSegment, ids []int32) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	defer g.publish()
 	if g.closed {
 		return ErrClosed
 	}
@@ -410,6 +427,7 @@ func (g *TensorGroup) Begin(ctx context.Context, segs []engine.RemoteSegment, id
 func (g *TensorGroup) AllGather(ctx context.Context, part []float32) ([][]float32, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	defer g.publish()
 	return g.exchange(ctx, part, false, func() [][]float32 { return g.parts })
 }
 
@@ -420,6 +438,7 @@ func (g *TensorGroup) AllGather(ctx context.Context, part []float32) ([][]float3
 func (g *TensorGroup) AllReduce(ctx context.Context, part []float32) ([]float32, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	defer g.publish()
 	var sum []float32
 	_, err := g.exchange(ctx, part, true, func() [][]float32 {
 		sum = append(g.sum[:0], part...)
