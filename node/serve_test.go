@@ -605,3 +605,47 @@ func TestNodeLossDuringStream(t *testing.T) {
 		_ = p.Kill()
 	}
 }
+
+// TestFrozenWorkerStreamGoesOn: a worker that freezes mid-stream (SIGSTOP:
+// its connections stay open, nothing comes) is expired by its node once
+// its heartbeats stop, which ends the calls in flight to it; the stream,
+// relayed through another node, goes on on another worker to its end.
+func TestFrozenWorkerStreamGoesOn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 2)
+	entry, host := c.Nodes[0], c.Nodes[1]
+	model := slowModel(t)
+	w1 := spawnModel(t, entry, host.Name(), model, 1)
+	waitSchedulable(t, c, 1)
+	p1, err := os.FindProcess(w1.PID)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p1.Signal(syscall.SIGCONT) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	firstTok := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	var res api.InferResult
+	go func() {
+		done <- client.New(entry.URL(), entry.AdminKey()).Result(ctx, map[string]any{"operation": "infer", "model": "slow",
+			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 1500}, &res, func(ev jobs.Event) {
+			if ev.Type == jobs.TypeToken {
+				once.Do(func() { close(firstTok) })
+			}
+		})
+	}()
+	<-firstTok
+	w2 := spawnModel(t, entry, entry.Name(), model, 1)
+	require.NoError(t, p1.Signal(syscall.SIGSTOP))
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal("the stream hangs on the frozen worker")
+	}
+	require.Equal(t, w2.WorkerID, res.WorkerID, "it went on on the other worker")
+	require.Equal(t, 1500, res.TokensOut)
+}

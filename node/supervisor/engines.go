@@ -329,10 +329,25 @@ func (s *Supervisor) Call(ctx context.Context, workerID, method, path string, bo
 	if !ok {
 		return nil, fmt.Errorf("worker %s is not a worker process of %s", workerID, s.cfg.Name)
 	}
+	// The call ends when the worker expires (ErrWorkerSilent), as it
+	// would if the worker died: a frozen one never answers.
+	ctx, release := s.calls.track(ctx, workerID)
+	var resp *http.Response
+	var err error
 	if st, _, isEngine := s.Engine(workerID); isEngine {
-		return s.callEngine(ctx, st, port, secret, method, path, body)
+		resp, err = s.callEngine(ctx, st, port, secret, method, path, body)
+	} else {
+		resp, err = s.call(ctx, port, secret, method, path, body)
 	}
-	return s.call(ctx, port, secret, method, path, body)
+	if err != nil {
+		release()
+		if errors.Is(context.Cause(ctx), ErrWorkerSilent) {
+			err = fmt.Errorf("%w: %w", ErrWorkerSilent, err)
+		}
+		return nil, err
+	}
+	resp.Body = &releaseBody{ReadCloser: resp.Body, release: release}
+	return resp, nil
 }
 
 // call is one request to a local worker with its secret; a body is JSON.

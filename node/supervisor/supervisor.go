@@ -133,6 +133,8 @@ type Supervisor struct {
 	cfg Config
 	log *slog.Logger
 
+	calls calls // requests in flight to this node's workers
+
 	mu        sync.Mutex
 	workers   map[string]*localWorker
 	refusedAt time.Time // last refused heartbeat logged at warn
@@ -379,7 +381,7 @@ func (s *Supervisor) workerLoop() {
 		case <-s.kick:
 		case <-tick.C:
 		}
-		expired := false
+		var expired []string
 		s.mu.Lock()
 		for id, lw := range s.workers {
 			if time.Since(lw.last) > s.cfg.HeartbeatTimeout {
@@ -387,11 +389,16 @@ func (s *Supervisor) workerLoop() {
 					s.log.Warn("worker heartbeats stopped", "worker", id, "silent_for", time.Since(lw.last).Round(time.Millisecond))
 				}
 				delete(s.workers, id)
-				expired = true
+				expired = append(expired, id)
 			}
 		}
 		s.mu.Unlock()
-		if expired || time.Since(lastPublish) > loadPublishEvery {
+		for _, id := range expired {
+			if n := s.calls.end(id, ErrWorkerSilent); n > 0 {
+				s.log.Warn("ended the requests in flight to a silent worker; they go on on others", "worker", id, "requests", n)
+			}
+		}
+		if len(expired) > 0 || time.Since(lastPublish) > loadPublishEvery {
 			s.publish()
 			lastPublish = time.Now()
 		}
