@@ -255,7 +255,7 @@ model alone:
 	spawn.Flags().StringVar(&sp.device, "device", "", "device: cpu, or for engines gpu, cuda, rocm, vulkan, metal (default: cpu for the cpu worker, gpu for engines)")
 	spawn.Flags().StringVar(&sp.typ, "type", "cpu", "worker type: cpu, llama-server, vllm, ollama, openai")
 	spawn.Flags().IntSliceVar(&sp.gpus, "gpu", nil, "GPU index the engine may use (repeat for several; default: the engine's choice)")
-	spawn.Flags().IntVar(&sp.ctx, "ctx", 0, "context length in tokens for engines (0 = the engine's default)")
+	spawn.Flags().IntVar(&sp.ctx, "ctx", 0, "context length in tokens per slot (0 = the model's, capped by the worker or engine)")
 	spawn.Flags().StringVar(&sp.kv, "kv-cache", "", "cpu worker's KV cache type: f16 (the default, as llama.cpp) or f32 (twice the memory)")
 	spawn.Flags().IntVar(&sp.gpuLayers, "gpu-layers", -1, "layers to offload to the GPUs (-1 = all with --gpu, none without)")
 	spawn.Flags().StringVar(&sp.version, "version", "", "worker binary version (default: the hive's default binary: pinned, else built there or of the node's version)")

@@ -387,8 +387,8 @@ func TestTypes(t *testing.T) {
 	assert.Equal(t, []string{"--model", "m.gguf", "--port", "8080", "--id", "w1"},
 		RbeeWorkerArgs(Launch{ModelPath: "m.gguf", Port: 8080, WorkerID: "w1"}))
 	assert.Equal(t, []string{"--model", "m.gguf", "--port", "1", "--id", "w", "--host", "127.0.0.1", "--node", "http://n",
-		"--device", "cpu", "--threads", "2", "--slots", "3"},
-		RbeeWorkerArgs(Launch{ModelPath: "m.gguf", Port: 1, WorkerID: "w", Host: "127.0.0.1", NodeURL: "http://n", Device: "cpu", Threads: 2, Slots: 3}))
+		"--device", "cpu", "--threads", "2", "--slots", "3", "--ctx", "512"},
+		RbeeWorkerArgs(Launch{ModelPath: "m.gguf", Port: 1, WorkerID: "w", Host: "127.0.0.1", NodeURL: "http://n", Device: "cpu", Threads: 2, Slots: 3, Ctx: 512}))
 	_, err = New(Config{Dir: t.TempDir(), Types: []WorkerType{CPUType(), CPUType()}})
 	require.ErrorIs(t, err, ErrBadName)
 }

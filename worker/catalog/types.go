@@ -138,7 +138,7 @@ const RbeeModule = "github.com/rbee-project/rbee"
 
 // RbeeWorkerArgs is the command line of cmd/rbee-worker:
 //
-//	--model FILE --port P --id ID [--host H] [--node URL] [--device D] [--threads N] [--slots K]
+//	--model FILE --port P --id ID [--host H] [--node URL] [--device D] [--threads N] [--slots K] [--ctx C]
 func RbeeWorkerArgs(l Launch) []string {
 	args := []string{"--model", l.ModelPath, "--port", strconv.Itoa(l.Port), "--id", l.WorkerID}
 	if l.Host != "" {
@@ -155,6 +155,9 @@ func RbeeWorkerArgs(l Launch) []string {
 	}
 	if l.Slots > 0 {
 		args = append(args, "--slots", strconv.Itoa(l.Slots))
+	}
+	if l.Ctx > 0 {
+		args = append(args, "--ctx", strconv.Itoa(l.Ctx))
 	}
 	return args
 }
