@@ -178,7 +178,7 @@ func newModelTokenizeCmd() *cobra.Command {
 				return errors.New("give exactly one of --text and --text-file")
 			}
 			if textFile != "" {
-				b, err := os.ReadFile(textFile)
+				b, err := readBounded(textFile, maxTextFile)
 				if err != nil {
 					return err
 				}
@@ -370,4 +370,25 @@ against the first level's.`,
 	cmd.Flags().IntSliceVar(&parallel, "parallel", nil, "also decode this many sequences together (repeatable, e.g. --parallel 1 --parallel 8)")
 	cmd.Flags().Var(&kv, "kv-cache", "element type of the KV cache: f16 (llama.cpp's default, as llama-bench) or f32")
 	return cmd
+}
+
+// maxTextFile bounds what `model tokenize --text-file` reads: far more
+// than any context holds, and a device such as /dev/zero ends.
+const maxTextFile = 64 << 20
+
+// readBounded reads the file at path, failing past max bytes.
+func readBounded(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is over %d MiB: not a text to tokenize", path, max>>20)
+	}
+	return b, nil
 }

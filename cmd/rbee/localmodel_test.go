@@ -30,3 +30,15 @@ func TestLocalModel(t *testing.T) {
 	_, _, err = localModel("builtin:nope")
 	require.ErrorIs(t, err, builtin.ErrUnknown)
 }
+
+// TestReadBounded: a file over the bound is refused, /dev/zero included
+// (it would be read for ever).
+func TestReadBounded(t *testing.T) {
+	_, err := readBounded("/dev/zero", 1<<20)
+	require.ErrorContains(t, err, "over 1 MiB")
+	p := t.TempDir() + "/t.txt"
+	require.NoError(t, os.WriteFile(p, []byte("hello"), 0o600))
+	b, err := readBounded(p, 5)
+	require.NoError(t, err)
+	require.Equal(t, "hello", string(b))
+}
