@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/model/builtin"
@@ -205,6 +206,10 @@ func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) 
 	}
 	res, err := hf.Transfer(ctx, t.origin, spec(t.source))
 	if err != nil {
+		// A partial with nothing in it resumes nothing.
+		if st, serr := os.Stat(partial); serr == nil && st.Size() == 0 {
+			os.Remove(partial)
+		}
 		return Entry{}, fmt.Errorf("catalog: fetching %s: %w", t.ref, err)
 	}
 	return c.addFetched(res, t, t.source)
@@ -214,7 +219,9 @@ func (c *Catalog) addFetched(res hf.Result, t target, src Source) (Entry, error)
 	e, err := c.Add(res.Path, NewEntry{ID: t.id, Ref: t.ref, FileName: t.file, SHA256: res.SHA256, Source: src})
 	if errors.Is(err, ErrNotGGUF) {
 		os.Remove(res.Path)
-		return Entry{}, fmt.Errorf("catalog: %s: %w", t.ref, err)
+		// The download's file name in .partial is ours, not the user's.
+		msg := strings.ReplaceAll(err.Error(), res.Path, t.file)
+		return Entry{}, fmt.Errorf("catalog: %s: %w (%s)", t.ref, ErrNotGGUF, strings.TrimPrefix(msg, ErrNotGGUF.Error()+": "))
 	}
 	return e, err
 }
@@ -287,11 +294,19 @@ func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (targ
 			return target{}, fmt.Errorf("catalog: local model %s: %w%s", ref.Path, err, hint)
 		}
 		if !st.Mode().IsRegular() {
-			return target{}, fmt.Errorf("catalog: local model %s is not a regular file", ref.Path)
+			return target{}, fmt.Errorf("%w: local model %s is not a regular file", ErrBadRef, ref.Path)
 		}
 		if err := checkLocalHead(ref.Path); err != nil {
 			return target{}, fmt.Errorf("catalog: local model %s: %w", ref.Path, err)
 		}
+		// The whole file parses (metadata, tensor table, tensor data within
+		// the file) before it is copied: a truncated model stops here, not
+		// after a copy of all of it.
+		f, err := gguf.Open(ref.Path)
+		if err != nil {
+			return target{}, fmt.Errorf("%w: local model %s: %v", ErrNotGGUF, ref.Path, err)
+		}
+		f.Close()
 		abs, err := filepath.Abs(ref.Path)
 		if err != nil {
 			return target{}, fmt.Errorf("catalog: %w", err)

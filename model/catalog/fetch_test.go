@@ -149,6 +149,13 @@ func TestFetchHFErrors(t *testing.T) {
 	}
 	list, _ := f.cat.List()
 	require.Empty(t, list)
+	// No empty partial stays behind a failed download.
+	parts, _ := os.ReadDir(filepath.Join(f.cat.Dir(), PartialDir))
+	for _, p := range parts {
+		info, err := p.Info()
+		require.NoError(t, err)
+		require.NotZero(t, info.Size(), "empty partial %s", p.Name())
+	}
 }
 
 func TestFetchGated(t *testing.T) {
@@ -301,6 +308,17 @@ func TestFetchLocal(t *testing.T) {
 	dir := t.TempDir()
 	_, err = f.fetch(t, dir, FetchOptions{})
 	require.ErrorContains(t, err, "not a regular file")
+	require.ErrorIs(t, err, ErrBadRef, "the caller's mistake, not the node's")
+	// A truncated model (its header fine) is refused before it is copied:
+	// nothing is left in the catalog's partial downloads.
+	cut := filepath.Join(t.TempDir(), "cut.gguf")
+	require.NoError(t, os.WriteFile(cut, f.f16[:len(f.f16)*2/3], 0o644))
+	_, err = f.fetch(t, cut, FetchOptions{})
+	require.ErrorIs(t, err, ErrNotGGUF)
+	parts, _ := os.ReadDir(filepath.Join(f.cat.Dir(), PartialDir))
+	require.Empty(t, parts)
+	list, _ := f.cat.List()
+	require.Empty(t, list)
 }
 
 func TestFetchBuiltin(t *testing.T) {
