@@ -351,7 +351,11 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	cnt, err := n.Join(ctx, req.Addrs)
 	if err != nil {
-		writeError(w, http.StatusBadGateway, jobs.CodeUnavailable, err.Error())
+		// memberlist's errors run over several lines ("1 error occurred:
+		// * ..."); one line, and what usually causes them.
+		msg := strings.Join(strings.Fields(err.Error()), " ")
+		writeError(w, http.StatusBadGateway, jobs.CodeUnavailable, fmt.Sprintf("join %s: %s (check that it is a node's gossip address, not its API port, and that both nodes have this cluster's secret)",
+			strings.Join(req.Addrs, ", "), msg))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"joined": cnt})
