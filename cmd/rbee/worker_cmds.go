@@ -295,7 +295,13 @@ func newBinaryCmd(g *globals) *cobra.Command {
 	get := &cobra.Command{Use: "get TYPE", Short: "Show a worker binary (the newest of its type for the hive's platform, or --version)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := api.BinaryGetRequest{OnHive: api.OnHive{Hive: hive}, Type: args[0], Version: getVersion}
-			return runOp[api.Binary](cmd, g, req, 30*time.Second, nil)
+			return runOp(cmd, g, req, 30*time.Second, func(out io.Writer, b api.Binary) error {
+				table(out, []string{"FIELD", "VALUE"}, [][]string{{"type", b.Type}, {"version", b.Version}, {"platform", b.OS + "/" + b.Arch},
+					{"path", b.Path}, {"size", humanize.Bytes(uint64(b.Size))}, {"sha256", b.SHA256}, {"source", string(b.Source)},
+					{"added", b.Added.Format(time.RFC3339)}, {"signed", fmt.Sprint(b.Signed)}, {"default", fmt.Sprint(b.Pinned)},
+					{"devices", strings.Join(b.Devices, ", ")}})
+				return nil
+			})
 		}}
 	get.Flags().StringVar(&getVersion, "version", "", "the version to show (default: the newest)")
 	var delVersion string
