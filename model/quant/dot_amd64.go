@@ -451,27 +451,35 @@ func blockKernelN[A any](k func(nb int, w, x *byte, xstride int, out *A), nv, bs
 // r8Pass is an assembly pass of a repacked kernel: eight rows (nb block
 // groups at w) times a fixed number of vectors at x, x+xstride, ... into
 // out[8*a+r].
-type r8Pass func(nb int, w, x *byte, xstride int, out *float32)
+type r8Pass func(nb int, w, x *byte, xstride int, out *float32, ostride int)
 
 // r8Gemm makes a gemmR8Func of the passes of one repacked type (passes[k]
 // handles k+1 vectors; nil where there is none; passes[0] must be set):
 // each call takes the widest pass that fits the vectors left. groupB and
 // xBlockB are the bytes of a weight block group and of an activation block.
 func r8Gemm(passes [4]r8Pass, groupB, xBlockB int) gemmR8Func {
-	return func(nb int, w, x []byte, xstride, na int, out []float32) {
-		if nb == 0 || na == 0 {
-			clear(out[:RowGroup*na])
+	return func(nb int, w, x []byte, xstride, na int, out []float32, ostride int) {
+		if na == 0 {
+			return
+		}
+		if ostride < RowGroup {
+			panic("quant: an eight-row kernel's output stride is under 8")
+		}
+		_ = out[(na-1)*ostride+RowGroup-1]
+		if nb == 0 {
+			for a := 0; a < na; a++ {
+				clear(out[a*ostride : a*ostride+RowGroup])
+			}
 			return
 		}
 		_ = w[nb*groupB-1]
 		_ = x[(na-1)*xstride+nb*xBlockB-1]
-		_ = out[RowGroup*na-1]
 		for a := 0; a < na; {
 			k := min(len(passes), na-a)
 			for passes[k-1] == nil {
 				k--
 			}
-			passes[k-1](nb, &w[0], &x[a*xstride], xstride, &out[RowGroup*a])
+			passes[k-1](nb, &w[0], &x[a*xstride], xstride, &out[a*ostride], 4*ostride)
 			a += k
 		}
 	}

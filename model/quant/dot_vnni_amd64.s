@@ -3281,9 +3281,9 @@ gemmQ4_0R16x4VNNIdone:
 	VZEROUPPER
 	RET
 
-// func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512F, F16C
-TEXT ·gemmQ8_0R8x1VNNI(SB), NOSPLIT, $0-40
+TEXT ·gemmQ8_0R8x1VNNI(SB), NOSPLIT, $0-48
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+16(FP), R8
@@ -3349,8 +3349,9 @@ gemmQ8_0R8x1VNNIloop:
 	JNZ             gemmQ8_0R8x1VNNIloop
 
 gemmQ8_0R8x1VNNIdone:
-	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	// hsum of every (vector, row) in ggml's hsum_float_8 order; vector a's rows at out + a*ostride
 	MOVQ          out+32(FP), DX
+	MOVQ          ostride+40(FP), CX
 	VMOVAPS       Z16, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3418,9 +3419,9 @@ gemmQ8_0R8x1VNNIdone:
 	VZEROUPPER
 	RET
 
-// func gemmQ8_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// func gemmQ8_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512F, F16C
-TEXT ·gemmQ8_0R8x4VNNI(SB), NOSPLIT, $0-40
+TEXT ·gemmQ8_0R8x4VNNI(SB), NOSPLIT, $0-48
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+16(FP), R8
@@ -3588,8 +3589,9 @@ gemmQ8_0R8x4VNNIloop:
 	JNZ             gemmQ8_0R8x4VNNIloop
 
 gemmQ8_0R8x4VNNIdone:
-	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	// hsum of every (vector, row) in ggml's hsum_float_8 order; vector a's rows at out + a*ostride
 	MOVQ          out+32(FP), DX
+	MOVQ          ostride+40(FP), CX
 	VMOVAPS       Z16, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3654,6 +3656,7 @@ gemmQ8_0R8x4VNNIdone:
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
 	VMOVSS        X13, 28(DX)
+	ADDQ          CX, DX
 	VMOVAPS       Z20, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3661,7 +3664,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 32(DX)
+	VMOVSS        X13, (DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3669,7 +3672,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 36(DX)
+	VMOVSS        X13, 4(DX)
 	VMOVAPS       Z21, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3677,7 +3680,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 40(DX)
+	VMOVSS        X13, 8(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3685,7 +3688,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 44(DX)
+	VMOVSS        X13, 12(DX)
 	VMOVAPS       Z22, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3693,7 +3696,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 48(DX)
+	VMOVSS        X13, 16(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3701,7 +3704,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 52(DX)
+	VMOVSS        X13, 20(DX)
 	VMOVAPS       Z23, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3709,7 +3712,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 56(DX)
+	VMOVSS        X13, 24(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3717,7 +3720,8 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 60(DX)
+	VMOVSS        X13, 28(DX)
+	ADDQ          CX, DX
 	VMOVAPS       Z24, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3725,7 +3729,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 64(DX)
+	VMOVSS        X13, (DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3733,7 +3737,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 68(DX)
+	VMOVSS        X13, 4(DX)
 	VMOVAPS       Z25, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3741,7 +3745,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 72(DX)
+	VMOVSS        X13, 8(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3749,7 +3753,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 76(DX)
+	VMOVSS        X13, 12(DX)
 	VMOVAPS       Z26, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3757,7 +3761,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 80(DX)
+	VMOVSS        X13, 16(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3765,7 +3769,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 84(DX)
+	VMOVSS        X13, 20(DX)
 	VMOVAPS       Z27, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3773,7 +3777,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 88(DX)
+	VMOVSS        X13, 24(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3781,7 +3785,8 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 92(DX)
+	VMOVSS        X13, 28(DX)
+	ADDQ          CX, DX
 	VMOVAPS       Z28, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3789,7 +3794,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 96(DX)
+	VMOVSS        X13, (DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3797,7 +3802,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 100(DX)
+	VMOVSS        X13, 4(DX)
 	VMOVAPS       Z29, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3805,7 +3810,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 104(DX)
+	VMOVSS        X13, 8(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3813,7 +3818,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 108(DX)
+	VMOVSS        X13, 12(DX)
 	VMOVAPS       Z30, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3821,7 +3826,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 112(DX)
+	VMOVSS        X13, 16(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3829,7 +3834,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 116(DX)
+	VMOVSS        X13, 20(DX)
 	VMOVAPS       Z31, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3837,7 +3842,7 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 120(DX)
+	VMOVSS        X13, 24(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -3845,13 +3850,13 @@ gemmQ8_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 124(DX)
+	VMOVSS        X13, 28(DX)
 	VZEROUPPER
 	RET
 
-// func gemmQ5_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// func gemmQ5_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, F16C
-TEXT ·gemmQ5_0R8x1VNNI(SB), NOSPLIT, $0-40
+TEXT ·gemmQ5_0R8x1VNNI(SB), NOSPLIT, $0-48
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+16(FP), R8
@@ -3931,8 +3936,9 @@ gemmQ5_0R8x1VNNIloop:
 	JNZ             gemmQ5_0R8x1VNNIloop
 
 gemmQ5_0R8x1VNNIdone:
-	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	// hsum of every (vector, row) in ggml's hsum_float_8 order; vector a's rows at out + a*ostride
 	MOVQ          out+32(FP), DX
+	MOVQ          ostride+40(FP), CX
 	VMOVAPS       Z16, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4000,9 +4006,9 @@ gemmQ5_0R8x1VNNIdone:
 	VZEROUPPER
 	RET
 
-// func gemmQ5_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+// func gemmQ5_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, F16C
-TEXT ·gemmQ5_0R8x4VNNI(SB), NOSPLIT, $0-40
+TEXT ·gemmQ5_0R8x4VNNI(SB), NOSPLIT, $0-48
 	MOVQ   nb+0(FP), CX
 	MOVQ   w+8(FP), SI
 	MOVQ   x+16(FP), R8
@@ -4184,8 +4190,9 @@ gemmQ5_0R8x4VNNIloop:
 	JNZ             gemmQ5_0R8x4VNNIloop
 
 gemmQ5_0R8x4VNNIdone:
-	// hsum of every (vector, row) in ggml's hsum_float_8 order
+	// hsum of every (vector, row) in ggml's hsum_float_8 order; vector a's rows at out + a*ostride
 	MOVQ          out+32(FP), DX
+	MOVQ          ostride+40(FP), CX
 	VMOVAPS       Z16, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4250,6 +4257,7 @@ gemmQ5_0R8x4VNNIdone:
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
 	VMOVSS        X13, 28(DX)
+	ADDQ          CX, DX
 	VMOVAPS       Z20, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4257,7 +4265,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 32(DX)
+	VMOVSS        X13, (DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4265,7 +4273,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 36(DX)
+	VMOVSS        X13, 4(DX)
 	VMOVAPS       Z21, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4273,7 +4281,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 40(DX)
+	VMOVSS        X13, 8(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4281,7 +4289,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 44(DX)
+	VMOVSS        X13, 12(DX)
 	VMOVAPS       Z22, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4289,7 +4297,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 48(DX)
+	VMOVSS        X13, 16(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4297,7 +4305,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 52(DX)
+	VMOVSS        X13, 20(DX)
 	VMOVAPS       Z23, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4305,7 +4313,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 56(DX)
+	VMOVSS        X13, 24(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4313,7 +4321,8 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 60(DX)
+	VMOVSS        X13, 28(DX)
+	ADDQ          CX, DX
 	VMOVAPS       Z24, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4321,7 +4330,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 64(DX)
+	VMOVSS        X13, (DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4329,7 +4338,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 68(DX)
+	VMOVSS        X13, 4(DX)
 	VMOVAPS       Z25, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4337,7 +4346,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 72(DX)
+	VMOVSS        X13, 8(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4345,7 +4354,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 76(DX)
+	VMOVSS        X13, 12(DX)
 	VMOVAPS       Z26, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4353,7 +4362,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 80(DX)
+	VMOVSS        X13, 16(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4361,7 +4370,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 84(DX)
+	VMOVSS        X13, 20(DX)
 	VMOVAPS       Z27, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4369,7 +4378,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 88(DX)
+	VMOVSS        X13, 24(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4377,7 +4386,8 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 92(DX)
+	VMOVSS        X13, 28(DX)
+	ADDQ          CX, DX
 	VMOVAPS       Z28, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4385,7 +4395,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 96(DX)
+	VMOVSS        X13, (DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4393,7 +4403,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 100(DX)
+	VMOVSS        X13, 4(DX)
 	VMOVAPS       Z29, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4401,7 +4411,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 104(DX)
+	VMOVSS        X13, 8(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4409,7 +4419,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 108(DX)
+	VMOVSS        X13, 12(DX)
 	VMOVAPS       Z30, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4417,7 +4427,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 112(DX)
+	VMOVSS        X13, 16(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4425,7 +4435,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 116(DX)
+	VMOVSS        X13, 20(DX)
 	VMOVAPS       Z31, Z15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4433,7 +4443,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 120(DX)
+	VMOVSS        X13, 24(DX)
 	VEXTRACTF64X4 $0x01, Z15, Y15
 	VEXTRACTF128  $0x01, Y15, X13
 	VADDPS        X15, X13, X13
@@ -4441,7 +4451,7 @@ gemmQ5_0R8x4VNNIdone:
 	VADDPS        X14, X13, X13
 	VMOVSHDUP     X13, X14
 	VADDSS        X14, X13, X13
-	VMOVSS        X13, 124(DX)
+	VMOVSS        X13, 28(DX)
 	VZEROUPPER
 	RET
 

@@ -47,16 +47,16 @@ func gemmQ4_0R16x3VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *
 func gemmQ4_0R16x4VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ8_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+func gemmQ8_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ5_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+func gemmQ5_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ5_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32)
+func gemmQ5_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
 func gemmQ4KR16x1VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)

@@ -426,7 +426,11 @@ func (j *matmulJob) runPacked(worker, start, end int) {
 					}
 					j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, out[:2*RowGroup*na], 2*RowGroup)
 				} else {
-					j.gemm(j.nb, w, j.xq[i*j.xB:], j.xB, na, out[:RowGroup*na])
+					if rows == RowGroup {
+						j.gemm(j.nb, w, j.xq[i*j.xB:], j.xB, na, j.dst[i*m.Rows+r0:], m.Rows)
+						continue
+					}
+					j.gemm(j.nb, w, j.xq[i*j.xB:], j.xB, na, out[:RowGroup*na], RowGroup)
 				}
 				for a := 0; a < na; a++ {
 					copy(j.dst[(i+a)*m.Rows+r0:][:rows], out[per*RowGroup*a:])

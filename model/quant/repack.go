@@ -40,8 +40,8 @@ const q4kGroupBytes = 32 + RowGroup*12 + RowGroup*128
 
 // gemmR8Func multiplies one group of RowGroup repacked rows (nb block
 // groups at w) with na activation vectors at x, x+xstride, ... into
-// out[RowGroup*a+r].
-type gemmR8Func func(nb int, w, x []byte, xstride, na int, out []float32)
+// out[ostride*a+r] (ostride >= RowGroup; see gemmR16Func).
+type gemmR8Func func(nb int, w, x []byte, xstride, na int, out []float32, ostride int)
 
 // repackers convert a matrix of a type to its repacked layout.
 var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q5_0: repackQ5_0, Q8_0: repackQ8_0, Q4_K: repackQ4K}
@@ -270,8 +270,8 @@ func repackQ8_0(m *Matrix, out []byte) {
 // block(grp, xb, lanes) over the nb block groups (groupB bytes) and
 // activation blocks (xBlockB bytes), which adds one block's work to the
 // eight float lanes of each row, then reduces the lanes in ggml's
-// hsum_float_8 order into out[8*a+r].
-func twinR8(nb int, w, x []byte, xstride, na int, out []float32, groupB, xBlockB int, block func(grp, xb []byte, lanes *[RowGroup][8]float32)) {
+// hsum_float_8 order into out[ostride*a+r].
+func twinR8(nb int, w, x []byte, xstride, na int, out []float32, ostride, groupB, xBlockB int, block func(grp, xb []byte, lanes *[RowGroup][8]float32)) {
 	for a := 0; a < na; a++ {
 		xa := x[a*xstride:]
 		var lanes [RowGroup][8]float32
@@ -279,7 +279,7 @@ func twinR8(nb int, w, x []byte, xstride, na int, out []float32, groupB, xBlockB
 			block(w[b*groupB:][:groupB], xa[b*xBlockB:][:xBlockB], &lanes)
 		}
 		for r := 0; r < RowGroup; r++ {
-			out[RowGroup*a+r] = hsum8(&lanes[r])
+			out[ostride*a+r] = hsum8(&lanes[r])
 		}
 	}
 }
@@ -293,8 +293,8 @@ func twinR8(nb int, w, x []byte, xstride, na int, out []float32, groupB, xBlockB
 // with the eight rows' f16 scales; elem(grp, r, e) is row r's weight e
 // (signed) in the group. Tests compare the three; activations are
 // quantised (|q| <= 127, as quantizeRowQ8_0 produces).
-func twinQ8Blocks(nb int, w, x []byte, xstride, na int, out []float32, groupB int, elem func(grp []byte, r, e int) int32) {
-	twinR8(nb, w, x, xstride, na, out, groupB, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
+func twinQ8Blocks(nb int, w, x []byte, xstride, na int, out []float32, ostride, groupB int, elem func(grp []byte, r, e int) int32) {
+	twinR8(nb, w, x, xstride, na, out, ostride, groupB, 34, func(grp, xb []byte, lanes *[RowGroup][8]float32) {
 		dx := F16ToF32(binary.LittleEndian.Uint16(xb))
 		for r := 0; r < RowGroup; r++ {
 			d := F16ToF32(binary.LittleEndian.Uint16(grp[2*r:])) * dx
@@ -368,8 +368,8 @@ func quantizeRowQ8_0Sums(x []float32, dst []byte) {
 
 // gemmQ5_0R8Generic is the portable twin of the repacked Q5_0 kernel
 // (elements q+16h-16, h the fifth bit).
-func gemmQ5_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
-	twinQ8Blocks(nb, w, x, xstride, na, out, q50GroupBytes, func(grp []byte, r, e int) int32 {
+func gemmQ5_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32, ostride int) {
+	twinQ8Blocks(nb, w, x, xstride, na, out, ostride, q50GroupBytes, func(grp []byte, r, e int) int32 {
 		h := int32(binary.LittleEndian.Uint32(grp[16+4*r:]) >> e & 1)
 		return q4Nibble(grp[48:], r, e) | h<<4 - 16
 	})
@@ -377,8 +377,8 @@ func gemmQ5_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
 
 // gemmQ8_0R8Generic is the portable twin of the repacked Q8_0 kernel
 // (weights stored as w+128).
-func gemmQ8_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32) {
-	twinQ8Blocks(nb, w, x, xstride, na, out, q80GroupBytes, func(grp []byte, r, e int) int32 {
+func gemmQ8_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32, ostride int) {
+	twinQ8Blocks(nb, w, x, xstride, na, out, ostride, q80GroupBytes, func(grp []byte, r, e int) int32 {
 		return int32(int8(grp[16+32*r+e] ^ 0x80))
 	})
 }

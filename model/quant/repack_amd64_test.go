@@ -56,8 +56,25 @@ func TestRepackedKernelsMatchSingle(t *testing.T) {
 					for na := 1; na <= nv; na++ {
 						got := make([]float32, RowGroup*na)
 						twin := make([]float32, RowGroup*na)
-						k.asm(nb, m.packed, xq, xB, na, got)
-						k.twin(nb, m.packed, xq, xB, na, twin)
+						k.asm(nb, m.packed, xq, xB, na, got, RowGroup)
+						k.twin(nb, m.packed, xq, xB, na, twin, RowGroup)
+						// Into a wider result: the same values, and
+						// nothing written between the vectors' eight.
+						const ostride = 13
+						wide := make([]float32, ostride*na)
+						for i := range wide {
+							wide[i] = -7
+						}
+						k.asm(nb, m.packed, xq, xB, na, wide, ostride)
+						for a := 0; a < na; a++ {
+							for l := 0; l < ostride; l++ {
+								if l < RowGroup {
+									require.Equal(t, math.Float32bits(got[RowGroup*a+l]), math.Float32bits(wide[ostride*a+l]), "na=%d strided vector %d row %d", na, a, l)
+								} else {
+									require.Equal(t, float32(-7), wide[ostride*a+l], "na=%d: written between vectors", na)
+								}
+							}
+						}
 						for a := 0; a < na; a++ {
 							for row := 0; row < RowGroup; row++ {
 								want := simdKernels[k.typ](cols, m.Data[row*rb:(row+1)*rb], xq[a*xB:(a+1)*xB])
@@ -297,7 +314,7 @@ func BenchmarkRepackedKernels(b *testing.B) {
 				fileLayout := fileLayoutKernel(k.typ, m, nv, xq, xB, out)
 				timeOldNew(b, rows, fileLayout, func() {
 					for g := 0; g < rows/RowGroup; g++ {
-						k.asm(nb, pm.packed[g*gb:(g+1)*gb], xq, xB, nv, out)
+						k.asm(nb, pm.packed[g*gb:(g+1)*gb], xq, xB, nv, out, RowGroup)
 					}
 				})
 			})

@@ -688,11 +688,12 @@ func r8acc(a, p int) VecPhysical {
 }
 
 // r8header declares a repacked kernel, func(nb int, w, x *byte, xstride
-// int, out *float32) with out[8*a+r] for na vectors, loads its arguments
+// int, out *float32, ostride int) with row r of vector a at out + a*ostride
+// bytes + 4r, for na vectors, loads its arguments
 // (CX = nb, SI = w, R8 = x, R9 = xstride, R10 = x+3*xstride) and clears the
 // accumulators; it returns the address of byte disp of vector a.
 func r8header(name string, na int) func(a, disp int) Mem {
-	header(name, "func(nb int, w, x *byte, xstride int, out *float32)")
+	header(name, "func(nb int, w, x *byte, xstride int, out *float32, ostride int)")
 	for a := 0; a < na; a++ {
 		for p := 0; p < 4; p++ {
 			VPXORD(r8acc(a, p), r8acc(a, p), r8acc(a, p))
@@ -710,8 +711,9 @@ func r8Footer(name string, na, wb, xb int) {
 	ADDQ(U32(xb), R8)
 	ADDQ(U32(xb), R10)
 	loopEnd(name)
-	Comment("hsum of every (vector, row) in ggml's hsum_float_8 order")
+	Comment("hsum of every (vector, row) in ggml's hsum_float_8 order; vector a's rows at out + a*ostride")
 	Load(Param("out"), RDX)
+	Load(Param("ostride"), RCX)
 	for a := 0; a < na; a++ {
 		for p := 0; p < 4; p++ {
 			VMOVAPS(r8acc(a, p), Z15)
@@ -719,8 +721,11 @@ func r8Footer(name string, na, wb, xb int) {
 				if h == 1 {
 					VEXTRACTF64X4(U8(1), Z15, Y15)
 				}
-				hsumStore(Y15, X15, 4*(8*a+2*p+h))
+				hsumStore(Y15, X15, 4*(2*p+h))
 			}
+		}
+		if a < na-1 {
+			ADDQ(RCX, RDX)
 		}
 	}
 	VZEROUPPER()
