@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"sync"
 
 	"github.com/rbee-project/rbee/internal/sse"
 )
@@ -57,7 +58,7 @@ type TokenID struct {
 
 // extIDPattern bounds a kept completion id: what newID makes, with a
 // prefix, and nothing an SSE line or a log could be confused by.
-var extIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+var extIDPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`) })
 
 // check validates the extension; nil when absent.
 func (e *Ext) check() *apiError {
@@ -66,7 +67,7 @@ func (e *Ext) check() *apiError {
 		return nil
 	case e.V != ExtVersion:
 		return badRequest(ExtField+".v", "invalid_value", fmt.Sprintf("extension version %d is not supported; this worker reads version %d", e.V, ExtVersion))
-	case e.ID != "" && !extIDPattern.MatchString(e.ID):
+	case e.ID != "" && !extIDPattern().MatchString(e.ID):
 		return badRequest(ExtField+".id", "invalid_value", "id must be 1..64 characters of A-Z a-z 0-9 _ -")
 	case e.Created < 0:
 		return badRequest(ExtField+".created", "invalid_value", "created must be a Unix time")

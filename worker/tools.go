@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/rbee-project/rbee/model/grammar"
 )
@@ -35,13 +36,13 @@ const (
 )
 
 // templateToolsRE finds the tools variable in a Jinja chat template.
-var templateToolsRE = regexp.MustCompile(`\btools\b`)
+var templateToolsRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\btools\b`) })
 
 // TemplateTools reports whether a chat template renders the request's
 // tools (it reads the tools variable, as Qwen's, Llama 3.1's and other
 // Hugging Face tool templates do): what Ollama calls the "tools"
 // capability.
-func TemplateTools(tmpl string) bool { return templateToolsRE.MatchString(tmpl) }
+func TemplateTools(tmpl string) bool { return templateToolsRE().MatchString(tmpl) }
 
 // ToolCall is one function call of an assistant message (OpenAI's shape).
 // Index is set only in streamed deltas, where a call's later deltas carry
@@ -90,7 +91,7 @@ func (p toolPlan) limit(calls []ToolCall) []ToolCall {
 }
 
 // toolNameRE is what OpenAI takes as a function's name.
-var toolNameRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+var toolNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`) })
 
 // readTools validates tools and tool_choice and returns the tools to
 // render (nil for none), the plan, and the grammar of a forced call.
@@ -111,7 +112,7 @@ func (g *genRequest) readTools(style string, strictNames bool) (render []json.Ra
 		if d.Function.Name == "" {
 			return nil, plan, nil, badRequest(param+".function.name", "missing", "every tool needs function.name")
 		}
-		if strictNames && !toolNameRE.MatchString(d.Function.Name) {
+		if strictNames && !toolNameRE().MatchString(d.Function.Name) {
 			return nil, plan, nil, badRequest(param+".function.name", "invalid_value", fmt.Sprintf(
 				"%s.function.name %q: a function name must be 1 to 64 characters of a-z, A-Z, 0-9, underscores and dashes", param, d.Function.Name))
 		}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/rbee-project/rbee/model/builtin"
@@ -31,9 +32,9 @@ const (
 // index small.
 const maxRefLen = 4096
 
-var quantRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`)
+var quantRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`) })
 
-var schemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:`)
+var schemeRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:`) })
 
 // Ref is a parsed model reference. Exactly the fields of its Source are set.
 type Ref struct {
@@ -99,7 +100,7 @@ func ParseRef(s string) (Ref, error) {
 			return Ref{}, fmt.Errorf("%w: %q: want file:///absolute/path", ErrBadRef, s)
 		}
 		return localRef(u.Path, s)
-	case schemeRE.MatchString(s) && !isWindowsDrive(s):
+	case schemeRE().MatchString(s) && !isWindowsDrive(s):
 		scheme := s[:strings.IndexByte(s, ':')]
 		return Ref{}, fmt.Errorf("%w: %q: unknown scheme %q (want hf:, https://, builtin:, file:// or a path)", ErrBadRef, s, scheme)
 	}
@@ -130,7 +131,7 @@ func parseHF(rest, orig string) (Ref, error) {
 	repoPart, quant := rest, ""
 	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
 		repoPart, quant = rest[:i], rest[i+1:]
-		if !quantRE.MatchString(quant) {
+		if !quantRE().MatchString(quant) {
 			return Ref{}, fmt.Errorf("%w: %q: quantization %q must be 1-32 of [A-Za-z0-9_] (e.g. Q4_K_M)", ErrBadRef, orig, quant)
 		}
 		quant = strings.ToUpper(quant)
@@ -244,7 +245,7 @@ func (r Ref) String() string {
 	case SourceLocal:
 		// A relative path that looks like a scheme ("hf:x") needs "./" to
 		// parse back as a path.
-		if !filepath.IsAbs(r.Path) && (schemeRE.MatchString(r.Path) || strings.HasPrefix(strings.ToLower(r.Path), "file:")) {
+		if !filepath.IsAbs(r.Path) && (schemeRE().MatchString(r.Path) || strings.HasPrefix(strings.ToLower(r.Path), "file:")) {
 			return "." + string(filepath.Separator) + r.Path
 		}
 		return r.Path

@@ -170,7 +170,7 @@ func isRetryable(err error) bool {
 // serialises per file).
 func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 	spec.SHA256 = strings.ToLower(spec.SHA256)
-	if spec.SHA256 != "" && !sha256RE.MatchString(spec.SHA256) {
+	if spec.SHA256 != "" && !sha256RE().MatchString(spec.SHA256) {
 		return Result{}, fmt.Errorf("%w: expected sha256 %q is not 64 hex digits", ErrChecksum, spec.SHA256)
 	}
 	if spec.Partial == "" || spec.Size < 0 {

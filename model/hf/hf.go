@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // DefaultEndpoint is the public Hub.
@@ -151,7 +152,7 @@ func (c *Client) Endpoint() string { return c.endpoint.String() }
 func (c *Client) HTTPClient() *http.Client { return c.http }
 
 // repo ids: huggingface_hub's validate_repo_id (REPO_ID_REGEX, no "--" or "..").
-var repoPartRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,96}$`)
+var repoPartRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_.-]{1,96}$`) })
 
 // ValidateRepoID checks a repo id "org/name" (or "name") the way
 // huggingface_hub's validate_repo_id does.
@@ -164,7 +165,7 @@ func ValidateRepoID(repo string) error {
 		return fmt.Errorf("%w: repo id %q must not contain \"--\" or \"..\"", ErrBadRepo, repo)
 	}
 	for _, p := range parts {
-		if !repoPartRE.MatchString(p) || strings.HasPrefix(p, "-") || strings.HasPrefix(p, ".") ||
+		if !repoPartRE().MatchString(p) || strings.HasPrefix(p, "-") || strings.HasPrefix(p, ".") ||
 			strings.HasSuffix(p, "-") || strings.HasSuffix(p, ".") {
 			return fmt.Errorf("%w: repo id %q: %q must be 1-96 of [A-Za-z0-9_.-], not starting or ending with - or .", ErrBadRepo, repo, p)
 		}
@@ -238,7 +239,7 @@ type treeEntry struct {
 	} `json:"lfs"`
 }
 
-var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+var sha256RE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9a-f]{64}$`) })
 
 // ListFiles lists every file of repo at revision with the tree API
 // (GET {endpoint}/api/models/{repo}/tree/{revision}?recursive=true),
@@ -283,7 +284,7 @@ func (c *Client) ListFiles(ctx context.Context, repo, revision string) ([]File, 
 			f := File{Path: e.Path, Size: e.Size, BlobID: e.Oid}
 			if e.LFS != nil {
 				oid := strings.ToLower(e.LFS.Oid)
-				if sha256RE.MatchString(oid) {
+				if sha256RE().MatchString(oid) {
 					f.SHA256 = oid
 				}
 				if e.LFS.Size > 0 {
@@ -402,7 +403,7 @@ func metadataFrom(resp *http.Response, location string) Metadata {
 		et = resp.Header.Get("ETag")
 	}
 	m.ETag = normalizeETag(et)
-	if sha256RE.MatchString(strings.ToLower(m.ETag)) {
+	if sha256RE().MatchString(strings.ToLower(m.ETag)) {
 		m.SHA256 = strings.ToLower(m.ETag)
 	}
 	sz := resp.Header.Get("X-Linked-Size")

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // QuantPreference returns (a fresh copy of) the order in which PickGGUF
@@ -22,7 +23,7 @@ func QuantPreference() []string {
 }
 
 // splitRE matches llama.cpp's gguf-split shard names (model-00001-of-00003.gguf).
-var splitRE = regexp.MustCompile(`(?i)-\d{5}-of-\d{5}\.gguf$`)
+var splitRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?i)-\d{5}-of-\d{5}\.gguf$`) })
 
 // IsGGUF reports whether p names a GGUF file (by extension).
 func IsGGUF(p string) bool { return strings.HasSuffix(strings.ToLower(p), ".gguf") }
@@ -31,7 +32,7 @@ func IsGGUF(p string) bool { return strings.HasSuffix(strings.ToLower(p), ".gguf
 // not a multimodal projector (mmproj), which cannot be loaded on its own.
 func isCandidate(p string) bool {
 	base := strings.ToLower(path.Base(p))
-	return IsGGUF(p) && !splitRE.MatchString(base) && !strings.Contains(base, "mmproj")
+	return IsGGUF(p) && !splitRE().MatchString(base) && !strings.Contains(base, "mmproj")
 }
 
 // HasQuantTag reports whether the base name of p contains tag as a token,
@@ -85,7 +86,7 @@ func PickGGUF(files []File, file, quant string) (File, error) {
 				if !IsGGUF(f.Path) {
 					return File{}, fmt.Errorf("%w: %q is not a .gguf file", ErrNoGGUF, file)
 				}
-				if splitRE.MatchString(path.Base(f.Path)) {
+				if splitRE().MatchString(path.Base(f.Path)) {
 					return File{}, fmt.Errorf("%w: %q is one shard of a split GGUF; split models are not supported", ErrNoGGUF, file)
 				}
 				return f, nil

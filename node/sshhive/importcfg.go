@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 
 	"github.com/kevinburke/ssh_config"
@@ -247,7 +248,9 @@ func expandTilde(p, home string) string {
 // Directives the loader handles itself before the ssh_config parser sees
 // the text: Include (the library resolves it against the process's own home
 // and reads files as it parses) and Match (only partly supported there).
-var reDirective = regexp.MustCompile(`(?im)^([ \t]*)(include|match)([ \t]*=[ \t]*|[ \t]+)(.*)$`)
+var reDirective = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?im)^([ \t]*)(include|match)([ \t]*=[ \t]*|[ \t]+)(.*)$`)
+})
 
 const (
 	includeKey = "RbeeInclude"
@@ -285,8 +288,8 @@ func (l *cfgLoader) parse(b []byte, name string, depth int) (*cfgFile, error) {
 	if depth > maxIncludeDepth {
 		return nil, fmt.Errorf("%w: %s: Include nested deeper than %d", ErrInvalid, name, maxIncludeDepth)
 	}
-	text := reDirective.ReplaceAllFunc(b, func(m []byte) []byte {
-		g := reDirective.FindSubmatch(m)
+	text := reDirective().ReplaceAllFunc(b, func(m []byte) []byte {
+		g := reDirective().FindSubmatch(m)
 		indent, kw, sep, rest := g[1], strings.ToLower(string(g[2])), g[3], strings.TrimSpace(string(g[4]))
 		if kw == "include" {
 			return slices.Concat(indent, []byte(includeKey), sep, g[4])

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // The external engine types. Their binaries are installed by the user and
@@ -165,7 +166,7 @@ func EngineTypes() []WorkerType {
 }
 
 // Template placeholders and what they become.
-var placeholderRE = regexp.MustCompile(`\{[a-z_]*\}`)
+var placeholderRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\{[a-z_]*\}`) })
 
 var placeholders = map[string]func(l Launch) string{
 	"{model}":      func(l Launch) string { return l.ModelPath },
@@ -180,7 +181,7 @@ var placeholders = map[string]func(l Launch) string{
 }
 
 // envNameRE is a leading NAME=value word of a template.
-var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
+var envNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`) })
 
 // maxTemplateBytes bounds a command template: a command line, not a script.
 const maxTemplateBytes = 4096
@@ -207,13 +208,13 @@ func ParseTemplate(s string) (Template, error) {
 	var t Template
 	words := strings.Fields(s)
 	i := 0
-	for ; i < len(words) && envNameRE.MatchString(words[i]); i++ {
+	for ; i < len(words) && envNameRE().MatchString(words[i]); i++ {
 		t.env = append(t.env, words[i])
 	}
 	t.args = words[i:]
 	port := false
 	for _, w := range words {
-		for _, p := range placeholderRE.FindAllString(w, -1) {
+		for _, p := range placeholderRE().FindAllString(w, -1) {
 			if _, ok := placeholders[p]; !ok {
 				return Template{}, fmt.Errorf("%w: command template: unknown placeholder %s (known: {model} {model_id} {port} {host} {ctx} {gpu_layers} {threads} {gpus} {id})", ErrBadName, p)
 			}
@@ -229,7 +230,7 @@ func ParseTemplate(s string) (Template, error) {
 func expand(words []string, l Launch) []string {
 	out := make([]string, len(words))
 	for i, w := range words {
-		out[i] = placeholderRE.ReplaceAllStringFunc(w, func(p string) string { return placeholders[p](l) })
+		out[i] = placeholderRE().ReplaceAllStringFunc(w, func(p string) string { return placeholders[p](l) })
 	}
 	return out
 }
