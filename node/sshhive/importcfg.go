@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"unicode"
 
 	"github.com/kevinburke/ssh_config"
@@ -68,12 +69,33 @@ func ImportConfigFile(path string, existing []fsm.Host, opts ImportOptions) (Imp
 		path = filepath.Join(opts.Home, ".ssh", "config")
 	}
 	path = expandTilde(path, opts.Home)
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("ssh config: %w", err)
 	}
 	defer f.Close()
 	return ImportConfig(f, existing, opts)
+}
+
+// openRegular opens path for reading only if it is a regular file. It
+// never blocks: a FIFO or a device is opened non-blocking, found not to be
+// a file and closed (an open of a FIFO for reading would wait for a
+// writer for ever, holding the request's goroutine and an OS thread).
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrInvalid, path)
+	}
+	return f, nil
 }
 
 // ImportConfig reads an OpenSSH client config from r and returns the
@@ -397,7 +419,7 @@ func (l *cfgLoader) include(value string, depth int) ([]*cfgFile, error) {
 }
 
 func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("ssh config Include: %w", err)
 	}

@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -201,4 +203,31 @@ func TestImportThenDial(t *testing.T) {
 	out, err := c.Run(testCtx(t), "echo imported")
 	require.NoError(t, err)
 	require.Equal(t, "imported\n", out)
+}
+
+// TestImportConfigRefusesNonFiles: a FIFO (as the config or an Include)
+// or a directory is refused at once; opening a FIFO for reading used to
+// wait for a writer for ever, holding the request.
+func TestImportConfigRefusesNonFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	cfg := filepath.Join(dir, "config")
+	require.NoError(t, os.WriteFile(cfg, []byte("Host a\n  HostName 10.0.0.1\nInclude "+fifo+"\n"), 0o600))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, p := range []string{fifo, dir} {
+			_, err := ImportConfigFile(p, nil, ImportOptions{Home: dir})
+			require.ErrorIs(t, err, ErrInvalid, p)
+			require.ErrorContains(t, err, "not a regular file", p)
+		}
+		_, err := ImportConfigFile(cfg, nil, ImportOptions{Home: dir})
+		require.ErrorContains(t, err, "not a regular file")
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the import waits on the FIFO")
+	}
 }
