@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -89,6 +90,18 @@ regular files in DIR (hidden files, SHA256SUMS and SHA256SUMS.sig left out).`,
 				return errors.New("--key FILE is required (create one with rbee release keygen --out FILE)")
 			}
 			dir := args[0]
+			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+				return fmt.Errorf("the release folder %s is not a directory: %v", dir, err)
+			}
+			// The folder is what gets published: a key inside it would be
+			// listed in SHA256SUMS, signed and served with the release.
+			if absDir, err1 := filepath.Abs(dir); err1 == nil {
+				if absKey, err2 := filepath.Abs(keyFile); err2 == nil {
+					if rel, err := filepath.Rel(absDir, absKey); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+						return fmt.Errorf("--key %s is inside the release folder %s, which is published: keep the private key elsewhere", keyFile, dir)
+					}
+				}
+			}
 			if version == "" {
 				abs, err := filepath.Abs(dir)
 				if err != nil {

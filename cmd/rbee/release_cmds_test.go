@@ -73,6 +73,17 @@ func TestReleaseKeygenAndSign(t *testing.T) {
 		_, err := rbee(t, args...)
 		require.Error(t, err, "%v", args)
 	}
+	// A key inside the release folder would be published with it.
+	inside := filepath.Join(dir, "release.key")
+	_, err = rbee(t, "release", "keygen", "--out", inside)
+	require.NoError(t, err)
+	_, err = rbee(t, "release", "sign", "--key", inside, "--write-sums", dir)
+	require.ErrorContains(t, err, "inside the release folder")
+	sums2, err := os.ReadFile(filepath.Join(dir, workercat.SumsFile))
+	require.NoError(t, err)
+	require.NotContains(t, string(sums2), "release.key", "nothing was rewritten")
+	_, err = rbee(t, "release", "sign", "--key", keyFile, filepath.Join(tmp, "nope"))
+	require.ErrorContains(t, err, "not a directory")
 }
 
 func TestNodeRefusesABadReleaseKey(t *testing.T) {
