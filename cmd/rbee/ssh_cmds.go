@@ -72,7 +72,7 @@ func sshCommands(g *globals) []*cobra.Command {
 			return runOp(cmd, g, api.HiveStartRequest{Name: args[0], DataDir: dataDir}, 3*time.Minute, say(args[0]+" joined the cluster"))
 		},
 	}
-	start.Flags().StringVar(&dataDir, "data-dir", "", "data dir on the host (default: the node's default there)")
+	start.Flags().StringVar(&dataDir, "remote-data-dir", "", "data dir on the host (default: the node's default there); not the global --data-dir, which is this machine's")
 
 	stop := &cobra.Command{
 		Use:   "stop NAME",
@@ -100,6 +100,6 @@ func sshCommands(g *globals) []*cobra.Command {
 	}
 	uninstall.Flags().BoolVar(&purge, "purge", false, "also remove the node's data dir there")
 	uninstall.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
-	uninstall.Flags().StringVar(&dataDir, "data-dir", "", "the data dir to purge (default: the one hive start used)")
+	uninstall.Flags().StringVar(&dataDir, "remote-data-dir", "", "the data dir on the host to purge (default: the one hive start used, from its run script)")
 	return []*cobra.Command{imp, test, install, start, stop, uninstall}
 }

@@ -277,6 +277,11 @@ func Uninstall(ctx context.Context, c *Client, opts UninstallOptions) (Uninstall
 		if dataDir, err = remoteAbs(opts.DataDir, p.home); err != nil {
 			return res, err
 		}
+	} else if d := startedDataDir(c, p); d != "" {
+		// The data dir `hive start --data-dir` gave the node, as its run
+		// script says: purging the default one would leave the cluster
+		// secret and keys where the node kept them.
+		dataDir = d
 	}
 	if opts.Purge {
 		if err := checkPurgeable(dataDir, p); err != nil {
@@ -432,4 +437,72 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// startedDataDir is the --data-dir of the node command in the host's run
+// script (written by every hive start), "" when there is none or it names
+// none.
+func startedDataDir(c *Client, p paths) string {
+	sc, err := c.SFTP()
+	if err != nil {
+		return ""
+	}
+	f, err := sc.Open(p.runScript)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "exec ") {
+			continue
+		}
+		words := shellWords(line)
+		for i, w := range words {
+			if w == "--data-dir" && i+1 < len(words) {
+				return words[i+1]
+			}
+		}
+	}
+	return ""
+}
+
+// shellWords splits a line as runScript writes it: words separated by
+// spaces, each bare or in single quotes, a quote inside one written as
+// shellQuote writes it (close, backslash-quote, reopen).
+func shellWords(line string) []string {
+	var words []string
+	var cur strings.Builder
+	in, has := false, false
+	for i := 0; i < len(line); i++ {
+		ch := line[i]
+		switch {
+		case in && ch == '\'':
+			in = false
+		case in:
+			cur.WriteByte(ch)
+		case ch == '\'':
+			in, has = true, true
+		case ch == '\\' && i+1 < len(line):
+			i++
+			cur.WriteByte(line[i])
+			has = true
+		case ch == ' ':
+			if has {
+				words = append(words, cur.String())
+				cur.Reset()
+				has = false
+			}
+		default:
+			cur.WriteByte(ch)
+			has = true
+		}
+	}
+	if has {
+		words = append(words, cur.String())
+	}
+	return words
 }

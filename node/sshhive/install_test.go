@@ -264,3 +264,17 @@ func TestGeneratedFiles(t *testing.T) {
 	_, err = StartOptions{DataDir: "relative"}.args(p)
 	require.ErrorIs(t, err, ErrInvalid)
 }
+
+// TestShellWordsReadsRunScript: the run script's words come back as
+// runScript quoted them, so uninstall finds the data dir start used.
+func TestShellWordsReadsRunScript(t *testing.T) {
+	args := []string{"--name", "it's", "--data-dir", "/tmp/a dir/it's", "--join", "10.0.0.1:7834"}
+	script := runScript(paths{binary: "/home/u/my bin/rbee", pidFile: "/p"}, args)
+	var exec string
+	for _, l := range strings.Split(script, "\n") {
+		if strings.HasPrefix(l, "exec ") {
+			exec = l
+		}
+	}
+	require.Equal(t, append([]string{"exec", "/home/u/my bin/rbee", "node"}, args...), shellWords(exec))
+}
