@@ -96,6 +96,50 @@ const (
 	maxGPUIndex = 255
 )
 
+// keepLogs is how many logs of workers that no longer run the logs dir
+// keeps (the newest): enough to read why recent ones ended, bounded for a
+// node that spawns often (every re-plan of a group spawns its shards).
+const keepLogs = 100
+
+// pruneLogs removes the oldest logs of workers that do not run, past
+// keepLogs, before a spawn (of starting, whose log is kept). Failures
+// are logged: a log left costs only disk.
+func (m *Manager) pruneLogs(starting string) {
+	dir := filepath.Join(m.dir, logsSubdir)
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) <= keepLogs {
+		return
+	}
+	live := map[string]bool{starting + ".log": true}
+	m.mu.Lock()
+	for _, p := range m.procs {
+		live[p.info.WorkerID+".log"] = true
+	}
+	m.mu.Unlock()
+	type old struct {
+		name string
+		mod  time.Time
+	}
+	var done []old
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".log") || live[e.Name()] {
+			continue
+		}
+		if info, err := e.Info(); err == nil {
+			done = append(done, old{e.Name(), info.ModTime()})
+		}
+	}
+	if len(done) <= keepLogs {
+		return
+	}
+	sort.Slice(done, func(a, b int) bool { return done[a].mod.Before(done[b].mod) })
+	for _, o := range done[:len(done)-keepLogs] {
+		if err := os.Remove(filepath.Join(dir, o.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			m.log.Warn("process: cannot remove an old worker log", "file", o.name, "err", err)
+		}
+	}
+}
+
 // SecretEnv is the environment variable that hands a worker its secret
 // (cmd/rbee-worker reads it; worker.SecretEnv has the same name).
 const SecretEnv = "RBEE_WORKER_SECRET"
@@ -419,6 +463,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 		extraEnv = append(opts.Type.Env(launch), opts.Env...)
 	}
 
+	m.pruneLogs(opts.WorkerID)
 	logPath := filepath.Join(m.dir, logsSubdir, opts.WorkerID+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

@@ -620,3 +620,30 @@ func TestReadoptVersion1State(t *testing.T) {
 	require.NoError(t, m.Stop(context.Background(), w.PID, 10*time.Second))
 	assert.False(t, running(w.PID))
 }
+
+// TestPruneLogs: past keepLogs, the oldest logs of workers that do not
+// run go; a running worker's log and the one starting stay.
+func TestPruneLogs(t *testing.T) {
+	dir := t.TempDir()
+	m := newManager(t, dir, nil, nil)
+	logs := filepath.Join(dir, logsSubdir)
+	require.NoError(t, os.MkdirAll(logs, 0o755))
+	base := time.Now().Add(-time.Hour)
+	for i := range keepLogs + 20 {
+		p := filepath.Join(logs, fmt.Sprintf("w-%03d.log", i))
+		require.NoError(t, os.WriteFile(p, []byte("x"), 0o644))
+		require.NoError(t, os.Chtimes(p, base.Add(time.Duration(i)*time.Second), base.Add(time.Duration(i)*time.Second)))
+	}
+	m.mu.Lock()
+	m.procs[999999] = &proc{info: WorkerInfo{WorkerID: "w-000", PID: 999999}} // the oldest, but running
+	m.mu.Unlock()
+	defer func() { m.mu.Lock(); delete(m.procs, 999999); m.mu.Unlock() }()
+	m.pruneLogs("w-001")
+	ents, err := os.ReadDir(logs)
+	require.NoError(t, err)
+	require.Len(t, ents, keepLogs+2, "the newest keepLogs, the running one's, the starting one's")
+	for _, keep := range []string{"w-000.log", "w-001.log", fmt.Sprintf("w-%03d.log", keepLogs+19)} {
+		require.FileExists(t, filepath.Join(logs, keep))
+	}
+	require.NoFileExists(t, filepath.Join(logs, "w-002.log"))
+}
