@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,6 +30,15 @@ func sshCommands(g *globals) []*cobra.Command {
 		Short: "Add the hosts of an OpenSSH config (default ~/.ssh/config of the node's user) to the inventory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// The node reads the file; a relative path means this shell's
+			// directory, which a node on this machine does not share.
+			if sshConfig != "" && !filepath.IsAbs(sshConfig) && !strings.HasPrefix(sshConfig, "~") {
+				abs, err := filepath.Abs(sshConfig)
+				if err != nil {
+					return err
+				}
+				sshConfig = abs
+			}
 			req := api.ImportSSHRequest{SSHConfig: sshConfig, Overwrite: overwrite}
 			return runOp(cmd, g, req, time.Minute, func(out io.Writer, res api.ImportSSHResult) error {
 				fmt.Fprintf(out, "added %d, updated %d, skipped %d host(s); see `rbee hive list`\n", len(res.Added), len(res.Updated), len(res.Skipped))
@@ -35,7 +46,7 @@ func sshCommands(g *globals) []*cobra.Command {
 			})
 		},
 	}
-	imp.Flags().StringVar(&sshConfig, "ssh-config", "", "OpenSSH client config to read (a path on the node)")
+	imp.Flags().StringVar(&sshConfig, "ssh-config", "", "OpenSSH client config to read (a path on the node's machine; a relative one is made absolute here)")
 	imp.Flags().BoolVar(&overwrite, "overwrite", false, "replace existing inventory entries")
 
 	test := &cobra.Command{
