@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rbee-project/rbee/api"
@@ -187,7 +188,7 @@ func (o *Ops) Test(ctx context.Context, em jobs.Emitter, r api.SSHTestRequest) e
 	if err != nil {
 		return sshError(err)
 	}
-	em.Narrate("ssh", "test", "%s: %s/%s, round trip %v, rbee %s", h.Name, res.OS, res.Arch, res.RoundTrip.Round(time.Microsecond), humanize.OrDash(res.RbeeVersion))
+	em.Narrate("ssh", "test", "%s: %s/%s, round trip %v, rbee %s", h.Name, res.OS, res.Arch, res.RoundTrip.Round(time.Microsecond), humanize.OrDash(bareVersion(res.RbeeVersion)))
 	return em.Result(api.SSHTestResult{Name: h.Name, RoundTripMs: float64(res.RoundTrip.Microseconds()) / 1000,
 		ConnectMs: float64(res.Connect.Microseconds()) / 1000, OS: res.OS, Arch: res.Arch, Uname: res.Uname, RbeeVersion: res.RbeeVersion})
 }
@@ -224,7 +225,7 @@ func (o *Ops) Install(ctx context.Context, em jobs.Emitter, r api.HiveInstallReq
 	for _, w := range res.Warnings {
 		em.Narrate("ssh", "install", "warning: %s", w)
 	}
-	em.Narrate("ssh", "install", "installed %s (rbee %s, service: %s)", res.BinaryPath, res.Version, res.Service)
+	em.Narrate("ssh", "install", "installed %s (rbee %s, service: %s)", res.BinaryPath, bareVersion(res.Version), res.Service)
 	h.InstallPath = res.BinaryPath
 	h.State = fsm.HostInstalled
 	if err := o.cfg.Cluster.PutHost(ctx, h); err != nil {
@@ -337,4 +338,10 @@ func (o *Ops) Stop(ctx context.Context, em jobs.Emitter, r api.HiveStopRequest) 
 		return err
 	}
 	return em.Result(api.HiveStopResult{Name: r.Name, Graceful: graceful, State: h.State})
+}
+
+// bareVersion is a version as `rbee --version` prints it ("rbee version
+// X") without the words, for messages that say "rbee" themselves.
+func bareVersion(v string) string {
+	return strings.TrimPrefix(strings.TrimSpace(v), "rbee version ")
 }
