@@ -286,6 +286,10 @@ type cfgLoader struct {
 	home  string
 	warn  func(string)
 	files int
+	// includes are the Include values as written, quotes and all (the
+	// parser below drops quotes, which would split a quoted path with a
+	// space): the config holds their index instead.
+	includes []string
 }
 
 // cfgFile is one parsed file: its blocks in order, the first being the
@@ -314,7 +318,8 @@ func (l *cfgLoader) parse(b []byte, name string, depth int) (*cfgFile, error) {
 		g := reDirective().FindSubmatch(m)
 		indent, kw, sep, rest := g[1], strings.ToLower(string(g[2])), g[3], strings.TrimSpace(string(g[4]))
 		if kw == "include" {
-			return slices.Concat(indent, []byte(includeKey), sep, g[4])
+			l.includes = append(l.includes, string(g[4]))
+			return slices.Concat(indent, []byte(includeKey), sep, []byte(strconv.Itoa(len(l.includes)-1)))
 		}
 		f := strings.Fields(stripComment(rest))
 		switch {
@@ -339,7 +344,13 @@ func (l *cfgLoader) parse(b []byte, name string, depth int) (*cfgFile, error) {
 		if blk.concrete {
 			for _, p := range h.Patterns {
 				s := p.String()
-				if !strings.ContainsAny(s, "*?!") {
+				switch {
+				case strings.ContainsAny(s, "*?!"):
+				case strings.ContainsAny(s, "\"'/\\") || strings.HasPrefix(s, "-"):
+					// A quoted pattern (this parser splits "a b" in two),
+					// a path or a flag is no host a hive can be named by.
+					l.warn(fmt.Sprintf("%s: Host %q is not imported: a hive name has no quotes or slashes and does not start with '-'", name, s))
+				default:
 					blk.hostNames = append(blk.hostNames, s)
 				}
 			}
@@ -351,7 +362,12 @@ func (l *cfgLoader) parse(b []byte, name string, depth int) (*cfgFile, error) {
 			}
 			it := cfgItem{key: strings.ToLower(kv.Key), value: kv.Value}
 			if it.key == strings.ToLower(includeKey) {
-				inc, err := l.include(kv.Value, depth)
+				i, err := strconv.Atoi(strings.TrimSpace(kv.Value))
+				if err != nil || i < 0 || i >= len(l.includes) {
+					return nil, fmt.Errorf("%w: %s: a malformed Include", ErrInvalid, name)
+				}
+				it.value = l.includes[i]
+				inc, err := l.include(l.includes[i], depth)
 				if err != nil {
 					return nil, err
 				}
@@ -376,8 +392,7 @@ func stripComment(s string) string {
 // home/.ssh; each glob's matches in lexical order; no match is no error.
 func (l *cfgLoader) include(value string, depth int) ([]*cfgFile, error) {
 	var out []*cfgFile
-	for _, pat := range strings.Fields(value) {
-		pat = strings.Trim(pat, `"`)
+	for _, pat := range configWords(value) {
 		switch {
 		case filepath.IsAbs(pat):
 		case strings.HasPrefix(pat, "~"):
@@ -484,4 +499,38 @@ func decodeSSHConfig(b []byte) (cfg *ssh_config.Config, err error) {
 		}
 	}()
 	return ssh_config.DecodeBytes(b)
+}
+
+// configWords splits an ssh_config value as ssh does (argv_split): words
+// separated by blanks, a double- or single-quoted part kept whole without
+// its quotes, so `Include "/a dir/*.conf"` names one path.
+func configWords(v string) []string {
+	var words []string
+	var cur strings.Builder
+	var quote byte
+	has := false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case quote != 0 && c == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteByte(c)
+		case c == '"' || c == '\'':
+			quote, has = c, true
+		case c == ' ' || c == '\t':
+			if has {
+				words = append(words, cur.String())
+				cur.Reset()
+				has = false
+			}
+		default:
+			cur.WriteByte(c)
+			has = true
+		}
+	}
+	if has {
+		words = append(words, cur.String())
+	}
+	return words
 }

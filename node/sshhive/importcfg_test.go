@@ -231,3 +231,24 @@ func TestImportConfigRefusesNonFiles(t *testing.T) {
 		t.Fatal("the import waits on the FIFO")
 	}
 }
+
+// TestImportConfigQuotes: a quoted Include path with a space is one path;
+// a quoted Host pattern, a path or a flag is no hive name (warned).
+func TestImportConfigQuotes(t *testing.T) {
+	home := writeHome(t, map[string]string{
+		"config":           "Include \"inc dir/*.conf\"\n\nHost \"spaced alias\" ok1\n  HostName 10.0.0.2\n\nHost \"../../etc\" a/b --flag ok2\n  HostName 10.0.0.3\n",
+		"inc dir/one.conf": "Host incl1\n  HostName 10.0.0.4\n",
+	})
+	res, err := ImportConfigFile("", nil, ImportOptions{Home: home, DefaultUser: "me"})
+	require.NoError(t, err)
+	var names []string
+	for _, h := range res.Added {
+		names = append(names, h.Name)
+	}
+	require.ElementsMatch(t, []string{"incl1", "ok1", "ok2"}, names)
+	w := strings.Join(res.Warnings, "\n")
+	for _, bad := range []string{"spaced", "alias", "../../etc", "a/b", "--flag"} {
+		require.Contains(t, w, bad)
+	}
+	require.Equal(t, []string{`/a dir/x.conf`, "b", "it's"}, configWords(`"/a dir/x.conf" b 'it'"'"'s'`))
+}
