@@ -392,7 +392,7 @@ func stripComment(s string) string {
 // home/.ssh; each glob's matches in lexical order; no match is no error.
 func (l *cfgLoader) include(value string, depth int) ([]*cfgFile, error) {
 	var out []*cfgFile
-	for _, pat := range configWords(value) {
+	for _, pat := range splitWords(value) {
 		switch {
 		case filepath.IsAbs(pat):
 		case strings.HasPrefix(pat, "~"):
@@ -501,10 +501,12 @@ func decodeSSHConfig(b []byte) (cfg *ssh_config.Config, err error) {
 	return ssh_config.DecodeBytes(b)
 }
 
-// configWords splits an ssh_config value as ssh does (argv_split): words
-// separated by blanks, a double- or single-quoted part kept whole without
-// its quotes, so `Include "/a dir/*.conf"` names one path.
-func configWords(v string) []string {
+// splitWords splits a line into words as ssh splits a config value
+// (argv_split) and a shell the run script's line (shellQuote's quoting):
+// blanks separate words; a single- or double-quoted part is kept whole
+// without its quotes; outside quotes a backslash keeps the next character.
+// So `Include "/a dir/*.conf"` names one path.
+func splitWords(v string) []string {
 	var words []string
 	var cur strings.Builder
 	var quote byte
@@ -518,6 +520,10 @@ func configWords(v string) []string {
 			cur.WriteByte(c)
 		case c == '"' || c == '\'':
 			quote, has = c, true
+		case c == '\\' && i+1 < len(v):
+			i++
+			cur.WriteByte(v[i])
+			has = true
 		case c == ' ' || c == '\t':
 			if has {
 				words = append(words, cur.String())

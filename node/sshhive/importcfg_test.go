@@ -250,5 +250,5 @@ func TestImportConfigQuotes(t *testing.T) {
 	for _, bad := range []string{"spaced", "alias", "../../etc", "a/b", "--flag"} {
 		require.Contains(t, w, bad)
 	}
-	require.Equal(t, []string{`/a dir/x.conf`, "b", "it's"}, configWords(`"/a dir/x.conf" b 'it'"'"'s'`))
+	require.Equal(t, []string{`/a dir/x.conf`, "b", "it's"}, splitWords(`"/a dir/x.conf" b 'it'"'"'s'`))
 }

@@ -460,7 +460,7 @@ func startedDataDir(c *Client, p paths) string {
 		if !strings.HasPrefix(line, "exec ") {
 			continue
 		}
-		words := shellWords(line)
+		words := splitWords(line)
 		for i, w := range words {
 			if w == "--data-dir" && i+1 < len(words) {
 				return words[i+1]
@@ -468,41 +468,4 @@ func startedDataDir(c *Client, p paths) string {
 		}
 	}
 	return ""
-}
-
-// shellWords splits a line as runScript writes it: words separated by
-// spaces, each bare or in single quotes, a quote inside one written as
-// shellQuote writes it (close, backslash-quote, reopen).
-func shellWords(line string) []string {
-	var words []string
-	var cur strings.Builder
-	in, has := false, false
-	for i := 0; i < len(line); i++ {
-		ch := line[i]
-		switch {
-		case in && ch == '\'':
-			in = false
-		case in:
-			cur.WriteByte(ch)
-		case ch == '\'':
-			in, has = true, true
-		case ch == '\\' && i+1 < len(line):
-			i++
-			cur.WriteByte(line[i])
-			has = true
-		case ch == ' ':
-			if has {
-				words = append(words, cur.String())
-				cur.Reset()
-				has = false
-			}
-		default:
-			cur.WriteByte(ch)
-			has = true
-		}
-	}
-	if has {
-		words = append(words, cur.String())
-	}
-	return words
 }

@@ -265,9 +265,9 @@ func TestGeneratedFiles(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalid)
 }
 
-// TestShellWordsReadsRunScript: the run script's words come back as
+// TestSplitWordsReadsRunScript: the run script's words come back as
 // runScript quoted them, so uninstall finds the data dir start used.
-func TestShellWordsReadsRunScript(t *testing.T) {
+func TestSplitWordsReadsRunScript(t *testing.T) {
 	args := []string{"--name", "it's", "--data-dir", "/tmp/a dir/it's", "--join", "10.0.0.1:7834"}
 	script := runScript(paths{binary: "/home/u/my bin/rbee", pidFile: "/p"}, args)
 	var exec string
@@ -276,5 +276,5 @@ func TestShellWordsReadsRunScript(t *testing.T) {
 			exec = l
 		}
 	}
-	require.Equal(t, append([]string{"exec", "/home/u/my bin/rbee", "node"}, args...), shellWords(exec))
+	require.Equal(t, append([]string{"exec", "/home/u/my bin/rbee", "node"}, args...), splitWords(exec))
 }
