@@ -146,6 +146,14 @@ func newHiveCmd(g *globals) *cobra.Command {
 				rows := [][]string{{"name", h.Name}, {"id", h.ID}, {"state", h.State}, {"role", role(h)},
 					{"api", humanize.OrDash(h.HTTPAddr)}, {"https", humanize.OrDash(h.HTTPSAddr)}, {"gossip", humanize.OrDash(h.GossipAddr)}, {"p2p", humanize.OrDash(strings.Join(h.P2PAddrs, " "))},
 					{"version", humanize.OrDash(h.Version)}}
+				if s := h.Host; s != nil {
+					port := ""
+					if s.Port > 0 {
+						port = ":" + strconv.Itoa(s.Port)
+					}
+					rows = append(rows, []string{"ssh", humanize.OrDash(s.User) + "@" + s.Host + port},
+						[]string{"ssh identity", humanize.OrDash(s.IdentityFile)}, []string{"ssh state", humanize.OrDash(string(s.State))})
+				}
 				if c := h.Capabilities; c != nil {
 					rows = append(rows, []string{"cpu", fmt.Sprintf("%s (%d cores, %d threads)", c.CPUModel, c.Cores, c.Threads)},
 						[]string{"ram", humanize.Bytes(c.RAMTotal)}, []string{"os/arch", c.OS + "/" + c.Arch})

@@ -64,6 +64,9 @@ func newReleaseKeygenCmd() *cobra.Command {
 				return fmt.Errorf("--out: %w", err)
 			}
 			w := cmd.OutOrStdout()
+			if f := cmd.Flag("output"); f != nil && f.Value.String() == "json" {
+				return writeJSON(w, map[string]string{"public_key": workercat.FormatPublicKey(pub), "private_key_file": out})
+			}
 			fmt.Fprintln(w, workercat.FormatPublicKey(pub))
 			fmt.Fprintf(cmd.ErrOrStderr(), "private key written to %s (keep it secret, never commit it)\n"+
 				"nodes trust releases it signs with: rbee node --worker-release-key %s\n", out, workercat.FormatPublicKey(pub))

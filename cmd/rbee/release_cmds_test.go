@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,16 @@ func TestReleaseKeygenAndSign(t *testing.T) {
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 	_, err = rbee(t, "release", "keygen", "--out", keyFile)
 	require.Error(t, err, "an existing key is never overwritten")
+	jsonOut, err := rbee(t, "release", "keygen", "--out", filepath.Join(tmp, "k2.key"), "-o", "json")
+	require.NoError(t, err)
+	var kj struct {
+		PublicKey string `json:"public_key"`
+		File      string `json:"private_key_file"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(jsonOut), &kj), jsonOut)
+	_, err = workercat.ParsePublicKey(kj.PublicKey)
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(tmp, "k2.key"), kj.File)
 
 	dir := filepath.Join(tmp, "v1.2.3")
 	require.NoError(t, os.Mkdir(dir, 0o755))

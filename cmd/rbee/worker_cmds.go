@@ -458,7 +458,13 @@ func newProcessCmd(g *globals) *cobra.Command {
 			if err != nil || pid <= 0 {
 				return fmt.Errorf("PID must be a positive number")
 			}
-			return runOp[api.Process](cmd, g, api.ProcessGetRequest{OnHive: api.OnHive{Hive: hive}, PID: pid}, 30*time.Second, nil)
+			return runOp(cmd, g, api.ProcessGetRequest{OnHive: api.OnHive{Hive: hive}, PID: pid}, 30*time.Second, func(out io.Writer, p api.Process) error {
+				table(out, []string{"FIELD", "VALUE"}, [][]string{{"pid", strconv.Itoa(p.PID)}, {"worker", p.WorkerID}, {"type", p.Type},
+					{"model", humanize.OrDash(p.ModelID)}, {"port", strconv.Itoa(p.Port)}, {"device", humanize.OrDash(p.Device)},
+					{"rss", humanize.Bytes(p.RSS)}, {"cpu", fmt.Sprintf("%.1f%%", p.CPUPercent)}, {"uptime", p.Uptime.Round(time.Second).String()},
+					{"binary", p.Binary}, {"log", p.LogPath}})
+				return nil
+			})
 		}}
 	del := &cobra.Command{Use: "delete PID", Short: "Stop a worker process rbee started (SIGTERM, then SIGKILL)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
