@@ -559,19 +559,7 @@ func TestNodeLossDuringStream(t *testing.T) {
 	// stream finishes.
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	firstTok := make(chan struct{})
-	var once sync.Once
-	done := make(chan error, 1)
-	var res api.InferResult
-	go func() {
-		done <- client.New(entry.URL(), entry.AdminKey()).Result(ctx, map[string]any{"operation": "infer", "model": "slow",
-			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 300}, &res, func(ev jobs.Event) {
-			if ev.Type == jobs.TypeToken {
-				once.Do(func() { close(firstTok) })
-			}
-		})
-	}()
-	<-firstTok
+	done, res := slowStream(ctx, entry, 300)
 	c.Kill(li)
 	require.NoError(t, <-done)
 	require.Equal(t, w.WorkerID, res.WorkerID)
@@ -579,18 +567,7 @@ func TestNodeLossDuringStream(t *testing.T) {
 
 	// Killing the node that hosts a busy worker: the client gets an
 	// error (or a retry elsewhere), never a hang.
-	firstTok2 := make(chan struct{})
-	var once2 sync.Once
-	go func() {
-		done <- client.New(entry.URL(), entry.AdminKey()).Run(ctx, map[string]any{"operation": "infer", "model": "slow",
-			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 2000}, func(ev jobs.Event) error {
-			if ev.Type == jobs.TypeToken {
-				once2.Do(func() { close(firstTok2) })
-			}
-			return nil
-		})
-	}()
-	<-firstTok2
+	done, _ = slowStream(ctx, entry, 2000)
 	c.Kill(c.Index(host))
 	select {
 	case err := <-done:
@@ -625,19 +602,7 @@ func TestFrozenWorkerStreamGoesOn(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	firstTok := make(chan struct{})
-	var once sync.Once
-	done := make(chan error, 1)
-	var res api.InferResult
-	go func() {
-		done <- client.New(entry.URL(), entry.AdminKey()).Result(ctx, map[string]any{"operation": "infer", "model": "slow",
-			"prompt": "Once upon a time", "temperature": 0, "max_tokens": 1500}, &res, func(ev jobs.Event) {
-			if ev.Type == jobs.TypeToken {
-				once.Do(func() { close(firstTok) })
-			}
-		})
-	}()
-	<-firstTok
+	done, res := slowStream(ctx, entry, 1500)
 	w2 := spawnModel(t, entry, entry.Name(), model, 1)
 	require.NoError(t, p1.Signal(syscall.SIGSTOP))
 	select {
@@ -648,4 +613,26 @@ func TestFrozenWorkerStreamGoesOn(t *testing.T) {
 	}
 	require.Equal(t, w2.WorkerID, res.WorkerID, "it went on on the other worker")
 	require.Equal(t, 1500, res.TokensOut)
+}
+
+// slowStream starts an infer of max tokens of the "slow" model through n
+// and returns once its first token has come: done gets its error, res its
+// result.
+func slowStream(ctx context.Context, n *node.Node, max int) (<-chan error, *api.InferResult) {
+	firstTok := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	res := &api.InferResult{}
+	go func() {
+		err := client.New(n.URL(), n.AdminKey()).Result(ctx, map[string]any{"operation": "infer", "model": "slow",
+			"prompt": "Once upon a time", "temperature": 0, "max_tokens": max}, res, func(ev jobs.Event) {
+			if ev.Type == jobs.TypeToken {
+				once.Do(func() { close(firstTok) })
+			}
+		})
+		once.Do(func() { close(firstTok) }) // an early failure: done says it
+		done <- err
+	}()
+	<-firstTok
+	return done, res
 }

@@ -182,14 +182,7 @@ func TestInferMaxTokens(t *testing.T) {
 		{[]string{"--temperature", "-1"}, "--temperature -1: want 0"},
 		{[]string{"--top-k", "-1"}, "--top-k -1: want 0"},
 	} {
-		fake := &fakeJobNode{}
-		srv := httptest.NewServer(fake)
-		root := newRootCmd()
-		root.SetArgs(append([]string{"infer", "--node", srv.URL, "--token", "t", "--model", "m", "hi"}, tc.args...))
-		root.SetOut(io.Discard)
-		require.ErrorContains(t, root.Execute(), tc.want, "%v", tc.args)
-		srv.Close()
-		require.Empty(t, fake.requests, "%v: nothing is sent", tc.args)
+		refusedBeforeSending(t, []string{"infer", "--model", "m", "hi"}, tc.args, tc.want)
 	}
 	for _, tc := range []struct {
 		args []string
@@ -228,14 +221,7 @@ func TestBadSpawnFlags(t *testing.T) {
 		{[]string{"--ctx", "-1"}, "--ctx -1"},
 		{[]string{"--type", "llama-server", "--gpu", "-1"}, "--gpu -1: want a GPU index"},
 	} {
-		fake := &fakeJobNode{}
-		srv := httptest.NewServer(fake)
-		root := newRootCmd()
-		root.SetArgs(append([]string{"worker", "spawn", "--node", srv.URL, "--token", "t", "--model", "builtin:stories260k"}, tc.args...))
-		root.SetOut(io.Discard)
-		require.ErrorContains(t, root.Execute(), tc.want, "%v", tc.args)
-		srv.Close()
-		require.Empty(t, fake.requests, "%v: nothing is sent", tc.args)
+		refusedBeforeSending(t, []string{"worker", "spawn", "--model", "builtin:stories260k"}, tc.args, tc.want)
 	}
 	// -1 (the default) and 0 are what they were: left out, and none.
 	for _, tc := range []struct {
@@ -256,4 +242,18 @@ func TestBadSpawnFlags(t *testing.T) {
 		require.Len(t, fake.bodies, 1)
 		require.Equal(t, tc.want, fake.bodies[0]["gpu_layers"], "%v", tc.args)
 	}
+}
+
+// refusedBeforeSending runs cmd with args against a fake node and checks
+// it fails with want and sends the node nothing.
+func refusedBeforeSending(t *testing.T, cmd, args []string, want string) {
+	t.Helper()
+	fake := &fakeJobNode{}
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	root := newRootCmd()
+	root.SetArgs(append(append(append([]string{}, cmd...), "--node", srv.URL, "--token", "t"), args...))
+	root.SetOut(io.Discard)
+	require.ErrorContains(t, root.Execute(), want, "%v", args)
+	require.Empty(t, fake.requests, "%v: nothing is sent", args)
 }

@@ -214,21 +214,21 @@ func TestImportConfigRefusesNonFiles(t *testing.T) {
 	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
 	cfg := filepath.Join(dir, "config")
 	require.NoError(t, os.WriteFile(cfg, []byte("Host a\n  HostName 10.0.0.1\nInclude "+fifo+"\n"), 0o600))
-	done := make(chan struct{})
+	errs := make(chan error, 3)
 	go func() {
-		defer close(done)
-		for _, p := range []string{fifo, dir} {
+		for _, p := range []string{fifo, dir, cfg} {
 			_, err := ImportConfigFile(p, nil, ImportOptions{Home: dir})
+			errs <- err
+		}
+	}()
+	for _, p := range []string{fifo, dir, cfg} {
+		select {
+		case err := <-errs:
 			require.ErrorIs(t, err, ErrInvalid, p)
 			require.ErrorContains(t, err, "not a regular file", p)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the import of %s waits on the FIFO", p)
 		}
-		_, err := ImportConfigFile(cfg, nil, ImportOptions{Home: dir})
-		require.ErrorContains(t, err, "not a regular file")
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the import waits on the FIFO")
 	}
 }
 

@@ -80,11 +80,8 @@ type Pipeline struct {
 	broken bool
 	closed bool
 	stats  Stats
-	// published is stats as the last pass left them (Stats), under
-	// statsMu, which a pass holds only to copy them.
-	statsMu   sync.Mutex
-	published Stats
-	seq       uint32
+	pub    published // stats as the last pass left them (Stats)
+	seq    uint32
 }
 
 type stageConn struct {
@@ -273,16 +270,12 @@ func (p *Pipeline) Epoch() uint64 { return p.epoch.Load() }
 // that hangs must not silence the head's heartbeats (its node would then
 // blame the head).
 func (p *Pipeline) Stats() Stats {
-	p.statsMu.Lock()
-	defer p.statsMu.Unlock()
-	return p.published
+	return p.pub.get()
 }
 
 // publish makes the counters what Stats returns; p.mu is held.
 func (p *Pipeline) publish() {
-	p.statsMu.Lock()
-	p.published = p.stats
-	p.statsMu.Unlock()
+	p.pub.set(p.stats)
 }
 
 // Forward implements engine.Remote: hidden goes through every stage in
@@ -366,3 +359,23 @@ func (p *Pipeline) Close() error {
 }
 
 var _ engine.Remote = (*Pipeline)(nil)
+
+// published holds a group's counters as its last pass left them, under a
+// lock a pass takes only to copy them in: Stats reads them without
+// waiting for a pass that waits on a hung shard.
+type published struct {
+	mu sync.Mutex
+	s  Stats
+}
+
+func (p *published) set(s Stats) {
+	p.mu.Lock()
+	p.s = s
+	p.mu.Unlock()
+}
+
+func (p *published) get() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.s
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,20 +36,27 @@ func TestStatsDoNotWaitForAPass(t *testing.T) {
 	defer pl.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for name, g := range map[string]interface {
-		Start(context.Context) error
-		Stats() Stats
-	}{"tensor": tg, "pipeline": pl} {
+	for name, g := range map[string]struct {
+		start func(context.Context) error
+		stats func() Stats
+		mu    *sync.Mutex
+	}{"tensor": {tg.Start, tg.Stats, &tg.mu}, "pipeline": {pl.Start, pl.Stats, &pl.mu}} {
 		started := make(chan error, 1)
-		go func() { started <- g.Start(ctx) }() // hangs in the handshake, lock held
-		time.Sleep(100 * time.Millisecond)
+		go func() { started <- g.start(ctx) }() // hangs in the handshake, lock held
+		require.Eventually(t, func() bool {
+			if g.mu.TryLock() {
+				g.mu.Unlock()
+				return false
+			}
+			return true
+		}, 5*time.Second, time.Millisecond, "%s: Start holds the group's lock", name)
 		select {
 		case err := <-started:
 			t.Fatalf("%s: Start returned %v; the stage should hang it", name, err)
 		default:
 		}
 		got := make(chan Stats, 1)
-		go func() { got <- g.Stats() }()
+		go func() { got <- g.stats() }()
 		select {
 		case <-got:
 		case <-time.After(5 * time.Second):

@@ -250,10 +250,7 @@ type TensorGroup struct {
 	parts   [][]float32
 	sum     []float32 // an all-reduce's sum, reused
 	stats   Stats
-	// published is stats as the last pass or exchange left them (Stats),
-	// under statsMu, which they hold only to copy them.
-	statsMu   sync.Mutex
-	published Stats
+	pub     published // stats as the last pass left them (Stats)
 	// pairwise: the group is the head and one member, which swap parts
 	// (helloPairwise); else the head answers every member.
 	pairwise bool
@@ -358,16 +355,12 @@ func (g *TensorGroup) Epoch() uint64 { return g.epoch.Load() }
 // long as a member takes to answer, and the head's heartbeat reads these;
 // see Pipeline.Stats).
 func (g *TensorGroup) Stats() Stats {
-	g.statsMu.Lock()
-	defer g.statsMu.Unlock()
-	return g.published
+	return g.pub.get()
 }
 
 // publish makes the counters what Stats returns; g.mu is held.
 func (g *TensorGroup) publish() {
-	g.statsMu.Lock()
-	g.published = g.stats
-	g.statsMu.Unlock()
+	g.pub.set(g.stats)
 }
 
 // deadline sets every member connection's deadline for the next exchange.
