@@ -77,6 +77,8 @@ var (
 	ErrCAMismatch = certs.ErrCAMismatch
 	// ErrNoAdminKey: the data dir has no readable admin key.
 	ErrNoAdminKey = auth.ErrNoAdminKey
+	// ErrBadCORSOrigin: a --cors-origin is not an origin, or is "null" or "*".
+	ErrBadCORSOrigin = auth.ErrBadOrigin
 )
 
 // Node is one rbee daemon.

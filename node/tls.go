@@ -14,6 +14,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/loopback"
+	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/certs"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/tlsca"
@@ -60,6 +61,11 @@ func checkTLSConfig(cfg Config) error {
 	}
 	if cfg.TLSCertFile != "" && cfg.HTTPSAddr == "" {
 		return errors.New("node: --tls-cert serves the HTTPS listener: give --https-addr too")
+	}
+	for _, o := range cfg.CORSOrigins {
+		if err := auth.CheckOrigin(o); err != nil {
+			return fmt.Errorf("--cors-origin: %w", err)
+		}
 	}
 	if cfg.CAFingerprint != "" {
 		if _, err := tlsca.ParseFingerprint(cfg.CAFingerprint); err != nil {

@@ -68,6 +68,47 @@ func TestListenerConfig(t *testing.T) {
 	}
 }
 
+// TestCORSOriginConfig: a --cors-origin must be an origin a browser
+// sends; "null" (any website's sandboxed frame) and "*" are refused at New
+// with ErrBadCORSOrigin, not taken and then matched literally.
+func TestCORSOriginConfig(t *testing.T) {
+	tests := []struct {
+		origin string
+		ok     bool
+	}{
+		{"http://chat.lan:3000", true},
+		{"https://chat.lan", true},
+		{"http://chat.lan:3000/", true},
+		{"http://[::1]:3000", true},
+		{"null", false},
+		{"*", false},
+		{"chat.lan:3000", false},
+		{"chat.lan", false},
+		{"http://chat.lan:3000/app", false},
+		{"http://user@chat.lan", false},
+		{"http://chat.lan?x=1", false},
+		{"http://*.lan", false},
+		{"file://", false},
+		{"ftp://chat.lan", false},
+		{"http://", false},
+		{"", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.origin, func(t *testing.T) {
+			cfg := node.DefaultConfig()
+			cfg.DataDir = t.TempDir()
+			cfg.CORSOrigins = []string{tc.origin}
+			_, err := node.New(cfg)
+			if tc.ok {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, node.ErrBadCORSOrigin)
+			require.ErrorContains(t, err, "--cors-origin")
+		})
+	}
+}
+
 // withHTTPS gives every node of a harness cluster an HTTPS listener on
 // loopback with a short certificate life and a fast check.
 func withHTTPS(lifetime time.Duration) nodetest.Option {

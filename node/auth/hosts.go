@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -10,6 +12,47 @@ import (
 
 	"github.com/rbee-project/rbee/internal/loopback"
 )
+
+// Errors of the browser checks' configuration.
+var (
+	// ErrBadOrigin: a --cors-origin is not an origin a browser sends
+	// (scheme://host[:port]), or is one that any website can take on.
+	ErrBadOrigin = errors.New("not a browser origin")
+)
+
+// CheckOrigin reports whether o may be a --cors-origin: a serialized
+// origin, http:// or https:// and a host with an optional port (a trailing
+// slash is tolerated), nothing else. "null" is refused, as any website can
+// send it (a sandboxed frame, a data: URL), and so is "*", which the guard
+// does not treat as a pattern.
+func CheckOrigin(o string) error {
+	switch strings.TrimSpace(o) {
+	case "null":
+		return fmt.Errorf("%w: %q is the origin of sandboxed frames, data: URLs and files, which any website can make a browser send", ErrBadOrigin, o)
+	case "*":
+		return fmt.Errorf("%w: %q would let every website act as this browser's user; name each origin (e.g. http://chat.lan:3000)", ErrBadOrigin, o)
+	}
+	u, err := url.Parse(strings.TrimSuffix(o, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" ||
+		u.User != nil || u.Path != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Opaque != "" || !originHost(u.Hostname()) {
+		return fmt.Errorf("%w: %q: want scheme://host[:port], e.g. http://chat.lan:3000 (no path, no user)", ErrBadOrigin, o)
+	}
+	return nil
+}
+
+// originHost reports whether h is an IP address or a DNS name (no
+// wildcard: an origin names one site).
+func originHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	for _, c := range []byte(h) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
 
 // HostAllowed reports whether a request's Host names this node: a loopback
 // or own interface address, localhost (and *.localhost, which browsers
