@@ -301,6 +301,12 @@ func (g *Guard) Authenticate(r *http.Request) (p Principal, ok bool, why string)
 func (g *Guard) Wrap(routes http.Handler) http.Handler {
 	fail := apierror.Write
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// No answer is a script or a style sheet: a browser must not run
+		// one (text/plain /metrics, say) as another site's <script>; nor
+		// may another site's page load one at all without CORS (its
+		// status and timing would tell that page about the cluster).
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cross-Origin-Resource-Policy", "same-origin")
 		if r.URL.Path == "/health" {
 			routes.ServeHTTP(w, r)
 			return

@@ -297,6 +297,31 @@ func TestBrowserDefences(t *testing.T) {
 	}
 }
 
+// TestResponseHeaders: every answer of the API, whatever the route and
+// outcome, tells a browser not to sniff it into a script and not to hand
+// it to another site's page (<script src>, <img src>, no-cors fetch).
+func TestResponseHeaders(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, q := range []req{
+		{path: "/health"},
+		{path: "/v1/cluster"},
+		{path: "/metrics"},
+		{path: "/"},
+		{path: "/v1/cluster", host: "evil.example:7833"},
+		{path: "/v1/cluster", origin: "http://evil.example"},
+		{path: "/v1/cluster", remote: lan},
+		{path: "/v1/cluster", remote: lan, tok: "rbk_wrong"},
+		{method: "POST", path: "/v1/jobs", ctype: "text/plain"},
+		{method: "OPTIONS", path: "/v1/jobs", origin: "http://chat.lan:3000"},
+	} {
+		t.Run(q.method+" "+q.path+" "+q.host+q.origin+q.remote, func(t *testing.T) {
+			_, _, w := f.do(q)
+			require.Equal(t, "nosniff", w.Header().Get("X-Content-Type-Options"))
+			require.Equal(t, "same-origin", w.Header().Get("Cross-Origin-Resource-Policy"))
+		})
+	}
+}
+
 // TestPreflight: a CORS preflight from an allowed origin is answered
 // without a credential; from another origin it is refused.
 func TestPreflight(t *testing.T) {
