@@ -80,12 +80,12 @@ func NewWriter(w io.Writer) *Writer {
 }
 
 // Start answers an HTTP request with an event stream: the Content-Type,
-// no caching, no buffering by proxies (X-Accel-Buffering), status 200,
+// no storing (a job's events can hold a new API key), no buffering by proxies (X-Accel-Buffering), status 200,
 // flushed at once so the client knows the stream is open.
 func Start(w http.ResponseWriter) *Writer {
 	h := w.Header()
 	h.Set("Content-Type", ContentType)
-	h.Set("Cache-Control", "no-cache")
+	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	sw := NewWriter(w)

@@ -163,7 +163,7 @@ func TestStartAndFlush(t *testing.T) {
 	w := Start(rec)
 	require.Equal(t, http.StatusOK, rec.Code)
 	require.Equal(t, ContentType, rec.Header().Get("Content-Type"))
-	require.Equal(t, "no-cache", rec.Header().Get("Cache-Control"))
+	require.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
 	require.Equal(t, "no", rec.Header().Get("X-Accel-Buffering"))
 	require.True(t, rec.Flushed, "headers go out at once")
 

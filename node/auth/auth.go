@@ -307,6 +307,10 @@ func (g *Guard) Wrap(routes http.Handler) http.Handler {
 		// status and timing would tell that page about the cluster).
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Cross-Origin-Resource-Policy", "same-origin")
+		// Answers can hold secrets (apikey_create's result, in the job and
+		// its events): no browser or proxy keeps a copy. A route that may
+		// be cached (the page's assets) sets its own.
+		w.Header().Set("Cache-Control", "no-store")
 		if r.URL.Path == "/health" {
 			routes.ServeHTTP(w, r)
 			return

@@ -298,8 +298,9 @@ func TestBrowserDefences(t *testing.T) {
 }
 
 // TestResponseHeaders: every answer of the API, whatever the route and
-// outcome, tells a browser not to sniff it into a script and not to hand
-// it to another site's page (<script src>, <img src>, no-cors fetch).
+// outcome, tells a browser not to sniff it into a script, not to hand it
+// to another site's page (<script src>, <img src>, no-cors fetch), and not
+// to keep it (a job's answer may hold a new API key).
 func TestResponseHeaders(t *testing.T) {
 	f := newFixture(t, nil)
 	for _, q := range []req{
@@ -318,6 +319,7 @@ func TestResponseHeaders(t *testing.T) {
 			_, _, w := f.do(q)
 			require.Equal(t, "nosniff", w.Header().Get("X-Content-Type-Options"))
 			require.Equal(t, "same-origin", w.Header().Get("Cross-Origin-Resource-Policy"))
+			require.Equal(t, "no-store", w.Header().Get("Cache-Control"))
 		})
 	}
 }
