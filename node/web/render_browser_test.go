@@ -105,3 +105,61 @@ func TestPageRendersSnapshot(t *testing.T) {
 	tb.screenshot("page-gpu-snapshot")
 	tb.noErrors()
 }
+
+// TestPageNodeLinks: a node card links to a page this browser can reach.
+// A plain HTTP listener on loopback is the node's own machine's: linked
+// only for the node that served the page and nodes on its machine (a
+// loopback gossip address, or the same host), never for a peer elsewhere,
+// whose "127.0.0.1:7833" would be this browser's machine; such a peer
+// links to its HTTPS listener, at its gossip host when that listens on
+// every interface, or to nothing.
+func TestPageNodeLinks(t *testing.T) {
+	exe := findChromium()
+	if exe == "" {
+		t.Skip("no Chromium found: apt-get install chromium")
+	}
+	const raw = `{"status": {"node": "a", "leader": "a", "nodes": [
+	 {"name": "a", "id": "a", "state": "alive", "http_addr": "127.0.0.1:7833", "gossip_addr": "10.0.0.1:7834"},
+	 {"name": "b", "id": "b", "state": "alive", "http_addr": "127.0.0.1:7833", "gossip_addr": "10.0.0.2:7834", "https_addr": "0.0.0.0:7843"},
+	 {"name": "c", "id": "c", "state": "alive", "http_addr": "127.0.0.1:7833", "gossip_addr": "10.0.0.3:7834"},
+	 {"name": "d", "id": "d", "state": "alive", "http_addr": "127.0.0.1:7900", "gossip_addr": "127.0.0.1:7901"},
+	 {"name": "e", "id": "e", "state": "alive", "http_addr": "127.0.0.1:7950", "gossip_addr": "10.0.0.1:7951"},
+	 {"name": "f", "id": "f", "state": "alive", "http_addr": "127.0.0.1:7833", "gossip_addr": "10.0.0.6:7834", "https_addr": "10.0.0.6:7843"},
+	 {"name": "g", "id": "g", "state": "alive", "http_addr": "127.0.0.1:7833", "gossip_addr": "[fd00::7]:7834", "https_addr": "[::]:7843"},
+	 {"name": "h", "id": "h", "state": "alive", "http_addr": "10.0.0.8:7833", "gossip_addr": "10.0.0.8:7834"}]}}`
+	var snap api.ClusterSnapshot
+	require.NoError(t, json.Unmarshal([]byte(raw), &snap))
+	data, err := json.Marshal(snap)
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", web.Handler())
+	mux.Handle("GET /ui/", web.Handler())
+	mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "event: state\ndata: %s\n\n", data)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"object":"list","data":[]}`)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+
+	tb := newTab(t, browser(t, exe), artifactDir(t))
+	tb.do(chromedp.Navigate(srv.URL + "/"))
+	tb.wait("the snapshot", `document.querySelectorAll('#nodes .node').length === 8`, 10*time.Second)
+	links := eval[map[string]string](tb, `Object.fromEntries([...document.querySelectorAll('#nodes .node')].map(n => [n.dataset.name, (n.querySelector('a') || {getAttribute: () => ''}).getAttribute('href')]))`)
+	require.Equal(t, map[string]string{
+		"a": "http://127.0.0.1:7833/",  // this page's node
+		"b": "https://10.0.0.2:7843/",  // HTTPS on every interface: its gossip host
+		"c": "",                        // loopback HTTP on another machine, no HTTPS
+		"d": "http://127.0.0.1:7900/",  // a node on this machine (dev cluster)
+		"e": "http://127.0.0.1:7950/",  // same host as this page's node
+		"f": "https://10.0.0.6:7843/",  // its HTTPS address
+		"g": "https://[fd00::7]:7843/", // IPv6
+		"h": "http://10.0.0.8:7833/",   // plain HTTP off loopback
+	}, links)
+	tb.noErrors()
+}

@@ -169,12 +169,33 @@
       h('span', null, fmtBytes(used) + ' / ' + fmtBytes(total)))];
   }
 
-  // pageLink links to another node's page when its API address is one a
-  // browser can reach (not a wildcard listen address).
-  function pageLink(addr) {
-    const host = addr.replace(/:\d+$/, '');
-    if (['0.0.0.0', '[::]', '::', ''].includes(host)) return h('code', null, addr);
-    return h('a', { href: 'http://' + addr + '/', rel: 'noopener' }, h('code', null, addr));
+  // pageURL is where this browser can open a node's own page, '' when it
+  // cannot. A plain HTTP listener on loopback is reachable only on its
+  // node's machine: this browser is there when this page came over
+  // loopback, and the node is on this page's node's machine when its
+  // gossip address is loopback or has the same host (several nodes of one
+  // machine). Otherwise the node's HTTPS listener, at its gossip address's
+  // host when it listens on every interface.
+  const addrHost = (a) => (a || '').replace(/:\d+$/, '');
+  const addrPort = (a) => ((a || '').match(/:(\d+)$/) || [])[1] || '';
+  const wildHost = (h) => ['0.0.0.0', '[::]', '::', ''].includes(h);
+  const loopHost = (h) => h === 'localhost' || h.endsWith('.localhost') || /^127\./.test(h) || h === '[::1]' || h === '::1';
+  let selfNode = null; // the node that served this page, from the snapshot
+  function pageURL(n) {
+    const g = addrHost(n.gossip_addr);
+    const here = loopHost(location.hostname) && (n === selfNode || loopHost(g) || (!!selfNode && g !== '' && g === addrHost(selfNode.gossip_addr)));
+    const reach = (h) => !wildHost(h) && (!loopHost(h) || here);
+    if (n.http_addr && reach(addrHost(n.http_addr))) return 'http://' + n.http_addr + '/';
+    if (n.https_addr) {
+      const h = wildHost(addrHost(n.https_addr)) ? g : addrHost(n.https_addr);
+      if (reach(h)) return 'https://' + h + ':' + addrPort(n.https_addr) + '/';
+    }
+    return '';
+  }
+
+  function pageLink(n) {
+    const url = pageURL(n);
+    return url ? h('a', { href: url, rel: 'noopener' }, h('code', null, url.replace(/^https?:\/\//, '').replace(/\/$/, ''))) : h('code', null, n.http_addr);
   }
 
   function nodeCard(n) {
@@ -187,7 +208,7 @@
       (cap.gpus || []).length || !n.capabilities ? null : [h('dt', null, 'GPU'), h('dd', { class: 'muted' }, 'none')],
       cap.os ? [h('dt', null, 'OS'), h('dd', null, cap.os + '/' + (cap.arch || '?'))] : null,
       n.version ? [h('dt', null, 'version'), h('dd', null, n.version)] : null,
-      n.http_addr ? [h('dt', null, 'API'), h('dd', null, pageLink(n.http_addr))] : null);
+      n.http_addr ? [h('dt', null, 'API'), h('dd', null, pageLink(n))] : null);
     return h('article', { class: 'card node' + (n.leader ? ' leader' : ''), dataset: { name: n.name, state: n.state || '', leader: String(!!n.leader) } },
       h('div', { class: 'title' }, h('span', { class: 'name' }, n.name),
         h('span', { class: 'pill ' + stateClass(n.state) }, n.state || 'unknown'),
@@ -296,6 +317,7 @@
     document.title = 'rbee · ' + (st.node || '') + (st.leader ? ' (queen ' + st.leader + ')' : '');
     $('insecure-banner').hidden = !snap.insecure_http;
 
+    selfNode = nodes.find((n) => n.name === st.node) || null;
     keyed($('nodes'), nodes, (n) => n.id || n.name, (n) => JSON.stringify(n), nodeCard, null, 'no nodes');
     keyed($('workers'), workers, (w) => w.id,
       (w) => JSON.stringify(w, (k, v) => (WORKER_LIVE.includes(k) ? undefined : v)), workerCard, workerLive, 'no workers: spawn one below');
