@@ -80,6 +80,8 @@ func TestCORSOriginConfig(t *testing.T) {
 		{"https://chat.lan", true},
 		{"http://chat.lan:3000/", true},
 		{"http://[::1]:3000", true},
+		{"chrome-extension://abcdefghijklmnopabcdefghijklmnop", true},
+		{"moz-extension://0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0", true},
 		{"null", false},
 		{"*", false},
 		{"chat.lan:3000", false},

@@ -21,7 +21,8 @@ var (
 )
 
 // CheckOrigin reports whether o may be a --cors-origin: a serialized
-// origin, http:// or https:// and a host with an optional port (a trailing
+// origin, http:// or https:// (or a browser extension's, e.g.
+// chrome-extension://<id>) and a host with an optional port (a trailing
 // slash is tolerated), nothing else. "null" is refused, as any website can
 // send it (a sandboxed frame, a data: URL), and so is "*", which the guard
 // does not treat as a pattern.
@@ -33,9 +34,9 @@ func CheckOrigin(o string) error {
 		return fmt.Errorf("%w: %q would let every website act as this browser's user; name each origin (e.g. http://chat.lan:3000)", ErrBadOrigin, o)
 	}
 	u, err := url.Parse(strings.TrimSuffix(o, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" ||
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && !strings.HasSuffix(u.Scheme, "-extension")) || u.Host == "" || u.Hostname() == "" ||
 		u.User != nil || u.Path != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Opaque != "" || !originHost(u.Hostname()) {
-		return fmt.Errorf("%w: %q: want scheme://host[:port], e.g. http://chat.lan:3000 (no path, no user)", ErrBadOrigin, o)
+		return fmt.Errorf("%w: %q: want scheme://host[:port], e.g. http://chat.lan:3000 or chrome-extension://<id> (no path, no user, no wildcard)", ErrBadOrigin, o)
 	}
 	return nil
 }
