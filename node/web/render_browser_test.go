@@ -163,3 +163,45 @@ func TestPageNodeLinks(t *testing.T) {
 	}, links)
 	tb.noErrors()
 }
+
+// TestPageKeyWithoutRead: a key the node refuses the feed to (403: an
+// inference key off the node's machine lacks read) is a key problem, not
+// an offline node: the page says "key needed", shows the node's message in
+// the key form, and goes live once a key that may read is saved.
+func TestPageKeyWithoutRead(t *testing.T) {
+	exe := findChromium()
+	if exe == "" {
+		t.Skip("no Chromium found: apt-get install chromium")
+	}
+	const readKey = "rbk_reader"
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", web.Handler())
+	mux.Handle("GET /ui/", web.Handler())
+	mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+readKey {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprint(w, `{"error":{"code":"forbidden","message":"GET /v1/cluster/events needs the read permission","type":"invalid_request_error"}}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: state\ndata: {\"status\":{\"node\":\"n1\",\"nodes\":[{\"name\":\"n1\",\"id\":\"n1\",\"state\":\"alive\"}]}}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"object":"list","data":[]}`)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+
+	tb := newTab(t, browser(t, exe), artifactDir(t))
+	tb.do(chromedp.Navigate(srv.URL + "/"))
+	tb.wait("the key form", `!document.getElementById('token-form').hidden`, 10*time.Second)
+	require.Contains(t, eval[string](tb, `document.getElementById('token-why').textContent`), "needs the read permission")
+	require.Equal(t, "key needed", eval[string](tb, `document.getElementById('conn').textContent`))
+	tb.do(chromedp.SetValue(chromedp.ID("token-input"), readKey), chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
+	tb.wait("the feed", `document.getElementById('conn').textContent === 'live' && document.querySelectorAll('#nodes .node').length === 1`, 10*time.Second)
+	tb.noErrors()
+}

@@ -103,11 +103,13 @@
       askToken(t ? 'The saved key was refused (' + msg + '). Enter a key.' : 'This node asks for a key: ' + msg);
       throw new AuthError(msg);
     }
-    if (res.status === 403 && opts.method === 'POST') {
-      // An action beyond this key's rights (e.g. spawn without the admin
-      // key): ask for a better key and let the caller retry.
+    if (res.status === 403) {
+      // Beyond this key's rights: an action (e.g. spawn without the admin
+      // key), or the feed for a key without read (an inference key off
+      // the node's machine). Ask for a better key and let the caller
+      // retry; the node is up, so the page must not say "offline".
       const msg = await errorText(res);
-      askToken('This action needs the admin key: ' + msg);
+      askToken(opts.method === 'POST' ? 'This action needs the admin key: ' + msg : 'This key may not read this node: ' + msg);
       throw new AuthError(msg);
     }
     return res;
