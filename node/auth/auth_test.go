@@ -297,6 +297,33 @@ func TestBrowserDefences(t *testing.T) {
 	}
 }
 
+// TestCORSOriginForms: a --cors-origin matches the Origin a browser sends
+// for it however it is written: case, a trailing slash, the scheme's
+// default port; another port or scheme does not.
+func TestCORSOriginForms(t *testing.T) {
+	f := newFixture(t, func(c *auth.Config) {
+		c.CORSOrigins = []string{"http://chat.lan:80", "HTTPS://Secure.LAN:443/", "http://[::1]:3000", "chrome-extension://abcdef"}
+	})
+	for _, tc := range []struct {
+		origin string
+		status int
+	}{
+		{"http://chat.lan", 200},
+		{"https://secure.lan", 200},
+		{"http://[::1]:3000", 200},
+		{"chrome-extension://abcdef", 200},
+		{"http://chat.lan:8080", 403},
+		{"https://chat.lan", 403},
+		{"http://secure.lan", 403},
+		{"http://chat.lan.evil.example", 403},
+	} {
+		t.Run(tc.origin, func(t *testing.T) {
+			st, _, w := f.do(req{path: "/status", origin: tc.origin})
+			require.Equal(t, tc.status, st, w.Body.String())
+		})
+	}
+}
+
 // TestResponseHeaders: every answer of the API, whatever the route and
 // outcome, tells a browser not to sniff it into a script, not to hand it
 // to another site's page (<script src>, <img src>, no-cors fetch), and not

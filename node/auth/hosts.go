@@ -55,6 +55,26 @@ func originHost(h string) bool {
 	return true
 }
 
+// sameOrigin reports whether a --cors-origin entry names the origin a
+// browser sent: scheme and host without regard to case, a trailing slash
+// ignored, and the scheme's default port written or not (a browser never
+// writes http's :80 or https's :443).
+func sameOrigin(entry, origin string) bool {
+	canon := func(o string) string {
+		o = strings.TrimRight(strings.TrimSpace(o), "/")
+		u, err := url.Parse(o)
+		if err != nil || u.Host == "" {
+			return strings.ToLower(o)
+		}
+		host := strings.ToLower(u.Host)
+		if (u.Scheme == "http" && u.Port() == "80") || (u.Scheme == "https" && u.Port() == "443") {
+			host = strings.TrimSuffix(host, ":"+u.Port())
+		}
+		return u.Scheme + "://" + host
+	}
+	return canon(entry) == canon(origin)
+}
+
 // HostAllowed reports whether a request's Host names this node: a loopback
 // or own interface address, localhost (and *.localhost, which browsers
 // resolve to loopback themselves), the node's name, the machine's hostname,
@@ -161,7 +181,7 @@ func (g *Guard) ownIP(ip net.IP) bool {
 // a --cors-origin entry.
 func (g *Guard) OriginAllowed(origin, host string) bool {
 	for _, o := range g.cfg.CORSOrigins {
-		if strings.EqualFold(strings.TrimRight(o, "/"), origin) {
+		if sameOrigin(o, origin) {
 			return true
 		}
 	}
