@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"encoding/json"
+	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -77,4 +79,33 @@ func TestTemperatureRange(t *testing.T) {
 			require.Equal(t, tc.temp, sp.Temperature)
 		})
 	}
+}
+
+// TestTopPZeroIsGreedy: top_p 0 keeps the most likely token alone, as
+// OpenAI and llama.cpp (so Ollama's options.top_p) read it, whatever the
+// temperature and seed; the engine's own TopP 0 means "off", which sampled
+// from the whole distribution.
+func TestTopPZeroIsGreedy(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	greedy := infer(t, base, map[string]any{"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0}).text()
+	require.NotEmpty(t, greedy)
+	for _, tc := range []struct {
+		name string
+		body map[string]any
+	}{
+		{"infer", map[string]any{"prompt": "Once upon a time", "max_tokens": 24, "temperature": 2, "top_p": 0, "top_k": 0, "min_p": 0}},
+		{"infer with top_k", map[string]any{"prompt": "Once upon a time", "max_tokens": 24, "temperature": 1.5, "top_p": 0, "top_k": 100}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for seed := range 4 {
+				tc.body["seed"] = seed
+				require.Equal(t, greedy, infer(t, base, tc.body).text(), "seed %d", seed)
+			}
+		})
+	}
+	resp := post(t, testCtx(t), base+"/v1/completions", map[string]any{"prompt": "Once upon a time", "max_tokens": 24, "temperature": 2, "top_p": 0, "seed": 9})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var tc TextCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tc))
+	require.Equal(t, greedy, tc.Choices[0].Text)
 }

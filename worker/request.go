@@ -179,9 +179,15 @@ func (g *genRequest) sampling(mode endpoint) (SampleParams, *apiError) {
 	}
 	if v := g.TopP; v != nil {
 		if !(*v >= 0 && *v <= 1) {
-			return sp, badRequest("top_p", "invalid_value", "top_p must be in [0, 1] (0 and 1 disable it)")
+			return sp, badRequest("top_p", "invalid_value", "top_p must be in [0, 1] (1 disables it)")
 		}
 		sp.TopP = *v
+		if *v == 0 {
+			// The smallest set whose mass reaches 0 is the most likely
+			// token alone, as OpenAI and llama.cpp (so Ollama) read it;
+			// the engine's TopP 0 means "off", so top_k 1 says it.
+			sp.TopK = 1
+		}
 	}
 	if v := g.MinP; v != nil {
 		if !(*v >= 0 && *v <= 1) {
