@@ -246,6 +246,40 @@ func TestLiteralsAreWrittenPlain(t *testing.T) {
 	}
 }
 
+// TestEnumKeepsType: an enum or const next to a type keyword matches only
+// its values of that type, as a validator checks both; the values of
+// another type were written as they are.
+func TestEnumKeepsType(t *testing.T) {
+	for _, tc := range []struct {
+		schema string
+		good   []string
+		bad    []string
+	}{
+		{`{"type":"integer","enum":[1.5,2]}`, []string{`2`}, []string{`1.5`}},
+		{`{"type":"string","enum":["a",1,null,{"k":"a"}]}`, []string{`"a"`}, []string{`1`, `null`, `{"k":"a"}`}},
+		{`{"type":["string","null"],"enum":["a",1,null]}`, []string{`"a"`, `null`}, []string{`1`}},
+		{`{"type":"integer","const":3.0}`, []string{`3.0`}, nil},
+		{`{"type":"number","enum":[1,"x",false]}`, []string{`1`}, []string{`"x"`, `false`}},
+		{`{"type":"boolean","enum":[true,"true",1]}`, []string{`true`}, []string{`"true"`, `1`}},
+		{`{"enum":[1,"x"]}`, []string{`1`, `"x"`}, nil},
+	} {
+		t.Run(tc.schema, func(t *testing.T) {
+			s, err := CompileSchema([]byte(tc.schema))
+			require.NoError(t, err)
+			for _, doc := range tc.good {
+				m := s.NewMatcher(nil)
+				require.NoError(t, m.Write([]byte(doc)), doc)
+				require.True(t, m.Done(), doc)
+			}
+			for _, doc := range tc.bad {
+				m := s.NewMatcher(nil)
+				err := m.Write([]byte(doc))
+				require.True(t, err != nil || !m.CanEnd(), "accepted %s", doc)
+			}
+		})
+	}
+}
+
 func TestWriteLeavesStateOnError(t *testing.T) {
 	s, err := CompileSchema([]byte(testSchemas[0]))
 	require.NoError(t, err)
@@ -276,6 +310,11 @@ func TestCompileErrors(t *testing.T) {
 		{`{"enum":[` + strings.Repeat(`1,`, 64) + `2]}`, ErrUnsupported, "65 alternatives"},
 		{`{"anyOf":[{"enum":` + numbers(0, 40) + `},{"enum":` + numbers(40, 80) + `}]}`, ErrUnsupported, "more than 64 alternatives"},
 		{`false`, ErrBadSchema, "false"},
+		{`{"type":"integer","enum":[1.5]}`, ErrBadSchema, "no value is of type integer"},
+		{`{"type":"string","const":5}`, ErrBadSchema, "no value is of type string"},
+		{`{"type":["object","array"],"enum":[1,"a",null,true]}`, ErrBadSchema, "object or array"},
+		{`{"type":"strin","enum":["a"]}`, ErrBadSchema, `"strin"`},
+		{`{"type":[],"const":1}`, ErrBadSchema, "empty list"},
 	}
 	for _, tc := range cases {
 		_, err := CompileSchema([]byte(tc.schema))

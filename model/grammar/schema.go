@@ -16,6 +16,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -125,7 +126,8 @@ var annotations = []string{"title", "description", "default", "examples", "$sche
 // properties, required, additionalProperties (a bool or a schema; it
 // defaults to false when properties are given, as llama.cpp does, so the
 // model writes only declared keys, and to true otherwise), items,
-// minItems, maxItems, minLength, maxLength, enum, const, anyOf, oneOf
+// minItems, maxItems, minLength, maxLength, enum, const (only their values
+// of the type keyword beside them, if any), anyOf, oneOf
 // (treated as anyOf), allOf with one member, $ref to "#", "#/$defs/…" or
 // "#/definitions/…", and annotations (title, description, default...).
 // Any other keyword is an error wrapping ErrUnsupported that names it; a
@@ -226,14 +228,14 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		return c.ref(r, depth)
 	}
 	if e, ok := s["const"]; ok {
-		return c.literals([]any{e}, path+"/const")
+		return c.values(s, []any{e}, path+"/const")
 	}
 	if e, ok := s["enum"]; ok {
 		list, ok := e.([]any)
 		if !ok || len(list) == 0 {
 			return 0, fmt.Errorf("%w: %s/enum must be a non-empty array", ErrBadSchema, path)
 		}
-		return c.literals(list, path+"/enum")
+		return c.values(s, list, path+"/enum")
 	}
 	for _, k := range []string{"anyOf", "oneOf", "allOf"} {
 		e, ok := s[k]
@@ -260,12 +262,11 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		}
 		return c.anyOf(alts), nil
 	}
-	var types []string
-	switch t := s["type"].(type) {
-	case nil:
-		if _, ok := s["type"]; ok {
-			return 0, fmt.Errorf("%w: %s/type must be a string or an array of strings", ErrBadSchema, path)
-		}
+	types, err := declaredTypes(s, path)
+	if err != nil {
+		return 0, err
+	}
+	if types == nil {
 		// Guess the type from the keywords, as validators accept any value.
 		switch {
 		case s["properties"] != nil || s["additionalProperties"] != nil || s["required"] != nil:
@@ -275,18 +276,6 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		default:
 			return c.anyValue(), nil
 		}
-	case string:
-		types = []string{t}
-	case []any:
-		for _, e := range t {
-			name, ok := e.(string)
-			if !ok {
-				return 0, fmt.Errorf("%w: %s/type must be a string or an array of strings", ErrBadSchema, path)
-			}
-			types = append(types, name)
-		}
-	default:
-		return 0, fmt.Errorf("%w: %s/type must be a string or an array of strings", ErrBadSchema, path)
 	}
 	var alts []int32
 	for _, t := range types {
@@ -450,6 +439,90 @@ func (c *compiler) object(s map[string]any, path string, depth int) (int32, erro
 	}
 	c.nodes[id] = n
 	return id, nil
+}
+
+// declaredTypes reads the type keyword of s: nil when it is absent.
+func declaredTypes(s map[string]any, path string) ([]string, error) {
+	var types []string
+	switch t := s["type"].(type) {
+	case nil:
+		if _, ok := s["type"]; ok {
+			return nil, fmt.Errorf("%w: %s/type must be a string or an array of strings", ErrBadSchema, path)
+		}
+		return nil, nil
+	case string:
+		types = []string{t}
+	case []any:
+		types = []string{}
+		for _, e := range t {
+			name, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("%w: %s/type must be a string or an array of strings", ErrBadSchema, path)
+			}
+			types = append(types, name)
+		}
+	default:
+		return nil, fmt.Errorf("%w: %s/type must be a string or an array of strings", ErrBadSchema, path)
+	}
+	return types, nil
+}
+
+// values compiles an enum or const: the values list, less those the
+// schema's type keyword (s's) excludes, as a validator checks both. A
+// list with none left is refused: nothing matches it.
+func (c *compiler) values(s map[string]any, list []any, path string) (int32, error) {
+	types, err := declaredTypes(s, path)
+	switch {
+	case err != nil:
+		return 0, err
+	case types == nil:
+		return c.literals(list, path)
+	case len(types) == 0:
+		return 0, fmt.Errorf("%w: %s/type is an empty list", ErrBadSchema, path)
+	}
+	for _, t := range types {
+		if !slices.Contains(schemaTypes, t) {
+			return 0, fmt.Errorf("%w: %s/type %q is not a JSON schema type", ErrBadSchema, path, t)
+		}
+	}
+	var kept []any
+	for _, v := range list {
+		if slices.ContainsFunc(types, func(t string) bool { return ofType(v, t) }) {
+			kept = append(kept, v)
+		}
+	}
+	if len(kept) == 0 {
+		return 0, fmt.Errorf("%w: %s: no value is of type %s, so nothing matches", ErrBadSchema, path, strings.Join(types, " or "))
+	}
+	return c.literals(kept, path)
+}
+
+// schemaTypes are the names of the type keyword.
+var schemaTypes = []string{"object", "array", "string", "number", "integer", "boolean", "null"}
+
+// ofType reports whether the decoded JSON value v (numbers as json.Number)
+// is of the schema type t; an integer is a number without a fraction
+// (1.0 is one).
+func ofType(v any, t string) bool {
+	switch x := v.(type) {
+	case nil:
+		return t == "null"
+	case bool:
+		return t == "boolean"
+	case string:
+		return t == "string"
+	case map[string]any:
+		return t == "object"
+	case []any:
+		return t == "array"
+	case json.Number:
+		if t == "number" {
+			return true
+		}
+		f, err := strconv.ParseFloat(x.String(), 64)
+		return t == "integer" && err == nil && f == math.Trunc(f)
+	}
+	return false
 }
 
 // literals returns the node matching exactly the JSON values list.
