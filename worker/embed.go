@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"unicode/utf8"
 )
 
 // maxEmbedInputs bounds the texts of one embeddings request.
@@ -23,6 +24,28 @@ type embedRequest struct {
 	// an input longer than the context to its first context-length
 	// tokens; without it such an input is a 400, as OpenAI answers.
 	Truncate bool `json:"truncate"`
+}
+
+// embedPrefixMargin is how many tokens' worth of bytes embedPrefix keeps
+// past the context: tokenizing a prefix can differ from tokenizing the
+// whole text only near the cut, and those tokens are then truncated away.
+const embedPrefixMargin = 64
+
+// embedPrefix cuts text, to be truncated to the context, to the bytes its
+// first context-length tokens can span (each token spans at most
+// MaxTokenBytes), plus a margin, at a character boundary.
+func embedPrefix(info ModelInfo, text string) string {
+	if info.MaxTokenBytes <= 0 || info.ContextLength <= 0 {
+		return text
+	}
+	keep := (info.ContextLength + embedPrefixMargin) * info.MaxTokenBytes
+	if len(text) <= keep {
+		return text
+	}
+	for keep > 0 && !utf8.RuneStart(text[keep]) {
+		keep--
+	}
+	return text[:keep]
 }
 
 // EmbedResponse is the body of a POST /v1/embeddings answer.
@@ -73,12 +96,22 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("input", "invalid_value", fmt.Sprintf("at most %d inputs per request", maxEmbedInputs)))
 		return
 	}
-	ctxLen := m.Info().ContextLength
+	info := m.Info()
+	ctxLen := info.ContextLength
 	prompts := make([][]int32, len(req.Input))
 	var res EmbedResponse
 	for i, text := range req.Input {
 		if text == "" {
 			writeError(w, badRequest(fmt.Sprintf("input[%d]", i), "missing", "inputs must not be empty"))
+			return
+		}
+		// Tokenizing costs memory in proportion to the text (hundreds
+		// of MB for a megabyte): a text that cannot fit is refused, or
+		// cut to what its first context-length tokens can span, first.
+		if req.Truncate {
+			text = embedPrefix(info, text)
+		} else if aerr := tooLongToTokenize(info, len(text), fmt.Sprintf("input[%d]", i)); aerr != nil {
+			writeError(w, aerr)
 			return
 		}
 		prompts[i] = m.Encode(text)
