@@ -39,6 +39,10 @@ var (
 	// ErrInvalidRequest is wrapped around an engine's rejection of a request
 	// that passed the worker's own validation.
 	ErrInvalidRequest = errors.New("worker: invalid request")
+	// ErrContextLength is wrapped by Model.EncodeChat when the rendered
+	// chat cannot fit the context whatever its tokens (it is not
+	// tokenized).
+	ErrContextLength = errors.New("worker: prompt exceeds the context")
 	// ErrOrphaned is returned by Server.Err when the worker stopped itself
 	// because no heartbeat was accepted by its node within OrphanGrace.
 	ErrOrphaned = errors.New("worker: no heartbeat accepted by the node within the orphan grace")

@@ -104,8 +104,11 @@ func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []js
 		}
 	}
 	ids, err := e.m.ChatTokensTools(ctx, em, tools)
-	if errors.Is(err, engine.ErrTemplate) {
+	switch {
+	case errors.Is(err, engine.ErrTemplate):
 		err = fmt.Errorf("%w: %w", ErrTemplate, err)
+	case errors.Is(err, engine.ErrContextOverflow):
+		err = fmt.Errorf("%w: %s", ErrContextLength, strings.TrimPrefix(err.Error(), engine.ErrContextOverflow.Error()+": "))
 	}
 	return ids, err
 }

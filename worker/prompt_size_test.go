@@ -13,13 +13,16 @@ import (
 
 // TestHugePromptRefusedBeforeTokenizing: a prompt that cannot fit the
 // context whatever its tokens is refused with context_length_exceeded
-// without tokenizing it, so its cost does not grow with its size; an
-// embeddings input with truncate is cut to what the context can take
-// before it is tokenized, and embeds as a shorter input with the same
-// first tokens does.
+// without tokenizing it, so its cost does not grow with its size: a
+// prompt, messages, a chat whose rendering cannot fit (the text in a tool
+// call's arguments), an embeddings input. With truncate an embeddings
+// input is cut to what the context can take before it is tokenized, and
+// embeds as a shorter input with the same first tokens does.
 func TestHugePromptRefusedBeforeTokenizing(t *testing.T) {
 	_, base := startServer(t, testConfig(t))
 	huge := strings.Repeat("Once upon a time there was a little girl named Lily. ", 18000) // ~950 KB
+	hugeArgs, err := json.Marshal(map[string]string{"story": huge})
+	require.NoError(t, err)
 	var cut EmbedResponse
 	resp := post(t, testCtx(t), base+"/v1/embeddings", map[string]any{"input": huge[:64<<10], "truncate": true})
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -31,6 +34,11 @@ func TestHugePromptRefusedBeforeTokenizing(t *testing.T) {
 	}{
 		{"/v1/completions", map[string]any{"prompt": huge, "max_tokens": 1}, http.StatusBadRequest},
 		{"/v1/chat/completions", map[string]any{"messages": []Message{{Role: "user", Content: huge}}, "max_tokens": 1}, http.StatusBadRequest},
+		// The text is in a tool call's arguments, which the template
+		// writes: the rendered chat is checked before it is tokenized.
+		{"/v1/chat/completions", map[string]any{"messages": []map[string]any{
+			{"role": "assistant", "content": "", "tool_calls": []ToolCall{{ID: "c", Type: "function", Function: ToolCallFunction{Name: "f", Arguments: string(hugeArgs)}}}},
+			{"role": "user", "content": "Once"}}, "max_tokens": 1}, http.StatusBadRequest},
 		{"/v1/embeddings", map[string]any{"input": huge}, http.StatusBadRequest},
 		{"/v1/embeddings", map[string]any{"input": []string{"Once", huge}}, http.StatusBadRequest},
 		{"/v1/embeddings", map[string]any{"input": huge, "truncate": true}, http.StatusOK},

@@ -297,6 +297,10 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		}
 		var err error
 		if ids, err = m.EncodeChat(ctx, msgs, tools); err != nil {
+			if errors.Is(err, ErrContextLength) {
+				msg := strings.TrimPrefix(err.Error(), ErrContextLength.Error()+": ")
+				return gr, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "context_length_exceeded", param: "messages", msg: msg}
+			}
 			if errors.Is(err, ErrTemplate) {
 				// The model's template, not the request, is at fault;
 				// still a 400: retrying elsewhere runs the same template.

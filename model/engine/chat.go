@@ -197,6 +197,12 @@ func (m *Model) ChatTokensTools(ctx context.Context, msgs []Message, tools []jso
 	if err != nil {
 		return nil, err
 	}
+	// A text that cannot fit whatever its tokens is not tokenized: that
+	// costs memory in proportion to it (hundreds of MB for a megabyte of
+	// tool-call arguments or tool definitions the template wrote).
+	if mtb := m.info.MaxTokenBytes; mtb > 0 && len(text)/mtb >= m.hp.nCtx {
+		return nil, fmt.Errorf("%w: the chat prompt is %d bytes, at least %d tokens; the context holds %d", ErrContextOverflow, len(text), len(text)/mtb, m.hp.nCtx)
+	}
 	addBOS := m.tok.AddBOS()
 	if bos := m.tok.TokenText(m.tok.BOS()); bos != "" && strings.HasPrefix(text, bos) {
 		addBOS = false
