@@ -284,7 +284,7 @@ var (
 	// checkOllamaRequest for those taken only when empty).
 	ollamaFields = map[string]bool{"model": true, "stream": true, "options": true, "format": true,
 		// keep_alive: workers stay loaded until they are retired (as
-		// Ollama's keep_alive -1), so any value is harmless.
+		// Ollama's keep_alive -1), so any valid value is harmless.
 		"keep_alive": true, "think": true}
 	ollamaGenerateFields = map[string]bool{"prompt": true, "system": true, "raw": true,
 		"suffix": true, "images": true, "template": true, "context": true}
@@ -380,6 +380,10 @@ func checkOllamaRequest(raw []byte, chat bool) (ollamaExtra, error) {
 			continue
 		}
 		switch k {
+		case "keep_alive":
+			if err := ollama.CheckKeepAlive(v); err != nil {
+				bad = append(bad, err.Error())
+			}
 		case "raw":
 			var on bool
 			if json.Unmarshal(v, &on) != nil {

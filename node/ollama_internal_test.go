@@ -30,6 +30,9 @@ func TestCheckOllamaEmbed(t *testing.T) {
 		{"legacy truncate", `{"model":"m","prompt":"x","truncate":true}`, true, `unknown field "truncate"`},
 		{"legacy dimensions", `{"model":"m","prompt":"x","dimensions":64}`, true, `unknown field "dimensions"`},
 		{"not an object", `[]`, false, "must be an object"},
+		{"keep_alive not a duration", `{"model":"m","input":"x","keep_alive":"soon"}`, false, `keep_alive "soon"`},
+		{"keep_alive an array", `{"model":"m","input":"x","keep_alive":[1]}`, false, "keep_alive must be"},
+		{"keep_alive 0 as a string", `{"model":"m","input":"x","keep_alive":"0"}`, false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := checkOllamaEmbed([]byte(tc.body), tc.legacy)

@@ -538,6 +538,10 @@ func checkOllamaEmbed(raw []byte, legacy bool) (ollamaEmbedRequest, error) {
 			if json.Unmarshal(v, &req.Dimensions) != nil || req.Dimensions != nil && *req.Dimensions < 1 {
 				bad = append(bad, "dimensions must be a positive integer")
 			}
+		case k == "keep_alive":
+			if err := ollama.CheckKeepAlive(v); err != nil {
+				bad = append(bad, err.Error())
+			}
 		case k == "options":
 			var o map[string]json.RawMessage
 			if json.Unmarshal(v, &o) != nil {

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/rbee-project/rbee/worker"
 )
@@ -23,6 +25,43 @@ func Name(s string) string {
 		s = s[:len(s)-len(":latest")]
 	}
 	return s
+}
+
+// CheckKeepAlive checks a request's keep_alive as Ollama reads it: null, a
+// number of seconds, or a duration string ("5m", "1h30m", "0", "-1m";
+// a plain number in a string is taken too). rbee's workers stay loaded
+// whatever it says (as Ollama's keep_alive -1), but a value Ollama would
+// refuse is refused rather than ignored.
+func CheckKeepAlive(raw json.RawMessage) error {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return fmt.Errorf("keep_alive must be a duration (\"5m\", \"0\", \"-1m\") or a number of seconds")
+	}
+	switch t := v.(type) {
+	case nil, float64:
+		return nil
+	case string:
+		if _, err := time.ParseDuration(t); err == nil {
+			return nil
+		}
+		if _, err := strconv.ParseFloat(t, 64); err == nil {
+			return nil
+		}
+		return fmt.Errorf("keep_alive %q is not a duration (\"5m\", \"0\", \"-1m\") or a number of seconds", shorten(t))
+	}
+	return fmt.Errorf("keep_alive must be a duration (\"5m\", \"0\", \"-1m\") or a number of seconds, not %s", shorten(string(bytes.TrimSpace(raw))))
+}
+
+// shorten cuts a client's value for an error message.
+func shorten(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	cut := 64
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // Details is Ollama's "details" object.
