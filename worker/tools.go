@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/rbee-project/rbee/internal/jsonx"
 	"github.com/rbee-project/rbee/model/grammar"
 )
 
@@ -115,6 +116,12 @@ func (g *genRequest) readTools(style string, strictNames bool) (render []json.Ra
 		if strictNames && !toolNameRE().MatchString(d.Function.Name) {
 			return nil, plan, nil, badRequest(param+".function.name", "invalid_value", fmt.Sprintf(
 				"%s.function.name %q: a function name must be 1 to 64 characters of a-z, A-Z, 0-9, underscores and dashes", param, d.Function.Name))
+		}
+		// A schema object or nothing, whatever tool_choice is: the
+		// template renders it, and a forced call compiles it.
+		if p := bytes.TrimSpace(d.Function.Parameters); len(p) > 0 && string(p) != "null" && p[0] != '{' {
+			return nil, plan, nil, badRequest(param+".function.parameters", "invalid_type", fmt.Sprintf(
+				"%s.function.parameters must be a JSON schema object, not %s", param, jsonx.Got(jsonx.Kind(p))))
 		}
 		if slices.ContainsFunc(defs[:i], func(o toolDef) bool { return o.Function.Name == d.Function.Name }) {
 			return nil, plan, nil, badRequest(param+".function.name", "invalid_value", fmt.Sprintf("two tools are named %q", d.Function.Name))
