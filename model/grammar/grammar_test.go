@@ -280,6 +280,55 @@ func TestEnumKeepsType(t *testing.T) {
 	}
 }
 
+// TestCombinatorSiblings: keywords beside anyOf, oneOf or allOf constrain
+// every member too (they were dropped, so {"type":"string","anyOf":[...]}
+// let the model write a number); types are intersected, and a keyword
+// set differently on both sides is refused rather than one side dropped.
+func TestCombinatorSiblings(t *testing.T) {
+	for _, tc := range []struct {
+		schema string
+		good   []string
+		bad    []string
+	}{
+		{`{"type":"string","anyOf":[{"maxLength":3},{"minLength":10}]}`, []string{`"ab"`, `"abcdefghijk"`}, []string{`-50`, `"abcde"`, `null`}},
+		{`{"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"string"}},"anyOf":[{"required":["a"]},{"required":["b"]}]}`,
+			[]string{`{"a":1}`, `{"b":"x"}`, `{"a":1,"b":"x"}`}, []string{`{}`, `{"c":1}`, `[]`}},
+		{`{"type":["string","null"],"anyOf":[{"type":"string","minLength":1},{"type":"null"}]}`, []string{`"x"`, `null`}, []string{`""`, `1`}},
+		{`{"type":"number","oneOf":[{"type":"integer"},{"type":"string"}]}`, []string{`3`}, []string{`"s"`, `1.5`}},
+		{`{"anyOf":[{"type":"string"}],"allOf":[{"maxLength":2}]}`, []string{`"ab"`}, []string{`"abc"`, `1`}},
+		{`{"type":"string","anyOf":[true,false]}`, []string{`"x"`}, []string{`1`}},
+		{`{"anyOf":[{"$ref":"#/$defs/a"},{"type":"null"}],"default":null,"title":"A","$defs":{"a":{"type":"string"}}}`, []string{`"x"`, `null`}, []string{`1`}},
+	} {
+		t.Run(tc.schema, func(t *testing.T) {
+			s, err := CompileSchema([]byte(tc.schema))
+			require.NoError(t, err)
+			for _, doc := range tc.good {
+				m := s.NewMatcher(nil)
+				require.NoError(t, m.Write([]byte(doc)), doc)
+				require.True(t, m.CanEnd(), doc)
+			}
+			for _, doc := range tc.bad {
+				m := s.NewMatcher(nil)
+				err := m.Write([]byte(doc))
+				require.True(t, err != nil || !m.CanEnd(), "accepted %s", doc)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		schema string
+		want   error
+		names  string
+	}{
+		{`{"type":"string","anyOf":[{"type":"integer"},{"type":"boolean"}]}`, ErrBadSchema, "nothing matches"},
+		{`{"type":"string","anyOf":[{"$ref":"#/$defs/a"}],"$defs":{"a":{"type":"string"}}}`, ErrUnsupported, "$ref"},
+		{`{"type":"string","maxLength":2,"anyOf":[{"maxLength":3}]}`, ErrUnsupported, `"maxLength"`},
+	} {
+		_, err := CompileSchema([]byte(tc.schema))
+		require.ErrorIs(t, err, tc.want, tc.schema)
+		require.ErrorContains(t, err, tc.names, tc.schema)
+	}
+}
+
 func TestWriteLeavesStateOnError(t *testing.T) {
 	s, err := CompileSchema([]byte(testSchemas[0]))
 	require.NoError(t, err)

@@ -13,7 +13,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -127,8 +129,9 @@ var annotations = []string{"title", "description", "default", "examples", "$sche
 // defaults to false when properties are given, as llama.cpp does, so the
 // model writes only declared keys, and to true otherwise), items,
 // minItems, maxItems, minLength, maxLength, enum, const (only their values
-// of the type keyword beside them, if any), anyOf, oneOf
-// (treated as anyOf), allOf with one member, $ref to "#", "#/$defs/…" or
+// of the type keyword beside them, if any), anyOf, oneOf (treated as
+// anyOf), allOf with one member (the keywords beside a combinator are
+// merged into each member; see mergeInto), $ref to "#", "#/$defs/…" or
 // "#/definitions/…", and annotations (title, description, default...).
 // Any other keyword is an error wrapping ErrUnsupported that names it; a
 // malformed schema is an error wrapping ErrBadSchema, as is a $ref loop
@@ -252,13 +255,30 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		if err := checkAlternatives(len(list), path+"/"+k); err != nil {
 			return 0, err
 		}
+		// Keywords beside the combinator constrain every member too: a
+		// member is compiled with them merged in.
+		rest := besides(s, k)
 		var alts []int32
 		for i, sub := range list {
-			id, err := c.compile(sub, fmt.Sprintf("%s/%s/%d", path, k, i), depth+1)
+			at := fmt.Sprintf("%s/%s/%d", path, k, i)
+			if len(rest) > 0 {
+				merged, ok, err := mergeInto(rest, sub, at)
+				if err != nil {
+					return 0, err
+				}
+				if !ok {
+					continue // no value is of both types
+				}
+				sub = merged
+			}
+			id, err := c.compile(sub, at, depth+1)
 			if err != nil {
 				return 0, err
 			}
 			alts = append(alts, id)
+		}
+		if len(alts) == 0 {
+			return 0, fmt.Errorf("%w: %s: no member of %s is of the type beside it, so nothing matches", ErrBadSchema, path, k)
 		}
 		return c.anyOf(alts), nil
 	}
@@ -439,6 +459,82 @@ func (c *compiler) object(s map[string]any, path string, depth int) (int32, erro
 	}
 	c.nodes[id] = n
 	return id, nil
+}
+
+// besides returns the keywords of s that constrain a value, other than
+// the combinator k (annotations and $defs/definitions constrain nothing);
+// nil when there are none.
+func besides(s map[string]any, k string) map[string]any {
+	var rest map[string]any
+	for key, v := range s {
+		if key == k || key == "$defs" || key == "definitions" || slices.Contains(annotations, key) {
+			continue
+		}
+		if rest == nil {
+			rest = map[string]any{}
+		}
+		rest[key] = v
+	}
+	return rest
+}
+
+// mergeInto returns the member sub of a combinator with the keywords rest
+// beside the combinator merged in, so that it matches what both match.
+// Types are intersected (an integer is a number); ok is false when no
+// type is left. Another keyword in both with different values, or a
+// member that is a $ref, is refused as unsupported rather than one side
+// silently dropped.
+func mergeInto(rest map[string]any, sub any, path string) (merged map[string]any, ok bool, err error) {
+	var m map[string]any
+	switch t := sub.(type) {
+	case bool:
+		if !t {
+			return nil, false, nil
+		}
+		m = map[string]any{}
+	case map[string]any:
+		m = t
+	default:
+		return nil, false, fmt.Errorf("%w: %s must be an object or a boolean", ErrBadSchema, path)
+	}
+	if _, ok := m["$ref"]; ok {
+		return nil, false, fmt.Errorf("%w: %s is a $ref beside keywords (%s) that constrain it too", ErrUnsupported, path, strings.Join(slices.Sorted(maps.Keys(rest)), ", "))
+	}
+	merged = maps.Clone(m)
+	for k, v := range rest {
+		have, in := merged[k]
+		switch {
+		case !in:
+			merged[k] = v
+		case k == "type":
+			outer, err := declaredTypes(rest, path)
+			if err != nil {
+				return nil, false, err
+			}
+			inner, err := declaredTypes(m, path)
+			if err != nil {
+				return nil, false, err
+			}
+			var both []any
+			for _, t := range inner {
+				switch {
+				case slices.Contains(outer, t):
+					both = append(both, t)
+				case t == "integer" && slices.Contains(outer, "number"):
+					both = append(both, t)
+				case t == "number" && slices.Contains(outer, "integer"):
+					both = append(both, "integer")
+				}
+			}
+			if len(both) == 0 {
+				return nil, false, nil
+			}
+			merged[k] = both
+		case !reflect.DeepEqual(have, v):
+			return nil, false, fmt.Errorf("%w: %s sets %q, which the schema around it sets otherwise", ErrUnsupported, path, k)
+		}
+	}
+	return merged, true, nil
 }
 
 // declaredTypes reads the type keyword of s: nil when it is absent.
