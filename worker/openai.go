@@ -194,15 +194,24 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		if j.req.Logprobs {
 			lp = &ChoiceLogprobs{Content: []LogprobContent{}}
 		}
+		var starts []int // each entry's byte offset in the generated text
+		off := 0
 		res, err := j.generate(func(t Token) error {
 			text.WriteString(t.Text)
 			if c, ok := logprobContent(t); ok && lp != nil {
 				lp.Content = append(lp.Content, c)
+				starts = append(starts, off)
+				off += len(t.Piece)
 			}
 			return nil
 		})
 		if s.failJSON(j, w, res, err) {
 			return
+		}
+		if lp != nil && res.StopReason == StopString {
+			// The tokens of the stop string, cut from the text, are not
+			// the answer's: their entries go too.
+			lp.Content = lp.Content[:keptTokens(starts, text.Len())]
 		}
 		msg, fr := Message{Role: "assistant", Content: text.String()}, finishReason(res.StopReason)
 		if content, calls := ParseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
@@ -301,15 +310,20 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		if j.req.Logprobs {
 			lp = &TextLogprobs{}
 		}
+		off := 0 // where the next token starts: text held back (a possible stop string) is not emitted yet
 		res, err := j.generate(func(t Token) error {
-			if lp != nil {
-				lp.add(t, text.Len())
+			if lp != nil && t.ID >= 0 {
+				lp.add(t, off)
+				off += len(t.Piece)
 			}
 			text.WriteString(t.Text)
 			return nil
 		})
 		if s.failJSON(j, w, res, err) {
 			return
+		}
+		if lp != nil && res.StopReason == StopString {
+			lp.keep(keptTokens(lp.TextOffset, text.Len()))
 		}
 		fr := finishReason(res.StopReason)
 		u := usage(res)
@@ -338,7 +352,9 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		} else if t.Text == "" {
 			return nil
 		}
-		off += len(t.Text)
+		if t.ID >= 0 {
+			off += len(t.Piece)
+		}
 		return out.JSON("", c)
 	})
 	if s.failStream(j, out, res, err) {

@@ -153,6 +153,22 @@ type TextLogprobs struct {
 	TextOffset    []int                `json:"text_offset"`
 }
 
+// keptTokens is how many of the tokens starting at the byte offsets starts
+// begin within a text of n bytes: those past it were cut with a stop
+// string.
+func keptTokens(starts []int, n int) int {
+	k := 0
+	for k < len(starts) && starts[k] < n {
+		k++
+	}
+	return k
+}
+
+// keep keeps the first n tokens.
+func (l *TextLogprobs) keep(n int) {
+	l.Tokens, l.TokenLogprobs, l.TopLogprobs, l.TextOffset = l.Tokens[:n], l.TokenLogprobs[:n], l.TopLogprobs[:n], l.TextOffset[:n]
+}
+
 // add appends t, which starts at byte offset off of the text.
 func (l *TextLogprobs) add(t Token, off int) {
 	if t.ID < 0 {

@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -243,4 +244,63 @@ func readAll(t *testing.T, resp *http.Response) string {
 	_, err := b.ReadFrom(resp.Body)
 	require.NoError(t, err)
 	return b.String()
+}
+
+// TestLogprobsWithStop: a token's text_offset is where it starts in the
+// text, also when text before it is held back as a possible stop string
+// (the offset was the length of the text sent so far), and the tokens a
+// stop string cut from the text have no entries in a whole answer; the
+// stream's offsets agree.
+func TestLogprobsWithStop(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	body := func(extra map[string]any) map[string]any {
+		b := map[string]any{"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "logprobs": 1}
+		maps.Copy(b, extra)
+		return b
+	}
+	var free TextCompletion
+	require.NoError(t, json.NewDecoder(post(t, testCtx(t), base+"/v1/completions", body(nil)).Body).Decode(&free))
+	full := free.Choices[0].Text
+	require.Greater(t, len(free.Choices[0].Logprobs.Tokens), 6)
+	// Stops that begin at a token, inside one, and span several.
+	fifth := free.Choices[0].Logprobs.TextOffset[4]
+	for _, stop := range []string{full[fifth : fifth+4], full[fifth+1 : fifth+3], full[fifth-2 : fifth+6]} {
+		t.Run(stop, func(t *testing.T) {
+			want := full[:strings.Index(full, stop)]
+			var tc TextCompletion
+			require.NoError(t, json.NewDecoder(post(t, testCtx(t), base+"/v1/completions", body(map[string]any{"stop": stop})).Body).Decode(&tc))
+			require.Equal(t, want, tc.Choices[0].Text)
+			lp := tc.Choices[0].Logprobs
+			off := 0
+			for i, tok := range lp.Tokens {
+				require.Equal(t, off, lp.TextOffset[i], "token %d %q", i, tok)
+				require.Less(t, off, len(want), "token %d %q is past the text", i, tok)
+				off += len(tok)
+			}
+			require.GreaterOrEqual(t, off, len(want), "every token of the text has its entry")
+
+			var offsets []int
+			for _, c := range openAIStream[TextCompletion](t, post(t, testCtx(t), base+"/v1/completions", body(map[string]any{"stop": stop, "stream": true}))) {
+				if len(c.Choices) > 0 && c.Choices[0].Logprobs != nil {
+					offsets = append(offsets, c.Choices[0].Logprobs.TextOffset...)
+				}
+			}
+			require.Equal(t, lp.TextOffset, offsets[:len(lp.TextOffset)])
+
+			var cc ChatCompletion
+			require.NoError(t, json.NewDecoder(post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{
+				"messages": []Message{{Role: "user", Content: "Once upon a time"}}, "max_tokens": 24, "temperature": 0, "logprobs": true}).Body).Decode(&cc))
+			content := cc.Choices[0].Message.Content
+			cstop := content[len(content)/2 : len(content)/2+3]
+			require.NoError(t, json.NewDecoder(post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{
+				"messages": []Message{{Role: "user", Content: "Once upon a time"}}, "max_tokens": 24, "temperature": 0, "logprobs": true, "stop": cstop}).Body).Decode(&cc))
+			got := cc.Choices[0].Message.Content
+			var joined strings.Builder
+			for _, e := range cc.Choices[0].Logprobs.Content {
+				require.Less(t, joined.Len(), len(got), "entry %q is past the content %q", e.Token, got)
+				joined.WriteString(e.Token)
+			}
+			require.True(t, strings.HasPrefix(joined.String(), got), "%q, %q", joined.String(), got)
+		})
+	}
 }
