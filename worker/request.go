@@ -284,7 +284,15 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 				return gr, badRequest(fmt.Sprintf("messages[%d].content", i), "unsupported_content",
 					fmt.Sprintf("%s parts need a model that reads them; this model reads text only", o))
 			}
-			msgs[i] = Message{Role: msg.Role, Content: msg.Content.text, ToolCalls: msg.ToolCalls, ToolCallID: msg.ToolCallID, Name: msg.Name}
+			role := msg.Role
+			if role == "developer" {
+				// OpenAI's newer name of the system role: chat
+				// templates know system alone (one that checks
+				// roles raises on developer, and the fallback format
+				// took over).
+				role = "system"
+			}
+			msgs[i] = Message{Role: role, Content: msg.Content.text, ToolCalls: msg.ToolCalls, ToolCallID: msg.ToolCallID, Name: msg.Name}
 			for j, c := range msg.ToolCalls {
 				if c.Function.Name == "" || !json.Valid([]byte(c.Function.Arguments)) {
 					return gr, badRequest(fmt.Sprintf("messages[%d].tool_calls[%d]", i, j), "invalid_value", "a tool call needs function.name and function.arguments, a JSON object as a string")

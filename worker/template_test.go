@@ -183,3 +183,29 @@ func TestInfoTemplate(t *testing.T) {
 		})
 	}
 }
+
+// TestDeveloperRoleIsSystem: OpenAI's developer role is the system role
+// under its newer name, so the chat template sees system: one that checks
+// roles (as Mistral's raise on any other) renders the same prompt for
+// both, instead of failing into the fallback format.
+func TestDeveloperRoleIsSystem(t *testing.T) {
+	mcfg := synth.DefaultConfig()
+	mcfg.ChatTemplate = `{%- for m in messages %}{% if m.role not in ['system', 'user', 'assistant'] %}{{ raise_exception('unknown role ' + m.role) }}{% endif %}` +
+		`{% if m.role == 'system' %}[SYS]{{ m.content }}[/SYS]{% else %}<|{{ m.role }}|>{{ m.content }}{% endif %}{% endfor %}<|assistant|>`
+	path := filepath.Join(t.TempDir(), "roles.gguf")
+	require.NoError(t, synth.Write(path, mcfg))
+	cfg := testConfig(t)
+	cfg.ModelPath = path
+	_, base := startServer(t, cfg)
+	answer := func(role string) ChatCompletion {
+		resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []map[string]any{
+			{"role": role, "content": "Answer in one word."}, {"role": "user", "content": "Once upon a time"}}, "max_tokens": 6, "temperature": 0})
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		var cc ChatCompletion
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+		return cc
+	}
+	sys, dev := answer("system"), answer("developer")
+	require.Equal(t, sys.Usage, dev.Usage)
+	require.Equal(t, sys.Choices[0].Message.Content, dev.Choices[0].Message.Content)
+}
