@@ -294,7 +294,9 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 			}
 			msgs[i] = Message{Role: role, Content: msg.Content.text, ToolCalls: msg.ToolCalls, ToolCallID: msg.ToolCallID, Name: msg.Name}
 			for j, c := range msg.ToolCalls {
-				if c.Function.Name == "" || !json.Valid([]byte(c.Function.Arguments)) {
+				// An object: chat templates read the arguments as one
+				// (a template that calls .items() on them fails).
+				if args := bytes.TrimSpace([]byte(c.Function.Arguments)); c.Function.Name == "" || !json.Valid(args) || args[0] != '{' {
 					return gr, badRequest(fmt.Sprintf("messages[%d].tool_calls[%d]", i, j), "invalid_value", "a tool call needs function.name and function.arguments, a JSON object as a string")
 				}
 			}

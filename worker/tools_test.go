@@ -191,6 +191,10 @@ func TestToolErrors(t *testing.T) {
 		{"both constraints", map[string]any{"tools": []any{fn("a", nil)}, "tool_choice": "required", "response_format": map[string]any{"type": "json_object"}}, "tool_choice", "invalid_value", "response_format"},
 		{"bad call arguments", map[string]any{"messages": []any{map[string]any{"role": "assistant", "tool_calls": []any{map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "a", "arguments": "{"}}}}}},
 			"messages[0].tool_calls[0]", "invalid_value", "arguments"},
+		{"call arguments an array", map[string]any{"messages": []any{map[string]any{"role": "assistant", "tool_calls": []any{map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "a", "arguments": "[1]"}}}}}},
+			"messages[0].tool_calls[0]", "invalid_value", "a JSON object"},
+		{"call arguments a string", map[string]any{"messages": []any{msgs[0], map[string]any{"role": "assistant", "tool_calls": []any{map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "a", "arguments": `"{\"x\":1}"`}}}}}},
+			"messages[1].tool_calls[0]", "invalid_value", "a JSON object"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := map[string]any{"messages": msgs, "max_tokens": 5}
