@@ -280,8 +280,8 @@ func TestEnumKeepsType(t *testing.T) {
 	}
 }
 
-// TestCombinatorSiblings: keywords beside anyOf, oneOf or allOf constrain
-// every member too (they were dropped, so {"type":"string","anyOf":[...]}
+// TestCombinatorSiblings: keywords beside anyOf, oneOf, allOf or a $ref
+// constrain every member (what the $ref names) too (they were dropped, so {"type":"string","anyOf":[...]}
 // let the model write a number); types are intersected, and a keyword
 // set differently on both sides is refused rather than one side dropped.
 func TestCombinatorSiblings(t *testing.T) {
@@ -298,6 +298,12 @@ func TestCombinatorSiblings(t *testing.T) {
 		{`{"anyOf":[{"type":"string"}],"allOf":[{"maxLength":2}]}`, []string{`"ab"`}, []string{`"abc"`, `1`}},
 		{`{"type":"string","anyOf":[true,false]}`, []string{`"x"`}, []string{`1`}},
 		{`{"anyOf":[{"$ref":"#/$defs/a"},{"type":"null"}],"default":null,"title":"A","$defs":{"a":{"type":"string"}}}`, []string{`"x"`, `null`}, []string{`1`}},
+		// Beside a $ref as beside a combinator.
+		{`{"$ref":"#/$defs/s","maxLength":2,"$defs":{"s":{"type":"string"}}}`, []string{`"ab"`}, []string{`"abc"`, `1`}},
+		{`{"$ref":"#/$defs/s","type":"integer","$defs":{"s":{"type":"number"}}}`, []string{`3`}, []string{`1.5`}},
+		{`{"$ref":"#/$defs/s","description":"d","$defs":{"s":{"type":"string"}}}`, []string{`"abc"`}, []string{`1`}},
+		{`{"$defs":{"n":{"type":"object","properties":{"next":{"$ref":"#/$defs/n","type":["object","null"]}}}},"$ref":"#/$defs/n"}`,
+			[]string{`{}`, `{"next":{}}`, `{"next":{"next":{}}}`}, []string{`{"next":null}`, `{"next":1}`}},
 	} {
 		t.Run(tc.schema, func(t *testing.T) {
 			s, err := CompileSchema([]byte(tc.schema))
@@ -322,6 +328,8 @@ func TestCombinatorSiblings(t *testing.T) {
 		{`{"type":"string","anyOf":[{"type":"integer"},{"type":"boolean"}]}`, ErrBadSchema, "nothing matches"},
 		{`{"type":"string","anyOf":[{"$ref":"#/$defs/a"}],"$defs":{"a":{"type":"string"}}}`, ErrUnsupported, "$ref"},
 		{`{"type":"string","maxLength":2,"anyOf":[{"maxLength":3}]}`, ErrUnsupported, `"maxLength"`},
+		{`{"$ref":"#/$defs/s","type":"string","$defs":{"s":{"type":"integer"}}}`, ErrBadSchema, "nothing matches"},
+		{`{"$defs":{"a":{"$ref":"#/$defs/a","type":"string"}},"$ref":"#/$defs/a"}`, ErrUnsupported, "$ref"},
 	} {
 		_, err := CompileSchema([]byte(tc.schema))
 		require.ErrorIs(t, err, tc.want, tc.schema)

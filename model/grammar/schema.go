@@ -228,6 +228,12 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		if !ok {
 			return 0, fmt.Errorf("%w: %s/$ref must be a string", ErrBadSchema, path)
 		}
+		if rest := besides(s, "$ref"); len(rest) > 0 {
+			// Keywords beside a $ref constrain what it names too (as
+			// JSON Schema has read them since 2019-09): the target is
+			// compiled with them merged in.
+			return c.refWith(r, rest, path, depth)
+		}
 		return c.ref(r, depth)
 	}
 	if e, ok := s["const"]; ok {
@@ -662,18 +668,9 @@ func (c *compiler) ref(r string, depth int) (int32, error) {
 	if r != "#" && !strings.HasPrefix(r, "#/") {
 		return 0, fmt.Errorf("%w: $ref %q (only local references, #/...)", ErrUnsupported, r)
 	}
-	var target any = c.doc
-	if r != "#" {
-		for _, part := range strings.Split(r[2:], "/") {
-			part = strings.ReplaceAll(strings.ReplaceAll(part, "~1", "/"), "~0", "~")
-			m, ok := target.(map[string]any)
-			if !ok {
-				return 0, fmt.Errorf("%w: $ref %q does not resolve", ErrBadSchema, r)
-			}
-			if target, ok = m[part]; !ok {
-				return 0, fmt.Errorf("%w: $ref %q does not resolve", ErrBadSchema, r)
-			}
-		}
+	target, err := c.resolve(r)
+	if err != nil {
+		return 0, err
 	}
 	// A placeholder anyOf of one alternative, filled once compiled, so a
 	// cycle reaching r again uses it.
@@ -686,6 +683,61 @@ func (c *compiler) ref(r string, depth int) (int32, error) {
 	}
 	c.nodes[ph].alts = []int32{id}
 	return ph, nil
+}
+
+// refWith compiles the schema the local reference r names with the
+// keywords rest merged in, once per r and rest, as ref does (a recursion
+// through the same $ref and keywords refers back to the node compiled).
+func (c *compiler) refWith(r string, rest map[string]any, path string, depth int) (int32, error) {
+	b, err := marshal(rest)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s: %v", ErrBadSchema, path, err)
+	}
+	key := r + " " + string(b)
+	if id, ok := c.refs[key]; ok {
+		return id, nil
+	}
+	target, err := c.resolve(r)
+	if err != nil {
+		return 0, err
+	}
+	merged, ok, err := mergeInto(rest, target, path+"/$ref")
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, fmt.Errorf("%w: %s: the $ref's type and the type beside it share no value, so nothing matches", ErrBadSchema, path)
+	}
+	ph := c.add(node{kind: kAnyOf})
+	c.refs[key] = ph
+	c.refName[ph] = r
+	id, err := c.compile(merged, r, depth+1)
+	if err != nil {
+		return 0, err
+	}
+	c.nodes[ph].alts = []int32{id}
+	return ph, nil
+}
+
+// resolve returns the schema a local reference names.
+func (c *compiler) resolve(r string) (any, error) {
+	if r != "#" && !strings.HasPrefix(r, "#/") {
+		return nil, fmt.Errorf("%w: $ref %q (only local references, #/...)", ErrUnsupported, r)
+	}
+	var target any = c.doc
+	if r != "#" {
+		for _, part := range strings.Split(r[2:], "/") {
+			part = strings.ReplaceAll(strings.ReplaceAll(part, "~1", "/"), "~0", "~")
+			m, ok := target.(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("%w: $ref %q does not resolve", ErrBadSchema, r)
+			}
+			if target, ok = m[part]; !ok {
+				return nil, fmt.Errorf("%w: $ref %q does not resolve", ErrBadSchema, r)
+			}
+		}
+	}
+	return target, nil
 }
 
 // checkRefs refuses a schema that a $ref cycle makes unsatisfiable: a node
