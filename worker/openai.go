@@ -340,20 +340,35 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		return TextCompletion{ID: j.id, Object: "text_completion", Created: created, Model: s.modelName,
 			Choices: []TextChoice{{Text: text, FinishReason: finish}}}
 	}
-	off := j.textOffset()
+	// A token's logprobs entry goes out with the chunk that sends the
+	// first byte of its text: one whose text is held back (a possible
+	// stop string, part of a character) waits, and one a stop string
+	// cuts never goes, as in a whole answer.
+	off := j.textOffset() // where the next token starts
+	sent := off           // the text the client has
+	var held []Token      // tokens waiting for their text
+	var heldAt []int      // and their offsets
 	res, err := j.generate(func(t Token) error {
 		if err := j.emitTokenID(out, t); err != nil {
 			return err
 		}
-		c := chunk(t.Text, nil)
 		if j.req.Logprobs && t.ID >= 0 {
-			c.Choices[0].Logprobs = &TextLogprobs{}
-			c.Choices[0].Logprobs.add(t, off)
-		} else if t.Text == "" {
-			return nil
+			held, heldAt = append(held, t), append(heldAt, off)
 		}
 		if t.ID >= 0 {
 			off += len(t.Piece)
+		}
+		sent += len(t.Text)
+		c := chunk(t.Text, nil)
+		if n := keptTokens(heldAt, sent); n > 0 {
+			lp := &TextLogprobs{}
+			for i := range n {
+				lp.add(held[i], heldAt[i])
+			}
+			c.Choices[0].Logprobs = lp
+			held, heldAt = held[n:], heldAt[n:]
+		} else if t.Text == "" {
+			return nil
 		}
 		return out.JSON("", c)
 	})

@@ -249,8 +249,8 @@ func readAll(t *testing.T, resp *http.Response) string {
 // TestLogprobsWithStop: a token's text_offset is where it starts in the
 // text, also when text before it is held back as a possible stop string
 // (the offset was the length of the text sent so far), and the tokens a
-// stop string cut from the text have no entries in a whole answer; the
-// stream's offsets agree.
+// stop string cut from the text have no entries, in a whole answer or a
+// stream (where an entry goes out with its token's first byte).
 func TestLogprobsWithStop(t *testing.T) {
 	_, base := startServer(t, testConfig(t))
 	body := func(extra map[string]any) map[string]any {
@@ -279,13 +279,24 @@ func TestLogprobsWithStop(t *testing.T) {
 			}
 			require.GreaterOrEqual(t, off, len(want), "every token of the text has its entry")
 
+			// Streamed: the same entries, each with the chunk that
+			// sends the first byte of its token.
 			var offsets []int
+			var text strings.Builder
 			for _, c := range openAIStream[TextCompletion](t, post(t, testCtx(t), base+"/v1/completions", body(map[string]any{"stop": stop, "stream": true}))) {
-				if len(c.Choices) > 0 && c.Choices[0].Logprobs != nil {
-					offsets = append(offsets, c.Choices[0].Logprobs.TextOffset...)
+				if len(c.Choices) == 0 {
+					continue
 				}
+				if l := c.Choices[0].Logprobs; l != nil {
+					offsets = append(offsets, l.TextOffset...)
+					for _, o := range l.TextOffset {
+						require.Less(t, o, text.Len()+len(c.Choices[0].Text), "an entry before its text")
+					}
+				}
+				text.WriteString(c.Choices[0].Text)
 			}
-			require.Equal(t, lp.TextOffset, offsets[:len(lp.TextOffset)])
+			require.Equal(t, want, text.String())
+			require.Equal(t, lp.TextOffset, offsets)
 
 			var cc ChatCompletion
 			require.NoError(t, json.NewDecoder(post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{
