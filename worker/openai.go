@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -237,6 +238,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if j.g.tools.names != nil {
 		ts = &ToolStream{}
 	}
+	var held []LogprobContent // entries waiting for their token's text
+	var heldAt []int          // and where those tokens start
+	off, sent := 0, 0         // where the next token starts; the text sent
 	res, err := j.generate(func(t Token) error {
 		// A tool stream holds text back and rewrites it: a resumed worker
 		// could not rebuild that, so its token ids are not offered (the
@@ -251,9 +255,29 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			text = ts.Push(text)
 		}
 		c := chunk(ChatDelta{Content: text}, nil)
-		if lc, ok := logprobContent(t); ok && j.req.Logprobs {
-			// Every token's entry goes out, also while its text is held back.
-			c.Choices[0].Logprobs = &ChoiceLogprobs{Content: []LogprobContent{lc}}
+		lc, ok := logprobContent(t)
+		ok = ok && j.req.Logprobs
+		if ts != nil {
+			// Every token's entry goes out, also while a tool stream
+			// holds its text back (and may turn it into calls).
+			if ok {
+				c.Choices[0].Logprobs = &ChoiceLogprobs{Content: []LogprobContent{lc}}
+			} else if text == "" {
+				return nil
+			}
+			return out.JSON("", c)
+		}
+		// Otherwise an entry goes out with the chunk that sends its
+		// token's first byte: one held back as a possible stop string
+		// waits, and one the stop cuts never goes, as in a whole answer.
+		if ok {
+			held, heldAt = append(held, lc), append(heldAt, off)
+			off += len(t.Piece)
+		}
+		sent += len(text)
+		if n := keptTokens(heldAt, sent); n > 0 {
+			c.Choices[0].Logprobs = &ChoiceLogprobs{Content: slices.Clone(held[:n])}
+			held, heldAt = held[n:], heldAt[n:]
 		} else if text == "" {
 			return nil
 		}

@@ -312,6 +312,22 @@ func TestLogprobsWithStop(t *testing.T) {
 				joined.WriteString(e.Token)
 			}
 			require.True(t, strings.HasPrefix(joined.String(), got), "%q, %q", joined.String(), got)
+
+			// Streamed, the same entries, none before its text.
+			var streamed []LogprobContent
+			var sent strings.Builder
+			for _, c := range openAIStream[ChatCompletionChunk](t, post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{
+				"messages": []Message{{Role: "user", Content: "Once upon a time"}}, "max_tokens": 24, "temperature": 0, "logprobs": true, "stop": cstop, "stream": true})) {
+				if len(c.Choices) == 0 {
+					continue
+				}
+				sent.WriteString(c.Choices[0].Delta.Content)
+				if l := c.Choices[0].Logprobs; l != nil {
+					streamed = append(streamed, l.Content...)
+				}
+			}
+			require.Equal(t, got, sent.String())
+			require.Equal(t, cc.Choices[0].Logprobs.Content, streamed)
 		})
 	}
 }
