@@ -136,6 +136,11 @@ func TestOllamaOpenWebUI(t *testing.T) {
 		last := lines[len(lines)-1]
 		require.Equal(t, true, last["done"])
 		require.Contains(t, []any{"stop", "length"}, last["done_reason"])
+
+		// A name taken from /api/tags works on the OpenAI routes too.
+		st, b = ollamaCall(t, n, "POST", "/v1/chat/completions", "",
+			`{"model":"stories260k:latest","messages":[{"role":"user","content":"Hi"}],"max_tokens":4}`)
+		require.Equal(t, 200, st, string(b))
 	}
 
 	n0, n1 := c.Nodes[0], c.Nodes[1]

@@ -11,8 +11,12 @@ import (
 	"unicode/utf8"
 )
 
-// maxEmbedInputs bounds the texts of one embeddings request.
-const maxEmbedInputs = 64
+// maxEmbedInputs bounds the texts of one embeddings request: OpenAI's
+// limit, which clients size their batches by (LangChain's OpenAIEmbeddings
+// sends 1,000 a request). The inputs are evaluated one after the other on
+// one slot, and each is bounded by the context, so the request's work is
+// bounded too.
+const maxEmbedInputs = 2048
 
 // embedRequest is an OpenAI embeddings request.
 type embedRequest struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math"
 	"net/http"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -85,6 +86,34 @@ func TestEmbeddings(t *testing.T) {
 // an input longer than the context to its first context-length tokens;
 // without it, or with false, such an input is refused as before. Inputs
 // that fit are unchanged.
+// TestEmbeddingsManyInputs: a batch of the size clients send (LangChain's
+// OpenAIEmbeddings sends up to 1,000 texts a request) is served, one past
+// OpenAI's limit of 2,048 is a 400 naming input.
+func TestEmbeddingsManyInputs(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	url := base + "/v1/embeddings"
+	inputs := func(n int) string {
+		b, err := json.Marshal(map[string]any{"input": slices.Repeat([]string{"Once upon a time"}, n)})
+		require.NoError(t, err)
+		return string(b)
+	}
+	resp := post(t, testCtx(t), url, inputs(1000))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var er EmbedResponse
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&er))
+	require.Len(t, er.Data, 1000)
+	require.Equal(t, 999, er.Data[999].Index)
+
+	resp = post(t, testCtx(t), url, inputs(2049))
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	var e struct {
+		Error struct{ Param, Message string }
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&e))
+	require.Equal(t, "input", e.Error.Param)
+	require.Contains(t, e.Error.Message, "2048")
+}
+
 func TestEmbeddingsTruncate(t *testing.T) {
 	const ctxLen = 16
 	cfg := testConfig(t)

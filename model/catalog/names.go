@@ -123,3 +123,18 @@ func IDFor(r Ref, file string) string {
 	}
 	return MakeID("local", stem(file))
 }
+
+// defaultTag is the tag Ollama gives a model name without one.
+const defaultTag = ":latest"
+
+// TrimDefaultTag drops Ollama's default tag from a model name
+// ("stories260k:latest" → "stories260k"), as clients that learned their
+// names from Ollama send them; any other tag stays (in rbee references a
+// colon also starts a quantization, hf:org/repo:Q4_K_M).
+func TrimDefaultTag(name string) string {
+	name = strings.TrimSpace(name)
+	if len(name) > len(defaultTag) && strings.EqualFold(name[len(name)-len(defaultTag):], defaultTag) {
+		return name[:len(name)-len(defaultTag)]
+	}
+	return name
+}

@@ -9,23 +9,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
+	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/worker"
 )
 
 // Name turns an Ollama model name into the name rbee routes by: the
 // default tag ":latest" is dropped ("stories260k:latest" → "stories260k").
 // Other colons stay: they are part of rbee references (hf:org/repo:Q4_K_M).
-func Name(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) > len(":latest") && strings.EqualFold(s[len(s)-len(":latest"):], ":latest") {
-		s = s[:len(s)-len(":latest")]
-	}
-	return s
-}
+func Name(s string) string { return modelcat.TrimDefaultTag(s) }
 
 // CheckKeepAlive checks a request's keep_alive as Ollama reads it: null, a
 // number of seconds, or a duration string ("5m", "1h30m", "0", "-1m";

@@ -129,7 +129,8 @@ func canonicalModel(m string) string {
 // ModelMatches reports whether a worker serving have (a catalog id)
 // answers for want: the id itself, the reference it came from
 // ("builtin:stories260k", "hf:org/repo:Q4_K_M"), or its short name (the
-// part after the last "--" of the id, e.g. "stories260k").
+// part after the last "--" of the id, e.g. "stories260k"), each also with
+// Ollama's default tag (":latest").
 func ModelMatches(have, want string) bool {
 	if strings.EqualFold(have, want) {
 		return true
@@ -148,6 +149,11 @@ func ModelMatches(have, want string) bool {
 		if r.Repo != "" && strings.HasPrefix(ch, canonicalModel(strings.ReplaceAll("hf--"+r.Repo, "/", "--"))) {
 			return r.Quant == "" || strings.Contains(ch, strings.ToLower(r.Quant))
 		}
+	}
+	// Ollama's default tag, as clients that took the name from Ollama
+	// (or from /api/tags) send it on the OpenAI routes too.
+	if base := modelcat.TrimDefaultTag(want); base != strings.TrimSpace(want) {
+		return ModelMatches(have, base)
 	}
 	return false
 }

@@ -166,6 +166,11 @@ func TestModelMatches(t *testing.T) {
 		{"hf--org--repo--model-q4_k_m", "hf:org/repo:Q8_0", false},
 		{"hf--org--repo--model-q4_k_m", "hf:org/repo", true},
 		{"builtin--stories260k", "stories15m", false},
+		// Ollama's default tag, as clients coming from Ollama send it.
+		{"builtin--stories260k", "stories260k:latest", true},
+		{"builtin--stories260k", "builtin:stories260k:LATEST", true},
+		{"builtin--stories260k", "stories260k:q8", false},
+		{"builtin--stories260k", ":latest", false},
 	}
 	for _, tc := range cases {
 		require.Equal(t, tc.ok, router.ModelMatches(tc.have, tc.want), "%s vs %s", tc.have, tc.want)
