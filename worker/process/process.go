@@ -524,6 +524,11 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	m.saveLocked()
 	m.mu.Unlock()
 	go func() {
+		if waitExited(info.PID) {
+			// The worker is gone: so is whatever it started in its group
+			// (a forked server still holding its port or its GPU memory).
+			_ = killGroup(info.PID)
+		}
 		err := cmd.Wait()
 		logf.Close()
 		m.exited(p, err)
@@ -655,6 +660,11 @@ func (m *Manager) Stop(ctx context.Context, pid int, grace time.Duration) error 
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	if m.waitGone(ctx, p, timer.C) {
+		if p.cmd == nil {
+			// An adopted worker is not our child: what it left in its
+			// group ends here (a child's group ends as it is reaped).
+			_ = killOrphanedGroup(pid)
+		}
 		return nil
 	}
 	m.log.Warn("worker ignored SIGTERM: killing its process group", "worker", info.WorkerID, "pid", pid)

@@ -391,6 +391,48 @@ func TestStopEscalatesToKillingTheGroup(t *testing.T) {
 	assert.Empty(t, m.List())
 }
 
+// A worker that leaves a child in its process group (a launcher whose
+// server runs in the background, an engine that forks) takes it along when
+// it exits: a stopped worker must not leave its port, or its GPU memory,
+// held by a process nobody supervises.
+func TestExitEndsWhatTheWorkerLeftInItsGroup(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("a child's group is ended as it is reaped on Linux only")
+	}
+	for _, tc := range []struct {
+		name string
+		end  func(t *testing.T, m *Manager, w WorkerInfo)
+	}{
+		{"stop", func(t *testing.T, m *Manager, w WorkerInfo) {
+			require.NoError(t, m.Stop(context.Background(), w.PID, 5*time.Second))
+		}},
+		{"exits by itself", func(t *testing.T, _ *Manager, w WorkerInfo) {
+			require.NoError(t, syscall.Kill(w.PID, syscall.SIGTERM))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newManager(t, t.TempDir(), nil, nil)
+			stopAllAtEnd(t, m)
+			// The launcher ends on SIGTERM; its background worker does not
+			// get it.
+			script := filepath.Join(t.TempDir(), "launcher.sh")
+			require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\n\"$WORKER\" \"$@\" &\nwait\n"), 0o755))
+			w, err := m.Spawn(context.Background(), SpawnOptions{Binary: script, ModelPath: modelPath, WorkerID: "launched",
+				Env: []string{"WORKER=" + workerBin}})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = syscall.Kill(-w.PID, syscall.SIGKILL) })
+			code, err := health(m, w)
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, code)
+
+			tc.end(t, m, w)
+			require.Eventually(t, func() bool { return !running(w.PID) && len(m.List()) == 0 }, 10*time.Second, 10*time.Millisecond)
+			require.Eventually(t, func() bool { return portClosed(w.Port) }, 10*time.Second, 10*time.Millisecond,
+				"the worker the launcher left behind still holds the port")
+		})
+	}
+}
+
 func TestReadoptAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	a := newManager(t, dir, nil, nil)

@@ -40,3 +40,17 @@ func killGroup(pid int) error {
 }
 
 const sigTERM = syscall.SIGTERM
+
+// killOrphanedGroup sends SIGKILL to what is left of the process group pid
+// led, once pid itself no longer exists: a group id is not reused while
+// the group has members, so those are the leader's.
+func killOrphanedGroup(pid int) error {
+	if _, err := syscall.Getpgid(pid); !errors.Is(err, syscall.ESRCH) {
+		return nil // pid runs (again): not a group left behind
+	}
+	err := syscall.Kill(-pid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
