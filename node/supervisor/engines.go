@@ -41,6 +41,11 @@ const (
 	// maxEngineBody bounds what is read of a poll answer (/slots lists a
 	// few hundred bytes per slot; /metrics a few KiB).
 	maxEngineBody = 1 << 20
+	// maxEngineCount caps a request count an engine reports: the router
+	// adds them up, and a huge or infinite gauge (converted to int, NaN and
+	// Inf give the most negative int) must neither wrap nor make the
+	// engine look idle.
+	maxEngineCount = 1 << 20
 )
 
 // EngineType returns the worker type of a local worker process when it is
@@ -233,14 +238,15 @@ func parseEngineMetrics(b []byte) (running, waiting int) {
 			continue
 		}
 		f, err := strconv.ParseFloat(strings.Fields(rest + " 0")[0], 64)
-		if err != nil {
+		if err != nil || !(f >= 0) { // NaN and negative gauges count nothing
 			continue
 		}
+		n := int(min(f, maxEngineCount))
 		switch name {
 		case "llamacpp:requests_processing", "vllm:num_requests_running":
-			running += int(f)
+			running = min(running+n, maxEngineCount)
 		case "llamacpp:requests_deferred", "vllm:num_requests_waiting":
-			waiting += int(f)
+			waiting = min(waiting+n, maxEngineCount)
 		}
 	}
 	return running, waiting

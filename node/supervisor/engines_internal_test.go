@@ -23,6 +23,13 @@ func TestParseEngineMetrics(t *testing.T) {
 		{"vllm with labels", `vllm:num_requests_running{model_name="a"} 3.0` + "\n" + `vllm:num_requests_waiting{model_name="a"} 4` + "\n" +
 			`vllm:num_requests_running{model_name="b"} 1` + "\n", 4, 4},
 		{"nothing known", "other_metric 5\ngarbage\n{\n", 0, 0},
+		// A broken engine's gauges count nothing (NaN, negative) or are
+		// capped (huge, infinite): never a negative load, which the router
+		// would prefer to every healthy worker.
+		{"NaN", "vllm:num_requests_running NaN\nvllm:num_requests_waiting nan\n", 0, 0},
+		{"negative", "vllm:num_requests_running -100\nvllm:num_requests_waiting 2\nvllm:num_requests_waiting -5\n", 0, 2},
+		{"huge", "vllm:num_requests_running 1e300\nllamacpp:requests_processing 9223372036854775807\nvllm:num_requests_waiting +Inf\n", maxEngineCount, maxEngineCount},
+		{"-Inf", "llamacpp:requests_deferred -Inf\n", 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
