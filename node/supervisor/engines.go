@@ -492,11 +492,13 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 		return nil
 	})
 	if (err == nil || errors.Is(err, io.EOF)) && finish != "" {
+		// A usage chunk with no count or a negative one (a broken engine)
+		// is not believed: the pieces received are counted instead.
 		out := usage.CompletionTokens
-		if out == 0 {
+		if out <= 0 {
 			out = index
 		}
-		end := worker.EndEvent{StopReason: finish, TokensIn: usage.PromptTokens, TokensOut: out}
+		end := worker.EndEvent{StopReason: finish, TokensIn: max(usage.PromptTokens, 0), TokensOut: out}
 		if !first.IsZero() {
 			end.PromptMS = float64(first.Sub(start).Microseconds()) / 1000
 			gen := time.Since(first)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/relay"
+	"github.com/rbee-project/rbee/worker"
 )
 
 func TestParseEngineMetrics(t *testing.T) {
@@ -90,6 +91,43 @@ func TestTranslateEngineStream(t *testing.T) {
 			assert.Equal(t, tt.tokens, tokens)
 			assert.Equal(t, tt.end, end)
 			assert.Equal(t, tt.end == "", failed)
+		})
+	}
+}
+
+// The end event's figures come from the engine's usage chunk, unless it
+// has none or nonsense (negative counts): then from the pieces received.
+func TestTranslateEngineStreamUsage(t *testing.T) {
+	pieces := "data: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: {\"choices\":[{\"text\":\"b\",\"finish_reason\":\"stop\"}]}\n\n"
+	tests := []struct {
+		name    string
+		usage   string
+		in, out int
+	}{
+		{"engine's counts", `{"prompt_tokens":7,"completion_tokens":3}`, 7, 3},
+		{"no usage", "", 0, 2},
+		{"negative", `{"prompt_tokens":-5,"completion_tokens":-1000000}`, 0, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := pieces
+			if tt.usage != "" {
+				in += "data: {\"choices\":[],\"usage\":" + tt.usage + "}\n\n"
+			}
+			var out bytes.Buffer
+			require.NoError(t, translateEngineStream(strings.NewReader(in+"data: [DONE]\n\n"), &out))
+			var end *worker.EndEvent
+			require.NoError(t, sse.Read(&out, relay.MaxEvent, func(ev sse.Event) error {
+				if ev.Type == "end" {
+					end = new(worker.EndEvent)
+					return json.Unmarshal(ev.Data, end)
+				}
+				return nil
+			}))
+			require.NotNil(t, end)
+			assert.Equal(t, tt.in, end.TokensIn)
+			assert.Equal(t, tt.out, end.TokensOut)
+			assert.GreaterOrEqual(t, end.TokensPerSecond, 0.0)
 		})
 	}
 }
