@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -431,6 +432,26 @@ func TestExitEndsWhatTheWorkerLeftInItsGroup(t *testing.T) {
 				"the worker the launcher left behind still holds the port")
 		})
 	}
+}
+
+// A worker runs in a session of its own: no controlling terminal (the one
+// the node may run in) to write into or be stopped by, and its own process
+// group.
+func TestWorkerHasItsOwnSession(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads the session from /proc")
+	}
+	m := newManager(t, t.TempDir(), nil, nil)
+	stopAllAtEnd(t, m)
+	w := spawn(t, m, "session")
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(w.PID) + "/stat")
+	require.NoError(t, err)
+	// pid (comm) state ppid pgrp session tty_nr ...
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	require.GreaterOrEqual(t, len(fields), 5)
+	assert.Equal(t, strconv.Itoa(w.PID), fields[2], "process group")
+	assert.Equal(t, strconv.Itoa(w.PID), fields[3], "session")
+	assert.Equal(t, "0", fields[4], "controlling terminal")
 }
 
 func TestReadoptAfterRestart(t *testing.T) {

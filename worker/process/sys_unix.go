@@ -8,11 +8,14 @@ import (
 	"syscall"
 )
 
-// setGroup makes the child the leader of its own process group, so a
-// SIGKILL of the group reaches anything the worker started and a signal
-// to the node's group (a terminal's Ctrl-C) does not reach the worker.
+// setGroup makes the child the leader of its own session, and so of its
+// own process group: a SIGKILL of the group reaches anything the worker
+// started, a signal to the node's group (a terminal's Ctrl-C) does not
+// reach the worker, and the worker has no controlling terminal, so an
+// engine that opens /dev/tty neither writes into the node's terminal nor
+// is stopped (SIGTTIN) reading from it.
 func setGroup(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 }
 
 // signalPID sends sig to one process.
