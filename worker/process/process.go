@@ -663,7 +663,7 @@ func (m *Manager) Stop(ctx context.Context, pid int, grace time.Duration) error 
 		if p.cmd == nil {
 			// An adopted worker is not our child: what it left in its
 			// group ends here (a child's group ends as it is reaped).
-			_ = killOrphanedGroup(pid)
+			_ = killOrphanedGroup(pid, zombie)
 		}
 		return nil
 	}
@@ -784,6 +784,16 @@ func alive(info WorkerInfo) bool {
 		return false
 	}
 	return true
+}
+
+// zombie reports whether pid has exited but is not yet reaped.
+func zombie(pid int) bool {
+	gp, err := gproc.NewProcess(int32(pid))
+	if err != nil {
+		return false
+	}
+	st, err := gp.Status()
+	return err == nil && slices.Contains(st, gproc.Zombie)
 }
 
 // poll watches adopted processes until Close.

@@ -434,6 +434,54 @@ func TestExitEndsWhatTheWorkerLeftInItsGroup(t *testing.T) {
 	}
 }
 
+// The same for a worker adopted from an earlier run of the node (not this
+// process's child): stopping it ends what it left in its group.
+func TestStopAdoptedEndsWhatItLeftInItsGroup(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("process groups as on Linux")
+	}
+	dir := t.TempDir()
+	script := filepath.Join(t.TempDir(), "launcher.sh")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\n\"$WORKER\" \"$@\" &\nwait\n"), 0o755))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	secret := newSecret()
+	args := catalog.CPUType().Args(catalog.Launch{ModelPath: modelPath, WorkerID: "adopted", Port: port, Host: "127.0.0.1", Threads: 1})
+	// Started the way an earlier node left it: in a session of its own,
+	// and not a child of this process (sh exits at once; setsid execs in
+	// place, as sh's background job leads no group).
+	sh := exec.Command("sh", append([]string{"-c", `setsid "$0" "$@" >/dev/null 2>&1 & echo $!`, script}, args...)...)
+	sh.Env = append(os.Environ(), "WORKER="+workerBin, SecretEnv+"="+secret)
+	out, err := sh.Output()
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+	require.Eventually(t, func() bool { code, err := healthWith(port, secret); return err == nil && code == http.StatusOK },
+		30*time.Second, 20*time.Millisecond)
+
+	info := WorkerInfo{PID: pid, WorkerID: "adopted", Type: catalog.TypeCPU, ModelPath: modelPath, Port: port, Binary: script}
+	gp, err := gproc.NewProcess(int32(pid))
+	require.NoError(t, err)
+	info.Cmdline, err = gp.CmdlineSlice()
+	require.NoError(t, err)
+	info.CreateTime, err = gp.CreateTime()
+	require.NoError(t, err)
+	info.StartTicks, _ = startTicks(pid)
+	b, err := json.Marshal(stateDoc{Format: stateVer, Processes: []stateEntry{{WorkerInfo: info, Secret: secret}}})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, stateFile), b, 0o600))
+
+	m := newManager(t, dir, nil, nil)
+	stopAllAtEnd(t, m)
+	require.Len(t, m.List(), 1)
+	require.NoError(t, m.Stop(context.Background(), pid, 5*time.Second))
+	require.Eventually(t, func() bool { return portClosed(port) }, 10*time.Second, 10*time.Millisecond,
+		"the worker the adopted launcher left behind still holds the port")
+}
+
 // A worker runs in a session of its own: no controlling terminal (the one
 // the node may run in) to write into or be stopped by, and its own process
 // group.

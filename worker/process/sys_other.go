@@ -26,6 +26,6 @@ func signalPID(pid int, _ syscall.Signal) error {
 
 func killGroup(pid int) error { return signalPID(pid, 0) }
 
-func killOrphanedGroup(int) error { return nil }
+func killOrphanedGroup(int, func(int) bool) error { return nil }
 
 const sigTERM = syscall.Signal(15)

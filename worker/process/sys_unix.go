@@ -45,13 +45,18 @@ func killGroup(pid int) error {
 const sigTERM = syscall.SIGTERM
 
 // killOrphanedGroup sends SIGKILL to what is left of the process group pid
-// led, once pid itself no longer exists: a group id is not reused while
-// the group has members, so those are the leader's.
-func killOrphanedGroup(pid int) error {
-	if _, err := syscall.Getpgid(pid); !errors.Is(err, syscall.ESRCH) {
+// led, once pid itself has exited (exited reports a zombie not yet reaped
+// by its parent): the id of a group is not reused while it has members,
+// nor a zombie's pid, so those are the leader's.
+func killOrphanedGroup(pid int, exited func(int) bool) error {
+	pgid, err := syscall.Getpgid(pid)
+	switch {
+	case errors.Is(err, syscall.ESRCH): // gone and reaped
+	case err == nil && pgid == pid && exited(pid): // gone, not yet reaped
+	default:
 		return nil // pid runs (again): not a group left behind
 	}
-	err := syscall.Kill(-pid, syscall.SIGKILL)
+	err = syscall.Kill(-pid, syscall.SIGKILL)
 	if errors.Is(err, syscall.ESRCH) {
 		return nil
 	}
