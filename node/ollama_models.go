@@ -589,7 +589,10 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 	forward := func() (router.Target, error) {
 		t, _, err := n.relay.Forward(r.Context(), router.Filter{Model: name}, "/v1/embeddings", body, &relay.State{},
 			func(resp *http.Response, t router.Target) (err error) {
-				if b, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20)); err != nil {
+				if b, err = io.ReadAll(io.LimitReader(resp.Body, relay.MaxAnswer+1)); err == nil && len(b) > relay.MaxAnswer {
+					err = fmt.Errorf("worker %s: answer over %d bytes", t.Registry.ID, relay.MaxAnswer)
+				}
+				if err != nil {
 					return &relay.Retryable{Err: err}
 				}
 				status = resp.StatusCode

@@ -481,11 +481,19 @@ func RefusedExt(resp *http.Response) error {
 	return nil
 }
 
+// MaxAnswer bounds a complete (non-streaming) answer of a worker: a
+// completion or a batch of embeddings is far below it.
+const MaxAnswer = 64 << 20
+
 // Whole passes a complete answer on (a non-streaming one, or an error
-// answer): a worker that fails while it is read has sent the client
-// nothing yet, so the request can start again elsewhere.
+// answer): a worker that fails while it is read, or whose answer is over
+// MaxAnswer (never passed on cut short), has sent the client nothing yet,
+// so the request can start again elsewhere.
 func Whole(w http.ResponseWriter, resp *http.Response, t router.Target, st *State) error {
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswer+1))
+	if err == nil && len(b) > MaxAnswer {
+		err = fmt.Errorf("answer over %d bytes", MaxAnswer)
+	}
 	if err != nil {
 		return &Retryable{Err: fmt.Errorf("worker %s on %s failed mid-answer: %w", t.Registry.ID, t.NodeName, err)}
 	}
