@@ -31,6 +31,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/rbee-project/rbee/worker/catalog"
 	gproc "github.com/shirou/gopsutil/v4/process"
@@ -1091,7 +1093,11 @@ func ReadSecrets(dir string) (map[string]string, error) {
 	return out, nil
 }
 
-// readTail returns up to max bytes of the end of the file from offset on.
+// readTail returns up to max bytes of the end of the file from offset on,
+// as text fit for a terminal: the log is the worker's own output, and an
+// error carrying it is printed by the CLI, so control characters other
+// than newlines and tabs (escape sequences that retitle, recolour or
+// clear the user's terminal) are dropped, as is invalid UTF-8.
 func readTail(path string, from int64, max int64) string {
 	f, err := os.Open(path)
 	if err != nil {
@@ -1105,7 +1111,12 @@ func readTail(path string, from int64, max int64) string {
 	start := max64(from, fi.Size()-max)
 	b := make([]byte, fi.Size()-start)
 	n, _ := f.ReadAt(b, start)
-	return string(b[:n])
+	return strings.Map(func(r rune) rune {
+		if r != '\n' && r != '\t' && unicode.IsControl(r) || r == utf8.RuneError {
+			return -1
+		}
+		return r
+	}, string(b[:n]))
 }
 
 func max64(a, b int64) int64 {

@@ -482,6 +482,21 @@ func TestStopAdoptedEndsWhatItLeftInItsGroup(t *testing.T) {
 		"the worker the adopted launcher left behind still holds the port")
 }
 
+// The log tail a failed spawn's error carries (printed by the CLI) is
+// text without the worker's terminal control sequences.
+func TestSpawnErrorLogTailIsPlainText(t *testing.T) {
+	m := newManager(t, t.TempDir(), nil, nil)
+	script := filepath.Join(t.TempDir(), "loud.sh")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\nprintf 'before \\033]0;TITLE\\007\\033[31mred\\033[0m\\r\\033[2K\\tafter \\302\\233 \\377\\nline two\\n' >&2\nexit 1\n"), 0o755))
+	_, err := m.Spawn(context.Background(), SpawnOptions{Binary: script, ModelPath: modelPath, WorkerID: "loud"})
+	require.ErrorIs(t, err, ErrExitedEarly)
+	msg := err.Error()
+	assert.Contains(t, msg, "before ]0;TITLE[31mred[0m[2K\tafter  \nline two\n")
+	for _, c := range []string{"\x1b", "\a", "\r", "\u009b", "\xff"} {
+		assert.NotContains(t, msg, c)
+	}
+}
+
 // A worker runs in a session of its own: no controlling terminal (the one
 // the node may run in) to write into or be stopped by, and its own process
 // group.
