@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -500,8 +501,20 @@ func Whole(w http.ResponseWriter, resp *http.Response, t router.Target, st *Stat
 	st.Delivered = true
 	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
 	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(b)
+	_, _ = w.Write(validUTF8(b))
 	return nil
+}
+
+// validUTF8 is a worker's JSON as valid UTF-8, as JSON must be: an
+// engine's text with invalid bytes (it decoded them for JSON, so they can
+// only be inside strings) gets U+FFFD for each run of them, as rbee's own
+// worker and Go's encoder write it, instead of passing bytes on that
+// strict clients fail to decode.
+func validUTF8(b []byte) []byte {
+	if utf8.Valid(b) {
+		return b
+	}
+	return bytes.ToValidUTF8(b, []byte("\uFFFD"))
 }
 
 // present reports whether a JSON field was sent with a value.
@@ -579,7 +592,7 @@ func OpenAIStream(sw *sse.Writer, resp *http.Response, t router.Target, st *Stat
 			}
 		}
 		first()
-		if err := sw.Data("", ev.Data); err != nil {
+		if err := sw.Data("", validUTF8(ev.Data)); err != nil {
 			return fmt.Errorf("%w: %v", ErrClientGone, err)
 		}
 		st.Delivered = true

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -49,6 +50,25 @@ func TestOpenAIStreamState(t *testing.T) {
 			require.Equal(t, tc.unresumable, st.Unresumable)
 			require.Equal(t, tc.ids, st.IDs)
 			require.Equal(t, tc.textLen, st.TextLen)
+		})
+	}
+}
+
+// An engine's chunk with invalid UTF-8 in its text reaches the client as
+// valid UTF-8 JSON (U+FFFD for the bad bytes), as JSON must be.
+func TestOpenAIStreamValidUTF8(t *testing.T) {
+	for _, tc := range []struct{ name, chunk, want string }{
+		{"valid", "{\"choices\":[{\"text\":\"h\u00e9\"}]}", "{\"choices\":[{\"text\":\"h\u00e9\"}]}"},
+		{"invalid bytes", "{\"choices\":[{\"text\":\"\xff\xfe bad\"}]}", "{\"choices\":[{\"text\":\"\ufffd bad\"}]}"},
+		{"a cut character", "{\"choices\":[{\"text\":\"a\xc3\"}]}", "{\"choices\":[{\"text\":\"a\ufffd\"}]}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			var st State
+			resp := &http.Response{Body: io.NopCloser(strings.NewReader("data: " + tc.chunk + "\n\ndata: [DONE]\n\n"))}
+			require.NoError(t, OpenAIStream(sse.NewWriter(&out), resp, router.Target{}, &st, func() {}))
+			require.True(t, utf8.Valid(out.Bytes()), "%q", out.String())
+			require.Contains(t, out.String(), "data: "+tc.want+"\n")
 		})
 	}
 }

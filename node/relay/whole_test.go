@@ -54,3 +54,20 @@ func TestWholeAnswerBounded(t *testing.T) {
 		})
 	}
 }
+
+// A complete answer with invalid UTF-8 in a string (an engine's text)
+// reaches the client as valid UTF-8 JSON.
+func TestWholeAnswerValidUTF8(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte("{\"choices\":[{\"text\":\"\xff\xfe bad\"}]}"))
+	}))
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	rec := httptest.NewRecorder()
+	var st relay.State
+	require.NoError(t, relay.Whole(rec, resp, router.Target{Registry: fsm.Worker{ID: "w1"}, NodeName: "n1"}, &st))
+	require.Equal(t, "{\"choices\":[{\"text\":\"\ufffd bad\"}]}", rec.Body.String())
+}
