@@ -40,8 +40,9 @@ var (
 	ErrUnknownType = errors.New("catalog: unknown worker type")
 	// ErrNotFound reports that no catalog entry matches.
 	ErrNotFound = errors.New("catalog: no such worker binary")
-	// ErrInUse reports that Delete was refused because a running process
-	// uses the binary (Config.InUse said so).
+	// ErrInUse reports that Delete (or a Register replacing the record with
+	// another file) was refused because a running process uses the binary
+	// (Config.InUse said so).
 	ErrInUse = errors.New("catalog: worker binary in use")
 	// ErrChecksum reports a binary whose sha256 or size does not match
 	// what its source promised, or that the signed SHA256SUMS of its
@@ -154,8 +155,9 @@ type Config struct {
 	Dir string
 	// Types is the type registry; nil means DefaultTypes().
 	Types []WorkerType
-	// InUse, when set, is asked by Delete for every entry it would remove;
-	// true refuses the delete with ErrInUse. It is called with the
+	// InUse, when set, is asked by Delete for every entry it would remove
+	// and by Register for a record it would point at another file; true
+	// refuses with ErrInUse. It is called with the
 	// catalog's lock held and must not call back into the Catalog.
 	InUse func(Entry) bool
 	// MaxBinarySize bounds one binary in bytes.

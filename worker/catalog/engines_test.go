@@ -155,3 +155,48 @@ func TestRegister(t *testing.T) {
 	_, err = c.Get(TypeOpenAI, "v2")
 	require.ErrorIs(t, err, ErrNotFound)
 }
+
+// Registering a type and version again replaces the record, but not while
+// a running worker uses the recorded file and the new one is another:
+// the catalog would no longer say what that worker runs, and its
+// protection against Delete would pass to the new file.
+func TestRegisterAgainRefusedInUse(t *testing.T) {
+	bin := t.TempDir()
+	exe := func(name string) string {
+		p := filepath.Join(bin, name)
+		require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755))
+		return p
+	}
+	first, second := exe("llama-server"), exe("llama-server-new")
+	busy := map[string]bool{}
+	c := newCatalog(t, t.TempDir(), func(cfg *Config) { cfg.InUse = func(e Entry) bool { return busy[e.Path] } })
+	_, err := c.Register(RegisterOptions{Type: TypeLlamaServer, Version: "b1", Path: first})
+	require.NoError(t, err)
+	busy[first] = true
+
+	tests := []struct {
+		name string
+		path string
+		err  error
+	}{
+		{"another file while in use", second, ErrInUse},
+		{"the same file again", first, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.Register(RegisterOptions{Type: TypeLlamaServer, Version: "b1", Path: tt.path, Devices: []string{"cuda"}})
+			if tt.err != nil {
+				require.ErrorIs(t, err, tt.err)
+			} else {
+				require.NoError(t, err)
+			}
+			e, err := c.Get(TypeLlamaServer, "b1")
+			require.NoError(t, err)
+			assert.Equal(t, first, e.Path)
+		})
+	}
+	busy[first] = false
+	e, err := c.Register(RegisterOptions{Type: TypeLlamaServer, Version: "b1", Path: second})
+	require.NoError(t, err, "replaced once no worker uses it")
+	assert.Equal(t, second, e.Path)
+}

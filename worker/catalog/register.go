@@ -102,8 +102,10 @@ func (c *Catalog) CheckRegister(opts RegisterOptions) (WorkerType, error) {
 
 // Register records an engine the user installed, where it is (see
 // RegisterOptions). Registering the same type and version again replaces
-// the record; a copied (built, downloaded, added) binary of that type and
-// version is not replaced: pick another version.
+// the record, unless it names another file while a running worker uses
+// the recorded one (Config.InUse; ErrInUse, as Delete); a copied (built,
+// downloaded, added) binary of that type and version is not replaced:
+// pick another version.
 func (c *Catalog) Register(opts RegisterOptions) (Entry, error) {
 	if _, err := c.CheckRegister(opts); err != nil {
 		return Entry{}, err
@@ -124,6 +126,10 @@ func (c *Catalog) Register(opts RegisterOptions) (Entry, error) {
 	old, had := c.entries[e.key()]
 	if had && old.Source != SourceRegistered {
 		return Entry{}, fmt.Errorf("%w: %s %s is already in the catalog as a %s binary; register with another --version", ErrBadName, e.Type, e.Version, old.Source)
+	}
+	if had && old.Path != e.Path && c.inUse != nil && c.inUse(old) {
+		return Entry{}, fmt.Errorf("%w: %s %s is %s, which a running worker uses; register %s with another --version, or retire those workers first",
+			ErrInUse, e.Type, e.Version, old.Path, e.Path)
 	}
 	next := make(map[string]Entry, len(c.entries)+1)
 	for k, v := range c.entries {
