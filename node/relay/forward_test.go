@@ -175,6 +175,40 @@ func TestForwardEnds(t *testing.T) {
 	require.ErrorIs(t, err, router.ErrNoWorker)
 }
 
+// TestForwardPassesOverFailingWorkers: three workers that fail every
+// request at once (500) beside one that serves: each broken one is asked
+// once, then sits out the picks, so at most one request fails (the one
+// that happens to try all three first: three workers a request at most).
+// Before, a worker failing at once had nothing in flight and won the
+// picks by load: a quarter of the requests tried the three broken ones
+// and failed.
+func TestForwardPassesOverFailingWorkers(t *testing.T) {
+	c := &cluster{workers: map[string]*testWorker{}}
+	for _, id := range []string{"a", "b", "c"} {
+		c.workers[id] = newWorker(t, id, 0, http.StatusInternalServerError)
+	}
+	good := newWorker(t, "d", 0, 0)
+	c.workers["d"] = good
+	now := time.Now() // the clock stands still: a failed worker stays out
+	r := router.New(router.Config{LocalID: "n1", LocalName: "one", LiveFor: time.Minute, View: c, Now: func() time.Time { return now }})
+	rl := relay.New(relay.Config{Router: r, Caller: c})
+	failed := 0
+	for i := 0; i < 40; i++ {
+		text, _, _, err := forward(t, rl)
+		if err != nil {
+			require.ErrorIs(t, err, relay.ErrAllFailed)
+			failed++
+			continue
+		}
+		require.Equal(t, strings.Join(words, ""), text)
+	}
+	require.LessOrEqual(t, failed, 1, "requests that failed")
+	for _, id := range []string{"a", "b", "c"} {
+		require.LessOrEqual(t, len(c.workers[id].resumes), 1, "worker %s asked again while it sits out", id)
+	}
+	require.GreaterOrEqual(t, len(good.resumes), 39)
+}
+
 // arriving is a cluster whose one worker is ready in the registry (just
 // written) while its node's report of it has not arrived, until report
 // is called.

@@ -33,6 +33,10 @@ import (
 type Picker interface {
 	Pick(f router.Filter) (router.Target, error)
 	Track(workerID string) func()
+	// Failed and Served tell the picker how a worker's attempt ended:
+	// failed as a worker (a *Retryable), or answered.
+	Failed(workerID string)
+	Served(workerID string)
 	// Arriving reports whether a worker matching f is about to be
 	// pickable (one view of it has not caught up with the other yet).
 	Arriving(f router.Filter) bool
@@ -229,6 +233,7 @@ func (rl *Relay) Forward(ctx context.Context, f router.Filter, path string, body
 			resp.Body.Close()
 			done()
 			if err == nil {
+				rl.cfg.Router.Served(t.Registry.ID)
 				return t, tried, nil
 			}
 		}
@@ -236,6 +241,9 @@ func (rl *Relay) Forward(ctx context.Context, f router.Filter, path string, body
 			return t, tried, ctx.Err()
 		}
 		var rt *Retryable
+		if errors.As(err, &rt) && t.Registry.ID != "" {
+			rl.cfg.Router.Failed(t.Registry.ID)
+		}
 		switch {
 		case errors.Is(err, router.ErrNoWorker) && last != nil && st.Delivered:
 			return t, tried, &jobs.Error{Code: jobs.CodeUnavailable, Err: fmt.Errorf("%v; no other worker can go on with the stream", last)}

@@ -102,6 +102,34 @@ type Router struct {
 	mu       sync.Mutex
 	pending  map[string]int
 	arriving map[string]time.Time // when Arriving first found each worker arriving
+	failed   map[string]failure   // workers whose last request from here failed
+}
+
+// failure is a worker's run of failed requests from this node.
+type failure struct {
+	at     time.Time // the last one
+	streak int       // how many in a row
+}
+
+// A worker that failed a request (a connection error, a 5xx, a stream
+// that broke) sits out the picks for failBackoff, doubled with every
+// further failure in a row up to failBackoffMax, while any other candidate
+// is left: a worker that fails at once has nothing in flight and would
+// otherwise win every pick by load, so a broken engine beside a healthy one
+// failed most requests (three tries each). Its heartbeats may still say
+// ready: the node's health checks see a process that answers, not one that
+// serves. A request it serves clears the run; with no other candidate it
+// is still picked.
+const (
+	failBackoff    = 2 * time.Second
+	failBackoffMax = time.Minute
+)
+
+// cooling reports whether the failure run f still keeps its worker out of
+// the picks at now.
+func (f failure) cooling(now time.Time) bool {
+	d := failBackoff << min(f.streak-1, 5)
+	return now.Sub(f.at) < min(d, failBackoffMax)
 }
 
 // New returns a router.
@@ -112,7 +140,7 @@ func New(cfg Config) *Router {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Router{cfg: cfg, pending: map[string]int{}, arriving: map[string]time.Time{}}
+	return &Router{cfg: cfg, pending: map[string]int{}, arriving: map[string]time.Time{}, failed: map[string]failure{}}
 }
 
 // canonicalModel reduces a model reference to a comparable name: case
@@ -317,11 +345,12 @@ func (r *Router) Score(t Target) int {
 }
 
 // Pick chooses a worker by the power of two choices: two random
-// candidates, the less loaded wins, ties go to a local worker. With no
-// candidate the error is a *jobs.Error (CodeNoWorker) wrapping
-// ErrNoWorker.
+// candidates, the less loaded wins, ties go to a local worker. Workers
+// that failed a request lately (Failed) are left out while another
+// candidate is left. With no candidate the error is a *jobs.Error
+// (CodeNoWorker) wrapping ErrNoWorker.
 func (r *Router) Pick(f Filter) (Target, error) {
-	cs := r.Candidates(f)
+	cs := r.healthy(r.Candidates(f))
 	switch len(cs) {
 	case 0:
 		return Target{}, noWorkerError(f)
@@ -344,6 +373,55 @@ func (r *Router) Pick(f Filter) (Target, error) {
 		return b, nil
 	}
 	return a, nil
+}
+
+// healthy is cs without the workers whose failures keep them out of the
+// picks now, or cs when that leaves none.
+func (r *Router) healthy(cs []Target) []Target {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.failed) == 0 {
+		return cs
+	}
+	now := r.cfg.Now()
+	out := make([]Target, 0, len(cs))
+	for _, t := range cs {
+		if f, ok := r.failed[t.Registry.ID]; !ok || !f.cooling(now) {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return cs
+	}
+	return out
+}
+
+// Failed records that a request from this node to workerID failed (the
+// worker's fault, not the client's or a full queue): Pick passes it over
+// for a while (failBackoff, doubling per failure in a row).
+func (r *Router) Failed(workerID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.cfg.Now()
+	f := r.failed[workerID]
+	if f.streak > 0 && now.Sub(f.at) > failBackoffMax {
+		f.streak = 0 // a run long over starts again
+	}
+	r.failed[workerID] = failure{at: now, streak: f.streak + 1}
+	// Forget runs over long ago, so the map holds only recent ones.
+	for id, f := range r.failed {
+		if now.Sub(f.at) > forgetArriving {
+			delete(r.failed, id)
+		}
+	}
+}
+
+// Served records that workerID answered a request from this node: its
+// run of failures, if any, is over.
+func (r *Router) Served(workerID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.failed, workerID)
 }
 
 func noWorkerError(f Filter) error {

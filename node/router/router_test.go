@@ -257,3 +257,49 @@ func TestArrivingWindow(t *testing.T) {
 	now = now.Add(11 * time.Second)
 	require.False(t, r.Arriving(f))
 }
+
+// TestFailedWorkersSitOut: a worker whose request failed is passed over
+// while another candidate is left, for 2 s after one failure, twice that
+// after two in a row; a request it serves ends the run; a worker that is
+// the only candidate is picked whatever its failures.
+func TestFailedWorkersSitOut(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	v := &view{
+		alive:   map[string]string{"n1": "one"},
+		loads:   []router.WorkerLoad{load("a", "n1", "m", 0), load("b", "n1", "m", 5)},
+		workers: []fsm.Worker{worker("a", "n1", "m", fsm.WorkerReady), worker("b", "n1", "m", fsm.WorkerReady)},
+	}
+	r := router.New(router.Config{LocalID: "n1", LocalName: "one", LiveFor: 5 * time.Second, View: v, Now: func() time.Time { return now }})
+	f := router.Filter{Model: "m"}
+	pick := func() string {
+		tg, err := r.Pick(f)
+		require.NoError(t, err)
+		return tg.Registry.ID
+	}
+	require.Equal(t, "a", pick(), "the less loaded")
+
+	r.Failed("a")
+	require.Equal(t, "b", pick())
+	now = now.Add(1900 * time.Millisecond)
+	require.Equal(t, "b", pick())
+	now = now.Add(200 * time.Millisecond)
+	require.Equal(t, "a", pick(), "one failure: out for 2 s")
+
+	r.Failed("a")
+	now = now.Add(3 * time.Second)
+	require.Equal(t, "b", pick(), "two in a row: out for 4 s")
+	now = now.Add(1100 * time.Millisecond)
+	require.Equal(t, "a", pick())
+
+	r.Failed("a")
+	r.Served("a")
+	require.Equal(t, "a", pick(), "served: the run is over")
+
+	r.Failed("a")
+	r.Failed("b")
+	require.Contains(t, []string{"a", "b"}, pick(), "every candidate failed: one is still picked")
+	only := router.Filter{Model: "m", WorkerID: "a"}
+	tg, err := r.Pick(only)
+	require.NoError(t, err)
+	require.Equal(t, "a", tg.Registry.ID, "the only candidate")
+}
