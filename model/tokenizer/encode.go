@@ -75,7 +75,16 @@ func (t *Tokenizer) Encode(text string, addBOS, parseSpecial bool) []int32 {
 func (t *Tokenizer) partition(text string, parseSpecial bool) []fragment {
 	frags := []fragment{{tok: noToken, lo: 0, hi: len(text)}}
 	var next []fragment
-	for _, id := range t.special {
+	order := t.special
+	if t.specials != nil {
+		// Only the tokens that occur, in the same (longest first) order.
+		found := t.specials.occurring(text)
+		order = make([]int32, len(found))
+		for i, si := range found {
+			order[i] = t.special[si]
+		}
+	}
+	for _, id := range order {
 		a := t.attrs[id]
 		if !parseSpecial && a&(attrControl|attrUnknown) != 0 {
 			continue

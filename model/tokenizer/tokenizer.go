@@ -95,7 +95,8 @@ type Tokenizer struct {
 	addBOS, addEOS, addSpace     bool
 	eog                          map[int32]bool
 
-	special  []int32 // control/user-defined/unknown ids, longest text first
+	special  []int32       // control/user-defined/unknown ids, longest text first
+	specials *specialIndex // over special when there are more than manySpecials, else nil
 	pieces   []string
 	spmBytes [256]int32 // SPM byte-fallback token per byte, noToken if none
 
@@ -240,6 +241,13 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 
 	name, _ := md.String("general.name")
 	t.detectSpecial(strings.ToLower(name))
+	if len(t.special) > manySpecials {
+		x, err := newSpecialIndex(t.tokens, t.special)
+		if err != nil {
+			return nil, err
+		}
+		t.specials = x
+	}
 
 	for b := range t.spmBytes {
 		t.spmBytes[b] = noToken

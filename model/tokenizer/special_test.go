@@ -1,0 +1,105 @@
+package tokenizer
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// specialVocab is an SPM vocabulary with the byte tokens and the given
+// texts as tokens of type typ.
+func specialVocab(t *testing.T, texts []string, typ int32) (*Tokenizer, error) {
+	t.Helper()
+	tokens := []string{"<unk>", "<s>", "</s>"}
+	types := []int32{2, 3, 3}
+	for b := 0; b < 256; b++ {
+		tokens = append(tokens, fmt.Sprintf("<0x%02X>", b))
+		types = append(types, 6)
+	}
+	tokens = append(tokens, "▁", "x")
+	types = append(types, 1, 1)
+	for _, s := range texts {
+		tokens = append(tokens, s)
+		types = append(types, typ)
+	}
+	return tryVocab(t, map[string]any{
+		"tokenizer.ggml.model":      "llama",
+		"tokenizer.ggml.tokens":     tokens,
+		"tokenizer.ggml.scores":     make([]float32, len(tokens)),
+		"tokenizer.ggml.token_type": types,
+	})
+}
+
+// TestSpecialIndexSameSplit: with more than manySpecials special tokens,
+// partition tries only those the index finds in the text, and splits the
+// text exactly as trying every token does (overlapping texts, prefixes,
+// suffixes, repeats, both token types).
+func TestSpecialIndexSameSplit(t *testing.T) {
+	texts := []string{"<a>", "<a", "a>", "<", "<ab>", "b", "ab", "bab", "<a><a>", "aaa", "a a"}
+	for i := 0; len(texts) <= manySpecials+10; i++ {
+		texts = append(texts, fmt.Sprintf("<f%d>", i))
+	}
+	for _, typ := range []int32{3, 4} {
+		tok, err := specialVocab(t, texts, typ)
+		require.NoError(t, err)
+		require.NotNil(t, tok.specials)
+		idx := tok.specials
+		rng := rand.New(rand.NewPCG(1, uint64(typ)))
+		const alphabet = "<ab> xf1"
+		for n := 0; n < 2000; n++ {
+			var b strings.Builder
+			for range rng.IntN(40) {
+				if rng.IntN(8) == 0 {
+					b.WriteString(texts[rng.IntN(len(texts))])
+				} else {
+					b.WriteByte(alphabet[rng.IntN(len(alphabet))])
+				}
+			}
+			s := b.String()
+			for _, parse := range []bool{false, true} {
+				tok.specials = idx
+				got := tok.partition(s, parse)
+				tok.specials = nil
+				want := tok.partition(s, parse)
+				require.Equal(t, want, got, "type %d, text %q, parseSpecial %v", typ, s, parse)
+			}
+		}
+		tok.specials = idx
+	}
+}
+
+// TestManySpecialTokens: a vocabulary of 100k user-defined tokens made each
+// Encode scan the text once per token (a minute for 100 KB of text); now
+// one pass finds the few that occur. A vocabulary whose special tokens
+// hold more than maxSpecialBytes is refused, naming the sizes.
+func TestManySpecialTokens(t *testing.T) {
+	texts := make([]string, 100_000)
+	for i := range texts {
+		texts[i] = fmt.Sprintf("<c%d>", i)
+	}
+	tok, err := specialVocab(t, texts, 4)
+	require.NoError(t, err)
+	text := strings.Repeat("<c x <a b> hello <c42> world ", 4000) // 116 KB
+	start := time.Now()
+	ids := tok.Encode(text, false, false)
+	require.Less(t, time.Since(start), 5*time.Second)
+	n := 0
+	for _, id := range ids {
+		if id == tok.ids["<c42>"] {
+			n++
+		}
+	}
+	require.Equal(t, 4000, n)
+
+	big := make([]string, manySpecials+1)
+	for i := range big {
+		big[i] = fmt.Sprintf("<%d%s>", i, strings.Repeat("y", maxSpecialBytes/manySpecials))
+	}
+	_, err = specialVocab(t, big, 3)
+	require.ErrorIs(t, err, ErrBadMetadata)
+	require.ErrorContains(t, err, "special")
+}
