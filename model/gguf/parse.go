@@ -1,9 +1,11 @@
 package gguf
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/rbee-project/rbee/model/quant"
 )
@@ -215,6 +217,22 @@ func Parse(data []byte) (*File, error) {
 		end, ok2 := addU64(start, t.Size)
 		if !ok1 || !ok2 || end > uint64(len(data)) {
 			return nil, fmt.Errorf("%w: tensor %q data [offset %d, %d bytes] extends past the end of the %d-byte file", ErrTruncated, t.Name, t.Offset, t.Size, len(data))
+		}
+	}
+	// Tensors must not share bytes (ggml writes them one after another;
+	// llama.cpp refuses any other layout): tensors aliasing one range
+	// would make a small file claim any number of parameters.
+	order := make([]int, 0, len(f.Tensors))
+	for i := range f.Tensors {
+		if f.Tensors[i].Size > 0 {
+			order = append(order, i)
+		}
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(f.Tensors[a].Offset, f.Tensors[b].Offset) })
+	for k := 1; k < len(order); k++ {
+		p, t := &f.Tensors[order[k-1]], &f.Tensors[order[k]]
+		if p.Offset+p.Size > t.Offset {
+			return nil, fmt.Errorf("%w: tensor %q data [offset %d, %d bytes] overlaps tensor %q at offset %d", ErrInvalid, p.Name, p.Offset, p.Size, t.Name, t.Offset)
 		}
 	}
 	f.data = data

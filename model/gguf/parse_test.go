@@ -87,6 +87,8 @@ func TestParseRejectsHostileInput(t *testing.T) {
 		{"offset past end", start(3, 1, 0).tensor("t", []uint64{4}, 0, 1<<40).pad(32).raw(make([]byte, 64)...).Bytes(), ErrTruncated},
 		{"offset overflow", start(3, 1, 0).tensor("t", []uint64{4}, 0, ^uint64(0)-31).pad(32).raw(make([]byte, 64)...).Bytes(), ErrTruncated},
 		{"misaligned offset", start(3, 1, 0).tensor("t", []uint64{4}, 0, 4).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
+		{"overlapping tensors", start(3, 2, 0).tensor("a", []uint64{16}, 0, 0).tensor("b", []uint64{4}, 0, 32).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
+		{"aliased tensors", start(3, 2, 0).tensor("a", []uint64{4}, 0, 0).tensor("b", []uint64{4}, 0, 0).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
 		{"duplicate tensor", start(3, 2, 0).tensor("t", []uint64{4}, 0, 0).tensor("t", []uint64{4}, 0, 32).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
 		{"long tensor name", start(3, 1, 0).tensor(string(bytes.Repeat([]byte{'n'}, 64)), []uint64{4}, 0, 0).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
 		{"truncated tensor info", start(3, 1, 0).str("t").u32(2).u64(4).Bytes(), ErrTruncated},
