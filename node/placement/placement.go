@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sort"
 	"strings"
@@ -139,8 +140,30 @@ func estimateMemory(weights uint64, d ggufDims, ctx int) MemEstimate {
 			ctx = int(d.TrainCtx)
 		}
 	}
-	kv := kvBytesPerValue * d.Layers * d.HeadsKV * (d.KeyLen + d.ValLen) * uint64(ctx)
-	return MemEstimate{Weights: weights, KV: kv, Margin: marginFixed + (weights+kv)*marginPercent/100, Ctx: ctx, Exact: true}
+	// A hostile header's dimensions (any uint64) saturate the product
+	// rather than wrap around to something that fits.
+	kv := uint64(kvBytesPerValue)
+	for _, f := range []uint64{d.Layers, d.HeadsKV, min(d.KeyLen, satBytes) + min(d.ValLen, satBytes), uint64(ctx)} {
+		kv = mulSat(kv, f)
+	}
+	margin := uint64(satBytes)
+	if kv < satBytes && weights < satBytes {
+		margin = marginFixed + (weights+kv)*marginPercent/100
+	}
+	return MemEstimate{Weights: weights, KV: kv, Margin: margin, Ctx: ctx, Exact: true}
+}
+
+// satBytes is where estimates saturate: far beyond any machine, and low
+// enough that sums and the f32 and slot multiples of it do not wrap.
+const satBytes = math.MaxUint64 / 1024
+
+// mulSat is a*b, or satBytes when that is more.
+func mulSat(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	if hi != 0 || lo > satBytes {
+		return satBytes
+	}
+	return lo
 }
 
 // sizeOnlyEstimate is the estimate when only a model's size is known.

@@ -52,6 +52,21 @@ func TestEstimateMemory(t *testing.T) {
 			assert.Equal(t, e, e.WithSlots(0))
 		})
 	}
+	// A hostile header's dimensions saturate the estimate, never wrap
+	// around to something that fits (2^32 layers times 2^32 KV heads was 0).
+	for _, hd := range []ggufDims{
+		{Layers: 1 << 32, HeadsKV: 1 << 32, KeyLen: 8, ValLen: 8},
+		{Layers: 1, HeadsKV: 1, KeyLen: math.MaxUint64, ValLen: 1},
+		{Layers: math.MaxUint64, HeadsKV: math.MaxUint64, KeyLen: math.MaxUint64, ValLen: math.MaxUint64},
+		{Layers: 1 << 20, HeadsKV: 1 << 20, KeyLen: 1 << 20, ValLen: 1 << 20},
+	} {
+		e := estimateMemory(1<<30, hd, 1<<20)
+		assert.GreaterOrEqual(t, e.KV, uint64(1)<<50, "%+v", hd)
+		for _, x := range []MemEstimate{e, e.WithF32KV(), e.WithSlots(255), e.WithF32KV().WithSlots(255)} {
+			assert.GreaterOrEqual(t, x.Total(), x.KV, "%+v", hd)
+			assert.GreaterOrEqual(t, x.Total(), uint64(1)<<50, "%+v", hd)
+		}
+	}
 	// A hostile header's cache times many slots saturates, never wraps
 	// around to something that fits.
 	huge := MemEstimate{KV: math.MaxUint64 / 8, Exact: true}.WithSlots(255)
