@@ -3,12 +3,15 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
 )
@@ -296,4 +299,72 @@ func TestCloseStopsSessions(t *testing.T) {
 	require.NoError(t, m.Close(), "Close is idempotent")
 	_, _, _, err = collect(t, s, GenerateRequest{Prompt: []int32{1, 400}, MaxTokens: 2})
 	require.ErrorIs(t, err, ErrClosed)
+}
+
+// TestVocabSizeMismatch: a tokenizer with more tokens than the embedding
+// has rows is a broken model, refused at Load (it loaded, and a prompt
+// holding one of the extra tokens was refused as the client's bad
+// request); fewer tokens than rows (padded embeddings) still load.
+func TestVocabSizeMismatch(t *testing.T) {
+	src, err := gguf.Open(writeSynth(t, synth.DefaultConfig())) // 512 tokens, 512 rows
+	require.NoError(t, err)
+	defer src.Close()
+	for _, tc := range []struct {
+		name  string
+		extra int // tokens added (> 0) or removed (< 0)
+		want  error
+	}{
+		{"more tokens than rows", 1000, ErrBadModel},
+		{"one more token", 1, ErrBadModel},
+		{"fewer tokens than rows", -100, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := gguf.NewWriter()
+			for _, kv := range src.KVs {
+				v := any(kv.Value)
+				switch kv.Key {
+				case "tokenizer.ggml.tokens":
+					toks := slices.Clone(kv.Value.Data.([]string))
+					for i := 0; i < tc.extra; i++ {
+						toks = append(toks, fmt.Sprintf("extra%d", i))
+					}
+					v = toks[:len(toks)+min(tc.extra, 0)]
+				case "tokenizer.ggml.scores":
+					v = resize(kv.Value.Data.([]float32), tc.extra, 0)
+				case "tokenizer.ggml.token_type":
+					v = resize(kv.Value.Data.([]int32), tc.extra, 1)
+				}
+				require.NoError(t, w.AddKV(kv.Key, v))
+			}
+			for i := range src.Tensors {
+				ti := &src.Tensors[i]
+				data, err := src.TensorData(ti)
+				require.NoError(t, err)
+				require.NoError(t, w.AddTensor(ti.Name, ti.Type, ti.Dims, data))
+			}
+			path := filepath.Join(t.TempDir(), "m.gguf")
+			require.NoError(t, w.WriteFile(path))
+			m, err := Load(path, Options{Threads: 1})
+			if tc.want != nil {
+				require.ErrorIs(t, err, tc.want)
+				require.ErrorContains(t, err, "token_embd.weight has 512 rows")
+				return
+			}
+			require.NoError(t, err)
+			m.Close()
+		})
+	}
+}
+
+// resize returns s with n copies of fill appended (n > 0) or its last -n
+// elements dropped.
+func resize[T any](s []T, n int, fill T) []T {
+	if n < 0 {
+		return slices.Clone(s[:len(s)+n])
+	}
+	s = slices.Clone(s)
+	for range n {
+		s = append(s, fill)
+	}
+	return s
 }

@@ -259,6 +259,11 @@ func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (*Model, 
 		return nil, fmt.Errorf("%w: tokenizer: %w", ErrBadModel, err)
 	}
 	m.tok = tok
+	if tok.VocabSize() > m.hp.vocab {
+		// Its last tokens have no embedding: a prompt holding one would be
+		// refused as the client's fault (llama.cpp refuses the shape).
+		return nil, fmt.Errorf("%w: the tokenizer has %d tokens but token_embd.weight has %d rows", ErrBadModel, tok.VocabSize(), m.hp.vocab)
+	}
 	if tok.VocabSize() != m.hp.vocab {
 		log.Warn("tokenizer and embedding vocab sizes differ", "tokenizer", tok.VocabSize(), "embedding", m.hp.vocab)
 	}
