@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"runtime"
 	"strconv"
 	"sync"
@@ -305,6 +306,24 @@ func (m *Model) optUint(k string, def int) (int, error) {
 	return m.needUint(k)
 }
 
+// optFloat reads an optional float key: absent is ok false; a value that
+// is not a number (a string, an array) or not finite is ErrBadModel, not
+// silently the default.
+func (m *Model) optFloat(k string) (float64, bool, error) {
+	val, ok := m.file.Get(m.key(k))
+	if !ok {
+		return 0, false, nil
+	}
+	v, ok := val.Float()
+	if !ok {
+		return 0, false, fmt.Errorf("%w: %s has type %s, want a number", ErrBadModel, m.key(k), val.Type)
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, false, fmt.Errorf("%w: %s = %v", ErrBadModel, m.key(k), v)
+	}
+	return v, true, nil
+}
+
 func (m *Model) readHparams(opts Options) error {
 	arch, ok := m.file.String("general.architecture")
 	if !ok {
@@ -356,7 +375,9 @@ func (m *Model) readHparams(opts Options) error {
 		return fmt.Errorf("%w: head_count %d not a multiple of head_count_kv %d", ErrUnsupportedModel, hp.nHead, hp.nHeadKV)
 	}
 	hp.eps = 1e-5
-	if v, ok := m.file.Float(m.key("attention.layer_norm_rms_epsilon")); ok {
+	if v, ok, err := m.optFloat("attention.layer_norm_rms_epsilon"); err != nil {
+		return err
+	} else if ok {
 		if !(v > 0 && v < 1) {
 			return fmt.Errorf("%w: layer_norm_rms_epsilon %v", ErrBadModel, v)
 		}
@@ -607,19 +628,29 @@ func (m *Model) readRope() error {
 	if p.nRot%2 != 0 || p.nRot > hp.headDim {
 		return fmt.Errorf("%w: rope.dimension_count %d (head_dim %d)", ErrBadModel, p.nRot, hp.headDim)
 	}
-	if v, ok := m.file.Float(m.key("rope.freq_base")); ok {
+	if v, ok, err := m.optFloat("rope.freq_base"); err != nil {
+		return err
+	} else if ok {
 		if !(v > 1) {
 			return fmt.Errorf("%w: rope.freq_base %v", ErrBadModel, v)
 		}
 		p.freqBase = float32(v)
 	}
 	factor := 0.0
-	if v, ok := m.file.Float(m.key("rope.scaling.factor")); ok {
-		factor = v
-	} else if v, ok := m.file.Float(m.key("rope.scale_linear")); ok {
-		factor = v
+	for _, k := range []string{"rope.scaling.factor", "rope.scale_linear"} {
+		v, ok, err := m.optFloat(k)
+		if err != nil {
+			return err
+		}
+		if ok {
+			factor = v
+			break
+		}
 	}
-	typ, _ := m.file.String(m.key("rope.scaling.type"))
+	typ, ok := m.file.String(m.key("rope.scaling.type"))
+	if val, present := m.file.Get(m.key("rope.scaling.type")); present && !ok {
+		return fmt.Errorf("%w: %s has type %s, want a string", ErrBadModel, m.key("rope.scaling.type"), val.Type)
+	}
 	if typ == "" && factor > 0 && factor != 1 {
 		typ = "linear"
 	}

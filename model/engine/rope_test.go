@@ -102,6 +102,13 @@ func TestRopeMetadata(t *testing.T) {
 		{"freqs", nil, true, func(t *testing.T, r ropeParams) { require.Len(t, r.freqFactor, 8) }, nil},
 		{"unknown", map[string]any{"llama.rope.scaling.type": "longrope", "llama.rope.scaling.factor": float32(2)}, false, nil, ErrUnsupportedModel},
 		{"no factor", map[string]any{"llama.rope.scaling.type": "linear"}, false, nil, ErrBadModel},
+		// A key of the wrong type or a value that is not finite is refused,
+		// not silently the default.
+		{"factor string", map[string]any{"llama.rope.scaling.factor": "4"}, false, nil, ErrBadModel},
+		{"factor NaN", map[string]any{"llama.rope.scaling.factor": float32(math.NaN())}, false, nil, ErrBadModel},
+		{"factor Inf", map[string]any{"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": math.Inf(1)}, false, nil, ErrBadModel},
+		{"scale_linear array", map[string]any{"llama.rope.scale_linear": []float32{2}}, false, nil, ErrBadModel},
+		{"type not a string", map[string]any{"llama.rope.scaling.type": uint32(1), "llama.rope.scaling.factor": float32(2)}, false, nil, ErrBadModel},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
