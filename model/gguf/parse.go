@@ -152,6 +152,9 @@ func Parse(data []byte) (*File, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
+	if nKV > MaxKVs {
+		return nil, fmt.Errorf("%w: %d metadata pairs (at most %d)", ErrInvalid, nKV, MaxKVs)
+	}
 	if nTensors > r.remaining()/minTensor {
 		return nil, fmt.Errorf("%w: tensor count %d exceeds what the file can hold", ErrTruncated, nTensors)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/rbee-project/rbee/model/quant"
@@ -87,6 +88,7 @@ func TestParseRejectsHostileInput(t *testing.T) {
 		{"offset past end", start(3, 1, 0).tensor("t", []uint64{4}, 0, 1<<40).pad(32).raw(make([]byte, 64)...).Bytes(), ErrTruncated},
 		{"offset overflow", start(3, 1, 0).tensor("t", []uint64{4}, 0, ^uint64(0)-31).pad(32).raw(make([]byte, 64)...).Bytes(), ErrTruncated},
 		{"misaligned offset", start(3, 1, 0).tensor("t", []uint64{4}, 0, 4).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
+		{"too many metadata pairs", manyKVs(MaxKVs + 1), ErrInvalid},
 		{"overlapping tensors", start(3, 2, 0).tensor("a", []uint64{16}, 0, 0).tensor("b", []uint64{4}, 0, 32).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
 		{"aliased tensors", start(3, 2, 0).tensor("a", []uint64{4}, 0, 0).tensor("b", []uint64{4}, 0, 0).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
 		{"duplicate tensor", start(3, 2, 0).tensor("t", []uint64{4}, 0, 0).tensor("t", []uint64{4}, 0, 32).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
@@ -115,6 +117,15 @@ func TestParseRejectsHostileInput(t *testing.T) {
 	}
 	_, err = Parse(real[:end-1])
 	require.ErrorIs(t, err, ErrTruncated)
+}
+
+// manyKVs is a file of n one-byte metadata pairs.
+func manyKVs(n int) []byte {
+	h := start(3, 0, uint64(n))
+	for i := 0; i < n; i++ {
+		h.str(strconv.Itoa(i)).u32(uint32(TypeUint8)).raw(1)
+	}
+	return h.Bytes()
 }
 
 func deepArray(depth int) []byte {
