@@ -171,6 +171,12 @@ func (f *File) Get(key string) (Value, bool) {
 	return f.KVs[i].Value, true
 }
 
+// Has reports whether the file has a metadata key, whatever its type.
+func (f *File) Has(key string) bool {
+	_, ok := f.kvIndex[key]
+	return ok
+}
+
 // String returns a string metadata value.
 func (f *File) String(key string) (string, bool) {
 	v, ok := f.Get(key)

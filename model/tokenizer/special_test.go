@@ -103,3 +103,45 @@ func TestManySpecialTokens(t *testing.T) {
 	require.ErrorIs(t, err, ErrBadMetadata)
 	require.ErrorContains(t, err, "special")
 }
+
+// TestWrongTypedVocabKeys: a vocabulary key present with the wrong type
+// is ErrBadMetadata naming it; before, scores and token types of the
+// wrong type were silently dropped (every token normal, <s> included),
+// and tokens of the wrong type were reported as missing.
+func TestWrongTypedVocabKeys(t *testing.T) {
+	base := func() map[string]any {
+		return map[string]any{
+			"tokenizer.ggml.model":      "llama",
+			"tokenizer.ggml.tokens":     []string{"<unk>", "<s>", "</s>", "a"},
+			"tokenizer.ggml.scores":     []float32{0, 0, 0, 0},
+			"tokenizer.ggml.token_type": []int32{2, 3, 3, 1},
+		}
+	}
+	for _, tc := range []struct {
+		key string
+		v   any
+	}{
+		{"tokenizer.ggml.tokens", []uint32{1, 2, 3, 4}},
+		{"tokenizer.ggml.tokens", "<unk>"},
+		{"tokenizer.ggml.scores", []string{"0", "0", "0", "0"}},
+		{"tokenizer.ggml.scores", float32(0)},
+		{"tokenizer.ggml.token_type", []string{"2", "3", "3", "1"}},
+		{"tokenizer.ggml.token_type", []float32{2, 3, 3, 1}},
+		{"tokenizer.ggml.token_type", []int64{2, 3, 3, 1 << 40}},
+		{"tokenizer.ggml.merges", []uint8{1}},
+	} {
+		t.Run(fmt.Sprintf("%s %T", tc.key, tc.v), func(t *testing.T) {
+			kvs := base()
+			kvs[tc.key] = tc.v
+			if tc.key == "tokenizer.ggml.merges" {
+				kvs["tokenizer.ggml.model"] = "gpt2"
+				kvs["tokenizer.ggml.pre"] = "gpt-2"
+			}
+			_, err := tryVocab(t, kvs)
+			require.ErrorIs(t, err, ErrBadMetadata)
+			require.ErrorContains(t, err, tc.key)
+		})
+	}
+	_, err := tryVocab(t, base())
+	require.NoError(t, err)
+}

@@ -35,6 +35,9 @@ type Metadata interface {
 	Int32s(key string) ([]int32, bool)
 	Uint(key string) (uint64, bool)
 	Bool(key string) (bool, bool)
+	// Has reports whether key is present, whatever its type: a typed
+	// accessor's false then means the wrong type.
+	Has(key string) bool
 }
 
 // Token types as stored in tokenizer.ggml.token_type (llama_token_type).
@@ -129,6 +132,9 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 	}
 
 	tokens, ok := md.Strings("tokenizer.ggml.tokens")
+	if !ok && md.Has("tokenizer.ggml.tokens") {
+		return nil, fmt.Errorf("%w: tokenizer.ggml.tokens is not an array of strings", ErrBadMetadata)
+	}
 	if !ok || len(tokens) == 0 {
 		return nil, fmt.Errorf("%w: tokenizer.ggml.tokens missing or empty", ErrNoVocab)
 	}
@@ -162,10 +168,15 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 		for i := range t.scores {
 			t.scores[i] = float32(isc[i])
 		}
+	} else if md.Has("tokenizer.ggml.scores") {
+		return nil, fmt.Errorf("%w: tokenizer.ggml.scores is not an array of numbers", ErrBadMetadata)
 	}
 
 	t.attrs = make([]attr, n)
 	types, hasTypes := md.Int32s("tokenizer.ggml.token_type")
+	if !hasTypes && md.Has("tokenizer.ggml.token_type") {
+		return nil, fmt.Errorf("%w: tokenizer.ggml.token_type is not an array of 32-bit integers", ErrBadMetadata)
+	}
 	if hasTypes && len(types) < n {
 		return nil, fmt.Errorf("%w: %d token types for %d tokens", ErrBadMetadata, len(types), n)
 	}
@@ -286,6 +297,9 @@ func (t *Tokenizer) loadBPE(md Metadata) error {
 		t.bos = noToken
 	}
 	merges, ok := md.Strings("tokenizer.ggml.merges")
+	if !ok && md.Has("tokenizer.ggml.merges") {
+		return fmt.Errorf("%w: tokenizer.ggml.merges is not an array of strings", ErrBadMetadata)
+	}
 	if !ok {
 		return fmt.Errorf("%w: tokenizer.ggml.merges missing", ErrBadMetadata)
 	}
