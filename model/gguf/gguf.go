@@ -42,6 +42,11 @@ const (
 	// Go values however small it is encoded (14 bytes), so a 37 MB file of
 	// 2M pairs took 280 MB and 4 s to open.
 	MaxKVs = 1 << 16
+	// MaxTensors bounds the tensor count. The largest models have a few
+	// thousand (MoE files with every expert a tensor, some ten thousand);
+	// each costs ~200 bytes of Go values (name, dims, index), so a 37 MB
+	// file of 1M empty tensors took 200 MB in a node importing it.
+	MaxTensors = 1 << 16
 )
 
 // Sentinel errors; returned errors wrap one of them with %w.

@@ -158,6 +158,9 @@ func Parse(data []byte) (*File, error) {
 	if nTensors > r.remaining()/minTensor {
 		return nil, fmt.Errorf("%w: tensor count %d exceeds what the file can hold", ErrTruncated, nTensors)
 	}
+	if nTensors > MaxTensors {
+		return nil, fmt.Errorf("%w: %d tensors (at most %d)", ErrInvalid, nTensors, MaxTensors)
+	}
 
 	f.KVs = make([]KV, 0, nKV)
 	f.kvIndex = make(map[string]int, nKV)

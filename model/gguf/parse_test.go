@@ -89,6 +89,7 @@ func TestParseRejectsHostileInput(t *testing.T) {
 		{"offset overflow", start(3, 1, 0).tensor("t", []uint64{4}, 0, ^uint64(0)-31).pad(32).raw(make([]byte, 64)...).Bytes(), ErrTruncated},
 		{"misaligned offset", start(3, 1, 0).tensor("t", []uint64{4}, 0, 4).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
 		{"too many metadata pairs", manyKVs(MaxKVs + 1), ErrInvalid},
+		{"too many tensors", manyTensors(MaxTensors + 1), ErrInvalid},
 		{"overlapping tensors", start(3, 2, 0).tensor("a", []uint64{16}, 0, 0).tensor("b", []uint64{4}, 0, 32).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
 		{"aliased tensors", start(3, 2, 0).tensor("a", []uint64{4}, 0, 0).tensor("b", []uint64{4}, 0, 0).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
 		{"duplicate tensor", start(3, 2, 0).tensor("t", []uint64{4}, 0, 0).tensor("t", []uint64{4}, 0, 32).pad(32).raw(make([]byte, 64)...).Bytes(), ErrInvalid},
@@ -126,6 +127,15 @@ func manyKVs(n int) []byte {
 		h.str(strconv.Itoa(i)).u32(uint32(TypeUint8)).raw(1)
 	}
 	return h.Bytes()
+}
+
+// manyTensors is a file of n empty tensors.
+func manyTensors(n int) []byte {
+	h := start(3, uint64(n), 0)
+	for i := 0; i < n; i++ {
+		h.tensor(strconv.Itoa(i), []uint64{0}, 0, 0)
+	}
+	return h.pad(32).Bytes()
 }
 
 func deepArray(depth int) []byte {
