@@ -14,6 +14,7 @@ import (
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
+	"github.com/rbee-project/rbee/model/tokenizer"
 )
 
 const storiesPath = "../../testdata/model/stories260K.gguf"
@@ -319,31 +320,21 @@ func TestVocabSizeMismatch(t *testing.T) {
 		{"fewer tokens than rows", -100, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := gguf.NewWriter()
-			for _, kv := range src.KVs {
-				v := any(kv.Value)
+			path := rewriteModel(t, src, func(kv gguf.KV) any {
 				switch kv.Key {
 				case "tokenizer.ggml.tokens":
 					toks := slices.Clone(kv.Value.Data.([]string))
 					for i := 0; i < tc.extra; i++ {
 						toks = append(toks, fmt.Sprintf("extra%d", i))
 					}
-					v = toks[:len(toks)+min(tc.extra, 0)]
+					return toks[:len(toks)+min(tc.extra, 0)]
 				case "tokenizer.ggml.scores":
-					v = resize(kv.Value.Data.([]float32), tc.extra, 0)
+					return resize(kv.Value.Data.([]float32), tc.extra, 0)
 				case "tokenizer.ggml.token_type":
-					v = resize(kv.Value.Data.([]int32), tc.extra, 1)
+					return resize(kv.Value.Data.([]int32), tc.extra, 1)
 				}
-				require.NoError(t, w.AddKV(kv.Key, v))
-			}
-			for i := range src.Tensors {
-				ti := &src.Tensors[i]
-				data, err := src.TensorData(ti)
-				require.NoError(t, err)
-				require.NoError(t, w.AddTensor(ti.Name, ti.Type, ti.Dims, data))
-			}
-			path := filepath.Join(t.TempDir(), "m.gguf")
-			require.NoError(t, w.WriteFile(path))
+				return kv.Value
+			})
 			m, err := Load(path, Options{Threads: 1})
 			if tc.want != nil {
 				require.ErrorIs(t, err, tc.want)
@@ -367,4 +358,45 @@ func resize[T any](s []T, n int, fill T) []T {
 		s = append(s, fill)
 	}
 	return s
+}
+
+// rewriteModel writes a copy of src whose metadata values are what value
+// returns for each pair, and returns its path.
+func rewriteModel(t *testing.T, src *gguf.File, value func(gguf.KV) any) string {
+	t.Helper()
+	w := gguf.NewWriter()
+	for _, kv := range src.KVs {
+		require.NoError(t, w.AddKV(kv.Key, value(kv)))
+	}
+	for i := range src.Tensors {
+		ti := &src.Tensors[i]
+		data, err := src.TensorData(ti)
+		require.NoError(t, err)
+		require.NoError(t, w.AddTensor(ti.Name, ti.Type, ti.Dims, data))
+	}
+	path := filepath.Join(t.TempDir(), "m.gguf")
+	require.NoError(t, w.WriteFile(path))
+	return path
+}
+
+// TestTokenizerErrorMessage: a broken vocabulary is ErrBadModel wrapping
+// the tokenizer's error, which names itself once (it said "tokenizer:
+// tokenizer: bad tokenizer metadata").
+func TestTokenizerErrorMessage(t *testing.T) {
+	src, err := gguf.Open(writeSynth(t, synth.DefaultConfig()))
+	require.NoError(t, err)
+	defer src.Close()
+	path := rewriteModel(t, src, func(kv gguf.KV) any {
+		if kv.Key == "tokenizer.ggml.tokens" {
+			toks := slices.Clone(kv.Value.Data.([]string))
+			toks[300] = toks[301]
+			return toks
+		}
+		return kv.Value
+	})
+	_, err = Load(path, Options{Threads: 1})
+	require.ErrorIs(t, err, ErrBadModel)
+	require.ErrorIs(t, err, tokenizer.ErrBadMetadata)
+	require.ErrorContains(t, err, "duplicate token")
+	require.NotContains(t, err.Error(), "tokenizer: tokenizer:")
 }

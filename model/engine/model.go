@@ -257,7 +257,7 @@ func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (*Model, 
 	}
 	tok, err := tokenizer.FromGGUF(f)
 	if err != nil {
-		return nil, fmt.Errorf("%w: tokenizer: %w", ErrBadModel, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadModel, err)
 	}
 	m.tok = tok
 	if tok.VocabSize() > m.hp.vocab {
