@@ -14,6 +14,12 @@ import (
 // texts as tokens of type typ.
 func specialVocab(t *testing.T, texts []string, typ int32) (*Tokenizer, error) {
 	t.Helper()
+	return mixedVocab(t, texts, func(int) int32 { return typ })
+}
+
+// mixedVocab is specialVocab with text i of type typ(i).
+func mixedVocab(t *testing.T, texts []string, typ func(i int) int32) (*Tokenizer, error) {
+	t.Helper()
 	tokens := []string{"<unk>", "<s>", "</s>"}
 	types := []int32{2, 3, 3}
 	for b := 0; b < 256; b++ {
@@ -22,9 +28,9 @@ func specialVocab(t *testing.T, texts []string, typ int32) (*Tokenizer, error) {
 	}
 	tokens = append(tokens, "▁", "x")
 	types = append(types, 1, 1)
-	for _, s := range texts {
+	for i, s := range texts {
 		tokens = append(tokens, s)
-		types = append(types, typ)
+		types = append(types, typ(i))
 	}
 	return tryVocab(t, map[string]any{
 		"tokenizer.ggml.model":      "llama",
@@ -43,8 +49,15 @@ func TestSpecialIndexSameSplit(t *testing.T) {
 	for i := 0; len(texts) <= manySpecials+10; i++ {
 		texts = append(texts, fmt.Sprintf("<f%d>", i))
 	}
-	for _, typ := range []int32{3, 4} {
-		tok, err := specialVocab(t, texts, typ)
+	// Control (3), user-defined (4), and both, alternating: a control
+	// token is not tried without parseSpecial, its user-defined twin is.
+	for _, typ := range []int32{3, 4, 0} {
+		tok, err := mixedVocab(t, texts, func(i int) int32 {
+			if typ == 0 {
+				return int32(3 + i%2)
+			}
+			return typ
+		})
 		require.NoError(t, err)
 		require.NotNil(t, tok.specials)
 		idx := tok.specials
