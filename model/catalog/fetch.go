@@ -304,7 +304,8 @@ func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (targ
 		// after a copy of all of it.
 		f, err := gguf.Open(ref.Path)
 		if err != nil {
-			return target{}, fmt.Errorf("%w: local model %s: %v", ErrNotGGUF, ref.Path, err)
+			// gguf's errors name the file already.
+			return target{}, fmt.Errorf("%w: local model: %v", ErrNotGGUF, err)
 		}
 		f.Close()
 		abs, err := filepath.Abs(ref.Path)

@@ -315,6 +315,7 @@ func TestFetchLocal(t *testing.T) {
 	require.NoError(t, os.WriteFile(cut, f.f16[:len(f.f16)*2/3], 0o644))
 	_, err = f.fetch(t, cut, FetchOptions{})
 	require.ErrorIs(t, err, ErrNotGGUF)
+	require.Equal(t, 1, strings.Count(err.Error(), cut), "the file is named once: %v", err)
 	parts, _ := os.ReadDir(filepath.Join(f.cat.Dir(), PartialDir))
 	require.Empty(t, parts)
 	list, _ := f.cat.List()
