@@ -262,6 +262,11 @@ func TestEnumKeepsType(t *testing.T) {
 		{`{"type":"number","enum":[1,"x",false]}`, []string{`1`}, []string{`"x"`, `false`}},
 		{`{"type":"boolean","enum":[true,"true",1]}`, []string{`true`}, []string{`"true"`, `1`}},
 		{`{"enum":[1,"x"]}`, []string{`1`, `"x"`}, nil},
+		// Length keywords beside the list hold for its values too.
+		{`{"type":"string","enum":["a","bbbb"],"maxLength":1}`, []string{`"a"`}, []string{`"bbbb"`}},
+		{`{"enum":["é","ab",3],"minLength":2}`, []string{`"ab"`, `3`}, []string{`"é"`}},
+		{`{"enum":[[1],[1,2,3]],"maxItems":2}`, []string{`[1]`}, []string{`[1,2,3]`}},
+		{`{"const":"abc","minLength":2,"maxLength":3}`, []string{`"abc"`}, nil},
 	} {
 		t.Run(tc.schema, func(t *testing.T) {
 			s, err := CompileSchema([]byte(tc.schema))
@@ -277,6 +282,20 @@ func TestEnumKeepsType(t *testing.T) {
 				require.True(t, err != nil || !m.CanEnd(), "accepted %s", doc)
 			}
 		})
+	}
+}
+
+// TestEnumNothingLeft: a list none of whose values meets the keywords
+// beside it is a bad schema (nothing could be written), named.
+func TestEnumNothingLeft(t *testing.T) {
+	for _, src := range []string{
+		`{"type":"string","enum":["abc"],"maxLength":2}`,
+		`{"const":[1,2],"minItems":3}`,
+		`{"type":"integer","enum":["a"]}`,
+	} {
+		_, err := CompileSchema([]byte(src))
+		require.ErrorIs(t, err, ErrBadSchema, src)
+		require.ErrorContains(t, err, "nothing matches", src)
 	}
 }
 

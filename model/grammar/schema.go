@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Sentinel errors; functions wrap them with %w and add detail.
@@ -129,7 +130,7 @@ var annotations = []string{"title", "description", "default", "examples", "$sche
 // defaults to false when properties are given, as llama.cpp does, so the
 // model writes only declared keys, and to true otherwise), items,
 // minItems, maxItems, minLength, maxLength, enum, const (only their values
-// of the type keyword beside them, if any), anyOf, oneOf (treated as
+// that meet the type and length keywords beside them, if any), anyOf, oneOf (treated as
 // anyOf), allOf with one member (the keywords beside a combinator are
 // merged into each member; see mergeInto), $ref to "#", "#/$defs/…" or
 // "#/definitions/…", and annotations (title, description, default...).
@@ -577,9 +578,7 @@ func (c *compiler) values(s map[string]any, list []any, path string) (int32, err
 	switch {
 	case err != nil:
 		return 0, err
-	case types == nil:
-		return c.literals(list, path)
-	case len(types) == 0:
+	case types != nil && len(types) == 0:
 		return 0, fmt.Errorf("%w: %s/type is an empty list", ErrBadSchema, path)
 	}
 	for _, t := range types {
@@ -587,16 +586,54 @@ func (c *compiler) values(s map[string]any, list []any, path string) (int32, err
 			return 0, fmt.Errorf("%w: %s/type %q is not a JSON schema type", ErrBadSchema, path, t)
 		}
 	}
+	// A value must meet every keyword beside the list, as a validator
+	// reads them: of a declared type, within the length bounds.
 	var kept []any
 	for _, v := range list {
-		if slices.ContainsFunc(types, func(t string) bool { return ofType(v, t) }) {
+		if types != nil && !slices.ContainsFunc(types, func(t string) bool { return ofType(v, t) }) {
+			continue
+		}
+		ok, err := withinLengths(s, v, path)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
 			kept = append(kept, v)
 		}
 	}
 	if len(kept) == 0 {
-		return 0, fmt.Errorf("%w: %s: no value is of type %s, so nothing matches", ErrBadSchema, path, strings.Join(types, " or "))
+		what := "meets the keywords beside it"
+		if types != nil {
+			what = "is of type " + strings.Join(types, " or ") + " and meets the keywords beside it"
+		}
+		return 0, fmt.Errorf("%w: %s: no value %s, so nothing matches", ErrBadSchema, path, what)
 	}
 	return c.literals(kept, path)
+}
+
+// withinLengths reports whether v, a string or an array, meets the
+// length keywords of s beside an enum or const (minLength and maxLength
+// in characters, minItems and maxItems); other values have none.
+func withinLengths(s map[string]any, v any, path string) (bool, error) {
+	var n int
+	var lo, hi string
+	switch x := v.(type) {
+	case string:
+		n, lo, hi = utf8.RuneCountInString(x), "minLength", "maxLength"
+	case []any:
+		n, lo, hi = len(x), "minItems", "maxItems"
+	default:
+		return true, nil
+	}
+	least, err := count(s, lo, 0, path)
+	if err != nil {
+		return false, err
+	}
+	most, err := count(s, hi, -1, path)
+	if err != nil {
+		return false, err
+	}
+	return n >= int(least) && (most < 0 || n <= int(most)), nil
 }
 
 // schemaTypes are the names of the type keyword.
