@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
@@ -32,6 +33,21 @@ const (
 	// the kernel accepts it: room for a burst of gossip while the reader
 	// is descheduled (memberlist's own figure).
 	udpReadBuffer = 2 << 20
+	// maxInboundStreams bounds the TCP streams accepted and not yet closed
+	// (memberlist's own cap on concurrent push/pulls): memberlist handles
+	// each in a goroutine of its own until its TCPTimeout, and a stranger
+	// needs no key to open one.
+	maxInboundStreams = 128
+	// streamReadBudget bounds the bytes all open inbound streams may have
+	// read together, and maxStreamRead the bytes of one stream. memberlist
+	// reads an encrypted stream whole, up to the 20 MB its header may
+	// claim, before it can tell whether the sender has the key: without a
+	// bound, a stranger's streams that each claim and send 20 MB made a
+	// node hold 750 MB. A member's push/pull is its metadata (512 B a
+	// member) and its state (node load reports, at most 1 MiB): far below
+	// one stream's share.
+	streamReadBudget = 32 << 20
+	maxStreamRead    = 8 << 20
 )
 
 // lanTransport is memberlist's transport for a real network: gossip over
@@ -57,6 +73,13 @@ type lanTransport struct {
 	done    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
+
+	// slots holds one token per open inbound stream (maxInboundStreams);
+	// budget is what open inbound streams may still read together
+	// (streamReadBudget), perStream what one may read (maxStreamRead).
+	slots     chan struct{}
+	budget    atomic.Int64
+	perStream int64
 }
 
 var _ memberlist.NodeAwareTransport = (*lanTransport)(nil)
@@ -119,8 +142,11 @@ func bindLAN(ip net.IP, port int, logger *log.Logger) (*lanTransport, error) {
 		_ = udp.Close()
 		return nil, fmt.Errorf("UDP receive buffer: %w", err)
 	}
-	return &lanTransport{udp: udp, tcp: tcp, bindIP: ip, port: port, logger: logger,
-		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn), done: make(chan struct{})}, nil
+	t := &lanTransport{udp: udp, tcp: tcp, bindIP: ip, port: port, logger: logger,
+		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn), done: make(chan struct{}),
+		slots: make(chan struct{}, maxInboundStreams), perStream: maxStreamRead}
+	t.budget.Store(streamReadBudget)
+	return t, nil
 }
 
 func wrapBind(proto string, ip net.IP, port int, err error) error {
@@ -178,12 +204,66 @@ func (t *lanTransport) acceptStreams() {
 			return
 		}
 		select {
-		case t.streams <- c:
-		case <-t.done:
+		case t.slots <- struct{}{}:
+		default:
+			t.logger.Printf("[DEBUG] memberlist: refusing TCP connection from %s: %d streams open", c.RemoteAddr(), cap(t.slots))
 			_ = c.Close()
+			continue
+		}
+		bc := &budgetConn{Conn: c, t: t}
+		select {
+		case t.streams <- bc:
+		case <-t.done:
+			_ = bc.Close()
 			return
 		}
 	}
+}
+
+// errStreamBudget fails the read of an inbound stream past its share of
+// the transport's read budget.
+var errStreamBudget = errors.New("inbound gossip stream exceeds the read budget")
+
+// budgetConn is an accepted stream that counts what it reads against its
+// transport's budget and gives its slot and its bytes back when closed.
+type budgetConn struct {
+	net.Conn
+	t      *lanTransport
+	mu     sync.Mutex
+	read   int64 // counted against t.budget
+	closed bool
+}
+
+func (c *budgetConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	left := min(c.t.budget.Load(), c.t.perStream-c.read)
+	c.mu.Unlock()
+	if left <= 0 {
+		return 0, errStreamBudget
+	}
+	if int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	if !c.closed {
+		c.read += int64(n)
+		c.t.budget.Add(-int64(n))
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+func (c *budgetConn) Close() error {
+	err := c.Conn.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.closed = true
+		c.t.budget.Add(c.read)
+		<-c.t.slots
+	}
+	return err
 }
 
 func (t *lanTransport) closed() bool {

@@ -187,3 +187,88 @@ func BenchmarkPacketReceive(b *testing.B) {
 		run(b, lt, lt.addr())
 	})
 }
+
+// TestLANTransportBoundsInboundStreams: what memberlist reads from inbound
+// streams before it can tell a member from a stranger is bounded. One
+// stream reads at most maxStreamRead bytes, all open streams together at
+// most streamReadBudget, a closed stream gives its bytes back, and past
+// maxInboundStreams open streams a new connection is closed unread.
+// Before, a stranger's streams each claiming and sending memberlist's
+// 20 MB push/pull limit made a node hold 750 MB.
+func TestLANTransportBoundsInboundStreams(t *testing.T) {
+	lt := testLAN(t)
+	type stream struct{ client, server net.Conn }
+	open := func(t *testing.T, send int) stream {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", lt.addr(), 5*time.Second)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		var s net.Conn
+		select {
+		case s = <-lt.StreamCh():
+		case <-time.After(10 * time.Second):
+			t.Fatal("no stream")
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		go func() { _, _ = c.Write(make([]byte, send)) }() // ends when the client is closed
+		return stream{c, s}
+	}
+	// drain reads what the server side lets memberlist read.
+	drain := func(s net.Conn, limit int64) (int64, error) {
+		_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
+		return io.CopyN(io.Discard, s, limit)
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"one stream stops at its share", func(t *testing.T) {
+			s := open(t, maxStreamRead+1<<20)
+			n, err := drain(s.server, maxStreamRead+1<<20)
+			require.ErrorIs(t, err, errStreamBudget)
+			require.EqualValues(t, maxStreamRead, n)
+		}},
+		{"streams share one budget and closing gives it back", func(t *testing.T) {
+			var full []stream
+			for range streamReadBudget / maxStreamRead {
+				s := open(t, maxStreamRead)
+				n, err := drain(s.server, maxStreamRead)
+				require.NoError(t, err)
+				require.EqualValues(t, maxStreamRead, n)
+				full = append(full, s)
+			}
+			late := open(t, 1<<20)
+			n, err := drain(late.server, 1)
+			require.ErrorIs(t, err, errStreamBudget, "the budget is spent")
+			require.Zero(t, n)
+			require.NoError(t, full[0].server.Close())
+			n, err = drain(late.server, 1<<20)
+			require.NoError(t, err, "a closed stream gave its bytes back")
+			require.EqualValues(t, 1<<20, n)
+			for _, s := range full[1:] {
+				require.NoError(t, s.server.Close())
+			}
+			require.NoError(t, late.server.Close())
+			require.EqualValues(t, streamReadBudget, lt.budget.Load())
+		}},
+		{"past the open streams cap a connection is closed", func(t *testing.T) {
+			for range maxInboundStreams {
+				open(t, 0)
+			}
+			c, err := net.DialTimeout("tcp", lt.addr(), 5*time.Second)
+			require.NoError(t, err)
+			defer c.Close()
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = c.Read(make([]byte, 1))
+			require.ErrorIs(t, err, io.EOF, "closed by the node, not left to time out")
+			select {
+			case s := <-lt.StreamCh():
+				t.Fatalf("stream %v handed to memberlist past the cap", s.RemoteAddr())
+			default:
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, tc.run)
+	}
+}
