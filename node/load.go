@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"io"
 	"maps"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -36,6 +37,12 @@ type loadReport struct {
 // maxKeysUsed bounds the API keys one report may name: far more keys than
 // a LAN cluster hands out.
 const maxKeysUsed = 10000
+
+// maxLoadField bounds each string of a reported worker and each API key
+// name: the registry's own bound on ids (fsm's maxIDLen). A report that
+// passes it would make the leader propose a worker the registry refuses,
+// or store a model name of up to a megabyte on every replica.
+const maxLoadField = 1024
 
 // maxLoadState bounds what a peer may push to us in one anti-entropy
 // exchange; a report is ~200 bytes per worker.
@@ -94,7 +101,7 @@ func newLoadTable() *loadTable {
 
 // put stores r if it is newer than what we have; it reports whether it did.
 func (t *loadTable) put(r loadReport) bool {
-	if r.NodeID == "" || len(r.Workers) > 10000 || len(r.KeysUsed) > maxKeysUsed {
+	if !r.valid() {
 		return false
 	}
 	if t.member != nil && !t.member(r.NodeID) {
@@ -113,6 +120,31 @@ func (t *loadTable) put(r loadReport) bool {
 	t.mu.Unlock()
 	if t.changed != nil {
 		t.changed()
+	}
+	return true
+}
+
+// valid reports whether every field of r is one its node could have
+// sent: a report from a member gone bad (a megabyte of model names, a
+// negative port or slot count, an empty worker id) is dropped whole, so
+// it reaches neither the router nor the leader's registry writes.
+func (r *loadReport) valid() bool {
+	if r.NodeID == "" || len(r.NodeID) > maxLoadField || len(r.Workers) > 10000 || len(r.KeysUsed) > maxKeysUsed {
+		return false
+	}
+	for _, w := range r.Workers {
+		switch {
+		case w.ID == "", len(w.ID) > maxLoadField, len(w.NodeID) > maxLoadField, len(w.Model) > maxLoadField,
+			len(w.Device) > maxLoadField, len(w.State) > maxLoadField, len(w.Group) > maxLoadField,
+			w.Port < 0, w.Port > 65535, w.PID < 0, w.InFlight < 0, w.Queued < 0, w.Slots < 0,
+			w.ContextLength < 0, w.AgeMs < 0, !(w.TPS >= 0), math.IsInf(w.TPS, 0):
+			return false
+		}
+	}
+	for k, v := range r.KeysUsed {
+		if k == "" || len(k) > maxLoadField || v < 0 {
+			return false
+		}
 	}
 	return true
 }

@@ -5,6 +5,8 @@ import (
 	"compress/flate"
 	"encoding/json"
 	"fmt"
+	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -207,4 +209,56 @@ func TestLoadTableVersion(t *testing.T) {
 		}
 		last = v
 	}
+}
+
+// TestLoadTableRefusesInvalidReports: a report naming a worker its node
+// could not run (a megabyte model name, an empty id, a negative port or
+// count, an infinite rate) is dropped whole, by broadcast and by
+// push/pull alike, so neither the router nor the leader's registry writes
+// see it; the same report with the field mended is taken.
+func TestLoadTableRefusesInvalidReports(t *testing.T) {
+	huge := strings.Repeat("m", 1<<20)
+	tests := []struct {
+		name   string
+		mutate func(r *loadReport)
+	}{
+		{"megabyte model name", func(r *loadReport) { r.Workers[0].Model = huge }},
+		{"long worker id", func(r *loadReport) { r.Workers[0].ID = huge[:maxLoadField+1] }},
+		{"empty worker id", func(r *loadReport) { r.Workers[1].ID = "" }},
+		{"long device", func(r *loadReport) { r.Workers[0].Device = huge[:maxLoadField+1] }},
+		{"long group", func(r *loadReport) { r.Workers[0].Group = huge[:maxLoadField+1] }},
+		{"negative port", func(r *loadReport) { r.Workers[0].Port = -1 }},
+		{"port past 65535", func(r *loadReport) { r.Workers[0].Port = 70000 }},
+		{"negative pid", func(r *loadReport) { r.Workers[0].PID = -5 }},
+		{"negative in flight", func(r *loadReport) { r.Workers[0].InFlight = -1000 }},
+		{"negative queued", func(r *loadReport) { r.Workers[0].Queued = -1 }},
+		{"negative slots", func(r *loadReport) { r.Workers[0].Slots = -4 }},
+		{"negative context", func(r *loadReport) { r.Workers[0].ContextLength = -1 }},
+		{"negative age", func(r *loadReport) { r.Workers[0].AgeMs = -1 }},
+		{"negative rate", func(r *loadReport) { r.Workers[0].TPS = -1 }},
+		{"infinite rate", func(r *loadReport) { r.Workers[0].TPS = math.Inf(1) }},
+		{"NaN rate", func(r *loadReport) { r.Workers[0].TPS = math.NaN() }},
+		{"long key name", func(r *loadReport) { r.KeysUsed[huge[:maxLoadField+1]] = 1 }},
+		{"negative key time", func(r *loadReport) { r.KeysUsed["client-00"] = -1 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := report(3, 2)
+			tc.mutate(&bad)
+			lt := newLoadTable()
+			require.False(t, lt.put(bad), "put")
+			if state, err := json.Marshal([]loadReport{bad}); err == nil { // NaN and Inf do not encode
+				lt.MergeRemoteState(state)
+				msg, err := json.Marshal(bad)
+				require.NoError(t, err)
+				lt.NotifyMsg(msg)
+			}
+			_, ok := lt.report(bad.NodeID)
+			require.False(t, ok, "the invalid report was taken")
+			require.Empty(t, lt.workers())
+		})
+	}
+	lt := newLoadTable()
+	require.True(t, lt.put(report(3, 2)), "a valid report is taken")
+	require.Len(t, lt.workers(), 3)
 }
