@@ -75,3 +75,6 @@ func (n *Node) Status() api.StatusResult { return n.status(true) }
 func (n *Node) TransferLeadershipTo(ctx context.Context, id string) error {
 	return n.cons.LeadershipTransferTo(ctx, id)
 }
+
+// Hives is the hive list this node serves (hive_list).
+func (n *Node) Hives() []api.Hive { return n.hives() }

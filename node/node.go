@@ -69,6 +69,8 @@ var (
 	ErrJoinFailed = errors.New("could not join the cluster")
 	// ErrUnknownHive: no node of that name is known.
 	ErrUnknownHive = errors.New("unknown hive")
+	// ErrAmbiguousHive: more than one live node has that name.
+	ErrAmbiguousHive = errors.New("ambiguous hive name")
 	// ErrClosed: the node is shut down.
 	ErrClosed = errors.New("node closed")
 	// ErrInsecureHTTP: --http-addr is off loopback without --insecure-http.

@@ -260,3 +260,49 @@ func TestOneNodePerDataDir(t *testing.T) {
 	_ = second.Close()
 	status(t, first)
 }
+
+// TestAmbiguousHiveName: when two live nodes go by one name (a second
+// machine started with the same --name), an operation aimed at that name
+// is refused with a conflict naming both ids, instead of acting on
+// whichever sorts first; each is still reachable by its peer id.
+func TestAmbiguousHiveName(t *testing.T) {
+	c := nodetest.New(t, 3, func(i int, cfg *node.Config) {
+		if i == 2 {
+			cfg.Name = "node1"
+		}
+	})
+	n := c.Nodes[0]
+	require.Eventually(t, func() bool {
+		live := 0
+		for _, h := range n.Hives() {
+			if h.Name == "node1" && h.State == "alive" {
+				live++
+			}
+		}
+		return live == 2
+	}, nodetest.WaitTimeout, 20*time.Millisecond)
+	post := func(body string) (int, node.APIError) {
+		resp, err := http.Post(n.URL()+"/v1/jobs", "application/json", bytes.NewBufferString(body))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var e node.APIError
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e
+	}
+	for _, body := range []string{
+		`{"operation":"hive_get","name":"node1"}`,
+		`{"operation":"hive_refresh_capabilities","hive":"node1"}`,
+	} {
+		status, e := post(body)
+		require.Equal(t, 409, status, body)
+		require.Equal(t, "conflict", e.Error.Code, body)
+		require.Contains(t, e.Error.Message, c.Nodes[1].ID())
+		require.Contains(t, e.Error.Message, c.Nodes[2].ID())
+	}
+	for _, id := range []string{c.Nodes[1].ID(), c.Nodes[2].ID()} {
+		status, _ := post(`{"operation":"hive_get","name":"` + id + `"}`)
+		require.Equal(t, 202, status, "by peer id")
+	}
+	status, _ := post(`{"operation":"hive_get","name":"node0"}`)
+	require.Equal(t, 202, status, "a name one node has")
+}

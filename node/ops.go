@@ -257,18 +257,35 @@ func (n *Node) hives() []api.Hive {
 func (n *Node) resolveHive(name string) (api.Hive, error) {
 	var found []api.Hive
 	for _, h := range n.hives() {
-		if h.Name == name || h.ID == name {
+		if h.ID == name && name != "" {
+			return h, nil // a peer id names one node
+		}
+		if h.Name == name {
 			found = append(found, h)
 		}
 	}
 	if len(found) == 0 {
 		return api.Hive{}, &jobs.Error{Code: jobs.CodeUnknownHive, Err: fmt.Errorf("%w %q (see `rbee hive list`)", ErrUnknownHive, name)}
 	}
-	// Prefer a live node when a name was reused.
+	// Prefer a live node when a name was reused; a name that two live
+	// nodes go by (a second machine started with the same --name or
+	// hostname) names neither: acting on one of them would be a guess.
+	var alive []api.Hive
 	for _, h := range found {
 		if h.State == "alive" {
-			return h, nil
+			alive = append(alive, h)
 		}
+	}
+	switch {
+	case len(alive) == 1:
+		return alive[0], nil
+	case len(alive) > 1:
+		ids := make([]string, len(alive))
+		for i, h := range alive {
+			ids[i] = h.ID
+		}
+		return api.Hive{}, &jobs.Error{Code: jobs.CodeConflict, Err: fmt.Errorf("%w %q: %d live nodes have it (ids %s); name one by its id, and give the others their own --name",
+			ErrAmbiguousHive, name, len(alive), strings.Join(ids, ", "))}
 	}
 	return found[0], nil
 }
