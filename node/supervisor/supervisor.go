@@ -13,8 +13,10 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"sort"
 	"strings"
@@ -224,6 +226,10 @@ func (s *Supervisor) HandleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, jobs.CodeBadRequest, "heartbeat needs an id and a port")
 		return
 	}
+	if err := checkHeartbeat(hb); err != nil {
+		fail(w, http.StatusBadRequest, jobs.CodeBadRequest, "bad heartbeat: "+err.Error())
+		return
+	}
 	if !s.authentic(hb, r) {
 		s.logRefused(hb)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rbee-worker"`)
@@ -233,6 +239,31 @@ func (s *Supervisor) HandleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Heartbeat(hb)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// maxHeartbeatField bounds each string of a heartbeat: the registry's
+// bound on ids and model references. Peers drop a load report with a
+// longer one, so one worker's bad beat would hide every worker of this
+// node from the cluster.
+const maxHeartbeatField = 1024
+
+// checkHeartbeat refuses what no worker reports: a string over
+// maxHeartbeatField, a negative pid, count or context length, a negative
+// or infinite rate.
+func checkHeartbeat(hb worker.Heartbeat) error {
+	for _, f := range []struct{ name, v string }{{"model", hb.Model}, {"model_path", hb.ModelPath},
+		{"device", hb.Device}, {"state", string(hb.State)}, {"version", hb.Version}} {
+		if len(f.v) > maxHeartbeatField {
+			return fmt.Errorf("%s longer than %d bytes", f.name, maxHeartbeatField)
+		}
+	}
+	if hb.PID < 0 || hb.InFlight < 0 || hb.Queued < 0 || hb.Slots < 0 || hb.ContextLength < 0 {
+		return errors.New("negative pid, in_flight, queued, slots or context_length")
+	}
+	if !(hb.TokensPerSecond >= 0) || math.IsInf(hb.TokensPerSecond, 0) {
+		return fmt.Errorf("tokens_per_second %v", hb.TokensPerSecond)
+	}
+	return nil
 }
 
 // authentic reports whether a heartbeat comes from a worker this node

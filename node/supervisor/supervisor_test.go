@@ -256,6 +256,12 @@ func TestHeartbeatAuthentication(t *testing.T) {
 		{"no id", local, worker.Heartbeat{Port: 9001}, "Bearer " + secret, http.StatusBadRequest},
 		{"no port", local, worker.Heartbeat{ID: "w-1"}, "Bearer " + secret, http.StatusBadRequest},
 		{"port out of range", local, worker.Heartbeat{ID: "w-1", Port: 70000}, "Bearer " + secret, http.StatusBadRequest},
+		{"megabyte model", local, with(good, func(hb *worker.Heartbeat) { hb.Model = strings.Repeat("m", 60<<10) }), "Bearer " + secret, http.StatusBadRequest},
+		{"long device", local, with(good, func(hb *worker.Heartbeat) { hb.Device = strings.Repeat("d", 1025) }), "Bearer " + secret, http.StatusBadRequest},
+		{"negative in flight", local, with(good, func(hb *worker.Heartbeat) { hb.InFlight = -1000 }), "Bearer " + secret, http.StatusBadRequest},
+		{"negative slots", local, with(good, func(hb *worker.Heartbeat) { hb.Slots = -1 }), "Bearer " + secret, http.StatusBadRequest},
+		{"negative pid", local, with(good, func(hb *worker.Heartbeat) { hb.PID = -1 }), "Bearer " + secret, http.StatusBadRequest},
+		{"negative rate", local, with(good, func(hb *worker.Heartbeat) { hb.TokensPerSecond = -3 }), "Bearer " + secret, http.StatusBadRequest},
 		{"no credential", local, good, "", http.StatusUnauthorized},
 		{"empty bearer", local, good, "Bearer ", http.StatusUnauthorized},
 		{"basic", local, good, "Basic " + secret, http.StatusUnauthorized},
@@ -702,4 +708,10 @@ func TestReconcileSkipsUnchanged(t *testing.T) {
 	f.c.mu.Unlock()
 	require.Eventually(t, func() bool { f.c.mu.Lock(); defer f.c.mu.Unlock(); return f.c.passes > passes+1 }, 10*time.Second, 10*time.Millisecond)
 	step("leading again", func(c *cluster) { c.leader = true }, 6)
+}
+
+// with returns hb changed by mod.
+func with(hb worker.Heartbeat, mod func(*worker.Heartbeat)) worker.Heartbeat {
+	mod(&hb)
+	return hb
 }
