@@ -31,6 +31,16 @@ const (
 	// their clients hold, while 500 trickling connections from one
 	// address are refused.
 	DefaultMaxConnsPerClient = 256
+	// maxRemoteConns caps the open connections of all remote clients
+	// together. The per-client cap alone let a LAN machine with many
+	// addresses (an IPv6 host picks them from its /64 at will) open
+	// connections until the node ran out of file descriptors (20,000
+	// here), and then out of sockets for raft, gossip and libp2p too.
+	maxRemoteConns = 4096
+	// clientPrefix6 is the IPv6 prefix length one remote client is
+	// counted by: a host's SLAAC /64 is one client, as for libp2p's
+	// resource manager.
+	clientPrefix6 = 64
 )
 
 // bounded sets the body read deadline of every request that has a body and
@@ -75,8 +85,12 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 // a local user.
 type connCounts struct {
 	max int
-	mu  sync.Mutex
-	per map[string]int
+	// maxRemote caps remote connections (all but loopback) together;
+	// remote counts them.
+	maxRemote int
+	mu        sync.Mutex
+	per       map[string]int
+	remote    int
 	// lookups bounds the owner lookups running at once: each reads the
 	// kernel's socket tables, milliseconds when they are long.
 	lookups chan struct{}
@@ -86,27 +100,43 @@ type connCounts struct {
 // at once; the others wait in their own goroutines, never in Accept.
 const ownerLookups = 2
 
-func newConnCounts(max int) *connCounts {
-	return &connCounts{max: max, per: map[string]int{}, lookups: make(chan struct{}, ownerLookups)}
+func newConnCounts(perClient int) *connCounts {
+	return &connCounts{max: perClient, maxRemote: max(maxRemoteConns, perClient), per: map[string]int{}, lookups: make(chan struct{}, ownerLookups)}
 }
 
-// take counts a new connection of client, false when it is at the cap.
-func (c *connCounts) take(client string) bool {
+// take counts a new connection of client (remote: not on loopback), false
+// when the client, or remote clients together, are at the cap.
+func (c *connCounts) take(client string, remote bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.per[client] >= c.max {
+	if c.per[client] >= c.max || remote && c.remote >= c.maxRemote {
 		return false
 	}
 	c.per[client]++
+	if remote {
+		c.remote++
+	}
 	return true
 }
 
-func (c *connCounts) release(client string) {
+func (c *connCounts) release(client string, remote bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.per[client]--; c.per[client] <= 0 {
 		delete(c.per, client)
 	}
+	if remote {
+		c.remote--
+	}
+}
+
+// remoteClient is the client a remote address counts as: an IPv4
+// address, or an IPv6 address's /64.
+func remoteClient(ip net.IP) string {
+	if ip.To4() != nil {
+		return ip.String()
+	}
+	return ip.Mask(net.CIDRMask(clientPrefix6, 128)).String() + "/64"
 }
 
 // limitListener caps the open connections per client. A connection over
@@ -149,13 +179,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		key := c.RemoteAddr().String()
 		if ok {
-			key = ta.IP.String()
+			key = remoteClient(ta.IP)
 		}
-		if !l.counts.take(key) {
+		if !l.counts.take(key, true) {
 			l.refuse(c)
 			continue
 		}
-		cc.setKey(key)
+		cc.setKey(key, true)
 		cc.admit.Do(func() {}) // counted already
 		return cc, nil
 	}
@@ -181,6 +211,7 @@ type countedConn struct {
 
 	mu       sync.Mutex
 	key      string // the client counted ("" until counted)
+	remote   bool   // key was counted as a remote client
 	closed   bool
 	uid      uint32
 	uidKnown bool
@@ -210,36 +241,36 @@ func (c *countedConn) count() {
 		c.uid, c.uidKnown = uid, true
 		c.mu.Unlock()
 	}
-	if !c.l.counts.take(key) {
+	if !c.l.counts.take(key, false) {
 		c.err = errOverCap
 		c.l.refuse(c.Conn)
 		return
 	}
-	c.setKey(key)
+	c.setKey(key, false)
 }
 
 // setKey records the slot taken for key, giving it back at once when
 // the connection was closed meanwhile.
-func (c *countedConn) setKey(key string) {
+func (c *countedConn) setKey(key string, remote bool) {
 	c.mu.Lock()
 	closed := c.closed
 	if !closed {
-		c.key = key
+		c.key, c.remote = key, remote
 	}
 	c.mu.Unlock()
 	if closed {
-		c.l.counts.release(key)
+		c.l.counts.release(key, remote)
 	}
 }
 
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
 	c.mu.Lock()
-	key := c.key
+	key, remote := c.key, c.remote
 	c.key, c.closed = "", true
 	c.mu.Unlock()
 	if key != "" {
-		c.l.counts.release(key)
+		c.l.counts.release(key, remote)
 	}
 	return err
 }
