@@ -36,4 +36,8 @@ var (
 	// ErrLeft is returned by Join, UpdateMeta and a second Leave after Leave:
 	// memberlist cannot rejoin after leaving; Close and create a new Gossip.
 	ErrLeft = errors.New("gossip: left the cluster")
+
+	// ErrDuplicateIdentity is what Config.OnDuplicate receives: another
+	// live member answers to this node's id at another address.
+	ErrDuplicateIdentity = errors.New("gossip: another member runs with this node's identity")
 )

@@ -139,6 +139,14 @@ type Config struct {
 	// runs them in slow motion and divides what it measures by the scale
 	// (DESIGN.md, Slow motion). 0 or 1: the profile's timings.
 	TimeScale float64
+	// OnDuplicate, when set, is called (once, from a goroutine of
+	// gossip's) with an error wrapping ErrDuplicateIdentity when another
+	// member answers to this node's id at another address: a copy of this
+	// node's identity runs elsewhere (a data dir copied to another
+	// machine), and the cluster keeps the member it knew. memberlist
+	// itself only logs the conflict, and this member would then run
+	// beside the cluster for ever, never in it.
+	OnDuplicate func(error)
 }
 
 // DefaultConfig returns a production configuration without node id and
@@ -221,6 +229,11 @@ type Gossip struct {
 	lastChange   atomic.Int64  // unix nanoseconds of the last join seen
 	settles      atomic.Uint64 // settling push/pulls done
 	settled      chan struct{} // closed when settle returns (tests)
+
+	onDuplicate func(error)  // Config.OnDuplicate
+	dupCheck    atomic.Bool  // a duplicate check runs (or found one)
+	firstJoin   atomic.Int64 // unix nanoseconds of the first Join call
+	loopCtx     context.Context
 
 	mu       sync.RWMutex // guards the fields below
 	ml       *memberlist.Memberlist
@@ -306,6 +319,7 @@ func New(cfg Config) (*Gossip, error) {
 		timeScale:    max(1, cfg.TimeScale),
 		stopLoops:    func() {},
 		settled:      make(chan struct{}),
+		onDuplicate:  cfg.OnDuplicate,
 	}
 	g.table = newMemberTable(mc.GossipToTheDeadTime)
 	mc.Name = cfg.NodeID
@@ -313,6 +327,7 @@ func New(cfg Config) (*Gossip, error) {
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*eventDelegate)(g)
 	mc.Ping = (*pingDelegate)(g)
+	mc.Conflict = (*conflictDelegate)(g)
 	mc.LogOutput = nil
 	g.logw = newSlogWriter(lg)
 	g.logw.observe = g.observeLog
@@ -358,7 +373,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	local := ml.LocalNode()
 	g.addr = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
 	loopCtx, stop := context.WithCancel(context.Background())
-	g.stopLoops = stop
+	g.stopLoops, g.loopCtx = stop, loopCtx
 	go g.settle(loopCtx)
 	go g.recheckSuspects(loopCtx)
 	g.log.Info("gossip started", "node", g.mlCfg.Name, "addr", g.addr)
@@ -420,6 +435,7 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 	if len(addrs) == 0 {
 		return 0, fmt.Errorf("%w: no addresses to join", ErrBadConfig)
 	}
+	g.firstJoin.CompareAndSwap(0, time.Now().UnixNano())
 	type result struct {
 		n   int
 		err error

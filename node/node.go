@@ -94,6 +94,7 @@ type Node struct {
 	adminKey      string        // the local admin credential (admin.key)
 	auth          *auth.Guard   // the API's authentication and browser checks
 	connCounts    *connCounts   // open API connections per client, both listeners
+	duplicate     chan error    // gossip found this node's identity running elsewhere
 	peerID        peer.ID
 	id            string // peerID.String()
 
@@ -350,6 +351,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	gcfg.Meta = n.localMeta()
 	gcfg.Logger = n.log.With("component", "gossip")
 	gcfg.Delegate = n.loads
+	n.duplicate = make(chan error, 1)
+	gcfg.OnDuplicate = func(err error) {
+		select {
+		case n.duplicate <- err:
+		default:
+		}
+	}
 	if n.gsp, err = gossip.New(gcfg); err != nil {
 		return fmt.Errorf("gossip: %w", err)
 	}
@@ -454,6 +462,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	go n.capabilitiesLoop()
 
 	n.started.Store(true)
+	n.wg.Add(1)
+	go n.watchDuplicate()
 	n.log.Info("node started", "http", n.HTTPAddr(), "https", n.HTTPSAddr(), "gossip", n.gsp.Addr(), "p2p", n.host.Addrs())
 	return nil
 }

@@ -236,6 +236,18 @@ func (n *Node) fail(err error, leave bool) {
 	}
 }
 
+// watchDuplicate stops the node when gossip finds another member running
+// with its identity: a copy of this data dir on another machine. It does
+// not leave: a leave under the shared id would remove the original.
+func (n *Node) watchDuplicate() {
+	defer n.wg.Done()
+	select {
+	case err := <-n.duplicate:
+		n.fail(fmt.Errorf("%w: this node's data dir (its node.key) was copied from that machine? Every machine needs a data dir of its own: start this one with a new --data-dir", err), false)
+	case <-n.ctx.Done():
+	}
+}
+
 // refusedLeaveTimeout bounds leaving a cluster the node refuses.
 const refusedLeaveTimeout = 10 * time.Second
 
