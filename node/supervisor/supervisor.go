@@ -247,15 +247,23 @@ func (s *Supervisor) HandleHeartbeat(w http.ResponseWriter, r *http.Request) {
 // node from the cluster.
 const maxHeartbeatField = 1024
 
+// maxHeartbeatPath bounds a heartbeat's model path: Linux's PATH_MAX.
+const maxHeartbeatPath = 4096
+
 // checkHeartbeat refuses what no worker reports: a string over
 // maxHeartbeatField, a negative pid, count or context length, a negative
 // or infinite rate.
 func checkHeartbeat(hb worker.Heartbeat) error {
-	for _, f := range []struct{ name, v string }{{"model", hb.Model}, {"model_path", hb.ModelPath},
-		{"device", hb.Device}, {"state", string(hb.State)}, {"version", hb.Version}} {
+	for _, f := range []struct{ name, v string }{{"model", hb.Model}, {"device", hb.Device},
+		{"state", string(hb.State)}, {"version", hb.Version}} {
 		if len(f.v) > maxHeartbeatField {
 			return fmt.Errorf("%s longer than %d bytes", f.name, maxHeartbeatField)
 		}
+	}
+	// The model's path is not reported to peers; a path may be as long
+	// as the system allows.
+	if len(hb.ModelPath) > maxHeartbeatPath {
+		return fmt.Errorf("model_path longer than %d bytes", maxHeartbeatPath)
 	}
 	if hb.PID < 0 || hb.InFlight < 0 || hb.Queued < 0 || hb.Slots < 0 || hb.ContextLength < 0 {
 		return errors.New("negative pid, in_flight, queued, slots or context_length")

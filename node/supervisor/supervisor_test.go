@@ -257,6 +257,7 @@ func TestHeartbeatAuthentication(t *testing.T) {
 		{"no port", local, worker.Heartbeat{ID: "w-1"}, "Bearer " + secret, http.StatusBadRequest},
 		{"port out of range", local, worker.Heartbeat{ID: "w-1", Port: 70000}, "Bearer " + secret, http.StatusBadRequest},
 		{"megabyte model", local, with(good, func(hb *worker.Heartbeat) { hb.Model = strings.Repeat("m", 60<<10) }), "Bearer " + secret, http.StatusBadRequest},
+		{"path past PATH_MAX", local, with(good, func(hb *worker.Heartbeat) { hb.ModelPath = "/" + strings.Repeat("p", 4096) }), "Bearer " + secret, http.StatusBadRequest},
 		{"long device", local, with(good, func(hb *worker.Heartbeat) { hb.Device = strings.Repeat("d", 1025) }), "Bearer " + secret, http.StatusBadRequest},
 		{"negative in flight", local, with(good, func(hb *worker.Heartbeat) { hb.InFlight = -1000 }), "Bearer " + secret, http.StatusBadRequest},
 		{"negative slots", local, with(good, func(hb *worker.Heartbeat) { hb.Slots = -1 }), "Bearer " + secret, http.StatusBadRequest},
@@ -281,7 +282,11 @@ func TestHeartbeatAuthentication(t *testing.T) {
 			require.Empty(t, f.s.Ports(), "a refused heartbeat entered the view")
 		})
 	}
-	w := postHeartbeat(f.s, local, good, "Bearer "+secret)
+	long := good
+	long.ModelPath = "/" + strings.Repeat("p", 2000) // longer than the other fields may be, within PATH_MAX
+	w := postHeartbeat(f.s, local, long, "Bearer "+secret)
+	require.Equal(t, http.StatusNoContent, w.Code, w.Body.String())
+	w = postHeartbeat(f.s, local, good, "Bearer "+secret)
 	require.Equal(t, http.StatusNoContent, w.Code, w.Body.String())
 	require.Equal(t, map[string]int{"w-1": 9001}, f.s.Ports())
 	hb, ok := f.s.Local("w-1")
