@@ -525,11 +525,12 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	reserved = false
 	m.saveLocked()
 	m.mu.Unlock()
+	pid := info.PID // info is read again below, under the lock
 	go func() {
-		if waitExited(info.PID) {
+		if waitExited(pid) {
 			// The worker is gone: so is whatever it started in its group
 			// (a forked server still holding its port or its GPU memory).
-			_ = killGroup(info.PID)
+			_ = killGroup(pid)
 		}
 		err := cmd.Wait()
 		logf.Close()
