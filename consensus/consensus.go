@@ -327,6 +327,9 @@ func New(cfg Config) (*Consensus, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("consensus: create %s: %w", dir, err)
 	}
+	if err := prepareBoltFile(filepath.Join(dir, "raft.db")); err != nil {
+		return nil, err
+	}
 	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: boltOptions()})
 	if err != nil {
 		return nil, fmt.Errorf("consensus: open raft.db: %w", err)
