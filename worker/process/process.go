@@ -58,6 +58,10 @@ var (
 	ErrExitUnknown = errors.New("process: adopted worker exited (status unknown)")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("process: manager closed")
+	// ErrNotRecorded reports a worker that started but could not be
+	// written to processes.json (a full disk, a broken data dir): a node
+	// restart would neither adopt nor stop it, so it has been stopped.
+	ErrNotRecorded = errors.New("process: the worker could not be recorded in processes.json")
 )
 
 const (
@@ -521,9 +525,18 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	}
 	p.info, p.cmd = info, cmd
 	m.procs[info.PID] = p
+	if err := m.saveLocked(); err != nil {
+		// Unrecorded, the worker would outlive a node restart as a
+		// stranger: stop it rather than leak it.
+		delete(m.procs, info.PID)
+		m.mu.Unlock()
+		_ = killGroup(info.PID)
+		_ = cmd.Wait()
+		logf.Close()
+		return WorkerInfo{}, fmt.Errorf("%w: %w (the worker was stopped)", ErrNotRecorded, err)
+	}
 	delete(m.starting, opts.WorkerID)
 	reserved = false
-	m.saveLocked()
 	m.mu.Unlock()
 	pid := info.PID // info is read again below, under the lock
 	go func() {
@@ -1140,8 +1153,9 @@ type stateDoc struct {
 }
 
 // saveLocked writes processes.json atomically, readable by the node's user
-// alone (it holds the secrets). Caller holds m.mu.
-func (m *Manager) saveLocked() {
+// alone (it holds the secrets), and logs a failure, which it returns.
+// Caller holds m.mu.
+func (m *Manager) saveLocked() error {
 	doc := stateDoc{Format: stateVer, Processes: make([]stateEntry, 0, len(m.procs))}
 	for _, p := range m.procs {
 		info := p.info
@@ -1156,6 +1170,7 @@ func (m *Manager) saveLocked() {
 	if err != nil {
 		m.log.Error("writing process table", "err", err)
 	}
+	return err
 }
 
 // maxStateBytes bounds processes.json: a few hundred bytes per worker, and

@@ -773,3 +773,34 @@ func TestPruneLogs(t *testing.T) {
 	}
 	require.NoFileExists(t, filepath.Join(logs, "w-002.log"))
 }
+
+// A worker that starts but cannot be written to processes.json (a full
+// disk, a directory in its place) is stopped and the spawn fails: a node
+// restart would neither adopt nor stop it, and it ran on unrecorded.
+func TestSpawnUnrecordedWorkerIsStopped(t *testing.T) {
+	dir := t.TempDir()
+	m := newManager(t, dir, nil, func(c *Config) { c.ReadyTimeout = 500 * time.Millisecond })
+	stopAllAtEnd(t, m)
+	require.NoError(t, os.Mkdir(filepath.Join(dir, stateFile), 0o700))
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	script := filepath.Join(t.TempDir(), "worker.sh")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nexec sleep 60\n"), 0o755))
+
+	_, err := m.Spawn(context.Background(), SpawnOptions{Binary: script, ModelPath: modelPath, WorkerID: "unrecorded"})
+	require.ErrorIs(t, err, ErrNotRecorded)
+	assert.Contains(t, err.Error(), stateFile)
+	assert.Empty(t, m.List())
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			return true // killed before it wrote its pid
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && !running(pid)
+	}, 10*time.Second, 20*time.Millisecond, "the unrecorded worker still runs")
+	// The id is free again once the disk is.
+	require.NoError(t, os.Remove(filepath.Join(dir, stateFile)))
+	w := spawn(t, m, "unrecorded")
+	assert.Len(t, stateEntries(t, dir), 1)
+	assert.Equal(t, "unrecorded", w.WorkerID)
+}
