@@ -387,6 +387,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.cons.Start(n.ctx); err != nil {
 		return fmt.Errorf("consensus: %w", err)
 	}
+	if err := n.checkSecretOpensCA(); err != nil {
+		return err
+	}
 
 	if err := n.listenBlob(); err != nil {
 		return err

@@ -306,3 +306,49 @@ func TestAmbiguousHiveName(t *testing.T) {
 	status, _ := post(`{"operation":"hive_get","name":"node0"}`)
 	require.Equal(t, 202, status, "a name one node has")
 }
+
+// A node whose cluster.secret was damaged or replaced stops at start with
+// an error naming the file: with a secret that is not its cluster's it
+// reached none of its peers and stayed up alone, electing itself without
+// end; a directory in the file's place was called "readable by other
+// users".
+func TestStartRefusesWrongStoredSecret(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, path string)
+		is     error
+		text   string
+	}{
+		{"another secret", func(t *testing.T, path string) {
+			require.NoError(t, os.WriteFile(path, []byte(node.GenerateSecret()+"\n"), 0o600))
+		}, node.ErrWrongSecret, "rbee token"},
+		{"a directory", func(t *testing.T, path string) {
+			require.NoError(t, os.Remove(path))
+			require.NoError(t, os.Mkdir(path, 0o755)) // as mkdir leaves it
+		}, nil, "not a regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := nodetest.New(t, 1)
+			first := c.Nodes[0]
+			require.Eventually(t, func() bool { return first.CAFingerprint() != "" }, 20*time.Second, 20*time.Millisecond)
+			dir := first.DataDir()
+			c.Kill(0)
+			path := filepath.Join(dir, node.SecretFile)
+			tc.damage(t, path)
+
+			cfg := node.DefaultConfig()
+			cfg.Name, cfg.DataDir, cfg.MDNS = "again", dir, false
+			cfg.HTTPAddr, cfg.GossipAddr, cfg.P2PAddr, cfg.BlobAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+			again, err := node.New(cfg)
+			require.NoError(t, err)
+			err = again.Start(context.Background())
+			_ = again.Close()
+			require.Error(t, err)
+			if tc.is != nil {
+				require.ErrorIs(t, err, tc.is)
+			}
+			require.ErrorContains(t, err, path)
+			require.ErrorContains(t, err, tc.text)
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/rbee-project/rbee/internal/atomicfile"
+	"github.com/rbee-project/rbee/node/tlsca"
 )
 
 // SecretFile is the cluster secret's file in the data dir (mode 0600).
@@ -26,6 +27,10 @@ var (
 	ErrSecretMismatch = errors.New("the given token differs from this node's stored cluster secret")
 	// ErrInsecureSecretFile: cluster.secret is readable by group or others.
 	ErrInsecureSecretFile = errors.New("cluster secret file is readable by other users")
+	// ErrWrongSecret: the stored cluster secret does not open the cluster
+	// CA in this node's own registry, so it is not the secret of the
+	// cluster this data dir belongs to (the file was damaged or replaced).
+	ErrWrongSecret = errors.New("the stored cluster secret is not this cluster's")
 )
 
 // GenerateSecret returns a new random cluster secret (32 random bytes, base32).
@@ -41,7 +46,9 @@ func GenerateSecret() string {
 // else a generated one (created reports that). The result is kept 0600.
 func loadOrCreateSecret(dataDir, token string) (secret string, created bool, err error) {
 	path := filepath.Join(dataDir, SecretFile)
-	if st, err := os.Stat(path); err == nil && runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		return "", false, fmt.Errorf("%s is not a regular file: move it away and start the node with the cluster's token (rbee token on another node prints it)", path)
+	} else if err == nil && runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
 		return "", false, fmt.Errorf("%w: %s has mode %#o, want 0600 (chmod 600 %s)", ErrInsecureSecretFile, path, st.Mode().Perm(), path)
 	}
 	b, err := os.ReadFile(path)
@@ -70,4 +77,22 @@ func loadOrCreateSecret(dataDir, token string) (secret string, created bool, err
 		return "", false, err
 	}
 	return secret, created, nil
+}
+
+// checkSecretOpensCA (Start, once the local registry is replayed) refuses
+// a cluster secret that does not open the cluster CA this node's registry
+// already holds: such a node can talk to none of its cluster (gossip and
+// libp2p are keyed by the secret) and stayed up alone, electing itself
+// without end, with one log line about the CA.
+func (n *Node) checkSecretOpensCA() error {
+	rec, ok := n.reg.ClusterCA()
+	if !ok {
+		return nil
+	}
+	if _, err := tlsca.OpenCA(rec.CertPEM, rec.SealedKey, n.secret); errors.Is(err, tlsca.ErrSealed) {
+		path := filepath.Join(n.cfg.DataDir, SecretFile)
+		return fmt.Errorf("%w: the cluster CA in this node's registry does not open with %s (damaged or replaced); "+
+			"put the cluster's secret back in it (rbee token on another node prints it; chmod 600)", ErrWrongSecret, path)
+	}
+	return nil
 }
