@@ -246,7 +246,8 @@ func (c *Catalog) load() error {
 	defer f.Close()
 	var idx indexFile
 	if err := json.NewDecoder(io.LimitReader(f, maxIndexBytes)).Decode(&idx); err != nil {
-		return fmt.Errorf("catalog: index %s is malformed: %w", f.Name(), err)
+		return fmt.Errorf("catalog: index %s is malformed: %w; move it away (to %s.bad) and start again: "+
+			"the catalog starts empty and `rbee model download` adds its models again", f.Name(), err, f.Name())
 	}
 	if idx.Version > indexVersion {
 		return fmt.Errorf("catalog: index version %d is newer than this rbee (%d)", idx.Version, indexVersion)

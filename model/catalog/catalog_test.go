@@ -296,6 +296,9 @@ func TestMalformedIndexIsAnError(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, IndexFile), []byte("{not json"), 0o644))
 	_, err := New(DefaultConfig(dir))
 	require.ErrorContains(t, err, "malformed")
+	// The error names the file and the way out.
+	require.ErrorContains(t, err, filepath.Join(dir, IndexFile))
+	require.ErrorContains(t, err, "move it away")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, IndexFile), []byte(`{"version":99,"models":[]}`), 0o644))
 	_, err = New(DefaultConfig(dir))
 	require.ErrorContains(t, err, "newer")

@@ -1104,7 +1104,9 @@ func (c *Catalog) load() error {
 	}
 	var doc indexDoc
 	if err := json.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("catalog: corrupt index %s: %w", indexFile, err)
+		path := filepath.Join(c.dir, indexFile)
+		return fmt.Errorf("catalog: corrupt index %s: %w; move it away (to %s.bad) and start again: "+
+			"the node catalogs its own cpu worker again, and `rbee worker build` or `rbee worker download` adds the others", path, err, path)
 	}
 	if doc.Format != indexFormat {
 		return fmt.Errorf("catalog: index format %d, want %d", doc.Format, indexFormat)

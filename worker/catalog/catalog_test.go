@@ -255,6 +255,9 @@ func TestHostileIndexCannotEscape(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, indexFile), []byte("{not json"), 0o644))
 	_, err = New(Config{Dir: dir})
 	require.Error(t, err)
+	// The error names the file (its full path) and the way out.
+	require.ErrorContains(t, err, filepath.Join(dir, indexFile))
+	require.ErrorContains(t, err, "move it away")
 }
 
 func TestDeleteRefusesInUse(t *testing.T) {
