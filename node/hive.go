@@ -180,7 +180,10 @@ func (n *Node) workerBinary(ctx context.Context, typ, version string) (workercat
 				n.hive.RecordBinary(ctx, e)
 				return e, nil
 			}
-			err = aerr
+			// The binary is there but could not be catalogued (a full
+			// disk, an unwritable data dir): building or downloading
+			// another would fail the same way.
+			return workercat.Entry{}, fmt.Errorf("catalog %s as the %s worker binary of %s: %w", n.cfg.WorkerBinary, typ, n.cfg.Name, aerr)
 		}
 	}
 	if t, terr := n.binaries.Type(typ); terr == nil && t.External {

@@ -208,7 +208,8 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	}
 	bin, err := n.workerBinary(ctx, r.Type, r.Version)
 	if err != nil {
-		return hiveops.CatalogError(&jobs.Error{Code: jobs.CodeNotFound, Err: err})
+		// Not found, or the catalog failed (a full disk: internal).
+		return hiveops.CatalogError(err)
 	}
 	if typ, err = typ.ForEntry(bin); err != nil {
 		return hiveops.CatalogError(err)

@@ -636,3 +636,22 @@ func slowStream(ctx context.Context, n *node.Node, max int) (<-chan error, *api.
 	<-firstTok
 	return done, res
 }
+
+// A worker binary that is there but cannot be catalogued (the data dir's
+// disk full, here a file where its directory goes) fails the spawn with
+// the cause, not as not_found with advice to build or download a binary,
+// which would fail the same way.
+func TestSpawnWhenTheWorkerBinaryCannotBeCatalogued(t *testing.T) {
+	c := servingCluster(t, 1)
+	n := c.Nodes[0]
+	require.NoError(t, os.WriteFile(filepath.Join(n.DataDir(), "workers", "cpu"), []byte("in the way"), 0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := client.New(n.URL(), n.AdminKey()).Run(ctx, map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1},
+		func(jobs.Event) error { return nil })
+	var je *client.JobError
+	require.ErrorAs(t, err, &je)
+	require.NotEqual(t, jobs.CodeNotFound, je.Code, "%v", err)
+	require.ErrorContains(t, err, "catalog")
+	require.NotContains(t, err.Error(), "rbee worker build")
+}
