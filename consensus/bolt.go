@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,10 +20,11 @@ func boltOptions() *bolt.Options {
 }
 
 // ErrDamagedStore: raft.db is not a whole bolt database (cut short, or
-// pages overwritten). bbolt trusts its file: opening such a file panicked
-// in a goroutine (its free page scan) or died of SIGBUS (a page past the
-// end of a shorter file), with no word on which file or what to do.
-var ErrDamagedStore = errors.New("consensus: raft.db is damaged")
+// pages overwritten; bbolt trusts its file: opening such a file panicked
+// in a goroutine, its free page scan, or died of SIGBUS, a page past the
+// end of a shorter file), or no snapshot opens (raft said only "failed to
+// load any existing snapshots"). The message names the file and what to do.
+var ErrDamagedStore = errors.New("consensus: raft state is damaged")
 
 // bbolt's on-disk format (go.etcd.io/bbolt v1.3: page.go, db.go).
 const (
@@ -153,9 +155,11 @@ func prepareBoltFile(path string) error {
 	return nil
 }
 
+// damagedAdvice says what to do about a damaged file of raft's
+// directory (raft.db, snapshots), at path.
 func damagedAdvice(path string) string {
-	return fmt.Sprintf("stop the node, move %s away (and the snapshots beside it) and start it again: "+
-		"it rejoins its cluster and receives the registry from the leader (a one-node cluster starts with an empty registry)", path)
+	return fmt.Sprintf("stop the node, move the directory %s (raft.db and snapshots together) away and start it again: "+
+		"it rejoins its cluster and receives the registry from the leader (a one-node cluster starts with an empty registry)", filepath.Dir(path))
 }
 
 // boltWalker visits every page reachable from the root bucket, as bbolt's

@@ -2,6 +2,7 @@ package consensus_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -94,4 +95,61 @@ func halfCreated(t *testing.T, dir string, pages int) {
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	require.NoError(t, os.Truncate(path, int64(pages*os.Getpagesize())))
+}
+
+// A server whose only snapshot is damaged cannot start; the error names
+// the snapshot and what to do, where raft said only "failed to load any
+// existing snapshots". A snapshot whose metadata is unreadable is skipped
+// by raft, and the server starts from its log.
+func TestDamagedSnapshot(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		file    string
+		damage  func(b []byte) []byte
+		wantErr bool
+	}{
+		{"state overwritten", "state.bin", func(b []byte) []byte {
+			for i := len(b) / 3; i < len(b)/3+16 && i < len(b); i++ {
+				b[i] ^= 0xff
+			}
+			return b
+		}, true},
+		{"state cut short", "state.bin", func(b []byte) []byte { return b[:len(b)/2] }, true},
+		{"state empty", "state.bin", func([]byte) []byte { return nil }, true},
+		{"metadata garbled", "meta.json", func([]byte) []byte { return []byte("{garbage") }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := newCluster(t)
+			cfg := cl.config("s0")
+			cfg.BootstrapExpect = 1
+			n := cl.start(cfg)
+			apply(t, cl.waitLeader(), host("a"))
+			require.NoError(t, n.c.Snapshot())
+			cl.stop("s0")
+			snaps, err := filepath.Glob(filepath.Join(cfg.DataDir, "raft", "snapshots", "*"))
+			require.NoError(t, err)
+			require.Len(t, snaps, 1)
+			path := filepath.Join(snaps[0], tc.file)
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(path, tc.damage(b), 0o600))
+
+			if !tc.wantErr {
+				n := cl.start(cfg)
+				_, ok := n.fsm.Host("a")
+				require.True(t, ok, "the registry comes from the log")
+				return
+			}
+			nw, err := cl.reg.Listen(cfg.LocalID)
+			require.NoError(t, err)
+			cfg.Network, cfg.FSM = nw, fsm.New(nil)
+			c, err := consensus.New(cfg)
+			require.NoError(t, err)
+			defer c.Close()
+			err = c.Start(context.Background())
+			require.ErrorIs(t, err, consensus.ErrDamagedStore)
+			require.ErrorContains(t, err, snaps[0])
+			require.ErrorContains(t, err, "move the directory "+filepath.Join(cfg.DataDir, "raft"))
+		})
+	}
 }

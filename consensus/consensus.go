@@ -453,6 +453,9 @@ func (c *Consensus) Start(ctx context.Context) error {
 	r, err := raft.NewRaft(rc, c.replay, logs, c.store, c.snaps, c.throttle)
 	if err != nil {
 		trans.Close()
+		if serr := c.checkSnapshots(); serr != nil {
+			return serr
+		}
 		return fmt.Errorf("consensus: start raft: %w", err)
 	}
 	c.raft, c.transport = r, trans
@@ -851,4 +854,26 @@ func (c *Consensus) observe() {
 			c.subMu.Unlock()
 		}
 	}
+}
+
+// checkSnapshots reports, as ErrDamagedStore naming one, that there are
+// snapshots and none of them opens (a CRC or metadata failure): raft then
+// cannot start, and said only that it failed to load any snapshot.
+func (c *Consensus) checkSnapshots() error {
+	metas, err := c.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return nil
+	}
+	var first error
+	for _, m := range metas {
+		_, rc, err := c.snaps.Open(m.ID)
+		if err == nil {
+			rc.Close()
+			return nil
+		}
+		if first == nil {
+			first = fmt.Errorf("%s: %w", filepath.Join(c.cfg.DataDir, "raft", "snapshots", m.ID), err)
+		}
+	}
+	return fmt.Errorf("%w: no snapshot opens (%v); %s", ErrDamagedStore, first, damagedAdvice(filepath.Join(c.cfg.DataDir, "raft", "snapshots")))
 }
