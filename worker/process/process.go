@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -62,7 +63,40 @@ var (
 	// written to processes.json (a full disk, a broken data dir): a node
 	// restart would neither adopt nor stop it, so it has been stopped.
 	ErrNotRecorded = errors.New("process: the worker could not be recorded in processes.json")
+	// ErrProcessLimit reports a spawn refused because the user's process
+	// limit (ulimit -u, RLIMIT_NPROC, which counts threads) leaves too
+	// little room for a worker and the node: at the limit the Go runtime
+	// of the node cannot start a thread and dies.
+	ErrProcessLimit = errors.New("process: the user's process limit (ulimit -u) leaves no room for another worker")
 )
+
+// nprocNodeReserve: threads kept free under RLIMIT_NPROC for the node
+// (and the user's other programs) when a worker is spawned; nprocWorker
+// the threads a worker is counted for beyond one per CPU.
+const (
+	nprocNodeReserve = 16
+	nprocWorker      = 4
+)
+
+// checkProcessRoom refuses a spawn that would bring this user's threads
+// within nprocNodeReserve of a finite RLIMIT_NPROC.
+func checkProcessRoom() error {
+	limit, used, ok := nprocUsage()
+	if !ok {
+		return nil
+	}
+	return processRoom(limit, used, runtime.NumCPU()+nprocWorker)
+}
+
+// processRoom is checkProcessRoom's arithmetic.
+func processRoom(limit uint64, used, worker int) error {
+	need := uint64(used + worker + nprocNodeReserve)
+	if need <= limit {
+		return nil
+	}
+	return fmt.Errorf("%w: this user runs %d threads of at most %d, a worker takes about %d and the node keeps %d free; "+
+		"raise the limit (ulimit -u, or LimitNPROC= in a systemd unit) or stop a worker", ErrProcessLimit, used, limit, worker, nprocNodeReserve)
+}
 
 const (
 	// DefaultReadyTimeout bounds the wait for a worker's health check: a
@@ -450,6 +484,9 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 
 	if err := ctx.Err(); err != nil {
 		return WorkerInfo{}, fmt.Errorf("%w: %w", ErrNotReady, err)
+	}
+	if err := checkProcessRoom(); err != nil {
+		return WorkerInfo{}, err
 	}
 	port, err := m.freePort()
 	if err != nil {
