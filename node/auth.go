@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -54,7 +53,7 @@ func (a authNode) ListenAddrs() []net.Addr {
 // ReadSecret reads the cluster secret from a node's data dir (the node's
 // own user only).
 func ReadSecret(dataDir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, SecretFile))
+	b, err := atomicfile.ReadFile(filepath.Join(dataDir, SecretFile))
 	if err != nil {
 		return "", err
 	}
@@ -79,7 +78,7 @@ type NodeInfo struct {
 // ReadNodeInfo reads node.json from a data dir.
 func ReadNodeInfo(dataDir string) (NodeInfo, error) {
 	var ni NodeInfo
-	b, err := os.ReadFile(filepath.Join(dataDir, nodeInfoFile))
+	b, err := atomicfile.ReadFile(filepath.Join(dataDir, nodeInfoFile))
 	if err != nil {
 		return ni, err
 	}

@@ -700,7 +700,7 @@ func consensusMember(m gossip.Member) consensus.Member {
 // loadPeers reads the persisted gossip addresses of other members.
 func (n *Node) loadPeers() []string {
 	path := filepath.Join(n.cfg.DataDir, peersFile)
-	b, err := os.ReadFile(path)
+	b, err := atomicfile.ReadFile(path)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			n.log.Warn("cannot read the saved peers; rejoining needs --join", "file", path, "err", err)

@@ -51,7 +51,7 @@ func loadOrCreateSecret(dataDir, token string) (secret string, created bool, err
 	} else if err == nil && runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
 		return "", false, fmt.Errorf("%w: %s has mode %#o, want 0600 (chmod 600 %s)", ErrInsecureSecretFile, path, st.Mode().Perm(), path)
 	}
-	b, err := os.ReadFile(path)
+	b, err := atomicfile.ReadFile(path)
 	switch {
 	case err == nil:
 		stored := strings.TrimSpace(string(b))

@@ -60,7 +60,10 @@ func LoadOrCreateIdentity(path string) (crypto.PrivKey, error) {
 }
 
 func loadIdentity(path string) (crypto.PrivKey, error) {
-	f, err := os.Open(path)
+	f, err := atomicfile.Open(path)
+	if errors.Is(err, atomicfile.ErrNotRegular) {
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrCorruptIdentity, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("p2p: open identity: %w", err)
 	}

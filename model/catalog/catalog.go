@@ -236,7 +236,7 @@ func (c *Catalog) Close() error {
 }
 
 func (c *Catalog) load() error {
-	f, err := os.Open(filepath.Join(c.dir, IndexFile))
+	f, err := atomicfile.Open(filepath.Join(c.dir, IndexFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}

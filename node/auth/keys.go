@@ -180,7 +180,7 @@ func DeriveAdminKey(secret string) string {
 // for the node's own user only (the file is 0600). Errors wrap
 // ErrNoAdminKey.
 func ReadAdminKey(dataDir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, AdminKeyFile))
+	b, err := atomicfile.ReadFile(filepath.Join(dataDir, AdminKeyFile))
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNoAdminKey, err)
 	}
@@ -195,7 +195,7 @@ func ReadAdminKey(dataDir string) (string, error) {
 // holds it with that mode is left alone).
 func WriteAdminKey(dataDir, key string) error {
 	path := filepath.Join(dataDir, AdminKeyFile)
-	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == key {
+	if b, err := atomicfile.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == key {
 		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() == 0o600 {
 			return nil
 		}

@@ -401,8 +401,8 @@ func (m *Manager) keepCert(c *tls.Certificate) {
 // registry's CA confirms or replaces it; an expired one is left.
 func (m *Manager) LoadKept() {
 	dir := filepath.Join(m.cfg.DataDir, tlsDir)
-	chain, err1 := os.ReadFile(filepath.Join(dir, nodeCertFile))
-	key, err2 := os.ReadFile(filepath.Join(dir, nodeKeyFile))
+	chain, err1 := atomicfile.ReadFile(filepath.Join(dir, nodeCertFile))
+	key, err2 := atomicfile.ReadFile(filepath.Join(dir, nodeKeyFile))
 	if err1 != nil || err2 != nil {
 		return
 	}

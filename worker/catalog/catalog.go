@@ -1095,7 +1095,7 @@ func (c *Catalog) load() error {
 		}
 		return nil
 	})
-	data, err := os.ReadFile(filepath.Join(c.dir, indexFile))
+	data, err := atomicfile.ReadFile(filepath.Join(c.dir, indexFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}

@@ -1127,7 +1127,7 @@ func (m *Manager) Secret(id string) (secret string, port int, ok bool) {
 // worker id, without adopting anything or writing the file: for tools and
 // test harnesses that act as the node (whose user alone can read the file).
 func ReadSecrets(dir string) (map[string]string, error) {
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	data, err := atomicfile.ReadFile(filepath.Join(dir, stateFile))
 	if err != nil {
 		return nil, fmt.Errorf("process: %w", err)
 	}
@@ -1253,7 +1253,7 @@ func parseState(data []byte) ([]stateEntry, error) {
 // their secrets.
 func (m *Manager) adopt() error {
 	path := filepath.Join(m.dir, stateFile)
-	data, err := os.ReadFile(path)
+	data, err := atomicfile.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
