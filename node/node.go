@@ -381,11 +381,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	ccfg.ReconcileInterval = n.cfg.ReconcileInterval
 	ccfg.ReapGrace = n.cfg.ReapGrace
 	ccfg.Logger = n.log.With("component", "raft")
+	// consensus's errors say "consensus: " themselves.
 	if n.cons, err = consensus.New(ccfg); err != nil {
-		return fmt.Errorf("consensus: %w", err)
+		return err
 	}
 	if err := n.cons.Start(n.ctx); err != nil {
-		return fmt.Errorf("consensus: %w", err)
+		return err
 	}
 	if err := n.checkSecretOpensCA(); err != nil {
 		return err
