@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -213,6 +214,12 @@ func (c *Client) follow(ctx context.Context, id string, f *follower) error {
 			return f.result()
 		}
 		if err != nil && (ctx.Err() != nil || attempt >= reconnects || errors.Is(err, ErrAPI)) {
+			var ue *url.Error
+			if ctx.Err() == nil && errors.As(err, &ue) {
+				// The node went away (stopped, killed, restarted on
+				// another port): say so, not the bare transport error.
+				return fmt.Errorf("lost the node at %s while following job %s: %w (the job may have ended with it; is `rbee node` running?)", c.Base, id, ue.Err)
+			}
 			return err
 		}
 		select {

@@ -89,3 +89,21 @@ func TestRunFollowsTheJob(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowLostNode: a node that goes away while the CLI follows a job
+// (stopped, killed) is named as lost, after the reconnects, instead of the
+// bare transport error ("Get …/events: connection refused").
+func TestFollowLostNode(t *testing.T) {
+	var hs *httptest.Server
+	hs = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(api.JobIDHeader, "j1")
+		sw := sse.Start(w)
+		b, _ := json.Marshal(jobEvents[0])
+		_ = sw.Event(sse.Event{ID: "1", Type: jobEvents[0].Type, Data: b})
+		go hs.Close() // the node dies after its first event
+	}))
+	defer hs.Close()
+	err := New(hs.URL, "").Result(t.Context(), api.StatusRequest{}, nil, nil)
+	require.ErrorContains(t, err, "lost the node at "+hs.URL+" while following job j1")
+	require.ErrorContains(t, err, "connection refused")
+}
