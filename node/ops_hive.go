@@ -10,6 +10,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/nodefile"
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -246,7 +247,9 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		where = " on GPU " + workercat.GPUList(r.GPUs)
 	}
 	em.Narrate("hive", "spawn", "starting a worker of type %s (binary %s, %s) for %s on %s%s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name, where)
-	var env []string
+	// The worker (or an engine's guard) finds the node again through its
+	// node.json when the node restarts on another port.
+	env := []string{nodefile.Env + "=" + filepath.Join(n.cfg.DataDir, nodeInfoFile)}
 	if !typ.External && n.cfg.DataDir != "" {
 		// One file of repacked weights per model, mapped by every cpu
 		// worker of it: they share its pages as they share the model's.

@@ -121,6 +121,50 @@ func TestWorkersReadoptedAfterNodeRestart(t *testing.T) {
 	require.Eventually(t, func() bool { return processGone(w.PID) }, nodetest.WaitTimeout, 50*time.Millisecond)
 }
 
+// A node restarted on another API port (another --http-addr, or rbee
+// dev's new ports) keeps its workers: they read its new address in its
+// node.json when their heartbeats fail, and serve again. Before, they
+// beat at the old address until the orphan grace stopped them.
+func TestWorkersFollowNodeToNewPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 3)
+	w := spawn(t, c.Nodes[0], "node2", 1)
+	waitSchedulable(t, c, 1)
+	old := c.Nodes[2].HTTPAddr()
+	c.Kill(2)
+	// A silent worker leaves the schedule after 5 s (30 s by default).
+	const silent = 5 * time.Second
+	back := c.RestartWith(2, func(cfg *node.Config) {
+		cfg.HTTPAddr, cfg.WorkerHeartbeatTimeout = "127.0.0.1:0", silent
+	})
+	require.NotEqual(t, old, back.HTTPAddr(), "the node is on another port")
+	restarted := time.Now()
+	// Past the silence bound the restarted node still hears the worker
+	// (the probe at adoption counts only once).
+	require.Eventually(t, func() bool {
+		if time.Since(restarted) < 2*silent {
+			return false
+		}
+		var res struct {
+			Workers []api.WorkerView `json:"workers"`
+		}
+		run(t, back, map[string]any{"operation": "active_worker_list"}, &res)
+		for _, v := range res.Workers {
+			if v.ID == w.WorkerID && v.LiveState == "ready" {
+				return true
+			}
+		}
+		return false
+	}, nodetest.WaitTimeout, 100*time.Millisecond)
+	waitSchedulable(t, c, 1)
+	res, _ := infer(t, c.Nodes[0], map[string]any{"prompt": "Lily"})
+	require.Equal(t, w.WorkerID, res.WorkerID)
+	run(t, c.Nodes[0], map[string]any{"operation": "worker_process_delete", "hive": "node2", "pid": w.PID}, nil)
+	require.Eventually(t, func() bool { return processGone(w.PID) }, nodetest.WaitTimeout, 50*time.Millisecond)
+}
+
 // A model copied between two nodes of the in-process cluster: the origin is
 // unreachable, so the bytes can only come from the peer.
 func TestModelPeerCopy(t *testing.T) {

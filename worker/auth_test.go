@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -133,5 +135,28 @@ func TestOrphanNodeGone(t *testing.T) {
 			t.Fatal("a worker without its node did not stop")
 		}
 		require.ErrorIs(t, s.Err(), ErrOrphaned)
+	}
+}
+
+// TestHeartbeatsFollowTheNode: the node restarted on another port (its
+// node.json, NodeFile, says where): the worker's beats go there, and it
+// does not stop at the grace as an orphan.
+func TestHeartbeatsFollowTheNode(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	old, moved := newNodeRecorder(t), newNodeRecorder(t)
+	old.srv.Close()
+	file := filepath.Join(t.TempDir(), "node.json")
+	require.NoError(t, os.WriteFile(file, []byte(`{"id":"n1","api_url":"`+moved.srv.URL+`"}`), 0o600))
+	cfg := testConfig(t)
+	cfg.NodeURL, cfg.NodeFile = old.srv.URL, file
+	cfg.HeartbeatInterval = 20 * time.Millisecond
+	cfg.OrphanGrace = grace
+	s, _ := startServer(t, cfg)
+	start := time.Now()
+	require.Eventually(t, func() bool { return time.Since(start) > 3*grace && len(moved.all()) > 3 }, reqTimeout, 5*time.Millisecond)
+	select {
+	case <-s.Done():
+		t.Fatalf("stopped although its node accepts its heartbeats at its new address: %v", s.Err())
+	default:
 	}
 }

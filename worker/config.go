@@ -117,6 +117,11 @@ type Config struct {
 	ContextSize int
 	// NodeURL, when set, receives heartbeats at NodeURL/v1/workers/heartbeat.
 	NodeURL string
+	// NodeFile, when set, is the node's node.json (its data dir's; the
+	// node hands the path over in nodefile.Env). When a heartbeat fails,
+	// the worker reads the node's API URL there and, if it moved (the
+	// node restarted on another port), beats there from then on.
+	NodeFile string
 	// Secret is shared with the node only: every request to the worker must
 	// carry it (Authorization: Bearer), and heartbeats carry it to the node.
 	// Required (at least MinSecretLen characters).

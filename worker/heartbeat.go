@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/nodefile"
 )
 
 // Heartbeat is the JSON a worker POSTs to its node at
@@ -52,7 +55,8 @@ const (
 // that is gone: once no beat has been accepted (2xx) for the grace, it calls
 // onOrphan, once.
 type heartbeater struct {
-	url      string
+	url      string // guarded by mu
+	nodeFile string // the node's node.json ("": the url is for good)
 	secret   string
 	interval time.Duration
 	grace    time.Duration // 0: never orphaned
@@ -178,10 +182,39 @@ func (h *heartbeater) stop() {
 	h.beatNow()
 }
 
+// heartbeatURL is where a node at base takes heartbeats.
+func heartbeatURL(base string) string {
+	return strings.TrimRight(base, "/") + "/v1/workers/heartbeat"
+}
+
+// follow reads the node's API URL from its node.json and, when it is not
+// where beats go now (the node restarted on another port), makes beats go
+// there and reports true. Called with mu held.
+func (h *heartbeater) follow() bool {
+	if h.nodeFile == "" {
+		return false
+	}
+	base, err := nodefile.APIURL(h.nodeFile)
+	if err != nil {
+		h.log.Debug("the node's node.json gives no address", "file", h.nodeFile, "err", err)
+		return false
+	}
+	if u := heartbeatURL(base); u != h.url {
+		h.log.Info("the node moved: heartbeats go to its new address", "from", h.url, "to", u)
+		h.url = u
+		return true
+	}
+	return false
+}
+
 func (h *heartbeater) send(ctx context.Context) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	err := h.post(ctx, h.build())
+	hb := h.build()
+	err := h.post(ctx, hb)
+	if err != nil && ctx.Err() == nil && h.follow() {
+		err = h.post(ctx, hb)
+	}
 	switch {
 	case err == nil:
 		if h.failures > 0 {

@@ -117,8 +117,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.hardCtx, s.hardCancel = context.WithCancel(context.Background())
 	if cfg.NodeURL != "" {
-		s.hb = newHeartbeater(strings.TrimRight(cfg.NodeURL, "/")+"/v1/workers/heartbeat", cfg.Secret,
+		s.hb = newHeartbeater(heartbeatURL(cfg.NodeURL), cfg.Secret,
 			cfg.HeartbeatInterval, cfg.OrphanGrace, s.heartbeat, s.orphaned, s.log)
+		s.hb.nodeFile = cfg.NodeFile
 	}
 	return s, nil
 }

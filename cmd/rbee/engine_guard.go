@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/rbee-project/rbee/internal/engineguard"
+	"github.com/rbee-project/rbee/internal/nodefile"
 )
 
 // engineGuardCmd is the hidden `rbee engine-guard` the node runs external
@@ -27,6 +28,7 @@ func engineGuardCmd(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Command = fs.Args()
+	cfg.NodeFile = os.Getenv(nodefile.Env)
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil)).With("component", "engine-guard")
 	code, err := engineguard.Run(context.Background(), cfg)
 	if err != nil {

@@ -32,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/nodefile"
 )
 
 // ErrConfig: the Config is unusable.
@@ -42,6 +44,10 @@ type Config struct {
 	// NodeURL is the node's API ("http://127.0.0.1:7833"); NodeID the id
 	// its /health must report.
 	NodeURL, NodeID string
+	// NodeFile, when set, is the node's node.json: when the node does not
+	// answer at NodeURL, the guard reads its API URL there and asks it
+	// there from then on if it moved (a restart on another port).
+	NodeFile string
 	// Grace is how long the node may be gone before the engine is stopped
 	// (the node's --worker-orphan-grace).
 	Grace time.Duration
@@ -124,7 +130,15 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 			if stopping {
 				continue
 			}
-			if err := checkNode(ctx, client, cfg.NodeURL, cfg.NodeID); err == nil {
+			err := checkNode(ctx, client, cfg.NodeURL, cfg.NodeID)
+			if err != nil && cfg.NodeFile != "" {
+				if u, ferr := nodefile.APIURL(cfg.NodeFile); ferr == nil && u != cfg.NodeURL {
+					log.Info("the node moved: asking it at its new address", "from", cfg.NodeURL, "to", u)
+					cfg.NodeURL = u
+					err = checkNode(ctx, client, cfg.NodeURL, cfg.NodeID)
+				}
+			}
+			if err == nil {
 				lastSeen = time.Now()
 			} else if gone := time.Since(lastSeen); gone >= cfg.Grace {
 				stop(fmt.Sprintf("node %s gone for %v (%v): orphan grace %v over", cfg.NodeID, gone.Round(time.Second), err, cfg.Grace))

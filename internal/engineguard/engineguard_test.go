@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,4 +105,30 @@ func TestNodeBackWithinGraceKeepsEngine(t *testing.T) {
 func TestBadConfig(t *testing.T) {
 	_, err := Run(context.Background(), Config{})
 	require.ErrorIs(t, err, ErrConfig)
+}
+
+// TestGuardFollowsTheNode: a node restarted on another port (its
+// node.json says where) is asked there; the engine outlives the grace.
+func TestGuardFollowsTheNode(t *testing.T) {
+	var id atomic.Value
+	id.Store("n1")
+	old, moved := node(t, &id), node(t, &id)
+	file := filepath.Join(t.TempDir(), "node.json")
+	require.NoError(t, os.WriteFile(file, []byte(`{"api_url":"`+moved.URL+`"}`), 0o600))
+	c := cfg(old.URL, "sleep", "60")
+	c.NodeFile = file
+	old.Close() // the node restarted on moved's port
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan int, 1)
+	go func() {
+		code, _ := Run(ctx, c)
+		res <- code
+	}()
+	select {
+	case <-res:
+		t.Fatal("the engine stopped though its node answers at its new address")
+	case <-time.After(3 * c.Grace):
+	}
+	cancel()
+	require.Equal(t, 128+15, <-res)
 }

@@ -35,6 +35,7 @@ import (
 
 	"github.com/shirou/gopsutil/v4/mem"
 
+	"github.com/rbee-project/rbee/internal/nodefile"
 	"github.com/rbee-project/rbee/worker"
 )
 
@@ -113,6 +114,7 @@ func Run(args []string, stderr io.Writer) int {
 	if vm, err := mem.VirtualMemory(); err == nil && vm.Total > 0 {
 		cfg.MemoryLimit = int64(min(vm.Total, 1<<62))
 	}
+	cfg.NodeFile = os.Getenv(nodefile.Env)
 	cfg.Secret = os.Getenv(worker.SecretEnv)
 	// Nothing this process starts inherits the secret.
 	_ = os.Unsetenv(worker.SecretEnv)
