@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rbee-project/rbee/api"
@@ -277,9 +278,16 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	if r.Shard != nil {
 		group = r.Shard.Group
 	}
+	// A large model can take minutes to load (an engine has
+	// engineReadyTimeout): say it is still starting, so a spawn that waits
+	// is not a silent one.
+	stillStarting := narrateEvery(ctx, spawnNarrateEvery, func(waited time.Duration) {
+		em.Narrate("hive", "spawn", "the worker is still starting (%s so far)", waited.Round(time.Second))
+	})
 	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
 		WorkerID: r.WorkerID, Group: group, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
 		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra, ReadyTimeout: readyTimeout, Guard: guard, Env: env})
+	stillStarting()
 	if err != nil {
 		if r.Shard != nil && len(r.Shard.Stages) > 0 {
 			n.links.Remove(r.Shard.Group)
@@ -388,4 +396,36 @@ func (n *Node) opWorkerDownload(ctx context.Context, em jobs.Emitter, req Reques
 		return err
 	}
 	return hiveOp((*hiveops.Ops).Download, n)(ctx, em, req)
+}
+
+// spawnNarrateEvery: how often a spawn that waits for its worker says so.
+const spawnNarrateEvery = 15 * time.Second
+
+// narrateEvery calls say with the time waited every interval until the
+// returned stop is called (or ctx ends); stop returns once say no longer
+// runs.
+func narrateEvery(ctx context.Context, every time.Duration, say func(waited time.Duration)) (stop func()) {
+	start := time.Now()
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				say(time.Since(start))
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		<-stopped
+	}
 }
