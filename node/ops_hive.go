@@ -292,6 +292,11 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		if r.Shard != nil && len(r.Shard.Stages) > 0 {
 			n.links.Remove(r.Shard.Group)
 		}
+		if ctx.Err() != nil {
+			// Cancelled while the worker started: the manager stopped
+			// it, and the job ends cancelled, not failed.
+			return jobs.Errorf(jobs.CodeCancelled, "spawn worker: %w", ctx.Err())
+		}
 		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
 	}
 	if supervisor.IsOllama(typ) {
@@ -351,7 +356,12 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		select {
 		case <-wctx.Done():
 			if ctx.Err() != nil {
-				return ctx.Err()
+				// Cancelled: undo the spawn, or a job that ends
+				// "cancelled" leaves a worker running (and registered).
+				stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+				_ = n.procs.Stop(stopCtx, info.PID, 10*time.Second)
+				cancel()
+				return jobs.Errorf(jobs.CodeCancelled, "spawn worker %s: stopped: %w", info.WorkerID, ctx.Err())
 			}
 			// It runs and serves; the registry write waits for a leader.
 			res.State = "registering"
