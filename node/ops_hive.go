@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -296,6 +297,11 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 			// Cancelled while the worker started: the manager stopped
 			// it, and the job ends cancelled, not failed.
 			return jobs.Errorf(jobs.CodeCancelled, "spawn worker: %w", ctx.Err())
+		}
+		if errors.Is(err, process.ErrIDInUse) {
+			// Another spawn of this id on this node won: a conflict, as
+			// with a worker of that id on another node, not a retry.
+			return jobs.Errorf(jobs.CodeConflict, "spawn worker: %v; choose another id or retire that worker first", err)
 		}
 		return jobs.Errorf(jobs.CodeUnavailable, "spawn worker: %v", err)
 	}

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -49,4 +50,51 @@ func TestSpawnCancelledWhileRegisteringStopsTheWorker(t *testing.T) {
 		run(t, n, map[string]any{"operation": "worker_process_list"}, &res)
 		return len(res.Processes) == 0
 	}, 20*time.Second, 100*time.Millisecond, "the cancelled spawn's worker still runs (%s)", workerWaiting)
+}
+
+// A second spawn under a worker id this node already runs (or is starting)
+// is a conflict, as the same id on another node is: not "unavailable",
+// which tells the user to retry.
+func TestSpawnOfAWorkerIDInUseOnTheSameNodeIsAConflict(t *testing.T) {
+	c := servingCluster(t, 1)
+	n := c.Nodes[0]
+	c.WaitLeader()
+	req := func(id string) map[string]any {
+		return map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1, "worker_id": id}
+	}
+	for _, tc := range []struct {
+		name string
+		at   int // spawns of the id at once
+	}{
+		{"after the first is ready", 1},
+		{"while the first starts", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "same-" + strings.ReplaceAll(tc.name, " ", "-")
+			errs := make(chan *client.JobError, tc.at)
+			for range tc.at {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+					defer cancel()
+					err := client.New(n.URL(), n.AdminKey()).Run(ctx, req(id), func(jobs.Event) error { return nil })
+					var je *client.JobError
+					if err != nil && !errors.As(err, &je) {
+						je = &client.JobError{Code: "client", Message: err.Error()}
+					}
+					errs <- je
+				}()
+			}
+			var refused []*client.JobError
+			for range tc.at {
+				if je := <-errs; je != nil {
+					refused = append(refused, je)
+				}
+			}
+			if tc.at == 1 {
+				refused = append(refused, runErr(t, n, req(id)))
+			}
+			require.Len(t, refused, 1, "exactly one spawn of %s must win: %+v", id, refused)
+			require.Equal(t, jobs.CodeConflict, refused[0].Code, "%v", refused[0])
+		})
+	}
 }

@@ -45,6 +45,9 @@ import (
 var (
 	// ErrBadOptions reports invalid SpawnOptions or Config.
 	ErrBadOptions = errors.New("process: invalid options")
+	// ErrIDInUse reports a spawn under a worker id that a worker of this
+	// manager already runs or is starting under.
+	ErrIDInUse = errors.New("process: worker id in use")
 	// ErrNotOurs reports a pid this manager did not start (or that has
 	// already exited); nothing was signalled.
 	ErrNotOurs = errors.New("process: not a worker process started by rbee")
@@ -462,12 +465,12 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	for _, p := range m.procs {
 		if p.info.WorkerID == opts.WorkerID {
 			m.mu.Unlock()
-			return WorkerInfo{}, fmt.Errorf("%w: worker id %q is already running (pid %d)", ErrBadOptions, opts.WorkerID, p.info.PID)
+			return WorkerInfo{}, fmt.Errorf("%w: worker id %q is already running (pid %d)", ErrIDInUse, opts.WorkerID, p.info.PID)
 		}
 	}
 	if _, ok := m.starting[opts.WorkerID]; ok {
 		m.mu.Unlock()
-		return WorkerInfo{}, fmt.Errorf("%w: worker id %q is already starting", ErrBadOptions, opts.WorkerID)
+		return WorkerInfo{}, fmt.Errorf("%w: worker id %q is already starting", ErrIDInUse, opts.WorkerID)
 	}
 	// Reserve the id (its port comes next) and hand out the secret.
 	p := &proc{info: WorkerInfo{WorkerID: opts.WorkerID}, secret: newSecret(), done: make(chan struct{})}

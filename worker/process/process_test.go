@@ -245,7 +245,7 @@ func TestSpawnHealthListStop(t *testing.T) {
 
 	// The same worker id twice is refused.
 	_, err = m.Spawn(context.Background(), SpawnOptions{Binary: workerBin, ModelPath: modelPath, WorkerID: w.WorkerID})
-	require.ErrorIs(t, err, ErrBadOptions)
+	require.ErrorIs(t, err, ErrIDInUse)
 
 	require.NoError(t, m.Stop(context.Background(), w.PID, 10*time.Second))
 	assert.False(t, running(w.PID))
