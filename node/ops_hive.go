@@ -327,6 +327,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	wctx, cancel := context.WithTimeout(ctx, spawnReadyTimeout)
 	defer cancel()
 	var staleSince time.Time // since when no leader was heard from
+	retired := false         // the registry marked it retiring or gone
 	for {
 		w, ok := n.reg.Worker(info.WorkerID)
 		if ok && w.NodeID != n.ID() {
@@ -342,7 +343,21 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 			em.Narrate("queen", "registered", "worker %s is ready", info.WorkerID)
 			return em.Result(res)
 		}
-		if _, err := n.procs.Get(info.PID); err != nil {
+		if ok && w.PID == info.PID && (w.State == fsm.WorkerRetiring || w.State == fsm.WorkerGone) {
+			// This process's entry, not a stale one of an earlier
+			// worker under the same id.
+			retired = true
+		}
+		if _, err := n.procs.Get(info.PID); err != nil || retired {
+			if retired {
+				// A retire (from any node) came before the worker was
+				// ready: stop it now (as the retire would) and say so,
+				// not "exited".
+				stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+				_ = n.procs.Stop(stopCtx, info.PID, 10*time.Second)
+				cancel()
+				return jobs.Errorf(jobs.CodeConflict, "worker %s was retired before it was ready; it has been stopped", info.WorkerID)
+			}
 			return jobs.Errorf(jobs.CodeUnavailable, "worker %s exited before it was registered (log: %s)", info.WorkerID, info.LogPath)
 		}
 		stale := n.cons.Stale()

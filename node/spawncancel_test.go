@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -97,4 +98,48 @@ func TestSpawnOfAWorkerIDInUseOnTheSameNodeIsAConflict(t *testing.T) {
 			require.Equal(t, jobs.CodeConflict, refused[0].Code, "%v", refused[0])
 		})
 	}
+}
+
+// A worker retired (through another node) before it was ready ends its
+// spawn with a conflict that says so, not "exited before it was
+// registered", and nothing of it keeps running. The retire races the
+// worker's ready heartbeat: a few tries make sure one lands first.
+func TestSpawnRetiredBeforeReadySaysSo(t *testing.T) {
+	c := servingCluster(t, 2)
+	c.WaitConverged(2)
+	hive, other := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cl := client.New(hive.URL(), hive.AdminKey())
+	var err error
+	for try := 0; try < 10 && err == nil; try++ {
+		wid := fmt.Sprintf("early-%d", try)
+		id, serr := cl.Submit(ctx, map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1, "worker_id": wid})
+		require.NoError(t, serr)
+		retire := make(chan error, 1)
+		err = cl.Follow(ctx, id, func(ev jobs.Event) error {
+			if ev.Type == jobs.TypeNarration && strings.Contains(ev.Message, "starting a worker") {
+				go func() {
+					retire <- client.New(other.URL(), other.AdminKey()).Run(ctx, map[string]any{"operation": "active_worker_retire", "worker_id": wid},
+						func(jobs.Event) error { return nil })
+				}()
+			}
+			return nil
+		})
+		require.NoError(t, <-retire)
+	}
+	if err == nil {
+		t.Skip("every worker was ready before its retire reached the registry")
+	}
+	var je *client.JobError
+	require.ErrorAs(t, err, &je)
+	require.Equal(t, jobs.CodeConflict, je.Code, "%v", err)
+	require.Contains(t, je.Message, "retired")
+	require.Eventually(t, func() bool {
+		var res struct {
+			Processes []map[string]any `json:"processes"`
+		}
+		run(t, hive, map[string]any{"operation": "worker_process_list"}, &res)
+		return len(res.Processes) == 0
+	}, 20*time.Second, 100*time.Millisecond)
 }
