@@ -608,7 +608,7 @@ func (n *Node) gossipLoop() {
 				}
 			}
 			n.log.Debug("member event", "type", ev.Type, "member", m.Meta.Name, "state", m.State.String())
-			if ev.Type == gossip.EventLeave {
+			if ev.Type == gossip.EventLeave || ev.Type == gossip.EventFailed {
 				// Left or failed: its workers are out of reach until it
 				// is back, and then it reports again.
 				n.loads.forget(m.ID)

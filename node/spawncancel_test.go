@@ -143,3 +143,23 @@ func TestSpawnRetiredBeforeReadySaysSo(t *testing.T) {
 		return len(res.Processes) == 0
 	}, 20*time.Second, 100*time.Millisecond)
 }
+
+// A node declared dead by gossip takes its workers' live reports with it:
+// while no leader can drop its workers from the registry (no quorum),
+// `worker list` must not go on showing them live with a heartbeat age
+// frozen at what it was when the node died.
+func TestDeadNodesWorkersAreNotShownLive(t *testing.T) {
+	c := servingCluster(t, 2)
+	c.WaitConverged(2)
+	n0 := c.Nodes[0]
+	w := spawn(t, n0, "node1", 1)
+	require.Eventually(t, func() bool {
+		v, ok := liveWorker(t, n0, w.WorkerID)
+		return ok && v.LiveState != ""
+	}, 20*time.Second, 100*time.Millisecond)
+	c.Kill(1)
+	require.Eventually(t, func() bool {
+		v, ok := liveWorker(t, n0, w.WorkerID)
+		return !ok || (v.LiveState == "" && v.LastHeartbeatAgeMs < 0)
+	}, 30*time.Second, 200*time.Millisecond, "node1 is dead, yet its worker is shown live")
+}
