@@ -48,21 +48,38 @@ func Split(units int, weights []uint64) ([][2]int, error) {
 	for _, w := range weights {
 		total += float64(w)
 	}
+	// Each part gets its quota rounded down (at least 1); the units left
+	// go one each to the parts with the largest remainders, and a surplus
+	// (from parts raised to 1) comes off those furthest above their quota:
+	// no part ends more than a unit from its quota, whatever its place.
+	quota := make([]float64, n)
 	counts := make([]int, n)
-	left := units
+	sum := 0
 	for i := range counts {
-		share := float64(units) / float64(n)
+		quota[i] = float64(units) / float64(n)
 		if total > 0 {
-			share = float64(units) * float64(weights[i]) / total
+			quota[i] = float64(units) * float64(weights[i]) / total
 		}
-		c := max(1, int(share+0.5))
-		// Leave at least one unit for each part still to come.
-		c = min(c, left-(n-1-i))
-		if i == n-1 {
-			c = left
+		counts[i] = max(1, int(quota[i]))
+		sum += counts[i]
+	}
+	for ; sum < units; sum++ {
+		best := 0
+		for i := range counts {
+			if quota[i]-float64(counts[i]) > quota[best]-float64(counts[best]) {
+				best = i
+			}
 		}
-		counts[i] = c
-		left -= c
+		counts[best]++
+	}
+	for ; sum > units; sum-- {
+		best := -1
+		for i := range counts {
+			if counts[i] > 1 && (best < 0 || quota[i]-float64(counts[i]) < quota[best]-float64(counts[best])) {
+				best = i
+			}
+		}
+		counts[best]--
 	}
 	out := make([][2]int, n)
 	lo := 0

@@ -20,6 +20,13 @@ func TestSplit(t *testing.T) {
 		{"by free RAM", 16, []uint64{3 << 30, 1 << 30}, [][2]int{{0, 12}, {12, 16}}},
 		{"each at least one", 4, []uint64{100, 1, 1}, [][2]int{{0, 2}, {2, 3}, {3, 4}}},
 		{"one per unit", 3, []uint64{1, 1, 1}, [][2]int{{0, 1}, {1, 2}, {2, 3}}},
+		// Rounding each share on its own left the last part (the hive
+		// with the least free RAM) what the others did not take: 3, 3, 4
+		// here, and 3, 3, 3, 1 below.
+		{"least free gets no more", 10, []uint64{10, 10, 9}, [][2]int{{0, 4}, {4, 7}, {7, 10}}},
+		{"even over four", 10, []uint64{1, 1, 1, 1}, [][2]int{{0, 3}, {3, 6}, {6, 8}, {8, 10}}},
+		{"many small shares", 10, []uint64{1, 1, 1, 1, 1, 1, 1}, [][2]int{{0, 2}, {2, 4}, {4, 6}, {6, 7}, {7, 8}, {8, 9}, {9, 10}}},
+		{"raised to one", 10, []uint64{1000, 1000, 1, 1}, [][2]int{{0, 4}, {4, 8}, {8, 9}, {9, 10}}},
 	} {
 		got, err := Split(tc.units, tc.weights)
 		require.NoError(t, err, tc.name)
