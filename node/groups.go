@@ -875,7 +875,12 @@ func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, ctxLen, slots in
 		est = est.WithF32KV()
 	}
 	est = est.WithSlots(slots)
-	plan, err := placement.PlanSplit(est, placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs()), fsm.MaxGroupShards)
+	dims, err := placement.ModelDims(model)
+	if err != nil {
+		em.Narrate("scheduler", "place", "cannot split %s: %v; spawning unsplit here", model.ID, err)
+		return nil
+	}
+	plan, err := placement.PlanSplit(est, placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs()), fsm.MaxGroupShards, dims.Layers)
 	if err != nil {
 		em.Narrate("scheduler", "place", "%v; spawning unsplit here", err)
 		return nil

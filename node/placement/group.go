@@ -122,23 +122,31 @@ func HivesByRAM(nodes []fsm.Node, alive map[string]bool) []HiveRAM {
 // PlanSplit decides whether a cpu worker of estimate est must be split and
 // over which hives (sorted as HivesByRAM sorts them). It returns nil when
 // one hive holds it (or when no hive reports its RAM: the spawn then
-// stays unsplit, as before), else the fewest hives whose free RAM holds a
-// share of the weights and KV cache each, with the fixed margin on every
-// one of them; at most maxShards of them. ErrNoFit says what was missing.
-func PlanSplit(est MemEstimate, hives []HiveRAM, maxShards int) ([]HiveRAM, error) {
+// stays unsplit, as before), else the fewest hives whose free RAM holds
+// each its part of the weights and KV cache (the layers Split gives it of
+// the model's layers), with the fixed margin on every one of them; at most
+// maxShards of them and one per layer. ErrNoFit says what was missing.
+func PlanSplit(est MemEstimate, hives []HiveRAM, maxShards, layers int) ([]HiveRAM, error) {
 	if len(hives) == 0 || hives[0].Free == 0 || est.Total() <= hives[0].Free {
 		return nil, nil
 	}
 	body := float64(est.Weights+est.KV) * (100 + marginPercent) / 100
-	for n := 2; n <= min(len(hives), maxShards); n++ {
+	most := min(len(hives), maxShards, layers)
+	for n := 2; n <= most; n++ {
 		pick := hives[:n]
-		var free uint64
-		for _, h := range pick {
-			free += h.Free
+		// Each hive's share is the whole layers Split gives it, not its
+		// proportion of the free RAM: a hive may get a layer more.
+		weights := make([]uint64, n)
+		for i, h := range pick {
+			weights[i] = h.Free
+		}
+		parts, err := Split(layers, weights)
+		if err != nil {
+			return nil, err
 		}
 		fits := true
-		for _, h := range pick {
-			share := body * float64(h.Free) / float64(free)
+		for i, h := range pick {
+			share := body * float64(parts[i][1]-parts[i][0]) / float64(layers)
 			if h.Free == 0 || uint64(share)+marginFixed > h.Free {
 				fits = false
 				break
@@ -149,9 +157,9 @@ func PlanSplit(est MemEstimate, hives []HiveRAM, maxShards int) ([]HiveRAM, erro
 		}
 	}
 	var free uint64
-	for _, h := range hives[:min(len(hives), maxShards)] {
+	for _, h := range hives[:max(0, most)] {
 		free += h.Free
 	}
-	return nil, fmt.Errorf("%w: needs %s RAM (estimate: %s), the %d largest hives have %s free together",
-		ErrNoFit, gib(est.Total()), est, min(len(hives), maxShards), gib(free))
+	return nil, fmt.Errorf("%w: needs %s RAM (estimate: %s) in %d layers, the %d largest hives have %s free together",
+		ErrNoFit, gib(est.Total()), est, layers, max(0, most), gib(free))
 }

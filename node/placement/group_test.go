@@ -53,24 +53,51 @@ func TestPlanSplit(t *testing.T) {
 
 	// No single hive holds 9.3 GiB; a and b (9 GiB) do not with a margin
 	// each; a, b and c do.
-	got, err := PlanSplit(est, hives, 8)
+	got, err := PlanSplit(est, hives, 8, 32)
 	require.NoError(t, err)
 	require.Len(t, got, 3)
 
 	// A hive that holds it alone: no split.
 	alive["d"] = true
-	got, err = PlanSplit(est, HivesByRAM(nodes, alive), 8)
+	got, err = PlanSplit(est, HivesByRAM(nodes, alive), 8, 32)
 	require.NoError(t, err)
 	require.Nil(t, got)
 
 	// Too little RAM anywhere, or a shard limit: refused, saying why.
-	_, err = PlanSplit(est, hives[:2], 8)
+	_, err = PlanSplit(est, hives[:2], 8, 32)
 	require.ErrorIs(t, err, ErrNoFit)
-	_, err = PlanSplit(est, hives, 2)
+	_, err = PlanSplit(est, hives, 2, 32)
 	require.ErrorIs(t, err, ErrNoFit)
 
 	// No hive reports its RAM: left to the spawn.
-	got, err = PlanSplit(est, []HiveRAM{{NodeID: "x"}, {NodeID: "y"}}, 8)
+	got, err = PlanSplit(est, []HiveRAM{{NodeID: "x"}, {NodeID: "y"}}, 8, 32)
 	require.NoError(t, err)
 	require.Nil(t, got)
+
+	// Whole layers: a hive's part is the layers Split gives it, which
+	// may be more than its proportion of the free RAM, and there is at
+	// most one hive per layer.
+	for _, tc := range []struct {
+		name   string
+		free   []uint64
+		layers int
+		want   int // hives; 0: ErrNoFit
+	}{
+		{"proportions fit", []uint64{6 * gb, 5 * gb, 3 * gb}, 32, 2},
+		{"a layer more than its share", []uint64{6 * gb, 5 * gb, 3 * gb}, 3, 0},
+		{"more hives than layers", []uint64{4 * gb, 4 * gb, 4 * gb, 4 * gb}, 2, 0},
+		{"one hive per layer", []uint64{4 * gb, 4 * gb, 4 * gb, 4 * gb}, 3, 3},
+	} {
+		var hives []HiveRAM
+		for i, f := range tc.free {
+			hives = append(hives, HiveRAM{NodeID: string(rune('a' + i)), Name: string(rune('a' + i)), Free: f})
+		}
+		got, err := PlanSplit(est, hives, 8, tc.layers)
+		if tc.want == 0 {
+			require.ErrorIs(t, err, ErrNoFit, tc.name)
+			continue
+		}
+		require.NoError(t, err, tc.name)
+		require.Len(t, got, tc.want, tc.name)
+	}
 }
