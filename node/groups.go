@@ -112,6 +112,11 @@ func checkGroupSpawn(r api.WorkerSpawnRequest) error {
 	if r.Hive != "" && len(r.Hives) > 0 && r.Hive != r.Hives[0] {
 		return jobs.Errorf(jobs.CodeBadRequest, "hive %q is not the group's head %q: the first of hives is the head (leave hive out)", r.Hive, r.Hives[0])
 	}
+	if r.Shard == nil && (r.Shards > 1 || len(r.Hives) > 1) && r.WorkerID != "" {
+		// A group's workers get ids of its own placement (a re-plan
+		// gives new ones): one id would name one shard, silently.
+		return jobs.Errorf(jobs.CodeBadRequest, "worker_id %q names one worker; a group's shards get ids of their own (leave worker_id out, and retire or get the group by its id)", r.WorkerID)
+	}
 	if (r.Shards > 1 || len(r.Hives) > 1) && r.Type != "" && r.Type != "cpu" {
 		return jobs.Errorf(jobs.CodeBadRequest, "only the cpu worker runs sharded groups (not %q)", r.Type)
 	}

@@ -195,6 +195,11 @@ func TestAutoSplit(t *testing.T) {
 		t.Skip("spawns worker processes")
 	}
 	c := tightCluster(t, fsm.Version)
+	// A worker id names one worker: the split that would drop it is
+	// refused, saying why, and starts nothing.
+	je := runErr(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1, "worker_id": "w-mine"})
+	require.Equal(t, "bad_request", je.Code, je.Message)
+	require.Contains(t, je.Message, "w-mine")
 	var res api.GroupSpawnResult
 	evs := run(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
 	require.NotNil(t, res.Group.Shards, "a group, events: %+v", evs)

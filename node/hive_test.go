@@ -70,6 +70,9 @@ func TestHiveCatalogOperations(t *testing.T) {
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 2, "hives": []string{"node1"}}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 1000}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 2, "type": "llama-server"}, "bad_request"},
+		// A group's shards get ids of their own: a worker id was dropped.
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 2, "worker_id": "w-mine"}, "bad_request"},
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node0", "node1"}, "worker_id": "w-mine"}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node1", "nohive"}}, "unknown_hive"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shard": map[string]any{"group": "g-1", "mode": "pipeline", "lo": 3, "hi": 1}}, "bad_request"},
 		// Only nodes set shard and group; hives names a group's hives.

@@ -195,6 +195,9 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	}
 	if !typ.External && r.Hive == "" && r.Shard == nil && r.Shards == 0 && len(r.Hives) == 0 {
 		if hives := n.autoSplit(em, model, r.Ctx, r.Slots, r.KVCache); len(hives) > 0 {
+			if r.WorkerID != "" {
+				return jobs.Errorf(jobs.CodeBadRequest, "no hive has the RAM for %s alone, and worker_id %q names one worker: a group over %s gets ids of its own (leave worker_id out)", model.ID, r.WorkerID, strings.Join(hives, ", "))
+			}
 			r.Shards, r.Hives = len(hives), hives
 			return n.opGroupSpawn(ctx, em, req, r)
 		}
