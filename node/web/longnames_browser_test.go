@@ -1,19 +1,12 @@
 package web_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/stretchr/testify/require"
-
-	"github.com/rbee-project/rbee/api"
-	"github.com/rbee-project/rbee/node/web"
 )
 
 // TestPageLongNames: the longest names the node accepts (a 253-character
@@ -26,31 +19,13 @@ func TestPageLongNames(t *testing.T) {
 	}
 	long := strings.Repeat("n", 253)
 	model := "hf:" + strings.Repeat("org", 30) + "/" + strings.Repeat("repo", 40) + "/" + strings.Repeat("x", 150) + ".gguf"
-	var snap api.ClusterSnapshot
 	raw := fmt.Sprintf(`{"status": {"node": %[1]q, "leader": %[1]q, "raft_state": "Leader",
 	 "nodes": [{"name": %[1]q, "id": "id-a", "state": "alive", "voter": true, "leader": true, "http_addr": "127.0.0.1:7833"}],
 	 "workers": [{"id": %[3]q, "node": %[1]q, "node_id": "id-a", "model": %[2]q, "state": "ready", "schedulable": true}],
 	 "models": [{"node_id": "id-a", "model_id": %[2]q, "size": 1024, "quantization": %[3]q}]},
 	 "jobs": [{"job_id": %[3]q, "operation": "model_download", "status": "failed", "created": "2026-01-01T00:00:00Z", "message": %[2]q}]}`,
 		long, model, "w-"+strings.Repeat("9", 200))
-	require.NoError(t, json.Unmarshal([]byte(raw), &snap))
-	data, err := json.Marshal(snap)
-	require.NoError(t, err)
-	mux := http.NewServeMux()
-	mux.Handle("GET /{$}", web.Handler())
-	mux.Handle("GET /ui/", web.Handler())
-	mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprintf(w, "event: state\ndata: %s\n\n", data)
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	})
-	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"object":"list","data":[{"id":%q,"object":"model"}]}`, model)
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+	srv := pageServer(t, raw, model)
 
 	tb := newTab(t, browser(t, exe), artifactDir(t))
 	tb.do(chromedp.Navigate(srv.URL + "/"))

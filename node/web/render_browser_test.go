@@ -36,16 +36,23 @@ const snapshotJSON = `{
  "insecure_http": true
 }`
 
-func TestPageRendersSnapshot(t *testing.T) {
-	exe := findChromium()
-	if exe == "" {
-		t.Skip("no Chromium found: apt-get install chromium")
-	}
+// pageServer serves the page, a feed that sends the snapshot raw (decoded
+// as an api.ClusterSnapshot and encoded again, so that it has the node's
+// shape) once and holds, and /v1/models listing models. Call it before the
+// browser starts: its cleanup then runs after the browser is gone (the
+// feed handler only returns when its client does).
+func pageServer(t *testing.T, raw string, models ...string) *httptest.Server {
+	t.Helper()
 	var snap api.ClusterSnapshot
-	require.NoError(t, json.Unmarshal([]byte(snapshotJSON), &snap))
+	require.NoError(t, json.Unmarshal([]byte(raw), &snap))
 	data, err := json.Marshal(snap)
 	require.NoError(t, err)
-
+	list := []map[string]string{}
+	for _, m := range models {
+		list = append(list, map[string]string{"id": m, "object": "model"})
+	}
+	modelsJSON, err := json.Marshal(map[string]any{"object": "list", "data": list})
+	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", web.Handler())
 	mux.Handle("GET /ui/", web.Handler())
@@ -57,12 +64,19 @@ func TestPageRendersSnapshot(t *testing.T) {
 	})
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"object":"list","data":[{"id":"llama<script>","object":"model"}]}`)
+		_, _ = w.Write(modelsJSON)
 	})
 	srv := httptest.NewServer(mux)
-	// Registered before the browser starts, so it runs after the browser
-	// is gone; the feed handler above only returns when its client does.
 	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+	return srv
+}
+
+func TestPageRendersSnapshot(t *testing.T) {
+	exe := findChromium()
+	if exe == "" {
+		t.Skip("no Chromium found: apt-get install chromium")
+	}
+	srv := pageServer(t, snapshotJSON, "llama<script>")
 
 	tb := newTab(t, browser(t, exe), artifactDir(t))
 	tb.do(chromedp.Navigate(srv.URL + "/"))
@@ -127,25 +141,7 @@ func TestPageNodeLinks(t *testing.T) {
 	 {"name": "f", "id": "f", "state": "alive", "http_addr": "127.0.0.1:7833", "gossip_addr": "10.0.0.6:7834", "https_addr": "10.0.0.6:7843"},
 	 {"name": "g", "id": "g", "state": "alive", "http_addr": "127.0.0.1:7833", "gossip_addr": "[fd00::7]:7834", "https_addr": "[::]:7843"},
 	 {"name": "h", "id": "h", "state": "alive", "http_addr": "10.0.0.8:7833", "gossip_addr": "10.0.0.8:7834"}]}}`
-	var snap api.ClusterSnapshot
-	require.NoError(t, json.Unmarshal([]byte(raw), &snap))
-	data, err := json.Marshal(snap)
-	require.NoError(t, err)
-	mux := http.NewServeMux()
-	mux.Handle("GET /{$}", web.Handler())
-	mux.Handle("GET /ui/", web.Handler())
-	mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprintf(w, "event: state\ndata: %s\n\n", data)
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	})
-	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"object":"list","data":[]}`)
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+	srv := pageServer(t, raw)
 
 	tb := newTab(t, browser(t, exe), artifactDir(t))
 	tb.do(chromedp.Navigate(srv.URL + "/"))
