@@ -37,10 +37,6 @@ const (
 	// connections until the node ran out of file descriptors (20,000
 	// here), and then out of sockets for raft, gossip and libp2p too.
 	maxRemoteConns = 4096
-	// clientPrefix6 is the IPv6 prefix length one remote client is
-	// counted by: a host's SLAAC /64 is one client, as for libp2p's
-	// resource manager.
-	clientPrefix6 = 64
 )
 
 // bounded sets the body read deadline of every request that has a body and
@@ -130,13 +126,18 @@ func (c *connCounts) release(client string, remote bool) {
 	}
 }
 
-// remoteClient is the client a remote address counts as: an IPv4
-// address, or an IPv6 address's /64.
+// remoteClient is the client a remote address counts as: the address
+// (an IPv4-mapped IPv6 one as IPv4).
+//
+// Each address is a client, IPv6 ones too: on a LAN every host's SLAAC
+// address shares the segment's /64 (and link-local ones fe80::/64), so
+// counting by prefix made all of a LAN's IPv6 clients one client. A host
+// that takes many addresses is bounded by maxRemoteConns.
 func remoteClient(ip net.IP) string {
-	if ip.To4() != nil {
-		return ip.String()
+	if v4 := ip.To4(); v4 != nil {
+		return v4.String()
 	}
-	return ip.Mask(net.CIDRMask(clientPrefix6, 128)).String() + "/64"
+	return ip.String()
 }
 
 // limitListener caps the open connections per client. A connection over

@@ -8,19 +8,20 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestRemoteClients: a remote client is an IPv4 address or an IPv6 /64,
-// so a host cannot pass its cap by picking more addresses from its
-// prefix; and remote clients together are capped (maxRemoteConns), so
-// many addresses cannot run the node out of file descriptors, while
+// TestRemoteClients: a remote client is its address (IPv6 ones too: a
+// LAN's hosts share its /64); remote clients together are capped
+// (maxRemoteConns), so a host with many addresses cannot run the node out
+// of file descriptors, while
 // loopback users keep their own caps.
 func TestRemoteClients(t *testing.T) {
 	keys := []struct{ ip, client string }{
 		{"192.0.2.7", "192.0.2.7"},
 		{"::ffff:192.0.2.7", "192.0.2.7"},
-		{"2001:db8:1:2::1", "2001:db8:1:2::/64"},
-		{"2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"},
-		{"2001:db8:1:3::1", "2001:db8:1:3::/64"},
-		{"fe80::1", "fe80::/64"},
+		// Each IPv6 address is its own client: a LAN's hosts share its /64.
+		{"2001:db8:1:2::1", "2001:db8:1:2::1"},
+		{"2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2:aaaa:bbbb:cccc:dddd"},
+		{"fe80::1", "fe80::1"},
+		{"fe80::2", "fe80::2"},
 	}
 	for _, k := range keys {
 		require.Equal(t, k.client, remoteClient(net.ParseIP(k.ip)), k.ip)
@@ -32,7 +33,7 @@ func TestRemoteClients(t *testing.T) {
 		clients   int // distinct remote clients, each taking perClient
 		wantTaken int
 	}{
-		{"one /64, many addresses", 8, 1, 8},
+		{"one client", 8, 1, 8},
 		{"many clients stop at the total", 256, 40, maxRemoteConns},
 		{"a per-client cap above the total raises it", 5000, 2, 5000},
 	}
@@ -42,8 +43,8 @@ func TestRemoteClients(t *testing.T) {
 			taken := 0
 			var keys []string
 			for c := range tc.clients {
-				for a := range tc.perClient + 3 { // more addresses than the cap
-					key := remoteClient(net.ParseIP(fmt.Sprintf("2001:db8:%x::%x", c+1, a+1)))
+				key := remoteClient(net.ParseIP(fmt.Sprintf("2001:db8:%x::1", c+1)))
+				for range tc.perClient + 3 { // more connections than the cap
 					if cc.take(key, true) {
 						taken++
 						keys = append(keys, key)
