@@ -589,11 +589,8 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 	forward := func() (router.Target, error) {
 		t, _, err := n.relay.Forward(r.Context(), router.Filter{Model: name}, "/v1/embeddings", body, &relay.State{},
 			func(resp *http.Response, t router.Target) (err error) {
-				if b, err = io.ReadAll(io.LimitReader(resp.Body, relay.MaxAnswer+1)); err == nil && len(b) > relay.MaxAnswer {
-					err = fmt.Errorf("worker %s: answer over %d bytes", t.Registry.ID, relay.MaxAnswer)
-				}
-				if err != nil {
-					return &relay.Retryable{Err: err}
+				if b, err = relay.ReadAnswer(resp.Body, t, relay.MaxAnswer); err != nil {
+					return err
 				}
 				status = resp.StatusCode
 				return nil
@@ -612,6 +609,8 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 		switch {
 		case errors.Is(err, ErrNoWorker):
 			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", name))
+		case errors.Is(err, relay.ErrAnswerTooLarge):
+			ollamaError(w, http.StatusBadRequest, err.Error())
 		case r.Context().Err() == nil:
 			ollamaError(w, http.StatusServiceUnavailable, err.Error())
 		}

@@ -490,27 +490,51 @@ func RefusedExt(resp *http.Response) error {
 	return nil
 }
 
-// MaxAnswer bounds a complete (non-streaming) answer of a worker: a
-// completion or a batch of embeddings is far below it.
-const MaxAnswer = 64 << 20
+// MaxAnswer bounds a complete (non-streaming) answer of a worker, which
+// the node holds whole before it passes it on: OpenAI's largest batch of
+// embeddings (2,048 inputs) of a 4,096-wide model is about 100 MiB of JSON
+// floats; a completion is far below.
+const MaxAnswer = 160 << 20
+
+// ErrAnswerTooLarge: a worker's complete answer is over MaxAnswer. Not
+// the worker's failure (a batch of embeddings too large to pass on would
+// be as large on any worker): the request ends, nothing is passed on cut
+// short, and the worker is not retried or counted as failed.
+var ErrAnswerTooLarge = errors.New("relay: the answer is too large to pass on")
 
 // Whole passes a complete answer on (a non-streaming one, or an error
-// answer): a worker that fails while it is read, or whose answer is over
-// MaxAnswer (never passed on cut short), has sent the client nothing yet,
-// so the request can start again elsewhere.
+// answer): a worker that fails while it is read has sent the client
+// nothing yet, so the request can start again elsewhere; an answer over
+// MaxAnswer is ErrAnswerTooLarge.
 func Whole(w http.ResponseWriter, resp *http.Response, t router.Target, st *State) error {
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswer+1))
-	if err == nil && len(b) > MaxAnswer {
-		err = fmt.Errorf("answer over %d bytes", MaxAnswer)
-	}
+	return whole(w, resp, t, st, MaxAnswer)
+}
+
+func whole(w http.ResponseWriter, resp *http.Response, t router.Target, st *State, limit int) error {
+	b, err := ReadAnswer(resp.Body, t, limit)
 	if err != nil {
-		return &Retryable{Err: fmt.Errorf("worker %s on %s failed mid-answer: %w", t.Registry.ID, t.NodeName, err)}
+		return err
 	}
 	st.Delivered = true
 	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(validUTF8(b))
 	return nil
+}
+
+// ReadAnswer reads a worker's complete answer of at most limit bytes
+// (MaxAnswer where the caller has no reason for another): a read that
+// fails is the worker's failure (a *Retryable), a longer answer
+// ErrAnswerTooLarge naming the worker and the limit.
+func ReadAnswer(body io.Reader, t router.Target, limit int) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
+	if err != nil {
+		return nil, &Retryable{Err: fmt.Errorf("worker %s on %s failed mid-answer: %w", t.Registry.ID, t.NodeName, err)}
+	}
+	if len(b) > limit {
+		return nil, fmt.Errorf("%w: worker %s on %s answered over %d MiB (ask for less: fewer inputs)", ErrAnswerTooLarge, t.Registry.ID, t.NodeName, limit>>20)
+	}
+	return b, nil
 }
 
 // validUTF8 is a worker's JSON as valid UTF-8, as JSON must be: an

@@ -2,9 +2,9 @@ package relay_test
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -18,14 +18,15 @@ import (
 // is the worker's failure (the request may go elsewhere), never a 200
 // with a body cut short.
 func TestWholeAnswerBounded(t *testing.T) {
+	const limit = 1 << 20
 	for _, tc := range []struct {
-		name   string
-		size   int
-		failed bool
+		name     string
+		size     int
+		tooLarge bool
 	}{
 		{"small", 100, false},
-		{"at the bound", relay.MaxAnswer, false},
-		{"over the bound", relay.MaxAnswer + 1, true},
+		{"at the bound", limit, false},
+		{"over the bound", limit + 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := bytes.Repeat([]byte("a"), tc.size)
@@ -39,16 +40,19 @@ func TestWholeAnswerBounded(t *testing.T) {
 			defer resp.Body.Close()
 			rec := httptest.NewRecorder()
 			var st relay.State
-			err = relay.Whole(rec, resp, router.Target{Registry: fsm.Worker{ID: "w1"}, NodeName: "n1"}, &st)
-			if !tc.failed {
+			err = relay.WholeUpTo(rec, resp, router.Target{Registry: fsm.Worker{ID: "w1"}, NodeName: "n1"}, &st, limit)
+			if !tc.tooLarge {
 				require.NoError(t, err)
 				require.True(t, st.Delivered)
 				require.Equal(t, tc.size, rec.Body.Len())
 				return
 			}
+			// Not the worker's failure: any worker would answer as much,
+			// so it is neither retried nor counted against the worker.
+			require.ErrorIs(t, err, relay.ErrAnswerTooLarge)
 			var rt *relay.Retryable
-			require.ErrorAs(t, err, &rt)
-			require.True(t, strings.Contains(err.Error(), "answer over"), err.Error())
+			require.False(t, errors.As(err, &rt), "not a worker failure")
+			require.Contains(t, err.Error(), "w1")
 			require.False(t, st.Delivered)
 			require.Zero(t, rec.Body.Len(), "nothing reached the client")
 		})
