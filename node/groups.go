@@ -869,7 +869,7 @@ func (l linkGroups) HeadNode(workerID string) (string, bool) {
 // when the cluster's registry is below version 3 (no groups yet). A
 // model no set of hives holds is spawned here unsplit, as before, with a
 // warning.
-func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, ctxLen, slots int, kvCache string) []string {
+func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, mode string, ctxLen, slots int, kvCache string) []string {
 	if n.reg.RegistryVersion() < 3 {
 		// Some server's build does not know groups (a rolling upgrade):
 		// the group write would be refused.
@@ -885,7 +885,13 @@ func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, ctxLen, slots in
 		em.Narrate("scheduler", "place", "cannot split %s: %v; spawning unsplit here", model.ID, err)
 		return nil
 	}
-	plan, err := placement.PlanSplit(est, placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs()), fsm.MaxGroupShards, dims.Layers)
+	// The units the group is cut into: layers (a pipeline, the default)
+	// or KV heads (tensor), as opGroupSpawn will cut it.
+	units := dims.Layers
+	if mode == fsm.GroupTensor {
+		units = dims.KVHeads
+	}
+	plan, err := placement.PlanSplit(est, placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs()), fsm.MaxGroupShards, units)
 	if err != nil {
 		em.Narrate("scheduler", "place", "%v; spawning unsplit here", err)
 		return nil

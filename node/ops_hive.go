@@ -194,7 +194,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		return err
 	}
 	if !typ.External && r.Hive == "" && r.Shard == nil && r.Shards == 0 && len(r.Hives) == 0 {
-		if hives := n.autoSplit(em, model, r.Ctx, r.Slots, r.KVCache); len(hives) > 0 {
+		if hives := n.autoSplit(em, model, r.Mode, r.Ctx, r.Slots, r.KVCache); len(hives) > 0 {
 			if r.WorkerID != "" {
 				return jobs.Errorf(jobs.CodeBadRequest, "no hive has the RAM for %s alone, and worker_id %q names one worker: a group over %s gets ids of its own (leave worker_id out)", model.ID, r.WorkerID, strings.Join(hives, ", "))
 			}
@@ -325,6 +325,10 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		}
 	}
 	em.Narrate("hive", "spawn", "worker %s runs as pid %d on port %d; waiting for the registry", info.WorkerID, info.PID, info.Port)
+	stillRegistering := narrateEvery(ctx, spawnNarrateEvery, func(waited time.Duration) {
+		em.Narrate("queen", "register", "worker %s is not in the registry yet (%s so far)", info.WorkerID, waited.Round(time.Second))
+	})
+	defer stillRegistering()
 	res := api.SpawnResult{WorkerID: info.WorkerID, PID: info.PID, Port: info.Port, Model: model.ID, Node: n.cfg.Name, Device: device,
 		BinaryVersion: bin.Version}
 	wctx, cancel := context.WithTimeout(ctx, spawnReadyTimeout)

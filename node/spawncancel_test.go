@@ -126,7 +126,12 @@ func TestSpawnRetiredBeforeReadySaysSo(t *testing.T) {
 			}
 			return nil
 		})
-		require.NoError(t, <-retire)
+		select {
+		case rerr := <-retire:
+			require.NoError(t, rerr)
+		case <-ctx.Done():
+			t.Fatalf("no retire was sent (the spawn ended before it narrated its start: %v)", err)
+		}
 	}
 	if err == nil {
 		t.Skip("every worker was ready before its retire reached the registry")

@@ -212,8 +212,13 @@ func (h *heartbeater) send(ctx context.Context) {
 	defer h.mu.Unlock()
 	hb := h.build()
 	err := h.post(ctx, hb)
-	if err != nil && ctx.Err() == nil && h.follow() {
-		err = h.post(ctx, hb)
+	// A beat that failed, also by timing out (an old address that drops
+	// packets rather than refusing them), while the worker runs: the node
+	// may have moved; the beat goes again there, with a time of its own.
+	if err != nil && h.ctx.Err() == nil && h.follow() {
+		retry, cancel := context.WithTimeout(h.ctx, max(h.interval, minBeatTimeout))
+		err = h.post(retry, hb)
+		cancel()
 	}
 	switch {
 	case err == nil:

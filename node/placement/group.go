@@ -123,30 +123,31 @@ func HivesByRAM(nodes []fsm.Node, alive map[string]bool) []HiveRAM {
 // over which hives (sorted as HivesByRAM sorts them). It returns nil when
 // one hive holds it (or when no hive reports its RAM: the spawn then
 // stays unsplit, as before), else the fewest hives whose free RAM holds
-// each its part of the weights and KV cache (the layers Split gives it of
-// the model's layers), with the fixed margin on every one of them; at most
-// maxShards of them and one per layer. ErrNoFit says what was missing.
-func PlanSplit(est MemEstimate, hives []HiveRAM, maxShards, layers int) ([]HiveRAM, error) {
+// each its part of the weights and KV cache (the units Split gives it of
+// the model's units: its layers for a pipeline, its KV heads for a tensor
+// group), with the fixed margin on every one of them; at most maxShards of
+// them and one per unit. ErrNoFit says what was missing.
+func PlanSplit(est MemEstimate, hives []HiveRAM, maxShards, units int) ([]HiveRAM, error) {
 	if len(hives) == 0 || hives[0].Free == 0 || est.Total() <= hives[0].Free {
 		return nil, nil
 	}
 	body := float64(est.Weights+est.KV) * (100 + marginPercent) / 100
-	most := min(len(hives), maxShards, layers)
+	most := min(len(hives), maxShards, units)
 	for n := 2; n <= most; n++ {
 		pick := hives[:n]
-		// Each hive's share is the whole layers Split gives it, not its
-		// proportion of the free RAM: a hive may get a layer more.
+		// Each hive's share is the whole units Split gives it, not its
+		// proportion of the free RAM: a hive may get a unit more.
 		weights := make([]uint64, n)
 		for i, h := range pick {
 			weights[i] = h.Free
 		}
-		parts, err := Split(layers, weights)
+		parts, err := Split(units, weights)
 		if err != nil {
 			return nil, err
 		}
 		fits := true
 		for i, h := range pick {
-			share := body * float64(parts[i][1]-parts[i][0]) / float64(layers)
+			share := body * float64(parts[i][1]-parts[i][0]) / float64(units)
 			if h.Free == 0 || uint64(share)+marginFixed > h.Free {
 				fits = false
 				break
@@ -160,6 +161,6 @@ func PlanSplit(est MemEstimate, hives []HiveRAM, maxShards, layers int) ([]HiveR
 	for _, h := range hives[:max(0, most)] {
 		free += h.Free
 	}
-	return nil, fmt.Errorf("%w: needs %s RAM (estimate: %s) in %d layers, the %d largest hives have %s free together",
-		ErrNoFit, gib(est.Total()), est, layers, max(0, most), gib(free))
+	return nil, fmt.Errorf("%w: needs %s RAM (estimate: %s) in %d parts (layers or KV heads), the %d largest hives have %s free together",
+		ErrNoFit, gib(est.Total()), est, units, max(0, most), gib(free))
 }
