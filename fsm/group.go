@@ -44,8 +44,9 @@ const MaxGroupShards = 64
 // Group is one model served by worker processes on several nodes: a
 // pipeline of layer ranges or a tensor split of KV heads. Shards[0] is the
 // head, the only worker requests are routed to; the others serve only
-// their head. Threads, Slots, Ctx and KVCache are the spawn's parameters, kept so
-// that the leader can re-plan the group with the same ones.
+// their head. Threads, Slots, Ctx, KVCache and Version are the spawn's
+// parameters, kept so that the leader can re-plan the group with the same
+// ones.
 type Group struct {
 	ID      string       `json:"id"`
 	Model   string       `json:"model"`
@@ -56,7 +57,10 @@ type Group struct {
 	Slots   int          `json:"slots,omitempty"`
 	Ctx     int          `json:"ctx,omitempty"`
 	KVCache string       `json:"kv_cache,omitempty"` // the shards' KV cache type (empty: the default)
-	Error   string       `json:"error,omitempty"`    // why the group failed
+	// Version is the cpu worker binary version the spawn asked for
+	// (empty: each hive's default).
+	Version string `json:"version,omitempty"`
+	Error   string `json:"error,omitempty"` // why the group failed
 	// Placement is the token of the placement that wrote the entry's
 	// current shards (a random id per placement or re-plan): its final
 	// write (ready) and its own failure expect it, so two placements of
@@ -110,6 +114,9 @@ func (g *Group) validate() error {
 	}
 	if len(g.Placement) > maxIDLen {
 		return fmt.Errorf("%w: group placement longer than %d bytes", ErrInvalid, maxIDLen)
+	}
+	if len(g.Version) > maxIDLen {
+		return fmt.Errorf("%w: group worker version longer than %d bytes", ErrInvalid, maxIDLen)
 	}
 	if g.KVCache != "" && g.KVCache != "f16" && g.KVCache != "f32" {
 		return fmt.Errorf("%w: group KV cache type %q", ErrInvalid, g.KVCache)

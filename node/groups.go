@@ -267,7 +267,7 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	gid := r.Group // a re-plan keeps the group's id
 	expect := &fsm.GroupExpect{Absent: true}
 	g := fsm.Group{ID: gid, Model: model.ID, Mode: mode, State: fsm.GroupStarting, Placement: newID("p-"),
-		Threads: r.Threads, Slots: r.Slots, Ctx: r.Ctx, KVCache: r.KVCache, UpdatedAt: time.Now().UTC()}
+		Threads: r.Threads, Slots: r.Slots, Ctx: r.Ctx, KVCache: r.KVCache, Version: r.Version, UpdatedAt: time.Now().UTC()}
 	if gid == "" {
 		g.ID = newID("g-")
 		gid = g.ID
@@ -816,8 +816,7 @@ func (n *Node) replan(ctx context.Context, g fsm.Group) bool {
 	if err != nil {
 		return false
 	}
-	r := api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: names[0]}, Model: g.Model, Threads: g.Threads, Slots: g.Slots, Ctx: g.Ctx, KVCache: g.KVCache,
-		Shards: count, Hives: names, Mode: g.Mode, Group: g.ID}
+	r := replanRequest(g, names)
 	req, err := spawnRequest(names[0], r)
 	if err != nil {
 		return false
@@ -904,4 +903,12 @@ func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, mode string, ctx
 		em.Narrate("scheduler", "place", "no hive has %s free for %s: splitting it over %s", est, model.ID, strings.Join(names, ", "))
 	}
 	return names
+}
+
+// replanRequest is the spawn that places group g again over the hives
+// names (the head first): the group's own parameters, so that the new
+// shards run as the old ones did (the same worker version among them).
+func replanRequest(g fsm.Group, names []string) api.WorkerSpawnRequest {
+	return api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: names[0]}, Model: g.Model, Threads: g.Threads, Slots: g.Slots, Ctx: g.Ctx,
+		KVCache: g.KVCache, Version: g.Version, Shards: len(names), Hives: names, Mode: g.Mode, Group: g.ID}
 }

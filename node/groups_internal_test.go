@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 )
 
@@ -53,4 +54,15 @@ func TestReplanDelay(t *testing.T) {
 	require.Equal(t, 80*time.Second, replanDelay(3))
 	require.Equal(t, 10*time.Minute, replanDelay(6))
 	require.Equal(t, 10*time.Minute, replanDelay(1000))
+}
+
+// TestReplanRequestKeepsTheSpawn: a re-plan spawns the group with its own
+// parameters, the worker version pin among them (it was dropped, so a
+// group pinned to a version came back on each hive's default binary).
+func TestReplanRequestKeepsTheSpawn(t *testing.T) {
+	g := fsm.Group{ID: "g-1", Model: "builtin--stories260k", Mode: fsm.GroupTensor, Threads: 2, Slots: 3, Ctx: 512,
+		KVCache: "f32", Version: "v0.9.1"}
+	r := replanRequest(g, []string{"b", "c"})
+	require.Equal(t, api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: "b"}, Model: g.Model, Threads: 2, Slots: 3, Ctx: 512,
+		KVCache: "f32", Version: "v0.9.1", Shards: 2, Hives: []string{"b", "c"}, Mode: fsm.GroupTensor, Group: "g-1"}, r)
 }
