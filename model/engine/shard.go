@@ -26,7 +26,7 @@ var (
 	// stage's Session says it evaluated (the stage restarted or was
 	// reconnected); the Session is emptied, and its next generation
 	// evaluates its whole prompt again.
-	ErrStageState = errors.New("engine: pipeline stage lost its session state")
+	ErrStageState = errors.New("engine: a shard of the group lost its session state")
 )
 
 // ShardSpec selects the layers a Model holds. The zero value is the whole

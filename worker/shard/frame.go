@@ -35,7 +35,7 @@ var (
 	ErrProtocol = errors.New("shard: protocol error")
 	// ErrStage: a stage failed a forward pass or its connection broke;
 	// the pipeline reconnects on the next pass (a new Epoch).
-	ErrStage = errors.New("shard: pipeline stage failed")
+	ErrStage = errors.New("shard: a shard of the group failed")
 	// ErrMismatch: the stages do not make up the model (layer ranges with
 	// gaps or overlaps, different shapes).
 	ErrMismatch = errors.New("shard: stages do not fit together")
