@@ -246,6 +246,22 @@ func TestLiteralsAreWrittenPlain(t *testing.T) {
 	}
 }
 
+// requireMatches checks that s matches every document of good whole and
+// none of bad (each is refused on the way, or cannot end there).
+func requireMatches(t *testing.T, s *Schema, good, bad []string) {
+	t.Helper()
+	for _, doc := range good {
+		m := s.NewMatcher(nil)
+		require.NoError(t, m.Write([]byte(doc)), doc)
+		require.True(t, m.CanEnd(), doc)
+	}
+	for _, doc := range bad {
+		m := s.NewMatcher(nil)
+		err := m.Write([]byte(doc))
+		require.True(t, err != nil || !m.CanEnd(), "accepted %s", doc)
+	}
+}
+
 // TestEnumKeepsType: an enum or const next to a type keyword matches only
 // its values of that type, as a validator checks both; the values of
 // another type were written as they are.
@@ -271,16 +287,7 @@ func TestEnumKeepsType(t *testing.T) {
 		t.Run(tc.schema, func(t *testing.T) {
 			s, err := CompileSchema([]byte(tc.schema))
 			require.NoError(t, err)
-			for _, doc := range tc.good {
-				m := s.NewMatcher(nil)
-				require.NoError(t, m.Write([]byte(doc)), doc)
-				require.True(t, m.Done(), doc)
-			}
-			for _, doc := range tc.bad {
-				m := s.NewMatcher(nil)
-				err := m.Write([]byte(doc))
-				require.True(t, err != nil || !m.CanEnd(), "accepted %s", doc)
-			}
+			requireMatches(t, s, tc.good, tc.bad)
 		})
 	}
 }
@@ -327,16 +334,7 @@ func TestCombinatorSiblings(t *testing.T) {
 		t.Run(tc.schema, func(t *testing.T) {
 			s, err := CompileSchema([]byte(tc.schema))
 			require.NoError(t, err)
-			for _, doc := range tc.good {
-				m := s.NewMatcher(nil)
-				require.NoError(t, m.Write([]byte(doc)), doc)
-				require.True(t, m.CanEnd(), doc)
-			}
-			for _, doc := range tc.bad {
-				m := s.NewMatcher(nil)
-				err := m.Write([]byte(doc))
-				require.True(t, err != nil || !m.CanEnd(), "accepted %s", doc)
-			}
+			requireMatches(t, s, tc.good, tc.bad)
 		})
 	}
 	for _, tc := range []struct {

@@ -408,9 +408,11 @@ func (r *Router) Failed(workerID string) {
 		f.streak = 0 // a run long over starts again
 	}
 	r.failed[workerID] = failure{at: now, streak: f.streak + 1}
-	// Forget runs over long ago, so the map holds only recent ones.
+	// A run whose last failure is older than the longest backoff keeps
+	// nobody out and starts again: forget it, so the map holds only
+	// recent ones.
 	for id, f := range r.failed {
-		if now.Sub(f.at) > forgetArriving {
+		if now.Sub(f.at) > failBackoffMax {
 			delete(r.failed, id)
 		}
 	}
