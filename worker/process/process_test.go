@@ -784,7 +784,10 @@ func TestSpawnUnrecordedWorkerIsStopped(t *testing.T) {
 	require.NoError(t, os.Mkdir(filepath.Join(dir, stateFile), 0o700))
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	script := filepath.Join(t.TempDir(), "worker.sh")
-	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nexec sleep 60\n"), 0o755))
+	// No exec: the pid stays the script's, so a pid the kernel handed to
+	// another process meanwhile (a busy CI machine) is told apart by its
+	// command line.
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nsleep 60\n"), 0o755))
 
 	_, err := m.Spawn(context.Background(), SpawnOptions{Binary: script, ModelPath: modelPath, WorkerID: "unrecorded"})
 	require.ErrorIs(t, err, ErrNotRecorded)
@@ -796,7 +799,11 @@ func TestSpawnUnrecordedWorkerIsStopped(t *testing.T) {
 			return true // killed before it wrote its pid
 		}
 		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		return err == nil && !running(pid)
+		if err != nil {
+			return false
+		}
+		cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return !running(pid) || !strings.Contains(string(cl), script)
 	}, 10*time.Second, 20*time.Millisecond, "the unrecorded worker still runs")
 	// The id is free again once the disk is.
 	require.NoError(t, os.Remove(filepath.Join(dir, stateFile)))
