@@ -301,6 +301,16 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 			// it, and the job ends cancelled, not failed.
 			return jobs.Errorf(jobs.CodeCancelled, "spawn worker: %w", ctx.Err())
 		}
+		var early *process.EarlyExitError
+		if errors.As(err, &early) {
+			if w, ok := n.reg.Worker(early.WorkerID); ok && w.NodeID == n.ID() && w.PID == early.PID &&
+				(w.State == fsm.WorkerRetiring || w.State == fsm.WorkerGone) {
+				// The worker announced itself and a retire (from any
+				// node) reached it before its health check answered:
+				// it drained and exited as told, it did not fail.
+				return jobs.Errorf(jobs.CodeConflict, "worker %s was retired before it was ready; it has been stopped", early.WorkerID)
+			}
+		}
 		if errors.Is(err, process.ErrIDInUse) {
 			// Another spawn of this id on this node won: a conflict, as
 			// with a worker of that id on another node, not a retry.

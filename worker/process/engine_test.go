@@ -89,6 +89,12 @@ func TestSpawnLlamaServer(t *testing.T) {
 		require.ErrorIs(t, err, ErrExitedEarly)
 		assert.Contains(t, err.Error(), "status 0")
 		assert.NotContains(t, err.Error(), "<nil>")
+		// It names the process, so the node can tell a worker its
+		// registry retired from one that failed.
+		var early *EarlyExitError
+		require.ErrorAs(t, err, &early)
+		assert.Equal(t, "true0", early.WorkerID)
+		assert.Positive(t, early.PID)
 	}
 
 	// Still loading when its own ready timeout ends: killed, with its log.

@@ -73,6 +73,19 @@ var (
 	ErrProcessLimit = errors.New("process: the user's process limit (ulimit -u) leaves no room for another worker")
 )
 
+// EarlyExitError is Spawn's error for a worker that exited before it was
+// ready (it wraps ErrExitedEarly): it names the process, so a caller can
+// tell whether the registry stopped that very process (a retire that came
+// before the worker was ready) or it failed on its own.
+type EarlyExitError struct {
+	WorkerID string
+	PID      int
+	err      error
+}
+
+func (e *EarlyExitError) Error() string { return e.err.Error() }
+func (e *EarlyExitError) Unwrap() error { return e.err }
+
 // nprocNodeReserve: threads kept free under RLIMIT_NPROC for the node
 // (and the user's other programs) when a worker is spawned; nprocWorker
 // the threads a worker is counted for beyond one per CPU.
@@ -604,7 +617,11 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 			case <-time.After(killWait):
 			}
 		}
-		return WorkerInfo{}, fmt.Errorf("%w (worker %s, pid %d); log %s:\n%s", err, info.WorkerID, info.PID, logPath, tail)
+		err = fmt.Errorf("%w (worker %s, pid %d); log %s:\n%s", err, info.WorkerID, info.PID, logPath, tail)
+		if errors.Is(err, ErrExitedEarly) {
+			err = &EarlyExitError{WorkerID: info.WorkerID, PID: info.PID, err: err}
+		}
+		return WorkerInfo{}, err
 	}
 	m.mu.Lock()
 	_, running := m.procs[info.PID]
@@ -612,7 +629,8 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	info = p.info
 	m.mu.Unlock()
 	if !running { // exited between the probe and now: no OnExit for it
-		return WorkerInfo{}, fmt.Errorf("%w (worker %s, pid %d): exited right after its health check", ErrExitedEarly, info.WorkerID, info.PID)
+		return WorkerInfo{}, &EarlyExitError{WorkerID: info.WorkerID, PID: info.PID,
+			err: fmt.Errorf("%w (worker %s, pid %d): exited right after its health check", ErrExitedEarly, info.WorkerID, info.PID)}
 	}
 	m.log.Info("worker ready", "worker", info.WorkerID, "pid", info.PID, "port", port)
 	return info, nil
