@@ -173,9 +173,10 @@ type Config struct {
 	// below the node (Linux; 0: at the node's priority). See
 	// process.Config.Nice.
 	WorkerNice int
-	// MemoryLimit, when > 0, caps the RAM this node reports free (bytes):
-	// placement and group splits then give it at most that much, for a
-	// machine shared with other work.
+	// MemoryLimit, when > 0, caps the RAM (bytes) this node gives CPU
+	// workers in all, for a machine shared with other work: a spawn that
+	// does not fit beside the running workers is refused, and the node
+	// reports the rest free for placement and group splits (ram.go).
 	MemoryLimit uint64
 	Logger      *slog.Logger
 

@@ -212,16 +212,19 @@ func TestAutoSplit(t *testing.T) {
 
 // TestAutoSplitNeedsVersion3: while the registry is below version 3 (a
 // rolling upgrade: some server's build knows no groups) the same spawn is
-// not split; it runs unsplit, as before groups.
+// not split.
 func TestAutoSplitNeedsVersion3(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns worker processes")
 	}
 	c := tightCluster(t, 2)
-	var res api.SpawnResult
-	evs := run(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
-	require.NotEmpty(t, res.WorkerID, "one worker, events: %+v", evs)
+	// Unsplit, it does not fit the node's --memory-limit: refused,
+	// saying so, rather than run over the limit.
+	je := runErr(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1})
+	require.Equal(t, "unavailable", je.Code, je.Message)
+	require.Contains(t, je.Message, "--memory-limit")
 	require.Empty(t, c.Nodes[2].Registry().Groups())
+	require.Empty(t, c.Nodes[2].Registry().Workers())
 }
 
 // tightCluster is 3 nodes of registry version version whose memory limit

@@ -113,6 +113,9 @@ func (n *Node) openHive() error {
 	pc.OnExit = func(info process.WorkerInfo, err error) {
 		n.log.Info("worker process exited", "worker", info.WorkerID, "pid", info.PID, "err", err)
 		n.sup.Gone(info.WorkerID)
+		if info.RAM != (process.RAM{}) {
+			n.refreshCapabilitiesSoon() // the RAM it was admitted for is free again
+		}
 	}
 	pc.Logger = n.log.With("component", "processes")
 	if n.procs, err = process.New(pc); err != nil {

@@ -143,6 +143,11 @@ type Node struct {
 	hive *hiveops.Ops
 	// placer sizes engine spawns and picks their hive and GPUs.
 	placer *placement.Placer
+	// ram holds the RAM claims of CPU spawns starting here (ram.go);
+	// capsRefresh asks capabilitiesLoop to detect and store this node's
+	// capabilities again (one pending request stands for any number).
+	ram         ramLedger
+	capsRefresh chan struct{}
 	// links bridges the stage connections of sharded groups; groups
 	// tracks the leader's re-plans.
 	links  *shardlink.Bridge
@@ -232,7 +237,7 @@ func New(cfg Config) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}),
+	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}), capsRefresh: make(chan struct{}, 1),
 		loads: newLoadTable(), retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
 	n.connCounts = newConnCounts(cfg.MaxConnsPerClient)
 	n.metrics = newMetrics(n)

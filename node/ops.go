@@ -17,6 +17,7 @@ import (
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/hiveops"
+	"github.com/rbee-project/rbee/node/hw"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/sshops"
 )
@@ -454,9 +455,13 @@ func (n *Node) storeCapabilities(ctx context.Context, caps fsm.Capabilities) err
 // storeCapabilitiesAt is storeCapabilities returning the write's log
 // index.
 func (n *Node) storeCapabilitiesAt(ctx context.Context, caps fsm.Capabilities) (uint64, error) {
-	if lim := n.cfg.MemoryLimit; lim > 0 && (caps.RAMFree == 0 || caps.RAMFree > lim) {
-		caps.RAMFree = lim
+	// Free RAM as of now, less what this hive's CPU workers and the
+	// spawns starting here were admitted for, within --memory-limit
+	// (ram.go).
+	if total, avail, err := hw.RAM(ctx); err == nil {
+		caps.RAMTotal, caps.RAMFree = total, avail
 	}
+	caps.RAMFree = n.hiveRAMFree(caps.RAMTotal, caps.RAMFree)
 	n.waitReplica(ctx, func() bool { _, ok := n.reg.Node(n.ID()); return ok })
 	cmd, err := fsm.Encode(fsm.SetNodeCapabilities{ID: n.ID(), Capabilities: caps, At: time.Now().UTC()})
 	if err != nil {
@@ -521,6 +526,9 @@ func (n *Node) capabilitiesLoop() {
 		case <-events:
 		case <-retry:
 			retry = nil
+		case <-n.capsRefresh:
+			caps = DetectCapabilities(n.ctx)
+			synced = false
 		case <-check.C:
 			if synced && !n.cons.Stale() {
 				n.syncHoldings()

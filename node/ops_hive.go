@@ -207,10 +207,20 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		if err := n.placer.FitGPUs(em, &r, model); err != nil {
 			return err
 		}
-	case typ.External:
-		if err := n.placer.FitRAM(r, model); err != nil {
+	}
+	releaseRAM := func() {}
+	var ram process.RAM
+	if !wantGPU {
+		// A CPU worker is admitted for its estimate (ram.go): refused
+		// when it does not fit where the node has a cap (an engine, or
+		// --memory-limit; a shard's part was sized by its group's plan),
+		// counted in every case.
+		ram = n.cpuWorkerRAM(model, r, typ.External)
+		enforce := r.Shard == nil && (typ.External || n.cfg.MemoryLimit > 0)
+		if releaseRAM, err = n.admitRAM(ctx, model.Path, ram, enforce, model.ID); err != nil {
 			return err
 		}
+		defer releaseRAM()
 	}
 	bin, err := n.workerBinary(ctx, r.Type, r.Version)
 	if err != nil {
@@ -290,8 +300,10 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 	})
 	info, err := n.procs.Spawn(ctx, process.SpawnOptions{Binary: bin.Path, Type: typ, ModelPath: model.Path, ModelID: model.ID,
 		WorkerID: r.WorkerID, Group: group, Device: device, Threads: r.Threads, Slots: r.Slots, NodeURL: n.URL(),
-		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra, ReadyTimeout: readyTimeout, Guard: guard, Env: env})
+		Ctx: r.Ctx, GPUs: r.GPUs, GPULayers: layers, ExtraArgs: extra, ReadyTimeout: readyTimeout, Guard: guard, Env: env, RAM: ram})
 	stillStarting()
+	// Running (and recorded with its RAM) or failed: the claim ends.
+	releaseRAM()
 	if err != nil {
 		if r.Shard != nil && len(r.Shard.Stages) > 0 {
 			n.links.Remove(r.Shard.Group)
@@ -330,9 +342,11 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		// No heartbeats from an engine: report it now rather than at the
 		// next poll.
 		n.sup.PollEngine(info, typ)
-		if len(r.GPUs) > 0 {
-			n.refreshCapabilitiesSoon()
-		}
+	}
+	if len(r.GPUs) > 0 || !wantGPU {
+		// The next placement sees what it took (VRAM as detected, RAM
+		// as admitted).
+		n.refreshCapabilitiesSoon()
 	}
 	em.Narrate("hive", "spawn", "worker %s runs as pid %d on port %d; waiting for the registry", info.WorkerID, info.PID, info.Port)
 	stillRegistering := narrateEvery(ctx, spawnNarrateEvery, func(waited time.Duration) {

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/rbee-project/rbee/api"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
@@ -28,19 +27,15 @@ func (m placeModels) ResolveModel(ctx context.Context, em jobs.Emitter, ref stri
 	return m.n.hive.ResolveModel(ctx, em, ref)
 }
 
-// refreshCapabilitiesSoon detects this node's hardware again (in the
-// background) so that the next placement sees the VRAM a spawn took.
+// refreshCapabilitiesSoon has capabilitiesLoop detect this node's
+// hardware again and store it, so that the next placement sees what a
+// spawn took or an exit gave back (VRAM as detected, RAM as admitted).
+// It does not block; requests made while one waits are one.
 func (n *Node) refreshCapabilitiesSoon() {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		caps := DetectCapabilities(n.ctx)
-		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-		defer cancel()
-		if err := n.storeCapabilities(ctx, caps); err != nil {
-			n.log.Debug("store capabilities after spawn", "err", err)
-		}
-	}()
+	select {
+	case n.capsRefresh <- struct{}{}:
+	default:
+	}
 }
 
 // placeSpawn places an engine spawn that names no hive: it picks the hive

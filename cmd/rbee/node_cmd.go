@@ -230,7 +230,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.DurationVar(&cfg.HTTPBodyTimeout, "http-body-timeout", node.DefaultHTTPBodyTimeout, "a request body must arrive within this time")
 	f.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", node.DefaultHTTPIdleTimeout, "idle keep-alive API connections close after this time")
 	f.Int64Var(&cfg.MaxDownloadSize, "max-download-size", node.DefaultMaxDownloadSize, "largest model download in bytes (also caps downloads of unknown size)")
-	f.Uint64Var(&cfg.MemoryLimit, "memory-limit", 0, "report at most this many bytes of RAM free, so that placement and group splits give this node no more (0 = what the machine has free)")
+	f.Uint64Var(&cfg.MemoryLimit, "memory-limit", 0, "give CPU workers at most this many bytes of RAM in all: spawns that do not fit are refused, and placement and group splits see the rest (0 = what the machine has free)")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", node.DefaultGossipAddr, "gossip (memberlist) bind address")
 	f.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "gossip address to advertise (default: detected)")
 	f.StringVar(&cfg.P2PAddr, "p2p-addr", node.DefaultP2PAddr, "libp2p listen address")

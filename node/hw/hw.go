@@ -50,6 +50,16 @@ var interestingFlags = map[string]bool{"avx": true, "avx2": true, "fma": true, "
 	"avx512bw": true, "avx512vl": true, "avx512_vnni": true, "avx_vnni": true, "neon": true, "asimd": true,
 	"asimddp": true, "sve": true, "sse4_2": true}
 
+// RAM reads the machine's total and available RAM (what the kernel could
+// give a new process without swapping: free plus reclaimable caches).
+func RAM(ctx context.Context) (total, available uint64, err error) {
+	vm, err := mem.VirtualMemoryWithContext(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("hw: read RAM: %w", err)
+	}
+	return vm.Total, vm.Available, nil
+}
+
 // Detect reads the local machine. It never fails: what it cannot read
 // stays zero.
 func Detect(ctx context.Context) Info {
@@ -67,8 +77,8 @@ func Detect(ctx context.Context) Info {
 	} else {
 		info.Cores = info.Threads
 	}
-	if vm, err := mem.VirtualMemoryWithContext(ctx); err == nil {
-		info.RAMTotal, info.RAMFree = vm.Total, vm.Available
+	if total, avail, err := RAM(ctx); err == nil {
+		info.RAMTotal, info.RAMFree = total, avail
 	}
 	info.GPUs = append(info.GPUs, detectNVIDIA(ctx)...)
 	info.GPUs = append(info.GPUs, detectAMD(ctx)...)

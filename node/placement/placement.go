@@ -422,17 +422,3 @@ func (p *Placer) FitGPUs(em jobs.Emitter, r *api.WorkerSpawnRequest, model model
 	r.GPUs = pl.GPUs
 	return nil
 }
-
-// FitRAM checks that an engine spawned on the CPU fits this hive's free
-// RAM (as last detected).
-func (p *Placer) FitRAM(r api.WorkerSpawnRequest, model modelcat.Entry) error {
-	rn, ok := p.cfg.Cluster.Node(p.cfg.LocalID)
-	if !ok || rn.Capabilities == nil || rn.Capabilities.RAMFree == 0 {
-		return nil
-	}
-	est := Estimate(model, r.Ctx)
-	if free := rn.Capabilities.RAMFree; est.Total() > free {
-		return jobs.Errorf(jobs.CodeUnavailable, "spawn refused: needs %s RAM, %s has %s free (estimate: %s)", gib(est.Total()), p.cfg.LocalName, gib(free), est)
-	}
-	return nil
-}

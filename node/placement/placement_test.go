@@ -134,7 +134,7 @@ func TestPlace(t *testing.T) {
 }
 
 // TestFitLocal: a spawn on a named hive checks its own GPUs (or picks
-// one), and an engine on the CPU its free RAM.
+// one). (A CPU spawn's RAM is the hive's own accounting: node/ram.go.)
 func TestFitLocal(t *testing.T) {
 	p := placement.New(placement.Config{LocalID: "id-a", LocalName: "a", Cluster: cluster(), Models: models})
 	m6, _ := models.Get("m6")
@@ -152,15 +152,8 @@ func TestFitLocal(t *testing.T) {
 	require.NoError(t, p.FitGPUs(em, &r, m10), "split over both GPUs")
 	require.Equal(t, []int{0, 1}, r.GPUs)
 
-	err = p.FitRAM(api.WorkerSpawnRequest{}, m6)
-	require.Error(t, err)
-	require.Contains(t, err.Error(), "RAM")
-	small := modelcat.Entry{ID: "s", Path: m6.Path, Size: 1 << 20}
-	require.NoError(t, p.FitRAM(api.WorkerSpawnRequest{}, small))
-
 	// A hive without recorded capabilities leaves it to the engine.
 	bare := placement.New(placement.Config{LocalID: "id-e", LocalName: "e", Cluster: cluster(), Models: models})
 	r = api.WorkerSpawnRequest{GPUs: []int{7}}
 	require.NoError(t, bare.FitGPUs(em, &r, m10))
-	require.NoError(t, bare.FitRAM(r, m10))
 }

@@ -280,6 +280,18 @@ type SpawnOptions struct {
 	// the process started is Guard..., "--", the worker's command line
 	// (the node's engine guard). Signals and the pid go to the guard.
 	Guard []string
+	// RAM is the memory the node admitted the worker for, recorded in its
+	// WorkerInfo (and the process table) so that the node keeps counting
+	// it across a restart. The manager does not enforce it.
+	RAM RAM
+}
+
+// RAM is the memory a worker was admitted for: its share of a model file
+// (mapped, so shared by every worker of that file on the machine) and the
+// rest (KV cache, buffers), its own. Zero is not known.
+type RAM struct {
+	Weights uint64 `json:"weights,omitempty"`
+	Rest    uint64 `json:"rest,omitempty"`
 }
 
 // WorkerInfo describes a supervised worker process.
@@ -309,6 +321,8 @@ type WorkerInfo struct {
 	// Group is the sharded group the worker was started as a shard of
 	// ("" for an ordinary worker).
 	Group string `json:"group,omitempty"`
+	// RAM is SpawnOptions.RAM.
+	RAM RAM `json:"ram,omitzero"`
 	// Adopted is true for a worker found running at New (started by an
 	// earlier run of the node).
 	Adopted bool `json:"adopted,omitempty"`
@@ -551,7 +565,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	info := WorkerInfo{
 		PID: cmd.Process.Pid, WorkerID: opts.WorkerID, Type: opts.Type.Name, ModelID: opts.ModelID,
 		ModelPath: model, Port: port, Binary: bin, Cmdline: cmd.Args, StartedAt: time.Now().UTC(), LogPath: logPath,
-		Device: opts.Device, GPUs: launch.GPUs, HealthPath: opts.Type.HealthPath, Group: opts.Group,
+		Device: opts.Device, GPUs: launch.GPUs, HealthPath: opts.Type.HealthPath, Group: opts.Group, RAM: opts.RAM,
 	}
 	// Record what the OS reports, as New compares against the OS. Start
 	// returns after the exec, so the command line is already the worker's.
