@@ -207,9 +207,15 @@ func TestDeadline(t *testing.T) {
 }
 
 // TestDefaultsFitRealUse: a long conversation through a real template
-// stays well inside the default budget.
+// stays well inside the default budget: within half of each counted limit.
+// (Its wall time is the machine's: a loaded CI machine took over the
+// default 2 s, so the deadline is not what this checks.)
 func TestDefaultsFitRealUse(t *testing.T) {
-	tm, err := Compile(`{%- for message in messages %}{%- if message.role == 'user' %}{{- '<|im_start|>user\n' + message.content | trim + '<|im_end|>\n' }}{%- else %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}{{- '<|im_start|>assistant\n' }}`)
+	b := DefaultBudget()
+	b.MaxSteps /= 2
+	b.MaxAlloc /= 2
+	b.Timeout = time.Hour
+	tm, err := CompileBudget(`{%- for message in messages %}{%- if message.role == 'user' %}{{- '<|im_start|>user\n' + message.content | trim + '<|im_end|>\n' }}{%- else %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}{{- '<|im_start|>assistant\n' }}`, b)
 	require.NoError(t, err)
 	msgs := make([]any, 2000)
 	for i := range msgs {
@@ -219,11 +225,10 @@ func TestDefaultsFitRealUse(t *testing.T) {
 		}
 		msgs[i] = map[string]any{"role": role, "content": strings.Repeat("word ", 200)} // 2000 × 1 KB
 	}
-	start := time.Now()
 	out, err := tm.Render(t.Context(), map[string]any{"messages": msgs})
 	require.NoError(t, err)
 	require.Greater(t, len(out), 2000*1000)
-	require.Less(t, time.Since(start), time.Second)
+	require.Less(t, len(out), DefaultMaxOutput/2)
 }
 
 func TestBudgetDefaults(t *testing.T) {
