@@ -82,6 +82,16 @@ func TestSpawnLlamaServer(t *testing.T) {
 	assert.Contains(t, err.Error(), "invalid device ordinal")
 	assert.Contains(t, err.Error(), "no usable GPU found for CUDA_VISIBLE_DEVICES=9")
 
+	// An engine that ignores --host and listens on every interface would
+	// serve the LAN around the node: stopped, the spawn fails saying so,
+	// and the port is free again.
+	_, err = m.Spawn(ctx, SpawnOptions{Binary: bin, Type: catalog.LlamaServerType(), ModelPath: modelPath, WorkerID: "open",
+		GPULayers: -1, Env: []string{"FAKE_LLAMA_ANY_HOST=1"}})
+	require.ErrorIs(t, err, ErrExposed)
+	assert.Contains(t, err.Error(), "listens on")
+	_, found := m.Info("open")
+	assert.False(t, found, "the exposed engine is not kept")
+
 	// A binary that exits at once with status 0 is no server: said so,
 	// not "<nil>".
 	if truePath, err := exec.LookPath("true"); err == nil {

@@ -66,6 +66,11 @@ var (
 	// written to processes.json (a full disk, a broken data dir): a node
 	// restart would neither adopt nor stop it, so it has been stopped.
 	ErrNotRecorded = errors.New("process: the worker could not be recorded in processes.json")
+	// ErrExposed reports a worker that came up listening on an address
+	// other than loopback (an engine that ignored --host 127.0.0.1): it
+	// would serve the LAN directly, around the node's API keys and limits,
+	// so it has been stopped.
+	ErrExposed = errors.New("process: the worker listens beyond loopback")
 	// ErrProcessLimit reports a spawn refused because the user's process
 	// limit (ulimit -u, RLIMIT_NPROC, which counts threads) leaves too
 	// little room for a worker and the node: at the limit the Go runtime
@@ -636,6 +641,20 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 			err = &EarlyExitError{WorkerID: info.WorkerID, PID: info.PID, err: err}
 		}
 		return WorkerInfo{}, err
+	}
+	if ip := net.ParseIP(m.cfg.Host); ip != nil && ip.IsLoopback() {
+		if addr, exposed := exposedListener(info.Port, info.PID); exposed {
+			// Ready, but on every interface (an engine that ignores
+			// --host, or a wrapper script that drops it): it would
+			// serve the LAN around the node's keys and limits.
+			_ = killGroup(info.PID)
+			select {
+			case <-p.done:
+			case <-time.After(killWait):
+			}
+			return WorkerInfo{}, fmt.Errorf("%w: it listens on %s, not on %s as told (worker %s, pid %d); it has been stopped",
+				ErrExposed, addr, m.cfg.Host, info.WorkerID, info.PID)
+		}
 	}
 	m.mu.Lock()
 	_, running := m.procs[info.PID]

@@ -12,7 +12,8 @@
 // Test knobs: FAKE_LLAMA_GPUS (default 2) is how many GPUs the machine
 // "has": a CUDA_VISIBLE_DEVICES naming a higher index fails like a missing
 // device; FAKE_LLAMA_LOAD_MS (default 300) is the loading time;
-// FAKE_LLAMA_TOKEN_MS (default 0) is a pause per token.
+// FAKE_LLAMA_TOKEN_MS (default 0) is a pause per token; FAKE_LLAMA_ANY_HOST
+// set makes it ignore --host and listen on every interface.
 package main
 
 import (
@@ -103,6 +104,9 @@ func main() {
 	}
 	s := &server{key: *key, alias: *alias, ctx: *ctx, slots: *np, busy: make([]bool, *np),
 		tokenDelay: time.Duration(envInt("FAKE_LLAMA_TOKEN_MS", 0)) * time.Millisecond}
+	if os.Getenv("FAKE_LLAMA_ANY_HOST") != "" {
+		*host = "" // an engine that ignores --host: every interface
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
 	if err != nil {
 		fmt.Println("main: error: couldn't bind HTTP server socket:", err)
