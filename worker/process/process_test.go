@@ -761,7 +761,10 @@ func TestPruneLogs(t *testing.T) {
 		require.NoError(t, os.Chtimes(p, base.Add(time.Duration(i)*time.Second), base.Add(time.Duration(i)*time.Second)))
 	}
 	m.mu.Lock()
-	m.procs[999999] = &proc{info: WorkerInfo{WorkerID: "w-000", PID: 999999}} // the oldest, but running
+	// The oldest, but running. As a child of the manager (a cmd): the
+	// poll of adopted workers would find no pid 999999 and drop it (it
+	// did, on a slow CI machine, and closed its nil done channel).
+	m.procs[999999] = &proc{info: WorkerInfo{WorkerID: "w-000", PID: 999999}, cmd: &exec.Cmd{}, done: make(chan struct{})}
 	m.mu.Unlock()
 	defer func() { m.mu.Lock(); delete(m.procs, 999999); m.mu.Unlock() }()
 	m.pruneLogs("w-001")
