@@ -257,3 +257,38 @@ func refusedBeforeSending(t *testing.T, cmd, args []string, want string) {
 	require.ErrorContains(t, root.Execute(), want, "%v", args)
 	require.Empty(t, fake.requests, "%v: nothing is sent", args)
 }
+
+// TestNodeURLMustBeAURL: a --node that is not http(s)://HOST[:PORT] (the
+// scheme left out, an OpenAI-style base URL ending in /v1) is refused
+// with what was meant, before anything is sent, instead of "unsupported
+// protocol scheme" under "is `rbee node` running?" or the node's 404 for
+// /v1/v1/jobs. A trailing slash is fine.
+func TestNodeURLMustBeAURL(t *testing.T) {
+	fake := &fakeJobNode{events: []jobs.Event{{Type: jobs.TypeResult, Result: []byte(`{"worker_id":"w"}`)}}}
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	hostPort := strings.TrimPrefix(srv.URL, "http://")
+	for _, tc := range []struct {
+		node, want string
+	}{
+		{hostPort, "did you mean " + srv.URL + "?"},
+		{"localhost:7833", "did you mean http://localhost:7833?"},
+		{srv.URL + "/v1", "did you mean " + srv.URL + "?"},
+		{srv.URL + "/v1/", "did you mean " + srv.URL + "?"},
+		{"ftp://" + hostPort, "not a node URL"},
+		{"http://", "not a node URL"},
+		{"", "not a node URL"},
+	} {
+		root := newRootCmd()
+		root.SetArgs([]string{"worker", "spawn", "--model", "builtin:stories260k", "--token", "t", "--node", tc.node})
+		root.SetOut(io.Discard)
+		err := root.Execute()
+		require.ErrorContains(t, err, tc.want, "%q", tc.node)
+		require.NotContains(t, err.Error(), "rbee node` running", "%q", tc.node)
+	}
+	require.Empty(t, fake.requests, "nothing is sent")
+	root := newRootCmd()
+	root.SetArgs([]string{"worker", "spawn", "--model", "builtin:stories260k", "--token", "t", "--node", srv.URL + "/"})
+	root.SetOut(io.Discard)
+	require.NoError(t, root.Execute())
+}

@@ -37,6 +37,8 @@ var (
 	ErrJobFailed = errors.New("job failed")
 	// ErrAPI: the node answered with a non-2xx status.
 	ErrAPI = errors.New("node API error")
+	// ErrNodeURL: the node URL is not http(s)://HOST[:PORT].
+	ErrNodeURL = errors.New("not a node URL (--node or RBEE_NODE: http://HOST:PORT or https://HOST:PORT)")
 )
 
 // JobError is a failed job's error event.
@@ -71,6 +73,27 @@ type Client struct {
 // (localhost or a loopback address).
 func IsLoopbackURL(base string) bool { return loopback.URL(base) }
 
+// CheckURL says what is wrong with base as a node URL: the scheme is
+// http or https, a host follows, and nothing comes after host and port
+// (the client adds the API's paths itself, /v1 included). The error
+// suggests the URL the user likely meant.
+func CheckURL(base string) error {
+	u, err := url.Parse(base)
+	switch {
+	case base == "", err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host == "":
+		return fmt.Errorf("node %q: %w", base, ErrNodeURL)
+	case !strings.Contains(base, "://"):
+		return fmt.Errorf("node %q: %w; did you mean http://%s?", base, ErrNodeURL, strings.TrimLeft(base, "/"))
+	case err != nil:
+		return fmt.Errorf("node %q: %w", base, ErrNodeURL)
+	case u.Scheme != "http" && u.Scheme != "https", u.Host == "", u.User != nil, u.Opaque != "":
+		return fmt.Errorf("node %q: %w", base, ErrNodeURL)
+	case strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("node %q: %w; did you mean %s://%s?", base, ErrNodeURL, u.Scheme, u.Host)
+	}
+	return nil
+}
+
 // New makes a client for base (e.g. http://127.0.0.1:7833).
 func New(base, token string) *Client {
 	return &Client{Base: strings.TrimRight(base, "/"), Token: token, HTTP: &http.Client{}}
@@ -84,6 +107,9 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 			return err
 		}
 		rd = bytes.NewReader(b)
+	}
+	if err := CheckURL(c.Base); err != nil {
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, rd)
 	if err != nil {
@@ -231,6 +257,9 @@ func (c *Client) follow(ctx context.Context, id string, f *follower) error {
 }
 
 func (c *Client) followOnce(ctx context.Context, id string, f *follower) (bool, error) {
+	if err := CheckURL(c.Base); err != nil {
+		return true, err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base+"/v1/jobs/"+id+"/events", nil)
 	if err != nil {
 		return false, err
@@ -317,6 +346,9 @@ func (c *Client) submitFollow(ctx context.Context, job any, f *follower) (id str
 	}
 	b, err := json.Marshal(body)
 	if err != nil {
+		return "", false, err
+	}
+	if err := CheckURL(c.Base); err != nil {
 		return "", false, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+"/v1/jobs", bytes.NewReader(b))
