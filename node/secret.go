@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/rbee-project/rbee/internal/atomicfile"
+	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/tlsca"
 )
 
@@ -31,6 +32,9 @@ var (
 	// CA in this node's own registry, so it is not the secret of the
 	// cluster this data dir belongs to (the file was damaged or replaced).
 	ErrWrongSecret = errors.New("the stored cluster secret is not this cluster's")
+	// ErrTokenIsCredential: the token given as the cluster secret is an
+	// API key or an admin key (a client's credential), not a cluster token.
+	ErrTokenIsCredential = errors.New("the cluster token given is an API credential (rbk_… or rbeeadm_…), not the cluster token (rbee_…)")
 )
 
 // GenerateSecret returns a new random cluster secret (32 random bytes, base32).
@@ -46,6 +50,9 @@ func GenerateSecret() string {
 // else a generated one (created reports that). The result is kept 0600.
 func loadOrCreateSecret(dataDir, token string) (secret string, created bool, err error) {
 	path := filepath.Join(dataDir, SecretFile)
+	if auth.IsCredential(token) {
+		return "", false, fmt.Errorf("%w: `rbee token` on a node of the cluster prints the cluster token", ErrTokenIsCredential)
+	}
 	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
 		return "", false, fmt.Errorf("%s is not a regular file: move it away and start the node with the cluster's token (rbee token on another node prints it)", path)
 	} else if err == nil && runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/auth"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
 
@@ -114,7 +115,9 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 			case cmd.Flags().Changed("token"):
 				fmt.Fprintf(os.Stderr, "warning: --token puts the cluster secret on the command line, where every user of this machine can read it with ps; use %s=… or --token-file\n", node.ClusterTokenEnv)
 				cfg.Token = g.token
-			case os.Getenv("RBEE_TOKEN") != "":
+			case os.Getenv("RBEE_TOKEN") != "" && !auth.IsCredential(os.Getenv("RBEE_TOKEN")):
+				// RBEE_TOKEN holding an API key is the CLI's credential
+				// (the README exports it for clients), not a cluster token.
 				cfg.Token = os.Getenv("RBEE_TOKEN")
 			}
 			if cfg.Name == "" {

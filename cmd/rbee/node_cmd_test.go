@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/node"
 )
 
 func TestKeptWorkersNotice(t *testing.T) {
@@ -84,5 +89,70 @@ func TestNodeFlagValidation(t *testing.T) {
 		})
 		require.NoError(t, nodeCmd.ParseFlags(args), "%v", args)
 		require.NoError(t, nodeCmd.PreRunE(nodeCmd, nil), "%v", args)
+	}
+}
+
+// TestNodeTokenIsNoCredential: an API key or admin key given where the
+// cluster token goes (--token, RBEE_CLUSTER_TOKEN, --token-file) is
+// refused with what the cluster token is, instead of becoming the secret
+// of a new cluster; RBEE_TOKEN holding an API key, as a client machine
+// exports it, is the CLI's credential and is left alone: the node creates
+// its own cluster secret.
+func TestNodeTokenIsNoCredential(t *testing.T) {
+	const apiKey = "rbk_cuv7vpumz7ux6z3skt6y3bdh3rwhmcbkd24jshvmkjh3mxnue7wa"
+	const adminKey = "rbeeadm_7togo6vh2bzg56ej5425ej6ajyrjqfizb43kooknw3rrpxyc4tta"
+	nodeArgs := func(dir string) []string {
+		return []string{"node", "--data-dir", dir, "--name", "n1", "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
+			"--p2p-addr", "127.0.0.1:0", "--blob-addr", "off", "--no-mdns"}
+	}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(apiKey+"\n"), 0o600))
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+	}{
+		{"--token", nil, []string{"--token", apiKey}},
+		{"--token admin key", nil, []string{"--token", adminKey}},
+		{"RBEE_CLUSTER_TOKEN", map[string]string{node.ClusterTokenEnv: apiKey}, nil},
+		{"--token-file", nil, []string{"--token-file", tokenFile}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			dir := filepath.Join(t.TempDir(), "data")
+			root := newRootCmd()
+			root.SetArgs(append(nodeArgs(dir), tc.args...))
+			root.SetOut(io.Discard)
+			root.SetErr(io.Discard)
+			err := root.Execute()
+			require.ErrorIs(t, err, node.ErrTokenIsCredential)
+			require.ErrorContains(t, err, "rbee token")
+			require.NoFileExists(t, filepath.Join(dir, node.SecretFile))
+		})
+	}
+
+	t.Setenv("RBEE_TOKEN", apiKey)
+	dir := filepath.Join(t.TempDir(), "data")
+	root := newRootCmd()
+	root.SetArgs(nodeArgs(dir))
+	root.SetErr(io.Discard)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	go func() { done <- execute(ctx, root, io.Discard, io.Discard) }()
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(filepath.Join(dir, "node.json"))
+		return err == nil
+	}, 30*time.Second, 50*time.Millisecond, "the node starts")
+	b, err := os.ReadFile(filepath.Join(dir, node.SecretFile))
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(string(b), "rbee_"), "the node makes its own cluster secret")
+	cancel()
+	select {
+	case code := <-done:
+		require.Zero(t, code)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node did not stop")
 	}
 }

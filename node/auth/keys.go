@@ -30,6 +30,9 @@ import (
 // key "rbeeadm_").
 const apiKeyPrefix = "rbk_"
 
+// adminKeyPrefix starts every node's local admin key.
+const adminKeyPrefix = "rbeeadm_"
+
 // maxAPIKeyLen bounds a presented credential before it is hashed.
 const maxAPIKeyLen = 256
 
@@ -47,6 +50,13 @@ func NewAPIKey() (key, hash string) {
 	}
 	key = apiKeyPrefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 	return key, HashAPIKey(key)
+}
+
+// IsCredential reports whether tok is shaped like an API credential (an
+// API key or a node's admin key), which is never a cluster secret: a
+// credential given where the cluster token goes was mistaken for it.
+func IsCredential(tok string) bool {
+	return strings.HasPrefix(tok, apiKeyPrefix) || strings.HasPrefix(tok, adminKeyPrefix)
 }
 
 // HashAPIKey is what the registry stores of key: lower-case hex sha256.
@@ -173,7 +183,7 @@ func DeriveAdminKey(secret string) string {
 	if err != nil {
 		panic("auth: hkdf: " + err.Error()) // only for lengths hkdf cannot give
 	}
-	return "rbeeadm_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(k))
+	return adminKeyPrefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(k))
 }
 
 // ReadAdminKey reads the local admin key from a node's data dir: it works
