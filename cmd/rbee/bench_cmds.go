@@ -556,6 +556,7 @@ func newBenchServeCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Model, "model", "", "GGUF model file")
+	localPaths(f, "model")
 	f.IntSliceVar(&cfg.Concurrency, "concurrency", []int{1, 4, 8, 16}, "concurrent clients (repeatable)")
 	f.IntVar(&cfg.Slots, "slots", 0, "worker slots (0: the largest concurrency)")
 	f.IntVar(&cfg.Threads, "threads", 0, "worker compute threads (0: all cores)")

@@ -113,6 +113,7 @@ func newBenchFailoverCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&rounds, "rounds", 5, "how many times to kill the leader")
 	cmd.Flags().StringVar(&profile, "profile", "lan", "timing profile of the nodes: lan (defaults) or local")
 	cmd.Flags().StringVar(&keep, "dir", "", "keep data dirs and logs here (default: a temp dir, removed)")
+	localPaths(cmd.Flags(), "dir")
 	cmd.Flags().IntVar(&busy, "busy-cores", 0, "keep this many cores busy with a spinning thread of this process while measuring (a browser starting, a build)")
 	cmd.Flags().DurationVar(&watch, "watch", 0, "after the rounds, watch the idle cluster this long and count leader changes (spurious elections)")
 	return cmd

@@ -127,6 +127,7 @@ path), and prints one JSON object per N with:
 	cmd.Flags().IntVar(&samples, "samples", 20, "status and registry-write samples")
 	cmd.Flags().StringVar(&profile, "profile", "lan", "timing profile of the nodes: lan (defaults) or local")
 	cmd.Flags().StringVar(&keep, "dir", "", "keep data dirs and logs here (default: a temp dir, removed)")
+	localPaths(cmd.Flags(), "dir")
 	cmd.Flags().BoolVar(&failover, "failover", true, "end with kill -9 of the leader (--failover=false keeps its CPU profile)")
 	cmd.Flags().IntVar(&failoverRounds, "failover-rounds", 1, "kill the leader this many times (the victim restarts and rejoins between rounds); more than one reports median, p95, min and max")
 	cmd.Flags().BoolVar(&memProfiles, "mem-profile", false, "every node writes a heap profile to <dir>/<node>.heap.pprof (and .heap.pprof.txt with runtime.MemStats, .heap.pprof.goroutines.txt) when the bench stops it (use with --dir; a node killed by failover writes none)")

@@ -87,6 +87,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&model, "model", "builtin:stories260k", "model to serve")
 	cmd.Flags().BoolVar(&noWorker, "no-worker", false, "start the nodes only")
 	cmd.Flags().StringVar(&dir, "dir", "", "keep data dirs and logs here (default: a new temp dir, kept after exit)")
+	localPaths(cmd.Flags(), "dir")
 	return cmd
 }
 

@@ -221,6 +221,7 @@ func newModelTokenizeCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&text, "text", "", "text to tokenize")
 	cmd.Flags().StringVar(&textFile, "text-file", "", "file whose content to tokenize")
+	localPaths(cmd.Flags(), "text-file")
 	cmd.Flags().BoolVar(&bos, "bos", false, "prepend the BOS token")
 	cmd.Flags().BoolVar(&special, "special", false, "parse special-token text (e.g. <s>) as special tokens")
 	outputFlag(cmd, &output)
@@ -363,6 +364,7 @@ against the first level's.`,
 		},
 	}
 	cmd.Flags().StringVar(&model, "model", "", "GGUF model file")
+	localPaths(cmd.Flags(), "model")
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: all cores)")
 	cmd.Flags().IntVarP(&p, "p", "p", 128, "prompt tokens")
 	cmd.Flags().IntVarP(&n, "n", "n", 128, "generated tokens")

@@ -149,6 +149,9 @@ func newRootCmd() *cobra.Command {
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			g.tokenSet = cmd.Flags().Changed("token")
 			g.dataDirSet = cmd.Flags().Changed("data-dir") || os.Getenv("RBEE_DATA_DIR") != ""
+			if err := expandHome(cmd); err != nil {
+				return err
+			}
 			if g.output != "table" && g.output != "json" {
 				return fmt.Errorf("-o must be table or json, not %q", g.output)
 			}
@@ -171,6 +174,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", defData, "the node's data directory (env RBEE_DATA_DIR); client commands read the admin key there")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().StringVar(&g.caFile, "ca", os.Getenv("RBEE_CA"), "CA certificate `FILE` (PEM) to verify an https:// node with, e.g. the output of 'rbee tls ca' (env RBEE_CA; default: the system's roots)")
+	localPaths(root.PersistentFlags(), "data-dir", "ca")
 	root.PersistentFlags().StringVar(&g.caFingerprint, "ca-fingerprint", os.Getenv(node.CAFingerprintEnv), "pin the cluster CA by its `FINGERPRINT` (sha256:…, printed by the first node and by 'rbee tls ca -o json'): the CLI accepts only an https:// node whose certificate comes from that CA, and 'rbee node' refuses to join a cluster with another CA (env "+node.CAFingerprintEnv+")")
 
 	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g), newWorkerCmd(g), newInferCmd(g),

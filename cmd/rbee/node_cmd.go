@@ -265,6 +265,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	_ = f.MarkHidden("tls-cert-lifetime")
 	_ = f.MarkHidden("tls-check-interval")
 	_ = f.MarkHidden("reconcile-interval")
+	localPaths(f, "tls-cert", "tls-key", "token-file", "source-dir", "worker-binary", "cpu-profile", "mem-profile")
 	return cmd
 }
 

@@ -74,6 +74,7 @@ func newReleaseKeygenCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "file for the private key (must not exist)")
+	localPaths(cmd.Flags(), "out")
 	return cmd
 }
 
@@ -157,6 +158,7 @@ regular files in DIR (hidden files, SHA256SUMS and SHA256SUMS.sig left out).`,
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "key", "", "private key file (from rbee release keygen)")
+	localPaths(cmd.Flags(), "key")
 	cmd.Flags().StringVar(&version, "version", "", "release version (default: DIR's name)")
 	cmd.Flags().BoolVar(&writeSums, "write-sums", false, "(re)write DIR/SHA256SUMS from the files in DIR first")
 	return cmd
