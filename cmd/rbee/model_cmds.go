@@ -27,7 +27,7 @@ func newModelClientCommands(g *globals) []*cobra.Command {
   builtin:stories260k      the tiny model bundled in the binary`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, api.ModelDownloadRequest{OnHive: api.OnHive{Hive: hive}, Model: args[0]}, 0, func(out io.Writer, e api.Model) error {
+			return runOp(cmd, g, api.ModelDownloadRequest{OnHive: api.OnHive{Hive: hive}, Model: g.localModelRef(args[0], hive)}, 0, func(out io.Writer, e api.Model) error {
 				fmt.Fprintf(out, "%s: %s, %s, %s\n", e.ID, e.FileName, humanize.Bytes(uint64(e.Size)), e.Quantization)
 				return nil
 			})

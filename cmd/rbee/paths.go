@@ -8,7 +8,28 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/rbee-project/rbee/node/client"
 )
+
+// localModelRef is the model reference to send for ref: a relative path
+// of a file in the current directory, sent to a node on this machine with
+// no hive named, is made absolute (the node resolves a relative path in
+// its own working directory, where the file is not); anything else, a
+// catalog id, a short name, hf:…, a URL, a path on another hive, is sent
+// as it is.
+func (g *globals) localModelRef(ref, hive string) string {
+	if hive != "" || filepath.IsAbs(ref) || !client.IsLoopbackURL(g.node) {
+		return ref
+	}
+	if st, err := os.Stat(ref); err != nil || !st.Mode().IsRegular() {
+		return ref
+	}
+	if abs, err := filepath.Abs(ref); err == nil {
+		return abs
+	}
+	return ref
+}
 
 // localPathAnnotation marks the flags that name a file or directory on
 // this machine (not on a hive or an SSH host).

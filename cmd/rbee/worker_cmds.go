@@ -229,7 +229,7 @@ model alone:
 			if sp.mode != "" && sp.shards < 2 && len(sp.hives) < 2 {
 				return errors.New("--mode splits a group: give --shards N (2 or more) or --hive once per shard")
 			}
-			req := api.WorkerSpawnRequest{Model: sp.model, Device: sp.device, Type: sp.typ,
+			req := api.WorkerSpawnRequest{Model: g.localModelRef(sp.model, strings.Join(sp.hives, ",")), Device: sp.device, Type: sp.typ,
 				Threads: sp.threads, Slots: sp.slots, WorkerID: sp.id, Version: sp.version, GPUs: sp.gpus, Ctx: sp.ctx, KVCache: sp.kv}
 			if sp.gpuLayers >= 0 {
 				req.GPULayers = &sp.gpuLayers
