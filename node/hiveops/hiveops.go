@@ -495,6 +495,17 @@ func (o *Ops) heldModel(name string) (modelcat.Entry, error) {
 	}
 	switch len(found) {
 	case 0:
+		// A well-formed id or reference that this hive does not hold:
+		// say where to look; a bad reference: what is wrong with it,
+		// not that a reference is no id.
+		ref, rerr := modelcat.ParseRef(name)
+		switch {
+		case errors.Is(err, modelcat.ErrNotFound) || (rerr == nil && ref.Source != modelcat.SourceLocal):
+			return modelcat.Entry{}, &jobs.Error{Code: jobs.CodeNotFound, Err: fmt.Errorf("%w: %s holds no model %q (`rbee model list` shows which nodes hold which model; --hive NAME asks another)",
+				modelcat.ErrNotFound, o.cfg.LocalName, name)}
+		case rerr != nil:
+			return modelcat.Entry{}, CatalogError(rerr)
+		}
 		return modelcat.Entry{}, CatalogError(err)
 	case 1:
 		return found[0], nil

@@ -115,8 +115,17 @@ func TestModels(t *testing.T) {
 	require.Len(t, cl.Models, 2)
 	require.Equal(t, []string{"one", "two"}, cl.Models[0].Nodes)
 
-	err = ops.ModelGet(ctx, &r, api.ModelGetRequest{ID: "nope"})
-	require.Equal(t, jobs.CodeNotFound, jobs.CodeOf(err))
+	// A name or reference this hive does not hold is not found here, with
+	// where to look (a reference is no "bad name").
+	for _, name := range []string{"nope", "hf:org/repo:Q4_K_M", "https://example.org/m.gguf"} {
+		err = ops.ModelGet(ctx, &r, api.ModelGetRequest{ID: name})
+		require.Equal(t, jobs.CodeNotFound, jobs.CodeOf(err), name)
+		require.ErrorContains(t, err, `one holds no model "`+name+`" (`+"`rbee model list`", name)
+		require.Equal(t, jobs.CodeNotFound, jobs.CodeOf(ops.ModelDelete(ctx, &r, api.ModelDeleteRequest{ID: name})), name)
+	}
+	err = ops.ModelGet(ctx, &r, api.ModelGetRequest{ID: "builtin:nope"})
+	require.Equal(t, jobs.CodeBadRequest, jobs.CodeOf(err))
+	require.ErrorContains(t, err, "unknown builtin model")
 	// get and delete take the names spawn and inference take: the id,
 	// the reference, the short name.
 	for _, name := range []string{e.ID, "builtin:stories260k", "stories260k", "Stories260K"} {
