@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http/httptest"
 	"regexp"
@@ -291,4 +292,28 @@ func TestNodeURLMustBeAURL(t *testing.T) {
 	root.SetArgs([]string{"worker", "spawn", "--model", "builtin:stories260k", "--token", "t", "--node", srv.URL + "/"})
 	root.SetOut(io.Discard)
 	require.NoError(t, root.Execute())
+}
+
+// TestVersionAgrees: `rbee version` (which did not exist: "unknown
+// command"), `rbee --version` and `rbee node --version` print the same
+// line; -o json is one JSON document with the version.
+func TestVersionAgrees(t *testing.T) {
+	out := func(args ...string) string {
+		root := newRootCmd()
+		root.SetArgs(args)
+		var b bytes.Buffer
+		root.SetOut(&b)
+		root.SetErr(io.Discard)
+		require.NoError(t, root.Execute(), "%v", args)
+		return b.String()
+	}
+	want := "rbee version " + version + "\n"
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}, {"node", "--version"}} {
+		require.Equal(t, want, out(args...), "%v", args)
+	}
+	var v struct {
+		Version string `json:"version"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out("version", "-o", "json")), &v))
+	require.Equal(t, version, v.Version)
 }

@@ -178,7 +178,8 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.caFingerprint, "ca-fingerprint", os.Getenv(node.CAFingerprintEnv), "pin the cluster CA by its `FINGERPRINT` (sha256:…, printed by the first node and by 'rbee tls ca -o json'): the CLI accepts only an https:// node whose certificate comes from that CA, and 'rbee node' refuses to join a cluster with another CA (env "+node.CAFingerprintEnv+")")
 
 	root.AddCommand(newNodeCmd(g), newStatusCmd(g), newHiveCmd(g), newJoinCmd(g), newLeaveCmd(g), newTokenCmd(g), newDevCmd(g), newWorkerCmd(g), newInferCmd(g),
-		newReleaseCmd(), newAPIKeyCmd(g), newTLSCmd(g))
+		newReleaseCmd(), newAPIKeyCmd(g), newTLSCmd(g), newVersionCmd(g))
+	root.SetVersionTemplate(versionTemplate)
 
 	model := &cobra.Command{Use: "model", Short: "Models: download, list, get, delete on a hive; run, tokenize, inspect, synthesize GGUF files locally"}
 	model.AddCommand(newModelEngineCommands()...)

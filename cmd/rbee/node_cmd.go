@@ -63,8 +63,9 @@ func newNodeCmd(g *globals) *cobra.Command {
 	var cpuProfile, memProfile string
 	var releaseKeys []string
 	cmd := &cobra.Command{
-		Use:   "node",
-		Short: "Run the rbee daemon on this machine (a hive of the cluster)",
+		Use:     "node",
+		Version: version,
+		Short:   "Run the rbee daemon on this machine (a hive of the cluster)",
 		Long: `Run the rbee daemon. The first machine creates the cluster:
 
   rbee node
