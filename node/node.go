@@ -76,6 +76,8 @@ var (
 	ErrClosed = errors.New("node closed")
 	// ErrInsecureHTTP: --http-addr is off loopback without --insecure-http.
 	ErrInsecureHTTP = errors.New("plain HTTP API off loopback refused")
+	// ErrBadListenAddr: --http-addr or --https-addr is not HOST:PORT.
+	ErrBadListenAddr = errors.New("bad listen address")
 	// ErrCAMismatch: the cluster's CA is not the one --ca-fingerprint pins.
 	ErrCAMismatch = certs.ErrCAMismatch
 	// ErrNoAdminKey: the data dir has no readable admin key.

@@ -52,6 +52,19 @@ const CAFingerprintEnv = "RBEE_CA_FINGERPRINT"
 
 // checkTLSConfig validates the HTTP/HTTPS part of a config.
 func checkTLSConfig(cfg Config) error {
+	// Checked first: 127.0.0.1 without a port is no "address off
+	// loopback".
+	for _, a := range []struct{ flag, addr, example string }{
+		{"http-addr", cfg.HTTPAddr, DefaultHTTPAddr},
+		{"https-addr", cfg.HTTPSAddr, ExampleHTTPSAddr},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
+			return fmt.Errorf("%w: --%s %s: want HOST:PORT, e.g. %s", ErrBadListenAddr, a.flag, a.addr, a.example)
+		}
+	}
 	if !cfg.InsecureHTTP && !loopback.HostPort(cfg.HTTPAddr) {
 		return fmt.Errorf("%w: --http-addr %s is not a loopback address, and API keys and prompts would cross the network unencrypted; serve clients on the LAN with --https-addr (e.g. --https-addr %s) and keep --http-addr on 127.0.0.1, or accept plain HTTP with --insecure-http",
 			ErrInsecureHTTP, cfg.HTTPAddr, ExampleHTTPSAddr)

@@ -45,6 +45,9 @@ func TestListenerConfig(t *testing.T) {
 		{"a name", func(c *node.Config) { c.HTTPAddr = "myhost:7833" }, "--https-addr"},
 		{"insecure on purpose", func(c *node.Config) { c.HTTPAddr = "0.0.0.0:7833"; c.InsecureHTTP = true }, ""},
 		{"https too", func(c *node.Config) { c.HTTPSAddr = "0.0.0.0:7843" }, ""},
+		{"loopback without a port", func(c *node.Config) { c.HTTPAddr = "127.0.0.1" }, "--http-addr 127.0.0.1: want HOST:PORT, e.g. 127.0.0.1:7833"},
+		{"localhost without a port", func(c *node.Config) { c.HTTPAddr = "localhost" }, "--http-addr localhost: want HOST:PORT"},
+		{"https without a port", func(c *node.Config) { c.HTTPSAddr = "0.0.0.0" }, "--https-addr 0.0.0.0: want HOST:PORT, e.g. 0.0.0.0:7843"},
 		{"cert without key", func(c *node.Config) { c.HTTPSAddr = ":7843"; c.TLSCertFile = "c.pem" }, "go together"},
 		{"cert without https", func(c *node.Config) { c.TLSCertFile, c.TLSKeyFile = "c.pem", "k.pem" }, "--https-addr"},
 		{"bad fingerprint", func(c *node.Config) { c.CAFingerprint = "sha256:abc" }, "fingerprint"},
@@ -61,6 +64,10 @@ func TestListenerConfig(t *testing.T) {
 				return
 			}
 			require.ErrorContains(t, err, tc.wantErr)
+			if strings.Contains(tc.wantErr, "want HOST:PORT") {
+				require.ErrorIs(t, err, node.ErrBadListenAddr)
+				return
+			}
 			if strings.HasPrefix(tc.wantErr, "--") && tc.name != "cert without https" {
 				require.ErrorIs(t, err, node.ErrInsecureHTTP)
 			}
