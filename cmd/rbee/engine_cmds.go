@@ -289,6 +289,9 @@ func newModelSynthCmd() *cobra.Command {
 			if err := synth.Write(args[0], cfg); err != nil {
 				return err
 			}
+			if f := cmd.Flag("output"); f != nil && f.Value.String() == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]string{"file": args[0]})
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s\n", args[0])
 			return nil
 		},

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,7 +61,9 @@ func newReleaseKeygenCmd() *cobra.Command {
 			if _, err := f.Write(workercat.MarshalPrivateKey(priv)); err != nil {
 				return err
 			}
-			if err := f.CommitNew(); err != nil {
+			if err := f.CommitNew(); errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("--out %s exists: keygen never overwrites a key (remove it, or pick another file)", out)
+			} else if err != nil {
 				return fmt.Errorf("--out: %w", err)
 			}
 			w := cmd.OutOrStdout()
@@ -152,6 +155,9 @@ regular files in DIR (hidden files, SHA256SUMS and SHA256SUMS.sig left out).`,
 			sigPath := filepath.Join(dir, workercat.SigFile)
 			if err := atomicfile.WriteFile(sigPath, sig, 0o644); err != nil {
 				return err
+			}
+			if f := cmd.Flag("output"); f != nil && f.Value.String() == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]string{"version": version, "sums": sumsPath, "signature": sigPath, "public_key": workercat.FormatPublicKey(pub)})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "signed %s for version %s with key %s: %s\n", sumsPath, version, workercat.FormatPublicKey(pub), sigPath)
 			return nil

@@ -37,7 +37,8 @@ func TestReleaseKeygenAndSign(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 	_, err = rbee(t, "release", "keygen", "--out", keyFile)
-	require.Error(t, err, "an existing key is never overwritten")
+	require.ErrorContains(t, err, "--out "+keyFile+" exists: keygen never overwrites a key", "an existing key is never overwritten")
+	require.NotContains(t, err.Error(), ".tmp-", "no temporary file name")
 	jsonOut, err := rbee(t, "release", "keygen", "--out", filepath.Join(tmp, "k2.key"), "-o", "json")
 	require.NoError(t, err)
 	var kj struct {
@@ -56,6 +57,18 @@ func TestReleaseKeygenAndSign(t *testing.T) {
 	require.ErrorContains(t, err, "--write-sums", "no SHA256SUMS yet")
 	_, err = rbee(t, "release", "sign", "--key", keyFile, "--write-sums", dir)
 	require.NoError(t, err)
+	// -o json is JSON (it printed the text line).
+	jsonOut, err = rbee(t, "release", "sign", "--key", keyFile, dir, "-o", "json")
+	require.NoError(t, err)
+	var sj struct {
+		Version   string `json:"version"`
+		Signature string `json:"signature"`
+		PublicKey string `json:"public_key"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(jsonOut), &sj), jsonOut)
+	require.Equal(t, "v1.2.3", sj.Version)
+	require.Equal(t, filepath.Join(dir, workercat.SigFile), sj.Signature)
+	require.Equal(t, workercat.FormatPublicKey(pub), sj.PublicKey)
 
 	sums, err := os.ReadFile(filepath.Join(dir, workercat.SumsFile))
 	require.NoError(t, err)
@@ -100,4 +113,19 @@ func TestReleaseKeygenAndSign(t *testing.T) {
 func TestNodeRefusesABadReleaseKey(t *testing.T) {
 	_, err := rbee(t, "node", "--data-dir", t.TempDir(), "--worker-release-key", "not-a-key", "--http-addr", "127.0.0.1:0")
 	require.ErrorContains(t, err, "--worker-release-key")
+}
+
+// TestModelSynthJSON: model synth -o json prints a JSON document (it
+// printed nothing on stdout).
+func TestModelSynthJSON(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "s.gguf")
+	out, err := rbee(t, "model", "synth", file, "--arch", "llama", "--dim", "64", "--layers", "1", "--heads", "2", "--kv-heads", "2",
+		"--ff", "128", "--vocab", "300", "--type", "f32", "-o", "json")
+	require.NoError(t, err)
+	var res struct {
+		File string `json:"file"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+	require.Equal(t, file, res.File)
+	require.FileExists(t, file)
 }
