@@ -165,18 +165,14 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, jobs.CodeBadRequest, "read body: "+err.Error())
 		return
 	}
-	req, err := n.ParseRequest(body)
+	p := auth.FromContext(r.Context())
+	req, err := n.parseRequestAs(body, p)
 	if err == nil {
 		err = refuseInternalSpawnFields(req)
 	}
 	if err != nil {
 		code := jobs.CodeOf(err)
 		writeError(w, statusForCode(code), code, err.Error())
-		return
-	}
-	p := auth.FromContext(r.Context())
-	if need := n.opPerm(req.Operation); !p.Can(need) {
-		writeError(w, http.StatusForbidden, jobs.CodeForbidden, auth.NeedMessage(need, "operation "+req.Operation))
 		return
 	}
 	job, err := n.submitAs(r.Context(), req, p.Owner)

@@ -604,3 +604,56 @@ func TestSecretStaysPrivate(t *testing.T) {
 	require.Contains(t, err.Error(), "0600")
 	_ = n2.Close()
 }
+
+// TestRefusedOperationTellsNothing: a caller who may not submit an
+// operation gets the same 403 whatever its fields name. The operation's
+// checks stat files and look up hosts as the node's user, so running them
+// first told another local user or a read key which files exist and are
+// executable anywhere the node's user can see.
+func TestRefusedOperationTellsNothing(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	read := createKey(t, n, "reader", "read")
+	inf := createKey(t, n, "chat", "inference")
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "llama-server")
+	require.NoError(t, os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755))
+	plain := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(plain, []byte("x"), 0o600))
+	bodies := []string{
+		`{"operation":"worker_binary_add","type":"llama-server","path":"` + exe + `"}`,
+		`{"operation":"worker_binary_add","type":"llama-server","path":"` + plain + `"}`,
+		`{"operation":"worker_binary_add","type":"llama-server","path":"` + filepath.Join(dir, "missing") + `"}`,
+		`{"operation":"ssh_test","name":"no-such-host"}`,
+		`{"operation":"hive_refresh_capabilities","hive":"no-such-hive"}`,
+		`{"operation":"worker_spawn","hive":"no-such-hive","model":"builtin:stories260k"}`,
+	}
+	callers := []struct {
+		name string
+		call func(body string) (int, string)
+	}{
+		{"local user without a key", func(body string) (int, string) {
+			st, _, data := apiCall(t, n, "POST", "/v1/jobs", "", "application/json", body, nil)
+			return st, string(data)
+		}},
+		{"read key off loopback", func(body string) (int, string) {
+			return offLoopbackBody(n, "192.0.2.30:4000", "POST", "/v1/jobs", read, body)
+		}},
+		{"inference key off loopback", func(body string) (int, string) {
+			return offLoopbackBody(n, "192.0.2.31:4000", "POST", "/v1/jobs", inf, body)
+		}},
+	}
+	before := jobCount(n)
+	for _, c := range callers {
+		t.Run(c.name, func(t *testing.T) {
+			for _, body := range bodies {
+				st, data := c.call(body)
+				require.Equal(t, 403, st, "%s: %s", body, data)
+				require.Contains(t, data, `"forbidden"`)
+				require.NotContains(t, data, dir, "the answer names the file")
+				require.NotContains(t, data, "no-such", "the answer looked the name up")
+			}
+		})
+	}
+	require.Equal(t, before, jobCount(n), "a refused request ran a job")
+}

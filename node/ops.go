@@ -115,6 +115,14 @@ func (n *Node) Operations() []string {
 // ParseRequest decodes and validates a job request body. Errors are
 // *jobs.Error with a code (bad_request, unknown_operation, unknown_hive).
 func (n *Node) ParseRequest(body []byte) (Request, error) {
+	return n.parseRequestAs(body, auth.Principal{Perms: auth.Admin})
+}
+
+// parseRequestAs is ParseRequest for a caller p: an operation p may not
+// submit is refused (forbidden) before its fields are looked at, so its
+// validation (which stats files and resolves hosts as the node's user)
+// tells such a caller nothing.
+func (n *Node) parseRequestAs(body []byte, p auth.Principal) (Request, error) {
 	var req Request
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	if err := dec.Decode(&req); err != nil {
@@ -130,6 +138,9 @@ func (n *Node) ParseRequest(body []byte) (Request, error) {
 	o, ok := n.ops[req.Operation]
 	if !ok {
 		return req, jobs.Errorf(jobs.CodeUnknownOperation, "unknown operation %q (known: %s)", req.Operation, strings.Join(n.Operations(), ", "))
+	}
+	if need := n.opPerm(req.Operation); !p.Can(need) {
+		return req, jobs.Errorf(jobs.CodeForbidden, "%s", auth.NeedMessage(need, "operation "+req.Operation))
 	}
 	if req.Hive != "" {
 		if _, err := n.resolveHive(req.Hive); err != nil {
