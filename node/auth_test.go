@@ -657,3 +657,42 @@ func TestRefusedOperationTellsNothing(t *testing.T) {
 	}
 	require.Equal(t, before, jobCount(n), "a refused request ran a job")
 }
+
+// TestReissuedKeyNameSeesNoOldJobs: a key created under the name of a
+// revoked key (the usual rotation of a leaked key) is another principal:
+// it neither lists, reads, follows nor cancels the old key's jobs.
+func TestReissuedKeyNameSeesNoOldJobs(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	const lan = "192.0.2.40:4000"
+	old := createKey(t, n, "webui", "inference")
+	st, body := offLoopbackBody(n, lan, "POST", "/v1/jobs", old, `{"operation":"infer","model":"no-such-model","prompt":"the old holder's prompt"}`)
+	require.Equal(t, 202, st, body)
+	var sub struct {
+		JobID string `json:"job_id"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &sub))
+	run(t, n, map[string]any{"operation": "apikey_revoke", "name": "webui"}, nil)
+	reissued := createKey(t, n, "webui", "inference")
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/v1/jobs/" + sub.JobID, 404},
+		{"GET", "/v1/jobs/" + sub.JobID + "/events", 404},
+		{"DELETE", "/v1/jobs/" + sub.JobID, 404},
+	} {
+		st, body := offLoopbackBody(n, lan, tc.method, tc.path, reissued, "")
+		require.Equal(t, tc.want, st, "%s %s: %s", tc.method, tc.path, body)
+	}
+	st, body = offLoopbackBody(n, lan, "GET", "/v1/jobs", reissued, "")
+	require.Equal(t, 200, st, body)
+	require.NotContains(t, body, sub.JobID, "the new key lists the revoked key's job")
+	// The new key still sees its own.
+	st, body = offLoopbackBody(n, lan, "POST", "/v1/jobs", reissued, `{"operation":"infer","model":"no-such-model","prompt":"x"}`)
+	require.Equal(t, 202, st, body)
+	require.NoError(t, json.Unmarshal([]byte(body), &sub))
+	st, body = offLoopbackBody(n, lan, "GET", "/v1/jobs", reissued, "")
+	require.Equal(t, 200, st, body)
+	require.Contains(t, body, sub.JobID)
+}

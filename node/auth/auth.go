@@ -66,9 +66,10 @@ func (p Perm) String() string {
 type Principal struct {
 	Perms Perm
 	// Owner names the jobs this principal creates and may see: "admin",
-	// "uid:<n>" for a local user without a credential, "key:<name>" for
-	// an API key, "anon" when the uid is unknown (such jobs are readable
-	// by id only).
+	// "uid:<n>" for a local user without a credential, "key:<name>#<hash
+	// prefix>" for an API key (a key created later under a revoked key's
+	// name is another principal), "anon" when the uid is unknown (such
+	// jobs are readable by id only).
 	Owner string
 }
 
@@ -265,7 +266,7 @@ func (g *Guard) Authenticate(r *http.Request) (p Principal, ok bool, why string)
 				// machine (below): an inference key still reads status.
 				perms |= Read | Inference
 			}
-			return Principal{Perms: perms, Owner: "key:" + k.Name}, true, ""
+			return Principal{Perms: perms, Owner: keyOwner(k)}, true, ""
 		}
 		if local && tokenEqual(tok, g.cfg.AdminKey) {
 			return Principal{Perms: Admin | Read | Inference, Owner: OwnerAdmin}, true, ""
@@ -290,6 +291,17 @@ func (g *Guard) Authenticate(r *http.Request) (p Principal, ok bool, why string)
 		return Principal{}, false, "the cluster secret joins nodes and is no API credential: use an API key (`rbee apikey create` on a node)"
 	}
 	return Principal{}, false, "the credential was refused"
+}
+
+// keyOwner is the job owner of API key k: its name, for a person reading
+// it, and the start of its hash, since a name is reused once its key is
+// revoked and the new key's holder must not see the old key's jobs.
+func keyOwner(k fsm.APIKey) string {
+	h := k.Hash
+	if len(h) > 16 {
+		h = h[:16]
+	}
+	return "key:" + k.Name + "#" + h
 }
 
 // Wrap is the API's outer layer around routes: it refuses requests a

@@ -128,6 +128,11 @@ func (f *fixture) do(q req) (int, string, *httptest.ResponseRecorder) {
 
 const lan = "192.0.2.7:5000"
 
+// keyOwner is the job owner of the API key key named name.
+func keyOwner(name, key string) string {
+	return "key:" + name + "#" + auth.HashAPIKey(key)[:16]
+}
+
 // TestCredentials: who a request acts as, on and off loopback, for every
 // kind of credential, and what each may reach.
 func TestCredentials(t *testing.T) {
@@ -150,17 +155,17 @@ func TestCredentials(t *testing.T) {
 		{"lan, no credential", "/status", lan, "", 401, "unauthorized", ""},
 		{"lan, admin key is loopback only", "/status", "192.0.2.8:1", f.admin, 401, "unauthorized", ""},
 		{"lan, cluster secret", "/status", "192.0.2.9:1", secret, 401, "unauthorized", ""},
-		{"lan, admin api key", "/admin", "192.0.2.10:1", adminKey, 200, "", "key:ops"},
-		{"lan, inference key, inference", "/infer", "192.0.2.10:1", infKey, 200, "", "key:webui"},
+		{"lan, admin api key", "/admin", "192.0.2.10:1", adminKey, 200, "", keyOwner("ops", adminKey)},
+		{"lan, inference key, inference", "/infer", "192.0.2.10:1", infKey, 200, "", keyOwner("webui", infKey)},
 		{"lan, inference key, read", "/status", "192.0.2.10:1", infKey, 403, "forbidden", ""},
-		{"lan, inference key, jobs", "/jobs", "192.0.2.10:1", infKey, 200, "", "key:webui"},
+		{"lan, inference key, jobs", "/jobs", "192.0.2.10:1", infKey, 200, "", keyOwner("webui", infKey)},
 		{"lan, inference key, admin", "/admin", "192.0.2.10:1", infKey, 403, "forbidden", ""},
-		{"lan, read key, read", "/status", "192.0.2.10:1", readKey, 200, "", "key:prometheus"},
+		{"lan, read key, read", "/status", "192.0.2.10:1", readKey, 200, "", keyOwner("prometheus", readKey)},
 		{"lan, read key, inference", "/infer", "192.0.2.10:1", readKey, 403, "forbidden", ""},
 		{"lan, public route", "/public", "192.0.2.10:1", "", 200, "", ""},
 		{"ipv6 loopback", "/status", "[::1]:40000", "", 200, "", "anon"},
 		// On loopback a key gives no less than no key would.
-		{"loopback, inference key, read", "/status", "127.0.0.1:40000", infKey, 200, "", "key:webui"},
+		{"loopback, inference key, read", "/status", "127.0.0.1:40000", infKey, 200, "", keyOwner("webui", infKey)},
 		{"loopback, inference key, admin", "/admin", "127.0.0.1:40000", infKey, 403, "forbidden", ""},
 	}
 	for _, tc := range cases {
