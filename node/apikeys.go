@@ -106,3 +106,23 @@ func (n *Node) findAPIKey(name string) (fsm.APIKey, bool) {
 	}
 	return fsm.APIKey{}, false
 }
+
+// keyLoop ends the answers still streaming to API keys that were revoked
+// (Guard.EndRevoked) when the registry changes, and every second in case
+// a change notice was dropped.
+func (n *Node) keyLoop() {
+	defer n.wg.Done()
+	events, stop := n.reg.Subscribe()
+	defer stop()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-events:
+		case <-t.C:
+		}
+		n.auth.EndRevoked()
+	}
+}

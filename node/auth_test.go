@@ -696,3 +696,51 @@ func TestReissuedKeyNameSeesNoOldJobs(t *testing.T) {
 	require.Equal(t, 200, st, body)
 	require.Contains(t, body, sub.JobID)
 }
+
+// TestRevokedKeyStreamsEnd: an answer still streaming to an API key (the
+// cluster feed, which never ends by itself) ends within a couple of
+// seconds of the key's revocation on another node, as its next request
+// is refused; another key's stream goes on.
+func TestRevokedKeyStreamsEnd(t *testing.T) {
+	c := nodetest.New(t, 2)
+	n0, n1 := c.Nodes[0], c.Nodes[1]
+	revoked := createKey(t, n0, "dashboard", "read")
+	kept := createKey(t, n0, "prometheus", "read")
+	require.Eventually(t, func() bool { return len(n1.Registry().APIKeys()) == 2 }, nodetest.WaitTimeout, 20*time.Millisecond)
+	stream := func(key string) (ended <-chan struct{}, stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		r := httptest.NewRequest("GET", "/v1/cluster/events", nil).WithContext(ctx)
+		r.RemoteAddr, r.Host = "192.0.2.50:4000", "127.0.0.1"
+		r.Header.Set("Authorization", "Bearer "+key)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			n1.Handler().ServeHTTP(httptest.NewRecorder(), r)
+		}()
+		t.Cleanup(func() { cancel(); <-done })
+		return done, cancel
+	}
+	revokedEnded, _ := stream(revoked)
+	keptEnded, _ := stream(kept)
+	// Both streams are open (the feed sends its first state at once).
+	select {
+	case <-revokedEnded:
+		t.Fatal("the stream ended before the revocation")
+	case <-time.After(300 * time.Millisecond):
+	}
+	run(t, n0, map[string]any{"operation": "apikey_revoke", "name": "dashboard"}, nil)
+	require.Eventually(t, func() bool {
+		select {
+		case <-revokedEnded:
+			return true
+		default:
+			return false
+		}
+	}, 3*time.Second, 20*time.Millisecond, "the revoked key's stream goes on")
+	select {
+	case <-keptEnded:
+		t.Fatal("another key's stream ended")
+	default:
+	}
+	require.Equal(t, 401, offLoopback(n1, "192.0.2.50:4000", "GET", "/v1/cluster", revoked, ""))
+}

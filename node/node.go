@@ -419,11 +419,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	n.reconn = newReconnector()
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.gossipLoop()
 	go n.reconnectLoop()
 	go n.voterLinksLoop()
 	go n.tlsLoop()
+	go n.keyLoop()
 	n.sup.Start(n.ctx)
 	if n.cfg.MDNS {
 		n.wg.Add(1)

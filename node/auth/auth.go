@@ -71,6 +71,9 @@ type Principal struct {
 	// name is another principal), "anon" when the uid is unknown (such
 	// jobs are readable by id only).
 	Owner string
+	// keyHash is the registry hash of the API key the principal comes
+	// from ("" for any other credential): its answers end if it is revoked.
+	keyHash string
 }
 
 // Job owners that are no user.
@@ -161,6 +164,7 @@ type Guard struct {
 	fails *limiter
 	uses  keyUse
 	host  hostID
+	open  openAnswers
 }
 
 // New returns a guard.
@@ -266,7 +270,7 @@ func (g *Guard) Authenticate(r *http.Request) (p Principal, ok bool, why string)
 				// machine (below): an inference key still reads status.
 				perms |= Read | Inference
 			}
-			return Principal{Perms: perms, Owner: keyOwner(k)}, true, ""
+			return Principal{Perms: perms, Owner: keyOwner(k), keyHash: k.Hash}, true, ""
 		}
 		if local && tokenEqual(tok, g.cfg.AdminKey) {
 			return Principal{Perms: Admin | Read | Inference, Owner: OwnerAdmin}, true, ""
@@ -291,6 +295,65 @@ func (g *Guard) Authenticate(r *http.Request) (p Principal, ok bool, why string)
 		return Principal{}, false, "the cluster secret joins nodes and is no API credential: use an API key (`rbee apikey create` on a node)"
 	}
 	return Principal{}, false, "the credential was refused"
+}
+
+// openAnswers are the requests of API keys still being answered, so that
+// a revoked key's long answers end.
+type openAnswers struct {
+	mu   sync.Mutex
+	reqs map[*openAnswer]struct{}
+}
+
+type openAnswer struct {
+	hash   string
+	cancel context.CancelFunc
+}
+
+// add records a request of the key with hash; its context ends when done
+// is called or the key is revoked.
+func (o *openAnswers) add(parent context.Context, hash string) (ctx context.Context, done func()) {
+	ctx, cancel := context.WithCancel(parent)
+	a := &openAnswer{hash: hash, cancel: cancel}
+	o.mu.Lock()
+	if o.reqs == nil {
+		o.reqs = map[*openAnswer]struct{}{}
+	}
+	o.reqs[a] = struct{}{}
+	o.mu.Unlock()
+	return ctx, func() {
+		o.mu.Lock()
+		delete(o.reqs, a)
+		o.mu.Unlock()
+		cancel()
+	}
+}
+
+// EndRevoked ends the answers still going to API keys that are no longer
+// in the registry: the node calls it when the registry changes, so a
+// revoked key stops receiving an event stream or a completion at once, as
+// its next request is refused. It returns how many it ended.
+func (g *Guard) EndRevoked() int {
+	g.open.mu.Lock()
+	defer g.open.mu.Unlock()
+	if len(g.open.reqs) == 0 || g.cfg.Node == nil {
+		return 0
+	}
+	keep := map[string]bool{}
+	for _, k := range g.cfg.Node.APIKeys() {
+		keep[k.Hash] = true
+	}
+	n := 0
+	for a := range g.open.reqs {
+		if !keep[a.hash] {
+			a.cancel()
+			delete(g.open.reqs, a)
+			n++
+		}
+	}
+	if n > 0 {
+		g.cfg.Logger.Info("ended answers to a revoked API key", "answers", n)
+	}
+	return n
 }
 
 // keyOwner is the job owner of API key k: its name, for a person reading
@@ -390,7 +453,16 @@ func (g *Guard) Wrap(routes http.Handler) http.Handler {
 			fail(w, http.StatusForbidden, jobs.CodeForbidden, NeedMessage(need, r.Method+" "+r.URL.Path))
 			return
 		}
-		routes.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		ctx := context.WithValue(r.Context(), principalKey{}, p)
+		if p.keyHash != "" {
+			// An answer to an API key (an event stream, the cluster
+			// feed, a streamed completion) ends when the key is revoked
+			// (EndRevoked), not when the client hangs up.
+			var done func()
+			ctx, done = g.open.add(ctx, p.keyHash)
+			defer done()
+		}
+		routes.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
