@@ -146,10 +146,19 @@ func reachError(base string, err error) error {
 	if errors.As(err, &cve) || errors.Is(err, tlsca.ErrWrongCA) {
 		return fmt.Errorf("the node at %s is not trusted: %w", base, err)
 	}
+	if errors.Is(err, http.ErrSchemeMismatch) {
+		return fmt.Errorf("%s is a plain HTTP listener (a node's --http-addr), not HTTPS: use http://, or the node's HTTPS address (--https-addr): %w", base, err)
+	}
 	return fmt.Errorf("cannot reach the node at %s: %w (is `rbee node` running? set --node or RBEE_NODE)", base, err)
 }
 
+// plainToTLS is what Go's HTTPS server answers a plain HTTP request with.
+const plainToTLS = "Client sent an HTTP request to an HTTPS server."
+
 func decodeAPIError(status int, data []byte) error {
+	if status == http.StatusBadRequest && strings.TrimSpace(string(data)) == plainToTLS {
+		return &APIError{Status: status, Code: "http", Message: "this is a node's HTTPS listener (--https-addr): use an https:// URL for it, trusting the cluster CA (--ca or --ca-fingerprint)"}
+	}
 	var e struct {
 		Error struct {
 			Code    string `json:"code"`

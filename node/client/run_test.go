@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -106,4 +107,27 @@ func TestFollowLostNode(t *testing.T) {
 	err := New(hs.URL, "").Result(t.Context(), api.StatusRequest{}, nil, nil)
 	require.ErrorContains(t, err, "lost the node at "+hs.URL+" while following job j1")
 	require.ErrorContains(t, err, "connection refused")
+}
+
+// TestWrongScheme: http:// to an HTTPS listener and https:// to a plain
+// one say which scheme the listener speaks, not Go's transport text or
+// "is `rbee node` running?".
+func TestWrongScheme(t *testing.T) {
+	js := &jobServer{stream: -1}
+	tlsSrv := httptest.NewTLSServer(js)
+	defer tlsSrv.Close()
+	plainSrv := httptest.NewServer(js)
+	defer plainSrv.Close()
+	for _, tc := range []struct {
+		name, base, want string
+	}{
+		{"http to an https listener", strings.Replace(tlsSrv.URL, "https://", "http://", 1), "use an https:// URL"},
+		{"https to an http listener", strings.Replace(plainSrv.URL, "http://", "https://", 1), "plain HTTP listener"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := New(tc.base, "").Result(t.Context(), api.StatusRequest{}, nil, nil)
+			require.ErrorContains(t, err, tc.want)
+			require.NotContains(t, err.Error(), "is `rbee node` running")
+		})
+	}
 }
