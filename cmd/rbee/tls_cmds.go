@@ -35,7 +35,7 @@ from another CA:
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := waitCtx(cmd.Context())
 			defer cancel()
-			info, err := g.client().CA(ctx)
+			info, err := g.client().CA(ctx, g.caFingerprint)
 			if err != nil {
 				return err
 			}

@@ -449,8 +449,31 @@ func (c *Client) Health(ctx context.Context) error {
 }
 
 // CA fetches the cluster CA certificate the node serves (public).
-func (c *Client) CA(ctx context.Context) (api.CAInfo, error) {
+//
+// The answer is checked, not believed: it must be one CA certificate, its
+// fingerprint and validity are read from the certificate itself, and with
+// pin (a --ca-fingerprint, "" for none) it must be that CA, whatever
+// the connection was (plain HTTP can be altered on the way). Errors for a
+// certificate that is not the pinned one wrap tlsca.ErrWrongCA.
+func (c *Client) CA(ctx context.Context, pin string) (api.CAInfo, error) {
 	var out api.CAInfo
-	err := c.do(ctx, http.MethodGet, "/v1/tls/ca", nil, &out)
-	return out, err
+	if err := c.do(ctx, http.MethodGet, "/v1/tls/ca", nil, &out); err != nil {
+		return out, err
+	}
+	cert, err := tlsca.ParseCACertPEM([]byte(out.CertPEM))
+	if err != nil {
+		return api.CAInfo{}, fmt.Errorf("the node at %s answered no usable CA certificate: %w", c.Base, err)
+	}
+	got := tlsca.Fingerprint(cert)
+	if pin != "" {
+		want, err := tlsca.ParseFingerprint(pin)
+		if err != nil {
+			return api.CAInfo{}, err
+		}
+		if got != tlsca.FormatFingerprint(want) {
+			return api.CAInfo{}, fmt.Errorf("%w: the node at %s answered the CA %s, not the pinned %s; check --ca-fingerprint, or that you reach the node you mean",
+				tlsca.ErrWrongCA, c.Base, got, tlsca.FormatFingerprint(want))
+		}
+	}
+	return api.CAInfo{CertPEM: string(tlsca.EncodeCertPEM(cert)), Fingerprint: got, NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC()}, nil
 }
