@@ -39,6 +39,9 @@ var (
 	ErrAPI = errors.New("node API error")
 	// ErrNodeURL: the node URL is not http(s)://HOST[:PORT].
 	ErrNodeURL = errors.New("not a node URL (--node or RBEE_NODE: http://HOST:PORT or https://HOST:PORT)")
+	// ErrBadToken: the credential has a character no HTTP header can
+	// carry (a line break or a space, say); nothing was sent.
+	ErrBadToken = errors.New("the API key (--token or RBEE_TOKEN) cannot be sent: it has a space, a line break or another control character (copied with the end of its line?)")
 )
 
 // JobError is a failed job's error event.
@@ -118,8 +121,8 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
+	if err := c.authorize(req); err != nil {
+		return err
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
@@ -136,6 +139,23 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 	if out != nil {
 		return json.Unmarshal(data, out)
 	}
+	return nil
+}
+
+// authorize sets the request's bearer credential, if the client has one.
+// A token no header can carry is refused here, with ErrBadToken, before
+// Go's transport refuses it with an error that reads like an unreachable
+// node; the token itself is never in the error.
+func (c *Client) authorize(req *http.Request) error {
+	if c.Token == "" {
+		return nil
+	}
+	for i := 0; i < len(c.Token); i++ {
+		if b := c.Token[i]; b <= ' ' || b == 0x7f {
+			return ErrBadToken
+		}
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
 	return nil
 }
 
@@ -277,8 +297,8 @@ func (c *Client) followOnce(ctx context.Context, id string, f *follower) (bool, 
 	if f.last > 0 {
 		req.Header.Set("Last-Event-ID", strconv.FormatInt(f.last, 10))
 	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
+	if err := c.authorize(req); err != nil {
+		return false, err
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
@@ -366,8 +386,8 @@ func (c *Client) submitFollow(ctx context.Context, job any, f *follower) (id str
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", sse.ContentType+", application/json")
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
+	if err := c.authorize(req); err != nil {
+		return "", false, err
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {

@@ -131,3 +131,23 @@ func TestWrongScheme(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenNoHeaderCarries: a token with a line break or a space (an
+// RBEE_TOKEN copied with the end of its line) is refused before anything
+// is sent, with an error that says so and does not echo the token,
+// rather than Go's "invalid header field value" dressed as an
+// unreachable node.
+func TestTokenNoHeaderCarries(t *testing.T) {
+	js := &jobServer{stream: -1}
+	hs := httptest.NewServer(js)
+	defer hs.Close()
+	for _, tok := range []string{"rbk_secretpart\n", "rbk_secret part", "rbk_secret\x01", "\trbk_secret"} {
+		err := New(hs.URL, tok).Result(t.Context(), api.StatusRequest{}, nil, nil)
+		require.ErrorIs(t, err, ErrBadToken, "%q", tok)
+		require.NotContains(t, err.Error(), "secret")
+		require.NotContains(t, err.Error(), "is `rbee node` running")
+		_, err = New(hs.URL, tok).Submit(t.Context(), api.StatusRequest{})
+		require.ErrorIs(t, err, ErrBadToken, "%q", tok)
+	}
+	require.Empty(t, js.requests, "a request went out")
+}
