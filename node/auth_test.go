@@ -744,3 +744,35 @@ func TestRevokedKeyStreamsEnd(t *testing.T) {
 	}
 	require.Equal(t, 401, offLoopback(n1, "192.0.2.50:4000", "GET", "/v1/cluster", revoked, ""))
 }
+
+// TestHealthTellsRebindingNothing: /health answers every Host (a proxy's
+// probe), but a page that rebound its own name to this machine learns
+// only that the node is up: not its name, id, version or data dir (which
+// names the user). The node's own names get the whole answer.
+func TestHealthTellsRebindingNothing(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	port := n.HTTPAddr()[strings.LastIndex(n.HTTPAddr(), ":")+1:]
+	for _, tc := range []struct {
+		host string
+		full bool
+	}{
+		{"evil.example:" + port, false},
+		{"attacker.test", false},
+		{"127.0.0.1:" + port, true},
+		{"localhost:" + port, true},
+	} {
+		st, _, data := apiCall(t, n, "GET", "/health", "", "", "", map[string]string{"Host": tc.host})
+		require.Equal(t, 200, st, tc.host)
+		var out map[string]any
+		require.NoError(t, json.Unmarshal(data, &out))
+		require.Equal(t, "ok", out["status"], tc.host)
+		if tc.full {
+			require.Equal(t, n.Name(), out["node"], tc.host)
+			require.NotEmpty(t, out["data_dir"], tc.host)
+			continue
+		}
+		require.Equal(t, map[string]any{"status": "ok"}, out, "%s: %s", tc.host, data)
+		require.NotContains(t, string(data), n.DataDir())
+	}
+}
