@@ -184,6 +184,11 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	job, err := n.submitAs(r.Context(), req, p.Owner)
+	if errors.Is(err, jobs.ErrOwnerBusy) {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusTooManyRequests, jobs.CodeTooManyJobs, err.Error())
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, jobs.CodeUnavailable, err.Error())
 		return

@@ -311,7 +311,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.log = n.log.With("id", shortID(n.peerID.String()))
 	n.auth = n.newGuard()
 
-	n.jobs = jobs.New(jobs.Config{Node: n.cfg.Name, Logger: n.log.With("component", "jobs")})
+	// One caller (a local user, an API key) gets a tenth of the job
+	// table; the admin may always act.
+	n.jobs = jobs.New(jobs.Config{Node: n.cfg.Name, Unbounded: auth.OwnerAdmin, Logger: n.log.With("component", "jobs")})
 
 	// The HTTP listener is bound before gossip so its real address (port 0
 	// in tests) goes into the metadata others see.

@@ -49,6 +49,8 @@ const (
 	// CodeUpgradeRequired: the write needs a registry version the cluster
 	// has not reached (a server runs an older build); upgrade it first.
 	CodeUpgradeRequired = "upgrade_required"
+	// CodeTooManyJobs: the caller has its most running jobs (429).
+	CodeTooManyJobs = "too_many_jobs"
 )
 
 // Sentinel errors.
@@ -57,6 +59,8 @@ var (
 	ErrNotFound = errors.New("job not found")
 	// ErrTooMany: the manager holds its maximum of running jobs.
 	ErrTooMany = errors.New("too many running jobs")
+	// ErrOwnerBusy: the submitter has MaxOwnerJobs jobs running already.
+	ErrOwnerBusy = errors.New("too many running jobs of this caller: wait for some to end, or cancel them (DELETE /v1/jobs/{id})")
 	// ErrClosed: the manager is closed.
 	ErrClosed = errors.New("job manager closed")
 	// ErrReported: returned by a Func whose error event was already emitted
@@ -156,7 +160,16 @@ type Config struct {
 	// MaxRetainedEvents bounds the events of all finished jobs together;
 	// past it the oldest finished jobs are dropped before their Retain.
 	MaxRetainedEvents int
-	Logger            *slog.Logger
+	// MaxOwnerJobs bounds the running jobs of one owner (0: a tenth of
+	// MaxJobs), so that one caller cannot fill MaxJobs and lock every
+	// other one out. Jobs without an owner and Unbounded's are not
+	// counted against it.
+	MaxOwnerJobs int
+	// Unbounded is an owner whom MaxOwnerJobs does not limit and who may
+	// go a tenth past MaxJobs (the admin, who must still be able to act,
+	// revoke a key or cancel, while others hold MaxJobs); "" for none.
+	Unbounded string
+	Logger    *slog.Logger
 }
 
 // DefaultConfig: 10 minutes of retention is long enough for a client to
@@ -192,6 +205,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.MaxRetainedEvents <= 0 {
 		cfg.MaxRetainedEvents = d.MaxRetainedEvents
+	}
+	if cfg.MaxOwnerJobs <= 0 {
+		cfg.MaxOwnerJobs = max(1, cfg.MaxJobs/10)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -231,9 +247,17 @@ func (m *Manager) SubmitOwned(parent context.Context, operation, owner string, f
 		return nil, ErrClosed
 	}
 	m.gcLocked()
-	if len(m.jobs) >= m.cfg.MaxJobs {
+	limit := m.cfg.MaxJobs
+	if owner != "" && owner == m.cfg.Unbounded {
+		limit += max(1, m.cfg.MaxJobs/10)
+	}
+	if len(m.jobs) >= limit {
 		m.mu.Unlock()
 		return nil, ErrTooMany
+	}
+	if owner != "" && owner != m.cfg.Unbounded && m.runningLocked(owner) >= m.cfg.MaxOwnerJobs {
+		m.mu.Unlock()
+		return nil, ErrOwnerBusy
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	j := &Job{ID: newID(), Operation: operation, Owner: owner, Created: time.Now(), m: m, cancel: cancel, notify: make(chan struct{})}
@@ -331,6 +355,22 @@ func (m *Manager) Close() {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
+}
+
+// runningLocked is how many of owner's jobs are running; m.mu is held.
+func (m *Manager) runningLocked(owner string) int {
+	n := 0
+	for _, j := range m.jobs {
+		if j.Owner != owner {
+			continue
+		}
+		j.mu.Lock()
+		if !j.done {
+			n++
+		}
+		j.mu.Unlock()
+	}
+	return n
 }
 
 // gcLocked drops expired jobs, then the oldest finished ones while there

@@ -173,3 +173,50 @@ func TestEventCap(t *testing.T) {
 	require.Equal(t, TypeError, evs[8].Type)
 	require.Equal(t, TypeDone, evs[9].Type)
 }
+
+// TestOwnerCannotFillTheTable: one owner's running jobs stop at
+// MaxOwnerJobs (ErrOwnerBusy) while other owners still submit; when the
+// owners together hold MaxJobs, the Unbounded owner (the admin) can still
+// act, and a finished job frees its owner's place.
+func TestOwnerCannotFillTheTable(t *testing.T) {
+	m := New(Config{MaxJobs: 6, MaxOwnerJobs: 2, Unbounded: "admin"})
+	release := make(chan struct{})
+	defer func() { close(release); m.Close() }()
+	block := func(ctx context.Context, em Emitter) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	steps := []struct {
+		owner string
+		want  error
+	}{
+		{"uid:1001", nil},
+		{"uid:1001", nil},
+		{"uid:1001", ErrOwnerBusy}, // its own bound
+		{"key:webui#1", nil},       // others are not held up
+		{"key:webui#1", nil},
+		{"key:webui#2", nil}, // a reissued key is another owner
+		{"key:webui#2", nil}, // the table's 6
+		{"uid:1002", ErrTooMany},
+		{"admin", nil}, // the admin goes past MaxJobs
+	}
+	for i, s := range steps {
+		_, err := m.SubmitOwned(context.Background(), "x", s.owner, block)
+		if s.want == nil {
+			require.NoError(t, err, "step %d (%s)", i, s.owner)
+		} else {
+			require.ErrorIs(t, err, s.want, "step %d (%s)", i, s.owner)
+		}
+	}
+	// A finished job gives its owner its place back.
+	m2 := New(Config{MaxJobs: 10, MaxOwnerJobs: 1})
+	defer m2.Close()
+	j, err := m2.SubmitOwned(context.Background(), "x", "uid:1001", func(ctx context.Context, em Emitter) error { return nil })
+	require.NoError(t, err)
+	collect(t, j, 0)
+	_, err = m2.SubmitOwned(context.Background(), "x", "uid:1001", func(ctx context.Context, em Emitter) error { return nil })
+	require.NoError(t, err)
+}
