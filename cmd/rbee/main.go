@@ -19,6 +19,7 @@ import (
 	"github.com/rbee-project/rbee/internal/workercmd"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
+	"github.com/rbee-project/rbee/node/tlsca"
 )
 
 // version is set at link time (-ldflags "-X main.version=v1.2.3").
@@ -65,7 +66,7 @@ func (g *globals) client() *client.Client {
 func (g *globals) setupTLS() error {
 	var t client.TLS
 	if g.caFile != "" {
-		b, err := os.ReadFile(g.caFile)
+		b, err := tlsca.ReadPEMFile(g.caFile)
 		if err != nil {
 			return fmt.Errorf("--ca: %w", err)
 		}

@@ -475,11 +475,11 @@ func LoadCertificate(chainPEM, keyPEM []byte) (*tls.Certificate, error) {
 // LoadCertificateFiles reads a certificate chain and key from PEM files
 // (a user's own certificate, --tls-cert and --tls-key).
 func LoadCertificateFiles(certFile, keyFile string) (*tls.Certificate, error) {
-	chain, err := readBounded(certFile)
+	chain, err := ReadPEMFile(certFile)
 	if err != nil {
 		return nil, err
 	}
-	key, err := readBounded(keyFile)
+	key, err := ReadPEMFile(keyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -490,7 +490,10 @@ func LoadCertificateFiles(certFile, keyFile string) (*tls.Certificate, error) {
 	return c, nil
 }
 
-func readBounded(path string) ([]byte, error) {
+// ReadPEMFile reads a PEM file of at most MaxPEMSize bytes: it stops
+// there, so a path that never ends (a device, a pipe, a wrong file) is an
+// error, not a read without end. Errors past the size wrap ErrBadPEM.
+func ReadPEMFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

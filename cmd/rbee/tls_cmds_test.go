@@ -1,0 +1,62 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestCAFileThatNeverEnds: a --ca that is no certificate file but a pipe
+// or a device that never ends (--ca /dev/zero ran the CLI out of memory)
+// is refused once it is past the largest PEM, not read forever.
+func TestCAFileThatNeverEnds(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs mkfifo")
+	}
+	fifo := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		// 1 MiB, then the pipe stays open: a reader that wants the end
+		// waits until the test ends.
+		_, _ = f.WriteString(strings.Repeat("A", 1<<20))
+		<-stop
+	}()
+	errc := make(chan error, 1)
+	go func() {
+		root := newRootCmd()
+		root.SetArgs([]string{"status", "--node", "https://127.0.0.1:1", "--ca", fifo})
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		errc <- root.Execute()
+	}()
+	defer func() {
+		close(stop)
+		<-writerDone
+	}()
+	select {
+	case err := <-errc:
+		require.ErrorContains(t, err, "over 65536 bytes")
+		require.ErrorContains(t, err, "--ca")
+	case <-time.After(10 * time.Second):
+		close(stop) // let the reader finish before the test ends
+		<-writerDone
+		stop = make(chan struct{})
+		<-errc
+		t.Fatal("--ca was read without end")
+	}
+}
