@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -106,11 +107,11 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 			cfg.CAFingerprint = g.caFingerprint
 			switch {
 			case tokenFile != "":
-				b, err := os.ReadFile(tokenFile)
+				tok, err := readTokenFile(tokenFile)
 				if err != nil {
 					return fmt.Errorf("--token-file: %w", err)
 				}
-				cfg.Token = strings.TrimSpace(string(b))
+				cfg.Token = tok
 			case os.Getenv(node.ClusterTokenEnv) != "":
 				cfg.Token = os.Getenv(node.ClusterTokenEnv)
 			case cmd.Flags().Changed("token"):
@@ -408,4 +409,27 @@ func findSourceTree() string {
 // waitCtx bounds client calls that should answer quickly.
 func waitCtx(parent context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(parent, 30*time.Second)
+}
+
+// maxTokenFile bounds --token-file: a cluster token is a line of about
+// 60 characters.
+const maxTokenFile = 4 << 10
+
+// readTokenFile reads the cluster token from path, at most maxTokenFile
+// bytes: a path that never ends (a device, a pipe, a wrong file) is an
+// error, not a read without end.
+func readTokenFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxTokenFile {
+		return "", fmt.Errorf("%s is over %d bytes: not a cluster token file", path, maxTokenFile)
+	}
+	return strings.TrimSpace(string(b)), nil
 }

@@ -60,3 +60,16 @@ func TestCAFileThatNeverEnds(t *testing.T) {
 		t.Fatal("--ca was read without end")
 	}
 }
+
+// TestTokenFileThatNeverEnds: --token-file, like --ca, stops reading past
+// what a token can be; a small file still gives its token.
+func TestTokenFileThatNeverEnds(t *testing.T) {
+	dir := t.TempDir()
+	ok := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(ok, []byte("rbee_abcdefghijklmnopqrstuvwxyz\n"), 0o600))
+	tok, err := readTokenFile(ok)
+	require.NoError(t, err)
+	require.Equal(t, "rbee_abcdefghijklmnopqrstuvwxyz", tok)
+	_, err = readTokenFile("/dev/zero")
+	require.ErrorContains(t, err, "not a cluster token file")
+}
