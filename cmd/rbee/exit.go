@@ -106,5 +106,9 @@ func execute(ctx context.Context, root *cobra.Command, stdout, stderr io.Writer)
 	if errors.As(err, &ua) {
 		fmt.Fprintln(stderr, "hint: trust the cluster CA with --ca FILE (from `rbee tls ca` on a node) or --ca-fingerprint sha256:… (env RBEE_CA, RBEE_CA_FINGERPRINT)")
 	}
+	var he x509.HostnameError
+	if errors.As(err, &he) {
+		fmt.Fprintln(stderr, "hint: the node's certificate does not name the host in --node: use a name or address it lists, or start the node with --allowed-host "+he.Host+" (its certificate then names it too)")
+	}
 	return 1
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -182,6 +184,32 @@ func TestExecuteExitCodes(t *testing.T) {
 			var stderr bytes.Buffer
 			require.Equal(t, tc.code, execute(tc.ctx, root, io.Discard, &stderr))
 			require.Equal(t, tc.wantStderr, stderr.String())
+		})
+	}
+}
+
+// TestTLSHints: a certificate the CLI cannot verify gets a hint that says
+// what to do: trust the CA for an unknown authority; for a certificate
+// that does not name the host in --node, a name it lists or
+// --allowed-host on the node (trusting a CA would not help).
+func TestTLSHints(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		hint string
+	}{
+		{"unknown authority", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, "--ca FILE"},
+		{"wrong name", &tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: &x509.Certificate{DNSNames: []string{"n1"}}, Host: "gpu-box"}}, "--allowed-host gpu-box"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := newRootCmd()
+			err := fmt.Errorf("the node at https://gpu-box:7843 is not trusted: %w", tc.err)
+			root.AddCommand(&cobra.Command{Use: "test-tls", RunE: func(*cobra.Command, []string) error { return err }})
+			root.SetArgs([]string{"test-tls"})
+			var stderr bytes.Buffer
+			require.Equal(t, 1, execute(context.Background(), root, io.Discard, &stderr))
+			require.Contains(t, stderr.String(), "hint:")
+			require.Contains(t, stderr.String(), tc.hint)
 		})
 	}
 }
