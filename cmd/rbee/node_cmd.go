@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -107,9 +108,12 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 			cfg.CAFingerprint = g.caFingerprint
 			switch {
 			case tokenFile != "":
-				tok, err := readTokenFile(tokenFile)
+				tok, loose, err := readTokenFile(tokenFile)
 				if err != nil {
 					return fmt.Errorf("--token-file: %w", err)
+				}
+				if loose != "" {
+					fmt.Fprintln(os.Stderr, "warning: --token-file "+loose)
 				}
 				cfg.Token = tok
 			case os.Getenv(node.ClusterTokenEnv) != "":
@@ -417,19 +421,24 @@ const maxTokenFile = 4 << 10
 
 // readTokenFile reads the cluster token from path, at most maxTokenFile
 // bytes: a path that never ends (a device, a pipe, a wrong file) is an
-// error, not a read without end.
-func readTokenFile(path string) (string, error) {
+// error, not a read without end. loose, when not "", says that other
+// users of this machine can read the file (the cluster secret is the key
+// to the whole cluster; the node refuses such a cluster.secret).
+func readTokenFile(path string) (token, loose string, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
+		loose = fmt.Sprintf("%s has mode %#o: other users of this machine can read the cluster secret (chmod 600 %s)", path, st.Mode().Perm(), path)
+	}
 	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if len(b) > maxTokenFile {
-		return "", fmt.Errorf("%s is over %d bytes: not a cluster token file", path, maxTokenFile)
+		return "", "", fmt.Errorf("%s is over %d bytes: not a cluster token file", path, maxTokenFile)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return strings.TrimSpace(string(b)), loose, nil
 }

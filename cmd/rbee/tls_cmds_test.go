@@ -62,14 +62,24 @@ func TestCAFileThatNeverEnds(t *testing.T) {
 }
 
 // TestTokenFileThatNeverEnds: --token-file, like --ca, stops reading past
-// what a token can be; a small file still gives its token.
+// what a token can be; a small file still gives its token, with a
+// warning when other users of the machine can read it.
 func TestTokenFileThatNeverEnds(t *testing.T) {
 	dir := t.TempDir()
-	ok := filepath.Join(dir, "token")
-	require.NoError(t, os.WriteFile(ok, []byte("rbee_abcdefghijklmnopqrstuvwxyz\n"), 0o600))
-	tok, err := readTokenFile(ok)
-	require.NoError(t, err)
-	require.Equal(t, "rbee_abcdefghijklmnopqrstuvwxyz", tok)
-	_, err = readTokenFile("/dev/zero")
+	for _, tc := range []struct {
+		mode  os.FileMode
+		loose bool
+	}{{0o600, false}, {0o400, false}, {0o640, true}, {0o644, true}} {
+		p := filepath.Join(dir, "token")
+		require.NoError(t, os.WriteFile(p, []byte("rbee_abcdefghijklmnopqrstuvwxyz\n"), 0o600))
+		require.NoError(t, os.Chmod(p, tc.mode))
+		tok, loose, err := readTokenFile(p)
+		require.NoError(t, err)
+		require.Equal(t, "rbee_abcdefghijklmnopqrstuvwxyz", tok)
+		require.Equal(t, tc.loose, loose != "", "mode %#o: %q", tc.mode, loose)
+		require.NotContains(t, loose, tok)
+		require.NoError(t, os.Remove(p))
+	}
+	_, _, err := readTokenFile("/dev/zero")
 	require.ErrorContains(t, err, "not a cluster token file")
 }
