@@ -34,8 +34,11 @@ type globals struct {
 	// tokenSet: --token was given on the command line; dataDirSet:
 	// --data-dir or RBEE_DATA_DIR was.
 	tokenSet, dataDirSet bool
-	adminOnce            sync.Once
-	adminKey             string
+	// allowPlainHTTP: --allow-plain-http, the key may go to an http://
+	// node off this machine.
+	allowPlainHTTP bool
+	adminOnce      sync.Once
+	adminKey       string
 	// adminUID owns the file adminKey came from: the admin key goes only
 	// to a server that user runs (client.OwnedBy).
 	adminUID uint32
@@ -53,6 +56,7 @@ type globals struct {
 func (g *globals) client() *client.Client {
 	cred := g.credential()
 	c := client.New(g.node, cred)
+	c.AllowPlainHTTP = g.allowPlainHTTP
 	if g.hc != nil {
 		c.HTTP = g.hc
 	}
@@ -174,6 +178,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", defData, "the node's data directory (env RBEE_DATA_DIR); client commands read the admin key there")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().BoolVar(&g.allowPlainHTTP, "allow-plain-http", os.Getenv("RBEE_ALLOW_PLAIN_HTTP") != "", "send the API key to an http:// --node off this machine (a node run with --insecure-http), unencrypted: anyone on the network can read it (env RBEE_ALLOW_PLAIN_HTTP)")
 	root.PersistentFlags().StringVar(&g.caFile, "ca", os.Getenv("RBEE_CA"), "CA certificate `FILE` (PEM) to verify an https:// node with, e.g. the output of 'rbee tls ca' (env RBEE_CA; default: the system's roots)")
 	localPaths(root.PersistentFlags(), "data-dir", "ca")
 	root.PersistentFlags().StringVar(&g.caFingerprint, "ca-fingerprint", os.Getenv(node.CAFingerprintEnv), "pin the cluster CA by its `FINGERPRINT` (sha256:…, printed by the first node and by 'rbee tls ca -o json'): the CLI accepts only an https:// node whose certificate comes from that CA, and 'rbee node' refuses to join a cluster with another CA (env "+node.CAFingerprintEnv+")")

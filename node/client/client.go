@@ -42,6 +42,9 @@ var (
 	// ErrBadToken: the credential has a character no HTTP header can
 	// carry (a line break or a space, say); nothing was sent.
 	ErrBadToken = errors.New("the API key (--token or RBEE_TOKEN) cannot be sent: it has a space, a line break or another control character (copied with the end of its line?)")
+	// ErrPlainHTTP: the credential would cross the network unencrypted
+	// (Client.AllowPlainHTTP is off); nothing was sent.
+	ErrPlainHTTP = errors.New("refusing to send the API key unencrypted over the network (a plain http:// node off this machine): use the node's HTTPS listener (https://…, the node's --https-addr), or --allow-plain-http for a node run with --insecure-http")
 )
 
 // JobError is a failed job's error event.
@@ -70,6 +73,9 @@ type Client struct {
 	Base  string
 	Token string
 	HTTP  *http.Client
+	// AllowPlainHTTP lets Token go to an http:// node off this machine
+	// (one run with --insecure-http), where anyone on the way reads it.
+	AllowPlainHTTP bool
 }
 
 // IsLoopbackURL reports whether a node URL points at this machine
@@ -143,12 +149,16 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 }
 
 // authorize sets the request's bearer credential, if the client has one.
-// A token no header can carry is refused here, with ErrBadToken, before
-// Go's transport refuses it with an error that reads like an unreachable
-// node; the token itself is never in the error.
+// It is not sent in clear text off this machine (ErrPlainHTTP, unless
+// AllowPlainHTTP). A token no header can carry is refused here, with
+// ErrBadToken, before Go's transport refuses it with an error that reads
+// like an unreachable node; the token itself is never in the error.
 func (c *Client) authorize(req *http.Request) error {
 	if c.Token == "" {
 		return nil
+	}
+	if req.URL.Scheme == "http" && !loopback.Host(req.URL.Hostname()) && !c.AllowPlainHTTP {
+		return ErrPlainHTTP
 	}
 	for i := 0; i < len(c.Token); i++ {
 		if b := c.Token[i]; b <= ' ' || b == 0x7f {

@@ -1,8 +1,10 @@
 package client
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -150,4 +152,47 @@ func TestTokenNoHeaderCarries(t *testing.T) {
 		require.ErrorIs(t, err, ErrBadToken, "%q", tok)
 	}
 	require.Empty(t, js.requests, "a request went out")
+}
+
+// TestTokenNotSentInClear: an API key is not sent to an http:// node off
+// this machine (a careless --node http://lan-host:7843, or a node's plain
+// port opened with --insecure-http) unless AllowPlainHTTP; it still goes
+// to loopback over http and anywhere over https. The "LAN" address is
+// dialled to a loopback test server: nothing leaves the machine.
+func TestTokenNotSentInClear(t *testing.T) {
+	js := &jobServer{stream: -1}
+	hs := httptest.NewServer(js)
+	defer hs.Close()
+	toTest := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, hs.Listener.Addr().String())
+	}}}
+	for _, tc := range []struct {
+		name, base string
+		allow      bool
+		wantErr    error
+	}{
+		{"lan, plain http", "http://192.0.2.10:7843", false, ErrPlainHTTP},
+		{"lan name, plain http", "http://gpu-box.lan:7833", false, ErrPlainHTTP},
+		{"lan, plain http allowed", "http://192.0.2.10:7833", true, nil},
+		{"loopback", "http://127.0.0.1:7833", false, nil},
+		{"localhost", "http://localhost:7833", false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(js.requests)
+			c := New(tc.base, "rbk_secret")
+			c.HTTP, c.AllowPlainHTTP = toTest, tc.allow
+			err := c.Result(t.Context(), api.StatusRequest{}, nil, nil)
+			if tc.wantErr != nil {
+				require.ErrorIs(t, err, tc.wantErr)
+				require.Equal(t, before, len(js.requests), "the key went out")
+				require.NotContains(t, err.Error(), "rbk_secret")
+				return
+			}
+			require.NoError(t, err)
+		})
+	}
+	// Without a key nothing is secret: a plain request goes out.
+	c := New("http://192.0.2.10:7833", "")
+	c.HTTP = toTest
+	require.NoError(t, c.Result(t.Context(), api.StatusRequest{}, nil, nil))
 }
