@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/node/client"
 )
 
 // Dynamic shell completion (cobra's `rbee completion bash|zsh|fish`): hive
@@ -34,7 +35,7 @@ func (g *globals) clusterNames(ctx context.Context) (clusterNames, bool) {
 	if err != nil {
 		return clusterNames{}, false
 	}
-	if g.token != "" {
+	if g.token != "" && (g.allowPlainHTTP || client.Encrypted(req.URL)) {
 		req.Header.Set("Authorization", "Bearer "+g.token)
 	}
 	hc := http.DefaultClient

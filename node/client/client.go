@@ -148,6 +148,12 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 	return nil
 }
 
+// Encrypted reports whether a credential sent to u stays off the network
+// in clear text: https, or a loopback host.
+func Encrypted(u *url.URL) bool {
+	return u.Scheme == "https" || loopback.Host(u.Hostname())
+}
+
 // authorize sets the request's bearer credential, if the client has one.
 // It is not sent in clear text off this machine (ErrPlainHTTP, unless
 // AllowPlainHTTP). A token no header can carry is refused here, with
@@ -157,7 +163,7 @@ func (c *Client) authorize(req *http.Request) error {
 	if c.Token == "" {
 		return nil
 	}
-	if req.URL.Scheme == "http" && !loopback.Host(req.URL.Hostname()) && !c.AllowPlainHTTP {
+	if !c.AllowPlainHTTP && !Encrypted(req.URL) {
 		return ErrPlainHTTP
 	}
 	for i := 0; i < len(c.Token); i++ {
