@@ -254,6 +254,9 @@ type Consensus struct {
 	dirty       map[string]struct{}
 	dirtyAll    bool
 	lastMembers atomic.Int64 // members in the last full pass
+	// blindView: the last reconcile pass found this leader's gossip view
+	// short of a majority of the voters (logged when it changes).
+	blindView atomic.Bool
 
 	kickLeader chan struct{}
 	kickBoot   chan struct{}

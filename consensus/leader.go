@@ -234,6 +234,10 @@ type reconcilePass struct {
 	// kickAfter asks for a pass over member id after d (it becomes
 	// reapable).
 	kickAfter func(d time.Duration, id string)
+	// blind: this leader's gossip view sees fewer than a majority of the
+	// voters (see seesQuorum); the pass then marks nobody failed and
+	// reaps nobody.
+	blind bool
 }
 
 func (c *Consensus) newPass(ops reconcileOps, st *fsm.State, servers []raft.Server) *reconcilePass {
@@ -267,6 +271,7 @@ func (p *reconcilePass) run(ctx context.Context, list []Member, absent map[strin
 		members[m.ID] = m
 	}
 	sort.Strings(ids)
+	p.checkView(func(id string) (Member, bool) { m, ok := members[id]; return m, ok })
 	for _, id := range ids {
 		p.reconcileMember(members[id])
 		if ctx.Err() != nil {
@@ -291,6 +296,7 @@ func (p *reconcilePass) run(ctx context.Context, list []Member, absent map[strin
 // promoted while there is room.
 func (p *reconcilePass) runMembers(ctx context.Context, ids []string, lookup func(id string) (Member, bool), absent map[string]time.Time) error {
 	_, selfSeen := lookup(p.c.cfg.LocalID)
+	p.checkView(lookup)
 	for _, id := range ids {
 		if m, ok := lookup(id); ok {
 			delete(absent, id)
@@ -358,8 +364,12 @@ func (p *reconcilePass) handleSuspectMember(m Member) {
 }
 
 // handleFailedMember keeps a failed member in raft (it may come back)
-// until it is reaped, and records it failed in the registry.
+// until it is reaped, and records it failed in the registry; not while
+// this leader's view is blind (see seesQuorum).
 func (p *reconcilePass) handleFailedMember(m Member) {
+	if p.blind {
+		return
+	}
 	p.ensureNode(m, fsm.NodeFailed)
 }
 
@@ -405,6 +415,13 @@ func (p *reconcilePass) reconcileReaped(members map[string]Member, absent map[st
 // reapAbsent handles one registry node that gossip does not know (see
 // reconcileReaped).
 func (p *reconcilePass) reapAbsent(n fsm.Node, absent map[string]time.Time) {
+	if p.blind {
+		// This leader is the one cut off from gossip: what it misses
+		// is no evidence, and its absence clock starts again once it
+		// sees a majority.
+		delete(absent, n.ID)
+		return
+	}
 	first, seen := absent[n.ID]
 	if !seen {
 		first = p.clock
@@ -430,6 +447,60 @@ func (p *reconcilePass) reapAbsent(n fsm.Node, absent map[string]time.Time) {
 		delete(p.servers, n.ID)
 	}
 	p.propose(fsm.DeleteNode{ID: n.ID})
+}
+
+// seesQuorum reports whether a gossip view (lookup) sees a majority of
+// the voters among servers alive or suspect. Raft and gossip travel on
+// different paths: a leader whose gossip is cut off (its gossip port
+// blocked, its libp2p fine) keeps its raft majority while gossip tells it
+// every other node failed. Acting on that view marked the healthy
+// majority failed, deleted its workers and reaped its voters from raft,
+// leaving the majority without a leader and the cut-off node a one-voter
+// cluster. Without a majority in view, the view is no evidence.
+func seesQuorum(servers map[string]raft.Server, lookup func(id string) (Member, bool)) bool {
+	voters, seen := 0, 0
+	for id, s := range servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if m, ok := lookup(id); ok && (m.State == MemberAlive || m.State == MemberSuspect) {
+			seen++
+		}
+	}
+	return voters == 0 || 2*seen > voters
+}
+
+// checkView sets p.blind from the gossip view and logs when that changes.
+func (p *reconcilePass) checkView(lookup func(id string) (Member, bool)) {
+	p.blind = !seesQuorum(p.servers, lookup)
+	if p.c.blindView.Swap(p.blind) != p.blind {
+		if p.blind {
+			p.c.log.Warn("gossip sees fewer than a majority of the raft voters: marking no node failed and reaping none until it does (is this node's gossip port blocked?)", "voters", p.voters)
+		} else {
+			p.c.log.Info("gossip sees a majority of the raft voters again")
+		}
+	}
+}
+
+// ViewHasQuorum reports whether this server's gossip view sees a majority
+// of the raft voters alive or suspect (see seesQuorum). A leader acts on
+// gossip's failures only when it does. False when raft is not running or
+// its configuration cannot be read.
+func (c *Consensus) ViewHasQuorum() bool {
+	r, err := c.running()
+	if err != nil {
+		return false
+	}
+	f := r.GetConfiguration()
+	if err := c.await(context.Background(), f); err != nil {
+		return false
+	}
+	servers := map[string]raft.Server{}
+	for _, s := range f.Configuration().Servers {
+		servers[string(s.ID)] = s
+	}
+	return seesQuorum(servers, c.member)
 }
 
 // promoteNonvoters makes alive non-voters voters, in id order, while there

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -382,4 +383,56 @@ func TestReconcilePassMembers(t *testing.T) {
 	p = testPass(t, ops, st, servers)
 	require.NoError(t, p.runMembers(context.Background(), []string{"forgot"}, lookup, map[string]time.Time{}))
 	require.Equal(t, []string{"add voter b"}, ops.log, "nothing reaped; promotion as in a full pass")
+}
+
+// TestReconcileBlindView: a leader whose gossip view sees fewer than a
+// majority of the voters alive or suspect (its own gossip cut off while
+// raft still reaches the others) marks nobody failed and reaps nobody, in
+// a full pass and in a pass over changed members alike; with a majority
+// in view it does both as before.
+func TestReconcileBlindView(t *testing.T) {
+	const grace = time.Minute
+	servers := []raft.Server{voter("self"), voter("a"), voter("b"), voter("c"), voter("d"), nonvoter("e")}
+	nodes := []fsm.Node{regNode("self", fsm.NodeAlive), regNode("a", fsm.NodeAlive), regNode("b", fsm.NodeAlive),
+		regNode("c", fsm.NodeAlive), regNode("d", fsm.NodeFailed), regNode("e", fsm.NodeAlive)}
+	tests := []struct {
+		name string
+		view []Member // "d" is never in it: gossip forgot it long ago
+		want []string
+	}{
+		{name: "only itself in view",
+			view: []Member{member("self", MemberAlive), member("a", MemberFailed), member("b", MemberFailed), member("c", MemberFailed), member("e", MemberAlive)}},
+		{name: "two of five voters, a non-voter does not count",
+			view: []Member{member("self", MemberAlive), member("a", MemberSuspect), member("b", MemberFailed), member("c", MemberFailed), member("e", MemberAlive)}},
+		{name: "three of five voters",
+			view: []Member{member("self", MemberAlive), member("a", MemberAlive), member("b", MemberSuspect), member("c", MemberFailed), member("e", MemberAlive)},
+			want: []string{"set c failed", "remove d", "delete d"}},
+	}
+	for _, tt := range tests {
+		for _, full := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/full=%v", tt.name, full), func(t *testing.T) {
+				ops := &fakeOps{}
+				p := testPass(t, ops, registry(t, nodes...), servers)
+				p.kickAfter = func(time.Duration, string) {}
+				absent := map[string]time.Time{"d": p.clock.Add(-2 * grace)}
+				view := map[string]Member{}
+				for _, m := range tt.view {
+					view[m.ID] = m
+				}
+				if full {
+					require.NoError(t, p.run(context.Background(), tt.view, absent))
+				} else {
+					lookup := func(id string) (Member, bool) { m, ok := view[id]; return m, ok }
+					require.NoError(t, p.runMembers(context.Background(), []string{"a", "b", "c", "d"}, lookup, absent))
+				}
+				var changes []string
+				for _, op := range ops.log {
+					if !strings.HasPrefix(op, "upsert") && !strings.HasPrefix(op, "add") {
+						changes = append(changes, op)
+					}
+				}
+				require.Equal(t, tt.want, changes)
+			})
+		}
+	}
 }

@@ -85,6 +85,10 @@ type Cluster interface {
 	// return.
 	Versions() Versions
 	IsLeader() bool
+	// ViewHasQuorum reports whether gossip's view on this node sees a
+	// majority of the raft voters alive or suspect. A leader whose view
+	// does not is the node cut off from gossip: the others are not dead.
+	ViewHasQuorum() bool
 	// Apply proposes an encoded registry command.
 	Apply(ctx context.Context, cmd []byte) error
 	// Pending counts the requests this node has in flight to a worker.
@@ -148,7 +152,10 @@ type Supervisor struct {
 	clean   bool
 	cleanAt Versions
 	skipped atomic.Uint64
-	scratch struct {
+	// withheld: the last reconcileCommands left out the deletions of
+	// workers on nodes gossip sees down, its view lacking a majority.
+	withheld bool
+	scratch  struct {
 		reported map[string]string              // worker id → reporting node
 		reports  map[string][]router.WorkerLoad // live node → its report
 		nodes    []string                       // the keys of reports, sorted
@@ -499,7 +506,9 @@ func (s *Supervisor) reconcile() {
 			return
 		}
 	}
-	s.clean, s.cleanAt = true, v
+	// Withheld deletions are looked at again next pass, as the view
+	// may come back without a version moving (a raft voter removed).
+	s.clean, s.cleanAt = !s.withheld, v
 }
 
 // reconcileCommands are the registry writes that make the registry agree
@@ -507,7 +516,9 @@ func (s *Supervisor) reconcile() {
 // a shard), a registered shard without its group → UpsertWorker, a state change →
 // SetWorkerState (never over retiring or gone, which the registry
 // decides), a worker its alive, reporting node no longer lists or whose
-// node is dead or left → DeleteWorker. The writes come in the order of
+// node is dead or left → DeleteWorker; the latter only while gossip here
+// sees a majority of the voters (Cluster.ViewHasQuorum), else withheld.
+// The writes come in the order of
 // the reporting nodes' ids, then of the workers' ids; the deletions
 // last, by worker id. A worker id two nodes report counts for the first
 // of them by node id.
@@ -558,14 +569,29 @@ func (s *Supervisor) reconcileCommands() []fsm.Command {
 			}
 		}
 	}
+	s.withheld = false
+	quorum := 0 // 1: the view sees a majority, -1: it does not; asked once
 	gone := reg.WorkersWhere(func(rw *fsm.Worker) bool {
 		if _, ok := sc.reported[rw.ID]; ok {
 			return false
 		}
 		st, known := members[rw.NodeID]
-		nodeDown := !known || st == gossip.StateDead || st == gossip.StateLeft
-		_, hasReport := sc.reports[rw.NodeID]
-		return nodeDown || hasReport
+		if _, hasReport := sc.reports[rw.NodeID]; hasReport {
+			return true
+		}
+		if known && st != gossip.StateDead && st != gossip.StateLeft {
+			return false
+		}
+		// Its node is down in this view: believe it only when the view
+		// sees a majority (else this leader is the one cut off).
+		if quorum == 0 {
+			quorum = -1
+			if s.cfg.Cluster.ViewHasQuorum() {
+				quorum = 1
+			}
+		}
+		s.withheld = s.withheld || quorum < 0
+		return quorum > 0
 	})
 	for _, rw := range gone {
 		cmds = append(cmds, fsm.DeleteWorker{ID: rw.ID})

@@ -103,7 +103,8 @@ type cluster struct {
 	applied   []fsm.Command
 	pending   map[string]int
 	passes    int
-	failApply int // Apply fails this many more times
+	failApply int  // Apply fails this many more times
+	blind     bool // ViewHasQuorum says false
 }
 
 func (c *cluster) Publish(ws []router.WorkerLoad) {
@@ -169,6 +170,12 @@ func (c *cluster) IsLeader() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.leader
+}
+
+func (c *cluster) ViewHasQuorum() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.blind
 }
 
 func (c *cluster) Apply(_ context.Context, b []byte) error {
@@ -640,6 +647,47 @@ func TestReconcileCommands(t *testing.T) {
 				}
 			}
 			require.Equal(t, tc.want, got)
+		})
+	}
+}
+
+// TestReconcileBlindView: a leader whose gossip view lacks a majority of
+// the voters (its own gossip cut off, raft fine) deletes no worker of a
+// node it sees dead or does not know, while it still deletes one that an
+// alive node stopped reporting and registers new ones; the pass stays
+// unclean, so the withheld deletions are looked at again next pass.
+func TestReconcileBlindView(t *testing.T) {
+	alive, dead := gossip.StateAlive, gossip.StateDead
+	members := map[string]gossip.State{"n1": alive, "n2": dead, "n3": gossip.StateLeft}
+	reports := map[string][]router.WorkerLoad{"n1": {{ID: "w-new", State: "ready"}}}
+	registry := []fsm.Worker{{ID: "w-gone", NodeID: "n1", State: fsm.WorkerReady}, {ID: "w-dead", NodeID: "n2", State: fsm.WorkerReady},
+		{ID: "w-left", NodeID: "n3", State: fsm.WorkerReady}, {ID: "w-unknown", NodeID: "n9", State: fsm.WorkerReady}}
+	tests := []struct {
+		blind bool
+		want  []string
+	}{
+		{false, []string{"upsert:w-new", "delete:w-dead", "delete:w-gone", "delete:w-left", "delete:w-unknown"}},
+		{true, []string{"upsert:w-new", "delete:w-gone"}},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("blind=%v", tc.blind), func(t *testing.T) {
+			f := newFixture(t, time.Minute)
+			f.c.members, f.c.reports, f.c.workers, f.c.blind = members, reports, registry, tc.blind
+			f.c.leader = true
+			f.s.reconcile()
+			var got []string
+			for _, c := range f.c.applied {
+				switch c := c.(type) {
+				case *fsm.UpsertWorker:
+					got = append(got, "upsert:"+c.Worker.ID)
+				case *fsm.DeleteWorker:
+					got = append(got, "delete:"+c.ID)
+				default:
+					t.Fatalf("command %T", c)
+				}
+			}
+			require.Equal(t, tc.want, got)
+			require.Equal(t, !tc.blind, f.s.clean, "a pass that withheld deletions is not clean")
 		})
 	}
 }
