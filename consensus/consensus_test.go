@@ -591,6 +591,43 @@ func TestWritesWithoutQuorumFailFast(t *testing.T) {
 	}
 }
 
+// TestNoQuorumWhileGossipSeesVoters: when raft finds no leader although
+// gossip sees a majority of the voters alive (their p2p port blocked,
+// gossip fine), the no_quorum error says that raft's path fails instead
+// of "0 of 3 voters unreachable ()".
+func TestNoQuorumWhileGossipSeesVoters(t *testing.T) {
+	cl := newCluster(t)
+	names := ids("g", 3)
+	var wg sync.WaitGroup
+	for _, id := range names {
+		cfg := cl.config(id)
+		cfg.BootstrapExpect = 3
+		cfg.NoLeaderTimeout = 2 * time.Second
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl.start(cfg)
+		}()
+	}
+	wg.Wait()
+	cl.kick()
+	leader := cl.waitLeader()
+	apply(t, leader, host("before"))
+	survivor := cl.followers(leader)[0]
+	for _, n := range cl.running() {
+		if n != survivor {
+			cl.stop(n.id)
+			cl.setState(n.id, consensus.MemberAlive) // gossip still sees it
+		}
+	}
+	_, err := survivor.c.Apply(context.Background(), mustEncode(t, host("after")))
+	require.ErrorIs(t, err, consensus.ErrNoQuorum)
+	t.Logf("no quorum: %v", err)
+	require.Contains(t, err.Error(), "gossip sees 3 of 3 voters alive")
+	require.Contains(t, err.Error(), "p2p port")
+	require.NotContains(t, err.Error(), "0 of 3 voters unreachable")
+}
+
 // TestCloseAnswersPendingWaits: barriers and writes in flight on a leader
 // that closes all return (raft itself leaves a future unanswered when its
 // entry was queued for the FSM at shutdown, hashicorp/raft#498). Before the

@@ -512,6 +512,15 @@ func (c *Consensus) noQuorum(sent bool) error {
 	}
 	sort.Strings(gone)
 	msg := fmt.Sprintf("no leader for %s: %d of %d voters unreachable (%s); writes need a majority", c.cfg.NoLeaderTimeout, len(gone), voters, strings.Join(gone, ", "))
+	if seen := voters - len(gone); voters > 0 && 2*seen > voters {
+		// Gossip sees a majority, yet raft found no leader: raft's own
+		// path (libp2p) is what fails, which "0 of 3 unreachable ()"
+		// did not tell.
+		msg = fmt.Sprintf("no leader for %s, though gossip sees %d of %d voters alive: raft (over libp2p) does not reach them; check that their p2p port (--p2p-addr) is open between the nodes; writes need a majority", c.cfg.NoLeaderTimeout, seen, voters)
+		if len(gone) > 0 {
+			msg += fmt.Sprintf(" (gossip does not see %s)", strings.Join(gone, ", "))
+		}
+	}
 	if sent {
 		return fmt.Errorf("%w: %w: %s", ErrNoQuorum, ErrOutcomeUnknown, msg)
 	}
