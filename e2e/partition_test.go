@@ -307,3 +307,34 @@ func TestPartitionsHeal(t *testing.T) {
 	healed = waitConverged(t, bin, nodes, 5, 30*time.Second)
 	t.Logf("isolated leader: converged %v after the heal", healed.Round(time.Millisecond))
 }
+
+// TestForwardedJobEndsWhenHiveDropsOff: a job forwarded to a hive that
+// drops off without a FIN or RST (a partition cuts it while the libp2p
+// connection is open) fails with code unavailable once gossip declares
+// the hive dead, not after libp2p's keepalive gives up (about 40 s).
+func TestForwardedJobEndsWhenHiveDropsOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process partition test")
+	}
+	l := newLAN(t, 3)
+	bin := buildRbee(t)
+	token := "rbee_dropoff_" + l.id
+	nodes := []*lanNode{startLANNode(t, bin, l, 1, token, "")}
+	require.Eventually(t, func() bool { _, ok := nodes[0].status(bin); return ok }, 60*time.Second, 200*time.Millisecond)
+	for i := 2; i <= 3; i++ {
+		nodes = append(nodes, startLANNode(t, bin, l, i, token, l.addr(1)+":7946"))
+	}
+	waitConverged(t, bin, nodes, 3, 90*time.Second)
+	// A forward that works opens the libp2p connection the next one uses.
+	out, err := nodes[0].cli(bin, "model", "list", "--hive", "node3")
+	require.NoError(t, err, out)
+
+	l.partition([]int{3}, []int{1, 2})
+	start := time.Now()
+	out, err = nodes[0].cli(bin, "model", "list", "--hive", "node3")
+	took := time.Since(start)
+	t.Logf("after %v: %s", took.Round(time.Millisecond), out)
+	require.Error(t, err)
+	require.Contains(t, out, "(unavailable)")
+	require.Less(t, took, 25*time.Second, "the forward waited for libp2p's keepalive instead of gossip")
+}

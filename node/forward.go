@@ -213,6 +213,11 @@ func (n *Node) forwardJob(ctx context.Context, target api.Hive, req Request, em 
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
+	// A hive that drops off without a FIN or RST (a partition, a cut
+	// cable) held the read below until libp2p's keepalive gave up, about
+	// 40 s: end it once gossip declares the hive dead.
+	watch := n.watchGone(s, target.ID)
+	defer watch.close()
 	_ = s.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := p2p.WriteFrame(s, req.Raw); err != nil {
 		_ = s.Reset()
@@ -226,8 +231,9 @@ func (n *Node) forwardJob(ctx context.Context, target api.Hive, req Request, em 
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return jobs.Errorf(jobs.CodeUnavailable, "hive %s went away during %s: %v", target.Name, req.Operation, err)
+			return jobs.Errorf(jobs.CodeUnavailable, "hive %s went away during %s (its outcome there is unknown): %v", target.Name, req.Operation, watch.explain(err))
 		}
+		watch.touch()
 		switch ev.Type {
 		case jobs.TypeDone:
 			_ = s.Close()

@@ -180,11 +180,32 @@ type streamWatch struct {
 }
 
 func (n *Node) watchStream(s network.Stream, nodeID string, keepalives bool) *streamWatch {
+	return watchQuiet(s, func(idle time.Duration) bool {
+		return (keepalives && idle > streamIdle) || (idle > suspectIdle && !n.memberAlive(nodeID))
+	})
+}
+
+// watchGone resets a stream to a node once gossip declares that node dead
+// or gone and the stream has been quiet for suspectIdle: for protocols
+// without keepalives whose other side may rightly be silent for long (a
+// forwarded job), and toward nodes that may be suspect and still answer.
+func (n *Node) watchGone(s network.Stream, nodeID string) *streamWatch {
+	return watchQuiet(s, func(idle time.Duration) bool {
+		if idle <= suspectIdle {
+			return false
+		}
+		m, ok := n.gsp.Member(nodeID)
+		return !ok || m.State == gossip.StateDead || m.State == gossip.StateLeft
+	})
+}
+
+// watchQuiet resets s once quiet(time since the last touch) says so.
+func watchQuiet(s network.Stream, quiet func(idle time.Duration) bool) *streamWatch {
 	w := &streamWatch{done: make(chan struct{})}
 	w.touch()
 	go every(w.done, watchEvery, func() bool {
 		idle := time.Duration(time.Now().UnixNano() - w.last.Load())
-		if (keepalives && idle > streamIdle) || (idle > suspectIdle && !n.memberAlive(nodeID)) {
+		if quiet(idle) {
 			w.idle.Store(int64(idle))
 			_ = s.Reset()
 			return false
