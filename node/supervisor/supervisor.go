@@ -516,7 +516,8 @@ func (s *Supervisor) reconcile() {
 // a shard), a registered shard without its group → UpsertWorker, a state change →
 // SetWorkerState (never over retiring or gone, which the registry
 // decides), a worker its alive, reporting node no longer lists or whose
-// node is dead or left → DeleteWorker; the latter only while gossip here
+// node is dead or left → DeleteWorker (not a retiring one whose node is
+// down but still registered: its node stops it when back); the latter only while gossip here
 // sees a majority of the voters (Cluster.ViewHasQuorum), else withheld.
 // The writes come in the order of
 // the reporting nodes' ids, then of the workers' ids; the deletions
@@ -581,6 +582,16 @@ func (s *Supervisor) reconcileCommands() []fsm.Command {
 		}
 		if known && st != gossip.StateDead && st != gossip.StateLeft {
 			return false
+		}
+		if rw.State == fsm.WorkerRetiring && (!known || st == gossip.StateDead) {
+			// Its node is down, not gone: only the registry remembers
+			// the retire. Deleted, the worker came back as a new ready
+			// worker with its node's next report (the retire was lost);
+			// kept, its node stops it when it returns, and reaping the
+			// node deletes it with the node.
+			if n, ok := reg.Node(rw.NodeID); ok && n.State != fsm.NodeLeft {
+				return false
+			}
 		}
 		// Its node is down in this view: believe it only when the view
 		// sees a majority (else this leader is the one cut off).

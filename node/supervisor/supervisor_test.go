@@ -98,6 +98,7 @@ type cluster struct {
 	members   map[string]gossip.State
 	reports   map[string][]router.WorkerLoad
 	workers   []fsm.Worker // the registry's
+	nodes     []fsm.Node   // the registry's
 	versions  Versions
 	leader    bool
 	applied   []fsm.Command
@@ -145,6 +146,9 @@ func (c *cluster) Registry() *fsm.State {
 	defer c.mu.Unlock()
 	f := fsm.New(nil)
 	cmds := []fsm.Command{fsm.SetRegistryVersion{Version: 3}}
+	for _, n := range c.nodes {
+		cmds = append(cmds, fsm.UpsertNode{Node: n})
+	}
 	for _, w := range c.workers {
 		cmds = append(cmds, fsm.UpsertWorker{Worker: w})
 	}
@@ -644,6 +648,54 @@ func TestReconcileCommands(t *testing.T) {
 					got = append(got, "delete:"+c.ID)
 				default:
 					t.Fatalf("command %T", c)
+				}
+			}
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
+
+// TestReconcileKeepsRetire: a worker retired while its node was cut off
+// stays retiring in the registry while that node is down (dead or
+// forgotten by gossip) and still registered, so that the node stops it
+// when it returns instead of registering it anew as ready; once the node
+// left or was reaped from the registry, the entry goes.
+func TestReconcileKeepsRetire(t *testing.T) {
+	retiring := []fsm.Worker{{ID: "w1", NodeID: "n1", State: fsm.WorkerRetiring}}
+	tests := []struct {
+		name    string
+		members map[string]gossip.State
+		nodes   []fsm.Node
+		workers []fsm.Worker
+		report  []router.WorkerLoad // n1's; nil: none
+		want    []string
+	}{
+		{"node dead", map[string]gossip.State{"n1": gossip.StateDead}, []fsm.Node{{ID: "n1", State: fsm.NodeFailed}}, retiring, nil, nil},
+		{"node forgotten by gossip, not yet reaped", map[string]gossip.State{}, []fsm.Node{{ID: "n1", State: fsm.NodeFailed}}, retiring, nil, nil},
+		{"node reaped", map[string]gossip.State{}, nil, retiring, nil, []string{"delete:w1"}},
+		{"node left", map[string]gossip.State{"n1": gossip.StateLeft}, []fsm.Node{{ID: "n1", State: fsm.NodeLeft}}, retiring, nil, []string{"delete:w1"}},
+		{"node alive, worker gone from its report", map[string]gossip.State{"n1": gossip.StateAlive}, []fsm.Node{{ID: "n1", State: fsm.NodeAlive}}, retiring,
+			[]router.WorkerLoad{}, []string{"delete:w1"}},
+		{"node back, worker still reported", map[string]gossip.State{"n1": gossip.StateAlive}, []fsm.Node{{ID: "n1", State: fsm.NodeAlive}}, retiring,
+			[]router.WorkerLoad{{ID: "w1", State: "ready"}}, nil},
+		{"a ready worker of a dead node goes", map[string]gossip.State{"n1": gossip.StateDead}, []fsm.Node{{ID: "n1", State: fsm.NodeFailed}},
+			[]fsm.Worker{{ID: "w1", NodeID: "n1", State: fsm.WorkerReady}}, nil, []string{"delete:w1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, time.Minute)
+			f.c.members, f.c.nodes, f.c.workers = tc.members, tc.nodes, tc.workers
+			f.c.reports = map[string][]router.WorkerLoad{}
+			if tc.report != nil {
+				f.c.reports["n1"] = tc.report
+			}
+			var got []string
+			for _, c := range f.s.reconcileCommands() {
+				switch c := c.(type) {
+				case fsm.DeleteWorker:
+					got = append(got, "delete:"+c.ID)
+				default:
+					got = append(got, fmt.Sprintf("%T", c))
 				}
 			}
 			require.Equal(t, tc.want, got)
