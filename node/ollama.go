@@ -109,7 +109,11 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		// Ollama loads the model and answers done: rbee's models are
 		// loaded while a worker serves them, so this checks one does.
 		if _, err := n.relay.Pick(r.Context(), router.Filter{Model: req.Model}); err != nil {
-			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
+			if modelMissing(err) {
+				ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
+			} else {
+				ollamaError(w, http.StatusServiceUnavailable, err.Error())
+			}
 			return
 		}
 		c := map[string]any{"model": req.Model, "created_at": time.Now().UTC().Format(time.RFC3339Nano), "done": true, "done_reason": "load"}
@@ -208,7 +212,7 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	case started:
 		line(map[string]string{"error": err.Error()})
 		return
-	case errors.Is(err, ErrNoWorker):
+	case modelMissing(err):
 		ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", req.Model))
 		return
 	case errors.As(err, &rj):
@@ -490,7 +494,7 @@ func (n *Node) ollamaLimits(ctx context.Context, req ollama.Request, ex ollamaEx
 	// other checks take what the load reports say and skip the rest.
 	served, err := n.servingContext(ctx, req.Model, ex.NumPredict != nil && *ex.NumPredict <= 0)
 	if err != nil {
-		if errors.Is(err, ErrNoWorker) {
+		if modelMissing(err) {
 			return http.StatusNotFound, fmt.Errorf("model %q not found: no ready worker serves it", req.Model)
 		}
 		return http.StatusServiceUnavailable, err

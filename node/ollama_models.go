@@ -607,7 +607,7 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 	if err != nil {
 		n.observeRequest("ollama", name, "", err, 0, 0)
 		switch {
-		case errors.Is(err, ErrNoWorker):
+		case modelMissing(err):
 			ollamaError(w, http.StatusNotFound, fmt.Sprintf("model %q not found: no ready worker serves it", name))
 		case errors.Is(err, relay.ErrAnswerTooLarge):
 			ollamaError(w, http.StatusBadRequest, err.Error())

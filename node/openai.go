@@ -186,7 +186,7 @@ func (n *Node) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		_ = sw.JSON("", worker.ErrorBody{Error: worker.ErrorDetail{Message: "the worker failed mid-stream: " + err.Error(), Type: "server_error", Code: "worker_failed"}})
 	case errors.Is(err, relay.ErrAnswerTooLarge):
 		openAIError(w, http.StatusBadRequest, "invalid_request_error", "answer_too_large", "", err.Error())
-	case errors.Is(err, ErrNoWorker):
+	case modelMissing(err):
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
 			fmt.Sprintf("the model %q is not served by any ready worker in this cluster (see GET /v1/models)", shortName(model)))
 	default:

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"errors"
+
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/node/router"
@@ -8,6 +10,14 @@ import (
 
 // ErrNoWorker: no ready worker matches the request (the router's).
 var ErrNoWorker = router.ErrNoWorker
+
+// modelMissing reports whether err says no worker of the cluster serves
+// what was asked (a 404 "model not found"), as opposed to ready workers
+// out of reach from this node (router.ErrUnreachable: a 503, the model
+// exists).
+func modelMissing(err error) bool {
+	return errors.Is(err, ErrNoWorker) && !errors.Is(err, router.ErrUnreachable)
+}
 
 // CodeNoWorker is the error code of a request nobody can serve.
 const CodeNoWorker = router.CodeNoWorker

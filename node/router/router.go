@@ -21,8 +21,15 @@ import (
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
-// ErrNoWorker: no ready worker matches the request.
-var ErrNoWorker = errors.New("no ready worker")
+var (
+	// ErrNoWorker: no ready worker matches the request.
+	ErrNoWorker = errors.New("no ready worker")
+	// ErrUnreachable: the registry holds ready workers that match the
+	// request, but none on a node this node reaches now (down, or on the
+	// other side of a partition). It comes wrapped with ErrNoWorker: the
+	// model exists, it is out of reach for now.
+	ErrUnreachable = errors.New("out of reach")
+)
 
 // CodeNoWorker is the error code of a request nobody can serve.
 const CodeNoWorker = "no_worker"
@@ -353,6 +360,10 @@ func (r *Router) Pick(f Filter) (Target, error) {
 	cs := r.healthy(r.Candidates(f))
 	switch len(cs) {
 	case 0:
+		if k := r.unreachable(f); k > 0 {
+			return Target{}, &jobs.Error{Code: CodeNoWorker, Err: fmt.Errorf("%w for %s (%w: the registry holds %d ready, on nodes this node does not reach now: down, or cut off from it by a partition; try again when they are back, `rbee status` shows which)",
+				ErrNoWorker, filterDesc(f), ErrUnreachable, k)}
+		}
 		return Target{}, noWorkerError(f)
 	case 1:
 		return cs[0], nil
@@ -426,7 +437,39 @@ func (r *Router) Served(workerID string) {
 	delete(r.failed, workerID)
 }
 
+// unreachable counts the registry's ready workers that match f (a hive
+// filter by id, as a node this node does not see has no name here) but
+// are no candidates because their node is not alive in gossip or has not
+// reported them live.
+func (r *Router) unreachable(f Filter) int {
+	alive := r.cfg.View.AliveNodes()
+	live := r.liveIn(r.cfg.View.Loads())
+	k := 0
+	for _, rw := range r.cfg.View.Workers() {
+		if rw.State != fsm.WorkerReady || f.Exclude[rw.ID] {
+			continue
+		}
+		name, up := alive[rw.NodeID]
+		if w, ok := live[rw.ID]; up && ok && w.NodeID == rw.NodeID {
+			continue // a candidate, only not matching, or cooling
+		}
+		if f.Hive != "" && f.Hive != name && f.Hive != rw.NodeID {
+			continue
+		}
+		if !(Filter{WorkerID: f.WorkerID, Model: f.Model, Device: f.Device}).matches(rw, "") {
+			continue
+		}
+		k++
+	}
+	return k
+}
+
 func noWorkerError(f Filter) error {
+	return &jobs.Error{Code: CodeNoWorker, Err: fmt.Errorf("%w for %s (start one with `rbee worker spawn --model M`; see `rbee worker list`)", ErrNoWorker, filterDesc(f))}
+}
+
+// filterDesc names what f asks for.
+func filterDesc(f Filter) string {
 	var what []string
 	if f.Model != "" {
 		what = append(what, "model "+f.Model)
@@ -444,7 +487,7 @@ func noWorkerError(f Filter) error {
 	if desc == "" {
 		desc = "any model"
 	}
-	return &jobs.Error{Code: CodeNoWorker, Err: fmt.Errorf("%w for %s (start one with `rbee worker spawn --model M`; see `rbee worker list`)", ErrNoWorker, desc)}
+	return desc
 }
 
 // Track counts a request to a worker until the returned func is called

@@ -154,6 +154,51 @@ func TestNoWorker(t *testing.T) {
 	require.Contains(t, err.Error(), "model m, hive h")
 }
 
+// TestNoReachableWorker: when the registry holds ready workers for the
+// model but none is a candidate here (their node is not alive in this
+// node's gossip, or its reports of them stopped: a partition), the error
+// still wraps ErrNoWorker (relay logic) but also ErrUnreachable, so the
+// APIs answer 503 rather than 404 "model not found", and it says why.
+func TestNoReachableWorker(t *testing.T) {
+	tests := []struct {
+		name        string
+		view        *view
+		filter      router.Filter
+		unreachable bool
+	}{
+		{"no worker of the model at all",
+			&view{alive: map[string]string{"n1": "one"}, workers: []fsm.Worker{worker("w1", "n2", "other", fsm.WorkerReady)}},
+			router.Filter{Model: "m"}, false},
+		{"its node is not alive here",
+			&view{alive: map[string]string{"n1": "one"}, loads: []router.WorkerLoad{load("w1", "n2", "m", 0)},
+				workers: []fsm.Worker{worker("w1", "n2", "m", fsm.WorkerReady)}},
+			router.Filter{Model: "m"}, true},
+		{"its node is alive but its report stopped",
+			&view{alive: map[string]string{"n1": "one", "n2": "two"}, workers: []fsm.Worker{worker("w1", "n2", "m", fsm.WorkerReady)}},
+			router.Filter{Model: "m"}, true},
+		{"retiring workers do not count",
+			&view{alive: map[string]string{"n1": "one"}, workers: []fsm.Worker{worker("w1", "n2", "m", fsm.WorkerRetiring)}},
+			router.Filter{Model: "m"}, false},
+		{"tried workers do not count",
+			&view{alive: map[string]string{"n1": "one"}, workers: []fsm.Worker{worker("w1", "n2", "m", fsm.WorkerReady)}},
+			router.Filter{Model: "m", Exclude: map[string]bool{"w1": true}}, false},
+		{"another hive asked",
+			&view{alive: map[string]string{"n1": "one"}, workers: []fsm.Worker{worker("w1", "n2", "m", fsm.WorkerReady)}},
+			router.Filter{Model: "m", Hive: "n3"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := newRouter(tt.view, 0).Pick(tt.filter)
+			require.ErrorIs(t, err, router.ErrNoWorker)
+			require.Equal(t, router.CodeNoWorker, jobs.CodeOf(err))
+			require.Equal(t, tt.unreachable, errors.Is(err, router.ErrUnreachable), "%v", err)
+			if tt.unreachable {
+				require.Contains(t, err.Error(), "no ready worker for model m (out of reach: the registry holds 1 ready, on nodes this node does not reach now")
+			}
+		})
+	}
+}
+
 func TestModelMatches(t *testing.T) {
 	cases := []struct {
 		have, want string
