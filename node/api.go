@@ -387,9 +387,35 @@ func checkJoinAddr(a string) error {
 	return nil
 }
 
+// leaveBlocked says why this node cannot leave now, "" when it can: with
+// other voters in its raft configuration and no leader in reach (the
+// minority side of a partition), a leave could tell nobody. It stopped
+// the node all the same, which the others kept as a failed voter until
+// the reap grace, while the CLI said it was leaving and the node's log
+// "node left the cluster".
+func (n *Node) leaveBlocked() string {
+	if n.cons == nil || n.cons.LeaderID() != "" {
+		return ""
+	}
+	servers, err := n.cons.Servers()
+	if err != nil {
+		return ""
+	}
+	for _, s := range servers {
+		if s.Suffrage == "voter" && s.ID != n.ID() {
+			return "cannot leave now: no leader is in reach (this node is cut off from the majority, or an election is under way), so the cluster would not learn of it; try again once `rbee status` shows a leader, or stop the node (the others remove it after --reap-grace)"
+		}
+	}
+	return ""
+}
+
 // handleLeave answers first, then leaves: the client gets its answer before
 // the API goes away.
 func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
+	if msg := n.leaveBlocked(); msg != "" {
+		writeError(w, http.StatusServiceUnavailable, jobs.CodeNoQuorum, msg)
+		return
+	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": "leaving"})
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()

@@ -147,6 +147,33 @@ func TestGracefulLeave(t *testing.T) {
 	}, nodetest.WaitTimeout, 50*time.Millisecond)
 }
 
+// TestLeaveRefusedWithoutLeader: a node cut off from the majority (here:
+// the only survivor of three) refuses `rbee leave` with no_quorum and
+// keeps running, instead of answering "leaving", stopping, and staying a
+// failed voter in the others' configuration.
+func TestLeaveRefusedWithoutLeader(t *testing.T) {
+	c := nodetest.New(t, 3)
+	c.WaitConverged(3)
+	survivor := c.Nodes[0]
+	c.Kill(1)
+	c.Kill(2)
+	require.Eventually(t, func() bool { return survivor.LeaderID() == "" }, nodetest.WaitTimeout, 20*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := client.New(survivor.URL(), survivor.AdminKey()).Leave(ctx)
+	var apiErr *client.APIError
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, http.StatusServiceUnavailable, apiErr.Status)
+	require.Equal(t, jobs.CodeNoQuorum, apiErr.Code)
+	require.Contains(t, apiErr.Message, "cannot leave now")
+	select {
+	case <-survivor.Stopped():
+		t.Fatal("the node stopped")
+	case <-time.After(500 * time.Millisecond):
+	}
+	require.NoError(t, client.New(survivor.URL(), survivor.AdminKey()).Health(ctx), "the node still answers")
+}
+
 func TestBadInput(t *testing.T) {
 	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {})
 	n := c.Nodes[0]
