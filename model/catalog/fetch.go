@@ -174,7 +174,13 @@ func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) 
 	if t.sha != "" {
 		if other, ok := c.FindBySHA256(t.sha); ok {
 			tryLink(other.Path, partial)
-			res, err := hf.Transfer(ctx, fileOpener(other.Path), spec(SourceLocal))
+			s := spec(SourceLocal)
+			if s.Size == 0 {
+				// Known here: the link is then already the whole file
+				// (Transfer writes through no link that is not).
+				s.Size = other.Size
+			}
+			res, err := hf.Transfer(ctx, fileOpener(other.Path), s)
 			if err == nil {
 				return c.addFetched(res, t, t.source)
 			}

@@ -448,6 +448,11 @@ func TestFetchSameContentUnderNewID(t *testing.T) {
 	require.Len(t, f.cdnGets(), n, "copied from the existing entry")
 	list, _ := f.cat.List()
 	require.Len(t, list, 2)
+	a, err := os.Stat(list[0].Path)
+	require.NoError(t, err)
+	b, err := os.Stat(list[1].Path)
+	require.NoError(t, err)
+	require.True(t, os.SameFile(a, b), "a URL of unknown size with a known sha256 is linked, not copied")
 }
 
 func TestFetchConcurrentSameRef(t *testing.T) {

@@ -192,15 +192,11 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Result{}, fmt.Errorf("hf: %w", err)
 	}
-	f, err := os.OpenFile(spec.Partial, os.O_RDWR|os.O_CREATE, 0o644)
+	f, st, err := openPartial(spec)
 	if err != nil {
-		return Result{}, fmt.Errorf("hf: %w", err)
+		return Result{}, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return Result{}, fmt.Errorf("hf: %w", err)
-	}
 	t := &transfer{f: f, spec: spec, h: sha256.New(), n: st.Size(), total: spec.Size, began: time.Now()}
 	if spec.Size > 0 && t.n > spec.Size {
 		if err := t.restart(); err != nil {
@@ -258,6 +254,36 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 	// has served.
 	_ = dropValidator(spec.Partial)
 	return Result{Path: spec.Partial, Size: t.n, SHA256: sum, Resumed: t.resumed}, nil
+}
+
+// openPartial opens (creating) spec.Partial. A partial that is a hard
+// link to another file (a catalog links a copy of the same content it
+// already holds) is written and truncated by nothing: unless it is
+// already the whole file, its name is removed and a new, empty file takes
+// it, so a source of another size, or one that ignores ranges, cannot
+// change the other file through the shared inode.
+func openPartial(spec Spec) (*os.File, os.FileInfo, error) {
+	for fresh := false; ; fresh = true {
+		f, err := os.OpenFile(spec.Partial, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("hf: %w", err)
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("hf: %w", err)
+		}
+		if fresh || linkCount(st) <= 1 || (spec.Size > 0 && st.Size() == spec.Size) {
+			return f, st, nil
+		}
+		f.Close()
+		if err := os.Remove(spec.Partial); err != nil {
+			return nil, nil, fmt.Errorf("hf: unlinking a linked partial: %w", err)
+		}
+		if err := dropValidator(spec.Partial); err != nil {
+			return nil, nil, fmt.Errorf("hf: %w", err)
+		}
+	}
 }
 
 // ctxReader stops reading once ctx is done (re-hashing a partial of many

@@ -4,6 +4,8 @@ package hf
 
 import (
 	"fmt"
+	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,4 +18,12 @@ func freeBytes(dir string) (uint64, bool, error) {
 		return 0, false, fmt.Errorf("hf: statfs %s: %w", dir, err)
 	}
 	return uint64(st.Bavail) * uint64(st.Bsize), true, nil //nolint:unconvert // field types differ per OS
+}
+
+// linkCount returns how many names fi's file has (1 when unknown).
+func linkCount(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Nlink) //nolint:unconvert // field types differ per OS
+	}
+	return 1
 }
