@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/rbee-project/rbee/fsm"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/jobs"
 )
 
@@ -166,9 +169,23 @@ func canonicalModel(m string) string {
 // ("builtin:stories260k", "hf:org/repo:Q4_K_M"), or its short name (the
 // part after the last "--" of the id, e.g. "stories260k"), each also with
 // Ollama's default tag (":latest").
+//
+// A Hugging Face reference or a URL names its repo or host: it matches
+// only what came from there (the file's id, or for a repo without a file
+// any file of the repo with the quantization as a token), never a model
+// of another repo whose file has the same name.
 func ModelMatches(have, want string) bool {
 	if strings.EqualFold(have, want) {
 		return true
+	}
+	if r, err := modelcat.ParseRef(want); err == nil && (r.Source == modelcat.SourceHF || r.Source == modelcat.SourceURL) {
+		if refMatches(strings.ToLower(have), r) {
+			return true
+		}
+		if base := modelcat.TrimDefaultTag(want); base != strings.TrimSpace(want) {
+			return ModelMatches(have, base)
+		}
+		return false
 	}
 	ch, cw := canonicalModel(have), canonicalModel(want)
 	if ch == cw {
@@ -180,9 +197,6 @@ func ModelMatches(have, want string) bool {
 	if r, err := modelcat.ParseRef(want); err == nil {
 		if id := modelcat.IDFor(r, r.File); id != "" && strings.EqualFold(id, have) {
 			return true
-		}
-		if r.Repo != "" && strings.HasPrefix(ch, canonicalModel(strings.ReplaceAll("hf--"+r.Repo, "/", "--"))) {
-			return r.Quant == "" || strings.Contains(ch, strings.ToLower(r.Quant))
 		}
 	}
 	// Ollama's default tag, as clients that took the name from Ollama
@@ -539,4 +553,19 @@ func (r *Router) ServedModels() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// refMatches reports whether the catalog id have (lower case) came from
+// the Hugging Face or URL reference r.
+func refMatches(have string, r modelcat.Ref) bool {
+	if r.Source == modelcat.SourceURL {
+		u, err := url.Parse(r.URL)
+		return err == nil && have == modelcat.IDFor(r, path.Base(u.Path))
+	}
+	if r.File != "" {
+		return have == modelcat.IDFor(r, r.File)
+	}
+	org, repo, _ := strings.Cut(r.Repo, "/")
+	rest, ok := strings.CutPrefix(have, modelcat.MakeID("hf", org, repo)+"--")
+	return ok && (r.Quant == "" || hf.HasQuantTag(rest, r.Quant))
 }

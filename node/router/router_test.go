@@ -216,6 +216,17 @@ func TestModelMatches(t *testing.T) {
 		{"builtin--stories260k", "builtin:stories260k:LATEST", true},
 		{"builtin--stories260k", "stories260k:q8", false},
 		{"builtin--stories260k", ":latest", false},
+		// A reference names its repo: another repo's file of the same name
+		// is another model.
+		{"hf--org--repo--model-q4_k_m", "hf:other/repo/model-Q4_K_M.gguf", false},
+		{"hf--org--repo--model-q4_k_m", "hf:org/repo/model-Q4_K_M.gguf", true},
+		{"hf--org--repo--model-q4_k_m", "hf:org/rep", false},
+		{"hf--org--repo-v2--model-q4_k_m", "hf:org/repo", false},
+		{"hf--org--repo--model-q4_k_m", "hf:org/repo:Q4_K", false},
+		{"hf--org--repo--model-q4_k_m", "https://example.com/x/model-Q4_K_M.gguf", false},
+		{"url--example.com--model-q4_k_m", "https://example.com/x/model-Q4_K_M.gguf", true},
+		{"url--example.com--model-q4_k_m", "https://other.example/model-Q4_K_M.gguf", false},
+		{"hf--org--repo--model-q4_k_m", "model-q4_k_m", true},
 	}
 	for _, tc := range cases {
 		require.Equal(t, tc.ok, router.ModelMatches(tc.have, tc.want), "%s vs %s", tc.have, tc.want)
