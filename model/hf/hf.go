@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // DefaultEndpoint is the public Hub.
@@ -43,6 +44,12 @@ const (
 	maxRedirects = 10
 	// maxErrorBody caps the bytes of an error response read for its message.
 	maxErrorBody = 4 << 10
+	// DefaultAPITimeout bounds one metadata request (a page of the tree
+	// API, a HEAD of a file), its body included: the Hub answers them in
+	// well under a second, and a server that accepts the connection and
+	// never answers must not hold a download job forever. (Downloads
+	// themselves have no deadline, only Spec.IdleTimeout.)
+	DefaultAPITimeout = 60 * time.Second
 )
 
 // Sentinel errors. Functions wrap them with %w and add context.
@@ -89,6 +96,9 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
+	// APITimeout bounds each metadata request (tree page, HEAD); 0 means
+	// DefaultAPITimeout.
+	APITimeout time.Duration
 }
 
 // DefaultConfig returns a Config for the public Hub without a token.
@@ -103,6 +113,7 @@ type Client struct {
 	ua       string
 	http     *http.Client
 	log      *slog.Logger
+	apiWait  time.Duration
 }
 
 // New returns a Client for cfg.
@@ -117,7 +128,10 @@ func New(cfg Config) (*Client, error) {
 	if strings.ContainsAny(cfg.Token, "\r\n") {
 		return nil, fmt.Errorf("hf: token contains a line break")
 	}
-	c := &Client{endpoint: u, token: cfg.Token, ua: cfg.UserAgent, log: cfg.Logger}
+	c := &Client{endpoint: u, token: cfg.Token, ua: cfg.UserAgent, log: cfg.Logger, apiWait: cfg.APITimeout}
+	if c.apiWait <= 0 {
+		c.apiWait = DefaultAPITimeout
+	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -258,20 +272,9 @@ func (c *Client) ListFiles(ctx context.Context, repo, revision string) ([]File, 
 		if page >= maxTreePages {
 			return nil, fmt.Errorf("%w: tree of %s has more than %d pages", ErrHTTP, repo, maxTreePages)
 		}
-		resp, err := c.do(ctx, http.MethodGet, next, nil, true)
+		entries, link, base, err := c.treePage(ctx, next, repo, revision)
 		if err != nil {
 			return nil, err
-		}
-		if err := checkStatus(resp, "repo "+repo+"@"+revision); err != nil {
-			resp.Body.Close()
-			return nil, err
-		}
-		var entries []treeEntry
-		err = json.NewDecoder(io.LimitReader(resp.Body, maxTreeBytes)).Decode(&entries)
-		link := resp.Header.Get("Link")
-		resp.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%w: tree of %s: %v", ErrHTTP, repo, err)
 		}
 		for _, e := range entries {
 			if e.Type != "file" {
@@ -293,12 +296,51 @@ func (c *Client) ListFiles(ctx context.Context, repo, revision string) ([]File, 
 			}
 			files = append(files, f)
 		}
-		next, err = nextLink(link, resp.Request.URL)
+		next, err = nextLink(link, base)
 		if err != nil {
 			return nil, err
 		}
 	}
 	return files, nil
+}
+
+// errAPITimeout is the cancellation cause of a metadata request that ran
+// past the client's APITimeout.
+var errAPITimeout = errors.New("hf: no answer in time")
+
+// apiContext bounds one metadata request by the client's APITimeout.
+func (c *Client) apiContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, c.apiWait, errAPITimeout)
+}
+
+// apiError says so when err came from a metadata request that ran out of
+// time (actx's own deadline, not the caller's ctx).
+func (c *Client) apiError(ctx, actx context.Context, err error, what string) error {
+	if ctx.Err() == nil && errors.Is(context.Cause(actx), errAPITimeout) {
+		return fmt.Errorf("%w: %s: the Hub at %s did not answer within %s", ErrHTTP, what, c.endpoint.Host, c.apiWait)
+	}
+	return err
+}
+
+// treePage fetches and decodes one page of the tree API within the API
+// timeout; it returns the entries, the Link header and the URL the page
+// came from (after redirects).
+func (c *Client) treePage(ctx context.Context, target, repo, revision string) ([]treeEntry, string, *url.URL, error) {
+	actx, cancel := c.apiContext(ctx)
+	defer cancel()
+	resp, err := c.do(actx, http.MethodGet, target, nil, true)
+	if err != nil {
+		return nil, "", nil, c.apiError(ctx, actx, err, "tree of "+repo)
+	}
+	defer resp.Body.Close()
+	if err := checkStatus(resp, "repo "+repo+"@"+revision); err != nil {
+		return nil, "", nil, c.apiError(ctx, actx, err, "tree of "+repo)
+	}
+	var entries []treeEntry
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxTreeBytes)).Decode(&entries); err != nil {
+		return nil, "", nil, c.apiError(ctx, actx, fmt.Errorf("%w: tree of %s: %v", ErrHTTP, repo, err), "tree of "+repo)
+	}
+	return entries, resp.Header.Get("Link"), resp.Request.URL, nil
 }
 
 // nextLink extracts the rel="next" target of an RFC 8288 Link header,
@@ -367,15 +409,20 @@ func (c *Client) FileMetadata(ctx context.Context, repo, revision, path string) 
 	noFollow := *c.http
 	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	for hop := 0; ; hop++ {
-		req, err := c.newRequest(ctx, http.MethodHead, target, true)
+		actx, cancel := c.apiContext(ctx)
+		req, err := c.newRequest(actx, http.MethodHead, target, true)
 		if err != nil {
+			cancel()
 			return Metadata{}, err
 		}
 		req.Header.Set("Accept-Encoding", "identity")
 		resp, err := noFollow.Do(req)
 		if err != nil {
-			return Metadata{}, fmt.Errorf("hf: HEAD %s: %w", target, err)
+			err = c.apiError(ctx, actx, fmt.Errorf("hf: HEAD %s: %w", target, err), "HEAD "+redact(target))
+			cancel()
+			return Metadata{}, err
 		}
+		cancel()
 		resp.Body.Close()
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 			loc, err := resp.Location()
