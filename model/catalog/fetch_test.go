@@ -590,3 +590,19 @@ func (c *cutWriter) Write(p []byte) (int, error) {
 	}
 	return k, err
 }
+
+// TestFetchCutInTheHeader: a connection cut within the first bytes (before
+// the GGUF header is whole) is network trouble, not a file that is not a
+// model: it is retried and resumed, not refused as ErrNotGGUF.
+func TestFetchCutInTheHeader(t *testing.T) {
+	for _, cut := range []int64{0, 1, 7} {
+		t.Run(fmt.Sprint(cut), func(t *testing.T) {
+			f := newFixture(t, "")
+			f.hub.CutNext(sha(f.q8), cut)
+			e, err := f.fetch(t, "hf:org/repo:Q8_0", FetchOptions{Retries: 1})
+			require.NoError(t, err)
+			require.Equal(t, sha(f.q8), e.SHA256)
+			require.Len(t, f.cdnGets(), 2)
+		})
+	}
+}

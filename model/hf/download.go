@@ -410,9 +410,14 @@ func (t *transfer) once(ctx context.Context, open Opener) (err error) {
 	}
 	if t.n == 0 && t.spec.CheckHead != nil {
 		head := make([]byte, t.spec.HeadSize)
-		k, rerr := io.ReadFull(body, head)
-		if rerr != nil && rerr != io.ErrUnexpectedEOF && rerr != io.EOF {
+		k, rerr := readHead(body, head)
+		if rerr != nil && rerr != io.EOF {
+			// A cut connection, not a short file.
 			return Retryable(fmt.Errorf("hf: reading the first bytes: %w", rerr))
+		}
+		if k < len(head) && t.total > int64(k) {
+			// The source announced more: it was cut, the file is not short.
+			return Retryable(fmt.Errorf("hf: the source ended after %d of %d bytes: %w", k, t.total, io.ErrUnexpectedEOF))
 		}
 		if err := t.spec.CheckHead(head[:k]); err != nil {
 			t.discard()
@@ -427,6 +432,21 @@ func (t *transfer) once(ctx context.Context, open Opener) (err error) {
 		return fmt.Errorf("hf: %w", err)
 	}
 	return t.copyBody(ctx, body, idle)
+}
+
+// readHead fills head from r like io.ReadFull, but returns r's own error:
+// io.EOF only when the source ended cleanly (a short file), anything else
+// (io.ErrUnexpectedEOF from a cut HTTP body) as it came.
+func readHead(r io.Reader, head []byte) (int, error) {
+	k := 0
+	for k < len(head) {
+		n, err := r.Read(head[k:])
+		k += n
+		if err != nil {
+			return k, err
+		}
+	}
+	return k, nil
 }
 
 // report calls spec.Progress with done bytes received.
