@@ -215,6 +215,7 @@ func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) 
 		// A partial with nothing in it resumes nothing.
 		if st, serr := os.Stat(partial); serr == nil && st.Size() == 0 {
 			os.Remove(partial)
+			os.Remove(partial + hf.ValidatorSuffix)
 		}
 		return Entry{}, fmt.Errorf("catalog: fetching %s: %w", t.ref, err)
 	}

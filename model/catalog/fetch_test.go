@@ -606,3 +606,15 @@ func TestFetchCutInTheHeader(t *testing.T) {
 		})
 	}
 }
+
+// TestFetchFailedBeforeAByteLeavesNothing: a fetch that fails before a
+// byte is written removes its empty partial and the validator beside it.
+func TestFetchFailedBeforeAByteLeavesNothing(t *testing.T) {
+	f := newFixture(t, "")
+	f.hub.CutNext(sha(f.q8), 0)
+	_, err := f.fetch(t, "hf:org/repo:Q8_0", FetchOptions{Retries: -1})
+	require.Error(t, err)
+	ents, err := os.ReadDir(filepath.Join(f.cat.Dir(), PartialDir))
+	require.NoError(t, err)
+	require.Empty(t, ents)
+}
