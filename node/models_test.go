@@ -196,3 +196,41 @@ func TestSubmitStreamsEvents(t *testing.T) {
 	require.Equal(t, 200, st)
 	require.Equal(t, string(body), string(again), "the same events at the events URL")
 }
+
+// TestModelByIDFallsBackToItsOrigin: a model asked for by its catalog id
+// on a hive that lacks it is copied from the node that holds it; when that
+// copy fails (the holder's file no longer has its sha256), the hive
+// fetches it from the reference the holder recorded, instead of looking
+// for a file named like the id and answering not_found.
+func TestModelByIDFallsBackToItsOrigin(t *testing.T) {
+	data, err := os.ReadFile("../testdata/model/stories260K.gguf")
+	require.NoError(t, err)
+	hub := hubtest.New()
+	t.Cleanup(hub.Close)
+	hub.AddFile("org/stories-GGUF", "stories260K-Q8_0.gguf", data)
+	c := nodetest.New(t, 2, func(i int, cfg *node.Config) { cfg.HFEndpoint = hub.URL() })
+	n0, n1 := c.Nodes[0], c.Nodes[1]
+
+	var e modelcat.Entry
+	run(t, n0, map[string]any{"operation": "model_download", "model": "hf:org/stories-GGUF:Q8_0"}, &e)
+	require.Eventually(t, func() bool {
+		for _, h := range n1.Registry().Models() {
+			if h.ModelID == e.ID && h.Ref != "" && h.SHA256 == e.SHA256 {
+				return true
+			}
+		}
+		return false
+	}, nodetest.WaitTimeout, 20*time.Millisecond)
+	// The holder's copy rots: a peer copy of it fails its sha256.
+	f, err := os.OpenFile(e.Path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{0xff, 0xff, 0xff, 0xff}, int64(len(data)/2))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	var e1 modelcat.Entry
+	run(t, n1, map[string]any{"operation": "model_download", "model": e.ID}, &e1)
+	require.Equal(t, e.ID, e1.ID)
+	require.Equal(t, e.SHA256, e1.SHA256)
+	require.Equal(t, modelcat.SourceHF, e1.Source)
+}

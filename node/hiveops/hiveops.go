@@ -164,7 +164,15 @@ func (o *Ops) ResolveModel(ctx context.Context, em jobs.Emitter, ref string) (mo
 		if ctx.Err() != nil {
 			return modelcat.Entry{}, CatalogError(err)
 		}
-		em.Narrate("hive", "model", "the peer copy failed (%v); trying the reference itself", err)
+		next := "trying the reference itself"
+		if origin, ok := fetchable(h.Ref); ok {
+			if _, own := fetchable(ref); !own {
+				// The user named the model by its id or short name, which
+				// has no origin: the holder's reference has one.
+				ref, next = origin, "fetching it from "+origin
+			}
+		}
+		em.Narrate("hive", "model", "the peer copy failed (%v); %s", err, next)
 	}
 	r, err := modelcat.ParseRef(ref)
 	if err != nil {
@@ -183,6 +191,17 @@ func (o *Ops) ResolveModel(ctx context.Context, em jobs.Emitter, ref string) (mo
 	o.RecordModel(ctx, e)
 	em.Narrate("hive", "model", "%s is in the catalog of %s as %s (%s, %s)", ref, o.cfg.LocalName, e.ID, humanize.Bytes(uint64(e.Size)), e.Quantization)
 	return e, nil
+}
+
+// fetchable reports whether ref names a model with an origin to download
+// it from (hf:, a URL, builtin:), as opposed to a catalog id, a short name
+// or a path; it returns the reference in its canonical form.
+func fetchable(ref string) (string, bool) {
+	r, err := modelcat.ParseRef(ref)
+	if err != nil || r.Source == modelcat.SourceLocal {
+		return "", false
+	}
+	return r.String(), true
 }
 
 // fetchOptions are the catalog fetch options of a job: the hub client,
