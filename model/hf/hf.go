@@ -39,6 +39,11 @@ const (
 	// maxTreePages caps pagination (1000 entries per page upstream), so a
 	// server returning endless "next" links cannot loop us forever.
 	maxTreePages = 100
+	// maxTreeEntries caps the entries (files and directories) of one
+	// listing: a GGUF repo has tens, the largest model repos some
+	// thousands. Without it 100 pages of 16 MiB of tiny entries would be
+	// held as ~40 million Files (gigabytes) before a GGUF is picked.
+	maxTreeEntries = 100_000
 	// maxRedirects matches the net/http default and is far more than the
 	// Hub's one hop to the CDN (plus a relative one for renamed repos).
 	maxRedirects = 10
@@ -268,6 +273,7 @@ func (c *Client) ListFiles(ctx context.Context, repo, revision string) ([]File, 
 	}
 	next := c.endpoint.String() + "/api/models/" + repo + "/tree/" + url.PathEscape(revision) + "?recursive=true"
 	var files []File
+	seen := 0
 	for page := 0; next != ""; page++ {
 		if page >= maxTreePages {
 			return nil, fmt.Errorf("%w: tree of %s has more than %d pages", ErrHTTP, repo, maxTreePages)
@@ -275,6 +281,9 @@ func (c *Client) ListFiles(ctx context.Context, repo, revision string) ([]File, 
 		entries, link, base, err := c.treePage(ctx, next, repo, revision)
 		if err != nil {
 			return nil, err
+		}
+		if seen += len(entries); seen > maxTreeEntries {
+			return nil, fmt.Errorf("%w: the tree of %s has more than %d entries; name the file (hf:%s/FILE.gguf)", ErrHTTP, repo, maxTreeEntries, repo)
 		}
 		for _, e := range entries {
 			if e.Type != "file" {
