@@ -3,6 +3,7 @@ package node_test
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -233,4 +234,33 @@ func TestModelByIDFallsBackToItsOrigin(t *testing.T) {
 	require.Equal(t, e.ID, e1.ID)
 	require.Equal(t, e.SHA256, e1.SHA256)
 	require.Equal(t, modelcat.SourceHF, e1.Source)
+}
+
+// TestModelDownloadSourceFailuresAreUnavailable: a hub that answers 503,
+// one that cannot be reached, and one whose bytes do not have the sha256
+// it announced are failures of the source, not of the node: the job's
+// error code says unavailable, not internal.
+func TestModelDownloadSourceFailuresAreUnavailable(t *testing.T) {
+	data, err := os.ReadFile("../testdata/model/stories260K.gguf")
+	require.NoError(t, err)
+	hub := hubtest.New()
+	t.Cleanup(hub.Close)
+	hub.Corrupt(hub.AddFile("org/corrupt-GGUF", "stories260K-Q8_0.gguf", data))
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":"overloaded"}`, http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(busy.Close)
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	for _, tc := range []struct{ name, endpoint, model string }{
+		{"hub answers 503", busy.URL, "hf:org/repo"},
+		{"hub unreachable", gone.URL, "hf:org/repo"},
+		{"bytes do not match the sha256", hub.URL(), "hf:org/corrupt-GGUF"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := nodetest.New(t, 1, func(i int, cfg *node.Config) { cfg.HFEndpoint = tc.endpoint })
+			je := runErr(t, c.Nodes[0], map[string]any{"operation": "model_download", "model": tc.model})
+			require.Equal(t, "unavailable", je.Code, je.Message)
+		})
+	}
 }

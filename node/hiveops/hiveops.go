@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"runtime"
 	"strings"
@@ -134,6 +135,15 @@ func CatalogError(err error) error {
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, process.ErrNotOurs):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
+	case errors.Is(err, hf.ErrHTTP), errors.Is(err, hf.ErrBadRange), errors.Is(err, hf.ErrChecksum):
+		// The source (hub, URL, peer) failed or sent what it did not
+		// announce: nothing is wrong with this node, a later try may work.
+		return &jobs.Error{Code: jobs.CodeUnavailable, Err: err}
+	}
+	var uerr *url.Error
+	if errors.As(err, &uerr) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		// The source could not be reached (refused, reset, DNS).
+		return &jobs.Error{Code: jobs.CodeUnavailable, Err: err}
 	}
 	return err
 }
