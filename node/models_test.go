@@ -264,3 +264,47 @@ func TestModelDownloadSourceFailuresAreUnavailable(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerCopyFailsOverToAnotherHolder: two nodes hold a model and the hub
+// is gone; the holder asked first serves a copy that fails its sha256.
+// The third node copies the model from the other holder instead of
+// giving up.
+func TestPeerCopyFailsOverToAnotherHolder(t *testing.T) {
+	data, err := os.ReadFile("../testdata/model/stories260K.gguf")
+	require.NoError(t, err)
+	hub := hubtest.New()
+	hub.AddFile("org/stories-GGUF", "stories260K-Q8_0.gguf", data)
+	c := nodetest.New(t, 3, func(i int, cfg *node.Config) { cfg.HFEndpoint = hub.URL() })
+	n2 := c.Nodes[2]
+	entries := map[string]modelcat.Entry{}
+	for _, n := range c.Nodes[:2] {
+		var e modelcat.Entry
+		run(t, n, map[string]any{"operation": "model_download", "model": "hf:org/stories-GGUF:Q8_0"}, &e)
+		entries[n.ID()] = e
+	}
+	hub.Close()
+	var first string
+	require.Eventually(t, func() bool {
+		held := 0
+		for _, h := range n2.Registry().Models() {
+			if _, ok := entries[h.NodeID]; ok && h.SHA256 != "" {
+				if held == 0 {
+					first = h.NodeID
+				}
+				held++
+			}
+		}
+		return held == 2
+	}, nodetest.WaitTimeout, 20*time.Millisecond)
+	// The holder n2 asks first has a rotten copy.
+	f, err := os.OpenFile(entries[first].Path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{0xff, 0xff, 0xff, 0xff}, int64(len(data)/2))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	var e modelcat.Entry
+	run(t, n2, map[string]any{"operation": "model_download", "model": entries[first].ID}, &e)
+	require.Equal(t, entries[first].SHA256, e.SHA256)
+	require.Equal(t, modelcat.SourcePeer, e.Source)
+}

@@ -29,6 +29,17 @@ type PeerSource interface {
 	OpenRange(ctx context.Context, sha256 string, offset int64) (body io.ReadCloser, size int64, err error)
 }
 
+// BadCopyReporter is a PeerSource that can be told that the copy of a
+// sha256 it served last failed its check, so that its next OpenRange for
+// it asks another peer.
+type BadCopyReporter interface {
+	BadCopy(sha256 string)
+}
+
+// maxPeerCopies is how many peer copies of one file a fetch tries when the
+// copies fail their check (each from another holder).
+const maxPeerCopies = 3
+
 // Progress is one progress report of Fetch.
 type Progress struct {
 	hf.Progress
@@ -192,7 +203,7 @@ func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) 
 	}
 	// 4. A peer.
 	if opts.Peers != nil && t.sha != "" && t.source != SourceBuiltin && t.source != SourceLocal && t.source != SourcePeer {
-		res, err := hf.Transfer(ctx, peerOpener(opts.Peers, t.sha), spec(SourcePeer))
+		res, err := fromPeers(ctx, opts.Peers, t.sha, spec(SourcePeer))
 		if err == nil {
 			return c.addFetched(res, t, SourcePeer)
 		}
@@ -210,7 +221,12 @@ func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) 
 		// with the same name must not be "resumed" (its sha256 is unknown).
 		os.Remove(partial)
 	}
-	res, err := hf.Transfer(ctx, t.origin, spec(t.source))
+	var res hf.Result
+	if t.source == SourcePeer {
+		res, err = fromPeers(ctx, opts.Peers, t.sha, spec(t.source))
+	} else {
+		res, err = hf.Transfer(ctx, t.origin, spec(t.source))
+	}
 	if err != nil {
 		// A partial with nothing in it resumes nothing.
 		if st, serr := os.Stat(partial); serr == nil && st.Size() == 0 {
@@ -220,6 +236,20 @@ func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) 
 		return Entry{}, fmt.Errorf("catalog: fetching %s: %w", t.ref, err)
 	}
 	return c.addFetched(res, t, t.source)
+}
+
+// fromPeers copies sha from peers: a copy that fails its check (sha256,
+// size) is reported to a BadCopyReporter and tried again from another
+// holder, up to maxPeerCopies copies.
+func fromPeers(ctx context.Context, peers PeerSource, sha string, spec hf.Spec) (hf.Result, error) {
+	bad, tell := peers.(BadCopyReporter)
+	for n := 1; ; n++ {
+		res, err := hf.Transfer(ctx, peerOpener(peers, sha), spec)
+		if err == nil || ctx.Err() != nil || !tell || !errors.Is(err, hf.ErrChecksum) || n >= maxPeerCopies {
+			return res, err
+		}
+		bad.BadCopy(sha)
+	}
 }
 
 func (c *Catalog) addFetched(res hf.Result, t target, src Source) (Entry, error) {

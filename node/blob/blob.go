@@ -127,14 +127,21 @@ type Service struct {
 
 	mu       sync.Mutex
 	noDirect map[string]time.Time // peer -> when its blob port failed
+	served   map[string]string    // sha256 -> the peer its last model copy came from
+	badCopy  map[string]time.Time // sha256 + "/" + peer -> when a copy from it failed its check
 }
+
+// badCopyFor is how long a peer whose copy of a model failed its sha256
+// is not asked for that model again (its file has rotted or changed; it
+// stays wrong until someone repairs it).
+const badCopyFor = 10 * time.Minute
 
 // New returns a service.
 func New(cfg Config) *Service {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, noDirect: map[string]time.Time{}}
+	return &Service{cfg: cfg, noDirect: map[string]time.Time{}, served: map[string]string{}, badCopy: map[string]time.Time{}}
 }
 
 // Handle serves one stream of Protocol: the file asked for, or a head
@@ -356,7 +363,7 @@ func (m modelSource) OpenRange(ctx context.Context, sha string, offset int64) (i
 	alive := m.b.cfg.Holdings.AlivePeers()
 	var last error = fmt.Errorf("no peer holds %s", sha)
 	for _, h := range m.b.cfg.Holdings.Models() {
-		if h.SHA256 != sha || !alive[h.NodeID] {
+		if h.SHA256 != sha || !alive[h.NodeID] || m.b.distrusted(sha, h.NodeID) {
 			continue
 		}
 		rc, head, err := m.b.Open(ctx, h.NodeID, Request{Kind: "model", SHA256: sha, Offset: offset})
@@ -364,9 +371,37 @@ func (m modelSource) OpenRange(ctx context.Context, sha string, offset int64) (i
 			last = err
 			continue
 		}
+		m.b.mu.Lock()
+		m.b.served[sha] = h.NodeID
+		m.b.mu.Unlock()
 		return rc, head.Size, nil
 	}
 	return nil, 0, last
+}
+
+// BadCopy is told that the copy of sha256 it served last failed its check
+// (catalog.BadCopyReporter): that peer is not asked for it again for
+// badCopyFor, so the next OpenRange goes to another holder.
+func (m modelSource) BadCopy(sha string) {
+	b := m.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if node, ok := b.served[sha]; ok {
+		b.badCopy[sha+"/"+node] = time.Now()
+		delete(b.served, sha)
+		b.cfg.Log.Warn("blob: a peer's copy of a model failed its sha256; asking other holders", "sha256", sha, "peer", node)
+	}
+}
+
+func (b *Service) distrusted(sha, node string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at, ok := b.badCopy[sha+"/"+node]
+	if ok && time.Since(at) > badCopyFor {
+		delete(b.badCopy, sha+"/"+node)
+		return false
+	}
+	return ok
 }
 
 // BinarySource is the worker catalog's PeerSource.
