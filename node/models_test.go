@@ -239,7 +239,9 @@ func TestModelByIDFallsBackToItsOrigin(t *testing.T) {
 // TestModelDownloadSourceFailuresAreUnavailable: a hub that answers 503,
 // one that cannot be reached, and one whose bytes do not have the sha256
 // it announced are failures of the source, not of the node: the job's
-// error code says unavailable, not internal.
+// error code says unavailable, not internal; so does a disk without room
+// for the file (space can be freed), and a file over the hive's
+// --max-download-size is a bad request.
 func TestModelDownloadSourceFailuresAreUnavailable(t *testing.T) {
 	data, err := os.ReadFile("../testdata/model/stories260K.gguf")
 	require.NoError(t, err)
@@ -252,15 +254,32 @@ func TestModelDownloadSourceFailuresAreUnavailable(t *testing.T) {
 	t.Cleanup(busy.Close)
 	gone := httptest.NewServer(http.NotFoundHandler())
 	gone.Close()
-	for _, tc := range []struct{ name, endpoint, model string }{
-		{"hub answers 503", busy.URL, "hf:org/repo"},
-		{"hub unreachable", gone.URL, "hf:org/repo"},
-		{"bytes do not match the sha256", hub.URL(), "hf:org/corrupt-GGUF"},
+	// A repo whose listing announces a file larger than any disk.
+	huge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`[{"type":"file","oid":"x","size":1125899906842624,"path":"m-Q4_K_M.gguf",` +
+			`"lfs":{"oid":"` + strings.Repeat("ab", 32) + `","size":1125899906842624}}]`))
+	}))
+	t.Cleanup(huge.Close)
+	for _, tc := range []struct {
+		name, endpoint, model string
+		maxSize               int64
+		code                  string
+	}{
+		{"hub answers 503", busy.URL, "hf:org/repo", 0, "unavailable"},
+		{"hub unreachable", gone.URL, "hf:org/repo", 0, "unavailable"},
+		{"bytes do not match the sha256", hub.URL(), "hf:org/corrupt-GGUF", 0, "unavailable"},
+		{"no room on the disk", huge.URL, "hf:org/repo", 1 << 62, "unavailable"},
+		{"over --max-download-size", huge.URL, "hf:org/repo", 0, "bad_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := nodetest.New(t, 1, func(i int, cfg *node.Config) { cfg.HFEndpoint = tc.endpoint })
+			c := nodetest.New(t, 1, func(i int, cfg *node.Config) {
+				cfg.HFEndpoint = tc.endpoint
+				if tc.maxSize > 0 {
+					cfg.MaxDownloadSize = tc.maxSize
+				}
+			})
 			je := runErr(t, c.Nodes[0], map[string]any{"operation": "model_download", "model": tc.model})
-			require.Equal(t, "unavailable", je.Code, je.Message)
+			require.Equal(t, tc.code, je.Code, je.Message)
 		})
 	}
 }

@@ -135,6 +135,12 @@ func CatalogError(err error) error {
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, process.ErrNotOurs):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
+	case errors.Is(err, hf.ErrTooLarge):
+		// Over this hive's --max-download-size.
+		return &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
+	case errors.Is(err, hf.ErrNoSpace):
+		// Space may be freed (rbee model delete) and the download resumed.
+		return &jobs.Error{Code: jobs.CodeUnavailable, Err: err}
 	case errors.Is(err, hf.ErrHTTP), errors.Is(err, hf.ErrBadRange), errors.Is(err, hf.ErrChecksum):
 		// The source (hub, URL, peer) failed or sent what it did not
 		// announce: nothing is wrong with this node, a later try may work.
