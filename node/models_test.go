@@ -1,10 +1,13 @@
 package node_test
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -260,6 +263,20 @@ func TestModelDownloadSourceFailuresAreUnavailable(t *testing.T) {
 			`"lfs":{"oid":"` + strings.Repeat("ab", 32) + `","size":1125899906842624}}]`))
 	}))
 	t.Cleanup(huge.Close)
+	// A hub whose file download is cut half way, every time.
+	model := append([]byte(nil), data...)
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			_, _ = fmt.Fprintf(w, `[{"type":"file","oid":"x","size":%d,"path":"m-Q4_K_M.gguf","lfs":{"oid":"%x","size":%d}}]`,
+				len(model), sha256.Sum256(model), len(model))
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(model)))
+		_, _ = w.Write(model[:len(model)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	t.Cleanup(flaky.Close)
 	for _, tc := range []struct {
 		name, endpoint, model string
 		maxSize               int64
@@ -270,6 +287,7 @@ func TestModelDownloadSourceFailuresAreUnavailable(t *testing.T) {
 		{"bytes do not match the sha256", hub.URL(), "hf:org/corrupt-GGUF", 0, "unavailable"},
 		{"no room on the disk", huge.URL, "hf:org/repo", 1 << 62, "unavailable"},
 		{"over --max-download-size", huge.URL, "hf:org/repo", 0, "bad_request"},
+		{"connection cut on every try", flaky.URL, "hf:org/repo", 0, "unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := nodetest.New(t, 1, func(i int, cfg *node.Config) {

@@ -161,6 +161,11 @@ func isRetryable(err error) bool {
 	return errors.As(err, &r)
 }
 
+// IsRetryable reports whether err (from Transfer, possibly wrapped) is
+// trouble with the source that a later try may not meet: a cut or
+// stalled connection, a server error, 429, an unreachable host.
+func IsRetryable(err error) bool { return isRetryable(err) }
+
 // Transfer copies the content that open serves into spec.Partial, resuming
 // from what the partial already holds, and verifies size and sha256 before
 // returning. It checks the free disk space first (ErrNoSpace). On a sha256
