@@ -575,6 +575,11 @@ func inspect(path string) (Entry, error) {
 		return Entry{}, fmt.Errorf("%w: %v", ErrNotGGUF, err)
 	}
 	defer f.Close()
+	if n, ok := f.Uint("split.count"); ok && n > 1 {
+		// gguf-split's shards hold a part of the tensors each; nothing here
+		// loads a model from several files.
+		return Entry{}, fmt.Errorf("%w: %s is one shard of a model split in %d files (split.count); split models are not supported", ErrNotGGUF, filepath.Base(path), n)
+	}
 	var e Entry
 	e.Architecture, _ = f.String("general.architecture")
 	if e.Architecture != "" {

@@ -384,6 +384,9 @@ func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (targ
 		}
 		var f hf.File
 		if ref.File != "" {
+			if hf.IsSplitShard(ref.File) {
+				return target{}, fmt.Errorf("%w: %q is one shard of a split GGUF; split models are not supported", hf.ErrNoGGUF, ref.File)
+			}
 			m, err := opts.HF.FileMetadata(ctx, ref.Repo, rev, ref.File)
 			if err != nil {
 				return target{}, err

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/model/hf/hubtest"
 	"github.com/rbee-project/rbee/model/quant"
@@ -617,4 +618,41 @@ func TestFetchFailedBeforeAByteLeavesNothing(t *testing.T) {
 	ents, err := os.ReadDir(filepath.Join(f.cat.Dir(), PartialDir))
 	require.NoError(t, err)
 	require.Empty(t, ents)
+}
+
+// splitShard is the first shard of a model gguf-split cut in three: a
+// valid GGUF holding a part of the tensors, with split.count 3.
+func splitShard(t *testing.T) []byte {
+	t.Helper()
+	w := gguf.NewWriter()
+	require.NoError(t, w.AddKV("general.architecture", "llama"))
+	require.NoError(t, w.AddKV("split.no", uint16(0)))
+	require.NoError(t, w.AddKV("split.count", uint16(3)))
+	require.NoError(t, w.AddTensor("token_embd.weight", quant.F32, []uint64{256, 4}, make([]byte, 256*4*4)))
+	var buf bytes.Buffer
+	_, err := w.WriteTo(&buf)
+	require.NoError(t, err)
+	return buf.Bytes()
+}
+
+// TestFetchRefusesSplitShards: one shard of a split model is not a model
+// rbee can load. Named by its shard file name it is refused before a byte
+// is downloaded (as PickGGUF refuses it); under any other name (a URL) its
+// split.count refuses it once it is here; the catalog holds nothing.
+func TestFetchRefusesSplitShards(t *testing.T) {
+	f := newFixture(t, "")
+	shard := splitShard(t)
+	f.hub.AddFile("org/split", "big-Q4_K_M-00001-of-00003.gguf", shard)
+	before := len(f.cdnGets())
+	_, err := f.fetch(t, "hf:org/split/big-Q4_K_M-00001-of-00003.gguf", FetchOptions{})
+	require.ErrorIs(t, err, hf.ErrNoGGUF)
+	require.Contains(t, err.Error(), "split")
+	require.Len(t, f.cdnGets(), before, "nothing downloaded")
+
+	_, err = f.fetch(t, f.hub.CDN.URL+"/blobs/"+sha(shard), FetchOptions{})
+	require.ErrorIs(t, err, ErrNotGGUF)
+	require.Contains(t, err.Error(), "split.count")
+	list, _ := f.cat.List()
+	require.Empty(t, list)
+	require.Empty(t, partials(t, f.cat))
 }

@@ -25,6 +25,10 @@ func QuantPreference() []string {
 // splitRE matches llama.cpp's gguf-split shard names (model-00001-of-00003.gguf).
 var splitRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?i)-\d{5}-of-\d{5}\.gguf$`) })
 
+// IsSplitShard reports whether p names one shard of a gguf-split model
+// (model-00001-of-00003.gguf), which cannot be loaded on its own.
+func IsSplitShard(p string) bool { return splitRE().MatchString(path.Base(p)) }
+
 // IsGGUF reports whether p names a GGUF file (by extension).
 func IsGGUF(p string) bool { return strings.HasSuffix(strings.ToLower(p), ".gguf") }
 
@@ -86,7 +90,7 @@ func PickGGUF(files []File, file, quant string) (File, error) {
 				if !IsGGUF(f.Path) {
 					return File{}, fmt.Errorf("%w: %q is not a .gguf file", ErrNoGGUF, file)
 				}
-				if splitRE().MatchString(path.Base(f.Path)) {
+				if IsSplitShard(f.Path) {
 					return File{}, fmt.Errorf("%w: %q is one shard of a split GGUF; split models are not supported", ErrNoGGUF, file)
 				}
 				return f, nil
