@@ -226,17 +226,23 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 				break
 			}
 			if ctx.Err() != nil {
-				return Result{}, fmt.Errorf("hf: download interrupted, %d bytes kept in %s: %w", t.n, spec.Partial, ctx.Err())
+				return Result{}, t.interrupted(ctx)
 			}
 			if !isRetryable(err) || attempt >= spec.Retries {
 				if _, serr := os.Stat(spec.Partial); serr != nil {
 					return Result{}, err // deleted: nothing kept
 				}
+				if t.n == 0 {
+					// Nothing to resume: no empty partial is left behind,
+					// and the message does not promise one.
+					t.discard()
+					return Result{}, err
+				}
 				return Result{}, fmt.Errorf("%w (%d bytes kept in %s for a resume)", err, t.n, spec.Partial)
 			}
 			select {
 			case <-ctx.Done():
-				return Result{}, fmt.Errorf("hf: download interrupted, %d bytes kept in %s: %w", t.n, spec.Partial, ctx.Err())
+				return Result{}, t.interrupted(ctx)
 			case <-time.After(backoff):
 			}
 			backoff *= 2
@@ -332,6 +338,16 @@ func (t *transfer) restart() error {
 	t.n, t.resumed = 0, 0
 	t.h.Reset()
 	return nil
+}
+
+// interrupted is the error of a transfer whose ctx ended: what it keeps
+// for a resume, or, with nothing received, that it keeps nothing.
+func (t *transfer) interrupted(ctx context.Context) error {
+	if t.n == 0 {
+		t.discard()
+		return fmt.Errorf("hf: download interrupted before its first byte: %w", ctx.Err())
+	}
+	return fmt.Errorf("hf: download interrupted, %d bytes kept in %s: %w", t.n, t.spec.Partial, ctx.Err())
 }
 
 func (t *transfer) discard() {
