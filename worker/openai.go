@@ -240,7 +240,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	var held []LogprobContent // entries waiting for their token's text
 	var heldAt []int          // and where those tokens start
-	off, sent := 0, 0         // where the next token starts; the text sent
+	off, sent := 0, 0         // where the next token starts; the answer's text so far
 	res, err := j.generate(func(t Token) error {
 		// A tool stream holds text back and rewrites it: a resumed worker
 		// could not rebuild that, so its token ids are not offered (the
@@ -257,24 +257,17 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		c := chunk(ChatDelta{Content: text}, nil)
 		lc, ok := logprobContent(t)
 		ok = ok && j.req.Logprobs
-		if ts != nil {
-			// Every token's entry goes out, also while a tool stream
-			// holds its text back (and may turn it into calls).
-			if ok {
-				c.Choices[0].Logprobs = &ChoiceLogprobs{Content: []LogprobContent{lc}}
-			} else if text == "" {
-				return nil
-			}
-			return out.JSON("", c)
-		}
-		// Otherwise an entry goes out with the chunk that sends its
-		// token's first byte: one held back as a possible stop string
-		// waits, and one the stop cuts never goes, as in a whole answer.
+		// An entry goes out with the chunk that carries its token's
+		// first byte of the answer: one held back as a possible stop
+		// string waits, and one the stop cuts never goes, as in a whole
+		// answer. A tool stream holds text back itself (and may turn
+		// it into calls): its entries go out once the engine has given
+		// that byte, with the chunk's content empty if need be.
 		if ok {
 			held, heldAt = append(held, lc), append(heldAt, off)
 			off += len(t.Piece)
 		}
-		sent += len(text)
+		sent += len(t.Text)
 		if n := keptTokens(heldAt, sent); n > 0 {
 			c.Choices[0].Logprobs = &ChoiceLogprobs{Content: slices.Clone(held[:n])}
 			held, heldAt = held[n:], heldAt[n:]

@@ -331,3 +331,51 @@ func TestLogprobsWithStop(t *testing.T) {
 		})
 	}
 }
+
+// TestToolStreamLogprobsWithStop: a chat stream with tools (whose text the
+// tool stream holds back) gives the same log-probability entries as the
+// whole answer when a stop string cuts it: the tokens of the cut part have
+// none, in the stream too (it sent them all, the stop word's included).
+func TestToolStreamLogprobsWithStop(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	tools := []map[string]any{{"type": "function", "function": map[string]any{"name": "add", "parameters": map[string]any{
+		"type": "object", "properties": map[string]any{"a": map[string]any{"type": "integer"}}, "required": []string{"a"}}}}}
+	body := func(extra map[string]any) map[string]any {
+		b := map[string]any{"messages": []Message{{Role: "user", Content: "Once upon a time"}}, "max_tokens": 24, "temperature": 0,
+			"logprobs": true, "top_logprobs": 1, "tools": tools}
+		maps.Copy(b, extra)
+		return b
+	}
+	var free ChatCompletion
+	require.NoError(t, json.NewDecoder(post(t, testCtx(t), base+"/v1/chat/completions", body(nil)).Body).Decode(&free))
+	full := free.Choices[0].Message.Content
+	require.Greater(t, len(free.Choices[0].Logprobs.Content), 8)
+	var fifth int // where the fifth token starts
+	for _, e := range free.Choices[0].Logprobs.Content[:4] {
+		fifth += len(e.Token)
+	}
+	// Stops that begin at a token, inside one, and span several.
+	for _, stop := range []string{full[fifth : fifth+4], full[fifth+1 : fifth+3], full[fifth-2 : fifth+6]} {
+		t.Run(stop, func(t *testing.T) {
+			var cc ChatCompletion
+			require.NoError(t, json.NewDecoder(post(t, testCtx(t), base+"/v1/chat/completions", body(map[string]any{"stop": stop})).Body).Decode(&cc))
+			want := cc.Choices[0].Logprobs.Content
+			require.Equal(t, full[:strings.Index(full, stop)], cc.Choices[0].Message.Content)
+			require.Less(t, len(want), len(free.Choices[0].Logprobs.Content))
+
+			var got []LogprobContent
+			var text strings.Builder
+			for _, c := range openAIStream[ChatCompletionChunk](t, post(t, testCtx(t), base+"/v1/chat/completions", body(map[string]any{"stop": stop, "stream": true}))) {
+				if len(c.Choices) == 0 {
+					continue
+				}
+				text.WriteString(c.Choices[0].Delta.Content)
+				if l := c.Choices[0].Logprobs; l != nil {
+					got = append(got, l.Content...)
+				}
+			}
+			require.Equal(t, cc.Choices[0].Message.Content, text.String())
+			require.Equal(t, want, got)
+		})
+	}
+}
