@@ -202,3 +202,46 @@ func jsonFields(t reflect.Type) []string {
 	}
 	return out
 }
+
+// looseFields are, by operation, the request fields that a build which
+// decodes job requests loosely may not know: one from before strict
+// decoding ignores a field it does not know, so a job forwarded to it
+// with one of these would run without it (a worker_spawn with shards 2
+// would start one whole worker). They are the fields added since the
+// oldest build a cluster mixes with (2026-12-04); every build since
+// decodes strictly and refuses what it does not know, so the list does
+// not grow.
+var looseFields = map[string][]string{
+	OpStatus:      {"all"},
+	OpWorkerSpawn: {"kv_cache", "shards", "hives", "mode", "group", "shard"},
+}
+
+// LooseIgnored lists, in name order, the fields of the op job body that a
+// build which decodes job requests loosely may ignore: those of
+// looseFields the body sets to something other than null or a zero value
+// ("", 0, false, [], {}), which such a build would take the same as the
+// field's absence.
+func LooseIgnored(op string, body []byte) []string {
+	known := looseFields[op]
+	if len(known) == 0 {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil {
+		return nil
+	}
+	var out []string
+	for _, k := range known {
+		v, ok := fields[k]
+		if !ok {
+			continue
+		}
+		switch string(bytes.TrimSpace(v)) {
+		case "null", `""`, "0", "false", "[]", "{}":
+			continue
+		}
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -111,3 +111,24 @@ func TestInferRequestStrict(t *testing.T) {
 	require.Equal(t, 5, *r.TopK)
 	require.NoError(t, json.Unmarshal([]byte(`null`), &r))
 }
+
+// TestLooseIgnored: the fields an older build that decodes loosely would
+// ignore are those it may not know, set to something besides a zero.
+func TestLooseIgnored(t *testing.T) {
+	for _, tc := range []struct {
+		op, body string
+		want     []string
+	}{
+		{api.OpWorkerSpawn, `{"operation":"worker_spawn","model":"m","hive":"h"}`, nil},
+		{api.OpWorkerSpawn, `{"operation":"worker_spawn","model":"m","kv_cache":"f32"}`, []string{"kv_cache"}},
+		{api.OpWorkerSpawn, `{"operation":"worker_spawn","model":"m","shards":2,"hives":["a","b"],"mode":"tensor"}`, []string{"hives", "mode", "shards"}},
+		{api.OpWorkerSpawn, `{"operation":"worker_spawn","model":"m","kv_cache":"","shards":0,"hives":[],"shard":null}`, nil},
+		{api.OpWorkerSpawn, `{"operation":"worker_spawn","shard":{"group":"g","lo":1,"hi":2}}`, []string{"shard"}},
+		{api.OpStatus, `{"operation":"status","all":true}`, []string{"all"}},
+		{api.OpStatus, `{"operation":"status","all":false}`, nil},
+		{api.OpModelList, `{"operation":"model_list","hive":"h"}`, nil},
+		{api.OpWorkerSpawn, `not json`, nil},
+	} {
+		require.Equal(t, tc.want, api.LooseIgnored(tc.op, []byte(tc.body)), tc.body)
+	}
+}

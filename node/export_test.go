@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/rbee-project/rbee/api"
 )
@@ -78,3 +79,21 @@ func (n *Node) TransferLeadershipTo(ctx context.Context, id string) error {
 
 // Hives is the hive list this node serves (hive_list).
 func (n *Node) Hives() []api.Hive { return n.hives() }
+
+// ServeLooseJobsOnly makes the node answer forwarded jobs only on the
+// protocol of builds that ignore request fields they do not know
+// (protoJob), as a node of such a build does.
+func (n *Node) ServeLooseJobsOnly() {
+	n.host.Libp2p().RemoveStreamHandler(protoJobStrict)
+}
+
+// PeerServesStrictJobs reports whether the node's libp2p peerstore lists
+// protoJobStrict for peer id (identify told it so).
+func (n *Node) PeerServesStrictJobs(id string) bool {
+	pid, err := peer.Decode(id)
+	if err != nil {
+		return false
+	}
+	ps, err := n.host.Libp2p().Peerstore().SupportsProtocols(pid, protoJobStrict)
+	return err == nil && len(ps) > 0
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -25,6 +26,11 @@ const (
 	// protoJob runs an operation on this node for another node: one request
 	// frame in, event frames out until the done event.
 	protoJob protocol.ID = "/rbee/job/1.0.0"
+	// protoJobStrict is protoJob from a node that refuses a request field
+	// it does not know (api.Decode). A peer that answers only protoJob
+	// may be a build that ignores one (api.LooseIgnored): forwardJob sends
+	// it no job that sets such a field.
+	protoJobStrict protocol.ID = "/rbee/job/1.1.0"
 )
 
 // Frame caps: an info answer is a few hundred bytes; a job request is
@@ -52,6 +58,7 @@ type peerInfoMsg struct {
 func (n *Node) registerP2PHandlers() {
 	n.host.Handle(protoInfo, n.handleInfo)
 	n.host.Handle(protoJob, n.handleJob)
+	n.host.Handle(protoJobStrict, n.handleJob)
 	n.host.Handle(protoWorkerHTTP, n.handleWorkerHTTP)
 	n.host.Handle(protoWorkerHTTP11, n.handleWorkerHTTP11)
 	n.host.Handle(blob.Protocol, n.blobs.Handle)
@@ -206,10 +213,19 @@ func (n *Node) forwardJob(ctx context.Context, target api.Hive, req Request, em 
 	}
 	em.Narrate("node", "forward", "forwarding %s to %s", req.Operation, target.Name)
 	dialCtx, cancelDial := context.WithTimeout(ctx, forwardDialTimeout)
-	s, err := n.host.NewStream(dialCtx, pid, protoJob)
+	s, err := n.host.NewStream(dialCtx, pid, protoJobStrict, protoJob)
 	cancelDial()
 	if err != nil {
 		return jobs.Errorf(jobs.CodeUnavailable, "cannot reach hive %s (%s) over p2p: %v", target.Name, target.State, err)
+	}
+	if s.Protocol() != protoJobStrict {
+		// An older build, which would run the job without the fields it
+		// does not know.
+		if fields := api.LooseIgnored(req.Operation, req.Raw); len(fields) > 0 {
+			_ = s.Reset()
+			return jobs.Errorf(jobs.CodeUpgradeRequired, "hive %s runs an older rbee (%s) that would ignore %s of %s: upgrade it first (or leave %s out)",
+				target.Name, orUnknown(target.Version), strings.Join(fields, ", "), req.Operation, strings.Join(fields, ", "))
+		}
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
@@ -249,4 +265,12 @@ func (n *Node) forwardJob(ctx context.Context, target api.Hive, req Request, em 
 			em.Emit(ev)
 		}
 	}
+}
+
+// orUnknown is v, or "version unknown" when v is empty.
+func orUnknown(v string) string {
+	if v == "" {
+		return "version unknown"
+	}
+	return v
 }

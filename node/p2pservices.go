@@ -32,6 +32,7 @@ func p2pServices() []p2p.Service {
 		{Name: "rbee.raft-forward", Protocol: protoForward, Memory: frameChunk},
 		{Name: "rbee.info", Protocol: protoInfo, Memory: maxInfoFrame},
 		{Name: "rbee.job", Protocol: protoJob, Memory: frameChunk, Priority: network.ReservationPriorityHigh},
+		{Name: "rbee.job-1.1", Protocol: protoJobStrict, Memory: frameChunk, Priority: network.ReservationPriorityHigh},
 		// The serving side's pump buffer, and the frame the other side reads.
 		{Name: "rbee.worker-http", Protocol: protoWorkerHTTP, Memory: 2 * bodyChunk, Priority: network.ReservationPriorityHigh},
 		{Name: "rbee.worker-http-1.1", Protocol: protoWorkerHTTP11, Memory: 2 * bodyChunk, Priority: network.ReservationPriorityHigh},

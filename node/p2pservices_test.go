@@ -20,6 +20,7 @@ func TestP2PStreamsJoinTheirServices(t *testing.T) {
 		"/rbee/ping/1.0.0":         "rbee.ping",
 		"/rbee/info/1.0.0":         "rbee.info",
 		"/rbee/job/1.0.0":          "rbee.job",
+		"/rbee/job/1.1.0":          "rbee.job-1.1",
 		"/rbee/worker-http/1.0.0":  "rbee.worker-http",
 		"/rbee/worker-http/1.1.0":  "rbee.worker-http-1.1",
 		"/rbee/blob/1.0.0":         "rbee.blob",
