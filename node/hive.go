@@ -163,7 +163,8 @@ func (n *Node) binaryInUse(e workercat.Entry) bool {
 // downloaded release of another version is used only when named or
 // pinned). When there is no default and the node was given a worker
 // binary (the rbee-worker next to rbee), that binary is catalogued first
-// as this node's version.
+// as this node's version; so it is when the default is the one an earlier
+// run of another version catalogued (upgradedFrom).
 func (n *Node) workerBinary(ctx context.Context, typ, version string) (workercat.Entry, error) {
 	if version != "" {
 		e, err := n.binaries.Lookup(typ, version, runtime.GOOS, runtime.GOARCH)
@@ -173,14 +174,21 @@ func (n *Node) workerBinary(ctx context.Context, typ, version string) (workercat
 		return e, nil
 	}
 	e, err := n.binaries.Default(typ, runtime.GOOS, runtime.GOARCH)
-	if err == nil {
+	if err == nil && !n.upgradedFrom(e) {
 		return e, nil
 	}
 	if typ == workercat.TypeCPU && n.cfg.WorkerBinary != "" {
 		if _, serr := os.Stat(n.cfg.WorkerBinary); serr == nil {
-			e, aerr := n.binaries.Add(ctx, workercat.AddOptions{Type: typ, Version: n.cfg.Version, Source: workercat.SourceBuilt}, n.cfg.WorkerBinary)
+			added, aerr := n.binaries.Add(ctx, workercat.AddOptions{Type: typ, Version: n.cfg.Version, Source: workercat.SourceBuilt}, n.cfg.WorkerBinary)
 			if aerr == nil {
-				n.hive.RecordBinary(ctx, e)
+				if err == nil {
+					n.log.Info("catalogued this node's worker binary as the default cpu worker: the one before was of the version this node ran before", "was", e.Version, "now", n.cfg.Version)
+				}
+				n.hive.RecordBinary(ctx, added)
+				return added, nil
+			}
+			if err == nil {
+				n.log.Warn("the default cpu worker is of the version this node ran before; cataloguing this node's failed", "was", e.Version, "now", n.cfg.Version, "err", aerr)
 				return e, nil
 			}
 			// The binary is there but could not be catalogued (a full
@@ -189,12 +197,30 @@ func (n *Node) workerBinary(ctx context.Context, typ, version string) (workercat
 			return workercat.Entry{}, fmt.Errorf("catalog %s as the %s worker binary of %s: %w", n.cfg.WorkerBinary, typ, n.cfg.Name, aerr)
 		}
 	}
+	if err == nil {
+		return e, nil
+	}
 	if t, terr := n.binaries.Type(typ); terr == nil && t.External {
 		return workercat.Entry{}, fmt.Errorf("no %s engine on %s: %w (install it there, then `rbee worker binary add --hive %s --type %s --path /path/to/%s`)",
 			typ, n.cfg.Name, err, n.cfg.Name, typ, t.Binary)
 	}
 	return workercat.Entry{}, fmt.Errorf("no %s worker binary for %s/%s on %s: %w (run `rbee worker build --type %s --hive %s` or `rbee worker download --type %s --hive %s`)",
 		typ, runtime.GOOS, runtime.GOARCH, n.cfg.Name, err, typ, n.cfg.Name, typ, n.cfg.Name)
+}
+
+// upgradedFrom reports whether e, the catalog's default cpu worker, is the
+// one an earlier run of this node built or catalogued under its own, other
+// version (the node was upgraded since) and the catalog has none of this
+// version: a spawn without a version then runs this node's worker binary,
+// so an upgrade of rbee upgrades the workers it spawns. A pinned entry and
+// one built during this run stay the default.
+func (n *Node) upgradedFrom(e workercat.Entry) bool {
+	if e.Type != workercat.TypeCPU || e.Pinned || e.Source != workercat.SourceBuilt || n.cfg.WorkerBinary == "" ||
+		n.cfg.Version == "" || e.Version == n.cfg.Version || !e.Added.Before(n.created) {
+		return false
+	}
+	_, err := n.binaries.Lookup(e.Type, n.cfg.Version, e.OS, e.Arch)
+	return err != nil
 }
 
 // stopWorker drains and stops a worker this node started. A cpu worker

@@ -98,6 +98,7 @@ type Node struct {
 	auth          *auth.Guard   // the API's authentication and browser checks
 	connCounts    *connCounts   // open API connections per client, both listeners
 	duplicate     chan error    // gossip found this node's identity running elsewhere
+	created       time.Time     // when New made the node (workerBinary: what an earlier run catalogued)
 	peerID        peer.ID
 	id            string // peerID.String()
 
@@ -239,7 +240,7 @@ func New(cfg Config) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}), capsRefresh: make(chan struct{}, 1),
+	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}), created: time.Now(), capsRefresh: make(chan struct{}, 1),
 		loads: newLoadTable(), retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
 	n.connCounts = newConnCounts(cfg.MaxConnsPerClient)
 	n.metrics = newMetrics(n)
