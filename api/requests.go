@@ -358,3 +358,9 @@ func (APIKeyRevokeRequest) Operation() string            { return OpAPIKeyRevoke
 // that answer, so submitting and following take one round trip; a client
 // whose stream breaks follows on at /v1/jobs/{id}/events.
 const JobIDHeader = "X-Rbee-Job-Id"
+
+// StrictJobsHeader is set ("1") on every answer of a node that refuses a
+// job request field it does not know. A node without it may be a build
+// that ignores one (see LooseIgnored): a client does not send it a job
+// that sets such a field.
+const StrictJobsHeader = "X-Rbee-Strict-Jobs"

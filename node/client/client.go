@@ -218,10 +218,53 @@ func (c *Client) Submit(ctx context.Context, req any) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := c.checkOlderNode(ctx, body); err != nil {
+		return "", err
+	}
 	if err := c.do(ctx, http.MethodPost, "/v1/jobs", body, &out); err != nil {
 		return "", err
 	}
 	return out.JobID, nil
+}
+
+// checkOlderNode refuses a job that sets a field an older node would ignore
+// (api.LooseIgnored) when the node does not say it refuses the fields it
+// does not know (api.StrictJobsHeader): such a node would run the job
+// without them. Only such jobs cost the extra round trip.
+func (c *Client) checkOlderNode(ctx context.Context, job any) error {
+	b, err := json.Marshal(job)
+	if err != nil {
+		return err
+	}
+	var head struct {
+		Operation string `json:"operation"`
+	}
+	if json.Unmarshal(b, &head) != nil {
+		return nil
+	}
+	fields := api.LooseIgnored(head.Operation, b)
+	if len(fields) == 0 {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base+"/api/version", nil)
+	if err != nil {
+		return err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return reachError(c.Base, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.Header.Get(api.StrictJobsHeader) != "" {
+		return nil
+	}
+	list := strings.Join(fields, ", ")
+	return &JobError{Code: jobs.CodeUpgradeRequired, Message: fmt.Sprintf("the node at %s runs an older rbee that would ignore %s of %s: upgrade it first, or send the job to an upgraded node (or leave %s out)",
+		c.Base, list, head.Operation, list)}
 }
 
 // jobBody is what Submit sends for req.
@@ -387,6 +430,9 @@ func (c *Client) Run(ctx context.Context, req any, fn func(jobs.Event) error) er
 func (c *Client) submitFollow(ctx context.Context, job any, f *follower) (id string, done bool, err error) {
 	body, err := jobBody(job)
 	if err != nil {
+		return "", false, err
+	}
+	if err := c.checkOlderNode(ctx, body); err != nil {
 		return "", false, err
 	}
 	b, err := json.Marshal(body)
