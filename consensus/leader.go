@@ -116,6 +116,9 @@ func (c *Consensus) leaderLoop(ctx context.Context) {
 	absent := map[string]time.Time{}
 	full := true
 	for {
+		if c.handOffHalted(ctx, r) {
+			return
+		}
 		ids, all := c.takeDirty()
 		var err error
 		switch {
@@ -135,6 +138,34 @@ func (c *Consensus) leaderLoop(ctx context.Context) {
 		case <-ticker.C:
 			full = true
 		}
+	}
+}
+
+// handOffHalted: a leader whose registry replica halted (it met a command
+// of a newer build: this node was downgraded) must not lead, since its
+// reconcile passes would write from a registry that stopped at the halt
+// and its own applies fail every write; it hands leadership to another
+// voter, trying again until one takes it or ctx (the term) ends. It
+// reports whether it did not return to leading (ctx ended).
+func (c *Consensus) handOffHalted(ctx context.Context, r *raft.Raft) bool {
+	herr := c.cfg.FSM.Halted()
+	if herr == nil {
+		return false
+	}
+	c.log.Error("this node leads with a halted registry (run the newer build here): handing leadership to another voter", "err", herr)
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.await(ctx, r.LeadershipTransfer())
+		if err == nil || ctx.Err() != nil || r.State() != raft.Leader {
+			return true
+		}
+		c.log.Debug("leadership transfer from a halted leader failed; trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return true
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -63,3 +63,29 @@ func TestRollingUpgradeRaisesRegistryVersion(t *testing.T) {
 		return true
 	}, nodetest.WaitTimeout, 100*time.Millisecond)
 }
+
+// A node downgraded after the registry version rose halts its registry
+// replica; should it become the leader, it hands leadership to a voter
+// that can apply the log, so writes keep working.
+func TestDowngradedNodeDoesNotLead(t *testing.T) {
+	c := nodetest.New(t, 3)
+	c.WaitConverged(3)
+	require.Eventually(t, func() bool { return status(t, c.Nodes[0]).RegistryVersion == fsm.Version },
+		nodetest.WaitTimeout, 50*time.Millisecond)
+	run(t, c.Nodes[1], map[string]any{"operation": "apikey_create", "name": "before", "scope": "inference"}, nil)
+	c.Kill(0)
+	old := c.RestartWith(0, func(cfg *node.Config) { cfg.RegistryVersion = 2 })
+	require.Eventually(t, func() bool { return status(t, old).RegistryHalted != "" },
+		nodetest.WaitTimeout, 50*time.Millisecond, "the downgraded node never halted")
+	l := c.WaitLeader()
+	if l != old {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		require.NoError(t, l.TransferLeadershipTo(ctx, old.ID()))
+		cancel()
+	}
+	require.Eventually(t, func() bool {
+		l := c.Leader()
+		return l != nil && l != old
+	}, nodetest.WaitTimeout, 20*time.Millisecond, "the halted node kept leading")
+	run(t, c.Nodes[1], map[string]any{"operation": "apikey_create", "name": "after", "scope": "inference"}, nil)
+}
