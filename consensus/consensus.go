@@ -90,6 +90,9 @@ type Member struct {
 	Version         string
 	State           MemberState
 	BootstrapExpect int
+	// Cluster is the cluster the member's registry belongs to
+	// (fsm.ClusterCA.ID; "" while it knows none).
+	Cluster string
 }
 
 // Server is one server of the raft configuration.
@@ -230,6 +233,12 @@ type Consensus struct {
 	cfg Config
 	log *slog.Logger
 	tm  timings
+
+	// foreign is the alive members seen carrying another cluster's
+	// registry (id → their cluster), as this node's leader passes found
+	// them; guarded by foreignMu.
+	foreignMu sync.Mutex
+	foreign   map[string]string
 
 	store *raftboltdb.BoltStore
 	snaps raft.SnapshotStore

@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"errors"
+	"maps"
 	"reflect"
 	"sort"
 	"time"
@@ -367,6 +368,16 @@ func (p *reconcilePass) reconcileMember(m Member) {
 func (p *reconcilePass) handleAliveMember(m Member) {
 	id := m.ID
 	srv, inConfig := p.servers[id]
+	if !inConfig && id != p.c.cfg.LocalID && m.Cluster != "" {
+		if ca, ok := p.st.ClusterCA(); ok && ca.ID() != m.Cluster {
+			// A node with a registry of another cluster (it started
+			// alone with the secret, then was joined by gossip): raft
+			// would overwrite its log but not what it has applied, so
+			// it would run on with two registries mixed.
+			p.c.noteForeign(m)
+			return
+		}
+	}
 	if id != p.c.cfg.LocalID && !p.c.isLeaving(id) && (!inConfig || srv.Address != raft.ServerAddress(id)) {
 		voter := p.voters < p.c.cfg.MaxVoters || (inConfig && srv.Suffrage == raft.Voter)
 		suffrage := raft.Nonvoter
@@ -621,4 +632,29 @@ func (c *Consensus) propose(ctx context.Context, r *raft.Raft, cmd fsm.Command) 
 		_, err := finish()
 		return err
 	}
+}
+
+// noteForeign records that member m carries another cluster's registry and
+// says so once per member and cluster: the leader does not add it.
+func (c *Consensus) noteForeign(m Member) {
+	c.foreignMu.Lock()
+	defer c.foreignMu.Unlock()
+	if c.foreign == nil {
+		c.foreign = map[string]string{}
+	}
+	if c.foreign[m.ID] == m.Cluster {
+		return
+	}
+	c.foreign[m.ID] = m.Cluster
+	c.log.Warn("a member holds another cluster's registry (its CA differs): not adding it; start it with an empty raft/ dir and --join to make it a member",
+		"id", m.ID, "name", m.Name, "its_cluster", m.Cluster)
+}
+
+// Foreign returns the members this node, as leader, found carrying another
+// cluster's registry (id → that cluster's id, fsm.ClusterCA.ID) and so did
+// not add to raft. Safe for concurrent use.
+func (c *Consensus) Foreign() map[string]string {
+	c.foreignMu.Lock()
+	defer c.foreignMu.Unlock()
+	return maps.Clone(c.foreign)
 }

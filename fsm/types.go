@@ -2,8 +2,10 @@ package fsm
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"strings"
@@ -230,6 +232,22 @@ type ClusterCA struct {
 	// the CA's PKCS #8 private key.
 	SealedKey string    `json:"sealed_key"`
 	Created   time.Time `json:"created"`
+}
+
+// ClusterIDLen is the length of ClusterCA.ID: 128 bits of the hash, in hex
+// (gossip metadata has 512 bytes in all).
+const ClusterIDLen = 32
+
+// ID names the cluster by its CA: the start of the SHA-256 of the CA
+// certificate's DER, in hex ("" when the PEM holds no certificate). Nodes
+// advertise it in gossip, and a leader adds no member of another cluster.
+func (ca ClusterCA) ID() string {
+	block, _ := pem.Decode([]byte(ca.CertPEM))
+	if block == nil {
+		return ""
+	}
+	sum := sha256.Sum256(block.Bytes)
+	return hex.EncodeToString(sum[:])[:ClusterIDLen]
 }
 
 // CA record bounds. A P-256 CA certificate is about 600 bytes of PEM and

@@ -35,6 +35,10 @@ type Meta struct {
 	// node's build supports; 0 from builds older than the field (which
 	// support version 1).
 	RegistryVersion int
+	// Cluster names the cluster whose registry the node holds: its CA's
+	// fingerprint ("" until the node knows one). A leader does not add a
+	// member of another cluster to its raft configuration.
+	Cluster string
 }
 
 // Meta encoding, version 1:
@@ -62,6 +66,7 @@ const (
 	tagP2PSuffix       byte = 8
 	tagHTTPSAddr       byte = 9
 	tagRegistryVersion byte = 10
+	tagCluster         byte = 11
 
 	// p2pComponent starts the libp2p peer-id component of a multiaddr.
 	p2pComponent = "/p2p/"
@@ -135,6 +140,7 @@ func EncodeMeta(m Meta) ([]byte, error) {
 	if m.RegistryVersion > 0 {
 		b = appendField(b, tagRegistryVersion, binary.AppendUvarint(nil, uint64(m.RegistryVersion)))
 	}
+	str(tagCluster, "cluster", m.Cluster)
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +210,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		val := rest[1+k : 1+k+int(n)]
 		rest = rest[1+k+int(n):]
 		switch tag {
-		case tagName, tagHTTPAddr, tagVersion, tagBootstrapExpect, tagRole, tagP2PSuffix, tagHTTPSAddr, tagRegistryVersion:
+		case tagName, tagHTTPAddr, tagVersion, tagBootstrapExpect, tagRole, tagP2PSuffix, tagHTTPSAddr, tagRegistryVersion, tagCluster:
 			if seen[tag] {
 				return Meta{}, fmt.Errorf("%w: field %d repeated", ErrMetaMalformed, tag)
 			}
@@ -213,7 +219,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		switch tag {
 		case 0:
 			return Meta{}, fmt.Errorf("%w: field tag 0", ErrMetaMalformed)
-		case tagName, tagHTTPAddr, tagP2PAddr, tagVersion, tagRole, tagP2PSuffix, tagHTTPSAddr:
+		case tagName, tagHTTPAddr, tagP2PAddr, tagVersion, tagRole, tagP2PSuffix, tagHTTPSAddr, tagCluster:
 			if len(val) == 0 || !utf8.Valid(val) {
 				return Meta{}, fmt.Errorf("%w: field %d: empty or invalid UTF-8 string", ErrMetaMalformed, tag)
 			}
@@ -225,6 +231,8 @@ func DecodeMeta(b []byte) (Meta, error) {
 				m.HTTPAddr = s
 			case tagHTTPSAddr:
 				m.HTTPSAddr = s
+			case tagCluster:
+				m.Cluster = s
 			case tagP2PAddr:
 				m.P2PAddrs = append(m.P2PAddrs, s)
 			case tagVersion:

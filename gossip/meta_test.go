@@ -20,6 +20,7 @@ func fullMeta() Meta {
 		Role:            "voter",
 		Tags:            map[string]string{"gpu": "rtx4090", "zone": "lab"},
 		RegistryVersion: 2,
+		Cluster:         "3f9c0a1b2c3d4e5f60718293a4b5c6d7",
 	}
 }
 
@@ -132,6 +133,8 @@ func TestDecodeMetaErrors(t *testing.T) {
 		{"expect trailing", []byte{1, tagBootstrapExpect, 2, 3, 0}, ErrMetaMalformed},
 		{"expect huge", []byte{1, tagBootstrapExpect, 2, 0xe9, 0x07}, ErrMetaMalformed},
 		{"registry version 0", []byte{1, tagRegistryVersion, 1, 0}, ErrMetaMalformed},
+		{"empty cluster", []byte{1, tagCluster, 0}, ErrMetaMalformed},
+		{"cluster repeated", []byte{1, tagCluster, 1, 'a', tagCluster, 1, 'b'}, ErrMetaMalformed},
 		{"registry version trailing", []byte{1, tagRegistryVersion, 2, 2, 0}, ErrMetaMalformed},
 		{"registry version repeated", []byte{1, tagRegistryVersion, 1, 2, tagRegistryVersion, 1, 2}, ErrMetaMalformed},
 		{"tag empty key", []byte{1, tagTag, 2, 0, 'v'}, ErrMetaMalformed},

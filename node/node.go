@@ -528,7 +528,17 @@ func (n *Node) localMeta() gossip.Meta {
 		Version:         n.cfg.Version,
 		RegistryVersion: n.reg.SupportedVersion(),
 		BootstrapExpect: n.cfg.BootstrapExpect,
+		Cluster:         n.clusterID(),
 	}
+}
+
+// clusterID is the cluster the node's registry belongs to (its CA's
+// fsm.ClusterCA.ID), "" while it has none.
+func (n *Node) clusterID() string {
+	if ca, ok := n.reg.ClusterCA(); ok {
+		return ca.ID()
+	}
+	return ""
 }
 
 // HTTPAddr is the address the API listens on.
@@ -706,7 +716,7 @@ func consensusMember(m gossip.Member) consensus.Member {
 	return consensus.Member{
 		ID: m.ID, Name: m.Meta.Name, HTTPAddr: m.Meta.HTTPAddr, HTTPSAddr: m.Meta.HTTPSAddr, GossipAddr: m.Addr,
 		P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version, State: st,
-		BootstrapExpect: m.Meta.BootstrapExpect,
+		BootstrapExpect: m.Meta.BootstrapExpect, Cluster: m.Meta.Cluster,
 	}
 }
 

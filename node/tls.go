@@ -184,12 +184,24 @@ func (n *Node) tlsLoop() {
 	// Full checks keep their own schedule: registry changes in between
 	// (a busy cluster has many) do not postpone them.
 	nextFull := time.Now()
+	advertised := n.clusterID() // in the gossip metadata since start
 	for {
 		full := !time.Now().Before(nextFull)
 		if full {
 			nextFull = time.Now().Add(n.cfg.CertCheckInterval)
 		}
 		n.certs.Check(n.ctx, full)
+		if id := n.clusterID(); id != advertised {
+			// Members learn which cluster's registry this node
+			// holds: a leader adds no member of another.
+			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			if err := n.gsp.UpdateMeta(ctx, n.localMeta()); err != nil {
+				n.log.Debug("advertise the cluster", "err", err)
+			} else {
+				advertised = id
+			}
+			cancel()
+		}
 		wait := time.Until(nextFull)
 		if n.CAFingerprint() == "" {
 			wait = min(wait, caPollInterval)
