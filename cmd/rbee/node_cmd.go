@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/term"
 
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/auth"
@@ -195,7 +196,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 				fmt.Fprintf(out, "  cluster CA: %s (rbee tls ca prints it)\n", fp)
 			}
 			if n.SecretCreated() {
-				fmt.Fprintf(out, "\nA new cluster secret was created and kept in %s.\nJoin other machines with:\n\n  %s\n\n", filepath.Join(cfg.DataDir, "cluster.secret"), n.JoinCommand())
+				printJoin(out, filepath.Join(cfg.DataDir, "cluster.secret"), n.JoinCommand())
 			}
 			select {
 			case <-ctx.Done():
@@ -441,4 +442,16 @@ func readTokenFile(path string) (token, loose string, err error) {
 		return "", "", fmt.Errorf("%s is over %d bytes: not a cluster token file", path, maxTokenFile)
 	}
 	return strings.TrimSpace(string(b)), loose, nil
+}
+
+// printJoin tells the user of a new cluster how to join other machines:
+// the join command, with the cluster secret, on a terminal; where the
+// output is not one (a service's journal, a log file other users or a
+// log shipper may read) the secret stays out, and `rbee token` prints it.
+func printJoin(out io.Writer, secretPath, joinCommand string) {
+	if f, ok := out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintf(out, "\nA new cluster secret was created and kept in %s.\nJoin other machines with:\n\n  %s\n\n", secretPath, joinCommand)
+		return
+	}
+	fmt.Fprintf(out, "\nA new cluster secret was created and kept in %s.\nThe command that joins other machines holds it, so it is not written here (not a terminal): run `rbee token` as this user to print it.\n\n", secretPath)
 }

@@ -156,3 +156,45 @@ func TestNodeTokenIsNoCredential(t *testing.T) {
 		t.Fatal("the node did not stop")
 	}
 }
+
+// TestNewSecretNotInLogs: the first node of a new cluster, its output not
+// a terminal (a service's journal, a log file), does not print the join
+// command, which holds the cluster secret: it names `rbee token`.
+func TestNewSecretNotInLogs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := newRootCmd()
+	root.SetArgs([]string{"node", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
+		"--p2p-addr", "127.0.0.1:0", "--blob-addr", "off", "--no-mdns", "--stop-workers"})
+	out := &syncBuffer{}
+	root.SetOut(out)
+	root.SetErr(io.Discard)
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	stopped := false
+	var runErr error
+	require.Eventually(t, func() bool {
+		select {
+		case runErr = <-done:
+			stopped = true
+			return true
+		default:
+		}
+		return strings.Contains(out.String(), "rbee token")
+	}, 60*time.Second, 50*time.Millisecond)
+	require.False(t, stopped, "the node stopped: %v\n%s", runErr, out.String())
+	secret, err := os.ReadFile(filepath.Join(dir, "cluster.secret"))
+	require.NoError(t, err)
+	require.NotContains(t, out.String(), strings.TrimSpace(string(secret)))
+	require.NotContains(t, out.String(), "RBEE_CLUSTER_TOKEN=")
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node did not stop")
+	}
+}
