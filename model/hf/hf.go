@@ -278,7 +278,17 @@ func (c *Client) ListFiles(ctx context.Context, repo, revision string) ([]File, 
 		if page >= maxTreePages {
 			return nil, fmt.Errorf("%w: tree of %s has more than %d pages", ErrHTTP, repo, maxTreePages)
 		}
-		entries, link, base, err := c.treePage(ctx, next, repo, revision)
+		var link string
+		var base *url.URL
+		entries, err := apiRetry(ctx, func() ([]treeEntry, time.Duration, error) {
+			var (
+				es    []treeEntry
+				after time.Duration
+				err   error
+			)
+			es, link, base, after, err = c.treePage(ctx, next, repo, revision)
+			return es, after, err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -333,23 +343,88 @@ func (c *Client) apiError(ctx, actx context.Context, err error, what string) err
 
 // treePage fetches and decodes one page of the tree API within the API
 // timeout; it returns the entries, the Link header and the URL the page
-// came from (after redirects).
-func (c *Client) treePage(ctx context.Context, target, repo, revision string) ([]treeEntry, string, *url.URL, error) {
+// came from (after redirects). A failure worth repeating (the Hub
+// unreachable, 5xx, 429) is Retryable, with the wait the Hub asked for.
+func (c *Client) treePage(ctx context.Context, target, repo, revision string) ([]treeEntry, string, *url.URL, time.Duration, error) {
 	actx, cancel := c.apiContext(ctx)
 	defer cancel()
 	resp, err := c.do(actx, http.MethodGet, target, nil, true)
 	if err != nil {
-		return nil, "", nil, c.apiError(ctx, actx, err, "tree of "+repo)
+		if errors.Is(context.Cause(actx), errAPITimeout) || ctx.Err() != nil {
+			return nil, "", nil, 0, c.apiError(ctx, actx, err, "tree of "+repo)
+		}
+		return nil, "", nil, 0, Retryable(err)
 	}
 	defer resp.Body.Close()
 	if err := checkStatus(resp, "repo "+repo+"@"+revision); err != nil {
-		return nil, "", nil, c.apiError(ctx, actx, err, "tree of "+repo)
+		if !retryableStatus(resp.StatusCode) {
+			return nil, "", nil, 0, err
+		}
+		after := retryAfter(resp)
+		if after > maxAPIRetryAfter {
+			return nil, "", nil, 0, fmt.Errorf("%w (the Hub asks to wait %s before trying again)", err, after)
+		}
+		return nil, "", nil, after, Retryable(err)
 	}
 	var entries []treeEntry
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxTreeBytes)).Decode(&entries); err != nil {
-		return nil, "", nil, c.apiError(ctx, actx, fmt.Errorf("%w: tree of %s: %v", ErrHTTP, repo, err), "tree of "+repo)
+		return nil, "", nil, 0, c.apiError(ctx, actx, fmt.Errorf("%w: tree of %s: %v", ErrHTTP, repo, err), "tree of "+repo)
 	}
-	return entries, resp.Header.Get("Link"), resp.Request.URL, nil
+	return entries, resp.Header.Get("Link"), resp.Request.URL, 0, nil
+}
+
+const (
+	// apiRetries: a metadata request that failed in a way worth repeating
+	// (unreachable, 5xx, 429) is tried this many more times, as a file
+	// download is (DefaultRetries); the Hub rate-limits anonymous users
+	// with 429s.
+	apiRetries = DefaultRetries
+	// apiRetryBackoff is the first pause before a repeat; it doubles.
+	apiRetryBackoff = 500 * time.Millisecond
+	// maxAPIRetryAfter: a Retry-After up to this long is waited for; a
+	// longer one fails the request at once, saying how long the Hub asked.
+	maxAPIRetryAfter = 10 * time.Second
+)
+
+// apiRetry runs call until it succeeds, fails in a way not worth
+// repeating, or has been repeated apiRetries times, pausing between tries
+// (doubling, or the wait call asked for when that is longer).
+func apiRetry[T any](ctx context.Context, call func() (T, time.Duration, error)) (T, error) {
+	backoff := apiRetryBackoff
+	for attempt := 0; ; attempt++ {
+		v, after, err := call()
+		if err == nil || !isRetryable(err) || attempt >= apiRetries || ctx.Err() != nil {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(max(backoff, after)):
+		}
+		backoff *= 2
+	}
+}
+
+// retryAfter is the wait a Retry-After header asks for (seconds or an
+// HTTP date); 0 when absent or unreadable.
+func retryAfter(resp *http.Response) time.Duration {
+	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0
+		}
+		if n > int64(365*24*time.Hour/time.Second) {
+			n = int64(365 * 24 * time.Hour / time.Second)
+		}
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
 }
 
 // nextLink extracts the rel="next" target of an RFC 8288 Link header,
