@@ -60,3 +60,24 @@ func TestListFilesRetriesABusyHub(t *testing.T) {
 		})
 	}
 }
+
+// TestFileMetadataRetriesABusyHub: the HEAD of an exact file
+// (hf:ORG/REPO/FILE.gguf) is repeated after a 503, as the tree listing is.
+func TestFileMetadataRetriesABusyHub(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Length", "1234")
+		w.Header().Set("ETag", `"`+sum([]byte("x"))+`"`)
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL, "")
+	m, err := c.FileMetadata(context.Background(), "org/repo", "main", "m.gguf")
+	require.NoError(t, err)
+	require.EqualValues(t, 1234, m.Size)
+	require.Equal(t, sum([]byte("x")), m.SHA256)
+	require.EqualValues(t, 3, calls.Load())
+}

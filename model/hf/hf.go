@@ -489,6 +489,14 @@ func (c *Client) FileMetadata(ctx context.Context, repo, revision, path string) 
 	if err := ValidatePath(path); err != nil {
 		return Metadata{}, err
 	}
+	return apiRetry(ctx, func() (Metadata, time.Duration, error) {
+		return c.fileMetadata(ctx, repo, revision, path)
+	})
+}
+
+// fileMetadata is one try of FileMetadata: a failure worth repeating (the
+// Hub unreachable, 5xx, 429) is Retryable, with the wait the Hub asked for.
+func (c *Client) fileMetadata(ctx context.Context, repo, revision, path string) (Metadata, time.Duration, error) {
 	target := c.ResolveURL(repo, revision, path)
 	noFollow := *c.http
 	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -497,33 +505,44 @@ func (c *Client) FileMetadata(ctx context.Context, repo, revision, path string) 
 		req, err := c.newRequest(actx, http.MethodHead, target, true)
 		if err != nil {
 			cancel()
-			return Metadata{}, err
+			return Metadata{}, 0, err
 		}
 		req.Header.Set("Accept-Encoding", "identity")
 		resp, err := noFollow.Do(req)
 		if err != nil {
-			err = c.apiError(ctx, actx, fmt.Errorf("hf: HEAD %s: %w", target, err), "HEAD "+redact(target))
+			timedOut := errors.Is(context.Cause(actx), errAPITimeout) || ctx.Err() != nil
+			err = c.apiError(ctx, actx, fmt.Errorf("hf: HEAD %s: %w", redact(target), err), "HEAD "+redact(target))
 			cancel()
-			return Metadata{}, err
+			if !timedOut {
+				err = Retryable(err)
+			}
+			return Metadata{}, 0, err
 		}
 		cancel()
 		resp.Body.Close()
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 			loc, err := resp.Location()
 			if err != nil {
-				return Metadata{}, fmt.Errorf("%w: redirect without Location from %s", ErrHTTP, target)
+				return Metadata{}, 0, fmt.Errorf("%w: redirect without Location from %s", ErrHTTP, target)
 			}
 			if loc.Host == req.URL.Host && hop < maxRedirects {
 				// Relative redirect (renamed repo): follow it, keep the token.
 				target = loc.String()
 				continue
 			}
-			return metadataFrom(resp, loc.String()), nil
+			return metadataFrom(resp, loc.String()), 0, nil
 		}
 		if err := checkStatus(resp, repo+"/"+path+"@"+revision); err != nil {
-			return Metadata{}, err
+			if !retryableStatus(resp.StatusCode) {
+				return Metadata{}, 0, err
+			}
+			after := retryAfter(resp)
+			if after > maxAPIRetryAfter {
+				return Metadata{}, 0, fmt.Errorf("%w (the Hub asks to wait %s before trying again)", err, after)
+			}
+			return Metadata{}, after, Retryable(err)
 		}
-		return metadataFrom(resp, target), nil
+		return metadataFrom(resp, target), 0, nil
 	}
 }
 
