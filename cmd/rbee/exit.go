@@ -8,8 +8,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -92,12 +95,12 @@ func execute(ctx context.Context, root *cobra.Command, stdout, stderr io.Writer)
 			fmt.Fprintln(stdout)
 		}
 		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-			fmt.Fprintln(stderr, "error:", err)
+			fmt.Fprintln(stderr, "error:", terminalSafe(err.Error()))
 		}
 		fmt.Fprintln(stderr, "interrupted")
 		return sig.exitCode()
 	}
-	fmt.Fprintln(stderr, "error:", err)
+	fmt.Fprintln(stderr, "error:", terminalSafe(err.Error()))
 	var je *client.JobError
 	if errors.As(err, &je) && je.Code == "unknown_hive" {
 		fmt.Fprintln(stderr, "hint: `rbee hive list` shows the hives this cluster knows")
@@ -111,4 +114,45 @@ func execute(ctx context.Context, root *cobra.Command, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "hint: the node's certificate does not name the host in --node: use a name or address it lists, or start the node with --allowed-host "+he.Host+" (its certificate then names it too)")
 	}
 	return 1
+}
+
+// terminalSafe escapes the control characters of text that came from
+// elsewhere (a node's error, a hub's message inside it, narration) before
+// it is printed to a terminal: an ESC or a C1 code from a hostile server
+// could clear the screen, retitle the window or hide what follows, and
+// bidirectional overrides can make text read other than it is. Newlines
+// and tabs stay.
+func terminalSafe(s string) string {
+	clean := true
+	for _, r := range s {
+		if unsafeRune(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unsafeRune(r) {
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	switch {
+	case r == '\n' || r == '\t':
+		return false
+	case r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == utf8.RuneError:
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
 }

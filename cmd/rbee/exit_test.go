@@ -175,6 +175,10 @@ func TestExecuteExitCodes(t *testing.T) {
 		{"interrupted", interruptedCtx(), fmt.Errorf("Get \"http://x/v1/jobs/j1/events\": %w", &interrupted{sig: os.Interrupt}), 130, "interrupted\n"},
 		{"interrupted, other error", interruptedCtx(), boom, 130, "error: boom\ninterrupted\n"},
 		{"interrupted, succeeded", interruptedCtx(), nil, 0, ""},
+		// A hub's message inside a node's error must not drive the terminal.
+		{"terminal escapes from a server", context.Background(),
+			errors.New("not found (HTTP 404: \x1b[2J\x1b]0;title\x07\u009b31m\u202egnp.exe)\nnext line"), 1,
+			"error: not found (HTTP 404: \\x1b[2J\\x1b]0;title\\a\\u009b31m\\u202egnp.exe)\nnext line\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := newRootCmd()

@@ -128,7 +128,7 @@ func fitRows(header []string, rows [][]string, width int) [][]string {
 func narrate(ev jobs.Event) {
 	switch ev.Type {
 	case jobs.TypeNarration:
-		fmt.Fprintf(os.Stderr, "[%s] %s\n", ev.Node, ev.Message)
+		fmt.Fprintf(os.Stderr, "[%s] %s\n", terminalSafe(ev.Node), terminalSafe(ev.Message))
 	case jobs.TypeProgress:
 		if ev.Total > 0 {
 			fmt.Fprintf(os.Stderr, "[%s] %d/%d %s (%.0f%%)\n", ev.Node, ev.Done, ev.Total, ev.Unit, 100*float64(ev.Done)/float64(ev.Total))
