@@ -317,3 +317,20 @@ func TestVersionAgrees(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out("version", "-o", "json")), &v))
 	require.Equal(t, version, v.Version)
 }
+
+// TestJoinAddressGetsThePort: a join address without a port gets the
+// default gossip port, IPv6 literals too (::1 and [::1] were sent on
+// without one and refused: "too many colons", "missing port").
+func TestJoinAddressGetsThePort(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.168.1.10":      "192.168.1.10:7834",
+		"gpu-box.lan":       "gpu-box.lan:7834",
+		"192.168.1.10:9000": "192.168.1.10:9000",
+		"::1":               "[::1]:7834",
+		"[::1]":             "[::1]:7834",
+		"fe80::1":           "[fe80::1]:7834",
+		"[::1]:9000":        "[::1]:9000",
+	} {
+		require.Equal(t, want, withGossipPort(in), in)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -212,9 +213,7 @@ func newJoinCmd(g *globals) *cobra.Command {
 			ctx, cancel := waitCtx(cmd.Context())
 			defer cancel()
 			for i, a := range args {
-				if !strings.Contains(a, ":") {
-					args[i] = a + ":7834"
-				}
+				args[i] = withGossipPort(a)
 			}
 			n, err := g.client().Join(ctx, args)
 			if err != nil {
@@ -302,4 +301,19 @@ The cluster secret joins nodes; it is not an API credential on this machine.`,
 	}
 	cmd.Flags().BoolVar(&admin, "admin", false, "print the local admin key instead of the cluster secret")
 	return cmd
+}
+
+// withGossipPort adds the default gossip port to a join address that has
+// none: a host name, an IPv4 address, or an IPv6 address with or without
+// brackets (::1 and [::1] were sent on without a port and refused).
+func withGossipPort(addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
+	if ip := net.ParseIP(host); ip != nil || !strings.Contains(addr, ":") {
+		_, port, _ := net.SplitHostPort(node.DefaultGossipAddr)
+		return net.JoinHostPort(host, port)
+	}
+	return addr
 }

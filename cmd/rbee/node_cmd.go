@@ -135,9 +135,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 				cfg.Name = h
 			}
 			for i, j := range cfg.Join {
-				if !strings.Contains(j, ":") {
-					cfg.Join[i] = j + ":7834"
-				}
+				cfg.Join[i] = withGossipPort(j)
 			}
 			cfg.HFEndpoint = os.Getenv("HF_ENDPOINT")
 			cfg.HFToken = os.Getenv("HF_TOKEN")
