@@ -64,7 +64,13 @@ func Create(path string, perm os.FileMode) (*File, error) {
 	}
 	f, err := os.CreateTemp(dir, TempPrefix+base+"-*")
 	if err != nil {
-		return nil, fmt.Errorf("atomicfile: %w", err)
+		// Named by the file asked for and its directory, not by the
+		// temporary name the user never gave ("open ./.tmp-k-123").
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("atomicfile: create %s (in directory %s): %w", path, dir, err)
 	}
 	if err := f.Chmod(perm); err != nil {
 		f.Close()

@@ -69,6 +69,9 @@ func TestWriteFileErrors(t *testing.T) {
 	dir := t.TempDir()
 	err := WriteFile(filepath.Join(dir, "missing", "f"), []byte("x"), 0o600)
 	require.ErrorIs(t, err, fs.ErrNotExist)
+	// The error names the file and its directory, not the temporary file.
+	require.ErrorContains(t, err, "create "+filepath.Join(dir, "missing", "f")+" (in directory "+filepath.Join(dir, "missing")+string(filepath.Separator)+")")
+	require.NotContains(t, err.Error(), TempPrefix)
 
 	// A directory in the way: the rename fails, nothing is left behind.
 	target := filepath.Join(dir, "d")
