@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/internal/loopback"
@@ -204,7 +205,46 @@ func decodeAPIError(status int, data []byte) error {
 	if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
 		return &APIError{Status: status, Code: e.Error.Code, Message: e.Error.Message}
 	}
-	return &APIError{Status: status, Code: "http", Message: strings.TrimSpace(string(data))}
+	// Not an rbee node's error (every route of a node answers in the
+	// shape above): another server on that port, a proxy. Its page is
+	// not the message: a short excerpt of its text is.
+	return &APIError{Status: status, Code: "http", Message: "the server at --node did not answer as an rbee node's API (is it one?): " + excerpt(data)}
+}
+
+// maxExcerpt bounds the excerpt of a foreign answer in an error.
+const maxExcerpt = 160
+
+// excerpt is the text of a foreign answer for an error message: markup
+// dropped, white space collapsed, control characters left out, at most
+// maxExcerpt bytes.
+func excerpt(data []byte) string {
+	var b strings.Builder
+	inTag, space := false, false
+	for _, r := range string(data) {
+		switch {
+		case r == '<':
+			inTag = true
+		case r == '>' && inTag:
+			inTag, space = false, b.Len() > 0
+		case inTag:
+		case r == ' ' || r == '\t' || r == '\n' || r == '\r':
+			space = b.Len() > 0
+		case r < 0x20 || r == 0x7f || r == utf8.RuneError:
+		default:
+			if space {
+				b.WriteByte(' ')
+				space = false
+			}
+			b.WriteRune(r)
+		}
+		if b.Len() >= maxExcerpt {
+			return b.String() + "…"
+		}
+	}
+	if b.Len() == 0 {
+		return "(no text)"
+	}
+	return b.String()
 }
 
 // Submit starts a job. req is an api.Request (the usual case: its fields

@@ -196,3 +196,31 @@ func TestTokenNotSentInClear(t *testing.T) {
 	c.HTTP = toTest
 	require.NoError(t, c.Result(t.Context(), api.StatusRequest{}, nil, nil))
 }
+
+// TestForeignServerError: a --node that is not an rbee node (another web
+// server on the port) answers with its own page: the error says so with a
+// short excerpt of its text, not the whole HTML page.
+func TestForeignServerError(t *testing.T) {
+	page := "<!DOCTYPE HTML>\n<html lang=\"en\">\n  <head><title>Error response</title></head>\n  <body>\n    <h1>Error response</h1>\n" +
+		"    <p>Message: Unsupported method ('POST').</p>\n" + strings.Repeat("    <p>padding \x1b[31m</p>\n", 200) + "  </body>\n</html>\n"
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusNotImplemented)
+		_, _ = w.Write([]byte(page))
+	}))
+	defer hs.Close()
+	for _, run := range []func() error{
+		func() error { return New(hs.URL, "").Result(t.Context(), api.StatusRequest{}, nil, nil) },
+		func() error { _, err := New(hs.URL, "").Submit(t.Context(), api.StatusRequest{}); return err },
+	} {
+		err := run()
+		var ae *APIError
+		require.ErrorAs(t, err, &ae)
+		require.Equal(t, http.StatusNotImplemented, ae.Status)
+		require.Contains(t, ae.Message, "did not answer as an rbee node's API")
+		require.Contains(t, ae.Message, "Error response Error response Message: Unsupported method ('POST').")
+		require.NotContains(t, ae.Message, "<")
+		require.NotContains(t, ae.Message, "\x1b")
+		require.Less(t, len(ae.Message), 300)
+	}
+}
