@@ -338,3 +338,63 @@ func TestForwardedJobEndsWhenHiveDropsOff(t *testing.T) {
 	require.Contains(t, out, "(unavailable)")
 	require.Less(t, took, 25*time.Second, "the forward waited for libp2p's keepalive instead of gossip")
 }
+
+// TestGossipCutLeaderKeepsMajority: the leader's gossip is cut off from
+// the others while raft (libp2p, on another network here) still reaches
+// them. The leader must not act on a gossip view that calls every other
+// node failed: before, it deleted their workers (inference on the
+// majority answered no_worker) and, after the reap grace, removed them
+// from raft, leaving the majority without a leader.
+func TestGossipCutLeaderKeepsMajority(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process partition test")
+	}
+	l := newLAN(t, 3)
+	// libp2p on a second network: cutting l's addresses cuts gossip only.
+	p2pNet := fmt.Sprintf("10.215.%d.", freeSubnet(t, 215))
+	for i := 1; i <= 3; i++ {
+		l.ip("-n", l.hosts[i-1], "addr", "add", fmt.Sprintf("%s%d/24", p2pNet, i), "dev", fmt.Sprintf("e%d", i))
+	}
+	bin := buildRbee(t)
+	token := "rbee_gossipcut_" + l.id
+	extra := func(i int) []string {
+		return []string{"--p2p-addr", fmt.Sprintf("%s%d:7835", p2pNet, i), "--blob-addr", fmt.Sprintf("%s%d:7836", p2pNet, i), "--reap-grace", "5s"}
+	}
+	nodes := []*lanNode{startLANNode(t, bin, l, 1, token, "", extra(1)...)}
+	require.Eventually(t, func() bool { _, ok := nodes[0].status(bin); return ok }, 60*time.Second, 200*time.Millisecond)
+	for i := 2; i <= 3; i++ {
+		nodes = append(nodes, startLANNode(t, bin, l, i, token, l.addr(1)+":7946", extra(i)...))
+	}
+	waitConverged(t, bin, nodes, 3, 90*time.Second)
+	st, ok := nodes[0].status(bin)
+	require.True(t, ok)
+	li := slices.IndexFunc(nodes, func(n *lanNode) bool { return n.name == st.Leader })
+	require.GreaterOrEqual(t, li, 0)
+	var others []int
+	for i := range nodes {
+		if i != li {
+			others = append(others, i+1)
+		}
+	}
+	// The worker on one majority node, the client on the other: a node
+	// routes to its own live workers whatever the registry says.
+	host, client := nodes[others[0]-1], nodes[others[1]-1]
+	out, err := host.cli(bin, "worker", "spawn", "--model", "builtin:stories260k", "--hive", host.name)
+	require.NoError(t, err, out)
+	require.Eventually(t, func() bool {
+		out, err := client.cli(bin, "infer", "--model", "builtin:stories260k", "-n", "4", "Once")
+		return err == nil && out != ""
+	}, 30*time.Second, 500*time.Millisecond, "the other majority node routes to the worker")
+
+	l.partition([]int{li + 1}, others)
+	// Gossip declares the others failed in the leader's eyes within
+	// about 30 s (the deletion of their workers followed at once).
+	deadline := time.Now().Add(45 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(2 * time.Second)
+		out, err := client.cli(bin, "infer", "--model", "builtin:stories260k", "-n", "4", "Once")
+		require.NoError(t, err, "inference on the majority: %s", out)
+	}
+	l.heal()
+	waitConverged(t, bin, nodes, 3, 60*time.Second)
+}
