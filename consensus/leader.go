@@ -412,7 +412,39 @@ func (p *reconcilePass) handleFailedMember(m Member) {
 	if p.blind {
 		return
 	}
+	if wait := p.c.raftHears(m.ID); wait > 0 {
+		// Raft still reaches it: gossip's view is the one at fault
+		// (this leader's gossip port blocked, while the others fail
+		// one by one before its view goes blind). Look again once the
+		// contact would have gone stale.
+		p.kickAfter(wait, m.ID)
+		return
+	}
 	p.ensureNode(m, fsm.NodeFailed)
+}
+
+// raftContactMisses is how many of its idle heartbeats a server may miss
+// before this leader's raft contact with it counts as lost: several, so
+// that one late heartbeat on a loaded machine does not decide.
+const raftContactMisses = 4
+
+// raftHears returns, for a server this leader's raft reached within
+// raftContactMisses of its heartbeat periods, how long until that contact
+// counts as lost; 0 when it does already, or is not known (another
+// leader's term, no transport).
+func (c *Consensus) raftHears(id string) time.Duration {
+	if c.throttle == nil || id == c.cfg.LocalID {
+		return 0
+	}
+	age, every, ok := c.throttle.contact(id)
+	if !ok {
+		return 0
+	}
+	window := raftContactMisses * max(every, c.tm.heartbeat)
+	if age >= window {
+		return 0
+	}
+	return window - age
 }
 
 // handleLeftMember removes a member that left from raft (never this

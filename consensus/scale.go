@@ -411,6 +411,25 @@ func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, ar
 	return err
 }
 
+// contact reports how long ago an RPC of this leader to server id last
+// succeeded in the current term (ok false: none since this server led, or
+// the server left the configuration), and how often the server hears
+// from the leader when idle (a voter at raft's heartbeat rate, a
+// non-voter every h.every).
+func (h *heartbeatThrottle) contact(id string) (age, every time.Duration, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t, ok := h.lastOK[raft.ServerID(id)]
+	if !ok {
+		return 0, 0, false
+	}
+	every = h.fresh
+	if (*h.nonvoters.Load())[raft.ServerID(id)] {
+		every = h.every
+	}
+	return time.Since(t), every, true
+}
+
 // enterLane waits for server id's lane and returns what releases it. A
 // heartbeat waits at most laneWait and then goes without the lane (nil):
 // an append that takes that long must not also delay the follower's
