@@ -286,12 +286,16 @@ func (c *Client) checkOlderNode(ctx context.Context, job any) error {
 	if len(fields) == 0 {
 		return nil
 	}
+	if err := CheckURL(c.Base); err != nil {
+		return err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base+"/api/version", nil)
 	if err != nil {
 		return err
 	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
+	// The key goes only where every request's goes (authorize).
+	if err := c.authorize(req); err != nil {
+		return err
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {

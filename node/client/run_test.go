@@ -191,8 +191,16 @@ func TestTokenNotSentInClear(t *testing.T) {
 			require.NoError(t, err)
 		})
 	}
+	// A job that first asks the node's version (it sets a field an older
+	// build would ignore) sends its key no more than any other request.
+	before := len(js.requests)
+	c := New("http://gpu-box.lan:7833", "rbk_secret")
+	c.HTTP = toTest
+	err := c.Run(t.Context(), map[string]any{"operation": "worker_spawn", "model": "m", "shards": 2}, func(jobs.Event) error { return nil })
+	require.ErrorIs(t, err, ErrPlainHTTP)
+	require.Equal(t, before, len(js.requests), "the key went out")
 	// Without a key nothing is secret: a plain request goes out.
-	c := New("http://192.0.2.10:7833", "")
+	c = New("http://192.0.2.10:7833", "")
 	c.HTTP = toTest
 	require.NoError(t, c.Result(t.Context(), api.StatusRequest{}, nil, nil))
 }
