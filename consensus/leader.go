@@ -349,6 +349,16 @@ func (p *reconcilePass) runMembers(ctx context.Context, ids []string, lookup fun
 
 // reconcileMember brings raft and the registry in line with one member.
 func (p *reconcilePass) reconcileMember(m Member) {
+	if m.State != MemberLeft && p.foreign(m) {
+		// A node with a registry of another cluster (it started
+		// alone with the secret, then was joined by gossip): raft
+		// would overwrite its log but not what it has applied, so it
+		// would run on with two registries mixed. Neither raft nor the
+		// registry takes it, in any state.
+		p.c.noteForeign(m)
+		return
+	}
+	p.c.forgetForeign(m.ID)
 	switch m.State {
 	case MemberAlive:
 		p.handleAliveMember(m)
@@ -368,16 +378,6 @@ func (p *reconcilePass) reconcileMember(m Member) {
 func (p *reconcilePass) handleAliveMember(m Member) {
 	id := m.ID
 	srv, inConfig := p.servers[id]
-	if !inConfig && id != p.c.cfg.LocalID && m.Cluster != "" {
-		if ca, ok := p.st.ClusterCA(); ok && ca.ID() != m.Cluster {
-			// A node with a registry of another cluster (it started
-			// alone with the secret, then was joined by gossip): raft
-			// would overwrite its log but not what it has applied, so
-			// it would run on with two registries mixed.
-			p.c.noteForeign(m)
-			return
-		}
-	}
 	if id != p.c.cfg.LocalID && !p.c.isLeaving(id) && (!inConfig || srv.Address != raft.ServerAddress(id)) {
 		voter := p.voters < p.c.cfg.MaxVoters || (inConfig && srv.Suffrage == raft.Voter)
 		suffrage := raft.Nonvoter
@@ -664,6 +664,32 @@ func (c *Consensus) propose(ctx context.Context, r *raft.Raft, cmd fsm.Command) 
 		_, err := finish()
 		return err
 	}
+}
+
+// foreign reports a member that advertises another cluster than this
+// registry's and is neither a raft server nor in the registry here (one
+// that is, joined this cluster: its advertisement is late or wrong, and
+// the usual handling applies).
+func (p *reconcilePass) foreign(m Member) bool {
+	if m.Cluster == "" || m.ID == p.c.cfg.LocalID {
+		return false
+	}
+	if _, inConfig := p.servers[m.ID]; inConfig {
+		return false
+	}
+	if _, known := p.st.Node(m.ID); known {
+		return false
+	}
+	ca, ok := p.st.ClusterCA()
+	return ok && ca.ID() != m.Cluster
+}
+
+// forgetForeign drops id from the foreign members: it advertises this
+// cluster now (rejoined with an empty raft/ dir), or is known here.
+func (c *Consensus) forgetForeign(id string) {
+	c.foreignMu.Lock()
+	defer c.foreignMu.Unlock()
+	delete(c.foreign, id)
 }
 
 // noteForeign records that member m carries another cluster's registry and

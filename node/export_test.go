@@ -97,3 +97,13 @@ func (n *Node) PeerServesStrictJobs(id string) bool {
 	ps, err := n.host.Libp2p().Peerstore().SupportsProtocols(pid, protoJobStrict)
 	return err == nil && len(ps) > 0
 }
+
+// GossipState is member id's state in this node's gossip view ("" when
+// it has none).
+func (n *Node) GossipState(id string) string {
+	m, ok := n.gsp.Member(id)
+	if !ok {
+		return ""
+	}
+	return m.State.String()
+}

@@ -19,7 +19,8 @@ import (
 // says it found a member of another cluster.
 func TestLeaderAddsNoMemberOfAnotherCluster(t *testing.T) {
 	a := nodetest.New(t, 1).Nodes[0]
-	b := nodetest.New(t, 1).Nodes[0]
+	cb := nodetest.New(t, 1)
+	b := cb.Nodes[0]
 	ctx, cancel := context.WithTimeout(context.Background(), nodetest.WaitTimeout)
 	defer cancel()
 	for _, n := range []*node.Node{a, b} {
@@ -40,4 +41,12 @@ func TestLeaderAddsNoMemberOfAnotherCluster(t *testing.T) {
 	require.Len(t, sb, 1, "b's raft has only b")
 	_, ok := a.Registry().Node(b.ID())
 	require.False(t, ok, "a's registry does not list b")
+
+	// Failed or suspect, it is not recorded either (a blip once put it in
+	// the registry as an alive hive that nothing reaped).
+	cb.Kill(0)
+	require.Eventually(t, func() bool { s := a.GossipState(b.ID()); return s == "dead" || s == "suspect" },
+		nodetest.WaitTimeout, 50*time.Millisecond)
+	require.Never(t, func() bool { _, ok := a.Registry().Node(b.ID()); return ok }, 3*time.Second, 100*time.Millisecond,
+		"a's registry does not list b once it is gone")
 }

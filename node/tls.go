@@ -185,6 +185,7 @@ func (n *Node) tlsLoop() {
 	// (a busy cluster has many) do not postpone them.
 	nextFull := time.Now()
 	advertised := n.clusterID() // in the gossip metadata since start
+	advertiseWarned := false
 	for {
 		full := !time.Now().Before(nextFull)
 		if full {
@@ -196,7 +197,12 @@ func (n *Node) tlsLoop() {
 			// holds: a leader adds no member of another.
 			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 			if err := n.gsp.UpdateMeta(ctx, n.localMeta()); err != nil {
-				n.log.Debug("advertise the cluster", "err", err)
+				// Said once (it is retried at each check): without it
+				// leaders cannot tell this node's cluster.
+				if !advertiseWarned {
+					n.log.Warn("cannot advertise this node's cluster in gossip", "err", err)
+					advertiseWarned = true
+				}
 			} else {
 				advertised = id
 			}
