@@ -202,8 +202,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 			return n.opGroupSpawn(ctx, em, req, r)
 		}
 	}
-	switch {
-	case wantGPU:
+	if wantGPU {
 		if err := n.placer.FitGPUs(em, &r, model); err != nil {
 			return err
 		}
@@ -217,7 +216,12 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		// counted in every case.
 		ram = n.cpuWorkerRAM(model, r, typ.External)
 		enforce := r.Shard == nil && (typ.External || n.cfg.MemoryLimit > 0)
-		if releaseRAM, err = n.admitRAM(ctx, model.Path, ram, enforce, model.ID); err != nil {
+		if r.WorkerID == "" {
+			// Named now, so that the claim gives way to the worker's
+			// process entry once it starts (ram.go).
+			r.WorkerID = process.NewWorkerID()
+		}
+		if releaseRAM, err = n.admitRAM(ctx, r.WorkerID, model.Path, ram, enforce, model.ID); err != nil {
 			return err
 		}
 		defer releaseRAM()

@@ -43,20 +43,25 @@ type ramLedger struct {
 	claims map[int]ramClaim
 }
 
-// ramClaim is one spawn's admitted RAM: the model file it maps and what
-// it adds (the file's weights only when no worker maps it yet).
+// ramClaim is one spawn's admitted RAM: its worker's id, the model file
+// it maps and its estimate. Once the worker's process entry exists (it is
+// recorded with its RAM as soon as it starts) the entry counts, not the
+// claim.
 type ramClaim struct {
-	model string
-	ram   process.RAM
+	worker string
+	model  string
+	ram    process.RAM
 }
 
 // ramUse sums what running workers and claims were admitted for, a model
 // file once (the largest share recorded for it: a shard maps a part).
 func ramUse(infos []process.WorkerInfo, claims map[int]ramClaim) (running, claimed uint64, mapped map[string]bool) {
 	weights := map[string]uint64{}
+	started := map[string]bool{}
 	for _, w := range infos {
 		running += w.RAM.Rest
 		weights[w.ModelPath] = max(weights[w.ModelPath], w.RAM.Weights)
+		started[w.WorkerID] = true
 	}
 	for _, wt := range weights {
 		running += wt
@@ -66,6 +71,9 @@ func ramUse(infos []process.WorkerInfo, claims map[int]ramClaim) (running, claim
 		mapped[path] = wt > 0
 	}
 	for _, c := range claims {
+		if started[c.worker] {
+			continue
+		}
 		claimed += c.ram.Rest
 		if !mapped[c.model] {
 			claimed += c.ram.Weights
@@ -106,11 +114,11 @@ func (n *Node) hiveRAMFree(total, available uint64) uint64 {
 	return free
 }
 
-// admitRAM admits a CPU spawn of the model file for ram: it refuses one
+// admitRAM admits a CPU spawn of worker (its id) and the model file for ram: it refuses one
 // that does not fit (when enforce; else it only claims) and otherwise
 // holds the claim until release, which the spawn calls when its worker
 // runs (and is recorded with its RAM) or has failed.
-func (n *Node) admitRAM(ctx context.Context, model string, ram process.RAM, enforce bool, what string) (release func(), err error) {
+func (n *Node) admitRAM(ctx context.Context, worker, model string, ram process.RAM, enforce bool, what string) (release func(), err error) {
 	total, available, _ := hw.RAM(ctx) // not known (0) where it cannot be read
 	n.ram.mu.Lock()
 	defer n.ram.mu.Unlock()
@@ -132,7 +140,7 @@ func (n *Node) admitRAM(ctx context.Context, model string, ram process.RAM, enfo
 	}
 	id := n.ram.next
 	n.ram.next++
-	n.ram.claims[id] = ramClaim{model: model, ram: ram}
+	n.ram.claims[id] = ramClaim{worker: worker, model: model, ram: ram}
 	var once sync.Once
 	return func() {
 		once.Do(func() {

@@ -11,7 +11,7 @@ import (
 func TestRAMUse(t *testing.T) {
 	const mib = 1 << 20
 	w := func(model string, weights, rest uint64) process.WorkerInfo {
-		return process.WorkerInfo{ModelPath: model, RAM: process.RAM{Weights: weights, Rest: rest}}
+		return process.WorkerInfo{WorkerID: "w-" + model, ModelPath: model, RAM: process.RAM{Weights: weights, Rest: rest}}
 	}
 	cases := []struct {
 		name             string
@@ -27,6 +27,8 @@ func TestRAMUse(t *testing.T) {
 		{"a GPU worker (no RAM recorded)", []process.WorkerInfo{w("a", 0, 0)}, nil, 0, 0},
 		{"a claim of a file in use adds its rest", []process.WorkerInfo{w("a", 100*mib, 10*mib)},
 			map[int]ramClaim{1: {model: "a", ram: process.RAM{Weights: 100 * mib, Rest: 10 * mib}}}, 110 * mib, 10 * mib},
+		{"a claim whose worker has started counts once, as the worker", []process.WorkerInfo{w("b", 50*mib, 5*mib)},
+			map[int]ramClaim{1: {worker: "w-b", model: "b", ram: process.RAM{Weights: 50 * mib, Rest: 5 * mib}}}, 55 * mib, 0},
 		{"claims of one new file map it once", nil,
 			map[int]ramClaim{1: {model: "b", ram: process.RAM{Weights: 50 * mib, Rest: 5 * mib}}, 2: {model: "b", ram: process.RAM{Weights: 50 * mib, Rest: 5 * mib}}},
 			0, 60 * mib},

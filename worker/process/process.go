@@ -475,7 +475,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 		return WorkerInfo{}, fmt.Errorf("%w: model %s is not a readable file", ErrBadOptions, model)
 	}
 	if opts.WorkerID == "" {
-		opts.WorkerID = newWorkerID()
+		opts.WorkerID = NewWorkerID()
 	}
 	if err := catalog.ValidName("worker id", opts.WorkerID); err != nil {
 		return WorkerInfo{}, fmt.Errorf("%w: %w", ErrBadOptions, err)
@@ -1097,7 +1097,9 @@ func checkBinary(path string) (string, error) {
 	return abs, nil
 }
 
-func newWorkerID() string {
+// NewWorkerID returns a fresh worker id, as Spawn gives a worker that is
+// spawned without one ("w-" and 8 hex digits).
+func NewWorkerID() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return "w-" + hex.EncodeToString(b[:])
