@@ -736,7 +736,7 @@ func TestRevokedKeyStreamsEnd(t *testing.T) {
 		default:
 			return false
 		}
-	}, 3*time.Second, 20*time.Millisecond, "the revoked key's stream goes on")
+	}, nodetest.WaitTimeout, 20*time.Millisecond, "the revoked key's stream goes on")
 	select {
 	case <-keptEnded:
 		t.Fatal("another key's stream ended")

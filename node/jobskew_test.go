@@ -28,9 +28,9 @@ func TestForwardToLooseHiveRefusesFieldsItWouldIgnore(t *testing.T) {
 	c := nodetest.New(t, 3)
 	c.WaitConverged(3)
 	n0 := c.Nodes[0]
-	require.Eventually(t, func() bool { return n0.PeerServesStrictJobs(c.Nodes[1].ID()) }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return n0.PeerServesStrictJobs(c.Nodes[1].ID()) }, nodetest.WaitTimeout, 20*time.Millisecond)
 	c.Nodes[1].ServeLooseJobsOnly() // node1 acts as an older build
-	require.Eventually(t, func() bool { return !n0.PeerServesStrictJobs(c.Nodes[1].ID()) }, 10*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return !n0.PeerServesStrictJobs(c.Nodes[1].ID()) }, nodetest.WaitTimeout, 20*time.Millisecond,
 		"node0 never learnt that node1 dropped the protocol")
 	for _, tc := range []struct {
 		name string

@@ -659,6 +659,19 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 // ollamaJob runs an operation as a job owned by the caller and calls fn for
 // each of its events; it returns the job's error event (nil when it ended
 // well).
+// jobSubmitStatus is the HTTP status of an operation that failed as a
+// job: the job limits as POST /v1/jobs answers them (a caller over its
+// share 429, a full table 503), anything else 500.
+func jobSubmitStatus(err error) int {
+	switch {
+	case errors.Is(err, jobs.ErrOwnerBusy):
+		return http.StatusTooManyRequests
+	case errors.Is(err, jobs.ErrTooMany), errors.Is(err, jobs.ErrClosed):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
 func (n *Node) ollamaJob(r *http.Request, req api.Request, fn func(jobs.Event)) (*jobs.Event, error) {
 	b, err := api.Encode(req)
 	if err != nil {
@@ -736,7 +749,7 @@ func (n *Node) handleOllamaPull(w http.ResponseWriter, r *http.Request) {
 			line(map[string]string{"error": err.Error()})
 			return
 		}
-		ollamaError(w, http.StatusInternalServerError, err.Error())
+		ollamaError(w, jobSubmitStatus(err), err.Error())
 		return
 	}
 	if digest != "" {
@@ -803,7 +816,7 @@ func (n *Node) handleOllamaDelete(w http.ResponseWriter, r *http.Request) {
 			err = fmt.Errorf("%s (%s)", failed.Message, failed.Code)
 		}
 		if err != nil {
-			ollamaError(w, http.StatusInternalServerError, fmt.Sprintf("deleting %s on %s: %v", t.id, t.node, err))
+			ollamaError(w, jobSubmitStatus(err), fmt.Sprintf("deleting %s on %s: %v", t.id, t.node, err))
 			return
 		}
 	}

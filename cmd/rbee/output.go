@@ -131,7 +131,7 @@ func narrate(ev jobs.Event) {
 		fmt.Fprintf(os.Stderr, "[%s] %s\n", terminalSafe(ev.Node), terminalSafe(ev.Message))
 	case jobs.TypeProgress:
 		if ev.Total > 0 {
-			fmt.Fprintf(os.Stderr, "[%s] %d/%d %s (%.0f%%)\n", ev.Node, ev.Done, ev.Total, ev.Unit, 100*float64(ev.Done)/float64(ev.Total))
+			fmt.Fprintf(os.Stderr, "[%s] %d/%d %s (%.0f%%)\n", terminalSafe(ev.Node), ev.Done, ev.Total, terminalSafe(ev.Unit), 100*float64(ev.Done)/float64(ev.Total))
 		}
 	}
 }
