@@ -440,6 +440,9 @@ func checkLocalHead(path string) error {
 }
 
 func tryLink(src, partial string) {
+	if !hf.LinksCounted() {
+		return // the transfer could not tell the link from a partial of its own
+	}
 	if _, err := os.Lstat(partial); err == nil {
 		return
 	}
