@@ -185,9 +185,15 @@ func callSchema(defs []toolDef, only, style string) (*grammar.Schema, *apiError)
 		if len(bytes.TrimSpace(params)) == 0 || string(params) == "null" {
 			params = json.RawMessage(`{"type":"object"}`)
 		}
+		// The parameters' own references ("#/$defs/…", "#") name places
+		// in the parameters, not in the call schema around them.
+		params, err := grammar.Rebase(params, fmt.Sprintf("#/anyOf/%d/properties/%s", len(alts), argsKey))
+		if err != nil {
+			return nil, badRequest("tools", codeInvalidSchema, "a tool's function.parameters: "+err.Error())
+		}
 		alts = append(alts, map[string]any{
 			"type": "object", "required": []string{"name", argsKey}, "additionalProperties": false,
-			"properties": map[string]any{"name": map[string]any{"const": d.Function.Name}, argsKey: params},
+			"properties": map[string]any{"name": map[string]any{"const": d.Function.Name}, argsKey: json.RawMessage(params)},
 		})
 	}
 	src, err := json.Marshal(map[string]any{"anyOf": alts})

@@ -2,9 +2,11 @@ package worker
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -362,4 +364,55 @@ func TestToolCallsNullContent(t *testing.T) {
 	}
 	require.Equal(t, 2, callDeltas)
 	require.Equal(t, 1, nulls)
+}
+
+// TestForcedToolCallOwnRefs: a tool's parameters with their own $defs
+// (what Pydantic writes for nested models) or a $ref to their root make a
+// forced call whose arguments follow them; the references named the
+// call schema around the parameters, so the $defs were refused as
+// dangling and "#" meant a whole call.
+func TestForcedToolCallOwnRefs(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	for _, tc := range []struct {
+		name   string
+		params string
+		check  func(t *testing.T, args map[string]any)
+	}{
+		{"defs", `{"type":"object","properties":{"p":{"$ref":"#/$defs/Point"}},"required":["p"],"$defs":{"Point":{"type":"object","properties":{"x":{"type":"integer"},"y":{"type":"integer"}},"required":["x","y"]}}}`,
+			func(t *testing.T, args map[string]any) {
+				p, ok := args["p"].(map[string]any)
+				require.True(t, ok, args)
+				require.Len(t, p, 2)
+				require.IsType(t, float64(0), p["x"])
+				require.IsType(t, float64(0), p["y"])
+			}},
+		{"root", `{"type":"object","properties":{"v":{"type":"integer"},"next":{"anyOf":[{"$ref":"#"},{"type":"null"}]}},"required":["v","next"]}`,
+			func(t *testing.T, args map[string]any) {
+				for n := args; n != nil; {
+					require.ElementsMatch(t, []string{"v", "next"}, slices.Collect(maps.Keys(n)), args)
+					require.IsType(t, float64(0), n["v"])
+					next, _ := n["next"].(map[string]any)
+					require.True(t, next != nil || n["next"] == nil, args)
+					n = next
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tools := []map[string]any{{"type": "function", "function": map[string]any{"name": "f", "parameters": json.RawMessage(tc.params)}}}
+			for seed := range 3 {
+				resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []Message{{Role: "user", Content: "Once upon a time"}},
+					"tools": tools, "tool_choice": "required", "max_tokens": 300, "temperature": 1, "seed": seed})
+				raw := readAll(t, resp)
+				require.Equal(t, http.StatusOK, resp.StatusCode, raw)
+				var cc ChatCompletion
+				require.NoError(t, json.Unmarshal([]byte(raw), &cc))
+				ch := cc.Choices[0]
+				require.Equal(t, "tool_calls", ch.FinishReason, ch.Message.Content)
+				require.Len(t, ch.Message.ToolCalls, 1)
+				var args map[string]any
+				require.NoError(t, json.Unmarshal([]byte(ch.Message.ToolCalls[0].Function.Arguments), &args))
+				tc.check(t, args)
+			}
+		})
+	}
 }

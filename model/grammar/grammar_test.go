@@ -654,3 +654,52 @@ func FuzzMatcher(f *testing.F) {
 		}
 	})
 }
+
+// TestRebase: a schema embedded in a larger one (a tool's parameters in
+// the schema of a call) keeps what its own references name: its $defs and
+// its root, not the larger schema's; values of enum and const are left
+// as they are.
+func TestRebase(t *testing.T) {
+	for _, tc := range []struct {
+		name, params string
+		good, bad    []string
+	}{
+		{"defs", `{"type":"object","properties":{"p":{"$ref":"#/$defs/P"}},"required":["p"],"$defs":{"P":{"type":"object","properties":{"x":{"type":"integer"}},"required":["x"]}}}`,
+			[]string{`{"p":{"x":1}}`}, []string{`{"p":{}}`, `{"p":{"x":"1"}}`}},
+		{"definitions in anyOf and items", `{"type":"object","properties":{"l":{"type":"array","items":{"anyOf":[{"$ref":"#/definitions/D"},{"type":"null"}]}}},"definitions":{"D":{"type":"boolean"}}}`,
+			[]string{`{"l":[true,null]}`}, []string{`{"l":[1]}`}},
+		{"root recursion", `{"type":"object","properties":{"kids":{"type":"array","items":{"$ref":"#"}}}}`,
+			[]string{`{"kids":[{"kids":[]},{}]}`}, []string{`{"kids":[{"name":"f","args":{}}]}`}},
+		{"a $ref in a const is a value", `{"type":"object","properties":{"c":{"const":{"$ref":"#/x"}}},"required":["c"]}`,
+			[]string{`{"c":{"$ref":"#/x"}}`}, []string{`{"c":{"$ref":"#/args/x"}}`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			params, err := Rebase([]byte(tc.params), "#/properties/args")
+			require.NoError(t, err)
+			call := `{"type":"object","properties":{"name":{"const":"f"},"args":` + string(params) + `},"required":["name","args"]}`
+			s, err := CompileSchema([]byte(call))
+			require.NoError(t, err, call)
+			wrap := func(docs []string) (out []string) {
+				for _, d := range docs {
+					out = append(out, `{"name":"f","args":`+d+`}`)
+				}
+				return out
+			}
+			requireMatches(t, s, wrap(tc.good), wrap(tc.bad))
+		})
+	}
+}
+
+// TestRefArrayIndex: a $ref may name a member of anyOf, oneOf or allOf by
+// its index, as JSON pointers do; an index out of range or written with a
+// leading zero does not resolve.
+func TestRefArrayIndex(t *testing.T) {
+	s, err := CompileSchema([]byte(`{"type":"object","properties":{"a":{"anyOf":[{"type":"integer"},{"type":"null"}]},"b":{"$ref":"#/properties/a/anyOf/1"}},"required":["a","b"]}`))
+	require.NoError(t, err)
+	requireMatches(t, s, []string{`{"a":1,"b":null}`}, []string{`{"a":1,"b":1}`})
+	for _, r := range []string{"#/anyOf/2", "#/anyOf/01", "#/anyOf/-1", "#/anyOf/x"} {
+		_, err := CompileSchema([]byte(`{"anyOf":[{"type":"integer"},{"type":"object","properties":{"x":{"$ref":"` + r + `"}}}]}`))
+		require.ErrorIs(t, err, ErrBadSchema, r)
+		require.Contains(t, err.Error(), "does not resolve", r)
+	}
+}

@@ -765,11 +765,17 @@ func (c *compiler) resolve(r string) (any, error) {
 	if r != "#" {
 		for _, part := range strings.Split(r[2:], "/") {
 			part = strings.ReplaceAll(strings.ReplaceAll(part, "~1", "/"), "~0", "~")
-			m, ok := target.(map[string]any)
-			if !ok {
-				return nil, fmt.Errorf("%w: $ref %q does not resolve", ErrBadSchema, r)
+			var ok bool
+			switch t := target.(type) {
+			case map[string]any:
+				target, ok = t[part]
+			case []any: // a member of anyOf, oneOf or allOf
+				i, err := strconv.Atoi(part)
+				if ok = err == nil && i >= 0 && i < len(t) && part == strconv.Itoa(i); ok {
+					target = t[i]
+				}
 			}
-			if target, ok = m[part]; !ok {
+			if !ok {
 				return nil, fmt.Errorf("%w: $ref %q does not resolve", ErrBadSchema, r)
 			}
 		}
@@ -889,4 +895,48 @@ func (c *compiler) checkRefs() error {
 	}
 	return fmt.Errorf("%w: $ref %s loops (%s) with no way out: every value it matches must contain another, so no finite document matches it",
 		ErrBadSchema, names[0], loop)
+}
+
+// Rebase returns the schema src with every local $ref ("#", "#/…") made
+// relative to at, the JSON pointer ("#/…") where src is to be embedded in
+// a larger schema: a tool's parameters inside the schema of a call, whose
+// "#/$defs/…" would otherwise name the larger schema's $defs (or nothing).
+// Only the keywords that hold schemas are walked, so a "$ref" inside an
+// enum or const value is left as it is.
+func Rebase(src []byte, at string) ([]byte, error) {
+	var doc any
+	d := json.NewDecoder(bytes.NewReader(src))
+	d.UseNumber()
+	if err := d.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSchema, err)
+	}
+	rebase(doc, strings.TrimSuffix(at, "/"), 0)
+	return marshal(doc)
+}
+
+func rebase(v any, at string, depth int) {
+	s, ok := v.(map[string]any)
+	if !ok || depth > maxDepth*4 {
+		return // deeper than the compiler takes: refused there
+	}
+	if r, ok := s["$ref"].(string); ok && (r == "#" || strings.HasPrefix(r, "#/")) {
+		s["$ref"] = at + r[1:]
+	}
+	for _, k := range []string{"items", "additionalProperties"} {
+		rebase(s[k], at, depth+1)
+	}
+	for _, k := range []string{"properties", "$defs", "definitions"} {
+		if m, ok := s[k].(map[string]any); ok {
+			for _, sub := range m {
+				rebase(sub, at, depth+1)
+			}
+		}
+	}
+	for _, k := range []string{"anyOf", "oneOf", "allOf"} {
+		if list, ok := s[k].([]any); ok {
+			for _, sub := range list {
+				rebase(sub, at, depth+1)
+			}
+		}
+	}
 }
