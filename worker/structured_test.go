@@ -74,6 +74,19 @@ func TestResponseFormatJSONSchema(t *testing.T) {
 			var f *float64
 			require.NoError(t, json.Unmarshal(v.V, &f), doc)
 		}},
+		{"oneOf, a discriminated union", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "pet", "schema": map[string]any{
+			"oneOf": []any{
+				map[string]any{"type": "object", "required": []string{"kind", "lives"}, "properties": map[string]any{"kind": map[string]any{"const": "cat"}, "lives": map[string]any{"type": "integer"}}},
+				map[string]any{"type": "object", "required": []string{"kind"}, "properties": map[string]any{"kind": map[string]any{"const": "dog"}}},
+			}}}}, func(t *testing.T, doc string) {
+			var v struct {
+				Kind  string
+				Lives *int
+			}
+			require.NoError(t, strict(doc, &v), doc)
+			require.Contains(t, []string{"cat", "dog"}, v.Kind, doc)
+			require.Equal(t, v.Kind == "cat", v.Lives != nil, doc)
+		}},
 		{"json_object with a schema (llama.cpp's form)", map[string]any{"type": "json_object", "schema": map[string]any{
 			"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}, "required": []string{"n"}}},
 			func(t *testing.T, doc string) {
@@ -133,6 +146,9 @@ func TestResponseFormatErrors(t *testing.T) {
 			codeInvalidSchema, `"text"`},
 		{"$ref loop", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"$ref": "#"}}}},
 			codeInvalidSchema, `$ref "#" loops`},
+		{"oneOf that a value can match twice", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{
+			"oneOf": []any{map[string]any{"type": "number"}, map[string]any{"type": "integer"}}}}}},
+			codeUnsupportedSchema, "#/oneOf: members 0 and 1"},
 		{"no schema", map[string]any{"response_format": map[string]any{"type": "json_schema"}}, "missing", "json_schema.schema"},
 		{"format type", map[string]any{"response_format": map[string]any{"type": "xml"}}, "invalid_value", "xml"},
 		{"top_logprobs range", map[string]any{"logprobs": true, "top_logprobs": 21}, "invalid_value", "[0, 20]"},

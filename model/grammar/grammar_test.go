@@ -471,7 +471,7 @@ func TestRecursiveSchemas(t *testing.T) {
 			[]string{`{"b":null}`, `{"b":{"b":null}}`}, []string{`{}`, `{"b":{}}`}, true},
 		{"left recursion beside a string", `{"anyOf":[{"$ref":"#"},{"type":"string"}]}`,
 			[]string{`"x"`, `""`}, []string{`1`, `null`}, false},
-		{"left recursion beside null", `{"$defs":{"a":{"oneOf":[{"$ref":"#/$defs/a"},{"type":"null"}]}},"$ref":"#/$defs/a"}`,
+		{"left recursion beside null", `{"$defs":{"a":{"anyOf":[{"$ref":"#/$defs/a"},{"type":"null"}]}},"$ref":"#/$defs/a"}`,
 			[]string{`null`}, []string{`1`}, false},
 		// b's only alternative is the cycle through a: it matches what a
 		// does, wherever b is used (compiled first or not).
@@ -701,5 +701,50 @@ func TestRefArrayIndex(t *testing.T) {
 		_, err := CompileSchema([]byte(`{"anyOf":[{"type":"integer"},{"type":"object","properties":{"x":{"$ref":"` + r + `"}}}]}`))
 		require.ErrorIs(t, err, ErrBadSchema, r)
 		require.Contains(t, err.Error(), "does not resolve", r)
+	}
+}
+
+// TestOneOf: a oneOf compiles when no value can match two of its members
+// (a value matching two is rejected by oneOf, and the matcher, following
+// every member, could not keep the model from writing one); otherwise it
+// is refused as unsupported, naming the members.
+func TestOneOf(t *testing.T) {
+	for _, tc := range []struct {
+		name, schema string
+		good, bad    []string
+		refused      string // the members named when refused
+	}{
+		{"types", `{"oneOf":[{"type":"string"},{"type":"integer"},{"type":"null"}]}`, []string{`"a"`, `1`, `null`}, []string{`1.5`, `true`}, ""},
+		{"consts", `{"oneOf":[{"const":"a"},{"const":"b"},{"enum":[1,2]}]}`, []string{`"a"`, `2`}, []string{`"c"`}, ""},
+		{"string lengths", `{"oneOf":[{"type":"string","maxLength":2},{"type":"string","minLength":3}]}`, []string{`"ab"`, `"abc"`}, nil, ""},
+		{"discriminated union", `{"oneOf":[` +
+			`{"type":"object","properties":{"kind":{"const":"cat"},"lives":{"type":"integer"}},"required":["kind","lives"]},` +
+			`{"type":"object","properties":{"kind":{"const":"dog"},"good":{"type":"boolean"}},"required":["kind"]}]}`,
+			[]string{`{"kind":"cat","lives":9}`, `{"kind":"dog"}`}, []string{`{"kind":"dog","lives":9}`}, ""},
+		{"a required key the other forbids", `{"oneOf":[{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]},{"type":"object","properties":{"b":{"type":"integer"}}}]}`,
+			[]string{`{"a":1}`, `{}`, `{"b":1}`}, nil, ""},
+		{"refs to disjoint defs", `{"$defs":{"A":{"type":"array","minItems":1,"items":{"type":"string"}},"B":{"type":"array","minItems":1,"items":{"type":"number"}}},"oneOf":[{"$ref":"#/$defs/A"},{"$ref":"#/$defs/B"}]}`,
+			[]string{`["a"]`, `[1]`}, []string{`[]`}, ""},
+		{"number and integer", `{"oneOf":[{"type":"number"},{"type":"integer"}]}`, nil, nil, "members 0 and 1"},
+		{"string and a string const", `{"oneOf":[{"type":"string"},{"const":"x"}]}`, nil, nil, "members 0 and 1"},
+		{"equal numbers", `{"oneOf":[{"const":1},{"const":1.0}]}`, nil, nil, "members 0 and 1"},
+		{"objects both may be empty", `{"oneOf":[{"type":"object","properties":{"a":{"type":"integer"}}},{"type":"object","properties":{"b":{"type":"string"}}}]}`, nil, nil, "members 0 and 1"},
+		{"any value", `{"oneOf":[{"type":"string"},{}]}`, nil, nil, "members 0 and 1"},
+		{"third member", `{"oneOf":[{"type":"null"},{"type":"boolean"},{"enum":[true]}]}`, nil, nil, "members 1 and 2"},
+		{"optional recursion", `{"$defs":{"n":{"oneOf":[{"type":"null"},{"type":"object","properties":{"next":{"$ref":"#/$defs/n"}},"required":["next"]}]}},"$ref":"#/$defs/n"}`,
+			[]string{`null`, `{"next":{"next":null}}`}, []string{`{}`}, ""},
+		{"after a type beside it", `{"type":"integer","oneOf":[{"type":"number"},{"type":"string"}]}`, []string{`1`}, []string{`"a"`}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := CompileSchema([]byte(tc.schema))
+			if tc.refused != "" {
+				require.ErrorIs(t, err, ErrUnsupported)
+				require.Contains(t, err.Error(), "oneOf")
+				require.Contains(t, err.Error(), tc.refused)
+				return
+			}
+			require.NoError(t, err)
+			requireMatches(t, s, tc.good, tc.bad)
+		})
 	}
 }

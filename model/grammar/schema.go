@@ -130,8 +130,8 @@ var annotations = []string{"title", "description", "default", "examples", "$sche
 // defaults to false when properties are given, as llama.cpp does, so the
 // model writes only declared keys, and to true otherwise), items,
 // minItems, maxItems, minLength, maxLength, enum, const (only their values
-// that meet the type and length keywords beside them, if any), anyOf, oneOf (treated as
-// anyOf), allOf with one member (the keywords beside a combinator are
+// that meet the type and length keywords beside them, if any), anyOf, oneOf (when no value
+// can match two members, see checkOneOf), allOf with one member (the keywords beside a combinator are
 // merged into each member; see mergeInto), $ref to "#", "#/$defs/…" or
 // "#/definitions/…", and annotations (title, description, default...).
 // Any other keyword is an error wrapping ErrUnsupported that names it; a
@@ -157,6 +157,9 @@ func CompileSchema(src []byte) (*Schema, error) {
 	if s.leaves, err = s.expand(); err != nil {
 		return nil, err
 	}
+	if err := s.checkOneOf(c.oneOfs); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -166,6 +169,14 @@ type compiler struct {
 	refs    map[string]int32 // compiled $ref targets (placeholders while compiling)
 	refName map[int32]string // the $ref of each placeholder, for errors
 	anyID   int32
+	oneOfs  []oneOf // compiled oneOf keywords, checked once the graph is whole
+}
+
+// oneOf is a compiled oneOf: its members' nodes and indices in the list.
+type oneOf struct {
+	path    string
+	members []int32
+	index   []int
 }
 
 func newCompiler() *compiler {
@@ -266,6 +277,7 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		// member is compiled with them merged in.
 		rest := besides(s, k)
 		var alts []int32
+		var index []int
 		for i, sub := range list {
 			at := fmt.Sprintf("%s/%s/%d", path, k, i)
 			if len(rest) > 0 {
@@ -283,9 +295,13 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 				return 0, err
 			}
 			alts = append(alts, id)
+			index = append(index, i)
 		}
 		if len(alts) == 0 {
 			return 0, fmt.Errorf("%w: %s: no member of %s is of the type beside it, so nothing matches", ErrBadSchema, path, k)
+		}
+		if k == "oneOf" {
+			c.oneOfs = append(c.oneOfs, oneOf{path: path + "/oneOf", members: alts, index: index})
 		}
 		return c.anyOf(alts), nil
 	}
