@@ -398,6 +398,13 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		}
 		gr.Schema = forced
 	}
+	if gr.Schema != nil {
+		// The grammar ends a constrained answer when its document (a
+		// forced call, a JSON response) is complete; a stop string met
+		// inside it would cut it into text that does not parse, a
+		// forced call into content that is no call.
+		gr.Stop = nil
+	}
 	return gr, nil
 }
 

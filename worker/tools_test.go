@@ -2,6 +2,7 @@ package worker
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"os"
@@ -415,4 +416,60 @@ func TestForcedToolCallOwnRefs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConstrainedAnswerIgnoresStop: a stop string that the document
+// contains does not cut a forced tool call (it came back as content, a
+// piece of JSON, with finish_reason stop) nor a JSON response.
+func TestConstrainedAnswerIgnoresStop(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	tools := []map[string]any{{"type": "function", "function": map[string]any{"name": "add", "parameters": map[string]any{
+		"type": "object", "properties": map[string]any{"a": map[string]any{"type": "integer"}}, "required": []string{"a"}}}}}
+	msgs := []Message{{Role: "user", Content: "Once upon a time"}}
+	for _, stream := range []bool{false, true} {
+		for _, stop := range []any{`"`, []string{"{", ":"}} {
+			t.Run(fmt.Sprintf("stream %v stop %v", stream, stop), func(t *testing.T) {
+				body := map[string]any{"messages": msgs, "tools": tools, "tool_choice": "required", "max_tokens": 200, "temperature": 0, "stop": stop, "stream": stream}
+				var calls []ToolCall
+				var content, finish string
+				if stream {
+					for _, c := range openAIStream[ChatCompletionChunk](t, post(t, testCtx(t), base+"/v1/chat/completions", body)) {
+						calls = append(calls, c.Choices[0].Delta.ToolCalls...)
+						content += c.Choices[0].Delta.Content
+						if f := c.Choices[0].FinishReason; f != nil {
+							finish = *f
+						}
+					}
+					require.Len(t, calls, 2, content) // name, then arguments
+					calls = []ToolCall{{Function: ToolCallFunction{Name: calls[0].Function.Name, Arguments: calls[1].Function.Arguments}}}
+				} else {
+					resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
+					raw := readAll(t, resp)
+					require.Equal(t, http.StatusOK, resp.StatusCode, raw)
+					var cc ChatCompletion
+					require.NoError(t, json.Unmarshal([]byte(raw), &cc))
+					calls, content, finish = cc.Choices[0].Message.ToolCalls, cc.Choices[0].Message.Content, cc.Choices[0].FinishReason
+				}
+				require.Equal(t, "tool_calls", finish, content)
+				require.Empty(t, content)
+				require.Len(t, calls, 1)
+				require.Equal(t, "add", calls[0].Function.Name)
+				var args struct{ A *int }
+				require.NoError(t, json.Unmarshal([]byte(calls[0].Function.Arguments), &args))
+				require.NotNil(t, args.A)
+			})
+		}
+	}
+	// A JSON response is whole too.
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": msgs, "max_tokens": 200, "temperature": 0, "stop": `"`,
+		"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{
+			"type": "object", "properties": map[string]any{"s": map[string]any{"type": "string", "maxLength": 5}}, "required": []string{"s"}}}}})
+	raw := readAll(t, resp)
+	require.Equal(t, http.StatusOK, resp.StatusCode, raw)
+	var cc ChatCompletion
+	require.NoError(t, json.Unmarshal([]byte(raw), &cc))
+	var v struct{ S *string }
+	require.NoError(t, json.Unmarshal([]byte(cc.Choices[0].Message.Content), &v), cc.Choices[0].Message.Content)
+	require.NotNil(t, v.S)
+	require.Equal(t, "stop", cc.Choices[0].FinishReason)
 }
