@@ -3,13 +3,14 @@ package grammar
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
 
 // maxDisjointSteps bounds the work of proving oneOf members disjoint; a
 // proof that needs more is taken as failed (the schema is refused).
-const maxDisjointSteps = 1 << 16
+const maxDisjointSteps = 1 << 20
 
 // checkOneOf refuses a oneOf whose members are not provably disjoint. The
 // matcher follows every member as anyOf does, so a value that two members
@@ -25,6 +26,10 @@ func (s *Schema) checkOneOf(list []oneOf) error {
 		for i := range o.members {
 			for j := i + 1; j < len(o.members); j++ {
 				if !d.nodes(o.members[i], o.members[j]) {
+					if d.steps > maxDisjointSteps {
+						return fmt.Errorf("%w: %s is too large to check that no value matches two of its members (as oneOf requires): use anyOf if either may match",
+							ErrUnsupported, o.path)
+					}
 					return fmt.Errorf("%w: %s: members %d and %d can match the same value, which oneOf forbids and generation cannot rule out; "+
 						"only oneOf members that no value matches twice are supported (other types, consts, or a required property with different consts): use anyOf if either may match",
 						ErrUnsupported, o.path, o.index[i], o.index[j])
@@ -57,7 +62,12 @@ func (d *disjointness) nodes(a, b int32) bool {
 	ok := true
 	for _, x := range d.s.leaves[a] {
 		for _, y := range d.s.leaves[b] {
-			if ok = d.leaves(x, y); !ok {
+			if d.steps++; d.steps > maxDisjointSteps {
+				ok = false
+			} else {
+				ok = d.leaves(x, y)
+			}
+			if !ok {
 				break
 			}
 		}
@@ -138,12 +148,12 @@ func (d *disjointness) objects(x, y *node) bool {
 		if x.required&(1<<i) == 0 {
 			continue
 		}
-		j := -1
-		for k, n := range y.names {
-			if n == name {
-				j = k
-				break
-			}
+		if d.steps++; d.steps > maxDisjointSteps {
+			return false
+		}
+		j, found := slices.BinarySearch(y.names, name) // names are sorted
+		if !found {
+			j = -1
 		}
 		switch {
 		case j < 0 && y.additional < 0:
