@@ -766,3 +766,24 @@ func TestOneOfLarge(t *testing.T) {
 	_, err := CompileSchema([]byte(`{"oneOf":[` + strings.Join(members, ",") + `]}`))
 	require.NoError(t, err)
 }
+
+// TestSurrogateEscapes: \uD800 to \uDFFF are refused in strings and keys.
+// A lone one is no character (strict parsers refuse the document), and a
+// pair is one character that the length count took for two, so
+// {"minLength":2} let "\ud83d\ude00" (one emoji) through; the model
+// writes such a character as UTF-8.
+func TestSurrogateEscapes(t *testing.T) {
+	for _, tc := range []struct {
+		schema    string
+		good, bad []string
+	}{
+		{`{"type":"string","minLength":2}`, []string{`"😀😀"`, `"\u00e9\uD7FF"`, `"\uE000\uffff"`}, []string{`"\ud83d\ude00"`, `"\uD83D\uDE00"`, `"😀"`}},
+		{`{"type":"string","maxLength":1}`, []string{`"😀"`, `"\u0041"`}, []string{`"\ud83d\ude00"`}},
+		{`{"type":"string"}`, []string{`"\u0000\u1234"`}, []string{`"\ud800"`, `"\udc00"`, `"x\uDbFF"`}},
+		{`{"type":"object"}`, []string{`{"\u00e9":1}`}, []string{`{"\ud83d\ude00":1}`, `{"\udfff":1}`}},
+	} {
+		s, err := CompileSchema([]byte(tc.schema))
+		require.NoError(t, err)
+		requireMatches(t, s, tc.good, tc.bad)
+	}
+}

@@ -67,7 +67,7 @@ type frame struct {
 	n    int32 // string: code points; array: items; literal: bytes matched; number: bytes; object: current property (-1: additional)
 	st   uint8
 	ws   uint8 // whitespace since the last token: 0 none, 1 a space, 2+k a newline and k indentation bytes
-	esc  uint8 // string escape: 1 after '\', 2..5 hex digits of \u to go (+1)
+	esc  uint8 // string escape: 1 after '\', 2..5 hex digits of \u to go (+1), escSurrogate after \uD
 	seen uint64
 	// object key: declared names still possible are names[lo:hi]; kpos
 	// bytes of the key typed.
@@ -484,6 +484,10 @@ func (m *Matcher) frameStep(f *frame, b byte) result {
 	return rej
 }
 
+// escSurrogate is frame.esc after "\uD": 3 hex digits to go, the first
+// of them below 8.
+const escSurrogate = 6
+
 // lexString advances the escape state over one content byte (not the
 // closing quote) and reports whether it is valid.
 func lexString(f *frame, b byte) bool {
@@ -497,9 +501,23 @@ func lexString(f *frame, b byte) bool {
 		default:
 			return false
 		}
+	case f.esc == escSurrogate:
+		// \uD8xx to \uDFxx are UTF-16 surrogates: a lone one is not a
+		// character (strict parsers refuse it) and a pair is one
+		// character written as two escapes, which the length count
+		// would take for two; the model writes such a character as
+		// UTF-8 instead.
+		if !isHex(b) || b >= '8' {
+			return false
+		}
+		f.esc = 3
 	case f.esc > 1:
 		if !isHex(b) {
 			return false
+		}
+		if f.esc == 5 && (b == 'd' || b == 'D') {
+			f.esc = escSurrogate
+			return true
 		}
 		f.esc--
 		if f.esc == 1 {
