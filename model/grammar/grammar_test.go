@@ -787,3 +787,46 @@ func TestSurrogateEscapes(t *testing.T) {
 		requireMatches(t, s, tc.good, tc.bad)
 	}
 }
+
+// TestStringUTF8: strings and keys hold whole, valid UTF-8. A byte-level
+// model could end a string inside a character or write bytes UTF-8 never
+// uses; the answer, sent as JSON, turned each such byte into U+FFFD, more
+// characters than maxLength allowed. A token holding part of a character
+// is allowed where the character may start, and only the bytes that
+// finish it after it.
+func TestStringUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		schema    string
+		good, bad []string
+	}{
+		{`{"type":"string","maxLength":2}`,
+			[]string{`"é😀"`, "\"\xed\x9f\xbf\"", "\"\xf4\x8f\xbf\xbf\"", "\"\xe2\x82\xac\""},
+			[]string{"\"\xff\"", "\"\xe2\x82\"", "\"a\xe2\"", "\"\xed\xa0\x80\"", "\"\xc0\xaf\"", "\"\xf4\x90\x80\x80\"", "\"\x80\"", "\"\xe0\x80\x80\""}},
+		{`{"type":"object"}`, []string{`{"é":1}`}, []string{"{\"\xe2\x82\":1}", "{\"\xff\":1}"}},
+	} {
+		s, err := CompileSchema([]byte(tc.schema))
+		require.NoError(t, err)
+		requireMatches(t, s, tc.good, tc.bad)
+	}
+
+	pieces := []string{"", "", `"`, "\xe2", "\x82\xac", "\x82", "\xac", "a", "é", "\xff", "\xe2\x82", `a"`}
+	v := NewVocab(pieces, []int32{0})
+	s, err := CompileSchema([]byte(`{"type":"string","maxLength":3}`))
+	require.NoError(t, err)
+	allowed := func(m *Matcher) (out []string) {
+		bits := m.Allowed()
+		for id, p := range pieces {
+			if bits[id>>6]>>(id&63)&1 != 0 {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	m := s.NewMatcher(v)
+	require.NoError(t, m.Write([]byte(`"`)))
+	require.ElementsMatch(t, []string{`"`, "\xe2", "a", "é", "\xe2\x82", `a"`}, allowed(m))
+	require.NoError(t, m.Write([]byte("\xe2")))
+	require.ElementsMatch(t, []string{"\x82\xac", "\x82", "\xac"}, allowed(m))
+	require.NoError(t, m.Write([]byte("\x82")))
+	require.ElementsMatch(t, []string{"\x82", "\xac"}, allowed(m))
+}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"unicode/utf8"
 )
 
 const (
@@ -68,6 +69,7 @@ type frame struct {
 	st   uint8
 	ws   uint8 // whitespace since the last token: 0 none, 1 a space, 2+k a newline and k indentation bytes
 	esc  uint8 // string escape: 1 after '\', 2..5 hex digits of \u to go (+1), escSurrogate after \uD
+	utf  uint8 // string: UTF-8 continuation bytes to go (low 2 bits) and the next one's range (utfRange's code, bits 2-4)
 	seen uint64
 	// object key: declared names still possible are names[lo:hi]; kpos
 	// bytes of the key typed.
@@ -452,7 +454,7 @@ func (m *Matcher) frameStep(f *frame, b byte) result {
 			}
 			return rej
 		}
-		if f.esc == 0 && b == '"' {
+		if f.esc == 0 && f.utf == 0 && b == '"' {
 			if f.n >= n.minLen {
 				return done
 			}
@@ -523,12 +525,55 @@ func lexString(f *frame, b byte) bool {
 		if f.esc == 1 {
 			f.esc = 0
 		}
+	case f.utf != 0:
+		if lo, hi := utfRange(f.utf >> 2); b < lo || b > hi {
+			return false
+		}
+		f.utf = f.utf&3 - 1
 	case b < 0x20:
 		return false
 	case b == '\\':
 		f.esc = 1
+	case b >= 0x80:
+		// The first byte of a UTF-8 sequence: how many follow, and the
+		// range of the next (no overlong forms, surrogates or code
+		// points past U+10FFFF), as utf8.Valid checks.
+		switch {
+		case b >= 0xC2 && b <= 0xDF:
+			f.utf = 1
+		case b == 0xE0:
+			f.utf = 2 | 1<<2
+		case b == 0xED:
+			f.utf = 2 | 2<<2
+		case b >= 0xE1 && b <= 0xEF:
+			f.utf = 2
+		case b == 0xF0:
+			f.utf = 3 | 3<<2
+		case b >= 0xF1 && b <= 0xF3:
+			f.utf = 3
+		case b == 0xF4:
+			f.utf = 3 | 4<<2
+		default:
+			return false // a continuation byte, or one UTF-8 never uses
+		}
 	}
 	return true
+}
+
+// utfRange is the range of a UTF-8 continuation byte by frame.utf's
+// code: any, or the first after E0, ED, F0 and F4.
+func utfRange(code uint8) (lo, hi byte) {
+	switch code {
+	case 1:
+		return 0xA0, 0xBF
+	case 2:
+		return 0x80, 0x9F
+	case 3:
+		return 0x90, 0xBF
+	case 4:
+		return 0x80, 0x8F
+	}
+	return 0x80, 0xBF
 }
 
 func isHex(b byte) bool {
@@ -682,7 +727,7 @@ func (m *Matcher) objectStep(f *frame, n *node, b byte) result {
 // escaped bytes; an undeclared key (when additional properties are
 // allowed) is any JSON string.
 func keyStep(f *frame, n *node, b byte) result {
-	if f.esc == 0 && b == '"' {
+	if f.esc == 0 && f.utf == 0 && b == '"' {
 		if f.lo < f.hi && int(f.kpos) == len(n.names[f.lo]) {
 			if f.seen&(1<<f.lo) != 0 {
 				return rej // a duplicate key
@@ -793,8 +838,12 @@ func prefixLengths(pieces []string, ids []int32) []int32 {
 }
 
 // plainRunes counts the characters of p, or returns -1 when p has a byte
-// with a meaning inside a JSON string (quote, backslash, control).
+// with a meaning inside a JSON string (quote, backslash, control) or is
+// not whole UTF-8 (a token holding part of a character is walked).
 func plainRunes(p string) int32 {
+	if !utf8.ValidString(p) {
+		return -1
+	}
 	n := int32(0)
 	for i := 0; i < len(p); i++ {
 		b := p[i]
@@ -902,7 +951,7 @@ func (m *Matcher) inString() (room int32, ok bool) {
 		return 0, false
 	}
 	n := &m.s.nodes[f.node]
-	if n.kind != kString || f.st != sIn || f.esc != 0 {
+	if n.kind != kString || f.st != sIn || f.esc != 0 || f.utf != 0 {
 		return 0, false
 	}
 	if n.maxLen < 0 {
@@ -920,7 +969,7 @@ func (s *state) appendKey(b []byte) []byte {
 	for _, f := range s.frames {
 		b = binary.LittleEndian.AppendUint32(b, uint32(f.node))
 		b = binary.LittleEndian.AppendUint32(b, uint32(f.n))
-		b = append(b, f.st, f.ws, f.esc)
+		b = append(b, f.st, f.ws, f.esc, f.utf)
 		b = binary.LittleEndian.AppendUint64(b, f.seen)
 		b = binary.LittleEndian.AppendUint32(b, uint32(f.lo))
 		b = binary.LittleEndian.AppendUint32(b, uint32(f.hi))
