@@ -830,3 +830,16 @@ func TestStringUTF8(t *testing.T) {
 	require.NoError(t, m.Write([]byte("\x82")))
 	require.ElementsMatch(t, []string{"\x82", "\xac"}, allowed(m))
 }
+
+// TestNumberExponent: an exponent has at most two digits, so a number
+// stays within a float64: 1E700 was written, which most JSON parsers
+// refuse (Go's) or make infinite (JavaScript's, Python's).
+func TestNumberExponent(t *testing.T) {
+	s, err := CompileSchema([]byte(`{"type":"array","items":{"type":"number"}}`))
+	require.NoError(t, err)
+	requireMatches(t, s, []string{`[1e99,1E+10,-2.5e-07,0.5E0,99999999999999999999e99]`}, []string{`[1E700]`, `[1e100]`, `[1e-100]`, `[1e+308]`})
+	for _, doc := range []string{`1e99`, `-9.99999999999999999e-99`, `99999999999999999999e99`} {
+		var f float64
+		require.NoError(t, json.Unmarshal([]byte(doc), &f), doc)
+	}
+}

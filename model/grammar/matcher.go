@@ -72,7 +72,7 @@ type frame struct {
 	utf  uint8 // string: UTF-8 continuation bytes to go (low 2 bits) and the next one's range (utfRange's code, bits 2-4)
 	seen uint64
 	// object key: declared names still possible are names[lo:hi]; kpos
-	// bytes of the key typed.
+	// bytes of the key typed (number: exponent digits after the first).
 	lo, hi, kpos int32
 }
 
@@ -622,11 +622,18 @@ func numberStep(f *frame, b byte, integer bool) result {
 		case b == '+' || b == '-':
 			next = nESign
 		case isDigit(b):
-			next = nExp
+			next, f.kpos = nExp, 0
 		}
-	case nESign, nExp:
+	case nESign:
 		if isDigit(b) {
+			next, f.kpos = nExp, 0
+		}
+	case nExp:
+		// kpos: exponent digits after the first; two at most keep the
+		// value within a float64 (1E700 parses in few languages).
+		if isDigit(b) && f.kpos < maxExpDigits-1 {
 			next = nExp
+			f.kpos++
 		}
 	}
 	if next < 0 {

@@ -52,6 +52,10 @@ const (
 	// maxInteger bounds an integer: a sign and 16 digits (llama.cpp's
 	// limit too), so that it fits an int64 and a float64 exactly.
 	maxInteger = 17
+	// maxExpDigits bounds a number's exponent: with 2 digits and at most
+	// maxNumber bytes a value stays within a float64's range (1E700 does
+	// not, and most JSON parsers refuse it or make it infinite).
+	maxExpDigits = 2
 	// maxIndent bounds the spaces or tabs after a newline between tokens
 	// of the document; 20, as llama.cpp's JSON grammar, lets a model
 	// indent a few levels.
