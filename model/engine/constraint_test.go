@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 
@@ -94,5 +95,38 @@ func TestConstraintSteersAndEnds(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, want, ids)
 		require.Equal(t, StopEOS, res.StopReason)
+	}
+}
+
+// deadEnd allows the tokens of seq, then none: a grammar that the
+// vocabulary cannot continue.
+type deadEnd struct{ onlyIDs }
+
+func (c *deadEnd) Mask(logits []float32) {
+	if c.pos < len(c.seq) {
+		c.onlyIDs.Mask(logits)
+		return
+	}
+	for i := range logits {
+		logits[i] = float32(math.Inf(-1))
+	}
+}
+
+func (c *deadEnd) Done() bool { return false }
+
+// TestConstraintDeadEnd: a constraint that allows no token ends the
+// generation with ErrConstraint, after the tokens it allowed; it said the
+// model's weights were broken (ErrBadModel).
+func TestConstraintDeadEnd(t *testing.T) {
+	m := loadStories(t)
+	s := m.NewSession()
+	prompt := m.Tokenizer().Encode("Once upon a time", true, false)
+	want := m.Tokenizer().Encode("the end", false, false)
+	for _, sp := range []SampleParams{{}, {Temperature: 1, Seed: 2, RepeatPenalty: 1.3}} {
+		ids, _, _, err := collect(t, s, GenerateRequest{Prompt: prompt, MaxTokens: 50, Sample: sp, Constraint: &deadEnd{onlyIDs{seq: want}}})
+		require.ErrorIs(t, err, ErrConstraint)
+		require.NotErrorIs(t, err, ErrBadModel)
+		require.Contains(t, err.Error(), fmt.Sprintf("after %d tokens", len(want)))
+		require.Equal(t, want, ids)
 	}
 }

@@ -35,4 +35,7 @@ var (
 	// return no prompt rather than a fallback; the wrapped
 	// *jinja.LimitError names the limit. Only the model file can fix it.
 	ErrTemplate = errors.New("engine: chat template exceeded its budget")
+	// ErrConstraint: the request's Constraint allowed no token of the
+	// vocabulary (a grammar that this vocabulary cannot continue here).
+	ErrConstraint = errors.New("engine: the output constraint allows no token")
 )

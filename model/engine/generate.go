@@ -384,6 +384,14 @@ func (q *Sequence) sample(logits []float32) {
 		q.req.Constraint.Mask(logits)
 	}
 	id := s.smp.sample(logits, q.req.Sample, s.tokens)
+	if id < 0 && q.req.Constraint != nil && !s.smp.broken {
+		// The constraint masked every token: say so, not that the
+		// weights are broken.
+		q.err = fmt.Errorf("%w: no token of the model's vocabulary continues the constrained output (a JSON schema or forced tool call) after %d tokens",
+			ErrConstraint, q.res.CompletionTokens)
+		q.finish(StopEOS)
+		return
+	}
 	if id < 0 {
 		// No finite logit: weights that hold NaN or infinities. The
 		// generation ends with an error; nothing panics.

@@ -74,6 +74,9 @@ type sampler struct {
 	rng   *rand.Rand
 	pcg   *rand.PCG
 	raw   []float32 // the logits before sampling, kept when logprobs are asked for
+	// broken: the last sample that drew nothing saw a NaN or +Inf logit
+	// (broken weights), not only -Inf ones (a constraint's mask).
+	broken bool
 }
 
 func newSampler(vocab int) *sampler {
@@ -253,12 +256,15 @@ func (s *sampler) sample(logits []float32, p SampleParams, history []int32) int3
 	// chain's comparisons: NaN counts as -Inf, and with no finite logit
 	// left no token can be drawn (-1; the generation ends in an error).
 	finite := false
+	s.broken = false
 	for i, v := range logits {
 		switch {
 		case v != v:
 			logits[i] = negInf32
+			s.broken = true
 		case v > negInf32:
 			finite = true
+			s.broken = s.broken || math.IsInf(float64(v), 1)
 		}
 	}
 	if !finite {
