@@ -843,3 +843,17 @@ func TestNumberExponent(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(doc), &f), doc)
 	}
 }
+
+// TestPydanticDiscriminatedUnion: the schema Pydantic writes for a field
+// Union[Cat, Dog] with Field(discriminator="pet_type"): oneOf of $refs
+// beside OpenAPI's discriminator, which was refused as an unknown keyword.
+func TestPydanticDiscriminatedUnion(t *testing.T) {
+	src := `{"$defs":{"Cat":{"properties":{"pet_type":{"const":"cat","title":"Pet Type","type":"string"},"meows":{"title":"Meows","type":"integer"}},"required":["pet_type","meows"],"title":"Cat","type":"object"},` +
+		`"Dog":{"properties":{"pet_type":{"const":"dog","title":"Pet Type","type":"string"},"barks":{"title":"Barks","type":"number"}},"required":["pet_type","barks"],"title":"Dog","type":"object"}},` +
+		`"properties":{"pet":{"discriminator":{"mapping":{"cat":"#/$defs/Cat","dog":"#/$defs/Dog"},"propertyName":"pet_type"},"oneOf":[{"$ref":"#/$defs/Cat"},{"$ref":"#/$defs/Dog"}],"title":"Pet"},"n":{"title":"N","type":"integer"}},` +
+		`"required":["pet","n"],"title":"Model","type":"object"}`
+	s, err := CompileSchema([]byte(src))
+	require.NoError(t, err)
+	requireMatches(t, s, []string{`{"pet":{"pet_type":"cat","meows":3},"n":1}`, `{"pet":{"pet_type":"dog","barks":0.5},"n":1}`},
+		[]string{`{"pet":{"pet_type":"dog","meows":3},"n":1}`, `{"pet":{"pet_type":"cow"},"n":1}`})
+}

@@ -127,7 +127,11 @@ func AnyObject() *Schema {
 
 // annotations are keywords with no effect on which documents match.
 var annotations = []string{"title", "description", "default", "examples", "$schema", "$id", "$comment",
-	"deprecated", "readOnly", "writeOnly", "strict"}
+	"deprecated", "readOnly", "writeOnly", "strict",
+	// OpenAPI's (Pydantic writes it beside a discriminated union's
+	// oneOf): a hint for validators; oneOf still decides, and a oneOf
+	// compiles only when its members are disjoint (checkOneOf).
+	"discriminator"}
 
 // CompileSchema compiles a JSON schema. Supported: type (a name or a list),
 // properties, required, additionalProperties (a bool or a schema; it
