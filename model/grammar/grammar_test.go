@@ -822,6 +822,21 @@ func TestStringUTF8(t *testing.T) {
 		}
 		return out
 	}
+	// The mask agrees with Accept token by token, through each state.
+	agree := func(m *Matcher) {
+		got := allowed(m)
+		for id, p := range pieces[2:] {
+			probe := s.NewMatcher(v)
+			probe.cur.frames = append(probe.cur.frames[:0], m.cur.frames...)
+			probe.cur.ends = append(probe.cur.ends[:0], m.cur.ends...)
+			require.Equal(t, slices.Contains(got, p), probe.Accept(int32(id+2)) == nil, "token %q", p)
+		}
+	}
+	for _, prefix := range []string{`"`, `"a`, `"é`, `"aé`, "\"\xe2", "\"\xe2\x82", "\"a\xe2\x82", "\"\xe2\x82\xac"} {
+		m := s.NewMatcher(v)
+		require.NoError(t, m.Write([]byte(prefix)))
+		agree(m)
+	}
 	m := s.NewMatcher(v)
 	require.NoError(t, m.Write([]byte(`"`)))
 	require.ElementsMatch(t, []string{`"`, "\xe2", "a", "é", "\xe2\x82", `a"`}, allowed(m))

@@ -6,7 +6,6 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"unicode/utf8"
 )
 
 const (
@@ -844,17 +843,17 @@ func prefixLengths(pieces []string, ids []int32) []int32 {
 	return lcp
 }
 
-// plainRunes counts the characters of p, or returns -1 when p has a byte
-// with a meaning inside a JSON string (quote, backslash, control) or is
-// not whole UTF-8 (a token holding part of a character is walked).
+// plainRunes counts the characters of p (one it begins counts), or
+// returns -1 when p has a byte with a meaning inside a JSON string (quote,
+// backslash, control) or is not UTF-8 that a string outside a character
+// can take: it may end inside a character, not begin inside one (such
+// tokens are walked).
 func plainRunes(p string) int32 {
-	if !utf8.ValidString(p) {
-		return -1
-	}
+	var f frame
 	n := int32(0)
 	for i := 0; i < len(p); i++ {
 		b := p[i]
-		if b == '"' || b == '\\' || b < 0x20 {
+		if b == '"' || b == '\\' || !lexString(&f, b) {
 			return -1
 		}
 		if b&0xC0 != 0x80 {
