@@ -223,13 +223,7 @@ func ParseToolCalls(text string, names []string) (content string, calls []ToolCa
 		b.WriteString(text[:i])
 		rest := text[i:]
 		for strings.HasPrefix(rest, toolCallOpen) {
-			body := rest[len(toolCallOpen):]
-			end := strings.Index(body, toolCallClose)
-			next := ""
-			if end >= 0 {
-				body, next = body[:end], body[end+len(toolCallClose):]
-			}
-			c, ok := parseCall(body, names)
+			c, next, ok := closedCall(rest[len(toolCallOpen):], names)
 			if !ok {
 				return text, nil
 			}
@@ -249,6 +243,27 @@ func ParseToolCalls(text string, names []string) (content string, calls []ToolCa
 		return "", []ToolCall{c}
 	}
 	return text, nil
+}
+
+// closedCall reads the call at the start of body: one JSON object, then
+// a closing tag or the end of the text (next is the text after the tag).
+// The object is read as JSON, so a string in the arguments may hold the
+// tag itself ({"code": "</tool_call>"}).
+func closedCall(body string, names []string) (c ToolCall, next string, ok bool) {
+	d := json.NewDecoder(strings.NewReader(body))
+	var raw json.RawMessage
+	if d.Decode(&raw) != nil {
+		return ToolCall{}, "", false
+	}
+	rest := strings.TrimLeft(body[d.InputOffset():], " \t\r\n")
+	switch {
+	case strings.HasPrefix(rest, toolCallClose):
+		next = rest[len(toolCallClose):]
+	case rest != "":
+		return ToolCall{}, "", false
+	}
+	c, ok = parseCall(string(raw), names)
+	return c, next, ok
 }
 
 // parseCall reads one {"name", "arguments"|"parameters"} object.

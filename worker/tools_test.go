@@ -34,6 +34,8 @@ func TestParseToolCalls(t *testing.T) {
 		{"llama python tag", "<|python_tag|>{\"name\": \"add\", \"parameters\": {\"a\": 3}}", "", []call{{"add", `{"a":3}`}}},
 		{"arguments not an object", `{"name": "add", "parameters": [1]}`, `{"name": "add", "parameters": [1]}`, nil},
 		{"plain text", "It is sunny.", "It is sunny.", nil},
+		{"qwen closing tag in an argument", "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"s\": \"a</tool_call>b\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"s\": \"</tool_call>\"}}", "",
+			[]call{{"add", `{"s":"a</tool_call>b"}`}, {"add", `{"s":"</tool_call>"}`}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -249,6 +251,20 @@ func TestForcedToolCallHermes(t *testing.T) {
 	var args struct{ A, B *int }
 	require.NoError(t, json.Unmarshal([]byte(cc.Choices[0].Message.ToolCalls[0].Function.Arguments), &args))
 	require.True(t, args.A != nil && args.B != nil)
+
+	// Arguments that hold the closing tag: the call still ends at the
+	// tag after its JSON, not at the one inside its string (it came back
+	// as content).
+	body["tools"] = []map[string]any{{"type": "function", "function": map[string]any{"name": "add", "parameters": map[string]any{
+		"type": "object", "properties": map[string]any{"s": map[string]any{"const": "a</tool_call>b"}}, "required": []string{"s"}}}}}
+	resp = post(t, testCtx(t), base+"/v1/chat/completions", body)
+	raw = readAll(t, resp)
+	require.Equal(t, http.StatusOK, resp.StatusCode, raw)
+	cc = ChatCompletion{}
+	require.NoError(t, json.Unmarshal([]byte(raw), &cc))
+	require.Equal(t, "tool_calls", cc.Choices[0].FinishReason, cc.Choices[0].Message.Content)
+	require.Len(t, cc.Choices[0].Message.ToolCalls, 1)
+	require.Equal(t, `{"s":"a</tool_call>b"}`, cc.Choices[0].Message.ToolCalls[0].Function.Arguments)
 }
 
 // TestToolFunctionNames: the OpenAI endpoint refuses a function name
