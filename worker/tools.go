@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -177,13 +178,26 @@ func callSchema(defs []toolDef, only, style string) (*grammar.Schema, *apiError)
 		argsKey = "arguments"
 	}
 	var alts []any
-	for _, d := range defs {
+	for i, d := range defs {
 		if only != "" && d.Function.Name != only {
 			continue
 		}
 		params := d.Function.Parameters
 		if len(bytes.TrimSpace(params)) == 0 || string(params) == "null" {
 			params = json.RawMessage(`{"type":"object"}`)
+		}
+		// Compiled alone first, so that a refusal names the tool and a
+		// place in its parameters, not one in the call schema built
+		// around them; and the arguments must be an object, or the call
+		// written would not parse as one.
+		param := fmt.Sprintf("tools[%d].function.parameters", i)
+		own, aerr := compileSchema(params, param)
+		if aerr != nil {
+			aerr.msg = param + ": " + aerr.msg
+			return nil, aerr
+		}
+		if !own.OnlyObjects() {
+			return nil, badRequest(param, codeInvalidSchema, param+" must describe a JSON object (the arguments of a call are one); it allows other values")
 		}
 		// The parameters' own references ("#/$defs/…", "#") name places
 		// in the parameters, not in the call schema around them.
@@ -202,7 +216,9 @@ func callSchema(defs []toolDef, only, style string) (*grammar.Schema, *apiError)
 	}
 	s, aerr := compileSchema(src, "tools")
 	if aerr != nil {
-		aerr.msg = "a tool's function.parameters: " + aerr.msg
+		// Each tool's parameters compiled alone: what is left is the
+		// choice between the tools (too many of them to force).
+		aerr.msg = "tools: the call that tool_choice forces, one of " + strconv.Itoa(len(alts)) + " tools: " + aerr.msg
 		return nil, aerr
 	}
 	if style == ToolStyleHermes {

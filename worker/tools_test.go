@@ -192,7 +192,15 @@ func TestToolErrors(t *testing.T) {
 		{"named missing", map[string]any{"tools": []any{fn("a", nil)}, "tool_choice": map[string]any{"type": "function", "function": map[string]any{"name": "b"}}}, "tool_choice", "invalid_value", `"b"`},
 		{"required without tools", map[string]any{"tool_choice": "required"}, "tool_choice", "invalid_value", "needs tools"},
 		{"unsupported parameters", map[string]any{"tools": []any{fn("a", map[string]any{"type": "object", "properties": map[string]any{"x": map[string]any{"type": "string", "format": "email"}}})}, "tool_choice": "required"},
-			"tools", codeUnsupportedSchema, `"format"`},
+			"tools[0].function.parameters", codeUnsupportedSchema, `"format" at #/properties/x`},
+		{"unsupported parameters, second tool", map[string]any{"tools": []any{fn("a", nil), fn("b", map[string]any{"type": "object", "properties": map[string]any{"x": map[string]any{"type": "integer", "minimum": 1}}})}, "tool_choice": "required"},
+			"tools[1].function.parameters", codeUnsupportedSchema, `"minimum" at #/properties/x`},
+		{"parameters a string schema", map[string]any{"tools": []any{fn("a", map[string]any{"type": "string"})}, "tool_choice": "required"},
+			"tools[0].function.parameters", codeInvalidSchema, "must describe a JSON object"},
+		{"parameters object or null", map[string]any{"tools": []any{fn("a", map[string]any{"type": []string{"object", "null"}})}, "tool_choice": map[string]any{"type": "function", "function": map[string]any{"name": "a"}}},
+			"tools[0].function.parameters", codeInvalidSchema, "must describe a JSON object"},
+		{"too many tools to force", map[string]any{"tools": manyTools(65), "tool_choice": "required"},
+			"tools", codeUnsupportedSchema, "one of 65 tools"},
 		{"both constraints", map[string]any{"tools": []any{fn("a", nil)}, "tool_choice": "required", "response_format": map[string]any{"type": "json_object"}}, "tool_choice", "invalid_value", "response_format"},
 		{"bad call arguments", map[string]any{"messages": []any{map[string]any{"role": "assistant", "tool_calls": []any{map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "a", "arguments": "{"}}}}}},
 			"messages[0].tool_calls[0]", "invalid_value", "arguments"},
@@ -488,4 +496,13 @@ func TestConstrainedAnswerIgnoresStop(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(cc.Choices[0].Message.Content), &v), cc.Choices[0].Message.Content)
 	require.NotNil(t, v.S)
 	require.Equal(t, "stop", cc.Choices[0].FinishReason)
+}
+
+// manyTools is n tools without parameters, named t0, t1...
+func manyTools(n int) []any {
+	var tools []any
+	for i := range n {
+		tools = append(tools, map[string]any{"type": "function", "function": map[string]any{"name": fmt.Sprintf("t%d", i)}})
+	}
+	return tools
 }

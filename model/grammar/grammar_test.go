@@ -872,3 +872,24 @@ func TestPydanticDiscriminatedUnion(t *testing.T) {
 	requireMatches(t, s, []string{`{"pet":{"pet_type":"cat","meows":3},"n":1}`, `{"pet":{"pet_type":"dog","barks":0.5},"n":1}`},
 		[]string{`{"pet":{"pet_type":"dog","meows":3},"n":1}`, `{"pet":{"pet_type":"cow"},"n":1}`})
 }
+
+// TestOnlyObjects: whether every document a schema matches is an object.
+func TestOnlyObjects(t *testing.T) {
+	for _, tc := range []struct {
+		schema string
+		want   bool
+	}{
+		{`{"type":"object"}`, true},
+		{`{"properties":{"a":{}}}`, true},
+		{`{"anyOf":[{"type":"object"},{"const":{"a":1}}]}`, true},
+		{`{"$defs":{"o":{"type":"object"}},"$ref":"#/$defs/o"}`, true},
+		{`{}`, false},
+		{`{"type":"string"}`, false},
+		{`{"type":["object","null"]}`, false},
+		{`{"enum":[{"a":1},[1]]}`, false},
+	} {
+		s, err := CompileSchema([]byte(tc.schema))
+		require.NoError(t, err)
+		require.Equal(t, tc.want, s.OnlyObjects(), tc.schema)
+	}
+}

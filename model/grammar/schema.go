@@ -115,6 +115,17 @@ func (s *Schema) Wrap(prefix, suffix string) *Schema {
 	return &w
 }
 
+// OnlyObjects reports whether every document s matches is a JSON object
+// (what a tool call's arguments must be).
+func (s *Schema) OnlyObjects() bool {
+	for _, id := range s.leaves[s.root] {
+		if n := &s.nodes[id]; n.kind != kObject && (n.kind != kLiteral || n.lit[0] != '{') {
+			return false
+		}
+	}
+	return true
+}
+
 // AnyObject is json_object mode: any JSON object.
 func AnyObject() *Schema {
 	c := newCompiler()
