@@ -893,3 +893,24 @@ func TestOnlyObjects(t *testing.T) {
 		require.Equal(t, tc.want, s.OnlyObjects(), tc.schema)
 	}
 }
+
+// TestKeySpellings: where declared properties and additional ones mix, a
+// key cannot spell a declared name another way ("\u0061" for "a", "\/"
+// for "/"): it passed for an undeclared key, so its value escaped the
+// declared schema and the name could come twice.
+func TestKeySpellings(t *testing.T) {
+	for _, tc := range []struct {
+		schema    string
+		good, bad []string
+	}{
+		{`{"type":"object","properties":{"a":{"type":"integer"},"x/y":{"type":"null"}},"required":["a"],"additionalProperties":{"type":"string"}}`,
+			[]string{`{"a":1,"b":"s","x/y":null}`, `{"a":1,"q\"\n":"s"}`},
+			[]string{`{"\u0061":"s","a":1}`, `{"a":1,"\u0061":"s"}`, `{"a":1,"x\/y":"s"}`, `{"a":1,"\u00e9":"s"}`}},
+		// With no declared names, or none undeclared allowed, any spelling is one key.
+		{`{"type":"object","additionalProperties":{"type":"integer"}}`, []string{`{"\u0061":1,"x\/y":2}`}, nil},
+	} {
+		s, err := CompileSchema([]byte(tc.schema))
+		require.NoError(t, err)
+		requireMatches(t, s, tc.good, tc.bad)
+	}
+}

@@ -748,6 +748,13 @@ func keyStep(f *frame, n *node, b byte) result {
 		}
 		return rej
 	}
+	if f.esc == 1 && (b == 'u' || b == '/') && n.additional >= 0 && len(n.names) > 0 {
+		// Another spelling of a declared name ("\u0061" for "a") would
+		// pass for an undeclared key: its value would escape the
+		// declared schema, and the name could come twice. Declared
+		// names are matched as written plain, so keys here are too.
+		return rej
+	}
 	if !lexString(f, b) {
 		return rej
 	}
