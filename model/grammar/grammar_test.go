@@ -728,6 +728,8 @@ func TestOneOf(t *testing.T) {
 		{"number and integer", `{"oneOf":[{"type":"number"},{"type":"integer"}]}`, nil, nil, "members 0 and 1"},
 		{"string and a string const", `{"oneOf":[{"type":"string"},{"const":"x"}]}`, nil, nil, "members 0 and 1"},
 		{"equal numbers", `{"oneOf":[{"const":1},{"const":1.0}]}`, nil, nil, "members 0 and 1"},
+		{"equal numbers in objects", `{"oneOf":[{"const":{"a":[1]}},{"enum":[{"a":[1.0]}]}]}`, nil, nil, "members 0 and 1"},
+		{"different objects", `{"oneOf":[{"const":{"a":[1]}},{"const":{"a":[2]}},{"const":[1]}]}`, []string{`{"a":[1]}`, `[1]`}, []string{`{"a":[3]}`}, ""},
 		{"objects both may be empty", `{"oneOf":[{"type":"object","properties":{"a":{"type":"integer"}}},{"type":"object","properties":{"b":{"type":"string"}}}]}`, nil, nil, "members 0 and 1"},
 		{"any value", `{"oneOf":[{"type":"string"},{}]}`, nil, nil, "members 0 and 1"},
 		{"third member", `{"oneOf":[{"type":"null"},{"type":"boolean"},{"enum":[true]}]}`, nil, nil, "members 1 and 2"},

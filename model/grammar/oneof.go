@@ -3,6 +3,7 @@ package grammar
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -117,7 +118,12 @@ func (d *disjointness) leaves(a, b int32) bool {
 			fy, err2 := strconv.ParseFloat(y.lit, 64)
 			return err1 == nil && err2 == nil && fx != fy
 		}
-		return x.lit != y.lit // objects' keys are written sorted
+		if c := d.class(x); c == '{' || c == '[' {
+			// Keys are written sorted, but 1 and 1.0 inside are equal.
+			var vx, vy any
+			return json.Unmarshal([]byte(x.lit), &vx) != nil || json.Unmarshal([]byte(y.lit), &vy) != nil || !reflect.DeepEqual(vx, vy)
+		}
+		return x.lit != y.lit
 	case x.kind == kLiteral && y.kind == kString:
 		var v string
 		if err := json.Unmarshal([]byte(x.lit), &v); err != nil {
