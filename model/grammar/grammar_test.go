@@ -916,3 +916,30 @@ func TestKeySpellings(t *testing.T) {
 		requireMatches(t, s, tc.good, tc.bad)
 	}
 }
+
+// TestFalseSubschemas: a property whose schema is false must be absent,
+// and items false allows only the empty array; both were refused as
+// "nothing matches", which holds only where a value must be there.
+func TestFalseSubschemas(t *testing.T) {
+	for _, tc := range []struct {
+		schema    string
+		good, bad []string
+		err       error
+		text      string
+	}{
+		{schema: `{"type":"object","properties":{"a":{"type":"integer"},"secret":false}}`, good: []string{`{}`, `{"a":1}`}, bad: []string{`{"secret":1}`}},
+		{schema: `{"type":"array","items":false}`, good: []string{`[]`}, bad: []string{`[1]`, `[null]`}},
+		{schema: `{"type":"object","properties":{"a":false},"required":["a"]}`, err: ErrBadSchema, text: `"a", whose schema is false`},
+		{schema: `{"type":"object","properties":{"a":false},"additionalProperties":true}`, err: ErrUnsupported, text: "#/properties/a is false"},
+		{schema: `{"type":"array","items":false,"minItems":1}`, err: ErrBadSchema, text: "items is false"},
+	} {
+		s, err := CompileSchema([]byte(tc.schema))
+		if tc.err != nil {
+			require.ErrorIs(t, err, tc.err, tc.schema)
+			require.Contains(t, err.Error(), tc.text)
+			continue
+		}
+		require.NoError(t, err, tc.schema)
+		requireMatches(t, s, tc.good, tc.bad)
+	}
+}

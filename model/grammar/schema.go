@@ -390,6 +390,13 @@ func (c *compiler) typed(t string, s map[string]any, path string, depth int) (in
 		if !ok {
 			items = true
 		}
+		if items == false {
+			// No item matches: only the empty array.
+			if n.minItems > 0 {
+				return 0, fmt.Errorf("%w: %s: items is false and minItems > 0, so nothing matches", ErrBadSchema, path)
+			}
+			n.maxItems, items = 0, true
+		}
 		id := c.add(n)
 		it, err := c.compile(items, path+"/items", depth+1)
 		if err != nil {
@@ -451,7 +458,12 @@ func (c *compiler) object(s map[string]any, path string, depth int) (int32, erro
 		raw, enc string
 	}
 	list := make([]prop, 0, len(props))
-	for name := range props {
+	var absent []string // properties whose schema is false: they must not appear
+	for name, sub := range props {
+		if sub == false {
+			absent = append(absent, name)
+			continue
+		}
 		b, _ := marshal(name)
 		list = append(list, prop{raw: name, enc: string(b[1 : len(b)-1])})
 	}
@@ -476,6 +488,9 @@ func (c *compiler) object(s map[string]any, path string, depth int) (int32, erro
 			if !ok {
 				return 0, fmt.Errorf("%w: %s/required must be an array of strings", ErrBadSchema, path)
 			}
+			if slices.Contains(absent, name) {
+				return 0, fmt.Errorf("%w: %s/required names %q, whose schema is false, so nothing matches", ErrBadSchema, path, name)
+			}
 			i := slices.IndexFunc(list, func(p prop) bool { return p.raw == name })
 			if i < 0 {
 				return 0, fmt.Errorf("%w: %s/required names %q, which is not in properties", ErrUnsupported, path, name)
@@ -498,6 +513,12 @@ func (c *compiler) object(s map[string]any, path string, depth int) (int32, erro
 			return 0, err
 		}
 		n.additional = v
+	}
+	if len(absent) > 0 && n.additional >= 0 {
+		// Undeclared keys are any string: one of these could be written.
+		slices.Sort(absent)
+		return 0, fmt.Errorf("%w: %s/properties/%s is false (the property must be absent) beside additionalProperties that allow other keys; set additionalProperties to false",
+			ErrUnsupported, path, absent[0])
 	}
 	c.nodes[id] = n
 	return id, nil
