@@ -113,7 +113,7 @@ func (n *Node) handleJob(s network.Stream) {
 	_ = s.SetReadDeadline(time.Time{})
 	ctx, cancel := watchRequester(n.ctx, s)
 	defer cancel()
-	em := &streamEmitter{s: s, node: n.cfg.Name}
+	em := &streamEmitter{s: s, node: n.cfg.Name, gone: cancel}
 	req, err := n.ParseRequest(body)
 	if err == nil {
 		req.Hive = "" // run here
@@ -136,7 +136,9 @@ func (n *Node) handleJob(s network.Stream) {
 
 // watchRequester returns a context that ends when the requester resets
 // the stream (its CloseWrite after the request is a normal EOF), so a
-// handler's work stops when the other side goes away.
+// handler's work stops when the other side goes away. After that EOF a
+// reset no longer reaches a read: a streamEmitter whose write fails ends
+// the context then.
 func watchRequester(parent context.Context, s network.Stream) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(parent)
 	go func() {
@@ -153,10 +155,13 @@ func watchRequester(parent context.Context, s network.Stream) (context.Context, 
 	return ctx, cancel
 }
 
-// streamEmitter writes events as frames to a libp2p stream.
+// streamEmitter writes events as frames to a libp2p stream. A write that
+// fails means the requester is gone (it resets the stream when its job is
+// cancelled): gone, when set, is called then, to stop the work.
 type streamEmitter struct {
 	s    network.Stream
 	node string
+	gone context.CancelFunc
 	err  error
 }
 
@@ -172,6 +177,9 @@ func (e *streamEmitter) Emit(ev jobs.Event) {
 	}
 	_ = e.s.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	e.err = p2p.WriteJSON(e.s, ev)
+	if e.err != nil && e.gone != nil {
+		e.gone()
+	}
 }
 
 func (e *streamEmitter) Narrate(actor, action, format string, args ...any) {
