@@ -104,10 +104,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for AddedAt and PartialMaxAge; nil means time.Now.
 	Now func() time.Time
-	// PartialMaxAge: New removes what PartialDir holds that has not been
-	// written for this long (an abandoned download: a retry or a resume
-	// writes to its partial at once); 0 means DefaultPartialMaxAge, < 0
-	// keeps everything.
+	// PartialMaxAge: New, and every fetch as it starts, removes what
+	// PartialDir holds that has not been written for this long (an
+	// abandoned download: a retry or a resume writes to its partial at
+	// once) and that no fetch is writing; 0 means DefaultPartialMaxAge,
+	// < 0 keeps everything.
 	PartialMaxAge time.Duration
 }
 
@@ -121,10 +122,11 @@ func DefaultConfig(dir string) Config { return Config{Dir: dir} }
 
 // Catalog is the model catalog of one node.
 type Catalog struct {
-	dir   string
-	inUse func(string) bool
-	log   *slog.Logger
-	now   func() time.Time
+	dir        string
+	inUse      func(string) bool
+	log        *slog.Logger
+	now        func() time.Time
+	partialAge time.Duration // < 0: keep every partial
 
 	mu      sync.Mutex
 	entries map[string]Entry
@@ -164,22 +166,26 @@ func New(cfg Config) (*Catalog, error) {
 	if err := c.load(); err != nil {
 		return nil, err
 	}
-	age := cfg.PartialMaxAge
-	if age == 0 {
-		age = DefaultPartialMaxAge
+	c.partialAge = cfg.PartialMaxAge
+	if c.partialAge == 0 {
+		c.partialAge = DefaultPartialMaxAge
 	}
-	if age > 0 {
-		c.sweepPartials(age)
-	}
+	c.sweepPartials()
 	return c, nil
 }
 
 // sweepPartials removes the partial downloads of PartialDir not written
-// for age (no fetch is in flight yet). A partial and its validator file
-// (model/hf) go together, judged by the newer of the two; a validator
-// whose partial is gone goes too; anything else by its own age. Failures
-// are logged: a stale partial costs only disk space.
-func (c *Catalog) sweepPartials(age time.Duration) {
+// for partialAge, but for those of fetches in flight (a node runs for
+// months: a sweep at start alone would keep every download abandoned
+// since). A partial and its validator file (model/hf) go together, judged
+// by the newer of the two; a validator whose partial is gone goes too;
+// anything else by its own age. Failures are logged: a stale partial
+// costs only disk space.
+func (c *Catalog) sweepPartials() {
+	age := c.partialAge
+	if age < 0 {
+		return
+	}
 	dir := filepath.Join(c.dir, PartialDir)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -187,8 +193,20 @@ func (c *Catalog) sweepPartials(age time.Duration) {
 		return
 	}
 	const validator = hf.ValidatorSuffix
+	// Held throughout: a fetch that starts now waits, rather than resume
+	// a partial this removes.
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	busy := map[string]bool{}
+	for name := range c.inflight {
+		busy[name+".part"] = true
+		busy[name+".part"+validator] = true
+	}
 	infos := map[string]os.FileInfo{}
 	for _, e := range ents {
+		if busy[e.Name()] {
+			continue
+		}
 		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
 			infos[e.Name()] = info
 		}

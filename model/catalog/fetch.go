@@ -160,6 +160,7 @@ func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) 
 		return Entry{}, err
 	}
 	defer unlock()
+	c.sweepPartials()
 	if e, ok, err := c.existing(t); ok || err != nil {
 		return e, err
 	}

@@ -656,3 +656,50 @@ func TestFetchRefusesSplitShards(t *testing.T) {
 	require.Empty(t, list)
 	require.Empty(t, partials(t, f.cat))
 }
+
+// TestFetchSweepsPartialsAbandonedWhileRunning: a node runs for months, so
+// a download abandoned after its catalog opened must go too: every fetch
+// removes the partials not written for PartialMaxAge, but for its own
+// (which it resumes) and those of other fetches in flight.
+func TestFetchSweepsPartialsAbandonedWhileRunning(t *testing.T) {
+	for _, tc := range []struct {
+		name, next string
+		kept       bool
+	}{
+		{"another model's fetch removes it", "hf:org/repo", false},
+		{"its own fetch resumes it", "hf:org/big", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, "")
+			big := append(append([]byte(nil), f.q8...), make([]byte, 4<<20)...)
+			f.hub.AddFile("org/big", "big-Q8_0.gguf", big)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			r, err := ParseRef("hf:org/big")
+			require.NoError(t, err)
+			_, err = f.cat.Fetch(ctx, r, FetchOptions{HF: f.client, Progress: func(p Progress) {
+				if p.Done > 0 {
+					cancel()
+				}
+			}})
+			require.ErrorIs(t, err, context.Canceled)
+			left := partials(t, f.cat)
+			require.Len(t, left, 1)
+			ents, err := os.ReadDir(filepath.Join(f.cat.Dir(), PartialDir))
+			require.NoError(t, err)
+			old := f.cat.now().Add(-DefaultPartialMaxAge - time.Hour)
+			for _, e := range ents {
+				require.NoError(t, os.Chtimes(filepath.Join(f.cat.Dir(), PartialDir, e.Name()), old, old))
+			}
+
+			_, err = f.fetch(t, tc.next, FetchOptions{})
+			require.NoError(t, err)
+			if tc.kept {
+				gets := f.cdnGets()
+				require.True(t, strings.HasPrefix(gets[len(gets)-1].Range, "bytes="), "its own old partial was resumed")
+				return
+			}
+			require.Empty(t, partials(t, f.cat), "a partial abandoned for over PartialMaxAge stays while the node runs")
+		})
+	}
+}
