@@ -135,10 +135,10 @@ func (n *Node) handleJob(s network.Stream) {
 }
 
 // watchRequester returns a context that ends when the requester resets
-// the stream (its CloseWrite after the request is a normal EOF), so a
-// handler's work stops when the other side goes away. After that EOF a
-// reset no longer reaches a read: a streamEmitter whose write fails ends
-// the context then.
+// the stream, so a handler's work stops when the other side goes away. An
+// EOF is normal (a requester closes the stream after the job's end; older
+// builds CloseWrite right after the request); after it a reset no longer
+// reaches a read: a streamEmitter whose write fails ends the context then.
 func watchRequester(parent context.Context, s network.Stream) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(parent)
 	go func() {
@@ -247,7 +247,10 @@ func (n *Node) forwardJob(ctx context.Context, target api.Hive, req Request, em 
 		_ = s.Reset()
 		return jobs.Errorf(jobs.CodeUnavailable, "send to %s: %v", target.Name, err)
 	}
-	_ = s.CloseWrite()
+	// No CloseWrite: the target's watchRequester reads on until this side
+	// resets the stream (a cancel) or closes it (the job's end). After an
+	// EOF it could no longer see the reset, and a job that emits nothing
+	// for a while (a download from a source gone quiet) ran on there.
 	for {
 		var ev jobs.Event
 		if err := p2p.ReadJSON(s, maxEventFrame, &ev); err != nil {

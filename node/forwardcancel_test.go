@@ -20,13 +20,26 @@ import (
 // A job forwarded to another hive and then cancelled must stop there too:
 // cancelling a model download run with --hive through another node left
 // the download running on the target hive until the source had sent the
-// whole file (and the model then appeared in its catalog).
+// whole file (and the model then appeared in its catalog), or, from a
+// source that went quiet, through every retry of a minute's idle timeout.
 func TestCancelledForwardedJobStopsOnTargetHive(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		trickle bool
+	}{
+		{"source still sending", true},
+		{"source gone quiet", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testCancelledForwardedJob(t, tc.trickle) })
+	}
+}
+
+func testCancelledForwardedJob(t *testing.T, trickle bool) {
 	data, err := os.ReadFile("../testdata/model/stories260K.gguf")
 	require.NoError(t, err)
 	var serving, gone atomic.Int32
 	// A slow source: the GGUF's first bytes, then a trickle of the rest
-	// until the client goes away (or 60 s).
+	// (or nothing) until the client goes away (or 60 s).
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		serving.Add(1)
 		w.Header().Set("Content-Length", strconv.Itoa(len(data)*64))
@@ -43,6 +56,9 @@ func TestCancelledForwardedJobStopsOnTargetHive(t *testing.T) {
 			case <-deadline:
 				return
 			case <-tick.C:
+				if !trickle {
+					continue
+				}
 				if _, err := w.Write(make([]byte, 16<<10)); err != nil {
 					gone.Add(1)
 					return
