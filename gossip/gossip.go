@@ -623,7 +623,8 @@ func (g *Gossip) Events() <-chan Event { return g.events }
 
 // UpdateMeta replaces this node's metadata and gossips it, waiting (bounded
 // by ctx, 5 s without a deadline) until the update has been sent to another
-// member if there is one. Metadata over memberlist.MetaMaxSize is refused
+// member if there is one; when ctx ends first it returns ctx's error (the
+// metadata is set, and memberlist goes on sending it). Metadata over memberlist.MetaMaxSize is refused
 // with ErrMetaTooLarge and changes nothing.
 func (g *Gossip) UpdateMeta(ctx context.Context, m Meta) error {
 	enc, err := EncodeMeta(m)
@@ -645,10 +646,20 @@ func (g *Gossip) UpdateMeta(ctx context.Context, m Meta) error {
 	if ml == nil {
 		return nil // used by Start
 	}
-	if err := ml.UpdateNode(timeoutFrom(ctx)); err != nil {
-		return fmt.Errorf("gossip: update meta: %w", err)
+	// memberlist waits a duration, not a context: the wait runs on its
+	// own (ending by that timeout) so that a caller whose ctx ends, a node
+	// shutting down, is not held by it. The metadata is set already.
+	done := make(chan error, 1)
+	go func() { done <- ml.UpdateNode(timeoutFrom(ctx)) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("gossip: update meta: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("gossip: update meta: %w", ctx.Err())
 	}
-	return nil
 }
 
 // Broadcast gossips msg to every member's StateDelegate.NotifyMsg, best
