@@ -203,7 +203,13 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := http.Post(n.URL()+"/v1/jobs", "application/json", bytes.NewBufferString(tc.body))
+			// As the admin: a caller without the operation's permission
+			// learns nothing of its request (403 first).
+			req, err := http.NewRequest(http.MethodPost, n.URL()+"/v1/jobs", bytes.NewBufferString(tc.body))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+n.AdminKey())
+			resp, err := http.DefaultClient.Do(req)
 			require.NoError(t, err)
 			defer resp.Body.Close()
 			require.Equal(t, tc.status, resp.StatusCode)
@@ -309,7 +315,11 @@ func TestAmbiguousHiveName(t *testing.T) {
 		return live == 2
 	}, nodetest.WaitTimeout, 20*time.Millisecond)
 	post := func(body string) (int, node.APIError) {
-		resp, err := http.Post(n.URL()+"/v1/jobs", "application/json", bytes.NewBufferString(body))
+		req, err := http.NewRequest(http.MethodPost, n.URL()+"/v1/jobs", bytes.NewBufferString(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+n.AdminKey())
+		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		var e node.APIError
