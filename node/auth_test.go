@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -774,5 +775,79 @@ func TestHealthTellsRebindingNothing(t *testing.T) {
 		}
 		require.Equal(t, map[string]any{"status": "ok"}, out, "%s: %s", tc.host, data)
 		require.NotContains(t, string(data), n.DataDir())
+	}
+}
+
+// TestStalledReaderIsCut: a client that stops reading (pipelined requests
+// whose answers fill the socket buffers, as a stream would) has its
+// connection closed once a write makes no progress for the stall timeout,
+// on the HTTP and the HTTPS listener: before, the write waited for ever,
+// holding the handler, the connection's slot of its client's cap (and a
+// stream's worker slot).
+func TestStalledReaderIsCut(t *testing.T) {
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {
+		cfg.HTTPStallTimeout = 500 * time.Millisecond
+		cfg.MaxConnsPerClient = 1
+		cfg.HTTPSAddr = "127.0.0.1:0"
+	})
+	n := c.Nodes[0]
+	waitCert(t, n)
+	tlsDial := func() (net.Conn, error) {
+		return tls.Dial("tcp", n.HTTPSAddr(), tlsca.ClientConfig("127.0.0.1", caPool(t, n), nil))
+	}
+	tests := []struct {
+		name string
+		dial func() (net.Conn, error)
+	}{
+		{"http", func() (net.Conn, error) { return net.Dial("tcp", n.HTTPAddr()) }},
+		{"https", tlsDial},
+	}
+	// about 8 MiB of answers (the web page, 5 KiB each): more than the
+	// kernel buffers of both ends hold
+	const requests = 1600
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := tc.dial()
+			require.NoError(t, err)
+			defer conn.Close()
+			if tc, ok := conn.(*net.TCPConn); ok {
+				require.NoError(t, tc.SetReadBuffer(4096))
+			}
+			// Written in the background: the server stops reading requests
+			// once its answers no longer go out.
+			go func() {
+				req := []byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+				_ = conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
+				for range requests {
+					if _, err := conn.Write(req); err != nil {
+						return
+					}
+				}
+			}()
+			// Its first answer arrived: it holds the one slot of this
+			// client until the server gives up on it.
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			head := make([]byte, 12)
+			_, err = io.ReadFull(conn, head)
+			require.NoError(t, err)
+			require.Equal(t, "HTTP/1.1 200", string(head))
+			require.Eventually(t, func() bool {
+				c, err := tc.dial()
+				if err != nil {
+					return false
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := fmt.Fprintf(c, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+					return false
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					return false
+				}
+				resp.Body.Close()
+				return resp.StatusCode == http.StatusOK
+			}, 15*time.Second, 100*time.Millisecond, "a client that stopped reading held its connection")
+		})
 	}
 }

@@ -13,8 +13,9 @@ import (
 )
 
 // HTTP connection limits. Streams (SSE, chunked inference) may run for
-// minutes, so there is no write timeout and no whole-request read timeout;
-// instead each phase a client controls has its own bound.
+// minutes, so there is no whole-response write timeout and no
+// whole-request read timeout; instead each phase a client controls has its
+// own bound.
 const (
 	// headerTimeout bounds reading a request's headers.
 	headerTimeout = 10 * time.Second
@@ -25,6 +26,15 @@ const (
 	DefaultHTTPBodyTimeout = 60 * time.Second
 	// DefaultHTTPIdleTimeout closes keep-alive connections idle this long.
 	DefaultHTTPIdleTimeout = 120 * time.Second
+	// DefaultHTTPStallTimeout bounds each write of a response: a client
+	// that stops reading (or whose machine stopped) fills the socket
+	// buffers, and the write that then moves no byte for this long fails
+	// and closes the connection. Before, the handler waited in that write
+	// for ever, and with it the worker's slot its stream held.
+	DefaultHTTPStallTimeout = 60 * time.Second
+	// stallChunk is the most a connection writes under one stall
+	// deadline, so a large write is bounded by its progress, not its size.
+	stallChunk = 64 << 10
 	// DefaultMaxConnsPerClient caps open connections per client address.
 	// Every local client shares 127.0.0.1, so the cap leaves room for a
 	// benchmark's 64 concurrent streams and the keep-alive connections
@@ -147,14 +157,18 @@ func remoteClient(ip net.IP) string {
 // Read, in the connection's own goroutine, once its user is known: the
 // lookup reads /proc/net/tcp, which a local user can make long, and must
 // not hold up Accept for everyone.
+//
+// Every write of an accepted connection must make progress within stall
+// (see DefaultHTTPStallTimeout).
 type limitListener struct {
 	net.Listener
 	counts *connCounts
 	answer bool
+	stall  time.Duration
 }
 
-func newLimitListener(ln net.Listener, counts *connCounts, answer bool) *limitListener {
-	return &limitListener{Listener: ln, counts: counts, answer: answer}
+func newLimitListener(ln net.Listener, counts *connCounts, answer bool, stall time.Duration) *limitListener {
+	return &limitListener{Listener: ln, counts: counts, answer: answer, stall: stall}
 }
 
 // tooManyConnsBody answers a connection over the cap.
@@ -216,6 +230,11 @@ type countedConn struct {
 	closed   bool
 	uid      uint32
 	uidKnown bool
+
+	// wmu guards writeDL, the write deadline set from outside (net/http
+	// bounds the TLS handshake with one); a stall deadline never extends it.
+	wmu     sync.Mutex
+	writeDL time.Time
 }
 
 func (c *countedConn) Read(p []byte) (int, error) {
@@ -262,6 +281,49 @@ func (c *countedConn) setKey(key string, remote bool) {
 	if closed {
 		c.l.counts.release(key, remote)
 	}
+}
+
+// Write writes p in chunks of at most stallChunk, each of which must go
+// out within the listener's stall timeout: a client that stops reading
+// fails the write instead of holding it (and the handler) for ever.
+func (c *countedConn) Write(p []byte) (int, error) {
+	if c.l.stall <= 0 {
+		return c.Conn.Write(p)
+	}
+	written := 0
+	for len(p) > 0 {
+		chunk := p[:min(len(p), stallChunk)]
+		dl := time.Now().Add(c.l.stall)
+		c.wmu.Lock()
+		if !c.writeDL.IsZero() && c.writeDL.Before(dl) {
+			dl = c.writeDL
+		}
+		c.wmu.Unlock()
+		_ = c.Conn.SetWriteDeadline(dl)
+		n, err := c.Conn.Write(chunk)
+		written += n
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// SetWriteDeadline records t (see Write) and sets it.
+func (c *countedConn) SetWriteDeadline(t time.Time) error {
+	c.wmu.Lock()
+	c.writeDL = t
+	c.wmu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline records the write half of t (see Write) and sets both.
+func (c *countedConn) SetDeadline(t time.Time) error {
+	c.wmu.Lock()
+	c.writeDL = t
+	c.wmu.Unlock()
+	return c.Conn.SetDeadline(t)
 }
 
 func (c *countedConn) Close() error {

@@ -127,9 +127,11 @@ type Config struct {
 	// MaxConnsPerClient caps open HTTP connections per client address.
 	MaxConnsPerClient int
 	// HTTPBodyTimeout bounds reading a request body; HTTPIdleTimeout closes
-	// idle keep-alive connections. Responses (streams) are not bounded.
-	HTTPBodyTimeout time.Duration
-	HTTPIdleTimeout time.Duration
+	// idle keep-alive connections. Responses (streams) are not bounded as
+	// a whole, but each write must make progress within HTTPStallTimeout.
+	HTTPBodyTimeout  time.Duration
+	HTTPIdleTimeout  time.Duration
+	HTTPStallTimeout time.Duration
 	// MaxDownloadSize caps a model download whose size the server does
 	// not announce (and any download), in bytes.
 	MaxDownloadSize int64
@@ -200,6 +202,7 @@ func DefaultConfig() Config {
 		WorkerHeartbeatTimeout: 30 * time.Second,
 		MaxConnsPerClient:      DefaultMaxConnsPerClient,
 		HTTPBodyTimeout:        DefaultHTTPBodyTimeout,
+		HTTPStallTimeout:       DefaultHTTPStallTimeout,
 		HTTPIdleTimeout:        DefaultHTTPIdleTimeout,
 		MaxDownloadSize:        DefaultMaxDownloadSize,
 		WorkerOrphanGrace:      worker.DefaultOrphanGrace,

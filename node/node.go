@@ -218,6 +218,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.HTTPIdleTimeout <= 0 {
 		cfg.HTTPIdleTimeout = d.HTTPIdleTimeout
 	}
+	if cfg.HTTPStallTimeout <= 0 {
+		cfg.HTTPStallTimeout = d.HTTPStallTimeout
+	}
 	if cfg.MaxConnsPerClient <= 0 {
 		cfg.MaxConnsPerClient = d.MaxConnsPerClient
 	}
@@ -436,7 +439,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	handler := n.Handler()
 	n.httpSrv = n.newHTTPServer(handler)
-	httpLn := newLimitListener(n.httpLn, n.connCounts, true)
+	httpLn := newLimitListener(n.httpLn, n.connCounts, true, n.cfg.HTTPStallTimeout)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

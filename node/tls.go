@@ -117,7 +117,7 @@ func (n *Node) serveHTTPS(h http.Handler) {
 		return
 	}
 	n.httpsSrv = n.newHTTPServer(h)
-	ln := tls.NewListener(newLimitListener(n.httpsLn, n.connCounts, false), n.certs.ServerConfig())
+	ln := tls.NewListener(newLimitListener(n.httpsLn, n.connCounts, false, n.cfg.HTTPStallTimeout), n.certs.ServerConfig())
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
