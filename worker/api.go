@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/rbee-project/rbee/internal/sse"
@@ -37,7 +39,50 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/embeddings", s.handleEmbeddings)
 	mux.HandleFunc("GET /v1/shard", s.handleShard)
 	mux.HandleFunc("POST /v1/shard/direct", s.handleShardDirect)
-	return s.requireSecret(mux)
+	return s.bounded(s.requireSecret(mux))
+}
+
+// bounded sets the body read deadline (Config.BodyTimeout) of every
+// request that has a body and lifts it once the body is read, so the
+// answer may then stream for as long as it needs. Without it a client
+// that sent headers and then held back the body kept its connection for
+// ever, even after its 401: net/http reads what is left of a body before
+// it answers.
+func (s *Server) bounded(next http.Handler) http.Handler {
+	timeout := s.cfg.BodyTimeout
+	if timeout <= 0 {
+		timeout = DefaultBodyTimeout
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		r.Body = &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts the read deadline when the body has been read to its
+// end. After any other error (the deadline itself) the deadline stays, so
+// the server's drain of the rest cannot wait on the client either.
+type deadlineBody struct {
+	io.ReadCloser
+	once sync.Once
+	lift func()
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.once.Do(b.lift)
+	}
+	return n, err
 }
 
 // Health is the body of GET /health.

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -158,5 +159,40 @@ func TestHeartbeatsFollowTheNode(t *testing.T) {
 	case <-s.Done():
 		t.Fatalf("stopped although its node accepts its heartbeats at its new address: %v", s.Err())
 	default:
+	}
+}
+
+// TestHeldBackBodyIsCut: a client that sends a request's headers and then
+// holds back its body (with or without the secret, a length or chunks)
+// has its connection closed after BodyTimeout; before, net/http waited for
+// the rest of the body for ever, even after answering 401.
+func TestHeldBackBodyIsCut(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.BodyTimeout = 300 * time.Millisecond
+	s, _ := startServer(t, cfg)
+	tests := []struct {
+		name, auth, framing, body string
+	}{
+		{"no secret, length", "", "Content-Length: 1000", "{"},
+		{"no secret, chunked", "", "Transfer-Encoding: chunked", "1\r\n{\r\n"},
+		{"secret, length", "Authorization: Bearer " + testSecret + "\r\n", "Content-Length: 1000", `{"messages":`},
+		{"secret, chunked", "Authorization: Bearer " + testSecret + "\r\n", "Transfer-Encoding: chunked", "1\r\n{\r\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", s.Addr().String())
+			require.NoError(t, err)
+			defer conn.Close()
+			_, err = conn.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n" + tc.auth +
+				"Content-Type: application/json\r\n" + tc.framing + "\r\n\r\n" + tc.body))
+			require.NoError(t, err)
+			// The server closes it: reading meets the end, not the
+			// client's own deadline.
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.Copy(io.Discard, conn)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("a held-back body kept its connection open")
+			}
+		})
 	}
 }

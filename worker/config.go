@@ -70,6 +70,11 @@ const (
 	// requests: long enough for a typical completion, short enough for a
 	// service manager's stop timeout.
 	DefaultDrainTimeout = 30 * time.Second
+	// DefaultBodyTimeout bounds reading a request body: the node sends a
+	// prompt of at most MaxBodyBytes at once, while a local process that
+	// sends headers and then trickles (or never sends) the body must not
+	// hold its connection for ever.
+	DefaultBodyTimeout = 60 * time.Second
 	// MaxBodyBytes bounds a request body (prompts are text; 1 MiB is far
 	// beyond any context window this worker serves).
 	MaxBodyBytes = 1 << 20
@@ -135,6 +140,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// DrainTimeout bounds Drain when its context has no earlier deadline.
 	DrainTimeout time.Duration
+	// BodyTimeout bounds reading a request's body (the answer, a stream,
+	// is not bounded by it); 0 means DefaultBodyTimeout.
+	BodyTimeout time.Duration
 	// Shard makes the worker one stage of a pipeline-sharded model; the
 	// zero value serves the whole model (see ShardConfig).
 	Shard ShardConfig
@@ -174,6 +182,7 @@ func DefaultConfig() Config {
 		Queue:             DefaultQueue,
 		HeartbeatInterval: DefaultHeartbeatInterval,
 		DrainTimeout:      DefaultDrainTimeout,
+		BodyTimeout:       DefaultBodyTimeout,
 		OrphanGrace:       DefaultOrphanGrace,
 		Load:              LoadEngine,
 	}
@@ -208,6 +217,8 @@ func (c *Config) validate() error {
 		return bad("HeartbeatInterval", "must be positive")
 	case c.DrainTimeout <= 0:
 		return bad("DrainTimeout", "must be positive")
+	case c.BodyTimeout < 0:
+		return bad("BodyTimeout", "%v is negative", c.BodyTimeout)
 	case len(c.Secret) < MinSecretLen:
 		return bad("Secret", "required, at least %d characters (the node passes it in %s)", MinSecretLen, SecretEnv)
 	case c.OrphanGrace < 0:
