@@ -65,7 +65,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("POST /api/embeddings", n.handleOllamaEmbeddings)
 	mux.fallback()
 	// Errors under /api/ in Ollama's shape ({"error":"..."}), whoever writes them.
-	h := n.bounded(ollamaErrorShape(n.auth.Wrap(mux)))
+	h := n.bounded(ollamaErrorShape(answerGone(n.auth.Wrap(mux))))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(api.StrictJobsHeader, "1")
 		h.ServeHTTP(w, r)

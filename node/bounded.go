@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/internal/peercred"
+	"github.com/rbee-project/rbee/node/jobs"
 )
 
 // HTTP connection limits. Streams (SSE, chunked inference) may run for
@@ -67,6 +68,52 @@ func (n *Node) bounded(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// clientClosedMsg answers a request whose client closed its side of the
+// connection before the answer.
+const clientClosedMsg = "the request was cancelled: the client closed its side of the connection (sent FIN, as nc -N does) before the answer came; keep it open until the answer has arrived"
+
+// answerGone answers a request that ended because its client closed the
+// connection, without an answer written, with a 400 (code cancelled).
+// net/http cancels a request's context when its connection's read side
+// meets EOF, which a client that only half-closes (shuts down its write
+// side and waits for the answer) also causes; the handlers then stop,
+// writing nothing, and net/http answered "200 OK" with an empty body: a
+// success with no answer. A client that is really gone never reads it.
+func answerGone(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gw := &goneWriter{ResponseWriter: w}
+		next.ServeHTTP(gw, r)
+		if !gw.wrote && r.Context().Err() != nil {
+			writeError(w, http.StatusBadRequest, jobs.CodeCancelled, clientClosedMsg)
+		}
+	})
+}
+
+// goneWriter records whether anything of an answer was written.
+type goneWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (g *goneWriter) WriteHeader(code int) {
+	g.wrote = true
+	g.ResponseWriter.WriteHeader(code)
+}
+
+func (g *goneWriter) Write(b []byte) (int, error) {
+	g.wrote = true
+	return g.ResponseWriter.Write(b)
+}
+
+func (g *goneWriter) Flush() {
+	g.wrote = true
+	if f, ok := g.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (g *goneWriter) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 
 // deadlineBody lifts the read deadline when the body has been read to its
 // end. After any other error (the deadline itself) the deadline stays, so

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"syscall"
@@ -233,4 +235,40 @@ func TestHoldingsResyncAfterRestart(t *testing.T) {
 	require.Eventually(t, func() bool { return !holds() }, nodetest.WaitTimeout, 20*time.Millisecond)
 	c.Restart(2)
 	require.Eventually(t, holds, nodetest.WaitTimeout, 20*time.Millisecond, "the restarted node records its model again")
+}
+
+// TestHalfClosedClientGetsAnError: a client that sends its request and
+// shuts down its write side (nc -N) has its request cancelled, as net/http
+// sees the end of the connection; it is answered with a 400 (code
+// cancelled), never with "200 OK" and an empty body.
+func TestHalfClosedClientGetsAnError(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 1)
+	spawnModel(t, c.Nodes[0], "node0", slowModel(t), 1)
+	waitSchedulable(t, c, 1)
+	tests := []struct {
+		name, path, body, want string
+	}{
+		{"openai", "/v1/completions", `{"model":"slow","prompt":"Once upon a time","max_tokens":2000,"temperature":0}`, `"code":"cancelled"`},
+		{"openai stream", "/v1/completions", `{"model":"slow","prompt":"Once upon a time","max_tokens":2000,"temperature":0,"stream":true}`, `"code":"cancelled"`},
+		{"ollama", "/api/generate", `{"model":"slow","prompt":"Once upon a time","stream":false,"options":{"num_predict":2000}}`, `{"error":"the request was cancelled`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", c.Nodes[0].HTTPAddr())
+			require.NoError(t, err)
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", tc.path, len(tc.body), tc.body)
+			require.NoError(t, conn.(*net.TCPConn).CloseWrite())
+			_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			require.NoError(t, err)
+			b, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s", b)
+			require.Contains(t, string(b), tc.want)
+		})
+	}
 }
