@@ -21,6 +21,11 @@ func (s *Server) requireSecret(next http.Handler) http.Handler {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(tok), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="rbee-worker"`)
+			// A stranger's connection is closed after the answer: kept
+			// alive (2 minutes idle, for ever with a request now and
+			// then) each held a descriptor and buffers of the worker,
+			// which caps no connections, where the node caps them per user.
+			w.Header().Set("Connection", "close")
 			writeError(w, &apiError{status: http.StatusUnauthorized, typ: errTypeAuth, code: "unauthorized",
 				msg: "this worker answers its own rbee node only; send requests to the node"})
 			return

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"net"
@@ -193,6 +194,49 @@ func TestHeldBackBodyIsCut(t *testing.T) {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				t.Fatal("a held-back body kept its connection open")
 			}
+		})
+	}
+}
+
+// TestStrangerConnectionClosed: a connection whose request was refused
+// (401) is closed after the answer, so a local process without the secret
+// cannot hold idle connections to the worker; the node's stay open for the
+// next request.
+func TestStrangerConnectionClosed(t *testing.T) {
+	s, _ := startServer(t, testConfig(t))
+	tests := []struct {
+		name, auth string
+		keep       bool
+	}{
+		{"no secret", "", false},
+		{"wrong secret", "Authorization: Bearer wrong-secret-0123456789\r\n", false},
+		{"secret", "Authorization: Bearer " + testSecret + "\r\n", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", s.Addr().String())
+			require.NoError(t, err)
+			defer conn.Close()
+			br := bufio.NewReader(conn)
+			for i := range 2 {
+				_, err = conn.Write([]byte("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + tc.auth + "\r\n"))
+				if i == 1 && !tc.keep {
+					break // the write may still succeed; the read below tells
+				}
+				require.NoError(t, err)
+				_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				resp, err := http.ReadResponse(br, nil)
+				require.NoError(t, err)
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				require.Equal(t, tc.keep, resp.StatusCode == http.StatusOK)
+			}
+			if tc.keep {
+				return
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = br.ReadByte()
+			require.ErrorIs(t, err, io.EOF, "a refused client's connection stayed open")
 		})
 	}
 }
