@@ -27,10 +27,10 @@ const (
 	DefaultHTTPBodyTimeout = 60 * time.Second
 	// DefaultHTTPIdleTimeout closes keep-alive connections idle this long.
 	DefaultHTTPIdleTimeout = 120 * time.Second
-	// DefaultHTTPStallTimeout bounds each write of a response: a client
-	// that stops reading (or whose machine stopped) fills the socket
-	// buffers, and the write that then moves no byte for this long fails
-	// and closes the connection. Before, the handler waited in that write
+	// DefaultHTTPStallTimeout bounds each write of a response (in pieces
+	// of stallChunk): a client that stops reading (or whose machine
+	// stopped) fills the socket buffers, and the piece that then waits
+	// this long for room fails and closes the connection. Before, the handler waited in that write
 	// for ever, and with it the worker's slot its stream held.
 	DefaultHTTPStallTimeout = 60 * time.Second
 	// stallChunk is the most a connection writes under one stall

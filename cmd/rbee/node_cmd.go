@@ -237,7 +237,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", node.DefaultMaxConnsPerClient, "open API connections allowed per client address")
 	f.DurationVar(&cfg.HTTPBodyTimeout, "http-body-timeout", node.DefaultHTTPBodyTimeout, "a request body must arrive within this time")
 	f.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", node.DefaultHTTPIdleTimeout, "idle keep-alive API connections close after this time")
-	f.DurationVar(&cfg.HTTPStallTimeout, "http-stall-timeout", node.DefaultHTTPStallTimeout, "a response write the client does not read for this long closes the connection (a stalled stream frees its worker)")
+	f.DurationVar(&cfg.HTTPStallTimeout, "http-stall-timeout", node.DefaultHTTPStallTimeout, "close an API connection whose client leaves 64 KiB of an answer unread this long (one that stopped reading a stream frees its worker)")
 	f.Int64Var(&cfg.MaxDownloadSize, "max-download-size", node.DefaultMaxDownloadSize, "largest model download in bytes (also caps downloads of unknown size)")
 	f.Uint64Var(&cfg.MemoryLimit, "memory-limit", 0, "give CPU workers at most this many bytes of RAM in all: spawns that do not fit are refused, and placement and group splits see the rest (0 = what the machine has free)")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", node.DefaultGossipAddr, "gossip (memberlist) bind address")
