@@ -807,30 +807,39 @@ func TestStalledReaderIsCut(t *testing.T) {
 	const requests = 1600
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := tc.dial()
-			require.NoError(t, err)
-			defer conn.Close()
-			if tc, ok := conn.(*net.TCPConn); ok {
-				require.NoError(t, tc.SetReadBuffer(4096))
-			}
-			// Written in the background: the server stops reading requests
-			// once its answers no longer go out.
-			go func() {
-				req := []byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-				_ = conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
-				for range requests {
-					if _, err := conn.Write(req); err != nil {
-						return
-					}
+			// The stalled connection: its first answer arrived, so it holds
+			// the one slot of this client (the previous case's last
+			// connection may hold it for a moment still).
+			var conn net.Conn
+			require.Eventually(t, func() bool {
+				c, err := tc.dial()
+				if err != nil {
+					return false
 				}
-			}()
-			// Its first answer arrived: it holds the one slot of this
-			// client until the server gives up on it.
-			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-			head := make([]byte, 12)
-			_, err = io.ReadFull(conn, head)
-			require.NoError(t, err)
-			require.Equal(t, "HTTP/1.1 200", string(head))
+				if tcp, ok := c.(*net.TCPConn); ok {
+					_ = tcp.SetReadBuffer(4096)
+				}
+				// Written in the background: the server stops reading
+				// requests once its answers no longer go out.
+				go func() {
+					req := []byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+					_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+					for range requests {
+						if _, err := c.Write(req); err != nil {
+							return
+						}
+					}
+				}()
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				head := make([]byte, 12)
+				if _, err := io.ReadFull(c, head); err != nil || string(head) != "HTTP/1.1 200" {
+					c.Close()
+					return false
+				}
+				conn = c
+				return true
+			}, 10*time.Second, 50*time.Millisecond, "no connection got in")
+			defer conn.Close()
 			require.Eventually(t, func() bool {
 				c, err := tc.dial()
 				if err != nil {
