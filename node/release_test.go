@@ -240,3 +240,74 @@ func TestWorkerDownloadErrorDoesNotEchoTheServer(t *testing.T) {
 	require.NotContains(t, je.Message, "hunter2")
 	require.NotContains(t, je.Message, "INTERNAL")
 }
+
+// Two nodes hold a signed worker release and the release server is gone;
+// the holder asked first serves a copy that fails its check (a rotten
+// file, or one signed by a key nobody trusts). The third node copies the
+// binary from the other holder instead of giving up.
+func TestBinaryPeerCopyFailsOverToAnotherHolder(t *testing.T) {
+	content := bytes.Repeat([]byte("#!/bin/sh\necho worker\n"), 4096)
+	asset := workerAsset()
+	for _, tt := range []struct {
+		name  string
+		spoil func(t *testing.T, e workercat.Entry)
+	}{
+		{"rotten binary", func(t *testing.T, e workercat.Entry) {
+			f, err := os.OpenFile(e.Path, os.O_RDWR, 0)
+			require.NoError(t, err)
+			_, err = f.WriteAt([]byte{0xff, 0xff, 0xff, 0xff}, int64(len(content)/2))
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+		}},
+		{"proof by an untrusted key", func(t *testing.T, e workercat.Entry) {
+			dir := filepath.Dir(e.Path)
+			sums, err := os.ReadFile(filepath.Join(dir, workercat.SumsFile))
+			require.NoError(t, err)
+			sig, err := workercat.SignRelease(releaseKey2, e.Version, sums)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, workercat.SigFile), sig, 0o644))
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeSignedRelease(t, root, "v9.9.9", map[string][]byte{asset: content}, releaseKey1)
+			rel, _ := releaseServer(t, root)
+			c := nodetest.New(t, 3, func(i int, cfg *node.Config) {
+				cfg.WorkerReleaseKeys = []ed25519.PublicKey{pubOf(releaseKey1)}
+				if i < 2 {
+					cfg.WorkerReleaseURL = rel.URL
+				}
+			})
+			n2 := c.Nodes[2]
+			entries := map[string]workercat.Entry{}
+			for _, n := range c.Nodes[:2] {
+				var e workercat.Entry
+				run(t, n, map[string]any{"operation": "worker_download", "version": "v9.9.9"}, &e)
+				entries[n.ID()] = e
+			}
+			rel.Close()
+			var first string
+			require.Eventually(t, func() bool {
+				held := 0
+				for _, h := range n2.Registry().Binaries() {
+					if _, ok := entries[h.NodeID]; ok && h.Version == "v9.9.9" {
+						if held == 0 {
+							first = h.NodeID
+						}
+						held++
+					}
+				}
+				return held == 2
+			}, nodetest.WaitTimeout, 20*time.Millisecond)
+			tt.spoil(t, entries[first])
+
+			var e workercat.Entry
+			run(t, n2, map[string]any{"operation": "worker_download", "version": "v9.9.9"}, &e)
+			require.Equal(t, workercat.SourcePeer, e.Source)
+			require.Equal(t, entries[first].SHA256, e.SHA256)
+			got, err := os.ReadFile(e.Path)
+			require.NoError(t, err)
+			require.Equal(t, content, got)
+		})
+	}
+}

@@ -127,12 +127,12 @@ type Service struct {
 
 	mu       sync.Mutex
 	noDirect map[string]time.Time // peer -> when its blob port failed
-	served   map[string]string    // sha256 -> the peer its last model copy came from
-	badCopy  map[string]time.Time // sha256 + "/" + peer -> when a copy from it failed its check
+	served   map[string]string    // file key -> the peer its last copy came from
+	badCopy  map[string]time.Time // file key + "/" + peer -> when a copy from it failed its check
 }
 
-// badCopyFor is how long a peer whose copy of a model failed its sha256
-// is not asked for that model again (its file has rotted or changed; it
+// badCopyFor is how long a peer whose copy of a file failed its check is
+// not asked for that file again (its file has rotted or changed; it
 // stays wrong until someone repairs it).
 const badCopyFor = 10 * time.Minute
 
@@ -363,7 +363,7 @@ func (m modelSource) OpenRange(ctx context.Context, sha string, offset int64) (i
 	alive := m.b.cfg.Holdings.AlivePeers()
 	var last error = fmt.Errorf("no peer holds %s", sha)
 	for _, h := range m.b.cfg.Holdings.Models() {
-		if h.SHA256 != sha || !alive[h.NodeID] || m.b.distrusted(sha, h.NodeID) {
+		if h.SHA256 != sha || !alive[h.NodeID] || m.b.distrusted(modelKey(sha), h.NodeID) {
 			continue
 		}
 		rc, head, err := m.b.Open(ctx, h.NodeID, Request{Kind: "model", SHA256: sha, Offset: offset})
@@ -371,9 +371,7 @@ func (m modelSource) OpenRange(ctx context.Context, sha string, offset int64) (i
 			last = err
 			continue
 		}
-		m.b.mu.Lock()
-		m.b.served[sha] = h.NodeID
-		m.b.mu.Unlock()
+		m.b.servedBy(modelKey(sha), h.NodeID)
 		return rc, head.Size, nil
 	}
 	return nil, 0, last
@@ -383,28 +381,49 @@ func (m modelSource) OpenRange(ctx context.Context, sha string, offset int64) (i
 // (catalog.BadCopyReporter): that peer is not asked for it again for
 // badCopyFor, so the next OpenRange goes to another holder.
 func (m modelSource) BadCopy(sha string) {
-	b := m.b
+	m.b.badCopyOf(modelKey(sha), "a model", "sha256", sha)
+}
+
+// modelKey and binaryKey name a file in served and badCopy (a sha256 is
+// hex, so the two never meet).
+func modelKey(sha string) string { return sha }
+
+func binaryKey(typ, version, goos, goarch string) string {
+	return "binary:" + typ + "/" + version + "/" + goos + "/" + goarch
+}
+
+// servedBy records that the copy of key being made comes from node.
+func (b *Service) servedBy(key, node string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if node, ok := b.served[sha]; ok {
-		b.badCopy[sha+"/"+node] = time.Now()
-		delete(b.served, sha)
-		b.cfg.Log.Warn("blob: a peer's copy of a model failed its sha256; asking other holders", "sha256", sha, "peer", node)
+	b.served[key] = node
+}
+
+// badCopyOf marks the peer that served key last as distrusted for it.
+func (b *Service) badCopyOf(key, what string, attrs ...any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if node, ok := b.served[key]; ok {
+		b.badCopy[key+"/"+node] = time.Now()
+		delete(b.served, key)
+		b.cfg.Log.Warn("blob: a peer's copy of "+what+" failed its check; asking other holders", append(attrs, "peer", node)...)
 	}
 }
 
-func (b *Service) distrusted(sha, node string) bool {
+func (b *Service) distrusted(key, node string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	at, ok := b.badCopy[sha+"/"+node]
+	at, ok := b.badCopy[key+"/"+node]
 	if ok && time.Since(at) > badCopyFor {
-		delete(b.badCopy, sha+"/"+node)
+		delete(b.badCopy, key+"/"+node)
 		return false
 	}
 	return ok
 }
 
-// BinarySource is the worker catalog's PeerSource.
+// BinarySource is the worker catalog's PeerSource (and
+// BadCopyReporter): any alive peer the registry says holds the binary,
+// skipping one whose copy failed its check within badCopyFor.
 func (b *Service) BinarySource() workercat.PeerSource { return binarySource{b} }
 
 type binarySource struct{ b *Service }
@@ -417,9 +436,10 @@ func (p binarySource) Open(ctx context.Context, typ, version, goos, goarch strin
 		goarch = runtime.GOARCH
 	}
 	alive := p.b.cfg.Holdings.AlivePeers()
+	key := binaryKey(typ, version, goos, goarch)
 	var last error = fmt.Errorf("no peer holds %s %s for %s/%s", typ, version, goos, goarch)
 	for _, h := range p.b.cfg.Holdings.Binaries() {
-		if !alive[h.NodeID] || h.Type != typ || h.Version != version || h.OS != goos || h.Arch != goarch {
+		if !alive[h.NodeID] || h.Type != typ || h.Version != version || h.OS != goos || h.Arch != goarch || p.b.distrusted(key, h.NodeID) {
 			continue
 		}
 		rc, head, err := p.b.Open(ctx, h.NodeID, Request{Kind: "binary", Type: typ, Version: version, OS: goos, Arch: goarch})
@@ -427,10 +447,18 @@ func (p binarySource) Open(ctx context.Context, typ, version, goos, goarch strin
 			last = err
 			continue
 		}
+		p.b.servedBy(key, h.NodeID)
 		// What the peer says of the sha256 is not used: the catalog
 		// checks the copy against the signed SHA256SUMS.
 		return workercat.PeerBinary{Body: rc, Size: head.Size,
 			Release: workercat.ReleaseProof{Sums: head.Sums, Sig: head.SumsSig}}, nil
 	}
 	return workercat.PeerBinary{}, last
+}
+
+// BadCopy is told that the copy of the binary it served last failed its
+// check (catalog.BadCopyReporter): that peer is not asked for it again
+// for badCopyFor, so the next Open goes to another holder.
+func (p binarySource) BadCopy(typ, version, goos, goarch string) {
+	p.b.badCopyOf(binaryKey(typ, version, goos, goarch), "a worker binary", "type", typ, "version", version, "os", goos, "arch", goarch)
 }

@@ -272,12 +272,31 @@ type PeerOptions struct {
 // maxPeerError bounds how much of a peer's error text is repeated.
 const maxPeerError = 200
 
+// BadCopyReporter is a PeerSource that can be told that the copy it served
+// last of a binary failed its check (a proof no trusted key verifies, a
+// size or sha256 that differs from the signed SHA256SUMS, a body that
+// broke off or stalled), so that its next Open for that binary asks
+// another holder.
+type BadCopyReporter interface {
+	BadCopy(typ, version, goos, goarch string)
+}
+
+// maxPeerCopies is how many peer copies of one binary FetchFromPeer tries
+// when copies fail their check (each from another holder).
+const maxPeerCopies = 3
+
+// errPeerBody marks a failed read of a peer's body (a stall, a reset), as
+// opposed to a failure of this machine's disk.
+var errPeerBody = errors.New("the peer's transfer broke off")
+
 // FetchFromPeer copies a signed binary from a peer and adds it with
 // SourcePeer. The peer sends the release proof it keeps with the binary;
 // this catalog verifies the signature with its own trusted keys, then the
 // content against the signed sha256 (AddReader). A binary without a proof
 // (built or added on the peer) is refused with ErrUnsigned; on any
-// mismatch nothing is added.
+// mismatch nothing is added. When src is a BadCopyReporter, a copy that
+// fails its check is reported and the binary is copied again (from
+// another holder), up to maxPeerCopies copies.
 func (c *Catalog) FetchFromPeer(ctx context.Context, src PeerSource, opts PeerOptions) (Entry, error) {
 	if opts.Type == "" {
 		opts.Type = TypeCPU
@@ -298,6 +317,24 @@ func (c *Catalog) FetchFromPeer(ctx context.Context, src PeerSource, opts PeerOp
 	if t.Archive {
 		return Entry{}, fmt.Errorf("%w: %s is an engine archive, built per accelerator: download it from the release location", ErrDownload, t.Name)
 	}
+	bad, tell := src.(BadCopyReporter)
+	for n := 1; ; n++ {
+		e, err := c.fetchPeerCopy(ctx, src, t, opts)
+		if err == nil || ctx.Err() != nil || !tell || n >= maxPeerCopies || !badPeerCopy(err) {
+			return e, err
+		}
+		bad.BadCopy(opts.Type, opts.Version, opts.OS, opts.Arch)
+	}
+}
+
+// badPeerCopy says whether err is the fault of the peer's copy, so another
+// holder may have a good one.
+func badPeerCopy(err error) bool {
+	return errors.Is(err, ErrChecksum) || errors.Is(err, ErrSignature) || errors.Is(err, ErrUnsigned) || errors.Is(err, errPeerBody)
+}
+
+// fetchPeerCopy is one copy of FetchFromPeer.
+func (c *Catalog) fetchPeerCopy(ctx context.Context, src PeerSource, t WorkerType, opts PeerOptions) (Entry, error) {
 	pb, err := src.Open(ctx, opts.Type, opts.Version, opts.OS, opts.Arch)
 	if err != nil {
 		if errors.Is(err, ErrUnsigned) || errors.Is(err, ErrNotFound) {
@@ -320,5 +357,16 @@ func (c *Catalog) FetchFromPeer(ctx context.Context, src PeerSource, opts PeerOp
 		Type: opts.Type, Version: opts.Version, OS: opts.OS, Arch: opts.Arch,
 		Source: SourcePeer, Size: pb.Size, Progress: opts.Progress,
 		Release: &pb.Release, Pin: opts.Pin,
-	}, pb.Body)
+	}, peerBody{pb.Body})
+}
+
+// peerBody marks the read errors of a peer's body with errPeerBody.
+type peerBody struct{ r io.Reader }
+
+func (p peerBody) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%w: %w", errPeerBody, err)
+	}
+	return n, err
 }
