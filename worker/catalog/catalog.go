@@ -68,8 +68,9 @@ var (
 	// an existing regular file with an execute bit (Register).
 	ErrNotExecutable = errors.New("catalog: not an executable file")
 	// ErrDownload reports a failed download (no release location, an HTTP
-	// status, the network, a malformed LATEST, a peer that failed). Its
-	// text never includes bytes of a remote answer.
+	// status, the network, a server that stalled, a malformed LATEST, a
+	// peer that failed). Its text never includes bytes
+	// of a remote answer.
 	ErrDownload = errors.New("catalog: download failed")
 )
 
@@ -163,8 +164,13 @@ type Config struct {
 	// MaxBinarySize bounds one binary in bytes.
 	MaxBinarySize int64
 	// HTTPClient is used by Download; nil means a client without a global
-	// timeout (downloads are bounded by ctx and MaxBinarySize instead).
+	// timeout (downloads are bounded by ctx, IdleTimeout and MaxBinarySize
+	// instead).
 	HTTPClient *http.Client
+	// IdleTimeout fails a download request when the release server sends
+	// nothing (no answer, no byte of the body) for this long; 0 means
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
 	// ReleaseBaseURL is the one release location Download uses (layout:
 	// {base}/{version}/{binary}-{os}-{arch}, SHA256SUMS, SHA256SUMS.sig).
 	// It comes from the node's configuration only; no per-call URL exists.
@@ -198,6 +204,7 @@ type Catalog struct {
 	inUse  func(Entry) bool
 	max    int64
 	client *http.Client
+	idle   time.Duration
 	base   string
 	keys   []ed25519.PublicKey
 	ver    string
@@ -230,12 +237,16 @@ func New(cfg Config) (*Catalog, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{}
 	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
 	c := &Catalog{
 		dir:     dir,
 		types:   make(map[string]WorkerType, len(cfg.Types)),
 		inUse:   cfg.InUse,
 		max:     cfg.MaxBinarySize,
 		client:  cfg.HTTPClient,
+		idle:    cfg.IdleTimeout,
 		base:    cfg.ReleaseBaseURL,
 		keys:    []ed25519.PublicKey{BuiltinReleaseKey()},
 		ver:     cfg.Version,

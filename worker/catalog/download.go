@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/rbee-project/rbee/internal/humanize"
 )
@@ -22,7 +23,14 @@ const (
 	LatestFile = "LATEST"
 	// maxLatestBytes bounds LatestFile (one version name).
 	maxLatestBytes = 256
+	// DefaultIdleTimeout is Config.IdleTimeout's default: a release server
+	// silent for a minute is gone.
+	DefaultIdleTimeout = 60 * time.Second
 )
+
+// errStalled is the cause of a request the release server left without
+// an answer or a byte for Config.IdleTimeout.
+var errStalled = errors.New("the release server sent nothing")
 
 // AssetName is the release file name of a type's binary for goos/goarch:
 // "{binary}-{os}-{arch}", plus ".exe" on Windows.
@@ -144,7 +152,7 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 	}
 	defer resp.Body.Close()
 	add.Size = resp.ContentLength
-	return c.AddReader(ctx, add, &quietBody{ctx: ctx, r: resp.Body})
+	return c.AddReader(ctx, add, resp.Body)
 }
 
 // statusError is an HTTP answer other than 200. It keeps the code only:
@@ -158,20 +166,31 @@ func (e *statusError) Error() string {
 	return fmt.Sprintf("GET %s: HTTP %d %s", e.url, e.code, http.StatusText(e.code))
 }
 
-// get issues a GET and turns any status but 200 into an ErrDownload.
+// get issues a GET and turns any status but 200 into an ErrDownload. The
+// request fails when the server sends nothing for c.idle, for its answer
+// or any read of the body (a quietBody, whose errors are safe to show).
 func (c *Catalog) get(ctx context.Context, url string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	rctx, cancel := context.WithCancelCause(ctx)
+	stalled := fmt.Errorf("%w for %s", errStalled, c.idle)
+	idle := time.AfterFunc(c.idle, func() { cancel(stalled) })
+	stop := func() { idle.Stop(); cancel(nil) }
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
 	if err != nil {
+		stop()
 		return nil, fmt.Errorf("%w: the release location is not a valid URL", ErrDownload)
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: GET %s: %w", ErrDownload, url, transportError(ctx, err))
+		err = transportError(rctx, err)
+		stop()
+		return nil, fmt.Errorf("%w: GET %s: %w", ErrDownload, url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
+		stop()
 		return nil, fmt.Errorf("%w: %w", ErrDownload, &statusError{url: url, code: resp.StatusCode})
 	}
+	resp.Body = &quietBody{ctx: rctx, rc: resp.Body, idle: idle, d: c.idle, stop: stop}
 	return resp, nil
 }
 
@@ -184,7 +203,7 @@ func (c *Catalog) fetchSmall(ctx context.Context, url string, max int64) ([]byte
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: GET %s: %w", ErrDownload, url, transportError(ctx, err))
+		return nil, fmt.Errorf("%w: GET %s: %w", ErrDownload, url, err)
 	}
 	if int64(len(b)) > max {
 		return nil, fmt.Errorf("%w: GET %s: larger than %d bytes", ErrDownload, url, max)
@@ -202,8 +221,8 @@ var errBadResponse = errors.New("malformed or interrupted HTTP response")
 // (addresses and the OS error), a DNS failure, or else a generic
 // errBadResponse: never text the server sent.
 func transportError(ctx context.Context, err error) error {
-	if cerr := ctx.Err(); cerr != nil {
-		return cerr
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -228,18 +247,30 @@ func transportError(ctx context.Context, err error) error {
 }
 
 // quietBody is a response body whose read errors go through
-// transportError (a chunked body's trailer error would quote the server).
+// transportError (a chunked body's trailer error would quote the server)
+// and whose every read restarts the idle timer of its request.
 type quietBody struct {
-	ctx context.Context
-	r   io.Reader
+	ctx  context.Context
+	rc   io.ReadCloser
+	idle *time.Timer
+	d    time.Duration
+	stop func()
 }
 
 func (q *quietBody) Read(p []byte) (int, error) {
-	n, err := q.r.Read(p)
+	n, err := q.rc.Read(p)
+	if n > 0 {
+		q.idle.Reset(q.d)
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		err = transportError(q.ctx, err)
 	}
 	return n, err
+}
+
+func (q *quietBody) Close() error {
+	q.stop()
+	return q.rc.Close()
 }
 
 // PeerBinary is a binary a peer serves: the content, its size as the

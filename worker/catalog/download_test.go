@@ -581,3 +581,51 @@ func FuzzValidName(f *testing.F) {
 		}
 	})
 }
+
+// A release server that stops sending (before its answer, or in the
+// middle of a file) fails the download after Config.IdleTimeout, naming
+// the stall, instead of holding it forever; nothing is installed.
+func TestDownloadStalledServer(t *testing.T) {
+	asset := AssetName(CPUType(), runtime.GOOS, runtime.GOARCH)
+	body := bytes.Repeat([]byte("y"), 1<<16)
+	sums := fmt.Sprintf("%s  %s\n", sha(body), asset)
+	for _, stall := range []string{LatestFile, SumsFile, SigFile, asset} {
+		t.Run(stall, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				name := path.Base(r.URL.Path)
+				if name == stall && name != asset {
+					<-r.Context().Done()
+					return
+				}
+				switch name {
+				case LatestFile:
+					fmt.Fprint(w, "v1\n")
+				case SumsFile:
+					fmt.Fprint(w, sums)
+				case SigFile:
+					_, _ = w.Write(sign(t, keyA, "v1", []byte(sums)))
+				case asset:
+					w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+					_, _ = w.Write(body[:1000])
+					w.(http.Flusher).Flush()
+					<-r.Context().Done()
+				}
+			}))
+			defer srv.Close()
+			dir := t.TempDir()
+			c := newCatalog(t, dir, func(cfg *Config) {
+				cfg.ReleaseBaseURL = srv.URL
+				cfg.IdleTimeout = 300 * time.Millisecond
+				trustA(cfg)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_, err := c.Download(ctx, DownloadOptions{})
+			require.ErrorIs(t, err, errStalled)
+			require.NoError(t, ctx.Err(), "the stall ended the download, not the test's deadline")
+			assert.Contains(t, err.Error(), "sent nothing for 300ms")
+			assert.Empty(t, c.List())
+			assert.Empty(t, files(t, dir))
+		})
+	}
+}
