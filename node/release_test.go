@@ -311,3 +311,40 @@ func TestBinaryPeerCopyFailsOverToAnotherHolder(t *testing.T) {
 		})
 	}
 }
+
+// A release location that has no such version, fails or cannot be reached
+// is the source's fault, not the node's: the job's error says not_found or
+// unavailable, never internal.
+func TestWorkerDownloadReleaseServerErrorCodes(t *testing.T) {
+	root := t.TempDir()
+	writeSignedRelease(t, root, "v9.9.9", map[string][]byte{workerAsset(): []byte("#!/bin/sh\n")}, releaseKey1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v5.0.0/") {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		http.FileServer(http.Dir(root)).ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	c := nodetest.New(t, 2, func(i int, cfg *node.Config) {
+		cfg.WorkerReleaseKeys = []ed25519.PublicKey{pubOf(releaseKey1)}
+		cfg.WorkerReleaseURL = srv.URL
+		if i == 1 {
+			cfg.WorkerReleaseURL = gone.URL
+		}
+	})
+	for _, tt := range []struct {
+		name, hive, version, code string
+	}{
+		{"no such version", "node0", "v1.0.0", "not_found"},
+		{"server error", "node0", "v5.0.0", "unavailable"},
+		{"server gone", "node1", "v9.9.9", "unavailable"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			je := runErr(t, c.Nodes[0], map[string]any{"operation": "worker_download", "hive": tt.hive, "version": tt.version})
+			require.Equal(t, tt.code, je.Code, je.Message)
+		})
+	}
+}

@@ -141,7 +141,8 @@ func CatalogError(err error) error {
 	case errors.Is(err, hf.ErrNoSpace):
 		// Space may be freed (rbee model delete) and the download resumed.
 		return &jobs.Error{Code: jobs.CodeUnavailable, Err: err}
-	case errors.Is(err, hf.ErrHTTP), errors.Is(err, hf.ErrBadRange), errors.Is(err, hf.ErrChecksum), hf.IsRetryable(err):
+	case errors.Is(err, hf.ErrHTTP), errors.Is(err, hf.ErrBadRange), errors.Is(err, hf.ErrChecksum), hf.IsRetryable(err),
+		errors.Is(err, workercat.ErrDownload) && !errors.Is(err, context.Canceled):
 		// The source (hub, URL, peer) failed or sent what it did not
 		// announce: nothing is wrong with this node, a later try may work.
 		return &jobs.Error{Code: jobs.CodeUnavailable, Err: err}

@@ -38,7 +38,8 @@ var (
 	ErrBadName = errors.New("catalog: invalid argument")
 	// ErrUnknownType reports a worker type that is not in the registry.
 	ErrUnknownType = errors.New("catalog: unknown worker type")
-	// ErrNotFound reports that no catalog entry matches.
+	// ErrNotFound reports that no catalog entry matches, or that the
+	// release location has no such version or file (HTTP 404).
 	ErrNotFound = errors.New("catalog: no such worker binary")
 	// ErrInUse reports that Delete (or a Register replacing the record with
 	// another file) was refused because a running process uses the binary
@@ -68,8 +69,8 @@ var (
 	// an existing regular file with an execute bit (Register).
 	ErrNotExecutable = errors.New("catalog: not an executable file")
 	// ErrDownload reports a failed download (no release location, an HTTP
-	// status, the network, a server that stalled, a malformed LATEST, a
-	// peer that failed). Its text never includes bytes
+	// status, the network, a server that stalled or broke off, a
+	// malformed LATEST, a peer that failed). Its text never includes bytes
 	// of a remote answer.
 	ErrDownload = errors.New("catalog: download failed")
 )

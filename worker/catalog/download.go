@@ -152,7 +152,13 @@ func (c *Catalog) Download(ctx context.Context, opts DownloadOptions) (Entry, er
 	}
 	defer resp.Body.Close()
 	add.Size = resp.ContentLength
-	return c.AddReader(ctx, add, resp.Body)
+	e, err := c.AddReader(ctx, add, resp.Body)
+	if qb, ok := resp.Body.(*quietBody); ok && err != nil && qb.err != nil && !errors.Is(err, ErrDownload) {
+		// The release server broke off or stalled: a download failure,
+		// not this node's.
+		err = fmt.Errorf("%w: %w", ErrDownload, err)
+	}
+	return e, err
 }
 
 // statusError is an HTTP answer other than 200. It keeps the code only:
@@ -164,6 +170,15 @@ type statusError struct {
 
 func (e *statusError) Error() string {
 	return fmt.Sprintf("GET %s: HTTP %d %s", e.url, e.code, http.StatusText(e.code))
+}
+
+// Unwrap makes a 404 an ErrNotFound: the release location has no such
+// version or file.
+func (e *statusError) Unwrap() error {
+	if e.code == http.StatusNotFound {
+		return ErrNotFound
+	}
+	return nil
 }
 
 // get issues a GET and turns any status but 200 into an ErrDownload. The
@@ -255,6 +270,7 @@ type quietBody struct {
 	idle *time.Timer
 	d    time.Duration
 	stop func()
+	err  error // the first read error but EOF, as returned
 }
 
 func (q *quietBody) Read(p []byte) (int, error) {
@@ -264,6 +280,9 @@ func (q *quietBody) Read(p []byte) (int, error) {
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		err = transportError(q.ctx, err)
+		if q.err == nil {
+			q.err = err
+		}
 	}
 	return n, err
 }

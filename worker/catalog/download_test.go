@@ -622,6 +622,7 @@ func TestDownloadStalledServer(t *testing.T) {
 			defer cancel()
 			_, err := c.Download(ctx, DownloadOptions{})
 			require.ErrorIs(t, err, errStalled)
+			require.ErrorIs(t, err, ErrDownload)
 			require.NoError(t, ctx.Err(), "the stall ended the download, not the test's deadline")
 			assert.Contains(t, err.Error(), "sent nothing for 300ms")
 			assert.Empty(t, c.List())
