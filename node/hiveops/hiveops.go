@@ -135,8 +135,8 @@ func CatalogError(err error) error {
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, process.ErrNotOurs):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
-	case errors.Is(err, hf.ErrTooLarge):
-		// Over this hive's --max-download-size.
+	case errors.Is(err, hf.ErrTooLarge), errors.Is(err, workercat.ErrTooLarge):
+		// Over this hive's --max-download-size, or its largest binary.
 		return &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
 	case errors.Is(err, hf.ErrNoSpace):
 		// Space may be freed (rbee model delete) and the download resumed.

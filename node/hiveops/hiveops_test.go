@@ -1,6 +1,7 @@
 package hiveops_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -181,4 +182,20 @@ func TestBinariesAndProcesses(t *testing.T) {
 	require.Error(t, err)
 	require.Empty(t, c.proposed)
 	require.Empty(t, c.gone)
+}
+
+// A binary over the catalog's size limit is the caller's or the release's
+// doing, not a fault of the node: bad_request, like a model over
+// --max-download-size.
+func TestCatalogErrorBinaryTooLarge(t *testing.T) {
+	cfg := workercat.DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.MaxBinarySize = 16
+	cat, err := workercat.New(cfg)
+	require.NoError(t, err)
+	_, err = cat.AddReader(context.Background(), workercat.AddOptions{Type: workercat.TypeCPU, Version: "v1"}, bytes.NewReader(make([]byte, 64)))
+	require.ErrorIs(t, err, workercat.ErrTooLarge)
+	var je *jobs.Error
+	require.ErrorAs(t, hiveops.CatalogError(err), &je)
+	require.Equal(t, jobs.CodeBadRequest, je.Code)
 }
