@@ -200,3 +200,53 @@ func TestRegisterAgainRefusedInUse(t *testing.T) {
 	require.NoError(t, err, "replaced once no worker uses it")
 	assert.Equal(t, second, e.Path)
 }
+
+// An engine any local user can change, or replace in its directory, is
+// refused: the node would run their code as its own user. A sticky
+// directory such as /tmp is fine.
+func TestRegisterRefusesWhatOthersCanWrite(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("POSIX permissions")
+	}
+	root := t.TempDir()
+	mk := func(dir string, dirMode, fileMode os.FileMode) string {
+		d := filepath.Join(root, dir)
+		require.NoError(t, os.MkdirAll(d, 0o755))
+		exe := filepath.Join(d, "llama-server")
+		require.NoError(t, os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755))
+		require.NoError(t, os.Chmod(exe, fileMode))
+		require.NoError(t, os.Chmod(d, dirMode))
+		return exe
+	}
+	worldFile := mk("a", 0o755, 0o777)
+	worldDir := mk("b", 0o777, 0o755)
+	sticky := mk("c", os.ModeSticky|0o777, 0o755)
+	link := filepath.Join(root, "link")
+	require.NoError(t, os.Symlink(worldFile, link))
+	linkDir := filepath.Join(root, "d")
+	require.NoError(t, os.Mkdir(linkDir, 0o755))
+	linkInWorldDir := filepath.Join(linkDir, "llama-server")
+	require.NoError(t, os.Symlink(sticky, linkInWorldDir))
+	require.NoError(t, os.Chmod(linkDir, 0o777))
+	for _, tt := range []struct {
+		name, path, err string
+	}{
+		{"world-writable file", worldFile, "any user can write " + worldFile},
+		{"world-writable directory", worldDir, "any user can write " + filepath.Dir(worldDir)},
+		{"symlink to a world-writable file", link, "any user can write " + worldFile},
+		{"symlink in a world-writable directory", linkInWorldDir, "any user can write " + linkDir},
+		{"sticky directory", sticky, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCatalog(t, t.TempDir(), nil)
+			_, err := c.Register(RegisterOptions{Type: TypeLlamaServer, Path: tt.path})
+			if tt.err == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, ErrNotExecutable)
+			require.ErrorContains(t, err, tt.err)
+			assert.Empty(t, c.List())
+		})
+	}
+}

@@ -17,7 +17,9 @@ type RegisterOptions struct {
 	// Version defaults to DefaultRegisteredVersion.
 	Version string
 	// Path is the executable: absolute, an existing regular file with an
-	// execute bit. It stays where it is (engines come with shared
+	// execute bit that only its owner and group may write (neither it nor
+	// a directory above it is world-writable, sticky directories such as
+	// /tmp aside). It stays where it is (engines come with shared
 	// libraries next to them), and Delete never removes it.
 	Path string
 	// Template is the command template (required for the generic type,
@@ -55,7 +57,43 @@ func checkExecutable(path string) error {
 	case runtime.GOOS != "windows" && fi.Mode().Perm()&0o111 == 0:
 		return fmt.Errorf("%w: %s is not executable", ErrNotExecutable, path)
 	}
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	// The node runs the file as its own user: anyone who can change it,
+	// or replace it in its directory, could run code as the node.
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrNotExecutable, path, err)
+	}
+	w := othersCanWrite(real)
+	if w == "" {
+		// A symlink's directory: the link could be pointed elsewhere.
+		w = othersCanWrite(filepath.Dir(filepath.Clean(path)))
+	}
+	if w != "" {
+		return fmt.Errorf("%w: %s: any user can write %s (chmod o-w it)", ErrNotExecutable, path, w)
+	}
 	return nil
+}
+
+// othersCanWrite returns path, or the first directory above it, that every
+// user may write (a world-writable file, or a world-writable directory
+// without the sticky bit, where any user may replace its entries); "" if
+// none.
+func othersCanWrite(path string) string {
+	fi, err := os.Stat(path)
+	if err == nil && !fi.IsDir() && fi.Mode().Perm()&0o002 != 0 {
+		return path
+	}
+	for dir := path; ; dir = filepath.Dir(dir) {
+		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0 {
+			return dir
+		}
+		if dir == filepath.Dir(dir) {
+			return ""
+		}
+	}
 }
 
 // CheckRegister validates opts without touching the catalog (the node
