@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -81,6 +82,33 @@ func newReleaseKeygenCmd() *cobra.Command {
 	return cmd
 }
 
+// maxKeyFile bounds a private key file (comment lines and one key line);
+// maxSumsFile is the largest SHA256SUMS a node accepts.
+const (
+	maxKeyFile  = 64 << 10
+	maxSumsFile = 1 << 20
+)
+
+// readReleaseFile reads a regular file of at most max bytes: a FIFO, a
+// device or a directory (where a read would block, never end, or fail
+// obscurely) is refused with atomicfile.ErrNotRegular, a larger file with
+// its size limit.
+func readReleaseFile(path string, max int64) ([]byte, error) {
+	f, err := atomicfile.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is over %d bytes", path, max)
+	}
+	return b, nil
+}
+
 func newReleaseSignCmd() *cobra.Command {
 	var keyFile, version string
 	var writeSums bool
@@ -119,7 +147,7 @@ regular files in DIR (hidden files, SHA256SUMS and SHA256SUMS.sig left out).`,
 			if err := workercat.ValidName("version", version); err != nil {
 				return fmt.Errorf("the release folder's name is its version: %w (or pass --version)", err)
 			}
-			b, err := os.ReadFile(keyFile)
+			b, err := readReleaseFile(keyFile, maxKeyFile)
 			if err != nil {
 				return fmt.Errorf("--key: %w", err)
 			}
@@ -137,7 +165,7 @@ regular files in DIR (hidden files, SHA256SUMS and SHA256SUMS.sig left out).`,
 					return err
 				}
 			}
-			sums, err := os.ReadFile(sumsPath)
+			sums, err := readReleaseFile(sumsPath, maxSumsFile)
 			if errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("%s does not exist (pass --write-sums to create it from the files in %s)", sumsPath, dir)
 			}
