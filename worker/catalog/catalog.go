@@ -238,6 +238,11 @@ func New(cfg Config) (*Catalog, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{}
 	}
+	if cfg.HTTPClient.CheckRedirect == nil {
+		hc := *cfg.HTTPClient
+		hc.CheckRedirect = checkRedirect
+		cfg.HTTPClient = &hc
+	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}

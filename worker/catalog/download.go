@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strings"
 	"time"
@@ -27,6 +28,28 @@ const (
 	// silent for a minute is gone.
 	DefaultIdleTimeout = 60 * time.Second
 )
+
+// maxRedirects bounds the redirects of one release request (net/http's
+// default).
+const maxRedirects = 10
+
+// errRedirect is a redirect the catalog does not follow: to a URL that is
+// not http(s), or one too many.
+var errRedirect = errors.New("the release server redirected")
+
+// checkRedirect is the release client's CheckRedirect (unless the
+// Config's client has its own): it follows at most maxRedirects
+// redirects, to http(s) URLs only, and says which rule a refused one
+// broke (net/http's own errors would quote the server's Location).
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		return fmt.Errorf("%w to a URL that is not http(s)", errRedirect)
+	}
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("%w more than %d times", errRedirect, maxRedirects)
+	}
+	return nil
+}
 
 // errStalled is the cause of a request the release server left without
 // an answer or a byte for Config.IdleTimeout.
@@ -257,6 +280,14 @@ func transportError(ctx context.Context, err error) error {
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return io.ErrUnexpectedEOF
+	}
+	if errors.Is(err, errRedirect) {
+		// The url.Error names the URL redirected to; keep only the rule.
+		for e := err; e != nil; e = errors.Unwrap(e) {
+			if _, ok := e.(*url.Error); !ok {
+				return e
+			}
+		}
 	}
 	return errBadResponse
 }

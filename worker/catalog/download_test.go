@@ -630,3 +630,57 @@ func TestDownloadStalledServer(t *testing.T) {
 		})
 	}
 }
+
+// A release server's redirects are followed to http(s) URLs only and at
+// most 10 times; a refused one says which rule it broke, not the generic
+// "malformed or interrupted HTTP response", and never the Location.
+func TestDownloadRedirects(t *testing.T) {
+	asset := AssetName(CPUType(), runtime.GOOS, runtime.GOARCH)
+	body := []byte("#!/bin/sh\n")
+	sums := fmt.Sprintf("%s  %s\n", sha(body), asset)
+	for _, tt := range []struct {
+		name, to, err string
+	}{
+		{"to another path", "/moved/LATEST", ""},
+		{"to a file URL", "file:///etc/passwd", "redirected to a URL that is not http(s)"},
+		{"to an ftp URL", "ftp://127.0.0.1/secret", "redirected to a URL that is not http(s)"},
+		{"in a loop", "/loop", "redirected more than 10 times"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch {
+				case r.URL.Path == "/"+LatestFile:
+					http.Redirect(w, r, tt.to, http.StatusFound)
+				case r.URL.Path == "/loop":
+					http.Redirect(w, r, "/loop", http.StatusFound)
+				case r.URL.Path == "/moved/"+LatestFile:
+					fmt.Fprint(w, "v1\n")
+				case strings.HasSuffix(r.URL.Path, SumsFile):
+					fmt.Fprint(w, sums)
+				case strings.HasSuffix(r.URL.Path, SigFile):
+					_, _ = w.Write(sign(t, keyA, "v1", []byte(sums)))
+				case strings.HasSuffix(r.URL.Path, asset):
+					_, _ = w.Write(body)
+				default:
+					http.NotFound(w, r)
+				}
+			}))
+			defer srv.Close()
+			c := newCatalog(t, t.TempDir(), func(cfg *Config) {
+				cfg.ReleaseBaseURL = srv.URL
+				trustA(cfg)
+			})
+			e, err := c.Download(context.Background(), DownloadOptions{})
+			if tt.err == "" {
+				require.NoError(t, err)
+				require.Equal(t, "v1", e.Version)
+				return
+			}
+			require.ErrorIs(t, err, ErrDownload)
+			require.ErrorContains(t, err, tt.err)
+			require.NotContains(t, err.Error(), "passwd")
+			require.NotContains(t, err.Error(), "secret")
+			assert.Empty(t, c.List())
+		})
+	}
+}
