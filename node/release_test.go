@@ -348,3 +348,33 @@ func TestWorkerDownloadReleaseServerErrorCodes(t *testing.T) {
 		})
 	}
 }
+
+// A hive without a release location whose peer copy is refused says why
+// (the signature, with code forbidden), not that no peer has the binary.
+func TestWorkerDownloadPeerCopyRefusedSaysWhy(t *testing.T) {
+	root := t.TempDir()
+	writeSignedRelease(t, root, "v8.8.8", map[string][]byte{workerAsset(): []byte("#!/bin/sh\n")}, releaseKey2)
+	rel, _ := releaseServer(t, root)
+	c := nodetest.New(t, 2, func(i int, cfg *node.Config) {
+		cfg.WorkerReleaseKeys = []ed25519.PublicKey{pubOf(releaseKey1)}
+		if i == 1 {
+			cfg.WorkerReleaseURL = rel.URL
+			cfg.WorkerReleaseKeys = append(cfg.WorkerReleaseKeys, pubOf(releaseKey2))
+		}
+	})
+	n0, n1 := c.Nodes[0], c.Nodes[1]
+	var e workercat.Entry
+	run(t, n1, map[string]any{"operation": "worker_download", "version": "v8.8.8"}, &e)
+	require.Eventually(t, func() bool {
+		for _, h := range n0.Registry().Binaries() {
+			if h.NodeID == n1.ID() && h.Version == "v8.8.8" {
+				return true
+			}
+		}
+		return false
+	}, nodetest.WaitTimeout, 20*time.Millisecond)
+	je := runErr(t, n0, map[string]any{"operation": "worker_download", "version": "v8.8.8"})
+	require.Equal(t, "forbidden", je.Code, je.Message)
+	require.Contains(t, je.Message, "from a peer failed")
+	require.Contains(t, je.Message, "trusted key")
+}

@@ -396,6 +396,7 @@ func (o *Ops) Download(ctx context.Context, em jobs.Emitter, r api.WorkerDownloa
 		}
 		em.Narrate("hive", "download", "fetching the %s build of %s for %s/%s", r.Accel, r.Type, goos, goarch)
 	}
+	var peerErr error // why the peer copy failed, if one was tried
 	if peer := o.cfg.BinaryPeers; r.Version != "" && !archive {
 		for _, h := range o.cfg.Cluster.Binaries() {
 			if h.NodeID == o.cfg.LocalID || h.Type != r.Type || h.Version != r.Version || h.OS != goos || h.Arch != goarch {
@@ -413,10 +414,17 @@ func (o *Ops) Download(ctx context.Context, em jobs.Emitter, r api.WorkerDownloa
 				return ctx.Err()
 			}
 			em.Narrate("hive", "download", "peer copy refused or failed (%v); trying the release location", err)
+			peerErr = err
 			break
 		}
 	}
 	if o.cfg.WorkerReleaseURL == "" {
+		if peerErr != nil && !errors.Is(peerErr, workercat.ErrDownload) {
+			// A peer sent a copy, and it was refused (a signature this
+			// node does not trust, bytes off the signed sums): that is
+			// the answer, not the missing release location.
+			return CatalogError(fmt.Errorf("no release location configured on %s (start the node with --worker-release-url), and the copy of %s %s from a peer failed: %w", o.cfg.LocalName, r.Type, r.Version, peerErr))
+		}
 		return jobs.Errorf(jobs.CodeBadRequest, "no release location configured on %s (start the node with --worker-release-url) and no peer has a signed %s %s", o.cfg.LocalName, r.Type, orAny(r.Version))
 	}
 	e, err := o.cfg.Binaries.Download(ctx, workercat.DownloadOptions{Type: r.Type, Version: r.Version, OS: r.OS, Arch: r.Arch, Accel: r.Accel, Pin: r.Default, Progress: progress})

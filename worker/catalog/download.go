@@ -399,10 +399,18 @@ func (c *Catalog) FetchFromPeer(ctx context.Context, src PeerSource, opts PeerOp
 		return Entry{}, fmt.Errorf("%w: %s is an engine archive, built per accelerator: download it from the release location", ErrDownload, t.Name)
 	}
 	bad, tell := src.(BadCopyReporter)
+	var first error // the first bad copy's error
 	for n := 1; ; n++ {
 		e, err := c.fetchPeerCopy(ctx, src, t, opts)
+		if err != nil && first != nil && ctx.Err() == nil && !badPeerCopy(err) {
+			// No other holder to ask: why the copy failed is the answer.
+			return Entry{}, first
+		}
 		if err == nil || ctx.Err() != nil || !tell || n >= maxPeerCopies || !badPeerCopy(err) {
 			return e, err
+		}
+		if first == nil {
+			first = err
 		}
 		bad.BadCopy(opts.Type, opts.Version, opts.OS, opts.Arch)
 	}
