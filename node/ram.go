@@ -20,9 +20,9 @@ import (
 // does not show mapped model files at all (their pages are reclaimable
 // cache), and `--memory-limit` caps a share of the machine that the OS
 // knows nothing of. So every CPU spawn is admitted for its estimate
-// (weights, KV cache, margin), which is held as a claim while it starts
-// and recorded in its process entry once it runs (process.RAM, kept across
-// a node restart), until it exits. A model file counts once however many
+// (weights, KV cache, margin), which is held as a claim until its process
+// starts and then recorded in its process entry (process.RAM, kept across
+// a node restart) until it exits. A model file counts once however many
 // workers map it (they share its pages).
 //
 // Free RAM for a CPU spawn, and the free RAM the hive reports to the
