@@ -423,6 +423,13 @@ func (p *reconcilePass) handleFailedMember(m Member) {
 	p.ensureNode(m, fsm.NodeFailed)
 }
 
+// RaftReaches reports whether this node, as leader, reached server id over
+// raft recently (an RPC answered within raftContactMisses of its heartbeat
+// periods in the current term): then gossip calling it dead is this
+// node's view at fault, not the server. False when not known. Safe for
+// concurrent use.
+func (c *Consensus) RaftReaches(id string) bool { return c.raftHears(id) > 0 }
+
 // raftContactMisses is how many of its idle heartbeats a server may miss
 // before this leader's raft contact with it counts as lost: several, so
 // that one late heartbeat on a loaded machine does not decide.

@@ -90,9 +90,12 @@ func (s supervision) Report(nodeID string) ([]router.WorkerLoad, bool) {
 	return r.Workers, ok
 }
 
-func (s supervision) Registry() *fsm.State  { return s.n.reg.State() }
-func (s supervision) IsLeader() bool        { return s.n.IsLeader() }
-func (s supervision) ViewHasQuorum() bool   { return s.n.cons != nil && s.n.cons.ViewHasQuorum() }
+func (s supervision) Registry() *fsm.State { return s.n.reg.State() }
+func (s supervision) IsLeader() bool       { return s.n.IsLeader() }
+func (s supervision) ViewHasQuorum() bool  { return s.n.cons != nil && s.n.cons.ViewHasQuorum() }
+func (s supervision) RaftReaches(id string) bool {
+	return s.n.cons != nil && s.n.cons.RaftReaches(id)
+}
 func (s supervision) Pending(id string) int { return s.n.router.Pending(id) }
 
 func (s supervision) Versions() supervisor.Versions {

@@ -89,6 +89,10 @@ type Cluster interface {
 	// majority of the raft voters alive or suspect. A leader whose view
 	// does not is the node cut off from gossip: the others are not dead.
 	ViewHasQuorum() bool
+	// RaftReaches reports whether this node, as leader, reaches node id
+	// over raft now: gossip calling such a node dead is this node's view
+	// at fault (its gossip port blocked), not the node.
+	RaftReaches(nodeID string) bool
 	// Apply proposes an encoded registry command.
 	Apply(ctx context.Context, cmd []byte) error
 	// Pending counts the requests this node has in flight to a worker.
@@ -593,8 +597,13 @@ func (s *Supervisor) reconcileCommands() []fsm.Command {
 				return false
 			}
 		}
-		// Its node is down in this view: believe it only when the view
-		// sees a majority (else this leader is the one cut off).
+		// Its node is down in this view: believe it only when raft does
+		// not reach the node either, and the view sees a majority (else
+		// this leader is the one cut off).
+		if s.cfg.Cluster.RaftReaches(rw.NodeID) {
+			s.withheld = true
+			return false
+		}
 		if quorum == 0 {
 			quorum = -1
 			if s.cfg.Cluster.ViewHasQuorum() {
