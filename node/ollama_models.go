@@ -656,9 +656,6 @@ func (n *Node) ollamaEmbed(w http.ResponseWriter, r *http.Request, legacy bool) 
 		"total_duration": time.Since(start).Nanoseconds(), "prompt_eval_count": er.Usage.PromptTokens})
 }
 
-// ollamaJob runs an operation as a job owned by the caller and calls fn for
-// each of its events; it returns the job's error event (nil when it ended
-// well).
 // jobSubmitStatus is the HTTP status of an operation that failed as a
 // job: the job limits as POST /v1/jobs answers them (a caller over its
 // share 429, a full table 503), anything else 500.
@@ -672,6 +669,9 @@ func jobSubmitStatus(err error) int {
 	return http.StatusInternalServerError
 }
 
+// ollamaJob runs an operation as a job owned by the caller and calls fn for
+// each of its events; it returns the job's error event (nil when it ended
+// well).
 func (n *Node) ollamaJob(r *http.Request, req api.Request, fn func(jobs.Event)) (*jobs.Event, error) {
 	b, err := api.Encode(req)
 	if err != nil {

@@ -728,6 +728,8 @@ func TestOneOf(t *testing.T) {
 		{"number and integer", `{"oneOf":[{"type":"number"},{"type":"integer"}]}`, nil, nil, "members 0 and 1"},
 		{"string and a string const", `{"oneOf":[{"type":"string"},{"const":"x"}]}`, nil, nil, "members 0 and 1"},
 		{"equal numbers", `{"oneOf":[{"const":1},{"const":1.0}]}`, nil, nil, "members 0 and 1"},
+		{"a huge whole number is an integer", `{"oneOf":[{"const":1e20},{"type":"integer"}]}`, nil, nil, "members 0 and 1"},
+		{"a fraction is no integer", `{"oneOf":[{"const":2.5},{"type":"integer"}]}`, []string{`2.5`, `3`}, nil, ""},
 		{"equal numbers in objects", `{"oneOf":[{"const":{"a":[1]}},{"enum":[{"a":[1.0]}]}]}`, nil, nil, "members 0 and 1"},
 		{"different objects", `{"oneOf":[{"const":{"a":[1]}},{"const":{"a":[2]}},{"const":[1]}]}`, []string{`{"a":[1]}`, `[1]`}, []string{`{"a":[3]}`}, ""},
 		{"objects both may be empty", `{"oneOf":[{"type":"object","properties":{"a":{"type":"integer"}}},{"type":"object","properties":{"b":{"type":"string"}}}]}`, nil, nil, "members 0 and 1"},

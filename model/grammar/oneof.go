@@ -3,6 +3,7 @@ package grammar
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -133,7 +134,9 @@ func (d *disjointness) leaves(a, b int32) bool {
 		return n < y.minLen || (y.maxLen >= 0 && n > y.maxLen)
 	case x.kind == kLiteral && y.kind == kInteger:
 		f, err := strconv.ParseFloat(x.lit, 64)
-		return err == nil && f != float64(int64(f))
+		// Not a whole number (math.Trunc: a conversion through int64 is
+		// undefined past 2^63, and 1e20 is an integer to JSON Schema).
+		return err == nil && !math.IsInf(f, 0) && f != math.Trunc(f)
 	case x.kind == kString && y.kind == kString:
 		return (x.maxLen >= 0 && x.maxLen < y.minLen) || (y.maxLen >= 0 && y.maxLen < x.minLen)
 	case x.kind == kArray && y.kind == kArray:

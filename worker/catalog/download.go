@@ -406,13 +406,16 @@ func (c *Catalog) FetchFromPeer(ctx context.Context, src PeerSource, opts PeerOp
 			// No other holder to ask: why the copy failed is the answer.
 			return Entry{}, first
 		}
+		if tell && err != nil && ctx.Err() == nil && badPeerCopy(err) {
+			// Skipped next time, the last holder tried too.
+			bad.BadCopy(opts.Type, opts.Version, opts.OS, opts.Arch)
+		}
 		if err == nil || ctx.Err() != nil || !tell || n >= maxPeerCopies || !badPeerCopy(err) {
 			return e, err
 		}
 		if first == nil {
 			first = err
 		}
-		bad.BadCopy(opts.Type, opts.Version, opts.OS, opts.Arch)
 	}
 }
 

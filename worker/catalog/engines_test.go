@@ -249,4 +249,27 @@ func TestRegisterRefusesWhatOthersCanWrite(t *testing.T) {
 			assert.Empty(t, c.List())
 		})
 	}
+
+	// Another user's file, or a file in another user's directory, whatever
+	// the modes: its owner can change it (needs root to give it away).
+	if os.Geteuid() != 0 {
+		t.Skip("giving files to another user needs root")
+	}
+	const nobody = 65534
+	theirs := mk("e", 0o755, 0o755)
+	require.NoError(t, os.Chown(theirs, nobody, nobody))
+	inTheirDir := mk("f", 0o755, 0o755)
+	require.NoError(t, os.Chown(filepath.Dir(inTheirDir), nobody, nobody))
+	for _, tt := range []struct{ name, path, owned string }{
+		{"another user's file", theirs, theirs},
+		{"in another user's directory", inTheirDir, filepath.Dir(inTheirDir)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCatalog(t, t.TempDir(), nil)
+			_, err := c.Register(RegisterOptions{Type: TypeLlamaServer, Path: tt.path})
+			require.ErrorIs(t, err, ErrNotExecutable)
+			require.ErrorContains(t, err, tt.owned+" belongs to another user")
+			assert.Empty(t, c.List())
+		})
+	}
 }

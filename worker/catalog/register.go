@@ -74,7 +74,25 @@ func checkExecutable(path string) error {
 	if w != "" {
 		return fmt.Errorf("%w: %s: any user can write %s (chmod o-w it)", ErrNotExecutable, path, w)
 	}
+	if o := ownedByOthers(real); o != "" {
+		return fmt.Errorf("%w: %s: %s belongs to another user, who could change it (it must be root's or the node's user's)", ErrNotExecutable, path, o)
+	}
 	return nil
+}
+
+// ownedByOthers returns path, or the first directory above it, that
+// belongs to a user other than root and the node's: its owner could
+// rewrite the file, or replace it in its directory, whatever the modes
+// (OpenSSH's rule for the files it trusts). "" if none.
+func ownedByOthers(path string) string {
+	for p := path; ; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil && foreignOwner(fi) {
+			return p
+		}
+		if p == filepath.Dir(p) {
+			return ""
+		}
+	}
 }
 
 // othersCanWrite returns path, or the first directory above it, that every
