@@ -917,6 +917,15 @@ func TestKeySpellings(t *testing.T) {
 		require.NoError(t, err)
 		requireMatches(t, s, tc.good, tc.bad)
 	}
+	// A declared name that only a \u escape can spell (a control
+	// character) could not be written beside undeclared keys: refused,
+	// naming it; with no undeclared keys it is written as declared.
+	_, err := CompileSchema([]byte(`{"type":"object","properties":{"a\u0001":{"type":"integer"}},"required":["a\u0001"],"additionalProperties":true}`))
+	require.ErrorIs(t, err, ErrUnsupported)
+	require.ErrorContains(t, err, `"a\x01"`)
+	s, err := CompileSchema([]byte(`{"type":"object","properties":{"a\u0001":{"type":"integer"}},"required":["a\u0001"],"additionalProperties":false}`))
+	require.NoError(t, err)
+	requireMatches(t, s, []string{`{"a\u0001":1}`}, []string{`{}`})
 }
 
 // TestFalseSubschemas: a property whose schema is false must be absent,

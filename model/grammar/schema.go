@@ -514,6 +514,17 @@ func (c *compiler) object(s map[string]any, path string, depth int) (int32, erro
 		}
 		n.additional = v
 	}
+	if n.additional >= 0 {
+		// Keys beside undeclared ones are written without \u escapes
+		// (the matcher's keyStep): a declared name that has no other
+		// JSON spelling could not be written.
+		for _, p := range list {
+			if strings.Contains(p.enc, `\u`) {
+				return 0, fmt.Errorf("%w: %s/properties/%s can only be written with a \\u escape, which keys beside additionalProperties may not use; set additionalProperties to false",
+					ErrUnsupported, path, strconv.Quote(p.raw))
+			}
+		}
+	}
 	if len(absent) > 0 && n.additional >= 0 {
 		// Undeclared keys are any string: one of these could be written.
 		slices.Sort(absent)
