@@ -425,7 +425,7 @@ func (p *reconcilePass) handleFailedMember(m Member) {
 
 // RaftReaches reports whether this node, as leader, reached server id over
 // raft recently (an RPC answered within raftContactMisses of its heartbeat
-// periods in the current term): then gossip calling it dead is this
+// periods): then gossip calling it dead is this
 // node's view at fault, not the server. False when not known. Safe for
 // concurrent use.
 func (c *Consensus) RaftReaches(id string) bool { return c.raftHears(id) > 0 }
@@ -437,8 +437,8 @@ const raftContactMisses = 4
 
 // raftHears returns, for a server this leader's raft reached within
 // raftContactMisses of its heartbeat periods, how long until that contact
-// counts as lost; 0 when it does already, or is not known (another
-// leader's term, no transport).
+// counts as lost; 0 when it does already, or is not known (no answer
+// recorded, no transport).
 func (c *Consensus) raftHears(id string) time.Duration {
 	if c.throttle == nil || id == c.cfg.LocalID {
 		return 0

@@ -411,10 +411,12 @@ func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, ar
 	return err
 }
 
-// contact reports how long ago an RPC of this leader to server id last
-// succeeded in the current term (ok false: none since this server led, or
-// the server left the configuration), and how often the server hears
-// from the leader when idle (a voter at raft's heartbeat rate, a
+// contact reports how long ago an RPC of this server to server id last
+// succeeded, answered in the term it was sent in (ok false: none, or the
+// server left the configuration; an answer from an earlier term of this
+// server's leadership still counts, for the few seconds of the window it
+// is compared with), and how often the server hears from the leader when
+// idle (a voter at raft's heartbeat rate, a
 // non-voter every h.every).
 func (h *heartbeatThrottle) contact(id string) (age, every time.Duration, ok bool) {
 	h.mu.Lock()
