@@ -250,6 +250,26 @@ func (f *File) Float32s(key string) ([]float32, bool) {
 	return nil, false
 }
 
+// Bytes returns a uint8 or int8 array metadata value as bytes (a uint8
+// array shared: do not modify it).
+func (f *File) Bytes(key string) ([]byte, bool) {
+	v, ok := f.Get(key)
+	if !ok {
+		return nil, false
+	}
+	switch a := v.Data.(type) {
+	case []uint8:
+		return a, true
+	case []int8:
+		out := make([]byte, len(a))
+		for i, x := range a {
+			out[i] = byte(x)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
 // Int32s returns an integer array metadata value as []int32. An int32 array
 // is returned shared (do not modify it); other integer arrays are converted
 // when every element fits in int32 (unsigned values are reinterpreted if they

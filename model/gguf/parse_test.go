@@ -164,7 +164,7 @@ func TestWriterRoundTrip(t *testing.T) {
 			{"s", "héllo"}, {"u64", uint64(1 << 60)}, {"i64", int64(-1 << 60)}, {"f64", 2.25},
 			{"int", 42}, {"strs", []string{"a", "", "ccc"}}, {"f32s", []float32{1, -2}}, {"i32s", []int32{-1, 5}},
 			{"u32s", []uint32{1, 0xFFFFFFFF}}, {"bools", []bool{true, false}}, {"u8s", []uint8{1, 2}},
-			{"f64s", []float64{0.5}}, {"nested", nested}, {KeyAlignment, uint32(64)},
+			{"i8s", []int8{-1, 3}}, {"f64s", []float64{0.5}}, {"nested", nested}, {KeyAlignment, uint32(64)},
 		}
 		for _, kv := range kvs {
 			require.NoError(t, w.AddKV(kv.key, kv.v), kv.key)
@@ -215,6 +215,14 @@ func TestWriterRoundTrip(t *testing.T) {
 		i32s, ok := f.Int32s("u32s")
 		require.True(t, ok)
 		require.Equal(t, []int32{1, -1}, i32s)
+		u8s, ok := f.Bytes("u8s")
+		require.True(t, ok)
+		require.Equal(t, []byte{1, 2}, u8s)
+		i8s, ok := f.Bytes("i8s")
+		require.True(t, ok)
+		require.Equal(t, []byte{0xFF, 3}, i8s)
+		_, ok = f.Bytes("u32s")
+		require.False(t, ok, "only byte arrays")
 		f32s, ok := f.Float32s("f64s")
 		require.True(t, ok)
 		require.Equal(t, []float32{0.5}, f32s)

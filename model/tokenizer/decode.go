@@ -13,10 +13,15 @@ func (t *Tokenizer) renderPiece(id int32) string {
 	switch {
 	case a&(attrUnknown|attrControl) != 0:
 		return ""
+	case t.kind == kindRWKV:
+		if a&attrUnused != 0 {
+			return ""
+		}
+		return rwkvUnescape(text)
 	case a&attrUserDefined != 0:
 		return text
 	case a&attrNormal != 0:
-		if t.kind == kindSPM {
+		if t.kind != kindBPE {
 			return strings.ReplaceAll(text, "▁", " ")
 		}
 		return string(byteDecode(nil, text))
@@ -73,13 +78,17 @@ func (t *Tokenizer) PieceSpecial(id int32) string {
 // Decode returns the text of ids: the concatenation of their pieces, minus
 // the one leading space that Encode's SentencePiece dummy prefix adds (it is
 // taken off the first token that renders as something), so that
-// Decode(Encode(s, false, false)) == s for valid UTF-8 s. The result holds
+// Decode(Encode(s, false, false)) == s for valid UTF-8 s with the
+// SentencePiece and BPE models (WordPiece, whose words all start with the
+// phantom space, loses that first space too, but its text comes back
+// lowered, without accents and with a space between words and
+// punctuation; unigram text comes back as its normalizer left it). The result holds
 // the raw bytes and may be invalid UTF-8 if ids end inside a character.
 // Unlike llama.cpp's detokenize, no clean_up_tokenization_spaces pass is
 // applied: the text comes back byte for byte.
 func (t *Tokenizer) Decode(ids []int32) string {
 	var b strings.Builder
-	strip := t.kind == kindSPM && t.addSpace
+	strip := (t.kind == kindSPM || t.kind == kindUGM) && t.addSpace || t.kind == kindWPM
 	for _, id := range ids {
 		p := t.Piece(id)
 		if p == "" {

@@ -65,6 +65,19 @@ func (t *Tokenizer) Encode(text string, addBOS, parseSpecial bool) []int32 {
 			}
 			out = s.tokenize(t, text[f.lo:f.hi], out)
 		}
+	default:
+		for _, f := range frags {
+			switch {
+			case f.tok >= 0:
+				out = append(out, f.tok)
+			case t.kind == kindWPM:
+				out = t.wpmTokenize(text[f.lo:f.hi], out)
+			case t.kind == kindUGM:
+				out = t.ugmTokenize(text[f.lo:f.hi], out)
+			case t.kind == kindRWKV:
+				out = t.rwkvTokenize(text[f.lo:f.hi], out)
+			}
+		}
 	}
 	return out
 }

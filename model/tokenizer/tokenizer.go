@@ -1,8 +1,11 @@
 // Package tokenizer turns text into token ids and back for the vocabularies
 // stored in GGUF metadata (tokenizer.ggml.*), reproducing llama.cpp's
-// tokenizers: SentencePiece-style ("llama": score-driven merges with <0xXX>
-// byte fallback) and byte-level BPE ("gpt2": rank-driven merges after the
-// pre-tokenizer split that tokenizer.ggml.pre selects).
+// tokenizers, one per tokenizer.ggml.model: SentencePiece-style BPE
+// ("llama": score-driven merges with <0xXX> byte fallback), byte-level BPE
+// ("gpt2": rank-driven merges after the pre-tokenizer split that
+// tokenizer.ggml.pre selects), WordPiece ("bert"), SentencePiece unigram
+// ("t5": Viterbi over token scores after the precompiled normalizer) and
+// RWKV's greedy byte trie ("rwkv").
 //
 // A Tokenizer is immutable after FromGGUF and safe for concurrent use by
 // any number of goroutines. A StreamDecoder belongs to one goroutine.
@@ -33,6 +36,7 @@ type Metadata interface {
 	Strings(key string) ([]string, bool)
 	Float32s(key string) ([]float32, bool)
 	Int32s(key string) ([]int32, bool)
+	Bytes(key string) ([]byte, bool)
 	Uint(key string) (uint64, bool)
 	Bool(key string) (bool, bool)
 	// Has reports whether key is present, whatever its type: a typed
@@ -71,6 +75,9 @@ type kind int
 const (
 	kindSPM kind = iota + 1
 	kindBPE
+	kindWPM
+	kindUGM
+	kindRWKV
 )
 
 // noToken marks an absent special token id.
@@ -90,6 +97,10 @@ type Tokenizer struct {
 	ids    map[string]int32
 
 	merges map[string]int32 // "left right" -> rank (BPE)
+
+	maxTokenLen int          // longest token text in bytes (WPM's greedy match)
+	ugm         *ugmModel    // unigram model (UGM)
+	rwkv        *prefixIndex // tokens by their unescaped bytes (RWKV)
 
 	splitters    []splitter
 	ignoreMerges bool
@@ -127,6 +138,17 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 	case "gpt2":
 		t.kind = kindBPE
 		t.bos, t.eos, t.unk = 11, 11, noToken // llama.cpp's (odd) BPE defaults
+	case "bert":
+		t.kind = kindWPM
+		t.bos, t.eos, t.unk, t.pad = 101, noToken, 100, 0 // [CLS], -, [UNK], [PAD]
+		t.addBOS = true
+	case "t5":
+		t.kind = kindUGM
+		t.bos, t.eos, t.unk, t.pad = noToken, 1, 2, 0 // -, </s>, <unk>, <pad>
+		t.addEOS = true
+	case "rwkv":
+		t.kind = kindRWKV
+		t.bos, t.eos, t.unk = noToken, noToken, noToken
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnsupported, model)
 	}
@@ -210,6 +232,10 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 	if v, ok := md.Bool("tokenizer.ggml.add_space_prefix"); ok {
 		t.addSpace = v
 	}
+	t.maxTokenLen = 1
+	for _, s := range t.tokens {
+		t.maxTokenLen = max(t.maxTokenLen, len(s))
+	}
 
 	// Default ids that fall outside the vocabulary are disabled, then the
 	// metadata overrides them where it holds an in-range id.
@@ -258,6 +284,15 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 			return nil, err
 		}
 		t.specials = x
+	}
+
+	switch t.kind {
+	case kindUGM:
+		if err := t.newUGM(md); err != nil {
+			return nil, err
+		}
+	case kindRWKV:
+		t.newRWKV()
 	}
 
 	for b := range t.spmBytes {
@@ -463,14 +498,9 @@ func (t *Tokenizer) AddEOS() bool { return t.addEOS }
 // stands for more bytes of input text than that (a SentencePiece "▁" is
 // three bytes for one space, a byte token "<0x0A>" six for one byte, a
 // byte-level BPE character one or two for one byte), so a text of n bytes
-// has at least n/MaxTokenBytes tokens. It scans the vocabulary: call once.
-func (t *Tokenizer) MaxTokenBytes() int {
-	longest := 1
-	for _, s := range t.tokens {
-		longest = max(longest, len(s))
-	}
-	return longest
-}
+// has at least n/MaxTokenBytes tokens (for the SentencePiece and BPE
+// models; WordPiece and unigram normalization may drop characters).
+func (t *Tokenizer) MaxTokenBytes() int { return t.maxTokenLen }
 
 // VocabSize returns the number of tokens.
 func (t *Tokenizer) VocabSize() int { return len(t.tokens) }
@@ -495,10 +525,18 @@ func (t *Tokenizer) IsControl(id int32) bool {
 	return id >= 0 && int(id) < len(t.attrs) && t.attrs[id]&attrControl != 0
 }
 
-// Model returns "llama" (SentencePiece) or "gpt2" (byte-level BPE).
+// Model returns tokenizer.ggml.model: "llama" (SentencePiece BPE), "gpt2"
+// (byte-level BPE), "bert" (WordPiece), "t5" (unigram) or "rwkv".
 func (t *Tokenizer) Model() string {
-	if t.kind == kindSPM {
+	switch t.kind {
+	case kindSPM:
 		return "llama"
+	case kindWPM:
+		return "bert"
+	case kindUGM:
+		return "t5"
+	case kindRWKV:
+		return "rwkv"
 	}
 	return "gpt2"
 }
