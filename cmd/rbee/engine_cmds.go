@@ -278,7 +278,7 @@ func newModelSynthCmd() *cobra.Command {
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:   "synth OUT.gguf",
-		Short: "Write a random-weight llama/qwen2 model of a given shape (for benchmarks)",
+		Short: "Write a random-weight llama/qwen2/qwen3 model of a given shape (for benchmarks)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t, err := quant.ParseType(typ)
@@ -297,11 +297,13 @@ func newModelSynthCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Arch, "arch", cfg.Arch, "architecture: llama or qwen2")
+	f.StringVar(&cfg.Arch, "arch", cfg.Arch, "architecture: llama, qwen2 or qwen3")
 	f.IntVar(&cfg.Dim, "dim", cfg.Dim, "embedding length")
 	f.IntVar(&cfg.Layers, "layers", cfg.Layers, "transformer blocks")
 	f.IntVar(&cfg.Heads, "heads", cfg.Heads, "attention heads")
 	f.IntVar(&cfg.KVHeads, "kv-heads", cfg.KVHeads, "key/value heads")
+	f.IntVar(&cfg.HeadDim, "head-dim", 0, "length of one attention head (default: dim / heads)")
+	f.Float32Var(&cfg.Std, "std", cfg.Std, "standard deviation of the random weights")
 	f.IntVar(&cfg.FF, "ff", cfg.FF, "feed-forward length")
 	f.IntVar(&cfg.Vocab, "vocab", cfg.Vocab, "vocabulary size")
 	f.IntVar(&cfg.Ctx, "ctx", cfg.Ctx, "context length")

@@ -124,7 +124,8 @@ func (b *Batch) rows(worker, start, end int) {
 	}
 }
 
-// ropeKV applies RoPE to row i's q and k at its position and writes its k
+// ropeKV applies the per-head q/k norms (if any) and RoPE to row i's q
+// and k at its position and writes its k
 // and v into its Session's cache of layer b.aLayer.
 func (b *Batch) ropeKV(worker, i int) {
 	m := b.m
@@ -133,10 +134,17 @@ func (b *Batch) ropeKV(worker, i int) {
 	sg := &b.segs[b.rowSeg[i]]
 	s, pos := sg.s, sg.pos0+i-sg.row0
 	q, k, v := b.q[i*qDim:(i+1)*qDim], b.k[i*kvDim:(i+1)*kvDim], b.v[i*kvDim:(i+1)*kvDim]
+	l := &m.layers[li]
 	for h := 0; h < m.heads; h++ {
+		if l.qNorm != nil {
+			rmsNorm(q[h*hd:(h+1)*hd], q[h*hd:(h+1)*hd], l.qNorm, m.hp.eps)
+		}
 		m.rope.apply(q[h*hd:(h+1)*hd], pos)
 	}
 	for h := 0; h < m.kvHeads; h++ {
+		if l.kNorm != nil {
+			rmsNorm(k[h*hd:(h+1)*hd], k[h*hd:(h+1)*hd], l.kNorm, m.hp.eps)
+		}
 		m.rope.apply(k[h*hd:(h+1)*hd], pos)
 	}
 	t0 := vIndex(pos, 0, hd)

@@ -56,7 +56,7 @@ func (m *Model) initChat() {
 //
 // If the model has no template, or it does not compile or fails to render
 // with an ordinary error (raise_exception, a type error...), ChatPrompt falls
-// back to ChatML for qwen2 and to a plain "User: …\nAssistant:" layout
+// back to ChatML for qwen2 and qwen3 and to a plain "User: …\nAssistant:" layout
 // otherwise (see DESIGN.md); the fallback never fails. A template that hits
 // a budget limit (recursion, steps, output, string or memory size, loop
 // length, deadline) is hostile or broken, not merely unusual: ChatPrompt
@@ -145,7 +145,7 @@ func chatData(msgs []Message, tools []json.RawMessage) (map[string]any, error) {
 // fallbackChat formats msgs without a model template.
 func fallbackChat(arch string, msgs []Message) string {
 	var b strings.Builder
-	if arch == "qwen2" {
+	if arch == "qwen2" || arch == "qwen3" {
 		for _, msg := range msgs {
 			fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", msg.Role, fallbackContent(arch, msg))
 		}
@@ -175,7 +175,7 @@ func fallbackContent(arch string, msg Message) string {
 		}
 		name, _ := json.Marshal(c.Name)
 		call := fmt.Sprintf(`{"name": %s, "arguments": %s}`, name, c.Arguments)
-		if arch == "qwen2" {
+		if arch == "qwen2" || arch == "qwen3" {
 			call = "<tool_call>\n" + call + "\n</tool_call>"
 		}
 		b.WriteString(call)

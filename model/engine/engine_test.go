@@ -260,6 +260,7 @@ func TestSynthModels(t *testing.T) {
 		typ  quant.Type
 	}{
 		{"llama", quant.F32}, {"llama", quant.Q8_0}, {"llama", quant.Q4_K}, {"qwen2", quant.F16}, {"qwen2", quant.Q6_K},
+		{"qwen3", quant.Q8_0},
 	}
 	for _, c := range cases {
 		t.Run(c.arch+"-"+c.typ.String(), func(t *testing.T) {

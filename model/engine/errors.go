@@ -1,5 +1,5 @@
-// Package engine runs llama-family GGUF models (architectures llama and
-// qwen2) on the CPU: the forward pass with a per-Session KV cache (f16 by
+// Package engine runs llama-family GGUF models (architectures llama,
+// qwen2 and qwen3) on the CPU: the forward pass with a per-Session KV cache (f16 by
 // default, or f32) and
 // batched prompt processing, the sampling chain, the generation loop with
 // stop strings, and chat templates.

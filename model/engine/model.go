@@ -155,6 +155,9 @@ type layer struct {
 	attnNorm, ffnNorm []float32
 	wq, wk, wv, wo    *quant.Matrix
 	bq, bk, bv        []float32 // nil when the model has no bias
+	// qNorm and kNorm are the per-head RMS norms of q and k before RoPE
+	// (qwen3), one head's length, shared by all heads; nil for the others.
+	qNorm, kNorm      []float32
 	wGate, wUp, wDown *quant.Matrix
 }
 
@@ -330,9 +333,9 @@ func (m *Model) readHparams(opts Options) error {
 		return fmt.Errorf("%w: missing general.architecture", ErrBadModel)
 	}
 	switch arch {
-	case "llama", "qwen2":
+	case "llama", "qwen2", "qwen3":
 	default:
-		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2)", ErrUnsupportedModel, arch)
+		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2, qwen3)", ErrUnsupportedModel, arch)
 	}
 	hp := &m.hp
 	hp.arch = arch
@@ -357,11 +360,15 @@ func (m *Model) readHparams(opts Options) error {
 	if hp.nHeadKV, err = m.optUint("attention.head_count_kv", hp.nHead); err != nil {
 		return err
 	}
-	if hp.dim%hp.nHead != 0 {
-		return fmt.Errorf("%w: embedding_length %d not divisible by head_count %d", ErrUnsupportedModel, hp.dim, hp.nHead)
-	}
-	if hp.headDim, err = m.optUint("attention.key_length", hp.dim/hp.nHead); err != nil {
+	if hp.headDim, err = m.optUint("attention.key_length", 0); err != nil {
 		return err
+	}
+	if hp.headDim == 0 {
+		// Without key_length a head is dim/heads long.
+		if hp.dim%hp.nHead != 0 {
+			return fmt.Errorf("%w: embedding_length %d not divisible by head_count %d", ErrUnsupportedModel, hp.dim, hp.nHead)
+		}
+		hp.headDim = hp.dim / hp.nHead
 	}
 	if vl, err := m.optUint("attention.value_length", hp.headDim); err != nil {
 		return err
@@ -608,6 +615,12 @@ func (m *Model) loadTensors() error {
 		if l.bv, err = m.vector(p+"attn_v.bias", kvDim, true); err != nil {
 			return err
 		}
+		if l.qNorm, err = m.vector(p+"attn_q_norm.weight", hp.headDim, hp.arch != "qwen3"); err != nil {
+			return err
+		}
+		if l.kNorm, err = m.vector(p+"attn_k_norm.weight", hp.headDim, hp.arch != "qwen3"); err != nil {
+			return err
+		}
 	}
 	if m.tp != nil {
 		return m.sliceTensors()
@@ -618,7 +631,7 @@ func (m *Model) loadTensors() error {
 func (m *Model) readRope() error {
 	hp := &m.hp
 	p := ropeParams{mode: ropeNorm, freqBase: 10000, freqScale: 1, attnFactor: 1, origCtx: hp.trainCtx}
-	if hp.arch == "qwen2" {
+	if hp.arch == "qwen2" || hp.arch == "qwen3" {
 		p.mode = ropeNeox
 	}
 	var err error

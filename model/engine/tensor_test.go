@@ -153,6 +153,11 @@ func TestTensorMatchesWhole(t *testing.T) {
 	cfg := synth.DefaultConfig()
 	cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Type, cfg.Vocab = 512, 2, 8, 2, 1024, quant.Q4_K, 600
 	require.NoError(t, synth.Write(aligned, cfg))
+	// qwen3: per-head q/k norms, heads longer than dim/heads.
+	qwen3 := filepath.Join(t.TempDir(), "qwen3-f32.gguf")
+	cfg = synth.DefaultConfig()
+	cfg.Arch, cfg.Dim, cfg.Heads, cfg.KVHeads, cfg.HeadDim, cfg.Std = "qwen3", 64, 6, 3, 32, 0.3
+	require.NoError(t, synth.Write(qwen3, cfg))
 	fixtures := []struct {
 		path string
 		// tol bounds the difference of a log-probability between the
@@ -173,6 +178,7 @@ func TestTensorMatchesWhole(t *testing.T) {
 		{"../../testdata/gguf/kquant/kquant-Q6_K.gguf", 5e-2},
 		{"../../testdata/gguf/qwen2/qwen2-random-F32.gguf", 2e-3},
 		{aligned, 5e-2},
+		{qwen3, 2e-3},
 	}
 	opts := Options{Threads: 1, ContextSize: 128}
 	for _, fx := range fixtures {

@@ -1,4 +1,4 @@
-// Package synth writes random-weight llama/qwen2 GGUF models of any shape
+// Package synth writes random-weight llama/qwen2/qwen3 GGUF models of any shape
 // with a valid SentencePiece-style vocabulary, for benchmarks and tests of
 // the engine. The files load with engine.Load and run like real models; the
 // text they generate is meaningless.
@@ -20,10 +20,11 @@ var ErrConfig = errors.New("synth: bad config")
 
 // Config is the shape of the model to write. Start from DefaultConfig.
 type Config struct {
-	Arch    string     // "llama" or "qwen2"
+	Arch    string     // "llama", "qwen2" or "qwen3"
 	Dim     int        // embedding length
 	Layers  int        // transformer blocks
 	Heads   int        // query heads
+	HeadDim int        // length of a head; 0: Dim/Heads
 	KVHeads int        // key/value heads (divides Heads)
 	FF      int        // feed-forward length
 	Vocab   int        // tokens, at least MinVocab
@@ -53,14 +54,14 @@ func DefaultConfig() Config {
 
 func (c Config) validate() error {
 	switch {
-	case c.Arch != "llama" && c.Arch != "qwen2":
-		return fmt.Errorf("%w: arch %q (llama or qwen2)", ErrConfig, c.Arch)
-	case c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FF <= 0 || c.Ctx <= 0:
+	case c.Arch != "llama" && c.Arch != "qwen2" && c.Arch != "qwen3":
+		return fmt.Errorf("%w: arch %q (llama, qwen2 or qwen3)", ErrConfig, c.Arch)
+	case c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FF <= 0 || c.Ctx <= 0 || c.HeadDim < 0:
 		return fmt.Errorf("%w: dim, layers, heads, kv-heads, ff and ctx must be positive", ErrConfig)
-	case c.Dim%c.Heads != 0:
+	case c.HeadDim == 0 && c.Dim%c.Heads != 0:
 		return fmt.Errorf("%w: dim %d not divisible by heads %d", ErrConfig, c.Dim, c.Heads)
-	case (c.Dim/c.Heads)%2 != 0:
-		return fmt.Errorf("%w: head dim %d must be even for RoPE", ErrConfig, c.Dim/c.Heads)
+	case c.headDim()%2 != 0 || c.HeadDim > 1024:
+		return fmt.Errorf("%w: head dim %d must be even for RoPE (and at most 1024)", ErrConfig, c.headDim())
 	case c.Heads%c.KVHeads != 0:
 		return fmt.Errorf("%w: heads %d not a multiple of kv-heads %d", ErrConfig, c.Heads, c.KVHeads)
 	case c.Vocab < MinVocab:
@@ -74,6 +75,13 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: type %v", ErrConfig, c.Type)
 	}
 	return nil
+}
+
+func (c Config) headDim() int {
+	if c.HeadDim > 0 {
+		return c.HeadDim
+	}
+	return c.Dim / c.Heads
 }
 
 // StoredType is the type Write uses for a row of cols values when cfg asks
@@ -161,7 +169,8 @@ func Vocab(n int) (tokens []string, scores []float32, types []int32) {
 // Write builds the model described by cfg and writes it to path atomically.
 // 2-D weights use cfg.Type, or StoredType's fallback for rows the type's
 // block does not divide; norms are F32 ones; embeddings are tied (no
-// output.weight), like llama2.c's models. qwen2 models get q/k/v biases.
+// output.weight), like llama2.c's models. qwen2 models get q/k/v biases,
+// qwen3 models per-head q/k norms (around 1, not 1, so that they count).
 func Write(path string, cfg Config) error {
 	w, err := Build(cfg)
 	if err != nil {
@@ -177,10 +186,13 @@ func Build(cfg Config) (*gguf.Writer, error) {
 	}
 	w := gguf.NewWriter()
 	a := cfg.Arch
-	headDim := cfg.Dim / cfg.Heads
-	ropeBase := float32(10000)
-	if a == "qwen2" {
-		ropeBase = 1e6 // Qwen2's rope_theta
+	headDim := cfg.headDim()
+	ropeBase, eps := float32(10000), float32(1e-5)
+	if a == "qwen2" || a == "qwen3" {
+		ropeBase = 1e6 // Qwen2's and Qwen3's rope_theta
+	}
+	if a == "qwen3" {
+		eps = 1e-6
 	}
 	kvs := []struct {
 		k string
@@ -197,7 +209,16 @@ func Build(cfg Config) (*gguf.Writer, error) {
 		{a + ".attention.head_count_kv", uint32(cfg.KVHeads)},
 		{a + ".rope.dimension_count", uint32(headDim)},
 		{a + ".rope.freq_base", ropeBase},
-		{a + ".attention.layer_norm_rms_epsilon", float32(1e-5)},
+		{a + ".attention.layer_norm_rms_epsilon", eps},
+	}
+	if cfg.HeadDim > 0 {
+		kvs = append(kvs, []struct {
+			k string
+			v any
+		}{
+			{a + ".attention.key_length", uint32(headDim)},
+			{a + ".attention.value_length", uint32(headDim)},
+		}...)
 	}
 	tokens, scores, types := Vocab(cfg.Vocab)
 	kvs = append(kvs, []struct {
@@ -260,7 +281,14 @@ func Build(cfg Config) (*gguf.Writer, error) {
 	addVec := func(name string, data []byte, n int) error {
 		return w.AddTensor(name, quant.F32, []uint64{uint64(n)}, data)
 	}
-	kvDim := cfg.KVHeads * headDim
+	qDim, kvDim := cfg.Heads*headDim, cfg.KVHeads*headDim
+	vec := func(v []float32) []byte {
+		data := make([]byte, 4*len(v))
+		for i, f := range v {
+			putF32(data[4*i:], f)
+		}
+		return data
+	}
 	if err := addMat("token_embd.weight", cfg.Vocab, cfg.Dim); err != nil {
 		return nil, err
 	}
@@ -273,10 +301,10 @@ func Build(cfg Config) (*gguf.Writer, error) {
 			name       string
 			rows, cols int
 		}{
-			{"attn_q.weight", cfg.Dim, cfg.Dim},
+			{"attn_q.weight", qDim, cfg.Dim},
 			{"attn_k.weight", kvDim, cfg.Dim},
 			{"attn_v.weight", kvDim, cfg.Dim},
-			{"attn_output.weight", cfg.Dim, cfg.Dim},
+			{"attn_output.weight", cfg.Dim, qDim},
 			{"ffn_gate.weight", cfg.FF, cfg.Dim},
 			{"ffn_up.weight", cfg.FF, cfg.Dim},
 			{"ffn_down.weight", cfg.Dim, cfg.FF},
@@ -290,13 +318,19 @@ func Build(cfg Config) (*gguf.Writer, error) {
 			for _, b := range []struct {
 				name string
 				n    int
-			}{{"attn_q.bias", cfg.Dim}, {"attn_k.bias", kvDim}, {"attn_v.bias", kvDim}} {
-				v := randn(b.n)
-				data := make([]byte, 4*b.n)
-				for i, f := range v {
-					putF32(data[4*i:], f)
+			}{{"attn_q.bias", qDim}, {"attn_k.bias", kvDim}, {"attn_v.bias", kvDim}} {
+				if err := addVec(p+b.name, vec(randn(b.n)), b.n); err != nil {
+					return nil, err
 				}
-				if err := addVec(p+b.name, data, b.n); err != nil {
+			}
+		}
+		if a == "qwen3" {
+			for _, name := range []string{"attn_q_norm.weight", "attn_k_norm.weight"} {
+				v := randn(headDim)
+				for i := range v {
+					v[i] += 1
+				}
+				if err := addVec(p+name, vec(v), headDim); err != nil {
 					return nil, err
 				}
 			}
