@@ -278,7 +278,7 @@ func newModelSynthCmd() *cobra.Command {
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:   "synth OUT.gguf",
-		Short: "Write a random-weight llama/qwen2/qwen3 model of a given shape (for benchmarks)",
+		Short: "Write a random-weight model of a given shape and architecture (for benchmarks and tests)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t, err := quant.ParseType(typ)
@@ -297,13 +297,17 @@ func newModelSynthCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Arch, "arch", cfg.Arch, "architecture: llama, qwen2 or qwen3")
+	f.StringVar(&cfg.Arch, "arch", cfg.Arch, "architecture: "+strings.Join(synth.Archs, ", "))
+	f.IntVar(&cfg.SlidingWindow, "sliding-window", 0, "gemma2/gemma3: attention.sliding_window (default: the architecture's)")
+	f.Float32Var(&cfg.AttnCap, "attn-softcap", 0, "gemma2: attn_logit_softcapping (default 50)")
+	f.Float32Var(&cfg.FinalCap, "final-softcap", 0, "gemma2/gemma3: final_logit_softcapping (default 30 for gemma2, none for gemma3)")
 	f.IntVar(&cfg.Dim, "dim", cfg.Dim, "embedding length")
 	f.IntVar(&cfg.Layers, "layers", cfg.Layers, "transformer blocks")
 	f.IntVar(&cfg.Heads, "heads", cfg.Heads, "attention heads")
 	f.IntVar(&cfg.KVHeads, "kv-heads", cfg.KVHeads, "key/value heads")
 	f.IntVar(&cfg.HeadDim, "head-dim", 0, "length of one attention head (default: dim / heads)")
 	f.Float32Var(&cfg.Std, "std", cfg.Std, "standard deviation of the random weights")
+	f.Float32Var(&cfg.EmbedStd, "embed-std", 0, "standard deviation of the token embedding (default: --std)")
 	f.IntVar(&cfg.FF, "ff", cfg.FF, "feed-forward length")
 	f.IntVar(&cfg.Vocab, "vocab", cfg.Vocab, "vocabulary size")
 	f.IntVar(&cfg.Ctx, "ctx", cfg.Ctx, "context length")

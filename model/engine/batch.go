@@ -86,6 +86,9 @@ func (m *Model) NewBatch() *Batch {
 	}
 	b.attnFn = b.attention
 	b.swigluFn = func(_, start, end int) { swiglu(b.hb[start:end], b.hb2[start:end]) }
+	if m.hp.gelu {
+		b.swigluFn = func(_, start, end int) { geglu(b.hb[start:end], b.hb2[start:end]) }
+	}
 	b.rowsFn = b.rows
 	b.drawFn = b.draw
 	return b
@@ -135,17 +138,25 @@ func (b *Batch) ropeKV(worker, i int) {
 	s, pos := sg.s, sg.pos0+i-sg.row0
 	q, k, v := b.q[i*qDim:(i+1)*qDim], b.k[i*kvDim:(i+1)*kvDim], b.v[i*kvDim:(i+1)*kvDim]
 	l := &m.layers[li]
+	rope := &m.rope
+	if l.swa && m.ropeSWA != nil {
+		rope = m.ropeSWA
+	}
 	for h := 0; h < m.heads; h++ {
+		qh := q[h*hd : (h+1)*hd]
 		if l.qNorm != nil {
-			rmsNorm(q[h*hd:(h+1)*hd], q[h*hd:(h+1)*hd], l.qNorm, m.hp.eps)
+			rmsNorm(qh, qh, l.qNorm, m.hp.eps)
 		}
-		m.rope.apply(q[h*hd:(h+1)*hd], pos)
+		rope.apply(qh, pos)
+		if m.hp.qScale != 0 {
+			scaleBy(qh, m.hp.qScale)
+		}
 	}
 	for h := 0; h < m.kvHeads; h++ {
 		if l.kNorm != nil {
 			rmsNorm(k[h*hd:(h+1)*hd], k[h*hd:(h+1)*hd], l.kNorm, m.hp.eps)
 		}
-		m.rope.apply(k[h*hd:(h+1)*hd], pos)
+		rope.apply(k[h*hd:(h+1)*hd], pos)
 	}
 	t0 := vIndex(pos, 0, hd)
 	for h := 0; h < m.kvHeads; h++ {
@@ -300,6 +311,9 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 				if err := quant.Dequantize(m.embd.Type, row, b.x[i*dim:(i+1)*dim]); err != nil {
 					return 0, 0, fmt.Errorf("engine: embedding row %d: %w", id, err)
 				}
+				if hp.embScale != 0 {
+					scaleBy(b.x[i*dim:(i+1)*dim], hp.embScale)
+				}
 			}
 		}
 	} else {
@@ -351,6 +365,7 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 				return 0, 0, err
 			}
 		}
+		postNorm(xb2, l.attnPost, dim, hp.eps)
 		addTo(x, xb2)
 		b.runRows(n, rowFFNNorm)
 		gateUp := [...]quant.Product{{Dst: hb, M: l.wGate}, {Dst: hb2, M: l.wUp}}
@@ -358,7 +373,7 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		if len(hb) >= parallelSwiGLU {
 			pool.Run(len(hb), b.swigluFn)
 		} else {
-			swiglu(hb, hb2)
+			b.swigluFn(0, 0, len(hb))
 		}
 		switch {
 		case tp == nil:
@@ -378,6 +393,7 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 				return 0, 0, err
 			}
 		}
+		postNorm(xb2, l.ffnPost, dim, hp.eps)
 		addTo(x, xb2)
 	}
 	last := m.output != nil
@@ -407,6 +423,9 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 			return 0, 0, err
 		}
 	}
+	if nl > 0 && last && hp.finalCap != 0 {
+		softCap(b.logits[:nl*hp.vocab], hp.finalCap)
+	}
 	return n, nl, nil
 }
 
@@ -419,6 +438,10 @@ func (b *Batch) attention(worker, start, end int) {
 	group := hp.nHead / hp.nHeadKV
 	qDim := b.m.heads * hd
 	scale := float32(1 / math.Sqrt(float64(hd)))
+	if hp.qScale != 0 {
+		scale = 1 // q was scaled after RoPE (ropeKV)
+	}
+	swa := b.m.layers[b.aLayer].swa
 	sc := b.scores[worker*b.scoreLen : (worker+1)*b.scoreLen]
 	var half []uint16
 	if b.half != nil {
@@ -441,7 +464,16 @@ func (b *Batch) attention(worker, start, end int) {
 			quant.AttnScoresF16(sc, qh, sg.s.keys16(b.aLayer, kh), pos+1, hd)
 		}
 		w := sc[:pos+1]
-		quant.Softmax(w, scale)
+		if hp.attnCap != 0 {
+			softCap(w, hp.attnCap)
+		}
+		if lo := pos + 1 - hp.swaWindow; swa && lo > 0 {
+			// Keys swaWindow or more positions back are masked: weight 0.
+			clear(w[:lo])
+			quant.Softmax(w[lo:], scale)
+		} else {
+			quant.Softmax(w, scale)
+		}
 		out := b.att[i*qDim+h*hd : i*qDim+(h+1)*hd]
 		if b.m.kv == KVF32 {
 			quant.DotF32Tiled(out, w, sg.s.values(b.aLayer, kh), pos+1, quant.TileF32, hd*quant.TileF32)

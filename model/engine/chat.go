@@ -56,7 +56,7 @@ func (m *Model) initChat() {
 //
 // If the model has no template, or it does not compile or fails to render
 // with an ordinary error (raise_exception, a type error...), ChatPrompt falls
-// back to ChatML for qwen2 and qwen3 and to a plain "User: …\nAssistant:" layout
+// back to ChatML for qwen2 and qwen3, Gemma's turns for the gemma family and to a plain "User: …\nAssistant:" layout
 // otherwise (see DESIGN.md); the fallback never fails. A template that hits
 // a budget limit (recursion, steps, output, string or memory size, loop
 // length, deadline) is hostile or broken, not merely unusual: ChatPrompt
@@ -150,6 +150,29 @@ func fallbackChat(arch string, msgs []Message) string {
 			fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", msg.Role, fallbackContent(arch, msg))
 		}
 		b.WriteString("<|im_start|>assistant\n")
+		return b.String()
+	}
+	if gemmaArch(arch) {
+		// Gemma's turns: "user" and "model"; a system message opens the
+		// next user turn, as Gemma's own templates put it.
+		system := ""
+		for _, msg := range msgs {
+			content := fallbackContent(arch, msg)
+			switch msg.Role {
+			case "system":
+				system += content + "\n\n"
+				continue
+			case "assistant":
+				fmt.Fprintf(&b, "<start_of_turn>model\n%s<end_of_turn>\n", content)
+				continue
+			}
+			fmt.Fprintf(&b, "<start_of_turn>user\n%s%s<end_of_turn>\n", system, content)
+			system = ""
+		}
+		if system != "" {
+			fmt.Fprintf(&b, "<start_of_turn>user\n%s<end_of_turn>\n", strings.TrimSuffix(system, "\n\n"))
+		}
+		b.WriteString("<start_of_turn>model\n")
 		return b.String()
 	}
 	for _, msg := range msgs {

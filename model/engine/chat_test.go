@@ -139,3 +139,18 @@ func TestChatTemplateBudget(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	require.NotErrorIs(t, err, ErrTemplate)
 }
+
+// TestGemmaFallbackChat: without a template, gemma models get Gemma's
+// turns, the system message opening the first user turn.
+func TestGemmaFallbackChat(t *testing.T) {
+	msgs := []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "Hello!"}, {Role: "user", Content: "Bye"}}
+	want := "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n" +
+		"<start_of_turn>model\nHello!<end_of_turn>\n" +
+		"<start_of_turn>user\nBye<end_of_turn>\n" +
+		"<start_of_turn>model\n"
+	for _, arch := range []string{"gemma", "gemma2", "gemma3"} {
+		require.Equal(t, want, fallbackChat(arch, msgs), arch)
+	}
+	require.Equal(t, "<start_of_turn>user\nOnly this.<end_of_turn>\n<start_of_turn>model\n",
+		fallbackChat("gemma3", []Message{{Role: "system", Content: "Only this."}}))
+}

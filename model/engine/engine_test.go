@@ -260,13 +260,14 @@ func TestSynthModels(t *testing.T) {
 		typ  quant.Type
 	}{
 		{"llama", quant.F32}, {"llama", quant.Q8_0}, {"llama", quant.Q4_K}, {"qwen2", quant.F16}, {"qwen2", quant.Q6_K},
-		{"qwen3", quant.Q8_0},
+		{"qwen3", quant.Q8_0}, {"gemma", quant.F16}, {"gemma2", quant.Q8_0}, {"gemma3", quant.Q4_K},
 	}
 	for _, c := range cases {
 		t.Run(c.arch+"-"+c.typ.String(), func(t *testing.T) {
 			cfg := synth.DefaultConfig()
 			cfg.Arch, cfg.Type = c.arch, c.typ
 			cfg.Dim, cfg.Heads, cfg.KVHeads, cfg.FF = 256, 4, 2, 256
+			cfg.SlidingWindow = 4 // the prompt is longer: windowed layers mask
 			m, err := Load(writeSynth(t, cfg), Options{Threads: 2})
 			require.NoError(t, err)
 			defer m.Close()

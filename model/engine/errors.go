@@ -1,7 +1,7 @@
 // Package engine runs llama-family GGUF models (architectures llama,
-// qwen2 and qwen3) on the CPU: the forward pass with a per-Session KV cache (f16 by
-// default, or f32) and
-// batched prompt processing, the sampling chain, the generation loop with
+// qwen2, qwen3, gemma, gemma2 and gemma3) on the CPU: the forward pass
+// with a per-Session KV cache (f16 by default, or f32) and batched prompt
+// processing, the sampling chain, the generation loop with
 // stop strings, and chat templates.
 //
 // A Model is loaded once (weights stay memory-mapped) and is safe for

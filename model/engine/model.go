@@ -149,15 +149,32 @@ type hparams struct {
 	eps      float32
 	trainCtx int
 	nCtx     int
+
+	// The gemma family's differences (gemma.go); zero values keep the
+	// llama forward pass.
+	embScale   float32 // embeddings multiplied by this (√dim); 0: not scaled
+	gelu       bool    // FFN gate through GELU instead of SiLU
+	qScale     float32 // q multiplied by this after RoPE, scores not scaled; 0: scores by 1/√headDim
+	attnCap    float32 // attention scores soft-capped at this; 0: not capped
+	finalCap   float32 // logits soft-capped at this; 0: not capped
+	swaWindow  int     // sliding window of the windowed layers (a key sees the last swaWindow positions)
+	swaPattern int     // in each run of swaPattern layers all but the last are windowed; 0: none
 }
+
+// gemmaArch reports whether arch is one of the gemma family.
+func gemmaArch(arch string) bool { return arch == "gemma" || arch == "gemma2" || arch == "gemma3" }
 
 type layer struct {
 	attnNorm, ffnNorm []float32
 	wq, wk, wv, wo    *quant.Matrix
 	bq, bk, bv        []float32 // nil when the model has no bias
 	// qNorm and kNorm are the per-head RMS norms of q and k before RoPE
-	// (qwen3), one head's length, shared by all heads; nil for the others.
-	qNorm, kNorm      []float32
+	// (qwen3, gemma3), one head's length, shared by all heads; nil for the others.
+	qNorm, kNorm []float32
+	// attnPost and ffnPost normalise the attention's and the FFN's
+	// outputs before they join the residual (gemma2, gemma3); nil otherwise.
+	attnPost, ffnPost []float32
+	swa               bool // attends through the sliding window (hparams.swaWindow)
 	wGate, wUp, wDown *quant.Matrix
 }
 
@@ -174,8 +191,11 @@ type Model struct {
 	output *quant.Matrix
 	layers []layer
 	rope   ropeTable
-	pool   *quant.Pool
-	log    *slog.Logger
+	// ropeSWA rotates gemma3's windowed layers (nil for other models:
+	// they use rope everywhere).
+	ropeSWA *ropeTable
+	pool    *quant.Pool
+	log     *slog.Logger
 	// src maps each matrix wrapped by matrix() to its tensor, during
 	// load only (repackWeights releases the file pages of what it copies).
 	src map[*quant.Matrix]*gguf.TensorInfo
@@ -333,9 +353,9 @@ func (m *Model) readHparams(opts Options) error {
 		return fmt.Errorf("%w: missing general.architecture", ErrBadModel)
 	}
 	switch arch {
-	case "llama", "qwen2", "qwen3":
+	case "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3":
 	default:
-		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2, qwen3)", ErrUnsupportedModel, arch)
+		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2, qwen3, gemma, gemma2, gemma3)", ErrUnsupportedModel, arch)
 	}
 	hp := &m.hp
 	hp.arch = arch
@@ -399,6 +419,9 @@ func (m *Model) readHparams(opts Options) error {
 	}
 	if hp.nCtx > 1<<20 {
 		return fmt.Errorf("%w: context size %d too large", ErrBadRequest, hp.nCtx)
+	}
+	if gemmaArch(arch) {
+		return m.readGemma()
 	}
 	return nil
 }
@@ -615,12 +638,21 @@ func (m *Model) loadTensors() error {
 		if l.bv, err = m.vector(p+"attn_v.bias", kvDim, true); err != nil {
 			return err
 		}
-		if l.qNorm, err = m.vector(p+"attn_q_norm.weight", hp.headDim, hp.arch != "qwen3"); err != nil {
+		qkNorms := hp.arch == "qwen3" || hp.arch == "gemma3"
+		if l.qNorm, err = m.vector(p+"attn_q_norm.weight", hp.headDim, !qkNorms); err != nil {
 			return err
 		}
-		if l.kNorm, err = m.vector(p+"attn_k_norm.weight", hp.headDim, hp.arch != "qwen3"); err != nil {
+		if l.kNorm, err = m.vector(p+"attn_k_norm.weight", hp.headDim, !qkNorms); err != nil {
 			return err
 		}
+		postNorms := hp.arch == "gemma2" || hp.arch == "gemma3"
+		if l.attnPost, err = m.vector(p+"post_attention_norm.weight", hp.dim, !postNorms); err != nil {
+			return err
+		}
+		if l.ffnPost, err = m.vector(p+"post_ffw_norm.weight", hp.dim, !postNorms); err != nil {
+			return err
+		}
+		l.swa = hp.swaLayer(m.lo + i)
 	}
 	if m.tp != nil {
 		return m.sliceTensors()
@@ -631,7 +663,7 @@ func (m *Model) loadTensors() error {
 func (m *Model) readRope() error {
 	hp := &m.hp
 	p := ropeParams{mode: ropeNorm, freqBase: 10000, freqScale: 1, attnFactor: 1, origCtx: hp.trainCtx}
-	if hp.arch == "qwen2" || hp.arch == "qwen3" {
+	if hp.arch == "qwen2" || hp.arch == "qwen3" || gemmaArch(hp.arch) {
 		p.mode = ropeNeox
 	}
 	var err error
@@ -687,6 +719,14 @@ func (m *Model) readRope() error {
 		return err
 	}
 	m.rope = newRopeTable(p, hp.nCtx)
+	if hp.arch == "gemma3" && hp.swaPattern > 0 {
+		// The windowed layers rotate with base 10000, unscaled (llama.cpp's
+		// rope_freq_base_train_swa); the file's base and scaling are the
+		// global layers'.
+		local := ropeParams{mode: p.mode, nRot: p.nRot, freqBase: 10000, freqScale: 1, attnFactor: 1, origCtx: p.origCtx}
+		t := newRopeTable(local, hp.nCtx)
+		m.ropeSWA = &t
+	}
 	return nil
 }
 

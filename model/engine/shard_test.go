@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/rbee-project/rbee/model/synth"
 	"github.com/stretchr/testify/require"
 )
 
@@ -148,7 +150,14 @@ func splits(n int) [][]int {
 // a first turn and a second turn that reuses (rewinds to) the cached
 // prefix, and with two sequences batched in one step.
 func TestPipelineMatchesWhole(t *testing.T) {
+	// gemma2: windowed layers alternate, so a stage's first layer may be
+	// either kind.
+	gemma2 := filepath.Join(t.TempDir(), "gemma2-f32.gguf")
+	cfg := synth.DefaultConfig()
+	cfg.Arch, cfg.Layers, cfg.Std, cfg.EmbedStd, cfg.SlidingWindow = "gemma2", 5, 0.3, 0.02, 4
+	require.NoError(t, synth.Write(gemma2, cfg))
 	fixtures := []string{
+		gemma2,
 		storiesPath,
 		"../../testdata/gguf/kquant/kquant-Q4_K.gguf",
 		"../../testdata/gguf/kquant/kquant-Q6_K.gguf",

@@ -26,6 +26,10 @@ type synthRef struct {
 		FF           int     `json:"ff"`
 		Vocab        int     `json:"vocab"`
 		Std          float32 `json:"std"`
+		EmbedStd     float32 `json:"embed_std"`
+		Window       int     `json:"sliding_window"`
+		AttnCap      float32 `json:"attn_cap"`
+		FinalCap     float32 `json:"final_cap"`
 		Seed         uint64  `json:"seed"`
 		Type         string  `json:"type"`
 		GeneratedIDs []int32 `json:"generated_ids"`
@@ -33,9 +37,11 @@ type synthRef struct {
 }
 
 // TestSynthMatchesLlamaCpp runs architectures that no real fixture covers
-// (qwen3's per-head q/k norms, heads longer than dim/heads, grouped KV
-// heads) on random-weight models and compares free-running greedy
-// generation with llama.cpp's, token for token.
+// (qwen3's per-head q/k norms; gemma's scaled embeddings and GELU; gemma2's
+// soft caps, post norms and sliding window; gemma3's local RoPE; heads
+// longer than dim/heads; grouped KV heads) on random-weight models and
+// compares free-running greedy generation with llama.cpp's, token for
+// token. The prompt is longer than the windows, so windowed layers mask.
 func TestSynthMatchesLlamaCpp(t *testing.T) {
 	raw, err := os.ReadFile("testdata/synth.llamacpp.json")
 	require.NoError(t, err)
@@ -49,6 +55,7 @@ func TestSynthMatchesLlamaCpp(t *testing.T) {
 			cfg := synth.DefaultConfig()
 			cfg.Arch, cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.HeadDim = c.Arch, c.Dim, c.Layers, c.Heads, c.KVHeads, c.HeadDim
 			cfg.FF, cfg.Vocab, cfg.Std, cfg.Seed, cfg.Type = c.FF, c.Vocab, c.Std, c.Seed, typ
+			cfg.EmbedStd, cfg.SlidingWindow, cfg.AttnCap, cfg.FinalCap = c.EmbedStd, c.Window, c.AttnCap, c.FinalCap
 			m, err := Load(writeSynth(t, cfg), Options{Threads: 2, KVCache: KVF32})
 			require.NoError(t, err)
 			defer m.Close()

@@ -158,6 +158,12 @@ func TestTensorMatchesWhole(t *testing.T) {
 	cfg = synth.DefaultConfig()
 	cfg.Arch, cfg.Dim, cfg.Heads, cfg.KVHeads, cfg.HeadDim, cfg.Std = "qwen3", 64, 6, 3, 32, 0.3
 	require.NoError(t, synth.Write(qwen3, cfg))
+	// gemma3: post norms, soft-capped logits, windowed layers with their own RoPE.
+	gemma3 := filepath.Join(t.TempDir(), "gemma3-f32.gguf")
+	cfg = synth.DefaultConfig()
+	cfg.Arch, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.HeadDim, cfg.Std = "gemma3", 6, 4, 2, 32, 0.3
+	cfg.EmbedStd, cfg.SlidingWindow, cfg.FinalCap = 0.02, 4, 3
+	require.NoError(t, synth.Write(gemma3, cfg))
 	fixtures := []struct {
 		path string
 		// tol bounds the difference of a log-probability between the
@@ -179,6 +185,7 @@ func TestTensorMatchesWhole(t *testing.T) {
 		{"../../testdata/gguf/qwen2/qwen2-random-F32.gguf", 2e-3},
 		{aligned, 5e-2},
 		{qwen3, 2e-3},
+		{gemma3, 2e-3},
 	}
 	opts := Options{Threads: 1, ContextSize: 128}
 	for _, fx := range fixtures {

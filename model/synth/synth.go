@@ -1,4 +1,4 @@
-// Package synth writes random-weight llama/qwen2/qwen3 GGUF models of any shape
+// Package synth writes random-weight llama, qwen2, qwen3, gemma, gemma2 and gemma3 GGUF models of any shape
 // with a valid SentencePiece-style vocabulary, for benchmarks and tests of
 // the engine. The files load with engine.Load and run like real models; the
 // text they generate is meaningless.
@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
@@ -20,7 +22,7 @@ var ErrConfig = errors.New("synth: bad config")
 
 // Config is the shape of the model to write. Start from DefaultConfig.
 type Config struct {
-	Arch    string     // "llama", "qwen2" or "qwen3"
+	Arch    string     // "llama", "qwen2", "qwen3", "gemma", "gemma2" or "gemma3"
 	Dim     int        // embedding length
 	Layers  int        // transformer blocks
 	Heads   int        // query heads
@@ -33,9 +35,20 @@ type Config struct {
 	Ctx     int        // context_length written to the file
 	// Std is the standard deviation of the random weights.
 	Std float32
+	// EmbedStd, when positive, is the token embedding's instead (gemma
+	// scales embeddings by √dim, and a large one drowns the layers).
+	EmbedStd float32
 	// ChatTemplate, when set, is written as tokenizer.chat_template.
 	ChatTemplate string
+	// SlidingWindow, AttnCap and FinalCap are written for gemma2 and
+	// gemma3 when positive: attention.sliding_window,
+	// attn_logit_softcapping (gemma2 only) and final_logit_softcapping.
+	SlidingWindow     int
+	AttnCap, FinalCap float32
 }
+
+// Archs lists the architectures Write can make.
+var Archs = []string{"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3"}
 
 // MinVocab is the smallest vocabulary: <unk>, <s>, </s> and 256 byte tokens,
 // plus one piece.
@@ -54,8 +67,10 @@ func DefaultConfig() Config {
 
 func (c Config) validate() error {
 	switch {
-	case c.Arch != "llama" && c.Arch != "qwen2" && c.Arch != "qwen3":
-		return fmt.Errorf("%w: arch %q (llama, qwen2 or qwen3)", ErrConfig, c.Arch)
+	case !slices.Contains(Archs, c.Arch):
+		return fmt.Errorf("%w: arch %q (one of %s)", ErrConfig, c.Arch, strings.Join(Archs, ", "))
+	case c.SlidingWindow < 0 || c.AttnCap < 0 || c.FinalCap < 0 || c.EmbedStd < 0:
+		return fmt.Errorf("%w: sliding window and soft caps cannot be negative", ErrConfig)
 	case c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FF <= 0 || c.Ctx <= 0 || c.HeadDim < 0:
 		return fmt.Errorf("%w: dim, layers, heads, kv-heads, ff and ctx must be positive", ErrConfig)
 	case c.HeadDim == 0 && c.Dim%c.Heads != 0:
@@ -170,7 +185,8 @@ func Vocab(n int) (tokens []string, scores []float32, types []int32) {
 // 2-D weights use cfg.Type, or StoredType's fallback for rows the type's
 // block does not divide; norms are F32 ones; embeddings are tied (no
 // output.weight), like llama2.c's models. qwen2 models get q/k/v biases,
-// qwen3 models per-head q/k norms (around 1, not 1, so that they count).
+// qwen3 and gemma3 models per-head q/k norms, gemma2 and gemma3 models
+// norms after attention and FFN (all around 1, not 1, so that they count).
 func Write(path string, cfg Config) error {
 	w, err := Build(cfg)
 	if err != nil {
@@ -188,10 +204,10 @@ func Build(cfg Config) (*gguf.Writer, error) {
 	a := cfg.Arch
 	headDim := cfg.headDim()
 	ropeBase, eps := float32(10000), float32(1e-5)
-	if a == "qwen2" || a == "qwen3" {
-		ropeBase = 1e6 // Qwen2's and Qwen3's rope_theta
+	if a == "qwen2" || a == "qwen3" || a == "gemma3" {
+		ropeBase = 1e6 // Qwen2's, Qwen3's and Gemma 3's (global layers') rope_theta
 	}
-	if a == "qwen3" {
+	if a != "llama" && a != "qwen2" {
 		eps = 1e-6
 	}
 	kvs := []struct {
@@ -210,6 +226,29 @@ func Build(cfg Config) (*gguf.Writer, error) {
 		{a + ".rope.dimension_count", uint32(headDim)},
 		{a + ".rope.freq_base", ropeBase},
 		{a + ".attention.layer_norm_rms_epsilon", eps},
+	}
+	if a == "gemma2" || a == "gemma3" {
+		for _, kv := range []struct {
+			k  string
+			v  float32
+			ok bool
+		}{
+			{".attention.sliding_window", float32(cfg.SlidingWindow), cfg.SlidingWindow > 0},
+			{".attn_logit_softcapping", cfg.AttnCap, cfg.AttnCap > 0 && a == "gemma2"},
+			{".final_logit_softcapping", cfg.FinalCap, cfg.FinalCap > 0},
+		} {
+			if !kv.ok {
+				continue
+			}
+			var v any = kv.v
+			if kv.k == ".attention.sliding_window" {
+				v = uint32(kv.v)
+			}
+			kvs = append(kvs, struct {
+				k string
+				v any
+			}{a + kv.k, v})
+		}
 	}
 	if cfg.HeadDim > 0 {
 		kvs = append(kvs, []struct {
@@ -289,9 +328,14 @@ func Build(cfg Config) (*gguf.Writer, error) {
 		}
 		return data
 	}
+	std := cfg.Std
+	if cfg.EmbedStd > 0 {
+		cfg.Std = cfg.EmbedStd
+	}
 	if err := addMat("token_embd.weight", cfg.Vocab, cfg.Dim); err != nil {
 		return nil, err
 	}
+	cfg.Std = std
 	for l := 0; l < cfg.Layers; l++ {
 		p := "blk." + strconv.Itoa(l) + "."
 		if err := addVec(p+"attn_norm.weight", ones(cfg.Dim), cfg.Dim); err != nil {
@@ -324,13 +368,24 @@ func Build(cfg Config) (*gguf.Writer, error) {
 				}
 			}
 		}
-		if a == "qwen3" {
+		// Norms around 1, not 1, so that they count.
+		around1 := func(n int) []byte {
+			v := randn(n)
+			for i := range v {
+				v[i] += 1
+			}
+			return vec(v)
+		}
+		if a == "qwen3" || a == "gemma3" {
 			for _, name := range []string{"attn_q_norm.weight", "attn_k_norm.weight"} {
-				v := randn(headDim)
-				for i := range v {
-					v[i] += 1
+				if err := addVec(p+name, around1(headDim), headDim); err != nil {
+					return nil, err
 				}
-				if err := addVec(p+name, vec(v), headDim); err != nil {
+			}
+		}
+		if a == "gemma2" || a == "gemma3" {
+			for _, name := range []string{"post_attention_norm.weight", "post_ffw_norm.weight"} {
+				if err := addVec(p+name, around1(cfg.Dim), cfg.Dim); err != nil {
 					return nil, err
 				}
 			}
