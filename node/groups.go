@@ -248,6 +248,9 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	}
 	units, what := dims.Layers, "layers"
 	if mode == fsm.GroupTensor {
+		if dims.Experts > 0 {
+			return jobs.Errorf(jobs.CodeBadRequest, "%s is a mixture of %d experts: it splits by layers (--mode pipeline), not by KV heads", model.ID, dims.Experts)
+		}
 		units, what = dims.KVHeads, "KV heads"
 	}
 	weights := make([]uint64, len(targets))
@@ -888,6 +891,10 @@ func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, mode string, ctx
 	// or KV heads (tensor), as opGroupSpawn will cut it.
 	units := dims.Layers
 	if mode == fsm.GroupTensor {
+		if dims.Experts > 0 {
+			em.Narrate("scheduler", "place", "%s is a mixture of experts, which splits by layers, not KV heads; spawning unsplit here", model.ID)
+			return nil
+		}
 		units = dims.KVHeads
 	}
 	plan, err := placement.PlanSplit(est, placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs()), fsm.MaxGroupShards, units)

@@ -54,6 +54,7 @@ type Batch struct {
 	aLayer                            int       // layer of the running attention and row ops
 	attnFn                            func(worker, start, end int)
 	swigluFn                          func(worker, start, end int) // SwiGLU over elements [start, end) of hb, hb2
+	moe                               moeBuffers                   // expert FFN scratch (moe.go)
 	rowOp                             rowOp                        // what rowsFn runs
 	rowsFn                            func(worker, start, end int) // rowOp over rows [start, end)
 	drawFn                            func(worker, start, end int) // Step's draws over plan [start, end)
@@ -185,7 +186,7 @@ func (b *Batch) ensureRows(n, nLogits int) {
 	hp := &b.m.hp
 	if n > b.rowCap {
 		qDim := hp.nHead * hp.headDim
-		lq, lkv, lff := b.m.heads*hp.headDim, b.m.kvHeads*hp.headDim, hp.ff
+		lq, lkv, lff := b.m.heads*hp.headDim, b.m.kvHeads*hp.headDim, max(hp.ff, hp.ffExp)
 		if tp := b.m.tp; tp != nil {
 			lff = tp.fHi - tp.fLo
 			b.attFull = make([]float32, n*qDim)
@@ -368,6 +369,12 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		postNorm(xb2, l.attnPost, dim, hp.eps)
 		addTo(x, xb2)
 		b.runRows(n, rowFFNNorm)
+		if l.moe != nil {
+			b.moeFFN(l, xb, xb2, b.hb, b.hb2, n)
+			postNorm(xb2, l.ffnPost, dim, hp.eps)
+			addTo(x, xb2)
+			continue
+		}
 		gateUp := [...]quant.Product{{Dst: hb, M: l.wGate}, {Dst: hb2, M: l.wUp}}
 		quant.MatMuls(pool, xb, n, gateUp[:])
 		if len(hb) >= parallelSwiGLU {

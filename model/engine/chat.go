@@ -145,7 +145,7 @@ func chatData(msgs []Message, tools []json.RawMessage) (map[string]any, error) {
 // fallbackChat formats msgs without a model template.
 func fallbackChat(arch string, msgs []Message) string {
 	var b strings.Builder
-	if arch == "qwen2" || arch == "qwen3" {
+	if qwenArch(arch) {
 		for _, msg := range msgs {
 			fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", msg.Role, fallbackContent(arch, msg))
 		}
@@ -198,7 +198,7 @@ func fallbackContent(arch string, msg Message) string {
 		}
 		name, _ := json.Marshal(c.Name)
 		call := fmt.Sprintf(`{"name": %s, "arguments": %s}`, name, c.Arguments)
-		if arch == "qwen2" || arch == "qwen3" {
+		if qwenArch(arch) {
 			call = "<tool_call>\n" + call + "\n</tool_call>"
 		}
 		b.WriteString(call)

@@ -256,18 +256,23 @@ func writeSynth(t testing.TB, cfg synth.Config) string {
 // logits as token-by-token evaluation.
 func TestSynthModels(t *testing.T) {
 	cases := []struct {
-		arch string
-		typ  quant.Type
+		arch    string
+		typ     quant.Type
+		experts int
 	}{
-		{"llama", quant.F32}, {"llama", quant.Q8_0}, {"llama", quant.Q4_K}, {"qwen2", quant.F16}, {"qwen2", quant.Q6_K},
-		{"qwen3", quant.Q8_0}, {"gemma", quant.F16}, {"gemma2", quant.Q8_0}, {"gemma3", quant.Q4_K},
+		{"llama", quant.F32, 0}, {"llama", quant.Q8_0, 0}, {"llama", quant.Q4_K, 0}, {"qwen2", quant.F16, 0}, {"qwen2", quant.Q6_K, 0},
+		{"qwen3", quant.Q8_0, 0}, {"gemma", quant.F16, 0}, {"gemma2", quant.Q8_0, 0}, {"gemma3", quant.Q4_K, 0},
+		{"llama", quant.Q4_0, 4}, {"qwen2moe", quant.Q8_0, 4}, {"qwen3moe", quant.Q4_K, 8},
 	}
 	for _, c := range cases {
-		t.Run(c.arch+"-"+c.typ.String(), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s-%s-%d", c.arch, c.typ, c.experts), func(t *testing.T) {
 			cfg := synth.DefaultConfig()
 			cfg.Arch, cfg.Type = c.arch, c.typ
 			cfg.Dim, cfg.Heads, cfg.KVHeads, cfg.FF = 256, 4, 2, 256
 			cfg.SlidingWindow = 4 // the prompt is longer: windowed layers mask
+			if c.experts > 0 {
+				cfg.Experts, cfg.ExpertsUsed, cfg.ExpertFF = c.experts, 2, 256
+			}
 			m, err := Load(writeSynth(t, cfg), Options{Threads: 2})
 			require.NoError(t, err)
 			defer m.Close()

@@ -159,6 +159,16 @@ type hparams struct {
 	finalCap   float32 // logits soft-capped at this; 0: not capped
 	swaWindow  int     // sliding window of the windowed layers (a key sees the last swaWindow positions)
 	swaPattern int     // in each run of swaPattern layers all but the last are windowed; 0: none
+
+	// Mixture of experts (moe.go); nExpert 0 for a dense FFN.
+	nExpert, nExpertUsed int
+	ffExp, ffShared      int  // an expert's FFN width; the shared expert's (qwen2moe)
+	normExperts          bool // the chosen experts' weights renormalised to sum 1
+}
+
+// qwenArch reports whether arch is one of Qwen's (ChatML, NEOX RoPE).
+func qwenArch(arch string) bool {
+	return arch == "qwen2" || arch == "qwen3" || arch == "qwen2moe" || arch == "qwen3moe"
 }
 
 // gemmaArch reports whether arch is one of the gemma family.
@@ -174,7 +184,8 @@ type layer struct {
 	// attnPost and ffnPost normalise the attention's and the FFN's
 	// outputs before they join the residual (gemma2, gemma3); nil otherwise.
 	attnPost, ffnPost []float32
-	swa               bool // attends through the sliding window (hparams.swaWindow)
+	swa               bool      // attends through the sliding window (hparams.swaWindow)
+	moe               *moeLayer // the experts, in place of wGate, wUp, wDown; nil for a dense FFN
 	wGate, wUp, wDown *quant.Matrix
 }
 
@@ -353,9 +364,9 @@ func (m *Model) readHparams(opts Options) error {
 		return fmt.Errorf("%w: missing general.architecture", ErrBadModel)
 	}
 	switch arch {
-	case "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3":
+	case "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3":
 	default:
-		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2, qwen3, gemma, gemma2, gemma3)", ErrUnsupportedModel, arch)
+		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma, gemma2, gemma3)", ErrUnsupportedModel, arch)
 	}
 	hp := &m.hp
 	hp.arch = arch
@@ -420,6 +431,9 @@ func (m *Model) readHparams(opts Options) error {
 	if hp.nCtx > 1<<20 {
 		return fmt.Errorf("%w: context size %d too large", ErrBadRequest, hp.nCtx)
 	}
+	if err := m.readExperts(); err != nil {
+		return err
+	}
 	if gemmaArch(arch) {
 		return m.readGemma()
 	}
@@ -469,6 +483,23 @@ func (hp *hparams) memoryNeed(kv KVType, layers, heads, kvHeads, vocab, sessions
 
 func (m *Model) tensor(name string) (*gguf.TensorInfo, bool) { return m.file.Tensor(name) }
 
+// weightData checks that t's rows of cols values have a matrix product
+// and returns its mapped data and the bytes of one row.
+func (m *Model) weightData(t *gguf.TensorInfo, cols int) ([]byte, int, error) {
+	rb, err := t.Type.RowBytes(cols)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: tensor %s: %w", ErrUnsupportedModel, t.Name, err)
+	}
+	if _, ok := quant.VecDotType(t.Type); !ok && t.Type != quant.F32 {
+		return nil, 0, fmt.Errorf("%w: tensor %s: no matrix product for type %s", ErrUnsupportedModel, t.Name, t.Type)
+	}
+	data, err := m.file.TensorData(t)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: tensor %s: %w", ErrBadModel, t.Name, err)
+	}
+	return data, rb, nil
+}
+
 // matrix maps a 2-D weight tensor of rows×cols (GGUF dims [cols, rows]).
 func (m *Model) matrix(name string, rows, cols int) (*quant.Matrix, error) {
 	t, ok := m.tensor(name)
@@ -478,15 +509,9 @@ func (m *Model) matrix(name string, rows, cols int) (*quant.Matrix, error) {
 	if len(t.Dims) != 2 || t.Dims[0] != uint64(cols) || (rows >= 0 && t.Dims[1] != uint64(rows)) {
 		return nil, fmt.Errorf("%w: tensor %s has dims %v, want [%d %d]", ErrBadModel, name, t.Dims, cols, rows)
 	}
-	if _, err := t.Type.RowBytes(cols); err != nil {
-		return nil, fmt.Errorf("%w: tensor %s: %w", ErrUnsupportedModel, name, err)
-	}
-	if _, ok := quant.VecDotType(t.Type); !ok && t.Type != quant.F32 {
-		return nil, fmt.Errorf("%w: tensor %s: no matrix product for type %s", ErrUnsupportedModel, name, t.Type)
-	}
-	data, err := m.file.TensorData(t)
+	data, _, err := m.weightData(t, cols)
 	if err != nil {
-		return nil, fmt.Errorf("%w: tensor %s: %w", ErrBadModel, name, err)
+		return nil, err
 	}
 	mat := &quant.Matrix{Type: t.Type, Rows: int(t.Dims[1]), Cols: cols, Data: data}
 	if m.src == nil {
@@ -509,7 +534,11 @@ func (m *Model) repackWeights(path, cacheDir string) {
 	mats := make([]*quant.Matrix, 0, 7*len(m.layers)+1)
 	for i := range m.layers {
 		l := &m.layers[i]
-		mats = append(mats, l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown)
+		for _, mat := range []*quant.Matrix{l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown} {
+			if mat != nil { // an expert layer has no dense FFN
+				mats = append(mats, mat)
+			}
+		}
 	}
 	if m.output != nil {
 		mats = append(mats, m.output)
@@ -618,6 +647,12 @@ func (m *Model) loadTensors() error {
 			{&l.wUp, "ffn_up.weight", hp.ff, hp.dim},
 			{&l.wDown, "ffn_down.weight", hp.dim, hp.ff},
 		}
+		if hp.nExpert > 0 {
+			steps = steps[:4]
+			if err := m.loadExperts(l, p); err != nil {
+				return err
+			}
+		}
 		for _, s := range steps {
 			if *s.dst, err = m.matrix(p+s.name, s.rows, s.cols); err != nil {
 				return err
@@ -638,7 +673,7 @@ func (m *Model) loadTensors() error {
 		if l.bv, err = m.vector(p+"attn_v.bias", kvDim, true); err != nil {
 			return err
 		}
-		qkNorms := hp.arch == "qwen3" || hp.arch == "gemma3"
+		qkNorms := hp.arch == "qwen3" || hp.arch == "qwen3moe" || hp.arch == "gemma3"
 		if l.qNorm, err = m.vector(p+"attn_q_norm.weight", hp.headDim, !qkNorms); err != nil {
 			return err
 		}
@@ -663,7 +698,7 @@ func (m *Model) loadTensors() error {
 func (m *Model) readRope() error {
 	hp := &m.hp
 	p := ropeParams{mode: ropeNorm, freqBase: 10000, freqScale: 1, attnFactor: 1, origCtx: hp.trainCtx}
-	if hp.arch == "qwen2" || hp.arch == "qwen3" || gemmaArch(hp.arch) {
+	if qwenArch(hp.arch) || gemmaArch(hp.arch) {
 		p.mode = ropeNeox
 	}
 	var err error

@@ -109,6 +109,9 @@ func (m *Model) setShard(spec ShardSpec) error {
 	switch spec.Mode {
 	case Pipeline:
 	case Tensor:
+		if m.hp.nExpert > 0 {
+			return fmt.Errorf("%w: a mixture-of-experts model splits by layers (pipeline), not by heads", ErrShard)
+		}
 		return m.setTensor(spec)
 	default:
 		return fmt.Errorf("%w: shard mode %d", ErrShard, spec.Mode)

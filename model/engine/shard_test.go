@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
 	"github.com/stretchr/testify/require"
 )
@@ -156,8 +157,14 @@ func TestPipelineMatchesWhole(t *testing.T) {
 	cfg := synth.DefaultConfig()
 	cfg.Arch, cfg.Layers, cfg.Std, cfg.EmbedStd, cfg.SlidingWindow = "gemma2", 5, 0.3, 0.02, 4
 	require.NoError(t, synth.Write(gemma2, cfg))
+	// qwen3moe: experts, which split by layers only.
+	moe := filepath.Join(t.TempDir(), "qwen3moe-q8_0.gguf")
+	cfg = synth.DefaultConfig()
+	cfg.Arch, cfg.Layers, cfg.Type, cfg.Std, cfg.Experts, cfg.ExpertsUsed = "qwen3moe", 4, quant.Q8_0, 0.3, 6, 2
+	require.NoError(t, synth.Write(moe, cfg))
 	fixtures := []string{
 		gemma2,
+		moe,
 		storiesPath,
 		"../../testdata/gguf/kquant/kquant-Q4_K.gguf",
 		"../../testdata/gguf/kquant/kquant-Q6_K.gguf",

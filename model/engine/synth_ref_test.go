@@ -30,6 +30,10 @@ type synthRef struct {
 		Window       int     `json:"sliding_window"`
 		AttnCap      float32 `json:"attn_cap"`
 		FinalCap     float32 `json:"final_cap"`
+		Experts      int     `json:"experts"`
+		ExpertsUsed  int     `json:"experts_used"`
+		ExpertFF     int     `json:"expert_ff"`
+		SharedFF     int     `json:"shared_ff"`
 		Seed         uint64  `json:"seed"`
 		Type         string  `json:"type"`
 		GeneratedIDs []int32 `json:"generated_ids"`
@@ -38,7 +42,8 @@ type synthRef struct {
 
 // TestSynthMatchesLlamaCpp runs architectures that no real fixture covers
 // (qwen3's per-head q/k norms; gemma's scaled embeddings and GELU; gemma2's
-// soft caps, post norms and sliding window; gemma3's local RoPE; heads
+// soft caps, post norms and sliding window; gemma3's local RoPE; experts
+// as Mixtral (llama), qwen2moe (with its shared expert) and qwen3moe; heads
 // longer than dim/heads; grouped KV heads) on random-weight models and
 // compares free-running greedy generation with llama.cpp's, token for
 // token. The prompt is longer than the windows, so windowed layers mask.
@@ -56,6 +61,7 @@ func TestSynthMatchesLlamaCpp(t *testing.T) {
 			cfg.Arch, cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.HeadDim = c.Arch, c.Dim, c.Layers, c.Heads, c.KVHeads, c.HeadDim
 			cfg.FF, cfg.Vocab, cfg.Std, cfg.Seed, cfg.Type = c.FF, c.Vocab, c.Std, c.Seed, typ
 			cfg.EmbedStd, cfg.SlidingWindow, cfg.AttnCap, cfg.FinalCap = c.EmbedStd, c.Window, c.AttnCap, c.FinalCap
+			cfg.Experts, cfg.ExpertsUsed, cfg.ExpertFF, cfg.SharedFF = c.Experts, c.ExpertsUsed, c.ExpertFF, c.SharedFF
 			m, err := Load(writeSynth(t, cfg), Options{Threads: 2, KVCache: KVF32})
 			require.NoError(t, err)
 			defer m.Close()

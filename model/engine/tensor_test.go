@@ -337,6 +337,16 @@ func TestTensorRefusesMismatchedParts(t *testing.T) {
 	}
 }
 
+// TestTensorRefusesExperts: a mixture-of-experts model is split by layers,
+// not heads; a tensor shard of one is refused before anything loads.
+func TestTensorRefusesExperts(t *testing.T) {
+	cfg := synth.DefaultConfig()
+	cfg.Arch, cfg.Experts, cfg.ExpertsUsed = "qwen3moe", 4, 2
+	_, err := LoadShard(writeSynth(t, cfg), ShardSpec{Mode: Tensor, KVLo: 0, KVHi: 2, Peers: shortGatherer{}}, Options{Threads: 1, ContextSize: 64})
+	require.ErrorIs(t, err, ErrShard)
+	require.ErrorContains(t, err, "pipeline")
+}
+
 // TestTensorSpec: the tensor shard specs that are refused, and what a
 // shard holds.
 func TestTensorSpec(t *testing.T) {

@@ -45,10 +45,15 @@ type Config struct {
 	// attn_logit_softcapping (gemma2 only) and final_logit_softcapping.
 	SlidingWindow     int
 	AttnCap, FinalCap float32
+	// Experts and ExpertsUsed make every FFN a mixture of experts (llama
+	// becomes Mixtral-like; qwen2moe and qwen3moe need them), each
+	// expert ExpertFF wide (0: FF for llama, FF/ExpertsUsed for qwen);
+	// qwen2moe adds a shared expert SharedFF wide (0: FF).
+	Experts, ExpertsUsed, ExpertFF, SharedFF int
 }
 
 // Archs lists the architectures Write can make.
-var Archs = []string{"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3"}
+var Archs = []string{"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3"}
 
 // MinVocab is the smallest vocabulary: <unk>, <s>, </s> and 256 byte tokens,
 // plus one piece.
@@ -69,6 +74,12 @@ func (c Config) validate() error {
 	switch {
 	case !slices.Contains(Archs, c.Arch):
 		return fmt.Errorf("%w: arch %q (one of %s)", ErrConfig, c.Arch, strings.Join(Archs, ", "))
+	case (c.Arch == "qwen2moe" || c.Arch == "qwen3moe") && c.Experts == 0:
+		return fmt.Errorf("%w: %s needs experts", ErrConfig, c.Arch)
+	case c.Experts < 0 || c.Experts > 512 || c.ExpertsUsed < 0 || c.ExpertsUsed > c.Experts || (c.Experts > 0 && c.ExpertsUsed == 0) || c.ExpertFF < 0 || c.SharedFF < 0:
+		return fmt.Errorf("%w: %d experts, %d used", ErrConfig, c.Experts, c.ExpertsUsed)
+	case c.Experts > 0 && c.Arch != "llama" && c.Arch != "qwen2moe" && c.Arch != "qwen3moe":
+		return fmt.Errorf("%w: experts for %s", ErrConfig, c.Arch)
 	case c.SlidingWindow < 0 || c.AttnCap < 0 || c.FinalCap < 0 || c.EmbedStd < 0:
 		return fmt.Errorf("%w: sliding window and soft caps cannot be negative", ErrConfig)
 	case c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FF <= 0 || c.Ctx <= 0 || c.HeadDim < 0:
@@ -184,7 +195,7 @@ func Vocab(n int) (tokens []string, scores []float32, types []int32) {
 // Write builds the model described by cfg and writes it to path atomically.
 // 2-D weights use cfg.Type, or StoredType's fallback for rows the type's
 // block does not divide; norms are F32 ones; embeddings are tied (no
-// output.weight), like llama2.c's models. qwen2 models get q/k/v biases,
+// output.weight, but for qwen2moe), like llama2.c's models. qwen2 models get q/k/v biases,
 // qwen3 and gemma3 models per-head q/k norms, gemma2 and gemma3 models
 // norms after attention and FFN (all around 1, not 1, so that they count).
 func Write(path string, cfg Config) error {
@@ -204,7 +215,7 @@ func Build(cfg Config) (*gguf.Writer, error) {
 	a := cfg.Arch
 	headDim := cfg.headDim()
 	ropeBase, eps := float32(10000), float32(1e-5)
-	if a == "qwen2" || a == "qwen3" || a == "gemma3" {
+	if a == "qwen2" || a == "qwen3" || a == "qwen2moe" || a == "qwen3moe" || a == "gemma3" {
 		ropeBase = 1e6 // Qwen2's, Qwen3's and Gemma 3's (global layers') rope_theta
 	}
 	if a != "llama" && a != "qwen2" {
@@ -248,6 +259,37 @@ func Build(cfg Config) (*gguf.Writer, error) {
 				k string
 				v any
 			}{a + kv.k, v})
+		}
+	}
+	ffExp, ffSh := cfg.ExpertFF, cfg.SharedFF
+	if cfg.Experts > 0 {
+		if ffExp == 0 {
+			ffExp = cfg.FF
+			if a != "llama" {
+				ffExp = cfg.FF / cfg.ExpertsUsed
+			}
+		}
+		if ffSh == 0 {
+			ffSh = cfg.FF
+		}
+		kvs = append(kvs, []struct {
+			k string
+			v any
+		}{
+			{a + ".expert_count", uint32(cfg.Experts)},
+			{a + ".expert_used_count", uint32(cfg.ExpertsUsed)},
+		}...)
+		if a != "llama" {
+			kvs = append(kvs, struct {
+				k string
+				v any
+			}{a + ".expert_feed_forward_length", uint32(ffExp)})
+		}
+		if a == "qwen2moe" {
+			kvs = append(kvs, struct {
+				k string
+				v any
+			}{a + ".expert_shared_feed_forward_length", uint32(ffSh)})
 		}
 	}
 	if cfg.HeadDim > 0 {
@@ -320,14 +362,52 @@ func Build(cfg Config) (*gguf.Writer, error) {
 	addVec := func(name string, data []byte, n int) error {
 		return w.AddTensor(name, quant.F32, []uint64{uint64(n)}, data)
 	}
-	qDim, kvDim := cfg.Heads*headDim, cfg.KVHeads*headDim
-	vec := func(v []float32) []byte {
-		data := make([]byte, 4*len(v))
-		for i, f := range v {
-			putF32(data[4*i:], f)
+	// addStack writes n matrices of rows×cols as one 3-D tensor.
+	addStack := func(name string, n, rows, cols int) error {
+		t := StoredType(cfg.Type, cols)
+		rb, err := t.RowBytes(cols)
+		if err != nil {
+			return fmt.Errorf("synth: %s: %w", name, err)
 		}
-		return data
+		data := make([]byte, rb*rows*n)
+		for r := 0; r < rows*n; r++ {
+			if err := quant.Quantize(t, randn(cols), data[r*rb:(r+1)*rb]); err != nil {
+				return fmt.Errorf("synth: %s: %w", name, err)
+			}
+		}
+		return w.AddTensor(name, t, []uint64{uint64(cols), uint64(rows), uint64(n)}, data)
 	}
+	// addExperts writes a layer's router (F32, as converters keep it),
+	// its experts, and qwen2moe's shared expert.
+	addExperts := func(p string, ffExp, ffSh int) error {
+		if err := w.AddTensor(p+"ffn_gate_inp.weight", quant.F32, []uint64{uint64(cfg.Dim), uint64(cfg.Experts)}, vecOf(randn(cfg.Dim*cfg.Experts))); err != nil {
+			return err
+		}
+		for _, s := range []struct {
+			name       string
+			rows, cols int
+		}{{"ffn_gate_exps.weight", ffExp, cfg.Dim}, {"ffn_up_exps.weight", ffExp, cfg.Dim}, {"ffn_down_exps.weight", cfg.Dim, ffExp}} {
+			if err := addStack(p+s.name, cfg.Experts, s.rows, s.cols); err != nil {
+				return err
+			}
+		}
+		if a != "qwen2moe" {
+			return nil
+		}
+		if err := addVec(p+"ffn_gate_inp_shexp.weight", vecOf(randn(cfg.Dim)), cfg.Dim); err != nil {
+			return err
+		}
+		for _, s := range []struct {
+			name       string
+			rows, cols int
+		}{{"ffn_gate_shexp.weight", ffSh, cfg.Dim}, {"ffn_up_shexp.weight", ffSh, cfg.Dim}, {"ffn_down_shexp.weight", cfg.Dim, ffSh}} {
+			if err := addMat(p+s.name, s.rows, s.cols); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	qDim, kvDim := cfg.Heads*headDim, cfg.KVHeads*headDim
 	std := cfg.Std
 	if cfg.EmbedStd > 0 {
 		cfg.Std = cfg.EmbedStd
@@ -353,17 +433,25 @@ func Build(cfg Config) (*gguf.Writer, error) {
 			{"ffn_up.weight", cfg.FF, cfg.Dim},
 			{"ffn_down.weight", cfg.Dim, cfg.FF},
 		}
+		if cfg.Experts > 0 {
+			mats = mats[:4]
+		}
 		for _, m := range mats {
 			if err := addMat(p+m.name, m.rows, m.cols); err != nil {
 				return nil, err
 			}
 		}
-		if a == "qwen2" {
+		if cfg.Experts > 0 {
+			if err := addExperts(p, ffExp, ffSh); err != nil {
+				return nil, err
+			}
+		}
+		if a == "qwen2" || a == "qwen2moe" {
 			for _, b := range []struct {
 				name string
 				n    int
 			}{{"attn_q.bias", qDim}, {"attn_k.bias", kvDim}, {"attn_v.bias", kvDim}} {
-				if err := addVec(p+b.name, vec(randn(b.n)), b.n); err != nil {
+				if err := addVec(p+b.name, vecOf(randn(b.n)), b.n); err != nil {
 					return nil, err
 				}
 			}
@@ -374,9 +462,9 @@ func Build(cfg Config) (*gguf.Writer, error) {
 			for i := range v {
 				v[i] += 1
 			}
-			return vec(v)
+			return vecOf(v)
 		}
-		if a == "qwen3" || a == "gemma3" {
+		if a == "qwen3" || a == "qwen3moe" || a == "gemma3" {
 			for _, name := range []string{"attn_q_norm.weight", "attn_k_norm.weight"} {
 				if err := addVec(p+name, around1(headDim), headDim); err != nil {
 					return nil, err
@@ -397,7 +485,22 @@ func Build(cfg Config) (*gguf.Writer, error) {
 	if err := addVec("output_norm.weight", ones(cfg.Dim), cfg.Dim); err != nil {
 		return nil, err
 	}
+	if a == "qwen2moe" {
+		// llama.cpp loads qwen2moe only with an output matrix of its own.
+		if err := addMat("output.weight", cfg.Vocab, cfg.Dim); err != nil {
+			return nil, err
+		}
+	}
 	return w, nil
+}
+
+// vecOf is v as little-endian float32 bytes.
+func vecOf(v []float32) []byte {
+	data := make([]byte, 4*len(v))
+	for i, f := range v {
+		putF32(data[4*i:], f)
+	}
+	return data
 }
 
 func putF32(b []byte, f float32) {

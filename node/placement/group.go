@@ -20,6 +20,9 @@ var ErrNoFit = errors.New("placement: no hives hold the model")
 // Dims are the model dimensions a split needs.
 type Dims struct {
 	Layers, KVHeads int
+	// Experts is the model's expert count (0: dense). A mixture of
+	// experts splits by layers only.
+	Experts int
 }
 
 // ModelDims reads the layers and KV heads of a model in this hive's
@@ -32,7 +35,7 @@ func ModelDims(e modelcat.Entry) (Dims, error) {
 	if d.Layers == 0 || d.HeadsKV == 0 {
 		return Dims{}, fmt.Errorf("%s: no block_count or head_count_kv in its GGUF", e.ID)
 	}
-	return Dims{Layers: int(d.Layers), KVHeads: int(d.HeadsKV)}, nil
+	return Dims{Layers: int(d.Layers), KVHeads: int(d.HeadsKV), Experts: int(min(d.Experts, 1<<20))}, nil
 }
 
 // Split divides units (layers or KV heads) into len(weights) parts, each

@@ -1,11 +1,15 @@
 package placement
 
 import (
+	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/model/synth"
 )
 
 func TestSplit(t *testing.T) {
@@ -99,5 +103,26 @@ func TestPlanSplit(t *testing.T) {
 		}
 		require.NoError(t, err, tc.name)
 		require.Len(t, got, tc.want, tc.name)
+	}
+}
+
+// TestModelDimsExperts: a group's units come from the GGUF, and a mixture
+// of experts says so (it splits by layers only).
+func TestModelDimsExperts(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		arch    string
+		experts int
+	}{{"llama", 0}, {"qwen3moe", 8}, {"llama", 4}} {
+		cfg := synth.DefaultConfig()
+		cfg.Arch, cfg.Layers, cfg.KVHeads, cfg.Experts = tc.arch, 3, 2, tc.experts
+		if tc.experts > 0 {
+			cfg.ExpertsUsed = 2
+		}
+		path := filepath.Join(dir, fmt.Sprintf("%s-%d.gguf", tc.arch, tc.experts))
+		require.NoError(t, synth.Write(path, cfg))
+		d, err := ModelDims(catalog.Entry{ID: "m", Path: path})
+		require.NoError(t, err)
+		require.Equal(t, Dims{Layers: 3, KVHeads: 2, Experts: tc.experts}, d)
 	}
 }

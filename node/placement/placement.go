@@ -102,6 +102,7 @@ func gib(b uint64) string {
 // ggufDims are the model dimensions the KV cache depends on.
 type ggufDims struct {
 	Layers, HeadsKV, KeyLen, ValLen, TrainCtx uint64
+	Experts                                   uint64 // expert_count: 0 for a dense model
 }
 
 // readDims reads the KV-relevant dimensions of a GGUF model.
@@ -117,7 +118,7 @@ func readDims(path string) (ggufDims, error) {
 	}
 	u := func(k string) uint64 { v, _ := f.Uint(arch + "." + k); return v }
 	d := ggufDims{Layers: u("block_count"), HeadsKV: u("attention.head_count_kv"), KeyLen: u("attention.key_length"),
-		ValLen: u("attention.value_length"), TrainCtx: u("context_length")}
+		ValLen: u("attention.value_length"), TrainCtx: u("context_length"), Experts: u("expert_count")}
 	heads, embd := u("attention.head_count"), u("embedding_length")
 	if d.HeadsKV == 0 {
 		d.HeadsKV = heads
