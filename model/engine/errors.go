@@ -1,6 +1,6 @@
 // Package engine runs llama-family GGUF models (architectures llama,
-// qwen2, qwen3, qwen2moe, qwen3moe, gemma, gemma2 and gemma3, experts
-// included) on the CPU: the forward pass
+// qwen2, qwen3, qwen2moe, qwen3moe, gemma, gemma2, gemma3 and phi3,
+// experts included) on the CPU: the forward pass
 // with a per-Session KV cache (f16 by default, or f32) and batched prompt
 // processing, the sampling chain, the generation loop with
 // stop strings, and chat templates.

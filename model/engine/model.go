@@ -364,9 +364,9 @@ func (m *Model) readHparams(opts Options) error {
 		return fmt.Errorf("%w: missing general.architecture", ErrBadModel)
 	}
 	switch arch {
-	case "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3":
+	case "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3":
 	default:
-		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma, gemma2, gemma3)", ErrUnsupportedModel, arch)
+		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma, gemma2, gemma3, phi3)", ErrUnsupportedModel, arch)
 	}
 	hp := &m.hp
 	hp.arch = arch
@@ -377,9 +377,10 @@ func (m *Model) readHparams(opts Options) error {
 	if hp.nLayer, err = m.needUint("block_count"); err != nil {
 		return err
 	}
-	// Every block has 9 tensors; the bound keeps a corrupt count from
-	// allocating before the missing tensors are noticed.
-	if hp.nLayer > len(m.file.Tensors)/9 {
+	// Every block has at least 6 tensors (Phi-3's fused ones); the bound
+	// keeps a corrupt count from allocating before the missing tensors
+	// are noticed.
+	if hp.nLayer > len(m.file.Tensors)/6 {
 		return fmt.Errorf("%w: block_count %d but only %d tensors", ErrBadModel, hp.nLayer, len(m.file.Tensors))
 	}
 	if hp.ff, err = m.needUint("feed_forward_length"); err != nil {
@@ -436,6 +437,10 @@ func (m *Model) readHparams(opts Options) error {
 	}
 	if gemmaArch(arch) {
 		return m.readGemma()
+	}
+	if arch == "phi3" {
+		// Phi-3 scales q after RoPE (its graph's ggml_scale), not the scores.
+		hp.qScale = 1 / float32(math.Sqrt(float64(float32(hp.headDim))))
 	}
 	return nil
 }
@@ -634,11 +639,7 @@ func (m *Model) loadTensors() error {
 	for i := range m.layers {
 		l := &m.layers[i]
 		p := "blk." + strconv.Itoa(m.lo+i) + "."
-		steps := []struct {
-			dst        **quant.Matrix
-			name       string
-			rows, cols int
-		}{
+		steps := []matrixStep{
 			{&l.wq, "attn_q.weight", qDim, hp.dim},
 			{&l.wk, "attn_k.weight", kvDim, hp.dim},
 			{&l.wv, "attn_v.weight", kvDim, hp.dim},
@@ -650,6 +651,11 @@ func (m *Model) loadTensors() error {
 		if hp.nExpert > 0 {
 			steps = steps[:4]
 			if err := m.loadExperts(l, p); err != nil {
+				return err
+			}
+		}
+		if hp.arch == "phi3" {
+			if steps, err = m.loadFused(l, p, steps); err != nil {
 				return err
 			}
 		}
@@ -698,7 +704,7 @@ func (m *Model) loadTensors() error {
 func (m *Model) readRope() error {
 	hp := &m.hp
 	p := ropeParams{mode: ropeNorm, freqBase: 10000, freqScale: 1, attnFactor: 1, origCtx: hp.trainCtx}
-	if qwenArch(hp.arch) || gemmaArch(hp.arch) {
+	if qwenArch(hp.arch) || gemmaArch(hp.arch) || hp.arch == "phi3" {
 		p.mode = ropeNeox
 	}
 	var err error
@@ -735,7 +741,7 @@ func (m *Model) readRope() error {
 		typ = "linear"
 	}
 	switch typ {
-	case "", "none":
+	case "", "none", "longrope": // LongRoPE's factors are tensors (below)
 	case "linear", "yarn":
 		if !(factor > 0) {
 			return fmt.Errorf("%w: rope scaling %s without a positive factor", ErrBadModel, typ)
@@ -750,8 +756,36 @@ func (m *Model) readRope() error {
 	default:
 		return fmt.Errorf("%w: rope scaling type %q", ErrUnsupportedModel, typ)
 	}
+	// rope.scaling.attn_factor multiplies every rotation's magnitude
+	// (llama.cpp's rope_attn_factor: Phi-3's LongRoPE sets it).
+	if v, ok, err := m.optFloat("rope.scaling.attn_factor"); err != nil {
+		return err
+	} else if ok {
+		if !(v > 0 && v < 100) {
+			return fmt.Errorf("%w: rope.scaling.attn_factor %v", ErrBadModel, v)
+		}
+		p.attnFactor = float32(v)
+	}
 	if p.freqFactor, err = m.vector("rope_freqs.weight", p.nRot/2, true); err != nil {
 		return err
+	}
+	if p.freqFactor == nil {
+		// LongRoPE (Phi-3): the long factors beyond the original context,
+		// else the short ones, as llama.cpp picks them by context size.
+		orig, err := m.optUint("rope.scaling.original_context_length", hp.trainCtx)
+		if err != nil {
+			return err
+		}
+		name := "rope_factors_short.weight"
+		if hp.nCtx > orig {
+			name = "rope_factors_long.weight"
+		}
+		if p.freqFactor, err = m.vector(name, p.nRot/2, true); err != nil {
+			return err
+		}
+		if p.freqFactor == nil && typ == "longrope" {
+			return fmt.Errorf("%w: rope scaling longrope without %s", ErrUnsupportedModel, name)
+		}
 	}
 	m.rope = newRopeTable(p, hp.nCtx)
 	if hp.arch == "gemma3" && hp.swaPattern > 0 {
@@ -813,4 +847,64 @@ func (m *Model) Close() error {
 	m.pool.Close()
 	m.arena.free()
 	return m.file.Close()
+}
+
+// matrixStep is one weight matrix of a layer to map.
+type matrixStep struct {
+	dst        **quant.Matrix
+	name       string
+	rows, cols int
+}
+
+// loadFused reads Phi-3's fused projections: attn_qkv (q, k and v rows
+// one after the other) if the file has it, and ffn_up holding the gate's
+// rows then the up rows (no ffn_gate). It returns the steps still to load.
+func (m *Model) loadFused(l *layer, p string, steps []matrixStep) ([]matrixStep, error) {
+	hp := &m.hp
+	qDim, kvDim := hp.nHead*hp.headDim, hp.nHeadKV*hp.headDim
+	var rest []matrixStep
+	for _, s := range steps {
+		switch s.name {
+		case "attn_q.weight", "attn_k.weight", "attn_v.weight":
+			if _, fused := m.tensor(p + "attn_qkv.weight"); fused {
+				continue
+			}
+		case "ffn_gate.weight", "ffn_up.weight":
+			continue
+		}
+		rest = append(rest, s)
+	}
+	if _, fused := m.tensor(p + "attn_qkv.weight"); fused {
+		qkv, err := m.matrix(p+"attn_qkv.weight", qDim+2*kvDim, hp.dim)
+		if err != nil {
+			return nil, err
+		}
+		if err := m.splitRows(qkv, []**quant.Matrix{&l.wq, &l.wk, &l.wv}, []int{qDim, kvDim, kvDim}); err != nil {
+			return nil, err
+		}
+	}
+	up, err := m.matrix(p+"ffn_up.weight", 2*hp.ff, hp.dim)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.splitRows(up, []**quant.Matrix{&l.wGate, &l.wUp}, []int{hp.ff, hp.ff}); err != nil {
+		return nil, err
+	}
+	return rest, nil
+}
+
+// splitRows cuts mat into consecutive row ranges of the given sizes, one
+// view per destination; mat itself is no longer a repack source.
+func (m *Model) splitRows(mat *quant.Matrix, dst []**quant.Matrix, sizes []int) error {
+	lo := 0
+	for i, n := range sizes {
+		v, err := m.rowView(mat, lo, lo+n)
+		if err != nil {
+			return err
+		}
+		*dst[i] = v
+		lo += n
+	}
+	delete(m.src, mat)
+	return nil
 }

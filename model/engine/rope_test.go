@@ -100,7 +100,8 @@ func TestRopeMetadata(t *testing.T) {
 				require.Equal(t, 256, r.origCtx)
 			}, nil},
 		{"freqs", nil, true, func(t *testing.T, r ropeParams) { require.Len(t, r.freqFactor, 8) }, nil},
-		{"unknown", map[string]any{"llama.rope.scaling.type": "longrope", "llama.rope.scaling.factor": float32(2)}, false, nil, ErrUnsupportedModel},
+		{"unknown", map[string]any{"llama.rope.scaling.type": "dynamic", "llama.rope.scaling.factor": float32(2)}, false, nil, ErrUnsupportedModel},
+		{"longrope without its factors", map[string]any{"llama.rope.scaling.type": "longrope"}, false, nil, ErrUnsupportedModel},
 		{"no factor", map[string]any{"llama.rope.scaling.type": "linear"}, false, nil, ErrBadModel},
 		// A key of the wrong type or a value that is not finite is refused,
 		// not silently the default.

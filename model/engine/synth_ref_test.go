@@ -34,6 +34,9 @@ type synthRef struct {
 		ExpertsUsed  int     `json:"experts_used"`
 		ExpertFF     int     `json:"expert_ff"`
 		SharedFF     int     `json:"shared_ff"`
+		Ctx          int     `json:"ctx"`
+		OrigCtx      int     `json:"orig_ctx"`
+		RopeAttn     float32 `json:"rope_attn_factor"`
 		Seed         uint64  `json:"seed"`
 		Type         string  `json:"type"`
 		GeneratedIDs []int32 `json:"generated_ids"`
@@ -43,7 +46,9 @@ type synthRef struct {
 // TestSynthMatchesLlamaCpp runs architectures that no real fixture covers
 // (qwen3's per-head q/k norms; gemma's scaled embeddings and GELU; gemma2's
 // soft caps, post norms and sliding window; gemma3's local RoPE; experts
-// as Mixtral (llama), qwen2moe (with its shared expert) and qwen3moe; heads
+// as Mixtral (llama), qwen2moe (with its shared expert) and qwen3moe;
+// phi3's fused projections and LongRoPE (short and long factors, attention
+// factor); heads
 // longer than dim/heads; grouped KV heads) on random-weight models and
 // compares free-running greedy generation with llama.cpp's, token for
 // token. The prompt is longer than the windows, so windowed layers mask.
@@ -62,7 +67,12 @@ func TestSynthMatchesLlamaCpp(t *testing.T) {
 			cfg.FF, cfg.Vocab, cfg.Std, cfg.Seed, cfg.Type = c.FF, c.Vocab, c.Std, c.Seed, typ
 			cfg.EmbedStd, cfg.SlidingWindow, cfg.AttnCap, cfg.FinalCap = c.EmbedStd, c.Window, c.AttnCap, c.FinalCap
 			cfg.Experts, cfg.ExpertsUsed, cfg.ExpertFF, cfg.SharedFF = c.Experts, c.ExpertsUsed, c.ExpertFF, c.SharedFF
-			m, err := Load(writeSynth(t, cfg), Options{Threads: 2, KVCache: KVF32})
+			cfg.OrigCtx, cfg.RopeAttnFactor = c.OrigCtx, c.RopeAttn
+			if c.Ctx > 0 {
+				cfg.Ctx = c.Ctx
+			}
+			// llama.cpp ran at context 512, which picks LongRoPE's factors.
+			m, err := Load(writeSynth(t, cfg), Options{Threads: 2, KVCache: KVF32, ContextSize: 512})
 			require.NoError(t, err)
 			defer m.Close()
 			s := m.NewSession()

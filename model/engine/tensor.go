@@ -153,6 +153,17 @@ func (m *Model) setTensor(spec ShardSpec) error {
 // under a name that says its rows, so a shard's rows give what the whole
 // model's give, bit for bit, whichever kernel computes them.
 func (m *Model) rowSlice(mat *quant.Matrix, lo, hi int) (*quant.Matrix, error) {
+	s, err := m.rowView(mat, lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	delete(m.src, mat)
+	return s, nil
+}
+
+// rowView is rows [lo, hi) of mat, a view that keeps mat's tensor as its
+// source (for repacking) beside mat.
+func (m *Model) rowView(mat *quant.Matrix, lo, hi int) (*quant.Matrix, error) {
 	rb, err := mat.Type.RowBytes(mat.Cols)
 	if err != nil {
 		return nil, err
@@ -162,7 +173,6 @@ func (m *Model) rowSlice(mat *quant.Matrix, lo, hi int) (*quant.Matrix, error) {
 		st := *t
 		st.Name = fmt.Sprintf("%s[rows %d:%d]", t.Name, lo, hi)
 		m.src[s] = &st
-		delete(m.src, mat)
 	}
 	return s, nil
 }

@@ -164,6 +164,11 @@ func TestTensorMatchesWhole(t *testing.T) {
 	cfg.Arch, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.HeadDim, cfg.Std = "gemma3", 6, 4, 2, 32, 0.3
 	cfg.EmbedStd, cfg.SlidingWindow, cfg.FinalCap = 0.02, 4, 3
 	require.NoError(t, synth.Write(gemma3, cfg))
+	// phi3: fused q/k/v and gate/up matrices, cut again by heads and rows.
+	phi3 := filepath.Join(t.TempDir(), "phi3-f32.gguf")
+	cfg = synth.DefaultConfig()
+	cfg.Arch, cfg.Heads, cfg.KVHeads, cfg.Std, cfg.OrigCtx = "phi3", 4, 2, 0.3, 64
+	require.NoError(t, synth.Write(phi3, cfg))
 	fixtures := []struct {
 		path string
 		// tol bounds the difference of a log-probability between the
@@ -186,6 +191,7 @@ func TestTensorMatchesWhole(t *testing.T) {
 		{aligned, 5e-2},
 		{qwen3, 2e-3},
 		{gemma3, 2e-3},
+		{phi3, 2e-3},
 	}
 	opts := Options{Threads: 1, ContextSize: 128}
 	for _, fx := range fixtures {

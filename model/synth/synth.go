@@ -50,10 +50,15 @@ type Config struct {
 	// expert ExpertFF wide (0: FF for llama, FF/ExpertsUsed for qwen);
 	// qwen2moe adds a shared expert SharedFF wide (0: FF).
 	Experts, ExpertsUsed, ExpertFF, SharedFF int
+	// LongRoPE (phi3): OrigCtx > 0 writes rope.scaling.original_context_length
+	// and the short and long factor tensors; RopeAttnFactor > 0 writes
+	// rope.scaling.attn_factor.
+	OrigCtx        int
+	RopeAttnFactor float32
 }
 
 // Archs lists the architectures Write can make.
-var Archs = []string{"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3"}
+var Archs = []string{"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3"}
 
 // MinVocab is the smallest vocabulary: <unk>, <s>, </s> and 256 byte tokens,
 // plus one piece.
@@ -80,7 +85,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: %d experts, %d used", ErrConfig, c.Experts, c.ExpertsUsed)
 	case c.Experts > 0 && c.Arch != "llama" && c.Arch != "qwen2moe" && c.Arch != "qwen3moe":
 		return fmt.Errorf("%w: experts for %s", ErrConfig, c.Arch)
-	case c.SlidingWindow < 0 || c.AttnCap < 0 || c.FinalCap < 0 || c.EmbedStd < 0:
+	case c.SlidingWindow < 0 || c.AttnCap < 0 || c.FinalCap < 0 || c.EmbedStd < 0 || c.OrigCtx < 0 || c.RopeAttnFactor < 0:
 		return fmt.Errorf("%w: sliding window and soft caps cannot be negative", ErrConfig)
 	case c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FF <= 0 || c.Ctx <= 0 || c.HeadDim < 0:
 		return fmt.Errorf("%w: dim, layers, heads, kv-heads, ff and ctx must be positive", ErrConfig)
@@ -221,12 +226,18 @@ func Build(cfg Config) (*gguf.Writer, error) {
 	if a != "llama" && a != "qwen2" {
 		eps = 1e-6
 	}
+	// llama.cpp marks a "phi3"-named model's special tokens for
+	// stripping, by texts this vocabulary lacks (it then fails to load).
+	name := "synth-" + a
+	if a == "phi3" {
+		name = "synth-phi"
+	}
 	kvs := []struct {
 		k string
 		v any
 	}{
 		{"general.architecture", a},
-		{"general.name", "synth-" + a},
+		{"general.name", name},
 		{"general.description", fmt.Sprintf("rbee synth: random weights N(0, %g), seed %d", cfg.Std, cfg.Seed)},
 		{a + ".context_length", uint32(cfg.Ctx)},
 		{a + ".embedding_length", uint32(cfg.Dim)},
@@ -291,6 +302,18 @@ func Build(cfg Config) (*gguf.Writer, error) {
 				v any
 			}{a + ".expert_shared_feed_forward_length", uint32(ffSh)})
 		}
+	}
+	if cfg.OrigCtx > 0 {
+		kvs = append(kvs, struct {
+			k string
+			v any
+		}{a + ".rope.scaling.original_context_length", uint32(cfg.OrigCtx)})
+	}
+	if cfg.RopeAttnFactor > 0 {
+		kvs = append(kvs, struct {
+			k string
+			v any
+		}{a + ".rope.scaling.attn_factor", cfg.RopeAttnFactor})
 	}
 	if cfg.HeadDim > 0 {
 		kvs = append(kvs, []struct {
@@ -408,6 +431,17 @@ func Build(cfg Config) (*gguf.Writer, error) {
 		return nil
 	}
 	qDim, kvDim := cfg.Heads*headDim, cfg.KVHeads*headDim
+	if cfg.OrigCtx > 0 {
+		for _, name := range []string{"rope_factors_short.weight", "rope_factors_long.weight"} {
+			v := randn(headDim / 2)
+			for i := range v {
+				v[i] = 1 + float32(math.Abs(float64(v[i])))*4
+			}
+			if err := addVec(name, vecOf(v), headDim/2); err != nil {
+				return nil, err
+			}
+		}
+	}
 	std := cfg.Std
 	if cfg.EmbedStd > 0 {
 		cfg.Std = cfg.EmbedStd
@@ -435,6 +469,18 @@ func Build(cfg Config) (*gguf.Writer, error) {
 		}
 		if cfg.Experts > 0 {
 			mats = mats[:4]
+		}
+		if a == "phi3" {
+			// Fused: q, k, v rows in one matrix; the gate's rows, then up's.
+			mats = []struct {
+				name       string
+				rows, cols int
+			}{
+				{"attn_qkv.weight", qDim + 2*kvDim, cfg.Dim},
+				{"attn_output.weight", cfg.Dim, qDim},
+				{"ffn_up.weight", 2 * cfg.FF, cfg.Dim},
+				{"ffn_down.weight", cfg.Dim, cfg.FF},
+			}
 		}
 		for _, m := range mats {
 			if err := addMat(p+m.name, m.rows, m.cols); err != nil {
