@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -117,6 +118,7 @@ func TestAPIRoutesAnswerJSON(t *testing.T) {
 		if strings.HasPrefix(tc.path, "/v1/") {
 			// OpenAI's error shape on every /v1 answer: clients read "type".
 			require.Contains(t, string(data), `"type":"invalid_request_error"`, "%s %s", tc.method, tc.path)
+			requireOpenAIErrorKeys(t, data)
 		}
 	}
 	// Bodies of the wrong shape say so in JSON terms, not Go's.
@@ -134,12 +136,27 @@ func TestAPIRoutesAnswerJSON(t *testing.T) {
 	st, _, data := apiCall(t, n, "POST", "/v1/chat/completions", "", "text/plain", `{}`, nil)
 	require.Equal(t, 415, st)
 	require.Contains(t, string(data), `"type":"invalid_request_error"`)
+	requireOpenAIErrorKeys(t, data)
 	// A join address that cannot be one is the caller's error (400), not
 	// an unreachable peer (502).
 	for _, addr := range []string{"127.0.0.1:99999", "[::1", "127.0.0.1", ":7946", "127.0.0.1:0", "host:http"} {
 		st, _, data := apiCall(t, n, "POST", "/v1/join", n.AdminKey(), "application/json", `{"addrs":["`+addr+`"]}`, nil)
 		require.Equal(t, 400, st, "%s: %s", addr, data)
 		require.Contains(t, string(data), "join address", addr)
+	}
+}
+
+// requireOpenAIErrorKeys checks an error body has every key of OpenAI's
+// error object (message, type, code, param; param may be null), as typed
+// clients declare them.
+func requireOpenAIErrorKeys(t *testing.T, data []byte) {
+	t.Helper()
+	var body struct {
+		Error map[string]any `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal(data, &body), "%s", data)
+	for _, k := range []string{"message", "type", "code", "param"} {
+		require.Contains(t, body.Error, k, "%s", data)
 	}
 }
 

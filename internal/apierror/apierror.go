@@ -1,7 +1,9 @@
 // Package apierror writes the node API's error answers, one JSON shape
-// for every route: {"error":{"code":"…","message":"…","type":"…"}}, the
-// shape of OpenAI's errors (type "invalid_request_error" for a 4xx,
-// "server_error" for a 5xx), so an OpenAI client reads any of them.
+// for every route: {"error":{"code":"…","message":"…","type":"…","param":null}},
+// the shape of OpenAI's errors (type "invalid_request_error" for a 4xx,
+// "server_error" for a 5xx; param, the request field at fault, is null:
+// these errors are about the request as a whole), so an OpenAI client
+// reads any of them.
 package apierror
 
 import (
@@ -15,6 +17,8 @@ type Body struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 		Type    string `json:"type,omitempty"`
+		// Param is always sent, as OpenAI sends it: null here.
+		Param *string `json:"param"`
 	} `json:"error"`
 }
 
