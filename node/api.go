@@ -46,7 +46,9 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/cluster", n.handleClusterState)
 	mux.HandleFunc("GET /v1/cluster/events", n.handleClusterEvents)
 	mux.HandleFunc("GET /v1/models", n.handleModels)
-	mux.HandleFunc("GET /v1/models/{id}", n.handleModel)
+	// {id...}: a name may have slashes ("hf:org/repo:Q4_K_M"), which
+	// clients that do not escape the path send as they are.
+	mux.HandleFunc("GET /v1/models/{id...}", n.handleModel)
 	mux.HandleFunc("GET /api/version", n.handleOllamaVersion)
 	mux.HandleFunc("GET /api/ps", n.handleOllamaPS)
 	mux.HandleFunc("GET /v1/tls/ca", n.handleCA)

@@ -362,3 +362,44 @@ func TestPeerCopyFailsOverToAnotherHolder(t *testing.T) {
 	require.Equal(t, entries[first].SHA256, e.SHA256)
 	require.Equal(t, modelcat.SourcePeer, e.Source)
 }
+
+// TestModelRouteTakesAnyName: GET /v1/models/{id} answers for every name a
+// request may route by, also a reference with slashes ("hf:org/repo:Q8_0"),
+// sent as it is (as OpenAI clients that do not escape the path send it)
+// or escaped, and for the name clients take from /v1/models.
+func TestModelRouteTakesAnyName(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a worker process")
+	}
+	data, err := os.ReadFile("../testdata/model/stories260K.gguf")
+	require.NoError(t, err)
+	hub := hubtest.New()
+	t.Cleanup(hub.Close)
+	hub.AddFile("org/stories-GGUF", "stories260K-Q8_0.gguf", data)
+	bin := buildWorker(t)
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {
+		cfg.WorkerBinary = bin
+		cfg.WorkerHeartbeatTimeout = 5 * time.Second
+		cfg.HFEndpoint = hub.URL()
+	})
+	n := c.Nodes[0]
+	const ref = "hf:org/stories-GGUF:Q8_0"
+	var e modelcat.Entry
+	run(t, n, map[string]any{"operation": "model_download", "model": ref}, &e)
+	spawnModel(t, n, n.Name(), ref, 1)
+	waitSchedulable(t, c, 1)
+
+	for _, name := range []string{e.ID, ref, "hf:org%2Fstories-GGUF:Q8_0", "hf:org/stories-GGUF:Q8_0:latest"} {
+		st, _, body := apiCall(t, n, "GET", "/v1/models/"+name, "", "", "", nil)
+		require.Equal(t, 200, st, "%s: %s", name, body)
+		var m struct{ ID, Object string }
+		require.NoError(t, json.Unmarshal(body, &m), name)
+		require.Equal(t, e.ID, m.ID, name)
+		require.Equal(t, "model", m.Object, name)
+	}
+	// A name with slashes that nothing serves is the model's 404, not
+	// the unknown route's.
+	st, _, body := apiCall(t, n, "GET", "/v1/models/hf:other/repo:Q8_0", "", "", "", nil)
+	require.Equal(t, 404, st, string(body))
+	require.Contains(t, string(body), `"model_not_found"`)
+}
