@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/jsonx"
 	"github.com/rbee-project/rbee/node/ollama"
 	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
@@ -27,6 +28,21 @@ import (
 
 func ollamaError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// ollamaDecodeError says what is wrong with an Ollama request that did not
+// decode, in JSON terms: the field and what it must be
+// ("options.stop must be an array of strings, not a string"), never Go's
+// struct and type names.
+func ollamaDecodeError(err error) string {
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &te) && te.Field == "":
+		return "the body must be a JSON object, not " + jsonx.Got(te.Value)
+	case errors.As(err, &te):
+		return fmt.Sprintf("%s must be %s, not %s", te.Field, jsonx.TypeWant(te.Type), jsonx.Got(te.Value))
+	}
+	return "malformed JSON: " + err.Error()
 }
 
 func (n *Node) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
@@ -92,7 +108,7 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	}
 	var req ollama.Request
 	if err := json.Unmarshal(raw, &req); err != nil {
-		ollamaError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
+		ollamaError(w, http.StatusBadRequest, ollamaDecodeError(err))
 		return
 	}
 	req.Model = ollama.Name(req.Model)

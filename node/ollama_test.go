@@ -629,3 +629,31 @@ func TestOllamaErrorShape(t *testing.T) {
 		})
 	}
 }
+
+// TestOllamaDecodeErrorsInJSONTerms: a field of the wrong type in an Ollama
+// request is a 400 that names the field and what it must be in JSON terms,
+// as the OpenAI routes say it, not Go's struct and type names.
+func TestOllamaDecodeErrorsInJSONTerms(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	for _, tc := range []struct {
+		path, body, want string
+	}{
+		{"/api/generate", `{"model":"stories260k","prompt":"x","options":{"stop":"x"}}`, "options.stop must be an array of strings, not a string"},
+		{"/api/generate", `{"model":"stories260k","prompt":"x","options":{"num_predict":"5"}}`, "options.num_predict must be an integer, not a string"},
+		{"/api/generate", `{"model":"stories260k","prompt":"x","options":{"seed":1.5}}`, "options.seed must be an integer, not 1.5"},
+		{"/api/generate", `{"model":"stories260k","prompt":["x"]}`, "prompt must be a string, not an array"},
+		{"/api/generate", `{"model":"stories260k","prompt":"x","stream":"no"}`, "stream must be a boolean, not a string"},
+		{"/api/chat", `{"model":"stories260k","messages":{"role":"user"}}`, "messages must be an array of objects, not an object"},
+		{"/api/chat", `{"model":"stories260k","messages":[{"role":"user","content":5}]}`, "messages.content must be a string, not a number"},
+		{"/api/chat", `[]`, "the body must be a JSON object, not an array"},
+		{"/api/show", `{"model":5}`, "model must be a string, not a number"},
+		{"/api/embed", `{"model":["m"],"input":"x"}`, "model must be a string, not an array"},
+	} {
+		st, b := ollamaCall(t, n, "POST", tc.path, "", tc.body)
+		require.Equal(t, 400, st, "%s %s: %s", tc.path, tc.body, b)
+		msg := ollamaErr(t, b)
+		require.Contains(t, msg, tc.want, tc.body)
+		require.NotContains(t, msg, "Go ", tc.body)
+	}
+}
