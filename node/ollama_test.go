@@ -657,3 +657,25 @@ func TestOllamaDecodeErrorsInJSONTerms(t *testing.T) {
 		require.NotContains(t, msg, "Go ", tc.body)
 	}
 }
+
+// TestOllamaToolCallArguments: a past tool call's arguments in an /api/chat
+// message are an object, as Ollama sends them; any other value is a 400
+// naming the field, not the worker's OpenAI wording ("a JSON object as a
+// string"), which an Ollama client that sent a string cannot act on.
+func TestOllamaToolCallArguments(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	call := func(args string) string {
+		return `{"model":"stories260k","messages":[{"role":"user","content":"x"},` +
+			`{"role":"assistant","content":"","tool_calls":[{"function":{"name":"f","arguments":` + args + `}}]}]}`
+	}
+	for _, tc := range []struct{ args, want string }{
+		{`"{\"a\":1}"`, "messages[1].tool_calls[0].function.arguments must be an object, not a string"},
+		{`[1]`, "messages[1].tool_calls[0].function.arguments must be an object, not an array"},
+		{`5`, "messages[1].tool_calls[0].function.arguments must be an object, not a number"},
+	} {
+		st, b := ollamaCall(t, n, "POST", "/api/chat", "", call(tc.args))
+		require.Equal(t, 400, st, "%s: %s", tc.args, b)
+		require.Contains(t, ollamaErr(t, b), tc.want, tc.args)
+	}
+}

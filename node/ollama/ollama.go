@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/rbee-project/rbee/internal/jsonx"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/worker"
 )
@@ -174,9 +175,15 @@ func (o Request) InferBody(chat bool) ([]byte, error) {
 		for i, om := range o.Messages {
 			msgs[i] = worker.Message{Role: om.Role, Content: om.Content, Name: om.ToolName}
 			for j, c := range om.ToolCalls {
-				args := string(c.Function.Arguments)
-				if len(args) == 0 {
+				args := string(bytes.TrimSpace(c.Function.Arguments))
+				switch {
+				case len(args) == 0 || args == "null":
 					args = "{}"
+				case args[0] != '{':
+					// Ollama's arguments are an object; the worker's
+					// error would ask for OpenAI's string.
+					return nil, fmt.Errorf("messages[%d].tool_calls[%d].function.arguments must be an object, not %s",
+						i, j, jsonx.Got(jsonx.Kind(c.Function.Arguments)))
 				}
 				msgs[i].ToolCalls = append(msgs[i].ToolCalls, worker.ToolCall{ID: fmt.Sprintf("call_%d_%d", i, j), Type: "function",
 					Function: worker.ToolCallFunction{Name: c.Function.Name, Arguments: args}})
