@@ -11,6 +11,7 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -31,18 +32,51 @@ func ollamaError(w http.ResponseWriter, status int, msg string) {
 }
 
 // ollamaDecodeError says what is wrong with an Ollama request that did not
-// decode, in JSON terms: the field and what it must be
+// decode into target's type, in JSON terms: the field and what it must be
 // ("options.stop must be an array of strings, not a string"), never Go's
-// struct and type names.
-func ollamaDecodeError(err error) string {
+// struct and type names. An element of the wrong type is said of its
+// field: what the element must be would mislead ("options.stop must be a
+// string" for [1]).
+func ollamaDecodeError(err error, target any) string {
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &te) && te.Field == "":
 		return "the body must be a JSON object, not " + jsonx.Got(te.Value)
 	case errors.As(err, &te):
-		return fmt.Sprintf("%s must be %s, not %s", te.Field, jsonx.TypeWant(te.Type), jsonx.Got(te.Value))
+		want, got := jsonx.TypeWant(te.Type), jsonx.Got(te.Value)
+		if d := fieldType(reflect.TypeOf(target), te.Field); d != nil && d.Kind() == reflect.Slice && d != te.Type {
+			want, got = jsonx.TypeWant(d), "an array with "+got+" in it"
+		}
+		return fmt.Sprintf("%s must be %s, not %s", te.Field, want, got)
 	}
 	return "malformed JSON: " + err.Error()
+}
+
+// fieldType is the Go type of the field at path (JSON names joined by
+// dots, as json.UnmarshalTypeError.Field gives it) in t, nil when the path
+// does not lead to one. Slices on the way are stepped into: their elements
+// hold the next name.
+func fieldType(t reflect.Type, path string) reflect.Type {
+	for name := range strings.SplitSeq(path, ".") {
+		for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice) {
+			t = t.Elem()
+		}
+		if t == nil || t.Kind() != reflect.Struct {
+			return nil
+		}
+		var next reflect.Type
+		for f := range t.Fields() {
+			if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag == name || tag == "" && f.Name == name {
+				next = f.Type
+				break
+			}
+		}
+		t = next
+	}
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
 }
 
 func (n *Node) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
@@ -108,7 +142,7 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	}
 	var req ollama.Request
 	if err := json.Unmarshal(raw, &req); err != nil {
-		ollamaError(w, http.StatusBadRequest, ollamaDecodeError(err))
+		ollamaError(w, http.StatusBadRequest, ollamaDecodeError(err, req))
 		return
 	}
 	req.Model = ollama.Name(req.Model)

@@ -414,7 +414,7 @@ func ollamaModelName(w http.ResponseWriter, r *http.Request, dst any) (string, b
 		Name  string `json:"name"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		ollamaError(w, http.StatusBadRequest, ollamaDecodeError(err))
+		ollamaError(w, http.StatusBadRequest, ollamaDecodeError(err, head))
 		return "", false
 	}
 	if dst != nil {

@@ -642,6 +642,10 @@ func TestOllamaDecodeErrorsInJSONTerms(t *testing.T) {
 		{"/api/generate", `{"model":"stories260k","prompt":"x","options":{"stop":"x"}}`, "options.stop must be an array of strings, not a string"},
 		{"/api/generate", `{"model":"stories260k","prompt":"x","options":{"num_predict":"5"}}`, "options.num_predict must be an integer, not a string"},
 		{"/api/generate", `{"model":"stories260k","prompt":"x","options":{"seed":1.5}}`, "options.seed must be an integer, not 1.5"},
+		// An element of the wrong type: the message names what the field
+		// must be, not what the element must be (a string would be refused).
+		{"/api/generate", `{"model":"stories260k","prompt":"x","options":{"stop":[1]}}`, "options.stop must be an array of strings, not an array with a number in it"},
+		{"/api/chat", `{"model":"stories260k","messages":[5]}`, "messages must be an array of objects, not an array with a number in it"},
 		{"/api/generate", `{"model":"stories260k","prompt":["x"]}`, "prompt must be a string, not an array"},
 		{"/api/generate", `{"model":"stories260k","prompt":"x","stream":"no"}`, "stream must be a boolean, not a string"},
 		{"/api/chat", `{"model":"stories260k","messages":{"role":"user"}}`, "messages must be an array of objects, not an object"},
