@@ -401,6 +401,36 @@ func (f *modelFacts) readGGUF(path string) {
 	}
 }
 
+// checkOllamaShow refuses what /api/show would otherwise ignore, naming
+// each: an unknown field, and verbose true (long arrays are null whatever
+// is asked, see appendShown).
+func checkOllamaShow(raw []byte) error {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil || top == nil {
+		return errors.New("malformed JSON: the request must be an object")
+	}
+	var bad []string
+	for _, k := range slices.Sorted(maps.Keys(top)) {
+		switch k {
+		case "model", "name":
+		case "verbose":
+			var v *bool
+			switch {
+			case json.Unmarshal(top[k], &v) != nil:
+				bad = append(bad, "verbose must be a boolean")
+			case v != nil && *v:
+				bad = append(bad, fmt.Sprintf("verbose: not supported (rbee writes arrays longer than %d elements, such as the vocabulary, as null)", maxShownArray))
+			}
+		default:
+			bad = append(bad, fmt.Sprintf("unknown field %q", k))
+		}
+	}
+	if len(bad) > 0 {
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
+}
+
 // ollamaModelName reads the model of an Ollama request: "model", or
 // "name" as older clients send.
 func ollamaModelName(w http.ResponseWriter, r *http.Request, dst any) (string, bool) {
@@ -433,8 +463,13 @@ func ollamaModelName(w http.ResponseWriter, r *http.Request, dst any) (string, b
 
 // handleOllamaShow answers POST /api/show.
 func (n *Node) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
-	name, ok := ollamaModelName(w, r, nil)
+	var raw json.RawMessage
+	name, ok := ollamaModelName(w, r, &raw)
 	if !ok {
+		return
+	}
+	if err := checkOllamaShow(raw); err != nil {
+		ollamaError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	f, ok := n.modelFactsOf(r.Context(), name, true)

@@ -683,3 +683,28 @@ func TestOllamaToolCallArguments(t *testing.T) {
 		require.Contains(t, ollamaErr(t, b), tc.want, tc.args)
 	}
 }
+
+// TestOllamaShowFields: /api/show refuses what it would otherwise ignore,
+// as /api/generate and /api/chat do: verbose true (rbee writes the long
+// arrays, the vocabulary among them, as null whatever is asked) and
+// unknown fields, each named; model or name, and verbose false, are taken.
+func TestOllamaShowFields(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	for _, tc := range []struct {
+		body     string
+		status   int
+		contains string
+	}{
+		{`{"model":"stories260k","verbose":true}`, 400, "verbose"},
+		{`{"model":"stories260k","bogus":1}`, 400, `unknown field "bogus"`},
+		{`{"model":"stories260k","verbose":"yes"}`, 400, "verbose must be a boolean"},
+		// Taken: the lookup runs (nothing serves the model here).
+		{`{"model":"stories260k","verbose":false}`, 404, "not found"},
+		{`{"name":"stories260k","verbose":null}`, 404, "not found"},
+	} {
+		st, b := ollamaCall(t, n, "POST", "/api/show", "", tc.body)
+		require.Equal(t, tc.status, st, "%s: %s", tc.body, b)
+		require.Contains(t, ollamaErr(t, b), tc.contains, tc.body)
+	}
+}
