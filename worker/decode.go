@@ -99,15 +99,16 @@ func (l *textList) UnmarshalJSON(b []byte) error {
 	return err
 }
 
-// isTokenIDs reports whether b is an array whose first element is a
-// number or an array.
+// isTokenIDs reports whether b is what OpenAI takes as token ids: an array
+// of integers, or an array of arrays of them. Other arrays (of arrays of
+// strings, of numbers and text) are not called so.
 func isTokenIDs(b []byte) bool {
-	b = bytes.TrimSpace(b)
-	if len(b) < 2 || b[0] != '[' {
-		return false
+	var ids []int64
+	if json.Unmarshal(b, &ids) == nil {
+		return true
 	}
-	b = bytes.TrimSpace(b[1:])
-	return len(b) > 0 && (b[0] == '[' || b[0] == '-' || (b[0] >= '0' && b[0] <= '9'))
+	var lists [][]int64
+	return json.Unmarshal(b, &lists) == nil
 }
 
 // chatRoles are the message roles OpenAI defines ("function" is the

@@ -80,6 +80,10 @@ func TestRequestValidation(t *testing.T) {
 		{"token id prompts", cmpl, `{"prompt":[[1,2],[3]]}`, "prompt", "invalid_type", "token ids"},
 		{"prompt an object", cmpl, `{"prompt":{"text":"Hi"}}`, "prompt", "invalid_type", "prompt must be a string, not an object"},
 		{"token id input", embed, `{"input":[1,2,3]}`, "input", "invalid_type", "input as token ids is not supported"},
+		// Arrays that are not token ids are not called so.
+		{"prompt arrays of strings", cmpl, `{"prompt":[["Hi"]]}`, "prompt", "invalid_type", "prompt must be a string, not an array with an element that is not a string"},
+		{"input arrays of strings", embed, `{"input":[["a","b"]]}`, "input", "invalid_type", "input must be a string or an array of strings, not an array with an element that is not a string"},
+		{"prompt a number then text", cmpl, `{"prompt":[1,"Hi"]}`, "prompt", "invalid_type", "prompt must be a string, not an array with an element that is not a string"},
 		{"stop a number", cmpl, `{"prompt":"Hi","stop":5}`, "stop", "invalid_type", "stop must be a string or an array of strings, not a number"},
 		{"extension version a string", infer, `{"prompt":"Hi","rbee":{"v":"1"}}`, "rbee.v", "invalid_type", "rbee.v must be an integer, not a string"},
 		{"malformed", chat, `{"messages":[`, "", "malformed_json", "malformed JSON body"},
