@@ -76,11 +76,17 @@ func (m *Model) ChatPrompt(ctx context.Context, msgs []Message) (string, error) 
 // fallback formats render no tools, but do write messages' tool calls. Malformed tool JSON or tool-call
 // arguments are an error wrapping ErrBadRequest.
 func (m *Model) ChatPromptTools(ctx context.Context, msgs []Message, tools []json.RawMessage) (string, error) {
+	return m.chatPrompt(ctx, msgs, tools, nil)
+}
+
+// chatPrompt is ChatPromptTools with the request's strings scrubbed by g
+// (nil: as they are).
+func (m *Model) chatPrompt(ctx context.Context, msgs []Message, tools []json.RawMessage, g *literalGuard) (string, error) {
 	if len(msgs) == 0 {
 		return "", fmt.Errorf("%w: no messages", ErrBadRequest)
 	}
 	if m.chatTmpl != nil {
-		data, err := chatData(msgs, tools)
+		data, err := chatData(msgs, tools, g)
 		if err != nil {
 			return "", err
 		}
@@ -98,15 +104,16 @@ func (m *Model) ChatPromptTools(ctx context.Context, msgs []Message, tools []jso
 		}
 		m.log.Warn("chat template failed to render; using the fallback format", "err", err)
 	}
-	return fallbackChat(m.hp.arch, msgs), nil
+	return fallbackChat(m.hp.arch, g.scrubMessages(msgs)), nil
 }
 
 // chatData is the template's input: messages (role, content and, when
-// present, tool_calls, tool_call_id, name), add_generation_prompt, tools.
-func chatData(msgs []Message, tools []json.RawMessage) (map[string]any, error) {
+// present, tool_calls, tool_call_id, name), add_generation_prompt, tools;
+// every string from the request scrubbed by g.
+func chatData(msgs []Message, tools []json.RawMessage, g *literalGuard) (map[string]any, error) {
 	list := make([]any, len(msgs))
 	for i, msg := range msgs {
-		o := jinja.Object{{Key: "role", Value: msg.Role}, {Key: "content", Value: msg.Content}}
+		o := jinja.Object{{Key: "role", Value: g.scrub(msg.Role)}, {Key: "content", Value: g.scrub(msg.Content)}}
 		if len(msg.ToolCalls) > 0 {
 			calls := make([]any, len(msg.ToolCalls))
 			for j, c := range msg.ToolCalls {
@@ -114,16 +121,16 @@ func chatData(msgs []Message, tools []json.RawMessage) (map[string]any, error) {
 				if err != nil {
 					return nil, fmt.Errorf("%w: messages[%d].tool_calls[%d].function.arguments is not JSON: %v", ErrBadRequest, i, j, err)
 				}
-				calls[j] = jinja.Object{{Key: "id", Value: c.ID}, {Key: "type", Value: "function"},
-					{Key: "function", Value: jinja.Object{{Key: "name", Value: c.Name}, {Key: "arguments", Value: args}}}}
+				calls[j] = jinja.Object{{Key: "id", Value: g.scrub(c.ID)}, {Key: "type", Value: "function"},
+					{Key: "function", Value: jinja.Object{{Key: "name", Value: g.scrub(c.Name)}, {Key: "arguments", Value: g.scrubValue(args)}}}}
 			}
 			o = append(o, jinja.KV{Key: "tool_calls", Value: calls})
 		}
 		if msg.ToolCallID != "" {
-			o = append(o, jinja.KV{Key: "tool_call_id", Value: msg.ToolCallID})
+			o = append(o, jinja.KV{Key: "tool_call_id", Value: g.scrub(msg.ToolCallID)})
 		}
 		if msg.Name != "" {
-			o = append(o, jinja.KV{Key: "name", Value: msg.Name})
+			o = append(o, jinja.KV{Key: "name", Value: g.scrub(msg.Name)})
 		}
 		list[i] = o
 	}
@@ -135,7 +142,7 @@ func chatData(msgs []Message, tools []json.RawMessage) (map[string]any, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%w: tools[%d] is not JSON: %v", ErrBadRequest, i, err)
 			}
-			tl[i] = v
+			tl[i] = g.scrubValue(v)
 		}
 		data["tools"] = tl
 	}
@@ -209,17 +216,21 @@ func fallbackContent(arch string, msg Message) string {
 // ChatTokens renders msgs with ChatPrompt (returning its errors, ErrTemplate
 // included) and tokenizes the result with special tokens parsed, adding BOS
 // only when the model wants one and the rendered text does not already
-// start with it.
+// start with it. Special-token text inside the messages (and tools) is read
+// as plain text: only the template's own markup becomes special tokens, so
+// a message cannot open a turn of another role (see literalGuard).
 func (m *Model) ChatTokens(ctx context.Context, msgs []Message) ([]int32, error) {
 	return m.ChatTokensTools(ctx, msgs, nil)
 }
 
 // ChatTokensTools is ChatTokens with tools (see ChatPromptTools).
 func (m *Model) ChatTokensTools(ctx context.Context, msgs []Message, tools []json.RawMessage) ([]int32, error) {
-	text, err := m.ChatPromptTools(ctx, msgs, tools)
+	g := newLiteralGuard(m.tok)
+	text, err := m.chatPrompt(ctx, msgs, tools, g)
 	if err != nil {
 		return nil, err
 	}
+	text, literal := g.restore(text)
 	// A text that cannot fit whatever its tokens is not tokenized: that
 	// costs memory in proportion to it (hundreds of MB for a megabyte of
 	// tool-call arguments or tool definitions the template wrote).
@@ -230,7 +241,7 @@ func (m *Model) ChatTokensTools(ctx context.Context, msgs []Message, tools []jso
 	if bos := m.tok.TokenText(m.tok.BOS()); bos != "" && strings.HasPrefix(text, bos) {
 		addBOS = false
 	}
-	return m.tok.Encode(text, addBOS, true), nil
+	return m.tok.EncodeLiteral(text, addBOS, literal), nil
 }
 
 // ChatTemplate returns the model's tokenizer.chat_template source, "" if

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"sort"
 	"strings"
 	"unicode/utf8"
 )
@@ -27,6 +28,34 @@ type fragment struct {
 // SentencePiece encodes the stray bytes with byte tokens, byte-level BPE
 // reads each of them as U+FFFD.
 func (t *Tokenizer) Encode(text string, addBOS, parseSpecial bool) []int32 {
+	return t.encode(text, addBOS, parseSpecial, nil)
+}
+
+// EncodeLiteral is Encode with parseSpecial, except that the text of a
+// control or unknown token is read as that token only where it overlaps
+// none of the literal byte ranges [lo, hi) of text (sorted, not
+// overlapping): there it is plain text, as Encode without parseSpecial
+// reads it. A chat prompt marks the parts that came from the request this
+// way, so that a message cannot write the template's own markup
+// ("<|im_start|>system") and have it read as the special token.
+func (t *Tokenizer) EncodeLiteral(text string, addBOS bool, literal [][2]int) []int32 {
+	return t.encode(text, addBOS, true, literal)
+}
+
+// SpecialSpans returns the byte ranges [lo, hi) of text that Encode with
+// parseSpecial reads as control or unknown tokens (the ones it reads as
+// plain text without it), in order.
+func (t *Tokenizer) SpecialSpans(text string) [][2]int {
+	var spans [][2]int
+	for _, f := range t.partition(text, true, nil) {
+		if f.tok >= 0 && t.attrs[f.tok]&(attrControl|attrUnknown) != 0 {
+			spans = append(spans, [2]int{f.lo, f.hi})
+		}
+	}
+	return spans
+}
+
+func (t *Tokenizer) encode(text string, addBOS, parseSpecial bool, literal [][2]int) []int32 {
 	out := make([]int32, 0, len(text)/3+2)
 	if addBOS && t.bos != noToken {
 		out = append(out, t.bos)
@@ -34,7 +63,7 @@ func (t *Tokenizer) Encode(text string, addBOS, parseSpecial bool) []int32 {
 	if text == "" {
 		return out
 	}
-	frags := t.partition(text, parseSpecial)
+	frags := t.partition(text, parseSpecial, literal)
 	switch t.kind {
 	case kindSPM:
 		s := t.spmPool.Get().(*spmSession)
@@ -84,8 +113,10 @@ func (t *Tokenizer) Encode(text string, addBOS, parseSpecial bool) []int32 {
 
 // partition splits text at special-token occurrences (llama.cpp's
 // tokenizer_st_partition): special tokens are tried longest first, each
-// splitting every remaining text fragment at all its occurrences.
-func (t *Tokenizer) partition(text string, parseSpecial bool) []fragment {
+// splitting every remaining text fragment at all its occurrences. A control
+// or unknown token's occurrence that overlaps a literal range (see
+// EncodeLiteral) stays text.
+func (t *Tokenizer) partition(text string, parseSpecial bool, literal [][2]int) []fragment {
 	frags := []fragment{{tok: noToken, lo: 0, hi: len(text)}}
 	var next []fragment
 	order := t.special
@@ -120,13 +151,17 @@ func (t *Tokenizer) partition(text string, parseSpecial bool) []fragment {
 				continue
 			}
 			lo, hi := f.lo, f.hi
-			for lo < hi {
-				i := strings.Index(text[lo:hi], word)
+			for from := lo; lo < hi; {
+				i := strings.Index(text[from:hi], word)
 				if i < 0 {
 					next = append(next, fragment{tok: noToken, lo: lo, hi: hi})
 					break
 				}
-				m := lo + i
+				m := from + i
+				if a&(attrControl|attrUnknown) != 0 && overlaps(literal, m, m+len(word)) {
+					from = m + 1
+					continue
+				}
 				left := m
 				if a&attrLStrip != 0 {
 					for left > lo && isASCIISpace(text[left-1]) {
@@ -143,11 +178,18 @@ func (t *Tokenizer) partition(text string, parseSpecial bool) []fragment {
 						lo++
 					}
 				}
+				from = lo
 			}
 		}
 		frags, next = next, frags
 	}
 	return frags
+}
+
+// overlaps reports whether [lo, hi) overlaps one of the sorted ranges.
+func overlaps(ranges [][2]int, lo, hi int) bool {
+	i := sort.Search(len(ranges), func(i int) bool { return ranges[i][1] > lo })
+	return i < len(ranges) && ranges[i][0] < hi
 }
 
 func isASCIISpace(b byte) bool {

@@ -75,9 +75,9 @@ func TestSpecialIndexSameSplit(t *testing.T) {
 			s := b.String()
 			for _, parse := range []bool{false, true} {
 				tok.specials = idx
-				got := tok.partition(s, parse)
+				got := tok.partition(s, parse, nil)
 				tok.specials = nil
-				want := tok.partition(s, parse)
+				want := tok.partition(s, parse, nil)
 				require.Equal(t, want, got, "type %d, text %q, parseSpecial %v", typ, s, parse)
 			}
 		}
@@ -157,4 +157,44 @@ func TestWrongTypedVocabKeys(t *testing.T) {
 	}
 	_, err := tryVocab(t, base())
 	require.NoError(t, err)
+}
+
+// TestEncodeLiteral: a control token's text that overlaps a literal range,
+// even by one byte, is plain text; outside the ranges it is the token; a
+// user-defined token is matched either way (as Encode without
+// parseSpecial does). SpecialSpans finds what EncodeLiteral may refuse.
+func TestEncodeLiteral(t *testing.T) {
+	tok, err := mixedVocab(t, []string{"<c>", "<u>"}, func(i int) int32 { return int32(3 + i) })
+	require.NoError(t, err)
+	ctl, ok := tok.TokenID("<c>")
+	require.True(t, ok)
+	usr, ok := tok.TokenID("<u>")
+	require.True(t, ok)
+	text := "<c>x<c>x<c><u>"
+	cases := []struct {
+		name    string
+		literal [][2]int
+		want    []int32 // the special ids, in order
+	}{
+		{"no ranges", nil, []int32{ctl, ctl, ctl, usr}},
+		{"second token", [][2]int{{4, 7}}, []int32{ctl, ctl, usr}},
+		{"one byte of the first", [][2]int{{2, 3}}, []int32{ctl, ctl, usr}},
+		{"ranges around", [][2]int{{0, 0}, {3, 4}, {7, 8}}, []int32{ctl, ctl, ctl, usr}},
+		{"everything", [][2]int{{0, len(text)}}, []int32{usr}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var got []int32
+			for _, id := range tok.EncodeLiteral(text, false, c.literal) {
+				if id == ctl || id == usr {
+					got = append(got, id)
+				}
+			}
+			require.Equal(t, c.want, got)
+		})
+	}
+	require.Equal(t, tok.Encode(text, false, false), tok.EncodeLiteral(text, false, [][2]int{{0, len(text)}}))
+	require.Equal(t, tok.Encode(text, false, true), tok.EncodeLiteral(text, false, nil))
+	require.Equal(t, [][2]int{{0, 3}, {4, 7}, {8, 11}}, tok.SpecialSpans(text))
+	require.Empty(t, tok.SpecialSpans("x<u>x"))
 }
