@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime/debug"
 
 	"github.com/rbee-project/rbee/model/quant"
 )
@@ -266,6 +267,8 @@ func (b *Batch) forward(ctx context.Context, segs []segment) error {
 // last stage then computes the logits of the segments that ask for them
 // (b.logits), and n rows of output hidden states are in b.x otherwise.
 func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n, nl int, err error) {
+	defer recoverFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	m := b.m
 	m.computeMu.Lock()
 	defer m.computeMu.Unlock()

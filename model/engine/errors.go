@@ -30,6 +30,10 @@ var (
 	ErrBadModel = errors.New("engine: malformed model")
 	// ErrClosed: the Model was closed.
 	ErrClosed = errors.New("engine: model closed")
+	// ErrFileChanged: reading the memory-mapped model file faulted (SIGBUS):
+	// the file was truncated while the Model had it mapped. The Model's
+	// weights are gone; only loading the file again helps.
+	ErrFileChanged = errors.New("engine: the model file was truncated while in use")
 	// ErrTemplate: the model's chat template went over its render budget
 	// (model/jinja's limits: recursion depth, steps, output, string or
 	// memory size, loop length, deadline), so ChatPrompt and ChatTokens

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -261,9 +262,26 @@ func openGGUF(path string) (*gguf.File, error) {
 	return f, nil
 }
 
+// recoverFault, deferred by a function that reads the mapped file after
+// debug.SetPanicOnFault(true), turns a memory fault (the file was
+// truncated under the mapping: SIGBUS) into ErrFileChanged in *err; other
+// panics go on.
+func recoverFault(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if !quant.IsFault(r) {
+		panic(r)
+	}
+	*err = fmt.Errorf("%w: a read of its mapping faulted", ErrFileChanged)
+}
+
 // newModel prepares the model of f, opened from path ("" when it was not
 // opened from a file: no repack cache then).
-func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (*Model, error) {
+func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (_ *Model, err error) {
+	defer recoverFault(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -2,6 +2,7 @@ package quant
 
 import (
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,9 @@ type Pool struct {
 	waiting atomic.Uint64 // the job word the caller is parked (or about to park) on done for; 0: none
 	done    chan struct{} // the last worker to finish wakes a parked caller
 	closed  atomic.Bool
+	// fault is the first memory fault a worker met in the current job
+	// (see workGuarded); the caller panics with it once all are done.
+	fault atomic.Pointer[runtime.Error]
 
 	// Current job, valid while mu is held and workers run.
 	cur   task
@@ -126,6 +130,9 @@ func (p *Pool) Close() {
 
 // worker runs the jobs it takes part in until the Pool is closed.
 func (p *Pool) worker(w int) {
+	// A read of a memory-mapped file that shrank faults (SIGBUS): make it
+	// a panic that workGuarded recovers, not the end of the process.
+	debug.SetPanicOnFault(true)
 	var seen uint64 // the job word before the first job: the worker may start after it
 	for {
 		seen = p.awaitJob(w, seen)
@@ -135,7 +142,7 @@ func (p *Pool) worker(w int) {
 		if w >= int(seen&(1<<jobUsedBits-1)) {
 			continue // not part of this job
 		}
-		p.work(w)
+		p.workGuarded(w)
 		if p.left.Add(-1) == 0 {
 			if p.afterLast != nil {
 				p.afterLast()
@@ -229,6 +236,39 @@ func (p *Pool) work(w int) {
 	}
 }
 
+// workGuarded is work that recovers a memory fault (a runtime.Error with
+// an address: weights in a mapped file that was truncated under the
+// process) and keeps the first one for the caller of the job; other panics
+// go on.
+func (p *Pool) workGuarded(w int) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(runtime.Error)
+			if !ok || !IsFault(e) {
+				panic(r)
+			}
+			p.fault.CompareAndSwap(nil, &e)
+		}
+	}()
+	p.work(w)
+}
+
+// IsFault reports whether err, a value recovered from a panic, is a memory
+// fault: a goroutine that called debug.SetPanicOnFault(true) read an
+// address it may not, such as a page of a memory-mapped file past the
+// file's end after the file was truncated. A Pool runs its jobs with
+// faults turned into panics and re-panics on the caller of Run or MatMul
+// with the first fault of the job, after every worker has finished it, so
+// the Pool stays usable.
+func IsFault(err any) bool {
+	e, ok := err.(runtime.Error)
+	if !ok {
+		return false
+	}
+	_, ok = e.(interface{ Addr() uintptr })
+	return ok
+}
+
 // split returns worker w's share [s, e) of n items over t workers.
 func split(n, t, w int) (int, int) {
 	return n * w / t, n * (w + 1) / t
@@ -258,6 +298,7 @@ func (p *Pool) runLockedN(n, used, chunk int, t task) {
 	if n <= 0 {
 		return
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	used = max(1, min(used, p.threads, n))
 	if used == 1 {
 		t.run(0, 0, n)
@@ -276,7 +317,10 @@ func (p *Pool) runLockedN(n, used, chunk int, t task) {
 			p.wake[w] <- struct{}{}
 		}
 	}
-	p.work(0)
+	p.workGuarded(0)
 	p.awaitWorkers(j)
 	p.cur = nil
+	if f := p.fault.Swap(nil); f != nil {
+		panic(*f)
+	}
 }
