@@ -227,6 +227,7 @@ func (j *job) finish() {
 // generate runs the request on the job's slot and records the speed.
 func (j *job) generate(emit func(Token) error) (Result, error) {
 	res, err := j.slot.session.Generate(j.ctx, j.req, emit)
+	j.s.checkModelLost(err)
 	if err == nil && res.StopReason != StopCancelled {
 		j.s.recordSpeed(res.CompletionTokens, res.GenDuration)
 	}
@@ -341,6 +342,9 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 func errCode(err error) string {
 	if errors.Is(err, ErrInvalidRequest) {
 		return "invalid_request"
+	}
+	if errors.Is(err, ErrModelLost) {
+		return "model_lost"
 	}
 	return "internal_error"
 }

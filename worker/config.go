@@ -46,6 +46,11 @@ var (
 	// ErrOrphaned is returned by Server.Err when the worker stopped itself
 	// because no heartbeat was accepted by its node within OrphanGrace.
 	ErrOrphaned = errors.New("worker: no heartbeat accepted by the node within the orphan grace")
+	// ErrModelLost is wrapped by a Session's errors, and returned by
+	// Server.Err, when the model can no longer be read: its file was
+	// truncated while the worker had it mapped. The worker then stops
+	// itself, since every request would fail.
+	ErrModelLost = errors.New("worker: the model file was truncated under the worker")
 )
 
 // SecretEnv is the environment variable through which the node hands a

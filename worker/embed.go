@@ -153,6 +153,7 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 	res.Object, res.Model = "list", s.modelName
 	for i, p := range prompts {
 		vec, err := sl.session.Embed(ctx, p)
+		s.checkModelLost(err)
 		if err != nil {
 			if ctx.Err() != nil && r.Context().Err() != nil {
 				return // the client went away

@@ -135,7 +135,17 @@ type engineSession struct {
 }
 
 func (es engineSession) Embed(ctx context.Context, prompt []int32) ([]float32, error) {
-	return es.s.Embed(ctx, prompt)
+	vec, err := es.s.Embed(ctx, prompt)
+	return vec, modelLost(err)
+}
+
+// modelLost wraps ErrModelLost around an engine error that says the
+// model's file was truncated under its mapping.
+func modelLost(err error) error {
+	if errors.Is(err, engine.ErrFileChanged) {
+		return fmt.Errorf("%w: %w", ErrModelLost, err)
+	}
+	return err
 }
 
 func (es engineSession) CachedPrefix(prompt []int32) int { return es.s.CommonPrefix(prompt) }
@@ -204,5 +214,5 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 	if emitErr != nil {
 		return res, emitErr
 	}
-	return res, j.err
+	return res, modelLost(j.err)
 }

@@ -147,12 +147,39 @@ func (s *Server) orphaned(silent time.Duration) {
 	}
 }
 
+// checkModelLost stops the worker once a request found its model
+// unreadable (err wraps ErrModelLost: the file was truncated under the
+// mapping): every later request would fail the same way, and a stopped
+// worker leaves the schedule, so its node sends them to other workers.
+// The requests in flight end with their error events (the node retries
+// them elsewhere); the drain runs on its own goroutine, since it waits for
+// the caller's request too.
+func (s *Server) checkModelLost(err error) {
+	if !errors.Is(err, ErrModelLost) {
+		return
+	}
+	s.mu.Lock()
+	if s.closed || s.stopErr != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.stopErr = err
+	s.mu.Unlock()
+	s.log.Error("stopping: the model file was truncated while this worker had it mapped; load it again", "err", err)
+	go func() {
+		if derr := s.Drain(context.Background()); derr != nil {
+			s.log.Warn("drain incomplete", "err", derr)
+		}
+	}()
+}
+
 // Done is closed once the server has stopped: after Drain or Close, or
 // when it stopped itself (see Err).
 func (s *Server) Done() <-chan struct{} { return s.stopped }
 
 // Err tells why the server stopped itself: an error wrapping ErrOrphaned
-// when no heartbeat was accepted within Config.OrphanGrace; nil otherwise.
+// when no heartbeat was accepted within Config.OrphanGrace, or ErrModelLost
+// when its model's file was truncated under it; nil otherwise.
 func (s *Server) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -167,6 +167,9 @@ func Run(args []string, stderr io.Writer) int {
 			_ = s.Close()
 		}
 		log.Error("exiting", "err", s.Err())
+		if errors.Is(s.Err(), worker.ErrModelLost) {
+			return 1 // the model cannot be used, as when it does not load
+		}
 		return 3
 	}
 
