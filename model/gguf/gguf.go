@@ -47,6 +47,13 @@ const (
 	// each costs ~200 bytes of Go values (name, dims, index), so a 37 MB
 	// file of 1M empty tensors took 200 MB in a node importing it.
 	MaxTensors = 1 << 16
+	// MaxHeaderMemory bounds the memory the header's strings and arrays
+	// take as Go values (a string costs its bytes plus 16, an array its
+	// elements plus 24). The largest real vocabularies (Gemma's 262k
+	// tokens, Llama 3's 128k tokens and 280k merges) take 10–15 MiB; a
+	// 159 MB file of 10 million tokens took 570 MB to open and 1.2 GB to
+	// refuse, in every node that imported or showed it.
+	MaxHeaderMemory = 64 << 20
 )
 
 // Sentinel errors; returned errors wrap one of them with %w.

@@ -16,6 +16,22 @@ type reader struct {
 	b   []byte
 	pos uint64
 	err error
+	mem uint64 // bytes of Go values the header's strings and arrays take so far
+}
+
+// charge counts n more bytes of Go values and fails once they pass
+// MaxHeaderMemory: checked before each allocation, so a hostile header
+// never takes more.
+func (r *reader) charge(n uint64, what string) bool {
+	if r.err != nil {
+		return false
+	}
+	if n > MaxHeaderMemory-r.mem {
+		r.fail(fmt.Errorf("%w: %s: the header's metadata takes more than %d MiB of memory", ErrInvalid, what, MaxHeaderMemory>>20))
+		return false
+	}
+	r.mem += n
+	return true
 }
 
 func (r *reader) remaining() uint64 { return uint64(len(r.b)) - r.pos }
@@ -82,10 +98,14 @@ func (r *reader) count(minSize uint64, what string) uint64 {
 	return n
 }
 
-func (r *reader) str(what string) string {
+func (r *reader) str(what string) string { return r.strCharged(what, 16) }
+
+// strCharged reads a string and charges its bytes plus overhead (its
+// header, unless already charged with the array holding it).
+func (r *reader) strCharged(what string, overhead uint64) string {
 	n := r.count(1, what+" length")
 	b := r.take(n, what)
-	if r.err != nil {
+	if r.err != nil || !r.charge(overhead+n, what) {
 		return ""
 	}
 	return string(b)
@@ -356,7 +376,7 @@ func (r *reader) value(vt ValueType, depth int) Value {
 
 func readFixed[T any](r *reader, n uint64, size uint64, what string, dec func([]byte) T) []T {
 	b := r.take(n*size, what) // n*size cannot overflow: n <= remaining/size
-	if r.err != nil {
+	if r.err != nil || !r.charge(24+n*size, what) {
 		return nil
 	}
 	out := make([]T, n)
@@ -412,15 +432,21 @@ func (r *reader) array(et ValueType, depth int) any {
 	case TypeFloat64:
 		return readFixed(r, n, 8, "float64 array", func(b []byte) float64 { return math.Float64frombits(le.Uint64(b)) })
 	case TypeString:
+		if !r.charge(24+n*16, "string array") { // 16: a string's header
+			return nil
+		}
 		out := make([]string, n)
 		for i := range out {
-			out[i] = r.str("string array element")
+			out[i] = r.strCharged("string array element", 0)
 			if r.err != nil {
 				return nil
 			}
 		}
 		return out
 	case TypeArray:
+		if !r.charge(24+n*24, "array of arrays") { // 24: a Value
+			return nil
+		}
 		out := make([]Value, n)
 		for i := range out {
 			out[i] = r.value(TypeArray, depth+1)

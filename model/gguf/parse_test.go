@@ -120,6 +120,47 @@ func TestParseRejectsHostileInput(t *testing.T) {
 	require.ErrorIs(t, err, ErrTruncated)
 }
 
+// TestParseBoundsHeaderMemory: a file's metadata cannot make Parse hold
+// more than MaxHeaderMemory of Go values (a 159 MB file of 10 million
+// tokens took 570 MB to open), whether one array or many pairs hold it;
+// the refusal comes before the allocation. Real vocabularies parse.
+func TestParseBoundsHeaderMemory(t *testing.T) {
+	strs := func(h *hdr, key string, n int) *hdr {
+		h.str(key).u32(uint32(TypeArray)).u32(uint32(TypeString)).u64(uint64(n))
+		h.Write(make([]byte, 8*n)) // n empty strings: 8 bytes in the file, 16 in memory
+		return h
+	}
+	n := MaxHeaderMemory/16 + 1
+	third := MaxHeaderMemory / 16 / 3
+	arrays := MaxHeaderMemory/24 + 1
+	cases := []struct {
+		name string
+		data []byte
+	}{
+		{"one string array", strs(start(3, 0, 1), "k", n).Bytes()},
+		{"three string arrays", strs(strs(strs(start(3, 0, 3), "a", third), "b", third), "c", third+4).Bytes()},
+		{"array of empty arrays", func() []byte {
+			h := start(3, 0, 1).str("k").u32(uint32(TypeArray)).u32(uint32(TypeArray)).u64(uint64(arrays))
+			for range arrays {
+				h.u32(uint32(TypeUint8)).u64(0)
+			}
+			return h.Bytes()
+		}()},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse(c.data)
+			require.ErrorIs(t, err, ErrInvalid)
+			require.ErrorContains(t, err, "more than 64 MiB")
+		})
+	}
+	for _, name := range []string{"ggml-vocab-qwen2.gguf", "ggml-vocab-gpt-2.gguf", "ggml-vocab-llama-spm.gguf"} {
+		f, err := Open("../../testdata/tokenizer/" + name)
+		require.NoError(t, err, name)
+		require.NoError(t, f.Close())
+	}
+}
+
 // manyKVs is a file of n one-byte metadata pairs.
 func manyKVs(n int) []byte {
 	h := start(3, 0, uint64(n))
