@@ -5,6 +5,8 @@ package gguf
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/debug"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,7 +37,7 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gguf: mmap %s: %w", path, err)
 	}
-	f, err := Parse(data)
+	f, err := parseMapped(data)
 	if err != nil {
 		_ = unix.Munmap(data)
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -55,4 +57,22 @@ func Open(path string) (*File, error) {
 		return nil
 	}
 	return f, nil
+}
+
+// parseMapped is Parse of a file's mapping. A file truncated while it is
+// parsed makes the next read past its new end a SIGBUS, which would end
+// the process (a node importing or showing a model): the fault is
+// recovered into ErrTruncated.
+func parseMapped(data []byte) (f *File, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(runtime.Error)
+			if _, fault := e.(interface{ Addr() uintptr }); !ok || !fault {
+				panic(r)
+			}
+			f, err = nil, fmt.Errorf("%w: the file shrank while it was read", ErrTruncated)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return Parse(data)
 }

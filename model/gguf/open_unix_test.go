@@ -3,6 +3,7 @@
 package gguf
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -39,4 +40,27 @@ func TestOpenRefusesNonRegular(t *testing.T) {
 			t.Fatalf("Open(%s) blocks", tc.path)
 		}
 	}
+}
+
+// TestParseMappedTruncated: a file truncated while its mapping is parsed
+// (rewritten in place during a model import or /api/show) made the read
+// past its new end a SIGBUS that ended the node; it is ErrTruncated.
+func TestParseMappedTruncated(t *testing.T) {
+	w := NewWriter()
+	require.NoError(t, w.AddKV("general.architecture", "llama"))
+	require.NoError(t, w.AddKV("big", make([]uint8, 3<<20)))
+	path := filepath.Join(t.TempDir(), "m.gguf")
+	require.NoError(t, w.WriteFile(path))
+	fd, err := os.Open(path)
+	require.NoError(t, err)
+	defer fd.Close()
+	st, err := fd.Stat()
+	require.NoError(t, err)
+	data, err := unix.Mmap(int(fd.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	require.NoError(t, err)
+	defer unix.Munmap(data)
+	require.NoError(t, os.Truncate(path, 4096))
+	_, err = parseMapped(data)
+	require.ErrorIs(t, err, ErrTruncated)
+	require.ErrorContains(t, err, "shrank")
 }
