@@ -3,6 +3,7 @@ package jinja
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"runtime/metrics"
 	"strings"
@@ -150,7 +151,7 @@ func TestCompileDepth(t *testing.T) {
 	}
 	for name, src := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := Compile(src)
+			_, err := CompileBudget(src, Budget{MaxSource: len(src)}) // the depth, not the size
 			var le *LimitError
 			require.ErrorAs(t, err, &le)
 			require.Equal(t, LimitDepth, le.Limit)
@@ -170,6 +171,39 @@ func TestCompileDepth(t *testing.T) {
 	var le *LimitError
 	require.ErrorAs(t, err, &le)
 	require.Equal(t, LimitDepth, le.Limit)
+}
+
+// TestCompileSourceSize: a template longer than MaxSource is refused
+// before it is lexed (a 40 MB template of "{{x}}" took 4.8 GB and 44 s to
+// compile when a worker loaded its model); up to the limit it compiles.
+func TestCompileSourceSize(t *testing.T) {
+	cases := []struct {
+		name   string
+		src    string
+		budget Budget
+		max    int64 // 0: compiles
+	}{
+		{"default limit", strings.Repeat("x", DefaultMaxSource), Budget{}, 0},
+		{"past the default", strings.Repeat("x", DefaultMaxSource+1), Budget{}, DefaultMaxSource},
+		{"expressions", strings.Repeat("{{x}}", 8_000_000), Budget{}, DefaultMaxSource},
+		{"own limit", "{{ x }}", Budget{MaxSource: 6}, 6},
+		{"own limit met", "{{ x }}", Budget{MaxSource: 7}, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tm, err := CompileBudget(c.src, c.budget)
+			if c.max == 0 {
+				require.NoError(t, err)
+				return
+			}
+			require.Nil(t, tm)
+			require.ErrorIs(t, err, ErrBudget)
+			var le *LimitError
+			require.ErrorAs(t, err, &le)
+			require.Equal(t, &LimitError{Limit: LimitSource, Max: c.max}, le)
+			require.Contains(t, le.Error(), fmt.Sprintf("source_size limit (max %d bytes)", c.max))
+		})
+	}
 }
 
 func TestDeadline(t *testing.T) {
