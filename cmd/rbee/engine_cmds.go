@@ -258,12 +258,12 @@ func newModelInspectCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tTYPE\tVALUE")
 			for _, e := range ins.Metadata {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Key, e.Type, e.Summary)
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", cellSafe(e.Key), e.Type, cellSafe(e.Summary))
 			}
 			fmt.Fprintln(tw, "\t\t")
 			fmt.Fprintln(tw, "TENSOR\tTYPE\tDIMS\tBYTES")
 			for _, t := range ins.Tensors {
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\n", t.Name, t.Type, t.Dims, t.Bytes)
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\n", cellSafe(t.Name), t.Type, t.Dims, t.Bytes)
 			}
 			return tw.Flush()
 		},

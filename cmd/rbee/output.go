@@ -22,8 +22,18 @@ func printJSON(w io.Writer, v any) error {
 
 // table prints rows under a header, aligned. On a terminal the widest
 // columns are shortened (with "…") to fit its width and states are
-// coloured; elsewhere (pipes, files) the text is plain and complete.
+// coloured; elsewhere (pipes, files) the text is plain and complete. Cells
+// come from elsewhere (a model file's architecture, a node's name): they
+// are printed with cellSafe.
 func table(w io.Writer, header []string, rows [][]string) {
+	safe := make([][]string, len(rows))
+	for i, r := range rows {
+		safe[i] = make([]string, len(r))
+		for j, c := range r {
+			safe[i][j] = cellSafe(c)
+		}
+	}
+	rows = safe
 	width, tty := termWidth(w)
 	if tty {
 		rows = fitRows(header, rows, width)
@@ -41,6 +51,15 @@ func table(w io.Writer, header []string, rows [][]string) {
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	tw.Flush()
+}
+
+// cellSafe is terminalSafe for a table cell: a newline or a tab would also
+// start a row or a column of its own, so they are escaped too.
+func cellSafe(s string) string {
+	if strings.ContainsAny(s, "\n\t") {
+		s = strings.NewReplacer("\n", `\n`, "\t", `\t`).Replace(s)
+	}
+	return terminalSafe(s)
 }
 
 func termWidth(w io.Writer) (int, bool) {
