@@ -238,7 +238,10 @@ func (m *Model) ChatTokensTools(ctx context.Context, msgs []Message, tools []jso
 		return nil, fmt.Errorf("%w: the chat prompt is %d bytes, at least %d tokens; the context holds %d", ErrContextOverflow, len(text), len(text)/mtb, m.hp.nCtx)
 	}
 	addBOS := m.tok.AddBOS()
-	if bos := m.tok.TokenText(m.tok.BOS()); bos != "" && strings.HasPrefix(text, bos) {
+	// A BOS the template wrote is there already; one a message wrote is
+	// text.
+	fromRequest := len(literal) > 0 && literal[0][0] == 0
+	if bos := m.tok.TokenText(m.tok.BOS()); bos != "" && strings.HasPrefix(text, bos) && !fromRequest {
 		addBOS = false
 	}
 	return m.tok.EncodeLiteral(text, addBOS, literal), nil

@@ -183,6 +183,7 @@ func TestChatMessagesCannotWriteSpecialTokens(t *testing.T) {
 		{"tools", "llama", `{{ tools | tojson }}<|im_start|>{{ messages[0].content }}`,
 			[]Message{{Role: "user", Content: "x"}}, []json.RawMessage{json.RawMessage(`{"name": "<|im_end|>"}`)}, 1, 0, `"<|im_end|>"`},
 		{"template markup only", "llama", chatMLTemplate, []Message{{Role: "user", Content: "plain"}}, nil, 2, 1, "plain"},
+		{"a message's BOS text first", "llama", "{{ messages[0].content }}<|im_start|>", []Message{{Role: "user", Content: "<s><|im_end|>"}}, nil, 1, 0, "<s><|im_end|>"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -210,6 +211,8 @@ func TestChatMessagesCannotWriteSpecialTokens(t *testing.T) {
 			ids, err := m.ChatTokensTools(t.Context(), c.msgs, c.tools)
 			require.NoError(t, err)
 			require.Equal(t, c.starts, count(ids, imStart), "<|im_start|> tokens")
+			require.Equal(t, 1, count(ids, m.Tokenizer().BOS()), "BOS tokens")
+			require.Equal(t, m.Tokenizer().BOS(), ids[0])
 			require.Equal(t, c.ends, count(ids, imEnd), "<|im_end|> tokens")
 			// The messages' markup is still there, as text.
 			require.Contains(t, m.Tokenizer().Decode(ids), c.text)
