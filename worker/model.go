@@ -186,6 +186,11 @@ type LoadOptions struct {
 	MemoryLimit int64
 	// Sessions is Config.Slots: MemoryLimit counts every slot's KV cache.
 	Sessions int
+	// OnModelLost is called by a later pipeline stage or a tensor member
+	// when a pass found the model's file truncated under it (the Server's
+	// own requests report it through their errors, ErrModelLost); the
+	// Server then stops itself. nil: nobody is told.
+	OnModelLost func(error)
 }
 
 // LoadFunc loads the model file at path.

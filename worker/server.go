@@ -238,7 +238,8 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) load() {
 	defer close(s.loaded)
 	start := time.Now()
-	m, err := s.cfg.Load(s.cfg.ModelPath, LoadOptions{Threads: s.cfg.Threads, ContextSize: s.cfg.ContextSize, Logger: s.log, Shard: s.cfg.Shard, RepackCache: s.cfg.RepackCache, KVCache: s.cfg.KVCache, MemoryLimit: s.cfg.MemoryLimit, Sessions: s.cfg.Slots})
+	m, err := s.cfg.Load(s.cfg.ModelPath, LoadOptions{Threads: s.cfg.Threads, ContextSize: s.cfg.ContextSize, Logger: s.log, Shard: s.cfg.Shard, RepackCache: s.cfg.RepackCache, KVCache: s.cfg.KVCache, MemoryLimit: s.cfg.MemoryLimit, Sessions: s.cfg.Slots,
+		OnModelLost: func(err error) { s.checkModelLost(fmt.Errorf("%w: %w", ErrModelLost, err)) }})
 	if err == nil && m.Info().ContextLength < 2 {
 		_ = m.Close()
 		err = fmt.Errorf("context length %d too small", m.Info().ContextLength)

@@ -326,14 +326,14 @@ func loadShardEngine(path string, opts LoadOptions) (Model, error) {
 	sc := opts.Shard
 	eo := engine.Options{Threads: opts.Threads, ContextSize: opts.ContextSize, Logger: opts.Logger, RepackCache: opts.RepackCache, KVCache: opts.KVCache, MemoryLimit: opts.MemoryLimit, Sessions: opts.Sessions}
 	if sc.Mode == ShardTensor {
-		return loadTensorEngine(path, sc, eo, log)
+		return loadTensorEngine(path, sc, eo, log, opts.OnModelLost)
 	}
 	if sc.Lo > 0 {
 		m, err := engine.LoadShard(path, engine.ShardSpec{Lo: sc.Lo, Hi: sc.Hi}, eo)
 		if err != nil {
 			return nil, err
 		}
-		srv, err := shard.NewServer(shard.ServerConfig{Model: m, Logger: log})
+		srv, err := shard.NewServer(shard.ServerConfig{Model: m, Logger: log, OnModelLost: opts.OnModelLost})
 		if err != nil {
 			m.Close()
 			return nil, err
@@ -366,14 +366,14 @@ func loadShardEngine(path string, opts LoadOptions) (Model, error) {
 
 // loadTensorEngine loads a tensor shard: a member serving /v1/shard, or
 // the head connected to its members.
-func loadTensorEngine(path string, sc ShardConfig, eo engine.Options, log *slog.Logger) (Model, error) {
+func loadTensorEngine(path string, sc ShardConfig, eo engine.Options, log *slog.Logger, onModelLost func(error)) (Model, error) {
 	if sc.KVLo > 0 {
 		link := shard.NewMemberLink()
 		m, err := engine.LoadShard(path, engine.ShardSpec{Mode: engine.Tensor, KVLo: sc.KVLo, KVHi: sc.KVHi, Peers: link}, eo)
 		if err != nil {
 			return nil, err
 		}
-		srv, err := shard.NewServer(shard.ServerConfig{Model: m, Link: link, Logger: log})
+		srv, err := shard.NewServer(shard.ServerConfig{Model: m, Link: link, Logger: log, OnModelLost: onModelLost})
 		if err != nil {
 			m.Close()
 			return nil, err

@@ -58,6 +58,12 @@ type ServerConfig struct {
 	WriteTimeout time.Duration
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
+	// OnModelLost, when set, is called with the error of a pass that
+	// found the model's file truncated under its mapping
+	// (engine.ErrFileChanged): every later pass would fail the same way,
+	// so the worker stops itself. The head gets the error as for any
+	// failed pass.
+	OnModelLost func(error)
 
 	// starOnly (tests) refuses helloPairwise, as a Server of the version
 	// before it did.
@@ -275,6 +281,7 @@ func (s *Server) pass(ctx context.Context, b *engine.Batch, sessions map[uint64]
 	}
 	out, err := b.StageForward(ctx, *segs, f.data)
 	clear(*segs)
+	s.checkModelLost(err)
 	switch {
 	case err == nil:
 		return out, 0, nil
@@ -284,6 +291,14 @@ func (s *Server) pass(ctx context.Context, b *engine.Batch, sessions map[uint64]
 		return nil, codeBadRequest, err
 	default:
 		return nil, codeInternal, err
+	}
+}
+
+// checkModelLost tells OnModelLost about a pass that found the model's
+// file truncated.
+func (s *Server) checkModelLost(err error) {
+	if errors.Is(err, engine.ErrFileChanged) && s.cfg.OnModelLost != nil {
+		s.cfg.OnModelLost(err)
 	}
 }
 

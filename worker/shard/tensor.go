@@ -166,6 +166,7 @@ func (s *Server) serveTensor(ctx context.Context, conn io.ReadWriteCloser, f *fr
 		link.seq = 0 // gathers are numbered within a pass
 		link.mu.Unlock()
 		if err := b.TensorForward(ctx, segs, f.ids); err != nil {
+			s.checkModelLost(err)
 			// The head waits for this member's part: tell it why, then
 			// hang up (the head reconnects the group).
 			_, _ = writeFrame(conn, &frame{typ: frameError, id: f.id, code: codeInternal, msg: err.Error()}, nil)
