@@ -31,7 +31,7 @@ func (e *FieldError) Error() string { return e.Msg }
 // not declare and the node passes to the worker's native /v1/infer, which
 // takes and validates them. The worker's tests check that it takes each.
 var inferWorkerFields = []string{"max_completion_tokens", "min_p", "repeat_penalty", "repeat_last_n", "n",
-	"response_format", "tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs"}
+	"response_format", "tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs", "chat_template_kwargs"}
 
 // InferWorkerFields lists the fields an infer job passes to the worker
 // besides InferRequest's own.

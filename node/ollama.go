@@ -349,7 +349,7 @@ var (
 		"images":   "rbee's models read text only",
 		"template": "a prompt template per request is not supported (the model's own chat template applies unless raw is true)",
 		"context":  "not supported (rbee returns no context); send the conversation again, e.g. as /api/chat messages",
-		"think":    "thinking is not supported",
+		"think":    "think true is not supported: rbee returns no separate thinking (think false asks the model's template for none)",
 	}
 	ollamaMessageFields = map[string]bool{"role": true, "content": true, "tool_calls": true, "tool_name": true,
 		// thinking (an earlier answer's reasoning) is dropped, as chat

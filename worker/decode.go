@@ -50,6 +50,7 @@ var fieldWants = map[string]string{
 	"top_logprobs":          fmt.Sprintf("an integer between 0 and %d", engine.MaxTopLogprobs),
 	"tools":                 `an array of tool objects ({"type":"function","function":{"name":...}})`,
 	"parallel_tool_calls":   "a boolean",
+	"chat_template_kwargs":  `an object of template variables, such as {"enable_thinking":false}`,
 	"encoding_format":       `"float" or "base64"`,
 	"user":                  "a string",
 }

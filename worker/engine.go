@@ -95,7 +95,7 @@ func (e *engineModel) Encode(text string) []int32 {
 	return tok.Encode(text, tok.AddBOS(), true)
 }
 
-func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage) ([]int32, error) {
+func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage) ([]int32, error) {
 	em := make([]engine.Message, len(msgs))
 	for i, msg := range msgs {
 		em[i] = engine.Message{Role: msg.Role, Content: msg.Content, ToolCallID: msg.ToolCallID, Name: msg.Name}
@@ -103,7 +103,7 @@ func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []js
 			em[i].ToolCalls = append(em[i].ToolCalls, engine.ToolCall{ID: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
 		}
 	}
-	ids, err := e.m.ChatTokensTools(ctx, em, tools)
+	ids, err := e.m.ChatTokensVars(ctx, em, tools, vars)
 	switch {
 	case errors.Is(err, engine.ErrTemplate):
 		err = fmt.Errorf("%w: %w", ErrTemplate, err)

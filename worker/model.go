@@ -31,8 +31,10 @@ type Model interface {
 	// template itself failed (it went over its render budget): the worker
 	// answers 400 template_error.
 	// tools (OpenAI function definitions, JSON) are passed to the
-	// template as `tools`; nil renders none.
-	EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage) ([]int32, error)
+	// template as `tools`; nil renders none. vars are further template
+	// variables by name (chat_template_kwargs); the names the worker sets
+	// itself are refused with an error wrapping ErrInvalidRequest.
+	EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage) ([]int32, error)
 	// NewSession returns a session with its own KV cache. A session is used
 	// by one goroutine at a time; the worker keeps one per slot and reuses it.
 	NewSession() Session

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/rbee-project/rbee/internal/jsonx"
@@ -111,6 +113,10 @@ type genRequest struct {
 	Tools             []json.RawMessage `json:"tools"`
 	ToolChoice        json.RawMessage   `json:"tool_choice"`
 	ParallelToolCalls *bool             `json:"parallel_tool_calls"`
+	// ChatTemplateKwargs are further variables for the chat template
+	// (llama.cpp's and vLLM's chat_template_kwargs), e.g.
+	// {"enable_thinking": false} for Qwen3.
+	ChatTemplateKwargs map[string]json.RawMessage `json:"chat_template_kwargs"`
 	// tools is prepare's decision, for the handlers.
 	tools toolPlan
 
@@ -306,7 +312,13 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 			return gr, aerr
 		}
 		var err error
-		if ids, err = m.EncodeChat(ctx, msgs, tools); err != nil {
+		for _, k := range slices.Sorted(maps.Keys(g.ChatTemplateKwargs)) {
+			if slices.Contains(reservedTemplateVars, k) {
+				return gr, badRequest("chat_template_kwargs."+k, "invalid_value",
+					fmt.Sprintf("the template variable %q comes from the request itself (%s are set by rbee)", k, strings.Join(reservedTemplateVars, ", ")))
+			}
+		}
+		if ids, err = m.EncodeChat(ctx, msgs, tools, g.ChatTemplateKwargs); err != nil {
 			if errors.Is(err, ErrContextLength) {
 				msg := strings.TrimPrefix(err.Error(), ErrContextLength.Error()+": ")
 				return gr, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "context_length_exceeded", param: "messages", msg: msg}

@@ -39,6 +39,11 @@ func TestRequestValidation(t *testing.T) {
 		{"every OpenAI role", chat, `{"messages":[{"role":"system","content":"S"},{"role":"developer","content":"D"},{"role":"user","content":"U"},` +
 			`{"role":"assistant","content":null,"tool_calls":[` + call + `]},{"role":"tool","tool_call_id":"c1","content":"1"},` +
 			`{"role":"function","name":"f","content":"2"}],"max_tokens":2}`, "", "", ""},
+		// Template variables (chat_template_kwargs).
+		{"template variables", chat, `{"messages":[{"role":"user","content":"Hi"}],"chat_template_kwargs":{"enable_thinking":false,"x":[1]},"max_tokens":2}`, "", "", ""},
+		{"template variables native", infer, `{"messages":[{"role":"user","content":"Hi"}],"chat_template_kwargs":{"enable_thinking":false},"max_tokens":2}`, "", "", ""},
+		{"template variable the request sets", chat, `{"messages":[{"role":"user","content":"Hi"}],"chat_template_kwargs":{"messages":[]}}`, "chat_template_kwargs.messages", "invalid_value", "comes from the request itself"},
+		{"template variables not an object", chat, `{"messages":[{"role":"user","content":"Hi"}],"chat_template_kwargs":[1]}`, "chat_template_kwargs", "invalid_type", "an object of template variables"},
 		// 2. Content.
 		{"no content", chat, `{"messages":[{"role":"user"}]}`, "messages[0].content", "missing", "messages[0].content is required"},
 		{"null content", chat, `{"messages":[{"role":"user","content":null}]}`, "messages[0].content", "missing", "only an assistant message with tool_calls"},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/rbee-project/rbee/model/jinja"
@@ -76,19 +77,37 @@ func (m *Model) ChatPrompt(ctx context.Context, msgs []Message) (string, error) 
 // fallback formats render no tools, but do write messages' tool calls. Malformed tool JSON or tool-call
 // arguments are an error wrapping ErrBadRequest.
 func (m *Model) ChatPromptTools(ctx context.Context, msgs []Message, tools []json.RawMessage) (string, error) {
-	return m.chatPrompt(ctx, msgs, tools, nil)
+	return m.chatPrompt(ctx, msgs, tools, nil, nil)
 }
 
+// reservedChatVars are the template variables the engine sets itself;
+// ChatTokensVars refuses them as extra variables.
+var reservedChatVars = []string{"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"}
+
 // chatPrompt is ChatPromptTools with the request's strings scrubbed by g
-// (nil: as they are).
-func (m *Model) chatPrompt(ctx context.Context, msgs []Message, tools []json.RawMessage, g *literalGuard) (string, error) {
+// (nil: as they are) and vars (JSON values) as extra template variables.
+func (m *Model) chatPrompt(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage, g *literalGuard) (string, error) {
 	if len(msgs) == 0 {
 		return "", fmt.Errorf("%w: no messages", ErrBadRequest)
+	}
+	extra := make(map[string]any, len(vars))
+	for k, raw := range vars {
+		if slices.Contains(reservedChatVars, k) {
+			return "", fmt.Errorf("%w: template variable %q is set from the request itself", ErrBadRequest, k)
+		}
+		v, err := jinja.ParseJSON(raw)
+		if err != nil {
+			return "", fmt.Errorf("%w: template variable %q is not JSON: %v", ErrBadRequest, k, err)
+		}
+		extra[k] = g.scrubValue(v)
 	}
 	if m.chatTmpl != nil {
 		data, err := chatData(msgs, tools, g)
 		if err != nil {
 			return "", err
+		}
+		for k, v := range extra {
+			data[k] = v
 		}
 		data["bos_token"] = m.tok.TokenText(m.tok.BOS())
 		data["eos_token"] = m.tok.TokenText(m.tok.EOS())
@@ -225,8 +244,18 @@ func (m *Model) ChatTokens(ctx context.Context, msgs []Message) ([]int32, error)
 
 // ChatTokensTools is ChatTokens with tools (see ChatPromptTools).
 func (m *Model) ChatTokensTools(ctx context.Context, msgs []Message, tools []json.RawMessage) ([]int32, error) {
+	return m.ChatTokensVars(ctx, msgs, tools, nil)
+}
+
+// ChatTokensVars is ChatTokensTools with extra template variables (JSON
+// values by name), as the chat_template_kwargs of llama.cpp's and vLLM's
+// servers: e.g. {"enable_thinking": false} for Qwen3's template. The
+// names the engine sets (messages, tools, add_generation_prompt,
+// bos_token, eos_token) are refused with ErrBadRequest; the fallback
+// formats read none.
+func (m *Model) ChatTokensVars(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage) ([]int32, error) {
 	g := newLiteralGuard(m.tok)
-	text, err := m.chatPrompt(ctx, msgs, tools, g)
+	text, err := m.chatPrompt(ctx, msgs, tools, vars, g)
 	if err != nil {
 		return nil, err
 	}

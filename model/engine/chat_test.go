@@ -229,3 +229,39 @@ func count(ids []int32, id int32) int {
 	}
 	return n
 }
+
+// TestChatTemplateVars: chat_template_kwargs reach the template (Qwen3's
+// enable_thinking); the names the engine sets are refused; strings in
+// them cannot write special tokens either.
+func TestChatTemplateVars(t *testing.T) {
+	const tmpl = `{% for m in messages %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endfor %}<|im_start|>assistant
+{% if enable_thinking is defined and enable_thinking is false %}<think>
+
+</think>
+
+{% endif %}{% if note is defined %}{{ note }}{% endif %}`
+	cfg := synth.DefaultConfig()
+	cfg.Arch, cfg.ChatTemplate = "qwen3", tmpl
+	m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
+	require.NoError(t, err)
+	defer m.Close()
+	msgs := []Message{{Role: "user", Content: "Hi"}}
+	text := func(vars map[string]json.RawMessage) string {
+		ids, err := m.ChatTokensVars(t.Context(), msgs, nil, vars)
+		require.NoError(t, err)
+		return m.Tokenizer().Decode(ids)
+	}
+	plain := text(nil)
+	require.NotContains(t, plain, "<think>")
+	require.Equal(t, plain, text(map[string]json.RawMessage{"enable_thinking": json.RawMessage("true")}))
+	require.Contains(t, text(map[string]json.RawMessage{"enable_thinking": json.RawMessage("false")}), "<think>\n\n</think>")
+	require.Contains(t, text(map[string]json.RawMessage{"note": json.RawMessage(`"a note"`)}), "a note")
+	for _, k := range []string{"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"} {
+		_, err := m.ChatTokensVars(t.Context(), msgs, nil, map[string]json.RawMessage{k: json.RawMessage("1")})
+		require.ErrorIs(t, err, ErrBadRequest, k)
+	}
+	_, err = m.ChatTokensVars(t.Context(), msgs, nil, map[string]json.RawMessage{"x": json.RawMessage("{")})
+	require.ErrorIs(t, err, ErrBadRequest)
+}

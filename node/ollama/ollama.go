@@ -121,6 +121,10 @@ type Request struct {
 	Format json.RawMessage `json:"format"`
 	// Tools are OpenAI-style function definitions (chat only).
 	Tools []json.RawMessage `json:"tools"`
+	// Think false asks the model's template not to think (the template
+	// variable enable_thinking false, as Qwen3's reads it); true is
+	// refused by the node (no separate thinking is returned).
+	Think *bool `json:"think"`
 }
 
 // Message is a chat message in Ollama's shape: tool calls carry
@@ -205,6 +209,9 @@ func (o Request) InferBody(chat bool) ([]byte, error) {
 			// Ollama's default template, the prompt alone).
 			m["apply_template"] = true
 		}
+	}
+	if o.Think != nil && !*o.Think {
+		m["chat_template_kwargs"] = map[string]bool{"enable_thinking": false}
 	}
 	op := o.Options
 	set := func(k string, v any, ok bool) {

@@ -64,6 +64,8 @@ func TestInferBody(t *testing.T) {
 		{"format json", false, `{"model":"m","prompt":"a","format":"json","raw":true}`, `{"prompt":"a","response_format":{"type":"json_object"}}`},
 		{"format schema", false, `{"model":"m","prompt":"a","format":{"type":"object"},"raw":true}`,
 			`{"prompt":"a","response_format":{"type":"json_object","schema":{"type":"object"}}}`},
+		{"think false asks the template for none", true, `{"model":"m","messages":[{"role":"user","content":"hi"}],"think":false}`,
+			`{"messages":[{"role":"user","content":"hi"}],"chat_template_kwargs":{"enable_thinking":false}}`},
 		{"chat with a tool call", true, `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","tool_calls":[{"function":{"name":"f","arguments":{"a":1}}}]},{"role":"tool","content":"2","tool_name":"f"}],"tools":[{"type":"function","function":{"name":"f"}}]}`,
 			`{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","tool_calls":[{"id":"call_1_0","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","content":"2","name":"f"}],"tools":[{"type":"function","function":{"name":"f"}}]}`},
 	}
