@@ -64,11 +64,13 @@ func (m *Model) readGemma() error {
 		}
 	}
 	if hp.arch != "gemma" {
-		w, err := m.optUint("attention.sliding_window", hp.swaWindow)
-		if err != nil {
+		var err error
+		// llama.cpp reads a sliding_window of 0 as no window at all.
+		if v, ok := m.file.Uint(m.key("attention.sliding_window")); ok && v == 0 {
+			hp.swaWindow = 0
+		} else if hp.swaWindow, err = m.optUint("attention.sliding_window", hp.swaWindow); err != nil {
 			return err
 		}
-		hp.swaWindow = w
 		if hp.swaWindow == 0 {
 			hp.swaPattern = 0 // gemma3 without a window attends globally everywhere
 		}

@@ -358,6 +358,16 @@ func (m *Model) optUint(k string, def int) (int, error) {
 	return m.needUint(k)
 }
 
+// optUint0 is optUint for the keys whose 0 llama.cpp reads as "none" or
+// "the default" (expert_count, the expert widths, sliding_window): absent
+// or 0 is def.
+func (m *Model) optUint0(k string, def int) (int, error) {
+	if v, ok := m.file.Uint(m.key(k)); ok && v == 0 {
+		return def, nil
+	}
+	return m.optUint(k, def)
+}
+
 // optFloat reads an optional float key: absent is ok false; a value that
 // is not a number (a string, an array) or not finite is ErrBadModel, not
 // silently the default.

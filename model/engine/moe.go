@@ -37,7 +37,7 @@ type moeLayer struct {
 func (m *Model) readExperts() error {
 	hp := &m.hp
 	var err error
-	if hp.nExpert, err = m.optUint("expert_count", 0); err != nil {
+	if hp.nExpert, err = m.optUint0("expert_count", 0); err != nil {
 		return err
 	}
 	if hp.arch == "qwen2moe" || hp.arch == "qwen3moe" {
@@ -60,7 +60,7 @@ func (m *Model) readExperts() error {
 	if hp.arch != "llama" {
 		def = hp.ff / hp.nExpertUsed
 	}
-	if hp.ffExp, err = m.optUint("expert_feed_forward_length", def); err != nil {
+	if hp.ffExp, err = m.optUint0("expert_feed_forward_length", def); err != nil {
 		return err
 	}
 	if hp.ffExp < 1 {
@@ -68,7 +68,7 @@ func (m *Model) readExperts() error {
 	}
 	hp.normExperts = hp.arch != "qwen2moe"
 	if hp.arch == "qwen2moe" {
-		if hp.ffShared, err = m.optUint("expert_shared_feed_forward_length", hp.ff); err != nil {
+		if hp.ffShared, err = m.optUint0("expert_shared_feed_forward_length", hp.ff); err != nil {
 			return err
 		}
 	}
