@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -315,4 +316,30 @@ func FuzzOtherFamilies(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestUnigramCyclicCharsmap: a crafted trie whose node leads back to
+// itself matches every byte of a run; the walk stops at the longest key a
+// real charsmap has, so a long input stays linear, not quadratic.
+func TestUnigramCyclicCharsmap(t *testing.T) {
+	units := make([]uint32, 0x62)
+	units[0x61] = 0x61<<10 | 0x61 // lcheck 'a', base 'a': node ^ 'a' ^ 'a' = node
+	cm := binary.LittleEndian.AppendUint32(nil, uint32(4*len(units)))
+	for _, u := range units {
+		cm = binary.LittleEndian.AppendUint32(cm, u)
+	}
+	cm = append(cm, 'z', 0)
+	tok := writeVocab(t, map[string]any{
+		"tokenizer.ggml.model":                "t5",
+		"tokenizer.ggml.tokens":               []string{"<pad>", "</s>", "<unk>", "a"},
+		"tokenizer.ggml.precompiled_charsmap": cm,
+	})
+	done := make(chan []int32, 1)
+	go func() { done <- tok.Encode(strings.Repeat("a", 1<<18), false, false) }()
+	select {
+	case ids := <-done:
+		require.NotEmpty(t, ids)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Encode of 256 KiB through a cyclic charsmap did not finish in 20s")
+	}
 }

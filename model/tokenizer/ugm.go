@@ -102,10 +102,17 @@ func xcdaLCheck(u uint32) uint32 { return u & ((1 << 31) | 0xff) }
 func xcdaIsLeaf(u uint32) bool   { return (u>>8)&1 == 1 }
 func xcdaValue(u uint32) uint32  { return u & ((1 << 31) - 1) }
 
+// maxCharsmapKey bounds the bytes of input one charsmap match walks.
+// SentencePiece's normalization rules match a few dozen bytes at most; a
+// crafted trie can lead a node back to itself and match a whole run,
+// which would make normalization quadratic in the input's length.
+const maxCharsmapKey = 256
+
 // longest finds the longest prefix of s the map replaces: its length in s
 // and the replacement. n is 0 when no prefix matches. Indexes the trie
 // points outside itself end the match (a damaged map normalizes less; it
-// never reads out of bounds).
+// never reads out of bounds), and so does a match past maxCharsmapKey
+// bytes (a cyclic trie costs linear time, not quadratic).
 func (cm *charsmap) longest(s string) (n int, repl string) {
 	unit := func(i uint32) (uint32, bool) {
 		if uint64(i) >= uint64(len(cm.units)) {
@@ -119,7 +126,7 @@ func (cm *charsmap) longest(s string) (n int, repl string) {
 	}
 	node := xcdaBase(root)
 	valueAt := uint32(0)
-	for i := 0; i < len(s); i++ {
+	for i := 0; i < min(len(s), maxCharsmapKey); i++ {
 		c := uint32(s[i])
 		if c == 0 {
 			break
