@@ -343,3 +343,19 @@ func TestUnigramCyclicCharsmap(t *testing.T) {
 		t.Fatal("Encode of 256 KiB through a cyclic charsmap did not finish in 20s")
 	}
 }
+
+// TestWordPieceLongToken: one very long token in a vocabulary does not make
+// every input byte cost its length squared (substring lookups from the
+// longest token's length down): 256 KiB of words encodes in well under
+// the seconds it took.
+func TestWordPieceLongToken(t *testing.T) {
+	tok := writeVocab(t, map[string]any{
+		"tokenizer.ggml.model":  "bert",
+		"tokenizer.ggml.tokens": []string{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "▁a", "a", strings.Repeat("q", 5000)},
+	})
+	in := strings.Repeat(strings.Repeat("a", 4000)+" ", 64)
+	t0 := time.Now()
+	ids := tok.Encode(in, false, false)
+	require.Len(t, ids, len(in)-64)
+	require.Less(t, time.Since(t0), 3*time.Second)
+}

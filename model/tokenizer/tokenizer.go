@@ -98,7 +98,8 @@ type Tokenizer struct {
 
 	merges map[string]int32 // "left right" -> rank (BPE)
 
-	maxTokenLen int          // longest token text in bytes (WPM's greedy match)
+	maxTokenLen int          // longest token text in bytes
+	wpm         *prefixIndex // tokens by their text (WPM's greedy match)
 	ugm         *ugmModel    // unigram model (UGM)
 	rwkv        *prefixIndex // tokens by their unescaped bytes (RWKV)
 
@@ -293,6 +294,8 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 		}
 	case kindRWKV:
 		t.newRWKV()
+	case kindWPM:
+		t.newWPM()
 	}
 
 	for b := range t.spmBytes {

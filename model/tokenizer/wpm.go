@@ -26,6 +26,15 @@ import (
 // once, as BERT's own tokenizer does for words over 100 characters.
 const wpmMaxWord = 4096
 
+// newWPM indexes every token by its text (llama.cpp's text_to_token).
+func (t *Tokenizer) newWPM() {
+	ids := make([]int32, len(t.tokens))
+	for i := range ids {
+		ids[i] = int32(i)
+	}
+	t.wpm = newPrefixIndex(t.tokens, ids)
+}
+
 // wpmTokenize appends the WordPiece tokens of one raw text fragment to out.
 func (t *Tokenizer) wpmTokenize(text string, out []int32) []int32 {
 	var word strings.Builder
@@ -61,23 +70,21 @@ func (t *Tokenizer) wpmTokenize(text string, out []int32) []int32 {
 
 // wpmWord cuts one phantom-space-prefixed word into the longest matching
 // vocabulary entries, or the unknown token if some part matches none.
+// llama.cpp looks up every substring from the longest token's length down;
+// the prefix index finds the same longest entry in time bounded by the
+// match, not by the vocabulary's longest token (one long token in a
+// crafted vocabulary made that cost its length squared per input byte).
 func (t *Tokenizer) wpmWord(w string, out []int32) []int32 {
 	start := len(out)
 	if len(w) <= wpmMaxWord {
 		for i := 0; i < len(w); {
-			found := false
-			for j := min(len(w), i+t.maxTokenLen); j > i; j-- {
-				if id, ok := t.ids[w[i:j]]; ok {
-					out = append(out, id)
-					i = j
-					found = true
-					break
-				}
-			}
-			if !found {
+			n, id := t.wpm.longest(w[i:])
+			if n == 0 {
 				out = out[:start]
 				break
 			}
+			out = append(out, id)
+			i += n
 		}
 	}
 	if len(out) == start && t.unk != noToken {
