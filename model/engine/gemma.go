@@ -49,8 +49,10 @@ func (m *Model) readGemma() error {
 		key string
 		dst *float32
 	}{{"attn_logit_softcapping", &hp.attnCap}, {"final_logit_softcapping", &hp.finalCap}} {
-		if hp.arch == "gemma" {
-			break
+		if hp.arch == "gemma" || (hp.arch == "gemma3" && c.dst == &hp.attnCap) {
+			// llama.cpp caps attention scores for gemma2 only
+			// (hparams.attn_soft_cap); gemma3 ignores the key.
+			continue
 		}
 		v, ok, err := m.optFloat(c.key)
 		if err != nil {

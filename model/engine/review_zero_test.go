@@ -61,3 +61,16 @@ func TestZeroMeansNone(t *testing.T) {
 	}
 	require.Nil(t, m.ropeSWA)
 }
+
+// TestGemma3IgnoresAttnSoftcap: llama.cpp soft-caps attention scores for
+// gemma2 only (hparams.attn_soft_cap); a gemma3 file's
+// attn_logit_softcapping is not applied.
+func TestGemma3IgnoresAttnSoftcap(t *testing.T) {
+	cfg := synth.DefaultConfig()
+	cfg.Arch, cfg.HeadDim = "gemma3", 16
+	path := withKVs(t, cfg, map[string]any{"gemma3.attn_logit_softcapping": float32(0.5)})
+	m, err := Load(path, Options{Threads: 1, ContextSize: 64})
+	require.NoError(t, err)
+	defer m.Close()
+	require.Zero(t, m.hp.attnCap)
+}
