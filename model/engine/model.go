@@ -510,7 +510,16 @@ func (hp *hparams) memoryNeed(kv KVType, layers, heads, kvHeads, vocab, sessions
 	f := func(v int) float64 { return float64(v) }
 	cache := f(sessions) * f(layers) * f(hp.nCtx) * 2 * f(kvHeads) * f(hp.headDim) * elem
 	rope := f(hp.nCtx) * f(hp.headDim) * 4
-	batch := f(promptBatch) * (4*f(hp.dim) + 3*f(hp.ff) + f(heads)*f(hp.headDim)*2 + f(vocab)) * 4
+	if hp.arch == "gemma3" && hp.swaPattern > 0 {
+		rope *= 2 // the windowed layers' own table (Model.ropeSWA)
+	}
+	batch := f(promptBatch) * (4*f(hp.dim) + 3*f(max(hp.ff, hp.ffExp)) + f(heads)*f(hp.headDim)*2 + f(vocab)) * 4
+	if hp.nExpert > 0 {
+		// moeBuffers: router probabilities, picks and weights, each pick's
+		// output, the gathered rows and their outputs, the shared expert.
+		k := f(hp.nExpertUsed)
+		batch += f(promptBatch) * (f(hp.nExpert) + 2*k + k*f(hp.dim) + 2*f(hp.dim) + 2*f(hp.ffShared)) * 4
+	}
 	return cache + rope + batch
 }
 

@@ -140,6 +140,7 @@ func (m *Model) loadExperts(l *layer, p string) error {
 // moeBuffers are a Batch's scratch for expert FFNs, sized for its rows.
 type moeBuffers struct {
 	probs   []float32 // rows × nExpert: router probabilities
+	used    []bool    // nExpert: pickTop's scratch
 	chosen  []int32   // rows × nExpertUsed: the experts picked, in order
 	weights []float32 // rows × nExpertUsed: their weights
 	out     []float32 // rows × nExpertUsed × dim: each pick's weighted output
@@ -155,6 +156,7 @@ func (mb *moeBuffers) ensure(hp *hparams, n int) {
 		return
 	}
 	mb.probs = make([]float32, n*hp.nExpert)
+	mb.used = make([]bool, hp.nExpert)
 	mb.chosen = make([]int32, n*k)
 	mb.weights = make([]float32, n*k)
 	mb.out = make([]float32, n*k*hp.dim)
@@ -178,7 +180,7 @@ func (b *Batch) moeFFN(l *layer, h, dst, hb, hb2 []float32, n int) {
 	for i := 0; i < n; i++ {
 		p := probs[i*ne : (i+1)*ne]
 		quant.Softmax(p, 1)
-		pickTop(p, mb.chosen[i*k:(i+1)*k])
+		pickTop(p, mb.chosen[i*k:(i+1)*k], mb.used)
 		w := mb.weights[i*k : (i+1)*k]
 		var sum float64
 		for j, e := range mb.chosen[i*k : (i+1)*k] {
@@ -266,12 +268,15 @@ func (b *Batch) activate(g, u []float32) {
 }
 
 // pickTop writes the indexes of the len(dst) largest p into dst, largest
-// first (ties: the lower index first), as llama.cpp's argsort does.
-func pickTop(p []float32, dst []int32) {
+// first (ties: the lower index first; ggml's argsort is std::sort, whose
+// order of equal probabilities is its own). used (len(p) long, all false)
+// marks what is taken and is left all false again: O(len(dst)·len(p)),
+// not the square of the picks times the experts.
+func pickTop(p []float32, dst []int32, used []bool) {
 	for j := range dst {
 		best := -1
 		for e, v := range p {
-			if taken(dst[:j], e) {
+			if used[e] {
 				continue
 			}
 			if best < 0 || v > p[best] {
@@ -279,14 +284,9 @@ func pickTop(p []float32, dst []int32) {
 			}
 		}
 		dst[j] = int32(best)
+		used[best] = true
 	}
-}
-
-func taken(picked []int32, e int) bool {
-	for _, c := range picked {
-		if int(c) == e {
-			return true
-		}
+	for _, e := range dst {
+		used[e] = false
 	}
-	return false
 }

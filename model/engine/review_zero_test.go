@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -74,3 +75,35 @@ func TestGemma3IgnoresAttnSoftcap(t *testing.T) {
 	defer m.Close()
 	require.Zero(t, m.hp.attnCap)
 }
+
+// TestMemoryNeedExperts: a mixture of experts' scratch (each pick's output
+// for every row of a prompt batch) counts toward the memory bound: a
+// small file of 512 experts, all used, cannot allocate gigabytes unseen.
+func TestMemoryNeedExperts(t *testing.T) {
+	dense := hparams{arch: "qwen3moe", dim: 4096, nLayer: 1, nHead: 32, nHeadKV: 8, headDim: 128, ff: 64, nCtx: 64}
+	moe := dense
+	moe.nExpert, moe.nExpertUsed, moe.ffExp = 512, 512, 64
+	extra := moe.memoryNeed(KVF16, 1, 32, 8, 1000, 1) - dense.memoryNeed(KVF16, 1, 32, 8, 1000, 1)
+	require.GreaterOrEqual(t, extra, float64(promptBatch*512*4096*4))
+}
+
+// TestPickTop: the picks are the largest, distinct, largest first, lower
+// index on ties, and NaN never repeats a pick; the scratch is left clear.
+func TestPickTop(t *testing.T) {
+	used := make([]bool, 6)
+	for _, tc := range []struct {
+		p    []float32
+		want []int32
+	}{
+		{[]float32{0.1, 0.5, 0.2, 0.5, 0, 0.3}, []int32{1, 3, 5}},
+		// NaN compares false: which it picks is arbitrary, but distinct.
+		{[]float32{nanF, nanF, nanF, 1, nanF, 2}, []int32{0, 1, 2}},
+	} {
+		got := make([]int32, 3)
+		pickTop(tc.p, got, used)
+		require.Equal(t, tc.want, got)
+		require.Equal(t, make([]bool, 6), used)
+	}
+}
+
+var nanF = float32(math.NaN())
