@@ -359,3 +359,38 @@ func TestWordPieceLongToken(t *testing.T) {
 	require.Len(t, ids, len(in)-64)
 	require.Less(t, time.Since(t0), 3*time.Second)
 }
+
+// TestWordPieceMatchesLookup: the prefix index cuts words exactly as
+// llama.cpp's substring lookups from the longest token's length down do.
+func TestWordPieceMatchesLookup(t *testing.T) {
+	tok := bertVocab(t)
+	naive := func(w string) []int32 {
+		var out []int32
+		for i := 0; i < len(w); {
+			found := false
+			for j := min(len(w), i+tok.MaxTokenBytes()); j > i; j-- {
+				if id, ok := tok.ids[w[i:j]]; ok {
+					out, i, found = append(out, id), j, true
+					break
+				}
+			}
+			if !found {
+				return []int32{tok.unk}
+			}
+		}
+		return out
+	}
+	alphabet := []string{"h", "e", "l", "o", "w", "r", "d", "f", "u", "a", "▁", "中"}
+	rng := uint64(1)
+	for range 20000 {
+		var b strings.Builder
+		b.WriteString("▁")
+		rng = rng*6364136223846793005 + 1442695040888963407
+		for n := rng >> 60; n > 0; n-- {
+			rng = rng*6364136223846793005 + 1442695040888963407
+			b.WriteString(alphabet[(rng>>33)%uint64(len(alphabet))])
+		}
+		w := b.String()
+		require.Equal(t, naive(w), tok.wpmWord(w, nil), "%q", w)
+	}
+}
