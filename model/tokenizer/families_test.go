@@ -394,3 +394,18 @@ func TestWordPieceMatchesLookup(t *testing.T) {
 		require.Equal(t, naive(w), tok.wpmWord(w, nil), "%q", w)
 	}
 }
+
+// TestUnigramUnterminatedReplacement: a replacement without its NUL runs
+// to the end of the charsmap; a crafted map of a long unterminated string
+// must not expand every matching input byte into all of it.
+func TestUnigramUnterminatedReplacement(t *testing.T) {
+	cm := buildCharsmap(t, map[string]string{"a": "b"})
+	cm = append(cm[:len(cm)-1], strings.Repeat("b", 1<<16)...) // drop the NUL, then 64 KiB
+	tok := writeVocab(t, map[string]any{
+		"tokenizer.ggml.model":                "t5",
+		"tokenizer.ggml.tokens":               []string{"<pad>", "</s>", "<unk>", "b"},
+		"tokenizer.ggml.precompiled_charsmap": cm,
+	})
+	in := strings.Repeat("a", 100)
+	require.LessOrEqual(t, len(tok.ugmNormalize(in)), maxCharsmapKey*len(in))
+}

@@ -102,17 +102,20 @@ func xcdaLCheck(u uint32) uint32 { return u & ((1 << 31) | 0xff) }
 func xcdaIsLeaf(u uint32) bool   { return (u>>8)&1 == 1 }
 func xcdaValue(u uint32) uint32  { return u & ((1 << 31) - 1) }
 
-// maxCharsmapKey bounds the bytes of input one charsmap match walks.
-// SentencePiece's normalization rules match a few dozen bytes at most; a
-// crafted trie can lead a node back to itself and match a whole run,
-// which would make normalization quadratic in the input's length.
+// maxCharsmapKey bounds the bytes of input one charsmap match walks, and
+// of a replacement. SentencePiece's normalization rules match and produce
+// a few dozen bytes at most; a crafted trie can lead a node back to itself
+// and match a whole run (normalization quadratic in the input's length),
+// or point at a string without its NUL (every matching byte expanded into
+// the rest of the map).
 const maxCharsmapKey = 256
 
 // longest finds the longest prefix of s the map replaces: its length in s
 // and the replacement. n is 0 when no prefix matches. Indexes the trie
 // points outside itself end the match (a damaged map normalizes less; it
 // never reads out of bounds), and so does a match past maxCharsmapKey
-// bytes (a cyclic trie costs linear time, not quadratic).
+// bytes (a cyclic trie costs linear time, not quadratic); a replacement
+// with no NUL within maxCharsmapKey bytes is no match.
 func (cm *charsmap) longest(s string) (n int, repl string) {
 	unit := func(i uint32) (uint32, bool) {
 		if uint64(i) >= uint64(len(cm.units)) {
@@ -153,7 +156,14 @@ func (cm *charsmap) longest(s string) (n int, repl string) {
 		return 0, ""
 	}
 	r := cm.replacements[valueAt:]
-	if end := bytes.IndexByte(r, 0); end >= 0 {
+	r = r[:min(len(r), maxCharsmapKey+1)]
+	end := bytes.IndexByte(r, 0)
+	if end < 0 && len(r) > maxCharsmapKey {
+		// No NUL within maxCharsmapKey bytes: a damaged map, whose
+		// "replacement" could be megabytes for every matching byte.
+		return 0, ""
+	}
+	if end >= 0 {
 		r = r[:end]
 	}
 	return n, string(r)
