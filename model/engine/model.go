@@ -134,7 +134,9 @@ type Info struct {
 	KVCache            string // the KV cache's element type: "f16" or "f32"
 	// MaxTokenBytes bounds the input bytes one token stands for: a text
 	// longer than ContextLength*MaxTokenBytes cannot fit the context, which
-	// a server may tell before it tokenizes the text.
+	// a server may tell before it tokenizes the text. 0: no bound (a
+	// vocabulary whose normalizer drops input; see
+	// tokenizer.MaxTokenBytes).
 	MaxTokenBytes int
 }
 

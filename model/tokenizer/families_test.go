@@ -368,7 +368,7 @@ func TestWordPieceMatchesLookup(t *testing.T) {
 		var out []int32
 		for i := 0; i < len(w); {
 			found := false
-			for j := min(len(w), i+tok.MaxTokenBytes()); j > i; j-- {
+			for j := min(len(w), i+tok.maxTokenLen); j > i; j-- {
 				if id, ok := tok.ids[w[i:j]]; ok {
 					out, i, found = append(out, id), j, true
 					break
@@ -408,4 +408,17 @@ func TestUnigramUnterminatedReplacement(t *testing.T) {
 	})
 	in := strings.Repeat("a", 100)
 	require.LessOrEqual(t, len(tok.ugmNormalize(in)), maxCharsmapKey*len(in))
+}
+
+// TestMaxTokenBytesBound: where MaxTokenBytes gives a bound, a text of n
+// bytes has at least n/MaxTokenBytes tokens (servers refuse or cut texts by
+// it before tokenizing); where normalization drops input it gives none.
+func TestMaxTokenBytesBound(t *testing.T) {
+	in := "hello" + strings.Repeat(" ", 10000) + strings.Repeat("\x01", 100) + "\u3000\u3000"
+	for name, tok := range map[string]*Tokenizer{"bert": bertVocab(t), "t5": t5Vocab(t, map[string]any{"tokenizer.ggml.remove_extra_whitespaces": true}), "rwkv": rwkvVocab(t)} {
+		n := len(tok.Encode(in, false, false))
+		if mtb := tok.MaxTokenBytes(); mtb > 0 {
+			require.GreaterOrEqual(t, n, len(in)/mtb, name)
+		}
+	}
 }

@@ -501,9 +501,17 @@ func (t *Tokenizer) AddEOS() bool { return t.addEOS }
 // stands for more bytes of input text than that (a SentencePiece "▁" is
 // three bytes for one space, a byte token "<0x0A>" six for one byte, a
 // byte-level BPE character one or two for one byte), so a text of n bytes
-// has at least n/MaxTokenBytes tokens (for the SentencePiece and BPE
-// models; WordPiece and unigram normalization may drop characters).
-func (t *Tokenizer) MaxTokenBytes() int { return t.maxTokenLen }
+// has at least n/MaxTokenBytes tokens. It is 0 (no bound) for WordPiece
+// and unigram, whose normalizers drop characters (whitespace runs, control
+// characters, what the charsmap maps to nothing: one token may stand for
+// any number of input bytes), and for RWKV without an unknown token (bytes
+// no token starts are dropped).
+func (t *Tokenizer) MaxTokenBytes() int {
+	if t.kind == kindWPM || t.kind == kindUGM || (t.kind == kindRWKV && t.unk == noToken) {
+		return 0
+	}
+	return t.maxTokenLen
+}
 
 // VocabSize returns the number of tokens.
 func (t *Tokenizer) VocabSize() int { return len(t.tokens) }
