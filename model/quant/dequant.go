@@ -11,6 +11,8 @@ var kvaluesIQ4NL = [16]int8{-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25,
 
 func le16(b []byte) uint16 { return binary.LittleEndian.Uint16(b) }
 
+func le32(b []byte) uint32 { return binary.LittleEndian.Uint32(b) }
+
 func f16at(b []byte) float32 { return F16ToF32(binary.LittleEndian.Uint16(b)) }
 
 // CanDequantize reports whether Dequantize supports t.
@@ -36,6 +38,17 @@ var dequantizers = map[Type]dequantFunc{
 	Q8_K:   dequantQ8K,
 	IQ4_NL: dequantIQ4NL,
 	IQ4_XS: dequantIQ4XS,
+	// dequant_iq.go
+	IQ2_XXS: dequantIQ2XXS,
+	IQ2_XS:  dequantIQ2XS,
+	IQ2_S:   dequantIQ2S,
+	IQ3_XXS: dequantIQ3XXS,
+	IQ3_S:   dequantIQ3S,
+	IQ1_S:   dequantIQ1S,
+	IQ1_M:   dequantIQ1M,
+	TQ1_0:   dequantTQ1_0,
+	TQ2_0:   dequantTQ2_0,
+	MXFP4:   dequantMXFP4,
 }
 
 // Dequantize converts len(dst) elements of type t stored in src to float32,

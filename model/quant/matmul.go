@@ -71,9 +71,12 @@ var genericKernels = map[Type]dotFunc{
 // init by SIMD versions where the CPU supports them (see useSIMD). It is
 // written only during package init and by tests.
 var dotKernels = func() map[Type]dotFunc {
-	m := make(map[Type]dotFunc, len(genericKernels))
+	m := make(map[Type]dotFunc, len(genericKernels)+len(dequantTypes))
 	for t, k := range genericKernels {
 		m[t] = k
+	}
+	for _, t := range dequantTypes {
+		m[t] = dotDequant(t)
 	}
 	return m
 }()
@@ -120,6 +123,34 @@ func quantizeActivations(t Type, x []float32, dst []byte) {
 		for i, v := range x {
 			binary.LittleEndian.PutUint16(dst[2*i:], F32ToBF16(v))
 		}
+	case F32:
+		for i, v := range x {
+			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+		}
+	}
+}
+
+// dequantTypes are the weight types without a product kernel of their own
+// (the i-quants below IQ4, the ternary types, MXFP4): dotDequant runs
+// them, block by block through their dequantiser against float32
+// activations. llama.cpp quantises the activations to q8_K for most of
+// them; this is slower, and closer to the weights' own values.
+var dequantTypes = []Type{IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4}
+
+// dotDequant is the product kernel of a type in dequantTypes.
+func dotDequant(t Type) dotFunc {
+	fn, bs, bb := dequantizers[t], t.BlockSize(), t.BlockBytes()
+	return func(cols int, w, x []byte) float32 {
+		var buf [QKK]float32
+		var sum float32
+		for b := 0; b < cols/bs; b++ {
+			fn(w[b*bb:(b+1)*bb], buf[:bs])
+			xs := x[4*b*bs : 4*(b+1)*bs]
+			for i, v := range buf[:bs] {
+				sum += v * math.Float32frombits(binary.LittleEndian.Uint32(xs[4*i:]))
+			}
+		}
+		return sum
 	}
 }
 

@@ -211,7 +211,7 @@ func TestTypeSizes(t *testing.T) {
 func TestDequantizeQuantizeErrors(t *testing.T) {
 	require.ErrorIs(t, Dequantize(Q4_0, make([]byte, 17), make([]float32, 32)), ErrSize)
 	require.ErrorIs(t, Dequantize(Q4_0, make([]byte, 18), make([]float32, 31)), ErrSize)
-	require.ErrorIs(t, Dequantize(IQ2_XXS, make([]byte, 66), make([]float32, 256)), ErrUnsupported)
+	require.ErrorIs(t, Dequantize(I32, make([]byte, 1024), make([]float32, 256)), ErrUnsupported)
 	require.ErrorIs(t, Dequantize(Type(77), nil, nil), ErrUnknownType)
 	require.ErrorIs(t, Quantize(Q8_0, make([]float32, 32), make([]byte, 33)), ErrSize)
 	require.ErrorIs(t, Quantize(IQ2_XXS, make([]float32, 256), make([]byte, 66)), ErrUnsupported)

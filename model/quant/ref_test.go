@@ -2,6 +2,7 @@ package quant_test
 
 import (
 	"math"
+	"path/filepath"
 	"testing"
 
 	"github.com/rbee-project/rbee/model/gguf"
@@ -56,6 +57,46 @@ func TestDequantizeMatchesReference(t *testing.T) {
 	}
 }
 
+// TestDequantizeEveryReference checks every tensor T that has a T.dequant
+// beside it, in every ggml-quant-ref*.gguf under testdata/gguf (the 14
+// types above and ggml-quant-ref-more.gguf's i-quants, ternary types and
+// MXFP4, and any reference file of the same shape dropped there), bit for
+// bit.
+func TestDequantizeEveryReference(t *testing.T) {
+	files, err := filepath.Glob("../../testdata/gguf/ggml-quant-ref*.gguf")
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(files), 2)
+	seen := map[quant.Type]bool{}
+	for _, path := range files {
+		f, err := gguf.Open(path)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		for _, ti := range f.Tensors {
+			want, ok := f.Tensor(ti.Name + ".dequant")
+			if !ok {
+				continue
+			}
+			t.Run(filepath.Base(path)+"/"+ti.Name, func(t *testing.T) {
+				data, err := f.TensorData(&ti)
+				require.NoError(t, err)
+				wantF := tensorF32(t, f, want.Name)
+				got := make([]float32, ti.NumElements())
+				require.NoError(t, quant.Dequantize(ti.Type, data, got))
+				for i := range wantF {
+					if math.Float32bits(got[i]) != math.Float32bits(wantF[i]) {
+						t.Fatalf("element %d: got %v (%#x), want %v (%#x)", i, got[i], math.Float32bits(got[i]), wantF[i], math.Float32bits(wantF[i]))
+					}
+				}
+			})
+			seen[ti.Type] = true
+		}
+	}
+	for _, typ := range []quant.Type{quant.IQ2_XXS, quant.IQ2_XS, quant.IQ2_S, quant.IQ3_XXS, quant.IQ3_S,
+		quant.IQ1_S, quant.IQ1_M, quant.TQ1_0, quant.TQ2_0, quant.MXFP4} {
+		require.True(t, seen[typ], "no reference for %s", typ)
+	}
+}
+
 func TestQuantizeMatchesReference(t *testing.T) {
 	f := openRef(t)
 	src := tensorF32(t, f, "source")
@@ -72,6 +113,48 @@ func TestQuantizeMatchesReference(t *testing.T) {
 				if got[i] != want[i] {
 					bb := ti.Type.BlockBytes()
 					t.Fatalf("byte %d (block %d, offset %d): got %#x, want %#x", i, i/bb, i%bb, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestMatMulDequantTypes: the types without a kernel of their own multiply
+// through their dequantiser: MatMul equals the float32 product of the
+// dequantised reference weights, for one and several vectors, and the
+// engine can load them (VecDotType).
+func TestMatMulDequantTypes(t *testing.T) {
+	f, err := gguf.Open("../../testdata/gguf/ggml-quant-ref-more.gguf")
+	require.NoError(t, err)
+	defer f.Close()
+	pool := quant.NewPool(2)
+	defer pool.Close()
+	for _, name := range []string{"iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m", "tq1_0", "tq2_0", "mxfp4"} {
+		t.Run(name, func(t *testing.T) {
+			ti, ok := f.Tensor(name)
+			require.True(t, ok)
+			_, ok = quant.VecDotType(ti.Type)
+			require.True(t, ok)
+			data, err := f.TensorData(ti)
+			require.NoError(t, err)
+			cols, rows := int(ti.Dims[0]), int(ti.Dims[1])
+			w := tensorF32(t, f, name+".dequant")
+			m := &quant.Matrix{Type: ti.Type, Rows: rows, Cols: cols, Data: data}
+			for _, n := range []int{1, 5} {
+				x := make([]float32, n*cols)
+				for i := range x {
+					x[i] = float32(math.Sin(float64(i))) // deterministic, both signs
+				}
+				got := make([]float32, n*rows)
+				quant.MatMul(pool, got, m, x, n)
+				for v := 0; v < n; v++ {
+					for r := 0; r < rows; r++ {
+						var want float32
+						for c := 0; c < cols; c++ {
+							want += w[r*cols+c] * x[v*cols+c]
+						}
+						require.Equal(t, want, got[v*rows+r], "vector %d row %d", v, r)
+					}
 				}
 			}
 		})
