@@ -17,7 +17,7 @@ import (
 // flight at once (batched), through the chat endpoint: each answer has
 // its tokens, and the worker is still healthy after.
 func TestServesEveryArchitecture(t *testing.T) {
-	for _, arch := range synth.Archs {
+	for _, arch := range synth.Archs() {
 		t.Run(arch, func(t *testing.T) {
 			mcfg := synth.DefaultConfig()
 			mcfg.Arch, mcfg.Std, mcfg.SlidingWindow, mcfg.OrigCtx = arch, 0.3, 4, 64

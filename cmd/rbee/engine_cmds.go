@@ -297,7 +297,7 @@ func newModelSynthCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Arch, "arch", cfg.Arch, "architecture: "+strings.Join(synth.Archs, ", "))
+	f.StringVar(&cfg.Arch, "arch", cfg.Arch, "architecture: "+strings.Join(synth.Archs(), ", "))
 	f.IntVar(&cfg.SlidingWindow, "sliding-window", 0, "gemma2/gemma3: attention.sliding_window (default: the architecture's)")
 	f.Float32Var(&cfg.AttnCap, "attn-softcap", 0, "gemma2: attn_logit_softcapping (default 50)")
 	f.IntVar(&cfg.OrigCtx, "orig-ctx", 0, "LongRoPE: rope.scaling.original_context_length, with short and long factor tensors")

@@ -58,7 +58,9 @@ type Config struct {
 }
 
 // Archs lists the architectures Write can make.
-var Archs = []string{"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3"}
+func Archs() []string {
+	return []string{"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3"}
+}
 
 // MinVocab is the smallest vocabulary: <unk>, <s>, </s> and 256 byte tokens,
 // plus one piece.
@@ -77,8 +79,8 @@ func DefaultConfig() Config {
 
 func (c Config) validate() error {
 	switch {
-	case !slices.Contains(Archs, c.Arch):
-		return fmt.Errorf("%w: arch %q (one of %s)", ErrConfig, c.Arch, strings.Join(Archs, ", "))
+	case !slices.Contains(Archs(), c.Arch):
+		return fmt.Errorf("%w: arch %q (one of %s)", ErrConfig, c.Arch, strings.Join(Archs(), ", "))
 	case (c.Arch == "qwen2moe" || c.Arch == "qwen3moe") && c.Experts == 0:
 		return fmt.Errorf("%w: %s needs experts", ErrConfig, c.Arch)
 	case c.Experts < 0 || c.Experts > 512 || c.ExpertsUsed < 0 || c.ExpertsUsed > c.Experts || (c.Experts > 0 && c.ExpertsUsed == 0) || c.ExpertFF < 0 || c.SharedFF < 0:
