@@ -56,12 +56,11 @@ func (m *Model) readExperts() error {
 	}
 	// llama.cpp: Mixtral's experts are feed_forward_length wide; qwen's
 	// expert_feed_forward_length, else feed_forward_length / used.
-	def := hp.ff
+	hp.ffExp = hp.ff // Mixtral: llama.cpp reads no expert width for llama
 	if hp.arch != "llama" {
-		def = hp.ff / hp.nExpertUsed
-	}
-	if hp.ffExp, err = m.optUint0("expert_feed_forward_length", def); err != nil {
-		return err
+		if hp.ffExp, err = m.optUint0("expert_feed_forward_length", hp.ff/hp.nExpertUsed); err != nil {
+			return err
+		}
 	}
 	if hp.ffExp < 1 {
 		return fmt.Errorf("%w: expert_feed_forward_length %d", ErrBadModel, hp.ffExp)

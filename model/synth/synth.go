@@ -85,6 +85,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: %s needs experts", ErrConfig, c.Arch)
 	case c.Experts < 0 || c.Experts > 512 || c.ExpertsUsed < 0 || c.ExpertsUsed > c.Experts || (c.Experts > 0 && c.ExpertsUsed == 0) || c.ExpertFF < 0 || c.SharedFF < 0:
 		return fmt.Errorf("%w: %d experts, %d used", ErrConfig, c.Experts, c.ExpertsUsed)
+	case c.Experts > 0 && c.Arch != "llama" && c.ExpertFF == 0 && c.FF/c.ExpertsUsed == 0:
+		return fmt.Errorf("%w: ff %d leaves no width for each of %d experts used", ErrConfig, c.FF, c.ExpertsUsed)
+	case c.Experts > 0 && c.Arch == "llama" && c.ExpertFF > 0 && c.ExpertFF != c.FF:
+		return fmt.Errorf("%w: llama's experts are ff wide (llama.cpp reads no expert width for it)", ErrConfig)
 	case c.Experts > 0 && c.Arch != "llama" && c.Arch != "qwen2moe" && c.Arch != "qwen3moe":
 		return fmt.Errorf("%w: experts for %s", ErrConfig, c.Arch)
 	case c.SlidingWindow < 0 || c.AttnCap < 0 || c.FinalCap < 0 || c.EmbedStd < 0 || c.OrigCtx < 0 || c.RopeAttnFactor < 0:
