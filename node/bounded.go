@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/bodydeadline"
 	"github.com/rbee-project/rbee/internal/peercred"
 	"github.com/rbee-project/rbee/node/jobs"
 )
@@ -50,23 +51,11 @@ const (
 	maxRemoteConns = 4096
 )
 
-// bounded sets the body read deadline of every request that has a body and
-// lifts it once the body is read, so a response may then stream for as long
-// as it needs.
+// bounded sets the body read deadline (Config.HTTPBodyTimeout) of every
+// request that has a body and lifts it once the body is read
+// (internal/bodydeadline).
 func (n *Node) bounded(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		rc := http.NewResponseController(w)
-		if err := rc.SetReadDeadline(time.Now().Add(n.cfg.HTTPBodyTimeout)); err != nil {
-			next.ServeHTTP(w, r)
-			return
-		}
-		r.Body = &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
-		next.ServeHTTP(w, r)
-	})
+	return bodydeadline.Handler(n.cfg.HTTPBodyTimeout, next)
 }
 
 // clientClosedMsg answers a request whose client closed its side of the
@@ -114,23 +103,6 @@ func (g *goneWriter) Flush() {
 }
 
 func (g *goneWriter) Unwrap() http.ResponseWriter { return g.ResponseWriter }
-
-// deadlineBody lifts the read deadline when the body has been read to its
-// end. After any other error (the deadline itself) the deadline stays, so
-// the server's drain of the rest cannot wait on the client either.
-type deadlineBody struct {
-	io.ReadCloser
-	once sync.Once
-	lift func()
-}
-
-func (b *deadlineBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		b.once.Do(b.lift)
-	}
-	return n, err
-}
 
 // connCounts counts open connections per client across the API's
 // listeners (HTTP and HTTPS), so a client's cap is one cap. A client is a

@@ -6,13 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/rbee-project/rbee/internal/sse"
+
+	"github.com/rbee-project/rbee/internal/bodydeadline"
 )
 
 // Handler returns the worker's HTTP API:
@@ -53,36 +53,7 @@ func (s *Server) bounded(next http.Handler) http.Handler {
 	if timeout <= 0 {
 		timeout = DefaultBodyTimeout
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		rc := http.NewResponseController(w)
-		if err := rc.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-			next.ServeHTTP(w, r)
-			return
-		}
-		r.Body = &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// deadlineBody lifts the read deadline when the body has been read to its
-// end. After any other error (the deadline itself) the deadline stays, so
-// the server's drain of the rest cannot wait on the client either.
-type deadlineBody struct {
-	io.ReadCloser
-	once sync.Once
-	lift func()
-}
-
-func (b *deadlineBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		b.once.Do(b.lift)
-	}
-	return n, err
+	return bodydeadline.Handler(timeout, next)
 }
 
 // Health is the body of GET /health.
