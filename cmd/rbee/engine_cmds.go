@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rbee-project/rbee/internal/limitread"
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
@@ -400,12 +401,9 @@ func readBounded(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
+	b, err := limitread.All(f, max)
+	if errors.Is(err, limitread.ErrTooLarge) {
 		return nil, fmt.Errorf("%s is over %d MiB: not a text to tokenize", path, max>>20)
 	}
-	return b, nil
+	return b, err
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rbee-project/rbee/internal/atomicfile"
+	"github.com/rbee-project/rbee/internal/limitread"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
 
@@ -99,14 +99,11 @@ func readReleaseFile(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
+	b, err := limitread.All(f, max)
+	if errors.Is(err, limitread.ErrTooLarge) {
 		return nil, fmt.Errorf("%s is over %d bytes", path, max)
 	}
-	return b, nil
+	return b, err
 }
 
 func newReleaseSignCmd() *cobra.Command {

@@ -1,6 +1,7 @@
 package sshhive
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/kevinburke/ssh_config"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/limitread"
 )
 
 // Bounds on what an import reads: an ssh config is a few KiB; these stop a
@@ -439,12 +441,12 @@ func readBounded(path string) ([]byte, error) {
 		return nil, fmt.Errorf("ssh config Include: %w", err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("ssh config Include %s: %w", path, err)
-	}
-	if len(b) > maxConfigBytes {
+	b, err := limitread.All(f, maxConfigBytes)
+	switch {
+	case errors.Is(err, limitread.ErrTooLarge):
 		return nil, fmt.Errorf("%w: %s larger than %d bytes", ErrInvalid, path, maxConfigBytes)
+	case err != nil:
+		return nil, fmt.Errorf("ssh config Include %s: %w", path, err)
 	}
 	return b, nil
 }

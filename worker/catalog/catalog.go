@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/internal/atomicfile"
+	"github.com/rbee-project/rbee/internal/limitread"
 )
 
 // Sentinel errors. Errors returned by this package wrap them with %w.
@@ -987,12 +988,12 @@ func readBounded(path string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("catalog: %w", err)
-	}
-	if int64(len(b)) > max {
+	b, err := limitread.All(f, max)
+	switch {
+	case errors.Is(err, limitread.ErrTooLarge):
 		return nil, fmt.Errorf("%w: %s larger than %d bytes", ErrBadName, path, max)
+	case err != nil:
+		return nil, fmt.Errorf("catalog: %w", err)
 	}
 	return b, nil
 }
