@@ -69,6 +69,17 @@ func TestWordPiece(t *testing.T) {
 		require.Equal(t, tc.want, nilIfEmpty(texts(tok, got)), "%q", tc.in)
 	}
 	require.Equal(t, []string{"[CLS]", "▁hello"}, texts(tok, tok.Encode("hello", true, false)))
+	// [SEP] (id 102 by default, here outside the vocabulary) comes from
+	// tokenizer.ggml.seperator_token_id, and add_sep_token says to use it.
+	require.Equal(t, int32(-1), tok.SEP())
+	require.False(t, tok.AddSEP())
+	withSep := writeVocab(t, map[string]any{
+		"tokenizer.ggml.model":              "bert",
+		"tokenizer.ggml.tokens":             []string{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "▁a"},
+		"tokenizer.ggml.seperator_token_id": uint32(3),
+	})
+	require.Equal(t, int32(3), withSep.SEP())
+	require.True(t, withSep.AddSEP())
 	// Decode joins the pieces: the first phantom space goes, the others are
 	// the spaces between words (punctuation became a word of its own).
 	require.Equal(t, "hello , world !", tok.Decode(tok.Encode("Hello, World!", false, false)))

@@ -107,6 +107,8 @@ type Tokenizer struct {
 	ignoreMerges bool
 
 	bos, eos, eot, eom, unk, pad int32
+	sep                          int32 // WordPiece's [SEP], noToken elsewhere
+	addSEP                       bool  // a WordPiece input ends with sep (add_sep_token)
 	addBOS, addEOS, addSpace     bool
 	eog                          map[int32]bool
 
@@ -128,7 +130,7 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: tokenizer.ggml.model missing", ErrNoVocab)
 	}
-	t := &Tokenizer{eot: noToken, eom: noToken, pad: noToken}
+	t := &Tokenizer{eot: noToken, eom: noToken, pad: noToken, sep: noToken}
 	t.spmPool.New = func() any { return new(spmSession) }
 	t.bpePool.New = func() any { return new(bpeSession) }
 	switch model {
@@ -141,7 +143,8 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 		t.bos, t.eos, t.unk = 11, 11, noToken // llama.cpp's (odd) BPE defaults
 	case "bert":
 		t.kind = kindWPM
-		t.bos, t.eos, t.unk, t.pad = 101, noToken, 100, 0 // [CLS], -, [UNK], [PAD]
+		t.bos, t.eos, t.unk, t.pad, t.sep = 101, noToken, 100, 0, 102 // [CLS], -, [UNK], [PAD], [SEP]
+		t.addSEP = true
 		t.addBOS = true
 	case "t5":
 		t.kind = kindUGM
@@ -240,7 +243,7 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 
 	// Default ids that fall outside the vocabulary are disabled, then the
 	// metadata overrides them where it holds an in-range id.
-	for _, p := range []*int32{&t.bos, &t.eos, &t.unk} {
+	for _, p := range []*int32{&t.bos, &t.eos, &t.unk, &t.sep} {
 		if *p >= int32(n) {
 			*p = noToken
 		}
@@ -255,6 +258,7 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 		{"tokenizer.ggml.eom_token_id", &t.eom},
 		{"tokenizer.ggml.unknown_token_id", &t.unk},
 		{"tokenizer.ggml.padding_token_id", &t.pad},
+		{"tokenizer.ggml.seperator_token_id", &t.sep}, // llama.cpp's spelling
 	} {
 		v, ok := md.Uint(s.key)
 		if !ok {
@@ -271,6 +275,12 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 	}
 	if v, ok := md.Bool("tokenizer.ggml.add_eos_token"); ok {
 		t.addEOS = v
+	}
+	if v, ok := md.Bool("tokenizer.ggml.add_sep_token"); ok {
+		t.addSEP = v
+	}
+	if t.sep == noToken {
+		t.addSEP = false
 	}
 	if t.addBOS && t.bos == noToken {
 		t.addBOS = false
@@ -493,6 +503,15 @@ func (t *Tokenizer) IsEOG(id int32) bool { return t.eog[id] }
 // tokenizer.ggml.add_bos_token, else llama.cpp's per-model default
 // (SentencePiece: true; BPE: false except the llama3/tekken/chameleon families).
 func (t *Tokenizer) AddBOS() bool { return t.addBOS }
+
+// SEP returns WordPiece's separator token id ([SEP], llama.cpp's
+// token_sep), or -1 if the vocabulary has none.
+func (t *Tokenizer) SEP() int32 { return t.sep }
+
+// AddSEP reports whether a WordPiece input ends with SEP (llama.cpp's
+// add_sep with add_special; tokenizer.ggml.add_sep_token). Encode never
+// appends it itself.
+func (t *Tokenizer) AddSEP() bool { return t.addSEP }
 
 // AddEOS reports tokenizer.ggml.add_eos_token (default false). Encode never adds EOS itself.
 func (t *Tokenizer) AddEOS() bool { return t.addEOS }
