@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -120,7 +121,9 @@ func Errorf(code, format string, args ...any) error {
 }
 
 // CodeOf returns the code of err: the innermost *Error's code, cancelled for
-// context errors, internal otherwise.
+// context errors, unavailable for a full or read-only file system (the
+// node's disk: freeing space or remounting it makes a retry work, nothing
+// is wrong with the request), internal otherwise.
 func CodeOf(err error) string {
 	var e *Error
 	if errors.As(err, &e) {
@@ -128,6 +131,9 @@ func CodeOf(err error) string {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return CodeCancelled
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS) {
+		return CodeUnavailable
 	}
 	return CodeInternal
 }

@@ -3,6 +3,9 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +19,20 @@ func collect(t *testing.T, j *Job, after int64) []Event {
 	defer cancel()
 	require.NoError(t, j.Follow(ctx, after, func(ev Event) error { out = append(out, ev); return nil }))
 	return out
+}
+
+// writeDevFull returns the error of a write to /dev/full: ENOSPC from the
+// kernel, as a write on a full file system gets it.
+func writeDevFull(t *testing.T) error {
+	t.Helper()
+	f, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	defer f.Close()
+	_, err = f.Write([]byte("x"))
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	return err
 }
 
 func TestJobLifecycle(t *testing.T) {
@@ -40,6 +57,17 @@ func TestJobLifecycle(t *testing.T) {
 		{"panic", func(ctx context.Context, em Emitter) error {
 			panic("bad")
 		}, []string{TypeError, TypeDone}, "failed", CodeInternal},
+		{"disk full", func(ctx context.Context, em Emitter) error {
+			// A real write to a full device (what a catalog, index or log
+			// write on a full data dir returns), wrapped as callers do.
+			return fmt.Errorf("catalog: copying x: %w", writeDevFull(t))
+		}, []string{TypeError, TypeDone}, "failed", CodeUnavailable},
+		{"read-only file system", func(ctx context.Context, em Emitter) error {
+			return fmt.Errorf("writing index: %w", &os.PathError{Op: "open", Path: "/data/models/index.json", Err: syscall.EROFS})
+		}, []string{TypeError, TypeDone}, "failed", CodeUnavailable},
+		{"coded disk full keeps its code", func(ctx context.Context, em Emitter) error {
+			return &Error{Code: CodeConflict, Err: writeDevFull(t)}
+		}, []string{TypeError, TypeDone}, "failed", CodeConflict},
 		{"reported", func(ctx context.Context, em Emitter) error {
 			em.Emit(Event{Type: TypeError, Code: CodeUnknownHive, Message: "remote"})
 			return ErrReported
