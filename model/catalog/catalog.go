@@ -171,7 +171,44 @@ func New(cfg Config) (*Catalog, error) {
 		c.partialAge = DefaultPartialMaxAge
 	}
 	c.sweepPartials()
+	c.sweepOrphans()
 	return c, nil
+}
+
+// sweepOrphans removes what a crash left in the catalog directory: a model
+// directory the index does not list (a node killed in Add after the file
+// was moved in and before the index was written, or in Delete after the
+// index was written and before the directory was removed: the whole model
+// stays on disk, listed nowhere, until an Add of the same id) and the
+// temporary files of an index write (atomicfile's prefix). Only names that
+// are valid ids are model directories: anything else (lost+found of a
+// mount point) is left alone. Failures are logged: an orphan costs only
+// disk space. Called from New, before any Add can run.
+func (c *Catalog) sweepOrphans() {
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		c.log.Warn("catalog: cannot list the catalog directory", "dir", c.dir, "err", err)
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		p := filepath.Join(c.dir, name)
+		switch {
+		case e.IsDir() && ValidateID(name) == nil:
+			if _, listed := c.entries[name]; listed {
+				continue
+			}
+			if err := os.RemoveAll(p); err != nil {
+				c.log.Warn("catalog: cannot remove a model directory the index does not list", "dir", p, "err", err)
+				continue
+			}
+			c.log.Info("catalog: removed a model directory the index does not list (left by a crash)", "dir", p)
+		case !e.IsDir() && strings.HasPrefix(name, atomicfile.TempPrefix):
+			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+				c.log.Warn("catalog: cannot remove a temporary file", "file", p, "err", err)
+			}
+		}
+	}
 }
 
 // sweepPartials removes the partial downloads of PartialDir not written

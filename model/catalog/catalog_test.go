@@ -429,3 +429,40 @@ func TestNewSweepsAbandonedPartials(t *testing.T) {
 	c.Close()
 	require.Len(t, names(), len(files), "a negative age keeps every partial")
 }
+
+// TestNewSweepsWhatACrashLeft: a node killed in Delete after the index was
+// written (or in Add before it was) leaves a whole model directory that no
+// entry lists, and an interrupted index write leaves its temporary file.
+// Reopening removes both and keeps every listed model and the partials.
+func TestNewSweepsWhatACrashLeft(t *testing.T) {
+	dir := t.TempDir()
+	c := newCatalog(t, dir, nil)
+	kept, err := c.Add(writeTemp(t, c, "a.part", ggufBytes(t, quant.Q8_0, 1)), NewEntry{ID: "local--kept", FileName: "kept.gguf", Source: SourceLocal})
+	require.NoError(t, err)
+	gone := ggufBytes(t, quant.Q8_0, 2)
+	del, err := c.Add(writeTemp(t, c, "b.part", gone), NewEntry{ID: "local--deleted", FileName: "deleted.gguf", Source: SourceLocal})
+	require.NoError(t, err)
+	require.NoError(t, c.Delete(del.ID))
+	// The crash: the index no longer lists it, its directory is still there.
+	require.NoError(t, os.MkdirAll(filepath.Dir(del.Path), 0o755))
+	require.NoError(t, os.WriteFile(del.Path, gone, 0o644))
+	tmpIndex := filepath.Join(dir, ".tmp-"+IndexFile+"-123")
+	require.NoError(t, os.WriteFile(tmpIndex, []byte(`{"version":1,"mod`), 0o600))
+	partial := writeTemp(t, c, "resume-me.part", []byte("half a download"))
+	foreign := filepath.Join(dir, "lost+found")
+	require.NoError(t, os.Mkdir(foreign, 0o700))
+	require.NoError(t, c.Close())
+
+	c2 := newCatalog(t, dir, nil)
+	list, err := c2.List()
+	require.NoError(t, err)
+	require.Equal(t, []Entry{kept}, list)
+	for _, p := range []string{filepath.Dir(del.Path), tmpIndex} {
+		_, err := os.Stat(p)
+		require.True(t, os.IsNotExist(err), "%s removed: %v", p, err)
+	}
+	for _, p := range []string{kept.Path, partial, foreign} {
+		_, err := os.Stat(p)
+		require.NoError(t, err, "%s kept", p)
+	}
+}
