@@ -57,7 +57,8 @@ type StatusResult struct {
 	LastLeaderContact *time.Time `json:"last_leader_contact,omitempty"`
 	// RegistryVersion is the registry version the cluster agreed on;
 	// RegistryHalted says why this node's replica stopped applying (it met
-	// a command of a newer build: upgrade this node), absent when it runs.
+	// a command of a newer build: upgrade this node; or its disk refuses
+	// the new entries: free space), absent when it runs.
 	RegistryVersion int                `json:"registry_version"`
 	RegistryHalted  string             `json:"registry_halted,omitempty"`
 	Nodes           []Hive             `json:"nodes"`

@@ -50,6 +50,9 @@ var (
 	// ErrOutcomeUnknown: the write reached a leader but no answer came
 	// back before the call gave up: it may still commit.
 	ErrOutcomeUnknown = errors.New("consensus: the write was sent and may still commit")
+	// ErrStoreFailing: this server cannot store new log entries (a full
+	// disk): its replica of the registry falls behind (StoreError).
+	ErrStoreFailing = errors.New("consensus: raft cannot store new registry entries on this node")
 )
 
 // MemberState is a member's gossip state.
@@ -283,9 +286,12 @@ type Consensus struct {
 	left   map[string]time.Time // servers that asked to leave, by id
 
 	// rebased counts requests sent again with a newer Base (fsm.ErrExpired).
-	rebased          atomic.Int64
-	replay           *replayFSM
-	lastContact      atomic.Uint64 // unix ms of the newest leader contact known
+	rebased     atomic.Int64
+	replay      *replayFSM
+	lastContact atomic.Uint64 // unix ms of the newest leader contact known
+	// storeFailing: raft's last store of new log entries failed (a full
+	// disk): the replica falls behind while heartbeats still arrive.
+	storeFailing     storeFailures
 	persistedIndex   atomic.Uint64
 	persistedContact atomic.Uint64
 }
@@ -457,7 +463,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 	// non-voter every CommitTimeout included. Without a cache that is a
 	// bolt read and a msgpack decode each, 12% of an idle leader's CPU at
 	// 100 nodes.
-	logs, err := raft.NewLogCache(logCacheSize, storeNotifier{LogStore: c.store, h: c.throttle})
+	logs, err := raft.NewLogCache(logCacheSize, storeNotifier{LogStore: c.store, h: c.throttle, failed: &c.storeFailing})
 	if err != nil {
 		trans.Close()
 		return fmt.Errorf("consensus: log cache: %w", err)

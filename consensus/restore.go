@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -229,8 +231,9 @@ func (c *Consensus) noteContact(t time.Time) {
 }
 
 // Stale reports whether the local registry replica may be behind: no
-// leader is known, or none was heard from for staleAfter heartbeat
-// timeouts. Reads still answer from it.
+// leader is known, none was heard from for staleAfter heartbeat timeouts,
+// or this server cannot store the entries it is sent (StoreError).
+// Reads still answer from it.
 func (c *Consensus) Stale() bool {
 	r, err := c.running()
 	if err != nil {
@@ -239,7 +242,7 @@ func (c *Consensus) Stale() bool {
 	if r.State() == raft.Leader {
 		return false
 	}
-	if r.Leader() == "" {
+	if r.Leader() == "" || c.StoreError() != nil {
 		return true
 	}
 	lc := c.LastLeaderContact()
@@ -250,4 +253,47 @@ func (c *Consensus) Stale() bool {
 		after = max(after, nonvoterTimeoutFactor*c.tm.heartbeat)
 	}
 	return lc.IsZero() || time.Since(lc) > after
+}
+
+// storeFailures records whether raft's last store of new log entries on
+// this server failed, and since when. A follower whose disk is full keeps
+// answering the leader's heartbeats (they store nothing), so without it
+// the replica would fall behind for good while looking current.
+type storeFailures struct {
+	mu    sync.Mutex
+	err   error
+	since time.Time
+}
+
+// note records the outcome of a store: nil clears a failure.
+func (f *storeFailures) note(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		f.err = nil
+		return
+	}
+	if f.err == nil {
+		f.since = time.Now()
+	}
+	f.err = err
+}
+
+func (f *storeFailures) get() (time.Time, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.since, f.err
+}
+
+// StoreError reports why this server cannot store new registry entries (a
+// full or read-only disk under its raft dir), nil when the last store
+// worked. The replica is stale meanwhile; it catches up by itself once a
+// store works again (the leader resends what failed).
+func (c *Consensus) StoreError() error {
+	since, err := c.storeFailing.get()
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w since %s: %w (free space or fix the file system under %s: the replica catches up by itself)",
+		ErrStoreFailing, since.UTC().Format(time.RFC3339), err, filepath.Join(c.cfg.DataDir, "raft"))
 }

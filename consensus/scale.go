@@ -218,7 +218,8 @@ func (h *heartbeatThrottle) entriesStored(index uint64) {
 // non-voter as a voter before it replicates anything more to it.
 type storeNotifier struct {
 	raft.LogStore
-	h *heartbeatThrottle
+	h      *heartbeatThrottle
+	failed *storeFailures // nil: not tracked
 }
 
 func (s storeNotifier) StoreLog(l *raft.Log) error {
@@ -227,6 +228,9 @@ func (s storeNotifier) StoreLog(l *raft.Log) error {
 
 func (s storeNotifier) StoreLogs(ls []*raft.Log) error {
 	err := s.LogStore.StoreLogs(ls)
+	if s.failed != nil && len(ls) > 0 {
+		s.failed.note(err)
+	}
 	if err != nil || len(ls) == 0 {
 		return err
 	}

@@ -314,6 +314,8 @@ func (n *Node) status(all bool) api.StatusResult {
 		Nodes: hs, Workers: n.workerViews(), Models: n.reg.Models(), Stale: n.cons.Stale(), RegistryVersion: n.reg.RegistryVersion()}
 	if err := n.reg.Halted(); err != nil {
 		res.RegistryHalted = err.Error()
+	} else if err := n.cons.StoreError(); err != nil {
+		res.RegistryHalted = err.Error()
 	}
 	if lc := n.cons.LastLeaderContact(); !lc.IsZero() {
 		lc = lc.UTC()

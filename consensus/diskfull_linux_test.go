@@ -1,0 +1,127 @@
+package consensus_test
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/consensus"
+)
+
+// mountTmpfs mounts a tmpfs of size bytes on a new temp dir (root only:
+// the test is skipped elsewhere) and unmounts it at the end.
+func mountTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs (a disk that fills) needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// copyTree copies the regular files and directories under src into dst.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	require.NoError(t, filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(to, 0o700)
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	}))
+}
+
+// fill writes a file into dir until its file system is full.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for i := 0; ; i++ {
+		require.Less(t, i, 1<<14, "the file system never filled")
+		if _, err := f.Write(buf); err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			return p
+		}
+	}
+}
+
+// A follower whose disk fills keeps answering the leader's heartbeats (they
+// store nothing) while every append of new entries fails: its registry
+// falls behind. It must say so (stale, with the store's error) rather than
+// serve the old registry as current, and catch up by itself, without a
+// restart, once space is freed.
+func TestFollowerWithFullDiskIsStaleUntilSpaceIsFreed(t *testing.T) {
+	mnt := mountTmpfs(t, 4<<20)
+	cl, _, cfgs, leader := startThree(t, "d")
+	apply(t, leader, host("before"))
+	waitHost(t, "before", cl.running()...)
+
+	// Move a follower's data dir onto the small file system.
+	f := cl.followers(leader)[0]
+	cl.stop(f.id)
+	copyTree(t, cfgs[f.id].DataDir, mnt)
+	cfg := cfgs[f.id]
+	cfg.DataDir = mnt
+	f = cl.start(cfg)
+	waitHost(t, "before", f)
+	require.Eventually(t, func() bool { return !f.c.Stale() }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, f.c.StoreError())
+
+	filler := fill(t, mnt)
+	// Writes still commit (the leader and the other follower are a
+	// quorum); the full follower's stores fail until it says so.
+	i := 0
+	require.Eventually(t, func() bool {
+		i++
+		apply(t, leader, host(fmt.Sprintf("while-full-%d", i)))
+		return f.c.StoreError() != nil
+	}, 30*time.Second, time.Millisecond, "the full follower never reported its failing stores")
+	err := f.c.StoreError()
+	require.ErrorIs(t, err, consensus.ErrStoreFailing)
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	require.Contains(t, err.Error(), mnt)
+	apply(t, leader, host("last-while-full"))
+	// Heartbeats keep arriving, yet the replica is behind: stale.
+	require.True(t, f.c.Stale(), "a follower that cannot store entries serves a stale registry")
+	_, has := f.fsm.Host("last-while-full")
+	require.False(t, has, "the full follower applied an entry it could not store")
+
+	// Space is freed: the leader's retries land, the replica catches up.
+	require.NoError(t, os.Remove(filler))
+	waitHost(t, "last-while-full", f)
+	require.Eventually(t, func() bool { return f.c.StoreError() == nil && !f.c.Stale() }, 15*time.Second, 10*time.Millisecond)
+}
