@@ -69,6 +69,9 @@ type Config struct {
 	NoAutoCA bool
 	Cluster  Cluster
 	Logger   *slog.Logger
+	// Now is the clock certificates are issued and judged by; nil means
+	// time.Now.
+	Now func() time.Time
 }
 
 // Manager holds the served certificate and the known CA. Safe for
@@ -91,6 +94,9 @@ type Manager struct {
 func New(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Manager{cfg: cfg}
 }
@@ -185,7 +191,7 @@ func (m *Manager) EnsureCA(ctx context.Context) (*tlsca.CA, error) {
 // one; whichever CA the registry holds afterwards (this one, or one that
 // won a race) is returned.
 func (m *Manager) ProposeCA(ctx context.Context) (*tlsca.CA, error) {
-	now := time.Now().UTC()
+	now := m.cfg.Now().UTC()
 	ca, err := tlsca.NewCA(m.cfg.Name, now)
 	if err != nil {
 		return nil, err
@@ -288,7 +294,7 @@ func (m *Manager) refreshCert() {
 		return
 	}
 	names := m.certNames()
-	now := time.Now()
+	now := m.cfg.Now()
 	why := renewReason(m.holder.Get(), ca, names, now)
 	if why == "" {
 		return
@@ -310,6 +316,10 @@ func renewReason(cur *tls.Certificate, ca *tlsca.CA, names tlsca.Names, now time
 		return "no certificate yet"
 	case cur.Leaf.CheckSignatureFrom(ca.Cert) != nil:
 		return "issued by another CA"
+	case now.Before(cur.Leaf.NotBefore):
+		// Issued while the clock was ahead (a wrong RTC at boot, corrected
+		// since): clients refuse it until the clock gets there.
+		return "not valid yet (the clock went back)"
 	case !now.Before(tlsca.RenewAt(cur.Leaf)):
 		return "two thirds of its life are over"
 	case !tlsca.CertNames(cur.Leaf).Equal(names):
@@ -398,7 +408,8 @@ func (m *Manager) keepCert(c *tls.Certificate) {
 }
 
 // LoadKept serves the certificate kept in the data dir until the
-// registry's CA confirms or replaces it; an expired one is left.
+// registry's CA confirms or replaces it; an expired one, or one not valid
+// yet (the clock went back since it was issued), is left.
 func (m *Manager) LoadKept() {
 	dir := filepath.Join(m.cfg.DataDir, tlsDir)
 	chain, err1 := atomicfile.ReadFile(filepath.Join(dir, nodeCertFile))
@@ -411,7 +422,7 @@ func (m *Manager) LoadKept() {
 		m.cfg.Logger.Warn("the kept certificate does not load; a new one is issued", "err", err)
 		return
 	}
-	if time.Now().Before(c.Leaf.NotAfter) {
+	if now := m.cfg.Now(); now.Before(c.Leaf.NotAfter) && !now.Before(c.Leaf.NotBefore) {
 		m.holder.Set(c)
 	}
 }
@@ -437,7 +448,7 @@ func (m *Manager) LoadUser(force bool) error {
 	if err != nil {
 		return fmt.Errorf("--tls-cert/--tls-key: %w", err)
 	}
-	if time.Now().After(c.Leaf.NotAfter) {
+	if m.cfg.Now().After(c.Leaf.NotAfter) {
 		m.cfg.Logger.Warn("--tls-cert has expired", "not_after", c.Leaf.NotAfter)
 	}
 	m.holder.Set(c)

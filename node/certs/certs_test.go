@@ -2,6 +2,8 @@ package certs_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
@@ -140,4 +142,56 @@ func containsIP(ips []net.IP, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestClockWentBack: a node whose clock ran ahead issued itself a
+// certificate then (a wrong RTC at boot, corrected since by NTP); once the
+// clock is back, that certificate is not valid yet, and clients refuse it
+// until the clock gets there. The next full check replaces it, and a
+// restart does not serve the kept one.
+func TestClockWentBack(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	set := func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
+	right := now
+
+	c := &cluster{leader: true}
+	dir := t.TempDir()
+	newM := func(c *cluster) *certs.Manager {
+		m := certs.New(certs.Config{Name: "node1", DataDir: dir, Secret: "cluster-secret",
+			CertLifetime: 24 * time.Hour, Cluster: c, Now: clock})
+		m.SetListener(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8443})
+		return m
+	}
+	m := newM(c)
+	m.Check(ctx, true)
+	m.Check(ctx, false)
+	require.NotNil(t, m.Certificate())
+
+	set(right.Add(30 * 24 * time.Hour)) // the clock runs a month ahead
+	m.Check(ctx, true)
+	ahead := m.Certificate()
+	require.True(t, ahead.Leaf.NotBefore.After(right.Add(time.Hour)), "issued by the clock ahead")
+
+	set(right) // corrected
+	valid := func(cert *tls.Certificate) error {
+		ca, ok := c.ClusterCA()
+		require.True(t, ok)
+		pool := x509.NewCertPool()
+		require.True(t, pool.AppendCertsFromPEM([]byte(ca.CertPEM)))
+		_, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: right, DNSName: "node1"})
+		return err
+	}
+	require.Error(t, valid(ahead), "not valid yet")
+
+	// A restart with the clock right does not serve the kept one.
+	again := newM(&cluster{})
+	again.LoadKept()
+	require.True(t, again.Certificate() == nil, "a kept certificate not valid yet is not served")
+
+	m.Check(ctx, true)
+	require.NotSame(t, ahead, m.Certificate(), "replaced")
+	require.NoError(t, valid(m.Certificate()))
 }
