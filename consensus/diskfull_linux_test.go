@@ -1,6 +1,7 @@
 package consensus_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/consensus"
+	"github.com/rbee-project/rbee/fsm"
 )
 
 // mountTmpfs mounts a tmpfs of size bytes on a new temp dir (root only:
@@ -79,6 +81,20 @@ func fill(t *testing.T, dir string) string {
 	}
 }
 
+// moveOnto restarts follower f with its data dir copied onto mnt.
+func moveOnto(t *testing.T, cl *cluster, cfgs map[string]consensus.Config, f *testNode, mnt string) *testNode {
+	t.Helper()
+	cl.stop(f.id)
+	copyTree(t, cfgs[f.id].DataDir, mnt)
+	cfg := cfgs[f.id]
+	cfg.DataDir = mnt
+	f = cl.start(cfg)
+	waitHost(t, "before", f)
+	require.Eventually(t, func() bool { return !f.c.Stale() }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, f.c.StoreError())
+	return f
+}
+
 // A follower whose disk fills keeps answering the leader's heartbeats (they
 // store nothing) while every append of new entries fails: its registry
 // falls behind. It must say so (stale, with the store's error) rather than
@@ -90,16 +106,7 @@ func TestFollowerWithFullDiskIsStaleUntilSpaceIsFreed(t *testing.T) {
 	apply(t, leader, host("before"))
 	waitHost(t, "before", cl.running()...)
 
-	// Move a follower's data dir onto the small file system.
-	f := cl.followers(leader)[0]
-	cl.stop(f.id)
-	copyTree(t, cfgs[f.id].DataDir, mnt)
-	cfg := cfgs[f.id]
-	cfg.DataDir = mnt
-	f = cl.start(cfg)
-	waitHost(t, "before", f)
-	require.Eventually(t, func() bool { return !f.c.Stale() }, 10*time.Second, 10*time.Millisecond)
-	require.NoError(t, f.c.StoreError())
+	f := moveOnto(t, cl, cfgs, cl.followers(leader)[0], mnt)
 
 	filler := fill(t, mnt)
 	// Writes still commit (the leader and the other follower are a
@@ -124,4 +131,51 @@ func TestFollowerWithFullDiskIsStaleUntilSpaceIsFreed(t *testing.T) {
 	require.NoError(t, os.Remove(filler))
 	waitHost(t, "last-while-full", f)
 	require.Eventually(t, func() bool { return f.c.StoreError() == nil && !f.c.Stale() }, 15*time.Second, 10*time.Millisecond)
+}
+
+// With one voter of three gone and another unable to store entries (its
+// disk full), the leader stays leader (the full one answers it) but
+// commits nothing. A write then ends within ApplyTimeout with no_quorum,
+// saying it may still commit, instead of hanging until the caller's
+// deadline (the CLI's: "context deadline exceeded"); once space is freed
+// it commits.
+func TestWriteWithoutAStoringMajorityEndsWithNoQuorum(t *testing.T) {
+	mnt := mountTmpfs(t, 4<<20)
+	cl, _, cfgs, leader := startThree(t, "q")
+	apply(t, leader, host("before"))
+	waitHost(t, "before", cl.running()...)
+	fs := cl.followers(leader)
+	full := moveOnto(t, cl, cfgs, fs[0], mnt)
+	leader = cl.waitLeader()
+	filler := fill(t, mnt)
+	i := 0
+	require.Eventually(t, func() bool {
+		i++
+		apply(t, leader, host(fmt.Sprintf("filling-%d", i)))
+		return full.c.StoreError() != nil
+	}, 30*time.Second, time.Millisecond, "the full follower's stores never failed")
+	for _, n := range cl.followers(leader) {
+		if n != full {
+			cl.stop(n.id)
+		}
+	}
+	leader = cl.waitLeader()
+	require.NotEqual(t, full.id, leader.id, "a server that cannot store its no-op does not stay leader")
+
+	b, err := fsm.Encode(host("no-majority"))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = leader.c.Apply(ctx, b)
+	took := time.Since(start)
+	require.ErrorIs(t, err, consensus.ErrNoQuorum)
+	require.ErrorIs(t, err, consensus.ErrOutcomeUnknown)
+	require.Contains(t, err.Error(), "did not commit")
+	require.Less(t, took, 3*cfgs[leader.id].ApplyTimeout, "ended near ApplyTimeout, not at the caller's deadline")
+	t.Logf("no_quorum after %v: %v", took, err)
+
+	// Space is freed: the write that was sent commits after all.
+	require.NoError(t, os.Remove(filler))
+	waitHost(t, "no-majority", leader, full)
 }

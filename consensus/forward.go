@@ -326,7 +326,10 @@ func retryable(err error) bool {
 // fsm.Result. On the leader it goes through raft directly; on a follower it
 // is forwarded to the leader. While there is no leader, or the leader
 // changes, Apply retries with backoff until ctx ends; then it returns an
-// error wrapping ErrNoLeader (and ctx.Err()). A command the registry
+// error wrapping ErrNoLeader (and ctx.Err()). No leader for
+// NoLeaderTimeout, or a leader that took the command and did not commit it
+// within ApplyTimeout (fewer than a majority store entries), ends it with
+// ErrNoQuorum (and ErrOutcomeUnknown when it was sent). A command the registry
 // rejects returns an error wrapping ErrRejected and the fsm sentinel.
 //
 // Once the registry is at fsm.OnceVersion, every attempt carries the same
@@ -356,6 +359,7 @@ func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 	var lastErr error
 	sent := false            // some attempt reached a leader without an answer
 	var leaderless time.Time // since when no leader was known (zero: one is)
+	began := time.Now()
 	for {
 		r, err := c.running()
 		if err != nil {
@@ -408,6 +412,14 @@ func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 		}
 		if errors.Is(err, errSent) {
 			sent = true
+			if leader != "" && time.Since(began) >= c.cfg.ApplyTimeout {
+				// A leader took it and did not commit it within the
+				// bound (its attempt waited that long, or the attempts
+				// together did): it cannot reach a majority that
+				// stores entries, and would not by the caller's
+				// deadline either.
+				return nil, c.notCommitted()
+			}
 		}
 		if err != nil && !retryable(err) && !errors.Is(err, errSent) {
 			return nil, err
@@ -484,6 +496,41 @@ func (r *request) rebase(applied uint64) bool {
 // noQuorum is the error of an Apply that found no leader for
 // NoLeaderTimeout: it names the voters this server does not see alive.
 func (c *Consensus) noQuorum(sent bool) error {
+	gone, voters := c.unreachableVoters()
+	msg := fmt.Sprintf("no leader for %s: %d of %d voters unreachable (%s); writes need a majority", c.cfg.NoLeaderTimeout, len(gone), voters, strings.Join(gone, ", "))
+	if seen := voters - len(gone); voters > 0 && 2*seen > voters {
+		// Gossip sees a majority, yet raft found no leader: raft's own
+		// path (libp2p) is what fails, which "0 of 3 unreachable ()"
+		// did not tell.
+		msg = fmt.Sprintf("no leader for %s, though gossip sees %d of %d voters alive: raft (over libp2p) does not reach them; check that their p2p port (--p2p-addr) is open between the nodes; writes need a majority", c.cfg.NoLeaderTimeout, seen, voters)
+		if len(gone) > 0 {
+			msg += fmt.Sprintf(" (gossip does not see %s)", strings.Join(gone, ", "))
+		}
+	}
+	if sent {
+		return fmt.Errorf("%w: %w: %s", ErrNoQuorum, ErrOutcomeUnknown, msg)
+	}
+	return fmt.Errorf("%w: %s", ErrNoQuorum, msg)
+}
+
+// notCommitted is Apply's error when a leader took the write but did not
+// commit it within ApplyTimeout: it stays leader while a majority of the
+// voters answer it, yet fewer than a majority store the entry (one is
+// gone and another's disk is full, its stores failing). Retrying would
+// only wait the same again until the caller's deadline.
+func (c *Consensus) notCommitted() error {
+	gone, voters := c.unreachableVoters()
+	unreachable := "none"
+	if len(gone) > 0 {
+		unreachable = strings.Join(gone, ", ")
+	}
+	return fmt.Errorf("%w: %w: the leader did not commit the write within %s: fewer than a majority of the %d voters stored it (unreachable: %s; a reachable voter whose disk is full or read-only fails to store it: its rbee status says registry halted); writes need a majority",
+		ErrNoQuorum, ErrOutcomeUnknown, c.cfg.ApplyTimeout, voters, unreachable)
+}
+
+// unreachableVoters returns the names of the voters gossip does not see
+// alive (not this server), sorted, and the number of voters.
+func (c *Consensus) unreachableVoters() (gone []string, voters int) {
 	alive := map[string]string{}
 	names := map[string]string{}
 	for _, m := range c.cfg.Members() {
@@ -492,8 +539,6 @@ func (c *Consensus) noQuorum(sent bool) error {
 			alive[m.ID] = m.Name
 		}
 	}
-	var gone []string
-	voters := 0
 	if servers, err := c.Servers(); err == nil {
 		for _, s := range servers {
 			if s.Suffrage != "voter" {
@@ -511,20 +556,7 @@ func (c *Consensus) noQuorum(sent bool) error {
 		}
 	}
 	sort.Strings(gone)
-	msg := fmt.Sprintf("no leader for %s: %d of %d voters unreachable (%s); writes need a majority", c.cfg.NoLeaderTimeout, len(gone), voters, strings.Join(gone, ", "))
-	if seen := voters - len(gone); voters > 0 && 2*seen > voters {
-		// Gossip sees a majority, yet raft found no leader: raft's own
-		// path (libp2p) is what fails, which "0 of 3 unreachable ()"
-		// did not tell.
-		msg = fmt.Sprintf("no leader for %s, though gossip sees %d of %d voters alive: raft (over libp2p) does not reach them; check that their p2p port (--p2p-addr) is open between the nodes; writes need a majority", c.cfg.NoLeaderTimeout, seen, voters)
-		if len(gone) > 0 {
-			msg += fmt.Sprintf(" (gossip does not see %s)", strings.Join(gone, ", "))
-		}
-	}
-	if sent {
-		return fmt.Errorf("%w: %w: %s", ErrNoQuorum, ErrOutcomeUnknown, msg)
-	}
-	return fmt.Errorf("%w: %s", ErrNoQuorum, msg)
+	return gone, voters
 }
 
 // ApplyCommand encodes cmd and applies it like Apply.
