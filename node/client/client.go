@@ -460,10 +460,20 @@ func (c *Client) Run(ctx context.Context, req any, fn func(jobs.Event) error) er
 	}
 	err = c.follow(ctx, id, f)
 	if ctx.Err() != nil {
-		// The user went away (Ctrl-C): cancel the job on the node too.
+		// The user went away (Ctrl-C), or the command's time limit
+		// passed: cancel the job on the node too.
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = c.Cancel(cctx, id)
+		cerr := c.Cancel(cctx, id)
 		cancel()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && err != nil && !errors.Is(err, ErrJobFailed) {
+			// Not the transport's "Get …/events: context deadline
+			// exceeded": the job is what did not end in time.
+			what := "it was cancelled"
+			if cerr != nil {
+				what = "cancelling it failed too (" + cerr.Error() + ")"
+			}
+			return fmt.Errorf("job %s on %s did not end within this command's time limit: %w; %s (`rbee status` on the node shows whether it has a leader and its registry is current)", id, c.Base, ctx.Err(), what)
+		}
 	}
 	return err
 }

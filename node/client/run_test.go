@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -109,6 +110,41 @@ func TestFollowLostNode(t *testing.T) {
 	err := New(hs.URL, "").Result(t.Context(), api.StatusRequest{}, nil, nil)
 	require.ErrorContains(t, err, "lost the node at "+hs.URL+" while following job j1")
 	require.ErrorContains(t, err, "connection refused")
+}
+
+// TestRunPastItsTimeLimit: a job that gives no result within the
+// command's time limit (a registry write that waits for a commit) is
+// named as such and cancelled, not reported as the transport's
+// "Get …/events: context deadline exceeded".
+func TestRunPastItsTimeLimit(t *testing.T) {
+	var mu sync.Mutex
+	var cancelled []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete {
+			mu.Lock()
+			cancelled = append(cancelled, r.URL.Path)
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"status":"cancelling"}`))
+			return
+		}
+		w.Header().Set(api.JobIDHeader, "j1")
+		sw := sse.Start(w)
+		b, _ := json.Marshal(jobEvents[0])
+		_ = sw.Event(sse.Event{ID: "1", Type: jobEvents[0].Type, Data: b})
+		<-r.Context().Done() // then nothing: the job waits
+	}))
+	defer hs.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	err := New(hs.URL, "").Result(ctx, api.StatusRequest{}, nil, nil)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "job j1 on "+hs.URL+" did not end within this command's time limit")
+	require.ErrorContains(t, err, "it was cancelled")
+	require.NotContains(t, err.Error(), "Get ")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"/v1/jobs/j1"}, cancelled)
 }
 
 // TestWrongScheme: http:// to an HTTPS listener and https:// to a plain
