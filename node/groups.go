@@ -58,7 +58,12 @@ const groupWriteTimeout = 15 * time.Second
 // groupStartLimit: a group still starting after this long lost the node
 // that was placing it (a placement copies the model to the shards' hives
 // and loads it: minutes for a large model, never this long), so the
-// leader fails it and re-plans it.
+// leader fails it and re-plans it. The leader counts it on its own clock
+// from when it first saw the placement starting (groupState.startingFor),
+// not from the entry's UpdatedAt: that is the placing node's wall clock,
+// and a leader whose clock runs ahead of it by the limit (machines of a
+// LAN without NTP), or jumps ahead, failed every placement at once. A new
+// leader starts the count afresh.
 const groupStartLimit = 30 * time.Minute
 
 // groupState tracks the leader's re-plans of failed groups and this
@@ -73,11 +78,45 @@ type groupState struct {
 	// orphanSince: since when a local shard worker has been seen listed
 	// by no group.
 	orphanSince map[string]time.Time
+	// starting: since when (this node's clock) the leader has seen a
+	// group starting, by group id, with the placement it saw.
+	starting map[string]startSeen
+}
+
+type startSeen struct {
+	placement string
+	since     time.Time
 }
 
 func newGroupState() groupState {
 	return groupState{replans: map[string]context.CancelFunc{}, nextTry: map[string]time.Time{}, fails: map[string]int{},
-		orphanSince: map[string]time.Time{}}
+		orphanSince: map[string]time.Time{}, starting: map[string]startSeen{}}
+}
+
+// startingFor returns how long, by now on this node's clock, g has been
+// seen starting with its current placement (0 at the first sight, or
+// after a new placement of the same id).
+func (s *groupState) startingFor(g fsm.Group, now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen, ok := s.starting[g.ID]
+	if !ok || seen.placement != g.Placement {
+		seen = startSeen{placement: g.Placement, since: now}
+		s.starting[g.ID] = seen
+	}
+	return now.Sub(seen.since)
+}
+
+// forgetStarting drops the start times of groups that are not starting
+// (gone, ready, failed) in byID.
+func (s *groupState) forgetStarting(byID map[string]fsm.Group) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range s.starting {
+		if g, ok := byID[id]; !ok || g.State != fsm.GroupStarting {
+			delete(s.starting, id)
+		}
+	}
 }
 
 // replanDelay is the wait before the next re-plan after fails failures.
@@ -654,7 +693,7 @@ func (n *Node) groupsPass(leader bool) {
 			// A placement that outlives this lost its node (or the job
 			// hangs): failed, and the placement's own ready write, which
 			// expects its starting entry, then fails.
-			if time.Since(g.UpdatedAt) > groupStartLimit {
+			if n.groups.startingFor(g, time.Now()) > groupStartLimit {
 				g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "its placement did not finish within "+groupStartLimit.String(), time.Now().UTC()
 				n.applyQuiet(fsm.UpsertGroup{Group: g, Expect: read})
 			}
@@ -665,6 +704,7 @@ func (n *Node) groupsPass(leader bool) {
 			n.replanSoon(g)
 		}
 	}
+	n.groups.forgetStarting(byID)
 	// Forget the pacing of groups that are no longer failed.
 	n.groups.mu.Lock()
 	for id := range n.groups.nextTry {

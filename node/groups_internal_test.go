@@ -66,3 +66,33 @@ func TestReplanRequestKeepsTheSpawn(t *testing.T) {
 	require.Equal(t, api.WorkerSpawnRequest{OnHive: api.OnHive{Hive: "b"}, Model: g.Model, Threads: 2, Slots: 3, Ctx: 512,
 		KVCache: "f32", Version: "v0.9.1", Shards: 2, Hives: []string{"b", "c"}, Mode: fsm.GroupTensor, Group: "g-1"}, r)
 }
+
+// TestGroupStartCountedOnTheLeadersClock: the leader fails a placement
+// that has been starting for groupStartLimit by its own clock, from when
+// it first saw it, whatever the entry's UpdatedAt says (the placing node's
+// wall clock: behind the leader's by an hour, a placement written a second
+// ago was failed at once). A new placement of the same id starts afresh,
+// and a group that is no longer starting is forgotten.
+func TestGroupStartCountedOnTheLeadersClock(t *testing.T) {
+	now := time.Now()
+	skewed := fsm.Group{ID: "g-1", State: fsm.GroupStarting, Placement: "p1", UpdatedAt: now.Add(-time.Hour).UTC()}
+	s := newGroupState()
+	for _, tc := range []struct {
+		name string
+		g    fsm.Group
+		at   time.Duration // after now
+		want time.Duration
+	}{
+		{"first sight, written an hour ago by a clock behind", skewed, 0, 0},
+		{"within the limit", skewed, 10 * time.Minute, 10 * time.Minute},
+		{"past the limit", skewed, groupStartLimit + time.Second, groupStartLimit + time.Second},
+		{"a new placement starts afresh", fsm.Group{ID: "g-1", State: fsm.GroupStarting, Placement: "p2"}, groupStartLimit + 2*time.Second, 0},
+		{"and counts from there", fsm.Group{ID: "g-1", State: fsm.GroupStarting, Placement: "p2"}, groupStartLimit + 5*time.Second, 3 * time.Second},
+	} {
+		require.Equal(t, tc.want, s.startingFor(tc.g, now.Add(tc.at)), tc.name)
+	}
+	require.False(t, s.startingFor(skewed, now) > groupStartLimit)
+
+	s.forgetStarting(map[string]fsm.Group{"g-1": {ID: "g-1", State: fsm.GroupReady}})
+	require.Empty(t, s.starting, "a ready group is forgotten")
+}

@@ -459,3 +459,30 @@ func TestShardedGroupRetireWhileStarting(t *testing.T) {
 	require.Never(t, func() bool { _, ok := via.Registry().Group(gid); return ok }, 3*time.Second, 100*time.Millisecond,
 		"the retired group does not come back")
 }
+
+// TestStartingGroupOfASkewedPlacerIsNotFailed: a group entry written
+// "starting" by a placing node whose wall clock is behind the leader's by
+// more than the start limit (machines of a LAN without NTP, or the
+// leader's clock jumped ahead) is a placement in progress, not one that
+// lost its node: the leader counts the limit on its own clock from when it
+// first saw it, and leaves it starting.
+func TestStartingGroupOfASkewedPlacerIsNotFailed(t *testing.T) {
+	c := nodetest.New(t, 1)
+	n := c.Nodes[0]
+	require.Eventually(t, func() bool { return n.Registry().RegistryVersion() == fsm.Version }, nodetest.WaitTimeout, 50*time.Millisecond)
+	behind := time.Now().Add(-2 * time.Hour).UTC()
+	g := fsm.Group{ID: "g-skewed", Model: "builtin--stories260k", Mode: fsm.GroupPipeline, State: fsm.GroupStarting,
+		Shards:    []fsm.GroupShard{{NodeID: n.ID(), WorkerID: "w-head", Lo: 0, Hi: 3}, {NodeID: n.ID(), WorkerID: "w-tail", Lo: 3, Hi: 5}},
+		Placement: "p-1", CreatedAt: behind, UpdatedAt: behind}
+	b, err := fsm.Encode(fsm.UpsertGroup{Group: g})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = n.Apply(ctx, b)
+	require.NoError(t, err)
+	// The leader's group pass runs twice a second: several passes.
+	require.Never(t, func() bool {
+		got, ok := n.Registry().Group(g.ID)
+		return !ok || got.State != fsm.GroupStarting
+	}, 3*time.Second, 50*time.Millisecond, "a placement in progress was failed by the placer's clock")
+}
