@@ -446,7 +446,9 @@ func (c *Catalog) OpenRange(_ context.Context, sum string, offset int64) (io.Rea
 
 // Delete removes the entry and its directory. It refuses with ErrInUse
 // when Config.InUse(id) is true. The index is updated first, so a crash
-// leaves at worst an orphan directory, never an entry without a file.
+// leaves at worst an orphan directory, never an entry without a file; on
+// a full disk, where the index cannot be written, the files go first
+// (freeing the space is what the user deletes for).
 func (c *Catalog) Delete(id string) error {
 	if err := ValidateID(id); err != nil {
 		return err
@@ -464,7 +466,22 @@ func (c *Catalog) Delete(id string) error {
 	}
 	next := cloneWithout(c.entries, id)
 	if err := c.saveLocked(next); err != nil {
-		return err
+		if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+			return err
+		}
+		// A full disk: the index cannot be rewritten, and deleting a
+		// model is how a user frees space. Its files go first; an entry
+		// whose file is gone is dropped when the catalog opens, so a
+		// crash (or an index that still cannot be written) leaves no
+		// entry without its file behind.
+		if rerr := os.RemoveAll(filepath.Join(c.dir, id)); rerr != nil {
+			return fmt.Errorf("%w (and its files could not be removed: %v)", err, rerr)
+		}
+		c.entries = next
+		if err := c.saveLocked(next); err != nil {
+			c.log.Warn("catalog: model files removed on a full disk; the index file lists it until the next write (it is dropped when the catalog opens)", "id", id, "err", err)
+		}
+		return nil
 	}
 	c.entries = next
 	if err := os.RemoveAll(filepath.Join(c.dir, id)); err != nil {
