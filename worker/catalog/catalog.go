@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rbee-project/rbee/internal/atomicfile"
@@ -496,11 +497,26 @@ func (c *Catalog) Delete(typ, version string) ([]Entry, error) {
 		delete(next, e.key())
 	}
 	if err := c.writeIndex(next); err != nil {
-		return nil, err
-	}
-	c.entries = next
-	for _, e := range victims {
-		c.removeFiles(e)
+		if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+			return nil, err
+		}
+		// A full disk: the index cannot be rewritten, and deleting is
+		// how a user frees space. The files go first; an entry whose file
+		// is gone is dropped when the catalog opens, so a crash (or an
+		// index that still cannot be written) lists nothing without its
+		// file.
+		for _, e := range victims {
+			c.removeFiles(e)
+		}
+		c.entries = next
+		if err := c.writeIndex(next); err != nil {
+			c.log.Warn("worker binaries removed on a full disk; the index file lists them until the next write (they are dropped when the catalog opens)", "type", typ, "version", version, "err", err)
+		}
+	} else {
+		c.entries = next
+		for _, e := range victims {
+			c.removeFiles(e)
+		}
 	}
 	sort.Slice(victims, func(i, j int) bool { return victims[i].key() < victims[j].key() })
 	return victims, nil
