@@ -131,6 +131,9 @@ type Catalog struct {
 	mu      sync.Mutex
 	entries map[string]Entry
 	closed  bool
+	// indexed: every id the index file names, kept or dropped by load;
+	// only New's sweep of orphan directories reads it.
+	indexed map[string]bool
 
 	fmu      sync.Mutex
 	inflight map[string]chan struct{} // partial name → closed when its fetch ends
@@ -156,7 +159,7 @@ func New(cfg Config) (*Catalog, error) {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
 	c := &Catalog{dir: dir, inUse: cfg.InUse, log: cfg.Logger, now: cfg.Now,
-		entries: map[string]Entry{}, inflight: map[string]chan struct{}{}}
+		entries: map[string]Entry{}, inflight: map[string]chan struct{}{}, indexed: map[string]bool{}}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -172,11 +175,12 @@ func New(cfg Config) (*Catalog, error) {
 	}
 	c.sweepPartials()
 	c.sweepOrphans()
+	c.indexed = nil
 	return c, nil
 }
 
 // sweepOrphans removes what a crash left in the catalog directory: a model
-// directory the index does not list (a node killed in Add after the file
+// directory the index file does not name (a node killed in Add after the file
 // was moved in and before the index was written, or in Delete after the
 // index was written and before the directory was removed: the whole model
 // stays on disk, listed nowhere, until an Add of the same id) and the
@@ -195,7 +199,9 @@ func (c *Catalog) sweepOrphans() {
 		p := filepath.Join(c.dir, name)
 		switch {
 		case e.IsDir() && ValidateID(name) == nil:
-			if _, listed := c.entries[name]; listed {
+			if c.indexed[name] {
+				// Listed, or an entry load dropped (logged): its files
+				// stay for the user to look at.
 				continue
 			}
 			if err := os.RemoveAll(p); err != nil {
@@ -308,6 +314,7 @@ func (c *Catalog) load() error {
 		return fmt.Errorf("catalog: index version %d is newer than this rbee (%d)", idx.Version, indexVersion)
 	}
 	for _, e := range idx.Models {
+		c.indexed[e.ID] = true
 		if ValidateID(e.ID) != nil || ValidateFileName(e.FileName) != nil || !isSHA256(e.SHA256) {
 			c.log.Warn("catalog: dropping index entry with a bad id, file name or sha256", "id", e.ID)
 			continue

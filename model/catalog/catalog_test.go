@@ -442,6 +442,9 @@ func TestNewSweepsWhatACrashLeft(t *testing.T) {
 	gone := ggufBytes(t, quant.Q8_0, 2)
 	del, err := c.Add(writeTemp(t, c, "b.part", gone), NewEntry{ID: "local--deleted", FileName: "deleted.gguf", Source: SourceLocal})
 	require.NoError(t, err)
+	resized, err := c.Add(writeTemp(t, c, "c.part", ggufBytes(t, quant.Q8_0, 3)), NewEntry{ID: "local--resized", FileName: "resized.gguf", Source: SourceLocal})
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(resized.Path, 10))
 	require.NoError(t, c.Delete(del.ID))
 	// The crash: the index no longer lists it, its directory is still there.
 	require.NoError(t, os.MkdirAll(filepath.Dir(del.Path), 0o755))
@@ -461,7 +464,9 @@ func TestNewSweepsWhatACrashLeft(t *testing.T) {
 		_, err := os.Stat(p)
 		require.True(t, os.IsNotExist(err), "%s removed: %v", p, err)
 	}
-	for _, p := range []string{kept.Path, partial, foreign} {
+	// An entry the index names but load drops (its file changed) is not
+	// listed; its file stays for the user to look at.
+	for _, p := range []string{kept.Path, partial, foreign, resized.Path} {
 		_, err := os.Stat(p)
 		require.NoError(t, err, "%s kept", p)
 	}
