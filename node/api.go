@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/internal/apierror"
 	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/sse"
@@ -407,12 +408,34 @@ func (n *Node) leaveBlocked() string {
 	if err != nil {
 		return ""
 	}
-	for _, s := range servers {
-		if s.Suffrage == "voter" && s.ID != n.ID() {
-			return "cannot leave now: no leader is in reach (this node is cut off from the majority, or an election is under way), so the cluster would not learn of it; try again once `rbee status` shows a leader, or stop the node (the others remove it after --reap-grace)"
+	alive := map[string]bool{}
+	for _, m := range n.gsp.Members() {
+		if m.State == gossip.StateAlive {
+			alive[m.ID] = true
 		}
 	}
-	return ""
+	others, seen := 0, 0
+	for _, s := range servers {
+		if s.Suffrage == "voter" && s.ID != n.ID() {
+			others++
+			if alive[s.ID] {
+				seen++
+			}
+		}
+	}
+	if others == 0 {
+		return ""
+	}
+	if 2*seen > others {
+		// Gossip sees most of the voters, yet raft hears from no leader:
+		// not a partition. A leave cut short (the node killed after raft
+		// removed it, before the rest) looks like this, as does a blocked
+		// p2p port.
+		return fmt.Sprintf("cannot leave now: raft hears from no leader, though gossip sees %d of the %d other voters alive: "+
+			"an earlier `rbee leave` of this node that was cut short (raft removed it, then the node stopped) leaves it so until the leader adds it back, within about a minute; "+
+			"else raft's p2p port (--p2p-addr) is not reachable between the nodes. Try again in a minute, or stop the node (the others remove it after --reap-grace)", seen, others)
+	}
+	return "cannot leave now: no leader is in reach (this node is cut off from the majority, or an election is under way), so the cluster would not learn of it; try again once `rbee status` shows a leader, or stop the node (the others remove it after --reap-grace)"
 }
 
 // handleLeave answers first, then leaves: the client gets its answer before

@@ -174,6 +174,29 @@ func TestLeaveRefusedWithoutLeader(t *testing.T) {
 	require.NoError(t, client.New(survivor.URL(), survivor.AdminKey()).Health(ctx), "the node still answers")
 }
 
+// TestLeaveCutShortIsExplained: a node killed during `rbee leave` after
+// raft removed it, restarted, hears from no leader while gossip sees every
+// other voter. A second `rbee leave` is refused (the leader adds it back
+// within a minute) with that explanation, not as "cut off from the
+// majority", which sent the user looking for a partition.
+func TestLeaveCutShortIsExplained(t *testing.T) {
+	c := nodetest.New(t, 3)
+	c.WaitConverged(3)
+	n := c.Nodes[2]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, n.Consensus().Leave(ctx), "the raft part of the first leave")
+	require.Eventually(t, func() bool { return n.LeaderID() == "" }, nodetest.WaitTimeout, 20*time.Millisecond)
+
+	err := client.New(n.URL(), n.AdminKey()).Leave(ctx)
+	var apiErr *client.APIError
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, jobs.CodeNoQuorum, apiErr.Code)
+	require.Contains(t, apiErr.Message, "gossip sees 2 of the 2 other voters alive")
+	require.Contains(t, apiErr.Message, "cut short")
+	require.NotContains(t, apiErr.Message, "cut off from the majority")
+}
+
 func TestBadInput(t *testing.T) {
 	c := nodetest.New(t, 1, func(i int, cfg *node.Config) {})
 	n := c.Nodes[0]
