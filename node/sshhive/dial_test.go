@@ -238,6 +238,33 @@ func TestRun(t *testing.T) {
 	require.Equal(t, "still-here\n", out)
 }
 
+// TestLoginShellOutput: a login shell that prints on every start (a
+// .bashrc that echoes a greeting, as many do) must not leak into what Run
+// returns, or $HOME, uname and the installed version cannot be read.
+func TestLoginShellOutput(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	const greeting = "Welcome to lab1 /srv\nLinux x86_64"
+	require.NoError(t, os.WriteFile(filepath.Join(s.home, ".bashrc"), []byte("echo '"+greeting+"'\n"), 0o644))
+	c := s.dial(ctx)
+	if out, err := c.RunInput(ctx, "true", strings.NewReader("")); err != nil || !strings.Contains(out, "Welcome") {
+		t.Skipf("the login shell does not read ~/.bashrc under sshd (%q, %v)", out, err)
+	}
+
+	out, err := c.Run(ctx, "echo hello")
+	require.NoError(t, err)
+	require.Equal(t, "hello\n", out)
+	_, err = c.Run(ctx, "echo partial; exit 4")
+	require.ErrorIs(t, err, ErrRemoteCommand)
+	home, err := c.Home(ctx)
+	require.NoError(t, err)
+	require.Equal(t, s.home, home)
+	res, err := Test(ctx, s.trustedTarget(), "")
+	require.NoError(t, err)
+	require.Equal(t, runtime.GOOS+"/"+runtime.GOARCH, res.OS+"/"+res.Arch)
+	require.NotContains(t, res.Uname, "Welcome")
+}
+
 func TestProbe(t *testing.T) {
 	s := startSSHD(t)
 	ctx := testCtx(t)

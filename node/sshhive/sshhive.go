@@ -15,6 +15,8 @@ package sshhive
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -343,11 +345,21 @@ func (c *Client) Close() error {
 // Run runs the POSIX shell script cmd with /bin/sh on the host, whatever
 // the user's login shell (fish, csh, ...), and returns its stdout. The
 // script travels on sh's stdin wrapped in a { } group, so sh reads all of it
-// before running any, and the group's stdin is /dev/null. A non-zero exit is
-// a *CommandError (ErrRemoteCommand). Cancelling ctx kills the remote
-// command and returns ctx's error.
+// before running any, and the group's stdin is /dev/null. Whatever the login
+// shell printed before sh started (a .bashrc that echoes a greeting) is not
+// part of the returned stdout: sh prints a random marker line first, and
+// only what follows it is returned. A non-zero exit is a *CommandError
+// (ErrRemoteCommand). Cancelling ctx kills the remote command and returns
+// ctx's error.
 func (c *Client) Run(ctx context.Context, cmd string) (string, error) {
-	return c.run(ctx, cmd, "/bin/sh -s", strings.NewReader("{\n"+cmd+"\n} </dev/null\n"))
+	var rnd [12]byte
+	_, _ = rand.Read(rnd[:])
+	mark := "rbee-output-" + hex.EncodeToString(rnd[:])
+	out, err := c.run(ctx, cmd, "/bin/sh -s", strings.NewReader("printf '%s\\n' "+mark+"\n{\n"+cmd+"\n} </dev/null\n"))
+	if _, after, ok := strings.Cut(out, mark+"\n"); ok {
+		out = after
+	}
+	return out, err
 }
 
 // RunInput runs cmd through the remote user's login shell (as `ssh host
