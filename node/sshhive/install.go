@@ -3,6 +3,7 @@ package sshhive
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/pkg/sftp"
+
+	"github.com/rbee-project/rbee/internal/humanize"
 )
 
 // Remote defaults, all under the remote user's home so that no step needs
@@ -182,7 +185,16 @@ func Install(ctx context.Context, c *Client, opts InstallOptions) (InstallResult
 	if err != nil {
 		return res, fmt.Errorf("%w: local binary: %v", ErrInvalid, err)
 	}
-	err = putFile(ctx, sc, p.binary, f, 0o755)
+	opened, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return res, fmt.Errorf("%w: local binary: %v", ErrInvalid, err)
+	}
+	sum := sha256.New()
+	cr := &countReader{r: io.TeeReader(f, sum)}
+	err = putFile(ctx, sc, p.binary, cr, 0o755, func(tmp string) error {
+		return verifyUpload(ctx, c, sc, tmp, f, opened, cr.n, sum.Sum(nil))
+	})
 	f.Close()
 	if err != nil {
 		return res, err
@@ -386,16 +398,20 @@ func mkdirs(sc *sftp.Client, dir string, private bool) error {
 }
 
 func writeFile(ctx context.Context, sc *sftp.Client, dst string, data []byte, perm os.FileMode) error {
-	return putFile(ctx, sc, dst, strings.NewReader(string(data)), perm)
+	return putFile(ctx, sc, dst, strings.NewReader(string(data)), perm, nil)
 }
 
 // putFile writes r to dst atomically: a temporary file in the same
-// directory, its mode set before any byte is written (so a secret is never
-// readable by others), then renamed over dst.
-func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm os.FileMode) error {
+// directory, then renamed over dst. Until it is complete the temporary file
+// is at most 0600 (a secret is never readable by others, and a copy cut off
+// half-way is never executable); verify, when not nil, checks it before it
+// gets perm and the rename. Temporary files that an earlier, interrupted
+// putFile of dst left behind are removed first.
+func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm os.FileMode, verify func(tmp string) error) error {
+	removeStaleTemps(sc, dst)
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
-	tmp := dst + ".tmp-" + hex.EncodeToString(rnd[:])
+	tmp := dst + tmpInfix + hex.EncodeToString(rnd[:])
 	f, err := sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", tmp, err)
@@ -405,7 +421,7 @@ func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm
 		_ = sc.Remove(tmp)
 		return err
 	}
-	if err := f.Chmod(perm); err != nil {
+	if err := f.Chmod(perm & 0o600); err != nil {
 		return fail(fmt.Errorf("chmod %s: %w", tmp, err))
 	}
 	if _, err := io.Copy(f, ctxReader{ctx, r}); err != nil {
@@ -414,6 +430,18 @@ func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm
 	if err := f.Close(); err != nil {
 		_ = sc.Remove(tmp)
 		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if verify != nil {
+		if err := verify(tmp); err != nil {
+			_ = sc.Remove(tmp)
+			return err
+		}
+	}
+	if perm != perm&0o600 {
+		if err := sc.Chmod(tmp, perm); err != nil {
+			_ = sc.Remove(tmp)
+			return fmt.Errorf("chmod %s: %w", tmp, err)
+		}
 	}
 	if err := sc.PosixRename(tmp, dst); err != nil {
 		// Servers without the posix-rename extension: plain rename
@@ -425,6 +453,68 @@ func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm
 		}
 	}
 	return nil
+}
+
+// tmpInfix names putFile's temporary files: dst + tmpInfix + 12 hex digits.
+const tmpInfix = ".tmp-"
+
+// removeStaleTemps removes the temporary files of dst that an interrupted
+// putFile left (the connection died before it could remove them), so that
+// retries do not pile up copies of the binary. Best effort.
+func removeStaleTemps(sc *sftp.Client, dst string) {
+	dir, base := path.Split(dst)
+	entries, err := sc.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		n := e.Name()
+		rest, ok := strings.CutPrefix(n, base+tmpInfix)
+		if !ok || len(rest) != 12 || strings.Trim(rest, "0123456789abcdef") != "" || !e.Mode().IsRegular() {
+			continue
+		}
+		_ = sc.Remove(path.Join(dir, n))
+	}
+}
+
+// verifyUpload checks the uploaded copy tmp of the local file f: the file
+// did not change while it was read (size and modification time as opened),
+// the copy has the size that was sent and, where the host has sha256sum or
+// shasum, the same SHA-256 as the bytes sent.
+func verifyUpload(ctx context.Context, c *Client, sc *sftp.Client, tmp string, f *os.File, opened os.FileInfo, sent int64, sum []byte) error {
+	if now, err := f.Stat(); err != nil || now.Size() != opened.Size() || !now.ModTime().Equal(opened.ModTime()) || sent != opened.Size() {
+		return fmt.Errorf("%w: %s changed while it was copied (%d bytes when opened, %d sent): retry once it is complete", ErrTransfer, f.Name(), opened.Size(), sent)
+	}
+	st, err := sc.Stat(tmp)
+	if err != nil {
+		return fmt.Errorf("%w: stat %s: %v", ErrTransfer, tmp, err)
+	}
+	if st.Size() != sent {
+		return fmt.Errorf("%w: %s holds %d bytes, %d were sent", ErrTransfer, tmp, st.Size(), sent)
+	}
+	out, err := c.Run(ctx, "f="+shellQuote(tmp)+"; if command -v sha256sum >/dev/null 2>&1; then sha256sum -- \"$f\"; "+
+		"elif command -v shasum >/dev/null 2>&1; then shasum -a 256 -- \"$f\"; fi")
+	if err != nil {
+		return fmt.Errorf("%w: checksum of %s: %w", ErrTransfer, tmp, err)
+	}
+	want := hex.EncodeToString(sum)
+	// sha256sum escapes a name with a backslash by prefixing the sum with one.
+	if fields := strings.Fields(out); len(fields) > 0 && !strings.EqualFold(strings.TrimPrefix(fields[0], `\`), want) {
+		return fmt.Errorf("%w: %s has SHA-256 %s, the bytes sent %s", ErrTransfer, tmp, humanize.Clip(fields[0], 80), want)
+	}
+	return nil
+}
+
+// countReader counts the bytes read through it.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 type ctxReader struct {

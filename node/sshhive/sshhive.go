@@ -59,6 +59,10 @@ var (
 	ErrNotInstalled = errors.New("sshhive: rbee is not installed there")
 	// ErrNotRunning: the remote node is not running (or already exited).
 	ErrNotRunning = errors.New("sshhive: rbee node is not running there")
+	// ErrTransfer: a copy to the host did not arrive intact (its size or
+	// SHA-256 differs from what was sent), or the local file changed while
+	// it was copied. Nothing was installed; a retry may succeed.
+	ErrTransfer = errors.New("sshhive: copy to the host failed")
 )
 
 // DefaultPort is the SSH port used when a Target or host has none.

@@ -111,6 +111,8 @@ func sshError(err error) error {
 		return &jobs.Error{Code: jobs.CodeConflict, Err: err}
 	case errors.Is(err, sshhive.ErrRemoteCommand):
 		return &jobs.Error{Code: "remote_command_failed", Err: err}
+	case errors.Is(err, sshhive.ErrTransfer):
+		return &jobs.Error{Code: "transfer_failed", Err: err}
 	}
 	return err
 }

@@ -1,0 +1,185 @@
+package sshhive
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// stallingReader gives n bytes, then blocks until release is closed.
+type stallingReader struct {
+	n       int
+	release chan struct{}
+}
+
+func (r *stallingReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		<-r.release
+		return 0, io.ErrUnexpectedEOF
+	}
+	k := min(len(p), r.n)
+	clear(p[:k])
+	r.n -= k
+	return k, nil
+}
+
+// killSessions kills sshd's session processes (its children), as a dropped
+// connection or a rebooting host would end them; the listener stays.
+func killSessions(t *testing.T, s *sshd) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.dir, "sshd.pid"))
+	require.NoError(t, err)
+	main := strings.TrimSpace(string(b))
+	procs, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	killed := 0
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + p.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if len(f) > 1 && f[1] == main {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			killed++
+		}
+	}
+	require.Positive(t, killed, "no sshd session to kill")
+}
+
+// TestInterruptedUpload: a copy cut off half-way (the SSH session dies) is
+// never executable, and the retry installs the binary and leaves no
+// temporary copy behind.
+func TestInterruptedUpload(t *testing.T) {
+	bin := buildRbee(t)
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	c := s.dial(ctx)
+	sc, err := c.SFTP()
+	require.NoError(t, err)
+	binDir := filepath.Join(s.home, ".local", "bin")
+	require.NoError(t, os.MkdirAll(binDir, 0o755))
+	dst := filepath.Join(binDir, "rbee")
+
+	r := &stallingReader{n: 1 << 20, release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- putFile(ctx, sc, dst, r, 0o755, nil) }()
+	var tmp string
+	require.Eventually(t, func() bool {
+		m, _ := filepath.Glob(dst + tmpInfix + "*")
+		if len(m) != 1 {
+			return false
+		}
+		st, err := os.Stat(m[0])
+		tmp = m[0]
+		return err == nil && st.Size() == 1<<20
+	}, 20*time.Second, 10*time.Millisecond, "the upload did not start")
+	st, err := os.Stat(tmp)
+	require.NoError(t, err)
+	require.Zero(t, st.Mode().Perm()&0o111, "a partial upload is executable: %v", st.Mode())
+
+	killSessions(t, s)
+	close(r.release)
+	select {
+	case err := <-done:
+		require.Error(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("putFile did not return after its session died")
+	}
+	requireMissing(t, dst)
+	st, err = os.Stat(tmp)
+	require.NoError(t, err, "the dead session could not remove its temporary file")
+	require.Zero(t, st.Mode().Perm()&0o111, "a partial upload is executable: %v", st.Mode())
+
+	// The retry installs and sweeps the earlier attempt's leftover.
+	c2 := s.dial(ctx)
+	ir, err := Install(ctx, c2, InstallOptions{LocalBinary: bin, Service: ServiceScript})
+	require.NoError(t, err)
+	require.Contains(t, ir.Version, testVersion)
+	entries, err := os.ReadDir(binDir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "leftover temporary files: %v", entries)
+	requireMode(t, dst, 0o755)
+}
+
+// TestUploadChecks: an upload whose local file changed while it was read,
+// or whose remote copy differs from the bytes sent, is refused and the
+// installed file stays as it was.
+func TestUploadChecks(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	c := s.dial(ctx)
+	sc, err := c.SFTP()
+	require.NoError(t, err)
+	content := bytes.Repeat([]byte("rbee binary "), 1000)
+	sum := sha256.Sum256(content)
+
+	tests := []struct {
+		name string
+		// mutate runs after the local file was opened, before the check.
+		mutate func(t *testing.T, local string)
+		sent   int64
+		sum    []byte
+		want   string // "" = accepted
+	}{
+		{"intact", nil, int64(len(content)), sum[:], ""},
+		{"local file grew", func(t *testing.T, local string) {
+			f, err := os.OpenFile(local, os.O_WRONLY|os.O_APPEND, 0)
+			require.NoError(t, err)
+			_, err = f.WriteString("more")
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+		}, int64(len(content)), sum[:], "changed while it was copied"},
+		{"local file rewritten", func(t *testing.T, local string) {
+			later := time.Now().Add(time.Hour)
+			require.NoError(t, os.Chtimes(local, later, later))
+		}, int64(len(content)), sum[:], "changed while it was copied"},
+		{"remote copy differs", nil, int64(len(content)), make([]byte, 32), "SHA-256"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			local := filepath.Join(t.TempDir(), "rbee")
+			require.NoError(t, os.WriteFile(local, content, 0o755))
+			dst := filepath.Join(s.home, "t"+strconv.Itoa(i), "rbee")
+			require.NoError(t, os.MkdirAll(filepath.Dir(dst), 0o755))
+			require.NoError(t, os.WriteFile(dst, []byte("old"), 0o755))
+			f, err := os.Open(local)
+			require.NoError(t, err)
+			defer f.Close()
+			opened, err := f.Stat()
+			require.NoError(t, err)
+			if tc.mutate != nil {
+				tc.mutate(t, local)
+			}
+			err = putFile(ctx, sc, dst, bytes.NewReader(content), 0o755, func(tmp string) error {
+				return verifyUpload(ctx, c, sc, tmp, f, opened, tc.sent, tc.sum)
+			})
+			entries, rerr := os.ReadDir(filepath.Dir(dst))
+			require.NoError(t, rerr)
+			require.Len(t, entries, 1, "no temporary file left")
+			got, rerr := os.ReadFile(dst)
+			require.NoError(t, rerr)
+			if tc.want == "" {
+				require.NoError(t, err)
+				require.Equal(t, content, got)
+				return
+			}
+			require.ErrorIs(t, err, ErrTransfer)
+			require.Contains(t, err.Error(), tc.want)
+			require.Equal(t, "old", string(got), "a refused upload replaced the file")
+		})
+	}
+}
