@@ -144,6 +144,17 @@ func TestDialErrors(t *testing.T) {
 	})
 }
 
+// TestAuthMethodsOffered: a server that takes no public keys (passwords
+// only) is reported as such, not as one that refused the keys.
+func TestAuthMethodsOffered(t *testing.T) {
+	s := startSSHDConfig(t, func(cfg string) string {
+		return strings.Replace(cfg, "PasswordAuthentication no", "PasswordAuthentication yes\nPubkeyAuthentication no", 1)
+	})
+	_, err := Dial(testCtx(t), s.trustedTarget())
+	require.ErrorIs(t, err, ErrAuth)
+	require.Contains(t, err.Error(), "does not accept public-key authentication (it offers: password")
+}
+
 // TestAgentAuth authenticates with a real ssh-agent holding the key, while
 // the identity file is passphrase-protected (skipped, named in the error
 // when there is no agent).

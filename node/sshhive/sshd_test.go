@@ -46,7 +46,13 @@ func freePort(t *testing.T) int {
 // startSSHD starts sshd, or skips the test when it is not installed.
 func startSSHD(t *testing.T) *sshd {
 	t.Helper()
-	srv := sshdtest.Start(t)
+	return startSSHDConfig(t, nil)
+}
+
+// startSSHDConfig is startSSHD with the sshd_config edited (sshdtest.StartConfig).
+func startSSHDConfig(t *testing.T, edit func(string) string) *sshd {
+	t.Helper()
+	srv := sshdtest.StartConfig(t, edit)
 	return &sshd{t: t, srv: srv, port: srv.Port, home: srv.Home, user: srv.User, dir: srv.Dir, key: srv.KeyFile, hostKey: srv.HostKey}
 }
 

@@ -24,6 +24,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -225,7 +226,9 @@ func Dial(ctx context.Context, t Target) (*Client, error) {
 		return nil, err
 	}
 	addr := t.Addr()
+	var methods authMethods
 	cfg := &ssh.ClientConfig{
+		AuthCallback:      methods.record,
 		User:              t.User,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
 		HostKeyCallback:   hk.callback,
@@ -255,6 +258,11 @@ func Dial(ctx context.Context, t Target) (*Client, error) {
 			return nil, hkErr
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ssh dial %s: %w", addr, ctx.Err())
+		case checked && isAuthError(err) && len(methods.get()) > 0 && !slices.Contains(methods.get(), "publickey"):
+			// The server never offered publickey: no key was even tried.
+			return nil, fmt.Errorf("%w: %s@%s does not accept public-key authentication (it offers: %s; rbee uses "+
+				"no passwords): enable PubkeyAuthentication there and add your key to the user's authorized_keys",
+				ErrAuth, t.User, addr, strings.Join(methods.get(), ", "))
 		case checked && isAuthError(err):
 			return nil, fmt.Errorf("%w: %s@%s: the server refused the %d key(s) offered: %v", ErrAuth, t.User, addr, len(signers), err)
 		case checked:
@@ -272,6 +280,30 @@ func Dial(ctx context.Context, t Target) (*Client, error) {
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return &Client{conn: ssh.NewClient(sc, chans, reqs), target: t, log: log}, nil
+}
+
+// authMethods records the authentication methods the server offers, so a
+// failure can say when it takes no public keys at all.
+type authMethods struct {
+	mu      sync.Mutex
+	allowed []string
+}
+
+// record is an ssh.ClientConfig.AuthCallback that only records: the
+// library then picks the next method from Auth.
+func (m *authMethods) record(ctx *ssh.ClientAuthContext) (ssh.AuthMethod, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ctx.AllowedMethods != nil {
+		m.allowed = ctx.AllowedMethods
+	}
+	return nil, nil
+}
+
+func (m *authMethods) get() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.allowed
 }
 
 func isAuthError(err error) bool {

@@ -117,6 +117,14 @@ func WriteKey(t testing.TB, path string) ssh.PublicKey {
 // Start runs sshd until the test ends, or skips the test without sshd.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartConfig(t, nil)
+}
+
+// StartConfig is Start with the sshd_config text passed through edit
+// first (nil: unchanged), for servers configured another way (passwords
+// only, an external sftp-server).
+func StartConfig(t testing.TB, edit func(cfg string) string) *Server {
+	t.Helper()
 	if _, err := os.Stat(Path); err != nil {
 		t.Skipf("%s not found: install openssh-server to run the SSH tests", Path)
 	}
@@ -148,6 +156,9 @@ SetEnv HOME=%[3]s
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
 `, s.Port, dir, s.Home)
+	if edit != nil {
+		cfg = edit(cfg)
+	}
 	s.cfgPath = filepath.Join(dir, "sshd_config")
 	require.NoError(t, os.WriteFile(s.cfgPath, []byte(cfg), 0o600))
 	s.start(t)
