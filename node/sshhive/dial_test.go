@@ -155,6 +155,33 @@ func TestAuthMethodsOffered(t *testing.T) {
 	require.Contains(t, err.Error(), "does not accept public-key authentication (it offers: password")
 }
 
+// TestSFTPLoginText: an external sftp-server runs through the login shell,
+// so a shell that prints on start breaks SFTP; the error says so.
+func TestSFTPLoginText(t *testing.T) {
+	const server = "/usr/lib/openssh/sftp-server"
+	if _, err := os.Stat(server); err != nil {
+		t.Skipf("%s not found", server)
+	}
+	s := startSSHDConfig(t, func(cfg string) string {
+		return strings.Replace(cfg, "Subsystem sftp internal-sftp", "Subsystem sftp "+server, 1)
+	})
+	ctx := testCtx(t)
+	c := s.dial(ctx)
+	sc, err := c.SFTP()
+	require.NoError(t, err, "sftp-server without login text")
+	_, err = sc.Getwd()
+	require.NoError(t, err)
+
+	require.NoError(t, os.WriteFile(filepath.Join(s.home, ".bashrc"), []byte("echo 'Welcome to lab1'\n"), 0o644))
+	if out, err := c.RunInput(ctx, "true", strings.NewReader("")); err != nil || !strings.Contains(out, "Welcome") {
+		t.Skipf("the login shell does not read ~/.bashrc under sshd (%q, %v)", out, err)
+	}
+	c2 := s.dial(ctx)
+	_, err = c2.SFTP()
+	require.ErrorIs(t, err, ErrSFTP)
+	require.Contains(t, err.Error(), "prints on start")
+}
+
 // TestAgentAuth authenticates with a real ssh-agent holding the key, while
 // the identity file is passphrase-protected (skipped, named in the error
 // when there is no agent).

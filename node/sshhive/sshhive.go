@@ -64,6 +64,9 @@ var (
 	// SHA-256 differs from what was sent), or the local file changed while
 	// it was copied. Nothing was installed; a retry may succeed.
 	ErrTransfer = errors.New("sshhive: copy to the host failed")
+	// ErrSFTP: the host's SFTP subsystem is missing, refused, or does not
+	// speak SFTP (a login shell that prints text on start breaks it).
+	ErrSFTP = errors.New("sshhive: no SFTP on the host")
 )
 
 // DefaultPort is the SSH port used when a Target or host has none.
@@ -515,7 +518,14 @@ func (c *Client) SFTP() (*sftp.Client, error) {
 	}
 	s, err := sftp.NewClient(c.conn)
 	if err != nil {
-		return nil, fmt.Errorf("sftp on %s: %w", c.target.Addr(), err)
+		if strings.Contains(err.Error(), "packet too long") {
+			// What OpenSSH's sftp calls "Received message too long":
+			// text before the protocol's first packet.
+			return nil, fmt.Errorf("%w: %s: the sftp subsystem answered with text, not SFTP (%v): the login shell "+
+				"prints on start for non-interactive sessions (~/.bashrc, ~/.profile); make it print only when interactive",
+				ErrSFTP, c.target.Addr(), err)
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrSFTP, c.target.Addr(), err)
 	}
 	c.sftp = s
 	return s, nil
