@@ -264,7 +264,9 @@ type UninstallOptions struct {
 	// DataDir is the node's data dir; "" means DefaultStateDir (the
 	// default of `rbee node` and of Start).
 	DataDir string
-	// Stop is how a running node is stopped first.
+	// Stop is how a running node is stopped first; with Stop.Secret set, a
+	// host whose node another cluster started is left as it is
+	// (ErrOtherCluster), nothing removed.
 	Stop StopOptions
 }
 
@@ -302,6 +304,9 @@ func Uninstall(ctx context.Context, c *Client, opts UninstallOptions) (Uninstall
 	}
 	mode, err := readMode(ctx, c, p)
 	if err != nil && !errors.Is(err, ErrNotInstalled) {
+		return res, err
+	}
+	if err := checkCluster(c, p, opts.Stop.Secret); err != nil {
 		return res, err
 	}
 	if mode != "" {

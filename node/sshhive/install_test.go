@@ -223,6 +223,47 @@ func TestStopLeavesForeignPID(t *testing.T) {
 	requireMissing(t, pidFile)
 }
 
+// TestOtherClusterLeftAlone: a node that another cluster started on the
+// host (its join token holds another secret) is neither stopped nor
+// uninstalled by this cluster.
+func TestOtherClusterLeftAlone(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	c := s.dial(ctx)
+	local := filepath.Join(t.TempDir(), "rbee")
+	require.NoError(t, os.WriteFile(local, []byte(fakeNode), 0o755))
+	ir, err := Install(ctx, c, InstallOptions{LocalBinary: local, Service: ServiceScript})
+	require.NoError(t, err)
+	sr, err := Start(ctx, c, StartOptions{Secret: "their-secret", Settle: 50 * time.Millisecond})
+	require.NoError(t, err)
+	killOnCleanup(t, sr.PID)
+
+	for _, op := range []struct {
+		name string
+		run  func() error
+	}{
+		{"stop", func() error {
+			_, err := Stop(ctx, c, StopOptions{Secret: "our-secret", Grace: 100 * time.Millisecond})
+			return err
+		}},
+		{"uninstall --purge", func() error {
+			_, err := Uninstall(ctx, c, UninstallOptions{Purge: true, DataDir: "~/their-data",
+				Stop: StopOptions{Secret: "our-secret", Grace: 100 * time.Millisecond}})
+			return err
+		}},
+	} {
+		err := op.run()
+		require.ErrorIs(t, err, ErrOtherCluster, op.name)
+		require.True(t, pidAlive(sr.PID), "%s stopped another cluster's node", op.name)
+		require.FileExists(t, ir.BinaryPath, op.name)
+	}
+
+	res, err := Stop(ctx, c, StopOptions{Secret: "their-secret", Grace: 100 * time.Millisecond})
+	require.NoError(t, err, "the cluster that started it stops it")
+	require.True(t, res.WasRunning)
+	require.False(t, pidAlive(sr.PID))
+}
+
 func TestServiceAutoDetect(t *testing.T) {
 	s := startSSHD(t)
 	ctx := testCtx(t)

@@ -2,6 +2,7 @@ package sshhive
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -11,8 +12,14 @@ import (
 	"time"
 )
 
-// ErrAlreadyRunning: Start found the node already running there.
-var ErrAlreadyRunning = errors.New("sshhive: rbee node already running there")
+// Errors of the service operations (see also the package's main list).
+var (
+	// ErrAlreadyRunning: Start found the node already running there.
+	ErrAlreadyRunning = errors.New("sshhive: rbee node already running there")
+	// ErrOtherCluster: the node there was started with another cluster's
+	// secret (its join token differs): Stop and Uninstall leave it alone.
+	ErrOtherCluster = errors.New("sshhive: the rbee node there belongs to another cluster")
+)
 
 // Start and Stop timing defaults.
 const (
@@ -193,6 +200,10 @@ type StopOptions struct {
 	// Grace is the wait between SIGTERM and SIGKILL (script mode; systemd
 	// applies the unit's TimeoutStopSec). 0 means DefaultStopGrace.
 	Grace time.Duration
+	// Secret, when set, is this cluster's secret: a node that Start ran
+	// there with another one (another cluster's node) is not stopped
+	// (ErrOtherCluster).
+	Secret string
 }
 
 // StopResult says what Stop found and did.
@@ -216,6 +227,9 @@ func Stop(ctx context.Context, c *Client, opts StopOptions) (StopResult, error) 
 	}
 	mode, err := readMode(ctx, c, p)
 	if err != nil {
+		return res, err
+	}
+	if err := checkCluster(c, p, opts.Secret); err != nil {
 		return res, err
 	}
 	pid, isUp, err := running(ctx, c, p, mode)
@@ -298,6 +312,36 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// checkCluster refuses (ErrOtherCluster) when secret is set and the join
+// token Start wrote there holds another secret. No token file (never
+// started with a secret) passes.
+func checkCluster(c *Client, p paths, secret string) error {
+	if secret == "" {
+		return nil
+	}
+	sc, err := c.SFTP()
+	if err != nil {
+		return err
+	}
+	f, err := sc.Open(p.tokenFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", p.tokenFile, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", p.tokenFile, err)
+	}
+	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(string(b))), []byte(secret)) != 1 {
+		return fmt.Errorf("%w: %s on %s holds another cluster's secret: stop or uninstall that node from its own cluster",
+			ErrOtherCluster, p.tokenFile, c.target.Host)
+	}
+	return nil
 }
 
 func removePID(c *Client, p paths) error {

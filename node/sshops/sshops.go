@@ -107,7 +107,8 @@ func sshError(err error) error {
 		return &jobs.Error{Code: jobs.CodeUnavailable, Err: err}
 	case errors.Is(err, sshhive.ErrInvalid):
 		return &jobs.Error{Code: jobs.CodeBadRequest, Err: err}
-	case errors.Is(err, sshhive.ErrNotInstalled), errors.Is(err, sshhive.ErrAlreadyRunning), errors.Is(err, sshhive.ErrNotRunning):
+	case errors.Is(err, sshhive.ErrNotInstalled), errors.Is(err, sshhive.ErrAlreadyRunning), errors.Is(err, sshhive.ErrNotRunning),
+		errors.Is(err, sshhive.ErrOtherCluster):
 		return &jobs.Error{Code: jobs.CodeConflict, Err: err}
 	case errors.Is(err, sshhive.ErrRemoteCommand):
 		return &jobs.Error{Code: "remote_command_failed", Err: err}
@@ -259,7 +260,8 @@ func (o *Ops) Uninstall(ctx context.Context, em jobs.Emitter, r api.HiveUninstal
 			em.Narrate("ssh", "uninstall", "graceful leave failed (%v); stopping over SSH", err)
 		}
 	}
-	res, err := sshhive.Uninstall(ctx, c, sshhive.UninstallOptions{Layout: layoutOf(h), Purge: r.Purge, DataDir: r.DataDir})
+	res, err := sshhive.Uninstall(ctx, c, sshhive.UninstallOptions{Layout: layoutOf(h), Purge: r.Purge, DataDir: r.DataDir,
+		Stop: sshhive.StopOptions{Secret: o.cfg.Secret}})
 	if err != nil {
 		return sshError(err)
 	}
@@ -329,7 +331,7 @@ func (o *Ops) Stop(ctx context.Context, em jobs.Emitter, r api.HiveStopRequest) 
 		}
 	} else {
 		defer c.Close()
-		res, err := sshhive.Stop(ctx, c, sshhive.StopOptions{Layout: layoutOf(h)})
+		res, err := sshhive.Stop(ctx, c, sshhive.StopOptions{Layout: layoutOf(h), Secret: o.cfg.Secret})
 		if err != nil && !graceful {
 			return sshError(err)
 		}
