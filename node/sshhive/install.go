@@ -148,9 +148,10 @@ type InstallResult struct {
 }
 
 // Install copies opts.LocalBinary to the host (SFTP to a temporary name in
-// the same directory, chmod 0755, rename over the target: a running node
-// keeps its old inode), installs the service (systemd user unit, enabled
-// but not started; or the start script), and checks `rbee --version` there.
+// the same directory, checked, `--version` run there, chmod 0755, rename
+// over the target: a running node keeps its old inode, and a binary that
+// does not run there never replaces one), then installs the service
+// (systemd user unit, enabled but not started; or the start script).
 // Running it again upgrades in place.
 func Install(ctx context.Context, c *Client, opts InstallOptions) (InstallResult, error) {
 	var res InstallResult
@@ -193,7 +194,20 @@ func Install(ctx context.Context, c *Client, opts InstallOptions) (InstallResult
 	sum := sha256.New()
 	cr := &countReader{r: io.TeeReader(f, sum)}
 	err = putFile(ctx, sc, p.binary, cr, 0o755, func(tmp string) error {
-		return verifyUpload(ctx, c, sc, tmp, f, opened, cr.n, sum.Sum(nil))
+		if err := verifyUpload(ctx, c, sc, tmp, f, opened, cr.n, sum.Sum(nil)); err != nil {
+			return err
+		}
+		// Run the copy before it replaces anything: a binary that does
+		// not run there must not take the place of one that does.
+		if err := sc.Chmod(tmp, 0o700); err != nil {
+			return fmt.Errorf("chmod %s: %w", tmp, err)
+		}
+		out, err := c.Run(ctx, shellQuote(tmp)+" --version")
+		if err != nil {
+			return fmt.Errorf("the copied binary does not run there (wrong platform?), so %s was left as it was: %w", p.binary, err)
+		}
+		res.Version = strings.TrimSpace(out)
+		return nil
 	})
 	f.Close()
 	if err != nil {
@@ -247,11 +261,6 @@ func Install(ctx context.Context, c *Client, opts InstallOptions) (InstallResult
 		return res, err
 	}
 
-	out, err := c.Run(ctx, shellQuote(p.binary)+" --version")
-	if err != nil {
-		return res, fmt.Errorf("installed binary does not run there (wrong platform?): %w", err)
-	}
-	res.Version = strings.TrimSpace(out)
 	return res, nil
 }
 

@@ -183,3 +183,34 @@ func TestUploadChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestInstallKeepsWorkingBinary: a new binary that does not run on the host
+// (another platform, broken) is refused before it replaces the installed
+// one, which keeps running the host's node.
+func TestInstallKeepsWorkingBinary(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	c := s.dial(ctx)
+	l := Layout{BinaryPath: "~/keep/rbee", StateDir: "~/keep/state"}
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	require.NoError(t, os.WriteFile(good, []byte(fakeNode), 0o755))
+	bad := filepath.Join(dir, "bad")
+	require.NoError(t, os.WriteFile(bad, []byte("#!/bin/sh\necho 'cannot execute binary file: Exec format error' >&2\nexit 126\n"), 0o755))
+
+	ir, err := Install(ctx, c, InstallOptions{Layout: l, LocalBinary: good, Service: ServiceScript})
+	require.NoError(t, err)
+	require.Equal(t, "rbee version stubborn", ir.Version)
+
+	_, err = Install(ctx, c, InstallOptions{Layout: l, LocalBinary: bad, Service: ServiceScript})
+	require.ErrorIs(t, err, ErrRemoteCommand)
+	require.Contains(t, err.Error(), "does not run there")
+	require.Contains(t, err.Error(), "Exec format error")
+	got, err := os.ReadFile(ir.BinaryPath)
+	require.NoError(t, err)
+	require.Equal(t, fakeNode, string(got), "a binary that does not run replaced the working one")
+	requireMode(t, ir.BinaryPath, 0o755)
+	entries, err := os.ReadDir(filepath.Dir(ir.BinaryPath))
+	require.NoError(t, err)
+	require.Len(t, entries, 2, "the binary and the state dir only: %v", entries)
+}
