@@ -400,7 +400,7 @@ func readMode(ctx context.Context, c *Client, p paths) (ServiceMode, error) {
 // private dir is then set to 0700 even if it existed.
 func mkdirs(sc *sftp.Client, dir string, private bool) error {
 	if err := sc.MkdirAll(dir); err != nil {
-		return fmt.Errorf("mkdir %s: %w", dir, err)
+		return remoteFSError(sc, dir, fmt.Errorf("mkdir %s: %w", dir, err))
 	}
 	if !private {
 		return nil
@@ -428,10 +428,11 @@ func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm
 	tmp := dst + tmpInfix + hex.EncodeToString(rnd[:])
 	f, err := sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", tmp, err)
+		return remoteFSError(sc, path.Dir(dst), fmt.Errorf("create %s: %w", tmp, err))
 	}
 	fail := func(err error) error {
 		_ = f.Close()
+		err = remoteFSError(sc, path.Dir(dst), err) // while the partial copy still fills the disk
 		_ = sc.Remove(tmp)
 		return err
 	}
@@ -442,8 +443,9 @@ func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm
 		return fail(fmt.Errorf("write %s: %w", tmp, err))
 	}
 	if err := f.Close(); err != nil {
+		err = remoteFSError(sc, path.Dir(dst), fmt.Errorf("write %s: %w", tmp, err))
 		_ = sc.Remove(tmp)
-		return fmt.Errorf("write %s: %w", tmp, err)
+		return err
 	}
 	if verify != nil {
 		if err := verify(tmp); err != nil {
@@ -467,6 +469,46 @@ func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm
 		}
 	}
 	return nil
+}
+
+// lowSpace is the free space under which a failed write is put down to a
+// full filesystem: the write that failed was at most a few SFTP packets.
+const lowSpace = 1 << 20
+
+// stReadOnly is ST_RDONLY in the flags of OpenSSH's statvfs@openssh.com.
+const stReadOnly = 0x1
+
+// remoteFSError explains a failed SFTP write, mkdir or create. OpenSSH
+// answers a full disk and a read-only filesystem alike with SFTP's generic
+// "Failure"; the filesystem's state (statvfs@openssh.com) tells which, and
+// the error then matches ErrRemoteFS. Any other error is returned as is.
+func remoteFSError(sc *sftp.Client, dir string, err error) error {
+	var se *sftp.StatusError
+	if !errors.As(err, &se) || se.FxCode() != sftp.ErrSSHFxFailure {
+		return err
+	}
+	// The dir may not exist yet (a failed mkdir): ask its nearest parent.
+	var vfs *sftp.StatVFS
+	for d := dir; ; d = path.Dir(d) {
+		v, verr := sc.StatVFS(d)
+		if verr == nil {
+			vfs = v
+			break
+		}
+		if d == "/" || d == "." {
+			return err
+		}
+	}
+	switch {
+	case vfs.Flag&stReadOnly != 0:
+		return fmt.Errorf("%w: %v: %s is on a read-only filesystem", ErrRemoteFS, err, dir)
+	case vfs.Bavail*vfs.Frsize < lowSpace:
+		return fmt.Errorf("%w: %v: the filesystem of %s is full (%s free of %s)", ErrRemoteFS, err, dir,
+			humanize.Bytes(vfs.Bavail*vfs.Frsize), humanize.Bytes(vfs.Blocks*vfs.Frsize))
+	case vfs.Files > 0 && vfs.Favail == 0:
+		return fmt.Errorf("%w: %v: the filesystem of %s has no free inodes", ErrRemoteFS, err, dir)
+	}
+	return err
 }
 
 // tmpInfix names putFile's temporary files: dst + tmpInfix + 12 hex digits.

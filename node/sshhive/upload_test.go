@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -213,4 +214,49 @@ func TestInstallKeepsWorkingBinary(t *testing.T) {
 	entries, err := os.ReadDir(filepath.Dir(ir.BinaryPath))
 	require.NoError(t, err)
 	require.Len(t, entries, 2, "the binary and the state dir only: %v", entries)
+}
+
+// mountTmpfs mounts a tmpfs with opts on a new dir under dir, or skips the
+// test where that is not allowed (not root, no CAP_SYS_ADMIN).
+func mountTmpfs(t *testing.T, dir, name, opts string) string {
+	t.Helper()
+	mnt := filepath.Join(dir, name)
+	require.NoError(t, os.MkdirAll(mnt, 0o755))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	return mnt
+}
+
+// TestRemoteFilesystemFull: a host whose filesystem is full or read-only
+// says so, instead of SFTP's bare "Failure", and keeps no partial copy.
+func TestRemoteFilesystemFull(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	c := s.dial(ctx)
+	dir := t.TempDir()
+	local := filepath.Join(dir, "rbee")
+	require.NoError(t, os.WriteFile(local, append([]byte(fakeNode), make([]byte, 4<<20)...), 0o755))
+	full := mountTmpfs(t, s.home, "full", "size=2m")
+	ro := mountTmpfs(t, s.home, "ro", "ro,size=1m")
+
+	tests := []struct {
+		name, bin, want string
+		left            string // dir that must hold nothing afterwards
+	}{
+		{"disk full", "~/full/rbee", "is full", full},
+		{"read-only, create", "~/ro/rbee", "read-only filesystem", ro},
+		{"read-only, mkdir", "~/ro/bin/rbee", "read-only filesystem", ro},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Install(ctx, c, InstallOptions{Layout: Layout{BinaryPath: tc.bin, StateDir: "~/state"}, LocalBinary: local, Service: ServiceScript})
+			require.ErrorIs(t, err, ErrRemoteFS)
+			require.Contains(t, err.Error(), tc.want)
+			entries, err := os.ReadDir(tc.left)
+			require.NoError(t, err)
+			require.Empty(t, entries)
+		})
+	}
 }

@@ -114,6 +114,8 @@ func sshError(err error) error {
 		return &jobs.Error{Code: "remote_command_failed", Err: err}
 	case errors.Is(err, sshhive.ErrTransfer):
 		return &jobs.Error{Code: "transfer_failed", Err: err}
+	case errors.Is(err, sshhive.ErrRemoteFS):
+		return &jobs.Error{Code: "remote_filesystem", Err: err}
 	case errors.Is(err, sshhive.ErrSFTP):
 		return &jobs.Error{Code: jobs.CodeUnavailable, Err: err}
 	}
