@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/pkg/sftp"
@@ -310,6 +311,9 @@ func Uninstall(ctx context.Context, c *Client, opts UninstallOptions) (Uninstall
 		if err := checkPurgeable(dataDir, p); err != nil {
 			return res, err
 		}
+		if err := checkDataDir(c, dataDir); err != nil {
+			return res, err
+		}
 	}
 	mode, err := readMode(ctx, c, p)
 	if err != nil && !errors.Is(err, ErrNotInstalled) {
@@ -369,6 +373,36 @@ func checkPurgeable(dir string, p paths) error {
 		return fmt.Errorf("%w: refusing to purge top-level directory %s", ErrInvalid, dir)
 	}
 	return nil
+}
+
+// dataDirMarkers are files only an rbee data dir (or the state dir, which
+// is the default one) holds.
+var dataDirMarkers = []string{"node.key", "node.json", "cluster.secret", "admin.key", modeFileName}
+
+// checkDataDir refuses to purge a directory that exists, is not empty and
+// holds none of dataDirMarkers: a mistyped --remote-data-dir (a home's
+// projects dir) must not be rm -rf'd.
+func checkDataDir(c *Client, dir string) error {
+	sc, err := c.SFTP()
+	if err != nil {
+		return err
+	}
+	entries, err := sc.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read %s: %w", dir, err)
+	case len(entries) == 0:
+		return nil
+	}
+	for _, e := range entries {
+		if slices.Contains(dataDirMarkers, e.Name()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: refusing to purge %s: it is not an rbee data dir (none of %s in it)", ErrInvalid, dir,
+		strings.Join(dataDirMarkers, ", "))
 }
 
 func readMode(ctx context.Context, c *Client, p paths) (ServiceMode, error) {

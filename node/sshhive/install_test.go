@@ -264,6 +264,36 @@ func TestOtherClusterLeftAlone(t *testing.T) {
 	require.False(t, pidAlive(sr.PID))
 }
 
+// TestPurgeRefusesForeignDir: --purge of a directory that is not an rbee
+// data dir (a mistyped --remote-data-dir) removes nothing at all.
+func TestPurgeRefusesForeignDir(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	c := s.dial(ctx)
+	local := filepath.Join(t.TempDir(), "rbee")
+	require.NoError(t, os.WriteFile(local, []byte(fakeNode), 0o755))
+	ir, err := Install(ctx, c, InstallOptions{LocalBinary: local, Service: ServiceScript})
+	require.NoError(t, err)
+	work := filepath.Join(s.home, "projects", "thesis.tex")
+	require.NoError(t, os.MkdirAll(filepath.Dir(work), 0o755))
+	require.NoError(t, os.WriteFile(work, []byte("years of work"), 0o644))
+
+	_, err = Uninstall(ctx, c, UninstallOptions{Purge: true, DataDir: "~/projects"})
+	require.ErrorIs(t, err, ErrInvalid)
+	require.Contains(t, err.Error(), "not an rbee data dir")
+	require.FileExists(t, work)
+	require.FileExists(t, ir.BinaryPath, "a refused purge removes nothing")
+
+	data := filepath.Join(s.home, "rbee-data")
+	require.NoError(t, os.MkdirAll(data, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(data, "node.key"), []byte("k"), 0o600))
+	ur, err := Uninstall(ctx, c, UninstallOptions{Purge: true, DataDir: "~/rbee-data"})
+	require.NoError(t, err)
+	require.Contains(t, ur.Removed, data)
+	requireMissing(t, data, ir.BinaryPath)
+	require.FileExists(t, work)
+}
+
 func TestServiceAutoDetect(t *testing.T) {
 	s := startSSHD(t)
 	ctx := testCtx(t)
