@@ -136,6 +136,35 @@ func TestDialErrors(t *testing.T) {
 		require.ErrorIs(t, err, ErrUnreachable)
 	})
 
+	t.Run("server never answers", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			var held []net.Conn // accepted, never written to
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				held = append(held, c)
+			}
+		}()
+		tg := s.trustedTarget()
+		tg.Port = l.Addr().(*net.TCPAddr).Port
+		tg.Timeout = 300 * time.Millisecond
+		start := time.Now()
+		_, err = Dial(ctx, tg)
+		require.ErrorIs(t, err, ErrUnreachable)
+		require.Contains(t, err.Error(), "did not complete the server's SSH banner and key exchange within 300ms")
+		require.Less(t, time.Since(start), 10*time.Second)
+	})
+
 	t.Run("cancelled", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()

@@ -264,6 +264,16 @@ func Dial(ctx context.Context, t Target) (*Client, error) {
 			return nil, hkErr
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ssh dial %s: %w", addr, ctx.Err())
+		case dctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded):
+			// The deadline closed the connection: the error is "use of
+			// closed network connection" or "i/o timeout", neither of
+			// which says what happened.
+			stage := "the server's SSH banner and key exchange"
+			if checked {
+				stage = "authentication"
+			}
+			return nil, fmt.Errorf("%w: %s accepted the connection but did not complete %s within %v (a stalled or non-SSH server)",
+				ErrUnreachable, addr, stage, timeout)
 		case checked && isAuthError(err) && len(methods.get()) > 0 && !slices.Contains(methods.get(), "publickey"):
 			// The server never offered publickey: no key was even tried.
 			return nil, fmt.Errorf("%w: %s@%s does not accept public-key authentication (it offers: %s; rbee uses "+
