@@ -512,11 +512,15 @@ const lowSpace = 1 << 20
 // stReadOnly is ST_RDONLY in the flags of OpenSSH's statvfs@openssh.com.
 const stReadOnly = 0x1
 
-// remoteFSError explains a failed SFTP write, mkdir or create. OpenSSH
+// remoteFSError explains a failed SFTP write, mkdir or create: permission
+// denied, or a full or read-only filesystem. OpenSSH
 // answers a full disk and a read-only filesystem alike with SFTP's generic
 // "Failure"; the filesystem's state (statvfs@openssh.com) tells which, and
 // the error then matches ErrRemoteFS. Any other error is returned as is.
 func remoteFSError(sc *sftp.Client, dir string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("%w: %v: the remote user may not write in %s (choose a --path it owns, or fix the permissions there)", ErrRemoteFS, err, dir)
+	}
 	var se *sftp.StatusError
 	if !errors.As(err, &se) || se.FxCode() != sftp.ErrSSHFxFailure {
 		return err

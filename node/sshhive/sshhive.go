@@ -64,8 +64,9 @@ var (
 	// SHA-256 differs from what was sent), or the local file changed while
 	// it was copied. Nothing was installed; a retry may succeed.
 	ErrTransfer = errors.New("sshhive: copy to the host failed")
-	// ErrRemoteFS: a write on the host failed because its filesystem is
-	// full (space or inodes) or read-only.
+	// ErrRemoteFS: a write on the host failed because the remote user may
+	// not write there, or its filesystem is full (space or inodes) or
+	// read-only.
 	ErrRemoteFS = errors.New("sshhive: the host's filesystem refused the write")
 	// ErrSFTP: the host's SFTP subsystem is missing, refused, or does not
 	// speak SFTP (a login shell that prints text on start breaks it).

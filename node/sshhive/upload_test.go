@@ -241,16 +241,27 @@ func TestRemoteFilesystemFull(t *testing.T) {
 	full := mountTmpfs(t, s.home, "full", "size=2m")
 	ro := mountTmpfs(t, s.home, "ro", "ro,size=1m")
 
+	locked := filepath.Join(s.home, "locked")
+	require.NoError(t, os.MkdirAll(locked, 0o755))
+	lockedOK := exec.Command("chattr", "+i", locked).Run() == nil // root ignores modes, not the immutable flag
+	if lockedOK {
+		t.Cleanup(func() { _ = exec.Command("chattr", "-i", locked).Run() })
+	}
+
 	tests := []struct {
 		name, bin, want string
 		left            string // dir that must hold nothing afterwards
 	}{
+		{"no permission", "~/locked/rbee", "may not write in", locked},
 		{"disk full", "~/full/rbee", "is full", full},
 		{"read-only, create", "~/ro/rbee", "read-only filesystem", ro},
 		{"read-only, mkdir", "~/ro/bin/rbee", "read-only filesystem", ro},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.left == locked && !lockedOK {
+				t.Skip("chattr +i is not available here")
+			}
 			_, err := Install(ctx, c, InstallOptions{Layout: Layout{BinaryPath: tc.bin, StateDir: "~/state"}, LocalBinary: local, Service: ServiceScript})
 			require.ErrorIs(t, err, ErrRemoteFS)
 			require.Contains(t, err.Error(), tc.want)
