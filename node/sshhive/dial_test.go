@@ -82,6 +82,32 @@ func TestHostKeyPolicy(t *testing.T) {
 	require.Equal(t, b, b3, "a changed key must never be recorded")
 }
 
+// TestKnownHostsBadLines: lines of known_hosts that do not parse (a key
+// type this client does not know, a damaged line) are skipped as OpenSSH
+// skips them; the other lines keep verifying hosts, with their own line
+// numbers in messages.
+func TestKnownHostsBadLines(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	tg := s.trustedTarget()
+	good, err := os.ReadFile(tg.KnownHostsFile)
+	require.NoError(t, err)
+	bad := "# comment\noldhost ssh-foo AAAAB3NzaC1yc2EAAAADAQABAAABAQC7\nbadhost ssh-ed25519 notbase64!!\n"
+	require.NoError(t, os.WriteFile(tg.KnownHostsFile, append([]byte(bad), good...), 0o600))
+
+	c, err := Dial(ctx, tg)
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+
+	s.newHostKey()
+	_, err = Dial(ctx, tg)
+	require.ErrorIs(t, err, ErrHostKeyMismatch)
+	require.Contains(t, err.Error(), tg.KnownHostsFile+":4 records")
+	after, err := os.ReadFile(tg.KnownHostsFile)
+	require.NoError(t, err)
+	require.Equal(t, bad+string(good), string(after), "known_hosts is never rewritten")
+}
+
 func TestDialErrors(t *testing.T) {
 	s := startSSHD(t)
 	ctx := testCtx(t)

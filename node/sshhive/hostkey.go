@@ -1,6 +1,7 @@
 package sshhive
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
@@ -40,7 +41,7 @@ func (h *hostKeyChecker) result() (checked bool, err error) {
 
 func newHostKeyChecker(file string, acceptNew bool, log *slog.Logger) (*hostKeyChecker, error) {
 	h := &hostKeyChecker{file: file, acceptNew: acceptNew, log: log}
-	db, err := knownhosts.New(file)
+	db, err := loadKnownHosts(file, log)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
@@ -49,6 +50,53 @@ func newHostKeyChecker(file string, acceptNew bool, log *slog.Logger) (*hostKeyC
 		h.db = db
 	}
 	return h, nil
+}
+
+// maxKnownHostsBytes bounds the known_hosts file read into memory.
+const maxKnownHostsBytes = 16 << 20
+
+// loadKnownHosts is knownhosts.New(file), except that lines that do not
+// parse (a key type this library does not know, a damaged line) are
+// skipped with a warning, as OpenSSH skips them, instead of making every
+// host unverifiable. They are blanked in a private temporary copy, so the
+// line numbers of the others stay those of file.
+func loadKnownHosts(file string, log *slog.Logger) (ssh.HostKeyCallback, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxKnownHostsBytes {
+		return nil, fmt.Errorf("larger than %d bytes", maxKnownHostsBytes)
+	}
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	var bad []int
+	for i, l := range lines {
+		t := bytes.TrimSpace(l)
+		if len(t) == 0 || t[0] == '#' {
+			continue
+		}
+		if _, _, _, _, _, err := ssh.ParseKnownHosts(t); err != nil {
+			log.Warn("known_hosts line skipped: it does not parse", "file", file, "line", i+1, "err", err)
+			lines[i] = []byte("\n")
+			bad = append(bad, i+1)
+		}
+	}
+	if len(bad) == 0 {
+		return knownhosts.New(file)
+	}
+	tmp, err := os.CreateTemp("", "rbee-known_hosts-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.Write(bytes.Join(lines, nil))
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	return knownhosts.New(tmp.Name())
 }
 
 func (h *hostKeyChecker) lookup(addr string, remote net.Addr, key ssh.PublicKey) error {
@@ -112,12 +160,12 @@ func (h *hostKeyChecker) callback(addr string, remote net.Addr, key ssh.PublicKe
 		return nil
 	case errors.As(err, &re):
 		h.err = fmt.Errorf("%w: %s presents %s key %s, which %s:%d marks @revoked", ErrHostKeyMismatch,
-			addr, key.Type(), fp, re.Revoked.Filename, re.Revoked.Line)
+			addr, key.Type(), fp, h.file, re.Revoked.Line)
 	case errors.As(err, &ke) && len(ke.Want) > 0:
 		w := ke.Want[0]
 		h.err = fmt.Errorf("%w: %s presents %s key %s but %s:%d records %s key %s; the host was reinstalled or "+
 			"the connection is intercepted: if the change is expected, remove that line and connect again",
-			ErrHostKeyMismatch, addr, key.Type(), fp, w.Filename, w.Line, w.Key.Type(), ssh.FingerprintSHA256(w.Key))
+			ErrHostKeyMismatch, addr, key.Type(), fp, h.file, w.Line, w.Key.Type(), ssh.FingerprintSHA256(w.Key))
 	case errors.As(err, &ke):
 		if !h.acceptNew {
 			h.err = fmt.Errorf("%w: %s presents %s key %s, not recorded in %s; check the fingerprint and retry with --accept-new to record it",
