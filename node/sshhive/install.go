@@ -13,6 +13,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/pkg/sftp"
 
@@ -552,6 +553,11 @@ func remoteFSError(sc *sftp.Client, dir string, err error) error {
 // tmpInfix names putFile's temporary files: dst + tmpInfix + 12 hex digits.
 const tmpInfix = ".tmp-"
 
+// staleTempAge is how long a temporary file must have gone unwritten before
+// removeStaleTemps takes it for a leftover: an upload in progress (another
+// install of the same host) writes to its file continuously.
+const staleTempAge = time.Minute
+
 // removeStaleTemps removes the temporary files of dst that an interrupted
 // putFile left (the connection died before it could remove them), so that
 // retries do not pile up copies of the binary. Best effort.
@@ -564,7 +570,8 @@ func removeStaleTemps(sc *sftp.Client, dst string) {
 	for _, e := range entries {
 		n := e.Name()
 		rest, ok := strings.CutPrefix(n, base+tmpInfix)
-		if !ok || len(rest) != 12 || strings.Trim(rest, "0123456789abcdef") != "" || !e.Mode().IsRegular() {
+		if !ok || len(rest) != 12 || strings.Trim(rest, "0123456789abcdef") != "" || !e.Mode().IsRegular() ||
+			time.Since(e.ModTime()) < staleTempAge {
 			continue
 		}
 		_ = sc.Remove(path.Join(dir, n))

@@ -105,8 +105,15 @@ func TestInterruptedUpload(t *testing.T) {
 	require.NoError(t, err, "the dead session could not remove its temporary file")
 	require.Zero(t, st.Mode().Perm()&0o111, "a partial upload is executable: %v", st.Mode())
 
-	// The retry installs and sweeps the earlier attempt's leftover.
+	// An upload in progress (another install) is left alone; a leftover
+	// that has not been written for a while is swept by the next upload.
 	c2 := s.dial(ctx)
+	sc2, err := c2.SFTP()
+	require.NoError(t, err)
+	require.NoError(t, putFile(ctx, sc2, dst, strings.NewReader("x"), 0o755, nil))
+	require.FileExists(t, tmp, "a recent temporary file may be another upload's")
+	old := time.Now().Add(-2 * staleTempAge)
+	require.NoError(t, os.Chtimes(tmp, old, old))
 	ir, err := Install(ctx, c2, InstallOptions{LocalBinary: bin, Service: ServiceScript})
 	require.NoError(t, err)
 	require.Contains(t, ir.Version, testVersion)
