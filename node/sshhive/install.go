@@ -513,12 +513,16 @@ const lowSpace = 1 << 20
 // stReadOnly is ST_RDONLY in the flags of OpenSSH's statvfs@openssh.com.
 const stReadOnly = 0x1
 
-// remoteFSError explains a failed SFTP write, mkdir or create: permission
-// denied, or a full or read-only filesystem. OpenSSH
+// remoteFSError explains a failed SFTP write, mkdir or create: the
+// connection lost (ErrUnreachable), permission denied, or a full or
+// read-only filesystem. OpenSSH
 // answers a full disk and a read-only filesystem alike with SFTP's generic
 // "Failure"; the filesystem's state (statvfs@openssh.com) tells which, and
 // the error then matches ErrRemoteFS. Any other error is returned as is.
 func remoteFSError(sc *sftp.Client, dir string, err error) error {
+	if errors.Is(err, sftp.ErrSSHFxConnectionLost) {
+		return fmt.Errorf("%w: the SSH connection was lost: %v", ErrUnreachable, err)
+	}
 	if errors.Is(err, fs.ErrPermission) {
 		return fmt.Errorf("%w: %v: the remote user may not write in %s (choose a --path it owns, or fix the permissions there)", ErrRemoteFS, err, dir)
 	}
