@@ -338,6 +338,7 @@ func Uninstall(ctx context.Context, c *Client, opts UninstallOptions) (Uninstall
 		return res, err
 	}
 	for _, f := range []string{p.unit, p.binary, p.startScript, p.runScript, p.pidFile, p.tokenFile, p.logFile, p.modeFile} {
+		removeStaleTemps(sc, f, 0) // an interrupted upload's leftovers
 		switch err := sc.Remove(f); {
 		case err == nil:
 			res.Removed = append(res.Removed, f)
@@ -457,7 +458,7 @@ func writeFile(ctx context.Context, sc *sftp.Client, dst string, data []byte, pe
 // gets perm and the rename. Temporary files that an earlier, interrupted
 // putFile of dst left behind are removed first.
 func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm os.FileMode, verify func(tmp string) error) error {
-	removeStaleTemps(sc, dst)
+	removeStaleTemps(sc, dst, staleTempAge)
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := dst + tmpInfix + hex.EncodeToString(rnd[:])
@@ -563,9 +564,10 @@ const tmpInfix = ".tmp-"
 const staleTempAge = time.Minute
 
 // removeStaleTemps removes the temporary files of dst that an interrupted
-// putFile left (the connection died before it could remove them), so that
-// retries do not pile up copies of the binary. Best effort.
-func removeStaleTemps(sc *sftp.Client, dst string) {
+// putFile left (the connection died before it could remove them) and that
+// have not been written for minAge, so that retries do not pile up copies
+// of the binary. Best effort.
+func removeStaleTemps(sc *sftp.Client, dst string, minAge time.Duration) {
 	dir, base := path.Split(dst)
 	entries, err := sc.ReadDir(dir)
 	if err != nil {
@@ -575,7 +577,7 @@ func removeStaleTemps(sc *sftp.Client, dst string) {
 		n := e.Name()
 		rest, ok := strings.CutPrefix(n, base+tmpInfix)
 		if !ok || len(rest) != 12 || strings.Trim(rest, "0123456789abcdef") != "" || !e.Mode().IsRegular() ||
-			time.Since(e.ModTime()) < staleTempAge {
+			time.Since(e.ModTime()) < minAge {
 			continue
 		}
 		_ = sc.Remove(path.Join(dir, n))

@@ -123,6 +123,14 @@ func TestInterruptedUpload(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "leftover temporary files: %v", entries)
 	requireMode(t, dst, 0o755)
+
+	// Uninstall removes a recent leftover too.
+	require.NoError(t, os.WriteFile(dst+tmpInfix+"0123456789ab", []byte("partial"), 0o600))
+	_, err = Uninstall(ctx, c2, UninstallOptions{})
+	require.NoError(t, err)
+	entries, err = os.ReadDir(binDir)
+	require.NoError(t, err)
+	require.Empty(t, entries)
 }
 
 // TestUploadChecks: an upload whose local file changed while it was read,
