@@ -55,7 +55,7 @@ func sshCommands(g *globals) []*cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runOp(cmd, g, api.SSHTestRequest{Name: args[0], AcceptNew: acceptNew}, time.Minute, func(out io.Writer, r api.SSHTestResult) error {
-				fmt.Fprintf(out, "%s: ok, %s/%s, round trip %.2f ms, rbee %s\n", args[0], r.OS, r.Arch, r.RoundTripMs, humanize.OrDash(r.RbeeVersion))
+				fmt.Fprintln(out, sshTestLine(args[0], r))
 				return nil
 			})
 		},
@@ -68,7 +68,7 @@ func sshCommands(g *globals) []*cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runOp(cmd, g, api.HiveInstallRequest{Name: args[0], Path: path}, 5*time.Minute, func(out io.Writer, res api.InstallResult) error {
-				fmt.Fprintf(out, "installed %s (rbee %s, service: %s)\n", res.BinaryPath, res.Version, res.Service)
+				fmt.Fprintln(out, installLine(res))
 				return nil
 			})
 		},
@@ -113,4 +113,25 @@ func sshCommands(g *globals) []*cobra.Command {
 	uninstall.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	uninstall.Flags().StringVar(&dataDir, "remote-data-dir", "", "the data dir on the host to purge (default: the one hive start used, from its run script)")
 	return []*cobra.Command{imp, test, install, start, stop, uninstall}
+}
+
+// The remote host writes the version (what its rbee prints), the uname and,
+// through its $HOME, the install path: a hostile host could put terminal
+// escapes in them, so they are printed through terminalSafe.
+
+// sshTestLine is ssh-test's summary line.
+func sshTestLine(name string, r api.SSHTestResult) string {
+	return terminalSafe(fmt.Sprintf("%s: ok, %s/%s, round trip %.2f ms, rbee %s", name, r.OS, r.Arch, r.RoundTripMs,
+		humanize.OrDash(bareVersion(r.RbeeVersion))))
+}
+
+// installLine is hive install's summary line.
+func installLine(res api.InstallResult) string {
+	return terminalSafe(fmt.Sprintf("installed %s (rbee %s, service: %s)", res.BinaryPath, humanize.OrDash(bareVersion(res.Version)), res.Service))
+}
+
+// bareVersion is a version as `rbee --version` prints it ("rbee version
+// X") without the words, for lines that say "rbee" themselves.
+func bareVersion(v string) string {
+	return strings.TrimPrefix(strings.TrimSpace(v), "rbee version ")
 }
