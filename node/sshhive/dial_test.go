@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,6 +107,42 @@ func TestKnownHostsBadLines(t *testing.T) {
 	after, err := os.ReadFile(tg.KnownHostsFile)
 	require.NoError(t, err)
 	require.Equal(t, bad+string(good), string(after), "known_hosts is never rewritten")
+}
+
+// TestIdentityFilesNotKeys: an IdentityFile that names a FIFO or a large
+// file is skipped at once (no read that blocks for ever or fills memory),
+// and the keys after it still authenticate.
+func TestIdentityFilesNotKeys(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	big := filepath.Join(dir, "big")
+	require.NoError(t, os.WriteFile(big, make([]byte, 8<<20), 0o600))
+
+	tg := s.trustedTarget()
+	tg.IdentityFiles = []string{fifo, big, filepath.Join(dir, "missing"), s.key}
+	done := make(chan error, 1)
+	go func() {
+		c, err := Dial(ctx, tg)
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Dial hangs on an identity file that is a FIFO")
+	}
+
+	tg.IdentityFiles = []string{fifo, big}
+	_, err := Dial(ctx, tg)
+	require.ErrorIs(t, err, ErrAuth)
+	require.Contains(t, err.Error(), "not a regular file")
+	require.Contains(t, err.Error(), "larger than")
 }
 
 func TestDialErrors(t *testing.T) {

@@ -335,12 +335,14 @@ func loadSigners(t Target, log *slog.Logger) ([]ssh.Signer, func(), error) {
 	var signers []ssh.Signer
 	var skipped []string
 	for _, f := range t.IdentityFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			if !errors.Is(err, os.ErrNotExist) {
-				log.Warn("identity file unreadable", "file", f, "err", err)
-			}
-			skipped = append(skipped, f+" (unreadable)")
+		b, err := readIdentityFile(f)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			skipped = append(skipped, f+" (missing)")
+			continue
+		case err != nil:
+			log.Warn("identity file unreadable", "file", f, "err", err)
+			skipped = append(skipped, f+" (unreadable: "+err.Error()+")")
 			continue
 		}
 		s, err := ssh.ParsePrivateKey(b)
@@ -378,6 +380,30 @@ func loadSigners(t Target, log *slog.Logger) ([]ssh.Signer, func(), error) {
 			strings.Join(skipped, ", "), t.AgentSocket)
 	}
 	return signers, closeAgent, nil
+}
+
+// maxIdentityFile bounds an identity file: a private key is a few KiB (an
+// 16384-bit RSA key about 12).
+const maxIdentityFile = 64 << 10
+
+// readIdentityFile reads a private key file without blocking on a FIFO or a
+// device and without reading more than maxIdentityFile: an IdentityFile
+// that names the wrong file (a pipe, /dev/zero, a model) must not hang the
+// operation or fill memory.
+func readIdentityFile(path string) ([]byte, error) {
+	f, err := openRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxIdentityFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxIdentityFile {
+		return nil, fmt.Errorf("larger than %d bytes, not a private key", maxIdentityFile)
+	}
+	return b, nil
 }
 
 // Target returns the target the client was dialed with.
