@@ -153,6 +153,8 @@ func TestDialErrors(t *testing.T) {
 	writeKey(t, wrongKey)
 	notAKey := filepath.Join(dir, "notakey")
 	require.NoError(t, os.WriteFile(notAKey, []byte("hello"), 0o600))
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
 
 	tests := []struct {
 		name   string
@@ -165,6 +167,9 @@ func TestDialErrors(t *testing.T) {
 		{"unreachable port", func(tg *Target) { tg.Port = freePort(t) }, ErrUnreachable, "127.0.0.1"},
 		{"no user", func(tg *Target) { tg.User = "" }, ErrInvalid, "no user"},
 		{"no known_hosts", func(tg *Target) { tg.KnownHostsFile = "" }, ErrInvalid, "known_hosts"},
+		// Opening a FIFO for reading would wait for a writer for ever.
+		{"known_hosts is a FIFO", func(tg *Target) { tg.KnownHostsFile = fifo }, ErrInvalid, "not a file"},
+		{"known_hosts is /dev/null", func(tg *Target) { tg.KnownHostsFile = os.DevNull }, ErrUnknownHost, "not recorded in /dev/null"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -61,7 +63,21 @@ const maxKnownHostsBytes = 16 << 20
 // host unverifiable. They are blanked in a private temporary copy, so the
 // line numbers of the others stay those of file.
 func loadKnownHosts(file string, log *slog.Logger) (ssh.HostKeyCallback, error) {
-	b, err := os.ReadFile(file)
+	// Non-blocking: a FIFO would wait for a writer for ever. Devices are
+	// read (/dev/null is a common "no known hosts"), within the bound.
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode()&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDir) != 0 {
+		return nil, fmt.Errorf("not a file (%v)", st.Mode().Type())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxKnownHostsBytes+1))
 	if err != nil {
 		return nil, err
 	}
