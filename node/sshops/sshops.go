@@ -157,7 +157,7 @@ func (o *Ops) Import(ctx context.Context, em jobs.Emitter, r api.ImportSSHReques
 		}
 	}
 	for _, h := range res.Added {
-		em.Narrate("ssh", "import", "added %s (%s@%s:%d)", h.Name, h.User, h.Host, h.Port)
+		em.Narrate("ssh", "import", "added %s (%s)", h.Name, login(h))
 	}
 	for _, h := range res.Updated {
 		em.Narrate("ssh", "import", "updated %s", h.Name)
@@ -176,7 +176,7 @@ func (o *Ops) dialHost(ctx context.Context, em jobs.Emitter, name string, accept
 	if !ok {
 		return h, nil, jobs.Errorf(jobs.CodeNotFound, "no host %q in the inventory", name)
 	}
-	em.Narrate("ssh", "connect", "connecting to %s@%s:%d", h.User, h.Host, h.Port)
+	em.Narrate("ssh", "connect", "connecting to %s", login(h))
 	c, err := sshhive.Dial(ctx, o.hostTarget(h, acceptNew))
 	if err != nil {
 		return h, nil, sshError(err)
@@ -190,7 +190,7 @@ func (o *Ops) Test(ctx context.Context, em jobs.Emitter, r api.SSHTestRequest) e
 	if !ok {
 		return jobs.Errorf(jobs.CodeNotFound, "no host %q in the inventory", r.Name)
 	}
-	em.Narrate("ssh", "test", "testing %s@%s:%d", h.User, h.Host, h.Port)
+	em.Narrate("ssh", "test", "testing %s", login(h))
 	res, err := sshhive.Test(ctx, o.hostTarget(h, r.AcceptNew), h.InstallPath)
 	if err != nil {
 		return sshError(err)
@@ -346,6 +346,13 @@ func (o *Ops) Stop(ctx context.Context, em jobs.Emitter, r api.HiveStopRequest) 
 		return err
 	}
 	return em.Result(api.HiveStopResult{Name: r.Name, Graceful: graceful, State: h.State})
+}
+
+// login is user@host:port as ssh would dial it: an IPv6 address in
+// brackets ([::1]:22, not ::1:22), the default port when none is set.
+func login(h fsm.Host) string {
+	t := sshhive.TargetFromHost(h, "")
+	return t.User + "@" + t.Addr()
 }
 
 // bareVersion is a version as `rbee --version` prints it ("rbee version

@@ -154,3 +154,29 @@ func TestSSHOps(t *testing.T) {
 	h, _ = c.Host("lab-one")
 	require.Equal(t, fsm.HostStopped, h.State)
 }
+
+// TestNarrationAddresses: hosts are narrated as ssh dials them, an IPv6
+// address in brackets and the default port filled in (not "u@::1:2222").
+func TestNarrationAddresses(t *testing.T) {
+	home := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(home, ".ssh"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte(`Host lab6
+  HostName ::1
+  Port 2222
+  User u
+Host lab4
+  HostName 127.0.0.1
+  User u
+`), 0o600))
+	c := &cluster{hosts: map[string]fsm.Host{}, live: map[string]string{}}
+	ops := sshops.New(sshops.Config{LocalID: "self", LocalName: "self", Home: home, Secret: "s", Cluster: c})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var ev events
+	require.NoError(t, ops.Import(ctx, &ev, api.ImportSSHRequest{}))
+	require.Contains(t, ev.narration, "added lab6 (u@[::1]:2222)")
+	require.Contains(t, ev.narration, "added lab4 (u@127.0.0.1:22)")
+	ev = events{}
+	_ = ops.Test(ctx, &ev, api.SSHTestRequest{Name: "lab6"}) // no server there: only the narration matters
+	require.Contains(t, ev.narration, "testing u@[::1]:2222")
+}
