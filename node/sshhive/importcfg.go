@@ -18,6 +18,7 @@ import (
 	"github.com/kevinburke/ssh_config"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/internal/limitread"
 )
 
@@ -139,6 +140,16 @@ func ImportConfig(r io.Reader, existing []fsm.Host, opts ImportOptions) (ImportR
 		for _, k := range []string{"proxyjump", "proxycommand"} {
 			if p := first(v, k); p != "" && !strings.EqualFold(p, "none") {
 				res.Warnings = append(res.Warnings, fmt.Sprintf("host %s: %s is not supported; it is imported but may be unreachable directly", name, k))
+			}
+		}
+		// Host key settings rbee does not follow: it checks every host
+		// against the node's known_hosts under the address it dials, and
+		// records unknown keys only with --accept-new.
+		for _, k := range []string{"UserKnownHostsFile", "GlobalKnownHostsFile", "HostKeyAlias", "StrictHostKeyChecking"} {
+			p := first(v, strings.ToLower(k))
+			if p != "" && !(k == "StrictHostKeyChecking" && slices.Contains([]string{"yes", "ask"}, strings.ToLower(p))) {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("host %s: %s %s is not followed; rbee checks its key against the node's known_hosts "+
+					"under its address (an unknown key needs ssh-test --accept-new; a changed one is always refused)", name, k, humanize.Clip(p, 80)))
 			}
 		}
 		old, ok := have[name]

@@ -252,3 +252,29 @@ func TestImportConfigQuotes(t *testing.T) {
 	}
 	require.Equal(t, []string{`/a dir/x.conf`, "b", "it's"}, splitWords(`"/a dir/x.conf" b 'it'"'"'s'`))
 }
+
+// TestImportConfigHostKeySettings: host key settings rbee does not follow
+// are named in a warning, so an admin whose keys live in another
+// known_hosts (or under a HostKeyAlias) learns why ssh-test calls the host
+// unknown; the strict settings it matches say nothing.
+func TestImportConfigHostKeySettings(t *testing.T) {
+	cfg := `Host lab1
+    UserKnownHostsFile ~/.ssh/known_hosts.lab
+Host lab2
+    StrictHostKeyChecking no
+Host lab3
+    HostKeyAlias gpu
+Host lab4
+    StrictHostKeyChecking yes
+Host lab5
+    StrictHostKeyChecking ask
+`
+	res, err := ImportConfig(strings.NewReader(cfg), nil, ImportOptions{DefaultUser: "me"})
+	require.NoError(t, err)
+	require.Len(t, res.Added, 5)
+	w := strings.Join(res.Warnings, "\n")
+	require.Len(t, res.Warnings, 3, "%q", res.Warnings)
+	require.Contains(t, w, "host lab1: UserKnownHostsFile ~/.ssh/known_hosts.lab is not followed")
+	require.Contains(t, w, "host lab2: StrictHostKeyChecking no is not followed")
+	require.Contains(t, w, "host lab3: HostKeyAlias gpu is not followed")
+}
