@@ -232,7 +232,14 @@ func Install(ctx context.Context, c *Client, opts InstallOptions) (InstallResult
 	}
 	res.Service = mode
 
-	if err := writeFile(ctx, sc, p.runScript, []byte(runScript(p, opts.NodeArgs)), 0o700); err != nil {
+	// An upgrade keeps the command line the last Start wrote (its --join,
+	// --token-file, --data-dir): a restart by systemd or a reboot must run
+	// the node as started, not a bare `rbee node` on the default data dir.
+	nodeArgs := opts.NodeArgs
+	if nodeArgs == nil {
+		nodeArgs = startedArgs(c, p)
+	}
+	if err := writeFile(ctx, sc, p.runScript, []byte(runScript(p, nodeArgs)), 0o700); err != nil {
 		return res, err
 	}
 	switch mode {
@@ -640,29 +647,41 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // script (written by every hive start), "" when there is none or it names
 // none.
 func startedDataDir(c *Client, p paths) string {
+	args := startedArgs(c, p)
+	for i, w := range args {
+		if w == "--data-dir" && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+// startedArgs are the `rbee node` arguments of the host's run script (as
+// the last hive start wrote them); nil when there is no run script, it
+// runs no node, or its arguments are not ones Start could have written.
+func startedArgs(c *Client, p paths) []string {
 	sc, err := c.SFTP()
 	if err != nil {
-		return ""
+		return nil
 	}
 	f, err := sc.Open(p.runScript)
 	if err != nil {
-		return ""
+		return nil
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
-		return ""
+		return nil
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if !strings.HasPrefix(line, "exec ") {
 			continue
 		}
 		words := splitWords(line)
-		for i, w := range words {
-			if w == "--data-dir" && i+1 < len(words) {
-				return words[i+1]
-			}
+		if len(words) < 3 || words[2] != "node" || checkNodeArgs(words[3:]) != nil {
+			return nil
 		}
+		return words[3:]
 	}
-	return ""
+	return nil
 }

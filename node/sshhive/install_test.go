@@ -294,6 +294,43 @@ func TestPurgeRefusesForeignDir(t *testing.T) {
 	require.FileExists(t, work)
 }
 
+// TestUpgradeKeepsStartedArgs: hive install over a started host (an
+// upgrade) keeps the node's command line that Start wrote, so a restart
+// (systemd, a reboot) runs it as started, and uninstall --purge still
+// finds its data dir.
+func TestUpgradeKeepsStartedArgs(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	c := s.dial(ctx)
+	local := filepath.Join(t.TempDir(), "rbee")
+	require.NoError(t, os.WriteFile(local, []byte(fakeNode), 0o755))
+	_, err := Install(ctx, c, InstallOptions{LocalBinary: local, Service: ServiceScript})
+	require.NoError(t, err)
+	sr, err := Start(ctx, c, StartOptions{Name: "lab1", JoinAddrs: []string{"10.0.0.1:7834"}, Secret: "s3cret", DataDir: "~/d1",
+		Settle: 50 * time.Millisecond})
+	require.NoError(t, err)
+	killOnCleanup(t, sr.PID)
+	runPath := filepath.Join(s.home, ".local", "share", "rbee", runScriptName)
+	started, err := os.ReadFile(runPath)
+	require.NoError(t, err)
+	require.Contains(t, string(started), "--data-dir "+filepath.Join(s.home, "d1"))
+
+	_, err = Install(ctx, c, InstallOptions{LocalBinary: local, Service: ServiceScript})
+	require.NoError(t, err)
+	upgraded, err := os.ReadFile(runPath)
+	require.NoError(t, err)
+	require.Equal(t, string(started), string(upgraded), "the upgrade rewrote the node's command line")
+
+	_, err = Stop(ctx, c, StopOptions{Grace: 100 * time.Millisecond})
+	require.NoError(t, err)
+	data := filepath.Join(s.home, "d1")
+	require.NoError(t, os.MkdirAll(data, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(data, "node.key"), []byte("k"), 0o600))
+	ur, err := Uninstall(ctx, c, UninstallOptions{Purge: true})
+	require.NoError(t, err)
+	require.Contains(t, ur.Removed, data)
+}
+
 func TestServiceAutoDetect(t *testing.T) {
 	s := startSSHD(t)
 	ctx := testCtx(t)
