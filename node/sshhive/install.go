@@ -136,6 +136,9 @@ type InstallOptions struct {
 	// NodeArgs are the `rbee node` arguments the service runs with until
 	// Start rewrites them (e.g. after a reboot before any Start).
 	NodeArgs []string
+	// Secret, when set, is this cluster's secret: a host whose node
+	// another cluster started is left as it is (ErrOtherCluster).
+	Secret string
 }
 
 // InstallResult says what Install put on the host.
@@ -171,6 +174,9 @@ func Install(ctx context.Context, c *Client, opts InstallOptions) (InstallResult
 	}
 	p, err := opts.Layout.resolve(ctx, c)
 	if err != nil {
+		return res, err
+	}
+	if err := checkCluster(c, p, opts.Secret); err != nil {
 		return res, err
 	}
 	sc, err := c.SFTP()

@@ -224,8 +224,8 @@ func TestStopLeavesForeignPID(t *testing.T) {
 }
 
 // TestOtherClusterLeftAlone: a node that another cluster started on the
-// host (its join token holds another secret) is neither stopped nor
-// uninstalled by this cluster.
+// host (its join token holds another secret) is neither stopped,
+// reinstalled nor uninstalled by this cluster.
 func TestOtherClusterLeftAlone(t *testing.T) {
 	s := startSSHD(t)
 	ctx := testCtx(t)
@@ -246,6 +246,12 @@ func TestOtherClusterLeftAlone(t *testing.T) {
 			_, err := Stop(ctx, c, StopOptions{Secret: "our-secret", Grace: 100 * time.Millisecond})
 			return err
 		}},
+		{"install", func() error {
+			ours := filepath.Join(t.TempDir(), "rbee")
+			require.NoError(t, os.WriteFile(ours, []byte(fakeNode+"# ours\n"), 0o755))
+			_, err := Install(ctx, c, InstallOptions{LocalBinary: ours, Service: ServiceScript, Secret: "our-secret"})
+			return err
+		}},
 		{"uninstall --purge", func() error {
 			_, err := Uninstall(ctx, c, UninstallOptions{Purge: true, DataDir: "~/their-data",
 				Stop: StopOptions{Secret: "our-secret", Grace: 100 * time.Millisecond}})
@@ -255,7 +261,9 @@ func TestOtherClusterLeftAlone(t *testing.T) {
 		err := op.run()
 		require.ErrorIs(t, err, ErrOtherCluster, op.name)
 		require.True(t, pidAlive(sr.PID), "%s stopped another cluster's node", op.name)
-		require.FileExists(t, ir.BinaryPath, op.name)
+		got, err := os.ReadFile(ir.BinaryPath)
+		require.NoError(t, err, op.name)
+		require.Equal(t, fakeNode, string(got), op.name)
 	}
 
 	res, err := Stop(ctx, c, StopOptions{Secret: "their-secret", Grace: 100 * time.Millisecond})

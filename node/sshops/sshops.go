@@ -225,7 +225,7 @@ func (o *Ops) Install(ctx context.Context, em jobs.Emitter, r api.HiveInstallReq
 		return err
 	}
 	em.Narrate("ssh", "install", "copying rbee to %s over SFTP", h.Name)
-	res, err := sshhive.Install(ctx, c, sshhive.InstallOptions{Layout: layoutOf(h), LocalBinary: self})
+	res, err := sshhive.Install(ctx, c, sshhive.InstallOptions{Layout: layoutOf(h), LocalBinary: self, Secret: o.cfg.Secret})
 	if err != nil {
 		return sshError(err)
 	}
