@@ -338,8 +338,8 @@ func checkCluster(c *Client, p paths, secret string) error {
 		return fmt.Errorf("read %s: %w", p.tokenFile, err)
 	}
 	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(string(b))), []byte(secret)) != 1 {
-		return fmt.Errorf("%w: %s on %s holds another cluster's secret: stop or uninstall that node from its own cluster",
-			ErrOtherCluster, p.tokenFile, c.target.Host)
+		return fmt.Errorf("%w: %s on %s holds another cluster's secret: stop or uninstall that node from its own cluster "+
+			"(if that cluster is gone, remove the file there first)", ErrOtherCluster, p.tokenFile, c.target.Host)
 	}
 	return nil
 }
