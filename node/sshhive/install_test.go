@@ -246,6 +246,10 @@ func TestOtherClusterLeftAlone(t *testing.T) {
 			_, err := Stop(ctx, c, StopOptions{Secret: "our-secret", Grace: 100 * time.Millisecond})
 			return err
 		}},
+		{"start", func() error {
+			_, err := Start(ctx, c, StartOptions{Secret: "our-secret", Settle: 50 * time.Millisecond})
+			return err
+		}},
 		{"install", func() error {
 			ours := filepath.Join(t.TempDir(), "rbee")
 			require.NoError(t, os.WriteFile(ours, []byte(fakeNode+"# ours\n"), 0o755))

@@ -50,7 +50,8 @@ type StartOptions struct {
 	JoinAddrs []string // --join, one per address: gossip addresses of this cluster
 	// Secret is the cluster token. It travels in a 0600 file written over
 	// SFTP (never on a command line, where `ps` would show it) and the node
-	// reads it with --token-file.
+	// reads it with --token-file. A host whose join token another cluster
+	// wrote is left alone (ErrOtherCluster).
 	Secret     string
 	DataDir    string // --data-dir ("~/" expands remotely)
 	HTTPAddr   string // --http-addr
@@ -135,6 +136,9 @@ func Start(ctx context.Context, c *Client, opts StartOptions) (StartResult, erro
 		return res, err
 	}
 	res.Service, res.LogFile = mode, p.logFile
+	if err := checkCluster(c, p, opts.Secret); err != nil {
+		return res, err
+	}
 	if pid, alive, err := running(ctx, c, p, mode); err != nil {
 		return res, err
 	} else if alive {
