@@ -325,6 +325,51 @@ func TestAgentAuth(t *testing.T) {
 	require.Equal(t, "via-agent\n", out2)
 }
 
+// TestAgentStalls: an agent socket that accepts but never answers (a stale
+// forwarded agent, one waiting on a PIN prompt) is given up after the dial
+// timeout; the identity files still authenticate.
+func TestAgentStalls(t *testing.T) {
+	s := startSSHD(t)
+	ctx := testCtx(t)
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	l, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		var held []net.Conn // accepted, never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+
+	tg := s.trustedTarget()
+	tg.AgentSocket = sock
+	tg.Timeout = time.Second
+	done := make(chan error, 1)
+	go func() {
+		c, err := Dial(ctx, tg)
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Dial hangs on an agent that never answers")
+	}
+}
+
 func TestRun(t *testing.T) {
 	s := startSSHD(t)
 	ctx := testCtx(t)

@@ -222,7 +222,7 @@ func Dial(ctx context.Context, t Target) (*Client, error) {
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
 	}
-	signers, closeAgent, err := loadSigners(t, log)
+	signers, closeAgent, err := loadSigners(t, timeout, log)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +331,7 @@ func isAuthError(err error) bool {
 // loadSigners returns the identity files' keys followed by the agent's. The
 // returned func releases the agent connection (signing happens during the
 // handshake, so it stays open until Dial returns).
-func loadSigners(t Target, log *slog.Logger) ([]ssh.Signer, func(), error) {
+func loadSigners(t Target, timeout time.Duration, log *slog.Logger) ([]ssh.Signer, func(), error) {
 	var signers []ssh.Signer
 	var skipped []string
 	for _, f := range t.IdentityFiles {
@@ -361,11 +361,15 @@ func loadSigners(t Target, log *slog.Logger) ([]ssh.Signer, func(), error) {
 	}
 	closeAgent := func() {}
 	if t.AgentSocket != "" {
-		conn, err := net.Dial("unix", t.AgentSocket)
+		conn, err := net.DialTimeout("unix", t.AgentSocket, timeout)
 		if err != nil {
 			log.Warn("ssh-agent unreachable", "socket", t.AgentSocket, "err", err)
 			skipped = append(skipped, "agent (unreachable)")
 		} else {
+			// An agent that does not answer (a stale forwarded socket, one
+			// waiting on a PIN prompt) must not hold the dial for ever:
+			// listing and signing share the dial's time bound.
+			_ = conn.SetDeadline(time.Now().Add(timeout))
 			as, err := agent.NewClient(conn).Signers()
 			if err != nil {
 				log.Warn("ssh-agent signers", "err", err)
