@@ -413,16 +413,19 @@ func readIdentityFile(path string) ([]byte, error) {
 // Target returns the target the client was dialed with.
 func (c *Client) Target() Target { return c.target }
 
-// Close closes the SFTP session (if any) and the connection.
+// Close closes the connection and the SFTP session (if any). The
+// connection goes first: the SFTP client's Close waits for its reader,
+// which a host that stopped answering would hold for ever.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	s := c.sftp
 	c.sftp = nil
 	c.mu.Unlock()
+	err := c.conn.Close()
 	if s != nil {
 		_ = s.Close()
 	}
-	return c.conn.Close()
+	return err
 }
 
 // Run runs the POSIX shell script cmd with /bin/sh on the host, whatever

@@ -181,7 +181,20 @@ func (o *Ops) dialHost(ctx context.Context, em jobs.Emitter, name string, accept
 	if err != nil {
 		return h, nil, sshError(err)
 	}
+	// The operation's end (a cancel, the job's time limit) closes the
+	// connection: an SFTP write to a host that stopped reading waits on
+	// the SSH window and would otherwise never return.
+	context.AfterFunc(ctx, func() { _ = c.Close() })
 	return h, c, nil
+}
+
+// opError is sshError, or the context's error when the operation ended
+// because ctx did (its connection was closed under it).
+func opError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	return sshError(err)
 }
 
 // Test connects to a host, checks its key and runs a command there.
@@ -193,7 +206,7 @@ func (o *Ops) Test(ctx context.Context, em jobs.Emitter, r api.SSHTestRequest) e
 	em.Narrate("ssh", "test", "testing %s", login(h))
 	res, err := sshhive.Test(ctx, o.hostTarget(h, r.AcceptNew), h.InstallPath)
 	if err != nil {
-		return sshError(err)
+		return opError(ctx, err)
 	}
 	em.Narrate("ssh", "test", "%s: %s/%s, round trip %v, rbee %s", h.Name, res.OS, res.Arch, res.RoundTrip.Round(time.Microsecond), humanize.OrDash(bareVersion(res.RbeeVersion)))
 	return em.Result(api.SSHTestResult{Name: h.Name, RoundTripMs: float64(res.RoundTrip.Microseconds()) / 1000,
@@ -214,11 +227,11 @@ func (o *Ops) Install(ctx context.Context, em jobs.Emitter, r api.HiveInstallReq
 	}
 	uname, err := c.Run(ctx, "uname -sm")
 	if err != nil {
-		return sshError(err)
+		return opError(ctx, err)
 	}
 	goos, goarch, err := sshhive.ParseUname(uname)
 	if err != nil {
-		return sshError(err)
+		return opError(ctx, err)
 	}
 	self, err := o.cfg.Cluster.RbeeBinary(goos, goarch)
 	if err != nil {
@@ -227,7 +240,7 @@ func (o *Ops) Install(ctx context.Context, em jobs.Emitter, r api.HiveInstallReq
 	em.Narrate("ssh", "install", "copying rbee to %s over SFTP", h.Name)
 	res, err := sshhive.Install(ctx, c, sshhive.InstallOptions{Layout: layoutOf(h), LocalBinary: self, Secret: o.cfg.Secret})
 	if err != nil {
-		return sshError(err)
+		return opError(ctx, err)
 	}
 	for _, w := range res.Warnings {
 		em.Narrate("ssh", "install", "warning: %s", w)
@@ -265,7 +278,7 @@ func (o *Ops) Uninstall(ctx context.Context, em jobs.Emitter, r api.HiveUninstal
 	res, err := sshhive.Uninstall(ctx, c, sshhive.UninstallOptions{Layout: layoutOf(h), Purge: r.Purge, DataDir: r.DataDir,
 		Stop: sshhive.StopOptions{Secret: o.cfg.Secret}})
 	if err != nil {
-		return sshError(err)
+		return opError(ctx, err)
 	}
 	for _, p := range res.Removed {
 		em.Narrate("ssh", "uninstall", "removed %s", p)
@@ -291,7 +304,7 @@ func (o *Ops) Start(ctx context.Context, em jobs.Emitter, r api.HiveStartRequest
 	res, err := sshhive.Start(ctx, c, sshhive.StartOptions{Layout: layoutOf(h), Name: h.Name, JoinAddrs: []string{o.cfg.Cluster.JoinAddr()},
 		Secret: o.cfg.Secret, DataDir: r.DataDir, HTTPAddr: r.HTTPAddr, GossipAddr: r.GossipAddr, P2PAddr: r.P2PAddr, ExtraArgs: r.NodeArgs})
 	if err != nil {
-		return sshError(err)
+		return opError(ctx, err)
 	}
 	em.Narrate("ssh", "start", "node process %d runs on %s; waiting for it in gossip", res.PID, h.Name)
 	wctx, cancel := context.WithTimeout(ctx, hostStartTimeout)
@@ -335,7 +348,7 @@ func (o *Ops) Stop(ctx context.Context, em jobs.Emitter, r api.HiveStopRequest) 
 		defer c.Close()
 		res, err := sshhive.Stop(ctx, c, sshhive.StopOptions{Layout: layoutOf(h), Secret: o.cfg.Secret})
 		if err != nil && !graceful {
-			return sshError(err)
+			return opError(ctx, err)
 		}
 		if res.WasRunning {
 			em.Narrate("ssh", "stop", "stopped pid %d on %s (killed: %v)", res.PID, r.Name, res.Killed)

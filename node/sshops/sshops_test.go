@@ -7,7 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +31,7 @@ type cluster struct {
 	live   map[string]string // name → id
 	voters []string
 	left   []string
+	binary string // what RbeeBinary returns; "" is this test binary
 }
 
 func (c *cluster) Host(name string) (fsm.Host, bool) {
@@ -67,8 +71,13 @@ func (c *cluster) Leave(_ context.Context, _ jobs.Emitter, name string) error {
 	return nil
 }
 
-func (c *cluster) RbeeBinary(goos, goarch string) (string, error) { return os.Executable() }
-func (c *cluster) JoinAddr() string                               { return "127.0.0.1:1" }
+func (c *cluster) RbeeBinary(goos, goarch string) (string, error) {
+	if c.binary != "" {
+		return c.binary, nil
+	}
+	return os.Executable()
+}
+func (c *cluster) JoinAddr() string { return "127.0.0.1:1" }
 
 // events records what an operation emits.
 type events struct {
@@ -179,4 +188,87 @@ Host lab4
 	ev = events{}
 	_ = ops.Test(ctx, &ev, api.SSHTestRequest{Name: "lab6"}) // no server there: only the narration matters
 	require.Contains(t, ev.narration, "testing u@[::1]:2222")
+}
+
+// sessionPIDs are the sshd processes serving connections (the children of
+// the listener, whose pid is in sshd.pid).
+func sessionPIDs(t *testing.T, dir string) []int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "sshd.pid"))
+	require.NoError(t, err)
+	parent := strings.TrimSpace(string(b))
+	procs, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var pids []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + p.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+		if len(f) > 1 && f[1] == parent {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestCancelStalledUpload: a host that stops reading in the middle of an
+// install (its sshd frozen) does not hold the operation for ever: cancelling
+// it closes the connection and the operation returns.
+func TestCancelStalledUpload(t *testing.T) {
+	sshd := sshdtest.Start(t)
+	home := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(home, ".ssh"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte(fmt.Sprintf(`Host lab-one
+  HostName 127.0.0.1
+  Port %d
+  User %s
+  IdentityFile %s
+`, sshd.Port, sshd.User, sshd.KeyFile)), 0o600))
+	big := filepath.Join(t.TempDir(), "rbee")
+	f, err := os.Create(big)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(256<<20)) // long enough an upload to freeze the host in the middle
+	require.NoError(t, f.Close())
+	c := &cluster{hosts: map[string]fsm.Host{}, live: map[string]string{}, binary: big}
+	ops := sshops.New(sshops.Config{LocalID: "self", LocalName: "self", Home: home, Secret: "s", Cluster: c})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, ops.Import(ctx, &events{}, api.ImportSSHRequest{}))
+	require.NoError(t, ops.Test(ctx, &events{}, api.SSHTestRequest{Name: "lab-one", AcceptNew: true}))
+
+	octx, ocancel := context.WithCancel(ctx)
+	defer ocancel()
+	done := make(chan error, 1)
+	go func() { done <- ops.Install(octx, &events{}, api.HiveInstallRequest{Name: "lab-one"}) }()
+	require.Eventually(t, func() bool {
+		m, _ := filepath.Glob(filepath.Join(sshd.Home, ".local", "bin", "rbee.tmp-*"))
+		if len(m) == 0 {
+			return false
+		}
+		st, err := os.Stat(m[0])
+		return err == nil && st.Size() > 1<<20
+	}, 30*time.Second, 5*time.Millisecond, "the upload did not start")
+	pids := sessionPIDs(t, sshd.Dir)
+	require.NotEmpty(t, pids)
+	for _, pid := range pids {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	}
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	ocancel()
+	select {
+	case err := <-done:
+		require.Equal(t, jobs.CodeCancelled, jobs.CodeOf(err), "%v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the install did not return after it was cancelled")
+	}
 }
