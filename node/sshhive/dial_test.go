@@ -469,6 +469,17 @@ func TestProbe(t *testing.T) {
 
 	_, err = Test(ctx, s.target(filepath.Join(t.TempDir(), "kh")), "")
 	require.ErrorIs(t, err, ErrUnknownHost)
+
+	// An rbee there that never answers --version: the probe gives up
+	// after the target's timeout and says why.
+	require.NoError(t, os.WriteFile(fake, []byte("#!/bin/sh\nexec sleep 600\n"), 0o755))
+	tg := s.trustedTarget()
+	tg.Timeout = time.Second
+	start := time.Now()
+	_, err = Test(ctx, tg, "~/bin/rbee")
+	require.ErrorIs(t, err, ErrRemoteCommand)
+	require.Contains(t, err.Error(), "did not finish within 1s")
+	require.Less(t, time.Since(start), 15*time.Second)
 }
 
 func TestParseUname(t *testing.T) {

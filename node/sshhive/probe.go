@@ -46,9 +46,22 @@ func Test(ctx context.Context, t Target, rbeePath string) (TestResult, error) {
 	if rbeePath == "" {
 		rbeePath = DefaultBinaryPath
 	}
+	// The probe runs what the host has at rbeePath: one that never answers
+	// --version (a hung or hostile binary) must not hold the test until the
+	// caller gives up, so the probe gets the dial's time bound.
+	timeout := t.Timeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	start = time.Now()
-	out, err := c.Run(ctx, fmt.Sprintf(probeScript, remotePathExpr(rbeePath)))
+	out, err := c.Run(pctx, fmt.Sprintf(probeScript, remotePathExpr(rbeePath)))
 	res.RoundTrip = time.Since(start)
+	if err != nil && ctx.Err() == nil && pctx.Err() != nil {
+		return res, fmt.Errorf("%w: %s: the probe (uname -sm, then %s --version) did not finish within %v: is the rbee there hung?",
+			ErrRemoteCommand, t.Addr(), rbeePath, timeout)
+	}
 	if err != nil {
 		return res, err
 	}

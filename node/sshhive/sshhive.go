@@ -111,8 +111,8 @@ type Target struct {
 	// AgentSocket is the ssh-agent socket (the caller passes SSH_AUTH_SOCK);
 	// empty means no agent.
 	AgentSocket string
-	// Timeout bounds connect + handshake + authentication; 0 means
-	// DefaultDialTimeout.
+	// Timeout bounds connect + handshake + authentication, and Test's probe
+	// command; 0 means DefaultDialTimeout.
 	Timeout time.Duration
 	// Logger receives warnings (skipped keys, agent failures); nil discards.
 	Logger *slog.Logger
