@@ -377,6 +377,9 @@ func TestGeneratedFiles(t *testing.T) {
 
 	unit := systemdUnit(paths{runScript: "/home/a b/100%/run.sh"})
 	require.Contains(t, unit, `ExecStart=/bin/sh "/home/a b/100%%/run.sh"`)
+	// systemd substitutes ${VAR} and $VAR even inside quotes: $$ is a $.
+	unit = systemdUnit(paths{runScript: "/home/u/${HOME}/$(x)/run.sh"})
+	require.Contains(t, unit, `ExecStart=/bin/sh "/home/u/$${HOME}/$$(x)/run.sh"`)
 	require.Contains(t, unit, "WantedBy=default.target")
 
 	_, err = StartOptions{ExtraArgs: []string{"--token", "x"}}.args(p)

@@ -522,10 +522,12 @@ func systemdUnit(p paths) string {
 }
 
 // systemdQuote quotes one ExecStart argument: double quotes with \ and "
-// escaped, and % doubled (systemd's specifier character).
+// escaped, % doubled (systemd's specifier character) and $ doubled (its
+// environment variable substitution: "${HOME}" in a path would be replaced).
 func systemdQuote(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\\`)
 	s = strings.ReplaceAll(s, `"`, `\"`)
 	s = strings.ReplaceAll(s, "%", "%%")
+	s = strings.ReplaceAll(s, "$", "$$")
 	return `"` + s + `"`
 }
