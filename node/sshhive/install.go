@@ -210,7 +210,15 @@ func Install(ctx context.Context, c *Client, opts InstallOptions) (InstallResult
 		if err := sc.Chmod(tmp, 0o700); err != nil {
 			return fmt.Errorf("chmod %s: %w", tmp, err)
 		}
-		out, err := c.Run(ctx, shellQuote(tmp)+" --version")
+		// Bounded: a binary that hangs instead of printing its version
+		// (a broken build) must not hold the install until it is cancelled.
+		bound := 3 * c.timeout()
+		vctx, cancel := context.WithTimeout(ctx, bound)
+		defer cancel()
+		out, err := c.Run(vctx, shellQuote(tmp)+" --version")
+		if err != nil && ctx.Err() == nil && vctx.Err() != nil {
+			return fmt.Errorf("%w: the copied binary did not answer --version within %v, so %s was left as it was", ErrRemoteCommand, bound, p.binary)
+		}
 		if err != nil {
 			return fmt.Errorf("the copied binary does not run there (wrong platform?), so %s was left as it was: %w", p.binary, err)
 		}

@@ -112,7 +112,8 @@ type Target struct {
 	// empty means no agent.
 	AgentSocket string
 	// Timeout bounds connect + handshake + authentication, and Test's probe
-	// command; 0 means DefaultDialTimeout.
+	// command; three times it bounds Install's --version check of the
+	// copied binary. 0 means DefaultDialTimeout.
 	Timeout time.Duration
 	// Logger receives warnings (skipped keys, agent failures); nil discards.
 	Logger *slog.Logger
@@ -408,6 +409,14 @@ func readIdentityFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("larger than %d bytes, not a private key", maxIdentityFile)
 	}
 	return b, nil
+}
+
+// timeout is the target's time bound (DefaultDialTimeout when unset).
+func (c *Client) timeout() time.Duration {
+	if c.target.Timeout > 0 {
+		return c.target.Timeout
+	}
+	return DefaultDialTimeout
 }
 
 // Target returns the target the client was dialed with.

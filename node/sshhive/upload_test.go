@@ -224,6 +224,22 @@ func TestInstallKeepsWorkingBinary(t *testing.T) {
 	require.ErrorIs(t, err, ErrRemoteCommand)
 	require.Contains(t, err.Error(), "does not run there")
 	require.Contains(t, err.Error(), "Exec format error")
+
+	// One that hangs instead of answering: given up after three times
+	// the target's timeout. (It ends on its own: a killed session may
+	// leave it running.)
+	hung := filepath.Join(dir, "hung")
+	require.NoError(t, os.WriteFile(hung, []byte("#!/bin/sh\nexec sleep 20\n"), 0o755))
+	tg := s.trustedTarget()
+	tg.Timeout = 500 * time.Millisecond
+	c2, err := Dial(ctx, tg)
+	require.NoError(t, err)
+	defer c2.Close()
+	start := time.Now()
+	_, err = Install(ctx, c2, InstallOptions{Layout: l, LocalBinary: hung, Service: ServiceScript})
+	require.ErrorIs(t, err, ErrRemoteCommand)
+	require.Contains(t, err.Error(), "did not answer --version within 1.5s")
+	require.Less(t, time.Since(start), 15*time.Second)
 	got, err := os.ReadFile(ir.BinaryPath)
 	require.NoError(t, err)
 	require.Equal(t, fakeNode, string(got), "a binary that does not run replaced the working one")
