@@ -19,6 +19,7 @@ func sshCommands(g *globals) []*cobra.Command {
 	var sshConfig string
 	var overwrite, acceptNew, purge, yes bool
 	var path, dataDir string
+	var startReq api.HiveStartRequest
 	say := func(msg string) func(io.Writer, json.RawMessage) error {
 		return func(out io.Writer, _ json.RawMessage) error {
 			fmt.Fprintln(out, msg)
@@ -80,10 +81,16 @@ func sshCommands(g *globals) []*cobra.Command {
 		Short: "Start a node on a host that joins this cluster (the secret travels in a 0600 file, never on a command line)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, api.HiveStartRequest{Name: args[0], DataDir: dataDir}, 3*time.Minute, say(args[0]+" joined the cluster"))
+			req := startReq
+			req.Name, req.DataDir = args[0], dataDir
+			return runOp(cmd, g, req, 3*time.Minute, say(args[0]+" joined the cluster"))
 		},
 	}
 	start.Flags().StringVar(&dataDir, "remote-data-dir", "", "data dir on the host (default: the node's default there); not the global --data-dir, which is this machine's")
+	start.Flags().StringVar(&startReq.HTTPAddr, "http-addr", "", "the remote node's --http-addr (default: rbee node's)")
+	start.Flags().StringVar(&startReq.GossipAddr, "gossip-addr", "", "the remote node's --gossip-addr (default: rbee node's)")
+	start.Flags().StringVar(&startReq.P2PAddr, "p2p-addr", "", "the remote node's --p2p-addr (default: rbee node's)")
+	start.Flags().StringArrayVar(&startReq.NodeArgs, "node-arg", nil, "a further argument for the remote rbee node, e.g. --node-arg=--memory-limit=8GiB (repeatable)")
 
 	stop := &cobra.Command{
 		Use:   "stop NAME",
