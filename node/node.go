@@ -274,6 +274,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		return fmt.Errorf("lock data dir: %w", err)
 	}
+	// A kill -9 mid-write leaves the temporary file of an atomic write
+	// (the admin key's among them, 0600): nothing writes here yet, the
+	// lock is ours, so they go.
+	for _, dir := range []string{n.cfg.DataDir, ProcessesDir(n.cfg.DataDir), certs.Dir(n.cfg.DataDir)} {
+		if k, err := atomicfile.RemoveTemps(dir); err != nil {
+			n.log.Warn("removing temporary files a crash left", "dir", dir, "err", err)
+		} else if k > 0 {
+			n.log.Info("removed temporary files a crash left", "dir", dir, "files", k)
+		}
+	}
 	n.secret, n.secretCreated, err = loadOrCreateSecret(n.cfg.DataDir, n.cfg.Token)
 	if err != nil {
 		return err

@@ -412,3 +412,29 @@ func TestStartRefusesWrongStoredSecret(t *testing.T) {
 		})
 	}
 }
+
+// TestCrashTempFilesRemovedAtStart: the temporary files of atomic writes a
+// kill -9 left in the data dir (the admin key's holds the key) are gone
+// once the node starts again; other files stay.
+func TestCrashTempFilesRemovedAtStart(t *testing.T) {
+	c := nodetest.New(t, 1)
+	dir := c.Nodes[0].DataDir()
+	c.Kill(0)
+	left := []string{
+		filepath.Join(dir, ".tmp-admin.key-123"),
+		filepath.Join(node.ProcessesDir(dir), ".tmp-processes.json-9"),
+		filepath.Join(dir, "tls", ".tmp-node.crt-7"),
+	}
+	for _, p := range left {
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o700))
+		require.NoError(t, os.WriteFile(p, []byte("partial"), 0o600))
+	}
+	kept := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(kept, []byte("mine"), 0o600))
+	n := c.Restart(0)
+	status(t, n)
+	for _, p := range left {
+		require.NoFileExists(t, p)
+	}
+	require.FileExists(t, kept)
+}

@@ -151,3 +151,21 @@ func TestCreateInCurrentDir(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "x", string(got))
 }
+
+func TestRemoveTemps(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{".tmp-a-1", ".tmp-b-2", "keep", ".tmpnot"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), nil, 0o600))
+	}
+	require.NoError(t, os.Mkdir(filepath.Join(dir, ".tmp-dir"), 0o700))
+	n, err := RemoveTemps(dir)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	for _, name := range []string{"keep", ".tmpnot", ".tmp-dir"} {
+		_, err := os.Stat(filepath.Join(dir, name))
+		require.NoError(t, err, name)
+	}
+	n, err = RemoveTemps(filepath.Join(dir, "missing"))
+	require.NoError(t, err)
+	require.Zero(t, n)
+}

@@ -149,6 +149,9 @@ const (
 	nodeKeyFile  = "node.key" // its private key, 0600
 )
 
+// Dir is where a node keeps its certificates and keys under dataDir.
+func Dir(dataDir string) string { return filepath.Join(dataDir, tlsDir) }
+
 // Check is one pass of the node's TLS loop; full also looks at the certificate's
 // age, the addresses and the user's files.
 func (m *Manager) Check(ctx context.Context, full bool) {
