@@ -57,6 +57,9 @@ type forwardResponse struct {
 	// Applied is the leader's applied log index when it answered an
 	// apply: a Base for a request it refused as expired (fsm.OnceID).
 	Applied uint64 `json:"applied,omitempty"`
+	// NotCommitted: with code sent, the leader kept leading for all of
+	// ApplyTimeout and did not commit the entry (errNotCommitted).
+	NotCommitted bool `json:"not_committed,omitempty"`
 }
 
 // peerStatus is what a server tells a bootstrapping peer.
@@ -193,7 +196,10 @@ func (c *Consensus) handleRequest(frame []byte) forwardResponse {
 		if r.State() != raft.Leader {
 			return forwardResponse{Code: codeNotLeader}
 		}
-		res, err := c.applyLocal(r, ctx, body)
+		// Not ctx: finishApply's own ApplyTimeout bound must be what
+		// ends a commit that does not come, so that it says so
+		// (errNotCommitted) rather than look like the caller giving up.
+		res, err := c.applyLocal(r, c.ctx, body)
 		resp := responseFor(res, err)
 		resp.Applied = r.AppliedIndex()
 		return resp
@@ -220,7 +226,7 @@ func responseFor(res *fsm.Result, err error) forwardResponse {
 	case err == nil:
 		return forwardResponse{Code: codeOK, Result: res}
 	case errors.Is(err, errSent):
-		return forwardResponse{Code: codeSent, Message: err.Error()}
+		return forwardResponse{Code: codeSent, Message: err.Error(), NotCommitted: errors.Is(err, errNotCommitted)}
 	case errors.Is(err, ErrRejected):
 		return forwardResponse{Code: codeRejected, FSMCode: fsm.ErrorCode(err), Message: err.Error()}
 	case errors.Is(err, ErrNotLeader):
@@ -237,6 +243,9 @@ func errFromResponse(resp forwardResponse) error {
 	case codeNotLeader:
 		return ErrNotLeader
 	case codeSent:
+		if resp.NotCommitted {
+			return fmt.Errorf("%w: %w: %w: remote: %s", ErrForward, errSent, errNotCommitted, resp.Message)
+		}
 		return fmt.Errorf("%w: %w: remote: %s", ErrForward, errSent, resp.Message)
 	case codeRejected:
 		return fmt.Errorf("%w: %w", ErrRejected, fsm.ErrorFromCode(resp.FSMCode, resp.Message))
@@ -279,6 +288,12 @@ func (c *Consensus) call(ctx context.Context, id string, op byte, body []byte) (
 // answer: its outcome is unknown.
 var errSent = errors.New("sent, no answer")
 
+// errNotCommitted marks an attempt whose leader, still leading, took the
+// command and did not commit it within ApplyTimeout (with errSent). Only
+// that ends Apply with notCommitted: a broken connection or a lost
+// leadership is churn, which the retry (deduplicated) rides out.
+var errNotCommitted = errors.New("not committed within the apply timeout")
+
 // applyLocal applies cmd through raft on this (leader) server.
 func (c *Consensus) applyLocal(r *raft.Raft, ctx context.Context, cmd []byte) (*fsm.Result, error) {
 	return c.startApply(r, ctx, cmd)()
@@ -298,6 +313,11 @@ func (c *Consensus) finishApply(ctx context.Context, f raft.ApplyFuture) (*fsm.R
 	wait, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
 	defer cancel()
 	if err := c.await(wait, f); err != nil {
+		if wait.Err() != nil && ctx.Err() == nil && !errors.Is(err, raft.ErrLeadershipLost) {
+			// ApplyTimeout ran out, not the caller's time: a leader
+			// that cannot get the entry stored by a majority.
+			return nil, fmt.Errorf("%w: %w: %w", errSent, errNotCommitted, translate(err))
+		}
 		if wait.Err() != nil || errors.Is(err, raft.ErrLeadershipLost) {
 			// In the log, maybe replicated: it may still commit.
 			return nil, fmt.Errorf("%w: %w", errSent, translate(err))
@@ -359,7 +379,6 @@ func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 	var lastErr error
 	sent := false            // some attempt reached a leader without an answer
 	var leaderless time.Time // since when no leader was known (zero: one is)
-	began := time.Now()
 	for {
 		r, err := c.running()
 		if err != nil {
@@ -412,12 +431,13 @@ func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 		}
 		if errors.Is(err, errSent) {
 			sent = true
-			if leader != "" && time.Since(began) >= c.cfg.ApplyTimeout {
-				// A leader took it and did not commit it within the
-				// bound (its attempt waited that long, or the attempts
-				// together did): it cannot reach a majority that
-				// stores entries, and would not by the caller's
-				// deadline either.
+			if errors.Is(err, errNotCommitted) {
+				// A leader took it, kept leading, and did not commit
+				// it within ApplyTimeout: it cannot reach a majority
+				// that stores entries, and would not by the caller's
+				// deadline either. (A broken connection or a lost
+				// leadership is churn: the deduplicated retry rides
+				// it out, however long the Apply has taken.)
 				return nil, c.notCommitted()
 			}
 		}

@@ -198,3 +198,58 @@ func waitVersion(t *testing.T, n *testNode, v int) {
 	t.Helper()
 	require.Eventually(t, func() bool { return n.fsm.RegistryVersion() == v }, 10*time.Second, 10*time.Millisecond)
 }
+
+// TestApplyRetriesAfterLateLostAnswer: a follower's forwarded write
+// commits and its answer is lost (the leader died, or its connection did)
+// only once the Apply has already spent ApplyTimeout overall, as under
+// repeated leader kills. The cluster is healthy and commits, so the retry
+// must return the first Result (the Once envelope dedups it), not end with
+// no_quorum "the leader did not commit the write" and ErrOutcomeUnknown.
+func TestApplyRetriesAfterLateLostAnswer(t *testing.T) {
+	cl := newCluster(t)
+	nets := map[string]*lossyForward{}
+	var mu sync.Mutex
+	cl.wrap = func(id string, nw consensus.Network) consensus.Network {
+		l := &lossyForward{Network: nw, lost: make(chan struct{}, 1), release: make(chan struct{})}
+		mu.Lock()
+		nets[id] = l
+		mu.Unlock()
+		return l
+	}
+	for _, id := range ids("late", 3) {
+		cfg := cl.config(id)
+		cfg.BootstrapExpect = 3
+		cfg.ApplyTimeout = time.Second
+		cl.start(cfg)
+	}
+	leader := cl.waitLeader()
+	apply(t, leader, fsm.SetRegistryVersion{Version: fsm.Version})
+	f := cl.followers(leader)[0]
+	waitVersion(t, f, fsm.Version)
+
+	mu.Lock()
+	lossy := nets[f.id]
+	mu.Unlock()
+	lossy.arm()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		b, _ := fsm.Encode(hostPort("h", 1))
+		_, err := f.c.Apply(ctx, b)
+		done <- err
+	}()
+	select {
+	case <-lossy.lost:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the forwarded write never reached the leader")
+	}
+	time.Sleep(1500 * time.Millisecond) // the attempt's connection breaks late
+	close(lossy.release)
+	select {
+	case err := <-done:
+		require.NoError(t, err, "a healthy cluster committed the write; the retry must say so")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the retry did not finish")
+	}
+}
