@@ -179,3 +179,45 @@ func TestWriteWithoutAStoringMajorityEndsWithNoQuorum(t *testing.T) {
 	require.NoError(t, os.Remove(filler))
 	waitHost(t, "no-majority", leader, full)
 }
+
+// As above, the write sent from the full follower (forwarded).
+func TestForwardedWriteWithoutAStoringMajorityEndsWithNoQuorum(t *testing.T) {
+	mnt := mountTmpfs(t, 4<<20)
+	cl, _, cfgs, leader := startThree(t, "qf")
+	apply(t, leader, host("before"))
+	waitHost(t, "before", cl.running()...)
+	fs := cl.followers(leader)
+	full := moveOnto(t, cl, cfgs, fs[0], mnt)
+	leader = cl.waitLeader()
+	filler := fill(t, mnt)
+	i := 0
+	require.Eventually(t, func() bool {
+		i++
+		apply(t, leader, host(fmt.Sprintf("filling-%d", i)))
+		return full.c.StoreError() != nil
+	}, 30*time.Second, time.Millisecond, "the full follower's stores never failed")
+	for _, n := range cl.followers(leader) {
+		if n != full {
+			cl.stop(n.id)
+		}
+	}
+	leader = cl.waitLeader()
+	require.NotEqual(t, full.id, leader.id, "a server that cannot store its no-op does not stay leader")
+
+	b, err := fsm.Encode(host("no-majority"))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = full.c.Apply(ctx, b) // forwarded to the leader
+	took := time.Since(start)
+	require.ErrorIs(t, err, consensus.ErrNoQuorum)
+	require.ErrorIs(t, err, consensus.ErrOutcomeUnknown)
+	require.Contains(t, err.Error(), "did not commit")
+	require.Less(t, took, 3*cfgs[leader.id].ApplyTimeout, "ended near ApplyTimeout, not at the caller's deadline")
+	t.Logf("no_quorum after %v: %v", took, err)
+
+	// Space is freed: the write that was sent commits after all.
+	require.NoError(t, os.Remove(filler))
+	waitHost(t, "no-majority", leader, full)
+}
