@@ -37,6 +37,26 @@ func (g *literalGuard) scrub(s string) string {
 		return s
 	}
 	spans := g.tok.SpecialSpans(s)
+	// The ends of s that text written beside it could complete into a
+	// control token's text ("<|im_" before "start|>") are literal too.
+	if head, tail := g.tok.SpecialEdges(s); head > 0 || tail > 0 {
+		var all [][2]int
+		if head > 0 {
+			all = append(all, [2]int{0, head})
+		}
+		all = append(all, spans...)
+		if tail > 0 {
+			all = append(all, [2]int{len(s) - tail, len(s)})
+		}
+		spans = spans[:0:0]
+		for _, r := range all {
+			if n := len(spans); n > 0 && r[0] <= spans[n-1][1] {
+				spans[n-1][1] = max(spans[n-1][1], r[1])
+				continue
+			}
+			spans = append(spans, r)
+		}
+	}
 	if len(spans) == 0 {
 		return s
 	}

@@ -122,6 +122,11 @@ type Tokenizer struct {
 	// Scratch state of Encode, reused across calls (sync.Pool is safe for
 	// concurrent use).
 	spmPool, bpePool sync.Pool
+
+	// edges: the pieces of control and unknown tokens' texts that
+	// SpecialEdges looks for, built on first use.
+	edgesOnce sync.Once
+	edges     *specialEdges
 }
 
 // FromGGUF builds the tokenizer described by the tokenizer.ggml.* keys of md.
