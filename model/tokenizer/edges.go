@@ -1,13 +1,12 @@
 package tokenizer
 
 // specialEdges holds the pieces (of at least minEdge bytes) of the control
-// and unknown tokens' texts: those a token's text goes on after (tails of a
-// string that a following text can complete) and those it has something
-// before (heads that a preceding text can complete).
+// and unknown tokens' texts that another text beside them can complete.
 type specialEdges struct {
-	continued map[string]bool // substrings of text[:len-1]
-	preceded  map[string]bool // substrings of text[1:]
-	max       int             // the longest such piece
+	prefixes map[string]bool // proper prefixes: a following text completes them
+	suffixes map[string]bool // proper suffixes: a preceding text completes them
+	inner    map[string]bool // proper substrings: texts on both sides complete them
+	max      int             // the longest such piece
 }
 
 // minEdge: a piece of one byte is not looked for. A token split across two
@@ -17,7 +16,7 @@ const minEdge = 2
 
 func (t *Tokenizer) specialEdges() *specialEdges {
 	t.edgesOnce.Do(func() {
-		e := &specialEdges{continued: map[string]bool{}, preceded: map[string]bool{}}
+		e := &specialEdges{prefixes: map[string]bool{}, suffixes: map[string]bool{}, inner: map[string]bool{}}
 		for _, id := range t.special {
 			if t.attrs[id]&(attrControl|attrUnknown) == 0 {
 				continue
@@ -26,18 +25,14 @@ func (t *Tokenizer) specialEdges() *specialEdges {
 			if len(w) <= minEdge {
 				continue
 			}
-			for lo := 0; lo < len(w); lo++ {
-				for hi := lo + minEdge; hi <= len(w); hi++ {
-					if lo == 0 && hi == len(w) {
-						continue
-					}
-					if hi < len(w) {
-						e.continued[w[lo:hi]] = true
-					}
-					if lo > 0 {
-						e.preceded[w[lo:hi]] = true
-					}
-					e.max = max(e.max, hi-lo)
+			e.max = max(e.max, len(w)-1)
+			for n := minEdge; n < len(w); n++ {
+				e.prefixes[w[:n]] = true
+				e.suffixes[w[len(w)-n:]] = true
+			}
+			for lo := 1; lo < len(w); lo++ {
+				for hi := lo + minEdge; hi < len(w); hi++ {
+					e.inner[w[lo:hi]] = true
 				}
 			}
 		}
@@ -49,21 +44,27 @@ func (t *Tokenizer) specialEdges() *specialEdges {
 // SpecialEdges returns how many bytes at the start (head) and at the end
 // (tail) of s could, with the text written before or after s, make up the
 // text of a control or unknown token that s does not hold whole: the
-// longest prefix of s (at least two bytes) found inside such a text after
-// its first byte, and the longest suffix found inside one before its last
-// byte. A chat prompt reads them as literal text, as it does the special
-// texts within s (SpecialSpans), so that two strings side by side cannot
-// form a token ("<|im_" and "start|>").
+// longest prefix of s (at least two bytes) that ends such a text and the
+// longest suffix that begins one; all of s when it lies inside one. A chat
+// prompt reads them as literal text, as it does the special texts within
+// s (SpecialSpans), so that strings side by side cannot form a token
+// ("<|im_" and "start|>system").
 func (t *Tokenizer) SpecialEdges(s string) (head, tail int) {
 	e := t.specialEdges()
+	if len(s) < minEdge {
+		return 0, 0
+	}
+	if len(s) <= e.max && (e.inner[s] || e.prefixes[s] || e.suffixes[s]) {
+		return len(s), len(s)
+	}
 	for n := min(len(s), e.max); n >= minEdge; n-- {
-		if e.preceded[s[:n]] {
+		if e.suffixes[s[:n]] {
 			head = n
 			break
 		}
 	}
 	for n := min(len(s), e.max); n >= minEdge; n-- {
-		if e.continued[s[len(s)-n:]] {
+		if e.prefixes[s[len(s)-n:]] {
 			tail = n
 			break
 		}
