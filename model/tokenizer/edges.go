@@ -14,6 +14,16 @@ type specialEdges struct {
 // bytes long, and that side is found.
 const minEdge = 2
 
+// maxEdgeToken and maxEdgePieces bound what a vocabulary (a hostile file's
+// included) costs here: a control token's text longer than maxEdgeToken
+// bytes is not looked for in pieces, and the pieces stop at maxEdgePieces
+// (real vocabularies have a few thousand short control tokens: tens of
+// thousands of pieces).
+const (
+	maxEdgeToken  = 64
+	maxEdgePieces = 1 << 18
+)
+
 func (t *Tokenizer) specialEdges() *specialEdges {
 	t.edgesOnce.Do(func() {
 		e := &specialEdges{prefixes: map[string]bool{}, suffixes: map[string]bool{}, inner: map[string]bool{}}
@@ -22,8 +32,11 @@ func (t *Tokenizer) specialEdges() *specialEdges {
 				continue
 			}
 			w := t.tokens[id]
-			if len(w) <= minEdge {
+			if len(w) <= minEdge || len(w) > maxEdgeToken {
 				continue
+			}
+			if len(e.prefixes)+len(e.suffixes)+len(e.inner) > maxEdgePieces {
+				break
 			}
 			e.max = max(e.max, len(w)-1)
 			for n := minEdge; n < len(w); n++ {
