@@ -620,8 +620,11 @@ func verifyUpload(ctx context.Context, c *Client, sc *sftp.Client, tmp string, f
 	if st.Size() != sent {
 		return fmt.Errorf("%w: %s holds %d bytes, %d were sent", ErrTransfer, tmp, st.Size(), sent)
 	}
-	out, err := c.Run(ctx, "f="+shellQuote(tmp)+"; if command -v sha256sum >/dev/null 2>&1; then sha256sum -- \"$f\"; "+
-		"elif command -v shasum >/dev/null 2>&1; then shasum -a 256 -- \"$f\"; fi")
+	// The file goes on stdin: no option parsing ('--' is a file name to a
+	// busybox sha256sum built without its check feature) and no escaped
+	// name in the output.
+	out, err := c.Run(ctx, "f="+shellQuote(tmp)+"; if command -v sha256sum >/dev/null 2>&1; then sha256sum <\"$f\"; "+
+		"elif command -v shasum >/dev/null 2>&1; then shasum -a 256 <\"$f\"; fi")
 	if err != nil {
 		return fmt.Errorf("%w: checksum of %s: %w", ErrTransfer, tmp, err)
 	}
