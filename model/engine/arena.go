@@ -1,6 +1,10 @@
 package engine
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/rbee-project/rbee/model/gguf"
+)
 
 // weightArena allocates the memory of repacked weight matrices (see
 // Model.repackWeights): on Linux anonymous mappings with transparent huge
@@ -40,4 +44,17 @@ func (a *weightArena) free() {
 		arenaUnmap(b)
 	}
 	a.maps = nil
+}
+
+// holds reports whether addr lies in one of the arena's mappings (the
+// repack cache file's among them).
+func (a *weightArena) holds(addr uintptr) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, b := range a.maps {
+		if gguf.Holds(b, addr) {
+			return true
+		}
+	}
+	return false
 }

@@ -267,7 +267,7 @@ func (b *Batch) forward(ctx context.Context, segs []segment) error {
 // last stage then computes the logits of the segments that ask for them
 // (b.logits), and n rows of output hidden states are in b.x otherwise.
 func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n, nl int, err error) {
-	defer recoverFault(&err)
+	defer recoverFault(&err, b.m.holdsFileMapping)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	m := b.m
 	m.computeMu.Lock()

@@ -4,7 +4,11 @@ package engine
 
 import (
 	"os"
+	"runtime/debug"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stretchr/testify/require"
 
@@ -48,4 +52,30 @@ func TestTruncatedFileIsAnError(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFaultElsewhereIsNotAFileChange: a memory fault at an address outside
+// the model's file mappings (a kernel bug reading past its slice into
+// unmapped memory) goes on as the panic it is; only one inside a mapping
+// of the model file becomes ErrFileChanged.
+func TestFaultElsewhereIsNotAFileChange(t *testing.T) {
+	page := os.Getpagesize()
+	gone, err := unix.Mmap(-1, 0, page, unix.PROT_READ, unix.MAP_ANON|unix.MAP_PRIVATE)
+	require.NoError(t, err)
+	addr := unsafe.Pointer(unsafe.SliceData(gone))
+	require.NoError(t, unix.Munmap(gone))
+
+	read := func(holds func(uintptr) bool) (err error) {
+		defer recoverFault(&err, holds)
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		_ = *(*byte)(addr)
+		return nil
+	}
+	require.ErrorIs(t, read(func(uintptr) bool { return true }), ErrFileChanged)
+	var r any
+	func() {
+		defer func() { r = recover() }()
+		_ = read(func(uintptr) bool { return false })
+	}()
+	require.True(t, quant.IsFault(r), "the fault goes on: %v", r)
 }

@@ -268,7 +268,13 @@ func openGGUF(path string) (*gguf.File, error) {
 // debug.SetPanicOnFault(true), turns a memory fault (the file was
 // truncated under the mapping: SIGBUS) into ErrFileChanged in *err; other
 // panics go on.
-func recoverFault(err *error) {
+//
+// Only a fault inside a mapping of a file (holds) is that: a fault at any
+// other address is a bug (a kernel reading past its slice), which must end
+// the process with its stack as before, not pass for a changed file (the
+// worker would stop as model_lost and the node retry the request on the
+// next worker, and the next).
+func recoverFault(err *error, holds func(addr uintptr) bool) {
 	r := recover()
 	if r == nil {
 		return
@@ -276,13 +282,26 @@ func recoverFault(err *error) {
 	if !quant.IsFault(r) {
 		panic(r)
 	}
+	if a, ok := r.(interface{ Addr() uintptr }); !ok || holds == nil || !holds(a.Addr()) {
+		panic(r)
+	}
 	*err = fmt.Errorf("%w: a read of its mapping faulted", ErrFileChanged)
+}
+
+// holdsFileMapping reports whether addr lies in a mapping of a file the
+// model reads: the model file or its repack cache.
+func (m *Model) holdsFileMapping(addr uintptr) bool {
+	return m.file.Holds(addr) || m.arena.holds(addr)
 }
 
 // newModel prepares the model of f, opened from path ("" when it was not
 // opened from a file: no repack cache then).
 func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (_ *Model, err error) {
-	defer recoverFault(&err)
+	var made *Model // once made: its repack cache's mapping counts too
+	// Deferred itself: recover works only in the deferred call.
+	defer recoverFault(&err, func(addr uintptr) bool {
+		return f.Holds(addr) || (made != nil && made.arena.holds(addr))
+	})
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	log := opts.Logger
 	if log == nil {
@@ -292,6 +311,7 @@ func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (_ *Model
 		return nil, fmt.Errorf("%w: KV cache type %d", ErrBadRequest, opts.KVCache)
 	}
 	m := &Model{file: f, log: log, kv: opts.KVCache}
+	made = m
 	if err := m.readHparams(opts); err != nil {
 		return nil, err
 	}

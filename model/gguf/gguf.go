@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"os"
+	"unsafe"
 
 	"github.com/rbee-project/rbee/model/quant"
 )
@@ -336,3 +338,25 @@ func alignUp(x, a uint64) (uint64, bool) {
 	}
 	return s / a * a, true
 }
+
+// Holds reports whether addr lies in the file's data (for Open, its
+// mapping, whose last page runs past the data): a memory fault there is
+// the file shrinking under the mapping, one elsewhere is not.
+func (f *File) Holds(addr uintptr) bool {
+	return holds(f.data, addr)
+}
+
+// holds reports whether addr lies in b or the rest of its last page.
+func holds(b []byte, addr uintptr) bool {
+	if len(b) == 0 {
+		return false
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	page := uintptr(os.Getpagesize())
+	hi := (lo + uintptr(len(b)) + page - 1) / page * page
+	return addr >= lo && addr < hi
+}
+
+// Holds reports whether addr lies in b or the rest of its last page (a
+// mapping of a file as Open makes one).
+func Holds(b []byte, addr uintptr) bool { return holds(b, addr) }
