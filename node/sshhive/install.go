@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -532,6 +534,15 @@ func putFile(ctx context.Context, sc *sftp.Client, dst string, r io.Reader, perm
 // full filesystem: the write that failed was at most a few SFTP packets.
 const lowSpace = 1 << 20
 
+// connectionLost reports whether an SFTP error is the connection's end
+// rather than the host's answer: sftp says "connection lost" when it
+// notices first, and passes on the transport's EOF or reset ("failed to
+// send packet: EOF") when a write meets the dead connection first.
+func connectionLost(err error) bool {
+	return errors.Is(err, sftp.ErrSSHFxConnectionLost) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
 // stReadOnly is ST_RDONLY in the flags of OpenSSH's statvfs@openssh.com.
 const stReadOnly = 0x1
 
@@ -542,7 +553,7 @@ const stReadOnly = 0x1
 // "Failure"; the filesystem's state (statvfs@openssh.com) tells which, and
 // the error then matches ErrRemoteFS. Any other error is returned as is.
 func remoteFSError(sc *sftp.Client, dir string, err error) error {
-	if errors.Is(err, sftp.ErrSSHFxConnectionLost) {
+	if connectionLost(err) {
 		return fmt.Errorf("%w: the SSH connection was lost: %v", ErrUnreachable, err)
 	}
 	if errors.Is(err, fs.ErrPermission) {

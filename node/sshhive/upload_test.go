@@ -3,6 +3,10 @@ package sshhive
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
 	"github.com/stretchr/testify/require"
 )
 
@@ -302,5 +307,24 @@ func TestRemoteFilesystemFull(t *testing.T) {
 			require.NoError(t, err)
 			require.Empty(t, entries)
 		})
+	}
+}
+
+// TestConnectionLostErrors: a write that meets the dead connection first
+// ("failed to send packet: EOF") is the connection lost as much as sftp's
+// own "connection lost" (the upload test's kill hit either, by timing).
+func TestConnectionLostErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		lost bool
+	}{
+		{sftp.ErrSSHFxConnectionLost, true},
+		{fmt.Errorf("write x: failed to send packet: %w", io.EOF), true},
+		{fmt.Errorf("read: %w", io.ErrUnexpectedEOF), true},
+		{fmt.Errorf("write: %w", syscall.EPIPE), true},
+		{fs.ErrPermission, false},
+		{errors.New("disk quota"), false},
+	} {
+		require.Equal(t, tc.lost, connectionLost(tc.err), "%v", tc.err)
 	}
 }
