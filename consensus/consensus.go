@@ -378,6 +378,9 @@ func New(cfg Config) (*Consensus, error) {
 		return nil, err
 	}
 	c.replay = &replayFSM{inner: cfg.FSM, hint: hint}
+	// A snapshot installed from the leader brings the replica up to date
+	// without storing an entry: a failure of stores before it is over.
+	c.replay.restored = func() { c.storeFailing.note(nil) }
 	if ms, err := store.GetUint64(keyLeaderContact); err == nil {
 		c.lastContact.Store(ms)
 		c.persistedContact.Store(ms)

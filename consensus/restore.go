@@ -70,6 +70,10 @@ type replayFSM struct {
 	// it is committed); not of those replayed at start, nor of entries
 	// that reach no FSM. Set before raft starts.
 	applied func()
+	// restored, when set, hears of every snapshot restored (raft's
+	// install from the leader among them): a replica that caught up so is
+	// current, whatever stores failed before. Set before raft starts.
+	restored func()
 }
 
 // Apply implements raft.FSM.
@@ -100,7 +104,13 @@ func (r *replayFSM) Snapshot() (raft.FSMSnapshot, error) {
 // state, so nothing replayed is left to skip.
 func (r *replayFSM) Restore(rc io.ReadCloser) error {
 	r.skipThrough = 0
-	return r.inner.Restore(rc)
+	if err := r.inner.Restore(rc); err != nil {
+		return err
+	}
+	if r.restored != nil {
+		r.restored()
+	}
+	return nil
 }
 
 // replayLocal restores the newest snapshot and applies the committed log
