@@ -37,10 +37,6 @@ var supportedParams = []string{"model", "max_tokens", "max_completion_tokens", "
 // chatParams are implemented by /v1/chat/completions alone.
 var chatParams = []string{"top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "chat_template_kwargs"}
 
-// reservedTemplateVars are the chat template's variables the worker sets
-// from the request; chat_template_kwargs cannot name them.
-var reservedTemplateVars = []string{"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"}
-
 // embedParams are implemented by /v1/embeddings besides its input;
 // truncate is rbee's (Ollama's /api/embed truncate), not OpenAI's.
 var embedParams = []string{"model", "encoding_format", "truncate"}

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/rbee-project/rbee/internal/jsonx"
+	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/grammar"
 )
 
@@ -313,9 +314,9 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		}
 		var err error
 		for _, k := range slices.Sorted(maps.Keys(g.ChatTemplateKwargs)) {
-			if slices.Contains(reservedTemplateVars, k) {
+			if reserved := engine.ReservedChatVars(); slices.Contains(reserved, k) {
 				return gr, badRequest("chat_template_kwargs."+k, "invalid_value",
-					fmt.Sprintf("the template variable %q comes from the request itself (%s are set by rbee)", k, strings.Join(reservedTemplateVars, ", ")))
+					fmt.Sprintf("the template variable %q comes from the request itself (%s are set by rbee)", k, strings.Join(reserved, ", ")))
 			}
 		}
 		if ids, err = m.EncodeChat(ctx, msgs, tools, g.ChatTemplateKwargs); err != nil {

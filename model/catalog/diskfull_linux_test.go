@@ -1,13 +1,14 @@
 package catalog
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/tmpfstest"
 
 	"github.com/rbee-project/rbee/model/quant"
 )
@@ -18,28 +19,12 @@ import (
 // something else freed space. Delete now removes the files first there;
 // the model is gone, also after a reopen, and the space is free.
 func TestDeleteOnAFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs (a disk that fills) needs root")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", 4<<20)); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := tmpfstest.Mount(t, 4<<20)
 
 	c := newCatalog(t, dir, nil)
 	e, err := c.Add(writeTemp(t, c, "a.part", ggufBytes(t, quant.F32, 1)), NewEntry{ID: "local--big", FileName: "big.gguf", Source: SourceLocal})
 	require.NoError(t, err)
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	require.NoError(t, err)
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			break
-		}
-	}
-	require.NoError(t, f.Close())
+	tmpfstest.Fill(t, dir)
 	var st syscall.Statfs_t
 	require.NoError(t, syscall.Statfs(dir, &st))
 	require.Zero(t, st.Bavail, "the disk is full")

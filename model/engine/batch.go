@@ -374,34 +374,8 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		b.runRows(n, rowFFNNorm)
 		if l.moe != nil {
 			b.moeFFN(l, xb, xb2, b.hb, b.hb2, n)
-			postNorm(xb2, l.ffnPost, dim, hp.eps)
-			addTo(x, xb2)
-			continue
-		}
-		gateUp := [...]quant.Product{{Dst: hb, M: l.wGate}, {Dst: hb2, M: l.wUp}}
-		quant.MatMuls(pool, xb, n, gateUp[:])
-		if len(hb) >= parallelSwiGLU {
-			pool.Run(len(hb), b.swigluFn)
-		} else {
-			b.swigluFn(0, 0, len(hb))
-		}
-		switch {
-		case tp == nil:
-			quant.MatMul(pool, xb2, l.wDown, hb, n)
-		case tp.sumDown[li]:
-			if err := b.partialSum(ctx, l.wDown, hb, xb2, n); err != nil {
-				return 0, 0, err
-			}
-		default:
-			full := b.hbFull[:n*hp.ff]
-			if err := b.gather(ctx, hb, full, n); err != nil {
-				return 0, 0, err
-			}
-			part := b.part[:n*(tp.dHi-tp.dLo)]
-			quant.MatMul(pool, part, l.wDown, full, n)
-			if err := b.gather(ctx, part, xb2, n); err != nil {
-				return 0, 0, err
-			}
+		} else if err := b.denseFFN(ctx, li, xb, xb2, hb, hb2, n); err != nil {
+			return 0, 0, err
 		}
 		postNorm(xb2, l.ffnPost, dim, hp.eps)
 		addTo(x, xb2)
@@ -437,6 +411,36 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		softCap(b.logits[:nl*hp.vocab], hp.finalCap)
 	}
 	return n, nl, nil
+}
+
+// denseFFN sets xb2 (n rows of the hidden size) to layer li's gated FFN
+// of xb, through hb and hb2 (n rows of this shard's FFN width): the whole
+// product, or a tensor shard's part exchanged with the group.
+func (b *Batch) denseFFN(ctx context.Context, li int, xb, xb2, hb, hb2 []float32, n int) error {
+	m, hp, tp, pool := b.m, &b.m.hp, b.m.tp, b.m.pool
+	l := &m.layers[li]
+	gateUp := [...]quant.Product{{Dst: hb, M: l.wGate}, {Dst: hb2, M: l.wUp}}
+	quant.MatMuls(pool, xb, n, gateUp[:])
+	if len(hb) >= parallelSwiGLU {
+		pool.Run(len(hb), b.swigluFn)
+	} else {
+		b.swigluFn(0, 0, len(hb))
+	}
+	switch {
+	case tp == nil:
+		quant.MatMul(pool, xb2, l.wDown, hb, n)
+	case tp.sumDown[li]:
+		return b.partialSum(ctx, l.wDown, hb, xb2, n)
+	default:
+		full := b.hbFull[:n*hp.ff]
+		if err := b.gather(ctx, hb, full, n); err != nil {
+			return err
+		}
+		part := b.part[:n*(tp.dHi-tp.dLo)]
+		quant.MatMul(pool, part, l.wDown, full, n)
+		return b.gather(ctx, part, xb2, n)
+	}
+	return nil
 }
 
 // attention computes causal softmax attention for the (row, head) pairs

@@ -80,9 +80,11 @@ func (m *Model) ChatPromptTools(ctx context.Context, msgs []Message, tools []jso
 	return m.chatPrompt(ctx, msgs, tools, nil, nil)
 }
 
-// reservedChatVars are the template variables the engine sets itself;
+// ReservedChatVars lists the template variables the engine sets itself;
 // ChatTokensVars refuses them as extra variables.
-var reservedChatVars = []string{"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"}
+func ReservedChatVars() []string {
+	return []string{"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"}
+}
 
 // chatPrompt is ChatPromptTools with the request's strings scrubbed by g
 // (nil: as they are) and vars (JSON values) as extra template variables.
@@ -92,7 +94,7 @@ func (m *Model) chatPrompt(ctx context.Context, msgs []Message, tools []json.Raw
 	}
 	extra := make(map[string]any, len(vars))
 	for k, raw := range vars {
-		if slices.Contains(reservedChatVars, k) {
+		if slices.Contains(ReservedChatVars(), k) {
 			return "", fmt.Errorf("%w: template variable %q is set from the request itself", ErrBadRequest, k)
 		}
 		v, err := jinja.ParseJSON(raw)

@@ -4,17 +4,19 @@ package gguf
 
 import (
 	"fmt"
-	"os"
+	"io"
 )
 
 // Open reads the file at path into memory (no mmap on this platform) and parses it.
 func Open(path string) (*File, error) {
-	if err := checkRegular(path); err != nil {
+	fd, err := openRegular(path)
+	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(path)
+	defer fd.Close()
+	data, err := io.ReadAll(fd)
 	if err != nil {
-		return nil, fmt.Errorf("gguf: open: %w", err)
+		return nil, fmt.Errorf("gguf: read %s: %w", path, err)
 	}
 	f, err := Parse(data)
 	if err != nil {

@@ -14,12 +14,9 @@ import (
 // Open memory-maps the file at path read-only and parses it. Tensor data
 // returned by TensorData aliases the mapping until Close.
 func Open(path string) (*File, error) {
-	if err := checkRegular(path); err != nil {
-		return nil, err
-	}
-	fd, err := os.Open(path)
+	fd, err := openRegular(path)
 	if err != nil {
-		return nil, fmt.Errorf("gguf: open: %w", err)
+		return nil, err
 	}
 	defer fd.Close()
 	st, err := fd.Stat()

@@ -23,7 +23,7 @@ func TestOpenRefusesNonRegular(t *testing.T) {
 	for _, tc := range []struct {
 		path, want string
 	}{
-		{fifo, "a named pipe"},
+		{fifo, "a FIFO"},
 		{dir, "a directory"},
 		{"/dev/null", "a device"},
 	} {
@@ -35,7 +35,7 @@ func TestOpenRefusesNonRegular(t *testing.T) {
 		select {
 		case err := <-done:
 			require.ErrorIs(t, err, ErrInvalid, tc.path)
-			require.ErrorContains(t, err, "is not a regular file ("+tc.want+")", tc.path)
+			require.ErrorContains(t, err, "not a regular file ("+tc.want+")", tc.path)
 		case <-time.After(10 * time.Second):
 			t.Fatalf("Open(%s) blocks", tc.path)
 		}

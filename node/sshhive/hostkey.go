@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -18,6 +17,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/rbee-project/rbee/internal/limitread"
 )
 
 // hostKeyChecker verifies a server's host key against one known_hosts file.
@@ -77,12 +78,12 @@ func loadKnownHosts(file string, log *slog.Logger) (ssh.HostKeyCallback, error) 
 	if st.Mode()&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDir) != 0 {
 		return nil, fmt.Errorf("not a file (%v)", st.Mode().Type())
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxKnownHostsBytes+1))
+	b, err := limitread.All(f, maxKnownHostsBytes)
+	if errors.Is(err, limitread.ErrTooLarge) {
+		return nil, fmt.Errorf("larger than %d bytes", maxKnownHostsBytes)
+	}
 	if err != nil {
 		return nil, err
-	}
-	if len(b) > maxKnownHostsBytes {
-		return nil, fmt.Errorf("larger than %d bytes", maxKnownHostsBytes)
 	}
 	lines := bytes.SplitAfter(b, []byte("\n"))
 	var bad []int

@@ -12,12 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"unicode"
 
 	"github.com/kevinburke/ssh_config"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/internal/limitread"
 )
@@ -85,20 +85,11 @@ func ImportConfigFile(path string, existing []fsm.Host, opts ImportOptions) (Imp
 // a file and closed (an open of a FIFO for reading would wait for a
 // writer for ever, holding the request's goroutine and an OS thread).
 func openRegular(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
+	f, err := atomicfile.Open(path)
+	if errors.Is(err, atomicfile.ErrNotRegular) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrInvalid, path)
-	}
-	return f, nil
+	return f, err
 }
 
 // ImportConfig reads an OpenSSH client config from r and returns the

@@ -35,6 +35,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/limitread"
 )
 
 // Errors returned by this package, wrapped with %w and details; test with
@@ -401,14 +402,11 @@ func readIdentityFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxIdentityFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxIdentityFile {
+	b, err := limitread.All(f, maxIdentityFile)
+	if errors.Is(err, limitread.ErrTooLarge) {
 		return nil, fmt.Errorf("larger than %d bytes, not a private key", maxIdentityFile)
 	}
-	return b, nil
+	return b, err
 }
 
 // timeout is the target's time bound (DefaultDialTimeout when unset).

@@ -2,13 +2,13 @@ package catalog
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/tmpfstest"
 )
 
 // TestDeleteOnAFullDisk: deleting a worker binary frees space, yet the
@@ -16,28 +16,12 @@ import (
 // Delete now removes the files first there; the binary is gone, also
 // after a reopen, and the space is free.
 func TestDeleteOnAFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs (a disk that fills) needs root")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", 4<<20)); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := tmpfstest.Mount(t, 4<<20)
 
 	c := newCatalog(t, dir, nil)
 	e, err := c.Add(context.Background(), AddOptions{Type: TypeCPU, Version: "v1"}, writeTemp(t, make([]byte, 1<<20)))
 	require.NoError(t, err)
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	require.NoError(t, err)
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			break
-		}
-	}
-	require.NoError(t, f.Close())
+	tmpfstest.Fill(t, dir)
 
 	gone, err := c.Delete(TypeCPU, "v1")
 	require.NoError(t, err, "deleting frees space, even on a full disk")
