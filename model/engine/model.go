@@ -603,6 +603,19 @@ func (m *Model) repackWeights(path, cacheDir string) {
 				mats = append(mats, mat)
 			}
 		}
+		if e := l.moe; e != nil {
+			// The experts are most of a mixture's weights: each runs over
+			// the rows routed to it as one batch, on the multi-row
+			// kernels like a dense matrix.
+			for _, mat := range []*quant.Matrix{e.router, e.shGate, e.shUp, e.shDown} {
+				if mat != nil {
+					mats = append(mats, mat)
+				}
+			}
+			for _, set := range [][]*quant.Matrix{e.gate, e.up, e.down} {
+				mats = append(mats, set...)
+			}
+		}
 	}
 	if m.output != nil {
 		mats = append(mats, m.output)

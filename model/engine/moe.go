@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
 )
 
@@ -90,8 +91,18 @@ func (m *Model) experts(name string, n, rows, cols int) ([]*quant.Matrix, error)
 	}
 	per := rb * rows
 	out := make([]*quant.Matrix, n)
+	if m.src == nil {
+		m.src = make(map[*quant.Matrix]*gguf.TensorInfo)
+	}
 	for e := range out {
 		out[e] = &quant.Matrix{Type: t.Type, Rows: rows, Cols: cols, Data: data[e*per : (e+1)*per]}
+		// Each expert is a repack source of its own: its share of the
+		// tensor, so that releasing it after the repack releases only
+		// the pages it alone covers.
+		st := *t
+		st.Name = fmt.Sprintf("%s[expert %d]", t.Name, e)
+		st.Offset, st.Size = t.Offset+uint64(e*per), uint64(per)
+		m.src[out[e]] = &st
 	}
 	return out, nil
 }

@@ -31,9 +31,18 @@ func TestRepackedMatchesFileLayout(t *testing.T) {
 	q50 := writeSynth(t, cfg)
 	cfg.Type, cfg.Dim, cfg.FF = quant.Q4_K, 256, 512
 	q4k := writeSynth(t, cfg)
+	// Mixtures of experts: each expert's matrices are repacked too.
+	moe := synth.DefaultConfig()
+	moe.Arch, moe.Type, moe.Dim, moe.FF, moe.Heads, moe.KVHeads = "qwen3moe", quant.Q8_0, 128, 256, 4, 2
+	moe.Experts, moe.ExpertsUsed, moe.ExpertFF = 8, 2, 128
+	q3moe := writeSynth(t, moe)
+	moe.Arch, moe.Type, moe.Dim, moe.SharedFF = "qwen2moe", quant.Q5_0, 128, 64
+	q2moe := writeSynth(t, moe)
+	moe.Arch, moe.Type, moe.Dim, moe.FF, moe.ExpertFF, moe.SharedFF = "llama", quant.Q4_K, 256, 512, 0, 0
+	mixtral := writeSynth(t, moe)
 	for _, path := range []string{
 		stories260KQ4_0, q40, "../../testdata/gguf/stories260K-quant/stories260K-Q8_0.gguf", q80,
-		"../../testdata/gguf/kquant/kquant-Q4_K.gguf", q4k, q50,
+		"../../testdata/gguf/kquant/kquant-Q4_K.gguf", q4k, q50, q3moe, q2moe, mixtral,
 	} {
 		// An f32 KV cache: the f16 one's rounding would turn the kernels'
 		// last-bit differences into larger ones.
@@ -45,6 +54,17 @@ func TestRepackedMatchesFileLayout(t *testing.T) {
 			t.Logf("%s: no repacked kernel on this CPU; comparing the file layout with itself", path)
 		}
 		require.False(t, plain.layers[0].wq.Repacked())
+		if e := packed.layers[0].moe; e != nil {
+			for _, set := range [][]*quant.Matrix{e.gate, e.up, e.down} {
+				for i, mat := range set {
+					require.Equal(t, packed.layers[0].wq.Repacked(), mat.Repacked(), "%s: expert %d of %d", path, i, len(set))
+				}
+			}
+			if e.shGate != nil {
+				require.Equal(t, packed.layers[0].wq.Repacked(), e.shGate.Repacked(), "%s: shared expert", path)
+			}
+			require.False(t, plain.layers[0].moe.gate[0].Repacked())
+		}
 		ids := packed.Tokenizer().Encode("Once upon a time there was a little girl", true, false)
 		batch := func(m *Model) []float32 {
 			s := m.NewSession()
