@@ -357,7 +357,7 @@ func (o *Ops) Build(ctx context.Context, em jobs.Emitter, r api.WorkerBuildReque
 			em.Emit(jobs.Event{Type: jobs.TypeNarration, Actor: "go", Action: "build", Message: line})
 		}})
 	if err != nil {
-		return jobs.Errorf(jobs.CodeInternal, "%v", err)
+		return err // its code from what failed (jobs.CodeOf): a full disk is unavailable
 	}
 	o.RecordBinary(ctx, e)
 	em.Narrate("hive", "build", "built %s %s (%s)", e.Type, e.Version, humanize.Bytes(uint64(e.Size)))

@@ -121,9 +121,11 @@ func Errorf(code, format string, args ...any) error {
 }
 
 // CodeOf returns the code of err: the innermost *Error's code, cancelled for
-// context errors, unavailable for a full or read-only file system (the
-// node's disk: freeing space or remounting it makes a retry work, nothing
-// is wrong with the request), internal otherwise.
+// context errors, unavailable for a full or read-only file system and for
+// a file or directory the node's user may not use (the node's disk or its
+// files' owners and modes: freeing space, remounting or fixing the
+// ownership makes a retry work, nothing is wrong with the request),
+// internal otherwise.
 func CodeOf(err error) string {
 	var e *Error
 	if errors.As(err, &e) {
@@ -132,7 +134,8 @@ func CodeOf(err error) string {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return CodeCancelled
 	}
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS) {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS) ||
+		errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
 		return CodeUnavailable
 	}
 	return CodeInternal

@@ -65,6 +65,14 @@ func TestJobLifecycle(t *testing.T) {
 		{"read-only file system", func(ctx context.Context, em Emitter) error {
 			return fmt.Errorf("writing index: %w", &os.PathError{Op: "open", Path: "/data/models/index.json", Err: syscall.EROFS})
 		}, []string{TypeError, TypeDone}, "failed", CodeUnavailable},
+		{"permission denied", func(ctx context.Context, em Emitter) error {
+			// A models/ dir another user owns, a file the node's user may
+			// not read: the node's setup, not the request, and not a bug.
+			return fmt.Errorf("catalog: %w", &os.PathError{Op: "open", Path: "/data/models/x.gguf", Err: syscall.EACCES})
+		}, []string{TypeError, TypeDone}, "failed", CodeUnavailable},
+		{"operation not permitted", func(ctx context.Context, em Emitter) error {
+			return fmt.Errorf("chown: %w", &os.PathError{Op: "chown", Path: "/data/models", Err: syscall.EPERM})
+		}, []string{TypeError, TypeDone}, "failed", CodeUnavailable},
 		{"coded disk full keeps its code", func(ctx context.Context, em Emitter) error {
 			return &Error{Code: CodeConflict, Err: writeDevFull(t)}
 		}, []string{TypeError, TypeDone}, "failed", CodeConflict},
