@@ -41,6 +41,49 @@ func TestUnknownSubcommandFails(t *testing.T) {
 	require.NoError(t, root.Execute())
 }
 
+// TestArgumentCountsExplained: a command given too few or too many
+// arguments names itself, its usage and, where its group has a list
+// command, where to find one; every command with an argument check does.
+func TestArgumentCountsExplained(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"hive", "get"}, []string{"rbee hive get: accepts 1 arg(s), received 0", "usage: rbee hive get", "`rbee hive list` lists them"}},
+		{[]string{"worker", "binary", "get"}, []string{"rbee worker binary get:", "usage: rbee worker binary get TYPE", "`rbee worker binary list` lists them"}},
+		{[]string{"status", "extra"}, []string{"rbee status:", "usage: rbee status"}},
+		{[]string{"model", "synth"}, []string{"rbee model synth:", "usage: rbee model synth OUT.gguf"}},
+		{[]string{"apikey", "revoke"}, []string{"rbee apikey revoke:", "`rbee apikey list` lists them"}},
+	} {
+		root := newRootCmd()
+		root.SetArgs(tc.args)
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		err := root.Execute()
+		require.Error(t, err, "%v", tc.args)
+		for _, w := range tc.want {
+			require.Contains(t, err.Error(), w, "%v", tc.args)
+		}
+		if tc.args[0] == "model" && tc.args[1] == "synth" || tc.args[0] == "status" {
+			require.NotContains(t, err.Error(), "lists them", "%v names no listed thing", tc.args)
+		}
+	}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		if c.Args == nil || c.HasSubCommands() {
+			return
+		}
+		// Far more arguments than any command takes.
+		if err := c.Args(c, make([]string, 64)); err != nil {
+			require.Contains(t, err.Error(), "usage: "+c.UseLine(), c.CommandPath())
+		}
+	}
+	walk(newRootCmd())
+}
+
 func TestPromptFrom(t *testing.T) {
 	cases := []struct {
 		name  string

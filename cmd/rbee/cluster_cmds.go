@@ -261,7 +261,11 @@ credential the CLI uses on the node's machine, e.g. for the web page.
 The cluster secret joins nodes; it is not an API credential on this machine.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir := g.dataDirs()[0]
+			dirs := g.dataDirs()
+			if len(dirs) == 0 {
+				return errNoDataDir
+			}
+			dir := dirs[0]
 			if admin {
 				k, err := node.ReadAdminKey(dir)
 				if err != nil {

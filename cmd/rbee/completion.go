@@ -120,6 +120,25 @@ var (
 	modelFlagCmds = []string{"rbee infer", "rbee worker spawn"}
 )
 
+// listedBy names the command that lists what the first argument of the
+// command at path names (an existing hive, worker, model, key, binary or
+// process), or "".
+func listedBy(path string) string {
+	for list, cmds := range map[string][]string{
+		"rbee hive list":           hiveArgCmds,
+		"rbee worker list":         workerArgCmds,
+		"rbee model list":          modelArgCmds,
+		"rbee apikey list":         {"rbee apikey revoke"},
+		"rbee worker binary list":  {"rbee worker binary get", "rbee worker binary delete"},
+		"rbee worker process list": {"rbee worker process get", "rbee worker process delete"},
+	} {
+		if slices.Contains(cmds, path) {
+			return list
+		}
+	}
+	return ""
+}
+
 // registerCompletions adds the dynamic completions to the command tree.
 func registerCompletions(root *cobra.Command, g *globals) {
 	hives := g.completeFrom(func(n clusterNames) []string { return n.Hives })

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -124,8 +125,14 @@ func (g *globals) findAdminKey() string {
 
 // dataDirs are the data dirs to read the node's files from, first first:
 // --data-dir (or RBEE_DATA_DIR) when given; else the one a local node at
-// --node names in /health, then the default.
+// --node names in /health, then the default (none without a home
+// directory: never the working directory).
 func (g *globals) dataDirs() []string {
+	dirs := g.dataDirsOrNone()
+	return slices.DeleteFunc(dirs, func(d string) bool { return d == "" })
+}
+
+func (g *globals) dataDirsOrNone() []string {
 	if g.dataDirSet || !client.IsLoopbackURL(g.node) {
 		return []string{g.dataDir}
 	}
@@ -204,6 +211,7 @@ func newRootCmd() *cobra.Command {
 	root.InitDefaultCompletionCmd()
 	root.SetOut(nil)
 	strictGroups(root)
+	explainArgs(root)
 	strictHelpAndCompletion(root)
 	registerCompletions(root, g)
 	return root
@@ -273,6 +281,32 @@ func strictGroups(c *cobra.Command) {
 		return errors.New(msg)
 	}
 	c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+}
+
+// explainArgs makes every command's refusal of its positional arguments
+// say which command, what it takes (its usage line) and, for a command
+// whose argument names something a list command shows (listedBy), where
+// to find one: cobra alone says "accepts 1 arg(s), received 0". Command
+// groups keep strictGroups' message.
+func explainArgs(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		explainArgs(sub)
+	}
+	check := c.Args
+	if check == nil || c.HasSubCommands() {
+		return
+	}
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		err := check(cmd, args)
+		if err == nil {
+			return nil
+		}
+		msg := fmt.Sprintf("%s: %v (usage: %s", cmd.CommandPath(), err, cmd.UseLine())
+		if list := listedBy(cmd.CommandPath()); list != "" {
+			msg += "; `" + list + "` lists them"
+		}
+		return errors.New(msg + ")")
+	}
 }
 
 func main() {

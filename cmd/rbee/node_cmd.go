@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -39,8 +41,18 @@ func defaultDataDir() string {
 	if h, err := os.UserHomeDir(); err == nil {
 		return filepath.Join(h, ".local", "share", "rbee")
 	}
-	return ".rbee"
+	// No $HOME (a service started without one, `env -i`): the user
+	// database's home, so that the node and the CLI agree whatever their
+	// working directories.
+	if u, err := user.Current(); err == nil && filepath.IsAbs(u.HomeDir) && u.HomeDir != "/" {
+		return filepath.Join(u.HomeDir, ".local", "share", "rbee")
+	}
+	return ""
 }
+
+// errNoDataDir: no default data dir (no $HOME, no home in the user
+// database) and none given.
+var errNoDataDir = errors.New("no data dir: $HOME is not set and the user database names no home directory; pass --data-dir or set RBEE_DATA_DIR")
 
 func newLogger(level, format string) (*slog.Logger, error) {
 	var lv slog.Level
@@ -105,6 +117,9 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 			cfg.Logger = log
 			cfg.MDNS = !noMDNS
 			cfg.Version = version
+			if g.dataDir == "" {
+				return errNoDataDir
+			}
 			cfg.DataDir = g.dataDir
 			cfg.CAFingerprint = g.caFingerprint
 			switch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -198,4 +199,25 @@ func TestNewSecretNotInLogs(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the node did not stop")
 	}
+}
+
+// TestDataDirWithoutHome: with no $HOME (a service started without one)
+// the default data dir is the user database's home, never a directory
+// relative to wherever the process runs; and a node given an empty data
+// dir refuses to start, saying how to give one.
+func TestDataDirWithoutHome(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", "")
+	t.Setenv("HOME", "")
+	d := defaultDataDir()
+	if u, err := user.Current(); err == nil && filepath.IsAbs(u.HomeDir) && u.HomeDir != "/" {
+		require.Equal(t, filepath.Join(u.HomeDir, ".local", "share", "rbee"), d)
+	} else {
+		require.Empty(t, d)
+	}
+
+	root := newRootCmd()
+	root.SetArgs([]string{"node", "--data-dir", "", "--http-addr", "127.0.0.1:0"})
+	root.SetOut(io.Discard)
+	root.SetErr(io.Discard)
+	require.ErrorIs(t, root.Execute(), errNoDataDir)
 }

@@ -305,7 +305,7 @@ func (c *Catalog) Type(name string) (WorkerType, error) {
 	}
 	t, ok := c.types[name]
 	if !ok {
-		return WorkerType{}, fmt.Errorf("%w: %q", ErrUnknownType, name)
+		return WorkerType{}, fmt.Errorf("%w: %q (known: %s)", ErrUnknownType, name, strings.Join(c.order, ", "))
 	}
 	return t, nil
 }

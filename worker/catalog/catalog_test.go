@@ -384,6 +384,7 @@ func TestTypes(t *testing.T) {
 	assert.Equal(t, []string{"cpu", "llama-server", "vllm", "ollama", "openai", "llamacpp"}, names)
 	_, err = c.Type("cuda")
 	require.ErrorIs(t, err, ErrUnknownType)
+	require.ErrorContains(t, err, `"cuda" (known: cpu, llama-server, vllm, ollama, openai, llamacpp)`, "the error lists the types")
 	_, err = c.Build(context.Background(), BuildOptions{Type: "llamacpp", SourceDir: "."})
 	require.ErrorIs(t, err, ErrNotBuildable)
 
