@@ -160,18 +160,19 @@ func (b *Batch) ropeKV(worker, i int) {
 		}
 		rope.apply(k[h*hd:(h+1)*hd], pos)
 	}
-	t0 := vIndex(pos, 0, hd)
+	row := pos - s.first(li) // the cache's row of pos
+	t0 := vIndex(row, 0, hd)
 	for h := 0; h < m.kvHeads; h++ {
 		o := h * hd
 		if m.kv == KVF32 {
-			copy(s.keys(li, h)[pos*hd:(pos+1)*hd], k[o:o+hd])
+			copy(s.keys(li, h)[row*hd:(row+1)*hd], k[o:o+hd])
 			vh := s.values(li, h)
 			for d, val := range v[o : o+hd] {
 				vh[t0+d*quant.TileF32] = val
 			}
 			continue
 		}
-		quant.F32ToF16s(s.values16(li, h)[pos*hd:(pos+1)*hd], v[o:o+hd])
+		quant.F32ToF16s(s.values16(li, h)[row*hd:(row+1)*hd], v[o:o+hd])
 		kh, conv := s.keys16(li, h), b.half[worker*b.halfLen():][:hd]
 		quant.F32ToF16s(conv, k[o:o+hd])
 		for d, x := range conv {
@@ -468,32 +469,40 @@ func (b *Batch) attention(worker, start, end int) {
 		pos := sg.pos0 + i - sg.row0
 		q := b.q[i*qDim+h*hd : i*qDim+(h+1)*hd]
 		kh := h / group
+		// A windowed layer attends to positions lo to pos; its scores are
+		// computed from the tile that holds lo (the cache's rows start at
+		// a tile: first), those before lo masked (weight 0). Others
+		// attend to every position from 0.
+		lo, start := 0, 0
+		if swa {
+			lo = max(0, pos+1-hp.swaWindow)
+			if b.m.hasSWA() {
+				start = lo / quant.TileF32 * quant.TileF32
+			}
+		}
+		n, r0 := pos+1-start, start-sg.s.first(b.aLayer) // positions; the cache's row of start
 		if b.m.kv == KVF32 {
-			quant.DotF32Tiled(sc[:pos+1], q, sg.s.keys(b.aLayer, kh), hd, hd, quant.TileF32)
+			quant.DotF32Tiled(sc[:n], q, sg.s.keys(b.aLayer, kh)[r0*hd:], hd, hd, quant.TileF32)
 		} else {
 			// As ggml multiplies with an f16 cache: the query rounded to
 			// f16 too, so every product is exact and only the sums round.
 			qh := b.qh[worker*hd : (worker+1)*hd]
 			roundF16(qh, q, half)
-			quant.AttnScoresF16(sc, qh, sg.s.keys16(b.aLayer, kh), pos+1, hd)
+			quant.AttnScoresF16(sc, qh, sg.s.keys16(b.aLayer, kh)[r0*hd:], n, hd)
 		}
-		w := sc[:pos+1]
+		w := sc[:n]
 		if hp.attnCap != 0 {
 			softCap(w, hp.attnCap)
 		}
-		if lo := pos + 1 - hp.swaWindow; swa && lo > 0 {
-			// Keys swaWindow or more positions back are masked: weight 0.
-			clear(w[:lo])
-			quant.Softmax(w[lo:], scale)
-		} else {
-			quant.Softmax(w, scale)
-		}
+		// Keys swaWindow or more positions back are masked: weight 0.
+		clear(w[:lo-start])
+		quant.Softmax(w[lo-start:], scale)
 		out := b.att[i*qDim+h*hd : i*qDim+(h+1)*hd]
 		if b.m.kv == KVF32 {
-			quant.DotF32Tiled(out, w, sg.s.values(b.aLayer, kh), pos+1, quant.TileF32, hd*quant.TileF32)
+			quant.DotF32Tiled(out, w, sg.s.values(b.aLayer, kh)[r0*hd:], n, quant.TileF32, hd*quant.TileF32)
 		} else {
 			roundF16(w, w, half) // the weights too, as ggml does
-			quant.AttnValuesF16(out, w, sg.s.values16(b.aLayer, kh), pos+1, hd)
+			quant.AttnValuesF16(out, w, sg.s.values16(b.aLayer, kh)[r0*hd:], n, hd)
 		}
 	}
 }

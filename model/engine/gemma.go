@@ -145,3 +145,16 @@ func postNorm(x, w []float32, dim int, eps float32) {
 		rmsNorm(x[i:i+dim], x[i:i+dim], w, eps)
 	}
 }
+
+// hasSWA reports whether the model has sliding-window layers (in any
+// stage: every stage of a pipeline and every shard keeps the same base,
+// see Session.ensureKV).
+func (m *Model) hasSWA() bool { return m.hp.swaPattern > 0 && m.hp.swaWindow > 0 && !m.fullKV }
+
+// swaSpan is the rows a windowed layer's cache grows to before it drops
+// the positions no query sees any more: the window, a prompt chunk after
+// it, and a tile of slack for the tile-aligned front. Beyond a chunk the
+// rows grow to what a pass needs.
+func (m *Model) swaSpan() int {
+	return vTiles(m.hp.swaWindow-1+promptBatch)*quant.TileF32 + quant.TileF32
+}

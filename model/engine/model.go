@@ -208,8 +208,12 @@ type Model struct {
 	// ropeSWA rotates gemma3's windowed layers (nil for other models:
 	// they use rope everywhere).
 	ropeSWA *ropeTable
-	pool    *quant.Pool
-	log     *slog.Logger
+	// fullKV (tests) makes the windowed layers keep every position and
+	// score them all, masking those outside the window, as before their
+	// caches slid: the reference the sliding caches are compared with.
+	fullKV bool
+	pool   *quant.Pool
+	log    *slog.Logger
 	// src maps each matrix wrapped by matrix() to its tensor, during
 	// load only (repackWeights releases the file pages of what it copies).
 	src map[*quant.Matrix]*gguf.TensorInfo

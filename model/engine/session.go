@@ -41,6 +41,12 @@ type Session struct {
 	kc16   [][]uint16  // KVF16: per layer, per KV head: keys in tiles of quant.TileF32 positions (keys16)
 	vc16   [][]uint16  // KVF16: per layer, per KV head: capTok × headDim values, row per position (values16)
 	capTok int
+	// The sliding-window layers' caches (gemma2/3's windowed layers) hold
+	// only the positions from base on, in rows of their own: swaRows of
+	// them (at most capTok). base is a multiple of quant.TileF32, so a
+	// position keeps its place within its tile, and a shift of the cache
+	// moves whole tiles. See ensureKV.
+	base, swaRows int
 
 	b      *Batch    // scratch of this Session's own forward passes (eval)
 	segs   []segment // eval's one segment, kept so that it does not escape
@@ -133,6 +139,11 @@ func (s *Session) CommonPrefix(prompt []int32) int {
 	if n > 0 && n == len(prompt) {
 		n--
 	}
+	if s.base > 0 && n < s.base+s.m.hp.swaWindow-1 {
+		// The windowed layers no longer hold the window before position
+		// n: the prompt is evaluated again from its start.
+		n = 0
+	}
 	return n
 }
 
@@ -159,36 +170,121 @@ func commonPrefix(a, b []int32) int {
 	return n
 }
 
+// ensureKV makes the cache hold positions up to nTok (exclusive) for a
+// forward pass that evaluates positions len(s.tokens) to nTok-1. The
+// cache grows by doubling up to the context size. The sliding-window
+// layers' caches stop growing at about a window and a prompt chunk
+// (swaSpan): once a pass needs more rows than that, the positions no
+// query of this pass or a later one attends to (below its first query's
+// window) are dropped from their front, whole tiles at a time, and base
+// moves up. A Session that starts again from position 0 starts again
+// from base 0.
 func (s *Session) ensureKV(nTok int) {
-	if nTok <= s.capTok {
+	pos0 := len(s.tokens)
+	if pos0 == 0 {
+		s.base = 0
+	}
+	swa := s.m.hasSWA()
+	if swa {
+		s.slideWindow(pos0, nTok)
+	}
+	if nTok <= s.capTok && (!swa || nTok-s.base <= s.swaRows) {
 		return
 	}
-	hp := &s.m.hp
-	c := max(nTok, 2*s.capTok, minKVTokens)
-	c = min(c, hp.nCtx)
-	hd, used := hp.headDim, len(s.tokens)
-	oldK, oldV := s.capTok*hd, vTiles(s.capTok)*quant.TileF32*hd
-	newK, newV := c*hd, vTiles(c)*quant.TileF32*hd
-	usedV := vTiles(used) * quant.TileF32 * hd
-	kvh := s.m.kvHeads
-	growKV(s.kc, kvh, oldK, newK, used*hd)
-	growKV(s.vc, kvh, oldV, newV, usedV)
-	growKV(s.kc16, kvh, oldV, newV, usedV) // the f16 cache's keys are tiled, its values rows
-	growKV(s.vc16, kvh, oldK, newK, used*hd)
-	s.capTok = c
+	c := s.capTok
+	if nTok > c {
+		c = min(max(nTok, 2*s.capTok, minKVTokens), s.m.hp.nCtx)
+	}
+	rows := s.swaRows
+	if swa {
+		rows = max(min(c, s.m.swaSpan()), s.swaRows, nTok-s.base)
+	}
+	s.resizeKV(c, rows, pos0)
 }
 
-// growKV replaces every layer's cache in c (kvHeads blocks of oldN
-// elements) with one of blocks of newN elements, copying the first used
-// elements of each block.
-func growKV[T float32 | uint16](c [][]T, kvHeads, oldN, newN, used int) {
-	for l := range c {
-		n := make([]T, kvHeads*newN)
-		for h := 0; h < kvHeads && used > 0; h++ {
-			copy(n[h*newN:], c[l][h*oldN:h*oldN+used])
-		}
-		c[l] = n
+// slideWindow drops the front of the windowed layers' caches when the
+// pass that evaluates positions pos0 to nTok-1 would not fit their rows
+// (see ensureKV).
+func (s *Session) slideWindow(pos0, nTok int) {
+	if nTok-s.base <= max(s.swaRows, s.m.swaSpan()) {
+		return // fits, or the rows may grow to fit
 	}
+	w := s.m.hp.swaWindow
+	keep := max(0, pos0-w+1) / quant.TileF32 * quant.TileF32 // the first position a query of this pass sees
+	if keep < s.base {
+		// Cannot happen: CommonPrefix (and the stages that follow the
+		// head's positions) never cut the tokens below base+window-1.
+		panic(fmt.Sprintf("engine: session at %d tokens with its windowed cache from %d (window %d)", pos0, s.base, w))
+	}
+	if keep == s.base {
+		return
+	}
+	shift, used := keep-s.base, pos0-s.base // positions dropped; held now
+	hd := s.m.hp.headDim
+	rowsK, tiled := s.swaRows*hd, vTiles(s.swaRows)*quant.TileF32*hd
+	for l := range s.m.layers {
+		if !s.m.layers[l].swa {
+			continue
+		}
+		for h := 0; h < s.m.kvHeads; h++ {
+			// Rows per position and whole tiles alike move by shift·hd
+			// elements: shift is a multiple of the tile.
+			if s.kc != nil {
+				slideBlock(s.kc[l][h*rowsK:(h+1)*rowsK], shift*hd, used*hd)
+				slideBlock(s.vc[l][h*tiled:(h+1)*tiled], shift*hd, vTiles(used)*quant.TileF32*hd)
+			} else {
+				slideBlock(s.kc16[l][h*tiled:(h+1)*tiled], shift*hd, vTiles(used)*quant.TileF32*hd)
+				slideBlock(s.vc16[l][h*rowsK:(h+1)*rowsK], shift*hd, used*hd)
+			}
+		}
+	}
+	s.base = keep
+}
+
+// slideBlock moves b[shift:used] to the front of b.
+func slideBlock[T float32 | uint16](b []T, shift, used int) {
+	if used > shift {
+		copy(b, b[shift:used])
+	}
+}
+
+// resizeKV gives the cache capTok rows for the global layers and swa for
+// the windowed ones, keeping the used positions (pos0 of them, the
+// windowed layers' from base).
+func (s *Session) resizeKV(capTok, swa, pos0 int) {
+	hd := s.m.hp.headDim
+	kvh := s.m.kvHeads
+	for l := range s.m.layers {
+		oldRows, newRows, used := s.capTok, capTok, pos0
+		if s.m.layers[l].swa && s.m.hasSWA() {
+			oldRows, newRows, used = s.swaRows, swa, pos0-s.base
+		}
+		oldK, oldV := oldRows*hd, vTiles(oldRows)*quant.TileF32*hd
+		newK, newV := newRows*hd, vTiles(newRows)*quant.TileF32*hd
+		usedV := vTiles(used) * quant.TileF32 * hd
+		if s.kc != nil {
+			s.kc[l] = growKV(s.kc[l], kvh, oldK, newK, used*hd)
+			s.vc[l] = growKV(s.vc[l], kvh, oldV, newV, usedV)
+		} else {
+			s.kc16[l] = growKV(s.kc16[l], kvh, oldV, newV, usedV) // the f16 cache's keys are tiled, its values rows
+			s.vc16[l] = growKV(s.vc16[l], kvh, oldK, newK, used*hd)
+		}
+	}
+	s.capTok, s.swaRows = capTok, swa
+}
+
+// growKV returns a layer's cache c (kvHeads blocks of oldN elements)
+// with blocks of newN elements, the first used elements of each block
+// copied; c itself when the size does not change.
+func growKV[T float32 | uint16](c []T, kvHeads, oldN, newN, used int) []T {
+	if oldN == newN && c != nil {
+		return c
+	}
+	n := make([]T, kvHeads*newN)
+	for h := 0; h < kvHeads && used > 0; h++ {
+		copy(n[h*newN:], c[h*oldN:h*oldN+used])
+	}
+	return n
 }
 
 // The KV cache of a layer holds, for each KV head h, a contiguous block of
@@ -213,17 +309,36 @@ func growKV[T float32 | uint16](c [][]T, kvHeads, oldN, newN, used int) {
 // instruction without horizontal sums: keys16 in tiles (vIndex), so a
 // query's scores are FMAs over dimensions, values16 a row per position, so
 // the weighted sum is FMAs over positions.
-func (s *Session) keys(l, h int) []float32 { return kvBlock(s.kc, l, h, s.capTok*s.m.hp.headDim) }
+//
+// A windowed layer's blocks hold the positions from first(l) = base on,
+// in swaRows rows: position p is row p-first(l).
+func (s *Session) keys(l, h int) []float32 { return kvBlock(s.kc, l, h, s.rows(l)*s.m.hp.headDim) }
 
 func (s *Session) values(l, h int) []float32 {
-	return kvBlock(s.vc, l, h, vTiles(s.capTok)*quant.TileF32*s.m.hp.headDim)
+	return kvBlock(s.vc, l, h, vTiles(s.rows(l))*quant.TileF32*s.m.hp.headDim)
 }
 
 func (s *Session) keys16(l, h int) []uint16 {
-	return kvBlock(s.kc16, l, h, vTiles(s.capTok)*quant.TileF32*s.m.hp.headDim)
+	return kvBlock(s.kc16, l, h, vTiles(s.rows(l))*quant.TileF32*s.m.hp.headDim)
 }
 
-func (s *Session) values16(l, h int) []uint16 { return kvBlock(s.vc16, l, h, s.capTok*s.m.hp.headDim) }
+func (s *Session) values16(l, h int) []uint16 { return kvBlock(s.vc16, l, h, s.rows(l)*s.m.hp.headDim) }
+
+// rows is how many positions layer l's cache has room for.
+func (s *Session) rows(l int) int {
+	if s.m.layers[l].swa && s.m.hasSWA() {
+		return s.swaRows
+	}
+	return s.capTok
+}
+
+// first is the first position layer l's cache holds.
+func (s *Session) first(l int) int {
+	if s.m.layers[l].swa && s.m.hasSWA() {
+		return s.base
+	}
+	return 0
+}
 
 // kvBlock is head h's block of n elements in layer l's cache of c.
 func kvBlock[T float32 | uint16](c [][]T, l, h, n int) []T { return c[l][h*n : (h+1)*n] }

@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/model/quant"
+	"github.com/rbee-project/rbee/model/synth"
+)
+
+// TestSlidingWindowCache: in gemma2 and gemma3 models whose window is far
+// shorter than the text, the windowed layers' caches stop growing at
+// about a window and a prompt chunk (their front dropped a tile at a
+// time) and their scores start at the window's tile; the logits are those
+// of caches that keep every position (fullKV, the computation before
+// caches slid), bit for bit, with either cache type: a long prompt
+// evaluated in chunks, then decoding token by token past many slides,
+// then prompts that reuse the cache (a prefix whose window is still held)
+// or must start again (a prefix whose window was dropped).
+func TestSlidingWindowCache(t *testing.T) {
+	const window, ctxLen = 40, 1024
+	for _, arch := range []string{"gemma2", "gemma3"} {
+		for _, kv := range []KVType{KVF16, KVF32} {
+			cfg := synth.DefaultConfig()
+			cfg.Arch, cfg.Type, cfg.Dim, cfg.FF, cfg.Heads, cfg.KVHeads, cfg.Layers = arch, quant.Q8_0, 64, 128, 4, 2, 4
+			cfg.SlidingWindow, cfg.Ctx = window, ctxLen
+			path := writeSynth(t, cfg)
+			load := func(full bool) *Model {
+				m, err := Load(path, Options{Threads: 2, ContextSize: ctxLen, KVCache: kv})
+				require.NoError(t, err)
+				m.fullKV = full
+				t.Cleanup(func() { m.Close() })
+				return m
+			}
+			slide, full := load(false), load(true)
+			require.True(t, slide.hasSWA())
+			ss, fs := slide.NewSession(), full.NewSession()
+			name := arch + "/" + kvName(kv)
+			same := func(what string, a, b []float32) {
+				t.Helper()
+				require.Len(t, a, len(b))
+				for i := range a {
+					require.Equal(t, math.Float32bits(b[i]), math.Float32bits(a[i]), "%s %s: logit %d", name, what, i)
+				}
+			}
+			eval := func(what string, ids []int32) []float32 {
+				t.Helper()
+				a, err := ss.eval(context.Background(), ids)
+				require.NoError(t, err)
+				b, err := fs.eval(context.Background(), ids)
+				require.NoError(t, err)
+				same(what, a, b)
+				return a
+			}
+			r := rand.New(rand.NewPCG(7, 7))
+			prompt := make([]int32, 300) // three chunks: the third slides
+			for i := range prompt {
+				prompt[i] = int32(r.IntN(slide.hp.vocab))
+			}
+			logits := eval("prompt", prompt)
+			for range 400 {
+				logits = eval("decode", []int32{argmax(logits)})
+			}
+			require.Positive(t, ss.base, "%s: the windowed caches slid", name)
+			require.LessOrEqual(t, ss.swaRows, slide.swaSpan(), "%s: windowed rows", name)
+			require.Greater(t, ss.capTok, ss.swaRows, "%s: the global layers' caches grew past the windowed ones'", name)
+
+			// A prompt that keeps the first tokens up to one whose window
+			// is still held reuses the cache; one that keeps only tokens
+			// whose window was dropped starts again. Either way the
+			// logits are the full cache's.
+			held := append(append([]int32(nil), ss.tokens[:ss.base+window+5]...), 1, 2, 3)
+			dropped := append(append([]int32(nil), ss.tokens[:ss.base-1]...), 4, 5)
+			for _, tc := range []struct {
+				what   string
+				prompt []int32
+				reuse  int // what the sliding cache reuses
+				full   int // what the full one does
+			}{{"held prefix", held, len(held) - 3, len(held) - 3}, {"dropped prefix", dropped, 0, len(dropped) - 2}} {
+				n, nf := ss.CommonPrefix(tc.prompt), fs.CommonPrefix(tc.prompt)
+				require.Equal(t, tc.reuse, n, "%s %s", name, tc.what)
+				require.Equal(t, tc.full, nf, "%s %s", name, tc.what)
+				ss.tokens, fs.tokens = ss.tokens[:n], fs.tokens[:nf]
+				a, err := ss.eval(context.Background(), tc.prompt[n:])
+				require.NoError(t, err)
+				b, err := fs.eval(context.Background(), tc.prompt[nf:])
+				require.NoError(t, err)
+				same(tc.what, a, b)
+			}
+
+			// Sequences at different points of their slides, decoded
+			// together in one batch, generate what each does alone with
+			// the full cache.
+			prompts := [][]int32{prompt[:150], prompt[:290], prompt[:37]}
+			b := slide.NewBatch()
+			var seqs []*Sequence
+			for _, p := range prompts {
+				q, err := slide.NewSession().Begin(GenerateRequest{Prompt: p, MaxTokens: 260})
+				require.NoError(t, err)
+				seqs = append(seqs, q)
+			}
+			got := make([][]int32, len(seqs))
+			for active := append([]*Sequence(nil), seqs...); len(active) > 0; {
+				require.NoError(t, b.Step(active))
+				kept := active[:0]
+				for _, q := range active {
+					i := indexOf(seqs, q)
+					for _, tk := range q.Tokens() {
+						got[i] = append(got[i], tk.ID)
+					}
+					if !q.Done() {
+						kept = append(kept, q)
+					}
+				}
+				active = kept
+			}
+			for i, p := range prompts {
+				var want []int32
+				_, err := full.NewSession().Generate(context.Background(), GenerateRequest{Prompt: p, MaxTokens: 260},
+					func(tk Token) error { want = append(want, tk.ID); return nil })
+				require.NoError(t, err)
+				require.Equal(t, want, got[i], "%s: batched sequence %d", name, i)
+			}
+
+			// A pipeline's stages and a tensor group's shards slide alike
+			// (the head's positions decide): a long first turn and a
+			// second that reuses it give the full cache's ids.
+			turn1 := GenerateRequest{Prompt: prompt[:290], MaxTokens: 200}
+			wantTurn1 := generate(t, full.NewSession(), turn1)
+			turn2 := GenerateRequest{Prompt: append(append(append([]int32(nil), prompt[:290]...), wantTurn1.ids...), 9, 8, 7), MaxTokens: 50}
+			wantTurn2 := generate(t, full.NewSession(), turn2)
+			pipe, _ := loadPipeline(t, path, []int{0, 1, 4}, Options{Threads: 2, ContextSize: ctxLen, KVCache: kv})
+			tens, _ := loadTensorGroup(t, path, []int{0, 1, 2}, false, Options{Threads: 2, ContextSize: ctxLen, KVCache: kv})
+			for gname, m := range map[string]*Model{"pipeline": pipe, "tensor": tens} {
+				s := m.NewSession()
+				require.Equal(t, wantTurn1.ids, generate(t, s, turn1).ids, "%s %s: first turn", name, gname)
+				require.Positive(t, s.base, "%s %s: slid", name, gname)
+				require.Positive(t, s.CommonPrefix(turn2.Prompt), "%s %s: second turn reuses the cache", name, gname)
+				require.Equal(t, wantTurn2.ids, generate(t, s, turn2).ids, "%s %s: second turn", name, gname)
+			}
+		}
+	}
+}
+
+func kvName(kv KVType) string {
+	if kv == KVF32 {
+		return "f32"
+	}
+	return "f16"
+}
