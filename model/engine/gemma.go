@@ -5,6 +5,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
 )
 
@@ -155,6 +156,38 @@ func (m *Model) hasSWA() bool { return m.hp.swaPattern > 0 && m.hp.swaWindow > 0
 // the positions no query sees any more: the window, a prompt chunk after
 // it, and a tile of slack for the tile-aligned front. Beyond a chunk the
 // rows grow to what a pass needs.
-func (m *Model) swaSpan() int {
-	return vTiles(m.hp.swaWindow-1+promptBatch)*quant.TileF32 + quant.TileF32
+func (m *Model) swaSpan() int { return m.hp.swaSpan() }
+
+func (hp *hparams) swaSpan() int {
+	return vTiles(hp.swaWindow-1+promptBatch)*quant.TileF32 + quant.TileF32
+}
+
+// swaLayers is how many of the first n layers are windowed, counted
+// without a loop over them (n comes from the file).
+func (hp *hparams) swaLayers(n int) int {
+	if hp.swaPattern <= 0 || hp.swaWindow <= 0 || n <= 0 {
+		return 0
+	}
+	p := hp.swaPattern
+	return n/p*(p-1) + min(n%p, p-1)
+}
+
+// SlidingWindow says how a model file's layers attend, as the engine
+// runs it (and llama.cpp does): windowed of its layers attend through a
+// sliding window of window positions, the others to every position; 0, 0
+// for a model without windowed layers. A node estimating a worker's KV
+// cache counts a windowed layer's positions at most about the window.
+func SlidingWindow(f *gguf.File) (windowed, window int, err error) {
+	arch, _ := f.String("general.architecture")
+	if arch != "gemma2" && arch != "gemma3" {
+		return 0, 0, nil
+	}
+	m := &Model{file: f, hp: hparams{arch: arch}}
+	if m.hp.nLayer, err = m.needUint("block_count"); err != nil {
+		return 0, 0, err
+	}
+	if err := m.readGemma(); err != nil {
+		return 0, 0, err
+	}
+	return m.hp.swaLayers(m.hp.nLayer), m.hp.swaWindow, nil
 }

@@ -44,7 +44,7 @@ func TestMemoryLimit(t *testing.T) {
 // The estimate cannot overflow, whatever a header says.
 func TestMemoryNeedHostileHeader(t *testing.T) {
 	hp := hparams{dim: 1 << 30, nLayer: 1 << 30, nHead: 1 << 30, nHeadKV: 1 << 30, headDim: 1 << 32, ff: 1 << 30, nCtx: 1 << 20}
-	if need := hp.memoryNeed(KVF16, hp.nLayer, hp.nHead, hp.nHeadKV, 1<<30, 1<<20); !(need > 1e30) {
+	if need := hp.memoryNeed(KVF16, 0, hp.nLayer, hp.nHead, hp.nHeadKV, 1<<30, 1<<20); !(need > 1e30) {
 		t.Fatalf("need %v for an absurd header", need)
 	}
 }

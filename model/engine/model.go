@@ -510,7 +510,7 @@ func (m *Model) checkMemory(limit int64, sessions int) error {
 	if t, ok := m.tensor("token_embd.weight"); ok && len(t.Dims) == 2 {
 		vocab = int(min(t.Dims[1], 1<<40))
 	}
-	need := m.hp.memoryNeed(m.kv, m.hi-m.lo, m.heads, m.kvHeads, vocab, sessions)
+	need := m.hp.memoryNeed(m.kv, m.lo, m.hi, m.heads, m.kvHeads, vocab, sessions)
 	if need <= float64(limit) {
 		return nil
 	}
@@ -524,17 +524,19 @@ func (m *Model) checkMemory(limit int64, sessions int) error {
 
 // memoryNeed is what Options.MemoryLimit bounds, in bytes (float64: a
 // hostile header's product of dimensions may not fit an int) for a model
-// (or shard) of layers layers with heads query and kvHeads KV heads: the
-// keys and values of sessions Sessions at nCtx, the RoPE table (at most
-// head size floats per position), and a prompt batch's activations and
-// logits.
-func (hp *hparams) memoryNeed(kv KVType, layers, heads, kvHeads, vocab, sessions int) float64 {
+// (or shard) of layers [lo, hi) with heads query and kvHeads KV heads:
+// the keys and values of sessions Sessions at nCtx (a windowed layer's
+// at most swaSpan), the RoPE table (at most head size floats per
+// position), and a prompt batch's activations and logits.
+func (hp *hparams) memoryNeed(kv KVType, lo, hi, heads, kvHeads, vocab, sessions int) float64 {
 	elem := 2.0
 	if kv == KVF32 {
 		elem = 4
 	}
 	f := func(v int) float64 { return float64(v) }
-	cache := f(sessions) * f(layers) * f(hp.nCtx) * 2 * f(kvHeads) * f(hp.headDim) * elem
+	windowed := hp.swaLayers(hi) - hp.swaLayers(lo)
+	positions := f(hi-lo-windowed)*f(hp.nCtx) + f(windowed)*f(min(hp.nCtx, hp.swaSpan()))
+	cache := f(sessions) * positions * 2 * f(kvHeads) * f(hp.headDim) * elem
 	rope := f(hp.nCtx) * f(hp.headDim) * 4
 	if hp.arch == "gemma3" && hp.swaPattern > 0 {
 		rope *= 2 // the windowed layers' own table (Model.ropeSWA)

@@ -67,7 +67,7 @@ func TestMemoryNeedExperts(t *testing.T) {
 	dense := hparams{arch: "qwen3moe", dim: 4096, nLayer: 1, nHead: 32, nHeadKV: 8, headDim: 128, ff: 64, nCtx: 64}
 	moe := dense
 	moe.nExpert, moe.nExpertUsed, moe.ffExp = 512, 512, 64
-	extra := moe.memoryNeed(KVF16, 1, 32, 8, 1000, 1) - dense.memoryNeed(KVF16, 1, 32, 8, 1000, 1)
+	extra := moe.memoryNeed(KVF16, 0, 1, 32, 8, 1000, 1) - dense.memoryNeed(KVF16, 0, 1, 32, 8, 1000, 1)
 	require.GreaterOrEqual(t, extra, float64(promptBatch*512*4096*4))
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/node/jobs"
 )
@@ -103,7 +104,16 @@ func gib(b uint64) string {
 type ggufDims struct {
 	Layers, HeadsKV, KeyLen, ValLen, TrainCtx uint64
 	Experts                                   uint64 // expert_count: 0 for a dense model
+	// Windowed of the layers attend through a sliding window of Window
+	// positions (gemma2, gemma3; engine.SlidingWindow): their caches hold
+	// at most about the window.
+	Windowed, Window uint64
 }
+
+// windowSlack is what a windowed layer's cache holds beyond its window:
+// llama.cpp keeps n_swa + n_ubatch (512 by default) positions, rbee's
+// engine the window, a prompt chunk (128) and a tile (32).
+const windowSlack = 512 + 32
 
 // readDims reads the KV-relevant dimensions of a GGUF model.
 func readDims(path string) (ggufDims, error) {
@@ -129,6 +139,10 @@ func readDims(path string) (ggufDims, error) {
 	if d.ValLen == 0 {
 		d.ValLen = d.KeyLen
 	}
+	windowed, window, err := engine.SlidingWindow(f)
+	if err == nil && windowed > 0 && uint64(windowed) <= d.Layers {
+		d.Windowed, d.Window = uint64(windowed), uint64(window)
+	}
 	return d, nil
 }
 
@@ -144,7 +158,9 @@ func estimateMemory(weights uint64, d ggufDims, ctx int) MemEstimate {
 	// A hostile header's dimensions (any uint64) saturate the product
 	// rather than wrap around to something that fits.
 	kv := uint64(kvBytesPerValue)
-	for _, f := range []uint64{d.Layers, d.HeadsKV, min(d.KeyLen, satBytes) + min(d.ValLen, satBytes), uint64(ctx)} {
+	positions := mulSat(d.Layers-min(d.Windowed, d.Layers), uint64(ctx))
+	positions = min(positions+mulSat(d.Windowed, min(uint64(ctx), d.Window+windowSlack)), satBytes)
+	for _, f := range []uint64{d.HeadsKV, min(d.KeyLen, satBytes) + min(d.ValLen, satBytes), positions} {
 		kv = mulSat(kv, f)
 	}
 	margin := uint64(satBytes)

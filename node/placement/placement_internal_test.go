@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/model/synth"
 	"github.com/rbee-project/rbee/node/hw"
 )
 
@@ -32,6 +33,12 @@ func TestEstimateMemory(t *testing.T) {
 		{"named context", 1 << 20, d, 8192, 2 * 5 * 4 * 16 * 8192, 8192},
 		// A Llama-3-8B-like model: 32 layers, 8 KV heads of 128, at 8192.
 		{"8B at 8k", 4920 << 20, ggufDims{Layers: 32, HeadsKV: 8, KeyLen: 128, ValLen: 128, TrainCtx: 8192}, 8192, 1 << 30, 8192},
+		// A Gemma-3-27B-like model at 32k: 10 global layers hold every
+		// position, 52 windowed ones a window of 1024 and the slack.
+		{"windowed layers", 16e9, ggufDims{Layers: 62, HeadsKV: 16, KeyLen: 128, ValLen: 128, TrainCtx: 131072, Windowed: 52, Window: 1016}, 32768,
+			2 * 16 * 256 * (10*32768 + 52*(1016+windowSlack)), 32768},
+		// A window longer than the context: every position, as a global layer.
+		{"window beyond the context", 1 << 20, ggufDims{Layers: 4, HeadsKV: 2, KeyLen: 8, ValLen: 8, Windowed: 2, Window: 4096}, 1024, 2 * 4 * 2 * 16 * 1024, 1024},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +59,16 @@ func TestEstimateMemory(t *testing.T) {
 			assert.Equal(t, e, e.WithSlots(0))
 		})
 	}
+	// The windowed layers are read as the engine runs the file.
+	cfg := synth.DefaultConfig()
+	cfg.Arch, cfg.Layers, cfg.SlidingWindow = "gemma3", 12, 512
+	path := filepath.Join(t.TempDir(), "gemma3.gguf")
+	require.NoError(t, synth.Write(path, cfg))
+	gd, err := readDims(path)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(10), gd.Windowed, "five of every six layers")
+	assert.Equal(t, uint64(512), gd.Window)
+
 	// A hostile header's dimensions saturate the estimate, never wrap
 	// around to something that fits (2^32 layers times 2^32 KV heads was 0).
 	for _, hd := range []ggufDims{
