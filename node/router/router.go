@@ -7,6 +7,8 @@
 package router
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -69,6 +71,12 @@ type Filter struct {
 	Hive     string
 	// Exclude lists workers already tried for this request.
 	Exclude map[string]bool
+	// Affinity is the request's routing key: what stays the same across
+	// the turns of one conversation (relay.AffinityKey makes it from the
+	// prompt's leading part). Pick prefers the worker that the key's
+	// rendezvous hash ranks first among the candidates, whose KV cache is
+	// likely to hold that prefix. "" routes by load alone.
+	Affinity string
 }
 
 // Target is a schedulable worker.
@@ -103,6 +111,9 @@ type Config struct {
 	Intn func(n int) int
 	// Now is the clock of Arriving's windows; nil is time.Now.
 	Now func() time.Time
+	// NoAffinity makes Pick ignore Filter.Affinity and route by load
+	// alone (for measuring what affinity gains).
+	NoAffinity bool
 }
 
 // Router picks workers and counts this node's requests in flight to each.
@@ -365,11 +376,28 @@ func (r *Router) Score(t Target) int {
 	return t.Load.InFlight + t.Load.Queued + r.Pending(t.Registry.ID)
 }
 
-// Pick chooses a worker by the power of two choices: two random
-// candidates, the less loaded wins, ties go to a local worker. Workers
-// that failed a request lately (Failed) are left out while another
-// candidate is left. With no candidate the error is a *jobs.Error
-// (CodeNoWorker) wrapping ErrNoWorker.
+// affinitySlack is how much more loaded (Score) than the least loaded
+// candidate a request's preferred worker (Filter.Affinity) may be and
+// still take it. A worker decodes its active generations together, one
+// forward pass per step, so a request or two more there slow each of its
+// streams only a little, while going elsewhere evaluates the whole shared
+// prefix again (the earlier turns of a chat: hundreds to thousands of
+// tokens). Past two the preferred worker is likely out of free slots and
+// the request would wait in its queue for a whole generation, which costs
+// more than the prefill it saves; and a key many requests share (a common
+// system prompt) must not pile them all on one worker.
+const affinitySlack = 2
+
+// Pick chooses a worker. A request with an affinity key (Filter.Affinity)
+// goes to the candidate the key ranks first by rendezvous hashing (the
+// same on every node with the same candidates, and a worker that comes or
+// goes moves only the keys it ranks first), unless that worker's load
+// exceeds the least loaded candidate's by more than affinitySlack. The
+// rest go by the power of two choices: two random candidates, the less
+// loaded wins, ties go to a local worker. Workers that failed a request
+// lately (Failed) are left out while another candidate is left. With no
+// candidate the error is a *jobs.Error (CodeNoWorker) wrapping
+// ErrNoWorker.
 func (r *Router) Pick(f Filter) (Target, error) {
 	cs := r.healthy(r.Candidates(f))
 	switch len(cs) {
@@ -381,6 +409,11 @@ func (r *Router) Pick(f Filter) (Target, error) {
 		return Target{}, noWorkerError(f)
 	case 1:
 		return cs[0], nil
+	}
+	if f.Affinity != "" && !r.cfg.NoAffinity {
+		if t, ok := r.preferred(f.Affinity, cs); ok {
+			return t, nil
+		}
 	}
 	i := r.cfg.Intn(len(cs))
 	j := r.cfg.Intn(len(cs) - 1)
@@ -398,6 +431,34 @@ func (r *Router) Pick(f Filter) (Target, error) {
 		return b, nil
 	}
 	return a, nil
+}
+
+// preferred is the candidate of cs that key ranks first by rendezvous
+// hashing, and whether its load is within affinitySlack of the least
+// loaded candidate's.
+func (r *Router) preferred(key string, cs []Target) (Target, bool) {
+	best, bestW := 0, uint64(0)
+	least := r.Score(cs[0])
+	for i, t := range cs {
+		if w := rendezvous(key, t.Registry.ID); i == 0 || w > bestW {
+			best, bestW = i, w
+		}
+		least = min(least, r.Score(t))
+	}
+	return cs[best], r.Score(cs[best]) <= least+affinitySlack
+}
+
+// rendezvous is worker's weight for key in highest-random-weight
+// hashing: the candidate of the highest weight is the key's preferred
+// worker. It depends on nothing but the two strings, so every node ranks
+// the workers alike.
+func rendezvous(key, worker string) uint64 {
+	h := sha256.New()
+	h.Write([]byte(key))
+	h.Write([]byte{0}) // no key/worker pair reads as another
+	h.Write([]byte(worker))
+	var sum [sha256.Size]byte
+	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
 }
 
 // healthy is cs without the workers whose failures keep them out of the

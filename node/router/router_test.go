@@ -2,6 +2,8 @@ package router_test
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -358,4 +360,164 @@ func TestFailedWorkersSitOut(t *testing.T) {
 	tg, err := r.Pick(only)
 	require.NoError(t, err)
 	require.Equal(t, "a", tg.Registry.ID, "the only candidate")
+}
+
+// affinityView is n workers w0..w(n-1) of model m, on nodes n1 and n2 by
+// turns, with the given in-flight loads (0 where loads runs short).
+func affinityView(n int, loads ...int) *view {
+	v := &view{alive: map[string]string{"n1": "one", "n2": "two"}}
+	for i := 0; i < n; i++ {
+		id, nd := fmt.Sprintf("w%d", i), []string{"n1", "n2"}[i%2]
+		l := 0
+		if i < len(loads) {
+			l = loads[i]
+		}
+		v.loads = append(v.loads, load(id, nd, "m", l))
+		v.workers = append(v.workers, worker(id, nd, "m", fsm.WorkerReady))
+	}
+	return v
+}
+
+// picks is the worker Pick chooses for each of keys.
+func picks(t *testing.T, r *router.Router, keys []string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, k := range keys {
+		got, err := r.Pick(router.Filter{Model: "m", Affinity: k})
+		require.NoError(t, err)
+		out[k] = got.Registry.ID
+	}
+	return out
+}
+
+func affinityKeys(n int) []string {
+	var keys []string
+	for i := 0; i < n; i++ {
+		keys = append(keys, fmt.Sprintf("chat-%d", i))
+	}
+	return keys
+}
+
+// TestAffinitySameKeySameWorker: two routers (two nodes, each its own
+// random draws) with the same view send every key to the same worker,
+// whatever their draws; the keys spread over all the workers.
+func TestAffinitySameKeySameWorker(t *testing.T) {
+	keys := affinityKeys(200)
+	for _, n := range []int{2, 3, 5} {
+		t.Run(fmt.Sprintf("%d workers", n), func(t *testing.T) {
+			v := affinityView(n)
+			one := newRouter(v, 0, 1)
+			two := router.New(router.Config{LocalID: "n2", LocalName: "two", LiveFor: 5 * time.Second, View: v,
+				Intn: func(k int) int { return k - 1 }})
+			a, b := picks(t, one, keys), picks(t, two, keys)
+			require.Equal(t, a, b)
+			require.Equal(t, a, picks(t, one, keys), "a router changed its mind")
+			share := map[string]int{}
+			for _, w := range a {
+				share[w]++
+			}
+			require.Len(t, share, n, "every worker is some key's preferred: %v", share)
+			for w, k := range share {
+				require.Greater(t, k, len(keys)/n/3, "worker %s preferred by too few keys: %v", w, share)
+			}
+		})
+	}
+}
+
+// TestAffinityMovesOnlyTheChangedWorkersKeys: removing a worker moves only
+// the keys it was preferred for; adding one moves keys only to it.
+func TestAffinityMovesOnlyTheChangedWorkersKeys(t *testing.T) {
+	keys := affinityKeys(300)
+	v := affinityView(4)
+	r := newRouter(v, 0, 1)
+	before := picks(t, r, keys)
+
+	gone := "w2"
+	v.loads = append(v.loads[:2:2], v.loads[3:]...)
+	v.workers = append(v.workers[:2:2], v.workers[3:]...)
+	after := picks(t, r, keys)
+	moved := 0
+	for _, k := range keys {
+		if before[k] == gone {
+			require.NotEqual(t, gone, after[k])
+			moved++
+			continue
+		}
+		require.Equal(t, before[k], after[k], "key %s moved off a worker that stayed", k)
+	}
+	require.Positive(t, moved)
+
+	v2 := affinityView(5) // w0..w3 again (w2 back) and a new w4
+	again := picks(t, newRouter(v2, 0, 1), keys)
+	gained := 0
+	for _, k := range keys {
+		if again[k] != before[k] {
+			require.Equal(t, "w4", again[k], "key %s moved to a worker that was there before", k)
+			gained++
+		}
+	}
+	require.Positive(t, gained)
+}
+
+// TestAffinityLoadBound: the preferred worker takes the request while its
+// load is within the slack of the least loaded candidate's; past it the
+// pick falls back to the power of two choices by load. A worker that
+// failed lately sits out, and so does a worker off when affinity is.
+func TestAffinityLoadBound(t *testing.T) {
+	// Find a key whose preferred worker among w0, w1, w2 is w0.
+	var key string
+	for _, k := range affinityKeys(100) {
+		if got, _ := newRouter(affinityView(3), 0).Pick(router.Filter{Model: "m", Affinity: k}); got.Registry.ID == "w0" {
+			key = k
+			break
+		}
+	}
+	require.NotEmpty(t, key)
+	cases := []struct {
+		name  string
+		loads []int
+		noAff bool
+		fail  string
+		want  string // "!w" for any but w
+	}{
+		{"idle", []int{0, 0, 0}, false, "", "w0"},
+		{"busier within the slack", []int{2, 0, 1}, false, "", "w0"},
+		{"busy, the others as busy", []int{9, 8, 7}, false, "", "w0"},
+		// Draws (1, 1) compare w1 and w2: the less loaded wins.
+		{"past the slack", []int{3, 1, 0}, false, "", "w2"},
+		{"past the slack by much", []int{20, 0, 5}, false, "", "w1"},
+		{"preferred failed", []int{0, 0, 0}, false, "w0", "!w0"},
+		{"affinity off", []int{0, 1, 0}, true, "", "w2"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := router.New(router.Config{LocalID: "n1", LocalName: "one", LiveFor: 5 * time.Second,
+				View: affinityView(3, tc.loads...), NoAffinity: tc.noAff, Intn: func(n int) int { return 1 % n }})
+			if tc.fail != "" {
+				r.Failed(tc.fail)
+			}
+			got, err := r.Pick(router.Filter{Model: "m", Affinity: key})
+			require.NoError(t, err)
+			if not, ok := strings.CutPrefix(tc.want, "!"); ok {
+				require.NotEqual(t, not, got.Registry.ID)
+				return
+			}
+			require.Equal(t, tc.want, got.Registry.ID)
+		})
+	}
+	// This node's own requests in flight count as load too.
+	r := newRouter(affinityView(3), 1)
+	var done []func()
+	for range router.AffinitySlack + 1 {
+		got, err := r.Pick(router.Filter{Model: "m", Affinity: key})
+		require.NoError(t, err)
+		require.Equal(t, "w0", got.Registry.ID)
+		done = append(done, r.Track(got.Registry.ID))
+	}
+	got, err := r.Pick(router.Filter{Model: "m", Affinity: key})
+	require.NoError(t, err)
+	require.NotEqual(t, "w0", got.Registry.ID, "three requests in flight from here put w0 past the slack")
+	for _, d := range done {
+		d()
+	}
 }

@@ -1,0 +1,4 @@
+package router
+
+// AffinitySlack is affinitySlack, for the tests of the load bound.
+const AffinitySlack = affinitySlack
