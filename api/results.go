@@ -100,16 +100,19 @@ type Capabilities = fsm.Capabilities
 
 // InferResult is the result event of an infer job.
 type InferResult struct {
-	WorkerID   string  `json:"worker_id"`
-	Node       string  `json:"node"`
-	Model      string  `json:"model"`
-	Text       string  `json:"text"`
-	StopReason string  `json:"stop_reason"`
-	TokensIn   int     `json:"tokens_in"`
-	TokensOut  int     `json:"tokens_out"`
-	TTFTMs     float64 `json:"ttft_ms"`
-	TPS        float64 `json:"tokens_per_second"`
-	Attempts   int     `json:"attempts"`
+	WorkerID   string `json:"worker_id"`
+	Node       string `json:"node"`
+	Model      string `json:"model"`
+	Text       string `json:"text"`
+	StopReason string `json:"stop_reason"`
+	TokensIn   int    `json:"tokens_in"`
+	// TokensCached are the leading TokensIn the worker's cache held
+	// already (an earlier turn of the conversation), not evaluated again.
+	TokensCached int     `json:"tokens_cached"`
+	TokensOut    int     `json:"tokens_out"`
+	TTFTMs       float64 `json:"ttft_ms"`
+	TPS          float64 `json:"tokens_per_second"`
+	Attempts     int     `json:"attempts"`
 }
 
 // WorkerView is what worker list/get report of one worker.

@@ -78,7 +78,7 @@ func (n *Node) opInfer(ctx context.Context, em jobs.Emitter, req Request) error 
 			em.Emit(jobs.Event{Type: jobs.TypeToken, Text: te.Text, Index: te.Index, ID: te.ID})
 			return nil
 		})
-		res.StopReason, res.TokensIn, res.TokensOut, res.TPS = end.StopReason, end.TokensIn, end.TokensOut, end.TokensPerSecond
+		res.StopReason, res.TokensIn, res.TokensCached, res.TokensOut, res.TPS = end.StopReason, end.TokensIn, end.TokensCached, end.TokensOut, end.TokensPerSecond
 		return err
 	})
 	if t.Registry.ID != "" {

@@ -132,7 +132,15 @@ func TestPrefixReuseSlot(t *testing.T) {
 	body := map[string]any{"prompt": first + turn1.text() + " Then they went home.", "max_tokens": 12, "temperature": 0}
 	turn2 := infer(t, base, body)
 	require.Equal(t, turn1.Started.Slot, turn2.Started.Slot)
-	require.Equal(t, infer(t, startFresh(t), body).ids(), turn2.ids())
+	fresh := infer(t, startFresh(t), body)
+	require.Equal(t, fresh.ids(), turn2.ids())
+	// The end event says what the cache held: nothing for a first turn or
+	// on a fresh worker, the earlier turn (less its last token or so, as
+	// the joined text may tokenize apart) for the next turn.
+	require.Zero(t, turn1.End.TokensCached)
+	require.Zero(t, fresh.End.TokensCached)
+	require.Greater(t, turn2.End.TokensCached, turn1.Started.PromptTokens-2)
+	require.Less(t, turn2.End.TokensCached, turn2.Started.PromptTokens)
 
 	// Requests whose prompts share only their first tokens do not evict a
 	// conversation: the slot used longest ago is taken.

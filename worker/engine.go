@@ -203,7 +203,7 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 	}
 	r := j.res
 	res := Result{
-		PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, StopReason: r.StopReason,
+		PromptTokens: r.PromptTokens, CachedTokens: r.CachedTokens, CompletionTokens: r.CompletionTokens, StopReason: r.StopReason,
 		PromptDuration: r.PromptDuration, GenDuration: r.GenDuration,
 	}
 	if res.GenDuration == 0 && res.CompletionTokens > 0 {

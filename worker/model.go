@@ -154,6 +154,9 @@ type TokenLogprob struct {
 // Result summarizes a generation (mirrors engine.Result).
 type Result struct {
 	PromptTokens, CompletionTokens int
+	// CachedTokens are the leading PromptTokens the slot's cache held
+	// already (prefix reuse), not evaluated again.
+	CachedTokens int
 	// StopReason is "eos", "stop", "length" or "cancelled".
 	StopReason     string
 	PromptDuration time.Duration

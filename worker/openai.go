@@ -18,6 +18,14 @@ type Usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+	// PromptTokensDetails says how many prompt tokens the worker's cache
+	// held already (prefix reuse: an earlier turn of the conversation).
+	PromptTokensDetails PromptTokensDetails `json:"prompt_tokens_details"`
+}
+
+// PromptTokensDetails is OpenAI's breakdown of a usage's prompt tokens.
+type PromptTokensDetails struct {
+	CachedTokens int `json:"cached_tokens"`
 }
 
 // ChatCompletion is the non-streaming answer of /v1/chat/completions.
@@ -130,7 +138,8 @@ func finishReason(stop string) string {
 }
 
 func usage(res Result) Usage {
-	return Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens}
+	return Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens,
+		PromptTokensDetails: PromptTokensDetails{CachedTokens: res.CachedTokens}}
 }
 
 // failStream ends an OpenAI stream whose generation failed: an error object

@@ -50,6 +50,7 @@ func TestChatCompletions(t *testing.T) {
 	require.Equal(t, 10, cc.Usage.CompletionTokens)
 	require.Positive(t, cc.Usage.PromptTokens)
 	require.Equal(t, cc.Usage.PromptTokens+10, cc.Usage.TotalTokens)
+	require.Zero(t, cc.Usage.PromptTokensDetails.CachedTokens, "a fresh worker's cache holds nothing")
 
 	// The same prompt as an array of text parts gives the same answer.
 	resp = post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []map[string]any{{"role": "user",
@@ -79,7 +80,12 @@ func TestChatCompletions(t *testing.T) {
 		if last {
 			require.Empty(t, c.Choices, "usage chunk has no choices")
 			require.NotNil(t, c.Usage)
-			require.Equal(t, cc.Usage, *c.Usage)
+			u := *c.Usage
+			// Its prompt shares a prefix with the one before (the one
+			// slot's cache held it), which the first request's did not.
+			require.Positive(t, u.PromptTokensDetails.CachedTokens)
+			u.PromptTokensDetails = cc.Usage.PromptTokensDetails
+			require.Equal(t, cc.Usage, u)
 			continue
 		}
 		require.Len(t, c.Choices, 1)

@@ -154,17 +154,21 @@ func TestPrefixReuseGivesSameResult(t *testing.T) {
 	p1 := tok.Encode("Once upon a time", true, false)
 	p2 := tok.Encode("Once upon a time there was a dog", true, false)
 	s := m.NewSession()
-	_, _, _, err := collect(t, s, GenerateRequest{Prompt: p1, MaxTokens: 5})
+	_, _, first, err := collect(t, s, GenerateRequest{Prompt: p1, MaxTokens: 5})
 	require.NoError(t, err)
-	got, _, _, err := collect(t, s, GenerateRequest{Prompt: p2, MaxTokens: 20})
+	require.Zero(t, first.CachedTokens)
+	got, _, res, err := collect(t, s, GenerateRequest{Prompt: p2, MaxTokens: 20})
 	require.NoError(t, err)
-	want, _, _, err := collect(t, m.NewSession(), GenerateRequest{Prompt: p2, MaxTokens: 20})
+	require.Equal(t, len(p1), res.CachedTokens, "the first prompt was not evaluated again")
+	want, _, fresh, err := collect(t, m.NewSession(), GenerateRequest{Prompt: p2, MaxTokens: 20})
 	require.NoError(t, err)
 	require.Equal(t, want, got)
+	require.Zero(t, fresh.CachedTokens)
 	// Same prompt again: only the last token is re-evaluated, same output.
-	again, _, _, err := collect(t, s, GenerateRequest{Prompt: p2, MaxTokens: 20})
+	again, _, res, err := collect(t, s, GenerateRequest{Prompt: p2, MaxTokens: 20})
 	require.NoError(t, err)
 	require.Equal(t, want, again)
+	require.Equal(t, len(p2)-1, res.CachedTokens)
 }
 
 func TestSampledGenerationIsSeeded(t *testing.T) {

@@ -88,7 +88,10 @@ const (
 
 // Result summarises a Generate call.
 type Result struct {
-	PromptTokens     int
+	PromptTokens int
+	// CachedTokens are the leading PromptTokens the session's cache held
+	// already (an earlier turn of the conversation), not evaluated again.
+	CachedTokens     int
 	CompletionTokens int
 	StopReason       string // StopEOS, StopString, StopLength or StopCancelled
 	PromptDuration   time.Duration
@@ -215,7 +218,7 @@ func (s *Session) Begin(req GenerateRequest) (*Sequence, error) {
 		dec:   s.m.tok.NewStreamDecoder(),
 		st:    stopper{stops: req.Stop},
 		out:   make([]Token, 0, 2),
-		res:   Result{PromptTokens: len(req.Prompt) - req.Resume, CompletionTokens: req.Resume},
+		res:   Result{PromptTokens: len(req.Prompt) - req.Resume, CachedTokens: min(common, len(req.Prompt)-req.Resume), CompletionTokens: req.Resume},
 		start: time.Now(),
 	}
 	// Resumed tokens were sent by an earlier attempt: they go through the
