@@ -107,6 +107,11 @@ type Config struct {
 	ReapGrace time.Duration
 	// MDNS enables LAN discovery of peers.
 	MDNS bool
+	// NoPrefixAffinity routes requests among a model's workers by load
+	// alone, without sending a conversation's turns to the worker that
+	// holds its earlier ones (node/router, "Prefix affinity"): for
+	// measuring what affinity gains.
+	NoPrefixAffinity bool
 	// Profile selects timings: "lan" (default) or "local" (tight timings
 	// for tests on one machine).
 	Profile string

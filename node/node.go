@@ -320,7 +320,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// loops over every registry worker compare with it (9% of a 100-node
 	// cluster's CPU with 500 workers).
 	n.id = n.peerID.String()
-	n.router = router.New(router.Config{LocalID: n.ID(), LocalName: n.cfg.Name, LiveFor: n.cfg.WorkerHeartbeatTimeout, View: routerView{n}})
+	n.router = router.New(router.Config{LocalID: n.ID(), LocalName: n.cfg.Name, LiveFor: n.cfg.WorkerHeartbeatTimeout, View: routerView{n},
+		NoAffinity: n.cfg.NoPrefixAffinity})
 	n.relay = relay.New(relay.Config{Router: n.router, Caller: workerCaller{n}, Logger: n.log.With("component", "relay")})
 	n.log = n.log.With("id", shortID(n.peerID.String()))
 	n.auth = n.newGuard()

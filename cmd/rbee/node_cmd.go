@@ -265,6 +265,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.BoolVar(&cfg.RequireToken, "require-token", false, "require a credential from loopback clients too, for inference and reads as well")
 	f.StringVar(&tokenFile, "token-file", "", "read the cluster token from this file (env RBEE_CLUSTER_TOKEN works too; both keep it out of ps)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "do not discover LAN peers with mDNS")
+	f.BoolVar(&cfg.NoPrefixAffinity, "no-prefix-affinity", false, "route requests among a model's workers by load alone, not the turns of a conversation to the worker holding its earlier ones (for measuring what affinity gains)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&cfg.Profile, "profile", "lan", "timing profile: lan, or local for clusters on one machine (tests)")

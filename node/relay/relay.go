@@ -218,12 +218,17 @@ func (b Body) With(ext *worker.Ext) []byte {
 // failed, or another error, which ends the request. After a failure the
 // request goes to another worker: again from the start while nothing
 // reached the client, resumed from st's token ids after. At most
-// maxAttempts workers fail per request. It returns the worker that
-// finished it and how many workers were tried.
+// maxAttempts workers fail per request. A filter without an affinity
+// key gets the body's (AffinityKey), so the turns of one conversation go
+// to one worker. It returns the worker that finished it and how many
+// workers were tried.
 func (rl *Relay) Forward(ctx context.Context, f router.Filter, path string, body Body, st *State,
 	relay func(*http.Response, router.Target) error) (router.Target, int, error) {
 	if f.Exclude == nil {
 		f.Exclude = map[string]bool{}
+	}
+	if f.Affinity == "" {
+		f.Affinity = body.AffinityKey()
 	}
 	var last error
 	for tried := 1; ; tried++ {
@@ -274,7 +279,7 @@ func (rl *Relay) open(ctx context.Context, f router.Filter, path string, body []
 	pause := 20 * time.Millisecond
 	deadline := time.Now().Add(rl.cfg.QueueFullWait)
 	for {
-		round := router.Filter{Model: f.Model, Device: f.Device, WorkerID: f.WorkerID, Hive: f.Hive, Exclude: map[string]bool{}}
+		round := router.Filter{Model: f.Model, Device: f.Device, WorkerID: f.WorkerID, Hive: f.Hive, Affinity: f.Affinity, Exclude: map[string]bool{}}
 		for id := range f.Exclude {
 			round.Exclude[id] = true
 		}
