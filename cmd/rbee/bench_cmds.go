@@ -70,7 +70,10 @@ type routeSample struct {
 	ttft   time.Duration
 	total  time.Duration
 	tokens int
-	err    error
+	// promptTokens and cachedTokens are the usage's, when the request
+	// asked for it (stream_options.include_usage).
+	promptTokens, cachedTokens int
+	err                        error
 }
 
 // streamCompletion sends one streaming /v1/completions request and times
@@ -100,8 +103,20 @@ func streamCompletion(ctx context.Context, hc *http.Client, url, bearer string, 
 			Choices []struct {
 				Text string `json:"text"`
 			} `json:"choices"`
+			Usage *struct {
+				PromptTokens int `json:"prompt_tokens"`
+				Details      struct {
+					CachedTokens int `json:"cached_tokens"`
+				} `json:"prompt_tokens_details"`
+			} `json:"usage"`
 		}
-		if json.Unmarshal(ev.Data, &chunk) != nil || len(chunk.Choices) == 0 {
+		if json.Unmarshal(ev.Data, &chunk) != nil {
+			return nil
+		}
+		if u := chunk.Usage; u != nil {
+			s.promptTokens, s.cachedTokens = u.PromptTokens, u.Details.CachedTokens
+		}
+		if len(chunk.Choices) == 0 {
 			return nil
 		}
 		if s.tokens == 0 {
@@ -533,13 +548,20 @@ func fileSHA(p string) (string, error) {
 // real worker process (package worker/servebench).
 func newBenchServeCmd() *cobra.Command {
 	cfg := servebench.Config{}
+	var nodes, chats int
 	cmd := &cobra.Command{
-		Use:   "serve --model FILE.gguf [--concurrency N]...",
-		Short: "Aggregate generation tokens/s and time to first token of a worker at several concurrency levels, and the TTFT of a chat's second turn with and without prefix reuse (JSON)",
+		Use:   "serve --model FILE.gguf [--concurrency N]... | --model FILE.gguf --nodes N",
+		Short: "Aggregate generation tokens/s and time to first token of a worker at several concurrency levels, and the TTFT of a chat's second turn with and without prefix reuse; with --nodes, that second-turn TTFT through a local cluster with a worker per node, with prefix affinity and without (JSON)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfg.Model == "" {
 				return errors.New("--model is required")
+			}
+			if nodes == 1 || nodes < 0 || chats < 1 {
+				return errors.New("--nodes must be 0 (a worker alone) or 2 or more, --chats 1 or more")
+			}
+			if nodes > 0 && cfg.ReuseWords < 1 {
+				return errors.New("--nodes measures second turns: --reuse-words must be 1 or more")
 			}
 			bin, err := os.Executable()
 			if err != nil {
@@ -547,6 +569,13 @@ func newBenchServeCmd() *cobra.Command {
 			}
 			cfg.Binary = bin
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			if nodes > 0 {
+				res, err := benchServeNodes(cmd.Context(), cfg, nodes, chats, cfg.Logger)
+				if err != nil {
+					return err
+				}
+				return printJSON(cmd.OutOrStdout(), res)
+			}
 			res, err := servebench.Run(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -566,5 +595,7 @@ func newBenchServeCmd() *cobra.Command {
 	f.IntVar(&cfg.ReuseWords, "reuse-words", servebench.DefaultReuseWords, "words of the long first chat turn of the prefix-reuse measurement (-1: skip it)")
 	f.StringVar(&cfg.KVCache, "kv-cache", "", "the worker's KV cache type: f16 (its default) or f32")
 	f.BoolVar(&cfg.Memory, "memory", false, "also start a second worker of the model and report what the two map: RSS, PSS, the model pages they share (Linux)")
+	f.IntVar(&nodes, "nodes", 0, "instead, start a local cluster of this many nodes (2 or more) with a worker of the model on each (--slots, default 4), send chats whose two turns reach random nodes, and report the second turn's TTFT with prefix affinity and without (--no-prefix-affinity)")
+	f.IntVar(&chats, "chats", 12, "with --nodes: chats per run")
 	return cmd
 }

@@ -152,8 +152,9 @@ func TestStatusSummaryLine(t *testing.T) {
 	require.Empty(t, statusNodes(st))
 }
 
-// TestBadShardFlags: shard flags that make no group are refused before
-// anything runs (no node is asked, no cluster started).
+// TestBadShardFlags: shard flags that make no group, and `bench serve
+// --nodes` flags that measure nothing, are refused before anything runs
+// (no node is asked, no cluster started).
 func TestBadShardFlags(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -164,6 +165,10 @@ func TestBadShardFlags(t *testing.T) {
 		{[]string{"bench", "shard", "--model", "m.gguf", "--rounds", "0"}, "--rounds"},
 		{[]string{"bench", "shard", "--model", "m.gguf", "--shards", "1"}, "--shards must be 2"},
 		{[]string{"bench", "shard", "--model", "m.gguf", "--gen-tokens", "0"}, "--gen-tokens"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "1"}, "--nodes must be 0 (a worker alone) or 2 or more"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "-2"}, "--nodes must be 0"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--chats", "0"}, "--chats 1 or more"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--reuse-words", "-1"}, "--reuse-words must be 1 or more"},
 	} {
 		root := newRootCmd()
 		root.SetArgs(tc.args)

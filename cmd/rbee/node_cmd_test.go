@@ -82,6 +82,7 @@ func TestNodeFlagValidation(t *testing.T) {
 		{"--worker-orphan-grace", "0"},
 		{"--reap-grace", "0", "--reconcile-interval", "0"},
 		{"--max-conns-per-client", "1", "--max-download-size", "1", "--http-body-timeout", "1s", "--worker-nice", "0"},
+		{"--no-prefix-affinity"},
 	} {
 		var nodeCmd *cobra.Command
 		walk(newRootCmd(), func(c *cobra.Command) {

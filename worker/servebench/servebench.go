@@ -429,10 +429,10 @@ func (w *runningWorker) infer(ctx context.Context, r request) sample {
 // tokenizer splits into a few tokens each.
 var benchWords = strings.Fields("the quick brown fox jumps over a lazy dog while seven small birds sing in tall green trees near an old stone bridge")
 
-// prompt returns a prompt of about words words; seed makes prompts of
+// Prompt returns a prompt of about words words; seed makes prompts of
 // different requests differ from their first word, so that no request
 // reuses another's cached prefix.
-func prompt(seed, words int) string {
+func Prompt(seed, words int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Story %d:", seed)
 	for i := 0; i < words; i++ {
@@ -462,7 +462,7 @@ func (w *runningWorker) level(ctx context.Context, c, n, maxTokens, seed int) ([
 		go func() {
 			defer wg.Done()
 			for k := range next {
-				samples[k] = w.infer(ctx, request{Prompt: prompt(seed+k, levelPromptWords), MaxTokens: maxTokens})
+				samples[k] = w.infer(ctx, request{Prompt: Prompt(seed+k, levelPromptWords), MaxTokens: maxTokens})
 			}
 		}()
 	}
@@ -500,7 +500,7 @@ func summarize(c int, samples []sample, tps []float64) Level {
 	if len(ttfts) > 0 {
 		lv.PromptTokens /= float64(len(ttfts))
 	}
-	lv.TTFTMedianMs, lv.TTFTP95Ms = quantileMs(ttfts, 0.5), quantileMs(ttfts, 0.95)
+	lv.TTFTMedianMs, lv.TTFTP95Ms = QuantileMs(ttfts, 0.5), QuantileMs(ttfts, 0.95)
 	lv.TokensPerSecond = median(tps)
 	return lv
 }
@@ -513,7 +513,7 @@ func (w *runningWorker) reuse(ctx context.Context, words int) (Reuse, error) {
 	r := Reuse{Trials: DefaultReuseTrials}
 	var reused, cold []time.Duration
 	for trial := 0; trial < DefaultReuseTrials; trial++ {
-		first := prompt(900000+trial, words)
+		first := Prompt(900000+trial, words)
 		t1 := w.infer(ctx, request{Prompt: first, MaxTokens: 8})
 		if t1.err != nil {
 			return r, fmt.Errorf("servebench: first turn: %w", t1.err)
@@ -530,7 +530,7 @@ func (w *runningWorker) reuse(ctx context.Context, words int) (Reuse, error) {
 		r.FirstTurnPromptTokens, r.SecondTurnPromptTokens = t1.promptN, t2.promptN
 		reused, cold = append(reused, t2.ttft), append(cold, c.ttft)
 	}
-	r.ReusedTTFTMedianMs, r.ColdTTFTMedianMs = quantileMs(reused, 0.5), quantileMs(cold, 0.5)
+	r.ReusedTTFTMedianMs, r.ColdTTFTMedianMs = QuantileMs(reused, 0.5), QuantileMs(cold, 0.5)
 	if r.ReusedTTFTMedianMs > 0 {
 		r.Speedup = r.ColdTTFTMedianMs / r.ReusedTTFTMedianMs
 	}
@@ -551,8 +551,8 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// quantileMs returns the q-quantile of ds (nearest rank) in milliseconds.
-func quantileMs(ds []time.Duration, q float64) float64 {
+// QuantileMs returns the q-quantile of ds (nearest rank) in milliseconds.
+func QuantileMs(ds []time.Duration, q float64) float64 {
 	if len(ds) == 0 {
 		return 0
 	}

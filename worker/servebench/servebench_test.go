@@ -85,7 +85,7 @@ func TestMedianAndQuantile(t *testing.T) {
 		require.Equal(t, c.want, median(c.in), "%v", c.in)
 	}
 	ds := []time.Duration{4 * time.Millisecond, time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond}
-	require.Equal(t, 3.0, quantileMs(ds, 0.5))
-	require.Equal(t, 4.0, quantileMs(ds, 0.95))
-	require.Zero(t, quantileMs(nil, 0.5))
+	require.Equal(t, 3.0, QuantileMs(ds, 0.5))
+	require.Equal(t, 4.0, QuantileMs(ds, 0.95))
+	require.Zero(t, QuantileMs(nil, 0.5))
 }
