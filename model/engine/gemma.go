@@ -159,7 +159,8 @@ func (m *Model) hasSWA() bool { return m.hp.swaPattern > 0 && m.hp.swaWindow > 0
 func (m *Model) swaSpan() int { return m.hp.swaSpan() }
 
 func (hp *hparams) swaSpan() int {
-	return vTiles(hp.swaWindow-1+promptBatch)*quant.TileF32 + quant.TileF32
+	w := min(hp.swaWindow, math.MaxInt32) // a file's window, however large, cannot overflow the sum
+	return vTiles(w-1+promptBatch)*quant.TileF32 + quant.TileF32
 }
 
 // swaLayers is how many of the first n layers are windowed, counted

@@ -152,3 +152,14 @@ func kvName(kv KVType) string {
 	}
 	return "f16"
 }
+
+// TestSlidingWindowSpanSaturates: a file's window near the int range
+// leaves the windowed rows and the memory estimate positive and bounded
+// by the context (they overflowed to negative).
+func TestSlidingWindowSpanSaturates(t *testing.T) {
+	hp := hparams{swaWindow: math.MaxInt64 - 7, swaPattern: 6, nCtx: 4096, headDim: 64, nLayer: 12}
+	require.Positive(t, hp.swaSpan())
+	need := hp.memoryNeed(KVF16, 0, 12, 4, 4, 1000, 1)
+	full := hparams{nCtx: 4096, headDim: 64, nLayer: 12}
+	require.Equal(t, full.memoryNeed(KVF16, 0, 12, 4, 4, 1000, 1), need, "every layer at the whole context")
+}
