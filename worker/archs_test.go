@@ -21,7 +21,7 @@ func TestServesEveryArchitecture(t *testing.T) {
 		t.Run(arch, func(t *testing.T) {
 			mcfg := synth.DefaultConfig()
 			mcfg.Arch, mcfg.Std, mcfg.SlidingWindow, mcfg.OrigCtx = arch, 0.3, 4, 64
-			if arch == "qwen2moe" || arch == "qwen3moe" || arch == "llama" {
+			if arch == "qwen2moe" || arch == "qwen3moe" || arch == "llama" || arch == "gpt-oss" {
 				mcfg.Experts, mcfg.ExpertsUsed = 4, 2
 			}
 			path := filepath.Join(t.TempDir(), arch+".gguf")

@@ -303,6 +303,7 @@ func newModelSynthCmd() *cobra.Command {
 	f.Float32Var(&cfg.AttnCap, "attn-softcap", 0, "gemma2: attn_logit_softcapping (default 50)")
 	f.IntVar(&cfg.OrigCtx, "orig-ctx", 0, "LongRoPE: rope.scaling.original_context_length, with short and long factor tensors")
 	f.Float32Var(&cfg.RopeAttnFactor, "rope-attn-factor", 0, "rope.scaling.attn_factor")
+	f.Float32Var(&cfg.YarnFactor, "yarn-factor", 0, "YaRN rope scaling by this factor (with --orig-ctx: the original context, no LongRoPE tensors)")
 	f.IntVar(&cfg.Experts, "experts", 0, "experts per FFN (a mixture of experts; llama becomes Mixtral-like)")
 	f.IntVar(&cfg.ExpertsUsed, "experts-used", 0, "experts each token uses")
 	f.IntVar(&cfg.ExpertFF, "expert-ff", 0, "an expert's FFN width (default: ff for llama, ff/experts-used for qwen)")

@@ -351,6 +351,7 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 		switch {
 		case tp == nil:
 			quant.MatMul(pool, xb2, l.wo, att, n)
+			addBias(xb2[:n*dim], l.bo) // a tensor shard has none (ShardSpec refuses gpt-oss's experts)
 		case tp.sumWo[li]:
 			// This shard's heads times its columns of Wo: a partial sum
 			// of the whole hidden state.
@@ -496,7 +497,11 @@ func (b *Batch) attention(worker, start, end int) {
 		}
 		// Keys swaWindow or more positions back are masked: weight 0.
 		clear(w[:lo-start])
-		quant.Softmax(w[lo-start:], scale)
+		if sinks := b.m.layers[b.aLayer].sinks; sinks != nil {
+			quant.SoftmaxSink(w[lo-start:], scale, sinks[h])
+		} else {
+			quant.Softmax(w[lo-start:], scale)
+		}
 		out := b.att[i*qDim+h*hd : i*qDim+(h+1)*hd]
 		if b.m.kv == KVF32 {
 			quant.DotF32Tiled(out, w, sg.s.values(b.aLayer, kh)[r0*hd:], n, quant.TileF32, hd*quant.TileF32)

@@ -267,6 +267,7 @@ func TestSynthModels(t *testing.T) {
 		{"llama", quant.F32, 0}, {"llama", quant.Q8_0, 0}, {"llama", quant.Q4_K, 0}, {"qwen2", quant.F16, 0}, {"qwen2", quant.Q6_K, 0},
 		{"qwen3", quant.Q8_0, 0}, {"gemma", quant.F16, 0}, {"gemma2", quant.Q8_0, 0}, {"gemma3", quant.Q4_K, 0},
 		{"llama", quant.Q4_0, 4}, {"qwen2moe", quant.Q8_0, 4}, {"qwen3moe", quant.Q4_K, 8}, {"phi3", quant.Q8_0, 0},
+		{"gpt-oss", quant.Q8_0, 4}, {"gpt-oss", quant.Q4_K, 8},
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s-%s-%d", c.arch, c.typ, c.experts), func(t *testing.T) {

@@ -167,6 +167,10 @@ type hparams struct {
 	nExpert, nExpertUsed int
 	ffExp, ffShared      int  // an expert's FFN width; the shared expert's (qwen2moe)
 	normExperts          bool // the chosen experts' weights renormalised to sum 1
+	// oai: gpt-oss's experts: chosen by the router's logits, weighted by
+	// the softmax of the chosen ones' logits (llama.cpp's
+	// SOFTMAX_WEIGHT gating), their gate clamped through swiglu_oai.
+	oai bool
 }
 
 // qwenArch reports whether arch is one of Qwen's (ChatML, NEOX RoPE).
@@ -187,6 +191,10 @@ type layer struct {
 	// attnPost and ffnPost normalise the attention's and the FFN's
 	// outputs before they join the residual (gemma2, gemma3); nil otherwise.
 	attnPost, ffnPost []float32
+	// bo is the attention output's bias, sinks each head's attention sink
+	// logit (gpt-oss): a sink joins a head's softmax as one more score
+	// that weighs no value. nil for the others.
+	bo, sinks         []float32
 	swa               bool      // attends through the sliding window (hparams.swaWindow)
 	moe               *moeLayer // the experts, in place of wGate, wUp, wDown; nil for a dense FFN
 	wGate, wUp, wDown *quant.Matrix
@@ -418,9 +426,9 @@ func (m *Model) readHparams(opts Options) error {
 		return fmt.Errorf("%w: missing general.architecture", ErrBadModel)
 	}
 	switch arch {
-	case "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3":
+	case "llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3", "gpt-oss":
 	default:
-		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma, gemma2, gemma3, phi3)", ErrUnsupportedModel, arch)
+		return fmt.Errorf("%w: architecture %q (supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma, gemma2, gemma3, phi3, gpt-oss)", ErrUnsupportedModel, arch)
 	}
 	hp := &m.hp
 	hp.arch = arch
@@ -491,6 +499,9 @@ func (m *Model) readHparams(opts Options) error {
 	}
 	if gemmaArch(arch) {
 		return m.readGemma()
+	}
+	if arch == "gpt-oss" {
+		return m.readGPTOSS()
 	}
 	if arch == "phi3" {
 		// Phi-3 scales q after RoPE (its graph's ggml_scale), not the scores.
@@ -745,8 +756,20 @@ func (m *Model) loadTensors() error {
 		if l.attnNorm, err = m.vector(p+"attn_norm.weight", hp.dim, false); err != nil {
 			return err
 		}
-		if l.ffnNorm, err = m.vector(p+"ffn_norm.weight", hp.dim, false); err != nil {
+		ffnNorm := "ffn_norm.weight"
+		if hp.arch == "gpt-oss" {
+			ffnNorm = "post_attention_norm.weight" // gpt-oss's name for it
+		}
+		if l.ffnNorm, err = m.vector(p+ffnNorm, hp.dim, false); err != nil {
 			return err
+		}
+		if hp.arch == "gpt-oss" {
+			if l.bo, err = m.vector(p+"attn_output.bias", hp.dim, false); err != nil {
+				return err
+			}
+			if l.sinks, err = m.vector(p+"attn_sinks.weight", hp.nHead, false); err != nil {
+				return err
+			}
 		}
 		if l.bq, err = m.vector(p+"attn_q.bias", qDim, true); err != nil {
 			return err
@@ -765,7 +788,9 @@ func (m *Model) loadTensors() error {
 			return err
 		}
 		postNorms := hp.arch == "gemma2" || hp.arch == "gemma3"
-		if l.attnPost, err = m.vector(p+"post_attention_norm.weight", hp.dim, !postNorms); err != nil {
+		if hp.arch == "gpt-oss" {
+			// already read, as the FFN's input norm
+		} else if l.attnPost, err = m.vector(p+"post_attention_norm.weight", hp.dim, !postNorms); err != nil {
 			return err
 		}
 		if l.ffnPost, err = m.vector(p+"post_ffw_norm.weight", hp.dim, !postNorms); err != nil {
@@ -782,7 +807,7 @@ func (m *Model) loadTensors() error {
 func (m *Model) readRope() error {
 	hp := &m.hp
 	p := ropeParams{mode: ropeNorm, freqBase: 10000, freqScale: 1, attnFactor: 1, origCtx: hp.trainCtx}
-	if qwenArch(hp.arch) || gemmaArch(hp.arch) || hp.arch == "phi3" {
+	if qwenArch(hp.arch) || gemmaArch(hp.arch) || hp.arch == "phi3" || hp.arch == "gpt-oss" {
 		p.mode = ropeNeox
 	}
 	var err error

@@ -32,6 +32,10 @@ type moeLayer struct {
 	gate, up, down       []*quant.Matrix // per expert: ffExp × dim, ffExp × dim, dim × ffExp
 	shGate, shUp, shDown *quant.Matrix   // the shared expert (qwen2moe), or nil
 	shRouter             []float32       // its gate row (dim), or nil
+	// gpt-oss's biases: the router's (nExpert) and each expert's gate,
+	// up and down rows (nExpert × ffExp, nExpert × ffExp, nExpert × dim);
+	// nil for the others.
+	routerB, gateB, upB, downB []float32
 }
 
 // readExperts reads the expert hyperparameters: nExpert 0 for a dense model.
@@ -41,7 +45,7 @@ func (m *Model) readExperts() error {
 	if hp.nExpert, err = m.optUint0("expert_count", 0); err != nil {
 		return err
 	}
-	if hp.arch == "qwen2moe" || hp.arch == "qwen3moe" {
+	if hp.arch == "qwen2moe" || hp.arch == "qwen3moe" || hp.arch == "gpt-oss" {
 		if hp.nExpert == 0 {
 			return fmt.Errorf("%w: %s without %s", ErrBadModel, hp.arch, m.key("expert_count"))
 		}
@@ -124,6 +128,20 @@ func (m *Model) loadExperts(l *layer, p string) error {
 	if moe.down, err = m.experts(p+"ffn_down_exps.weight", hp.nExpert, hp.dim, hp.ffExp); err != nil {
 		return err
 	}
+	if hp.arch == "gpt-oss" {
+		if moe.routerB, err = m.vector(p+"ffn_gate_inp.bias", hp.nExpert, false); err != nil {
+			return err
+		}
+		for _, b := range []struct {
+			dst   *[]float32
+			name  string
+			width int
+		}{{&moe.gateB, "ffn_gate_exps.bias", hp.ffExp}, {&moe.upB, "ffn_up_exps.bias", hp.ffExp}, {&moe.downB, "ffn_down_exps.bias", hp.dim}} {
+			if *b.dst, err = m.table(p+b.name, hp.nExpert, b.width); err != nil {
+				return err
+			}
+		}
+	}
 	if hp.arch == "qwen2moe" {
 		steps := []struct {
 			dst        **quant.Matrix
@@ -189,13 +207,20 @@ func (b *Batch) moeFFN(l *layer, h, dst, hb, hb2 []float32, n int) {
 	quant.MatMul(pool, probs, l.moe.router, h, n)
 	for i := 0; i < n; i++ {
 		p := probs[i*ne : (i+1)*ne]
-		quant.Softmax(p, 1)
+		addBias(p, l.moe.routerB)
+		if !hp.oai {
+			quant.Softmax(p, 1)
+		}
 		pickTop(p, mb.chosen[i*k:(i+1)*k], mb.used)
 		w := mb.weights[i*k : (i+1)*k]
 		var sum float64
 		for j, e := range mb.chosen[i*k : (i+1)*k] {
 			w[j] = p[e]
 			sum += float64(w[j])
+		}
+		if hp.oai {
+			// The chosen experts' logits, softmaxed among themselves.
+			quant.Softmax(w, 1)
 		}
 		if hp.normExperts {
 			s := max(float32(sum), minExpertWeightSum)
@@ -221,8 +246,19 @@ func (b *Batch) moeFFN(l *layer, h, dst, hb, hb2 []float32, n int) {
 		g, u := hb[:rows*hp.ffExp], hb2[:rows*hp.ffExp]
 		gateUp := [...]quant.Product{{Dst: g, M: l.moe.gate[e]}, {Dst: u, M: l.moe.up[e]}}
 		quant.MatMuls(pool, mb.in[:rows*dim], rows, gateUp[:])
-		b.activate(g, u)
+		if l.moe.gateB != nil {
+			addBias(g, l.moe.gateB[e*hp.ffExp:(e+1)*hp.ffExp])
+			addBias(u, l.moe.upB[e*hp.ffExp:(e+1)*hp.ffExp])
+		}
+		if hp.oai {
+			swigluOAI(g, u)
+		} else {
+			b.activate(g, u)
+		}
 		quant.MatMul(pool, mb.down[:rows*dim], l.moe.down[e], g, rows)
+		if l.moe.downB != nil {
+			addBias(mb.down[:rows*dim], l.moe.downB[e*dim:(e+1)*dim])
+		}
 		for r := 0; r < rows; r++ {
 			t := int(mb.routed[r])
 			w := mb.weights[t]

@@ -37,6 +37,7 @@ type synthRef struct {
 		Ctx          int     `json:"ctx"`
 		OrigCtx      int     `json:"orig_ctx"`
 		RopeAttn     float32 `json:"rope_attn_factor"`
+		Yarn         float32 `json:"yarn_factor"`
 		Seed         uint64  `json:"seed"`
 		Type         string  `json:"type"`
 		GeneratedIDs []int32 `json:"generated_ids"`
@@ -46,7 +47,8 @@ type synthRef struct {
 // TestSynthMatchesLlamaCpp runs architectures that no real fixture covers
 // (qwen3's per-head q/k norms; gemma's scaled embeddings and GELU; gemma2's
 // soft caps, post norms and sliding window; gemma3's local RoPE; experts
-// as Mixtral (llama), qwen2moe (with its shared expert) and qwen3moe;
+// as Mixtral (llama), qwen2moe (with its shared expert), qwen3moe and
+// gpt-oss (biases, attention sinks, swiglu_oai, YaRN);
 // phi3's fused projections and LongRoPE (short and long factors, attention
 // factor); heads
 // longer than dim/heads; grouped KV heads) on random-weight models and
@@ -67,7 +69,7 @@ func TestSynthMatchesLlamaCpp(t *testing.T) {
 			cfg.FF, cfg.Vocab, cfg.Std, cfg.Seed, cfg.Type = c.FF, c.Vocab, c.Std, c.Seed, typ
 			cfg.EmbedStd, cfg.SlidingWindow, cfg.AttnCap, cfg.FinalCap = c.EmbedStd, c.Window, c.AttnCap, c.FinalCap
 			cfg.Experts, cfg.ExpertsUsed, cfg.ExpertFF, cfg.SharedFF = c.Experts, c.ExpertsUsed, c.ExpertFF, c.SharedFF
-			cfg.OrigCtx, cfg.RopeAttnFactor = c.OrigCtx, c.RopeAttn
+			cfg.OrigCtx, cfg.RopeAttnFactor, cfg.YarnFactor = c.OrigCtx, c.RopeAttn, c.Yarn
 			if c.Ctx > 0 {
 				cfg.Ctx = c.Ctx
 			}

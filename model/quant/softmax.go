@@ -24,6 +24,29 @@ func Softmax(w []float32, scale float32) {
 	mulF32(w, float32(1/sum))
 }
 
+// SoftmaxSink is Softmax with one more score, sink (already scaled), that
+// joins the maximum and the sum but has no weight of its own: attention
+// sinks (gpt-oss), as ggml's soft_max adds them: m the larger of the
+// largest w[i]·scale and sink, e^(sink − m) added to the float64 sum
+// after the others.
+func SoftmaxSink(w []float32, scale, sink float32) {
+	if len(w) == 0 {
+		return
+	}
+	mx := max(mulMaxF32(w, scale), sink)
+	addF32(w, -mx)
+	ExpF32s(w, w)
+	var sum float64
+	for _, e := range w {
+		sum += float64(e)
+	}
+	var s [1]float32
+	s[0] = sink - mx
+	ExpF32s(s[:], s[:])
+	sum += float64(s[0])
+	mulF32(w, float32(1/sum))
+}
+
 // mulMaxF32 sets x[i] *= s and returns the largest x[i] (-Inf when none).
 func mulMaxF32(x []float32, s float32) float32 {
 	mx, i := mulMaxSIMD(x, s)

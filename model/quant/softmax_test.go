@@ -91,3 +91,54 @@ func TestSoftmaxSteps(t *testing.T) {
 		require.Equal(t, negInf32, mulMaxF32(nil, 2))
 	}
 }
+
+// TestSoftmaxSinkMatchesReference: SoftmaxSink gives the bits of ggml's
+// steps written as scalar loops (the sink joins the maximum, and its
+// e^(sink−m) the sum after the scores), on the generic and the SIMD path;
+// a sink of -Inf is Softmax; the weights and the sink's share sum to 1.
+func TestSoftmaxSinkMatchesReference(t *testing.T) {
+	defer useSIMD(true)
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, simd := range []bool{false, true} {
+		if !useSIMD(simd) {
+			continue
+		}
+		for n := 1; n <= 40; n++ {
+			for _, sink := range []float32{-3, 0, 2.5, 40, float32(math.Inf(-1))} {
+				src := make([]float32, n)
+				for i := range src {
+					src[i] = (r.Float32()*2 - 1) * 30
+				}
+				want := append([]float32(nil), src...)
+				mx := sink
+				for j := range want {
+					want[j] *= 0.125
+					mx = max(mx, want[j])
+				}
+				var sum float64
+				for j := range want {
+					want[j] = float32(math.Exp(float64(want[j] - mx)))
+					sum += float64(want[j])
+				}
+				own := float32(math.Exp(float64(sink - mx)))
+				sum += float64(own)
+				for j := range want {
+					want[j] *= float32(1 / sum)
+				}
+				got := append([]float32(nil), src...)
+				SoftmaxSink(got, 0.125, sink)
+				var total float64
+				for i := range want {
+					require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "simd=%v n=%d sink=%v at %d", simd, n, sink, i)
+					total += float64(got[i])
+				}
+				require.InDelta(t, 1, total+float64(own)/sum, 1e-5)
+				if math.IsInf(float64(sink), -1) {
+					plain := append([]float32(nil), src...)
+					Softmax(plain, 0.125)
+					require.Equal(t, plain, got, "a sink of -Inf is no sink")
+				}
+			}
+		}
+	}
+}

@@ -55,11 +55,15 @@ type Config struct {
 	// rope.scaling.attn_factor.
 	OrigCtx        int
 	RopeAttnFactor float32
+	// YarnFactor > 0 writes YaRN rope scaling (rope.scaling.type yarn and
+	// its factor; OrigCtx is then the original context alone, without
+	// LongRoPE's tensors), as gpt-oss's files have it.
+	YarnFactor float32
 }
 
 // Archs lists the architectures Write can make.
 func Archs() []string {
-	return []string{"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3"}
+	return []string{"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3", "gpt-oss"}
 }
 
 // MinVocab is the smallest vocabulary: <unk>, <s>, </s> and 256 byte tokens,
@@ -81,7 +85,7 @@ func (c Config) validate() error {
 	switch {
 	case !slices.Contains(Archs(), c.Arch):
 		return fmt.Errorf("%w: arch %q (one of %s)", ErrConfig, c.Arch, strings.Join(Archs(), ", "))
-	case (c.Arch == "qwen2moe" || c.Arch == "qwen3moe") && c.Experts == 0:
+	case (c.Arch == "qwen2moe" || c.Arch == "qwen3moe" || c.Arch == "gpt-oss") && c.Experts == 0:
 		return fmt.Errorf("%w: %s needs experts", ErrConfig, c.Arch)
 	case c.Experts < 0 || c.Experts > 512 || c.ExpertsUsed < 0 || c.ExpertsUsed > c.Experts || (c.Experts > 0 && c.ExpertsUsed == 0) || c.ExpertFF < 0 || c.SharedFF < 0:
 		return fmt.Errorf("%w: %d experts, %d used", ErrConfig, c.Experts, c.ExpertsUsed)
@@ -89,9 +93,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: ff %d leaves no width for each of %d experts used", ErrConfig, c.FF, c.ExpertsUsed)
 	case c.Experts > 0 && c.Arch == "llama" && c.ExpertFF > 0 && c.ExpertFF != c.FF:
 		return fmt.Errorf("%w: llama's experts are ff wide (llama.cpp reads no expert width for it)", ErrConfig)
-	case c.Experts > 0 && c.Arch != "llama" && c.Arch != "qwen2moe" && c.Arch != "qwen3moe":
+	case c.Experts > 0 && c.Arch != "llama" && c.Arch != "qwen2moe" && c.Arch != "qwen3moe" && c.Arch != "gpt-oss":
 		return fmt.Errorf("%w: experts for %s", ErrConfig, c.Arch)
-	case c.SlidingWindow < 0 || c.AttnCap < 0 || c.FinalCap < 0 || c.EmbedStd < 0 || c.OrigCtx < 0 || c.RopeAttnFactor < 0:
+	case c.SlidingWindow < 0 || c.AttnCap < 0 || c.FinalCap < 0 || c.EmbedStd < 0 || c.OrigCtx < 0 || c.RopeAttnFactor < 0 || c.YarnFactor < 0:
 		return fmt.Errorf("%w: sliding window and soft caps cannot be negative", ErrConfig)
 	case c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FF <= 0 || c.Ctx <= 0 || c.HeadDim < 0:
 		return fmt.Errorf("%w: dim, layers, heads, kv-heads, ff and ctx must be positive", ErrConfig)
@@ -229,7 +233,10 @@ func Build(cfg Config) (*gguf.Writer, error) {
 	if a == "qwen2" || a == "qwen3" || a == "qwen2moe" || a == "qwen3moe" || a == "gemma3" {
 		ropeBase = 1e6 // Qwen2's, Qwen3's and Gemma 3's (global layers') rope_theta
 	}
-	if a != "llama" && a != "qwen2" {
+	if a == "gpt-oss" {
+		ropeBase = 150000 // gpt-oss's rope_theta
+	}
+	if a != "llama" && a != "qwen2" && a != "gpt-oss" {
 		eps = 1e-6
 	}
 	// llama.cpp marks a "phi3"-named model's special tokens for
@@ -254,6 +261,18 @@ func Build(cfg Config) (*gguf.Writer, error) {
 		{a + ".rope.dimension_count", uint32(headDim)},
 		{a + ".rope.freq_base", ropeBase},
 		{a + ".attention.layer_norm_rms_epsilon", eps},
+	}
+	if a == "gpt-oss" {
+		// llama.cpp requires the window (gpt-oss's is 128): every other
+		// layer, from the first, attends through it.
+		win := cfg.SlidingWindow
+		if win == 0 {
+			win = 128
+		}
+		kvs = append(kvs, struct {
+			k string
+			v any
+		}{a + ".attention.sliding_window", uint32(win)})
 	}
 	if a == "gemma2" || a == "gemma3" {
 		for _, kv := range []struct {
@@ -314,6 +333,15 @@ func Build(cfg Config) (*gguf.Writer, error) {
 			k string
 			v any
 		}{a + ".rope.scaling.original_context_length", uint32(cfg.OrigCtx)})
+	}
+	if cfg.YarnFactor > 0 {
+		kvs = append(kvs, []struct {
+			k string
+			v any
+		}{
+			{a + ".rope.scaling.type", "yarn"},
+			{a + ".rope.scaling.factor", cfg.YarnFactor},
+		}...)
 	}
 	if cfg.RopeAttnFactor > 0 {
 		kvs = append(kvs, struct {
@@ -420,6 +448,21 @@ func Build(cfg Config) (*gguf.Writer, error) {
 				return err
 			}
 		}
+		if a == "gpt-oss" {
+			// Biases: the router's, and each expert's (F32, one row of
+			// its width per expert).
+			if err := addVec(p+"ffn_gate_inp.bias", vecOf(randn(cfg.Experts)), cfg.Experts); err != nil {
+				return err
+			}
+			for _, b := range []struct {
+				name  string
+				width int
+			}{{"ffn_gate_exps.bias", ffExp}, {"ffn_up_exps.bias", ffExp}, {"ffn_down_exps.bias", cfg.Dim}} {
+				if err := w.AddTensor(p+b.name, quant.F32, []uint64{uint64(b.width), uint64(cfg.Experts)}, vecOf(randn(b.width*cfg.Experts))); err != nil {
+					return err
+				}
+			}
+		}
 		if a != "qwen2moe" {
 			return nil
 		}
@@ -437,7 +480,7 @@ func Build(cfg Config) (*gguf.Writer, error) {
 		return nil
 	}
 	qDim, kvDim := cfg.Heads*headDim, cfg.KVHeads*headDim
-	if cfg.OrigCtx > 0 {
+	if cfg.OrigCtx > 0 && cfg.YarnFactor == 0 {
 		for _, name := range []string{"rope_factors_short.weight", "rope_factors_long.weight"} {
 			v := randn(headDim / 2)
 			for i := range v {
@@ -498,11 +541,21 @@ func Build(cfg Config) (*gguf.Writer, error) {
 				return nil, err
 			}
 		}
-		if a == "qwen2" || a == "qwen2moe" {
-			for _, b := range []struct {
+		if a == "qwen2" || a == "qwen2moe" || a == "gpt-oss" {
+			biases := []struct {
 				name string
 				n    int
-			}{{"attn_q.bias", qDim}, {"attn_k.bias", kvDim}, {"attn_v.bias", kvDim}} {
+			}{{"attn_q.bias", qDim}, {"attn_k.bias", kvDim}, {"attn_v.bias", kvDim}}
+			if a == "gpt-oss" {
+				biases = append(biases, struct {
+					name string
+					n    int
+				}{"attn_output.bias", cfg.Dim}, struct {
+					name string
+					n    int
+				}{"attn_sinks.weight", cfg.Heads})
+			}
+			for _, b := range biases {
 				if err := addVec(p+b.name, vecOf(randn(b.n)), b.n); err != nil {
 					return nil, err
 				}
@@ -530,15 +583,21 @@ func Build(cfg Config) (*gguf.Writer, error) {
 				}
 			}
 		}
-		if err := addVec(p+"ffn_norm.weight", ones(cfg.Dim), cfg.Dim); err != nil {
+		// gpt-oss names its FFN's input norm post_attention_norm.
+		ffnNorm := "ffn_norm.weight"
+		if a == "gpt-oss" {
+			ffnNorm = "post_attention_norm.weight"
+		}
+		if err := addVec(p+ffnNorm, ones(cfg.Dim), cfg.Dim); err != nil {
 			return nil, err
 		}
 	}
 	if err := addVec("output_norm.weight", ones(cfg.Dim), cfg.Dim); err != nil {
 		return nil, err
 	}
-	if a == "qwen2moe" {
-		// llama.cpp loads qwen2moe only with an output matrix of its own.
+	if a == "qwen2moe" || a == "gpt-oss" {
+		// llama.cpp loads qwen2moe and gpt-oss only with an output matrix
+		// of their own.
 		if err := addMat("output.weight", cfg.Vocab, cfg.Dim); err != nil {
 			return nil, err
 		}
