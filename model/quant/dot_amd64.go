@@ -59,6 +59,7 @@ var simdKernels = map[Type]dotFunc{
 	Q6_K:   dotQ6KSIMD,
 	Q5_K:   dotQ5KSIMD,
 	IQ4_NL: dotIQ4NLSIMD,
+	MXFP4:  dotMXFP4SIMD,
 	IQ4_XS: dotIQ4XSSIMD,
 	Q5_0:   dotQ5_0SIMD,
 	Q4_1:   dotQ4_1SIMD,
@@ -198,6 +199,7 @@ var (
 	dotQ5KSIMD   = blockKernel(dotQ5KAVX2, QKK, 176, 292)
 	dotIQ4XSSIMD = blockKernel(dotIQ4XSAVX2, QKK, 136, 292)
 	dotIQ4NLSIMD = blockKernel(dotIQ4NLAVX2, QK, 18, 34)
+	dotMXFP4SIMD = blockKernel(dotMXFP4AVX2, QK, 17, 34)
 	dotQ5_0SIMD  = blockKernel(dotQ5_0AVX2, QK, 22, 34)
 	dotQ4_1SIMD  = blockKernel(dotQ4_1AVX2, QK, 20, 36)
 	dotQ5_1SIMD  = blockKernel(dotQ5_1AVX2, QK, 24, 36)
@@ -225,6 +227,7 @@ var simd4Kernels = map[Type]dot4Func{
 	Q6_K:   dotQ6Kx4SIMD,
 	Q5_K:   dotQ5Kx4SIMD,
 	IQ4_NL: blockKernel4(dotIQ4NLx4AVX2, QK, 18, 34),
+	MXFP4:  blockKernel4(dotMXFP4x4AVX2, QK, 17, 34),
 	Q5_0:   blockKernel4(dotQ5_0x4AVX2, QK, 22, 34),
 	Q2_K:   blockKernel4(dotQ2Kx4AVX2, QKK, 84, 292),
 	Q3_K:   blockKernel4(dotQ3Kx4AVX2, QKK, 110, 292),

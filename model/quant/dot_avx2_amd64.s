@@ -3618,3 +3618,186 @@ iq4xsx4done:
 	VMOVSS       X5, 12(DX)
 	VZEROUPPER
 	RET
+
+DATA mxfp4vals<>+0(SB)/8, $0x0c08060403020100
+DATA mxfp4vals<>+8(SB)/8, $0xf4f8fafcfdfeff00
+DATA mxfp4vals<>+16(SB)/8, $0x0c08060403020100
+DATA mxfp4vals<>+24(SB)/8, $0xf4f8fafcfdfeff00
+GLOBL mxfp4vals<>(SB), RODATA|NOPTR, $32
+
+// func dotMXFP4AVX2(nb int, w *byte, x *byte) float32
+// Requires: AVX, AVX2, CMOV, F16C, FMA3, SSE
+TEXT ·dotMXFP4AVX2(SB), NOSPLIT, $0-28
+	MOVQ         nb+0(FP), CX
+	MOVQ         w+8(FP), SI
+	MOVQ         x+16(FP), DI
+	VXORPS       Y0, Y0, Y0
+	VPCMPEQW     Y15, Y15, Y15
+	VPSRLW       $0x0f, Y15, Y15
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, Y14
+	VMOVDQU      bitsshuf<>+0(SB), Y13
+	VMOVDQU      bitsmask<>+0(SB), Y12
+	VPCMPEQB     Y11, Y11, Y11
+	VMOVDQU      mxfp4vals<>+0(SB), Y10
+	TESTQ        CX, CX
+	JEQ          mxfp4done
+
+mxfp4loop:
+	MOVBLZX      (SI), AX
+	LEAL         -1(AX), BX
+	SHLL         $0x17, BX
+	LEAL         1(AX), DX
+	SHLL         $0x15, DX
+	CMPL         AX, $0x02
+	CMOVLCS      DX, BX
+	VMOVD        BX, X1
+	MOVWLZX      (DI), AX
+	VMOVD        AX, X7
+	VCVTPH2PS    X7, X7
+	VMULSS       X7, X1, X1
+	VMOVDQU      1(SI), X2
+	VPSRLW       $0x04, X2, X3
+	VINSERTI128  $0x01, X3, Y2, Y2
+	VPAND        Y14, Y2, Y2
+	VPSHUFB      Y2, Y10, Y2
+	VMOVDQU      2(DI), Y3
+	VPSIGNB      Y2, Y2, Y4
+	VPSIGNB      Y2, Y3, Y5
+	VPMADDUBSW   Y5, Y4, Y6
+	VPMADDWD     Y15, Y6, Y6
+	VCVTDQ2PS    Y6, Y6
+	VBROADCASTSS X1, Y1
+	VFMADD231PS  Y6, Y1, Y0
+	ADDQ         $0x11, SI
+	ADDQ         $0x22, DI
+	DECQ         CX
+	JNZ          mxfp4loop
+
+mxfp4done:
+	VEXTRACTF128 $0x01, Y0, X5
+	VADDPS       X0, X5, X5
+	VMOVHLPS     X5, X5, X6
+	VADDPS       X6, X5, X5
+	VMOVSHDUP    X5, X6
+	VADDSS       X6, X5, X5
+	VZEROUPPER
+	MOVSS        X5, ret+24(FP)
+	RET
+
+// func dotMXFP4x4AVX2(nb int, w *byte, x *byte, xstride int, out *[4]float32)
+// Requires: AVX, AVX2, CMOV, F16C, FMA3
+TEXT ·dotMXFP4x4AVX2(SB), NOSPLIT, $16-40
+	MOVQ         nb+0(FP), CX
+	MOVQ         w+8(FP), SI
+	MOVQ         x+16(FP), R8
+	MOVQ         xstride+24(FP), AX
+	LEAQ         (R8)(AX*1), R9
+	LEAQ         (R9)(AX*1), R10
+	LEAQ         (R10)(AX*1), R11
+	VXORPS       Y0, Y0, Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VPCMPEQW     Y15, Y15, Y15
+	VPSRLW       $0x0f, Y15, Y15
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X14
+	VPBROADCASTD X14, Y14
+	VMOVDQU      mxfp4vals<>+0(SB), Y11
+	TESTQ        CX, CX
+	JEQ          mxfp4x4done
+
+mxfp4x4loop:
+	VMOVDQU      1(SI), X13
+	VPSRLW       $0x04, X13, X6
+	VINSERTI128  $0x01, X6, Y13, Y13
+	VPAND        Y14, Y13, Y13
+	VPSHUFB      Y13, Y11, Y13
+	MOVBLZX      (SI), AX
+	LEAL         -1(AX), BX
+	SHLL         $0x17, BX
+	LEAL         1(AX), DX
+	SHLL         $0x15, DX
+	CMPL         AX, $0x02
+	CMOVLCS      DX, BX
+	VMOVD        BX, X4
+	VBROADCASTSS X4, X4
+	MOVWLZX      (R8), AX
+	VMOVD        AX, X5
+	VPINSRW      $0x01, (R9), X5, X5
+	VPINSRW      $0x02, (R10), X5, X5
+	VPINSRW      $0x03, (R11), X5, X5
+	VCVTPH2PS    X5, X5
+	VMULPS       X4, X5, X5
+	VMOVUPS      X5, (SP)
+	VPSIGNB      Y13, Y13, Y12
+	VMOVDQU      2(R8), Y4
+	VPSIGNB      Y13, Y4, Y4
+	VPMADDUBSW   Y4, Y12, Y4
+	VPMADDWD     Y15, Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (SP), Y5
+	VFMADD231PS  Y4, Y5, Y0
+	VMOVDQU      2(R9), Y4
+	VPSIGNB      Y13, Y4, Y4
+	VPMADDUBSW   Y4, Y12, Y4
+	VPMADDWD     Y15, Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS 4(SP), Y5
+	VFMADD231PS  Y4, Y5, Y1
+	VMOVDQU      2(R10), Y4
+	VPSIGNB      Y13, Y4, Y4
+	VPMADDUBSW   Y4, Y12, Y4
+	VPMADDWD     Y15, Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS 8(SP), Y5
+	VFMADD231PS  Y4, Y5, Y2
+	VMOVDQU      2(R11), Y4
+	VPSIGNB      Y13, Y4, Y4
+	VPMADDUBSW   Y4, Y12, Y4
+	VPMADDWD     Y15, Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS 12(SP), Y5
+	VFMADD231PS  Y4, Y5, Y3
+	ADDQ         $0x11, SI
+	ADDQ         $0x22, R8
+	ADDQ         $0x22, R9
+	ADDQ         $0x22, R10
+	ADDQ         $0x22, R11
+	DECQ         CX
+	JNZ          mxfp4x4loop
+
+mxfp4x4done:
+	MOVQ         out+32(FP), DX
+	VEXTRACTF128 $0x01, Y0, X5
+	VADDPS       X0, X5, X5
+	VMOVHLPS     X5, X5, X6
+	VADDPS       X6, X5, X5
+	VMOVSHDUP    X5, X6
+	VADDSS       X6, X5, X5
+	VMOVSS       X5, (DX)
+	VEXTRACTF128 $0x01, Y1, X5
+	VADDPS       X1, X5, X5
+	VMOVHLPS     X5, X5, X6
+	VADDPS       X6, X5, X5
+	VMOVSHDUP    X5, X6
+	VADDSS       X6, X5, X5
+	VMOVSS       X5, 4(DX)
+	VEXTRACTF128 $0x01, Y2, X5
+	VADDPS       X2, X5, X5
+	VMOVHLPS     X5, X5, X6
+	VADDPS       X6, X5, X5
+	VMOVSHDUP    X5, X6
+	VADDSS       X6, X5, X5
+	VMOVSS       X5, 8(DX)
+	VEXTRACTF128 $0x01, Y3, X5
+	VADDPS       X3, X5, X5
+	VMOVHLPS     X5, X5, X6
+	VADDPS       X6, X5, X5
+	VMOVSHDUP    X5, X6
+	VADDSS       X6, X5, X5
+	VMOVSS       X5, 12(DX)
+	VZEROUPPER
+	RET

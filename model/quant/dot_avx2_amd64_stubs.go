@@ -81,3 +81,9 @@ func dotQ3Kx4AVX2(nb int, w *byte, x *byte, xstride int, out *[4]float32)
 
 //go:noescape
 func dotIQ4XSx4AVX2(nb int, w *byte, x *byte, xstride int, out *[4]float32)
+
+//go:noescape
+func dotMXFP4AVX2(nb int, w *byte, x *byte) float32
+
+//go:noescape
+func dotMXFP4x4AVX2(nb int, w *byte, x *byte, xstride int, out *[4]float32)

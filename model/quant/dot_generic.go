@@ -189,6 +189,26 @@ func dotIQ4NLGeneric(cols int, w, x []byte) float32 {
 	return sum
 }
 
+// dotMXFP4Generic is ggml's vec_dot_mxfp4_q8_0: per block the E8M0 scale
+// halved times the activations' f16 scale, times the integer sum of the
+// levels (kvaluesMXFP4) and the activation bytes.
+func dotMXFP4Generic(cols int, w, x []byte) float32 {
+	nb := cols / QK
+	w, x = w[:nb*17], x[:nb*34]
+	var sum float32
+	for b := 0; b < nb; b++ {
+		wb := (*[17]byte)(w[b*17:])
+		xb := (*[34]byte)(x[b*34:])
+		var s0, s1 int32
+		for j := 0; j < 16; j++ {
+			s0 += int32(kvaluesMXFP4[wb[1+j]&0xf]) * int32(int8(xb[2+j]))
+			s1 += int32(kvaluesMXFP4[wb[1+j]>>4]) * int32(int8(xb[18+j]))
+		}
+		sum += f16at(xb[:]) * e8m0Half(wb[0]) * float32(s0+s1)
+	}
+	return sum
+}
+
 // q8kD returns the float32 scale of a Q8_K block.
 func q8kD(xb []byte) float32 { return math.Float32frombits(binary.LittleEndian.Uint32(xb)) }
 

@@ -23,7 +23,7 @@ type Matrix struct {
 // weight type, exactly as ggml-cpu's type_traits_cpu[t].vec_dot_type.
 func vecDotType(t Type) Type {
 	switch t {
-	case Q4_0, Q5_0, Q8_0, IQ4_NL:
+	case Q4_0, Q5_0, Q8_0, IQ4_NL, MXFP4:
 		return Q8_0
 	case Q4_1, Q5_1:
 		return Q8_1
@@ -59,6 +59,7 @@ var genericKernels = map[Type]dotFunc{
 	Q5_1:   dotQ5_1Generic,
 	Q8_0:   dotQ8_0Generic,
 	IQ4_NL: dotIQ4NLGeneric,
+	MXFP4:  dotMXFP4Generic,
 	Q2_K:   dotQ2KGeneric,
 	Q3_K:   dotQ3KGeneric,
 	Q4_K:   dotQ4KGeneric,
@@ -131,11 +132,11 @@ func quantizeActivations(t Type, x []float32, dst []byte) {
 }
 
 // dequantTypes are the weight types without a product kernel of their own
-// (the i-quants below IQ4, the ternary types, MXFP4): dotDequant runs
-// them, block by block through their dequantiser against float32
-// activations. llama.cpp quantises the activations to q8_K for most of
-// them; this is slower, and closer to the weights' own values.
-var dequantTypes = []Type{IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4}
+// (the i-quants below IQ4, the ternary types): dotDequant runs them, block
+// by block through their dequantiser against float32 activations.
+// llama.cpp quantises the activations to q8_K for most of them; this is
+// slower, and closer to the weights' own values.
+var dequantTypes = []Type{IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, TQ1_0, TQ2_0}
 
 // dotDequant is the product kernel of a type in dequantTypes.
 func dotDequant(t Type) dotFunc {

@@ -31,6 +31,7 @@ var quantizers = map[Type]quantFunc{
 	Q6_K:   quantQ6K,
 	IQ4_NL: quantIQ4NL,
 	IQ4_XS: quantIQ4XS,
+	MXFP4:  quantMXFP4,
 }
 
 // CanQuantize reports whether Quantize supports t.
@@ -858,6 +859,42 @@ func quantIQ4Impl(superSize int, x []float32, dh []byte, q4 []byte, scalesH []by
 	for i := 0; i < superSize/32; i++ {
 		for j := 0; j < 16; j++ {
 			q4[16*i+j] = L[32*i+j] | L[32*i+16+j]<<4
+		}
+	}
+}
+
+// quantMXFP4 is ggml's quantize_row_mxfp4_ref: per block of 32 the
+// exponent e = floor(log2(amax)) - 2 + 127 (0 for a block of zeros),
+// and each value the level (kvaluesMXFP4 times half of 2^(e-127)) nearest
+// to it, the first of equals.
+func quantMXFP4(src []float32, dst []byte) {
+	for i := 0; i < len(src)/QK; i++ {
+		x := src[i*QK : (i+1)*QK]
+		b := dst[i*17 : (i+1)*17]
+		var amax float32
+		for _, v := range x {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+		var e byte
+		if amax > 0 {
+			// log2f, correctly rounded to float32 as glibc's is, then
+			// floored; clamped where ggml's cast to uint8 is undefined.
+			l := math.Floor(float64(float32(math.Log2(float64(amax)))))
+			e = byte(min(max(l-2+127, 0), 255))
+		}
+		d := e8m0Half(e)
+		b[0] = e
+		best := func(v float32) byte {
+			bi, be := 0, float32(math.Abs(float64(float32(kvaluesMXFP4[0])*d-v)))
+			for k := 1; k < 16; k++ {
+				if err := float32(math.Abs(float64(float32(kvaluesMXFP4[k])*d - v))); err < be {
+					bi, be = k, err
+				}
+			}
+			return byte(bi)
+		}
+		for j := 0; j < QK/2; j++ {
+			b[1+j] = best(x[j]) | best(x[j+QK/2])<<4
 		}
 	}
 }

@@ -19,10 +19,14 @@ import (
 )
 
 // The read-only tables of the AVX2 kernels (avx2Consts).
-var k4shuf, q6shuf, iq4nlvals, bitsshuf, bitsmask, q3shuf, m4bytes, m2bytes, m1bytes Mem
+var k4shuf, q6shuf, iq4nlvals, bitsshuf, bitsmask, q3shuf, m4bytes, m2bytes, m1bytes, mxfp4vals Mem
 
 // iq4nlValues is ggml's kvalues_iq4nl, the sixteen IQ4_NL/IQ4_XS levels.
 var iq4nlValues = [16]int8{-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
+
+// mxfp4Values is ggml's kvalues_mxfp4: MXFP4's sixteen E2M1 levels, doubled
+// (its block scale is halved to match).
+var mxfp4Values = [16]int8{0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12}
 
 // avx2Consts declares the tables, byte for byte those of the former
 // hand-written file.
@@ -40,6 +44,12 @@ func avx2Consts() {
 	m4bytes = bytes("m4bytes", 32, func(int) uint32 { return 0x0F })
 	m2bytes = bytes("m2bytes", 32, func(int) uint32 { return 0x03 })
 	m1bytes = bytes("m1bytes", 32, func(int) uint32 { return 0x01 })
+}
+
+// mxfp4Consts declares MXFP4's table (after the others, so the tables
+// before it keep their place in the file).
+func mxfp4Consts() {
+	mxfp4vals = bytes("mxfp4vals", 32, func(i int) uint32 { return uint32(uint8(mxfp4Values[i%16])) })
 }
 
 // bytes declares n (a multiple of 8) bytes of read-only data, byte i
@@ -93,6 +103,9 @@ func avx2Kernels() {
 	kdotQ2Kx4()
 	kdotQ3Kx4()
 	kdotIQ4XSx4()
+	mxfp4Consts()
+	kdotLegacy("dotMXFP4AVX2", "mxfp4", "mxfp4", 17, 1)
+	kdotMXFP4x4()
 }
 
 // Register tables for the loops below: ys[i] is Yi, xrows[v] the base of
@@ -294,6 +307,32 @@ func scalesF16(wOff, xOff int) {
 	VMULSS(X7, X1, X1)
 }
 
+// scalesE8M0 sets X1 to half the E8M0 scale at wOff(SI) (ggml's
+// ggml_e8m0_to_fp32_half: the bits (e-1)<<23, or the subnormal
+// 0x00200000<<e for e < 2) times the f16 at xOff(DI); clobbers AX, BX,
+// DX, X7.
+func scalesE8M0(wOff, xOff int) {
+	e8m0Half(Mem{Base: RSI, Disp: wOff}, X1)
+	MOVWLZX(Mem{Base: RDI, Disp: xOff}, EAX)
+	VMOVD(EAX, X7)
+	VCVTPH2PS(X7, X7)
+	VMULSS(X7, X1, X1)
+}
+
+// e8m0Half sets x to half the E8M0 scale byte at m (ggml's
+// ggml_e8m0_to_fp32_half: the bits (e-1)<<23, or the subnormal
+// 0x00200000<<e for e < 2); clobbers AX, BX, DX.
+func e8m0Half(m Mem, x VecPhysical) {
+	MOVBLZX(m, EAX)
+	LEAL(Mem{Base: RAX, Disp: -1}, EBX)
+	SHLL(U8(23), EBX) // (e-1)<<23
+	LEAL(Mem{Base: RAX, Disp: 1}, EDX)
+	SHLL(U8(21), EDX) // (e+1)<<21: 0x00200000<<e for e of 0 and 1
+	CMPL(EAX, U8(2))
+	CMOVLCS(EDX, EBX)
+	VMOVD(EBX, x)
+}
+
 // minTerm adds f16(wOff(SI)) * f16(xOff(DI)) to X8 (the min term of
 // Q4_1/Q5_1); clobbers Y5, Y6.
 func minTerm(wOff, xOff int) {
@@ -384,10 +423,12 @@ func kdotQ8_0Q4_0(name, l string, q4 bool) {
 	singleEnd()
 }
 
-// kdotLegacy generates the IQ4_NL, Q5_0, Q4_1 and Q5_1 kernels (kind:
-// "iq4nl", "q5_0", "q4_1", "q5_1"; wb bytes a weight block, its nibbles at
-// qs): per block the weight scale (for the _1 types also the min term into
-// X8), the nibbles, for Q5 the fifth bits of qh and one sdot/udot.
+// kdotLegacy generates the IQ4_NL, MXFP4, Q5_0, Q4_1 and Q5_1 kernels
+// (kind: "iq4nl", "mxfp4", "q5_0", "q4_1", "q5_1"; wb bytes a weight
+// block, its nibbles at qs): per block the weight scale (MXFP4's E8M0,
+// the others' f16; for the _1 types also the min term into X8), the
+// nibbles (through a table of levels for IQ4_NL and MXFP4), for Q5 the
+// fifth bits of qh and one sdot/udot.
 func kdotLegacy(name, l, kind string, wb, qs int) {
 	min := kind == "q4_1" || kind == "q5_1"
 	single(name)
@@ -403,20 +444,26 @@ func kdotLegacy(name, l, kind string, wb, qs int) {
 	switch kind {
 	case "iq4nl":
 		VMOVDQU(iq4nlvals, Y10)
+	case "mxfp4":
+		VMOVDQU(mxfp4vals, Y10)
 	case "q5_0":
 		splatD(0xF0F0F0F0, Y10)
 	case "q5_1":
 		splatD(0x10101010, Y10)
 	}
 	blockLoop(l, func() {
-		scalesF16(0, 0)
+		if kind == "mxfp4" {
+			scalesE8M0(0, 0)
+		} else {
+			scalesF16(0, 0)
+		}
 		if min {
 			minTerm(2, 2)
 		}
 		nibbles(Mem{Base: RSI, Disp: qs}, Y2, Y3, Y14)
 		switch kind {
-		case "iq4nl":
-			VPSHUFB(Y2, Y10, Y2) // the IQ4_NL levels
+		case "iq4nl", "mxfp4":
+			VPSHUFB(Y2, Y10, Y2) // the IQ4_NL or MXFP4 levels
 		case "q5_0":
 			bits32(2)
 			VPANDN(Y10, Y3, Y3) // 0xF0 where the high bit is 0: q - 16
@@ -932,6 +979,12 @@ func x4Fin() {
 // signed weights in Y13; the products follow ggml's mul_sum_i8_pairs. The
 // four d_w*d_x are formed in the frame's first 16 bytes (tmp-16).
 func kdotQ80x4(name, l string, fr, wb int, setup, unpack func()) {
+	kdotQ80x4Scaled(name, l, fr, wb, setup, unpack, func() { f16(Mem{Base: RSI}, X4) })
+}
+
+// kdotQ80x4Scaled is kdotQ80x4 with the weight scale of a block put in X4
+// by scale (MXFP4's E8M0; the others' f16 at 0(SI)).
+func kdotQ80x4Scaled(name, l string, fr, wb int, setup, unpack, scale func()) {
 	x4(name, fr)
 	x4Zero()
 	ones16(Y15)
@@ -939,7 +992,7 @@ func kdotQ80x4(name, l string, fr, wb int, setup, unpack func()) {
 	blockLoop(l, func() {
 		unpack()
 		// the four scales d_w * d_x at tmp-16(SP)
-		f16(Mem{Base: RSI}, X4)
+		scale()
 		VBROADCASTSS(X4, X4)
 		MOVWLZX(Mem{Base: R8}, EAX)
 		VMOVD(EAX, X5)
@@ -995,6 +1048,18 @@ func kdotIQ4NLx4() {
 		x4Nibbles(2)
 		VPSHUFB(Y13, Y11, Y13)
 	})
+}
+
+// kdotMXFP4x4 is dotIQ4NLx4AVX2 for MXFP4: its table of levels, its
+// nibbles at 1(SI), its E8M0 scale.
+func kdotMXFP4x4() {
+	kdotQ80x4Scaled("dotMXFP4x4AVX2", "mxfp4x4", 16, 17, func() {
+		splatD(0x0F0F0F0F, Y14)
+		VMOVDQU(mxfp4vals, Y11)
+	}, func() {
+		x4Nibbles(1)
+		VPSHUFB(Y13, Y11, Y13)
+	}, func() { e8m0Half(Mem{Base: RSI}, X4) })
 }
 
 func kdotQ5_0x4() {
