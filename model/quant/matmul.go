@@ -27,7 +27,7 @@ func vecDotType(t Type) Type {
 		return Q8_0
 	case Q4_1, Q5_1:
 		return Q8_1
-	case Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS:
+	case Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S:
 		return Q8_K
 	case F16:
 		return F16
@@ -60,12 +60,18 @@ var genericKernels = map[Type]dotFunc{
 	Q8_0:   dotQ8_0Generic,
 	IQ4_NL: dotIQ4NLGeneric,
 	MXFP4:  dotMXFP4Generic,
-	Q2_K:   dotQ2KGeneric,
-	Q3_K:   dotQ3KGeneric,
-	Q4_K:   dotQ4KGeneric,
-	Q5_K:   dotQ5KGeneric,
-	Q6_K:   dotQ6KGeneric,
-	IQ4_XS: dotIQ4XSGeneric,
+	// The 2- and 3-bit i-quants (dot_iq.go): Go's integer loops, no SIMD.
+	IQ2_XXS: dotIQ2XXSGeneric,
+	IQ2_XS:  dotIQ2XSGeneric,
+	IQ2_S:   dotIQ2SGeneric,
+	IQ3_XXS: dotIQ3XXSGeneric,
+	IQ3_S:   dotIQ3SGeneric,
+	Q2_K:    dotQ2KGeneric,
+	Q3_K:    dotQ3KGeneric,
+	Q4_K:    dotQ4KGeneric,
+	Q5_K:    dotQ5KGeneric,
+	Q6_K:    dotQ6KGeneric,
+	IQ4_XS:  dotIQ4XSGeneric,
 }
 
 // dotKernels are the kernels MatMul uses: the generic ones, replaced at
@@ -132,11 +138,11 @@ func quantizeActivations(t Type, x []float32, dst []byte) {
 }
 
 // dequantTypes are the weight types without a product kernel of their own
-// (the i-quants below IQ4, the ternary types): dotDequant runs them, block
-// by block through their dequantiser against float32 activations.
-// llama.cpp quantises the activations to q8_K for most of them; this is
-// slower, and closer to the weights' own values.
-var dequantTypes = []Type{IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, TQ1_0, TQ2_0}
+// (IQ1_S, IQ1_M, the ternary types): dotDequant runs them, block by block
+// through their dequantiser against float32 activations. llama.cpp
+// quantises the activations to q8_K for them; this is slower, and closer
+// to the weights' own values.
+var dequantTypes = []Type{IQ1_S, IQ1_M, TQ1_0, TQ2_0}
 
 // dotDequant is the product kernel of a type in dequantTypes.
 func dotDequant(t Type) dotFunc {

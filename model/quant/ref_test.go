@@ -15,6 +15,15 @@ const refFile = "../../testdata/gguf/ggml-quant-ref.gguf"
 // refTypes are the 14 types of ggml-quant-ref.gguf (tensor name = lower-case type name).
 var refTypes = []string{"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs"}
 
+// openRefMore opens ggml-quant-ref-more.gguf (the types the 14-type file
+// lacks), closed when the test ends.
+func openRefMore(t testing.TB) *gguf.File {
+	f, err := gguf.Open("../../testdata/gguf/ggml-quant-ref-more.gguf")
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
 func openRef(t testing.TB) *gguf.File {
 	f, err := gguf.Open(refFile)
 	require.NoError(t, err)
@@ -128,9 +137,7 @@ func TestQuantizeMatchesReference(t *testing.T) {
 // order.
 func TestMXFP4MatchesReference(t *testing.T) {
 	src := tensorF32(t, openRef(t), "source")
-	f, err := gguf.Open("../../testdata/gguf/ggml-quant-ref-more.gguf")
-	require.NoError(t, err)
-	defer f.Close()
+	f := openRefMore(t)
 	ti, ok := f.Tensor("mxfp4")
 	require.True(t, ok)
 	want, err := f.TensorData(ti)
@@ -177,17 +184,65 @@ func TestMXFP4MatchesReference(t *testing.T) {
 	}
 }
 
+// TestIQKernelsMatchReference: the 2- and 3-bit i-quants multiply as
+// ggml's vec_dot_*_q8_K: activations quantised to Q8_K, integer sums per
+// 32 weights: MatMul equals the product of ggml's dequantised reference
+// weights and the dequantised Q8_K activations, up to the rounding of the
+// float scales (the integer sums are exact), for one and several vectors.
+func TestIQKernelsMatchReference(t *testing.T) {
+	f := openRefMore(t)
+	pool := quant.NewPool(2)
+	defer pool.Close()
+	for _, name := range []string{"iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s"} {
+		t.Run(name, func(t *testing.T) {
+			ti, ok := f.Tensor(name)
+			require.True(t, ok)
+			vt, ok := quant.VecDotType(ti.Type)
+			require.True(t, ok)
+			require.Equal(t, quant.Q8_K, vt)
+			data, err := f.TensorData(ti)
+			require.NoError(t, err)
+			cols, rows := int(ti.Dims[0]), int(ti.Dims[1])
+			w := tensorF32(t, f, name+".dequant")
+			m := &quant.Matrix{Type: ti.Type, Rows: rows, Cols: cols, Data: data}
+			for _, n := range []int{1, 5} {
+				x := make([]float32, n*cols)
+				for i := range x {
+					x[i] = float32(math.Sin(float64(i)))
+				}
+				got := make([]float32, n*rows)
+				quant.MatMul(pool, got, m, x, n)
+				xb, err := quant.Q8_K.RowBytes(cols)
+				require.NoError(t, err)
+				for v := 0; v < n; v++ {
+					xq := make([]byte, xb)
+					require.NoError(t, quant.Quantize(quant.Q8_K, x[v*cols:(v+1)*cols], xq))
+					xd := make([]float32, cols)
+					require.NoError(t, quant.Dequantize(quant.Q8_K, xq, xd))
+					for r := 0; r < rows; r++ {
+						var want, mag float64
+						for c := 0; c < cols; c++ {
+							p := float64(w[r*cols+c]) * float64(xd[c])
+							want += p
+							mag += math.Abs(p)
+						}
+						require.InDelta(t, want, float64(got[v*rows+r]), 1e-5*mag+1e-6, "vector %d row %d", v, r)
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestMatMulDequantTypes: the types without a kernel of their own multiply
 // through their dequantiser: MatMul equals the float32 product of the
 // dequantised reference weights, for one and several vectors, and the
 // engine can load them (VecDotType).
 func TestMatMulDequantTypes(t *testing.T) {
-	f, err := gguf.Open("../../testdata/gguf/ggml-quant-ref-more.gguf")
-	require.NoError(t, err)
-	defer f.Close()
+	f := openRefMore(t)
 	pool := quant.NewPool(2)
 	defer pool.Close()
-	for _, name := range []string{"iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m", "tq1_0", "tq2_0"} {
+	for _, name := range []string{"iq1_s", "iq1_m", "tq1_0", "tq2_0"} {
 		t.Run(name, func(t *testing.T) {
 			ti, ok := f.Tensor(name)
 			require.True(t, ok)

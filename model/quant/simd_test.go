@@ -17,6 +17,9 @@ func TestSIMDMatchesGeneric(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(7, 8))
 	for typ := range genericKernels {
+		if !CanQuantize(typ) {
+			continue // no SIMD kernel either (the 2- and 3-bit i-quants): TestIQKernelsMatchReference
+		}
 		simd := dotKernels[typ]
 		gen := genericKernels[typ]
 		bs := max(typ.BlockSize(), 1)
