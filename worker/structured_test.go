@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
@@ -87,6 +88,32 @@ func TestResponseFormatJSONSchema(t *testing.T) {
 			require.Contains(t, []string{"cat", "dog"}, v.Kind, doc)
 			require.Equal(t, v.Kind == "cat", v.Lives != nil, doc)
 		}},
+		// Pydantic's model_json_schema() of a model with datetime,
+		// Optional[date], UUID and time fields.
+		{"string formats", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "Event", "strict": true, "schema": map[string]any{
+			"title": "Event", "type": "object", "additionalProperties": false, "required": []string{"at", "day", "id", "opens"},
+			"properties": map[string]any{
+				"at":    map[string]any{"title": "At", "type": "string", "format": "date-time"},
+				"day":   map[string]any{"title": "Day", "anyOf": []any{map[string]any{"type": "string", "format": "date"}, map[string]any{"type": "null"}}},
+				"id":    map[string]any{"title": "Id", "type": "string", "format": "uuid"},
+				"opens": map[string]any{"title": "Opens", "type": "string", "format": "time"},
+			},
+		}}}, func(t *testing.T, doc string) {
+			var v struct {
+				At, ID, Opens string
+				Day           *string
+			}
+			require.NoError(t, strict(doc, &v), doc)
+			_, err := time.Parse(time.RFC3339Nano, v.At)
+			require.NoError(t, err, doc)
+			if v.Day != nil {
+				_, err = time.Parse(time.DateOnly, *v.Day)
+				require.NoError(t, err, doc)
+			}
+			_, err = time.Parse("15:04:05Z07:00", v.Opens)
+			require.NoError(t, err, doc)
+			require.Regexp(t, `^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$`, v.ID, doc)
+		}},
 		{"json_object with a schema (llama.cpp's form)", map[string]any{"type": "json_object", "schema": map[string]any{
 			"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}, "required": []string{"n"}}},
 			func(t *testing.T, doc string) {
@@ -142,6 +169,9 @@ func TestResponseFormatErrors(t *testing.T) {
 	}{
 		{"pattern", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "string", "pattern": "^a"}}}},
 			codeUnsupportedSchema, `"pattern"`},
+		{"format the grammar cannot enforce", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{
+			"type": "object", "properties": map[string]any{"mail": map[string]any{"type": "string", "format": "email"}}}}}},
+			codeUnsupportedSchema, `format "email" at #/properties/mail`},
 		{"bad type", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "text"}}}},
 			codeInvalidSchema, `"text"`},
 		{"$ref loop", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"$ref": "#"}}}},

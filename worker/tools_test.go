@@ -192,7 +192,7 @@ func TestToolErrors(t *testing.T) {
 		{"named missing", map[string]any{"tools": []any{fn("a", nil)}, "tool_choice": map[string]any{"type": "function", "function": map[string]any{"name": "b"}}}, "tool_choice", "invalid_value", `"b"`},
 		{"required without tools", map[string]any{"tool_choice": "required"}, "tool_choice", "invalid_value", "needs tools"},
 		{"unsupported parameters", map[string]any{"tools": []any{fn("a", map[string]any{"type": "object", "properties": map[string]any{"x": map[string]any{"type": "string", "format": "email"}}})}, "tool_choice": "required"},
-			"tools[0].function.parameters", codeUnsupportedSchema, `"format" at #/properties/x`},
+			"tools[0].function.parameters", codeUnsupportedSchema, `format "email" at #/properties/x`},
 		{"unsupported parameters, second tool", map[string]any{"tools": []any{fn("a", nil), fn("b", map[string]any{"type": "object", "properties": map[string]any{"x": map[string]any{"type": "integer", "minimum": 1}}})}, "tool_choice": "required"},
 			"tools[1].function.parameters", codeUnsupportedSchema, `"minimum" at #/properties/x`},
 		{"parameters a string schema", map[string]any{"tools": []any{fn("a", map[string]any{"type": "string"})}, "tool_choice": "required"},

@@ -50,12 +50,22 @@ func benchMask(b *testing.B, v *Vocab) {
 		}
 		_ = best
 	})
-	for _, tc := range []struct{ name, prefix string }{
-		{"start", ``},
-		{"key", `{"`},
-		{"string", `{"name":"Jo`},
-		{"number", `{"name":"Jo","age":1`},
+	// A string of a format is walked token by token (no plain-text
+	// shortcut), but its automaton rejects most tokens at their first
+	// byte.
+	formatted, err := CompileSchema([]byte(`{"type":"object","properties":{"at":{"type":"string","format":"date-time"}}}`))
+	require.NoError(b, err)
+	for _, tc := range []struct {
+		name, prefix string
+		s            *Schema
+	}{
+		{"start", ``, s},
+		{"key", `{"`, s},
+		{"string", `{"name":"Jo`, s},
+		{"number", `{"name":"Jo","age":1`, s},
+		{"date-time", `{"at":"2024-05-01T1`, formatted},
 	} {
+		s := tc.s
 		b.Run(tc.name+"/uncached", func(b *testing.B) {
 			for b.Loop() {
 				m := s.NewMatcher(v)

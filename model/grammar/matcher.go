@@ -71,7 +71,8 @@ type frame struct {
 	utf  uint8 // string: UTF-8 continuation bytes to go (low 2 bits) and the next one's range (utfRange's code, bits 2-4)
 	seen uint64
 	// object key: declared names still possible are names[lo:hi]; kpos
-	// bytes of the key typed (number: exponent digits after the first).
+	// bytes of the key typed (number: exponent digits after the first;
+	// string of a format: the state of its automaton).
 	lo, hi, kpos int32
 }
 
@@ -452,6 +453,23 @@ func (m *Matcher) frameStep(f *frame, b byte) result {
 				return ok
 			}
 			return rej
+		}
+		if n.format != nil {
+			// A string of a format: its automaton's state in kpos; its
+			// bytes are ASCII, one character each.
+			if b == '"' {
+				if f.n >= n.minLen && n.format.accept[f.kpos] {
+					return done
+				}
+				return rej
+			}
+			next := n.format.step(f.kpos, b)
+			if next < 0 || (n.maxLen >= 0 && f.n >= n.maxLen) {
+				return rej
+			}
+			f.kpos = next
+			f.n++
+			return ok
 		}
 		if f.esc == 0 && f.utf == 0 && b == '"' {
 			if f.n >= n.minLen {
@@ -964,8 +982,8 @@ func (m *Matcher) inString() (room int32, ok bool) {
 		return 0, false
 	}
 	n := &m.s.nodes[f.node]
-	if n.kind != kString || f.st != sIn || f.esc != 0 || f.utf != 0 {
-		return 0, false
+	if n.kind != kString || f.st != sIn || f.esc != 0 || f.utf != 0 || n.format != nil {
+		return 0, false // a format's string takes only its own bytes: walked
 	}
 	if n.maxLen < 0 {
 		return -1, true

@@ -131,7 +131,7 @@ func (d *disjointness) leaves(a, b int32) bool {
 			return false
 		}
 		n := int32(utf8.RuneCountInString(v))
-		return n < y.minLen || (y.maxLen >= 0 && n > y.maxLen)
+		return n < y.minLen || (y.maxLen >= 0 && n > y.maxLen) || (y.format != nil && !y.format.matches(v))
 	case x.kind == kLiteral && y.kind == kInteger:
 		f, err := strconv.ParseFloat(x.lit, 64)
 		// Not a whole number (math.Trunc: a conversion through int64 is

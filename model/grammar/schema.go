@@ -89,6 +89,9 @@ type node struct {
 	minItems, maxItems int32 // maxItems -1: unbounded
 	// string: lengths in code points
 	minLen, maxLen int32 // maxLen -1: unbounded
+	// string: the content's format (its automaton's state is the frame's
+	// kpos); nil: any text
+	format *byteDFA
 	// literal: the exact JSON text (enum, const, true, false, null)
 	lit string
 	// anyOf: the alternatives (a Matcher expands nested anyOf)
@@ -248,11 +251,16 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 	}
 	sort.Strings(keys)
 	known := []string{"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-		"minLength", "maxLength", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions"}
+		"minLength", "maxLength", "format", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions"}
 	for _, k := range keys {
 		if !slices.Contains(known, k) && !slices.Contains(annotations, k) {
 			return 0, fmt.Errorf("%w: %q at %s (supported: %s)", ErrUnsupported, k, path, strings.Join(known, ", "))
 		}
+	}
+	// A format outside the supported ones is refused whatever the type
+	// and the other keywords, before anything is compiled.
+	if _, err := stringFormat(s, path); err != nil {
+		return 0, err
 	}
 	if ref, ok := s["$ref"]; ok {
 		r, ok := ref.(string)
@@ -335,6 +343,9 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 			types = []string{"object"}
 		case s["items"] != nil:
 			types = []string{"array"}
+		case s["format"] != nil:
+			// Any value, but a string must have the format.
+			types = []string{"object", "array", "string", "number", "boolean", "null"}
 		default:
 			return c.anyValue(), nil
 		}
@@ -415,6 +426,9 @@ func (c *compiler) typed(t string, s map[string]any, path string, depth int) (in
 		}
 		if n.maxLen >= 0 && n.maxLen < n.minLen {
 			return 0, fmt.Errorf("%w: %s: maxLength < minLength", ErrBadSchema, path)
+		}
+		if n.format, err = stringFormat(s, path); err != nil {
+			return 0, err
 		}
 		return c.add(n), nil
 	case "number":
@@ -663,6 +677,13 @@ func (c *compiler) values(s map[string]any, list []any, path string) (int32, err
 		ok, err := withinLengths(s, v, path)
 		if err != nil {
 			return 0, err
+		}
+		format, err := stringFormat(s, path)
+		if err != nil {
+			return 0, err
+		}
+		if str, isStr := v.(string); isStr && format != nil && !format.matches(str) {
+			ok = false
 		}
 		if ok {
 			kept = append(kept, v)
