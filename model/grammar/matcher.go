@@ -334,6 +334,10 @@ func (m *Matcher) feed(dst *state, t []frame, b byte) {
 			dst.frames = dst.frames[:start]
 			return
 		case ok:
+			if !m.fits(top, len(dst.frames)-start) {
+				dst.frames = dst.frames[:start]
+				return
+			}
 			dst.ends = append(dst.ends, int32(len(dst.frames)))
 			return
 		case done:
@@ -344,14 +348,17 @@ func (m *Matcher) feed(dst *state, t []frame, b byte) {
 			dst.frames = dst.frames[:len(dst.frames)-1]
 			continue
 		}
-		// push: the child is the value the (updated) top frame expects.
-		if len(dst.frames)-start >= maxDepth {
-			dst.frames = dst.frames[:start]
-			return
-		}
+		// push: the child is the value the (updated) top frame expects,
+		// in one of its alternatives that can be finished within
+		// maxDepth frames.
+		room := int32(maxDepth - (len(dst.frames) - start))
 		child := m.childOf(top)
 		leaves := m.leaves[child]
 		if len(leaves) == 1 {
+			if m.s.minH[leaves[0]] > room {
+				dst.frames = dst.frames[:start]
+				return
+			}
 			dst.frames = append(dst.frames, newFrame(m.s, leaves[0]))
 			continue
 		}
@@ -361,10 +368,64 @@ func (m *Matcher) feed(dst *state, t []frame, b byte) {
 			if len(dst.ends) >= maxThreads {
 				return
 			}
-			m.feed(dst, append(base, newFrame(m.s, l)), b)
+			if m.s.minH[l] <= room {
+				m.feed(dst, append(base, newFrame(m.s, l)), b)
+			}
 		}
 		return
 	}
+}
+
+// fits reports whether the frame f, the d-th of its thread, can still
+// be finished within maxDepth frames from its state: a key whose value
+// needs more, or a comma where every value that could follow does, is
+// refused, so the output never reaches a prefix it cannot complete.
+func (m *Matcher) fits(f *frame, d int) bool {
+	if f.node < 0 {
+		return true // the root's value was checked where it was pushed
+	}
+	room := int32(maxDepth - d + 1)
+	if m.s.needs[f.node] <= room {
+		return true // far from the limit: the usual case, one comparison
+	}
+	n := &m.s.nodes[f.node]
+	minH := m.s.minH
+	inf := int32(maxDepth + 1)
+	var h int32 // the frames below f its state still requires
+	switch n.kind {
+	case kArray:
+		if f.st == aNext || ((f.st == aFirst || f.st == aAfter) && f.n < n.minItems) {
+			h = minH[n.items]
+		}
+	case kObject:
+		for i, p := range n.props {
+			if n.required&^f.seen&(1<<i) != 0 {
+				h = max(h, minH[p])
+			}
+		}
+		switch f.st {
+		case oColon, oValue:
+			h = max(h, minH[m.childOf(f)])
+		case oKey, oNext:
+			// The key may still become any unseen declared name of the
+			// range, or an undeclared one: the cheapest of them.
+			lo, hi := int32(0), int32(len(n.names))
+			if f.st == oKey {
+				lo, hi = f.lo, f.hi
+			}
+			best := inf
+			for i := lo; i < hi; i++ {
+				if f.seen&(1<<i) == 0 {
+					best = min(best, minH[n.props[i]])
+				}
+			}
+			if n.additional >= 0 {
+				best = min(best, minH[n.additional])
+			}
+			h = max(h, best)
+		}
+	}
+	return 1+h <= room
 }
 
 func newFrame(s *Schema, id int32) frame {

@@ -43,8 +43,17 @@ const (
 	// maxProps bounds an object's declared properties: the seen set is
 	// one uint64.
 	maxProps = 64
-	// maxDepth bounds the nesting of a generated document (stack frames).
+	// maxDepth bounds the nesting of a generated document (stack frames,
+	// the document's own included): a schema whose documents all nest
+	// deeper is refused, and a recursive one is followed to this depth
+	// (see heights).
 	maxDepth = 64
+	// maxSchemaNesting bounds the nesting of the schema's own text as the
+	// compiler walks it (a property, an anyOf member, a $ref's target:
+	// each a level), which is not the documents' nesting: Pydantic writes
+	// three levels (property, anyOf with null, $ref) for each level of a
+	// document. It only bounds the compiler's recursion.
+	maxSchemaNesting = 8 * maxDepth
 	// maxNumber bounds a number's length in bytes, so a model cannot
 	// spin on digits forever; 24 holds a float64's 17 significant digits
 	// with sign, point and exponent.
@@ -107,6 +116,11 @@ type Schema struct {
 	prefix, suffix string
 	// leaves[id]: the non-anyOf nodes that node id stands for.
 	leaves [][]int32
+	// Nesting, in stack frames (see heights): minH[id] the least a value
+	// of node id takes, deep[id] the most (maxDepth+1: more, or a
+	// recursion), needs[id] the most a frame of it can require below it
+	// and itself at any point.
+	minH, deep, needs []int32
 }
 
 // Wrap returns a Schema whose output is prefix, then a document matching
@@ -136,6 +150,7 @@ func AnyObject() *Schema {
 	obj := c.add(node{kind: kObject, additional: any})
 	s := &Schema{nodes: c.nodes, root: obj}
 	s.leaves, _ = s.expand() // any value: 7 alternatives
+	_ = s.heights()          // a recursion with scalars as a way out
 	return s
 }
 
@@ -180,6 +195,9 @@ func CompileSchema(src []byte) (*Schema, error) {
 		return nil, err
 	}
 	if err := s.checkOneOf(c.oneOfs); err != nil {
+		return nil, err
+	}
+	if err := s.heights(); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -229,8 +247,8 @@ func (c *compiler) anyValue() int32 {
 }
 
 func (c *compiler) compile(v any, path string, depth int) (int32, error) {
-	if len(c.nodes) > maxNodes || depth > maxDepth {
-		return 0, fmt.Errorf("%w: the schema at %s is too large or deep (at most %d nodes, %d levels)", ErrUnsupported, path, maxNodes, maxDepth)
+	if len(c.nodes) > maxNodes || depth > maxSchemaNesting {
+		return 0, fmt.Errorf("%w: the schema at %s is too large or deep (at most %d nodes, %d levels of schemas within schemas)", ErrUnsupported, path, maxNodes, maxSchemaNesting)
 	}
 	switch s := v.(type) {
 	case bool:
@@ -1004,7 +1022,7 @@ func Rebase(src []byte, at string) ([]byte, error) {
 
 func rebase(v any, at string, depth int) {
 	s, ok := v.(map[string]any)
-	if !ok || depth > maxDepth*4 {
+	if !ok || depth > maxSchemaNesting {
 		return // deeper than the compiler takes: refused there
 	}
 	if r, ok := s["$ref"].(string); ok && (r == "#" || strings.HasPrefix(r, "#/")) {
