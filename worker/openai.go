@@ -226,6 +226,10 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		msg, fr := Message{Role: "assistant", Content: text.String()}, finishReason(res.StopReason)
 		if content, calls := ParseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
 			msg.Content, msg.ToolCalls, fr = content, j.g.tools.limit(calls), "tool_calls"
+		} else if j.g.tools.forced && res.StopReason == StopLength {
+			// A forced call that max_tokens cut: the call as far as it
+			// went, not its markup as content; finish_reason length.
+			msg.Content, msg.ToolCalls = "", j.g.tools.cutCall(msg.Content)
 		}
 		writeJSON(w, http.StatusOK, ChatCompletion{
 			ID: j.id, Object: "chat.completion", Created: created, Model: s.modelName,
@@ -291,6 +295,12 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	fr := finishReason(res.StopReason)
 	if ts != nil {
 		rest, calls := ts.Finish(j.g.tools.names)
+		cut := len(calls) == 0 && j.g.tools.forced && res.StopReason == StopLength
+		if cut {
+			// As in a whole answer: the cut call, not its markup as
+			// content (a forced answer is held back from its first byte).
+			rest, calls = "", j.g.tools.cutCall(ts.all.String())
+		}
 		if rest != "" && out.JSON("", chunk(ChatDelta{Content: rest}, nil)) != nil {
 			return
 		}
@@ -306,7 +316,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 				out.JSON("", chunk(ChatDelta{ToolCalls: []ToolCall{{Index: &i, Function: ToolCallFunction{Arguments: args}}}}, nil)) != nil {
 				return
 			}
-			fr = "tool_calls"
+			if !cut {
+				fr = "tool_calls"
+			}
 		}
 	}
 	if out.JSON("", chunk(ChatDelta{}, &fr)) != nil {

@@ -82,6 +82,65 @@ type toolChoice struct {
 type toolPlan struct {
 	names  []string // the callable functions; nil: tools are off
 	single bool     // parallel_tool_calls: false
+	// forced: tool_choice required or a function, so the answer is one
+	// call (forcedName: the function tool_choice names, if it does).
+	forced     bool
+	forcedName string
+}
+
+// cutCall is the call a forced tool_choice was writing when the token
+// limit ended the answer, returned as OpenAI and vLLM return such a call
+// (with finish_reason "length"): the function's name (the one tool_choice
+// names, or the one written, once written whole) and the arguments
+// written so far, the prefix of a JSON object ("" before they start).
+// None before the name is known: the answer is then neither text nor a
+// call. The text is the grammar's (a call in the model's markup), so it
+// is a valid prefix of one.
+func (p toolPlan) cutCall(text string) []ToolCall {
+	name, args := p.forcedName, ""
+	body := strings.TrimLeft(text, " \t\r\n")
+	body = strings.TrimLeft(strings.TrimPrefix(body, toolCallOpen), " \t\r\n")
+	rest, ok := strings.CutPrefix(body, "{")
+	for ok {
+		rest = strings.TrimLeft(rest, " \t\r\n,")
+		d := json.NewDecoder(strings.NewReader(rest))
+		var key string
+		if d.Decode(&key) != nil {
+			break // the text ends inside a key
+		}
+		rest = strings.TrimLeft(rest[d.InputOffset():], " \t\r\n")
+		if rest, ok = strings.CutPrefix(rest, ":"); !ok {
+			break
+		}
+		rest = strings.TrimLeft(rest, " \t\r\n")
+		d = json.NewDecoder(strings.NewReader(rest))
+		var raw json.RawMessage
+		err := d.Decode(&raw)
+		switch {
+		case err != nil && (key == "arguments" || key == "parameters"):
+			args = rest // cut inside the arguments: what was written of them
+			ok = false
+		case err != nil:
+			ok = false
+		case key == "name":
+			var n string
+			if json.Unmarshal(raw, &n) == nil && slices.Contains(p.names, n) {
+				name = n
+			}
+		case key == "arguments" || key == "parameters":
+			var buf bytes.Buffer
+			if json.Compact(&buf, raw) == nil {
+				args = buf.String()
+			}
+		}
+		if ok {
+			rest = rest[d.InputOffset():]
+		}
+	}
+	if name == "" {
+		return nil
+	}
+	return []ToolCall{{ID: "call_" + newID(), Type: "function", Function: ToolCallFunction{Name: name, Arguments: args}}}
 }
 
 // limit keeps only the first call when parallel calls are off.
@@ -159,6 +218,10 @@ func (g *genRequest) readTools(style string, strictNames bool) (render []json.Ra
 		plan.names = append(plan.names, d.Function.Name)
 	}
 	plan.single = g.ParallelToolCalls != nil && !*g.ParallelToolCalls
+	plan.forced, plan.forcedName = tc.mode == "required" || tc.mode == "function", tc.name
+	if plan.forced && len(plan.names) == 1 {
+		plan.forcedName = plan.names[0] // required with one tool: that one
+	}
 	if tc.mode == "function" && !slices.Contains(plan.names, tc.name) {
 		return nil, plan, nil, badRequest("tool_choice", "invalid_value", fmt.Sprintf("tool_choice names %q, which is not in tools", tc.name))
 	}

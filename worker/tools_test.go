@@ -506,3 +506,91 @@ func manyTools(n int) []any {
 	}
 	return tools
 }
+
+// TestCutCall: the call a forced answer was writing when max_tokens cut
+// it, read from any prefix of the call's markup.
+func TestCutCall(t *testing.T) {
+	plan := toolPlan{names: []string{"add", "get_weather"}, forced: true}
+	named := plan
+	named.forcedName = "get_weather"
+	for _, tc := range []struct {
+		name       string
+		plan       toolPlan
+		text       string
+		call, args string // call "": none
+	}{
+		{"nothing written", plan, "", "", ""},
+		{"named, nothing written", named, "", "get_weather", ""},
+		{"inside the name", plan, `{"name": "ad`, "", ""},
+		{"name written", plan, `{"name": "add"`, "add", ""},
+		{"inside the arguments", plan, `{"name": "add", "parameters": {"a": 1, "b"`, "add", `{"a": 1, "b"`},
+		{"arguments before the name", plan, `{"parameters": {"a": 1}, "name": "ad`, "", ""},
+		{"arguments whole, name after", plan, `{"parameters": {"a": 1}, "name": "add"`, "add", `{"a":1}`},
+		{"hermes markup", plan, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par", "get_weather", `{"city": "Par`},
+		{"hermes, inside the tag", plan, "<tool_ca", "", ""},
+		{"named, a name it does not declare", named, `{"name": "rm", "arguments": {`, "get_weather", `{`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := tc.plan.cutCall(tc.text)
+			if tc.call == "" {
+				require.Empty(t, calls)
+				return
+			}
+			require.Len(t, calls, 1)
+			require.Equal(t, tc.call, calls[0].Function.Name)
+			require.Equal(t, tc.args, calls[0].Function.Arguments)
+			require.True(t, strings.HasPrefix(calls[0].ID, "call_"))
+		})
+	}
+}
+
+// TestForcedToolCallCut: a forced call that max_tokens cuts comes back as
+// the call so far (name, arguments written), with content null and
+// finish_reason length, as OpenAI and vLLM answer; never as its markup in
+// the content. Streamed and whole answers agree.
+func TestForcedToolCallCut(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	tools := []map[string]any{{"type": "function", "function": map[string]any{"name": "get_weather", "parameters": map[string]any{
+		"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string", "maxLength": 40}}, "required": []string{"city"}}}}}
+	msgs := []Message{{Role: "user", Content: "Once upon a time"}}
+	for _, choice := range []any{"required", map[string]any{"type": "function", "function": map[string]any{"name": "get_weather"}}} {
+		for _, limit := range []int{1, 10, 25, 40, 60} {
+			body := map[string]any{"messages": msgs, "tools": tools, "tool_choice": choice, "max_tokens": limit, "temperature": 0}
+			resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
+			raw := readAll(t, resp)
+			require.Equal(t, http.StatusOK, resp.StatusCode, raw)
+			var cc ChatCompletion
+			require.NoError(t, json.Unmarshal([]byte(raw), &cc))
+			ch := cc.Choices[0]
+			require.Equal(t, "length", ch.FinishReason, raw)
+			require.Empty(t, ch.Message.Content, "the cut call is not content: %s", raw)
+			// One tool: its name is known from the start, whichever
+			// order the model writes the call's keys in.
+			require.Len(t, ch.Message.ToolCalls, 1, raw)
+			name, args := ch.Message.ToolCalls[0].Function.Name, ch.Message.ToolCalls[0].Function.Arguments
+			require.Equal(t, "get_weather", name)
+			require.Contains(t, raw, `"content":null`)
+			require.True(t, args == "" || strings.HasPrefix(args, "{"), raw)
+			if limit == 60 {
+				require.NotEmpty(t, args, "60 tokens reach the arguments: %s", raw)
+			}
+
+			body["stream"] = true
+			resp = post(t, testCtx(t), base+"/v1/chat/completions", body)
+			var finish, sname, sargs string
+			for _, c := range openAIStream[ChatCompletionChunk](t, resp) {
+				require.Empty(t, c.Choices[0].Delta.Content)
+				for _, d := range c.Choices[0].Delta.ToolCalls {
+					sname += d.Function.Name
+					sargs += d.Function.Arguments
+				}
+				if f := c.Choices[0].FinishReason; f != nil {
+					finish = *f
+				}
+			}
+			require.Equal(t, "length", finish)
+			require.Equal(t, name, sname, "limit %d", limit)
+			require.Equal(t, args, sargs, "limit %d", limit)
+		}
+	}
+}
