@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -129,6 +130,62 @@ var messageNeutral = map[string][]string{
 	"annotations":   {"null", "[]"},
 }
 
+// checkFields refuses a field of the object p (what, in words: "a
+// message") outside known, or one of neutral with a value other than
+// those listed (compacted JSON): none is silently ignored. Fields are
+// checked in name order, so the answer is deterministic.
+func checkFields(p, what string, fields map[string]json.RawMessage, known []string, neutral map[string][]string) error {
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		if slices.Contains(known, k) {
+			continue
+		}
+		values, ok := neutral[k]
+		if !ok {
+			return &fieldError{p + "." + k, codeUnknownParam, fmt.Sprintf("unknown field %q in %s: %s takes %s", k, p, what, strings.Join(known, ", "))}
+		}
+		var buf bytes.Buffer
+		if json.Compact(&buf, fields[k]) != nil || !slices.Contains(values, buf.String()) {
+			return &fieldError{p + "." + k, codeUnsupportedParam, fmt.Sprintf("%s.%s is not supported by rbee (only %s is accepted)", p, k, strings.Join(values, " or "))}
+		}
+	}
+	return nil
+}
+
+// streamOptions is OpenAI's stream_options. With stream false it is taken
+// and changes nothing, as llama.cpp's server takes it (OpenAI and vLLM
+// refuse it): include_usage is all it may ask, and a whole answer always
+// carries usage, so clients that send it with every request keep
+// working. Another option is refused, never silently ignored.
+type streamOptions struct {
+	IncludeUsage bool
+}
+
+// streamOptionFields are the options rbee implements; streamOptionNeutral
+// those it does not, with the values that ask for nothing.
+var (
+	streamOptionFields  = []string{"include_usage"}
+	streamOptionNeutral = map[string][]string{
+		"include_obfuscation":    {"false", "null"}, // OpenAI's random padding of streamed chunks: rbee adds none
+		"continuous_usage_stats": {"false", "null"}, // vLLM's usage in every chunk
+	}
+)
+
+func (o *streamOptions) UnmarshalJSON(b []byte) error {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b, &fields) != nil {
+		return &fieldError{"stream_options", "invalid_type", fmt.Sprintf("stream_options must be %s, not %s", fieldWants["stream_options"], jsonx.Got(jsonx.Kind(b)))}
+	}
+	if err := checkFields("stream_options", "stream_options", fields, streamOptionFields, streamOptionNeutral); err != nil {
+		return err
+	}
+	if v, ok := fields["include_usage"]; ok && string(bytes.TrimSpace(v)) != "null" {
+		if json.Unmarshal(v, &o.IncludeUsage) != nil {
+			return &fieldError{"stream_options.include_usage", "invalid_type", "stream_options.include_usage must be a boolean, not " + jsonx.Got(jsonx.Kind(v))}
+		}
+	}
+	return nil
+}
+
 // chatMessages decodes a request's messages, each field checked, so that
 // an error names the message (messages[i].field).
 type chatMessages []chatMessage
@@ -158,23 +215,8 @@ func (m *chatMessage) decode(raw json.RawMessage, p string) error {
 	if json.Unmarshal(raw, &fields) != nil || fields == nil {
 		return &fieldError{p, "invalid_type", p + ` must be a message object ({"role":"user","content":"..."})`}
 	}
-	names := make([]string, 0, len(fields))
-	for k := range fields {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	for _, k := range names {
-		if slices.Contains(messageFields, k) {
-			continue
-		}
-		neutral, known := messageNeutral[k]
-		if !known {
-			return &fieldError{p + "." + k, codeUnknownParam, fmt.Sprintf("unknown field %q in %s: a message takes %s", k, p, strings.Join(messageFields, ", "))}
-		}
-		var buf bytes.Buffer
-		if json.Compact(&buf, fields[k]) != nil || !slices.Contains(neutral, buf.String()) {
-			return &fieldError{p + "." + k, codeUnsupportedParam, fmt.Sprintf("%s.%s is not supported by rbee (only %s is accepted)", p, k, strings.Join(neutral, " or "))}
-		}
+	if err := checkFields(p, "a message", fields, messageFields, messageNeutral); err != nil {
+		return err
 	}
 
 	str := func(k string, dst *string) error {

@@ -85,23 +85,21 @@ type messageContent struct {
 // The OpenAI endpoints refuse fields outside their set (checkOpenAIParams);
 // numeric options are pointers so that absent and zero differ.
 type genRequest struct {
-	Prompt              textList     `json:"prompt"`
-	Messages            chatMessages `json:"messages"`
-	MaxTokens           *int         `json:"max_tokens"`
-	MaxCompletionTokens *int         `json:"max_completion_tokens"`
-	Temperature         *float32     `json:"temperature"`
-	TopK                *int         `json:"top_k"`
-	TopP                *float32     `json:"top_p"`
-	MinP                *float32     `json:"min_p"`
-	RepeatPenalty       *float32     `json:"repeat_penalty"`
-	RepeatLastN         *int         `json:"repeat_last_n"`
-	Seed                *int64       `json:"seed"`
-	Stop                stringList   `json:"stop"`
-	Stream              bool         `json:"stream"`
-	StreamOptions       *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
-	N *int `json:"n"`
+	Prompt              textList       `json:"prompt"`
+	Messages            chatMessages   `json:"messages"`
+	MaxTokens           *int           `json:"max_tokens"`
+	MaxCompletionTokens *int           `json:"max_completion_tokens"`
+	Temperature         *float32       `json:"temperature"`
+	TopK                *int           `json:"top_k"`
+	TopP                *float32       `json:"top_p"`
+	MinP                *float32       `json:"min_p"`
+	RepeatPenalty       *float32       `json:"repeat_penalty"`
+	RepeatLastN         *int           `json:"repeat_last_n"`
+	Seed                *int64         `json:"seed"`
+	Stop                stringList     `json:"stop"`
+	Stream              bool           `json:"stream"`
+	StreamOptions       *streamOptions `json:"stream_options"`
+	N                   *int           `json:"n"`
 	// Rbee is the node's extension (see Ext).
 	Rbee *Ext `json:"rbee"`
 

@@ -78,6 +78,16 @@ func TestRequestValidation(t *testing.T) {
 		{"temperature a string", cmpl, `{"prompt":"Hi","temperature":"hot"}`, "temperature", "invalid_type", "temperature must be a number between 0 and 2, not a string"},
 		{"max_tokens a fraction", cmpl, `{"prompt":"Hi","max_tokens":1.5}`, "max_tokens", "invalid_type", "max_tokens must be a positive integer, not 1.5"},
 		{"include_usage a number", chat, `{"messages":[{"role":"user","content":"Hi"}],"stream_options":{"include_usage":1}}`, "stream_options.include_usage", "invalid_type", "must be a boolean"},
+		{"stream_options a string", chat, `{"messages":[{"role":"user","content":"Hi"}],"stream_options":"usage"}`, "stream_options", "invalid_type", `stream_options must be an object such as {"include_usage":true}, not a string`},
+		// stream_options: with stream false taken and without effect (a
+		// whole answer has usage), as llama.cpp's server does; an option
+		// rbee lacks is refused, not ignored.
+		{"stream_options without stream", chat, `{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2,"stream":false,"stream_options":{"include_usage":true}}`, "", "", ""},
+		{"stream_options without stream completions", cmpl, `{"prompt":"Hi","max_tokens":2,"stream_options":{"include_usage":false,"include_obfuscation":false}}`, "", "", ""},
+		{"unknown stream option", chat, `{"messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":{"include_usage":true,"usage_every_chunk":true}}`,
+			"stream_options.usage_every_chunk", codeUnknownParam, `unknown field "usage_every_chunk" in stream_options: stream_options takes include_usage`},
+		{"vLLM's continuous usage", cmpl, `{"prompt":"Hi","stream":true,"stream_options":{"continuous_usage_stats":true}}`,
+			"stream_options.continuous_usage_stats", codeUnsupportedParam, "only false or null"},
 		{"text part a number", chat, `{"messages":[{"role":"user","content":[{"type":"text","text":5}]}]}`, "messages[0].content[0].text", "invalid_type", "messages[0].content[0].text must be a string"},
 		{"part a string", chat, `{"messages":[{"role":"user","content":["Hi"]}]}`, "messages[0].content[0]", "invalid_type", "must be a content part object"},
 		{"content an object", chat, `{"messages":[{"role":"user","content":{"text":"Hi"}}]}`, "messages[0].content", "invalid_type", "must be a string or an array of content parts"},
