@@ -114,6 +114,19 @@ func TestResponseFormatJSONSchema(t *testing.T) {
 			require.NoError(t, err, doc)
 			require.Regexp(t, `^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$`, v.ID, doc)
 		}},
+		// Pydantic's Field(ge=0, le=150) and conint(gt=0, lt=10).
+		{"integer bounds", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "Person", "strict": true, "schema": map[string]any{
+			"type": "object", "additionalProperties": false, "required": []string{"age", "count"},
+			"properties": map[string]any{
+				"age":   map[string]any{"type": "integer", "minimum": 0, "maximum": 150},
+				"count": map[string]any{"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10},
+			},
+		}}}, func(t *testing.T, doc string) {
+			var v struct{ Age, Count *int }
+			require.NoError(t, strict(doc, &v), doc)
+			require.True(t, v.Age != nil && *v.Age >= 0 && *v.Age <= 150, doc)
+			require.True(t, v.Count != nil && *v.Count > 0 && *v.Count < 10, doc)
+		}},
 		{"json_object with a schema (llama.cpp's form)", map[string]any{"type": "json_object", "schema": map[string]any{
 			"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}, "required": []string{"n"}}},
 			func(t *testing.T, doc string) {
@@ -167,6 +180,8 @@ func TestResponseFormatErrors(t *testing.T) {
 		body       map[string]any
 		code, text string
 	}{
+		{"bounds on a number", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "number", "minimum": 0}}}},
+			codeUnsupportedSchema, "bounds are supported on integers only"},
 		{"pattern", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "string", "pattern": "^a"}}}},
 			codeUnsupportedSchema, `"pattern"`},
 		{"format the grammar cannot enforce", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{

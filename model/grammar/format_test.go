@@ -85,18 +85,7 @@ func TestFormatSchemas(t *testing.T) {
 		{`{"type":"object","properties":{"at":{"type":"string","format":"date-time"},"id":{"type":"string","format":"uuid"}},"required":["at","id"],"additionalProperties":false}`,
 			[]string{`{"id":"00000000-0000-0000-0000-000000000000","at":"2024-05-01T10:00:00Z"}`}, []string{`{"id":"0","at":"2024-05-01T10:00:00Z"}`}},
 	} {
-		s, err := CompileSchema([]byte(tc.schema))
-		require.NoError(t, err, tc.schema)
-		for _, doc := range tc.good {
-			m := s.NewMatcher(nil)
-			require.NoError(t, m.Write([]byte(doc)), "%s: %s", tc.schema, doc)
-			require.True(t, m.CanEnd(), "%s: %s", tc.schema, doc)
-		}
-		for _, doc := range tc.bad {
-			m := s.NewMatcher(nil)
-			err := m.Write([]byte(doc))
-			require.True(t, err != nil || !m.CanEnd(), "%s accepted %s", tc.schema, doc)
-		}
+		checkMatches(t, tc.schema, tc.good, tc.bad)
 	}
 	for _, tc := range []struct {
 		schema string
@@ -141,24 +130,50 @@ func TestFormatGeneration(t *testing.T) {
 		s, err := CompileSchema([]byte(`{"type":"string","format":"` + format + `"}`))
 		require.NoError(t, err)
 		for range 20 {
-			m := s.NewMatcher(v)
-			var out strings.Builder
-			for !m.Done() && !m.CanEnd() {
-				bits := m.Allowed()
-				var ids []int32
-				for id := range v.pieces {
-					if bits[id>>6]>>(id&63)&1 != 0 {
-						ids = append(ids, int32(id))
-					}
-				}
-				require.NotEmpty(t, ids, "%s: no token allowed after %q", format, out.String())
-				id := ids[rng.IntN(len(ids))]
-				require.NoError(t, m.Accept(id))
-				out.WriteString(v.pieces[id])
-			}
-			doc := strings.TrimLeft(out.String(), " \n\t") // the root allows whitespace before the value
+			doc := strings.TrimLeft(sample(t, s, v, rng), " \n\t") // the root allows whitespace before the value
 			require.True(t, strings.HasPrefix(doc, `"`) && strings.HasSuffix(doc, `"`) && len(doc) > 2, doc)
 			require.NoError(t, ok(doc[1:len(doc)-1]), "%s: %s", format, doc)
 		}
 	}
+}
+
+// checkMatches checks that schema's matcher takes every document of good
+// whole and no document of bad.
+func checkMatches(t *testing.T, schema string, good, bad []string) {
+	t.Helper()
+	s, err := CompileSchema([]byte(schema))
+	require.NoError(t, err, schema)
+	for _, doc := range good {
+		m := s.NewMatcher(nil)
+		require.NoError(t, m.Write([]byte(doc)), "%s: %s", schema, doc)
+		require.True(t, m.CanEnd(), "%s: %s", schema, doc)
+	}
+	for _, doc := range bad {
+		m := s.NewMatcher(nil)
+		err := m.Write([]byte(doc))
+		require.True(t, err != nil || !m.CanEnd(), "%s accepted %s", schema, doc)
+	}
+}
+
+// sample generates a document of s over the vocabulary v, taking any
+// allowed token at random, until the document is complete; the mask must
+// always allow a token before then.
+func sample(t *testing.T, s *Schema, v *Vocab, rng *rand.Rand) string {
+	t.Helper()
+	m := s.NewMatcher(v)
+	var out strings.Builder
+	for !m.Done() && !m.CanEnd() {
+		bits := m.Allowed()
+		var ids []int32
+		for id := range v.pieces {
+			if bits[id>>6]>>(id&63)&1 != 0 {
+				ids = append(ids, int32(id))
+			}
+		}
+		require.NotEmpty(t, ids, "no token allowed after %q", out.String())
+		id := ids[rng.IntN(len(ids))]
+		require.NoError(t, m.Accept(id))
+		out.WriteString(v.pieces[id])
+	}
+	return out.String()
 }

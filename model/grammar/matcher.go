@@ -265,7 +265,8 @@ func (m *Matcher) CanEnd() bool {
 		if len(t) == 1 && t[0].st == rDone {
 			return true
 		}
-		if len(t) == 2 && m.s.suffix == "" && isNumber(m.s.nodes[t[1].node].kind) && numComplete(t[1].st) {
+		if len(t) == 2 && m.s.suffix == "" && isNumber(m.s.nodes[t[1].node].kind) && numComplete(t[1].st) &&
+			(!m.s.nodes[t[1].node].bounded || m.s.nodes[t[1].node].inRange(&t[1])) {
 			return true
 		}
 	}
@@ -555,6 +556,9 @@ func (m *Matcher) frameStep(f *frame, b byte) result {
 		}
 		return ok
 	case kNumber, kInteger:
+		if n.bounded {
+			return boundedIntStep(f, n, b)
+		}
 		return numberStep(f, b, n.kind == kInteger)
 	case kArray:
 		return m.arrayStep(f, n, b)

@@ -136,7 +136,7 @@ func (d *disjointness) leaves(a, b int32) bool {
 		f, err := strconv.ParseFloat(x.lit, 64)
 		// Not a whole number (math.Trunc: a conversion through int64 is
 		// undefined past 2^63, and 1e20 is an integer to JSON Schema).
-		return err == nil && !math.IsInf(f, 0) && f != math.Trunc(f)
+		return err == nil && !math.IsInf(f, 0) && (f != math.Trunc(f) || (y.bounded && (f < float64(y.lo) || f > float64(y.hi))))
 	case x.kind == kString && y.kind == kString:
 		return (x.maxLen >= 0 && x.maxLen < y.minLen) || (y.maxLen >= 0 && y.maxLen < x.minLen)
 	case x.kind == kArray && y.kind == kArray:

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/big"
 	"reflect"
 	"slices"
 	"sort"
@@ -98,6 +99,10 @@ type node struct {
 	minItems, maxItems int32 // maxItems -1: unbounded
 	// string: lengths in code points
 	minLen, maxLen int32 // maxLen -1: unbounded
+	// integer: bounds (minimum, maximum...), when bounded; within
+	// ±maxMagnitude
+	lo, hi  int64
+	bounded bool
 	// string: the content's format (its automaton's state is the frame's
 	// kpos); nil: any text
 	format *byteDFA
@@ -269,7 +274,7 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 	}
 	sort.Strings(keys)
 	known := []string{"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-		"minLength", "maxLength", "format", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions"}
+		"minLength", "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions"}
 	for _, k := range keys {
 		if !slices.Contains(known, k) && !slices.Contains(annotations, k) {
 			return 0, fmt.Errorf("%w: %q at %s (supported: %s)", ErrUnsupported, k, path, strings.Join(known, ", "))
@@ -361,6 +366,8 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 			types = []string{"object"}
 		case s["items"] != nil:
 			types = []string{"array"}
+		case hasBounds(s):
+			return 0, fmt.Errorf("%w: %s bounds numbers (minimum, maximum...) without a type; bounds are supported on integers (\"type\": \"integer\")", ErrUnsupported, path)
 		case s["format"] != nil:
 			// Any value, but a string must have the format.
 			types = []string{"object", "array", "string", "number", "boolean", "null"}
@@ -450,9 +457,24 @@ func (c *compiler) typed(t string, s map[string]any, path string, depth int) (in
 		}
 		return c.add(n), nil
 	case "number":
+		if hasBounds(s) {
+			return 0, fmt.Errorf("%w: %s bounds a number (minimum, maximum...): bounds are supported on integers only (\"type\": \"integer\")", ErrUnsupported, path)
+		}
 		return c.add(node{kind: kNumber}), nil
 	case "integer":
-		return c.add(node{kind: kInteger}), nil
+		n := node{kind: kInteger}
+		b, err := readBounds(s, path)
+		if err != nil {
+			return 0, err
+		}
+		if b != nil {
+			var ok bool
+			if n.lo, n.hi, ok = b.integers(); !ok {
+				return 0, fmt.Errorf("%w: %s: no integer within %d digits is within its minimum and maximum, so nothing matches", ErrBadSchema, path, maxInteger-1)
+			}
+			n.bounded = true
+		}
+		return c.add(n), nil
 	case "boolean":
 		return c.anyOf([]int32{c.add(node{kind: kLiteral, lit: "true"}), c.add(node{kind: kLiteral, lit: "false"})}), nil
 	case "null":
@@ -702,6 +724,14 @@ func (c *compiler) values(s map[string]any, list []any, path string) (int32, err
 		}
 		if str, isStr := v.(string); isStr && format != nil && !format.matches(str) {
 			ok = false
+		}
+		bounds, err := readBounds(s, path)
+		if err != nil {
+			return 0, err
+		}
+		if num, isNum := v.(json.Number); isNum && bounds != nil {
+			r, _ := new(big.Rat).SetString(string(num))
+			ok = ok && r != nil && bounds.contains(r)
 		}
 		if ok {
 			kept = append(kept, v)

@@ -1,0 +1,79 @@
+package grammar
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestIntegerBounds: minimum, maximum and their exclusive forms bound an
+// integer exactly (Pydantic's Field(ge=, le=, gt=, lt=) and conint): every
+// value of the range is written and none outside it, and a digit that
+// leaves no value in range is refused where it comes.
+func TestIntegerBounds(t *testing.T) {
+	for _, tc := range []struct {
+		schema    string
+		good, bad []string
+	}{
+		{`{"type":"integer","minimum":0,"maximum":150}`, []string{`0`, `7`, `150`, `99`, `-0`}, []string{`-1`, `151`, `1500`, `01`}},
+		{`{"type":"integer","exclusiveMinimum":0}`, []string{`1`, `9999999999999999`}, []string{`0`, `-3`, `-0`}},
+		{`{"type":"integer","exclusiveMaximum":-5}`, []string{`-6`, `-9999999999999999`}, []string{`-5`, `0`, `5`}},
+		{`{"type":"integer","minimum":10,"maximum":19}`, []string{`10`, `19`}, []string{`1`, `9`, `20`, `100`}},
+		{`{"type":"integer","minimum":-12,"maximum":-3}`, []string{`-3`, `-12`, `-10`}, []string{`-2`, `-13`, `-1`, `0`, `3`}},
+		{`{"type":"integer","minimum":0.5,"maximum":2.5}`, []string{`1`, `2`}, []string{`0`, `3`}},
+		{`{"type":"integer","minimum":1e2,"maximum":1E3}`, []string{`100`, `1000`}, []string{`99`, `1001`}},
+		{`{"type":"integer","minimum":3,"exclusiveMinimum":true}`, []string{`4`}, []string{`3`}}, // draft 4
+		{`{"type":"integer","minimum":3,"exclusiveMinimum":5}`, []string{`6`}, []string{`5`, `4`}},
+		{`{"type":["integer","null"],"minimum":1}`, []string{`1`, `null`}, []string{`0`}},
+		{`{"anyOf":[{"type":"integer","minimum":0},{"type":"null"}]}`, []string{`3`, `null`}, []string{`-3`}},
+		{`{"type":"integer","minimum":5,"enum":[1,5,7,"x"]}`, []string{`5`, `7`}, []string{`1`, `"x"`}},
+		{`{"type":"number","maximum":2,"enum":[1.5,2.5]}`, []string{`1.5`}, []string{`2.5`}},
+		{`{"type":"object","properties":{"age":{"type":"integer","minimum":0,"maximum":150}},"required":["age"],"additionalProperties":false}`,
+			[]string{`{"age":42}`, `{"age": 150 }`}, []string{`{"age":151}`, `{"age":-1}`}},
+	} {
+		checkMatches(t, tc.schema, tc.good, tc.bad)
+	}
+	// Refused where it comes: "2" cannot begin a value of 10..19.
+	s, err := CompileSchema([]byte(`{"type":"integer","minimum":10,"maximum":19}`))
+	require.NoError(t, err)
+	require.ErrorIs(t, s.NewMatcher(nil).Write([]byte(`2`)), ErrRejected)
+
+	for _, tc := range []struct {
+		schema string
+		want   error
+		names  string
+	}{
+		{`{"type":"number","minimum":0}`, ErrUnsupported, "bounds are supported on integers only"},
+		{`{"minimum":0}`, ErrUnsupported, "without a type"},
+		{`{"type":"integer","minimum":"0"}`, ErrBadSchema, "minimum must be a number"},
+		{`{"type":"integer","minimum":3,"maximum":2}`, ErrBadSchema, "nothing matches"},
+		{`{"type":"integer","minimum":2.2,"maximum":2.8}`, ErrBadSchema, "nothing matches"},
+		{`{"type":"integer","minimum":1e20}`, ErrBadSchema, "nothing matches"},
+		{`{"type":"integer","multipleOf":2}`, ErrUnsupported, `"multipleOf"`},
+	} {
+		_, err := CompileSchema([]byte(tc.schema))
+		require.ErrorIs(t, err, tc.want, tc.schema)
+		require.Contains(t, err.Error(), tc.names, tc.schema)
+	}
+}
+
+// TestIntegerBoundsGeneration: sampling under the mask, any allowed token
+// at random, writes integers within the bounds, over a real vocabulary.
+func TestIntegerBoundsGeneration(t *testing.T) {
+	v := vocabFile(t, "ggml-vocab-llama-spm.gguf")
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, r := range [][2]int64{{0, 150}, {-40, -7}, {1000, 1005}, {-3, 3}, {7, 7}} {
+		s, err := CompileSchema([]byte(`{"type":"array","minItems":1,"maxItems":1,"items":{"type":"integer","minimum":` +
+			strconv.FormatInt(r[0], 10) + `,"maximum":` + strconv.FormatInt(r[1], 10) + `}}`))
+		require.NoError(t, err)
+		for range 20 {
+			out := sample(t, s, v, rng)
+			n, err := strconv.ParseInt(strings.Trim(out, "[] \n\t"), 10, 64)
+			require.NoError(t, err, out)
+			require.True(t, n >= r[0] && n <= r[1], "%d outside %v", n, r)
+		}
+	}
+}
