@@ -114,18 +114,24 @@ func TestResponseFormatJSONSchema(t *testing.T) {
 			require.NoError(t, err, doc)
 			require.Regexp(t, `^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$`, v.ID, doc)
 		}},
-		// Pydantic's Field(ge=0, le=150) and conint(gt=0, lt=10).
-		{"integer bounds", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "Person", "strict": true, "schema": map[string]any{
-			"type": "object", "additionalProperties": false, "required": []string{"age", "count"},
+		// Pydantic's Field(ge=0, le=150), conint(gt=0, lt=10) and
+		// confloat(ge=0, le=1).
+		{"number bounds", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "Person", "strict": true, "schema": map[string]any{
+			"type": "object", "additionalProperties": false, "required": []string{"age", "count", "p"},
 			"properties": map[string]any{
 				"age":   map[string]any{"type": "integer", "minimum": 0, "maximum": 150},
 				"count": map[string]any{"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10},
+				"p":     map[string]any{"type": "number", "minimum": 0, "maximum": 1},
 			},
 		}}}, func(t *testing.T, doc string) {
-			var v struct{ Age, Count *int }
+			var v struct {
+				Age, Count *int
+				P          *float64
+			}
 			require.NoError(t, strict(doc, &v), doc)
 			require.True(t, v.Age != nil && *v.Age >= 0 && *v.Age <= 150, doc)
 			require.True(t, v.Count != nil && *v.Count > 0 && *v.Count < 10, doc)
+			require.True(t, v.P != nil && *v.P >= 0 && *v.P <= 1, doc)
 		}},
 		{"json_object with a schema (llama.cpp's form)", map[string]any{"type": "json_object", "schema": map[string]any{
 			"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}, "required": []string{"n"}}},
@@ -180,8 +186,8 @@ func TestResponseFormatErrors(t *testing.T) {
 		body       map[string]any
 		code, text string
 	}{
-		{"bounds on a number", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "number", "minimum": 0}}}},
-			codeUnsupportedSchema, "bounds are supported on integers only"},
+		{"bounds without a type", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"minimum": 0}}}},
+			codeUnsupportedSchema, "without a type"},
 		{"pattern", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "string", "pattern": "^a"}}}},
 			codeUnsupportedSchema, `"pattern"`},
 		{"format the grammar cannot enforce", map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{

@@ -11,7 +11,18 @@ var boundKeywords = []string{"minimum", "maximum", "exclusiveMinimum", "exclusiv
 
 // maxMagnitude is the largest integer the matcher writes: maxInteger-1
 // digits (the sign takes a byte of maxInteger).
-const maxMagnitude = 1e16 - 1
+const maxMagnitude int64 = 1e16 - 1
+
+// A number with bounds is written in fixed point, without an exponent: at
+// most fixedDigits digits before the point and as many after it, so that
+// its value in units of 10^-fixedDigits (fixedUnit per 1) is an int64,
+// compared with the bounds exactly as an integer is. 9 and 9 hold what
+// bounded fields hold (a price, a probability, a temperature).
+const (
+	fixedDigits       = 9
+	fixedUnit   int64 = 1e9                     // 10^fixedDigits
+	maxFixed    int64 = fixedUnit*fixedUnit - 1 // 999999999.999999999 in units
+)
 
 // numberBounds are a schema's bounds on numbers, exact (big.Rat); nil: none.
 type numberBounds struct {
@@ -101,10 +112,23 @@ func (b *numberBounds) contains(r *big.Rat) bool {
 	return true
 }
 
+// scaled returns the bounds times k.
+func (b *numberBounds) scaled(k int64) *numberBounds {
+	out := *b
+	r := new(big.Rat).SetInt64(k)
+	if b.lo != nil {
+		out.lo = new(big.Rat).Mul(b.lo, r)
+	}
+	if b.hi != nil {
+		out.hi = new(big.Rat).Mul(b.hi, r)
+	}
+	return &out
+}
+
 // integers returns the range of integers within the bounds, clamped to
-// what the matcher writes; ok is false when none is.
-func (b *numberBounds) integers() (lo, hi int64, ok bool) {
-	lo, hi = -maxMagnitude, maxMagnitude
+// ±limit; ok is false when none is.
+func (b *numberBounds) integers(limit int64) (lo, hi int64, ok bool) {
+	lo, hi = -limit, limit
 	if b.lo != nil {
 		// The least integer above lo (or at it, when inclusive).
 		q := new(big.Int).Quo(b.lo.Num(), b.lo.Denom()) // truncated toward zero
@@ -112,7 +136,7 @@ func (b *numberBounds) integers() (lo, hi int64, ok bool) {
 		if f.Cmp(b.lo) < 0 || (f.Cmp(b.lo) == 0 && b.loEx) {
 			q.Add(q, big.NewInt(1))
 		}
-		if q.Cmp(big.NewInt(maxMagnitude)) > 0 {
+		if q.Cmp(big.NewInt(limit)) > 0 {
 			return 0, 0, false
 		}
 		if q.Cmp(big.NewInt(lo)) > 0 {
@@ -125,7 +149,7 @@ func (b *numberBounds) integers() (lo, hi int64, ok bool) {
 		if f.Cmp(b.hi) > 0 || (f.Cmp(b.hi) == 0 && b.hiEx) {
 			q.Sub(q, big.NewInt(1))
 		}
-		if q.Cmp(big.NewInt(-maxMagnitude)) < 0 {
+		if q.Cmp(big.NewInt(-limit)) < 0 {
 			return 0, 0, false
 		}
 		if q.Cmp(big.NewInt(hi)) < 0 {
@@ -144,55 +168,105 @@ func magnitudes(lo, hi int64, neg bool) (a, b int64) {
 	return max(lo, 0), hi
 }
 
-// reachable reports whether the integer being written in f (sign in esc,
-// magnitude so far in seen) can still end within the node's bounds,
-// within maxMagnitude and without a leading zero.
+// reachable reports whether the number being written in f (sign in esc;
+// in seen the magnitude so far, an integer's, or a number's in units of
+// 10^-fixedDigits) can still end within the node's bounds, within the
+// digits the matcher writes and without a leading zero.
 func (n *node) reachable(f *frame) bool {
 	a, b := magnitudes(n.lo, n.hi, f.esc == 1)
 	if a > b {
 		return false
 	}
-	switch f.st {
-	case nMinus:
-		return true // any magnitude is still possible
-	case nZero:
-		return a == 0
-	}
 	m := int64(f.seen)
-	if m >= a && m <= b {
-		return true
-	}
-	// m followed by j more digits: [m*10^j, m*10^j + 10^j - 1].
-	for span := int64(10); m*span <= maxMagnitude; span *= 10 {
-		if m*span <= b && m*span+span-1 >= a {
-			return true
+	// within reports whether [lo, hi] meets [a, b].
+	within := func(lo, hi int64) bool { return lo <= b && hi >= a }
+	if n.kind == kInteger {
+		switch f.st {
+		case nMinus:
+			return true // any magnitude is still possible
+		case nZero:
+			return a == 0
+		}
+		// m followed by j more digits: [m*10^j, m*10^j + 10^j - 1].
+		for span := int64(1); ; span *= 10 {
+			if within(m*span, m*span+span-1) {
+				return true
+			}
+			if m*span > maxMagnitude/10 {
+				return false // no room for another digit
+			}
 		}
 	}
-	return false
+	switch f.st {
+	case nMinus:
+		return true
+	case nZero, nDot:
+		return within(m, m+fixedUnit-1) // the fraction is still to come
+	case nFrac:
+		span := int64(1)
+		for range fixedDigits - f.kpos {
+			span *= 10
+		}
+		return within(m, m+span-1)
+	}
+	// An integer part of k digits, m in units, followed by j more digits
+	// and any fraction: [m*10^j, (m+1 unit)*10^j - 1].
+	for span := int64(1); ; span *= 10 {
+		if within(m*span, (m+fixedUnit)*span-1) {
+			return true
+		}
+		if m*span > maxFixed/10 {
+			return false
+		}
+	}
 }
 
-// inRange reports whether the complete integer in f is within the bounds.
+// inRange reports whether the complete number in f is within the bounds.
 func (n *node) inRange(f *frame) bool {
 	a, b := magnitudes(n.lo, n.hi, f.esc == 1)
 	m := int64(f.seen)
 	return m >= a && m <= b
 }
 
-// boundedIntStep is numberStep for an integer with bounds: the sign goes
-// to esc and the magnitude to seen, and a digit that leaves no value
-// within the bounds, or an end outside them, is refused.
-func boundedIntStep(f *frame, n *node, b byte) result {
-	r := numberStep(f, b, true)
+// boundedStep is numberStep for a number with bounds: the sign goes to
+// esc and the magnitude to seen (a number's in fixed point, its fraction
+// digits counted in kpos), and a byte that leaves no value within the
+// bounds, or an end outside them, is refused. A bounded number has no
+// exponent and at most fixedDigits digits on each side of its point.
+func boundedStep(f *frame, n *node, b byte) result {
+	integer := n.kind == kInteger
+	if !integer && (b == 'e' || b == 'E') {
+		return rej
+	}
+	r := numberStep(f, b, integer)
 	switch r {
 	case pass:
 		if !n.inRange(f) {
 			return rej
 		}
 	case ok:
-		if b == '-' {
+		d := uint64(b - '0')
+		switch {
+		case b == '-':
 			f.esc = 1
-		} else {
-			f.seen = f.seen*10 + uint64(b-'0')
+		case b == '.':
+			f.kpos = 0
+		case integer:
+			f.seen = f.seen*10 + d
+		case f.st == nFrac:
+			if f.kpos++; f.kpos > fixedDigits {
+				return rej
+			}
+			unit := uint64(1)
+			for range fixedDigits - f.kpos {
+				unit *= 10
+			}
+			f.seen += d * unit
+		default: // a digit of the integer part
+			if f.seen*10+d*uint64(fixedUnit) > uint64(maxFixed) {
+				return rej
+			}
+			f.seen = f.seen*10 + d*uint64(fixedUnit)
 		}
 		if !n.reachable(f) {
 			return rej

@@ -9,11 +9,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestIntegerBounds: minimum, maximum and their exclusive forms bound an
-// integer exactly (Pydantic's Field(ge=, le=, gt=, lt=) and conint): every
-// value of the range is written and none outside it, and a digit that
-// leaves no value in range is refused where it comes.
-func TestIntegerBounds(t *testing.T) {
+// TestNumberBounds: minimum, maximum and their exclusive forms bound an
+// integer or a number exactly (Pydantic's Field(ge=, le=, gt=, lt=),
+// conint, confloat): every value of the range is written and none outside
+// it, and a digit that leaves no value in range is refused where it comes.
+func TestNumberBounds(t *testing.T) {
 	for _, tc := range []struct {
 		schema    string
 		good, bad []string
@@ -31,6 +31,11 @@ func TestIntegerBounds(t *testing.T) {
 		{`{"anyOf":[{"type":"integer","minimum":0},{"type":"null"}]}`, []string{`3`, `null`}, []string{`-3`}},
 		{`{"type":"integer","minimum":5,"enum":[1,5,7,"x"]}`, []string{`5`, `7`}, []string{`1`, `"x"`}},
 		{`{"type":"number","maximum":2,"enum":[1.5,2.5]}`, []string{`1.5`}, []string{`2.5`}},
+		{`{"type":"number","minimum":0,"maximum":1}`, []string{`0`, `1`, `0.5`, `0.999999999`, `1.0`, `1.000`, `-0`, `-0.0`}, []string{`1.001`, `-0.1`, `2`, `10`, `1e0`, `0.1234567891`, `01`}},
+		{`{"type":"number","exclusiveMinimum":0}`, []string{`0.000000001`, `3`, `999999999.5`}, []string{`0`, `0.0`, `-1`, `0.0000000001`, `1000000000`}},
+		{`{"type":"number","exclusiveMinimum":-1.5,"exclusiveMaximum":-1.25}`, []string{`-1.3`, `-1.4999`}, []string{`-1.5`, `-1.25`, `-1.2`, `-1`, `-2`}},
+		{`{"type":"number","minimum":0.1,"maximum":0.1}`, []string{`0.1`, `0.10`}, []string{`0.11`, `0.09`, `1`}},
+		{`{"type":"number","minimum":100,"maximum":250.5}`, []string{`100`, `250.5`, `199.99`}, []string{`99.9`, `250.51`, `25`, `1000`}},
 		{`{"type":"object","properties":{"age":{"type":"integer","minimum":0,"maximum":150}},"required":["age"],"additionalProperties":false}`,
 			[]string{`{"age":42}`, `{"age": 150 }`}, []string{`{"age":151}`, `{"age":-1}`}},
 	} {
@@ -46,7 +51,8 @@ func TestIntegerBounds(t *testing.T) {
 		want   error
 		names  string
 	}{
-		{`{"type":"number","minimum":0}`, ErrUnsupported, "bounds are supported on integers only"},
+		{`{"type":"number","minimum":1e9}`, ErrBadSchema, "no number of at most 9 digits before and after its point"},
+		{`{"type":"number","exclusiveMinimum":0,"maximum":1e-10}`, ErrBadSchema, "nothing matches"},
 		{`{"minimum":0}`, ErrUnsupported, "without a type"},
 		{`{"type":"integer","minimum":"0"}`, ErrBadSchema, "minimum must be a number"},
 		{`{"type":"integer","minimum":3,"maximum":2}`, ErrBadSchema, "nothing matches"},
@@ -60,9 +66,9 @@ func TestIntegerBounds(t *testing.T) {
 	}
 }
 
-// TestIntegerBoundsGeneration: sampling under the mask, any allowed token
-// at random, writes integers within the bounds, over a real vocabulary.
-func TestIntegerBoundsGeneration(t *testing.T) {
+// TestBoundsGeneration: sampling under the mask, any allowed token at
+// random, writes numbers within the bounds, over a real vocabulary.
+func TestBoundsGeneration(t *testing.T) {
 	v := vocabFile(t, "ggml-vocab-llama-spm.gguf")
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, r := range [][2]int64{{0, 150}, {-40, -7}, {1000, 1005}, {-3, 3}, {7, 7}} {
@@ -74,6 +80,17 @@ func TestIntegerBoundsGeneration(t *testing.T) {
 			n, err := strconv.ParseInt(strings.Trim(out, "[] \n\t"), 10, 64)
 			require.NoError(t, err, out)
 			require.True(t, n >= r[0] && n <= r[1], "%d outside %v", n, r)
+		}
+	}
+	for _, r := range [][2]float64{{0, 1}, {-2.5, -2.25}, {0.001, 0.002}, {100, 1e6}} {
+		s, err := CompileSchema([]byte(`{"type":"array","minItems":1,"maxItems":1,"items":{"type":"number","exclusiveMinimum":` +
+			strconv.FormatFloat(r[0], 'g', -1, 64) + `,"maximum":` + strconv.FormatFloat(r[1], 'g', -1, 64) + `}}`))
+		require.NoError(t, err)
+		for range 20 {
+			out := sample(t, s, v, rng)
+			f, err := strconv.ParseFloat(strings.Trim(out, "[] \n\t"), 64)
+			require.NoError(t, err, out)
+			require.True(t, f > r[0] && f <= r[1], "%s outside (%v, %v]", out, r[0], r[1])
 		}
 	}
 }

@@ -557,7 +557,7 @@ func (m *Matcher) frameStep(f *frame, b byte) result {
 		return ok
 	case kNumber, kInteger:
 		if n.bounded {
-			return boundedIntStep(f, n, b)
+			return boundedStep(f, n, b)
 		}
 		return numberStep(f, b, n.kind == kInteger)
 	case kArray:

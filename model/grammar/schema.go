@@ -99,8 +99,9 @@ type node struct {
 	minItems, maxItems int32 // maxItems -1: unbounded
 	// string: lengths in code points
 	minLen, maxLen int32 // maxLen -1: unbounded
-	// integer: bounds (minimum, maximum...), when bounded; within
-	// ±maxMagnitude
+	// integer or number: bounds (minimum, maximum...), when bounded:
+	// within ±maxMagnitude, or for a number in fixed point (units of
+	// 10^-fixedDigits) within ±maxFixed
 	lo, hi  int64
 	bounded bool
 	// string: the content's format (its automaton's state is the frame's
@@ -367,7 +368,7 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		case s["items"] != nil:
 			types = []string{"array"}
 		case hasBounds(s):
-			return 0, fmt.Errorf("%w: %s bounds numbers (minimum, maximum...) without a type; bounds are supported on integers (\"type\": \"integer\")", ErrUnsupported, path)
+			return 0, fmt.Errorf("%w: %s bounds numbers (minimum, maximum...) without a type; bounds are supported with \"type\": \"integer\" or \"number\"", ErrUnsupported, path)
 		case s["format"] != nil:
 			// Any value, but a string must have the format.
 			types = []string{"object", "array", "string", "number", "boolean", "null"}
@@ -456,21 +457,27 @@ func (c *compiler) typed(t string, s map[string]any, path string, depth int) (in
 			return 0, err
 		}
 		return c.add(n), nil
-	case "number":
-		if hasBounds(s) {
-			return 0, fmt.Errorf("%w: %s bounds a number (minimum, maximum...): bounds are supported on integers only (\"type\": \"integer\")", ErrUnsupported, path)
+	case "number", "integer":
+		n := node{kind: kNumber}
+		if t == "integer" {
+			n.kind = kInteger
 		}
-		return c.add(node{kind: kNumber}), nil
-	case "integer":
-		n := node{kind: kInteger}
 		b, err := readBounds(s, path)
 		if err != nil {
 			return 0, err
 		}
 		if b != nil {
 			var ok bool
-			if n.lo, n.hi, ok = b.integers(); !ok {
-				return 0, fmt.Errorf("%w: %s: no integer within %d digits is within its minimum and maximum, so nothing matches", ErrBadSchema, path, maxInteger-1)
+			what := fmt.Sprintf("integer within %d digits", maxInteger-1)
+			if n.kind == kInteger {
+				n.lo, n.hi, ok = b.integers(maxMagnitude)
+			} else {
+				// In fixed point: units of 10^-fixedDigits.
+				n.lo, n.hi, ok = b.scaled(fixedUnit).integers(maxFixed)
+				what = fmt.Sprintf("number of at most %d digits before and after its point", fixedDigits)
+			}
+			if !ok {
+				return 0, fmt.Errorf("%w: %s: no %s is within its minimum and maximum, so nothing matches", ErrBadSchema, path, what)
 			}
 			n.bounded = true
 		}
