@@ -133,6 +133,20 @@ func TestResponseFormatJSONSchema(t *testing.T) {
 			require.True(t, v.Count != nil && *v.Count > 0 && *v.Count < 10, doc)
 			require.True(t, v.P != nil && *v.P >= 0 && *v.P <= 1, doc)
 		}},
+		// Pydantic's tuple[int, str] field.
+		{"tuple", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "T", "schema": map[string]any{
+			"type": "object", "additionalProperties": false, "required": []string{"pair"},
+			"properties": map[string]any{"pair": map[string]any{"type": "array", "minItems": 2, "maxItems": 2,
+				"prefixItems": []any{map[string]any{"type": "integer"}, map[string]any{"type": "string", "maxLength": 10}}}},
+		}}}, func(t *testing.T, doc string) {
+			var v struct{ Pair []json.RawMessage }
+			require.NoError(t, strict(doc, &v), doc)
+			require.Len(t, v.Pair, 2, doc)
+			var n int
+			var str string
+			require.NoError(t, json.Unmarshal(v.Pair[0], &n), doc)
+			require.NoError(t, json.Unmarshal(v.Pair[1], &str), doc)
+		}},
 		{"json_object with a schema (llama.cpp's form)", map[string]any{"type": "json_object", "schema": map[string]any{
 			"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}, "required": []string{"n"}}},
 			func(t *testing.T, doc string) {

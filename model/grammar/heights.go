@@ -132,7 +132,7 @@ func (s *Schema) minDeps(id int32) []int32 {
 		}
 		return list
 	case kArray:
-		return []int32{n.items}
+		return n.requiredItems()
 	}
 	return nil
 }
@@ -156,9 +156,11 @@ func (s *Schema) evalMin(id int32, inf int32) int32 {
 		}
 		return min(inf, 1+h)
 	case kArray:
-		if n.minItems > 0 {
-			return min(inf, 1+s.minH[n.items])
+		h := int32(0)
+		for _, it := range n.requiredItems() {
+			h = max(h, s.minH[it])
 		}
+		return min(inf, 1+h)
 	}
 	return 1
 }
@@ -174,9 +176,11 @@ func (s *Schema) children(x int32) []int32 {
 		}
 		return n.props
 	case kArray:
-		if n.maxItems != 0 {
-			return []int32{n.items}
+		list := slices.Clone(n.prefix)
+		if n.maxItems < 0 || int(n.maxItems) > len(n.prefix) {
+			list = append(list, n.items)
 		}
+		return list
 	}
 	return nil
 }

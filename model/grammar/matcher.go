@@ -396,7 +396,7 @@ func (m *Matcher) fits(f *frame, d int) bool {
 	switch n.kind {
 	case kArray:
 		if f.st == aNext || ((f.st == aFirst || f.st == aAfter) && f.n < n.minItems) {
-			h = minH[n.items]
+			h = minH[n.item(f.n)] // the item at the next position
 		}
 	case kObject:
 		for i, p := range n.props {
@@ -440,7 +440,7 @@ func (m *Matcher) childOf(f *frame) int32 {
 	}
 	n := &m.s.nodes[f.node]
 	if n.kind == kArray {
-		return n.items
+		return n.item(f.n - 1) // the count includes the item begun
 	}
 	if f.n >= 0 {
 		return n.props[f.n]
@@ -756,7 +756,7 @@ func (m *Matcher) arrayStep(f *frame, n *node, b byte) result {
 		}
 		f.n++
 		if n.maxItems < 0 {
-			f.n = min(f.n, n.minItems)
+			f.n = min(f.n, n.countCap())
 		}
 		f.st, f.ws = aAfter, 0
 		return push

@@ -143,7 +143,13 @@ func (d *disjointness) leaves(a, b int32) bool {
 		if (x.maxItems >= 0 && x.maxItems < y.minItems) || (y.maxItems >= 0 && y.maxItems < x.minItems) {
 			return true
 		}
-		return x.minItems > 0 && y.minItems > 0 && d.nodes(x.items, y.items)
+		// A position both must fill, with items no value matches twice.
+		for i := int32(0); i < min(x.minItems, y.minItems) && int(i) <= max(len(x.prefix), len(y.prefix)); i++ {
+			if d.nodes(x.item(i), y.item(i)) {
+				return true
+			}
+		}
+		return false
 	case x.kind == kObject && y.kind == kObject:
 		return d.objects(x, y) || d.objects(y, x)
 	}

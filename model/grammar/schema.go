@@ -94,7 +94,9 @@ type node struct {
 	props      []int32
 	required   uint64 // bit i: names[i] is required
 	additional int32  // node of undeclared properties' values, -1: none allowed
-	// array
+	// array: prefix[i] the item at position i (prefixItems), items those
+	// after
+	prefix             []int32
 	items              int32
 	minItems, maxItems int32 // maxItems -1: unbounded
 	// string: lengths in code points
@@ -172,8 +174,11 @@ var annotations = []string{"title", "description", "default", "examples", "$sche
 // properties, required, additionalProperties (a bool or a schema; it
 // defaults to false when properties are given, as llama.cpp does, so the
 // model writes only declared keys, and to true otherwise), items,
-// minItems, maxItems, minLength, maxLength, enum, const (only their values
-// that meet the type and length keywords beside them, if any), anyOf, oneOf (when no value
+// prefixItems, minItems, maxItems, minLength, maxLength, format (date,
+// time, date-time, uuid: see stringFormats), minimum, maximum,
+// exclusiveMinimum, exclusiveMaximum (see bounds.go), enum, const (only
+// their values that meet the type, length, format and bound keywords
+// beside them, if any), anyOf, oneOf (when no value
 // can match two members, see checkOneOf), allOf with one member (the keywords beside a combinator are
 // merged into each member; see mergeInto), $ref to "#", "#/$defs/…" or
 // "#/definitions/…", and annotations (title, description, default...).
@@ -274,7 +279,7 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	known := []string{"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+	known := []string{"type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems",
 		"minLength", "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions"}
 	for _, k := range keys {
 		if !slices.Contains(known, k) && !slices.Contains(annotations, k) {
@@ -365,7 +370,7 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		switch {
 		case s["properties"] != nil || s["additionalProperties"] != nil || s["required"] != nil:
 			types = []string{"object"}
-		case s["items"] != nil:
+		case s["items"] != nil || s["prefixItems"] != nil:
 			types = []string{"array"}
 		case hasBounds(s):
 			return 0, fmt.Errorf("%w: %s bounds numbers (minimum, maximum...) without a type; bounds are supported with \"type\": \"integer\" or \"number\"", ErrUnsupported, path)
@@ -423,18 +428,43 @@ func (c *compiler) typed(t string, s map[string]any, path string, depth int) (in
 		if n.maxItems >= 0 && n.maxItems < n.minItems {
 			return 0, fmt.Errorf("%w: %s: maxItems < minItems", ErrBadSchema, path)
 		}
+		var prefix []any
+		if p, ok := s["prefixItems"]; ok {
+			if prefix, ok = p.([]any); !ok {
+				return 0, fmt.Errorf("%w: %s/prefixItems must be an array of schemas", ErrBadSchema, path)
+			}
+		}
 		items, ok := s["items"]
 		if !ok {
 			items = true
 		}
-		if items == false {
-			// No item matches: only the empty array.
-			if n.minItems > 0 {
-				return 0, fmt.Errorf("%w: %s: items is false and minItems > 0, so nothing matches", ErrBadSchema, path)
+		// An array ends before the first position whose schema is false:
+		// a prefixItems member, or items after them.
+		end, which := int32(-1), "items"
+		if i := slices.IndexFunc(prefix, func(m any) bool { return m == false }); i >= 0 {
+			end, prefix, which = int32(i), prefix[:i], fmt.Sprintf("prefixItems/%d", i)
+		} else if items == false {
+			end, items = int32(len(prefix)), true
+		}
+		if end >= 0 {
+			if n.minItems > end {
+				return 0, fmt.Errorf("%w: %s: %s is false and minItems is %d, so nothing matches", ErrBadSchema, path, which, n.minItems)
 			}
-			n.maxItems, items = 0, true
+			if n.maxItems < 0 || n.maxItems > end {
+				n.maxItems = end
+			}
 		}
 		id := c.add(n)
+		for i, m := range prefix {
+			if n.maxItems >= 0 && int32(i) >= n.maxItems {
+				break // positions past maxItems are never written
+			}
+			it, err := c.compile(m, fmt.Sprintf("%s/prefixItems/%d", path, i), depth+1)
+			if err != nil {
+				return 0, err
+			}
+			c.nodes[id].prefix = append(c.nodes[id].prefix, it)
+		}
 		it, err := c.compile(items, path+"/items", depth+1)
 		if err != nil {
 			return 0, err
@@ -955,9 +985,8 @@ func (c *compiler) checkRefs() error {
 			}
 			return list, len(list)
 		case kArray:
-			if n.minItems > 0 {
-				return []int32{n.items}, 1
-			}
+			list = n.requiredItems()
+			return list, len(list)
 		}
 		return nil, 0
 	}
@@ -1075,11 +1104,43 @@ func rebase(v any, at string, depth int) {
 			}
 		}
 	}
-	for _, k := range []string{"anyOf", "oneOf", "allOf"} {
+	for _, k := range []string{"anyOf", "oneOf", "allOf", "prefixItems"} {
 		if list, ok := s[k].([]any); ok {
 			for _, sub := range list {
 				rebase(sub, at, depth+1)
 			}
 		}
 	}
+}
+
+// item is the node of an array's item at position i (a count that
+// saturated at countCap may say less than the position: past the prefix
+// either way, so items).
+func (n *node) item(i int32) int32 {
+	if i >= 0 && int(i) < len(n.prefix) {
+		return n.prefix[i]
+	}
+	return n.items
+}
+
+// requiredItems returns the nodes of the items an array must have (its first
+// minItems positions), each once.
+func (n *node) requiredItems() []int32 {
+	var list []int32
+	for i := int32(0); i < n.minItems && int(i) <= len(n.prefix); i++ {
+		if it := n.item(i); !slices.Contains(list, it) {
+			list = append(list, it)
+		}
+	}
+	return list
+}
+
+// countCap is where an array's item count saturates when it has no
+// maxItems: past it, the count no longer matters (minItems met, the
+// prefix positions behind), so that states repeat for the mask cache.
+func (n *node) countCap() int32 {
+	if len(n.prefix) == 0 {
+		return n.minItems
+	}
+	return max(n.minItems, int32(len(n.prefix))+1)
 }
