@@ -2,6 +2,7 @@ package grammar
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -34,15 +35,14 @@ var stringFormats = sync.OnceValue(func() map[string]*byteDFA {
 	}
 })
 
+// anyStringFormats are formats that every string has: OpenAPI's hints
+// for a client (password: mask the field; binary: any octets), which
+// Pydantic writes for SecretStr and bytes and validates as any string.
+var anyStringFormats = []string{"password", "binary"}
+
 // formatNames lists the supported formats, for errors.
 func formatNames() string {
-	return strings.Join(slices.Sorted(func(yield func(string) bool) {
-		for k := range stringFormats() {
-			if !yield(k) {
-				return
-			}
-		}
-	}), ", ")
+	return strings.Join(slices.Sorted(slices.Values(slices.Concat(slices.Collect(maps.Keys(stringFormats())), anyStringFormats))), ", ")
 }
 
 // stringFormat reads the format keyword of s: nil when absent. A format
@@ -57,6 +57,9 @@ func stringFormat(s map[string]any, path string) (*byteDFA, error) {
 	name, ok := v.(string)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s/format must be a string", ErrBadSchema, path)
+	}
+	if slices.Contains(anyStringFormats, name) {
+		return nil, nil
 	}
 	d, ok := stringFormats()[name]
 	if !ok {

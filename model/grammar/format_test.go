@@ -81,6 +81,10 @@ func TestFormatSchemas(t *testing.T) {
 		// A format on a type it does not apply to constrains nothing.
 		{`{"type":"integer","format":"date"}`, []string{`20240101`}, []string{`"2024-01-01"`}},
 		{`{"type":"string","format":"date","enum":["2024-01-01","2024-13-01","x"]}`, []string{`"2024-01-01"`}, []string{`"2024-13-01"`, `"x"`}},
+		// Pydantic's SecretStr, bytes and Json[int] fields: any string.
+		{`{"type":"object","properties":{"p":{"type":"string","format":"password","writeOnly":true},"b":{"type":"string","format":"binary"},` +
+			`"j":{"type":"string","contentMediaType":"application/json","contentSchema":{"type":"integer"}}},"required":["p","b","j"]}`,
+			[]string{`{"p":"s3cret","b":"\u00ff","j":"1"}`}, []string{`{"p":1,"b":"","j":""}`}},
 		{`{"type":"string","format":"time","maxLength":9}`, []string{`"10:00:00Z"`}, []string{`"10:00:00.1Z"`}},
 		{`{"type":"object","properties":{"at":{"type":"string","format":"date-time"},"id":{"type":"string","format":"uuid"}},"required":["at","id"],"additionalProperties":false}`,
 			[]string{`{"id":"00000000-0000-0000-0000-000000000000","at":"2024-05-01T10:00:00Z"}`}, []string{`{"id":"0","at":"2024-05-01T10:00:00Z"}`}},
@@ -92,7 +96,7 @@ func TestFormatSchemas(t *testing.T) {
 		want   error
 		names  string
 	}{
-		{`{"type":"string","format":"email"}`, ErrUnsupported, `format "email" at # (supported formats: date, date-time, time, uuid)`},
+		{`{"type":"string","format":"email"}`, ErrUnsupported, `format "email" at # (supported formats: binary, date, date-time, password, time, uuid)`},
 		{`{"type":"object","properties":{"h":{"type":"string","format":"hostname"}}}`, ErrUnsupported, `format "hostname" at #/properties/h`},
 		{`{"type":"string","format":"ipv4"}`, ErrUnsupported, `"ipv4"`},
 		{`{"type":"string","format":"uri"}`, ErrUnsupported, `"uri"`},

@@ -168,7 +168,11 @@ var annotations = []string{"title", "description", "default", "examples", "$sche
 	// OpenAPI's (Pydantic writes it beside a discriminated union's
 	// oneOf): a hint for validators; oneOf still decides, and a oneOf
 	// compiles only when its members are disjoint (checkOneOf).
-	"discriminator"}
+	"discriminator",
+	// JSON Schema's content keywords annotate a string (Pydantic's Json
+	// field: contentMediaType application/json and its contentSchema);
+	// validators do not assert them.
+	"contentMediaType", "contentEncoding", "contentSchema"}
 
 // CompileSchema compiles a JSON schema. Supported: type (a name or a list),
 // properties, required, additionalProperties (a bool or a schema; it
