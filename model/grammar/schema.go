@@ -209,10 +209,13 @@ func CompileSchema(src []byte) (*Schema, error) {
 	if s.leaves, err = s.expand(); err != nil {
 		return nil, err
 	}
-	if err := s.checkOneOf(c.oneOfs); err != nil {
+	if err := s.heights(); err != nil {
 		return nil, err
 	}
-	if err := s.heights(); err != nil {
+	if err := s.filterLiterals(c.literalChecks); err != nil {
+		return nil, err
+	}
+	if err := s.checkOneOf(c.oneOfs); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -225,6 +228,9 @@ type compiler struct {
 	refName map[int32]string // the $ref of each placeholder, for errors
 	anyID   int32
 	oneOfs  []oneOf // compiled oneOf keywords, checked once the graph is whole
+	// enum and const values to check against the keywords beside them
+	// once the graph is whole
+	literalChecks []literalCheck
 }
 
 // oneOf is a compiled oneOf: its members' nodes and indices in the list.
@@ -308,15 +314,33 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 		}
 		return c.ref(r, depth)
 	}
-	if e, ok := s["const"]; ok {
-		return c.values(s, []any{e}, path+"/const")
-	}
-	if e, ok := s["enum"]; ok {
-		list, ok := e.([]any)
-		if !ok || len(list) == 0 {
-			return 0, fmt.Errorf("%w: %s/enum must be a non-empty array", ErrBadSchema, path)
+	for _, k := range []string{"const", "enum"} {
+		e, ok := s[k]
+		if !ok {
+			continue
 		}
-		return c.values(s, list, path+"/enum")
+		list := []any{e}
+		if k == "enum" {
+			if list, ok = e.([]any); !ok || len(list) == 0 {
+				return 0, fmt.Errorf("%w: %s/enum must be a non-empty array", ErrBadSchema, path)
+			}
+		}
+		lit, err := c.values(s, list, path+"/"+k)
+		if err != nil || !structuralBeside(s) {
+			return lit, err
+		}
+		// Keywords beside the values that values does not check
+		// (properties, items, anyOf...): the values must match them too,
+		// which filterLiterals checks on the whole graph.
+		rest := maps.Clone(s)
+		delete(rest, "const")
+		delete(rest, "enum")
+		within, err := c.compile(rest, path, depth+1)
+		if err != nil {
+			return 0, err
+		}
+		c.literalChecks = append(c.literalChecks, literalCheck{path: path + "/" + k, lit: lit, within: within})
+		return lit, nil
 	}
 	for _, k := range []string{"anyOf", "oneOf", "allOf"} {
 		e, ok := s[k]
@@ -1147,4 +1171,66 @@ func (n *node) countCap() int32 {
 		return n.minItems
 	}
 	return max(n.minItems, int32(len(n.prefix))+1)
+}
+
+// literalCheck is an enum or const (lit: its literal, or the anyOf of
+// them) with keywords beside it that values does not check, compiled
+// without the values (within).
+type literalCheck struct {
+	path        string
+	lit, within int32
+}
+
+// structuralBeside reports whether s has, beside its enum or const,
+// keywords that values does not check itself (it checks the type, the
+// lengths, format and bounds): properties, items, anyOf...
+func structuralBeside(s map[string]any) bool {
+	for k := range besides(s, "enum") {
+		switch k {
+		case "const", "type", "minLength", "maxLength", "minItems", "maxItems", "format":
+		default:
+			if !slices.Contains(boundKeywords, k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// filterLiterals keeps, of each checked enum or const, the values that
+// match the keywords beside it (a validator checks both: an object value
+// missing a required property, an array value whose items are of another
+// type, a value outside an anyOf beside it are no values of the schema).
+// The graph is whole, so a matcher rooted at the keywords' node reads
+// each value's JSON text. None left is ErrBadSchema.
+func (s *Schema) filterLiterals(checks []literalCheck) error {
+	if len(checks) == 0 {
+		return nil
+	}
+	for _, lc := range checks {
+		within := *s
+		within.root, within.prefix, within.suffix = lc.within, "", ""
+		alts := []int32{lc.lit}
+		if s.nodes[lc.lit].kind == kAnyOf {
+			alts = s.nodes[lc.lit].alts
+		}
+		var kept []int32
+		for _, a := range alts {
+			if m := within.NewMatcher(nil); m.Write([]byte(s.nodes[a].lit)) == nil && m.CanEnd() {
+				kept = append(kept, a)
+			}
+		}
+		if len(kept) == 0 {
+			return fmt.Errorf("%w: %s: no value meets the keywords beside it, so nothing matches", ErrBadSchema, lc.path)
+		}
+		if len(kept) < len(alts) { // so lit is an anyOf: a single literal kept is all of it
+			s.nodes[lc.lit].alts = kept
+		}
+	}
+	// Fewer alternatives: the leaves and nesting are computed again.
+	var err error
+	if s.leaves, err = s.expand(); err != nil {
+		return err
+	}
+	return s.heights()
 }
