@@ -247,7 +247,8 @@ func callSchema(defs []toolDef, only, style string) (*grammar.Schema, *apiError)
 		}
 		params := d.Function.Parameters
 		if len(bytes.TrimSpace(params)) == 0 || string(params) == "null" {
-			params = json.RawMessage(`{"type":"object"}`)
+			// No parameters: OpenAI's "empty parameter list", so {}.
+			params = json.RawMessage(`{"type":"object","properties":{}}`)
 		}
 		// Compiled alone first, so that a refusal names the tool and a
 		// place in its parameters, not one in the call schema built

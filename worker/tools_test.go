@@ -594,3 +594,26 @@ func TestForcedToolCallCut(t *testing.T) {
 		}
 	}
 }
+
+// TestForcedCallWithoutParameters: a function without parameters (none
+// given, or an object with no properties, as Pydantic and LangChain write
+// a model or tool without fields) is called with {}, not with keys the
+// model made up.
+func TestForcedCallWithoutParameters(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	for _, params := range []any{nil, map[string]any{"type": "object", "properties": map[string]any{}}, map[string]any{"title": "Now", "type": "object", "properties": map[string]any{}}} {
+		fn := map[string]any{"name": "now"}
+		if params != nil {
+			fn["parameters"] = params
+		}
+		resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []Message{{Role: "user", Content: "Once upon a time"}},
+			"max_tokens": 100, "temperature": 0, "tools": []any{map[string]any{"type": "function", "function": fn}}, "tool_choice": "required"})
+		raw := readAll(t, resp)
+		require.Equal(t, http.StatusOK, resp.StatusCode, raw)
+		var cc ChatCompletion
+		require.NoError(t, json.Unmarshal([]byte(raw), &cc))
+		require.Equal(t, "tool_calls", cc.Choices[0].FinishReason, raw)
+		require.Len(t, cc.Choices[0].Message.ToolCalls, 1, raw)
+		require.Equal(t, "{}", cc.Choices[0].Message.ToolCalls[0].Function.Arguments, raw)
+	}
+}

@@ -954,3 +954,12 @@ func TestFalseSubschemas(t *testing.T) {
 		requireMatches(t, s, tc.good, tc.bad)
 	}
 }
+
+// TestEmptyProperties: an empty properties object declares that there are
+// no properties (additionalProperties defaults to false beside it, as
+// with any properties); only an absent one lets undeclared keys in.
+func TestEmptyProperties(t *testing.T) {
+	checkMatches(t, `{"type":"object","properties":{}}`, []string{`{}`, `{ }`}, []string{`{"a":1}`})
+	checkMatches(t, `{"type":"object"}`, []string{`{}`, `{"a":1}`}, nil)
+	checkMatches(t, `{"type":"object","properties":{},"additionalProperties":true}`, []string{`{"a":1}`}, nil)
+}

@@ -619,7 +619,10 @@ func (c *compiler) object(s map[string]any, path string, depth int) (int32, erro
 	}
 	switch a := s["additionalProperties"].(type) {
 	case nil:
-		if _, given := s["additionalProperties"]; given || len(props) == 0 {
+		// Undeclared keys only when properties is absent (an empty
+		// properties object declares that there are none: a function
+		// without parameters takes {}), as llama.cpp reads it.
+		if _, given := s["additionalProperties"]; given || s["properties"] == nil {
 			n.additional = c.anyValue()
 		}
 	case bool:
