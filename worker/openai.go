@@ -226,10 +226,12 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		msg, fr := Message{Role: "assistant", Content: text.String()}, finishReason(res.StopReason)
 		if content, calls := ParseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
 			msg.Content, msg.ToolCalls, fr = content, j.g.tools.limit(calls), "tool_calls"
-		} else if j.g.tools.forced && res.StopReason == StopLength {
-			// A forced call that max_tokens cut: the call as far as it
-			// went, not its markup as content; finish_reason length.
-			msg.Content, msg.ToolCalls = "", j.g.tools.cutCall(msg.Content)
+		} else if res.StopReason == StopLength {
+			// A call that max_tokens cut: the call as far as it went,
+			// not its markup as content; finish_reason length.
+			if content, calls, ok := j.g.tools.cutAnswer(msg.Content); ok {
+				msg.Content, msg.ToolCalls = content, j.g.tools.limit(calls)
+			}
 		}
 		writeJSON(w, http.StatusOK, ChatCompletion{
 			ID: j.id, Object: "chat.completion", Created: created, Model: s.modelName,
@@ -295,11 +297,15 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	fr := finishReason(res.StopReason)
 	if ts != nil {
 		rest, calls := ts.Finish(j.g.tools.names)
-		cut := len(calls) == 0 && j.g.tools.forced && res.StopReason == StopLength
-		if cut {
+		cut := false
+		if len(calls) == 0 && res.StopReason == StopLength {
 			// As in a whole answer: the cut call, not its markup as
-			// content (a forced answer is held back from its first byte).
-			rest, calls = "", j.g.tools.cutCall(ts.all.String())
+			// content. The text before it has been streamed: a stream
+			// holds back from a call's first byte.
+			var c []ToolCall
+			if _, c, cut = j.g.tools.cutAnswer(ts.all.String()); cut {
+				rest, calls = "", c
+			}
 		}
 		if rest != "" && out.JSON("", chunk(ChatDelta{Content: rest}, nil)) != nil {
 			return

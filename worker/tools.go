@@ -88,14 +88,36 @@ type toolPlan struct {
 	forcedName string
 }
 
-// cutCall is the call a forced tool_choice was writing when the token
-// limit ended the answer, returned as OpenAI and vLLM return such a call
-// (with finish_reason "length"): the function's name (the one tool_choice
+// cutAnswer reads an answer with tools that the token limit ended
+// without a whole call (ParseToolCalls found none): a forced one is the
+// call it was writing (cutCall), with no content; one that had begun a
+// call in the <tool_call> markup is the text before it as content and
+// the call so far (its whole calls before it too), so that the markup of
+// a call is never content, as OpenAI and vLLM answer a call max_tokens
+// cut. ok is false for any other answer, which is all content.
+func (p toolPlan) cutAnswer(text string) (content string, calls []ToolCall, ok bool) {
+	if p.forced {
+		return "", p.cutCall(text), true
+	}
+	i := strings.Index(text, toolCallOpen)
+	if i < 0 {
+		return text, nil, false
+	}
+	content, calls, tail := hermesCalls(text, i, p.names)
+	if tail == "" || strings.Contains(tail[len(toolCallOpen):], toolCallOpen) {
+		return text, nil, false // every call whole, or a broken one before the last: not cut in a call
+	}
+	return content, append(calls, p.cutCall(tail)...), true
+}
+
+// cutCall is the call the text was writing when the token limit ended
+// the answer, returned as OpenAI and vLLM return such a call (with
+// finish_reason "length"): the function's name (the one tool_choice
 // names, or the one written, once written whole) and the arguments
 // written so far, the prefix of a JSON object ("" before they start).
 // None before the name is known: the answer is then neither text nor a
-// call. The text is the grammar's (a call in the model's markup), so it
-// is a valid prefix of one.
+// call. The text is a call in the model's markup, cut: a forced one's is
+// the grammar's, so a valid prefix of one.
 func (p toolPlan) cutCall(text string) []ToolCall {
 	name, args := p.forcedName, ""
 	body := strings.TrimLeft(text, " \t\r\n")
@@ -299,30 +321,43 @@ func ParseToolCalls(text string, names []string) (content string, calls []ToolCa
 		return text, nil
 	}
 	if i := strings.Index(text, toolCallOpen); i >= 0 {
-		var b strings.Builder
-		b.WriteString(text[:i])
-		rest := text[i:]
-		for strings.HasPrefix(rest, toolCallOpen) {
-			c, next, ok := closedCall(rest[len(toolCallOpen):], names)
-			if !ok {
-				return text, nil
-			}
-			calls = append(calls, c)
-			if j := strings.Index(next, toolCallOpen); j >= 0 {
-				b.WriteString(next[:j])
-				rest = next[j:]
-			} else {
-				b.WriteString(next)
-				rest = ""
-			}
+		content, calls, tail := hermesCalls(text, i, names)
+		if tail != "" {
+			return text, nil
 		}
-		return strings.TrimSpace(b.String()), calls
+		return content, calls
 	}
 	body := strings.TrimPrefix(strings.TrimSpace(text), pythonTag)
 	if c, ok := parseCall(body, names); ok {
 		return "", []ToolCall{c}
 	}
 	return text, nil
+}
+
+// hermesCalls reads the <tool_call> markup of text, whose first tag is
+// at i: the text outside the calls (content), the calls, and tail: from
+// the tag of the first call that is not whole (JSON that does not parse
+// or names no declared tool) to the end, "" when every call is whole.
+// The calls before it are returned.
+func hermesCalls(text string, i int, names []string) (content string, calls []ToolCall, tail string) {
+	var b strings.Builder
+	b.WriteString(text[:i])
+	rest := text[i:]
+	for strings.HasPrefix(rest, toolCallOpen) {
+		c, next, ok := closedCall(rest[len(toolCallOpen):], names)
+		if !ok {
+			return strings.TrimSpace(b.String()), calls, rest
+		}
+		calls = append(calls, c)
+		if j := strings.Index(next, toolCallOpen); j >= 0 {
+			b.WriteString(next[:j])
+			rest = next[j:]
+		} else {
+			b.WriteString(next)
+			rest = ""
+		}
+	}
+	return strings.TrimSpace(b.String()), calls, ""
 }
 
 // closedCall reads the call at the start of body: one JSON object, then

@@ -617,3 +617,53 @@ func TestForcedCallWithoutParameters(t *testing.T) {
 		require.Equal(t, "{}", cc.Choices[0].Message.ToolCalls[0].Function.Arguments, raw)
 	}
 }
+
+// TestCutAnswer: an answer with tools that max_tokens cut inside a call
+// in the <tool_call> markup (tool_choice auto) is the text before the
+// call as content and the calls so far, the cut one as cutCall reads it;
+// streamed through a ToolStream, the content that went out is the same.
+func TestCutAnswer(t *testing.T) {
+	plan := toolPlan{names: []string{"add", "get_weather"}}
+	open := "<tool_call>\n"
+	for _, tc := range []struct {
+		name, text, content string
+		calls               []string // name(arguments)
+		ok                  bool
+	}{
+		{"cut in the arguments", "Let me add.\n" + open + `{"name": "add", "arguments": {"a": 1`, "Let me add.", []string{`add({"a": 1)`}, true},
+		{"a whole call, then a cut one", open + `{"name": "add", "arguments": {}}` + "\n</tool_call>\n" + open + `{"name": "get_weather", "arguments": {"ci`,
+			"", []string{`add({})`, `get_weather({"ci)`}, true},
+		{"cut before the name", "Hm.\n" + open + `{"na`, "Hm.", nil, true},
+		{"a broken call before the last", open + `{"name": "add" oops` + "\n</tool_call>\n" + open + `{"name": "add"`, "", nil, false},
+		{"no call", "Once upon a time", "", nil, false},
+		{"the other markup", `{"name": "add", "parameters": {"a"`, "", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			content, calls, ok := plan.cutAnswer(tc.text)
+			require.Equal(t, tc.ok, ok)
+			if !ok {
+				return
+			}
+			require.Equal(t, tc.content, content)
+			var got []string
+			for _, c := range calls {
+				got = append(got, c.Function.Name+"("+c.Function.Arguments+")")
+			}
+			require.Equal(t, tc.calls, got)
+			// Streamed in small pieces: what went out as content is the
+			// text before the call.
+			var ts ToolStream
+			var sent strings.Builder
+			for i := 0; i < len(tc.text); i += 3 {
+				sent.WriteString(ts.Push(tc.text[i:min(i+3, len(tc.text))]))
+			}
+			require.Equal(t, tc.content, strings.TrimSpace(sent.String()))
+		})
+	}
+	forced := toolPlan{names: []string{"add"}, forced: true, forcedName: "add"}
+	content, calls, ok := forced.cutAnswer(`{"name": "add", "parameters": {"a"`)
+	require.True(t, ok)
+	require.Empty(t, content)
+	require.Len(t, calls, 1)
+	require.Equal(t, `{"a"`, calls[0].Function.Arguments)
+}
