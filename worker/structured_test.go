@@ -89,10 +89,11 @@ func TestResponseFormatJSONSchema(t *testing.T) {
 			require.Equal(t, v.Kind == "cat", v.Lives != nil, doc)
 		}},
 		// Pydantic's model_json_schema() of a model with datetime,
-		// Optional[date], UUID and time fields.
+		// Optional[date], UUID, time and timedelta fields.
 		{"string formats", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "Event", "strict": true, "schema": map[string]any{
-			"title": "Event", "type": "object", "additionalProperties": false, "required": []string{"at", "day", "id", "opens"},
+			"title": "Event", "type": "object", "additionalProperties": false, "required": []string{"at", "day", "id", "opens", "lasts"},
 			"properties": map[string]any{
+				"lasts": map[string]any{"title": "Lasts", "type": "string", "format": "duration"},
 				"at":    map[string]any{"title": "At", "type": "string", "format": "date-time"},
 				"day":   map[string]any{"title": "Day", "anyOf": []any{map[string]any{"type": "string", "format": "date"}, map[string]any{"type": "null"}}},
 				"id":    map[string]any{"title": "Id", "type": "string", "format": "uuid"},
@@ -100,8 +101,8 @@ func TestResponseFormatJSONSchema(t *testing.T) {
 			},
 		}}}, func(t *testing.T, doc string) {
 			var v struct {
-				At, ID, Opens string
-				Day           *string
+				At, ID, Opens, Lasts string
+				Day                  *string
 			}
 			require.NoError(t, strict(doc, &v), doc)
 			_, err := time.Parse(time.RFC3339Nano, v.At)
@@ -113,6 +114,7 @@ func TestResponseFormatJSONSchema(t *testing.T) {
 			_, err = time.Parse("15:04:05Z07:00", v.Opens)
 			require.NoError(t, err, doc)
 			require.Regexp(t, `^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$`, v.ID, doc)
+			require.Regexp(t, `^P(\d+D(T(\d+H(\d+M(\d+S)?)?|\d+M(\d+S)?|\d+S))?|T(\d+H(\d+M(\d+S)?)?|\d+M(\d+S)?|\d+S))$`, v.Lasts, doc)
 		}},
 		// Pydantic's Field(ge=0, le=150), conint(gt=0, lt=10) and
 		// confloat(ge=0, le=1).

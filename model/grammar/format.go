@@ -11,7 +11,8 @@ import (
 // String formats: the values of the format keyword the matcher enforces,
 // each an exact automaton over the bytes of the string's content. They are
 // llama.cpp's json-schema-to-grammar formats, as RFC 3339 (full-date,
-// full-time, date-time) and RFC 9562 (uuid) define them, within what a
+// full-time, date-time) and RFC 9562 (uuid) define them, and RFC 3339's
+// duration in days and time (see duration), within what a
 // grammar can check: years 0001-9999, months 01-12, the days of each
 // month (February 29 in leap years), hours 00-23, minutes and seconds
 // 00-59 (no leap second), an optional fraction of 1 to 6 digits, and Z or
@@ -23,6 +24,7 @@ var stringFormats = sync.OnceValue(func() map[string]*byteDFA {
 		"date":      buildDFA(func(b *dfaBuilder, s []int16) []int16 { return b.date(s) }),
 		"time":      buildDFA(func(b *dfaBuilder, s []int16) []int16 { return b.time(s) }),
 		"date-time": buildDFA(func(b *dfaBuilder, s []int16) []int16 { return b.time(b.lit(b.date(s), "T")) }),
+		"duration":  buildDFA(func(b *dfaBuilder, s []int16) []int16 { return b.duration(s) }),
 		"uuid": buildDFA(func(b *dfaBuilder, s []int16) []int16 {
 			for i, n := range []int{8, 4, 4, 4, 12} {
 				if i > 0 {
@@ -311,4 +313,25 @@ func (b *dfaBuilder) time(s []int16) []int16 {
 	return b.alt(s,
 		func(s []int16) []int16 { return b.lit(s, "Z") },
 		func(s []int16) []int16 { return b.minute(b.lit(b.hour(b.class(s, "+", "-")), ":")) })
+}
+
+// maxDurationDigits bounds each number of a duration: 9 digits of days
+// stay within Python's timedelta (999999999 days), as do 9 of hours.
+const maxDurationDigits = 9
+
+// duration is RFC 3339's duration (Appendix A) in days and time, the part
+// every reader takes the same way (Pydantic's timedelta among them; years
+// and months have no fixed length): P, then days ("nD"), a time ("T" and
+// hours, minutes and seconds in that order, each optional as the grammar
+// says: "nH" ["nM" ["nS"]], "nM" ["nS"], or "nS"), or both.
+func (b *dfaBuilder) duration(s []int16) []int16 {
+	s = b.lit(s, "P")
+	num := func(s []int16) []int16 { return b.repeat(s, 1, maxDurationDigits, "0-9") }
+	days := b.lit(num(s), "D")
+	t := b.lit(append(slices.Clone(s), days...), "T")
+	digits := num(t)
+	hours, minutes, seconds := b.class(digits, "H"), b.class(digits, "M"), b.class(digits, "S")
+	minutes2 := b.class(num(hours), "M")
+	seconds2 := b.class(num(append(minutes, minutes2...)), "S")
+	return slices.Concat(days, hours, minutes, seconds, minutes2, seconds2)
 }

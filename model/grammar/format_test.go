@@ -96,12 +96,12 @@ func TestFormatSchemas(t *testing.T) {
 		want   error
 		names  string
 	}{
-		{`{"type":"string","format":"email"}`, ErrUnsupported, `format "email" at # (supported formats: binary, date, date-time, password, time, uuid)`},
+		{`{"type":"string","format":"email"}`, ErrUnsupported, `format "email" at # (supported formats: binary, date, date-time, duration, password, time, uuid)`},
 		{`{"type":"object","properties":{"h":{"type":"string","format":"hostname"}}}`, ErrUnsupported, `format "hostname" at #/properties/h`},
 		{`{"type":"string","format":"ipv4"}`, ErrUnsupported, `"ipv4"`},
 		{`{"type":"string","format":"uri"}`, ErrUnsupported, `"uri"`},
 		{`{"type":"integer","format":"int32"}`, ErrUnsupported, `"int32"`},
-		{`{"anyOf":[{"type":"string","format":"duration"},{"type":"null"}]}`, ErrUnsupported, `"duration"`},
+		{`{"anyOf":[{"type":"string","format":"ipv6"},{"type":"null"}]}`, ErrUnsupported, `"ipv6"`},
 		{`{"type":"string","format":7}`, ErrBadSchema, "format must be a string"},
 		{`{"type":"string","format":"date","const":"2024-02-30"}`, ErrBadSchema, "nothing matches"},
 	} {
@@ -117,11 +117,19 @@ func TestFormatSchemas(t *testing.T) {
 // by state.
 func TestFormatGeneration(t *testing.T) {
 	v := vocabFile(t, "ggml-vocab-llama-spm.gguf")
+	// RFC 3339's duration grammar, days and time.
+	durationRE := regexp.MustCompile(`^P(\d+D(T(\d+H(\d+M(\d+S)?)?|\d+M(\d+S)?|\d+S))?|T(\d+H(\d+M(\d+S)?)?|\d+M(\d+S)?|\d+S))$`)
 	uuidRE := regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	check := map[string]func(string) error{
 		"date":      func(s string) error { _, err := time.Parse(time.DateOnly, s); return err },
 		"date-time": func(s string) error { _, err := time.Parse(time.RFC3339Nano, s); return err },
 		"time":      func(s string) error { _, err := time.Parse("15:04:05Z07:00", s); return err },
+		"duration": func(s string) error {
+			if !durationRE.MatchString(s) {
+				return fmt.Errorf("not a duration")
+			}
+			return nil
+		},
 		"uuid": func(s string) error {
 			if !uuidRE.MatchString(s) {
 				return fmt.Errorf("not a uuid")
@@ -171,4 +179,16 @@ func sample(t *testing.T, s *Schema, v *Vocab, rng *rand.Rand) string {
 		out.WriteString(v.pieces[id])
 	}
 	return out.String()
+}
+
+// TestFormatDuration: RFC 3339's durations in days and time, as its
+// grammar orders them, and nothing else.
+func TestFormatDuration(t *testing.T) {
+	d := stringFormats()["duration"]
+	for _, s := range []string{"P1D", "PT1H", "PT90M", "PT5S", "P3DT12H30M5S", "PT1H30M", "PT2M10S", "P0D", "P999999999D"} {
+		require.True(t, d.matches(s), s)
+	}
+	for _, s := range []string{"", "P", "PT", "P1DT", "1D", "P1H", "PT1D", "PT1H30S", "PT1S2M", "P1Y", "P1M", "P1W", "PT1.5S", "P-1D", "P1000000000D", "pt1h"} {
+		require.False(t, d.matches(s), s)
+	}
 }
