@@ -11,8 +11,9 @@ import (
 // String formats: the values of the format keyword the matcher enforces,
 // each an exact automaton over the bytes of the string's content. They are
 // llama.cpp's json-schema-to-grammar formats, as RFC 3339 (full-date,
-// full-time, date-time) and RFC 9562 (uuid) define them, and RFC 3339's
-// duration in days and time (see duration), within what a
+// full-time, date-time), RFC 9562 (uuid) and RFC 2673 and 4291 (ipv4;
+// ipv6 in its full form) define them, and RFC 3339's duration in days and
+// time (see duration), within what a
 // grammar can check: years 0001-9999, months 01-12, the days of each
 // month (February 29 in leap years), hours 00-23, minutes and seconds
 // 00-59 (no leap second), an optional fraction of 1 to 6 digits, and Z or
@@ -25,6 +26,26 @@ var stringFormats = sync.OnceValue(func() map[string]*byteDFA {
 		"time":      buildDFA(func(b *dfaBuilder, s []int16) []int16 { return b.time(s) }),
 		"date-time": buildDFA(func(b *dfaBuilder, s []int16) []int16 { return b.time(b.lit(b.date(s), "T")) }),
 		"duration":  buildDFA(func(b *dfaBuilder, s []int16) []int16 { return b.duration(s) }),
+		"ipv4": buildDFA(func(b *dfaBuilder, s []int16) []int16 {
+			for i := range 4 {
+				if i > 0 {
+					s = b.lit(s, ".")
+				}
+				s = b.octet(s)
+			}
+			return s
+		}),
+		// IPv6 in its full form, eight groups of 1 to 4 hex digits (no
+		// "::" shortening): an address every reader takes.
+		"ipv6": buildDFA(func(b *dfaBuilder, s []int16) []int16 {
+			for i := range 8 {
+				if i > 0 {
+					s = b.lit(s, ":")
+				}
+				s = b.repeat(s, 1, 4, "0-9", "a-f", "A-F")
+			}
+			return s
+		}),
 		"uuid": buildDFA(func(b *dfaBuilder, s []int16) []int16 {
 			for i, n := range []int{8, 4, 4, 4, 12} {
 				if i > 0 {
@@ -334,4 +355,18 @@ func (b *dfaBuilder) duration(s []int16) []int16 {
 	minutes2 := b.class(num(hours), "M")
 	seconds2 := b.class(num(append(minutes, minutes2...)), "S")
 	return slices.Concat(days, hours, minutes, seconds, minutes2, seconds2)
+}
+
+// octet is a decimal octet of an IPv4 address, 0-255, without a leading
+// zero (which some readers take for octal, and Python refuses).
+func (b *dfaBuilder) octet(s []int16) []int16 {
+	zero := b.class(s, "0")
+	one := b.class(s, "1")      // 1, 1d, 1dd
+	two := b.class(s, "2")      // 2, 2d, 2[0-4]d, 25[0-5]
+	other := b.class(s, "3-9")  // d, dd
+	oneD := b.class(one, "0-9") // 1d
+	twoLow := b.class(two, "0-4")
+	twoFive := b.class(two, "5")
+	return slices.Concat(zero, one, oneD, b.class(oneD, "0-9"), two, twoLow, b.class(twoLow, "0-9"), twoFive, b.class(twoFive, "0-5"),
+		b.class(two, "6-9"), other, b.class(other, "0-9"))
 }

@@ -3,6 +3,7 @@ package grammar
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -96,12 +97,12 @@ func TestFormatSchemas(t *testing.T) {
 		want   error
 		names  string
 	}{
-		{`{"type":"string","format":"email"}`, ErrUnsupported, `format "email" at # (supported formats: binary, date, date-time, duration, password, time, uuid)`},
+		{`{"type":"string","format":"email"}`, ErrUnsupported, `format "email" at # (supported formats: binary, date, date-time, duration, ipv4, ipv6, password, time, uuid)`},
 		{`{"type":"object","properties":{"h":{"type":"string","format":"hostname"}}}`, ErrUnsupported, `format "hostname" at #/properties/h`},
-		{`{"type":"string","format":"ipv4"}`, ErrUnsupported, `"ipv4"`},
+		{`{"type":"string","format":"idn-hostname"}`, ErrUnsupported, `"idn-hostname"`},
 		{`{"type":"string","format":"uri"}`, ErrUnsupported, `"uri"`},
 		{`{"type":"integer","format":"int32"}`, ErrUnsupported, `"int32"`},
-		{`{"anyOf":[{"type":"string","format":"ipv6"},{"type":"null"}]}`, ErrUnsupported, `"ipv6"`},
+		{`{"anyOf":[{"type":"string","format":"iri"},{"type":"null"}]}`, ErrUnsupported, `"iri"`},
 		{`{"type":"string","format":7}`, ErrBadSchema, "format must be a string"},
 		{`{"type":"string","format":"date","const":"2024-02-30"}`, ErrBadSchema, "nothing matches"},
 	} {
@@ -124,6 +125,18 @@ func TestFormatGeneration(t *testing.T) {
 		"date":      func(s string) error { _, err := time.Parse(time.DateOnly, s); return err },
 		"date-time": func(s string) error { _, err := time.Parse(time.RFC3339Nano, s); return err },
 		"time":      func(s string) error { _, err := time.Parse("15:04:05Z07:00", s); return err },
+		"ipv4": func(s string) error {
+			if a, err := netip.ParseAddr(s); err != nil || !a.Is4() {
+				return fmt.Errorf("not an ipv4 address")
+			}
+			return nil
+		},
+		"ipv6": func(s string) error {
+			if a, err := netip.ParseAddr(s); err != nil || !a.Is6() {
+				return fmt.Errorf("not an ipv6 address")
+			}
+			return nil
+		},
 		"duration": func(s string) error {
 			if !durationRE.MatchString(s) {
 				return fmt.Errorf("not a duration")
@@ -189,6 +202,30 @@ func TestFormatDuration(t *testing.T) {
 		require.True(t, d.matches(s), s)
 	}
 	for _, s := range []string{"", "P", "PT", "P1DT", "1D", "P1H", "PT1D", "PT1H30S", "PT1S2M", "P1Y", "P1M", "P1W", "PT1.5S", "P-1D", "P1000000000D", "pt1h"} {
+		require.False(t, d.matches(s), s)
+	}
+}
+
+// TestFormatIP: ipv4 takes the dotted quads of 0-255 without leading
+// zeros, exactly as Go's netip reads them; ipv6 its full form.
+func TestFormatIP(t *testing.T) {
+	d := stringFormats()["ipv4"]
+	for a := range 300 {
+		for _, s := range []string{fmt.Sprintf("%d.0.10.255", a), fmt.Sprintf("1.%d.3.4", a), fmt.Sprintf("0%d.1.1.1", a)} {
+			addr, err := netip.ParseAddr(s)
+			require.Equal(t, err == nil && addr.Is4(), d.matches(s), s)
+		}
+	}
+	for _, s := range []string{"1.2.3", "1.2.3.4.5", "1..2.3", "", "1.2.3.4 ", "256.1.1.1", "1.2.3.04"} {
+		require.False(t, d.matches(s), s)
+	}
+	d = stringFormats()["ipv6"]
+	for _, s := range []string{"2001:db8:0:0:0:0:0:1", "0:0:0:0:0:0:0:0", "FFFF:ffff:AbCd:1:22:333:4444:0"} {
+		require.True(t, d.matches(s), s)
+		_, err := netip.ParseAddr(s)
+		require.NoError(t, err, s)
+	}
+	for _, s := range []string{"2001:db8::1", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "12345:0:0:0:0:0:0:0", "g:0:0:0:0:0:0:0", "1.2.3.4"} {
 		require.False(t, d.matches(s), s)
 	}
 }
