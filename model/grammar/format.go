@@ -96,6 +96,25 @@ func stringFormat(s map[string]any, path string) (*byteDFA, error) {
 type byteDFA struct {
 	next   []int16 // next[state<<8|byte]: the following state, -1: none
 	accept []bool
+	// rem[state]: bit r set when some string of r more bytes ends
+	// accepted from there (the formats' strings are under 64 bytes).
+	rem []uint64
+}
+
+// fits reports whether, with k bytes written and the automaton in state
+// st, some accepted string has a length within [minLen, maxLen] (maxLen
+// -1: any), so that a string of a format with length bounds never
+// reaches a prefix it cannot finish.
+func (d *byteDFA) fits(k, st, minLen, maxLen int32) bool {
+	lo, hi := max(0, minLen-k), int32(63)
+	if maxLen >= 0 {
+		hi = min(hi, maxLen-k)
+	}
+	if hi < lo {
+		return false
+	}
+	mask := (^uint64(0) >> (63 - hi)) &^ (uint64(1)<<lo - 1)
+	return d.rem[st]&mask != 0
 }
 
 // step returns the state after b from state st, or -1.
@@ -125,7 +144,28 @@ func buildDFA(f func(b *dfaBuilder, start []int16) []int16) *byteDFA {
 	for _, s := range f(b, []int16{start}) {
 		b.d.accept[s] = true
 	}
-	return &b.d
+	// The lengths left from each state: a fixpoint over the steps (the
+	// automata have no loops, so as many rounds as states suffice).
+	d := &b.d
+	d.rem = make([]uint64, len(d.accept))
+	for range d.accept {
+		for st := range d.accept {
+			var r uint64
+			if d.accept[st] {
+				r = 1
+			}
+			for x := range 256 {
+				if t := d.next[st<<8|x]; t >= 0 {
+					if d.rem[t]>>63 != 0 {
+						panic("grammar: a format's strings must be shorter than 64 bytes")
+					}
+					r |= d.rem[t] << 1
+				}
+			}
+			d.rem[st] = r
+		}
+	}
+	return d
 }
 
 func (b *dfaBuilder) state() int16 {

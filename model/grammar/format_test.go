@@ -1,6 +1,7 @@
 package grammar
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -228,4 +229,44 @@ func TestFormatIP(t *testing.T) {
 	for _, s := range []string{"2001:db8::1", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "12345:0:0:0:0:0:0:0", "g:0:0:0:0:0:0:0", "1.2.3.4"} {
 		require.False(t, d.matches(s), s)
 	}
+}
+
+// TestFormatLengths: minLength and maxLength beside a format keep only the
+// strings of the format within them, and the matcher never writes a
+// prefix that no such string continues (it used to write "2024-" under
+// maxLength 5 and then allow no token); none at all is ErrBadSchema.
+func TestFormatLengths(t *testing.T) {
+	checkMatches(t, `{"type":"string","format":"ipv4","minLength":15}`, []string{`"100.100.100.100"`}, []string{`"1.100.100.100"`, `"1.2.3.4"`})
+	checkMatches(t, `{"type":"string","format":"date-time","maxLength":20}`, []string{`"2024-01-01T00:00:00Z"`}, []string{`"2024-01-01T00:00:00.5Z"`, `"2024-01-01T00:00:00+01:00"`})
+	s, err := CompileSchema([]byte(`{"type":"string","format":"ipv4","minLength":15}`))
+	require.NoError(t, err)
+	require.ErrorIs(t, s.NewMatcher(nil).Write([]byte(`"1.`)), ErrRejected, "1. begins no address of 15 characters")
+
+	v := vocabFile(t, "ggml-vocab-llama-spm.gguf")
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, schema := range []string{
+		`{"type":"string","format":"ipv4","minLength":14,"maxLength":14}`,
+		`{"type":"string","format":"date-time","maxLength":22}`,
+		`{"type":"string","format":"duration","minLength":12}`,
+	} {
+		s, err := CompileSchema([]byte(schema))
+		require.NoError(t, err, schema)
+		var rule map[string]any
+		require.NoError(t, json.Unmarshal([]byte(schema), &rule))
+		for range 10 {
+			doc := strings.TrimLeft(sample(t, s, v, rng), " \n\t")
+			var str string
+			require.NoError(t, json.Unmarshal([]byte(doc), &str), doc)
+			require.True(t, stringFormats()[rule["format"].(string)].matches(str), doc)
+			if lo, ok := rule["minLength"].(float64); ok {
+				require.GreaterOrEqual(t, len(str), int(lo), doc)
+			}
+			if hi, ok := rule["maxLength"].(float64); ok {
+				require.LessOrEqual(t, len(str), int(hi), doc)
+			}
+		}
+	}
+	_, err = CompileSchema([]byte(`{"type":"string","format":"date","maxLength":5}`))
+	require.ErrorIs(t, err, ErrBadSchema)
+	require.Contains(t, err.Error(), `no string of format "date" has a length within minLength and maxLength`)
 }

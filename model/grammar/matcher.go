@@ -526,7 +526,7 @@ func (m *Matcher) frameStep(f *frame, b byte) result {
 				return rej
 			}
 			next := n.format.step(f.kpos, b)
-			if next < 0 || (n.maxLen >= 0 && f.n >= n.maxLen) {
+			if next < 0 || ((n.minLen > 0 || n.maxLen >= 0) && !n.format.fits(f.n+1, next, n.minLen, n.maxLen)) {
 				return rej
 			}
 			f.kpos = next

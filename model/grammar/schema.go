@@ -514,6 +514,9 @@ func (c *compiler) typed(t string, s map[string]any, path string, depth int) (in
 		if n.format, err = stringFormat(s, path); err != nil {
 			return 0, err
 		}
+		if n.format != nil && !n.format.fits(0, 0, n.minLen, n.maxLen) {
+			return 0, fmt.Errorf("%w: %s: no string of format %q has a length within minLength and maxLength, so nothing matches", ErrBadSchema, path, s["format"])
+		}
 		return c.add(n), nil
 	case "number", "integer":
 		n := node{kind: kNumber}
