@@ -116,24 +116,29 @@ func TestResponseFormatJSONSchema(t *testing.T) {
 			require.Regexp(t, `^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$`, v.ID, doc)
 			require.Regexp(t, `^P(\d+D(T(\d+H(\d+M(\d+S)?)?|\d+M(\d+S)?|\d+S))?|T(\d+H(\d+M(\d+S)?)?|\d+M(\d+S)?|\d+S))$`, v.Lasts, doc)
 		}},
-		// Pydantic's Field(ge=0, le=150), conint(gt=0, lt=10) and
-		// confloat(ge=0, le=1).
+		// Pydantic's Field(ge=0, le=150), conint(gt=0, lt=10),
+		// confloat(ge=0, le=1) and Field(ge=0, multiple_of=0.01).
 		{"number bounds", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "Person", "strict": true, "schema": map[string]any{
-			"type": "object", "additionalProperties": false, "required": []string{"age", "count", "p"},
+			"type": "object", "additionalProperties": false, "required": []string{"age", "count", "p", "price"},
 			"properties": map[string]any{
 				"age":   map[string]any{"type": "integer", "minimum": 0, "maximum": 150},
 				"count": map[string]any{"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10},
 				"p":     map[string]any{"type": "number", "minimum": 0, "maximum": 1},
+				"price": map[string]any{"type": "number", "minimum": 0, "multipleOf": 0.01},
 			},
 		}}}, func(t *testing.T, doc string) {
 			var v struct {
 				Age, Count *int
-				P          *float64
+				P, Price   *float64
 			}
 			require.NoError(t, strict(doc, &v), doc)
 			require.True(t, v.Age != nil && *v.Age >= 0 && *v.Age <= 150, doc)
 			require.True(t, v.Count != nil && *v.Count > 0 && *v.Count < 10, doc)
 			require.True(t, v.P != nil && *v.P >= 0 && *v.P <= 1, doc)
+			// A multiple of 0.01: at most two decimals, as written.
+			var raw struct{ Price json.Number }
+			require.NoError(t, json.Unmarshal([]byte(doc), &raw))
+			require.Regexp(t, `^-?\d+(\.\d{1,2}0*)?$`, raw.Price.String(), doc) // -0.0 is 0
 		}},
 		// Pydantic's tuple[int, str] field.
 		{"tuple", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "T", "schema": map[string]any{

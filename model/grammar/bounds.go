@@ -6,8 +6,9 @@ import (
 	"math/big"
 )
 
-// boundKeywords are the keywords that bound a number.
-var boundKeywords = []string{"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+// boundKeywords are the keywords that bound a number (multipleOf: to
+// its multiples).
+var boundKeywords = []string{"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
 
 // maxMagnitude is the largest integer the matcher writes: maxInteger-1
 // digits (the sign takes a byte of maxInteger).
@@ -27,7 +28,8 @@ const (
 // numberBounds are a schema's bounds on numbers, exact (big.Rat); nil: none.
 type numberBounds struct {
 	lo, hi     *big.Rat
-	loEx, hiEx bool // exclusive
+	loEx, hiEx bool     // exclusive
+	mult       *big.Rat // multipleOf, > 0
 }
 
 // hasBounds reports whether s bounds numbers.
@@ -61,6 +63,12 @@ func readBounds(s map[string]any, path string) (*numberBounds, error) {
 		return r, nil
 	}
 	var err error
+	if b.mult, err = num("multipleOf"); err != nil {
+		return nil, err
+	}
+	if b.mult != nil && b.mult.Sign() <= 0 {
+		return nil, fmt.Errorf("%w: %s/multipleOf must be greater than 0", ErrBadSchema, path)
+	}
 	if b.lo, err = num("minimum"); err != nil {
 		return nil, err
 	}
@@ -97,8 +105,29 @@ func readBounds(s map[string]any, path string) (*numberBounds, error) {
 	return &b, nil
 }
 
+// step returns, for values counted in units of 1/unit (1 for integers,
+// fixedUnit for numbers in fixed point), the least k such that a value is
+// a multiple of multipleOf exactly when its count of units is a multiple
+// of k: with multipleOf p/q (reduced), v/unit = n·p/q for an integer n
+// when v is a multiple of unit·p/gcd(unit·p, q). 0: no multipleOf; past
+// limit, limit+1 (only 0 is a multiple).
+func (b *numberBounds) step(unit, limit int64) int64 {
+	if b.mult == nil {
+		return 0
+	}
+	up := new(big.Int).Mul(big.NewInt(unit), b.mult.Num())
+	k := new(big.Int).Quo(up, new(big.Int).GCD(nil, nil, up, b.mult.Denom()))
+	if k.Cmp(big.NewInt(limit)) > 0 {
+		return limit + 1
+	}
+	return k.Int64()
+}
+
 // contains reports whether the number r is within the bounds.
 func (b *numberBounds) contains(r *big.Rat) bool {
+	if b.mult != nil && !new(big.Rat).Quo(r, b.mult).IsInt() {
+		return false
+	}
 	if b.lo != nil {
 		if c := r.Cmp(b.lo); c < 0 || (c == 0 && b.loEx) {
 			return false
@@ -178,8 +207,11 @@ func (n *node) reachable(f *frame) bool {
 		return false
 	}
 	m := int64(f.seen)
-	// within reports whether [lo, hi] meets [a, b].
-	within := func(lo, hi int64) bool { return lo <= b && hi >= a }
+	// within reports whether [lo, hi] meets [a, b] at a multiple of mult.
+	within := func(lo, hi int64) bool {
+		lo, hi = max(lo, a), min(hi, b)
+		return lo <= hi && (n.mult == 0 || (lo+n.mult-1)/n.mult*n.mult <= hi)
+	}
 	if n.kind == kInteger {
 		switch f.st {
 		case nMinus:
@@ -221,11 +253,22 @@ func (n *node) reachable(f *frame) bool {
 	}
 }
 
+// anyValue reports whether some value is within the node's bounds (and
+// a multiple of its multipleOf).
+func (n *node) anyValue() bool {
+	for _, neg := range []bool{false, true} {
+		if a, b := magnitudes(n.lo, n.hi, neg); a <= b && (n.mult == 0 || (a+n.mult-1)/n.mult*n.mult <= b) {
+			return true
+		}
+	}
+	return false
+}
+
 // inRange reports whether the complete number in f is within the bounds.
 func (n *node) inRange(f *frame) bool {
 	a, b := magnitudes(n.lo, n.hi, f.esc == 1)
 	m := int64(f.seen)
-	return m >= a && m <= b
+	return m >= a && m <= b && (n.mult == 0 || m%n.mult == 0)
 }
 
 // boundedStep is numberStep for a number with bounds: the sign goes to

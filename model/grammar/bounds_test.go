@@ -36,6 +36,14 @@ func TestNumberBounds(t *testing.T) {
 		{`{"type":"number","exclusiveMinimum":-1.5,"exclusiveMaximum":-1.25}`, []string{`-1.3`, `-1.4999`}, []string{`-1.5`, `-1.25`, `-1.2`, `-1`, `-2`}},
 		{`{"type":"number","minimum":0.1,"maximum":0.1}`, []string{`0.1`, `0.10`}, []string{`0.11`, `0.09`, `1`}},
 		{`{"type":"number","minimum":100,"maximum":250.5}`, []string{`100`, `250.5`, `199.99`}, []string{`99.9`, `250.51`, `25`, `1000`}},
+		// multipleOf (Pydantic's Field(multiple_of=)), alone or with bounds,
+		// on integers and numbers (in fixed point: 0.01, 1/3 has no such).
+		{`{"type":"integer","multipleOf":5}`, []string{`0`, `5`, `-15`, `1000`}, []string{`1`, `-7`, `12`}},
+		{`{"type":"integer","multipleOf":7,"minimum":10,"maximum":30}`, []string{`14`, `21`, `28`}, []string{`7`, `35`, `20`}},
+		{`{"type":"integer","multipleOf":2.5}`, []string{`5`, `10`, `0`}, []string{`2`, `3`, `7`}},
+		{`{"type":"number","multipleOf":0.01,"minimum":0}`, []string{`0`, `1.5`, `2.25`, `3.10`}, []string{`1.005`, `0.001`, `-1`}},
+		{`{"type":"number","multipleOf":0.5,"exclusiveMaximum":2}`, []string{`1.5`, `-3`, `0.5`}, []string{`2`, `1.25`, `1.75`}},
+		{`{"type":"number","multipleOf":3,"enum":[3,4,6.0]}`, []string{`3`, `6.0`}, []string{`4`}},
 		{`{"type":"object","properties":{"age":{"type":"integer","minimum":0,"maximum":150}},"required":["age"],"additionalProperties":false}`,
 			[]string{`{"age":42}`, `{"age": 150 }`}, []string{`{"age":151}`, `{"age":-1}`}},
 	} {
@@ -58,7 +66,9 @@ func TestNumberBounds(t *testing.T) {
 		{`{"type":"integer","minimum":3,"maximum":2}`, ErrBadSchema, "nothing matches"},
 		{`{"type":"integer","minimum":2.2,"maximum":2.8}`, ErrBadSchema, "nothing matches"},
 		{`{"type":"integer","minimum":1e20}`, ErrBadSchema, "nothing matches"},
-		{`{"type":"integer","multipleOf":2}`, ErrUnsupported, `"multipleOf"`},
+		{`{"type":"integer","multipleOf":0}`, ErrBadSchema, "multipleOf must be greater than 0"},
+		{`{"type":"integer","multipleOf":5,"minimum":1,"maximum":4}`, ErrBadSchema, "nothing matches"},
+		{`{"type":"integer","uniqueItems":true}`, ErrUnsupported, `"uniqueItems"`},
 	} {
 		_, err := CompileSchema([]byte(tc.schema))
 		require.ErrorIs(t, err, tc.want, tc.schema)
@@ -81,6 +91,15 @@ func TestBoundsGeneration(t *testing.T) {
 			require.NoError(t, err, out)
 			require.True(t, n >= r[0] && n <= r[1], "%d outside %v", n, r)
 		}
+	}
+	// Multiples of 7 within 100..200: the digits must head for one.
+	s, err := CompileSchema([]byte(`{"type":"array","minItems":1,"maxItems":1,"items":{"type":"integer","multipleOf":7,"minimum":100,"maximum":200}}`))
+	require.NoError(t, err)
+	for range 20 {
+		out := sample(t, s, v, rng)
+		n, err := strconv.ParseInt(strings.Trim(out, "[] \n\t"), 10, 64)
+		require.NoError(t, err, out)
+		require.True(t, n >= 100 && n <= 200 && n%7 == 0, out)
 	}
 	for _, r := range [][2]float64{{0, 1}, {-2.5, -2.25}, {0.001, 0.002}, {100, 1e6}} {
 		s, err := CompileSchema([]byte(`{"type":"array","minItems":1,"maxItems":1,"items":{"type":"number","exclusiveMinimum":` +

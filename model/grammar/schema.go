@@ -105,6 +105,7 @@ type node struct {
 	// within ±maxMagnitude, or for a number in fixed point (units of
 	// 10^-fixedDigits) within ±maxFixed
 	lo, hi  int64
+	mult    int64 // multipleOf, in the same units; 0: none
 	bounded bool
 	// string: the content's format (its automaton's state is the frame's
 	// kpos); nil: any text
@@ -290,7 +291,7 @@ func (c *compiler) compileObject(s map[string]any, path string, depth int) (int3
 	}
 	sort.Strings(keys)
 	known := []string{"type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems",
-		"minLength", "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions"}
+		"minLength", "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions"}
 	for _, k := range keys {
 		if !slices.Contains(known, k) && !slices.Contains(annotations, k) {
 			return 0, fmt.Errorf("%w: %q at %s (supported: %s)", ErrUnsupported, k, path, strings.Join(known, ", "))
@@ -532,13 +533,15 @@ func (c *compiler) typed(t string, s map[string]any, path string, depth int) (in
 			what := fmt.Sprintf("integer within %d digits", maxInteger-1)
 			if n.kind == kInteger {
 				n.lo, n.hi, ok = b.integers(maxMagnitude)
+				n.mult = b.step(1, maxMagnitude)
 			} else {
 				// In fixed point: units of 10^-fixedDigits.
 				n.lo, n.hi, ok = b.scaled(fixedUnit).integers(maxFixed)
+				n.mult = b.step(fixedUnit, maxFixed)
 				what = fmt.Sprintf("number of at most %d digits before and after its point", fixedDigits)
 			}
-			if !ok {
-				return 0, fmt.Errorf("%w: %s: no %s is within its minimum and maximum, so nothing matches", ErrBadSchema, path, what)
+			if !ok || !n.anyValue() {
+				return 0, fmt.Errorf("%w: %s: no %s is within its minimum and maximum (and a multiple of its multipleOf), so nothing matches", ErrBadSchema, path, what)
 			}
 			n.bounded = true
 		}
