@@ -60,6 +60,10 @@ type Options struct {
 	// slots), each of which may grow its KV cache to ContextSize:
 	// MemoryLimit counts that many caches. 0 means 1.
 	Sessions int
+
+	// fullKV (tests): see Model.fullKV; set here so that every model of
+	// a group (pipeline stages, tensor shards) keeps its whole cache.
+	fullKV bool
 }
 
 // KVType is the element type of a Session's KV cache.
@@ -322,7 +326,7 @@ func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (_ *Model
 	if opts.KVCache > KVF32 {
 		return nil, fmt.Errorf("%w: KV cache type %d", ErrBadRequest, opts.KVCache)
 	}
-	m := &Model{file: f, log: log, kv: opts.KVCache}
+	m := &Model{file: f, log: log, kv: opts.KVCache, fullKV: opts.fullKV}
 	made = m
 	if err := m.readHparams(opts); err != nil {
 		return nil, err
