@@ -206,6 +206,10 @@ func TestDeveloperRoleIsSystem(t *testing.T) {
 		return cc
 	}
 	sys, dev := answer("system"), answer("developer")
+	// The same prompt: the second request reuses all of it but the last
+	// token (evaluated for its logits) from the slot's cache.
+	require.Equal(t, dev.Usage.PromptTokens-1, dev.Usage.PromptTokensDetails.CachedTokens, "the same rendered prompt")
+	dev.Usage.PromptTokensDetails = sys.Usage.PromptTokensDetails
 	require.Equal(t, sys.Usage, dev.Usage)
 	require.Equal(t, sys.Choices[0].Message.Content, dev.Choices[0].Message.Content)
 }
