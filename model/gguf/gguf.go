@@ -72,6 +72,9 @@ var (
 	ErrNotFound = errors.New("gguf: not found")
 	// ErrClosed: the file has been closed.
 	ErrClosed = errors.New("gguf: file closed")
+	// ErrSplit: the parts of a split model do not make one model (order,
+	// count, tensors), or a name is not a part's name (split.go).
+	ErrSplit = errors.New("gguf: bad split model")
 )
 
 // KV is one metadata key/value pair, in file order.

@@ -22,6 +22,9 @@ type Writer struct {
 	keys    map[string]bool
 	tensors []wTensor
 	names   map[string]bool
+	// written, when set, is called after tensor i's data has been written
+	// (Merge releases the part's pages there).
+	written func(i int)
 }
 
 type wTensor struct {
@@ -202,12 +205,27 @@ func (c *countWriter) u32(v uint32) { c.write(binary.LittleEndian.AppendUint32(n
 func (c *countWriter) u64(v uint64) { c.write(binary.LittleEndian.AppendUint64(nil, v)) }
 func (c *countWriter) str(s string) { c.u64(uint64(len(s))); c.write([]byte(s)) }
 
-// WriteTo writes the file to out and returns the number of bytes written.
-func (w *Writer) WriteTo(out io.Writer) (int64, error) {
-	if w.Version != 2 && w.Version != 3 {
-		return 0, fmt.Errorf("%w: cannot write version %d", ErrVersion, w.Version)
+// Size returns the number of bytes WriteTo writes, without writing the
+// tensor data (the header is encoded to count it).
+func (w *Writer) Size() (int64, error) {
+	c := &countWriter{w: bufio.NewWriterSize(io.Discard, 1<<16)}
+	_, data, err := w.writeHeader(c)
+	if err != nil {
+		return 0, err
 	}
-	c := &countWriter{w: bufio.NewWriterSize(out, 1<<16)}
+	if c.err != nil {
+		return 0, c.err
+	}
+	return c.n + int64(data), nil
+}
+
+// writeHeader writes everything before the first tensor's data, padding
+// included, and returns each tensor's offset in the data section and the
+// data section's size (each tensor padded to the alignment).
+func (w *Writer) writeHeader(c *countWriter) (offsets []uint64, data uint64, err error) {
+	if w.Version != 2 && w.Version != 3 {
+		return nil, 0, fmt.Errorf("%w: cannot write version %d", ErrVersion, w.Version)
+	}
 	c.write([]byte(Magic))
 	c.u32(w.Version)
 	c.u64(uint64(len(w.tensors)))
@@ -216,12 +234,12 @@ func (w *Writer) WriteTo(out io.Writer) (int64, error) {
 		c.str(kv.Key)
 		c.u32(uint32(kv.Value.Type))
 		if err := writeValue(c, kv.Value); err != nil {
-			return c.n, fmt.Errorf("key %q: %w", kv.Key, err)
+			return nil, 0, fmt.Errorf("key %q: %w", kv.Key, err)
 		}
 	}
 	align := w.alignment()
 	off := uint64(0)
-	offsets := make([]uint64, len(w.tensors))
+	offsets = make([]uint64, len(w.tensors))
 	for i, t := range w.tensors {
 		offsets[i] = off
 		c.str(t.info.Name)
@@ -233,19 +251,34 @@ func (w *Writer) WriteTo(out io.Writer) (int64, error) {
 		c.u64(off)
 		off = (off + t.info.Size + align - 1) / align * align
 	}
-	pad := func() {
-		if r := uint64(c.n) % align; r != 0 {
-			c.write(make([]byte, align-r))
-		}
+	c.pad(align)
+	return offsets, off, nil
+}
+
+func (c *countWriter) pad(align uint64) {
+	if r := uint64(c.n) % align; r != 0 {
+		c.write(make([]byte, align-r))
 	}
-	pad()
+}
+
+// WriteTo writes the file to out and returns the number of bytes written.
+func (w *Writer) WriteTo(out io.Writer) (int64, error) {
+	c := &countWriter{w: bufio.NewWriterSize(out, 1<<16)}
+	offsets, _, err := w.writeHeader(c)
+	if err != nil {
+		return c.n, err
+	}
+	align := w.alignment()
 	base := uint64(c.n)
 	for i, t := range w.tensors {
 		if uint64(c.n) != base+offsets[i] {
 			return c.n, fmt.Errorf("gguf: internal error: tensor %q at %d, want %d", t.info.Name, uint64(c.n)-base, offsets[i])
 		}
 		c.write(t.data)
-		pad()
+		c.pad(align)
+		if w.written != nil && c.err == nil {
+			w.written(i)
+		}
 	}
 	if c.err != nil {
 		return c.n, c.err
