@@ -401,9 +401,14 @@ func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (targ
 			if err != nil {
 				return target{}, err
 			}
-			if f, err = hf.PickGGUF(files, "", ref.Quant); err != nil {
+			picked, err := hf.PickModel(files, "", ref.Quant)
+			if err != nil {
 				return target{}, fmt.Errorf("catalog: %s: %w", ref, err)
 			}
+			if len(picked) > 1 {
+				return target{}, fmt.Errorf("%w: %s: %q is the first of %d parts of a split GGUF; split models are not supported", hf.ErrNoGGUF, ref, picked[0].Path, len(picked))
+			}
+			f = picked[0]
 		}
 		name := path.Base(f.Path)
 		exact := Ref{Source: SourceHF, Repo: ref.Repo, File: f.Path}

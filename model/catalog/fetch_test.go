@@ -637,7 +637,7 @@ func splitShard(t *testing.T) []byte {
 
 // TestFetchRefusesSplitShards: one shard of a split model is not a model
 // rbee can load. Named by its shard file name it is refused before a byte
-// is downloaded (as PickGGUF refuses it); under any other name (a URL) its
+// is downloaded; under any other name (a URL) its
 // split.count refuses it once it is here; the catalog holds nothing.
 func TestFetchRefusesSplitShards(t *testing.T) {
 	f := newFixture(t, "")

@@ -592,7 +592,7 @@ func parseContentRange(s string) (first, last, total int64, err error) {
 	return first, last, total, nil
 }
 
-// DownloadFile downloads a repo file (from ListFiles or PickGGUF) through
+// DownloadFile downloads a repo file (from ListFiles or PickModel) through
 // the resolve endpoint into spec.Partial, with f's size and LFS sha256 as
 // the expectations unless spec sets them. Every (re)try goes through the
 // Hub again, so an expired signed CDN URL is never reused.

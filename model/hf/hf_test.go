@@ -114,7 +114,11 @@ func TestHasQuantTag(t *testing.T) {
 	}
 }
 
-func TestPickGGUF(t *testing.T) {
+// TestPickModel: a complete gguf-split set is one candidate (named by its
+// first part, chosen by quantization like a single file, all its parts in
+// order); an incomplete set, a later part, and malformed part names are
+// never chosen.
+func TestPickModel(t *testing.T) {
 	files := []hf.File{
 		{Path: "README.md"},
 		{Path: "model-Q8_0.gguf"},
@@ -125,35 +129,58 @@ func TestPickGGUF(t *testing.T) {
 		{Path: "big/model-Q4_K_M-00001-of-00002.gguf"},
 		{Path: "big/model-Q4_K_M-00002-of-00002.gguf"},
 	}
+	splits := []hf.File{
+		{Path: "Q6_K/m-Q6_K-00002-of-00003.gguf"},
+		{Path: "Q6_K/m-Q6_K-00001-of-00003.gguf"},
+		{Path: "Q6_K/m-Q6_K-00003-of-00003.gguf"},
+		{Path: "Q8_0/m-Q8_0-00001-of-00002.gguf"}, // its second part is missing
+		{Path: "m-Q5_0-00001-of-00001.gguf"},
+		{Path: "m-Q4_0-00000-of-00002.gguf"}, // not llama.cpp's numbering
+		{Path: "m-Q4_0-00001-of-00002.GGUF"},
+	}
 	for _, tc := range []struct {
 		name        string
 		files       []hf.File
 		file, quant string
-		want        string
+		want        string // paths, comma-separated
 		err         error
+		msg         string
 	}{
-		{"preference", files, "", "", "model-Q4_K_M.gguf", nil},
-		{"preference without Q4_K_M", files[3:], "", "", "model-Q4_K_S.gguf", nil},
-		{"quant tag", files, "", "q8_0", "model-Q8_0.gguf", nil},
-		{"quant tag F16 skips mmproj", files, "", "F16", "model-f16.gguf", nil},
-		{"missing quant", files, "", "Q2_K", "", hf.ErrNoGGUF},
-		{"exact", files, "model-f16.gguf", "", "model-f16.gguf", nil},
-		{"exact missing", files, "nope.gguf", "", "", hf.ErrNotFound},
-		{"exact not gguf", files, "README.md", "", "", hf.ErrNoGGUF},
-		{"exact split", files, "big/model-Q4_K_M-00001-of-00002.gguf", "", "", hf.ErrNoGGUF},
-		{"only splits", files[6:], "", "", "", hf.ErrNoGGUF},
-		{"single untagged", []hf.File{{Path: "stories260K.gguf"}, {Path: "x.bin"}}, "", "", "stories260K.gguf", nil},
-		{"several untagged", []hf.File{{Path: "a.gguf"}, {Path: "b.gguf"}}, "", "", "", hf.ErrNoGGUF},
-		{"empty", nil, "", "", "", hf.ErrNoGGUF},
+		{"preference", files, "", "", "model-Q4_K_M.gguf", nil, ""},
+		{"preference without Q4_K_M", files[3:6], "", "", "model-Q4_K_S.gguf", nil, ""},
+		{"preference takes a split set like a file", files[3:], "", "", "big/model-Q4_K_M-00001-of-00002.gguf,big/model-Q4_K_M-00002-of-00002.gguf", nil, ""},
+		{"quant tag", files, "", "q8_0", "model-Q8_0.gguf", nil, ""},
+		{"quant tag F16 skips mmproj", files, "", "F16", "model-f16.gguf", nil, ""},
+		{"missing quant", files, "", "Q2_K", "", hf.ErrNoGGUF, "big/model-Q4_K_M-00001-of-00002.gguf (2 parts)"},
+		{"exact", files, "model-f16.gguf", "", "model-f16.gguf", nil, ""},
+		{"exact missing", files, "nope.gguf", "", "", hf.ErrNotFound, ""},
+		{"exact not gguf", files, "README.md", "", "", hf.ErrNoGGUF, ""},
+		{"exact split", files, "big/model-Q4_K_M-00001-of-00002.gguf", "", "big/model-Q4_K_M-00001-of-00002.gguf,big/model-Q4_K_M-00002-of-00002.gguf", nil, ""},
+		{"exact later part", files, "big/model-Q4_K_M-00002-of-00002.gguf", "", "", hf.ErrNoGGUF, "name its first part, big/model-Q4_K_M-00001-of-00002.gguf"},
+		{"only splits", files[6:], "", "", "big/model-Q4_K_M-00001-of-00002.gguf,big/model-Q4_K_M-00002-of-00002.gguf", nil, ""},
+		{"split by quant, parts in order", splits, "", "Q6_K", "Q6_K/m-Q6_K-00001-of-00003.gguf,Q6_K/m-Q6_K-00002-of-00003.gguf,Q6_K/m-Q6_K-00003-of-00003.gguf", nil, ""},
+		{"split by preference", splits, "", "", "Q6_K/m-Q6_K-00001-of-00003.gguf,Q6_K/m-Q6_K-00002-of-00003.gguf,Q6_K/m-Q6_K-00003-of-00003.gguf", nil, ""},
+		{"a set of one part", splits[3:], "", "", "m-Q5_0-00001-of-00001.gguf", nil, ""},
+		{"incomplete split", splits, "", "Q8_0", "", hf.ErrNoGGUF, ""},
+		{"exact incomplete split", splits, "Q8_0/m-Q8_0-00001-of-00002.gguf", "", "", hf.ErrNotFound, "the repo has no m-Q8_0-00002-of-00002.gguf"},
+		{"malformed parts", splits, "", "Q4_0", "", hf.ErrNoGGUF, ""},
+		{"single untagged", []hf.File{{Path: "stories260K.gguf"}, {Path: "x.bin"}}, "", "", "stories260K.gguf", nil, ""},
+		{"several untagged", []hf.File{{Path: "a.gguf"}, {Path: "b.gguf"}}, "", "", "", hf.ErrNoGGUF, ""},
+		{"empty", nil, "", "", "", hf.ErrNoGGUF, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, err := hf.PickGGUF(tc.files, tc.file, tc.quant)
+			fs, err := hf.PickModel(tc.files, tc.file, tc.quant)
 			if tc.err != nil {
 				require.ErrorIs(t, err, tc.err)
+				require.ErrorContains(t, err, tc.msg)
 				return
 			}
 			require.NoError(t, err)
-			require.Equal(t, tc.want, f.Path)
+			var got []string
+			for _, f := range fs {
+				got = append(got, f.Path)
+			}
+			require.Equal(t, tc.want, strings.Join(got, ","))
 		})
 	}
 }
@@ -267,8 +294,9 @@ func TestDownloadGatedTokenNotSentToCDN(t *testing.T) {
 	c := newClient(t, h.URL(), "hf_secret")
 	files, err := c.ListFiles(context.Background(), "org/gated", "main")
 	require.NoError(t, err)
-	f, err := hf.PickGGUF(files, "", "Q8_0")
+	picked, err := hf.PickModel(files, "", "Q8_0")
 	require.NoError(t, err)
+	f := picked[0]
 
 	part := filepath.Join(t.TempDir(), ".partial", "m.part")
 	res, err := c.DownloadFile(context.Background(), "org/gated", "main", f, hf.Spec{Partial: part})

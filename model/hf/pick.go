@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/rbee-project/rbee/model/gguf"
 )
 
 // QuantPreference returns (a fresh copy of) the order in which PickGGUF
@@ -22,22 +24,22 @@ func QuantPreference() []string {
 	}
 }
 
-// splitRE matches llama.cpp's gguf-split shard names (model-00001-of-00003.gguf).
+// splitRE matches names shaped like gguf-split parts (model-00001-of-00003.gguf),
+// loosely: any case, any numbers. gguf.ParseSplitName is the exact rule.
 var splitRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?i)-\d{5}-of-\d{5}\.gguf$`) })
 
-// IsSplitShard reports whether p names one shard of a gguf-split model
-// (model-00001-of-00003.gguf), which cannot be loaded on its own.
+// IsSplitShard reports whether p is named like one part of a gguf-split
+// model (model-00001-of-00003.gguf), which is no model on its own; a name
+// of that shape that breaks llama.cpp's rule (gguf.ParseSplitName) is no
+// part of a set PickModel can take either.
 func IsSplitShard(p string) bool { return splitRE().MatchString(path.Base(p)) }
 
 // IsGGUF reports whether p names a GGUF file (by extension).
 func IsGGUF(p string) bool { return strings.HasSuffix(strings.ToLower(p), ".gguf") }
 
-// isCandidate reports whether p is a whole-model GGUF: not a split shard and
-// not a multimodal projector (mmproj), which cannot be loaded on its own.
-func isCandidate(p string) bool {
-	base := strings.ToLower(path.Base(p))
-	return IsGGUF(p) && !splitRE().MatchString(base) && !strings.Contains(base, "mmproj")
-}
+// isMMProj reports whether p names a multimodal projector (mmproj), which
+// is no model on its own.
+func isMMProj(p string) bool { return strings.Contains(strings.ToLower(path.Base(p)), "mmproj") }
 
 // HasQuantTag reports whether the base name of p contains tag as a token,
 // case-insensitively: preceded by the start or a non-alphanumeric character
@@ -70,68 +72,125 @@ func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-// PickGGUF chooses one file of a repo listing:
+// PickModel chooses the files of one model in a repo listing: a single
+// GGUF, or every part of a gguf-split set (PREFIX-00001-of-0000N.gguf ...,
+// in order), which is one candidate, named by its first part:
 //
-//   - file != "": exactly that path (it must be a GGUF and not a split shard);
-//   - quant != "": the GGUF whose name carries that quantization tag
-//     (HasQuantTag), the first by path if several do;
-//   - otherwise the first tag of QuantPreference() that some GGUF carries, or
-//     the only GGUF when there is exactly one.
+//   - file != "": exactly that path (a .gguf; a split set's first part
+//     stands for the set, whose parts must all be listed; another part is
+//     refused with the first part's name);
+//   - quant != "": the candidate whose (first part's) name carries that
+//     quantization tag (HasQuantTag), the first by path if several do (a
+//     single file before a split set);
+//   - otherwise the first tag of QuantPreference() that a candidate
+//     carries, or the only candidate.
 //
-// Split shards and mmproj files are never chosen implicitly. The error wraps
-// ErrNoGGUF (or ErrNotFound for a missing exact file) and lists what the repo
-// has.
-func PickGGUF(files []File, file, quant string) (File, error) {
+// mmproj files and incomplete split sets are never chosen implicitly. The
+// error wraps ErrNoGGUF (or ErrNotFound for a missing exact file or part)
+// and lists what the repo has.
+func PickModel(files []File, file, quant string) ([]File, error) {
 	sorted := append([]File(nil), files...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+	cands, incomplete := candidates(sorted)
 	if file != "" {
 		for _, f := range sorted {
-			if f.Path == file {
-				if !IsGGUF(f.Path) {
-					return File{}, fmt.Errorf("%w: %q is not a .gguf file", ErrNoGGUF, file)
-				}
-				if IsSplitShard(f.Path) {
-					return File{}, fmt.Errorf("%w: %q is one shard of a split GGUF; split models are not supported", ErrNoGGUF, file)
-				}
-				return f, nil
+			if f.Path != file {
+				continue
 			}
+			if !IsGGUF(f.Path) {
+				return nil, fmt.Errorf("%w: %q is not a .gguf file", ErrNoGGUF, file)
+			}
+			if prefix, i, n, ok := gguf.ParseSplitName(f.Path); ok {
+				if i != 0 {
+					return nil, fmt.Errorf("%w: %q is part %d of a model split in %d files; name its first part, %s", ErrNoGGUF, file, i+1, n, gguf.SplitPath(prefix, 0, n))
+				}
+				if miss, ok := incomplete[f.Path]; ok {
+					return nil, fmt.Errorf("%w: %q is the first of %d parts, and the repo has no %s", ErrNotFound, file, n, miss)
+				}
+				for _, c := range cands {
+					if c[0].Path == f.Path {
+						return c, nil
+					}
+				}
+			}
+			return []File{f}, nil
 		}
-		return File{}, fmt.Errorf("%w: file %q is not in the repo (GGUF files: %s)", ErrNotFound, file, listGGUF(sorted))
-	}
-	var cands []File
-	for _, f := range sorted {
-		if isCandidate(f.Path) {
-			cands = append(cands, f)
-		}
+		return nil, fmt.Errorf("%w: file %q is not in the repo (GGUF files: %s)", ErrNotFound, file, listGGUF(sorted))
 	}
 	if len(cands) == 0 {
-		return File{}, fmt.Errorf("%w: the repo has no single-file GGUF model (GGUF files: %s)", ErrNoGGUF, listGGUF(sorted))
+		return nil, fmt.Errorf("%w: the repo has no GGUF model (GGUF files: %s)", ErrNoGGUF, listGGUF(sorted))
 	}
 	if quant != "" {
-		for _, f := range cands {
-			if HasQuantTag(f.Path, quant) {
-				return f, nil
+		for _, c := range cands {
+			if HasQuantTag(c[0].Path, quant) {
+				return c, nil
 			}
 		}
-		return File{}, fmt.Errorf("%w: no GGUF with quantization %s (GGUF files: %s)", ErrNoGGUF, quant, listGGUF(cands))
+		return nil, fmt.Errorf("%w: no GGUF with quantization %s (GGUF files: %s)", ErrNoGGUF, quant, listGGUF(sorted))
 	}
 	for _, tag := range QuantPreference() {
-		for _, f := range cands {
-			if HasQuantTag(f.Path, tag) {
-				return f, nil
+		for _, c := range cands {
+			if HasQuantTag(c[0].Path, tag) {
+				return c, nil
 			}
 		}
 	}
 	if len(cands) == 1 {
 		return cands[0], nil
 	}
-	return File{}, fmt.Errorf("%w: several GGUF files and none with a known quantization tag; name one (GGUF files: %s)", ErrNoGGUF, listGGUF(cands))
+	return nil, fmt.Errorf("%w: several GGUF models and none with a known quantization tag; name one (GGUF files: %s)", ErrNoGGUF, listGGUF(sorted))
+}
+
+// candidates returns the models of a listing sorted by path: each single
+// GGUF that is not an mmproj, by path, then each complete split set (its
+// parts in order), by first path: of two with the same tag, the single
+// file, which needs no merge (and no room for one). incomplete maps the
+// first part of each incomplete set to the name of a missing part.
+func candidates(sorted []File) (cands [][]File, incomplete map[string]string) {
+	byPath := make(map[string]File, len(sorted))
+	for _, f := range sorted {
+		byPath[f.Path] = f
+	}
+	incomplete = map[string]string{}
+	var sets [][]File
+	for _, f := range sorted {
+		if !IsGGUF(f.Path) || isMMProj(f.Path) {
+			continue
+		}
+		prefix, i, n, ok := gguf.ParseSplitName(f.Path)
+		switch {
+		case !ok && IsSplitShard(f.Path):
+			// Shaped like a part, but no set llama.cpp would load.
+		case !ok:
+			cands = append(cands, []File{f})
+		case i == 0:
+			set := make([]File, 0, n)
+			for k := range n {
+				p, has := byPath[gguf.SplitPath(prefix, k, n)]
+				if !has {
+					incomplete[f.Path] = path.Base(gguf.SplitPath(prefix, k, n))
+					break
+				}
+				set = append(set, p)
+			}
+			if len(set) == n {
+				sets = append(sets, set)
+			}
+		}
+	}
+	return append(cands, sets...), incomplete
 }
 
 func listGGUF(files []File) string {
 	var names []string
 	for _, f := range files {
-		if IsGGUF(f.Path) {
+		prefix, i, n, split := gguf.ParseSplitName(f.Path)
+		switch {
+		case !IsGGUF(f.Path), split && i > 0:
+		case split:
+			// A set is listed once: a 235B model has dozens of parts.
+			names = append(names, fmt.Sprintf("%s (%d parts)", gguf.SplitPath(prefix, 0, n), n))
+		default:
 			names = append(names, f.Path)
 		}
 	}
