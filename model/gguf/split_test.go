@@ -2,6 +2,7 @@ package gguf_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -222,4 +223,32 @@ func TestSplitRefuses(t *testing.T) {
 	require.NoError(t, err)
 	_, err = gguf.Split(openAll(t, paths[:1])[0], filepath.Join(dir, "again"), 2, gguf.SplitOptions{})
 	require.ErrorIs(t, err, gguf.ErrSplit)
+}
+
+// failAfter takes n bytes, then refuses every write.
+type failAfter struct{ n int }
+
+var errRefused = errors.New("refused")
+
+func (f *failAfter) Write(b []byte) (int, error) {
+	if len(b) > f.n {
+		k := f.n
+		f.n = 0
+		return k, errRefused
+	}
+	f.n -= len(b)
+	return len(b), nil
+}
+
+// TestMergeReportsTheWritersError: a destination that refuses a write
+// part way through the tensor data (a full disk, a cancelled merge) is
+// the error Merge returns, not a complaint about the offsets.
+func TestMergeReportsTheWritersError(t *testing.T) {
+	src := openAll(t, []string{stories})[0]
+	paths, err := gguf.Split(src, filepath.Join(t.TempDir(), "s"), 2, gguf.SplitOptions{})
+	require.NoError(t, err)
+	for _, n := range []int{0, 100, 1 << 16, 200_000} {
+		err := gguf.Merge(&failAfter{n: n}, openAll(t, paths))
+		require.ErrorIs(t, err, errRefused, "after %d bytes", n)
+	}
 }

@@ -271,6 +271,9 @@ func (w *Writer) WriteTo(out io.Writer) (int64, error) {
 	align := w.alignment()
 	base := uint64(c.n)
 	for i, t := range w.tensors {
+		if c.err != nil {
+			break // out refused a write: that is the error, not the offsets
+		}
 		if uint64(c.n) != base+offsets[i] {
 			return c.n, fmt.Errorf("gguf: internal error: tensor %q at %d, want %d", t.info.Name, uint64(c.n)-base, offsets[i])
 		}
