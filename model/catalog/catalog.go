@@ -88,6 +88,9 @@ type Entry struct {
 	ContextLength uint64 `json:"context_length"`
 	// Source says where the bytes came from.
 	Source Source `json:"source"`
+	// Parts is how many gguf-split files the file was merged from (Ref
+	// names the first); 0 for a model that came as one file.
+	Parts int `json:"parts,omitempty"`
 	// AddedAt is when the file entered the catalog (UTC).
 	AddedAt time.Time `json:"added_at"`
 }
@@ -222,13 +225,12 @@ func (c *Catalog) sweepOrphans() {
 // months: a sweep at start alone would keep every download abandoned
 // since). A partial and its validator file (model/hf) go together, judged
 // by the newer of the two; a validator whose partial is gone goes too;
-// anything else by its own age. Failures are logged: a stale partial
-// costs only disk space.
+// anything else by its own age; a merged file of a split model no fetch
+// is writing (left by a crash: a merge is never resumed) at any age, even
+// when partials are kept for good (PartialMaxAge < 0). Failures are logged:
+// a stale partial costs only disk space.
 func (c *Catalog) sweepPartials() {
 	age := c.partialAge
-	if age < 0 {
-		return
-	}
 	dir := filepath.Join(c.dir, PartialDir)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -244,6 +246,7 @@ func (c *Catalog) sweepPartials() {
 	for name := range c.inflight {
 		busy[name+".part"] = true
 		busy[name+".part"+validator] = true
+		busy[name+mergeSuffix] = true
 	}
 	infos := map[string]os.FileInfo{}
 	for _, e := range ents {
@@ -264,8 +267,12 @@ func (c *Catalog) sweepPartials() {
 		c.log.Info("catalog: removed an abandoned partial download", "file", p, "bytes", infos[name].Size(), "last_written", infos[name].ModTime().UTC())
 	}
 	for name, info := range infos {
+		if strings.HasSuffix(name, mergeSuffix) {
+			remove(name) // a merge no fetch is writing: never resumed
+			continue
+		}
 		if part, ok := strings.CutSuffix(name, validator); ok {
-			if _, has := infos[part]; !has {
+			if _, has := infos[part]; !has && age >= 0 {
 				remove(name) // its partial is gone: nothing to resume
 			}
 			continue
@@ -274,7 +281,7 @@ func (c *Catalog) sweepPartials() {
 		if v, ok := infos[name+validator]; ok && v.ModTime().After(last) {
 			last = v.ModTime()
 		}
-		if !last.Before(cutoff) {
+		if age < 0 || !last.Before(cutoff) {
 			continue
 		}
 		remove(name)
@@ -519,6 +526,8 @@ type NewEntry struct {
 	SHA256 string
 	// Source of the bytes.
 	Source Source
+	// Parts is how many split parts the file was merged from (0: none).
+	Parts int
 }
 
 // Add moves the completed, verified file at tmp into the catalog as
@@ -581,7 +590,7 @@ func (c *Catalog) Add(tmp string, ne NewEntry) (Entry, error) {
 		return Entry{}, fmt.Errorf("%w: %q has sha256 %s, the new file %s; delete it first", ErrExists, ne.ID, old.SHA256, ne.SHA256)
 	}
 	e := info
-	e.ID, e.Ref, e.FileName, e.SHA256, e.Source = ne.ID, ne.Ref, ne.FileName, ne.SHA256, ne.Source
+	e.ID, e.Ref, e.FileName, e.SHA256, e.Source, e.Parts = ne.ID, ne.Ref, ne.FileName, ne.SHA256, ne.Source, ne.Parts
 	e.Size = st.Size()
 	e.AddedAt = c.now().UTC()
 	e.Path = c.pathOf(e.ID, e.FileName)
@@ -655,9 +664,9 @@ func inspect(path string) (Entry, error) {
 	}
 	defer f.Close()
 	if n, ok := f.Uint("split.count"); ok && n > 1 {
-		// gguf-split's shards hold a part of the tensors each; nothing here
-		// loads a model from several files.
-		return Entry{}, fmt.Errorf("%w: %s is one shard of a model split in %d files (split.count); split models are not supported", ErrNotGGUF, filepath.Base(path), n)
+		// gguf-split's parts hold a part of the tensors each: the catalog
+		// takes a set by its first part and merges it (split.go).
+		return Entry{}, fmt.Errorf("%w: %s is one part of a model split in %d files (split.count); fetch the set by its first part (hf:ORG/REPO/PREFIX-00001-of-%05d.gguf, or a local path), which merges them into one file", ErrNotGGUF, filepath.Base(path), n, n)
 	}
 	var e Entry
 	e.Architecture, _ = f.String("general.architecture")

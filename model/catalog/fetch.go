@@ -48,6 +48,10 @@ type Progress struct {
 	// Source is where the bytes are coming from right now (peer, hf, url,
 	// local, builtin).
 	Source Source `json:"source"`
+	// Merging is set while a split model's parts are merged into one file
+	// (after their download): Done and Total are bytes of the merged file,
+	// written locally, not downloaded.
+	Merging bool `json:"merging,omitempty"`
 }
 
 // FetchOptions are the dependencies and knobs of one Fetch.
@@ -84,6 +88,9 @@ type target struct {
 	source        Source
 	origin        hf.Opener
 	link          string // local file to try to hard-link (LinkLocal)
+	// parts, for a split model, are its parts in order (origin and size
+	// unused): they are fetched and merged into file (split.go).
+	parts []splitPart
 }
 
 // Fetch brings the model of ref into the catalog and returns its entry;
@@ -100,6 +107,10 @@ type target struct {
 //  5. download from the origin into <dir>/.partial/<id>[-<sha prefix>].part
 //     (resume, sha256 check, disk-space check, retries, progress);
 //  6. Add the verified file (ErrNotGGUF deletes it).
+//
+// A split model (gguf-split parts, named by hf:ORG/REPO[:QUANT] or its
+// first part) skips steps 3-4: its parts are downloaded (or, local, read
+// in place) and merged into the one file step 6 adds (split.go).
 //
 // Cancelling ctx stops the transfer and keeps the partial for a later
 // Fetch. Concurrent Fetches of the same file wait for each other.
@@ -164,18 +175,15 @@ func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) 
 	if e, ok, err := c.existing(t); ok || err != nil {
 		return e, err
 	}
+	if len(t.parts) > 0 {
+		return c.fetchSplit(ctx, t, opts, partName)
+	}
 	partial := filepath.Join(c.dir, PartialDir, partName+".part")
 	spec := func(src Source) hf.Spec {
 		// Every source must start with a GGUF header: a non-model stops at
 		// its first bytes, before it is stored or downloaded whole.
 		s := hf.Spec{Partial: partial, Size: t.size, SHA256: t.sha, ProgressInterval: opts.ProgressInterval,
-			MaxSize: opts.MaxSize, CheckHead: checkHead, HeadSize: gguf.HeaderSize}
-		switch {
-		case opts.Retries == 0:
-			s.Retries = hf.DefaultRetries
-		case opts.Retries > 0:
-			s.Retries = opts.Retries
-		}
+			MaxSize: opts.MaxSize, CheckHead: checkHead, HeadSize: gguf.HeaderSize, Retries: retries(opts)}
 		if opts.Progress != nil {
 			s.Progress = func(p hf.Progress) { opts.Progress(Progress{Progress: p, ID: t.id, Source: src}) }
 		}
@@ -345,10 +353,14 @@ func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (targ
 			// gguf's errors name the file already.
 			return target{}, fmt.Errorf("%w: local model: %v", ErrNotGGUF, err)
 		}
+		parts := f.SplitCount()
 		f.Close()
 		abs, err := filepath.Abs(ref.Path)
 		if err != nil {
 			return target{}, fmt.Errorf("catalog: %w", err)
+		}
+		if parts > 1 {
+			return localSplitTarget(ref, abs)
 		}
 		name := filepath.Base(abs)
 		t := target{id: IDFor(ref, name), ref: abs, file: name, size: st.Size(), source: SourceLocal, origin: fileOpener(abs)}
@@ -384,10 +396,7 @@ func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (targ
 			rev = hf.DefaultRevision
 		}
 		var f hf.File
-		if ref.File != "" {
-			if hf.IsSplitShard(ref.File) {
-				return target{}, fmt.Errorf("%w: %q is one shard of a split GGUF; split models are not supported", hf.ErrNoGGUF, ref.File)
-			}
+		if ref.File != "" && !hf.IsSplitShard(ref.File) {
 			m, err := opts.HF.FileMetadata(ctx, ref.Repo, rev, ref.File)
 			if err != nil {
 				return target{}, err
@@ -401,12 +410,14 @@ func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (targ
 			if err != nil {
 				return target{}, err
 			}
-			picked, err := hf.PickModel(files, "", ref.Quant)
+			// A split part is looked up in the listing, which has every
+			// part's size and sha256.
+			picked, err := hf.PickModel(files, ref.File, ref.Quant)
 			if err != nil {
 				return target{}, fmt.Errorf("catalog: %s: %w", ref, err)
 			}
 			if len(picked) > 1 {
-				return target{}, fmt.Errorf("%w: %s: %q is the first of %d parts of a split GGUF; split models are not supported", hf.ErrNoGGUF, ref, picked[0].Path, len(picked))
+				return hfSplitTarget(ref, rev, picked, opts.HF)
 			}
 			f = picked[0]
 		}

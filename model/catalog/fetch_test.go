@@ -636,17 +636,18 @@ func splitShard(t *testing.T) []byte {
 }
 
 // TestFetchRefusesSplitShards: one shard of a split model is not a model
-// rbee can load. Named by its shard file name it is refused before a byte
-// is downloaded; under any other name (a URL) its
-// split.count refuses it once it is here; the catalog holds nothing.
+// rbee can load. Named by its shard file name, with the other parts
+// missing from the repo, it is refused before a byte is downloaded, and
+// the missing part is named; under any other name (a URL) its split.count
+// refuses it once it is here; the catalog holds nothing.
 func TestFetchRefusesSplitShards(t *testing.T) {
 	f := newFixture(t, "")
 	shard := splitShard(t)
 	f.hub.AddFile("org/split", "big-Q4_K_M-00001-of-00003.gguf", shard)
 	before := len(f.cdnGets())
 	_, err := f.fetch(t, "hf:org/split/big-Q4_K_M-00001-of-00003.gguf", FetchOptions{})
-	require.ErrorIs(t, err, hf.ErrNoGGUF)
-	require.Contains(t, err.Error(), "split")
+	require.ErrorIs(t, err, hf.ErrNotFound)
+	require.Contains(t, err.Error(), "the repo has no big-Q4_K_M-00002-of-00003.gguf")
 	require.Len(t, f.cdnGets(), before, "nothing downloaded")
 
 	_, err = f.fetch(t, f.hub.CDN.URL+"/blobs/"+sha(shard), FetchOptions{})

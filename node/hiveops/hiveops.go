@@ -230,6 +230,12 @@ func (o *Ops) fetchOptions(em jobs.Emitter) modelcat.FetchOptions {
 		if p.ETA > 0 {
 			ev.ETAMs = p.ETA.Milliseconds()
 		}
+		if p.Merging {
+			// A split model's parts becoming one file: written, not downloaded.
+			ev.Message = "merge"
+			em.Emit(ev)
+			return
+		}
 		em.Emit(ev)
 		if d := p.Done - p.Resumed - counted; d > 0 {
 			o.cfg.Downloaded("model", d)
