@@ -515,7 +515,7 @@ func (c *Client) openRange(ctx context.Context, target string, offset int64, ret
 	}
 	resp, err := c.do(ctx, http.MethodGet, target, hdr, true)
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrRedirect) {
 			return nil, 0, 0, err
 		}
 		return nil, 0, 0, Retryable(err)
@@ -554,7 +554,7 @@ func (c *Client) openRange(ctx context.Context, target string, offset int64, ret
 		}
 		return nil, 0, 0, fmt.Errorf("%w: HTTP 416 for bytes=%d- (Content-Range %q)", ErrBadRange, offset, cr)
 	}
-	err = checkStatus(resp, redact(target))
+	err = c.checkStatus(resp, redact(target))
 	resp.Body.Close()
 	if retryableStatus(resp.StatusCode) {
 		return nil, 0, 0, Retryable(err)

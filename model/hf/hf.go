@@ -24,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/redirectguard"
 )
 
 // DefaultEndpoint is the public Hub.
@@ -82,6 +84,11 @@ var (
 	// ErrBadRange: the server answered a range request with an inconsistent
 	// Content-Range.
 	ErrBadRange = errors.New("hf: bad range response")
+	// ErrRedirect: a server redirected a request where the client does not
+	// follow: to a local or private address of a host other than the one
+	// the request started at, to a scheme other than http(s), or from https
+	// to http (see internal/redirectguard). It is not retried.
+	ErrRedirect = errors.New("hf: redirect refused")
 )
 
 // Config configures a Client. Start from DefaultConfig and override fields.
@@ -95,9 +102,12 @@ type Config struct {
 	Token string
 	// UserAgent is sent with every request.
 	UserAgent string
-	// HTTPClient is the transport to use; nil means a client with
-	// DefaultTimeouts. Its CheckRedirect is replaced (a shallow copy is
-	// made) to enforce the Authorization rule above.
+	// HTTPClient is the transport to use; nil means one like
+	// http.DefaultClient. Its CheckRedirect is replaced (a shallow copy is
+	// made) to enforce the Authorization rule above and the redirect rule
+	// of internal/redirectguard; a Transport that is nil or an
+	// *http.Transport is copied with the guard's dial check (another
+	// RoundTripper is used as it is: it decides where it connects).
 	HTTPClient *http.Client
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
@@ -140,22 +150,32 @@ func New(cfg Config) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	hc := http.Client{Transport: http.DefaultTransport}
+	hc := http.Client{}
 	if cfg.HTTPClient != nil {
 		hc = *cfg.HTTPClient
 	}
-	hc.CheckRedirect = stripAuthOnHostChange
+	switch tr := hc.Transport.(type) {
+	case nil:
+		hc.Transport = redirectguard.Transport(nil)
+	case *http.Transport:
+		hc.Transport = redirectguard.Transport(tr)
+	}
+	hc.CheckRedirect = checkRedirect
 	c.http = &hc
 	return c, nil
 }
 
-// stripAuthOnHostChange follows up to maxRedirects redirects and drops the
-// Authorization header whenever the target host (with port) differs from the
-// first request's, as huggingface_hub (via requests' rebuild_auth) does: the
-// Hub redirects LFS downloads to a CDN that must not see the user's token.
-func stripAuthOnHostChange(req *http.Request, via []*http.Request) error {
+// checkRedirect follows up to maxRedirects redirects where
+// redirectguard.CheckRedirect allows, and drops the Authorization header
+// whenever the target host (with port) differs from the first request's,
+// as huggingface_hub (via requests' rebuild_auth) does: the Hub redirects
+// LFS downloads to a CDN that must not see the user's token.
+func checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= maxRedirects {
 		return fmt.Errorf("%w: stopped after %d redirects", ErrHTTP, maxRedirects)
+	}
+	if err := redirectguard.CheckRedirect(req, via); err != nil {
+		return err
 	}
 	if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
 		req.Header.Del("Authorization")
@@ -350,13 +370,13 @@ func (c *Client) treePage(ctx context.Context, target, repo, revision string) ([
 	defer cancel()
 	resp, err := c.do(actx, http.MethodGet, target, nil, true)
 	if err != nil {
-		if errors.Is(context.Cause(actx), errAPITimeout) || ctx.Err() != nil {
+		if errors.Is(context.Cause(actx), errAPITimeout) || ctx.Err() != nil || errors.Is(err, ErrRedirect) {
 			return nil, "", nil, 0, c.apiError(ctx, actx, err, "tree of "+repo)
 		}
 		return nil, "", nil, 0, Retryable(err)
 	}
 	defer resp.Body.Close()
-	if err := checkStatus(resp, "repo "+repo+"@"+revision); err != nil {
+	if err := c.checkStatus(resp, "repo "+repo+"@"+revision); err != nil {
 		if !retryableStatus(resp.StatusCode) {
 			return nil, "", nil, 0, err
 		}
@@ -511,9 +531,9 @@ func (c *Client) fileMetadata(ctx context.Context, repo, revision, path string) 
 		resp, err := noFollow.Do(req)
 		if err != nil {
 			timedOut := errors.Is(context.Cause(actx), errAPITimeout) || ctx.Err() != nil
-			err = c.apiError(ctx, actx, fmt.Errorf("hf: HEAD %s: %w", redact(target), err), "HEAD "+redact(target))
+			err = c.apiError(ctx, actx, requestError(http.MethodHead, target, err), "HEAD "+redact(target))
 			cancel()
-			if !timedOut {
+			if !timedOut && !errors.Is(err, ErrRedirect) {
 				err = Retryable(err)
 			}
 			return Metadata{}, 0, err
@@ -532,7 +552,7 @@ func (c *Client) fileMetadata(ctx context.Context, repo, revision, path string) 
 			}
 			return metadataFrom(resp, loc.String()), 0, nil
 		}
-		if err := checkStatus(resp, repo+"/"+path+"@"+revision); err != nil {
+		if err := c.checkStatus(resp, repo+"/"+path+"@"+revision); err != nil {
 			if !retryableStatus(resp.StatusCode) {
 				return Metadata{}, 0, err
 			}
@@ -574,7 +594,12 @@ func normalizeETag(s string) string {
 }
 
 func (c *Client) newRequest(ctx context.Context, method, target string, auth bool) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, method, target, nil)
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRepo, err)
+	}
+	// The chain may reach a local or private address on this host only.
+	req, err := http.NewRequestWithContext(redirectguard.WithOrigin(ctx, u), method, target, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRepo, err)
 	}
@@ -597,9 +622,19 @@ func (c *Client) do(ctx context.Context, method, target string, hdr http.Header,
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("hf: %s %s: %w", method, redact(target), err)
+		return nil, requestError(method, target, err)
 	}
 	return resp, nil
+}
+
+// requestError is the error of a request that got no answer: ErrRedirect
+// with the guard's reason (not the URL redirected to, which may carry a
+// signature) when the guard refused it, else err.
+func requestError(method, target string, err error) error {
+	if reason, ok := redirectguard.Reason(err); ok {
+		return fmt.Errorf("%w: %s %s: %v", ErrRedirect, method, redact(target), reason)
+	}
+	return fmt.Errorf("hf: %s %s: %w", method, redact(target), err)
 }
 
 // redact drops the query of a URL for messages (CDN URLs carry signatures).
@@ -612,14 +647,20 @@ func redact(s string) string {
 
 // checkStatus maps Hub error answers to the sentinel errors, reading the
 // X-Error-Code / X-Error-Message headers huggingface_hub's
-// hf_raise_for_status reads. 2xx returns nil.
-func checkStatus(resp *http.Response, what string) error {
+// hf_raise_for_status reads. 2xx returns nil. The message (X-Error-Message,
+// or the JSON body's "error") is quoted only from the endpoint's own host:
+// an answer of the host a download was redirected to is not repeated.
+func (c *Client) checkStatus(resp *http.Response, what string) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
 	code := resp.Header.Get("X-Error-Code")
-	msg := resp.Header.Get("X-Error-Message")
-	if msg == "" && resp.Body != nil {
+	msg := ""
+	hub := resp.Request == nil || (resp.Request.URL.Host == c.endpoint.Host && resp.Request.URL.Scheme == c.endpoint.Scheme)
+	if hub {
+		msg = resp.Header.Get("X-Error-Message")
+	}
+	if hub && msg == "" && resp.Body != nil {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		var j struct {
 			Error string `json:"error"`

@@ -133,6 +133,10 @@ func CatalogError(err error) error {
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, hf.ErrGated):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
+	case errors.Is(err, hf.ErrRedirect):
+		// The source sent the download where this node does not go (its
+		// own or its LAN's services): a later try meets the same refusal.
+		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, process.ErrNotOurs):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, hf.ErrTooLarge), errors.Is(err, workercat.ErrTooLarge):

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
+	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
@@ -198,4 +200,13 @@ func TestCatalogErrorBinaryTooLarge(t *testing.T) {
 	var je *jobs.Error
 	require.ErrorAs(t, hiveops.CatalogError(err), &je)
 	require.Equal(t, jobs.CodeBadRequest, je.Code)
+}
+
+// A download the source redirected to a local or private service is
+// refused as forbidden (not unavailable, which invites a retry).
+func TestCatalogErrorRedirectRefused(t *testing.T) {
+	var je *jobs.Error
+	err := fmt.Errorf("catalog: fetching hf:org/repo: %w", hf.Retryable(fmt.Errorf("%w: GET x: 127.0.0.2 is private", hf.ErrRedirect)))
+	require.ErrorAs(t, hiveops.CatalogError(err), &je)
+	require.Equal(t, jobs.CodeForbidden, je.Code)
 }
