@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -70,6 +71,15 @@ const (
 	// DefaultIdleTimeout: a connection silent for a minute is dead (TCP
 	// would take far longer to say so); resuming costs one request.
 	DefaultIdleTimeout = 60 * time.Second
+	// DefaultRateWindow and DefaultMinBytes: an attempt that receives
+	// fewer than 64 KiB in 30 s (about 2 KiB/s, slower than any link a
+	// model can usefully come over: 1 GiB would take six days) is ended
+	// and retried. The idle timer alone never fires for a source that
+	// sends a byte every few seconds; a new request (another CDN node,
+	// another peer) is cheap. 30 s smooths over the pauses of a congested
+	// but working link.
+	DefaultRateWindow = 30 * time.Second
+	DefaultMinBytes   = 64 << 10
 )
 
 // Progress is one progress report of a Transfer.
@@ -119,6 +129,12 @@ type Spec struct {
 	// this long, including the wait for the response; 0 means
 	// DefaultIdleTimeout. A whole download has no deadline: models take hours.
 	IdleTimeout time.Duration
+	// MinBytes and RateWindow: an attempt that receives fewer than
+	// MinBytes in a RateWindow of its body (each window counted from the
+	// end of the last) ends with ErrStalled and is retried; 0 means
+	// DefaultMinBytes and DefaultRateWindow, MinBytes < 0 no minimum.
+	MinBytes   int64
+	RateWindow time.Duration
 	// MaxSize, when > 0, caps the file: a source announcing more is refused
 	// before a byte is written, one sending more (of unknown size) is cut
 	// there and the partial deleted (ErrTooLarge).
@@ -192,6 +208,12 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 	}
 	if spec.IdleTimeout <= 0 {
 		spec.IdleTimeout = DefaultIdleTimeout
+	}
+	if spec.MinBytes == 0 {
+		spec.MinBytes = DefaultMinBytes
+	}
+	if spec.RateWindow <= 0 {
+		spec.RateWindow = DefaultRateWindow
 	}
 	dir := filepath.Dir(spec.Partial)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -320,6 +342,7 @@ type transfer struct {
 	resumed int64
 	began   time.Time
 	lastRep time.Time
+	recv    atomic.Int64 // bytes read from sources, for watchRate
 }
 
 func (t *transfer) restart() error {
@@ -372,19 +395,18 @@ func (t *transfer) checkSpace() error {
 }
 
 // once opens the source at t.n and copies until EOF or an error.
-// errStalled is the cancellation cause of an attempt that went idle.
-var errStalled = errors.New("hf: no data received within the idle timeout")
-
 func (t *transfer) once(ctx context.Context, open Opener) (err error) {
 	// The attempt has its own context so a stall can abort the request (and
 	// unblock a Read) without cancelling the caller's ctx.
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	idle := time.AfterFunc(t.spec.IdleTimeout, func() { cancel(errStalled) })
+	idle := time.AfterFunc(t.spec.IdleTimeout, func() {
+		cancel(fmt.Errorf("%w: nothing received within the idle timeout (%s)", ErrStalled, t.spec.IdleTimeout))
+	})
 	defer idle.Stop()
 	defer func() {
-		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(actx), errStalled) {
-			err = Retryable(fmt.Errorf("%w (%s at %d bytes)", errStalled, t.spec.IdleTimeout, t.n))
+		if cause := context.Cause(actx); err != nil && ctx.Err() == nil && errors.Is(cause, ErrStalled) {
+			err = Retryable(fmt.Errorf("%w (at %d bytes)", cause, t.n))
 		}
 	}()
 	if t.n > 0 {
@@ -452,7 +474,38 @@ func (t *transfer) once(ctx context.Context, open Opener) (err error) {
 	if _, err := t.f.Seek(t.n, io.SeekStart); err != nil {
 		return fmt.Errorf("hf: %w", err)
 	}
+	defer t.watchRate(cancel)()
 	return t.copyBody(ctx, body, idle)
+}
+
+// watchRate ends the attempt (cancel, with ErrStalled) when fewer than
+// spec.MinBytes arrive in a spec.RateWindow; the returned func stops it.
+// The idle timer alone never fires for a source that sends a byte every
+// few seconds.
+func (t *transfer) watchRate(cancel context.CancelCauseFunc) func() {
+	if t.spec.MinBytes < 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(t.spec.RateWindow)
+		defer tick.Stop()
+		last := t.recv.Load()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			now := t.recv.Load()
+			if now-last < t.spec.MinBytes {
+				cancel(fmt.Errorf("%w: %d bytes in %s, fewer than the %d a transfer must move", ErrStalled, now-last, t.spec.RateWindow, t.spec.MinBytes))
+				return
+			}
+			last = now
+		}
+	}()
+	return func() { close(done) }
 }
 
 // readHead fills head from r like io.ReadFull, but returns r's own error:

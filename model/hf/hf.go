@@ -89,6 +89,10 @@ var (
 	// the request started at, to a scheme other than http(s), or from https
 	// to http (see internal/redirectguard). It is not retried.
 	ErrRedirect = errors.New("hf: redirect refused")
+	// ErrStalled: a download attempt ended because its source sent nothing
+	// for Spec.IdleTimeout, or less than Spec.MinBytes in a
+	// Spec.RateWindow. Transfer retries it (it is Retryable).
+	ErrStalled = errors.New("hf: the source stalled")
 )
 
 // Config configures a Client. Start from DefaultConfig and override fields.

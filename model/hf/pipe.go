@@ -196,6 +196,7 @@ func (t *transfer) copyBody(ctx context.Context, body io.Reader, idle *time.Time
 		k, rerr := body.Read(buf[fill:])
 		if k > 0 {
 			idle.Reset(t.spec.IdleTimeout)
+			t.recv.Add(int64(k))
 			next := got + int64(k)
 			if t.total > 0 && next > t.total {
 				return firstErr(finish(false), fmt.Errorf("%w: source sent more than %d bytes", ErrChecksum, t.total))
