@@ -80,6 +80,13 @@ const (
 	// but working link.
 	DefaultRateWindow = 30 * time.Second
 	DefaultMinBytes   = 64 << 10
+	// maxRetryAfter caps the Retry-After (of a 429, a 503, any status
+	// worth a retry) that Transfer
+	// waits for before its next try: a download job that waits longer
+	// than its source may stay silent (DefaultIdleTimeout) would look
+	// hung. A longer wait fails the attempt at once, saying how long the
+	// server asked for; the partial stays for a later resume.
+	maxRetryAfter = DefaultIdleTimeout
 )
 
 // Progress is one progress report of a Transfer.
@@ -158,7 +165,10 @@ type Result struct {
 	Resumed int64
 }
 
-type retryable struct{ err error }
+type retryable struct {
+	err   error
+	after time.Duration // the wait the source asked for (Retry-After), 0 none
+}
 
 func (r retryable) Error() string { return r.err.Error() }
 func (r retryable) Unwrap() error { return r.err }
@@ -169,7 +179,22 @@ func Retryable(err error) error {
 	if err == nil {
 		return nil
 	}
-	return retryable{err}
+	return retryable{err: err}
+}
+
+// retryableAfter is Retryable for a source that asked to be tried again
+// after a while (Retry-After).
+func retryableAfter(err error, after time.Duration) error {
+	return retryable{err: err, after: after}
+}
+
+// retryWait is the wait the source asked for before the retry of err.
+func retryWait(err error) time.Duration {
+	var r retryable
+	if errors.As(err, &r) {
+		return r.after
+	}
+	return 0
 }
 
 func isRetryable(err error) bool {
@@ -265,7 +290,7 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 			select {
 			case <-ctx.Done():
 				return Result{}, t.interrupted(ctx)
-			case <-time.After(backoff):
+			case <-time.After(max(backoff, retryWait(err))):
 			}
 			backoff *= 2
 		}
@@ -609,9 +634,10 @@ func (c *Client) openRange(ctx context.Context, target string, offset int64, ret
 	}
 	err = c.checkStatus(resp, redact(target))
 	resp.Body.Close()
-	if retryableStatus(resp.StatusCode) {
-		return nil, 0, 0, Retryable(err)
+	if !retryableStatus(resp.StatusCode) {
+		return nil, 0, 0, err
 	}
+	_, err = retryLater(resp, err, "the server", maxRetryAfter)
 	return nil, 0, 0, err
 }
 

@@ -384,11 +384,8 @@ func (c *Client) treePage(ctx context.Context, target, repo, revision string) ([
 		if !retryableStatus(resp.StatusCode) {
 			return nil, "", nil, 0, err
 		}
-		after := retryAfter(resp)
-		if after > maxAPIRetryAfter {
-			return nil, "", nil, 0, fmt.Errorf("%w (the Hub asks to wait %s before trying again)", err, after)
-		}
-		return nil, "", nil, after, Retryable(err)
+		after, err := retryLater(resp, err, "the Hub", maxAPIRetryAfter)
+		return nil, "", nil, after, err
 	}
 	var entries []treeEntry
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxTreeBytes)).Decode(&entries); err != nil {
@@ -427,6 +424,18 @@ func apiRetry[T any](ctx context.Context, call func() (T, time.Duration, error))
 		}
 		backoff *= 2
 	}
+}
+
+// retryLater is the error of an answer whose status is worth a retry
+// (err, from checkStatus): Retryable, with the wait its Retry-After asks
+// for, or, when that wait is over limit, err saying how long who (the
+// server) asked for, not retryable.
+func retryLater(resp *http.Response, err error, who string, limit time.Duration) (time.Duration, error) {
+	after := retryAfter(resp)
+	if after > limit {
+		return 0, fmt.Errorf("%w (%s asks to wait %s before trying again)", err, who, after)
+	}
+	return after, retryableAfter(err, after)
 }
 
 // retryAfter is the wait a Retry-After header asks for (seconds or an
@@ -560,11 +569,8 @@ func (c *Client) fileMetadata(ctx context.Context, repo, revision, path string) 
 			if !retryableStatus(resp.StatusCode) {
 				return Metadata{}, 0, err
 			}
-			after := retryAfter(resp)
-			if after > maxAPIRetryAfter {
-				return Metadata{}, 0, fmt.Errorf("%w (the Hub asks to wait %s before trying again)", err, after)
-			}
-			return Metadata{}, after, Retryable(err)
+			after, err := retryLater(resp, err, "the Hub", maxAPIRetryAfter)
+			return Metadata{}, after, err
 		}
 		return metadataFrom(resp, target), 0, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,6 +74,54 @@ func TestTrickleIsGivenUp(t *testing.T) {
 			require.True(t, hf.IsRetryable(err))
 			require.Contains(t, err.Error(), "fewer than the 4096")
 			require.FileExists(t, partial, "what arrived is kept for a resume")
+		})
+	}
+}
+
+// A 429 or 503 with Retry-After (seconds or an HTTP date) is waited for
+// before the next try, however short the transfer's own backoff; one that
+// asks for more than a minute fails at once, saying so.
+func TestRetryAfterIsHonoured(t *testing.T) {
+	blob := bigBlob(5, 1000)
+	for _, tc := range []struct {
+		name   string
+		status int
+		after  func() string
+		wait   time.Duration // at least; 0: fails at once
+	}{
+		{"seconds, 429", http.StatusTooManyRequests, func() string { return "1" }, time.Second},
+		{"HTTP date, 503", http.StatusServiceUnavailable, func() string { return time.Now().Add(2 * time.Second).UTC().Format(http.TimeFormat) }, time.Second},
+		{"over the cap", http.StatusTooManyRequests, func() string { return "3600" }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var at []time.Time
+			srv := serveOn(t, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				at = append(at, time.Now())
+				first := len(at) == 1
+				mu.Unlock()
+				if first {
+					w.Header().Set("Retry-After", tc.after())
+					w.WriteHeader(tc.status)
+					return
+				}
+				w.Write(blob)
+			}))
+			c := newClient(t, srv.URL, "")
+			_, err := hf.Transfer(context.Background(), c.URLOpener(srv.URL+"/m"), hf.Spec{
+				Partial: filepath.Join(t.TempDir(), "m.part"), Retries: 2, RetryBackoff: time.Millisecond})
+			mu.Lock()
+			defer mu.Unlock()
+			if tc.wait == 0 {
+				require.Error(t, err)
+				require.Contains(t, err.Error(), "asks to wait 1h0m0s")
+				require.Len(t, at, 1)
+				return
+			}
+			require.NoError(t, err)
+			require.Len(t, at, 2)
+			require.GreaterOrEqual(t, at[1].Sub(at[0]), tc.wait, "the retry waited for Retry-After")
 		})
 	}
 }
