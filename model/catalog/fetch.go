@@ -30,8 +30,8 @@ type PeerSource interface {
 }
 
 // BadCopyReporter is a PeerSource that can be told that the copy of a
-// sha256 it served last failed its check, so that its next OpenRange for
-// it asks another peer.
+// sha256 it served last failed its check or stalled (hf.ErrStalled), so
+// that its next OpenRange for it asks another peer.
 type BadCopyReporter interface {
 	BadCopy(sha256 string)
 }
@@ -248,13 +248,23 @@ func (c *Catalog) fetchTarget(ctx context.Context, t target, opts FetchOptions) 
 }
 
 // fromPeers copies sha from peers: a copy that fails its check (sha256,
-// size) is reported to a BadCopyReporter and tried again from another
-// holder, up to maxPeerCopies copies.
+// size) or stalls is reported to a BadCopyReporter and tried again from
+// another holder, resuming what arrived, up to maxPeerCopies copies. A
+// stall is reported before the transfer's own retry, so the retry goes to
+// another holder instead of waiting on the same one again.
 func fromPeers(ctx context.Context, peers PeerSource, sha string, spec hf.Spec) (hf.Result, error) {
 	bad, tell := peers.(BadCopyReporter)
+	if tell {
+		spec.Retrying = func(err error) {
+			if errors.Is(err, hf.ErrStalled) {
+				bad.BadCopy(sha)
+			}
+		}
+	}
 	for n := 1; ; n++ {
 		res, err := hf.Transfer(ctx, peerOpener(peers, sha), spec)
-		if err == nil || ctx.Err() != nil || !tell || !errors.Is(err, hf.ErrChecksum) || n >= maxPeerCopies {
+		if err == nil || ctx.Err() != nil || !tell || n >= maxPeerCopies ||
+			!(errors.Is(err, hf.ErrChecksum) || errors.Is(err, hf.ErrStalled)) {
 			return res, err
 		}
 		bad.BadCopy(sha)

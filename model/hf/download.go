@@ -132,6 +132,10 @@ type Spec struct {
 	// RetryBackoff is the first pause between retries (doubling); 0 means
 	// 500 ms.
 	RetryBackoff time.Duration
+	// Retrying, when set, is called before each retry with the error that
+	// ended the attempt, so a caller whose Opener picks the source (a
+	// peer) can pick another after a stall (errors.Is(err, ErrStalled)).
+	Retrying func(err error)
 	// IdleTimeout aborts an attempt (retryably) when no byte arrives for
 	// this long, including the wait for the response; 0 means
 	// DefaultIdleTimeout. A whole download has no deadline: models take hours.
@@ -286,6 +290,9 @@ func Transfer(ctx context.Context, open Opener, spec Spec) (Result, error) {
 					return Result{}, err
 				}
 				return Result{}, fmt.Errorf("%w (%d bytes kept in %s for a resume)", err, t.n, spec.Partial)
+			}
+			if spec.Retrying != nil {
+				spec.Retrying(err)
 			}
 			select {
 			case <-ctx.Done():

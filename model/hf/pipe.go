@@ -2,9 +2,11 @@ package hf
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -233,6 +235,12 @@ func (t *transfer) copyBody(ctx context.Context, body io.Reader, idle *time.Time
 			return nil
 		}
 		if rerr != nil {
+			var ne net.Error
+			if errors.As(rerr, &ne) && ne.Timeout() && ctx.Err() == nil {
+				// The source's own read deadline (a peer stream's idle
+				// bound): it stalled.
+				rerr = fmt.Errorf("%w: %w", ErrStalled, rerr)
+			}
 			return firstErr(finish(true), Retryable(fmt.Errorf("hf: reading body at %d bytes: %w", got, rerr)))
 		}
 	}

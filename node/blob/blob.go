@@ -131,9 +131,10 @@ type Service struct {
 	badCopy  map[string]time.Time // file key + "/" + peer -> when a copy from it failed its check
 }
 
-// badCopyFor is how long a peer whose copy of a file failed its check is
-// not asked for that file again (its file has rotted or changed; it
-// stays wrong until someone repairs it).
+// badCopyFor is how long a peer whose copy of a file failed its check (or
+// stalled) is not asked for that file again (its file has rotted or
+// changed, and stays wrong until someone repairs it; a peer that stalled
+// is overloaded or its link is, which rarely clears within minutes).
 const badCopyFor = 10 * time.Minute
 
 // New returns a service.
@@ -378,7 +379,7 @@ func (m modelSource) OpenRange(ctx context.Context, sha string, offset int64) (i
 }
 
 // BadCopy is told that the copy of sha256 it served last failed its check
-// (catalog.BadCopyReporter): that peer is not asked for it again for
+// or stalled (catalog.BadCopyReporter): that peer is not asked for it again for
 // badCopyFor, so the next OpenRange goes to another holder.
 func (m modelSource) BadCopy(sha string) {
 	m.b.badCopyOf(modelKey(sha), "a model", "sha256", sha)
