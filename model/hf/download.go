@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/rbee-project/rbee/internal/minrate"
 )
 
 const (
@@ -72,14 +74,10 @@ const (
 	// would take far longer to say so); resuming costs one request.
 	DefaultIdleTimeout = 60 * time.Second
 	// DefaultRateWindow and DefaultMinBytes: an attempt that receives
-	// fewer than 64 KiB in 30 s (about 2 KiB/s, slower than any link a
-	// model can usefully come over: 1 GiB would take six days) is ended
-	// and retried. The idle timer alone never fires for a source that
-	// sends a byte every few seconds; a new request (another CDN node,
-	// another peer) is cheap. 30 s smooths over the pauses of a congested
-	// but working link.
-	DefaultRateWindow = 30 * time.Second
-	DefaultMinBytes   = 64 << 10
+	// fewer than 64 KiB in 30 s is ended and retried (see
+	// internal/minrate for why these values).
+	DefaultRateWindow = minrate.DefaultWindow
+	DefaultMinBytes   = minrate.DefaultMinBytes
 	// maxRetryAfter caps the Retry-After (of a 429, a 503, any status
 	// worth a retry) that Transfer
 	// waits for before its next try: a download job that waits longer
@@ -512,32 +510,10 @@ func (t *transfer) once(ctx context.Context, open Opener) (err error) {
 
 // watchRate ends the attempt (cancel, with ErrStalled) when fewer than
 // spec.MinBytes arrive in a spec.RateWindow; the returned func stops it.
-// The idle timer alone never fires for a source that sends a byte every
-// few seconds.
 func (t *transfer) watchRate(cancel context.CancelCauseFunc) func() {
-	if t.spec.MinBytes < 0 {
-		return func() {}
-	}
-	done := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(t.spec.RateWindow)
-		defer tick.Stop()
-		last := t.recv.Load()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			now := t.recv.Load()
-			if now-last < t.spec.MinBytes {
-				cancel(fmt.Errorf("%w: %d bytes in %s, fewer than the %d a transfer must move", ErrStalled, now-last, t.spec.RateWindow, t.spec.MinBytes))
-				return
-			}
-			last = now
-		}
-	}()
-	return func() { close(done) }
+	return minrate.Watch(&t.recv, t.spec.MinBytes, t.spec.RateWindow, func(moved int64) {
+		cancel(fmt.Errorf("%w: %d bytes in %s, fewer than the %d a transfer must move", ErrStalled, moved, t.spec.RateWindow, t.spec.MinBytes))
+	})
 }
 
 // readHead fills head from r like io.ReadFull, but returns r's own error:

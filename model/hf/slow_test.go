@@ -5,33 +5,15 @@ import (
 	"context"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/trickle"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/stretchr/testify/require"
 )
-
-// trickle answers with the whole of blob, one byte every 10 ms, until the
-// client goes away: never idle, never done in useful time.
-func trickle(w http.ResponseWriter, r *http.Request, blob []byte) {
-	w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
-	w.WriteHeader(http.StatusOK)
-	for _, b := range blob {
-		if _, err := w.Write([]byte{b}); err != nil {
-			return
-		}
-		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-			return
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
 
 // A source that sends a byte every few milliseconds is never idle, so the
 // idle timer never ends it; the minimum rate does: the attempt ends with
@@ -50,7 +32,7 @@ func TestTrickleIsGivenUp(t *testing.T) {
 			var n atomic.Int32
 			srv := serveOn(t, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if n.Add(1) == 1 {
-					trickle(w, r, blob)
+					trickle.Write(w, r, blob, 10*time.Millisecond)
 					return
 				}
 				http.ServeContent(w, r, "m", time.Time{}, bytes.NewReader(blob))

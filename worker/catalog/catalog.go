@@ -30,6 +30,7 @@ import (
 
 	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/internal/limitread"
+	"github.com/rbee-project/rbee/internal/minrate"
 )
 
 // Sentinel errors. Errors returned by this package wrap them with %w.
@@ -174,6 +175,12 @@ type Config struct {
 	// nothing (no answer, no byte of the body) for this long; 0 means
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// MinBytes and RateWindow: a download request whose body brings fewer
+	// than MinBytes in a RateWindow fails (a server sending a byte every
+	// few seconds never trips IdleTimeout); 0 means minrate's defaults
+	// (64 KiB in 30 s), MinBytes < 0 no minimum.
+	MinBytes   int64
+	RateWindow time.Duration
 	// ReleaseBaseURL is the one release location Download uses (layout:
 	// {base}/{version}/{binary}-{os}-{arch}, SHA256SUMS, SHA256SUMS.sig).
 	// It comes from the node's configuration only; no per-call URL exists.
@@ -208,6 +215,8 @@ type Catalog struct {
 	max    int64
 	client *http.Client
 	idle   time.Duration
+	minB   int64
+	window time.Duration
 	base   string
 	keys   []ed25519.PublicKey
 	ver    string
@@ -248,6 +257,12 @@ func New(cfg Config) (*Catalog, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.MinBytes == 0 {
+		cfg.MinBytes = minrate.DefaultMinBytes
+	}
+	if cfg.RateWindow <= 0 {
+		cfg.RateWindow = minrate.DefaultWindow
+	}
 	c := &Catalog{
 		dir:     dir,
 		types:   make(map[string]WorkerType, len(cfg.Types)),
@@ -255,6 +270,8 @@ func New(cfg Config) (*Catalog, error) {
 		max:     cfg.MaxBinarySize,
 		client:  cfg.HTTPClient,
 		idle:    cfg.IdleTimeout,
+		minB:    cfg.MinBytes,
+		window:  cfg.RateWindow,
 		base:    cfg.ReleaseBaseURL,
 		keys:    []ed25519.PublicKey{BuiltinReleaseKey()},
 		ver:     cfg.Version,

@@ -11,9 +11,11 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rbee-project/rbee/internal/humanize"
+	"github.com/rbee-project/rbee/internal/minrate"
 )
 
 const (
@@ -52,8 +54,9 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 }
 
 // errStalled is the cause of a request the release server left without
-// an answer or a byte for Config.IdleTimeout.
-var errStalled = errors.New("the release server sent nothing")
+// an answer or a byte for Config.IdleTimeout, or whose body brought fewer
+// than Config.MinBytes in a Config.RateWindow.
+var errStalled = errors.New("the release server stalled")
 
 // AssetName is the release file name of a type's binary for goos/goarch:
 // "{binary}-{os}-{arch}", plus ".exe" on Windows.
@@ -209,7 +212,7 @@ func (e *statusError) Unwrap() error {
 // or any read of the body (a quietBody, whose errors are safe to show).
 func (c *Catalog) get(ctx context.Context, url string) (*http.Response, error) {
 	rctx, cancel := context.WithCancelCause(ctx)
-	stalled := fmt.Errorf("%w for %s", errStalled, c.idle)
+	stalled := fmt.Errorf("%w: it sent nothing for %s", errStalled, c.idle)
 	idle := time.AfterFunc(c.idle, func() { cancel(stalled) })
 	stop := func() { idle.Stop(); cancel(nil) }
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
@@ -228,7 +231,12 @@ func (c *Catalog) get(ctx context.Context, url string) (*http.Response, error) {
 		stop()
 		return nil, fmt.Errorf("%w: %w", ErrDownload, &statusError{url: url, code: resp.StatusCode})
 	}
-	resp.Body = &quietBody{ctx: rctx, rc: resp.Body, idle: idle, d: c.idle, stop: stop}
+	qb := &quietBody{ctx: rctx, rc: resp.Body, idle: idle, d: c.idle}
+	stopRate := minrate.Watch(&qb.n, c.minB, c.window, func(moved int64) {
+		cancel(fmt.Errorf("%w: %d bytes in %s, fewer than the %d a download must move", errStalled, moved, c.window, c.minB))
+	})
+	qb.stop = func() { stopRate(); stop() }
+	resp.Body = qb
 	return resp, nil
 }
 
@@ -293,21 +301,24 @@ func transportError(ctx context.Context, err error) error {
 }
 
 // quietBody is a response body whose read errors go through
-// transportError (a chunked body's trailer error would quote the server)
-// and whose every read restarts the idle timer of its request.
+// transportError (a chunked body's trailer error would quote the server),
+// whose every read restarts the idle timer of its request, and whose
+// request fails when it moves fewer than the minimum bytes in a window.
 type quietBody struct {
 	ctx  context.Context
 	rc   io.ReadCloser
 	idle *time.Timer
 	d    time.Duration
 	stop func()
-	err  error // the first read error but EOF, as returned
+	err  error        // the first read error but EOF, as returned
+	n    atomic.Int64 // bytes read, for the minimum rate
 }
 
 func (q *quietBody) Read(p []byte) (int, error) {
 	n, err := q.rc.Read(p)
 	if n > 0 {
 		q.idle.Reset(q.d)
+		q.n.Add(int64(n))
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		err = transportError(q.ctx, err)

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/trickle"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -584,16 +585,28 @@ func FuzzValidName(f *testing.F) {
 
 // A release server that stops sending (before its answer, or in the
 // middle of a file) fails the download after Config.IdleTimeout, naming
-// the stall, instead of holding it forever; nothing is installed.
+// the stall, instead of holding it forever; one that sends the binary a
+// byte every 10 ms is never idle, and the minimum rate ends it. Nothing is
+// installed.
 func TestDownloadStalledServer(t *testing.T) {
 	asset := AssetName(CPUType(), runtime.GOOS, runtime.GOARCH)
 	body := bytes.Repeat([]byte("y"), 1<<16)
 	sums := fmt.Sprintf("%s  %s\n", sha(body), asset)
-	for _, stall := range []string{LatestFile, SumsFile, SigFile, asset} {
-		t.Run(stall, func(t *testing.T) {
+	for _, tc := range []struct {
+		stall   string
+		trickle bool
+		err     string
+	}{
+		{stall: LatestFile, err: "sent nothing for 300ms"},
+		{stall: SumsFile, err: "sent nothing for 300ms"},
+		{stall: SigFile, err: "sent nothing for 300ms"},
+		{stall: asset, err: "sent nothing for 300ms"},
+		{stall: asset, trickle: true, err: "fewer than the 4096"},
+	} {
+		t.Run(fmt.Sprintf("%s trickled=%v", tc.stall, tc.trickle), func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				name := path.Base(r.URL.Path)
-				if name == stall && name != asset {
+				if name == tc.stall && name != asset {
 					<-r.Context().Done()
 					return
 				}
@@ -605,6 +618,10 @@ func TestDownloadStalledServer(t *testing.T) {
 				case SigFile:
 					_, _ = w.Write(sign(t, keyA, "v1", []byte(sums)))
 				case asset:
+					if tc.trickle {
+						trickle.Write(w, r, body, 10*time.Millisecond)
+						return
+					}
 					w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 					_, _ = w.Write(body[:1000])
 					w.(http.Flusher).Flush()
@@ -616,15 +633,20 @@ func TestDownloadStalledServer(t *testing.T) {
 			c := newCatalog(t, dir, func(cfg *Config) {
 				cfg.ReleaseBaseURL = srv.URL
 				cfg.IdleTimeout = 300 * time.Millisecond
+				if tc.trickle {
+					cfg.IdleTimeout = 10 * time.Second
+					cfg.MinBytes = 4 << 10
+					cfg.RateWindow = 300 * time.Millisecond
+				}
 				trustA(cfg)
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			_, err := c.Download(ctx, DownloadOptions{})
+			require.NoError(t, ctx.Err(), "the stall ended the download, not the test's deadline")
 			require.ErrorIs(t, err, errStalled)
 			require.ErrorIs(t, err, ErrDownload)
-			require.NoError(t, ctx.Err(), "the stall ended the download, not the test's deadline")
-			assert.Contains(t, err.Error(), "sent nothing for 300ms")
+			assert.Contains(t, err.Error(), tc.err)
 			assert.Empty(t, c.List())
 			assert.Empty(t, files(t, dir))
 		})
