@@ -560,7 +560,8 @@ type AddOptions struct {
 	Source Source
 	// SHA256 (hex), when set, must match the content or nothing is added.
 	SHA256 string
-	// Size, when > 0, must match the content length.
+	// Size, when > 0, must match the content length; a reader that goes
+	// past it is cut there (ErrChecksum), not read up to MaxBinarySize.
 	Size int64
 	// Progress, when set, is called as bytes are copied (total is Size,
 	// or -1 when unknown).
@@ -683,10 +684,19 @@ func (c *Catalog) AddReader(ctx context.Context, opts AddOptions, r io.Reader) (
 		total = -1
 	}
 	h := sha256.New()
-	cr := &countingReader{ctx: ctx, r: io.LimitReader(r, c.max+1), progress: opts.Progress, total: total}
+	// A source that announced its size is cut one byte past it, not at
+	// the catalog's limit: an endless body costs no more than the binary.
+	limit := c.max
+	if opts.Size > 0 {
+		limit = opts.Size
+	}
+	cr := &countingReader{ctx: ctx, r: io.LimitReader(r, limit+1), progress: opts.Progress, total: total}
 	n, err := io.Copy(io.MultiWriter(tmp, h), cr)
 	if err != nil {
 		return Entry{}, fmt.Errorf("catalog: copying %s: %w", asset, err)
+	}
+	if opts.Size > 0 && n > opts.Size {
+		return Entry{}, fmt.Errorf("%w: the source sent more than the %d bytes it announced", ErrChecksum, opts.Size)
 	}
 	if n > c.max {
 		return Entry{}, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, c.max)

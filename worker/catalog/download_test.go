@@ -706,3 +706,57 @@ func TestDownloadRedirects(t *testing.T) {
 		})
 	}
 }
+
+// endless is a body that never ends; read counts what was taken from it.
+type endless struct{ read atomic.Int64 }
+
+func (e *endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'z'
+	}
+	e.read.Add(int64(len(p)))
+	return len(p), nil
+}
+
+func (e *endless) Close() error { return nil }
+
+// A peer that announces a binary's size and then sends without end is cut
+// as soon as it passes the announced size, not at the catalog's limit.
+func TestFetchFromPeerEndlessBody(t *testing.T) {
+	peer := newCatalog(t, t.TempDir(), trustA)
+	body := []byte("#!/bin/sh\necho rbee-worker\n")
+	asset := AssetName(CPUType(), "linux", "riscv64")
+	sums := fmt.Sprintf("%s  %s\n", sha(body), asset)
+	proof := ReleaseProof{Sums: []byte(sums), Sig: sign(t, keyA, "v2", []byte(sums))}
+	_, err := peer.AddReader(context.Background(), AddOptions{Type: TypeCPU, Version: "v2", OS: "linux", Arch: "riscv64",
+		Source: SourceDownloaded, Release: &proof}, bytes.NewReader(body))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	c := newCatalog(t, dir, func(cfg *Config) {
+		trustA(cfg)
+		cfg.MaxBinarySize = 64 << 20
+	})
+	src := &endlessPeer{catalogPeer: catalogPeer{c: peer}}
+	_, err = c.FetchFromPeer(context.Background(), src, PeerOptions{Version: "v2", OS: "linux", Arch: "riscv64"})
+	require.ErrorIs(t, err, ErrChecksum)
+	require.ErrorContains(t, err, "more than the 27 bytes it announced")
+	require.Less(t, src.body.read.Load(), int64(1<<20), "cut at the announced size, not at MaxBinarySize")
+	assert.Empty(t, c.List())
+}
+
+// endlessPeer announces the real binary's size and proof, then sends an
+// endless body.
+type endlessPeer struct {
+	catalogPeer
+	body endless
+}
+
+func (p *endlessPeer) Open(ctx context.Context, typ, version, goos, goarch string) (PeerBinary, error) {
+	pb, err := p.catalogPeer.Open(ctx, typ, version, goos, goarch)
+	if err != nil {
+		return PeerBinary{}, err
+	}
+	pb.Body.Close()
+	pb.Body = &p.body
+	return pb, nil
+}
