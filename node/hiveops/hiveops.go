@@ -19,6 +19,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/humanize"
+	"github.com/rbee-project/rbee/internal/redirectguard"
 	"github.com/rbee-project/rbee/model/builtin"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
@@ -133,7 +134,7 @@ func CatalogError(err error) error {
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
 	case errors.Is(err, hf.ErrGated):
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}
-	case errors.Is(err, hf.ErrRedirect):
+	case errors.Is(err, hf.ErrRedirect), errors.Is(err, redirectguard.ErrForbidden):
 		// The source sent the download where this node does not go (its
 		// own or its LAN's services): a later try meets the same refusal.
 		return &jobs.Error{Code: jobs.CodeForbidden, Err: err}

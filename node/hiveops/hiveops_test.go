@@ -15,6 +15,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/redirectguard"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/hiveops"
@@ -205,8 +206,12 @@ func TestCatalogErrorBinaryTooLarge(t *testing.T) {
 // A download the source redirected to a local or private service is
 // refused as forbidden (not unavailable, which invites a retry).
 func TestCatalogErrorRedirectRefused(t *testing.T) {
-	var je *jobs.Error
-	err := fmt.Errorf("catalog: fetching hf:org/repo: %w", hf.Retryable(fmt.Errorf("%w: GET x: 127.0.0.2 is private", hf.ErrRedirect)))
-	require.ErrorAs(t, hiveops.CatalogError(err), &je)
-	require.Equal(t, jobs.CodeForbidden, je.Code)
+	for _, err := range []error{
+		fmt.Errorf("catalog: fetching hf:org/repo: %w", hf.Retryable(fmt.Errorf("%w: GET x: 127.0.0.2 is private", hf.ErrRedirect))),
+		fmt.Errorf("%w: GET x: %w", workercat.ErrDownload, fmt.Errorf("%w: 127.0.0.2 is private", redirectguard.ErrForbidden)),
+	} {
+		var je *jobs.Error
+		require.ErrorAs(t, hiveops.CatalogError(err), &je)
+		require.Equal(t, jobs.CodeForbidden, je.Code, err.Error())
+	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/internal/limitread"
 	"github.com/rbee-project/rbee/internal/minrate"
+	"github.com/rbee-project/rbee/internal/redirectguard"
 )
 
 // Sentinel errors. Errors returned by this package wrap them with %w.
@@ -169,7 +170,10 @@ type Config struct {
 	MaxBinarySize int64
 	// HTTPClient is used by Download; nil means a client without a global
 	// timeout (downloads are bounded by ctx, IdleTimeout and MaxBinarySize
-	// instead).
+	// instead). A Transport that is nil or an *http.Transport is copied
+	// with internal/redirectguard's dial check (redirects reach a local or
+	// private address only on the release location's own host); a nil
+	// CheckRedirect gets the catalog's rule, which includes the guard's.
 	HTTPClient *http.Client
 	// IdleTimeout fails a download request when the release server sends
 	// nothing (no answer, no byte of the body) for this long; 0 means
@@ -249,11 +253,17 @@ func New(cfg Config) (*Catalog, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{}
 	}
-	if cfg.HTTPClient.CheckRedirect == nil {
-		hc := *cfg.HTTPClient
-		hc.CheckRedirect = checkRedirect
-		cfg.HTTPClient = &hc
+	hc := *cfg.HTTPClient
+	switch tr := hc.Transport.(type) {
+	case nil:
+		hc.Transport = redirectguard.Transport(nil)
+	case *http.Transport:
+		hc.Transport = redirectguard.Transport(tr)
 	}
+	if hc.CheckRedirect == nil {
+		hc.CheckRedirect = checkRedirect
+	}
+	cfg.HTTPClient = &hc
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}

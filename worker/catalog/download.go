@@ -16,6 +16,7 @@ import (
 
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/internal/minrate"
+	"github.com/rbee-project/rbee/internal/redirectguard"
 )
 
 const (
@@ -41,14 +42,19 @@ var errRedirect = errors.New("the release server redirected")
 
 // checkRedirect is the release client's CheckRedirect (unless the
 // Config's client has its own): it follows at most maxRedirects
-// redirects, to http(s) URLs only, and says which rule a refused one
-// broke (net/http's own errors would quote the server's Location).
+// redirects, to http(s) URLs only, never from https to http nor to a
+// local or private address of another host (redirectguard), and says which
+// rule a refused one broke (net/http's own errors would quote the
+// server's Location).
 func checkRedirect(req *http.Request, via []*http.Request) error {
 	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
 		return fmt.Errorf("%w to a URL that is not http(s)", errRedirect)
 	}
 	if len(via) >= maxRedirects {
 		return fmt.Errorf("%w more than %d times", errRedirect, maxRedirects)
+	}
+	if err := redirectguard.CheckRedirect(req, via); err != nil {
+		return fmt.Errorf("%w: %w", errRedirect, err)
 	}
 	return nil
 }
@@ -210,26 +216,35 @@ func (e *statusError) Unwrap() error {
 // get issues a GET and turns any status but 200 into an ErrDownload. The
 // request fails when the server sends nothing for c.idle, for its answer
 // or any read of the body (a quietBody, whose errors are safe to show).
-func (c *Catalog) get(ctx context.Context, url string) (*http.Response, error) {
+func (c *Catalog) get(ctx context.Context, target string) (*http.Response, error) {
 	rctx, cancel := context.WithCancelCause(ctx)
 	stalled := fmt.Errorf("%w: it sent nothing for %s", errStalled, c.idle)
 	idle := time.AfterFunc(c.idle, func() { cancel(stalled) })
 	stop := func() { idle.Stop(); cancel(nil) }
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+	u, err := url.Parse(target)
 	if err != nil {
 		stop()
 		return nil, fmt.Errorf("%w: the release location is not a valid URL", ErrDownload)
 	}
+	// Redirects reach a local or private address on this host only.
+	req, err := http.NewRequestWithContext(redirectguard.WithOrigin(rctx, u), http.MethodGet, target, nil)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("%w: the release location is not a valid URL", ErrDownload)
+	}
+	// No transparent gzip: a small compressed answer would unpack to
+	// MaxBinarySize, and Content-Length would not bound the body.
+	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := c.client.Do(req)
 	if err != nil {
 		err = transportError(rctx, err)
 		stop()
-		return nil, fmt.Errorf("%w: GET %s: %w", ErrDownload, url, err)
+		return nil, fmt.Errorf("%w: GET %s: %w", ErrDownload, target, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
 		stop()
-		return nil, fmt.Errorf("%w: %w", ErrDownload, &statusError{url: url, code: resp.StatusCode})
+		return nil, fmt.Errorf("%w: %w", ErrDownload, &statusError{url: target, code: resp.StatusCode})
 	}
 	qb := &quietBody{ctx: rctx, rc: resp.Body, idle: idle, d: c.idle}
 	stopRate := minrate.Watch(&qb.n, c.minB, c.window, func(moved int64) {
@@ -273,6 +288,10 @@ func transportError(ctx context.Context, err error) error {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return errors.New("timed out")
+	}
+	if reason, ok := redirectguard.Reason(err); ok {
+		// Refused at dial time: the rule, not the URL redirected to.
+		return fmt.Errorf("%w: %w", errRedirect, reason)
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) {

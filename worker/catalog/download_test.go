@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -660,6 +661,20 @@ func TestDownloadRedirects(t *testing.T) {
 	asset := AssetName(CPUType(), runtime.GOOS, runtime.GOARCH)
 	body := []byte("#!/bin/sh\n")
 	sums := fmt.Sprintf("%s  %s\n", sha(body), asset)
+	// A service on another loopback host than the release server's
+	// 127.0.0.1, as a router's or a metadata service would be.
+	var reached atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	require.NoError(t, err)
+	internal := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		fmt.Fprint(w, "v1\n")
+	}))
+	internal.Listener.Close()
+	internal.Listener = ln
+	internal.Start()
+	defer internal.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	for _, tt := range []struct {
 		name, to, err string
 	}{
@@ -667,6 +682,8 @@ func TestDownloadRedirects(t *testing.T) {
 		{"to a file URL", "file:///etc/passwd", "redirected to a URL that is not http(s)"},
 		{"to an ftp URL", "ftp://127.0.0.1/secret", "redirected to a URL that is not http(s)"},
 		{"in a loop", "/loop", "redirected more than 10 times"},
+		{"to another loopback host", internal.URL + "/secret", "is a local or private address"},
+		{"to a name of a loopback address", "http://localhost:" + port + "/secret", "is a local or private address"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -703,8 +720,47 @@ func TestDownloadRedirects(t *testing.T) {
 			require.NotContains(t, err.Error(), "passwd")
 			require.NotContains(t, err.Error(), "secret")
 			assert.Empty(t, c.List())
+			assert.Zero(t, reached.Load(), "the internal service got no request")
 		})
 	}
+}
+
+// The release client asks for no compression: a server that sends a
+// small gzip answer unpacking to more than MaxBinarySize (a bomb) when the
+// client accepts gzip gets no chance to.
+func TestDownloadAsksForNoCompression(t *testing.T) {
+	asset := AssetName(CPUType(), runtime.GOOS, runtime.GOARCH)
+	body := []byte("#!/bin/sh\necho worker\n")
+	sums := fmt.Sprintf("%s  %s\n", sha(body), asset)
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	_, err := zw.Write(make([]byte, 4<<20))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch path.Base(r.URL.Path) {
+		case SumsFile:
+			fmt.Fprint(w, sums)
+		case SigFile:
+			_, _ = w.Write(sign(t, keyA, "v1", []byte(sums)))
+		case asset:
+			if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+				w.Header().Set("Content-Encoding", "gzip")
+				_, _ = w.Write(bomb.Bytes())
+				return
+			}
+			_, _ = w.Write(body)
+		}
+	}))
+	defer srv.Close()
+	c := newCatalog(t, t.TempDir(), func(cfg *Config) {
+		cfg.ReleaseBaseURL = srv.URL
+		cfg.MaxBinarySize = 1 << 20
+		trustA(cfg)
+	})
+	e, err := c.Download(context.Background(), DownloadOptions{Version: "v1"})
+	require.NoError(t, err)
+	require.Equal(t, int64(len(body)), e.Size)
 }
 
 // endless is a body that never ends; read counts what was taken from it.
