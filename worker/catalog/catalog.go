@@ -179,10 +179,11 @@ type Config struct {
 	// nothing (no answer, no byte of the body) for this long; 0 means
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
-	// MinBytes and RateWindow: a download request whose body brings fewer
-	// than MinBytes in a RateWindow fails (a server sending a byte every
-	// few seconds never trips IdleTimeout); 0 means minrate's defaults
-	// (64 KiB in 30 s), MinBytes < 0 no minimum.
+	// MinBytes and RateWindow: a download request (or a peer copy) whose
+	// body brings fewer than MinBytes in a RateWindow fails (a server
+	// sending a byte every few seconds never trips IdleTimeout, nor a
+	// peer stream's read deadline); 0 means minrate's defaults (64 KiB in
+	// 30 s), MinBytes < 0 no minimum.
 	MinBytes   int64
 	RateWindow time.Duration
 	// ReleaseBaseURL is the one release location Download uses (layout:

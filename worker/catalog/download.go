@@ -457,7 +457,11 @@ func badPeerCopy(err error) bool {
 
 // fetchPeerCopy is one copy of FetchFromPeer.
 func (c *Catalog) fetchPeerCopy(ctx context.Context, src PeerSource, t WorkerType, opts PeerOptions) (Entry, error) {
-	pb, err := src.Open(ctx, opts.Type, opts.Version, opts.OS, opts.Arch)
+	// The copy has its own context, so that a peer too slow to matter can
+	// be cut off (the node's source resets the stream when it ends).
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	pb, err := src.Open(pctx, opts.Type, opts.Version, opts.OS, opts.Arch)
 	if err != nil {
 		if errors.Is(err, ErrUnsigned) || errors.Is(err, ErrNotFound) {
 			return Entry{}, fmt.Errorf("%w: from peer: %w", ErrDownload, err)
@@ -475,18 +479,35 @@ func (c *Catalog) fetchPeerCopy(ctx context.Context, src PeerSource, t WorkerTyp
 	if pb.Size <= 0 {
 		return Entry{}, fmt.Errorf("%w: peer announced size %d", ErrChecksum, pb.Size)
 	}
-	return c.AddReader(ctx, AddOptions{
+	body := &peerBody{r: pb.Body}
+	defer minrate.Watch(&body.n, c.minB, c.window, func(moved int64) {
+		cancel(fmt.Errorf("%w: %d bytes in %s, fewer than the %d a copy must move", errPeerBody, moved, c.window, c.minB))
+	})()
+	// AddReader runs under ctx, not pctx: a window that ends after the
+	// last byte (the copy being synced and installed) with few bytes in
+	// it must not undo a complete copy; pctx's end stops the peer's
+	// stream, and so a copy still reading.
+	e, err := c.AddReader(ctx, AddOptions{
 		Type: opts.Type, Version: opts.Version, OS: opts.OS, Arch: opts.Arch,
 		Source: SourcePeer, Size: pb.Size, Progress: opts.Progress,
 		Release: &pb.Release, Pin: opts.Pin,
-	}, peerBody{pb.Body})
+	}, body)
+	if cause := context.Cause(pctx); err != nil && ctx.Err() == nil && errors.Is(cause, errPeerBody) {
+		err = fmt.Errorf("%w: %w", ErrDownload, cause)
+	}
+	return e, err
 }
 
-// peerBody marks the read errors of a peer's body with errPeerBody.
-type peerBody struct{ r io.Reader }
+// peerBody marks the read errors of a peer's body with errPeerBody and
+// counts its bytes (for the minimum rate).
+type peerBody struct {
+	r io.Reader
+	n atomic.Int64
+}
 
-func (p peerBody) Read(b []byte) (int, error) {
+func (p *peerBody) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
+	p.n.Add(int64(n))
 	if err != nil && !errors.Is(err, io.EOF) {
 		err = fmt.Errorf("%w: %w", errPeerBody, err)
 	}

@@ -763,6 +763,19 @@ func TestDownloadAsksForNoCompression(t *testing.T) {
 	require.Equal(t, int64(len(body)), e.Size)
 }
 
+// signedHolder is a catalog that holds body as the signed cpu binary
+// v2 for linux/riscv64 (keyA's release), as a peer that downloaded it does.
+func signedHolder(t *testing.T, body []byte) *Catalog {
+	t.Helper()
+	peer := newCatalog(t, t.TempDir(), trustA)
+	sums := fmt.Sprintf("%s  %s\n", sha(body), AssetName(CPUType(), "linux", "riscv64"))
+	proof := ReleaseProof{Sums: []byte(sums), Sig: sign(t, keyA, "v2", []byte(sums))}
+	_, err := peer.AddReader(context.Background(), AddOptions{Type: TypeCPU, Version: "v2", OS: "linux", Arch: "riscv64",
+		Source: SourceDownloaded, Release: &proof}, bytes.NewReader(body))
+	require.NoError(t, err)
+	return peer
+}
+
 // endless is a body that never ends; read counts what was taken from it.
 type endless struct{ read atomic.Int64 }
 
@@ -779,21 +792,14 @@ func (e *endless) Close() error { return nil }
 // A peer that announces a binary's size and then sends without end is cut
 // as soon as it passes the announced size, not at the catalog's limit.
 func TestFetchFromPeerEndlessBody(t *testing.T) {
-	peer := newCatalog(t, t.TempDir(), trustA)
-	body := []byte("#!/bin/sh\necho rbee-worker\n")
-	asset := AssetName(CPUType(), "linux", "riscv64")
-	sums := fmt.Sprintf("%s  %s\n", sha(body), asset)
-	proof := ReleaseProof{Sums: []byte(sums), Sig: sign(t, keyA, "v2", []byte(sums))}
-	_, err := peer.AddReader(context.Background(), AddOptions{Type: TypeCPU, Version: "v2", OS: "linux", Arch: "riscv64",
-		Source: SourceDownloaded, Release: &proof}, bytes.NewReader(body))
-	require.NoError(t, err)
+	peer := signedHolder(t, []byte("#!/bin/sh\necho rbee-worker\n"))
 	dir := t.TempDir()
 	c := newCatalog(t, dir, func(cfg *Config) {
 		trustA(cfg)
 		cfg.MaxBinarySize = 64 << 20
 	})
 	src := &endlessPeer{catalogPeer: catalogPeer{c: peer}}
-	_, err = c.FetchFromPeer(context.Background(), src, PeerOptions{Version: "v2", OS: "linux", Arch: "riscv64"})
+	_, err := c.FetchFromPeer(context.Background(), src, PeerOptions{Version: "v2", OS: "linux", Arch: "riscv64"})
 	require.ErrorIs(t, err, ErrChecksum)
 	require.ErrorContains(t, err, "more than the 27 bytes it announced")
 	require.Less(t, src.body.read.Load(), int64(1<<20), "cut at the announced size, not at MaxBinarySize")
@@ -815,4 +821,59 @@ func (p *endlessPeer) Open(ctx context.Context, typ, version, goos, goarch strin
 	pb.Body.Close()
 	pb.Body = &p.body
 	return pb, nil
+}
+
+// tricklePeer serves the real binary and proof of a catalog, one byte
+// every 10 ms, until the context of its Open ends (the node's source
+// resets its stream then).
+type tricklePeer struct{ catalogPeer }
+
+func (p tricklePeer) Open(ctx context.Context, typ, version, goos, goarch string) (PeerBinary, error) {
+	pb, err := p.catalogPeer.Open(ctx, typ, version, goos, goarch)
+	if err != nil {
+		return PeerBinary{}, err
+	}
+	pr, pw := io.Pipe()
+	src := pb.Body
+	go func() {
+		defer src.Close()
+		b := make([]byte, 1)
+		for {
+			if _, err := io.ReadFull(src, b); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			if _, err := pw.Write(b); err != nil {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				pw.CloseWithError(ctx.Err())
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	pb.Body = pr
+	return pb, nil
+}
+
+// A peer that sends a binary a byte at a time is cut off by the minimum
+// rate, as a release server is, and nothing is added.
+func TestFetchFromPeerTrickle(t *testing.T) {
+	peer := signedHolder(t, bytes.Repeat([]byte("#!/bin/sh\n"), 1000))
+	c := newCatalog(t, t.TempDir(), func(cfg *Config) {
+		trustA(cfg)
+		cfg.MinBytes = 4 << 10
+		cfg.RateWindow = 300 * time.Millisecond
+	})
+	// Bounded even where the minimum is not enforced.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := c.FetchFromPeer(ctx, tricklePeer{catalogPeer{c: peer}}, PeerOptions{Version: "v2", OS: "linux", Arch: "riscv64"})
+	require.NoError(t, ctx.Err(), "the trickle ended the copy, not the test's deadline")
+	require.ErrorIs(t, err, ErrDownload)
+	require.ErrorIs(t, err, errPeerBody)
+	require.ErrorContains(t, err, "fewer than the 4096")
+	assert.Empty(t, c.List())
 }
