@@ -576,7 +576,9 @@ func (c *Client) openRange(ctx context.Context, target string, offset int64, ret
 	}
 	resp, err := c.do(ctx, http.MethodGet, target, hdr, true)
 	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, ErrRedirect) {
+		if ctx.Err() != nil || errors.Is(err, ErrRedirect) || errors.Is(err, ErrHTTP) {
+			// Cancelled, a refused redirect or one too many (a loop):
+			// the next try would meet the same.
 			return nil, 0, 0, err
 		}
 		return nil, 0, 0, Retryable(err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/stretchr/testify/require"
@@ -134,4 +135,21 @@ func TestErrorOfARedirectTargetIsNotQuoted(t *testing.T) {
 		hf.Spec{Partial: filepath.Join(t.TempDir(), "g.part")})
 	require.True(t, errors.Is(err, hf.ErrGated))
 	require.Contains(t, err.Error(), "accept the licence", "the Hub's own message is kept")
+}
+
+// A redirect loop ends after 10 hops, once: the download is not retried
+// through the same loop.
+func TestRedirectLoopIsNotRetried(t *testing.T) {
+	const maxHops = 10 // requests before the client gives up (net/http's default)
+	var hits atomic.Int32
+	hub := serveOn(t, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Redirect(w, r, r.URL.Path, http.StatusFound)
+	}))
+	c := newClient(t, hub.URL, "")
+	_, err := c.DownloadFile(context.Background(), "org/repo", "main", hf.File{Path: "m.gguf"},
+		hf.Spec{Partial: filepath.Join(t.TempDir(), "m.part"), Retries: 3, RetryBackoff: time.Millisecond})
+	require.ErrorIs(t, err, hf.ErrHTTP)
+	require.ErrorContains(t, err, "stopped after 10 redirects")
+	require.Equal(t, int32(maxHops), hits.Load(), "one pass through the loop, no retry")
 }
