@@ -46,6 +46,11 @@ const (
 	// thousands. Without it 100 pages of 16 MiB of tiny entries would be
 	// held as ~40 million Files (gigabytes) before a GGUF is picked.
 	maxTreeEntries = 100_000
+	// maxTreeTotal caps the bytes of all the pages of one listing: 100,000
+	// entries of a few hundred bytes are some 30 MiB. Without it 100 pages
+	// of 16 MiB of padding (no entries at all) would be fetched, 1.6 GB for
+	// one model_download's listing.
+	maxTreeTotal = 64 << 20
 	// maxRedirects matches the net/http default and is far more than the
 	// Hub's one hop to the CDN (plus a relative one for renamed repos).
 	maxRedirects = 10
@@ -298,6 +303,7 @@ func (c *Client) ListFiles(ctx context.Context, repo, revision string) ([]File, 
 	next := c.endpoint.String() + "/api/models/" + repo + "/tree/" + url.PathEscape(revision) + "?recursive=true"
 	var files []File
 	seen := 0
+	budget := int64(maxTreeTotal) // bytes the listing's pages may still take
 	for page := 0; next != ""; page++ {
 		if page >= maxTreePages {
 			return nil, fmt.Errorf("%w: tree of %s has more than %d pages", ErrHTTP, repo, maxTreePages)
@@ -310,7 +316,7 @@ func (c *Client) ListFiles(ctx context.Context, repo, revision string) ([]File, 
 				after time.Duration
 				err   error
 			)
-			es, link, base, after, err = c.treePage(ctx, next, repo, revision)
+			es, link, base, after, err = c.treePage(ctx, next, repo, revision, &budget)
 			return es, after, err
 		})
 		if err != nil {
@@ -367,9 +373,11 @@ func (c *Client) apiError(ctx, actx context.Context, err error, what string) err
 
 // treePage fetches and decodes one page of the tree API within the API
 // timeout; it returns the entries, the Link header and the URL the page
-// came from (after redirects). A failure worth repeating (the Hub
-// unreachable, 5xx, 429) is Retryable, with the wait the Hub asked for.
-func (c *Client) treePage(ctx context.Context, target, repo, revision string) ([]treeEntry, string, *url.URL, time.Duration, error) {
+// came from (after redirects). The bytes it reads come off *budget (the
+// listing's), and a page that would take more is refused. A failure worth
+// repeating (the Hub unreachable, 5xx, 429) is Retryable, with the wait
+// the Hub asked for.
+func (c *Client) treePage(ctx context.Context, target, repo, revision string, budget *int64) ([]treeEntry, string, *url.URL, time.Duration, error) {
 	actx, cancel := c.apiContext(ctx)
 	defer cancel()
 	resp, err := c.do(actx, http.MethodGet, target, nil, true)
@@ -388,7 +396,13 @@ func (c *Client) treePage(ctx context.Context, target, repo, revision string) ([
 		return nil, "", nil, after, err
 	}
 	var entries []treeEntry
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxTreeBytes)).Decode(&entries); err != nil {
+	body := &io.LimitedReader{R: resp.Body, N: min(maxTreeBytes, *budget)}
+	err = json.NewDecoder(body).Decode(&entries)
+	*budget -= min(maxTreeBytes, *budget) - body.N
+	if err != nil && *budget <= 0 {
+		return nil, "", nil, 0, fmt.Errorf("%w: the tree of %s takes more than %d bytes in all; name the file (hf:%s/FILE.gguf)", ErrHTTP, repo, maxTreeTotal, repo)
+	}
+	if err != nil {
 		return nil, "", nil, 0, c.apiError(ctx, actx, fmt.Errorf("%w: tree of %s: %v", ErrHTTP, repo, err), "tree of "+repo)
 	}
 	return entries, resp.Header.Get("Link"), resp.Request.URL, 0, nil

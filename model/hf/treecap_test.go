@@ -45,3 +45,24 @@ func TestListFilesCapsTheEntries(t *testing.T) {
 	require.Contains(t, err.Error(), "hf:org/repo/FILE.gguf")
 	require.LessOrEqual(t, pages.Load(), int64(100_000/perPage+1))
 }
+
+// TestListFilesCapsTheBytes: a tree API whose pages are padding (no
+// entries, each under the page cap, a next link on every one) is refused
+// once the listing has taken 64 MiB, not after 100 pages of up to 16 MiB.
+func TestListFilesCapsTheBytes(t *testing.T) {
+	page := "[" + strings.Repeat(" ", 4<<20) + "]"
+	var served atomic.Int64
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", fmt.Sprintf(`<%s/api/models/org/repo/tree/main?cursor=%d>; rel="next"`, srv.URL, served.Load()))
+		n, _ := w.Write([]byte(page))
+		served.Add(int64(n))
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL, "")
+	_, err := c.ListFiles(context.Background(), "org/repo", "main")
+	require.ErrorIs(t, err, hf.ErrHTTP)
+	require.ErrorContains(t, err, "more than 67108864 bytes in all")
+	require.ErrorContains(t, err, "hf:org/repo/FILE.gguf")
+	require.Less(t, served.Load(), int64(72<<20), "stopped at the budget (and a page in flight)")
+}
