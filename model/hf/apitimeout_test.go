@@ -45,15 +45,11 @@ func TestMetadataRequestsHaveADeadline(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(tc.hang)
 			t.Cleanup(srv.Close)
-			cfg := hf.DefaultConfig()
-			cfg.Endpoint = srv.URL
-			cfg.APITimeout = 300 * time.Millisecond
-			c, err := hf.New(cfg)
-			require.NoError(t, err)
+			c := newClientWith(t, srv.URL, func(cfg *hf.Config) { cfg.APITimeout = 300 * time.Millisecond })
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			began := time.Now()
-			err = tc.call(ctx, c)
+			err := tc.call(ctx, c)
 			require.ErrorIs(t, err, hf.ErrHTTP)
 			require.Contains(t, err.Error(), "did not answer within 300ms")
 			require.NoError(t, ctx.Err(), "the request's own deadline ended it, not the test's")

@@ -51,6 +51,11 @@ const (
 	// of 16 MiB of padding (no entries at all) would be fetched, 1.6 GB for
 	// one model_download's listing.
 	maxTreeTotal = 64 << 20
+	// listWaits bounds a whole listing to this many APITimeouts (10 min by
+	// default): the Hub lists 100 pages in well under two minutes, and a
+	// server that answers each page just before the timeout must not hold
+	// a job for 100 of them.
+	listWaits = 10
 	// maxRedirects matches the net/http default and is far more than the
 	// Hub's one hop to the CDN (plus a relative one for renamed repos).
 	maxRedirects = 10
@@ -300,6 +305,22 @@ func (c *Client) ListFiles(ctx context.Context, repo, revision string) ([]File, 
 	if err := validateRevision(revision); err != nil {
 		return nil, err
 	}
+	outer := ctx
+	ctx, cancel := context.WithTimeoutCause(ctx, listWaits*c.apiWait, errListTimeout)
+	defer cancel()
+	files, err := c.listFiles(ctx, repo, revision)
+	if err != nil && outer.Err() == nil && errors.Is(context.Cause(ctx), errListTimeout) {
+		return nil, fmt.Errorf("%w: listing the tree of %s took more than %s; name the file (hf:%s/FILE.gguf)", ErrHTTP, repo, listWaits*c.apiWait, repo)
+	}
+	return files, err
+}
+
+// errListTimeout is the cancellation cause of a listing that ran past
+// listWaits APITimeouts.
+var errListTimeout = errors.New("hf: listing took too long")
+
+// listFiles is ListFiles within its deadline.
+func (c *Client) listFiles(ctx context.Context, repo, revision string) ([]File, error) {
 	next := c.endpoint.String() + "/api/models/" + repo + "/tree/" + url.PathEscape(revision) + "?recursive=true"
 	var files []File
 	seen := 0

@@ -31,9 +31,15 @@ func newHub(t *testing.T) *hubtest.Hub {
 }
 
 func newClient(t *testing.T, endpoint, token string) *hf.Client {
+	return newClientWith(t, endpoint, func(cfg *hf.Config) { cfg.Token = token })
+}
+
+// newClientWith is a client for endpoint with the changes edit makes to
+// the default config.
+func newClientWith(t *testing.T, endpoint string, edit func(*hf.Config)) *hf.Client {
 	cfg := hf.DefaultConfig()
 	cfg.Endpoint = endpoint
-	cfg.Token = token
+	edit(&cfg)
 	c, err := hf.New(cfg)
 	require.NoError(t, err)
 	return c

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -65,4 +66,24 @@ func TestListFilesCapsTheBytes(t *testing.T) {
 	require.ErrorContains(t, err, "more than 67108864 bytes in all")
 	require.ErrorContains(t, err, "hf:org/repo/FILE.gguf")
 	require.Less(t, served.Load(), int64(72<<20), "stopped at the budget (and a page in flight)")
+}
+
+// TestListFilesCapsTheTime: a tree API that answers every page just within
+// the API timeout (a next link on each) fails the listing after ten API
+// timeouts in all, not after 100 pages.
+func TestListFilesCapsTheTime(t *testing.T) {
+	var pages atomic.Int64
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := pages.Add(1)
+		time.Sleep(40 * time.Millisecond)
+		w.Header().Set("Link", fmt.Sprintf(`<%s/api/models/org/repo/tree/main?cursor=%d>; rel="next"`, srv.URL, n))
+		_, _ = w.Write([]byte("[]"))
+	}))
+	t.Cleanup(srv.Close)
+	c := newClientWith(t, srv.URL, func(cfg *hf.Config) { cfg.APITimeout = 200 * time.Millisecond })
+	_, err := c.ListFiles(context.Background(), "org/repo", "main")
+	require.ErrorIs(t, err, hf.ErrHTTP)
+	require.ErrorContains(t, err, "took more than 2s")
+	require.Less(t, pages.Load(), int64(100))
 }
