@@ -385,7 +385,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 func (g *Gossip) create() (*memberlist.Memberlist, error) {
 	t := g.trans
 	if t == nil {
-		nt, err := newLANTransport(g.mlCfg)
+		nt, err := newLANTransport(g.mlCfg, g.table.membersAt)
 		if err != nil {
 			return nil, err
 		}

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
@@ -35,19 +34,43 @@ const (
 	udpReadBuffer = 2 << 20
 	// maxInboundStreams bounds the TCP streams accepted and not yet closed
 	// (memberlist's own cap on concurrent push/pulls): memberlist handles
-	// each in a goroutine of its own until its TCPTimeout, and a stranger
-	// needs no key to open one.
+	// each in a goroutine of its own until its TCPTimeout.
 	maxInboundStreams = 128
-	// streamReadBudget bounds the bytes all open inbound streams may have
-	// read together, and maxStreamRead the bytes of one stream. memberlist
-	// reads an encrypted stream whole, up to the 20 MB its header may
-	// claim, before it can tell whether the sender has the key: without a
-	// bound, a stranger's streams that each claim and send 20 MB made a
-	// node hold 750 MB. A member's push/pull is its metadata (512 B a
-	// member) and its state (node load reports, at most 1 MiB): far below
-	// one stream's share.
-	streamReadBudget = 32 << 20
-	maxStreamRead    = 8 << 20
+	// maxStrangerStreams bounds the open streams from sources where no
+	// member is known (strangers, and nodes joining: memberlist cannot
+	// tell them apart before it has read and decrypted a whole stream),
+	// half of maxInboundStreams, so that the members always keep the
+	// other half whatever strangers open.
+	maxStrangerStreams = maxInboundStreams / 2
+	// streamsPerSource bounds the open streams from one IP address where
+	// no member is known, and streamsPerMember those from an address, per
+	// member known there: a member pushes and pulls with one peer at a
+	// time, plus a fallback probe and a settling push/pull now and then;
+	// several members may share an address (nodes of one host).
+	streamsPerSource = 4
+	streamsPerMember = 8
+	// maxStreamRead bounds the bytes one stream may read, and also what
+	// the open streams of one source may read together (per member known
+	// there, at least one share). memberlist reads an encrypted stream
+	// whole, up to the 20 MB its header may claim, before it can tell
+	// whether the sender has the key. A member's push/pull is its metadata
+	// (512 B a member) and its state (node load reports, at most 1 MiB):
+	// far below one share.
+	maxStreamRead = 8 << 20
+	// strangerReadBudget bounds what the open streams of all sources where
+	// no member is known may read together: without a bound, a stranger's
+	// streams that each claim and send 20 MB made a node hold 750 MB.
+	// Members' streams are not counted in it, so strangers that spend it
+	// delay joins (which retry) but not the members' push/pulls.
+	strangerReadBudget = 32 << 20
+	// strangerReadWindow is how long a stream from a source where no
+	// member is known may take to deliver its request, from its accept
+	// (memberlist's own deadline, TCPTimeout, is 10 s on a LAN): a joining
+	// node sends its push/pull (about 100 bytes a member, 100 KB at 1,000
+	// members) at once after it dials, which takes milliseconds on a LAN;
+	// a stream that trickles or holds its bytes gives its slot back after
+	// this long.
+	strangerReadWindow = 2 * time.Second
 )
 
 // lanTransport is memberlist's transport for a real network: gossip over
@@ -74,12 +97,43 @@ type lanTransport struct {
 	once    sync.Once
 	wg      sync.WaitGroup
 
-	// slots holds one token per open inbound stream (maxInboundStreams);
-	// budget is what open inbound streams may still read together
-	// (streamReadBudget), perStream what one may read (maxStreamRead).
-	slots     chan struct{}
-	budget    atomic.Int64
-	perStream int64
+	// membersAt says how many members this node knows at an IP address
+	// (nil: none), so the streams from a member's address are counted
+	// apart from strangers'.
+	membersAt func(netip.Addr) int
+	// limits are the bounds on inbound streams (see the constants);
+	// tests shrink them.
+	limits streamLimits
+
+	mu        sync.Mutex // guards the fields below and limits
+	open      int        // inbound streams not yet closed
+	strangers int        // of which from sources where no member is known
+	strRead   int64      // bytes read by the strangers' open streams
+	sources   map[netip.Addr]*sourceUse
+}
+
+// streamLimits are lanTransport's bounds on its inbound streams.
+type streamLimits struct {
+	streams, strangerStreams int
+	perSource, perMember     int
+	streamRead, strangerRead int64
+	strangerWindow           time.Duration
+}
+
+// defaultStreamLimits are the bounds of the constants above.
+func defaultStreamLimits() streamLimits {
+	return streamLimits{
+		streams: maxInboundStreams, strangerStreams: maxStrangerStreams,
+		perSource: streamsPerSource, perMember: streamsPerMember,
+		streamRead: maxStreamRead, strangerRead: strangerReadBudget,
+		strangerWindow: strangerReadWindow,
+	}
+}
+
+// sourceUse is what the open inbound streams of one IP address hold.
+type sourceUse struct {
+	streams int
+	read    int64
 }
 
 var _ memberlist.NodeAwareTransport = (*lanTransport)(nil)
@@ -88,7 +142,9 @@ var _ memberlist.NodeAwareTransport = (*lanTransport)(nil)
 // bind its own: TCP first, then UDP on the same port. On port 0 the
 // kernel's TCP port may be taken for UDP, so it retries (bindRetries
 // times) and then sets mc's bind and advertise ports to the port it got.
-func newLANTransport(mc *memberlist.Config) (*lanTransport, error) {
+// membersAt (nil: none) tells the members known at an address, whose
+// streams are bounded apart from strangers' (see the constants).
+func newLANTransport(mc *memberlist.Config, membersAt func(netip.Addr) int) (*lanTransport, error) {
 	ip := net.ParseIP(mc.BindAddr)
 	if ip == nil {
 		return nil, fmt.Errorf("bind: %q is not an IP address", mc.BindAddr)
@@ -108,6 +164,7 @@ func newLANTransport(mc *memberlist.Config) (*lanTransport, error) {
 			if mc.BindPort == 0 {
 				mc.BindPort, mc.AdvertisePort = t.port, t.port
 			}
+			t.membersAt = membersAt
 			t.start()
 			return t, nil
 		}
@@ -144,8 +201,7 @@ func bindLAN(ip net.IP, port int, logger *log.Logger) (*lanTransport, error) {
 	}
 	t := &lanTransport{udp: udp, tcp: tcp, bindIP: ip, port: port, logger: logger,
 		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn), done: make(chan struct{}),
-		slots: make(chan struct{}, maxInboundStreams), perStream: maxStreamRead}
-	t.budget.Store(streamReadBudget)
+		limits: defaultStreamLimits(), sources: map[netip.Addr]*sourceUse{}}
 	return t, nil
 }
 
@@ -193,7 +249,8 @@ func (t *lanTransport) readPackets() {
 }
 
 // acceptStreams hands accepted TCP connections to memberlist until
-// Shutdown, backing off after failed accepts.
+// Shutdown, backing off after failed accepts. A connection past the
+// bounds on inbound streams (admit) is closed unread.
 func (t *lanTransport) acceptStreams() {
 	defer t.wg.Done()
 	for {
@@ -203,14 +260,12 @@ func (t *lanTransport) acceptStreams() {
 		if err != nil {
 			return
 		}
-		select {
-		case t.slots <- struct{}{}:
-		default:
-			t.logger.Printf("[DEBUG] memberlist: refusing TCP connection from %s: %d streams open", c.RemoteAddr(), cap(t.slots))
+		bc, why := t.admit(c)
+		if bc == nil {
+			t.logger.Printf("[DEBUG] memberlist: refusing TCP connection from %s: %s", c.RemoteAddr(), why)
 			_ = c.Close()
 			continue
 		}
-		bc := &budgetConn{Conn: c, t: t}
 		select {
 		case t.streams <- bc:
 		case <-t.done:
@@ -220,24 +275,88 @@ func (t *lanTransport) acceptStreams() {
 	}
 }
 
-// errStreamBudget fails the read of an inbound stream past its share of
-// the transport's read budget.
+// admit counts c among the open inbound streams and wraps it, or says
+// which bound it is past. A stream from an address where k members are
+// known may be one of streamsPerMember×k there; any other source (a
+// stranger or a joining node) one of streamsPerSource there and of
+// maxStrangerStreams in all, with strangerReadWindow to deliver its
+// request.
+func (t *lanTransport) admit(c net.Conn) (*budgetConn, string) {
+	src := remoteIP(c)
+	members := 0
+	if t.membersAt != nil && src.IsValid() {
+		members = t.membersAt(src)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.limits
+	u := t.sources[src]
+	if u == nil {
+		u = &sourceUse{}
+	}
+	switch {
+	case t.open >= l.streams:
+		return nil, fmt.Sprintf("%d streams open", t.open)
+	case members > 0 && u.streams >= l.perMember*members:
+		return nil, fmt.Sprintf("%d streams open from %d members there", u.streams, members)
+	case members == 0 && u.streams >= l.perSource:
+		return nil, fmt.Sprintf("%d streams open from there (no member known there)", u.streams)
+	case members == 0 && t.strangers >= l.strangerStreams:
+		return nil, fmt.Sprintf("%d streams open from addresses where no member is known", t.strangers)
+	}
+	t.sources[src] = u
+	u.streams++
+	t.open++
+	bc := &budgetConn{Conn: c, t: t, src: src, use: u, shares: int64(max(members, 1)), stranger: members == 0}
+	if bc.stranger {
+		t.strangers++
+		bc.readBy = time.Now().Add(l.strangerWindow)
+		_ = c.SetReadDeadline(bc.readBy)
+	}
+	return bc, ""
+}
+
+// remoteIP is c's remote IP address (unmapped; invalid when unknown).
+func remoteIP(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// errStreamBudget fails the read of an inbound stream past what it, its
+// source or (for a stranger) all strangers' streams may read.
 var errStreamBudget = errors.New("inbound gossip stream exceeds the read budget")
 
 // budgetConn is an accepted stream that counts what it reads against its
-// transport's budget and gives its slot and its bytes back when closed.
+// source's share and, from a source where no member is known, against the
+// strangers' budget, and gives its slot and its bytes back when closed.
 type budgetConn struct {
 	net.Conn
-	t      *lanTransport
-	mu     sync.Mutex
-	read   int64 // counted against t.budget
-	closed bool
+	t        *lanTransport
+	src      netip.Addr
+	use      *sourceUse
+	shares   int64     // maxStreamRead shares of its source: the members there, at least 1
+	stranger bool      // no member is known at src
+	readBy   time.Time // a stranger's request must be read by then
+	read     int64     // counted against use and t.strRead; guarded by t.mu
+	closed   bool      // guarded by t.mu
+}
+
+// left is how many bytes c may still read. Called with t.mu held.
+func (c *budgetConn) left() int64 {
+	l := c.t.limits
+	n := min(l.streamRead-c.read, l.streamRead*c.shares-c.use.read)
+	if c.stranger {
+		n = min(n, l.strangerRead-c.t.strRead)
+	}
+	return n
 }
 
 func (c *budgetConn) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	left := min(c.t.budget.Load(), c.t.perStream-c.read)
-	c.mu.Unlock()
+	c.t.mu.Lock()
+	left := c.left()
+	c.t.mu.Unlock()
 	if left <= 0 {
 		return 0, errStreamBudget
 	}
@@ -245,23 +364,58 @@ func (c *budgetConn) Read(p []byte) (int, error) {
 		p = p[:left]
 	}
 	n, err := c.Conn.Read(p)
-	c.mu.Lock()
+	c.t.mu.Lock()
 	if !c.closed {
-		c.read += int64(n)
-		c.t.budget.Add(-int64(n))
+		c.count(int64(n))
 	}
-	c.mu.Unlock()
+	c.t.mu.Unlock()
 	return n, err
+}
+
+// count adds n bytes read to c's, its source's and the strangers' use.
+// Called with t.mu held.
+func (c *budgetConn) count(n int64) {
+	c.read += n
+	c.use.read += n
+	if c.stranger {
+		c.t.strRead += n
+	}
+}
+
+// SetDeadline sets the write deadline and the read deadline, the latter
+// no later than a stranger's read window allows.
+func (c *budgetConn) SetDeadline(d time.Time) error {
+	if err := c.Conn.SetWriteDeadline(d); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(d)
+}
+
+// SetReadDeadline sets the read deadline, no later than a stranger's read
+// window allows.
+func (c *budgetConn) SetReadDeadline(d time.Time) error {
+	if !c.readBy.IsZero() && (d.IsZero() || d.After(c.readBy)) {
+		d = c.readBy
+	}
+	return c.Conn.SetReadDeadline(d)
 }
 
 func (c *budgetConn) Close() error {
 	err := c.Conn.Close()
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if !c.closed {
 		c.closed = true
-		c.t.budget.Add(c.read)
-		<-c.t.slots
+		c.count(-c.read)
+		c.use.streams--
+		t.open--
+		if c.stranger {
+			t.strangers--
+		}
+		if c.use.streams == 0 {
+			delete(t.sources, c.src)
+		}
 	}
 	return err
 }
@@ -328,9 +482,16 @@ func (t *lanTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time
 // PacketCh delivers the packets received.
 func (t *lanTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
 
-// DialTimeout opens a TCP stream to addr.
+// DialTimeout opens a TCP stream to addr, from the bind address when it
+// is not a wildcard: the peer tells a member's streams from a stranger's
+// by their source address (admit), which must then be the address this
+// member advertises, not the one the kernel would pick (on loopback,
+// 127.0.0.1 whatever the bind address).
 func (t *lanTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
+	if !t.bindIP.IsUnspecified() {
+		d.LocalAddr = &net.TCPAddr{IP: t.bindIP}
+	}
 	return d.Dial("tcp", addr)
 }
 

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/netip"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -13,12 +15,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func testLAN(t testing.TB) *lanTransport {
+func testLAN(t testing.TB) *lanTransport { return testLANWith(t, nil) }
+
+// testLANWith binds a lanTransport on 127.0.0.1 that knows the members
+// membersAt says.
+func testLANWith(t testing.TB, membersAt func(netip.Addr) int) *lanTransport {
 	t.Helper()
 	mc := memberlist.DefaultLANConfig()
 	mc.BindAddr, mc.BindPort = "127.0.0.1", 0
 	mc.Logger = log.New(io.Discard, "", 0)
-	lt, err := newLANTransport(mc)
+	lt, err := newLANTransport(mc, membersAt)
 	require.NoError(t, err)
 	require.Equal(t, lt.port, mc.BindPort, "port 0 is replaced by the bound port")
 	require.Equal(t, lt.port, mc.AdvertisePort)
@@ -143,7 +149,7 @@ func TestLANTransportAdvertise(t *testing.T) {
 
 	mc := memberlist.DefaultLANConfig()
 	mc.BindAddr = "localhost"
-	_, err = newLANTransport(mc)
+	_, err = newLANTransport(mc, nil)
 	require.ErrorContains(t, err, "not an IP address")
 }
 
@@ -153,7 +159,7 @@ func TestLANTransportPortTaken(t *testing.T) {
 	held := testLAN(t)
 	mc := memberlist.DefaultLANConfig()
 	mc.BindAddr, mc.BindPort = "127.0.0.1", held.port
-	_, err := newLANTransport(mc)
+	_, err := newLANTransport(mc, nil)
 	require.ErrorIs(t, err, errAddrInUse)
 }
 
@@ -189,18 +195,33 @@ func BenchmarkPacketReceive(b *testing.B) {
 }
 
 // TestLANTransportBoundsInboundStreams: what memberlist reads from inbound
-// streams before it can tell a member from a stranger is bounded. One
-// stream reads at most maxStreamRead bytes, all open streams together at
-// most streamReadBudget, a closed stream gives its bytes back, and past
-// maxInboundStreams open streams a new connection is closed unread.
-// Before, a stranger's streams each claiming and sending memberlist's
-// 20 MB push/pull limit made a node hold 750 MB.
+// streams before it can tell a member from a stranger is bounded, and a
+// stranger cannot spend the members' part. One stream reads at most
+// maxStreamRead bytes, the open streams of one source where no member is
+// known as much together, those of all such sources at most
+// strangerReadBudget, while a member's address reads on; a closed stream
+// gives its bytes back. Past streamsPerSource open streams from one
+// stranger's address, or maxStrangerStreams from all, a new connection is
+// closed unread, while members still get in; a stranger's stream that
+// holds its request is cut after its read window, whatever deadline
+// memberlist sets. Before, all streams shared one budget and one cap: a
+// stranger that opened 4 streams of 8 MiB, or 128 idle ones, stalled the
+// members' push/pulls until memberlist's TCPTimeout.
 func TestLANTransportBoundsInboundStreams(t *testing.T) {
-	lt := testLAN(t)
+	member := netip.MustParseAddr("127.0.0.2")
+	membersAt := func(ip netip.Addr) int {
+		if ip == member {
+			return 1
+		}
+		return 0
+	}
 	type stream struct{ client, server net.Conn }
-	open := func(t *testing.T, send int) stream {
+	// from opens a stream to lt from the loopback address ip (an address
+	// refused by the node gives a nil server side) and sends send bytes.
+	from := func(t *testing.T, lt *lanTransport, ip string, send int) stream {
 		t.Helper()
-		c, err := net.DialTimeout("tcp", lt.addr(), 5*time.Second)
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		c, err := d.Dial("tcp", lt.addr())
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
 		var s net.Conn
@@ -210,65 +231,119 @@ func TestLANTransportBoundsInboundStreams(t *testing.T) {
 			t.Fatal("no stream")
 		}
 		t.Cleanup(func() { _ = s.Close() })
+		require.Equal(t, c.LocalAddr().String(), s.RemoteAddr().String())
 		go func() { _, _ = c.Write(make([]byte, send)) }() // ends when the client is closed
 		return stream{c, s}
+	}
+	// refused: a connection from ip is closed by the node unread.
+	refused := func(t *testing.T, lt *lanTransport, ip string) {
+		t.Helper()
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		c, err := d.Dial("tcp", lt.addr())
+		require.NoError(t, err)
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		require.ErrorIs(t, err, io.EOF, "closed by the node, not left to time out")
+		select {
+		case s := <-lt.StreamCh():
+			t.Fatalf("stream %v handed to memberlist past the cap", s.RemoteAddr())
+		default:
+		}
 	}
 	// drain reads what the server side lets memberlist read.
 	drain := func(s net.Conn, limit int64) (int64, error) {
 		_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
 		return io.CopyN(io.Discard, s, limit)
 	}
+	stranger := func(i int) string { return "127.0.1." + strconv.Itoa(i) }
 	tests := []struct {
 		name string
-		run  func(t *testing.T)
+		run  func(t *testing.T, lt *lanTransport)
 	}{
-		{"one stream stops at its share", func(t *testing.T) {
-			s := open(t, maxStreamRead+1<<20)
+		{"one stream stops at its share", func(t *testing.T, lt *lanTransport) {
+			s := from(t, lt, stranger(1), maxStreamRead+1<<20)
 			n, err := drain(s.server, maxStreamRead+1<<20)
 			require.ErrorIs(t, err, errStreamBudget)
 			require.EqualValues(t, maxStreamRead, n)
 		}},
-		{"streams share one budget and closing gives it back", func(t *testing.T) {
+		{"a stranger's streams share one share and closing gives it back", func(t *testing.T, lt *lanTransport) {
+			a := from(t, lt, stranger(1), maxStreamRead)
+			n, err := drain(a.server, maxStreamRead)
+			require.NoError(t, err)
+			require.EqualValues(t, maxStreamRead, n)
+			b := from(t, lt, stranger(1), 1<<20)
+			n, err = drain(b.server, 1)
+			require.ErrorIs(t, err, errStreamBudget, "the source's share is spent")
+			require.Zero(t, n)
+			other := from(t, lt, stranger(2), 1<<20)
+			n, err = drain(other.server, 1<<20)
+			require.NoError(t, err, "another source has a share of its own")
+			require.EqualValues(t, 1<<20, n)
+			require.NoError(t, a.server.Close())
+			n, err = drain(b.server, 1<<20)
+			require.NoError(t, err, "a closed stream gave its bytes back")
+			require.EqualValues(t, 1<<20, n)
+		}},
+		{"strangers share one budget, members read on", func(t *testing.T, lt *lanTransport) {
 			var full []stream
-			for range streamReadBudget / maxStreamRead {
-				s := open(t, maxStreamRead)
+			for i := range strangerReadBudget / maxStreamRead {
+				s := from(t, lt, stranger(i+1), maxStreamRead)
 				n, err := drain(s.server, maxStreamRead)
 				require.NoError(t, err)
 				require.EqualValues(t, maxStreamRead, n)
 				full = append(full, s)
 			}
-			late := open(t, 1<<20)
+			late := from(t, lt, stranger(100), 1<<20)
 			n, err := drain(late.server, 1)
-			require.ErrorIs(t, err, errStreamBudget, "the budget is spent")
+			require.ErrorIs(t, err, errStreamBudget, "the strangers' budget is spent")
 			require.Zero(t, n)
-			require.NoError(t, full[0].server.Close())
-			n, err = drain(late.server, 1<<20)
-			require.NoError(t, err, "a closed stream gave its bytes back")
-			require.EqualValues(t, 1<<20, n)
-			for _, s := range full[1:] {
+			m := from(t, lt, member.String(), maxStreamRead)
+			n, err = drain(m.server, maxStreamRead)
+			require.NoError(t, err, "a member's address is not counted with strangers")
+			require.EqualValues(t, maxStreamRead, n)
+			for _, s := range append(full, late, m) {
 				require.NoError(t, s.server.Close())
 			}
-			require.NoError(t, late.server.Close())
-			require.EqualValues(t, streamReadBudget, lt.budget.Load())
+			lt.mu.Lock()
+			defer lt.mu.Unlock()
+			require.Zero(t, lt.strRead)
+			require.Zero(t, lt.open)
+			require.Empty(t, lt.sources)
 		}},
-		{"past the open streams cap a connection is closed", func(t *testing.T) {
-			for range maxInboundStreams {
-				open(t, 0)
+		{"stream caps per source and for strangers leave members room", func(t *testing.T, lt *lanTransport) {
+			for range streamsPerSource {
+				from(t, lt, stranger(1), 0)
 			}
-			c, err := net.DialTimeout("tcp", lt.addr(), 5*time.Second)
+			refused(t, lt, stranger(1))
+			for i := streamsPerSource; i < maxStrangerStreams; i++ {
+				from(t, lt, stranger(2+i/streamsPerSource), 0)
+			}
+			refused(t, lt, stranger(200))
+			for range streamsPerMember {
+				from(t, lt, member.String(), 0)
+			}
+			refused(t, lt, member.String())
+		}},
+		{"a stranger's held request is cut after its window", func(t *testing.T, lt *lanTransport) {
+			lt.mu.Lock()
+			lt.limits.strangerWindow = 200 * time.Millisecond
+			lt.mu.Unlock()
+			s := from(t, lt, stranger(1), 10)
+			m := from(t, lt, member.String(), 10)
+			for _, c := range []net.Conn{s.server, m.server} {
+				require.NoError(t, c.SetDeadline(time.Now().Add(time.Minute)), "memberlist's TCPTimeout")
+			}
+			n, err := io.Copy(io.Discard, s.server)
+			require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+			require.EqualValues(t, 10, n)
+			_, err = m.client.Write([]byte("more"))
 			require.NoError(t, err)
-			defer c.Close()
-			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			_, err = c.Read(make([]byte, 1))
-			require.ErrorIs(t, err, io.EOF, "closed by the node, not left to time out")
-			select {
-			case s := <-lt.StreamCh():
-				t.Fatalf("stream %v handed to memberlist past the cap", s.RemoteAddr())
-			default:
-			}
+			_, err = io.ReadFull(m.server, make([]byte, 14))
+			require.NoError(t, err, "a member's stream keeps memberlist's deadline")
 		}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, tc.run)
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, testLANWith(t, membersAt)) })
 	}
 }

@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -80,6 +81,10 @@ type memberTable struct {
 	// (suspect, to recheck), so that neither scan is over every member: a
 	// join storm of n members is n events at each member.
 	byState map[State]map[string]struct{}
+	// byIP counts the members at each IP address (whatever their state,
+	// until reaped), for the transport to tell a member's streams from a
+	// stranger's (membersAt).
+	byIP map[netip.Addr]int
 	// version moves on every change list would show (a member added,
 	// changed or reaped), so a reader that scans the members can skip a
 	// scan when nothing changed.
@@ -95,6 +100,7 @@ func newMemberTable(reapAfter time.Duration) *memberTable {
 		byState: map[State]map[string]struct{}{
 			StateSuspect: {}, StateDead: {}, StateLeft: {},
 		},
+		byIP: map[netip.Addr]int{},
 	}
 }
 
@@ -124,6 +130,8 @@ func (t *memberTable) set(m Member, st State) Member {
 	t.setState(e, st, now)
 	m.State = st
 	m.Meta = cloneMeta(m.Meta)
+	t.countIP(e.m.Addr, -1)
+	t.countIP(m.Addr, 1)
 	e.m = m
 	t.version++ // the address or metadata may have changed
 	t.reapLocked(now)
@@ -284,13 +292,35 @@ func (t *memberTable) list() []Member {
 	return out
 }
 
+// countIP adds d to the members counted at addr's IP ("ip:port"; an
+// address that does not parse is not counted).
+func (t *memberTable) countIP(addr string, d int) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return
+	}
+	ip := ap.Addr().Unmap()
+	if t.byIP[ip] += d; t.byIP[ip] <= 0 {
+		delete(t.byIP, ip)
+	}
+}
+
+// membersAt is how many members this node knows at ip, in any state until
+// they are reaped (this node included).
+func (t *memberTable) membersAt(ip netip.Addr) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byIP[ip.Unmap()]
+}
+
 // reapLocked forgets members departed longer than reapAfter and intents
 // older than leaveIntentTTL.
 func (t *memberTable) reapLocked(now time.Time) {
 	for _, st := range []State{StateDead, StateLeft} {
 		idx := t.byState[st]
 		for id := range idx {
-			if now.Sub(t.members[id].since) > t.reapAfter {
+			if e := t.members[id]; now.Sub(e.since) > t.reapAfter {
+				t.countIP(e.m.Addr, -1)
 				delete(t.members, id)
 				delete(idx, id)
 				t.version++

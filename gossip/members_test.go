@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"log/slog"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -323,5 +324,33 @@ func TestMemberTableVersion(t *testing.T) {
 			want[m.ID] = m.State
 		}
 		require.Equal(t, want, states, s.name)
+	}
+}
+
+// TestMemberTableMembersAt: the members counted at an IP follow joins,
+// address changes, departures (still counted) and reaps, so the transport
+// tells a member's streams from a stranger's.
+func TestMemberTableMembersAt(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tb := newMemberTable(time.Minute)
+	tb.now = func() time.Time { return now }
+	ip1, ip2 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	steps := []struct {
+		name     string
+		op       func()
+		at1, at2 int
+	}{
+		{"empty", func() {}, 0, 0},
+		{"join a at 1", func() { tb.join(Member{ID: "a", Addr: "10.0.0.1:7946"}) }, 1, 0},
+		{"join b at 1, another port", func() { tb.join(Member{ID: "b", Addr: "10.0.0.1:7947"}) }, 2, 0},
+		{"update a, same address", func() { tb.update(Member{ID: "a", Addr: "10.0.0.1:7946"}) }, 2, 0},
+		{"b moves to 2", func() { tb.update(Member{ID: "b", Addr: "10.0.0.2:7947"}) }, 1, 1},
+		{"b dies, still known", func() { tb.depart(Member{ID: "b", Addr: "10.0.0.2:7947"}) }, 1, 1},
+		{"b reaped", func() { now = now.Add(2 * time.Minute); tb.join(Member{ID: "c", Addr: "[::ffff:10.0.0.1]:7946"}) }, 2, 0},
+	}
+	for _, s := range steps {
+		s.op()
+		require.Equal(t, s.at1, tb.membersAt(ip1), s.name)
+		require.Equal(t, s.at2, tb.membersAt(ip2), s.name)
 	}
 }
