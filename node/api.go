@@ -17,6 +17,7 @@ import (
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/internal/apierror"
 	"github.com/rbee-project/rbee/internal/loopback"
+	"github.com/rbee-project/rbee/internal/reqbody"
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -170,10 +171,9 @@ func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	body, err := io.ReadAll(reqbody.Reader(w, r, maxRequestBytes))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		if reqbody.TooLarge(err) {
 			writeError(w, http.StatusRequestEntityTooLarge, jobs.CodeBadRequest, fmt.Sprintf("job request over %d bytes", maxRequestBytes))
 			return
 		}
@@ -353,7 +353,10 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Addrs []string `json:"addrs"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil || len(req.Addrs) == 0 {
+	if err := json.NewDecoder(reqbody.Reader(w, r, maxJoinBytes)).Decode(&req); reqbody.TooLarge(err) {
+		writeError(w, http.StatusRequestEntityTooLarge, jobs.CodeBadRequest, fmt.Sprintf("join request over %d bytes", maxJoinBytes))
+		return
+	} else if err != nil || len(req.Addrs) == 0 {
 		writeError(w, http.StatusBadRequest, jobs.CodeBadRequest, "body must be {\"addrs\": [\"host:port\", ...]}")
 		return
 	}

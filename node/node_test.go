@@ -17,6 +17,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/dirlock"
+	"github.com/rbee-project/rbee/internal/reqbody/reqbodytest"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -437,4 +438,59 @@ func TestCrashTempFilesRemovedAtStart(t *testing.T) {
 		require.NoFileExists(t, p)
 	}
 	require.FileExists(t, kept)
+}
+
+// TestAnnouncedBodyOverLimit: a request that announces a body over its
+// route's limit (10 GB) and sends none is answered 413 at once, with the
+// error in its API's shape (native, OpenAI, Ollama), and a route that
+// reads no body answers at once too. Before, each waited for the body
+// until the node's body deadline (60 s) and then answered 400 (or, for a
+// route that reads no body, its own answer that late).
+func TestAnnouncedBodyOverLimit(t *testing.T) {
+	c := nodetest.New(t, 1, func(i int, cfg *node.Config) { cfg.HTTPBodyTimeout = time.Hour })
+	n := c.Nodes[0]
+	auth := http.Header{"Authorization": {"Bearer " + n.AdminKey()}}
+	native := func(t *testing.T, b []byte) {
+		var e node.APIError
+		require.NoError(t, json.Unmarshal(b, &e), "%s", b)
+		require.Equal(t, "bad_request", e.Error.Code)
+		require.Contains(t, e.Error.Message, "bytes")
+	}
+	openAI := func(t *testing.T, b []byte) {
+		requireOpenAIErrorKeys(t, b)
+		require.Contains(t, string(b), `"request_too_large"`)
+	}
+	ollama := func(t *testing.T, b []byte) {
+		var e struct {
+			Error string `json:"error"`
+		}
+		require.NoError(t, json.Unmarshal(b, &e), "%s", b)
+		require.Contains(t, e.Error, "over")
+	}
+	cases := []struct {
+		method, path string
+		status       int
+		check        func(*testing.T, []byte)
+	}{
+		{http.MethodPost, "/v1/jobs", 413, native},
+		{http.MethodPost, "/v1/join", 413, native},
+		{http.MethodPost, "/v1/workers/heartbeat", 413, native},
+		{http.MethodPost, "/v1/chat/completions", 413, openAI},
+		{http.MethodPost, "/v1/completions", 413, openAI},
+		{http.MethodPost, "/v1/embeddings", 413, openAI},
+		{http.MethodPost, "/api/chat", 413, ollama},
+		{http.MethodPost, "/api/generate", 413, ollama},
+		{http.MethodPost, "/api/show", 413, ollama},
+		{http.MethodPost, "/api/embed", 413, ollama},
+		{http.MethodGet, "/health", 200, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			resp, b := reqbodytest.Announce(t, tc.method, n.URL()+tc.path, auth)
+			require.Equal(t, tc.status, resp.StatusCode, "%s", b)
+			if tc.check != nil {
+				tc.check(t, b)
+			}
+		})
+	}
 }

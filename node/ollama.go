@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/internal/jsonx"
+	"github.com/rbee-project/rbee/internal/reqbody"
 	"github.com/rbee-project/rbee/node/ollama"
 	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
@@ -134,10 +135,23 @@ func (n *Node) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
 func (n *Node) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) { n.ollama(w, r, false) }
 func (n *Node) handleOllamaChat(w http.ResponseWriter, r *http.Request)     { n.ollama(w, r, true) }
 
+// readOllamaBody reads an Ollama request's body (at most maxRequestBytes)
+// or answers why not: 413 for a body over the limit (announced or read),
+// 400 for one that could not be read (the body deadline, say).
+func readOllamaBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	raw, err := io.ReadAll(reqbody.Reader(w, r, maxRequestBytes))
+	switch {
+	case reqbody.TooLarge(err):
+		ollamaError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", maxRequestBytes))
+	case err != nil:
+		ollamaError(w, http.StatusBadRequest, "read body: "+err.Error())
+	}
+	return raw, err
+}
+
 func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	raw, err := readOllamaBody(w, r)
 	if err != nil {
-		ollamaError(w, http.StatusRequestEntityTooLarge, "request body too large")
 		return
 	}
 	var req ollama.Request

@@ -434,9 +434,8 @@ func checkOllamaShow(raw []byte) error {
 // ollamaModelName reads the model of an Ollama request: "model", or
 // "name" as older clients send.
 func ollamaModelName(w http.ResponseWriter, r *http.Request, dst any) (string, bool) {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	raw, err := readOllamaBody(w, r)
 	if err != nil {
-		ollamaError(w, http.StatusRequestEntityTooLarge, "request body too large")
 		return "", false
 	}
 	var head struct {

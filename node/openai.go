@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/rbee-project/rbee/internal/jsonx"
+	"github.com/rbee-project/rbee/internal/reqbody"
 	"github.com/rbee-project/rbee/internal/sse"
 	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
@@ -74,10 +75,9 @@ func shortName(s string) string {
 
 // readOpenAIBody reads and minimally parses an OpenAI request.
 func readOpenAIBody(w http.ResponseWriter, r *http.Request) (body []byte, model string, stream bool, ok bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	body, err := io.ReadAll(reqbody.Reader(w, r, maxRequestBytes))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		if reqbody.TooLarge(err) {
 			openAIError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large", "", fmt.Sprintf("request body over %d bytes", maxRequestBytes))
 			return nil, "", false, false
 		}

@@ -35,6 +35,9 @@ type Request struct {
 // prompts and options, never files.
 const maxRequestBytes = 1 << 20
 
+// maxJoinBytes bounds a join request body: a list of seed addresses.
+const maxJoinBytes = 64 << 10
+
 // op is one operation.
 type op struct {
 	// onHive: the operation runs on the node named by the request's hive

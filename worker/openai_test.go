@@ -3,10 +3,14 @@ package worker
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/reqbody/reqbodytest"
 )
 
 // openAIStream reads a "data: {...}" stream up to "[DONE]" and returns the
@@ -272,4 +276,28 @@ func TestBadRequests(t *testing.T) {
 		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
 		_ = v
 	})
+}
+
+// TestAnnouncedBodyOverLimit: a request that announces a body over
+// MaxBodyBytes (10 GB) and sends none is answered 413 with the JSON
+// error at once, on every route that takes a body, and so is one without
+// the secret (401, its body unread). Before, the worker waited for the
+// body until its body deadline and then answered 400.
+func TestAnnouncedBodyOverLimit(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.BodyTimeout = time.Hour
+	_, base := startServer(t, cfg)
+	auth := http.Header{"Authorization": {"Bearer " + testSecret}}
+	for _, path := range []string{"/v1/infer", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"} {
+		t.Run(path, func(t *testing.T) {
+			resp, b := reqbodytest.Announce(t, http.MethodPost, base+path, auth)
+			require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, "%s", b)
+			var eb ErrorBody
+			require.NoError(t, json.Unmarshal(b, &eb))
+			require.Equal(t, "request_too_large", eb.Error.Code)
+			require.Contains(t, eb.Error.Message, strconv.Itoa(MaxBodyBytes))
+		})
+	}
+	resp, _ := reqbodytest.Announce(t, http.MethodPost, base+"/v1/infer", nil)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 }

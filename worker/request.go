@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/rbee-project/rbee/internal/jsonx"
+	"github.com/rbee-project/rbee/internal/reqbody"
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/grammar"
 )
@@ -138,10 +139,9 @@ type genRequest struct {
 // decodeBody reads a JSON body of at most MaxBytesBytes into v; for the
 // OpenAI endpoints it checks the parameters first.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any, mode endpoint) *apiError {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(reqbody.Reader(w, r, MaxBodyBytes))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		if reqbody.TooLarge(err) {
 			return &apiError{status: http.StatusRequestEntityTooLarge, typ: errTypeInvalid, code: "request_too_large",
 				msg: fmt.Sprintf("request body exceeds %d bytes", MaxBodyBytes)}
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/rbee-project/rbee/internal/listen"
 	"github.com/rbee-project/rbee/internal/pinnedtls"
+	"github.com/rbee-project/rbee/internal/reqbody"
 	"github.com/rbee-project/rbee/internal/spinconn"
 )
 
@@ -97,6 +98,10 @@ type stageAdmit func() (serve func(net.Conn), ok bool)
 
 // newStagePort listens on addr (host:port; port 0 picks one) with a fresh
 // self-signed certificate.
+// maxStageOfferBytes bounds a stage offer request body: a client address
+// and a few fields.
+const maxStageOfferBytes = 4 << 10
+
 func newStagePort(addr string, admit stageAdmit, log *slog.Logger) (*stagePort, error) {
 	cert, fp, err := pinnedtls.SelfSigned("rbee-stage")
 	if err != nil {
@@ -255,7 +260,11 @@ func (s *Server) handleShardDirect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req stageOfferRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10)).Decode(&req); err != nil {
+	if err := json.NewDecoder(reqbody.Reader(w, r, maxStageOfferBytes)).Decode(&req); reqbody.TooLarge(err) {
+		writeError(w, &apiError{status: http.StatusRequestEntityTooLarge, typ: errTypeInvalid, code: "request_too_large",
+			msg: fmt.Sprintf("request body exceeds %d bytes", maxStageOfferBytes)})
+		return
+	} else if err != nil {
 		writeError(w, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "bad_request", msg: "body: " + err.Error()})
 		return
 	}

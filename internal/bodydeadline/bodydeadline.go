@@ -27,8 +27,16 @@ func Handler(timeout time.Duration, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		r.Body = &body{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+		orig := r.Body
+		r.Body = &body{ReadCloser: orig, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
 		next.ServeHTTP(w, r)
+		// net/http decides after the handler what to do with a body left
+		// unread by the type of r.Body: its own body type, with 256 KiB or
+		// more left, closes the connection at once; any other type it
+		// drains, waiting for the client up to the deadline. A handler that
+		// answers without reading a body announced as 10 GB must not so
+		// wait for it.
+		r.Body = orig
 	})
 }
 

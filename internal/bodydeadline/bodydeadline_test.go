@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/reqbody/reqbodytest"
 )
 
 // TestHeldBackBodyTimesOut: a client that sends headers and holds back
@@ -50,4 +52,20 @@ func TestHeldBackBodyTimesOut(t *testing.T) {
 	if err == nil {
 		require.Equal(t, http.StatusRequestTimeout, r.StatusCode)
 	}
+}
+
+// TestUnreadBodyDoesNotHoldTheAnswer: a handler that answers without
+// reading a body announced far over what it would drain is answered at
+// once, with the connection closed. Before, net/http (which sees the
+// wrapped body, not its own) drained it first, waiting for the client up
+// to the body deadline.
+func TestUnreadBodyDoesNotHoldTheAnswer(t *testing.T) {
+	srv := httptest.NewServer(Handler(time.Hour, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "ok")
+	})))
+	defer srv.Close()
+	resp, b := reqbodytest.Announce(t, http.MethodPost, srv.URL+"/", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "ok", string(b))
+	require.True(t, resp.Close)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/internal/apierror"
 	"github.com/rbee-project/rbee/internal/loopback"
+	"github.com/rbee-project/rbee/internal/reqbody"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
@@ -229,7 +230,10 @@ func (s *Supervisor) HandleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var hb worker.Heartbeat
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxHeartbeatBytes)).Decode(&hb); err != nil {
+	if err := json.NewDecoder(reqbody.Reader(w, r, maxHeartbeatBytes)).Decode(&hb); reqbody.TooLarge(err) {
+		fail(w, http.StatusRequestEntityTooLarge, jobs.CodeBadRequest, fmt.Sprintf("heartbeat over %d bytes", maxHeartbeatBytes))
+		return
+	} else if err != nil {
 		fail(w, http.StatusBadRequest, jobs.CodeBadRequest, "bad heartbeat: "+err.Error())
 		return
 	}

@@ -310,12 +310,12 @@ func TestHeartbeatAuthentication(t *testing.T) {
 	hb, ok := f.s.Local("w-1")
 	require.True(t, ok)
 	require.Equal(t, worker.StateReady, hb.State)
-	// A body over the bound is refused.
+	// A body over the bound is refused (413).
 	r := httptest.NewRequest(http.MethodPost, "/v1/workers/heartbeat", strings.NewReader(`{"id":"`+strings.Repeat("x", 70<<10)+`"}`))
 	r.RemoteAddr = local
 	rec := httptest.NewRecorder()
 	f.s.HandleHeartbeat(rec, r)
-	require.Equal(t, http.StatusBadRequest, rec.Code)
+	require.Equal(t, http.StatusRequestEntityTooLarge, rec.Code)
 }
 
 // TestHeartbeatTable: what the view keeps of each state, and when it
