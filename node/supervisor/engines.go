@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rbee-project/rbee/internal/sse"
@@ -46,7 +47,34 @@ const (
 	// Inf give the most negative int) must neither wrap nor make the
 	// engine look idle.
 	maxEngineCount = 1 << 20
+	// DefaultEngineFirstByte bounds the wait for the first byte of an
+	// engine's streamed answer (the first token, or an error): what an
+	// engine whose health check answers while its inference loop is stuck
+	// (a wedged GPU, a deadlock) never sends. A GPU engine processes a
+	// full context's prompt in seconds and a CPU one a long prompt in a
+	// minute or so; a request the engine queues behind others counts too,
+	// and the node does not send an engine more than it has slots for
+	// while others are free.
+	DefaultEngineFirstByte = 2 * time.Minute
+	// engineHangLimit is how many streamed calls in a row an engine may
+	// leave without a first byte before the node reports it failed, out
+	// of the schedule: one can be a prompt too long for the bound, three
+	// with nothing answered between are an engine that is stuck.
+	engineHangLimit = 3
+	// engineRecheckEvery is how often an engine reported failed for its
+	// hangs is asked for one token again (a request of its own, bounded
+	// like any); an answer puts it back in the schedule.
+	engineRecheckEvery = 30 * time.Second
+	// engineProbeBody is that request: one token, from a prompt of one.
+	engineProbeBody = `{"prompt":"hi","max_tokens":1}`
 )
+
+// engineHang is an engine's run of streamed calls without a first byte.
+type engineHang struct {
+	streak    int       // calls in a row
+	recheckAt time.Time // when a failed engine is asked again
+	probing   bool      // a recheck is in flight
+}
 
 // EngineType returns the worker type of a local worker process when it is
 // an external engine.
@@ -167,6 +195,11 @@ func (s *Supervisor) PollEngine(st process.WorkerInfo, t workercat.WorkerType) {
 		s.Heartbeat(hb) // the spawn is still importing the model
 		return
 	}
+	if s.hungEngine(st, port, secret) {
+		hb.State = worker.StateFailed
+		s.Heartbeat(hb)
+		return
+	}
 	hb.State = worker.StateReady
 	hb.Slots, hb.InFlight, hb.Queued, hb.ContextLength = s.engineLoad(ctx, port, secret, t.LoadPath)
 	// The engine may not know of requests this node has sent that it has
@@ -262,6 +295,11 @@ var (
 	// ErrEngineResume: an external engine cannot continue a stream from
 	// token ids; the node goes on on another worker or ends the stream.
 	ErrEngineResume = errors.New("an external engine cannot resume a stream")
+	// ErrEngineHung: an engine sent no first byte of a streamed answer
+	// within Config.EngineFirstByte; the call fails like a worker that
+	// died (the request goes on on another worker, the router passes
+	// this one over for a while).
+	ErrEngineHung = errors.New("the engine sent nothing of its answer in time")
 )
 
 // withoutExt strips rbee's extension field (worker.Ext) from a request
@@ -394,7 +432,13 @@ func (s *Supervisor) callEngine(ctx context.Context, st process.WorkerInfo, port
 	case path == "/v1/chat/completions" || path == "/v1/completions" || path == "/v1/embeddings":
 		body = setModel(body, st.ModelID)
 	}
-	resp, err := s.call(ctx, port, secret, method, path, body)
+	var resp *http.Response
+	var err error
+	if infer || wantsStream(body) {
+		resp, err = s.callFirstByte(ctx, st.WorkerID, port, secret, method, path, body)
+	} else {
+		resp, err = s.call(ctx, port, secret, method, path, body)
+	}
 	if err != nil || !infer {
 		return resp, err
 	}
@@ -425,6 +469,141 @@ func (s *Supervisor) callEngine(ctx context.Context, st process.WorkerInfo, port
 	resp.Body = pr
 	resp.Header.Set("Content-Type", "text/event-stream")
 	return resp, nil
+}
+
+// wantsStream reports whether an OpenAI request body asks for a stream.
+func wantsStream(body []byte) bool {
+	var head struct {
+		Stream bool `json:"stream"`
+	}
+	return json.Unmarshal(body, &head) == nil && head.Stream
+}
+
+// callFirstByte is call for a streamed answer from engine workerID: the
+// answer's head and its first byte must come within
+// Config.EngineFirstByte, else the call fails with ErrEngineHung and
+// counts in the engine's run of hangs; an answer ends the run. (A
+// non-streamed answer is not bounded: its first byte comes only when the
+// whole completion is done.)
+func (s *Supervisor) callFirstByte(ctx context.Context, workerID string, port int, secret, method, path string, body []byte) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	bound := s.cfg.EngineFirstByte
+	hung := fmt.Errorf("%w: engine %s sent no first byte within %s", ErrEngineHung, workerID, bound)
+	// decided: the first byte came, or the bound passed; whichever sets it
+	// first counts (a byte that came as the timer fired is not cut).
+	var decided atomic.Bool
+	timer := time.AfterFunc(bound, func() {
+		if decided.CompareAndSwap(false, true) {
+			cancel(hung)
+		}
+	})
+	defer timer.Stop()
+	resp, err := s.call(ctx, port, secret, method, path, body)
+	var br *bufio.Reader
+	if err == nil {
+		br = bufio.NewReader(resp.Body)
+		_, err = br.Peek(1)
+		if err == io.EOF {
+			err = nil // an empty answer: the caller sees it
+		}
+		if err == nil && !decided.CompareAndSwap(false, true) {
+			err = hung // the bound passed first: the context is cancelled
+		}
+		if err != nil {
+			resp.Body.Close()
+		}
+	}
+	if err != nil {
+		cause := context.Cause(ctx)
+		cancel(nil)
+		if errors.Is(cause, ErrEngineHung) || errors.Is(err, ErrEngineHung) {
+			s.engineHung(workerID)
+			return nil, hung
+		}
+		return nil, err
+	}
+	s.engineAnswered(workerID)
+	resp.Body = &cancelBody{Reader: br, body: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelBody reads an answer through r and ends its call's context when
+// closed.
+type cancelBody struct {
+	io.Reader
+	body   io.Closer
+	cancel context.CancelCauseFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.body.Close()
+	b.cancel(nil)
+	return err
+}
+
+// engineHung counts a streamed call of engine id that got no first byte;
+// at engineHangLimit in a row the engine is reported failed (PollEngine).
+func (s *Supervisor) engineHung(id string) {
+	s.mu.Lock()
+	h := s.hangs[id]
+	if h == nil {
+		h = &engineHang{}
+		s.hangs[id] = h
+	}
+	h.streak++
+	streak := h.streak
+	if streak == engineHangLimit {
+		h.recheckAt = time.Now().Add(engineRecheckEvery)
+	}
+	s.mu.Unlock()
+	if streak == engineHangLimit {
+		s.log.Error("engine answers its health check but not requests: reported failed, out of the schedule, until it answers again; restart it if it does not (rbee worker process delete, then spawn)",
+			"worker", id, "calls_without_answer", streak, "first_byte_bound", s.cfg.EngineFirstByte)
+	} else {
+		s.log.Warn("engine sent nothing of its answer in time", "worker", id, "calls_in_a_row", streak, "first_byte_bound", s.cfg.EngineFirstByte)
+	}
+}
+
+// engineAnswered ends engine id's run of hangs.
+func (s *Supervisor) engineAnswered(id string) {
+	s.mu.Lock()
+	h := s.hangs[id]
+	delete(s.hangs, id)
+	s.mu.Unlock()
+	if h != nil && h.streak >= engineHangLimit {
+		s.log.Info("engine answers again: back in the schedule", "worker", id)
+	}
+}
+
+// hungEngine reports whether engine st is reported failed for its hangs,
+// and asks it for one token again (in the background, one at a time)
+// every engineRecheckEvery.
+func (s *Supervisor) hungEngine(st process.WorkerInfo, port int, secret string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.hangs[st.WorkerID]
+	if h == nil || h.streak < engineHangLimit {
+		return false
+	}
+	if !h.probing && !time.Now().Before(h.recheckAt) {
+		h.probing = true
+		h.recheckAt = time.Now().Add(engineRecheckEvery)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			resp, err := s.callEngine(s.ctx, st, port, secret, http.MethodPost, "/v1/infer", []byte(engineProbeBody))
+			if err == nil {
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxEngineBody))
+				resp.Body.Close()
+			}
+			s.mu.Lock()
+			if h := s.hangs[st.WorkerID]; h != nil {
+				h.probing = false
+			}
+			s.mu.Unlock()
+		}()
+	}
+	return true
 }
 
 // translateEngineStream reads an OpenAI SSE stream (completion or chat

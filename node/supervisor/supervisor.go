@@ -130,7 +130,11 @@ type Config struct {
 	Cluster          Cluster
 	// Client calls workers and engines on loopback.
 	Client *http.Client
-	Logger *slog.Logger
+	// EngineFirstByte bounds the wait for the first byte of an external
+	// engine's streamed answer (0: DefaultEngineFirstByte; see
+	// callEngine).
+	EngineFirstByte time.Duration
+	Logger          *slog.Logger
 }
 
 // localWorker is a worker process on this node, known from its heartbeats.
@@ -149,6 +153,9 @@ type Supervisor struct {
 	mu        sync.Mutex
 	workers   map[string]*localWorker
 	refusedAt time.Time // last refused heartbeat logged at warn
+	// hangs are the engines whose last streamed calls got no first byte
+	// in time, by worker id (engines.go).
+	hangs map[string]*engineHang
 
 	// The leader's reconcile state, touched by the worker loop only:
 	// whether its last pass wrote all it had to, at which versions of
@@ -186,8 +193,11 @@ func New(cfg Config) *Supervisor {
 	if cfg.Client == nil {
 		cfg.Client = http.DefaultClient
 	}
+	if cfg.EngineFirstByte <= 0 {
+		cfg.EngineFirstByte = DefaultEngineFirstByte
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Supervisor{cfg: cfg, log: cfg.Logger, workers: map[string]*localWorker{}, kick: make(chan struct{}, 1),
+	return &Supervisor{cfg: cfg, log: cfg.Logger, workers: map[string]*localWorker{}, hangs: map[string]*engineHang{}, kick: make(chan struct{}, 1),
 		adopted: make(chan struct{}), ctx: ctx, cancel: cancel}
 }
 
@@ -357,6 +367,7 @@ func (s *Supervisor) Gone(id string) {
 	s.mu.Lock()
 	_, ok := s.workers[id]
 	delete(s.workers, id)
+	delete(s.hangs, id)
 	s.mu.Unlock()
 	if ok {
 		s.log.Info("worker gone", "worker", id)

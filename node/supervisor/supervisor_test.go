@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -831,4 +832,88 @@ func TestReconcileSkipsUnchanged(t *testing.T) {
 func with(hb worker.Heartbeat, mod func(*worker.Heartbeat)) worker.Heartbeat {
 	mod(&hb)
 	return hb
+}
+
+// TestHungEngine: an engine (a real HTTP server on llama-server's paths)
+// whose health check answers while its completions hang. A streamed call
+// (/v1/infer, or an OpenAI stream passed through) fails with
+// ErrEngineHung once no first byte came within EngineFirstByte, so the
+// request goes on on another worker; after engineHangLimit such calls in
+// a row the engine is reported failed (out of the schedule) though its
+// health check answers, and once it answers the recheck's token again it
+// is ready. Before, every call waited for as long as its client did.
+func TestHungEngine(t *testing.T) {
+	f := &fixture{procs: &procs{}, c: &cluster{pending: map[string]int{}}}
+	f.s = New(Config{HeartbeatTimeout: time.Minute, Procs: f.procs, Types: types{}, Cluster: f.c, EngineFirstByte: 200 * time.Millisecond})
+	t.Cleanup(f.s.Close)
+	var hang atomic.Bool
+	hang.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/health":
+			fmt.Fprint(w, `{"status":"ok"}`)
+		case "/slots":
+			fmt.Fprint(w, `[{"n_ctx":4096,"is_processing":false}]`)
+		case "/v1/chat/completions", "/v1/completions":
+			_, _ = io.Copy(io.Discard, r.Body)
+			if hang.Load() {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.(http.Flusher).Flush() // llama-server sends its head at once
+				<-r.Context().Done()
+				return
+			}
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "data: {\"choices\":[{\"text\":\"x\",\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n")
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	_, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	port, _ := strconv.Atoi(p)
+	info := process.WorkerInfo{WorkerID: "e-1", PID: 21, Port: port, Type: workercat.TypeLlamaServer, ModelID: "m1"}
+	f.procs.add("s", info)
+	_, typ, ok := f.s.Engine("e-1")
+	require.True(t, ok)
+	state := func() worker.State {
+		f.s.PollEngine(info, typ)
+		hb, ok := f.s.Local("e-1")
+		if !ok {
+			return "(not listed)"
+		}
+		return hb.State
+	}
+	require.Equal(t, worker.StateReady, state())
+
+	calls := []struct{ path, body string }{
+		{"/v1/infer", `{"prompt":"hi","max_tokens":2}`},
+		{"/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"stream":true}`},
+		{"/v1/infer", `{"messages":[{"role":"user","content":"hi"}]}`},
+	}
+	require.Len(t, calls, engineHangLimit)
+	for i, c := range calls {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // the client's patience
+		_, err := f.s.Call(ctx, "e-1", http.MethodPost, c.path, []byte(c.body))
+		cancel()
+		require.ErrorIs(t, err, ErrEngineHung, "call %d (%s)", i, c.path)
+		require.NotErrorIs(t, err, context.DeadlineExceeded)
+		require.Zero(t, f.s.calls.inFlight("e-1"))
+		if i < engineHangLimit-1 {
+			require.Equal(t, worker.StateReady, state(), "after %d hung calls", i+1)
+		}
+	}
+	require.Equal(t, worker.State("(not listed)"), state(), "failed: its health check answers, its completions do not")
+
+	hang.Store(false)
+	f.s.mu.Lock()
+	f.s.hangs["e-1"].recheckAt = time.Time{} // the recheck is due
+	f.s.mu.Unlock()
+	require.Eventually(t, func() bool { return state() == worker.StateReady }, 10*time.Second, 20*time.Millisecond,
+		"the recheck's answer puts the engine back")
+	resp, err := f.s.Call(context.Background(), "e-1", http.MethodPost, "/v1/infer", []byte(`{"prompt":"hi"}`))
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Contains(t, string(b), "event: end")
 }
