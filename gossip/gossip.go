@@ -132,6 +132,10 @@ type Config struct {
 	// BindAddr: simulations run many members in one process on
 	// memberlist.MockNetwork. BindAddr and AdvertiseAddr are then unused.
 	Transport memberlist.NodeAwareTransport
+	// WrapTransport, when set, wraps the transport (bound or Transport)
+	// before memberlist gets it: tests cut gossip between members in one
+	// process with it, leaving their other traffic alone.
+	WrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
 	// TimeScale, when above 1, multiplies memberlist's timings (probes,
 	// gossip rounds, push/pull, timeouts) and settling's (leave intents'
 	// windows stay as they are; they do not bear on convergence): a
@@ -212,8 +216,9 @@ type Gossip struct {
 	log      *slog.Logger
 	mlCfg    *memberlist.Config
 	delegate StateDelegate
-	trans    memberlist.NodeAwareTransport // Config.Transport; nil: bind one
-	sent     atomic.Uint64                 // bytes sent, see SentBytes
+	trans    memberlist.NodeAwareTransport                                     // Config.Transport; nil: bind one
+	wrap     func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport // Config.WrapTransport
+	sent     atomic.Uint64                                                     // bytes sent, see SentBytes
 	table    *memberTable
 	queue    *memberlist.TransmitLimitedQueue
 	events   chan Event
@@ -310,6 +315,7 @@ func New(cfg Config) (*Gossip, error) {
 		mlCfg:    mc,
 		delegate: cfg.Delegate,
 		trans:    cfg.Transport,
+		wrap:     cfg.WrapTransport,
 		events:   make(chan Event, cfg.EventBuffer),
 		meta:     cloneMeta(cfg.Meta),
 		metaEnc:  metaEnc,
@@ -390,6 +396,9 @@ func (g *Gossip) create() (*memberlist.Memberlist, error) {
 			return nil, err
 		}
 		t = nt
+	}
+	if g.wrap != nil {
+		t = g.wrap(t)
 	}
 	ct := newCountingTransport(t, &g.sent)
 	g.mlCfg.Transport = ct

@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/ed25519"
+	"github.com/hashicorp/memberlist"
 	"log/slog"
 	"time"
 
@@ -72,6 +73,10 @@ type Config struct {
 	GossipAddr string
 	// GossipAdvertise overrides the address gossiped to others.
 	GossipAdvertise string
+	// GossipWrap, when set, wraps the gossip transport (gossip.Config's
+	// WrapTransport): tests cut gossip between nodes of one process with
+	// it (nodetest.GossipCut). Not a setting of the command line.
+	GossipWrap func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
 	// EngineGuard is an rbee executable: external engines (llama-server,
 	// vLLM, Ollama, ...) are started under `EngineGuard engine-guard`, which
 	// stops them after WorkerOrphanGrace once this node is gone for good,

@@ -371,6 +371,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	gcfg.NodeID = n.peerID.String()
 	gcfg.BindAddr = n.cfg.GossipAddr
 	gcfg.AdvertiseAddr = n.cfg.GossipAdvertise
+	gcfg.WrapTransport = n.cfg.GossipWrap
 	gcfg.Secret = []byte(n.secret)
 	gcfg.Profile = n.cfg.Profile
 	gcfg.Meta = n.localMeta()

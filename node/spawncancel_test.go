@@ -10,6 +10,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/gossip"
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/nodetest"
+
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/node/jobs"
 )
@@ -167,4 +171,46 @@ func TestDeadNodesWorkersAreNotShownLive(t *testing.T) {
 		v, ok := liveWorker(t, n0, w.WorkerID)
 		return !ok || (v.LiveState == "" && v.LastHeartbeatAgeMs < 0)
 	}, 30*time.Second, 200*time.Millisecond, "node1 is dead, yet its worker is shown live")
+}
+
+// TestSpawnOnGossipCutNodeRegisters: a spawn on a node whose gossip is
+// cut off (the leader's gossip calls it dead) while raft still reaches it
+// is registered, and the spawn ends "ready"; stopped, the worker leaves
+// the registry. Before, the leader registers (and deletes) workers only
+// from the load reports gossip brings it, and this node's never came: the
+// spawn waited a minute and ended "not registered yet (no leader?)" though
+// there was a leader.
+func TestSpawnOnGossipCutNodeRegisters(t *testing.T) {
+	cut := nodetest.NewGossipCut()
+	bin := buildWorker(t)
+	c := nodetest.New(t, 3, cut.Option, func(i int, cfg *node.Config) {
+		cfg.WorkerBinary = bin
+		cfg.WorkerHeartbeatTimeout = 5 * time.Second
+	})
+	leader := c.WaitLeader()
+	var x *node.Node
+	for _, n := range c.Nodes {
+		if n != leader {
+			x = n
+			break
+		}
+	}
+	cut.Isolate(c, x)
+	require.Eventually(t, func() bool {
+		return leader.GossipState(x.ID()) == gossip.StateDead.String()
+	}, nodetest.WaitTimeout, 50*time.Millisecond, "the leader's gossip calls the cut node dead")
+	require.Equal(t, leader.ID(), c.WaitLeader().ID(), "raft keeps its leader")
+
+	res := spawn(t, x, x.Name(), 1)
+	require.Equal(t, "ready", res.State, "registered, not left waiting for the leader")
+	w, ok := leader.Registry().Worker(res.WorkerID)
+	require.True(t, ok)
+	require.Equal(t, x.ID(), w.NodeID)
+
+	// Its process stopped, it leaves the registry as well.
+	run(t, x, map[string]any{"operation": "worker_process_delete", "hive": x.Name(), "pid": res.PID}, nil)
+	require.Eventually(t, func() bool {
+		_, ok := leader.Registry().Worker(res.WorkerID)
+		return !ok
+	}, nodetest.WaitTimeout, 50*time.Millisecond, "the stopped worker left the registry")
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/rbee-project/rbee/fsm"
@@ -112,6 +113,8 @@ func (s supervision) Apply(ctx context.Context, cmd []byte) error {
 func (s supervision) Pass(leader bool) {
 	if leader {
 		s.n.raiseRegistryVersion()
+	} else {
+		s.n.registerCutOff()
 	}
 	s.n.retireLocalWorkers()
 	s.n.groupsPass(leader)
@@ -125,4 +128,46 @@ func (n *Node) apiKeyNames() map[string]bool {
 		out[k.Name] = true
 	}
 	return out
+}
+
+// cutOffWriteTimeout bounds one registry write of registerCutOff, as the
+// leader's reconcile bounds its own: the worker loop waits on it.
+const cutOffWriteTimeout = 5 * time.Second
+
+// registerCutOff writes this node's worker changes to the registry itself
+// (Supervisor.OwnCommands: new workers, state changes, workers gone) when
+// its gossip does not reach the leader (the leader is not alive in this
+// node's view) while raft does (a leader is known and heard: not stale).
+// The leader makes those writes from the load reports gossip brings it,
+// and this node's do not come: before, a spawn here waited a minute and
+// ended "not registered yet (no leader?)" though there was a leader. The
+// leader keeps such a worker while raft reaches this node (its reconcile
+// withholds the deletions its gossip view would ask for).
+func (n *Node) registerCutOff() {
+	if n.cons == nil || n.cons.Stale() {
+		return
+	}
+	lid := n.cons.LeaderID()
+	if lid == "" || lid == n.ID() {
+		return
+	}
+	if m, ok := n.gsp.Member(lid); ok && (m.State == gossip.StateAlive || m.State == gossip.StateSuspect) {
+		return
+	}
+	for _, c := range n.sup.OwnCommands(n.ID()) {
+		b, err := fsm.Encode(c)
+		if err != nil {
+			n.log.Error("encode worker command", "err", err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), cutOffWriteTimeout)
+		_, err = n.apply(ctx, b)
+		cancel()
+		if err != nil {
+			n.log.Debug("register a worker of this node", "err", err)
+			return
+		}
+		n.log.Info("wrote a change of this node's workers to the registry itself: the leader's gossip does not hear this node, raft does",
+			"cmd", fmt.Sprintf("%T", c))
+	}
 }

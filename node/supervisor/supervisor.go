@@ -634,6 +634,47 @@ func (s *Supervisor) reconcileCommands() []fsm.Command {
 	return cmds
 }
 
+// OwnCommands are the registry writes that make the registry agree with
+// this node's own load report (nodeID's) for this node's workers: a new
+// worker registered, a state (or group) change, a worker gone from the
+// report deleted (not a retiring one: the registry decides those). The
+// leader makes them from the reports gossip brings it; a node whose gossip
+// does not reach the leader while raft does writes them itself (the
+// node's worker loop), or its new workers are never registered and its
+// gone ones stay listed. A worker id the registry holds for another node
+// is left alone.
+func (s *Supervisor) OwnCommands(nodeID string) []fsm.Command {
+	ws, ok := s.cfg.Cluster.Report(nodeID)
+	if !ok {
+		return nil
+	}
+	reg := s.cfg.Cluster.Registry()
+	withGroup := reg.RegistryVersion() >= 3
+	now := time.Now().UTC()
+	var cmds []fsm.Command
+	listed := make(map[string]bool, len(ws))
+	for _, w := range ws {
+		listed[w.ID] = true
+		if rw, known := reg.Worker(w.ID); known && rw.NodeID != nodeID {
+			continue
+		}
+		w.NodeID = nodeID
+		if !withGroup {
+			w.Group = ""
+		}
+		if c := workerCommand(w, reg, now); c != nil {
+			cmds = append(cmds, c)
+		}
+	}
+	gone := reg.WorkersWhere(func(rw *fsm.Worker) bool {
+		return rw.NodeID == nodeID && !listed[rw.ID] && rw.State != fsm.WorkerRetiring && rw.State != fsm.WorkerGone
+	})
+	for _, rw := range gone {
+		cmds = append(cmds, fsm.DeleteWorker{ID: rw.ID})
+	}
+	return cmds
+}
+
 // workerCommand is the registry write for one reported worker (w.NodeID
 // its reporting node), nil when the registry agrees.
 func workerCommand(w router.WorkerLoad, reg *fsm.State, now time.Time) fsm.Command {

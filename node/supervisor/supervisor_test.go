@@ -642,25 +642,34 @@ func TestReconcileCommands(t *testing.T) {
 			f.c.members, f.c.reports, f.c.workers = tc.members, tc.reports, tc.registry
 			var got []string
 			for _, c := range f.s.reconcileCommands() {
-				switch c := c.(type) {
-				case fsm.UpsertWorker:
-					require.Equal(t, tc.members[c.Worker.NodeID], alive, "the reporting node")
-					u := fmt.Sprintf("upsert:%s:%s", c.Worker.ID, c.Worker.State)
-					if c.Worker.Group != "" {
-						u += ":" + c.Worker.Group
-					}
-					got = append(got, u)
-				case fsm.SetWorkerState:
-					got = append(got, fmt.Sprintf("state:%s:%s", c.ID, c.State))
-				case fsm.DeleteWorker:
-					got = append(got, "delete:"+c.ID)
-				default:
-					t.Fatalf("command %T", c)
+				if u, ok := c.(fsm.UpsertWorker); ok {
+					require.Equal(t, tc.members[u.Worker.NodeID], alive, "the reporting node")
 				}
+				got = append(got, cmdString(t, c))
 			}
 			require.Equal(t, tc.want, got)
 		})
 	}
+}
+
+// cmdString names a worker command as the tests list them:
+// "upsert:id:state[:group]", "state:id:state", "delete:id".
+func cmdString(t *testing.T, c fsm.Command) string {
+	t.Helper()
+	switch c := c.(type) {
+	case fsm.UpsertWorker:
+		u := fmt.Sprintf("upsert:%s:%s", c.Worker.ID, c.Worker.State)
+		if c.Worker.Group != "" {
+			u += ":" + c.Worker.Group
+		}
+		return u
+	case fsm.SetWorkerState:
+		return fmt.Sprintf("state:%s:%s", c.ID, c.State)
+	case fsm.DeleteWorker:
+		return "delete:" + c.ID
+	}
+	t.Fatalf("command %T", c)
+	return ""
 }
 
 // TestReconcileKeepsRetire: a worker retired while its node was cut off
@@ -916,4 +925,26 @@ func TestHungEngine(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Contains(t, string(b), "event: end")
+}
+
+// TestOwnCommands: what a node writes itself for its own workers, from
+// its own report: new ones registered in their state, a state change, a
+// worker gone from the report deleted; not a retiring one, nor a worker id
+// the registry holds for another node; without a report, nothing.
+func TestOwnCommands(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	require.Empty(t, f.s.OwnCommands("n1"), "no report")
+	f.c.reports = map[string][]router.WorkerLoad{"n1": {{ID: "w1", State: "busy"}, {ID: "w2", State: "loading"}, {ID: "w3", State: "ready"},
+		{ID: "w7", State: "ready"}}}
+	f.c.workers = []fsm.Worker{{ID: "w1", NodeID: "n1", State: fsm.WorkerRegistered}, {ID: "w4", NodeID: "n1", State: fsm.WorkerReady},
+		{ID: "w5", NodeID: "n1", State: fsm.WorkerRetiring}, {ID: "w6", NodeID: "n2", State: fsm.WorkerReady},
+		{ID: "w7", NodeID: "n2", State: fsm.WorkerReady}}
+	var got []string
+	for _, c := range f.s.OwnCommands("n1") {
+		if u, ok := c.(fsm.UpsertWorker); ok {
+			require.Equal(t, "n1", u.Worker.NodeID)
+		}
+		got = append(got, cmdString(t, c))
+	}
+	require.Equal(t, []string{"state:w1:ready", "upsert:w2:registered", "upsert:w3:ready", "delete:w4"}, got)
 }
