@@ -1,12 +1,14 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rbee-project/rbee/internal/bodydeadline"
@@ -119,6 +121,11 @@ type connCounts struct {
 	// lookups bounds the owner lookups running at once: each reads the
 	// kernel's socket tables, milliseconds when they are long.
 	lookups chan struct{}
+	// held are the remote connections by client, so that when remote
+	// clients together are at their cap a newcomer takes the slot of a
+	// connection that is idle or has not sent a whole request yet, of the
+	// client holding the most (takeRemote).
+	held map[string]map[*countedConn]struct{}
 }
 
 // ownerLookups is how many loopback connections may look up their owner
@@ -126,7 +133,72 @@ type connCounts struct {
 const ownerLookups = 2
 
 func newConnCounts(perClient int) *connCounts {
-	return &connCounts{max: perClient, maxRemote: max(maxRemoteConns, perClient), per: map[string]int{}, lookups: make(chan struct{}, ownerLookups)}
+	return &connCounts{max: perClient, maxRemote: max(maxRemoteConns, perClient), per: map[string]int{}, lookups: make(chan struct{}, ownerLookups),
+		held: map[string]map[*countedConn]struct{}{}}
+}
+
+// takeRemote counts c, a new connection of remote client, false when the
+// client is at its cap. When remote clients together are at theirs, c
+// takes the slot of a connection not serving a request (idle, or still
+// without a whole request: a slow or silent one) of the client holding
+// the most connections, if that client holds at least two more than this
+// one would: that victim is returned, for the caller to close. Before,
+// the newcomer was refused, so a LAN host with 16 addresses that held
+// 4,096 silent or idle connections kept every other LAN client out.
+func (c *connCounts) takeRemote(client string, cc *countedConn) (victim *countedConn, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.per[client] >= c.max {
+		return nil, false
+	}
+	if c.remote >= c.maxRemote {
+		var holder string
+		if victim, holder = c.evictable(c.per[client]); victim == nil {
+			return nil, false
+		}
+		delete(c.held[holder], victim) // its Close gives its slot back
+	}
+	c.per[client]++
+	c.remote++
+	if c.held[client] == nil {
+		c.held[client] = map[*countedConn]struct{}{}
+	}
+	c.held[client][cc] = struct{}{}
+	return victim, true
+}
+
+// evictable is a connection not serving a request of the remote client
+// holding the most connections, more than has+1, and that client; nil
+// when there is none. Called with c.mu held.
+func (c *connCounts) evictable(has int) (*countedConn, string) {
+	most, top := has+1, ""
+	for k, conns := range c.held {
+		if n := c.per[k]; n > most && len(conns) > 0 {
+			most, top = n, k
+		}
+	}
+	if top == "" {
+		return nil, ""
+	}
+	for cc := range c.held[top] {
+		if !cc.busy.Load() {
+			return cc, top
+		}
+	}
+	return nil, ""
+}
+
+// releaseRemote gives back the slot of cc, a connection of remote client.
+func (c *connCounts) releaseRemote(client string, cc *countedConn) {
+	c.mu.Lock()
+	if m := c.held[client]; m != nil {
+		delete(m, cc)
+		if len(m) == 0 {
+			delete(c.held, client)
+		}
+	}
+	c.mu.Unlock()
+	c.release(client, true)
 }
 
 // take counts a new connection of client (remote: not on loopback), false
@@ -215,11 +287,17 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if ok {
 			key = remoteClient(ta.IP)
 		}
-		if !l.counts.take(key, true) {
+		cc.mu.Lock()
+		cc.key, cc.remote = key, true // before takeRemote lists it
+		cc.mu.Unlock()
+		victim, ok := l.counts.takeRemote(key, cc)
+		if !ok {
 			l.refuse(c)
 			continue
 		}
-		cc.setKey(key, true)
+		if victim != nil {
+			_ = victim.Close()
+		}
 		cc.admit.Do(func() {}) // counted already
 		return cc, nil
 	}
@@ -242,6 +320,11 @@ type countedConn struct {
 	l     *limitListener
 	admit sync.Once
 	err   error // the admission's failure (over the cap)
+
+	// busy: net/http serves a request on it (http.StateActive); a
+	// connection idle between requests or without a whole request yet
+	// may give its slot to another remote client (takeRemote).
+	busy atomic.Bool
 
 	mu       sync.Mutex
 	key      string // the client counted ("" until counted)
@@ -351,10 +434,24 @@ func (c *countedConn) Close() error {
 	key, remote := c.key, c.remote
 	c.key, c.closed = "", true
 	c.mu.Unlock()
-	if key != "" {
+	switch {
+	case key != "" && remote:
+		c.l.counts.releaseRemote(key, c)
+	case key != "":
 		c.l.counts.release(key, remote)
 	}
 	return err
+}
+
+// connState is the API servers' http.Server.ConnState: it marks a
+// connection busy while net/http serves a request on it.
+func connState(c net.Conn, st http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if cc, ok := c.(*countedConn); ok {
+		cc.busy.Store(st == http.StateActive)
+	}
 }
 
 // PeerUID is the uid of the process at the other end of a loopback

@@ -503,7 +503,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 // bounded.go); HTTP and HTTPS listeners get one each.
 func (n *Node) newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, IdleTimeout: n.cfg.HTTPIdleTimeout,
-		ConnContext: auth.ConnContext, ErrorLog: log.New(newHTTPErrorLog(n.log.With("component", "http")), "", 0)}
+		ConnContext: auth.ConnContext, ConnState: connState, ErrorLog: log.New(newHTTPErrorLog(n.log.With("component", "http")), "", 0)}
 }
 
 // joinWithRetry joins any of addrs, retrying up to attempts times.
