@@ -174,6 +174,10 @@ type Config struct {
 	SSHAgentSocket string
 	// WorkerHeartbeatTimeout takes a silent worker out of the schedule.
 	WorkerHeartbeatTimeout time.Duration
+	// EngineFirstByteTimeout bounds the wait for the first byte of an
+	// external engine's streamed answer (0: the supervisor's default,
+	// supervisor.DefaultEngineFirstByte).
+	EngineFirstByteTimeout time.Duration
 	// WorkerOrphanGrace is given to every worker this node spawns
 	// (rbee-worker --orphan-grace): a worker exits on its own once the node
 	// has accepted none of its heartbeats for this long (a node stopped

@@ -447,3 +447,42 @@ func TestOllamaEngineImportsModel(t *testing.T) {
 	defer cancelStop()
 	require.NoError(t, n0.StopWorkers(stop))
 }
+
+// TestHungEngineRequestsGoOn: a llama-server whose health check answers
+// while its completions hang (here: each token takes ten minutes). A
+// request the router gives it (it is local to the node asked, the cpu
+// worker of the same model is on the other node) fails over to the cpu
+// worker once no first byte came within --engine-first-byte-timeout, and
+// the client gets its answer; the router then passes the engine over.
+// Before, the request waited for as long as its client did.
+func TestHungEngineRequestsGoOn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns engine processes")
+	}
+	bin := buildFakeLlamaServer(t)
+	worker := buildWorker(t)
+	t.Setenv("FAKE_LLAMA_TOKEN_MS", "600000") // the engines spawned inherit it
+	c := nodetest.New(t, 2, func(i int, cfg *node.Config) {
+		cfg.WorkerBinary = worker
+		cfg.WorkerHeartbeatTimeout = 5 * time.Second
+		cfg.EngineFirstByteTimeout = time.Second
+	})
+	n0, n1 := c.Nodes[0], c.Nodes[1]
+	run(t, n0, map[string]any{"operation": "worker_binary_add", "hive": "node1", "type": "llama-server", "path": bin, "devices": []string{"cuda"}}, nil)
+	var engine api.SpawnResult
+	run(t, n0, map[string]any{"operation": "worker_spawn", "hive": "node1", "type": "llama-server", "model": "builtin:stories260k",
+		"gpus": []int{1}, "ctx": 512}, &engine)
+	require.Equal(t, "ready", engine.State)
+	cpu := spawn(t, n0, "node0", 1)
+	waitSchedulable(t, c, 2)
+
+	// The first request goes to the engine (local to n1) and on to the
+	// cpu worker; the router then passes the engine over for a while.
+	res, text := infer(t, n1, map[string]any{"prompt": "Once", "max_tokens": 3})
+	require.Equal(t, cpu.WorkerID, res.WorkerID)
+	require.Equal(t, 2, res.Attempts, "tried the engine first")
+	require.NotEmpty(t, text)
+	res, _ = infer(t, n1, map[string]any{"prompt": "Once", "max_tokens": 3})
+	require.Equal(t, cpu.WorkerID, res.WorkerID)
+	require.Equal(t, 1, res.Attempts, "the failed engine is passed over")
+}

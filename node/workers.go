@@ -20,7 +20,7 @@ import (
 // newSupervisor is this node's worker supervision.
 func (n *Node) newSupervisor() *supervisor.Supervisor {
 	return supervisor.New(supervisor.Config{Name: n.cfg.Name, HeartbeatTimeout: n.cfg.WorkerHeartbeatTimeout, Procs: supervision{n}, Types: supervision{n},
-		Cluster: supervision{n}, Client: n.workerClient, Logger: n.log})
+		Cluster: supervision{n}, Client: n.workerClient, EngineFirstByte: n.cfg.EngineFirstByteTimeout, Logger: n.log})
 }
 
 // supervision is what the supervisor reads and writes of this node. The

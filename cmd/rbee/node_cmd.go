@@ -21,6 +21,7 @@ import (
 
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/auth"
+	"github.com/rbee-project/rbee/node/supervisor"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
 )
 
@@ -276,6 +277,7 @@ with the node, and ` + "`rbee leave`" + ` always does.`,
 	f.StringVar(&cfg.SourceDir, "source-dir", "", "rbee source tree for 'rbee worker build' (default: the checkout the current directory is in, if any)")
 	f.StringVar(&cfg.WorkerBinary, "worker-binary", "", "rbee-worker to catalog when the catalog has none (default: the one next to rbee)")
 	f.DurationVar(&cfg.WorkerHeartbeatTimeout, "worker-timeout", 30*time.Second, "a worker whose heartbeats stop this long leaves the schedule")
+	f.DurationVar(&cfg.EngineFirstByteTimeout, "engine-first-byte-timeout", supervisor.DefaultEngineFirstByte, "an external engine's streamed answer must begin within this time (else the request goes to another worker)")
 	f.DurationVar(&cfg.WorkerOrphanGrace, "worker-orphan-grace", cfg.WorkerOrphanGrace, "a worker this node spawns exits on its own once the node has accepted none of its heartbeats for this long (0 = never)")
 	f.BoolVar(&stopWorkers, "stop-workers", false, "stop this node's worker processes when it stops (by default they keep running for a restart to re-adopt)")
 	_ = f.MarkHidden("profile")
@@ -316,6 +318,7 @@ func checkNodeFlags(f *pflag.FlagSet, cfg *node.Config) error {
 		{"http-idle-timeout", cfg.HTTPIdleTimeout},
 		{"http-stall-timeout", cfg.HTTPStallTimeout},
 		{"worker-timeout", cfg.WorkerHeartbeatTimeout},
+		{"engine-first-byte-timeout", cfg.EngineFirstByteTimeout},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("--%s %v: want a positive duration such as %v", d.flag, d.v, f.Lookup(d.flag).DefValue)

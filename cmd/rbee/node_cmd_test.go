@@ -48,6 +48,7 @@ func TestNodeFlagValidation(t *testing.T) {
 		{[]string{"--http-idle-timeout", "0s"}, "--http-idle-timeout 0s: want a positive duration"},
 		{[]string{"--http-stall-timeout", "0s"}, "--http-stall-timeout 0s: want a positive duration"},
 		{[]string{"--worker-timeout", "-1s"}, "--worker-timeout -1s: want a positive duration"},
+		{[]string{"--engine-first-byte-timeout", "0s"}, "--engine-first-byte-timeout 0s: want a positive duration"},
 		{[]string{"--max-download-size", "-1"}, "--max-download-size -1: want 1 or more bytes"},
 		{[]string{"--worker-orphan-grace", "-1m"}, "--worker-orphan-grace -1m0s: want 0 (never) or a positive duration"},
 		{[]string{"--reap-grace", "-1s"}, "--reap-grace -1s: want 0 (the default) or a positive duration"},
