@@ -139,12 +139,20 @@ func (s *Session) CommonPrefix(prompt []int32) int {
 	if n > 0 && n == len(prompt) {
 		n--
 	}
-	if s.base > 0 && n < s.base+s.m.hp.swaWindow-1 {
+	if !s.holdsWindow(n) {
 		// The windowed layers no longer hold the window before position
 		// n: the prompt is evaluated again from its start.
 		n = 0
 	}
 	return n
+}
+
+// holdsWindow reports whether a pass may start at position pos: its
+// first query's window (from pos-window+1) is still in the windowed
+// layers' caches, which hold the positions from base on. A pass from 0
+// starts the caches again.
+func (s *Session) holdsWindow(pos int) bool {
+	return pos == 0 || s.base == 0 || pos >= s.base+s.m.hp.swaWindow-1
 }
 
 // stale reports that the later stages of a pipeline were reconnected

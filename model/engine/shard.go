@@ -191,7 +191,8 @@ func (b *Batch) StageForward(ctx context.Context, segs []StageSegment, hidden []
 
 // checkSegments checks the segments of a later stage's or a tensor
 // member's pass against m and returns their rows: each a Session of m,
-// given once, within the context, starting at or before what it holds.
+// given once, within the context, starting at or before what it holds
+// and where its windowed layers still hold the first query's window.
 func (m *Model) checkSegments(segs []StageSegment) (rows int, err error) {
 	for i, sg := range segs {
 		switch {
@@ -201,6 +202,8 @@ func (m *Model) checkSegments(segs []StageSegment) (rows int, err error) {
 			return 0, fmt.Errorf("%w: segment %d: positions [%d, %d) outside the context of %d", ErrShard, i, sg.Pos, sg.Pos+sg.N, m.hp.nCtx)
 		case sg.Pos > len(sg.Session.tokens):
 			return 0, fmt.Errorf("%w: session holds %d positions, asked to evaluate from %d", ErrStageState, len(sg.Session.tokens), sg.Pos)
+		case !sg.Session.holdsWindow(sg.Pos):
+			return 0, fmt.Errorf("%w: session's windowed layers hold positions from %d, too few to evaluate from %d (window %d)", ErrStageState, sg.Session.base, sg.Pos, m.hp.swaWindow)
 		}
 		for _, o := range segs[:i] {
 			if o.Session == sg.Session {

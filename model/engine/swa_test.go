@@ -171,3 +171,44 @@ func TestSlidingWindowSpanSaturates(t *testing.T) {
 	full := hparams{nCtx: 4096, headDim: 64, nLayer: 12}
 	require.Equal(t, full.memoryNeed(KVF16, 0, 12, 4, 4, 1000, 1), need, "every layer at the whole context")
 }
+
+// TestStageRefusesDroppedWindow: a later stage asked to evaluate from a
+// position whose window its windowed layers have dropped refuses with
+// ErrStageState and keeps its cache (it indexed before its windowed
+// cache's first row and panicked, taking the node down); from the first
+// position whose window it holds, and from 0, it evaluates.
+func TestStageRefusesDroppedWindow(t *testing.T) {
+	const window = 40
+	cfg := synth.DefaultConfig()
+	cfg.Arch, cfg.Type, cfg.Dim, cfg.FF, cfg.Heads, cfg.KVHeads, cfg.Layers = "gemma2", quant.Q8_0, 64, 128, 4, 2, 4
+	cfg.SlidingWindow, cfg.Ctx = window, 1024
+	path := writeSynth(t, cfg)
+	for _, kv := range []KVType{KVF16, KVF32} {
+		head, ls := loadPipeline(t, path, []int{0, 1, 4}, Options{Threads: 2, ContextSize: 1024, KVCache: kv})
+		s := head.NewSession()
+		prompt := make([]int32, 300) // slides the windowed caches
+		for i := range prompt {
+			prompt[i] = int32(i % 50)
+		}
+		_, err := s.eval(context.Background(), prompt)
+		require.NoError(t, err)
+		st := ls.sess[0][s.ID()]
+		base := st.base
+		require.Positive(t, base, "%s: the stage's windowed caches slid", kvName(kv))
+		hidden := make([]float32, cfg.Dim)
+		for _, tc := range []struct {
+			pos    int
+			refuse bool
+		}{{1, true}, {base, true}, {base + window - 2, true}, {base + window - 1, false}, {0, false}} {
+			_, err := ls.b[0].StageForward(context.Background(), []StageSegment{{Session: st, Pos: tc.pos, N: 1, Logits: true}}, hidden)
+			if tc.refuse {
+				require.ErrorIs(t, err, ErrStageState, "%s: from %d", kvName(kv), tc.pos)
+				require.Len(t, st.tokens, len(prompt), "%s: from %d: the cache is kept", kvName(kv), tc.pos)
+				require.Equal(t, base, st.base, "%s: from %d", kvName(kv), tc.pos)
+				continue
+			}
+			require.NoError(t, err, "%s: from %d", kvName(kv), tc.pos)
+			require.Len(t, st.tokens, tc.pos+1, "%s: from %d", kvName(kv), tc.pos)
+		}
+	}
+}
