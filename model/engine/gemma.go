@@ -176,18 +176,25 @@ func (hp *hparams) swaLayers(n int) int {
 // SlidingWindow says how a model file's layers attend, as the engine
 // runs it (and llama.cpp does): windowed of its layers attend through a
 // sliding window of window positions, the others to every position; 0, 0
-// for a model without windowed layers. A node estimating a worker's KV
+// for a model without windowed layers (gemma2, gemma3 and gpt-oss have
+// them). A node estimating a worker's KV
 // cache counts a windowed layer's positions at most about the window.
 func SlidingWindow(f *gguf.File) (windowed, window int, err error) {
 	arch, _ := f.String("general.architecture")
-	if arch != "gemma2" && arch != "gemma3" {
+	var read func(*Model) error
+	switch arch {
+	case "gemma2", "gemma3":
+		read = (*Model).readGemma
+	case "gpt-oss":
+		read = (*Model).readGPTOSSWindow
+	default:
 		return 0, 0, nil
 	}
 	m := &Model{file: f, hp: hparams{arch: arch}}
 	if m.hp.nLayer, err = m.needUint("block_count"); err != nil {
 		return 0, 0, err
 	}
-	if err := m.readGemma(); err != nil {
+	if err := read(m); err != nil {
 		return 0, 0, err
 	}
 	return m.hp.swaLayers(m.hp.nLayer), m.hp.swaWindow, nil

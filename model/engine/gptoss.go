@@ -29,15 +29,24 @@ func (m *Model) readGPTOSS() error {
 	if hp.nExpert == 0 {
 		return fmt.Errorf("%w: gpt-oss without %s", ErrBadModel, m.key("expert_count"))
 	}
+	if err := m.readGPTOSSWindow(); err != nil {
+		return err
+	}
+	hp.normExperts, hp.oai = false, true
+	return nil
+}
+
+// readGPTOSSWindow sets gpt-oss's sliding window (required) and its
+// pattern: every other layer from the first; none for a window of 0.
+func (m *Model) readGPTOSSWindow() error {
 	w, err := m.needUint("attention.sliding_window")
 	if err != nil {
 		return err
 	}
-	hp.swaWindow, hp.swaPattern = w, 2
+	m.hp.swaWindow, m.hp.swaPattern = w, 2
 	if w == 0 {
-		hp.swaPattern = 0
+		m.hp.swaPattern = 0
 	}
-	hp.normExperts, hp.oai = false, true
 	return nil
 }
 

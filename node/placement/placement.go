@@ -105,7 +105,7 @@ type ggufDims struct {
 	Layers, HeadsKV, KeyLen, ValLen, TrainCtx uint64
 	Experts                                   uint64 // expert_count: 0 for a dense model
 	// Windowed of the layers attend through a sliding window of Window
-	// positions (gemma2, gemma3; engine.SlidingWindow): their caches hold
+	// positions (gemma2, gemma3, gpt-oss; engine.SlidingWindow): their caches hold
 	// at most about the window.
 	Windowed, Window uint64
 }

@@ -60,14 +60,28 @@ func TestEstimateMemory(t *testing.T) {
 		})
 	}
 	// The windowed layers are read as the engine runs the file.
-	cfg := synth.DefaultConfig()
-	cfg.Arch, cfg.Layers, cfg.SlidingWindow = "gemma3", 12, 512
-	path := filepath.Join(t.TempDir(), "gemma3.gguf")
-	require.NoError(t, synth.Write(path, cfg))
-	gd, err := readDims(path)
-	require.NoError(t, err)
-	assert.Equal(t, uint64(10), gd.Windowed, "five of every six layers")
-	assert.Equal(t, uint64(512), gd.Window)
+	for _, tc := range []struct {
+		arch                     string
+		layers, window           int
+		wantWindowed, wantWindow uint64
+		what                     string
+	}{
+		{"gemma3", 12, 512, 10, 512, "five of every six layers"},
+		{"gpt-oss", 7, 128, 4, 128, "every other layer from the first"},
+		{"llama", 4, 0, 0, 0, "none"},
+	} {
+		cfg := synth.DefaultConfig()
+		cfg.Arch, cfg.Layers, cfg.SlidingWindow = tc.arch, tc.layers, tc.window
+		if tc.arch == "gpt-oss" {
+			cfg.Experts, cfg.ExpertsUsed = 4, 2
+		}
+		path := filepath.Join(t.TempDir(), tc.arch+".gguf")
+		require.NoError(t, synth.Write(path, cfg))
+		gd, err := readDims(path)
+		require.NoError(t, err)
+		assert.Equal(t, tc.wantWindowed, gd.Windowed, "%s: %s", tc.arch, tc.what)
+		assert.Equal(t, tc.wantWindow, gd.Window, tc.arch)
+	}
 
 	// A hostile header's dimensions saturate the estimate, never wrap
 	// around to something that fits (2^32 layers times 2^32 KV heads was 0).
