@@ -873,7 +873,11 @@ func quantMXFP4(src []float32, dst []byte) {
 		b := dst[i*17 : (i+1)*17]
 		var amax float32
 		for _, v := range x {
-			amax = max(amax, float32(math.Abs(float64(v))))
+			// ggml's comparison: a NaN never raises amax (max would
+			// make it NaN and the block's exponent 0).
+			if a := float32(math.Abs(float64(v))); amax < a {
+				amax = a
+			}
 		}
 		var e byte
 		if amax > 0 {

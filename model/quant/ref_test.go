@@ -128,6 +128,23 @@ func TestQuantizeMatchesReference(t *testing.T) {
 	}
 }
 
+// TestMXFP4PassesOverNaN: a NaN in a block leaves its exponent to the
+// others, as ggml's quantize_row_mxfp4_ref compares (amax < |v|): a block
+// of a NaN, 1 and -0.5 gets exponent 125 (levels of 0.125: 1 is level 8,
+// -0.5 level -4), the NaN index 0. The NaN made the exponent 0, and the
+// block's values were lost.
+func TestMXFP4PassesOverNaN(t *testing.T) {
+	src := make([]float32, 32)
+	src[0], src[1], src[17] = float32(math.NaN()), 1, -0.5
+	got := make([]byte, 17)
+	require.NoError(t, quant.Quantize(quant.MXFP4, src, got))
+	want := make([]byte, 17)
+	want[0] = 125          // floor(log2 1) - 2 + 127
+	want[1] = 0x00         // NaN: index 0; src[16] = 0: index 0
+	want[2] = 0x6 | 0xC<<4 // 1 = 8·0.125 (index 6); -0.5 = -4·0.125 (index 12)
+	require.Equal(t, want, got)
+}
+
 // TestMXFP4MatchesReference: MXFP4 quantises the reference floats to
 // ggml's bytes (ggml-quant-ref-more.gguf's mxfp4 is ggml_quantize_chunk of
 // ggml-quant-ref.gguf's source), and its product, with activations
