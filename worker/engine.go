@@ -42,8 +42,7 @@ func newEngineModel(m *engine.Model, log *slog.Logger) *engineModel {
 		style = ToolStyleHermes
 	}
 	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style, chatTemplate: strings.TrimSpace(tmpl) != "", tools: TemplateTools(tmpl),
-		reasoningEffort: templateReasoningRE().MatchString(tmpl),
-		vocab:           sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}
+		vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}
 }
 
 // engineModel adapts *engine.Model; the engine's methods are safe for
@@ -59,9 +58,6 @@ type engineModel struct {
 	chatTemplate bool
 	// tools: the template renders tools (ModelInfo.Tools).
 	tools bool
-	// reasoningEffort: the template reads reasoning_effort
-	// (ModelInfo.ReasoningEffort).
-	reasoningEffort bool
 	// group connects a sharded group's head to the other shards (a
 	// *shard.Pipeline or *shard.TensorGroup; nil when the model is
 	// whole), closed after the model; shardMode, shardLo and shardHi
@@ -90,7 +86,7 @@ func (e *engineModel) Info() ModelInfo {
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization, KVCache: i.KVCache,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
-		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate, Tools: e.tools, ReasoningEffort: e.reasoningEffort,
+		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate, Tools: e.tools,
 	}
 }
 

@@ -82,9 +82,6 @@ type ModelInfo struct {
 	ChatTemplate bool
 	// Tools: the chat template renders tools (TemplateTools).
 	Tools bool
-	// ReasoningEffort: the chat template reads reasoning_effort (gpt-oss's
-	// harmony template), so a request's reasoning_effort goes to it.
-	ReasoningEffort bool
 	// ShardMode is ShardPipeline or ShardTensor for a shard of a group,
 	// empty for the whole model. ShardLo, ShardHi: the shard's layers
 	// [lo, hi) (pipeline) or KV heads [lo, hi) (tensor).

@@ -10,10 +10,8 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/rbee-project/rbee/internal/jsonx"
 	"github.com/rbee-project/rbee/internal/reqbody"
@@ -119,11 +117,6 @@ type genRequest struct {
 	// (llama.cpp's and vLLM's chat_template_kwargs), e.g.
 	// {"enable_thinking": false} for Qwen3.
 	ChatTemplateKwargs map[string]json.RawMessage `json:"chat_template_kwargs"`
-	// ReasoningEffort ("low", "medium" or "high", as gpt-oss knows them)
-	// goes to a chat template that reads reasoning_effort (gpt-oss's):
-	// what llama-server and vLLM do with it; a template without it
-	// cannot honour it, and the request is refused.
-	ReasoningEffort *string `json:"reasoning_effort"`
 	// tools is prepare's decision, for the handlers.
 	tools toolPlan
 
@@ -318,9 +311,6 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 			return gr, aerr
 		}
 		var err error
-		if aerr := g.reasoningVar(m.Info().ReasoningEffort); aerr != nil {
-			return gr, aerr
-		}
 		for _, k := range slices.Sorted(maps.Keys(g.ChatTemplateKwargs)) {
 			if reserved := engine.ReservedChatVars(); slices.Contains(reserved, k) {
 				return gr, badRequest("chat_template_kwargs."+k, "invalid_value",
@@ -437,35 +427,3 @@ const (
 	endpointCompletion
 	endpointEmbed
 )
-
-// templateReasoningRE finds the reasoning_effort variable in a Jinja chat
-// template.
-var templateReasoningRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\breasoning_effort\b`) })
-
-// reasoningVar passes a request's reasoning_effort to a template that
-// reads it (as chat_template_kwargs.reasoning_effort, unless that names
-// its own), and refuses one the template cannot honour.
-func (g *genRequest) reasoningVar(templateReads bool) *apiError {
-	if g.ReasoningEffort == nil {
-		return nil
-	}
-	switch v := *g.ReasoningEffort; {
-	case v != "low" && v != "medium" && v != "high":
-		return badRequest("reasoning_effort", "invalid_value", fmt.Sprintf("reasoning_effort %q: one of low, medium, high", v))
-	case !templateReads:
-		return &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "unsupported_parameter", param: "reasoning_effort",
-			msg: "this model's chat template has no reasoning effort (reasoning_effort goes to templates that read it, such as gpt-oss's)"}
-	}
-	if _, ok := g.ChatTemplateKwargs["reasoning_effort"]; ok {
-		return nil // the request's own template variable
-	}
-	b, err := json.Marshal(*g.ReasoningEffort)
-	if err != nil {
-		return badRequest("reasoning_effort", "invalid_value", err.Error())
-	}
-	if g.ChatTemplateKwargs == nil {
-		g.ChatTemplateKwargs = map[string]json.RawMessage{}
-	}
-	g.ChatTemplateKwargs["reasoning_effort"] = b
-	return nil
-}

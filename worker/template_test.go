@@ -213,36 +213,3 @@ func TestDeveloperRoleIsSystem(t *testing.T) {
 	require.Equal(t, sys.Usage, dev.Usage)
 	require.Equal(t, sys.Choices[0].Message.Content, dev.Choices[0].Message.Content)
 }
-
-// TestReasoningEffortReachesTheTemplate: a template that reads
-// reasoning_effort (gpt-oss's harmony template does) renders the
-// request's reasoning_effort, as chat_template_kwargs would; the
-// template's own default stands without it, and a kwargs value of the
-// same name wins.
-func TestReasoningEffortReachesTheTemplate(t *testing.T) {
-	mcfg := synth.DefaultConfig()
-	mcfg.ChatTemplate = `{%- if reasoning_effort is not defined %}{% set reasoning_effort = "medium" %}{% endif -%}` +
-		`{% if reasoning_effort == "high" %}Think long and hard about every step before you answer. {% endif %}` +
-		`{%- for m in messages %}{{ m.content }}{% endfor %}`
-	path := filepath.Join(t.TempDir(), "effort.gguf")
-	require.NoError(t, synth.Write(path, mcfg))
-	cfg := testConfig(t)
-	cfg.ModelPath = path
-	_, base := startServer(t, cfg)
-	prompt := func(extra map[string]any) int {
-		body := map[string]any{"messages": []map[string]any{{"role": "user", "content": "Once upon a time"}}, "max_tokens": 1, "temperature": 0}
-		for k, v := range extra {
-			body[k] = v
-		}
-		resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
-		require.Equal(t, http.StatusOK, resp.StatusCode)
-		var cc ChatCompletion
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
-		return cc.Usage.PromptTokens
-	}
-	plain := prompt(nil)
-	require.Equal(t, plain, prompt(map[string]any{"reasoning_effort": "low"}))
-	high := prompt(map[string]any{"reasoning_effort": "high"})
-	require.Greater(t, high, plain, "the template rendered the high effort's line")
-	require.Equal(t, plain, prompt(map[string]any{"reasoning_effort": "high", "chat_template_kwargs": map[string]any{"reasoning_effort": "low"}}))
-}

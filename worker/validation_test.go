@@ -43,9 +43,6 @@ func TestRequestValidation(t *testing.T) {
 		{"template variables", chat, `{"messages":[{"role":"user","content":"Hi"}],"chat_template_kwargs":{"enable_thinking":false,"x":[1]},"max_tokens":2}`, "", "", ""},
 		{"template variables native", infer, `{"messages":[{"role":"user","content":"Hi"}],"chat_template_kwargs":{"enable_thinking":false},"max_tokens":2}`, "", "", ""},
 		{"template variable the request sets", chat, `{"messages":[{"role":"user","content":"Hi"}],"chat_template_kwargs":{"messages":[]}}`, "chat_template_kwargs.messages", "invalid_value", "comes from the request itself"},
-		{"reasoning effort the template cannot honour", chat, `{"messages":[{"role":"user","content":"Hi"}],"reasoning_effort":"low"}`, "reasoning_effort", "unsupported_parameter", "has no reasoning effort"},
-		{"reasoning effort unknown", chat, `{"messages":[{"role":"user","content":"Hi"}],"reasoning_effort":"extreme"}`, "reasoning_effort", "invalid_value", "one of low, medium, high"},
-		{"reasoning effort on completions", cmpl, `{"prompt":"Hi","reasoning_effort":"low"}`, "reasoning_effort", "unknown_parameter", "unknown parameter"},
 		{"template variables not an object", chat, `{"messages":[{"role":"user","content":"Hi"}],"chat_template_kwargs":[1]}`, "chat_template_kwargs", "invalid_type", "an object of template variables"},
 		// 2. Content.
 		{"no content", chat, `{"messages":[{"role":"user"}]}`, "messages[0].content", "missing", "messages[0].content is required"},
