@@ -41,7 +41,9 @@ func newEngineModel(m *engine.Model, log *slog.Logger) *engineModel {
 	if strings.Contains(tmpl, toolCallOpen) {
 		style = ToolStyleHermes
 	}
-	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style, chatTemplate: strings.TrimSpace(tmpl) != "", tools: TemplateTools(tmpl),
+	tok := m.Tokenizer()
+	harmony := HarmonyFormat(func(s string) bool { _, ok := tok.TokenID(s); return ok }, tmpl)
+	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style, chatTemplate: strings.TrimSpace(tmpl) != "", tools: TemplateTools(tmpl), harmony: harmony,
 		vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}
 }
 
@@ -58,6 +60,12 @@ type engineModel struct {
 	chatTemplate bool
 	// tools: the template renders tools (ModelInfo.Tools).
 	tools bool
+	// harmony: the model writes harmony (ModelInfo.Harmony).
+	harmony bool
+	// constrain, set by tests alone, constrains every generation that
+	// has no schema (they script what the real model writes); nil in
+	// use.
+	constrain func() engine.Constraint
 	// group connects a sharded group's head to the other shards (a
 	// *shard.Pipeline or *shard.TensorGroup; nil when the model is
 	// whole), closed after the model; shardMode, shardLo and shardHi
@@ -86,7 +94,7 @@ func (e *engineModel) Info() ModelInfo {
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization, KVCache: i.KVCache,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
-		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate, Tools: e.tools,
+		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate, Tools: e.tools, Harmony: e.harmony,
 	}
 }
 
@@ -114,7 +122,7 @@ func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []js
 }
 
 func (e *engineModel) NewSession() Session {
-	return engineSession{s: e.m.NewSession(), bt: e.bt, ctxLen: e.m.Info().ContextLength, vocab: e.vocab}
+	return engineSession{s: e.m.NewSession(), bt: e.bt, ctxLen: e.m.Info().ContextLength, vocab: e.vocab, constrain: e.constrain}
 }
 
 // Close stops the step loop, then releases the model.
@@ -132,6 +140,8 @@ type engineSession struct {
 	bt     *batcher
 	ctxLen int
 	vocab  func() *grammar.Vocab
+	// constrain: engineModel.constrain.
+	constrain func() engine.Constraint
 }
 
 func (es engineSession) Embed(ctx context.Context, prompt []int32) ([]float32, error) {
@@ -169,6 +179,8 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 	}
 	if req.Schema != nil {
 		egr.Constraint = req.Schema.NewMatcher(es.vocab())
+	} else if es.constrain != nil {
+		egr.Constraint = es.constrain()
 	}
 	seq, err := es.s.Begin(egr)
 	if err != nil {

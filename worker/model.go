@@ -82,6 +82,9 @@ type ModelInfo struct {
 	ChatTemplate bool
 	// Tools: the chat template renders tools (TemplateTools).
 	Tools bool
+	// Harmony: the model answers in gpt-oss's harmony format
+	// (HarmonyFormat): the chat endpoints parse its channels and calls.
+	Harmony bool
 	// ShardMode is ShardPipeline or ShardTensor for a shard of a group,
 	// empty for the whole model. ShardLo, ShardHi: the shard's layers
 	// [lo, hi) (pipeline) or KV heads [lo, hi) (tensor).
@@ -92,11 +95,14 @@ type ModelInfo struct {
 // Message is one chat message. An assistant message may carry the tool
 // calls it made; a "tool" message answers the call ToolCallID.
 type Message struct {
-	Role       string     `json:"role"`
-	Content    string     `json:"content"`
-	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
-	ToolCallID string     `json:"tool_call_id,omitempty"`
-	Name       string     `json:"name,omitempty"`
+	Role    string `json:"role"`
+	Content string `json:"content"`
+	// ReasoningContent is an assistant's reasoning (gpt-oss's analysis
+	// channel), answered as reasoning_content.
+	ReasoningContent string     `json:"reasoning_content,omitempty"`
+	ToolCalls        []ToolCall `json:"tool_calls,omitempty"`
+	ToolCallID       string     `json:"tool_call_id,omitempty"`
+	Name             string     `json:"name,omitempty"`
 }
 
 // SampleParams are the sampling settings of one request (mirrors

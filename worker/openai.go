@@ -87,9 +87,12 @@ func (c ChatChoice) MarshalJSON() ([]byte, error) {
 
 // ChatDelta is the increment of a streamed message.
 type ChatDelta struct {
-	Role      string     `json:"role,omitempty"`
-	Content   string     `json:"content,omitempty"`
-	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	Role    string `json:"role,omitempty"`
+	Content string `json:"content,omitempty"`
+	// ReasoningContent is the model's reasoning (gpt-oss's analysis
+	// channel), as llama-server and vLLM stream it.
+	ReasoningContent string     `json:"reasoning_content,omitempty"`
+	ToolCalls        []ToolCall `json:"tool_calls,omitempty"`
 	// nullContent writes "content": null: the first delta of the tool
 	// calls of an answer that is tool calls alone, as OpenAI streams it.
 	nullContent bool
@@ -224,7 +227,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			lp.Content = lp.Content[:keptTokens(starts, text.Len())]
 		}
 		msg, fr := Message{Role: "assistant", Content: text.String()}, finishReason(res.StopReason)
-		if content, calls := ParseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
+		if j.model.Info().Harmony {
+			msg, fr = harmonyAnswer(msg.Content, j.g.tools, fr)
+		} else if content, calls := ParseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
 			msg.Content, msg.ToolCalls, fr = content, j.g.tools.limit(calls), "tool_calls"
 		} else if res.StopReason == StopLength {
 			// A call that max_tokens cut: the call as far as it went,
@@ -250,7 +255,10 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ts *ToolStream
-	if j.g.tools.names != nil {
+	var hs *harmonyStream // gpt-oss: channels and calls parsed from its markers
+	if j.model.Info().Harmony {
+		hs = newHarmonyStream(j.g.tools.names != nil)
+	} else if j.g.tools.names != nil {
 		ts = &ToolStream{}
 	}
 	var held []LogprobContent // entries waiting for their token's text
@@ -260,16 +268,18 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		// A tool stream holds text back and rewrites it: a resumed worker
 		// could not rebuild that, so its token ids are not offered (the
 		// node then does not resume this stream).
-		if ts == nil {
+		if ts == nil && hs == nil {
 			if err := j.emitTokenID(out, t); err != nil {
 				return err
 			}
 		}
-		text := t.Text
+		text, reasoning := t.Text, ""
 		if ts != nil {
 			text = ts.Push(text)
+		} else if hs != nil {
+			text, reasoning = hs.Push(text)
 		}
-		c := chunk(ChatDelta{Content: text}, nil)
+		c := chunk(ChatDelta{Content: text, ReasoningContent: reasoning}, nil)
 		lc, ok := logprobContent(t)
 		ok = ok && j.req.Logprobs
 		// An entry goes out with the chunk that carries its token's
@@ -286,7 +296,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		if n := keptTokens(heldAt, sent); n > 0 {
 			c.Choices[0].Logprobs = &ChoiceLogprobs{Content: slices.Clone(held[:n])}
 			held, heldAt = held[n:], heldAt[n:]
-		} else if text == "" {
+		} else if text == "" && reasoning == "" {
 			return nil
 		}
 		return out.JSON("", c)
@@ -295,24 +305,32 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fr := finishReason(res.StopReason)
-	if ts != nil {
-		rest, calls := ts.Finish(j.g.tools.names)
+	if ts != nil || hs != nil {
+		var rest, reasoning string
+		var calls []ToolCall
+		var textless bool
 		cut := false
-		if len(calls) == 0 && res.StopReason == StopLength {
-			// As in a whole answer: the cut call, not its markup as
-			// content. The text before it has been streamed: a stream
-			// holds back from a call's first byte.
-			var c []ToolCall
-			if _, c, cut = j.g.tools.cutAnswer(ts.all.String()); cut {
-				rest, calls = "", c
+		if hs != nil {
+			rest, reasoning, calls = hs.Finish(j.g.tools.names)
+			textless = !hs.streamedContent()
+		} else {
+			rest, calls = ts.Finish(j.g.tools.names)
+			if len(calls) == 0 && res.StopReason == StopLength {
+				// As in a whole answer: the cut call, not its markup as
+				// content. The text before it has been streamed: a stream
+				// holds back from a call's first byte.
+				var c []ToolCall
+				if _, c, cut = j.g.tools.cutAnswer(ts.all.String()); cut {
+					rest, calls = "", c
+				}
 			}
+			// An answer that is tool calls alone has null content, which
+			// OpenAI's stream says in the first call's delta.
+			textless = ts.sent == 0 && rest == ""
 		}
-		if rest != "" && out.JSON("", chunk(ChatDelta{Content: rest}, nil)) != nil {
+		if (rest != "" || reasoning != "") && out.JSON("", chunk(ChatDelta{Content: rest, ReasoningContent: reasoning}, nil)) != nil {
 			return
 		}
-		// An answer that is tool calls alone has null content, which
-		// OpenAI's stream says in the first call's delta.
-		textless := ts.sent == 0 && rest == ""
 		for i, c := range j.g.tools.limit(calls) {
 			// OpenAI's pattern: the call's id, type and name with empty
 			// arguments, then the arguments.

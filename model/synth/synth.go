@@ -59,6 +59,18 @@ type Config struct {
 	// its factor; OrigCtx is then the original context alone, without
 	// LongRoPE's tensors), as gpt-oss's files have it.
 	YarnFactor float32
+	// Harmony writes o200k_harmony's special tokens (HarmonyTokens) as
+	// the last tokens of the vocabulary, control tokens as in gpt-oss's
+	// files, so that a model speaks (and its tokenizer reads) the
+	// harmony format's markers; and no space is put before a text
+	// (add_space_prefix false), as o200k_harmony's BPE puts none.
+	Harmony bool
+}
+
+// HarmonyTokens are the special tokens of gpt-oss's harmony format that
+// Config.Harmony writes, in order at the end of the vocabulary.
+func HarmonyTokens() []string {
+	return []string{"<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>", "<|return|>", "<|call|>"}
 }
 
 // Archs lists the architectures Write can make.
@@ -95,6 +107,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: llama's experts are ff wide (llama.cpp reads no expert width for it)", ErrConfig)
 	case c.Experts > 0 && c.Arch != "llama" && c.Arch != "qwen2moe" && c.Arch != "qwen3moe" && c.Arch != "gpt-oss":
 		return fmt.Errorf("%w: experts for %s", ErrConfig, c.Arch)
+	case c.Harmony && c.Vocab < MinVocab+len(HarmonyTokens()):
+		return fmt.Errorf("%w: vocab %d leaves no room for the harmony tokens (at least %d)", ErrConfig, c.Vocab, MinVocab+len(HarmonyTokens()))
 	case c.SlidingWindow < 0 || c.AttnCap < 0 || c.FinalCap < 0 || c.EmbedStd < 0 || c.OrigCtx < 0 || c.RopeAttnFactor < 0 || c.YarnFactor < 0:
 		return fmt.Errorf("%w: sliding window and soft caps cannot be negative", ErrConfig)
 	case c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FF <= 0 || c.Ctx <= 0 || c.HeadDim < 0:
@@ -359,6 +373,13 @@ func Build(cfg Config) (*gguf.Writer, error) {
 		}...)
 	}
 	tokens, scores, types := Vocab(cfg.Vocab)
+	if cfg.Harmony {
+		const typeControl = 3
+		at := len(tokens) - len(HarmonyTokens())
+		for i, t := range HarmonyTokens() {
+			tokens[at+i], types[at+i] = t, typeControl
+		}
+	}
 	kvs = append(kvs, []struct {
 		k string
 		v any
@@ -371,6 +392,14 @@ func Build(cfg Config) (*gguf.Writer, error) {
 		{"tokenizer.ggml.eos_token_id", uint32(2)},
 		{"tokenizer.ggml.unknown_token_id", uint32(0)},
 	}...)
+	if cfg.Harmony {
+		// o200k_harmony is byte-level BPE: no space before the text
+		// after a marker.
+		kvs = append(kvs, struct {
+			k string
+			v any
+		}{"tokenizer.ggml.add_space_prefix", false})
+	}
 	if cfg.ChatTemplate != "" {
 		kvs = append(kvs, struct {
 			k string
