@@ -118,7 +118,7 @@ func isTokenIDs(b []byte) bool {
 var chatRoles = []string{"system", "developer", "user", "assistant", "tool", "function"}
 
 // messageFields are the fields of a message the worker reads.
-var messageFields = []string{"role", "content", "name", "tool_calls", "tool_call_id"}
+var messageFields = []string{"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content", "thinking"}
 
 // messageNeutral are fields OpenAI defines on a message that rbee does not
 // use, with the values that carry nothing (compacted JSON): a client that
@@ -238,6 +238,12 @@ func (m *chatMessage) decode(raw json.RawMessage, p string) error {
 		return err
 	}
 	if err := str("tool_call_id", &m.ToolCallID); err != nil {
+		return err
+	}
+	if err := str("thinking", &m.Thinking); err != nil {
+		return err
+	}
+	if err := str("reasoning_content", &m.Thinking); err != nil { // the OpenAI name wins
 		return err
 	}
 	if v, ok := fields["tool_calls"]; ok && json.Unmarshal(v, &m.ToolCalls) != nil {

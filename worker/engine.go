@@ -106,7 +106,7 @@ func (e *engineModel) Encode(text string) []int32 {
 func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage) ([]int32, error) {
 	em := make([]engine.Message, len(msgs))
 	for i, msg := range msgs {
-		em[i] = engine.Message{Role: msg.Role, Content: msg.Content, ToolCallID: msg.ToolCallID, Name: msg.Name}
+		em[i] = engine.Message{Role: msg.Role, Content: msg.Content, ToolCallID: msg.ToolCallID, Name: msg.Name, Thinking: msg.ReasoningContent}
 		for _, c := range msg.ToolCalls {
 			em[i].ToolCalls = append(em[i].ToolCalls, engine.ToolCall{ID: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
 		}

@@ -309,3 +309,30 @@ func TestHarmonyChat(t *testing.T) {
 	require.Len(t, smsg.ToolCalls, 1)
 	require.Equal(t, cc.Choices[0].Message.ToolCalls[0].Function.Arguments, smsg.ToolCalls[0].Function.Arguments)
 }
+
+// TestHarmonyThinkingToTemplate: an earlier assistant turn's
+// reasoning_content reaches the chat template as thinking (gpt-oss's
+// template renders it as an analysis message), and a client sending
+// back an answer with its reasoning is not refused.
+func TestHarmonyThinkingToTemplate(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ModelPath = harmonyModelFile(t)
+	_, base := startServer(t, cfg)
+	prompt := func(asst map[string]any) int {
+		body := map[string]any{"max_tokens": 1, "messages": []any{
+			map[string]any{"role": "user", "content": "hi"}, asst, map[string]any{"role": "user", "content": "and?"}}}
+		resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		var cc ChatCompletion
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+		return cc.Usage.PromptTokens
+	}
+	plain := prompt(map[string]any{"role": "assistant", "content": "hello"})
+	with := prompt(map[string]any{"role": "assistant", "content": "hello", "reasoning_content": "a greeting"})
+	require.Greater(t, with, plain, "the reasoning is in the prompt")
+	require.Equal(t, with, prompt(map[string]any{"role": "assistant", "content": "hello", "thinking": "a greeting"}))
+
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []any{
+		map[string]any{"role": "user", "content": "hi", "reasoning_content": 3}}})
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+}

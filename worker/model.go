@@ -98,7 +98,8 @@ type Message struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
 	// ReasoningContent is an assistant's reasoning (gpt-oss's analysis
-	// channel), answered as reasoning_content.
+	// channel): answered as reasoning_content, and an earlier turn's is
+	// passed to the chat template as thinking.
 	ReasoningContent string     `json:"reasoning_content,omitempty"`
 	ToolCalls        []ToolCall `json:"tool_calls,omitempty"`
 	ToolCallID       string     `json:"tool_call_id,omitempty"`

@@ -71,6 +71,10 @@ type chatMessage struct {
 	ToolCalls  []ToolCall
 	ToolCallID string
 	Name       string
+	// Thinking is an earlier answer's reasoning, sent back as
+	// reasoning_content (llama-server's and vLLM's name) or thinking
+	// (Ollama's); the template gets it (engine.Message.Thinking).
+	Thinking string
 }
 
 // messageContent is a message's text: a string, or the text parts of an
@@ -297,7 +301,7 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 				// took over).
 				role = "system"
 			}
-			msgs[i] = Message{Role: role, Content: msg.Content.text, ToolCalls: msg.ToolCalls, ToolCallID: msg.ToolCallID, Name: msg.Name}
+			msgs[i] = Message{Role: role, Content: msg.Content.text, ToolCalls: msg.ToolCalls, ToolCallID: msg.ToolCallID, Name: msg.Name, ReasoningContent: msg.Thinking}
 			for j, c := range msg.ToolCalls {
 				// An object: chat templates read the arguments as one
 				// (a template that calls .items() on them fails).

@@ -22,6 +22,11 @@ type Message struct {
 	// ToolCallID is the call a "tool" turn answers; Name the tool's name.
 	ToolCallID string
 	Name       string
+	// Thinking is an assistant turn's reasoning (an earlier answer's
+	// reasoning_content); templates see it as thinking (gpt-oss's
+	// renders it as an analysis message) and reasoning_content (Qwen3's
+	// reads that name). Empty: the turn has neither key.
+	Thinking string
 }
 
 // ToolCall is one function call of an assistant turn.
@@ -152,6 +157,9 @@ func chatData(msgs []Message, tools []json.RawMessage, g *literalGuard) (map[str
 		}
 		if msg.Name != "" {
 			o = append(o, jinja.KV{Key: "name", Value: g.scrub(msg.Name)})
+		}
+		if msg.Thinking != "" {
+			o = append(o, jinja.KV{Key: "thinking", Value: g.scrub(msg.Thinking)}, jinja.KV{Key: "reasoning_content", Value: g.scrub(msg.Thinking)})
 		}
 		list[i] = o
 	}
