@@ -235,6 +235,10 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	if chat && len(names) > 0 {
 		tools = &worker.ToolStream{}
 	}
+	// A model that answers in harmony (gpt-oss; the worker's started
+	// event says so): its analysis channel is the message's thinking,
+	// as Ollama returns it, and its calls are parsed from the markers.
+	var harmony *worker.HarmonyStream
 	var end worker.EndEvent
 	var st relay.State
 	started := false
@@ -249,15 +253,20 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 			if ttft == 0 {
 				ttft = time.Since(routed)
 			}
+			if chat && st.Harmony && harmony == nil {
+				harmony, tools = worker.NewHarmonyStream(len(names) > 0), nil
+			}
 			if !stream {
 				full = append(full, te.Text...)
 				return nil
 			}
-			text := te.Text
-			if tools != nil {
+			text, thinking := te.Text, ""
+			if harmony != nil {
+				text, thinking = harmony.Push(text)
+			} else if tools != nil {
 				text = tools.Push(text)
 			}
-			if text != "" && !line(chunk(text, false)) {
+			if (text != "" || thinking != "") && !line(thinkingChunk(chunk(text, false), thinking)) {
 				return errors.New("client went away")
 			}
 			return nil
@@ -299,6 +308,23 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	final := chunk(string(full), true)
 	if stream {
 		final = chunk("", true)
+	}
+	if harmony != nil {
+		var content, thinking string
+		if !stream {
+			content, thinking = harmony.Push(string(full))
+		}
+		rest, restThinking, calls := harmony.Finish(names)
+		msg := final["message"].(ollama.Message)
+		if stream {
+			if rest != "" || restThinking != "" {
+				line(thinkingChunk(chunk(rest, false), restThinking))
+			}
+		} else {
+			msg.Content, msg.Thinking = content+rest, thinking+restThinking
+		}
+		msg.ToolCalls = ollama.Calls(calls)
+		final["message"] = msg
 	}
 	if tools != nil {
 		var rest string
@@ -343,6 +369,15 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	writeJSON(w, http.StatusOK, final)
 }
 
+// thinkingChunk adds thinking to a chat chunk's message.
+func thinkingChunk(c map[string]any, thinking string) map[string]any {
+	if m, ok := c["message"].(ollama.Message); ok {
+		m.Thinking = thinking
+		c["message"] = m
+	}
+	return c
+}
+
 // What rbee does with the fields of an /api/generate or /api/chat request.
 // Like the OpenAI endpoints, the Ollama ones refuse with a 400 naming it
 // what they would otherwise ignore: an answer that silently differs from
@@ -366,8 +401,8 @@ var (
 		"think":    "think true is not supported: rbee returns no separate thinking (think false asks the model's template for none)",
 	}
 	ollamaMessageFields = map[string]bool{"role": true, "content": true, "tool_calls": true, "tool_name": true,
-		// thinking (an earlier answer's reasoning) is dropped, as chat
-		// templates drop it from past turns; images must be empty.
+		// thinking (an earlier answer's reasoning) goes to the chat
+		// template, which keeps or drops it; images must be empty.
 		"thinking": true, "images": true}
 
 	// ollamaMapped are the options ollama.Options maps to the worker's

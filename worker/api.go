@@ -234,6 +234,10 @@ type StartedEvent struct {
 	// Resumed is the number of tokens the request resumed from (Ext.Resume):
 	// a node checks it before relaying a continuation.
 	Resumed int `json:"resumed,omitempty"`
+	// Format is FormatHarmony when the model answers in gpt-oss's
+	// harmony format: the text holds its markers, which a node parses
+	// (HarmonyStream) for Ollama's /api/chat. Empty: plain text.
+	Format string `json:"format,omitempty"`
 }
 
 // TokenEvent carries one generated token. Text may be empty while a
@@ -282,7 +286,8 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 	}
 	defer j.finish()
 	out := sse.Start(w)
-	if err := out.JSON("started", StartedEvent{ID: j.id, PromptTokens: len(j.req.Prompt) - j.req.Resume, MaxTokens: j.req.MaxTokens, Slot: j.slot.id, Resumed: j.req.Resume}); err != nil {
+	if err := out.JSON("started", StartedEvent{ID: j.id, PromptTokens: len(j.req.Prompt) - j.req.Resume, MaxTokens: j.req.MaxTokens, Slot: j.slot.id, Resumed: j.req.Resume,
+		Format: j.format()}); err != nil {
 		return
 	}
 	res, err := j.generate(func(t Token) error {

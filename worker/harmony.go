@@ -29,6 +29,18 @@ import (
 // not write harmony, or a call forced by the grammar, which is a bare
 // JSON object) is read as the other models' answers are (ToolStream).
 
+// FormatHarmony is StartedEvent.Format of a model that answers in
+// harmony.
+const FormatHarmony = "harmony"
+
+// format is the started event's Format of the job's model.
+func (j *job) format() string {
+	if j.model.Info().Harmony {
+		return FormatHarmony
+	}
+	return ""
+}
+
 // Harmony's markers: special tokens of o200k_harmony.
 const (
 	harmonyStart     = "<|start|>"
@@ -56,7 +68,7 @@ func HarmonyFormat(hasToken func(string) bool, tmpl string) bool {
 	return hasToken(harmonyChannel) && hasToken(harmonyMessage) || strings.Contains(tmpl, harmonyChannel)
 }
 
-// Where a harmonyStream is in the answer.
+// Where a HarmonyStream is in the answer.
 const (
 	harmonyBegin  = iota // nothing decided: harmony or plain text
 	harmonyHeader        // reading a message's header, up to <|message|>
@@ -78,13 +90,13 @@ type harmonyCallMsg struct {
 	args strings.Builder
 }
 
-// harmonyStream parses a harmony answer as it is generated: Push takes
+// HarmonyStream parses a harmony answer as it is generated: Push takes
 // the engine's text and returns the content and reasoning to stream now;
 // Finish returns what is left and the tool calls. Text that may be the
 // beginning of a marker is held back until the next Push. Feeding a whole
 // answer through one Push and Finish gives what the pushes of its pieces
 // give together, so streamed and whole answers agree.
-type harmonyStream struct {
+type HarmonyStream struct {
 	state  int
 	buf    string // text not yet consumed
 	kind   int    // of the body being read
@@ -94,15 +106,15 @@ type harmonyStream struct {
 	sentTo int // bytes of content streamed so far
 }
 
-// newHarmonyStream returns a stream for an answer; tools says whether
+// NewHarmonyStream returns a stream for an answer; tools says whether
 // the request has tools (calls are parsed).
-func newHarmonyStream(tools bool) *harmonyStream {
-	return &harmonyStream{tools: tools}
+func NewHarmonyStream(tools bool) *HarmonyStream {
+	return &HarmonyStream{tools: tools}
 }
 
 // Push adds generated text and returns the content and reasoning to
 // stream now.
-func (hs *harmonyStream) Push(text string) (content, reasoning string) {
+func (hs *HarmonyStream) Push(text string) (content, reasoning string) {
 	hs.buf += text
 	var c, r strings.Builder
 	for {
@@ -154,13 +166,13 @@ func (hs *harmonyStream) Push(text string) (content, reasoning string) {
 }
 
 // out returns what one Push streams, counting the content.
-func (hs *harmonyStream) out(c, r *strings.Builder) (string, string) {
+func (hs *HarmonyStream) out(c, r *strings.Builder) (string, string) {
 	hs.sentTo += c.Len()
 	return c.String(), r.String()
 }
 
 // openBody reads a message's header and starts its body.
-func (hs *harmonyStream) openBody(header string) {
+func (hs *HarmonyStream) openBody(header string) {
 	channel := ""
 	if _, after, ok := strings.Cut(header, harmonyChannel); ok {
 		channel = headerWord(after)
@@ -189,7 +201,7 @@ func headerWord(s string) string {
 }
 
 // write adds body text to the current message.
-func (hs *harmonyStream) write(c, r *strings.Builder, s string) {
+func (hs *HarmonyStream) write(c, r *strings.Builder, s string) {
 	switch hs.kind {
 	case bodyContent:
 		c.WriteString(s)
@@ -204,7 +216,7 @@ func (hs *harmonyStream) write(c, r *strings.Builder, s string) {
 // and the tool calls (names are the callable functions; a message
 // addressed to another recipient, or whose arguments are no JSON object,
 // is content). A header cut short (max_tokens) is dropped.
-func (hs *harmonyStream) Finish(names []string) (content, reasoning string, calls []ToolCall) {
+func (hs *HarmonyStream) Finish(names []string) (content, reasoning string, calls []ToolCall) {
 	switch hs.state {
 	case harmonyBegin:
 		content = hs.buf // a marker's beginning that was not one
@@ -231,9 +243,9 @@ func (hs *harmonyStream) Finish(names []string) (content, reasoning string, call
 	return content, reasoning, calls
 }
 
-// streamedContent reports whether any content has been given out (by
+// StreamedContent reports whether any content has been given out (by
 // Push or Finish): an answer without is tool calls alone.
-func (hs *harmonyStream) streamedContent() bool { return hs.sentTo > 0 }
+func (hs *HarmonyStream) StreamedContent() bool { return hs.sentTo > 0 }
 
 // beginsHarmony reports whether an answer's text starts as a harmony
 // header does: a marker, or the recipient of the prompt's open header.
@@ -283,7 +295,7 @@ func markerPrefix(s string) int {
 // message, with the same stream a streamed answer goes through; fr is
 // the finish reason, "tool_calls" when the answer has calls.
 func harmonyAnswer(text string, plan toolPlan, fr string) (Message, string) {
-	hs := newHarmonyStream(plan.names != nil)
+	hs := NewHarmonyStream(plan.names != nil)
 	c, r := hs.Push(text)
 	rc, rr, calls := hs.Finish(plan.names)
 	msg := Message{Role: "assistant", Content: c + rc, ReasoningContent: r + rr}

@@ -104,7 +104,7 @@ func TestHarmonyStream(t *testing.T) {
 	}
 	names := []string{"get_weather"}
 	run := func(parts []string) (content, reasoning string, calls []ToolCall) {
-		hs := newHarmonyStream(true)
+		hs := NewHarmonyStream(true)
 		var c, r strings.Builder
 		for _, p := range parts {
 			pc, pr := hs.Push(p)
@@ -335,4 +335,24 @@ func TestHarmonyThinkingToTemplate(t *testing.T) {
 	resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []any{
 		map[string]any{"role": "user", "content": "hi", "reasoning_content": 3}}})
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+}
+
+// TestHarmonyInferFormat: /v1/infer's started event says a harmony
+// model's answers are harmony (the node's Ollama chat parses them by it),
+// and a plain model's are not; its messages take an earlier answer's
+// thinking (Ollama's name), which reaches the template.
+func TestHarmonyInferFormat(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ModelPath = harmonyModelFile(t)
+	_, base := startServer(t, cfg)
+	msgs := func(asst map[string]any) []any {
+		return []any{map[string]any{"role": "user", "content": "hi"}, asst, map[string]any{"role": "user", "content": "and?"}}
+	}
+	plain := infer(t, base, map[string]any{"messages": msgs(map[string]any{"role": "assistant", "content": "hello"}), "max_tokens": 2})
+	require.Equal(t, FormatHarmony, plain.Started.Format)
+	with := infer(t, base, map[string]any{"messages": msgs(map[string]any{"role": "assistant", "content": "hello", "thinking": "a greeting"}), "max_tokens": 2})
+	require.Greater(t, with.Started.PromptTokens, plain.Started.PromptTokens, "the thinking is in the prompt")
+
+	_, other := startServer(t, testConfig(t))
+	require.Empty(t, infer(t, other, map[string]any{"prompt": "Once", "max_tokens": 2}).Started.Format)
 }

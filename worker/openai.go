@@ -255,9 +255,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ts *ToolStream
-	var hs *harmonyStream // gpt-oss: channels and calls parsed from its markers
+	var hs *HarmonyStream // gpt-oss: channels and calls parsed from its markers
 	if j.model.Info().Harmony {
-		hs = newHarmonyStream(j.g.tools.names != nil)
+		hs = NewHarmonyStream(j.g.tools.names != nil)
 	} else if j.g.tools.names != nil {
 		ts = &ToolStream{}
 	}
@@ -312,7 +312,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		cut := false
 		if hs != nil {
 			rest, reasoning, calls = hs.Finish(j.g.tools.names)
-			textless = !hs.streamedContent()
+			textless = !hs.StreamedContent()
 		} else {
 			rest, calls = ts.Finish(j.g.tools.names)
 			if len(calls) == 0 && res.StopReason == StopLength {

@@ -134,6 +134,9 @@ type Message struct {
 	Content   string     `json:"content"`
 	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 	ToolName  string     `json:"tool_name,omitempty"`
+	// Thinking is the model's reasoning (gpt-oss's analysis channel) in
+	// an answer; in a request, an earlier answer's, for the template.
+	Thinking string `json:"thinking,omitempty"`
 }
 
 // ToolCall is a tool call in Ollama's shape.
@@ -177,7 +180,7 @@ func (o Request) InferBody(chat bool) ([]byte, error) {
 	if chat {
 		msgs := make([]worker.Message, len(o.Messages))
 		for i, om := range o.Messages {
-			msgs[i] = worker.Message{Role: om.Role, Content: om.Content, Name: om.ToolName}
+			msgs[i] = worker.Message{Role: om.Role, Content: om.Content, Name: om.ToolName, ReasoningContent: om.Thinking}
 			for j, c := range om.ToolCalls {
 				args := string(bytes.TrimSpace(c.Function.Arguments))
 				switch {

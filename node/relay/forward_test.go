@@ -33,6 +33,7 @@ type testWorker struct {
 	status    int
 	mu        sync.Mutex
 	resumes   [][]int32 // the Ext.Resume of each request
+	format    string    // the started event's (worker.FormatHarmony)
 	srv       *httptest.Server
 }
 
@@ -60,7 +61,7 @@ func (w *testWorker) serve(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := sse.Start(rw)
-	_ = out.JSON("started", worker.StartedEvent{ID: "r", Resumed: len(ext.Resume)})
+	_ = out.JSON("started", worker.StartedEvent{ID: "r", Resumed: len(ext.Resume), Format: w.format})
 	for i := len(ext.Resume); i < len(words); i++ {
 		if w.failAfter > 0 && i == w.failAfter {
 			panic(http.ErrAbortHandler) // the worker dies mid-stream
@@ -122,6 +123,31 @@ func forward(t *testing.T, rl *relay.Relay) (string, relay.State, int, error) {
 		return err
 	})
 	return text.String(), st, tried, err
+}
+
+// TestForwardHarmony: the started event's format reaches the relay's
+// state (the node's Ollama chat parses a harmony answer by it), also
+// when the stream resumes on another worker.
+func TestForwardHarmony(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		failAfter int
+		format    string
+		want      bool
+	}{
+		{"plain", 0, "", false},
+		{"harmony", 0, worker.FormatHarmony, true},
+		{"harmony, resumed", 2, worker.FormatHarmony, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newWorker(t, "a", tc.failAfter, 0), newWorker(t, "b", 0, 0)
+			a.format, b.format = tc.format, tc.format
+			text, st, _, err := forward(t, newRelay(a, b))
+			require.NoError(t, err)
+			require.Equal(t, strings.Join(words, ""), text)
+			require.Equal(t, tc.want, st.Harmony)
+		})
+	}
 }
 
 // TestForwardResumesOnAnotherWorker: a worker that dies after two tokens

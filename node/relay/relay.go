@@ -139,6 +139,9 @@ type State struct {
 	// TextLen is the length in bytes of the text the client has: a
 	// resumed completion's logprobs text_offset counts on from it.
 	TextLen int
+	// Harmony: the worker's started event said its model answers in
+	// gpt-oss's harmony format (worker.FormatHarmony).
+	Harmony bool
 }
 
 // Ext is the extension field of the next attempt; nil when it needs none.
@@ -415,6 +418,7 @@ func Infer(resp *http.Response, t router.Target, st *State, onToken func(worker.
 				return NotResumed(t)
 			}
 			started = true
+			st.Harmony = se.Format == worker.FormatHarmony
 		case "token":
 			var te worker.TokenEvent
 			if err := json.Unmarshal(ev.Data, &te); err != nil {
