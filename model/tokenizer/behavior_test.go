@@ -344,3 +344,32 @@ func TestEOTPrefersTurnEnd(t *testing.T) {
 	end, _ := tok.TokenID("<|im_end|>")
 	require.Equal(t, end, tok.EOT())
 }
+
+// TestEOSTokenIDs: every id of tokenizer.ggml.eos_token_ids (the list
+// Ollama's converter writes: gpt-oss's <|return|>, <|endoftext|> and
+// <|call|>) ends generation, whatever its text; an id outside the
+// vocabulary is a warning, not a failure.
+func TestEOSTokenIDs(t *testing.T) {
+	tokens := append(byteLevelAlphabet(), "<|stop_a|>", "<|stop_b|>", "<|keep|>")
+	for _, tc := range []struct {
+		name     string
+		ids      any
+		eog      []int32
+		warnings int
+	}{
+		{"int32", []int32{256, 257}, []int32{256, 257}, 0},
+		{"uint32", []uint32{257}, []int32{257}, 0},
+		{"out of range", []int32{256, 9999, -1}, []int32{256}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := writeVocab(t, map[string]any{
+				"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2", "tokenizer.ggml.tokens": tokens,
+				"tokenizer.ggml.merges": []string{}, "tokenizer.ggml.eos_token_ids": tc.ids,
+			})
+			for id := int32(256); id < 259; id++ {
+				require.Equal(t, slices.Contains(tc.eog, id), tok.IsEOG(id), "token %d", id)
+			}
+			require.Len(t, tok.Warnings(), tc.warnings)
+		})
+	}
+}

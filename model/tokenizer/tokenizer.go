@@ -294,6 +294,19 @@ func FromGGUF(md Metadata) (*Tokenizer, error) {
 
 	name, _ := md.String("general.name")
 	t.detectSpecial(strings.ToLower(name))
+	// tokenizer.ggml.eos_token_ids (Ollama's converter writes it, e.g.
+	// gpt-oss's <|return|>, <|endoftext|> and <|call|>, the ids of its
+	// generation_config's eos_token_id list): each ends generation too,
+	// whatever its text.
+	if ids, ok := md.Int32s("tokenizer.ggml.eos_token_ids"); ok {
+		for _, id := range ids {
+			if id < 0 || int(id) >= n {
+				t.warnings = append(t.warnings, fmt.Sprintf("tokenizer.ggml.eos_token_ids holds %d, outside the vocabulary (%d tokens); ignored", id, n))
+				continue
+			}
+			t.eog[id] = true
+		}
+	}
 	if len(t.special) > manySpecials {
 		x, err := newSpecialIndex(t.tokens, t.special)
 		if err != nil {
