@@ -25,9 +25,12 @@ import (
 // On /v1/chat/completions the final channel (and a commentary message
 // addressed to nobody, a preamble for the user) is content, the analysis
 // channel is reasoning_content, and a message addressed to=functions.NAME
-// is a tool call. An answer that begins with no marker (a model that does
-// not write harmony, or a call forced by the grammar, which is a bare
-// JSON object) is read as the other models' answers are (ToolStream).
+// is a tool call. An answer that begins with no marker is the body of a
+// content message the prompt opened (a template that ends its generation
+// prompt with <|channel|>final<|message|>; a model that does not write
+// harmony reads the same), and with tools one that begins with "{" is a
+// bare call (what the grammar writes for a forced one), read as the other
+// models' answers are (ToolStream).
 
 // FormatHarmony is StartedEvent.Format of a model that answers in
 // harmony.
@@ -73,7 +76,7 @@ const (
 	harmonyBegin  = iota // nothing decided: harmony or plain text
 	harmonyHeader        // reading a message's header, up to <|message|>
 	harmonyBody          // reading a message's body, up to a marker
-	harmonyPlain         // the answer is not harmony: plain text
+	harmonyPlain         // a bare JSON call (tools only): read by a ToolStream
 )
 
 // What a message's body is.
@@ -101,7 +104,7 @@ type HarmonyStream struct {
 	buf    string // text not yet consumed
 	kind   int    // of the body being read
 	calls  []*harmonyCallMsg
-	plain  *ToolStream // harmonyPlain with tools
+	plain  *ToolStream // harmonyPlain's
 	tools  bool
 	sentTo int // bytes of content streamed so far
 }
@@ -120,24 +123,26 @@ func (hs *HarmonyStream) Push(text string) (content, reasoning string) {
 	for {
 		switch hs.state {
 		case harmonyBegin:
-			if hs.buf == "" || couldBegin(hs.buf) {
+			lead := strings.TrimLeft(hs.buf, " \t\r\n")
+			switch {
+			case lead == "" || couldBegin(hs.buf):
 				return hs.out(&c, &r)
-			}
-			if beginsHarmony(hs.buf) {
+			case beginsHarmony(hs.buf):
 				hs.state = harmonyHeader
-				continue
-			}
-			hs.state = harmonyPlain
-			if hs.tools {
-				hs.plain = &ToolStream{}
+			case hs.tools && strings.HasPrefix(lead, "{"):
+				// A bare call: one the grammar forces.
+				hs.state, hs.plain = harmonyPlain, &ToolStream{}
+			default:
+				// The prompt opened the message itself (a template
+				// whose generation prompt ends with
+				// <|channel|>final<|message|>), or the model does not
+				// write harmony: the answer is a body of content,
+				// and markers that follow still count.
+				hs.state, hs.kind = harmonyBody, bodyContent
 			}
 		case harmonyPlain:
-			s := hs.buf
+			c.WriteString(hs.plain.Push(hs.buf))
 			hs.buf = ""
-			if hs.plain != nil {
-				s = hs.plain.Push(s)
-			}
-			c.WriteString(s)
 			return hs.out(&c, &r)
 		case harmonyHeader:
 			i := strings.Index(hs.buf, harmonyMessage)
@@ -221,10 +226,7 @@ func (hs *HarmonyStream) Finish(names []string) (content, reasoning string, call
 	case harmonyBegin:
 		content = hs.buf // a marker's beginning that was not one
 	case harmonyPlain:
-		content = hs.buf
-		if hs.plain != nil {
-			content, calls = hs.plain.Finish(names)
-		}
+		content, calls = hs.plain.Finish(names)
 	case harmonyBody:
 		var c, r strings.Builder
 		hs.write(&c, &r, hs.buf)
