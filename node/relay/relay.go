@@ -599,8 +599,11 @@ func OpenAIStream(sw *sse.Writer, resp *http.Response, t router.Target, st *Stat
 				Choices []struct {
 					Text  string `json:"text"`
 					Delta struct {
-						Content   string          `json:"content"`
-						ToolCalls json.RawMessage `json:"tool_calls"`
+						Content string `json:"content"`
+						// ReasoningContent: a reasoning model's
+						// (gpt-oss's analysis channel), text like content.
+						ReasoningContent string          `json:"reasoning_content"`
+						ToolCalls        json.RawMessage `json:"tool_calls"`
 					} `json:"delta"`
 					Logprobs json.RawMessage `json:"logprobs"`
 				} `json:"choices"`
@@ -620,9 +623,9 @@ func OpenAIStream(sw *sse.Writer, resp *http.Response, t router.Target, st *Stat
 				st.ID, st.Created = c.ID, c.Created
 			}
 			for _, ch := range c.Choices {
-				sent := ch.Text+ch.Delta.Content != "" || present(ch.Delta.ToolCalls) || present(ch.Logprobs)
+				sent := ch.Text+ch.Delta.Content+ch.Delta.ReasoningContent != "" || present(ch.Delta.ToolCalls) || present(ch.Logprobs)
 				if sent && pending < 0 {
-					// Text, a tool call or a token's logprobs without its
+					// Text (reasoning too), a tool call or a token's logprobs without its
 					// token id: an engine's stream, a tool stream (which
 					// holds text back), or the final flush of held-back
 					// text. Another worker could not go on without

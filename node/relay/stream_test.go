@@ -18,7 +18,8 @@ import (
 // TestOpenAIStreamState: what the relay records of a worker's
 // stream decides whether another worker may go on with it. A chunk whose
 // text, tool call or logprobs reached the client without a token id makes
-// the stream unresumable (another worker would send some of it twice);
+// the stream unresumable (another worker would send some of it twice;
+// reasoning_content is text too);
 // text_offset bytes are counted.
 func TestOpenAIStreamState(t *testing.T) {
 	cases := []struct {
@@ -35,6 +36,7 @@ func TestOpenAIStreamState(t *testing.T) {
 		{"a tool stream's logprobs", "data: {\"id\":\"c2\",\"choices\":[{\"delta\":{\"content\":\"\"},\"logprobs\":{\"content\":[{\"token\":\"<\",\"logprob\":-0.1}]}}]}\n\n",
 			true, nil, 0},
 		{"a tool call", "data: {\"id\":\"c3\",\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"f\"}}]}}]}\n\n", true, nil, 0},
+		{"a reasoning model's reasoning", "data: {\"id\":\"c6\",\"choices\":[{\"delta\":{\"reasoning_content\":\"Hmm\"}}]}\n\n", true, nil, 0},
 		{"an engine's text", "data: {\"id\":\"c4\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n", true, nil, 0},
 		{"only the role chunk", "data: {\"id\":\"c5\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null}]}\n\n", false, nil, 0},
 	}
