@@ -106,22 +106,11 @@ func TestHarmonyStream(t *testing.T) {
 		}
 	}
 	names := []string{"get_weather"}
-	run := func(parts []string) (content, reasoning string, calls []ToolCall) {
-		hs := NewHarmonyStream(true)
-		var c, r strings.Builder
-		for _, p := range parts {
-			pc, pr := hs.Push(p)
-			c.WriteString(pc)
-			r.WriteString(pr)
-		}
-		fc, fr, calls := hs.Finish(names)
-		return c.String() + fc, r.String() + fr, calls
-	}
 	for _, tc := range harmonyCases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, pieces := harmonyPieces(t, tok, tc.answer)
 			check := func(how string, parts []string) {
-				content, reasoning, calls := run(parts)
+				content, reasoning, calls := harmonyRun(names, parts...)
 				require.Equal(t, tc.content, content, how)
 				require.Equal(t, tc.reasoning, reasoning, how)
 				var got []ToolCallFunction
@@ -138,6 +127,20 @@ func TestHarmonyStream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// harmonyRun pushes an answer's parts through a HarmonyStream (with
+// tools names) and returns all it gave: content, reasoning, calls.
+func harmonyRun(names []string, parts ...string) (content, reasoning string, calls []ToolCall) {
+	hs := NewHarmonyStream(true)
+	var c, r strings.Builder
+	for _, p := range parts {
+		pc, pr := hs.Push(p)
+		c.WriteString(pc)
+		r.WriteString(pr)
+	}
+	fc, fr, calls := hs.Finish(names)
+	return c.String() + fc, r.String() + fr, calls
 }
 
 // scriptedLoad loads the model with the real engine, and makes each
@@ -358,4 +361,27 @@ func TestHarmonyInferFormat(t *testing.T) {
 
 	_, other := startServer(t, testConfig(t))
 	require.Empty(t, infer(t, other, map[string]any{"prompt": "Once", "max_tokens": 2}).Started.Format)
+}
+
+// FuzzHarmonyStream: whatever the model writes, an answer pushed in two
+// pieces (split anywhere) parses as it does whole.
+func FuzzHarmonyStream(f *testing.F) {
+	for _, tc := range harmonyCases {
+		f.Add(tc.answer, uint(len(tc.answer)/2))
+	}
+	names := []string{"get_weather", "nope"}
+	functions := func(calls []ToolCall) (fs []ToolCallFunction) {
+		for _, c := range calls {
+			fs = append(fs, c.Function)
+		}
+		return fs
+	}
+	f.Fuzz(func(t *testing.T, answer string, at uint) {
+		at %= uint(len(answer) + 1)
+		c1, r1, k1 := harmonyRun(names, answer)
+		c2, r2, k2 := harmonyRun(names, answer[:at], answer[at:])
+		require.Equal(t, c1, c2)
+		require.Equal(t, r1, r2)
+		require.Equal(t, functions(k1), functions(k2))
+	})
 }
