@@ -52,6 +52,7 @@ var fieldWants = map[string]string{
 	"tools":                 `an array of tool objects ({"type":"function","function":{"name":...}})`,
 	"parallel_tool_calls":   "a boolean",
 	"chat_template_kwargs":  `an object of template variables, such as {"enable_thinking":false}`,
+	"reasoning_effort":      `"low", "medium" or "high"`,
 	"encoding_format":       `"float" or "base64"`,
 	"user":                  "a string",
 }

@@ -44,7 +44,8 @@ func newEngineModel(m *engine.Model, log *slog.Logger) *engineModel {
 	tok := m.Tokenizer()
 	harmony := HarmonyFormat(func(s string) bool { _, ok := tok.TokenID(s); return ok }, tmpl)
 	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style, chatTemplate: strings.TrimSpace(tmpl) != "", tools: TemplateTools(tmpl), harmony: harmony,
-		vocab: sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}
+		reasoningEffort: TemplateReasoningEffort(tmpl),
+		vocab:           sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}
 }
 
 // engineModel adapts *engine.Model; the engine's methods are safe for
@@ -62,6 +63,9 @@ type engineModel struct {
 	tools bool
 	// harmony: the model writes harmony (ModelInfo.Harmony).
 	harmony bool
+	// reasoningEffort: the template reads reasoning_effort
+	// (ModelInfo.ReasoningEffort).
+	reasoningEffort bool
 	// constrain, set by tests alone, constrains every generation that
 	// has no schema (they script what the real model writes); nil in
 	// use.
@@ -94,7 +98,7 @@ func (e *engineModel) Info() ModelInfo {
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization, KVCache: i.KVCache,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
-		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate, Tools: e.tools, Harmony: e.harmony,
+		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate, Tools: e.tools, Harmony: e.harmony, ReasoningEffort: e.reasoningEffort,
 	}
 }
 

@@ -3,8 +3,11 @@ package worker
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Harmony is the output format of gpt-oss (OpenAI's open-weight models;
@@ -69,6 +72,45 @@ var harmonyMarkers = []string{harmonyStart, harmonyEnd, harmonyMessage, harmonyC
 // configuration: the model file says it.
 func HarmonyFormat(hasToken func(string) bool, tmpl string) bool {
 	return hasToken(harmonyChannel) && hasToken(harmonyMessage) || strings.Contains(tmpl, harmonyChannel)
+}
+
+// reasoningEfforts are the values of reasoning_effort that gpt-oss's
+// template takes (its system message says "Reasoning: high").
+var reasoningEfforts = []string{"low", "medium", "high"}
+
+// templateReasoningRE finds the reasoning_effort variable in a template.
+var templateReasoningRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\breasoning_effort\b`) })
+
+// TemplateReasoningEffort reports whether a chat template reads the
+// reasoning_effort variable (gpt-oss's does).
+func TemplateReasoningEffort(tmpl string) bool { return templateReasoningRE().MatchString(tmpl) }
+
+// templateVars are a chat's further template variables: the request's
+// chat_template_kwargs, and its reasoning_effort (OpenAI's parameter) as
+// the variable of that name, as vLLM passes it to gpt-oss's template. A
+// model whose template does not read it refuses it, as a value the two
+// give differently.
+func (g *genRequest) templateVars(info ModelInfo) (map[string]json.RawMessage, *apiError) {
+	if g.ReasoningEffort == nil {
+		return g.ChatTemplateKwargs, nil
+	}
+	effort := *g.ReasoningEffort
+	if !slices.Contains(reasoningEfforts, effort) {
+		return nil, badRequest("reasoning_effort", "invalid_value", fmt.Sprintf("reasoning_effort %q: expected %s", effort, strings.Join(reasoningEfforts, ", ")))
+	}
+	if !info.ReasoningEffort {
+		return nil, badRequest("reasoning_effort", codeUnsupportedParam, "reasoning_effort: this model's chat template takes no reasoning effort")
+	}
+	raw, _ := json.Marshal(effort)
+	if kw, ok := g.ChatTemplateKwargs["reasoning_effort"]; ok && !bytes.Equal(bytes.TrimSpace(kw), raw) {
+		return nil, badRequest("reasoning_effort", "invalid_value", "reasoning_effort and chat_template_kwargs.reasoning_effort disagree: send one of them")
+	}
+	vars := make(map[string]json.RawMessage, len(g.ChatTemplateKwargs)+1)
+	for k, v := range g.ChatTemplateKwargs {
+		vars[k] = v
+	}
+	vars["reasoning_effort"] = raw
+	return vars, nil
 }
 
 // Where a HarmonyStream is in the answer.

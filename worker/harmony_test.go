@@ -16,10 +16,12 @@ import (
 )
 
 // harmonyTestTemplate renders turns as harmony does (written for these
-// tests): each message <|start|>ROLE<|message|>TEXT<|end|>, an assistant's
+// tests): a system message with the reasoning effort when there is one,
+// each message <|start|>ROLE<|message|>TEXT<|end|>, an assistant's
 // thinking as an analysis message before it, and the assistant's header
 // opened at the end.
-const harmonyTestTemplate = `{% for m in messages %}{% if m.thinking %}<|start|>assistant<|channel|>analysis<|message|>{{ m.thinking }}<|end|>{% endif %}` +
+const harmonyTestTemplate = `{% if reasoning_effort is defined %}<|start|>system<|message|>Reasoning: {{ reasoning_effort }}<|end|>{% endif %}` +
+	`{% for m in messages %}{% if m.thinking %}<|start|>assistant<|channel|>analysis<|message|>{{ m.thinking }}<|end|>{% endif %}` +
 	`<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor %}<|start|>assistant`
 
 // harmonyModelFile writes a tiny gpt-oss model whose vocabulary has the
@@ -384,4 +386,61 @@ func FuzzHarmonyStream(f *testing.F) {
 		require.Equal(t, r1, r2)
 		require.Equal(t, functions(k1), functions(k2))
 	})
+}
+
+// TestReasoningEffort: OpenAI's reasoning_effort reaches a template that
+// reads it (gpt-oss's says "Reasoning: high" in its system message); a
+// value it does not take, a model whose template does not read it, a
+// disagreeing chat_template_kwargs and a raw prompt are refused, each a
+// 400 naming reasoning_effort.
+func TestReasoningEffort(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ModelPath = harmonyModelFile(t)
+	_, base := startServer(t, cfg)
+	_, plainBase := startServer(t, testConfig(t))
+	msgs := []Message{{Role: "user", Content: "hi"}}
+	chat := func(url string, extra map[string]any) *http.Response {
+		body := map[string]any{"messages": msgs, "max_tokens": 1}
+		for k, v := range extra {
+			body[k] = v
+		}
+		return post(t, testCtx(t), url+"/v1/chat/completions", body)
+	}
+	promptTokens := func(extra map[string]any) int {
+		resp := chat(base, extra)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		var cc ChatCompletion
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+		return cc.Usage.PromptTokens
+	}
+	none := promptTokens(nil)
+	high := promptTokens(map[string]any{"reasoning_effort": "high"})
+	require.Greater(t, high, none, "the effort is in the prompt")
+	require.Equal(t, high, promptTokens(map[string]any{"reasoning_effort": "high", "chat_template_kwargs": map[string]any{"reasoning_effort": "high"}}))
+	require.Equal(t, none, promptTokens(map[string]any{"reasoning_effort": nil}))
+
+	for _, tc := range []struct {
+		name, url string
+		extra     map[string]any
+		code      string
+	}{
+		{"a value it does not take", base, map[string]any{"reasoning_effort": "extreme"}, "invalid_value"},
+		{"not a string", base, map[string]any{"reasoning_effort": 3}, "invalid_type"},
+		{"disagreeing kwargs", base, map[string]any{"reasoning_effort": "low", "chat_template_kwargs": map[string]any{"reasoning_effort": "high"}}, "invalid_value"},
+		{"a template without it", plainBase, map[string]any{"reasoning_effort": "low"}, codeUnsupportedParam},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := chat(tc.url, tc.extra)
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+			var eb ErrorBody
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+			require.NotNil(t, eb.Error.Param)
+			require.Equal(t, "reasoning_effort", *eb.Error.Param)
+			require.Equal(t, tc.code, eb.Error.Code)
+		})
+	}
+	for _, path := range []string{"/v1/completions", "/v1/infer"} {
+		resp := post(t, testCtx(t), base+path, map[string]any{"prompt": "hi", "max_tokens": 1, "reasoning_effort": "low"})
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, path)
+	}
 }

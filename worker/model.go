@@ -82,6 +82,9 @@ type ModelInfo struct {
 	ChatTemplate bool
 	// Tools: the chat template renders tools (TemplateTools).
 	Tools bool
+	// ReasoningEffort: the chat template reads reasoning_effort
+	// (TemplateReasoningEffort).
+	ReasoningEffort bool
 	// Harmony: the model answers in gpt-oss's harmony format
 	// (HarmonyFormat): the chat endpoints parse its channels and calls.
 	Harmony bool

@@ -121,6 +121,9 @@ type genRequest struct {
 	// (llama.cpp's and vLLM's chat_template_kwargs), e.g.
 	// {"enable_thinking": false} for Qwen3.
 	ChatTemplateKwargs map[string]json.RawMessage `json:"chat_template_kwargs"`
+	// ReasoningEffort (OpenAI's reasoning_effort) goes to a template
+	// that reads it, gpt-oss's (templateVars).
+	ReasoningEffort *string `json:"reasoning_effort"`
 	// tools is prepare's decision, for the handlers.
 	tools toolPlan
 
@@ -321,7 +324,11 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 					fmt.Sprintf("the template variable %q comes from the request itself (%s are set by rbee)", k, strings.Join(reserved, ", ")))
 			}
 		}
-		if ids, err = m.EncodeChat(ctx, msgs, tools, g.ChatTemplateKwargs); err != nil {
+		var vars map[string]json.RawMessage
+		if vars, aerr = g.templateVars(m.Info()); aerr != nil {
+			return gr, aerr
+		}
+		if ids, err = m.EncodeChat(ctx, msgs, tools, vars); err != nil {
 			if errors.Is(err, ErrContextLength) {
 				msg := strings.TrimPrefix(err.Error(), ErrContextLength.Error()+": ")
 				return gr, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "context_length_exceeded", param: "messages", msg: msg}
@@ -350,6 +357,9 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		}
 		if text == "" {
 			return gr, badRequest("prompt", "missing", "prompt is empty")
+		}
+		if g.ReasoningEffort != nil {
+			return gr, badRequest("reasoning_effort", "invalid_value", "reasoning_effort applies to a chat (messages), not a raw prompt")
 		}
 		if err := tooLongToTokenize(m.Info(), len(text), "prompt"); err != nil {
 			return gr, err
