@@ -398,7 +398,6 @@ var (
 		"images":   "rbee's models read text only",
 		"template": "a prompt template per request is not supported (the model's own chat template applies unless raw is true)",
 		"context":  "not supported (rbee returns no context); send the conversation again, e.g. as /api/chat messages",
-		"think":    "think true is not supported: rbee returns no separate thinking (think false asks the model's template for none)",
 	}
 	ollamaMessageFields = map[string]bool{"role": true, "content": true, "tool_calls": true, "tool_name": true,
 		// thinking (an earlier answer's reasoning) goes to the chat
@@ -486,6 +485,11 @@ func checkOllamaRequest(raw []byte, chat bool) (ollamaExtra, error) {
 		case "keep_alive":
 			if err := ollama.CheckKeepAlive(v); err != nil {
 				bad = append(bad, err.Error())
+			}
+		case "think":
+			var th ollama.Think
+			if !blank(v) && json.Unmarshal(v, &th) != nil {
+				bad = append(bad, ollama.ErrThink.Error())
 			}
 		case "raw":
 			var on bool

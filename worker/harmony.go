@@ -99,7 +99,7 @@ func (g *genRequest) templateVars(info ModelInfo) (map[string]json.RawMessage, *
 		return nil, badRequest("reasoning_effort", "invalid_value", fmt.Sprintf("reasoning_effort %q: expected %s", effort, strings.Join(reasoningEfforts, ", ")))
 	}
 	if !info.ReasoningEffort {
-		return nil, badRequest("reasoning_effort", codeUnsupportedParam, "reasoning_effort: this model's chat template takes no reasoning effort")
+		return nil, badRequest("reasoning_effort", codeUnsupportedParam, "reasoning_effort (Ollama's think): this model's chat template takes no reasoning effort (rbee returns separate reasoning for a model whose template does, as gpt-oss's; think false asks a template for none)")
 	}
 	raw, _ := json.Marshal(effort)
 	if kw, ok := g.ChatTemplateKwargs["reasoning_effort"]; ok && !bytes.Equal(bytes.TrimSpace(kw), raw) {

@@ -359,7 +359,7 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 			return gr, badRequest("prompt", "missing", "prompt is empty")
 		}
 		if g.ReasoningEffort != nil {
-			return gr, badRequest("reasoning_effort", "invalid_value", "reasoning_effort applies to a chat (messages), not a raw prompt")
+			return gr, badRequest("reasoning_effort", "invalid_value", "reasoning_effort (Ollama's think) applies to a chat (messages, or a prompt the model's chat template renders), not a raw prompt")
 		}
 		if err := tooLongToTokenize(m.Info(), len(text), "prompt"); err != nil {
 			return gr, err

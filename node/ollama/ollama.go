@@ -7,7 +7,9 @@ package ollama
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -122,9 +124,51 @@ type Request struct {
 	// Tools are OpenAI-style function definitions (chat only).
 	Tools []json.RawMessage `json:"tools"`
 	// Think false asks the model's template not to think (the template
-	// variable enable_thinking false, as Qwen3's reads it); true is
-	// refused by the node (no separate thinking is returned).
-	Think *bool `json:"think"`
+	// variable enable_thinking false, as Qwen3's reads it); true, or a
+	// level (low, medium, high), asks for reasoning at that effort
+	// (true: medium), as Ollama runs gpt-oss: the worker's
+	// reasoning_effort, which a model whose template takes no effort
+	// refuses (rbee returns separate thinking for gpt-oss's harmony
+	// answers only).
+	Think *Think `json:"think"`
+}
+
+// Think is Ollama's think: a boolean, or a reasoning level.
+type Think struct {
+	On    bool
+	Level string // "low", "medium" or "high"; "" for a boolean
+}
+
+// thinkLevels are the levels Ollama's think takes besides true and false.
+var thinkLevels = []string{"low", "medium", "high"}
+
+// UnmarshalJSON reads true, false or a level.
+func (t *Think) UnmarshalJSON(b []byte) error {
+	var on bool
+	if json.Unmarshal(b, &on) == nil {
+		*t = Think{On: on}
+		return nil
+	}
+	var level string
+	if json.Unmarshal(b, &level) == nil && slices.Contains(thinkLevels, level) {
+		*t = Think{On: true, Level: level}
+		return nil
+	}
+	return ErrThink
+}
+
+// ErrThink: think is neither a boolean nor one of the levels.
+var ErrThink = errors.New("think must be true, false, or one of low, medium, high")
+
+// effort is the reasoning effort think asks for ("" for none).
+func (t *Think) effort() string {
+	switch {
+	case t == nil || !t.On:
+		return ""
+	case t.Level != "":
+		return t.Level
+	}
+	return "medium" // Ollama's default level for gpt-oss
 }
 
 // Message is a chat message in Ollama's shape: tool calls carry
@@ -213,8 +257,11 @@ func (o Request) InferBody(chat bool) ([]byte, error) {
 			m["apply_template"] = true
 		}
 	}
-	if o.Think != nil && !*o.Think {
+	switch {
+	case o.Think != nil && !o.Think.On:
 		m["chat_template_kwargs"] = map[string]bool{"enable_thinking": false}
+	case o.Think.effort() != "":
+		m["reasoning_effort"] = o.Think.effort()
 	}
 	op := o.Options
 	set := func(k string, v any, ok bool) {

@@ -66,6 +66,9 @@ func TestInferBody(t *testing.T) {
 			`{"prompt":"a","response_format":{"type":"json_object","schema":{"type":"object"}}}`},
 		{"think false asks the template for none", true, `{"model":"m","messages":[{"role":"user","content":"hi"}],"think":false}`,
 			`{"messages":[{"role":"user","content":"hi"}],"chat_template_kwargs":{"enable_thinking":false}}`},
+		{"think true is the medium effort", true, `{"model":"m","messages":[{"role":"user","content":"hi"}],"think":true}`,
+			`{"messages":[{"role":"user","content":"hi"}],"reasoning_effort":"medium"}`},
+		{"think high", false, `{"model":"m","prompt":"hi","think":"high"}`, `{"prompt":"hi","apply_template":true,"reasoning_effort":"high"}`},
 		{"chat with a tool call", true, `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","tool_calls":[{"function":{"name":"f","arguments":{"a":1}}}]},{"role":"tool","content":"2","tool_name":"f"}],"tools":[{"type":"function","function":{"name":"f"}}]}`,
 			`{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","tool_calls":[{"id":"call_1_0","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","content":"2","name":"f"}],"tools":[{"type":"function","function":{"name":"f"}}]}`},
 	}
@@ -92,4 +95,29 @@ func TestToolNamesAndCalls(t *testing.T) {
 	b, err := json.Marshal(calls)
 	require.NoError(t, err)
 	require.JSONEq(t, `[{"function":{"name":"f","arguments":{"x":2}}}]`, string(b))
+}
+
+// TestThinkValues: think takes true, false or a level; anything else is
+// refused with what it takes.
+func TestThinkValues(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		want   Think
+		effort string
+		err    bool
+	}{
+		{`true`, Think{On: true}, "medium", false}, {`false`, Think{}, "", false},
+		{`"low"`, Think{On: true, Level: "low"}, "low", false}, {`"high"`, Think{On: true, Level: "high"}, "high", false},
+		{`"extreme"`, Think{}, "", true}, {`1`, Think{}, "", true}, {`""`, Think{}, "", true},
+	} {
+		var th Think
+		err := json.Unmarshal([]byte(tc.in), &th)
+		if tc.err {
+			require.ErrorIs(t, err, ErrThink, tc.in)
+			continue
+		}
+		require.NoError(t, err, tc.in)
+		require.Equal(t, tc.want, th, tc.in)
+		require.Equal(t, tc.effort, th.effort(), tc.in)
+	}
 }
