@@ -747,7 +747,7 @@ func (n *Node) stopOrphanShards(byID map[string]fsm.Group) {
 		}
 		n.groups.mu.Unlock()
 		if now.Sub(since) >= orphanShardGrace {
-			n.stopLocal(info.WorkerID, "orphaned shard of group "+info.Group)
+			n.stopLocal(info.WorkerID, info.PID, "orphaned shard of group "+info.Group)
 		}
 	}
 	n.groups.mu.Lock()

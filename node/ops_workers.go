@@ -168,17 +168,25 @@ func (n *Node) retireLocalWorkers() {
 		return w.NodeID == n.ID() && w.State == fsm.WorkerRetiring
 	})
 	for _, rw := range retiring {
-		n.stopLocal(rw.ID, "retired")
+		n.stopLocal(rw.ID, rw.PID, "retired")
 	}
 }
 
 // stopLocal stops a local worker's process in the background, once per
 // process: a stop under way is not started again, and a worker id spawned
-// again after a stop is a new process, stopped in its turn.
-func (n *Node) stopLocal(id, why string) {
+// again after a stop is a new process, stopped in its turn. pid, when not
+// 0, is the process the caller means (the registry's entry): another
+// process under the same id is left alone. A worker id spawned again
+// right after its retirement would otherwise be stopped, before it was
+// ready, by the retiring entry of the process before it, which a replica
+// still holds until the leader's removal reaches it.
+func (n *Node) stopLocal(id string, pid int, why string) {
 	st, err := n.procs.ByWorkerID(id)
 	if err != nil {
 		return // no process of ours runs it: nothing to stop
+	}
+	if pid != 0 && st.PID != pid {
+		return // another incarnation of the id
 	}
 	key := fmt.Sprintf("%s@%d", id, st.PID)
 	n.retireMu.Lock()

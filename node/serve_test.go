@@ -27,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/synth"
 	"github.com/rbee-project/rbee/node"
@@ -654,4 +655,43 @@ func TestSpawnWhenTheWorkerBinaryCannotBeCatalogued(t *testing.T) {
 	require.NotEqual(t, jobs.CodeNotFound, je.Code, "%v", err)
 	require.ErrorContains(t, err, "catalog")
 	require.NotContains(t, err.Error(), "rbee worker build")
+}
+
+// TestRetiringEntryOfAnotherProcess: a replica's retiring entry of a
+// worker id stops only the process it names. A worker id spawned again
+// right after its retirement was stopped before it was ready by the
+// retiring entry of the process before it, which a replica holds until
+// the leader's removal reaches it (TestWorkerExitAndRetire failed so in
+// CI: the new process drained at once and the spawn said it exited).
+func TestRetiringEntryOfAnotherProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 2)
+	w := spawn(t, c.Nodes[0], "node1", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	entry := func(pid int) fsm.Worker {
+		rw, ok := c.Nodes[0].Registry().Worker(w.WorkerID)
+		require.True(t, ok)
+		rw.PID, rw.State = pid, fsm.WorkerRetiring
+		return rw
+	}
+	// The entry of another process under the same id, retiring.
+	cmd, err := fsm.Encode(fsm.UpsertWorker{Worker: entry(w.PID + 1_000_000)})
+	require.NoError(t, err)
+	_, err = c.Nodes[0].Apply(ctx, cmd)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		rw, ok := c.Nodes[1].Registry().Worker(w.WorkerID)
+		return ok && rw.State == fsm.WorkerRetiring
+	}, nodetest.WaitTimeout, 20*time.Millisecond, "the hive's replica holds the retiring entry")
+	require.Never(t, func() bool { return processGone(w.PID) }, 2*time.Second, 100*time.Millisecond,
+		"the running process is another one: it is not stopped")
+	// Its own entry retiring: it stops.
+	cmd, err = fsm.Encode(fsm.UpsertWorker{Worker: entry(w.PID)})
+	require.NoError(t, err)
+	_, err = c.Nodes[0].Apply(ctx, cmd)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return processGone(w.PID) }, nodetest.WaitTimeout, 100*time.Millisecond, "its own retiring entry stops it")
 }
