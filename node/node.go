@@ -120,11 +120,16 @@ type Node struct {
 
 	// sup supervises this node's workers: heartbeats, engines, expiry,
 	// load reports, the leader's reconcile.
-	sup          *supervisor.Supervisor
-	loads        *loadTable
-	loadPub      loadPublisher
-	retireMu     sync.Mutex
-	retiring     map[string]bool
+	sup      *supervisor.Supervisor
+	loads    *loadTable
+	loadPub  loadPublisher
+	retireMu sync.Mutex
+	retiring map[string]bool
+	// retired are the processes this node stopped because the registry
+	// marked them retiring (pid → when), kept retiredMemory: a spawn
+	// whose process a retire stopped before the spawn saw the entry (the
+	// leader may remove it at once) still says "retired", not "exited".
+	retired      map[int]time.Time
 	retireSeen   uint64    // registry index retireLocalWorkers last looked at (worker loop only)
 	retireLooked time.Time // when it last did
 	workerClient *http.Client
@@ -244,7 +249,7 @@ func New(cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}), created: time.Now(), capsRefresh: make(chan struct{}, 1),
-		loads: newLoadTable(), retiring: map[string]bool{}, workerClient: newWorkerHTTP()}
+		loads: newLoadTable(), retiring: map[string]bool{}, retired: map[int]time.Time{}, workerClient: newWorkerHTTP()}
 	n.connCounts = newConnCounts(cfg.MaxConnsPerClient)
 	n.metrics = newMetrics(n)
 	n.registerOps()
