@@ -24,6 +24,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/recent"
 )
 
 // Errors returned (wrapped) by this package.
@@ -282,8 +283,7 @@ type Consensus struct {
 	subMu sync.Mutex
 	subs  map[chan LeaderEvent]struct{}
 
-	leftMu sync.Mutex
-	left   map[string]time.Time // servers that asked to leave, by id
+	left *recent.Set[string] // servers that asked to leave, by id (leavingGrace)
 
 	// rebased counts requests sent again with a newer Base (fsm.ErrExpired).
 	rebased     atomic.Int64
@@ -370,7 +370,7 @@ func New(cfg Config) (*Consensus, error) {
 		notifyCh:   make(chan bool, 16),
 		obsCh:      make(chan raft.Observation, 64),
 		subs:       map[chan LeaderEvent]struct{}{},
-		left:       map[string]time.Time{},
+		left:       recent.New[string](leavingGrace),
 	}
 	hint, err := openAppliedHint(dir)
 	if err != nil {

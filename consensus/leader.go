@@ -60,24 +60,9 @@ func (c *Consensus) takeDirty() (ids []string, all bool) {
 // changed one up costs about as much past this share).
 const fullPassShare = 4
 
-func (c *Consensus) markLeaving(id string) {
-	c.leftMu.Lock()
-	defer c.leftMu.Unlock()
-	now := time.Now()
-	for k, t := range c.left {
-		if now.Sub(t) > leavingGrace {
-			delete(c.left, k)
-		}
-	}
-	c.left[id] = now
-}
+func (c *Consensus) markLeaving(id string) { c.left.Add(id) }
 
-func (c *Consensus) isLeaving(id string) bool {
-	c.leftMu.Lock()
-	defer c.leftMu.Unlock()
-	t, ok := c.left[id]
-	return ok && time.Since(t) <= leavingGrace
-}
+func (c *Consensus) isLeaving(id string) bool { return c.left.Has(id) }
 
 // leaderLoop runs while this server is the leader: a barrier (so the local
 // FSM has every committed entry), then a full reconcile pass at once and

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/recent"
 )
 
 // fakeOps records what a reconcile pass changes and fails the operations
@@ -102,7 +103,7 @@ func testPass(t *testing.T, ops reconcileOps, st *fsm.State, servers []raft.Serv
 	c := &Consensus{
 		cfg:  Config{LocalID: "self", MaxVoters: 3, ReapGrace: time.Minute},
 		log:  slog.New(slog.DiscardHandler),
-		left: map[string]time.Time{},
+		left: recent.New[string](leavingGrace),
 	}
 	for _, id := range leaving {
 		c.markLeaving(id)

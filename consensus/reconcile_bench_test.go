@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/recent"
 )
 
 // BenchmarkReconcilePass measures one reconcile pass of the leader over n
@@ -26,7 +27,7 @@ func BenchmarkReconcilePass(b *testing.B) {
 		c := &Consensus{
 			cfg:  Config{LocalID: members[0].ID, MaxVoters: 5, ReapGrace: time.Minute},
 			log:  slog.New(slog.DiscardHandler),
-			left: map[string]time.Time{},
+			left: recent.New[string](leavingGrace),
 		}
 		for _, change := range []bool{false, true} {
 			list := append([]Member(nil), members...)
@@ -71,7 +72,7 @@ func BenchmarkReconcileChanged(b *testing.B) {
 		c := &Consensus{
 			cfg:  Config{LocalID: members[0].ID, MaxVoters: 5, ReapGrace: time.Minute},
 			log:  slog.New(slog.DiscardHandler),
-			left: map[string]time.Time{},
+			left: recent.New[string](leavingGrace),
 		}
 		b.Run(fmt.Sprintf("members=%d/one-failed", n), func(b *testing.B) {
 			for b.Loop() {

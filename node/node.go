@@ -33,6 +33,7 @@ import (
 	"github.com/rbee-project/rbee/internal/atomicfile"
 	"github.com/rbee-project/rbee/internal/dirlock"
 	"github.com/rbee-project/rbee/internal/loopback"
+	"github.com/rbee-project/rbee/internal/recent"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/hf"
 	"github.com/rbee-project/rbee/node/auth"
@@ -125,11 +126,11 @@ type Node struct {
 	loadPub  loadPublisher
 	retireMu sync.Mutex
 	retiring map[string]bool
-	// retired are the processes this node stopped because the registry
-	// marked them retiring (pid → when), kept retiredMemory: a spawn
-	// whose process a retire stopped before the spawn saw the entry (the
-	// leader may remove it at once) still says "retired", not "exited".
-	retired      map[int]time.Time
+	// retired are the processes (pids) this node stopped because the
+	// registry marked them retiring, kept retiredMemory: a spawn whose
+	// process a retire stopped before the spawn saw the entry (the leader
+	// may remove it at once) still says "retired", not "exited".
+	retired      *recent.Set[int]
 	retireSeen   uint64    // registry index retireLocalWorkers last looked at (worker loop only)
 	retireLooked time.Time // when it last did
 	workerClient *http.Client
@@ -249,7 +250,7 @@ func New(cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: log.With("node", cfg.Name), stopped: make(chan struct{}), created: time.Now(), capsRefresh: make(chan struct{}, 1),
-		loads: newLoadTable(), retiring: map[string]bool{}, retired: map[int]time.Time{}, workerClient: newWorkerHTTP()}
+		loads: newLoadTable(), retiring: map[string]bool{}, retired: recent.New[int](retiredMemory), workerClient: newWorkerHTTP()}
 	n.connCounts = newConnCounts(cfg.MaxConnsPerClient)
 	n.metrics = newMetrics(n)
 	n.registerOps()

@@ -320,7 +320,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		var early *process.EarlyExitError
 		if errors.As(err, &early) {
 			if w, ok := n.reg.Worker(early.WorkerID); ok && w.NodeID == n.ID() && w.PID == early.PID &&
-				(w.State == fsm.WorkerRetiring || w.State == fsm.WorkerGone) || n.wasRetired(early.PID) {
+				(w.State == fsm.WorkerRetiring || w.State == fsm.WorkerGone) || n.retired.Has(early.PID) {
 				// The worker announced itself and a retire (from any
 				// node) reached it before its health check answered:
 				// it drained and exited as told, it did not fail.
@@ -379,7 +379,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 			return em.Result(res)
 		}
 		if ok && w.PID == info.PID && (w.State == fsm.WorkerRetiring || w.State == fsm.WorkerGone) ||
-			n.wasRetired(info.PID) {
+			n.retired.Has(info.PID) {
 			// This process's entry, not a stale one of an earlier
 			// worker under the same id; or this node stopped this
 			// process for a retire, and the leader removed its entry

@@ -207,7 +207,7 @@ func (n *Node) stopLocal(id string, pid int, why string) {
 			n.retireMu.Unlock()
 		}()
 		if why == "retired" {
-			n.noteRetired(st.PID)
+			n.retired.Add(st.PID)
 		}
 		if err := n.stopWorker(n.ctx, id); err != nil {
 			n.log.Warn("stop worker", "worker", id, "why", why, "err", err)
@@ -220,27 +220,6 @@ func (n *Node) stopLocal(id string, pid int, why string) {
 // retiredMemory is how long the node remembers a process it stopped for
 // a retire: far longer than a spawn's wait for its registry entry.
 const retiredMemory = 10 * time.Minute
-
-// noteRetired records that this node stops process pid for a retire.
-func (n *Node) noteRetired(pid int) {
-	n.retireMu.Lock()
-	defer n.retireMu.Unlock()
-	now := time.Now()
-	for p, at := range n.retired {
-		if now.Sub(at) > retiredMemory {
-			delete(n.retired, p)
-		}
-	}
-	n.retired[pid] = now
-}
-
-// wasRetired reports whether this node stopped process pid for a retire.
-func (n *Node) wasRetired(pid int) bool {
-	n.retireMu.Lock()
-	defer n.retireMu.Unlock()
-	_, ok := n.retired[pid]
-	return ok
-}
 
 // errNotManaged: the worker was not started by this node, so rbee will not
 // signal it.
