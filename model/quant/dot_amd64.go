@@ -417,35 +417,35 @@ var (
 	gemmQ5_0R8VNNI = r8Gemm([4]r8Pass{gemmQ5_0R8x1VNNI, nil, nil, gemmQ5_0R8x4VNNI}, q50GroupBytes, 34)
 )
 
-// r16Pass is an assembly pass of a sixteen-row kernel: sixteen rows (two
-// groups of nb block groups, alternating: see gemmR16Func) times a fixed
-// number of vectors at x, x+xstride, ... into out[16*a+r].
-type r16Pass func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+// r16Pass is an assembly pass of a sixteen-row kernel: sixteen rows (nb
+// block columns: see gemmR16Func) times a fixed number of vectors at x,
+// x+xstride, ... into out[16*a+r].
+type r16Pass func(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 // r16Gemm makes a gemmR16Func of passes (passes[k-1] takes k vectors)
-// over groups of groupB bytes per block column and activation blocks of
-// xBlockB bytes: it bounds-checks the slices, then runs the widest passes
-// that fit.
-func r16Gemm(passes []r16Pass, groupB, xBlockB int) gemmR16Func {
-	return func(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32, ostride int) {
+// over block columns of colB bytes and activation blocks of xBlockB
+// bytes: it bounds-checks the slices, then runs the widest passes that
+// fit.
+func r16Gemm(passes []r16Pass, colB, xBlockB int) gemmR16Func {
+	return func(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int) {
 		if na == 0 {
 			return
 		}
-		if ostride < 2*RowGroup {
+		if ostride < wideGroup {
 			panic("quant: a sixteen-row kernel's output stride is under 16")
 		}
-		_ = out[(na-1)*ostride+2*RowGroup-1]
+		_ = out[(na-1)*ostride+wideGroup-1]
 		if nb == 0 {
 			for a := 0; a < na; a++ {
-				clear(out[a*ostride : a*ostride+2*RowGroup])
+				clear(out[a*ostride : a*ostride+wideGroup])
 			}
 			return
 		}
-		_ = w[nb*(groupB+gstride)-1]
+		_ = w[nb*colB-1]
 		_ = x[(na-1)*xstride+nb*xBlockB-1]
 		for a := 0; a < na; {
 			k := min(len(passes), na-a)
-			passes[k-1](nb, &w[0], gstride, &x[a*xstride], xstride, &out[a*ostride], 4*ostride)
+			passes[k-1](nb, &w[0], &x[a*xstride], xstride, &out[a*ostride], 4*ostride)
 			a += k
 		}
 	}
@@ -453,9 +453,9 @@ func r16Gemm(passes []r16Pass, groupB, xBlockB int) gemmR16Func {
 
 // gemmQ4_0R16VNNI and gemmQ4KR16VNNI run the repacked sixteen-row kernels.
 var (
-	gemmQ4_0R16VNNI = r16Gemm([]r16Pass{gemmQ4_0R16x1VNNI, gemmQ4_0R16x2VNNI, gemmQ4_0R16x3VNNI, gemmQ4_0R16x4VNNI}, q40GroupBytes, q8sBlockBytes)
+	gemmQ4_0R16VNNI = r16Gemm([]r16Pass{gemmQ4_0R16x1VNNI, gemmQ4_0R16x2VNNI, gemmQ4_0R16x3VNNI, gemmQ4_0R16x4VNNI}, q40ColBytes, q8sBlockBytes)
 	gemmQ4KR16VNNI  = r16Gemm([]r16Pass{gemmQ4KR16x1VNNI, gemmQ4KR16x2VNNI, gemmQ4KR16x3VNNI, gemmQ4KR16x4VNNI,
-		gemmQ4KR16x5VNNI, gemmQ4KR16x6VNNI, gemmQ4KR16x7VNNI, gemmQ4KR16x8VNNI}, q4kGroupBytes, 292)
+		gemmQ4KR16x5VNNI, gemmQ4KR16x6VNNI, gemmQ4KR16x7VNNI, gemmQ4KR16x8VNNI}, q4kColBytes, 292)
 )
 
 // quantQ8_0SIMD and quantQ8_0SumsSIMD quantise one Q8_0 block with

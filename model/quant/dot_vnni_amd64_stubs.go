@@ -35,16 +35,16 @@ func dotQ4Kx16VNNI(nb int, w *byte, x *byte, xstride int, out *[16]float32)
 func dotQ4KVNNI(nb int, w *byte, x *byte) float32
 
 //go:noescape
-func gemmQ4_0R16x1VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4_0R16x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4_0R16x2VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4_0R16x2VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4_0R16x3VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4_0R16x3VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4_0R16x4VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4_0R16x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
 func gemmQ8_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
@@ -59,28 +59,28 @@ func gemmQ5_0R8x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostri
 func gemmQ5_0R8x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4KR16x1VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4KR16x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4KR16x2VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4KR16x2VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4KR16x3VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4KR16x3VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4KR16x4VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4KR16x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4KR16x5VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4KR16x5VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4KR16x6VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4KR16x6VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4KR16x7VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4KR16x7VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
-func gemmQ4KR16x8VNNI(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)
+func gemmQ4KR16x8VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
 func quantQ8KAVX512(x *float32, dst *byte) bool

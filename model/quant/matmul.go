@@ -304,7 +304,7 @@ type matmulJob struct {
 	dot8    dot8Func // nil when the type has no eight-vector kernel
 	dot16   dot16Func
 	gemm    gemmR8Func  // non-nil: rows are read from m.packed in groups of RowGroup
-	gemm16  gemmR16Func // non-nil: rows are read from m.packed two groups at a time
+	gemm16  gemmR16Func // non-nil: rows are read from m.packed sixteen at a time
 	nb      int         // blocks per row (gemm)
 	perCall int         // vectors per kernel call (gemm, gemm16)
 	q8s     bool        // activations are q8sBlockBytes blocks (Q4_0's sixteen-row kernel)
@@ -429,40 +429,33 @@ func (j *matmulJob) runF32R4(worker, start, end, i0, i1 int) int {
 }
 
 // runPacked computes the passes [start, end) of a product from the
-// repacked weights: a pass is one row group with an eight-row kernel, a
-// pair of groups with the sixteen-row one (an odd last group alone, read
-// twice and the copy's results dropped; padding rows of a last group are
-// dropped too). Vectors are tiled so a tile stays in L2 while each weight
+// repacked weights: a pass is one row group with an eight-row kernel,
+// sixteen rows with the sixteen-row one (the results of a last group's
+// padding rows are dropped). Vectors are tiled so a tile stays in L2 while each weight
 // group is read once per tile, and handed to the kernel perCall at a
 // time.
 func (j *matmulJob) runPacked(worker, start, end int) {
 	m, n := j.m, j.n
 	groups, per := packedGroups(m.Rows), j.groupsPerPass()
-	gb := len(m.packed) / groups
+	passB := len(m.packed) / ((groups + per - 1) / per)
 	out := j.outs[worker][:]
 	tile := max(16, tileBytes/j.xB)
 	for i0 := 0; i0 < n; i0 += tile {
 		i1 := min(n, i0+tile)
 		for u := start; u < end; u++ {
-			g := per * u
-			k := min(per, groups-g) // groups in this pass
-			w := m.packed[g*gb : (g+k)*gb]
-			r0 := g * RowGroup
-			rows := min(k*RowGroup, m.Rows-r0)
+			w := m.packed[u*passB : (u+1)*passB]
+			r0 := per * u * RowGroup
+			rows := min(per*RowGroup, m.Rows-r0)
 			for i := i0; i < i1; i += j.perCall {
 				na := min(j.perCall, i1-i)
 				if j.gemm16 != nil {
-					gs := 0 // one group, read twice
-					if k == 2 {
-						gs = gb / j.nb
-					}
-					if rows == 2*RowGroup {
+					if rows == wideGroup {
 						// Sixteen whole rows: straight into dst, each
 						// vector's m.Rows apart (no copy per vector).
-						j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, j.dst[i*m.Rows+r0:], m.Rows)
+						j.gemm16(j.nb, w, j.xq[i*j.xB:], j.xB, na, j.dst[i*m.Rows+r0:], m.Rows)
 						continue
 					}
-					j.gemm16(j.nb, w, gs, j.xq[i*j.xB:], j.xB, na, out[:2*RowGroup*na], 2*RowGroup)
+					j.gemm16(j.nb, w, j.xq[i*j.xB:], j.xB, na, out[:wideGroup*na], wideGroup)
 				} else {
 					if rows == RowGroup {
 						j.gemm(j.nb, w, j.xq[i*j.xB:], j.xB, na, j.dst[i*m.Rows+r0:], m.Rows)

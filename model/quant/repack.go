@@ -38,6 +38,14 @@ const q50GroupBytes = RowGroup * 22
 // bytes per row, in 32 chunks of 32): 8 × 144, as in the file.
 const q4kGroupBytes = 32 + RowGroup*12 + RowGroup*128
 
+// q40ColBytes and q4kColBytes are the sizes of a block column of the
+// sixteen-row layouts (see repackQ4_0, repackQ4K): two groups' bytes, one
+// row per dword lane.
+const (
+	q40ColBytes = 2 * q40GroupBytes
+	q4kColBytes = 2 * q4kGroupBytes
+)
+
 // gemmR8Func multiplies one group of RowGroup repacked rows (nb block
 // groups at w) with na activation vectors at x, x+xstride, ... into
 // out[ostride*a+r] (ostride >= RowGroup; see gemmR16Func).
@@ -50,16 +58,17 @@ var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q5_0: rep
 // block (RowGroup groups of blocks become one group).
 var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q5_0: q50GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup}
 
-// gemmR16Func multiplies sixteen repacked rows, two groups of RowGroup
-// whose nb block groups alternate at w (see eachPairedBlock: the second
-// group's block gstride bytes after the first's, the next block one
-// group's bytes plus gstride on; gstride 0 reads one group twice, whose
-// results then come twice), with na activation vectors at x, x+xstride,
+// wideGroup is the number of rows the sixteen-row kernels (Q4_0, Q4_K)
+// interleave: twice RowGroup, one row per 32-bit lane of a zmm register.
+const wideGroup = 2 * RowGroup
+
+// gemmR16Func multiplies a group of wideGroup repacked rows (nb block
+// columns at w, see eachWideBlock) with na activation vectors at x, x+xstride,
 // ... into out[ostride*a+r] (ostride >= 16: a scratch of sixteen floats
 // per vector, or a row-major result with the matrix's row count between
 // vectors; what lies between is not written). Q4_0's activations are
 // q8sBlockBytes blocks, Q4_K's Q8_K blocks.
-type gemmR16Func func(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32, ostride int)
+type gemmR16Func func(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int)
 
 // gemmR16Kernels are the sixteen-row kernels (Q4_0 and Q4_K with AVX-512
 // VNNI), filled by useSIMD like gemmR8Kernels. Their float contracts are
@@ -127,7 +136,11 @@ func (m *Matrix) RepackedSize() (int, bool) {
 	if err != nil || len(m.Data) < rowB*m.Rows {
 		return 0, false
 	}
-	return packedGroups(m.Rows) * RowGroup * m.Cols / m.Type.BlockSize() * repackedSize[m.Type], true
+	rows := packedGroups(m.Rows) * RowGroup
+	if has16 {
+		rows = (m.Rows + wideGroup - 1) / wideGroup * wideGroup
+	}
+	return rows * m.Cols / m.Type.BlockSize() * repackedSize[m.Type], true
 }
 
 // UseRepacked makes MatMul read b, a copy that RepackInto made earlier of
@@ -159,7 +172,8 @@ func (m *Matrix) ReleaseData() bool {
 
 // packedGroups is the number of row groups of a repacked matrix of rows
 // rows: a last group the rows do not fill (sixteen-row kernels only) is
-// padded with zero rows, whose results MatMul drops.
+// padded with zero rows, whose results MatMul drops (the sixteen-row
+// layout pads to a multiple of wideGroup).
 func packedGroups(rows int) int { return (rows + RowGroup - 1) / RowGroup }
 
 // Repacked reports whether MatMul reads a repacked copy of m's weights.
@@ -180,42 +194,35 @@ func eachBlock(m *Matrix, out []byte, groupB int, f func(dst, src []byte, r int)
 	}
 }
 
-// eachPairedBlock calls f(dst, src, r) for every block of m in the layout
-// of the sixteen-row kernels: rows in groups of eight, the groups in pairs
-// whose block columns alternate, so the kernel reads two groups in one
-// stream. Groups 2p and 2p+1 take the 2*nb*groupB bytes from
-// 2p*nb*groupB, group 2p's column b at 2b, group 2p+1's at 2b+1 (in
-// groupB units); an odd last group has its columns in order. src is row r
-// (of 8) of a group's block, dst that group's column; rows past the
-// matrix's last (up to a multiple of eight) are left zero.
-func eachPairedBlock(m *Matrix, out []byte, groupB int, f func(dst, src []byte, r int)) {
-	bb, nb, groups := m.Type.BlockBytes(), m.Cols/m.Type.BlockSize(), packedGroups(m.Rows)
-	for g := 0; g < groups; g++ {
-		step, first := 2, g%2
-		if g == groups-1 && groups%2 == 1 {
-			step, first = 1, 0
-		}
-		base := (g - g%2) * nb * groupB
+// eachWideBlock calls f(dst, src, r) for every block of m in the layout
+// of the sixteen-row kernels: rows in groups of wideGroup, each group's
+// block columns in order, column b of group p the colB bytes from
+// (p*nb+b)*colB, so a kernel reads its weights as one forward stream. src
+// is row r (of 16) of the group's block b, dst that column; rows past the
+// matrix's last (up to a multiple of sixteen) are left zero.
+func eachWideBlock(m *Matrix, out []byte, colB int, f func(dst, src []byte, r int)) {
+	bb, nb := m.Type.BlockBytes(), m.Cols/m.Type.BlockSize()
+	for p := 0; p*wideGroup < m.Rows; p++ {
 		for b := 0; b < nb; b++ {
-			dst := out[base+(step*b+first)*groupB:][:groupB]
-			for r := 0; r < RowGroup && g*RowGroup+r < m.Rows; r++ {
-				f(dst, m.Data[((g*RowGroup+r)*nb+b)*bb:][:bb], r)
+			dst := out[(p*nb+b)*colB:][:colB]
+			for r := 0; r < wideGroup && p*wideGroup+r < m.Rows; r++ {
+				f(dst, m.Data[((p*wideGroup+r)*nb+b)*bb:][:bb], r)
 			}
 		}
 	}
 }
 
 // repackQ4_0 lays Q4_0 rows out for the sixteen-row kernel
-// (eachPairedBlock). A group's column holds the rows' f16 scales
-// d[0..7], then four 32-byte chunks; chunk k holds each row's qs bytes
-// 4k..4k+3, row r at 4r. (A qs byte e holds element e in its low nibble
-// and element 16+e in its high one.)
+// (eachWideBlock). A column (q40ColBytes) holds the sixteen rows' f16
+// scales d[0..15], then four 64-byte chunks; chunk k holds each row's qs
+// bytes 4k..4k+3, row r at 4r. (A qs byte e holds element e in its low
+// nibble and element 16+e in its high one.)
 func repackQ4_0(m *Matrix, out []byte) {
 	le := binary.LittleEndian
-	eachPairedBlock(m, out, q40GroupBytes, func(dst, src []byte, r int) {
+	eachWideBlock(m, out, q40ColBytes, func(dst, src []byte, r int) {
 		le.PutUint16(dst[2*r:], le.Uint16(src))
 		for k := 0; k < 4; k++ {
-			le.PutUint32(dst[16+32*k+4*r:], le.Uint32(src[2+4*k:]))
+			le.PutUint32(dst[32+64*k+4*r:], le.Uint32(src[2+4*k:]))
 		}
 	})
 }
@@ -322,21 +329,20 @@ func q4Nibble(q []byte, r, e int) int32 {
 // and is the result, with no horizontal sum. So a row's result depends on
 // nothing but its weights and the vector: not the batch, the thread count
 // or which rows share a pass.
-func gemmQ4_0R16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32, ostride int) {
+func gemmQ4_0R16Generic(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int) {
 	le := binary.LittleEndian
 	for a := 0; a < na; a++ {
 		xa := x[a*xstride:]
-		for r := 0; r < 2*RowGroup; r++ {
-			g := w[(r/RowGroup)*gstride:]
+		for r := 0; r < wideGroup; r++ {
 			var acc float32
 			for b := 0; b < nb; b++ {
-				grp, xb := g[b*(q40GroupBytes+gstride):][:q40GroupBytes], xa[b*q8sBlockBytes:][:q8sBlockBytes]
+				col, xb := w[b*q40ColBytes:][:q40ColBytes], xa[b*q8sBlockBytes:][:q8sBlockBytes]
 				isum := int32(le.Uint32(xb))
 				for e := 0; e < 16; e++ {
-					q := grp[16+32*(e/4)+4*(r%RowGroup)+e%4]
+					q := col[32+64*(e/4)+4*r+e%4]
 					isum += int32(q&0x0F)*int32(int8(xb[8+e])) + int32(q>>4)*int32(int8(xb[8+16+e]))
 				}
-				d := F16ToF32(le.Uint16(grp[2*(r%RowGroup):])) * math.Float32frombits(le.Uint32(xb[4:]))
+				d := F16ToF32(le.Uint16(col[2*r:])) * math.Float32frombits(le.Uint32(xb[4:]))
 				acc = fma32(float32(isum), d, acc)
 			}
 			out[ostride*a+r] = acc
@@ -384,23 +390,23 @@ func gemmQ8_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32, ostr
 }
 
 // repackQ4K lays Q4_K rows out for the sixteen-row kernel
-// (eachPairedBlock). A group's column (one super-block of eight rows,
-// q4kGroupBytes) holds d of rows 0-7 (f16), dmin of rows 0-7, then dword
-// i (i = 0, 1, 2) of each row's 12 scale bytes at 32+32i+4r, then 32
-// chunks of 32 bytes: chunk c holds each row's qs bytes 4c..4c+3 at
-// 128+32c+4r. (In the file, qs byte 32j+e holds element e of sub-block 2j
+// (eachWideBlock). A column (one super-block of sixteen rows,
+// q4kColBytes) holds d of rows 0-15 (f16), dmin of rows 0-15, then dword
+// i (i = 0, 1, 2) of each row's 12 scale bytes at 64+64i+4r, then 32
+// chunks of 64 bytes: chunk c holds each row's qs bytes 4c..4c+3 at
+// 256+64c+4r. (In the file, qs byte 32j+e holds element e of sub-block 2j
 // in its low nibble and of sub-block 2j+1 in its high one, so chunk 8j+k
 // has elements 4k..4k+3 of sub-blocks 2j and 2j+1.)
 func repackQ4K(m *Matrix, out []byte) {
 	le := binary.LittleEndian
-	eachPairedBlock(m, out, q4kGroupBytes, func(dst, src []byte, r int) {
+	eachWideBlock(m, out, q4kColBytes, func(dst, src []byte, r int) {
 		copy(dst[2*r:], src[0:2])
-		copy(dst[16+2*r:], src[2:4])
+		copy(dst[32+2*r:], src[2:4])
 		for i := 0; i < 3; i++ {
-			copy(dst[32+32*i+4*r:][:4], src[4+4*i:])
+			copy(dst[64+64*i+4*r:][:4], src[4+4*i:])
 		}
 		for c := 0; c < 32; c++ {
-			le.PutUint32(dst[128+32*c+4*r:], le.Uint32(src[16+4*c:]))
+			le.PutUint32(dst[256+64*c+4*r:], le.Uint32(src[16+4*c:]))
 		}
 	})
 }
@@ -412,20 +418,19 @@ func repackQ4K(m *Matrix, out []byte) {
 // exact integer sum over its sub-blocks s of sc_s * sum(q*x) and msum that
 // of m_s * (the Q8_K bsums of s); acc starts at 0 and is the result, with
 // no horizontal sum. So a row's result depends on nothing but its weights
-// and the vector. Rows are laid out as gemmR16Func says (gstride).
-func gemmQ4KR16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int, out []float32, ostride int) {
+// and the vector. Rows are laid out as repackQ4K says.
+func gemmQ4KR16Generic(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int) {
 	le := binary.LittleEndian
 	for a := 0; a < na; a++ {
 		xa := x[a*xstride:]
-		for r := 0; r < 2*RowGroup; r++ {
-			g, rr := w[(r/RowGroup)*gstride:], r%RowGroup
+		for rr := 0; rr < wideGroup; rr++ {
 			var acc float32
 			for b := 0; b < nb; b++ {
-				grp, xb := g[b*(q4kGroupBytes+gstride):][:q4kGroupBytes], xa[b*292:][:292]
+				grp, xb := w[b*q4kColBytes:][:q4kColBytes], xa[b*292:][:292]
 				dx := math.Float32frombits(le.Uint32(xb))
 				var packed [12]byte
 				for i := 0; i < 3; i++ {
-					copy(packed[4*i:4*i+4], grp[32+32*i+4*rr:])
+					copy(packed[4*i:4*i+4], grp[64+64*i+4*rr:])
 				}
 				sc, mn := k4Scales(packed[:])
 				var isum, msum int32
@@ -433,17 +438,17 @@ func gemmQ4KR16Generic(nb int, w []byte, gstride int, x []byte, xstride, na int,
 					msum += int32(mn[s]) * (int32(int16(le.Uint16(xb[260+4*s:]))) + int32(int16(le.Uint16(xb[262+4*s:]))))
 					var t int32
 					for e := 0; e < 32; e++ {
-						q := grp[128+32*(8*(s/2)+e/4)+4*rr+e%4] >> (4 * (s % 2)) & 0x0F
+						q := grp[256+64*(8*(s/2)+e/4)+4*rr+e%4] >> (4 * (s % 2)) & 0x0F
 						t += int32(q) * int32(int8(xb[4+32*s+e]))
 					}
 					isum += int32(sc[s]) * t
 				}
 				d := F16ToF32(le.Uint16(grp[2*rr:])) * dx
-				dm := F16ToF32(le.Uint16(grp[16+2*rr:])) * dx
+				dm := F16ToF32(le.Uint16(grp[32+2*rr:])) * dx
 				acc = fma32(-dm, float32(msum), acc)
 				acc = fma32(float32(isum), d, acc)
 			}
-			out[ostride*a+r] = acc
+			out[ostride*a+rr] = acc
 		}
 	}
 }

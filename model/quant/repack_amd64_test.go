@@ -96,18 +96,19 @@ func TestRepackedKernelsMatchSingle(t *testing.T) {
 var r16Kernels = []struct {
 	typ       Type
 	asm, twin gemmR16Func
-	groupB    int
+	colB      int
 	xBlockB   int
 	quant     func(x []float32, dst []byte)
 	nbs       []int // block counts tested
 }{
-	{Q4_0, gemmQ4_0R16VNNI, gemmQ4_0R16Generic, q40GroupBytes, q8sBlockBytes, quantizeRowQ8_0Sums, []int{1, 2, 3, 16, 64}},
-	{Q4_K, gemmQ4KR16VNNI, gemmQ4KR16Generic, q4kGroupBytes, 292, quantizeRowQ8K, []int{1, 2, 3, 8, 16}},
+	{Q4_0, gemmQ4_0R16VNNI, gemmQ4_0R16Generic, q40ColBytes, q8sBlockBytes, quantizeRowQ8_0Sums, []int{1, 2, 3, 16, 64}},
+	{Q4_K, gemmQ4KR16VNNI, gemmQ4KR16Generic, q4kColBytes, 292, quantizeRowQ8K, []int{1, 2, 3, 8, 16}},
 }
 
 // TestRepackedR16Kernels checks each sixteen-row kernel against its
 // generic twin bit for bit, for 1..17 vectors (every pass width and
-// tail), 8, 16 and 24 rows (an odd group read twice), quantised and raw
+// tail), 8, 16 and 24 rows (a last group of padding rows, whose results
+// must be zero), quantised and raw
 // random weights; and both against the AVX2 single-row kernel on the file
 // layout within float tolerance (their float contracts differ: one FMA per
 // block and row, no lanes).
@@ -135,20 +136,17 @@ func TestRepackedR16Kernels(t *testing.T) {
 							quantizeActivations(vt, xs[v], xv[v*vB:(v+1)*vB])
 						}
 						rb := len(m.Data) / rows
-						gb := nb * k.groupB
+						cb := nb * k.colB
+						require.Len(t, m.packed, (rows+wideGroup-1)/wideGroup*cb)
 						wrow := make([]float32, cols)
 						for _, na := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17} {
-							for g := 0; g < rows/RowGroup; g += 2 {
-								gs, pair := k.groupB, 2
-								if g+1 == rows/RowGroup {
-									gs, pair = 0, 1
-								}
-								w := m.packed[g*gb : (g+pair)*gb]
+							for p := 0; p*wideGroup < rows; p++ {
+								w := m.packed[p*cb : (p+1)*cb]
 								got, twin := make([]float32, 16*na), make([]float32, 16*na)
-								k.asm(nb, w, gs, xq, xB, na, got, 16)
-								k.twin(nb, w, gs, xq, xB, na, twin, 16)
+								k.asm(nb, w, xq, xB, na, got, 16)
+								k.twin(nb, w, xq, xB, na, twin, 16)
 								for i := range got {
-									require.Equal(t, math.Float32bits(twin[i]), math.Float32bits(got[i]), "na=%d group %d out %d: %v vs %v", na, g, i, twin[i], got[i])
+									require.Equal(t, math.Float32bits(twin[i]), math.Float32bits(got[i]), "na=%d group %d out %d: %v vs %v", na, p, i, twin[i], got[i])
 								}
 								// Into a wider result (a matrix's rows
 								// apart): the same values, and nothing
@@ -158,7 +156,7 @@ func TestRepackedR16Kernels(t *testing.T) {
 								for i := range wide {
 									wide[i] = -7
 								}
-								k.asm(nb, w, gs, xq, xB, na, wide, ostride)
+								k.asm(nb, w, xq, xB, na, wide, ostride)
 								for a := 0; a < na; a++ {
 									for l := 0; l < ostride; l++ {
 										if l < 16 {
@@ -170,9 +168,10 @@ func TestRepackedR16Kernels(t *testing.T) {
 								}
 								for a := 0; a < na; a++ {
 									for l := 0; l < 16; l++ {
-										row := g*RowGroup + l
-										if gs == 0 {
-											row = g*RowGroup + l%RowGroup
+										row := p*wideGroup + l
+										if row >= rows {
+											require.Zero(t, math.Float32bits(got[16*a+l]), "na=%d vector %d padding row %d", na, a, l)
+											continue
 										}
 										wr := m.Data[row*rb : (row+1)*rb]
 										want := simdKernels[k.typ](cols, wr, xv[a*vB:(a+1)*vB])
@@ -337,7 +336,7 @@ func BenchmarkRepackedR16Kernels(b *testing.B) {
 		pm := *m
 		pm.Repack()
 		nb := cols / k.typ.BlockSize()
-		gb := nb * k.groupB
+		cb := nb * k.colB
 		vt := vecDotType(k.typ)
 		vB, _ := vt.RowBytes(cols)
 		xB := nb * k.xBlockB
@@ -352,8 +351,8 @@ func BenchmarkRepackedR16Kernels(b *testing.B) {
 				out := make([]float32, 16*nv)
 				fileLayout := fileLayoutKernel(k.typ, m, nv, xv, vB, out)
 				timeOldNew(b, rows, fileLayout, func() {
-					for g := 0; g < rows/RowGroup; g += 2 {
-						k.asm(nb, pm.packed[g*gb:(g+2)*gb], k.groupB, xq, xB, nv, out, 16)
+					for p := 0; p < rows/wideGroup; p++ {
+						k.asm(nb, pm.packed[p*cb:(p+1)*cb], xq, xB, nv, out, 16)
 					}
 				})
 			})

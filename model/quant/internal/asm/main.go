@@ -836,12 +836,11 @@ func q40r8(name string, na int, q8, q5 bool) {
 }
 
 // q40r16 generates the kernel of repacked Q4_0 weights (see repackQ4_0 in
-// model/quant): two groups of eight rows, whose blocks alternate (the
-// second group's block gstride = 144 bytes after the first's, the next
-// block 144+gstride bytes on; gstride 0 reads one group twice), against
-// na (1-4) activation vectors, one row per 32-bit lane. A group holds, per block column, the
-// eight rows' f16 scales and then four 32-byte chunks; chunk k holds each
-// row's qs bytes 4k..4k+3 (row r at 4r). Masked, a chunk gives every row's
+// model/quant): a group of sixteen rows, one 288-byte block column after
+// the other, against na (1-4) activation vectors, one row per 32-bit
+// lane. A column holds the sixteen rows' f16 scales and then four 64-byte
+// chunks; chunk k holds each row's qs bytes 4k..4k+3 (row r at 4r), so
+// each is one aligned load and the weights are one forward stream. Masked, a chunk gives every row's
 // elements 4k..4k+3 in its lane; shifted by 4, elements 16+4k..16+4k+3.
 // Activation blocks are 40 bytes: int32 -8*sum(q), float32 d_x, the 32
 // int8 q. Per row and vector the lane's integer sum is exact,
@@ -850,8 +849,7 @@ func q40r8(name string, na int, q8, q5 bool) {
 // + acc, with d_w*d_x rounded to float32, blocks in order. No horizontal
 // sum: out[16*a+r] is lane r of vector a's accumulator.
 func q40r16(name string, na int) {
-	header(name, "func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)")
-	Load(Param("gstride"), RDX)
+	header(name, "func(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)")
 	accs := []VecPhysical{Z16, Z17, Z18, Z19}
 	ws := []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7}
 	for a := 0; a < na; a++ {
@@ -863,13 +861,10 @@ func q40r16(name string, na int) {
 	at := func(a, disp int) Mem { m := xm[a]; m.Disp = disp; return m }
 	loopStart(name)
 	Comment("Z9 = d_w of the sixteen rows")
-	VMOVDQU(Mem{Base: RSI}, X9)
-	VINSERTI128(U8(1), Mem{Base: RSI, Index: RDX, Scale: 1}, Y9, Y9)
-	VCVTPH2PS(Y9, Z9)
+	VCVTPH2PS(Mem{Base: RSI}, Z9)
 	Comment("Z0-Z3: elements 4k..4k+3 of every row; Z4-Z7: 16+4k..16+4k+3")
 	for k := 0; k < 4; k++ {
-		VMOVDQU(Mem{Base: RSI, Disp: 16 + 32*k}, Y14)
-		VINSERTI64X4(U8(1), Mem{Base: RSI, Index: RDX, Scale: 1, Disp: 16 + 32*k}, Z14, Z14)
+		VMOVDQU64(Mem{Base: RSI, Disp: 32 + 64*k}, Z14)
 		VPANDD(Z8, Z14, ws[k])
 		VPSRLW(U8(4), Z14, Z14)
 		VPANDD(Z8, Z14, ws[4+k])
@@ -884,8 +879,7 @@ func q40r16(name string, na int) {
 		Instruction(&ir.Instruction{Opcode: "VMULPS.BCST", Operands: []Op{at(a, 4), Z9, Z11}})
 		VFMADD231PS(Z11, Z10, accs[a])
 	}
-	ADDQ(U32(144), RSI)
-	ADDQ(RDX, RSI)
+	ADDQ(U32(288), RSI)
 	ADDQ(U32(40), R8)
 	ADDQ(U32(40), R10)
 	loopEnd(name)
@@ -895,13 +889,17 @@ func q40r16(name string, na int) {
 }
 
 // q4kr16 generates the kernel of repacked Q4_K weights (see repackQ4K in
-// model/quant): two groups of eight rows, whose super-block columns
-// alternate (the second group's gstride = 1152 bytes after the first's,
-// the next column 1152+gstride on; gstride 0 reads one group twice),
-// against na (1-8) Q8_K activation vectors, one row per 32-bit lane. A
-// group's column holds d[8] and dmin[8] (f16), the rows' 12 bytes of 6-bit
-// scales and mins as three arrays of eight dwords, then 32 chunks of 32
-// bytes: chunk c holds each row's qs bytes 4c..4c+3 (row r at 4r). Chunk
+// model/quant): a group of sixteen rows, one 2304-byte super-block column
+// after the other, against na (1-8) Q8_K activation vectors, one row per
+// 32-bit lane. A column holds d[16] and dmin[16] (f16), the rows' 12 bytes
+// of 6-bit scales and mins as three arrays of sixteen dwords, then 32
+// chunks of 64 bytes: chunk c holds each row's qs bytes 4c..4c+3 (row r at
+// 4r), so every load is one aligned zmm and the weights one forward stream
+// (two groups of eight, 1152 bytes apart, ran at 11-12 GB/s from memory on
+// a Zen 4 where this layout runs at 24-25; software prefetching, which
+// the old layout needed in L3, now costs a tenth with one vector from
+// memory and gains under 5% with 8-64 vectors from L3, so there is none).
+// Chunk
 // 8j+k, masked, gives every row's elements 4k..4k+3 of sub-block 2j in its
 // lane; shifted by 4, those of sub-block 2j+1.
 //
@@ -918,8 +916,7 @@ func q40r16(name string, na int) {
 // Z12-Z15, so each chunk is loaded once; with more vectors one sub-block at
 // a time, each chunk loaded twice), Z0 the nibble mask.
 func q4kr16(name string, na int) {
-	header(name, "func(nb int, w *byte, gstride int, x *byte, xstride int, out *float32, ostride int)")
-	Load(Param("gstride"), RDX)
+	header(name, "func(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)")
 	if na > 4 {
 		LEAQ(Mem{Base: R10, Index: R9, Scale: 2}, R11)
 		ADDQ(R9, R11)
@@ -936,28 +933,20 @@ func q4kr16(name string, na int) {
 	}
 	Comment("Z0 = 0x0F bytes")
 	VMOVDQU32(b0F, Z0)
-	// pair loads 32 bytes at SI+disp (lanes 0-7) and at SI+DX+disp
-	// (lanes 8-15) into z.
+	// pair loads the sixteen rows' dwords at SI+disp into z.
 	pair := func(disp int, z VecPhysical) {
-		VMOVDQU(Mem{Base: RSI, Disp: disp}, z.AsY())
-		VINSERTI64X4(U8(1), Mem{Base: RSI, Index: RDX, Scale: 1, Disp: disp}, z, z)
+		VMOVDQU64(Mem{Base: RSI, Disp: disp}, z)
 	}
-	// halfPair converts the sixteen f16 at SI+disp and SI+DX+disp to z.
+	// halfPair converts the sixteen f16 at SI+disp to z.
 	halfPair := func(disp int, z VecPhysical) {
-		VMOVDQU(Mem{Base: RSI, Disp: disp}, z.AsX())
-		VINSERTI128(U8(1), Mem{Base: RSI, Index: RDX, Scale: 1, Disp: disp}, z.AsY(), z.AsY())
-		VCVTPH2PS(z.AsY(), z)
+		VCVTPH2PS(Mem{Base: RSI, Disp: disp}, z)
 	}
 	loopStart(name)
-	Comment("prefetch the weights a few super-block columns ahead")
-	for l := 0; l < 2*q4kGroupB/64; l++ {
-		PREFETCHT0(Mem{Base: RSI, Disp: q4kPrefetch*2*q4kGroupB + 64*l})
-	}
 	Comment("decode the sixteen rows' scales and mins (ggml's utmp steps, one dword lane per row):")
 	Comment("stack: sc[0..3], sc[4..7]; Z6 = m[0..3], Z7 = m[4..7] (a byte each)")
-	pair(32, Z1)
-	pair(64, Z2)
-	pair(96, Z3)
+	pair(64, Z1)
+	pair(128, Z2)
+	pair(192, Z3)
 	VPANDD(b3F, Z1, Z4)
 	VMOVDQU64(Z4, sa)
 	VPSRLD(U8(6), Z1, Z4)
@@ -983,7 +972,7 @@ func q4kr16(name string, na int) {
 			Instruction(&ir.Instruction{Opcode: "VPDPWSSD.BCST", Operands: []Op{xaddr(a, 260+4*sb), Z1, isum(a)}})
 		}
 	}
-	halfPair(16, Z5)
+	halfPair(32, Z5)
 	for a := 0; a < na; a++ {
 		VCVTDQ2PS(isum(a), isum(a))
 		VMULPS_BCST(xaddr(a, 0), Z5, part(a, 0))
@@ -1017,7 +1006,7 @@ func q4kr16(name string, na int) {
 				}
 			}
 			for k := 0; k < 8; k++ {
-				pair(128+32*(8*j+k), Z1)
+				pair(256+64*(8*j+k), Z1)
 				if h <= 0 {
 					VPANDD(Z0, Z1, Z2)
 				}
@@ -1054,8 +1043,7 @@ func q4kr16(name string, na int) {
 		VMULPS_BCST(xaddr(a, 0), Z5, part(a, 0))
 		VFMADD231PS(isum(a), part(a, 0), acc(a))
 	}
-	ADDQ(U32(1152), RSI)
-	ADDQ(RDX, RSI)
+	ADDQ(U32(q4kColB), RSI)
 	ADDQ(U32(292), R8)
 	ADDQ(U32(292), R10)
 	if na > 4 {
@@ -1081,17 +1069,9 @@ func stridedStores(na int, acc func(a int) VecPhysical) {
 	}
 }
 
-// q4kGroupB is the size of a repacked Q4_K group's column (eight rows'
+// q4kColB is the size of a repacked Q4_K block column (sixteen rows'
 // super-blocks).
-const q4kGroupB = 1152
-
-// q4kPrefetch is how many column pairs ahead the Q4_K kernel prefetches
-// its weights. Without it a single thread multiplying eight vectors with
-// a 32000 x 768 matrix (in L3, not L2) ran at 117-124 G multiply-adds/s
-// against 191-212 in L2; 2 ahead gave 160, 4 gave 178 and 8 gave 153
-// (medians of five, BenchmarkMatMul-style). One vector gained too (62 ->
-// 73).
-const q4kPrefetch = 4
+const q4kColB = 2304
 
 func btoi(b bool) int {
 	if b {
