@@ -35,6 +35,12 @@ type Heartbeat struct {
 	TokensPerSecond float64 `json:"tokens_per_second"`
 	ContextLength   int     `json:"context_length"`
 	Version         string  `json:"version"`
+	// Seq numbers a process's beats from 1 in the order it sent them
+	// (0: unnumbered, from an older worker or the node itself). A beat
+	// cut short by the worker (its loop's beat when it stops) may still
+	// reach the node after the next one, on another connection: the
+	// node keeps the newest by Seq (see node/supervisor).
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 const (
@@ -69,7 +75,8 @@ type heartbeater struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	done     chan struct{}
-	mu       sync.Mutex // serializes posts so beats arrive in order
+	mu       sync.Mutex // serializes posts so beats leave in order
+	seq      uint64     // the last beat's Seq; guarded by mu
 	failures int        // consecutive failed beats; guarded by mu
 	refused  bool       // the last failure was the node refusing the secret; guarded by mu
 	accepted time.Time  // last beat the node accepted (start when none); guarded by mu
@@ -211,6 +218,8 @@ func (h *heartbeater) send(ctx context.Context) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	hb := h.build()
+	h.seq++
+	hb.Seq = h.seq
 	err := h.post(ctx, hb)
 	// A beat that failed, also by timing out (an old address that drops
 	// packets rather than refusing them), while the worker runs: the node

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"syscall"
 	"testing"
 	"time"
@@ -110,10 +111,19 @@ func TestProcess(t *testing.T) {
 	case <-time.After(reqTimeout):
 		t.Fatal("worker did not exit after SIGTERM")
 	}
+	// In the order the worker sent them (Seq): its loop's last beat, cut
+	// short by the stop, may reach the node after the final one.
 	beats := node.all()
+	sort.SliceStable(beats, func(i, j int) bool { return beats[i].Seq < beats[j].Seq })
 	require.GreaterOrEqual(t, len(beats), 2)
 	require.Equal(t, StateStopped, beats[len(beats)-1].State)
 	require.Equal(t, StateDraining, beats[len(beats)-2].State)
+	for i, hb := range beats {
+		require.Positive(t, hb.Seq, "every beat is numbered")
+		if i > 0 {
+			require.Greater(t, hb.Seq, beats[i-1].Seq, "no number twice")
+		}
+	}
 
 	// A worker whose node is gone (nobody listens there) exits 3 after its
 	// orphan grace and says why.

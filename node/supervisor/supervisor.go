@@ -339,6 +339,10 @@ func (s *Supervisor) logRefused(hb worker.Heartbeat) {
 func (s *Supervisor) Heartbeat(hb worker.Heartbeat) {
 	s.mu.Lock()
 	old, ok := s.workers[hb.ID]
+	if ok && stale(old.hb, hb) {
+		s.mu.Unlock()
+		return
+	}
 	changed := !ok || old.hb.State != hb.State
 	if hb.State == worker.StateStopped || hb.State == worker.StateFailed {
 		// A worker that stopped (not one that failed to load: its process
@@ -360,6 +364,13 @@ func (s *Supervisor) Heartbeat(hb worker.Heartbeat) {
 		s.log.Info("worker state", "worker", hb.ID, "state", hb.State, "model", hb.Model, "port", hb.Port)
 		s.publish()
 	}
+}
+
+// stale reports whether hb is a beat of the same process as last that
+// it sent before last (or last itself, again): a beat the worker cut
+// short when it stopped can reach the node after its final one.
+func stale(last, hb worker.Heartbeat) bool {
+	return hb.Seq != 0 && hb.PID == last.PID && hb.Seq <= last.Seq
 }
 
 // Gone drops a local worker at once (its process exited).

@@ -369,6 +369,44 @@ func TestHeartbeatTable(t *testing.T) {
 	require.Empty(t, ws)
 }
 
+// TestStaleHeartbeatIgnored: a beat a worker sent before its last one
+// (its loop's beat, cut short when it stopped, can reach the node after
+// the final "stopped") does not take the worker back; a new process of
+// the same id (another PID) and unnumbered beats are taken as they come.
+func TestStaleHeartbeatIgnored(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	f.procs.add("s1", process.WorkerInfo{WorkerID: "w-1", Port: 9001, Type: workercat.TypeCPU})
+	f.started(t)
+	state := func() worker.State {
+		hb, ok := f.s.Local("w-1")
+		require.True(t, ok)
+		return hb.State
+	}
+	beat := func(pid int, seq uint64, st worker.State) {
+		f.s.Heartbeat(worker.Heartbeat{ID: "w-1", PID: pid, Port: 9001, State: st, Seq: seq})
+	}
+	steps := []struct {
+		name string
+		pid  int
+		seq  uint64
+		st   worker.State
+		want worker.State
+	}{
+		{"ready", 10, 1, worker.StateReady, worker.StateReady},
+		{"draining", 10, 2, worker.StateDraining, worker.StateDraining},
+		{"stopped, process exiting", 10, 4, worker.StateStopped, worker.StateStopped},
+		{"the loop's beat, late", 10, 3, worker.StateDraining, worker.StateStopped},
+		{"the final beat again", 10, 4, worker.StateReady, worker.StateStopped},
+		{"a new process", 11, 1, worker.StateLoading, worker.StateLoading},
+		{"unnumbered", 11, 0, worker.StateReady, worker.StateReady},
+		{"numbered after unnumbered", 11, 2, worker.StateBusy, worker.StateBusy},
+	}
+	for _, st := range steps {
+		beat(st.pid, st.seq, st.st)
+		require.Equal(t, st.want, state(), st.name)
+	}
+}
+
 // TestSilentWorkerExpires: a worker that stops reporting leaves the view
 // after the heartbeat timeout, and the next report does not list it.
 func TestSilentWorkerExpires(t *testing.T) {
