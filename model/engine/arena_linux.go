@@ -1,6 +1,10 @@
 package engine
 
-import "golang.org/x/sys/unix"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // arenaMap maps n bytes of anonymous memory and asks for huge pages
 // (MADV_HUGEPAGE: honoured where transparent huge pages are "madvise" or
@@ -15,3 +19,13 @@ func arenaMap(n int) ([]byte, bool) {
 }
 
 func arenaUnmap(b []byte) { _ = unix.Munmap(b) }
+
+// hugePage is the size of a transparent huge page with 4 KiB base pages
+// (amd64, arm64).
+const hugePage = 2 << 20
+
+// hugeOffset is how far into b the first huge page boundary lies.
+func hugeOffset(b []byte) int {
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return int((hugePage - start%hugePage) % hugePage)
+}

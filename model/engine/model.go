@@ -655,12 +655,21 @@ func (m *Model) repackWeights(path, cacheDir string) {
 		m.log.Warn("repack cache not used; repacking in memory", "dir", cacheDir, "err", err)
 	}
 	// Matrices are repacked in parallel on the Model's Pool (repacking
-	// reads every page of the file's layer tensors once).
+	// reads every page of the file's layer tensors once), into one
+	// mapping (allocAll).
+	sizes := make([]int, len(mats))
+	for i, mat := range mats {
+		if _, ok := m.src[mat]; ok {
+			sizes[i], _ = mat.RepackedSize()
+		}
+	}
+	regions := m.arena.allocAll(sizes)
 	var n atomic.Int32
 	m.pool.Run(len(mats), func(_, start, end int) {
-		for _, mat := range mats[start:end] {
+		for i := start; i < end; i++ {
+			mat, region := mats[i], regions[i]
 			t, ok := m.src[mat]
-			if !ok || !mat.RepackInto(m.arena.alloc) {
+			if !ok || !mat.RepackInto(func(int) []byte { return region }) {
 				continue
 			}
 			n.Add(1)
