@@ -29,7 +29,7 @@ func benchMatrix(b *testing.B, typ Type, rows, cols int) *Matrix {
 func BenchmarkMatMul(b *testing.B) {
 	defer useSIMD(true)
 	shapes := []struct{ rows, cols int }{{768, 768}, {4096, 4096}}
-	types := []Type{F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, BF16}
+	types := append([]Type{F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, BF16}, iqDotTypes...)
 	p := NewPool(runtime.NumCPU())
 	defer p.Close()
 	for _, typ := range types {
@@ -72,7 +72,7 @@ func BenchmarkKernelSpeedup(b *testing.B) {
 	}
 	defer useSIMD(true)
 	const rows, cols = 64, 4096
-	types := append([]Type{F32}, matmulTypes[1:]...)
+	types := append(append([]Type{F32}, matmulTypes[1:]...), iqDotTypes...)
 	for _, typ := range types {
 		b.Run(typ.String(), func(b *testing.B) {
 			m := benchMatrix(b, typ, rows, cols)

@@ -41,6 +41,7 @@ var vnniOn = true
 
 //go:generate sh -c "cd internal/asm && go run . -out ../../dot_vnni_amd64.s -stubs ../../dot_vnni_amd64_stubs.go -pkg quant"
 //go:generate sh -c "cd internal/asm && go run . -kernels avx2 -out ../../dot_avx2_amd64.s -stubs ../../dot_avx2_amd64_stubs.go -pkg quant"
+//go:generate sh -c "cd internal/asm && go run . -kernels iq -out ../../dot_iq_amd64.s -stubs ../../dot_iq_amd64_stubs.go -pkg quant"
 
 var dotF32Impl = dotF32Generic
 
@@ -67,6 +68,12 @@ var simdKernels = map[Type]dotFunc{
 	BF16:   dotBF16SIMD,
 	Q2_K:   dotQ2KSIMD,
 	Q3_K:   dotQ3KSIMD,
+
+	IQ2_XXS: dotIQ2XXSSIMD,
+	IQ2_XS:  dotIQ2XSSIMD,
+	IQ2_S:   dotIQ2SSIMD,
+	IQ3_XXS: dotIQ3XXSSIMD,
+	IQ3_S:   dotIQ3SSIMD,
 }
 
 // useSIMD switches between the assembly and the generic kernels (tests and
@@ -232,6 +239,12 @@ var simd4Kernels = map[Type]dot4Func{
 	Q2_K:   blockKernel4(dotQ2Kx4AVX2, QKK, 84, 292),
 	Q3_K:   blockKernel4(dotQ3Kx4AVX2, QKK, 110, 292),
 	IQ4_XS: blockKernel4(dotIQ4XSx4AVX2, QKK, 136, 292),
+
+	IQ2_XXS: dotIQ2XXSx4SIMD,
+	IQ2_XS:  dotIQ2XSx4SIMD,
+	IQ2_S:   dotIQ2Sx4SIMD,
+	IQ3_XXS: dotIQ3XXSx4SIMD,
+	IQ3_S:   dotIQ3Sx4SIMD,
 }
 
 // blockKernel4 adapts a four-vector assembly kernel over whole blocks to a

@@ -41,7 +41,7 @@ func dotIQ2XXSGeneric(cols int, w, x []byte) float32 {
 			}
 			bsum += sumi * int32(2*(aux1>>28)+1)
 		}
-		sumf += d * float32(bsum)
+		sumf += float32(d * float32(bsum))
 	}
 	return 0.125 * sumf
 }
@@ -63,7 +63,7 @@ func dotIQ2XSGeneric(cols int, w, x []byte) float32 {
 			}
 			bsum += sumi[0]*int32(2*(scales[ib]&0xf)+1) + sumi[1]*int32(2*(scales[ib]>>4)+1)
 		}
-		sumf += d * float32(bsum)
+		sumf += float32(d * float32(bsum))
 	}
 	return 0.125 * sumf
 }
@@ -86,7 +86,7 @@ func dotIQ2SGeneric(cols int, w, x []byte) float32 {
 			}
 			bsum += int32(1+2*(scales[ib]&0xf))*sumi[0] + int32(1+2*(scales[ib]>>4))*sumi[1]
 		}
-		sumf += d * float32(bsum)
+		sumf += float32(d * float32(bsum))
 	}
 	return 0.125 * sumf
 }
@@ -109,7 +109,7 @@ func dotIQ3XXSGeneric(cols int, w, x []byte) float32 {
 			}
 			bsum += sumi * int32(2*(aux>>28)+1)
 		}
-		sumf += d * float32(bsum)
+		sumf += float32(d * float32(bsum))
 	}
 	return 0.25 * sumf
 }
@@ -140,7 +140,7 @@ func dotIQ3SGeneric(cols int, w, x []byte) float32 {
 			}
 			bsum += sumi * int32(2*s+1)
 		}
-		sumf += d * float32(bsum)
+		sumf += float32(d * float32(bsum))
 	}
 	return sumf
 }

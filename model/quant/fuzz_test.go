@@ -7,7 +7,7 @@ import (
 
 // fuzzTypes are the types whose dequantiser and dot kernels get untrusted
 // bytes (tensor data from arbitrary GGUF files).
-var fuzzTypes = []Type{F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS}
+var fuzzTypes = append([]Type{F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS}, iqDotTypes...)
 
 // FuzzDequantize feeds arbitrary block bytes to Dequantize and to the
 // generic and SIMD dot kernels: nothing may panic, and where the exact

@@ -22,17 +22,50 @@ func randVec(r *rand.Rand, n int, scale float32) []float32 {
 	return v
 }
 
+// iqDotTypes are the 2- and 3-bit i-quants: MatMul multiplies them with
+// kernels of their own, but Quantize cannot make them.
+var iqDotTypes = []Type{IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S}
+
 // quantMatrix quantises random weights to typ and returns the matrix and its
-// dequantised values (what the matrix really holds).
+// dequantised values (what the matrix really holds). The types Quantize
+// cannot make (iqDotTypes) get random blocks (rawWeights): every codebook
+// index, sign and scale.
 func quantMatrix(t testing.TB, r *rand.Rand, typ Type, rows, cols int) (*Matrix, []float32) {
-	w := randVec(r, rows*cols, 0.05)
 	nb, err := typ.RowBytes(cols)
 	require.NoError(t, err)
-	data := make([]byte, nb*rows)
-	require.NoError(t, Quantize(typ, w, data))
+	var data []byte
+	if CanQuantize(typ) {
+		data = make([]byte, nb*rows)
+		require.NoError(t, Quantize(typ, randVec(r, rows*cols, 0.05), data))
+	} else {
+		data = rawWeights(r, typ, rows*cols)
+	}
 	deq := make([]float32, rows*cols)
 	require.NoError(t, Dequantize(typ, data, deq))
 	return &Matrix{Type: typ, Rows: rows, Cols: cols, Data: data}, deq
+}
+
+// rawWeights returns rows of random weight bytes of type typ (every bit
+// pattern of the quants, including -128 for Q8_0 and all 6-bit K-quant
+// scales) with finite f16 scales.
+func rawWeights(r *rand.Rand, typ Type, cols int) []byte {
+	rb, _ := typ.RowBytes(cols)
+	w := make([]byte, rb)
+	for i := range w {
+		w[i] = byte(r.Uint32())
+	}
+	bb := typ.BlockBytes()
+	nscales := 1
+	if typ == Q4_K {
+		nscales = 2
+	}
+	for b := 0; b < len(w); b += bb {
+		for s := 0; s < nscales; s++ {
+			h := F32ToF16(float32(r.NormFloat64()) * 0.01)
+			w[b+2*s], w[b+2*s+1] = byte(h), byte(h>>8)
+		}
+	}
+	return w
 }
 
 // relTol is the error bound relative to sum |w*x| that the activation
@@ -108,7 +141,7 @@ func TestMatMulNoAllocSteadyState(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	p := NewPool(2)
 	defer p.Close()
-	for _, typ := range []Type{F32, Q8_0, Q4_K, F16} {
+	for _, typ := range []Type{F32, Q8_0, Q4_K, F16, IQ2_XXS} {
 		m, _ := quantMatrix(t, r, typ, 64, 256)
 		x := randVec(r, 4*256, 1)
 		dst := make([]float32, 4*64)

@@ -26,29 +26,6 @@ func batchPaths() []string {
 	return paths
 }
 
-// rawWeights returns rows of random weight bytes of type typ (every bit
-// pattern of the quants, including -128 for Q8_0 and all 6-bit K-quant
-// scales) with finite f16 scales.
-func rawWeights(r *rand.Rand, typ Type, cols int) []byte {
-	rb, _ := typ.RowBytes(cols)
-	w := make([]byte, rb)
-	for i := range w {
-		w[i] = byte(r.Uint32())
-	}
-	bb := typ.BlockBytes()
-	nscales := 1
-	if typ == Q4_K {
-		nscales = 2
-	}
-	for b := 0; b < len(w); b += bb {
-		for s := 0; s < nscales; s++ {
-			h := F32ToF16(float32(r.NormFloat64()) * 0.01)
-			w[b+2*s], w[b+2*s+1] = byte(h), byte(h>>8)
-		}
-	}
-	return w
-}
-
 // TestBatchKernelsAllPaths runs every batch kernel (four- and eight-vector,
 // AVX2 and AVX-512 VNNI as the CPU allows) and the path's single-vector
 // kernel against the AVX2 single-vector kernel of its type on quantised and raw random weights: results must be

@@ -1438,6 +1438,8 @@ func main() {
 		vnniKernels()
 	case "avx2":
 		avx2Kernels()
+	case "iq":
+		iqKernels()
 	default:
 		fmt.Fprintf(os.Stderr, "asm: unknown -kernels %q\n", *kernels)
 		os.Exit(2)
