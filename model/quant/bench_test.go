@@ -72,7 +72,7 @@ func BenchmarkKernelSpeedup(b *testing.B) {
 	}
 	defer useSIMD(true)
 	const rows, cols = 64, 4096
-	types := append(append([]Type{F32}, matmulTypes[1:]...), iqDotTypes...)
+	types := append([]Type{F32}, matmulTypes[1:]...)
 	for _, typ := range types {
 		b.Run(typ.String(), func(b *testing.B) {
 			m := benchMatrix(b, typ, rows, cols)

@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// matmulTypes are the weight types MatMul supports.
-var matmulTypes = []Type{F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS}
+// matmulTypes are the weight types MatMul has kernels for.
+var matmulTypes = append([]Type{F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS}, iqDotTypes...)
 
 func randVec(r *rand.Rand, n int, scale float32) []float32 {
 	v := make([]float32, n)
