@@ -225,10 +225,12 @@ func (c *Catalog) sweepOrphans() {
 // months: a sweep at start alone would keep every download abandoned
 // since). A partial and its validator file (model/hf) go together, judged
 // by the newer of the two; a validator whose partial is gone goes too;
-// anything else by its own age; a merged file of a split model no fetch
-// is writing (left by a crash: a merge is never resumed) at any age, even
-// when partials are kept for good (PartialMaxAge < 0). Failures are logged:
-// a stale partial costs only disk space.
+// anything else by its own age. A split model's merge no fetch is writing
+// (split.go) goes with its journal by the newer one's age, like a partial;
+// a merged file without a journal (never resumed) at any age, even when
+// partials are kept for good (PartialMaxAge < 0), and a journal without
+// its merged file. Failures are logged: a stale partial costs only disk
+// space.
 func (c *Catalog) sweepPartials() {
 	age := c.partialAge
 	dir := filepath.Join(c.dir, PartialDir)
@@ -247,6 +249,7 @@ func (c *Catalog) sweepPartials() {
 		busy[name+".part"] = true
 		busy[name+".part"+validator] = true
 		busy[name+mergeSuffix] = true
+		busy[name+mergeSuffix+journalSuffix] = true
 	}
 	infos := map[string]os.FileInfo{}
 	for _, e := range ents {
@@ -267,8 +270,24 @@ func (c *Catalog) sweepPartials() {
 		c.log.Info("catalog: removed an abandoned partial download", "file", p, "bytes", infos[name].Size(), "last_written", infos[name].ModTime().UTC())
 	}
 	for name, info := range infos {
+		if merged, ok := strings.CutSuffix(name, journalSuffix); ok && strings.HasSuffix(merged, mergeSuffix) {
+			if _, has := infos[merged]; !has {
+				remove(name) // its merged file is gone: nothing to resume
+			}
+			continue
+		}
 		if strings.HasSuffix(name, mergeSuffix) {
-			remove(name) // a merge no fetch is writing: never resumed
+			j, ok := infos[name+journalSuffix]
+			if !ok {
+				remove(name) // a merge without its journal is never resumed
+				continue
+			}
+			// A merge to resume: aged as a partial, by the newer of
+			// the file and its journal, and removed with it.
+			if last := j.ModTime(); age >= 0 && last.Before(cutoff) && !info.ModTime().After(cutoff) {
+				remove(name)
+				remove(name + journalSuffix)
+			}
 			continue
 		}
 		if part, ok := strings.CutSuffix(name, validator); ok {

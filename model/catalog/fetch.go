@@ -49,8 +49,9 @@ type Progress struct {
 	// local, builtin).
 	Source Source `json:"source"`
 	// Merging is set while a split model's parts are merged into one file
-	// (after their download): Done and Total are bytes of the merged file,
-	// written locally, not downloaded.
+	// (each part after its download, so the download's reports and these
+	// alternate): Done and Total are bytes of the merged file, written
+	// locally, not downloaded.
 	Merging bool `json:"merging,omitempty"`
 }
 

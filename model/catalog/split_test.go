@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/hf"
+	"github.com/rbee-project/rbee/model/hf/hubtest"
 )
 
 const storiesPath = "../../testdata/model/stories260K.gguf"
@@ -114,8 +116,9 @@ func TestFetchSplitFromHub(t *testing.T) {
 }
 
 // TestFetchSplitResumesAPart: a set cut in the middle of its second part
-// stores nothing; the parts downloaded stay, and the next fetch asks only
-// for the rest of the cut part and the parts after it.
+// stores nothing; what was downloaded stays, and the next fetch asks for
+// no byte of any part a second time: each request of a part starts where
+// the part's bytes on disk end.
 func TestFetchSplitResumesAPart(t *testing.T) {
 	f := newFixture(t, "")
 	_, parts := splitStories(t, t.TempDir(), "s", 3, false)
@@ -129,16 +132,33 @@ func TestFetchSplitResumesAPart(t *testing.T) {
 	require.Contains(t, err.Error(), "part 2 of 3, s-Q8_0-00002-of-00003.gguf")
 	list, _ := f.cat.List()
 	require.Empty(t, list)
-	require.Len(t, partials(t, f.cat), 2, "part 1 whole, part 2 cut")
+	require.Len(t, partials(t, f.cat), 2, "part 1's header, part 2 cut")
 
-	before := len(f.cdnGets())
 	e, err := f.fetch(t, "hf:org/big:Q8_0", FetchOptions{})
 	require.NoError(t, err)
 	require.Equal(t, stories260KSHA, e.SHA256)
-	gets := f.cdnGets()[before:]
-	require.Len(t, gets, 2, "part 2's rest and part 3")
-	require.Equal(t, "bytes=1000-", gets[0].Range)
+	requireNoByteTwice(t, f.cdnGets())
+	require.Contains(t, f.cdnGets(), hubtest.Request{Server: "cdn", Method: "GET", Path: "/blobs/" + shas[1], Range: "bytes=1000-"})
 	require.Empty(t, partials(t, f.cat))
+}
+
+// requireNoByteTwice checks that no part was asked for twice from the same
+// offset or from before where an earlier request of it started: each
+// request of a file resumes after the bytes already on disk.
+func requireNoByteTwice(t *testing.T, gets []hubtest.Request) {
+	t.Helper()
+	from := map[string]int64{}
+	for _, g := range gets {
+		var at int64
+		if g.Range != "" {
+			_, err := fmt.Sscanf(g.Range, "bytes=%d-", &at)
+			require.NoError(t, err, g.Range)
+		}
+		if last, ok := from[g.Path]; ok {
+			require.Greater(t, at, last, "%s asked for again from byte %d: %v", g.Path, at, gets)
+		}
+		from[g.Path] = at
+	}
 }
 
 // TestFetchSplitRefusesBadSets: a set with a part missing from the repo, a
@@ -212,9 +232,10 @@ func TestFetchSplitLocal(t *testing.T) {
 	require.Empty(t, partials(t, c))
 }
 
-// TestMergeCancelledLeavesNothing: a merge stopped part way leaves no merged
-// file and no entry; a merged file a crash left is swept when the catalog
-// opens, however new.
+// TestMergeCancelledLeavesNothing: a merge of a local set stopped part way
+// leaves no merged file and no entry; a merged file without a journal (and
+// a journal without its merged file) is swept when the catalog opens,
+// however new; a merge with its journal stays for the next fetch.
 func TestMergeCancelledLeavesNothing(t *testing.T) {
 	c := newCatalog(t, t.TempDir(), nil)
 	paths, _ := splitStories(t, t.TempDir(), "stories", 2, false)
@@ -224,11 +245,11 @@ func TestMergeCancelledLeavesNothing(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, err = c.mergeParts(ctx, tg, FetchOptions{ProgressInterval: 1, Progress: func(p Progress) {
+	_, err = c.fetchSplit(ctx, tg, FetchOptions{ProgressInterval: 1, Progress: func(p Progress) {
 		if p.Done > 0 {
 			cancel()
 		}
-	}}, "stories-set", make([]string, 2))
+	}}, "stories-set")
 	require.ErrorIs(t, err, context.Canceled)
 	list, _ := c.List()
 	require.Empty(t, list)
@@ -236,9 +257,18 @@ func TestMergeCancelledLeavesNothing(t *testing.T) {
 
 	left := filepath.Join(c.Dir(), PartialDir, "crashed"+mergeSuffix)
 	require.NoError(t, os.WriteFile(left, []byte("GGUF half"), 0o644))
+	orphan := filepath.Join(c.Dir(), PartialDir, "gone"+mergeSuffix+journalSuffix)
+	require.NoError(t, os.WriteFile(orphan, []byte("{}"), 0o644))
+	// A merge with its journal is resumed by the next fetch: kept.
+	kept := filepath.Join(c.Dir(), PartialDir, "resumable"+mergeSuffix)
+	require.NoError(t, os.WriteFile(kept, []byte("GGUF half"), 0o644))
+	require.NoError(t, os.WriteFile(kept+journalSuffix, []byte("{}"), 0o644))
 	cfg := DefaultConfig(c.Dir())
 	cfg.PartialMaxAge = -1 // partials kept for good: a merge still goes
 	_, err = New(cfg)
 	require.NoError(t, err)
 	require.NoFileExists(t, left)
+	require.NoFileExists(t, orphan)
+	require.FileExists(t, kept)
+	require.FileExists(t, kept+journalSuffix)
 }

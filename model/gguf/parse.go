@@ -143,6 +143,35 @@ func checkVersion(version uint32) error {
 // Parse parses a GGUF file held in data. The returned File references data
 // (tensor data is not copied), so data must stay unchanged while it is used.
 func Parse(data []byte) (*File, error) {
+	return parse(data, uint64(len(data)))
+}
+
+// ParseHeader parses the header of a GGUF file of size bytes from its
+// first bytes, prefix, which must reach the start of the tensor data
+// (File.DataOffset, or the end of a file that ends before it): a shorter
+// prefix is ErrTruncated, and a longer one (or the whole file) serves as
+// well. Everything Parse checks is checked, with the tensors' data bounded
+// by size instead of the bytes at hand; TensorData of a tensor whose data
+// lies past the prefix is ErrTruncated. It is for a caller that has (or
+// downloads) only the beginning of a file: a split model's parts are laid
+// out as one file from their headers before their data arrives (PlanMerge).
+func ParseHeader(prefix []byte, size int64) (*File, error) {
+	if size < int64(len(prefix)) {
+		return nil, fmt.Errorf("%w: a prefix of %d bytes of a %d-byte file", ErrInvalid, len(prefix), size)
+	}
+	f, err := parse(prefix, uint64(size))
+	if err != nil {
+		return nil, err
+	}
+	if end := min(f.DataOffset, uint64(size)); end > uint64(len(prefix)) {
+		return nil, fmt.Errorf("%w: the header ends at %d, %d bytes at hand", ErrTruncated, end, len(prefix))
+	}
+	return f, nil
+}
+
+// parse is Parse of data, the first bytes of a file of size bytes (the
+// whole file when size is len(data)).
+func parse(data []byte, size uint64) (*File, error) {
 	r := &reader{b: data}
 	magic := r.take(4, "magic")
 	if r.err != nil {
@@ -241,8 +270,8 @@ func Parse(data []byte) (*File, error) {
 		t := &f.Tensors[i]
 		start, ok1 := addU64(dataOff, t.Offset)
 		end, ok2 := addU64(start, t.Size)
-		if !ok1 || !ok2 || end > uint64(len(data)) {
-			return nil, fmt.Errorf("%w: tensor %q data [offset %d, %d bytes] extends past the end of the %d-byte file", ErrTruncated, t.Name, t.Offset, t.Size, len(data))
+		if !ok1 || !ok2 || end > size {
+			return nil, fmt.Errorf("%w: tensor %q data [offset %d, %d bytes] extends past the end of the %d-byte file", ErrTruncated, t.Name, t.Offset, t.Size, size)
 		}
 	}
 	// Tensors must not share bytes (ggml writes them one after another;

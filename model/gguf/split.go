@@ -1,11 +1,14 @@
 package gguf
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"math"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,20 +98,20 @@ func (f *File) SplitCount() int {
 	return int(n)
 }
 
-// NewMergeWriter returns a Writer that writes the model of a split set as
-// one ordinary file: the first part's version and metadata without the
-// split.* keys, then every part's tensors in order (the data aligned as
-// the Writer aligns it). Its Size is the merged file's size, known before
-// anything is written. The parts must stay open until WriteTo returns:
-// the tensor data is read from them (and each tensor's pages are released
-// once written, see File.ReleaseTensor).
+// PlanMerge lays out the one ordinary file a split set merges into: the
+// first part's version and metadata without the split.* keys, then every
+// part's tensors in order (the data aligned as the Writer aligns it). It
+// needs the parts' headers alone (ParseHeader of their first bytes, or
+// Open), so a caller can write the merged file part by part as the parts
+// arrive and drop each once written: Head first, then WritePart for each
+// part in order with the part's whole file. The merged file's Size is
+// known before anything is written.
 //
 // The set is checked first; a fault is ErrSplit naming the part (1-based,
 // as in the file names): parts in order (split.no 0..n-1), the same
 // split.count n = len(parts) in every part, as many tensors in all as the
-// first part's split.tensors.count, no tensor name twice. Each part's
-// tensor data lies inside its file (Parse checked it).
-func NewMergeWriter(parts []*File) (*Writer, error) {
+// first part's split.tensors.count, no tensor name twice.
+func PlanMerge(parts []*File) (*MergePlan, error) {
 	n := len(parts)
 	if n == 0 {
 		return nil, fmt.Errorf("%w: no parts", ErrSplit)
@@ -126,6 +129,7 @@ func NewMergeWriter(parts []*File) (*Writer, error) {
 		return nil, fmt.Errorf("%w: %s is %d, more than the %d tensors a file may have", ErrSplit, KeySplitTensors, want, MaxTensors)
 	}
 	have := 0
+	counts := make([]int, n)
 	for i, p := range parts {
 		no, ok := p.Uint(KeySplitNo)
 		if !ok {
@@ -142,6 +146,7 @@ func NewMergeWriter(parts []*File) (*Writer, error) {
 				return nil, fmt.Errorf("%w: part %d of %d says the model has %d tensors, part 1 says %d (%s)", ErrSplit, i+1, n, t, want, KeySplitTensors)
 			}
 		}
+		counts[i] = len(p.Tensors)
 		have += len(p.Tensors)
 	}
 	if int64(have) != want {
@@ -157,38 +162,187 @@ func NewMergeWriter(parts []*File) (*Writer, error) {
 			return nil, fmt.Errorf("%w: part 1 of %d: %w", ErrSplit, n, err)
 		}
 	}
-	type at struct{ part, tensor int }
-	where := make([]at, 0, have)
 	for i, p := range parts {
-		for j := range p.Tensors {
-			t := &p.Tensors[j]
-			data, err := p.TensorData(t)
-			if err != nil {
+		for _, t := range p.Tensors {
+			if err := w.addInfo(t.Name, t.Type, t.Dims); err != nil {
 				return nil, fmt.Errorf("%w: part %d of %d: %w", ErrSplit, i+1, n, err)
 			}
-			if err := w.AddTensor(t.Name, t.Type, t.Dims, data); err != nil {
-				return nil, fmt.Errorf("%w: part %d of %d: %w", ErrSplit, i+1, n, err)
-			}
-			where = append(where, at{i, j})
 		}
 	}
-	w.written = func(k int) {
-		p := parts[where[k].part]
-		_ = p.ReleaseTensor(&p.Tensors[where[k].tensor])
+	var head bytes.Buffer
+	c := &countWriter{w: bufio.NewWriter(&head)}
+	if _, _, err := w.writeHeader(c); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSplit, err)
 	}
-	return w, nil
+	if c.err == nil {
+		c.err = c.w.Flush()
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return ParseMergePlan(head.Bytes(), counts)
 }
 
-// Merge writes the model of a split set (its parts in order) to out as one
-// ordinary GGUF file; see NewMergeWriter for what is checked. Nothing is
-// written when the check fails.
+// MergePlan is the layout of a split set's merged file (PlanMerge). It
+// holds no part: the parts' files are given to WritePart one at a time.
+type MergePlan struct {
+	head    []byte
+	f       *File // head parsed: the merged file's tensors, in order
+	first   []int // part i's tensors are f.Tensors[first[i]:first[i+1]]
+	size    int64
+	dataEnd []uint64 // data offset where part i's data ends (padding included)
+}
+
+// ParseMergePlan returns the plan whose Head is head and whose parts hold
+// counts tensors each (Counts): the plan of a merge already under way, read
+// back from the start of its file. A head that is not a merged file's
+// header as PlanMerge lays it out (tensors one after another, each padded
+// to the alignment, the data right after the header), or counts that do not
+// add up to its tensors, is ErrSplit.
+func ParseMergePlan(head []byte, counts []int) (*MergePlan, error) {
+	f, err := ParseHeader(head, math.MaxInt64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the merged header: %w", ErrSplit, err)
+	}
+	if f.DataOffset != uint64(len(head)) {
+		return nil, fmt.Errorf("%w: the merged header has %d bytes, its data starts at %d", ErrSplit, len(head), f.DataOffset)
+	}
+	if len(counts) == 0 || len(counts) > MaxSplitParts {
+		return nil, fmt.Errorf("%w: %d parts", ErrSplit, len(counts))
+	}
+	p := &MergePlan{head: head, f: f, first: make([]int, len(counts)+1), dataEnd: make([]uint64, len(counts))}
+	off := uint64(0)
+	for i, c := range counts {
+		if c < 0 || c > len(f.Tensors)-p.first[i] {
+			return nil, fmt.Errorf("%w: the parts' tensor counts %v do not add up to the merged file's %d tensors", ErrSplit, counts, len(f.Tensors))
+		}
+		p.first[i+1] = p.first[i] + c
+		for _, t := range f.Tensors[p.first[i]:p.first[i+1]] {
+			if t.Offset != off {
+				return nil, fmt.Errorf("%w: tensor %q of the merged header is at %d, not %d", ErrSplit, t.Name, t.Offset, off)
+			}
+			var ok bool
+			if off, ok = alignUp(off+t.Size, f.Alignment); !ok || off > math.MaxInt64-f.DataOffset {
+				return nil, fmt.Errorf("%w: the merged file's size overflows", ErrSplit)
+			}
+		}
+		p.dataEnd[i] = off
+	}
+	if p.first[len(counts)] != len(f.Tensors) {
+		return nil, fmt.Errorf("%w: the parts' tensor counts %v do not add up to the merged file's %d tensors", ErrSplit, counts, len(f.Tensors))
+	}
+	p.size = int64(f.DataOffset + off)
+	return p, nil
+}
+
+// Head returns the merged file's first bytes: everything before the first
+// tensor's data, padding included. The slice must not be changed.
+func (p *MergePlan) Head() []byte { return p.head }
+
+// Size returns the merged file's size in bytes.
+func (p *MergePlan) Size() int64 { return p.size }
+
+// Parts returns how many parts the set has.
+func (p *MergePlan) Parts() int { return len(p.dataEnd) }
+
+// Counts returns how many tensors each part holds (for ParseMergePlan).
+func (p *MergePlan) Counts() []int {
+	c := make([]int, len(p.dataEnd))
+	for i := range c {
+		c[i] = p.first[i+1] - p.first[i]
+	}
+	return c
+}
+
+// PartStart returns the offset in the merged file where part i's data
+// starts, which is where the parts before it end: len(Head()) for part 0,
+// Size() for i = Parts().
+func (p *MergePlan) PartStart(i int) int64 {
+	if i <= 0 {
+		return int64(len(p.head))
+	}
+	return int64(p.f.DataOffset + p.dataEnd[min(i, len(p.dataEnd))-1])
+}
+
+// writePiece bounds one Write of WritePart: a tensor may have gigabytes,
+// and a caller's writer checks for cancellation and reports progress
+// between writes.
+const writePiece = 4 << 20
+
+// WritePart writes part i's tensor data, each tensor padded to the
+// alignment, to w, which must be at PartStart(i) of the merged file, and
+// returns the bytes written (PartStart(i+1) - PartStart(i) when all went
+// well). part is the part's whole file; its tensors must be the ones the
+// plan holds for part i (name, type, shape, order), else ErrSplit and
+// nothing is written. Each tensor's pages are released once written
+// (File.ReleaseTensor), so a 100 GB merge does not stay resident.
+func (p *MergePlan) WritePart(w io.Writer, i int, part *File) (int64, error) {
+	n := len(p.dataEnd)
+	if i < 0 || i >= n {
+		return 0, fmt.Errorf("%w: part %d of %d", ErrSplit, i+1, n)
+	}
+	want := p.f.Tensors[p.first[i]:p.first[i+1]]
+	if len(part.Tensors) != len(want) {
+		return 0, fmt.Errorf("%w: part %d of %d has %d tensors, its header said %d", ErrSplit, i+1, n, len(part.Tensors), len(want))
+	}
+	for j := range want {
+		a, b := &part.Tensors[j], &want[j]
+		if a.Name != b.Name || a.Type != b.Type || !slices.Equal(a.Dims, b.Dims) {
+			return 0, fmt.Errorf("%w: part %d of %d: tensor %d is %q (%s %v), its header said %q (%s %v)", ErrSplit, i+1, n, j, a.Name, a.Type, a.Dims, b.Name, b.Type, b.Dims)
+		}
+		if _, err := part.TensorData(a); err != nil {
+			return 0, fmt.Errorf("%w: part %d of %d: %w", ErrSplit, i+1, n, err)
+		}
+	}
+	var written int64
+	var zeros []byte
+	for j := range want {
+		t := &part.Tensors[j]
+		data, _ := part.TensorData(t) // checked above
+		pad := int(p.alignUp(t.Size) - t.Size)
+		if len(zeros) < pad {
+			zeros = make([]byte, pad)
+		}
+		for len(data) > 0 || pad > 0 {
+			k := min(len(data), writePiece)
+			b := data[:k]
+			if k == 0 {
+				b, pad = zeros[:pad], 0
+			}
+			m, err := w.Write(b)
+			written += int64(m)
+			if err != nil {
+				return written, err
+			}
+			data = data[k:]
+		}
+		_ = part.ReleaseTensor(t)
+	}
+	return written, nil
+}
+
+func (p *MergePlan) alignUp(x uint64) uint64 {
+	a := p.f.Alignment
+	return (x + a - 1) / a * a // no overflow: ParseMergePlan checked the sums
+}
+
+// Merge writes the model of a split set (its parts in order, opened whole)
+// to out as one ordinary GGUF file; see PlanMerge for what is checked.
+// Nothing is written when the check fails.
 func Merge(out io.Writer, parts []*File) error {
-	w, err := NewMergeWriter(parts)
+	p, err := PlanMerge(parts)
 	if err != nil {
 		return err
 	}
-	_, err = w.WriteTo(out)
-	return err
+	if _, err := out.Write(p.Head()); err != nil {
+		return err
+	}
+	for i, f := range parts {
+		if _, err := p.WritePart(out, i, f); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SplitOptions are the choices of Split.

@@ -84,14 +84,40 @@ func TestSplitMergeRoundTrip(t *testing.T) {
 					require.Len(t, p.KVs, 3, "later parts hold only the split keys")
 				}
 			}
-			w, err := gguf.NewMergeWriter(parts)
-			require.NoError(t, err)
-			size, err := w.Size()
+			plan, err := gguf.PlanMerge(parts)
 			require.NoError(t, err)
 			var buf bytes.Buffer
 			require.NoError(t, gguf.Merge(&buf, parts))
-			require.Equal(t, int64(buf.Len()), size)
+			require.Equal(t, int64(buf.Len()), plan.Size())
 			require.True(t, bytes.Equal(orig, buf.Bytes()), "%s n=%d meta=%v: merged file differs from the original", src.name, tc.n, tc.meta)
+
+			// The same file part by part, planned from the parts' headers
+			// alone (what a download has before their data), and from
+			// the merged file's own header (a merge resumed).
+			heads := make([]*gguf.File, len(paths))
+			for i, p := range paths {
+				b, err := os.ReadFile(p)
+				require.NoError(t, err)
+				heads[i], err = gguf.ParseHeader(b[:parts[i].DataOffset], int64(len(b)))
+				require.NoError(t, err)
+			}
+			fromHeads, err := gguf.PlanMerge(heads)
+			require.NoError(t, err)
+			resumed, err := gguf.ParseMergePlan(buf.Bytes()[:len(fromHeads.Head())], fromHeads.Counts())
+			require.NoError(t, err)
+			for _, plan := range []*gguf.MergePlan{fromHeads, resumed} {
+				require.Equal(t, orig[:len(plan.Head())], plan.Head())
+				var out bytes.Buffer
+				out.Write(plan.Head())
+				for i, part := range parts {
+					require.EqualValues(t, plan.PartStart(i), out.Len())
+					_, err := plan.WritePart(&out, i, part)
+					require.NoError(t, err)
+				}
+				require.EqualValues(t, plan.PartStart(tc.n), out.Len())
+				require.Equal(t, plan.Size(), int64(out.Len()))
+				require.True(t, bytes.Equal(orig, out.Bytes()), "%s n=%d meta=%v: merged part by part, the file differs", src.name, tc.n, tc.meta)
+			}
 		}
 	}
 }
@@ -251,4 +277,70 @@ func TestMergeReportsTheWritersError(t *testing.T) {
 		err := gguf.Merge(&failAfter{n: n}, openAll(t, paths))
 		require.ErrorIs(t, err, errRefused, "after %d bytes", n)
 	}
+}
+
+// TestParseHeaderOfAPrefix: a file's first bytes up to its data are its
+// header (the whole file serves as well); one byte fewer is ErrTruncated,
+// so a caller reading a download's beginning knows to read more; a
+// tensor past the file's size is refused as Parse refuses it.
+func TestParseHeaderOfAPrefix(t *testing.T) {
+	b, err := os.ReadFile(stories)
+	require.NoError(t, err)
+	whole, err := gguf.Parse(b)
+	require.NoError(t, err)
+	size := int64(len(b))
+	for _, n := range []uint64{whole.DataOffset, whole.DataOffset + 1000, uint64(size)} {
+		h, err := gguf.ParseHeader(b[:n], size)
+		require.NoError(t, err, "prefix of %d", n)
+		require.Equal(t, whole.KVs, h.KVs)
+		require.Equal(t, whole.Tensors, h.Tensors)
+		require.Equal(t, whole.DataOffset, h.DataOffset)
+	}
+	for _, n := range []uint64{0, 7, 100, whole.DataOffset - 1} {
+		_, err := gguf.ParseHeader(b[:n], size)
+		require.ErrorIs(t, err, gguf.ErrTruncated, "prefix of %d", n)
+	}
+	_, err = gguf.ParseHeader(b[:whole.DataOffset], size-1)
+	require.ErrorIs(t, err, gguf.ErrTruncated, "the last tensor ends past the file")
+	_, err = gguf.ParseHeader(b, size-1)
+	require.ErrorIs(t, err, gguf.ErrInvalid, "more bytes than the file has")
+}
+
+// TestWritePartRefusesAnotherPart: a part whose tensors are not the ones
+// its header promised the plan (another split of the model, its bytes
+// changed since the header was read) is ErrSplit naming the part, and
+// nothing of it is written; a plan read back with counts that do not add
+// up, or from bytes that are not a merged header, is ErrSplit.
+func TestWritePartRefusesAnotherPart(t *testing.T) {
+	src := openAll(t, []string{stories})[0]
+	three := openAll(t, must(gguf.Split(src, filepath.Join(t.TempDir(), "a"), 3, gguf.SplitOptions{})))
+	two := openAll(t, must(gguf.Split(src, filepath.Join(t.TempDir(), "b"), 2, gguf.SplitOptions{})))
+	plan, err := gguf.PlanMerge(three)
+	require.NoError(t, err)
+	var out bytes.Buffer
+	n, err := plan.WritePart(&out, 1, two[1])
+	require.ErrorIs(t, err, gguf.ErrSplit)
+	require.ErrorContains(t, err, "part 2 of 3")
+	require.Zero(t, n)
+	require.Zero(t, out.Len())
+	_, err = plan.WritePart(&out, 3, three[2])
+	require.ErrorIs(t, err, gguf.ErrSplit)
+
+	counts := plan.Counts()
+	counts[0]++
+	_, err = gguf.ParseMergePlan(plan.Head(), counts)
+	require.ErrorIs(t, err, gguf.ErrSplit)
+	_, err = gguf.ParseMergePlan(plan.Head()[:len(plan.Head())-1], plan.Counts())
+	require.ErrorIs(t, err, gguf.ErrSplit)
+	b, err := os.ReadFile(stories)
+	require.NoError(t, err)
+	_, err = gguf.ParseMergePlan(b, []int{len(src.Tensors)})
+	require.ErrorIs(t, err, gguf.ErrSplit, "a whole file is not a header")
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

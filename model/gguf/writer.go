@@ -22,9 +22,6 @@ type Writer struct {
 	keys    map[string]bool
 	tensors []wTensor
 	names   map[string]bool
-	// written, when set, is called after tensor i's data has been written
-	// (Merge releases the part's pages there).
-	written func(i int)
 }
 
 type wTensor struct {
@@ -145,36 +142,59 @@ func arr(et ValueType, data any) Value { return Value{Type: TypeArray, ArrayType
 // data must hold exactly the bytes of that shape and type. data is not
 // copied and must stay unchanged until the file is written.
 func (w *Writer) AddTensor(name string, typ quant.Type, dims []uint64, data []byte) error {
+	size, err := w.check(name, typ, dims)
+	if err != nil {
+		return err
+	}
+	if uint64(len(data)) != size {
+		return fmt.Errorf("%w: tensor %q needs %d bytes, got %d", ErrInvalid, name, size, len(data))
+	}
+	w.add(name, typ, dims, size, data)
+	return nil
+}
+
+// addInfo adds a tensor without its data: for a Writer whose header alone
+// is written (PlanMerge); WriteTo would write no bytes for it.
+func (w *Writer) addInfo(name string, typ quant.Type, dims []uint64) error {
+	size, err := w.check(name, typ, dims)
+	if err != nil {
+		return err
+	}
+	w.add(name, typ, dims, size, nil)
+	return nil
+}
+
+func (w *Writer) add(name string, typ quant.Type, dims []uint64, size uint64, data []byte) {
+	w.names[name] = true
+	w.tensors = append(w.tensors, wTensor{info: TensorInfo{Name: name, Dims: append([]uint64(nil), dims...), Type: typ, Size: size}, data: data})
+}
+
+// check checks a tensor AddTensor is given and returns its size in bytes.
+func (w *Writer) check(name string, typ quant.Type, dims []uint64) (uint64, error) {
 	if name == "" || len(name) > MaxNameLen {
-		return fmt.Errorf("%w: tensor name %q must have 1..%d bytes", ErrInvalid, name, MaxNameLen)
+		return 0, fmt.Errorf("%w: tensor name %q must have 1..%d bytes", ErrInvalid, name, MaxNameLen)
 	}
 	if w.names[name] {
-		return fmt.Errorf("%w: duplicate tensor name %q", ErrInvalid, name)
+		return 0, fmt.Errorf("%w: duplicate tensor name %q", ErrInvalid, name)
 	}
 	if len(dims) == 0 || len(dims) > MaxDims {
-		return fmt.Errorf("%w: tensor %q has %d dimensions (want 1..%d)", ErrInvalid, name, len(dims), MaxDims)
+		return 0, fmt.Errorf("%w: tensor %q has %d dimensions (want 1..%d)", ErrInvalid, name, len(dims), MaxDims)
 	}
 	if !typ.Known() {
-		return fmt.Errorf("%w: tensor %q has unknown type %d", ErrInvalid, name, uint32(typ))
+		return 0, fmt.Errorf("%w: tensor %q has unknown type %d", ErrInvalid, name, uint32(typ))
 	}
 	n := uint64(1)
 	for _, d := range dims {
 		var ok bool
 		if n, ok = mulU64(n, d); !ok || n > math.MaxInt64 {
-			return fmt.Errorf("%w: tensor %q element count overflows", ErrInvalid, name)
+			return 0, fmt.Errorf("%w: tensor %q element count overflows", ErrInvalid, name)
 		}
 	}
 	bs := uint64(typ.BlockSize())
 	if dims[0]%bs != 0 {
-		return fmt.Errorf("%w: tensor %q row length %d is not a multiple of the %s block size %d", ErrInvalid, name, dims[0], typ, bs)
+		return 0, fmt.Errorf("%w: tensor %q row length %d is not a multiple of the %s block size %d", ErrInvalid, name, dims[0], typ, bs)
 	}
-	size := n / bs * uint64(typ.BlockBytes())
-	if uint64(len(data)) != size {
-		return fmt.Errorf("%w: tensor %q needs %d bytes, got %d", ErrInvalid, name, size, len(data))
-	}
-	w.names[name] = true
-	w.tensors = append(w.tensors, wTensor{info: TensorInfo{Name: name, Dims: append([]uint64(nil), dims...), Type: typ, Size: size}, data: data})
-	return nil
+	return n / bs * uint64(typ.BlockBytes()), nil
 }
 
 func (w *Writer) alignment() uint64 {
@@ -279,9 +299,6 @@ func (w *Writer) WriteTo(out io.Writer) (int64, error) {
 		}
 		c.write(t.data)
 		c.pad(align)
-		if w.written != nil && c.err == nil {
-			w.written(i)
-		}
 	}
 	if c.err != nil {
 		return c.n, c.err
