@@ -191,6 +191,7 @@ func TestBadCommandsChangeNothing(t *testing.T) {
 		{"bad node state", append([]byte{byte(TypeUpsertNode)}, `{"node":{"id":"n","state":"zombie"}}`...), ErrInvalid},
 		{"bad worker state", append([]byte{byte(TypeSetWorkerState)}, `{"id":"w1","state":"dancing"}`...), ErrInvalid},
 		{"bad port", append([]byte{byte(TypeUpsertHost)}, `{"host":{"name":"h","state":"known","port":70000}}`...), ErrInvalid},
+		{"bad model parts", append([]byte{byte(TypeUpsertModelHolding)}, `{"holding":{"node_id":"n","model_id":"m","parts":-1}}`...), ErrInvalid},
 		{"node not found", enc(t, SetNodeState{ID: "ghost", State: NodeLeft}), ErrNotFound},
 		{"caps for missing node", enc(t, SetNodeCapabilities{ID: "ghost"}), ErrNotFound},
 		{"worker not found", enc(t, SetWorkerState{ID: "ghost", State: WorkerReady}), ErrNotFound},

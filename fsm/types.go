@@ -143,9 +143,17 @@ type ModelHolding struct {
 	// Ref is the reference the file came from (hf:org/repo/file.gguf, a
 	// URL, builtin:name): with SHA256 it lets any node copy the file from
 	// this one by the name a user typed, without asking the origin.
-	Ref       string    `json:"ref,omitempty"`
+	Ref string `json:"ref,omitempty"`
+	// Parts is how many gguf-split parts the file was merged from (0: it
+	// was one file), so a node that copies it keeps what its catalog
+	// entry says. Optional: a node of an older version ignores it.
+	Parts     int       `json:"parts,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
+
+// maxModelParts is the most parts a split model has (gguf-split's
+// split.count is a uint16).
+const maxModelParts = 65535
 
 // Key returns the holding's registry key.
 func (m ModelHolding) Key() string { return m.NodeID + "\x00" + m.ModelID }
@@ -362,6 +370,9 @@ func (m *ModelHolding) validate() error {
 	}
 	if len(m.Ref) > maxIDLen {
 		return fmt.Errorf("%w: model ref longer than %d bytes", ErrInvalid, maxIDLen)
+	}
+	if m.Parts < 0 || m.Parts > maxModelParts {
+		return fmt.Errorf("%w: model parts %d (0..%d)", ErrInvalid, m.Parts, maxModelParts)
 	}
 	return checkID("model id", m.ModelID)
 }

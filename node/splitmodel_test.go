@@ -65,7 +65,7 @@ func TestModelDownloadOfASplitModel(t *testing.T) {
 	hub.Close()
 	require.Eventually(t, func() bool {
 		for _, h := range n1.Registry().Models() {
-			if h.ModelID == e.ID && h.SHA256 == e.SHA256 {
+			if h.ModelID == e.ID && h.SHA256 == e.SHA256 && h.Parts == 3 {
 				return true
 			}
 		}
@@ -75,4 +75,6 @@ func TestModelDownloadOfASplitModel(t *testing.T) {
 	run(t, n1, map[string]any{"operation": "model_download", "model": e.ID}, &e1)
 	require.Equal(t, e.SHA256, e1.SHA256)
 	require.Equal(t, modelcat.SourcePeer, e1.Source)
+	require.Equal(t, 3, e1.Parts, "the copy's entry says what the original's does")
+	require.Equal(t, e.Ref, e1.Ref)
 }

@@ -92,6 +92,9 @@ type target struct {
 	// parts, for a split model, are its parts in order (origin and size
 	// unused): they are fetched and merged into file (split.go).
 	parts []splitPart
+	// merged is the Parts of a peer copy's entry: the file was merged from
+	// that many parts on the node it comes from.
+	merged int
 }
 
 // Fetch brings the model of ref into the catalog and returns its entry;
@@ -124,10 +127,12 @@ func (c *Catalog) Fetch(ctx context.Context, ref Ref, opts FetchOptions) (Entry,
 }
 
 // PeerCopy names a file another node holds: what the registry records of
-// it (id, the reference it came from, file name, sha256, size).
+// it (id, the reference it came from, file name, sha256, size, and how
+// many split parts it was merged from, which the copy's entry keeps).
 type PeerCopy struct {
 	ID, Ref, FileName, SHA256 string
 	Size                      int64
+	Parts                     int
 }
 
 // FetchPeer copies a file that another node holds from opts.Peers, under
@@ -141,8 +146,11 @@ func (c *Catalog) FetchPeer(ctx context.Context, pc PeerCopy, opts FetchOptions)
 	if !isSHA256(pc.SHA256) {
 		return Entry{}, fmt.Errorf("%w: a peer copy needs the file's sha256", ErrBadRef)
 	}
+	if pc.Parts < 0 || pc.Parts > gguf.MaxSplitParts {
+		return Entry{}, fmt.Errorf("%w: a peer copy of %d parts (0..%d)", ErrBadRef, pc.Parts, gguf.MaxSplitParts)
+	}
 	t := target{id: pc.ID, ref: pc.Ref, file: pc.FileName, sha: pc.SHA256, size: pc.Size, source: SourcePeer,
-		origin: peerOpener(opts.Peers, pc.SHA256)}
+		origin: peerOpener(opts.Peers, pc.SHA256), merged: pc.Parts}
 	if t.ref == "" {
 		t.ref = "peer:" + pc.ID
 	}
@@ -273,7 +281,7 @@ func fromPeers(ctx context.Context, peers PeerSource, sha string, spec hf.Spec) 
 }
 
 func (c *Catalog) addFetched(res hf.Result, t target, src Source) (Entry, error) {
-	e, err := c.Add(res.Path, NewEntry{ID: t.id, Ref: t.ref, FileName: t.file, SHA256: res.SHA256, Source: src})
+	e, err := c.Add(res.Path, NewEntry{ID: t.id, Ref: t.ref, FileName: t.file, SHA256: res.SHA256, Source: src, Parts: t.merged})
 	if errors.Is(err, ErrNotGGUF) {
 		os.Remove(res.Path)
 		// The download's file name in .partial is ours, not the user's.

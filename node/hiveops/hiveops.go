@@ -177,7 +177,7 @@ func (o *Ops) ResolveModel(ctx context.Context, em jobs.Emitter, ref string) (mo
 	opts := o.fetchOptions(em)
 	if h, ok := o.heldElsewhere(ref); ok {
 		em.Narrate("hive", "model", "copying %s (%s) to %s from a peer that holds it", ref, h.ModelID, o.cfg.LocalName)
-		e, err := o.cfg.Models.FetchPeer(ctx, modelcat.PeerCopy{ID: h.ModelID, Ref: h.Ref, FileName: h.File, SHA256: h.SHA256, Size: int64(h.Size)}, opts)
+		e, err := o.cfg.Models.FetchPeer(ctx, modelcat.PeerCopy{ID: h.ModelID, Ref: h.Ref, FileName: h.File, SHA256: h.SHA256, Size: int64(h.Size), Parts: h.Parts}, opts)
 		if err == nil {
 			o.RecordModel(ctx, e)
 			em.Narrate("hive", "model", "%s is in the catalog of %s as %s (%s, %s)", ref, o.cfg.LocalName, e.ID, humanize.Bytes(uint64(e.Size)), e.Quantization)
@@ -609,7 +609,7 @@ func (o *Ops) BinaryAdd(ctx context.Context, em jobs.Emitter, r api.BinaryAddReq
 // catalog on disk is the truth; the registry is the cluster's index).
 func (o *Ops) RecordModel(ctx context.Context, e modelcat.Entry) {
 	o.cfg.Cluster.Propose(ctx, fsm.UpsertModelHolding{Holding: fsm.ModelHolding{NodeID: o.cfg.LocalID, ModelID: e.ID, SHA256: e.SHA256,
-		File: e.FileName, Size: uint64(e.Size), Quantization: e.Quantization, Ref: modelRefForRegistry(e), UpdatedAt: time.Now().UTC()}})
+		File: e.FileName, Size: uint64(e.Size), Quantization: e.Quantization, Ref: modelRefForRegistry(e), Parts: e.Parts, UpdatedAt: time.Now().UTC()}})
 }
 
 // modelRefForRegistry is the reference others may copy a model by: the
