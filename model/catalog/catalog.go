@@ -685,7 +685,7 @@ func inspect(path string) (Entry, error) {
 	if n, ok := f.Uint("split.count"); ok && n > 1 {
 		// gguf-split's parts hold a part of the tensors each: the catalog
 		// takes a set by its first part and merges it (split.go).
-		return Entry{}, fmt.Errorf("%w: %s is one part of a model split in %d files (split.count); fetch the set by its first part (hf:ORG/REPO/PREFIX-00001-of-%05d.gguf, or a local path), which merges them into one file", ErrNotGGUF, filepath.Base(path), n, n)
+		return Entry{}, fmt.Errorf("%w: %s is one part of a model split in %d files (split.count); fetch the set by its first part (hf:ORG/REPO/PREFIX-00001-of-%05d.gguf, its URL, or a local path), which merges them into one file", ErrNotGGUF, filepath.Base(path), n, n)
 	}
 	var e Entry
 	e.Architecture, _ = f.String("general.architecture")

@@ -113,8 +113,9 @@ type target struct {
 //  6. Add the verified file (ErrNotGGUF deletes it).
 //
 // A split model (gguf-split parts, named by hf:ORG/REPO[:QUANT] or its
-// first part) skips steps 3-4: its parts are downloaded (or, local, read
-// in place) and merged into the one file step 6 adds (split.go).
+// first part: hf:, a URL or a local path) skips steps 3-4: its parts are
+// downloaded (or, local, read in place) and merged into the one file step
+// 6 adds, each downloaded part removed once merged (split.go).
 //
 // Cancelling ctx stops the transfer and keeps the partial for a later
 // Fetch. Concurrent Fetches of the same file wait for each other.
@@ -402,6 +403,9 @@ func (c *Catalog) resolve(ctx context.Context, ref Ref, opts FetchOptions) (targ
 			if client, err = hf.New(hf.DefaultConfig()); err != nil {
 				return target{}, err
 			}
+		}
+		if _, _, n, ok := gguf.ParseSplitName(name); ok && n > 1 {
+			return urlSplitTarget(ref, u, client)
 		}
 		return target{id: IDFor(ref, name), ref: ref.String(), file: name, sha: ref.SHA256, source: SourceURL,
 			origin: client.URLOpener(ref.URL)}, nil

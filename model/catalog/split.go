@@ -11,6 +11,8 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"math"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -47,6 +49,32 @@ func hfSplitTarget(ref Ref, rev string, parts []hf.File, client *hf.Client) (tar
 	for _, p := range parts {
 		t.parts = append(t.parts, splitPart{name: path.Base(p.Path), sha: p.SHA256, size: p.Size,
 			origin: client.URLOpener(client.ResolveURL(ref.Repo, rev, p.Path))})
+	}
+	return t, nil
+}
+
+// urlSplitTarget is the target of a URL whose file is named like a part of
+// a split model: its first part (a later part is refused, naming the
+// first), with the others' URLs derived from its name as llama.cpp names
+// them, next to it on the same server (same directory, same query). Their
+// sizes and sha256 are unknown until they are downloaded; the ref's
+// #sha256= is the merged file's (the catalog's sha256 of the entry).
+func urlSplitTarget(ref Ref, u *url.URL, client *hf.Client) (target, error) {
+	prefix, i, n, _ := gguf.ParseSplitName(u.Path)
+	if i != 0 {
+		first := *u
+		first.Path, first.RawPath = gguf.SplitPath(prefix, 0, n), ""
+		return target{}, fmt.Errorf("%w: %s is part %d of %d of a split model; a split model is named by its first part, %s", ErrBadRef, ref.URL, i+1, n, first.String())
+	}
+	name := path.Base(prefix) + ".gguf"
+	if err := ValidateFileName(name); err != nil {
+		return target{}, fmt.Errorf("%w: %v", ErrBadRef, err)
+	}
+	t := target{id: IDFor(ref, name), ref: ref.String(), file: name, sha: ref.SHA256, source: SourceURL}
+	for k := range n {
+		pu := *u
+		pu.Path, pu.RawPath = gguf.SplitPath(prefix, k, n), ""
+		t.parts = append(t.parts, splitPart{name: path.Base(pu.Path), origin: client.URLOpener(pu.String())})
 	}
 	return t, nil
 }
@@ -104,7 +132,7 @@ const (
 // that Add stores (fetchTarget's steps 5-6 for a split set; partName is
 // the set's, locked by the caller). The disk holds at most the merged file
 // and one part (and the headers of the parts still to come): first each
-// Hub part's header is downloaded into its partial (the download later
+// downloaded (Hub or URL) part's header is downloaded into its partial (the download later
 // resumes after it, so no byte comes twice) and the merged file's layout
 // planned from them (gguf.PlanMerge); then each part in turn is
 // downloaded, verified with its LFS sha256, its data appended to the merged
@@ -212,9 +240,13 @@ func (m *splitMerge) run(ctx context.Context, total int64) (Entry, error) {
 			return Entry{}, err
 		}
 	}
+	total = 0
+	for i := range n {
+		total += m.partSize(i)
+	}
 	var before, resumed int64
 	for i := range m.j.Merged {
-		before += t.parts[i].size
+		before += m.partSize(i)
 	}
 	resumed = before
 	began := time.Now()
@@ -244,12 +276,27 @@ func (m *splitMerge) run(ctx context.Context, total int64) (Entry, error) {
 		}
 	}
 	sum := hex.EncodeToString(m.h.Sum(nil))
+	if t.sha != "" && sum != t.sha {
+		// A set by URL whose ref names the merged file's sha256.
+		m.discard()
+		return Entry{}, fmt.Errorf("catalog: %s: %w: the merged file's sha256 is %s, the reference says %s; merged file deleted", t.ref, hf.ErrChecksum, sum, t.sha)
+	}
 	e, err := m.c.Add(m.out, NewEntry{ID: t.id, Ref: t.ref, FileName: t.file, SHA256: sum, Source: t.source, Parts: n})
 	if err != nil {
 		return Entry{}, err
 	}
 	removeQuiet(m.out + journalSuffix)
 	return e, nil
+}
+
+// partSize is part i's size: the source's (the Hub's listing), or, for a
+// part of unknown size (a set by URL) once the merge is planned, its
+// header's bytes and its data's as the plan has them (padding aside).
+func (m *splitMerge) partSize(i int) int64 {
+	if s := m.t.parts[i].size; s > 0 || m.plan == nil {
+		return s
+	}
+	return m.j.Parts[i].Head + m.plan.PartStart(i+1) - m.plan.PartStart(i)
 }
 
 // partSpec is the Transfer of part i into its partial.
@@ -342,17 +389,26 @@ func (m *splitMerge) discard() {
 // their partials hold, and, before the merge is planned, the first read
 // of the other parts' headers (they stay until their part is merged).
 // total, the parts' sum, stands for the merged file's size until then.
+//
+// A set of unknown sizes (by URL) is checked once planned: before, only
+// the first read of each header is asked of the disk (by Transfer).
 func (m *splitMerge) checkSpace(total int64) error {
 	size := total
 	if m.plan != nil {
 		size = m.plan.Size()
+	} else {
+		for _, p := range m.t.parts {
+			if p.size <= 0 {
+				return nil
+			}
+		}
 	}
 	var have, part, heads int64
 	if st, err := os.Stat(m.out); err == nil {
 		have = st.Size()
 	}
 	for i := m.j.Merged; i < len(m.t.parts); i++ {
-		left := m.t.parts[i].size
+		left := m.partSize(i)
 		if st, err := os.Stat(m.partials[i]); err == nil && st.Size() <= left {
 			left -= st.Size()
 		}
@@ -416,23 +472,29 @@ func (m *splitMerge) partHead(ctx context.Context, i int) (*gguf.File, []byte, e
 	fail := func(err error) (*gguf.File, []byte, error) {
 		return nil, nil, fmt.Errorf("catalog: %s: %w: part %d of %d, %s: %v", m.t.ref, ErrNotGGUF, i+1, n, p.name, err)
 	}
+	size := p.size
+	if size <= 0 {
+		size = math.MaxInt64 // unknown (a set by URL): its tensors are checked when it is here
+	}
+	limit := min(size, maxHeadRead)
+	complete := false
 	for want := int64(headFirstRead); ; want *= 2 {
-		limit := min(p.size, maxHeadRead)
 		prefix, err := readPrefix(m.partials[i], limit)
 		if err != nil {
 			return nil, nil, fmt.Errorf("catalog: %s: part %d of %d: %w", m.t.ref, i+1, n, err)
 		}
-		f, err := gguf.ParseHeader(prefix, p.size)
+		f, err := gguf.ParseHeader(prefix, size)
 		if err == nil {
-			return f, prefix[:min(f.DataOffset, uint64(p.size))], nil
+			return f, prefix[:min(f.DataOffset, uint64(size))], nil
 		}
-		if !errors.Is(err, gguf.ErrTruncated) || int64(len(prefix)) >= limit {
+		if !errors.Is(err, gguf.ErrTruncated) || int64(len(prefix)) >= limit || complete {
 			return fail(err)
 		}
 		want = max(want, int64(len(prefix))+headFirstRead)
 		hctx, stop := context.WithCancelCause(ctx)
 		_, err = hf.Transfer(hctx, stopAfter(p.origin, min(want, limit), stop), m.partSpec(i))
 		stop(nil)
+		complete = err == nil // the whole part, smaller than asked for
 		if err != nil && (ctx.Err() != nil || !errors.Is(context.Cause(hctx), errHeadRead)) {
 			return nil, nil, fmt.Errorf("catalog: fetching %s: part %d of %d, %s: %w", m.t.ref, i+1, n, p.name, err)
 		}

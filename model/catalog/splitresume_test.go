@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,43 +108,53 @@ func TestSplitFetchPeakDisk(t *testing.T) {
 // merged file then holds bytes its journal does not count), stores
 // nothing; the next fetch resumes: the model's own bytes and sha256, and
 // no byte of any part asked for twice (the parts merged before are not
-// asked for at all).
+// asked for at all). The same for a set by the Hub and by URL.
 func TestSplitFetchStoppedAtEachPart(t *testing.T) {
 	const n = 3
 	for stopAt := 0; stopAt < n; stopAt++ {
-		t.Run("merged "+strconv.Itoa(stopAt), func(t *testing.T) {
-			f := newFixture(t, "")
-			splitHub(t, f, n)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			r, err := ParseRef("hf:org/big:Q8_0")
-			require.NoError(t, err)
-			_, err = f.cat.Fetch(ctx, r, FetchOptions{HF: f.client, ProgressInterval: time.Nanosecond, Progress: func(p Progress) {
-				// stopAt -1: during the headers (no journal yet), else
-				// in the middle of the merge of part stopAt+1.
-				if got := journalMerged(t, f.cat); got == stopAt && (stopAt < 0 || p.Merging) {
-					cancel()
+		for _, byURL := range []bool{false, true} {
+			t.Run("merged "+strconv.Itoa(stopAt)+" url "+strconv.FormatBool(byURL), func(t *testing.T) {
+				f := newFixture(t, "")
+				splitHub(t, f, n)
+				ref := "hf:org/big:Q8_0"
+				if byURL {
+					ref = f.hub.URL() + "/org/big/resolve/main/" + gguf.SplitPath("s-Q8_0", 0, n)
 				}
-			}})
-			require.ErrorIs(t, err, context.Canceled)
-			requireNothingStored(t, f.cat)
-			merged := journalMerged(t, f.cat)
-			require.Equal(t, stopAt, merged)
-
-			before := len(f.cdnGets())
-			e, err := f.fetch(t, "hf:org/big:Q8_0", FetchOptions{})
-			require.NoError(t, err)
-			require.Equal(t, stories260KSHA, e.SHA256)
-			require.Equal(t, n, e.Parts)
-			requireNoByteTwice(t, f.cdnGets())
-			for _, g := range f.cdnGets()[before:] {
-				for i := range max(merged, 0) {
-					require.NotContains(t, g.Path, shaOfPart(t, f, i), "part %d was merged before the stop", i+1)
-				}
-			}
-			require.Empty(t, partials(t, f.cat))
-		})
+				stoppedAt(t, f, ref, stopAt)
+			})
+		}
 	}
+}
+
+// stoppedAt is one case of TestSplitFetchStoppedAtEachPart: the fetch of
+// ref stopped in the middle of the merge of part stopAt+1, then again.
+func stoppedAt(t *testing.T, f *fixture, ref string, stopAt int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := ParseRef(ref)
+	require.NoError(t, err)
+	_, err = f.cat.Fetch(ctx, r, FetchOptions{HF: f.client, ProgressInterval: time.Nanosecond, Progress: func(p Progress) {
+		if p.Merging && journalMerged(t, f.cat) == stopAt {
+			cancel()
+		}
+	}})
+	require.ErrorIs(t, err, context.Canceled)
+	requireNothingStored(t, f.cat)
+	require.Equal(t, stopAt, journalMerged(t, f.cat))
+
+	before := len(f.cdnGets())
+	e, err := f.fetch(t, ref, FetchOptions{})
+	require.NoError(t, err)
+	require.Equal(t, stories260KSHA, e.SHA256)
+	require.Equal(t, 3, e.Parts)
+	requireNoByteTwice(t, f.cdnGets())
+	for _, g := range f.cdnGets()[before:] {
+		for i := range stopAt {
+			require.NotContains(t, g.Path, shaOfPart(t, f, i), "part %d was merged before the stop", i+1)
+		}
+	}
+	require.Empty(t, partials(t, f.cat))
 }
 
 // shaOfPart is the LFS sha256 of part i of org/big.
@@ -228,4 +239,59 @@ func TestSplitFetchKilled(t *testing.T) {
 		require.NotContains(t, g.Path, first, "part 1 was merged before the kill")
 	}
 	require.Empty(t, partials(t, c))
+}
+
+// TestFetchSplitByURL: a split model named by the URL of its first part
+// (the other parts next to it, named as llama.cpp names them) is fetched
+// and merged like a Hub set: the model's bytes, no byte asked for twice,
+// a #sha256= checked against the merged file; a later part's URL is
+// refused naming the first's, and a missing part is named; neither stores
+// nor downloads anything.
+func TestFetchSplitByURL(t *testing.T) {
+	const n = 3
+	base := func(f *fixture) string { return f.hub.URL() + "/org/big/resolve/main/" }
+	t.Run("merged", func(t *testing.T) {
+		f := newFixture(t, "")
+		splitHub(t, f, n)
+		var last Progress
+		e, err := f.fetch(t, base(f)+gguf.SplitPath("s-Q8_0", 0, n), FetchOptions{Progress: func(p Progress) { last = p }})
+		require.NoError(t, err)
+		require.Equal(t, stories260KSHA, e.SHA256)
+		require.Equal(t, n, e.Parts)
+		require.Equal(t, "s-Q8_0.gguf", e.FileName)
+		require.Equal(t, SourceURL, e.Source)
+		require.True(t, last.Merging)
+		require.Equal(t, e.Size, last.Done)
+		requireNoByteTwice(t, f.cdnGets())
+		require.Empty(t, partials(t, f.cat))
+
+		// The sha256 of a set by URL is the merged file's.
+		again, err := f.fetch(t, e.Ref+"#sha256="+stories260KSHA, FetchOptions{})
+		require.NoError(t, err)
+		require.Equal(t, e.ID, again.ID)
+	})
+	t.Run("wrong sha256", func(t *testing.T) {
+		f := newFixture(t, "")
+		splitHub(t, f, n)
+		_, err := f.fetch(t, base(f)+gguf.SplitPath("s-Q8_0", 0, n)+"#sha256="+strings.Repeat("0", 64), FetchOptions{})
+		require.ErrorIs(t, err, hf.ErrChecksum)
+		require.ErrorContains(t, err, "the merged file's sha256 is "+stories260KSHA)
+		requireNothingStored(t, f.cat)
+		require.Empty(t, partials(t, f.cat))
+	})
+	t.Run("refused", func(t *testing.T) {
+		f := newFixture(t, "")
+		parts := splitHub(t, f, n)
+		f.hub.AddFile("org/gap", gguf.SplitPath("s-Q8_0", 0, n), parts[0])
+		f.hub.AddFile("org/gap", gguf.SplitPath("s-Q8_0", 2, n), parts[2])
+		_, err := f.fetch(t, base(f)+gguf.SplitPath("s-Q8_0", 1, n), FetchOptions{})
+		require.ErrorIs(t, err, ErrBadRef)
+		require.ErrorContains(t, err, "is part 2 of 3 of a split model; a split model is named by its first part, "+base(f)+gguf.SplitPath("s-Q8_0", 0, n))
+		require.Empty(t, f.cdnGets())
+
+		_, err = f.fetch(t, f.hub.URL()+"/org/gap/resolve/main/"+gguf.SplitPath("s-Q8_0", 0, n), FetchOptions{Retries: -1})
+		require.ErrorIs(t, err, hf.ErrNotFound)
+		require.ErrorContains(t, err, "part 2 of 3, s-Q8_0-00002-of-00003.gguf")
+		requireNothingStored(t, f.cat)
+	})
 }
