@@ -296,7 +296,9 @@ func TestParseHeaderOfAPrefix(t *testing.T) {
 		require.Equal(t, whole.Tensors, h.Tensors)
 		require.Equal(t, whole.DataOffset, h.DataOffset)
 	}
-	for _, n := range []uint64{0, 7, 100, whole.DataOffset - 1} {
+	// Cut anywhere (in a key, a value, the vocabulary's arrays, a
+	// tensor's description, the padding), it says: read more.
+	for n := range whole.DataOffset {
 		_, err := gguf.ParseHeader(b[:n], size)
 		require.ErrorIs(t, err, gguf.ErrTruncated, "prefix of %d", n)
 	}
