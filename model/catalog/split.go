@@ -249,7 +249,6 @@ func (m *splitMerge) run(ctx context.Context, total int64) (Entry, error) {
 		before += m.partSize(i)
 	}
 	resumed = before
-	began := time.Now()
 	for i := m.j.Merged; i < n; i++ {
 		p := t.parts[i]
 		spec := m.partSpec(i)
@@ -271,7 +270,7 @@ func (m *splitMerge) run(ctx context.Context, total int64) (Entry, error) {
 		}
 		before += res.Size
 		resumed += res.Resumed
-		if err := m.append(ctx, i, began); err != nil {
+		if err := m.append(ctx, i); err != nil {
 			return Entry{}, err
 		}
 	}
@@ -554,7 +553,7 @@ func readPrefix(path string, limit int64) ([]byte, error) {
 // append appends the data of part i, downloaded and verified in its
 // partial, to the merged file, records it in the journal and removes the
 // partial.
-func (m *splitMerge) append(ctx context.Context, i int, began time.Time) error {
+func (m *splitMerge) append(ctx context.Context, i int) error {
 	t, n := m.t, len(m.t.parts)
 	jp := m.j.Parts[i]
 	head, err := readPrefix(m.partials[i], jp.Head)
@@ -572,7 +571,7 @@ func (m *splitMerge) append(ctx context.Context, i int, began time.Time) error {
 		return fmt.Errorf("catalog: %s: %w: part %d of %d, %s: %v", t.ref, ErrNotGGUF, i+1, n, t.parts[i].name, err)
 	}
 	defer part.Close()
-	if err := m.write(ctx, i, part, began); err != nil {
+	if err := m.write(ctx, i, part); err != nil {
 		return err
 	}
 	if err := m.commit(i + 1); err != nil {
@@ -584,13 +583,14 @@ func (m *splitMerge) append(ctx context.Context, i int, began time.Time) error {
 
 // write appends part's data to the merged file at PartStart(i), hashing
 // it, and fsyncs the file.
-func (m *splitMerge) write(ctx context.Context, i int, part *gguf.File, began time.Time) error {
+func (m *splitMerge) write(ctx context.Context, i int, part *gguf.File) error {
 	f, err := os.OpenFile(m.out, os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("catalog: merging %s: %w", m.t.ref, err)
 	}
 	defer f.Close()
-	if err := appendPart(ctx, f, m.h, m.plan, i, part, m.mergeProgress(began), mergeEvery(m.opts)); err != nil {
+	progress := mergeReporter(m.t, m.opts, m.plan.Size(), time.Now(), m.plan.PartStart(i))
+	if err := appendPart(ctx, f, m.h, m.plan, i, part, progress, mergeEvery(m.opts)); err != nil {
 		return fmt.Errorf("catalog: merging %s: %w", m.t.ref, m.partError(i, err))
 	}
 	return nil
@@ -623,11 +623,6 @@ func (m *splitMerge) commit(merged int) error {
 	return nil
 }
 
-// mergeProgress reports the merged file's bytes (Progress.Merging).
-func (m *splitMerge) mergeProgress(began time.Time) func(int64) {
-	return mergeReporter(m.t, m.opts, m.plan.Size(), began, m.plan.PartStart(m.j.Merged))
-}
-
 // mergeEvery is how often a merge reports progress (FetchOptions.ProgressInterval).
 func mergeEvery(opts FetchOptions) time.Duration {
 	if opts.ProgressInterval > 0 {
@@ -636,8 +631,8 @@ func mergeEvery(opts FetchOptions) time.Duration {
 	return hf.DefaultProgressInterval
 }
 
-// mergeReporter is the progress of a merge of size bytes that began with
-// from of them written.
+// mergeReporter is the progress of a merge of size bytes, its rate that of
+// the bytes written since began, when from of them were written.
 func mergeReporter(t target, opts FetchOptions, size int64, began time.Time, from int64) func(int64) {
 	return func(done int64) {
 		if opts.Progress == nil {
