@@ -1262,10 +1262,13 @@ func tiled() {
 // every position p of the tiles tiles, dst[p] = even + odd, even the sum
 // over even d of q[d]*k_p[d] and odd over odd d, each a chain of FMAs in
 // order of d from 0 (see attnScoresF16Generic); a lane's operations do not
-// depend on the vector width. Eight accumulators, two parities: AVX2 four
-// groups of eight positions (one tile per pass), AVX-512 two groups of
-// sixteen of two tiles at once (then one tile, with four). AVX2, FMA and
-// F16C, or AVX-512 F.
+// depend on the vector width. One tile per pass, two parities: AVX2 four
+// groups of eight positions (eight accumulators), AVX-512 two groups of
+// sixteen (four), so the keys are read as one forward stream: AVX-512 used
+// to take two tiles at once, two streams a tile (4 KiB at 64 dimensions)
+// apart, which from memory ran at 6-11 GB/s where one stream runs at
+// 17-26 (one thread, an 8K-position cache per head; in L3 both about 47).
+// AVX2, FMA and F16C, or AVX-512 F.
 func attnScores(zmm bool) {
 	name, lanes := "attnScoresF16AVX2", 8
 	if zmm {
@@ -1287,7 +1290,8 @@ func attnScores(zmm bool) {
 		return []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9}[i]
 	}
 	groups := 32 / lanes // per tile
-	// pass: nt tiles at once (nt*groups accumulators per parity).
+	// pass: nt tiles at once (nt*groups accumulators per parity); only
+	// nt = 1 is used (see above).
 	pass := func(nt int) {
 		lbl := fmt.Sprintf("%s%d", name, nt)
 		Label(lbl + "tile")
@@ -1327,9 +1331,6 @@ func attnScores(zmm bool) {
 		SUBQ(U8(nt), R12)
 		JMP(LabelRef(lbl + "tile"))
 		Label(lbl + "end")
-	}
-	if zmm {
-		pass(2)
 	}
 	pass(1)
 	VZEROUPPER()
