@@ -399,7 +399,7 @@ var (
 		"template": "a prompt template per request is not supported (the model's own chat template applies unless raw is true)",
 		"context":  "not supported (rbee returns no context); send the conversation again, e.g. as /api/chat messages",
 	}
-	ollamaMessageFields = map[string]bool{"role": true, "content": true, "tool_calls": true, "tool_name": true,
+	ollamaMessageFields = map[string]bool{"role": true, "content": true, "tool_calls": true, "tool_name": true, "tool_call_id": true,
 		// thinking (an earlier answer's reasoning) goes to the chat
 		// template, which keeps or drops it; images must be empty.
 		"thinking": true, "images": true}

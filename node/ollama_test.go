@@ -405,6 +405,10 @@ func TestOllamaParams(t *testing.T) {
 		{"tools on generate", "/api/generate", gen(`,"tools":[]`), 400, `unknown field "tools"`},
 		{"message images", "/api/chat", `{"model":"stories260k","messages":[{"role":"user","content":"x","images":["AAAA"]}]}`, 400, "messages[0].images"},
 		{"message unknown field", "/api/chat", `{"model":"stories260k","messages":[{"role":"user","content":"x","bogus":1}]}`, 400, `messages[0]: unknown field "bogus"`},
+		// Open WebUI's tool round trip: the call's id and index, and the
+		// tool's answer naming the call by tool_call_id (Ollama takes it).
+		{"tool round trip with ids", "/api/chat", `{"model":"stories260k","stream":false,"options":{"num_predict":2},"messages":[{"role":"user","content":"x"},` +
+			`{"role":"assistant","content":"","tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":{"a":1}}}]},{"role":"tool","tool_call_id":"call_1","content":"42"}]}`, 200, `"done":true`},
 		{"prompt on chat", "/api/chat", chat(`,"prompt":"x"`), 400, `unknown field "prompt"`},
 		{"mirostat", "/api/generate", gen(`,"options":{"mirostat":2}`), 400, "options.mirostat"},
 		{"typical_p", "/api/chat", chat(`,"options":{"typical_p":0.5}`), 400, "options.typical_p"},

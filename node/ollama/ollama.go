@@ -172,19 +172,26 @@ func (t *Think) effort() string {
 }
 
 // Message is a chat message in Ollama's shape: tool calls carry
-// their arguments as an object, and a tool's answer names the tool.
+// their arguments as an object, and a tool's answer names the tool
+// (tool_name) or the call it answers (tool_call_id, which Ollama takes
+// too and Open WebUI sends).
 type Message struct {
-	Role      string     `json:"role"`
-	Content   string     `json:"content"`
-	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
-	ToolName  string     `json:"tool_name,omitempty"`
+	Role       string     `json:"role"`
+	Content    string     `json:"content"`
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
+	ToolName   string     `json:"tool_name,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
 	// Thinking is the model's reasoning (gpt-oss's analysis channel) in
 	// an answer; in a request, an earlier answer's, for the template.
 	Thinking string `json:"thinking,omitempty"`
 }
 
-// ToolCall is a tool call in Ollama's shape.
+// ToolCall is a tool call in Ollama's shape. ID is the call's id when
+// a request's earlier answer carries one (Ollama's own answers and Open
+// WebUI's history do): the tool message answering it names it in
+// tool_call_id, and the template renders both.
 type ToolCall struct {
+	ID       string `json:"id,omitempty"`
 	Function struct {
 		Name      string          `json:"name"`
 		Arguments json.RawMessage `json:"arguments"`
@@ -207,10 +214,12 @@ func (o Request) ToolNames() []string {
 	return names
 }
 
-// Calls converts the worker's tool calls to Ollama's shape.
+// Calls converts the worker's tool calls to Ollama's shape, with their
+// ids as Ollama answers them (a client sends them back in the history).
 func Calls(calls []worker.ToolCall) []ToolCall {
 	out := make([]ToolCall, len(calls))
 	for i, c := range calls {
+		out[i].ID = c.ID
 		out[i].Function.Name = c.Function.Name
 		out[i].Function.Arguments = json.RawMessage(c.Function.Arguments)
 	}
@@ -224,7 +233,7 @@ func (o Request) InferBody(chat bool) ([]byte, error) {
 	if chat {
 		msgs := make([]worker.Message, len(o.Messages))
 		for i, om := range o.Messages {
-			msgs[i] = worker.Message{Role: om.Role, Content: om.Content, Name: om.ToolName, ReasoningContent: om.Thinking}
+			msgs[i] = worker.Message{Role: om.Role, Content: om.Content, Name: om.ToolName, ToolCallID: om.ToolCallID, ReasoningContent: om.Thinking}
 			for j, c := range om.ToolCalls {
 				args := string(bytes.TrimSpace(c.Function.Arguments))
 				switch {
@@ -236,7 +245,11 @@ func (o Request) InferBody(chat bool) ([]byte, error) {
 					return nil, fmt.Errorf("messages[%d].tool_calls[%d].function.arguments must be an object, not %s",
 						i, j, jsonx.Got(jsonx.Kind(c.Function.Arguments)))
 				}
-				msgs[i].ToolCalls = append(msgs[i].ToolCalls, worker.ToolCall{ID: fmt.Sprintf("call_%d_%d", i, j), Type: "function",
+				id := c.ID
+				if id == "" {
+					id = fmt.Sprintf("call_%d_%d", i, j)
+				}
+				msgs[i].ToolCalls = append(msgs[i].ToolCalls, worker.ToolCall{ID: id, Type: "function",
 					Function: worker.ToolCallFunction{Name: c.Function.Name, Arguments: args}})
 			}
 		}

@@ -71,6 +71,10 @@ func TestInferBody(t *testing.T) {
 		{"think high", false, `{"model":"m","prompt":"hi","think":"high"}`, `{"prompt":"hi","apply_template":true,"reasoning_effort":"high"}`},
 		{"chat with a tool call", true, `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","tool_calls":[{"function":{"name":"f","arguments":{"a":1}}}]},{"role":"tool","content":"2","tool_name":"f"}],"tools":[{"type":"function","function":{"name":"f"}}]}`,
 			`{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","tool_calls":[{"id":"call_1_0","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","content":"2","name":"f"}],"tools":[{"type":"function","function":{"name":"f"}}]}`},
+		// Open WebUI sends a call's id (and index) back, and the tool's
+		// answer names the call by tool_call_id: both reach the template.
+		{"chat with tool call ids", true, `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","tool_calls":[{"index":0,"id":"call_ab","function":{"name":"f","arguments":{"a":1}}}]},{"role":"tool","content":"2","tool_call_id":"call_ab"}]}`,
+			`{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"","tool_calls":[{"id":"call_ab","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","content":"2","tool_call_id":"call_ab"}]}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,7 +98,7 @@ func TestToolNamesAndCalls(t *testing.T) {
 	calls := Calls([]worker.ToolCall{{ID: "c1", Type: "function", Function: worker.ToolCallFunction{Name: "f", Arguments: `{"x":2}`}}})
 	b, err := json.Marshal(calls)
 	require.NoError(t, err)
-	require.JSONEq(t, `[{"function":{"name":"f","arguments":{"x":2}}}]`, string(b))
+	require.JSONEq(t, `[{"id":"c1","function":{"name":"f","arguments":{"x":2}}}]`, string(b))
 }
 
 // TestThinkValues: think takes true, false or a level; anything else is
