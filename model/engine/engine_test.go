@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/internal/ggufedit"
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
@@ -376,18 +377,8 @@ func resize[T any](s []T, n int, fill T) []T {
 // returns for each pair, and returns its path.
 func rewriteModel(t *testing.T, src *gguf.File, value func(gguf.KV) any) string {
 	t.Helper()
-	w := gguf.NewWriter()
-	for _, kv := range src.KVs {
-		require.NoError(t, w.AddKV(kv.Key, value(kv)))
-	}
-	for i := range src.Tensors {
-		ti := &src.Tensors[i]
-		data, err := src.TensorData(ti)
-		require.NoError(t, err)
-		require.NoError(t, w.AddTensor(ti.Name, ti.Type, ti.Dims, data))
-	}
 	path := filepath.Join(t.TempDir(), "m.gguf")
-	require.NoError(t, w.WriteFile(path))
+	require.NoError(t, ggufedit.Write(path, src, value, nil))
 	return path
 }
 
