@@ -538,11 +538,25 @@ func TestOllamaParams(t *testing.T) {
 		}
 	}
 
+	// Tools for a model whose template does not render them (stories260k
+	// has none) are refused, as Ollama refuses them for a model without
+	// the tools capability: the model would never see them.
+	toolsChat := `"messages":[{"role":"user","content":"Once upon a time"}],
+		"tools":[{"type":"function","function":{"name":"f"}}],"format":"json","options":{"num_predict":12,"temperature":0}}`
+	st, b = ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k",`+toolsChat)
+	require.Equal(t, http.StatusBadRequest, st, "%s", b)
+	require.Contains(t, ollamaErr(t, b), "does not render tools")
+
 	// A chat stream with tools holds back text that may begin a call (all
 	// of a JSON answer) and sends it before the final chunk: created_at
-	// never goes back.
-	st, b = ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k","messages":[{"role":"user","content":"Once upon a time"}],
-		"tools":[{"type":"function","function":{"name":"f"}}],"format":"json","options":{"num_predict":12,"temperature":0}}`)
+	// never goes back. The model's template renders tools.
+	mcfg := synth.DefaultConfig()
+	mcfg.ChatTemplate = `{% if tools %}tools:{% for t in tools %} {{ t.function.name }}{% endfor %}{% endif %}{% for m in messages %}{{ m.role }}: {{ m.content }}{% endfor %}assistant:`
+	toolsModel := filepath.Join(t.TempDir(), "tools.gguf")
+	require.NoError(t, synth.Write(toolsModel, mcfg))
+	tw := spawnModel(t, n, n.Name(), toolsModel, 1)
+	waitSchedulable(t, c, 2)
+	st, b = ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"`+tw.Model+`",`+toolsChat)
 	require.Equal(t, http.StatusOK, st, "%s", b)
 	lines := ndjson(t, b)
 	require.GreaterOrEqual(t, len(lines), 2, "%s", b)

@@ -90,11 +90,13 @@ func TestStructuredThroughNode(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(call.Function.Arguments), &args))
 	require.NotNil(t, args.City)
 
-	// The call and its answer go back into the conversation.
+	// The call and its answer go back into the conversation (tool_choice
+	// none: this model's template cannot render tools for it to call).
 	cc, err = oc.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
 		Model: "stories260k", MaxTokens: openai.Int(8), Temperature: openai.Float(0),
-		Messages: append(user, acc.Choices[0].Message.ToParam(), openai.ToolMessage("sunny", call.ID)),
-		Tools:    []openai.ChatCompletionToolUnionParam{tool},
+		Messages:   append(user, acc.Choices[0].Message.ToParam(), openai.ToolMessage("sunny", call.ID)),
+		Tools:      []openai.ChatCompletionToolUnionParam{tool},
+		ToolChoice: openai.ChatCompletionToolChoiceOptionUnionParam{OfAuto: openai.String("none")},
 	})
 	require.NoError(t, err)
 	require.NotEmpty(t, cc.Choices[0].Message.Content+cc.Choices[0].FinishReason)
@@ -119,12 +121,16 @@ func TestStructuredThroughNode(t *testing.T) {
 	require.True(t, strings.HasPrefix(strings.TrimSpace(og.Response), "{"), og.Response)
 	st, b = ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k","messages":[{"role":"user","content":"x"}],"format":"yaml"}`)
 	require.Equal(t, http.StatusBadRequest, st, string(b))
-	// Tools and a past call (arguments as an object, Ollama's shape) are
-	// taken; this model answers in prose, so no call comes back.
-	st, b = ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k","stream":false,"options":{"num_predict":4},
-		"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}],
-		"messages":[{"role":"user","content":"Weather?"},{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Oslo"}}}]},
-		{"role":"tool","tool_name":"get_weather","content":"sunny"}]}`)
+	// A past call (arguments as an object, Ollama's shape) is taken;
+	// tools with it are refused for this model, whose template cannot
+	// render them (Ollama's "does not support tools").
+	history := `"messages":[{"role":"user","content":"Weather?"},{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Oslo"}}}]},
+		{"role":"tool","tool_name":"get_weather","content":"sunny"}]}`
+	st, b = ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k","stream":false,"options":{"num_predict":4},`+history)
 	require.Equal(t, http.StatusOK, st, string(b))
 	require.Contains(t, string(b), `"done":true`)
+	st, b = ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k","stream":false,"options":{"num_predict":4},
+		"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}],`+history)
+	require.Equal(t, http.StatusBadRequest, st, string(b))
+	require.Contains(t, string(b), "does not render tools")
 }

@@ -17,10 +17,11 @@ import (
 
 // harmonyTestTemplate renders turns as harmony does (written for these
 // tests): a system message with the reasoning effort when there is one,
-// each message <|start|>ROLE<|message|>TEXT<|end|>, an assistant's
+// a developer message naming the tools when there are some, each message <|start|>ROLE<|message|>TEXT<|end|>, an assistant's
 // thinking as an analysis message before it, and the assistant's header
 // opened at the end.
 const harmonyTestTemplate = `{% if reasoning_effort is defined %}<|start|>system<|message|>Reasoning: {{ reasoning_effort }}<|end|>{% endif %}` +
+	`{% if tools %}<|start|>developer<|message|># Tools{% for t in tools %} {{ t.function.name }}{% endfor %}<|end|>{% endif %}` +
 	`{% for m in messages %}{% if m.thinking %}<|start|>assistant<|channel|>analysis<|message|>{{ m.thinking }}<|end|>{% endif %}` +
 	`<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor %}<|start|>assistant`
 

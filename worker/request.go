@@ -314,7 +314,7 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 			}
 		}
 		var tools []json.RawMessage
-		if tools, g.tools, forced, aerr = g.readTools(m.Info().ToolStyle, mode == endpointChat); aerr != nil {
+		if tools, g.tools, forced, aerr = g.readTools(m.Info().ToolStyle, mode == endpointChat, m.Info().Tools); aerr != nil {
 			return gr, aerr
 		}
 		var err error

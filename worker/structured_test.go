@@ -425,7 +425,9 @@ func TestLogprobsWithStop(t *testing.T) {
 // whole answer when a stop string cuts it: the tokens of the cut part have
 // none, in the stream too (it sent them all, the stop word's included).
 func TestToolStreamLogprobsWithStop(t *testing.T) {
-	_, base := startServer(t, testConfig(t))
+	cfg := testConfig(t)
+	cfg.ModelPath = toolsModelFile(t)
+	_, base := startServer(t, cfg)
 	tools := []map[string]any{{"type": "function", "function": map[string]any{"name": "add", "parameters": map[string]any{
 		"type": "object", "properties": map[string]any{"a": map[string]any{"type": "integer"}}, "required": []string{"a"}}}}}
 	body := func(extra map[string]any) map[string]any {

@@ -180,8 +180,14 @@ var toolNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompil
 // render (nil for none), the plan, and the grammar of a forced call.
 // strictNames refuses a function name OpenAI refuses (toolNameRE): the
 // OpenAI endpoint does; /v1/infer, Ollama's /api/chat, takes any name as
-// Ollama does.
-func (g *genRequest) readTools(style string, strictNames bool) (render []json.RawMessage, plan toolPlan, forced *grammar.Schema, aerr *apiError) {
+// Ollama does. rendered says whether the model's chat template renders
+// tools (TemplateTools): where it does not, the model would never see
+// them, so tools the model is left to call (tool_choice auto) are
+// refused, as Ollama refuses tools for a model without the tools
+// capability and vLLM auto tool choice without a parser; a forced call
+// (required, a named function) is written by the grammar whatever the
+// model saw, and stays.
+func (g *genRequest) readTools(style string, strictNames, rendered bool) (render []json.RawMessage, plan toolPlan, forced *grammar.Schema, aerr *apiError) {
 	defs := make([]toolDef, len(g.Tools))
 	for i, raw := range g.Tools {
 		param := fmt.Sprintf("tools[%d]", i)
@@ -235,6 +241,11 @@ func (g *genRequest) readTools(style string, strictNames bool) (render []json.Ra
 			return nil, plan, nil, badRequest("tool_choice", "invalid_value", "tool_choice "+tc.mode+" needs tools")
 		}
 		return nil, plan, nil, nil
+	}
+	if !rendered && tc.mode == "auto" {
+		return nil, plan, nil, badRequest("tools", codeUnsupportedParam,
+			"tools: this model's chat template does not render tools, so the model would never see them "+
+				"(a model whose template reads tools, as Qwen's and Llama 3.1's do, can call them; tool_choice required or a named function still forces one call)")
 	}
 	for _, d := range defs {
 		plan.names = append(plan.names, d.Function.Name)

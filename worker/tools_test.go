@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/internal/ggufedit"
+	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/synth"
 )
 
@@ -279,7 +281,9 @@ func TestForcedToolCallHermes(t *testing.T) {
 // OpenAI refuses (^[a-zA-Z0-9_-]{1,64}$), naming tools[i].function.name;
 // /v1/infer (Ollama's /api/chat) takes any name, as Ollama does.
 func TestToolFunctionNames(t *testing.T) {
-	_, base := startServer(t, testConfig(t))
+	cfg := testConfig(t)
+	cfg.ModelPath = toolsModelFile(t)
+	_, base := startServer(t, cfg)
 	msgs := []Message{{Role: "user", Content: "Once upon a time"}}
 	tool := func(name string) map[string]any {
 		return map[string]any{"type": "function", "function": map[string]any{"name": name}}
@@ -666,4 +670,82 @@ func TestCutAnswer(t *testing.T) {
 	require.Empty(t, content)
 	require.Len(t, calls, 1)
 	require.Equal(t, `{"a"`, calls[0].Function.Arguments)
+}
+
+// TestToolsTheTemplateCannotRender: tools the model is left to call
+// (tool_choice auto, the default; Ollama's /api/chat, which has no
+// tool_choice, goes through /v1/infer) are refused with a 400 naming
+// tools when the model's chat template does not render them (the story
+// model has none): the model would never see them, and the answer would
+// be prose as if it chose not to call. They used to be taken and
+// dropped. tool_choice none takes them (nothing to render), a forced call
+// is written by the grammar as before (TestForcedToolCall), and a model
+// whose template renders tools gets them in its prompt.
+func TestToolsTheTemplateCannotRender(t *testing.T) {
+	_, plain := startServer(t, testConfig(t))
+	cfg := testConfig(t)
+	cfg.ModelPath = toolsModelFile(t)
+	_, rendering := startServer(t, cfg)
+	tools := []map[string]any{{"type": "function", "function": map[string]any{"name": "get_weather",
+		"parameters": map[string]any{"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string"}}}}}}
+	msgs := []Message{{Role: "user", Content: "Once upon a time"}}
+	for _, tc := range []struct {
+		name, base, path string
+		extra            map[string]any
+		status           int
+	}{
+		{"auto by default", plain, "/v1/chat/completions", map[string]any{"tools": tools}, http.StatusBadRequest},
+		{"auto", plain, "/v1/chat/completions", map[string]any{"tools": tools, "tool_choice": "auto"}, http.StatusBadRequest},
+		{"auto streamed", plain, "/v1/chat/completions", map[string]any{"tools": tools, "stream": true}, http.StatusBadRequest},
+		{"native (Ollama's /api/chat)", plain, "/v1/infer", map[string]any{"tools": tools}, http.StatusBadRequest},
+		{"none", plain, "/v1/chat/completions", map[string]any{"tools": tools, "tool_choice": "none"}, http.StatusOK},
+		{"no tools", plain, "/v1/chat/completions", map[string]any{"tools": []any{}}, http.StatusOK},
+		{"required", plain, "/v1/chat/completions", map[string]any{"tools": tools, "tool_choice": "required"}, http.StatusOK},
+		{"a template that renders them", rendering, "/v1/chat/completions", map[string]any{"tools": tools}, http.StatusOK},
+		{"a template that renders them, native", rendering, "/v1/infer", map[string]any{"tools": tools}, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := map[string]any{"messages": msgs, "max_tokens": 4, "temperature": 0}
+			maps.Copy(body, tc.extra)
+			resp := post(t, testCtx(t), tc.base+tc.path, body)
+			defer resp.Body.Close()
+			require.Equal(t, tc.status, resp.StatusCode)
+			if tc.status != http.StatusOK {
+				var eb ErrorBody
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+				require.Equal(t, "tools", *eb.Error.Param)
+				require.Equal(t, codeUnsupportedParam, eb.Error.Code)
+				require.Contains(t, eb.Error.Message, "does not render tools")
+			}
+		})
+	}
+	// The rendering template puts the tools in the prompt.
+	usage := func(extra map[string]any) int {
+		body := map[string]any{"messages": msgs, "max_tokens": 1}
+		maps.Copy(body, extra)
+		var cc ChatCompletion
+		require.NoError(t, json.NewDecoder(post(t, testCtx(t), rendering+"/v1/chat/completions", body).Body).Decode(&cc))
+		return cc.Usage.PromptTokens
+	}
+	require.Greater(t, usage(map[string]any{"tools": tools}), usage(nil))
+}
+
+// toolsTestTemplate renders each turn as "ROLE: TEXT" and the tools'
+// names before them, as a tool template (Qwen's, Llama 3.1's) does with
+// their definitions: the model sees the tools.
+const toolsTestTemplate = `{% if tools %}tools:{% for t in tools %} {{ t.function.name }}{% endfor %}
+{% endif %}{% for m in messages %}{{ m.role }}: {{ m.content }}
+{% endfor %}assistant:`
+
+// toolsModelFile writes a copy of the story model (testModelPath) whose
+// chat template renders tools (toolsTestTemplate): it answers in English
+// as testModelPath does, with the prompt the template gives.
+func toolsModelFile(t *testing.T) string {
+	t.Helper()
+	src, err := gguf.Open(testModelPath)
+	require.NoError(t, err)
+	defer src.Close()
+	path := filepath.Join(t.TempDir(), "tools.gguf")
+	require.NoError(t, ggufedit.Write(path, src, nil, map[string]any{"tokenizer.chat_template": toolsTestTemplate}))
+	return path
 }
