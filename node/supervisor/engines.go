@@ -300,6 +300,10 @@ var (
 	// died (the request goes on on another worker, the router passes
 	// this one over for a while).
 	ErrEngineHung = errors.New("the engine sent nothing of its answer in time")
+	// ErrEngineField: a /v1/infer request asks for something the
+	// translation to an engine's OpenAI API cannot carry; the call is
+	// answered 400 naming it rather than sent without it.
+	ErrEngineField = errors.New("not supported by an external engine")
 )
 
 // withoutExt strips rbee's extension field (worker.Ext) from a request
@@ -321,13 +325,20 @@ func withoutExt(body []byte) ([]byte, bool) {
 }
 
 // engineInferFields are the /v1/infer fields an OpenAI-compatible engine
-// takes as they are (llama-server and vLLM also take top_k, min_p and
-// repeat_penalty; the others ignore them).
+// takes as they are (llama-server and vLLM also take top_k, min_p,
+// repeat_penalty, chat_template_kwargs and reasoning_effort, llama-server
+// repeat_last_n; the others ignore them). tools go to a chat request only
+// (engineRequest), response_format in OpenAI's form (engineResponseFormat).
 var engineInferFields = []string{"prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_k", "top_p",
-	"min_p", "repeat_penalty", "seed", "stop"}
+	"min_p", "repeat_penalty", "repeat_last_n", "seed", "stop", "chat_template_kwargs", "reasoning_effort"}
 
 // engineRequest turns a /v1/infer body into a streaming OpenAI request for
-// an engine: chat completions when it has messages, else completions.
+// an engine: chat completions when it has messages, or a prompt with
+// apply_template (Ollama's /api/generate without raw: the prompt is the
+// user's turn, rendered with the engine's template, as the cpu worker
+// does), else completions. What the cpu worker reads and an engine cannot
+// be asked through the translation is not dropped: tools with a raw
+// prompt are ErrEngineField.
 func engineRequest(body []byte, model string) (path string, out []byte, err error) {
 	var in map[string]json.RawMessage
 	if err := json.Unmarshal(body, &in); err != nil {
@@ -339,13 +350,75 @@ func engineRequest(body []byte, model string) (path string, out []byte, err erro
 			req[k] = v
 		}
 	}
-	path = "/v1/completions"
-	if _, ok := in["messages"]; ok {
-		path = "/v1/chat/completions"
+	var templated bool
+	_ = json.Unmarshal(in["apply_template"], &templated)
+	_, chat := in["messages"]
+	switch {
+	case chat:
 		delete(req, "prompt")
+	case templated && in["prompt"] != nil:
+		var prompt string
+		if err := json.Unmarshal(in["prompt"], &prompt); err != nil {
+			return "", nil, &engineFieldError{"prompt", "prompt must be a string"}
+		}
+		chat = true
+		delete(req, "prompt")
+		req["messages"] = []worker.Message{{Role: "user", Content: prompt}}
+	}
+	path = "/v1/completions"
+	if chat {
+		path = "/v1/chat/completions"
+	}
+	if v, ok := in["tools"]; ok && string(bytes.TrimSpace(v)) != "null" {
+		if !chat {
+			return "", nil, &engineFieldError{"tools", "tools need a chat (messages, or a prompt the template renders)"}
+		}
+		req["tools"] = v
+	}
+	if v, ok := in["response_format"]; ok {
+		req["response_format"] = engineResponseFormat(v)
 	}
 	out, err = json.Marshal(req)
 	return path, out, err
+}
+
+// engineFieldError is ErrEngineField naming the field at fault.
+type engineFieldError struct{ param, msg string }
+
+func (e *engineFieldError) Error() string { return e.msg + ": " + ErrEngineField.Error() }
+func (e *engineFieldError) Unwrap() error { return ErrEngineField }
+
+// engineRefusal is the 400 answer, in the worker's error shape, to a
+// request engineRequest cannot translate.
+func engineRefusal(err error) *http.Response {
+	d := worker.ErrorDetail{Message: err.Error(), Type: "invalid_request_error", Code: "unsupported_parameter"}
+	if fe, ok := errors.AsType[*engineFieldError](err); ok {
+		d.Param = &fe.param
+	}
+	b, _ := json.Marshal(worker.ErrorBody{Error: d})
+	return &http.Response{StatusCode: http.StatusBadRequest, Status: "400 Bad Request", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(bytes.NewReader(b)), ContentLength: int64(len(b))}
+}
+
+// engineResponseFormat is a /v1/infer response_format in the form
+// OpenAI-compatible engines take: llama.cpp's {"type": "json_object",
+// "schema": S} (what the Ollama API's format becomes) is OpenAI's
+// {"type": "json_schema", "json_schema": {"name", "schema": S}}, which
+// llama-server, vLLM and Ollama's OpenAI API honour (vLLM ignores the
+// schema of a json_object); anything else goes as it is.
+func engineResponseFormat(raw json.RawMessage) json.RawMessage {
+	var rf struct {
+		Type   string          `json:"type"`
+		Schema json.RawMessage `json:"schema"`
+	}
+	if json.Unmarshal(raw, &rf) != nil || rf.Type != "json_object" || len(rf.Schema) == 0 || string(rf.Schema) == "null" {
+		return raw
+	}
+	out, err := json.Marshal(map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "response", "schema": rf.Schema}})
+	if err != nil {
+		return raw
+	}
+	return out
 }
 
 // setModel rewrites an OpenAI request's "model" to the name the engine
@@ -425,6 +498,9 @@ func (s *Supervisor) callEngine(ctx context.Context, st process.WorkerInfo, port
 	switch {
 	case infer:
 		p, b, err := engineRequest(body, st.ModelID)
+		if errors.Is(err, ErrEngineField) {
+			return engineRefusal(err), nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -609,11 +685,16 @@ func (s *Supervisor) hungEngine(st process.WorkerInfo, port int, secret string) 
 // translateEngineStream reads an OpenAI SSE stream (completion or chat
 // chunks, an optional usage chunk, [DONE]) and writes rbee's /v1/infer
 // events: token per non-empty piece, then end; or error when the engine
-// stops without finishing.
+// stops without finishing. Tool calls the engine parsed itself
+// (delta.tool_calls) come last, as one piece in the <tool_call> markup
+// the node parses from a cpu worker's answer (engineCalls), so a tool
+// call reaches an Ollama client whichever worker made it; the engine's
+// finish_reason tool_calls is the end's "stop".
 func translateEngineStream(r io.Reader, w io.Writer) error {
 	start := time.Now()
 	var first time.Time
 	index, finish := 0, ""
+	var calls engineCalls
 	var usage struct {
 		PromptTokens     int `json:"prompt_tokens"`
 		CompletionTokens int `json:"completion_tokens"`
@@ -635,7 +716,8 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 			Choices []struct {
 				Text  string `json:"text"`
 				Delta struct {
-					Content string `json:"content"`
+					Content   string            `json:"content"`
+					ToolCalls []engineCallDelta `json:"tool_calls"`
 				} `json:"delta"`
 				FinishReason *string `json:"finish_reason"`
 			} `json:"choices"`
@@ -664,6 +746,7 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 				}
 				index++
 			}
+			calls.add(ch.Delta.ToolCalls)
 			if ch.FinishReason != nil && *ch.FinishReason != "" {
 				finish = *ch.FinishReason
 			}
@@ -671,6 +754,18 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 		return nil
 	})
 	if (err == nil || errors.Is(err, io.EOF)) && finish != "" {
+		if text := calls.markup(); text != "" {
+			if index == 0 {
+				first = time.Now()
+			}
+			if err := write("token", worker.TokenEvent{Text: text, Index: index}); err != nil {
+				return err
+			}
+			index++
+		}
+		if finish == "tool_calls" {
+			finish = "stop"
+		}
 		// A usage chunk with no count or a negative one (a broken engine)
 		// is not believed: the pieces received are counted instead.
 		out := usage.CompletionTokens
@@ -693,4 +788,78 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 		msg = err.Error()
 	}
 	return write("error", worker.ErrorEvent{Code: "engine_failed", Message: msg})
+}
+
+// engineCallDelta is one entry of a streamed chunk's delta.tool_calls: the
+// call's index, its name in the first entry, its arguments in pieces.
+type engineCallDelta struct {
+	Index    *int `json:"index"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+// engineCall is one streamed tool call, gathered.
+type engineCall struct {
+	name string
+	args strings.Builder
+}
+
+// engineCalls gathers an engine's streamed tool calls by index.
+type engineCalls []*engineCall
+
+// maxEngineCalls bounds the calls one answer may hold: an index is the
+// engine's word, and a slot per index up to it is allocated (OpenAI caps
+// parallel calls at 128).
+const maxEngineCalls = 128
+
+func (c *engineCalls) add(deltas []engineCallDelta) {
+	for _, d := range deltas {
+		i := len(*c) - 1 // an entry without an index continues the last call
+		if d.Index != nil {
+			i = *d.Index
+		}
+		if i < 0 || i >= maxEngineCalls {
+			continue
+		}
+		for len(*c) <= i {
+			*c = append(*c, &engineCall{})
+		}
+		if d.Function.Name != "" {
+			(*c)[i].name = d.Function.Name
+		}
+		(*c)[i].args.WriteString(d.Function.Arguments)
+	}
+}
+
+// markup writes the calls as a cpu worker's answer holds them, each
+// <tool_call>\n{"name": NAME, "arguments": ARGS}\n</tool_call> (arguments
+// that are no JSON object go as a string, which the node's parser does not
+// take for a call: they stay text, as a cpu worker's would).
+func (c engineCalls) markup() string {
+	var b strings.Builder
+	for _, call := range c {
+		if call.name == "" {
+			continue
+		}
+		args := json.RawMessage(strings.TrimSpace(call.args.String()))
+		if len(args) == 0 {
+			args = json.RawMessage("{}")
+		}
+		if !json.Valid(args) {
+			args, _ = json.Marshal(call.args.String())
+		}
+		one, err := json.Marshal(struct {
+			Name      string          `json:"name"`
+			Arguments json.RawMessage `json:"arguments"`
+		}{call.name, args})
+		if err != nil {
+			continue
+		}
+		b.WriteString("<tool_call>\n")
+		b.Write(one)
+		b.WriteString("\n</tool_call>")
+	}
+	return b.String()
 }

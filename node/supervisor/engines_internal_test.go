@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 
@@ -51,6 +52,60 @@ func TestEngineRequest(t *testing.T) {
 	assert.Equal(t, "/v1/chat/completions", path)
 	assert.JSONEq(t, `{"model":"m1","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true}}`, string(b))
 	assert.JSONEq(t, `{"model":"m1","prompt":"p"}`, string(setModel([]byte(`{"model":"alias","prompt":"p"}`), "m1")))
+
+	// What the Ollama API's bodies carry reaches the engine: they were
+	// dropped (a generate without raw went untemplated to completions,
+	// format and tools were lost, the answer unconstrained and callless).
+	const head = `"model":"m1","stream":true,"stream_options":{"include_usage":true}`
+	for _, tc := range []struct {
+		name, in, path, want string
+	}{
+		{"a prompt the template renders is the user's turn", `{"prompt":"Why?","apply_template":true,"max_tokens":4}`, "/v1/chat/completions",
+			`{` + head + `,"messages":[{"role":"user","content":"Why?"}],"max_tokens":4}`},
+		{"a raw prompt stays a completion", `{"prompt":"Why?","apply_template":false}`, "/v1/completions", `{` + head + `,"prompt":"Why?"}`},
+		{"format as a schema is OpenAI's json_schema", `{"prompt":"x","response_format":{"type":"json_object","schema":{"type":"object"}}}`, "/v1/completions",
+			`{` + head + `,"prompt":"x","response_format":{"type":"json_schema","json_schema":{"name":"response","schema":{"type":"object"}}}}`},
+		{"format json", `{"messages":[],"response_format":{"type":"json_object"}}`, "/v1/chat/completions",
+			`{` + head + `,"messages":[],"response_format":{"type":"json_object"}}`},
+		{"tools, think and the template's variables", `{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],` +
+			`"chat_template_kwargs":{"enable_thinking":false},"reasoning_effort":"high","repeat_last_n":32}`, "/v1/chat/completions",
+			`{` + head + `,"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],` +
+				`"chat_template_kwargs":{"enable_thinking":false},"reasoning_effort":"high","repeat_last_n":32}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, b, err := engineRequest([]byte(tc.in), "m1")
+			require.NoError(t, err)
+			assert.Equal(t, tc.path, path)
+			assert.JSONEq(t, tc.want, string(b))
+		})
+	}
+	_, _, err = engineRequest([]byte(`{"prompt":"x","tools":[{"type":"function","function":{"name":"f"}}]}`), "m1")
+	require.ErrorIs(t, err, ErrEngineField)
+	require.ErrorContains(t, err, "tools")
+}
+
+// TestTranslateEngineToolCalls: the calls an engine streams in
+// delta.tool_calls (name first, arguments in pieces, two calls) come out
+// as one last piece in the <tool_call> markup, which the node's parser
+// reads back into the same calls; finish_reason tool_calls is "stop".
+func TestTranslateEngineToolCalls(t *testing.T) {
+	in := `data: {"choices":[{"delta":{"role":"assistant","content":"Let me see."}}]}` + "\n\n" +
+		`data: {"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}` + "\n\n" +
+		`data: {"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}}]}` + "\n\n" +
+		`data: {"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Oslo\"}"}}]}}]}` + "\n\n" +
+		`data: {"choices":[{"delta":{"tool_calls":[{"index":1,"id":"c2","type":"function","function":{"name":"add","arguments":"{}"}}]}}]}` + "\n\n" +
+		`data: {"choices":[{"delta":{},"finish_reason":"tool_calls"}]}` + "\n\n" + "data: [DONE]\n\n"
+	var out bytes.Buffer
+	require.NoError(t, translateEngineStream(strings.NewReader(in), &out))
+	text, end := readInferStream(t, &out)
+	assert.Equal(t, "stop", end.StopReason)
+	content, calls := worker.ParseToolCalls(text, []string{"get_weather", "add"})
+	assert.Equal(t, "Let me see.", content)
+	require.Len(t, calls, 2)
+	assert.Equal(t, "get_weather", calls[0].Function.Name)
+	assert.JSONEq(t, `{"city":"Oslo"}`, calls[0].Function.Arguments)
+	assert.Equal(t, "add", calls[1].Function.Name)
+	assert.JSONEq(t, `{}`, calls[1].Function.Arguments)
 }
 
 func TestTranslateEngineStream(t *testing.T) {
@@ -130,4 +185,26 @@ func TestTranslateEngineStreamUsage(t *testing.T) {
 			assert.GreaterOrEqual(t, end.TokensPerSecond, 0.0)
 		})
 	}
+}
+
+// readInferStream reads a /v1/infer stream that must succeed: the text of
+// its token events and its end event.
+func readInferStream(t *testing.T, r io.Reader) (string, worker.EndEvent) {
+	t.Helper()
+	var text strings.Builder
+	var end worker.EndEvent
+	require.NoError(t, sse.Read(r, relay.MaxEvent, func(ev sse.Event) error {
+		switch ev.Type {
+		case "token":
+			var te worker.TokenEvent
+			require.NoError(t, json.Unmarshal(ev.Data, &te))
+			text.WriteString(te.Text)
+		case "end":
+			require.NoError(t, json.Unmarshal(ev.Data, &end))
+		default:
+			t.Fatalf("event %s: %s", ev.Type, ev.Data)
+		}
+		return nil
+	}))
+	return text.String(), end
 }

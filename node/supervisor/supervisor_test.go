@@ -20,8 +20,6 @@ import (
 
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
-	"github.com/rbee-project/rbee/internal/sse"
-	"github.com/rbee-project/rbee/node/relay"
 	"github.com/rbee-project/rbee/node/router"
 	"github.com/rbee-project/rbee/worker"
 	workercat "github.com/rbee-project/rbee/worker/catalog"
@@ -583,22 +581,8 @@ func TestCallEngine(t *testing.T) {
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var text strings.Builder
-	var end worker.EndEvent
-	require.NoError(t, sse.Read(resp.Body, relay.MaxEvent, func(ev sse.Event) error {
-		switch ev.Type {
-		case "token":
-			var tok worker.TokenEvent
-			require.NoError(t, json.Unmarshal(ev.Data, &tok))
-			text.WriteString(tok.Text)
-		case "end":
-			require.NoError(t, json.Unmarshal(ev.Data, &end))
-		default:
-			t.Fatalf("event %s: %s", ev.Type, ev.Data)
-		}
-		return nil
-	}))
-	require.Equal(t, "Hello", text.String())
+	text, end := readInferStream(t, resp.Body)
+	require.Equal(t, "Hello", text)
 	require.Equal(t, "stop", end.StopReason)
 	require.Equal(t, 4, end.TokensIn)
 	require.Equal(t, 2, end.TokensOut)
@@ -615,6 +599,17 @@ func TestCallEngine(t *testing.T) {
 
 	_, err = f.s.Call(ctx, "e-1", http.MethodPost, "/v1/infer", []byte(`{"prompt":"hi","rbee":{"resume":[1,2]}}`))
 	require.ErrorIs(t, err, ErrEngineResume)
+
+	// What the translation cannot carry is refused, naming it, not dropped.
+	resp, err = f.s.Call(ctx, "e-1", http.MethodPost, "/v1/infer", []byte(`{"prompt":"hi","tools":[{"type":"function","function":{"name":"f"}}]}`))
+	require.NoError(t, err)
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.NoError(t, json.Unmarshal(b, &eb), string(b))
+	require.Equal(t, "unsupported_parameter", eb.Error.Code)
+	require.NotNil(t, eb.Error.Param)
+	require.Equal(t, "tools", *eb.Error.Param)
 }
 
 // TestReconcileCommands: the leader's registry writes for what the nodes
