@@ -220,12 +220,18 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		}
 		return true
 	}
+	// The log-probabilities of the tokens not yet sent go out with the
+	// next chunk written (text held back below holds them back too).
+	var logprobs []worker.LogprobContent
 	chunk := func(text string, doneFlag bool) map[string]any {
 		c := map[string]any{"model": req.Model, "created_at": time.Now().UTC().Format(time.RFC3339Nano), "done": doneFlag}
 		if chat {
 			c["message"] = ollama.Message{Role: "assistant", Content: text}
 		} else {
 			c["response"] = text
+		}
+		if len(logprobs) > 0 {
+			c["logprobs"], logprobs = logprobs, nil
 		}
 		return c
 	}
@@ -255,6 +261,9 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 			}
 			if chat && st.Harmony && harmony == nil {
 				harmony, tools = worker.NewHarmonyStream(len(names) > 0), nil
+			}
+			if te.Logprob != nil {
+				logprobs = append(logprobs, *te.Logprob)
 			}
 			if !stream {
 				full = append(full, te.Text...)
@@ -305,10 +314,11 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	start := routed
-	final := chunk(string(full), true)
+	text := string(full)
 	if stream {
-		final = chunk("", true)
+		text = ""
 	}
+	final := chunk(text, true)
 	if harmony != nil {
 		var content, thinking string
 		if !stream {
@@ -388,7 +398,10 @@ var (
 	ollamaFields = map[string]bool{"model": true, "stream": true, "options": true, "format": true,
 		// keep_alive: workers stay loaded until they are retired (as
 		// Ollama's keep_alive -1), so any valid value is harmless.
-		"keep_alive": true, "think": true}
+		"keep_alive": true, "think": true,
+		// logprobs and top_logprobs: each token's log-probability
+		// (ollama.Request), checked by the worker.
+		"logprobs": true, "top_logprobs": true}
 	ollamaGenerateFields = map[string]bool{"prompt": true, "system": true, "raw": true,
 		"suffix": true, "images": true, "template": true, "context": true}
 	ollamaChatFields = map[string]bool{"messages": true, "tools": true}

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -371,13 +372,7 @@ func ollamaErr(t *testing.T, b []byte) string {
 // Ollama's error shape, naming it, every field and option rbee does not
 // implement.
 func TestOllamaParams(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns worker processes")
-	}
-	c := servingCluster(t, 1)
-	n := c.Nodes[0]
-	spawn(t, n, n.Name(), 1)
-	waitSchedulable(t, c, 1)
+	c, n := storiesNode(t)
 
 	gen := func(extra string) string {
 		return `{"model":"stories260k","prompt":"Once upon a time","stream":false` + extra + `}`
@@ -730,4 +725,82 @@ func TestOllamaShowFields(t *testing.T) {
 		require.Equal(t, tc.status, st, "%s: %s", tc.body, b)
 		require.Contains(t, ollamaErr(t, b), tc.contains, tc.body)
 	}
+}
+
+// TestOllamaLogprobs: logprobs and top_logprobs (ollama-python's and
+// Ollama's since 0.12) give each generated token's log-probability and
+// alternatives in the answer's "logprobs", one entry per token, whole and
+// streamed (each chunk the entries of its tokens, the rest in the final
+// one), on /api/chat and /api/generate; they were refused as unknown
+// fields. A bad value is the worker's 400, and without them no chunk
+// has any.
+func TestOllamaLogprobs(t *testing.T) {
+	_, n := storiesNode(t)
+
+	type entry struct {
+		Token       string  `json:"token"`
+		Logprob     float64 `json:"logprob"`
+		TopLogprobs []struct {
+			Token   string  `json:"token"`
+			Logprob float64 `json:"logprob"`
+		} `json:"top_logprobs"`
+	}
+	const opts = `"options":{"num_predict":6,"temperature":0},"logprobs":true,"top_logprobs":2`
+	for _, tc := range []struct{ path, body string }{
+		{"/api/chat", `{"model":"stories260k","messages":[{"role":"user","content":"Once upon a time"}],` + opts},
+		{"/api/generate", `{"model":"stories260k","prompt":"Once upon a time",` + opts},
+	} {
+		for _, stream := range []bool{false, true} {
+			body := strings.TrimSuffix(tc.body, "}") + `,"stream":` + strconv.FormatBool(stream) + `}`
+			st, b := ollamaCall(t, n, "POST", tc.path, "", body)
+			require.Equal(t, http.StatusOK, st, "%s", b)
+			lines := ndjson(t, b)
+			var entries []entry
+			var text, tokens strings.Builder
+			for _, l := range lines {
+				if m, ok := l["message"].(map[string]any); ok {
+					text.WriteString(m["content"].(string))
+				} else {
+					text.WriteString(l["response"].(string))
+				}
+				raw, _ := json.Marshal(l["logprobs"])
+				var es []entry
+				require.NoError(t, json.Unmarshal(raw, &es))
+				entries = append(entries, es...)
+			}
+			last := lines[len(lines)-1]
+			require.Equal(t, true, last["done"])
+			require.Len(t, entries, int(last["eval_count"].(float64)), "%s stream %t: %s", tc.path, stream, b)
+			for _, e := range entries {
+				require.LessOrEqual(t, e.Logprob, 0.0)
+				require.Len(t, e.TopLogprobs, 2)
+				tokens.WriteString(e.Token)
+			}
+			require.Equal(t, text.String(), tokens.String(), "the entries' tokens are the answer")
+		}
+	}
+
+	st, b := ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k","messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}`)
+	require.Equal(t, http.StatusBadRequest, st, "%s", b)
+	require.Contains(t, ollamaErr(t, b), "top_logprobs")
+	st, b = ollamaCall(t, n, "POST", "/api/generate", "", `{"model":"stories260k","prompt":"x","logprobs":"yes"}`)
+	require.Equal(t, http.StatusBadRequest, st, "%s", b)
+	require.Contains(t, ollamaErr(t, b), "logprobs must be a boolean")
+	st, b = ollamaCall(t, n, "POST", "/api/generate", "", `{"model":"stories260k","prompt":"x","options":{"num_predict":3}}`)
+	require.Equal(t, http.StatusOK, st, "%s", b)
+	require.NotContains(t, string(b), "logprobs")
+}
+
+// storiesNode is a one-node cluster serving stories260k from one worker
+// process, ready to schedule (the test is skipped with -short).
+func storiesNode(t *testing.T) (*nodetest.Cluster, *node.Node) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 1)
+	n := c.Nodes[0]
+	spawn(t, n, n.Name(), 1)
+	waitSchedulable(t, c, 1)
+	return c, n
 }

@@ -243,11 +243,14 @@ type StartedEvent struct {
 // TokenEvent carries one generated token. Text may be empty while a
 // multi-byte character or a possible stop string is pending; ID is -1 for a
 // final text-only chunk that flushes such text. Concatenating all texts
-// gives the completion.
+// gives the completion. Logprob is the token's log-probability entry (its
+// text, bytes and top_logprobs alternatives) when the request asked for
+// logprobs, for every token of the model (not a text-only chunk).
 type TokenEvent struct {
-	Text  string `json:"text"`
-	Index int    `json:"index"`
-	ID    int32  `json:"id"`
+	Text    string          `json:"text"`
+	Index   int             `json:"index"`
+	ID      int32           `json:"id"`
+	Logprob *LogprobContent `json:"logprob,omitempty"`
 }
 
 // EndEvent is the last event of a successful stream. StopReason is "eos",
@@ -291,7 +294,11 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := j.generate(func(t Token) error {
-		return out.JSON("token", TokenEvent{Text: t.Text, Index: t.Index, ID: t.ID})
+		te := TokenEvent{Text: t.Text, Index: t.Index, ID: t.ID}
+		if lp, ok := logprobContent(t); ok && j.req.Logprobs {
+			te.Logprob = &lp
+		}
+		return out.JSON("token", te)
 	})
 	gone, stopping := j.interrupted(res, err)
 	switch {

@@ -273,3 +273,35 @@ func TestConfigValidation(t *testing.T) {
 	_, err := New(testConfig(t))
 	require.NoError(t, err, fmt.Sprint("the base config is valid"))
 }
+
+// TestInferLogprobs: /v1/infer with logprobs (Ollama's logprobs and
+// top_logprobs go this way) puts each token's entry on its token event,
+// the same entries the chat endpoint answers for the same greedy request;
+// a text-only chunk has none, and without logprobs no event has one.
+func TestInferLogprobs(t *testing.T) {
+	_, base := startServer(t, testConfig(t))
+	msgs := []Message{{Role: "user", Content: "Once upon a time"}}
+	body := map[string]any{"messages": msgs, "max_tokens": 8, "temperature": 0, "logprobs": true, "top_logprobs": 2}
+	got := infer(t, base, body)
+	require.NotNil(t, got.End)
+	var cc ChatCompletion
+	require.NoError(t, json.NewDecoder(post(t, testCtx(t), base+"/v1/chat/completions", body).Body).Decode(&cc))
+	var entries []LogprobContent
+	for _, tk := range got.Tokens {
+		if tk.ID < 0 {
+			require.Nil(t, tk.Logprob, "a text-only chunk")
+			continue
+		}
+		require.NotNil(t, tk.Logprob, "token %d", tk.Index)
+		require.Len(t, tk.Logprob.TopLogprobs, 2)
+		entries = append(entries, *tk.Logprob)
+	}
+	require.Len(t, entries, got.End.TokensOut)
+	require.Equal(t, cc.Choices[0].Logprobs.Content, entries)
+
+	delete(body, "logprobs")
+	delete(body, "top_logprobs")
+	for _, tk := range infer(t, base, body).Tokens {
+		require.Nil(t, tk.Logprob)
+	}
+}

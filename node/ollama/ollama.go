@@ -131,6 +131,12 @@ type Request struct {
 	// refuses (rbee returns separate thinking for gpt-oss's harmony
 	// answers only).
 	Think *Think `json:"think"`
+	// Logprobs asks for each generated token's log-probability, and
+	// TopLogprobs (0 to 20) for that many likeliest alternatives, as
+	// Ollama's logprobs and top_logprobs: the answer's chunks carry them
+	// as "logprobs" (the worker's /v1/infer token events do).
+	Logprobs    bool `json:"logprobs"`
+	TopLogprobs *int `json:"top_logprobs"`
 }
 
 // Think is Ollama's think: a boolean, or a reasoning level.
@@ -275,6 +281,12 @@ func (o Request) InferBody(chat bool) ([]byte, error) {
 		m["chat_template_kwargs"] = map[string]bool{"enable_thinking": false}
 	case o.Think.effort() != "":
 		m["reasoning_effort"] = o.Think.effort()
+	}
+	if o.Logprobs {
+		m["logprobs"] = true
+	}
+	if o.TopLogprobs != nil {
+		m["top_logprobs"] = *o.TopLogprobs
 	}
 	op := o.Options
 	set := func(k string, v any, ok bool) {

@@ -61,6 +61,7 @@ func TestInferBody(t *testing.T) {
 		{"generate with system", false, `{"model":"m","prompt":"Once","system":"Be brief"}`,
 			`{"messages":[{"role":"system","content":"Be brief"},{"role":"user","content":"Once"}]}`},
 		{"num_predict -1 is unbounded", false, `{"model":"m","prompt":"a","options":{"num_predict":-1}}`, `{"prompt":"a","apply_template":true}`},
+		{"logprobs", false, `{"model":"m","prompt":"a","raw":true,"logprobs":true,"top_logprobs":3}`, `{"prompt":"a","logprobs":true,"top_logprobs":3}`},
 		{"format json", false, `{"model":"m","prompt":"a","format":"json","raw":true}`, `{"prompt":"a","response_format":{"type":"json_object"}}`},
 		{"format schema", false, `{"model":"m","prompt":"a","format":{"type":"object"},"raw":true}`,
 			`{"prompt":"a","response_format":{"type":"json_object","schema":{"type":"object"}}}`},

@@ -338,7 +338,7 @@ var engineInferFields = []string{"prompt", "messages", "max_tokens", "max_comple
 // user's turn, rendered with the engine's template, as the cpu worker
 // does), else completions. What the cpu worker reads and an engine cannot
 // be asked through the translation is not dropped: tools with a raw
-// prompt are ErrEngineField.
+// prompt and logprobs are ErrEngineField.
 func engineRequest(body []byte, model string) (path string, out []byte, err error) {
 	var in map[string]json.RawMessage
 	if err := json.Unmarshal(body, &in); err != nil {
@@ -377,6 +377,12 @@ func engineRequest(body []byte, model string) (path string, out []byte, err erro
 	}
 	if v, ok := in["response_format"]; ok {
 		req["response_format"] = engineResponseFormat(v)
+	}
+	var logprobs bool
+	if json.Unmarshal(in["logprobs"], &logprobs) == nil && logprobs {
+		// An engine's chunks carry them in OpenAI's shape, which the
+		// token events do not take from an engine yet.
+		return "", nil, &engineFieldError{"logprobs", "logprobs through the Ollama API"}
 	}
 	out, err = json.Marshal(req)
 	return path, out, err

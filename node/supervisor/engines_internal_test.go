@@ -82,6 +82,11 @@ func TestEngineRequest(t *testing.T) {
 	_, _, err = engineRequest([]byte(`{"prompt":"x","tools":[{"type":"function","function":{"name":"f"}}]}`), "m1")
 	require.ErrorIs(t, err, ErrEngineField)
 	require.ErrorContains(t, err, "tools")
+	_, _, err = engineRequest([]byte(`{"messages":[],"logprobs":true}`), "m1")
+	require.ErrorIs(t, err, ErrEngineField)
+	require.ErrorContains(t, err, "logprobs")
+	_, _, err = engineRequest([]byte(`{"messages":[],"logprobs":false}`), "m1")
+	require.NoError(t, err)
 }
 
 // TestTranslateEngineToolCalls: the calls an engine streams in
