@@ -18,8 +18,10 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/api"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/synth"
@@ -803,4 +805,35 @@ func storiesNode(t *testing.T) (*nodetest.Cluster, *node.Node) {
 	spawn(t, n, n.Name(), 1)
 	waitSchedulable(t, c, 1)
 	return c, n
+}
+
+// TestOllamaShowServedContext: /api/show's num_ctx is the context the
+// serving workers hold (a worker spawned with ctx 512 on a model trained
+// for 2048), which Continue adopts and sends back as options.num_ctx with
+// every request: it said the trained 2048, so every such request asked for
+// more than the workers hold and was refused. model_info keeps the
+// trained length, as the GGUF says.
+func TestOllamaShowServedContext(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := servingCluster(t, 1)
+	n := c.Nodes[0]
+	var res api.SpawnResult
+	run(t, n, map[string]any{"operation": "worker_spawn", "hive": n.Name(), "model": "builtin:stories260k", "threads": 1, "slots": 1, "ctx": 512}, &res)
+	waitSchedulable(t, c, 1)
+
+	var show ollamaShow
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		st, b := ollamaCall(t, n, "POST", "/api/show", "", `{"name":"stories260k"}`)
+		require.Equal(t, http.StatusOK, st, "%s", b)
+		require.NoError(t, json.Unmarshal(b, &show))
+		assert.True(ct, strings.HasPrefix(show.Parameters, "num_ctx 512\n"), "parameters: %q", show.Parameters)
+	}, nodetest.WaitTimeout, 50*time.Millisecond)
+	require.EqualValues(t, 2048, show.ModelInfo["llama.context_length"])
+
+	// Continue's request with the num_ctx it read.
+	st, b := ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k","stream":false,"messages":[{"role":"user","content":"Once"}],`+
+		`"options":{"num_ctx":512,"num_predict":3},"keep_alive":1800}`)
+	require.Equal(t, http.StatusOK, st, "%s", b)
 }
