@@ -119,6 +119,9 @@ func (n *Node) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
 		Details   ollama.Details `json:"details"`
 		ExpiresAt time.Time      `json:"expires_at"`
 		SizeVRAM  uint64         `json:"size_vram"`
+		// ContextLength is the context the model is loaded with, as
+		// Ollama's (0.12) reports it: the least of the serving workers'.
+		ContextLength int `json:"context_length"`
 	}
 	out := []running{}
 	// Workers stay until retired: no expiry, as a model Ollama loaded with
@@ -127,7 +130,8 @@ func (n *Node) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
 	expires := time.Now().UTC().Add(time.Duration(math.MaxInt64)).Truncate(time.Second)
 	for _, id := range n.ServedModels() {
 		f, _ := n.modelFactsOf(r.Context(), id, false)
-		out = append(out, running{Name: id, Model: id, Size: f.Size, Digest: f.SHA256, Details: f.details(), ExpiresAt: expires})
+		served, _ := n.servingContext(r.Context(), id, false)
+		out = append(out, running{Name: id, Model: id, Size: f.Size, Digest: f.SHA256, Details: f.details(), ExpiresAt: expires, ContextLength: served})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": out})
 }

@@ -831,9 +831,20 @@ func TestOllamaShowServedContext(t *testing.T) {
 		assert.True(ct, strings.HasPrefix(show.Parameters, "num_ctx 512\n"), "parameters: %q", show.Parameters)
 	}, nodetest.WaitTimeout, 50*time.Millisecond)
 	require.EqualValues(t, 2048, show.ModelInfo["llama.context_length"])
+	// /api/ps says the same, as Ollama's context_length of a loaded model.
+	st, b := ollamaCall(t, n, "GET", "/api/ps", "", "")
+	require.Equal(t, http.StatusOK, st, "%s", b)
+	var ps struct {
+		Models []struct {
+			ContextLength int `json:"context_length"`
+		} `json:"models"`
+	}
+	require.NoError(t, json.Unmarshal(b, &ps))
+	require.Len(t, ps.Models, 1)
+	require.Equal(t, 512, ps.Models[0].ContextLength)
 
 	// Continue's request with the num_ctx it read.
-	st, b := ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k","stream":false,"messages":[{"role":"user","content":"Once"}],`+
+	st, b = ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"stories260k","stream":false,"messages":[{"role":"user","content":"Once"}],`+
 		`"options":{"num_ctx":512,"num_predict":3},"keep_alive":1800}`)
 	require.Equal(t, http.StatusOK, st, "%s", b)
 }
