@@ -97,9 +97,10 @@ func TestHeartbeats(t *testing.T) {
 			break
 		}
 	}
+	require.Positive(t, ready.Seq, "beats are numbered")
 	require.Equal(t, Heartbeat{
 		ID: "w-test", PID: os.Getpid(), Port: s.Addr().(*net.TCPAddr).Port, Model: "stories260K", ModelPath: testModelPath,
-		Device: "cpu", State: StateReady, Slots: 2, ContextLength: 2048, Version: Version,
+		Device: "cpu", State: StateReady, Slots: 2, ContextLength: 2048, Version: Version, Seq: ready.Seq,
 	}, ready)
 
 	// After a generation the beats carry its speed.
