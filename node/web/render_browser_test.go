@@ -170,25 +170,8 @@ func TestPageKeyWithoutRead(t *testing.T) {
 		t.Skip("no Chromium found: apt-get install chromium")
 	}
 	const readKey = "rbk_reader"
-	mux := http.NewServeMux()
-	mux.Handle("GET /{$}", web.Handler())
-	mux.Handle("GET /ui/", web.Handler())
-	mux.HandleFunc("GET /v1/cluster/events", func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+readKey {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusForbidden)
-			fmt.Fprint(w, `{"error":{"code":"forbidden","message":"GET /v1/cluster/events needs the read permission","type":"invalid_request_error"}}`)
-			return
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprint(w, "event: state\ndata: {\"status\":{\"node\":\"n1\",\"nodes\":[{\"name\":\"n1\",\"id\":\"n1\",\"state\":\"alive\"}]}}\n\n")
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	})
-	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"object":"list","data":[]}`)
-	})
+	mux := keyPageMux(readKey, http.StatusForbidden,
+		`{"error":{"code":"forbidden","message":"GET /v1/cluster/events needs the read permission","type":"invalid_request_error"}}`)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
 

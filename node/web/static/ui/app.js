@@ -41,8 +41,25 @@
 
   // ---- token -------------------------------------------------------------
 
-  function getToken() { try { return localStorage.getItem(TOKEN_KEY) || ''; } catch (_) { return ''; } }
-  function setToken(t) { try { t ? localStorage.setItem(TOKEN_KEY, t) : localStorage.removeItem(TOKEN_KEY); } catch (_) { /* private mode */ } }
+  // A key is saved in localStorage only on an https: page. A plain HTTP
+  // page is the node's loopback listener, and its origin is just an
+  // address and port: while the node is stopped (a restart, an upgrade)
+  // any local user may listen there, and a page served from it is this
+  // same origin and reads this origin's storage, the admin key with it.
+  // There the key lives in this page's memory only (asked again after a
+  // reload), and a key an earlier page saved is removed.
+  const PERSIST_TOKEN = location.protocol === 'https:';
+  let memToken = '';
+  function storeToken(t) { try { t ? localStorage.setItem(TOKEN_KEY, t) : localStorage.removeItem(TOKEN_KEY); } catch (_) { /* private mode */ } }
+  if (!PERSIST_TOKEN) storeToken('');
+  function getToken() {
+    if (!PERSIST_TOKEN) return memToken;
+    try { return localStorage.getItem(TOKEN_KEY) || ''; } catch (_) { return ''; }
+  }
+  function setToken(t) {
+    if (PERSIST_TOKEN) storeToken(t);
+    else memToken = t;
+  }
 
   let tokenWaiters = [];
   // tokenReady resolves when the user saves a token.
