@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rbee-project/rbee/internal/owner"
+	"github.com/rbee-project/rbee/internal/peercred"
 	"github.com/rbee-project/rbee/internal/workercmd"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
@@ -41,7 +42,7 @@ type globals struct {
 	adminOnce      sync.Once
 	adminKey       string
 	// adminUID owns the file adminKey came from: the admin key goes only
-	// to a server that user runs (client.OwnedBy).
+	// to a server that user runs (peercred.OwnedBy).
 	adminUID uint32
 	// caFile (--ca, RBEE_CA) and caFingerprint (--ca-fingerprint,
 	// RBEE_CA_FINGERPRINT) say how an https:// node is verified; hc is the
@@ -62,7 +63,7 @@ func (g *globals) client() *client.Client {
 		c.HTTP = g.hc
 	}
 	if cred != "" && cred == g.adminKey {
-		c.HTTP = client.OwnedBy(c.HTTP, g.adminUID)
+		c.HTTP = peercred.OwnedBy(c.HTTP, g.adminUID)
 	}
 	return c
 }

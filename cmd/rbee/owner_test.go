@@ -6,17 +6,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/internal/otheruser"
 	"github.com/rbee-project/rbee/node"
 )
 
@@ -87,14 +85,6 @@ func TestAdminKeyOnlyToTheNodesUser(t *testing.T) {
 // A server another local user runs on the node's port (here nobody's)
 // gets no key, whether it listens on 127.0.0.1 or [::1].
 func TestAdminKeyNotToAnotherUsersServer(t *testing.T) {
-	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
-		t.Skip("needs root on Linux to start a server as another user")
-	}
-	// The system's python3: one under root's home is not nobody's to run.
-	py := "/usr/bin/python3"
-	if _, err := os.Stat(py); err != nil {
-		t.Skip("no /usr/bin/python3 for the other user's server")
-	}
 	for _, host := range []string{"127.0.0.1", "::1"} {
 		t.Run(host, func(t *testing.T) {
 			ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
@@ -107,18 +97,8 @@ func TestAdminKeyNotToAnotherUsersServer(t *testing.T) {
 class S(http.server.ThreadingHTTPServer):
     address_family = socket.AF_INET6 if ":" in %q else socket.AF_INET
 S((%q, %d), http.server.BaseHTTPRequestHandler).serve_forever()`, host, host, port)
-			cmd := exec.Command(py, "-c", script)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-			require.NoError(t, cmd.Start())
-			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 			addr := net.JoinHostPort(host, strconv.Itoa(port))
-			require.Eventually(t, func() bool {
-				c, err := net.Dial("tcp", addr)
-				if err == nil {
-					c.Close()
-				}
-				return err == nil
-			}, 10*time.Second, 20*time.Millisecond)
+			otheruser.Python(t, script, addr, nil)
 
 			dir := t.TempDir()
 			require.NoError(t, os.WriteFile(filepath.Join(dir, node.AdminKeyFile), []byte("rbeeadm_testkeytestkeytestkey\n"), 0o600))

@@ -1,4 +1,4 @@
-package client
+package peercred
 
 import (
 	"context"
@@ -6,15 +6,20 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-
-	"github.com/rbee-project/rbee/internal/peercred"
+	"time"
 )
+
+// ownedDialTimeout bounds a connection of an OwnedBy client whose
+// transport had no dialer of its own: a loopback server answers at once
+// unless its machine is stuck.
+const ownedDialTimeout = 10 * time.Second
 
 // ErrServerOwner: the server at a loopback address is not run by the user
 // whose credential the client was about to send. Any local user can
 // listen on a loopback port the node is not using (while it restarts, or
-// when it runs on another port); a CLI that sent the node's admin key
-// there would hand that user the cluster.
+// when it runs on another port): a CLI that sent the node's admin key
+// there would hand that user the cluster, a worker that sent its
+// heartbeat its secret.
 var ErrServerOwner = errors.New("the server is not run by the node's user")
 
 // OwnedBy returns a copy of hc whose every connection is checked, before
@@ -26,7 +31,7 @@ var ErrServerOwner = errors.New("the server is not run by the node's user")
 // so every other one fails too. Where the platform cannot tell a
 // connection's owner (not Linux), hc is returned unchanged.
 func OwnedBy(hc *http.Client, uid uint32) *http.Client {
-	if !peercred.Supported() {
+	if !Supported() {
 		return hc
 	}
 	var tr *http.Transport
@@ -43,12 +48,12 @@ func OwnedBy(hc *http.Client, uid uint32) *http.Client {
 		if err != nil {
 			return nil, err
 		}
-		got, err := peercred.ServerUID(c.LocalAddr(), c.RemoteAddr())
+		got, err := ServerUID(c.LocalAddr(), c.RemoteAddr())
 		switch {
 		case err != nil:
 			err = fmt.Errorf("%w: cannot tell who runs %s (%v)", ErrServerOwner, c.RemoteAddr(), err)
 		case got != uid:
-			err = fmt.Errorf("%w: %s is served by uid %d, the node's files belong to uid %d; not sending the node's admin key there", ErrServerOwner, c.RemoteAddr(), got, uid)
+			err = fmt.Errorf("%w: %s is served by uid %d, the credential belongs to uid %d; not sending it there", ErrServerOwner, c.RemoteAddr(), got, uid)
 		}
 		if err != nil {
 			_ = c.Close()
@@ -58,7 +63,7 @@ func OwnedBy(hc *http.Client, uid uint32) *http.Client {
 	}
 	dial := tr.DialContext
 	if dial == nil {
-		dial = (&net.Dialer{Timeout: dialTimeout}).DialContext
+		dial = (&net.Dialer{Timeout: ownedDialTimeout}).DialContext
 	}
 	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return check(dial(ctx, network, addr))

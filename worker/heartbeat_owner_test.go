@@ -1,0 +1,55 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/otheruser"
+	"github.com/rbee-project/rbee/internal/peercred"
+)
+
+// A worker's heartbeat carries its secret; it goes only to a node run by
+// the worker's own user. Another local user listening on the node's port
+// while the node is down (a restart or an upgrade, which leave the workers
+// running) got every worker's secret within a beat: the worker's port and
+// the node's heartbeat route then took them as the worker.
+func TestHeartbeatSecretOnlyToTheNodesUser(t *testing.T) {
+	const secret = "worker-secret-0123456789abcdef"
+	beat := func(url string) error {
+		h := newHeartbeater(heartbeatURL(url), secret, time.Second, 0,
+			func() Heartbeat { return Heartbeat{ID: "w-1", Port: 1, State: StateReady} }, nil, slog.New(slog.DiscardHandler))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return h.post(ctx, h.build())
+	}
+
+	t.Run("own node", func(t *testing.T) {
+		got := make(chan string, 1)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got <- r.Header.Get("Authorization")
+			w.WriteHeader(http.StatusNoContent)
+		}))
+		t.Cleanup(srv.Close)
+		require.NoError(t, beat(srv.URL))
+		require.Equal(t, "Bearer "+secret, <-got)
+	})
+
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		t.Run("another user's server on "+host, func(t *testing.T) {
+			url, next := otheruser.Recorder(t, host, 0)
+			err := beat(url)
+			require.ErrorIs(t, err, peercred.ErrServerOwner)
+			require.ErrorContains(t, err, "uid 65534")
+			resp, err := http.Post(url+"/after", "application/json", nil)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, "-", next(), "the other user's server got the worker's secret")
+		})
+	}
+}
