@@ -39,6 +39,7 @@ import (
 	gproc "github.com/shirou/gopsutil/v4/process"
 
 	"github.com/rbee-project/rbee/internal/atomicfile"
+	"github.com/rbee-project/rbee/internal/peercred"
 )
 
 // Sentinel errors. Errors returned by this package wrap them with %w.
@@ -410,13 +411,10 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("process: %w", err)
 	}
 	m := &Manager{
-		cfg: cfg,
-		dir: dir,
-		log: cfg.Logger,
-		client: &http.Client{
-			Timeout:   probeTimeout,
-			Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-		},
+		cfg:      cfg,
+		dir:      dir,
+		log:      cfg.Logger,
+		client:   probeClient(cfg.Host),
 		procs:    make(map[int]*proc),
 		starting: make(map[string]*proc),
 		pollDone: make(chan struct{}),
@@ -680,9 +678,14 @@ func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string, r
 	defer timer.Stop()
 	tick := time.NewTicker(m.cfg.HealthInterval)
 	defer tick.Stop()
+	var refused error // the last probe that found another user's server there
 	for {
-		if m.probe(ctx, url, secret) {
+		ok, err := m.probe(ctx, url, secret)
+		if ok {
 			return nil
+		}
+		if errors.Is(err, peercred.ErrServerOwner) {
+			refused = err
 		}
 		select {
 		case <-p.done:
@@ -693,25 +696,47 @@ func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string, r
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
 		case <-timer.C:
+			if refused != nil {
+				return fmt.Errorf("%w: no 200 from %s within %s; the probe was not sent to %w", ErrNotReady, url, readyTimeout, refused)
+			}
 			return fmt.Errorf("%w: no 200 from %s within %s", ErrNotReady, url, readyTimeout)
 		case <-tick.C:
 		}
 	}
 }
 
-func (m *Manager) probe(ctx context.Context, url, secret string) bool {
+// probeClient is the readiness probe's client. On a loopback host its
+// connections must reach a server this process's user runs
+// (peercred.OwnedBy): a worker's port is on its command line, which every
+// local user can read, and until the worker listens (an engine loads its
+// model first) another user could listen there, take the probe's secret
+// and answer it as a ready worker, and be sent the requests routed to it.
+func probeClient(host string) *http.Client {
+	c := &http.Client{
+		Timeout:   probeTimeout,
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		c = peercred.OwnedBy(c, uint32(os.Getuid()))
+	}
+	return c
+}
+
+// probe reports whether the health check at url answers 200, and why
+// not when the request failed.
+func (m *Manager) probe(ctx context.Context, url, secret string) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return false
+		return false, err
 	}
 	req.Header.Set("Authorization", "Bearer "+secret)
 	resp, err := m.client.Do(req)
 	if err != nil {
-		return false
+		return false, err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return resp.StatusCode == http.StatusOK, nil
 }
 
 // exited records that p is gone: it leaves the table and processes.json,
