@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/internal/apierror"
 	"github.com/rbee-project/rbee/internal/loopback"
+	"github.com/rbee-project/rbee/internal/peercred"
 	"github.com/rbee-project/rbee/internal/reqbody"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/router"
@@ -128,7 +130,12 @@ type Config struct {
 	Procs            Processes
 	Types            Types
 	Cluster          Cluster
-	// Client calls workers and engines on loopback.
+	// Client calls workers and engines on loopback (nil: a default one).
+	// New makes every connection of it check that the server is run by
+	// this process's user (peercred.OwnedBy), so it must be an
+	// *http.Transport's client: a worker that died leaves its port free
+	// for any local user, and a call would send them its secret and the
+	// request.
 	Client *http.Client
 	// EngineFirstByte bounds the wait for the first byte of an external
 	// engine's streamed answer (0: DefaultEngineFirstByte; see
@@ -191,8 +198,9 @@ func New(cfg Config) *Supervisor {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Client == nil {
-		cfg.Client = http.DefaultClient
+		cfg.Client = &http.Client{}
 	}
+	cfg.Client = peercred.OwnedBy(cfg.Client, uint32(os.Getuid()))
 	if cfg.EngineFirstByte <= 0 {
 		cfg.EngineFirstByte = DefaultEngineFirstByte
 	}
