@@ -53,3 +53,22 @@ func TestHeartbeatSecretOnlyToTheNodesUser(t *testing.T) {
 		})
 	}
 }
+
+// A head worker's link to a stage on this machine (the node's bridge, a
+// shard worker) carries the stage's secret and then the hidden states of
+// every prompt; it opens only on a server run by the head's own user (a
+// stage worker that died leaves its port to any local user).
+func TestStageLinkOnlyToTheNodesUser(t *testing.T) {
+	url, next := otheruser.Recorder(t, "127.0.0.1", 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := DialWorkerStage(ctx, url, "stage-secret-0123456789abcdef")
+	if err == nil {
+		c.Close()
+	}
+	require.ErrorIs(t, err, peercred.ErrServerOwner)
+	resp, err := http.Get(url + "/after")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, "-", next(), "the other user's server got the stage's secret")
+}

@@ -12,10 +12,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/rbee-project/rbee/internal/peercred"
 	"github.com/rbee-project/rbee/internal/spinconn"
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/worker/shard"
@@ -205,6 +207,16 @@ func openStage(ctx context.Context, baseURL, secret string, direct, spin bool) (
 	c, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return nil, nil, err
+	}
+	// A loopback stage (the node's bridge, a shard worker of this
+	// machine) is run by this process's user: a port another local user
+	// listens on (the stage worker died, the node restarts) gets neither
+	// the secret nor the hidden states.
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok && ta.IP.IsLoopback() && peercred.Supported() {
+		if err := peercred.CheckServer(c, uint32(os.Getuid())); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
 	}
 	if spin {
 		c = spinconn.Wrap(c, spinconn.DefaultSpin)

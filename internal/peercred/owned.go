@@ -48,14 +48,7 @@ func OwnedBy(hc *http.Client, uid uint32) *http.Client {
 		if err != nil {
 			return nil, err
 		}
-		got, err := ServerUID(c.LocalAddr(), c.RemoteAddr())
-		switch {
-		case err != nil:
-			err = fmt.Errorf("%w: cannot tell who runs %s (%v)", ErrServerOwner, c.RemoteAddr(), err)
-		case got != uid:
-			err = fmt.Errorf("%w: %s is served by uid %d, the credential belongs to uid %d; not sending it there", ErrServerOwner, c.RemoteAddr(), got, uid)
-		}
-		if err != nil {
+		if err := CheckServer(c, uid); err != nil {
 			_ = c.Close()
 			return nil, err
 		}
@@ -84,4 +77,20 @@ type refuse struct{}
 
 func (refuse) RoundTrip(*http.Request) (*http.Response, error) {
 	return nil, fmt.Errorf("%w: this client cannot check who runs the server", ErrServerOwner)
+}
+
+// CheckServer returns nil when the server end of c, a TCP connection this
+// process dialled, is owned by uid as the kernel records it; else an
+// error wrapping ErrServerOwner (also when the owner cannot be told: a
+// connection off loopback). The caller closes c on an error, before
+// sending anything on it.
+func CheckServer(c net.Conn, uid uint32) error {
+	got, err := ServerUID(c.LocalAddr(), c.RemoteAddr())
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: cannot tell who runs %s (%v)", ErrServerOwner, c.RemoteAddr(), err)
+	case got != uid:
+		return fmt.Errorf("%w: %s is served by uid %d, the credential belongs to uid %d; not sending it there", ErrServerOwner, c.RemoteAddr(), got, uid)
+	}
+	return nil
 }
