@@ -107,3 +107,16 @@ func (n *Node) GossipState(id string) string {
 	}
 	return m.State.String()
 }
+
+// JoinFound runs the node's handling of a peer mDNS found.
+func (n *Node) JoinFound(ai peer.AddrInfo) { n.joinFound(ai) }
+
+// PeerstoreAddrs counts the addresses the node's libp2p peerstore holds
+// for id.
+func (n *Node) PeerstoreAddrs(id peer.ID) int { return len(n.host.Libp2p().Peerstore().Addrs(id)) }
+
+// GossipMember reports whether gossip lists the member id.
+func (n *Node) GossipMember(id string) bool {
+	_, ok := n.gsp.Member(id)
+	return ok
+}

@@ -679,30 +679,47 @@ func (n *Node) mdnsLoop() {
 			if !ok {
 				return
 			}
-			if ai.ID == n.peerID {
-				continue
-			}
-			if _, known := n.gsp.Member(ai.ID.String()); known {
-				continue
-			}
-			addrs := make([]string, 0, len(ai.Addrs))
-			for _, a := range ai.Addrs {
-				addrs = append(addrs, a.String())
-			}
-			_ = n.host.AddPeer(ai.ID, addrs)
-			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-			info, err := n.peerInfo(ctx, ai.ID)
-			if err == nil && info.GossipAddr != "" {
-				_, err = n.gsp.Join(ctx, []string{info.GossipAddr})
-			}
-			cancel()
-			if err != nil {
-				n.log.Debug("mdns peer not joined", "peer", ai.ID, "err", err)
-			} else {
-				n.log.Info("joined peer found by mDNS", "peer", info.Name)
-			}
+			n.joinFound(ai)
 		}
 	}
+}
+
+// mdnsProbeTimeout bounds asking a peer found by mDNS for its gossip
+// address and joining it: a member on the LAN answers within a second.
+const mdnsProbeTimeout = 5 * time.Second
+
+// joinFound asks a peer found by mDNS for its gossip address and joins it.
+// Its addresses are only probed (p2p.Host.ProbePeer): a stranger's (no
+// answer without the cluster secret) are forgotten at once, and a member
+// that joins is kept through gossip's member events.
+func (n *Node) joinFound(ai peer.AddrInfo) {
+	if ai.ID == n.peerID {
+		return
+	}
+	if _, known := n.gsp.Member(ai.ID.String()); known {
+		return
+	}
+	addrs := make([]string, 0, len(ai.Addrs))
+	for _, a := range ai.Addrs {
+		addrs = append(addrs, a.String())
+	}
+	forget, err := n.host.ProbePeer(ai.ID, addrs)
+	if err != nil {
+		n.log.Debug("mdns peer not probed", "peer", ai.ID, "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, mdnsProbeTimeout)
+	info, err := n.peerInfo(ctx, ai.ID)
+	if err == nil && info.GossipAddr != "" {
+		_, err = n.gsp.Join(ctx, []string{info.GossipAddr})
+	}
+	cancel()
+	if err != nil {
+		forget()
+		n.log.Debug("mdns peer not joined", "peer", ai.ID, "err", err)
+		return
+	}
+	n.log.Info("joined peer found by mDNS", "peer", info.Name)
 }
 
 // consensusMembers maps gossip members to what the leader loop needs.

@@ -46,6 +46,10 @@ const (
 	// Gossip re-adds them whenever membership changes, so a day only has to
 	// outlive the gaps between gossip updates and node restarts.
 	peerAddrTTL = 24 * time.Hour
+	// probeAddrTTL bounds how long ProbePeer's addresses stay when
+	// nobody forgets them: a probe takes seconds (the node's mDNS join
+	// gives one 5 s).
+	probeAddrTTL = time.Minute
 )
 
 // Config configures a Host. Start from DefaultConfig and override fields.
@@ -326,26 +330,9 @@ func (h *Host) addrsLocked() []string {
 // ending in /p2p/<id> (which must then be id). Invalid addresses fail the
 // whole call and add nothing.
 func (h *Host) AddPeer(id peer.ID, addrs []string) error {
-	if err := id.Validate(); err != nil {
-		return fmt.Errorf("%w: peer id: %v", ErrBadPeerAddr, err)
-	}
-	mas := make([]ma.Multiaddr, 0, len(addrs))
-	for _, s := range addrs {
-		m, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return fmt.Errorf("%w: %q: %v", ErrBadPeerAddr, s, err)
-		}
-		transport, pid := peer.SplitAddr(m)
-		if transport == nil {
-			return fmt.Errorf("%w: %q has no transport part", ErrBadPeerAddr, s)
-		}
-		if pid != "" && pid != id {
-			return fmt.Errorf("%w: %q names peer %s, not %s", ErrBadPeerAddr, s, pid, id)
-		}
-		if _, err := transport.ValueForProtocol(ma.P_TCP); err != nil {
-			return fmt.Errorf("%w: %q is not a TCP address", ErrBadPeerAddr, s)
-		}
-		mas = append(mas, transport)
+	mas, err := peerAddrs(id, addrs)
+	if err != nil {
+		return err
 	}
 	h.h.Peerstore().AddAddrs(id, mas, peerAddrTTL)
 	h.knownMu.Lock()
@@ -355,6 +342,57 @@ func (h *Host) AddPeer(id peer.ID, addrs []string) error {
 	h.known[id] = mas
 	h.knownMu.Unlock()
 	return nil
+}
+
+// ProbePeer makes id dialable at addrs for one probe (a stream that asks
+// whether it is a member), for probeAddrTTL at most and not among the
+// addresses AddPeer keeps. forget drops them at once, unless AddPeer took
+// the peer meanwhile (it joined). A peer found by mDNS is anyone on the
+// LAN until it answers: AddPeer's addresses stay for good, so every
+// stranger's announcement of a new peer id grew the node's memory.
+func (h *Host) ProbePeer(id peer.ID, addrs []string) (forget func(), err error) {
+	mas, err := peerAddrs(id, addrs)
+	if err != nil {
+		return nil, err
+	}
+	ps := h.h.Peerstore()
+	ps.AddAddrs(id, mas, probeAddrTTL)
+	return func() {
+		h.knownMu.Lock()
+		_, kept := h.known[id]
+		h.knownMu.Unlock()
+		if !kept && h.h.Network().Connectedness(id) != network.Connected {
+			ps.ClearAddrs(id)
+			ps.RemovePeer(id)
+		}
+	}, nil
+}
+
+// peerAddrs checks AddPeer's and ProbePeer's arguments: a valid id and
+// TCP multiaddrs, with no other peer's id.
+func peerAddrs(id peer.ID, addrs []string) ([]ma.Multiaddr, error) {
+	if err := id.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: peer id: %v", ErrBadPeerAddr, err)
+	}
+	mas := make([]ma.Multiaddr, 0, len(addrs))
+	for _, s := range addrs {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: %v", ErrBadPeerAddr, s, err)
+		}
+		transport, pid := peer.SplitAddr(m)
+		if transport == nil {
+			return nil, fmt.Errorf("%w: %q has no transport part", ErrBadPeerAddr, s)
+		}
+		if pid != "" && pid != id {
+			return nil, fmt.Errorf("%w: %q names peer %s, not %s", ErrBadPeerAddr, s, pid, id)
+		}
+		if _, err := transport.ValueForProtocol(ma.P_TCP); err != nil {
+			return nil, fmt.Errorf("%w: %q is not a TCP address", ErrBadPeerAddr, s)
+		}
+		mas = append(mas, transport)
+	}
+	return mas, nil
 }
 
 // restoreAddrs puts back the addresses AddPeer gave for id when the
