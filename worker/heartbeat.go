@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/nodefile"
 	"github.com/rbee-project/rbee/internal/peercred"
 )
@@ -72,14 +71,14 @@ type heartbeater struct {
 	build    func() Heartbeat
 	onOrphan func(silent time.Duration)
 	log      *slog.Logger
-	// owned carries beats to a loopback node: its connections must reach
-	// a server this process's user runs (peercred.OwnedBy). While the
-	// node is down (a restart, an upgrade: its workers keep running) any
-	// local user may listen on its port, and a beat would hand them the
+	// client's connections to a loopback node must reach a server this
+	// process's user runs (peercred.LoopbackOwnedBy). While the node is
+	// down (a restart, an upgrade: its workers keep running) any local
+	// user may listen on its port, and a beat would hand them the
 	// worker's secret: the worker's port and the node's heartbeat route
-	// open to them. other carries beats to a node off loopback (a node
-	// on --insecure-http's address), whose owner cannot be checked.
-	owned, other *http.Client
+	// open to them. A node off loopback (on --insecure-http's address)
+	// cannot be checked.
+	client *http.Client
 
 	kick     chan struct{} // early beat, coalesced
 	ctx      context.Context
@@ -110,8 +109,7 @@ func newHeartbeater(url, secret string, interval, grace time.Duration, build fun
 		build:    build,
 		onOrphan: onOrphan,
 		log:      log,
-		owned:    peercred.OwnedBy(&http.Client{}, uint32(os.Getuid())),
-		other:    &http.Client{},
+		client:   peercred.LoopbackOwnedBy(&http.Client{}, uint32(os.Getuid())),
 		kick:     make(chan struct{}, 1),
 		ctx:      ctx,
 		cancel:   cancel,
@@ -278,11 +276,7 @@ func (h *heartbeater) post(ctx context.Context, hb Heartbeat) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+h.secret)
-	client := h.other
-	if loopback.URL(h.url) {
-		client = h.owned
-	}
-	resp, err := client.Do(req)
+	resp, err := h.client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -40,6 +41,25 @@ func TestHeartbeatSecretOnlyToTheNodesUser(t *testing.T) {
 		require.Equal(t, "Bearer "+secret, <-got)
 	})
 
+	// A node off loopback (a node on --insecure-http's address) cannot be
+	// checked, and beats still reach it.
+	t.Run("own node off loopback", func(t *testing.T) {
+		ip := nonLoopbackIP(t)
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		require.NoError(t, err)
+		got := make(chan string, 1)
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got <- r.Header.Get("Authorization")
+			w.WriteHeader(http.StatusNoContent)
+		}))
+		srv.Listener.Close()
+		srv.Listener = ln
+		srv.Start()
+		t.Cleanup(srv.Close)
+		require.NoError(t, beat(srv.URL))
+		require.Equal(t, "Bearer "+secret, <-got)
+	})
+
 	for _, host := range []string{"127.0.0.1", "::1"} {
 		t.Run("another user's server on "+host, func(t *testing.T) {
 			url, next := otheruser.Recorder(t, host, 0)
@@ -71,4 +91,18 @@ func TestStageLinkOnlyToTheNodesUser(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, "-", next(), "the other user's server got the stage's secret")
+}
+
+// nonLoopbackIP is an IPv4 address of this machine off loopback; the test
+// is skipped without one.
+func nonLoopbackIP(t *testing.T) string {
+	addrs, err := net.InterfaceAddrs()
+	require.NoError(t, err)
+	for _, a := range addrs {
+		if in, ok := a.(*net.IPNet); ok && !in.IP.IsLoopback() && in.IP.To4() != nil {
+			return in.IP.String()
+		}
+	}
+	t.Skip("no address off loopback")
+	return ""
 }

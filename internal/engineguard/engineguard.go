@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/internal/nodefile"
+	"github.com/rbee-project/rbee/internal/peercred"
 )
 
 // ErrConfig: the Config is unusable.
@@ -57,7 +58,8 @@ type Config struct {
 	StopTimeout time.Duration
 	// Command is the engine's command line.
 	Command []string
-	// HTTPClient asks the node; nil means one with a 5 s timeout.
+	// HTTPClient asks the node; nil means one with a 5 s timeout that
+	// takes a loopback node only from a server this process's user runs.
 	HTTPClient *http.Client
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -81,7 +83,11 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	}
 	client := cfg.HTTPClient
 	if client == nil {
-		client = &http.Client{Timeout: 5 * time.Second}
+		// Only a node run by this user answers for it on loopback: while
+		// the node is down any local user may listen on its port, and an
+		// impostor answering with the node's id (which /health tells any
+		// local client) kept the engine, and its GPU memory, for good.
+		client = peercred.LoopbackOwnedBy(&http.Client{Timeout: 5 * time.Second}, uint32(os.Getuid()))
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/otheruser"
 )
 
 // node is a real HTTP server answering /health with the id in id ("" =
@@ -131,4 +133,24 @@ func TestGuardFollowsTheNode(t *testing.T) {
 	}
 	cancel()
 	require.Equal(t, 128+15, <-res)
+}
+
+// Another local user listening on the node's port while the node is down
+// and answering /health with the node's id (any local client reads it
+// there) does not keep the engine: only a server of the guard's own user
+// answers for the node on loopback.
+func TestImpostorDoesNotKeepTheEngine(t *testing.T) {
+	url, _ := otheruser.RecorderAnswering(t, "127.0.0.1", 0, `{"status":"ok","id":"n1"}`)
+	res := make(chan int, 1)
+	go func() {
+		code, err := Run(context.Background(), cfg(url, "sleep", "60"))
+		require.NoError(t, err)
+		res <- code
+	}()
+	select {
+	case code := <-res:
+		require.Equal(t, 128+15, code, "stopped by SIGTERM")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the impostor kept the engine past the node's grace")
+	}
 }

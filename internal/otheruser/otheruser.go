@@ -55,7 +55,8 @@ func Python(t testing.TB, script, addr string, stdout io.Writer) {
 	}, startWait, 20*time.Millisecond, "the other user's server listens on %s", addr)
 }
 
-// recorder is the script of Recorder's server: %q the host, %d the port.
+// recorder is the script of Recorder's server: %q the host, %d the port,
+// %q the answer's body.
 const recorder = `import http.server, socket, sys
 class H(http.server.BaseHTTPRequestHandler):
     def answer(self):
@@ -64,9 +65,10 @@ class H(http.server.BaseHTTPRequestHandler):
         sys.stdout.flush()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "2")
+        body = %[3]q.encode()
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"{}")
+        self.wfile.write(body)
     do_GET = do_POST = answer
     def log_message(self, *a):
         pass
@@ -84,6 +86,12 @@ S((%[1]q, %[2]d), H).serve_forever()`
 // before it.
 func Recorder(t testing.TB, host string, port int) (url string, next func() string) {
 	t.Helper()
+	return RecorderAnswering(t, host, port, "{}")
+}
+
+// RecorderAnswering is Recorder with body as every answer's JSON.
+func RecorderAnswering(t testing.TB, host string, port int, body string) (url string, next func() string) {
+	t.Helper()
 	if port == 0 {
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
@@ -96,7 +104,7 @@ func Recorder(t testing.TB, host string, port int) (url string, next func() stri
 	require.NoError(t, err)
 	t.Cleanup(func() { r.Close() })
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
-	Python(t, fmt.Sprintf(recorder, host, port), addr, w)
+	Python(t, fmt.Sprintf(recorder, host, port, body), addr, w)
 	w.Close()
 	lines := bufio.NewReader(r)
 	return "http://" + addr, func() string {

@@ -30,7 +30,17 @@ var ErrServerOwner = errors.New("the server is not run by the node's user")
 // error wrapping ErrServerOwner. Only loopback connections can be checked,
 // so every other one fails too. Where the platform cannot tell a
 // connection's owner (not Linux), hc is returned unchanged.
-func OwnedBy(hc *http.Client, uid uint32) *http.Client {
+func OwnedBy(hc *http.Client, uid uint32) *http.Client { return ownedBy(hc, uid, false) }
+
+// LoopbackOwnedBy is OwnedBy for a client whose server may also be on
+// another machine: a connection to a loopback address is checked as
+// OwnedBy checks it, any other goes unchecked. For a credential that a
+// loopback server must be the same user's to get (any local user may
+// listen on a loopback port the owner's server is not using), and that
+// goes off the machine only where the caller was told to send it.
+func LoopbackOwnedBy(hc *http.Client, uid uint32) *http.Client { return ownedBy(hc, uid, true) }
+
+func ownedBy(hc *http.Client, uid uint32, onlyLoopback bool) *http.Client {
 	if !Supported() {
 		return hc
 	}
@@ -47,6 +57,9 @@ func OwnedBy(hc *http.Client, uid uint32) *http.Client {
 	check := func(c net.Conn, err error) (net.Conn, error) {
 		if err != nil {
 			return nil, err
+		}
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); onlyLoopback && (!ok || !ta.IP.IsLoopback()) {
+			return c, nil
 		}
 		if err := CheckServer(c, uid); err != nil {
 			_ = c.Close()
