@@ -251,6 +251,7 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	// download it).
 	targets := make([]api.Hive, len(hives))
 	names := make([]string, len(hives))
+	named := make(map[string]string, len(hives)) // node id -> how the request named it
 	for i, h := range hives {
 		t, err := n.resolveHive(h)
 		if err != nil {
@@ -259,6 +260,13 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 		if t.ID == "" || t.State != "alive" && t.State != "suspect" {
 			return jobs.Errorf(jobs.CodeBadRequest, "hive %s is %s: a group's shards run on alive hives", t.Name, t.State)
 		}
+		// One shard per hive: each part is sized to its hive's free RAM,
+		// so two parts on one hive would each count all of it (by name or
+		// by id, the same node).
+		if first, dup := named[t.ID]; dup {
+			return jobs.Errorf(jobs.CodeBadRequest, "hive %s is named twice (%q and %q): a group has one shard per hive, each sized to that hive's free RAM", t.Name, first, h)
+		}
+		named[t.ID] = h
 		targets[i], names[i] = t, t.Name
 	}
 	if targets[0].ID != n.ID() {

@@ -82,6 +82,9 @@ func TestHiveCatalogOperations(t *testing.T) {
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hive": "node1", "Shard": map[string]any{"group": "g-1", "mode": "pipeline", "lo": 3, "hi": 5}}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node0", "node1"}, "GROUP": "g-1"}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node1"}}, "bad_request"},
+		// One shard per hive, whether named twice by name or by name and id.
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node0", "node0"}}, "bad_request"},
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hives": []string{"node1", c.Nodes[1].ID()}, "mode": "tensor"}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "hive": "node0", "hives": []string{"node1", "node0"}}, "bad_request"},
 		{map[string]any{"operation": "worker_process_delete", "pid": os.Getpid()}, "forbidden"},
 		{map[string]any{"operation": "worker_process_delete", "pid": 1}, "forbidden"},
@@ -93,6 +96,12 @@ func TestHiveCatalogOperations(t *testing.T) {
 	} {
 		je := runErr(t, n0, tc.req)
 		require.Equal(t, tc.code, je.Code, "%v: %s", tc.req, je.Message)
+	}
+	// Nothing was left behind: no group entry, no worker, no process.
+	for _, n := range c.Nodes {
+		require.Empty(t, n.Registry().Groups(), n.Name())
+		require.Empty(t, n.Registry().Workers(), n.Name())
+		require.Zero(t, n.WorkerProcesses(), n.Name())
 	}
 
 	// Spawn on node1 through node0; the model and binary are recorded in
