@@ -15,6 +15,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/internal/humanize"
 	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/node/jobs"
 	"github.com/rbee-project/rbee/node/placement"
@@ -271,18 +272,7 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	}
 	if targets[0].ID != n.ID() {
 		// The head's hive places the group.
-		var fields map[string]any
-		if err := json.Unmarshal(req.Raw, &fields); err != nil {
-			return jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
-		}
-		fields["hive"], fields["hives"], fields["shards"] = targets[0].Name, names, len(hives)
-		fwd := req
-		fwd.Hive = targets[0].Name
-		var err error
-		if fwd.Raw, err = json.Marshal(fields); err != nil {
-			return err
-		}
-		return n.forwardJob(ctx, targets[0], fwd, em)
+		return n.forwardPlaced(ctx, em, req, targets[0], map[string]any{"hives": names, "shards": len(hives)})
 	}
 	ref := r.ModelRef()
 	model, err := n.hive.ResolveModel(ctx, em, ref)
@@ -915,11 +905,13 @@ func (l linkGroups) HeadNode(workerID string) (string, bool) {
 
 // autoSplit returns the hives a cpu spawn without a hive is split over
 // when no alive hive has the free RAM for the model alone (placement's
-// estimate from its GGUF), nil when one has, when nothing is known or
-// when the cluster's registry is below version 3 (no groups yet). A
-// model no set of hives holds is spawned here unsplit, as before, with a
-// warning.
-func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, mode string, ctxLen, slots int, kvCache string) []string {
+// estimate from its GGUF); when movable, one hive, not this one, when
+// this node reports too little free RAM for it and that hive (the one
+// with the most) has enough: the whole worker runs there; nil when this node holds it, when
+// nothing is known or when the cluster's registry is below version 3 (no
+// groups yet). A model no set of hives holds is spawned here unsplit, as
+// before, with a warning.
+func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, mode string, ctxLen, slots int, kvCache string, movable bool) []string {
 	if n.reg.RegistryVersion() < 3 {
 		// Some server's build does not know groups (a rolling upgrade):
 		// the group write would be refused.
@@ -945,9 +937,21 @@ func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, mode string, ctx
 		}
 		units = dims.KVHeads
 	}
-	plan, err := placement.PlanSplit(est, placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs()), fsm.MaxGroupShards, units)
+	hives := placement.HivesByRAM(n.reg.Nodes(), n.aliveIDs())
+	plan, err := placement.PlanSplit(est, hives, fsm.MaxGroupShards, units)
 	if err != nil {
 		em.Narrate("scheduler", "place", "%v; spawning unsplit here", err)
+		return nil
+	}
+	if plan == nil && movable && len(hives) > 0 && hives[0].NodeID != n.ID() && hives[0].Free >= est.Total() {
+		// One hive holds it whole: this one too, unless it reports less.
+		for _, h := range hives {
+			if h.NodeID == n.ID() && h.Free > 0 && h.Free < est.Total() {
+				em.Narrate("scheduler", "place", "%s needs %s; %s has %s free, %s has %s: spawning it there",
+					model.ID, est, h.Name, humanize.Bytes(h.Free), hives[0].Name, humanize.Bytes(hives[0].Free))
+				return []string{hives[0].Name}
+			}
+		}
 		return nil
 	}
 	var names []string
@@ -958,6 +962,16 @@ func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, mode string, ctx
 		em.Narrate("scheduler", "place", "no hive has %s free for %s: splitting it over %s", est, model.ID, strings.Join(names, ", "))
 	}
 	return names
+}
+
+// spawnWholeOn forwards a cpu spawn without a hive to hive, which
+// autoSplit found holds the model whole where this node does not.
+func (n *Node) spawnWholeOn(ctx context.Context, em jobs.Emitter, req Request, hive string) error {
+	target, err := n.resolveHive(hive)
+	if err != nil {
+		return err
+	}
+	return n.forwardPlaced(ctx, em, req, target, nil)
 }
 
 // replanRequest is the spawn that places group g again over the hives

@@ -194,7 +194,7 @@ func TestAutoSplit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns worker processes")
 	}
-	c := tightCluster(t, fsm.Version)
+	c := tightCluster(t, fsm.Version, -1)
 	// A worker id names one worker: the split that would drop it is
 	// refused, saying why, and starts nothing.
 	je := runErr(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1, "worker_id": "w-mine"})
@@ -217,7 +217,7 @@ func TestAutoSplitNeedsVersion3(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns worker processes")
 	}
-	c := tightCluster(t, 2)
+	c := tightCluster(t, 2, -1)
 	// Unsplit, it does not fit the node's --memory-limit: refused,
 	// saying so, rather than run over the limit.
 	je := runErr(t, c.Nodes[2], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1})
@@ -227,10 +227,36 @@ func TestAutoSplitNeedsVersion3(t *testing.T) {
 	require.Empty(t, c.Nodes[2].Registry().Workers())
 }
 
+// TestAutoPlaceWhole: when the node a plain spawn reaches has too little
+// RAM for the model but another hive has enough for all of it, the worker
+// runs there whole (not split, not refused). A model given as a path (a
+// file of this hive) stays here, refused with the figures.
+func TestAutoPlaceWhole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c := tightCluster(t, fsm.Version, 2)
+	path, err := filepath.Abs("../testdata/model/stories260K.gguf")
+	require.NoError(t, err)
+	je := runErr(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "model": path, "threads": 1})
+	require.Equal(t, "unavailable", je.Code, je.Message)
+	require.Contains(t, je.Message, "--memory-limit")
+
+	var res api.SpawnResult
+	evs := run(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
+	require.Equal(t, "node2", res.Node, "events: %+v", evs)
+	require.Equal(t, "ready", res.State)
+	require.Empty(t, c.Nodes[0].Registry().Groups(), "not split")
+	waitSchedulable(t, c, 1)
+	_, text := infer(t, c.Nodes[0], map[string]any{"prompt": "Once upon a time"})
+	require.Equal(t, greedy(t, "Once upon a time", 24), text)
+}
+
 // tightCluster is 3 nodes of registry version version whose memory limit
 // is below the stories260K fixture's estimate, so that a cpu spawn
-// without a hive is split over two of them.
-func tightCluster(t *testing.T, version int) *nodetest.Cluster {
+// without a hive is split over two of them; node roomy (unless -1) has
+// room for the whole model.
+func tightCluster(t *testing.T, version, roomy int) *nodetest.Cluster {
 	t.Helper()
 	const path = "../testdata/model/stories260K.gguf"
 	st, err := os.Stat(path)
@@ -239,12 +265,16 @@ func tightCluster(t *testing.T, version int) *nodetest.Cluster {
 	body := est.Total() - 512<<20 // weights + KV cache + 10 %, without the fixed margin
 	limit := 512<<20 + body*3/4
 	require.Greater(t, est.Total(), limit)
+	roomyLimit := est.Total() + 64<<20 // the whole model, with room to spare
 
 	bin := buildWorker(t)
 	c := nodetest.New(t, 3, func(i int, cfg *node.Config) {
 		cfg.WorkerBinary = bin
 		cfg.WorkerHeartbeatTimeout = 5 * time.Second
 		cfg.MemoryLimit = limit
+		if i == roomy {
+			cfg.MemoryLimit = roomyLimit
+		}
 		if version < fsm.Version {
 			cfg.RegistryVersion = version
 		}
@@ -255,7 +285,11 @@ func tightCluster(t *testing.T, version int) *nodetest.Cluster {
 				return false
 			}
 			for _, rn := range n.Registry().Nodes() {
-				if rn.Capabilities == nil || rn.Capabilities.RAMFree != limit {
+				want := limit
+				if roomy >= 0 && rn.ID == c.Nodes[roomy].ID() {
+					want = roomyLimit
+				}
+				if rn.Capabilities == nil || rn.Capabilities.RAMFree != want {
 					return false
 				}
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/nodefile"
+	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -194,7 +195,16 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		return err
 	}
 	if !typ.External && r.Hive == "" && r.Shard == nil && r.Shards == 0 && len(r.Hives) == 0 {
-		if hives := n.autoSplit(em, model, r.Mode, r.Ctx, r.Slots, r.KVCache); len(hives) > 0 {
+		// A path names this hive's file: another hive could copy it only
+		// once its replica lists it here, so such a worker is not moved
+		// whole (a group's shards get the file by the head's holding).
+		pr, perr := modelcat.ParseRef(ref)
+		movable := perr == nil && pr.Source != modelcat.SourceLocal
+		hives := n.autoSplit(em, model, r.Mode, r.Ctx, r.Slots, r.KVCache, movable)
+		if len(hives) == 1 {
+			return n.spawnWholeOn(ctx, em, req, hives[0])
+		}
+		if len(hives) > 0 {
 			if r.WorkerID != "" {
 				return jobs.Errorf(jobs.CodeBadRequest, "no hive has the RAM for %s alone, and worker_id %q names one worker: a group over %s gets ids of its own (leave worker_id out)", model.ID, r.WorkerID, strings.Join(hives, ", "))
 			}

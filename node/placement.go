@@ -55,15 +55,25 @@ func (n *Node) placeSpawn(ctx context.Context, em jobs.Emitter, req Request, r *
 	if err != nil {
 		return false, err
 	}
+	return true, n.forwardPlaced(ctx, em, req, target, map[string]any{"gpus": p.GPUs})
+}
+
+// forwardPlaced forwards a job that this node placed on target: the
+// request's fields with hive set to target and the fields in set.
+func (n *Node) forwardPlaced(ctx context.Context, em jobs.Emitter, req Request, target api.Hive, set map[string]any) error {
 	var fields map[string]any
 	if err := json.Unmarshal(req.Raw, &fields); err != nil {
-		return false, jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
+		return jobs.Errorf(jobs.CodeBadRequest, "%s: %v", req.Operation, err)
 	}
-	fields["hive"], fields["gpus"] = p.Name, p.GPUs
+	for k, v := range set {
+		fields[k] = v
+	}
+	fields["hive"] = target.Name
 	fwd := req
-	fwd.Hive = p.Name
+	fwd.Hive = target.Name
+	var err error
 	if fwd.Raw, err = json.Marshal(fields); err != nil {
-		return false, err
+		return err
 	}
-	return true, n.forwardJob(ctx, target, fwd, em)
+	return n.forwardJob(ctx, target, fwd, em)
 }

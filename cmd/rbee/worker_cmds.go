@@ -262,7 +262,7 @@ model alone:
 	spawn.Flags().IntVar(&sp.threads, "threads", 0, "threads (0 = all cores)")
 	spawn.Flags().IntVar(&sp.slots, "slots", 0, "concurrent generations (0 = the worker's default)")
 	spawn.Flags().StringVar(&sp.id, "worker-id", "", "worker id (default: generated)")
-	spawn.Flags().StringArrayVar(&sp.hives, "hive", nil, "the hive (node name) to run on (default: the node the CLI talks to); with --shards, once per shard, the head first")
+	spawn.Flags().StringArrayVar(&sp.hives, "hive", nil, "the hive (node name) to run on (default: the node the CLI talks to, or for a cpu worker too large for its RAM a hive that has it, or a group); with --shards, once per shard, the head first")
 	spawn.Flags().IntVar(&sp.shards, "shards", 0, "spread the model over this many cpu workers on as many hives (a group; 0 or 1 = one worker)")
 	spawn.Flags().StringVar(&sp.mode, "mode", "", "how a group splits the model: pipeline (layer ranges, the default) or tensor (KV heads of every layer)")
 
