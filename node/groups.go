@@ -56,6 +56,10 @@ const orphanShardGrace = 15 * time.Second
 // not fail because the job that placed the group was cancelled.
 const groupWriteTimeout = 15 * time.Second
 
+// maxGroupError bounds the error a group entry carries (the registry
+// replicates it to every node; a cause from a hive can be long).
+const maxGroupError = 1000
+
 // groupStartLimit: a group still starting after this long lost the node
 // that was placing it (a placement copies the model to the shards' hives
 // and loads it: minutes for a large model, never this long), so the
@@ -300,6 +304,22 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	if err != nil {
 		return jobs.Errorf(jobs.CodeBadRequest, "%s has %d %s: %v", model.ID, units, what, err)
 	}
+	// Each part must fit its hive's free RAM (under its --memory-limit),
+	// as a whole worker must: a shard's own spawn is not refused for it
+	// (its part was sized here), so this is where a group that does not
+	// fit is refused, before anything is written or started.
+	est := cpuEstimate(model, r.Ctx, r.Slots, r.KVCache)
+	var short []string
+	for i, t := range targets {
+		k := parts[i][1] - parts[i][0]
+		if need := est.Part(k, units); weights[i] > 0 && need > weights[i] {
+			short = append(short, fmt.Sprintf("%s needs %s for %d of %d %s and has %s free", t.Name, humanize.Bytes(need), k, units, what, humanize.Bytes(weights[i])))
+		}
+	}
+	if len(short) > 0 {
+		return jobs.Errorf(jobs.CodeUnavailable, "%s split %s over %s does not fit: %s (free RAM as the hives last reported it, under their --memory-limit)",
+			model.ID, mode, strings.Join(names, ", "), strings.Join(short, "; "))
+	}
 	// The entry is written starting only if it is absent (a new group)
 	// or, for a re-plan, still the failed entry the leader re-plans: a
 	// group retired or re-planned meanwhile is left alone. The placement's
@@ -495,8 +515,8 @@ func (n *Node) abandonGroup(g fsm.Group, replan bool, cause error) {
 	mine := &fsm.GroupExpect{State: fsm.GroupStarting, Placement: g.Placement}
 	if replan {
 		g.State, g.Error, g.UpdatedAt = fsm.GroupFailed, "re-plan failed: "+cause.Error(), time.Now().UTC()
-		if len(g.Error) > 1000 {
-			g.Error = g.Error[:1000]
+		if len(g.Error) > maxGroupError {
+			g.Error = g.Error[:maxGroupError]
 		}
 		n.applyQuiet(fsm.UpsertGroup{Group: g, Expect: mine})
 		return
@@ -847,6 +867,7 @@ func (n *Node) replan(ctx context.Context, g fsm.Group) bool {
 	count := min(len(g.Shards), len(hives))
 	if count < 2 {
 		n.log.Warn("group re-plan: too few hives alive", "group", g.ID, "alive", len(hives))
+		n.noteReplanFailure(g, fmt.Sprintf("%d hive(s) alive, a group needs 2", len(hives)))
 		return false
 	}
 	var names []string
@@ -871,6 +892,11 @@ func (n *Node) replan(ctx context.Context, g fsm.Group) bool {
 	}
 	if err != nil {
 		n.log.Warn("group re-plan failed", "group", g.ID, "err", err, "detail", sub.err)
+		why := sub.err
+		if why == "" || !errors.Is(err, jobs.ErrReported) {
+			why = err.Error()
+		}
+		n.noteReplanFailure(g, why)
 		return false
 	}
 	n.log.Info("group re-planned", "group", g.ID, "hives", names)
@@ -917,11 +943,7 @@ func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, mode string, ctx
 		// the group write would be refused.
 		return nil
 	}
-	est := placement.Estimate(model, ctxLen)
-	if kvCache == "f32" {
-		est = est.WithF32KV()
-	}
-	est = est.WithSlots(slots)
+	est := cpuEstimate(model, ctxLen, slots, kvCache)
 	dims, err := placement.ModelDims(model)
 	if err != nil {
 		em.Narrate("scheduler", "place", "cannot split %s: %v; spawning unsplit here", model.ID, err)
@@ -972,6 +994,28 @@ func (n *Node) spawnWholeOn(ctx context.Context, em jobs.Emitter, req Request, h
 		return err
 	}
 	return n.forwardPlaced(ctx, em, req, target, nil)
+}
+
+// noteReplanFailure records on failed group g (as the leader read it)
+// why its re-plan failed, for `worker list` and the web page, unless the
+// entry changed meanwhile (retired, or a placement that got further
+// wrote its own failure).
+func (n *Node) noteReplanFailure(g fsm.Group, why string) {
+	g.Error = "re-plan failed: " + why
+	if len(g.Error) > maxGroupError {
+		g.Error = g.Error[:maxGroupError]
+	}
+	n.applyQuiet(fsm.UpsertGroup{Group: g, Expect: &fsm.GroupExpect{State: fsm.GroupFailed, Placement: g.Placement}})
+}
+
+// cpuEstimate is the RAM a cpu worker of model needs whole, for the
+// spawn's context, slots and KV cache type.
+func cpuEstimate(model modelcat.Entry, ctxLen, slots int, kvCache string) placement.MemEstimate {
+	est := placement.Estimate(model, ctxLen)
+	if kvCache == "f32" {
+		est = est.WithF32KV()
+	}
+	return est.WithSlots(slots)
 }
 
 // replanRequest is the spawn that places group g again over the hives

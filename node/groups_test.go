@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -258,23 +259,34 @@ func TestAutoPlaceWhole(t *testing.T) {
 // room for the whole model.
 func tightCluster(t *testing.T, version, roomy int) *nodetest.Cluster {
 	t.Helper()
+	return limitCluster(t, version, func(i int, est placement.MemEstimate) uint64 {
+		if i == roomy {
+			return est.Total() + 64<<20 // the whole model, with room to spare
+		}
+		body := est.Total() - 512<<20 // weights + KV cache + 10 %, without the fixed margin
+		limit := 512<<20 + body*3/4
+		require.Greater(t, est.Total(), limit)
+		return limit
+	})
+}
+
+// limitCluster is 3 nodes of registry version version, node i with the
+// --memory-limit limit gives it for the stories260K fixture's estimate.
+func limitCluster(t *testing.T, version int, limit func(i int, est placement.MemEstimate) uint64) *nodetest.Cluster {
+	t.Helper()
 	const path = "../testdata/model/stories260K.gguf"
 	st, err := os.Stat(path)
 	require.NoError(t, err)
 	est := placement.Estimate(modelcat.Entry{Path: path, Size: st.Size()}, 0)
-	body := est.Total() - 512<<20 // weights + KV cache + 10 %, without the fixed margin
-	limit := 512<<20 + body*3/4
-	require.Greater(t, est.Total(), limit)
-	roomyLimit := est.Total() + 64<<20 // the whole model, with room to spare
-
+	limits := map[int]uint64{}
+	for i := range 3 {
+		limits[i] = limit(i, est)
+	}
 	bin := buildWorker(t)
 	c := nodetest.New(t, 3, func(i int, cfg *node.Config) {
 		cfg.WorkerBinary = bin
 		cfg.WorkerHeartbeatTimeout = 5 * time.Second
-		cfg.MemoryLimit = limit
-		if i == roomy {
-			cfg.MemoryLimit = roomyLimit
-		}
+		cfg.MemoryLimit = limits[i]
 		if version < fsm.Version {
 			cfg.RegistryVersion = version
 		}
@@ -284,12 +296,9 @@ func tightCluster(t *testing.T, version, roomy int) *nodetest.Cluster {
 			if n.Registry().RegistryVersion() != version {
 				return false
 			}
-			for _, rn := range n.Registry().Nodes() {
-				want := limit
-				if roomy >= 0 && rn.ID == c.Nodes[roomy].ID() {
-					want = roomyLimit
-				}
-				if rn.Capabilities == nil || rn.Capabilities.RAMFree != want {
+			for i, cn := range c.Nodes {
+				rn, ok := n.Registry().Node(cn.ID())
+				if !ok || rn.Capabilities == nil || rn.Capabilities.RAMFree != limits[i] {
 					return false
 				}
 			}
@@ -519,4 +528,49 @@ func TestStartingGroupOfASkewedPlacerIsNotFailed(t *testing.T) {
 		got, ok := n.Registry().Group(g.ID)
 		return !ok || got.State != fsm.GroupStarting
 	}, 3*time.Second, 50*time.Millisecond, "a placement in progress was failed by the placer's clock")
+}
+
+// TestShardedGroupNeedsRoom: a group whose parts do not fit their hives'
+// free RAM (under --memory-limit) is refused before anything starts,
+// saying which hive lacks what; and a group whose shard's node dies is
+// not re-planned onto a hive without the room: it stays failed, saying
+// why, and nothing runs there.
+func TestShardedGroupNeedsRoom(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	const small = 100 << 20 // less than any part's fixed margin
+	c := limitCluster(t, fsm.Version, func(i int, est placement.MemEstimate) uint64 {
+		if i == 2 {
+			return small
+		}
+		return est.Total() // room for a part each, not for two
+	})
+	for _, mode := range []string{"pipeline", "tensor"} {
+		je := runErr(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1,
+			"hives": []string{"node0", "node2"}, "mode": mode})
+		require.Equal(t, "unavailable", je.Code, je.Message)
+		require.Contains(t, je.Message, "node2 needs", je.Message)
+		require.NotContains(t, je.Message, "node0 needs", je.Message)
+	}
+	for _, n := range c.Nodes {
+		require.Empty(t, n.Registry().Groups(), n.Name())
+		require.Zero(t, n.WorkerProcesses(), n.Name())
+	}
+
+	leader := c.WaitLeader()
+	victim := 1
+	if leader == c.Nodes[1] {
+		victim = 0
+	}
+	g := spawnGroup(t, c.Nodes[2], "pipeline", "node0", "node1")
+	c.Kill(victim)
+	var gv api.GroupView
+	require.Eventually(t, func() bool {
+		var ok bool
+		gv, ok = groupOf(t, c.Nodes[2], g.Group.ID)
+		return ok && gv.State == "failed" && strings.Contains(gv.Error, "re-plan failed")
+	}, 60*time.Second, 200*time.Millisecond, "the group stays failed, saying why: %+v", gv)
+	require.Contains(t, gv.Error, "node2 needs")
+	require.Zero(t, c.Nodes[2].WorkerProcesses(), "no shard was started on node2")
 }

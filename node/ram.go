@@ -157,10 +157,7 @@ func (n *Node) admitRAM(ctx context.Context, worker, model string, ram process.R
 func (n *Node) cpuWorkerRAM(model modelcat.Entry, r api.WorkerSpawnRequest, external bool) process.RAM {
 	est := placement.Estimate(model, r.Ctx)
 	if !external {
-		if r.KVCache == "f32" {
-			est = est.WithF32KV()
-		}
-		est = est.WithSlots(r.Slots)
+		est = cpuEstimate(model, r.Ctx, r.Slots, r.KVCache)
 	}
 	if s := r.Shard; s != nil {
 		if d, err := placement.ModelDims(model); err == nil {

@@ -122,6 +122,17 @@ func HivesByRAM(nodes []fsm.Node, alive map[string]bool) []HiveRAM {
 	return out
 }
 
+// Part is what one part of a split model needs on its hive: k of the
+// model's units (layers or KV heads) of the weights and KV cache, with the
+// margin on them, plus the fixed margin every worker process needs whole.
+func (m MemEstimate) Part(k, units int) uint64 {
+	if units <= 0 || k >= units {
+		return m.Total()
+	}
+	body := float64(m.Weights+m.KV) * (100 + marginPercent) / 100
+	return uint64(body*float64(k)/float64(units)) + marginFixed
+}
+
 // PlanSplit decides whether a cpu worker of estimate est must be split and
 // over which hives (sorted as HivesByRAM sorts them). It returns nil when
 // one hive holds it (or when no hive reports its RAM: the spawn then
@@ -134,7 +145,6 @@ func PlanSplit(est MemEstimate, hives []HiveRAM, maxShards, units int) ([]HiveRA
 	if len(hives) == 0 || hives[0].Free == 0 || est.Total() <= hives[0].Free {
 		return nil, nil
 	}
-	body := float64(est.Weights+est.KV) * (100 + marginPercent) / 100
 	most := min(len(hives), maxShards, units)
 	for n := 2; n <= most; n++ {
 		pick := hives[:n]
@@ -150,8 +160,7 @@ func PlanSplit(est MemEstimate, hives []HiveRAM, maxShards, units int) ([]HiveRA
 		}
 		fits := true
 		for i, h := range pick {
-			share := body * float64(parts[i][1]-parts[i][0]) / float64(units)
-			if h.Free == 0 || uint64(share)+marginFixed > h.Free {
+			if h.Free == 0 || est.Part(parts[i][1]-parts[i][0], units) > h.Free {
 				fits = false
 				break
 			}
