@@ -144,6 +144,10 @@ func checkGroupSpawn(r api.WorkerSpawnRequest) error {
 	if r.Shards < 0 || r.Shards > fsm.MaxGroupShards || len(r.Hives) > fsm.MaxGroupShards {
 		return jobs.Errorf(jobs.CodeBadRequest, "shards must be 0..%d", fsm.MaxGroupShards)
 	}
+	if r.Shard == nil && r.Shards == 1 {
+		// 0 is the field left out (a client's zero value): one worker.
+		return jobs.Errorf(jobs.CodeBadRequest, "shards 1: a group has 2 or more shards (leave shards out for one worker)")
+	}
 	if r.Mode != "" && r.Mode != fsm.GroupPipeline && r.Mode != fsm.GroupTensor {
 		return jobs.Errorf(jobs.CodeBadRequest, "mode %q (want pipeline or tensor)", r.Mode)
 	}

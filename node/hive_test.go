@@ -69,6 +69,7 @@ func TestHiveCatalogOperations(t *testing.T) {
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 2, "mode": "diagonal"}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 2, "hives": []string{"node1"}}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 1000}, "bad_request"},
+		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 1}, "bad_request"},
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 2, "type": "llama-server"}, "bad_request"},
 		// A group's shards get ids of their own: a worker id was dropped.
 		{map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "shards": 2, "worker_id": "w-mine"}, "bad_request"},

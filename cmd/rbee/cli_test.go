@@ -162,6 +162,8 @@ func TestBadShardFlags(t *testing.T) {
 	}{
 		{[]string{"worker", "spawn", "--model", "builtin:stories260k", "--mode", "tensor"}, "--mode splits a group"},
 		{[]string{"worker", "spawn", "--model", "builtin:stories260k", "--shards", "-2"}, "--shards -2"},
+		{[]string{"worker", "spawn", "--model", "builtin:stories260k", "--shards", "0"}, "--shards 0: a group has 2 or more"},
+		{[]string{"worker", "spawn", "--model", "builtin:stories260k", "--shards", "1"}, "--shards 1: a group has 2 or more"},
 		{[]string{"bench", "shard", "--model", "m.gguf", "--rounds", "0"}, "--rounds"},
 		{[]string{"bench", "shard", "--model", "m.gguf", "--shards", "1"}, "--shards must be 2"},
 		{[]string{"bench", "shard", "--model", "m.gguf", "--gen-tokens", "0"}, "--gen-tokens"},

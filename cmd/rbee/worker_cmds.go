@@ -205,8 +205,8 @@ model alone:
 			if sp.model == "" {
 				return errors.New("--model is required (a catalog id or a model reference such as builtin:stories260k)")
 			}
-			if sp.shards < 0 {
-				return fmt.Errorf("--shards %d: give 2 or more for a group (0 or 1: one worker)", sp.shards)
+			if sp.shards < 0 || sp.shards < 2 && cmd.Flags().Changed("shards") {
+				return fmt.Errorf("--shards %d: a group has 2 or more shards (leave --shards out for one worker)", sp.shards)
 			}
 			// -1 is --gpu-layers' "unset" (the request leaves it out), so a
 			// lower value would silently mean the default.
@@ -263,7 +263,7 @@ model alone:
 	spawn.Flags().IntVar(&sp.slots, "slots", 0, "concurrent generations (0 = the worker's default)")
 	spawn.Flags().StringVar(&sp.id, "worker-id", "", "worker id (default: generated)")
 	spawn.Flags().StringArrayVar(&sp.hives, "hive", nil, "the hive (node name) to run on (default: the node the CLI talks to, or for a cpu worker too large for its RAM a hive that has it, or a group); with --shards, once per shard, the head first")
-	spawn.Flags().IntVar(&sp.shards, "shards", 0, "spread the model over this many cpu workers on as many hives (a group; 0 or 1 = one worker)")
+	spawn.Flags().IntVar(&sp.shards, "shards", 0, "spread the model over this many cpu workers on as many hives (a group: 2 or more; left out: one worker)")
 	spawn.Flags().StringVar(&sp.mode, "mode", "", "how a group splits the model: pipeline (layer ranges, the default) or tensor (KV heads of every layer)")
 
 	cmd.AddCommand(list, get, retire, spawn, newBinaryCmd(g), newProcessCmd(g), newBuildCmd(g), newDownloadCmd(g))
