@@ -249,6 +249,11 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 		if len(picked) < r.Shards {
 			return jobs.Errorf(jobs.CodeUnavailable, "%d shards need %d hives; %d are alive", r.Shards, r.Shards, len(picked))
 		}
+		if localRef(r.ModelRef()) {
+			// A path names a file of this node: it heads the group
+			// (the others copy the file from the head).
+			picked, _ = hereFirst(picked, n.ID())
+		}
 		for _, h := range picked[:r.Shards] {
 			hives = append(hives, h.Name)
 		}
@@ -349,6 +354,16 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	for i, t := range targets {
 		g.Shards = append(g.Shards, fsm.GroupShard{NodeID: t.ID, WorkerID: newID("w-"), Lo: parts[i][0], Hi: parts[i][1]})
 	}
+	shardRef := ref
+	if localRef(ref) {
+		// A path is this hive's: the others copy the file by its id,
+		// from the holding this hive records in the registry. It is
+		// awaited before the group is written, so that a shard's node,
+		// which waits for its replica to list the group before it
+		// resolves the model, lists the holding too (the log's order).
+		shardRef = model.ID
+		n.waitReplica(ctx, func() bool { return n.holds(n.ID(), model.ID) })
+	}
 	if err := n.writeGroup(ctx, g, expect); err != nil {
 		return err
 	}
@@ -359,12 +374,6 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 	em.Narrate("queen", "group", "group %s: %s of %s over %d hives, %s: %s", gid, mode, model.ID, len(targets), what, strings.Join(split, ", "))
 
 	// The others' shards first: the head connects to them when it loads.
-	shardRef := ref
-	if pr, perr := modelcat.ParseRef(ref); perr != nil || pr.Source == modelcat.SourceLocal {
-		// A path is this hive's: the others copy the file by its id.
-		shardRef = model.ID
-		n.waitReplica(ctx, func() bool { return n.holds(n.ID(), model.ID) })
-	}
 	base := api.WorkerSpawnRequest{Model: shardRef, Threads: r.Threads, Slots: r.Slots, Ctx: r.Ctx, KVCache: r.KVCache, Version: r.Version}
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
@@ -935,7 +944,9 @@ func (l linkGroups) HeadNode(workerID string) (string, bool) {
 
 // autoSplit returns the hives a cpu spawn without a hive is split over
 // when no alive hive has the free RAM for the model alone (placement's
-// estimate from its GGUF); when movable, one hive, not this one, when
+// estimate from its GGUF), this node first when the model is not
+// movable (a path: this node's file), and not at all when such a split
+// leaves this node out; when movable, one hive, not this one, when
 // this node reports too little free RAM for it and that hive (the one
 // with the most) has enough: the whole worker runs there; nil when this node holds it, when
 // nothing is known or when the cluster's registry is below version 3 (no
@@ -980,6 +991,15 @@ func (n *Node) autoSplit(em jobs.Emitter, model modelcat.Entry, mode string, ctx
 		}
 		return nil
 	}
+	if len(plan) > 0 && !movable {
+		// The model is a file of this node, which must head the group.
+		var here bool
+		if plan, here = hereFirst(plan, n.ID()); !here {
+			em.Narrate("scheduler", "place", "no hive has %s free for %s, and a split over %d hives with the most free RAM would not include %s, which has its file (a path); spawning unsplit here",
+				est, model.ID, len(plan), n.cfg.Name)
+			return nil
+		}
+	}
 	var names []string
 	for _, h := range plan {
 		names = append(names, h.Name)
@@ -1010,6 +1030,25 @@ func (n *Node) noteReplanFailure(g fsm.Group, why string) {
 		g.Error = g.Error[:maxGroupError]
 	}
 	n.applyQuiet(fsm.UpsertGroup{Group: g, Expect: &fsm.GroupExpect{State: fsm.GroupFailed, Placement: g.Placement}})
+}
+
+// localRef reports whether a model reference is a path: a file of the
+// node the request reached.
+func localRef(ref string) bool {
+	pr, err := modelcat.ParseRef(ref)
+	return err != nil || pr.Source == modelcat.SourceLocal
+}
+
+// hereFirst returns hives with node id's entry moved to the front (the
+// others in their order), and whether it was among them.
+func hereFirst(hives []placement.HiveRAM, id string) ([]placement.HiveRAM, bool) {
+	for i, h := range hives {
+		if h.NodeID == id {
+			out := append([]placement.HiveRAM{h}, hives[:i]...)
+			return append(out, hives[i+1:]...), true
+		}
+	}
+	return hives, false
 }
 
 // cpuEstimate is the RAM a cpu worker of model needs whole, for the

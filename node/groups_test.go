@@ -574,3 +574,43 @@ func TestShardedGroupNeedsRoom(t *testing.T) {
 	require.Contains(t, gv.Error, "node2 needs")
 	require.Zero(t, c.Nodes[2].WorkerProcesses(), "no shard was started on node2")
 }
+
+// TestGroupOfAPathIsHeadedHere: a model given as a path is a file of the
+// node the request reached, so a group of it placed without hives (by
+// --shards, or split by itself) is headed by that node even where other
+// hives report more free RAM; the others copy the file from it.
+func TestGroupOfAPathIsHeadedHere(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	path, err := filepath.Abs("../testdata/model/stories260K.gguf")
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		req  map[string]any
+	}{
+		{"shards", map[string]any{"shards": 2}},
+		{"auto split", map[string]any{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// node0 holds a part, not the whole model; node1 a little
+			// more; node2 no part at all.
+			c := limitCluster(t, fsm.Version, func(i int, est placement.MemEstimate) uint64 {
+				tight := 512<<20 + (est.Total()-512<<20)*3/4
+				return []uint64{tight, tight + 64<<10, 100 << 20}[i]
+			})
+			req := map[string]any{"operation": "worker_spawn", "model": path, "threads": 1}
+			for k, v := range tc.req {
+				req[k] = v
+			}
+			var res api.GroupSpawnResult
+			evs := run(t, c.Nodes[0], req, &res)
+			require.NotNil(t, res.Group, "a group, events: %+v", evs)
+			require.Equal(t, "ready", res.State)
+			require.Equal(t, []string{"node0", "node1"}, []string{res.Group.Shards[0].Node, res.Group.Shards[1].Node}, "node0 has the file: it heads")
+			waitSchedulable(t, c, 1)
+			_, text := infer(t, c.Nodes[0], map[string]any{"prompt": "Once upon a time"})
+			require.Equal(t, greedy(t, "Once upon a time", 24), text)
+		})
+	}
+}

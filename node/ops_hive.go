@@ -13,7 +13,6 @@ import (
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/internal/nodefile"
-	modelcat "github.com/rbee-project/rbee/model/catalog"
 	"github.com/rbee-project/rbee/model/engine"
 	"github.com/rbee-project/rbee/node/hiveops"
 	"github.com/rbee-project/rbee/node/jobs"
@@ -190,6 +189,12 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 			return err
 		}
 	}
+	if r.Shard != nil {
+		// The placing node wrote the group before it asked for its
+		// shards, after the holding of a model it copies to them: a
+		// replica that lists the group lists that holding.
+		n.waitReplica(ctx, func() bool { _, ok := n.reg.Group(r.Shard.Group); return ok })
+	}
 	model, err := n.hive.ResolveModel(ctx, em, ref)
 	if err != nil {
 		return err
@@ -198,9 +203,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		// A path names this hive's file: another hive could copy it only
 		// once its replica lists it here, so such a worker is not moved
 		// whole (a group's shards get the file by the head's holding).
-		pr, perr := modelcat.ParseRef(ref)
-		movable := perr == nil && pr.Source != modelcat.SourceLocal
-		hives := n.autoSplit(em, model, r.Mode, r.Ctx, r.Slots, r.KVCache, movable)
+		hives := n.autoSplit(em, model, r.Mode, r.Ctx, r.Slots, r.KVCache, !localRef(ref))
 		if len(hives) == 1 {
 			return n.spawnWholeOn(ctx, em, req, hives[0])
 		}
