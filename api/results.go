@@ -59,12 +59,16 @@ type StatusResult struct {
 	// RegistryHalted says why this node's replica stopped applying (it met
 	// a command of a newer build: upgrade this node; or its disk refuses
 	// the new entries: free space), absent when it runs.
-	RegistryVersion int                `json:"registry_version"`
-	RegistryHalted  string             `json:"registry_halted,omitempty"`
-	Nodes           []Hive             `json:"nodes"`
-	Workers         []WorkerView       `json:"workers"`
-	Models          []fsm.ModelHolding `json:"models"`
-	InFlight        int                `json:"in_flight"`
+	RegistryVersion int          `json:"registry_version"`
+	RegistryHalted  string       `json:"registry_halted,omitempty"`
+	Nodes           []Hive       `json:"nodes"`
+	Workers         []WorkerView `json:"workers"`
+	// Groups are the sharded worker groups in every state (few: each
+	// holds a model on several hives): a failed group, whose shards are
+	// gone from Workers, shows here with why.
+	Groups   []GroupView        `json:"groups,omitempty"`
+	Models   []fsm.ModelHolding `json:"models"`
+	InFlight int                `json:"in_flight"`
 	// Summary is set when the lists above are cut (StatusRequest.All
 	// unset in a cluster past StatusListAll nodes): Nodes then holds the
 	// leader, the voters, this node and every node that is not alive;

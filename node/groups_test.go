@@ -573,6 +573,11 @@ func TestShardedGroupNeedsRoom(t *testing.T) {
 	}, 60*time.Second, 200*time.Millisecond, "the group stays failed, saying why: %+v", gv)
 	require.Contains(t, gv.Error, "node2 needs")
 	require.Zero(t, c.Nodes[2].WorkerProcesses(), "no shard was started on node2")
+	// The status (and so the web page) lists it, with why.
+	var st api.StatusResult
+	run(t, c.Nodes[2], map[string]any{"operation": "status"}, &st)
+	require.Len(t, st.Groups, 1)
+	require.Equal(t, gv.Error, st.Groups[0].Error)
 }
 
 // TestGroupOfAPathIsHeadedHere: a model given as a path is a file of the

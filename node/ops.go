@@ -327,6 +327,12 @@ func (n *Node) status(all bool) api.StatusResult {
 	if res.Models == nil {
 		res.Models = []fsm.ModelHolding{}
 	}
+	if gs := n.reg.Groups(); len(gs) > 0 {
+		names := n.nodeNames()
+		for _, g := range gs {
+			res.Groups = append(res.Groups, n.groupView(g, names))
+		}
+	}
 	for _, h := range hs {
 		if h.Leader {
 			res.Leader = h.Name

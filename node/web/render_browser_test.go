@@ -30,7 +30,14 @@ const snapshotJSON = `{
      "gpus": [{"vendor": "nvidia", "name": "RTX <img src=x onerror=alert(1)>", "vram_total": 25769803776, "vram_free": 21474836480, "index": 0}]}},
    {"name": "gone", "id": "id-d", "state": "dead", "voter": true}],
   "workers": [{"id": "w-1", "node": "gpu-box", "node_id": "id-g", "model": "llama<script>", "device": "cuda:0", "state": "ready", "live_state": "busy",
-   "in_flight": 2, "queued": 1, "tokens_per_second": 12.5, "last_heartbeat_age_ms": 1500, "schedulable": true}],
+   "in_flight": 2, "queued": 1, "tokens_per_second": 12.5, "last_heartbeat_age_ms": 1500, "schedulable": true,
+   "group": {"id": "g-ok", "model": "llama<script>", "mode": "pipeline", "state": "ready",
+    "shards": [{"worker_id": "w-1", "node": "gpu-box", "node_id": "id-g", "lo": 0, "hi": 16}, {"worker_id": "w-2", "node": "queen<i>1</i>", "node_id": "id-q", "lo": 16, "hi": 32}]}}],
+  "groups": [
+   {"id": "g-ok", "model": "llama<script>", "mode": "pipeline", "state": "ready",
+    "shards": [{"worker_id": "w-1", "node": "gpu-box", "node_id": "id-g", "lo": 0, "hi": 16}, {"worker_id": "w-2", "node": "queen<i>1</i>", "node_id": "id-q", "lo": 16, "hi": 32}]},
+   {"id": "g-failed", "model": "big<b>", "mode": "tensor", "state": "failed", "error": "re-plan failed: b needs 9 GiB <i>and</i> has 4 GiB free",
+    "shards": [{"worker_id": "w-8", "node": "gone", "node_id": "id-d", "lo": 0, "hi": 3}, {"worker_id": "w-9", "node": "gpu-box", "node_id": "id-g", "lo": 3, "hi": 8}]}],
   "models": [{"node_id": "id-g", "model_id": "llama<script>", "size": 4294967296, "quantization": "Q4_K_M", "sha256": "ab"}]},
  "jobs": [{"job_id": "job_1", "operation": "model_download", "status": "running", "created": "2026-01-01T00:00:00Z", "done": 50, "total": 100, "message": "from hf"}],
  "insecure_http": true
@@ -104,6 +111,15 @@ func TestPageRendersSnapshot(t *testing.T) {
 		require.Contains(t, w, s)
 	}
 	require.NotContains(t, w, "not schedulable", "a schedulable worker shows no warning")
+	require.Contains(t, w, "g-ok · pipeline · ready · shard 1/2 (head) · layers 0–16")
+	// A group whose shards have no worker card has its own, saying why;
+	// one shown on its shards' cards has none.
+	require.Equal(t, 1, eval[int](tb, `document.querySelectorAll('#groups .group').length`))
+	require.True(t, eval[bool](tb, `!document.getElementById('groups').hidden`))
+	g := eval[string](tb, `document.querySelector('#groups .group[data-id=g-failed]').innerText`)
+	for _, s := range []string{"failed", "big<b>", "tensor · gone KV heads 0–3, gpu-box KV heads 3–8", "re-plan failed: b needs 9 GiB <i>and</i> has 4 GiB free", "Retire"} {
+		require.Contains(t, g, s)
+	}
 	require.Contains(t, eval[string](tb, `document.querySelector('#workers .worker[data-id=w-1] .live-state').className`), "warn")
 	require.Contains(t, eval[string](tb, `document.getElementById('models').innerText`), "4.0 GiB")
 	job := eval[string](tb, `document.querySelector('#jobs tr[data-job=job_1]').innerText`)

@@ -252,6 +252,22 @@
       h('div', { class: 'row' }, h('button', { type: 'button', class: 'danger retire', disabled: retiring, onclick: () => retire(w) }, retiring ? 'retiring…' : 'Retire')));
   }
 
+  // groupCard is a group that no worker card shows: its state, its
+  // shards' parts and why it failed; retiring it retires the group.
+  function groupCard(g) {
+    const shards = g.shards || [], retiring = g.state === 'retiring';
+    const unit = g.mode === 'tensor' ? 'KV heads ' : 'layers ';
+    return h('article', { class: 'card group', dataset: { id: g.id, state: g.state || '' } },
+      h('div', { class: 'title' }, h('code', { class: 'name' }, g.id),
+        h('span', { class: 'pill ' + stateClass(g.state) }, g.state || '?')),
+      h('dl', null,
+        h('dt', null, 'model'), h('dd', { class: 'model' }, g.model),
+        h('dt', null, 'group'), h('dd', { class: 'shards' }, g.mode + ' · ' + shards.map((s) => s.node + ' ' + unit + s.lo + '–' + s.hi).join(', ')),
+        g.error ? h('dt', null, 'why') : null, g.error ? h('dd', { class: 'error' }, g.error) : null),
+      h('div', { class: 'row' }, h('button', { type: 'button', class: 'danger retire', disabled: retiring,
+        onclick: () => retire({ id: g.id, model: g.model, node: shards.map((s) => s.node).join(', ') }) }, retiring ? 'retiring…' : 'Retire')));
+  }
+
   // groupText describes a sharded group's worker: the group, its mode
   // and state, this worker's part and whether it is the head (retiring
   // any shard retires the whole group).
@@ -340,6 +356,12 @@
     keyed($('nodes'), nodes, (n) => n.id || n.name, (n) => JSON.stringify(n), nodeCard, null, 'no nodes');
     keyed($('workers'), workers, (w) => w.id,
       (w) => JSON.stringify(w, (k, v) => (WORKER_LIVE.includes(k) ? undefined : v)), workerCard, workerLive, 'no workers: spawn one below');
+    // A group none of whose shards has a worker card (failed, its
+    // shards gone; or starting) gets a card of its own, saying why.
+    const carded = new Set(workers.map((w) => w.id));
+    const lone = (st.groups || []).filter((g) => !(g.shards || []).some((s) => carded.has(s.worker_id)));
+    $('groups').hidden = lone.length === 0;
+    keyed($('groups'), lone, (g) => g.id, (g) => JSON.stringify(g), groupCard, null, '');
 
     const names = {};
     nodes.forEach((n) => { names[n.id] = n.name; });
