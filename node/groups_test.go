@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -616,6 +617,71 @@ func TestGroupOfAPathIsHeadedHere(t *testing.T) {
 			waitSchedulable(t, c, 1)
 			_, text := infer(t, c.Nodes[0], map[string]any{"prompt": "Once upon a time"})
 			require.Equal(t, greedy(t, "Once upon a time", 24), text)
+		})
+	}
+}
+
+// TestShardedGroupRetireDrains: a group retired while a request streams
+// on it finishes that request (every token it asked for, no error), then
+// every shard stops and the entry goes.
+func TestShardedGroupRetireDrains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns worker processes")
+	}
+	c, _ := groupCluster(t)
+	for _, mode := range []string{"pipeline", "tensor"} {
+		t.Run(mode, func(t *testing.T) {
+			g := spawnGroup(t, c.Nodes[0], mode, "node1", "node2")
+			waitSchedulable(t, c, 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			defer cancel()
+			const want = 1500 // long enough to be in flight when the retire lands
+			var mu sync.Mutex
+			tokens := 0
+			first := make(chan struct{})
+			var once sync.Once
+			ended := make(chan error, 1)
+			var res api.InferResult
+			go func() {
+				ended <- client.New(c.Nodes[0].URL(), c.Nodes[0].AdminKey()).Run(ctx,
+					map[string]any{"operation": "infer", "model": "stories260k", "prompt": "Once upon a time", "temperature": 0, "max_tokens": want},
+					func(ev jobs.Event) error {
+						if ev.Type == jobs.TypeToken {
+							mu.Lock()
+							tokens++
+							mu.Unlock()
+							once.Do(func() { close(first) })
+						}
+						if ev.Type == jobs.TypeResult {
+							return json.Unmarshal(ev.Result, &res)
+						}
+						return nil
+					})
+			}()
+			select {
+			case <-first:
+			case err := <-ended:
+				t.Fatalf("the request ended before its first token: %v", err)
+			}
+			var out api.GroupView
+			run(t, c.Nodes[0], map[string]any{"operation": "active_worker_retire", "worker_id": g.Group.ID}, &out)
+			require.Equal(t, "retiring", out.State)
+			select {
+			case err := <-ended:
+				t.Fatalf("the request ended (%v) before the retire was answered: not in flight", err)
+			default:
+			}
+			require.NoError(t, <-ended, "the request in flight finishes")
+			require.Equal(t, want, tokens, "every token asked for")
+			require.Equal(t, g.WorkerID, res.WorkerID)
+			require.Eventually(t, func() bool {
+				_, ok := groupOf(t, c.Nodes[0], g.Group.ID)
+				total := 0
+				for _, n := range c.Running() {
+					total += n.WorkerProcesses()
+				}
+				return !ok && total == 0
+			}, 60*time.Second, 200*time.Millisecond, "every shard stops and the entry goes")
 		})
 	}
 }
