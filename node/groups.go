@@ -249,7 +249,7 @@ func (n *Node) opGroupSpawn(ctx context.Context, em jobs.Emitter, req Request, r
 		if len(picked) < r.Shards {
 			return jobs.Errorf(jobs.CodeUnavailable, "%d shards need %d hives; %d are alive", r.Shards, r.Shards, len(picked))
 		}
-		if localRef(r.ModelRef()) {
+		if pathRef(r.ModelRef()) {
 			// A path names a file of this node: it heads the group
 			// (the others copy the file from the head).
 			picked, _ = hereFirst(picked, n.ID())
@@ -1032,11 +1032,21 @@ func (n *Node) noteReplanFailure(g fsm.Group, why string) {
 	n.applyQuiet(fsm.UpsertGroup{Group: g, Expect: &fsm.GroupExpect{State: fsm.GroupFailed, Placement: g.Placement}})
 }
 
-// localRef reports whether a model reference is a path: a file of the
-// node the request reached.
+// localRef reports whether a model reference is one this hive's catalog
+// resolves (a catalog id, a short name or a path), not one every hive
+// fetches itself (hf:, a URL, builtin:).
 func localRef(ref string) bool {
 	pr, err := modelcat.ParseRef(ref)
 	return err != nil || pr.Source == modelcat.SourceLocal
+}
+
+// pathRef reports whether a model reference names a file by its path: a
+// file of the node the request reached, which no other hive can resolve
+// until the registry lists its holding (a catalog id or short name it
+// resolves from the registry).
+func pathRef(ref string) bool {
+	pr, err := modelcat.ParseRef(ref)
+	return err == nil && pr.Source == modelcat.SourceLocal && (strings.HasPrefix(ref, "file:") || strings.ContainsAny(ref, `/\`))
 }
 
 // hereFirst returns hives with node id's entry moved to the front (the

@@ -231,8 +231,9 @@ func TestAutoSplitNeedsVersion3(t *testing.T) {
 
 // TestAutoPlaceWhole: when the node a plain spawn reaches has too little
 // RAM for the model but another hive has enough for all of it, the worker
-// runs there whole (not split, not refused). A model given as a path (a
-// file of this hive) stays here, refused with the figures.
+// runs there whole (not split, not refused), also when named by the
+// catalog id of a file this node took from a path. A model given as a
+// path (a file of this hive) stays here, refused with the figures.
 func TestAutoPlaceWhole(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns worker processes")
@@ -244,8 +245,18 @@ func TestAutoPlaceWhole(t *testing.T) {
 	require.Equal(t, "unavailable", je.Code, je.Message)
 	require.Contains(t, je.Message, "--memory-limit")
 
+	// By its catalog id (or a short name), which node2 resolves from the
+	// registry and copies from node0, the model moves.
+	require.Eventually(t, func() bool {
+		for _, h := range c.Nodes[2].Registry().Models() {
+			if h.NodeID == c.Nodes[0].ID() && h.ModelID == "local--stories260k" {
+				return true
+			}
+		}
+		return false
+	}, nodetest.WaitTimeout, 20*time.Millisecond)
 	var res api.SpawnResult
-	evs := run(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "model": "builtin:stories260k", "threads": 1}, &res)
+	evs := run(t, c.Nodes[0], map[string]any{"operation": "worker_spawn", "model": "local--stories260k", "threads": 1}, &res)
 	require.Equal(t, "node2", res.Node, "events: %+v", evs)
 	require.Equal(t, "ready", res.State)
 	require.Empty(t, c.Nodes[0].Registry().Groups(), "not split")

@@ -203,7 +203,7 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		// A path names this hive's file: another hive could copy it only
 		// once its replica lists it here, so such a worker is not moved
 		// whole (a group's shards get the file by the head's holding).
-		hives := n.autoSplit(em, model, r.Mode, r.Ctx, r.Slots, r.KVCache, !localRef(ref))
+		hives := n.autoSplit(em, model, r.Mode, r.Ctx, r.Slots, r.KVCache, !pathRef(ref))
 		if len(hives) == 1 {
 			return n.spawnWholeOn(ctx, em, req, hives[0])
 		}
