@@ -46,19 +46,32 @@ const (
 	q4kColBytes = 2 * q4kGroupBytes
 )
 
+// The sixteen-row Q6_K layout (see repackQ6K): a block column is the
+// sixteen rows' 210-byte super-blocks and 32 bytes of padding after their
+// d, so that a column is 53 cache lines and every 64-byte load of the
+// kernel one aligned line. (Without the padding, 52.5 lines, every other
+// column's loads straddled two lines: from memory the kernel streamed
+// 0.7× the single-row kernel's bytes instead of 1.4-1.7×.) The scales
+// start at q6kScalesOff, the quants at q6kQuantsOff.
+const (
+	q6kColBytes  = wideGroup*210 + 32
+	q6kScalesOff = 64
+	q6kQuantsOff = q6kScalesOff + 4*64
+)
+
 // gemmR8Func multiplies one group of RowGroup repacked rows (nb block
 // groups at w) with na activation vectors at x, x+xstride, ... into
 // out[ostride*a+r] (ostride >= RowGroup; see gemmR16Func).
 type gemmR8Func func(nb int, w, x []byte, xstride, na int, out []float32, ostride int)
 
 // repackers convert a matrix of a type to its repacked layout.
-var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q5_0: repackQ5_0, Q8_0: repackQ8_0, Q4_K: repackQ4K}
+var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q5_0: repackQ5_0, Q8_0: repackQ8_0, Q4_K: repackQ4K, Q6_K: repackQ6K}
 
 // repackedSize is the size of a repacked matrix of a type per original
 // block (RowGroup groups of blocks become one group).
-var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q5_0: q50GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup}
+var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q5_0: q50GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup, Q6_K: q6kColBytes / wideGroup}
 
-// wideGroup is the number of rows the sixteen-row kernels (Q4_0, Q4_K)
+// wideGroup is the number of rows the sixteen-row kernels (Q4_0, Q4_K, Q6_K)
 // interleave: twice RowGroup, one row per 32-bit lane of a zmm register.
 const wideGroup = 2 * RowGroup
 
@@ -67,21 +80,22 @@ const wideGroup = 2 * RowGroup
 // ... into out[ostride*a+r] (ostride >= 16: a scratch of sixteen floats
 // per vector, or a row-major result with the matrix's row count between
 // vectors; what lies between is not written). Q4_0's activations are
-// q8sBlockBytes blocks, Q4_K's Q8_K blocks.
+// q8sBlockBytes blocks, Q4_K's and Q6_K's Q8_K blocks.
 type gemmR16Func func(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int)
 
-// gemmR16Kernels are the sixteen-row kernels (Q4_0 and Q4_K with AVX-512
-// VNNI), filled by useSIMD like gemmR8Kernels. Their float contracts are
-// their own (see gemmQ4_0R16Generic, gemmQ4KR16Generic): results do not
+// gemmR16Kernels are the sixteen-row kernels (Q4_0, Q4_K and Q6_K with
+// AVX-512 VNNI), filled by useSIMD like gemmR8Kernels. Their float
+// contracts are their own (see gemmQ4_0R16Generic, gemmQ4KR16Generic,
+// gemmQ6KR16Generic): results do not
 // depend on the batch, the thread count or the rows' grouping, but differ
 // in the last bits from the single-row kernels on the file layout.
 var gemmR16Kernels = map[Type]gemmR16Func{}
 
 // r16Vectors is how many activation vectors MatMul hands a sixteen-row
 // kernel per call: as many as it computes in one pass over the weights
-// (Q4_K's kernel holds eight vectors' sums and accumulators in its 32
-// registers, Q4_0's four).
-var r16Vectors = map[Type]int{Q4_0: 4, Q4_K: 8}
+// (Q4_K's and Q6_K's kernels hold eight vectors' sums and accumulators
+// in their 32 registers, Q4_0's four).
+var r16Vectors = map[Type]int{Q4_0: 4, Q4_K: 8, Q6_K: 8}
 
 // gemmR8Kernels are the multi-row kernels of repacked types, filled by
 // useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q5_0, Q8_0);
@@ -92,18 +106,18 @@ var r16Vectors = map[Type]int{Q4_0: 4, Q4_K: 8}
 var gemmR8Kernels = map[Type]gemmR8Func{}
 
 // Repack converts m's weights, where the CPU has a multi-row kernel for its
-// type (Q4_0, Q5_0, Q8_0 and Q4_K with AVX-512 VNNI), into the interleaved layout that
+// type (Q4_0, Q5_0, Q8_0, Q4_K and Q6_K with AVX-512 VNNI), into the interleaved layout that
 // kernel reads, in newly allocated memory, and reports whether it did.
 // MatMul then reads the repacked copy and gives bit-identical results (the
 // kernels keep the single-row kernel's float operations), except for
-// Q4_0 and Q4_K, whose sixteen-row kernels have contracts of their own
-// (see gemmQ4_0R16Generic, gemmQ4KR16Generic) and whose rows need not be
-// a multiple of RowGroup.
+// Q4_0, Q4_K and Q6_K, whose sixteen-row kernels have contracts of their
+// own (see gemmQ4_0R16Generic, gemmQ4KR16Generic, gemmQ6KR16Generic) and
+// whose rows need not be a multiple of RowGroup.
 // m.Data is left
 // as it was (it may alias a read-only mapping) but is no longer read by
 // MatMul; a caller whose Data is mapped from a file can drop those pages
-// (see model/engine). Rows must be a multiple of RowGroup but for Q4_0
-// and Q4_K.
+// (see model/engine). Rows must be a multiple of RowGroup but for Q4_0,
+// Q4_K and Q6_K.
 //
 // Repack must not run concurrently with a MatMul of m.
 func (m *Matrix) Repack() bool { return m.RepackInto(func(n int) []byte { return make([]byte, n) }) }
@@ -421,36 +435,117 @@ func repackQ4K(m *Matrix, out []byte) {
 // and the vector. Rows are laid out as repackQ4K says.
 func gemmQ4KR16Generic(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int) {
 	le := binary.LittleEndian
+	twinR16(nb, w, x, xstride, na, out, ostride, q4kColBytes, 292, func(grp, xb []byte, rr int, acc float32) float32 {
+		dx := math.Float32frombits(le.Uint32(xb))
+		var packed [12]byte
+		for i := 0; i < 3; i++ {
+			copy(packed[4*i:4*i+4], grp[64+64*i+4*rr:])
+		}
+		sc, mn := k4Scales(packed[:])
+		var isum, msum int32
+		for s := 0; s < 8; s++ {
+			msum += int32(mn[s]) * (int32(int16(le.Uint16(xb[260+4*s:]))) + int32(int16(le.Uint16(xb[262+4*s:]))))
+			var t int32
+			for e := 0; e < 32; e++ {
+				q := grp[256+64*(8*(s/2)+e/4)+4*rr+e%4] >> (4 * (s % 2)) & 0x0F
+				t += int32(q) * int32(int8(xb[4+32*s+e]))
+			}
+			isum += int32(sc[s]) * t
+		}
+		d := F16ToF32(le.Uint16(grp[2*rr:])) * dx
+		dm := F16ToF32(le.Uint16(grp[32+2*rr:])) * dx
+		acc = fma32(-dm, float32(msum), acc)
+		return fma32(float32(isum), d, acc)
+	})
+}
+
+// twinR16 is the skeleton of the K-quant sixteen-row twins: for every
+// vector and row it runs acc = block(col, xb, r, acc) over the nb block
+// columns (colB bytes) and activation blocks (xBlockB bytes), acc
+// starting at 0, and stores acc in out[ostride*a+r].
+func twinR16(nb int, w, x []byte, xstride, na int, out []float32, ostride, colB, xBlockB int, block func(col, xb []byte, r int, acc float32) float32) {
 	for a := 0; a < na; a++ {
 		xa := x[a*xstride:]
-		for rr := 0; rr < wideGroup; rr++ {
+		for r := 0; r < wideGroup; r++ {
 			var acc float32
 			for b := 0; b < nb; b++ {
-				grp, xb := w[b*q4kColBytes:][:q4kColBytes], xa[b*292:][:292]
-				dx := math.Float32frombits(le.Uint32(xb))
-				var packed [12]byte
-				for i := 0; i < 3; i++ {
-					copy(packed[4*i:4*i+4], grp[64+64*i+4*rr:])
-				}
-				sc, mn := k4Scales(packed[:])
-				var isum, msum int32
-				for s := 0; s < 8; s++ {
-					msum += int32(mn[s]) * (int32(int16(le.Uint16(xb[260+4*s:]))) + int32(int16(le.Uint16(xb[262+4*s:]))))
-					var t int32
-					for e := 0; e < 32; e++ {
-						q := grp[256+64*(8*(s/2)+e/4)+4*rr+e%4] >> (4 * (s % 2)) & 0x0F
-						t += int32(q) * int32(int8(xb[4+32*s+e]))
-					}
-					isum += int32(sc[s]) * t
-				}
-				d := F16ToF32(le.Uint16(grp[2*rr:])) * dx
-				dm := F16ToF32(le.Uint16(grp[32+2*rr:])) * dx
-				acc = fma32(-dm, float32(msum), acc)
-				acc = fma32(float32(isum), d, acc)
+				acc = block(w[b*colB:][:colB], xa[b*xBlockB:][:xBlockB], r, acc)
 			}
-			out[ostride*a+rr] = acc
+			out[ostride*a+r] = acc
 		}
 	}
+}
+
+// repackQ6K lays Q6_K rows out for the sixteen-row kernel
+// (eachWideBlock). A column (one super-block of sixteen rows,
+// q6kColBytes) holds d of rows 0-15 (f16), then dword i (i = 0..3) of
+// each row's sixteen int8 sub-block scales at 32+64i+4r, then sixteen
+// triples of 64-byte chunks, triple t = 8n+k (n = 0, 1: the super-block's
+// halves; k = 0..7) at 288+192t: the rows' ql bytes 64n+4k..+3, their ql
+// bytes 64n+32+4k..+3 and their qh bytes 32n+4k..+3, row r at 4r in each,
+// in the order the kernel reads them, so the column is one forward
+// stream. (In the file, for l = 0..31, ql byte 64n+l holds element
+// 128n+l in its low nibble and 128n+64+l in its high one, ql byte
+// 64n+32+l elements 128n+32+l and 128n+96+l, and qh byte 32n+l the high
+// two bits of those four, in bits 0-1, 2-3, 4-5 and 6-7.)
+func repackQ6K(m *Matrix, out []byte) {
+	le := binary.LittleEndian
+	eachWideBlock(m, out, q6kColBytes, func(dst, src []byte, r int) {
+		copy(dst[2*r:], src[208:210])
+		for i := 0; i < 4; i++ {
+			copy(dst[q6kScalesOff+64*i+4*r:][:4], src[192+4*i:])
+		}
+		for n := 0; n < 2; n++ {
+			for k := 0; k < 8; k++ {
+				t := dst[q6kQuantsOff+192*(8*n+k):]
+				le.PutUint32(t[4*r:], le.Uint32(src[64*n+4*k:]))
+				le.PutUint32(t[64+4*r:], le.Uint32(src[64*n+32+4*k:]))
+				le.PutUint32(t[128+4*r:], le.Uint32(src[128+32*n+4*k:]))
+			}
+		}
+	})
+}
+
+// q6kQuant is row r's element 128n+32j+4k+i (j, i = 0..3; k = 0..7) of
+// a repacked Q6_K column as the unsigned 6-bit q (the weight is q-32).
+func q6kQuant(col []byte, r, n, j, k, i int) int32 {
+	t := col[q6kQuantsOff+192*(8*n+k):]
+	lo := t[64*(j%2)+4*r+i] >> (4 * (j / 2)) & 0x0F
+	hi := t[128+4*r+i] >> (2 * j) & 3
+	return int32(lo | hi<<4)
+}
+
+// gemmQ6KR16Generic is the portable twin of the repacked Q6_K kernel and
+// defines its float contract: per row and vector, super-blocks in order,
+// acc = fma(float32(isum), d*d_x, acc), with d*d_x rounded to float32
+// and isum the super-block's exact integer sum over its sixteen
+// sub-blocks s of sc_s * (sum(q*x) - 32*bsum_s) (q the unsigned 6-bit
+// values, bsum_s the Q8_K bsum of s: sum((q-32)*x) without a signed
+// weight byte); acc starts at 0 and is the result, with no horizontal
+// sum. So a row's result depends on nothing but its weights and the
+// vector. Rows are laid out as repackQ6K says.
+func gemmQ6KR16Generic(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int) {
+	le := binary.LittleEndian
+	twinR16(nb, w, x, xstride, na, out, ostride, q6kColBytes, 292, func(col, xb []byte, rr int, acc float32) float32 {
+		var sums [16]int32
+		for n := 0; n < 2; n++ {
+			for j := 0; j < 4; j++ {
+				for k := 0; k < 8; k++ {
+					e := 128*n + 32*j + 4*k
+					for i := 0; i < 4; i++ {
+						sums[e/16] += q6kQuant(col, rr, n, j, k, i) * int32(int8(xb[4+e+i]))
+					}
+				}
+			}
+		}
+		var isum int32
+		for s, t := range sums {
+			bsum := int32(int16(le.Uint16(xb[260+2*s:])))
+			isum += int32(int8(col[q6kScalesOff+64*(s/4)+4*rr+s%4])) * (t - 32*bsum)
+		}
+		d := F16ToF32(le.Uint16(col[2*rr:])) * math.Float32frombits(le.Uint32(xb))
+		return fma32(float32(isum), d, acc)
+	})
 }
 
 // hsum8 adds eight lanes in ggml's hsum_float_8 order, as the kernels'

@@ -20,9 +20,10 @@
 // 512-bit register: lanes 0-7 hold vector 2p's eight lanes, lanes 8-15 vector
 // 2p+1's, and each float instruction does the work of two AVX2 ones.
 //
-// The sixteen-row kernels of repacked Q4_0 and Q4_K (q40r16, q4kr16) are
-// the exception: they have float contracts of their own (one FMA per row,
-// vector and block; see gemmQ4_0R16Generic and gemmQ4KR16Generic in
+// The sixteen-row kernels of repacked Q4_0, Q4_K and Q6_K (q40r16,
+// q4kr16, q6kr16 in q6k.go) are the exception: they have float contracts
+// of their own (one or two FMAs per row, vector and block; see
+// gemmQ4_0R16Generic, gemmQ4KR16Generic and gemmQ6KR16Generic in
 // model/quant).
 //
 // avo v0.5.0 has no AVX-512 VNNI instructions, so VPDPBUSD is emitted raw.
@@ -1038,12 +1039,21 @@ func q4kr16(name string, na int) {
 	}
 	Comment("acc += (d*d_x) * isum; Z5 = d")
 	halfPair(0, Z5)
+	kColumnEnd(name, na, q4kColB, Z5, func(a int) VecPhysical { return part(a, 0) }, isum, acc)
+}
+
+// kColumnEnd ends the loop body of a K-quant sixteen-row kernel (Q8_K
+// activations, 292-byte blocks) and the kernel: acc(a) += float(isum(a)) *
+// (d*d_x), d the rows' scales in dz and tmp(a) clobbered, then the next
+// block column (colB bytes on) and activation block, and after the loop
+// the results.
+func kColumnEnd(name string, na, colB int, dz VecPhysical, tmp, isum, acc func(a int) VecPhysical) {
 	for a := 0; a < na; a++ {
 		VCVTDQ2PS(isum(a), isum(a))
-		VMULPS_BCST(xaddr(a, 0), Z5, part(a, 0))
-		VFMADD231PS(isum(a), part(a, 0), acc(a))
+		VMULPS_BCST(xaddr(a, 0), dz, tmp(a))
+		VFMADD231PS(isum(a), tmp(a), acc(a))
 	}
-	ADDQ(U32(q4kColB), RSI)
+	ADDQ(U32(colB), RSI)
 	ADDQ(U32(292), R8)
 	ADDQ(U32(292), R10)
 	if na > 4 {
@@ -1466,6 +1476,7 @@ func vnniKernels() {
 	for na := 1; na <= 8; na++ {
 		q4kr16(fmt.Sprintf("gemmQ4KR16x%dVNNI", na), na)
 	}
+	q6kKernels()
 	quantQ8K()
 	quantQ80("quantQ8_0AVX512", false)
 	quantQ80("quantQ8_0SumsAVX512", true)
