@@ -121,6 +121,7 @@ func useSIMD(on bool) bool {
 			gemmR8Kernels[Q8_0] = gemmQ8_0R8VNNI
 			gemmR8Kernels[Q5_0] = gemmQ5_0R8VNNI
 			gemmR16Kernels[Q4_K] = gemmQ4KR16VNNI
+			gemmR16Kernels[Q5_K] = gemmQ5KR16VNNI
 			gemmR16Kernels[Q6_K] = gemmQ6KR16VNNI
 			quantQ8KBlock = quantQ8KSIMD
 			quantQ8_0Block, quantQ8_0SumsBlock = quantQ8_0SIMD, quantQ8_0SumsSIMD
@@ -465,12 +466,14 @@ func r16Gemm(passes []r16Pass, colB, xBlockB int) gemmR16Func {
 	}
 }
 
-// gemmQ4_0R16VNNI, gemmQ4KR16VNNI and gemmQ6KR16VNNI run the repacked
-// sixteen-row kernels.
+// gemmQ4_0R16VNNI, gemmQ4KR16VNNI, gemmQ5KR16VNNI and gemmQ6KR16VNNI run
+// the repacked sixteen-row kernels.
 var (
 	gemmQ4_0R16VNNI = r16Gemm([]r16Pass{gemmQ4_0R16x1VNNI, gemmQ4_0R16x2VNNI, gemmQ4_0R16x3VNNI, gemmQ4_0R16x4VNNI}, q40ColBytes, q8sBlockBytes)
 	gemmQ4KR16VNNI  = r16Gemm([]r16Pass{gemmQ4KR16x1VNNI, gemmQ4KR16x2VNNI, gemmQ4KR16x3VNNI, gemmQ4KR16x4VNNI,
 		gemmQ4KR16x5VNNI, gemmQ4KR16x6VNNI, gemmQ4KR16x7VNNI, gemmQ4KR16x8VNNI}, q4kColBytes, 292)
+	gemmQ5KR16VNNI = r16Gemm([]r16Pass{gemmQ5KR16x1VNNI, gemmQ5KR16x2VNNI, gemmQ5KR16x3VNNI, gemmQ5KR16x4VNNI,
+		gemmQ5KR16x5VNNI, gemmQ5KR16x6VNNI, gemmQ5KR16x7VNNI, gemmQ5KR16x8VNNI}, q5kColBytes, 292)
 	gemmQ6KR16VNNI = r16Gemm([]r16Pass{gemmQ6KR16x1VNNI, gemmQ6KR16x2VNNI, gemmQ6KR16x3VNNI, gemmQ6KR16x4VNNI,
 		gemmQ6KR16x5VNNI, gemmQ6KR16x6VNNI, gemmQ6KR16x7VNNI, gemmQ6KR16x8VNNI}, q6kColBytes, 292)
 )

@@ -83,6 +83,30 @@ func gemmQ4KR16x7VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostri
 func gemmQ4KR16x8VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape
+func gemmQ5KR16x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
+
+//go:noescape
+func gemmQ5KR16x2VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
+
+//go:noescape
+func gemmQ5KR16x3VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
+
+//go:noescape
+func gemmQ5KR16x4VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
+
+//go:noescape
+func gemmQ5KR16x5VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
+
+//go:noescape
+func gemmQ5KR16x6VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
+
+//go:noescape
+func gemmQ5KR16x7VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
+
+//go:noescape
+func gemmQ5KR16x8VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
+
+//go:noescape
 func gemmQ6KR16x1VNNI(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)
 
 //go:noescape

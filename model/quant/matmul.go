@@ -513,9 +513,9 @@ const minMACsPerWorker = 1 << 16
 // Rows are split across the Pool's workers. Scratch memory lives in the Pool,
 // so steady-state calls do not allocate. A repacked matrix (Matrix.Repack)
 // is read from its copy, eight rows at a time by the multi-row kernels, with
-// bit-identical results (Q4_0, Q4_K and Q6_K: sixteen at a time, with
-// contracts of their own; see gemmQ4_0R16Generic, gemmQ4KR16Generic,
-// gemmQ6KR16Generic).
+// bit-identical results (Q4_0, Q4_K, Q5_K and Q6_K: sixteen at a time,
+// with contracts of their own; see gemmQ4_0R16Generic, gemmQ4KR16Generic,
+// gemmQ5KR16Generic, gemmQ6KR16Generic).
 //
 // MatMul panics if the sizes are inconsistent (len(x) < n*Cols,
 // len(dst) < n*Rows, len(m.Data) too small, Cols not a multiple of the

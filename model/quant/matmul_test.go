@@ -55,17 +55,29 @@ func rawWeights(r *rand.Rand, typ Type, cols int) []byte {
 		w[i] = byte(r.Uint32())
 	}
 	bb := typ.BlockBytes()
-	nscales := 1
-	if typ == Q4_K {
-		nscales = 2
-	}
 	for b := 0; b < len(w); b += bb {
-		for s := 0; s < nscales; s++ {
+		for _, off := range f16Offsets(typ) {
 			h := F32ToF16(float32(r.NormFloat64()) * 0.01)
-			w[b+2*s], w[b+2*s+1] = byte(h), byte(h>>8)
+			w[b+off], w[b+off+1] = byte(h), byte(h>>8)
 		}
 	}
 	return w
+}
+
+// f16Offsets is where a block of typ keeps its f16 scales (d, and dmin
+// where it has one).
+func f16Offsets(typ Type) []int {
+	switch typ {
+	case Q2_K:
+		return []int{80, 82}
+	case Q3_K:
+		return []int{108}
+	case Q4_K, Q5_K:
+		return []int{0, 2}
+	case Q6_K:
+		return []int{208}
+	}
+	return []int{0}
 }
 
 // relTol is the error bound relative to sum |w*x| that the activation

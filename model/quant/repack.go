@@ -53,6 +53,24 @@ const (
 // column's loads straddled two lines: from memory the kernel streamed
 // 0.7× the single-row kernel's bytes instead of 1.4-1.7×.) The scales
 // start at q6kScalesOff, the quants at q6kQuantsOff.
+// q5kColBytes is the size of a block column of the sixteen-row Q5_K
+// layout (see repackQ5K).
+const q5kColBytes = wideGroup * 176
+
+// q5kQhOff is where fifth-bit chunk k (0-7) of a repacked Q5_K column
+// starts, q5kQsOff nibble chunk c (0-31): chunks k of both alternate
+// (the kernel's first sub-block pair reads them together, and two
+// streams 512 bytes apart ran at 0.64x the single-row kernel from
+// memory), then nibble chunks 8-31.
+func q5kQhOff(k int) int { return 256 + 128*k }
+
+func q5kQsOff(c int) int {
+	if c < 8 {
+		return q5kQhOff(c) + 64
+	}
+	return 256 + 1024 + 64*(c-8)
+}
+
 const (
 	q6kColBytes  = wideGroup*210 + 32
 	q6kScalesOff = 64
@@ -65,13 +83,13 @@ const (
 type gemmR8Func func(nb int, w, x []byte, xstride, na int, out []float32, ostride int)
 
 // repackers convert a matrix of a type to its repacked layout.
-var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q5_0: repackQ5_0, Q8_0: repackQ8_0, Q4_K: repackQ4K, Q6_K: repackQ6K}
+var repackers = map[Type]func(m *Matrix, out []byte){Q4_0: repackQ4_0, Q5_0: repackQ5_0, Q8_0: repackQ8_0, Q4_K: repackQ4K, Q5_K: repackQ5K, Q6_K: repackQ6K}
 
 // repackedSize is the size of a repacked matrix of a type per original
 // block (RowGroup groups of blocks become one group).
-var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q5_0: q50GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup, Q6_K: q6kColBytes / wideGroup}
+var repackedSize = map[Type]int{Q4_0: q40GroupBytes / RowGroup, Q5_0: q50GroupBytes / RowGroup, Q8_0: q80GroupBytes / RowGroup, Q4_K: q4kGroupBytes / RowGroup, Q5_K: q5kColBytes / wideGroup, Q6_K: q6kColBytes / wideGroup}
 
-// wideGroup is the number of rows the sixteen-row kernels (Q4_0, Q4_K, Q6_K)
+// wideGroup is the number of rows the sixteen-row kernels (Q4_0, Q4_K, Q5_K, Q6_K)
 // interleave: twice RowGroup, one row per 32-bit lane of a zmm register.
 const wideGroup = 2 * RowGroup
 
@@ -80,22 +98,22 @@ const wideGroup = 2 * RowGroup
 // ... into out[ostride*a+r] (ostride >= 16: a scratch of sixteen floats
 // per vector, or a row-major result with the matrix's row count between
 // vectors; what lies between is not written). Q4_0's activations are
-// q8sBlockBytes blocks, Q4_K's and Q6_K's Q8_K blocks.
+// q8sBlockBytes blocks, the K-quants' Q8_K blocks.
 type gemmR16Func func(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int)
 
-// gemmR16Kernels are the sixteen-row kernels (Q4_0, Q4_K and Q6_K with
-// AVX-512 VNNI), filled by useSIMD like gemmR8Kernels. Their float
+// gemmR16Kernels are the sixteen-row kernels (Q4_0, Q4_K, Q5_K and Q6_K
+// with AVX-512 VNNI), filled by useSIMD like gemmR8Kernels. Their float
 // contracts are their own (see gemmQ4_0R16Generic, gemmQ4KR16Generic,
-// gemmQ6KR16Generic): results do not
+// gemmQ5KR16Generic, gemmQ6KR16Generic): results do not
 // depend on the batch, the thread count or the rows' grouping, but differ
 // in the last bits from the single-row kernels on the file layout.
 var gemmR16Kernels = map[Type]gemmR16Func{}
 
 // r16Vectors is how many activation vectors MatMul hands a sixteen-row
 // kernel per call: as many as it computes in one pass over the weights
-// (Q4_K's and Q6_K's kernels hold eight vectors' sums and accumulators
+// (the K-quants' kernels hold eight vectors' sums and accumulators
 // in their 32 registers, Q4_0's four).
-var r16Vectors = map[Type]int{Q4_0: 4, Q4_K: 8, Q6_K: 8}
+var r16Vectors = map[Type]int{Q4_0: 4, Q4_K: 8, Q5_K: 8, Q6_K: 8}
 
 // gemmR8Kernels are the multi-row kernels of repacked types, filled by
 // useSIMD where the CPU has them (amd64 with AVX-512 VNNI: Q5_0, Q8_0);
@@ -106,18 +124,19 @@ var r16Vectors = map[Type]int{Q4_0: 4, Q4_K: 8, Q6_K: 8}
 var gemmR8Kernels = map[Type]gemmR8Func{}
 
 // Repack converts m's weights, where the CPU has a multi-row kernel for its
-// type (Q4_0, Q5_0, Q8_0, Q4_K and Q6_K with AVX-512 VNNI), into the interleaved layout that
+// type (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K with AVX-512 VNNI), into the interleaved layout that
 // kernel reads, in newly allocated memory, and reports whether it did.
 // MatMul then reads the repacked copy and gives bit-identical results (the
 // kernels keep the single-row kernel's float operations), except for
-// Q4_0, Q4_K and Q6_K, whose sixteen-row kernels have contracts of their
-// own (see gemmQ4_0R16Generic, gemmQ4KR16Generic, gemmQ6KR16Generic) and
-// whose rows need not be a multiple of RowGroup.
+// Q4_0, Q4_K, Q5_K and Q6_K, whose sixteen-row kernels have contracts of
+// their own (see gemmQ4_0R16Generic, gemmQ4KR16Generic,
+// gemmQ5KR16Generic, gemmQ6KR16Generic) and whose rows need not be a
+// multiple of RowGroup.
 // m.Data is left
 // as it was (it may alias a read-only mapping) but is no longer read by
 // MatMul; a caller whose Data is mapped from a file can drop those pages
-// (see model/engine). Rows must be a multiple of RowGroup but for Q4_0,
-// Q4_K and Q6_K.
+// (see model/engine). Rows must be a multiple of RowGroup but for the
+// sixteen-row types.
 //
 // Repack must not run concurrently with a MatMul of m.
 func (m *Matrix) Repack() bool { return m.RepackInto(func(n int) []byte { return make([]byte, n) }) }
@@ -414,11 +433,7 @@ func gemmQ8_0R8Generic(nb int, w, x []byte, xstride, na int, out []float32, ostr
 func repackQ4K(m *Matrix, out []byte) {
 	le := binary.LittleEndian
 	eachWideBlock(m, out, q4kColBytes, func(dst, src []byte, r int) {
-		copy(dst[2*r:], src[0:2])
-		copy(dst[32+2*r:], src[2:4])
-		for i := 0; i < 3; i++ {
-			copy(dst[64+64*i+4*r:][:4], src[4+4*i:])
-		}
+		putK4Head(dst, src, r)
 		for c := 0; c < 32; c++ {
 			le.PutUint32(dst[256+64*c+4*r:], le.Uint32(src[16+4*c:]))
 		}
@@ -434,8 +449,26 @@ func repackQ4K(m *Matrix, out []byte) {
 // no horizontal sum. So a row's result depends on nothing but its weights
 // and the vector. Rows are laid out as repackQ4K says.
 func gemmQ4KR16Generic(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int) {
+	twinK4R16(nb, w, x, xstride, na, out, ostride, false)
+}
+
+// gemmQ5KR16Generic is the portable twin of the repacked Q5_K kernel and
+// defines its float contract: gemmQ4KR16Generic's, with q the 5-bit
+// values (the nibble and the fifth bit, bit s of the row's qh byte for
+// sub-block s). Rows are laid out as repackQ5K says.
+func gemmQ5KR16Generic(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int) {
+	twinK4R16(nb, w, x, xstride, na, out, ostride, true)
+}
+
+// twinK4R16 is the twin of the repacked Q4_K (five false) or Q5_K
+// (five true) kernel: see gemmQ4KR16Generic.
+func twinK4R16(nb int, w []byte, x []byte, xstride, na int, out []float32, ostride int, five bool) {
 	le := binary.LittleEndian
-	twinR16(nb, w, x, xstride, na, out, ostride, q4kColBytes, 292, func(grp, xb []byte, rr int, acc float32) float32 {
+	colB, qs := q4kColBytes, func(c int) int { return 256 + 64*c }
+	if five {
+		colB, qs = q5kColBytes, q5kQsOff
+	}
+	twinR16(nb, w, x, xstride, na, out, ostride, colB, 292, func(grp, xb []byte, rr int, acc float32) float32 {
 		dx := math.Float32frombits(le.Uint32(xb))
 		var packed [12]byte
 		for i := 0; i < 3; i++ {
@@ -447,7 +480,10 @@ func gemmQ4KR16Generic(nb int, w []byte, x []byte, xstride, na int, out []float3
 			msum += int32(mn[s]) * (int32(int16(le.Uint16(xb[260+4*s:]))) + int32(int16(le.Uint16(xb[262+4*s:]))))
 			var t int32
 			for e := 0; e < 32; e++ {
-				q := grp[256+64*(8*(s/2)+e/4)+4*rr+e%4] >> (4 * (s % 2)) & 0x0F
+				q := grp[qs(8*(s/2)+e/4)+4*rr+e%4] >> (4 * (s % 2)) & 0x0F
+				if five {
+					q |= grp[q5kQhOff(e/4)+4*rr+e%4] >> s & 1 << 4
+				}
 				t += int32(q) * int32(int8(xb[4+32*s+e]))
 			}
 			isum += int32(sc[s]) * t
@@ -456,6 +492,37 @@ func gemmQ4KR16Generic(nb int, w []byte, x []byte, xstride, na int, out []float3
 		dm := F16ToF32(le.Uint16(grp[32+2*rr:])) * dx
 		acc = fma32(-dm, float32(msum), acc)
 		return fma32(float32(isum), d, acc)
+	})
+}
+
+// putK4Head puts row r's d, dmin and 12 bytes of packed scales (the
+// first 16 bytes of a Q4_K or Q5_K block, src) into a repacked column
+// dst: d at 2r, dmin at 32+2r, scale dword i at 64+64i+4r.
+func putK4Head(dst, src []byte, r int) {
+	copy(dst[2*r:], src[0:2])
+	copy(dst[32+2*r:], src[2:4])
+	for i := 0; i < 3; i++ {
+		copy(dst[64+64*i+4*r:][:4], src[4+4*i:])
+	}
+}
+
+// repackQ5K lays Q5_K rows out for the sixteen-row kernel
+// (eachWideBlock) as repackQ4K does Q4_K's (q5kColBytes = 16 × 176, no
+// growth, 44 cache lines): d, dmin and the packed scales as in Q4_K's
+// column, then eight 64-byte chunks of fifth bits (chunk k at
+// q5kQhOff(k) holds each row's qh bytes 4k..4k+3, row r at 4r; bit s of
+// qh byte e is element e's of sub-block s) and Q4_K's 32 chunks of
+// nibbles (chunk c at q5kQsOff(c)).
+func repackQ5K(m *Matrix, out []byte) {
+	le := binary.LittleEndian
+	eachWideBlock(m, out, q5kColBytes, func(dst, src []byte, r int) {
+		putK4Head(dst, src, r)
+		for k := 0; k < 8; k++ {
+			le.PutUint32(dst[q5kQhOff(k)+4*r:], le.Uint32(src[16+4*k:]))
+		}
+		for c := 0; c < 32; c++ {
+			le.PutUint32(dst[q5kQsOff(c)+4*r:], le.Uint32(src[48+4*c:]))
+		}
 	})
 }
 

@@ -103,6 +103,7 @@ var r16Kernels = []struct {
 }{
 	{Q4_0, gemmQ4_0R16VNNI, gemmQ4_0R16Generic, q40ColBytes, q8sBlockBytes, quantizeRowQ8_0Sums, []int{1, 2, 3, 16, 64}},
 	{Q4_K, gemmQ4KR16VNNI, gemmQ4KR16Generic, q4kColBytes, 292, quantizeRowQ8K, []int{1, 2, 3, 8, 16}},
+	{Q5_K, gemmQ5KR16VNNI, gemmQ5KR16Generic, q5kColBytes, 292, quantizeRowQ8K, []int{1, 2, 3, 8, 16}},
 	{Q6_K, gemmQ6KR16VNNI, gemmQ6KR16Generic, q6kColBytes, 292, quantizeRowQ8K, []int{1, 2, 3, 8, 16}},
 }
 
@@ -208,7 +209,7 @@ func TestMatMulRepackedMatches(t *testing.T) {
 		for _, sh := range []struct {
 			typ        Type
 			rows, cols int
-		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q4_0, 40, 96}, {Q4_0, 12, 64}, {Q4_0, 3, 32}, {Q4_0, 44, 96}, {Q8_0, 16, 96}, {Q8_0, 64, 768}, {Q5_0, 8, 32}, {Q5_0, 40, 288}, {Q4_K, 8, 256}, {Q4_K, 48, 512}, {Q4_K, 24, 768}, {Q4_K, 12, 256}, {Q4_K, 3, 512}, {Q6_K, 8, 256}, {Q6_K, 48, 512}, {Q6_K, 24, 768}, {Q6_K, 12, 256}, {Q6_K, 3, 512}} {
+		}{{Q4_0, 8, 32}, {Q4_0, 24, 256}, {Q4_0, 256, 768}, {Q4_0, 40, 96}, {Q4_0, 12, 64}, {Q4_0, 3, 32}, {Q4_0, 44, 96}, {Q8_0, 16, 96}, {Q8_0, 64, 768}, {Q5_0, 8, 32}, {Q5_0, 40, 288}, {Q4_K, 8, 256}, {Q4_K, 48, 512}, {Q4_K, 24, 768}, {Q4_K, 12, 256}, {Q4_K, 3, 512}, {Q6_K, 8, 256}, {Q6_K, 48, 512}, {Q6_K, 24, 768}, {Q6_K, 12, 256}, {Q6_K, 3, 512}, {Q5_K, 8, 256}, {Q5_K, 48, 512}, {Q5_K, 24, 768}, {Q5_K, 12, 256}, {Q5_K, 3, 512}} {
 			m, _ := quantMatrix(t, r, sh.typ, sh.rows, sh.cols)
 			pm := *m
 			require.True(t, pm.Repack())
@@ -260,15 +261,15 @@ func TestMatMulRepackedMatches(t *testing.T) {
 	require.Nil(t, rm.Data)
 	MatMul(p, got, rm, x, 5)
 	require.Equal(t, want, got)
-	keep, _ := quantMatrix(t, r, Q5_K, 8, 256)
+	keep, _ := quantMatrix(t, r, Q3_K, 8, 256)
 	require.False(t, keep.ReleaseData())
 	require.NotEmpty(t, keep.Data)
 
 	// Matrices Repack leaves alone.
 	m, _ := quantMatrix(t, r, Q8_0, 12, 64)
 	require.False(t, m.Repack(), "rows not a multiple of 8")
-	m, _ = quantMatrix(t, r, Q5_K, 8, 256)
-	require.False(t, m.Repack(), "no repacked Q5_K kernel")
+	m, _ = quantMatrix(t, r, Q3_K, 8, 256)
+	require.False(t, m.Repack(), "no repacked Q3_K kernel")
 }
 
 // TestMatMulRepackedNoAlloc: the repacked path allocates nothing either.

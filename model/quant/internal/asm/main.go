@@ -20,11 +20,11 @@
 // 512-bit register: lanes 0-7 hold vector 2p's eight lanes, lanes 8-15 vector
 // 2p+1's, and each float instruction does the work of two AVX2 ones.
 //
-// The sixteen-row kernels of repacked Q4_0, Q4_K and Q6_K (q40r16,
+// The sixteen-row kernels of repacked Q4_0, Q4_K, Q5_K and Q6_K (q40r16,
 // q4kr16, q6kr16 in q6k.go) are the exception: they have float contracts
 // of their own (one or two FMAs per row, vector and block; see
-// gemmQ4_0R16Generic, gemmQ4KR16Generic and gemmQ6KR16Generic in
-// model/quant).
+// gemmQ4_0R16Generic, gemmQ4KR16Generic, gemmQ5KR16Generic and
+// gemmQ6KR16Generic in model/quant).
 //
 // avo v0.5.0 has no AVX-512 VNNI instructions, so VPDPBUSD is emitted raw.
 package main
@@ -912,11 +912,20 @@ func q40r16(name string, na int) {
 // acc, each one fused operation with the products rounded to float32, and
 // out[16*a+r] is lane r of vector a's accumulator (no horizontal sum).
 //
+// With five (Q5_K, see repackQ5K in model/quant) the column is Q4_K's
+// with eight chunks of fifth bits (q5kQh) among the nibbles (q5kQs), and
+// each nibble register gets its fifth bit merged in (q5kWeights); the
+// contract is the same with 5-bit q.
+//
 // Registers: Z16-Z23 the accumulators, Z24-Z31 isum, Z8-Z15 sub-block
 // sums (with na <= 4 both sub-blocks of a chunk at once, Z8-Z11 and
 // Z12-Z15, so each chunk is loaded once; with more vectors one sub-block at
 // a time, each chunk loaded twice), Z0 the nibble mask.
-func q4kr16(name string, na int) {
+func q4kr16(name string, na int, five bool) {
+	colB, qs := q4kColB, func(c int) int { return 256 + 64*c }
+	if five {
+		colB, qs = q5kColB, q5kQs
+	}
 	header(name, "func(nb int, w *byte, x *byte, xstride int, out *float32, ostride int)")
 	if na > 4 {
 		LEAQ(Mem{Base: R10, Index: R9, Scale: 2}, R11)
@@ -1006,14 +1015,22 @@ func q4kr16(name string, na int) {
 					}
 				}
 			}
+			if five {
+				Comment("Z5 = 0x10 bytes")
+				VMOVDQU32(b10, Z5)
+			}
 			for k := 0; k < 8; k++ {
-				pair(256+64*(8*j+k), Z1)
-				if h <= 0 {
-					VPANDD(Z0, Z1, Z2)
-				}
-				if h != 0 {
-					VPSRLW(U8(4), Z1, Z3)
-					VPANDD(Z0, Z3, Z3)
+				pair(qs(8*j+k), Z1)
+				if five {
+					q5kWeights(j, h, k)
+				} else {
+					if h <= 0 {
+						VPANDD(Z0, Z1, Z2)
+					}
+					if h != 0 {
+						VPSRLW(U8(4), Z1, Z3)
+						VPANDD(Z0, Z3, Z3)
+					}
 				}
 				for a := 0; a < na; a++ {
 					for hh := 0; hh < 2; hh++ {
@@ -1039,7 +1056,7 @@ func q4kr16(name string, na int) {
 	}
 	Comment("acc += (d*d_x) * isum; Z5 = d")
 	halfPair(0, Z5)
-	kColumnEnd(name, na, q4kColB, Z5, func(a int) VecPhysical { return part(a, 0) }, isum, acc)
+	kColumnEnd(name, na, colB, Z5, func(a int) VecPhysical { return part(a, 0) }, isum, acc)
 }
 
 // kColumnEnd ends the loop body of a K-quant sixteen-row kernel (Q8_K
@@ -1474,7 +1491,10 @@ func vnniKernels() {
 	q40r8("gemmQ5_0R8x1VNNI", 1, false, true)
 	q40r8("gemmQ5_0R8x4VNNI", 4, false, true)
 	for na := 1; na <= 8; na++ {
-		q4kr16(fmt.Sprintf("gemmQ4KR16x%dVNNI", na), na)
+		q4kr16(fmt.Sprintf("gemmQ4KR16x%dVNNI", na), na, false)
+	}
+	for na := 1; na <= 8; na++ {
+		q4kr16(fmt.Sprintf("gemmQ5KR16x%dVNNI", na), na, true)
 	}
 	q6kKernels()
 	quantQ8K()

@@ -204,3 +204,53 @@ func sbs(n, kh int, js []int) []int {
 	}
 	return s
 }
+
+// q5kColB is the size of a repacked Q5_K block column (sixteen rows'
+// 176-byte super-blocks, 44 cache lines); see repackQ5K in model/quant
+// for its layout, which q5kQh and q5kQs follow.
+const q5kColB = 16 * 176
+
+// q5kQh is where fifth-bit chunk k (0-7) of a repacked Q5_K column
+// starts: each before nibble chunk k, so that the first pass over the
+// column reads one forward stream.
+func q5kQh(k int) int { return 256 + 128*k }
+
+// q5kQs is where nibble chunk c (0-31) of a repacked Q5_K column starts.
+func q5kQs(c int) int {
+	if c < 8 {
+		return q5kQh(c) + 64
+	}
+	return 256 + 1024 + 64*(c-8)
+}
+
+// q5kWeights builds, in q4kr16's chunk loop of a Q5_K kernel (chunk
+// 8j+k of nibbles in Z1, 0x10 bytes in Z5, the nibble mask in Z0), the
+// 5-bit weights of sub-block 2j (h = 0) in Z2 and of sub-block 2j+1 (h =
+// 1) in Z3, or both (h < 0): the nibble, and the fifth bits (bit s of
+// fifth-bit chunk k, for sub-block s) shifted to bit 4 and masked, merged
+// by one VPTERNLOGD bit-select. Z4 and Z7 are clobbered.
+func q5kWeights(j, h, k int) {
+	VMOVDQU64(Mem{Base: RSI, Disp: q5kQh(k)}, Z4)
+	for hh := 0; hh < 2; hh++ {
+		if h != hh && h >= 0 {
+			continue
+		}
+		dst, nib := []VecPhysical{Z2, Z3}[hh], Z1
+		switch s := 2*j + hh; {
+		case s < 4:
+			VPSLLW(U8(4-s), Z4, dst)
+			VPANDD(Z5, dst, dst)
+		case s == 4:
+			VPANDD(Z5, Z4, dst)
+		default:
+			VPSRLW(U8(s-4), Z4, dst)
+			VPANDD(Z5, dst, dst)
+		}
+		if hh == 1 {
+			VPSRLW(U8(4), Z1, Z7)
+			nib = Z7
+		}
+		// dst = Z0 ? nib : dst, bit by bit
+		VPTERNLOGD(U8(0xD8), Z0, nib, dst)
+	}
+}
