@@ -29,9 +29,9 @@ type Options struct {
 	Logger *slog.Logger
 	// NoRepack keeps every weight matrix in the file's layout. By default
 	// the matrices of types with a multi-row kernel on this CPU (Q4_0,
-	// Q5_0, Q8_0, Q4_K and Q6_K with AVX-512 VNNI; see quant.Matrix.Repack) are
+	// Q5_0, Q8_0, Q4_K, Q5_K and Q6_K with AVX-512 VNNI; see quant.Matrix.Repack) are
 	// repacked at load, which is faster and gives bit-identical results,
-	// but for Q4_0, Q4_K and Q6_K, whose repacked kernels round once per block
+	// but for Q4_0 and the K-quants, whose repacked kernels round once per block
 	// and row (results within float tolerance, the same greedy ids on the
 	// fixtures); the option is for comparisons.
 	NoRepack bool

@@ -30,7 +30,7 @@ const (
 	repackMagic = "RBEE-REPACK\n"
 	// repackLayout versions the repacked layouts: change it with any
 	// layout in model/quant/repack.go, so old files stop matching.
-	repackLayout = "rbee repack layout 6" // 2: Q5_0; 3: Q4_0 in chunks for the sixteen-row kernel; 4: Q4_K too; 5: sixteen rows one stream; 6: Q6_K
+	repackLayout = "rbee repack layout 7" // 2: Q5_0; 3: Q4_0 in chunks for the sixteen-row kernel; 4: Q4_K too; 5: sixteen rows one stream; 6: Q6_K; 7: Q5_K
 	repackHeader = 4096
 	repackAlign  = 4096
 	repackExt    = ".repack"

@@ -15,8 +15,8 @@ import (
 // CPUs with the repacked Q4_0 kernel.
 const stories260KQ4_0 = "../../testdata/gguf/stories260K-quant/stories260K-Q4_0.gguf"
 
-// TestRepackedMatchesFileLayout: a Q4_0, Q5_0, Q8_0, Q4_K or Q6_K model loaded with repacking (the
-// default) gives the same logits, bit for bit (Q4_0, Q4_K and Q6_K: within
+// TestRepackedMatchesFileLayout: a Q4_0, Q5_0, Q8_0, Q4_K, Q5_K or Q6_K model loaded with repacking (the
+// default) gives the same logits, bit for bit (Q4_0 and the K-quants: within
 // float tolerance, their repacked kernels' contracts being their own), and the same
 // greedy ids as the same model loaded with NoRepack, for a prompt
 // evaluated as one batch and token by token; and each gives the same
@@ -33,6 +33,8 @@ func TestRepackedMatchesFileLayout(t *testing.T) {
 	q4k := writeSynth(t, cfg)
 	cfg.Type = quant.Q6_K
 	q6k := writeSynth(t, cfg)
+	cfg.Type = quant.Q5_K
+	q5k := writeSynth(t, cfg)
 	// Mixtures of experts: each expert's matrices are repacked too.
 	moe := synth.DefaultConfig()
 	moe.Arch, moe.Type, moe.Dim, moe.FF, moe.Heads, moe.KVHeads = "qwen3moe", quant.Q8_0, 128, 256, 4, 2
@@ -45,7 +47,7 @@ func TestRepackedMatchesFileLayout(t *testing.T) {
 	for _, path := range []string{
 		stories260KQ4_0, q40, "../../testdata/gguf/stories260K-quant/stories260K-Q8_0.gguf", q80,
 		"../../testdata/gguf/kquant/kquant-Q4_K.gguf", q4k, "../../testdata/gguf/kquant/kquant-Q6_K.gguf", q6k,
-		q50, q3moe, q2moe, mixtral,
+		q5k, q50, q3moe, q2moe, mixtral,
 	} {
 		// An f32 KV cache: the f16 one's rounding would turn the kernels'
 		// last-bit differences into larger ones.
@@ -86,13 +88,13 @@ func TestRepackedMatchesFileLayout(t *testing.T) {
 			return append([]float32(nil), l...)
 		}
 		wq := packed.layers[0].wq
-		own := (wq.Type == quant.Q4_0 || wq.Type == quant.Q4_K || wq.Type == quant.Q6_K) && wq.Repacked()
+		own := (wq.Type == quant.Q4_0 || wq.Type == quant.Q4_K || wq.Type == quant.Q5_K || wq.Type == quant.Q6_K) && wq.Repacked()
 		for name, f := range map[string]func(*Model) []float32{"batch": batch, "single": single} {
 			a, b := f(packed), f(plain)
 			require.Len(t, a, len(b))
 			for i := range a {
 				if own {
-					// Q4_0's, Q4_K's and Q6_K's repacked kernels have
+					// Q4_0's and the K-quants' repacked kernels have
 					// float contracts of their own: one or two FMAs per
 					// block and row.
 					require.InDelta(t, b[i], a[i], 1e-3*(1+math.Abs(float64(b[i]))), "%s %s logit %d", path, name, i)
