@@ -46,13 +46,6 @@ const (
 	q4kColBytes = 2 * q4kGroupBytes
 )
 
-// The sixteen-row Q6_K layout (see repackQ6K): a block column is the
-// sixteen rows' 210-byte super-blocks and 32 bytes of padding after their
-// d, so that a column is 53 cache lines and every 64-byte load of the
-// kernel one aligned line. (Without the padding, 52.5 lines, every other
-// column's loads straddled two lines: from memory the kernel streamed
-// 0.7× the single-row kernel's bytes instead of 1.4-1.7×.) The scales
-// start at q6kScalesOff, the quants at q6kQuantsOff.
 // q5kColBytes is the size of a block column of the sixteen-row Q5_K
 // layout (see repackQ5K).
 const q5kColBytes = wideGroup * 176
@@ -64,6 +57,8 @@ const q5kColBytes = wideGroup * 176
 // memory), then nibble chunks 8-31.
 func q5kQhOff(k int) int { return 256 + 128*k }
 
+// q5kQsOff is where nibble chunk c (0-31) of a repacked Q5_K column
+// starts (see q5kQhOff).
 func q5kQsOff(c int) int {
 	if c < 8 {
 		return q5kQhOff(c) + 64
@@ -71,6 +66,14 @@ func q5kQsOff(c int) int {
 	return 256 + 1024 + 64*(c-8)
 }
 
+// The sixteen-row Q6_K layout (see repackQ6K): a block column is the
+// sixteen rows' 210-byte super-blocks and 32 bytes of padding after their
+// d, so that a column is 53 cache lines and every 64-byte load of the
+// kernel one aligned line. (Without the padding, 52.5 lines, every other
+// column's loads straddled two lines: from memory the kernel streamed
+// 0.72-1.03× the single-row kernel's bytes, median 0.83, instead of
+// 0.94-1.57×, median 1.22: model/quant's DESIGN.md.) The scales
+// start at q6kScalesOff, the quants at q6kQuantsOff.
 const (
 	q6kColBytes  = wideGroup*210 + 32
 	q6kScalesOff = 64
