@@ -245,10 +245,14 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	if chat && len(names) > 0 {
 		tools = &worker.ToolStream{}
 	}
-	// A model that answers in harmony (gpt-oss; the worker's started
-	// event says so): its analysis channel is the message's thinking,
-	// as Ollama returns it, and its calls are parsed from the markers.
-	var harmony *worker.HarmonyStream
+	// A model that answers with reasoning (gpt-oss's harmony, a
+	// think-tag model's <think> block; the worker's started event says
+	// so): its reasoning is the thinking (the chat message's, the
+	// generate answer's), as Ollama returns it, and its calls are parsed
+	// after it; think false drops it, as Ollama strips it. A raw prompt
+	// is the client's own: its answer is read as it is.
+	var harmony worker.ReasoningStream
+	strip := req.StripsThinking()
 	var end worker.EndEvent
 	var st relay.State
 	started := false
@@ -263,8 +267,11 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 			if ttft == 0 {
 				ttft = time.Since(routed)
 			}
-			if chat && st.Harmony && harmony == nil {
-				harmony, tools = worker.NewHarmonyStream(len(names) > 0), nil
+			if (chat || !req.Raw) && st.Format != "" && harmony == nil {
+				harmony = worker.NewReasoningStream(st.Format, st.ThinkOpen, len(names) > 0)
+				if harmony != nil {
+					tools = nil
+				}
 			}
 			if te.Logprob != nil {
 				logprobs = append(logprobs, *te.Logprob)
@@ -276,6 +283,9 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 			text, thinking := te.Text, ""
 			if harmony != nil {
 				text, thinking = harmony.Push(text)
+				if strip {
+					thinking = ""
+				}
 			} else if tools != nil {
 				text = tools.Push(text)
 			}
@@ -329,16 +339,26 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 			content, thinking = harmony.Push(string(full))
 		}
 		rest, restThinking, calls := harmony.Finish(names)
-		msg := final["message"].(ollama.Message)
+		if strip {
+			thinking, restThinking = "", ""
+		}
 		if stream {
 			if rest != "" || restThinking != "" {
 				line(thinkingChunk(chunk(rest, false), restThinking))
 			}
 		} else {
-			msg.Content, msg.Thinking = content+rest, thinking+restThinking
+			if msg, ok := final["message"].(ollama.Message); ok {
+				msg.Content = content + rest
+				final["message"] = msg
+			} else {
+				final["response"] = content + rest
+			}
+			final = thinkingChunk(final, thinking+restThinking)
 		}
-		msg.ToolCalls = ollama.Calls(calls)
-		final["message"] = msg
+		if msg, ok := final["message"].(ollama.Message); ok {
+			msg.ToolCalls = ollama.Calls(calls)
+			final["message"] = msg
+		}
 	}
 	if tools != nil {
 		var rest string
@@ -383,11 +403,14 @@ func (n *Node) ollama(w http.ResponseWriter, r *http.Request, chat bool) {
 	writeJSON(w, http.StatusOK, final)
 }
 
-// thinkingChunk adds thinking to a chat chunk's message.
+// thinkingChunk adds thinking to a chunk: a chat chunk's message's, a
+// generate chunk's own (Ollama's GenerateResponse.thinking).
 func thinkingChunk(c map[string]any, thinking string) map[string]any {
 	if m, ok := c["message"].(ollama.Message); ok {
 		m.Thinking = thinking
 		c["message"] = m
+	} else if thinking != "" {
+		c["thinking"] = thinking
 	}
 	return c
 }

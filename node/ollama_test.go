@@ -392,11 +392,11 @@ func TestOllamaParams(t *testing.T) {
 		{"images", "/api/generate", gen(`,"images":["AAAA"]`), 400, "images"},
 		{"context", "/api/generate", gen(`,"context":[1,2,3]`), 400, "context"},
 		{"template", "/api/generate", gen(`,"template":"{{ .Prompt"`), 400, "template"},
-		// think true (medium effort) and a level reach the worker as
-		// reasoning_effort, which a model whose template takes none
-		// refuses; another value is refused here.
+		// think true and a level reach the worker, which refuses them
+		// for a model that writes no reasoning (TestOllamaThink: one
+		// that does); another value is refused here.
 		{"think", "/api/generate", gen(`,"think":true`), 400, "think"},
-		{"think level", "/api/chat", `{"model":"stories260k","messages":[{"role":"user","content":"x"}],"think":"high"}`, 400, "takes no reasoning effort"},
+		{"think level", "/api/chat", `{"model":"stories260k","messages":[{"role":"user","content":"x"}],"think":"high"}`, 400, "does not think"},
 		{"think unknown level", "/api/generate", gen(`,"think":"extreme"`), 400, "think must be true, false, or one of low, medium, high"},
 		{"raw with system", "/api/generate", gen(`,"raw":true,"system":"x"`), 400, "raw"},
 		{"tools on generate", "/api/generate", gen(`,"tools":[]`), 400, `unknown field "tools"`},

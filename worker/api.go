@@ -238,6 +238,9 @@ type StartedEvent struct {
 	// harmony format: the text holds its markers, which a node parses
 	// (HarmonyStream) for Ollama's /api/chat. Empty: plain text.
 	Format string `json:"format,omitempty"`
+	// ThinkOpen: the format is FormatThink and the prompt opened the
+	// think block, so the answer starts as reasoning (NewReasoningStream).
+	ThinkOpen bool `json:"think_open,omitempty"`
 }
 
 // TokenEvent carries one generated token. Text may be empty while a
@@ -290,7 +293,7 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 	defer j.finish()
 	out := sse.Start(w)
 	if err := out.JSON("started", StartedEvent{ID: j.id, PromptTokens: len(j.req.Prompt) - j.req.Resume, MaxTokens: j.req.MaxTokens, Slot: j.slot.id, Resumed: j.req.Resume,
-		Format: j.format()}); err != nil {
+		Format: j.format(), ThinkOpen: j.format() == FormatThink && j.thinkOpen()}); err != nil {
 		return
 	}
 	res, err := j.generate(func(t Token) error {

@@ -42,8 +42,10 @@ func newEngineModel(m *engine.Model, log *slog.Logger) *engineModel {
 		style = ToolStyleHermes
 	}
 	tok := m.Tokenizer()
-	harmony := HarmonyFormat(func(s string) bool { _, ok := tok.TokenID(s); return ok }, tmpl)
+	hasToken := func(s string) bool { _, ok := tok.TokenID(s); return ok }
+	harmony := HarmonyFormat(hasToken, tmpl)
 	return &engineModel{m: m, bt: newBatcher(m, log), toolStyle: style, chatTemplate: strings.TrimSpace(tmpl) != "", tools: TemplateTools(tmpl), harmony: harmony,
+		thinkTags:       !harmony && ThinkTagFormat(hasToken, tmpl),
 		reasoningEffort: TemplateReasoningEffort(tmpl),
 		vocab:           sync.OnceValue(func() *grammar.Vocab { return grammar.TokenizerVocab(m.Tokenizer()) })}
 }
@@ -63,6 +65,8 @@ type engineModel struct {
 	tools bool
 	// harmony: the model writes harmony (ModelInfo.Harmony).
 	harmony bool
+	// thinkTags: the model writes think tags (ModelInfo.ThinkTags).
+	thinkTags bool
 	// reasoningEffort: the template reads reasoning_effort
 	// (ModelInfo.ReasoningEffort).
 	reasoningEffort bool
@@ -98,8 +102,25 @@ func (e *engineModel) Info() ModelInfo {
 		Name: i.Name, Arch: i.Arch, ContextLength: i.ContextLength, TrainContextLength: i.TrainContextLength,
 		VocabSize: i.VocabSize, Params: i.Params, Quantization: i.Quantization, KVCache: i.KVCache,
 		Layers: i.Layers, Dim: i.Dim, Heads: i.Heads, KVHeads: i.KVHeads, MaxTokenBytes: i.MaxTokenBytes,
-		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate, Tools: e.tools, Harmony: e.harmony, ReasoningEffort: e.reasoningEffort,
+		ToolStyle: e.toolStyle, ChatTemplate: e.chatTemplate, Tools: e.tools, Harmony: e.harmony, ThinkTags: e.thinkTags, ReasoningEffort: e.reasoningEffort,
 	}
+}
+
+// thinkTail is how many of a prompt's last tokens OpensThink decodes:
+// "<think>" and the line break after it, in a vocabulary without a
+// <think> token, are at most eight tokens of one byte each and a few
+// more.
+const thinkTail = 16
+
+// OpensThink reports whether a rendered prompt ends inside an open
+// <think> block (the generation prompt of QwQ's, the later R1's
+// templates): its text ends with <think> and blanks.
+func (e *engineModel) OpensThink(prompt []int32) bool {
+	if !e.thinkTags {
+		return false
+	}
+	tail := e.m.Tokenizer().Decode(prompt[max(len(prompt)-thinkTail, 0):])
+	return strings.HasSuffix(strings.TrimRight(tail, blank), thinkOpen)
 }
 
 func (e *engineModel) Encode(text string) []int32 {

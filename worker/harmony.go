@@ -41,10 +41,28 @@ const FormatHarmony = "harmony"
 
 // format is the started event's Format of the job's model.
 func (j *job) format() string {
-	if j.model.Info().Harmony {
+	switch info := j.model.Info(); {
+	case info.Harmony:
 		return FormatHarmony
+	case info.ThinkTags:
+		return FormatThink
 	}
 	return ""
+}
+
+// thinkOpen reports whether the job's prompt (the request's own, without
+// resumed tokens) ends inside an open think block, so the answer starts
+// as reasoning. A constrained answer (a JSON response, a forced call)
+// never does: the grammar writes it from its first token.
+func (j *job) thinkOpen() bool {
+	to, ok := j.model.(thinkOpener)
+	return ok && j.req.Schema == nil && to.OpensThink(j.req.Prompt[:len(j.req.Prompt)-j.req.Resume])
+}
+
+// reasoning is the stream that parses the job's chat answer, nil for a
+// model that writes no reasoning format.
+func (j *job) reasoning() ReasoningStream {
+	return NewReasoningStream(j.format(), j.thinkOpen(), j.g.tools.names != nil)
 }
 
 // Harmony's markers: special tokens of o200k_harmony.
@@ -99,7 +117,11 @@ func (g *genRequest) templateVars(info ModelInfo) (map[string]json.RawMessage, *
 		return nil, badRequest("reasoning_effort", "invalid_value", fmt.Sprintf("reasoning_effort %q: expected %s", effort, strings.Join(reasoningEfforts, ", ")))
 	}
 	if !info.ReasoningEffort {
-		return nil, badRequest("reasoning_effort", codeUnsupportedParam, "reasoning_effort (Ollama's think): this model's chat template takes no reasoning effort (rbee returns separate reasoning for a model whose template does, as gpt-oss's; think false asks a template for none)")
+		msg := "reasoning_effort: this model's chat template takes no reasoning effort"
+		if info.ThinkTags {
+			msg += " (this model thinks or not: chat_template_kwargs.enable_thinking, Ollama's think true or false)"
+		}
+		return nil, badRequest("reasoning_effort", codeUnsupportedParam, msg)
 	}
 	raw, _ := json.Marshal(effort)
 	if kw, ok := g.ChatTemplateKwargs["reasoning_effort"]; ok && !bytes.Equal(bytes.TrimSpace(kw), raw) {
@@ -335,11 +357,10 @@ func markerPrefix(s string) int {
 	return 0
 }
 
-// harmonyAnswer reads a whole harmony answer (text) as the assistant's
-// message, with the same stream a streamed answer goes through; fr is
-// the finish reason, "tool_calls" when the answer has calls.
-func harmonyAnswer(text string, plan toolPlan, fr string) (Message, string) {
-	hs := NewHarmonyStream(plan.names != nil)
+// reasoningAnswer reads a whole answer (text) as the assistant's
+// message, with the same stream (hs) a streamed answer goes through; fr
+// is the finish reason, "tool_calls" when the answer has calls.
+func reasoningAnswer(hs ReasoningStream, text string, plan toolPlan, fr string) (Message, string) {
 	c, r := hs.Push(text)
 	rc, rr, calls := hs.Finish(plan.names)
 	msg := Message{Role: "assistant", Content: c + rc, ReasoningContent: r + rr}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"encoding/json"
+	"maps"
 	"math"
 	"net/http"
 	"path/filepath"
@@ -135,7 +136,12 @@ func TestHarmonyStream(t *testing.T) {
 // harmonyRun pushes an answer's parts through a HarmonyStream (with
 // tools names) and returns all it gave: content, reasoning, calls.
 func harmonyRun(names []string, parts ...string) (content, reasoning string, calls []ToolCall) {
-	hs := NewHarmonyStream(true)
+	return reasoningRun(NewHarmonyStream(true), names, parts...)
+}
+
+// reasoningRun pushes an answer's parts through hs and returns all it
+// gave: content, reasoning, calls (names are the tools').
+func reasoningRun(hs ReasoningStream, names []string, parts ...string) (content, reasoning string, calls []ToolCall) {
 	var c, r strings.Builder
 	for _, p := range parts {
 		pc, pr := hs.Push(p)
@@ -219,6 +225,37 @@ func chatStreamed(t *testing.T, resp *http.Response) (msg Message, finish string
 	return msg, finish, lps
 }
 
+// chatBothWays posts a chat (body) whole and streamed and checks that
+// the two agree: the message (tool call ids checked, then cleared), the
+// finish reason and the number of logprobs entries. It returns the
+// message and the whole answer.
+func chatBothWays(t *testing.T, base string, body map[string]any) (Message, ChatCompletion) {
+	t.Helper()
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var cc ChatCompletion
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
+	got := cc.Choices[0].Message
+	for i := range got.ToolCalls {
+		require.True(t, strings.HasPrefix(got.ToolCalls[i].ID, "call_"))
+		got.ToolCalls[i].ID = ""
+	}
+	lps := 0
+	if lp := cc.Choices[0].Logprobs; lp != nil {
+		lps = len(lp.Content)
+	}
+	stream := maps.Clone(body)
+	stream["stream"] = true
+	smsg, sfinish, slps := chatStreamed(t, post(t, testCtx(t), base+"/v1/chat/completions", stream))
+	for i := range smsg.ToolCalls {
+		smsg.ToolCalls[i].ID = ""
+	}
+	require.Equal(t, got, smsg, "streamed as whole")
+	require.Equal(t, cc.Choices[0].FinishReason, sfinish)
+	require.Equal(t, lps, slps, "the same logprobs entries")
+	return got, cc
+}
+
 // TestHarmonyChat: a gpt-oss model's answers (scripted through the real
 // engine over a harmony vocabulary) come out of /v1/chat/completions as
 // content, reasoning_content and tool calls, streamed and whole alike;
@@ -266,15 +303,7 @@ func TestHarmonyChat(t *testing.T) {
 			if tc.finish == "length" {
 				body["max_tokens"] = cut
 			}
-			resp := post(t, testCtx(t), base+"/v1/chat/completions", body)
-			require.Equal(t, http.StatusOK, resp.StatusCode)
-			var cc ChatCompletion
-			require.NoError(t, json.NewDecoder(resp.Body).Decode(&cc))
-			got := cc.Choices[0].Message
-			for i := range got.ToolCalls {
-				require.True(t, strings.HasPrefix(got.ToolCalls[i].ID, "call_"))
-				got.ToolCalls[i].ID = ""
-			}
+			got, cc := chatBothWays(t, base, body)
 			want := tc.want
 			want.Role = "assistant"
 			if tc.finish == "length" {
@@ -286,17 +315,7 @@ func TestHarmonyChat(t *testing.T) {
 			}
 			require.Equal(t, want, got)
 			require.Equal(t, tc.finish, cc.Choices[0].FinishReason)
-			whole := len(cc.Choices[0].Logprobs.Content)
-			require.Positive(t, whole)
-
-			body["stream"] = true
-			smsg, sfinish, slps := chatStreamed(t, post(t, testCtx(t), base+"/v1/chat/completions", body))
-			for i := range smsg.ToolCalls {
-				smsg.ToolCalls[i].ID = ""
-			}
-			require.Equal(t, want, smsg, "streamed as whole")
-			require.Equal(t, tc.finish, sfinish)
-			require.Equal(t, whole, slps, "the same logprobs entries")
+			require.Positive(t, len(cc.Choices[0].Logprobs.Content))
 		})
 	}
 

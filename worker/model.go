@@ -88,6 +88,10 @@ type ModelInfo struct {
 	// Harmony: the model answers in gpt-oss's harmony format
 	// (HarmonyFormat): the chat endpoints parse its channels and calls.
 	Harmony bool
+	// ThinkTags: the model writes its reasoning between <think> and
+	// </think> (ThinkTagFormat; never with Harmony): the chat endpoints
+	// return it apart from the content.
+	ThinkTags bool
 	// ShardMode is ShardPipeline or ShardTensor for a shard of a group,
 	// empty for the whole model. ShardLo, ShardHi: the shard's layers
 	// [lo, hi) (pipeline) or KV heads [lo, hi) (tensor).

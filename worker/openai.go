@@ -227,8 +227,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			lp.Content = lp.Content[:keptTokens(starts, text.Len())]
 		}
 		msg, fr := Message{Role: "assistant", Content: text.String()}, finishReason(res.StopReason)
-		if j.model.Info().Harmony {
-			msg, fr = harmonyAnswer(msg.Content, j.g.tools, fr)
+		if rs := j.reasoning(); rs != nil {
+			msg, fr = reasoningAnswer(rs, msg.Content, j.g.tools, fr)
 		} else if content, calls := ParseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
 			msg.Content, msg.ToolCalls, fr = content, j.g.tools.limit(calls), "tool_calls"
 		} else if res.StopReason == StopLength {
@@ -255,10 +255,10 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ts *ToolStream
-	var hs *HarmonyStream // gpt-oss: channels and calls parsed from its markers
-	if j.model.Info().Harmony {
-		hs = NewHarmonyStream(j.g.tools.names != nil)
-	} else if j.g.tools.names != nil {
+	// gpt-oss's channels, a think-tag model's reasoning: parsed from the
+	// text, with the calls after it.
+	hs := j.reasoning()
+	if hs == nil && j.g.tools.names != nil {
 		ts = &ToolStream{}
 	}
 	var held []LogprobContent // entries waiting for their token's text

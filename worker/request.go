@@ -124,6 +124,10 @@ type genRequest struct {
 	// ReasoningEffort (OpenAI's reasoning_effort) goes to a template
 	// that reads it, gpt-oss's (templateVars).
 	ReasoningEffort *string `json:"reasoning_effort"`
+	// Think (the native /v1/infer only; the OpenAI endpoints refuse it
+	// as unknown) is Ollama's think, which the model decides
+	// (applyThink).
+	Think *Think `json:"think"`
 	// tools is prepare's decision, for the handlers.
 	tools toolPlan
 
@@ -324,6 +328,9 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 					fmt.Sprintf("the template variable %q comes from the request itself (%s are set by rbee)", k, strings.Join(reserved, ", ")))
 			}
 		}
+		if aerr = g.applyThink(m.Info()); aerr != nil {
+			return gr, aerr
+		}
 		var vars map[string]json.RawMessage
 		if vars, aerr = g.templateVars(m.Info()); aerr != nil {
 			return gr, aerr
@@ -357,6 +364,9 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		}
 		if text == "" {
 			return gr, badRequest("prompt", "missing", "prompt is empty")
+		}
+		if g.Think != nil && g.Think.On {
+			return gr, badRequest("think", "invalid_value", "think applies to a chat (messages, or a prompt the model's chat template renders), not a raw prompt")
 		}
 		if g.ReasoningEffort != nil {
 			return gr, badRequest("reasoning_effort", "invalid_value", "reasoning_effort (Ollama's think) applies to a chat (messages, or a prompt the model's chat template renders), not a raw prompt")

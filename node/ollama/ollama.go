@@ -7,9 +7,7 @@ package ollama
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -124,12 +122,13 @@ type Request struct {
 	// Tools are OpenAI-style function definitions (chat only).
 	Tools []json.RawMessage `json:"tools"`
 	// Think false asks the model's template not to think (the template
-	// variable enable_thinking false, as Qwen3's reads it); true, or a
-	// level (low, medium, high), asks for reasoning at that effort
-	// (true: medium), as Ollama runs gpt-oss: the worker's
-	// reasoning_effort, which a model whose template takes no effort
-	// refuses (rbee returns separate thinking for gpt-oss's harmony
-	// answers only).
+	// variable enable_thinking false, as Qwen3's reads it) and drops
+	// what reasoning the model writes all the same, as Ollama strips it;
+	// true, or a level (low, medium, high), asks for reasoning, returned
+	// as thinking. The worker decides what the model can do
+	// (worker.Think): true needs a model that writes reasoning (think
+	// tags, harmony), a level one whose template takes a reasoning
+	// effort (gpt-oss's; true is its medium).
 	Think *Think `json:"think"`
 	// Logprobs asks for each generated token's log-probability, and
 	// TopLogprobs (0 to 20) for that many likeliest alternatives, as
@@ -140,42 +139,14 @@ type Request struct {
 }
 
 // Think is Ollama's think: a boolean, or a reasoning level.
-type Think struct {
-	On    bool
-	Level string // "low", "medium" or "high"; "" for a boolean
-}
-
-// thinkLevels are the levels Ollama's think takes besides true and false.
-var thinkLevels = []string{"low", "medium", "high"}
-
-// UnmarshalJSON reads true, false or a level.
-func (t *Think) UnmarshalJSON(b []byte) error {
-	var on bool
-	if json.Unmarshal(b, &on) == nil {
-		*t = Think{On: on}
-		return nil
-	}
-	var level string
-	if json.Unmarshal(b, &level) == nil && slices.Contains(thinkLevels, level) {
-		*t = Think{On: true, Level: level}
-		return nil
-	}
-	return ErrThink
-}
+type Think = worker.Think
 
 // ErrThink: think is neither a boolean nor one of the levels.
-var ErrThink = errors.New("think must be true, false, or one of low, medium, high")
+var ErrThink = worker.ErrThink
 
-// effort is the reasoning effort think asks for ("" for none).
-func (t *Think) effort() string {
-	switch {
-	case t == nil || !t.On:
-		return ""
-	case t.Level != "":
-		return t.Level
-	}
-	return "medium" // Ollama's default level for gpt-oss
-}
+// StripsThinking reports whether the request asks for no thinking
+// (think false): reasoning the model writes all the same is dropped.
+func (o Request) StripsThinking() bool { return o.Think != nil && !o.Think.On }
 
 // Message is a chat message in Ollama's shape: tool calls carry
 // their arguments as an object, and a tool's answer names the tool
@@ -276,11 +247,17 @@ func (o Request) InferBody(chat bool) ([]byte, error) {
 			m["apply_template"] = true
 		}
 	}
-	switch {
-	case o.Think != nil && !o.Think.On:
-		m["chat_template_kwargs"] = map[string]bool{"enable_thinking": false}
-	case o.Think.effort() != "":
-		m["reasoning_effort"] = o.Think.effort()
+	if o.Think != nil {
+		// The worker decides what think means for its model. What an
+		// older worker, which does not know the field, understood
+		// goes too: enable_thinking false, a level as reasoning_effort.
+		m["think"] = *o.Think
+		switch {
+		case !o.Think.On:
+			m["chat_template_kwargs"] = map[string]bool{"enable_thinking": false}
+		case o.Think.Level != "":
+			m["reasoning_effort"] = o.Think.Level
+		}
 	}
 	if o.Logprobs {
 		m["logprobs"] = true

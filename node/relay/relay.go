@@ -139,9 +139,12 @@ type State struct {
 	// TextLen is the length in bytes of the text the client has: a
 	// resumed completion's logprobs text_offset counts on from it.
 	TextLen int
-	// Harmony: the worker's started event said its model answers in
-	// gpt-oss's harmony format (worker.FormatHarmony).
-	Harmony bool
+	// Format is the worker's started event's: its model answers in
+	// gpt-oss's harmony format (worker.FormatHarmony), with think tags
+	// (worker.FormatThink), or plain text (""); ThinkOpen, the prompt
+	// opened the think block. worker.NewReasoningStream parses by them.
+	Format    string
+	ThinkOpen bool
 }
 
 // Ext is the extension field of the next attempt; nil when it needs none.
@@ -418,7 +421,7 @@ func Infer(resp *http.Response, t router.Target, st *State, onToken func(worker.
 				return NotResumed(t)
 			}
 			started = true
-			st.Harmony = se.Format == worker.FormatHarmony
+			st.Format, st.ThinkOpen = se.Format, se.ThinkOpen
 		case "token":
 			var te worker.TokenEvent
 			if err := json.Unmarshal(ev.Data, &te); err != nil {
