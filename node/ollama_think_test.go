@@ -1,9 +1,11 @@
 package node_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -33,7 +35,8 @@ const thinkTemplate = `{% for m in messages %}<|im_start|>{{ m.role }}
 // given a template that opens the think block) answers /api/chat with
 // its reasoning as message.thinking and /api/generate with it as
 // thinking, streamed and whole alike, as Ollama does, with think unset
-// or true; think false closes the block (the answer is content) and
+// or true, and a stop string that the reasoning holds does not cut it;
+// think false closes the block (the answer is content) and
 // drops what reasoning there is; a level is refused (the model thinks
 // or not), as think true is for a model that writes no reasoning. The
 // reasoning came back as content, and think true was refused for every
@@ -49,9 +52,13 @@ func TestOllamaThink(t *testing.T) {
 	waitSchedulable(t, c, 2)
 
 	type answer struct{ content, thinking string }
+	const opts = `"num_predict":8,"temperature":0`
 	ask := func(t *testing.T, path, extra string, stream bool) answer {
 		t.Helper()
-		body := `{"model":"` + model + `","options":{"num_predict":8,"temperature":0},"stream":` + strconv.FormatBool(stream) + extra
+		if !strings.Contains(extra, `"options"`) {
+			extra += `,"options":{` + opts + `}`
+		}
+		body := `{"model":"` + model + `","stream":` + strconv.FormatBool(stream) + extra
 		if path == "/api/chat" {
 			body += `,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello","thinking":"a greeting"},{"role":"user","content":"and?"}]}`
 		} else {
@@ -84,6 +91,12 @@ func TestOllamaThink(t *testing.T) {
 			require.NotEmpty(t, off.content, "think false: the answer")
 			require.Empty(t, off.thinking)
 			require.Equal(t, off, ask(t, path, `,"think":false`, true))
+			// A stop string is the answer's: one the reasoning holds
+			// does not end it.
+			word, _ := json.Marshal(strings.Fields(whole.thinking)[1])
+			stopped := `,"options":{` + opts + `,"stop":[` + string(word) + `]}`
+			require.Equal(t, whole, ask(t, path, stopped, false), "stop %s", word)
+			require.Equal(t, whole, ask(t, path, stopped, true))
 		})
 	}
 

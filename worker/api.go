@@ -137,6 +137,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, mode endpoint, id
 		return nil, false
 	}
 	j.req = req
+	j.req.StopQuiet = j.quietReasoning()
 	if e := j.g.Rbee; e != nil && e.ID != "" {
 		j.id = e.ID
 	}

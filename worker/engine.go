@@ -195,6 +195,7 @@ func (es engineSession) Generate(ctx context.Context, req GenerateRequest, emit 
 		Prompt:    req.Prompt,
 		MaxTokens: req.MaxTokens,
 		Stop:      req.Stop,
+		StopQuiet: req.StopQuiet,
 		Resume:    req.Resume,
 		Sample: engine.SampleParams{
 			Temperature: sp.Temperature, TopK: sp.TopK, TopP: sp.TopP, MinP: sp.MinP,

@@ -130,6 +130,9 @@ type genRequest struct {
 	Think *Think `json:"think"`
 	// tools is prepare's decision, for the handlers.
 	tools toolPlan
+	// chat: prepare rendered messages with the chat template (the
+	// answer is the assistant's, read for reasoning).
+	chat bool
 
 	// ApplyTemplate (the native /v1/infer only; the OpenAI endpoints
 	// refuse it as unknown) makes the prompt the user turn of a chat,
@@ -279,7 +282,7 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 	}
 	switch {
 	case mode == endpointChat || (mode == endpointInfer && len(g.Messages) > 0):
-		promptParam = "messages"
+		promptParam, g.chat = "messages", true
 		if len(g.Messages) == 0 {
 			return gr, badRequest("messages", "missing", "messages must be a non-empty array")
 		}

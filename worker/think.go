@@ -9,6 +9,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/rbee-project/rbee/model/engine"
 )
 
 // Think tags are how Qwen3, QwQ and the DeepSeek-R1 distills (and other
@@ -58,6 +60,22 @@ func ThinkTagFormat(hasToken func(string) bool, tmpl string) bool {
 // prompt ends inside an open <think> block.
 type thinkOpener interface {
 	OpensThink(prompt []int32) bool
+}
+
+// quietReasoning is the span of a chat answer in which stop strings are
+// not looked for: a think-tag model's reasoning block (from the
+// answer's leading <think>, or from its start when the prompt opened
+// it, to </think>), nil for other answers. A stop string is meant for
+// the answer the client reads (the content): one the model writes while
+// reasoning ("\n\n", "User:") ended the whole answer before it began.
+// The reasoning comes apart on /v1/chat/completions and, through the
+// node, on Ollama's /api/chat and templated /api/generate, whose
+// requests are the chats of /v1/infer; a raw prompt's answer is text.
+func (j *job) quietReasoning() *engine.QuietSpan {
+	if !j.g.chat || len(j.req.Stop) == 0 || j.format() != FormatThink {
+		return nil
+	}
+	return &engine.QuietSpan{Open: thinkOpen, Close: thinkClose, Inside: j.thinkOpen()}
 }
 
 // ReasoningStream parses an answer that carries reasoning as it is

@@ -140,7 +140,8 @@ func FuzzThinkStream(f *testing.F) {
 // engine, the model given a Qwen3-style template) come out of
 // /v1/chat/completions as reasoning_content, content and tool calls,
 // streamed and whole alike: an answer whose block the prompt opened
-// (open_think), max_tokens inside the reasoning (reasoning alone, length), logprobs of
+// (open_think), stop strings that cut the answer but not the reasoning,
+// max_tokens inside the reasoning (reasoning alone, length), logprobs of
 // every token both ways.
 func TestThinkChat(t *testing.T) {
 	var script atomic.Pointer[[]int32]
@@ -167,6 +168,13 @@ func TestThinkChat(t *testing.T) {
 		{name: "tool call", answer: thinkCases[10].answer, extra: map[string]any{"tools": tools},
 			want:   Message{ReasoningContent: "Need weather.", ToolCalls: []ToolCall{{Type: "function", Function: ToolCallFunction{Name: "get_weather", Arguments: `{"city":"Paris"}`}}}},
 			finish: "tool_calls"},
+		// A stop string is the answer's: met in the reasoning it does
+		// not fire (it ended the answer before it began).
+		{name: "stop strings", answer: thinkCases[0].answer, extra: map[string]any{"stop": []string{"says", "there"}},
+			want: Message{Content: "Hello ", ReasoningContent: "The user says hi.\nAnswer."}, finish: "stop"},
+		{name: "stop strings, the prompt opened the block", answer: thinkCases[1].answer,
+			extra: map[string]any{"chat_template_kwargs": open, "stop": []string{"user", "!"}},
+			want:  Message{Content: "Hello there", ReasoningContent: "The user says hi."}, finish: "stop"},
 		{name: "max_tokens inside the reasoning", answer: thinkCases[0].answer, extra: map[string]any{"max_tokens": 0}, // set below
 			finish: "length"},
 		{name: "max_tokens inside the prompt's block", answer: thinkCases[1].answer, extra: map[string]any{"chat_template_kwargs": open, "max_tokens": 0},

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/rbee-project/rbee/model/gguf"
@@ -56,11 +57,17 @@ func FuzzStopper(f *testing.F) {
 	f.Add("hello wor", "ld and more", "world")
 	f.Add("ab", "c", "bcd")
 	f.Add("\xe2\x82", "\xac!", "€")
+	f.Add("<t>ab", "c</t>d", "c")
+	f.Add("<i b", "c</t>d", "b")
 	f.Fuzz(func(t *testing.T, a, b, stop string) {
 		if stop == "" {
 			return
 		}
 		st := stopper{stops: []string{stop}}
+		if strings.HasPrefix(a, "<") {
+			// A quiet span (a think block) where a stop does not match.
+			st = newStopper([]string{stop}, &QuietSpan{Open: "<t>", Close: "</t>", Inside: strings.HasPrefix(a, "<i")})
+		}
 		var out string
 		hit := false
 		for _, p := range []string{a, b} {
@@ -72,9 +79,15 @@ func FuzzStopper(f *testing.F) {
 			}
 		}
 		in := a + b
-		if hit {
+		if hit && st.quiet == nil && !strings.HasPrefix(a, "<") {
 			i := bytes.Index([]byte(in), []byte(stop))
 			if i < 0 || out != in[:i] {
+				t.Fatalf("stop %q in %q: emitted %q", stop, in, out)
+			}
+			return
+		}
+		if hit {
+			if !strings.HasPrefix(in, out) || !strings.HasPrefix(in[len(out):], stop) {
 				t.Fatalf("stop %q in %q: emitted %q", stop, in, out)
 			}
 			return

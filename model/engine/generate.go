@@ -21,6 +21,10 @@ type GenerateRequest struct {
 	// Stop ends generation as soon as the decoded text contains one of these
 	// strings; the stop string and what follows are not emitted.
 	Stop []string
+	// StopQuiet, if set, is a leading span of the output in which Stop
+	// is not looked for (a think-tag model's reasoning block, where a
+	// stop string meant for the answer must not end the generation).
+	StopQuiet *QuietSpan
 	// Resume continues an interrupted generation of the same request: the
 	// last Resume ids of Prompt are the tokens it had generated (and emitted)
 	// so far. They are replayed through the text decoder and the stop
@@ -39,6 +43,15 @@ type GenerateRequest struct {
 	// TopLogprobs (0..MaxTopLogprobs) of the most likely alternatives.
 	Logprobs    bool
 	TopLogprobs int
+}
+
+// QuietSpan is a leading span of the output that stop strings do not
+// match in: from Open, when the output begins with it (after blanks),
+// or from the first token when Inside, up to and including the first
+// Close after it. An output that begins otherwise has none.
+type QuietSpan struct {
+	Open, Close string
+	Inside      bool
 }
 
 // Constraint restricts which tokens may be sampled. One Constraint serves
@@ -216,7 +229,7 @@ func (s *Session) Begin(req GenerateRequest) (*Sequence, error) {
 		s: s, req: req, prompt: req.Prompt[common:],
 		split: max(0, len(req.Prompt)-req.Resume-common),
 		dec:   s.m.tok.NewStreamDecoder(),
-		st:    stopper{stops: req.Stop},
+		st:    newStopper(req.Stop, req.StopQuiet),
 		out:   make([]Token, 0, 2),
 		res:   Result{PromptTokens: len(req.Prompt) - req.Resume, CachedTokens: min(common, len(req.Prompt)-req.Resume), CompletionTokens: req.Resume},
 		start: time.Now(),
@@ -458,7 +471,24 @@ func (q *Sequence) finish(reason string) {
 type stopper struct {
 	stops []string
 	held  string
+	// quiet is the span stop strings do not match in, until it has
+	// ended (nil); inside: the span has begun; tail: the end of it seen
+	// so far that may begin its Close.
+	quiet  *QuietSpan
+	inside bool
+	tail   string
 }
+
+func newStopper(stops []string, quiet *QuietSpan) stopper {
+	st := stopper{stops: stops}
+	if len(stops) > 0 && quiet != nil {
+		st.quiet, st.inside = quiet, quiet.Inside
+	}
+	return st
+}
+
+// blanks are what may come before a QuietSpan's Open.
+const blanks = " \t\r\n"
 
 // push adds text and returns what can be emitted now; hit reports a stop
 // string (the returned text then ends right before it).
@@ -466,6 +496,53 @@ func (st *stopper) push(text string) (out string, hit bool) {
 	if len(st.stops) == 0 {
 		return text, false
 	}
+	if st.quiet != nil {
+		var pass string
+		pass, text = st.quietPart(text)
+		if st.quiet != nil {
+			return pass, false // all of it in the span, or held
+		}
+		out, hit = st.match(text)
+		return pass + out, hit
+	}
+	return st.match(text)
+}
+
+// quietPart splits text into what passes unmatched (the quiet span's)
+// and what follows it. While the output may still begin with Open it
+// holds the text back.
+func (st *stopper) quietPart(text string) (pass, rest string) {
+	q := st.quiet
+	if !st.inside {
+		buf := st.held + text
+		lead := strings.TrimLeft(buf, blanks)
+		if len(lead) < len(q.Open) && strings.HasPrefix(q.Open, lead) {
+			st.held = buf
+			return "", ""
+		}
+		st.held = ""
+		if !strings.HasPrefix(lead, q.Open) {
+			st.quiet = nil
+			return "", buf
+		}
+		st.inside = true
+		n := len(buf) - len(lead) + len(q.Open)
+		pass, rest = st.quietPart(buf[n:])
+		return buf[:n] + pass, rest
+	}
+	s := st.tail + text
+	i := strings.Index(s, q.Close)
+	if i < 0 {
+		st.tail = s[max(0, len(s)-len(q.Close)+1):]
+		return text, ""
+	}
+	rest = s[i+len(q.Close):]
+	st.quiet, st.tail = nil, ""
+	return text[:len(text)-len(rest)], rest
+}
+
+// match looks for the stop strings in text.
+func (st *stopper) match(text string) (out string, hit bool) {
 	buf := st.held + text
 	cut := -1
 	for _, s := range st.stops {

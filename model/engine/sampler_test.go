@@ -128,6 +128,8 @@ func TestTopKMatchesSort(t *testing.T) {
 }
 
 func TestStopper(t *testing.T) {
+	think := &QuietSpan{Open: "<think>", Close: "</think>"}
+	opened := &QuietSpan{Open: "<think>", Close: "</think>", Inside: true}
 	cases := []struct {
 		name   string
 		stops  []string
@@ -135,16 +137,24 @@ func TestStopper(t *testing.T) {
 		out    []string
 		hitAt  int // index of the piece that completes a stop string; -1 none
 		held   string
+		quiet  *QuietSpan
 	}{
-		{"no stops", nil, []string{"a", "b"}, []string{"a", "b"}, -1, ""},
-		{"split stop", []string{"END"}, []string{"xE", "N", "Dy"}, []string{"x", "", ""}, 2, ""},
-		{"false start", []string{"END"}, []string{"xE", "Nq"}, []string{"x", "ENq"}, -1, ""},
-		{"held at end", []string{"END"}, []string{"abEN"}, []string{"ab"}, -1, "EN"},
-		{"earliest of two", []string{"cd", "bc"}, []string{"abcd"}, []string{"a"}, 0, ""},
+		{"no stops", nil, []string{"a", "b"}, []string{"a", "b"}, -1, "", nil},
+		{"split stop", []string{"END"}, []string{"xE", "N", "Dy"}, []string{"x", "", ""}, 2, "", nil},
+		{"false start", []string{"END"}, []string{"xE", "Nq"}, []string{"x", "ENq"}, -1, "", nil},
+		{"held at end", []string{"END"}, []string{"abEN"}, []string{"ab"}, -1, "EN", nil},
+		{"earliest of two", []string{"cd", "bc"}, []string{"abcd"}, []string{"a"}, 0, "", nil},
+		// A think block is quiet: a stop string inside it is text; one
+		// after it stops, also in the piece that closes the block.
+		{"quiet block", []string{"x"}, []string{"\n<thi", "nk>x</th", "ink>ax"}, []string{"", "\n<think>x</th", "ink>a"}, 2, "", think},
+		{"quiet block, stop in the closing piece", []string{"x"}, []string{"<think>x", "</think>ax"}, []string{"<think>x", "</think>a"}, 1, "", think},
+		{"no block: stops from the start", []string{"x"}, []string{"<thx"}, []string{"<th"}, 0, "", think},
+		{"an open block", []string{"x"}, []string{"x</think>", "x"}, []string{"x</think>", ""}, 1, "", opened},
+		{"the beginning of a block held", []string{"x"}, []string{" <th"}, []string{""}, -1, " <th", think},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			st := stopper{stops: c.stops}
+			st := newStopper(c.stops, c.quiet)
 			hitAt := -1
 			for i, p := range c.pieces {
 				out, hit := st.push(p)
