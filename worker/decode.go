@@ -53,6 +53,7 @@ var fieldWants = map[string]string{
 	"parallel_tool_calls":   "a boolean",
 	"chat_template_kwargs":  `an object of template variables, such as {"enable_thinking":false}`,
 	"reasoning_effort":      `"low", "medium" or "high"`,
+	"reasoning_format":      `"none", "auto" or "deepseek"`,
 	"encoding_format":       `"float" or "base64"`,
 	"user":                  "a string",
 }

@@ -60,8 +60,12 @@ func (j *job) thinkOpen() bool {
 }
 
 // reasoning is the stream that parses the job's chat answer, nil for a
-// model that writes no reasoning format.
+// model that writes no reasoning format or a request for the raw text
+// (reasoning_format none).
 func (j *job) reasoning() ReasoningStream {
+	if j.g.rawReasoning() {
+		return nil
+	}
 	return NewReasoningStream(j.format(), j.thinkOpen(), j.g.tools.names != nil)
 }
 

@@ -124,6 +124,10 @@ type genRequest struct {
 	// ReasoningEffort (OpenAI's reasoning_effort) goes to a template
 	// that reads it, gpt-oss's (templateVars).
 	ReasoningEffort *string `json:"reasoning_effort"`
+	// ReasoningFormat is llama-server's reasoning_format: "none" answers
+	// the model's text as it is (reasoning and its markup as content),
+	// "auto" and "deepseek" (the default) return the reasoning apart.
+	ReasoningFormat *string `json:"reasoning_format"`
 	// Think (the native /v1/infer only; the OpenAI endpoints refuse it
 	// as unknown) is Ollama's think, which the model decides
 	// (applyThink).
@@ -254,6 +258,9 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 			"max_tokens (%d) and max_completion_tokens (%d) disagree: send one of them, or the same value in both", *a, *b))
 	}
 	if aerr := g.Rbee.check(); aerr != nil {
+		return gr, aerr
+	}
+	if aerr := g.checkReasoningFormat(); aerr != nil {
 		return gr, aerr
 	}
 	logprobs, topLogprobs, aerr := g.logprobRequest(mode)

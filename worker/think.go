@@ -72,10 +72,32 @@ type thinkOpener interface {
 // node, on Ollama's /api/chat and templated /api/generate, whose
 // requests are the chats of /v1/infer; a raw prompt's answer is text.
 func (j *job) quietReasoning() *engine.QuietSpan {
-	if !j.g.chat || len(j.req.Stop) == 0 || j.format() != FormatThink {
+	if !j.g.chat || len(j.req.Stop) == 0 || j.format() != FormatThink || j.g.rawReasoning() {
 		return nil
 	}
 	return &engine.QuietSpan{Open: thinkOpen, Close: thinkClose, Inside: j.thinkOpen()}
+}
+
+// reasoningFormats are the values of reasoning_format rbee takes
+// (llama-server's names): none answers the raw text, auto and deepseek
+// (the default) the reasoning apart, as rbee reads every model's
+// format itself. llama-server's deepseek-legacy (the reasoning both
+// apart and in the content) is not offered.
+var reasoningFormats = []string{"none", "auto", "deepseek"}
+
+// checkReasoningFormat refuses a reasoning_format rbee does not take.
+func (g *genRequest) checkReasoningFormat() *apiError {
+	if f := g.ReasoningFormat; f != nil && !slices.Contains(reasoningFormats, *f) {
+		return badRequest("reasoning_format", "invalid_value", fmt.Sprintf("reasoning_format %q: expected %s", *f, strings.Join(reasoningFormats, ", ")))
+	}
+	return nil
+}
+
+// rawReasoning reports whether the request asks for the model's text as
+// it is (reasoning_format none): reasoning and markup are content, and
+// stop strings match all of it.
+func (g *genRequest) rawReasoning() bool {
+	return g.ReasoningFormat != nil && *g.ReasoningFormat == "none"
 }
 
 // ReasoningStream parses an answer that carries reasoning as it is

@@ -141,6 +141,7 @@ func FuzzThinkStream(f *testing.F) {
 // /v1/chat/completions as reasoning_content, content and tool calls,
 // streamed and whole alike: an answer whose block the prompt opened
 // (open_think), stop strings that cut the answer but not the reasoning,
+// reasoning_format none (the raw text; another value is refused),
 // max_tokens inside the reasoning (reasoning alone, length), logprobs of
 // every token both ways.
 func TestThinkChat(t *testing.T) {
@@ -175,6 +176,14 @@ func TestThinkChat(t *testing.T) {
 		{name: "stop strings, the prompt opened the block", answer: thinkCases[1].answer,
 			extra: map[string]any{"chat_template_kwargs": open, "stop": []string{"user", "!"}},
 			want:  Message{Content: "Hello there", ReasoningContent: "The user says hi."}, finish: "stop"},
+		// reasoning_format none (llama-server's): the text as the model
+		// wrote it, stop strings matched in all of it.
+		{name: "reasoning_format none", answer: thinkCases[0].answer, extra: map[string]any{"reasoning_format": "none"},
+			want: Message{Content: thinkCases[0].answer}, finish: "stop"},
+		{name: "reasoning_format none with a stop string", answer: thinkCases[0].answer, extra: map[string]any{"reasoning_format": "none", "stop": []string{"says"}},
+			want: Message{Content: "<think>\nThe user "}, finish: "stop"},
+		{name: "reasoning_format auto", answer: thinkCases[0].answer, extra: map[string]any{"reasoning_format": "auto"},
+			want: Message{Content: "Hello there!", ReasoningContent: "The user says hi.\nAnswer."}, finish: "stop"},
 		{name: "max_tokens inside the reasoning", answer: thinkCases[0].answer, extra: map[string]any{"max_tokens": 0}, // set below
 			finish: "length"},
 		{name: "max_tokens inside the prompt's block", answer: thinkCases[1].answer, extra: map[string]any{"chat_template_kwargs": open, "max_tokens": 0},
@@ -207,6 +216,12 @@ func TestThinkChat(t *testing.T) {
 			}
 		})
 	}
+	resp := post(t, testCtx(t), base+"/v1/chat/completions", map[string]any{"messages": []Message{{Role: "user", Content: "hi"}}, "reasoning_format": "deepseek-legacy"})
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	var eb ErrorBody
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
+	require.Equal(t, "reasoning_format", *eb.Error.Param)
+
 }
 
 // TestThinkInfer: /v1/infer's started event says a think-tag model's
