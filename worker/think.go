@@ -37,10 +37,11 @@ import (
 // reasoning between think tags.
 const FormatThink = "think"
 
-// The think tags.
+// The think tags. ThinkClose is exported for a node that writes an
+// external engine's parsed reasoning back as a think block.
 const (
 	thinkOpen  = "<think>"
-	thinkClose = "</think>"
+	ThinkClose = "</think>"
 )
 
 // ThinkTagFormat reports whether a model writes its reasoning between
@@ -53,7 +54,7 @@ const (
 // configuration: the model file says it. A harmony model is not one
 // (its own format wins).
 func ThinkTagFormat(hasToken func(string) bool, tmpl string) bool {
-	return hasToken(thinkOpen) && hasToken(thinkClose) || strings.Contains(tmpl, thinkOpen)
+	return hasToken(thinkOpen) && hasToken(ThinkClose) || strings.Contains(tmpl, thinkOpen)
 }
 
 // thinkOpener is implemented by a Model that can tell whether a rendered
@@ -75,7 +76,7 @@ func (j *job) quietReasoning() *engine.QuietSpan {
 	if !j.g.chat || len(j.req.Stop) == 0 || j.format() != FormatThink || j.g.rawReasoning() {
 		return nil
 	}
-	return &engine.QuietSpan{Open: thinkOpen, Close: thinkClose, Inside: j.thinkOpen()}
+	return &engine.QuietSpan{Open: thinkOpen, Close: ThinkClose, Inside: j.thinkOpen()}
 }
 
 // reasoningFormats are the values of reasoning_format rbee takes
@@ -193,18 +194,18 @@ func (ts *ThinkStream) Push(text string) (content, reasoning string) {
 			if !ts.reasoned {
 				ts.buf = strings.TrimLeft(ts.buf, blank)
 			}
-			i := strings.Index(ts.buf, thinkClose)
+			i := strings.Index(ts.buf, ThinkClose)
 			if i < 0 {
 				// Hold back what may begin </think>, and the blanks
 				// before it (dropped if the tag follows).
-				keep := tagPrefix(ts.buf, thinkClose)
+				keep := tagPrefix(ts.buf, ThinkClose)
 				body := strings.TrimRight(ts.buf[:len(ts.buf)-keep], blank)
 				ts.write(&r, body)
 				ts.buf = ts.buf[len(body):]
 				return ts.out(&c, &r)
 			}
 			ts.write(&r, strings.TrimRight(ts.buf[:i], blank))
-			ts.buf, ts.state = ts.buf[i+len(thinkClose):], thinkLead
+			ts.buf, ts.state = ts.buf[i+len(ThinkClose):], thinkLead
 		case thinkLead:
 			ts.buf = strings.TrimLeft(ts.buf, blank)
 			if ts.buf == "" {

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -695,12 +696,20 @@ func (s *Supervisor) hungEngine(st process.WorkerInfo, port int, secret string) 
 // (delta.tool_calls) come last, as one piece in the <tool_call> markup
 // the node parses from a cpu worker's answer (engineCalls), so a tool
 // call reaches an Ollama client whichever worker made it; the engine's
-// finish_reason tool_calls is the end's "stop".
+// finish_reason tool_calls is the end's "stop". Reasoning the engine
+// parsed itself (delta.reasoning_content, llama-server's and vLLM's;
+// delta.reasoning, newer vLLM's) before the answer makes the stream a
+// think-tag one: a started event says format think with the block open,
+// the reasoning goes as text, and "</think>" before the answer (or the
+// calls), so the node's parser (worker.NewReasoningStream) gives the
+// Ollama client its thinking; reasoning after the answer began has no
+// place in the text and is dropped.
 func translateEngineStream(r io.Reader, w io.Writer) error {
 	start := time.Now()
 	var first time.Time
 	index, finish := 0, ""
 	var calls engineCalls
+	phase := engineBegin
 	var usage struct {
 		PromptTokens     int `json:"prompt_tokens"`
 		CompletionTokens int `json:"completion_tokens"`
@@ -722,8 +731,10 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 			Choices []struct {
 				Text  string `json:"text"`
 				Delta struct {
-					Content   string            `json:"content"`
-					ToolCalls []engineCallDelta `json:"tool_calls"`
+					Content          string            `json:"content"`
+					ReasoningContent string            `json:"reasoning_content"`
+					Reasoning        string            `json:"reasoning"`
+					ToolCalls        []engineCallDelta `json:"tool_calls"`
 				} `json:"delta"`
 				FinishReason *string `json:"finish_reason"`
 			} `json:"choices"`
@@ -741,16 +752,42 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 		if c.Usage != nil {
 			_ = json.Unmarshal(*c.Usage, &usage)
 		}
+		token := func(text string) error {
+			if index == 0 {
+				first = time.Now()
+			}
+			te := worker.TokenEvent{Text: text, Index: index}
+			if phase != engineBegin && phase != engineAnswer {
+				te.ID = -1 // after a started event: no token ids
+			}
+			index++
+			return write("token", te)
+		}
 		for _, ch := range c.Choices {
+			if reasoning := cmp.Or(ch.Delta.ReasoningContent, ch.Delta.Reasoning); reasoning != "" {
+				if phase == engineBegin {
+					if err := write("started", worker.StartedEvent{Format: worker.FormatThink, ThinkOpen: true}); err != nil {
+						return err
+					}
+					phase = engineReasoning
+				}
+				if phase == engineReasoning {
+					if err := token(reasoning); err != nil {
+						return err
+					}
+				}
+			}
 			text := ch.Text + ch.Delta.Content
 			if text != "" {
-				if index == 0 {
-					first = time.Now()
+				switch phase {
+				case engineBegin:
+					phase = engineAnswer
+				case engineReasoning:
+					text, phase = worker.ThinkClose+text, engineAnswered
 				}
-				if err := write("token", worker.TokenEvent{Text: text, Index: index}); err != nil {
+				if err := token(text); err != nil {
 					return err
 				}
-				index++
 			}
 			calls.add(ch.Delta.ToolCalls)
 			if ch.FinishReason != nil && *ch.FinishReason != "" {
@@ -764,7 +801,14 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 			if index == 0 {
 				first = time.Now()
 			}
-			if err := write("token", worker.TokenEvent{Text: text, Index: index}); err != nil {
+			te := worker.TokenEvent{Text: text, Index: index}
+			if phase == engineReasoning || phase == engineAnswered {
+				te.ID = -1
+			}
+			if phase == engineReasoning {
+				te.Text = worker.ThinkClose + text
+			}
+			if err := write("token", te); err != nil {
 				return err
 			}
 			index++
@@ -795,6 +839,14 @@ func translateEngineStream(r io.Reader, w io.Writer) error {
 	}
 	return write("error", worker.ErrorEvent{Code: "engine_failed", Message: msg})
 }
+
+// Where translateEngineStream is in an engine's answer.
+const (
+	engineBegin     = iota // nothing yet
+	engineAnswer           // the answer, with no reasoning before it
+	engineReasoning        // the reasoning (a started event said so)
+	engineAnswered         // the answer after the reasoning
+)
 
 // engineCallDelta is one entry of a streamed chunk's delta.tool_calls: the
 // call's index, its name in the first entry, its arguments in pieces.

@@ -213,3 +213,73 @@ func readInferStream(t *testing.T, r io.Reader) (string, worker.EndEvent) {
 	}))
 	return text.String(), end
 }
+
+// TestTranslateEngineReasoning: the reasoning an engine parsed itself
+// (llama-server's and vLLM's delta.reasoning_content, newer vLLM's
+// delta.reasoning) reaches the node as a think-tag stream (a started
+// event: format think, the block open; the reasoning as text, then
+// </think>), which the node's parser gives back as thinking, content and
+// calls; it was dropped, so an Ollama client of a Qwen3 on llama-server
+// got no thinking. An answer without reasoning stays as it was.
+func TestTranslateEngineReasoning(t *testing.T) {
+	chunk := func(delta string) string { return `data: {"choices":[{"delta":` + delta + `}]}` + "\n\n" }
+	end := `data: {"choices":[{"delta":{},"finish_reason":"stop"}]}` + "\n\n" + "data: [DONE]\n\n"
+	for _, tc := range []struct {
+		name, in                    string
+		format                      string
+		content, thinking, callName string
+	}{
+		{"reasoning then answer", chunk(`{"role":"assistant","reasoning_content":"Let me"}`) + chunk(`{"reasoning_content":" think."}`) +
+			chunk(`{"content":"Hi"}`) + chunk(`{"content":" there"}`) + end, worker.FormatThink, "Hi there", "Let me think.", ""},
+		{"vLLM's reasoning", chunk(`{"reasoning":"Hm."}`) + chunk(`{"content":"Yes"}`) + end, worker.FormatThink, "Yes", "Hm.", ""},
+		{"reasoning then a call", chunk(`{"reasoning_content":"Need weather."}`) +
+			chunk(`{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"get_weather","arguments":"{}"}}]}`) + end,
+			worker.FormatThink, "", "Need weather.", "get_weather"},
+		{"cut inside the reasoning", chunk(`{"reasoning_content":"Still thinking"}`) + end, worker.FormatThink, "", "Still thinking", ""},
+		{"no reasoning", chunk(`{"content":"Hi"}`) + end, "", "Hi", "", ""},
+		{"reasoning after the answer began is dropped", chunk(`{"content":"Hi"}`) + chunk(`{"reasoning_content":"late"}`) + end, "", "Hi", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			require.NoError(t, translateEngineStream(strings.NewReader(tc.in), &out))
+			var started worker.StartedEvent
+			var texts []string
+			require.NoError(t, sse.Read(&out, relay.MaxEvent, func(ev sse.Event) error {
+				switch ev.Type {
+				case "started":
+					require.Empty(t, texts, "started comes first")
+					require.NoError(t, json.Unmarshal(ev.Data, &started))
+				case "token":
+					var te worker.TokenEvent
+					require.NoError(t, json.Unmarshal(ev.Data, &te))
+					if started.Format != "" {
+						require.Equal(t, int32(-1), te.ID, "no token ids after a started event")
+					}
+					texts = append(texts, te.Text)
+				}
+				return nil
+			}))
+			require.Equal(t, tc.format, started.Format)
+			var content, thinking string
+			var calls []worker.ToolCall
+			if rs := worker.NewReasoningStream(started.Format, started.ThinkOpen, true); rs != nil {
+				for _, s := range texts {
+					c, r := rs.Push(s)
+					content, thinking = content+c, thinking+r
+				}
+				c, r, k := rs.Finish([]string{"get_weather"})
+				content, thinking, calls = content+c, thinking+r, k
+			} else {
+				content, calls = worker.ParseToolCalls(strings.Join(texts, ""), []string{"get_weather"})
+			}
+			require.Equal(t, tc.content, content)
+			require.Equal(t, tc.thinking, thinking)
+			if tc.callName != "" {
+				require.Len(t, calls, 1)
+				require.Equal(t, tc.callName, calls[0].Function.Name)
+			} else {
+				require.Empty(t, calls)
+			}
+		})
+	}
+}
