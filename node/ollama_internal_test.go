@@ -59,6 +59,9 @@ func TestOllamaCapabilities(t *testing.T) {
 		{"Qwen-like template", modelFacts{Template: "{%- if tools %}<tools>{% for tool in tools %}{{ tool | tojson }}{% endfor %}</tools>{% endif %}"}, []string{"completion", "tools"}},
 		{"a worker says tools", modelFacts{Tools: true}, []string{"completion", "tools"}},
 		{"a word containing tools", modelFacts{Template: "{{ messages | toolset }}"}, []string{"completion"}},
+		{"Qwen3-like template", modelFacts{Template: "{%- if tools %}{{ tools }}{% endif %}<|im_start|>assistant\n<think>\n"}, []string{"completion", "tools", "thinking"}},
+		{"gpt-oss-like template", modelFacts{Template: "<|start|>assistant<|channel|>final<|message|>"}, []string{"completion", "thinking"}},
+		{"a worker says thinking", modelFacts{Thinking: true}, []string{"completion", "thinking"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.want, tc.f.capabilities())

@@ -50,11 +50,18 @@ type modelFacts struct {
 	// Tools: the chat template renders tools (from the GGUF's template,
 	// else a serving worker's /v1/info).
 	Tools bool
+	// Thinking: a serving worker says the model writes its reasoning
+	// apart (/v1/info's thinking).
+	Thinking bool
 }
 
 // capabilities are the model's Ollama capabilities: "completion" (every
-// model rbee serves generates), and "tools" when its chat template
-// renders tools, as Ollama reports a template that reads .Tools. Not
+// model rbee serves generates), "tools" when its chat template
+// renders tools, as Ollama reports a template that reads .Tools, and
+// "thinking" when the model writes its reasoning apart (its template
+// writes <think> or harmony's channels, or a serving worker says so:
+// its vocabulary's tokens count there), which clients read before they
+// send think (Ollama refuses think true without it, as rbee does). Not
 // "embedding": /api/embed answers for every model, as Ollama's does for
 // generative ones, but Ollama gives that capability to embedding models
 // alone, and its clients treat such a model as one (ollama run embeds
@@ -63,6 +70,10 @@ func (f modelFacts) capabilities() []string {
 	c := []string{"completion"}
 	if f.Tools || worker.TemplateTools(f.Template) {
 		c = append(c, "tools")
+	}
+	noTokens := func(string) bool { return false }
+	if f.Thinking || worker.ThinkTagFormat(noTokens, f.Template) || worker.HarmonyFormat(noTokens, f.Template) {
+		c = append(c, "thinking")
 	}
 	return c
 }
@@ -367,7 +378,7 @@ func (n *Node) modelFactsOf(ctx context.Context, name string, withGGUF bool) (mo
 				found = true
 			}
 			f.Arch, f.Params, f.ContextLen = in.Architecture, uint64(in.Params), uint64(in.TrainContextLength)
-			f.Tools = in.Tools
+			f.Tools, f.Thinking = in.Tools, in.Thinking
 			if f.Quantization == "" {
 				f.Quantization = in.Quantization
 			}

@@ -40,7 +40,7 @@ const thinkTemplate = `{% for m in messages %}<|im_start|>{{ m.role }}
 // drops what reasoning there is; a level is refused (the model thinks
 // or not), as think true is for a model that writes no reasoning. The
 // reasoning came back as content, and think true was refused for every
-// model but gpt-oss.
+// model but gpt-oss. /api/show lists the thinking capability.
 func TestOllamaThink(t *testing.T) {
 	c, n := storiesNode(t)
 	src, err := gguf.Open("../testdata/model/stories260K.gguf")
@@ -50,6 +50,11 @@ func TestOllamaThink(t *testing.T) {
 	require.NoError(t, ggufedit.Write(path, src, nil, map[string]any{"tokenizer.chat_template": thinkTemplate}))
 	model := spawnModel(t, n, n.Name(), path, 1).Model
 	waitSchedulable(t, c, 2)
+	st, b := ollamaCall(t, n, "POST", "/api/show", "", `{"model":"`+model+`"}`)
+	require.Equal(t, http.StatusOK, st, "%s", b)
+	var show struct{ Capabilities []string }
+	require.NoError(t, json.Unmarshal(b, &show))
+	require.Contains(t, show.Capabilities, "thinking", "clients read it before they send think")
 
 	type answer struct{ content, thinking string }
 	const opts = `"num_predict":8,"temperature":0`

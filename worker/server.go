@@ -483,8 +483,12 @@ type Info struct {
 	KVCache            string `json:"kv_cache,omitempty"` // the KV cache's element type: "f16" or "f32"
 	// ChatTemplate: the model has a chat template of its own; Tools: it
 	// renders tools (ModelInfo). /api/show's capabilities read them.
-	ChatTemplate    bool    `json:"chat_template,omitempty"`
-	Tools           bool    `json:"tools,omitempty"`
+	ChatTemplate bool `json:"chat_template,omitempty"`
+	Tools        bool `json:"tools,omitempty"`
+	// Thinking: the model writes its reasoning apart (think tags,
+	// harmony), which the answers return as such: Ollama's "thinking"
+	// capability.
+	Thinking        bool    `json:"thinking,omitempty"`
 	Device          string  `json:"device"`
 	Threads         int     `json:"threads"`
 	Slots           int     `json:"slots"`
@@ -561,7 +565,7 @@ func (s *Server) Info() Info {
 		in.Params = mi.Params
 		in.Quantization = mi.Quantization
 		in.KVCache = mi.KVCache
-		in.ChatTemplate, in.Tools = mi.ChatTemplate, mi.Tools
+		in.ChatTemplate, in.Tools, in.Thinking = mi.ChatTemplate, mi.Tools, mi.Harmony || mi.ThinkTags
 		in.ShardMode, in.ShardLo, in.ShardHi = mi.ShardMode, mi.ShardLo, mi.ShardHi
 		if bm, ok := s.model.(batchedModel); ok {
 			st := bm.batchStats()

@@ -224,7 +224,8 @@ func TestThinkChat(t *testing.T) {
 
 }
 
-// TestThinkInfer: /v1/infer's started event says a think-tag model's
+// TestThinkInfer: /v1/info says a think-tag model thinks (the node's
+// /api/show lists the thinking capability by it); /v1/infer's started event says a think-tag model's
 // answers have think tags and whether the prompt opened the block (the
 // node's Ollama API parses them by it); think true or false is taken,
 // false reaching the template as enable_thinking false, a level is
@@ -238,6 +239,12 @@ func TestThinkInfer(t *testing.T) {
 	_, base := startServer(t, cfg)
 	_, plainBase := startServer(t, testConfig(t))
 	hi := []any{map[string]any{"role": "user", "content": "hi"}}
+
+	var info, plainInfo Info
+	require.Equal(t, http.StatusOK, getJSON(t, base+"/v1/info", &info))
+	require.True(t, info.Thinking, "Ollama's thinking capability")
+	require.Equal(t, http.StatusOK, getJSON(t, plainBase+"/v1/info", &plainInfo))
+	require.False(t, plainInfo.Thinking)
 
 	s := infer(t, base, map[string]any{"messages": hi, "max_tokens": 1})
 	require.Equal(t, FormatThink, s.Started.Format)
