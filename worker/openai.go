@@ -227,13 +227,17 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			lp.Content = lp.Content[:keptTokens(starts, text.Len())]
 		}
 		msg, fr := Message{Role: "assistant", Content: text.String()}, finishReason(res.StopReason)
-		if rs := j.reasoning(); rs != nil {
+		rs := j.reasoning()
+		_, think := rs.(*ThinkStream)
+		if rs != nil {
 			msg, fr = reasoningAnswer(rs, msg.Content, j.g.tools, fr)
 		} else if content, calls := ParseToolCalls(msg.Content, j.g.tools.names); len(calls) > 0 {
 			msg.Content, msg.ToolCalls, fr = content, j.g.tools.limit(calls), "tool_calls"
-		} else if res.StopReason == StopLength {
-			// A call that max_tokens cut: the call as far as it went,
-			// not its markup as content; finish_reason length.
+		}
+		if (rs == nil || think) && len(msg.ToolCalls) == 0 && res.StopReason == StopLength {
+			// A call that max_tokens cut (after a think-tag model's
+			// reasoning too): the call as far as it went, not its
+			// markup as content; finish_reason length.
 			if content, calls, ok := j.g.tools.cutAnswer(msg.Content); ok {
 				msg.Content, msg.ToolCalls = content, j.g.tools.limit(calls)
 			}
@@ -311,8 +315,19 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		var textless bool
 		cut := false
 		if hs != nil {
+			streamed := hs.StreamedContent()
 			rest, reasoning, calls = hs.Finish(j.g.tools.names)
-			textless = !hs.StreamedContent()
+			if _, think := hs.(*ThinkStream); think && len(calls) == 0 && res.StopReason == StopLength {
+				// As in a whole answer: the cut call after the
+				// reasoning. The stream held the content back from the
+				// call's first byte: rest begins there.
+				var c []ToolCall
+				var content string
+				if content, c, cut = j.g.tools.cutAnswer(rest); cut {
+					rest, calls = content, c
+				}
+			}
+			textless = !streamed && rest == ""
 		} else {
 			rest, calls = ts.Finish(j.g.tools.names)
 			if len(calls) == 0 && res.StopReason == StopLength {

@@ -159,6 +159,7 @@ func TestThinkChat(t *testing.T) {
 		extra        map[string]any
 		want         Message
 		finish       string
+		cut          string // max_tokens ends the answer before it
 	}{
 		{name: "answer", answer: thinkCases[0].answer,
 			want: Message{Content: "Hello there!", ReasoningContent: "The user says hi.\nAnswer."}, finish: "stop"},
@@ -184,9 +185,13 @@ func TestThinkChat(t *testing.T) {
 			want: Message{Content: "<think>\nThe user "}, finish: "stop"},
 		{name: "reasoning_format auto", answer: thinkCases[0].answer, extra: map[string]any{"reasoning_format": "auto"},
 			want: Message{Content: "Hello there!", ReasoningContent: "The user says hi.\nAnswer."}, finish: "stop"},
-		{name: "max_tokens inside the reasoning", answer: thinkCases[0].answer, extra: map[string]any{"max_tokens": 0}, // set below
-			finish: "length"},
-		{name: "max_tokens inside the prompt's block", answer: thinkCases[1].answer, extra: map[string]any{"chat_template_kwargs": open, "max_tokens": 0},
+		{name: "max_tokens inside the reasoning", answer: thinkCases[0].answer, cut: "says", finish: "length"},
+		{name: "max_tokens inside the prompt's block", answer: thinkCases[1].answer, extra: map[string]any{"chat_template_kwargs": open},
+			cut: "says", finish: "length"},
+		// A call that max_tokens cuts after the reasoning is the call as
+		// far as it went, as other models' (not its markup as content).
+		{name: "max_tokens inside a call", answer: thinkCases[10].answer, extra: map[string]any{"tools": tools}, cut: "Paris",
+			want:   Message{ReasoningContent: "Need weather.", ToolCalls: []ToolCall{{Type: "function", Function: ToolCallFunction{Name: "get_weather", Arguments: `{"city": "`}}}},
 			finish: "length"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,13 +202,13 @@ func TestThinkChat(t *testing.T) {
 			for k, v := range tc.extra {
 				body[k] = v
 			}
-			if tc.finish == "length" {
-				body["max_tokens"] = len(tok.Encode(tc.answer[:strings.Index(tc.answer, "says")], false, true))
+			if tc.cut != "" {
+				body["max_tokens"] = len(tok.Encode(tc.answer[:strings.Index(tc.answer, tc.cut)], false, true))
 			}
 			got, cc := chatBothWays(t, base, body)
 			want := tc.want
 			want.Role = "assistant"
-			if tc.finish == "length" {
+			if tc.cut == "says" {
 				// Cut inside the reasoning: no content, some reasoning.
 				require.NotEmpty(t, got.ReasoningContent)
 				require.True(t, strings.HasPrefix("The user says hi.", got.ReasoningContent), got.ReasoningContent)
