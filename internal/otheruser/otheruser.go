@@ -35,12 +35,7 @@ const startWait = 10 * time.Second
 // /usr/bin/python3.
 func Python(t testing.TB, script, addr string, stdout io.Writer) {
 	t.Helper()
-	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
-		t.Skip("needs root on Linux to start a server as another user")
-	}
-	if _, err := os.Stat(python); err != nil {
-		t.Skip("no " + python + " for the other user's server")
-	}
+	skipUnlessAble(t)
 	cmd := exec.Command(python, "-c", script)
 	cmd.Stdout = stdout
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: Nobody, Gid: Nobody}}
@@ -53,6 +48,18 @@ func Python(t testing.TB, script, addr string, stdout io.Writer) {
 		}
 		return err == nil
 	}, startWait, 20*time.Millisecond, "the other user's server listens on %s", addr)
+}
+
+// skipUnlessAble skips t where a process cannot be run as Nobody: not
+// Linux, not root, no /usr/bin/python3.
+func skipUnlessAble(t testing.TB) {
+	t.Helper()
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		t.Skip("needs root on Linux to run a process as another user")
+	}
+	if _, err := os.Stat(python); err != nil {
+		t.Skip("no " + python + " for the other user's process")
+	}
 }
 
 // recorder is the script of Recorder's server: %q the host, %d the port,
@@ -114,4 +121,35 @@ func RecorderAnswering(t testing.TB, host string, port int, body string) (url st
 		require.NoError(t, err, "the other user's server wrote no line")
 		return strings.TrimSuffix(line, "\n")
 	}
+}
+
+// connector is the script of Connect: %q the network, %q the address.
+const connector = `import socket
+net, addr = %q, %q
+if net == "unix":
+    s = socket.socket(socket.AF_UNIX)
+else:
+    host, port = addr.rsplit(":", 1)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    addr = (host.strip("[]"), int(port))
+s.settimeout(5)
+try:
+    s.connect(addr)
+    print("connected")
+except OSError as e:
+    print(type(e).__name__)`
+
+// Connect tries, as Nobody, to connect to addr on network ("tcp" with
+// "host:port", or "unix" with a socket's path) and returns "connected"
+// or the name of the Python error that stopped it (PermissionError,
+// ConnectionRefusedError, FileNotFoundError, ...). It skips the test
+// where Python does.
+func Connect(t testing.TB, network, addr string) string {
+	t.Helper()
+	skipUnlessAble(t)
+	cmd := exec.Command(python, "-c", fmt.Sprintf(connector, network, addr))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: Nobody, Gid: Nobody}}
+	out, err := cmd.Output()
+	require.NoError(t, err, "the other user's client: %s", out)
+	return strings.TrimSpace(string(out))
 }

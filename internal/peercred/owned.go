@@ -44,13 +44,8 @@ func ownedBy(hc *http.Client, uid uint32, onlyLoopback bool) *http.Client {
 	if !Supported() {
 		return hc
 	}
-	var tr *http.Transport
-	switch t := hc.Transport.(type) {
-	case nil:
-		tr = http.DefaultTransport.(*http.Transport).Clone()
-	case *http.Transport:
-		tr = t.Clone()
-	default:
+	tr, ok := CloneTransport(hc)
+	if !ok {
 		// Not a transport this package made: nothing can be checked.
 		return &http.Client{Transport: refuse{}, Timeout: hc.Timeout}
 	}
@@ -58,7 +53,8 @@ func ownedBy(hc *http.Client, uid uint32, onlyLoopback bool) *http.Client {
 		if err != nil {
 			return nil, err
 		}
-		if ta, ok := c.RemoteAddr().(*net.TCPAddr); onlyLoopback && (!ok || !ta.IP.IsLoopback()) {
+		_, unixConn := c.(*net.UnixConn)
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); onlyLoopback && !unixConn && (!ok || !ta.IP.IsLoopback()) {
 			return c, nil
 		}
 		if err := CheckServer(c, uid); err != nil {
@@ -85,6 +81,19 @@ func ownedBy(hc *http.Client, uid uint32, onlyLoopback bool) *http.Client {
 	return &http.Client{Transport: tr, Timeout: hc.Timeout, CheckRedirect: hc.CheckRedirect, Jar: hc.Jar}
 }
 
+// CloneTransport returns a copy of hc's transport to change its dialer:
+// http.DefaultTransport's for a nil one; ok is false for a RoundTripper
+// that is not an *http.Transport (its connections cannot be reached).
+func CloneTransport(hc *http.Client) (tr *http.Transport, ok bool) {
+	switch t := hc.Transport.(type) {
+	case nil:
+		return http.DefaultTransport.(*http.Transport).Clone(), true
+	case *http.Transport:
+		return t.Clone(), true
+	}
+	return nil, false
+}
+
 // refuse is a RoundTripper that sends nothing.
 type refuse struct{}
 
@@ -95,10 +104,18 @@ func (refuse) RoundTrip(*http.Request) (*http.Response, error) {
 // CheckServer returns nil when the server end of c, a TCP connection this
 // process dialled, is owned by uid as the kernel records it; else an
 // error wrapping ErrServerOwner (also when the owner cannot be told: a
-// connection off loopback). The caller closes c on an error, before
+// connection off loopback). A Unix socket connection (*net.UnixConn) is
+// checked by the credentials the kernel took from its server when it
+// connected (SO_PEERCRED). The caller closes c on an error, before
 // sending anything on it.
 func CheckServer(c net.Conn, uid uint32) error {
-	got, err := ServerUID(c.LocalAddr(), c.RemoteAddr())
+	var got uint32
+	var err error
+	if uc, ok := c.(*net.UnixConn); ok {
+		got, err = unixPeerUID(uc)
+	} else {
+		got, err = ServerUID(c.LocalAddr(), c.RemoteAddr())
+	}
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: cannot tell who runs %s (%v)", ErrServerOwner, c.RemoteAddr(), err)

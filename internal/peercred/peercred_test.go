@@ -1,9 +1,11 @@
 package peercred
 
 import (
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -118,4 +120,27 @@ func loopbackPair(tb testing.TB, network string) (client, server net.Conn, ok bo
 	require.NoError(tb, err)
 	tb.Cleanup(func() { client.Close(); server.Close() })
 	return client, server, true
+}
+
+// A Unix socket connection's server is the process the kernel recorded
+// at connect (SO_PEERCRED): this process's user, no one else.
+func TestCheckServerUnixSocket(t *testing.T) {
+	if !Supported() {
+		t.Skip("no owner lookup here")
+	}
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			_, _ = io.Copy(io.Discard, c)
+		}
+	}()
+	c, err := net.Dial("unix", path)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, CheckServer(c, uint32(os.Getuid())))
+	require.ErrorIs(t, CheckServer(c, uint32(os.Getuid())+1), ErrServerOwner)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/rbee-project/rbee/fsm"
 	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/internal/apierror"
+	"github.com/rbee-project/rbee/internal/enginesock"
 	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/internal/peercred"
 	"github.com/rbee-project/rbee/internal/reqbody"
@@ -200,13 +201,39 @@ func New(cfg Config) *Supervisor {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{}
 	}
-	cfg.Client = peercred.OwnedBy(cfg.Client, uint32(os.Getuid()))
+	cfg.Client = peercred.OwnedBy(viaSockets(cfg.Client, cfg.Procs), uint32(os.Getuid()))
 	if cfg.EngineFirstByte <= 0 {
 		cfg.EngineFirstByte = DefaultEngineFirstByte
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Supervisor{cfg: cfg, log: cfg.Logger, workers: map[string]*localWorker{}, hangs: map[string]*engineHang{}, kick: make(chan struct{}, 1),
 		adopted: make(chan struct{}), ctx: ctx, cancel: cancel}
+}
+
+// viaSockets returns a copy of hc whose calls to the port of an engine on
+// a Unix socket (process.WorkerInfo.Socket) go to that socket: its port is
+// the engine's name in the node's records, not where it listens. A client
+// of a transport it cannot change is returned as it is (OwnedBy refuses
+// it).
+func viaSockets(hc *http.Client, procs Processes) *http.Client {
+	tr, ok := peercred.CloneTransport(hc)
+	if !ok {
+		return hc
+	}
+	tr.DialContext = enginesock.Dial(tr.DialContext, func(port int) string {
+		if procs == nil {
+			return ""
+		}
+		for _, info := range procs.Infos() {
+			if info.Port == port {
+				return info.Socket
+			}
+		}
+		return ""
+	})
+	c := *hc
+	c.Transport = tr
+	return &c
 }
 
 // Start runs the worker loop (expiry, load reports, the leader's

@@ -82,9 +82,15 @@ func hostOr(l Launch) string {
 //
 //	-m FILE --host H --port P [-c CTX] [-ngl N] [-t N] [-np SLOTS] --alias ID --metrics
 //
-// The API key goes in LLAMA_API_KEY (SecretEnv), never on the command line.
+// With l.Socket, H is the socket's path: llama-server listens on a Unix
+// socket when --host ends in ".sock" (and ignores --port). The API key
+// goes in LLAMA_API_KEY (SecretEnv), never on the command line.
 func LlamaServerArgs(l Launch) []string {
-	args := []string{"-m", l.ModelPath, "--host", hostOr(l), "--port", strconv.Itoa(l.Port)}
+	host := hostOr(l)
+	if l.Socket != "" {
+		host = l.Socket
+	}
+	args := []string{"-m", l.ModelPath, "--host", host, "--port", strconv.Itoa(l.Port)}
 	if l.Ctx > 0 {
 		args = append(args, "-c", strconv.Itoa(l.Ctx))
 	}
@@ -108,15 +114,21 @@ func LlamaServerType() WorkerType {
 	return WorkerType{
 		Name: TypeLlamaServer, Binary: "llama-server", HealthPath: "/health", External: true, Archive: true,
 		Args: LlamaServerArgs, Env: func(l Launch) []string { return GPUEnv(l.GPUs) },
-		SecretEnv: "LLAMA_API_KEY", LoadPath: "/slots",
+		SecretEnv: "LLAMA_API_KEY", LoadPath: "/slots", Socket: true,
 	}
 }
 
 // VLLMArgs is `vllm serve`'s command line:
 //
-//	serve FILE --host H --port P --served-model-name ID [--max-model-len CTX] [--tensor-parallel-size len(GPUs)]
+//	serve FILE --host H --port P [--uds SOCKET] --served-model-name ID [--max-model-len CTX] [--tensor-parallel-size len(GPUs)]
+//
+// --uds makes it listen on the Unix socket alone, host and port ignored
+// (a vLLM too old to know it exits at once: the spawn shows its log).
 func VLLMArgs(l Launch) []string {
 	args := []string{"serve", l.ModelPath, "--host", hostOr(l), "--port", strconv.Itoa(l.Port)}
+	if l.Socket != "" {
+		args = append(args, "--uds", l.Socket)
+	}
 	if l.ModelID != "" {
 		args = append(args, "--served-model-name", l.ModelID)
 	}
@@ -134,7 +146,7 @@ func VLLMType() WorkerType {
 	return WorkerType{
 		Name: TypeVLLM, Binary: "vllm", HealthPath: "/health", External: true,
 		Args: VLLMArgs, Env: func(l Launch) []string { return GPUEnv(l.GPUs) },
-		SecretEnv: "VLLM_API_KEY", LoadPath: "/metrics",
+		SecretEnv: "VLLM_API_KEY", LoadPath: "/metrics", Socket: true,
 	}
 }
 
@@ -178,6 +190,7 @@ var placeholders = map[string]func(l Launch) string{
 	"{threads}":    func(l Launch) string { return strconv.Itoa(l.Threads) },
 	"{gpus}":       func(l Launch) string { return GPUList(l.GPUs) },
 	"{id}":         func(l Launch) string { return l.WorkerID },
+	"{socket}":     func(l Launch) string { return l.Socket },
 }
 
 // envNameRE is a leading NAME=value word of a template.
@@ -189,13 +202,21 @@ const maxTemplateBytes = 4096
 // Template is a parsed command template: words separated by blanks (no
 // shell: no quoting, globbing or expansion besides the placeholders
 // {model} {model_id} {port} {host} {ctx} {gpu_layers} {threads} {gpus}
-// {id}). Leading NAME=value words set environment variables, like env(1);
-// the rest are the arguments after the binary. {port} must appear: the
-// engine has to listen where rbee probes it. {ctx} 0, {threads} 0 mean
+// {id} {socket}). Leading NAME=value words set environment variables, like
+// env(1); the rest are the arguments after the binary. {port} or {socket}
+// must appear: the engine has to listen where rbee probes it. A template
+// with {socket} makes an engine that listens on that Unix socket (in a
+// directory only the node's user can enter) and is called there; one with
+// {port} alone listens on a loopback port every local user can reach. {ctx} 0, {threads} 0 mean
 // "the engine's default"; {gpu_layers} is 999 (all) with GPUs, else 0.
 type Template struct {
 	env, args []string
+	socket    bool
 }
+
+// Socket reports whether the template puts the engine on a Unix socket
+// ({socket}).
+func (t Template) Socket() bool { return t.socket }
 
 // ParseTemplate checks and parses a command template.
 func ParseTemplate(s string) (Template, error) {
@@ -216,13 +237,14 @@ func ParseTemplate(s string) (Template, error) {
 	for _, w := range words {
 		for _, p := range placeholderRE().FindAllString(w, -1) {
 			if _, ok := placeholders[p]; !ok {
-				return Template{}, fmt.Errorf("%w: command template: unknown placeholder %s (known: {model} {model_id} {port} {host} {ctx} {gpu_layers} {threads} {gpus} {id})", ErrBadName, p)
+				return Template{}, fmt.Errorf("%w: command template: unknown placeholder %s (known: {model} {model_id} {port} {host} {ctx} {gpu_layers} {threads} {gpus} {id} {socket})", ErrBadName, p)
 			}
 			port = port || p == "{port}"
+			t.socket = t.socket || p == "{socket}"
 		}
 	}
-	if !port {
-		return Template{}, fmt.Errorf("%w: command template must contain {port}: rbee picks the port and probes the engine there", ErrBadName)
+	if !port && !t.socket {
+		return Template{}, fmt.Errorf("%w: command template must contain {port} or {socket}: rbee picks the address and probes the engine there", ErrBadName)
 	}
 	return t, nil
 }

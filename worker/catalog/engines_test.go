@@ -30,6 +30,10 @@ func TestEngineArgsAndEnv(t *testing.T) {
 		{"vllm tensor parallel", VLLMType(), l,
 			[]string{"serve", "/m.gguf", "--host", "127.0.0.1", "--port", "9000", "--served-model-name", "tiny", "--max-model-len", "4096", "--tensor-parallel-size", "2"},
 			[]string{"CUDA_VISIBLE_DEVICES=0,1", "HIP_VISIBLE_DEVICES=0,1", "GGML_VK_VISIBLE_DEVICES=0,1"}},
+		{"llama-server on a socket", LlamaServerType(), Launch{ModelPath: "/m.gguf", Port: 1, GPULayers: -1, Socket: "/d/engine.sock"},
+			[]string{"-m", "/m.gguf", "--host", "/d/engine.sock", "--port", "1", "--metrics"}, nil},
+		{"vllm on a socket", VLLMType(), Launch{ModelPath: "/m.gguf", Port: 1, GPULayers: -1, Socket: "/d/engine.sock"},
+			[]string{"serve", "/m.gguf", "--host", "127.0.0.1", "--port", "1", "--uds", "/d/engine.sock"}, nil},
 		{"ollama", OllamaType(), Launch{Port: 7, Ctx: 2048, GPULayers: -1}, []string{"serve"},
 			[]string{"OLLAMA_HOST=127.0.0.1:7", "OLLAMA_CONTEXT_LENGTH=2048"}},
 	}
@@ -40,15 +44,20 @@ func TestEngineArgsAndEnv(t *testing.T) {
 			assert.True(t, tt.typ.External)
 		})
 	}
+	// Which engines can be put on a socket only the node's user reaches.
+	assert.True(t, LlamaServerType().Socket)
+	assert.True(t, VLLMType().Socket)
+	assert.False(t, OllamaType().Socket)
 }
 
 func TestTemplate(t *testing.T) {
-	l := Launch{ModelPath: "/m.gguf", ModelID: "tiny", WorkerID: "w1", Port: 9000, Ctx: 512, Threads: 2, GPUs: []int{1}, GPULayers: -1}
+	l := Launch{ModelPath: "/m.gguf", ModelID: "tiny", WorkerID: "w1", Port: 9000, Ctx: 512, Threads: 2, GPUs: []int{1}, GPULayers: -1, Socket: "/d/engine.sock"}
 	tests := []struct {
-		tpl  string
-		args []string
-		env  []string
-		err  string
+		tpl    string
+		args   []string
+		env    []string
+		err    string
+		socket bool
 	}{
 		{tpl: "--model {model} --port {port} -c {ctx} -ngl {gpu_layers} -t {threads}",
 			args: []string{"--model", "/m.gguf", "--port", "9000", "-c", "512", "-ngl", "999", "-t", "2"},
@@ -56,7 +65,10 @@ func TestTemplate(t *testing.T) {
 		{tpl: "FOO=bar X={model_id} serve --listen={host}:{port} --id {id} --gpus {gpus}",
 			args: []string{"serve", "--listen=127.0.0.1:9000", "--id", "w1", "--gpus", "1"},
 			env:  []string{"CUDA_VISIBLE_DEVICES=1", "HIP_VISIBLE_DEVICES=1", "GGML_VK_VISIBLE_DEVICES=1", "FOO=bar", "X=tiny"}},
-		{tpl: "--model {model}", err: "must contain {port}"},
+		{tpl: "--uds {socket} --model {model}",
+			args: []string{"--uds", "/d/engine.sock", "--model", "/m.gguf"},
+			env:  []string{"CUDA_VISIBLE_DEVICES=1", "HIP_VISIBLE_DEVICES=1", "GGML_VK_VISIBLE_DEVICES=1"}, socket: true},
+		{tpl: "--model {model}", err: "must contain {port} or {socket}"},
 		{tpl: "--port {port} {secret}", err: "unknown placeholder {secret}"},
 		{tpl: "--port {port}\n--x", err: "line break"},
 	}
@@ -71,6 +83,10 @@ func TestTemplate(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tt.args, tp.Args(l))
 			assert.Equal(t, tt.env, tp.Env(l))
+			assert.Equal(t, tt.socket, tp.Socket())
+			typ, err := OpenAIType().ForEntry(Entry{Type: TypeOpenAI, Template: tt.tpl})
+			require.NoError(t, err)
+			assert.Equal(t, tt.socket, typ.Socket, "the generic type listens on a socket when its template says so")
 		})
 	}
 }

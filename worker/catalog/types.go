@@ -27,6 +27,9 @@ type Launch struct {
 	// GPULayers is how many layers an engine offloads to the GPUs; < 0
 	// means the engine's default.
 	GPULayers int
+	// Socket is the Unix socket an engine of a Socket type listens on
+	// instead of Host:Port ("" means Host:Port).
+	Socket string
 }
 
 // WorkerType describes one kind of worker binary: its file name, how to
@@ -55,6 +58,12 @@ type WorkerType struct {
 	// Env returns extra environment variables ("NAME=value") for l: GPU
 	// visibility, listen address. nil adds none.
 	Env func(l Launch) []string
+	// Socket marks an engine that can listen on a Unix socket (Args puts
+	// Launch.Socket on its command line): the process manager gives it one
+	// in a directory only the node's user can enter, and the node calls it
+	// there. An external engine without it listens on a loopback TCP port
+	// that every local user can reach.
+	Socket bool
 	// SecretEnv, when set, is the environment variable that hands the
 	// worker's secret to an external engine that checks a bearer key
 	// (llama-server reads LLAMA_API_KEY as its --api-key); "" means the
@@ -123,7 +132,7 @@ func (t WorkerType) ForEntry(e Entry) (WorkerType, error) {
 	if err != nil {
 		return WorkerType{}, err
 	}
-	t.Args, t.Env, t.Template = tpl.Args, tpl.Env, e.Template
+	t.Args, t.Env, t.Template, t.Socket = tpl.Args, tpl.Env, e.Template, tpl.Socket()
 	if e.HealthPath != "" {
 		t.HealthPath = e.HealthPath
 	}

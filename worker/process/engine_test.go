@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/internal/otheruser"
 	"github.com/rbee-project/rbee/worker/catalog"
 )
 
@@ -61,15 +63,28 @@ func TestSpawnLlamaServer(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(log), `ctx=512 ngl=999 threads=2 np=1 alias=stories260K api_key=true cuda="1" hip="1" vk="1"`)
 
-	// The engine answers the worker's secret only.
+	// The engine listens on a Unix socket in a directory only the node's
+	// user may enter, not on its port, and answers the worker's secret
+	// only.
 	secret, port, ok := m.Secret("gpu1")
 	require.True(t, ok)
+	require.NotEmpty(t, w.Socket)
+	assert.Equal(t, w.Socket, m.SocketFor(port))
+	st, err := os.Stat(filepath.Dir(w.Socket))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o700), st.Mode().Perm())
+	assert.Contains(t, string(log), "host="+w.Socket)
+	_, err = net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	require.Error(t, err, "the engine listens on its port")
+	viaSocket := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", w.Socket)
+	}}}
 	call := func(auth string) int {
 		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+"/slots", nil)
 		if auth != "" {
 			req.Header.Set("Authorization", "Bearer "+auth)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := viaSocket.Do(req)
 		require.NoError(t, err)
 		resp.Body.Close()
 		return resp.StatusCode
@@ -113,4 +128,60 @@ func TestSpawnLlamaServer(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotReady)
 	assert.Contains(t, err.Error(), "loading model")
 	require.Len(t, m.List(), 1, "the slow engine was killed")
+
+	// The socket directory goes with its engine.
+	require.NoError(t, m.Stop(ctx, w.PID, time.Second))
+	_, err = os.Stat(filepath.Dir(w.Socket))
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// Another local user cannot reach an engine the node runs: not on its
+// port, not on its socket (TestSpawnLlamaServer checks the node can).
+func TestEngineOnlyForTheNodesUser(t *testing.T) {
+	bin := fakeLlamaServer(t)
+	m := newManager(t, t.TempDir(), nil, nil)
+	stopAllAtEnd(t, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, typ := range []catalog.WorkerType{catalog.LlamaServerType(), templated(t, "--host {socket} --port {port} -m {model}")} {
+		t.Run(typ.Name, func(t *testing.T) {
+			w, err := m.Spawn(ctx, SpawnOptions{Binary: bin, Type: typ, ModelPath: modelPath, WorkerID: "e-" + typ.Name, GPULayers: -1})
+			require.NoError(t, err)
+			assert.NotEqual(t, "connected", otheruser.Connect(t, "tcp", "127.0.0.1:"+strconv.Itoa(w.Port)), "another user reached the engine's port")
+			require.NotEmpty(t, w.Socket)
+			assert.Equal(t, "PermissionError", otheruser.Connect(t, "unix", w.Socket), "another user and the engine's socket")
+		})
+	}
+}
+
+// templated is the generic type as it launches a binary with template tpl.
+func templated(t *testing.T, tpl string) catalog.WorkerType {
+	t.Helper()
+	typ, err := catalog.OpenAIType().ForEntry(catalog.Entry{Type: catalog.TypeOpenAI, Template: tpl, HealthPath: "/health"})
+	require.NoError(t, err)
+	return typ
+}
+
+// A node restarted while its engine runs calls it on its socket again:
+// the socket is in the engine's record.
+func TestAdoptedEngineKeepsItsSocket(t *testing.T) {
+	bin := fakeLlamaServer(t)
+	dir := t.TempDir()
+	m := newManager(t, dir, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := m.Spawn(ctx, SpawnOptions{Binary: bin, Type: catalog.LlamaServerType(), ModelPath: modelPath, WorkerID: "kept", GPULayers: -1})
+	require.NoError(t, err)
+	require.NotEmpty(t, w.Socket)
+	require.NoError(t, m.Close())
+
+	m2 := newManager(t, dir, nil, nil)
+	stopAllAtEnd(t, m2)
+	got, ok := m2.Info("kept")
+	require.True(t, ok)
+	assert.Equal(t, w.Socket, got.Socket)
+	assert.Equal(t, w.Socket, m2.SocketFor(w.Port))
+	up, err := m2.probe(ctx, "http://127.0.0.1:"+strconv.Itoa(w.Port)+"/health", "")
+	require.NoError(t, err)
+	assert.True(t, up, "the readiness probe reaches the adopted engine on its socket")
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/internal/otheruser"
-	"github.com/rbee-project/rbee/worker/catalog"
 )
 
 // A worker's port is on its command line, which every local user can read.
@@ -37,10 +36,13 @@ func TestProbeOnlyToTheNodesUser(t *testing.T) {
 		err error
 	}
 	done := make(chan result, 1)
+	// An engine on a port (a socket engine's probe never goes to its port:
+	// TestEngineOnlyForTheNodesUser).
+	onPort := templated(t, "-m {model} --host {host} --port {port}")
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		w, err := m.Spawn(ctx, SpawnOptions{Binary: engine, Type: catalog.LlamaServerType(), ModelPath: modelPath, ModelID: "stories260K",
+		w, err := m.Spawn(ctx, SpawnOptions{Binary: engine, Type: onPort, ModelPath: modelPath, ModelID: "stories260K",
 			WorkerID: "squatted", GPULayers: -1, ReadyTimeout: 3 * time.Second})
 		done <- result{w, err}
 	}()

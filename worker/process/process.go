@@ -39,6 +39,7 @@ import (
 	gproc "github.com/shirou/gopsutil/v4/process"
 
 	"github.com/rbee-project/rbee/internal/atomicfile"
+	"github.com/rbee-project/rbee/internal/enginesock"
 	"github.com/rbee-project/rbee/internal/peercred"
 )
 
@@ -302,14 +303,18 @@ type RAM struct {
 
 // WorkerInfo describes a supervised worker process.
 type WorkerInfo struct {
-	PID       int      `json:"pid"`
-	WorkerID  string   `json:"worker_id"`
-	Type      string   `json:"type"`
-	ModelID   string   `json:"model_id,omitempty"`
-	ModelPath string   `json:"model_path"`
-	Port      int      `json:"port"`
-	Binary    string   `json:"binary"`
-	Cmdline   []string `json:"cmdline"`
+	PID       int    `json:"pid"`
+	WorkerID  string `json:"worker_id"`
+	Type      string `json:"type"`
+	ModelID   string `json:"model_id,omitempty"`
+	ModelPath string `json:"model_path"`
+	Port      int    `json:"port"`
+	// Socket is the Unix socket an engine of a Socket type listens on
+	// (in a directory only the node's user can enter); calls and probes
+	// to Port go there. "" for a worker on Port.
+	Socket  string   `json:"socket,omitempty"`
+	Binary  string   `json:"binary"`
+	Cmdline []string `json:"cmdline"`
 	// CreateTime is the process start time as the OS reports it (ms since
 	// the epoch); with Cmdline it tells our process from a reused pid.
 	CreateTime int64 `json:"create_time_ms"`
@@ -414,11 +419,11 @@ func New(cfg Config) (*Manager, error) {
 		cfg:      cfg,
 		dir:      dir,
 		log:      cfg.Logger,
-		client:   probeClient(cfg.Host),
 		procs:    make(map[int]*proc),
 		starting: make(map[string]*proc),
 		pollDone: make(chan struct{}),
 	}
+	m.client = probeClient(cfg.Host, m.SocketFor)
 	if err := m.adopt(); err != nil {
 		return nil, err
 	}
@@ -525,13 +530,25 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	if err != nil {
 		return WorkerInfo{}, err
 	}
+	socket := ""
+	if opts.Type.Socket && runtime.GOOS != "windows" {
+		if socket, err = enginesock.MakeDir(); err != nil {
+			return WorkerInfo{}, fmt.Errorf("process: %w", err)
+		}
+		defer func() {
+			if socket != "" {
+				enginesock.Remove(socket) // not started: exited removes a started one's
+			}
+		}()
+	}
 	m.mu.Lock()
-	p.info.Port = port
+	p.info.Port, p.info.Socket = port, socket
 	m.mu.Unlock()
 	launch := catalog.Launch{
 		ModelPath: model, WorkerID: opts.WorkerID, Port: port, Host: m.cfg.Host, NodeURL: opts.NodeURL,
 		Device: opts.Device, Threads: opts.Threads, Slots: opts.Slots,
 		ModelID: opts.ModelID, Ctx: opts.Ctx, GPUs: slices.Clone(opts.GPUs), GPULayers: opts.GPULayers,
+		Socket: socket,
 	}
 	args := append(opts.Type.Args(launch), opts.ExtraArgs...)
 	extraEnv := opts.Env
@@ -567,7 +584,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 	}
 	info := WorkerInfo{
 		PID: cmd.Process.Pid, WorkerID: opts.WorkerID, Type: opts.Type.Name, ModelID: opts.ModelID,
-		ModelPath: model, Port: port, Binary: bin, Cmdline: cmd.Args, StartedAt: time.Now().UTC(), LogPath: logPath,
+		ModelPath: model, Port: port, Socket: socket, Binary: bin, Cmdline: cmd.Args, StartedAt: time.Now().UTC(), LogPath: logPath,
 		Device: opts.Device, GPUs: launch.GPUs, HealthPath: opts.Type.HealthPath, Group: opts.Group, RAM: opts.RAM,
 	}
 	// Record what the OS reports, as New compares against the OS. Start
@@ -619,6 +636,7 @@ func (m *Manager) Spawn(ctx context.Context, opts SpawnOptions) (WorkerInfo, err
 		logf.Close()
 		m.exited(p, err)
 	}()
+	socket = "" // exited removes it now
 	m.log.Info("worker started", "worker", info.WorkerID, "pid", info.PID, "port", port, "binary", bin)
 
 	readyTimeout := m.cfg.ReadyTimeout
@@ -711,10 +729,12 @@ func (m *Manager) waitReady(ctx context.Context, p *proc, path, secret string, r
 // local user can read, and until the worker listens (an engine loads its
 // model first) another user could listen there, take the probe's secret
 // and answer it as a ready worker, and be sent the requests routed to it.
-func probeClient(host string) *http.Client {
+// A probe to the port of an engine on a Unix socket goes to the socket
+// (socketFor), whose server is checked the same way.
+func probeClient(host string, socketFor func(port int) string) *http.Client {
 	c := &http.Client{
 		Timeout:   probeTimeout,
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil, DialContext: enginesock.Dial(nil, socketFor)},
 	}
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		c = peercred.OwnedBy(c, uint32(os.Getuid()))
@@ -754,6 +774,7 @@ func (m *Manager) exited(p *proc, err error) {
 		notify := p.notify && !m.closed && m.cfg.OnExit != nil
 		info := p.info
 		m.mu.Unlock()
+		enginesock.Remove(info.Socket)
 		close(p.done)
 		m.log.Info("worker exited", "worker", info.WorkerID, "pid", info.PID, "err", err)
 		if notify {
@@ -1202,6 +1223,25 @@ func (m *Manager) Secret(id string) (secret string, port int, ok bool) {
 		return p.secret, p.info.Port, true
 	}
 	return "", 0, false
+}
+
+// SocketFor is the Unix socket of the supervised engine given port, ""
+// when none listens on one: a dialer of calls to the node's workers
+// (enginesock.Dial) sends such a call there.
+func (m *Manager) SocketFor(port int) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.procs {
+		if p.info.Port == port {
+			return p.info.Socket
+		}
+	}
+	for _, p := range m.starting {
+		if p.info.Port == port {
+			return p.info.Socket
+		}
+	}
+	return ""
 }
 
 // ReadSecrets returns the worker secrets recorded in dir's processes.json by

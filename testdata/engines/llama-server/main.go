@@ -13,7 +13,8 @@
 // "has": a CUDA_VISIBLE_DEVICES naming a higher index fails like a missing
 // device; FAKE_LLAMA_LOAD_MS (default 300) is the loading time;
 // FAKE_LLAMA_TOKEN_MS (default 0) is a pause per token; FAKE_LLAMA_ANY_HOST
-// set makes it ignore --host and listen on every interface.
+// set makes it ignore --host and listen on every interface (and on the
+// socket a --host ending in ".sock" names, as llama-server does, too).
 package main
 
 import (
@@ -104,10 +105,21 @@ func main() {
 	}
 	s := &server{key: *key, alias: *alias, ctx: *ctx, slots: *np, busy: make([]bool, *np),
 		tokenDelay: time.Duration(envInt("FAKE_LLAMA_TOKEN_MS", 0)) * time.Millisecond}
-	if os.Getenv("FAKE_LLAMA_ANY_HOST") != "" {
-		*host = "" // an engine that ignores --host: every interface
+	var ln, also net.Listener
+	switch {
+	case os.Getenv("FAKE_LLAMA_ANY_HOST") != "":
+		// An engine that ignores --host: every interface.
+		ln, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(*port)))
+		if err == nil && strings.HasSuffix(*host, ".sock") {
+			// Its socket too, so it is found ready (and then exposed).
+			also, err = net.Listen("unix", *host)
+		}
+	case strings.HasSuffix(*host, ".sock"):
+		// As llama-server: a --host ending in .sock is a Unix socket.
+		ln, err = net.Listen("unix", *host)
+	default:
+		ln, err = net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
 	if err != nil {
 		fmt.Println("main: error: couldn't bind HTTP server socket:", err)
 		os.Exit(1)
@@ -125,6 +137,9 @@ func main() {
 	mux.HandleFunc("POST /v1/completions", s.auth(s.complete(false)))
 	mux.HandleFunc("POST /v1/chat/completions", s.auth(s.complete(true)))
 	srv := &http.Server{Handler: mux}
+	if also != nil {
+		go func() { _ = srv.Serve(also) }()
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
