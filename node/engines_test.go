@@ -236,8 +236,15 @@ func TestGenericOpenAIEngine(t *testing.T) {
 	run(t, n0, map[string]any{"operation": "worker_binary_add", "type": "openai", "path": bin, "version": "rbee",
 		"template": "--model {model} --port {port} --host {host} --id {id} --threads 1 --model-name {model_id}", "health": "/health"}, nil)
 	var sr api.SpawnResult
-	run(t, n0, map[string]any{"operation": "worker_spawn", "type": "openai", "model": "builtin:stories260k", "device": "cpu"}, &sr)
+	evs := run(t, n0, map[string]any{"operation": "worker_spawn", "type": "openai", "model": "builtin:stories260k", "device": "cpu"}, &sr)
 	require.Equal(t, "ready", sr.State)
+	// A template with {port} and no {socket}: every local user reaches
+	// the engine, and the spawn says so.
+	warned := false
+	for _, ev := range evs {
+		warned = warned || strings.Contains(ev.Message, "an engine of type openai cannot listen on a Unix socket")
+	}
+	require.True(t, warned, "no warning that every local user reaches the engine")
 	waitSchedulable(t, c, 1)
 	want := greedy(t, "Once upon a time", 12)
 	_, text := infer(t, n0, map[string]any{"prompt": "Once upon a time", "max_tokens": 12})
@@ -422,6 +429,9 @@ func TestOllamaEngineImportsModel(t *testing.T) {
 		said = append(said, ev.Message)
 	}
 	require.Contains(t, strings.Join(said, "\n"), "into Ollama's store")
+	// Ollama has no Unix socket: the spawn says every local user can
+	// reach it.
+	require.Contains(t, strings.Join(said, "\n"), "an engine of type ollama cannot listen on a Unix socket")
 	waitSchedulable(t, c, 1)
 	res, text := infer(t, n0, map[string]any{"prompt": "Once", "max_tokens": 8})
 	require.Equal(t, "Once upon a time there was a little", text)

@@ -279,6 +279,13 @@ func (n *Node) opWorkerSpawn(ctx context.Context, em jobs.Emitter, req Request) 
 		where = " on GPU " + workercat.GPUList(r.GPUs)
 	}
 	em.Narrate("hive", "spawn", "starting a worker of type %s (binary %s, %s) for %s on %s%s", r.Type, bin.Version, bin.Source, model.ID, n.cfg.Name, where)
+	if typ.External && !typ.Socket {
+		// Ollama, or a generic engine whose template has no {socket}:
+		// warned, not refused, as such an engine has no safer way to run
+		// (README, "Who may do what on a node's machine").
+		em.Narrate("hive", "warning", "an engine of type %s cannot listen on a Unix socket: this one listens on a loopback port that every local user of %s can reach without the node's keys", r.Type, n.cfg.Name)
+		n.log.Warn("engine reachable by every local user", "type", r.Type, "worker", r.WorkerID)
+	}
 	// The worker (or an engine's guard) finds the node again through its
 	// node.json when the node restarts on another port.
 	env := []string{nodefile.Env + "=" + filepath.Join(n.cfg.DataDir, nodeInfoFile)}
