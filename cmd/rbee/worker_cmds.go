@@ -372,7 +372,10 @@ existing executable file on the hive. Admin only.
 
 A template (type openai only) is split at blanks, without a shell; leading
 NAME=value words become environment variables. Placeholders: {model} {model_id}
-{port} {host} {ctx} {gpu_layers} {threads} {gpus} {id}; {port} is required.`,
+{port} {host} {ctx} {gpu_layers} {threads} {gpus} {id} {socket}; {port} or
+{socket} is required. Use {socket} (a Unix socket only the node's user can
+reach) where the server can listen on one: on {port} alone every local user
+of the hive can call it, and each spawn warns so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if add.path == "" {
