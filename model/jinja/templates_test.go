@@ -73,6 +73,31 @@ const (
 	weatherToolIndent4 = "{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_weather\",\n        \"description\": \"Get the current weather\",\n        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {\n                \"city\": {\n                    \"type\": \"string\",\n                    \"description\": \"City name\"\n                }\n            },\n            \"required\": [\n                \"city\"\n            ]\n        }\n    }\n}"
 )
 
+// renderChat renders testdata/templates/FILE.jinja the way transformers'
+// apply_chat_template does: the conversation conv (JSON), tools (JSON, or ""
+// for none), add_generation_prompt true, bos and eos tokens, and the
+// template keywords in extra.
+func renderChat(t *testing.T, file, conv, tools, bos, eos string, extra map[string]any) (string, error) {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("testdata", "templates", file+".jinja"))
+	require.NoError(t, err)
+	tm, err := Compile(string(src))
+	require.NoError(t, err)
+	data := map[string]any{
+		"messages":              orderedJSON(t, conv),
+		"add_generation_prompt": true,
+		"bos_token":             bos,
+		"eos_token":             eos,
+	}
+	if tools != "" {
+		data["tools"] = orderedJSON(t, tools)
+	}
+	for k, v := range extra {
+		data[k] = v
+	}
+	return tm.Render(t.Context(), data)
+}
+
 // TestPublishedTemplates renders the chat templates in testdata/templates
 // (see testdata/PROVENANCE.md) the way transformers' apply_chat_template
 // does (add_generation_prompt=True, bos_token, eos_token, tools when
@@ -166,20 +191,11 @@ func TestPublishedTemplates(t *testing.T) {
 			name += "/chat"
 		}
 		t.Run(name, func(t *testing.T) {
-			src, err := os.ReadFile(filepath.Join("testdata", "templates", c.file+".jinja"))
-			require.NoError(t, err)
-			tm, err := Compile(string(src))
-			require.NoError(t, err)
-			data := map[string]any{
-				"messages":              orderedJSON(t, c.conv),
-				"add_generation_prompt": true,
-				"bos_token":             c.bos,
-				"eos_token":             c.eos,
-			}
+			tools := ""
 			if c.tools {
-				data["tools"] = orderedJSON(t, weatherTool)
+				tools = weatherTool
 			}
-			got, err := tm.Render(t.Context(), data)
+			got, err := renderChat(t, c.file, c.conv, tools, c.bos, c.eos, nil)
 			if c.wantErr != "" {
 				require.ErrorContains(t, err, c.wantErr)
 				require.False(t, errors.Is(err, ErrBudget))
