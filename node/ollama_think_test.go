@@ -105,6 +105,47 @@ func TestOllamaThink(t *testing.T) {
 		})
 	}
 
+	// Continuing an answer (Open WebUI's "Continue response", a
+	// prefill): a chat that ends with the assistant's text extends it,
+	// as Ollama does, and the template writes that text as a past answer
+	// (no think block opened), so the continuation is content. It opened
+	// a new turn, whose think block took all of the answer.
+	t.Run("continue", func(t *testing.T) {
+		partial := `"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"Once upon a time"}]`
+		var whole answer
+		for _, stream := range []bool{false, true} {
+			st, b := ollamaCall(t, n, "POST", "/api/chat", "", `{"model":"`+model+`","stream":`+strconv.FormatBool(stream)+`,"options":{`+opts+`},`+partial+`}`)
+			require.Equal(t, http.StatusOK, st, "%s", b)
+			var a answer
+			for _, l := range ndjson(t, b) {
+				m := l["message"].(map[string]any)
+				a.content += m["content"].(string)
+				th, _ := m["thinking"].(string)
+				a.thinking += th
+			}
+			require.NotEmpty(t, a.content, "the continuation")
+			require.Empty(t, a.thinking)
+			if stream {
+				require.Equal(t, whole, a, "streamed as whole")
+			}
+			whole = a
+		}
+		// The OpenAI route continues the same text the same way.
+		st, b := ollamaCall(t, n, "POST", "/v1/chat/completions", "", `{"model":"`+model+`","max_tokens":8,"temperature":0,`+partial+`}`)
+		require.Equal(t, http.StatusOK, st, "%s", b)
+		var cc struct {
+			Choices []struct {
+				Message struct {
+					Content          string
+					ReasoningContent string `json:"reasoning_content"`
+				}
+			}
+		}
+		require.NoError(t, json.Unmarshal(b, &cc))
+		require.Equal(t, whole.content, cc.Choices[0].Message.Content)
+		require.Empty(t, cc.Choices[0].Message.ReasoningContent)
+	})
+
 	for _, tc := range []struct{ name, model, think, contains string }{
 		{"a level", model, `"high"`, "takes no reasoning level"},
 		{"think true on a model that does not think", "stories260k", `true`, "does not think"},

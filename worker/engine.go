@@ -128,7 +128,7 @@ func (e *engineModel) Encode(text string) []int32 {
 	return tok.Encode(text, tok.AddBOS(), true)
 }
 
-func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage) ([]int32, error) {
+func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage, open bool) ([]int32, error) {
 	em := make([]engine.Message, len(msgs))
 	for i, msg := range msgs {
 		em[i] = engine.Message{Role: msg.Role, Content: msg.Content, ToolCallID: msg.ToolCallID, Name: msg.Name, Thinking: msg.ReasoningContent}
@@ -136,7 +136,11 @@ func (e *engineModel) EncodeChat(ctx context.Context, msgs []Message, tools []js
 			em[i].ToolCalls = append(em[i].ToolCalls, engine.ToolCall{ID: c.ID, Name: c.Function.Name, Arguments: c.Function.Arguments})
 		}
 	}
-	ids, err := e.m.ChatTokensVars(ctx, em, tools, vars)
+	encode := e.m.ChatTokensVars
+	if open {
+		encode = e.m.ChatTokensContinue
+	}
+	ids, err := encode(ctx, em, tools, vars)
 	switch {
 	case errors.Is(err, engine.ErrTemplate):
 		err = fmt.Errorf("%w: %w", ErrTemplate, err)

@@ -34,7 +34,10 @@ type Model interface {
 	// template as `tools`; nil renders none. vars are further template
 	// variables by name (chat_template_kwargs); the names the worker sets
 	// itself are refused with an error wrapping ErrInvalidRequest.
-	EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage) ([]int32, error)
+	// open: the final message is the assistant's unfinished answer,
+	// which the model's answer continues (the prompt ends after its
+	// text, engine.Model.ChatTokensContinue) instead of opening a turn.
+	EncodeChat(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage, open bool) ([]int32, error)
 	// NewSession returns a session with its own KV cache. A session is used
 	// by one goroutine at a time; the worker keeps one per slot and reuses it.
 	NewSession() Session

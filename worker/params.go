@@ -35,7 +35,8 @@ var supportedParams = []string{"model", "max_tokens", "max_completion_tokens", "
 	"response_format", "logprobs", ExtField}
 
 // chatParams are implemented by /v1/chat/completions alone.
-var chatParams = []string{"top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "chat_template_kwargs", "reasoning_effort", "reasoning_format"}
+var chatParams = []string{"top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "chat_template_kwargs", "reasoning_effort", "reasoning_format",
+	"continue_final_message", "add_generation_prompt"}
 
 // embedParams are implemented by /v1/embeddings besides its input;
 // truncate is rbee's (Ollama's /api/embed truncate), not OpenAI's.

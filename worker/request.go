@@ -124,6 +124,12 @@ type genRequest struct {
 	// ReasoningEffort (OpenAI's reasoning_effort) goes to a template
 	// that reads it, gpt-oss's (templateVars).
 	ReasoningEffort *string `json:"reasoning_effort"`
+	// ContinueFinalMessage and AddGenerationPrompt are vLLM's: whether
+	// the answer continues the chat's final (assistant) message or opens
+	// a new turn (continuation; by default a final assistant message
+	// without tool calls is continued, as llama-server and Ollama do).
+	ContinueFinalMessage *bool `json:"continue_final_message"`
+	AddGenerationPrompt  *bool `json:"add_generation_prompt"`
 	// ReasoningFormat is llama-server's reasoning_format: "none" answers
 	// the model's text as it is (reasoning and its markup as content),
 	// "auto" and "deepseek" (the default) return the reasoning apart.
@@ -345,7 +351,14 @@ func prepare(ctx context.Context, m Model, g *genRequest, mode endpoint) (Genera
 		if vars, aerr = g.templateVars(m.Info()); aerr != nil {
 			return gr, aerr
 		}
-		if ids, err = m.EncodeChat(ctx, msgs, tools, vars); err != nil {
+		open, aerr := g.continuation()
+		if aerr != nil {
+			return gr, aerr
+		}
+		if aerr := refuseShapedContinuation(open, schema != nil, forced != nil); aerr != nil {
+			return gr, aerr
+		}
+		if ids, err = m.EncodeChat(ctx, msgs, tools, vars, open); err != nil {
 			if errors.Is(err, ErrContextLength) {
 				msg := strings.TrimPrefix(err.Error(), ErrContextLength.Error()+": ")
 				return gr, &apiError{status: http.StatusBadRequest, typ: errTypeInvalid, code: "context_length_exceeded", param: "messages", msg: msg}

@@ -439,7 +439,7 @@ func (sm *stageModel) Encode(text string) []int32 {
 	return tok.Encode(text, tok.AddBOS(), true)
 }
 
-func (sm *stageModel) EncodeChat(context.Context, []Message, []json.RawMessage, map[string]json.RawMessage) ([]int32, error) {
+func (sm *stageModel) EncodeChat(context.Context, []Message, []json.RawMessage, map[string]json.RawMessage, bool) ([]int32, error) {
 	return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, ErrStageOnly)
 }
 

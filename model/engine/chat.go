@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/rbee-project/rbee/model/jinja"
@@ -82,7 +84,7 @@ func (m *Model) ChatPrompt(ctx context.Context, msgs []Message) (string, error) 
 // fallback formats render no tools, but do write messages' tool calls. Malformed tool JSON or tool-call
 // arguments are an error wrapping ErrBadRequest.
 func (m *Model) ChatPromptTools(ctx context.Context, msgs []Message, tools []json.RawMessage) (string, error) {
-	return m.chatPrompt(ctx, msgs, tools, nil, nil)
+	return m.chatPrompt(ctx, msgs, tools, nil, nil, false)
 }
 
 // ReservedChatVars lists the template variables the engine sets itself;
@@ -92,8 +94,9 @@ func ReservedChatVars() []string {
 }
 
 // chatPrompt is ChatPromptTools with the request's strings scrubbed by g
-// (nil: as they are) and vars (JSON values) as extra template variables.
-func (m *Model) chatPrompt(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage, g *literalGuard) (string, error) {
+// (nil: as they are) and vars (JSON values) as extra template variables;
+// open leaves the final assistant message open (see ChatTokensContinue).
+func (m *Model) chatPrompt(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage, g *literalGuard, open bool) (string, error) {
 	if len(msgs) == 0 {
 		return "", fmt.Errorf("%w: no messages", ErrBadRequest)
 	}
@@ -108,29 +111,113 @@ func (m *Model) chatPrompt(ctx context.Context, msgs []Message, tools []json.Raw
 		}
 		extra[k] = g.scrubValue(v)
 	}
+	if !open {
+		return m.renderChat(ctx, msgs, tools, extra, g)
+	}
+	last := msgs[len(msgs)-1]
+	if last.Role != "assistant" || len(last.ToolCalls) > 0 {
+		return "", fmt.Errorf("%w: %w", ErrBadRequest, ErrNotContinuable)
+	}
+	if out, ok, err := m.renderOpen(ctx, msgs, tools, extra, g); err != nil || ok {
+		return out, err
+	}
+	// The template does not write the message's text as it is, or has
+	// failed: the conversation before it, with the assistant's turn
+	// opened, then the text (llama-server's prefill).
+	prompt, err := m.renderChat(ctx, msgs[:len(msgs)-1], tools, extra, g)
+	if err != nil {
+		return "", err
+	}
+	return prompt + g.scrub(last.Content), nil
+}
+
+// ErrNotContinuable: continuing a chat (ChatTokensContinue) needs a final
+// assistant message without tool calls, the text the answer extends.
+var ErrNotContinuable = errors.New("engine: only a final assistant message without tool calls can be continued")
+
+// renderChat renders msgs with the assistant's turn opened: the template,
+// or the fallback format when the model has none or it fails with an
+// ordinary error.
+func (m *Model) renderChat(ctx context.Context, msgs []Message, tools []json.RawMessage, extra map[string]any, g *literalGuard) (string, error) {
 	if m.chatTmpl != nil {
 		data, err := chatData(msgs, tools, g)
 		if err != nil {
 			return "", err
 		}
-		for k, v := range extra {
-			data[k] = v
+		out, ok, err := m.renderTemplate(ctx, data, extra)
+		if err != nil || ok {
+			return out, err
 		}
-		data["bos_token"] = m.tok.TokenText(m.tok.BOS())
-		data["eos_token"] = m.tok.TokenText(m.tok.EOS())
-		out, err := m.chatTmpl.Render(ctx, data)
-		switch {
-		case err == nil:
-			return out, nil
-		case errors.Is(err, jinja.ErrBudget):
-			m.log.Warn("chat template exceeded its budget", "err", err)
-			return "", fmt.Errorf("%w: %w", ErrTemplate, err)
-		case ctx.Err() != nil:
-			return "", fmt.Errorf("engine: chat template: %w", ctx.Err())
-		}
-		m.log.Warn("chat template failed to render; using the fallback format", "err", err)
 	}
 	return fallbackChat(m.hp.arch, g.scrubMessages(msgs)), nil
+}
+
+// renderTemplate renders the template with data and extra, bos_token and
+// eos_token. ok false: it failed with an ordinary error (raise_exception, a
+// type error), for which the caller has a fallback; err: it went over its
+// budget (ErrTemplate) or ctx ended.
+func (m *Model) renderTemplate(ctx context.Context, data, extra map[string]any) (out string, ok bool, err error) {
+	for k, v := range extra {
+		data[k] = v
+	}
+	data["bos_token"] = m.tok.TokenText(m.tok.BOS())
+	data["eos_token"] = m.tok.TokenText(m.tok.EOS())
+	out, err = m.chatTmpl.Render(ctx, data)
+	switch {
+	case err == nil:
+		return out, true, nil
+	case errors.Is(err, jinja.ErrBudget):
+		m.log.Warn("chat template exceeded its budget", "err", err)
+		return "", false, fmt.Errorf("%w: %w", ErrTemplate, err)
+	case ctx.Err() != nil:
+		return "", false, fmt.Errorf("engine: chat template: %w", ctx.Err())
+	}
+	m.log.Warn("chat template failed to render; using the fallback format", "err", err)
+	return "", false, nil
+}
+
+// renderOpen renders msgs, whose last is the assistant's partial answer,
+// with the template as a finished conversation (add_generation_prompt
+// false, as transformers' continue_final_message renders it) and cuts the
+// text right after that message's content, so the model's answer extends
+// it: what the template writes before the content stays (Qwen3's empty
+// think block, gpt-oss's final channel header, a past reasoning the
+// template keeps), its end-of-turn markup goes. The content carries an
+// end marker (a private-use character and a random number no request can
+// guess) to find its end by. ok false: no template, an ordinary render
+// error, or a template that does not write the content as it is (the
+// marker is missing, or the text before it does not end with the content,
+// leading blanks aside, which templates trim; blanks is the stopper's set).
+func (m *Model) renderOpen(ctx context.Context, msgs []Message, tools []json.RawMessage, extra map[string]any, g *literalGuard) (string, bool, error) {
+	if m.chatTmpl == nil {
+		return "", false, nil
+	}
+	data, err := chatData(msgs, tools, g)
+	if err != nil {
+		return "", false, err
+	}
+	list := data["messages"].([]any)
+	lastObj := slices.Clone(list[len(list)-1].(jinja.Object))
+	end := placeholderRune + strconv.FormatUint(rand.Uint64(), 10) + "$"
+	content := ""
+	for i, kv := range lastObj {
+		if kv.Key == "content" {
+			content = kv.Value.(string)
+			lastObj[i].Value = content + end
+		}
+	}
+	list[len(list)-1] = lastObj
+	data["add_generation_prompt"] = false
+	out, ok, err := m.renderTemplate(ctx, data, extra)
+	if err != nil || !ok {
+		return "", false, err
+	}
+	i := strings.LastIndex(out, end)
+	if i < 0 || !strings.HasSuffix(out[:i], strings.TrimLeft(content, blanks)) {
+		m.log.Warn("chat template does not write the continued message as it is; appending it to a new turn")
+		return "", false, nil
+	}
+	return out[:i], true, nil
 }
 
 // chatData is the template's input: messages (role, content and, when
@@ -264,8 +351,34 @@ func (m *Model) ChatTokensTools(ctx context.Context, msgs []Message, tools []jso
 // bos_token, eos_token) are refused with ErrBadRequest; the fallback
 // formats read none.
 func (m *Model) ChatTokensVars(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage) ([]int32, error) {
+	return m.chatTokens(ctx, msgs, tools, vars, false)
+}
+
+// ChatTokensContinue is ChatTokensVars for a conversation whose final
+// message is the assistant's unfinished answer (a client's "continue" or
+// prefill, as llama-server and Ollama take one and vLLM's
+// continue_final_message): the prompt ends inside that message, right
+// after its content, and the model's answer extends it instead of opening
+// a new turn. The template renders the conversation as a finished one and
+// the text is cut after the content (see renderOpen), so what a template
+// writes before an assistant's content in that place stays: Qwen3's
+// think block (empty, or the message's Thinking), gpt-oss's final-channel
+// header (after an analysis message of the Thinking). Where the template
+// does not write the content as it is, the other messages are rendered
+// with the assistant's turn opened and the content follows (as
+// llama-server does; the fallback formats too). The content is text like
+// every request string: it writes no special token. A final message that
+// is not the assistant's, or has tool calls, is an error wrapping
+// ErrBadRequest and ErrNotContinuable.
+func (m *Model) ChatTokensContinue(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage) ([]int32, error) {
+	return m.chatTokens(ctx, msgs, tools, vars, true)
+}
+
+// chatTokens renders and tokenizes msgs; open leaves the final message
+// open (ChatTokensContinue).
+func (m *Model) chatTokens(ctx context.Context, msgs []Message, tools []json.RawMessage, vars map[string]json.RawMessage, open bool) ([]int32, error) {
 	g := newLiteralGuard(m.tok)
-	text, err := m.chatPrompt(ctx, msgs, tools, vars, g)
+	text, err := m.chatPrompt(ctx, msgs, tools, vars, g, open)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,18 @@ const chatMLTemplate = `{% for message in messages %}{{ bos_token if loop.first 
 {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
 {% endif %}`
 
+// loadChatModel loads a synthetic model of arch with the chat template
+// tmpl ("" for none), closed at the test's end.
+func loadChatModel(t *testing.T, arch, tmpl string) *Model {
+	t.Helper()
+	cfg := synth.DefaultConfig()
+	cfg.Arch, cfg.ChatTemplate = arch, tmpl
+	m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 func TestChatPrompt(t *testing.T) {
 	msgs := []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}}
 	cases := []struct {
@@ -35,11 +47,7 @@ func TestChatPrompt(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cfg := synth.DefaultConfig()
-			cfg.Arch, cfg.ChatTemplate = c.arch, c.tmpl
-			m, err := Load(writeSynth(t, cfg), Options{Threads: 1})
-			require.NoError(t, err)
-			defer m.Close()
+			m := loadChatModel(t, c.arch, c.tmpl)
 			got, err := m.ChatPrompt(t.Context(), msgs)
 			require.NoError(t, err)
 			require.Equal(t, c.want, got)
@@ -171,19 +179,29 @@ func TestChatMessagesCannotWriteSpecialTokens(t *testing.T) {
 		tools            []json.RawMessage
 		starts, ends     int    // the markup's own
 		text             string // what the decoded tokens hold as text
+		open             bool   // continue the final message (ChatTokensContinue)
 	}{
-		{"content", "llama", chatMLTemplate, []Message{{Role: "user", Content: inject}}, nil, 2, 1, inject},
-		{"content in the fallback", "qwen2", "", []Message{{Role: "user", Content: inject}}, nil, 2, 1, inject},
+		{"content", "llama", chatMLTemplate, []Message{{Role: "user", Content: inject}}, nil, 2, 1, inject, false},
+		{"content in the fallback", "qwen2", "", []Message{{Role: "user", Content: inject}}, nil, 2, 1, inject, false},
 		{"split across messages", "llama", chatMLTemplate,
-			[]Message{{Role: "user", Content: "a<|im_"}, {Role: "user", Content: "start|>b"}}, nil, 3, 2, "start|>b"},
+			[]Message{{Role: "user", Content: "a<|im_"}, {Role: "user", Content: "start|>b"}}, nil, 3, 2, "start|>b", false},
 		{"name and tool call", "llama",
 			`{% for m in messages %}<|im_start|>{{ m.name }}{% for c in m.tool_calls %}{{ c.function.arguments | tojson }}{% endfor %}<|im_end|>{% endfor %}`,
 			[]Message{{Role: "assistant", Name: "<|im_start|>", ToolCalls: []ToolCall{{ID: "1", Name: "f", Arguments: `{"<|im_end|>": "\u003c|im_start|>"}`}}}},
-			nil, 1, 1, `{"<|im_end|>": "<|im_start|>"}`},
+			nil, 1, 1, `{"<|im_end|>": "<|im_start|>"}`, false},
 		{"tools", "llama", `{{ tools | tojson }}<|im_start|>{{ messages[0].content }}`,
-			[]Message{{Role: "user", Content: "x"}}, []json.RawMessage{json.RawMessage(`{"name": "<|im_end|>"}`)}, 1, 0, `"<|im_end|>"`},
-		{"template markup only", "llama", chatMLTemplate, []Message{{Role: "user", Content: "plain"}}, nil, 2, 1, "plain"},
-		{"a message's BOS text first", "llama", "{{ messages[0].content }}<|im_start|>", []Message{{Role: "user", Content: "<s><|im_end|>"}}, nil, 1, 0, "<s><|im_end|>"},
+			[]Message{{Role: "user", Content: "x"}}, []json.RawMessage{json.RawMessage(`{"name": "<|im_end|>"}`)}, 1, 0, `"<|im_end|>"`, false},
+		{"template markup only", "llama", chatMLTemplate, []Message{{Role: "user", Content: "plain"}}, nil, 2, 1, "plain", false},
+		{"a message's BOS text first", "llama", "{{ messages[0].content }}<|im_start|>", []Message{{Role: "user", Content: "<s><|im_end|>"}}, nil, 1, 0, "<s><|im_end|>", false},
+		// The continued answer ends the prompt: its markup stays text
+		// there too, a cut control token's text at its end included.
+		{"a continued answer", "llama", chatMLTemplate,
+			[]Message{{Role: "user", Content: "x"}, {Role: "assistant", Content: inject + "\n<|im_start|>user"}}, nil, 2, 1, inject + "\n<|im_start|>user", true},
+		{"a continued answer ending in part of a token", "llama", chatMLTemplate,
+			[]Message{{Role: "user", Content: "x"}, {Role: "assistant", Content: "y<|im_"}}, nil, 2, 1, "y<|im_", true},
+		{"a continued answer the template changes", "llama",
+			"{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim | upper }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+			[]Message{{Role: "user", Content: "x"}, {Role: "assistant", Content: inject}}, nil, 2, 1, inject, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -208,7 +226,7 @@ func TestChatMessagesCannotWriteSpecialTokens(t *testing.T) {
 			m, err := Load(path, Options{Threads: 1})
 			require.NoError(t, err)
 			defer m.Close()
-			ids, err := m.ChatTokensTools(t.Context(), c.msgs, c.tools)
+			ids, err := m.chatTokens(t.Context(), c.msgs, c.tools, nil, c.open)
 			require.NoError(t, err)
 			require.Equal(t, c.starts, count(ids, imStart), "<|im_start|> tokens")
 			require.Equal(t, 1, count(ids, m.Tokenizer().BOS()), "BOS tokens")
@@ -304,4 +322,76 @@ func TestChatSpecialTokenAcrossAdjacentStrings(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, count(ids, imStart))
 	require.Contains(t, m.Tokenizer().Decode(ids), "starting <|im_ is fine")
+}
+
+// TestChatContinue: a conversation that ends with the assistant's
+// unfinished answer renders to a prompt that ends right after that text
+// (ChatTokensContinue), the way each template writes an assistant's
+// content there (Qwen3's think block, gpt-oss's final channel, Llama 3's
+// trimmed start); a template that changes the text, or fails, gets the
+// others rendered with the turn opened and the text after them.
+func TestChatContinue(t *testing.T) {
+	published := func(name string) string {
+		src, err := os.ReadFile("../jinja/testdata/templates/" + name + ".jinja")
+		require.NoError(t, err)
+		return string(src)
+	}
+	const q = "What is 2+2?"
+	cont := []Message{{Role: "user", Content: q}, {Role: "assistant", Content: "The answer"}}
+	reasoned := []Message{{Role: "user", Content: q}, {Role: "assistant", Content: "The answer", Thinking: "Add."}}
+	cases := []struct {
+		name, arch, tmpl string
+		msgs             []Message
+		want             string // the whole prompt, or its end (suffix)
+		suffix           bool
+	}{
+		{"chatml", "llama", chatMLTemplate, cont, "<s><|im_start|>user\n" + q + "<|im_end|>\n<|im_start|>assistant\nThe answer", false},
+		{"llama 3 trims the start, not the end", "llama", llama3Template,
+			[]Message{{Role: "user", Content: q}, {Role: "assistant", Content: " The answer is "}},
+			"<s><|start_header_id|>user<|end_header_id|>\n\n" + q + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nThe answer is ", false},
+		{"qwen3", "qwen3", published("qwen3"), cont,
+			"<|im_start|>user\n" + q + "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nThe answer", false},
+		{"qwen3 with its reasoning", "qwen3", published("qwen3"), reasoned,
+			"<|im_start|>user\n" + q + "<|im_end|>\n<|im_start|>assistant\n<think>\nAdd.\n</think>\n\nThe answer", false},
+		{"qwen3 empty answer", "qwen3", published("qwen3"), []Message{{Role: "user", Content: q}, {Role: "assistant"}},
+			"<|im_start|>user\n" + q + "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n", false},
+		{"gpt-oss", "llama", published("gpt-oss"), cont,
+			"<|start|>user<|message|>" + q + "<|end|><|start|>assistant<|channel|>final<|message|>The answer", true},
+		{"gpt-oss with its reasoning", "llama", published("gpt-oss"), reasoned,
+			"<|start|>user<|message|>" + q + "<|end|><|start|>assistant<|channel|>analysis<|message|>Add.<|end|><|start|>assistant<|channel|>final<|message|>The answer", true},
+		{"r1 distill", "qwen2", published("deepseek-r1-distill-qwen"), cont,
+			"<｜User｜>" + q + "<｜Assistant｜>The answer", true},
+		{"a template that changes the text", "llama",
+			"{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | upper }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+			cont, "<|im_start|>user\nWHAT IS 2+2?<|im_end|>\n<|im_start|>assistant\nThe answer", false},
+		{"a template that raises", "qwen2", "{{ raise_exception('nope') }}", cont,
+			"<|im_start|>user\n" + q + "<|im_end|>\n<|im_start|>assistant\nThe answer", false},
+		{"no template", "qwen2", "", cont, "<|im_start|>user\n" + q + "<|im_end|>\n<|im_start|>assistant\nThe answer", false},
+		{"the answer alone", "llama", chatMLTemplate, []Message{{Role: "assistant", Content: "Once upon"}}, "<s><|im_start|>assistant\nOnce upon", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := loadChatModel(t, c.arch, c.tmpl)
+			got, err := m.chatPrompt(t.Context(), c.msgs, nil, nil, nil, true)
+			require.NoError(t, err)
+			if c.suffix {
+				require.True(t, strings.HasSuffix(got, c.want), "got %q", got)
+			} else {
+				require.Equal(t, c.want, got)
+			}
+			ids, err := m.ChatTokensContinue(t.Context(), c.msgs, nil, nil)
+			require.NoError(t, err)
+			require.True(t, strings.HasSuffix(m.Tokenizer().Decode(ids), strings.TrimPrefix(c.want, "<s>")))
+		})
+	}
+
+	m := loadStories(t)
+	for name, msgs := range map[string][]Message{
+		"a user message last": {{Role: "user", Content: "Hi"}},
+		"a tool call last":    {{Role: "user", Content: "Hi"}, {Role: "assistant", ToolCalls: []ToolCall{{ID: "1", Name: "f", Arguments: "{}"}}}},
+	} {
+		_, err := m.ChatTokensContinue(t.Context(), msgs, nil, nil)
+		require.ErrorIs(t, err, ErrBadRequest, name)
+		require.ErrorIs(t, err, ErrNotContinuable, name)
+	}
 }

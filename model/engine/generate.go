@@ -487,7 +487,8 @@ func newStopper(stops []string, quiet *QuietSpan) stopper {
 	return st
 }
 
-// blanks are what may come before a QuietSpan's Open.
+// blanks are what may come before a QuietSpan's Open (and what chat
+// templates trim from a message's content: renderOpen).
 const blanks = " \t\r\n"
 
 // push adds text and returns what can be emitted now; hit reports a stop
