@@ -365,7 +365,9 @@ func pyCapitalize(s string) string {
 	return string(unicode.ToTitle(r)) + strings.ToLower(s[n:])
 }
 
-// splitWhitespace is Python's str.split() without a separator.
+// splitWhitespace is Python's str.split() without a separator: after
+// maxsplit splits the rest is one item, blanks before it skipped and
+// those after it kept ("  a  b  ".split(None, 1) is ['a', 'b  ']).
 func splitWhitespace(s string, maxsplit int) []string {
 	var out []string
 	i := 0
@@ -381,7 +383,7 @@ func splitWhitespace(s string, maxsplit int) []string {
 			return out
 		}
 		if maxsplit >= 0 && len(out) == maxsplit {
-			return append(out, strings.TrimRightFunc(s[i:], pyIsSpace))
+			return append(out, s[i:])
 		}
 		j := i
 		for j < len(s) {

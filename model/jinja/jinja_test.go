@@ -130,6 +130,11 @@ func TestRender(t *testing.T) {
 		// string methods
 		{"strip", "[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}][{{ 'xxaxx'.strip('x') }}]", "[Hi][Hi ][ Hi][a]"},
 		{"split", "{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a b c'.split(' ', 1) }} {{ 'a b c'.rsplit(' ', 1) }}", "['a', 'b', '', 'c'] ['a', 'b'] ['a', 'b c'] ['a b', 'c']"},
+		// Recorded from jinja2 3.1.6: the rest after maxsplit keeps its
+		// trailing blanks.
+		{"split at blanks with maxsplit", "{{ '  a  b  '.split(None, 1) }} {{ '  a  b  '.rsplit(None, 1) }} {{ 'a  '.split(None, 1) }} {{ ' a b c '.split(None, 2) }} {{ ' a b c '.rsplit(None, 2) }}", "['a', 'b  '] ['  a', 'b'] ['a'] ['a', 'b', 'c '] [' a', 'b', 'c']"},
+		// Recorded from jinja2 3.1.6.
+		{"radix literals", "{{ 0x1F }} {{ 0XfF }} {{ 0o17 }} {{ 0b101 }} {{ 0x_1_0 }} {{ 0b1 + 1 }}", "31 255 15 5 16 2"},
 		{"case", "{{ 'ab'.upper() }} {{ 'AB'.lower() }} {{ 'hello wORLD'.title() }} {{ 'hELLO'.capitalize() }} {{ 'user'.title() }}", "AB ab Hello World Hello User"},
 		{"starts ends", "{{ 'abc'.startswith('ab') }} {{ 'abc'.endswith('bc') }} {{ 'abc'.startswith(('x', 'a')) }}", "True True True"},
 		{"replace find", "{{ 'aaa'.replace('a', 'b') }} {{ 'aaa'.replace('a', 'b', 2) }} {{ 'abc'.find('c') }} {{ 'abc'.find('z') }} {{ 'abab'.count('ab') }}", "bbb bba 2 -1 2"},

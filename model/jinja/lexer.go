@@ -397,8 +397,20 @@ type lexErr string
 func (e lexErr) Error() string { return string(e) }
 
 // lexNumber lexes an integer or float literal (underscores allowed between
-// digits). After a '.', only an integer is read, so x.0.1 is two lookups.
+// digits; 0x, 0o and 0b integers as Jinja2 lexes them). After a '.', only
+// an integer is read, so x.0.1 is two lookups.
 func lexNumber(s string, afterDot bool) (token, int, error) {
+	if !afterDot {
+		if n := radixLiteral(s); n > 0 {
+			// Go's base-0 syntax is Python's for these (prefix,
+			// underscores before digits).
+			v, err := strconv.ParseInt(s[:n], 0, 64)
+			if err != nil {
+				return token{}, 0, lexErr("integer literal out of range: " + s[:n])
+			}
+			return token{kind: tInt, ival: v, val: s[:n]}, n, nil
+		}
+	}
 	isDigit := func(i int) bool { return i < len(s) && s[i] >= '0' && s[i] <= '9' }
 	digits := func(i int) int {
 		for isDigit(i) || i > 0 && s[i-1] != '_' && i < len(s) && s[i] == '_' && isDigit(i+1) {
@@ -437,6 +449,41 @@ func lexNumber(s string, afterDot bool) (token, int, error) {
 		return token{}, 0, lexErr("integer literal out of range: " + s[:n])
 	}
 	return token{kind: tInt, ival: v, val: s[:n]}, n, nil
+}
+
+// radixLiteral returns the length of the 0x, 0o or 0b integer literal s
+// starts with (Jinja2's 0[xX](_?[0-9a-fA-F])+ and its octal and binary
+// forms), 0 if it starts with none.
+func radixLiteral(s string) int {
+	if len(s) < 3 || s[0] != '0' {
+		return 0
+	}
+	var digit func(c byte) bool
+	switch s[1] {
+	case 'x', 'X':
+		digit = func(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+	case 'o', 'O':
+		digit = func(c byte) bool { return c >= '0' && c <= '7' }
+	case 'b', 'B':
+		digit = func(c byte) bool { return c == '0' || c == '1' }
+	default:
+		return 0
+	}
+	n := 2
+	for {
+		m := n
+		if m < len(s) && s[m] == '_' {
+			m++
+		}
+		if m >= len(s) || !digit(s[m]) {
+			break
+		}
+		n = m + 1
+	}
+	if n == 2 {
+		return 0
+	}
+	return n
 }
 
 func isRangeErr(err error) bool {
