@@ -703,7 +703,7 @@ func fMap(ev *evaluator, v any, a *args) (any, error) {
 		return nil, err
 	}
 	defer ev.leave()
-	items, err := ev.iterate(v)
+	items, err := ev.iterateTruthy(v)
 	if err != nil {
 		return nil, err
 	}
@@ -768,7 +768,7 @@ func (ev *evaluator) selectItems(v any, a *args, byAttr, keep bool) (any, error)
 		return nil, err
 	}
 	defer ev.leave()
-	items, err := ev.iterate(v)
+	items, err := ev.iterateTruthy(v)
 	if err != nil {
 		return nil, err
 	}
@@ -826,6 +826,17 @@ func fSelectattr(ev *evaluator, v any, a *args) (any, error) {
 }
 func fRejectattr(ev *evaluator, v any, a *args) (any, error) {
 	return ev.selectItems(v, a, true, false)
+}
+
+// iterateTruthy is iterate for the filters Jinja2 runs only over a true
+// value (map, select, reject, selectattr, rejectattr: "if value: for item
+// in value"): none, false or 0 gives no items where iterate fails
+// (functionary's template selects from tools that are none).
+func (ev *evaluator) iterateTruthy(v any) ([]any, error) {
+	if !truthy(v) {
+		return nil, nil
+	}
+	return ev.iterate(v)
 }
 
 func fReverse(ev *evaluator, v any, _ *args) (any, error) {

@@ -133,6 +133,10 @@ func TestRender(t *testing.T) {
 		// Recorded from jinja2 3.1.6: the rest after maxsplit keeps its
 		// trailing blanks.
 		{"split at blanks with maxsplit", "{{ '  a  b  '.split(None, 1) }} {{ '  a  b  '.rsplit(None, 1) }} {{ 'a  '.split(None, 1) }} {{ ' a b c '.split(None, 2) }} {{ ' a b c '.rsplit(None, 2) }}", "['a', 'b  '] ['  a', 'b'] ['a'] ['a', 'b', 'c '] [' a', 'b', 'c']"},
+		// Recorded from jinja2 3.1.6 (tools=None): these filters run over
+		// a true value only (functionary v3.1's template selects from
+		// tools that are none).
+		{"map and select over none", "{{ none | selectattr('type', 'equalto', 'x') | list }} {{ none | rejectattr('type') | list | length }} {{ none | map(attribute='a') | list }} {{ false | select | list }} {{ 0 | reject('odd') | list }} {{ '' | map('upper') | list }} {{ tools | selectattr('type', 'equalto', 'code_interpreter') | list | length > 0 }}", "[] 0 [] [] [] [] False"},
 		// Recorded from jinja2 3.1.6.
 		{"radix literals", "{{ 0x1F }} {{ 0XfF }} {{ 0o17 }} {{ 0b101 }} {{ 0x_1_0 }} {{ 0b1 + 1 }}", "31 255 15 5 16 2"},
 		{"case", "{{ 'ab'.upper() }} {{ 'AB'.lower() }} {{ 'hello wORLD'.title() }} {{ 'hELLO'.capitalize() }} {{ 'user'.title() }}", "AB ab Hello World Hello User"},
