@@ -3,6 +3,7 @@ package jinja
 import (
 	"cmp"
 	"math"
+	"math/big"
 	"math/bits"
 	"slices"
 	"strconv"
@@ -441,6 +442,23 @@ func fFloat(ev *evaluator, v any, a *args) (any, error) {
 	return def, nil
 }
 
+// roundInt is Python's round(n, -digits) for an int (digits > 0): the
+// nearest multiple of 10**digits, ties to the even multiple, an int
+// (round(15, -1) is 20, round(25, -1) is 20). ok false: past int64.
+func roundInt(n, digits int64) (int64, bool) {
+	s := new(big.Int).Exp(big.NewInt(10), big.NewInt(digits), nil)
+	q, r := new(big.Int).QuoRem(big.NewInt(n), s, new(big.Int))
+	if r.Sign() < 0 { // floor division, as Python's
+		r.Add(r, s)
+		q.Sub(q, big.NewInt(1))
+	}
+	if c := new(big.Int).Lsh(r, 1).Cmp(s); c > 0 || c == 0 && q.Bit(0) == 1 {
+		q.Add(q, big.NewInt(1))
+	}
+	q.Mul(q, s)
+	return q.Int64(), q.IsInt64()
+}
+
 func fRound(ev *evaluator, v any, a *args) (any, error) {
 	p, err := a.bind(ev, "round", "precision", "method")
 	if err != nil {
@@ -470,6 +488,13 @@ func fRound(ev *evaluator, v any, a *args) (any, error) {
 	if method == "common" {
 		if isInt && prec >= 0 {
 			return n, nil
+		}
+		if isInt {
+			r, ok := roundInt(n, -prec)
+			if !ok {
+				return nil, ev.errf("integer overflow in round()")
+			}
+			return r, nil
 		}
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return f, nil

@@ -137,6 +137,9 @@ func TestRender(t *testing.T) {
 		// a true value only (functionary v3.1's template selects from
 		// tools that are none).
 		{"map and select over none", "{{ none | selectattr('type', 'equalto', 'x') | list }} {{ none | rejectattr('type') | list | length }} {{ none | map(attribute='a') | list }} {{ false | select | list }} {{ 0 | reject('odd') | list }} {{ '' | map('upper') | list }} {{ tools | selectattr('type', 'equalto', 'code_interpreter') | list | length > 0 }}", "[] 0 [] [] [] [] False"},
+		// Recorded from jinja2 3.1.6: Python's round() of an int is an
+		// int, ties to even.
+		{"round an int to tens", "{{ 10|round(-1) }} {{ 15|round(-1) }} {{ 25|round(-1) }} {{ -15|round(-1) }} {{ -25|round(-1) }} {{ 149|round(-2) }} {{ 150|round(-2) }} {{ 7|round(-5) }} {{ 1|round }} {{ 12|round(-1, 'floor') }} {{ 12.5|round(-1) }}", "10 20 20 -20 -20 100 200 0 1 10.0 10.0"},
 		// Recorded from jinja2 3.1.6.
 		{"radix literals", "{{ 0x1F }} {{ 0XfF }} {{ 0o17 }} {{ 0b101 }} {{ 0x_1_0 }} {{ 0b1 + 1 }}", "31 255 15 5 16 2"},
 		{"case", "{{ 'ab'.upper() }} {{ 'AB'.lower() }} {{ 'hello wORLD'.title() }} {{ 'hELLO'.capitalize() }} {{ 'user'.title() }}", "AB ab Hello World Hello User"},
