@@ -80,11 +80,17 @@ func TestHTTPSOnTheLAN(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(cli(t, bin, "tls", "ca", "-o", "json", "--node", n2.URL())), &ca))
 	require.True(t, strings.HasPrefix(ca.Fingerprint, "sha256:"))
+	// The join command carries the fingerprint once node1 has written it
+	// to its node.json, which it does when it learns the CA (the CA is
+	// made by the leader and reaches every node through the registry, so
+	// another node may answer with it first).
 	var tok struct {
 		JoinCommand string `json:"join_command"`
 	}
-	require.NoError(t, json.Unmarshal([]byte(cli(t, bin, "token", "-o", "json", "--data-dir", n1.DataDir, "--node", n1.URL())), &tok))
-	require.Contains(t, tok.JoinCommand, "--ca-fingerprint "+ca.Fingerprint)
+	require.Eventually(t, func() bool {
+		require.NoError(t, json.Unmarshal([]byte(cli(t, bin, "token", "-o", "json", "--data-dir", n1.DataDir, "--node", n1.URL())), &tok))
+		return strings.Contains(tok.JoinCommand, "--ca-fingerprint "+ca.Fingerprint)
+	}, 10*time.Second, 50*time.Millisecond, "join command: %s", tok.JoinCommand)
 	hives := cli(t, bin, "hive", "list", "--node", n1.URL())
 	require.Contains(t, hives, n2.HTTPSAddr, "hive list shows the HTTPS listeners")
 
