@@ -1316,50 +1316,38 @@ func attnScores(zmm bool) {
 		}
 		return []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9}[i]
 	}
-	groups := 32 / lanes // per tile
-	// pass: nt tiles at once (nt*groups accumulators per parity); only
-	// nt = 1 is used (see above).
-	pass := func(nt int) {
-		lbl := fmt.Sprintf("%s%d", name, nt)
-		Label(lbl + "tile")
-		CMPQ(R12, U8(nt))
-		JLT(LabelRef(lbl + "end"))
-		n := nt * groups
-		for i := 0; i < 2*n; i++ {
-			VXORPS(reg(i), reg(i), reg(i))
-		}
-		MOVQ(R9, RSI)
-		MOVQ(RDI, R10)
-		MOVQ(R11, RCX)
-		Label(lbl + "dim")
-		for par := 0; par < 2; par++ {
-			VBROADCASTSS(Mem{Base: RSI, Disp: 4 * par}, reg(8))
-			for i := 0; i < n; i++ {
-				m := Mem{Base: R10, Disp: 64*par + 2*lanes*(i%groups)}
-				if i >= groups {
-					m = Mem{Base: R10, Index: R13, Scale: 1, Disp: m.Disp}
-				}
-				VCVTPH2PS(m, reg(9))
-				VFMADD231PS(reg(9), reg(8), reg(n*par+i))
-			}
-		}
-		ADDQ(U8(8), RSI)
-		ADDQ(U8(128), R10)
-		SUBQ(U8(2), RCX)
-		JNZ(LabelRef(lbl + "dim"))
-		for i := 0; i < n; i++ {
-			VADDPS(reg(n+i), reg(i), reg(i))
-			VMOVUPS(reg(i), Mem{Base: RDX, Disp: 4 * lanes * i})
-		}
-		ADDQ(U32(128*nt), RDX)
-		for t := 0; t < nt; t++ {
-			ADDQ(R13, RDI)
-		}
-		SUBQ(U8(nt), R12)
-		JMP(LabelRef(lbl + "tile"))
-		Label(lbl + "end")
+	n := 32 / lanes // accumulators per parity: one tile's positions
+	lbl := name + "1"
+	Label(lbl + "tile")
+	CMPQ(R12, U8(1))
+	JLT(LabelRef(lbl + "end"))
+	for i := 0; i < 2*n; i++ {
+		VXORPS(reg(i), reg(i), reg(i))
 	}
-	pass(1)
+	MOVQ(R9, RSI)
+	MOVQ(RDI, R10)
+	MOVQ(R11, RCX)
+	Label(lbl + "dim")
+	for par := 0; par < 2; par++ {
+		VBROADCASTSS(Mem{Base: RSI, Disp: 4 * par}, reg(8))
+		for i := 0; i < n; i++ {
+			VCVTPH2PS(Mem{Base: R10, Disp: 64*par + 2*lanes*i}, reg(9))
+			VFMADD231PS(reg(9), reg(8), reg(n*par+i))
+		}
+	}
+	ADDQ(U8(8), RSI)
+	ADDQ(U8(128), R10)
+	SUBQ(U8(2), RCX)
+	JNZ(LabelRef(lbl + "dim"))
+	for i := 0; i < n; i++ {
+		VADDPS(reg(n+i), reg(i), reg(i))
+		VMOVUPS(reg(i), Mem{Base: RDX, Disp: 4 * lanes * i})
+	}
+	ADDQ(U32(128), RDX)
+	ADDQ(R13, RDI)
+	SUBQ(U8(1), R12)
+	JMP(LabelRef(lbl + "tile"))
+	Label(lbl + "end")
 	VZEROUPPER()
 	RET()
 }
