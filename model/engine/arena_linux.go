@@ -4,6 +4,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rbee-project/rbee/internal/hugepage"
 )
 
 // arenaMap maps n bytes of anonymous memory and asks for huge pages
@@ -14,7 +16,7 @@ func arenaMap(n int) ([]byte, bool) {
 	if err != nil {
 		return make([]byte, n), false
 	}
-	_ = unix.Madvise(b, unix.MADV_HUGEPAGE) // advice only: 4 KiB pages work too
+	_ = hugepage.Advise(b) // advice only: 4 KiB pages work too
 	return b, true
 }
 

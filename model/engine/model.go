@@ -370,6 +370,7 @@ func newModel(f *gguf.File, path string, opts Options, spec ShardSpec) (_ *Model
 	if !opts.NoRepack {
 		m.repackWeights(path, opts.RepackCache)
 	}
+	m.adviseFileLayout()
 	m.releaseCopies()
 	m.src = nil
 	m.info = m.buildInfo()
@@ -604,6 +605,24 @@ func (m *Model) matrix(name string, rows, cols int) (*quant.Matrix, error) {
 	}
 	m.src[mat] = t
 	return mat, nil
+}
+
+// adviseFileLayout asks for huge pages for the weight matrices left in
+// the file's layout (not repacked: f32, f16, a shard's row slices), which
+// every decode step streams from the file's mapping: a TLB miss per 2 MiB
+// instead of per 4 KiB where the kernel can (gguf.File.AdviseHugePages).
+// Before their first read, so the page cache reads them in huge folios.
+// Tensors only looked up (the token embedding) keep base pages: a lookup
+// brings back the pages of its rows, not 2 MiB around them.
+func (m *Model) adviseFileLayout() {
+	for mat, t := range m.src {
+		if mat.Repacked() {
+			continue
+		}
+		if err := m.file.AdviseHugePages(t); err != nil {
+			m.log.Debug("huge page advice not taken", "tensor", t.Name, "err", err)
+		}
+	}
 }
 
 // repackWeights repacks the layer matrices and the output matrix where

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rbee-project/rbee/internal/hugepage"
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
 )
@@ -133,6 +134,7 @@ func mapRepackFile(name string, key []byte, total int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	_ = hugepage.Advise(data) // advice: base pages work too
 	return data, nil
 }
 
@@ -162,6 +164,10 @@ func (m *Model) writeRepackFile(dir, name, owner string, key []byte, total int, 
 	if err != nil {
 		return fail(err)
 	}
+	// Before the first write: the pages written are cached (and mapped,
+	// here and in every later process) as huge pages where the file
+	// system can (advice: base pages work too).
+	_ = hugepage.Advise(data)
 	m.pool.Run(len(list), func(_, start, end int) {
 		for _, c := range list[start:end] {
 			body := data[repackHeader+c.off:]

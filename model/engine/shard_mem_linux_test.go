@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"context"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
 )
 
@@ -88,4 +92,102 @@ func TestShardTouchesOnlyItsShare(t *testing.T) {
 	whole := mappedRSS(t, path) - before
 	t.Logf("whole model: %d KiB more resident", whole>>10)
 	require.Greater(t, whole, 3*own)
+}
+
+// advisedHuge reports whether the mapping of this process that holds b's
+// first byte is advised for huge pages (/proc/self/smaps VmFlags "hg").
+func advisedHuge(t *testing.T, b []byte) bool {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	require.NoError(t, err)
+	defer f.Close()
+	addr := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
+	in, found := false, false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			lo, hi, _ := strings.Cut(fields[0], "-")
+			a, err1 := strconv.ParseUint(lo, 16, 64)
+			z, err2 := strconv.ParseUint(hi, 16, 64)
+			require.NoError(t, err1)
+			require.NoError(t, err2)
+			in = a <= addr && addr < z
+			continue
+		}
+		if in && len(fields) > 0 && fields[0] == "VmFlags:" {
+			found = true
+			if slices.Contains(fields[1:], "hg") {
+				return true
+			}
+		}
+	}
+	require.NoError(t, sc.Err())
+	require.True(t, found, "no mapping holds %#x", addr)
+	return false
+}
+
+// TestFileLayoutAdvisedHugePages: the weight matrices a model streams from
+// the file's mapping (left in the file's layout) are advised for huge
+// pages; the file range of a repacked matrix is not (its copy is on the
+// arena's huge pages), nor is a token embedding that is only looked up.
+func TestFileLayoutAdvisedHugePages(t *testing.T) {
+	if _, err := os.Stat("/proc/self/smaps"); err != nil {
+		t.Skip("no /proc/self/smaps")
+	}
+	for _, typ := range []quant.Type{quant.F32, quant.Q8_0} {
+		t.Run(typ.String(), func(t *testing.T) {
+			cfg := synth.DefaultConfig()
+			cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab, cfg.Type = 256, 2, 4, 4, 1024, 4096, typ
+			path := writeSynth(t, cfg)
+			for _, noRepack := range []bool{false, true} {
+				m, err := Load(path, Options{Threads: 1, ContextSize: 64, NoRepack: noRepack})
+				require.NoError(t, err)
+				up := m.layers[0].wUp
+				ut, ok := m.file.Tensor("blk.0.ffn_up.weight")
+				require.True(t, ok)
+				file, err := m.file.TensorData(ut)
+				require.NoError(t, err)
+				require.Equal(t, !up.Repacked(), advisedHuge(t, file[len(file)/2:]), "a matrix in the file's layout is advised, a repacked one's file range not (repacked %v)", up.Repacked())
+				// The synthetic models tie the embedding to the output
+				// matrix: advised where the output streams from the file.
+				emb, ok := m.file.Tensor("token_embd.weight")
+				require.True(t, ok)
+				data, err := m.file.TensorData(emb)
+				require.NoError(t, err)
+				require.Equal(t, !m.output.Repacked(), advisedHuge(t, data[len(data)/2:]), "the tied embedding: advised as the streamed output matrix only")
+				if typ == quant.Q8_0 {
+					require.Equal(t, !noRepack, up.Repacked())
+				}
+				require.NoError(t, m.Close())
+			}
+		})
+	}
+}
+
+// TestRepackCacheAdvisedHugePages: the repack cache file is mapped advised
+// for huge pages, by the load that writes it (before it repacks into it)
+// and by a later load that maps it.
+func TestRepackCacheAdvisedHugePages(t *testing.T) {
+	if _, err := os.Stat("/proc/self/smaps"); err != nil {
+		t.Skip("no /proc/self/smaps")
+	}
+	cfg := synth.DefaultConfig()
+	cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab, cfg.Type = 256, 2, 4, 4, 1024, 4096, quant.Q8_0
+	path := writeSynth(t, cfg)
+	dir := filepath.Join(t.TempDir(), "repack")
+	for _, step := range []string{"writes the cache", "maps the cache"} {
+		m, err := Load(path, Options{Threads: 1, ContextSize: 64, RepackCache: dir})
+		require.NoError(t, err)
+		if !m.layers[0].wUp.Repacked() {
+			m.Close()
+			t.Skip("no repacked kernel for Q8_0 on this CPU")
+		}
+		files, err := filepath.Glob(filepath.Join(dir, "*"+repackExt))
+		require.NoError(t, err)
+		require.Len(t, files, 1, step)
+		require.Len(t, m.arena.maps, 1, "%s: one mapping, the cache file's", step)
+		require.True(t, advisedHuge(t, m.arena.maps[0][len(m.arena.maps[0])/2:]), step)
+		require.NoError(t, m.Close())
+	}
 }

@@ -115,6 +115,7 @@ type File struct {
 	tIndex  map[string]int
 	unmap   func() error
 	release func(start, end int) error // drops the mapped pages inside data[start:end] (Open on unix)
+	advise  func(start, end int) error // asks for huge pages for data[start:end] (Open on unix)
 	closed  bool
 }
 
@@ -162,6 +163,20 @@ func (f *File) TensorData(t *TensorInfo) ([]byte, error) {
 		return nil, fmt.Errorf("%w: tensor %q data [%d, %d) outside file of %d bytes", ErrTruncated, t.Name, start, end, len(f.data))
 	}
 	return f.data[start:end:end], nil
+}
+
+// AdviseHugePages asks for the data of t to be read and mapped in huge
+// pages where the kernel can (internal/hugepage), for a caller that
+// streams it again and again (the engine reads a weight matrix in the
+// file's layout on every decode step); call it before the data is first
+// read. The range is widened to whole pages. It is advice: a no-op for
+// Parse, and without huge pages for files the mapping works as before.
+func (f *File) AdviseHugePages(t *TensorInfo) error {
+	if _, err := f.TensorData(t); err != nil || f.advise == nil {
+		return err
+	}
+	start := f.DataOffset + t.Offset // in range: TensorData checked
+	return f.advise(int(start), int(start+t.Size))
 }
 
 // ReleaseTensor tells the OS that the data pages of t are not needed for

@@ -9,6 +9,8 @@ import (
 	"runtime/debug"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rbee-project/rbee/internal/hugepage"
 )
 
 // Open memory-maps the file at path read-only and parses it. Tensor data
@@ -40,6 +42,16 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	f.unmap = func() error { return unix.Munmap(data) }
+	f.advise = func(start, end int) error {
+		// Whole pages around [start, end): advice on a neighbour's
+		// part of a page is harmless.
+		page := os.Getpagesize()
+		lo, hi := start/page*page, min((end+page-1)/page*page, len(data))
+		if err := hugepage.Advise(data[lo:hi]); err != nil {
+			return fmt.Errorf("gguf: madvise: %w", err)
+		}
+		return nil
+	}
 	f.release = func(start, end int) error {
 		// The mapping starts on a page boundary, so file offsets align
 		// as addresses do; only whole pages inside [start, end) go.
