@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -149,5 +150,44 @@ func BenchmarkDot4(b *testing.B) {
 			b.ReportMetric(float64(t1)/float64(t4), "x4_speedup")
 			b.ReportMetric(2*4*rows*cols*float64(b.N)/t4.Seconds()/1e9, "x4_GFLOP/s")
 		})
+	}
+}
+
+// BenchmarkRepackedFromMemory multiplies repacked Q4_K matrices (2048 x
+// 768) by 1, 4 and 8 vectors on 1 and 2 threads, either one matrix again
+// and again (in cache) or 70 of them in turn (62 MB, beyond L3: from
+// memory, as a decode step streams a model's weights). Reports G
+// multiply-adds a second; the ratio of the two is what the memory costs
+// (the kernels' software prefetching is tuned on it, see q4kr16 in
+// internal/asm).
+func BenchmarkRepackedFromMemory(b *testing.B) {
+	const rows, cols, count = 2048, 768, 70
+	mats := make([]*Matrix, count)
+	for i := range mats {
+		m := benchMatrix(b, Q4_K, rows, cols)
+		m.Data = bytes.Clone(m.Data)
+		if !m.Repack() {
+			b.Skip("no repacked Q4_K kernel on this CPU")
+		}
+		mats[i] = m
+	}
+	for _, threads := range []int{1, 2} {
+		p := NewPool(threads)
+		for _, n := range []int{1, 4, 8} {
+			for _, k := range []int{1, count} {
+				where := map[int]string{1: "cache", count: "memory"}[k]
+				b.Run(fmt.Sprintf("threads=%d/n=%d/%s", threads, n, where), func(b *testing.B) {
+					x := randVec(rand.New(rand.NewPCG(2, 2)), n*cols, 1)
+					dst := make([]float32, n*rows)
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						MatMul(p, dst, mats[i%k], x, n)
+					}
+					sec := b.Elapsed().Seconds() / float64(b.N)
+					b.ReportMetric(float64(rows)*float64(cols)*float64(n)/sec/1e9, "GMAC/s")
+				})
+			}
+		}
+		p.Close()
 	}
 }

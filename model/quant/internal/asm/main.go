@@ -897,9 +897,10 @@ func q40r16(name string, na int) {
 // chunks of 64 bytes: chunk c holds each row's qs bytes 4c..4c+3 (row r at
 // 4r), so every load is one aligned zmm and the weights one forward stream
 // (two groups of eight, 1152 bytes apart, ran at 11-12 GB/s from memory on
-// a Zen 4 where this layout runs at 24-25; software prefetching, which
-// the old layout needed in L3, now costs a tenth with one vector from
-// memory and gains under 5% with 8-64 vectors from L3, so there is none).
+// a Zen 4 where this layout runs at 24-25). With five or more vectors the
+// weights are prefetched (q4kPrefetchMin): a column then takes long
+// enough that loads from memory wait for the hardware prefetcher; with
+// fewer the stream is fast and prefetching only costs.
 // Chunk
 // 8j+k, masked, gives every row's elements 4k..4k+3 of sub-block 2j in its
 // lane; shifted by 4, those of sub-block 2j+1.
@@ -938,6 +939,21 @@ func q4kr16(name string, na int, five bool) {
 		return []VecPhysical{Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15}[a+4*h]
 	}
 	both := na <= 4
+	// prefetch(s), s = 0..31 the chunk loads of a column in order, asks
+	// for the lines s, s+32, ... of the column q4kPrefetchCols on: with
+	// q4kPrefetchMin or more vectors a column takes long enough that the
+	// hardware prefetcher lets loads from memory wait (eight vectors: 95
+	// G multiply-adds a second on one thread from memory against 163 in
+	// cache); with fewer the stream is fast and software prefetching only
+	// costs (a tenth with one vector).
+	prefetch := func(s int) {
+		if na < q4kPrefetchMin {
+			return
+		}
+		for l := s; l < colB/64; l += 32 {
+			PREFETCHT0(Mem{Base: RSI, Disp: 64*l + q4kPrefetchCols*colB})
+		}
+	}
 	for a := 0; a < na; a++ {
 		VPXORD(acc(a), acc(a), acc(a))
 	}
@@ -1021,6 +1037,9 @@ func q4kr16(name string, na int, five bool) {
 			}
 			for k := 0; k < 8; k++ {
 				pair(qs(8*j+k), Z1)
+				if h <= 0 {
+					prefetch(8*j + k)
+				}
 				if five {
 					q5kWeights(j, h, k)
 				} else {
@@ -1099,6 +1118,14 @@ func stridedStores(na int, acc func(a int) VecPhysical) {
 // q4kColB is the size of a repacked Q4_K block column (sixteen rows'
 // super-blocks).
 const q4kColB = 2304
+
+// Software prefetching of the Q4_K and Q5_K sixteen-row kernels (see
+// q4kr16): from q4kPrefetchMin vectors on, q4kPrefetchCols columns (6.9
+// KiB) ahead. Measured from memory (BenchmarkRepackedFromMemory, 62 MB of
+// Q4_K): eight vectors on one thread 93-113 -> 113-131 G multiply-adds a
+// second, on two 131-153 -> 159-206 (two and three columns ahead alike;
+// one less); two and four vectors lost 5-10% with it, one a tenth.
+const q4kPrefetchMin, q4kPrefetchCols = 5, 3
 
 func btoi(b bool) int {
 	if b {
