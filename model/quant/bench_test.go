@@ -153,21 +153,29 @@ func BenchmarkDot4(b *testing.B) {
 	}
 }
 
-// BenchmarkRepackedFromMemory multiplies repacked Q4_K matrices (2048 x
-// 768) by 1, 4 and 8 vectors on 1 and 2 threads, either one matrix again
-// and again (in cache) or 70 of them in turn (62 MB, beyond L3: from
-// memory, as a decode step streams a model's weights). Reports G
+// BenchmarkRepackedFromMemory multiplies repacked Q4_K and Q6_K matrices
+// (2048 x 768) by 1, 4 and 8 vectors on 1 and 2 threads, either one
+// matrix again and again (in cache) or many in turn (62 MB of Q4_K, 70 of
+// them; as many of Q6_K, 86 MB: beyond L3, from memory, as a decode step
+// streams a model's weights). Reports G
 // multiply-adds a second; the ratio of the two is what the memory costs
 // (the kernels' software prefetching is tuned on it, see q4kr16 in
 // internal/asm).
 func BenchmarkRepackedFromMemory(b *testing.B) {
-	const rows, cols, count = 2048, 768, 70
+	for _, typ := range []Type{Q4_K, Q6_K} {
+		b.Run(typ.String(), func(b *testing.B) { benchFromMemory(b, typ) })
+	}
+}
+
+func benchFromMemory(b *testing.B, typ Type) {
+	const rows, cols = 2048, 768
+	count := 70 * Q4_K.BlockBytes() / typ.BlockBytes() // 62 MB of Q4_K; as many matrices of the others
 	mats := make([]*Matrix, count)
 	for i := range mats {
-		m := benchMatrix(b, Q4_K, rows, cols)
+		m := benchMatrix(b, typ, rows, cols)
 		m.Data = bytes.Clone(m.Data)
 		if !m.Repack() {
-			b.Skip("no repacked Q4_K kernel on this CPU")
+			b.Skip("no repacked kernel for this type on this CPU")
 		}
 		mats[i] = m
 	}

@@ -33,7 +33,11 @@ func q6kKernels() {
 	}
 }
 
-var q6kPrefetch = 0
+// Software prefetching of the Q6_K sixteen-row kernels, as q4kr16's:
+// from q6kPrefetchMin vectors on, q6kPrefetchCols columns (6.8 KiB)
+// ahead. BenchmarkRepackedFromMemory (86 MB of Q6_K), eight vectors: one
+// thread 61 -> 74-82 G multiply-adds a second, two 101-108 -> 122-148.
+const q6kPrefetchMin, q6kPrefetchCols = 5, 2
 
 type q6kConsts struct {
 	b30 Mem
@@ -104,9 +108,13 @@ func q6kr16(name string, na int, c q6kConsts) {
 	for a := 0; a < na; a++ {
 		VPXORD(isum(a), isum(a), isum(a))
 	}
-	if q6kPrefetch > 0 {
+	pf := 0
+	if na >= q6kPrefetchMin {
+		pf = q6kPrefetchCols * q6kColB
+	}
+	if pf > 0 {
 		for l := 0; l < 5; l++ {
-			PREFETCHT0(Mem{Base: RSI, Disp: 64*l + q6kPrefetch})
+			PREFETCHT0(Mem{Base: RSI, Disp: 64*l + pf})
 		}
 	}
 	for n := 0; n < 2; n++ {
@@ -140,9 +148,9 @@ func q6kr16(name string, na int, c q6kConsts) {
 						VMOVDQU64(Mem{Base: RSI, Disp: t + 64}, B)
 					}
 					VMOVDQU64(Mem{Base: RSI, Disp: t + 128}, H)
-					if j0 == 0 && q6kPrefetch > 0 {
+					if j0 == 0 && pf > 0 {
 						for l := 0; l < 3; l++ {
-							PREFETCHT0(Mem{Base: RSI, Disp: t + 64*l + q6kPrefetch})
+							PREFETCHT0(Mem{Base: RSI, Disp: t + 64*l + pf})
 						}
 					}
 					for jj, j := range js {
