@@ -2,6 +2,7 @@ package hugepage
 
 import (
 	"errors"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,4 +13,11 @@ func advise(b []byte) error {
 		return nil // a kernel without transparent huge pages
 	}
 	return err
+}
+
+func unavailable() string {
+	if _, err := os.Stat("/sys/kernel/mm/transparent_hugepage/enabled"); err != nil {
+		return "no transparent huge pages in this kernel"
+	}
+	return ""
 }

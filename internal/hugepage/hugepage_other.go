@@ -3,3 +3,5 @@
 package hugepage
 
 func advise([]byte) error { return nil }
+
+func unavailable() string { return "transparent huge pages are Linux only" }

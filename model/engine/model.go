@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/model/gguf"
@@ -607,34 +608,10 @@ func (m *Model) matrix(name string, rows, cols int) (*quant.Matrix, error) {
 	return mat, nil
 }
 
-// adviseFileLayout asks for huge pages for the weight matrices left in
-// the file's layout (not repacked: f32, f16, a shard's row slices), which
-// every decode step streams from the file's mapping: a TLB miss per 2 MiB
-// instead of per 4 KiB where the kernel can (gguf.File.AdviseHugePages).
-// Before their first read, so the page cache reads them in huge folios.
-// Tensors only looked up (the token embedding) keep base pages: a lookup
-// brings back the pages of its rows, not 2 MiB around them.
-func (m *Model) adviseFileLayout() {
-	for mat, t := range m.src {
-		if mat.Repacked() {
-			continue
-		}
-		if err := m.file.AdviseHugePages(t); err != nil {
-			m.log.Debug("huge page advice not taken", "tensor", t.Name, "err", err)
-		}
-	}
-}
-
-// repackWeights repacks the layer matrices and the output matrix where
-// quant can (Matrix.RepackInto) and releases the mapped file pages of each
-// one repacked, so the weights are resident once (as the copy), not twice.
-// A tensor shard's row slices are repacked too (rowSlice), so that its
-// rows give the whole model's results, also for Q4_0 and Q4_K, whose
-// repacked kernels have float contracts of their own; releasing a slice releases its
-// whole tensor's pages. A tied output is the token embedding: MatMul reads
-// the copy, lookups read Data, so only the looked-up rows' pages come back
-// from the file.
-func (m *Model) repackWeights(path, cacheDir string) {
+// streamedMatrices lists the weight matrices a forward pass multiplies
+// by: each layer's (a mixture's experts, router and shared expert
+// included) and the output matrix.
+func (m *Model) streamedMatrices() []*quant.Matrix {
 	mats := make([]*quant.Matrix, 0, 7*len(m.layers)+1)
 	for i := range m.layers {
 		l := &m.layers[i]
@@ -660,6 +637,41 @@ func (m *Model) repackWeights(path, cacheDir string) {
 	if m.output != nil {
 		mats = append(mats, m.output)
 	}
+	return mats
+}
+
+// adviseFileLayout asks for huge pages for the weight matrices that a
+// decode step streams from the file's mapping: the layer matrices and the
+// output matrix left in the file's layout (types without a repacked
+// kernel on this CPU, f32, f16, or any with Options.NoRepack), each for
+// its own bytes (a shard's share of a tensor, not the rest): a TLB miss
+// per 2 MiB instead of per 4 KiB where the kernel can
+// (gguf.File.AdviseHugePages). Before their first read, so the page
+// cache reads them in huge folios. The token embedding keeps base pages
+// unless it is the output matrix: a lookup brings back the pages of its
+// rows, not 2 MiB around them. Column slices are copies, not the file's.
+func (m *Model) adviseFileLayout() {
+	for _, mat := range m.streamedMatrices() {
+		if mat.Repacked() || !m.file.Holds(uintptr(unsafe.Pointer(unsafe.SliceData(mat.Data)))) {
+			continue
+		}
+		if err := m.file.AdviseHugePages(mat.Data); err != nil {
+			m.log.Debug("huge page advice not taken", "err", err)
+		}
+	}
+}
+
+// repackWeights repacks the layer matrices and the output matrix where
+// quant can (Matrix.RepackInto) and releases the mapped file pages of each
+// one repacked, so the weights are resident once (as the copy), not twice.
+// A tensor shard's row slices are repacked too (rowSlice), so that its
+// rows give the whole model's results, also for Q4_0 and Q4_K, whose
+// repacked kernels have float contracts of their own; releasing a slice releases its
+// whole tensor's pages. A tied output is the token embedding: MatMul reads
+// the copy, lookups read Data, so only the looked-up rows' pages come back
+// from the file.
+func (m *Model) repackWeights(path, cacheDir string) {
+	mats := m.streamedMatrices()
 	if cacheDir != "" && path != "" {
 		n, err := m.repackCached(path, cacheDir, mats)
 		if err == nil {

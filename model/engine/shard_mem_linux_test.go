@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rbee-project/rbee/internal/hugepage"
 	"github.com/rbee-project/rbee/model/quant"
 	"github.com/rbee-project/rbee/model/synth"
 )
@@ -123,55 +124,89 @@ func advisedHuge(t *testing.T, b []byte) bool {
 		}
 	}
 	require.NoError(t, sc.Err())
-	require.True(t, found, "no mapping holds %#x", addr)
+	require.True(t, found, "no mapping with VmFlags holds %#x", addr)
 	return false
 }
 
-// TestFileLayoutAdvisedHugePages: the weight matrices a model streams from
-// the file's mapping (left in the file's layout) are advised for huge
-// pages; the file range of a repacked matrix is not (its copy is on the
-// arena's huge pages), nor is a token embedding that is only looked up.
-func TestFileLayoutAdvisedHugePages(t *testing.T) {
-	if _, err := os.Stat("/proc/self/smaps"); err != nil {
-		t.Skip("no /proc/self/smaps")
+// needAdvice skips a test of which mappings carry the huge-page advice
+// where the kernel cannot record it (no transparent huge pages, or smaps
+// without VmFlags).
+func needAdvice(t *testing.T) {
+	t.Helper()
+	if why := hugepage.Unavailable(); why != "" {
+		t.Skip(why)
 	}
-	for _, typ := range []quant.Type{quant.F32, quant.Q8_0} {
-		t.Run(typ.String(), func(t *testing.T) {
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil || !strings.Contains(string(b), "VmFlags:") {
+		t.Skip("no VmFlags in /proc/self/smaps")
+	}
+}
+
+// TestFileLayoutAdvisedHugePages: the weight matrices a forward pass
+// streams from the file's mapping (left in the file's layout) are advised
+// for huge pages, each its own bytes; the file range of a repacked matrix
+// is not (its copy is on the arena's huge pages), nor is a token
+// embedding that is only looked up (untied), nor a tensor's rows that a
+// shard does not use.
+func TestFileLayoutAdvisedHugePages(t *testing.T) {
+	needAdvice(t)
+	for _, c := range []struct {
+		arch string
+		typ  quant.Type
+	}{{"llama", quant.F32}, {"llama", quant.Q8_0}, {"qwen2moe", quant.F16}} {
+		t.Run(c.arch+"-"+c.typ.String(), func(t *testing.T) {
 			cfg := synth.DefaultConfig()
-			cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab, cfg.Type = 256, 2, 4, 4, 1024, 4096, typ
+			cfg.Arch, cfg.Type = c.arch, c.typ
+			cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab = 256, 2, 4, 4, 1024, 4096
+			if c.arch == "qwen2moe" {
+				cfg.Experts, cfg.ExpertsUsed, cfg.ExpertFF, cfg.SharedFF = 4, 2, 256, 256
+			}
 			path := writeSynth(t, cfg)
 			for _, noRepack := range []bool{false, true} {
 				m, err := Load(path, Options{Threads: 1, ContextSize: 64, NoRepack: noRepack})
 				require.NoError(t, err)
-				up := m.layers[0].wUp
-				ut, ok := m.file.Tensor("blk.0.ffn_up.weight")
+				wq := m.layers[0].wq
+				ft, ok := m.file.Tensor("blk.0.attn_q.weight")
 				require.True(t, ok)
-				file, err := m.file.TensorData(ut)
+				file, err := m.file.TensorData(ft)
 				require.NoError(t, err)
-				require.Equal(t, !up.Repacked(), advisedHuge(t, file[len(file)/2:]), "a matrix in the file's layout is advised, a repacked one's file range not (repacked %v)", up.Repacked())
-				// The synthetic models tie the embedding to the output
-				// matrix: advised where the output streams from the file.
+				require.Equal(t, !wq.Repacked(), advisedHuge(t, file[len(file)/2:]),
+					"a matrix in the file's layout is advised, a repacked one's file range not (repacked %v)", wq.Repacked())
 				emb, ok := m.file.Tensor("token_embd.weight")
 				require.True(t, ok)
 				data, err := m.file.TensorData(emb)
 				require.NoError(t, err)
-				require.Equal(t, !m.output.Repacked(), advisedHuge(t, data[len(data)/2:]), "the tied embedding: advised as the streamed output matrix only")
-				if typ == quant.Q8_0 {
-					require.Equal(t, !noRepack, up.Repacked())
-				}
+				tied := m.output == m.embd
+				require.Equal(t, c.arch != "qwen2moe", tied)
+				require.Equal(t, tied && !m.output.Repacked(), advisedHuge(t, data[len(data)/2:]),
+					"the embedding: advised only as a streamed output matrix (tied %v)", tied)
 				require.NoError(t, m.Close())
 			}
 		})
 	}
+
+	// A tensor shard streams its own rows of wq: those are advised, not
+	// the other shard's.
+	cfg := synth.DefaultConfig()
+	cfg.Type, cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab = quant.F32, 1024, 1, 2, 2, 1024, 512
+	path := writeSynth(t, cfg)
+	m, err := LoadShard(path, ShardSpec{Mode: Tensor, KVLo: 1, KVHi: 2, Peers: shortGatherer{}}, Options{Threads: 1, ContextSize: 64})
+	require.NoError(t, err)
+	defer m.Close()
+	ft, ok := m.file.Tensor("blk.0.attn_q.weight")
+	require.True(t, ok)
+	file, err := m.file.TensorData(ft)
+	require.NoError(t, err)
+	require.False(t, m.layers[0].wq.Repacked())
+	require.True(t, advisedHuge(t, m.layers[0].wq.Data), "the shard's rows")
+	require.False(t, advisedHuge(t, file[:len(file)/4]), "the other shard's rows")
 }
 
 // TestRepackCacheAdvisedHugePages: the repack cache file is mapped advised
 // for huge pages, by the load that writes it (before it repacks into it)
 // and by a later load that maps it.
 func TestRepackCacheAdvisedHugePages(t *testing.T) {
-	if _, err := os.Stat("/proc/self/smaps"); err != nil {
-		t.Skip("no /proc/self/smaps")
-	}
+	needAdvice(t)
 	cfg := synth.DefaultConfig()
 	cfg.Dim, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.FF, cfg.Vocab, cfg.Type = 256, 2, 4, 4, 1024, 4096, quant.Q8_0
 	path := writeSynth(t, cfg)

@@ -165,18 +165,29 @@ func (f *File) TensorData(t *TensorInfo) ([]byte, error) {
 	return f.data[start:end:end], nil
 }
 
-// AdviseHugePages asks for the data of t to be read and mapped in huge
-// pages where the kernel can (internal/hugepage), for a caller that
-// streams it again and again (the engine reads a weight matrix in the
-// file's layout on every decode step); call it before the data is first
-// read. The range is widened to whole pages. It is advice: a no-op for
-// Parse, and without huge pages for files the mapping works as before.
-func (f *File) AdviseHugePages(t *TensorInfo) error {
-	if _, err := f.TensorData(t); err != nil || f.advise == nil {
-		return err
+// AdviseHugePages asks for b, a part of the file's data (a slice of what
+// TensorData returns), to be read and mapped in huge pages where the
+// kernel can (internal/hugepage), for a caller that streams it again and
+// again (the engine reads a weight matrix left in the file's layout on
+// every decode step). Call it before b is first read: pages the page
+// cache already holds stay as they are cached. The range is widened to
+// whole pages. It is advice: a no-op for Parse and for an empty b, and
+// without huge pages for files the mapping works as before. A b that is
+// not part of the file's data is ErrNotFound.
+func (f *File) AdviseHugePages(b []byte) error {
+	if f.closed {
+		return ErrClosed
 	}
-	start := f.DataOffset + t.Offset // in range: TensorData checked
-	return f.advise(int(start), int(start+t.Size))
+	if len(b) == 0 || f.advise == nil {
+		return nil
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(f.data)))
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	if p < lo || p-lo > uintptr(len(f.data)) || uintptr(len(b)) > uintptr(len(f.data))-(p-lo) {
+		return fmt.Errorf("%w: %d bytes outside the file's data", ErrNotFound, len(b))
+	}
+	start := int(p - lo)
+	return f.advise(start, start+len(b))
 }
 
 // ReleaseTensor tells the OS that the data pages of t are not needed for

@@ -1,6 +1,7 @@
 package gguf
 
 import (
+	"os"
 	"testing"
 
 	"github.com/rbee-project/rbee/model/quant"
@@ -63,4 +64,31 @@ func TestOpenStories260K(t *testing.T) {
 	require.NoError(t, f.Close())
 	_, err = f.TensorData(te)
 	require.ErrorIs(t, err, ErrClosed)
+}
+
+// TestAdviseHugePages: a part of the file's data is accepted (the advice
+// itself is tested in internal/hugepage and model/engine), bytes that are
+// not the file's are ErrNotFound, a closed file ErrClosed, a parsed slice
+// has nothing to advise.
+func TestAdviseHugePages(t *testing.T) {
+	f, err := Open(stories)
+	require.NoError(t, err)
+	ti, ok := f.Tensor("token_embd.weight")
+	require.True(t, ok)
+	data, err := f.TensorData(ti)
+	require.NoError(t, err)
+	require.NoError(t, f.AdviseHugePages(data))
+	require.NoError(t, f.AdviseHugePages(data[len(data)/2:len(data)/2+3]))
+	require.NoError(t, f.AdviseHugePages(nil))
+	require.ErrorIs(t, f.AdviseHugePages(make([]byte, 64)), ErrNotFound)
+	require.NoError(t, f.Close())
+	require.ErrorIs(t, f.AdviseHugePages(data), ErrClosed)
+
+	raw, err := os.ReadFile(stories)
+	require.NoError(t, err)
+	p, err := Parse(raw)
+	require.NoError(t, err)
+	pd, err := p.TensorData(ti)
+	require.NoError(t, err)
+	require.NoError(t, p.AdviseHugePages(pd), "nothing to advise for a parsed slice")
 }

@@ -155,9 +155,9 @@ func BenchmarkDot4(b *testing.B) {
 
 // BenchmarkRepackedFromMemory multiplies repacked Q4_K and Q6_K matrices
 // (2048 x 768) by 1, 4 and 8 vectors on 1 and 2 threads, either one
-// matrix again and again (in cache) or many in turn (62 MB of Q4_K, 70 of
-// them; as many of Q6_K, 86 MB: beyond L3, from memory, as a decode step
-// streams a model's weights). Reports G
+// matrix again and again (in cache) or 62 MB of them in turn (70 of Q4_K,
+// 48 of Q6_K: beyond L3, from memory, as a decode step streams a model's
+// weights). Reports G
 // multiply-adds a second; the ratio of the two is what the memory costs
 // (the kernels' software prefetching is tuned on it, see q4kr16 in
 // internal/asm).

@@ -35,7 +35,7 @@ func q6kKernels() {
 
 // Software prefetching of the Q6_K sixteen-row kernels, as q4kr16's:
 // from q6kPrefetchMin vectors on, q6kPrefetchCols columns (6.8 KiB)
-// ahead. BenchmarkRepackedFromMemory (86 MB of Q6_K), eight vectors: one
+// ahead. BenchmarkRepackedFromMemory (62 MB of Q6_K), eight vectors: one
 // thread 61 -> 74-82 G multiply-adds a second, two 101-108 -> 122-148.
 const q6kPrefetchMin, q6kPrefetchCols = 5, 2
 
