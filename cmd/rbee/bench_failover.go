@@ -57,6 +57,9 @@ func newBenchFailoverCmd(g *globals) *cobra.Command {
 			if busy < 0 || busy > runtime.NumCPU() {
 				return fmt.Errorf("--busy-cores must be 0..%d", runtime.NumCPU())
 			}
+			if err := localcluster.CheckProfile(profile); err != nil {
+				return fmt.Errorf("--profile: %w", err)
+			}
 			stopBusy := spinCores(busy)
 			defer stopBusy()
 			bin, err := os.Executable()

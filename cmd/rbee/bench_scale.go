@@ -28,6 +28,12 @@ import (
 // overload, not rbee (the in-process simulation covers larger counts).
 const maxScaleProcesses = 300
 
+// minScaleIdle bounds --idle from below: idle CPU and gossip bytes/s are
+// a difference of two readings divided by the time between them, and
+// under a second that is mostly the readings' own jitter (a node's CPU
+// time moves in 10 ms ticks, gossip by whole packets).
+const minScaleIdle = time.Second
+
 // maxVoters mirrors consensus' MaxVoters default: the number of alive
 // voters a converged cluster of n nodes shows.
 func scaleVoters(n int) int { return min(n, 5) }
@@ -92,6 +98,15 @@ path), and prints one JSON object per N with:
 			}
 			if failoverRounds < 1 || failoverRounds > 100 {
 				return fmt.Errorf("--failover-rounds must be 1..100")
+			}
+			if wave < 0 {
+				return fmt.Errorf("--wave must be 0 (all at once) or more")
+			}
+			if idle < minScaleIdle {
+				return fmt.Errorf("--idle must be %v or more", minScaleIdle)
+			}
+			if err := localcluster.CheckProfile(profile); err != nil {
+				return fmt.Errorf("--profile: %w", err)
 			}
 			bin, err := os.Executable()
 			if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/node/jobs"
+	"github.com/rbee-project/rbee/node/localcluster"
 )
 
 // TestUnknownSubcommandFails: a typo under any command group is an error
@@ -177,6 +178,36 @@ func TestBadShardFlags(t *testing.T) {
 		root.SetOut(io.Discard)
 		root.SetErr(io.Discard)
 		require.ErrorContains(t, root.Execute(), tc.want, "%v", tc.args)
+	}
+}
+
+// TestBadScaleFlags: `bench scale` and `bench failover` values that
+// measure nothing, or that no node starts with, are refused before any
+// node process starts (a bad --profile used to start node1, which exited,
+// and the bench reported that as a result with exit 0).
+func TestBadScaleFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "scale", "--nodes", "2"}, "--nodes must be 3..300"},
+		{[]string{"bench", "scale", "--profile", "bogus"}, `--profile: localcluster: unknown timing profile "bogus" (want "lan" or "local")`},
+		{[]string{"bench", "scale", "--profile", ""}, "--profile: localcluster: unknown timing profile"},
+		{[]string{"bench", "scale", "--idle", "0s"}, "--idle must be 1s or more"},
+		{[]string{"bench", "scale", "--idle", "-1s"}, "--idle must be 1s or more"},
+		{[]string{"bench", "scale", "--idle", "500ms"}, "--idle must be 1s or more"},
+		{[]string{"bench", "scale", "--wave", "-1"}, "--wave must be 0 (all at once) or more"},
+		{[]string{"bench", "failover", "--profile", "wan"}, `--profile: localcluster: unknown timing profile "wan"`},
+	} {
+		root := newRootCmd()
+		root.SetArgs(tc.args)
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		err := root.Execute()
+		require.ErrorContains(t, err, tc.want, "%v", tc.args)
+		if strings.Contains(tc.want, "profile") {
+			require.ErrorIs(t, err, localcluster.ErrBadProfile, "%v", tc.args)
+		}
 	}
 }
 

@@ -19,10 +19,29 @@ import (
 	"time"
 
 	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/client"
 	"github.com/rbee-project/rbee/worker/process"
 )
+
+// Errors New returns for a configuration no node would start with.
+var (
+	// ErrBadProfile: Config.Profile names no timing profile of `rbee node`.
+	ErrBadProfile = errors.New("localcluster: unknown timing profile")
+)
+
+// CheckProfile returns nil when p is a timing profile `rbee node
+// --profile` accepts ("lan", "local"), else ErrBadProfile: a command
+// checks it before it starts anything, since a node given another exits
+// at once and leaves only its log to say why.
+func CheckProfile(p string) error {
+	switch p {
+	case gossip.ProfileLAN, gossip.ProfileLocal:
+		return nil
+	}
+	return fmt.Errorf("%w %q (want %q or %q)", ErrBadProfile, p, gossip.ProfileLAN, gossip.ProfileLocal)
+}
 
 // Config describes the cluster.
 type Config struct {
@@ -135,6 +154,9 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	if cfg.Profile == "" {
 		cfg.Profile = "local"
+	}
+	if err := CheckProfile(cfg.Profile); err != nil {
+		return nil, err
 	}
 	if cfg.Binary == "" {
 		return nil, errors.New("localcluster: binary is required")
