@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -35,6 +36,18 @@ func TestBenchScaleThreeNodes(t *testing.T) {
 	require.Greater(t, num("admitted_all_ms"), 0.0)
 	require.Greater(t, num("status_json_bytes"), 0.0)
 	require.GreaterOrEqual(t, num("failover_first_write_ms"), num("failover_first_survivor_ms"), "the first write is timed after a survivor saw the new leader")
+	// Every field is named in --help (which gives its unit), and none is
+	// null: a figure is there or its key is not.
+	help := cli(t, bin, "bench", "scale", "--help")
+	for k, v := range r {
+		require.Regexp(t, `(^|[\s/])`+regexp.QuoteMeta(k)+`($|\s)`, help, "bench scale --help names %s", k)
+		require.NotNil(t, v, k)
+		if m, ok := v.(map[string]any); ok {
+			for mk, mv := range m {
+				require.NotNil(t, mv, "%s.%s", k, mk)
+			}
+		}
+	}
 	for _, k := range []string{"registry_write_leader_ms", "registry_write_follower_ms", "rss_bytes", "status_api_ms"} {
 		m, ok := r[k].(map[string]any)
 		require.True(t, ok, "%s: %v", k, r[k])

@@ -22,7 +22,7 @@ type stats struct {
 	P95    float64   `json:"p95"`
 	Min    float64   `json:"min"`
 	Max    float64   `json:"max"`
-	Values []float64 `json:"values"`
+	Values []float64 `json:"values,omitempty"`
 }
 
 func summarize(ds []time.Duration) stats {

@@ -50,8 +50,11 @@ func newBenchScaleCmd(g *globals) *cobra.Command {
 		Long: `Starts N rbee node processes on loopback (node1 first, then the
 others joining node1, all at once or --wave at a time), optionally K real workers per node (the
 built-in tiny model, one thread, registered through the real heartbeat
-path), and prints one JSON object per N with:
+path), and prints one JSON object per N with (_ms: milliseconds; a
+{median, p95, min, max} object: over the samples, or over the nodes):
 
+  nodes / workers_per_node / profile   what was measured
+  leader                               the leader's name before the failover
   converge_first_ms / converge_all_ms  the first / every node sees all N alive, from when
                                        the nodes after node1 start, by each node's own
                                        record of when the last member became alive there
@@ -70,19 +73,26 @@ path), and prints one JSON object per N with:
                                        API round trip, and 'rbee status -o json' with
                                        CLI start (a summary past 20 nodes)
   status_json_bytes                    size of that status result
-  status_all_api_ms / _json_bytes      the same with --all (every node and worker)
-  rss_bytes / private_bytes            per node (median, max); private: without the
-                                       binary's code, which processes on one machine share
-  idle_cpu_pct                         leader's and followers' CPU at idle, % of a core
-  gossip_sent_bytes_per_s              per node at idle (median, max)
-  registry_write_ms                    a registry write through the API, on the leader
-                                       and forwarded from the last node
+  status_all_api_ms / status_all_json_bytes  the same with --all (every node and worker)
+  rss_bytes / private_bytes            per node; private: without the binary's code,
+                                       which processes on one machine share
+  idle_cpu_leader_pct / idle_cpu_follower_pct  the leader's and the followers' CPU at
+                                       idle over --idle, % of one core
+  gossip_sent_bytes_per_s              per node at idle
+  registry_write_leader_ms / registry_write_follower_ms  a registry write through the API,
+                                       on the leader and forwarded from the last node
+  apply_seconds_mean_leader            raft apply latency on the leader, mean over every
+                                       write since it started, in seconds (-1: unknown)
   snapshot_bytes                       newest raft snapshot on the leader (0: none yet)
-  failover                             kill -9 leader -> a survivor / the last node
-                                       sees a new leader; first accepted write
+  failover_first_survivor_ms / failover_last_node_ms  kill -9 leader -> a survivor / the
+                                       last node sees a new leader (an object with
+                                       --failover-rounds above 1)
+  failover_first_write_ms              kill -9 leader -> the first write accepted
   failover_error                       why a failover round failed (no new leader, no write
                                        accepted, the victim's restart); the rounds before it
-                                       are reported. Like "error", it does not change the exit code`,
+                                       are reported. Like "error", it does not change the exit code
+  error / nodes_seeing_all_alive       why the count was not measured; when convergence
+                                       timed out, how many nodes saw all alive`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, n := range nodes {
