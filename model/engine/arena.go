@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"errors"
 	"sync"
 
+	"github.com/rbee-project/rbee/internal/filewatch"
 	"github.com/rbee-project/rbee/model/gguf"
 )
 
@@ -15,6 +17,9 @@ import (
 type weightArena struct {
 	mu   sync.Mutex
 	maps [][]byte // mappings to release (Linux)
+	// watches are the files of adopted mappings (the repack cache's),
+	// closed at free.
+	watches []*filewatch.Watch
 }
 
 // arenaAlign is where allocAll starts each region: a page, so a region
@@ -62,11 +67,26 @@ func (a *weightArena) allocHuge(n int) []byte {
 }
 
 // adopt makes free unmap b, a mapping made elsewhere (the repack cache
-// file's).
-func (a *weightArena) adopt(b []byte) {
+// file's), and close w, the watch of its file (nil: none).
+func (a *weightArena) adopt(b []byte, w *filewatch.Watch) {
 	a.mu.Lock()
 	a.maps = append(a.maps, b)
+	if w != nil {
+		a.watches = append(a.watches, w)
+	}
 	a.mu.Unlock()
+}
+
+// changed returns the watches' errors (filewatch.ErrChanged): a file of
+// an adopted mapping written or truncated in place.
+func (a *weightArena) changed() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var errs []error
+	for _, w := range a.watches {
+		errs = append(errs, w.Check())
+	}
+	return errors.Join(errs...)
 }
 
 // free releases the mappings; nothing allocated may be used afterwards.
@@ -77,6 +97,10 @@ func (a *weightArena) free() {
 		arenaUnmap(b)
 	}
 	a.maps = nil
+	for _, w := range a.watches {
+		w.Close()
+	}
+	a.watches = nil
 }
 
 // holds reports whether addr lies in one of the arena's mappings (the

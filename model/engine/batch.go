@@ -276,6 +276,13 @@ func (b *Batch) layers(ctx context.Context, segs []segment, hidden []float32) (n
 	if m.closed.Load() {
 		return 0, 0, ErrClosed
 	}
+	// Last, under computeMu (Close closes the watched files): a pass over
+	// weights whose file changed in place is an error, not its result.
+	defer func() {
+		if err == nil {
+			err = m.filesChanged()
+		}
+	}()
 	hp := &m.hp
 	work := 0
 	for i := range segs {

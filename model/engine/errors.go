@@ -30,10 +30,15 @@ var (
 	ErrBadModel = errors.New("engine: malformed model")
 	// ErrClosed: the Model was closed.
 	ErrClosed = errors.New("engine: model closed")
-	// ErrFileChanged: reading the memory-mapped model file faulted (SIGBUS):
-	// the file was truncated while the Model had it mapped. The Model's
-	// weights are gone; only loading the file again helps.
-	ErrFileChanged = errors.New("engine: the model file was truncated while in use")
+	// ErrFileChanged: a file the Model maps (the model file or its repack
+	// cache file) was truncated or written in place while the Model had it
+	// mapped: a read of the mapping faulted (SIGBUS), or the file's size or
+	// modification time changed (a shrink inside its last page reads as
+	// zeros, a rewrite as other weights, without a fault). The Model's
+	// weights are gone; only loading the file again helps. A rename over
+	// the file's name or its deletion is not a change: the Model keeps the
+	// file it mapped.
+	ErrFileChanged = errors.New("engine: the model file was truncated or changed while in use")
 	// ErrTemplate: the model's chat template went over its render budget
 	// (model/jinja's limits: recursion depth, steps, output, string or
 	// memory size, loop length, deadline), so ChatPrompt and ChatTokens

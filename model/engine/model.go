@@ -305,6 +305,25 @@ func recoverFault(err *error, holds func(addr uintptr) bool) {
 	*err = fmt.Errorf("%w: a read of its mapping faulted", ErrFileChanged)
 }
 
+// filesChanged returns ErrFileChanged when a file the model maps (the
+// model file or its repack cache file) was written or truncated in place
+// since it was mapped (gguf.File.Changed, filewatch): a read of it may
+// then have given other bytes than were loaded without any fault (zeros
+// in the rest of a truncated file's last page, or new contents), and
+// what was computed from them is not the model's. Two fstats; a forward
+// pass checks it before it returns, so no pass returns a result read
+// from a file changed before that check.
+func (m *Model) filesChanged() error {
+	err := m.file.Changed()
+	if err == nil {
+		err = m.arena.changed()
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrFileChanged, err)
+	}
+	return nil
+}
+
 // holdsFileMapping reports whether addr lies in a mapping of a file the
 // model reads: the model file or its repack cache.
 func (m *Model) holdsFileMapping(addr uintptr) bool {

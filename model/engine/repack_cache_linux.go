@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rbee-project/rbee/internal/filewatch"
 	"github.com/rbee-project/rbee/internal/hugepage"
 	"github.com/rbee-project/rbee/model/gguf"
 	"github.com/rbee-project/rbee/model/quant"
@@ -82,8 +83,8 @@ func (m *Model) repackCached(path, dir string, mats []*quant.Matrix) (int, error
 	key := h.Sum(nil)
 	owner := abs + "\n" + hex.EncodeToString(own.Sum(nil)[:8])
 	name := filepath.Join(dir, hex.EncodeToString(key[:20])+repackExt)
-	if data, err := mapRepackFile(name, key, total); err == nil {
-		m.adoptRepacked(data, list)
+	if data, w, err := mapRepackFile(name, key, total); err == nil {
+		m.adoptRepacked(data, w, list)
 		m.log.Info("mapped repacked weight matrices", "matrices", len(list), "file", name)
 		return len(list), nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -109,13 +110,29 @@ func repackHeaderFor(key []byte, total int, owner string) []byte {
 }
 
 // mapRepackFile maps name read-only when it is a complete cache file of
-// key; os.ErrNotExist when there is none.
-func mapRepackFile(name string, key []byte, total int) ([]byte, error) {
+// key, with the watch of the file mapped; os.ErrNotExist when there is
+// none.
+func mapRepackFile(name string, key []byte, total int) ([]byte, *filewatch.Watch, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer f.Close()
+	// The watch takes f over; its stat is the one checked below, so a
+	// file changed from here on is caught by Model.filesChanged.
+	w, err := filewatch.New(f, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := mapRepackWatched(f, key, total)
+	if err != nil {
+		w.Close()
+		return nil, nil, err
+	}
+	return data, w, nil
+}
+
+// mapRepackWatched is mapRepackFile's check and mapping of f.
+func mapRepackWatched(f *os.File, key []byte, total int) ([]byte, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -176,15 +193,20 @@ func (m *Model) writeRepackFile(dir, name, owner string, key []byte, total int, 
 	})
 	copy(data, repackHeaderFor(key, total, owner))
 	_ = unix.Mprotect(data, unix.PROT_READ)
-	m.adoptRepacked(data, list)
 	// From here on the matrices read the mapping; a failure only costs
 	// the next load the repacking. The file is made durable before it
-	// gets its name, so a name always holds a whole file.
+	// gets its name, so a name always holds a whole file; it is watched
+	// as it is then (the writes through the mapping have set its
+	// modification time), so that a change in place by another process
+	// is caught (Model.filesChanged).
 	err = f.Sync()
+	w, werr := filewatch.New(f, name) // takes f over
+	if werr != nil {
+		w = nil
+	}
+	m.adoptRepacked(data, w, list)
 	if err == nil {
-		err = f.Close()
-	} else {
-		f.Close()
+		err = werr
 	}
 	if err == nil {
 		err = os.Rename(tmp, name)
@@ -204,10 +226,10 @@ func (m *Model) writeRepackFile(dir, name, owner string, key []byte, total int, 
 }
 
 // adoptRepacked points each matrix at its copy in data (mapped for the
-// Model's lifetime: the arena unmaps it at Close) and releases the file
-// pages of its tensor.
-func (m *Model) adoptRepacked(data []byte, list []cachedMatrix) {
-	m.arena.adopt(data)
+// Model's lifetime: the arena unmaps it, and closes w, the watch of its
+// file, at Close) and releases the file pages of its tensor.
+func (m *Model) adoptRepacked(data []byte, w *filewatch.Watch, list []cachedMatrix) {
+	m.arena.adopt(data, w)
 	for _, c := range list {
 		body := data[repackHeader+c.off:][:c.size:c.size]
 		if !c.mat.Repacked() {

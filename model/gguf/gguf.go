@@ -75,6 +75,10 @@ var (
 	// ErrSplit: the parts of a split model do not make one model (order,
 	// count, tensors), or a name is not a part's name (split.go).
 	ErrSplit = errors.New("gguf: bad split model")
+	// ErrChanged: the mapped file's size or modification time changed
+	// since Open (File.Changed): written or truncated in place, so its
+	// mapping no longer holds the bytes that were parsed.
+	ErrChanged = errors.New("gguf: file changed in place while mapped")
 )
 
 // KV is one metadata key/value pair, in file order.
@@ -116,6 +120,7 @@ type File struct {
 	unmap   func() error
 	release func(start, end int) error // drops the mapped pages inside data[start:end] (Open on unix)
 	advise  func(start, end int) error // asks for huge pages for data[start:end] (Open on unix)
+	changed func() error               // the mapped file's filewatch.Watch.Check (Open on unix)
 	closed  bool
 }
 
@@ -203,6 +208,23 @@ func (f *File) ReleaseTensor(t *TensorInfo) error {
 	}
 	start := f.DataOffset + t.Offset // in range: TensorData checked
 	return f.release(int(start), int(start+t.Size))
+}
+
+// Changed returns nil while the file Open mapped has the size and
+// modification time it had when opened, else an error wrapping ErrChanged
+// (a write or truncation in place: reads of the mapping may then return
+// other bytes than were parsed, or zeros past the new end without a
+// fault). A rename over its name or its deletion is not a change: the
+// mapping keeps the bytes opened. One fstat; nil for Parse, where Open
+// reads the file into memory, and after Close.
+func (f *File) Changed() error {
+	if f.closed || f.changed == nil {
+		return nil
+	}
+	if err := f.changed(); err != nil {
+		return fmt.Errorf("%w: %w", ErrChanged, err)
+	}
+	return nil
 }
 
 // Get returns the value of a metadata key.

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rbee-project/rbee/internal/filewatch"
 	"github.com/rbee-project/rbee/internal/hugepage"
 )
 
@@ -20,7 +21,17 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer fd.Close()
+	// The watch keeps fd: File.Changed compares the file with this stat.
+	w, err := filewatch.New(fd, path)
+	if err != nil {
+		return nil, fmt.Errorf("gguf: stat: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			w.Close()
+		}
+	}()
 	st, err := fd.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("gguf: stat: %w", err)
@@ -41,7 +52,12 @@ func Open(path string) (*File, error) {
 		_ = unix.Munmap(data)
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	f.unmap = func() error { return unix.Munmap(data) }
+	f.unmap = func() error {
+		w.Close()
+		return unix.Munmap(data)
+	}
+	f.changed = w.Check
+	ok = true
 	f.advise = func(start, end int) error {
 		// Whole pages around [start, end): advice on a neighbour's
 		// part of a page is harmless.

@@ -64,3 +64,58 @@ func TestParseMappedTruncated(t *testing.T) {
 	require.ErrorIs(t, err, ErrTruncated)
 	require.ErrorContains(t, err, "shrank")
 }
+
+// TestChanged: File.Changed reports a write or truncation in place of the
+// file Open mapped (ErrChanged), not a rename over its name or a
+// deletion; Parse's File and a closed one have nothing to report.
+func TestChanged(t *testing.T) {
+	raw, err := os.ReadFile(stories)
+	require.NoError(t, err)
+	old := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	cases := []struct {
+		name    string
+		change  func(p string) error
+		changed bool
+	}{
+		{"truncated in its last page", func(p string) error { return os.Truncate(p, int64(len(raw)-1)) }, true},
+		{"rewritten in place", func(p string) error {
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt([]byte{1}, int64(len(raw)-1))
+			return err
+		}, true},
+		{"renamed over", func(p string) error {
+			q := p + ".new"
+			if err := os.WriteFile(q, raw[:100], 0o644); err != nil {
+				return err
+			}
+			return os.Rename(q, p)
+		}, false},
+		{"deleted", os.Remove, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "m.gguf")
+			require.NoError(t, os.WriteFile(p, raw, 0o644))
+			require.NoError(t, os.Chtimes(p, old, old))
+			f, err := Open(p)
+			require.NoError(t, err)
+			defer f.Close()
+			require.NoError(t, f.Changed())
+			require.NoError(t, c.change(p))
+			if c.changed {
+				require.ErrorIs(t, f.Changed(), ErrChanged)
+			} else {
+				require.NoError(t, f.Changed())
+			}
+			require.NoError(t, f.Close())
+			require.NoError(t, f.Changed())
+		})
+	}
+	p, err := Parse(raw)
+	require.NoError(t, err)
+	require.NoError(t, p.Changed())
+}

@@ -1,0 +1,78 @@
+// Package filewatch tells whether a file mapped into memory was changed
+// in place since it was mapped.
+//
+// A read of a shared file mapping sees every later write to the file, and
+// a truncation faults (SIGBUS) only for whole pages past the new end: the
+// rest of the last page reads as zeros. A user rewriting or shrinking a
+// model file (or a weights cache file) under a process that maps it can
+// thus make it compute with other bytes than it loaded, without any fault.
+// A Watch keeps the open file (its inode, whatever later happens to its
+// name) and its size and modification time when watched; Check compares
+// them with the file's now (one fstat). A file replaced by a rename, or
+// deleted, is not a change: the mapping keeps the old inode's bytes.
+package filewatch
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// ErrChanged: the watched file's size or modification time is not what
+// it was when the Watch was made.
+var ErrChanged = errors.New("file changed in place")
+
+// Watch watches one open file. Check is safe for concurrent use; Close
+// must not run concurrently with it.
+type Watch struct {
+	f     *os.File
+	name  string
+	size  int64
+	mtime time.Time
+}
+
+// New watches f as it is now and takes it over: the Watch closes it
+// (also when New fails). name is the file's name in Check's errors ("":
+// f's; a file written under a temporary name gives the one it will
+// have). Make it once the file's bytes are final (after the last write
+// through a mapping is synced).
+func New(f *os.File, name string) (*Watch, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if name == "" {
+		name = f.Name()
+	}
+	return &Watch{f: f, name: name, size: fi.Size(), mtime: fi.ModTime()}, nil
+}
+
+// Check returns nil while the file has the size and modification time it
+// had when watched, else an error wrapping ErrChanged that says what
+// changed (or the stat's error). A nil Watch is never changed.
+func (w *Watch) Check() error {
+	if w == nil {
+		return nil
+	}
+	fi, err := w.f.Stat()
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrChanged, w.name, err)
+	}
+	if fi.Size() != w.size {
+		return fmt.Errorf("%w: %s has %d bytes, had %d", ErrChanged, w.name, fi.Size(), w.size)
+	}
+	if !fi.ModTime().Equal(w.mtime) {
+		return fmt.Errorf("%w: %s was modified at %s, after %s", ErrChanged, w.name, fi.ModTime().Format(time.RFC3339Nano), w.mtime.Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// Close closes the file. A nil Watch is a no-op.
+func (w *Watch) Close() error {
+	if w == nil {
+		return nil
+	}
+	return w.f.Close()
+}
