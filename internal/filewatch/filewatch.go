@@ -26,10 +26,9 @@ var ErrChanged = errors.New("file changed in place")
 // Watch watches one open file. Check is safe for concurrent use; Close
 // must not run concurrently with it.
 type Watch struct {
-	f     *os.File
-	name  string
-	size  int64
-	mtime time.Time
+	f    *os.File
+	name string
+	st   stat // when watched
 }
 
 // New watches f as it is now and takes it over: the Watch closes it
@@ -38,7 +37,7 @@ type Watch struct {
 // have). Make it once the file's bytes are final (after the last write
 // through a mapping is synced).
 func New(f *os.File, name string) (*Watch, error) {
-	fi, err := f.Stat()
+	st, err := statOf(f)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -46,27 +45,35 @@ func New(f *os.File, name string) (*Watch, error) {
 	if name == "" {
 		name = f.Name()
 	}
-	return &Watch{f: f, name: name, size: fi.Size(), mtime: fi.ModTime()}, nil
+	return &Watch{f: f, name: name, st: st}, nil
 }
 
 // Check returns nil while the file has the size and modification time it
 // had when watched, else an error wrapping ErrChanged that says what
-// changed (or the stat's error). A nil Watch is never changed.
+// changed (or the stat's error). A nil Watch is never changed. While the
+// file is unchanged Check allocates nothing (a forward pass calls it).
 func (w *Watch) Check() error {
 	if w == nil {
 		return nil
 	}
-	fi, err := w.f.Stat()
+	st, err := statOf(w.f)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrChanged, w.name, err)
 	}
-	if fi.Size() != w.size {
-		return fmt.Errorf("%w: %s has %d bytes, had %d", ErrChanged, w.name, fi.Size(), w.size)
+	if st.size != w.st.size {
+		return fmt.Errorf("%w: %s has %d bytes, had %d", ErrChanged, w.name, st.size, w.st.size)
 	}
-	if !fi.ModTime().Equal(w.mtime) {
-		return fmt.Errorf("%w: %s was modified at %s, after %s", ErrChanged, w.name, fi.ModTime().Format(time.RFC3339Nano), w.mtime.Format(time.RFC3339Nano))
+	if st.mtime != w.st.mtime {
+		return fmt.Errorf("%w: %s was modified at %s, after %s", ErrChanged, w.name,
+			time.Unix(0, st.mtime).UTC().Format(time.RFC3339Nano), time.Unix(0, w.st.mtime).UTC().Format(time.RFC3339Nano))
 	}
 	return nil
+}
+
+// stat is what Check compares: the size and the modification time (ns
+// since the epoch).
+type stat struct {
+	size, mtime int64
 }
 
 // Close closes the file. A nil Watch is a no-op.
