@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -22,8 +23,11 @@ type Memory struct {
 	ModelBytes int64          `json:"model_bytes"`
 	Workers    []WorkerMemory `json:"workers"`
 	// SharedFraction is the part of the model both workers map from the
-	// same pages: the smaller Shared_Clean (model file and repacked
-	// weights) over the model file's size.
+	// same pages: the smaller ModelSharedClean over the model file's size.
+	// The processes' whole Shared_Clean is no measure of it: it holds the
+	// executable's and the libraries' pages too, more than a small model.
+	// Pages count whole: a small file's last page can lift it a little
+	// above 1.
 	SharedFraction float64 `json:"shared_fraction"`
 	// RSSOverModel is the larger worker RSS over the model file size: the
 	// issue's bound is the file plus its KV cache plus 10 %.
@@ -39,6 +43,10 @@ type WorkerMemory struct {
 	PrivateClean int64 `json:"private_clean"`
 	PrivateDirty int64 `json:"private_dirty"`
 	Anonymous    int64 `json:"anonymous"`
+	// ModelSharedClean is the Shared_Clean of the mappings of the model
+	// file and of its repacked weights (the repack cache) alone
+	// (/proc/<pid>/smaps).
+	ModelSharedClean int64 `json:"model_shared_clean"`
 }
 
 // memory starts a second worker of the model next to w, warms both (every
@@ -70,15 +78,31 @@ func (w *runningWorker) memory(ctx context.Context, cfg Config) (*Memory, error)
 			return nil, fmt.Errorf("servebench: warm-up request: %w", s.err)
 		}
 	}
+	model, err := canonical(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	// The cache directory exists only once the engine repacked into it.
+	dir, err := canonical(filepath.Dir(w.repackDir))
+	if err != nil {
+		return nil, err
+	}
+	repack := filepath.Join(dir, filepath.Base(w.repackDir))
+	ofModel := func(path string) bool {
+		return path == model || strings.HasPrefix(path, repack+string(filepath.Separator))
+	}
 	m := &Memory{ModelBytes: fi.Size()}
 	for _, pid := range []int{w.pid, info.PID} {
 		wm, err := smapsRollup(pid)
 		if err != nil {
 			return nil, err
 		}
+		if wm.ModelSharedClean, err = sharedCleanOf(pid, ofModel); err != nil {
+			return nil, err
+		}
 		m.Workers = append(m.Workers, wm)
 	}
-	shared := min(m.Workers[0].SharedClean, m.Workers[1].SharedClean)
+	shared := min(m.Workers[0].ModelSharedClean, m.Workers[1].ModelSharedClean)
 	m.SharedFraction = float64(shared) / float64(m.ModelBytes)
 	m.RSSOverModel = float64(max(m.Workers[0].RSS, m.Workers[1].RSS)) / float64(m.ModelBytes)
 	return m, nil
@@ -108,4 +132,46 @@ func smapsRollup(pid int) (WorkerMemory, error) {
 		}
 	}
 	return wm, sc.Err()
+}
+
+// canonical is path as the kernel names a mapping of it: absolute, links
+// resolved.
+func canonical(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
+}
+
+// sharedCleanOf sums the Shared_Clean of a process's mappings of the
+// files that want accepts (/proc/<pid>/smaps: a header line per mapping,
+// its path from the sixth field on, then its "Name: value kB" fields).
+func sharedCleanOf(pid int, want func(path string) bool) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var sum int64
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.Fields(sc.Text())
+		if len(parts) == 0 {
+			continue
+		}
+		if !strings.HasSuffix(parts[0], ":") { // a mapping's header
+			in = len(parts) >= 6 && want(strings.Join(parts[5:], " "))
+			continue
+		}
+		if in && parts[0] == "Shared_Clean:" && len(parts) == 3 {
+			kb, err := strconv.ParseInt(parts[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("smaps of %d: %q: %w", pid, sc.Text(), err)
+			}
+			sum += kb << 10
+		}
+	}
+	return sum, sc.Err()
 }

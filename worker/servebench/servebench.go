@@ -253,15 +253,18 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 // runningWorker is the worker process under test.
 type runningWorker struct {
-	mgr    *process.Manager
-	bin    string // what the manager spawns: rbee under the worker's name
-	dir    string
-	env    []string // the repack cache, as a node gives its cpu workers
-	kvArgs []string // --kv-cache, when Config.KVCache is set
-	url    string
-	secret string
-	pid    int
-	hc     *http.Client
+	mgr *process.Manager
+	bin string // what the manager spawns: rbee under the worker's name
+	dir string
+	env []string // the repack cache, as a node gives its cpu workers
+	// repackDir is that cache: the workers map their repacked weights
+	// from files in it.
+	repackDir string
+	kvArgs    []string // --kv-cache, when Config.KVCache is set
+	url       string
+	secret    string
+	pid       int
+	hc        *http.Client
 }
 
 func startWorker(ctx context.Context, cfg Config) (*runningWorker, error) {
@@ -287,7 +290,8 @@ func startWorker(ctx context.Context, cfg Config) (*runningWorker, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	w := &runningWorker{mgr: mgr, dir: dir, bin: link, env: []string{worker.RepackCacheEnv + "=" + filepath.Join(dir, "repack")}}
+	repack := filepath.Join(dir, "repack")
+	w := &runningWorker{mgr: mgr, dir: dir, bin: link, repackDir: repack, env: []string{worker.RepackCacheEnv + "=" + repack}}
 	if cfg.KVCache != "" {
 		w.kvArgs = []string{"--kv-cache", cfg.KVCache}
 	}

@@ -64,10 +64,16 @@ func TestRun(t *testing.T) {
 		for _, w := range m.Workers {
 			require.Positive(t, w.RSS)
 			require.LessOrEqual(t, w.PSS, w.RSS)
+			require.LessOrEqual(t, w.ModelSharedClean, w.SharedClean)
 		}
 		// The weights were read by both from one mapping of the file:
-		// most of the file is in both processes' shared pages.
+		// most of the file is in both processes' shared pages, and no
+		// more than the model (the executable's shared pages, larger
+		// than this model, are not the model's).
 		require.Greater(t, m.SharedFraction, 0.5, "%+v", m)
+		// (Whole pages: the file's last one counts in full.)
+		pages := (m.ModelBytes + int64(os.Getpagesize()) - 1) / int64(os.Getpagesize())
+		require.LessOrEqual(t, m.SharedFraction, float64(pages*int64(os.Getpagesize()))/float64(m.ModelBytes), "%+v", m)
 	}
 
 	_, err = Run(ctx, Config{Binary: bin, Model: "x.gguf"})
