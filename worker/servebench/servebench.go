@@ -30,8 +30,15 @@ import (
 	"github.com/rbee-project/rbee/worker/process"
 )
 
-// ErrBadConfig reports an invalid Config.
-var ErrBadConfig = errors.New("servebench: invalid config")
+var (
+	// ErrBadConfig reports an invalid Config.
+	ErrBadConfig = errors.New("servebench: invalid config")
+	// ErrNoAnswers reports a level in which the worker answered no
+	// request (each was refused or failed, say a max_tokens beyond its
+	// context): it has nothing to measure, and a report of zeros would
+	// read as a measurement. The error carries the first failure.
+	ErrNoAnswers = errors.New("servebench: no request of the level was answered")
+)
 
 // Defaults of Config's optional fields.
 const (
@@ -179,7 +186,9 @@ func (c *Config) fill() error {
 }
 
 // Run starts the worker, runs every level in order and the prefix-reuse
-// measurement, and stops the worker.
+// measurement, and stops the worker. A level in which no request was
+// answered ends the run with ErrNoAnswers; one with some failures is
+// reported (errors, first_error).
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.fill(); err != nil {
 		return Result{}, err
@@ -211,6 +220,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			if after, err := w.info(ctx); err == nil && before.Batch != nil && after.Batch != nil {
 				batch[li].Steps += after.Batch.Steps - before.Batch.Steps
 				batch[li].SequenceSteps += after.Batch.SequenceSteps - before.Batch.SequenceSteps
+			}
+			if slices.IndexFunc(got, func(s sample) bool { return s.err == nil }) < 0 {
+				return res, fmt.Errorf("%w: concurrency %d: %w", ErrNoAnswers, c, got[0].err)
 			}
 			samples[li] = append(samples[li], got...)
 			tps[li] = append(tps[li], float64(genTokens(got))/wall.Seconds())

@@ -16,15 +16,7 @@ import (
 // TTFTs measured for both second turns of the prefix-reuse measurement
 // (their speed is the benchmark's to report, not a test's to assert).
 func TestRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a binary and runs a worker process")
-	}
-	bin := filepath.Join(t.TempDir(), "rbee-worker")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/rbee-worker")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-
+	bin := buildWorker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := Run(ctx, Config{
@@ -78,6 +70,36 @@ func TestRun(t *testing.T) {
 
 	_, err = Run(ctx, Config{Binary: bin, Model: "x.gguf"})
 	require.ErrorIs(t, err, ErrBadConfig)
+}
+
+// buildWorker builds rbee-worker into a temporary directory; the test is
+// skipped under -short (it builds a binary and runs a worker process).
+func buildWorker(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds a binary and runs a worker process")
+	}
+	bin := filepath.Join(t.TempDir(), "rbee-worker")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/rbee-worker")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// TestRunFailsWithoutAnswers: a level whose every request the worker
+// refuses (max_tokens beyond its context) ends the run with the worker's
+// reason, not with a report of zeros.
+func TestRunFailsWithoutAnswers(t *testing.T) {
+	bin := buildWorker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err := Run(ctx, Config{
+		Binary: bin, Model: "../../testdata/model/stories260K.gguf",
+		Concurrency: []int{2}, Threads: 1, MaxTokens: 1 << 20, RequestsPerClient: 1, ReuseWords: -1,
+	})
+	require.ErrorIs(t, err, ErrNoAnswers)
+	require.ErrorContains(t, err, "max_tokens")
 }
 
 func TestMedianAndQuantile(t *testing.T) {
