@@ -563,6 +563,18 @@ func newBenchServeCmd() *cobra.Command {
 			if nodes > 0 && cfg.ReuseWords < 1 {
 				return errors.New("--nodes measures second turns: --reuse-words must be 1 or more")
 			}
+			// A flag the chosen measurement does not use is refused, not
+			// silently dropped: the report would read as if it applied.
+			if nodes > 0 {
+				// The flags that only the measurement of a worker alone uses.
+				for _, name := range []string{"concurrency", "max-tokens", "requests-per-client", "rounds", "kv-cache", "memory"} {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("--%s applies to a worker alone, not to --nodes", name)
+					}
+				}
+			} else if cmd.Flags().Changed("chats") {
+				return errors.New("--chats applies to --nodes only")
+			}
 			bin, err := os.Executable()
 			if err != nil {
 				return err

@@ -172,6 +172,13 @@ func TestBadShardFlags(t *testing.T) {
 		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "-2"}, "--nodes must be 0"},
 		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--chats", "0"}, "--chats 1 or more"},
 		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--reuse-words", "-1"}, "--reuse-words must be 1 or more"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--concurrency", "8"}, "--concurrency applies to a worker alone"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--rounds", "3"}, "--rounds applies to a worker alone"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--requests-per-client", "2"}, "--requests-per-client applies"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--max-tokens", "16"}, "--max-tokens applies"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--kv-cache", "f32"}, "--kv-cache applies"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--memory"}, "--memory applies"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--chats", "4"}, "--chats applies to --nodes only"},
 	} {
 		root := newRootCmd()
 		root.SetArgs(tc.args)
