@@ -575,6 +575,11 @@ func newBenchServeCmd() *cobra.Command {
 			} else if cmd.Flags().Changed("chats") {
 				return errors.New("--chats applies to --nodes only")
 			}
+			// Before any worker or cluster starts: a local cluster takes a
+			// while to come up before its spawns would say the same.
+			if fi, err := os.Stat(cfg.Model); err != nil || !fi.Mode().IsRegular() {
+				return fmt.Errorf("--model %s is not a readable file", cfg.Model)
+			}
 			bin, err := os.Executable()
 			if err != nil {
 				return err
