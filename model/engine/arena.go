@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"errors"
 	"sync"
 
 	"github.com/rbee-project/rbee/internal/filewatch"
@@ -82,11 +81,12 @@ func (a *weightArena) adopt(b []byte, w *filewatch.Watch) {
 func (a *weightArena) changed() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var errs []error
 	for _, w := range a.watches {
-		errs = append(errs, w.Check())
+		if err := w.Check(); err != nil {
+			return err // the first: every forward pass checks, so allocate nothing while none changed
+		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // free releases the mappings; nothing allocated may be used afterwards.

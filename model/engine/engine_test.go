@@ -227,8 +227,14 @@ func slicesEqual(a, b []int32) bool {
 // TestDecodeStepDoesNotAllocate: the per-token forward pass reuses the
 // Session's buffers.
 func TestDecodeStepDoesNotAllocate(t *testing.T) {
-	for _, path := range []string{storiesPath, "../../testdata/gguf/kquant/kquant-Q4_K.gguf"} {
-		m, err := Load(path, Options{Threads: 2, ContextSize: 512})
+	// The repack cache's case: a node's workers map it, and every pass
+	// checks that the mapped files did not change (filesChanged).
+	cache := t.TempDir()
+	for _, c := range []struct {
+		path, cache string
+	}{{storiesPath, ""}, {"../../testdata/gguf/kquant/kquant-Q4_K.gguf", ""}, {"../../testdata/gguf/kquant/kquant-Q4_K.gguf", cache}} {
+		path := c.path
+		m, err := Load(path, Options{Threads: 2, ContextSize: 512, RepackCache: c.cache})
 		require.NoError(t, err)
 		s := m.NewSession()
 		ctx := context.Background()
