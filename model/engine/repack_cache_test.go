@@ -7,7 +7,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -149,4 +151,63 @@ func TestRepackCacheUnwritable(t *testing.T) {
 	b, err := mem.NewSession().eval(context.Background(), ids)
 	require.NoError(t, err)
 	require.Equal(t, b, a)
+}
+
+// TestRepackCacheConcurrentLoads: several processes' workers of one model
+// starting at once with no cache file yet (here: Loads at once) each
+// repack into a temporary file of their own and rename it into place; all
+// of them load, give the same logits as a load without the cache, and
+// leave one cache file that a later load maps.
+func TestRepackCacheConcurrentLoads(t *testing.T) {
+	cfg := synth.DefaultConfig()
+	cfg.Type, cfg.Dim, cfg.FF, cfg.Heads, cfg.KVHeads, cfg.Layers = quant.Q8_0, 256, 512, 4, 2, 3
+	path := writeSynth(t, cfg)
+	dir := filepath.Join(t.TempDir(), "repack")
+	mem, err := Load(path, Options{Threads: 1, ContextSize: 128})
+	require.NoError(t, err)
+	defer mem.Close()
+	if !mem.layers[0].wq.Repacked() {
+		t.Skip("no repacked kernel for Q8_0 on this CPU")
+	}
+	ids := []int32{1, 300, 301, 302, 303}
+	logits := func(m *Model) []float32 {
+		l, err := m.NewSession().eval(context.Background(), ids)
+		require.NoError(t, err)
+		return slices.Clone(l)
+	}
+	want := logits(mem)
+
+	const loads = 4
+	models := make([]*Model, loads)
+	errs := make([]error, loads)
+	var wg sync.WaitGroup
+	for i := range models {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			models[i], errs[i] = Load(path, Options{Threads: 1, ContextSize: 128, RepackCache: dir})
+		}()
+	}
+	wg.Wait()
+	for i, m := range models {
+		require.NoError(t, errs[i])
+		require.Equal(t, want, logits(m), "load %d", i)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*"+repackExt))
+	require.NoError(t, err)
+	require.Len(t, files, 1, "one cache file")
+	tmp, err := filepath.Glob(filepath.Join(dir, ".tmp-*"))
+	require.NoError(t, err)
+	require.Empty(t, tmp, "no temporary file left")
+	// The loads that lost the race keep their own mappings: still good
+	// after the others close, and a later load maps the file left.
+	for _, m := range models[1:] {
+		require.NoError(t, m.Close())
+	}
+	require.Equal(t, want, logits(models[0]))
+	require.NoError(t, models[0].Close())
+	later, err := Load(path, Options{Threads: 1, ContextSize: 128, RepackCache: dir})
+	require.NoError(t, err)
+	defer later.Close()
+	require.Equal(t, want, logits(later))
 }
