@@ -126,6 +126,13 @@ type Reuse struct {
 	Trials                 int     `json:"trials"`
 	ReusedTTFTMedianMs     float64 `json:"reused_ttft_median_ms"`
 	ColdTTFTMedianMs       float64 `json:"cold_ttft_median_ms"`
+	// ReusedCachedTokensMin is the fewest prompt tokens the worker took
+	// from its cache for a reused second turn (its end event's
+	// tokens_cached), ColdCachedTokensMax the most for a cold one: what
+	// shows that the two TTFTs are what they are named (the first about
+	// the first turn's length, the second 0).
+	ReusedCachedTokensMin int `json:"reused_cached_tokens_min"`
+	ColdCachedTokensMax   int `json:"cold_cached_tokens_max"`
 	// Speedup is cold over reused TTFT.
 	Speedup float64 `json:"speedup"`
 }
@@ -375,6 +382,7 @@ type sample struct {
 	ttft      time.Duration
 	tokensOut int
 	promptN   int
+	cached    int // prompt tokens the worker's cache held (the end event's tokens_cached)
 	text      string
 	err       error
 }
@@ -423,7 +431,7 @@ func (w *runningWorker) infer(ctx context.Context, r request) sample {
 			if err := json.Unmarshal(ev.Data, &end); err != nil {
 				return err
 			}
-			s.tokensOut, ended = end.TokensOut, true
+			s.tokensOut, s.cached, ended = end.TokensOut, end.TokensCached, true
 		case "error":
 			return fmt.Errorf("error event: %s", ev.Data)
 		}
@@ -545,6 +553,10 @@ func (w *runningWorker) reuse(ctx context.Context, words int) (Reuse, error) {
 		}
 		r.FirstTurnPromptTokens, r.SecondTurnPromptTokens = t1.promptN, t2.promptN
 		reused, cold = append(reused, t2.ttft), append(cold, c.ttft)
+		if trial == 0 || t2.cached < r.ReusedCachedTokensMin {
+			r.ReusedCachedTokensMin = t2.cached
+		}
+		r.ColdCachedTokensMax = max(r.ColdCachedTokensMax, c.cached)
 	}
 	r.ReusedTTFTMedianMs, r.ColdTTFTMedianMs = QuantileMs(reused, 0.5), QuantileMs(cold, 0.5)
 	if r.ReusedTTFTMedianMs > 0 {

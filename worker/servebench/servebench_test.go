@@ -51,6 +51,10 @@ func TestRun(t *testing.T) {
 	require.Greater(t, r.SecondTurnPromptTokens, r.FirstTurnPromptTokens)
 	require.Positive(t, r.ReusedTTFTMedianMs)
 	require.Positive(t, r.ColdTTFTMedianMs)
+	// The reused turns were served from the cache (most of the first
+	// turn), the cold ones not.
+	require.GreaterOrEqual(t, r.ReusedCachedTokensMin, r.FirstTurnPromptTokens/2)
+	require.Less(t, r.ColdCachedTokensMax, r.ReusedCachedTokensMin)
 	if m := res.Memory; m != nil { // Linux
 		require.Len(t, m.Workers, 2)
 		for _, w := range m.Workers {
