@@ -578,7 +578,7 @@ func newBenchServeCmd() *cobra.Command {
 			// Before any worker or cluster starts: a local cluster takes a
 			// while to come up before its spawns would say the same.
 			if fi, err := os.Stat(cfg.Model); err != nil || !fi.Mode().IsRegular() {
-				return fmt.Errorf("--model %s is not a readable file", cfg.Model)
+				return fmt.Errorf("--model %s is not a regular file", cfg.Model)
 			}
 			bin, err := os.Executable()
 			if err != nil {

@@ -179,8 +179,8 @@ func TestBadShardFlags(t *testing.T) {
 		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--kv-cache", "f32"}, "--kv-cache applies"},
 		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2", "--memory"}, "--memory applies"},
 		{[]string{"bench", "serve", "--model", "m.gguf", "--chats", "4"}, "--chats applies to --nodes only"},
-		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2"}, "--model m.gguf is not a readable file"},
-		{[]string{"bench", "serve", "--model", "m.gguf"}, "--model m.gguf is not a readable file"},
+		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "2"}, "--model m.gguf is not a regular file"},
+		{[]string{"bench", "serve", "--model", "m.gguf"}, "--model m.gguf is not a regular file"},
 	} {
 		root := newRootCmd()
 		root.SetArgs(tc.args)

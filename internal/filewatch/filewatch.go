@@ -76,6 +76,10 @@ type stat struct {
 	size, mtime int64
 }
 
+// Size is the file's size when it was watched: what its mapping covers
+// (a caller maps the file after New, without a second stat).
+func (w *Watch) Size() int64 { return w.st.size }
+
 // Close closes the file. A nil Watch is a no-op.
 func (w *Watch) Close() error {
 	if w == nil {

@@ -123,7 +123,7 @@ func mapRepackFile(name string, key []byte, total int) ([]byte, *filewatch.Watch
 	if err != nil {
 		return nil, nil, err
 	}
-	data, err := mapRepackWatched(f, key, total)
+	data, err := mapRepackWatched(f, w.Size(), key, total)
 	if err != nil {
 		w.Close()
 		return nil, nil, err
@@ -131,14 +131,11 @@ func mapRepackFile(name string, key []byte, total int) ([]byte, *filewatch.Watch
 	return data, w, nil
 }
 
-// mapRepackWatched is mapRepackFile's check and mapping of f.
-func mapRepackWatched(f *os.File, key []byte, total int) ([]byte, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if fi.Size() != int64(repackHeader+total) {
-		return nil, fmt.Errorf("size %d, want %d", fi.Size(), repackHeader+total)
+// mapRepackWatched is mapRepackFile's check and mapping of f, whose size
+// its watch took.
+func mapRepackWatched(f *os.File, size int64, key []byte, total int) ([]byte, error) {
+	if size != int64(repackHeader+total) {
+		return nil, fmt.Errorf("size %d, want %d", size, repackHeader+total)
 	}
 	hdr := make([]byte, 64)
 	if _, err := f.ReadAt(hdr, 0); err != nil {

@@ -32,11 +32,7 @@ func Open(path string) (*File, error) {
 			w.Close()
 		}
 	}()
-	st, err := fd.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("gguf: stat: %w", err)
-	}
-	size := st.Size()
+	size := w.Size()
 	if size < 8 {
 		return nil, fmt.Errorf("%w: %s has %d bytes", ErrTruncated, path, size)
 	}
