@@ -13,10 +13,13 @@ import (
 // Hive is what the API reports of one node, or of an inventory host that
 // runs none (ID empty).
 type Hive struct {
-	Name       string   `json:"name"`
-	ID         string   `json:"id"`
-	State      string   `json:"state"`
-	Voter      bool     `json:"voter"`
+	Name  string `json:"name"`
+	ID    string `json:"id"`
+	State string `json:"state"`
+	Voter bool   `json:"voter"`
+	// Suffrage is the hive's place in raft: "voter", "nonvoter" (a
+	// node of an older build that a leader replicates to), or "replica"
+	// (outside raft, following the registry from a voter's feed).
 	Suffrage   string   `json:"suffrage,omitempty"`
 	Leader     bool     `json:"leader"`
 	HTTPAddr   string   `json:"http_addr,omitempty"`

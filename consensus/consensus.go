@@ -97,6 +97,10 @@ type Member struct {
 	// Cluster is the cluster the member's registry belongs to
 	// (fsm.ClusterCA.ID; "" while it knows none).
 	Cluster string
+	// Replica: the member's build follows the registry by feed when it is
+	// outside raft (feed.go); a leader then keeps it out of raft rather
+	// than add it as a non-voter. False for older builds.
+	Replica bool
 }
 
 // Server is one server of the raft configuration.
@@ -257,10 +261,22 @@ type Consensus struct {
 	// throttle wraps transport for raft (see scale.go); set in Start.
 	throttle *heartbeatThrottle
 	// nonvoter: this server runs with a non-voter's timeouts (scale.go).
-	nonvoter  atomic.Bool
-	started   bool
-	closeOnce sync.Once
-	closed    atomic.Bool
+	nonvoter atomic.Bool
+	// voter: this server is a voter in its newest configuration, and
+	// configVoters that configuration's voters (watchSuffrage).
+	voter        atomic.Bool
+	configVoters atomic.Pointer[[]string]
+	// feed: what this server heard as a replica (feed.go); feedServing
+	// counts the replicas it feeds.
+	feed         feedView
+	feedServing  atomic.Int64
+	feedRestores atomic.Int64
+	// leaderMu guards lastLeader, the leader last announced (noteLeader).
+	leaderMu   sync.Mutex
+	lastLeader string
+	started    bool
+	closeOnce  sync.Once
+	closed     atomic.Bool
 
 	// Members the leader loop is to look at (leader.go).
 	dirtyMu     sync.Mutex
@@ -487,7 +503,9 @@ func (c *Consensus) Start(ctx context.Context) error {
 	})
 	r.RegisterObserver(c.observer)
 
-	c.wg.Add(5)
+	c.readSuffrage(r)
+	c.wg.Add(6)
+	go c.followFeeds()
 	go c.persistLoop()
 	go c.watchSuffrage()
 	go c.serveForward(c.cfg.Network.ForwardListener())
@@ -595,11 +613,15 @@ func (c *Consensus) IsLeader() bool {
 	return err == nil && r.State() == raft.Leader
 }
 
-// LeaderID returns the current leader's id, "" when none is known.
+// LeaderID returns the current leader's id, "" when none is known: raft's
+// on a server in the configuration, the feed's on a replica.
 func (c *Consensus) LeaderID() string {
 	r, err := c.running()
 	if err != nil {
 		return ""
+	}
+	if id, ok := c.feed.fresh(); ok && !c.voter.Load() {
+		return id
 	}
 	_, id := r.LeaderWithID()
 	return string(id)
@@ -615,11 +637,20 @@ func (c *Consensus) State() string {
 	return r.State().String()
 }
 
-// Servers returns the latest raft configuration, sorted by id.
+// Servers returns the latest raft configuration, sorted by id; on a
+// replica, the voters its feed names.
 func (c *Consensus) Servers() ([]Server, error) {
 	r, err := c.running()
 	if err != nil {
 		return nil, err
+	}
+	if _, ok := c.feed.fresh(); ok && !c.voter.Load() {
+		var out []Server
+		for _, id := range c.feed.voterList() {
+			out = append(out, Server{ID: id, Address: id, Suffrage: "voter"})
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+		return out, nil
 	}
 	f := r.GetConfiguration()
 	if err := c.await(context.Background(), f); err != nil {
@@ -848,33 +879,40 @@ func (l *leaderRun) stop() {
 // observe counts leader changes and fans them out to subscribers.
 func (c *Consensus) observe() {
 	defer c.wg.Done()
-	last := ""
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case o := <-c.obsCh:
-			lo, ok := o.Data.(raft.LeaderObservation)
-			if !ok {
-				continue
+			if _, ok := o.Data.(raft.LeaderObservation); ok {
+				c.noteLeader(c.LeaderID())
 			}
-			id := string(lo.LeaderID)
-			if id != "" && id != last {
-				c.leaderChanges.Add(1)
-				c.log.Info("new leader", "leader_id", id)
-			}
-			last = id
-			ev := LeaderEvent{LeaderID: id, IsLeader: id == c.cfg.LocalID}
-			c.subMu.Lock()
-			for ch := range c.subs {
-				select {
-				case ch <- ev:
-				default:
-				}
-			}
-			c.subMu.Unlock()
 		}
 	}
+}
+
+// noteLeader announces the leader this server knows (raft's, or on a
+// replica its feed's) to the subscribers when it changed.
+func (c *Consensus) noteLeader(id string) {
+	c.leaderMu.Lock()
+	defer c.leaderMu.Unlock()
+	if id == c.lastLeader {
+		return
+	}
+	if id != "" {
+		c.leaderChanges.Add(1)
+		c.log.Info("new leader", "leader_id", id)
+	}
+	c.lastLeader = id
+	ev := LeaderEvent{LeaderID: id, IsLeader: id == c.cfg.LocalID}
+	c.subMu.Lock()
+	for ch := range c.subs {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
+	c.subMu.Unlock()
 }
 
 // checkSnapshots reports, as ErrDamagedStore naming one, that there are

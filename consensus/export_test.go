@@ -59,3 +59,16 @@ func ApplyWithBase(c *Consensus, ctx context.Context, cmd []byte, base uint64) (
 
 // Rebased is how many requests c sent again with a newer Base.
 func Rebased(c *Consensus) int64 { return c.rebased.Load() }
+
+// SetFeedRing caps the commands server c keeps for its feeds at n.
+func SetFeedRing(c *Consensus, n int) {
+	c.replay.mu.Lock()
+	defer c.replay.mu.Unlock()
+	c.replay.ring.maxEntries = n
+}
+
+// FeedSnapshots returns how many feed snapshots server c restored.
+func FeedSnapshots(c *Consensus) int64 { return c.feedRestores.Load() }
+
+// FeedServing returns how many replicas server c feeds now.
+func FeedServing(c *Consensus) int64 { return c.feedServing.Load() }

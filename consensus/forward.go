@@ -28,6 +28,7 @@ const (
 	opApply  byte = 1 // body: an encoded fsm command
 	opStatus byte = 2 // body: empty; answers peerStatus
 	opRemove byte = 3 // body: the server id to remove (a leaving server)
+	opFeed   byte = 4 // body: JSON feedRequest; answered by a stream (feed.go)
 
 	// maxFrame caps both directions: the largest command plus headroom.
 	maxFrame = fsm.MaxCommandSize + 1024
@@ -104,7 +105,7 @@ func parseRequest(frame []byte) (byte, []byte, error) {
 		return 0, nil, errors.New("empty request")
 	}
 	switch frame[0] {
-	case opApply, opStatus, opRemove:
+	case opApply, opStatus, opRemove, opFeed:
 		return frame[0], frame[1:], nil
 	}
 	return 0, nil, fmt.Errorf("unknown op %d", frame[0])
@@ -156,6 +157,10 @@ func (c *Consensus) handleForward(conn net.Conn) {
 	frame, err := readFrame(conn)
 	if err != nil {
 		c.log.Debug("forward read failed", "err", err)
+		return
+	}
+	if len(frame) > 0 && frame[0] == opFeed {
+		c.serveFeed(conn, frame[1:])
 		return
 	}
 	var resp forwardResponse
@@ -386,7 +391,7 @@ func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 		}
 		var res *fsm.Result
 		var applied uint64 // the answering leader's applied index
-		_, leader := r.LeaderWithID()
+		leader := c.LeaderID()
 		if r.State() != raft.Leader && leader == "" {
 			if leaderless.IsZero() {
 				leaderless = time.Now()
@@ -401,7 +406,7 @@ func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 			applied = r.AppliedIndex()
 		} else if leader != "" {
 			var resp forwardResponse
-			resp, err = c.call(ctx, string(leader), opApply, req.data)
+			resp, err = c.call(ctx, leader, opApply, req.data)
 			if err == nil {
 				err = errFromResponse(resp)
 				res, applied = resp.Result, resp.Applied
@@ -488,9 +493,10 @@ func (c *Consensus) newRequest(cmd []byte) (*request, error) {
 	if _, err := rand.Read(req.id[:]); err != nil {
 		return nil, fmt.Errorf("consensus: request id: %w", err)
 	}
-	var base uint64
+	// A replica's raft applies nothing: what its feed applied counts.
+	base := c.replay.index()
 	if r, err := c.running(); err == nil {
-		base = r.AppliedIndex()
+		base = max(base, r.AppliedIndex())
 	}
 	return req, req.wrap(base)
 }
@@ -642,7 +648,7 @@ func (c *Consensus) Leave(ctx context.Context) error {
 	backoff := 20 * time.Millisecond
 	for {
 		var err error
-		_, leader := r.LeaderWithID()
+		leader := c.LeaderID()
 		switch {
 		case r.State() == raft.Leader:
 			err = ErrNotLeader // leadership came back (transfer raced); try again
@@ -651,7 +657,7 @@ func (c *Consensus) Leave(ctx context.Context) error {
 			}
 		case leader != "":
 			var resp forwardResponse
-			resp, err = c.call(ctx, string(leader), opRemove, []byte(c.cfg.LocalID))
+			resp, err = c.call(ctx, leader, opRemove, []byte(c.cfg.LocalID))
 			if err == nil {
 				err = errFromResponse(resp)
 			}

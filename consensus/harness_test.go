@@ -24,6 +24,9 @@ type cluster struct {
 	reg *consensustest.Registry
 
 	members *consensustest.Membership
+	// replicas: members announce that they follow the registry by feed
+	// (Member.Replica), as current nodes do.
+	replicas bool
 	// wrap, when set, wraps each started server's network (for tests
 	// that lose messages).
 	wrap func(id string, nw consensus.Network) consensus.Network
@@ -106,7 +109,7 @@ func (cl *cluster) start(cfg consensus.Config) *testNode {
 	cl.members.Set(consensus.Member{
 		ID: n.id, Name: cfg.LocalName, HTTPAddr: "127.0.0.1:1/" + n.id,
 		P2PAddrs: []string{"/ip4/127.0.0.1/tcp/1/" + n.id}, Version: "test",
-		State: consensus.MemberAlive, BootstrapExpect: cfg.BootstrapExpect,
+		State: consensus.MemberAlive, BootstrapExpect: cfg.BootstrapExpect, Replica: cl.replicas,
 	})
 	cl.kick()
 	return n
@@ -176,8 +179,17 @@ func (cl *cluster) waitLeader() *testNode {
 			}
 		}
 		return true
-	}, 20*time.Second, 20*time.Millisecond, "no single agreed leader")
+	}, 20*time.Second, 20*time.Millisecond, "no single agreed leader: %s", cl.leaderViews())
 	return leader
+}
+
+// leaderViews says which leader each running server knows.
+func (cl *cluster) leaderViews() string {
+	var out []string
+	for _, n := range cl.running() {
+		out = append(out, fmt.Sprintf("%s→%q (leads %v)", n.id, n.c.LeaderID(), n.c.IsLeader()))
+	}
+	return fmt.Sprint(out)
 }
 
 func (cl *cluster) followers(leader *testNode) []*testNode {

@@ -185,6 +185,7 @@ func (c *Consensus) reconcile(ctx context.Context, r *raft.Raft, ids []string, a
 	}
 	servers := cf.Configuration().Servers
 	c.throttle.setServers(servers, cf.Index())
+	c.noteSuffrage(servers)
 	p := c.newPass(raftOps{c: c, ctx: ctx, r: r}, c.cfg.FSM.State(), servers)
 	var err error
 	if ids == nil {
@@ -303,7 +304,7 @@ func (p *reconcilePass) run(ctx context.Context, list []Member, absent map[strin
 	p.promoteNonvoters(func(id string) bool {
 		m, ok := members[id]
 		return ok && m.State == MemberAlive
-	})
+	}, func() []Member { return list })
 	return p.wait()
 }
 
@@ -328,7 +329,7 @@ func (p *reconcilePass) runMembers(ctx context.Context, ids []string, lookup fun
 	p.promoteNonvoters(func(id string) bool {
 		m, ok := lookup(id)
 		return ok && m.State == MemberAlive
-	})
+	}, p.c.cfg.Members)
 	return p.wait()
 }
 
@@ -358,28 +359,53 @@ func (p *reconcilePass) reconcileMember(m Member) {
 
 // handleAliveMember adds an alive member to raft (a voter while there is
 // room or when it already was one; not this server, not one that asked to
-// leave) and records it alive in the registry. If raft refuses it, its
-// registry entry waits for the next pass.
+// leave) and records it alive in the registry. A member that can follow the
+// registry by feed (Member.Replica) is no non-voter: with the voters full
+// it stays outside raft (a non-voter of an older leader is removed), as a
+// replica that a voter feeds (feed.go). If raft refuses it, its registry
+// entry waits for the next pass.
 func (p *reconcilePass) handleAliveMember(m Member) {
 	id := m.ID
 	srv, inConfig := p.servers[id]
-	if id != p.c.cfg.LocalID && !p.c.isLeaving(id) && (!inConfig || srv.Address != raft.ServerAddress(id)) {
-		voter := p.voters < p.c.cfg.MaxVoters || (inConfig && srv.Suffrage == raft.Voter)
-		suffrage := raft.Nonvoter
-		if voter {
-			suffrage = raft.Voter
+	if id != p.c.cfg.LocalID && !p.c.isLeaving(id) {
+		switch {
+		case !inConfig || srv.Address != raft.ServerAddress(id):
+			voter := p.voters < p.c.cfg.MaxVoters || (inConfig && srv.Suffrage == raft.Voter)
+			if !voter && m.Replica {
+				if inConfig {
+					p.removeNonvoter(id)
+				}
+				break
+			}
+			suffrage := raft.Nonvoter
+			if voter {
+				suffrage = raft.Voter
+			}
+			p.c.log.Info("adding server", "id", id, "name", m.Name, "as", suffrage.String())
+			if err := p.ops.addServer(id, voter); err != nil {
+				p.errs = append(p.errs, err)
+				return
+			}
+			if voter && !inConfig {
+				p.voters++
+			}
+			p.servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(id), Suffrage: suffrage}
+		case srv.Suffrage != raft.Voter && m.Replica && p.voters >= p.c.cfg.MaxVoters:
+			p.removeNonvoter(id)
 		}
-		p.c.log.Info("adding server", "id", id, "name", m.Name, "as", suffrage.String())
-		if err := p.ops.addServer(id, voter); err != nil {
-			p.errs = append(p.errs, err)
-			return
-		}
-		if voter && !inConfig {
-			p.voters++
-		}
-		p.servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(id), Suffrage: suffrage}
 	}
 	p.ensureNode(m, fsm.NodeAlive)
+}
+
+// removeNonvoter takes a non-voter that can follow the registry by feed out
+// of raft: the leader then sends it nothing.
+func (p *reconcilePass) removeNonvoter(id string) {
+	p.c.log.Info("non-voter follows the registry by feed: removing it from raft", "id", id)
+	if err := p.ops.removeServer(id); err != nil {
+		p.errs = append(p.errs, err)
+		return
+	}
+	delete(p.servers, id)
 }
 
 // handleSuspectMember leaves raft as it is (suspicion is transient) and
@@ -569,29 +595,46 @@ func (c *Consensus) ViewHasQuorum() bool {
 	return seesQuorum(servers, c.member)
 }
 
-// promoteNonvoters makes alive non-voters voters, in id order, while there
-// are fewer than MaxVoters (with MaxVoters voters, as a cluster past five
-// nodes has, it looks at nothing).
-func (p *reconcilePass) promoteNonvoters(alive func(id string) bool) {
+// promoteNonvoters makes alive non-voters, then alive replicas (members
+// outside raft that follow the registry by feed), voters, in id order,
+// while there are fewer than MaxVoters (with MaxVoters voters, as a cluster
+// past five nodes has, it looks at nothing). members lists the gossip view;
+// it is called only when there is room.
+func (p *reconcilePass) promoteNonvoters(alive func(id string) bool, members func() []Member) {
 	if p.voters >= p.c.cfg.MaxVoters {
 		return
 	}
-	var nonvoters []string
+	var nonvoters, replicas []string
 	for id, s := range p.servers {
 		if s.Suffrage != raft.Voter && alive(id) {
 			nonvoters = append(nonvoters, id)
 		}
 	}
+	var list []Member
+	if members != nil {
+		list = members()
+	}
+	for _, m := range list {
+		if _, in := p.servers[m.ID]; in || !m.Replica || m.State != MemberAlive || m.ID == p.c.cfg.LocalID ||
+			p.c.isLeaving(m.ID) || p.foreign(m) {
+			continue
+		}
+		if _, known := p.st.Node(m.ID); known {
+			replicas = append(replicas, m.ID)
+		}
+	}
 	sort.Strings(nonvoters)
-	for _, id := range nonvoters {
+	sort.Strings(replicas)
+	for _, id := range append(nonvoters, replicas...) {
 		if p.voters >= p.c.cfg.MaxVoters {
 			break
 		}
-		p.c.log.Info("promoting non-voter", "id", id)
+		p.c.log.Info("promoting to voter", "id", id)
 		if err := p.ops.addServer(id, true); err != nil {
 			p.errs = append(p.errs, err)
 			continue
 		}
+		p.servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(id), Suffrage: raft.Voter}
 		p.voters++
 	}
 }

@@ -321,7 +321,7 @@ func TestPromoteNonvoters(t *testing.T) {
 			for _, m := range tt.members {
 				members[m.ID] = m
 			}
-			p.promoteNonvoters(func(id string) bool { return members[id].State == MemberAlive })
+			p.promoteNonvoters(func(id string) bool { return members[id].State == MemberAlive }, func() []Member { return tt.members })
 			require.Equal(t, tt.want, ops.log)
 			require.Equal(t, tt.voters, p.voters)
 		})

@@ -48,43 +48,76 @@ const contactPersistEvery = 10 * time.Second
 var errReplayAhead = errors.New("consensus: registry replayed ahead of raft; snapshot later")
 
 // replayFSM wraps the registry so that a restarted server serves the
-// registry it last knew at once. hashicorp/raft restores the newest
-// snapshot at start but applies later log entries only once a leader tells
-// it the commit index; without a quorum that never happens. Every entry the
-// FSM applied was committed, so Start replays the log from the snapshot up
-// to the index this server persisted as applied, and the wrapper skips those
-// entries when raft hands them over again.
+// registry it last knew at once, and so that a replica (a server outside
+// the raft configuration, feed.go) can follow it from a voter's feed.
+// hashicorp/raft restores the newest snapshot at start but applies later
+// log entries only once a leader tells it the commit index; without a
+// quorum that never happens. Every entry the FSM applied was committed, so
+// Start replays the log from the snapshot up to the index this server
+// persisted as applied, and the wrapper skips those entries when raft
+// hands them over again.
 //
-// Apply, Snapshot and Restore run on raft's FSM goroutine; the atomics are
-// read by the persist loop.
+// last is the index through which the registry holds every committed
+// command (replayed, applied by raft, or applied from a feed): raft's
+// entries at or below it are skipped, a feed's entry applies only as the
+// next command after it (feedEntry.prev). Raft's own snapshot restore
+// leaves it unknown (pinned) until raft's next entry.
+//
+// Apply, Snapshot and Restore run on raft's FSM goroutine, the feed's
+// calls on the feed client's; mu serialises them. The atomics of the
+// callbacks are read by the persist loop.
 type replayFSM struct {
 	inner *fsm.FSM
-	// hint records every entry applied (hint.go).
+	// hint records every entry raft applied (hint.go).
 	hint *appliedHint
-	// skipThrough: entries at or below it were replayed at start.
-	skipThrough uint64
-	// seen: the highest index raft handed to Apply.
-	seen uint64
 	// applied, when set, hears of every registry command applied by this
-	// run (the throttle's commitWatch: raft applies a command only after
-	// it is committed); not of those replayed at start, nor of entries
-	// that reach no FSM. Set before raft starts.
+	// run through raft (the throttle's commitWatch: raft applies a
+	// command only after it is committed); not of those replayed at
+	// start, nor of entries that reach no FSM. Set before raft starts.
 	applied func()
 	// restored, when set, hears of every snapshot restored (raft's
 	// install from the leader among them): a replica that caught up so is
 	// current, whatever stores failed before. Set before raft starts.
 	restored func()
+
+	mu sync.Mutex
+	// last: see the type's comment; pinned: raft restored a snapshot of
+	// an index the FSM is not told, so last is unknown until raft's next
+	// entry (a feed applies nothing meanwhile).
+	last   uint64
+	pinned bool
+	// seen: the highest index raft handed to Apply.
+	seen uint64
+	// raftAt: when raft last handed an entry or a snapshot this run.
+	raftAt time.Time
+	// ring: the newest commands applied, which this server's feed serves
+	// (feed.go).
+	ring feedRing
 }
 
 // Apply implements raft.FSM.
 func (r *replayFSM) Apply(l *raft.Log) any {
+	r.mu.Lock()
 	r.seen = l.Index
-	if l.Index <= r.skipThrough {
-		// Replayed at start: no future waits for it (futures belong to
-		// entries appended by this run, all above the log's end at start).
+	r.raftAt = time.Now()
+	if !r.pinned && l.Index <= r.last {
+		// Replayed at start, or applied from a feed: no future waits for
+		// it (futures belong to entries appended by this run as leader,
+		// above anything committed before).
+		r.mu.Unlock()
 		return nil
 	}
+	prev := r.last
+	if r.pinned {
+		// After raft's restore the registry holds everything before
+		// this entry; which command came last is not known.
+		prev, r.pinned = l.Index-1, false
+		r.ring.reset(prev)
+	}
 	res := r.inner.Apply(l)
+	r.last = l.Index
+	r.ring.add(feedEntry{index: l.Index, prev: prev, data: l.Data})
+	r.mu.Unlock()
 	_ = r.hint.write(l.Index, l.Term) // a failure only leaves the hint older
 	if r.applied != nil {
 		r.applied()
@@ -92,9 +125,12 @@ func (r *replayFSM) Apply(l *raft.Log) any {
 	return res
 }
 
-// Snapshot implements raft.FSM.
+// Snapshot implements raft.FSM. Raft labels it with its own applied
+// index; a registry ahead of that (replayed at start, or fed) is refused.
 func (r *replayFSM) Snapshot() (raft.FSMSnapshot, error) {
-	if r.seen < r.skipThrough {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.pinned && r.seen < r.last {
 		return nil, errReplayAhead
 	}
 	return r.inner.Snapshot()
@@ -103,14 +139,29 @@ func (r *replayFSM) Snapshot() (raft.FSMSnapshot, error) {
 // Restore implements raft.FSM: a snapshot from the leader replaces the
 // state, so nothing replayed is left to skip.
 func (r *replayFSM) Restore(rc io.ReadCloser) error {
-	r.skipThrough = 0
-	if err := r.inner.Restore(rc); err != nil {
+	r.mu.Lock()
+	err := r.inner.Restore(rc)
+	if err == nil {
+		r.last, r.pinned = 0, true
+		r.raftAt = time.Now()
+		r.ring.reset(0)
+		r.ring.pin()
+	}
+	r.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	if r.restored != nil {
 		r.restored()
 	}
 	return nil
+}
+
+// index returns last (0 while pinned).
+func (r *replayFSM) index() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
 }
 
 // replayLocal restores the newest snapshot and applies the committed log
@@ -160,7 +211,11 @@ func (c *Consensus) replayLocal(w *replayFSM) (ownRestore bool, replayed int, er
 			replayed++
 		}
 	}
-	w.skipThrough = through
+	w.mu.Lock()
+	w.last = max(from, through) // the snapshot, then what was replayed
+	w.seen = from               // raft starts with the snapshot's index as applied
+	w.ring.reset(w.last)
+	w.mu.Unlock()
 	return true, replayed, nil
 }
 
@@ -250,6 +305,10 @@ func (c *Consensus) Stale() bool {
 		return true
 	}
 	if r.State() == raft.Leader {
+		return false
+	}
+	if _, ok := c.feed.fresh(); ok && !c.voter.Load() {
+		// A replica whose feed is current (feed.go).
 		return false
 	}
 	if r.Leader() == "" || c.StoreError() != nil {

@@ -501,12 +501,7 @@ func (c *Consensus) watchSuffrage() {
 		}
 		servers := cf.Configuration().Servers
 		c.throttle.setServers(servers, cf.Index())
-		nonvoter := false
-		for _, s := range servers {
-			if s.ID == raft.ServerID(c.cfg.LocalID) {
-				nonvoter = s.Suffrage != raft.Voter
-			}
-		}
+		nonvoter := c.noteSuffrage(servers)
 		if nonvoter == c.nonvoter.Load() {
 			continue
 		}
@@ -523,4 +518,31 @@ func (c *Consensus) watchSuffrage() {
 		c.nonvoter.Store(nonvoter)
 		c.log.Debug("raft timeouts for suffrage", "nonvoter", nonvoter, "heartbeat_timeout", rc.HeartbeatTimeout)
 	}
+}
+
+// readSuffrage reads the configuration raft starts with (see noteSuffrage).
+func (c *Consensus) readSuffrage(r *raft.Raft) {
+	if cf := r.GetConfiguration(); cf.Error() == nil {
+		c.noteSuffrage(cf.Configuration().Servers)
+	}
+}
+
+// noteSuffrage records whether this server is a voter in servers (a
+// configuration), and its voters; it reports whether this server is a
+// non-voter in it.
+func (c *Consensus) noteSuffrage(servers []raft.Server) (nonvoter bool) {
+	voter := false
+	voters := make([]string, 0, len(servers))
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, string(s.ID))
+		}
+		if s.ID == raft.ServerID(c.cfg.LocalID) {
+			nonvoter = s.Suffrage != raft.Voter
+			voter = s.Suffrage == raft.Voter
+		}
+	}
+	c.voter.Store(voter)
+	c.configVoters.Store(&voters)
+	return nonvoter
 }

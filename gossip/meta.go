@@ -39,7 +39,17 @@ type Meta struct {
 	// fingerprint ("" until the node knows one). A leader does not add a
 	// member of another cluster to its raft configuration.
 	Cluster string
+	// Features is a set of Feature* bits: what the node's build can do
+	// that older builds cannot; 0 from builds older than the field.
+	Features uint64
 }
+
+// Feature bits of Meta.Features. Append-only: a bit keeps its meaning.
+const (
+	// FeatureRegistryFeed: outside the raft configuration the node
+	// follows the registry from a voter's feed (consensus.Member.Replica).
+	FeatureRegistryFeed uint64 = 1 << 0
+)
 
 // Meta encoding, version 1:
 //
@@ -67,6 +77,7 @@ const (
 	tagHTTPSAddr       byte = 9
 	tagRegistryVersion byte = 10
 	tagCluster         byte = 11
+	tagFeatures        byte = 12
 
 	// p2pComponent starts the libp2p peer-id component of a multiaddr.
 	p2pComponent = "/p2p/"
@@ -141,6 +152,9 @@ func EncodeMeta(m Meta) ([]byte, error) {
 		b = appendField(b, tagRegistryVersion, binary.AppendUvarint(nil, uint64(m.RegistryVersion)))
 	}
 	str(tagCluster, "cluster", m.Cluster)
+	if m.Features != 0 {
+		b = appendField(b, tagFeatures, binary.AppendUvarint(nil, m.Features))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +224,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		val := rest[1+k : 1+k+int(n)]
 		rest = rest[1+k+int(n):]
 		switch tag {
-		case tagName, tagHTTPAddr, tagVersion, tagBootstrapExpect, tagRole, tagP2PSuffix, tagHTTPSAddr, tagRegistryVersion, tagCluster:
+		case tagName, tagHTTPAddr, tagVersion, tagBootstrapExpect, tagRole, tagP2PSuffix, tagHTTPSAddr, tagRegistryVersion, tagCluster, tagFeatures:
 			if seen[tag] {
 				return Meta{}, fmt.Errorf("%w: field %d repeated", ErrMetaMalformed, tag)
 			}
@@ -257,6 +271,12 @@ func DecodeMeta(b []byte) (Meta, error) {
 				return Meta{}, fmt.Errorf("%w: bad registry version", ErrMetaMalformed)
 			}
 			m.RegistryVersion = int(v)
+		case tagFeatures:
+			v, k := binary.Uvarint(val)
+			if k <= 0 || k != len(val) || v == 0 {
+				return Meta{}, fmt.Errorf("%w: bad features", ErrMetaMalformed)
+			}
+			m.Features = v
 		case tagTag:
 			kl, k := binary.Uvarint(val)
 			if k <= 0 || kl == 0 || kl > uint64(len(val)-k) {

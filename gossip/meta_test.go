@@ -21,6 +21,7 @@ func fullMeta() Meta {
 		Tags:            map[string]string{"gpu": "rtx4090", "zone": "lab"},
 		RegistryVersion: 2,
 		Cluster:         "3f9c0a1b2c3d4e5f60718293a4b5c6d7",
+		Features:        FeatureRegistryFeed,
 	}
 }
 
@@ -137,6 +138,9 @@ func TestDecodeMetaErrors(t *testing.T) {
 		{"cluster repeated", []byte{1, tagCluster, 1, 'a', tagCluster, 1, 'b'}, ErrMetaMalformed},
 		{"registry version trailing", []byte{1, tagRegistryVersion, 2, 2, 0}, ErrMetaMalformed},
 		{"registry version repeated", []byte{1, tagRegistryVersion, 1, 2, tagRegistryVersion, 1, 2}, ErrMetaMalformed},
+		{"features 0", []byte{1, tagFeatures, 1, 0}, ErrMetaMalformed},
+		{"features trailing", []byte{1, tagFeatures, 2, 1, 0}, ErrMetaMalformed},
+		{"features repeated", []byte{1, tagFeatures, 1, 1, tagFeatures, 1, 1}, ErrMetaMalformed},
 		{"tag empty key", []byte{1, tagTag, 2, 0, 'v'}, ErrMetaMalformed},
 		{"tag key past end", []byte{1, tagTag, 2, 5, 'k'}, ErrMetaMalformed},
 		{"repeated tag key", []byte{1, tagTag, 2, 1, 'k', tagTag, 2, 1, 'k'}, ErrMetaMalformed},

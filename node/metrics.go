@@ -118,6 +118,20 @@ func newMetrics(n *Node) *metrics {
 		}
 		return 0
 	}))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rbee_registry_feeds_serving",
+		Help: "Replicas (nodes outside Raft's voters) this voter feeds the registry to now."},
+		func() float64 { return float64(n.cons.FeedStats().Serving) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rbee_registry_feed_connected",
+		Help: "1 while this node, a replica, follows the registry from a voter's feed."},
+		func() float64 {
+			if n.cons.FeedStats().Source != "" {
+				return 1
+			}
+			return 0
+		}))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_registry_feed_snapshots_total",
+		Help: "Registry snapshots this node restored from a voter's feed (it was behind what the voter keeps)."},
+		func() float64 { return float64(n.cons.FeedStats().Snapshots) }))
 	m.reg.MustRegister(&stateCollector{n: n})
 	return m
 }

@@ -550,6 +550,7 @@ func (n *Node) localMeta() gossip.Meta {
 		RegistryVersion: n.reg.SupportedVersion(),
 		BootstrapExpect: n.cfg.BootstrapExpect,
 		Cluster:         n.clusterID(),
+		Features:        gossip.FeatureRegistryFeed,
 	}
 }
 
@@ -755,6 +756,7 @@ func consensusMember(m gossip.Member) consensus.Member {
 		ID: m.ID, Name: m.Meta.Name, HTTPAddr: m.Meta.HTTPAddr, HTTPSAddr: m.Meta.HTTPSAddr, GossipAddr: m.Addr,
 		P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version, State: st,
 		BootstrapExpect: m.Meta.BootstrapExpect, Cluster: m.Meta.Cluster,
+		Replica: m.Meta.Features&gossip.FeatureRegistryFeed != 0,
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/internal/humanize"
 	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/hiveops"
@@ -212,7 +213,9 @@ func (n *Node) hives() []api.Hive {
 	}
 	leader := n.cons.LeaderID()
 	byID := map[string]*api.Hive{}
+	feeds := map[string]bool{} // members that follow the registry by feed outside raft
 	for _, m := range n.gsp.Members() {
+		feeds[m.ID] = m.Meta.Features&gossip.FeatureRegistryFeed != 0
 		h := &api.Hive{
 			Name: m.Meta.Name, ID: m.ID, State: m.State.String(), HTTPAddr: m.Meta.HTTPAddr, HTTPSAddr: m.Meta.HTTPSAddr,
 			GossipAddr: m.Addr, P2PAddrs: m.Meta.P2PAddrs, Version: m.Meta.Version,
@@ -254,6 +257,9 @@ func (n *Node) hives() []api.Hive {
 	out := make([]api.Hive, 0, len(byID))
 	for id, h := range byID {
 		h.Suffrage = suffrage[id]
+		if h.Suffrage == "" && feeds[id] && h.State == "alive" && len(suffrage) > 0 {
+			h.Suffrage = "replica"
+		}
 		h.Voter = h.Suffrage == "voter"
 		h.Leader = id == leader && leader != ""
 		out = append(out, *h)

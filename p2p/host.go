@@ -75,6 +75,11 @@ type Config struct {
 	// MDNSServiceTag names the mDNS service (default DefaultMDNSServiceTag).
 	MDNSServiceTag string
 
+	// IdleConnTimeout closes a connection that carried no stream for
+	// about this long (checked every IdleConnTimeout/2), unless its peer
+	// is protected (Protect). 0 keeps connections until they fail.
+	IdleConnTimeout time.Duration
+
 	// Logger receives the host's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -83,8 +88,9 @@ type Config struct {
 // key and secret.
 func DefaultConfig() Config {
 	return Config{
-		ListenAddr:     DefaultListenAddr,
-		MDNSServiceTag: DefaultMDNSServiceTag,
+		ListenAddr:      DefaultListenAddr,
+		MDNSServiceTag:  DefaultMDNSServiceTag,
+		IdleConnTimeout: DefaultIdleConnTimeout,
 	}
 }
 
@@ -111,6 +117,9 @@ type Host struct {
 	// fails with "no addresses" although gossip knows where the peer is.
 	knownMu sync.Mutex
 	known   map[peer.ID][]ma.Multiaddr
+
+	idle       idleConns
+	stopReaper context.CancelFunc
 
 	closeOnce sync.Once
 	closeErr  error
@@ -261,6 +270,11 @@ func (h *Host) Start(ctx context.Context) error {
 		}
 		h.mdns = svc
 	}
+	if h.cfg.IdleConnTimeout > 0 {
+		rctx, cancel := context.WithCancel(context.Background())
+		h.stopReaper = cancel
+		go h.reapIdle(rctx, h.cfg.IdleConnTimeout)
+	}
 	h.started = true
 	h.log.Info("p2p host listening", "peer", h.h.ID(), "addrs", h.addrsLocked())
 	return nil
@@ -274,6 +288,9 @@ func (h *Host) Close() error {
 		h.closed = true
 		svc := h.mdns
 		h.mdns = nil
+		if h.stopReaper != nil {
+			h.stopReaper()
+		}
 		close(h.disc)
 		h.mu.Unlock()
 		if svc != nil {

@@ -148,7 +148,7 @@ func TestFlagUsagesHaveNoBackticks(t *testing.T) {
 func TestStatusSummaryLine(t *testing.T) {
 	st := api.StatusResult{Nodes: make([]api.Hive, 7),
 		Summary: &api.StatusSummary{Nodes: map[string]int{"alive": 98, "suspect": 1, "dead": 1}}}
-	require.Equal(t, "100 nodes (98 alive, 1 suspect, 1 dead); 93 more alive non-voters not listed: rbee status --all, or rbee hive list", statusNodes(st))
+	require.Equal(t, "100 nodes (98 alive, 1 suspect, 1 dead); 93 more alive nodes that do not vote (replicas) not listed: rbee status --all, or rbee hive list", statusNodes(st))
 	st.Summary = nil
 	require.Empty(t, statusNodes(st))
 }

@@ -74,7 +74,7 @@ func statusNodes(st api.StatusResult) string {
 			parts = append(parts, fmt.Sprintf("%d %s", c, state))
 		}
 	}
-	return fmt.Sprintf("%d nodes (%s); %d more alive non-voters not listed: rbee status --all, or rbee hive list", total, strings.Join(parts, ", "), total-len(st.Nodes))
+	return fmt.Sprintf("%d nodes (%s); %d more alive nodes that do not vote (replicas) not listed: rbee status --all, or rbee hive list", total, strings.Join(parts, ", "), total-len(st.Nodes))
 }
 
 func newStatusCmd(g *globals) *cobra.Command {

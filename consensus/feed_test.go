@@ -1,0 +1,150 @@
+package consensus_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/consensus"
+)
+
+// startReplicaCluster starts n servers that follow the registry by feed
+// once the voters (maxVoters) are full, s0 bootstrapping, and waits until
+// the leader's configuration holds only the voters.
+func startReplicaCluster(t *testing.T, n, maxVoters int, tune func(*consensus.Config)) (*cluster, *testNode) {
+	t.Helper()
+	cl := newCluster(t)
+	cl.replicas = true
+	names := ids("s", n)
+	for i, id := range names {
+		cfg := cl.config(id)
+		cfg.MaxVoters = maxVoters
+		cfg.Join = i > 0
+		if tune != nil {
+			tune(&cfg)
+		}
+		cl.start(cfg)
+		if i == 0 {
+			cl.waitLeader()
+		}
+	}
+	leader := cl.waitLeader()
+	require.Eventually(t, func() bool {
+		voters, nonvoters := suffrages(t, leader)
+		return len(voters) == maxVoters && len(nonvoters) == 0
+	}, 20*time.Second, 20*time.Millisecond, "the leader's configuration holds the voters only")
+	return cl, leader
+}
+
+// replicasOf returns the running servers outside the leader's configuration.
+func replicasOf(t *testing.T, cl *cluster, leader *testNode) []*testNode {
+	t.Helper()
+	voters, _ := suffrages(t, leader)
+	var out []*testNode
+	for _, n := range cl.running() {
+		if !contains(voters, n.id) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func TestReplicasFollowByFeed(t *testing.T) {
+	cl, leader := startReplicaCluster(t, 6, 3, nil)
+	replicas := replicasOf(t, cl, leader)
+	require.Len(t, replicas, 3)
+
+	// Writes through the leader and through a replica reach every server.
+	apply(t, leader, host("via-leader"))
+	apply(t, replicas[0], host("via-replica"))
+	waitHost(t, "via-leader", cl.running()...)
+	waitHost(t, "via-replica", cl.running()...)
+	voters, _ := suffrages(t, leader)
+	for _, r := range replicas {
+		require.Equal(t, leader.id, r.c.LeaderID())
+		require.False(t, r.c.Stale(), "replica %s", r.id)
+		servers, err := r.c.Servers()
+		require.NoError(t, err)
+		var got []string
+		for _, s := range servers {
+			got = append(got, s.ID)
+		}
+		require.ElementsMatch(t, voters, got, "a replica lists the voters its feed names")
+	}
+	// The replicas move off the leader's feed to the other voters'.
+	require.Eventually(t, func() bool {
+		var fed int64
+		for _, n := range cl.running() {
+			fed += consensus.FeedServing(n.c)
+		}
+		return fed == int64(len(replicas)) && consensus.FeedServing(leader.c) == 0
+	}, 30*time.Second, 50*time.Millisecond, "the leader feeds no replica")
+
+	// The leader dies: the replicas learn the new one, their writes
+	// commit, and a replica takes the dead voter's seat.
+	cl.stop(leader.id)
+	next := cl.waitLeader()
+	require.NotEqual(t, leader.id, next.id)
+	apply(t, replicas[1], host("after-failover"))
+	waitHost(t, "after-failover", cl.running()...)
+	cl.forget(leader.id) // gossip forgets it: reaped
+	require.Eventually(t, func() bool {
+		voters, nonvoters := suffrages(t, next)
+		return len(voters) == 3 && len(nonvoters) == 0 && !contains(voters, leader.id)
+	}, 20*time.Second, 20*time.Millisecond, "a replica is promoted into the dead voter's seat")
+	voters, _ = suffrages(t, next)
+	var promoted *testNode
+	for _, r := range replicas {
+		if contains(voters, r.id) {
+			promoted = r
+		}
+	}
+	require.NotNil(t, promoted)
+	apply(t, next, host("after-promotion"))
+	waitHost(t, "after-promotion", cl.running()...)
+	require.Eventually(t, func() bool { return next.fsm.Index() == promoted.fsm.Index() }, 10*time.Second, 10*time.Millisecond)
+}
+
+func TestReplicaCatchesUpBySnapshot(t *testing.T) {
+	cl, leader := startReplicaCluster(t, 4, 3, nil)
+	for _, n := range cl.running() {
+		consensus.SetFeedRing(n.c, 4)
+	}
+	replica := replicasOf(t, cl, leader)[0]
+	apply(t, leader, host("before"))
+	waitHost(t, "before", replica)
+	before := consensus.FeedSnapshots(replica.c)
+
+	// Away for more commands than the voters keep: back by snapshot.
+	cfg := cl.config(replica.id)
+	cfg.MaxVoters, cfg.Join = 3, true
+	cl.stop(replica.id)
+	for i := range 12 {
+		apply(t, leader, host(fmt.Sprintf("away-%d", i)))
+	}
+	back := cl.start(cfg)
+	for i := range 12 {
+		waitHost(t, fmt.Sprintf("away-%d", i), back)
+	}
+	require.Greater(t, consensus.FeedSnapshots(back.c), before)
+	require.Eventually(t, func() bool { return leader.fsm.Index() == back.fsm.Index() }, 10*time.Second, 10*time.Millisecond)
+
+	// Then by entries again.
+	apply(t, leader, host("after"))
+	waitHost(t, "after", back)
+}
+
+func TestReplicaStaleWithoutVoters(t *testing.T) {
+	cl, leader := startReplicaCluster(t, 4, 3, nil)
+	replica := replicasOf(t, cl, leader)[0]
+	require.Eventually(t, func() bool { return !replica.c.Stale() }, 10*time.Second, 20*time.Millisecond)
+	for _, n := range cl.running() {
+		if n != replica {
+			cl.stop(n.id)
+		}
+	}
+	require.Eventually(t, replica.c.Stale, 20*time.Second, 50*time.Millisecond)
+	require.Empty(t, replica.c.LeaderID())
+}

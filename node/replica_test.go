@@ -1,0 +1,69 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/node"
+	"github.com/rbee-project/rbee/node/nodetest"
+)
+
+// Past five nodes a node is a replica: outside raft, it follows the
+// registry from a voter's feed over libp2p, shows as such in the hive
+// list, forwards its writes, and learns a new leader after the old one dies.
+func TestReplicaNodeFollowsTheRegistry(t *testing.T) {
+	c := nodetest.New(t, 6)
+	leader := c.WaitConverged(5)
+	var replica *node.Node
+	require.Eventually(t, func() bool {
+		for _, n := range c.Running() {
+			if n.Consensus().Replica() && n.Consensus().FeedStats().Source != "" {
+				replica = n
+				return true
+			}
+		}
+		return false
+	}, nodetest.WaitTimeout, 50*time.Millisecond, "one node follows a feed")
+	require.NotContains(t, voters(t, leader), replica.ID())
+	roles := map[string]int{}
+	for _, h := range leader.Hives() {
+		roles[h.Suffrage]++
+		if h.ID == replica.ID() {
+			require.Equal(t, "replica", h.Suffrage)
+		}
+	}
+	require.Equal(t, map[string]int{"voter": 5, "replica": 1}, roles)
+
+	write := func(name string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := replica.Consensus().ApplyCommand(ctx, fsm.UpsertHost{Host: fsm.Host{Name: name, Host: "10.0.0.9", State: fsm.HostKnown}})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			for _, n := range c.Running() {
+				if _, ok := n.Registry().Host(name); !ok {
+					return false
+				}
+			}
+			return true
+		}, nodetest.WaitTimeout, 20*time.Millisecond, "host %s everywhere", name)
+	}
+	write("via-replica")
+
+	for i, n := range c.Nodes {
+		if n == leader {
+			c.Kill(i)
+			break
+		}
+	}
+	next := c.WaitLeader() // every running node agrees, the replica too
+	require.NotEqual(t, leader.ID(), next.ID())
+	require.False(t, replica.Consensus().Stale())
+	write(fmt.Sprintf("after-%s", next.ID()))
+}
