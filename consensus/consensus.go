@@ -462,7 +462,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 			rc.NoSnapshotRestoreOnStart = true
 			c.log.Info("registry restored from the local snapshot and log", "index", c.cfg.FSM.Index(), "replayed", n)
 		}
-		c.persistedIndex.Store(c.cfg.FSM.Index())
+		c.persistedIndex.Store(c.replay.appliedByRaft())
 	}
 
 	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener()}
@@ -496,6 +496,7 @@ func (c *Consensus) Start(ctx context.Context) error {
 		return fmt.Errorf("consensus: start raft: %w", err)
 	}
 	c.raft, c.transport = r, trans
+	c.replay.unpinStart(r.AppliedIndex)
 	c.throttle.commits.setSource(r)
 	c.observer = raft.NewObserver(c.obsCh, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
@@ -620,7 +621,7 @@ func (c *Consensus) LeaderID() string {
 	if err != nil {
 		return ""
 	}
-	if id, ok := c.feed.fresh(); ok && !c.voter.Load() {
+	if id, ok := c.feed.fresh(); ok && !c.isVoter() {
 		return id
 	}
 	_, id := r.LeaderWithID()
@@ -644,7 +645,7 @@ func (c *Consensus) Servers() ([]Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := c.feed.fresh(); ok && !c.voter.Load() {
+	if _, ok := c.feed.fresh(); ok && !c.isVoter() {
 		var out []Server
 		for _, id := range c.feed.voterList() {
 			out = append(out, Server{ID: id, Address: id, Suffrage: "voter"})

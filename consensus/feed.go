@@ -66,9 +66,9 @@ const (
 	feedKeepBuffer = 64 << 10
 	// feedSnapPiece sizes the pieces of a snapshot (well under maxFrame).
 	feedSnapPiece = 256 << 10
-	// feedMaxSnapshot caps a snapshot a replica accepts (a registry of
-	// thousands of workers is a few MB).
-	feedMaxSnapshot = 1 << 30
+	// feedMaxSnapshot caps a snapshot a replica accepts: a registry of
+	// 5000 workers is a few MB (consensus/DESIGN.md, the simulation).
+	feedMaxSnapshot = 256 << 20
 	// feedRetryMax caps the replica's wait between attempts.
 	feedRetryMax = 2 * time.Second
 )
@@ -251,7 +251,7 @@ func (r *replayFSM) restoreFed(label uint64, snap []byte) error {
 // servesFeed reports whether this server serves feeds: a voter.
 func (c *Consensus) servesFeed() bool {
 	r, err := c.running()
-	return err == nil && (c.voter.Load() || r.State() == raft.Leader)
+	return err == nil && (c.isVoter() || r.State() == raft.Leader)
 }
 
 // feedInfoNow is what this voter tells its replicas now.
@@ -262,7 +262,7 @@ func (c *Consensus) feedInfoNow() feedInfo {
 // knownVoters returns the voters of the newest configuration this server
 // read (watchSuffrage), or, on a replica, those its feed named.
 func (c *Consensus) knownVoters() []string {
-	if !c.voter.Load() {
+	if !c.isVoter() {
 		if v := c.feed.voterList(); len(v) > 0 {
 			return v
 		}
@@ -551,23 +551,42 @@ func (v *feedView) drop(server string) {
 	}
 }
 
-// replicaNow reports whether this server follows the registry by feed: it
-// is no voter in its newest configuration, and raft's leader has not been
-// in touch for feedSilence (a non-voter that a leader still replicates to,
-// as an older leader does, keeps raft's copy).
+// replicaNow reports whether this server follows the registry by feed:
+// raft's leader has not been in touch for feedSilence (this server is
+// outside the configuration, or a non-voter of an older leader gone quiet,
+// or a voter that was reaped while away and never learned of its removal,
+// or a voter without a leader, to whom a feed brings nothing but the voters'
+// view). A server that raft's leader replicates to keeps raft's copy.
 func (c *Consensus) replicaNow() bool {
-	if c.voter.Load() {
-		return false
-	}
+	return c.raftQuiet()
+}
+
+// raftQuiet reports whether no raft leader has been in touch with this
+// server for feedSilence (false on the leader itself).
+func (c *Consensus) raftQuiet() bool {
 	r, err := c.running()
-	if err != nil {
-		return false
-	}
-	if r.State() == raft.Leader {
+	if err != nil || r.State() == raft.Leader {
 		return false
 	}
 	lc := r.LastContact()
 	return lc.IsZero() || time.Since(lc) > feedSilence
+}
+
+// isVoter reports whether this server counts as a voter: its newest
+// configuration says so, and, unless raft's leader has been in touch
+// within feedSilence, the voters a feed named last include it. A voter
+// reaped while it was away still finds itself a voter in its own
+// configuration, which never got the entry that removed it; the voters it
+// asks for a feed say otherwise, and it follows the registry as a replica.
+func (c *Consensus) isVoter() bool {
+	if !c.voter.Load() {
+		return false
+	}
+	if !c.raftQuiet() {
+		return true
+	}
+	v := c.feed.voterList()
+	return len(v) == 0 || slices.Contains(v, c.cfg.LocalID)
 }
 
 // feedCandidates returns the servers to ask for a feed, best first: the
@@ -679,6 +698,7 @@ func (c *Consensus) followFeed(id string) error {
 	var label uint64
 	inSnap := false
 	start := time.Now()
+	var staleSince time.Time // the voter has said it is stale since
 	for {
 		if !c.replicaNow() {
 			return nil
@@ -711,6 +731,16 @@ func (c *Consensus) followFeed(id string) error {
 				c.noteContact(time.Now())
 			}
 			c.noteLeader(c.LeaderID())
+			switch {
+			case !info.Stale:
+				staleSince = time.Time{}
+			case staleSince.IsZero():
+				staleSince = time.Now()
+			case time.Since(staleSince) > feedSilence:
+				// A voter cut off from the leader (or without one)
+				// while others may have one: try them.
+				return fmt.Errorf("%w: the voter is stale", errFeedMove)
+			}
 			if info.Leader == id && len(info.Voters) > 1 && time.Since(start) > feedSilence {
 				// Fed by the leader (the only voter that answered, or
 				// the only one there was): other voters serve replicas

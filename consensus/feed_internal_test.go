@@ -89,6 +89,8 @@ func TestApplyFed(t *testing.T) {
 	_, ok := w.inner.Host("c")
 	require.False(t, ok)
 
+	require.Zero(t, w.appliedByRaft(), "what a feed applied is not persisted as raft's")
+
 	// Raft's entries the feed applied are skipped; later ones apply.
 	require.Nil(t, w.Apply(&raft.Log{Index: 5, Type: raft.LogCommand, Data: hostCmd(t, "raft-dup")}))
 	_, ok = w.inner.Host("raft-dup")
@@ -97,6 +99,7 @@ func TestApplyFed(t *testing.T) {
 	_, ok = w.inner.Host("raft")
 	require.True(t, ok)
 	require.Equal(t, uint64(6), w.index())
+	require.Equal(t, uint64(6), w.appliedByRaft())
 
 	// A snapshot older than the registry is not restored; a newer one is.
 	var old bytes.Buffer
@@ -238,4 +241,27 @@ func TestReconcileKeepsReplicasOutOfRaft(t *testing.T) {
 	require.Equal(t, []string{"add voter r1", "add voter r2"}, ops.log)
 	require.Equal(t, 3, p.voters)
 	require.NoError(t, errors.Join(p.errs...), fmt.Sprint(p.errs))
+}
+
+// Raft's restore at start (the local snapshot raft restored itself) pins
+// the registry until raft's next entry, which a replica never gets:
+// unpinStart takes raft's applied index instead; a later restore is left
+// pinned.
+func TestUnpinStart(t *testing.T) {
+	var snap bytes.Buffer
+	require.NoError(t, fsm.WriteSnapshot(&snap, fsm.New(nil).State()))
+	w := &replayFSM{inner: fsm.New(nil)}
+	require.NoError(t, w.Restore(nopCloser{bytes.NewReader(snap.Bytes())}))
+	_, err := w.applyFed([]feedEntry{{index: 41, prev: 40, data: hostCmd(t, "a")}})
+	require.ErrorIs(t, err, errFeedPinned)
+	w.unpinStart(func() uint64 { return 40 })
+	n, err := w.applyFed([]feedEntry{{index: 41, prev: 40, data: hostCmd(t, "a")}})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, uint64(40), w.appliedByRaft())
+
+	require.NoError(t, w.Restore(nopCloser{bytes.NewReader(snap.Bytes())}))
+	w.unpinStart(func() uint64 { return 50 })
+	_, err = w.applyFed([]feedEntry{{index: 51, prev: 50, data: hostCmd(t, "b")}})
+	require.ErrorIs(t, err, errFeedPinned, "a leader's restore stays pinned")
 }

@@ -148,3 +148,46 @@ func TestReplicaStaleWithoutVoters(t *testing.T) {
 	require.Eventually(t, replica.c.Stale, 20*time.Second, 50*time.Millisecond)
 	require.Empty(t, replica.c.LeaderID())
 }
+
+// A voter away for longer than the reap grace is removed and its seat
+// given to a replica; it never gets the entry that removed it, so its own
+// configuration still names it a voter. Back, it follows the registry as a
+// replica: the voters it asks leave it out of their list.
+func TestReapedVoterComesBackAsReplica(t *testing.T) {
+	cl, leader := startReplicaCluster(t, 4, 3, nil)
+	voters, _ := suffrages(t, leader)
+	var gone string
+	for _, v := range voters {
+		if v != leader.id {
+			gone = v
+			break
+		}
+	}
+	cfg := cl.config(gone)
+	cfg.MaxVoters, cfg.Join = 3, true
+	cl.stop(gone)
+	cl.forget(gone)
+	require.Eventually(t, func() bool {
+		voters, _ := suffrages(t, leader)
+		return len(voters) == 3 && !contains(voters, gone)
+	}, 20*time.Second, 20*time.Millisecond, "a replica takes the reaped voter's seat")
+	apply(t, leader, host("while-away"))
+
+	back := cl.start(cfg)
+	apply(t, leader, host("after-return"))
+	waitHost(t, "while-away", back)
+	waitHost(t, "after-return", back)
+	require.Eventually(t, func() bool {
+		servers, err := back.c.Servers()
+		if err != nil || len(servers) != 3 {
+			return false
+		}
+		for _, s := range servers {
+			if s.ID == gone {
+				return false
+			}
+		}
+		return back.c.LeaderID() == leader.id && !back.c.Stale() && back.c.Replica()
+	}, 20*time.Second, 20*time.Millisecond, "back as a replica: %s", cl.leaderViews())
+	require.Equal(t, int64(0), consensus.FeedServing(back.c), "it serves no feed of its own")
+}

@@ -88,6 +88,15 @@ type replayFSM struct {
 	pinned bool
 	// seen: the highest index raft handed to Apply.
 	seen uint64
+	// raftLast: the index through which raft (or the replay at start)
+	// applied every committed entry: what persist writes as applied. Not
+	// what a feed applied: this server's log may hold entries past raft's
+	// commit that a feed's commands replaced (a non-voter removed before
+	// it learned of their truncation), and a restart replays the log up
+	// to the persisted index.
+	raftLast uint64
+	// restores counts raft's snapshot restores this run (unpinStart).
+	restores int
 	// raftAt: when raft last handed an entry or a snapshot this run.
 	raftAt time.Time
 	// ring: the newest commands applied, which this server's feed serves
@@ -115,7 +124,7 @@ func (r *replayFSM) Apply(l *raft.Log) any {
 		r.ring.reset(prev)
 	}
 	res := r.inner.Apply(l)
-	r.last = l.Index
+	r.last, r.raftLast = l.Index, l.Index
 	r.ring.add(feedEntry{index: l.Index, prev: prev, data: l.Data})
 	r.mu.Unlock()
 	_ = r.hint.write(l.Index, l.Term) // a failure only leaves the hint older
@@ -143,6 +152,7 @@ func (r *replayFSM) Restore(rc io.ReadCloser) error {
 	err := r.inner.Restore(rc)
 	if err == nil {
 		r.last, r.pinned = 0, true
+		r.restores++
 		r.raftAt = time.Now()
 		r.ring.reset(0)
 		r.ring.pin()
@@ -155,6 +165,35 @@ func (r *replayFSM) Restore(rc io.ReadCloser) error {
 		r.restored()
 	}
 	return nil
+}
+
+// unpinStart ends the pin of raft's restore at start (Start calls it once
+// NewRaft returned, which restored the snapshot and took its index as
+// applied): a replica gets no raft entry that would end it, and its feed
+// would wait for ever. applied is raft's applied index; a later restore
+// (a leader's snapshot) pins again, and one that came meanwhile leaves the
+// pin alone.
+func (r *replayFSM) unpinStart(applied func() uint64) {
+	r.mu.Lock()
+	ok := r.pinned && r.restores == 1
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	idx := applied()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pinned && r.restores == 1 {
+		r.last, r.raftLast, r.seen, r.pinned = idx, idx, idx, false
+		r.ring.reset(idx)
+	}
+}
+
+// appliedByRaft returns raftLast.
+func (r *replayFSM) appliedByRaft() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.raftLast
 }
 
 // index returns last (0 while pinned).
@@ -239,7 +278,7 @@ func (c *Consensus) persistLoop() {
 // whenever it moved, the last leader contact when it is contactPersistEvery
 // newer than the one written (always, with final).
 func (c *Consensus) persist(final bool) {
-	if idx := c.cfg.FSM.Index(); idx != c.persistedIndex.Load() {
+	if idx := c.replay.appliedByRaft(); idx != c.persistedIndex.Load() {
 		if err := c.store.SetUint64(keyAppliedIndex, idx); err != nil {
 			c.log.Warn("persist applied index", "err", err)
 		} else {
@@ -307,7 +346,7 @@ func (c *Consensus) Stale() bool {
 	if r.State() == raft.Leader {
 		return false
 	}
-	if _, ok := c.feed.fresh(); ok && !c.voter.Load() {
+	if _, ok := c.feed.fresh(); ok && !c.isVoter() {
 		// A replica whose feed is current (feed.go).
 		return false
 	}

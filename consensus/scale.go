@@ -501,7 +501,9 @@ func (c *Consensus) watchSuffrage() {
 		}
 		servers := cf.Configuration().Servers
 		c.throttle.setServers(servers, cf.Index())
-		nonvoter := c.noteSuffrage(servers)
+		// A voter that the voters' feeds leave out (reaped while away)
+		// takes a non-voter's timeouts too: it campaigns in vain.
+		nonvoter := c.noteSuffrage(servers) || !c.isVoter()
 		if nonvoter == c.nonvoter.Load() {
 			continue
 		}

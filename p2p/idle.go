@@ -19,7 +19,11 @@ import (
 const DefaultIdleConnTimeout = 30 * time.Second
 
 // idleConns closes connections that carried no stream for a while, except
-// those to protected peers. Safe for concurrent use.
+// those to protected peers. Idleness is sampled (no stream open at two
+// checks a timeout apart): a connection whose short streams all fall
+// between the checks is closed too, and its next stream dials again; a
+// stream opened in the instant between the last look and the close is
+// reset, which its caller sees as a failed stream. Safe for concurrent use.
 type idleConns struct {
 	mu        sync.Mutex
 	protected map[peer.ID]map[string]struct{}
@@ -110,6 +114,9 @@ func (h *Host) closeIdle(now time.Time, timeout time.Duration) {
 	}
 	h.idle.mu.Unlock()
 	for _, c := range closing {
+		if len(c.GetStreams()) > 0 {
+			continue // a stream opened since the check: not idle
+		}
 		h.log.Debug("closing idle connection", "peer", c.RemotePeer())
 		_ = c.Close()
 	}
