@@ -33,6 +33,15 @@ var (
 	// ErrClosed is returned by calls on a closed Gossip.
 	ErrClosed = errors.New("gossip: closed")
 
+	// ErrMetaSpreading is returned (wrapped) by UpdateMeta when its wait
+	// for the update's broadcast ended first (memberlist's timeout, or
+	// ctx): the metadata is set and its broadcast goes on spreading, as
+	// push/pull carries it too. Calling UpdateMeta again only starts
+	// another broadcast: at 100 nodes, nodes that retried on every
+	// registry change kept gossip so full of their alive messages that
+	// load reports took a minute to reach the leader.
+	ErrMetaSpreading = errors.New("gossip: metadata set, its broadcast still spreading")
+
 	// ErrLeft is returned by Join, UpdateMeta and a second Leave after Leave:
 	// memberlist cannot rejoin after leaving; Close and create a new Gossip.
 	ErrLeft = errors.New("gossip: left the cluster")

@@ -663,11 +663,13 @@ func (g *Gossip) UpdateMeta(ctx context.Context, m Meta) error {
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("gossip: update meta: %w", err)
+			// Past EncodeMeta's checks, memberlist fails only its wait
+			// ("timeout waiting for update broadcast").
+			return fmt.Errorf("gossip: update meta: %w: %v", ErrMetaSpreading, err)
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("gossip: update meta: %w", ctx.Err())
+		return fmt.Errorf("gossip: update meta: %w: %w", ErrMetaSpreading, ctx.Err())
 	}
 }
 

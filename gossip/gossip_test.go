@@ -447,3 +447,22 @@ func TestDeriveKey(t *testing.T) {
 	require.Equal(t, k, deriveKey([]byte("s")))
 	require.NotEqual(t, k, deriveKey([]byte("t")))
 }
+
+// UpdateMeta whose wait ends before the broadcast has spread says so with
+// ErrMetaSpreading, and the metadata is set: the others learn it without
+// another update.
+func TestUpdateMetaSpreadingIsSet(t *testing.T) {
+	a := newMember(t, "a")
+	b := newMember(t, "b")
+	_, err := b.Join(ctxT(t), []string{a.Addr()})
+	require.NoError(t, err)
+	waitState(t, a, 2, StateAlive)
+	waitState(t, b, 2, StateAlive)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.ErrorIs(t, b.UpdateMeta(ctx, Meta{Name: "spreading"}), ErrMetaSpreading)
+	require.Eventually(t, func() bool {
+		m, ok := a.Member("b")
+		return ok && m.Meta.Name == "spreading"
+	}, waitFor, tick)
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rbee-project/rbee/api"
 	"github.com/rbee-project/rbee/fsm"
+	"github.com/rbee-project/rbee/gossip"
 	"github.com/rbee-project/rbee/internal/loopback"
 	"github.com/rbee-project/rbee/node/auth"
 	"github.com/rbee-project/rbee/node/certs"
@@ -196,7 +197,16 @@ func (n *Node) tlsLoop() {
 			// Members learn which cluster's registry this node
 			// holds: a leader adds no member of another.
 			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-			if err := n.gsp.UpdateMeta(ctx, n.localMeta()); err != nil {
+			err := n.gsp.UpdateMeta(ctx, n.localMeta())
+			if errors.Is(err, gossip.ErrMetaSpreading) {
+				// Set; its broadcast goes on spreading. Another
+				// update would only add a broadcast: at 100 nodes,
+				// retried on every registry change, they crowded the
+				// load reports out of gossip for minutes.
+				n.log.Debug("cluster advertised; gossip still spreads it", "err", err)
+				err = nil
+			}
+			if err != nil {
 				// Said once (it is retried at each check): without it
 				// leaders cannot tell this node's cluster.
 				if !advertiseWarned {
