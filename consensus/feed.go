@@ -592,53 +592,53 @@ func (c *Consensus) isVoter() bool {
 // feedCandidates returns the servers to ask for a feed, best first: the
 // voters last known, ordered by a hash of this server's and their ids, so
 // that replicas spread over the voters, and the leader last, as it has the
-// most to do. While it knows no voter (a node that just joined), it asks
-// feedProbe alive members, others each round: any of them that knows the
-// voters names them in its refusal. (Asking every member, as a first
-// version did, made 95 replicas of a starting 100-node cluster open
-// thousands of streams a second and cost the leader its leadership.)
+// most to do; then feedProbe alive members, others each round. Any member
+// that knows the voters names them in its refusal: a replica that knows no
+// voter, or only voters that are gone (its feed named the first leader
+// alone, and that leader died), finds the voters so. (Asking every member,
+// as a first version did, made 95 replicas of a starting 100-node cluster
+// open thousands of streams a second and cost the leader its leadership.)
 func (c *Consensus) feedCandidates(round int) []string {
-	ids := c.knownVoters()
-	probe := len(ids) == 0
-	if probe {
-		for _, m := range c.cfg.Members() {
-			if m.State == MemberAlive {
-				ids = append(ids, m.ID)
-			}
-		}
-	}
 	leader := c.LeaderID()
 	if leader == "" {
 		leader = c.feed.leader()
 	}
-	score := func(id string) uint64 {
+	score := func(id string, salt int) uint64 {
 		h := fnv.New64a()
 		_, _ = io.WriteString(h, c.cfg.LocalID)
 		_, _ = io.WriteString(h, id)
-		if probe {
-			_, _ = fmt.Fprint(h, round)
-		}
+		_, _ = fmt.Fprint(h, salt)
 		return h.Sum64()
 	}
-	out := make([]string, 0, len(ids))
-	for _, id := range ids {
-		if id != c.cfg.LocalID {
-			out = append(out, id)
+	known := map[string]bool{c.cfg.LocalID: true}
+	var voters []string
+	for _, id := range c.knownVoters() {
+		if !known[id] {
+			known[id] = true
+			voters = append(voters, id)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if (out[i] == leader) != (out[j] == leader) {
-			return out[j] == leader
+	sort.Slice(voters, func(i, j int) bool {
+		if (voters[i] == leader) != (voters[j] == leader) {
+			return voters[j] == leader
 		}
-		return score(out[i]) > score(out[j])
+		return score(voters[i], 0) > score(voters[j], 0)
 	})
-	if probe && len(out) > feedProbe {
-		out = out[:feedProbe]
+	var probe []string
+	for _, m := range c.cfg.Members() {
+		if m.State == MemberAlive && !known[m.ID] {
+			probe = append(probe, m.ID)
+		}
 	}
-	return out
+	sort.Slice(probe, func(i, j int) bool { return score(probe[i], round+1) > score(probe[j], round+1) })
+	if len(probe) > feedProbe {
+		probe = probe[:feedProbe]
+	}
+	return append(voters, probe...)
 }
 
-// feedProbe: how many members a replica that knows no voter asks a round.
+// feedProbe: how many members besides the known voters a replica asks a
+// round.
 const feedProbe = 3
 
 // followFeeds keeps this server fed while it is a replica: one feed at a

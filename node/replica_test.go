@@ -62,8 +62,34 @@ func TestReplicaNodeFollowsTheRegistry(t *testing.T) {
 			break
 		}
 	}
-	next := c.WaitLeader() // every running node agrees, the replica too
-	require.NotEqual(t, leader.ID(), next.ID())
+	// Every running node agrees on the new leader, the replica too.
+	views := func() string {
+		var out []string
+		for _, n := range c.Running() {
+			fs := n.Consensus().FeedStats()
+			out = append(out, fmt.Sprintf("%s leader=%.8s leads=%v replica=%v fed=%.8s serving=%d stale=%v state=%s",
+				n.Name(), n.LeaderID(), n.IsLeader(), n.Consensus().Replica(), fs.Source, fs.Serving, n.Consensus().Stale(), n.Consensus().State()))
+		}
+		return fmt.Sprint(out)
+	}
+	agreed := func() *node.Node {
+		next := c.Leader()
+		if next == nil || next == leader {
+			return nil
+		}
+		for _, n := range c.Running() {
+			if n.LeaderID() != next.ID() {
+				return nil
+			}
+		}
+		return next
+	}
+	var next *node.Node
+	for deadline := time.Now().Add(nodetest.WaitTimeout); next == nil; time.Sleep(20 * time.Millisecond) {
+		if next = agreed(); next == nil && time.Now().After(deadline) {
+			t.Fatalf("no agreed leader: %s", views())
+		}
+	}
 	require.False(t, replica.Consensus().Stale())
 	write(fmt.Sprintf("after-%s", next.ID()))
 }
