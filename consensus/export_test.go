@@ -66,9 +66,3 @@ func SetFeedRing(c *Consensus, n int) {
 	defer c.replay.mu.Unlock()
 	c.replay.ring.maxEntries = n
 }
-
-// FeedSnapshots returns how many feed snapshots server c restored.
-func FeedSnapshots(c *Consensus) int64 { return c.feedRestores.Load() }
-
-// FeedServing returns how many replicas server c feeds now.
-func FeedServing(c *Consensus) int64 { return c.feedServing.Load() }

@@ -551,16 +551,6 @@ func (v *feedView) drop(server string) {
 	}
 }
 
-// replicaNow reports whether this server follows the registry by feed:
-// raft's leader has not been in touch for feedSilence (this server is
-// outside the configuration, or a non-voter of an older leader gone quiet,
-// or a voter that was reaped while away and never learned of its removal,
-// or a voter without a leader, to whom a feed brings nothing but the voters'
-// view). A server that raft's leader replicates to keeps raft's copy.
-func (c *Consensus) replicaNow() bool {
-	return c.raftQuiet()
-}
-
 // raftQuiet reports whether no raft leader has been in touch with this
 // server for feedSilence (false on the leader itself).
 func (c *Consensus) raftQuiet() bool {
@@ -648,14 +638,14 @@ func (c *Consensus) followFeeds() {
 	defer c.wg.Done()
 	wait := 50 * time.Millisecond
 	for round := 0; ; round++ {
-		if c.replicaNow() {
+		if c.Replica() {
 			for _, id := range c.feedCandidates(round) {
 				start := time.Now()
 				err := c.followFeed(id)
 				if time.Since(start) > feedSilence {
 					wait = 50 * time.Millisecond // it ran: try again at once
 				}
-				if err == nil || c.ctx.Err() != nil || !c.replicaNow() {
+				if err == nil || c.ctx.Err() != nil || !c.Replica() {
 					break
 				}
 				c.log.Debug("registry feed ended", "server", id, "err", err)
@@ -700,7 +690,7 @@ func (c *Consensus) followFeed(id string) error {
 	start := time.Now()
 	var staleSince time.Time // the voter has said it is stale since
 	for {
-		if !c.replicaNow() {
+		if !c.Replica() {
 			return nil
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(feedSilence))
@@ -803,7 +793,13 @@ func (c *Consensus) FeedStats() FeedStats {
 	return FeedStats{Serving: int(c.feedServing.Load()), Source: src, Snapshots: c.feedRestores.Load()}
 }
 
-// Replica reports whether this server follows the registry by feed now
-// (outside raft: no voter, and no leader replicating to it). Safe for
-// concurrent use.
-func (c *Consensus) Replica() bool { return c.replicaNow() }
+// Replica reports whether this server follows the registry by feed:
+// raft's leader has not been in touch for feedSilence (this server is
+// outside the configuration, or a non-voter of an older leader gone quiet,
+// or a voter that was reaped while away and never learned of its removal,
+// or a voter without a leader, to whom a feed brings nothing but the voters'
+// view). A server that raft's leader replicates to keeps raft's copy.
+// Safe for concurrent use.
+func (c *Consensus) Replica() bool {
+	return c.raftQuiet()
+}

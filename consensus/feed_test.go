@@ -77,9 +77,9 @@ func TestReplicasFollowByFeed(t *testing.T) {
 	require.Eventually(t, func() bool {
 		var fed int64
 		for _, n := range cl.running() {
-			fed += consensus.FeedServing(n.c)
+			fed += int64(n.c.FeedStats().Serving)
 		}
-		return fed == int64(len(replicas)) && consensus.FeedServing(leader.c) == 0
+		return fed == int64(len(replicas)) && int64(leader.c.FeedStats().Serving) == 0
 	}, 30*time.Second, 50*time.Millisecond, "the leader feeds no replica")
 
 	// The leader dies: the replicas learn the new one, their writes
@@ -115,7 +115,7 @@ func TestReplicaCatchesUpBySnapshot(t *testing.T) {
 	replica := replicasOf(t, cl, leader)[0]
 	apply(t, leader, host("before"))
 	waitHost(t, "before", replica)
-	before := consensus.FeedSnapshots(replica.c)
+	before := replica.c.FeedStats().Snapshots
 
 	// Away for more commands than the voters keep: back by snapshot.
 	cfg := cl.config(replica.id)
@@ -128,7 +128,7 @@ func TestReplicaCatchesUpBySnapshot(t *testing.T) {
 	for i := range 12 {
 		waitHost(t, fmt.Sprintf("away-%d", i), back)
 	}
-	require.Greater(t, consensus.FeedSnapshots(back.c), before)
+	require.Greater(t, back.c.FeedStats().Snapshots, before)
 	require.Eventually(t, func() bool { return leader.fsm.Index() == back.fsm.Index() }, 10*time.Second, 10*time.Millisecond)
 
 	// Then by entries again.
@@ -189,5 +189,5 @@ func TestReapedVoterComesBackAsReplica(t *testing.T) {
 		}
 		return back.c.LeaderID() == leader.id && !back.c.Stale() && back.c.Replica()
 	}, 20*time.Second, 20*time.Millisecond, "back as a replica: %s", cl.leaderViews())
-	require.Equal(t, int64(0), consensus.FeedServing(back.c), "it serves no feed of its own")
+	require.Equal(t, int64(0), int64(back.c.FeedStats().Serving), "it serves no feed of its own")
 }

@@ -97,8 +97,6 @@ type replayFSM struct {
 	raftLast uint64
 	// restores counts raft's snapshot restores this run (unpinStart).
 	restores int
-	// raftAt: when raft last handed an entry or a snapshot this run.
-	raftAt time.Time
 	// ring: the newest commands applied, which this server's feed serves
 	// (feed.go).
 	ring feedRing
@@ -108,7 +106,6 @@ type replayFSM struct {
 func (r *replayFSM) Apply(l *raft.Log) any {
 	r.mu.Lock()
 	r.seen = l.Index
-	r.raftAt = time.Now()
 	if !r.pinned && l.Index <= r.last {
 		// Replayed at start, or applied from a feed: no future waits for
 		// it (futures belong to entries appended by this run as leader,
@@ -153,7 +150,6 @@ func (r *replayFSM) Restore(rc io.ReadCloser) error {
 	if err == nil {
 		r.last, r.pinned = 0, true
 		r.restores++
-		r.raftAt = time.Now()
 		r.ring.reset(0)
 		r.ring.pin()
 	}
