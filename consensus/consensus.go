@@ -168,6 +168,14 @@ type Config struct {
 	// SnapshotThreshold is how many new entries trigger a snapshot (0:
 	// raft's default, 8192).
 	SnapshotThreshold uint64
+	// FeedRebalance is how long a replica follows a voter other than its
+	// first choice before it moves to that one (plus up to as much again,
+	// spread by id; 0: the default, 30 s).
+	FeedRebalance time.Duration
+	// RaftConnIdle is how long an outgoing raft connection may sit unused
+	// before its stream is closed, freeing the peer's read buffer; the
+	// next RPC on it opens another (0: the default, raftIdleAfter).
+	RaftConnIdle time.Duration
 	// Logger receives consensus and raft logs; nil discards.
 	Logger *slog.Logger
 }
@@ -184,6 +192,8 @@ func DefaultConfig() Config {
 		// without any leader means there is no majority to elect one.
 		NoLeaderTimeout: 5 * time.Second,
 		ReapGrace:       time.Minute, // longer than gossip needs to converge after a restart
+		RaftConnIdle:    raftIdleAfter,
+		FeedRebalance:   30 * time.Second, // long past a feed's start; a move costs a stream and a catch-up
 	}
 }
 
@@ -271,6 +281,7 @@ type Consensus struct {
 	feed         feedView
 	feedServing  atomic.Int64
 	feedRestores atomic.Int64
+	relayed      atomic.Int64 // replicas' writes this voter relayed (relay)
 	// leaderMu guards lastLeader, the leader last announced (noteLeader).
 	leaderMu   sync.Mutex
 	lastLeader string
@@ -335,6 +346,12 @@ func New(cfg Config) (*Consensus, error) {
 	}
 	if cfg.ReconcileInterval <= 0 {
 		cfg.ReconcileInterval = def.ReconcileInterval
+	}
+	if cfg.RaftConnIdle <= 0 {
+		cfg.RaftConnIdle = def.RaftConnIdle
+	}
+	if cfg.FeedRebalance <= 0 {
+		cfg.FeedRebalance = def.FeedRebalance
 	}
 	if cfg.ReapGrace == 0 {
 		cfg.ReapGrace = def.ReapGrace
@@ -465,11 +482,16 @@ func (c *Consensus) Start(ctx context.Context) error {
 		c.persistedIndex.Store(c.replay.appliedByRaft())
 	}
 
-	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener()}
+	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener(), idle: c.cfg.RaftConnIdle}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  sl,
-		MaxPool: 3,                // raft's default pool size per peer
-		Timeout: 10 * time.Second, // I/O deadline of one RPC; snapshots stream in chunks
+		Stream: sl,
+		// Two connections a peer: a heartbeat and a replication RPC run
+		// at once (there is no pipeline, see heartbeatThrottle). A third,
+		// opened while a vote or a snapshot overlapped them, is closed
+		// when it comes back instead of keeping raft's 256 KB send buffer
+		// in the pool for as long as the transport lives.
+		MaxPool: 2,
+		Timeout: raftRPCTimeout,
 		Logger:  newHCLogger(c.log, "raft-net"),
 	})
 	c.throttle = newHeartbeatThrottle(trans, rc.HeartbeatTimeout, c.ctx.Done())

@@ -66,3 +66,12 @@ func SetFeedRing(c *Consensus, n int) {
 	defer c.replay.mu.Unlock()
 	c.replay.ring.maxEntries = n
 }
+
+// PreferredVoter returns the voter replica c asks first for a feed ("" if
+// it knows none).
+func PreferredVoter(c *Consensus) string {
+	if v := c.orderedVoters(); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}

@@ -62,8 +62,10 @@ const (
 	// that does not read is dropped.
 	feedWriteTimeout = 10 * time.Second
 	// feedKeepBuffer: a feed keeps a frame buffer up to this size between
-	// frames.
-	feedKeepBuffer = 64 << 10
+	// frames: an info frame or a few commands. A voter serves a quarter
+	// of the replicas (24 at 100 nodes), so keeping the 64 KB frames of a
+	// burst of writes cost it 1.5 MB for as long as the feeds lived.
+	feedKeepBuffer = 4 << 10
 	// feedSnapPiece sizes the pieces of a snapshot (well under maxFrame).
 	feedSnapPiece = 256 << 10
 	// feedMaxSnapshot caps a snapshot a replica accepts: a registry of
@@ -82,9 +84,9 @@ var (
 	errFeedGap = errors.New("feed entry does not follow the registry")
 	// errFeedRedirect: a refusal that named voters (with errFeedRefused).
 	errFeedRedirect = errors.New("voters named")
-	// errFeedMove: the replica leaves the leader's feed for another
-	// voter's.
-	errFeedMove = errors.New("feed moves off the leader")
+	// errFeedMove: the replica leaves its voter's feed for another
+	// voter's (off the leader's, off a stale voter's, or to its own).
+	errFeedMove = errors.New("feed moves to another voter")
 	// errFeedPinned: raft is restoring this server's registry; a feed
 	// waits.
 	errFeedPinned = errors.New("registry being restored by raft")
@@ -101,6 +103,10 @@ type feedInfo struct {
 	Voters  []string `json:"voters,omitempty"`
 	Stale   bool     `json:"stale,omitempty"`
 	Refused string   `json:"refused,omitempty"`
+	// Relay: the voter forwards a replica's writes to the leader
+	// (opRelay); a voter of an older build leaves it out, and its
+	// replicas write to the leader themselves.
+	Relay bool `json:"relay,omitempty"`
 }
 
 // feedEntry is one command as applied: prev is the index through which the
@@ -256,7 +262,7 @@ func (c *Consensus) servesFeed() bool {
 
 // feedInfoNow is what this voter tells its replicas now.
 func (c *Consensus) feedInfoNow() feedInfo {
-	return feedInfo{Stale: c.Stale(), Leader: c.LeaderID(), Voters: c.knownVoters()}
+	return feedInfo{Stale: c.Stale(), Leader: c.LeaderID(), Voters: c.knownVoters(), Relay: true}
 }
 
 // knownVoters returns the voters of the newest configuration this server
@@ -321,7 +327,10 @@ func (c *Consensus) serveFeed(conn net.Conn, body []byte) {
 	gone := make(chan struct{})
 	go func() {
 		defer close(gone)
-		_, _ = io.Copy(io.Discard, io.LimitReader(conn, 1))
+		// One byte of buffer (io.Copy would hold an 8 KB one per
+		// feed while it waits, 24 of them on a voter at 100 nodes).
+		var b [1]byte
+		_, _ = conn.Read(b[:])
 	}()
 	leaders, unsubscribe := c.SubscribeLeadership()
 	defer unsubscribe()
@@ -513,6 +522,19 @@ func (v *feedView) fresh() (leader string, ok bool) {
 	return v.info.Leader, true
 }
 
+// relayTarget returns the voter to send a write through: the one feeding
+// this replica while the feed is current and that voter relays and is not
+// itself the leader; else "" (write to the leader).
+func (v *feedView) relayTarget() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.server == "" || !v.info.Relay || v.info.Stale || v.info.Leader == "" ||
+		v.info.Leader == v.server || time.Since(v.at) > feedSilence {
+		return ""
+	}
+	return v.server
+}
+
 func (v *feedView) heard(server string, info *feedInfo) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -589,16 +611,31 @@ func (c *Consensus) isVoter() bool {
 // as a first version did, made 95 replicas of a starting 100-node cluster
 // open thousands of streams a second and cost the leader its leadership.)
 func (c *Consensus) feedCandidates(round int) []string {
+	voters := c.orderedVoters()
+	known := map[string]bool{c.cfg.LocalID: true}
+	for _, id := range voters {
+		known[id] = true
+	}
+	var probe []string
+	for _, m := range c.cfg.Members() {
+		if m.State == MemberAlive && !known[m.ID] {
+			probe = append(probe, m.ID)
+		}
+	}
+	sort.Slice(probe, func(i, j int) bool { return c.feedScore(probe[i], round+1) > c.feedScore(probe[j], round+1) })
+	if len(probe) > feedProbe {
+		probe = probe[:feedProbe]
+	}
+	return append(voters, probe...)
+}
+
+// orderedVoters returns the voters this server knows but itself, in the
+// order a replica asks them for a feed: by a hash of both ids, so that
+// replicas spread evenly, and the leader last.
+func (c *Consensus) orderedVoters() []string {
 	leader := c.LeaderID()
 	if leader == "" {
 		leader = c.feed.leader()
-	}
-	score := func(id string, salt int) uint64 {
-		h := fnv.New64a()
-		_, _ = io.WriteString(h, c.cfg.LocalID)
-		_, _ = io.WriteString(h, id)
-		_, _ = fmt.Fprint(h, salt)
-		return h.Sum64()
 	}
 	known := map[string]bool{c.cfg.LocalID: true}
 	var voters []string
@@ -612,19 +649,42 @@ func (c *Consensus) feedCandidates(round int) []string {
 		if (voters[i] == leader) != (voters[j] == leader) {
 			return voters[j] == leader
 		}
-		return score(voters[i], 0) > score(voters[j], 0)
+		return c.feedScore(voters[i], 0) > c.feedScore(voters[j], 0)
 	})
-	var probe []string
+	return voters
+}
+
+// feedScore orders server id among a replica's candidates (salt: the
+// round, for the members probed).
+func (c *Consensus) feedScore(id string, salt int) uint64 {
+	h := fnv.New64a()
+	_, _ = io.WriteString(h, c.cfg.LocalID)
+	_, _ = io.WriteString(h, id)
+	_, _ = fmt.Fprint(h, salt)
+	return h.Sum64()
+}
+
+// memberAlive reports whether gossip has member id alive now: a dead
+// voter not yet reaped is no place to move a feed to.
+func (c *Consensus) memberAlive(id string) bool {
 	for _, m := range c.cfg.Members() {
-		if m.State == MemberAlive && !known[m.ID] {
-			probe = append(probe, m.ID)
+		if m.ID == id {
+			return m.State == MemberAlive
 		}
 	}
-	sort.Slice(probe, func(i, j int) bool { return score(probe[i], round+1) > score(probe[j], round+1) })
-	if len(probe) > feedProbe {
-		probe = probe[:feedProbe]
-	}
-	return append(voters, probe...)
+	return false
+}
+
+// feedRebalanceAfter is how long a replica stays on a voter other than
+// its first choice before it moves to that one: FeedRebalance plus up to
+// as much again, spread by the replica's id, so that the replicas a voter
+// took over from a dead one, or those that all followed the first
+// leader, return over a while rather than at once.
+func (c *Consensus) feedRebalanceAfter() time.Duration {
+	h := fnv.New64a()
+	_, _ = io.WriteString(h, c.cfg.LocalID)
+	base := c.cfg.FeedRebalance
+	return base + time.Duration(h.Sum64()%uint64(base+1))
 }
 
 // feedProbe: how many members besides the known voters a replica asks a
@@ -688,6 +748,7 @@ func (c *Consensus) followFeed(id string) error {
 	var label uint64
 	inSnap := false
 	start := time.Now()
+	rebalance := c.feedRebalanceAfter()
 	var staleSince time.Time // the voter has said it is stale since
 	for {
 		if !c.Replica() {
@@ -737,6 +798,18 @@ func (c *Consensus) followFeed(id string) error {
 				// so that the leader need not.
 				return errFeedMove
 			}
+			if time.Since(start) > rebalance {
+				if first := c.orderedVoters(); len(first) > 1 && first[0] != id && c.memberAlive(first[0]) {
+					// On a voter other than this replica's first
+					// choice (it took over from a dead one, or the
+					// replicas followed a leader that lost its
+					// leadership): back to the first, so that each
+					// voter feeds its share. At 100 nodes one voter
+					// fed 80 replicas after an early leader change.
+					return fmt.Errorf("%w: to %s", errFeedMove, first[0])
+				}
+				start = time.Now() // look again a while later
+			}
 		case feedEntriesFrame:
 			es, err := parseFeedEntries(body)
 			if err != nil {
@@ -783,6 +856,9 @@ type FeedStats struct {
 	Source string
 	// Snapshots counts the snapshots this server restored from feeds.
 	Snapshots int64
+	// Relayed counts the replicas' writes this voter forwarded to the
+	// leader and had an answer for.
+	Relayed int64
 }
 
 // FeedStats returns this server's feed figures. Safe for concurrent use.
@@ -790,7 +866,7 @@ func (c *Consensus) FeedStats() FeedStats {
 	c.feed.mu.Lock()
 	src := c.feed.server
 	c.feed.mu.Unlock()
-	return FeedStats{Serving: int(c.feedServing.Load()), Source: src, Snapshots: c.feedRestores.Load()}
+	return FeedStats{Serving: int(c.feedServing.Load()), Source: src, Snapshots: c.feedRestores.Load(), Relayed: c.relayed.Load()}
 }
 
 // Replica reports whether this server follows the registry by feed:

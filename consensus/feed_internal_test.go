@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
@@ -264,4 +265,31 @@ func TestUnpinStart(t *testing.T) {
 	w.unpinStart(func() uint64 { return 50 })
 	_, err = w.applyFed([]feedEntry{{index: 51, prev: 50, data: hostCmd(t, "b")}})
 	require.ErrorIs(t, err, errFeedPinned, "a leader's restore stays pinned")
+}
+
+// TestRelayTarget: a replica writes through the voter feeding it only
+// while that feed is current and the voter says it relays and is not the
+// leader; otherwise to the leader itself.
+func TestRelayTarget(t *testing.T) {
+	fresh := time.Now()
+	for _, tc := range []struct {
+		name   string
+		server string
+		info   feedInfo
+		at     time.Time
+		want   string
+	}{
+		{"relaying voter", "v1", feedInfo{Leader: "l", Relay: true}, fresh, "v1"},
+		{"no feed", "", feedInfo{Leader: "l", Relay: true}, fresh, ""},
+		{"older voter", "v1", feedInfo{Leader: "l"}, fresh, ""},
+		{"fed by the leader", "l", feedInfo{Leader: "l", Relay: true}, fresh, ""},
+		{"stale voter", "v1", feedInfo{Leader: "l", Relay: true, Stale: true}, fresh, ""},
+		{"no leader known", "v1", feedInfo{Relay: true}, fresh, ""},
+		{"feed silent", "v1", feedInfo{Leader: "l", Relay: true}, fresh.Add(-2 * feedSilence), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := &feedView{server: tc.server, info: tc.info, at: tc.at}
+			require.Equal(t, tc.want, v.relayTarget())
+		})
+	}
 }

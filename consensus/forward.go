@@ -29,6 +29,10 @@ const (
 	opStatus byte = 2 // body: empty; answers peerStatus
 	opRemove byte = 3 // body: the server id to remove (a leaving server)
 	opFeed   byte = 4 // body: JSON feedRequest; answered by a stream (feed.go)
+	// opRelay: body as opApply; a voter that is not the leader forwards
+	// it to the leader and answers what the leader answered (a replica's
+	// write goes through the voter that feeds it, see relayTarget).
+	opRelay byte = 5
 
 	// maxFrame caps both directions: the largest command plus headroom.
 	maxFrame = fsm.MaxCommandSize + 1024
@@ -105,7 +109,7 @@ func parseRequest(frame []byte) (byte, []byte, error) {
 		return 0, nil, errors.New("empty request")
 	}
 	switch frame[0] {
-	case opApply, opStatus, opRemove, opFeed:
+	case opApply, opStatus, opRemove, opFeed, opRelay:
 		return frame[0], frame[1:], nil
 	}
 	return 0, nil, fmt.Errorf("unknown op %d", frame[0])
@@ -197,8 +201,11 @@ func (c *Consensus) handleRequest(frame []byte) forwardResponse {
 		return forwardResponse{Code: codeOK, Status: &peerStatus{
 			ID: c.cfg.LocalID, HasState: r.LastIndex() > 0, LeaderID: string(leader),
 		}}
-	case opApply:
+	case opApply, opRelay:
 		if r.State() != raft.Leader {
+			if op == opRelay {
+				return c.relay(body)
+			}
 			return forwardResponse{Code: codeNotLeader}
 		}
 		// Not ctx: finishApply's own ApplyTimeout bound must be what
@@ -224,6 +231,41 @@ func (c *Consensus) handleRequest(frame []byte) forwardResponse {
 		return forwardResponse{Code: codeOK}
 	}
 	return forwardResponse{Code: codeError, Message: "unreachable"}
+}
+
+// relayTimeout bounds a voter's forward of a replica's write to the
+// leader: within the replica's own bound on the exchange
+// (forwardIOTimeout), so that the voter's answer, even a failure, still
+// reaches it.
+const relayTimeout = forwardIOTimeout - 3*time.Second
+
+// relay forwards a replica's write to the leader (this voter is not it)
+// and answers what the leader answered. Replicas write through the voter
+// that feeds them, over the connection the feed keeps, so the leader's
+// connections are its voters' whatever the node count (at 100 nodes the
+// leader otherwise held one to every node that wrote, about 80 KB and four
+// goroutines each). A request that may have reached the leader without an
+// answer is answered sent, as the leader's own lost answer would be; one
+// that never left is not_leader, which the replica retries.
+func (c *Consensus) relay(body []byte) forwardResponse {
+	if !c.servesFeed() {
+		return forwardResponse{Code: codeNotLeader, Message: "not a voter"}
+	}
+	leader := c.LeaderID()
+	if leader == "" || leader == c.cfg.LocalID {
+		return forwardResponse{Code: codeNotLeader, Message: "no leader known"}
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, relayTimeout)
+	defer cancel()
+	resp, err := c.call(ctx, leader, opApply, body)
+	switch {
+	case err == nil:
+		c.relayed.Add(1)
+		return resp
+	case errors.Is(err, errSent):
+		return forwardResponse{Code: codeSent, Message: "relayed: " + err.Error()}
+	}
+	return forwardResponse{Code: codeNotLeader, Message: "relayed: " + err.Error()}
 }
 
 func responseFor(res *fsm.Result, err error) forwardResponse {
@@ -405,8 +447,12 @@ func (c *Consensus) apply(ctx context.Context, req *request) (any, error) {
 			res, err = c.applyLocal(r, ctx, req.data)
 			applied = r.AppliedIndex()
 		} else if leader != "" {
+			target, op := leader, opApply
+			if v := c.feed.relayTarget(); v != "" {
+				target, op = v, opRelay
+			}
 			var resp forwardResponse
-			resp, err = c.call(ctx, leader, opApply, req.data)
+			resp, err = c.call(ctx, target, op, req.data)
 			if err == nil {
 				err = errFromResponse(resp)
 				res, applied = resp.Result, resp.Applied

@@ -60,9 +60,10 @@ func (a peerAddr) String() string  { return string(a) }
 // streamLayer adapts a Network to raft.StreamLayer: raft addresses are peer
 // ids, resolved by the Network.
 type streamLayer struct {
-	ctx context.Context
-	nw  Network
-	ln  net.Listener
+	ctx  context.Context
+	nw   Network
+	ln   net.Listener
+	idle time.Duration // see idleConn
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -74,5 +75,16 @@ func (s *streamLayer) Addr() net.Addr            { return peerAddr(s.nw.LocalID(
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
-	return s.nw.Dial(ctx, string(address), ConnRaft)
+	conn, err := s.nw.Dial(ctx, string(address), ConnRaft)
+	if err != nil {
+		return nil, err
+	}
+	redial := func(ctx context.Context) (net.Conn, error) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(s.ctx, cancel)
+		defer stop()
+		return s.nw.Dial(ctx, string(address), ConnRaft)
+	}
+	return newIdleConn(conn, redial, s.idle), nil
 }

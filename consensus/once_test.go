@@ -62,6 +62,69 @@ func (c *lostAnswer) Read([]byte) (int, error) {
 	return 0, errors.New("connection reset (test: answer lost)")
 }
 
+// lossyNets wraps every started server's network in a lossyForward
+// (cluster.wrap).
+type lossyNets struct {
+	mu   sync.Mutex
+	nets map[string]*lossyForward
+}
+
+func (l *lossyNets) wrap(id string, nw consensus.Network) consensus.Network {
+	lf := &lossyForward{Network: nw, lost: make(chan struct{}, 1), release: make(chan struct{})}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.nets == nil {
+		l.nets = map[string]*lossyForward{}
+	}
+	l.nets[id] = lf
+	return lf
+}
+
+func (l *lossyNets) get(id string) *lossyForward {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.nets[id]
+}
+
+type outcome struct {
+	res any
+	err error
+}
+
+// applyLosingAnswer arms lossy, writes hostPort("h", 1) through n in the
+// background, and returns once lossy lost the answer to a forward of it
+// (the leader committed it); the outcome comes once lossy is released.
+func applyLosingAnswer(t *testing.T, n *testNode, lossy *lossyForward) <-chan outcome {
+	t.Helper()
+	lossy.arm()
+	done := make(chan outcome, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		b, _ := fsm.Encode(hostPort("h", 1))
+		res, err := n.c.Apply(ctx, b)
+		done <- outcome{res, err}
+	}()
+	select {
+	case <-lossy.lost:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the forwarded write never reached the leader")
+	}
+	return done
+}
+
+// awaitOutcome waits for the retry of an apply whose answer was lost.
+func awaitOutcome(t *testing.T, done <-chan outcome) outcome {
+	t.Helper()
+	select {
+	case o := <-done:
+		return o
+	case <-time.After(20 * time.Second):
+		t.Fatal("the retry did not finish")
+	}
+	return outcome{}
+}
+
 // TestApplyOnceAfterLostAnswer: a follower's forwarded write commits, its
 // answer is lost, another write to the same entry commits, and the
 // follower retries. With exactly-once writes (registry version 4) the
@@ -78,15 +141,8 @@ func TestApplyOnceAfterLostAnswer(t *testing.T) {
 	} {
 		t.Run("version "+string(rune('0'+tc.version)), func(t *testing.T) {
 			cl := newCluster(t)
-			nets := map[string]*lossyForward{}
-			var mu sync.Mutex
-			cl.wrap = func(id string, nw consensus.Network) consensus.Network {
-				l := &lossyForward{Network: nw, lost: make(chan struct{}, 1), release: make(chan struct{})}
-				mu.Lock()
-				nets[id] = l
-				mu.Unlock()
-				return l
-			}
+			var nets lossyNets
+			cl.wrap = nets.wrap
 			for _, id := range ids("once", 3) {
 				cfg := cl.config(id)
 				cfg.BootstrapExpect = 3
@@ -97,27 +153,8 @@ func TestApplyOnceAfterLostAnswer(t *testing.T) {
 			f := cl.followers(leader)[0]
 			waitVersion(t, f, tc.version)
 
-			mu.Lock()
-			lossy := nets[f.id]
-			mu.Unlock()
-			lossy.arm()
-			type outcome struct {
-				res any
-				err error
-			}
-			done := make(chan outcome, 1)
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-				defer cancel()
-				b, _ := fsm.Encode(hostPort("h", 1))
-				res, err := f.c.Apply(ctx, b)
-				done <- outcome{res, err}
-			}()
-			select {
-			case <-lossy.lost:
-			case <-time.After(15 * time.Second):
-				t.Fatal("the forwarded write never reached the leader")
-			}
+			lossy := nets.get(f.id)
+			done := applyLosingAnswer(t, f, lossy)
 			first, ok := leader.fsm.Host("h")
 			require.True(t, ok, "the leader applied the write before answering")
 			require.Equal(t, 1, first.Port)
@@ -125,12 +162,7 @@ func TestApplyOnceAfterLostAnswer(t *testing.T) {
 			later := apply(t, leader, hostPort("h", 2))
 			close(lossy.release)
 
-			var o outcome
-			select {
-			case o = <-done:
-			case <-time.After(20 * time.Second):
-				t.Fatal("the retry did not finish")
-			}
+			o := awaitOutcome(t, done)
 			require.NoError(t, o.err)
 			res := o.res.(fsm.Result)
 			if tc.version >= fsm.OnceVersion {
@@ -207,15 +239,8 @@ func waitVersion(t *testing.T, n *testNode, v int) {
 // no_quorum "the leader did not commit the write" and ErrOutcomeUnknown.
 func TestApplyRetriesAfterLateLostAnswer(t *testing.T) {
 	cl := newCluster(t)
-	nets := map[string]*lossyForward{}
-	var mu sync.Mutex
-	cl.wrap = func(id string, nw consensus.Network) consensus.Network {
-		l := &lossyForward{Network: nw, lost: make(chan struct{}, 1), release: make(chan struct{})}
-		mu.Lock()
-		nets[id] = l
-		mu.Unlock()
-		return l
-	}
+	var nets lossyNets
+	cl.wrap = nets.wrap
 	for _, id := range ids("late", 3) {
 		cfg := cl.config(id)
 		cfg.BootstrapExpect = 3
@@ -227,29 +252,10 @@ func TestApplyRetriesAfterLateLostAnswer(t *testing.T) {
 	f := cl.followers(leader)[0]
 	waitVersion(t, f, fsm.Version)
 
-	mu.Lock()
-	lossy := nets[f.id]
-	mu.Unlock()
-	lossy.arm()
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		b, _ := fsm.Encode(hostPort("h", 1))
-		_, err := f.c.Apply(ctx, b)
-		done <- err
-	}()
-	select {
-	case <-lossy.lost:
-	case <-time.After(15 * time.Second):
-		t.Fatal("the forwarded write never reached the leader")
-	}
+	lossy := nets.get(f.id)
+	done := applyLosingAnswer(t, f, lossy)
 	time.Sleep(1500 * time.Millisecond) // the attempt's connection breaks late
 	close(lossy.release)
-	select {
-	case err := <-done:
-		require.NoError(t, err, "a healthy cluster committed the write; the retry must say so")
-	case <-time.After(20 * time.Second):
-		t.Fatal("the retry did not finish")
-	}
+	o := awaitOutcome(t, done)
+	require.NoError(t, o.err, "a healthy cluster committed the write; the retry must say so")
 }

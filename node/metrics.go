@@ -132,6 +132,9 @@ func newMetrics(n *Node) *metrics {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_registry_feed_snapshots_total",
 		Help: "Registry snapshots this node restored from a voter's feed (it was behind what the voter keeps)."},
 		func() float64 { return float64(n.cons.FeedStats().Snapshots) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_registry_writes_relayed_total",
+		Help: "Registry writes of replicas this voter forwarded to the leader (replicas write through the voter that feeds them)."},
+		func() float64 { return float64(n.cons.FeedStats().Relayed) }))
 	m.reg.MustRegister(&stateCollector{n: n})
 	return m
 }
@@ -178,8 +181,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// handleMetrics serves the registry uncompressed: a scrape is tens of KB,
+// nothing on a LAN, while gzip's compressor holds about 800 KB of the
+// node's heap while it writes (and in promhttp's pool after), the largest
+// single allocation of an idle node.
 func (n *Node) handleMetrics() http.Handler {
-	return promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{DisableCompression: true})
 }
 
 // apply proposes a registry command and records its latency.

@@ -76,6 +76,7 @@ path), and prints one JSON object per N with (_ms: milliseconds; a
   status_all_api_ms / status_all_json_bytes  the same with --all (every node and worker)
   rss_bytes / private_bytes            per node; private: without the binary's code,
                                        which processes on one machine share
+  rss_largest                          the three nodes of largest RSS (name, leader, RSS, private)
   idle_cpu_leader_pct / idle_cpu_follower_pct  the leader's and the followers' CPU at
                                        idle over --idle, % of one core
   gossip_sent_bytes_per_s              per node at idle
@@ -294,10 +295,21 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 		out["gossip_sent_bytes_per_s"] = floatStats(perNodeGossip)
 	}
 	var rss, private []float64
+	type nodeMem struct {
+		Node    string `json:"node"`
+		Leader  bool   `json:"leader,omitempty"`
+		RSS     int64  `json:"rss_bytes"`
+		Private int64  `json:"private_bytes"`
+	}
+	var mems []nodeMem
 	for _, n := range cl.Nodes {
-		rss, private = append(rss, float64(n.RSS())), append(private, float64(n.PrivateMemory()))
+		m := nodeMem{Node: n.Name, Leader: n == leader, RSS: n.RSS(), Private: n.PrivateMemory()}
+		mems = append(mems, m)
+		rss, private = append(rss, float64(m.RSS)), append(private, float64(m.Private))
 	}
 	out["rss_bytes"], out["private_bytes"] = floatStats(rss), floatStats(private)
+	sort.Slice(mems, func(i, j int) bool { return mems[i].RSS > mems[j].RSS })
+	out["rss_largest"] = mems[:min(3, len(mems))]
 
 	// status from the last node: the API (as the CLI asks by default, a
 	// summary past api.StatusListAll nodes, and with --all), then the CLI.
