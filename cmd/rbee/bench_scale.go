@@ -34,6 +34,10 @@ const maxScaleProcesses = 300
 // time moves in 10 ms ticks, gossip by whole packets).
 const minScaleIdle = time.Second
 
+// rssEvery: how often each node's RSS is sampled through the idle window
+// (at most half of it, so that there is a sample).
+const rssEvery = 5 * time.Second
+
 // maxVoters mirrors consensus' MaxVoters default: the number of alive
 // voters a converged cluster of n nodes shows.
 func scaleVoters(n int) int { return min(n, 5) }
@@ -74,7 +78,8 @@ path), and prints one JSON object per N with (_ms: milliseconds; a
                                        CLI start (a summary past 20 nodes)
   status_json_bytes                    size of that status result
   status_all_api_ms / status_all_json_bytes  the same with --all (every node and worker)
-  rss_bytes / private_bytes            per node; private: without the binary's code,
+  rss_bytes / private_bytes            per node, its largest of samples every 5 s over
+                                       --idle; private: without the binary's code,
                                        which processes on one machine share
   rss_largest                          the three nodes of largest RSS (name, leader, RSS, private)
   idle_cpu_leader_pct / idle_cpu_follower_pct  the leader's and the followers' CPU at
@@ -275,7 +280,25 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	time.Sleep(3 * time.Second)
 	cpu0, gossip0 := cpuTimes(cl), gossipSent(ctx, cl)
 	s0 := time.Now()
-	time.Sleep(r.idle)
+	// RSS and private memory: each node's largest over samples every
+	// rssEvery through the idle window, none right after the bench's own
+	// scrape of every node's /metrics (whose garbage a node holds until
+	// its next collection).
+	type memSample struct{ rss, private int64 }
+	peak := map[*localcluster.Node]memSample{}
+	every := min(rssEvery, r.idle/2)
+	for next := s0.Add(every); ; next = next.Add(every) {
+		if end := s0.Add(r.idle); next.After(end) {
+			time.Sleep(time.Until(end))
+			break
+		}
+		time.Sleep(time.Until(next))
+		for _, n := range cl.Nodes {
+			m := peak[n]
+			m.rss, m.private = max(m.rss, n.RSS()), max(m.private, n.PrivateMemory())
+			peak[n] = m
+		}
+	}
 	cpu1, gossip1 := cpuTimes(cl), gossipSent(ctx, cl)
 	el := time.Since(s0)
 	var followerCPU, perNodeGossip []float64
@@ -303,7 +326,7 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	}
 	var mems []nodeMem
 	for _, n := range cl.Nodes {
-		m := nodeMem{Node: n.Name, Leader: n == leader, RSS: n.RSS(), Private: n.PrivateMemory()}
+		m := nodeMem{Node: n.Name, Leader: n == leader, RSS: peak[n].rss, Private: peak[n].private}
 		mems = append(mems, m)
 		rss, private = append(rss, float64(m.RSS)), append(private, float64(m.Private))
 	}
