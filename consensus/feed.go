@@ -494,6 +494,55 @@ type feedView struct {
 	voters []string  // the voters last named, kept across feeds
 	// leaderHint: the leader last named, kept across feeds.
 	leaderHint string
+	// failed: each server's feeds that failed to start in a row (not
+	// reached: the dial, or no answer) and when the last did; a replica
+	// does not move back to such a voter for a while (failedLately).
+	failed map[string]feedFailure
+}
+
+type feedFailure struct {
+	at time.Time
+	n  int
+}
+
+// feedMoveBackoff caps how long a replica stays off a first-choice voter
+// it failed to reach. Gossip may have a voter alive that this replica
+// cannot reach over libp2p; moving to it every FeedRebalance would leave
+// the replica without a feed (and its writes without a leader) for a dial
+// timeout each time.
+const feedMoveBackoff = 10 * time.Minute
+
+func (v *feedView) noteFailed(server string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.failed == nil {
+		v.failed = map[string]feedFailure{}
+	}
+	for id, f := range v.failed {
+		if time.Since(f.at) > feedMoveBackoff {
+			delete(v.failed, id)
+		}
+	}
+	f := v.failed[server]
+	v.failed[server] = feedFailure{at: time.Now(), n: f.n + 1}
+}
+
+// failedLately reports whether a replica should not move to server yet:
+// base after its first failure in a row, doubling with each further one up
+// to feedMoveBackoff. A voter that restarted is moved back to soon; one
+// that stays out of reach costs a dial every ten minutes at most.
+func (v *feedView) failedLately(server string, base time.Duration) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	f, ok := v.failed[server]
+	if !ok {
+		return false
+	}
+	wait := feedMoveBackoff
+	if f.n < 20 {
+		wait = min(base<<(f.n-1), feedMoveBackoff)
+	}
+	return time.Since(f.at) < wait
 }
 
 func (v *feedView) leader() string {
@@ -539,6 +588,7 @@ func (v *feedView) heard(server string, info *feedInfo) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.server, v.at = server, time.Now()
+	delete(v.failed, server) // reached
 	if info != nil {
 		v.info = *info
 		if len(info.Voters) > 0 {
@@ -704,6 +754,10 @@ func (c *Consensus) followFeeds() {
 				err := c.followFeed(id)
 				if time.Since(start) > feedSilence {
 					wait = 50 * time.Millisecond // it ran: try again at once
+				} else if err != nil && !errors.Is(err, errFeedMove) && !errors.Is(err, errFeedRefused) {
+					// Not reached (a refusal answers at once:
+					// a voter not yet serving, as at the start).
+					c.feed.noteFailed(id)
 				}
 				if err == nil || c.ctx.Err() != nil || !c.Replica() {
 					break
@@ -799,7 +853,7 @@ func (c *Consensus) followFeed(id string) error {
 				return errFeedMove
 			}
 			if time.Since(start) > rebalance {
-				if first := c.orderedVoters(); len(first) > 1 && first[0] != id && c.memberAlive(first[0]) {
+				if first := c.orderedVoters(); len(first) > 1 && first[0] != id && c.memberAlive(first[0]) && !c.feed.failedLately(first[0], c.cfg.FeedRebalance) {
 					// On a voter other than this replica's first
 					// choice (it took over from a dead one, or the
 					// replicas followed a leader that lost its

@@ -293,3 +293,38 @@ func TestRelayTarget(t *testing.T) {
 		})
 	}
 }
+
+// TestFeedMoveBackoff: a replica does not move back to a voter it failed
+// to reach for a while that doubles with each failure in a row, up to
+// feedMoveBackoff, and forgets the failures once it is fed by it.
+func TestFeedMoveBackoff(t *testing.T) {
+	const base = time.Minute
+	var v feedView
+	require.False(t, v.failedLately("a", base))
+	v.noteFailed("a")
+	require.True(t, v.failedLately("a", base))
+	require.False(t, v.failedLately("b", base))
+	age := func(d time.Duration) {
+		v.mu.Lock()
+		f := v.failed["a"]
+		f.at = time.Now().Add(-d)
+		v.failed["a"] = f
+		v.mu.Unlock()
+	}
+	age(base + time.Second)
+	require.False(t, v.failedLately("a", base), "one failure: base")
+	v.noteFailed("a")
+	age(base + time.Second)
+	require.True(t, v.failedLately("a", base), "two in a row: twice base")
+	for range 30 {
+		v.noteFailed("a")
+	}
+	age(feedMoveBackoff - time.Second)
+	require.True(t, v.failedLately("a", base))
+	age(feedMoveBackoff + time.Second)
+	require.False(t, v.failedLately("a", base), "capped")
+
+	v.noteFailed("a")
+	v.heard("a", nil)
+	require.False(t, v.failedLately("a", base), "fed by it: forgotten")
+}

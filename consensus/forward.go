@@ -182,8 +182,10 @@ func (c *Consensus) handleForward(conn net.Conn) {
 	}
 }
 
-// handleRequest executes one request frame. It never forwards further: a
-// server that is not the leader answers not_leader and the caller retries.
+// handleRequest executes one request frame. A server that is not the
+// leader answers not_leader and the caller retries, except for opRelay,
+// which a voter forwards to the leader once (relay; never further: it
+// sends opApply).
 func (c *Consensus) handleRequest(frame []byte) forwardResponse {
 	op, body, err := parseRequest(frame)
 	if err != nil {
@@ -235,9 +237,11 @@ func (c *Consensus) handleRequest(frame []byte) forwardResponse {
 
 // relayTimeout bounds a voter's forward of a replica's write to the
 // leader: within the replica's own bound on the exchange
-// (forwardIOTimeout), so that the voter's answer, even a failure, still
-// reaches it.
-const relayTimeout = forwardIOTimeout - 3*time.Second
+// (forwardIOTimeout) by a LAN's time to answer, so that the voter's
+// answer, even a failure, still reaches it, and otherwise as long as a
+// replica writing to the leader directly would wait (the leader answers
+// not-committed after ApplyTimeout, 10 s by default).
+const relayTimeout = forwardIOTimeout - time.Second
 
 // relay forwards a replica's write to the leader (this voter is not it)
 // and answers what the leader answered. Replicas write through the voter

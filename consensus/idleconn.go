@@ -59,7 +59,9 @@ type idleConn struct {
 // newIdleConn wraps s, a stream dial opened; dial opens the next one.
 func newIdleConn(s net.Conn, dial func(ctx context.Context) (net.Conn, error), idle time.Duration) *idleConn {
 	c := &idleConn{dial: dial, idle: idle, s: s, local: s.LocalAddr(), remote: s.RemoteAddr(), last: time.Now()}
+	c.mu.Lock() // check, when idle is tiny, waits for the timer's field
 	c.timer = time.AfterFunc(idle, c.check)
+	c.mu.Unlock()
 	return c
 }
 
@@ -67,20 +69,26 @@ func newIdleConn(s net.Conn, dial func(ctx context.Context) (net.Conn, error), i
 // when it could be.
 func (c *idleConn) check() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed || c.s == nil {
+		c.mu.Unlock()
 		return
 	}
 	if c.busy > 0 {
 		c.timer.Reset(c.idle)
+		c.mu.Unlock()
 		return
 	}
 	if wait := c.idle - time.Since(c.last); wait > 0 {
 		c.timer.Reset(wait)
+		c.mu.Unlock()
 		return
 	}
-	_ = c.s.Close()
+	s := c.s
 	c.s = nil
+	c.mu.Unlock()
+	// Outside the lock: a close that waits on a stalled session must not
+	// hold up raft setting a deadline on the connection.
+	_ = s.Close()
 }
 
 // stream returns the current stream, opening one first if it was closed

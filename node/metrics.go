@@ -133,7 +133,7 @@ func newMetrics(n *Node) *metrics {
 		Help: "Registry snapshots this node restored from a voter's feed (it was behind what the voter keeps)."},
 		func() float64 { return float64(n.cons.FeedStats().Snapshots) }))
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_registry_writes_relayed_total",
-		Help: "Registry writes of replicas this voter forwarded to the leader (replicas write through the voter that feeds them)."},
+		Help: "Registry writes of replicas this voter forwarded to the leader and had its answer for (replicas write through the voter that feeds them)."},
 		func() float64 { return float64(n.cons.FeedStats().Relayed) }))
 	m.reg.MustRegister(&stateCollector{n: n})
 	return m

@@ -60,8 +60,8 @@ const voterLinksEvery = 5 * time.Second
 // nodes on one 2-core machine the last non-voter heard of the new leader
 // 0.9 s after the election (about 10 ms a follower). A replica (outside
 // raft, consensus.Replica) keeps none: no leader heartbeats it, its feed
-// holds the one connection it needs, and a forwarded write dials the leader
-// when it comes; links from 95 replicas made every voter of 100 nodes hold
+// holds the one connection it needs, and its writes go through that voter
+// (consensus opRelay); links from 95 replicas made every voter of 100 nodes hold
 // 99 connections for nothing.
 func (n *Node) voterLinksLoop() {
 	defer n.wg.Done()

@@ -78,9 +78,10 @@ path), and prints one JSON object per N with (_ms: milliseconds; a
                                        CLI start (a summary past 20 nodes)
   status_json_bytes                    size of that status result
   status_all_api_ms / status_all_json_bytes  the same with --all (every node and worker)
-  rss_bytes / private_bytes            per node, its largest of samples every 5 s over
-                                       --idle; private: without the binary's code,
-                                       which processes on one machine share
+  rss_bytes / private_bytes            per node, its sample of largest RSS, of samples
+                                       every 5 s over --idle; private (of that sample):
+                                       without the binary's code, which processes on
+                                       one machine share
   rss_largest                          the three nodes of largest RSS (name, leader, RSS, private)
   idle_cpu_leader_pct / idle_cpu_follower_pct  the leader's and the followers' CPU at
                                        idle over --idle, % of one core
@@ -280,10 +281,10 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 	time.Sleep(3 * time.Second)
 	cpu0, gossip0 := cpuTimes(cl), gossipSent(ctx, cl)
 	s0 := time.Now()
-	// RSS and private memory: each node's largest over samples every
-	// rssEvery through the idle window, none right after the bench's own
-	// scrape of every node's /metrics (whose garbage a node holds until
-	// its next collection).
+	// RSS and private memory: each node's sample of the largest RSS,
+	// sampled every rssEvery through the idle window (never the instant
+	// after the bench's own scrape of every node's /metrics, whose garbage
+	// a node holds until its next collection).
 	type memSample struct{ rss, private int64 }
 	peak := map[*localcluster.Node]memSample{}
 	every := min(rssEvery, r.idle/2)
@@ -294,9 +295,10 @@ func benchScale(ctx context.Context, r scaleRun) (map[string]any, error) {
 		}
 		time.Sleep(time.Until(next))
 		for _, n := range cl.Nodes {
-			m := peak[n]
-			m.rss, m.private = max(m.rss, n.RSS()), max(m.private, n.PrivateMemory())
-			peak[n] = m
+			// The sample of the largest RSS, its private memory with it.
+			if m := (memSample{n.RSS(), n.PrivateMemory()}); m.rss > peak[n].rss {
+				peak[n] = m
+			}
 		}
 	}
 	cpu1, gossip1 := cpuTimes(cl), gossipSent(ctx, cl)
