@@ -623,17 +623,6 @@ func (v *feedView) drop(server string) {
 	}
 }
 
-// raftQuiet reports whether no raft leader has been in touch with this
-// server for feedSilence (false on the leader itself).
-func (c *Consensus) raftQuiet() bool {
-	r, err := c.running()
-	if err != nil || r.State() == raft.Leader {
-		return false
-	}
-	lc := r.LastContact()
-	return lc.IsZero() || time.Since(lc) > feedSilence
-}
-
 // isVoter reports whether this server counts as a voter: its newest
 // configuration says so, and, unless raft's leader has been in touch
 // within feedSilence, the voters a feed named last include it. A voter
@@ -644,8 +633,8 @@ func (c *Consensus) isVoter() bool {
 	if !c.voter.Load() {
 		return false
 	}
-	if !c.raftQuiet() {
-		return true
+	if !c.Replica() {
+		return true // raft's leader is in touch
 	}
 	v := c.feed.voterList()
 	return len(v) == 0 || slices.Contains(v, c.cfg.LocalID)
@@ -802,7 +791,7 @@ func (c *Consensus) followFeed(id string) error {
 	var label uint64
 	inSnap := false
 	start := time.Now()
-	rebalance := c.feedRebalanceAfter()
+	rebalanceAt := start.Add(c.feedRebalanceAfter())
 	var staleSince time.Time // the voter has said it is stale since
 	for {
 		if !c.Replica() {
@@ -852,7 +841,7 @@ func (c *Consensus) followFeed(id string) error {
 				// so that the leader need not.
 				return errFeedMove
 			}
-			if time.Since(start) > rebalance {
+			if now := time.Now(); now.After(rebalanceAt) {
 				if first := c.orderedVoters(); len(first) > 1 && first[0] != id && c.memberAlive(first[0]) && !c.feed.failedLately(first[0], c.cfg.FeedRebalance) {
 					// On a voter other than this replica's first
 					// choice (it took over from a dead one, or the
@@ -862,7 +851,7 @@ func (c *Consensus) followFeed(id string) error {
 					// fed 80 replicas after an early leader change.
 					return fmt.Errorf("%w: to %s", errFeedMove, first[0])
 				}
-				start = time.Now() // look again a while later
+				rebalanceAt = now.Add(c.feedRebalanceAfter()) // look again a while later
 			}
 		case feedEntriesFrame:
 			es, err := parseFeedEntries(body)
@@ -928,8 +917,13 @@ func (c *Consensus) FeedStats() FeedStats {
 // outside the configuration, or a non-voter of an older leader gone quiet,
 // or a voter that was reaped while away and never learned of its removal,
 // or a voter without a leader, to whom a feed brings nothing but the voters'
-// view). A server that raft's leader replicates to keeps raft's copy.
-// Safe for concurrent use.
+// view). A server that raft's leader replicates to keeps raft's copy; the
+// leader itself is none. Safe for concurrent use.
 func (c *Consensus) Replica() bool {
-	return c.raftQuiet()
+	r, err := c.running()
+	if err != nil || r.State() == raft.Leader {
+		return false
+	}
+	lc := r.LastContact()
+	return lc.IsZero() || time.Since(lc) > feedSilence
 }

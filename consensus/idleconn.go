@@ -44,16 +44,15 @@ type idleConn struct {
 	dial func(ctx context.Context) (net.Conn, error)
 	idle time.Duration
 
-	mu      sync.Mutex
-	s       net.Conn // nil: closed for idleness (or Close)
-	local   net.Addr
-	remote  net.Addr
-	last    time.Time // end of the latest read or write
-	busy    int       // reads and writes in progress
-	closed  bool
-	rd, wd  time.Time // deadlines, applied to a new stream
-	timer   *time.Timer
-	reopens int // streams opened after an idle close (tests)
+	mu     sync.Mutex
+	s      net.Conn // nil: closed for idleness (or Close)
+	local  net.Addr
+	remote net.Addr
+	last   time.Time // end of the latest read or write
+	busy   int       // reads and writes in progress
+	closed bool
+	rd, wd time.Time // deadlines, applied to a new stream
+	timer  *time.Timer
 }
 
 // newIdleConn wraps s, a stream dial opened; dial opens the next one.
@@ -127,7 +126,6 @@ func (c *idleConn) stream(open bool) (net.Conn, error) {
 			continue
 		}
 		c.s = s
-		c.reopens++
 		if !c.rd.IsZero() {
 			_ = s.SetReadDeadline(c.rd)
 		}
