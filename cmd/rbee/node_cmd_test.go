@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -222,4 +223,56 @@ func TestDataDirWithoutHome(t *testing.T) {
 	root.SetOut(io.Discard)
 	root.SetErr(io.Discard)
 	require.ErrorIs(t, root.Execute(), errNoDataDir)
+}
+
+// TestMemProfilingOffUnlessAsked: a node without --mem-profile samples no
+// allocation (its profile gains no record however much it allocates); one
+// with it keeps Go's sampling.
+func TestMemProfilingOffUnlessAsked(t *testing.T) {
+	old := runtime.MemProfileRate
+	t.Cleanup(func() { runtime.MemProfileRate = old })
+
+	setMemProfiling(true)
+	require.Equal(t, old, runtime.MemProfileRate, "--mem-profile keeps the rate")
+
+	// Every sampled allocation counts in its record once published, up to
+	// two collections after it was taken: three settle what came before.
+	sampled := func() int64 {
+		for i := 0; i < 3; i++ {
+			runtime.GC()
+		}
+		recs := make([]runtime.MemProfileRecord, 4096)
+		n, ok := runtime.MemProfile(recs, true)
+		require.True(t, ok)
+		var objs int64
+		for _, r := range recs[:n] {
+			objs += r.AllocObjects
+		}
+		return objs
+	}
+	allocate := func() {
+		var keep [][]byte
+		for i := 0; i < 64; i++ {
+			keep = append(keep, make([]byte, 1<<20))
+		}
+		runtime.KeepAlive(keep)
+	}
+	// Each P samples its next allocation after the rate changes (the
+	// runtime then reads the new rate): at most GOMAXPROCS samples, where
+	// Go's rate takes about one per MB allocated.
+	setMemProfiling(false)
+	require.Zero(t, runtime.MemProfileRate)
+	before := sampled()
+	allocate()
+	allocate()
+	off := sampled() - before
+	require.LessOrEqual(t, off, int64(runtime.GOMAXPROCS(0)), "128 MB allocated with profiling off")
+
+	// The check can fail: with Go's rate, the same allocations are
+	// sampled.
+	runtime.MemProfileRate = old
+	before = sampled()
+	allocate()
+	allocate()
+	require.Greater(t, sampled()-before, int64(32), "128 MB allocated with Go's sampling")
 }
