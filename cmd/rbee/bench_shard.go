@@ -8,10 +8,12 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/rbee-project/rbee/api"
+	"github.com/rbee-project/rbee/internal/membw"
 	"github.com/rbee-project/rbee/node"
 	"github.com/rbee-project/rbee/node/localcluster"
 	"github.com/rbee-project/rbee/worker"
@@ -98,6 +100,7 @@ func headInfo(ctx context.Context, n *localcluster.Node, workerID string) (worke
 func newBenchShardCmd(g *globals) *cobra.Command {
 	var model, mode string
 	var shards, threads, rounds, promptWords, genTokens int
+	var probe time.Duration
 	cmd := &cobra.Command{
 		Use:   "shard --model M",
 		Short: "Generation and prompt-processing tokens/s of a sharded group (one rbee node process per shard on loopback) against one unsharded worker, the time per layer spent in the exchanges, and how the head reached the other shards (links: redirected to their stage ports, bridged through the nodes); JSON",
@@ -106,8 +109,11 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 			if model == "" {
 				return fmt.Errorf("--model is required (a GGUF path or a model reference)")
 			}
-			if shards < 2 || rounds < 1 || promptWords < 1 || genTokens < 1 {
-				return fmt.Errorf("--shards must be 2 or more, --rounds, --prompt-words and --gen-tokens 1 or more")
+			if shards < 2 || rounds < 1 || promptWords < 1 || genTokens < 1 || threads < 1 {
+				return fmt.Errorf("--shards must be 2 or more, --rounds, --prompt-words, --gen-tokens and --threads 1 or more")
+			}
+			if probe < 0 {
+				return fmt.Errorf("--memory-probe must be 0 (off) or more")
 			}
 			ctx := cmd.Context()
 			cl, cleanup, err := startBenchCluster(ctx, shards)
@@ -155,9 +161,29 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("group head info: %w", err)
 			}
+			// What the machine's memory gives: the single worker's threads
+			// streaming at once, then every shard's, measured before each
+			// round (see internal/membw: on a shared VM it changes from
+			// minute to minute, and the group's ratio with it).
+			var mem *membw.Probe
+			if probe > 0 {
+				if mem, err = membw.New(shards*threads, membw.DefaultBytes); err != nil {
+					return err
+				}
+			}
+			var memRounds []membw.Scaling
 			one := shardSide{WorkerID: single.WorkerID}
 			grp := shardSide{WorkerID: group.WorkerID}
 			for r := 0; r < rounds; r++ {
+				memNote := ""
+				if mem != nil {
+					sc, err := mem.Scale(ctx, threads, shards*threads, probe)
+					if err != nil {
+						return fmt.Errorf("memory probe: %w", err)
+					}
+					memRounds = append(memRounds, sc)
+					memNote = fmt.Sprintf("; memory %.1f GB/s with %d thread(s), %.2f× that with %d", sc.From.BytesPerSecond/1e9, threads, sc.Ratio, shards*threads)
+				}
 				a, err := measure(single.WorkerID, 2*r)
 				if err != nil {
 					return err
@@ -167,7 +193,7 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 					return err
 				}
 				one.Rounds, grp.Rounds = append(one.Rounds, a), append(grp.Rounds, b)
-				fmt.Fprintf(os.Stderr, "round %d: single gen %.2f tok/s pp %.2f tok/s; group gen %.2f tok/s pp %.2f tok/s\n", r+1, a.GenTPS, a.PromptTPS, b.GenTPS, b.PromptTPS)
+				fmt.Fprintf(os.Stderr, "round %d: single gen %.2f tok/s pp %.2f tok/s; group gen %.2f tok/s pp %.2f tok/s (%.2f×)%s\n", r+1, a.GenTPS, a.PromptTPS, b.GenTPS, b.PromptTPS, ratio(b.GenTPS, a.GenTPS), memNote)
 			}
 			after, err := headInfo(ctx, head, group.WorkerID)
 			if err != nil {
@@ -198,14 +224,23 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 					links[m.key] = v
 				}
 			}
-			return printJSON(cmd.OutOrStdout(), map[string]any{
+			out := map[string]any{
 				"benchmark": "shard", "model": model, "mode": mode, "shards": shards, "threads": threads, "links": links,
 				"prompt_tokens": grp.Rounds[0].TokensIn, "gen_tokens": genTokens, "rounds": rounds,
 				"single": one, "group": grp, "group_id": group.Group.ID, "split": group.Group.Shards,
-				"ratio":     map[string]float64{"gen": ratio(grp.GenTPS, one.GenTPS), "pp": ratio(grp.PromptTPS, one.PromptTPS)},
-				"exchanges": ex,
-				"note":      "exchange times are the head's: time in exchanges per layer, waiting for the other shards' compute included; stage_compute_ms is what pipeline stages report (0 for a tensor group)",
-			})
+				"ratio":        map[string]float64{"gen": ratio(grp.GenTPS, one.GenTPS), "pp": ratio(grp.PromptTPS, one.PromptTPS)},
+				"round_ratios": roundRatios(one.Rounds, grp.Rounds),
+				"exchanges":    ex,
+				"note":         "exchange times are the head's: time in exchanges per layer, waiting for the other shards' compute included; stage_compute_ms is what pipeline stages report (0 for a tensor group); memory.rounds[i] was measured just before round i, ratio is what the memory allowed the group over the single worker then",
+			}
+			if len(memRounds) > 0 {
+				ratios := make([]float64, len(memRounds))
+				for i, m := range memRounds {
+					ratios[i] = m.Ratio
+				}
+				out["memory"] = map[string]any{"probe_seconds": probe.Seconds(), "rounds": memRounds, "ratio": median(ratios)}
+			}
+			return printJSON(cmd.OutOrStdout(), out)
 		},
 	}
 	f := cmd.Flags()
@@ -216,5 +251,18 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 	f.IntVar(&rounds, "rounds", 3, "measured requests per side")
 	f.IntVar(&promptWords, "prompt-words", 48, "words of each prompt")
 	f.IntVar(&genTokens, "gen-tokens", 32, "tokens generated per request")
+	f.DurationVar(&probe, "memory-probe", 300*time.Millisecond, "before each round, how long to measure the memory bandwidth of the single worker's threads and of every shard's threads at once (what the machine allows the group; 0: off)")
 	return cmd
+}
+
+// roundRatios is each round's group generation rate over the single
+// worker's of the same round.
+func roundRatios(single, group []shardRun) []float64 {
+	out := make([]float64, 0, len(group))
+	for i := range group {
+		if i < len(single) {
+			out = append(out, ratio(group[i].GenTPS, single[i].GenTPS))
+		}
+	}
+	return out
 }
