@@ -485,12 +485,13 @@ func (c *Consensus) Start(ctx context.Context) error {
 	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener(), idle: c.cfg.RaftConnIdle}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: sl,
-		// Two connections a peer: a heartbeat and a replication RPC run
-		// at once (there is no pipeline, see heartbeatThrottle). A third,
-		// opened while a vote or a snapshot overlapped them, is closed
-		// when it comes back instead of keeping raft's 256 KB send buffer
-		// in the pool for as long as the transport lives.
-		MaxPool: 2,
+		// One connection a peer: a follower's heartbeats and appends
+		// take turns on it (lanes, see heartbeatThrottle; there is no
+		// pipeline). One opened while a vote, a snapshot or a heartbeat
+		// that left a slow append's lane overlapped it is closed when it
+		// comes back, instead of keeping raft's 256 KB send buffer in the
+		// pool for as long as the transport lives.
+		MaxPool: 1,
 		Timeout: raftRPCTimeout,
 		Logger:  newHCLogger(c.log, "raft-net"),
 	})

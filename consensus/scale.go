@@ -100,19 +100,21 @@ const idleAppendCheck = 10 * time.Second
 //     "Voters first" in commitwait.go); what it carried counts as
 //     acknowledged, so the next idle append need not repeat it;
 //   - no follower gets a pipeline (see AppendEntriesPipeline);
-//   - appends to one non-voter, heartbeats and replication, go one at a
+//   - appends to one follower, heartbeats and replication, go one at a
 //     time (lanes): raft's heartbeat and replication goroutines for a
 //     follower each hold a pooled connection while their RPC runs, and
-//     hashicorp/raft gives every connection a 256 KB send buffer. With
-//     the batched waits both goroutines of a non-voter often send at the
-//     same moment, so the leader kept two connections, 512 KB, per
-//     non-voter. In turn they share one. A heartbeat waits behind an
-//     append at most laneWait (a non-voter counts an append as contact
-//     only once it has processed it), then goes on a connection of its
-//     own as raft would send it; raft then keeps that one pooled too
-//     (measured at 100 nodes: 185 send buffers for 99 followers).
-//     Snapshots go their own way, as in raft; voters keep raft's
-//     concurrency;
+//     hashicorp/raft gives every connection a 256 KB send buffer for as
+//     long as it stays in the pool. With the batched waits both
+//     goroutines of a non-voter often send at the same moment, so the
+//     leader kept two connections, 512 KB, per non-voter (measured at
+//     100 nodes: 185 send buffers for 99 followers); with replicas out of
+//     raft, the leader of 100 nodes still kept two per voter, 2 MB of its
+//     5.6 MB live heap. In turn they share one, and the pool keeps one
+//     (MaxPool 1). A heartbeat waits behind an append at most laneWait
+//     (non-voter: it counts an append as contact only once it has
+//     processed it) or voterLaneWait (voter), then goes on a connection
+//     of its own as raft would send it, closed when it comes back.
+//     Snapshots and votes go their own way, as in raft;
 //   - a voter's heartbeats go at raft's rate, but its idle appends are
 //     answered here too, only while an RPC to the voter succeeded within
 //     voterFresh (raft counts every answer from a voter as contact for
@@ -128,12 +130,13 @@ const idleAppendCheck = 10 * time.Second
 // its samples; heartbeats 5% once spaced).
 type heartbeatThrottle struct {
 	*raft.NetworkTransport
-	every   time.Duration // nonvoterHeartbeatEvery
-	batch   time.Duration // every / nonvoterBatches
-	fresh   time.Duration // voterFresh
-	holdMax time.Duration // commitHoldMax
-	done    <-chan struct{}
-	commits *commitWatch
+	every     time.Duration // nonvoterHeartbeatEvery
+	batch     time.Duration // every / nonvoterBatches
+	fresh     time.Duration // voterFresh
+	voterWait time.Duration // voterLaneWait
+	holdMax   time.Duration // commitHoldMax
+	done      <-chan struct{}
+	commits   *commitWatch
 
 	nonvoters atomic.Pointer[map[raft.ServerID]bool]
 	answered  atomic.Uint64 // idle appends answered without an RPC
@@ -147,13 +150,13 @@ type heartbeatThrottle struct {
 	lastIdle   map[raft.ServerID]time.Time     // when the last empty append really went to each server
 	lastOK     map[raft.ServerID]time.Time     // when an RPC to each server last succeeded
 	commit     map[raft.ServerID]uint64        // the newest commit index each server acknowledged
-	lanes      map[raft.ServerID]chan struct{} // a token for the append in flight to each non-voter
+	lanes      map[raft.ServerID]chan struct{} // a token for the append in flight to each follower
 }
 
 func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
 	every := nonvoterHeartbeatEvery(heartbeatTimeout)
 	h := &heartbeatThrottle{NetworkTransport: t, every: every, batch: every / nonvoterBatches,
-		fresh: voterFresh(heartbeatTimeout), holdMax: commitHoldMax(heartbeatTimeout), done: done, commits: newCommitWatch(),
+		fresh: voterFresh(heartbeatTimeout), voterWait: voterLaneWait(heartbeatTimeout), holdMax: commitHoldMax(heartbeatTimeout), done: done, commits: newCommitWatch(),
 		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, lastOK: map[raft.ServerID]time.Time{},
 		commit: map[raft.ServerID]uint64{}, lanes: map[raft.ServerID]chan struct{}{}, stored: make(chan struct{})}
 	h.setServers(nil, 0)
@@ -394,10 +397,12 @@ func (h *heartbeatThrottle) AppendEntries(id raft.ServerID, target raft.ServerAd
 // it), the commit index it acknowledged; a failed one forgets that (the
 // follower may have restarted), so its next idle append is sent.
 func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	wait := h.voterWait
 	if h.nonvoter(id) {
-		if release := h.enterLane(id, isHeartbeat(args)); release != nil {
-			defer release()
-		}
+		wait = laneWait(h.every)
+	}
+	if release := h.enterLane(id, isHeartbeat(args), wait); release != nil {
+		defer release()
 	}
 	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
 	h.mu.Lock()
@@ -437,11 +442,12 @@ func (h *heartbeatThrottle) contact(id string) (age, every time.Duration, ok boo
 }
 
 // enterLane waits for server id's lane and returns what releases it. A
-// heartbeat waits at most laneWait and then goes without the lane (nil):
-// an append that takes that long must not also delay the follower's
-// heartbeats, which keep it from dropping the leader. Lanes are kept for
+// heartbeat waits at most wait (laneWait for a non-voter, voterLaneWait
+// for a voter) and then goes without the lane (nil): an append that takes
+// that long must not also delay the follower's heartbeats, which keep it
+// from dropping the leader and the leader's lease. Lanes are kept for
 // servers that left: one small channel each.
-func (h *heartbeatThrottle) enterLane(id raft.ServerID, heartbeat bool) (release func()) {
+func (h *heartbeatThrottle) enterLane(id raft.ServerID, heartbeat bool, wait time.Duration) (release func()) {
 	h.mu.Lock()
 	l := h.lanes[id]
 	if l == nil {
@@ -454,7 +460,12 @@ func (h *heartbeatThrottle) enterLane(id raft.ServerID, heartbeat bool) (release
 		l <- struct{}{}
 		return release
 	}
-	t := time.NewTimer(laneWait(h.every))
+	select {
+	case l <- struct{}{}:
+		return release
+	default:
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case l <- struct{}{}:
@@ -469,6 +480,17 @@ func (h *heartbeatThrottle) enterLane(id raft.ServerID, heartbeat bool) (release
 // non-voter sees (at most about every + every/8 with the batching) stays
 // well inside its heartbeat timeout (2× every).
 func laneWait(every time.Duration) time.Duration { return every / 4 }
+
+// voterLaneWait is how long a heartbeat to a voter waits behind an append
+// in flight: a twentieth of the heartbeat timeout (20 ms on lan), far
+// inside the 40–80 ms raft leaves between heartbeats and the lease's 400
+// ms, and longer than an append takes on a LAN (a few ms with the
+// follower's fsync), so that most of the time the two share one
+// connection. Past it the heartbeat goes on a connection of its own, as
+// raft sends it, which is then closed (MaxPool 1): an append held up by a
+// slow disk does not hold back the heartbeats that keep the leader's
+// lease.
+func voterLaneWait(heartbeatTimeout time.Duration) time.Duration { return heartbeatTimeout / 20 }
 
 // suffrageCheckEvery: how often a server reads its latest configuration to
 // learn whether it is a non-voter (and to tell its throttle who is). A

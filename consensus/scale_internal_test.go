@@ -391,12 +391,11 @@ func TestBatchedWaitsEndTogether(t *testing.T) {
 	}
 }
 
-// RPCs to a non-voter go one at a time, so raft's heartbeat and
-// replication goroutines for it share one pooled connection (each
-// connection has a 256 KB send buffer); to a voter they overlap as raft
-// sends them. The follower here holds every RPC for a while and counts
-// how many it holds at once.
-func TestNonvoterRPCsOneAtATime(t *testing.T) {
+// RPCs to a follower, voter or not, go one at a time, so raft's heartbeat
+// and replication goroutines for it share one pooled connection (each
+// connection has a 256 KB send buffer). The follower here holds every RPC
+// for a while and counts how many it holds at once.
+func TestRPCsOneAtATime(t *testing.T) {
 	leader, follower := tcpTransport(t), tcpTransport(t)
 	var inFlight, most atomic.Int64
 	consume(t, follower, func(rpc raft.RPC) {
@@ -434,14 +433,21 @@ func TestNonvoterRPCsOneAtATime(t *testing.T) {
 		return most.Load()
 	}
 	require.EqualValues(t, 1, run(raft.Nonvoter), "one RPC at a time to a non-voter")
-	require.Greater(t, run(raft.Voter), int64(1), "RPCs to a voter overlap")
+	require.EqualValues(t, 1, run(raft.Voter), "one RPC at a time to a voter")
 }
 
-// A heartbeat to a non-voter waits behind an append in flight only
-// laneWait, then goes on a connection of its own: an append that takes
-// long must not also hold back the heartbeats that keep the non-voter
-// from dropping the leader.
-func TestNonvoterHeartbeatLeavesSlowLane(t *testing.T) {
+// A heartbeat to a follower waits behind an append in flight only
+// laneWait (non-voter) or voterLaneWait (voter), then goes on a
+// connection of its own: an append that takes long must not also hold
+// back the heartbeats that keep the follower from dropping the leader,
+// and a voter's answers the leader's lease.
+func TestHeartbeatLeavesSlowLane(t *testing.T) {
+	for _, suffrage := range []raft.ServerSuffrage{raft.Nonvoter, raft.Voter} {
+		t.Run(suffrage.String(), func(t *testing.T) { heartbeatLeavesSlowLane(t, suffrage) })
+	}
+}
+
+func heartbeatLeavesSlowLane(t *testing.T, suffrage raft.ServerSuffrage) {
 	const ht = 100 * time.Millisecond
 	leader, follower := tcpTransport(t), tcpTransport(t)
 	// The follower holds the append until the test lets it go, so the
@@ -462,7 +468,7 @@ func TestNonvoterHeartbeatLeavesSlowLane(t *testing.T) {
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
 	h := newHeartbeatThrottle(leader, ht, done)
-	h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: raft.Nonvoter}}, 0)
+	h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: suffrage}}, 0)
 	appended := make(chan error, 1)
 	go func() {
 		var resp raft.AppendEntriesResponse
