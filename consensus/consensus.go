@@ -487,9 +487,9 @@ func (c *Consensus) Start(ctx context.Context) error {
 		Stream: sl,
 		// One connection a peer: a follower's heartbeats and appends
 		// take turns on it (lanes, see heartbeatThrottle; there is no
-		// pipeline). One opened while a vote, a snapshot or a heartbeat
-		// that left a slow append's lane overlapped it is closed when it
-		// comes back, instead of keeping raft's 256 KB send buffer in the
+		// pipeline). When a snapshot, or a heartbeat that left a slow
+		// append's lane, needs a second, the one that comes back second
+		// is closed instead of keeping raft's 256 KB send buffer in the
 		// pool for as long as the transport lives.
 		MaxPool: 1,
 		Timeout: raftRPCTimeout,
@@ -713,7 +713,21 @@ func (c *Consensus) Stats() map[string]string {
 	out["bootstrap"] = c.bootstrap.Load().(string)
 	out["leader_id"] = c.LeaderID()
 	out["leader_changes"] = strconv.FormatUint(c.leaderChanges.Load(), 10)
+	if t := c.throttle; t != nil {
+		out["heartbeats_past_lane"] = strconv.FormatUint(t.pastLane.Load(), 10)
+	}
 	return out
+}
+
+// HeartbeatsPastLane returns how many heartbeats this server, as leader,
+// sent on a connection of their own because an append to the same
+// follower was still in flight after voterLaneWait (laneWait for a
+// non-voter): each opens a raft stream for one RPC.
+func (c *Consensus) HeartbeatsPastLane() uint64 {
+	if t := c.throttle; t != nil {
+		return t.pastLane.Load()
+	}
+	return 0
 }
 
 // LeaderChanges returns how many times this server saw a new leader.

@@ -133,7 +133,9 @@ func TestOneRaftConnectionPerFollower(t *testing.T) {
 		burst(t, leader, 100*b)
 		time.Sleep(50 * time.Millisecond) // a heartbeat or two between bursts
 	}
-	require.Equal(t, leader, cl.waitLeader(), "the leader stayed")
+	// The leader now (on a loaded machine it may have changed; the new
+	// one's connections are counted the same way).
+	leader = cl.waitLeader()
 	last := map[string]int{}
 	ok := assert.Eventually(t, func() bool {
 		done := true

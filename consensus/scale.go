@@ -113,8 +113,10 @@ const idleAppendCheck = 10 * time.Second
 //     (MaxPool 1). A heartbeat waits behind an append at most laneWait
 //     (non-voter: it counts an append as contact only once it has
 //     processed it) or voterLaneWait (voter), then goes on a connection
-//     of its own as raft would send it, closed when it comes back.
-//     Snapshots and votes go their own way, as in raft;
+//     of its own as raft would send it; whichever of the two connections
+//     comes back second is closed. Snapshots and votes go their own way,
+//     as in raft (a vote's connection is pooled when the pool is empty, a
+//     snapshot's always closed);
 //   - a voter's heartbeats go at raft's rate, but its idle appends are
 //     answered here too, only while an RPC to the voter succeeded within
 //     voterFresh (raft counts every answer from a voter as contact for
@@ -123,8 +125,9 @@ const idleAppendCheck = 10 * time.Second
 //     half voterFresh, and sent for real if the contact went stale
 //     meanwhile.
 //
-// Votes, appends with entries to voters or with a newer commit index, and
-// snapshots pass unchanged.
+// Votes and snapshots pass unchanged; appends with entries to voters or
+// with a newer commit index pass unchanged but for their turn in the
+// lane.
 // Measured with `rbee bench scale` at 30 nodes, the CPU profile of the
 // leader was raft's replication to followers (commit-index appends, 15% of
 // its samples; heartbeats 5% once spaced).
@@ -140,6 +143,7 @@ type heartbeatThrottle struct {
 
 	nonvoters atomic.Pointer[map[raft.ServerID]bool]
 	answered  atomic.Uint64 // idle appends answered without an RPC
+	pastLane  atomic.Uint64 // heartbeats that went without waiting longer for their lane
 
 	mu         sync.Mutex
 	cfgIndex   uint64                          // the log index of the configuration in nonvoters
@@ -401,10 +405,14 @@ func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, ar
 	if h.nonvoter(id) {
 		wait = laneWait(h.every)
 	}
-	if release := h.enterLane(id, isHeartbeat(args), wait); release != nil {
+	release, err := h.enterLane(id, isHeartbeat(args), wait)
+	if err != nil {
+		return err
+	}
+	if release != nil {
 		defer release()
 	}
-	err := h.NetworkTransport.AppendEntries(id, target, args, resp)
+	err = h.NetworkTransport.AppendEntries(id, target, args, resp)
 	h.mu.Lock()
 	if err != nil || !resp.Success {
 		delete(h.commit, id)
@@ -443,11 +451,13 @@ func (h *heartbeatThrottle) contact(id string) (age, every time.Duration, ok boo
 
 // enterLane waits for server id's lane and returns what releases it. A
 // heartbeat waits at most wait (laneWait for a non-voter, voterLaneWait
-// for a voter) and then goes without the lane (nil): an append that takes
-// that long must not also delay the follower's heartbeats, which keep it
-// from dropping the leader and the leader's lease. Lanes are kept for
-// servers that left: one small channel each.
-func (h *heartbeatThrottle) enterLane(id raft.ServerID, heartbeat bool, wait time.Duration) (release func()) {
+// for a voter) and then goes without the lane (nil release, counted in
+// pastLane): an append that takes that long must not also delay the
+// follower's heartbeats, which keep it from dropping the leader and the
+// leader's lease. It returns raft.ErrTransportShutdown when the server
+// closes while it waits. Lanes are kept for servers that left: one small
+// channel each.
+func (h *heartbeatThrottle) enterLane(id raft.ServerID, heartbeat bool, wait time.Duration) (release func(), err error) {
 	h.mu.Lock()
 	l := h.lanes[id]
 	if l == nil {
@@ -456,22 +466,29 @@ func (h *heartbeatThrottle) enterLane(id raft.ServerID, heartbeat bool, wait tim
 	}
 	h.mu.Unlock()
 	release = func() { <-l }
-	if !heartbeat {
-		l <- struct{}{}
-		return release
-	}
 	select {
 	case l <- struct{}{}:
-		return release
+		return release, nil
 	default:
+	}
+	if !heartbeat {
+		select {
+		case l <- struct{}{}:
+			return release, nil
+		case <-h.done:
+			return nil, raft.ErrTransportShutdown
+		}
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case l <- struct{}{}:
-		return release
+		return release, nil
 	case <-t.C:
-		return nil
+		h.pastLane.Add(1)
+		return nil, nil
+	case <-h.done:
+		return nil, raft.ErrTransportShutdown
 	}
 }
 
@@ -482,15 +499,16 @@ func (h *heartbeatThrottle) enterLane(id raft.ServerID, heartbeat bool, wait tim
 func laneWait(every time.Duration) time.Duration { return every / 4 }
 
 // voterLaneWait is how long a heartbeat to a voter waits behind an append
-// in flight: a twentieth of the heartbeat timeout (20 ms on lan), far
-// inside the 40–80 ms raft leaves between heartbeats and the lease's 400
-// ms, and longer than an append takes on a LAN (a few ms with the
-// follower's fsync), so that most of the time the two share one
-// connection. Past it the heartbeat goes on a connection of its own, as
-// raft sends it, which is then closed (MaxPool 1): an append held up by a
-// slow disk does not hold back the heartbeats that keep the leader's
-// lease.
-func voterLaneWait(heartbeatTimeout time.Duration) time.Duration { return heartbeatTimeout / 20 }
+// in flight: a tenth of the heartbeat timeout (40 ms on lan). Raft sends a
+// voter a heartbeat every HT/10 to HT/5 (40–80 ms), so the largest gap
+// the voter sees grows to about 120 ms, far inside its 400 ms timeout and
+// the leader's 400 ms lease; and most appends end sooner (a registry
+// write took 5–40 ms at 100 nodes on the 2-core VM, the follower's fsync
+// included), so most of the time the two share one connection. Past it
+// the heartbeat goes on a connection of its own, as raft sends it, and
+// whichever of the two comes back second is closed (MaxPool 1): an append
+// held up by a slow disk does not hold back the heartbeats.
+func voterLaneWait(heartbeatTimeout time.Duration) time.Duration { return heartbeatTimeout / 10 }
 
 // suffrageCheckEvery: how often a server reads its latest configuration to
 // learn whether it is a non-voter (and to tell its throttle who is). A

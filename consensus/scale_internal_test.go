@@ -448,7 +448,13 @@ func TestHeartbeatLeavesSlowLane(t *testing.T) {
 }
 
 func heartbeatLeavesSlowLane(t *testing.T, suffrage raft.ServerSuffrage) {
-	const ht = 100 * time.Millisecond
+	// Long enough that the two waits tell apart: a voter's 200 ms, a
+	// non-voter's 2.5 s (longer than a voter's lease would be).
+	const ht = 2 * time.Second
+	wantWait := voterLaneWait(ht)
+	if suffrage == raft.Nonvoter {
+		wantWait = laneWait(nonvoterHeartbeatEvery(ht))
+	}
 	leader, follower := tcpTransport(t), tcpTransport(t)
 	// The follower holds the append until the test lets it go, so the
 	// heartbeat can only come back past the append if it left the lane.
@@ -476,6 +482,7 @@ func heartbeatLeavesSlowLane(t *testing.T, suffrage raft.ServerSuffrage) {
 	}()
 	<-appendIn
 	beat := make(chan error, 1)
+	start := time.Now()
 	go func() {
 		var resp raft.AppendEntriesResponse
 		err := h.AppendEntries("f", follower.LocalAddr(), &raft.AppendEntriesRequest{Term: 1}, &resp)
@@ -487,9 +494,45 @@ func heartbeatLeavesSlowLane(t *testing.T, suffrage raft.ServerSuffrage) {
 	select {
 	case err := <-beat:
 		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
+	case <-time.After(wantWait + 5*time.Second):
 		t.Fatal("the heartbeat waited for the append in flight")
 	}
+	took := time.Since(start)
+	require.GreaterOrEqual(t, took, wantWait, "the heartbeat first waited for its lane")
+	if suffrage == raft.Voter {
+		require.Less(t, took, laneWait(nonvoterHeartbeatEvery(ht)), "a voter's heartbeat waits less than a non-voter's")
+	}
+	require.EqualValues(t, 1, h.pastLane.Load())
 	close(letGo)
 	require.NoError(t, <-appended)
+}
+
+// An append waiting for its lane gives up when the server closes: it does
+// not hold raft's shutdown behind an RPC in flight to a dead follower.
+func TestLaneWaitEndsWithShutdown(t *testing.T) {
+	leader, follower := tcpTransport(t), tcpTransport(t)
+	done := make(chan struct{})
+	h := newHeartbeatThrottle(leader, time.Second, done)
+	h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: raft.Voter}}, 0)
+	release, err := h.enterLane("f", false, 0) // an append in flight
+	require.NoError(t, err)
+	require.NotNil(t, release)
+	waited := make(chan error, 1)
+	go func() {
+		var resp raft.AppendEntriesResponse
+		waited <- h.AppendEntries("f", follower.LocalAddr(), &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 5, PrevLogTerm: 1, LeaderCommitIndex: 3}, &resp)
+	}()
+	select {
+	case err := <-waited:
+		t.Fatalf("the append went past the lane: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(done)
+	select {
+	case err := <-waited:
+		require.ErrorIs(t, err, raft.ErrTransportShutdown)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the append still waits for its lane after shutdown")
+	}
+	release()
 }

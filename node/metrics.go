@@ -135,6 +135,9 @@ func newMetrics(n *Node) *metrics {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_registry_writes_relayed_total",
 		Help: "Registry writes of replicas this voter forwarded to the leader and had its answer for (replicas write through the voter that feeds them)."},
 		func() float64 { return float64(n.cons.FeedStats().Relayed) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rbee_raft_heartbeats_past_lane_total",
+		Help: "Heartbeats this node sent as raft leader on a raft connection of their own, because an append to the same follower was still in flight after the lane wait (40 ms on lan)."},
+		func() float64 { return float64(n.cons.HeartbeatsPastLane()) }))
 	m.reg.MustRegister(&stateCollector{n: n})
 	return m
 }

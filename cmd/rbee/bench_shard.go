@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -109,8 +110,8 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 			if model == "" {
 				return fmt.Errorf("--model is required (a GGUF path or a model reference)")
 			}
-			if shards < 2 || rounds < 1 || promptWords < 1 || genTokens < 1 || threads < 1 {
-				return fmt.Errorf("--shards must be 2 or more, --rounds, --prompt-words, --gen-tokens and --threads 1 or more")
+			if shards < 2 || rounds < 1 || promptWords < 1 || genTokens < 1 {
+				return fmt.Errorf("--shards must be 2 or more, --rounds, --prompt-words and --gen-tokens 1 or more")
 			}
 			if probe < 0 {
 				return fmt.Errorf("--memory-probe must be 0 (off) or more")
@@ -165,9 +166,16 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 			// streaming at once, then every shard's, measured before each
 			// round (see internal/membw: on a shared VM it changes from
 			// minute to minute, and the group's ratio with it).
+			// A worker's threads: --threads, or (0) one a core.
+			from := threads
+			if from < 1 {
+				from = runtime.NumCPU()
+			}
+			// More threads than the cores only share CPU time.
+			to := min(shards*from, runtime.GOMAXPROCS(0))
 			var mem *membw.Probe
-			if probe > 0 {
-				if mem, err = membw.New(shards*threads, membw.DefaultBytes); err != nil {
+			if probe > 0 && to > from {
+				if mem, err = membw.New(to, membw.DefaultBytes); err != nil {
 					return err
 				}
 			}
@@ -177,12 +185,12 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 			for r := 0; r < rounds; r++ {
 				memNote := ""
 				if mem != nil {
-					sc, err := mem.Scale(ctx, threads, shards*threads, probe)
+					sc, err := mem.Scale(ctx, from, to, probe)
 					if err != nil {
 						return fmt.Errorf("memory probe: %w", err)
 					}
 					memRounds = append(memRounds, sc)
-					memNote = fmt.Sprintf("; memory %.1f GB/s with %d thread(s), %.2f× that with %d", sc.From.BytesPerSecond/1e9, threads, sc.Ratio, shards*threads)
+					memNote = fmt.Sprintf("; memory %.1f GB/s with %d thread(s), %.2f× that with %d", sc.From.BytesPerSecond/1e9, from, sc.Ratio, to)
 				}
 				a, err := measure(single.WorkerID, 2*r)
 				if err != nil {
@@ -251,7 +259,7 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 	f.IntVar(&rounds, "rounds", 3, "measured requests per side")
 	f.IntVar(&promptWords, "prompt-words", 48, "words of each prompt")
 	f.IntVar(&genTokens, "gen-tokens", 32, "tokens generated per request")
-	f.DurationVar(&probe, "memory-probe", 300*time.Millisecond, "before each round, how long to measure the memory bandwidth of the single worker's threads and of every shard's threads at once (what the machine allows the group; 0: off)")
+	f.DurationVar(&probe, "memory-probe", 300*time.Millisecond, "before each round, how long to measure the memory bandwidth of the single worker's threads and of every shard's threads at once, up to one a core (what the machine allows the group; 0: off)")
 	return cmd
 }
 

@@ -168,7 +168,6 @@ func TestBadShardFlags(t *testing.T) {
 		{[]string{"bench", "shard", "--model", "m.gguf", "--rounds", "0"}, "--rounds"},
 		{[]string{"bench", "shard", "--model", "m.gguf", "--shards", "1"}, "--shards must be 2"},
 		{[]string{"bench", "shard", "--model", "m.gguf", "--gen-tokens", "0"}, "--gen-tokens"},
-		{[]string{"bench", "shard", "--model", "m.gguf", "--threads", "0"}, "--threads 1 or more"},
 		{[]string{"bench", "shard", "--model", "m.gguf", "--memory-probe", "-1s"}, "--memory-probe must be 0"},
 		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "1"}, "--nodes must be 0 (a worker alone) or 2 or more"},
 		{[]string{"bench", "serve", "--model", "m.gguf", "--nodes", "-2"}, "--nodes must be 0"},

@@ -20,10 +20,11 @@ import (
 	"time"
 )
 
-// DefaultBytes is each thread's buffer: a few times a server CPU's last
-// level cache (32 MiB on the VM above), so that every pass reads memory,
-// not cache.
-const DefaultBytes = 128 << 20
+// DefaultBytes is each thread's buffer: twice the last level cache of
+// the VM above (32 MiB), so that every pass reads memory, not cache,
+// while the probe's threads together hold far less than a model's
+// weights (a probe lives as long as the benchmark that runs it).
+const DefaultBytes = 64 << 20
 
 // minBytes: below this a pass is too short to time and may sit in cache.
 const minBytes = 1 << 20
@@ -59,13 +60,18 @@ func New(threads, bytes int) (*Probe, error) {
 // Result is one measurement.
 type Result struct {
 	Threads int `json:"threads"`
+	// Bytes is what all threads read; each reads its whole buffer at
+	// least once.
+	Bytes int64 `json:"bytes"`
 	// BytesPerSecond is all threads together.
 	BytesPerSecond float64 `json:"bytes_per_second"`
 }
 
 // Measure streams with threads threads at once (at most the probe's) for
-// about d, each on an OS thread of its own, and returns their total rate.
-// It returns early with ctx's error when ctx ends.
+// about d and returns their total rate. Each is locked to an OS thread;
+// they run at the same time only as far as GOMAXPROCS and the machine's
+// cores allow, so threads beyond those measure shared CPU time, not
+// memory. It returns early with ctx's error when ctx ends.
 func (p *Probe) Measure(ctx context.Context, threads int, d time.Duration) (Result, error) {
 	if threads < 1 || threads > len(p.bufs) {
 		return Result{}, ErrBadConfig
@@ -89,7 +95,7 @@ func (p *Probe) Measure(ctx context.Context, threads int, d time.Duration) (Resu
 			t0 := time.Now()
 			var n int64
 			var sum uint64
-			for time.Since(t0) < d && ctx.Err() == nil {
+			for n == 0 || time.Since(t0) < d && ctx.Err() == nil {
 				sum ^= xorAll(b)
 				n += int64(len(b)) * 8
 			}
@@ -103,6 +109,7 @@ func (p *Probe) Measure(ctx context.Context, threads int, d time.Duration) (Resu
 	}
 	r := Result{Threads: threads}
 	for _, o := range outs {
+		r.Bytes += o.bytes
 		if o.took > 0 {
 			r.BytesPerSecond += float64(o.bytes) / o.took.Seconds()
 		}

@@ -22,11 +22,18 @@ func TestMeasure(t *testing.T) {
 		r, err := p.Measure(context.Background(), threads, 20*time.Millisecond)
 		require.NoError(t, err)
 		require.Equal(t, threads, r.Threads)
-		// At least one pass of every thread's buffer was read: a rate
-		// above zero and below anything a memory bus does (1 TB/s).
+		// Whole passes over every thread's buffer (1 MiB each), at least
+		// one each, at a rate below anything a memory bus does (1 TB/s).
+		require.GreaterOrEqual(t, r.Bytes, int64(threads*minBytes))
+		require.Zero(t, r.Bytes%minBytes, "whole buffers read")
 		require.Greater(t, r.BytesPerSecond, 0.0)
 		require.Less(t, r.BytesPerSecond, 1e12)
 	}
+	// However short the time, each thread reads its buffer once: the
+	// count is exact.
+	r, err := p.Measure(context.Background(), 2, 0)
+	require.NoError(t, err)
+	require.EqualValues(t, 2*minBytes, r.Bytes)
 	_, err = p.Measure(context.Background(), 3, time.Millisecond)
 	require.ErrorIs(t, err, ErrBadConfig, "more threads than buffers")
 	_, err = p.Measure(context.Background(), 0, time.Millisecond)
@@ -50,7 +57,7 @@ func TestMeasureStopsWithContext(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = p.Measure(ctx, 1, time.Hour)
+	_, err = p.Measure(ctx, 1, time.Hour) // one pass, then it sees ctx
 	require.ErrorIs(t, err, context.Canceled)
 }
 
