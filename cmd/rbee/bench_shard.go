@@ -239,7 +239,7 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 				"ratio":        map[string]float64{"gen": ratio(grp.GenTPS, one.GenTPS), "pp": ratio(grp.PromptTPS, one.PromptTPS)},
 				"round_ratios": roundRatios(one.Rounds, grp.Rounds),
 				"exchanges":    ex,
-				"note":         "exchange times are the head's: time in exchanges per layer, waiting for the other shards' compute included; stage_compute_ms is what pipeline stages report (0 for a tensor group); memory.rounds[i] was measured just before round i, ratio is what the memory allowed the group over the single worker then",
+				"note":         "exchange times are the head's: time in exchanges per layer, waiting for the other shards' compute included; stage_compute_ms is what pipeline stages report (0 for a tensor group); memory.rounds[i] was measured just before round i (ratio: the memory's rate with every shard's threads over the single worker's; a shared machine can change within a round, so read the spread over the run, not round by round)",
 			}
 			if len(memRounds) > 0 {
 				ratios := make([]float64, len(memRounds))

@@ -8,8 +8,11 @@
 // moment, not on rbee: on the project's 2-vCPU VM, two threads streaming
 // at once got 1.9–2.1× one thread's rate at times and 1.2–1.4× at others,
 // minutes apart, in the same process (noisy neighbours or vCPU placement
-// on the host). `rbee bench shard` runs a Probe before each round so that
-// a group's ratio can be read against what the machine gave it.
+// on the host), and 1.0–2.2× over ten probes a few seconds apart. `rbee
+// bench shard` runs a Probe before each round and reports them beside the
+// rounds' ratios: the spread says how far the machine itself moved during
+// the run (it can move within a round, so a round and the probe before it
+// need not agree).
 package membw
 
 import (
