@@ -229,11 +229,15 @@ func TestDataDirWithoutHome(t *testing.T) {
 // allocation (its profile gains no record however much it allocates); one
 // with it keeps Go's sampling.
 func TestMemProfilingOffUnlessAsked(t *testing.T) {
+	// Go's default rate; an in-process node started by an earlier test
+	// of this package has already turned sampling off.
+	const goRate = 512 * 1024
 	old := runtime.MemProfileRate
 	t.Cleanup(func() { runtime.MemProfileRate = old })
 
+	runtime.MemProfileRate = goRate
 	setMemProfiling(true)
-	require.Equal(t, old, runtime.MemProfileRate, "--mem-profile keeps the rate")
+	require.Equal(t, goRate, runtime.MemProfileRate, "--mem-profile keeps the rate")
 
 	// Every sampled allocation counts in its record once published, up to
 	// two collections after it was taken: three settle what came before.
@@ -270,7 +274,7 @@ func TestMemProfilingOffUnlessAsked(t *testing.T) {
 
 	// The check can fail: with Go's rate, the same allocations are
 	// sampled.
-	runtime.MemProfileRate = old
+	runtime.MemProfileRate = goRate
 	before = sampled()
 	allocate()
 	allocate()
