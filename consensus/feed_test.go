@@ -3,9 +3,11 @@ package consensus_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/consensus"
@@ -73,13 +75,22 @@ func TestReplicasFollowByFeed(t *testing.T) {
 	for _, r := range replicas {
 		require.Equal(t, leader.id, r.c.LeaderID())
 		require.False(t, r.c.Stale(), "replica %s", r.id)
-		servers, err := r.c.Servers()
-		require.NoError(t, err)
-		var got []string
-		for _, s := range servers {
-			got = append(got, s.ID)
+		// A voter learns the configuration from its log and reads it
+		// every suffrageCheckEvery; its feed sends what it knows at least
+		// every feedKeepalive: the replica's list catches up within
+		// those.
+		want := slices.Sorted(slices.Values(voters))
+		listed := func() []string {
+			servers, _ := r.c.Servers()
+			var ids []string
+			for _, s := range servers {
+				ids = append(ids, s.ID)
+			}
+			slices.Sort(ids)
+			return ids
 		}
-		require.ElementsMatch(t, voters, got, "a replica lists the voters its feed names")
+		ok := assert.Eventually(t, func() bool { return slices.Equal(want, listed()) }, 10*time.Second, 20*time.Millisecond)
+		require.True(t, ok, "replica %s lists the voters its feed names: %v, want %v", r.id, listed(), want)
 	}
 	// The replicas move off the leader's feed to the other voters'.
 	require.Eventually(t, func() bool {
