@@ -162,16 +162,16 @@ func newBenchShardCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("group head info: %w", err)
 			}
-			// What the machine's memory gives: the single worker's threads
-			// streaming at once, then every shard's, measured before each
-			// round (see internal/membw: on a shared VM it changes from
-			// minute to minute, and the group's ratio with it).
-			// A worker's threads: --threads, or (0) one a core.
+			// What the machine's memory gives, measured before each round:
+			// the single worker's threads streaming at once (--threads, or
+			// one a core for 0), then every shard's, up to one a core (more
+			// would only share CPU time). On a shared VM it changes from
+			// one moment to the next, and the group's ratio with it (see
+			// internal/membw).
 			from := threads
 			if from < 1 {
 				from = runtime.NumCPU()
 			}
-			// More threads than the cores only share CPU time.
 			to := min(shards*from, runtime.GOMAXPROCS(0))
 			var mem *membw.Probe
 			if probe > 0 && to > from {
