@@ -713,9 +713,7 @@ func (c *Consensus) Stats() map[string]string {
 	out["bootstrap"] = c.bootstrap.Load().(string)
 	out["leader_id"] = c.LeaderID()
 	out["leader_changes"] = strconv.FormatUint(c.leaderChanges.Load(), 10)
-	if t := c.throttle; t != nil {
-		out["heartbeats_past_lane"] = strconv.FormatUint(t.pastLane.Load(), 10)
-	}
+	out["heartbeats_past_lane"] = strconv.FormatUint(c.HeartbeatsPastLane(), 10)
 	return out
 }
 
