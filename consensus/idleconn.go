@@ -26,14 +26,14 @@ var errReadIdle = errors.New("consensus: read on an idle raft connection with no
 // idleConn is an outgoing raft connection whose stream is closed once it
 // sat unused for idle, and opened again by the next write.
 //
-// Raft's NetworkTransport keeps every connection it pooled for as long as
-// it lives, and the accepting side of each holds a 256 KB read buffer (a
-// constant of hashicorp/raft) and a goroutine until the stream ends. The
-// connections a candidate opened for one election's votes, or one opened
-// while two RPCs to a peer overlapped, sat idle for ever on every peer:
-// 1.3 MB of the leader's 10 MB live heap at 100 nodes. Closing
-// the stream ends the peer's handler and frees its buffer; raft's own
-// buffers on this side stay with the pooled connection, which it reuses.
+// A kept connection (rpcClient's) lives as long as the transport, and
+// the accepting side of each holds a 256 KB read buffer (a constant of
+// hashicorp/raft's NetworkTransport) and a goroutine until the stream
+// ends. The connections a candidate opened for one election's votes sat
+// idle for ever on every peer: 1.3 MB of the leader's 10 MB live heap at
+// 100 nodes. Closing the stream ends the peer's handler and frees its
+// buffer; this side's small buffers stay with the kept connection, which
+// the next RPC reuses.
 //
 // A stream is closed only while no read or write is in progress and none
 // happened for idle, which is longer than an RPC's deadline: raft reads

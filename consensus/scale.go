@@ -102,9 +102,9 @@ const idleAppendCheck = 10 * time.Second
 //   - no follower gets a pipeline (see AppendEntriesPipeline);
 //   - appends to one follower, heartbeats and replication, go one at a
 //     time (lanes): raft's heartbeat and replication goroutines for a
-//     follower each hold a pooled connection while their RPC runs, and
-//     hashicorp/raft gives every connection a 256 KB send buffer for as
-//     long as it stays in the pool. With the batched waits both
+//     follower each hold a connection while their RPC runs, and
+//     hashicorp/raft gave every connection a 256 KB send buffer for as
+//     long as it stayed in the pool (rpcClient's are 16 KB now). With the batched waits both
 //     goroutines of a non-voter often send at the same moment, so the
 //     leader kept two connections, 512 KB, per non-voter (measured at
 //     100 nodes: 185 send buffers for 99 followers); with replicas out of
@@ -132,7 +132,7 @@ const idleAppendCheck = 10 * time.Second
 // leader was raft's replication to followers (commit-index appends, 15% of
 // its samples; heartbeats 5% once spaced).
 type heartbeatThrottle struct {
-	*raft.NetworkTransport
+	*transport
 	every     time.Duration // nonvoterHeartbeatEvery
 	batch     time.Duration // every / nonvoterBatches
 	fresh     time.Duration // voterFresh
@@ -157,9 +157,9 @@ type heartbeatThrottle struct {
 	lanes      map[raft.ServerID]chan struct{} // a token for the append in flight to each follower
 }
 
-func newHeartbeatThrottle(t *raft.NetworkTransport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
+func newHeartbeatThrottle(t *transport, heartbeatTimeout time.Duration, done <-chan struct{}) *heartbeatThrottle {
 	every := nonvoterHeartbeatEvery(heartbeatTimeout)
-	h := &heartbeatThrottle{NetworkTransport: t, every: every, batch: every / nonvoterBatches,
+	h := &heartbeatThrottle{transport: t, every: every, batch: every / nonvoterBatches,
 		fresh: voterFresh(heartbeatTimeout), voterWait: voterLaneWait(heartbeatTimeout), holdMax: commitHoldMax(heartbeatTimeout), done: done, commits: newCommitWatch(),
 		lastBeat: map[raft.ServerID]time.Time{}, lastIdle: map[raft.ServerID]time.Time{}, lastOK: map[raft.ServerID]time.Time{},
 		commit: map[raft.ServerID]uint64{}, lanes: map[raft.ServerID]chan struct{}{}, stored: make(chan struct{})}
@@ -412,7 +412,7 @@ func (h *heartbeatThrottle) send(id raft.ServerID, target raft.ServerAddress, ar
 	if release != nil {
 		defer release()
 	}
-	err = h.NetworkTransport.AppendEntries(id, target, args, resp)
+	err = h.transport.AppendEntries(id, target, args, resp)
 	h.mu.Lock()
 	if err != nil || !resp.Success {
 		delete(h.commit, id)

@@ -3,6 +3,7 @@ package consensus
 import (
 	"errors"
 	"io"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,18 @@ func tcpTransport(t *testing.T) *raft.NetworkTransport {
 	return tr
 }
 
+// overTCP makes tr the transport of a server whose RPCs go out over TCP
+// through an rpcClient, as they do over libp2p in a node.
+func overTCP(t *testing.T, tr *raft.NetworkTransport) *transport {
+	t.Helper()
+	dial := func(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+		return net.DialTimeout("tcp", string(a), timeout)
+	}
+	out := newTransport(tr, newRPCClient(dial, 5*time.Second))
+	t.Cleanup(func() { _ = out.Close() })
+	return out
+}
+
 // A leader's heartbeats to a non-voter are spaced to
 // nonvoterHeartbeatEvery, to a voter never held; idle appends
 // that tell a follower nothing new are answered without an RPC (a
@@ -71,7 +84,7 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	answerer(t, nonvoter, &nonvoterBeats, &nonvoterAppends)
 	done := make(chan struct{})
 	defer close(done)
-	h := newHeartbeatThrottle(leader, ht, done)
+	h := newHeartbeatThrottle(overTCP(t, leader), ht, done)
 	h.setServers([]raft.Server{
 		{ID: "v", Address: voter.LocalAddr(), Suffrage: raft.Voter},
 		{ID: "n", Address: nonvoter.LocalAddr(), Suffrage: raft.Nonvoter},
@@ -101,7 +114,7 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	// (the answer counts for the lease).
 	const voterHT = time.Second
 	fresh := voterFresh(voterHT)
-	hv := newHeartbeatThrottle(leader, voterHT, done)
+	hv := newHeartbeatThrottle(overTCP(t, leader), voterHT, done)
 	hv.setServers([]raft.Server{{ID: "v", Address: voter.LocalAddr(), Suffrage: raft.Voter}}, 0)
 	vsend := func(req *raft.AppendEntriesRequest) {
 		var resp raft.AppendEntriesResponse
@@ -232,7 +245,7 @@ func TestNonvoterEntriesWaitForCommit(t *testing.T) {
 	}
 	done := make(chan struct{})
 	defer close(done)
-	h := newHeartbeatThrottle(leader, 100*time.Millisecond, done)
+	h := newHeartbeatThrottle(overTCP(t, leader), 100*time.Millisecond, done)
 	// Long enough that nothing below is released by the bound on a loaded
 	// machine, except where the test shortens it.
 	const long = 20 * time.Second
@@ -413,7 +426,7 @@ func TestRPCsOneAtATime(t *testing.T) {
 	var commit atomic.Uint64
 	run := func(suffrage raft.ServerSuffrage) int64 {
 		most.Store(0)
-		h := newHeartbeatThrottle(leader, time.Second, done)
+		h := newHeartbeatThrottle(overTCP(t, leader), time.Second, done)
 		h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: suffrage}}, 0)
 		var wg sync.WaitGroup
 		for range 4 {
@@ -473,7 +486,7 @@ func heartbeatLeavesSlowLane(t *testing.T, suffrage raft.ServerSuffrage) {
 	})
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
-	h := newHeartbeatThrottle(leader, ht, done)
+	h := newHeartbeatThrottle(overTCP(t, leader), ht, done)
 	h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: suffrage}}, 0)
 	appended := make(chan error, 1)
 	go func() {
@@ -512,7 +525,7 @@ func heartbeatLeavesSlowLane(t *testing.T, suffrage raft.ServerSuffrage) {
 func TestLaneWaitEndsWithShutdown(t *testing.T) {
 	leader, follower := tcpTransport(t), tcpTransport(t)
 	done := make(chan struct{})
-	h := newHeartbeatThrottle(leader, time.Second, done)
+	h := newHeartbeatThrottle(overTCP(t, leader), time.Second, done)
 	h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: raft.Voter}}, 0)
 	release, err := h.enterLane("f", false, 0) // an append in flight
 	require.NoError(t, err)

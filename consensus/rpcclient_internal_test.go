@@ -1,0 +1,238 @@
+package consensus
+
+import (
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// tcpStream is a raft.StreamLayer over TCP on loopback that counts the
+// connections it accepted and has not seen closed.
+type tcpStream struct {
+	net.Listener
+	open atomic.Int64
+}
+
+func (s *tcpStream) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	s.open.Add(1)
+	return &closeCounted{Conn: c, open: &s.open}, nil
+}
+
+func (s *tcpStream) Dial(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(a), timeout)
+}
+
+type closeCounted struct {
+	net.Conn
+	once sync.Once
+	open *atomic.Int64
+}
+
+func (c *closeCounted) Close() error {
+	c.once.Do(func() { c.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// peerServer is a server of raft's own NetworkTransport, as every
+// version of rbee runs to answer RPCs.
+func peerServer(t *testing.T) (*raft.NetworkTransport, *tcpStream) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := &tcpStream{Listener: ln}
+	tr := raft.NewNetworkTransport(s, 3, 5*time.Second, io.Discard)
+	t.Cleanup(func() { _ = tr.Close() })
+	return tr, s
+}
+
+func testClient(t *testing.T) *rpcClient {
+	t.Helper()
+	c := newRPCClient((&tcpStream{}).Dial, 5*time.Second)
+	t.Cleanup(c.close)
+	return c
+}
+
+// The client speaks NetworkTransport's wire format: every RPC it makes
+// reaches raft's own transport whole (entries, their data and times,
+// every field of a vote), the answer comes back decoded, and an error
+// the server answers with comes back as an error on a connection that
+// stays usable.
+func TestRPCClientSpeaksNetworkTransport(t *testing.T) {
+	server, _ := peerServer(t)
+	tr := newTransport(tcpTransport(t), testClient(t))
+	at := time.Date(2026, 12, 7, 22, 30, 0, 123456789, time.UTC)
+	var got []any
+	var mu sync.Mutex
+	consume(t, server, func(rpc raft.RPC) {
+		mu.Lock()
+		got = append(got, rpc.Command)
+		mu.Unlock()
+		switch cmd := rpc.Command.(type) {
+		case *raft.AppendEntriesRequest:
+			if cmd.Term == 9 {
+				rpc.Respond(nil, errors.New("not now"))
+				return
+			}
+			rpc.Respond(&raft.AppendEntriesResponse{Term: cmd.Term, LastLog: cmd.Entries[len(cmd.Entries)-1].Index, Success: true}, nil)
+		case *raft.RequestVoteRequest:
+			rpc.Respond(&raft.RequestVoteResponse{Term: cmd.Term, Granted: true}, nil)
+		case *raft.RequestPreVoteRequest:
+			rpc.Respond(&raft.RequestPreVoteResponse{Term: cmd.Term, Granted: true}, nil)
+		case *raft.TimeoutNowRequest:
+			rpc.Respond(&raft.TimeoutNowResponse{}, nil)
+		default:
+			rpc.Respond(nil, errors.New("unexpected"))
+		}
+	})
+	target := server.LocalAddr()
+
+	app := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("a"), Addr: []byte("a-addr")},
+		Term: 3, PrevLogEntry: 10, PrevLogTerm: 2, LeaderCommitIndex: 10,
+		Entries: []*raft.Log{
+			{Index: 11, Term: 3, Type: raft.LogCommand, Data: []byte{1, 2, 3}, AppendedAt: at},
+			{Index: 12, Term: 3, Type: raft.LogCommand, Data: make([]byte, 3*rpcSendBuffer), AppendedAt: at}, // several flushes
+		}}
+	var appResp raft.AppendEntriesResponse
+	require.NoError(t, tr.AppendEntries("s", target, app, &appResp))
+	assert.Equal(t, raft.AppendEntriesResponse{Term: 3, LastLog: 12, Success: true}, appResp)
+
+	var voteResp raft.RequestVoteResponse
+	vote := &raft.RequestVoteRequest{Term: 4, LastLogIndex: 12, LastLogTerm: 3, LeadershipTransfer: true}
+	require.NoError(t, tr.RequestVote("s", target, vote, &voteResp))
+	assert.True(t, voteResp.Granted)
+	var preResp raft.RequestPreVoteResponse
+	require.NoError(t, tr.RequestPreVote("s", target, &raft.RequestPreVoteRequest{Term: 5, LastLogIndex: 12, LastLogTerm: 3}, &preResp))
+	assert.Equal(t, uint64(5), preResp.Term)
+	require.NoError(t, tr.TimeoutNow("s", target, &raft.TimeoutNowRequest{}, &raft.TimeoutNowResponse{}))
+
+	err := tr.AppendEntries("s", target, &raft.AppendEntriesRequest{Term: 9}, &appResp)
+	require.EqualError(t, err, "not now")
+	assert.Equal(t, 1, tr.client.idleConns(), "an answered error keeps the connection")
+	require.NoError(t, tr.AppendEntries("s", target, app, &appResp))
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, got, 6)
+	a := got[0].(*raft.AppendEntriesRequest)
+	assert.Equal(t, app.Term, a.Term)
+	assert.Equal(t, app.PrevLogEntry, a.PrevLogEntry)
+	assert.Equal(t, app.LeaderCommitIndex, a.LeaderCommitIndex)
+	assert.Equal(t, app.ID, a.ID)
+	require.Len(t, a.Entries, 2)
+	for i, e := range a.Entries {
+		assert.Equal(t, app.Entries[i].Index, e.Index)
+		assert.Equal(t, app.Entries[i].Data, e.Data)
+		assert.True(t, at.Equal(e.AppendedAt), "appended at %v", e.AppendedAt)
+	}
+	v := got[1].(*raft.RequestVoteRequest)
+	assert.Equal(t, vote.Term, v.Term)
+	assert.Equal(t, vote.LastLogIndex, v.LastLogIndex)
+	assert.True(t, v.LeadershipTransfer)
+	assert.IsType(t, &raft.RequestPreVoteRequest{}, got[2])
+	assert.IsType(t, &raft.TimeoutNowRequest{}, got[3])
+}
+
+// At most one connection a peer stays open: two RPCs in flight at once
+// take two, and the one that comes back second is closed; close closes
+// the one kept, and later RPCs fail with raft.ErrTransportShutdown.
+func TestRPCClientKeepsOneConnPerPeer(t *testing.T) {
+	server, stream := peerServer(t)
+	first := make(chan raft.RPC, 1)
+	var n atomic.Int64
+	consume(t, server, func(rpc raft.RPC) {
+		if n.Add(1) == 1 {
+			first <- rpc // answered once the second is
+			return
+		}
+		rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil)
+		held := <-first
+		held.Respond(&raft.AppendEntriesResponse{Success: true}, nil)
+	})
+	c := testClient(t)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var resp raft.AppendEntriesResponse
+			assert.NoError(t, c.call(server.LocalAddr(), rpcAppendEntries, &raft.AppendEntriesRequest{Term: 1}, &resp))
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, 1, c.idleConns())
+	require.Eventually(t, func() bool { return stream.open.Load() == 1 }, 5*time.Second, 10*time.Millisecond,
+		"connections open at the server: %d", stream.open.Load())
+
+	c.close()
+	require.Eventually(t, func() bool { return stream.open.Load() == 0 }, 5*time.Second, 10*time.Millisecond)
+	var resp raft.AppendEntriesResponse
+	require.ErrorIs(t, c.call(server.LocalAddr(), rpcAppendEntries, &raft.AppendEntriesRequest{}, &resp), raft.ErrTransportShutdown)
+}
+
+// A connection that fails mid-RPC is closed, not kept; the next RPC dials
+// a new one.
+func TestRPCClientDropsFailedConn(t *testing.T) {
+	server, stream := peerServer(t)
+	var n atomic.Int64
+	consume(t, server, func(rpc raft.RPC) {
+		if n.Add(1) == 1 {
+			return // never answered (the server's handler for it stays): the client's deadline ends it
+		}
+		rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil)
+	})
+	c := newRPCClient((&tcpStream{}).Dial, 300*time.Millisecond)
+	t.Cleanup(c.close)
+	var resp raft.AppendEntriesResponse
+	err := c.call(server.LocalAddr(), rpcAppendEntries, &raft.AppendEntriesRequest{}, &resp)
+	require.ErrorContains(t, err, "i/o timeout")
+	assert.Zero(t, c.idleConns())
+	require.NoError(t, c.call(server.LocalAddr(), rpcAppendEntries, &raft.AppendEntriesRequest{}, &resp))
+	assert.True(t, resp.Success)
+	assert.Equal(t, 1, c.idleConns())
+	assert.Equal(t, int64(2), stream.open.Load(), "a second connection was dialed")
+}
+
+// A kept connection costs its buffers for as long as it is kept: well
+// under the 256 KB send buffer hashicorp/raft gives each of its own.
+func TestRPCClientConnIsSmall(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() { // accept and hold, allocating nothing per connection
+		var held []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range held {
+					_ = c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	c := testClient(t)
+	target := raft.ServerAddress(ln.Addr().String())
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	conn, err := c.get(target)
+	require.NoError(t, err)
+	runtime.ReadMemStats(&after)
+	c.put(conn)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	assert.Less(t, allocated, uint64(64<<10), "a connection allocated %d bytes", allocated)
+	assert.GreaterOrEqual(t, allocated, uint64(rpcSendBuffer))
+}
