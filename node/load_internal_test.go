@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +41,7 @@ func TestLoadBroadcastFits(t *testing.T) {
 		msg, err := encodeLoadMsg(r)
 		require.NoError(t, err, "%+v", tc)
 		require.LessOrEqual(t, len(msg), gossip.MaxBroadcastSize, "%+v", tc)
-		got, err := decodeLoadMsg(msg)
+		got, err := (&loadDecoder{}).decode(msg)
 		require.NoError(t, err)
 		require.Equal(t, r.Workers, got.Workers)
 		if len(got.KeysUsed) > 0 {
@@ -61,7 +63,7 @@ func TestLoadBroadcastFits(t *testing.T) {
 	w, _ := flate.NewWriter(&z, flate.BestCompression)
 	_, _ = w.Write(bytes.Repeat([]byte(" "), 8<<20))
 	require.NoError(t, w.Close())
-	_, err = decodeLoadMsg(z.Bytes())
+	_, err = (&loadDecoder{}).decode(z.Bytes())
 	require.Error(t, err)
 
 	// A load table takes both forms.
@@ -261,4 +263,29 @@ func TestLoadTableRefusesInvalidReports(t *testing.T) {
 	lt := newLoadTable()
 	require.True(t, lt.put(report(3, 2)), "a valid report is taken")
 	require.Len(t, lt.workers(), 3)
+}
+
+// A node decodes every node's report; the inflater of a deflated one is
+// reused, not made for each (a new one is about 40 KB).
+func TestLoadDecoderReusesInflaters(t *testing.T) {
+	msg, err := encodeLoadMsg(report(6, 0))
+	require.NoError(t, err)
+	require.Equal(t, byte(loadMsgDeflate), msg[0])
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // no GC empties the pool meanwhile
+	perDecode := func(decode func() error) uint64 {
+		const n = 50
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range n {
+			require.NoError(t, decode())
+		}
+		runtime.ReadMemStats(&after)
+		return (after.TotalAlloc - before.TotalAlloc) / n
+	}
+	var d loadDecoder
+	pooled := perDecode(func() error { _, err := d.decode(msg); return err })
+	fresh := perDecode(func() error { _, err := (&loadDecoder{}).decode(msg); return err })
+	t.Logf("bytes allocated per decode: %d reused, %d with a new inflater", pooled, fresh)
+	require.Greater(t, fresh, uint64(32<<10))
+	require.Less(t, pooled, fresh/3)
 }
