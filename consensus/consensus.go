@@ -483,17 +483,10 @@ func (c *Consensus) Start(ctx context.Context) error {
 	}
 
 	sl := &streamLayer{ctx: c.ctx, nw: c.cfg.Network, ln: c.cfg.Network.RaftListener(), idle: c.cfg.RaftConnIdle}
-	// NetworkTransport serves the RPCs that reach this server and sends
-	// snapshots (a connection each, closed after it); the RPCs this
-	// server sends go through rpcClient, which keeps one connection a
-	// peer with small buffers: a follower's heartbeats and appends take
-	// turns on it (lanes, see heartbeatThrottle; there is no pipeline).
-	trans := newTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  sl,
-		MaxPool: 1,
-		Timeout: raftRPCTimeout,
-		Logger:  newHCLogger(c.log, "raft-net"),
-	}), newRPCClient(sl.Dial, raftRPCTimeout))
+	// Raft's NetworkTransport wire format with small buffers (see
+	// transport): a follower's heartbeats and appends take turns on one
+	// connection (lanes, see heartbeatThrottle; there is no pipeline).
+	trans := newTransport(sl, raftRPCTimeout, c.log.With("part", "raft-net"))
 	c.throttle = newHeartbeatThrottle(trans, rc.HeartbeatTimeout, c.ctx.Done())
 	c.replay.applied = c.throttle.commits.wake
 	if last, err := c.store.LastIndex(); err == nil {

@@ -8,9 +8,8 @@ import (
 	"time"
 )
 
-// raftRPCTimeout is the I/O deadline of one raft RPC (raft's
-// NetworkTransport sets it before every request); snapshots stream in
-// chunks, each under it.
+// raftRPCTimeout is the I/O deadline of one raft RPC (rpcClient sets it
+// before every request); a snapshot's is longer by its size.
 const raftRPCTimeout = 10 * time.Second
 
 // raftIdleAfter is how long an outgoing raft connection may sit unused
@@ -27,9 +26,9 @@ var errReadIdle = errors.New("consensus: read on an idle raft connection with no
 // sat unused for idle, and opened again by the next write.
 //
 // A kept connection (rpcClient's) lives as long as the transport, and
-// the accepting side of each holds a 256 KB read buffer (a constant of
-// hashicorp/raft's NetworkTransport) and a goroutine until the stream
-// ends. The connections a candidate opened for one election's votes sat
+// the accepting side of each holds a read buffer (16 KB, rpcServer's; 256
+// KB on servers of earlier versions, hashicorp/raft's NetworkTransport)
+// and a goroutine until the stream ends. The connections a candidate opened for one election's votes sat
 // idle for ever on every peer: 1.3 MB of the leader's 10 MB live heap at
 // 100 nodes. Closing the stream ends the peer's handler and frees its
 // buffer; this side's small buffers stay with the kept connection, which

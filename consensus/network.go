@@ -15,7 +15,7 @@ type ConnKind uint8
 // Connection kinds. The values may appear on the wire of a Network
 // implementation (e.g. as part of a protocol id), so they never change.
 const (
-	// ConnRaft carries raft RPCs (NetworkTransport framing).
+	// ConnRaft carries raft RPCs (hashicorp/raft's NetworkTransport framing).
 	ConnRaft ConnKind = 1
 	// ConnForward carries one forwarded request and its response.
 	ConnForward ConnKind = 2
@@ -39,7 +39,7 @@ func (k ConnKind) String() string {
 // Consensus takes ownership of both listeners when it starts: Close closes
 // them. Dial must honour ctx (deadline and cancellation) and be safe for
 // concurrent use; its connections must support deadlines (raft's
-// NetworkTransport and the forward protocol set them), as libp2p streams do.
+// the raft transport and the forward protocol set them), as libp2p streams do.
 type Network interface {
 	// RaftListener accepts incoming ConnRaft connections.
 	RaftListener() net.Listener

@@ -3,6 +3,7 @@ package consensus
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -16,10 +17,11 @@ import (
 // string (empty: none) and the msgpack-encoded response. They are
 // unexported constants of hashicorp/raft, and part of its wire format.
 const (
-	rpcAppendEntries  uint8 = 0
-	rpcRequestVote    uint8 = 1
-	rpcTimeoutNow     uint8 = 3
-	rpcRequestPreVote uint8 = 4
+	rpcAppendEntries   uint8 = 0
+	rpcRequestVote     uint8 = 1
+	rpcInstallSnapshot uint8 = 2
+	rpcTimeoutNow      uint8 = 3
+	rpcRequestPreVote  uint8 = 4
 )
 
 // rpcSendBuffer is the write buffer of one outgoing raft connection.
@@ -31,16 +33,16 @@ const (
 // several, which costs a few more frames on the stream, not a round trip.
 const rpcSendBuffer = 16 << 10
 
-// rpcClient sends the RPCs that go often and are small (appends and
-// heartbeats, votes, pre-votes, timeout-now) in raft's NetworkTransport
-// wire format, so that every server, of this version or an earlier one,
-// answers them with its NetworkTransport, but with buffers sized for
+// rpcClient sends raft's RPCs to other servers in raft's NetworkTransport
+// wire format, so that every server, of this version (rpcServer) or an
+// earlier one (NetworkTransport), answers them, with buffers sized for
 // what they carry (rpcSendBuffer). It keeps at most one idle connection
-// a peer: one that comes back while another is pooled is closed, as
-// NetworkTransport does with MaxPool 1. Snapshots stay with
-// NetworkTransport, which closes their connection after each.
+// a peer: one that comes back while another is kept is closed, as
+// NetworkTransport does with MaxPool 1. A snapshot goes on a connection
+// of its own, closed after it.
 //
-// Every RPC gets timeout as its I/O deadline. Safe for concurrent use.
+// Every RPC gets timeout as its I/O deadline, a snapshot timeout per
+// snapshotTimeoutScale bytes. Safe for concurrent use.
 type rpcClient struct {
 	dial    func(raft.ServerAddress, time.Duration) (net.Conn, error)
 	timeout time.Duration
@@ -85,10 +87,56 @@ func (c *rpcClient) call(target raft.ServerAddress, rpcType uint8, args, resp an
 	if c.timeout > 0 {
 		_ = conn.conn.SetDeadline(time.Now().Add(c.timeout))
 	}
-	var rpcErr string
+	rpcErr, err := conn.roundTrip(rpcType, args, nil, resp)
+	if err != nil {
+		_ = conn.conn.Close()
+		return err
+	}
+	c.put(conn)
+	if rpcErr != "" {
+		return errors.New(rpcErr)
+	}
+	return nil
+}
+
+// snapshotTimeoutScale: a snapshot's deadline is the RPC timeout for
+// every this many bytes (NetworkTransport's default TimeoutScale).
+const snapshotTimeoutScale = 256 << 10
+
+// installSnapshot sends a snapshot's request and then its data, on a
+// connection of its own that is closed after it.
+func (c *rpcClient) installSnapshot(target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return raft.ErrTransportShutdown
+	}
+	conn, err := c.open(target)
+	if err != nil {
+		return err
+	}
+	defer conn.conn.Close()
+	if c.timeout > 0 {
+		timeout := max(c.timeout, c.timeout*time.Duration(args.Size/snapshotTimeoutScale))
+		_ = conn.conn.SetDeadline(time.Now().Add(timeout))
+	}
+	rpcErr, err := conn.roundTrip(rpcInstallSnapshot, args, data, resp)
+	if err == nil && rpcErr != "" {
+		err = errors.New(rpcErr)
+	}
+	return err
+}
+
+// roundTrip writes a request (its type, args, then data when not nil)
+// and reads the answer: the error string raft answered with, and resp.
+func (conn *rpcConn) roundTrip(rpcType uint8, args any, data io.Reader, resp any) (rpcErr string, err error) {
 	err = conn.w.WriteByte(rpcType)
 	if err == nil {
 		err = conn.enc.Encode(args)
+	}
+	if err == nil && data != nil {
+		_, err = io.Copy(conn.w, data)
 	}
 	if err == nil {
 		err = conn.w.Flush()
@@ -99,15 +147,7 @@ func (c *rpcClient) call(target raft.ServerAddress, rpcType uint8, args, resp an
 	if err == nil {
 		err = conn.dec.Decode(resp)
 	}
-	if err != nil {
-		_ = conn.conn.Close()
-		return err
-	}
-	c.put(conn)
-	if rpcErr != "" {
-		return errors.New(rpcErr)
-	}
-	return nil
+	return rpcErr, err
 }
 
 // get takes target's idle connection, or dials one.
@@ -123,15 +163,24 @@ func (c *rpcClient) get(target raft.ServerAddress) (*rpcConn, error) {
 	if conn != nil {
 		return conn, nil
 	}
+	return c.open(target)
+}
+
+// open dials target.
+func (c *rpcClient) open(target raft.ServerAddress) (*rpcConn, error) {
 	nc, err := c.dial(target, c.timeout)
 	if err != nil {
 		return nil, err
 	}
+	w, enc, dec := newConnCodec(nc, c)
+	return &rpcConn{target: target, conn: nc, w: w, enc: enc, dec: dec}, nil
+}
+
+// newConnCodec buffers nc for c's RPCs: requests through a writer of
+// rpcSendBuffer, answers (a few dozen bytes) through bufio's default 4 KB.
+func newConnCodec(nc net.Conn, c *rpcClient) (*bufio.Writer, *codec.Encoder, *codec.Decoder) {
 	w := bufio.NewWriterSize(nc, rpcSendBuffer)
-	return &rpcConn{target: target, conn: nc, w: w,
-		enc: codec.NewEncoder(w, c.enc),
-		// Answers are a few dozen bytes: bufio's default 4 KB.
-		dec: codec.NewDecoder(bufio.NewReader(nc), c.dec)}, nil
+	return w, codec.NewEncoder(w, c.enc), codec.NewDecoder(bufio.NewReader(nc), c.dec)
 }
 
 // put keeps conn as its target's idle connection, or closes it when
@@ -167,42 +216,4 @@ func (c *rpcClient) close() {
 	for _, conn := range idle {
 		_ = conn.conn.Close()
 	}
-}
-
-// transport is raft's NetworkTransport, which serves the RPCs that reach
-// this server and sends snapshots, with the RPCs this server sends made
-// by an rpcClient.
-type transport struct {
-	*raft.NetworkTransport
-	client *rpcClient
-}
-
-func newTransport(t *raft.NetworkTransport, client *rpcClient) *transport {
-	return &transport{NetworkTransport: t, client: client}
-}
-
-// AppendEntries implements raft.Transport.
-func (t *transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	return t.client.call(target, rpcAppendEntries, args, resp)
-}
-
-// RequestVote implements raft.Transport.
-func (t *transport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
-	return t.client.call(target, rpcRequestVote, args, resp)
-}
-
-// RequestPreVote implements raft.WithPreVote.
-func (t *transport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	return t.client.call(target, rpcRequestPreVote, args, resp)
-}
-
-// TimeoutNow implements raft.Transport.
-func (t *transport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
-	return t.client.call(target, rpcTimeoutNow, args, resp)
-}
-
-// Close closes the client's connections and the NetworkTransport.
-func (t *transport) Close() error {
-	t.client.close()
-	return t.NetworkTransport.Close()
 }

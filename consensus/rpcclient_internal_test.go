@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -58,6 +59,15 @@ func peerServer(t *testing.T) (*raft.NetworkTransport, *tcpStream) {
 	return tr, s
 }
 
+// snapshotData is n bytes that differ along their length.
+func snapshotData(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7 / 251)
+	}
+	return b
+}
+
 func testClient(t *testing.T) *rpcClient {
 	t.Helper()
 	c := newRPCClient((&tcpStream{}).Dial, 5*time.Second)
@@ -72,7 +82,7 @@ func testClient(t *testing.T) *rpcClient {
 // stays usable.
 func TestRPCClientSpeaksNetworkTransport(t *testing.T) {
 	server, _ := peerServer(t)
-	tr := newTransport(tcpTransport(t), testClient(t))
+	tr := ourTCP(t)
 	at := time.Date(2026, 12, 7, 22, 30, 0, 123456789, time.UTC)
 	var got []any
 	var mu sync.Mutex
@@ -93,6 +103,12 @@ func TestRPCClientSpeaksNetworkTransport(t *testing.T) {
 			rpc.Respond(&raft.RequestPreVoteResponse{Term: cmd.Term, Granted: true}, nil)
 		case *raft.TimeoutNowRequest:
 			rpc.Respond(&raft.TimeoutNowResponse{}, nil)
+		case *raft.InstallSnapshotRequest:
+			data, err := io.ReadAll(rpc.Reader)
+			mu.Lock()
+			got = append(got, data)
+			mu.Unlock()
+			rpc.Respond(&raft.InstallSnapshotResponse{Term: cmd.Term, Success: err == nil && int64(len(data)) == cmd.Size}, nil)
 		default:
 			rpc.Respond(nil, errors.New("unexpected"))
 		}
@@ -118,6 +134,12 @@ func TestRPCClientSpeaksNetworkTransport(t *testing.T) {
 	assert.Equal(t, uint64(5), preResp.Term)
 	require.NoError(t, tr.TimeoutNow("s", target, &raft.TimeoutNowRequest{}, &raft.TimeoutNowResponse{}))
 
+	snap := snapshotData(1 << 20)
+	var snapResp raft.InstallSnapshotResponse
+	require.NoError(t, tr.InstallSnapshot("s", target, &raft.InstallSnapshotRequest{Term: 6, LastLogIndex: 12, LastLogTerm: 3, Size: int64(len(snap))},
+		&snapResp, bytes.NewReader(snap)))
+	assert.True(t, snapResp.Success)
+
 	err := tr.AppendEntries("s", target, &raft.AppendEntriesRequest{Term: 9}, &appResp)
 	require.EqualError(t, err, "not now")
 	assert.Equal(t, 1, tr.client.idleConns(), "an answered error keeps the connection")
@@ -125,7 +147,8 @@ func TestRPCClientSpeaksNetworkTransport(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	require.Len(t, got, 6)
+	require.Len(t, got, 8)
+	assert.Equal(t, snap, got[5], "the snapshot's data")
 	a := got[0].(*raft.AppendEntriesRequest)
 	assert.Equal(t, app.Term, a.Term)
 	assert.Equal(t, app.PrevLogEntry, a.PrevLogEntry)

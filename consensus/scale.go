@@ -104,18 +104,19 @@ const idleAppendCheck = 10 * time.Second
 //     time (lanes): raft's heartbeat and replication goroutines for a
 //     follower each hold a connection while their RPC runs, and
 //     hashicorp/raft gave every connection a 256 KB send buffer for as
-//     long as it stayed in the pool (rpcClient's are 16 KB now). With the batched waits both
-//     goroutines of a non-voter often send at the same moment, so the
-//     leader kept two connections, 512 KB, per non-voter (measured at
-//     100 nodes: 185 send buffers for 99 followers); with replicas out of
-//     raft, the leader of 100 nodes still kept two per voter, 2 MB of its
-//     5.6 MB live heap. In turn they share one, and the pool keeps one
-//     (MaxPool 1). A heartbeat waits behind an append at most laneWait
-//     (non-voter: it counts an append as contact only once it has
+//     long as it stayed in the pool (rpcClient's are 16 KB now). With
+//     the batched waits both goroutines of a non-voter often send at the
+//     same moment, so the leader kept two connections, 512 KB, per
+//     non-voter (measured at 100 nodes: 185 send buffers for 99
+//     followers); with replicas out of raft, the leader of 100 nodes
+//     still kept two per voter, 2 MB of its 5.6 MB live heap. In turn
+//     they share one, and rpcClient keeps one. A heartbeat waits behind
+//     an append at most laneWait (non-voter: it counts an append as
+//     contact only once it has
 //     processed it) or voterLaneWait (voter), then goes on a connection
 //     of its own as raft would send it; whichever of the two connections
 //     comes back second is closed. Snapshots and votes go their own way,
-//     as in raft (a vote's connection is pooled when the pool is empty, a
+//     as in raft (a vote's connection is kept when none is, a
 //     snapshot's always closed);
 //   - a voter's heartbeats go at raft's rate, but its idle appends are
 //     answered here too, only while an RPC to the voter succeeded within
@@ -506,7 +507,7 @@ func laneWait(every time.Duration) time.Duration { return every / 4 }
 // write took 5–40 ms at 100 nodes on the 2-core VM, the follower's fsync
 // included), so most of the time the two share one connection. Past it
 // the heartbeat goes on a connection of its own, as raft sends it, and
-// whichever of the two comes back second is closed (MaxPool 1): an append
+// whichever of the two comes back second is closed (rpcClient): an append
 // held up by a slow disk does not hold back the heartbeats.
 func voterLaneWait(heartbeatTimeout time.Duration) time.Duration { return heartbeatTimeout / 10 }
 

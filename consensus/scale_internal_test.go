@@ -3,6 +3,7 @@ package consensus
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"sync"
@@ -15,8 +16,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// raftConsumer is the transports' side raft reads RPCs from.
+type raftConsumer interface{ Consumer() <-chan raft.RPC }
+
 // consume hands every RPC that reaches tr to handle until the test ends.
-func consume(t *testing.T, tr *raft.NetworkTransport, handle func(raft.RPC)) {
+func consume(t *testing.T, tr raftConsumer, handle func(raft.RPC)) {
 	t.Helper()
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
@@ -34,7 +38,7 @@ func consume(t *testing.T, tr *raft.NetworkTransport, handle func(raft.RPC)) {
 
 // answerer answers every RPC that reaches t and counts the heartbeats and
 // (when appends is not nil) the other appends.
-func answerer(t *testing.T, tr *raft.NetworkTransport, heartbeats, appends *atomic.Int64) {
+func answerer(t *testing.T, tr raftConsumer, heartbeats, appends *atomic.Int64) {
 	t.Helper()
 	consume(t, tr, func(rpc raft.RPC) {
 		if a, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
@@ -56,14 +60,13 @@ func tcpTransport(t *testing.T) *raft.NetworkTransport {
 	return tr
 }
 
-// overTCP makes tr the transport of a server whose RPCs go out over TCP
-// through an rpcClient, as they do over libp2p in a node.
-func overTCP(t *testing.T, tr *raft.NetworkTransport) *transport {
+// ourTCP is this package's transport over TCP on loopback, as a node
+// runs it over libp2p.
+func ourTCP(t *testing.T) *transport {
 	t.Helper()
-	dial := func(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-		return net.DialTimeout("tcp", string(a), timeout)
-	}
-	out := newTransport(tr, newRPCClient(dial, 5*time.Second))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	out := newTransport(&tcpStream{Listener: ln}, 5*time.Second, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { _ = out.Close() })
 	return out
 }
@@ -77,14 +80,13 @@ func overTCP(t *testing.T, tr *raft.NetworkTransport) *transport {
 func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	const ht = 100 * time.Millisecond
 	every := nonvoterHeartbeatEvery(ht)
-	leader := tcpTransport(t)
 	voter, nonvoter := tcpTransport(t), tcpTransport(t)
 	var voterBeats, voterAppends, nonvoterBeats, nonvoterAppends atomic.Int64
 	answerer(t, voter, &voterBeats, &voterAppends)
 	answerer(t, nonvoter, &nonvoterBeats, &nonvoterAppends)
 	done := make(chan struct{})
 	defer close(done)
-	h := newHeartbeatThrottle(overTCP(t, leader), ht, done)
+	h := newHeartbeatThrottle(ourTCP(t), ht, done)
 	h.setServers([]raft.Server{
 		{ID: "v", Address: voter.LocalAddr(), Suffrage: raft.Voter},
 		{ID: "n", Address: nonvoter.LocalAddr(), Suffrage: raft.Nonvoter},
@@ -114,7 +116,7 @@ func TestNonvoterHeartbeatsSpacedOut(t *testing.T) {
 	// (the answer counts for the lease).
 	const voterHT = time.Second
 	fresh := voterFresh(voterHT)
-	hv := newHeartbeatThrottle(overTCP(t, leader), voterHT, done)
+	hv := newHeartbeatThrottle(ourTCP(t), voterHT, done)
 	hv.setServers([]raft.Server{{ID: "v", Address: voter.LocalAddr(), Suffrage: raft.Voter}}, 0)
 	vsend := func(req *raft.AppendEntriesRequest) {
 		var resp raft.AppendEntriesResponse
@@ -226,7 +228,6 @@ func (c *commitIndex) CurrentTerm() uint64 { return c.term.Load() }
 // ignored, unless the log lost the newer one's entry or a new leader
 // resets it.
 func TestNonvoterEntriesWaitForCommit(t *testing.T) {
-	leader := tcpTransport(t)
 	voter, nonvoter := tcpTransport(t), tcpTransport(t)
 	type got struct {
 		commit uint64
@@ -245,7 +246,7 @@ func TestNonvoterEntriesWaitForCommit(t *testing.T) {
 	}
 	done := make(chan struct{})
 	defer close(done)
-	h := newHeartbeatThrottle(overTCP(t, leader), 100*time.Millisecond, done)
+	h := newHeartbeatThrottle(ourTCP(t), 100*time.Millisecond, done)
 	// Long enough that nothing below is released by the bound on a loaded
 	// machine, except where the test shortens it.
 	const long = 20 * time.Second
@@ -409,7 +410,7 @@ func TestBatchedWaitsEndTogether(t *testing.T) {
 // connection has a 256 KB send buffer). The follower here holds every RPC
 // for a while and counts how many it holds at once.
 func TestRPCsOneAtATime(t *testing.T) {
-	leader, follower := tcpTransport(t), tcpTransport(t)
+	follower := tcpTransport(t)
 	var inFlight, most atomic.Int64
 	consume(t, follower, func(rpc raft.RPC) {
 		go func() {
@@ -426,7 +427,7 @@ func TestRPCsOneAtATime(t *testing.T) {
 	var commit atomic.Uint64
 	run := func(suffrage raft.ServerSuffrage) int64 {
 		most.Store(0)
-		h := newHeartbeatThrottle(overTCP(t, leader), time.Second, done)
+		h := newHeartbeatThrottle(ourTCP(t), time.Second, done)
 		h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: suffrage}}, 0)
 		var wg sync.WaitGroup
 		for range 4 {
@@ -468,7 +469,7 @@ func heartbeatLeavesSlowLane(t *testing.T, suffrage raft.ServerSuffrage) {
 	if suffrage == raft.Nonvoter {
 		wantWait = laneWait(nonvoterHeartbeatEvery(ht))
 	}
-	leader, follower := tcpTransport(t), tcpTransport(t)
+	follower := tcpTransport(t)
 	// The follower holds the append until the test lets it go, so the
 	// heartbeat can only come back past the append if it left the lane.
 	appendIn, letGo := make(chan struct{}, 1), make(chan struct{})
@@ -486,7 +487,7 @@ func heartbeatLeavesSlowLane(t *testing.T, suffrage raft.ServerSuffrage) {
 	})
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
-	h := newHeartbeatThrottle(overTCP(t, leader), ht, done)
+	h := newHeartbeatThrottle(ourTCP(t), ht, done)
 	h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: suffrage}}, 0)
 	appended := make(chan error, 1)
 	go func() {
@@ -523,9 +524,9 @@ func heartbeatLeavesSlowLane(t *testing.T, suffrage raft.ServerSuffrage) {
 // An append waiting for its lane gives up when the server closes: it does
 // not hold raft's shutdown behind an RPC in flight to a dead follower.
 func TestLaneWaitEndsWithShutdown(t *testing.T) {
-	leader, follower := tcpTransport(t), tcpTransport(t)
+	follower := tcpTransport(t)
 	done := make(chan struct{})
-	h := newHeartbeatThrottle(overTCP(t, leader), time.Second, done)
+	h := newHeartbeatThrottle(ourTCP(t), time.Second, done)
 	h.setServers([]raft.Server{{ID: "f", Address: follower.LocalAddr(), Suffrage: raft.Voter}}, 0)
 	release, err := h.enterLane("f", false, 0) // an append in flight
 	require.NoError(t, err)

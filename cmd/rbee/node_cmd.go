@@ -26,16 +26,20 @@ import (
 )
 
 // nodeGCPercent: once a node is up, its garbage collector lets the heap
-// grow to 1.5× the live data between cycles instead of Go's 2×. A node's
-// live heap is a few MB and it allocates little when idle, so the extra
-// cycles cost nothing measurable, and each node keeps about 3 MB less
-// resident (100 nodes on one machine: RSS median 37.5 against 39.8 MB). It
-// is set after the start, which allocates most and would pay for the
-// cycles. GOGC in the environment still decides. 25 was measured too
-// (2026-12-07): the median RSS at 100 nodes with 5 workers 36.3–36.8 MB
-// against 37.1–37.5, the leader's 1–2 MB lower, its idle CPU 3.8–4.8%
-// against 3.1–4.5% over four runs each: not clearly worth the cycles.
-const nodeGCPercent = 50
+// grow to 1.25× the live data between cycles instead of Go's 2×. A node's
+// live heap is a few MB and an idle node allocates about 0.2–0.25 MB a
+// second (100 nodes with 5 workers each, since load reports are decoded
+// with a reused inflater; 0.6 MB before), so a cycle comes every few
+// seconds and costs well under 1% of a core, and each node keeps about 4 MB
+// less resident than with Go's default. It is set after the start, which
+// allocates most and would pay for the cycles. GOGC in the environment
+// still decides. Measured with `rbee bench scale --nodes 100
+// --workers-per-node 5` (2026-12-07): 50 before (RSS median 37.5 against
+// 39.8 MB at 100); 25 then gave the largest RSS 40.5 against 42.1–42.7
+// MB, the median 36.3 against 37.2–37.7, the leader's idle CPU 3.5%
+// against 3.7%. (25 had been tried before the inflater was reused, and
+// left at 50 then: the leader's idle CPU 3.8–4.8% against 3.1–4.5%.)
+const nodeGCPercent = 25
 
 // setMemProfiling leaves Go's heap profiling on only for a node that will
 // write a profile (--mem-profile). Go samples an allocation every 512 KB
