@@ -21,6 +21,7 @@ func localModel(arg string) (path string, cleanup func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
+	defer r.Close()
 	f, err := os.CreateTemp("", "rbee-"+name+"-*.gguf")
 	if err != nil {
 		return "", nil, err

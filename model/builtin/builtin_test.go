@@ -21,6 +21,7 @@ func TestOpenMatchesFixtureAndHash(t *testing.T) {
 	for _, name := range []string{"stories260k", "Stories260K"} {
 		r, size, sum, err := Open(name)
 		require.NoError(t, err)
+		defer r.Close()
 		b, err := io.ReadAll(r)
 		require.NoError(t, err)
 		require.EqualValues(t, len(b), size)
@@ -36,6 +37,7 @@ func TestOpenMatchesFixtureAndHash(t *testing.T) {
 func TestEmbeddedIsGGUF(t *testing.T) {
 	r, _, _, err := Open("stories260k")
 	require.NoError(t, err)
+	defer r.Close()
 	p := filepath.Join(t.TempDir(), "m.gguf")
 	b, _ := io.ReadAll(r)
 	require.NoError(t, os.WriteFile(p, b, 0o600))

@@ -515,9 +515,10 @@ func builtinOpener(name string) hf.Opener {
 			return nil, 0, 0, err
 		}
 		if _, err := io.CopyN(io.Discard, r, off); err != nil {
+			r.Close()
 			return nil, 0, 0, fmt.Errorf("catalog: builtin %s: offset %d: %w", name, off, err)
 		}
-		return io.NopCloser(r), off, size, nil
+		return r, off, size, nil
 	}
 }
 
