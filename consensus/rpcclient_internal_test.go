@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"runtime"
 	"sync"
@@ -247,15 +248,20 @@ func TestRPCClientConnIsSmall(t *testing.T) {
 			held = append(held, c)
 		}
 	}()
-	c := testClient(t)
 	target := raft.ServerAddress(ln.Addr().String())
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	conn, err := c.get(target)
-	require.NoError(t, err)
-	runtime.ReadMemStats(&after)
-	c.put(conn)
-	allocated := after.TotalAlloc - before.TotalAlloc
+	// The least of a few connections: goroutines left by earlier tests
+	// may allocate meanwhile, which only adds.
+	allocated := uint64(math.MaxUint64)
+	for range 3 {
+		c := testClient(t)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		conn, err := c.get(target)
+		require.NoError(t, err)
+		runtime.ReadMemStats(&after)
+		c.put(conn)
+		allocated = min(allocated, after.TotalAlloc-before.TotalAlloc)
+	}
 	assert.Less(t, allocated, uint64(64<<10), "a connection allocated %d bytes", allocated)
 	assert.GreaterOrEqual(t, allocated, uint64(rpcSendBuffer))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
 	"sync/atomic"
@@ -148,22 +149,27 @@ func TestRPCServerCloseEndsConns(t *testing.T) {
 func TestRPCServerConnIsSmall(t *testing.T) {
 	ours := ourTCP(t)
 	ours.SetHeartbeatHandler(func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil) })
-	conn, err := net.Dial("tcp", string(ours.LocalAddr()))
-	require.NoError(t, err)
-	defer conn.Close()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	// A heartbeat on a connection of the test's: the server's
-	// allocations for the connection are most of what follows.
-	c := &rpcConn{conn: conn}
 	cl := newRPCClient(nil, time.Second)
-	c.w, c.enc, c.dec = newConnCodec(conn, cl)
-	var resp raft.AppendEntriesResponse
-	_, err = c.roundTrip(rpcAppendEntries, &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{Addr: []byte("l")}, Term: 1}, nil, &resp)
-	require.NoError(t, err)
-	runtime.ReadMemStats(&after)
-	require.True(t, resp.Success)
-	allocated := after.TotalAlloc - before.TotalAlloc
+	// The least of a few connections: goroutines left by earlier tests
+	// may allocate meanwhile, which only adds.
+	allocated := uint64(math.MaxUint64)
+	for range 3 {
+		conn, err := net.Dial("tcp", string(ours.LocalAddr()))
+		require.NoError(t, err)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		// A heartbeat on a connection of the test's: the server's
+		// allocations for the connection are most of what follows.
+		c := &rpcConn{conn: conn}
+		c.w, c.enc, c.dec = newConnCodec(conn, cl)
+		var resp raft.AppendEntriesResponse
+		_, err = c.roundTrip(rpcAppendEntries, &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{Addr: []byte("l")}, Term: 1}, nil, &resp)
+		require.NoError(t, err)
+		runtime.ReadMemStats(&after)
+		require.True(t, resp.Success)
+		_ = conn.Close()
+		allocated = min(allocated, after.TotalAlloc-before.TotalAlloc)
+	}
 	assert.Less(t, allocated, uint64(128<<10), "a connection and a heartbeat allocated %d bytes on both sides", allocated)
 	assert.GreaterOrEqual(t, allocated, uint64(rpcRecvBuffer))
 }

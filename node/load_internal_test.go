@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rbee-project/rbee/gossip"
+	"github.com/rbee-project/rbee/internal/raceflag"
 	"github.com/rbee-project/rbee/node/router"
 )
 
@@ -272,20 +273,30 @@ func TestLoadDecoderReusesInflaters(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, byte(loadMsgDeflate), msg[0])
 	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // no GC empties the pool meanwhile
+	// Bytes allocated per decode, the least of a few rounds: goroutines
+	// left by earlier tests may allocate meanwhile, which only adds.
 	perDecode := func(decode func() error) uint64 {
 		const n = 50
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		for range n {
-			require.NoError(t, decode())
+		least := uint64(math.MaxUint64)
+		for range 5 {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for range n {
+				require.NoError(t, decode())
+			}
+			runtime.ReadMemStats(&after)
+			least = min(least, (after.TotalAlloc-before.TotalAlloc)/n)
 		}
-		runtime.ReadMemStats(&after)
-		return (after.TotalAlloc - before.TotalAlloc) / n
+		return least
 	}
 	var d loadDecoder
 	pooled := perDecode(func() error { _, err := d.decode(msg); return err })
 	fresh := perDecode(func() error { _, err := (&loadDecoder{}).decode(msg); return err })
 	t.Logf("bytes allocated per decode: %d reused, %d with a new inflater", pooled, fresh)
 	require.Greater(t, fresh, uint64(32<<10))
-	require.Less(t, pooled, fresh/3)
+	bound := fresh / 3
+	if raceflag.Enabled {
+		bound = fresh / 2 // sync.Pool drops a quarter of what is put in it
+	}
+	require.Less(t, pooled, bound)
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rbee-project/rbee/internal/raceflag"
 )
 
 // heapPeak runs f and returns how far the heap (live and not yet swept
@@ -99,7 +101,7 @@ func TestBudgetLimits(t *testing.T) {
 		{"fresh lists kept", `{% set xs = [] %}{% for i in range(100000) %}{% do xs.append(range(10000) | list) %}{% endfor %}`, small, LimitAlloc},
 	}
 	maxTime := 3 * time.Second
-	if raceEnabled {
+	if raceflag.Enabled {
 		maxTime = 30 * time.Second
 	}
 	for _, c := range cases {
