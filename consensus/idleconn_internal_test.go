@@ -92,7 +92,7 @@ func TestIdleConnClosesAndReopens(t *testing.T) {
 
 	roundTrip(t, c, "one")
 	// Unused for idle: the stream ends, so the accepting side's handler
-	// (raft's, with its 256 KB buffer) returns.
+	// (with its read buffer) returns.
 	require.Eventually(t, func() bool { return srv.open.Load() == 0 }, 5*time.Second, 10*time.Millisecond)
 	_, err := c.Read(make([]byte, 1))
 	require.ErrorIs(t, err, errReadIdle, "a read with no request sent since the idle close")

@@ -77,9 +77,9 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// TestIdleRaftStreamsEnd: raft pools its connections for as long as the
-// transport lives, and the accepting side keeps a 256 KB buffer and a
-// goroutine for each. After an election and a burst of writes, the
+// TestIdleRaftStreamsEnd: the transport keeps a connection a peer, and
+// the accepting side keeps a read buffer (256 KB on servers of earlier
+// versions) and a goroutine for each. After an election and a burst of writes, the
 // streams nobody uses end: the leader keeps none of the candidates' vote
 // connections, and a follower only the one the heartbeats use.
 func TestIdleRaftStreamsEnd(t *testing.T) {
@@ -121,9 +121,10 @@ func TestIdleRaftStreamsEnd(t *testing.T) {
 }
 
 // TestOneRaftConnectionPerFollower: the leader sends a follower its
-// heartbeats and its appends on one connection (each of raft's pooled
-// connections keeps a 256 KB send buffer, and the follower a 256 KB read
-// buffer, for as long as it is pooled). Heartbeats go every few tens of
+// heartbeats and its appends on one connection (each kept connection
+// holds its buffers on both sides for as long as it is kept: 256 KB each
+// with hashicorp/raft's NetworkTransport, which servers of earlier
+// versions run). Heartbeats go every few tens of
 // milliseconds through bursts of writes, so they often meet an append in
 // flight; right after the bursts, long before an idle stream would end,
 // every follower has one connection from the leader open.

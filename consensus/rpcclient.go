@@ -41,13 +41,17 @@ const rpcSendBuffer = 16 << 10
 // NetworkTransport does with MaxPool 1. A snapshot goes on a connection
 // of its own, closed after it.
 //
-// Every RPC gets timeout as its I/O deadline, a snapshot timeout per
-// snapshotTimeoutScale bytes. Safe for concurrent use.
+// A kept connection unused for keepIdle (raftIdleAfter) is closed: a
+// peer that left, or one this server asked for a vote, does not keep its
+// buffers here for ever (a follower's leader uses its connection every
+// heartbeat). Every RPC gets timeout as its I/O deadline, a snapshot
+// timeout per snapshotTimeoutScale bytes. Safe for concurrent use.
 type rpcClient struct {
-	dial    func(raft.ServerAddress, time.Duration) (net.Conn, error)
-	timeout time.Duration
-	enc     *codec.MsgpackHandle
-	dec     *codec.MsgpackHandle
+	dial     func(raft.ServerAddress, time.Duration) (net.Conn, error)
+	timeout  time.Duration
+	keepIdle time.Duration
+	enc      *codec.MsgpackHandle
+	dec      *codec.MsgpackHandle
 
 	mu     sync.Mutex
 	idle   map[raft.ServerAddress]*rpcConn
@@ -61,12 +65,14 @@ type rpcConn struct {
 	w      *bufio.Writer
 	enc    *codec.Encoder
 	dec    *codec.Decoder
+	idle   *time.Timer // while kept: closes it after keepIdle
 }
 
 func newRPCClient(dial func(raft.ServerAddress, time.Duration) (net.Conn, error), timeout time.Duration) *rpcClient {
 	return &rpcClient{
-		dial:    dial,
-		timeout: timeout,
+		dial:     dial,
+		timeout:  timeout,
+		keepIdle: raftIdleAfter,
 		// As NetworkTransport encodes by default (MsgpackUseNewTimeFormat
 		// unset): servers of earlier versions decode it, and every
 		// go-msgpack v2 decoder reads both time formats.
@@ -159,6 +165,9 @@ func (c *rpcClient) get(target raft.ServerAddress) (*rpcConn, error) {
 	}
 	conn := c.idle[target]
 	delete(c.idle, target)
+	if conn != nil {
+		conn.idle.Stop()
+	}
 	c.mu.Unlock()
 	if conn != nil {
 		return conn, nil
@@ -190,9 +199,28 @@ func (c *rpcClient) put(conn *rpcConn) {
 	keep := !c.closed && c.idle[conn.target] == nil
 	if keep {
 		c.idle[conn.target] = conn
+		if conn.idle == nil {
+			conn.idle = time.AfterFunc(c.keepIdle, func() { c.dropIdle(conn) })
+		} else {
+			conn.idle.Reset(c.keepIdle)
+		}
 	}
 	c.mu.Unlock()
 	if !keep {
+		_ = conn.conn.Close()
+	}
+}
+
+// dropIdle closes conn if it is still kept, unused since its timer was
+// set (get takes it out of the map first).
+func (c *rpcClient) dropIdle(conn *rpcConn) {
+	c.mu.Lock()
+	kept := c.idle[conn.target] == conn
+	if kept {
+		delete(c.idle, conn.target)
+	}
+	c.mu.Unlock()
+	if kept {
 		_ = conn.conn.Close()
 	}
 }
@@ -205,8 +233,10 @@ func (c *rpcClient) idleConns() int {
 }
 
 // close closes the idle connections; later calls fail with
-// raft.ErrTransportShutdown. Calls in flight end by their deadline or
-// their answer, and their connections are then closed.
+// raft.ErrTransportShutdown. Calls in flight end by their deadline (a
+// snapshot's, longer by its size) or their answer, and their connections
+// are then closed. Raft closes its transport only after its own
+// goroutines ended, so none is in flight then.
 func (c *rpcClient) close() {
 	c.mu.Lock()
 	c.closed = true
@@ -214,6 +244,7 @@ func (c *rpcClient) close() {
 	c.idle = map[raft.ServerAddress]*rpcConn{}
 	c.mu.Unlock()
 	for _, conn := range idle {
+		conn.idle.Stop()
 		_ = conn.conn.Close()
 	}
 }

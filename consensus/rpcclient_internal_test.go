@@ -48,6 +48,13 @@ func (c *closeCounted) Close() error {
 	return c.Conn.Close()
 }
 
+func mustListen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return ln
+}
+
 // peerServer is a server of raft's own NetworkTransport, as every
 // version of rbee runs to answer RPCs.
 func peerServer(t *testing.T) (*raft.NetworkTransport, *tcpStream) {
@@ -222,6 +229,7 @@ func TestRPCClientDropsFailedConn(t *testing.T) {
 	var resp raft.AppendEntriesResponse
 	err := c.call(server.LocalAddr(), rpcAppendEntries, &raft.AppendEntriesRequest{}, &resp)
 	require.ErrorContains(t, err, "i/o timeout")
+	c.timeout = 5 * time.Second // the next dial and answer, on a loaded machine
 	assert.Zero(t, c.idleConns())
 	require.NoError(t, c.call(server.LocalAddr(), rpcAppendEntries, &raft.AppendEntriesRequest{}, &resp))
 	assert.True(t, resp.Success)
@@ -264,4 +272,69 @@ func TestRPCClientConnIsSmall(t *testing.T) {
 	}
 	assert.Less(t, allocated, uint64(64<<10), "a connection allocated %d bytes", allocated)
 	assert.GreaterOrEqual(t, allocated, uint64(rpcSendBuffer))
+}
+
+// A kept connection unused for keepIdle is closed (a peer that left, or
+// one asked for a vote once); one in use stays.
+func TestRPCClientDropsIdleConn(t *testing.T) {
+	server, stream := peerServer(t)
+	consume(t, server, func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil) })
+	c := testClient(t)
+	c.keepIdle = 200 * time.Millisecond
+	var resp raft.AppendEntriesResponse
+	for range 5 { // in use: kept across calls
+		require.NoError(t, c.call(server.LocalAddr(), rpcAppendEntries, &raft.AppendEntriesRequest{}, &resp))
+		time.Sleep(c.keepIdle / 4)
+	}
+	assert.Equal(t, int64(1), stream.open.Load(), "one connection for every call")
+	require.Eventually(t, func() bool { return c.idleConns() == 0 && stream.open.Load() == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, c.call(server.LocalAddr(), rpcAppendEntries, &raft.AppendEntriesRequest{}, &resp), "a new one after")
+}
+
+// The bytes of a request are NetworkTransport's own: what raft's client
+// writes for an append, a vote and a snapshot's header, this client
+// writes too (time formats included).
+func TestRPCClientWritesNetworkTransportBytes(t *testing.T) {
+	capture := func(send func(target raft.ServerAddress)) []byte {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		got := make(chan []byte, 1)
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				got <- nil
+				return
+			}
+			defer conn.Close()
+			_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			b, _ := io.ReadAll(conn) // until the sender gives up waiting
+			got <- b
+		}()
+		send(raft.ServerAddress(ln.Addr().String()))
+		return <-got
+	}
+	at := time.Date(2026, 12, 7, 23, 45, 0, 987654321, time.FixedZone("x", 3600))
+	app := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("id"), Addr: []byte("addr")},
+		Term: 7, PrevLogEntry: 3, PrevLogTerm: 6, LeaderCommitIndex: 3,
+		Entries: []*raft.Log{{Index: 4, Term: 7, Type: raft.LogCommand, Data: []byte("cmd"), Extensions: []byte("ext"), AppendedAt: at}}}
+	vote := &raft.RequestVoteRequest{Term: 8, LastLogIndex: 4, LastLogTerm: 7, LeadershipTransfer: true}
+	theirs := raft.NewNetworkTransport(&tcpStream{Listener: mustListen(t)}, 1, 200*time.Millisecond, io.Discard)
+	defer theirs.Close()
+	ours := newRPCClient((&tcpStream{}).Dial, 200*time.Millisecond)
+	defer ours.close()
+	for name, pair := range map[string][2]func(raft.ServerAddress){
+		"append": {
+			func(a raft.ServerAddress) { _ = theirs.AppendEntries("s", a, app, &raft.AppendEntriesResponse{}) },
+			func(a raft.ServerAddress) { _ = ours.call(a, rpcAppendEntries, app, &raft.AppendEntriesResponse{}) },
+		},
+		"vote": {
+			func(a raft.ServerAddress) { _ = theirs.RequestVote("s", a, vote, &raft.RequestVoteResponse{}) },
+			func(a raft.ServerAddress) { _ = ours.call(a, rpcRequestVote, vote, &raft.RequestVoteResponse{}) },
+		},
+	} {
+		want, got := capture(pair[0]), capture(pair[1])
+		require.NotEmpty(t, want, name)
+		assert.Equal(t, want, got, name)
+	}
 }

@@ -70,6 +70,10 @@ func (s *rpcServer) accept() {
 				return
 			default:
 			}
+			if errors.Is(err, net.ErrClosed) {
+				s.log.Warn("raft listener closed")
+				return
+			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			s.log.Warn("accept raft connection", "err", err)
 			t := time.NewTimer(delay)
@@ -111,7 +115,10 @@ func (s *rpcServer) serve(conn net.Conn) {
 	for {
 		if err := s.serveOne(r, dec, enc); err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, raft.ErrTransportShutdown) && !errors.Is(err, net.ErrClosed) {
-				s.log.Debug("raft connection ended", "remote", conn.RemoteAddr().String(), "err", err)
+				// A request this server could not read (a peer that died
+				// mid-request, or one speaking another format): as
+				// NetworkTransport, it is worth a line.
+				s.log.Warn("raft connection ended", "remote", conn.RemoteAddr().String(), "err", err)
 			}
 			return
 		}

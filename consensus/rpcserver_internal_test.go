@@ -106,10 +106,12 @@ func TestTransportToItself(t *testing.T) {
 	var tn raft.TimeoutNowResponse
 	require.NoError(t, a.TimeoutNow("b", b.LocalAddr(), &raft.TimeoutNowRequest{}, &tn))
 	assert.Equal(t, []byte("b-id"), tn.ID)
+	kept := a.client.idle[b.LocalAddr()]
+	require.NotNil(t, kept)
 	var sr raft.InstallSnapshotResponse
 	require.NoError(t, a.InstallSnapshot("b", b.LocalAddr(), &raft.InstallSnapshotRequest{Size: int64(len(snap))}, &sr, bytes.NewReader(snap)))
 	assert.True(t, sr.Success)
-	assert.Equal(t, 1, a.client.idleConns(), "the snapshot's connection is not kept")
+	assert.Same(t, kept, a.client.idle[b.LocalAddr()], "the snapshot went on a connection of its own, not kept")
 }
 
 // Close ends every connection the server accepted and its goroutines,

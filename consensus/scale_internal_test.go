@@ -406,8 +406,8 @@ func TestBatchedWaitsEndTogether(t *testing.T) {
 }
 
 // RPCs to a follower, voter or not, go one at a time, so raft's heartbeat
-// and replication goroutines for it share one pooled connection (each
-// connection has a 256 KB send buffer). The follower here holds every RPC
+// and replication goroutines for it share one kept connection (each
+// holds its buffers while kept). The follower here holds every RPC
 // for a while and counts how many it holds at once.
 func TestRPCsOneAtATime(t *testing.T) {
 	follower := tcpTransport(t)

@@ -15,11 +15,12 @@ import (
 const (
 	// frameChunk is what p2p.ReadFrame allocates up front for a frame.
 	frameChunk = 64 << 10
-	// raftConnMemory: hashicorp/raft's NetworkTransport buffers each
-	// connection with 256 KiB (connReceiveBufferSize on the accepting side,
-	// connSendBufferSize on the dialing side) plus a 4 KiB bufio on the
-	// other direction.
-	raftConnMemory = 256<<10 + 4<<10
+	// raftConnMemory: consensus's raft transport buffers each connection
+	// with 16 KiB (its rpcRecvBuffer on the accepting side, rpcSendBuffer
+	// on the dialing side) plus a 4 KiB bufio the other way. (Servers of
+	// earlier versions, hashicorp/raft's NetworkTransport, used 256 KiB;
+	// their buffers are on their side.)
+	raftConnMemory = 16<<10 + 4<<10
 )
 
 // p2pServices declares one service per protocol of the node. Raft and the

@@ -15,7 +15,7 @@ import (
 )
 
 // acceptTimeout is how long an inbound stream waits for Accept before it is
-// reset. Accept loops (raft's NetworkTransport, HTTP servers) pick streams up
+// reset. Accept loops (consensus's raft transport, HTTP servers) pick streams up
 // in microseconds; 10 s only trips when nobody is accepting.
 const acceptTimeout = 10 * time.Second
 

@@ -5,9 +5,9 @@
 //
 // Everything here is read-only and safe for concurrent use. The models
 // are part of the executable's mapped data: a node that copied one into
-// its catalog would otherwise keep every page of it resident for its
-// whole life (1.2 MB of each node's RSS at 100 nodes), so a reader's
-// Close hands them back.
+// its catalog would otherwise keep every page of it mapped, in its RSS,
+// for its whole life (1.2 MB), so a reader's Close unmaps them (see
+// release; the bytes stay readable).
 package builtin
 
 import (
