@@ -66,6 +66,7 @@ type rpcConn struct {
 	enc    *codec.Encoder
 	dec    *codec.Decoder
 	idle   *time.Timer // while kept: closes it after keepIdle
+	kept   time.Time   // when it was last kept (guarded by rpcClient.mu)
 }
 
 func newRPCClient(dial func(raft.ServerAddress, time.Duration) (net.Conn, error), timeout time.Duration) *rpcClient {
@@ -199,6 +200,7 @@ func (c *rpcClient) put(conn *rpcConn) {
 	keep := !c.closed && c.idle[conn.target] == nil
 	if keep {
 		c.idle[conn.target] = conn
+		conn.kept = time.Now()
 		if conn.idle == nil {
 			conn.idle = time.AfterFunc(c.keepIdle, func() { c.dropIdle(conn) })
 		} else {
@@ -211,11 +213,12 @@ func (c *rpcClient) put(conn *rpcConn) {
 	}
 }
 
-// dropIdle closes conn if it is still kept, unused since its timer was
-// set (get takes it out of the map first).
+// dropIdle closes conn if it is still kept and was not used for
+// keepIdle (a timer that fired while get took it, running only after put
+// kept it again, finds it kept lately and leaves it).
 func (c *rpcClient) dropIdle(conn *rpcConn) {
 	c.mu.Lock()
-	kept := c.idle[conn.target] == conn
+	kept := c.idle[conn.target] == conn && time.Since(conn.kept) >= c.keepIdle
 	if kept {
 		delete(c.idle, conn.target)
 	}
